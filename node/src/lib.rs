@@ -1,1 +1,19 @@
-//! Ledge node.
+//! The Ledge node: an event log for edge hosts.
+//!
+//! Subsystems (more arrive with later work):
+//! - [`storage`]: segmented partition logs with group commit and crash recovery, over the
+//!   [`storage::Disk`] seam (io_uring, std fallback, simulated). Its planning parts
+//!   (segment roll, indexes, checkpoint, recovery scan) are pure; `PartitionLog` applies them.
+//! - [`clock`]: the one place real time is read.
+//! - `sim` (tests and the `sim` feature): a simulated disk with crashes, torn writes, EIO
+//!   and ENOSPC, driven by a seed.
+//!
+//! The life of an append: `PartitionLog::append` checks the batch's CRC and size on the
+//! caller's task, queues it for the partition's writer task, which drains everything queued
+//! into one buffer, stamps base offsets, writes it with one `write`, syncs with one
+//! `fdatasync`, advances the high watermark and acknowledges every append in the group.
+
+pub mod clock;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+pub mod storage;

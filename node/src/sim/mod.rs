@@ -1,0 +1,19 @@
+//! Simulated IO for deterministic tests: everything here is seeded and replayable.
+//!
+//! `LEDGE_SIM_SEED=<n>` replays one seed of a randomized simulation test.
+
+pub mod disk;
+
+pub use disk::SimDisk;
+
+/// The seeds a randomized simulation test runs: the one in `LEDGE_SIM_SEED` if set (to
+/// replay a failure), otherwise `count` seeds starting from `first`.
+pub fn seeds(first: u64, count: u64) -> Vec<u64> {
+    match std::env::var("LEDGE_SIM_SEED") {
+        Ok(text) => match text.trim().parse() {
+            Ok(seed) => vec![seed],
+            Err(_) => panic!("LEDGE_SIM_SEED must be an unsigned integer, got {text:?}"),
+        },
+        Err(_) => (first..first + count).collect(),
+    }
+}

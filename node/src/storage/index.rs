@@ -1,0 +1,339 @@
+//! Sparse offset and time indexes of one segment (pure: entries in memory, files as bytes).
+//!
+//! The offset index maps a relative offset to the file position of the batch that starts
+//! there, one entry per `index_interval_bytes` of log; a lookup gives the position to start
+//! scanning from. The time index keeps the running maximum timestamp with the batch that
+//! raised it, so a lookup for `t` gives a batch before which no timestamp reaches `t`.
+//!
+//! Both live in memory for every segment; a sealed segment's are also written to
+//! `.index`/`.timeindex` files with a CRC, and rebuilt from the segment if a file is
+//! missing or fails its checks (an index is derived data, never a source of truth).
+
+/// Bytes of the header of an index file.
+pub const INDEX_HEADER_BYTES: usize = 24;
+const OFFSET_INDEX_MAGIC: [u8; 8] = *b"LEDGEIDX";
+const TIME_INDEX_MAGIC: [u8; 8] = *b"LEDGETIX";
+const INDEX_FORMAT_VERSION: u32 = 1;
+const OFFSET_ENTRY_BYTES: usize = 8;
+const TIME_ENTRY_BYTES: usize = 12;
+
+/// One offset index entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffsetEntry {
+    /// Batch base offset minus segment base offset.
+    pub relative_offset: u32,
+    /// File position of that batch.
+    pub position: u32,
+}
+
+/// One time index entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeEntry {
+    /// Largest timestamp seen in the segment up to and including this batch.
+    pub timestamp_ms: i64,
+    /// Base offset of the batch that raised it, relative to the segment base.
+    pub relative_offset: u32,
+}
+
+/// The in-memory indexes of one segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentIndex {
+    base_offset: i64,
+    interval_bytes: u32,
+    offsets: Vec<OffsetEntry>,
+    times: Vec<TimeEntry>,
+    bytes_since_offset_entry: u64,
+    bytes_since_time_entry: u64,
+    max_timestamp_ms: Option<(i64, u32)>,
+}
+
+/// Why an index file was refused (the caller rebuilds the index from the segment).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IndexFileError {
+    /// Shorter than its header or entries.
+    #[error("index file truncated")]
+    Truncated,
+    /// Wrong magic for its kind.
+    #[error("not a Ledge index file")]
+    Foreign,
+    /// Written by a newer Ledge.
+    #[error("index format version {0} is newer than this build supports")]
+    NewerVersion(u32),
+    /// The entries do not match their checksum.
+    #[error("index checksum mismatch")]
+    Checksum,
+    /// Entries out of order or pointing outside the segment.
+    #[error("index entry {0} is out of order or out of range")]
+    BadEntry(usize),
+}
+
+impl SegmentIndex {
+    /// Empty indexes for a segment starting at `base_offset`.
+    pub fn new(base_offset: i64, interval_bytes: u32) -> Self {
+        Self {
+            base_offset,
+            interval_bytes,
+            offsets: Vec::new(),
+            times: Vec::new(),
+            bytes_since_offset_entry: 0,
+            bytes_since_time_entry: 0,
+            max_timestamp_ms: None,
+        }
+    }
+
+    /// The segment's first offset.
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// The largest batch max-timestamp in the segment, if any batch carries one.
+    pub fn max_timestamp_ms(&self) -> Option<i64> {
+        self.max_timestamp_ms.map(|(timestamp, _)| timestamp)
+    }
+
+    /// Records a batch appended at `position`. The first batch and then one batch per
+    /// `interval_bytes` get an offset entry; the time index gets an entry when the running
+    /// maximum timestamp rises and an interval has passed since the last one.
+    pub fn note_batch(&mut self, position: u64, base_offset: i64, max_timestamp_ms: i64, batch_bytes: u64) {
+        let relative = u32::try_from(base_offset - self.base_offset)
+            .expect("segments roll before relative offsets leave u32 (segment::roll_reason)");
+        let position = u32::try_from(position)
+            .expect("segment positions fit in u32 (segment.bytes is capped below 4 GiB)");
+        if self.offsets.is_empty() || self.bytes_since_offset_entry >= u64::from(self.interval_bytes) {
+            if let Some(last) = self.offsets.last() {
+                assert!(last.relative_offset < relative && last.position < position, "offset index must grow");
+            }
+            self.offsets.push(OffsetEntry { relative_offset: relative, position });
+            self.bytes_since_offset_entry = 0;
+        }
+        self.bytes_since_offset_entry += batch_bytes;
+        self.bytes_since_time_entry += batch_bytes;
+        // Kafka uses -1 for "no timestamp"; such batches cannot be found by time.
+        if max_timestamp_ms >= 0 && self.max_timestamp_ms.is_none_or(|(max, _)| max_timestamp_ms > max) {
+            self.max_timestamp_ms = Some((max_timestamp_ms, relative));
+            if self.times.is_empty() || self.bytes_since_time_entry >= u64::from(self.interval_bytes) {
+                self.times.push(TimeEntry { timestamp_ms: max_timestamp_ms, relative_offset: relative });
+                self.bytes_since_time_entry = 0;
+            }
+        }
+    }
+
+    /// Called when the segment is sealed: the time index ends with the segment's maximum, so
+    /// a reopened segment knows it without a scan.
+    pub fn seal(&mut self) {
+        if let Some((timestamp_ms, relative_offset)) = self.max_timestamp_ms
+            && self.times.last().is_none_or(|last| last.timestamp_ms < timestamp_ms)
+        {
+            self.times.push(TimeEntry { timestamp_ms, relative_offset });
+        }
+    }
+
+    /// The file position to start scanning from for `offset`: that of the last indexed batch
+    /// starting at or before it, or `None` if `offset` is before every indexed batch.
+    pub fn position_for_offset(&self, offset: i64) -> Option<u64> {
+        let relative = offset.checked_sub(self.base_offset)?;
+        let relative = u32::try_from(relative).unwrap_or(u32::MAX);
+        let after = self.offsets.partition_point(|entry| entry.relative_offset <= relative);
+        let entry = self.offsets.get(after.checked_sub(1)?)?;
+        Some(u64::from(entry.position))
+    }
+
+    /// The offset to start scanning from for the first batch whose max timestamp reaches
+    /// `timestamp_ms`: the batch of the last entry below it (every earlier batch is below
+    /// `timestamp_ms` too), or the segment base.
+    pub fn scan_start_for_timestamp(&self, timestamp_ms: i64) -> i64 {
+        let below = self.times.partition_point(|entry| entry.timestamp_ms < timestamp_ms);
+        match below.checked_sub(1).and_then(|index| self.times.get(index)) {
+            Some(entry) => self.base_offset + i64::from(entry.relative_offset),
+            None => self.base_offset,
+        }
+    }
+
+    /// The offset index file contents.
+    pub fn encode_offset_index(&self) -> Vec<u8> {
+        let mut entries = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_BYTES);
+        for entry in &self.offsets {
+            entries.extend_from_slice(&entry.relative_offset.to_be_bytes());
+            entries.extend_from_slice(&entry.position.to_be_bytes());
+        }
+        with_header(OFFSET_INDEX_MAGIC, self.offsets.len(), entries)
+    }
+
+    /// The time index file contents.
+    pub fn encode_time_index(&self) -> Vec<u8> {
+        let mut entries = Vec::with_capacity(self.times.len() * TIME_ENTRY_BYTES);
+        for entry in &self.times {
+            entries.extend_from_slice(&entry.timestamp_ms.to_be_bytes());
+            entries.extend_from_slice(&entry.relative_offset.to_be_bytes());
+        }
+        with_header(TIME_INDEX_MAGIC, self.times.len(), entries)
+    }
+
+    /// Loads a sealed segment's indexes from its two files, checking each entry against the
+    /// segment's size and offset span (`end_offset` is the first offset after the segment).
+    pub fn decode(
+        base_offset: i64,
+        interval_bytes: u32,
+        offset_file: &[u8],
+        time_file: &[u8],
+        segment_bytes: u64,
+        end_offset: i64,
+    ) -> Result<Self, IndexFileError> {
+        let span = end_offset - base_offset;
+        let offset_body = checked_body(offset_file, OFFSET_INDEX_MAGIC, OFFSET_ENTRY_BYTES)?;
+        let mut offsets = Vec::with_capacity(offset_body.len() / OFFSET_ENTRY_BYTES);
+        for (number, chunk) in offset_body.chunks_exact(OFFSET_ENTRY_BYTES).enumerate() {
+            let entry = OffsetEntry {
+                relative_offset: read_u32(chunk, 0),
+                position: read_u32(chunk, 4),
+            };
+            let ordered = offsets
+                .last()
+                .is_none_or(|last: &OffsetEntry| last.relative_offset < entry.relative_offset && last.position < entry.position);
+            if !ordered || i64::from(entry.relative_offset) >= span || u64::from(entry.position) >= segment_bytes {
+                return Err(IndexFileError::BadEntry(number));
+            }
+            offsets.push(entry);
+        }
+        let time_body = checked_body(time_file, TIME_INDEX_MAGIC, TIME_ENTRY_BYTES)?;
+        let mut times = Vec::with_capacity(time_body.len() / TIME_ENTRY_BYTES);
+        for (number, chunk) in time_body.chunks_exact(TIME_ENTRY_BYTES).enumerate() {
+            let mut timestamp = [0u8; 8];
+            timestamp.copy_from_slice(chunk.get(..8).unwrap_or(&[0; 8]));
+            let entry = TimeEntry {
+                timestamp_ms: i64::from_be_bytes(timestamp),
+                relative_offset: read_u32(chunk, 8),
+            };
+            let ordered = times
+                .last()
+                .is_none_or(|last: &TimeEntry| last.timestamp_ms < entry.timestamp_ms && last.relative_offset <= entry.relative_offset);
+            if !ordered || i64::from(entry.relative_offset) >= span {
+                return Err(IndexFileError::BadEntry(number));
+            }
+            times.push(entry);
+        }
+        if offsets.first().is_some_and(|first| first.relative_offset != 0) || (offsets.is_empty() && span > 0) {
+            return Err(IndexFileError::BadEntry(0));
+        }
+        let max_timestamp_ms = times.last().map(|entry| (entry.timestamp_ms, entry.relative_offset));
+        Ok(Self {
+            base_offset,
+            interval_bytes,
+            offsets,
+            times,
+            bytes_since_offset_entry: 0,
+            bytes_since_time_entry: 0,
+            max_timestamp_ms,
+        })
+    }
+}
+
+fn read_u32(chunk: &[u8], at: usize) -> u32 {
+    let mut bytes = [0u8; 4];
+    bytes.copy_from_slice(chunk.get(at..at + 4).unwrap_or(&[0; 4]));
+    u32::from_be_bytes(bytes)
+}
+
+fn with_header(magic: [u8; 8], count: usize, entries: Vec<u8>) -> Vec<u8> {
+    let mut file = Vec::with_capacity(INDEX_HEADER_BYTES + entries.len());
+    file.extend_from_slice(&magic);
+    file.extend_from_slice(&INDEX_FORMAT_VERSION.to_be_bytes());
+    file.extend_from_slice(&u32::try_from(count).expect("index entries per segment fit in u32").to_be_bytes());
+    file.extend_from_slice(&crc32c::crc32c(&entries).to_be_bytes());
+    file.extend_from_slice(&[0u8; 4]);
+    file.extend_from_slice(&entries);
+    file
+}
+
+fn checked_body(file: &[u8], magic: [u8; 8], entry_bytes: usize) -> Result<&[u8], IndexFileError> {
+    let header = file.get(..INDEX_HEADER_BYTES).ok_or(IndexFileError::Truncated)?;
+    if header.get(..8) != Some(&magic[..]) {
+        return Err(IndexFileError::Foreign);
+    }
+    let version = read_u32(header, 8);
+    if version != INDEX_FORMAT_VERSION {
+        return Err(IndexFileError::NewerVersion(version));
+    }
+    let count = read_u32(header, 12) as usize;
+    let checksum = read_u32(header, 16);
+    let body = file.get(INDEX_HEADER_BYTES..).ok_or(IndexFileError::Truncated)?;
+    if body.len() != count.saturating_mul(entry_bytes) {
+        return Err(IndexFileError::Truncated);
+    }
+    if crc32c::crc32c(body) != checksum {
+        return Err(IndexFileError::Checksum);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Batches as (record count, bytes, max timestamp) laid out from position 16.
+    fn build(batches: &[(u8, u16, i64)], interval: u32) -> (SegmentIndex, Vec<(i64, u64, i64)>) {
+        let mut index = SegmentIndex::new(100, interval);
+        let mut layout = Vec::new();
+        let (mut offset, mut position) = (100i64, 16u64);
+        for &(count, bytes, timestamp) in batches {
+            index.note_batch(position, offset, timestamp, u64::from(bytes));
+            layout.push((offset, position, timestamp));
+            offset += i64::from(count);
+            position += u64::from(bytes);
+        }
+        (index, layout)
+    }
+
+    proptest! {
+        // Goal: index lookups agree with a linear model over the batch list, before and after
+        // an encode/decode round trip of the index files.
+        #[test]
+        fn lookups_match_a_linear_model(
+            batches in prop::collection::vec((1u8..20, 61u16..3000, -1i64..10_000), 1..200),
+            interval in 1u32..8192,
+            probe_offset in 90i64..4000,
+            probe_time in -5i64..10_100,
+        ) {
+            let (mut index, layout) = build(&batches, interval);
+            index.seal();
+            let end = layout.last().map(|(offset, _, _)| *offset).unwrap() + i64::from(batches.last().unwrap().0);
+            let size = layout.last().unwrap().1 + u64::from(batches.last().unwrap().1);
+            let reloaded = SegmentIndex::decode(100, interval, &index.encode_offset_index(), &index.encode_time_index(), size, end).unwrap();
+            for candidate in [&index, &reloaded] {
+                // Offset: the start position is at or before the batch containing the probe.
+                let containing = layout.iter().rev().find(|(offset, _, _)| *offset <= probe_offset);
+                match (candidate.position_for_offset(probe_offset), containing) {
+                    (Some(position), Some((_, batch_position, _))) => prop_assert!(position <= *batch_position),
+                    (None, None) => {}
+                    (found, expected) => prop_assert!(false, "lookup {found:?} vs batch {expected:?}"),
+                }
+                // Time: no batch before the scan start reaches the probe time.
+                let start = candidate.scan_start_for_timestamp(probe_time);
+                for (offset, _, timestamp) in &layout {
+                    if *offset < start {
+                        prop_assert!(*timestamp < probe_time);
+                    }
+                }
+                let max = layout.iter().map(|(_, _, t)| *t).filter(|t| *t >= 0).max();
+                prop_assert_eq!(candidate.max_timestamp_ms(), max);
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_index_files_are_refused() {
+        let (mut index, _) = build(&[(5, 100, 10), (5, 5000, 20), (5, 100, 30)], 64);
+        index.seal();
+        let offsets = index.encode_offset_index();
+        let times = index.encode_time_index();
+        assert!(SegmentIndex::decode(100, 64, &offsets, &times, 5216, 115).is_ok());
+        assert_eq!(SegmentIndex::decode(100, 64, &offsets[..10], &times, 5216, 115), Err(IndexFileError::Truncated));
+        let mut flipped = offsets.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(SegmentIndex::decode(100, 64, &flipped, &times, 5216, 115), Err(IndexFileError::Checksum));
+        assert_eq!(SegmentIndex::decode(100, 64, &times, &offsets, 5216, 115), Err(IndexFileError::Foreign));
+        // Entries pointing past the segment end are refused even with a valid checksum.
+        assert_eq!(SegmentIndex::decode(100, 64, &offsets, &times, 200, 115), Err(IndexFileError::BadEntry(1)));
+    }
+}

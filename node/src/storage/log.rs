@@ -1,0 +1,1507 @@
+//! `PartitionLog`: one partition's segments on disk, with group commit and recovery.
+//!
+//! Owns: the partition directory, its segment files and checkpoint, the in-memory indexes,
+//! the high watermark. Does not own: topics, produce validation beyond the batch itself,
+//! retention policy (callers decide what to pass to `delete_before`).
+//!
+//! Writes go through one writer task per partition, which drains every append queued while
+//! the previous commit was in flight into one buffer, writes it with one `write`, makes it
+//! durable with one `fdatasync`, then acknowledges all of them (group commit). Readers never
+//! wait for the writer: they take the segment list under a short lock and read by position,
+//! and see only synced bytes: the high watermark is the last synced offset + 1.
+//!
+//! Invariants:
+//! - offsets are dense: each batch's base offset is the previous batch's last offset + 1;
+//! - every byte below a segment's `synced_bytes` is durable, and everything readers see is
+//!   below it;
+//! - the checkpoint's recovery point never passes durable bytes, so recovery may truncate a
+//!   bad tail above it and must report anything bad below it;
+//! - after a failed `fdatasync` nothing more is appended until the log is reopened: the
+//!   kernel may have dropped the dirty pages, so retrying the sync could report success for
+//!   data that is gone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ledge_protocol::{
+    BATCH_LENGTH_PREFIX_BYTES, BatchError, BatchHeader, set_base_offset,
+    set_partition_leader_epoch, validate_batch,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::checkpoint::{Checkpoint, CheckpointError};
+use super::disk::{Disk, DiskError, DiskFile, OpenMode};
+use super::index::SegmentIndex;
+use super::recovery::{self, PARTITION_LEADER_EPOCH, ScanStop};
+use super::segment::{
+    self, ActiveSegmentStats, CHECKPOINT_FILE_NAME, PartitionFile, RollPolicy,
+    SEGMENT_HEADER_BYTES, SegmentHeaderError,
+};
+use crate::clock::Clock;
+
+/// Limits and policies of one partition log. Every field has a documented default
+/// (docs/OPERATIONS.md); [`LogConfig::validate`] checks how they relate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment before one would exceed this many bytes (`segment.bytes`).
+    pub segment_bytes: u64,
+    /// Roll once a segment's first append is this old (`segment.ms`).
+    pub segment_age: Duration,
+    /// Bytes of log between sparse index entries (`index.interval.bytes`).
+    pub index_interval_bytes: u32,
+    /// The largest batch accepted (`max.message.bytes`, counted as Kafka does: the whole batch).
+    pub batch_bytes_max: u64,
+    /// The most bytes one group commit writes with one `write` and one `fdatasync`.
+    pub commit_bytes_max: u64,
+    /// Appends waiting for the writer before `append` waits for room.
+    pub append_queue_depth: usize,
+    /// The longest an acknowledged `Written` (acks=1) append stays unsynced.
+    pub flush_interval: Duration,
+    /// How often the recovery point is advanced after syncs.
+    pub recovery_checkpoint_interval: Duration,
+    /// Bytes read per step when recovery scans a segment.
+    pub recovery_read_bytes: usize,
+}
+
+/// Default of [`LogConfig::segment_bytes`]: small enough to scan quickly at start on an
+/// edge box, large enough that a roll (two index files, a directory sync) is rare.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
+/// Largest [`LogConfig::segment_bytes`]: index entries hold 32-bit positions.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+/// Default of [`LogConfig::batch_bytes_max`]: Kafka's `max.message.bytes` default.
+pub const BATCH_BYTES_MAX_DEFAULT: u64 = 1_048_588;
+/// Default of [`LogConfig::commit_bytes_max`].
+pub const COMMIT_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024;
+
+// A batch must fit in one segment, or an append could never be written anywhere.
+const _: () = assert!(BATCH_BYTES_MAX_DEFAULT + SEGMENT_HEADER_BYTES <= SEGMENT_BYTES_DEFAULT);
+// One group commit must be able to carry the largest batch.
+const _: () = assert!(BATCH_BYTES_MAX_DEFAULT <= COMMIT_BYTES_MAX_DEFAULT);
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            segment_age: Duration::from_secs(7 * 24 * 3600),
+            index_interval_bytes: 4096,
+            batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
+            commit_bytes_max: COMMIT_BYTES_MAX_DEFAULT,
+            append_queue_depth: 1024,
+            flush_interval: Duration::from_millis(1000),
+            recovery_checkpoint_interval: Duration::from_secs(5),
+            recovery_read_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks the relationships between limits; the error names the keys involved.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes > SEGMENT_BYTES_MAX {
+            return Err(format!(
+                "segment.bytes ({}) exceeds the maximum {SEGMENT_BYTES_MAX}",
+                self.segment_bytes
+            ));
+        }
+        if self.batch_bytes_max + SEGMENT_HEADER_BYTES > self.segment_bytes {
+            return Err(format!(
+                "max.message.bytes ({}) must fit in segment.bytes ({}) minus the {SEGMENT_HEADER_BYTES}-byte header",
+                self.batch_bytes_max, self.segment_bytes
+            ));
+        }
+        if self.batch_bytes_max > self.commit_bytes_max {
+            return Err(format!(
+                "max.message.bytes ({}) must not exceed commit.bytes.max ({})",
+                self.batch_bytes_max, self.commit_bytes_max
+            ));
+        }
+        if self.index_interval_bytes == 0 || self.append_queue_depth == 0 || self.recovery_read_bytes == 0 {
+            return Err("index.interval.bytes, append.queue.depth and recovery.read.bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// How durable an append must be before it is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendDurability {
+    /// Written to the file (page cache); synced within `flush_interval` (Kafka acks=1).
+    Written,
+    /// Synced with `fdatasync` (Kafka acks=all).
+    Synced,
+}
+
+/// Offsets the broker stamped on an appended batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Offset of the batch's first record.
+    pub base_offset: i64,
+    /// Offset of its last record.
+    pub last_offset: i64,
+}
+
+/// Why an append failed. Nothing of a failed append is ever visible to readers.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The bytes are not one valid RecordBatch v2 (bad CRC, length, magic...).
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    /// The batch is over `max.message.bytes`.
+    #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
+    BatchTooLarge {
+        /// The batch's size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The write failed (e.g. disk full); the log rolled it back and stays writable.
+    #[error("append failed, log unchanged: {0}")]
+    Disk(#[source] DiskError),
+    /// The log is fenced after a failed sync or write; reopen it to verify and continue.
+    #[error("partition log is fenced: {reason}")]
+    Fenced {
+        /// What fenced it.
+        reason: String,
+    },
+    /// The log was closed.
+    #[error("partition log is closed")]
+    Closed,
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The offset is below the log start or above the high watermark.
+    #[error("offset {requested} is out of range [{log_start_offset}, {high_watermark}]")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        requested: i64,
+        /// The first readable offset.
+        log_start_offset: i64,
+        /// One past the last readable offset.
+        high_watermark: i64,
+    },
+    /// Reading the segment failed.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// The bytes on disk are not valid batches where the index says they should be.
+    #[error("segment {path} is corrupt at byte {position}: {reason}")]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// File position.
+        position: u64,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Why `delete_before` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    /// Records at or above the high watermark cannot be deleted.
+    #[error("cannot delete before offset {requested}: the high watermark is {high_watermark}")]
+    BeyondHighWatermark {
+        /// The offset asked for.
+        requested: i64,
+        /// The current high watermark.
+        high_watermark: i64,
+    },
+    /// Writing the checkpoint or removing files failed.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// The log is fenced.
+    #[error("partition log is fenced: {reason}")]
+    Fenced {
+        /// What fenced it.
+        reason: String,
+    },
+    /// The log was closed.
+    #[error("partition log is closed")]
+    Closed,
+}
+
+/// Why a partition log could not be opened. Each names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The configuration is inconsistent.
+    #[error("invalid log configuration: {0}")]
+    Config(String),
+    /// An IO operation failed (read-only or full filesystem, permissions, EIO).
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// A file Ledge does not write is in the partition directory.
+    #[error("foreign file in partition directory: {path}")]
+    ForeignFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A segment's header is wrong (not ours, or a newer format).
+    #[error("segment {path}: {error}")]
+    SegmentHeader {
+        /// The segment file.
+        path: PathBuf,
+        /// What was wrong.
+        error: SegmentHeaderError,
+    },
+    /// The checkpoint cannot be read.
+    #[error("checkpoint {path}: {error}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What was wrong.
+        error: CheckpointError,
+    },
+    /// Damage below the recovery point or in a sealed segment: acknowledged data may be
+    /// affected, so nothing is truncated and the partition stays offline.
+    #[error("segment {path} is corrupt at byte {position}: {reason}")]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// File position of the first bad byte range.
+        position: u64,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Whole batches read from the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadBatches {
+    /// Zero or more whole batches; the first contains the requested offset.
+    pub bytes: Bytes,
+    /// One past the last readable offset at the time of the read.
+    pub high_watermark: i64,
+    /// The first readable offset at the time of the read.
+    pub log_start_offset: i64,
+}
+
+/// A handle to a partition log; clones share the same log.
+pub struct PartitionLog<D: Disk> {
+    shared: Arc<Shared<D>>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl<D: Disk> Clone for PartitionLog<D> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            commands: self.commands.clone(),
+        }
+    }
+}
+
+struct Shared<D: Disk> {
+    directory: PathBuf,
+    config: LogConfig,
+    state: RwLock<LogState<D::File>>,
+    high_watermark: watch::Sender<i64>,
+}
+
+struct Segment<F> {
+    base_offset: i64,
+    path: PathBuf,
+    file: Arc<F>,
+    index: SegmentIndex,
+    /// Bytes written, header included.
+    size_bytes: u64,
+    /// Bytes durable and visible to readers.
+    synced_bytes: u64,
+    /// The offset after the last written batch.
+    next_offset: i64,
+    first_append_ms: Option<i64>,
+}
+
+struct LogState<F> {
+    segments: BTreeMap<i64, Segment<F>>,
+    log_start_offset: i64,
+    high_watermark: i64,
+    fenced: Option<String>,
+}
+
+impl<F> LogState<F> {
+    fn active(&self) -> &Segment<F> {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a partition log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment<F> {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a partition log always has an active segment")
+    }
+}
+
+enum Command {
+    Append(PendingAppend),
+    DeleteBefore {
+        offset: i64,
+        reply: oneshot::Sender<Result<i64, DeleteError>>,
+    },
+    Close {
+        reply: oneshot::Sender<Result<(), DiskError>>,
+    },
+}
+
+struct PendingAppend {
+    batch: Bytes,
+    header: BatchHeader,
+    durability: AppendDurability,
+    reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+}
+
+impl<D: Disk> Shared<D> {
+    fn read_state(&self) -> RwLockReadGuard<'_, LogState<D::File>> {
+        // The lock is never held across an await or a call that can panic on input; a
+        // poisoned lock means a bug already reported by its panic.
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, LogState<D::File>> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<D: Disk> PartitionLog<D> {
+    /// Opens the partition log in `directory`, creating it if missing, and recovers it: a
+    /// torn tail above the recovery point is truncated, damage below it is an error naming
+    /// the file and position. Spawns the writer task on the current tokio runtime.
+    pub async fn open(
+        disk: D,
+        directory: &Path,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, OpenError> {
+        config.validate().map_err(OpenError::Config)?;
+        let opened = open_files(&disk, directory, &config).await?;
+        let (high_watermark, _) = watch::channel(opened.state.high_watermark);
+        tracing::debug!(
+            directory = %directory.display(),
+            backend = disk.backend_name(),
+            log_start_offset = opened.state.log_start_offset,
+            high_watermark = opened.state.high_watermark,
+            "partition log open"
+        );
+        let shared = Arc::new(Shared {
+            directory: directory.to_path_buf(),
+            config: config.clone(),
+            state: RwLock::new(opened.state),
+            high_watermark,
+        });
+        let (commands, receiver) = mpsc::channel(config.append_queue_depth);
+        let writer = Writer {
+            disk,
+            shared: Arc::clone(&shared),
+            clock,
+            checkpoint_file: opened.checkpoint_file,
+            checkpoint: opened.checkpoint,
+            last_checkpoint: None,
+            unsynced_since: None,
+        };
+        tokio::spawn(writer.run(receiver));
+        Ok(Self { shared, commands })
+    }
+
+    /// The partition directory.
+    pub fn directory(&self) -> &Path {
+        &self.shared.directory
+    }
+
+    /// Appends one RecordBatch v2 and returns the offsets the log stamped on it.
+    ///
+    /// The batch's CRC and framing are checked here, on the caller's task, so the writer
+    /// only copies and writes. Its base offset and partition leader epoch are overwritten
+    /// (the CRC does not cover them).
+    pub async fn append(
+        &self,
+        batch: Bytes,
+        durability: AppendDurability,
+    ) -> Result<AppendOutcome, AppendError> {
+        let size = batch.len() as u64;
+        if size > self.shared.config.batch_bytes_max {
+            return Err(AppendError::BatchTooLarge {
+                size,
+                max: self.shared.config.batch_bytes_max,
+            });
+        }
+        let header = validate_batch(&batch)?;
+        if let Some(reason) = &self.shared.read_state().fenced {
+            return Err(AppendError::Fenced {
+                reason: reason.clone(),
+            });
+        }
+        let (reply, outcome) = oneshot::channel();
+        let pending = PendingAppend {
+            batch,
+            header,
+            durability,
+            reply,
+        };
+        self.commands
+            .send(Command::Append(pending))
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        outcome.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// One past the last durable offset: what readers may see.
+    pub fn high_watermark(&self) -> i64 {
+        self.shared.read_state().high_watermark
+    }
+
+    /// The first offset readers may see.
+    pub fn log_start_offset(&self) -> i64 {
+        self.shared.read_state().log_start_offset
+    }
+
+    /// Why the log is fenced, if it is.
+    pub fn fenced_reason(&self) -> Option<String> {
+        self.shared.read_state().fenced.clone()
+    }
+
+    /// Watches the high watermark (for long-poll fetches).
+    pub fn subscribe_high_watermark(&self) -> watch::Receiver<i64> {
+        self.shared.high_watermark.subscribe()
+    }
+
+    /// Number of segments, for tests and metrics.
+    pub fn segment_count(&self) -> usize {
+        self.shared.read_state().segments.len()
+    }
+
+    /// Reads whole batches starting with the one that contains `from_offset`, up to
+    /// `max_bytes` (at least one whole batch if any is available, as Kafka does, so a
+    /// consumer always progresses). Reads stay within one segment.
+    pub async fn read(&self, from_offset: i64, max_bytes: usize) -> Result<ReadBatches, ReadError> {
+        let mut from_offset = from_offset;
+        loop {
+            let (file, path, start_position, readable_end, segment_end, high_watermark, log_start_offset) = {
+                let state = self.shared.read_state();
+                if from_offset < state.log_start_offset || from_offset > state.high_watermark {
+                    return Err(ReadError::OffsetOutOfRange {
+                        requested: from_offset,
+                        log_start_offset: state.log_start_offset,
+                        high_watermark: state.high_watermark,
+                    });
+                }
+                let empty = ReadBatches {
+                    bytes: Bytes::new(),
+                    high_watermark: state.high_watermark,
+                    log_start_offset: state.log_start_offset,
+                };
+                if from_offset == state.high_watermark {
+                    return Ok(empty);
+                }
+                let Some((_, segment)) = state.segments.range(..=from_offset).next_back() else {
+                    // Below the first segment but not below the log start: the first segment
+                    // starts later (its predecessors were deleted), so read from there.
+                    let Some(first) = state.segments.values().next() else {
+                        return Ok(empty);
+                    };
+                    from_offset = first.base_offset;
+                    continue;
+                };
+                let position = segment
+                    .index
+                    .position_for_offset(from_offset)
+                    .unwrap_or(SEGMENT_HEADER_BYTES);
+                (
+                    Arc::clone(&segment.file),
+                    segment.path.clone(),
+                    position,
+                    segment.synced_bytes,
+                    segment.next_offset,
+                    state.high_watermark,
+                    state.log_start_offset,
+                )
+            };
+            let bytes = read_batches(
+                &*file,
+                &path,
+                start_position,
+                readable_end,
+                from_offset,
+                max_bytes,
+                u64::from(self.shared.config.index_interval_bytes),
+            )
+            .await?;
+            if bytes.is_empty() && segment_end > from_offset && segment_end < high_watermark {
+                // Nothing readable left in this segment at or after the offset (it fell in a
+                // gap left by deleted batches): continue in the next segment.
+                from_offset = segment_end;
+                continue;
+            }
+            return Ok(ReadBatches {
+                bytes,
+                high_watermark,
+                log_start_offset,
+            });
+        }
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp_ms`, with that
+    /// timestamp, as Kafka's `offsets_for_times`; `None` if no record is that recent.
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, ReadError> {
+        let start = {
+            let state = self.shared.read_state();
+            let candidate = state
+                .segments
+                .values()
+                .find(|segment| segment.index.max_timestamp_ms().is_some_and(|max| max >= timestamp_ms));
+            match candidate {
+                Some(segment) => segment
+                    .index
+                    .scan_start_for_timestamp(timestamp_ms)
+                    .max(state.log_start_offset),
+                None => return Ok(None),
+            }
+        };
+        let mut offset = start;
+        loop {
+            let read = match self.read(offset, 1024 * 1024).await {
+                Ok(read) => read,
+                Err(ReadError::OffsetOutOfRange { .. }) => return Ok(None),
+                Err(error) => return Err(error),
+            };
+            if read.bytes.is_empty() {
+                return Ok(None);
+            }
+            let mut rest = &read.bytes[..];
+            while let Ok(header) = BatchHeader::parse(rest) {
+                let total = header.total_bytes();
+                let Some(batch) = rest.get(..total) else { break };
+                if header.max_timestamp >= timestamp_ms && header.last_offset() >= offset {
+                    let decoded = ledge_protocol::decode_batch(&read.bytes.slice_ref(batch), &Default::default())
+                        .map_err(|error| ReadError::Corrupt {
+                            path: self.shared.directory.clone(),
+                            position: 0,
+                            reason: error.to_string(),
+                        })?;
+                    if let Some(record) = decoded
+                        .records
+                        .iter()
+                        .find(|record| record.offset >= offset && record.timestamp >= timestamp_ms)
+                    {
+                        return Ok(Some((record.offset, record.timestamp)));
+                    }
+                }
+                offset = offset.max(header.last_offset() + 1);
+                rest = rest.get(total..).unwrap_or(&[]);
+            }
+            if offset >= read.high_watermark {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Moves the log start offset up to `offset` (durably) and deletes every sealed
+    /// segment that lies wholly below it. Returns the new log start offset.
+    pub async fn delete_before(&self, offset: i64) -> Result<i64, DeleteError> {
+        let (reply, outcome) = oneshot::channel();
+        self.commands
+            .send(Command::DeleteBefore { offset, reply })
+            .await
+            .map_err(|_| DeleteError::Closed)?;
+        outcome.await.map_err(|_| DeleteError::Closed)?
+    }
+
+    /// Reopens a log, typically one fenced by a failed sync: stops its writer, cuts the
+    /// active segment back to what was last synced (bytes whose sync failed may be gone
+    /// from disk while still in the page cache, so they must never become visible), syncs
+    /// that, and runs the full open-time verification again. On error the log stays fenced.
+    pub async fn reopen(&self, disk: D, clock: Arc<dyn Clock>) -> Result<Self, OpenError> {
+        let _ = self.close().await;
+        let (file, synced_bytes) = {
+            let state = self.shared.read_state();
+            let active = state.active();
+            (Arc::clone(&active.file), active.synced_bytes)
+        };
+        file.set_len(synced_bytes).await?;
+        file.sync_data().await?;
+        drop(file);
+        Self::open(disk, &self.shared.directory, self.shared.config.clone(), clock).await
+    }
+
+    /// Syncs everything written, records the recovery point and stops the writer. Other
+    /// handles fail with `Closed` afterwards.
+    pub async fn close(&self) -> Result<(), DiskError> {
+        let (reply, outcome) = oneshot::channel();
+        if self.commands.send(Command::Close { reply }).await.is_err() {
+            return Ok(());
+        }
+        outcome.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Reads whole batches from one segment: skips batches that end before `from_offset`,
+/// then takes batches while they fit in `max_bytes` (always the first one whole).
+async fn read_batches<F: DiskFile>(
+    file: &F,
+    path: &Path,
+    start_position: u64,
+    readable_end: u64,
+    from_offset: i64,
+    max_bytes: usize,
+    index_interval_bytes: u64,
+) -> Result<Bytes, ReadError> {
+    let mut position = start_position;
+    let mut collected = BytesMut::new();
+    while position < readable_end {
+        // The sparse index may leave up to one interval (plus a batch) to skip.
+        let want = (max_bytes as u64 + index_interval_bytes).min(readable_end - position);
+        let chunk = file.read_at(position, want as usize).await?;
+        if chunk.is_empty() {
+            return Err(ReadError::Corrupt {
+                path: path.to_path_buf(),
+                position,
+                reason: "segment is shorter than its synced length".into(),
+            });
+        }
+        let mut cursor = 0usize;
+        loop {
+            let Some(rest) = chunk.get(cursor..) else { break };
+            if rest.len() < BATCH_LENGTH_PREFIX_BYTES {
+                break;
+            }
+            let header = BatchHeader::parse(rest).map_err(|error| ReadError::Corrupt {
+                path: path.to_path_buf(),
+                position: position + cursor as u64,
+                reason: error.to_string(),
+            })?;
+            let total = header.total_bytes();
+            if header.last_offset() < from_offset {
+                cursor += total;
+                continue;
+            }
+            if !collected.is_empty() && collected.len() + total > max_bytes {
+                return Ok(collected.freeze());
+            }
+            match rest.get(..total) {
+                Some(batch) => {
+                    collected.extend_from_slice(batch);
+                    cursor += total;
+                }
+                None if collected.is_empty() => {
+                    // The first batch is larger than this chunk: read exactly it.
+                    let whole = file.read_at(position + cursor as u64, total).await?;
+                    if whole.len() != total {
+                        return Err(ReadError::Corrupt {
+                            path: path.to_path_buf(),
+                            position: position + cursor as u64,
+                            reason: "batch extends past the end of the segment".into(),
+                        });
+                    }
+                    return Ok(Bytes::from(whole));
+                }
+                None => return Ok(collected.freeze()),
+            }
+            if collected.len() >= max_bytes {
+                return Ok(collected.freeze());
+            }
+        }
+        if !collected.is_empty() && cursor < chunk.len() {
+            return Ok(collected.freeze());
+        }
+        position += cursor as u64;
+        if cursor == 0 {
+            break;
+        }
+    }
+    Ok(collected.freeze())
+}
+
+/// `DiskError` holds an `io::Error`, which is not `Clone`; one failed write answers many appends.
+fn copy_disk_error(error: &DiskError) -> DiskError {
+    let source = match error.source.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(error.source.kind(), error.source.to_string()),
+    };
+    DiskError::new(error.operation, &error.path, source)
+}
+
+// ---------------------------------------------------------------------------------------
+// Opening and recovery.
+
+struct Opened<F> {
+    state: LogState<F>,
+    checkpoint_file: F,
+    checkpoint: Checkpoint,
+}
+
+async fn open_files<D: Disk>(disk: &D, directory: &Path, config: &LogConfig) -> Result<Opened<D::File>, OpenError> {
+    let exists = match disk.list_dir(directory).await {
+        Ok(_) => true,
+        Err(error) if error.is_not_found() => false,
+        Err(error) => return Err(error.into()),
+    };
+    if !exists {
+        disk.create_dir_all(directory).await?;
+        if let Some(parent) = directory.parent() {
+            disk.sync_dir(parent).await?;
+        }
+    }
+    let names = disk.list_dir(directory).await?;
+    let mut segment_bases = Vec::new();
+    let mut index_files = Vec::new();
+    let mut has_checkpoint = false;
+    for name in &names {
+        let path = directory.join(name);
+        match segment::parse_file_name(name) {
+            Some(PartitionFile::Segment(base)) => segment_bases.push(base),
+            Some(PartitionFile::OffsetIndex(base) | PartitionFile::TimeIndex(base)) => index_files.push((base, path)),
+            Some(PartitionFile::Checkpoint) => has_checkpoint = true,
+            Some(PartitionFile::Temporary) => disk.remove_file(&path).await?,
+            None => return Err(OpenError::ForeignFile { path }),
+        }
+    }
+    segment_bases.sort_unstable();
+
+    let checkpoint_path = directory.join(CHECKPOINT_FILE_NAME);
+    let (checkpoint_file, mut checkpoint) = if has_checkpoint {
+        let file = disk.open(&checkpoint_path, OpenMode::ReadWrite).await?;
+        let bytes = file.read_at(0, super::checkpoint::CHECKPOINT_FILE_BYTES).await?;
+        let checkpoint = Checkpoint::decode(&bytes).map_err(|error| OpenError::Checkpoint {
+            path: checkpoint_path.clone(),
+            error,
+        })?;
+        (file, checkpoint)
+    } else {
+        if !segment_bases.is_empty() {
+            tracing::warn!(
+                directory = %directory.display(),
+                "checkpoint missing; treating the whole active segment as unverified tail"
+            );
+        }
+        let base = segment_bases.first().copied().unwrap_or(0);
+        let checkpoint = Checkpoint {
+            sequence: 0,
+            log_start_offset: base,
+            recovery_segment: base,
+            recovery_position: SEGMENT_HEADER_BYTES,
+        };
+        // A checkpoint file must never be visible without a valid slot, or a crash here
+        // would leave a partition that cannot open: write it aside, sync, then rename.
+        let temporary = directory.join(format!("{CHECKPOINT_FILE_NAME}.tmp"));
+        let file = disk.open(&temporary, OpenMode::CreateNew).await?;
+        write_checkpoint(&file, &checkpoint).await?;
+        drop(file);
+        disk.rename(&temporary, &checkpoint_path).await?;
+        disk.sync_dir(directory).await?;
+        (disk.open(&checkpoint_path, OpenMode::ReadWrite).await?, checkpoint)
+    };
+
+    // Finish a deletion interrupted by a crash: segments wholly below the log start.
+    let mut deleted = false;
+    while segment_bases.len() > 1 {
+        let (Some(&first), Some(&second)) = (segment_bases.first(), segment_bases.get(1)) else { break };
+        if second > checkpoint.log_start_offset {
+            break;
+        }
+        remove_segment_files(disk, directory, first).await?;
+        segment_bases.remove(0);
+        deleted = true;
+    }
+    for (base, path) in &index_files {
+        if segment_bases.binary_search(base).is_err() {
+            disk.remove_file(path).await?;
+            deleted = true;
+        }
+    }
+
+    let mut segments = BTreeMap::new();
+    let created_first_segment = segment_bases.is_empty();
+    if created_first_segment {
+        let base = checkpoint.log_start_offset;
+        let segment = create_segment(disk, directory, base, config).await?;
+        segments.insert(base, segment);
+    }
+    let last = segment_bases.len().saturating_sub(1);
+    for (number, &base) in segment_bases.iter().enumerate() {
+        let segment = if number == last {
+            recover_active_segment(disk, directory, base, &checkpoint, config).await?
+        } else {
+            let end = segment_bases.get(number + 1).copied().unwrap_or(base);
+            open_sealed_segment(disk, directory, base, end, config).await?
+        };
+        segments.insert(base, segment);
+    }
+    if deleted || created_first_segment {
+        disk.sync_dir(directory).await?;
+    }
+    let first_base = segments.keys().next().copied().unwrap_or(0);
+    let log_start_offset = checkpoint.log_start_offset.max(first_base);
+    let mut state = LogState {
+        segments,
+        log_start_offset,
+        high_watermark: 0,
+        fenced: None,
+    };
+    let (active_base, active_next, active_synced) = {
+        let active = state.active();
+        (active.base_offset, active.next_offset, active.synced_bytes)
+    };
+    state.high_watermark = active_next;
+    // Everything recovery kept is synced (recover_active_segment synced it), so the
+    // recovery point moves to the end of the active segment.
+    checkpoint = Checkpoint {
+        sequence: checkpoint.sequence + 1,
+        log_start_offset,
+        recovery_segment: active_base,
+        recovery_position: active_synced,
+    };
+    write_checkpoint(&checkpoint_file, &checkpoint).await?;
+    Ok(Opened { state, checkpoint_file, checkpoint })
+}
+
+async fn write_checkpoint<F: DiskFile>(file: &F, checkpoint: &Checkpoint) -> Result<(), DiskError> {
+    file.write_at(checkpoint.slot_position(), Bytes::copy_from_slice(&checkpoint.encode()))
+        .await?;
+    file.sync_data().await
+}
+
+async fn remove_segment_files<D: Disk>(disk: &D, directory: &Path, base: i64) -> Result<(), DiskError> {
+    for name in [
+        segment::segment_file_name(base),
+        segment::offset_index_file_name(base),
+        segment::time_index_file_name(base),
+    ] {
+        match disk.remove_file(&directory.join(name)).await {
+            Ok(()) => {}
+            Err(error) if error.is_not_found() => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Creates a segment file with its header, synced; the caller syncs the directory.
+async fn create_segment<D: Disk>(
+    disk: &D,
+    directory: &Path,
+    base: i64,
+    config: &LogConfig,
+) -> Result<Segment<D::File>, DiskError> {
+    let path = directory.join(segment::segment_file_name(base));
+    let file = disk.open(&path, OpenMode::CreateNew).await?;
+    file.write_at(0, Bytes::copy_from_slice(&segment::segment_header())).await?;
+    file.sync_data().await?;
+    Ok(Segment {
+        base_offset: base,
+        path,
+        file: Arc::new(file),
+        index: SegmentIndex::new(base, config.index_interval_bytes),
+        size_bytes: SEGMENT_HEADER_BYTES,
+        synced_bytes: SEGMENT_HEADER_BYTES,
+        next_offset: base,
+        first_append_ms: None,
+    })
+}
+
+async fn check_header<F: DiskFile>(file: &F, path: &Path) -> Result<(), OpenError> {
+    let header = file.read_at(0, SEGMENT_HEADER_BYTES as usize).await?;
+    segment::check_segment_header(&header).map_err(|error| OpenError::SegmentHeader {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// Scans a segment from its header to `end` (or end of file), feeding `index`.
+/// Returns the scan's valid end, next offset and, if it stopped early, where and why.
+async fn scan_segment<F: DiskFile>(
+    file: &F,
+    base: i64,
+    file_len: u64,
+    config: &LogConfig,
+    index: &mut SegmentIndex,
+) -> Result<(u64, i64, Option<(u64, String)>), DiskError> {
+    let mut position = SEGMENT_HEADER_BYTES;
+    let mut next_offset = base;
+    let mut want = config.recovery_read_bytes as u64;
+    while position < file_len {
+        let length = want.min(file_len - position);
+        let bytes = file.read_at(position, length as usize).await?;
+        if (bytes.len() as u64) < length {
+            // The file shrank under us; treat what is there as all there is.
+            let end = position + bytes.len() as u64;
+            let result = recovery::scan(&bytes, position, next_offset, config.batch_bytes_max, index);
+            let problem = match result.stop {
+                ScanStop::End => None,
+                ScanStop::Incomplete { position: at, .. } => Some((at, format!("batch cut off by the end of the file at {end}"))),
+                ScanStop::Invalid { position: at, reason } => Some((at, reason)),
+            };
+            return Ok((result.valid_end, result.next_offset, problem));
+        }
+        let result = recovery::scan(&bytes, position, next_offset, config.batch_bytes_max, index);
+        position = result.valid_end;
+        next_offset = result.next_offset;
+        match result.stop {
+            ScanStop::End => want = config.recovery_read_bytes as u64,
+            ScanStop::Incomplete { position: at, total_bytes } => {
+                let needed = total_bytes.unwrap_or(BATCH_LENGTH_PREFIX_BYTES as u64);
+                if at + needed > file_len {
+                    return Ok((position, next_offset, Some((at, format!("batch of {needed} bytes is cut off by the end of the file")))));
+                }
+                want = needed.max(config.recovery_read_bytes as u64);
+            }
+            ScanStop::Invalid { position: at, reason } => return Ok((position, next_offset, Some((at, reason)))),
+        }
+    }
+    Ok((position, next_offset, None))
+}
+
+async fn open_sealed_segment<D: Disk>(
+    disk: &D,
+    directory: &Path,
+    base: i64,
+    end_offset: i64,
+    config: &LogConfig,
+) -> Result<Segment<D::File>, OpenError> {
+    let path = directory.join(segment::segment_file_name(base));
+    let file = disk.open(&path, OpenMode::Read).await?;
+    check_header(&file, &path).await?;
+    let size = file.len().await?;
+    let offset_path = directory.join(segment::offset_index_file_name(base));
+    let time_path = directory.join(segment::time_index_file_name(base));
+    let loaded = match (read_whole(disk, &offset_path).await?, read_whole(disk, &time_path).await?) {
+        (Some(offsets), Some(times)) => {
+            SegmentIndex::decode(base, config.index_interval_bytes, &offsets, &times, size, end_offset).map_err(|error| {
+                tracing::warn!(segment = %path.display(), %error, "index unusable; rebuilding from the segment");
+            })
+        }
+        _ => Err(()),
+    };
+    let index = match loaded {
+        Ok(index) => index,
+        Err(()) => {
+            // Sealed segments were synced before their successor was created, so any damage
+            // found here is real corruption of acknowledged data.
+            let mut index = SegmentIndex::new(base, config.index_interval_bytes);
+            let (valid_end, next_offset, problem) = scan_segment(&file, base, size, config, &mut index).await?;
+            if let Some((position, reason)) = problem {
+                return Err(OpenError::Corrupt { path, position, reason });
+            }
+            if valid_end != size || next_offset != end_offset {
+                return Err(OpenError::Corrupt {
+                    path,
+                    position: valid_end,
+                    reason: format!("sealed segment ends at offset {next_offset}, but the next segment starts at {end_offset}"),
+                });
+            }
+            index.seal();
+            write_index_files(disk, directory, &index).await?;
+            index
+        }
+    };
+    Ok(Segment {
+        base_offset: base,
+        path,
+        file: Arc::new(file),
+        index,
+        size_bytes: size,
+        synced_bytes: size,
+        next_offset: end_offset,
+        first_append_ms: None,
+    })
+}
+
+async fn read_whole<D: Disk>(disk: &D, path: &Path) -> Result<Option<Vec<u8>>, DiskError> {
+    let file = match disk.open(path, OpenMode::Read).await {
+        Ok(file) => file,
+        Err(error) if error.is_not_found() => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let len = file.len().await?;
+    // Index files are small (8 or 12 bytes per index interval); a huge one is damaged.
+    if len > 64 * 1024 * 1024 {
+        return Ok(None);
+    }
+    Ok(Some(file.read_at(0, len as usize).await?))
+}
+
+/// Writes a sealed segment's index files (replacing any) and syncs them; the caller syncs
+/// the directory.
+async fn write_index_files<D: Disk>(disk: &D, directory: &Path, index: &SegmentIndex) -> Result<(), DiskError> {
+    let base = index.base_offset();
+    for (name, bytes) in [
+        (segment::offset_index_file_name(base), index.encode_offset_index()),
+        (segment::time_index_file_name(base), index.encode_time_index()),
+    ] {
+        let path = directory.join(name);
+        match disk.remove_file(&path).await {
+            Ok(()) => {}
+            Err(error) if error.is_not_found() => {}
+            Err(error) => return Err(error),
+        }
+        let file = disk.open(&path, OpenMode::CreateNew).await?;
+        file.write_at(0, Bytes::from(bytes)).await?;
+        file.sync_data().await?;
+    }
+    Ok(())
+}
+
+async fn recover_active_segment<D: Disk>(
+    disk: &D,
+    directory: &Path,
+    base: i64,
+    checkpoint: &Checkpoint,
+    config: &LogConfig,
+) -> Result<Segment<D::File>, OpenError> {
+    let path = directory.join(segment::segment_file_name(base));
+    let file = disk.open(&path, OpenMode::ReadWrite).await?;
+    let file_len = file.len().await?;
+    // The recovery point says how much of this segment was synced; if it lies in a later
+    // segment, that segment is missing.
+    let durable_floor = match checkpoint.recovery_segment.cmp(&base) {
+        std::cmp::Ordering::Equal => checkpoint.recovery_position,
+        std::cmp::Ordering::Less => 0,
+        std::cmp::Ordering::Greater => {
+            return Err(OpenError::Corrupt {
+                path: directory.join(segment::segment_file_name(checkpoint.recovery_segment)),
+                position: checkpoint.recovery_position,
+                reason: "the checkpoint's recovery point is in this segment, which is missing".into(),
+            });
+        }
+    };
+    if file_len < SEGMENT_HEADER_BYTES && durable_floor <= SEGMENT_HEADER_BYTES {
+        // Created but never synced whole: a crash during the roll. Start it afresh.
+        file.set_len(0).await?;
+        file.write_at(0, Bytes::copy_from_slice(&segment::segment_header())).await?;
+        file.sync_data().await?;
+        return Ok(Segment {
+            base_offset: base,
+            path,
+            file: Arc::new(file),
+            index: SegmentIndex::new(base, config.index_interval_bytes),
+            size_bytes: SEGMENT_HEADER_BYTES,
+            synced_bytes: SEGMENT_HEADER_BYTES,
+            next_offset: base,
+            first_append_ms: None,
+        });
+    }
+    check_header(&file, &path).await?;
+    let mut index = SegmentIndex::new(base, config.index_interval_bytes);
+    let (valid_end, next_offset, problem) = scan_segment(&file, base, file_len, config, &mut index).await?;
+    if valid_end < durable_floor {
+        let (position, reason) = problem.unwrap_or((valid_end, "segment is shorter than its recovery point".into()));
+        return Err(OpenError::Corrupt { path, position, reason });
+    }
+    if let Some((position, reason)) = &problem {
+        tracing::warn!(
+            segment = %path.display(),
+            position,
+            dropped_bytes = file_len - valid_end,
+            %reason,
+            "truncating a torn tail above the recovery point"
+        );
+        file.set_len(valid_end).await?;
+    }
+    // Whatever survived may still be only in the page cache (a killed process, not a power
+    // loss): sync before anything of it becomes visible.
+    file.sync_data().await?;
+    Ok(Segment {
+        base_offset: base,
+        path,
+        file: Arc::new(file),
+        index,
+        size_bytes: valid_end,
+        synced_bytes: valid_end,
+        next_offset,
+        first_append_ms: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// The writer task.
+
+struct Writer<D: Disk> {
+    disk: D,
+    shared: Arc<Shared<D>>,
+    clock: Arc<dyn Clock>,
+    checkpoint_file: D::File,
+    checkpoint: Checkpoint,
+    last_checkpoint: Option<std::time::Instant>,
+    /// When the oldest unsynced (acks=1) write happened, if any.
+    unsynced_since: Option<std::time::Instant>,
+}
+
+/// A batch stamped into the group buffer, waiting for the write and maybe the sync.
+struct Staged {
+    reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+    outcome: AppendOutcome,
+    durability: AppendDurability,
+    position: u64,
+    max_timestamp_ms: i64,
+    bytes: u64,
+}
+
+impl<D: Disk> Writer<D> {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut deferred: Option<Command> = None;
+        loop {
+            let command = match deferred.take() {
+                Some(command) => command,
+                None => {
+                    let flush_at = self.unsynced_since.map(|since| since + self.shared.config.flush_interval);
+                    let next = match flush_at {
+                        Some(deadline) => {
+                            let wait = deadline.saturating_duration_since(self.clock.now());
+                            tokio::select! {
+                                command = commands.recv() => Some(command),
+                                () = tokio::time::sleep(wait) => None,
+                            }
+                        }
+                        None => Some(commands.recv().await),
+                    };
+                    match next {
+                        Some(Some(command)) => command,
+                        Some(None) => {
+                            let _ = self.shutdown().await;
+                            return;
+                        }
+                        None => {
+                            // A failure fences the log and is logged there; appends then report it.
+                            let _ = self.sync_active().await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            match command {
+                Command::Append(first) => {
+                    let mut group = vec![first];
+                    let mut bytes = group[0].batch.len() as u64;
+                    while bytes < self.shared.config.commit_bytes_max {
+                        match commands.try_recv() {
+                            Ok(Command::Append(next)) => {
+                                bytes += next.batch.len() as u64;
+                                group.push(next);
+                            }
+                            Ok(other) => {
+                                deferred = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(group).await;
+                }
+                Command::DeleteBefore { offset, reply } => {
+                    let _ = reply.send(self.delete_before(offset).await);
+                }
+                Command::Close { reply } => {
+                    let _ = reply.send(self.shutdown().await);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fenced(&self) -> Option<String> {
+        self.shared.read_state().fenced.clone()
+    }
+
+    fn fence(&self, reason: String) {
+        tracing::error!(directory = %self.shared.directory.display(), %reason, "partition log fenced");
+        self.shared.write_state().fenced = Some(reason);
+    }
+
+    async fn commit(&mut self, group: Vec<PendingAppend>) {
+        if let Some(reason) = self.fenced() {
+            for pending in group {
+                let _ = pending.reply.send(Err(AppendError::Fenced { reason: reason.clone() }));
+            }
+            return;
+        }
+        let total_bytes: u64 = group.iter().map(|pending| pending.batch.len() as u64).sum();
+        let record_span: i64 = group
+            .iter()
+            .map(|pending| i64::from(pending.header.last_offset_delta) + 1)
+            .sum();
+        let now_ms = self.clock.wall_time_ms();
+        let (stats, next_offset) = {
+            let state = self.shared.read_state();
+            let active = state.active();
+            (
+                ActiveSegmentStats {
+                    base_offset: active.base_offset,
+                    size_bytes: active.size_bytes,
+                    first_append_ms: active.first_append_ms,
+                },
+                active.next_offset,
+            )
+        };
+        let policy = RollPolicy {
+            segment_bytes: self.shared.config.segment_bytes,
+            segment_age_ms: i64::try_from(self.shared.config.segment_age.as_millis()).unwrap_or(i64::MAX),
+        };
+        if let Some(reason) = segment::roll_reason(&stats, total_bytes, next_offset + record_span - 1, now_ms, &policy) {
+            tracing::debug!(?reason, directory = %self.shared.directory.display(), "rolling segment");
+            if let Err(error) = self.roll().await {
+                let reason = format!("segment roll failed: {error}");
+                self.fence(reason.clone());
+                for pending in group {
+                    let _ = pending.reply.send(Err(AppendError::Fenced { reason: reason.clone() }));
+                }
+                return;
+            }
+        }
+
+        let (file, start_position, mut next_offset) = {
+            let state = self.shared.read_state();
+            let active = state.active();
+            (Arc::clone(&active.file), active.size_bytes, active.next_offset)
+        };
+        let mut buffer = BytesMut::with_capacity(total_bytes as usize);
+        let mut staged = Vec::with_capacity(group.len());
+        for pending in group {
+            let position = start_position + buffer.len() as u64;
+            let start = buffer.len();
+            buffer.extend_from_slice(&pending.batch);
+            let stamped = buffer.get_mut(start..).expect("the batch was just appended");
+            // The batch was validated on append, so its header is present and stamping
+            // cannot fail; the CRC does not cover these two fields.
+            let stamp = set_base_offset(stamped, next_offset).and_then(|()| set_partition_leader_epoch(stamped, PARTITION_LEADER_EPOCH));
+            if let Err(error) = stamp {
+                buffer.truncate(start);
+                let _ = pending.reply.send(Err(AppendError::InvalidBatch(error)));
+                continue;
+            }
+            let last_offset = next_offset + i64::from(pending.header.last_offset_delta);
+            staged.push(Staged {
+                reply: pending.reply,
+                outcome: AppendOutcome { base_offset: next_offset, last_offset },
+                durability: pending.durability,
+                position,
+                max_timestamp_ms: pending.header.max_timestamp,
+                bytes: pending.batch.len() as u64,
+            });
+            next_offset = last_offset + 1;
+        }
+        if staged.is_empty() {
+            return;
+        }
+        let written = buffer.len() as u64;
+        if let Err(error) = file.write_at(start_position, buffer.freeze()).await {
+            self.fail_write(&*file, start_position, error, staged).await;
+            return;
+        }
+        {
+            let mut state = self.shared.write_state();
+            let active = state.active_mut();
+            for batch in &staged {
+                active.index.note_batch(batch.position, batch.outcome.base_offset, batch.max_timestamp_ms, batch.bytes);
+            }
+            active.size_bytes = start_position + written;
+            active.next_offset = next_offset;
+            active.first_append_ms.get_or_insert(now_ms);
+        }
+        let needs_sync = staged.iter().any(|batch| batch.durability == AppendDurability::Synced);
+        if !needs_sync {
+            for batch in staged {
+                let _ = batch.reply.send(Ok(batch.outcome));
+            }
+            self.unsynced_since.get_or_insert_with(|| self.clock.now());
+            return;
+        }
+        let mut waiting = Vec::new();
+        for batch in staged {
+            if batch.durability == AppendDurability::Written {
+                let _ = batch.reply.send(Ok(batch.outcome));
+            } else {
+                waiting.push(batch);
+            }
+        }
+        self.unsynced_since.get_or_insert_with(|| self.clock.now());
+        let synced = self.sync_active().await;
+        for batch in waiting {
+            let result = match &synced {
+                Ok(()) => Ok(batch.outcome),
+                Err(reason) => Err(AppendError::Fenced { reason: reason.clone() }),
+            };
+            let _ = batch.reply.send(result);
+        }
+    }
+
+    /// A failed write: ENOSPC is rolled back (truncate to the last good size) and the log
+    /// stays writable; anything else, or a failed rollback, fences the log.
+    async fn fail_write(&self, file: &D::File, start_position: u64, error: DiskError, staged: Vec<Staged>) {
+        if error.is_out_of_space() {
+            match file.set_len(start_position).await {
+                Ok(()) => {
+                    tracing::warn!(%error, "append failed for lack of space; rolled back");
+                    for batch in staged {
+                        let _ = batch.reply.send(Err(AppendError::Disk(copy_disk_error(&error))));
+                    }
+                    return;
+                }
+                Err(truncate_error) => {
+                    self.fence(format!("{error}; rollback failed: {truncate_error}"));
+                }
+            }
+        } else {
+            self.fence(format!("write failed: {error}"));
+        }
+        let reason = self.fenced().unwrap_or_else(|| error.to_string());
+        for batch in staged {
+            let _ = batch.reply.send(Err(AppendError::Fenced { reason: reason.clone() }));
+        }
+    }
+
+    /// Syncs the active segment and publishes the new high watermark. A failure fences the
+    /// log; the error is the fence reason.
+    async fn sync_active(&mut self) -> Result<(), String> {
+        let (file, size, next_offset) = {
+            let state = self.shared.read_state();
+            if let Some(reason) = &state.fenced {
+                return Err(reason.clone());
+            }
+            let active = state.active();
+            (Arc::clone(&active.file), active.size_bytes, active.next_offset)
+        };
+        if let Err(error) = file.sync_data().await {
+            let reason = format!("fdatasync failed, not retried: {error}");
+            self.fence(reason.clone());
+            return Err(reason);
+        }
+        self.unsynced_since = None;
+        let base = {
+            let mut state = self.shared.write_state();
+            let active = state.active_mut();
+            active.synced_bytes = active.synced_bytes.max(size);
+            let base = active.base_offset;
+            state.high_watermark = state.high_watermark.max(next_offset);
+            base
+        };
+        self.shared.high_watermark.send_replace(next_offset);
+        let now = self.clock.now();
+        let due = self
+            .last_checkpoint
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.shared.config.recovery_checkpoint_interval);
+        if due {
+            self.last_checkpoint = Some(now);
+            let checkpoint = Checkpoint {
+                sequence: self.checkpoint.sequence + 1,
+                recovery_segment: base,
+                recovery_position: size,
+                ..self.checkpoint
+            };
+            self.store_checkpoint(checkpoint).await.map_err(|error| {
+                let reason = format!("checkpoint write failed: {error}");
+                self.fence(reason.clone());
+                reason
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn store_checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), DiskError> {
+        write_checkpoint(&self.checkpoint_file, &checkpoint).await?;
+        self.checkpoint = checkpoint;
+        Ok(())
+    }
+
+    /// Seals the active segment (synced, index files written) and starts a new one whose
+    /// creation is durable before anything is written to it.
+    async fn roll(&mut self) -> Result<(), String> {
+        self.sync_active().await?;
+        let directory = self.shared.directory.clone();
+        let (mut sealed_index, next_offset) = {
+            let state = self.shared.read_state();
+            let active = state.active();
+            (active.index.clone(), active.next_offset)
+        };
+        sealed_index.seal();
+        write_index_files(&self.disk, &directory, &sealed_index)
+            .await
+            .map_err(|error| error.to_string())?;
+        let segment = create_segment(&self.disk, &directory, next_offset, &self.shared.config)
+            .await
+            .map_err(|error| error.to_string())?;
+        self.disk.sync_dir(&directory).await.map_err(|error| error.to_string())?;
+        {
+            let mut state = self.shared.write_state();
+            state.active_mut().index = sealed_index;
+            state.segments.insert(next_offset, segment);
+        }
+        let checkpoint = Checkpoint {
+            sequence: self.checkpoint.sequence + 1,
+            recovery_segment: next_offset,
+            recovery_position: SEGMENT_HEADER_BYTES,
+            ..self.checkpoint
+        };
+        self.store_checkpoint(checkpoint).await.map_err(|error| error.to_string())?;
+        self.last_checkpoint = Some(self.clock.now());
+        Ok(())
+    }
+
+    async fn delete_before(&mut self, offset: i64) -> Result<i64, DeleteError> {
+        if let Some(reason) = self.fenced() {
+            return Err(DeleteError::Fenced { reason });
+        }
+        let (high_watermark, log_start_offset) = {
+            let state = self.shared.read_state();
+            (state.high_watermark, state.log_start_offset)
+        };
+        if offset > high_watermark {
+            return Err(DeleteError::BeyondHighWatermark { requested: offset, high_watermark });
+        }
+        if offset <= log_start_offset {
+            return Ok(log_start_offset);
+        }
+        // Durable first: once the checkpoint says so, a crash mid-removal is finished by
+        // the next open, and no reader is ever served below the new start.
+        let checkpoint = Checkpoint {
+            sequence: self.checkpoint.sequence + 1,
+            log_start_offset: offset,
+            ..self.checkpoint
+        };
+        self.store_checkpoint(checkpoint).await?;
+        let doomed: Vec<i64> = {
+            let mut state = self.shared.write_state();
+            state.log_start_offset = offset;
+            let bases: Vec<i64> = state.segments.keys().copied().collect();
+            let doomed: Vec<i64> = bases
+                .windows(2)
+                .filter_map(|pair| match pair {
+                    [base, next] if *next <= offset => Some(*base),
+                    _ => None,
+                })
+                .collect();
+            for base in &doomed {
+                state.segments.remove(base);
+            }
+            doomed
+        };
+        for base in &doomed {
+            remove_segment_files(&self.disk, &self.shared.directory, *base).await?;
+        }
+        if !doomed.is_empty() {
+            self.disk.sync_dir(&self.shared.directory).await?;
+        }
+        Ok(offset)
+    }
+
+    async fn shutdown(&mut self) -> Result<(), DiskError> {
+        if self.fenced().is_some() {
+            return Ok(());
+        }
+        // Force the checkpoint so the next open starts from an exact recovery point.
+        self.last_checkpoint = None;
+        self.sync_active().await.map_err(|reason| {
+            DiskError::new("close", &self.shared.directory, std::io::Error::other(reason))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,22 @@
+//! The storage engine: segmented partition logs on a [`disk::Disk`].
+//!
+//! Pure parts (no IO, tested alone): [`segment`] (names, header, roll policy), [`index`]
+//! (sparse offset and time indexes), [`checkpoint`] (recovery point and log start),
+//! [`recovery`] (scanning bytes for valid batches). The driver is [`log::PartitionLog`],
+//! which applies their decisions through a `Disk`; [`manager::LogManager`] opens every
+//! partition of a data directory and keeps the healthy ones serving when one is damaged.
+
+pub mod checkpoint;
+pub mod disk;
+pub mod index;
+pub mod log;
+pub mod manager;
+pub mod recovery;
+pub mod segment;
+
+pub use disk::{BackendChoice, Disk, DiskError, DiskFile, OpenMode, SystemDisk};
+pub use log::{
+    AppendDurability, AppendError, AppendOutcome, DeleteError, LogConfig, OpenError,
+    PartitionLog, ReadBatches, ReadError,
+};
+pub use manager::{LogManager, OfflinePartition};

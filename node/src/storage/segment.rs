@@ -1,0 +1,226 @@
+//! Segment files: names, the 16-byte file header, and when to roll (pure).
+//!
+//! A partition directory holds, per segment, `<base offset:020>.log` (a header, then Kafka
+//! RecordBatch v2 bytes back to back), `.index` and `.timeindex` (written when the segment
+//! is sealed), plus one `checkpoint` file. Anything else there is a foreign file, except
+//! `*.tmp` leftovers of our own, which are removed. See docs/FORMAT.md.
+
+/// Bytes of the header at the start of every segment file.
+pub const SEGMENT_HEADER_BYTES: u64 = 16;
+/// First eight bytes of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"LEDGESEG";
+/// The segment format this build writes and reads.
+pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+
+/// Kinds of file that may live in a partition directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionFile {
+    /// `<base>.log`: a segment.
+    Segment(i64),
+    /// `<base>.index`: the sparse offset index of a sealed segment.
+    OffsetIndex(i64),
+    /// `<base>.timeindex`: the sparse time index of a sealed segment.
+    TimeIndex(i64),
+    /// `checkpoint`: log start offset and recovery point.
+    Checkpoint,
+    /// `*.tmp`: an unfinished write of ours, safe to delete.
+    Temporary,
+}
+
+/// Name of the checkpoint file in a partition directory.
+pub const CHECKPOINT_FILE_NAME: &str = "checkpoint";
+
+/// Classifies a directory entry; `None` for a name Ledge never writes.
+pub fn parse_file_name(name: &str) -> Option<PartitionFile> {
+    if name == CHECKPOINT_FILE_NAME {
+        return Some(PartitionFile::Checkpoint);
+    }
+    if name.ends_with(".tmp") {
+        return Some(PartitionFile::Temporary);
+    }
+    let (stem, extension) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    let base: i64 = stem.parse().ok()?;
+    match extension {
+        "log" => Some(PartitionFile::Segment(base)),
+        "index" => Some(PartitionFile::OffsetIndex(base)),
+        "timeindex" => Some(PartitionFile::TimeIndex(base)),
+        _ => None,
+    }
+}
+
+/// `<base:020>.log`
+pub fn segment_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.log")
+}
+
+/// `<base:020>.index`
+pub fn offset_index_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.index")
+}
+
+/// `<base:020>.timeindex`
+pub fn time_index_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.timeindex")
+}
+
+/// The header every segment file starts with.
+pub fn segment_header() -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    header[..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_be_bytes());
+    header
+}
+
+/// Why a segment header was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SegmentHeaderError {
+    /// Shorter than a header.
+    #[error("segment header truncated ({found} of {SEGMENT_HEADER_BYTES} bytes)")]
+    Truncated {
+        /// Bytes present.
+        found: usize,
+    },
+    /// Not a Ledge segment at all.
+    #[error("not a Ledge segment (bad magic)")]
+    Foreign,
+    /// Written by a newer Ledge.
+    #[error("segment format version {found} is newer than this build supports ({SEGMENT_FORMAT_VERSION})")]
+    NewerVersion {
+        /// Version in the file.
+        found: u32,
+    },
+}
+
+/// Checks the header at the start of a segment file.
+pub fn check_segment_header(bytes: &[u8]) -> Result<(), SegmentHeaderError> {
+    let Some(header) = bytes.get(..SEGMENT_HEADER_BYTES as usize) else {
+        return Err(SegmentHeaderError::Truncated { found: bytes.len() });
+    };
+    if header.get(..8) != Some(&SEGMENT_MAGIC[..]) {
+        return Err(SegmentHeaderError::Foreign);
+    }
+    let mut version = [0u8; 4];
+    version.copy_from_slice(header.get(8..12).unwrap_or(&[0; 4]));
+    let version = u32::from_be_bytes(version);
+    if version != SEGMENT_FORMAT_VERSION {
+        return Err(SegmentHeaderError::NewerVersion { found: version });
+    }
+    Ok(())
+}
+
+/// When the active segment is closed and a new one started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RollPolicy {
+    /// Roll before a write would take the segment past this size (`segment.bytes`).
+    pub segment_bytes: u64,
+    /// Roll once the segment's first append is this old (`segment.ms`).
+    pub segment_age_ms: i64,
+}
+
+/// What the roll decision needs to know about the active segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActiveSegmentStats {
+    /// First offset of the segment.
+    pub base_offset: i64,
+    /// File size including the header.
+    pub size_bytes: u64,
+    /// Wall time of the first append, or `None` while it is empty.
+    pub first_append_ms: Option<i64>,
+}
+
+/// Why a segment was rolled (for logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RollReason {
+    /// `segment.ms` elapsed.
+    Age,
+    /// Relative offsets in the index are 32-bit.
+    OffsetSpan,
+    /// `segment.bytes` would be exceeded.
+    Size,
+}
+
+/// Decides whether to roll before writing `incoming_bytes` whose last offset is
+/// `incoming_last_offset`. An empty segment never rolls, so one oversized write still
+/// lands somewhere.
+pub fn roll_reason(
+    segment: &ActiveSegmentStats,
+    incoming_bytes: u64,
+    incoming_last_offset: i64,
+    now_ms: i64,
+    policy: &RollPolicy,
+) -> Option<RollReason> {
+    let first_append_ms = segment.first_append_ms?;
+    if segment.size_bytes + incoming_bytes > policy.segment_bytes {
+        return Some(RollReason::Size);
+    }
+    if now_ms.saturating_sub(first_append_ms) >= policy.segment_age_ms {
+        return Some(RollReason::Age);
+    }
+    if incoming_last_offset - segment.base_offset > i64::from(u32::MAX) {
+        return Some(RollReason::OffsetSpan);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip_and_foreign_names_are_refused() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.log");
+        assert_eq!(
+            parse_file_name(&segment_file_name(42)),
+            Some(PartitionFile::Segment(42))
+        );
+        assert_eq!(
+            parse_file_name(&offset_index_file_name(7)),
+            Some(PartitionFile::OffsetIndex(7))
+        );
+        assert_eq!(
+            parse_file_name(&time_index_file_name(7)),
+            Some(PartitionFile::TimeIndex(7))
+        );
+        assert_eq!(parse_file_name("checkpoint"), Some(PartitionFile::Checkpoint));
+        assert_eq!(parse_file_name("x.tmp"), Some(PartitionFile::Temporary));
+        for foreign in ["notes.txt", "42.log", "0000000000000000004a.log", "00000000000000000042.bak", ".DS_Store"] {
+            assert_eq!(parse_file_name(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn header_checks_magic_and_version() {
+        assert_eq!(check_segment_header(&segment_header()), Ok(()));
+        assert_eq!(
+            check_segment_header(&[1, 2, 3]),
+            Err(SegmentHeaderError::Truncated { found: 3 })
+        );
+        let mut foreign = segment_header();
+        foreign[0] = b'X';
+        assert_eq!(check_segment_header(&foreign), Err(SegmentHeaderError::Foreign));
+        let mut newer = segment_header();
+        newer[8..12].copy_from_slice(&2u32.to_be_bytes());
+        assert_eq!(
+            check_segment_header(&newer),
+            Err(SegmentHeaderError::NewerVersion { found: 2 })
+        );
+    }
+
+    #[test]
+    fn roll_by_size_age_and_span_but_never_when_empty() {
+        let policy = RollPolicy { segment_bytes: 1000, segment_age_ms: 60_000 };
+        let empty = ActiveSegmentStats { base_offset: 0, size_bytes: 16, first_append_ms: None };
+        assert_eq!(roll_reason(&empty, 10_000, 5, 0, &policy), None);
+        let used = ActiveSegmentStats { base_offset: 0, size_bytes: 900, first_append_ms: Some(1_000) };
+        assert_eq!(roll_reason(&used, 50, 5, 1_000, &policy), None);
+        assert_eq!(roll_reason(&used, 101, 5, 1_000, &policy), Some(RollReason::Size));
+        assert_eq!(roll_reason(&used, 50, 5, 61_000, &policy), Some(RollReason::Age));
+        assert_eq!(
+            roll_reason(&used, 50, i64::from(u32::MAX) + 1, 1_000, &policy),
+            Some(RollReason::OffsetSpan)
+        );
+    }
+}
