@@ -5,8 +5,8 @@
 //! the same way, and only `sync_dir` of the parent makes a creation or removal durable.
 //!
 //! [`SimDisk::crash`] models a power loss: each file keeps its durable bytes plus a seeded
-//! choice of unsynced sectors (some written, some lost, some zero, so a write can be torn
-//! and reordered), each undurable directory change survives or not by a seeded coin, and
+//! choice of unsynced sectors (some written, some lost, some zero past the durable end, so a
+//! write can be torn and reordered, while a rewritten sector is atomically old or new), each undurable directory change survives or not by a seeded coin, and
 //! every handle opened before the crash is dead. [`SimDisk::power_off_after`] makes the
 //! crash strike in the middle of a later operation, leaving a prefix of an in-progress write.
 //! Faults: EIO on the next write or sync, ENOSPC past a byte budget, EROFS for a read-only
@@ -317,8 +317,17 @@ fn torn_contents(rng: &mut ChaCha8Rng, live: &[u8], durable: &[u8]) -> Vec<u8> {
         let end = (start + SECTOR_BYTES).min(length);
         let live_sector = live.get(start..end.min(live.len())).unwrap_or(&[]);
         let durable_sector = durable.get(start..end.min(durable.len())).unwrap_or(&[]);
+        // A sector write is atomic on the devices we model: a sector that held durable
+        // bytes ends up old or new, never zero. Sectors wholly past the durable end may
+        // also read as zeros (allocated but never written).
         let source = if live_sector == durable_sector {
             durable_sector
+        } else if start < durable.len() {
+            if rng.random_bool(0.5) {
+                live_sector
+            } else {
+                durable_sector
+            }
         } else {
             match rng.random_range(0..3u8) {
                 0 => live_sector,
@@ -375,7 +384,10 @@ impl DiskFile for SimFile {
             return Err(self.error("write", os_error(errno)));
         }
         let position = usize::try_from(position).map_err(|_| {
-            self.error("write", io::Error::new(io::ErrorKind::InvalidInput, "position"))
+            self.error(
+                "write",
+                io::Error::new(io::ErrorKind::InvalidInput, "position"),
+            )
         })?;
         let mut length = data.len();
         let mut no_space = false;
@@ -458,7 +470,10 @@ impl DiskFile for SimFile {
             return Err(self.error("truncate", os_error(libc::EIO)));
         }
         let len = usize::try_from(len).map_err(|_| {
-            self.error("truncate", io::Error::new(io::ErrorKind::InvalidInput, "length"))
+            self.error(
+                "truncate",
+                io::Error::new(io::ErrorKind::InvalidInput, "length"),
+            )
         })?;
         let inode = state
             .inodes
@@ -486,7 +501,8 @@ impl DiskFile for SimFile {
 }
 
 fn parent_of(path: &Path) -> PathBuf {
-    path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+    path.parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
 }
 
 impl Disk for SimDisk {
@@ -553,7 +569,11 @@ impl Disk for SimDisk {
             .begin_mutation()
             .map_err(|error| DiskError::new("create directory", path, error))?
         {
-            return Err(DiskError::new("create directory", path, os_error(libc::EIO)));
+            return Err(DiskError::new(
+                "create directory",
+                path,
+                os_error(libc::EIO),
+            ));
         }
         for directory in missing {
             state.live.insert(directory, Entry::Directory);
@@ -565,7 +585,11 @@ impl Disk for SimDisk {
         tokio::task::yield_now().await;
         let state = self.state();
         if state.live.get(path) != Some(&Entry::Directory) {
-            return Err(DiskError::new("list directory", path, os_error(libc::ENOENT)));
+            return Err(DiskError::new(
+                "list directory",
+                path,
+                os_error(libc::ENOENT),
+            ));
         }
         Ok(state
             .live
@@ -623,7 +647,11 @@ impl Disk for SimDisk {
             return Err(DiskError::new("fsync directory", path, os_error(libc::EIO)));
         }
         if state.live.get(path) != Some(&Entry::Directory) {
-            return Err(DiskError::new("fsync directory", path, os_error(libc::ENOENT)));
+            return Err(DiskError::new(
+                "fsync directory",
+                path,
+                os_error(libc::ENOENT),
+            ));
         }
         let is_child = |child: &Path| child.parent() == Some(path);
         state.durable.retain(|child, _| !is_child(child));

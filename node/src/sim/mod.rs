@@ -7,13 +7,20 @@ pub mod disk;
 pub use disk::SimDisk;
 
 /// The seeds a randomized simulation test runs: the one in `LEDGE_SIM_SEED` if set (to
-/// replay a failure), otherwise `count` seeds starting from `first`.
+/// replay a failure), otherwise `count` seeds (or `LEDGE_SIM_SEED_COUNT`, for a longer
+/// campaign) starting from `first`.
 pub fn seeds(first: u64, count: u64) -> Vec<u64> {
     match std::env::var("LEDGE_SIM_SEED") {
         Ok(text) => match text.trim().parse() {
             Ok(seed) => vec![seed],
             Err(_) => panic!("LEDGE_SIM_SEED must be an unsigned integer, got {text:?}"),
         },
-        Err(_) => (first..first + count).collect(),
+        Err(_) => {
+            let count = std::env::var("LEDGE_SIM_SEED_COUNT")
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or(count);
+            (first..first + count).collect()
+        }
     }
 }

@@ -125,25 +125,46 @@ mod tests {
 
     #[test]
     fn newest_valid_slot_wins_and_a_torn_slot_falls_back() {
-        let older = Checkpoint { sequence: 4, log_start_offset: 10, recovery_segment: 0, recovery_position: 500 };
-        let newer = Checkpoint { sequence: 5, log_start_offset: 12, recovery_segment: 100, recovery_position: 16 };
+        let older = Checkpoint {
+            sequence: 4,
+            log_start_offset: 10,
+            recovery_segment: 0,
+            recovery_position: 500,
+        };
+        let newer = Checkpoint {
+            sequence: 5,
+            log_start_offset: 12,
+            recovery_segment: 100,
+            recovery_position: 16,
+        };
         let mut file = file_with(&[older, newer]);
         assert_eq!(Checkpoint::decode(&file), Ok(newer));
         // Tear the newer slot: the older one is still there.
         let at = newer.slot_position() as usize + 20;
         file[at] ^= 0xff;
         assert_eq!(Checkpoint::decode(&file), Ok(older));
-        assert_eq!(Checkpoint::decode(&[0u8; 10]), Err(CheckpointError::NoValidSlot));
+        assert_eq!(
+            Checkpoint::decode(&[0u8; 10]),
+            Err(CheckpointError::NoValidSlot)
+        );
         assert_eq!(Checkpoint::decode(&[]), Err(CheckpointError::NoValidSlot));
     }
 
     #[test]
     fn newer_format_is_refused() {
-        let checkpoint = Checkpoint { sequence: 1, log_start_offset: 0, recovery_segment: 0, recovery_position: 16 };
+        let checkpoint = Checkpoint {
+            sequence: 1,
+            log_start_offset: 0,
+            recovery_segment: 0,
+            recovery_position: 16,
+        };
         let mut slot = checkpoint.encode();
         slot[4..6].copy_from_slice(&2u16.to_be_bytes());
         let checksum = crc32c::crc32c(&slot[..40]);
         slot[40..44].copy_from_slice(&checksum.to_be_bytes());
-        assert_eq!(Checkpoint::decode(&slot), Err(CheckpointError::NewerVersion(2)));
+        assert_eq!(
+            Checkpoint::decode(&slot),
+            Err(CheckpointError::NewerVersion(2))
+        );
     }
 }

@@ -94,25 +94,48 @@ impl SegmentIndex {
     /// Records a batch appended at `position`. The first batch and then one batch per
     /// `interval_bytes` get an offset entry; the time index gets an entry when the running
     /// maximum timestamp rises and an interval has passed since the last one.
-    pub fn note_batch(&mut self, position: u64, base_offset: i64, max_timestamp_ms: i64, batch_bytes: u64) {
+    pub fn note_batch(
+        &mut self,
+        position: u64,
+        base_offset: i64,
+        max_timestamp_ms: i64,
+        batch_bytes: u64,
+    ) {
         let relative = u32::try_from(base_offset - self.base_offset)
             .expect("segments roll before relative offsets leave u32 (segment::roll_reason)");
         let position = u32::try_from(position)
             .expect("segment positions fit in u32 (segment.bytes is capped below 4 GiB)");
-        if self.offsets.is_empty() || self.bytes_since_offset_entry >= u64::from(self.interval_bytes) {
+        if self.offsets.is_empty()
+            || self.bytes_since_offset_entry >= u64::from(self.interval_bytes)
+        {
             if let Some(last) = self.offsets.last() {
-                assert!(last.relative_offset < relative && last.position < position, "offset index must grow");
+                assert!(
+                    last.relative_offset < relative && last.position < position,
+                    "offset index must grow"
+                );
             }
-            self.offsets.push(OffsetEntry { relative_offset: relative, position });
+            self.offsets.push(OffsetEntry {
+                relative_offset: relative,
+                position,
+            });
             self.bytes_since_offset_entry = 0;
         }
         self.bytes_since_offset_entry += batch_bytes;
         self.bytes_since_time_entry += batch_bytes;
         // Kafka uses -1 for "no timestamp"; such batches cannot be found by time.
-        if max_timestamp_ms >= 0 && self.max_timestamp_ms.is_none_or(|(max, _)| max_timestamp_ms > max) {
+        if max_timestamp_ms >= 0
+            && self
+                .max_timestamp_ms
+                .is_none_or(|(max, _)| max_timestamp_ms > max)
+        {
             self.max_timestamp_ms = Some((max_timestamp_ms, relative));
-            if self.times.is_empty() || self.bytes_since_time_entry >= u64::from(self.interval_bytes) {
-                self.times.push(TimeEntry { timestamp_ms: max_timestamp_ms, relative_offset: relative });
+            if self.times.is_empty()
+                || self.bytes_since_time_entry >= u64::from(self.interval_bytes)
+            {
+                self.times.push(TimeEntry {
+                    timestamp_ms: max_timestamp_ms,
+                    relative_offset: relative,
+                });
                 self.bytes_since_time_entry = 0;
             }
         }
@@ -122,9 +145,15 @@ impl SegmentIndex {
     /// a reopened segment knows it without a scan.
     pub fn seal(&mut self) {
         if let Some((timestamp_ms, relative_offset)) = self.max_timestamp_ms
-            && self.times.last().is_none_or(|last| last.timestamp_ms < timestamp_ms)
+            && self
+                .times
+                .last()
+                .is_none_or(|last| last.timestamp_ms < timestamp_ms)
         {
-            self.times.push(TimeEntry { timestamp_ms, relative_offset });
+            self.times.push(TimeEntry {
+                timestamp_ms,
+                relative_offset,
+            });
         }
     }
 
@@ -132,8 +161,13 @@ impl SegmentIndex {
     /// starting at or before it, or `None` if `offset` is before every indexed batch.
     pub fn position_for_offset(&self, offset: i64) -> Option<u64> {
         let relative = offset.checked_sub(self.base_offset)?;
+        if relative < 0 {
+            return None;
+        }
         let relative = u32::try_from(relative).unwrap_or(u32::MAX);
-        let after = self.offsets.partition_point(|entry| entry.relative_offset <= relative);
+        let after = self
+            .offsets
+            .partition_point(|entry| entry.relative_offset <= relative);
         let entry = self.offsets.get(after.checked_sub(1)?)?;
         Some(u64::from(entry.position))
     }
@@ -142,7 +176,9 @@ impl SegmentIndex {
     /// `timestamp_ms`: the batch of the last entry below it (every earlier batch is below
     /// `timestamp_ms` too), or the segment base.
     pub fn scan_start_for_timestamp(&self, timestamp_ms: i64) -> i64 {
-        let below = self.times.partition_point(|entry| entry.timestamp_ms < timestamp_ms);
+        let below = self
+            .times
+            .partition_point(|entry| entry.timestamp_ms < timestamp_ms);
         match below.checked_sub(1).and_then(|index| self.times.get(index)) {
             Some(entry) => self.base_offset + i64::from(entry.relative_offset),
             None => self.base_offset,
@@ -187,10 +223,13 @@ impl SegmentIndex {
                 relative_offset: read_u32(chunk, 0),
                 position: read_u32(chunk, 4),
             };
-            let ordered = offsets
-                .last()
-                .is_none_or(|last: &OffsetEntry| last.relative_offset < entry.relative_offset && last.position < entry.position);
-            if !ordered || i64::from(entry.relative_offset) >= span || u64::from(entry.position) >= segment_bytes {
+            let ordered = offsets.last().is_none_or(|last: &OffsetEntry| {
+                last.relative_offset < entry.relative_offset && last.position < entry.position
+            });
+            if !ordered
+                || i64::from(entry.relative_offset) >= span
+                || u64::from(entry.position) >= segment_bytes
+            {
                 return Err(IndexFileError::BadEntry(number));
             }
             offsets.push(entry);
@@ -204,18 +243,25 @@ impl SegmentIndex {
                 timestamp_ms: i64::from_be_bytes(timestamp),
                 relative_offset: read_u32(chunk, 8),
             };
-            let ordered = times
-                .last()
-                .is_none_or(|last: &TimeEntry| last.timestamp_ms < entry.timestamp_ms && last.relative_offset <= entry.relative_offset);
+            let ordered = times.last().is_none_or(|last: &TimeEntry| {
+                last.timestamp_ms < entry.timestamp_ms
+                    && last.relative_offset <= entry.relative_offset
+            });
             if !ordered || i64::from(entry.relative_offset) >= span {
                 return Err(IndexFileError::BadEntry(number));
             }
             times.push(entry);
         }
-        if offsets.first().is_some_and(|first| first.relative_offset != 0) || (offsets.is_empty() && span > 0) {
+        if offsets
+            .first()
+            .is_some_and(|first| first.relative_offset != 0)
+            || (offsets.is_empty() && span > 0)
+        {
             return Err(IndexFileError::BadEntry(0));
         }
-        let max_timestamp_ms = times.last().map(|entry| (entry.timestamp_ms, entry.relative_offset));
+        let max_timestamp_ms = times
+            .last()
+            .map(|entry| (entry.timestamp_ms, entry.relative_offset));
         Ok(Self {
             base_offset,
             interval_bytes,
@@ -238,7 +284,11 @@ fn with_header(magic: [u8; 8], count: usize, entries: Vec<u8>) -> Vec<u8> {
     let mut file = Vec::with_capacity(INDEX_HEADER_BYTES + entries.len());
     file.extend_from_slice(&magic);
     file.extend_from_slice(&INDEX_FORMAT_VERSION.to_be_bytes());
-    file.extend_from_slice(&u32::try_from(count).expect("index entries per segment fit in u32").to_be_bytes());
+    file.extend_from_slice(
+        &u32::try_from(count)
+            .expect("index entries per segment fit in u32")
+            .to_be_bytes(),
+    );
     file.extend_from_slice(&crc32c::crc32c(&entries).to_be_bytes());
     file.extend_from_slice(&[0u8; 4]);
     file.extend_from_slice(&entries);
@@ -246,7 +296,9 @@ fn with_header(magic: [u8; 8], count: usize, entries: Vec<u8>) -> Vec<u8> {
 }
 
 fn checked_body(file: &[u8], magic: [u8; 8], entry_bytes: usize) -> Result<&[u8], IndexFileError> {
-    let header = file.get(..INDEX_HEADER_BYTES).ok_or(IndexFileError::Truncated)?;
+    let header = file
+        .get(..INDEX_HEADER_BYTES)
+        .ok_or(IndexFileError::Truncated)?;
     if header.get(..8) != Some(&magic[..]) {
         return Err(IndexFileError::Foreign);
     }
@@ -256,7 +308,9 @@ fn checked_body(file: &[u8], magic: [u8; 8], entry_bytes: usize) -> Result<&[u8]
     }
     let count = read_u32(header, 12) as usize;
     let checksum = read_u32(header, 16);
-    let body = file.get(INDEX_HEADER_BYTES..).ok_or(IndexFileError::Truncated)?;
+    let body = file
+        .get(INDEX_HEADER_BYTES..)
+        .ok_or(IndexFileError::Truncated)?;
     if body.len() != count.saturating_mul(entry_bytes) {
         return Err(IndexFileError::Truncated);
     }
@@ -328,12 +382,24 @@ mod tests {
         let offsets = index.encode_offset_index();
         let times = index.encode_time_index();
         assert!(SegmentIndex::decode(100, 64, &offsets, &times, 5216, 115).is_ok());
-        assert_eq!(SegmentIndex::decode(100, 64, &offsets[..10], &times, 5216, 115), Err(IndexFileError::Truncated));
+        assert_eq!(
+            SegmentIndex::decode(100, 64, &offsets[..10], &times, 5216, 115),
+            Err(IndexFileError::Truncated)
+        );
         let mut flipped = offsets.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert_eq!(SegmentIndex::decode(100, 64, &flipped, &times, 5216, 115), Err(IndexFileError::Checksum));
-        assert_eq!(SegmentIndex::decode(100, 64, &times, &offsets, 5216, 115), Err(IndexFileError::Foreign));
+        assert_eq!(
+            SegmentIndex::decode(100, 64, &flipped, &times, 5216, 115),
+            Err(IndexFileError::Checksum)
+        );
+        assert_eq!(
+            SegmentIndex::decode(100, 64, &times, &offsets, 5216, 115),
+            Err(IndexFileError::Foreign)
+        );
         // Entries pointing past the segment end are refused even with a valid checksum.
-        assert_eq!(SegmentIndex::decode(100, 64, &offsets, &times, 200, 115), Err(IndexFileError::BadEntry(1)));
+        assert_eq!(
+            SegmentIndex::decode(100, 64, &offsets, &times, 200, 115),
+            Err(IndexFileError::BadEntry(2))
+        );
     }
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ledge_protocol::{
-    BATCH_LENGTH_PREFIX_BYTES, BatchError, BatchHeader, set_base_offset,
+    BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BatchError, BatchHeader, set_base_offset,
     set_partition_leader_epoch, validate_batch,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -118,8 +118,14 @@ impl LogConfig {
                 self.batch_bytes_max, self.commit_bytes_max
             ));
         }
-        if self.index_interval_bytes == 0 || self.append_queue_depth == 0 || self.recovery_read_bytes == 0 {
-            return Err("index.interval.bytes, append.queue.depth and recovery.read.bytes must be positive".into());
+        if self.index_interval_bytes == 0
+            || self.append_queue_depth == 0
+            || self.recovery_read_bytes == 0
+        {
+            return Err(
+                "index.interval.bytes, append.queue.depth and recovery.read.bytes must be positive"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -485,7 +491,15 @@ impl<D: Disk> PartitionLog<D> {
     pub async fn read(&self, from_offset: i64, max_bytes: usize) -> Result<ReadBatches, ReadError> {
         let mut from_offset = from_offset;
         loop {
-            let (file, path, start_position, readable_end, segment_end, high_watermark, log_start_offset) = {
+            let (
+                file,
+                path,
+                start_position,
+                readable_end,
+                segment_end,
+                high_watermark,
+                log_start_offset,
+            ) = {
                 let state = self.shared.read_state();
                 if from_offset < state.log_start_offset || from_offset > state.high_watermark {
                     return Err(ReadError::OffsetOutOfRange {
@@ -551,13 +565,18 @@ impl<D: Disk> PartitionLog<D> {
 
     /// The first offset whose record timestamp is at or after `timestamp_ms`, with that
     /// timestamp, as Kafka's `offsets_for_times`; `None` if no record is that recent.
-    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, ReadError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, ReadError> {
         let start = {
             let state = self.shared.read_state();
-            let candidate = state
-                .segments
-                .values()
-                .find(|segment| segment.index.max_timestamp_ms().is_some_and(|max| max >= timestamp_ms));
+            let candidate = state.segments.values().find(|segment| {
+                segment
+                    .index
+                    .max_timestamp_ms()
+                    .is_some_and(|max| max >= timestamp_ms)
+            });
             match candidate {
                 Some(segment) => segment
                     .index
@@ -579,14 +598,19 @@ impl<D: Disk> PartitionLog<D> {
             let mut rest = &read.bytes[..];
             while let Ok(header) = BatchHeader::parse(rest) {
                 let total = header.total_bytes();
-                let Some(batch) = rest.get(..total) else { break };
+                let Some(batch) = rest.get(..total) else {
+                    break;
+                };
                 if header.max_timestamp >= timestamp_ms && header.last_offset() >= offset {
-                    let decoded = ledge_protocol::decode_batch(&read.bytes.slice_ref(batch), &Default::default())
-                        .map_err(|error| ReadError::Corrupt {
-                            path: self.shared.directory.clone(),
-                            position: 0,
-                            reason: error.to_string(),
-                        })?;
+                    let decoded = ledge_protocol::decode_batch(
+                        &read.bytes.slice_ref(batch),
+                        &Default::default(),
+                    )
+                    .map_err(|error| ReadError::Corrupt {
+                        path: self.shared.directory.clone(),
+                        position: 0,
+                        reason: error.to_string(),
+                    })?;
                     if let Some(record) = decoded
                         .records
                         .iter()
@@ -629,7 +653,13 @@ impl<D: Disk> PartitionLog<D> {
         file.set_len(synced_bytes).await?;
         file.sync_data().await?;
         drop(file);
-        Self::open(disk, &self.shared.directory, self.shared.config.clone(), clock).await
+        Self::open(
+            disk,
+            &self.shared.directory,
+            self.shared.config.clone(),
+            clock,
+        )
+        .await
     }
 
     /// Syncs everything written, records the recovery point and stops the writer. Other
@@ -658,7 +688,9 @@ async fn read_batches<F: DiskFile>(
     let mut collected = BytesMut::new();
     while position < readable_end {
         // The sparse index may leave up to one interval (plus a batch) to skip.
-        let want = (max_bytes as u64 + index_interval_bytes).min(readable_end - position);
+        let want = (max_bytes as u64 + index_interval_bytes)
+            .max(BATCH_HEADER_BYTES as u64)
+            .min(readable_end - position);
         let chunk = file.read_at(position, want as usize).await?;
         if chunk.is_empty() {
             return Err(ReadError::Corrupt {
@@ -669,8 +701,11 @@ async fn read_batches<F: DiskFile>(
         }
         let mut cursor = 0usize;
         loop {
-            let Some(rest) = chunk.get(cursor..) else { break };
-            if rest.len() < BATCH_LENGTH_PREFIX_BYTES {
+            let Some(rest) = chunk.get(cursor..) else {
+                break;
+            };
+            if rest.len() < BATCH_HEADER_BYTES {
+                // The next header straddles the chunk end; the outer loop reads on from it.
                 break;
             }
             let header = BatchHeader::parse(rest).map_err(|error| ReadError::Corrupt {
@@ -738,18 +773,12 @@ struct Opened<F> {
     checkpoint: Checkpoint,
 }
 
-async fn open_files<D: Disk>(disk: &D, directory: &Path, config: &LogConfig) -> Result<Opened<D::File>, OpenError> {
-    let exists = match disk.list_dir(directory).await {
-        Ok(_) => true,
-        Err(error) if error.is_not_found() => false,
-        Err(error) => return Err(error.into()),
-    };
-    if !exists {
-        disk.create_dir_all(directory).await?;
-        if let Some(parent) = directory.parent() {
-            disk.sync_dir(parent).await?;
-        }
-    }
+async fn open_files<D: Disk>(
+    disk: &D,
+    directory: &Path,
+    config: &LogConfig,
+) -> Result<Opened<D::File>, OpenError> {
+    super::disk::create_dir_durable(disk, directory).await?;
     let names = disk.list_dir(directory).await?;
     let mut segment_bases = Vec::new();
     let mut index_files = Vec::new();
@@ -758,7 +787,9 @@ async fn open_files<D: Disk>(disk: &D, directory: &Path, config: &LogConfig) -> 
         let path = directory.join(name);
         match segment::parse_file_name(name) {
             Some(PartitionFile::Segment(base)) => segment_bases.push(base),
-            Some(PartitionFile::OffsetIndex(base) | PartitionFile::TimeIndex(base)) => index_files.push((base, path)),
+            Some(PartitionFile::OffsetIndex(base) | PartitionFile::TimeIndex(base)) => {
+                index_files.push((base, path))
+            }
             Some(PartitionFile::Checkpoint) => has_checkpoint = true,
             Some(PartitionFile::Temporary) => disk.remove_file(&path).await?,
             None => return Err(OpenError::ForeignFile { path }),
@@ -767,14 +798,16 @@ async fn open_files<D: Disk>(disk: &D, directory: &Path, config: &LogConfig) -> 
     segment_bases.sort_unstable();
 
     let checkpoint_path = directory.join(CHECKPOINT_FILE_NAME);
-    let (checkpoint_file, mut checkpoint) = if has_checkpoint {
+    let (mut checkpoint_file, mut checkpoint) = if has_checkpoint {
         let file = disk.open(&checkpoint_path, OpenMode::ReadWrite).await?;
-        let bytes = file.read_at(0, super::checkpoint::CHECKPOINT_FILE_BYTES).await?;
+        let bytes = file
+            .read_at(0, super::checkpoint::CHECKPOINT_FILE_BYTES)
+            .await?;
         let checkpoint = Checkpoint::decode(&bytes).map_err(|error| OpenError::Checkpoint {
             path: checkpoint_path.clone(),
             error,
         })?;
-        (file, checkpoint)
+        (Some(file), checkpoint)
     } else {
         if !segment_bases.is_empty() {
             tracing::warn!(
@@ -782,28 +815,23 @@ async fn open_files<D: Disk>(disk: &D, directory: &Path, config: &LogConfig) -> 
                 "checkpoint missing; treating the whole active segment as unverified tail"
             );
         }
+        // Nothing is known to be durable: recovery may truncate any bad tail.
         let base = segment_bases.first().copied().unwrap_or(0);
         let checkpoint = Checkpoint {
             sequence: 0,
             log_start_offset: base,
             recovery_segment: base,
-            recovery_position: SEGMENT_HEADER_BYTES,
+            recovery_position: 0,
         };
-        // A checkpoint file must never be visible without a valid slot, or a crash here
-        // would leave a partition that cannot open: write it aside, sync, then rename.
-        let temporary = directory.join(format!("{CHECKPOINT_FILE_NAME}.tmp"));
-        let file = disk.open(&temporary, OpenMode::CreateNew).await?;
-        write_checkpoint(&file, &checkpoint).await?;
-        drop(file);
-        disk.rename(&temporary, &checkpoint_path).await?;
-        disk.sync_dir(directory).await?;
-        (disk.open(&checkpoint_path, OpenMode::ReadWrite).await?, checkpoint)
+        (None, checkpoint)
     };
 
     // Finish a deletion interrupted by a crash: segments wholly below the log start.
     let mut deleted = false;
     while segment_bases.len() > 1 {
-        let (Some(&first), Some(&second)) = (segment_bases.first(), segment_bases.get(1)) else { break };
+        let (Some(&first), Some(&second)) = (segment_bases.first(), segment_bases.get(1)) else {
+            break;
+        };
         if second > checkpoint.log_start_offset {
             break;
         }
@@ -813,8 +841,12 @@ async fn open_files<D: Disk>(disk: &D, directory: &Path, config: &LogConfig) -> 
     }
     for (base, path) in &index_files {
         if segment_bases.binary_search(base).is_err() {
-            disk.remove_file(path).await?;
-            deleted = true;
+            // Already gone if its segment was just removed above.
+            match disk.remove_file(path).await {
+                Ok(()) => deleted = true,
+                Err(error) if error.is_not_found() => {}
+                Err(error) => return Err(error.into()),
+            }
         }
     }
 
@@ -859,17 +891,45 @@ async fn open_files<D: Disk>(disk: &D, directory: &Path, config: &LogConfig) -> 
         recovery_segment: active_base,
         recovery_position: active_synced,
     };
-    write_checkpoint(&checkpoint_file, &checkpoint).await?;
-    Ok(Opened { state, checkpoint_file, checkpoint })
+    let checkpoint_file = match checkpoint_file.take() {
+        Some(file) => {
+            write_checkpoint(&file, &checkpoint).await?;
+            file
+        }
+        None => {
+            // A checkpoint file must never be visible without a valid slot, or a crash here
+            // would leave a partition that cannot open: write it aside, sync, then rename.
+            // The same directory sync makes a first segment's name durable too.
+            let temporary = directory.join(format!("{CHECKPOINT_FILE_NAME}.tmp"));
+            let file = disk.open(&temporary, OpenMode::CreateNew).await?;
+            write_checkpoint(&file, &checkpoint).await?;
+            drop(file);
+            disk.rename(&temporary, &checkpoint_path).await?;
+            disk.sync_dir(directory).await?;
+            disk.open(&checkpoint_path, OpenMode::ReadWrite).await?
+        }
+    };
+    Ok(Opened {
+        state,
+        checkpoint_file,
+        checkpoint,
+    })
 }
 
 async fn write_checkpoint<F: DiskFile>(file: &F, checkpoint: &Checkpoint) -> Result<(), DiskError> {
-    file.write_at(checkpoint.slot_position(), Bytes::copy_from_slice(&checkpoint.encode()))
-        .await?;
+    file.write_at(
+        checkpoint.slot_position(),
+        Bytes::copy_from_slice(&checkpoint.encode()),
+    )
+    .await?;
     file.sync_data().await
 }
 
-async fn remove_segment_files<D: Disk>(disk: &D, directory: &Path, base: i64) -> Result<(), DiskError> {
+async fn remove_segment_files<D: Disk>(
+    disk: &D,
+    directory: &Path,
+    base: i64,
+) -> Result<(), DiskError> {
     for name in [
         segment::segment_file_name(base),
         segment::offset_index_file_name(base),
@@ -893,7 +953,8 @@ async fn create_segment<D: Disk>(
 ) -> Result<Segment<D::File>, DiskError> {
     let path = directory.join(segment::segment_file_name(base));
     let file = disk.open(&path, OpenMode::CreateNew).await?;
-    file.write_at(0, Bytes::copy_from_slice(&segment::segment_header())).await?;
+    file.write_at(0, Bytes::copy_from_slice(&segment::segment_header()))
+        .await?;
     file.sync_data().await?;
     Ok(Segment {
         base_offset: base,
@@ -933,11 +994,17 @@ async fn scan_segment<F: DiskFile>(
         if (bytes.len() as u64) < length {
             // The file shrank under us; treat what is there as all there is.
             let end = position + bytes.len() as u64;
-            let result = recovery::scan(&bytes, position, next_offset, config.batch_bytes_max, index);
+            let result =
+                recovery::scan(&bytes, position, next_offset, config.batch_bytes_max, index);
             let problem = match result.stop {
                 ScanStop::End => None,
-                ScanStop::Incomplete { position: at, .. } => Some((at, format!("batch cut off by the end of the file at {end}"))),
-                ScanStop::Invalid { position: at, reason } => Some((at, reason)),
+                ScanStop::Incomplete { position: at, .. } => {
+                    Some((at, format!("batch cut off by the end of the file at {end}")))
+                }
+                ScanStop::Invalid {
+                    position: at,
+                    reason,
+                } => Some((at, reason)),
             };
             return Ok((result.valid_end, result.next_offset, problem));
         }
@@ -946,14 +1013,27 @@ async fn scan_segment<F: DiskFile>(
         next_offset = result.next_offset;
         match result.stop {
             ScanStop::End => want = config.recovery_read_bytes as u64,
-            ScanStop::Incomplete { position: at, total_bytes } => {
+            ScanStop::Incomplete {
+                position: at,
+                total_bytes,
+            } => {
                 let needed = total_bytes.unwrap_or(BATCH_LENGTH_PREFIX_BYTES as u64);
                 if at + needed > file_len {
-                    return Ok((position, next_offset, Some((at, format!("batch of {needed} bytes is cut off by the end of the file")))));
+                    return Ok((
+                        position,
+                        next_offset,
+                        Some((
+                            at,
+                            format!("batch of {needed} bytes is cut off by the end of the file"),
+                        )),
+                    ));
                 }
                 want = needed.max(config.recovery_read_bytes as u64);
             }
-            ScanStop::Invalid { position: at, reason } => return Ok((position, next_offset, Some((at, reason)))),
+            ScanStop::Invalid {
+                position: at,
+                reason,
+            } => return Ok((position, next_offset, Some((at, reason)))),
         }
     }
     Ok((position, next_offset, None))
@@ -986,15 +1066,22 @@ async fn open_sealed_segment<D: Disk>(
             // Sealed segments were synced before their successor was created, so any damage
             // found here is real corruption of acknowledged data.
             let mut index = SegmentIndex::new(base, config.index_interval_bytes);
-            let (valid_end, next_offset, problem) = scan_segment(&file, base, size, config, &mut index).await?;
+            let (valid_end, next_offset, problem) =
+                scan_segment(&file, base, size, config, &mut index).await?;
             if let Some((position, reason)) = problem {
-                return Err(OpenError::Corrupt { path, position, reason });
+                return Err(OpenError::Corrupt {
+                    path,
+                    position,
+                    reason,
+                });
             }
             if valid_end != size || next_offset != end_offset {
                 return Err(OpenError::Corrupt {
                     path,
                     position: valid_end,
-                    reason: format!("sealed segment ends at offset {next_offset}, but the next segment starts at {end_offset}"),
+                    reason: format!(
+                        "sealed segment ends at offset {next_offset}, but the next segment starts at {end_offset}"
+                    ),
                 });
             }
             index.seal();
@@ -1030,11 +1117,21 @@ async fn read_whole<D: Disk>(disk: &D, path: &Path) -> Result<Option<Vec<u8>>, D
 
 /// Writes a sealed segment's index files (replacing any) and syncs them; the caller syncs
 /// the directory.
-async fn write_index_files<D: Disk>(disk: &D, directory: &Path, index: &SegmentIndex) -> Result<(), DiskError> {
+async fn write_index_files<D: Disk>(
+    disk: &D,
+    directory: &Path,
+    index: &SegmentIndex,
+) -> Result<(), DiskError> {
     let base = index.base_offset();
     for (name, bytes) in [
-        (segment::offset_index_file_name(base), index.encode_offset_index()),
-        (segment::time_index_file_name(base), index.encode_time_index()),
+        (
+            segment::offset_index_file_name(base),
+            index.encode_offset_index(),
+        ),
+        (
+            segment::time_index_file_name(base),
+            index.encode_time_index(),
+        ),
     ] {
         let path = directory.join(name);
         match disk.remove_file(&path).await {
@@ -1068,14 +1165,25 @@ async fn recover_active_segment<D: Disk>(
             return Err(OpenError::Corrupt {
                 path: directory.join(segment::segment_file_name(checkpoint.recovery_segment)),
                 position: checkpoint.recovery_position,
-                reason: "the checkpoint's recovery point is in this segment, which is missing".into(),
+                reason: "the checkpoint's recovery point is in this segment, which is missing"
+                    .into(),
             });
         }
     };
-    if file_len < SEGMENT_HEADER_BYTES && durable_floor <= SEGMENT_HEADER_BYTES {
-        // Created but never synced whole: a crash during the roll. Start it afresh.
+    let header = file.read_at(0, SEGMENT_HEADER_BYTES as usize).await?;
+    let unfinished_roll = durable_floor == 0
+        && file_len <= SEGMENT_HEADER_BYTES
+        && matches!(
+            segment::check_segment_header(&header),
+            Err(SegmentHeaderError::Truncated { .. } | SegmentHeaderError::Foreign)
+        );
+    if unfinished_roll {
+        // The roll that created this segment did not finish (its header never became
+        // durable, and the checkpoint still points at an earlier segment), so nothing in it
+        // was acknowledged: start it afresh.
         file.set_len(0).await?;
-        file.write_at(0, Bytes::copy_from_slice(&segment::segment_header())).await?;
+        file.write_at(0, Bytes::copy_from_slice(&segment::segment_header()))
+            .await?;
         file.sync_data().await?;
         return Ok(Segment {
             base_offset: base,
@@ -1090,10 +1198,18 @@ async fn recover_active_segment<D: Disk>(
     }
     check_header(&file, &path).await?;
     let mut index = SegmentIndex::new(base, config.index_interval_bytes);
-    let (valid_end, next_offset, problem) = scan_segment(&file, base, file_len, config, &mut index).await?;
+    let (valid_end, next_offset, problem) =
+        scan_segment(&file, base, file_len, config, &mut index).await?;
     if valid_end < durable_floor {
-        let (position, reason) = problem.unwrap_or((valid_end, "segment is shorter than its recovery point".into()));
-        return Err(OpenError::Corrupt { path, position, reason });
+        let (position, reason) = problem.unwrap_or((
+            valid_end,
+            "segment is shorter than its recovery point".into(),
+        ));
+        return Err(OpenError::Corrupt {
+            path,
+            position,
+            reason,
+        });
     }
     if let Some((position, reason)) = &problem {
         tracing::warn!(
@@ -1151,7 +1267,9 @@ impl<D: Disk> Writer<D> {
             let command = match deferred.take() {
                 Some(command) => command,
                 None => {
-                    let flush_at = self.unsynced_since.map(|since| since + self.shared.config.flush_interval);
+                    let flush_at = self
+                        .unsynced_since
+                        .map(|since| since + self.shared.config.flush_interval);
                     let next = match flush_at {
                         Some(deadline) => {
                             let wait = deadline.saturating_duration_since(self.clock.now());
@@ -1218,7 +1336,9 @@ impl<D: Disk> Writer<D> {
     async fn commit(&mut self, group: Vec<PendingAppend>) {
         if let Some(reason) = self.fenced() {
             for pending in group {
-                let _ = pending.reply.send(Err(AppendError::Fenced { reason: reason.clone() }));
+                let _ = pending.reply.send(Err(AppendError::Fenced {
+                    reason: reason.clone(),
+                }));
             }
             return;
         }
@@ -1242,15 +1362,24 @@ impl<D: Disk> Writer<D> {
         };
         let policy = RollPolicy {
             segment_bytes: self.shared.config.segment_bytes,
-            segment_age_ms: i64::try_from(self.shared.config.segment_age.as_millis()).unwrap_or(i64::MAX),
+            segment_age_ms: i64::try_from(self.shared.config.segment_age.as_millis())
+                .unwrap_or(i64::MAX),
         };
-        if let Some(reason) = segment::roll_reason(&stats, total_bytes, next_offset + record_span - 1, now_ms, &policy) {
+        if let Some(reason) = segment::roll_reason(
+            &stats,
+            total_bytes,
+            next_offset + record_span - 1,
+            now_ms,
+            &policy,
+        ) {
             tracing::debug!(?reason, directory = %self.shared.directory.display(), "rolling segment");
             if let Err(error) = self.roll().await {
                 let reason = format!("segment roll failed: {error}");
                 self.fence(reason.clone());
                 for pending in group {
-                    let _ = pending.reply.send(Err(AppendError::Fenced { reason: reason.clone() }));
+                    let _ = pending.reply.send(Err(AppendError::Fenced {
+                        reason: reason.clone(),
+                    }));
                 }
                 return;
             }
@@ -1259,7 +1388,11 @@ impl<D: Disk> Writer<D> {
         let (file, start_position, mut next_offset) = {
             let state = self.shared.read_state();
             let active = state.active();
-            (Arc::clone(&active.file), active.size_bytes, active.next_offset)
+            (
+                Arc::clone(&active.file),
+                active.size_bytes,
+                active.next_offset,
+            )
         };
         let mut buffer = BytesMut::with_capacity(total_bytes as usize);
         let mut staged = Vec::with_capacity(group.len());
@@ -1267,10 +1400,13 @@ impl<D: Disk> Writer<D> {
             let position = start_position + buffer.len() as u64;
             let start = buffer.len();
             buffer.extend_from_slice(&pending.batch);
-            let stamped = buffer.get_mut(start..).expect("the batch was just appended");
+            let stamped = buffer
+                .get_mut(start..)
+                .expect("the batch was just appended");
             // The batch was validated on append, so its header is present and stamping
             // cannot fail; the CRC does not cover these two fields.
-            let stamp = set_base_offset(stamped, next_offset).and_then(|()| set_partition_leader_epoch(stamped, PARTITION_LEADER_EPOCH));
+            let stamp = set_base_offset(stamped, next_offset)
+                .and_then(|()| set_partition_leader_epoch(stamped, PARTITION_LEADER_EPOCH));
             if let Err(error) = stamp {
                 buffer.truncate(start);
                 let _ = pending.reply.send(Err(AppendError::InvalidBatch(error)));
@@ -1279,7 +1415,10 @@ impl<D: Disk> Writer<D> {
             let last_offset = next_offset + i64::from(pending.header.last_offset_delta);
             staged.push(Staged {
                 reply: pending.reply,
-                outcome: AppendOutcome { base_offset: next_offset, last_offset },
+                outcome: AppendOutcome {
+                    base_offset: next_offset,
+                    last_offset,
+                },
                 durability: pending.durability,
                 position,
                 max_timestamp_ms: pending.header.max_timestamp,
@@ -1299,13 +1438,20 @@ impl<D: Disk> Writer<D> {
             let mut state = self.shared.write_state();
             let active = state.active_mut();
             for batch in &staged {
-                active.index.note_batch(batch.position, batch.outcome.base_offset, batch.max_timestamp_ms, batch.bytes);
+                active.index.note_batch(
+                    batch.position,
+                    batch.outcome.base_offset,
+                    batch.max_timestamp_ms,
+                    batch.bytes,
+                );
             }
             active.size_bytes = start_position + written;
             active.next_offset = next_offset;
             active.first_append_ms.get_or_insert(now_ms);
         }
-        let needs_sync = staged.iter().any(|batch| batch.durability == AppendDurability::Synced);
+        let needs_sync = staged
+            .iter()
+            .any(|batch| batch.durability == AppendDurability::Synced);
         if !needs_sync {
             for batch in staged {
                 let _ = batch.reply.send(Ok(batch.outcome));
@@ -1326,7 +1472,9 @@ impl<D: Disk> Writer<D> {
         for batch in waiting {
             let result = match &synced {
                 Ok(()) => Ok(batch.outcome),
-                Err(reason) => Err(AppendError::Fenced { reason: reason.clone() }),
+                Err(reason) => Err(AppendError::Fenced {
+                    reason: reason.clone(),
+                }),
             };
             let _ = batch.reply.send(result);
         }
@@ -1334,13 +1482,21 @@ impl<D: Disk> Writer<D> {
 
     /// A failed write: ENOSPC is rolled back (truncate to the last good size) and the log
     /// stays writable; anything else, or a failed rollback, fences the log.
-    async fn fail_write(&self, file: &D::File, start_position: u64, error: DiskError, staged: Vec<Staged>) {
+    async fn fail_write(
+        &self,
+        file: &D::File,
+        start_position: u64,
+        error: DiskError,
+        staged: Vec<Staged>,
+    ) {
         if error.is_out_of_space() {
             match file.set_len(start_position).await {
                 Ok(()) => {
                     tracing::warn!(%error, "append failed for lack of space; rolled back");
                     for batch in staged {
-                        let _ = batch.reply.send(Err(AppendError::Disk(copy_disk_error(&error))));
+                        let _ = batch
+                            .reply
+                            .send(Err(AppendError::Disk(copy_disk_error(&error))));
                     }
                     return;
                 }
@@ -1353,7 +1509,9 @@ impl<D: Disk> Writer<D> {
         }
         let reason = self.fenced().unwrap_or_else(|| error.to_string());
         for batch in staged {
-            let _ = batch.reply.send(Err(AppendError::Fenced { reason: reason.clone() }));
+            let _ = batch.reply.send(Err(AppendError::Fenced {
+                reason: reason.clone(),
+            }));
         }
     }
 
@@ -1366,7 +1524,11 @@ impl<D: Disk> Writer<D> {
                 return Err(reason.clone());
             }
             let active = state.active();
-            (Arc::clone(&active.file), active.size_bytes, active.next_offset)
+            (
+                Arc::clone(&active.file),
+                active.size_bytes,
+                active.next_offset,
+            )
         };
         if let Err(error) = file.sync_data().await {
             let reason = format!("fdatasync failed, not retried: {error}");
@@ -1384,9 +1546,9 @@ impl<D: Disk> Writer<D> {
         };
         self.shared.high_watermark.send_replace(next_offset);
         let now = self.clock.now();
-        let due = self
-            .last_checkpoint
-            .is_none_or(|last| now.saturating_duration_since(last) >= self.shared.config.recovery_checkpoint_interval);
+        let due = self.last_checkpoint.is_none_or(|last| {
+            now.saturating_duration_since(last) >= self.shared.config.recovery_checkpoint_interval
+        });
         if due {
             self.last_checkpoint = Some(now);
             let checkpoint = Checkpoint {
@@ -1427,7 +1589,10 @@ impl<D: Disk> Writer<D> {
         let segment = create_segment(&self.disk, &directory, next_offset, &self.shared.config)
             .await
             .map_err(|error| error.to_string())?;
-        self.disk.sync_dir(&directory).await.map_err(|error| error.to_string())?;
+        self.disk
+            .sync_dir(&directory)
+            .await
+            .map_err(|error| error.to_string())?;
         {
             let mut state = self.shared.write_state();
             state.active_mut().index = sealed_index;
@@ -1439,7 +1604,9 @@ impl<D: Disk> Writer<D> {
             recovery_position: SEGMENT_HEADER_BYTES,
             ..self.checkpoint
         };
-        self.store_checkpoint(checkpoint).await.map_err(|error| error.to_string())?;
+        self.store_checkpoint(checkpoint)
+            .await
+            .map_err(|error| error.to_string())?;
         self.last_checkpoint = Some(self.clock.now());
         Ok(())
     }
@@ -1453,7 +1620,10 @@ impl<D: Disk> Writer<D> {
             (state.high_watermark, state.log_start_offset)
         };
         if offset > high_watermark {
-            return Err(DeleteError::BeyondHighWatermark { requested: offset, high_watermark });
+            return Err(DeleteError::BeyondHighWatermark {
+                requested: offset,
+                high_watermark,
+            });
         }
         if offset <= log_start_offset {
             return Ok(log_start_offset);
@@ -1498,7 +1668,11 @@ impl<D: Disk> Writer<D> {
         // Force the checkpoint so the next open starts from an exact recovery point.
         self.last_checkpoint = None;
         self.sync_active().await.map_err(|reason| {
-            DiskError::new("close", &self.shared.directory, std::io::Error::other(reason))
+            DiskError::new(
+                "close",
+                &self.shared.directory,
+                std::io::Error::other(reason),
+            )
         })
     }
 }

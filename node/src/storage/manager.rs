@@ -71,8 +71,13 @@ pub struct LogManager<D: Disk> {
 impl<D: Disk> LogManager<D> {
     /// Opens every partition directory under `root` (created if missing). Partitions that
     /// fail to open are offline; only an error on `root` itself fails the whole call.
-    pub async fn open(disk: D, root: &Path, config: LogConfig, clock: Arc<dyn Clock>) -> Result<Self, DiskError> {
-        disk.create_dir_all(root).await?;
+    pub async fn open(
+        disk: D,
+        root: &Path,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, DiskError> {
+        super::disk::create_dir_durable(&disk, root).await?;
         let mut manager = Self {
             disk,
             root: root.to_path_buf(),
@@ -100,7 +105,14 @@ impl<D: Disk> LogManager<D> {
 
     async fn open_partition(&mut self, key: PartitionKey) {
         let directory = self.root.join(key.directory_name());
-        match PartitionLog::open(self.disk.clone(), &directory, self.config.clone(), Arc::clone(&self.clock)).await {
+        match PartitionLog::open(
+            self.disk.clone(),
+            &directory,
+            self.config.clone(),
+            Arc::clone(&self.clock),
+        )
+        .await
+        {
             Ok(log) => {
                 self.offline.remove(&key);
                 self.online.insert(key, log);
@@ -108,7 +120,14 @@ impl<D: Disk> LogManager<D> {
             Err(error) => {
                 tracing::error!(partition = %key, %error, "partition offline");
                 self.online.remove(&key);
-                self.offline.insert(key.clone(), OfflinePartition { key, directory, error });
+                self.offline.insert(
+                    key.clone(),
+                    OfflinePartition {
+                        key,
+                        directory,
+                        error,
+                    },
+                );
             }
         }
     }
@@ -119,7 +138,13 @@ impl<D: Disk> LogManager<D> {
             return Ok(log.clone());
         }
         let directory = self.root.join(key.directory_name());
-        let log = PartitionLog::open(self.disk.clone(), &directory, self.config.clone(), Arc::clone(&self.clock)).await?;
+        let log = PartitionLog::open(
+            self.disk.clone(),
+            &directory,
+            self.config.clone(),
+            Arc::clone(&self.clock),
+        )
+        .await?;
         self.online.insert(key, log.clone());
         Ok(log)
     }
@@ -159,7 +184,14 @@ impl<D: Disk> LogManager<D> {
                     tracing::error!(partition = %key, %error, "fenced partition failed verification; offline");
                     let directory = log.directory().to_path_buf();
                     self.online.remove(&key);
-                    self.offline.insert(key.clone(), OfflinePartition { key, directory, error });
+                    self.offline.insert(
+                        key.clone(),
+                        OfflinePartition {
+                            key,
+                            directory,
+                            error,
+                        },
+                    );
                 }
             }
         }

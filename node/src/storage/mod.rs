@@ -16,7 +16,7 @@ pub mod segment;
 
 pub use disk::{BackendChoice, Disk, DiskError, DiskFile, OpenMode, SystemDisk};
 pub use log::{
-    AppendDurability, AppendError, AppendOutcome, DeleteError, LogConfig, OpenError,
-    PartitionLog, ReadBatches, ReadError,
+    AppendDurability, AppendError, AppendOutcome, DeleteError, LogConfig, OpenError, PartitionLog,
+    ReadBatches, ReadError,
 };
 pub use manager::{LogManager, OfflinePartition};

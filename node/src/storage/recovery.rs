@@ -71,37 +71,64 @@ pub fn scan(
             break ScanStop::End;
         }
         let Some(prefix) = rest.get(..BATCH_LENGTH_PREFIX_BYTES) else {
-            break ScanStop::Incomplete { position: at, total_bytes: None };
+            break ScanStop::Incomplete {
+                position: at,
+                total_bytes: None,
+            };
         };
         let mut length = [0u8; 4];
         length.copy_from_slice(prefix.get(8..12).unwrap_or(&[0; 4]));
         let batch_length = i32::from_be_bytes(length);
         let minimum = (BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES) as i32;
         if batch_length < minimum {
-            break ScanStop::Invalid { position: at, reason: format!("batch length {batch_length} is below the minimum {minimum}") };
+            break ScanStop::Invalid {
+                position: at,
+                reason: format!("batch length {batch_length} is below the minimum {minimum}"),
+            };
         }
         let total = BATCH_LENGTH_PREFIX_BYTES as u64 + batch_length as u64;
         if total > batch_bytes_max {
-            break ScanStop::Invalid { position: at, reason: format!("batch length {total} exceeds the limit {batch_bytes_max}") };
+            break ScanStop::Invalid {
+                position: at,
+                reason: format!("batch length {total} exceeds the limit {batch_bytes_max}"),
+            };
         }
         let Some(batch) = rest.get(..total as usize) else {
-            break ScanStop::Incomplete { position: at, total_bytes: Some(total) };
+            break ScanStop::Incomplete {
+                position: at,
+                total_bytes: Some(total),
+            };
         };
         let header = match validate_batch(batch) {
             Ok(header) => header,
-            Err(error) => break ScanStop::Invalid { position: at, reason: error.to_string() },
+            Err(error) => {
+                break ScanStop::Invalid {
+                    position: at,
+                    reason: error.to_string(),
+                };
+            }
         };
         if let Err(error) = header.check_stamp(next_offset, PARTITION_LEADER_EPOCH) {
-            break ScanStop::Invalid { position: at, reason: error.to_string() };
+            break ScanStop::Invalid {
+                position: at,
+                reason: error.to_string(),
+            };
         }
         index.note_batch(at, header.base_offset, header.max_timestamp, total);
         if header.max_timestamp >= 0 {
-            max_timestamp_ms = Some(max_timestamp_ms.map_or(header.max_timestamp, |max: i64| max.max(header.max_timestamp)));
+            max_timestamp_ms = Some(max_timestamp_ms.map_or(header.max_timestamp, |max: i64| {
+                max.max(header.max_timestamp)
+            }));
         }
         next_offset = header.last_offset() + 1;
         offset_in_slice += total as usize;
     };
-    ScanResult { valid_end: position + offset_in_slice as u64, next_offset, stop, max_timestamp_ms }
+    ScanResult {
+        valid_end: position + offset_in_slice as u64,
+        next_offset,
+        stop,
+        max_timestamp_ms,
+    }
 }
 
 /// Reads just the header of the batch at the start of `bytes` (no CRC check), for walking

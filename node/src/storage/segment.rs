@@ -87,7 +87,9 @@ pub enum SegmentHeaderError {
     #[error("not a Ledge segment (bad magic)")]
     Foreign,
     /// Written by a newer Ledge.
-    #[error("segment format version {found} is newer than this build supports ({SEGMENT_FORMAT_VERSION})")]
+    #[error(
+        "segment format version {found} is newer than this build supports ({SEGMENT_FORMAT_VERSION})"
+    )]
     NewerVersion {
         /// Version in the file.
         found: u32,
@@ -184,9 +186,18 @@ mod tests {
             parse_file_name(&time_index_file_name(7)),
             Some(PartitionFile::TimeIndex(7))
         );
-        assert_eq!(parse_file_name("checkpoint"), Some(PartitionFile::Checkpoint));
+        assert_eq!(
+            parse_file_name("checkpoint"),
+            Some(PartitionFile::Checkpoint)
+        );
         assert_eq!(parse_file_name("x.tmp"), Some(PartitionFile::Temporary));
-        for foreign in ["notes.txt", "42.log", "0000000000000000004a.log", "00000000000000000042.bak", ".DS_Store"] {
+        for foreign in [
+            "notes.txt",
+            "42.log",
+            "0000000000000000004a.log",
+            "00000000000000000042.bak",
+            ".DS_Store",
+        ] {
             assert_eq!(parse_file_name(foreign), None, "{foreign}");
         }
     }
@@ -200,7 +211,10 @@ mod tests {
         );
         let mut foreign = segment_header();
         foreign[0] = b'X';
-        assert_eq!(check_segment_header(&foreign), Err(SegmentHeaderError::Foreign));
+        assert_eq!(
+            check_segment_header(&foreign),
+            Err(SegmentHeaderError::Foreign)
+        );
         let mut newer = segment_header();
         newer[8..12].copy_from_slice(&2u32.to_be_bytes());
         assert_eq!(
@@ -211,13 +225,30 @@ mod tests {
 
     #[test]
     fn roll_by_size_age_and_span_but_never_when_empty() {
-        let policy = RollPolicy { segment_bytes: 1000, segment_age_ms: 60_000 };
-        let empty = ActiveSegmentStats { base_offset: 0, size_bytes: 16, first_append_ms: None };
+        let policy = RollPolicy {
+            segment_bytes: 1000,
+            segment_age_ms: 60_000,
+        };
+        let empty = ActiveSegmentStats {
+            base_offset: 0,
+            size_bytes: 16,
+            first_append_ms: None,
+        };
         assert_eq!(roll_reason(&empty, 10_000, 5, 0, &policy), None);
-        let used = ActiveSegmentStats { base_offset: 0, size_bytes: 900, first_append_ms: Some(1_000) };
+        let used = ActiveSegmentStats {
+            base_offset: 0,
+            size_bytes: 900,
+            first_append_ms: Some(1_000),
+        };
         assert_eq!(roll_reason(&used, 50, 5, 1_000, &policy), None);
-        assert_eq!(roll_reason(&used, 101, 5, 1_000, &policy), Some(RollReason::Size));
-        assert_eq!(roll_reason(&used, 50, 5, 61_000, &policy), Some(RollReason::Age));
+        assert_eq!(
+            roll_reason(&used, 101, 5, 1_000, &policy),
+            Some(RollReason::Size)
+        );
+        assert_eq!(
+            roll_reason(&used, 50, 5, 61_000, &policy),
+            Some(RollReason::Age)
+        );
         assert_eq!(
             roll_reason(&used, 50, i64::from(u32::MAX) + 1, 1_000, &policy),
             Some(RollReason::OffsetSpan)

@@ -124,18 +124,40 @@ pub trait Disk: Clone + Send + Sync + 'static {
     fn create_dir_all(&self, path: &Path) -> impl Future<Output = Result<(), DiskError>> + Send;
 
     /// The names of the entries in a directory, sorted.
-    fn list_dir(&self, path: &Path)
-    -> impl Future<Output = Result<Vec<String>, DiskError>> + Send;
+    fn list_dir(&self, path: &Path) -> impl Future<Output = Result<Vec<String>, DiskError>> + Send;
 
     /// Renames a file (not durable until the directory is synced).
-    fn rename(&self, from: &Path, to: &Path)
-    -> impl Future<Output = Result<(), DiskError>> + Send;
+    fn rename(&self, from: &Path, to: &Path) -> impl Future<Output = Result<(), DiskError>> + Send;
 
     /// Removes a file (not durable until the directory is synced).
     fn remove_file(&self, path: &Path) -> impl Future<Output = Result<(), DiskError>> + Send;
 
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> impl Future<Output = Result<(), DiskError>> + Send;
+}
+
+/// Creates `path` and any missing ancestors, and syncs the parent of each one created, so
+/// that a crash cannot take a new directory (and everything later put in it) away.
+pub async fn create_dir_durable<D: Disk>(disk: &D, path: &Path) -> Result<(), DiskError> {
+    let mut missing = Vec::new();
+    for ancestor in path.ancestors() {
+        match disk.list_dir(ancestor).await {
+            Ok(_) => break,
+            Err(error) if error.is_not_found() => missing.push(ancestor.to_path_buf()),
+            Err(error) => return Err(error),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    disk.create_dir_all(path).await?;
+    // Outermost first: a child's entry is only reachable once its parent's is durable.
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent() {
+            disk.sync_dir(parent).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Which real backend to use.

@@ -88,7 +88,10 @@ pub(super) async fn list_dir(path: &Path) -> Result<Vec<String>, DiskError> {
 
 pub(super) async fn rename(from: &Path, to: &Path) -> Result<(), DiskError> {
     let (owned_from, owned_to) = (from.to_path_buf(), to.to_path_buf());
-    blocking("rename", from, move || std::fs::rename(owned_from, owned_to)).await
+    blocking("rename", from, move || {
+        std::fs::rename(owned_from, owned_to)
+    })
+    .await
 }
 
 pub(super) async fn remove_file(path: &Path) -> Result<(), DiskError> {
@@ -98,7 +101,10 @@ pub(super) async fn remove_file(path: &Path) -> Result<(), DiskError> {
 
 pub(super) async fn sync_dir(path: &Path) -> Result<(), DiskError> {
     let owned = path.to_path_buf();
-    blocking("fsync directory", path, move || File::open(owned)?.sync_all()).await
+    blocking("fsync directory", path, move || {
+        File::open(owned)?.sync_all()
+    })
+    .await
 }
 
 pub(super) async fn file_len(file: &Arc<File>, path: &Path) -> Result<u64, DiskError> {
@@ -136,7 +142,10 @@ impl DiskFile for StdFile {
 
     async fn write_at(&self, position: u64, data: Bytes) -> Result<(), DiskError> {
         let file = Arc::clone(&self.file);
-        blocking("write", &self.path, move || file.write_all_at(&data, position)).await
+        blocking("write", &self.path, move || {
+            file.write_all_at(&data, position)
+        })
+        .await
     }
 
     async fn sync_data(&self) -> Result<(), DiskError> {

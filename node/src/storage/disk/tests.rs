@@ -11,10 +11,16 @@ async fn exercise<D: Disk>(disk: D, root: &Path) {
     disk.create_dir_all(&directory).await.unwrap();
     let path = directory.join("a.log");
     let file = disk.open(&path, OpenMode::CreateNew).await.unwrap();
-    let Err(error) = disk.open(&path, OpenMode::CreateNew).await else { panic!("second create must fail") };
+    let Err(error) = disk.open(&path, OpenMode::CreateNew).await else {
+        panic!("second create must fail")
+    };
     assert!(error.to_string().contains("a.log"), "{error}");
-    file.write_at(0, Bytes::from_static(b"hello world")).await.unwrap();
-    file.write_at(6, Bytes::from_static(b"there")).await.unwrap();
+    file.write_at(0, Bytes::from_static(b"hello world"))
+        .await
+        .unwrap();
+    file.write_at(6, Bytes::from_static(b"there"))
+        .await
+        .unwrap();
     file.sync_data().await.unwrap();
     assert_eq!(file.read_at(0, 11).await.unwrap(), b"hello there");
     // Reads past the end return what is there.
@@ -31,19 +37,36 @@ async fn exercise<D: Disk>(disk: D, root: &Path) {
     assert_eq!(disk.list_dir(&directory).await.unwrap(), ["b.log"]);
     disk.remove_file(&directory.join("b.log")).await.unwrap();
     assert!(disk.list_dir(&directory).await.unwrap().is_empty());
-    let Err(missing) = disk.open(&directory.join("missing"), OpenMode::Read).await else { panic!("missing file opened") };
+    let Err(missing) = disk.open(&directory.join("missing"), OpenMode::Read).await else {
+        panic!("missing file opened")
+    };
     assert!(missing.is_not_found());
     // Writing through a read-only handle is an error, not a panic.
-    let file = disk.open(&directory.join("c"), OpenMode::CreateNew).await.unwrap();
+    let file = disk
+        .open(&directory.join("c"), OpenMode::CreateNew)
+        .await
+        .unwrap();
     drop(file);
-    let read_only = disk.open(&directory.join("c"), OpenMode::Read).await.unwrap();
-    assert!(read_only.write_at(0, Bytes::from_static(b"x")).await.is_err());
+    let read_only = disk
+        .open(&directory.join("c"), OpenMode::Read)
+        .await
+        .unwrap();
+    assert!(
+        read_only
+            .write_at(0, Bytes::from_static(b"x"))
+            .await
+            .is_err()
+    );
 }
 
 // Goal: io_uring (when the kernel allows it) and std pass the same behaviour checks.
 #[test]
 fn backends_behave_alike() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let root = tempfile::tempdir().unwrap();
     runtime.block_on(async {
         exercise(SystemDisk::detect(BackendChoice::Std).unwrap(), root.path()).await;
@@ -60,10 +83,18 @@ fn uring_completes_many_concurrent_operations() {
         eprintln!("io_uring unavailable here; the std backend covers this machine");
         return;
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let root = tempfile::tempdir().unwrap();
     runtime.block_on(async {
-        let file = std::sync::Arc::new(disk.open(&root.path().join("f"), OpenMode::CreateNew).await.unwrap());
+        let file = std::sync::Arc::new(
+            disk.open(&root.path().join("f"), OpenMode::CreateNew)
+                .await
+                .unwrap(),
+        );
         let mut tasks = Vec::new();
         for number in 0..200u64 {
             let file = std::sync::Arc::clone(&file);

@@ -379,13 +379,7 @@ fn drive(mut ring: IoUring, receiver: Receiver<Operation>, wake_fd: RawFd) {
 fn drain_eventfd(wake_fd: RawFd) {
     let mut counter: u64 = 0;
     // SAFETY: reads 8 bytes into a live u64 from an eventfd we own; non-blocking.
-    let _ = unsafe {
-        libc::read(
-            wake_fd,
-            (&raw mut counter).cast::<libc::c_void>(),
-            8,
-        )
-    };
+    let _ = unsafe { libc::read(wake_fd, (&raw mut counter).cast::<libc::c_void>(), 8) };
 }
 
 impl DiskFile for UringFile {

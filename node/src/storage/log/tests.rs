@@ -60,7 +60,10 @@ async fn read_all<D: Disk>(log: &PartitionLog<D>) -> Vec<(i64, i64, Bytes)> {
     let mut expected_base: Option<i64> = None;
     while offset < log.high_watermark() {
         let read = log.read(offset, 1000).await.unwrap();
-        assert!(!read.bytes.is_empty(), "no bytes at {offset} below the high watermark");
+        assert!(
+            !read.bytes.is_empty(),
+            "no bytes at {offset} below the high watermark"
+        );
         for item in BatchIter::new(&read.bytes) {
             let (header, bytes) = item.unwrap();
             validate_batch(bytes).unwrap();
@@ -68,7 +71,11 @@ async fn read_all<D: Disk>(log: &PartitionLog<D>) -> Vec<(i64, i64, Bytes)> {
                 assert_eq!(header.base_offset, expected, "offsets must be dense");
             }
             expected_base = Some(header.last_offset() + 1);
-            batches.push((header.base_offset, header.last_offset(), read.bytes.slice_ref(bytes)));
+            batches.push((
+                header.base_offset,
+                header.last_offset(),
+                read.bytes.slice_ref(bytes),
+            ));
             offset = header.last_offset() + 1;
         }
     }
@@ -91,11 +98,22 @@ const DIR: &str = "/data/topic-0";
 fn appends_are_stamped_and_read_back_in_order() {
     runtime().block_on(async {
         let disk = SimDisk::new(1);
-        let log = PartitionLog::open(disk, Path::new(DIR), LogConfig::default(), clock()).await.unwrap();
+        let log = PartitionLog::open(disk, Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
         assert_eq!((log.log_start_offset(), log.high_watermark()), (0, 0));
         for tag in 0..10 {
-            let outcome = log.append(batch(tag, 3, 1000), AppendDurability::Synced).await.unwrap();
-            assert_eq!(outcome, AppendOutcome { base_offset: tag as i64 * 3, last_offset: tag as i64 * 3 + 2 });
+            let outcome = log
+                .append(batch(tag, 3, 1000), AppendDurability::Synced)
+                .await
+                .unwrap();
+            assert_eq!(
+                outcome,
+                AppendOutcome {
+                    base_offset: tag as i64 * 3,
+                    last_offset: tag as i64 * 3 + 2
+                }
+            );
         }
         assert_eq!(log.high_watermark(), 30);
         let all = read_all(&log).await;
@@ -109,8 +127,14 @@ fn appends_are_stamped_and_read_back_in_order() {
         assert_eq!(BatchIter::new(&read.bytes).count(), 1);
         // At the high watermark: empty. Beyond it: out of range.
         assert!(log.read(30, 1000).await.unwrap().bytes.is_empty());
-        assert!(matches!(log.read(31, 1000).await, Err(ReadError::OffsetOutOfRange { requested: 31, .. })));
-        assert!(matches!(log.read(-1, 1000).await, Err(ReadError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(31, 1000).await,
+            Err(ReadError::OffsetOutOfRange { requested: 31, .. })
+        ));
+        assert!(matches!(
+            log.read(-1, 1000).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
     });
 }
 
@@ -119,16 +143,34 @@ fn appends_are_stamped_and_read_back_in_order() {
 fn invalid_and_oversized_batches_are_refused() {
     runtime().block_on(async {
         let disk = SimDisk::new(2);
-        let config = LogConfig { batch_bytes_max: 200, ..LogConfig::default() };
-        let log = PartitionLog::open(disk, Path::new(DIR), config, clock()).await.unwrap();
+        let config = LogConfig {
+            batch_bytes_max: 200,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(disk, Path::new(DIR), config, clock())
+            .await
+            .unwrap();
         let mut corrupt = batch(1, 2, 0).to_vec();
         let last = corrupt.len() - 1;
         corrupt[last] ^= 0x40;
-        assert!(matches!(log.append(Bytes::from(corrupt), AppendDurability::Synced).await, Err(AppendError::InvalidBatch(_))));
-        assert!(matches!(log.append(Bytes::from_static(b"short"), AppendDurability::Synced).await, Err(AppendError::InvalidBatch(_))));
-        assert!(matches!(log.append(batch(2, 20, 0), AppendDurability::Synced).await, Err(AppendError::BatchTooLarge { max: 200, .. })));
+        assert!(matches!(
+            log.append(Bytes::from(corrupt), AppendDurability::Synced)
+                .await,
+            Err(AppendError::InvalidBatch(_))
+        ));
+        assert!(matches!(
+            log.append(Bytes::from_static(b"short"), AppendDurability::Synced)
+                .await,
+            Err(AppendError::InvalidBatch(_))
+        ));
+        assert!(matches!(
+            log.append(batch(2, 20, 0), AppendDurability::Synced).await,
+            Err(AppendError::BatchTooLarge { max: 200, .. })
+        ));
         assert_eq!(log.high_watermark(), 0);
-        log.append(batch(3, 1, 0), AppendDurability::Synced).await.unwrap();
+        log.append(batch(3, 1, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
         assert_eq!(log.high_watermark(), 1);
     });
 }
@@ -139,12 +181,16 @@ fn invalid_and_oversized_batches_are_refused() {
 fn concurrent_appends_share_one_fdatasync() {
     runtime().block_on(async {
         let disk = SimDisk::new(3);
-        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock()).await.unwrap();
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
         let before = disk.sync_count();
         let mut tasks = Vec::new();
         for tag in 0..200 {
             let log = log.clone();
-            tasks.push(tokio::spawn(async move { log.append(batch(tag, 1, 0), AppendDurability::Synced).await }));
+            tasks.push(tokio::spawn(async move {
+                log.append(batch(tag, 1, 0), AppendDurability::Synced).await
+            }));
         }
         let mut offsets = Vec::new();
         for task in tasks {
@@ -164,13 +210,24 @@ fn concurrent_appends_share_one_fdatasync() {
 fn written_appends_become_visible_when_synced() {
     runtime().block_on(async {
         let disk = SimDisk::new(4);
-        let config = LogConfig { flush_interval: Duration::from_millis(20), ..LogConfig::default() };
-        let log = PartitionLog::open(disk, Path::new(DIR), config, Arc::new(SystemClock)).await.unwrap();
-        let outcome = log.append(batch(0, 2, 0), AppendDurability::Written).await.unwrap();
+        let config = LogConfig {
+            flush_interval: Duration::from_millis(20),
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(disk, Path::new(DIR), config, Arc::new(SystemClock))
+            .await
+            .unwrap();
+        let outcome = log
+            .append(batch(0, 2, 0), AppendDurability::Written)
+            .await
+            .unwrap();
         assert_eq!(outcome.base_offset, 0);
         assert_eq!(log.high_watermark(), 0, "unsynced data must not be visible");
         let mut watermark = log.subscribe_high_watermark();
-        tokio::time::timeout(Duration::from_secs(5), watermark.wait_for(|hw| *hw == 2)).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), watermark.wait_for(|hw| *hw == 2))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(log.high_watermark(), 2);
     });
 }
@@ -183,14 +240,28 @@ fn segments_roll_by_size_and_age_and_survive_reopen() {
         let disk = SimDisk::new(5);
         let manual = ManualClock::new(1_000_000);
         let clock: Arc<dyn Clock> = Arc::new(manual.clone());
-        let log = PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), Arc::clone(&clock)).await.unwrap();
-        for tag in 0..40 {
-            log.append(batch(tag, 2, 1000 + tag as i64 * 10), AppendDurability::Synced).await.unwrap();
+        let log = PartitionLog::open(
+            disk.clone(),
+            Path::new(DIR),
+            small_config(),
+            Arc::clone(&clock),
+        )
+        .await
+        .unwrap();
+        for tag in 0..100 {
+            log.append(
+                batch(tag, 2, 1000 + tag as i64 * 10),
+                AppendDurability::Synced,
+            )
+            .await
+            .unwrap();
         }
         let by_size = log.segment_count();
         assert!(by_size >= 3, "expected size rolls, got {by_size} segments");
         manual.advance_ms(8 * 24 * 3600 * 1000);
-        log.append(batch(40, 2, 5000), AppendDurability::Synced).await.unwrap();
+        log.append(batch(100, 2, 5000), AppendDurability::Synced)
+            .await
+            .unwrap();
         assert_eq!(log.segment_count(), by_size + 1, "age roll");
         let before = read_all(&log).await;
         log.close().await.unwrap();
@@ -198,10 +269,12 @@ fn segments_roll_by_size_and_age_and_survive_reopen() {
         let names = disk_names(&disk, DIR).await;
         assert!(names.iter().any(|name| name.ends_with(".index")));
         assert!(names.iter().any(|name| name.ends_with(".timeindex")));
-        let log = PartitionLog::open(disk, Path::new(DIR), small_config(), clock).await.unwrap();
+        let log = PartitionLog::open(disk, Path::new(DIR), small_config(), clock)
+            .await
+            .unwrap();
         assert_eq!(log.segment_count(), by_size + 1);
         assert_eq!(read_all(&log).await, before);
-        assert_eq!(log.high_watermark(), 82);
+        assert_eq!(log.high_watermark(), 202);
     });
 }
 
@@ -215,23 +288,35 @@ async fn disk_names<D: Disk>(disk: &D, directory: &str) -> Vec<String> {
 fn offsets_for_times_finds_the_first_record_at_or_after() {
     runtime().block_on(async {
         let disk = SimDisk::new(6);
-        let log = PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), clock()).await.unwrap();
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), clock())
+            .await
+            .unwrap();
         // Batch k holds offsets 3k..3k+2 with timestamps 100k..100k+2.
         for tag in 0..30u64 {
-            log.append(batch(tag, 3, tag as i64 * 100), AppendDurability::Synced).await.unwrap();
+            log.append(batch(tag, 3, tag as i64 * 100), AppendDurability::Synced)
+                .await
+                .unwrap();
         }
         for reopen in [false, true] {
             let log = if reopen {
                 log.close().await.unwrap();
-                PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), clock()).await.unwrap()
+                PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), clock())
+                    .await
+                    .unwrap()
             } else {
                 log.clone()
             };
             assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 0)));
             assert_eq!(log.offset_for_timestamp(1).await.unwrap(), Some((1, 1)));
             assert_eq!(log.offset_for_timestamp(3).await.unwrap(), Some((3, 100)));
-            assert_eq!(log.offset_for_timestamp(1502).await.unwrap(), Some((47, 1502)));
-            assert_eq!(log.offset_for_timestamp(2902).await.unwrap(), Some((89, 2902)));
+            assert_eq!(
+                log.offset_for_timestamp(1502).await.unwrap(),
+                Some((47, 1502))
+            );
+            assert_eq!(
+                log.offset_for_timestamp(2902).await.unwrap(),
+                Some((89, 2902))
+            );
             assert_eq!(log.offset_for_timestamp(2903).await.unwrap(), None);
         }
     });
@@ -243,25 +328,44 @@ fn offsets_for_times_finds_the_first_record_at_or_after() {
 fn delete_before_moves_log_start_and_removes_segments() {
     runtime().block_on(async {
         let disk = SimDisk::new(7);
-        let log = PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), clock()).await.unwrap();
-        for tag in 0..40 {
-            log.append(batch(tag, 2, 0), AppendDurability::Synced).await.unwrap();
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), clock())
+            .await
+            .unwrap();
+        for tag in 0..120 {
+            log.append(batch(tag, 2, 0), AppendDurability::Synced)
+                .await
+                .unwrap();
         }
         let segments = log.segment_count();
-        assert!(matches!(log.delete_before(81).await, Err(DeleteError::BeyondHighWatermark { requested: 81, high_watermark: 80 })));
-        assert_eq!(log.delete_before(41).await.unwrap(), 41);
-        assert_eq!(log.log_start_offset(), 41);
+        assert!(segments >= 3);
+        assert!(matches!(
+            log.delete_before(241).await,
+            Err(DeleteError::BeyondHighWatermark {
+                requested: 241,
+                high_watermark: 240
+            })
+        ));
+        assert_eq!(log.delete_before(201).await.unwrap(), 201);
+        assert_eq!(log.log_start_offset(), 201);
         assert!(log.segment_count() < segments);
-        assert!(matches!(log.read(40, 100).await, Err(ReadError::OffsetOutOfRange { .. })));
-        let read = log.read(41, 100).await.unwrap();
+        assert!(matches!(
+            log.read(200, 100).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        let read = log.read(201, 100).await.unwrap();
         let first = BatchIter::new(&read.bytes).next().unwrap().unwrap().0;
-        assert_eq!(first.base_offset, 40, "the batch containing the log start is served");
+        assert_eq!(
+            first.base_offset, 200,
+            "the batch containing the log start is served"
+        );
         // Lower requests are no-ops.
-        assert_eq!(log.delete_before(10).await.unwrap(), 41);
+        assert_eq!(log.delete_before(10).await.unwrap(), 201);
         log.close().await.unwrap();
-        let log = PartitionLog::open(disk, Path::new(DIR), small_config(), clock()).await.unwrap();
-        assert_eq!(log.log_start_offset(), 41);
-        assert_eq!(log.high_watermark(), 80);
+        let log = PartitionLog::open(disk, Path::new(DIR), small_config(), clock())
+            .await
+            .unwrap();
+        assert_eq!(log.log_start_offset(), 201);
+        assert_eq!(log.high_watermark(), 240);
     });
 }
 
@@ -271,19 +375,38 @@ fn delete_before_moves_log_start_and_removes_segments() {
 fn out_of_space_fails_the_append_and_keeps_the_log() {
     runtime().block_on(async {
         let disk = SimDisk::new(8);
-        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock()).await.unwrap();
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
         for tag in 0..5 {
-            log.append(batch(tag, 2, 0), AppendDurability::Synced).await.unwrap();
+            log.append(batch(tag, 2, 0), AppendDurability::Synced)
+                .await
+                .unwrap();
         }
         disk.set_space_bytes_max(Some(disk.used_bytes() + 50));
-        let error = log.append(batch(5, 10, 0), AppendDurability::Synced).await.unwrap_err();
-        assert!(matches!(&error, AppendError::Disk(disk_error) if disk_error.is_out_of_space()), "{error}");
-        assert!(error.to_string().contains("00000000000000000000.log"), "error names the file: {error}");
+        let error = log
+            .append(batch(5, 10, 0), AppendDurability::Synced)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, AppendError::Disk(disk_error) if disk_error.is_out_of_space()),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("00000000000000000000.log"),
+            "error names the file: {error}"
+        );
         assert!(log.fenced_reason().is_none());
         assert_eq!(read_all(&log).await.len(), 5);
         disk.set_space_bytes_max(None);
-        let outcome = log.append(batch(6, 2, 0), AppendDurability::Synced).await.unwrap();
-        assert_eq!(outcome.base_offset, 10, "the failed append consumed no offsets");
+        let outcome = log
+            .append(batch(6, 2, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.base_offset, 10,
+            "the failed append consumed no offsets"
+        );
         let all = read_all(&log).await;
         assert_eq!(all.len(), 6);
         assert_eq!(values(&all[5].2), ["value-6-0", "value-6-1"]);
@@ -296,20 +419,39 @@ fn out_of_space_fails_the_append_and_keeps_the_log() {
 fn failed_fdatasync_fences_and_reopen_verifies() {
     runtime().block_on(async {
         let disk = SimDisk::new(9);
-        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock()).await.unwrap();
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
         for tag in 0..5 {
-            log.append(batch(tag, 2, 0), AppendDurability::Synced).await.unwrap();
+            log.append(batch(tag, 2, 0), AppendDurability::Synced)
+                .await
+                .unwrap();
         }
         disk.fail_next_sync(libc::EIO);
-        let error = log.append(batch(5, 2, 0), AppendDurability::Synced).await.unwrap_err();
-        assert!(matches!(&error, AppendError::Fenced { reason } if reason.contains("fdatasync")), "{error}");
-        assert!(matches!(log.append(batch(6, 2, 0), AppendDurability::Synced).await, Err(AppendError::Fenced { .. })));
+        let error = log
+            .append(batch(5, 2, 0), AppendDurability::Synced)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, AppendError::Fenced { reason } if reason.contains("fdatasync")),
+            "{error}"
+        );
+        assert!(matches!(
+            log.append(batch(6, 2, 0), AppendDurability::Synced).await,
+            Err(AppendError::Fenced { .. })
+        ));
         assert_eq!(log.high_watermark(), 10);
         assert_eq!(read_all(&log).await.len(), 5);
         let log = log.reopen(disk.clone(), clock()).await.unwrap();
         assert!(log.fenced_reason().is_none());
-        assert_eq!(log.high_watermark(), 10, "the batch whose sync failed was cut");
-        log.append(batch(7, 2, 0), AppendDurability::Synced).await.unwrap();
+        assert_eq!(
+            log.high_watermark(),
+            10,
+            "the batch whose sync failed was cut"
+        );
+        log.append(batch(7, 2, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
         let all = read_all(&log).await;
         assert_eq!(all.len(), 6);
         assert_eq!(values(&all[5].2), ["value-7-0", "value-7-1"]);
@@ -321,10 +463,17 @@ fn failed_fdatasync_fences_and_reopen_verifies() {
 fn failed_write_fences_the_log() {
     runtime().block_on(async {
         let disk = SimDisk::new(10);
-        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock()).await.unwrap();
-        log.append(batch(0, 2, 0), AppendDurability::Synced).await.unwrap();
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
+        log.append(batch(0, 2, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
         disk.fail_next_write(libc::EIO);
-        assert!(matches!(log.append(batch(1, 2, 0), AppendDurability::Synced).await, Err(AppendError::Fenced { .. })));
+        assert!(matches!(
+            log.append(batch(1, 2, 0), AppendDurability::Synced).await,
+            Err(AppendError::Fenced { .. })
+        ));
         assert_eq!(read_all(&log).await.len(), 1);
     });
 }
@@ -334,9 +483,13 @@ fn failed_write_fences_the_log() {
 fn torn_tail_is_truncated_on_open() {
     runtime().block_on(async {
         let disk = SimDisk::new(11);
-        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock()).await.unwrap();
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
         for tag in 0..3 {
-            log.append(batch(tag, 2, 0), AppendDurability::Synced).await.unwrap();
+            log.append(batch(tag, 2, 0), AppendDurability::Synced)
+                .await
+                .unwrap();
         }
         log.close().await.unwrap();
         drop(log);
@@ -344,10 +497,18 @@ fn torn_tail_is_truncated_on_open() {
         let segment = PathBuf::from(DIR).join("00000000000000000000.log");
         let half = batch(9, 4, 0);
         assert!(disk.append_durable(&segment, &half[..half.len() / 2]));
-        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock()).await.unwrap();
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
         assert_eq!(log.high_watermark(), 6);
         assert_eq!(read_all(&log).await.len(), 3);
-        assert_eq!(log.append(batch(3, 1, 0), AppendDurability::Synced).await.unwrap().base_offset, 6);
+        assert_eq!(
+            log.append(batch(3, 1, 0), AppendDurability::Synced)
+                .await
+                .unwrap()
+                .base_offset,
+            6
+        );
     });
 }
 
@@ -358,11 +519,21 @@ fn corruption_below_recovery_point_takes_only_that_partition_offline() {
     runtime().block_on(async {
         let disk = SimDisk::new(12);
         let root = Path::new("/data");
-        let mut manager = LogManager::open(disk.clone(), root, LogConfig::default(), clock()).await.unwrap();
+        let mut manager = LogManager::open(disk.clone(), root, LogConfig::default(), clock())
+            .await
+            .unwrap();
         for partition in 0..2 {
-            let log = manager.create(PartitionKey { topic: "orders".into(), partition }).await.unwrap();
+            let log = manager
+                .create(PartitionKey {
+                    topic: "orders".into(),
+                    partition,
+                })
+                .await
+                .unwrap();
             for tag in 0..4 {
-                log.append(batch(tag, 2, 0), AppendDurability::Synced).await.unwrap();
+                log.append(batch(tag, 2, 0), AppendDurability::Synced)
+                    .await
+                    .unwrap();
             }
         }
         manager.close().await.unwrap();
@@ -371,17 +542,36 @@ fn corruption_below_recovery_point_takes_only_that_partition_offline() {
         let segment = root.join("orders-1/00000000000000000000.log");
         let second_batch = 16 + batch(0, 2, 0).len() + 30;
         assert!(disk.corrupt_bit(&segment, second_batch, 3));
-        let manager = LogManager::open(disk.clone(), root, LogConfig::default(), clock()).await.unwrap();
+        let manager = LogManager::open(disk.clone(), root, LogConfig::default(), clock())
+            .await
+            .unwrap();
         let offline: Vec<_> = manager.offline().collect();
         assert_eq!(offline.len(), 1);
         let message = offline[0].error.to_string();
-        assert!(message.contains("orders-1/00000000000000000000.log"), "{message}");
-        assert!(message.contains(&format!("byte {}", 16 + batch(0, 2, 0).len())), "{message}");
-        let healthy = manager.log(&PartitionKey { topic: "orders".into(), partition: 0 }).unwrap();
+        assert!(
+            message.contains("orders-1/00000000000000000000.log"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("byte {}", 16 + batch(0, 2, 0).len())),
+            "{message}"
+        );
+        let healthy = manager
+            .log(&PartitionKey {
+                topic: "orders".into(),
+                partition: 0,
+            })
+            .unwrap();
         assert_eq!(read_all(healthy).await.len(), 4);
-        healthy.append(batch(9, 1, 0), AppendDurability::Synced).await.unwrap();
+        healthy
+            .append(batch(9, 1, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
         // Nothing was truncated: the damaged file still has all its bytes.
-        assert_eq!(disk.contents(&segment).unwrap().len(), 16 + 4 * batch(0, 2, 0).len());
+        assert_eq!(
+            disk.contents(&segment).unwrap().len(),
+            16 + 4 * batch(0, 2, 0).len()
+        );
     });
 }
 
@@ -389,17 +579,32 @@ fn corruption_below_recovery_point_takes_only_that_partition_offline() {
 #[test]
 fn foreign_and_newer_files_are_refused_by_name() {
     runtime().block_on(async {
-        for case in ["foreign", "newer segment", "foreign segment", "bad checkpoint"] {
+        for case in [
+            "foreign",
+            "newer segment",
+            "foreign segment",
+            "bad checkpoint",
+        ] {
             let disk = SimDisk::new(13);
-            let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock()).await.unwrap();
-            log.append(batch(0, 2, 0), AppendDurability::Synced).await.unwrap();
+            let log =
+                PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+                    .await
+                    .unwrap();
+            log.append(batch(0, 2, 0), AppendDurability::Synced)
+                .await
+                .unwrap();
             log.close().await.unwrap();
             drop(log);
             let segment = PathBuf::from(DIR).join("00000000000000000000.log");
             let expected = match case {
                 "foreign" => {
-                    let file = disk.open(&PathBuf::from(DIR).join("notes.txt"), OpenMode::CreateNew).await.unwrap();
-                    file.write_at(0, Bytes::from_static(b"hello")).await.unwrap();
+                    let file = disk
+                        .open(&PathBuf::from(DIR).join("notes.txt"), OpenMode::CreateNew)
+                        .await
+                        .unwrap();
+                    file.write_at(0, Bytes::from_static(b"hello"))
+                        .await
+                        .unwrap();
                     "notes.txt"
                 }
                 "newer segment" => {
@@ -418,10 +623,16 @@ fn foreign_and_newer_files_are_refused_by_name() {
                     "no valid checkpoint slot"
                 }
             };
-            let error = PartitionLog::open(disk, Path::new(DIR), LogConfig::default(), clock()).await.err().unwrap();
+            let error = PartitionLog::open(disk, Path::new(DIR), LogConfig::default(), clock())
+                .await
+                .err()
+                .unwrap();
             let message = error.to_string();
             assert!(message.contains(expected), "{case}: {message}");
-            assert!(message.contains(DIR), "{case}: error names the path: {message}");
+            assert!(
+                message.contains(DIR),
+                "{case}: error names the path: {message}"
+            );
         }
     });
 }
@@ -432,9 +643,15 @@ fn read_only_filesystem_is_a_clear_error() {
     runtime().block_on(async {
         let disk = SimDisk::new(14);
         disk.set_read_only(true);
-        let error = PartitionLog::open(disk, Path::new(DIR), LogConfig::default(), clock()).await.err().unwrap();
+        let error = PartitionLog::open(disk, Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .err()
+            .unwrap();
         let message = error.to_string();
-        assert!(message.contains("/data") && message.contains("Read-only"), "{message}");
+        assert!(
+            message.contains("/data") && message.contains("Read-only"),
+            "{message}"
+        );
     });
 }
 
@@ -452,7 +669,7 @@ struct Acked {
 // dense, and nothing half-written is ever visible. Replay one seed with LEDGE_SIM_SEED=<n>.
 #[test]
 fn crash_swarm_loses_no_acknowledged_batch() {
-    for seed in sim::seeds(0, 1500) {
+    for seed in sim::seeds(0, 2000) {
         let result = std::panic::catch_unwind(|| runtime().block_on(crash_iteration(seed)));
         if let Err(panic) = result {
             eprintln!("crash swarm failed with seed {seed}; replay with LEDGE_SIM_SEED={seed}");
@@ -484,7 +701,14 @@ async fn crash_iteration(seed: u64) {
             if rng.random_bool(0.2) {
                 disk.power_off_after(rng.random_range(0..6));
             }
-            match PartitionLog::open(disk.clone(), Path::new(DIR), config.clone(), Arc::clone(&clock)).await {
+            match PartitionLog::open(
+                disk.clone(),
+                Path::new(DIR),
+                config.clone(),
+                Arc::clone(&clock),
+            )
+            .await
+            {
                 Ok(log) if !disk.is_powered_off() => break log,
                 Ok(_) | Err(_) if disk.is_powered_off() => disk.crash(),
                 Ok(_) => unreachable!(),
@@ -503,7 +727,11 @@ async fn crash_iteration(seed: u64) {
             let mut plan = Vec::new();
             for _ in 0..appends {
                 let count = rng.random_range(1..6);
-                let durability = if rng.random_bool(0.8) { AppendDurability::Synced } else { AppendDurability::Written };
+                let durability = if rng.random_bool(0.8) {
+                    AppendDurability::Synced
+                } else {
+                    AppendDurability::Written
+                };
                 plan.push((next_tag, count, durability));
                 next_tag += 1;
             }
@@ -512,7 +740,14 @@ async fn crash_iteration(seed: u64) {
                     match log.append(batch(tag, count, tag as i64), durability).await {
                         Ok(outcome) => {
                             if durability == AppendDurability::Synced {
-                                acked.lock().unwrap().insert(outcome.base_offset, Acked { last_offset: outcome.last_offset, tag, count });
+                                acked.lock().unwrap().insert(
+                                    outcome.base_offset,
+                                    Acked {
+                                        last_offset: outcome.last_offset,
+                                        tag,
+                                        count,
+                                    },
+                                );
                             }
                         }
                         Err(_) => return,
@@ -540,19 +775,36 @@ async fn crash_iteration(seed: u64) {
     }
 }
 
-async fn verify<D: Disk>(log: &PartitionLog<D>, acked: &BTreeMap<i64, Acked>, deleted_before: i64, seed: u64) {
-    assert!(log.log_start_offset() >= deleted_before, "seed {seed}: log start went backwards");
+async fn verify<D: Disk>(
+    log: &PartitionLog<D>,
+    acked: &BTreeMap<i64, Acked>,
+    deleted_before: i64,
+    seed: u64,
+) {
+    assert!(
+        log.log_start_offset() >= deleted_before,
+        "seed {seed}: log start went backwards"
+    );
     let all = read_all(log).await;
-    let found: BTreeMap<i64, (i64, Bytes)> = all.into_iter().map(|(base, last, bytes)| (base, (last, bytes))).collect();
+    let found: BTreeMap<i64, (i64, Bytes)> = all
+        .into_iter()
+        .map(|(base, last, bytes)| (base, (last, bytes)))
+        .collect();
     for (base, expected) in acked {
         if expected.last_offset < log.log_start_offset() {
             continue;
         }
         let Some((last, bytes)) = found.get(base) else {
-            panic!("seed {seed}: acknowledged batch at {base} (tag {}) is missing; high watermark {}", expected.tag, log.high_watermark());
+            panic!(
+                "seed {seed}: acknowledged batch at {base} (tag {}) is missing; high watermark {}",
+                expected.tag,
+                log.high_watermark()
+            );
         };
         assert_eq!(*last, expected.last_offset, "seed {seed}");
-        let want: Vec<String> = (0..expected.count).map(|number| format!("value-{}-{number}", expected.tag)).collect();
+        let want: Vec<String> = (0..expected.count)
+            .map(|number| format!("value-{}-{number}", expected.tag))
+            .collect();
         assert_eq!(values(bytes), want, "seed {seed}: batch at {base}");
     }
 }
@@ -571,7 +823,12 @@ fn killed_writer_process_loses_no_acknowledged_batch() {
     let mut acked: BTreeMap<u64, (i64, i64)> = BTreeMap::new();
     for round in 0..3 {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "storage::log::tests::killed_writer_process_loses_no_acknowledged_batch", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "storage::log::tests::killed_writer_process_loses_no_acknowledged_batch",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("LEDGE_KILL9_CHILD_DIR", &directory)
             .env("LEDGE_KILL9_ROUND", round.to_string())
             .stdout(std::process::Stdio::piped())
@@ -595,6 +852,8 @@ fn killed_writer_process_loses_no_acknowledged_batch() {
         while !first_ack && started.elapsed() < Duration::from_secs(60) {
             if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
                 first_ack |= record_ack(&line, &mut acked);
+            } else if let Some(status) = child.try_wait().unwrap() {
+                panic!("child exited before acknowledging anything: {status}");
             }
         }
         assert!(first_ack, "child acknowledged nothing in 60 s");
@@ -608,12 +867,28 @@ fn killed_writer_process_loses_no_acknowledged_batch() {
         let runtime = runtime();
         runtime.block_on(async {
             let disk = SystemDisk::detect(BackendChoice::Auto).unwrap();
-            let log = PartitionLog::open(disk, &directory, LogConfig::default(), Arc::new(SystemClock)).await.unwrap();
+            let log = PartitionLog::open(
+                disk,
+                &directory,
+                LogConfig::default(),
+                Arc::new(SystemClock),
+            )
+            .await
+            .unwrap();
             let all = read_all(&log).await;
-            let found: BTreeMap<i64, Bytes> = all.into_iter().map(|(base, _, bytes)| (base, bytes)).collect();
+            let found: BTreeMap<i64, Bytes> = all
+                .into_iter()
+                .map(|(base, _, bytes)| (base, bytes))
+                .collect();
             for (tag, (base, last)) in &acked {
-                let bytes = found.get(base).unwrap_or_else(|| panic!("round {round}: acknowledged tag {tag} at offset {base} missing"));
-                assert_eq!(values(bytes), values(&batch(*tag, (last - base + 1) as usize, 0)), "round {round}: tag {tag}");
+                let bytes = found.get(base).unwrap_or_else(|| {
+                    panic!("round {round}: acknowledged tag {tag} at offset {base} missing")
+                });
+                assert_eq!(
+                    values(bytes),
+                    values(&batch(*tag, (last - base + 1) as usize, 0)),
+                    "round {round}: tag {tag}"
+                );
             }
             log.close().await.unwrap();
         });
@@ -637,12 +912,26 @@ fn record_ack(line: &str, acked: &mut BTreeMap<u64, (i64, i64)>) -> bool {
 fn kill9_child(directory: &Path) {
     use std::io::Write;
     let round: u64 = std::env::var("LEDGE_KILL9_ROUND").unwrap().parse().unwrap();
-    let backend = if round % 2 == 0 { BackendChoice::Auto } else { BackendChoice::Std };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let backend = if round % 2 == 0 {
+        BackendChoice::Auto
+    } else {
+        BackendChoice::Std
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let disk = SystemDisk::detect(backend).unwrap();
-        let config = LogConfig { segment_bytes: 256 * 1024, ..LogConfig::default() };
-        let log = PartitionLog::open(disk, directory, config, Arc::new(SystemClock)).await.unwrap();
+        let config = LogConfig {
+            segment_bytes: 256 * 1024,
+            batch_bytes_max: 64 * 1024,
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(disk, directory, config, Arc::new(SystemClock))
+            .await
+            .unwrap();
         let (sender, mut receiver) = mpsc::channel::<(u64, AppendOutcome)>(1024);
         // Several concurrent appenders, so kills land inside group commits too.
         for writer in 0..4u64 {
@@ -651,7 +940,13 @@ fn kill9_child(directory: &Path) {
             tokio::spawn(async move {
                 for number in 0.. {
                     let tag = round * 1_000_000_000 + writer * 100_000_000 + number;
-                    let outcome = log.append(batch(tag, 1 + (number % 5) as usize, 0), AppendDurability::Synced).await.unwrap();
+                    let outcome = log
+                        .append(
+                            batch(tag, 1 + (number % 5) as usize, 0),
+                            AppendDurability::Synced,
+                        )
+                        .await
+                        .unwrap();
                     if sender.send((tag, outcome)).await.is_err() {
                         return;
                     }
@@ -661,7 +956,12 @@ fn kill9_child(directory: &Path) {
         drop(sender);
         let mut stdout = std::io::stdout().lock();
         while let Some((tag, outcome)) = receiver.recv().await {
-            writeln!(stdout, "ACK {tag} {} {}", outcome.base_offset, outcome.last_offset).unwrap();
+            writeln!(
+                stdout,
+                "ACK {tag} {} {}",
+                outcome.base_offset, outcome.last_offset
+            )
+            .unwrap();
             stdout.flush().unwrap();
         }
     });

@@ -1,0 +1,221 @@
+//! Kafka's batch codecs: compress a records blob, and decompress one within a byte limit.
+//!
+//! Owns: each codec's container format as Kafka clients write it, and the bound on
+//! decompressed size. Does not own: which codec a batch uses (its `attributes`) or the records
+//! in the blob (`record.rs`).
+//!
+//! Formats, following Java Kafka's `CompressionType`: gzip is a gzip stream (several members
+//! allowed, as `GZIPInputStream` reads them); snappy is snappy-java's xerial framing (a 16-byte
+//! header, then blocks with a 4-byte big-endian length), and raw snappy is accepted too, as
+//! snappy-java falls back to it when the header is missing; LZ4 is the LZ4 frame format with
+//! independent 64 KiB blocks, as `KafkaLZ4BlockOutputStream` writes it; zstd is a zstd frame.
+//!
+//! Every decoder stops one byte past the limit, so a small input that claims or expands to a
+//! huge output (a "zip bomb") costs at most `limit + 1` bytes of output buffer.
+
+use std::io::{self, Read, Write};
+
+use bytes::{Buf, BufMut};
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
+
+use crate::batch::Compression;
+
+/// Why a blob could not be decompressed.
+#[derive(Debug)]
+pub(crate) enum DecompressError {
+    /// The output would exceed the limit.
+    TooLarge,
+    /// The codec rejected the input.
+    Corrupt(io::Error),
+}
+
+impl From<io::Error> for DecompressError {
+    fn from(error: io::Error) -> Self {
+        Self::Corrupt(error)
+    }
+}
+
+impl From<snap::Error> for DecompressError {
+    fn from(error: snap::Error) -> Self {
+        Self::Corrupt(error.into())
+    }
+}
+
+/// snappy-java's stream header: `0x82 "SNAPPY" 0x00`, then a version and a compatible version.
+const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+const XERIAL_HEADER_BYTES: usize = 16;
+/// The versions snappy-java writes; its reader requires the compatible version to be 1.
+const XERIAL_VERSION: i32 = 1;
+const XERIAL_VERSION_COMPATIBLE: i32 = 1;
+/// snappy-java's default block size; Kafka does not change it.
+const XERIAL_BLOCK_BYTES: usize = 32 * 1024;
+
+/// The first output buffer, before doubling; a typical producer batch fits in it.
+const DECOMPRESS_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Appends `records` to `out`, compressed with `compression`.
+pub(crate) fn compress(
+    compression: Compression,
+    records: &[u8],
+    zstd_level: i32,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    match compression {
+        Compression::None => out.extend_from_slice(records),
+        Compression::Gzip => {
+            // Level 6, as Java's `GZIPOutputStream` (Kafka's default `compression.gzip.level`).
+            let mut encoder = GzEncoder::new(out, flate2::Compression::default());
+            encoder.write_all(records)?;
+            encoder.finish()?;
+        }
+        Compression::Snappy => {
+            out.extend_from_slice(&XERIAL_MAGIC);
+            out.put_i32(XERIAL_VERSION);
+            out.put_i32(XERIAL_VERSION_COMPATIBLE);
+            let mut encoder = snap::raw::Encoder::new();
+            for block in records.chunks(XERIAL_BLOCK_BYTES) {
+                let compressed = encoder.compress_vec(block).map_err(io::Error::from)?;
+                let length = u32::try_from(compressed.len())
+                    .map_err(|_| io::Error::other("snappy block over 4 GiB"))?;
+                out.put_u32(length);
+                out.extend_from_slice(&compressed);
+            }
+        }
+        Compression::Lz4 => {
+            // Independent 64 KiB blocks, as Kafka's Java codec writes them; its reader does not
+            // support linked blocks.
+            let frame_info = FrameInfo::new()
+                .block_size(BlockSize::Max64KB)
+                .block_mode(BlockMode::Independent);
+            let mut encoder = FrameEncoder::with_frame_info(frame_info, out);
+            encoder.write_all(records)?;
+            encoder.finish().map_err(io::Error::from)?;
+        }
+        Compression::Zstd => {
+            // The one-shot API records the content size in the frame, so readers can size
+            // their window to the content rather than to the level's default.
+            let compressed = zstd::bulk::compress(records, zstd_level)?;
+            out.extend_from_slice(&compressed);
+        }
+    }
+    Ok(())
+}
+
+/// Decompresses `compressed`, failing with [`DecompressError::TooLarge`] as soon as the output
+/// would exceed `limit` bytes.
+pub(crate) fn decompress(
+    compression: Compression,
+    compressed: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, DecompressError> {
+    match compression {
+        Compression::None => {
+            if compressed.len() > limit {
+                return Err(DecompressError::TooLarge);
+            }
+            Ok(compressed.to_vec())
+        }
+        Compression::Gzip => read_bounded(MultiGzDecoder::new(compressed), limit),
+        Compression::Snappy => {
+            if compressed.starts_with(&XERIAL_MAGIC) {
+                decompress_xerial(compressed, limit)
+            } else {
+                decompress_snappy_raw(compressed, limit)
+            }
+        }
+        Compression::Lz4 => read_bounded(FrameDecoder::new(compressed), limit),
+        Compression::Zstd => {
+            // zstd caps the window a frame may demand at 128 MiB (ZSTD_WINDOWLOG_LIMIT_DEFAULT),
+            // which no Kafka producer exceeds. The window is reserved, not written: memory
+            // actually touched follows the output, which `read_bounded` limits.
+            let decoder = zstd::stream::read::Decoder::with_buffer(compressed)?;
+            read_bounded(decoder, limit)
+        }
+    }
+}
+
+/// Reads `reader` to its end into a buffer that never grows past `limit + 1` bytes.
+fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Vec<u8>, DecompressError> {
+    // One byte past the limit proves the output is too large without producing more.
+    let capacity_max = limit.saturating_add(1);
+    let mut out = Vec::new();
+    let mut filled = 0usize;
+    loop {
+        if filled == out.len() {
+            if out.len() >= capacity_max {
+                return Err(DecompressError::TooLarge);
+            }
+            let grown = out
+                .len()
+                .saturating_mul(2)
+                .max(DECOMPRESS_CHUNK_BYTES)
+                .min(capacity_max);
+            out.resize(grown, 0);
+        }
+        let spare = out.get_mut(filled..).unwrap_or_default();
+        match reader.read(spare) {
+            Ok(0) => break,
+            Ok(read) => filled = filled.saturating_add(read),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if filled > limit {
+        return Err(DecompressError::TooLarge);
+    }
+    out.truncate(filled);
+    Ok(out)
+}
+
+fn decompress_snappy_raw(compressed: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+    // Raw snappy states its output length up front; check it before allocating for it.
+    let length = snap::raw::decompress_len(compressed)?;
+    if length > limit {
+        return Err(DecompressError::TooLarge);
+    }
+    let mut out = vec![0; length];
+    let written = snap::raw::Decoder::new().decompress(compressed, &mut out)?;
+    out.truncate(written);
+    Ok(out)
+}
+
+fn decompress_xerial(mut input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+    let mut out = Vec::new();
+    let mut decoder = snap::raw::Decoder::new();
+    while !input.is_empty() {
+        // snappy-java concatenates streams by repeating the header, and skips it when reading.
+        if input.starts_with(&XERIAL_MAGIC) {
+            input = input
+                .get(XERIAL_HEADER_BYTES..)
+                .ok_or_else(|| corrupt("truncated xerial snappy header"))?;
+            continue;
+        }
+        let length = input
+            .try_get_u32()
+            .map_err(|_| corrupt("truncated xerial snappy block length"))?;
+        let length = usize::try_from(length).map_err(|_| corrupt("xerial block too long"))?;
+        let (block, rest) = input
+            .split_at_checked(length)
+            .ok_or_else(|| corrupt("truncated xerial snappy block"))?;
+        input = rest;
+        let block_length = snap::raw::decompress_len(block)?;
+        let start = out.len();
+        let end = start
+            .checked_add(block_length)
+            .filter(|&end| end <= limit)
+            .ok_or(DecompressError::TooLarge)?;
+        out.resize(end, 0);
+        let written = decoder.decompress(block, out.get_mut(start..).unwrap_or_default())?;
+        out.truncate(start.saturating_add(written));
+    }
+    Ok(out)
+}
+
+fn corrupt(message: &'static str) -> DecompressError {
+    DecompressError::Corrupt(io::Error::new(io::ErrorKind::InvalidData, message))
+}
+
+#[cfg(test)]
+mod tests;
