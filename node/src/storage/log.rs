@@ -700,10 +700,7 @@ async fn read_batches<F: DiskFile>(
             });
         }
         let mut cursor = 0usize;
-        loop {
-            let Some(rest) = chunk.get(cursor..) else {
-                break;
-            };
+        while let Some(rest) = chunk.get(cursor..) {
             if rest.len() < BATCH_HEADER_BYTES {
                 // The next header straddles the chunk end; the outer loop reads on from it.
                 break;
@@ -1201,10 +1198,12 @@ async fn recover_active_segment<D: Disk>(
     let (valid_end, next_offset, problem) =
         scan_segment(&file, base, file_len, config, &mut index).await?;
     if valid_end < durable_floor {
-        let (position, reason) = problem.unwrap_or((
-            valid_end,
-            "segment is shorter than its recovery point".into(),
-        ));
+        let (position, reason) = problem.unwrap_or_else(|| {
+            (
+                valid_end,
+                "segment is shorter than its recovery point".into(),
+            )
+        });
         return Err(OpenError::Corrupt {
             path,
             position,

@@ -75,8 +75,12 @@ impl DiskError {
 
 /// A file opened through a [`Disk`].
 ///
+/// (`len` is an async query of the file size, so clippy's `len_without_is_empty` does not
+/// apply: an `is_empty` would be one more syscall nobody needs.)
+///
 /// Reads and writes are positional, so concurrent readers never race a writer over a shared
 /// cursor. Writes are complete or fail: a short write is retried by the backend.
+#[allow(clippy::len_without_is_empty)]
 pub trait DiskFile: Send + Sync + 'static {
     /// Reads up to `len` bytes at `position`; fewer only at end of file.
     fn read_at(

@@ -716,7 +716,8 @@ async fn crash_iteration(seed: u64) {
             }
         };
         disk.power_off_after(u64::MAX);
-        verify(&log, &acked.lock().unwrap(), deleted_before, seed).await;
+        let expected = acked.lock().unwrap().clone();
+        verify(&log, &expected, deleted_before, seed).await;
 
         disk.power_off_after(rng.random_range(0..60));
         let mut tasks = Vec::new();
@@ -847,9 +848,9 @@ fn killed_writer_process_loses_no_acknowledged_batch() {
             }
         });
         // Wait for the child to acknowledge something, then kill it at a random moment.
-        let started = std::time::Instant::now();
+        let started = SystemClock.now();
         let mut first_ack = false;
-        while !first_ack && started.elapsed() < Duration::from_secs(60) {
+        while !first_ack && SystemClock.now().duration_since(started) < Duration::from_secs(60) {
             if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
                 first_ack |= record_ack(&line, &mut acked);
             } else if let Some(status) = child.try_wait().unwrap() {
@@ -912,7 +913,7 @@ fn record_ack(line: &str, acked: &mut BTreeMap<u64, (i64, i64)>) -> bool {
 fn kill9_child(directory: &Path) {
     use std::io::Write;
     let round: u64 = std::env::var("LEDGE_KILL9_ROUND").unwrap().parse().unwrap();
-    let backend = if round % 2 == 0 {
+    let backend = if round.is_multiple_of(2) {
         BackendChoice::Auto
     } else {
         BackendChoice::Std
