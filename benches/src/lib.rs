@@ -1,1 +1,81 @@
 //! Shared helpers for Ledge benchmarks.
+//!
+//! The criterion benchmarks in `benches/` (run with `cargo bench -p ledge-benches`) build
+//! their batches and scratch directories here; `RESULTS.md` records what they measured, with
+//! the fio baseline taken in the same run.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use ledge_protocol::{EncodeOptions, Record, encode_batch};
+
+/// Bytes in the value of each record of [`bench_batch`].
+pub const RECORD_VALUE_BYTES: usize = 1024;
+
+/// Records in [`bench_batch`]: 1000 records of 1 KiB make a batch of about 1 MiB, the size of
+/// one fio block in the baseline.
+pub const RECORDS_PER_BATCH: usize = 1000;
+
+/// The batch the storage benchmarks append: [`RECORDS_PER_BATCH`] records with a
+/// [`RECORD_VALUE_BYTES`]-byte value each, uncompressed (1,034,000 bytes encoded).
+pub fn bench_batch() -> Bytes {
+    record_batch(RECORDS_PER_BATCH, RECORD_VALUE_BYTES)
+}
+
+/// An uncompressed RecordBatch v2 of `records` records with no key and a `value_bytes`-byte
+/// value each. Values are pseudo-random (a fixed xorshift sequence), so that nothing on the
+/// way to the disk can gain by compressing them, and the same on every run.
+///
+/// # Panics
+///
+/// If `records` is 0 or the batch cannot be encoded (more than `i32::MAX` records).
+pub fn record_batch(records: usize, value_bytes: usize) -> Bytes {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let records: Vec<Record> = (0..records)
+        .map(|index| {
+            let value: Vec<u8> = (0..value_bytes)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state.to_le_bytes()[0]
+                })
+                .collect();
+            Record {
+                timestamp: 1_700_000_000_000 + i64::try_from(index).unwrap_or(i64::MAX),
+                key: None,
+                value: Some(Bytes::from(value)),
+                headers: Vec::new(),
+            }
+        })
+        .collect();
+    encode_batch(&records, &EncodeOptions::default()).expect("benchmark records encode")
+}
+
+/// Where benchmarks create their scratch directories: `$LEDGE_BENCH_DIR` if set, otherwise
+/// the workspace's `target/` directory.
+///
+/// Not the system temporary directory: `/tmp` is a tmpfs on many machines, where
+/// `fdatasync` costs nothing and the numbers would say nothing about a disk.
+pub fn bench_root() -> PathBuf {
+    match std::env::var_os("LEDGE_BENCH_DIR") {
+        Some(directory) => PathBuf::from(directory),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("target"),
+    }
+}
+
+/// A fresh scratch directory under [`bench_root`], removed when dropped.
+///
+/// # Panics
+///
+/// If the directory cannot be created (benchmarks have no better way to report it).
+pub fn bench_dir(prefix: &str) -> tempfile::TempDir {
+    let root = bench_root();
+    std::fs::create_dir_all(&root).expect("create the benchmark root directory");
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&root)
+        .expect("create a benchmark scratch directory")
+}

@@ -21,6 +21,10 @@
 //! - [`encode_batch`] builds one batch from [`Record`]s with [`EncodeOptions`], compressed with
 //!   any Kafka codec ([`Compression`]).
 //!
+//! The native protocol's frames and messages live in [`wire`]: [`wire::Request`],
+//! [`wire::Response`], [`wire::ErrorCode`], and the frame functions
+//! [`wire::encode_request`] / [`wire::decode_request`].
+//!
 //! Errors are one enum per operation: [`BatchError`] for framing and header checks,
 //! [`DecodeError`] (with [`RecordError`] for a single record) for decoding, and [`EncodeError`].
 //!
@@ -48,6 +52,7 @@ mod batch;
 mod compression;
 mod record;
 mod varint;
+pub mod wire;
 
 #[cfg(test)]
 mod robustness_tests;

@@ -1,0 +1,118 @@
+//! Wire error codes: stable numbers, never reused.
+//!
+//! Internal error types convert to these at the transport edge; they can change freely,
+//! these cannot. A code a peer does not know decodes as `UnknownServerError`, so new codes
+//! do not break old clients.
+
+use bytes::{BufMut, BytesMut};
+
+use super::codec::{Reader, Wire, WireError};
+
+macro_rules! error_codes {
+    ($($(#[$meta:meta])* $name:ident = $value:literal, $retriable:literal;)*) => {
+        /// An error code carried in a response.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            /// Success.
+            #[default]
+            None = 0,
+            $($(#[$meta])* $name = $value,)*
+        }
+
+        impl ErrorCode {
+            /// The code for a number; unknown numbers become `UnknownServerError`.
+            pub fn from_u16(value: u16) -> Self {
+                match value {
+                    0 => Self::None,
+                    $($value => Self::$name,)*
+                    _ => Self::UnknownServerError,
+                }
+            }
+
+            /// Whether retrying the same request may succeed.
+            pub fn is_retriable(self) -> bool {
+                match self {
+                    Self::None => false,
+                    $(Self::$name => $retriable,)*
+                }
+            }
+
+            /// The code's name, for messages and JSON output.
+            pub fn name(self) -> &'static str {
+                match self {
+                    Self::None => "NONE",
+                    $(Self::$name => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// An error the server did not classify (see the message).
+    UnknownServerError = 1, false;
+    /// A record batch failed its CRC or framing checks.
+    CorruptMessage = 2, true;
+    /// The topic or partition does not exist.
+    UnknownTopicOrPartition = 3, false;
+    /// The topic name is not valid (1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`).
+    InvalidTopic = 4, false;
+    /// A topic with that name exists.
+    TopicAlreadyExists = 5, false;
+    /// The partition count is invalid (zero, too many, or fewer than now).
+    InvalidPartitions = 6, false;
+    /// A topic config key or value is invalid.
+    InvalidConfig = 7, false;
+    /// A batch is larger than the topic's `max.message.bytes`.
+    MessageTooLarge = 8, false;
+    /// The offset is outside `[log start, high watermark]`.
+    OffsetOutOfRange = 9, false;
+    /// The request did not complete within its timeout.
+    RequestTimedOut = 10, true;
+    /// The API version is not supported.
+    UnsupportedVersion = 11, false;
+    /// The request is malformed.
+    InvalidRequest = 12, false;
+    /// The frame exceeds the peer's frame limit.
+    FrameTooLarge = 13, false;
+    /// A batch's sequence number is not the next one expected for its producer.
+    OutOfOrderSequenceNumber = 14, false;
+    /// The producer epoch is older than the current one (a newer instance took over).
+    InvalidProducerEpoch = 15, false;
+    /// The producer id is not known to this partition.
+    UnknownProducerId = 16, false;
+    /// A disk error; the partition is fenced and being verified.
+    StorageError = 17, true;
+    /// The partition could not be opened (see the node log for the file and position).
+    PartitionOffline = 18, false;
+    /// `acks` must be 0, 1 or -1.
+    InvalidRequiredAcks = 19, false;
+    /// Too many requests in flight on this connection.
+    TooManyRequests = 20, true;
+    /// The API key is not known.
+    UnknownApiKey = 21, false;
+    /// The disk is full; the append was rolled back.
+    DiskFull = 22, true;
+    /// The node is shutting down.
+    ShuttingDown = 23, true;
+    /// The request would change an internal topic (`__` prefix), which only the node may do.
+    InternalTopic = 24, false;
+}
+
+impl Wire for ErrorCode {
+    const BYTES_MIN: usize = 2;
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u16(*self as u16);
+    }
+    fn decode(input: &mut Reader) -> Result<Self, WireError> {
+        Ok(Self::from_u16(u16::decode(input)?))
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.name())
+    }
+}

@@ -1,0 +1,534 @@
+//! Request and response bodies of the native protocol, version 0 of every API.
+//!
+//! Field order is wire order. Kafka's sentinels (-1 offsets, -2 for "earliest") exist only
+//! inside the [`OffsetSpec`] and [`Acks`] codecs; Rust code sees enums and `Option`s.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::codec::{Reader, Wire, WireError, wire_struct};
+use super::error_code::ErrorCode;
+
+/// How many replicas must have a produce before it is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Acks {
+    /// No acknowledgement: the client does not wait for a response (Kafka `acks=0`).
+    None,
+    /// Written to the leader's log, not yet synced (Kafka `acks=1`).
+    Leader,
+    /// Synced to disk on every in-sync replica (Kafka `acks=all`, `-1`).
+    #[default]
+    All,
+}
+
+impl Acks {
+    /// Kafka's number for it: 0, 1 or -1.
+    pub fn as_i8(self) -> i8 {
+        match self {
+            Self::None => 0,
+            Self::Leader => 1,
+            Self::All => -1,
+        }
+    }
+}
+
+impl std::str::FromStr for Acks {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "0" => Ok(Self::None),
+            "1" => Ok(Self::Leader),
+            "all" | "-1" => Ok(Self::All),
+            other => Err(format!("invalid acks {other:?}: expected 0, 1 or all")),
+        }
+    }
+}
+
+impl Wire for Acks {
+    const BYTES_MIN: usize = 1;
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_i8(self.as_i8());
+    }
+    fn decode(input: &mut Reader) -> Result<Self, WireError> {
+        match i8::decode(input)? {
+            0 => Ok(Self::None),
+            1 => Ok(Self::Leader),
+            -1 => Ok(Self::All),
+            value => Err(WireError::InvalidValue {
+                field: "acks",
+                value: i64::from(value),
+            }),
+        }
+    }
+}
+
+/// Which offset a ListOffsets request asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    #[default]
+    Earliest,
+    /// The high watermark (the next offset to be written and read).
+    Latest,
+    /// The first offset whose timestamp is at or after this many ms since the epoch.
+    Timestamp(i64),
+}
+
+impl Wire for OffsetSpec {
+    const BYTES_MIN: usize = 8;
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_i64(match self {
+            Self::Earliest => -2,
+            Self::Latest => -1,
+            Self::Timestamp(timestamp) => *timestamp,
+        });
+    }
+    fn decode(input: &mut Reader) -> Result<Self, WireError> {
+        match i64::decode(input)? {
+            -2 => Ok(Self::Earliest),
+            -1 => Ok(Self::Latest),
+            timestamp if timestamp >= 0 => Ok(Self::Timestamp(timestamp)),
+            value => Err(WireError::InvalidValue {
+                field: "offset spec",
+                value,
+            }),
+        }
+    }
+}
+
+wire_struct! {
+    /// Opens a session: which API versions each side speaks.
+    pub struct ApiVersionsRequest {
+        /// Client name, for logs.
+        pub client_software_name: String,
+        /// Client version, for logs.
+        pub client_software_version: String,
+    }
+}
+
+wire_struct! {
+    /// One API and the versions the node supports.
+    pub struct ApiVersionRange {
+        /// The API key.
+        pub api_key: u16,
+        /// Oldest supported version.
+        pub min_version: u16,
+        /// Newest supported version.
+        pub max_version: u16,
+    }
+}
+
+wire_struct! {
+    /// The node's supported APIs and limits.
+    pub struct ApiVersionsResponse {
+        /// Supported APIs.
+        pub apis: Vec<ApiVersionRange>,
+        /// The node's software version.
+        pub node_version: String,
+        /// The largest request frame the node accepts.
+        pub frame_bytes_max: u32,
+    }
+}
+
+wire_struct! {
+    /// Topics and partitions with their offsets; `None` asks for every topic.
+    pub struct MetadataRequest {
+        /// Topic names, or `None` for all.
+        pub topics: Option<Vec<String>>,
+    }
+}
+
+wire_struct! {
+    /// One partition in a metadata response.
+    pub struct PartitionMetadata {
+        /// Partition number.
+        pub partition: u32,
+        /// `PartitionOffline` when the partition could not be opened.
+        pub error: ErrorCode,
+        /// First readable offset.
+        pub log_start_offset: i64,
+        /// One past the last readable offset.
+        pub high_watermark: i64,
+    }
+}
+
+wire_struct! {
+    /// One topic in a metadata response.
+    pub struct TopicMetadata {
+        /// Topic name.
+        pub name: String,
+        /// `UnknownTopicOrPartition` when asked for a topic that does not exist.
+        pub error: ErrorCode,
+        /// Internal topics (`__` prefix) belong to the node.
+        pub internal: bool,
+        /// Its partitions, in order.
+        pub partitions: Vec<PartitionMetadata>,
+    }
+}
+
+wire_struct! {
+    /// Metadata answer.
+    pub struct MetadataResponse {
+        /// The node's id.
+        pub node_id: u32,
+        /// Topics asked for, sorted by name.
+        pub topics: Vec<TopicMetadata>,
+    }
+}
+
+wire_struct! {
+    /// A topic config key and value, as text (Kafka's names: `retention.ms`, ...).
+    pub struct ConfigEntry {
+        /// Key.
+        pub name: String,
+        /// Value.
+        pub value: String,
+    }
+}
+
+wire_struct! {
+    /// A topic to create.
+    pub struct CreatableTopic {
+        /// Topic name.
+        pub name: String,
+        /// Partition count.
+        pub partitions: u32,
+        /// Configs that differ from the defaults.
+        pub configs: Vec<ConfigEntry>,
+    }
+}
+
+wire_struct! {
+    /// Creates topics.
+    pub struct CreateTopicsRequest {
+        /// Topics to create.
+        pub topics: Vec<CreatableTopic>,
+        /// Check only; create nothing.
+        pub validate_only: bool,
+    }
+}
+
+wire_struct! {
+    /// The outcome for one topic.
+    pub struct TopicResult {
+        /// Topic name.
+        pub name: String,
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// A human-readable explanation when `error` is set.
+        pub message: String,
+    }
+}
+
+wire_struct! {
+    /// Per-topic outcomes of CreateTopics.
+    pub struct CreateTopicsResponse {
+        /// One per requested topic, in request order.
+        pub topics: Vec<TopicResult>,
+    }
+}
+
+wire_struct! {
+    /// Deletes topics and their data.
+    pub struct DeleteTopicsRequest {
+        /// Topic names.
+        pub names: Vec<String>,
+    }
+}
+
+wire_struct! {
+    /// Per-topic outcomes of DeleteTopics.
+    pub struct DeleteTopicsResponse {
+        /// One per requested topic, in request order.
+        pub topics: Vec<TopicResult>,
+    }
+}
+
+wire_struct! {
+    /// Asks for topics' configs.
+    pub struct DescribeConfigsRequest {
+        /// Topic names.
+        pub topics: Vec<String>,
+    }
+}
+
+wire_struct! {
+    /// One config of a topic.
+    pub struct ConfigDescription {
+        /// Key.
+        pub name: String,
+        /// Effective value.
+        pub value: String,
+        /// Whether the value is the node's default (not set on the topic).
+        pub is_default: bool,
+    }
+}
+
+wire_struct! {
+    /// A topic's configs.
+    pub struct TopicConfigs {
+        /// Topic name.
+        pub name: String,
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// Every known config key, sorted.
+        pub configs: Vec<ConfigDescription>,
+    }
+}
+
+wire_struct! {
+    /// Configs of each requested topic.
+    pub struct DescribeConfigsResponse {
+        /// One per requested topic, in request order.
+        pub topics: Vec<TopicConfigs>,
+    }
+}
+
+wire_struct! {
+    /// Changes to one topic's configs.
+    pub struct AlterTopicConfigs {
+        /// Topic name.
+        pub name: String,
+        /// Keys to set.
+        pub set: Vec<ConfigEntry>,
+        /// Keys to return to the default.
+        pub delete: Vec<String>,
+    }
+}
+
+wire_struct! {
+    /// Changes topic configs (incrementally: keys not named keep their values).
+    pub struct AlterConfigsRequest {
+        /// Topics to change.
+        pub topics: Vec<AlterTopicConfigs>,
+        /// Check only; change nothing.
+        pub validate_only: bool,
+    }
+}
+
+wire_struct! {
+    /// Per-topic outcomes of AlterConfigs.
+    pub struct AlterConfigsResponse {
+        /// One per requested topic, in request order.
+        pub topics: Vec<TopicResult>,
+    }
+}
+
+wire_struct! {
+    /// Asks for a producer id for an idempotent producer.
+    pub struct InitProducerIdRequest {
+        /// Reserved for transactions; must be `None` for now.
+        pub transactional_id: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// A fresh producer id, never handed out before by this node.
+    pub struct InitProducerIdResponse {
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// The producer id.
+        pub producer_id: i64,
+        /// Its epoch.
+        pub producer_epoch: i16,
+    }
+}
+
+wire_struct! {
+    /// Record batches for one partition.
+    pub struct ProducePartition {
+        /// Partition number.
+        pub partition: u32,
+        /// One or more whole RecordBatch v2, carried as raw bytes.
+        pub records: Bytes,
+    }
+}
+
+wire_struct! {
+    /// Record batches for one topic.
+    pub struct ProduceTopic {
+        /// Topic name.
+        pub name: String,
+        /// Its partitions.
+        pub partitions: Vec<ProducePartition>,
+    }
+}
+
+wire_struct! {
+    /// Appends record batches.
+    pub struct ProduceRequest {
+        /// Acknowledgement level.
+        pub acks: Acks,
+        /// How long to wait for durability before answering `RequestTimedOut`.
+        pub timeout_ms: u32,
+        /// Batches by topic and partition.
+        pub topics: Vec<ProduceTopic>,
+    }
+}
+
+wire_struct! {
+    /// The outcome for one partition of a produce.
+    pub struct ProducePartitionResponse {
+        /// Partition number.
+        pub partition: u32,
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// Offset of the first record of the first batch.
+        pub base_offset: i64,
+        /// The log append time if the topic uses it, else -1.
+        pub log_append_time_ms: i64,
+        /// The partition's log start offset.
+        pub log_start_offset: i64,
+    }
+}
+
+wire_struct! {
+    /// Produce outcomes for one topic.
+    pub struct ProduceTopicResponse {
+        /// Topic name.
+        pub name: String,
+        /// One per requested partition, in request order.
+        pub partitions: Vec<ProducePartitionResponse>,
+    }
+}
+
+wire_struct! {
+    /// Produce outcomes.
+    pub struct ProduceResponse {
+        /// One per requested topic, in request order.
+        pub topics: Vec<ProduceTopicResponse>,
+    }
+}
+
+wire_struct! {
+    /// Where to read in one partition.
+    pub struct FetchPartition {
+        /// Partition number.
+        pub partition: u32,
+        /// First offset wanted.
+        pub fetch_offset: i64,
+        /// Most bytes to return for this partition (at least one whole batch is returned).
+        pub partition_max_bytes: u32,
+    }
+}
+
+wire_struct! {
+    /// Where to read in one topic.
+    pub struct FetchTopic {
+        /// Topic name.
+        pub name: String,
+        /// Its partitions.
+        pub partitions: Vec<FetchPartition>,
+    }
+}
+
+wire_struct! {
+    /// Reads record batches, waiting up to `max_wait_ms` for `min_bytes` (long poll).
+    pub struct FetchRequest {
+        /// Longest wait for `min_bytes` to arrive.
+        pub max_wait_ms: u32,
+        /// Answer as soon as this many bytes are available.
+        pub min_bytes: u32,
+        /// Most bytes in the whole response.
+        pub max_bytes: u32,
+        /// What to read.
+        pub topics: Vec<FetchTopic>,
+    }
+}
+
+wire_struct! {
+    /// Data for one partition of a fetch.
+    pub struct FetchPartitionResponse {
+        /// Partition number.
+        pub partition: u32,
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// One past the last readable offset.
+        pub high_watermark: i64,
+        /// First readable offset.
+        pub log_start_offset: i64,
+        /// Whole RecordBatch v2, the first containing `fetch_offset`; raw bytes.
+        pub records: Bytes,
+    }
+}
+
+wire_struct! {
+    /// Data for one topic of a fetch.
+    pub struct FetchTopicResponse {
+        /// Topic name.
+        pub name: String,
+        /// One per requested partition, in request order.
+        pub partitions: Vec<FetchPartitionResponse>,
+    }
+}
+
+wire_struct! {
+    /// Fetch answer.
+    pub struct FetchResponse {
+        /// One per requested topic, in request order.
+        pub topics: Vec<FetchTopicResponse>,
+    }
+}
+
+wire_struct! {
+    /// Which offset to look up in one partition.
+    pub struct ListOffsetsPartition {
+        /// Partition number.
+        pub partition: u32,
+        /// Earliest, latest or by timestamp.
+        pub spec: OffsetSpec,
+    }
+}
+
+wire_struct! {
+    /// Offsets to look up in one topic.
+    pub struct ListOffsetsTopic {
+        /// Topic name.
+        pub name: String,
+        /// Its partitions.
+        pub partitions: Vec<ListOffsetsPartition>,
+    }
+}
+
+wire_struct! {
+    /// Looks up offsets: log start, high watermark, or the first at or after a time.
+    pub struct ListOffsetsRequest {
+        /// What to look up.
+        pub topics: Vec<ListOffsetsTopic>,
+    }
+}
+
+wire_struct! {
+    /// One looked-up offset.
+    pub struct ListOffsetsPartitionResponse {
+        /// Partition number.
+        pub partition: u32,
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// The offset; `None` when no record is at or after the timestamp.
+        pub offset: Option<i64>,
+        /// The record's timestamp for a timestamp lookup.
+        pub timestamp: Option<i64>,
+    }
+}
+
+wire_struct! {
+    /// Looked-up offsets for one topic.
+    pub struct ListOffsetsTopicResponse {
+        /// Topic name.
+        pub name: String,
+        /// One per requested partition, in request order.
+        pub partitions: Vec<ListOffsetsPartitionResponse>,
+    }
+}
+
+wire_struct! {
+    /// ListOffsets answer.
+    pub struct ListOffsetsResponse {
+        /// One per requested topic, in request order.
+        pub topics: Vec<ListOffsetsTopicResponse>,
+    }
+}

@@ -1,0 +1,318 @@
+//! Frame and message codec tests: round trips, frame-level errors, hostile input.
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+fn samples() -> Vec<Request> {
+    vec![
+        Request::ApiVersions(ApiVersionsRequest {
+            client_software_name: "ledge-cli".into(),
+            client_software_version: "0.1".into(),
+        }),
+        Request::Metadata(MetadataRequest { topics: None }),
+        Request::Metadata(MetadataRequest {
+            topics: Some(vec!["orders".into(), "é-topic".into()]),
+        }),
+        Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: "orders".into(),
+                partitions: 3,
+                configs: vec![ConfigEntry {
+                    name: "retention.ms".into(),
+                    value: "1000".into(),
+                }],
+            }],
+            validate_only: true,
+        }),
+        Request::DeleteTopics(DeleteTopicsRequest {
+            names: vec!["a".into(), "b".into()],
+        }),
+        Request::DescribeConfigs(DescribeConfigsRequest {
+            topics: vec!["orders".into()],
+        }),
+        Request::AlterConfigs(AlterConfigsRequest {
+            topics: vec![AlterTopicConfigs {
+                name: "orders".into(),
+                set: vec![ConfigEntry {
+                    name: "segment.bytes".into(),
+                    value: "1024".into(),
+                }],
+                delete: vec!["retention.ms".into()],
+            }],
+            validate_only: false,
+        }),
+        Request::InitProducerId(InitProducerIdRequest {
+            transactional_id: None,
+        }),
+        Request::Produce(ProduceRequest {
+            acks: Acks::Leader,
+            timeout_ms: 30_000,
+            topics: vec![ProduceTopic {
+                name: "orders".into(),
+                partitions: vec![ProducePartition {
+                    partition: 2,
+                    records: Bytes::from_static(b"batch bytes"),
+                }],
+            }],
+        }),
+        Request::Fetch(FetchRequest {
+            max_wait_ms: 500,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            topics: vec![FetchTopic {
+                name: "orders".into(),
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    fetch_offset: 42,
+                    partition_max_bytes: 1 << 20,
+                }],
+            }],
+        }),
+        Request::ListOffsets(ListOffsetsRequest {
+            topics: vec![ListOffsetsTopic {
+                name: "orders".into(),
+                partitions: vec![
+                    ListOffsetsPartition {
+                        partition: 0,
+                        spec: OffsetSpec::Earliest,
+                    },
+                    ListOffsetsPartition {
+                        partition: 1,
+                        spec: OffsetSpec::Latest,
+                    },
+                    ListOffsetsPartition {
+                        partition: 2,
+                        spec: OffsetSpec::Timestamp(1_700_000_000_000),
+                    },
+                ],
+            }],
+        }),
+    ]
+}
+
+fn response_samples() -> Vec<Response> {
+    vec![
+        Response::ApiVersions(ApiVersionsResponse {
+            apis: supported_api_versions(),
+            node_version: "0.1.0".into(),
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+        }),
+        Response::Metadata(MetadataResponse {
+            node_id: 1,
+            topics: vec![TopicMetadata {
+                name: "orders".into(),
+                error: ErrorCode::None,
+                internal: false,
+                partitions: vec![PartitionMetadata {
+                    partition: 0,
+                    error: ErrorCode::PartitionOffline,
+                    log_start_offset: 3,
+                    high_watermark: 10,
+                }],
+            }],
+        }),
+        Response::Produce(ProduceResponse {
+            topics: vec![ProduceTopicResponse {
+                name: "orders".into(),
+                partitions: vec![ProducePartitionResponse {
+                    partition: 0,
+                    error: ErrorCode::MessageTooLarge,
+                    message: "too big".into(),
+                    base_offset: -1,
+                    log_append_time_ms: -1,
+                    log_start_offset: 0,
+                }],
+            }],
+        }),
+        Response::Fetch(FetchResponse {
+            topics: vec![FetchTopicResponse {
+                name: "orders".into(),
+                partitions: vec![FetchPartitionResponse {
+                    partition: 0,
+                    error: ErrorCode::None,
+                    high_watermark: 5,
+                    log_start_offset: 0,
+                    records: Bytes::from_static(b"records"),
+                }],
+            }],
+        }),
+        Response::ListOffsets(ListOffsetsResponse {
+            topics: vec![ListOffsetsTopicResponse {
+                name: "t".into(),
+                partitions: vec![ListOffsetsPartitionResponse {
+                    partition: 0,
+                    error: ErrorCode::None,
+                    offset: Some(7),
+                    timestamp: None,
+                }],
+            }],
+        }),
+        Response::InitProducerId(InitProducerIdResponse {
+            error: ErrorCode::None,
+            producer_id: 1000,
+            producer_epoch: 0,
+        }),
+    ]
+}
+
+// Goal: every request and response survives encode then decode unchanged.
+#[test]
+fn requests_and_responses_round_trip() {
+    for (number, request) in samples().into_iter().enumerate() {
+        let frame = encode_request(number as u32, "test", &request);
+        let (header, decoded) = decode_request(frame).unwrap();
+        assert_eq!(header.correlation_id, number as u32);
+        assert_eq!(header.client_id, "test");
+        assert_eq!(decoded, request);
+    }
+    for response in response_samples() {
+        let frame = encode_response(9, &response);
+        let (header, decoded) = decode_response(response.api_key(), frame).unwrap();
+        assert_eq!(header.correlation_id, 9);
+        assert_eq!(decoded, Some(response));
+    }
+}
+
+// Goal: record batches are slices of the frame, not copies (no copy on the hot path).
+#[test]
+fn produce_records_are_zero_copy_slices_of_the_frame() {
+    let request = samples()
+        .into_iter()
+        .find(|request| request.api_key() == ApiKey::Produce)
+        .unwrap();
+    let frame = encode_request(1, "c", &request);
+    let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+    let (_, Request::Produce(produce)) = decode_request(frame.clone()).unwrap() else {
+        panic!("not produce")
+    };
+    let records = &produce.topics[0].partitions[0].records;
+    assert!(range.contains(&(records.as_ptr() as usize)));
+}
+
+// Goal: unknown APIs, unsupported versions, malformed bodies and trailing bytes get a
+// frame error that keeps the correlation id, so the node can answer.
+#[test]
+fn frame_errors_carry_the_header() {
+    let mut frame = encode_request(77, "c", &samples()[1]).to_vec();
+    frame[0..2].copy_from_slice(&999u16.to_be_bytes());
+    let error = decode_request(Bytes::from(frame.clone())).unwrap_err();
+    assert_eq!(error.code, ErrorCode::UnknownApiKey);
+    assert_eq!(error.header.unwrap().correlation_id, 77);
+
+    frame[0..2].copy_from_slice(&(ApiKey::Metadata as u16).to_be_bytes());
+    frame[2..4].copy_from_slice(&5u16.to_be_bytes());
+    let error = decode_request(Bytes::from(frame.clone())).unwrap_err();
+    assert_eq!(error.code, ErrorCode::UnsupportedVersion);
+    assert!(error.message.contains("version 5"));
+
+    frame[2..4].copy_from_slice(&0u16.to_be_bytes());
+    frame.push(0);
+    let error = decode_request(Bytes::from(frame)).unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidRequest);
+    assert!(
+        error.message.contains("unexpected bytes"),
+        "{}",
+        error.message
+    );
+
+    assert_eq!(
+        decode_request(Bytes::from_static(b"\x00"))
+            .unwrap_err()
+            .header,
+        None
+    );
+}
+
+// Goal: a count field cannot make the decoder allocate beyond the frame.
+#[test]
+fn huge_counts_are_refused_before_allocating() {
+    let mut frame = BytesMut::new();
+    RequestHeader {
+        api_key: ApiKey::DeleteTopics as u16,
+        api_version: 0,
+        correlation_id: 1,
+        client_id: String::new(),
+    }
+    .encode(&mut frame);
+    frame.extend_from_slice(&u32::MAX.to_be_bytes());
+    let error = decode_request(frame.freeze()).unwrap_err();
+    assert!(
+        error.message.contains("claims 4294967295 elements"),
+        "{}",
+        error.message
+    );
+}
+
+// Goal: invalid enum values are errors (acks 7, offset spec -5).
+#[test]
+fn invalid_enum_values_are_refused() {
+    let Request::Produce(mut produce) = samples()[8].clone() else {
+        panic!()
+    };
+    produce.acks = Acks::All;
+    let mut frame = encode_request(1, "", &Request::Produce(produce)).to_vec();
+    let acks_at = frame.len() - (4 + 4 + 2 + 6 + 4 + 4 + 4 + 11) - 1;
+    assert_eq!(frame[acks_at], 0xff);
+    frame[acks_at] = 7;
+    let error = decode_request(Bytes::from(frame)).unwrap_err();
+    assert!(
+        error.message.contains("invalid value 7 for acks"),
+        "{}",
+        error.message
+    );
+}
+
+// Goal: no byte string makes a decoder panic: random frames, truncations and single-byte
+// mutations of every sample.
+#[test]
+fn decoders_never_panic_on_hostile_frames() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut frames: Vec<Vec<u8>> = samples()
+        .iter()
+        .map(|request| encode_request(1, "x", request).to_vec())
+        .collect();
+    frames.extend(
+        response_samples()
+            .iter()
+            .map(|response| encode_response(1, response).to_vec()),
+    );
+    for frame in &frames {
+        for cut in 0..frame.len() {
+            let _ = decode_request(Bytes::copy_from_slice(&frame[..cut]));
+            for key in ApiKey::ALL {
+                let _ = decode_response(*key, Bytes::copy_from_slice(&frame[..cut]));
+            }
+        }
+        for _ in 0..300 {
+            let mut mutated = frame.clone();
+            let at = rng.random_range(0..mutated.len());
+            mutated[at] = rng.random();
+            let _ = decode_request(Bytes::from(mutated.clone()));
+            let _ = decode_response(
+                ApiKey::ALL[rng.random_range(0..ApiKey::ALL.len())],
+                Bytes::from(mutated),
+            );
+        }
+    }
+    for _ in 0..3000 {
+        let len = rng.random_range(0..200);
+        let random: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        let _ = decode_request(Bytes::from(random.clone()));
+        let _ = decode_response(
+            ApiKey::ALL[rng.random_range(0..ApiKey::ALL.len())],
+            Bytes::from(random),
+        );
+    }
+}
+
+#[test]
+fn error_codes_are_stable_and_unknown_codes_degrade() {
+    assert_eq!(ErrorCode::from_u16(3), ErrorCode::UnknownTopicOrPartition);
+    assert_eq!(ErrorCode::from_u16(60_000), ErrorCode::UnknownServerError);
+    assert_eq!(ErrorCode::MessageTooLarge as u16, 8);
+    assert!(ErrorCode::RequestTimedOut.is_retriable());
+    assert!(!ErrorCode::InvalidTopic.is_retriable());
+    assert_eq!(ErrorCode::CorruptMessage.to_string(), "CorruptMessage");
+}
