@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::checkpoint::{Checkpoint, CheckpointError};
 use super::disk::{Disk, DiskError, DiskFile, OpenMode};
 use super::index::SegmentIndex;
+use super::producers::{ProducerStates, SequenceCheck};
 use super::recovery::{self, PARTITION_LEADER_EPOCH, ScanStop};
 use super::segment::{
     self, ActiveSegmentStats, CHECKPOINT_FILE_NAME, PartitionFile, RollPolicy,
@@ -64,6 +65,8 @@ pub struct LogConfig {
     pub recovery_checkpoint_interval: Duration,
     /// Bytes read per step when recovery scans a segment.
     pub recovery_read_bytes: usize,
+    /// Idempotent producers remembered per partition (least recently active evicted).
+    pub producers_max: usize,
 }
 
 /// Default of [`LogConfig::segment_bytes`]: small enough to scan quickly at start on an
@@ -93,6 +96,7 @@ impl Default for LogConfig {
             flush_interval: Duration::from_millis(1000),
             recovery_checkpoint_interval: Duration::from_secs(5),
             recovery_read_bytes: 4 * 1024 * 1024,
+            producers_max: super::producers::PRODUCERS_MAX_DEFAULT,
         }
     }
 }
@@ -166,6 +170,22 @@ pub enum AppendError {
     /// The write failed (e.g. disk full); the log rolled it back and stays writable.
     #[error("append failed, log unchanged: {0}")]
     Disk(#[source] DiskError),
+    /// An idempotent producer's batch does not continue its sequence (a gap or reordering).
+    #[error("out of order sequence number: expected {expected}, received {received}")]
+    OutOfOrderSequence {
+        /// The sequence the batch had to start at.
+        expected: i32,
+        /// The sequence it started at.
+        received: i32,
+    },
+    /// The producer's epoch is older than the one this partition has seen.
+    #[error("producer epoch {received} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        /// The current epoch.
+        current: i16,
+        /// The batch's epoch.
+        received: i16,
+    },
     /// The log is fenced after a failed sync or write; reopen it to verify and continue.
     #[error("partition log is fenced: {reason}")]
     Fenced {
@@ -413,6 +433,7 @@ impl<D: Disk> PartitionLog<D> {
             checkpoint: opened.checkpoint,
             last_checkpoint: None,
             unsynced_since: None,
+            producers: opened.producers,
         };
         tokio::spawn(writer.run(receiver));
         Ok(Self { shared, commands })
@@ -768,6 +789,7 @@ struct Opened<F> {
     state: LogState<F>,
     checkpoint_file: F,
     checkpoint: Checkpoint,
+    producers: ProducerStates,
 }
 
 async fn open_files<D: Disk>(
@@ -784,9 +806,11 @@ async fn open_files<D: Disk>(
         let path = directory.join(name);
         match segment::parse_file_name(name) {
             Some(PartitionFile::Segment(base)) => segment_bases.push(base),
-            Some(PartitionFile::OffsetIndex(base) | PartitionFile::TimeIndex(base)) => {
-                index_files.push((base, path))
-            }
+            Some(
+                PartitionFile::OffsetIndex(base)
+                | PartitionFile::TimeIndex(base)
+                | PartitionFile::ProducerSnapshot(base),
+            ) => index_files.push((base, path)),
             Some(PartitionFile::Checkpoint) => has_checkpoint = true,
             Some(PartitionFile::Temporary) => disk.remove_file(&path).await?,
             None => return Err(OpenError::ForeignFile { path }),
@@ -855,9 +879,12 @@ async fn open_files<D: Disk>(
         segments.insert(base, segment);
     }
     let last = segment_bases.len().saturating_sub(1);
+    let mut producers = ProducerStates::default();
     for (number, &base) in segment_bases.iter().enumerate() {
         let segment = if number == last {
-            recover_active_segment(disk, directory, base, &checkpoint, config).await?
+            producers = load_producer_states(disk, directory, &segment_bases, config).await?;
+            recover_active_segment(disk, directory, base, &checkpoint, config, &mut producers)
+                .await?
         } else {
             let end = segment_bases.get(number + 1).copied().unwrap_or(base);
             open_sealed_segment(disk, directory, base, end, config).await?
@@ -910,7 +937,49 @@ async fn open_files<D: Disk>(
         state,
         checkpoint_file,
         checkpoint,
+        producers,
     })
+}
+
+/// The idempotent-producer state as of the start of the active segment (the last of
+/// `segment_bases`): its snapshot if usable, else rebuilt by scanning every sealed segment.
+async fn load_producer_states<D: Disk>(
+    disk: &D,
+    directory: &Path,
+    segment_bases: &[i64],
+    config: &LogConfig,
+) -> Result<ProducerStates, OpenError> {
+    let Some((&active, sealed)) = segment_bases.split_last() else {
+        return Ok(ProducerStates::default());
+    };
+    if sealed.is_empty() {
+        return Ok(ProducerStates::default());
+    }
+    let snapshot_path = directory.join(segment::producer_snapshot_file_name(active));
+    if let Some(bytes) = read_whole(disk, &snapshot_path).await? {
+        if let Some(states) = ProducerStates::decode_snapshot(&bytes) {
+            return Ok(states);
+        }
+        tracing::warn!(snapshot = %snapshot_path.display(), "producer snapshot unusable; rebuilding from segments");
+    }
+    let mut producers = ProducerStates::default();
+    for &base in sealed {
+        let path = directory.join(segment::segment_file_name(base));
+        let file = disk.open(&path, OpenMode::Read).await?;
+        let size = file.len().await?;
+        let (_, _, problem) = scan_segment(&file, base, size, config, &mut |header, _, _| {
+            producers.record(header, header.base_offset, config.producers_max);
+        })
+        .await?;
+        if let Some((position, reason)) = problem {
+            return Err(OpenError::Corrupt {
+                path,
+                position,
+                reason,
+            });
+        }
+    }
+    Ok(producers)
 }
 
 async fn write_checkpoint<F: DiskFile>(file: &F, checkpoint: &Checkpoint) -> Result<(), DiskError> {
@@ -931,6 +1000,7 @@ async fn remove_segment_files<D: Disk>(
         segment::segment_file_name(base),
         segment::offset_index_file_name(base),
         segment::time_index_file_name(base),
+        segment::producer_snapshot_file_name(base),
     ] {
         match disk.remove_file(&directory.join(name)).await {
             Ok(()) => {}
@@ -973,14 +1043,14 @@ async fn check_header<F: DiskFile>(file: &F, path: &Path) -> Result<(), OpenErro
     })
 }
 
-/// Scans a segment from its header to `end` (or end of file), feeding `index`.
+/// Scans a segment from its header to its end, handing each valid batch to `on_batch`.
 /// Returns the scan's valid end, next offset and, if it stopped early, where and why.
 async fn scan_segment<F: DiskFile>(
     file: &F,
     base: i64,
     file_len: u64,
     config: &LogConfig,
-    index: &mut SegmentIndex,
+    on_batch: &mut dyn FnMut(&BatchHeader, u64, u64),
 ) -> Result<(u64, i64, Option<(u64, String)>), DiskError> {
     let mut position = SEGMENT_HEADER_BYTES;
     let mut next_offset = base;
@@ -991,8 +1061,13 @@ async fn scan_segment<F: DiskFile>(
         if (bytes.len() as u64) < length {
             // The file shrank under us; treat what is there as all there is.
             let end = position + bytes.len() as u64;
-            let result =
-                recovery::scan(&bytes, position, next_offset, config.batch_bytes_max, index);
+            let result = recovery::scan(
+                &bytes,
+                position,
+                next_offset,
+                config.batch_bytes_max,
+                on_batch,
+            );
             let problem = match result.stop {
                 ScanStop::End => None,
                 ScanStop::Incomplete { position: at, .. } => {
@@ -1005,7 +1080,13 @@ async fn scan_segment<F: DiskFile>(
             };
             return Ok((result.valid_end, result.next_offset, problem));
         }
-        let result = recovery::scan(&bytes, position, next_offset, config.batch_bytes_max, index);
+        let result = recovery::scan(
+            &bytes,
+            position,
+            next_offset,
+            config.batch_bytes_max,
+            on_batch,
+        );
         position = result.valid_end;
         next_offset = result.next_offset;
         match result.stop {
@@ -1064,7 +1145,10 @@ async fn open_sealed_segment<D: Disk>(
             // found here is real corruption of acknowledged data.
             let mut index = SegmentIndex::new(base, config.index_interval_bytes);
             let (valid_end, next_offset, problem) =
-                scan_segment(&file, base, size, config, &mut index).await?;
+                scan_segment(&file, base, size, config, &mut |header, position, bytes| {
+                    index.note_batch(position, header.base_offset, header.max_timestamp, bytes);
+                })
+                .await?;
             if let Some((position, reason)) = problem {
                 return Err(OpenError::Corrupt {
                     path,
@@ -1114,6 +1198,19 @@ async fn read_whole<D: Disk>(disk: &D, path: &Path) -> Result<Option<Vec<u8>>, D
 
 /// Writes a sealed segment's index files (replacing any) and syncs them; the caller syncs
 /// the directory.
+/// Writes a file whole (replacing any of that name) and syncs it; the caller syncs the
+/// directory.
+async fn write_new_file<D: Disk>(disk: &D, path: &Path, bytes: Vec<u8>) -> Result<(), DiskError> {
+    match disk.remove_file(path).await {
+        Ok(()) => {}
+        Err(error) if error.is_not_found() => {}
+        Err(error) => return Err(error),
+    }
+    let file = disk.open(path, OpenMode::CreateNew).await?;
+    file.write_at(0, Bytes::from(bytes)).await?;
+    file.sync_data().await
+}
+
 async fn write_index_files<D: Disk>(
     disk: &D,
     directory: &Path,
@@ -1130,15 +1227,7 @@ async fn write_index_files<D: Disk>(
             index.encode_time_index(),
         ),
     ] {
-        let path = directory.join(name);
-        match disk.remove_file(&path).await {
-            Ok(()) => {}
-            Err(error) if error.is_not_found() => {}
-            Err(error) => return Err(error),
-        }
-        let file = disk.open(&path, OpenMode::CreateNew).await?;
-        file.write_at(0, Bytes::from(bytes)).await?;
-        file.sync_data().await?;
+        write_new_file(disk, &directory.join(name), bytes).await?;
     }
     Ok(())
 }
@@ -1149,6 +1238,7 @@ async fn recover_active_segment<D: Disk>(
     base: i64,
     checkpoint: &Checkpoint,
     config: &LogConfig,
+    producers: &mut ProducerStates,
 ) -> Result<Segment<D::File>, OpenError> {
     let path = directory.join(segment::segment_file_name(base));
     let file = disk.open(&path, OpenMode::ReadWrite).await?;
@@ -1195,8 +1285,17 @@ async fn recover_active_segment<D: Disk>(
     }
     check_header(&file, &path).await?;
     let mut index = SegmentIndex::new(base, config.index_interval_bytes);
-    let (valid_end, next_offset, problem) =
-        scan_segment(&file, base, file_len, config, &mut index).await?;
+    let (valid_end, next_offset, problem) = scan_segment(
+        &file,
+        base,
+        file_len,
+        config,
+        &mut |header, position, bytes| {
+            index.note_batch(position, header.base_offset, header.max_timestamp, bytes);
+            producers.record(header, header.base_offset, config.producers_max);
+        },
+    )
+    .await?;
     if valid_end < durable_floor {
         let (position, reason) = problem.unwrap_or_else(|| {
             (
@@ -1247,6 +1346,8 @@ struct Writer<D: Disk> {
     last_checkpoint: Option<std::time::Instant>,
     /// When the oldest unsynced (acks=1) write happened, if any.
     unsynced_since: Option<std::time::Instant>,
+    /// Idempotent producers' sequences, as of everything written.
+    producers: ProducerStates,
 }
 
 /// A batch stamped into the group buffer, waiting for the write and maybe the sync.
@@ -1395,7 +1496,42 @@ impl<D: Disk> Writer<D> {
         };
         let mut buffer = BytesMut::with_capacity(total_bytes as usize);
         let mut staged = Vec::with_capacity(group.len());
+        let mut undo = Vec::new();
         for pending in group {
+            match self.producers.check(&pending.header) {
+                SequenceCheck::Accept => {}
+                SequenceCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
+                    // A retry of a batch already in the log: answer with its offsets once it
+                    // is as durable as this request asks (it may still be unsynced).
+                    staged.push(Staged {
+                        reply: pending.reply,
+                        outcome: AppendOutcome {
+                            base_offset,
+                            last_offset,
+                        },
+                        durability: pending.durability,
+                        position: 0,
+                        max_timestamp_ms: pending.header.max_timestamp,
+                        bytes: 0,
+                    });
+                    continue;
+                }
+                SequenceCheck::OutOfOrder { expected, received } => {
+                    let _ = pending
+                        .reply
+                        .send(Err(AppendError::OutOfOrderSequence { expected, received }));
+                    continue;
+                }
+                SequenceCheck::StaleEpoch { current, received } => {
+                    let _ = pending
+                        .reply
+                        .send(Err(AppendError::InvalidProducerEpoch { current, received }));
+                    continue;
+                }
+            }
             let position = start_position + buffer.len() as u64;
             let start = buffer.len();
             buffer.extend_from_slice(&pending.batch);
@@ -1412,6 +1548,14 @@ impl<D: Disk> Writer<D> {
                 continue;
             }
             let last_offset = next_offset + i64::from(pending.header.last_offset_delta);
+            if pending.header.producer_id >= 0 {
+                let previous = self.producers.record(
+                    &pending.header,
+                    next_offset,
+                    self.shared.config.producers_max,
+                );
+                undo.push((pending.header.producer_id, previous));
+            }
             staged.push(Staged {
                 reply: pending.reply,
                 outcome: AppendOutcome {
@@ -1429,14 +1573,20 @@ impl<D: Disk> Writer<D> {
             return;
         }
         let written = buffer.len() as u64;
-        if let Err(error) = file.write_at(start_position, buffer.freeze()).await {
+        if written > 0
+            && let Err(error) = file.write_at(start_position, buffer.freeze()).await
+        {
+            // Nothing of this group is in the log: forget its sequences, newest first.
+            for (producer_id, previous) in undo.into_iter().rev() {
+                self.producers.restore(producer_id, previous);
+            }
             self.fail_write(&*file, start_position, error, staged).await;
             return;
         }
         {
             let mut state = self.shared.write_state();
             let active = state.active_mut();
-            for batch in &staged {
+            for batch in staged.iter().filter(|batch| batch.bytes > 0) {
                 active.index.note_batch(
                     batch.position,
                     batch.outcome.base_offset,
@@ -1446,7 +1596,9 @@ impl<D: Disk> Writer<D> {
             }
             active.size_bytes = start_position + written;
             active.next_offset = next_offset;
-            active.first_append_ms.get_or_insert(now_ms);
+            if written > 0 {
+                active.first_append_ms.get_or_insert(now_ms);
+            }
         }
         let needs_sync = staged
             .iter()
@@ -1585,6 +1737,15 @@ impl<D: Disk> Writer<D> {
         write_index_files(&self.disk, &directory, &sealed_index)
             .await
             .map_err(|error| error.to_string())?;
+        // The producer state as of the new segment's start, so an open needs to scan only
+        // the active segment to rebuild it.
+        write_new_file(
+            &self.disk,
+            &directory.join(segment::producer_snapshot_file_name(next_offset)),
+            self.producers.encode_snapshot(),
+        )
+        .await
+        .map_err(|error| error.to_string())?;
         let segment = create_segment(&self.disk, &directory, next_offset, &self.shared.config)
             .await
             .map_err(|error| error.to_string())?;

@@ -11,6 +11,7 @@ pub mod disk;
 pub mod index;
 pub mod log;
 pub mod manager;
+pub mod producers;
 pub mod recovery;
 pub mod segment;
 

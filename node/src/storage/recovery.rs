@@ -3,14 +3,12 @@
 //! `scan` walks a slice of a segment batch by batch, checking for each: the length prefix,
 //! the magic, the CRC-32C, that the base offset is exactly the next expected offset (the
 //! CRC does not cover it, so contiguity is what protects it) and that the partition leader
-//! epoch is the one this node stamps. It feeds every good batch to the segment's index and
-//! stops at the first batch that is incomplete in the slice or invalid. The caller (the
+//! epoch is the one this node stamps. It hands every good batch to the caller (index,
+//! producer state) and stops at the first batch that is incomplete in the slice or invalid. The caller (the
 //! log driver) decides what a stop means: read more, truncate a torn tail above the
 //! recovery point, or report corruption below it.
 
 use ledge_protocol::{BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BatchHeader, validate_batch};
-
-use super::index::SegmentIndex;
 
 /// The partition leader epoch this node stamps on every batch (no replication yet).
 pub const PARTITION_LEADER_EPOCH: i32 = 0;
@@ -50,14 +48,15 @@ pub struct ScanResult {
 }
 
 /// Scans `bytes`, which start at file position `position`, expecting the first batch at
-/// `next_offset`. Batches larger than `batch_bytes_max` are invalid (no writer of ours
-/// could have produced one, so the length field is damaged).
+/// `next_offset`, calling `on_batch(header, position, total bytes)` for each valid batch.
+/// Batches larger than `batch_bytes_max` are invalid (no writer of ours could have
+/// produced one, so the length field is damaged).
 pub fn scan(
     bytes: &[u8],
     position: u64,
     next_offset: i64,
     batch_bytes_max: u64,
-    index: &mut SegmentIndex,
+    on_batch: &mut dyn FnMut(&BatchHeader, u64, u64),
 ) -> ScanResult {
     let mut offset_in_slice = 0usize;
     let mut next_offset = next_offset;
@@ -114,7 +113,7 @@ pub fn scan(
                 reason: error.to_string(),
             };
         }
-        index.note_batch(at, header.base_offset, header.max_timestamp, total);
+        on_batch(&header, at, total);
         if header.max_timestamp >= 0 {
             max_timestamp_ms = Some(max_timestamp_ms.map_or(header.max_timestamp, |max: i64| {
                 max.max(header.max_timestamp)

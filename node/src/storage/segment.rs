@@ -21,6 +21,8 @@ pub enum PartitionFile {
     OffsetIndex(i64),
     /// `<base>.timeindex`: the sparse time index of a sealed segment.
     TimeIndex(i64),
+    /// `<base>.snapshot`: idempotent-producer state as of the start of segment `<base>`.
+    ProducerSnapshot(i64),
     /// `checkpoint`: log start offset and recovery point.
     Checkpoint,
     /// `*.tmp`: an unfinished write of ours, safe to delete.
@@ -47,6 +49,7 @@ pub fn parse_file_name(name: &str) -> Option<PartitionFile> {
         "log" => Some(PartitionFile::Segment(base)),
         "index" => Some(PartitionFile::OffsetIndex(base)),
         "timeindex" => Some(PartitionFile::TimeIndex(base)),
+        "snapshot" => Some(PartitionFile::ProducerSnapshot(base)),
         _ => None,
     }
 }
@@ -64,6 +67,11 @@ pub fn offset_index_file_name(base_offset: i64) -> String {
 /// `<base:020>.timeindex`
 pub fn time_index_file_name(base_offset: i64) -> String {
     format!("{base_offset:020}.timeindex")
+}
+
+/// `<base:020>.snapshot`
+pub fn producer_snapshot_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.snapshot")
 }
 
 /// The header every segment file starts with.

@@ -183,7 +183,7 @@ impl Wire for String {
     fn decode(input: &mut Reader) -> Result<Self, WireError> {
         let len = u16::decode(input)?;
         let bytes = input.take("string", usize::from(len))?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| WireError::NotUtf8)
+        Self::from_utf8(bytes.to_vec()).map_err(|_| WireError::NotUtf8)
     }
 }
 
@@ -236,7 +236,7 @@ impl<T: Wire> Wire for Vec<T> {
     fn decode(input: &mut Reader) -> Result<Self, WireError> {
         let count = u32::decode(input)?;
         input.check_count("array", count, T::BYTES_MIN)?;
-        let mut items = Vec::with_capacity(count as usize);
+        let mut items = Self::with_capacity(count as usize);
         for _ in 0..count {
             items.push(T::decode(input)?);
         }

@@ -967,3 +967,160 @@ fn kill9_child(directory: &Path) {
         }
     });
 }
+
+fn idempotent_batch(tag: u64, count: usize, producer_id: i64, epoch: i16, sequence: i32) -> Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|number| Record {
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from(format!("value-{tag}-{number}"))),
+            headers: Vec::new(),
+        })
+        .collect();
+    let options = EncodeOptions {
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence: sequence,
+        ..EncodeOptions::default()
+    };
+    encode_batch(&records, &options).unwrap()
+}
+
+// Goal: a retried idempotent batch is written once and answered with its original
+// offsets, before and after a reopen (from the active segment scan and from a roll's
+// snapshot); gaps and stale epochs are refused.
+#[test]
+fn idempotent_retries_are_written_once_across_reopens() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(20);
+        let config = small_config();
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), config.clone(), clock())
+            .await
+            .unwrap();
+        let first = log
+            .append(idempotent_batch(0, 3, 42, 0, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        let again = log
+            .append(idempotent_batch(0, 3, 42, 0, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(log.high_watermark(), 3);
+        assert!(matches!(
+            log.append(idempotent_batch(1, 1, 42, 0, 5), AppendDurability::Synced)
+                .await,
+            Err(AppendError::OutOfOrderSequence {
+                expected: 3,
+                received: 5
+            })
+        ));
+        assert!(matches!(
+            log.append(idempotent_batch(1, 1, 42, -1, 3), AppendDurability::Synced)
+                .await,
+            Err(AppendError::InvalidProducerEpoch {
+                current: 0,
+                received: -1
+            })
+        ));
+        let mut sequence = 3;
+        let mut last = None;
+        // Enough batches to roll several segments, so the state crosses a snapshot.
+        for tag in 1..150u64 {
+            last = Some((
+                tag,
+                sequence,
+                log.append(
+                    idempotent_batch(tag, 2, 42, 0, sequence),
+                    AppendDurability::Synced,
+                )
+                .await
+                .unwrap(),
+            ));
+            sequence += 2;
+        }
+        assert!(log.segment_count() > 2);
+        let (tag, last_sequence, outcome) = last.unwrap();
+        let high_watermark = log.high_watermark();
+        log.close().await.unwrap();
+        drop(log);
+        // The active segment holds the last batch: rebuilt from the scan.
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), config.clone(), clock())
+            .await
+            .unwrap();
+        assert_eq!(
+            log.append(
+                idempotent_batch(tag, 2, 42, 0, last_sequence),
+                AppendDurability::Synced
+            )
+            .await
+            .unwrap(),
+            outcome
+        );
+        assert_eq!(log.high_watermark(), high_watermark);
+        // Force a roll after the last batch, so the state comes from the snapshot alone.
+        let segments = log.segment_count();
+        let mut filler = 0;
+        while log.segment_count() == segments {
+            log.append(batch(1000 + filler, 2, 0), AppendDurability::Synced)
+                .await
+                .unwrap();
+            filler += 1;
+        }
+        log.close().await.unwrap();
+        drop(log);
+        let log = PartitionLog::open(disk, Path::new(DIR), config, clock())
+            .await
+            .unwrap();
+        let high_watermark = log.high_watermark();
+        assert_eq!(
+            log.append(
+                idempotent_batch(tag, 2, 42, 0, last_sequence),
+                AppendDurability::Synced
+            )
+            .await
+            .unwrap(),
+            outcome
+        );
+        assert_eq!(
+            log.high_watermark(),
+            high_watermark,
+            "the duplicate was not written"
+        );
+        let next = log
+            .append(
+                idempotent_batch(99, 1, 42, 0, last_sequence + 2),
+                AppendDurability::Synced,
+            )
+            .await
+            .unwrap();
+        assert_eq!(next.base_offset, high_watermark);
+    });
+}
+
+// Goal: a write that fails for lack of space forgets the batch's sequence, so the
+// producer's retry is accepted rather than refused as out of order.
+#[test]
+fn failed_write_forgets_producer_sequences() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(21);
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
+        log.append(idempotent_batch(0, 2, 7, 0, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        disk.set_space_bytes_max(Some(disk.used_bytes() + 10));
+        assert!(matches!(
+            log.append(idempotent_batch(1, 2, 7, 0, 2), AppendDurability::Synced)
+                .await,
+            Err(AppendError::Disk(_))
+        ));
+        disk.set_space_bytes_max(None);
+        let retried = log
+            .append(idempotent_batch(1, 2, 7, 0, 2), AppendDurability::Synced)
+            .await
+            .unwrap();
+        assert_eq!(retried.base_offset, 2);
+    });
+}

@@ -1,0 +1,239 @@
+//! End-to-end test harness: real `ledge-node` processes on loopback.
+//!
+//! [`NodeProcess::start`] builds the workspace binaries once per test process, starts a node
+//! on `127.0.0.1:0` with a fresh temporary data directory, and waits for its readiness line
+//! (`ledge-node listening on ADDR`), which the node prints only after its listener is up.
+//! The node's output goes to `<data-dir>/../node.log` for post-mortems. Children are killed
+//! when the handle drops. Every wait is bounded.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a node may take to become ready (a debug build on a loaded 2-core machine).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Path of a workspace binary in the target directory the tests were built into.
+pub fn binary(name: &str) -> PathBuf {
+    build_binaries_once();
+    target_dir().join(name)
+}
+
+fn target_dir() -> PathBuf {
+    // tests are at target/<profile>/deps/e2e-<hash>; binaries at target/<profile>/.
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn build_binaries_once() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        // The same feature set as `cargo test --workspace`, so nothing is rebuilt twice.
+        let status = Command::new(cargo)
+            .args(["build", "--workspace", "--bins", "--manifest-path"])
+            .arg(&manifest)
+            .status()
+            .expect("run cargo build for the node and CLI binaries");
+        assert!(status.success(), "building ledge-node and ledge failed");
+    });
+}
+
+/// Options for starting a node.
+#[derive(Clone, Debug, Default)]
+pub struct NodeOptions {
+    /// Data directory; a fresh temporary one if `None`.
+    pub data_dir: Option<PathBuf>,
+    /// TOML config text, written to a file and passed with `--config`.
+    pub config: Option<String>,
+    /// Listen address; `127.0.0.1:0` if `None`.
+    pub listen: Option<SocketAddr>,
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+}
+
+/// A running `ledge-node` child process.
+pub struct NodeProcess {
+    child: Option<Child>,
+    /// The UDP address it listens on.
+    pub addr: SocketAddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// The dev CA it generated (`<data-dir>/tls/ca.pem`).
+    pub ca_file: PathBuf,
+    /// Where its output goes.
+    pub log_file: PathBuf,
+    options: NodeOptions,
+    _temporary: Option<tempfile::TempDir>,
+}
+
+impl NodeProcess {
+    /// Starts a node with a fresh data directory.
+    pub fn start() -> Self {
+        Self::start_with(NodeOptions::default())
+    }
+
+    /// Starts a node with `options`.
+    pub fn start_with(options: NodeOptions) -> Self {
+        let (temporary, data_dir) = match &options.data_dir {
+            Some(directory) => (None, directory.clone()),
+            None => {
+                let temporary = tempfile::tempdir().expect("temporary directory");
+                let directory = temporary.path().join("data");
+                (Some(temporary), directory)
+            }
+        };
+        let mut node = Self {
+            child: None,
+            addr: options
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
+            ca_file: data_dir.join("tls").join("ca.pem"),
+            log_file: data_dir.with_extension("log"),
+            data_dir,
+            options,
+            _temporary: temporary,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new(binary("ledge-node"));
+        command
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .args(&self.options.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(config) = &self.options.config {
+            let path = self.data_dir.with_extension("toml");
+            std::fs::write(&path, config).expect("write node config");
+            command.arg("--config").arg(path);
+        }
+        let mut child = command.spawn().expect("spawn ledge-node");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .expect("open node log");
+        let (ready_sender, ready) = mpsc::channel();
+        let mut stdout_log = log.try_clone().expect("clone log handle");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(stdout_log, "{line}");
+                if let Some(address) = line.strip_prefix("ledge-node listening on ") {
+                    let _ = ready_sender.send(address.trim().to_string());
+                }
+            }
+        });
+        let mut stderr_log = log;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(stderr_log, "{line}");
+            }
+        });
+        match ready.recv_timeout(READY_TIMEOUT) {
+            Ok(address) => self.addr = address.parse().expect("node prints a socket address"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "ledge-node did not become ready within {READY_TIMEOUT:?}; log:\n{}",
+                    std::fs::read_to_string(&self.log_file).unwrap_or_default()
+                );
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL, then wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM (graceful shutdown), waiting up to `timeout` for it to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill(2) with a pid we own; no memory is involved.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let waited = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if waited.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the node again on the same data directory and address.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs the `ledge` CLI with `args` (and `stdin`), returning (exit status, stdout, stderr).
+pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (ExitStatus, String, String) {
+    let mut child = Command::new(binary("ledge"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ledge");
+    let mut input = child.stdin.take().expect("piped stdin");
+    let text = stdin.unwrap_or_default().to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(text.as_bytes());
+    });
+    let output = child.wait_with_output().expect("wait for ledge");
+    let _ = writer.join();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
