@@ -1,0 +1,1 @@
+//! Ledge client SDK.
