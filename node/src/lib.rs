@@ -13,7 +13,10 @@
 //! into one buffer, stamps base offsets, writes it with one `write`, syncs with one
 //! `fdatasync`, advances the high watermark and acknowledges every append in the group.
 
+pub mod broker;
 pub mod clock;
+pub mod config;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;
+pub mod transport;

@@ -183,17 +183,19 @@ impl NodeProcess {
         let mut child = self.child.take()?;
         // SAFETY: kill(2) with a pid we own; no memory is involved.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let waited = std::time::Instant::now();
+        let step = Duration::from_millis(20);
+        let mut waited = Duration::ZERO;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 return Some(status);
             }
-            if waited.elapsed() > timeout {
+            waited += step;
+            if waited > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(step);
         }
     }
 

@@ -636,6 +636,37 @@ impl Disk for SimDisk {
         }
     }
 
+    async fn remove_dir(&self, path: &Path) -> Result<(), DiskError> {
+        tokio::task::yield_now().await;
+        let mut state = self.state();
+        if state
+            .begin_mutation()
+            .map_err(|error| DiskError::new("remove directory", path, error))?
+        {
+            return Err(DiskError::new(
+                "remove directory",
+                path,
+                os_error(libc::EIO),
+            ));
+        }
+        if state.live.get(path) != Some(&Entry::Directory) {
+            return Err(DiskError::new(
+                "remove directory",
+                path,
+                os_error(libc::ENOENT),
+            ));
+        }
+        if state.live.keys().any(|child| child.parent() == Some(path)) {
+            return Err(DiskError::new(
+                "remove directory",
+                path,
+                os_error(libc::ENOTEMPTY),
+            ));
+        }
+        state.live.remove(path);
+        Ok(())
+    }
+
     async fn sync_dir(&self, path: &Path) -> Result<(), DiskError> {
         tokio::task::yield_now().await;
         let mut guard = self.state();

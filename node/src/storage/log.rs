@@ -322,7 +322,8 @@ impl<D: Disk> Clone for PartitionLog<D> {
 
 struct Shared<D: Disk> {
     directory: PathBuf,
-    config: LogConfig,
+    /// Changed by `set_config` (topic config changes apply to a live log).
+    config: RwLock<LogConfig>,
     state: RwLock<LogState<D::File>>,
     high_watermark: watch::Sender<i64>,
 }
@@ -383,6 +384,13 @@ struct PendingAppend {
 }
 
 impl<D: Disk> Shared<D> {
+    fn config(&self) -> LogConfig {
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn read_state(&self) -> RwLockReadGuard<'_, LogState<D::File>> {
         // The lock is never held across an await or a call that can panic on input; a
         // poisoned lock means a bug already reported by its panic.
@@ -420,7 +428,7 @@ impl<D: Disk> PartitionLog<D> {
         );
         let shared = Arc::new(Shared {
             directory: directory.to_path_buf(),
-            config: config.clone(),
+            config: RwLock::new(config.clone()),
             state: RwLock::new(opened.state),
             high_watermark,
         });
@@ -439,6 +447,19 @@ impl<D: Disk> PartitionLog<D> {
         Ok(Self { shared, commands })
     }
 
+    /// Applies a changed configuration to the live log (for example a topic's
+    /// `max.message.bytes` or `segment.bytes` after an AlterConfigs). It takes effect for the
+    /// next append and the next roll decision.
+    pub fn set_config(&self, config: LogConfig) -> Result<(), String> {
+        config.validate()?;
+        *self
+            .shared
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+        Ok(())
+    }
+
     /// The partition directory.
     pub fn directory(&self) -> &Path {
         &self.shared.directory
@@ -455,10 +476,10 @@ impl<D: Disk> PartitionLog<D> {
         durability: AppendDurability,
     ) -> Result<AppendOutcome, AppendError> {
         let size = batch.len() as u64;
-        if size > self.shared.config.batch_bytes_max {
+        if size > self.shared.config().batch_bytes_max {
             return Err(AppendError::BatchTooLarge {
                 size,
-                max: self.shared.config.batch_bytes_max,
+                max: self.shared.config().batch_bytes_max,
             });
         }
         let header = validate_batch(&batch)?;
@@ -567,7 +588,7 @@ impl<D: Disk> PartitionLog<D> {
                 readable_end,
                 from_offset,
                 max_bytes,
-                u64::from(self.shared.config.index_interval_bytes),
+                u64::from(self.shared.config().index_interval_bytes),
             )
             .await?;
             if bytes.is_empty() && segment_end > from_offset && segment_end < high_watermark {
@@ -677,7 +698,7 @@ impl<D: Disk> PartitionLog<D> {
         Self::open(
             disk,
             &self.shared.directory,
-            self.shared.config.clone(),
+            self.shared.config().clone(),
             clock,
         )
         .await
@@ -775,9 +796,9 @@ async fn read_batches<F: DiskFile>(
 
 /// `DiskError` holds an `io::Error`, which is not `Clone`; one failed write answers many appends.
 fn copy_disk_error(error: &DiskError) -> DiskError {
-    let source = match error.source.raw_os_error() {
+    let source = match error.cause.raw_os_error() {
         Some(code) => std::io::Error::from_raw_os_error(code),
-        None => std::io::Error::new(error.source.kind(), error.source.to_string()),
+        None => std::io::Error::new(error.cause.kind(), error.cause.to_string()),
     };
     DiskError::new(error.operation, &error.path, source)
 }
@@ -1050,7 +1071,7 @@ async fn scan_segment<F: DiskFile>(
     base: i64,
     file_len: u64,
     config: &LogConfig,
-    on_batch: &mut dyn FnMut(&BatchHeader, u64, u64),
+    on_batch: &mut (dyn FnMut(&BatchHeader, u64, u64) + Send),
 ) -> Result<(u64, i64, Option<(u64, String)>), DiskError> {
     let mut position = SEGMENT_HEADER_BYTES;
     let mut next_offset = base;
@@ -1369,7 +1390,7 @@ impl<D: Disk> Writer<D> {
                 None => {
                     let flush_at = self
                         .unsynced_since
-                        .map(|since| since + self.shared.config.flush_interval);
+                        .map(|since| since + self.shared.config().flush_interval);
                     let next = match flush_at {
                         Some(deadline) => {
                             let wait = deadline.saturating_duration_since(self.clock.now());
@@ -1398,7 +1419,7 @@ impl<D: Disk> Writer<D> {
                 Command::Append(first) => {
                     let mut group = vec![first];
                     let mut bytes = group[0].batch.len() as u64;
-                    while bytes < self.shared.config.commit_bytes_max {
+                    while bytes < self.shared.config().commit_bytes_max {
                         match commands.try_recv() {
                             Ok(Command::Append(next)) => {
                                 bytes += next.batch.len() as u64;
@@ -1461,8 +1482,8 @@ impl<D: Disk> Writer<D> {
             )
         };
         let policy = RollPolicy {
-            segment_bytes: self.shared.config.segment_bytes,
-            segment_age_ms: i64::try_from(self.shared.config.segment_age.as_millis())
+            segment_bytes: self.shared.config().segment_bytes,
+            segment_age_ms: i64::try_from(self.shared.config().segment_age.as_millis())
                 .unwrap_or(i64::MAX),
         };
         if let Some(reason) = segment::roll_reason(
@@ -1552,7 +1573,7 @@ impl<D: Disk> Writer<D> {
                 let previous = self.producers.record(
                     &pending.header,
                     next_offset,
-                    self.shared.config.producers_max,
+                    self.shared.config().producers_max,
                 );
                 undo.push((pending.header.producer_id, previous));
             }
@@ -1698,7 +1719,7 @@ impl<D: Disk> Writer<D> {
         self.shared.high_watermark.send_replace(next_offset);
         let now = self.clock.now();
         let due = self.last_checkpoint.is_none_or(|last| {
-            now.saturating_duration_since(last) >= self.shared.config.recovery_checkpoint_interval
+            now.saturating_duration_since(last) >= self.shared.config().recovery_checkpoint_interval
         });
         if due {
             self.last_checkpoint = Some(now);
@@ -1746,7 +1767,7 @@ impl<D: Disk> Writer<D> {
         )
         .await
         .map_err(|error| error.to_string())?;
-        let segment = create_segment(&self.disk, &directory, next_offset, &self.shared.config)
+        let segment = create_segment(&self.disk, &directory, next_offset, &self.shared.config())
             .await
             .map_err(|error| error.to_string())?;
         self.disk

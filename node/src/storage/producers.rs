@@ -364,10 +364,8 @@ mod tests {
         );
         assert_eq!(states.check(&header(7, 1, 0, 1)), SequenceCheck::Accept);
         // Only the last RETAINED_BATCHES are remembered.
-        let mut sequence = 5;
-        for offset in 0..10 {
+        for (sequence, offset) in (5..).zip(0..10) {
             states.record(&header(7, 0, sequence, 1), 200 + offset, 10);
-            sequence += 1;
         }
         assert_eq!(states.entry(7).unwrap().batches.len(), RETAINED_BATCHES);
         // Sequences wrap at i32::MAX to 0.

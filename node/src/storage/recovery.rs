@@ -56,7 +56,7 @@ pub fn scan(
     position: u64,
     next_offset: i64,
     batch_bytes_max: u64,
-    on_batch: &mut dyn FnMut(&BatchHeader, u64, u64),
+    on_batch: &mut (dyn FnMut(&BatchHeader, u64, u64) + Send),
 ) -> ScanResult {
     let mut offset_in_slice = 0usize;
     let mut next_offset = next_offset;

@@ -38,38 +38,39 @@ pub enum OpenMode {
 
 /// An IO failure, naming what was being done and to which path.
 #[derive(Debug, thiserror::Error)]
-#[error("{operation} {path}: {source}")]
+// The OS error is part of the message and deliberately not a `source`: printed as a chain,
+// it would otherwise appear twice.
+#[error("{operation} {path}: {cause}")]
 pub struct DiskError {
     /// The operation that failed (`write`, `fdatasync`, `open`, ...).
     pub operation: &'static str,
     /// The file or directory it was applied to.
     pub path: PathBuf,
     /// The operating system's error.
-    #[source]
-    pub source: io::Error,
+    pub cause: io::Error,
 }
 
 impl DiskError {
     /// Wraps an OS error with the operation and path it came from.
-    pub fn new(operation: &'static str, path: &Path, source: io::Error) -> Self {
+    pub fn new(operation: &'static str, path: &Path, cause: io::Error) -> Self {
         Self {
             operation,
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     }
 
     /// The device or quota is full: retrying after space is freed may succeed.
     pub fn is_out_of_space(&self) -> bool {
         matches!(
-            self.source.raw_os_error(),
+            self.cause.raw_os_error(),
             Some(libc::ENOSPC) | Some(libc::EDQUOT)
         )
     }
 
     /// The file named does not exist.
     pub fn is_not_found(&self) -> bool {
-        self.source.kind() == io::ErrorKind::NotFound
+        self.cause.kind() == io::ErrorKind::NotFound
     }
 }
 
@@ -136,6 +137,9 @@ pub trait Disk: Clone + Send + Sync + 'static {
     /// Removes a file (not durable until the directory is synced).
     fn remove_file(&self, path: &Path) -> impl Future<Output = Result<(), DiskError>> + Send;
 
+    /// Removes an empty directory (not durable until its parent is synced).
+    fn remove_dir(&self, path: &Path) -> impl Future<Output = Result<(), DiskError>> + Send;
+
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> impl Future<Output = Result<(), DiskError>> + Send;
 }
@@ -158,6 +162,12 @@ pub async fn create_dir_durable<D: Disk>(disk: &D, path: &Path) -> Result<(), Di
     // Outermost first: a child's entry is only reachable once its parent's is durable.
     for created in missing.iter().rev() {
         if let Some(parent) = created.parent() {
+            // The parent of a relative single-component path is "", which means ".".
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
             disk.sync_dir(parent).await?;
         }
     }
@@ -304,6 +314,10 @@ impl Disk for SystemDisk {
 
     async fn remove_file(&self, path: &Path) -> Result<(), DiskError> {
         std_fs::remove_file(path).await
+    }
+
+    async fn remove_dir(&self, path: &Path) -> Result<(), DiskError> {
+        std_fs::remove_dir(path).await
     }
 
     async fn sync_dir(&self, path: &Path) -> Result<(), DiskError> {

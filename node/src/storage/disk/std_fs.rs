@@ -99,6 +99,11 @@ pub(super) async fn remove_file(path: &Path) -> Result<(), DiskError> {
     blocking("remove", path, move || std::fs::remove_file(owned)).await
 }
 
+pub(super) async fn remove_dir(path: &Path) -> Result<(), DiskError> {
+    let owned = path.to_path_buf();
+    blocking("remove directory", path, move || std::fs::remove_dir(owned)).await
+}
+
 pub(super) async fn sync_dir(path: &Path) -> Result<(), DiskError> {
     let owned = path.to_path_buf();
     blocking("fsync directory", path, move || {
@@ -194,6 +199,10 @@ impl Disk for StdDisk {
 
     async fn remove_file(&self, path: &Path) -> Result<(), DiskError> {
         remove_file(path).await
+    }
+
+    async fn remove_dir(&self, path: &Path) -> Result<(), DiskError> {
+        remove_dir(path).await
     }
 
     async fn sync_dir(&self, path: &Path) -> Result<(), DiskError> {

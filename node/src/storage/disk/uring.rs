@@ -458,6 +458,10 @@ impl Disk for UringDisk {
         std_fs::remove_file(path).await
     }
 
+    async fn remove_dir(&self, path: &Path) -> Result<(), DiskError> {
+        std_fs::remove_dir(path).await
+    }
+
     async fn sync_dir(&self, path: &Path) -> Result<(), DiskError> {
         std_fs::sync_dir(path).await
     }

@@ -1,0 +1,1258 @@
+//! The broker: topics and partitions over the storage engine, and the request handlers.
+//!
+//! Owns: the topic registry (backed by `metadata.json`), each partition's log (or why it is
+//! offline), producer-id allocation, and the meaning of every API. Does not own: sockets
+//! (the transport decodes frames and calls [`Broker::handle`]) or the config file (the
+//! node reconciles it through [`Broker::reconcile`]).
+//!
+//! A produce request is handled per partition concurrently: each batch is checked (CRC,
+//! `max.message.bytes`, idempotent sequence) and appended by the partition's writer with
+//! the durability `acks` asks for; the answer waits at most `timeout_ms`. A fetch reads
+//! whole batches below each high watermark and, if fewer than `min_bytes` are ready,
+//! waits for any of the partitions' high watermarks to move, up to `max_wait_ms`.
+
+pub mod metadata;
+pub mod topic_config;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::join_all;
+use ledge_protocol::wire::{
+    AlterConfigsRequest, AlterConfigsResponse, ApiVersionsResponse, ConfigDescription,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, ErrorCode, FetchPartitionResponse,
+    FetchRequest, FetchResponse, FetchTopicResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ListOffsetsTopicResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionMetadata,
+    ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
+    ProduceTopicResponse, Request, Response, TopicConfigs, TopicMetadata, TopicResult,
+};
+use ledge_protocol::{BatchHeader, BatchIter, EncodeOptions, decode_batch, encode_batch};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::storage::manager::PartitionKey;
+use crate::storage::{
+    AppendDurability, AppendError, Disk, DiskError, LogConfig, PartitionLog, ReadError,
+};
+use metadata::{MetadataStore, PRODUCER_ID_BLOCK, StoredMetadata, StoredTopic};
+use topic_config::{TimestampType, TopicCompression, TopicConfig, validate_topic_name};
+
+/// Node-wide broker settings and limits (see docs/OPERATIONS.md).
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// This node's id in metadata responses.
+    pub node_id: u32,
+    /// Node-wide log settings (flush interval, group commit size, recovery).
+    pub log: LogConfig,
+    /// Topic config defaults (Kafka's `log.*` broker settings).
+    pub topic_defaults: TopicConfig,
+    /// Most partitions one topic may have.
+    pub topic_partitions_max: u32,
+    /// Most partitions on the node.
+    pub partitions_max: u32,
+    /// Longest a fetch may wait for data, whatever the client asks.
+    pub fetch_wait_max: Duration,
+    /// Most bytes one fetch response carries, whatever the client asks.
+    pub fetch_bytes_max: u32,
+    /// Longest a produce may wait for durability, whatever the client asks.
+    pub produce_timeout_max: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            log: LogConfig::default(),
+            topic_defaults: TopicConfig::default(),
+            topic_partitions_max: 1024,
+            partitions_max: 4096,
+            fetch_wait_max: Duration::from_secs(30),
+            fetch_bytes_max: 50 * 1024 * 1024,
+            produce_timeout_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A topic declared in the config file, to be reconciled at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredTopic {
+    /// Name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: u32,
+    /// Config overrides.
+    pub configs: BTreeMap<String, String>,
+    /// Where it was declared (for errors), e.g. `configs/edge.toml line 12`.
+    pub origin: String,
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Data directory IO failed.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// `metadata.json` is damaged or from a newer build.
+    #[error(transparent)]
+    Metadata(#[from] metadata::MetadataError),
+    /// A declared topic cannot be reconciled.
+    #[error("{0}")]
+    Reconcile(String),
+}
+
+enum PartitionState<D: Disk> {
+    Online(PartitionLog<D>),
+    Offline(String),
+}
+
+struct Partition<D: Disk> {
+    key: PartitionKey,
+    state: RwLock<PartitionState<D>>,
+    reopening: AtomicBool,
+}
+
+struct Topic<D: Disk> {
+    config: RwLock<TopicConfig>,
+    partitions: RwLock<Vec<Arc<Partition<D>>>>,
+}
+
+struct ProducerIds {
+    next: i64,
+    reserved_until: i64,
+}
+
+/// The broker of one node.
+pub struct Broker<D: Disk> {
+    disk: D,
+    logs_dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    config: BrokerConfig,
+    topics: RwLock<BTreeMap<String, Arc<Topic<D>>>>,
+    admin: tokio::sync::Mutex<MetadataStore<D>>,
+    producer_ids: Mutex<ProducerIds>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // Never held across an await; poisoning means a panic already reported.
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<D: Disk> Partition<D> {
+    fn log(&self) -> Result<PartitionLog<D>, (ErrorCode, String)> {
+        match &*read(&self.state) {
+            PartitionState::Online(log) => Ok(log.clone()),
+            PartitionState::Offline(reason) => Err((ErrorCode::PartitionOffline, reason.clone())),
+        }
+    }
+}
+
+async fn remove_tree<D: Disk>(disk: &D, directory: &Path) -> Result<(), DiskError> {
+    match disk.list_dir(directory).await {
+        Ok(names) => {
+            for name in names {
+                disk.remove_file(&directory.join(name)).await?;
+            }
+            disk.remove_dir(directory).await
+        }
+        Err(error) if error.is_not_found() => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+impl<D: Disk> Broker<D> {
+    /// Opens the data directory: metadata, then every partition. A partition that fails to
+    /// open is offline (answered with `PartitionOffline`); the rest serve.
+    pub async fn open(
+        disk: D,
+        data_dir: &Path,
+        config: BrokerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, BrokerError> {
+        crate::storage::disk::create_dir_durable(&disk, data_dir).await?;
+        let logs_dir = data_dir.join("logs");
+        crate::storage::disk::create_dir_durable(&disk, &logs_dir).await?;
+        let (mut store, existed) = MetadataStore::load(disk.clone(), data_dir).await?;
+        let mut stored = store.current().clone();
+        let directories = disk.list_dir(&logs_dir).await?;
+        if !existed && !directories.is_empty() {
+            // Metadata lost but data present: rebuild the topic list from the directories
+            // rather than deleting the data as leftovers.
+            tracing::warn!(data_dir = %data_dir.display(), "metadata.json missing; rebuilding topics from partition directories with default configs");
+            for name in &directories {
+                if let Some(key) = PartitionKey::from_directory_name(name) {
+                    let topic =
+                        stored
+                            .topics
+                            .entry(key.topic.clone())
+                            .or_insert_with(|| StoredTopic {
+                                partitions: 0,
+                                configs: BTreeMap::new(),
+                                created_ms: clock.wall_time_ms(),
+                            });
+                    topic.partitions = topic.partitions.max(key.partition + 1);
+                }
+            }
+        }
+        for name in &directories {
+            let path = logs_dir.join(name);
+            let known = PartitionKey::from_directory_name(name).is_some_and(|key| {
+                stored
+                    .topics
+                    .get(&key.topic)
+                    .is_some_and(|topic| key.partition < topic.partitions)
+            });
+            if !known {
+                tracing::warn!(directory = %path.display(), "removing a partition directory of a deleted topic");
+                remove_tree(&disk, &path).await?;
+            }
+        }
+        disk.sync_dir(&logs_dir).await?;
+        // Reserve a fresh block of producer ids before handing any out.
+        let next = stored.producer_ids_reserved_until;
+        stored.producer_ids_reserved_until = next + PRODUCER_ID_BLOCK;
+        store.store(stored.clone()).await?;
+
+        let broker = Self {
+            disk,
+            logs_dir,
+            clock,
+            config,
+            topics: RwLock::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(store),
+            producer_ids: Mutex::new(ProducerIds {
+                next,
+                reserved_until: next + PRODUCER_ID_BLOCK,
+            }),
+        };
+        for (name, topic) in &stored.topics {
+            let config = match TopicConfig::with_overrides(
+                &broker.config.topic_defaults,
+                &topic.configs,
+            ) {
+                Ok(config) => config,
+                Err(error) => {
+                    tracing::error!(topic = %name, %error, "stored topic config invalid; using defaults");
+                    broker.config.topic_defaults.clone()
+                }
+            };
+            let partitions = broker
+                .open_partitions(name, 0..topic.partitions, &config)
+                .await;
+            write(&broker.topics).insert(
+                name.clone(),
+                Arc::new(Topic {
+                    config: RwLock::new(config),
+                    partitions: RwLock::new(partitions),
+                }),
+            );
+        }
+        Ok(broker)
+    }
+
+    async fn open_partitions(
+        &self,
+        topic: &str,
+        range: std::ops::Range<u32>,
+        config: &TopicConfig,
+    ) -> Vec<Arc<Partition<D>>> {
+        let log_config = config.log_config(&self.config.log);
+        let mut partitions = Vec::new();
+        for number in range {
+            let key = PartitionKey {
+                topic: topic.to_string(),
+                partition: number,
+            };
+            let directory = self.logs_dir.join(key.directory_name());
+            let state = match PartitionLog::open(
+                self.disk.clone(),
+                &directory,
+                log_config.clone(),
+                Arc::clone(&self.clock),
+            )
+            .await
+            {
+                Ok(log) => PartitionState::Online(log),
+                Err(error) => {
+                    tracing::error!(partition = %key, %error, "partition offline");
+                    PartitionState::Offline(error.to_string())
+                }
+            };
+            partitions.push(Arc::new(Partition {
+                key,
+                state: RwLock::new(state),
+                reopening: AtomicBool::new(false),
+            }));
+        }
+        partitions
+    }
+
+    /// Partitions that could not be opened, with the reason (naming file and position).
+    pub fn offline_partitions(&self) -> Vec<(String, u32, String)> {
+        let topics = read(&self.topics);
+        let mut offline = Vec::new();
+        for (name, topic) in topics.iter() {
+            for partition in read(&topic.partitions).iter() {
+                if let PartitionState::Offline(reason) = &*read(&partition.state) {
+                    offline.push((name.clone(), partition.key.partition, reason.clone()));
+                }
+            }
+        }
+        offline
+    }
+
+    /// Creates declared topics that are missing, adds partitions and applies config
+    /// overrides to existing ones; refuses impossible changes (fewer partitions).
+    pub async fn reconcile(&self, declared: &[DeclaredTopic]) -> Result<(), BrokerError> {
+        for topic in declared {
+            validate_topic_name(&topic.name)
+                .map_err(|error| BrokerError::Reconcile(format!("{}: {error}", topic.origin)))?;
+            let existing = read(&self.topics).get(&topic.name).cloned();
+            match existing {
+                None => {
+                    self.create_topic(&topic.name, topic.partitions, &topic.configs)
+                        .await
+                        .map_err(|(_, message)| {
+                            BrokerError::Reconcile(format!("{}: {message}", topic.origin))
+                        })?;
+                    tracing::info!(topic = %topic.name, partitions = topic.partitions, "created declared topic");
+                }
+                Some(existing) => {
+                    let current = read(&existing.partitions).len() as u32;
+                    if topic.partitions < current {
+                        return Err(BrokerError::Reconcile(format!(
+                            "{}: topic {:?} has {current} partitions; the config asks for {}, but partitions can only be added, never removed",
+                            topic.origin, topic.name, topic.partitions
+                        )));
+                    }
+                    if topic.partitions > current {
+                        self.add_partitions(&topic.name, topic.partitions)
+                            .await
+                            .map_err(|(_, message)| {
+                                BrokerError::Reconcile(format!("{}: {message}", topic.origin))
+                            })?;
+                        tracing::info!(topic = %topic.name, from = current, to = topic.partitions, "added partitions");
+                    }
+                    let changed: BTreeMap<String, String> = {
+                        let config = read(&existing.config);
+                        topic
+                            .configs
+                            .iter()
+                            .filter(|(key, value)| config.overrides.get(*key) != Some(*value))
+                            .map(|(key, value)| (key.clone(), value.clone()))
+                            .collect()
+                    };
+                    if !changed.is_empty() {
+                        self.alter_topic(&topic.name, &changed, &[]).await.map_err(
+                            |(_, message)| {
+                                BrokerError::Reconcile(format!("{}: {message}", topic.origin))
+                            },
+                        )?;
+                        tracing::info!(topic = %topic.name, ?changed, "applied changed topic configs");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs and closes every partition log.
+    pub async fn close(&self) {
+        let logs: Vec<PartitionLog<D>> = {
+            let topics = read(&self.topics);
+            topics
+                .values()
+                .flat_map(|topic| {
+                    read(&topic.partitions)
+                        .iter()
+                        .filter_map(|partition| partition.log().ok())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        for log in logs {
+            if let Err(error) = log.close().await {
+                tracing::error!(directory = %log.directory().display(), %error, "closing partition log failed");
+            }
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::ApiVersions(_) => Response::ApiVersions(ApiVersionsResponse {
+                apis: ledge_protocol::wire::supported_api_versions(),
+                node_version: env!("CARGO_PKG_VERSION").to_string(),
+                frame_bytes_max: 0,
+            }),
+            Request::Metadata(request) => Response::Metadata(self.metadata(request)),
+            Request::CreateTopics(request) => {
+                Response::CreateTopics(self.create_topics(request).await)
+            }
+            Request::DeleteTopics(request) => {
+                Response::DeleteTopics(self.delete_topics(request).await)
+            }
+            Request::DescribeConfigs(request) => {
+                Response::DescribeConfigs(self.describe_configs(request))
+            }
+            Request::AlterConfigs(request) => {
+                Response::AlterConfigs(self.alter_configs(request).await)
+            }
+            Request::InitProducerId(request) => {
+                Response::InitProducerId(self.init_producer_id(request).await)
+            }
+            Request::Produce(request) => Response::Produce(self.produce(request).await),
+            Request::Fetch(request) => Response::Fetch(self.fetch(request).await),
+            Request::ListOffsets(request) => {
+                Response::ListOffsets(self.list_offsets(request).await)
+            }
+        }
+    }
+
+    fn topic(&self, name: &str) -> Option<Arc<Topic<D>>> {
+        read(&self.topics).get(name).cloned()
+    }
+
+    fn partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Arc<Partition<D>>, (ErrorCode, String)> {
+        let Some(topic_entry) = self.topic(topic) else {
+            return Err((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic {topic:?}"),
+            ));
+        };
+        let partitions = read(&topic_entry.partitions);
+        partitions.get(partition as usize).cloned().ok_or_else(|| {
+            (
+                ErrorCode::UnknownTopicOrPartition,
+                format!(
+                    "topic {topic:?} has {} partitions; there is no partition {partition}",
+                    partitions.len()
+                ),
+            )
+        })
+    }
+
+    fn metadata(&self, request: MetadataRequest) -> MetadataResponse {
+        let topics = read(&self.topics);
+        let names: Vec<String> = match request.topics {
+            Some(names) => names,
+            None => topics.keys().cloned().collect(),
+        };
+        let topics = names
+            .into_iter()
+            .map(|name| match topics.get(&name) {
+                None => TopicMetadata {
+                    error: ErrorCode::UnknownTopicOrPartition,
+                    internal: name.starts_with("__"),
+                    name,
+                    partitions: Vec::new(),
+                },
+                Some(topic) => TopicMetadata {
+                    internal: name.starts_with("__"),
+                    name,
+                    error: ErrorCode::None,
+                    partitions: read(&topic.partitions)
+                        .iter()
+                        .map(|partition| match partition.log() {
+                            Ok(log) => PartitionMetadata {
+                                partition: partition.key.partition,
+                                error: ErrorCode::None,
+                                log_start_offset: log.log_start_offset(),
+                                high_watermark: log.high_watermark(),
+                            },
+                            Err((error, _)) => PartitionMetadata {
+                                partition: partition.key.partition,
+                                error,
+                                log_start_offset: -1,
+                                high_watermark: -1,
+                            },
+                        })
+                        .collect(),
+                },
+            })
+            .collect();
+        MetadataResponse {
+            node_id: self.config.node_id,
+            topics,
+        }
+    }
+
+    fn check_partition_count(
+        &self,
+        topic: &str,
+        partitions: u32,
+        adding: u32,
+    ) -> Result<(), (ErrorCode, String)> {
+        if partitions == 0 {
+            return Err((
+                ErrorCode::InvalidPartitions,
+                format!("topic {topic:?} needs at least one partition"),
+            ));
+        }
+        if partitions > self.config.topic_partitions_max {
+            return Err((
+                ErrorCode::InvalidPartitions,
+                format!(
+                    "{partitions} partitions exceed topic.partitions.max ({})",
+                    self.config.topic_partitions_max
+                ),
+            ));
+        }
+        let total: usize = read(&self.topics)
+            .values()
+            .map(|topic| read(&topic.partitions).len())
+            .sum();
+        if total as u64 + u64::from(adding) > u64::from(self.config.partitions_max) {
+            return Err((
+                ErrorCode::InvalidPartitions,
+                format!(
+                    "the node has {total} partitions; {adding} more would exceed partitions.max ({})",
+                    self.config.partitions_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), (ErrorCode, String)> {
+        validate_topic_name(name).map_err(|error| (ErrorCode::InvalidTopic, error))?;
+        let config = TopicConfig::with_overrides(&self.config.topic_defaults, configs)
+            .map_err(|error| (ErrorCode::InvalidConfig, error))?;
+        let mut store = self.admin.lock().await;
+        if self.topic(name).is_some() {
+            return Err((
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {name:?} already exists"),
+            ));
+        }
+        self.check_partition_count(name, partitions, partitions)?;
+        let opened = self.open_partitions(name, 0..partitions, &config).await;
+        let mut next = store.current().clone();
+        next.topics.insert(
+            name.to_string(),
+            StoredTopic {
+                partitions,
+                configs: configs.clone(),
+                created_ms: self.clock.wall_time_ms(),
+            },
+        );
+        if let Err(error) = store.store(next).await {
+            // Not recorded: the directories are leftovers the next start removes.
+            for partition in &opened {
+                if let Ok(log) = partition.log() {
+                    let _ = log.close().await;
+                }
+            }
+            return Err((
+                ErrorCode::StorageError,
+                format!("could not record topic {name:?}: {error}"),
+            ));
+        }
+        write(&self.topics).insert(
+            name.to_string(),
+            Arc::new(Topic {
+                config: RwLock::new(config),
+                partitions: RwLock::new(opened),
+            }),
+        );
+        Ok(())
+    }
+
+    async fn add_partitions(&self, name: &str, partitions: u32) -> Result<(), (ErrorCode, String)> {
+        let mut store = self.admin.lock().await;
+        let Some(topic) = self.topic(name) else {
+            return Err((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic {name:?}"),
+            ));
+        };
+        let current = read(&topic.partitions).len() as u32;
+        self.check_partition_count(name, partitions, partitions.saturating_sub(current))?;
+        let config = read(&topic.config).clone();
+        let added = self
+            .open_partitions(name, current..partitions, &config)
+            .await;
+        let mut next = store.current().clone();
+        if let Some(stored) = next.topics.get_mut(name) {
+            stored.partitions = partitions;
+        }
+        store.store(next).await.map_err(|error| {
+            (
+                ErrorCode::StorageError,
+                format!("could not record partitions of {name:?}: {error}"),
+            )
+        })?;
+        write(&topic.partitions).extend(added);
+        Ok(())
+    }
+
+    async fn alter_topic(
+        &self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<(), (ErrorCode, String)> {
+        let mut store = self.admin.lock().await;
+        let Some(topic) = self.topic(name) else {
+            return Err((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic {name:?}"),
+            ));
+        };
+        let mut overrides = read(&topic.config).overrides.clone();
+        for key in delete {
+            if !topic_config::KEYS.contains(&key.as_str()) {
+                return Err((
+                    ErrorCode::InvalidConfig,
+                    format!(
+                        "unknown topic config {key:?}; known keys: {}",
+                        topic_config::KEYS.join(", ")
+                    ),
+                ));
+            }
+            overrides.remove(key);
+        }
+        overrides.extend(set.iter().map(|(key, value)| (key.clone(), value.clone())));
+        let config = TopicConfig::with_overrides(&self.config.topic_defaults, &overrides)
+            .map_err(|error| (ErrorCode::InvalidConfig, error))?;
+        let mut next = store.current().clone();
+        if let Some(stored) = next.topics.get_mut(name) {
+            stored.configs = overrides;
+        }
+        store.store(next).await.map_err(|error| {
+            (
+                ErrorCode::StorageError,
+                format!("could not record configs of {name:?}: {error}"),
+            )
+        })?;
+        let log_config = config.log_config(&self.config.log);
+        for partition in read(&topic.partitions).iter() {
+            if let Ok(log) = partition.log()
+                && let Err(error) = log.set_config(log_config.clone())
+            {
+                tracing::error!(partition = %partition.key, %error, "could not apply topic config to a live log");
+            }
+        }
+        *write(&topic.config) = config;
+        Ok(())
+    }
+
+    async fn create_topics(&self, request: CreateTopicsRequest) -> CreateTopicsResponse {
+        let mut results = Vec::new();
+        for topic in request.topics {
+            let configs: BTreeMap<String, String> = topic
+                .configs
+                .into_iter()
+                .map(|entry| (entry.name, entry.value))
+                .collect();
+            let outcome = if request.validate_only {
+                validate_topic_name(&topic.name)
+                    .map_err(|error| (ErrorCode::InvalidTopic, error))
+                    .and_then(|()| {
+                        TopicConfig::with_overrides(&self.config.topic_defaults, &configs)
+                            .map(drop)
+                            .map_err(|error| (ErrorCode::InvalidConfig, error))
+                    })
+                    .and_then(|()| {
+                        if self.topic(&topic.name).is_some() {
+                            Err((
+                                ErrorCode::TopicAlreadyExists,
+                                format!("topic {:?} already exists", topic.name),
+                            ))
+                        } else {
+                            self.check_partition_count(
+                                &topic.name,
+                                topic.partitions,
+                                topic.partitions,
+                            )
+                        }
+                    })
+            } else if topic.name.starts_with("__") {
+                Err((
+                    ErrorCode::InvalidTopic,
+                    format!(
+                        "topic names starting with \"__\" are reserved for internal topics: {:?}",
+                        topic.name
+                    ),
+                ))
+            } else {
+                self.create_topic(&topic.name, topic.partitions, &configs)
+                    .await
+            };
+            results.push(topic_result(topic.name, outcome));
+        }
+        CreateTopicsResponse { topics: results }
+    }
+
+    async fn delete_topics(&self, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+        let mut results = Vec::new();
+        for name in request.names {
+            let outcome = self.delete_topic(&name).await;
+            results.push(topic_result(name, outcome));
+        }
+        DeleteTopicsResponse { topics: results }
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<(), (ErrorCode, String)> {
+        if name.starts_with("__") {
+            return Err((
+                ErrorCode::InternalTopic,
+                format!("internal topic {name:?} cannot be deleted"),
+            ));
+        }
+        let mut store = self.admin.lock().await;
+        let Some(topic) = self.topic(name) else {
+            return Err((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic {name:?}"),
+            ));
+        };
+        // Durable first: once metadata.json no longer has the topic, a crash mid-removal is
+        // finished at the next start.
+        let mut next = store.current().clone();
+        next.topics.remove(name);
+        store.store(next).await.map_err(|error| {
+            (
+                ErrorCode::StorageError,
+                format!("could not record the deletion of {name:?}: {error}"),
+            )
+        })?;
+        write(&self.topics).remove(name);
+        let partitions = read(&topic.partitions).clone();
+        for partition in partitions {
+            if let Ok(log) = partition.log() {
+                let _ = log.close().await;
+            }
+            let directory = self.logs_dir.join(partition.key.directory_name());
+            if let Err(error) = remove_tree(&self.disk, &directory).await {
+                tracing::error!(directory = %directory.display(), %error, "removing a deleted partition failed; retried at next start");
+            }
+        }
+        if let Err(error) = self.disk.sync_dir(&self.logs_dir).await {
+            tracing::error!(%error, "syncing the logs directory after a deletion failed");
+        }
+        Ok(())
+    }
+
+    fn describe_configs(&self, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+        let topics = request
+            .topics
+            .into_iter()
+            .map(|name| match self.topic(&name) {
+                None => TopicConfigs {
+                    message: format!("unknown topic {name:?}"),
+                    name,
+                    error: ErrorCode::UnknownTopicOrPartition,
+                    configs: Vec::new(),
+                },
+                Some(topic) => TopicConfigs {
+                    name,
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    configs: read(&topic.config)
+                        .describe()
+                        .into_iter()
+                        .map(|(name, value, is_default)| ConfigDescription {
+                            name,
+                            value,
+                            is_default,
+                        })
+                        .collect(),
+                },
+            })
+            .collect();
+        DescribeConfigsResponse { topics }
+    }
+
+    async fn alter_configs(&self, request: AlterConfigsRequest) -> AlterConfigsResponse {
+        let mut results = Vec::new();
+        for topic in request.topics {
+            let set: BTreeMap<String, String> = topic
+                .set
+                .into_iter()
+                .map(|entry| (entry.name, entry.value))
+                .collect();
+            let outcome = if request.validate_only {
+                match self.topic(&topic.name) {
+                    None => Err((
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("unknown topic {:?}", topic.name),
+                    )),
+                    Some(existing) => {
+                        let mut overrides = read(&existing.config).overrides.clone();
+                        for key in &topic.delete {
+                            overrides.remove(key);
+                        }
+                        overrides.extend(set);
+                        TopicConfig::with_overrides(&self.config.topic_defaults, &overrides)
+                            .map(drop)
+                            .map_err(|error| (ErrorCode::InvalidConfig, error))
+                    }
+                }
+            } else {
+                self.alter_topic(&topic.name, &set, &topic.delete).await
+            };
+            results.push(topic_result(topic.name, outcome));
+        }
+        AlterConfigsResponse { topics: results }
+    }
+
+    async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
+        if request.transactional_id.is_some() {
+            return InitProducerIdResponse {
+                error: ErrorCode::InvalidRequest,
+                producer_id: -1,
+                producer_epoch: -1,
+            };
+        }
+        let needs_block = {
+            let ids = self
+                .producer_ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ids.next >= ids.reserved_until
+        };
+        if needs_block {
+            let mut store = self.admin.lock().await;
+            let mut next: StoredMetadata = store.current().clone();
+            let start = next.producer_ids_reserved_until;
+            next.producer_ids_reserved_until = start + PRODUCER_ID_BLOCK;
+            if let Err(error) = store.store(next).await {
+                tracing::error!(%error, "could not reserve producer ids");
+                return InitProducerIdResponse {
+                    error: ErrorCode::StorageError,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                };
+            }
+            let mut ids = self
+                .producer_ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if ids.next >= ids.reserved_until {
+                ids.next = start;
+                ids.reserved_until = start + PRODUCER_ID_BLOCK;
+            }
+        }
+        let mut ids = self
+            .producer_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let producer_id = ids.next;
+        ids.next += 1;
+        InitProducerIdResponse {
+            error: ErrorCode::None,
+            producer_id,
+            producer_epoch: 0,
+        }
+    }
+
+    async fn produce(&self, request: ProduceRequest) -> ProduceResponse {
+        let durability = match request.acks {
+            ledge_protocol::wire::Acks::All => AppendDurability::Synced,
+            ledge_protocol::wire::Acks::Leader | ledge_protocol::wire::Acks::None => {
+                AppendDurability::Written
+            }
+        };
+        let timeout = Duration::from_millis(u64::from(request.timeout_ms))
+            .min(self.config.produce_timeout_max);
+        let topics = request.topics.into_iter().map(|topic| async move {
+            let name = topic.name;
+            let partitions =
+                join_all(topic.partitions.into_iter().map(|partition| {
+                    self.produce_partition(&name, partition, durability, timeout)
+                }))
+                .await;
+            ProduceTopicResponse { name, partitions }
+        });
+        ProduceResponse {
+            topics: join_all(topics).await,
+        }
+    }
+
+    async fn produce_partition(
+        &self,
+        topic: &str,
+        request: ProducePartition,
+        durability: AppendDurability,
+        timeout: Duration,
+    ) -> ProducePartitionResponse {
+        let mut response = ProducePartitionResponse {
+            partition: request.partition,
+            error: ErrorCode::None,
+            message: String::new(),
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        };
+        let fail = |mut response: ProducePartitionResponse,
+                    (code, message): (ErrorCode, String)| {
+            response.error = code;
+            response.message = message;
+            response
+        };
+        if topic.starts_with("__") {
+            return fail(
+                response,
+                (
+                    ErrorCode::InternalTopic,
+                    format!("internal topic {topic:?} is written by the node only"),
+                ),
+            );
+        }
+        let partition = match self.partition(topic, request.partition) {
+            Ok(partition) => partition,
+            Err(error) => return fail(response, error),
+        };
+        let log = match partition.log() {
+            Ok(log) => log,
+            Err(error) => return fail(response, error),
+        };
+        let config = match self.topic(topic) {
+            Some(topic) => read(&topic.config).clone(),
+            None => {
+                return fail(
+                    response,
+                    (
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("unknown topic {topic:?}"),
+                    ),
+                );
+            }
+        };
+        if request.records.is_empty() {
+            return fail(
+                response,
+                (
+                    ErrorCode::CorruptMessage,
+                    "no record batches in the request".into(),
+                ),
+            );
+        }
+        let mut batches = Vec::new();
+        for item in BatchIter::new(&request.records) {
+            match item {
+                Ok((header, bytes)) => batches.push((header, request.records.slice_ref(bytes))),
+                Err(error) => {
+                    return fail(
+                        response,
+                        (
+                            ErrorCode::CorruptMessage,
+                            format!("malformed record batch: {error}"),
+                        ),
+                    );
+                }
+            }
+        }
+        let append_time = (config.timestamp_type == TimestampType::LogAppendTime)
+            .then(|| self.clock.wall_time_ms());
+        let work = async {
+            let mut first = None;
+            for (header, batch) in batches {
+                let batch = match self.prepare_batch(&header, batch, &config, append_time) {
+                    Ok(batch) => batch,
+                    Err(error) => return Err(error),
+                };
+                match log.append(batch, durability).await {
+                    Ok(outcome) => {
+                        first.get_or_insert(outcome.base_offset);
+                    }
+                    Err(error) => return Err(self.append_failed(&partition, error)),
+                }
+            }
+            Ok(first.unwrap_or(-1))
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(Ok(base_offset)) => {
+                response.base_offset = base_offset;
+                response.log_append_time_ms = append_time.unwrap_or(-1);
+                response.log_start_offset = log.log_start_offset();
+                response
+            }
+            Ok(Err(error)) => fail(response, error),
+            Err(_) => fail(
+                response,
+                (
+                    ErrorCode::RequestTimedOut,
+                    format!(
+                        "not durable within the request timeout of {} ms",
+                        timeout.as_millis()
+                    ),
+                ),
+            ),
+        }
+    }
+
+    /// Applies the topic's `message.timestamp.type` and `compression.type` to a batch; the
+    /// common case (producer's codec, create time) returns it untouched, without a copy.
+    fn prepare_batch(
+        &self,
+        header: &BatchHeader,
+        batch: Bytes,
+        config: &TopicConfig,
+        append_time: Option<i64>,
+    ) -> Result<Bytes, (ErrorCode, String)> {
+        let wanted = match config.compression {
+            TopicCompression::Codec(codec)
+                if !header.is_control() && header.compression().ok() != Some(codec) =>
+            {
+                Some(codec)
+            }
+            _ => None,
+        };
+        let mut batch = batch;
+        if let Some(codec) = wanted {
+            let decoded = decode_batch(&batch, &Default::default()).map_err(|error| {
+                (
+                    ErrorCode::CorruptMessage,
+                    format!("cannot recompress batch: {error}"),
+                )
+            })?;
+            let records: Vec<_> = decoded
+                .records
+                .into_iter()
+                .map(ledge_protocol::DecodedRecord::into_record)
+                .collect();
+            if records.is_empty() {
+                return Err((ErrorCode::CorruptMessage, "a batch without records".into()));
+            }
+            let options = EncodeOptions {
+                compression: codec,
+                producer_id: header.producer_id,
+                producer_epoch: header.producer_epoch,
+                base_sequence: header.base_sequence,
+                timestamp_type: header.timestamp_type(),
+                transactional: header.is_transactional(),
+                ..EncodeOptions::default()
+            };
+            batch = encode_batch(&records, &options).map_err(|error| {
+                (
+                    ErrorCode::CorruptMessage,
+                    format!("cannot recompress batch: {error}"),
+                )
+            })?;
+        }
+        if let Some(timestamp) = append_time {
+            let mut owned = BytesMut::from(&batch[..]);
+            ledge_protocol::set_log_append_time(&mut owned, timestamp)
+                .map_err(|error| (ErrorCode::CorruptMessage, error.to_string()))?;
+            batch = owned.freeze();
+        }
+        Ok(batch)
+    }
+
+    fn append_failed(
+        &self,
+        partition: &Arc<Partition<D>>,
+        error: AppendError,
+    ) -> (ErrorCode, String) {
+        let code = match &error {
+            AppendError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+            AppendError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+            AppendError::Disk(disk) if disk.is_out_of_space() => ErrorCode::DiskFull,
+            AppendError::Disk(_) => ErrorCode::StorageError,
+            AppendError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+            AppendError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+            AppendError::Fenced { .. } => {
+                self.reopen_in_background(partition);
+                ErrorCode::StorageError
+            }
+            AppendError::Closed => ErrorCode::ShuttingDown,
+        };
+        (code, error.to_string())
+    }
+
+    /// A fenced log is reopened with full verification once; on failure it goes offline.
+    fn reopen_in_background(&self, partition: &Arc<Partition<D>>) {
+        if partition.reopening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Ok(log) = partition.log() else {
+            partition.reopening.store(false, Ordering::SeqCst);
+            return;
+        };
+        let partition = Arc::clone(partition);
+        let disk = self.disk.clone();
+        let clock = Arc::clone(&self.clock);
+        tokio::spawn(async move {
+            let state = match log.reopen(disk, clock).await {
+                Ok(fresh) => {
+                    tracing::info!(partition = %partition.key, "fenced partition reopened and verified");
+                    PartitionState::Online(fresh)
+                }
+                Err(error) => {
+                    tracing::error!(partition = %partition.key, %error, "fenced partition failed verification; offline");
+                    PartitionState::Offline(error.to_string())
+                }
+            };
+            *write(&partition.state) = state;
+            partition.reopening.store(false, Ordering::SeqCst);
+        });
+    }
+
+    async fn fetch(&self, request: FetchRequest) -> FetchResponse {
+        let max_bytes = request.max_bytes.min(self.config.fetch_bytes_max) as usize;
+        let wait =
+            Duration::from_millis(u64::from(request.max_wait_ms)).min(self.config.fetch_wait_max);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Subscribe before reading, so an append between the read and the wait wakes us.
+            let mut watches: Vec<watch::Receiver<i64>> = Vec::new();
+            let mut total = 0usize;
+            let mut any_error = false;
+            let mut topics = Vec::new();
+            for topic in &request.topics {
+                let mut partitions = Vec::new();
+                for wanted in &topic.partitions {
+                    let mut response = FetchPartitionResponse {
+                        partition: wanted.partition,
+                        error: ErrorCode::None,
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                        records: Bytes::new(),
+                    };
+                    let log = match self
+                        .partition(&topic.name, wanted.partition)
+                        .and_then(|partition| partition.log())
+                    {
+                        Ok(log) => log,
+                        Err((code, _)) => {
+                            response.error = code;
+                            any_error = true;
+                            partitions.push(response);
+                            continue;
+                        }
+                    };
+                    watches.push(log.subscribe_high_watermark());
+                    let budget =
+                        (wanted.partition_max_bytes as usize).min(max_bytes.saturating_sub(total));
+                    if budget == 0 && total > 0 {
+                        response.high_watermark = log.high_watermark();
+                        response.log_start_offset = log.log_start_offset();
+                        partitions.push(response);
+                        continue;
+                    }
+                    match log.read(wanted.fetch_offset, budget.max(1)).await {
+                        Ok(read) => {
+                            total += read.bytes.len();
+                            response.high_watermark = read.high_watermark;
+                            response.log_start_offset = read.log_start_offset;
+                            response.records = read.bytes;
+                        }
+                        Err(ReadError::OffsetOutOfRange {
+                            log_start_offset,
+                            high_watermark,
+                            ..
+                        }) => {
+                            response.error = ErrorCode::OffsetOutOfRange;
+                            response.high_watermark = high_watermark;
+                            response.log_start_offset = log_start_offset;
+                            any_error = true;
+                        }
+                        Err(error) => {
+                            tracing::error!(topic = %topic.name, partition = wanted.partition, %error, "fetch read failed");
+                            response.error = ErrorCode::StorageError;
+                            any_error = true;
+                        }
+                    }
+                    partitions.push(response);
+                }
+                topics.push(FetchTopicResponse {
+                    name: topic.name.clone(),
+                    partitions,
+                });
+            }
+            let enough = total >= (request.min_bytes as usize).max(1) || any_error;
+            if enough || tokio::time::Instant::now() >= deadline || watches.is_empty() {
+                return FetchResponse { topics };
+            }
+            let changed = futures_util::future::select_all(
+                watches.iter_mut().map(|watch| Box::pin(watch.changed())),
+            );
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return FetchResponse { topics };
+            }
+        }
+    }
+
+    async fn list_offsets(&self, request: ListOffsetsRequest) -> ListOffsetsResponse {
+        let mut topics = Vec::new();
+        for topic in request.topics {
+            let mut partitions = Vec::new();
+            for wanted in topic.partitions {
+                let mut response = ListOffsetsPartitionResponse {
+                    partition: wanted.partition,
+                    error: ErrorCode::None,
+                    offset: None,
+                    timestamp: None,
+                };
+                match self
+                    .partition(&topic.name, wanted.partition)
+                    .and_then(|partition| partition.log())
+                {
+                    Err((code, _)) => response.error = code,
+                    Ok(log) => match wanted.spec {
+                        OffsetSpec::Earliest => response.offset = Some(log.log_start_offset()),
+                        OffsetSpec::Latest => response.offset = Some(log.high_watermark()),
+                        OffsetSpec::Timestamp(timestamp) => {
+                            match log.offset_for_timestamp(timestamp).await {
+                                Ok(found) => {
+                                    response.offset = found.map(|(offset, _)| offset);
+                                    response.timestamp = found.map(|(_, timestamp)| timestamp);
+                                }
+                                Err(error) => {
+                                    tracing::error!(topic = %topic.name, partition = wanted.partition, %error, "offset lookup failed");
+                                    response.error = ErrorCode::StorageError;
+                                }
+                            }
+                        }
+                    },
+                }
+                partitions.push(response);
+            }
+            topics.push(ListOffsetsTopicResponse {
+                name: topic.name,
+                partitions,
+            });
+        }
+        ListOffsetsResponse { topics }
+    }
+}
+
+fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)>) -> TopicResult {
+    match outcome {
+        Ok(()) => TopicResult {
+            name,
+            error: ErrorCode::None,
+            message: String::new(),
+        },
+        Err((error, message)) => TopicResult {
+            name,
+            error,
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

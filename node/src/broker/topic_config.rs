@@ -1,0 +1,393 @@
+//! Topic configs: Kafka's keys, typed, validated, with documented defaults (pure).
+//!
+//! A topic stores only its overrides (key → text, as the user wrote them); the effective
+//! config is the node's defaults with those applied. Unknown keys and bad values are
+//! refused with a message naming the key, the value and what is allowed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ledge_protocol::Compression;
+
+use crate::storage::LogConfig;
+
+/// Every topic config key Ledge knows, sorted.
+pub const KEYS: &[&str] = &[
+    "cleanup.policy",
+    "compression.type",
+    "index.interval.bytes",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "min.insync.replicas",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
+
+/// `cleanup.policy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    /// Delete old segments by retention.
+    Delete,
+    /// Keep the last record per key.
+    Compact,
+    /// Both.
+    CompactAndDelete,
+}
+
+/// `compression.type`: what the broker stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopicCompression {
+    /// Keep the producer's codec (no recompression).
+    Producer,
+    /// Recompress batches that use another codec to this one.
+    Codec(Compression),
+}
+
+/// `message.timestamp.type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampType {
+    /// The producer's timestamps are kept.
+    CreateTime,
+    /// The broker stamps its wall clock at append.
+    LogAppendTime,
+}
+
+/// The effective configuration of a topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// `cleanup.policy` (default `delete`).
+    pub cleanup_policy: CleanupPolicy,
+    /// `compression.type` (default `producer`).
+    pub compression: TopicCompression,
+    /// `index.interval.bytes` (default 4096).
+    pub index_interval_bytes: u32,
+    /// `max.message.bytes` (default 1,048,588): the largest batch.
+    pub max_message_bytes: u64,
+    /// `message.timestamp.type` (default `CreateTime`).
+    pub timestamp_type: TimestampType,
+    /// `min.insync.replicas` (default 1; a single node has one replica).
+    pub min_insync_replicas: u32,
+    /// `retention.bytes` per partition (default -1: unlimited); enforced by retention.
+    pub retention_bytes: Option<u64>,
+    /// `retention.ms` (default 7 days; -1: unlimited); enforced by retention.
+    pub retention: Option<Duration>,
+    /// `segment.bytes` (default 128 MiB).
+    pub segment_bytes: u64,
+    /// `segment.ms` (default 7 days).
+    pub segment_age: Duration,
+    /// The overrides this was built from.
+    pub overrides: BTreeMap<String, String>,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        Self {
+            cleanup_policy: CleanupPolicy::Delete,
+            compression: TopicCompression::Producer,
+            index_interval_bytes: log.index_interval_bytes,
+            max_message_bytes: log.batch_bytes_max,
+            timestamp_type: TimestampType::CreateTime,
+            min_insync_replicas: 1,
+            retention_bytes: None,
+            retention: Some(Duration::from_millis(604_800_000)),
+            segment_bytes: log.segment_bytes,
+            segment_age: log.segment_age,
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+fn parse_i64(key: &str, value: &str) -> Result<i64, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{key}: {value:?} is not an integer"))
+}
+
+fn parse_positive(key: &str, value: &str, minimum: i64, maximum: i64) -> Result<i64, String> {
+    let number = parse_i64(key, value)?;
+    if number < minimum || number > maximum {
+        return Err(format!("{key}: {number} is outside {minimum}..={maximum}"));
+    }
+    Ok(number)
+}
+
+fn parse_unlimited(key: &str, value: &str) -> Result<Option<i64>, String> {
+    match parse_i64(key, value)? {
+        -1 => Ok(None),
+        number if number >= 0 => Ok(Some(number)),
+        number => Err(format!(
+            "{key}: {number} must be -1 (unlimited) or at least 0"
+        )),
+    }
+}
+
+impl TopicConfig {
+    /// `base` with `overrides` applied; the error names the first bad key and value.
+    pub fn with_overrides(
+        base: &Self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, String> {
+        let mut config = base.clone();
+        for (key, value) in overrides {
+            config.set(key, value)?;
+        }
+        config.overrides = base.overrides.clone();
+        config.overrides.extend(
+            overrides
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "cleanup.policy" => {
+                let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
+                parts.sort_unstable();
+                self.cleanup_policy = match parts.as_slice() {
+                    ["delete"] => CleanupPolicy::Delete,
+                    ["compact"] => CleanupPolicy::Compact,
+                    ["compact", "delete"] => CleanupPolicy::CompactAndDelete,
+                    _ => {
+                        return Err(format!(
+                            "{key}: {value:?} must be delete, compact or compact,delete"
+                        ));
+                    }
+                };
+            }
+            "compression.type" => {
+                self.compression = match value.trim() {
+                    "producer" => TopicCompression::Producer,
+                    "none" | "uncompressed" => TopicCompression::Codec(Compression::None),
+                    "gzip" => TopicCompression::Codec(Compression::Gzip),
+                    "snappy" => TopicCompression::Codec(Compression::Snappy),
+                    "lz4" => TopicCompression::Codec(Compression::Lz4),
+                    "zstd" => TopicCompression::Codec(Compression::Zstd),
+                    _ => {
+                        return Err(format!(
+                            "{key}: {value:?} must be producer, none, gzip, snappy, lz4 or zstd"
+                        ));
+                    }
+                };
+            }
+            "index.interval.bytes" => {
+                self.index_interval_bytes =
+                    parse_positive(key, value, 1, i64::from(i32::MAX))? as u32;
+            }
+            "max.message.bytes" => {
+                self.max_message_bytes =
+                    parse_positive(key, value, 61, i64::from(i32::MAX))? as u64;
+            }
+            "message.timestamp.type" => {
+                self.timestamp_type = match value.trim() {
+                    "CreateTime" => TimestampType::CreateTime,
+                    "LogAppendTime" => TimestampType::LogAppendTime,
+                    _ => {
+                        return Err(format!(
+                            "{key}: {value:?} must be CreateTime or LogAppendTime"
+                        ));
+                    }
+                };
+            }
+            "min.insync.replicas" => {
+                self.min_insync_replicas = parse_positive(key, value, 1, 1).map_err(|_| {
+                    format!(
+                        "{key}: {value:?}: a single node has one replica, so only 1 is possible"
+                    )
+                })? as u32;
+            }
+            "retention.bytes" => {
+                self.retention_bytes = parse_unlimited(key, value)?.map(|bytes| bytes as u64)
+            }
+            "retention.ms" => {
+                self.retention =
+                    parse_unlimited(key, value)?.map(|ms| Duration::from_millis(ms as u64));
+            }
+            "segment.bytes" => {
+                self.segment_bytes = parse_positive(key, value, 1024, i64::from(u32::MAX))? as u64;
+            }
+            "segment.ms" => {
+                self.segment_age =
+                    Duration::from_millis(parse_positive(key, value, 1, i64::MAX)? as u64);
+            }
+            _ => {
+                return Err(format!(
+                    "unknown topic config {key:?}; known keys: {}",
+                    KEYS.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks relations between keys.
+    pub fn validate(&self) -> Result<(), String> {
+        self.log_config(&LogConfig::default()).validate()
+    }
+
+    /// The partition log configuration for this topic, on top of the node's log settings.
+    pub fn log_config(&self, node: &LogConfig) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_age: self.segment_age,
+            index_interval_bytes: self.index_interval_bytes,
+            batch_bytes_max: self.max_message_bytes,
+            commit_bytes_max: node.commit_bytes_max.max(self.max_message_bytes),
+            ..node.clone()
+        }
+    }
+
+    /// Every key with its effective value and whether it is the default.
+    pub fn describe(&self) -> Vec<(String, String, bool)> {
+        KEYS.iter()
+            .map(|key| {
+                let value = self.value(key);
+                (key.to_string(), value, !self.overrides.contains_key(*key))
+            })
+            .collect()
+    }
+
+    fn value(&self, key: &str) -> String {
+        match key {
+            "cleanup.policy" => match self.cleanup_policy {
+                CleanupPolicy::Delete => "delete".into(),
+                CleanupPolicy::Compact => "compact".into(),
+                CleanupPolicy::CompactAndDelete => "compact,delete".into(),
+            },
+            "compression.type" => match self.compression {
+                TopicCompression::Producer => "producer".into(),
+                TopicCompression::Codec(Compression::None) => "none".into(),
+                TopicCompression::Codec(Compression::Gzip) => "gzip".into(),
+                TopicCompression::Codec(Compression::Snappy) => "snappy".into(),
+                TopicCompression::Codec(Compression::Lz4) => "lz4".into(),
+                TopicCompression::Codec(Compression::Zstd) => "zstd".into(),
+            },
+            "index.interval.bytes" => self.index_interval_bytes.to_string(),
+            "max.message.bytes" => self.max_message_bytes.to_string(),
+            "message.timestamp.type" => match self.timestamp_type {
+                TimestampType::CreateTime => "CreateTime".into(),
+                TimestampType::LogAppendTime => "LogAppendTime".into(),
+            },
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
+            "retention.bytes" => self
+                .retention_bytes
+                .map_or_else(|| "-1".into(), |bytes| bytes.to_string()),
+            "retention.ms" => self
+                .retention
+                .map_or_else(|| "-1".into(), |retention| retention.as_millis().to_string()),
+            "segment.bytes" => self.segment_bytes.to_string(),
+            "segment.ms" => self.segment_age.as_millis().to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Checks a topic name as Kafka does: 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "topic name is {} characters; the limit is 249",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is not allowed"));
+    }
+    if let Some(bad) = name.chars().find(|character| {
+        !(character.is_ascii_alphanumeric() || matches!(character, '.' | '_' | '-'))
+    }) {
+        return Err(format!(
+            "topic name {name:?} contains {bad:?}; allowed are ASCII letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn overrides_apply_and_describe_marks_defaults() {
+        let config = TopicConfig::with_overrides(
+            &TopicConfig::default(),
+            &overrides(&[
+                ("retention.ms", "-1"),
+                ("cleanup.policy", "delete, compact"),
+                ("compression.type", "zstd"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.retention, None);
+        assert_eq!(config.cleanup_policy, CleanupPolicy::CompactAndDelete);
+        assert_eq!(
+            config.compression,
+            TopicCompression::Codec(Compression::Zstd)
+        );
+        let described = config.describe();
+        assert_eq!(described.len(), KEYS.len());
+        assert!(described.contains(&("retention.ms".into(), "-1".into(), false)));
+        assert!(described.contains(&("segment.bytes".into(), "134217728".into(), true)));
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        for (key, value, expected) in [
+            (
+                "retention.mss",
+                "1",
+                "unknown topic config \"retention.mss\"",
+            ),
+            (
+                "retention.ms",
+                "soon",
+                "retention.ms: \"soon\" is not an integer",
+            ),
+            ("retention.ms", "-5", "must be -1 (unlimited)"),
+            ("cleanup.policy", "keep", "must be delete, compact"),
+            ("segment.bytes", "10", "segment.bytes: 10 is outside"),
+            ("min.insync.replicas", "2", "only 1 is possible"),
+        ] {
+            let error =
+                TopicConfig::with_overrides(&TopicConfig::default(), &overrides(&[(key, value)]))
+                    .unwrap_err();
+            assert!(error.contains(expected), "{key}={value}: {error}");
+        }
+        // A relation between keys: a batch must fit in a segment.
+        let error = TopicConfig::with_overrides(
+            &TopicConfig::default(),
+            &overrides(&[("segment.bytes", "2048"), ("max.message.bytes", "4096")]),
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("max.message.bytes") && error.contains("segment.bytes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v2_eu-1").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+        assert!(validate_topic_name("a/b").unwrap_err().contains("'/'"));
+        assert!(validate_topic_name("héllo").is_err());
+    }
+}

@@ -1,0 +1,449 @@
+//! The node's TOML config file: node settings, limits, topic defaults and declared topics.
+//!
+//! Unknown keys are errors (a typo must not silently keep a default). Syntax and type
+//! errors come from the TOML parser with line, column and key; errors in values found
+//! after parsing (a bad topic config, an invalid topic name) name the file, the line of the
+//! `[[topic]]` table and the key. Topic config keys are Kafka's dotted names, written bare
+//! (`retention.ms = 86400000`): TOML reads them as nested tables, which are flattened back.
+//! See configs/ for examples and docs/OPERATIONS.md for every key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::broker::topic_config::{TopicConfig, validate_topic_name};
+use crate::broker::{BrokerConfig, DeclaredTopic};
+use crate::storage::BackendChoice;
+use crate::transport::quic::TransportLimits;
+
+/// Default listen address (UDP).
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
+/// Default data directory, relative to the working directory.
+pub const DATA_DIR_DEFAULT: &str = "ledge-data";
+
+/// Everything the node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Where data, metadata and dev TLS material live.
+    pub data_dir: PathBuf,
+    /// UDP address of the QUIC listener.
+    pub listen: SocketAddr,
+    /// Operator-supplied certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// Operator-supplied private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Disk backend choice.
+    pub disk_backend: BackendChoice,
+    /// Transport limits.
+    pub transport: TransportLimits,
+    /// Broker settings and limits.
+    pub broker: BrokerConfig,
+    /// Topics to reconcile at start.
+    pub topics: Vec<DeclaredTopic>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            listen: LISTEN_DEFAULT
+                .parse()
+                .expect("the default listen address parses"),
+            tls_cert: None,
+            tls_key: None,
+            disk_backend: BackendChoice::Auto,
+            transport: TransportLimits::default(),
+            broker: BrokerConfig::default(),
+            topics: Vec::new(),
+        }
+    }
+}
+
+/// A config file error, ready to print.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node: Option<NodeSection>,
+    tls: Option<TlsSection>,
+    limits: Option<LimitsSection>,
+    log: Option<LogSection>,
+    topic_defaults: Option<toml::Table>,
+    #[serde(default)]
+    topic: Vec<toml::Spanned<TopicSection>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NodeSection {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    node_id: Option<u32>,
+    disk_backend: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    connections_max: Option<usize>,
+    requests_in_flight_per_connection_max: Option<u32>,
+    frame_bytes_max: Option<u32>,
+    idle_timeout_ms: Option<u64>,
+    udp_buffer_bytes: Option<usize>,
+    shutdown_grace_ms: Option<u64>,
+    fetch_wait_max_ms: Option<u64>,
+    fetch_bytes_max: Option<u32>,
+    produce_timeout_max_ms: Option<u64>,
+    topic_partitions_max: Option<u32>,
+    partitions_max: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LogSection {
+    flush_interval_ms: Option<u64>,
+    recovery_checkpoint_interval_ms: Option<u64>,
+    commit_bytes_max: Option<u64>,
+    append_queue_depth: Option<usize>,
+    producers_max: Option<usize>,
+    recovery_read_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicSection {
+    name: String,
+    partitions: u32,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+/// Flattens TOML's nested reading of dotted keys (`retention.ms = 1` is `{retention: {ms: 1}}`)
+/// back into Kafka names, with values as text.
+fn flatten(
+    table: &toml::Table,
+    prefix: &str,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    for (key, value) in table {
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::Table(inner) => flatten(inner, &name, out)?,
+            toml::Value::String(text) => {
+                out.insert(name, text.clone());
+            }
+            toml::Value::Integer(number) => {
+                out.insert(name, number.to_string());
+            }
+            toml::Value::Boolean(flag) => {
+                out.insert(name, flag.to_string());
+            }
+            toml::Value::Float(number) => {
+                out.insert(name, number.to_string());
+            }
+            other => {
+                return Err(format!(
+                    "key {name}: unsupported value {other}; use a string or an integer"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn line_of(text: &str, byte: usize) -> usize {
+    text.get(..byte)
+        .map_or(1, |before| before.matches('\n').count() + 1)
+}
+
+impl NodeConfig {
+    /// Reads a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError(format!("{}: {error}", path.display())))?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses config text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|error| ConfigError(format!("{origin}: {error}")))?;
+        let mut config = Self::default();
+        let node = file.node.unwrap_or_default();
+        if let Some(data_dir) = node.data_dir {
+            config.data_dir = data_dir;
+        }
+        if let Some(listen) = node.listen {
+            config.listen = listen.parse().map_err(|_| {
+                ConfigError(format!(
+                    "{origin}: node.listen: {listen:?} is not an address like 127.0.0.1:9092"
+                ))
+            })?;
+        }
+        if let Some(node_id) = node.node_id {
+            config.broker.node_id = node_id;
+        }
+        if let Some(backend) = node.disk_backend {
+            config.disk_backend = backend
+                .parse()
+                .map_err(|error| ConfigError(format!("{origin}: node.disk_backend: {error}")))?;
+        }
+        let tls = file.tls.unwrap_or_default();
+        config.tls_cert = tls.cert;
+        config.tls_key = tls.key;
+        let limits = file.limits.unwrap_or_default();
+        let transport = &mut config.transport;
+        if let Some(value) = limits.connections_max {
+            transport.connections_max = value;
+        }
+        if let Some(value) = limits.requests_in_flight_per_connection_max {
+            transport.requests_in_flight_per_connection_max = value;
+        }
+        if let Some(value) = limits.frame_bytes_max {
+            transport.frame_bytes_max = value;
+        }
+        if let Some(value) = limits.idle_timeout_ms {
+            transport.idle_timeout = Duration::from_millis(value);
+        }
+        if let Some(value) = limits.udp_buffer_bytes {
+            transport.udp_buffer_bytes = value;
+        }
+        if let Some(value) = limits.shutdown_grace_ms {
+            transport.shutdown_grace = Duration::from_millis(value);
+        }
+        let broker = &mut config.broker;
+        if let Some(value) = limits.fetch_wait_max_ms {
+            broker.fetch_wait_max = Duration::from_millis(value);
+        }
+        if let Some(value) = limits.fetch_bytes_max {
+            broker.fetch_bytes_max = value;
+        }
+        if let Some(value) = limits.produce_timeout_max_ms {
+            broker.produce_timeout_max = Duration::from_millis(value);
+        }
+        if let Some(value) = limits.topic_partitions_max {
+            broker.topic_partitions_max = value;
+        }
+        if let Some(value) = limits.partitions_max {
+            broker.partitions_max = value;
+        }
+        let log = file.log.unwrap_or_default();
+        if let Some(value) = log.flush_interval_ms {
+            broker.log.flush_interval = Duration::from_millis(value);
+        }
+        if let Some(value) = log.recovery_checkpoint_interval_ms {
+            broker.log.recovery_checkpoint_interval = Duration::from_millis(value);
+        }
+        if let Some(value) = log.commit_bytes_max {
+            broker.log.commit_bytes_max = value;
+        }
+        if let Some(value) = log.append_queue_depth {
+            broker.log.append_queue_depth = value;
+        }
+        if let Some(value) = log.producers_max {
+            broker.log.producers_max = value;
+        }
+        if let Some(value) = log.recovery_read_bytes {
+            broker.log.recovery_read_bytes = value;
+        }
+        if let Some(defaults) = file.topic_defaults {
+            let mut overrides = BTreeMap::new();
+            flatten(&defaults, "", &mut overrides)
+                .map_err(|error| ConfigError(format!("{origin}: [topic_defaults] {error}")))?;
+            broker.topic_defaults =
+                TopicConfig::with_overrides(&TopicConfig::default(), &overrides)
+                    .map_err(|error| ConfigError(format!("{origin}: [topic_defaults] {error}")))?;
+            broker.topic_defaults.overrides.clear();
+        }
+        if broker.fetch_bytes_max > transport_frame_room(config.transport.frame_bytes_max) {
+            return Err(ConfigError(format!(
+                "{origin}: limits.fetch_bytes_max ({}) must leave room for headers within limits.frame_bytes_max ({})",
+                broker.fetch_bytes_max, config.transport.frame_bytes_max
+            )));
+        }
+        let mut seen = BTreeMap::new();
+        for (number, spanned) in file.topic.iter().enumerate() {
+            let line = line_of(text, spanned.span().start);
+            let topic = spanned.get_ref();
+            let place = format!("{origin} line {line}, topic[{number}] ({:?})", topic.name);
+            validate_topic_name(&topic.name)
+                .map_err(|error| ConfigError(format!("{place}: name: {error}")))?;
+            if let Some(previous) = seen.insert(topic.name.clone(), line) {
+                return Err(ConfigError(format!(
+                    "{place}: topic declared twice (also at line {previous})"
+                )));
+            }
+            if topic.partitions == 0 {
+                return Err(ConfigError(format!(
+                    "{place}: partitions: must be at least 1"
+                )));
+            }
+            let mut configs = BTreeMap::new();
+            flatten(&topic.config, "", &mut configs)
+                .map_err(|error| ConfigError(format!("{place}: config: {error}")))?;
+            TopicConfig::with_overrides(&config.broker.topic_defaults, &configs)
+                .map_err(|error| ConfigError(format!("{place}: config: {error}")))?;
+            config.topics.push(DeclaredTopic {
+                name: topic.name.clone(),
+                partitions: topic.partitions,
+                configs,
+                origin: place,
+            });
+        }
+        config
+            .broker
+            .log
+            .validate()
+            .map_err(|error| ConfigError(format!("{origin}: [log] {error}")))?;
+        Ok(config)
+    }
+}
+
+/// The largest fetch payload that fits in a frame with headers around it.
+fn transport_frame_room(frame_bytes_max: u32) -> u32 {
+    frame_bytes_max.saturating_sub(1024 * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_parses() {
+        let text = r#"
+[node]
+data_dir = "/var/lib/ledge"
+listen = "0.0.0.0:9093"
+disk_backend = "std"
+
+[limits]
+connections_max = 10
+frame_bytes_max = 16777216
+fetch_bytes_max = 8388608
+
+[log]
+flush_interval_ms = 200
+
+[topic_defaults]
+retention.ms = 3600000
+
+[[topic]]
+name = "orders"
+partitions = 3
+config.retention.ms = 86400000
+config.cleanup.policy = "delete"
+
+[[topic]]
+name = "sensors"
+partitions = 1
+[topic.config]
+segment.bytes = 1048576
+"#;
+        let config = NodeConfig::from_toml(text, "edge.toml").unwrap();
+        assert_eq!(config.listen.port(), 9093);
+        assert_eq!(config.disk_backend, BackendChoice::Std);
+        assert_eq!(config.transport.connections_max, 10);
+        assert_eq!(config.broker.log.flush_interval, Duration::from_millis(200));
+        assert_eq!(
+            config.broker.topic_defaults.retention,
+            Some(Duration::from_millis(3_600_000))
+        );
+        assert_eq!(config.topics.len(), 2);
+        assert_eq!(
+            config.topics[0]
+                .configs
+                .get("retention.ms")
+                .map(String::as_str),
+            Some("86400000")
+        );
+        assert_eq!(
+            config.topics[1]
+                .configs
+                .get("segment.bytes")
+                .map(String::as_str),
+            Some("1048576")
+        );
+        assert!(
+            config.topics[1].origin.contains("line 24"),
+            "{}",
+            config.topics[1].origin
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line_and_key() {
+        let cases = [
+            ("[node]\nlisten = \"nowhere\"\n", "node.listen"),
+            ("[node]\ncolour = \"blue\"\n", "unknown field `colour`"),
+            (
+                "[[topic]]\nname = \"a\"\npartitions = \"three\"\n",
+                "line 3",
+            ),
+            (
+                "\n\n[[topic]]\nname = \"bad/name\"\npartitions = 1\n",
+                "line 3, topic[0] (\"bad/name\"): name",
+            ),
+            (
+                "[[topic]]\nname = \"a\"\npartitions = 1\nconfig.retention.ms = \"soon\"\n",
+                "line 1, topic[0] (\"a\"): config: retention.ms",
+            ),
+            (
+                "[[topic]]\nname = \"a\"\npartitions = 1\n[[topic]]\nname = \"a\"\npartitions = 2\n",
+                "declared twice (also at line 1)",
+            ),
+            (
+                "[topic_defaults]\nsegment.bytes = 5\n",
+                "[topic_defaults] segment.bytes",
+            ),
+            ("[node]\ndisk_backend = \"floppy\"\n", "node.disk_backend"),
+        ];
+        for (text, expected) in cases {
+            let error = NodeConfig::from_toml(text, "edge.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(expected) && error.contains("edge.toml"),
+                "expected {expected:?} in: {error}"
+            );
+        }
+    }
+
+    // Goal: the example configs shipped in configs/ always parse.
+    #[test]
+    fn every_example_config_parses() {
+        let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut count = 0;
+        for entry in std::fs::read_dir(&directory).unwrap() {
+            let path = entry.unwrap().path();
+            if path
+                .extension()
+                .is_some_and(|extension| extension == "toml")
+            {
+                NodeConfig::from_file(&path).unwrap_or_else(|error| panic!("{error}"));
+                count += 1;
+            }
+        }
+        assert!(
+            count >= 2,
+            "expected example configs in {}",
+            directory.display()
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! Network edges: the QUIC listener of the native protocol and its TLS material.
+
+pub mod quic;
+pub mod tls;

@@ -1,0 +1,263 @@
+//! The QUIC listener: quinn + rustls (ring), ALPN `ledge/1`, one request per bidirectional
+//! stream.
+//!
+//! Limits, all configurable: connections (beyond it a connection attempt is refused),
+//! requests in flight per connection (QUIC's stream limit, so a client that opens thousands
+//! of streams is held back by flow control rather than served out of memory), and frame
+//! size (a larger request is answered `FrameTooLarge` and its stream stopped). A frame that
+//! does not decode is answered `InvalidRequest` (or `UnknownApiKey`, `UnsupportedVersion`)
+//! on its own stream; the connection and every other client carry on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ledge_protocol::wire::{self, ErrorCode, Response};
+use tokio::sync::{Semaphore, watch};
+
+use super::tls::ServerTls;
+use crate::broker::Broker;
+use crate::storage::Disk;
+
+/// Transport limits (see docs/OPERATIONS.md).
+#[derive(Clone, Debug)]
+pub struct TransportLimits {
+    /// Most open connections.
+    pub connections_max: usize,
+    /// Most requests (streams) in flight per connection.
+    pub requests_in_flight_per_connection_max: u32,
+    /// Largest request frame.
+    pub frame_bytes_max: u32,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// UDP socket send and receive buffer size.
+    pub udp_buffer_bytes: usize,
+    /// How long a graceful shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        Self {
+            connections_max: 1024,
+            requests_in_flight_per_connection_max: 256,
+            frame_bytes_max: wire::FRAME_BYTES_MAX_DEFAULT,
+            idle_timeout: Duration::from_secs(60),
+            udp_buffer_bytes: 4 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Binding or configuring the UDP socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS configuration was refused.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+}
+
+/// A bound QUIC listener.
+pub struct QuicServer {
+    endpoint: quinn::Endpoint,
+    limits: TransportLimits,
+}
+
+impl QuicServer {
+    /// Binds the UDP socket (with enlarged buffers: loopback drops datagrams at full rate
+    /// with the defaults) and sets up TLS 1.3 with ALPN `ledge/1`.
+    pub fn bind(
+        addr: SocketAddr,
+        tls: ServerTls,
+        limits: TransportLimits,
+    ) -> Result<Self, TransportError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|error| TransportError::Tls(error.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(tls.chain, tls.key)
+            .map_err(|error| TransportError::Tls(error.to_string()))?;
+        crypto.alpn_protocols = vec![wire::ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+            .map_err(|error| TransportError::Tls(error.to_string()))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(limits.requests_in_flight_per_connection_max.into())
+            .max_concurrent_uni_streams(0u8.into())
+            .max_idle_timeout(limits.idle_timeout.try_into().ok())
+            .stream_receive_window((8u32 * 1024 * 1024).into())
+            .receive_window((32u32 * 1024 * 1024).into())
+            .send_window(32 * 1024 * 1024);
+        server_config.transport_config(Arc::new(transport));
+
+        let bind_error = |source| TransportError::Bind { addr, source };
+        let domain = if addr.is_ipv6() {
+            socket2::Domain::IPV6
+        } else {
+            socket2::Domain::IPV4
+        };
+        let socket =
+            socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+                .map_err(bind_error)?;
+        // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+        let _ = socket.set_recv_buffer_size(limits.udp_buffer_bytes);
+        let _ = socket.set_send_buffer_size(limits.udp_buffer_bytes);
+        socket.bind(&addr.into()).map_err(bind_error)?;
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket.into(),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_error)?;
+        Ok(Self { endpoint, limits })
+    }
+
+    /// The bound address (the real port when asked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Serves until `shutdown` turns true, then stops accepting, waits up to the grace
+    /// period for requests in flight, and closes every connection.
+    pub async fn serve<D: Disk>(self, broker: Arc<Broker<D>>, mut shutdown: watch::Receiver<bool>) {
+        let connections = Arc::new(Semaphore::new(self.limits.connections_max));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let limits = Arc::new(self.limits.clone());
+        loop {
+            let incoming = tokio::select! {
+                incoming = self.endpoint.accept() => incoming,
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
+            let Some(incoming) = incoming else { break };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                tracing::warn!(remote = %incoming.remote_address(), limit = self.limits.connections_max, "connection refused: connections.max reached");
+                incoming.refuse();
+                continue;
+            };
+            let broker = Arc::clone(&broker);
+            let in_flight = Arc::clone(&in_flight);
+            let limits = Arc::clone(&limits);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let connection = match incoming.await {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        tracing::debug!(%error, "handshake failed");
+                        return;
+                    }
+                };
+                serve_connection(connection, broker, in_flight, limits, shutdown).await;
+            });
+        }
+        // Graceful: no new connections or streams; let requests in flight finish.
+        self.endpoint.set_server_config(None);
+        let deadline = tokio::time::Instant::now() + self.limits.shutdown_grace;
+        while in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.endpoint.close(0u32.into(), b"node shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn serve_connection<D: Disk>(
+    connection: quinn::Connection,
+    broker: Arc<Broker<D>>,
+    in_flight: Arc<AtomicUsize>,
+    limits: Arc<TransportLimits>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            stream = connection.accept_bi() => stream,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (send, receive) = match stream {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(remote = %connection.remote_address(), %error, "connection ended");
+                return;
+            }
+        };
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        let broker = Arc::clone(&broker);
+        let in_flight = Arc::clone(&in_flight);
+        let limits = Arc::clone(&limits);
+        tokio::spawn(async move {
+            serve_stream(send, receive, &broker, &limits).await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+async fn serve_stream<D: Disk>(
+    mut send: quinn::SendStream,
+    mut receive: quinn::RecvStream,
+    broker: &Broker<D>,
+    limits: &TransportLimits,
+) {
+    let frame = match receive.read_to_end(limits.frame_bytes_max as usize).await {
+        Ok(frame) => Bytes::from(frame),
+        Err(quinn::ReadToEndError::TooLong) => {
+            let _ = receive.stop(0u32.into());
+            let message = format!(
+                "request frame exceeds frame.bytes.max ({} bytes)",
+                limits.frame_bytes_max
+            );
+            respond(
+                &mut send,
+                wire::encode_error_response(0, ErrorCode::FrameTooLarge, &message),
+            )
+            .await;
+            return;
+        }
+        Err(error) => {
+            tracing::debug!(%error, "request stream failed before its end");
+            return;
+        }
+    };
+    let reply = match wire::decode_request(frame) {
+        Ok((header, request)) => {
+            let response = match broker.handle(request).await {
+                Response::ApiVersions(mut versions) => {
+                    versions.frame_bytes_max = limits.frame_bytes_max;
+                    Response::ApiVersions(versions)
+                }
+                other => other,
+            };
+            wire::encode_response(header.correlation_id, &response)
+        }
+        Err(error) => {
+            tracing::debug!(%error, "refused a request frame");
+            let correlation_id = error
+                .header
+                .as_ref()
+                .map_or(0, |header| header.correlation_id);
+            wire::encode_error_response(correlation_id, error.code, &error.message)
+        }
+    };
+    respond(&mut send, reply).await;
+}
+
+async fn respond(send: &mut quinn::SendStream, reply: Bytes) {
+    // The client may have gone (acks=0 producers do not read): nothing to do then.
+    if send.write_chunk(reply).await.is_ok() {
+        let _ = send.finish();
+    }
+}
