@@ -354,7 +354,7 @@ config.cleanup.policy = "delete"
 name = "sensors"
 partitions = 1
 [topic.config]
-segment.bytes = 1048576
+segment.bytes = 4194304
 "#;
         let config = NodeConfig::from_toml(text, "edge.toml").unwrap();
         assert_eq!(config.listen.port(), 9093);
@@ -378,7 +378,7 @@ segment.bytes = 1048576
                 .configs
                 .get("segment.bytes")
                 .map(String::as_str),
-            Some("1048576")
+            Some("4194304")
         );
         assert!(
             config.topics[1].origin.contains("line 24"),
