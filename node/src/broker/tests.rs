@@ -1,1 +1,656 @@
+//! Broker tests on the simulated disk: every API through `Broker::handle`, persistence
+//! across reopen, config reconcile, and bad input.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ledge_protocol::wire::*;
+use ledge_protocol::{BatchIter, Compression, EncodeOptions, Record, decode_batch, encode_batch};
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::sim::SimDisk;
+
+const DATA: &str = "/data";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn broker(disk: &SimDisk) -> Broker<SimDisk> {
+    Broker::open(
+        disk.clone(),
+        Path::new(DATA),
+        BrokerConfig::default(),
+        Arc::new(ManualClock::new(1_000_000)),
+    )
+    .await
+    .unwrap()
+}
+
+fn records(count: usize, timestamp: i64) -> Vec<Record> {
+    (0..count)
+        .map(|number| Record {
+            timestamp: timestamp + number as i64,
+            key: Some(Bytes::from(format!("key-{number}"))),
+            value: Some(Bytes::from(format!("value-{number}"))),
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
+fn batch(count: usize, timestamp: i64) -> Bytes {
+    encode_batch(&records(count, timestamp), &EncodeOptions::default()).unwrap()
+}
+
+async fn create(
+    broker: &Broker<SimDisk>,
+    name: &str,
+    partitions: u32,
+    configs: &[(&str, &str)],
+) -> TopicResult {
+    let request = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.into(),
+            partitions,
+            configs: configs
+                .iter()
+                .map(|(name, value)| ConfigEntry {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                })
+                .collect(),
+        }],
+        validate_only: false,
+    };
+    let Response::CreateTopics(response) = broker.handle(Request::CreateTopics(request)).await
+    else {
+        panic!("wrong response")
+    };
+    response.topics.into_iter().next().unwrap()
+}
+
+async fn produce(
+    broker: &Broker<SimDisk>,
+    topic: &str,
+    partition: u32,
+    records: Bytes,
+    acks: Acks,
+) -> ProducePartitionResponse {
+    let request = ProduceRequest {
+        acks,
+        timeout_ms: 10_000,
+        topics: vec![ProduceTopic {
+            name: topic.into(),
+            partitions: vec![ProducePartition { partition, records }],
+        }],
+    };
+    let Response::Produce(response) = broker.handle(Request::Produce(request)).await else {
+        panic!("wrong response")
+    };
+    response
+        .topics
+        .into_iter()
+        .next()
+        .unwrap()
+        .partitions
+        .into_iter()
+        .next()
+        .unwrap()
+}
+
+async fn fetch(
+    broker: &Broker<SimDisk>,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+    max_wait_ms: u32,
+) -> FetchPartitionResponse {
+    let request = FetchRequest {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            name: topic.into(),
+            partitions: vec![FetchPartition {
+                partition,
+                fetch_offset: offset,
+                partition_max_bytes: 1 << 20,
+            }],
+        }],
+    };
+    let Response::Fetch(response) = broker.handle(Request::Fetch(request)).await else {
+        panic!("wrong response")
+    };
+    response
+        .topics
+        .into_iter()
+        .next()
+        .unwrap()
+        .partitions
+        .into_iter()
+        .next()
+        .unwrap()
+}
+
+async fn list_offset(
+    broker: &Broker<SimDisk>,
+    topic: &str,
+    spec: OffsetSpec,
+) -> ListOffsetsPartitionResponse {
+    let request = ListOffsetsRequest {
+        topics: vec![ListOffsetsTopic {
+            name: topic.into(),
+            partitions: vec![ListOffsetsPartition { partition: 0, spec }],
+        }],
+    };
+    let Response::ListOffsets(response) = broker.handle(Request::ListOffsets(request)).await else {
+        panic!("wrong response")
+    };
+    response
+        .topics
+        .into_iter()
+        .next()
+        .unwrap()
+        .partitions
+        .into_iter()
+        .next()
+        .unwrap()
+}
+
+async fn metadata(broker: &Broker<SimDisk>, topics: Option<Vec<String>>) -> MetadataResponse {
+    let Response::Metadata(response) = broker
+        .handle(Request::Metadata(MetadataRequest { topics }))
+        .await
+    else {
+        panic!("wrong response")
+    };
+    response
+}
+
+// Goal: topics are created with their partitions and refused with the right code when the
+// name, partition count or configs are wrong.
+#[test]
+fn create_topics_validates_and_reports() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(1);
+        let broker = broker(&disk).await;
+        assert_eq!(
+            create(&broker, "orders", 3, &[("retention.ms", "1000")])
+                .await
+                .error,
+            ErrorCode::None
+        );
+        let cases = [
+            ("orders", 1, vec![], ErrorCode::TopicAlreadyExists),
+            ("bad/name", 1, vec![], ErrorCode::InvalidTopic),
+            ("__internal", 1, vec![], ErrorCode::InvalidTopic),
+            ("zero", 0, vec![], ErrorCode::InvalidPartitions),
+            ("huge", 5000, vec![], ErrorCode::InvalidPartitions),
+            (
+                "badconfig",
+                1,
+                vec![("retention.mss", "1")],
+                ErrorCode::InvalidConfig,
+            ),
+            (
+                "badvalue",
+                1,
+                vec![("segment.bytes", "ten")],
+                ErrorCode::InvalidConfig,
+            ),
+        ];
+        for (name, partitions, configs, expected) in cases {
+            let result = create(&broker, name, partitions, &configs).await;
+            assert_eq!(result.error, expected, "{name}: {}", result.message);
+            assert!(!result.message.is_empty());
+        }
+        let all = metadata(&broker, None).await;
+        assert_eq!(all.topics.len(), 1);
+        assert_eq!(all.topics[0].partitions.len(), 3);
+        let unknown = metadata(&broker, Some(vec!["nope".into()])).await;
+        assert_eq!(unknown.topics[0].error, ErrorCode::UnknownTopicOrPartition);
+    });
+}
+
+// Goal: produced batches come back from fetch with dense offsets; list offsets answers
+// earliest, latest and by time; unknown topics and partitions get their code.
+#[test]
+fn produce_fetch_and_list_offsets() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(2);
+        let broker = broker(&disk).await;
+        create(&broker, "events", 2, &[]).await;
+        let first = produce(&broker, "events", 1, batch(3, 100), Acks::All).await;
+        assert_eq!((first.error, first.base_offset), (ErrorCode::None, 0));
+        let second = produce(&broker, "events", 1, batch(2, 200), Acks::Leader).await;
+        assert_eq!((second.error, second.base_offset), (ErrorCode::None, 3));
+        // The acks=1 batch becomes visible once synced (within flush.interval): a long
+        // poll from its offset returns it.
+        let later = fetch(&broker, "events", 1, 3, 10_000).await;
+        assert_eq!((later.error, later.high_watermark), (ErrorCode::None, 5));
+        let read = fetch(&broker, "events", 1, 0, 5_000).await;
+        assert_eq!(read.error, ErrorCode::None);
+        let offsets: Vec<i64> = BatchIter::new(&read.records)
+            .map(|item| item.unwrap().0.base_offset)
+            .collect();
+        assert_eq!(offsets, [0, 3]);
+        assert_eq!(
+            fetch(&broker, "events", 1, 6, 0).await.error,
+            ErrorCode::OffsetOutOfRange
+        );
+        assert_eq!(
+            fetch(&broker, "events", 7, 0, 0).await.error,
+            ErrorCode::UnknownTopicOrPartition
+        );
+        assert_eq!(
+            fetch(&broker, "missing", 0, 0, 0).await.error,
+            ErrorCode::UnknownTopicOrPartition
+        );
+        assert_eq!(
+            produce(&broker, "missing", 0, batch(1, 0), Acks::All)
+                .await
+                .error,
+            ErrorCode::UnknownTopicOrPartition
+        );
+        assert_eq!(
+            produce(&broker, "events", 9, batch(1, 0), Acks::All)
+                .await
+                .error,
+            ErrorCode::UnknownTopicOrPartition
+        );
+
+        produce(&broker, "events", 0, batch(3, 1000), Acks::All).await;
+        assert_eq!(
+            list_offset(&broker, "events", OffsetSpec::Earliest)
+                .await
+                .offset,
+            Some(0)
+        );
+        assert_eq!(
+            list_offset(&broker, "events", OffsetSpec::Latest)
+                .await
+                .offset,
+            Some(3)
+        );
+        let by_time = list_offset(&broker, "events", OffsetSpec::Timestamp(1001)).await;
+        assert_eq!((by_time.offset, by_time.timestamp), (Some(1), Some(1001)));
+        assert_eq!(
+            list_offset(&broker, "events", OffsetSpec::Timestamp(5000))
+                .await
+                .offset,
+            None
+        );
+    });
+}
+
+// Goal: bad batches are refused with a clear code and nothing is stored.
+#[test]
+fn bad_batches_are_refused_and_nothing_is_stored() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(3);
+        let broker = broker(&disk).await;
+        create(&broker, "t", 1, &[("max.message.bytes", "200")]).await;
+        let mut corrupt = batch(2, 0).to_vec();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        let cases = [
+            (Bytes::from(corrupt), ErrorCode::CorruptMessage),
+            (Bytes::from_static(b"garbage"), ErrorCode::CorruptMessage),
+            (Bytes::new(), ErrorCode::CorruptMessage),
+            (batch(30, 0), ErrorCode::MessageTooLarge),
+        ];
+        for (records, expected) in cases {
+            let response = produce(&broker, "t", 0, records, Acks::All).await;
+            assert_eq!(response.error, expected, "{}", response.message);
+        }
+        assert_eq!(
+            list_offset(&broker, "t", OffsetSpec::Latest).await.offset,
+            Some(0)
+        );
+    });
+}
+
+// Goal: a fetch at the end waits (long poll) and returns as soon as data arrives; without
+// data it returns empty when its wait is over.
+#[test]
+fn fetch_long_polls_until_data_or_deadline() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(4);
+        let broker = Arc::new(broker(&disk).await);
+        create(&broker, "t", 1, &[]).await;
+        let empty = fetch(&broker, "t", 0, 0, 20).await;
+        assert_eq!((empty.error, empty.records.len()), (ErrorCode::None, 0));
+        let waiting = {
+            let broker = Arc::clone(&broker);
+            tokio::spawn(async move { fetch(&broker, "t", 0, 0, 30_000).await })
+        };
+        tokio::task::yield_now().await;
+        produce(&broker, "t", 0, batch(2, 0), Acks::All).await;
+        let woken = tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(BatchIter::new(&woken.records).count(), 1);
+    });
+}
+
+// Goal: config changes apply to live partitions, are described with their source, and
+// unknown keys are refused.
+#[test]
+fn alter_and_describe_configs() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(5);
+        let broker = broker(&disk).await;
+        create(&broker, "t", 1, &[]).await;
+        let alter = |set: Vec<(&str, &str)>, delete: Vec<&str>| AlterConfigsRequest {
+            topics: vec![AlterTopicConfigs {
+                name: "t".into(),
+                set: set
+                    .into_iter()
+                    .map(|(name, value)| ConfigEntry {
+                        name: name.into(),
+                        value: value.into(),
+                    })
+                    .collect(),
+                delete: delete.into_iter().map(String::from).collect(),
+            }],
+            validate_only: false,
+        };
+        let Response::AlterConfigs(response) = broker
+            .handle(Request::AlterConfigs(alter(
+                vec![("max.message.bytes", "100")],
+                vec![],
+            )))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(response.topics[0].error, ErrorCode::None);
+        assert_eq!(
+            produce(&broker, "t", 0, batch(5, 0), Acks::All).await.error,
+            ErrorCode::MessageTooLarge
+        );
+        let Response::DescribeConfigs(described) = broker
+            .handle(Request::DescribeConfigs(DescribeConfigsRequest {
+                topics: vec!["t".into(), "nope".into()],
+            }))
+            .await
+        else {
+            panic!()
+        };
+        let entry = described.topics[0]
+            .configs
+            .iter()
+            .find(|config| config.name == "max.message.bytes")
+            .unwrap();
+        assert_eq!((entry.value.as_str(), entry.is_default), ("100", false));
+        assert_eq!(
+            described.topics[1].error,
+            ErrorCode::UnknownTopicOrPartition
+        );
+        let Response::AlterConfigs(response) = broker
+            .handle(Request::AlterConfigs(alter(
+                vec![],
+                vec!["max.message.bytes"],
+            )))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(response.topics[0].error, ErrorCode::None);
+        assert_eq!(
+            produce(&broker, "t", 0, batch(5, 0), Acks::All).await.error,
+            ErrorCode::None
+        );
+        let Response::AlterConfigs(response) = broker
+            .handle(Request::AlterConfigs(alter(
+                vec![("colour", "blue")],
+                vec![],
+            )))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(response.topics[0].error, ErrorCode::InvalidConfig);
+        assert!(response.topics[0].message.contains("colour"));
+    });
+}
+
+// Goal: topics, configs and data survive a reopen; producer ids are never handed out twice
+// across reopens; a deleted topic stays deleted and its files are gone.
+#[test]
+fn state_survives_reopen_and_deletion_is_durable() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(6);
+        let mut producer_ids = Vec::new();
+        {
+            let broker = broker(&disk).await;
+            create(&broker, "keep", 2, &[("retention.ms", "5000")]).await;
+            create(&broker, "drop", 1, &[]).await;
+            produce(&broker, "keep", 1, batch(4, 0), Acks::All).await;
+            produce(&broker, "drop", 0, batch(4, 0), Acks::All).await;
+            let Response::InitProducerId(id) = broker
+                .handle(Request::InitProducerId(InitProducerIdRequest::default()))
+                .await
+            else {
+                panic!()
+            };
+            producer_ids.push(id.producer_id);
+            let Response::DeleteTopics(deleted) = broker
+                .handle(Request::DeleteTopics(DeleteTopicsRequest {
+                    names: vec!["drop".into(), "never".into()],
+                }))
+                .await
+            else {
+                panic!()
+            };
+            assert_eq!(deleted.topics[0].error, ErrorCode::None);
+            assert_eq!(deleted.topics[1].error, ErrorCode::UnknownTopicOrPartition);
+            broker.close().await;
+        }
+        assert!(
+            disk.list_dir(Path::new("/data/logs/drop-0")).await.is_err(),
+            "deleted partition directory is gone"
+        );
+        let broker = broker(&disk).await;
+        let all = metadata(&broker, None).await;
+        assert_eq!(
+            all.topics
+                .iter()
+                .map(|topic| topic.name.as_str())
+                .collect::<Vec<_>>(),
+            ["keep"]
+        );
+        assert_eq!(all.topics[0].partitions[1].high_watermark, 4);
+        let Response::DescribeConfigs(described) = broker
+            .handle(Request::DescribeConfigs(DescribeConfigsRequest {
+                topics: vec!["keep".into()],
+            }))
+            .await
+        else {
+            panic!()
+        };
+        assert!(
+            described.topics[0]
+                .configs
+                .iter()
+                .any(|config| config.name == "retention.ms" && config.value == "5000")
+        );
+        let Response::InitProducerId(id) = broker
+            .handle(Request::InitProducerId(InitProducerIdRequest::default()))
+            .await
+        else {
+            panic!()
+        };
+        assert!(
+            id.producer_id > producer_ids[0],
+            "producer ids must not repeat across restarts"
+        );
+    });
+}
+
+// Goal: reconcile creates missing topics, adds partitions, applies changed configs, and
+// refuses to shrink a topic with a message naming where it was declared.
+#[test]
+fn reconcile_creates_grows_and_refuses_shrinking() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(7);
+        let broker = broker(&disk).await;
+        let declared = |partitions: u32, retention: &str| DeclaredTopic {
+            name: "orders".into(),
+            partitions,
+            configs: BTreeMap::from([("retention.ms".to_string(), retention.to_string())]),
+            origin: "edge.toml line 7".into(),
+        };
+        broker.reconcile(&[declared(2, "1000")]).await.unwrap();
+        assert_eq!(metadata(&broker, None).await.topics[0].partitions.len(), 2);
+        broker.reconcile(&[declared(4, "2000")]).await.unwrap();
+        assert_eq!(metadata(&broker, None).await.topics[0].partitions.len(), 4);
+        let Response::DescribeConfigs(described) = broker
+            .handle(Request::DescribeConfigs(DescribeConfigsRequest {
+                topics: vec!["orders".into()],
+            }))
+            .await
+        else {
+            panic!()
+        };
+        assert!(
+            described.topics[0]
+                .configs
+                .iter()
+                .any(|config| config.name == "retention.ms" && config.value == "2000")
+        );
+        let error = broker
+            .reconcile(&[declared(3, "2000")])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("edge.toml line 7") && error.contains("has 4 partitions"),
+            "{error}"
+        );
+    });
+}
+
+// Goal: an idempotent producer's retried batch is stored once; a gap is refused.
+#[test]
+fn idempotent_produce_is_deduplicated() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(8);
+        let broker = broker(&disk).await;
+        create(&broker, "t", 1, &[]).await;
+        let Response::InitProducerId(id) = broker
+            .handle(Request::InitProducerId(InitProducerIdRequest::default()))
+            .await
+        else {
+            panic!()
+        };
+        let options = |sequence| EncodeOptions {
+            producer_id: id.producer_id,
+            producer_epoch: id.producer_epoch,
+            base_sequence: sequence,
+            ..EncodeOptions::default()
+        };
+        let first = encode_batch(&records(3, 0), &options(0)).unwrap();
+        assert_eq!(
+            produce(&broker, "t", 0, first.clone(), Acks::All)
+                .await
+                .base_offset,
+            0
+        );
+        assert_eq!(
+            produce(&broker, "t", 0, first, Acks::All).await.base_offset,
+            0
+        );
+        assert_eq!(
+            list_offset(&broker, "t", OffsetSpec::Latest).await.offset,
+            Some(3)
+        );
+        let gap = encode_batch(&records(1, 0), &options(9)).unwrap();
+        assert_eq!(
+            produce(&broker, "t", 0, gap, Acks::All).await.error,
+            ErrorCode::OutOfOrderSequenceNumber
+        );
+    });
+}
+
+// Goal: message.timestamp.type=LogAppendTime stamps the broker's time; compression.type
+// recompresses batches that arrive in another codec.
+#[test]
+fn topic_timestamp_type_and_compression_are_applied() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(9);
+        let broker = broker(&disk).await;
+        create(
+            &broker,
+            "t",
+            1,
+            &[
+                ("message.timestamp.type", "LogAppendTime"),
+                ("compression.type", "zstd"),
+            ],
+        )
+        .await;
+        let response = produce(&broker, "t", 0, batch(3, 5), Acks::All).await;
+        assert_eq!(response.error, ErrorCode::None, "{}", response.message);
+        assert_eq!(response.log_append_time_ms, 1_000_000);
+        let read = fetch(&broker, "t", 0, 0, 0).await;
+        let (header, _) = BatchIter::new(&read.records).next().unwrap().unwrap();
+        assert_eq!(header.compression().unwrap(), Compression::Zstd);
+        let decoded = decode_batch(&read.records, &Default::default()).unwrap();
+        assert!(
+            decoded
+                .records
+                .iter()
+                .all(|record| record.timestamp == 1_000_000)
+        );
+        assert_eq!(decoded.records[2].value.as_deref(), Some(&b"value-2"[..]));
+    });
+}
+
+// Goal: a partition damaged below its recovery point is reported offline; the rest of the
+// node serves.
+#[test]
+fn a_damaged_partition_is_offline_and_others_serve() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(10);
+        {
+            let broker = broker(&disk).await;
+            create(&broker, "t", 2, &[]).await;
+            for partition in 0..2 {
+                produce(&broker, "t", partition, batch(3, 0), Acks::All).await;
+                produce(&broker, "t", partition, batch(3, 0), Acks::All).await;
+            }
+            broker.close().await;
+        }
+        assert!(disk.corrupt_bit(Path::new("/data/logs/t-1/00000000000000000000.log"), 40, 2));
+        let broker = broker(&disk).await;
+        let offline = broker.offline_partitions();
+        assert_eq!(offline.len(), 1);
+        assert!(
+            offline[0].2.contains("t-1/00000000000000000000.log"),
+            "{}",
+            offline[0].2
+        );
+        let partitions = &metadata(&broker, None).await.topics[0].partitions;
+        assert_eq!(
+            (partitions[0].error, partitions[1].error),
+            (ErrorCode::None, ErrorCode::PartitionOffline)
+        );
+        assert_eq!(
+            produce(&broker, "t", 1, batch(1, 0), Acks::All).await.error,
+            ErrorCode::PartitionOffline
+        );
+        assert_eq!(
+            produce(&broker, "t", 0, batch(1, 0), Acks::All).await.error,
+            ErrorCode::None
+        );
+    });
+}

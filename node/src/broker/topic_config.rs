@@ -278,9 +278,10 @@ impl TopicConfig {
             "retention.bytes" => self
                 .retention_bytes
                 .map_or_else(|| "-1".into(), |bytes| bytes.to_string()),
-            "retention.ms" => self
-                .retention
-                .map_or_else(|| "-1".into(), |retention| retention.as_millis().to_string()),
+            "retention.ms" => self.retention.map_or_else(
+                || "-1".into(),
+                |retention| retention.as_millis().to_string(),
+            ),
             "segment.bytes" => self.segment_bytes.to_string(),
             "segment.ms" => self.segment_age.as_millis().to_string(),
             _ => String::new(),

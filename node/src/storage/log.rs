@@ -93,7 +93,7 @@ impl Default for LogConfig {
             batch_bytes_max: BATCH_BYTES_MAX_DEFAULT,
             commit_bytes_max: COMMIT_BYTES_MAX_DEFAULT,
             append_queue_depth: 1024,
-            flush_interval: Duration::from_millis(1000),
+            flush_interval: Duration::from_millis(100),
             recovery_checkpoint_interval: Duration::from_secs(5),
             recovery_read_bytes: 4 * 1024 * 1024,
             producers_max: super::producers::PRODUCERS_MAX_DEFAULT,
