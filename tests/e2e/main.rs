@@ -1,1 +1,2 @@
 //! End-to-end tests (one binary).
+mod node;

@@ -17,9 +17,10 @@ use std::time::Duration;
 /// How long a node may take to become ready (a debug build on a loaded 2-core machine).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Path of a workspace binary in the target directory the tests were built into.
+/// Path of a workspace binary in the target directory the tests were built into, built
+/// first (once per test process) so the tests never run a stale binary.
 pub fn binary(name: &str) -> PathBuf {
-    build_binaries_once();
+    build_binary_once(name);
     target_dir().join(name)
 }
 
@@ -32,19 +33,25 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-fn build_binaries_once() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        // The same feature set as `cargo test --workspace`, so nothing is rebuilt twice.
-        let status = Command::new(cargo)
-            .args(["build", "--workspace", "--bins", "--manifest-path"])
-            .arg(&manifest)
-            .status()
-            .expect("run cargo build for the node and CLI binaries");
-        assert!(status.success(), "building ledge-node and ledge failed");
-    });
+fn build_binary_once(name: &str) {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::BTreeSet<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if built.contains(name) {
+        return;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    // `--workspace` keeps the feature set of `cargo test --workspace`, so nothing is rebuilt.
+    let status = Command::new(cargo)
+        .args(["build", "--workspace", "--bin", name, "--manifest-path"])
+        .arg(&manifest)
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building {name} failed");
+    built.insert(name.to_string());
 }
 
 /// Options for starting a node.
@@ -238,4 +245,77 @@ pub fn run_cli(args: &[&str], stdin: Option<&str>) -> (ExitStatus, String, Strin
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A bare QUIC client that sends raw frames, for tests of what the node does with bad
+/// input (the SDK never sends such frames).
+pub struct RawClient {
+    /// The connection.
+    pub connection: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+}
+
+impl RawClient {
+    /// Connects to `node`, trusting its dev CA.
+    pub async fn connect(node: &NodeProcess) -> Self {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = std::fs::read(&node.ca_file).expect("read the node's CA");
+        for certificate in CertificateDer::pem_slice_iter(&ca) {
+            roots.add(certificate.expect("CA PEM")).expect("add CA");
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        crypto.alpn_protocols = vec![ledge_protocol::wire::ALPN.to_vec()];
+        let crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("QUIC TLS config");
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address"))
+            .expect("client endpoint");
+        endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+        let connection = endpoint
+            .connect(node.addr, "localhost")
+            .expect("connect")
+            .await
+            .expect("QUIC handshake");
+        Self {
+            connection,
+            _endpoint: endpoint,
+        }
+    }
+
+    /// Sends one frame on a new stream and returns the whole response.
+    pub async fn exchange(&self, frame: bytes::Bytes) -> Result<Vec<u8>, String> {
+        let (mut send, mut receive) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|error| error.to_string())?;
+        send.write_all(&frame)
+            .await
+            .map_err(|error| error.to_string())?;
+        send.finish().map_err(|error| error.to_string())?;
+        receive
+            .read_to_end(256 * 1024 * 1024)
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    /// Sends a request and decodes the response header and body.
+    pub async fn request(
+        &self,
+        request: &ledge_protocol::wire::Request,
+    ) -> (
+        ledge_protocol::wire::ResponseHeader,
+        Option<ledge_protocol::wire::Response>,
+    ) {
+        let frame = ledge_protocol::wire::encode_request(7, "raw-test", request);
+        let bytes = self.exchange(frame).await.expect("exchange");
+        ledge_protocol::wire::decode_response(request.api_key(), bytes::Bytes::from(bytes))
+            .expect("decodable response")
+    }
 }
