@@ -405,3 +405,74 @@ fn graceful_shutdown_syncs_acks_1_records() {
         assert_eq!(high_watermark(&client, "t").await, written);
     });
 }
+
+// Goal: connections beyond `limits.connections_max` are refused at the handshake while the
+// ones inside the limit keep working.
+#[test]
+fn connections_beyond_the_limit_are_refused() {
+    let node = NodeProcess::start_with(NodeOptions {
+        config: Some("[limits]\nconnections_max = 2\n".into()),
+        ..NodeOptions::default()
+    });
+    runtime().block_on(async {
+        let first = RawClient::connect(&node).await;
+        let second = RawClient::connect(&node).await;
+        let refused = RawClient::try_connect(&node).await;
+        assert!(refused.is_err(), "a third connection must be refused");
+        let message = refused.err().unwrap_or_default();
+        assert!(message.to_lowercase().contains("refused"), "{message}");
+        for client in [&first, &second] {
+            let (header, _) = client
+                .request(&Request::Metadata(MetadataRequest { topics: None }))
+                .await;
+            assert_eq!(header.error, ErrorCode::None);
+        }
+    });
+}
+
+// Goal: an operator's certificate (`--tls-cert`/`--tls-key`) is served instead of the dev
+// CA; a client trusting only the issuing CA connects, and a missing key file is a clear
+// start-up error.
+#[test]
+fn operator_certificates_are_used() {
+    // Borrow a CA and a server certificate from a node's dev material.
+    let donor = NodeProcess::start();
+    let tls = donor.data_dir.join("tls");
+    let temporary = tempfile::tempdir().unwrap();
+    let data_dir = temporary.path().join("data");
+    let node = NodeProcess::start_with(NodeOptions {
+        data_dir: Some(data_dir.clone()),
+        args: vec![
+            "--tls-cert".into(),
+            tls.join("server.pem").display().to_string(),
+            "--tls-key".into(),
+            tls.join("server.key").display().to_string(),
+        ],
+        ..NodeOptions::default()
+    });
+    assert!(
+        !data_dir.join("tls").exists(),
+        "no dev CA when certificates are given"
+    );
+    runtime().block_on(async {
+        let client = RawClient::connect_trusting(&node, &tls.join("ca.pem"))
+            .await
+            .unwrap();
+        let (header, _) = client
+            .request(&Request::Metadata(MetadataRequest { topics: None }))
+            .await;
+        assert_eq!(header.error, ErrorCode::None);
+    });
+    let output = std::process::Command::new(binary("ledge-node"))
+        .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(tls.join("server.pem"))
+        .arg("--tls-key")
+        .arg(temporary.path().join("missing.key"))
+        .arg("--data-dir")
+        .arg(temporary.path().join("other"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("missing.key"), "{stderr}");
+}

@@ -258,34 +258,46 @@ pub struct RawClient {
 impl RawClient {
     /// Connects to `node`, trusting its dev CA.
     pub async fn connect(node: &NodeProcess) -> Self {
+        Self::try_connect(node).await.expect("connect to the node")
+    }
+
+    /// Connects to `node` trusting its dev CA, returning the error instead of panicking.
+    pub async fn try_connect(node: &NodeProcess) -> Result<Self, String> {
+        Self::connect_trusting(node, &node.ca_file).await
+    }
+
+    /// Connects to `node` trusting only the CA in `ca_file`.
+    pub async fn connect_trusting(node: &NodeProcess, ca_file: &Path) -> Result<Self, String> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
-        let ca = std::fs::read(&node.ca_file).expect("read the node's CA");
+        let ca = std::fs::read(ca_file).map_err(|error| error.to_string())?;
         for certificate in CertificateDer::pem_slice_iter(&ca) {
-            roots.add(certificate.expect("CA PEM")).expect("add CA");
+            roots
+                .add(certificate.map_err(|error| error.to_string())?)
+                .map_err(|error| error.to_string())?;
         }
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .expect("TLS 1.3")
+            .map_err(|error| error.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
         crypto.alpn_protocols = vec![ledge_protocol::wire::ALPN.to_vec()];
-        let crypto =
-            quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("QUIC TLS config");
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+            .map_err(|error| error.to_string())?;
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("address"))
-            .expect("client endpoint");
+            .map_err(|error| error.to_string())?;
         endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
         let connection = endpoint
             .connect(node.addr, "localhost")
-            .expect("connect")
+            .map_err(|error| error.to_string())?
             .await
-            .expect("QUIC handshake");
-        Self {
+            .map_err(|error| error.to_string())?;
+        Ok(Self {
             connection,
             _endpoint: endpoint,
-        }
+        })
     }
 
     /// Sends one frame on a new stream and returns the whole response.

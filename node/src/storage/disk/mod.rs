@@ -227,7 +227,7 @@ impl SystemDisk {
             BackendChoice::Std => Ok(Self::Std(StdDisk::new())),
             BackendChoice::Uring => UringDisk::new(uring::RING_ENTRIES_DEFAULT)
                 .map(Self::Uring)
-                .map_err(|source| DiskError::new("io_uring setup", Path::new(""), source)),
+                .map_err(|source| DiskError::new("set up", Path::new("io_uring"), source)),
             BackendChoice::Auto => match UringDisk::new(uring::RING_ENTRIES_DEFAULT) {
                 Ok(disk) => Ok(Self::Uring(disk)),
                 Err(error) => {
