@@ -678,6 +678,16 @@ fn crash_swarm_loses_no_acknowledged_batch() {
     }
 }
 
+const IDEMPOTENT_PRODUCER: i64 = 4242;
+
+/// The crash swarm's idempotent producer between rounds.
+#[derive(Default)]
+struct IdempotentProducer {
+    next_sequence: i32,
+    /// A batch sent but not acknowledged when the power failed: (tag, count, sequence).
+    pending: Option<(u64, usize, i32)>,
+}
+
 async fn crash_iteration(seed: u64) {
     let disk = SimDisk::new(seed);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0de);
@@ -695,6 +705,7 @@ async fn crash_iteration(seed: u64) {
     let acked: Arc<std::sync::Mutex<BTreeMap<i64, Acked>>> = Arc::default();
     let mut deleted_before = 0i64;
     let mut next_tag = 0u64;
+    let producer: Arc<std::sync::Mutex<IdempotentProducer>> = Arc::default();
     for _round in 0..4 {
         // Sometimes the power fails again during recovery; recovery must then be redone.
         let log = loop {
@@ -756,6 +767,42 @@ async fn crash_iteration(seed: u64) {
                 }
             }));
         }
+        // One idempotent producer: it first retries the batch it had in flight when the
+        // power failed (as a producer does after reconnecting), then sends new ones. A
+        // retry must never be refused and never be written twice.
+        {
+            let log = log.clone();
+            let acked = Arc::clone(&acked);
+            let producer = Arc::clone(&producer);
+            let mut fresh = Vec::new();
+            for _ in 0..rng.random_range(0..6) {
+                fresh.push((next_tag, rng.random_range(1..4)));
+                next_tag += 1;
+            }
+            tasks.push(tokio::spawn(async move {
+                let pending = producer.lock().unwrap().pending.take();
+                let retry = pending.into_iter().map(|(tag, count, sequence)| (tag, count, Some(sequence)));
+                let new_batches = fresh.into_iter().map(|(tag, count)| (tag, count, None));
+                for (tag, count, sequence) in retry.chain(new_batches) {
+                    let sequence = sequence.unwrap_or_else(|| producer.lock().unwrap().next_sequence);
+                    let bytes = idempotent_batch(tag, count, IDEMPOTENT_PRODUCER, 0, sequence);
+                    match log.append(bytes, AppendDurability::Synced).await {
+                        Ok(outcome) => {
+                            let mut state = producer.lock().unwrap();
+                            state.next_sequence = state.next_sequence.max(sequence + count as i32);
+                            acked.lock().unwrap().insert(outcome.base_offset, Acked { last_offset: outcome.last_offset, tag, count });
+                        }
+                        Err(AppendError::OutOfOrderSequence { expected, received }) => {
+                            panic!("seed {seed}: retry of sequence {received} refused, expected {expected}")
+                        }
+                        Err(_) => {
+                            producer.lock().unwrap().pending = Some((tag, count, sequence));
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
         if rng.random_bool(0.3) {
             manual.advance_ms(rng.random_range(0..10_000_000));
         }
@@ -787,6 +834,18 @@ async fn verify<D: Disk>(
         "seed {seed}: log start went backwards"
     );
     let all = read_all(log).await;
+    // Exactly once: no sequence of the idempotent producer is in the log twice.
+    let mut sequences = std::collections::BTreeSet::new();
+    for (_, _, bytes) in &all {
+        let header = ledge_protocol::BatchHeader::parse(bytes).unwrap();
+        if header.producer_id == IDEMPOTENT_PRODUCER {
+            assert!(
+                sequences.insert(header.base_sequence),
+                "seed {seed}: sequence {} written twice",
+                header.base_sequence
+            );
+        }
+    }
     let found: BTreeMap<i64, (i64, Bytes)> = all
         .into_iter()
         .map(|(base, last, bytes)| (base, (last, bytes)))
