@@ -837,7 +837,7 @@ async fn verify<D: Disk>(
     // Exactly once: no sequence of the idempotent producer is in the log twice.
     let mut sequences = std::collections::BTreeSet::new();
     for (_, _, bytes) in &all {
-        let header = ledge_protocol::BatchHeader::parse(bytes).unwrap();
+        let header = BatchHeader::parse(bytes).unwrap();
         if header.producer_id == IDEMPOTENT_PRODUCER {
             assert!(
                 sequences.insert(header.base_sequence),
