@@ -217,12 +217,16 @@ async fn serve_stream<D: Disk>(
         Err(quinn::ReadToEndError::TooLong) => {
             let _ = receive.stop(0u32.into());
             let message = format!(
-                "request frame exceeds frame.bytes.max ({} bytes)",
+                "request frame exceeds limits.frame_bytes_max ({} bytes)",
                 limits.frame_bytes_max
             );
             respond(
                 &mut send,
-                wire::encode_error_response(0, ErrorCode::FrameTooLarge, &message),
+                vec![wire::encode_error_response(
+                    0,
+                    ErrorCode::FrameTooLarge,
+                    &message,
+                )],
             )
             .await;
             return;
@@ -241,7 +245,8 @@ async fn serve_stream<D: Disk>(
                 }
                 other => other,
             };
-            wire::encode_response(header.correlation_id, &response)
+            // Record batches go out as their own chunks, straight from the read buffers.
+            wire::encode_response_frame(header.correlation_id, &response).into_chunks()
         }
         Err(error) => {
             tracing::debug!(%error, "refused a request frame");
@@ -249,15 +254,19 @@ async fn serve_stream<D: Disk>(
                 .header
                 .as_ref()
                 .map_or(0, |header| header.correlation_id);
-            wire::encode_error_response(correlation_id, error.code, &error.message)
+            vec![wire::encode_error_response(
+                correlation_id,
+                error.code,
+                &error.message,
+            )]
         }
     };
     respond(&mut send, reply).await;
 }
 
-async fn respond(send: &mut quinn::SendStream, reply: Bytes) {
+async fn respond(send: &mut quinn::SendStream, mut reply: Vec<Bytes>) {
     // The client may have gone (acks=0 producers do not read): nothing to do then.
-    if send.write_chunk(reply).await.is_ok() {
+    if send.write_all_chunks(&mut reply).await.is_ok() {
         let _ = send.finish();
     }
 }

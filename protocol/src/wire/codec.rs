@@ -54,6 +54,90 @@ pub enum WireError {
     TrailingBytes(usize),
 }
 
+/// Payloads at least this large are sent as their own chunk instead of being copied into
+/// the frame buffer (record batches on the produce and fetch paths).
+pub const ZERO_COPY_BYTES_MIN: usize = 4096;
+
+/// Builds a frame as a list of chunks: small fields are copied into a buffer, large
+/// payloads ([`Bytes`] of at least [`ZERO_COPY_BYTES_MIN`]) are referenced, not copied, so
+/// a fetch response's record batches go from the page-cache read to the socket without
+/// another copy. Derefs to the current `BytesMut` for the small fields.
+#[derive(Debug, Default)]
+pub struct FrameWriter {
+    chunks: Vec<Bytes>,
+    current: BytesMut,
+    len: usize,
+}
+
+impl FrameWriter {
+    /// An empty frame.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a payload, by reference when it is large.
+    pub fn put_payload(&mut self, payload: &Bytes) {
+        if payload.len() >= ZERO_COPY_BYTES_MIN {
+            if !self.current.is_empty() {
+                let small = self.current.split().freeze();
+                self.len += small.len();
+                self.chunks.push(small);
+            }
+            self.len += payload.len();
+            self.chunks.push(payload.clone());
+        } else {
+            self.current.put_slice(payload);
+        }
+    }
+
+    /// The frame as chunks, to be written in order.
+    pub fn into_chunks(mut self) -> Vec<Bytes> {
+        if !self.current.is_empty() {
+            self.chunks.push(self.current.freeze());
+        }
+        self.chunks
+    }
+
+    /// The frame as one contiguous buffer (copies the large payloads).
+    pub fn into_bytes(self) -> Bytes {
+        let mut chunks = self.into_chunks();
+        match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut whole = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+                for chunk in chunks {
+                    whole.put_slice(&chunk);
+                }
+                whole.freeze()
+            }
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.len + self.current.len()
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::ops::Deref for FrameWriter {
+    type Target = BytesMut;
+    fn deref(&self) -> &BytesMut {
+        &self.current
+    }
+}
+
+impl std::ops::DerefMut for FrameWriter {
+    fn deref_mut(&mut self) -> &mut BytesMut {
+        &mut self.current
+    }
+}
+
 /// A cursor over a frame that hands out zero-copy slices.
 #[derive(Debug)]
 pub struct Reader {
@@ -120,7 +204,7 @@ pub trait Wire: Sized {
     /// The fewest bytes one encoded value takes (bounds counts before allocating).
     const BYTES_MIN: usize;
     /// Appends the encoding.
-    fn encode(&self, out: &mut BytesMut);
+    fn encode(&self, out: &mut FrameWriter);
     /// Reads one value.
     fn decode(input: &mut Reader) -> Result<Self, WireError>;
 }
@@ -129,7 +213,7 @@ macro_rules! wire_integer {
     ($($ty:ty => $put:ident, $get:ident;)*) => {$(
         impl Wire for $ty {
             const BYTES_MIN: usize = std::mem::size_of::<$ty>();
-            fn encode(&self, out: &mut BytesMut) {
+            fn encode(&self, out: &mut FrameWriter) {
                 out.$put(*self);
             }
             fn decode(input: &mut Reader) -> Result<Self, WireError> {
@@ -153,7 +237,7 @@ wire_integer! {
 
 impl Wire for bool {
     const BYTES_MIN: usize = 1;
-    fn encode(&self, out: &mut BytesMut) {
+    fn encode(&self, out: &mut FrameWriter) {
         out.put_u8(u8::from(*self));
     }
     fn decode(input: &mut Reader) -> Result<Self, WireError> {
@@ -170,7 +254,7 @@ impl Wire for bool {
 
 impl Wire for String {
     const BYTES_MIN: usize = 2;
-    fn encode(&self, out: &mut BytesMut) {
+    fn encode(&self, out: &mut FrameWriter) {
         // Strings on this protocol are names and messages; longer ones are cut at a
         // character boundary rather than corrupting the frame.
         let mut end = self.len().min(usize::from(u16::MAX));
@@ -189,11 +273,11 @@ impl Wire for String {
 
 impl Wire for Bytes {
     const BYTES_MIN: usize = 4;
-    fn encode(&self, out: &mut BytesMut) {
+    fn encode(&self, out: &mut FrameWriter) {
         let len = u32::try_from(self.len())
             .expect("payloads are bounded by the frame limit, far below 4 GiB");
         out.put_u32(len);
-        out.put_slice(self);
+        out.put_payload(self);
     }
     fn decode(input: &mut Reader) -> Result<Self, WireError> {
         let len = u32::decode(input)?;
@@ -203,7 +287,7 @@ impl Wire for Bytes {
 
 impl<T: Wire> Wire for Option<T> {
     const BYTES_MIN: usize = 1;
-    fn encode(&self, out: &mut BytesMut) {
+    fn encode(&self, out: &mut FrameWriter) {
         match self {
             None => out.put_u8(0),
             Some(value) => {
@@ -226,7 +310,7 @@ impl<T: Wire> Wire for Option<T> {
 
 impl<T: Wire> Wire for Vec<T> {
     const BYTES_MIN: usize = 4;
-    fn encode(&self, out: &mut BytesMut) {
+    fn encode(&self, out: &mut FrameWriter) {
         let count = u32::try_from(self.len()).expect("arrays are bounded by the frame limit");
         out.put_u32(count);
         for item in self {
@@ -261,7 +345,7 @@ macro_rules! wire_struct {
         impl $crate::wire::codec::Wire for $name {
             const BYTES_MIN: usize = 0 $( + <$ty as $crate::wire::codec::Wire>::BYTES_MIN )*;
             #[allow(unused_variables)]
-            fn encode(&self, out: &mut bytes::BytesMut) {
+            fn encode(&self, out: &mut $crate::wire::codec::FrameWriter) {
                 $( $crate::wire::codec::Wire::encode(&self.$field, out); )*
             }
             #[allow(unused_variables)]

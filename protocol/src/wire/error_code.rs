@@ -4,9 +4,9 @@
 //! these cannot. A code a peer does not know decodes as `UnknownServerError`, so new codes
 //! do not break old clients.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 
-use super::codec::{Reader, Wire, WireError};
+use super::codec::{FrameWriter, Reader, Wire, WireError};
 
 macro_rules! error_codes {
     ($($(#[$meta:meta])* $name:ident = $value:literal, $retriable:literal;)*) => {
@@ -103,7 +103,7 @@ error_codes! {
 
 impl Wire for ErrorCode {
     const BYTES_MIN: usize = 2;
-    fn encode(&self, out: &mut BytesMut) {
+    fn encode(&self, out: &mut FrameWriter) {
         out.put_u16(*self as u16);
     }
     fn decode(input: &mut Reader) -> Result<Self, WireError> {

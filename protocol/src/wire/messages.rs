@@ -3,9 +3,9 @@
 //! Field order is wire order. Kafka's sentinels (-1 offsets, -2 for "earliest") exist only
 //! inside the [`OffsetSpec`] and [`Acks`] codecs; Rust code sees enums and `Option`s.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 
-use super::codec::{Reader, Wire, WireError, wire_struct};
+use super::codec::{FrameWriter, Reader, Wire, WireError, wire_struct};
 use super::error_code::ErrorCode;
 
 /// How many replicas must have a produce before it is acknowledged.
@@ -45,7 +45,7 @@ impl std::str::FromStr for Acks {
 
 impl Wire for Acks {
     const BYTES_MIN: usize = 1;
-    fn encode(&self, out: &mut BytesMut) {
+    fn encode(&self, out: &mut FrameWriter) {
         out.put_i8(self.as_i8());
     }
     fn decode(input: &mut Reader) -> Result<Self, WireError> {
@@ -75,7 +75,7 @@ pub enum OffsetSpec {
 
 impl Wire for OffsetSpec {
     const BYTES_MIN: usize = 8;
-    fn encode(&self, out: &mut BytesMut) {
+    fn encode(&self, out: &mut FrameWriter) {
         out.put_i64(match self {
             Self::Earliest => -2,
             Self::Latest => -1,

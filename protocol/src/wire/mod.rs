@@ -11,9 +11,9 @@ pub mod codec;
 mod error_code;
 pub mod messages;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-pub use codec::{Reader, Wire, WireError};
+pub use codec::{FrameWriter, Reader, Wire, WireError};
 pub use error_code::ErrorCode;
 pub use messages::*;
 
@@ -71,7 +71,7 @@ macro_rules! apis {
                 }
             }
 
-            fn encode_body(&self, out: &mut BytesMut) {
+            fn encode_body(&self, out: &mut FrameWriter) {
                 match self {
                     $(Self::$name(body) => body.encode(out),)*
                 }
@@ -92,7 +92,7 @@ macro_rules! apis {
                 }
             }
 
-            fn encode_body(&self, out: &mut BytesMut) {
+            fn encode_body(&self, out: &mut FrameWriter) {
                 match self {
                     $(Self::$name(body) => body.encode(out),)*
                 }
@@ -162,9 +162,19 @@ pub struct FrameError {
     pub message: String,
 }
 
-/// Encodes a request frame.
+/// Encodes a request frame as one buffer.
 pub fn encode_request(correlation_id: u32, client_id: &str, request: &Request) -> Bytes {
-    let mut out = BytesMut::new();
+    encode_request_frame(correlation_id, client_id, request).into_bytes()
+}
+
+/// Encodes a request frame as chunks: record batches are referenced, not copied (write
+/// them with `write_all_chunks`).
+pub fn encode_request_frame(
+    correlation_id: u32,
+    client_id: &str,
+    request: &Request,
+) -> FrameWriter {
+    let mut out = FrameWriter::new();
     RequestHeader {
         api_key: request.api_key() as u16,
         api_version: API_VERSION,
@@ -173,7 +183,7 @@ pub fn encode_request(correlation_id: u32, client_id: &str, request: &Request) -
     }
     .encode(&mut out);
     request.encode_body(&mut out);
-    out.freeze()
+    out
 }
 
 /// Decodes a request frame. Record batches inside are slices of `frame`.
@@ -213,9 +223,15 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, Request), FrameErr
     }
 }
 
-/// Encodes a successful response frame.
+/// Encodes a successful response frame as one buffer.
 pub fn encode_response(correlation_id: u32, response: &Response) -> Bytes {
-    let mut out = BytesMut::new();
+    encode_response_frame(correlation_id, response).into_bytes()
+}
+
+/// Encodes a successful response frame as chunks: record batches are referenced, not
+/// copied.
+pub fn encode_response_frame(correlation_id: u32, response: &Response) -> FrameWriter {
+    let mut out = FrameWriter::new();
     ResponseHeader {
         correlation_id,
         error: ErrorCode::None,
@@ -223,19 +239,19 @@ pub fn encode_response(correlation_id: u32, response: &Response) -> Bytes {
     }
     .encode(&mut out);
     response.encode_body(&mut out);
-    out.freeze()
+    out
 }
 
 /// Encodes a frame-level error response.
 pub fn encode_error_response(correlation_id: u32, code: ErrorCode, message: &str) -> Bytes {
-    let mut out = BytesMut::new();
+    let mut out = FrameWriter::new();
     ResponseHeader {
         correlation_id,
         error: code,
         message: message.to_string(),
     }
     .encode(&mut out);
-    out.freeze()
+    out.into_bytes()
 }
 
 /// Decodes a response frame to a request of `api_key`: the header, and the body unless the

@@ -228,7 +228,7 @@ fn frame_errors_carry_the_header() {
 // Goal: a count field cannot make the decoder allocate beyond the frame.
 #[test]
 fn huge_counts_are_refused_before_allocating() {
-    let mut frame = BytesMut::new();
+    let mut frame = FrameWriter::new();
     RequestHeader {
         api_key: ApiKey::DeleteTopics as u16,
         api_version: 0,
@@ -237,7 +237,7 @@ fn huge_counts_are_refused_before_allocating() {
     }
     .encode(&mut frame);
     frame.extend_from_slice(&u32::MAX.to_be_bytes());
-    let error = decode_request(frame.freeze()).unwrap_err();
+    let error = decode_request(frame.into_bytes()).unwrap_err();
     assert!(
         error.message.contains("claims 4294967295 elements"),
         "{}",
@@ -315,4 +315,46 @@ fn error_codes_are_stable_and_unknown_codes_degrade() {
     assert!(ErrorCode::RequestTimedOut.is_retriable());
     assert!(!ErrorCode::InvalidTopic.is_retriable());
     assert_eq!(ErrorCode::CorruptMessage.to_string(), "CorruptMessage");
+}
+
+// Goal: large payloads are referenced by the frame, not copied, and the chunks concatenate
+// to exactly the contiguous encoding.
+#[test]
+fn large_payloads_are_sent_as_their_own_chunks() {
+    let records = Bytes::from(vec![7u8; 100_000]);
+    let response = Response::Fetch(FetchResponse {
+        topics: vec![FetchTopicResponse {
+            name: "t".into(),
+            partitions: vec![
+                FetchPartitionResponse {
+                    partition: 0,
+                    error: ErrorCode::None,
+                    high_watermark: 1,
+                    log_start_offset: 0,
+                    records: records.clone(),
+                },
+                FetchPartitionResponse {
+                    partition: 1,
+                    error: ErrorCode::None,
+                    high_watermark: 1,
+                    log_start_offset: 0,
+                    records: Bytes::from_static(b"small"),
+                },
+            ],
+        }],
+    });
+    let chunks = encode_response_frame(3, &response).into_chunks();
+    assert!(
+        chunks
+            .iter()
+            .any(|chunk| chunk.as_ptr() == records.as_ptr()),
+        "the batch bytes are referenced"
+    );
+    let joined: Vec<u8> = chunks
+        .iter()
+        .flat_map(|chunk| chunk.iter().copied())
+        .collect();
+    assert_eq!(joined, encode_response(3, &response).to_vec());
+    let (_, decoded) = decode_response(ApiKey::Fetch, Bytes::from(joined)).unwrap();
+    assert_eq!(decoded, Some(response));
 }
