@@ -24,13 +24,15 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 use ledge_protocol::wire::{
     AlterConfigsRequest, AlterConfigsResponse, ApiVersionsResponse, ConfigDescription,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, ErrorCode, FetchPartitionResponse,
+    ConsumerGroupHeartbeatResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteGroupsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, DescribeGroupsResponse, ErrorCode, FetchPartitionResponse,
     FetchRequest, FetchResponse, FetchTopicResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
-    ListOffsetsTopicResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionMetadata,
-    ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
-    ProduceTopicResponse, Request, Response, TopicConfigs, TopicMetadata, TopicResult,
+    ListGroupsResponse, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ListOffsetsTopicResponse, MetadataRequest, MetadataResponse, OffsetCommitResponse,
+    OffsetFetchResponse, OffsetSpec, PartitionMetadata, ProducePartition, ProducePartitionResponse,
+    ProduceRequest, ProduceResponse, ProduceTopicResponse, Request, Response, TopicConfigs,
+    TopicMetadata, TopicResult,
 };
 use ledge_protocol::{BatchHeader, BatchIter, EncodeOptions, decode_batch, encode_batch};
 use tokio::sync::watch;
@@ -417,6 +419,41 @@ impl<D: Disk> Broker<D> {
             Request::ListOffsets(request) => {
                 Response::ListOffsets(self.list_offsets(request).await)
             }
+            other => self.handle_group(other).await,
+        }
+    }
+
+    async fn handle_group(&self, request: Request) -> Response {
+        // Temporary while the group coordinator lands: answer with a clear error.
+        let message = "consumer groups are not available yet".to_string();
+        match request {
+            Request::ConsumerGroupHeartbeat(_) => {
+                Response::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse {
+                    error: ErrorCode::UnknownServerError,
+                    message,
+                    ..Default::default()
+                })
+            }
+            Request::OffsetCommit(_) => Response::OffsetCommit(OffsetCommitResponse {
+                error: ErrorCode::UnknownServerError,
+                message,
+                topics: Vec::new(),
+            }),
+            Request::OffsetFetch(_) => Response::OffsetFetch(OffsetFetchResponse {
+                error: ErrorCode::UnknownServerError,
+                message,
+                topics: Vec::new(),
+            }),
+            Request::ListGroups(_) => {
+                Response::ListGroups(ListGroupsResponse { groups: Vec::new() })
+            }
+            Request::DescribeGroups(_) => {
+                Response::DescribeGroups(DescribeGroupsResponse { groups: Vec::new() })
+            }
+            Request::DeleteGroups(_) => {
+                Response::DeleteGroups(DeleteGroupsResponse { groups: Vec::new() })
+            }
+            _ => unreachable!("only group requests reach handle_group"),
         }
     }
 

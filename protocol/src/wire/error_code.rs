@@ -99,6 +99,27 @@ error_codes! {
     ShuttingDown = 23, true;
     /// The request would change an internal topic (`__` prefix), which only the node may do.
     InternalTopic = 24, false;
+    /// The group id is empty or too long.
+    InvalidGroupId = 25, false;
+    /// The group does not exist (or has no committed offsets).
+    GroupIdNotFound = 26, false;
+    /// The member id is not (or no longer) in the group: rejoin with an empty member id.
+    UnknownMemberId = 27, false;
+    /// The member's epoch is older than the group's view of it: its assignment changed.
+    /// Rejoin (heartbeat) before committing again.
+    FencedMemberEpoch = 28, false;
+    /// The assignor name is not one the node knows, or differs from the group's.
+    InconsistentGroupProtocol = 29, false;
+    /// The operation needs a group without active members.
+    NonEmptyGroup = 30, false;
+    /// The member committed an offset for a partition it is not assigned.
+    PartitionNotAssigned = 31, false;
+    /// The group has reached `group_members_max`.
+    GroupMaxSizeReached = 32, false;
+    /// A subscription pattern is not a valid regular expression.
+    InvalidRegularExpression = 33, false;
+    /// Another member already uses this `group.instance.id`.
+    FencedInstanceId = 34, false;
 }
 
 impl Wire for ErrorCode {

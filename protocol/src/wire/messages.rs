@@ -532,3 +532,284 @@ wire_struct! {
         pub topics: Vec<ListOffsetsTopicResponse>,
     }
 }
+
+wire_struct! {
+    /// Partitions of one topic.
+    pub struct TopicPartitions {
+        /// Topic name.
+        pub topic: String,
+        /// Partition numbers, ascending.
+        pub partitions: Vec<u32>,
+    }
+}
+
+wire_struct! {
+    /// Joins, stays in, or leaves a consumer group; the node assigns partitions (KIP-848
+    /// style: every exchange is a heartbeat, assignment is computed by the node).
+    pub struct ConsumerGroupHeartbeatRequest {
+        /// The group.
+        pub group_id: String,
+        /// Empty to join; afterwards the id the node gave.
+        pub member_id: String,
+        /// 0 to join, -1 to leave, -2 for a static member leaving temporarily; otherwise
+        /// the epoch of the assignment the member holds.
+        pub member_epoch: i32,
+        /// `group.instance.id` for static membership.
+        pub instance_id: Option<String>,
+        /// How long the member may take to give up revoked partitions.
+        pub rebalance_timeout_ms: u32,
+        /// The member is removed if it sends no heartbeat for this long.
+        pub session_timeout_ms: u32,
+        /// Topics subscribed by name.
+        pub subscribed_topics: Vec<String>,
+        /// Topics subscribed by regular expression (matched against every topic).
+        pub subscribed_pattern: Option<String>,
+        /// `range`, `round-robin` or `cooperative-sticky`; all members must agree.
+        pub assignor: String,
+        /// Partitions the member holds right now.
+        pub owned_partitions: Vec<TopicPartitions>,
+    }
+}
+
+wire_struct! {
+    /// The member's id, epoch and the partitions it should hold now.
+    pub struct ConsumerGroupHeartbeatResponse {
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// The member's id.
+        pub member_id: String,
+        /// The epoch of `assignment`.
+        pub member_epoch: i32,
+        /// How often to heartbeat.
+        pub heartbeat_interval_ms: u32,
+        /// Every partition the member should hold; owned ones not listed must be revoked.
+        pub assignment: Vec<TopicPartitions>,
+    }
+}
+
+wire_struct! {
+    /// One partition's offset to commit.
+    pub struct OffsetCommitPartition {
+        /// Partition number.
+        pub partition: u32,
+        /// The next offset to consume.
+        pub offset: i64,
+        /// Free-form metadata stored with it.
+        pub metadata: String,
+    }
+}
+
+wire_struct! {
+    /// Offsets to commit in one topic.
+    pub struct OffsetCommitTopic {
+        /// Topic name.
+        pub name: String,
+        /// Its partitions.
+        pub partitions: Vec<OffsetCommitPartition>,
+    }
+}
+
+wire_struct! {
+    /// Commits offsets for a group. A member commits with its id and epoch; an empty member
+    /// id is an administrative commit (reset), accepted only while the group has no members.
+    pub struct OffsetCommitRequest {
+        /// The group.
+        pub group_id: String,
+        /// The committing member, or empty for an administrative commit.
+        pub member_id: String,
+        /// The member's epoch.
+        pub member_epoch: i32,
+        /// What to commit.
+        pub topics: Vec<OffsetCommitTopic>,
+    }
+}
+
+wire_struct! {
+    /// The outcome for one partition of a commit.
+    pub struct OffsetCommitPartitionResponse {
+        /// Partition number.
+        pub partition: u32,
+        /// `None` on success.
+        pub error: ErrorCode,
+    }
+}
+
+wire_struct! {
+    /// Commit outcomes in one topic.
+    pub struct OffsetCommitTopicResponse {
+        /// Topic name.
+        pub name: String,
+        /// One per requested partition.
+        pub partitions: Vec<OffsetCommitPartitionResponse>,
+    }
+}
+
+wire_struct! {
+    /// Commit outcomes.
+    pub struct OffsetCommitResponse {
+        /// A group-level error (unknown member, fenced epoch, non-empty group).
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// Per partition, when there is no group-level error.
+        pub topics: Vec<OffsetCommitTopicResponse>,
+    }
+}
+
+wire_struct! {
+    /// Reads a group's committed offsets.
+    pub struct OffsetFetchRequest {
+        /// The group.
+        pub group_id: String,
+        /// Partitions to read, or `None` for every committed one.
+        pub topics: Option<Vec<TopicPartitions>>,
+    }
+}
+
+wire_struct! {
+    /// One committed offset.
+    pub struct OffsetFetchPartition {
+        /// Partition number.
+        pub partition: u32,
+        /// The committed offset, if any.
+        pub offset: Option<i64>,
+        /// Metadata committed with it.
+        pub metadata: String,
+        /// When it was committed, ms since the epoch (-1 if none).
+        pub commit_time_ms: i64,
+    }
+}
+
+wire_struct! {
+    /// Committed offsets in one topic.
+    pub struct OffsetFetchTopic {
+        /// Topic name.
+        pub name: String,
+        /// Its partitions.
+        pub partitions: Vec<OffsetFetchPartition>,
+    }
+}
+
+wire_struct! {
+    /// A group's committed offsets.
+    pub struct OffsetFetchResponse {
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// Offsets by topic.
+        pub topics: Vec<OffsetFetchTopic>,
+    }
+}
+
+wire_struct! {
+    /// Lists consumer groups.
+    pub struct ListGroupsRequest {
+        /// Only groups in these states (`Empty`, `Stable`, `Reconciling`); all if empty.
+        pub states: Vec<String>,
+    }
+}
+
+wire_struct! {
+    /// One group in a listing.
+    pub struct ListedGroup {
+        /// The group id.
+        pub group_id: String,
+        /// `Empty`, `Stable` or `Reconciling`.
+        pub state: String,
+        /// Active members.
+        pub members: u32,
+    }
+}
+
+wire_struct! {
+    /// Consumer groups the node knows (with members or committed offsets).
+    pub struct ListGroupsResponse {
+        /// Groups, sorted by id.
+        pub groups: Vec<ListedGroup>,
+    }
+}
+
+wire_struct! {
+    /// Describes groups.
+    pub struct DescribeGroupsRequest {
+        /// Group ids.
+        pub group_ids: Vec<String>,
+    }
+}
+
+wire_struct! {
+    /// One member of a described group.
+    pub struct DescribedMember {
+        /// Member id.
+        pub member_id: String,
+        /// Static `group.instance.id`, if any.
+        pub instance_id: Option<String>,
+        /// The client's id.
+        pub client_id: String,
+        /// The member's epoch.
+        pub member_epoch: i32,
+        /// Topics it subscribes to (patterns resolved).
+        pub subscribed_topics: Vec<String>,
+        /// Partitions it is assigned now.
+        pub assignment: Vec<TopicPartitions>,
+    }
+}
+
+wire_struct! {
+    /// One described group.
+    pub struct DescribedGroup {
+        /// The group id.
+        pub group_id: String,
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// `Empty`, `Stable` or `Reconciling`.
+        pub state: String,
+        /// The group's assignor.
+        pub assignor: String,
+        /// The group epoch.
+        pub group_epoch: i32,
+        /// Active members.
+        pub members: Vec<DescribedMember>,
+    }
+}
+
+wire_struct! {
+    /// Described groups.
+    pub struct DescribeGroupsResponse {
+        /// One per requested id, in request order.
+        pub groups: Vec<DescribedGroup>,
+    }
+}
+
+wire_struct! {
+    /// Deletes groups (their committed offsets); only groups without members.
+    pub struct DeleteGroupsRequest {
+        /// Group ids.
+        pub group_ids: Vec<String>,
+    }
+}
+
+wire_struct! {
+    /// The outcome for one group.
+    pub struct GroupResult {
+        /// The group id.
+        pub group_id: String,
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+    }
+}
+
+wire_struct! {
+    /// Deletion outcomes.
+    pub struct DeleteGroupsResponse {
+        /// One per requested id, in request order.
+        pub groups: Vec<GroupResult>,
+    }
+}

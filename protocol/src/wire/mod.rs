@@ -118,6 +118,12 @@ apis! {
     Produce = 7, ProduceRequest, ProduceResponse;
     Fetch = 8, FetchRequest, FetchResponse;
     ListOffsets = 9, ListOffsetsRequest, ListOffsetsResponse;
+    ConsumerGroupHeartbeat = 10, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse;
+    OffsetCommit = 11, OffsetCommitRequest, OffsetCommitResponse;
+    OffsetFetch = 12, OffsetFetchRequest, OffsetFetchResponse;
+    ListGroups = 13, ListGroupsRequest, ListGroupsResponse;
+    DescribeGroups = 14, DescribeGroupsRequest, DescribeGroupsResponse;
+    DeleteGroups = 15, DeleteGroupsRequest, DeleteGroupsResponse;
 }
 
 /// The only version of each API so far.

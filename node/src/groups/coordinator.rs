@@ -1,0 +1,767 @@
+//! `GroupCoordinator`: consumer-group membership and assignment for every group (sans-IO).
+//!
+//! Owns: members, epochs, subscriptions, target assignments, session and revocation
+//! deadlines. Does not own: committed offsets (`offsets.rs`), sockets, time (every input
+//! takes `now`), the topic list (passed in as partition counts).
+//!
+//! The protocol is KIP-848's: every exchange is a heartbeat that reports what the member
+//! owns, and the coordinator answers with what it should own now. When membership,
+//! subscriptions or partition counts change, the group epoch rises and the assignor
+//! computes a new target. A member is given a target partition only once no other member
+//! owns it or has been told to own it, so a partition never has two owners; a member told
+//! to give partitions up reports them gone in its next heartbeat, which frees them. This
+//! makes every assignor incremental: only partitions that move are revoked.
+//!
+//! Invariant (checked by `check_invariants` in tests after every step): no partition is in
+//! two members' `owned ∪ assigned` (what it holds, and what it was last told to hold).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::assignor::{Assignor, TopicPartition};
+
+/// Limits of the coordinator (see docs/OPERATIONS.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupLimits {
+    /// Most members in one group.
+    pub group_members_max: usize,
+    /// Most groups with members.
+    pub groups_max: usize,
+    /// Shortest session timeout a member may ask for.
+    pub session_timeout_min: Duration,
+    /// Longest session timeout a member may ask for.
+    pub session_timeout_max: Duration,
+    /// How often members are told to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Longest rebalance (revocation) timeout a member may ask for.
+    pub rebalance_timeout_max: Duration,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        Self {
+            group_members_max: 1000,
+            groups_max: 10_000,
+            session_timeout_min: Duration::from_secs(1),
+            session_timeout_max: Duration::from_secs(300),
+            heartbeat_interval: Duration::from_secs(1),
+            rebalance_timeout_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A heartbeat as the coordinator sees it.
+#[derive(Clone, Debug, Default)]
+pub struct Heartbeat {
+    /// The group.
+    pub group_id: String,
+    /// Empty to join.
+    pub member_id: String,
+    /// 0 join, -1 leave, -2 static leave, else the member's epoch.
+    pub member_epoch: i32,
+    /// Static membership id.
+    pub instance_id: Option<String>,
+    /// The client's id, for describe.
+    pub client_id: String,
+    /// Revocation timeout asked for.
+    pub rebalance_timeout: Duration,
+    /// Session timeout asked for.
+    pub session_timeout: Duration,
+    /// Topics by name.
+    pub subscribed_topics: Vec<String>,
+    /// Topics by pattern.
+    pub subscribed_pattern: Option<String>,
+    /// Assignor name.
+    pub assignor: String,
+    /// What the member owns now.
+    pub owned: BTreeSet<TopicPartition>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    /// The member's id.
+    pub member_id: String,
+    /// Its epoch.
+    pub member_epoch: i32,
+    /// Every partition it should own now.
+    pub assignment: BTreeSet<TopicPartition>,
+    /// How often to heartbeat.
+    pub heartbeat_interval: Duration,
+}
+
+/// Why a group request was refused; maps to a wire error code at the edge.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// Empty or oversized group id.
+    #[error("invalid group id {0:?}: 1 to 255 characters")]
+    InvalidGroupId(String),
+    /// The member is not in the group (expired, left, replaced): rejoin.
+    #[error("member {member_id:?} is not in group {group_id:?}; rejoin with an empty member id")]
+    UnknownMember {
+        /// Group.
+        group_id: String,
+        /// Member.
+        member_id: String,
+    },
+    /// The assignor is unknown or differs from the group's.
+    #[error("{0}")]
+    InconsistentAssignor(String),
+    /// The group is full.
+    #[error("group {group_id:?} has reached group_members_max ({limit})")]
+    GroupFull {
+        /// Group.
+        group_id: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// Too many groups.
+    #[error("the node has reached groups_max ({0})")]
+    TooManyGroups(usize),
+    /// A bad subscription pattern.
+    #[error("invalid subscription pattern {pattern:?}: {reason}")]
+    InvalidPattern {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+    /// A session or rebalance timeout outside the allowed range.
+    #[error("{0}")]
+    InvalidTimeout(String),
+    /// The group has members; the operation needs it empty.
+    #[error("group {0:?} has active members; stop them first")]
+    NonEmptyGroup(String),
+    /// The group does not exist.
+    #[error("group {0:?} does not exist")]
+    UnknownGroup(String),
+    /// The member's epoch is newer than the coordinator's view: it must rejoin.
+    #[error("member epoch {received} is not valid for {member_id:?} (current {current})")]
+    FencedEpoch {
+        /// Member.
+        member_id: String,
+        /// Current epoch.
+        current: i32,
+        /// Epoch received.
+        received: i32,
+    },
+}
+
+/// Why one partition of a commit was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitRefusal {
+    /// The member does not hold the partition.
+    NotAssigned,
+}
+
+struct Member {
+    instance_id: Option<String>,
+    client_id: String,
+    subscribed_topics: BTreeSet<String>,
+    pattern: Option<(String, regex::Regex)>,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    last_seen: Instant,
+    /// Static member that left temporarily: kept (with its partitions) until its session
+    /// timeout, for a restart with the same instance id.
+    departed: bool,
+    owned: BTreeSet<TopicPartition>,
+    assigned: BTreeSet<TopicPartition>,
+    member_epoch: i32,
+    revoke_deadline: Option<Instant>,
+}
+
+struct Group {
+    assignor: Option<Assignor>,
+    group_epoch: i32,
+    target_epoch: i32,
+    members: BTreeMap<String, Member>,
+    target: BTreeMap<String, BTreeSet<TopicPartition>>,
+    /// Partition counts of subscribed topics when the target was computed.
+    topics_seen: BTreeMap<String, u32>,
+}
+
+/// Group states as Kafka names them.
+pub fn state_name(members: usize, reconciling: bool) -> &'static str {
+    match (members, reconciling) {
+        (0, _) => "Empty",
+        (_, true) => "Reconciling",
+        _ => "Stable",
+    }
+}
+
+/// A member as describe shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberDescription {
+    /// Id.
+    pub member_id: String,
+    /// Static id.
+    pub instance_id: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// Epoch.
+    pub member_epoch: i32,
+    /// Resolved subscription.
+    pub subscribed_topics: Vec<String>,
+    /// Current assignment.
+    pub assignment: BTreeSet<TopicPartition>,
+}
+
+/// A group as describe shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// `Empty`, `Stable` or `Reconciling`.
+    pub state: &'static str,
+    /// Assignor name, empty if none yet.
+    pub assignor: String,
+    /// Group epoch.
+    pub group_epoch: i32,
+    /// Members.
+    pub members: Vec<MemberDescription>,
+}
+
+/// Every consumer group this node coordinates.
+pub struct GroupCoordinator {
+    groups: BTreeMap<String, Group>,
+    limits: GroupLimits,
+    member_counter: u64,
+    member_salt: u64,
+}
+
+impl GroupCoordinator {
+    /// An empty coordinator; `member_salt` makes member ids unique across restarts.
+    pub fn new(limits: GroupLimits, member_salt: u64) -> Self {
+        Self {
+            groups: BTreeMap::new(),
+            limits,
+            member_counter: 0,
+            member_salt,
+        }
+    }
+
+    fn new_member_id(&mut self) -> String {
+        self.member_counter += 1;
+        format!(
+            "member-{:016x}-{:06}",
+            self.member_salt, self.member_counter
+        )
+    }
+
+    /// Handles one heartbeat (join, stay, leave) given the node's topics.
+    pub fn handle_heartbeat(
+        &mut self,
+        now: Instant,
+        heartbeat: Heartbeat,
+        partition_counts: &BTreeMap<String, u32>,
+    ) -> Result<HeartbeatReply, GroupError> {
+        let group_id = heartbeat.group_id.clone();
+        if group_id.is_empty() || group_id.len() > 255 {
+            return Err(GroupError::InvalidGroupId(group_id));
+        }
+        let limits = self.limits.clone();
+        if heartbeat.member_epoch == -1 || heartbeat.member_epoch == -2 {
+            return self.leave(
+                now,
+                &group_id,
+                &heartbeat.member_id,
+                heartbeat.member_epoch == -2,
+                partition_counts,
+            );
+        }
+        let assignor = Assignor::from_name(&heartbeat.assignor).ok_or_else(|| {
+            GroupError::InconsistentAssignor(format!(
+                "unknown assignor {:?}: use range, round-robin or cooperative-sticky",
+                heartbeat.assignor
+            ))
+        })?;
+        check_timeout(
+            "session timeout",
+            heartbeat.session_timeout,
+            limits.session_timeout_min,
+            limits.session_timeout_max,
+        )?;
+        check_timeout(
+            "rebalance timeout",
+            heartbeat.rebalance_timeout,
+            Duration::ZERO,
+            limits.rebalance_timeout_max,
+        )?;
+        let pattern = match &heartbeat.subscribed_pattern {
+            Some(text) => Some((
+                text.clone(),
+                regex::Regex::new(&format!("^(?:{text})$")).map_err(|error| {
+                    GroupError::InvalidPattern {
+                        pattern: text.clone(),
+                        reason: error.to_string(),
+                    }
+                })?,
+            )),
+            None => None,
+        };
+        if !self.groups.contains_key(&group_id) && self.active_groups() >= limits.groups_max {
+            return Err(GroupError::TooManyGroups(limits.groups_max));
+        }
+        let joining = heartbeat.member_id.is_empty();
+        let fresh_id = joining.then(|| self.new_member_id());
+        let group = self
+            .groups
+            .entry(group_id.clone())
+            .or_insert_with(|| Group {
+                assignor: None,
+                group_epoch: 0,
+                target_epoch: 0,
+                members: BTreeMap::new(),
+                target: BTreeMap::new(),
+                topics_seen: BTreeMap::new(),
+            });
+        match group.assignor {
+            Some(existing) if existing != assignor && !group.members.is_empty() => {
+                return Err(GroupError::InconsistentAssignor(format!(
+                    "group {group_id:?} uses assignor {}, this member asked for {}",
+                    existing.name(),
+                    assignor.name()
+                )));
+            }
+            _ => group.assignor = Some(assignor),
+        }
+        let subscribed_topics: BTreeSet<String> =
+            heartbeat.subscribed_topics.iter().cloned().collect();
+        let member_id = if let Some(new_id) = fresh_id {
+            // A static member restarting takes over its previous entry: same assignment,
+            // no rebalance; the old id is fenced.
+            let previous = heartbeat.instance_id.as_ref().and_then(|instance| {
+                group
+                    .members
+                    .iter()
+                    .find(|(_, member)| member.instance_id.as_ref() == Some(instance))
+                    .map(|(id, _)| id.clone())
+            });
+            match previous
+                .and_then(|old_id| group.members.remove(&old_id).map(|member| (old_id, member)))
+            {
+                Some((old_id, mut member)) => {
+                    member.departed = false;
+                    member.owned.clear();
+                    member.last_seen = now;
+                    if let Some(target) = group.target.remove(&old_id) {
+                        group.target.insert(new_id.clone(), target);
+                    }
+                    group.members.insert(new_id.clone(), member);
+                }
+                None => {
+                    if group.members.len() >= limits.group_members_max {
+                        return Err(GroupError::GroupFull {
+                            group_id,
+                            limit: limits.group_members_max,
+                        });
+                    }
+                    group.members.insert(
+                        new_id.clone(),
+                        Member {
+                            instance_id: heartbeat.instance_id.clone(),
+                            client_id: heartbeat.client_id.clone(),
+                            subscribed_topics: subscribed_topics.clone(),
+                            pattern: pattern.clone(),
+                            session_timeout: heartbeat.session_timeout,
+                            rebalance_timeout: heartbeat.rebalance_timeout,
+                            last_seen: now,
+                            departed: false,
+                            owned: BTreeSet::new(),
+                            assigned: BTreeSet::new(),
+                            member_epoch: 0,
+                            revoke_deadline: None,
+                        },
+                    );
+                    group.group_epoch += 1;
+                }
+            }
+            new_id
+        } else {
+            heartbeat.member_id.clone()
+        };
+        let Some(member) = group.members.get_mut(&member_id) else {
+            return Err(GroupError::UnknownMember {
+                group_id,
+                member_id,
+            });
+        };
+        if heartbeat.member_epoch > member.member_epoch {
+            return Err(GroupError::FencedEpoch {
+                member_id,
+                current: member.member_epoch,
+                received: heartbeat.member_epoch,
+            });
+        }
+        member.last_seen = now;
+        member.session_timeout = heartbeat.session_timeout;
+        member.rebalance_timeout = heartbeat.rebalance_timeout;
+        member.client_id = heartbeat.client_id;
+        if !joining {
+            // A member can only hold what it was given; anything else it reports is ignored
+            // so a confused or hostile client cannot claim another member's partitions.
+            let legitimate: BTreeSet<TopicPartition> =
+                member.assigned.union(&member.owned).cloned().collect();
+            member.owned = heartbeat.owned.intersection(&legitimate).cloned().collect();
+        }
+        let pattern_text = |pattern: &Option<(String, regex::Regex)>| {
+            pattern.as_ref().map(|(text, _)| text.clone())
+        };
+        if member.subscribed_topics != subscribed_topics
+            || pattern_text(&member.pattern) != pattern_text(&pattern)
+        {
+            member.subscribed_topics = subscribed_topics;
+            member.pattern = pattern;
+            group.group_epoch += 1;
+        }
+        refresh_target(group, partition_counts);
+        let reply = reconcile_member(group, &member_id, now, limits.heartbeat_interval);
+        Ok(reply)
+    }
+
+    fn leave(
+        &mut self,
+        now: Instant,
+        group_id: &str,
+        member_id: &str,
+        temporary: bool,
+        partition_counts: &BTreeMap<String, u32>,
+    ) -> Result<HeartbeatReply, GroupError> {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return Err(GroupError::UnknownMember {
+                group_id: group_id.to_string(),
+                member_id: member_id.to_string(),
+            });
+        };
+        let Some(member) = group.members.get_mut(member_id) else {
+            return Err(GroupError::UnknownMember {
+                group_id: group_id.to_string(),
+                member_id: member_id.to_string(),
+            });
+        };
+        let epoch = if temporary && member.instance_id.is_some() {
+            // A static member keeps its place (and partitions) for its session timeout.
+            member.departed = true;
+            member.owned.clear();
+            member.last_seen = now;
+            -2
+        } else {
+            group.members.remove(member_id);
+            group.group_epoch += 1;
+            refresh_target(group, partition_counts);
+            -1
+        };
+        Ok(HeartbeatReply {
+            member_id: member_id.to_string(),
+            member_epoch: epoch,
+            assignment: BTreeSet::new(),
+            heartbeat_interval: self.limits.heartbeat_interval,
+        })
+    }
+
+    /// Expires members whose session timed out and members that did not give up revoked
+    /// partitions in time. Returns the (group, member) pairs removed.
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        partition_counts: &BTreeMap<String, u32>,
+    ) -> Vec<(String, String)> {
+        let mut removed = Vec::new();
+        for (group_id, group) in &mut self.groups {
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, member)| {
+                    now.saturating_duration_since(member.last_seen) > member.session_timeout
+                        || member
+                            .revoke_deadline
+                            .is_some_and(|deadline| now > deadline)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            for member_id in expired {
+                group.members.remove(&member_id);
+                removed.push((group_id.clone(), member_id));
+            }
+            group.group_epoch += 1;
+            refresh_target(group, partition_counts);
+        }
+        removed
+    }
+
+    /// The next instant a member could expire.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.groups
+            .values()
+            .flat_map(|group| group.members.values())
+            .flat_map(|member| {
+                [
+                    Some(member.last_seen + member.session_timeout),
+                    member.revoke_deadline,
+                ]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Checks a member's commit: the member must exist with an epoch not newer than its
+    /// current one, and hold each partition (assigned or still owned). An empty member id
+    /// is an administrative commit, allowed only when the group has no members.
+    pub fn validate_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<Option<CommitRefusal>>, GroupError> {
+        if group_id.is_empty() || group_id.len() > 255 {
+            return Err(GroupError::InvalidGroupId(group_id.to_string()));
+        }
+        let group = self.groups.get(group_id);
+        if member_id.is_empty() {
+            if group.is_some_and(|group| !group.members.is_empty()) {
+                return Err(GroupError::NonEmptyGroup(group_id.to_string()));
+            }
+            return Ok(vec![None; partitions.len()]);
+        }
+        let Some(member) = group.and_then(|group| group.members.get(member_id)) else {
+            return Err(GroupError::UnknownMember {
+                group_id: group_id.to_string(),
+                member_id: member_id.to_string(),
+            });
+        };
+        if member_epoch > member.member_epoch || member_epoch < 0 {
+            return Err(GroupError::FencedEpoch {
+                member_id: member_id.to_string(),
+                current: member.member_epoch,
+                received: member_epoch,
+            });
+        }
+        Ok(partitions
+            .iter()
+            .map(|partition| {
+                (!(member.assigned.contains(partition) || member.owned.contains(partition)))
+                    .then_some(CommitRefusal::NotAssigned)
+            })
+            .collect())
+    }
+
+    /// Whether the group has active members.
+    pub fn has_members(&self, group_id: &str) -> bool {
+        self.groups
+            .get(group_id)
+            .is_some_and(|group| !group.members.is_empty())
+    }
+
+    /// Groups with members: (id, state, member count).
+    pub fn list(&self) -> Vec<(String, &'static str, usize)> {
+        self.groups
+            .iter()
+            .filter(|(_, group)| !group.members.is_empty())
+            .map(|(id, group)| {
+                (
+                    id.clone(),
+                    state_name(group.members.len(), is_reconciling(group)),
+                    group.members.len(),
+                )
+            })
+            .collect()
+    }
+
+    /// Describes a group (`None` if it has never had members on this node run).
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let group = self.groups.get(group_id)?;
+        Some(GroupDescription {
+            state: state_name(group.members.len(), is_reconciling(group)),
+            assignor: group
+                .assignor
+                .map(|assignor| assignor.name().to_string())
+                .unwrap_or_default(),
+            group_epoch: group.group_epoch,
+            members: group
+                .members
+                .iter()
+                .map(|(id, member)| MemberDescription {
+                    member_id: id.clone(),
+                    instance_id: member.instance_id.clone(),
+                    client_id: member.client_id.clone(),
+                    member_epoch: member.member_epoch,
+                    subscribed_topics: group_subscription(member, &group.topics_seen)
+                        .into_iter()
+                        .collect(),
+                    assignment: member.assigned.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Forgets an empty group's membership state (its offsets are deleted by the caller).
+    pub fn delete(&mut self, group_id: &str) -> Result<(), GroupError> {
+        if self.has_members(group_id) {
+            return Err(GroupError::NonEmptyGroup(group_id.to_string()));
+        }
+        self.groups.remove(group_id);
+        Ok(())
+    }
+
+    fn active_groups(&self) -> usize {
+        self.groups
+            .values()
+            .filter(|group| !group.members.is_empty())
+            .count()
+    }
+
+    /// Checks the coordinator's invariants; panics naming the broken one (tests).
+    pub fn check_invariants(&self) {
+        for (group_id, group) in &self.groups {
+            let mut holders: BTreeMap<&TopicPartition, &String> = BTreeMap::new();
+            for (member_id, member) in &group.members {
+                for partition in member.owned.union(&member.assigned) {
+                    if let Some(other) = holders.insert(partition, member_id) {
+                        assert_eq!(
+                            other, member_id,
+                            "group {group_id}: {partition:?} held by {other} and {member_id}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_timeout(
+    name: &str,
+    value: Duration,
+    minimum: Duration,
+    maximum: Duration,
+) -> Result<(), GroupError> {
+    if value < minimum || value > maximum {
+        return Err(GroupError::InvalidTimeout(format!(
+            "{name} of {} ms is outside {}..={} ms",
+            value.as_millis(),
+            minimum.as_millis(),
+            maximum.as_millis()
+        )));
+    }
+    Ok(())
+}
+
+fn group_subscription(
+    member: &Member,
+    partition_counts: &BTreeMap<String, u32>,
+) -> BTreeSet<String> {
+    let mut topics: BTreeSet<String> = member
+        .subscribed_topics
+        .iter()
+        .filter(|topic| partition_counts.contains_key(*topic))
+        .cloned()
+        .collect();
+    if let Some((_, pattern)) = &member.pattern {
+        topics.extend(
+            partition_counts
+                .keys()
+                .filter(|topic| !topic.starts_with("__") && pattern.is_match(topic))
+                .cloned(),
+        );
+    }
+    topics
+}
+
+fn is_reconciling(group: &Group) -> bool {
+    group.members.iter().any(|(id, member)| {
+        group
+            .target
+            .get(id)
+            .is_some_and(|target| *target != member.assigned)
+            || member
+                .owned
+                .iter()
+                .any(|partition| !member.assigned.contains(partition))
+    })
+}
+
+/// Recomputes the target when the group epoch moved or subscribed topics changed size.
+fn refresh_target(group: &mut Group, partition_counts: &BTreeMap<String, u32>) {
+    let subscriptions: BTreeMap<String, BTreeSet<String>> = group
+        .members
+        .iter()
+        .map(|(id, member)| (id.clone(), group_subscription(member, partition_counts)))
+        .collect();
+    let relevant: BTreeSet<&String> = subscriptions.values().flatten().collect();
+    let topics_seen: BTreeMap<String, u32> = partition_counts
+        .iter()
+        .filter(|(topic, _)| relevant.contains(topic))
+        .map(|(topic, count)| (topic.clone(), *count))
+        .collect();
+    if topics_seen != group.topics_seen {
+        group.topics_seen = topics_seen.clone();
+        group.group_epoch += 1;
+    }
+    if group.target_epoch == group.group_epoch {
+        return;
+    }
+    let assignor = group.assignor.unwrap_or(Assignor::CooperativeSticky);
+    group.target = assignor.assign(&subscriptions, &topics_seen, &group.target);
+    group.target_epoch = group.group_epoch;
+}
+
+/// What a member should own now: its target minus partitions another member still owns
+/// or has been told to own; and a revocation deadline while it owns what it should not.
+fn reconcile_member(
+    group: &mut Group,
+    member_id: &str,
+    now: Instant,
+    heartbeat_interval: Duration,
+) -> HeartbeatReply {
+    let desired = group.target.get(member_id).cloned().unwrap_or_default();
+    let held_elsewhere: BTreeSet<TopicPartition> = group
+        .members
+        .iter()
+        .filter(|(id, _)| id.as_str() != member_id)
+        .flat_map(|(_, member)| {
+            member
+                .owned
+                .union(&member.assigned)
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let group_epoch = group.group_epoch;
+    let member = group
+        .members
+        .get_mut(member_id)
+        .expect("reconcile is called for a member of the group");
+    let assignment: BTreeSet<TopicPartition> = desired
+        .iter()
+        .filter(|partition| {
+            member.owned.contains(*partition) || !held_elsewhere.contains(*partition)
+        })
+        .cloned()
+        .collect();
+    if assignment != member.assigned || member.member_epoch == 0 {
+        member.assigned = assignment.clone();
+        member.member_epoch = group_epoch;
+    }
+    if member
+        .owned
+        .iter()
+        .any(|partition| !member.assigned.contains(partition))
+    {
+        member
+            .revoke_deadline
+            .get_or_insert(now + member.rebalance_timeout);
+    } else {
+        member.revoke_deadline = None;
+    }
+    HeartbeatReply {
+        member_id: member_id.to_string(),
+        member_epoch: member.member_epoch,
+        assignment,
+        heartbeat_interval,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,451 @@
+//! Deterministic coordinator tests: simulated members heartbeat in turns; invariants are
+//! checked after every step.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A well-behaved client: owns exactly what it was last told to, after one heartbeat.
+struct Client {
+    member_id: String,
+    epoch: i32,
+    owned: BTreeSet<TopicPartition>,
+    instance_id: Option<String>,
+}
+
+fn topics(counts: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    counts
+        .iter()
+        .map(|(name, count)| (name.to_string(), *count))
+        .collect()
+}
+
+fn heartbeat(client: &Client, assignor: &str, subscribed: &[&str]) -> Heartbeat {
+    Heartbeat {
+        group_id: "g".into(),
+        member_id: client.member_id.clone(),
+        member_epoch: client.epoch,
+        instance_id: client.instance_id.clone(),
+        client_id: "test".into(),
+        rebalance_timeout: Duration::from_secs(30),
+        session_timeout: Duration::from_secs(10),
+        subscribed_topics: subscribed.iter().map(|topic| topic.to_string()).collect(),
+        subscribed_pattern: None,
+        assignor: assignor.into(),
+        owned: client.owned.clone(),
+    }
+}
+
+fn step(
+    coordinator: &mut GroupCoordinator,
+    now: Instant,
+    client: &mut Client,
+    assignor: &str,
+    subscribed: &[&str],
+    counts: &BTreeMap<String, u32>,
+) {
+    let reply = coordinator
+        .handle_heartbeat(now, heartbeat(client, assignor, subscribed), counts)
+        .unwrap();
+    client.member_id = reply.member_id;
+    client.epoch = reply.member_epoch;
+    client.owned = reply.assignment;
+    coordinator.check_invariants();
+}
+
+fn join(
+    coordinator: &mut GroupCoordinator,
+    now: Instant,
+    assignor: &str,
+    counts: &BTreeMap<String, u32>,
+    instance: Option<&str>,
+) -> Client {
+    let mut client = Client {
+        member_id: String::new(),
+        epoch: 0,
+        owned: BTreeSet::new(),
+        instance_id: instance.map(String::from),
+    };
+    step(coordinator, now, &mut client, assignor, &["t"], counts);
+    client
+}
+
+/// Heartbeats every client in turn until no assignment changes.
+fn settle(
+    coordinator: &mut GroupCoordinator,
+    now: Instant,
+    clients: &mut [Client],
+    assignor: &str,
+    counts: &BTreeMap<String, u32>,
+) {
+    for _round in 0..20 {
+        let before: Vec<BTreeSet<TopicPartition>> =
+            clients.iter().map(|client| client.owned.clone()).collect();
+        for client in clients.iter_mut() {
+            step(coordinator, now, client, assignor, &["t"], counts);
+        }
+        let after: Vec<BTreeSet<TopicPartition>> =
+            clients.iter().map(|client| client.owned.clone()).collect();
+        if before == after {
+            return;
+        }
+    }
+    panic!("group did not settle in 20 rounds");
+}
+
+fn all_owned(clients: &[Client]) -> Vec<usize> {
+    clients.iter().map(|client| client.owned.len()).collect()
+}
+
+// Goal: with each assignor, members joining one by one and leaving always end with every
+// partition owned by exactly one member, and no partition ever has two owners on the way.
+#[test]
+fn members_join_and_leave_and_every_partition_has_one_owner() {
+    for assignor in ["range", "round-robin", "cooperative-sticky"] {
+        let now = Instant::now();
+        let counts = topics(&[("t", 4)]);
+        let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(join(&mut coordinator, now, assignor, &counts, None));
+            settle(&mut coordinator, now, &mut clients, assignor, &counts);
+            let owned: BTreeSet<TopicPartition> = clients
+                .iter()
+                .flat_map(|client| client.owned.clone())
+                .collect();
+            assert_eq!(owned.len(), 4, "{assignor}: every partition owned");
+        }
+        assert_eq!(all_owned(&clients), [1, 1, 1, 1], "{assignor}");
+        // Two leave (as close() does); the other two take over.
+        for _ in 0..2 {
+            let leaving = clients.pop().unwrap();
+            let mut request = heartbeat(&leaving, assignor, &["t"]);
+            request.member_epoch = -1;
+            coordinator.handle_heartbeat(now, request, &counts).unwrap();
+            coordinator.check_invariants();
+            settle(&mut coordinator, now, &mut clients, assignor, &counts);
+        }
+        assert_eq!(all_owned(&clients), [2, 2], "{assignor}");
+    }
+}
+
+// Goal: with cooperative-sticky, a join moves only the partitions the new member gets.
+#[test]
+fn cooperative_sticky_revokes_only_what_moves() {
+    let now = Instant::now();
+    let counts = topics(&[("t", 6)]);
+    let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
+    let mut clients = vec![join(
+        &mut coordinator,
+        now,
+        "cooperative-sticky",
+        &counts,
+        None,
+    )];
+    clients.push(join(
+        &mut coordinator,
+        now,
+        "cooperative-sticky",
+        &counts,
+        None,
+    ));
+    settle(
+        &mut coordinator,
+        now,
+        &mut clients,
+        "cooperative-sticky",
+        &counts,
+    );
+    let before: Vec<BTreeSet<TopicPartition>> =
+        clients.iter().map(|client| client.owned.clone()).collect();
+    clients.push(join(
+        &mut coordinator,
+        now,
+        "cooperative-sticky",
+        &counts,
+        None,
+    ));
+    settle(
+        &mut coordinator,
+        now,
+        &mut clients,
+        "cooperative-sticky",
+        &counts,
+    );
+    for (client, previous) in clients.iter().zip(&before) {
+        assert!(
+            client.owned.is_subset(previous),
+            "kept partitions only shrink"
+        );
+        assert_eq!(client.owned.len(), 2);
+    }
+}
+
+// Goal: a member that stops heartbeating is evicted after its session timeout and its
+// partitions go to the others; a live member is never evicted.
+#[test]
+fn silent_members_expire_after_the_session_timeout() {
+    let start = Instant::now();
+    let counts = topics(&[("t", 4)]);
+    let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
+    let mut clients = vec![
+        join(&mut coordinator, start, "range", &counts, None),
+        join(&mut coordinator, start, "range", &counts, None),
+    ];
+    settle(&mut coordinator, start, &mut clients, "range", &counts);
+    assert_eq!(
+        coordinator.poll_timeout(),
+        Some(start + Duration::from_secs(10))
+    );
+    let later = start + Duration::from_secs(8);
+    step(
+        &mut coordinator,
+        later,
+        &mut clients[0],
+        "range",
+        &["t"],
+        &counts,
+    );
+    assert!(
+        coordinator
+            .handle_timeout(start + Duration::from_secs(9), &counts)
+            .is_empty()
+    );
+    let removed = coordinator.handle_timeout(start + Duration::from_secs(11), &counts);
+    assert_eq!(removed, [("g".to_string(), clients[1].member_id.clone())]);
+    coordinator.check_invariants();
+    let mut survivors = vec![clients.remove(0)];
+    settle(
+        &mut coordinator,
+        start + Duration::from_secs(11),
+        &mut survivors,
+        "range",
+        &counts,
+    );
+    assert_eq!(all_owned(&survivors), [4]);
+}
+
+// Goal: a static member that leaves temporarily and comes back with the same instance id
+// within its session timeout gets its partitions back without moving anyone else's.
+#[test]
+fn static_members_restart_without_a_rebalance() {
+    let now = Instant::now();
+    let counts = topics(&[("t", 4)]);
+    let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
+    let mut clients = vec![
+        join(&mut coordinator, now, "range", &counts, Some("box-a")),
+        join(&mut coordinator, now, "range", &counts, Some("box-b")),
+    ];
+    settle(&mut coordinator, now, &mut clients, "range", &counts);
+    let epoch_before = coordinator.describe("g").unwrap().group_epoch;
+    let owned_before = clients[1].owned.clone();
+    let mut request = heartbeat(&clients[1], "range", &["t"]);
+    request.member_epoch = -2;
+    coordinator.handle_heartbeat(now, request, &counts).unwrap();
+    // While it is away, its partitions stay with it, not with box-a.
+    step(
+        &mut coordinator,
+        now,
+        &mut clients[0],
+        "range",
+        &["t"],
+        &counts,
+    );
+    assert_eq!(clients[0].owned.len(), 2);
+    let returning = join(
+        &mut coordinator,
+        now + Duration::from_secs(2),
+        "range",
+        &counts,
+        Some("box-b"),
+    );
+    assert_eq!(returning.owned, owned_before);
+    assert_eq!(coordinator.describe("g").unwrap().group_epoch, epoch_before);
+    // The old member id is fenced.
+    let stale = coordinator.handle_heartbeat(now, heartbeat(&clients[1], "range", &["t"]), &counts);
+    assert!(matches!(stale, Err(GroupError::UnknownMember { .. })));
+}
+
+// Goal: commits are accepted only from current members for partitions they hold; an
+// administrative commit needs an empty group.
+#[test]
+fn commits_are_validated_against_membership() {
+    let now = Instant::now();
+    let counts = topics(&[("t", 2)]);
+    let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
+    let mut clients = vec![
+        join(&mut coordinator, now, "range", &counts, None),
+        join(&mut coordinator, now, "range", &counts, None),
+    ];
+    settle(&mut coordinator, now, &mut clients, "range", &counts);
+    let mine = clients[0].owned.iter().next().unwrap().clone();
+    let theirs = clients[1].owned.iter().next().unwrap().clone();
+    let verdict = coordinator
+        .validate_commit(
+            "g",
+            &clients[0].member_id,
+            clients[0].epoch,
+            &[mine, theirs],
+        )
+        .unwrap();
+    assert_eq!(verdict, [None, Some(CommitRefusal::NotAssigned)]);
+    assert!(matches!(
+        coordinator.validate_commit("g", "nobody", 1, &[]),
+        Err(GroupError::UnknownMember { .. })
+    ));
+    assert!(matches!(
+        coordinator.validate_commit("g", &clients[0].member_id, clients[0].epoch + 5, &[]),
+        Err(GroupError::FencedEpoch { .. })
+    ));
+    assert!(matches!(
+        coordinator.validate_commit("g", "", 0, &[]),
+        Err(GroupError::NonEmptyGroup(_))
+    ));
+    assert!(
+        coordinator
+            .validate_commit("other", "", 0, &[("t".into(), 0)])
+            .is_ok()
+    );
+    assert!(matches!(
+        coordinator.validate_commit("", "", 0, &[]),
+        Err(GroupError::InvalidGroupId(_))
+    ));
+}
+
+// Goal: bad heartbeats get specific errors and leave the coordinator consistent; other
+// groups are unaffected; hundreds of members joining at once are all placed.
+#[test]
+fn bad_heartbeats_are_refused_and_crowds_are_handled() {
+    let now = Instant::now();
+    let counts = topics(&[("t", 8)]);
+    let mut coordinator = GroupCoordinator::new(
+        GroupLimits {
+            group_members_max: 300,
+            ..GroupLimits::default()
+        },
+        1,
+    );
+    let first = join(&mut coordinator, now, "range", &counts, None);
+    let mut bad = heartbeat(
+        &Client {
+            member_id: String::new(),
+            epoch: 0,
+            owned: BTreeSet::new(),
+            instance_id: None,
+        },
+        "fastest",
+        &["t"],
+    );
+    assert!(
+        matches!(coordinator.handle_heartbeat(now, bad.clone(), &counts), Err(GroupError::InconsistentAssignor(message)) if message.contains("fastest"))
+    );
+    bad.assignor = "round-robin".into();
+    assert!(
+        matches!(coordinator.handle_heartbeat(now, bad.clone(), &counts), Err(GroupError::InconsistentAssignor(message)) if message.contains("uses assignor range"))
+    );
+    bad.assignor = "range".into();
+    bad.subscribed_pattern = Some("(unclosed".into());
+    assert!(matches!(
+        coordinator.handle_heartbeat(now, bad.clone(), &counts),
+        Err(GroupError::InvalidPattern { .. })
+    ));
+    bad.subscribed_pattern = None;
+    bad.session_timeout = Duration::from_millis(5);
+    assert!(matches!(
+        coordinator.handle_heartbeat(now, bad.clone(), &counts),
+        Err(GroupError::InvalidTimeout(_))
+    ));
+    bad.session_timeout = Duration::from_secs(10);
+    bad.group_id = String::new();
+    assert!(matches!(
+        coordinator.handle_heartbeat(now, bad.clone(), &counts),
+        Err(GroupError::InvalidGroupId(_))
+    ));
+    // A client claiming partitions it was never given is ignored.
+    let mut liar = Client {
+        member_id: String::new(),
+        epoch: 0,
+        owned: BTreeSet::new(),
+        instance_id: None,
+    };
+    step(&mut coordinator, now, &mut liar, "range", &["t"], &counts);
+    liar.owned = (0..8)
+        .map(|partition| ("t".to_string(), partition))
+        .collect();
+    step(&mut coordinator, now, &mut liar, "range", &["t"], &counts);
+    coordinator.check_invariants();
+
+    let mut crowd: Vec<Client> = vec![first, liar];
+    for _ in 0..298 {
+        crowd.push(join(&mut coordinator, now, "range", &counts, None));
+    }
+    let refused = coordinator.handle_heartbeat(
+        now,
+        heartbeat(
+            &Client {
+                member_id: String::new(),
+                epoch: 0,
+                owned: BTreeSet::new(),
+                instance_id: None,
+            },
+            "range",
+            &["t"],
+        ),
+        &counts,
+    );
+    assert!(matches!(
+        refused,
+        Err(GroupError::GroupFull { limit: 300, .. })
+    ));
+    settle(&mut coordinator, now, &mut crowd, "range", &counts);
+    let owned: Vec<TopicPartition> = crowd
+        .iter()
+        .flat_map(|client| client.owned.clone())
+        .collect();
+    assert_eq!(owned.len(), 8);
+    // Another group is unaffected by all of this.
+    let mut other = heartbeat(
+        &Client {
+            member_id: String::new(),
+            epoch: 0,
+            owned: BTreeSet::new(),
+            instance_id: None,
+        },
+        "round-robin",
+        &["t"],
+    );
+    other.group_id = "other".into();
+    let reply = coordinator.handle_heartbeat(now, other, &counts).unwrap();
+    assert_eq!(reply.assignment.len(), 8);
+}
+
+// Goal: a pattern subscription follows the topics that match it, including new ones.
+#[test]
+fn pattern_subscriptions_follow_new_topics() {
+    let now = Instant::now();
+    let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
+    let mut request = Heartbeat {
+        group_id: "g".into(),
+        member_epoch: 0,
+        rebalance_timeout: Duration::from_secs(30),
+        session_timeout: Duration::from_secs(10),
+        subscribed_pattern: Some("sensor-.*".into()),
+        assignor: "range".into(),
+        ..Heartbeat::default()
+    };
+    let counts = topics(&[("sensor-a", 1), ("orders", 1), ("__consumer_offsets", 1)]);
+    let reply = coordinator
+        .handle_heartbeat(now, request.clone(), &counts)
+        .unwrap();
+    assert_eq!(
+        reply.assignment,
+        BTreeSet::from([("sensor-a".to_string(), 0)])
+    );
+    request.member_id = reply.member_id;
+    request.member_epoch = reply.member_epoch;
+    request.owned = reply.assignment;
+    let grown = topics(&[("sensor-a", 1), ("sensor-b", 2), ("orders", 1)]);
+    let reply = coordinator.handle_heartbeat(now, request, &grown).unwrap();
+    assert_eq!(reply.assignment.len(), 3);
+}
