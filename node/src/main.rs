@@ -103,6 +103,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         return Err(error.into());
     }
     let broker = Arc::new(broker);
+    tokio::spawn(Arc::clone(&broker).run_group_timer());
     let tls = tls::load_or_generate(
         &config.data_dir,
         config.tls_cert.as_deref(),

@@ -11,6 +11,7 @@
 //! whole batches below each high watermark and, if fewer than `min_bytes` are ready,
 //! waits for any of the partitions' high watermarks to move, up to `max_wait_ms`.
 
+mod groups;
 pub mod metadata;
 pub mod topic_config;
 
@@ -24,20 +25,20 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 use ledge_protocol::wire::{
     AlterConfigsRequest, AlterConfigsResponse, ApiVersionsResponse, ConfigDescription,
-    ConsumerGroupHeartbeatResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteGroupsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, DescribeGroupsResponse, ErrorCode, FetchPartitionResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, ErrorCode, FetchPartitionResponse,
     FetchRequest, FetchResponse, FetchTopicResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListGroupsResponse, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
-    ListOffsetsTopicResponse, MetadataRequest, MetadataResponse, OffsetCommitResponse,
-    OffsetFetchResponse, OffsetSpec, PartitionMetadata, ProducePartition, ProducePartitionResponse,
-    ProduceRequest, ProduceResponse, ProduceTopicResponse, Request, Response, TopicConfigs,
-    TopicMetadata, TopicResult,
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ListOffsetsTopicResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionMetadata,
+    ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
+    ProduceTopicResponse, Request, Response, TopicConfigs, TopicMetadata, TopicResult,
 };
 use ledge_protocol::{BatchHeader, BatchIter, EncodeOptions, decode_batch, encode_batch};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::groups::coordinator::{GroupCoordinator, GroupLimits};
+use crate::groups::offsets::{OFFSETS_TOPIC, OffsetStore};
 use crate::storage::manager::PartitionKey;
 use crate::storage::{
     AppendDurability, AppendError, Disk, DiskError, LogConfig, PartitionLog, ReadError,
@@ -64,6 +65,8 @@ pub struct BrokerConfig {
     pub fetch_bytes_max: u32,
     /// Longest a produce may wait for durability, whatever the client asks.
     pub produce_timeout_max: Duration,
+    /// Consumer-group limits.
+    pub groups: GroupLimits,
 }
 
 impl Default for BrokerConfig {
@@ -77,6 +80,7 @@ impl Default for BrokerConfig {
             fetch_wait_max: Duration::from_secs(30),
             fetch_bytes_max: 50 * 1024 * 1024,
             produce_timeout_max: Duration::from_secs(300),
+            groups: GroupLimits::default(),
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct Broker<D: Disk> {
     topics: RwLock<BTreeMap<String, Arc<Topic<D>>>>,
     admin: tokio::sync::Mutex<MetadataStore<D>>,
     producer_ids: Mutex<ProducerIds>,
+    groups: Mutex<GroupCoordinator>,
+    offsets: Mutex<OffsetStore>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -226,6 +232,9 @@ impl<D: Disk> Broker<D> {
         stored.producer_ids_reserved_until = next + PRODUCER_ID_BLOCK;
         store.store(stored.clone()).await?;
 
+        // Member ids stay unique across restarts without any stored counter.
+        let member_salt = u64::try_from(clock.wall_time_ms()).unwrap_or_default();
+        let config_groups = config.groups.clone();
         let broker = Self {
             disk,
             logs_dir,
@@ -237,6 +246,8 @@ impl<D: Disk> Broker<D> {
                 next,
                 reserved_until: next + PRODUCER_ID_BLOCK,
             }),
+            groups: Mutex::new(GroupCoordinator::new(config_groups, member_salt)),
+            offsets: Mutex::new(OffsetStore::default()),
         };
         for (name, topic) in &stored.topics {
             let config = match TopicConfig::with_overrides(
@@ -260,6 +271,13 @@ impl<D: Disk> Broker<D> {
                 }),
             );
         }
+        if broker.topic(OFFSETS_TOPIC).is_none() {
+            let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+            if let Err((_, message)) = broker.create_topic(OFFSETS_TOPIC, 1, &configs).await {
+                tracing::error!(%message, "cannot create {OFFSETS_TOPIC}; consumer-group commits will fail");
+            }
+        }
+        broker.load_offsets().await;
         Ok(broker)
     }
 
@@ -424,36 +442,22 @@ impl<D: Disk> Broker<D> {
     }
 
     async fn handle_group(&self, request: Request) -> Response {
-        // Temporary while the group coordinator lands: answer with a clear error.
-        let message = "consumer groups are not available yet".to_string();
         match request {
-            Request::ConsumerGroupHeartbeat(_) => {
-                Response::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse {
-                    error: ErrorCode::UnknownServerError,
-                    message,
-                    ..Default::default()
-                })
+            Request::ConsumerGroupHeartbeat(request) => {
+                Response::ConsumerGroupHeartbeat(self.heartbeat(request))
             }
-            Request::OffsetCommit(_) => Response::OffsetCommit(OffsetCommitResponse {
-                error: ErrorCode::UnknownServerError,
-                message,
-                topics: Vec::new(),
-            }),
-            Request::OffsetFetch(_) => Response::OffsetFetch(OffsetFetchResponse {
-                error: ErrorCode::UnknownServerError,
-                message,
-                topics: Vec::new(),
-            }),
-            Request::ListGroups(_) => {
-                Response::ListGroups(ListGroupsResponse { groups: Vec::new() })
+            Request::OffsetCommit(request) => {
+                Response::OffsetCommit(self.offset_commit(request).await)
             }
-            Request::DescribeGroups(_) => {
-                Response::DescribeGroups(DescribeGroupsResponse { groups: Vec::new() })
+            Request::OffsetFetch(request) => Response::OffsetFetch(self.offset_fetch(request)),
+            Request::ListGroups(request) => Response::ListGroups(self.list_groups(request)),
+            Request::DescribeGroups(request) => {
+                Response::DescribeGroups(self.describe_groups(request))
             }
-            Request::DeleteGroups(_) => {
-                Response::DeleteGroups(DeleteGroupsResponse { groups: Vec::new() })
+            Request::DeleteGroups(request) => {
+                Response::DeleteGroups(self.delete_groups(request).await)
             }
-            _ => unreachable!("only group requests reach handle_group"),
+            other => unreachable!("handle dispatches {:?} itself", other.api_key()),
         }
     }
 
@@ -775,6 +779,10 @@ impl<D: Disk> Broker<D> {
             )
         })?;
         write(&self.topics).remove(name);
+        self.offsets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove_topic(name);
         let partitions = read(&topic.partitions).clone();
         for partition in partitions {
             if let Ok(log) = partition.log() {

@@ -164,13 +164,15 @@ async fn list_offset(
         .unwrap()
 }
 
+/// Metadata without internal topics.
 async fn metadata(broker: &Broker<SimDisk>, topics: Option<Vec<String>>) -> MetadataResponse {
-    let Response::Metadata(response) = broker
+    let Response::Metadata(mut response) = broker
         .handle(Request::Metadata(MetadataRequest { topics }))
         .await
     else {
         panic!("wrong response")
     };
+    response.topics.retain(|topic| !topic.internal);
     response
 }
 
@@ -652,5 +654,252 @@ fn a_damaged_partition_is_offline_and_others_serve() {
             produce(&broker, "t", 0, batch(1, 0), Acks::All).await.error,
             ErrorCode::None
         );
+    });
+}
+
+async fn join_group(
+    broker: &Broker<SimDisk>,
+    member_id: &str,
+    epoch: i32,
+    owned: Vec<TopicPartitions>,
+) -> ConsumerGroupHeartbeatResponse {
+    let request = ConsumerGroupHeartbeatRequest {
+        group_id: "g".into(),
+        member_id: member_id.into(),
+        member_epoch: epoch,
+        instance_id: None,
+        rebalance_timeout_ms: 30_000,
+        session_timeout_ms: 10_000,
+        subscribed_topics: vec!["t".into()],
+        subscribed_pattern: None,
+        assignor: "range".into(),
+        owned_partitions: owned,
+    };
+    let Response::ConsumerGroupHeartbeat(response) = broker
+        .handle(Request::ConsumerGroupHeartbeat(request))
+        .await
+    else {
+        panic!()
+    };
+    response
+}
+
+fn commit_request(member_id: &str, epoch: i32, partition: u32, offset: i64) -> Request {
+    Request::OffsetCommit(OffsetCommitRequest {
+        group_id: "g".into(),
+        member_id: member_id.into(),
+        member_epoch: epoch,
+        topics: vec![OffsetCommitTopic {
+            name: "t".into(),
+            partitions: vec![OffsetCommitPartition {
+                partition,
+                offset,
+                metadata: "m".into(),
+            }],
+        }],
+    })
+}
+
+// Goal: a member joins, commits offsets for its partitions (not for others), the offsets
+// survive a node restart through __consumer_offsets, and group admin refuses to touch a
+// group with members but resets and deletes an empty one.
+#[test]
+fn group_commits_survive_restart_and_admin_respects_members() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(11);
+        {
+            let broker = broker(&disk).await;
+            create(&broker, "t", 2, &[]).await;
+            let joined = join_group(&broker, "", 0, vec![]).await;
+            assert_eq!(joined.error, ErrorCode::None, "{}", joined.message);
+            assert_eq!(
+                joined.assignment,
+                vec![TopicPartitions {
+                    topic: "t".into(),
+                    partitions: vec![0, 1]
+                }]
+            );
+            let Response::OffsetCommit(committed) = broker
+                .handle(commit_request(
+                    &joined.member_id,
+                    joined.member_epoch,
+                    1,
+                    42,
+                ))
+                .await
+            else {
+                panic!()
+            };
+            assert_eq!(
+                (committed.error, committed.topics[0].partitions[0].error),
+                (ErrorCode::None, ErrorCode::None)
+            );
+            let Response::OffsetCommit(stranger) =
+                broker.handle(commit_request("nobody", 1, 1, 7)).await
+            else {
+                panic!()
+            };
+            assert_eq!(stranger.error, ErrorCode::UnknownMemberId);
+            let Response::OffsetCommit(admin) = broker.handle(commit_request("", 0, 1, 0)).await
+            else {
+                panic!()
+            };
+            assert_eq!(admin.error, ErrorCode::NonEmptyGroup);
+            let Response::DeleteGroups(deleted) = broker
+                .handle(Request::DeleteGroups(DeleteGroupsRequest {
+                    group_ids: vec!["g".into()],
+                }))
+                .await
+            else {
+                panic!()
+            };
+            assert_eq!(deleted.groups[0].error, ErrorCode::NonEmptyGroup);
+            let Response::DescribeGroups(described) = broker
+                .handle(Request::DescribeGroups(DescribeGroupsRequest {
+                    group_ids: vec!["g".into(), "none".into()],
+                }))
+                .await
+            else {
+                panic!()
+            };
+            assert_eq!(described.groups[0].state, "Stable");
+            assert_eq!(described.groups[0].members.len(), 1);
+            assert_eq!(described.groups[1].error, ErrorCode::GroupIdNotFound);
+            broker.close().await;
+        }
+        let broker = broker(&disk).await;
+        let Response::OffsetFetch(fetched) = broker
+            .handle(Request::OffsetFetch(OffsetFetchRequest {
+                group_id: "g".into(),
+                topics: None,
+            }))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(fetched.topics[0].partitions[0].offset, Some(42));
+        assert_eq!(fetched.topics[0].partitions[0].metadata, "m");
+        let Response::ListGroups(listed) = broker
+            .handle(Request::ListGroups(ListGroupsRequest::default()))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                listed.groups[0].group_id.as_str(),
+                listed.groups[0].state.as_str()
+            ),
+            ("g", "Empty")
+        );
+        // Empty now (the member did not survive the restart): reset, then delete.
+        let Response::OffsetCommit(reset) = broker.handle(commit_request("", 0, 1, 0)).await else {
+            panic!()
+        };
+        assert_eq!(reset.error, ErrorCode::None);
+        let Response::DeleteGroups(deleted) = broker
+            .handle(Request::DeleteGroups(DeleteGroupsRequest {
+                group_ids: vec!["g".into()],
+            }))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(deleted.groups[0].error, ErrorCode::None);
+        let Response::OffsetFetch(fetched) = broker
+            .handle(Request::OffsetFetch(OffsetFetchRequest {
+                group_id: "g".into(),
+                topics: None,
+            }))
+            .await
+        else {
+            panic!()
+        };
+        assert!(fetched.topics.is_empty());
+        broker.close().await;
+        let broker = Broker::open(
+            disk.clone(),
+            Path::new(DATA),
+            BrokerConfig::default(),
+            Arc::new(ManualClock::new(2_000_000)),
+        )
+        .await
+        .unwrap();
+        let Response::ListGroups(listed) = broker
+            .handle(Request::ListGroups(ListGroupsRequest::default()))
+            .await
+        else {
+            panic!()
+        };
+        assert!(listed.groups.is_empty(), "deletion survives restart");
+    });
+}
+
+// Goal: bad group requests get specific codes: unknown assignor, bad pattern, commit for a
+// partition not owned, a stale member.
+#[test]
+fn bad_group_requests_get_specific_codes() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(12);
+        let broker = broker(&disk).await;
+        create(&broker, "t", 2, &[]).await;
+        let first = join_group(&broker, "", 0, vec![]).await;
+        let second = join_group(&broker, "", 0, vec![]).await;
+        // The first gives up partition 1; the second then gets it.
+        let first = join_group(
+            &broker,
+            &first.member_id,
+            first.member_epoch,
+            first.assignment,
+        )
+        .await;
+        let first = join_group(
+            &broker,
+            &first.member_id,
+            first.member_epoch,
+            first.assignment,
+        )
+        .await;
+        let second = join_group(&broker, &second.member_id, second.member_epoch, vec![]).await;
+        assert_eq!(
+            second.assignment,
+            vec![TopicPartitions {
+                topic: "t".into(),
+                partitions: vec![1]
+            }]
+        );
+        let Response::OffsetCommit(not_mine) = broker
+            .handle(commit_request(&first.member_id, first.member_epoch, 1, 5))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(
+            not_mine.topics[0].partitions[0].error,
+            ErrorCode::PartitionNotAssigned
+        );
+        let mut bad = ConsumerGroupHeartbeatRequest {
+            group_id: "g".into(),
+            assignor: "fastest".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 1000,
+            ..Default::default()
+        };
+        let Response::ConsumerGroupHeartbeat(reply) = broker
+            .handle(Request::ConsumerGroupHeartbeat(bad.clone()))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(reply.error, ErrorCode::InconsistentGroupProtocol);
+        bad.assignor = "range".into();
+        bad.subscribed_pattern = Some("[".into());
+        let Response::ConsumerGroupHeartbeat(reply) =
+            broker.handle(Request::ConsumerGroupHeartbeat(bad)).await
+        else {
+            panic!()
+        };
+        assert_eq!(reply.error, ErrorCode::InvalidRegularExpression);
+        assert!(reply.message.contains("invalid subscription pattern"));
     });
 }

@@ -3,3 +3,4 @@
 
 pub mod assignor;
 pub mod coordinator;
+pub mod offsets;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::clock::Clock;
 
 /// A well-behaved client: owns exactly what it was last told to, after one heartbeat.
 struct Client {
@@ -103,7 +104,7 @@ fn all_owned(clients: &[Client]) -> Vec<usize> {
 #[test]
 fn members_join_and_leave_and_every_partition_has_one_owner() {
     for assignor in ["range", "round-robin", "cooperative-sticky"] {
-        let now = Instant::now();
+        let now = crate::clock::ManualClock::new(0).now();
         let counts = topics(&[("t", 4)]);
         let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
         let mut clients = Vec::new();
@@ -133,7 +134,7 @@ fn members_join_and_leave_and_every_partition_has_one_owner() {
 // Goal: with cooperative-sticky, a join moves only the partitions the new member gets.
 #[test]
 fn cooperative_sticky_revokes_only_what_moves() {
-    let now = Instant::now();
+    let now = crate::clock::ManualClock::new(0).now();
     let counts = topics(&[("t", 6)]);
     let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
     let mut clients = vec![join(
@@ -186,7 +187,7 @@ fn cooperative_sticky_revokes_only_what_moves() {
 // partitions go to the others; a live member is never evicted.
 #[test]
 fn silent_members_expire_after_the_session_timeout() {
-    let start = Instant::now();
+    let start = crate::clock::ManualClock::new(0).now();
     let counts = topics(&[("t", 4)]);
     let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
     let mut clients = vec![
@@ -230,7 +231,7 @@ fn silent_members_expire_after_the_session_timeout() {
 // within its session timeout gets its partitions back without moving anyone else's.
 #[test]
 fn static_members_restart_without_a_rebalance() {
-    let now = Instant::now();
+    let now = crate::clock::ManualClock::new(0).now();
     let counts = topics(&[("t", 4)]);
     let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
     let mut clients = vec![
@@ -271,7 +272,7 @@ fn static_members_restart_without_a_rebalance() {
 // administrative commit needs an empty group.
 #[test]
 fn commits_are_validated_against_membership() {
-    let now = Instant::now();
+    let now = crate::clock::ManualClock::new(0).now();
     let counts = topics(&[("t", 2)]);
     let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
     let mut clients = vec![
@@ -317,7 +318,7 @@ fn commits_are_validated_against_membership() {
 // groups are unaffected; hundreds of members joining at once are all placed.
 #[test]
 fn bad_heartbeats_are_refused_and_crowds_are_handled() {
-    let now = Instant::now();
+    let now = crate::clock::ManualClock::new(0).now();
     let counts = topics(&[("t", 8)]);
     let mut coordinator = GroupCoordinator::new(
         GroupLimits {
@@ -423,7 +424,7 @@ fn bad_heartbeats_are_refused_and_crowds_are_handled() {
 // Goal: a pattern subscription follows the topics that match it, including new ones.
 #[test]
 fn pattern_subscriptions_follow_new_topics() {
-    let now = Instant::now();
+    let now = crate::clock::ManualClock::new(0).now();
     let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
     let mut request = Heartbeat {
         group_id: "g".into(),
