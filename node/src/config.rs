@@ -74,6 +74,7 @@ struct FileConfig {
     tls: Option<TlsSection>,
     limits: Option<LimitsSection>,
     log: Option<LogSection>,
+    groups: Option<GroupsSection>,
     topic_defaults: Option<toml::Table>,
     #[serde(default)]
     topic: Vec<toml::Spanned<TopicSection>>,
@@ -120,6 +121,17 @@ struct LogSection {
     append_queue_depth: Option<usize>,
     producers_max: Option<usize>,
     recovery_read_bytes: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GroupsSection {
+    group_members_max: Option<usize>,
+    groups_max: Option<usize>,
+    session_timeout_min_ms: Option<u64>,
+    session_timeout_max_ms: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
+    rebalance_timeout_max_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +274,31 @@ impl NodeConfig {
         }
         if let Some(value) = log.recovery_read_bytes {
             broker.log.recovery_read_bytes = value;
+        }
+        let groups = file.groups.unwrap_or_default();
+        let limits = &mut broker.groups;
+        if let Some(value) = groups.group_members_max {
+            limits.group_members_max = value;
+        }
+        if let Some(value) = groups.groups_max {
+            limits.groups_max = value;
+        }
+        if let Some(value) = groups.session_timeout_min_ms {
+            limits.session_timeout_min = Duration::from_millis(value);
+        }
+        if let Some(value) = groups.session_timeout_max_ms {
+            limits.session_timeout_max = Duration::from_millis(value);
+        }
+        if let Some(value) = groups.heartbeat_interval_ms {
+            limits.heartbeat_interval = Duration::from_millis(value);
+        }
+        if let Some(value) = groups.rebalance_timeout_max_ms {
+            limits.rebalance_timeout_max = Duration::from_millis(value);
+        }
+        if limits.session_timeout_min > limits.session_timeout_max {
+            return Err(ConfigError(format!(
+                "{origin}: groups.session_timeout_min_ms must not exceed groups.session_timeout_max_ms"
+            )));
         }
         if let Some(defaults) = file.topic_defaults {
             let mut overrides = BTreeMap::new();
