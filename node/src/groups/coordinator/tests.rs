@@ -450,3 +450,132 @@ fn pattern_subscriptions_follow_new_topics() {
     let reply = coordinator.handle_heartbeat(now, request, &grown).unwrap();
     assert_eq!(reply.assignment.len(), 3);
 }
+
+// Goal: under seeded random churn (joins, clean leaves, crashes that expire, static
+// restarts, heartbeats in random order, slow revocations) no partition ever has two
+// holders; once churn stops and time passes, every partition is owned by exactly one live
+// member (safety, then liveness). Replay a seed with LEDGE_SIM_SEED=<n>.
+#[test]
+fn random_churn_keeps_one_owner_per_partition() {
+    use rand::{Rng, SeedableRng};
+    for seed in crate::sim::seeds(0, 300) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let assignor = ["range", "round-robin", "cooperative-sticky"][rng.random_range(0..3)];
+        let counts = topics(&[("t", rng.random_range(1..9)), ("u", rng.random_range(1..5))]);
+        let epoch = crate::clock::ManualClock::new(0).now();
+        let mut now = epoch;
+        let mut coordinator = GroupCoordinator::new(GroupLimits::default(), seed);
+        let mut clients: Vec<Client> = Vec::new();
+        let mut next_instance = 0;
+        for _ in 0..200 {
+            now += Duration::from_millis(rng.random_range(0..800));
+            match rng.random_range(0..10) {
+                0 | 1 if clients.len() < 6 => {
+                    let instance = rng.random_bool(0.3).then(|| {
+                        next_instance += 1;
+                        format!("instance-{next_instance}")
+                    });
+                    let mut client = Client {
+                        member_id: String::new(),
+                        epoch: 0,
+                        owned: BTreeSet::new(),
+                        instance_id: instance,
+                    };
+                    let reply = coordinator
+                        .handle_heartbeat(now, heartbeat(&client, assignor, &["t", "u"]), &counts)
+                        .unwrap();
+                    client.member_id = reply.member_id;
+                    client.epoch = reply.member_epoch;
+                    client.owned = reply.assignment;
+                    clients.push(client);
+                }
+                2 if !clients.is_empty() => {
+                    // Clean leave (or a static member stepping away).
+                    let leaving = clients.remove(rng.random_range(0..clients.len()));
+                    let mut request = heartbeat(&leaving, assignor, &["t", "u"]);
+                    request.member_epoch = if leaving.instance_id.is_some() {
+                        -2
+                    } else {
+                        -1
+                    };
+                    let _ = coordinator.handle_heartbeat(now, request, &counts);
+                }
+                3 if !clients.is_empty() => {
+                    // Crash: the client just disappears; the session timeout removes it.
+                    clients.remove(rng.random_range(0..clients.len()));
+                }
+                _ if !clients.is_empty() => {
+                    let index = rng.random_range(0..clients.len());
+                    let client = &mut clients[index];
+                    // A slow client sometimes reports its old holdings (not yet revoked).
+                    let slow = rng.random_bool(0.2);
+                    match coordinator.handle_heartbeat(
+                        now,
+                        heartbeat(client, assignor, &["t", "u"]),
+                        &counts,
+                    ) {
+                        Ok(reply) => {
+                            client.member_id = reply.member_id;
+                            client.epoch = reply.member_epoch;
+                            if !slow {
+                                client.owned = reply.assignment;
+                            }
+                        }
+                        Err(GroupError::UnknownMember { .. }) => {
+                            // Expired while silent: rejoin, as the SDK does.
+                            client.member_id.clear();
+                            client.epoch = 0;
+                            client.owned.clear();
+                        }
+                        Err(error) => panic!("seed {seed}: {error}"),
+                    }
+                }
+                _ => {}
+            }
+            coordinator.handle_timeout(now, &counts);
+            coordinator.check_invariants();
+        }
+        // Liveness: no more churn; everyone heartbeats promptly until things settle.
+        for _round in 0..30 {
+            now += Duration::from_millis(500);
+            for client in clients.iter_mut() {
+                match coordinator.handle_heartbeat(
+                    now,
+                    heartbeat(client, assignor, &["t", "u"]),
+                    &counts,
+                ) {
+                    Ok(reply) => {
+                        client.member_id = reply.member_id;
+                        client.epoch = reply.member_epoch;
+                        client.owned = reply.assignment;
+                    }
+                    Err(_) => {
+                        client.member_id.clear();
+                        client.epoch = 0;
+                        client.owned.clear();
+                    }
+                }
+            }
+            coordinator.handle_timeout(now, &counts);
+            coordinator.check_invariants();
+        }
+        if !clients.is_empty() {
+            let owned: Vec<TopicPartition> = clients
+                .iter()
+                .flat_map(|client| client.owned.clone())
+                .collect();
+            let unique: BTreeSet<TopicPartition> = owned.iter().cloned().collect();
+            let total: u32 = counts.values().sum();
+            assert_eq!(
+                owned.len(),
+                unique.len(),
+                "seed {seed}: a partition with two owners"
+            );
+            assert_eq!(
+                unique.len(),
+                total as usize,
+                "seed {seed}: {assignor}: not every partition owned after settling"
+            );
+        }
+    }
+}
