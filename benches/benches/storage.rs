@@ -2,24 +2,31 @@
 //! process (see `benches/RESULTS.md` for numbers and the fio baseline):
 //!
 //! - `append_synced`: one appender awaiting each ~1 MiB `Synced` append in turn, so the disk
-//!   sees exactly "write 1 MiB, fdatasync", like `fio --bs=1M --fdatasync=1`. `raw_pwrite_
-//!   fdatasync` does the same with two syscalls and nothing else, as the in-process ceiling.
+//!   sees exactly "write 1 MiB, fdatasync", like `fio --bs=1M --fdatasync=1`. The
+//!   `raw_pwrite_fdatasync` variant makes the same two syscalls with nothing else around
+//!   them, as the in-process ceiling.
 //! - `append_synced_4_appenders`: four appenders at once, so group commit coalesces them.
 //! - `append_written`: `Written` appends with a one-hour flush interval and segments larger
 //!   than anything written between resets, so no `fdatasync` happens while timed.
 //! - `read`: sequential 1 MiB reads over a 256 MiB log that was just written (page cache hot).
-//! - `validate_batch`: the CRC-32C and header checks every append runs on the caller's task.
+//! - `validate_batch`: the CRC-32C and header checks every append runs on the caller's task;
+//!   `group_buffer_copy`: the copy of a batch into a fresh group-commit buffer that the
+//!   writer task makes before writing. Both sit on the synced append's critical path.
 //!
 //! Each benchmark builds its tokio runtime and log once, on first use, and reuses them across
 //! criterion's iterations; housekeeping (deleting old segments, replacing a large log) runs
 //! outside the timed section.
+//!
+//! Criterion runs these one after another, so a disk whose speed drifts (as virtual disks do)
+//! skews ratios between them; `src/bin/append-breakdown.rs` interleaves the same layers to
+//! compare them within seconds.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use criterion::measurement::WallTime;
 use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
@@ -166,6 +173,20 @@ fn validate(criterion: &mut Criterion) {
     group.measurement_time(Duration::from_secs(2));
     group.bench_function("1MiB", |bencher| {
         bencher.iter(|| validate_batch(black_box(&batch)).expect("the bench batch is valid"));
+    });
+    group.finish();
+
+    // What the writer does with each batch of a group before the write: a fresh buffer of
+    // the group's size, the batch copied in (then stamped in place, which is negligible).
+    let mut group = criterion.benchmark_group("group_buffer_copy");
+    group.throughput(Throughput::Bytes(batch.len() as u64));
+    group.measurement_time(Duration::from_secs(2));
+    group.bench_function("1MiB", |bencher| {
+        bencher.iter(|| {
+            let mut buffer = BytesMut::with_capacity(batch.len());
+            buffer.extend_from_slice(black_box(&batch));
+            buffer.freeze()
+        });
     });
     group.finish();
 }
