@@ -716,7 +716,8 @@ impl<D: Disk> PartitionLog<D> {
 }
 
 /// Reads whole batches from one segment: skips batches that end before `from_offset`,
-/// then takes batches while they fit in `max_bytes` (always the first one whole).
+/// then takes batches while they fit in `max_bytes` (always the first one whole). The
+/// result is a slice of the read buffer, not a copy.
 async fn read_batches<F: DiskFile>(
     file: &F,
     path: &Path,
@@ -726,72 +727,71 @@ async fn read_batches<F: DiskFile>(
     max_bytes: usize,
     index_interval_bytes: u64,
 ) -> Result<Bytes, ReadError> {
+    let corrupt = |position: u64, reason: String| ReadError::Corrupt {
+        path: path.to_path_buf(),
+        position,
+        reason,
+    };
     let mut position = start_position;
-    let mut collected = BytesMut::new();
     while position < readable_end {
         // The sparse index may leave up to one interval (plus a batch) to skip.
         let want = (max_bytes as u64 + index_interval_bytes)
             .max(BATCH_HEADER_BYTES as u64)
             .min(readable_end - position);
-        let chunk = file.read_at(position, want as usize).await?;
+        let chunk = Bytes::from(file.read_at(position, want as usize).await?);
         if chunk.is_empty() {
-            return Err(ReadError::Corrupt {
-                path: path.to_path_buf(),
+            return Err(corrupt(
                 position,
-                reason: "segment is shorter than its synced length".into(),
-            });
+                "segment is shorter than its synced length".into(),
+            ));
         }
         let mut cursor = 0usize;
+        let mut taken: Option<usize> = None;
         while let Some(rest) = chunk.get(cursor..) {
             if rest.len() < BATCH_HEADER_BYTES {
-                // The next header straddles the chunk end; the outer loop reads on from it.
+                // The next header straddles the chunk end.
                 break;
             }
-            let header = BatchHeader::parse(rest).map_err(|error| ReadError::Corrupt {
-                path: path.to_path_buf(),
-                position: position + cursor as u64,
-                reason: error.to_string(),
-            })?;
+            let header = BatchHeader::parse(rest)
+                .map_err(|error| corrupt(position + cursor as u64, error.to_string()))?;
             let total = header.total_bytes();
-            if header.last_offset() < from_offset {
+            if taken.is_none() && header.last_offset() < from_offset {
                 cursor += total;
                 continue;
             }
-            if !collected.is_empty() && collected.len() + total > max_bytes {
-                return Ok(collected.freeze());
+            let first = *taken.get_or_insert(cursor);
+            let taken_bytes = cursor - first;
+            if taken_bytes > 0 && taken_bytes + total > max_bytes {
+                break;
             }
-            match rest.get(..total) {
-                Some(batch) => {
-                    collected.extend_from_slice(batch);
-                    cursor += total;
+            if rest.len() < total {
+                if taken_bytes > 0 {
+                    break;
                 }
-                None if collected.is_empty() => {
-                    // The first batch is larger than this chunk: read exactly it.
-                    let whole = file.read_at(position + cursor as u64, total).await?;
-                    if whole.len() != total {
-                        return Err(ReadError::Corrupt {
-                            path: path.to_path_buf(),
-                            position: position + cursor as u64,
-                            reason: "batch extends past the end of the segment".into(),
-                        });
-                    }
-                    return Ok(Bytes::from(whole));
+                // The first batch is larger than this chunk: read exactly it.
+                let whole = file.read_at(position + cursor as u64, total).await?;
+                if whole.len() != total {
+                    return Err(corrupt(
+                        position + cursor as u64,
+                        "batch extends past the end of the segment".into(),
+                    ));
                 }
-                None => return Ok(collected.freeze()),
+                return Ok(Bytes::from(whole));
             }
-            if collected.len() >= max_bytes {
-                return Ok(collected.freeze());
+            cursor += total;
+            if cursor - first >= max_bytes {
+                break;
             }
         }
-        if !collected.is_empty() && cursor < chunk.len() {
-            return Ok(collected.freeze());
+        if let Some(first) = taken {
+            return Ok(chunk.slice(first..cursor));
         }
-        position += cursor as u64;
         if cursor == 0 {
             break;
         }
+        position += cursor as u64;
     }
-    Ok(collected.freeze())
+    Ok(Bytes::new())
 }
 
 /// `DiskError` holds an `io::Error`, which is not `Clone`; one failed write answers many appends.
