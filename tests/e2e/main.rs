@@ -1,2 +1,6 @@
-//! End-to-end tests (one binary).
+//! End-to-end tests (one binary): real `ledge-node` processes on loopback.
+// The whole binary is test code: an unwrap that fails is a failed test.
+#![allow(clippy::unwrap_used)]
+mod cli;
 mod node;
+mod sdk_produce_consume;

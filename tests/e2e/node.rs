@@ -332,7 +332,12 @@ fn config_reconcile_across_restarts() {
                 .unwrap()
                 .value
                 .clone();
-            (metadata.topics[0].partitions.len(), retention)
+            let orders = metadata
+                .topics
+                .iter()
+                .find(|topic| topic.name == "orders")
+                .expect("orders exists");
+            (orders.partitions.len(), retention)
         })
     };
     let mut node = NodeProcess::start_with(options(config(2, 1000)));

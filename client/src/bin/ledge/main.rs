@@ -1,1 +1,102 @@
-fn main() {}
+//! `ledge`: the command-line client for a Ledge node.
+//!
+//! Thin: parse arguments (clap), connect, run one command, print. Every error ends as one line
+//! on stderr (`error: ...`) and exit status 1; clap's usage errors exit with 2.
+
+mod args;
+mod consume;
+mod output;
+mod produce;
+mod topic;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use ledge_client::{Client, ClientConfig, Trust};
+
+use crate::args::{Cli, Command};
+
+/// Where the CA is looked for when neither `--ca` nor `--insecure` is given: the dev CA of a
+/// node started with no flags in the current directory.
+const CA_DEFAULT: &str = "ledge-data/tls/ca.pem";
+
+/// A CLI user waiting on a node that is not there wants to know soon.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` joins the context chain into one line: "what we did: why it failed".
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let trust = trust(cli.ca.as_deref(), cli.insecure)?;
+    let mut config = ClientConfig::new(cli.server.clone(), trust);
+    config.server_name = cli.server_name.clone();
+    config.client_id = "ledge-cli".into();
+    config.connect_timeout = CONNECT_TIMEOUT;
+    let client = Client::connect(config)
+        .await
+        .with_context(|| format!("cannot reach the node at {}", cli.server))?;
+    let result = match cli.command {
+        Command::Topic { command } => topic::run(&client, command).await,
+        Command::Produce(arguments) => produce::run(&client, arguments).await,
+        Command::Consume(arguments) => consume::run(&client, arguments).await,
+    };
+    client.close().await;
+    result
+}
+
+/// The CLI's one clock read (progress rates and `--timeout-ms`).
+#[expect(clippy::disallowed_methods, reason = "the CLI's one real clock")]
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// `--ca`, `--insecure`, or the default CA file if it exists.
+fn trust(ca: Option<&Path>, insecure: bool) -> anyhow::Result<Trust> {
+    if insecure {
+        return Ok(Trust::Insecure);
+    }
+    if let Some(ca) = ca {
+        if !ca.is_file() {
+            bail!("CA file {} does not exist", ca.display());
+        }
+        return Ok(Trust::CaFile(ca.to_path_buf()));
+    }
+    let default = PathBuf::from(CA_DEFAULT);
+    if default.is_file() {
+        return Ok(Trust::CaFile(default));
+    }
+    bail!(
+        "no CA certificate to verify the node with: pass --ca FILE (a node writes its dev CA to \
+         <data-dir>/tls/ca.pem; {CA_DEFAULT} is used when present) or --insecure to skip \
+         verification"
+    )
+}

@@ -1,0 +1,395 @@
+//! Topic administration: create, delete, list, describe, and topic configs; offset lookups.
+//!
+//! Read-only calls (list, describe, list offsets) are retried on retriable failures within the
+//! request timeout; calls that change something are sent once, because a resend after a lost
+//! answer could report `TopicAlreadyExists` for a topic this very call created.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ledge_protocol::wire::{
+    self, AlterTopicConfigs, ApiKey, ConfigEntry, CreatableTopic, ErrorCode, OffsetSpec, Request,
+    Response, TopicResult,
+};
+
+use crate::clock;
+use crate::connection::{Client, unexpected};
+use crate::consumer::TopicPartition;
+use crate::error::{AdminError, RequestError};
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Name: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+    pub name: String,
+    /// Partition count, at least 1.
+    pub partitions: u32,
+    /// Configs that differ from the node's defaults (`retention.ms`, `cleanup.policy`, ...).
+    pub configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    /// A topic with `partitions` partitions and default configs.
+    pub fn new(name: impl Into<String>, partitions: u32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            configs: Vec::new(),
+        }
+    }
+
+    /// Adds a config.
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// A topic in [`Admin::list_topics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicListing {
+    /// Name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: u32,
+    /// Internal topics (`__` prefix) belong to the node.
+    pub internal: bool,
+}
+
+/// A topic with its partitions' offsets, from [`Admin::describe_topics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    /// Name.
+    pub name: String,
+    /// Internal topics (`__` prefix) belong to the node.
+    pub internal: bool,
+    /// Partitions in order.
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// One partition's readable range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    /// Partition number.
+    pub partition: u32,
+    /// First readable offset.
+    pub log_start_offset: i64,
+    /// One past the last readable offset (the next offset to be written).
+    pub high_watermark: i64,
+    /// `Some(PartitionOffline)` when the node could not open the partition.
+    pub error: Option<ErrorCode>,
+}
+
+/// One config of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigValue {
+    /// Key (`retention.ms`, ...).
+    pub name: String,
+    /// Effective value.
+    pub value: String,
+    /// Whether it is the node's default rather than set on the topic.
+    pub is_default: bool,
+}
+
+/// An offset found by [`Admin::list_offsets`] or a consumer lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    /// The offset; `None` when no record is at or after the asked timestamp.
+    pub offset: Option<i64>,
+    /// The record's timestamp, for timestamp lookups.
+    pub timestamp: Option<i64>,
+}
+
+/// Creates, deletes and describes topics.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: Client,
+}
+
+impl Admin {
+    /// An admin client sharing `client`'s connection.
+    pub fn new(client: &Client) -> Self {
+        Self {
+            client: client.clone(),
+        }
+    }
+
+    /// Creates topics. With `validate_only` the node checks the request and creates nothing.
+    /// Fails with the first topic the node refused (`TopicAlreadyExists`, `InvalidTopic`,
+    /// `InvalidConfig`, ...); the others in the call may have been created.
+    pub async fn create_topics(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let request = Request::CreateTopics(wire::CreateTopicsRequest {
+            topics: topics
+                .into_iter()
+                .map(|topic| CreatableTopic {
+                    name: topic.name,
+                    partitions: topic.partitions,
+                    configs: config_entries(topic.configs),
+                })
+                .collect(),
+            validate_only,
+        });
+        match self.client.request(&request, Duration::ZERO).await? {
+            Response::CreateTopics(response) => first_error(response.topics),
+            other => Err(unexpected(ApiKey::CreateTopics, &other).into()),
+        }
+    }
+
+    /// Deletes topics and their data.
+    pub async fn delete_topics(&self, names: Vec<String>) -> Result<(), AdminError> {
+        let request = Request::DeleteTopics(wire::DeleteTopicsRequest { names });
+        match self.client.request(&request, Duration::ZERO).await? {
+            Response::DeleteTopics(response) => first_error(response.topics),
+            other => Err(unexpected(ApiKey::DeleteTopics, &other).into()),
+        }
+    }
+
+    /// Every topic, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicListing>, AdminError> {
+        let metadata = metadata(&self.client, None).await?;
+        Ok(metadata
+            .topics
+            .into_iter()
+            .map(|topic| TopicListing {
+                partitions: u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX),
+                name: topic.name,
+                internal: topic.internal,
+            })
+            .collect())
+    }
+
+    /// The named topics with their partitions' offsets. Fails with `UnknownTopicOrPartition`
+    /// for a topic that does not exist.
+    pub async fn describe_topics(
+        &self,
+        names: Vec<String>,
+    ) -> Result<Vec<TopicDescription>, AdminError> {
+        self.describe(Some(names)).await
+    }
+
+    /// Every topic with its partitions' offsets, sorted by name.
+    pub async fn describe_all_topics(&self) -> Result<Vec<TopicDescription>, AdminError> {
+        self.describe(None).await
+    }
+
+    async fn describe(
+        &self,
+        names: Option<Vec<String>>,
+    ) -> Result<Vec<TopicDescription>, AdminError> {
+        let metadata = metadata(&self.client, names).await?;
+        let mut described = Vec::with_capacity(metadata.topics.len());
+        for topic in metadata.topics {
+            if topic.error != ErrorCode::None {
+                return Err(AdminError::Topic {
+                    topic: topic.name,
+                    code: topic.error,
+                    message: String::new(),
+                });
+            }
+            described.push(TopicDescription {
+                name: topic.name,
+                internal: topic.internal,
+                partitions: topic
+                    .partitions
+                    .into_iter()
+                    .map(|partition| PartitionDescription {
+                        partition: partition.partition,
+                        log_start_offset: partition.log_start_offset,
+                        high_watermark: partition.high_watermark,
+                        error: (partition.error != ErrorCode::None).then_some(partition.error),
+                    })
+                    .collect(),
+            });
+        }
+        Ok(described)
+    }
+
+    /// Every config of each named topic, sorted by key, in the order asked.
+    pub async fn describe_configs(
+        &self,
+        names: Vec<String>,
+    ) -> Result<Vec<(String, Vec<ConfigValue>)>, AdminError> {
+        let request = Request::DescribeConfigs(wire::DescribeConfigsRequest { topics: names });
+        let response = match request_with_retry(&self.client, &request).await? {
+            Response::DescribeConfigs(response) => response,
+            other => return Err(unexpected(ApiKey::DescribeConfigs, &other).into()),
+        };
+        let mut described = Vec::with_capacity(response.topics.len());
+        for topic in response.topics {
+            if topic.error != ErrorCode::None {
+                return Err(AdminError::Topic {
+                    topic: topic.name,
+                    code: topic.error,
+                    message: topic.message,
+                });
+            }
+            let configs = topic
+                .configs
+                .into_iter()
+                .map(|config| ConfigValue {
+                    name: config.name,
+                    value: config.value,
+                    is_default: config.is_default,
+                })
+                .collect();
+            described.push((topic.name, configs));
+        }
+        Ok(described)
+    }
+
+    /// Sets the `set` configs of topic `name` and returns the `delete` ones to their
+    /// defaults; other keys keep their values.
+    pub async fn alter_configs(
+        &self,
+        name: &str,
+        set: Vec<(String, String)>,
+        delete: Vec<String>,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let request = Request::AlterConfigs(wire::AlterConfigsRequest {
+            topics: vec![AlterTopicConfigs {
+                name: name.to_string(),
+                set: config_entries(set),
+                delete,
+            }],
+            validate_only,
+        });
+        match self.client.request(&request, Duration::ZERO).await? {
+            Response::AlterConfigs(response) => first_error(response.topics),
+            other => Err(unexpected(ApiKey::AlterConfigs, &other).into()),
+        }
+    }
+
+    /// Looks up offsets: earliest, latest, or the first at or after a timestamp.
+    pub async fn list_offsets(
+        &self,
+        specs: Vec<(TopicPartition, OffsetSpec)>,
+    ) -> Result<BTreeMap<TopicPartition, ListedOffset>, AdminError> {
+        let listed = list_offsets(&self.client, specs).await?;
+        let mut offsets = BTreeMap::new();
+        for (partition, result) in listed {
+            match result {
+                Ok(offset) => {
+                    offsets.insert(partition, offset);
+                }
+                Err(code) => {
+                    return Err(AdminError::Topic {
+                        topic: partition.topic.clone(),
+                        code,
+                        message: format!("partition {}", partition.partition),
+                    });
+                }
+            }
+        }
+        Ok(offsets)
+    }
+}
+
+fn config_entries(configs: Vec<(String, String)>) -> Vec<ConfigEntry> {
+    configs
+        .into_iter()
+        .map(|(name, value)| ConfigEntry { name, value })
+        .collect()
+}
+
+fn first_error(results: Vec<TopicResult>) -> Result<(), AdminError> {
+    match results
+        .into_iter()
+        .find(|result| result.error != ErrorCode::None)
+    {
+        Some(result) => Err(AdminError::Topic {
+            topic: result.name,
+            code: result.error,
+            message: result.message,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Metadata for `topics` (all when `None`), retried within the request timeout.
+pub(crate) async fn metadata(
+    client: &Client,
+    topics: Option<Vec<String>>,
+) -> Result<wire::MetadataResponse, RequestError> {
+    let request = Request::Metadata(wire::MetadataRequest { topics });
+    match request_with_retry(client, &request).await? {
+        Response::Metadata(response) => Ok(response),
+        other => Err(unexpected(ApiKey::Metadata, &other)),
+    }
+}
+
+/// ListOffsets for `specs`, one result per partition asked (a per-partition error as `Err`).
+pub(crate) async fn list_offsets(
+    client: &Client,
+    specs: Vec<(TopicPartition, OffsetSpec)>,
+) -> Result<BTreeMap<TopicPartition, Result<ListedOffset, ErrorCode>>, RequestError> {
+    let mut topics: Vec<wire::ListOffsetsTopic> = Vec::new();
+    for (partition, spec) in &specs {
+        let entry = wire::ListOffsetsPartition {
+            partition: partition.partition,
+            spec: *spec,
+        };
+        match topics
+            .iter_mut()
+            .find(|topic| topic.name == partition.topic)
+        {
+            Some(topic) => topic.partitions.push(entry),
+            None => topics.push(wire::ListOffsetsTopic {
+                name: partition.topic.clone(),
+                partitions: vec![entry],
+            }),
+        }
+    }
+    let request = Request::ListOffsets(wire::ListOffsetsRequest { topics });
+    let response = match request_with_retry(client, &request).await? {
+        Response::ListOffsets(response) => response,
+        other => return Err(unexpected(ApiKey::ListOffsets, &other)),
+    };
+    let mut listed = BTreeMap::new();
+    for topic in response.topics {
+        for partition in topic.partitions {
+            let key = TopicPartition::new(topic.name.clone(), partition.partition);
+            let result = if partition.error == ErrorCode::None {
+                Ok(ListedOffset {
+                    offset: partition.offset,
+                    timestamp: partition.timestamp,
+                })
+            } else {
+                Err(partition.error)
+            };
+            listed.insert(key, result);
+        }
+    }
+    for (partition, _) in specs {
+        if !listed.contains_key(&partition) {
+            return Err(RequestError::MalformedResponse(format!(
+                "ListOffsets answer lacks {partition}"
+            )));
+        }
+    }
+    Ok(listed)
+}
+
+/// Sends a request that changes nothing, resending after retriable failures until the
+/// client's request timeout has passed.
+pub(crate) async fn request_with_retry(
+    client: &Client,
+    request: &Request,
+) -> Result<Response, RequestError> {
+    let deadline = clock::now() + client.config().request_timeout;
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match client.request(request, Duration::ZERO).await {
+            Err(error) if error.is_retriable() && clock::now() + wait < deadline => {
+                tracing::debug!(%error, "retrying {:?}", request.api_key());
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            result => return result,
+        }
+    }
+}

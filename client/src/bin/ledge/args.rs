@@ -1,0 +1,339 @@
+//! Command-line arguments and the parsers for their values.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ledge_client::{Acks, Compression, SERVER_DEFAULT};
+
+/// Help heading of the options every command takes.
+const CONNECTION: &str = "Connection options";
+
+/// Command-line client for a Ledge node: manage topics, produce and consume records.
+#[derive(Debug, Parser)]
+#[command(name = "ledge", version, propagate_version = true)]
+#[command(after_help = "Examples:
+  ledge topic create orders --partitions 3 --config retention.ms=604800000
+  printf 'order-1:{\"total\":299.99}\\n' | ledge produce orders --key-separator :
+  ledge consume orders --from-beginning --max-messages 10 --format json")]
+pub(crate) struct Cli {
+    /// Node address (host:port, UDP)
+    #[arg(long, global = true, env = "LEDGE_SERVER", value_name = "ADDR", default_value = SERVER_DEFAULT, help_heading = CONNECTION)]
+    pub(crate) server: String,
+
+    /// CA certificate (PEM) the node's certificate must be signed by
+    /// [default: ./ledge-data/tls/ca.pem when present]
+    #[arg(long, global = true, env = "LEDGE_CA", value_name = "FILE", help_heading = CONNECTION)]
+    pub(crate) ca: Option<PathBuf>,
+
+    /// Do not verify the node's certificate (still encrypted, but anyone on the path can
+    /// impersonate the node): for throwaway nodes only
+    #[arg(long, global = true, conflicts_with = "ca", help_heading = CONNECTION)]
+    pub(crate) insecure: bool,
+
+    /// Name the node's certificate must be issued for
+    #[arg(long, global = true, value_name = "NAME", default_value = "localhost", help_heading = CONNECTION)]
+    pub(crate) server_name: String,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create, list, describe, alter and delete topics
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+    /// Send one record per line of standard input
+    Produce(ProduceArgs),
+    /// Print records of a topic
+    Consume(ConsumeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicCommand {
+    /// Create a topic
+    Create(CreateArgs),
+    /// List topics with their partition and record counts
+    List(ListArgs),
+    /// Show a topic's partitions (start and end offsets) and configs
+    Describe(DescribeArgs),
+    /// Change a topic's configs
+    Alter(AlterArgs),
+    /// Delete a topic and all its records
+    Delete(DeleteArgs),
+}
+
+/// How commands that print data print it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Aligned columns for people
+    Table,
+    /// JSON for scripts
+    Json,
+}
+
+/// How `consume` prints records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RecordFormat {
+    /// The value, one record per line (with --print-key, the key first)
+    Text,
+    /// One JSON object per line: topic, partition, offset, timestamp, key, value, headers
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// Topic name: 1-249 of [a-zA-Z0-9._-]
+    pub(crate) name: String,
+    /// Number of partitions
+    #[arg(long, short, value_name = "N", default_value_t = 1)]
+    pub(crate) partitions: u32,
+    /// Topic config KEY=VALUE (repeatable), e.g. retention.ms=604800000, cleanup.policy=compact
+    #[arg(long = "config", short, value_name = "KEY=VALUE", value_parser = parse_config)]
+    pub(crate) configs: Vec<(String, String)>,
+    /// Only check that the topic could be created
+    #[arg(long)]
+    pub(crate) validate_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DescribeArgs {
+    /// Topic name
+    pub(crate) name: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("change").required(true).multiple(true).args(["configs", "delete_configs"]))]
+pub(crate) struct AlterArgs {
+    /// Topic name
+    pub(crate) name: String,
+    /// Set config KEY=VALUE (repeatable)
+    #[arg(long = "config", short, value_name = "KEY=VALUE", value_parser = parse_config)]
+    pub(crate) configs: Vec<(String, String)>,
+    /// Return config KEY to the node's default (repeatable)
+    #[arg(long = "delete-config", value_name = "KEY", value_parser = parse_config_key)]
+    pub(crate) delete_configs: Vec<String>,
+    /// Only check that the change is valid
+    #[arg(long)]
+    pub(crate) validate_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeleteArgs {
+    /// Topic name
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProduceArgs {
+    /// Topic to write to
+    pub(crate) topic: String,
+    /// Split each line at the first S into key and value (lines without S are an error)
+    #[arg(long, value_name = "S", value_parser = parse_separator)]
+    pub(crate) key_separator: Option<String>,
+    /// Acknowledgement: 0 (none), 1 (written), all (synced to disk; enables idempotence)
+    #[arg(long, value_name = "ACKS", default_value = "all", value_parser = parse_acks)]
+    pub(crate) acks: Acks,
+    /// Write every record to this partition (default: by key, or sticky without keys)
+    #[arg(long, value_name = "P")]
+    pub(crate) partition: Option<u32>,
+    /// Batch compression
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    pub(crate) compression: CompressionArg,
+    /// Header KEY=VALUE added to every record (repeatable)
+    #[arg(long = "header", short = 'H', value_name = "KEY=VALUE", value_parser = parse_header)]
+    pub(crate) headers: Vec<(String, String)>,
+    /// Milliseconds a batch waits for more lines before it is sent
+    #[arg(long, value_name = "MS", default_value_t = 5)]
+    pub(crate) linger_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsumeArgs {
+    /// Topic to read
+    pub(crate) topic: String,
+    /// Start at the oldest record still stored (default: only new records)
+    #[arg(long, conflicts_with = "offset")]
+    pub(crate) from_beginning: bool,
+    /// Start at this offset (in each partition read)
+    #[arg(long, value_name = "N")]
+    pub(crate) offset: Option<i64>,
+    /// Read only this partition (default: all)
+    #[arg(long, value_name = "P")]
+    pub(crate) partition: Option<u32>,
+    /// Exit after this many records
+    #[arg(long, value_name = "N")]
+    pub(crate) max_messages: Option<u64>,
+    /// Exit after this many milliseconds without a record (default: wait forever)
+    #[arg(long, value_name = "T")]
+    pub(crate) timeout_ms: Option<u64>,
+    /// Output format; in JSON, keys and values that are not UTF-8 print as {"base64": "..."}
+    #[arg(long, value_enum, default_value_t = RecordFormat::Text)]
+    pub(crate) format: RecordFormat,
+    /// In text format, print the key before the value
+    #[arg(long)]
+    pub(crate) print_key: bool,
+    /// In text format, what goes between key and value
+    #[arg(long, value_name = "S", default_value = "\t")]
+    pub(crate) key_separator: String,
+}
+
+/// `--compression` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(value: CompressionArg) -> Self {
+        match value {
+            CompressionArg::None => Self::None,
+            CompressionArg::Gzip => Self::Gzip,
+            CompressionArg::Snappy => Self::Snappy,
+            CompressionArg::Lz4 => Self::Lz4,
+            CompressionArg::Zstd => Self::Zstd,
+        }
+    }
+}
+
+/// Parses `KEY=VALUE` for a topic config. Keys are dotted words; the value may not be empty
+/// (use `--delete-config KEY` to return a key to its default).
+pub(crate) fn parse_config(text: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = text.split_once('=') else {
+        return Err(format!(
+            "expected KEY=VALUE, e.g. retention.ms=604800000 (got {text:?})"
+        ));
+    };
+    let key = parse_config_key(key.trim())?;
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(format!(
+            "config {key} has no value; use --delete-config {key} to return it to the default"
+        ));
+    }
+    Ok((key, value.to_string()))
+}
+
+/// A config key: letters, digits, `.`, `_` and `-`.
+pub(crate) fn parse_config_key(key: &str) -> Result<String, String> {
+    if key.is_empty() {
+        return Err("config key is empty; expected KEY=VALUE".into());
+    }
+    if let Some(bad) = key
+        .chars()
+        .find(|character| !(character.is_ascii_alphanumeric() || ".-_".contains(*character)))
+    {
+        return Err(format!(
+            "config key {key:?} contains {bad:?}; keys look like retention.ms"
+        ));
+    }
+    Ok(key.to_string())
+}
+
+/// Parses `KEY=VALUE` for a header: any non-empty key, any value.
+pub(crate) fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!(
+            "expected KEY=VALUE with a non-empty key (got {text:?})"
+        )),
+    }
+}
+
+pub(crate) fn parse_acks(text: &str) -> Result<Acks, String> {
+    text.parse()
+}
+
+pub(crate) fn parse_separator(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("the key separator cannot be empty".into());
+    }
+    Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_parse_as_key_value() {
+        assert_eq!(
+            parse_config("retention.ms=1000"),
+            Ok(("retention.ms".into(), "1000".into()))
+        );
+        assert_eq!(
+            parse_config(" cleanup.policy = compact "),
+            Ok(("cleanup.policy".into(), "compact".into()))
+        );
+        // Only the first '=' splits: values may contain '='.
+        assert_eq!(parse_config("a.b=x=y"), Ok(("a.b".into(), "x=y".into())));
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_expected() {
+        assert!(
+            parse_config("retention.ms")
+                .unwrap_err()
+                .contains("KEY=VALUE")
+        );
+        assert!(parse_config("=5").unwrap_err().contains("empty"));
+        assert!(
+            parse_config("retention.ms=")
+                .unwrap_err()
+                .contains("--delete-config")
+        );
+        assert!(parse_config("bad key=1").unwrap_err().contains("' '"));
+        assert!(parse_config_key("").is_err());
+    }
+
+    #[test]
+    fn headers_and_acks_parse() {
+        assert_eq!(
+            parse_header("trace=abc"),
+            Ok(("trace".into(), "abc".into()))
+        );
+        assert_eq!(parse_header("empty="), Ok(("empty".into(), String::new())));
+        assert!(parse_header("=x").is_err());
+        assert!(parse_header("novalue").is_err());
+        assert_eq!(parse_acks("all"), Ok(Acks::All));
+        assert_eq!(parse_acks("0"), Ok(Acks::None));
+        assert!(parse_acks("2").unwrap_err().contains("0, 1 or all"));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn alter_needs_a_change_and_ca_conflicts_with_insecure() {
+        assert!(Cli::try_parse_from(["ledge", "topic", "alter", "t"]).is_err());
+        assert!(
+            Cli::try_parse_from(["ledge", "topic", "alter", "t", "--delete-config", "a.b"]).is_ok()
+        );
+        assert!(
+            Cli::try_parse_from(["ledge", "--ca", "x.pem", "--insecure", "topic", "list"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["ledge", "consume", "t", "--from-beginning", "--offset", "3"])
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! `ledge topic ...`: create, list, describe, alter, delete.
+
+use anyhow::Context;
+use ledge_client::{Admin, Client, NewTopic, PartitionDescription};
+use serde_json::json;
+
+use crate::args::{Format, TopicCommand};
+use crate::output::{print, table};
+
+pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
+    let admin = Admin::new(client);
+    match command {
+        TopicCommand::Create(arguments) => {
+            let topic = NewTopic {
+                name: arguments.name.clone(),
+                partitions: arguments.partitions,
+                configs: arguments.configs,
+            };
+            admin
+                .create_topics(vec![topic], arguments.validate_only)
+                .await
+                .context("cannot create topic")?;
+            let partitions = match arguments.partitions {
+                1 => "1 partition".to_string(),
+                count => format!("{count} partitions"),
+            };
+            if arguments.validate_only {
+                print(&format!(
+                    "Topic {} with {partitions} can be created.",
+                    arguments.name
+                ))
+            } else {
+                print(&format!(
+                    "Created topic {} with {partitions}.",
+                    arguments.name
+                ))
+            }
+        }
+        TopicCommand::List(arguments) => {
+            let topics = admin
+                .describe_all_topics()
+                .await
+                .context("cannot list topics")?;
+            match arguments.format {
+                Format::Json => {
+                    let topics: Vec<_> = topics
+                        .iter()
+                        .map(|topic| {
+                            json!({
+                                "topic": topic.name,
+                                "partitions": topic.partitions.len(),
+                                "records": records(&topic.partitions),
+                                "internal": topic.internal,
+                            })
+                        })
+                        .collect();
+                    print(&serde_json::to_string(&topics)?)
+                }
+                Format::Table => {
+                    let mut output = table(&["TOPIC", "PARTITIONS", "RECORDS"], &[1, 2]);
+                    for topic in &topics {
+                        output.add_row(vec![
+                            topic.name.clone(),
+                            topic.partitions.len().to_string(),
+                            records(&topic.partitions).to_string(),
+                        ]);
+                    }
+                    if topics.is_empty() {
+                        print("No topics. Create one with: ledge topic create NAME")
+                    } else {
+                        print(&output.to_string())
+                    }
+                }
+            }
+        }
+        TopicCommand::Describe(arguments) => {
+            let name = arguments.name;
+            let context = || "cannot describe topic";
+            let topic = admin
+                .describe_topics(vec![name.clone()])
+                .await
+                .with_context(context)?
+                .into_iter()
+                .next()
+                .with_context(context)?;
+            let configs = admin
+                .describe_configs(vec![name.clone()])
+                .await
+                .with_context(context)?
+                .into_iter()
+                .next()
+                .map(|(_, configs)| configs)
+                .unwrap_or_default();
+            match arguments.format {
+                Format::Json => {
+                    let partitions: Vec<_> = topic
+                        .partitions
+                        .iter()
+                        .map(|partition| {
+                            json!({
+                                "partition": partition.partition,
+                                "start_offset": partition.log_start_offset,
+                                "end_offset": partition.high_watermark,
+                                "records": partition_records(partition),
+                                "error": partition.error.map(|code| code.name()),
+                            })
+                        })
+                        .collect();
+                    let configs: Vec<_> = configs
+                        .iter()
+                        .map(|config| {
+                            json!({
+                                "name": config.name,
+                                "value": config.value,
+                                "default": config.is_default,
+                            })
+                        })
+                        .collect();
+                    let described = json!({
+                        "topic": topic.name,
+                        "internal": topic.internal,
+                        "partitions": partitions,
+                        "configs": configs,
+                    });
+                    print(&serde_json::to_string(&described)?)
+                }
+                Format::Table => {
+                    let mut partitions = table(
+                        &[
+                            "PARTITION",
+                            "START OFFSET",
+                            "END OFFSET",
+                            "RECORDS",
+                            "STATUS",
+                        ],
+                        &[0, 1, 2, 3],
+                    );
+                    for partition in &topic.partitions {
+                        partitions.add_row(vec![
+                            partition.partition.to_string(),
+                            partition.log_start_offset.to_string(),
+                            partition.high_watermark.to_string(),
+                            partition_records(partition).to_string(),
+                            partition
+                                .error
+                                .map_or("online", |code| code.name())
+                                .to_string(),
+                        ]);
+                    }
+                    let mut settings = table(&["CONFIG", "VALUE", "SOURCE"], &[]);
+                    for config in &configs {
+                        settings.add_row(vec![
+                            config.name.clone(),
+                            config.value.clone(),
+                            if config.is_default {
+                                "default"
+                            } else {
+                                "topic"
+                            }
+                            .to_string(),
+                        ]);
+                    }
+                    print(&format!(
+                        "Topic: {}  Partitions: {}  Records: {}\n\n{partitions}\n\n{settings}",
+                        topic.name,
+                        topic.partitions.len(),
+                        records(&topic.partitions)
+                    ))
+                }
+            }
+        }
+        TopicCommand::Alter(arguments) => {
+            let name = arguments.name;
+            admin
+                .alter_configs(
+                    &name,
+                    arguments.configs.clone(),
+                    arguments.delete_configs.clone(),
+                    arguments.validate_only,
+                )
+                .await
+                .context("cannot alter topic")?;
+            let mut changes: Vec<String> = arguments
+                .configs
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect();
+            changes.extend(
+                arguments
+                    .delete_configs
+                    .iter()
+                    .map(|key| format!("{key} (reset to default)")),
+            );
+            let verb = if arguments.validate_only {
+                "Valid change of"
+            } else {
+                "Updated"
+            };
+            print(&format!("{verb} topic {name}: {}.", changes.join(", ")))
+        }
+        TopicCommand::Delete(arguments) => {
+            admin
+                .delete_topics(vec![arguments.name.clone()])
+                .await
+                .context("cannot delete topic")?;
+            print(&format!("Deleted topic {}.", arguments.name))
+        }
+    }
+}
+
+fn partition_records(partition: &PartitionDescription) -> i64 {
+    (partition.high_watermark - partition.log_start_offset).max(0)
+}
+
+fn records(partitions: &[PartitionDescription]) -> i64 {
+    partitions.iter().map(partition_records).sum()
+}

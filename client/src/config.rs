@@ -1,0 +1,86 @@
+//! Connection settings shared by the producer, consumer and admin client.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ledge_protocol::wire::FRAME_BYTES_MAX_DEFAULT;
+
+/// Default node address.
+pub const SERVER_DEFAULT: &str = "127.0.0.1:9092";
+
+/// How the client decides to trust the node's certificate. TLS is always on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Trust {
+    /// Trust only certificates signed by the CA in this PEM file (the node writes its dev CA
+    /// to `<data-dir>/tls/ca.pem`). The platform's trust store is not consulted.
+    CaFile(PathBuf),
+    /// Trust only certificates signed by this PEM-encoded CA.
+    CaPem(Vec<u8>),
+    /// **Accept any certificate.** The connection is still encrypted, but anyone who can
+    /// intercept the traffic can impersonate the node, read every record and inject their own.
+    /// Use it only against a throwaway node on a trusted network, never in production; prefer
+    /// [`Trust::CaFile`] with the node's `ca.pem`.
+    Insecure,
+}
+
+/// Where the node is and how to talk to it.
+///
+/// Build one with [`ClientConfig::new`] and change fields as needed; every limit has a
+/// documented default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// `host:port` of the node's UDP listener. Default [`SERVER_DEFAULT`].
+    pub server: String,
+    /// The name the node's certificate must carry. Default `localhost` (what the dev
+    /// certificate is issued for).
+    pub server_name: String,
+    /// How to verify the node's certificate.
+    pub trust: Trust,
+    /// Sent with every request, for the node's logs. Default `ledge-client`.
+    pub client_id: String,
+    /// Longest wait for one answer, on top of any wait the request asks the node for (a
+    /// fetch's long poll). The node is also told this timeout for acks=all produces.
+    /// Default 30 s (Kafka's `request.timeout.ms`).
+    pub request_timeout: Duration,
+    /// Longest wait for a QUIC handshake. Default 10 s.
+    pub connect_timeout: Duration,
+    /// A connection that hears nothing from the node for this long is considered lost and
+    /// made again; keep-alives go out at a quarter of it. This is how a `kill -9`ed node is
+    /// noticed. Default 10 s.
+    pub idle_timeout: Duration,
+    /// Largest response frame accepted, and largest request sent. Default 64 MiB
+    /// (`wire::FRAME_BYTES_MAX_DEFAULT`, the node's default too).
+    pub frame_bytes_max: u32,
+    /// Kernel send and receive buffer for the UDP socket. Loopback drops datagrams with the
+    /// usual small default under bursts. Default 4 MiB.
+    pub socket_buffer_bytes: usize,
+}
+
+/// Default [`ClientConfig::request_timeout`].
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Default [`ClientConfig::connect_timeout`].
+pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Default [`ClientConfig::idle_timeout`].
+pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Default [`ClientConfig::socket_buffer_bytes`].
+pub const SOCKET_BUFFER_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+
+impl ClientConfig {
+    /// Settings for the node at `server` (`host:port`), trusted as `trust`, with defaults for
+    /// everything else.
+    pub fn new(server: impl Into<String>, trust: Trust) -> Self {
+        Self {
+            server: server.into(),
+            server_name: "localhost".into(),
+            trust,
+            client_id: "ledge-client".into(),
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            idle_timeout: IDLE_TIMEOUT_DEFAULT,
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            socket_buffer_bytes: SOCKET_BUFFER_BYTES_DEFAULT,
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Consumer unit tests: decoding fetched batches from a position.
+
+use bytes::{Bytes, BytesMut};
+use ledge_protocol::{Compression, EncodeOptions, Record, encode_batch};
+
+use super::*;
+
+fn batch(base_offset: i64, count: usize, compression: Compression) -> Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|index| Record {
+            timestamp: 1000 + index as i64,
+            key: Some(Bytes::from(format!("k{}", base_offset + index as i64))),
+            value: Some(Bytes::from(format!("v{}", base_offset + index as i64))),
+            headers: vec![Header {
+                key: "h".into(),
+                value: None,
+            }],
+        })
+        .collect();
+    let options = EncodeOptions {
+        base_offset,
+        compression,
+        ..EncodeOptions::default()
+    };
+    encode_batch(&records, &options).unwrap()
+}
+
+fn state(fetch_offset: i64) -> PartitionState {
+    PartitionState {
+        topic: Arc::from("orders"),
+        position: Some(fetch_offset),
+        fetch_offset,
+        buffered: VecDeque::new(),
+    }
+}
+
+fn partition() -> TopicPartition {
+    TopicPartition::new("orders", 0)
+}
+
+#[test]
+fn records_below_the_fetch_offset_are_skipped() {
+    let mut bytes = BytesMut::new();
+    bytes.extend_from_slice(&batch(0, 5, Compression::None));
+    bytes.extend_from_slice(&batch(5, 5, Compression::Zstd));
+    let mut state = state(3);
+    absorb_batches(
+        &mut state,
+        &partition(),
+        &bytes.freeze(),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
+    let offsets: Vec<i64> = state.buffered.iter().map(|record| record.offset).collect();
+    assert_eq!(offsets, (3..10).collect::<Vec<_>>());
+    assert_eq!(state.fetch_offset, 10);
+    let first = &state.buffered[0];
+    assert_eq!(first.key.as_deref(), Some(&b"k3"[..]));
+    assert_eq!(first.value.as_deref(), Some(&b"v3"[..]));
+    assert_eq!(first.timestamp, 1003);
+    assert_eq!(first.headers.len(), 1);
+}
+
+#[test]
+fn a_cut_batch_at_the_end_is_left_for_the_next_fetch() {
+    let mut bytes = BytesMut::new();
+    bytes.extend_from_slice(&batch(0, 2, Compression::None));
+    let second = batch(2, 2, Compression::None);
+    bytes.extend_from_slice(&second[..second.len() - 3]);
+    let mut state = state(0);
+    absorb_batches(
+        &mut state,
+        &partition(),
+        &bytes.freeze(),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(state.buffered.len(), 2);
+    assert_eq!(state.fetch_offset, 2);
+}
+
+#[test]
+fn a_corrupt_batch_is_an_error() {
+    let mut bytes = BytesMut::from(&batch(0, 3, Compression::None)[..]);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    let mut state = state(0);
+    let error = absorb_batches(
+        &mut state,
+        &partition(),
+        &bytes.freeze(),
+        &DecodeLimits::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, ConsumeError::CorruptBatch { offset: 0, .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_empty_answer_changes_nothing() {
+    let mut state = state(7);
+    absorb_batches(
+        &mut state,
+        &partition(),
+        &Bytes::new(),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(state.fetch_offset, 7);
+    assert_eq!(state.position, Some(7));
+}

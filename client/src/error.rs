@@ -1,0 +1,353 @@
+//! Error types, one per operation (STYLE B.4): connecting, one request, producing, consuming,
+//! administering topics, and creating a producer.
+//!
+//! Every enum is `#[non_exhaustive]` so that new variants are not breaking changes. Errors that
+//! came from the node carry its [`ErrorCode`] and message. `is_retriable` says whether the same
+//! operation may succeed later; the producer and consumer already retry those themselves, so a
+//! retriable error reaching the caller means the retry budget ran out.
+//!
+//! Produce errors are `Clone`: one failed batch fails every record in it, and each record's
+//! [`crate::DeliveryFuture`] gets its own copy.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ledge_protocol::wire::ErrorCode;
+
+/// Why a connection to the node could not be set up.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The CA file could not be read. Check the path (`<data-dir>/tls/ca.pem` on the node).
+    #[error("cannot read CA file {path}: {message}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's or the PEM parser's explanation.
+        message: String,
+    },
+    /// The CA file holds no certificate. Pass the node's `ca.pem`, not its key.
+    #[error("CA file {path} contains no PEM certificate")]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The TLS configuration was refused (an unusable certificate, say).
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// The server address did not resolve. Check `host:port`.
+    #[error("cannot resolve {server}: {message}")]
+    Resolve {
+        /// The address as given.
+        server: String,
+        /// Why.
+        message: String,
+    },
+    /// The local UDP socket could not be opened.
+    #[error("cannot open a UDP socket: {0}")]
+    Socket(String),
+    /// The QUIC or TLS handshake failed: a certificate the CA did not sign, a wrong server
+    /// name, or a node that does not speak `ledge/1`. Not worth retrying as is.
+    #[error("cannot connect to {server}: {message}")]
+    Handshake {
+        /// The address.
+        server: String,
+        /// quinn's or rustls's explanation.
+        message: String,
+    },
+    /// No answer within the connect timeout: the node is not running there, or is restarting.
+    #[error("no answer from {server} within {timeout:?}: is ledge-node running there?")]
+    TimedOut {
+        /// The address.
+        server: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
+
+impl ConnectError {
+    /// Whether trying again later may work (the node may be restarting).
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Self::TimedOut { .. })
+    }
+}
+
+/// Why one request to the node failed below the level of its API's own answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// There was no connection and a new one could not be made.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The connection broke while the request was out (a node restart, say). The request may
+    /// or may not have been carried out.
+    #[error("connection to the node lost: {0}")]
+    ConnectionLost(String),
+    /// No answer within the request timeout; the connection is dropped and made again.
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    /// The node refused the frame itself (unknown API, unsupported version, too large, ...).
+    #[error("node refused the request: {}", explain_code(*code, message))]
+    Refused {
+        /// The node's code.
+        code: ErrorCode,
+        /// The node's explanation.
+        message: String,
+    },
+    /// The request is larger than the frame limit; nothing was sent.
+    #[error("request of {bytes} bytes exceeds the frame limit of {limit} bytes")]
+    FrameTooLarge {
+        /// Size of the encoded request.
+        bytes: usize,
+        /// `ClientConfig::frame_bytes_max`.
+        limit: u32,
+    },
+    /// The answer could not be decoded, or answered something else. A bug on one side.
+    #[error("malformed response: {0}")]
+    MalformedResponse(String),
+}
+
+impl RequestError {
+    /// Whether the same request may succeed if sent again.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Connect(error) => error.is_retriable(),
+            Self::ConnectionLost(_) | Self::TimedOut(_) => true,
+            Self::Refused { code, .. } => code.is_retriable(),
+            Self::FrameTooLarge { .. } | Self::MalformedResponse(_) => false,
+        }
+    }
+}
+
+/// Why a [`crate::Producer`] could not be created.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateProducerError {
+    /// The configuration is inconsistent; the message names the fields.
+    #[error("invalid producer configuration: {0}")]
+    InvalidConfig(String),
+    /// Asking the node for a producer id failed.
+    #[error("cannot get a producer id: {0}")]
+    Request(#[from] RequestError),
+    /// The node refused to hand out a producer id.
+    #[error("node refused a producer id: {0}")]
+    ProducerId(ErrorCode),
+}
+
+/// Why a record was not (or may not have been) written.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProduceError {
+    /// An earlier batch of the same partition failed for good, and this one, numbered after
+    /// it, was given up so that no record lands after a gap. Unless an earlier attempt of this
+    /// batch lost its answer (a connection cut), it was not written. Send it again.
+    #[error("not sent: an earlier batch of {topic}/{partition} failed ({cause})")]
+    Aborted {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The earlier batch's error.
+        cause: String,
+    },
+    /// There was no room in `buffer_memory` within `max_block`: the node is slower than the
+    /// sender, or unreachable. Slow down, or raise either limit.
+    #[error("producer buffer full: no room for the record within {waited:?} (buffer_memory)")]
+    BufferFull {
+        /// How long `send` waited.
+        waited: Duration,
+    },
+    /// The producer was closed.
+    #[error("producer is closed")]
+    Closed,
+    /// The record was not acknowledged within `delivery_timeout`. It may or may not have been
+    /// written (the last error says more).
+    #[error(
+        "not acknowledged within the delivery timeout of {timeout:?}; last error: {last_error}"
+    )]
+    DeliveryTimeout {
+        /// `ProducerConfig::delivery_timeout`.
+        timeout: Duration,
+        /// The last error seen, or "none" if the batch was never sent.
+        last_error: String,
+    },
+    /// The batch could not be encoded.
+    #[error("cannot encode batch: {0}")]
+    Encode(String),
+    /// The explicit (or partitioner's) partition does not exist.
+    #[error("partition {partition} does not exist: topic {topic} has {partition_count} partitions")]
+    InvalidPartition {
+        /// Topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many the topic has.
+        partition_count: u32,
+    },
+    /// The node refused the batch. `code` says why (e.g. `MessageTooLarge` for a batch over the
+    /// topic's `max.message.bytes`).
+    #[error("node refused the batch for {topic}/{partition}: {}", explain_code(*code, message))]
+    Node {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The node's code.
+        code: ErrorCode,
+        /// The node's explanation.
+        message: String,
+    },
+    /// One record is larger than `max_request_size`; it was not sent.
+    #[error("record of about {bytes} bytes exceeds max_request_size ({limit} bytes)")]
+    RecordTooLarge {
+        /// Estimated encoded size.
+        bytes: usize,
+        /// `ProducerConfig::max_request_size`.
+        limit: usize,
+    },
+    /// The request could not be delivered, and the retries ran out.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The topic does not exist on the node. Create it first (`ledge topic create`).
+    #[error("topic {topic} does not exist")]
+    UnknownTopic {
+        /// Topic.
+        topic: String,
+    },
+}
+
+impl ProduceError {
+    /// The node's error code, when the node refused the batch.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Node { code, .. } => Some(*code),
+            Self::Request(RequestError::Refused { code, .. }) => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Why a consumer operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumeError {
+    /// A fetched batch failed its CRC or could not be decoded: the bytes were damaged.
+    #[error("corrupt batch in {topic}/{partition} at offset {offset}: {message}")]
+    CorruptBatch {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The position being read.
+        offset: i64,
+        /// What was wrong.
+        message: String,
+    },
+    /// `poll` or `stream` was used with no partitions assigned. Call `assign` first.
+    #[error("no partitions assigned: call assign() first")]
+    NoAssignment,
+    /// The partition has no position and `auto_offset_reset` is `None`. Call `seek` (or
+    /// `seek_to_beginning` / `seek_to_end`) first.
+    #[error("no offset for {topic}/{partition} and auto_offset_reset is none: seek first")]
+    NoOffsetForPartition {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+    },
+    /// The partition is not in the assignment.
+    #[error("{topic}/{partition} is not assigned to this consumer")]
+    NotAssigned {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+    },
+    /// The position is outside the log and `auto_offset_reset` is `None`.
+    #[error(
+        "offset {offset} is out of range for {topic}/{partition} \
+         (readable: {log_start_offset}..{high_watermark})"
+    )]
+    OffsetOutOfRange {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The position asked for.
+        offset: i64,
+        /// First readable offset, when known (else -1).
+        log_start_offset: i64,
+        /// One past the last readable offset, when known (else -1).
+        high_watermark: i64,
+    },
+    /// The node answered this partition with an error.
+    #[error("{topic}/{partition}: {}", explain_code(*code, ""))]
+    Partition {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The node's code.
+        code: ErrorCode,
+    },
+    /// The request failed and could not be retried in time.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The topic or partition does not exist.
+    #[error("partition {partition} of topic {topic} does not exist")]
+    UnknownTopicOrPartition {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+    },
+}
+
+/// Why an admin operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The request failed.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The node refused the operation for one topic. Other topics in the same call may have
+    /// succeeded.
+    #[error("{}", explain_topic(topic, *code, message))]
+    Topic {
+        /// Topic.
+        topic: String,
+        /// The node's code.
+        code: ErrorCode,
+        /// The node's explanation.
+        message: String,
+    },
+}
+
+impl AdminError {
+    /// The node's error code, if the node refused the operation.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Topic { code, .. } => Some(*code),
+            Self::Request(RequestError::Refused { code, .. }) => Some(*code),
+            Self::Request(_) => None,
+        }
+    }
+}
+
+/// The node's message with its code, or the code alone when the node sent no message.
+fn explain_code(code: ErrorCode, message: &str) -> String {
+    if message.is_empty() {
+        code.name().to_string()
+    } else {
+        format!("{message} ({code})")
+    }
+}
+
+/// A per-topic refusal in words, for the codes a user meets most.
+fn explain_topic(topic: &str, code: ErrorCode, message: &str) -> String {
+    match code {
+        ErrorCode::UnknownTopicOrPartition => format!("topic {topic} does not exist"),
+        ErrorCode::TopicAlreadyExists => format!("topic {topic} already exists"),
+        _ => format!("topic {topic}: {}", explain_code(code, message)),
+    }
+}

@@ -1,0 +1,226 @@
+//! Records waiting to be sent, grouped into batches per partition (Kafka's RecordAccumulator).
+//!
+//! Owns: the open batches, the batching policy (close a batch at `batch_size` bytes; send it
+//! once closed, once it is `linger` old, or when a flush asks), and delivery-timeout expiry of
+//! batches that never left. Does not own: sequence numbers, encoding, retries or memory
+//! permits (the sender and `Producer::send` do those). It is sans-IO: time comes in as `now`.
+//!
+//! Invariants: within a partition batches leave in the order they were opened, so records leave
+//! in the order they were appended; only the last batch of a partition is open; every batch
+//! holds at least one record.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledge_protocol::Record;
+
+use super::completion::BatchCompletion;
+
+/// A topic and partition, as the accumulator and sender key them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct PartitionKey {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: u32,
+}
+
+/// A batch being filled or waiting to leave.
+#[derive(Debug)]
+pub(crate) struct PendingBatch {
+    pub(crate) records: Vec<Record>,
+    /// Sum of the records' estimated sizes: what they hold of `buffer_memory`.
+    pub(crate) bytes: usize,
+    /// When the first record arrived; `linger` and `delivery_timeout` count from here.
+    pub(crate) created: Instant,
+    pub(crate) completion: Arc<BatchCompletion>,
+    /// No more records go in.
+    pub(crate) closed: bool,
+}
+
+/// What [`Accumulator::append`] did.
+#[derive(Debug)]
+pub(crate) struct Appended {
+    pub(crate) completion: Arc<BatchCompletion>,
+    /// The record's position in its batch (its offset delta).
+    pub(crate) index: u32,
+    /// The record opened a batch: the sender must arm a linger timer for it.
+    pub(crate) opened_batch: bool,
+    /// A batch of this partition became ready to send because of this record.
+    pub(crate) closed_batch: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Accumulator {
+    batch_size: usize,
+    linger: Duration,
+    queues: BTreeMap<PartitionKey, VecDeque<PendingBatch>>,
+    records: usize,
+}
+
+impl Accumulator {
+    pub(crate) fn new(batch_size: usize, linger: Duration) -> Self {
+        Self {
+            batch_size: batch_size.max(1),
+            linger,
+            queues: BTreeMap::new(),
+            records: 0,
+        }
+    }
+
+    /// Appends `record` (of estimated size `bytes`) to the open batch of `key`, or to a new one
+    /// when the open one is closed or would grow past `batch_size`. A record larger than
+    /// `batch_size` gets a batch of its own.
+    pub(crate) fn append(
+        &mut self,
+        key: &PartitionKey,
+        record: Record,
+        bytes: usize,
+        now: Instant,
+    ) -> Appended {
+        let batch_size = self.batch_size;
+        let queue = match self.queues.get_mut(key) {
+            Some(queue) => queue,
+            None => self.queues.entry(key.clone()).or_default(),
+        };
+        let mut closed_batch = false;
+        let fits = queue
+            .back()
+            .is_some_and(|open| !open.closed && open.bytes.saturating_add(bytes) <= batch_size);
+        if !fits
+            && let Some(open) = queue.back_mut()
+            && !open.closed
+        {
+            open.closed = true;
+            closed_batch = true;
+        }
+        let opened_batch = !fits;
+        if opened_batch {
+            queue.push_back(PendingBatch {
+                records: Vec::new(),
+                bytes: 0,
+                created: now,
+                completion: Arc::default(),
+                closed: false,
+            });
+        }
+        let open = queue
+            .back_mut()
+            .expect("a partition queue has an open batch after the push above");
+        let index = u32::try_from(open.records.len()).unwrap_or(u32::MAX);
+        open.records.push(record);
+        open.bytes = open.bytes.saturating_add(bytes);
+        if open.bytes >= batch_size {
+            open.closed = true;
+            closed_batch = true;
+        }
+        self.records += 1;
+        Appended {
+            completion: open.completion.clone(),
+            index,
+            opened_batch,
+            closed_batch,
+        }
+    }
+
+    /// Partitions whose first batch may leave now: closed, `linger` old, or `flush` is set.
+    pub(crate) fn ready(&self, now: Instant, flush: bool) -> Vec<PartitionKey> {
+        self.queues
+            .iter()
+            .filter(|(_, queue)| {
+                queue.front().is_some_and(|batch| {
+                    flush
+                        || batch.closed
+                        || now >= batch.created.checked_add(self.linger).unwrap_or(now)
+                })
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// When the next open batch turns `linger` old, if any is waiting for that.
+    #[cfg(test)]
+    pub(crate) fn next_linger_deadline(&self) -> Option<Instant> {
+        self.queues
+            .values()
+            .filter_map(VecDeque::front)
+            .filter(|batch| !batch.closed)
+            .map(|batch| batch.created + self.linger)
+            .min()
+    }
+
+    /// When the oldest batch turns `timeout` old.
+    pub(crate) fn next_expiry(&self, timeout: Duration) -> Option<Instant> {
+        self.queues
+            .values()
+            .filter_map(VecDeque::front)
+            .map(|batch| batch.created + timeout)
+            .min()
+    }
+
+    /// Takes the first batch of `key`, closing it.
+    pub(crate) fn take(&mut self, key: &PartitionKey) -> Option<PendingBatch> {
+        let queue = self.queues.get_mut(key)?;
+        let mut batch = queue.pop_front()?;
+        batch.closed = true;
+        if queue.is_empty() {
+            self.queues.remove(key);
+        }
+        self.records = self.records.saturating_sub(batch.records.len());
+        Some(batch)
+    }
+
+    /// Removes every batch created `timeout` or longer before `now` (they never left).
+    pub(crate) fn take_expired(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+    ) -> Vec<(PartitionKey, PendingBatch)> {
+        let mut expired = Vec::new();
+        for (key, queue) in &mut self.queues {
+            while queue
+                .front()
+                .is_some_and(|batch| now >= batch.created.checked_add(timeout).unwrap_or(now))
+            {
+                if let Some(batch) = queue.pop_front() {
+                    self.records = self.records.saturating_sub(batch.records.len());
+                    expired.push((key.clone(), batch));
+                }
+            }
+        }
+        self.queues.retain(|_, queue| !queue.is_empty());
+        expired
+    }
+
+    /// The estimated size of the first batch of `key`.
+    pub(crate) fn front_bytes(&self, key: &PartitionKey) -> Option<usize> {
+        self.queues.get(key)?.front().map(|batch| batch.bytes)
+    }
+
+    /// Partitions whose first batch is still open, with when it was opened.
+    pub(crate) fn open_fronts(&self) -> impl Iterator<Item = (&PartitionKey, Instant)> {
+        self.queues.iter().filter_map(|(key, queue)| {
+            queue
+                .front()
+                .filter(|batch| !batch.closed)
+                .map(|batch| (key, batch.created))
+        })
+    }
+
+    /// How long an open batch waits for more records.
+    pub(crate) fn linger(&self) -> Duration {
+        self.linger
+    }
+
+    /// Records waiting, in all partitions.
+    #[cfg(test)]
+    pub(crate) fn records(&self) -> usize {
+        self.records
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,703 @@
+//! The producer's background task: numbers, encodes, sends and retries batches.
+//!
+//! Owns: per-partition producer state (producer id, epoch, next sequence), requests in flight,
+//! batches waiting to be resent, and the decision between retrying and failing.
+//!
+//! Rules that keep "exactly once, in order" with idempotence on:
+//!
+//! - A batch gets its sequence number and its bytes once, when it first leaves; a resend
+//!   sends the same bytes, so the node can recognise it as a duplicate.
+//! - At most `max_in_flight_per_partition` requests per partition; one batch per partition
+//!   per request.
+//! - Once a batch of a partition waits for a resend, nothing new leaves for that partition,
+//!   and resends go one at a time, lowest sequence first, only when nothing of the partition
+//!   is in flight. The node then sees the sequence in order again.
+//! - `OutOfOrderSequenceNumber` for a batch that was sent while a lower one of the same
+//!   partition was unacknowledged is not an error: requests on separate QUIC streams can
+//!   overtake each other, so the batch arrived early. It is resent after the lower ones
+//!   (without using a retry). Sent with nothing lower outstanding, it is a real gap.
+//! - The first batch under a producer id goes alone: the node accepts any first sequence
+//!   from a producer id it does not know, so an overtaking second batch would become the
+//!   start of the sequence.
+//! - When a batch fails for good, the later batches of its partition that already have
+//!   sequence numbers can never be written (the node would wait for the missing sequence), so
+//!   they fail with [`ProduceError::Aborted`]; once nothing of the partition is in flight, the
+//!   partition gets a fresh producer id and starts again at sequence 0.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ledge_protocol::wire::{
+    self, Acks, ErrorCode, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic,
+    Request, Response,
+};
+use ledge_protocol::{EncodeOptions, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, encode_batch};
+use tokio::task::JoinSet;
+
+use super::accumulator::{PartitionKey, PendingBatch};
+use super::completion::{BatchAck, BatchCompletion};
+use super::{Shared, backoff, init_producer_id};
+use crate::clock;
+use crate::connection::unexpected;
+use crate::error::{ProduceError, RequestError};
+
+/// A batch that has left the accumulator: numbered and encoded.
+#[derive(Debug)]
+struct SentBatch {
+    key: PartitionKey,
+    /// Position among all batches this producer sent for the partition (survives a producer
+    /// id reset, unlike the sequence).
+    order: u64,
+    bytes: Bytes,
+    record_count: usize,
+    memory: usize,
+    completion: Arc<BatchCompletion>,
+    created: Instant,
+    attempts: u32,
+    retry_at: Instant,
+    last_error: Option<ProduceError>,
+    /// A lower batch of the partition was unacknowledged when this one was last sent, so this
+    /// one may have overtaken it on the way to the node.
+    sent_behind_another: bool,
+}
+
+/// Producer state of one partition.
+#[derive(Debug)]
+struct PartitionState {
+    producer_id: i64,
+    producer_epoch: i16,
+    next_sequence: i32,
+    next_order: u64,
+    in_flight: usize,
+    /// Orders of batches sent and not yet acknowledged or failed.
+    unacknowledged: BTreeSet<u64>,
+    /// Batches waiting to be resent, by order.
+    retries: BTreeMap<u64, SentBatch>,
+    /// Set when a numbered batch failed for good: its order, and why (for the batches after
+    /// it, which are given up).
+    failure: Option<(u64, String)>,
+    /// A new producer id has been asked for.
+    resetting: bool,
+    /// The node has acknowledged a batch under the current producer id. Until then only one
+    /// batch is in flight: the node accepts any first sequence from a producer id it does not
+    /// know, so a second batch overtaking the first would become the start of the sequence
+    /// and the first could never be written.
+    established: bool,
+}
+
+impl PartitionState {
+    fn new(producer: Option<(i64, i16)>) -> Self {
+        let (producer_id, producer_epoch) = producer.unwrap_or((NO_PRODUCER_ID, NO_PRODUCER_EPOCH));
+        Self {
+            producer_id,
+            producer_epoch,
+            next_sequence: 0,
+            next_order: 0,
+            in_flight: 0,
+            unacknowledged: BTreeSet::new(),
+            retries: BTreeMap::new(),
+            failure: None,
+            resetting: false,
+            established: false,
+        }
+    }
+
+    /// Whether a new batch may leave now.
+    fn accepts_new(&self, in_flight_max: usize) -> bool {
+        let in_flight_max = if self.established { in_flight_max } else { 1 };
+        self.in_flight < in_flight_max
+            && self.retries.is_empty()
+            && self.failure.is_none()
+            && !self.resetting
+    }
+}
+
+enum TaskOutcome {
+    Produce {
+        batches: Vec<SentBatch>,
+        result: Result<Option<ProduceResponse>, RequestError>,
+    },
+    ProducerId {
+        key: PartitionKey,
+        result: Option<(i64, i16)>,
+    },
+}
+
+pub(super) struct Sender {
+    shared: Arc<Shared>,
+    producer: Option<(i64, i16)>,
+    partitions: HashMap<PartitionKey, PartitionState>,
+    tasks: JoinSet<TaskOutcome>,
+}
+
+impl Sender {
+    pub(super) fn new(shared: Arc<Shared>, producer: Option<(i64, i16)>) -> Self {
+        Self {
+            shared,
+            producer,
+            partitions: HashMap::new(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        loop {
+            let now = clock::now();
+            self.expire(now);
+            while self.send_ready(now) {}
+            if self.finished() {
+                return;
+            }
+            let deadline = self.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(deadline) => {
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    match joined {
+                        Ok(outcome) => self.handle(outcome, clock::now()),
+                        // The tasks only await requests; a panic there is a bug, and its
+                        // batches' futures would never resolve, so make it loud.
+                        Err(error) => panic!("producer request task failed: {error}"),
+                    }
+                }
+                () = self.shared.wake.notified() => {}
+                () = sleep => {}
+            }
+        }
+    }
+
+    fn config(&self) -> &super::ProducerConfig {
+        &self.shared.config
+    }
+
+    fn finished(&self) -> bool {
+        self.shared.closing.load(Ordering::Acquire)
+            && self.tasks.is_empty()
+            && self.shared.lock().accumulator.is_empty()
+            && self
+                .partitions
+                .values()
+                .all(|state| state.retries.is_empty())
+    }
+
+    /// Builds and sends one produce request from resends and ready batches. Returns whether it
+    /// sent one (the caller loops: more may be ready).
+    fn send_ready(&mut self, now: Instant) -> bool {
+        let in_flight_max = self.config().max_in_flight_per_partition;
+        let request_bytes_max = self.config().max_request_size;
+        let mut batches: Vec<SentBatch> = Vec::new();
+        let mut request_bytes = 0usize;
+
+        // Resends first: one per partition, only when nothing of it is in flight.
+        for state in self.partitions.values_mut() {
+            if state.in_flight > 0 || state.resetting {
+                continue;
+            }
+            let Some((&order, batch)) = state.retries.first_key_value() else {
+                continue;
+            };
+            if batch.retry_at > now {
+                continue;
+            }
+            if !batches.is_empty() && request_bytes + batch.bytes.len() > request_bytes_max {
+                continue;
+            }
+            if let Some(mut batch) = state.retries.remove(&order) {
+                batch.sent_behind_another = state.unacknowledged.range(..order).next().is_some();
+                request_bytes += batch.bytes.len();
+                state.in_flight += 1;
+                batches.push(batch);
+            }
+        }
+
+        // Then new batches, at most one per partition per request.
+        let flush = self.shared.flushes.load(Ordering::Acquire) > 0
+            || self.shared.closing.load(Ordering::Acquire);
+        let mut taken: Vec<(PartitionKey, PendingBatch)> = Vec::new();
+        {
+            let mut guard = self.shared.lock();
+            let state = &mut *guard;
+            for key in state.accumulator.ready(now, flush) {
+                if batches.iter().any(|batch| batch.key == key) {
+                    continue;
+                }
+                let partition = self
+                    .partitions
+                    .entry(key.clone())
+                    .or_insert_with(|| PartitionState::new(self.producer));
+                if !partition.accepts_new(in_flight_max) {
+                    continue;
+                }
+                if !(batches.is_empty() && taken.is_empty()) {
+                    let next_bytes = state
+                        .accumulator
+                        .front_bytes(&key)
+                        .unwrap_or(request_bytes_max);
+                    if request_bytes + next_bytes > request_bytes_max {
+                        continue;
+                    }
+                }
+                if let Some(batch) = state.accumulator.take(&key) {
+                    request_bytes += batch.bytes;
+                    // Sticky partitioning moves on once a batch of its partition leaves.
+                    let partition_count = state
+                        .topics
+                        .get(&*key.topic)
+                        .map_or(key.partition + 1, |topic| topic.partition_count);
+                    state
+                        .partitioner
+                        .on_batch_complete(&key.topic, key.partition, partition_count);
+                    taken.push((key, batch));
+                }
+            }
+        }
+        for (key, pending) in taken {
+            if let Some(batch) = self.number_and_encode(key, pending, now) {
+                batches.push(batch);
+            }
+        }
+        if batches.is_empty() {
+            return false;
+        }
+        self.spawn_produce(batches);
+        true
+    }
+
+    /// Gives `pending` its sequence number and bytes. An encoding failure fails the batch.
+    fn number_and_encode(
+        &mut self,
+        key: PartitionKey,
+        pending: PendingBatch,
+        now: Instant,
+    ) -> Option<SentBatch> {
+        let idempotent = self.config().enable_idempotence;
+        let compression = self.config().compression;
+        let state = self
+            .partitions
+            .get_mut(&key)
+            .expect("send_ready creates the partition state before taking a batch");
+        let record_count = pending.records.len();
+        let options = EncodeOptions {
+            compression,
+            producer_id: state.producer_id,
+            producer_epoch: state.producer_epoch,
+            base_sequence: if idempotent {
+                state.next_sequence
+            } else {
+                NO_SEQUENCE
+            },
+            ..EncodeOptions::default()
+        };
+        let bytes = match encode_batch(&pending.records, &options) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                pending
+                    .completion
+                    .complete(Err(ProduceError::Encode(error.to_string())));
+                self.shared.release(record_count, pending.bytes);
+                return None;
+            }
+        };
+        if idempotent {
+            // Kafka's sequences wrap at i32::MAX back to 0; record counts are below i32::MAX.
+            let count = i32::try_from(record_count).unwrap_or(i32::MAX);
+            state.next_sequence = next_sequence(state.next_sequence, count);
+        }
+        let order = state.next_order;
+        state.next_order += 1;
+        // Every unacknowledged batch has a lower order than this new one.
+        let sent_behind_another = !state.unacknowledged.is_empty();
+        state.unacknowledged.insert(order);
+        state.in_flight += 1;
+        Some(SentBatch {
+            key,
+            order,
+            bytes,
+            record_count,
+            memory: pending.bytes,
+            completion: pending.completion,
+            created: pending.created,
+            attempts: 0,
+            retry_at: now,
+            last_error: None,
+            sent_behind_another,
+        })
+    }
+
+    fn spawn_produce(&mut self, batches: Vec<SentBatch>) {
+        let acks = self.config().acks;
+        let timeout_ms = u32::try_from(self.shared.client.config().request_timeout.as_millis())
+            .unwrap_or(u32::MAX);
+        let mut topics: Vec<ProduceTopic> = Vec::new();
+        for batch in &batches {
+            let partition = ProducePartition {
+                partition: batch.key.partition,
+                records: batch.bytes.clone(),
+            };
+            match topics
+                .iter_mut()
+                .find(|topic| *topic.name == *batch.key.topic)
+            {
+                Some(topic) => topic.partitions.push(partition),
+                None => topics.push(ProduceTopic {
+                    name: batch.key.topic.to_string(),
+                    partitions: vec![partition],
+                }),
+            }
+        }
+        let request = Request::Produce(ProduceRequest {
+            acks,
+            timeout_ms,
+            topics,
+        });
+        let client = self.shared.client.clone();
+        self.tasks.spawn(async move {
+            let result = if acks == Acks::None {
+                client.send_only(&request).await.map(|()| None)
+            } else {
+                match client.request(&request, Duration::ZERO).await {
+                    Ok(Response::Produce(response)) => Ok(Some(response)),
+                    Ok(other) => Err(unexpected(wire::ApiKey::Produce, &other)),
+                    Err(error) => Err(error),
+                }
+            };
+            TaskOutcome::Produce { batches, result }
+        });
+    }
+
+    fn handle(&mut self, outcome: TaskOutcome, now: Instant) {
+        match outcome {
+            TaskOutcome::Produce { batches, result } => match result {
+                Err(error) => {
+                    for batch in batches {
+                        self.failed(batch, ProduceError::Request(error.clone()), now);
+                    }
+                }
+                Ok(None) => {
+                    for batch in batches {
+                        self.acknowledged(
+                            batch,
+                            BatchAck {
+                                base_offset: None,
+                                log_append_time: None,
+                            },
+                        );
+                    }
+                }
+                Ok(Some(response)) => self.handle_response(batches, response, now),
+            },
+            TaskOutcome::ProducerId { key, result } => {
+                let Some(state) = self.partitions.get_mut(&key) else {
+                    return;
+                };
+                state.resetting = false;
+                if let Some((producer_id, producer_epoch)) = result {
+                    tracing::debug!(
+                        topic = %key.topic,
+                        partition = key.partition,
+                        producer_id,
+                        "partition restarts with a fresh producer id"
+                    );
+                    state.producer_id = producer_id;
+                    state.producer_epoch = producer_epoch;
+                    state.next_sequence = 0;
+                    state.failure = None;
+                    state.established = false;
+                }
+                // On failure `failure` stays set and the next `settle` asks again.
+                self.settle(&key);
+            }
+        }
+    }
+
+    fn handle_response(
+        &mut self,
+        batches: Vec<SentBatch>,
+        response: ProduceResponse,
+        now: Instant,
+    ) {
+        for batch in batches {
+            let answer = response
+                .topics
+                .iter()
+                .find(|topic| *topic.name == *batch.key.topic)
+                .and_then(|topic| {
+                    topic
+                        .partitions
+                        .iter()
+                        .find(|partition| partition.partition == batch.key.partition)
+                });
+            match answer {
+                None => {
+                    let error = RequestError::MalformedResponse(format!(
+                        "produce response has no answer for {}/{}",
+                        batch.key.topic, batch.key.partition
+                    ));
+                    self.failed(batch, ProduceError::Request(error), now);
+                }
+                Some(answer) if answer.error == ErrorCode::None => {
+                    let ack = BatchAck {
+                        base_offset: Some(answer.base_offset),
+                        log_append_time: (answer.log_append_time_ms >= 0)
+                            .then_some(answer.log_append_time_ms),
+                    };
+                    self.acknowledged(batch, ack);
+                }
+                Some(answer) => {
+                    let error = ProduceError::Node {
+                        topic: batch.key.topic.to_string(),
+                        partition: batch.key.partition,
+                        code: answer.error,
+                        message: answer.message.clone(),
+                    };
+                    self.failed(batch, error, now);
+                }
+            }
+        }
+    }
+
+    fn acknowledged(&mut self, batch: SentBatch, ack: BatchAck) {
+        if let Some(state) = self.partitions.get_mut(&batch.key) {
+            state.established = true;
+            state.in_flight = state.in_flight.saturating_sub(1);
+            state.unacknowledged.remove(&batch.order);
+        }
+        let key = batch.key.clone();
+        self.finish(batch, Ok(ack));
+        self.settle(&key);
+    }
+
+    fn failed(&mut self, mut batch: SentBatch, error: ProduceError, now: Instant) {
+        let idempotent = self.config().enable_idempotence;
+        let retries_max = self.config().retries;
+        let delivery_timeout = self.config().delivery_timeout;
+        let backoff_wait = backoff(self.config(), batch.attempts.saturating_add(1));
+        let key = batch.key.clone();
+        if error.code() == Some(ErrorCode::UnknownTopicOrPartition) {
+            // The topic may have been deleted or shrunk: look it up again on the next send.
+            self.shared.forget_topic(&key.topic);
+        }
+        let Some(state) = self.partitions.get_mut(&key) else {
+            self.finish(batch, Err(error));
+            return;
+        };
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if let Some((_, cause)) = state
+            .failure
+            .as_ref()
+            .filter(|(failed_order, _)| batch.order > *failed_order)
+        {
+            let aborted = ProduceError::Aborted {
+                topic: key.topic.to_string(),
+                partition: key.partition,
+                cause: cause.clone(),
+            };
+            state.unacknowledged.remove(&batch.order);
+            self.finish(batch, Err(aborted));
+            self.settle(&key);
+            return;
+        }
+        // Acknowledgements can come back in another order than the node processed the
+        // requests, so what counts is whether a lower batch was out when this one was sent.
+        let overtaken = idempotent
+            && error.code() == Some(ErrorCode::OutOfOrderSequenceNumber)
+            && (batch.sent_behind_another
+                || state.unacknowledged.range(..batch.order).next().is_some());
+        let retriable = overtaken || is_retriable(&error);
+        if !overtaken {
+            batch.attempts = batch.attempts.saturating_add(1);
+        }
+        let expired = now >= batch.created + delivery_timeout;
+        if retriable && batch.attempts <= retries_max && !expired {
+            tracing::debug!(
+                topic = %key.topic,
+                partition = key.partition,
+                attempts = batch.attempts,
+                %error,
+                "resending batch"
+            );
+            batch.retry_at = if overtaken { now } else { now + backoff_wait };
+            batch.last_error = Some(error);
+            state.retries.insert(batch.order, batch);
+            return;
+        }
+        let error = if retriable && expired {
+            ProduceError::DeliveryTimeout {
+                timeout: delivery_timeout,
+                last_error: error.to_string(),
+            }
+        } else {
+            error
+        };
+        self.fail_for_good(batch, error);
+    }
+
+    /// Fails `batch` and, with idempotence, every later numbered batch of its partition.
+    fn fail_for_good(&mut self, batch: SentBatch, error: ProduceError) {
+        let key = batch.key.clone();
+        let idempotent = self.config().enable_idempotence;
+        let mut aborted = Vec::new();
+        if let Some(state) = self.partitions.get_mut(&key) {
+            state.unacknowledged.remove(&batch.order);
+            if idempotent {
+                // Only batches after the failed one are doomed; earlier ones waiting for a
+                // resend may still be written, and go on.
+                let failed_order = state
+                    .failure
+                    .as_ref()
+                    .map_or(batch.order, |(order, _)| (*order).min(batch.order));
+                state.failure = Some((failed_order, error.to_string()));
+                let later = state.retries.split_off(&(batch.order + 1));
+                for (order, later) in later {
+                    state.unacknowledged.remove(&order);
+                    aborted.push(later);
+                }
+            }
+        }
+        let cause = error.to_string();
+        self.finish(batch, Err(error));
+        for later in aborted {
+            let error = ProduceError::Aborted {
+                topic: key.topic.to_string(),
+                partition: key.partition,
+                cause: cause.clone(),
+            };
+            self.finish(later, Err(error));
+        }
+        self.settle(&key);
+    }
+
+    /// Once a failed partition has nothing in flight, asks for a fresh producer id for it.
+    fn settle(&mut self, key: &PartitionKey) {
+        let Some(state) = self.partitions.get_mut(key) else {
+            return;
+        };
+        if state.failure.is_none()
+            || state.resetting
+            || state.in_flight > 0
+            || !state.retries.is_empty()
+        {
+            return;
+        }
+        state.resetting = true;
+        let client = self.shared.client.clone();
+        let patience = self.shared.config.delivery_timeout;
+        let pause = self.shared.config.retry_backoff_max;
+        let key = key.clone();
+        self.tasks.spawn(async move {
+            let result = match init_producer_id(&client, patience).await {
+                Ok(producer) => Some(producer),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot get a fresh producer id; trying again");
+                    tokio::time::sleep(pause).await;
+                    None
+                }
+            };
+            TaskOutcome::ProducerId { key, result }
+        });
+    }
+
+    fn finish(&self, batch: SentBatch, outcome: Result<BatchAck, ProduceError>) {
+        batch.completion.complete(outcome);
+        self.shared.release(batch.record_count, batch.memory);
+    }
+
+    /// Fails batches older than `delivery_timeout`: those that never left, and resends.
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.config().delivery_timeout;
+        let expired = self.shared.lock().accumulator.take_expired(now, timeout);
+        for (_, batch) in expired {
+            batch
+                .completion
+                .complete(Err(ProduceError::DeliveryTimeout {
+                    timeout,
+                    last_error: "none: the batch was never sent".into(),
+                }));
+            self.shared.release(batch.records.len(), batch.bytes);
+        }
+        let mut due = Vec::new();
+        for state in self.partitions.values_mut() {
+            let first = state
+                .retries
+                .first_key_value()
+                .map(|(&order, batch)| (order, batch.created));
+            if let Some((order, created)) = first
+                && now >= created + timeout
+                && let Some(batch) = state.retries.remove(&order)
+            {
+                due.push(batch);
+            }
+        }
+        for batch in due {
+            let last_error = batch
+                .last_error
+                .as_ref()
+                .map_or_else(|| "none".to_string(), ToString::to_string);
+            self.fail_for_good(
+                batch,
+                ProduceError::DeliveryTimeout {
+                    timeout,
+                    last_error,
+                },
+            );
+        }
+    }
+
+    /// The next time something becomes due without a wake-up: a linger running out for a
+    /// partition that may send, a resend's backoff, or an expiry.
+    fn next_deadline(&self) -> Option<Instant> {
+        let in_flight_max = self.config().max_in_flight_per_partition;
+        let timeout = self.config().delivery_timeout;
+        let state = self.shared.lock();
+        let mut deadline = state.accumulator.next_expiry(timeout);
+        let mut consider = |candidate: Instant| {
+            deadline = Some(deadline.map_or(candidate, |current| current.min(candidate)));
+        };
+        for (key, created) in state.accumulator.open_fronts() {
+            let may_send = self
+                .partitions
+                .get(key)
+                .is_none_or(|partition| partition.accepts_new(in_flight_max));
+            if may_send {
+                consider(created + state.accumulator.linger());
+            }
+        }
+        for partition in self.partitions.values() {
+            if let Some((_, batch)) = partition.retries.first_key_value() {
+                consider(batch.created + timeout);
+                if partition.in_flight == 0 && !partition.resetting {
+                    consider(batch.retry_at);
+                }
+            }
+        }
+        deadline
+    }
+}
+
+/// Retriable by the node's code, or a transport failure worth another try.
+fn is_retriable(error: &ProduceError) -> bool {
+    match error {
+        ProduceError::Node { code, .. } => code.is_retriable(),
+        ProduceError::Request(error) => error.is_retriable(),
+        _ => false,
+    }
+}
+
+/// The sequence after `count` records from `sequence`, wrapping past `i32::MAX` to 0 as
+/// Kafka's `DefaultRecordBatch.incrementSequence` does.
+pub(super) fn next_sequence(sequence: i32, count: i32) -> i32 {
+    if sequence > i32::MAX - count {
+        count - (i32::MAX - sequence) - 1
+    } else {
+        sequence + count
+    }
+}

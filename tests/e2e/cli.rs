@@ -1,0 +1,350 @@
+//! The `ledge` CLI as a user runs it: topic round trip, produce from stdin, consume as JSON,
+//! and the errors a newcomer is likely to hit.
+
+use std::process::{Command, Stdio};
+
+use ledge_client::partitioner::partition_for_key;
+use ledge_e2e::{NodeProcess, binary, run_cli};
+
+/// Runs `ledge` against `node` with `args`; returns (success, stdout, stderr).
+fn ledge(node: &NodeProcess, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let address = node.addr.to_string();
+    let ca = node.ca_file.to_string_lossy().into_owned();
+    let mut full = vec!["--server", address.as_str(), "--ca", ca.as_str()];
+    full.extend_from_slice(args);
+    let (status, stdout, stderr) = run_cli(&full, stdin);
+    (status.success(), stdout, stderr)
+}
+
+/// Runs `ledge` and requires success.
+fn ok(node: &NodeProcess, args: &[&str], stdin: Option<&str>) -> String {
+    let (success, stdout, stderr) = ledge(node, args, stdin);
+    assert!(success, "ledge {args:?} failed:\n{stderr}");
+    stdout
+}
+
+/// Runs `ledge` and requires one readable error line and a non-zero exit.
+fn fails(node: &NodeProcess, args: &[&str], stdin: Option<&str>) -> String {
+    let (success, _, stderr) = ledge(node, args, stdin);
+    assert!(!success, "ledge {args:?} should have failed");
+    let stderr = stderr.trim().to_string();
+    assert!(
+        stderr.starts_with("error: "),
+        "not an error line: {stderr:?}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "more than one line: {stderr:?}");
+    stderr
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|error| panic!("not JSON ({error}): {text}"))
+}
+
+/// Goal: every topic command works and says what it did; produce and consume round-trip keys,
+/// values and partitions. Method: the commands of the README in order, checking their output.
+#[test]
+fn topic_produce_consume_round_trip() {
+    let node = NodeProcess::start();
+
+    let created = ok(
+        &node,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "2",
+            "--config",
+            "retention.ms=3600000",
+        ],
+        None,
+    );
+    assert!(
+        created.contains("Created topic orders with 2 partitions"),
+        "{created}"
+    );
+
+    let listed = ok(&node, &["topic", "list"], None);
+    assert!(
+        listed.contains("TOPIC") && listed.contains("orders"),
+        "{listed}"
+    );
+    let listed = json(&ok(&node, &["topic", "list", "--format", "json"], None));
+    let orders = listed
+        .as_array()
+        .and_then(|topics| topics.iter().find(|topic| topic["topic"] == "orders"))
+        .unwrap_or_else(|| panic!("orders not listed: {listed}"));
+    assert_eq!(orders["partitions"], 2);
+
+    let altered = ok(
+        &node,
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--config",
+            "retention.bytes=1048576",
+            "--delete-config",
+            "retention.ms",
+        ],
+        None,
+    );
+    assert!(altered.contains("Updated topic orders"), "{altered}");
+
+    let produced = ledge(
+        &node,
+        &["produce", "orders", "--key-separator", ":"],
+        Some("alice:1\nbob:2\ncarol:3\nalice:4\n"),
+    );
+    assert!(produced.0, "produce failed: {}", produced.2);
+    assert!(
+        produced.2.contains("Produced 4 records to orders"),
+        "{}",
+        produced.2
+    );
+
+    let described = ok(&node, &["topic", "describe", "orders"], None);
+    assert!(
+        described.contains("START OFFSET") && described.contains("retention.bytes"),
+        "{described}"
+    );
+    let described = json(&ok(
+        &node,
+        &["topic", "describe", "orders", "--format", "json"],
+        None,
+    ));
+    let partitions = described["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 2);
+    let records: i64 = partitions
+        .iter()
+        .map(|partition| {
+            partition["end_offset"].as_i64().unwrap() - partition["start_offset"].as_i64().unwrap()
+        })
+        .sum();
+    assert_eq!(records, 4);
+    let config = |name: &str| {
+        described["configs"]
+            .as_array()
+            .and_then(|configs| configs.iter().find(|config| config["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("config {name} missing: {described}"))
+    };
+    assert_eq!(config("retention.bytes")["value"], "1048576");
+    assert_eq!(config("retention.bytes")["default"], false);
+    assert_eq!(config("retention.ms")["default"], true);
+
+    let consumed = ok(
+        &node,
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--format",
+            "json",
+            "--max-messages",
+            "4",
+        ],
+        None,
+    );
+    let lines: Vec<serde_json::Value> = consumed.lines().map(json).collect();
+    assert_eq!(lines.len(), 4, "{consumed}");
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for line in &lines {
+        let key = line["key"].as_str().expect("key").to_string();
+        let value = line["value"].as_str().expect("value").to_string();
+        assert_eq!(line["topic"], "orders");
+        assert_eq!(
+            line["partition"].as_u64(),
+            Some(u64::from(partition_for_key(key.as_bytes(), 2))),
+            "{line}"
+        );
+        assert!(
+            line["offset"].is_i64() && line["timestamp"].is_i64(),
+            "{line}"
+        );
+        assert_eq!(line["headers"], serde_json::json!([]));
+        pairs.push((key, value));
+    }
+    pairs.sort();
+    let expected: Vec<(String, String)> =
+        [("alice", "1"), ("alice", "4"), ("bob", "2"), ("carol", "3")]
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+    assert_eq!(pairs, expected);
+    // The same key keeps its order within its partition.
+    let alice: Vec<&str> = lines
+        .iter()
+        .filter(|line| line["key"] == "alice")
+        .map(|line| line["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(alice, vec!["1", "4"]);
+
+    let text = ok(
+        &node,
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--print-key",
+            "--timeout-ms",
+            "1000",
+        ],
+        None,
+    );
+    let mut text_lines: Vec<&str> = text.lines().collect();
+    text_lines.sort();
+    assert_eq!(
+        text_lines,
+        vec!["alice\t1", "alice\t4", "bob\t2", "carol\t3"]
+    );
+
+    let from_offset = ok(
+        &node,
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--offset",
+            "1",
+            "--timeout-ms",
+            "500",
+        ],
+        None,
+    );
+    let partition_zero = partitions[0]["end_offset"].as_i64().unwrap();
+    assert_eq!(
+        from_offset.lines().count() as i64,
+        (partition_zero - 1).max(0)
+    );
+
+    let deleted = ok(&node, &["topic", "delete", "orders"], None);
+    assert!(deleted.contains("Deleted topic orders"), "{deleted}");
+    let listed = ok(&node, &["topic", "list", "--format", "json"], None);
+    assert!(!listed.contains("\"orders\""), "{listed}");
+}
+
+/// Goal: the mistakes a new user makes get one clear line and a non-zero exit, not a panic or
+/// a stack of debug output. Method: run each mistake and read the message.
+#[test]
+fn errors_are_one_readable_line() {
+    let node = NodeProcess::start();
+    ok(&node, &["topic", "create", "present"], None);
+
+    let error = fails(
+        &node,
+        &[
+            "consume",
+            "absent",
+            "--from-beginning",
+            "--timeout-ms",
+            "100",
+        ],
+        None,
+    );
+    assert!(
+        error.contains("absent") && error.contains("does not exist"),
+        "{error}"
+    );
+    let error = fails(&node, &["produce", "absent"], Some("x\n"));
+    assert!(
+        error.contains("absent") && error.contains("does not exist"),
+        "{error}"
+    );
+    let error = fails(&node, &["topic", "describe", "absent"], None);
+    assert!(error.contains("does not exist"), "{error}");
+    let error = fails(&node, &["topic", "create", "present"], None);
+    assert!(error.contains("already exists"), "{error}");
+    let error = fails(&node, &["topic", "create", "bad/name"], None);
+    assert!(error.contains("bad/name"), "{error}");
+    let error = fails(
+        &node,
+        &["topic", "create", "t2", "--config", "retention.ms=soon"],
+        None,
+    );
+    assert!(error.contains("retention.ms"), "{error}");
+    let error = fails(
+        &node,
+        &["produce", "present", "--key-separator", ":"],
+        Some("no separator\n"),
+    );
+    assert!(
+        error.contains("line 1") && error.contains("\":\""),
+        "{error}"
+    );
+    let error = fails(
+        &node,
+        &[
+            "consume",
+            "present",
+            "--partition",
+            "7",
+            "--timeout-ms",
+            "100",
+        ],
+        None,
+    );
+    assert!(error.contains("partition 7"), "{error}");
+    let error = fails(
+        &node,
+        &[
+            "consume",
+            "present",
+            "--offset",
+            "50",
+            "--timeout-ms",
+            "2000",
+        ],
+        None,
+    );
+    assert!(error.contains("out of range"), "{error}");
+
+    // Malformed arguments are clap's usage errors (exit status 2), naming the expected form.
+    let (status, _, stderr) = run_cli(&["topic", "create", "t", "--config", "retention.ms"], None);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("KEY=VALUE"), "{stderr}");
+
+    // No CA anywhere: the error says how to fix it.
+    let empty = tempfile::tempdir().expect("temporary directory");
+    let output = Command::new(binary("ledge"))
+        .args(["--server", &node.addr.to_string(), "topic", "list"])
+        .current_dir(empty.path())
+        .env_remove("LEDGE_CA")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ledge");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--ca") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = run_cli(
+        &[
+            "--server",
+            &node.addr.to_string(),
+            "--ca",
+            "/nonexistent/ca.pem",
+            "topic",
+            "list",
+        ],
+        None,
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+
+    // --insecure is the explicit way around verification.
+    let (status, stdout, stderr) = run_cli(
+        &[
+            "--server",
+            &node.addr.to_string(),
+            "--insecure",
+            "topic",
+            "list",
+        ],
+        None,
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("present"), "{stdout}");
+}
