@@ -112,7 +112,14 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     if let Some(ca) = &tls.dev_ca {
         tracing::info!(ca = %ca.display(), "clients verify this node with --ca {}", ca.display());
     }
-    let server = QuicServer::bind(config.listen, tls, config.transport.clone())?;
+    let reset_key = ledge_node::transport::quic::load_or_create_reset_key(&config.data_dir)
+        .with_context(|| {
+            format!(
+                "cannot create the QUIC reset key in {}",
+                config.data_dir.display()
+            )
+        })?;
+    let server = QuicServer::bind(config.listen, tls, config.transport.clone(), reset_key)?;
     let address = server.local_addr().context("reading the bound address")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(server.serve(Arc::clone(&broker), stopped));

@@ -1118,6 +1118,7 @@ impl<D: Disk> Broker<D> {
             AppendError::Disk(_) => ErrorCode::StorageError,
             AppendError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
             AppendError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+            AppendError::UnknownProducer { .. } => ErrorCode::UnknownProducerId,
             AppendError::Fenced { .. } => {
                 self.reopen_in_background(partition);
                 ErrorCode::StorageError

@@ -178,6 +178,13 @@ pub enum AppendError {
         /// The sequence it started at.
         received: i32,
     },
+    /// The producer id is unknown here and the batch does not start at sequence 0: the
+    /// producer must start over with a new id.
+    #[error("unknown producer id: its first batch here starts at sequence {received}, not 0")]
+    UnknownProducer {
+        /// The sequence the batch started at.
+        received: i32,
+    },
     /// The producer's epoch is older than the one this partition has seen.
     #[error("producer epoch {received} is older than the current epoch {current}")]
     InvalidProducerEpoch {
@@ -1525,6 +1532,13 @@ impl<D: Disk> Writer<D> {
                     base_offset,
                     last_offset,
                 } => {
+                    tracing::debug!(
+                        directory = %self.shared.directory.display(),
+                        producer_id = pending.header.producer_id,
+                        base_sequence = pending.header.base_sequence,
+                        base_offset,
+                        "duplicate batch from an idempotent producer; answered with its original offsets"
+                    );
                     // A retry of a batch already in the log: answer with its offsets once it
                     // is as durable as this request asks (it may still be unsynced).
                     staged.push(Staged {
@@ -1544,6 +1558,12 @@ impl<D: Disk> Writer<D> {
                     let _ = pending
                         .reply
                         .send(Err(AppendError::OutOfOrderSequence { expected, received }));
+                    continue;
+                }
+                SequenceCheck::UnknownProducer { received } => {
+                    let _ = pending
+                        .reply
+                        .send(Err(AppendError::UnknownProducer { received }));
                     continue;
                 }
                 SequenceCheck::StaleEpoch { current, received } => {

@@ -62,6 +62,13 @@ pub enum SequenceCheck {
         /// The sequence it starts at.
         received: i32,
     },
+    /// A producer id this partition does not know, starting anywhere but sequence 0: its
+    /// earlier batches are unknown (never written, retained away, or evicted), so the
+    /// producer must start over with a new id (Kafka's UNKNOWN_PRODUCER_ID).
+    UnknownProducer {
+        /// The sequence it starts at.
+        received: i32,
+    },
     /// An older epoch of this producer id: a newer instance has taken over; refuse.
     StaleEpoch {
         /// The current epoch.
@@ -102,10 +109,17 @@ impl ProducerStates {
         if header.producer_id < 0 {
             return SequenceCheck::Accept;
         }
-        // An unknown producer (new, or forgotten after retention or eviction) starts fresh
-        // at any sequence, as Kafka does since 2.5.
+        // An unknown producer must start at 0. Kafka accepts any sequence here, relying on
+        // TCP's in-order delivery; requests on separate QUIC streams can arrive reordered, and
+        // accepting a later batch first would lock the producer's batch 0 out for good.
         let Some(entry) = self.producers.get(&header.producer_id) else {
-            return SequenceCheck::Accept;
+            return if header.base_sequence == 0 {
+                SequenceCheck::Accept
+            } else {
+                SequenceCheck::UnknownProducer {
+                    received: header.base_sequence,
+                }
+            };
         };
         if header.producer_epoch < entry.epoch {
             return SequenceCheck::StaleEpoch {
@@ -369,6 +383,11 @@ mod tests {
         }
         assert_eq!(states.entry(7).unwrap().batches.len(), RETAINED_BATCHES);
         // Sequences wrap at i32::MAX to 0.
+        // An unknown producer must start at sequence 0.
+        assert_eq!(
+            ProducerStates::default().check(&header(8, 0, 5, 1)),
+            SequenceCheck::UnknownProducer { received: 5 }
+        );
         let mut wrapping = ProducerStates::default();
         wrapping.record(&header(9, 0, i32::MAX - 1, 2), 0, 10);
         assert_eq!(wrapping.check(&header(9, 0, 0, 1)), SequenceCheck::Accept);

@@ -77,10 +77,15 @@ pub struct QuicServer {
 impl QuicServer {
     /// Binds the UDP socket (with enlarged buffers: loopback drops datagrams at full rate
     /// with the defaults) and sets up TLS 1.3 with ALPN `ledge/1`.
+    ///
+    /// `reset_key` must stay the same across restarts (see [`load_or_create_reset_key`]): a
+    /// restarted node can then reset clients' old connections at once instead of leaving
+    /// them to their idle timeout.
     pub fn bind(
         addr: SocketAddr,
         tls: ServerTls,
         limits: TransportLimits,
+        reset_key: [u8; 32],
     ) -> Result<Self, TransportError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
@@ -117,8 +122,9 @@ impl QuicServer {
         let _ = socket.set_send_buffer_size(limits.udp_buffer_bytes);
         socket.bind(&addr.into()).map_err(bind_error)?;
         socket.set_nonblocking(true).map_err(bind_error)?;
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_key);
         let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            quinn::EndpointConfig::new(Arc::new(reset_key)),
             Some(server_config),
             socket.into(),
             Arc::new(quinn::TokioRuntime),
@@ -174,6 +180,39 @@ impl QuicServer {
         self.endpoint.close(0u32.into(), b"node shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
+}
+
+/// The key for QUIC stateless resets, kept in `<data-dir>/quic-reset.key` (created once,
+/// mode 0600).
+pub fn load_or_create_reset_key(data_dir: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("quic-reset.key");
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() == 32 => {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes);
+            return Ok(key);
+        }
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "reset key has the wrong size; replacing it")
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let mut key = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| std::io::Error::other("the system random generator failed"))?;
+    std::fs::create_dir_all(data_dir)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(&key)?;
+    file.sync_all()?;
+    Ok(key)
 }
 
 async fn serve_connection<D: Disk>(
