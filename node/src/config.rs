@@ -121,6 +121,7 @@ struct LogSection {
     append_queue_depth: Option<usize>,
     producers_max: Option<usize>,
     recovery_read_bytes: Option<usize>,
+    retention_check_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -274,6 +275,14 @@ impl NodeConfig {
         }
         if let Some(value) = log.recovery_read_bytes {
             broker.log.recovery_read_bytes = value;
+        }
+        if let Some(value) = log.retention_check_interval_ms {
+            if value == 0 {
+                return Err(ConfigError(format!(
+                    "{origin}: log.retention_check_interval_ms must be positive"
+                )));
+            }
+            broker.retention_check_interval = Duration::from_millis(value);
         }
         let groups = file.groups.unwrap_or_default();
         let limits = &mut broker.groups;

@@ -104,6 +104,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     let broker = Arc::new(broker);
     tokio::spawn(Arc::clone(&broker).run_group_timer());
+    tokio::spawn(Arc::clone(&broker).run_retention());
     let tls = tls::load_or_generate(
         &config.data_dir,
         config.tls_cert.as_deref(),

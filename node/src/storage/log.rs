@@ -677,6 +677,53 @@ impl<D: Disk> PartitionLog<D> {
         }
     }
 
+    /// Size, offsets and newest timestamp of every segment, oldest first.
+    pub fn segment_infos(&self) -> Vec<super::retention::SegmentInfo> {
+        let state = self.shared.read_state();
+        let last = state.segments.len().saturating_sub(1);
+        state
+            .segments
+            .values()
+            .enumerate()
+            .map(|(number, segment)| super::retention::SegmentInfo {
+                base_offset: segment.base_offset,
+                end_offset: segment.next_offset,
+                size_bytes: segment.size_bytes,
+                max_timestamp_ms: segment.index.max_timestamp_ms(),
+                active: number == last,
+            })
+            .collect()
+    }
+
+    /// Bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared
+            .read_state()
+            .segments
+            .values()
+            .map(|segment| segment.size_bytes)
+            .sum()
+    }
+
+    /// Deletes the segments `policy` says are past retention (see `retention::plan`);
+    /// returns the new log start offset if anything was deleted.
+    pub async fn enforce_retention(
+        &self,
+        now_ms: i64,
+        policy: &super::retention::RetentionPolicy,
+    ) -> Result<Option<i64>, DeleteError> {
+        let Some((offset, reason)) = super::retention::plan(&self.segment_infos(), now_ms, policy)
+        else {
+            return Ok(None);
+        };
+        if offset <= self.log_start_offset() {
+            return Ok(None);
+        }
+        let start = self.delete_before(offset).await?;
+        tracing::info!(directory = %self.shared.directory.display(), ?reason, log_start_offset = start, "retention deleted segments");
+        Ok(Some(start))
+    }
+
     /// Moves the log start offset up to `offset` (durably) and deletes every sealed
     /// segment that lies wholly below it. Returns the new log start offset.
     pub async fn delete_before(&self, offset: i64) -> Result<i64, DeleteError> {

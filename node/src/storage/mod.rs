@@ -13,6 +13,7 @@ pub mod log;
 pub mod manager;
 pub mod producers;
 pub mod recovery;
+pub mod retention;
 pub mod segment;
 
 pub use disk::{BackendChoice, Disk, DiskError, DiskFile, OpenMode, SystemDisk};
