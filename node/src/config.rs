@@ -110,6 +110,8 @@ struct LimitsSection {
     produce_timeout_max_ms: Option<u64>,
     topic_partitions_max: Option<u32>,
     partitions_max: Option<u32>,
+    disk_usage_bytes_max: Option<u64>,
+    disk_usage_percent_max: Option<u8>,
 }
 
 #[derive(Deserialize, Default)]
@@ -256,6 +258,18 @@ impl NodeConfig {
         }
         if let Some(value) = limits.partitions_max {
             broker.partitions_max = value;
+        }
+        if let Some(value) = limits.disk_usage_bytes_max {
+            broker.disk_usage_bytes_max = Some(value);
+        }
+        if let Some(value) = limits.disk_usage_percent_max {
+            if value == 0 || value > 100 {
+                return Err(ConfigError(format!(
+                    "{origin}: limits.disk_usage_percent_max must be 1..=100, got {value}"
+                )));
+            }
+            // 100 turns the percentage guard off (ENOSPC is still handled).
+            broker.disk_usage_percent_max = (value < 100).then_some(value);
         }
         let log = file.log.unwrap_or_default();
         if let Some(value) = log.flush_interval_ms {

@@ -72,6 +72,11 @@ pub struct BrokerConfig {
     pub groups: GroupLimits,
     /// How often retention (`retention.ms`, `retention.bytes`) is enforced.
     pub retention_check_interval: Duration,
+    /// Produce is refused with `DiskFull` while the logs use more than this many bytes.
+    pub disk_usage_bytes_max: Option<u64>,
+    /// Produce is refused with `DiskFull` while the data directory's filesystem is fuller
+    /// than this percentage.
+    pub disk_usage_percent_max: Option<u8>,
 }
 
 impl Default for BrokerConfig {
@@ -88,6 +93,10 @@ impl Default for BrokerConfig {
             groups: GroupLimits::default(),
             // Kafka checks every 5 minutes; a small edge disk cannot wait that long.
             retention_check_interval: Duration::from_secs(10),
+            // Off by default: the node cannot know what else shares the disk. ENOSPC is
+            // always handled (the append is rolled back and answered DiskFull).
+            disk_usage_bytes_max: None,
+            disk_usage_percent_max: None,
         }
     }
 }
@@ -151,6 +160,9 @@ pub struct Broker<D: Disk> {
     producer_ids: Mutex<ProducerIds>,
     groups: Mutex<GroupCoordinator>,
     offsets: Mutex<OffsetStore>,
+    data_dir: PathBuf,
+    /// Why produce is refused right now, if the disk guard tripped (see `check_disk_usage`).
+    disk_full: RwLock<Option<String>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -255,6 +267,8 @@ impl<D: Disk> Broker<D> {
             }),
             groups: Mutex::new(GroupCoordinator::new(config_groups, member_salt)),
             offsets: Mutex::new(OffsetStore::default()),
+            data_dir: data_dir.to_path_buf(),
+            disk_full: RwLock::new(None),
         };
         for (name, topic) in &stored.topics {
             let config = match TopicConfig::with_overrides(
@@ -285,6 +299,7 @@ impl<D: Disk> Broker<D> {
             }
         }
         broker.load_offsets().await;
+        broker.check_disk_usage();
         Ok(broker)
     }
 
@@ -434,12 +449,71 @@ impl<D: Disk> Broker<D> {
         moved
     }
 
-    /// Enforces retention every `retention_check_interval`, for as long as the broker lives.
+    /// Enforces retention every `retention_check_interval`, and re-checks the disk guard
+    /// every second, for as long as the broker lives.
     pub async fn run_retention(self: Arc<Self>) {
+        let mut since_retention = Duration::ZERO;
+        let step = Duration::from_secs(1).min(self.config.retention_check_interval);
         loop {
-            tokio::time::sleep(self.config.retention_check_interval).await;
-            self.enforce_retention().await;
+            tokio::time::sleep(step).await;
+            since_retention += step;
+            if since_retention >= self.config.retention_check_interval {
+                since_retention = Duration::ZERO;
+                self.enforce_retention().await;
+            }
+            self.check_disk_usage();
         }
+    }
+
+    /// Bytes used by every partition log.
+    pub fn log_bytes(&self) -> u64 {
+        let topics = read(&self.topics);
+        topics
+            .values()
+            .flat_map(|topic| {
+                read(&topic.partitions)
+                    .iter()
+                    .filter_map(|partition| partition.log().ok())
+                    .collect::<Vec<_>>()
+            })
+            .map(|log| log.size_bytes())
+            .sum()
+    }
+
+    /// Trips or resets the disk guard: produce is refused while the logs exceed
+    /// `disk_usage_bytes_max` or the filesystem is fuller than `disk_usage_percent_max`.
+    /// Reads and retention carry on, so the guard resets itself once retention frees space.
+    pub fn check_disk_usage(&self) -> Option<String> {
+        let mut reason = None;
+        if let Some(limit) = self.config.disk_usage_bytes_max {
+            let used = self.log_bytes();
+            if used > limit {
+                reason = Some(format!(
+                    "logs use {used} bytes, over limits.disk_usage_bytes_max ({limit})"
+                ));
+            }
+        }
+        if reason.is_none()
+            && let Some(limit) = self.config.disk_usage_percent_max
+            && let Some(percent) = filesystem_used_percent(&self.data_dir)
+            && percent > f64::from(limit)
+        {
+            reason = Some(format!(
+                "the filesystem of {} is {percent:.1}% full, over limits.disk_usage_percent_max ({limit}%)",
+                self.data_dir.display()
+            ));
+        }
+        let mut guard = write(&self.disk_full);
+        if *guard != reason {
+            match &reason {
+                Some(why) => {
+                    tracing::warn!(reason = %why, "disk guard: refusing produce until space is freed")
+                }
+                None => tracing::info!("disk guard: space available again; produce resumes"),
+            }
+            guard.clone_from(&reason);
+        }
+        reason
     }
 
     /// Syncs and closes every partition log.
@@ -1020,6 +1094,12 @@ impl<D: Disk> Broker<D> {
                 ),
             );
         }
+        if let Some(reason) = read(&self.disk_full).clone() {
+            return fail(
+                response,
+                (ErrorCode::DiskFull, format!("disk full: {reason}")),
+            );
+        }
         let partition = match self.partition(topic, request.partition) {
             Ok(partition) => partition,
             Err(error) => return fail(response, error),
@@ -1338,6 +1418,26 @@ impl<D: Disk> Broker<D> {
         }
         ListOffsetsResponse { topics }
     }
+}
+
+/// How full the filesystem holding `path` is, from statvfs; `None` if it cannot be read.
+fn filesystem_used_percent(path: &Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let text = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `text` is a NUL-terminated path and `stats` points at writable memory the size
+    // of a statvfs; the result is only read after statvfs reports success.
+    let result = unsafe { libc::statvfs(text.as_ptr(), stats.as_mut_ptr()) };
+    if result != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled the struct.
+    let stats = unsafe { stats.assume_init() };
+    let total = stats.f_blocks as f64;
+    if total <= 0.0 {
+        return None;
+    }
+    Some((total - stats.f_bavail as f64) / total * 100.0)
 }
 
 fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)>) -> TopicResult {

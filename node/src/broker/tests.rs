@@ -1020,3 +1020,91 @@ fn retention_by_time_and_size() {
         );
     });
 }
+
+// Goal: over the configured disk usage, produce gets a clear DiskFull while reads go on;
+// once retention frees space the guard resets and produce resumes. A real ENOSPC is
+// answered DiskFull too, and loses nothing.
+#[test]
+fn disk_guard_and_enospc_refuse_produce_but_keep_reads() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(14);
+        let clock = ManualClock::new(1_000_000);
+        let config = BrokerConfig {
+            disk_usage_bytes_max: Some(6_000),
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::open(
+            disk.clone(),
+            Path::new(DATA),
+            config,
+            Arc::new(clock.clone()),
+        )
+        .await
+        .unwrap();
+        create(
+            &broker,
+            "t",
+            1,
+            &[
+                ("segment.bytes", "1024"),
+                ("max.message.bytes", "1000"),
+                ("retention.bytes", "2048"),
+            ],
+        )
+        .await;
+        while broker.check_disk_usage().is_none() {
+            assert_eq!(
+                produce(&broker, "t", 0, batch(3, 0), Acks::All).await.error,
+                ErrorCode::None
+            );
+        }
+        let refused = produce(&broker, "t", 0, batch(3, 0), Acks::All).await;
+        assert_eq!(refused.error, ErrorCode::DiskFull);
+        assert!(
+            refused.message.contains("disk_usage_bytes_max"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(
+            fetch(
+                &broker,
+                "t",
+                0,
+                list_offset(&broker, "t", OffsetSpec::Earliest)
+                    .await
+                    .offset
+                    .unwrap(),
+                0
+            )
+            .await
+            .error,
+            ErrorCode::None
+        );
+        assert!(broker.enforce_retention().await > 0);
+        assert_eq!(broker.check_disk_usage(), None);
+        assert_eq!(
+            produce(&broker, "t", 0, batch(3, 0), Acks::All).await.error,
+            ErrorCode::None
+        );
+
+        let before = list_offset(&broker, "t", OffsetSpec::Latest)
+            .await
+            .offset
+            .unwrap();
+        disk.set_space_bytes_max(Some(disk.used_bytes() + 20));
+        let full = produce(&broker, "t", 0, batch(3, 0), Acks::All).await;
+        assert_eq!(full.error, ErrorCode::DiskFull, "{}", full.message);
+        disk.set_space_bytes_max(None);
+        assert_eq!(
+            list_offset(&broker, "t", OffsetSpec::Latest)
+                .await
+                .offset
+                .unwrap(),
+            before
+        );
+        assert_eq!(
+            produce(&broker, "t", 0, batch(3, 0), Acks::All).await.error,
+            ErrorCode::None
+        );
+    });
+}
