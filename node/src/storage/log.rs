@@ -483,11 +483,14 @@ impl<D: Disk> PartitionLog<D> {
         durability: AppendDurability,
     ) -> Result<AppendOutcome, AppendError> {
         let size = batch.len() as u64;
-        if size > self.shared.config().batch_bytes_max {
-            return Err(AppendError::BatchTooLarge {
-                size,
-                max: self.shared.config().batch_bytes_max,
-            });
+        let max = self
+            .shared
+            .config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .batch_bytes_max;
+        if size > max {
+            return Err(AppendError::BatchTooLarge { size, max });
         }
         let header = validate_batch(&batch)?;
         if let Some(reason) = &self.shared.read_state().fenced {

@@ -223,12 +223,16 @@ impl SystemDisk {
     /// Sets up the backend `choice` asks for; `Auto` falls back to std when io_uring cannot
     /// be set up (disabled by sysctl, seccomp, an old kernel) and logs why.
     pub fn detect(choice: BackendChoice) -> Result<Self, DiskError> {
+        Self::detect_with_ring_entries(choice, uring::RING_ENTRIES_DEFAULT)
+    }
+
+    fn detect_with_ring_entries(choice: BackendChoice, entries: u32) -> Result<Self, DiskError> {
         match choice {
             BackendChoice::Std => Ok(Self::Std(StdDisk::new())),
-            BackendChoice::Uring => UringDisk::new(uring::RING_ENTRIES_DEFAULT)
+            BackendChoice::Uring => UringDisk::new(entries)
                 .map(Self::Uring)
                 .map_err(|source| DiskError::new("set up", Path::new("io_uring"), source)),
-            BackendChoice::Auto => match UringDisk::new(uring::RING_ENTRIES_DEFAULT) {
+            BackendChoice::Auto => match UringDisk::new(entries) {
                 Ok(disk) => Ok(Self::Uring(disk)),
                 Err(error) => {
                     tracing::warn!(%error, "io_uring unavailable, using the std disk backend");

@@ -119,3 +119,14 @@ fn backend_choice_parses_and_explains() {
     let error = "fast".parse::<BackendChoice>().unwrap_err();
     assert!(error.contains("auto, std or io_uring"));
 }
+
+// Goal: when io_uring cannot be set up (here: a ring of zero entries, which the kernel
+// refuses as a disabled io_uring would), `auto` falls back to std and `io_uring` is a clear
+// error.
+#[test]
+fn auto_falls_back_to_std_when_io_uring_cannot_be_set_up() {
+    let auto = SystemDisk::detect_with_ring_entries(BackendChoice::Auto, 0).unwrap();
+    assert_eq!(auto.backend_name(), "std");
+    let error = SystemDisk::detect_with_ring_entries(BackendChoice::Uring, 0).unwrap_err();
+    assert!(error.to_string().contains("set up io_uring"), "{error}");
+}
