@@ -493,6 +493,14 @@ impl<D: Disk> PartitionLog<D> {
             return Err(AppendError::BatchTooLarge { size, max });
         }
         let header = validate_batch(&batch)?;
+        // A producer's batch covers exactly its records: a larger last offset delta (legal
+        // only after compaction) would let a client burn offsets without writing records.
+        if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
+            return Err(AppendError::InvalidBatch(BatchError::BadLastOffsetDelta {
+                last_offset_delta: header.last_offset_delta,
+                record_count: header.record_count,
+            }));
+        }
         if let Some(reason) = &self.shared.read_state().fenced {
             return Err(AppendError::Fenced {
                 reason: reason.clone(),

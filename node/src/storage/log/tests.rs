@@ -167,6 +167,19 @@ fn invalid_and_oversized_batches_are_refused() {
             log.append(batch(2, 20, 0), AppendDurability::Synced).await,
             Err(AppendError::BatchTooLarge { max: 200, .. })
         ));
+        // A batch claiming more offsets than records (legal only in compacted logs) is
+        // refused, or one request could consume two billion offsets.
+        let mut inflated = batch(4, 1, 0).to_vec();
+        inflated[23..27].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&inflated[21..]);
+        inflated[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            log.append(Bytes::from(inflated), AppendDurability::Synced)
+                .await,
+            Err(AppendError::InvalidBatch(
+                ledge_protocol::BatchError::BadLastOffsetDelta { .. }
+            ))
+        ));
         assert_eq!(log.high_watermark(), 0);
         log.append(batch(3, 1, 0), AppendDurability::Synced)
             .await
