@@ -177,7 +177,7 @@ fn invalid_and_oversized_batches_are_refused() {
             log.append(Bytes::from(inflated), AppendDurability::Synced)
                 .await,
             Err(AppendError::InvalidBatch(
-                ledge_protocol::BatchError::BadLastOffsetDelta { .. }
+                BatchError::BadLastOffsetDelta { .. }
             ))
         ));
         assert_eq!(log.high_watermark(), 0);
