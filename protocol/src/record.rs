@@ -102,6 +102,10 @@ impl Default for EncodeOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncodeError {
+    /// Offset deltas given for a compacted batch are not one per record, ascending, and
+    /// within `0..=last_offset_delta`.
+    #[error("offset deltas must be one per record, ascending, within 0..=last_offset_delta")]
+    BadOffsetDeltas,
     /// The encoded batch would exceed `i32::MAX` bytes. Split the records over more batches.
     #[error("encoded batch of {bytes} bytes exceeds the i32 length field")]
     BatchTooLarge {
@@ -151,10 +155,36 @@ pub enum EncodeError {
 /// Record `i` gets offset delta `i`. `base_timestamp` is the first record's timestamp, as the
 /// Java producer writes it (later deltas may be negative), and `max_timestamp` the largest.
 pub fn encode_batch(records: &[Record], options: &EncodeOptions) -> Result<Bytes, EncodeError> {
+    let record_count = i32::try_from(records.len()).map_err(|_| EncodeError::TooManyRecords {
+        count: records.len(),
+    })?;
+    let deltas: Vec<i32> = (0..record_count).collect();
+    encode_batch_with_deltas(records, &deltas, record_count - 1, options)
+}
+
+/// Encodes one batch whose records keep the given offset deltas (ascending, each at most
+/// `last_offset_delta`), as log compaction writes them: removed records leave gaps, and the
+/// batch still spans its original offsets. `records` and `offset_deltas` pair up by index.
+pub fn encode_batch_with_deltas(
+    records: &[Record],
+    offset_deltas: &[i32],
+    last_offset_delta: i32,
+    options: &EncodeOptions,
+) -> Result<Bytes, EncodeError> {
     let (first, _) = records.split_first().ok_or(EncodeError::NoRecords)?;
     let record_count = i32::try_from(records.len()).map_err(|_| EncodeError::TooManyRecords {
         count: records.len(),
     })?;
+    let ascending = offset_deltas
+        .windows(2)
+        .all(|pair| pair.first() < pair.get(1));
+    let in_range = offset_deltas.first().is_some_and(|first| *first >= 0)
+        && offset_deltas
+            .last()
+            .is_some_and(|last| *last <= last_offset_delta);
+    if offset_deltas.len() != records.len() || !ascending || !in_range {
+        return Err(EncodeError::BadOffsetDeltas);
+    }
     let base_timestamp = first.timestamp;
     let max_timestamp = records
         .iter()
@@ -164,10 +194,10 @@ pub fn encode_batch(records: &[Record], options: &EncodeOptions) -> Result<Bytes
 
     let mut batch = vec![0u8; BATCH_HEADER_BYTES];
     if options.compression == Compression::None {
-        encode_records(&mut batch, records, base_timestamp)?;
+        encode_records(&mut batch, records, offset_deltas, base_timestamp)?;
     } else {
         let mut plain = Vec::new();
-        encode_records(&mut plain, records, base_timestamp)?;
+        encode_records(&mut plain, records, offset_deltas, base_timestamp)?;
         compression::compress(options.compression, &plain, options.zstd_level, &mut batch)
             .map_err(|source| EncodeError::Compression {
                 compression: options.compression,
@@ -194,7 +224,7 @@ pub fn encode_batch(records: &[Record], options: &EncodeOptions) -> Result<Bytes
         magic: MAGIC_V2,
         crc: 0,
         attributes,
-        last_offset_delta: record_count - 1,
+        last_offset_delta,
         base_timestamp,
         max_timestamp,
         producer_id: options.producer_id,
@@ -815,10 +845,11 @@ fn write_header(batch: &mut [u8], header: &BatchHeader) {
 fn encode_records(
     out: &mut Vec<u8>,
     records: &[Record],
+    offset_deltas: &[i32],
     base_timestamp: i64,
 ) -> Result<(), EncodeError> {
-    for (index, record) in records.iter().enumerate() {
-        encode_record(out, record, index, base_timestamp)?;
+    for (index, (record, offset_delta)) in records.iter().zip(offset_deltas).enumerate() {
+        encode_record(out, record, index, *offset_delta, base_timestamp)?;
     }
     Ok(())
 }
@@ -827,6 +858,7 @@ fn encode_record(
     out: &mut Vec<u8>,
     record: &Record,
     index: usize,
+    offset_delta: i32,
     base_timestamp: i64,
 ) -> Result<(), EncodeError> {
     let too_large = |field, bytes| EncodeError::FieldTooLarge {
@@ -842,8 +874,6 @@ fn encode_record(
                 index,
                 timestamp: record.timestamp,
             })?;
-    // The caller checked that the record count fits an i32, so every index does.
-    let offset_delta = i32::try_from(index).map_err(|_| too_large(RecordField::OffsetDelta, 0))?;
     let key_length = nullable_length(record.key.as_deref())
         .ok_or_else(|| too_large(RecordField::Key, record.key.as_ref().map_or(0, Bytes::len)))?;
     let value_length = nullable_length(record.value.as_deref()).ok_or_else(|| {
@@ -918,3 +948,38 @@ fn write_nullable(out: &mut Vec<u8>, length: i32, bytes: Option<&[u8]>) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod compacted_batch_tests {
+    use super::*;
+
+    // Goal: a batch with gaps in its offsets (as compaction writes it) validates, decodes
+    // to the original offsets, and spans its original offset range; bad deltas are refused.
+    #[test]
+    fn offset_gaps_round_trip() {
+        let records: Vec<Record> = (0..3)
+            .map(|number| Record {
+                timestamp: 10 + number,
+                key: Some(Bytes::from(format!("k{number}"))),
+                value: None,
+                headers: Vec::new(),
+            })
+            .collect();
+        let options = EncodeOptions {
+            base_offset: 100,
+            ..EncodeOptions::default()
+        };
+        let batch = encode_batch_with_deltas(&records, &[1, 4, 9], 11, &options).unwrap();
+        let header = crate::validate_batch(&batch).unwrap();
+        assert_eq!((header.record_count, header.last_offset()), (3, 111));
+        let decoded = decode_batch(&batch, &DecodeLimits::default()).unwrap();
+        let offsets: Vec<i64> = decoded.records.iter().map(|record| record.offset).collect();
+        assert_eq!(offsets, [101, 104, 109]);
+        for bad in [&[4, 1, 9][..], &[1, 4, 12], &[-1, 4, 9], &[1, 4]] {
+            assert!(matches!(
+                encode_batch_with_deltas(&records, bad, 11, &options),
+                Err(EncodeError::BadOffsetDeltas)
+            ));
+        }
+    }
+}
