@@ -970,7 +970,7 @@ mod compacted_batch_tests {
             ..EncodeOptions::default()
         };
         let batch = encode_batch_with_deltas(&records, &[1, 4, 9], 11, &options).unwrap();
-        let header = crate::validate_batch(&batch).unwrap();
+        let header = validate_batch(&batch).unwrap();
         assert_eq!((header.record_count, header.last_offset()), (3, 111));
         let decoded = decode_batch(&batch, &DecodeLimits::default()).unwrap();
         let offsets: Vec<i64> = decoded.records.iter().map(|record| record.offset).collect();
