@@ -252,13 +252,8 @@ impl SegmentIndex {
             }
             times.push(entry);
         }
-        if offsets
-            .first()
-            .is_some_and(|first| first.relative_offset != 0)
-            || (offsets.is_empty() && span > 0)
-        {
-            return Err(IndexFileError::BadEntry(0));
-        }
+        // Compaction may remove a segment's first batches (or all of them), so the first
+        // entry need not be at the base offset.
         let max_timestamp_ms = times
             .last()
             .map(|entry| (entry.timestamp_ms, entry.relative_offset));

@@ -1121,7 +1121,7 @@ async fn create_segment<D: Disk>(
     })
 }
 
-async fn check_header<F: DiskFile>(file: &F, path: &Path) -> Result<(), OpenError> {
+async fn check_header<F: DiskFile>(file: &F, path: &Path) -> Result<u32, OpenError> {
     let header = file.read_at(0, SEGMENT_HEADER_BYTES as usize).await?;
     segment::check_segment_header(&header).map_err(|error| OpenError::SegmentHeader {
         path: path.to_path_buf(),
@@ -1141,6 +1141,9 @@ async fn scan_segment<F: DiskFile>(
     let mut position = SEGMENT_HEADER_BYTES;
     let mut next_offset = base;
     let mut want = config.recovery_read_bytes as u64;
+    let header = file.read_at(0, SEGMENT_HEADER_BYTES as usize).await?;
+    let allow_gaps = segment::check_segment_header(&header)
+        .is_ok_and(|flags| flags & segment::SEGMENT_FLAG_COMPACTED != 0);
     while position < file_len {
         let length = want.min(file_len - position);
         let bytes = file.read_at(position, length as usize).await?;
@@ -1152,6 +1155,7 @@ async fn scan_segment<F: DiskFile>(
                 position,
                 next_offset,
                 config.batch_bytes_max,
+                allow_gaps,
                 on_batch,
             );
             let problem = match result.stop {
@@ -1171,6 +1175,7 @@ async fn scan_segment<F: DiskFile>(
             position,
             next_offset,
             config.batch_bytes_max,
+            allow_gaps,
             on_batch,
         );
         position = result.valid_end;
@@ -1212,7 +1217,7 @@ async fn open_sealed_segment<D: Disk>(
 ) -> Result<Segment<D::File>, OpenError> {
     let path = directory.join(segment::segment_file_name(base));
     let file = disk.open(&path, OpenMode::Read).await?;
-    check_header(&file, &path).await?;
+    let compacted = check_header(&file, &path).await? & segment::SEGMENT_FLAG_COMPACTED != 0;
     let size = file.len().await?;
     let offset_path = directory.join(segment::offset_index_file_name(base));
     let time_path = directory.join(segment::time_index_file_name(base));
@@ -1242,7 +1247,13 @@ async fn open_sealed_segment<D: Disk>(
                     reason,
                 });
             }
-            if valid_end != size || next_offset != end_offset {
+            // Compaction may have removed the segment's last records, never added any.
+            let ends_right = if compacted {
+                next_offset <= end_offset
+            } else {
+                next_offset == end_offset
+            };
+            if valid_end != size || !ends_right {
                 return Err(OpenError::Corrupt {
                     path,
                     position: valid_end,

@@ -6,7 +6,8 @@
 //! epoch is the one this node stamps. It hands every good batch to the caller (index,
 //! producer state) and stops at the first batch that is incomplete in the slice or invalid. The caller (the
 //! log driver) decides what a stop means: read more, truncate a torn tail above the
-//! recovery point, or report corruption below it.
+//! recovery point, or report corruption below it. In a compacted segment (`allow_gaps`)
+//! base offsets may jump forward but never back.
 
 use ledge_protocol::{BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BatchHeader, validate_batch};
 
@@ -56,6 +57,7 @@ pub fn scan(
     position: u64,
     next_offset: i64,
     batch_bytes_max: u64,
+    allow_gaps: bool,
     on_batch: &mut (dyn FnMut(&BatchHeader, u64, u64) + Send),
 ) -> ScanResult {
     let mut offset_in_slice = 0usize;
@@ -107,7 +109,13 @@ pub fn scan(
                 };
             }
         };
-        if let Err(error) = header.check_stamp(next_offset, PARTITION_LEADER_EPOCH) {
+        // A compacted segment may skip offsets between batches; it never goes backwards.
+        let expected = if allow_gaps && header.base_offset > next_offset {
+            header.base_offset
+        } else {
+            next_offset
+        };
+        if let Err(error) = header.check_stamp(expected, PARTITION_LEADER_EPOCH) {
             break ScanStop::Invalid {
                 position: at,
                 reason: error.to_string(),

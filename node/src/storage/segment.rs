@@ -74,11 +74,22 @@ pub fn producer_snapshot_file_name(base_offset: i64) -> String {
     format!("{base_offset:020}.snapshot")
 }
 
+/// Header flag: the segment was rewritten by compaction, so its batches may have offset
+/// gaps between them (and inside them).
+pub const SEGMENT_FLAG_COMPACTED: u32 = 1;
+const SEGMENT_FLAGS_KNOWN: u32 = SEGMENT_FLAG_COMPACTED;
+
 /// The header every segment file starts with.
 pub fn segment_header() -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    segment_header_with_flags(0)
+}
+
+/// A segment header with `flags` (see `SEGMENT_FLAG_*`).
+pub fn segment_header_with_flags(flags: u32) -> [u8; SEGMENT_HEADER_BYTES as usize] {
     let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
     header[..8].copy_from_slice(&SEGMENT_MAGIC);
     header[8..12].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_be_bytes());
+    header[12..16].copy_from_slice(&flags.to_be_bytes());
     header
 }
 
@@ -104,8 +115,8 @@ pub enum SegmentHeaderError {
     },
 }
 
-/// Checks the header at the start of a segment file.
-pub fn check_segment_header(bytes: &[u8]) -> Result<(), SegmentHeaderError> {
+/// Checks the header at the start of a segment file; returns its flags.
+pub fn check_segment_header(bytes: &[u8]) -> Result<u32, SegmentHeaderError> {
     let Some(header) = bytes.get(..SEGMENT_HEADER_BYTES as usize) else {
         return Err(SegmentHeaderError::Truncated { found: bytes.len() });
     };
@@ -118,7 +129,14 @@ pub fn check_segment_header(bytes: &[u8]) -> Result<(), SegmentHeaderError> {
     if version != SEGMENT_FORMAT_VERSION {
         return Err(SegmentHeaderError::NewerVersion { found: version });
     }
-    Ok(())
+    let mut flags = [0u8; 4];
+    flags.copy_from_slice(header.get(12..16).unwrap_or(&[0; 4]));
+    let flags = u32::from_be_bytes(flags);
+    if flags & !SEGMENT_FLAGS_KNOWN != 0 {
+        // A flag this build does not know changes how the segment must be read.
+        return Err(SegmentHeaderError::NewerVersion { found: version });
+    }
+    Ok(flags)
 }
 
 /// When the active segment is closed and a new one started.
@@ -212,7 +230,12 @@ mod tests {
 
     #[test]
     fn header_checks_magic_and_version() {
-        assert_eq!(check_segment_header(&segment_header()), Ok(()));
+        assert_eq!(check_segment_header(&segment_header()), Ok(0));
+        assert_eq!(
+            check_segment_header(&segment_header_with_flags(SEGMENT_FLAG_COMPACTED)),
+            Ok(SEGMENT_FLAG_COMPACTED)
+        );
+        assert!(check_segment_header(&segment_header_with_flags(8)).is_err());
         assert_eq!(
             check_segment_header(&[1, 2, 3]),
             Err(SegmentHeaderError::Truncated { found: 3 })
