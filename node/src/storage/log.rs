@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ledge_protocol::{
-    BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BatchError, BatchHeader, set_base_offset,
+    BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BatchError, BatchHeader, BatchIter,
+    EncodeOptions, decode_batch, encode_batch_with_deltas, set_base_offset,
     set_partition_leader_epoch, validate_batch,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -232,6 +233,54 @@ pub enum ReadError {
     },
 }
 
+/// Why a compaction failed; the log is unchanged by a failed pass.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// Reading or writing failed.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// A sealed segment does not hold valid batches.
+    #[error("segment {path} is corrupt at byte {position}: {reason}")]
+    Corrupt {
+        /// The segment.
+        path: PathBuf,
+        /// File position.
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// One segment's keys alone exceed the key map.
+    #[error(
+        "the keys of segment {path} need {needed} bytes, more than compaction.key_map_bytes_max ({max})"
+    )]
+    KeyMapTooSmall {
+        /// The segment.
+        path: PathBuf,
+        /// Bytes its keys need.
+        needed: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The log was closed.
+    #[error("partition log is closed")]
+    Closed,
+}
+
+/// What a compaction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Segments rewritten.
+    pub segments_rewritten: usize,
+    /// Records removed (superseded values and expired tombstones).
+    pub records_removed: usize,
+    /// Bytes of the rewritten segments before.
+    pub bytes_before: u64,
+    /// Bytes of the rewritten segments after.
+    pub bytes_after: u64,
+    /// Passes over the key map (more than one when the keys did not fit at once).
+    pub passes: usize,
+}
+
 /// Why `delete_before` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeleteError {
@@ -333,6 +382,9 @@ struct Shared<D: Disk> {
     config: RwLock<LogConfig>,
     state: RwLock<LogState<D::File>>,
     high_watermark: watch::Sender<i64>,
+    disk: D,
+    /// One compaction at a time per log.
+    compaction: tokio::sync::Mutex<()>,
 }
 
 struct Segment<F> {
@@ -347,6 +399,8 @@ struct Segment<F> {
     /// The offset after the last written batch.
     next_offset: i64,
     first_append_ms: Option<i64>,
+    /// Rewritten by compaction (its header carries `SEGMENT_FLAG_COMPACTED`).
+    compacted: bool,
 }
 
 struct LogState<F> {
@@ -380,6 +434,13 @@ enum Command {
     },
     Close {
         reply: oneshot::Sender<Result<(), DiskError>>,
+    },
+    ReplaceSegment {
+        base: i64,
+        temporary: PathBuf,
+        size: u64,
+        index: Box<SegmentIndex>,
+        reply: oneshot::Sender<Result<bool, DiskError>>,
     },
 }
 
@@ -438,6 +499,8 @@ impl<D: Disk> PartitionLog<D> {
             config: RwLock::new(config.clone()),
             state: RwLock::new(opened.state),
             high_watermark,
+            disk: disk.clone(),
+            compaction: tokio::sync::Mutex::new(()),
         });
         let (commands, receiver) = mpsc::channel(config.append_queue_depth);
         let writer = Writer {
@@ -662,11 +725,8 @@ impl<D: Disk> PartitionLog<D> {
                     break;
                 };
                 if header.max_timestamp >= timestamp_ms && header.last_offset() >= offset {
-                    let decoded = ledge_protocol::decode_batch(
-                        &read.bytes.slice_ref(batch),
-                        &Default::default(),
-                    )
-                    .map_err(|error| ReadError::Corrupt {
+                    let decoded = decode_batch(&read.bytes.slice_ref(batch), &Default::default())
+                        .map_err(|error| ReadError::Corrupt {
                         path: self.shared.directory.clone(),
                         position: 0,
                         reason: error.to_string(),
@@ -733,6 +793,272 @@ impl<D: Disk> PartitionLog<D> {
         let start = self.delete_before(offset).await?;
         tracing::info!(directory = %self.shared.directory.display(), ?reason, log_start_offset = start, "retention deleted segments");
         Ok(Some(start))
+    }
+
+    /// Bytes of sealed segments not yet compacted, and of all sealed segments (the dirty
+    /// ratio is the first over the second).
+    pub fn compaction_stats(&self) -> (u64, u64) {
+        let state = self.shared.read_state();
+        let last = state.segments.keys().next_back().copied();
+        let sealed = state
+            .segments
+            .values()
+            .filter(|segment| Some(segment.base_offset) != last);
+        sealed.fold((0, 0), |(dirty, total), segment| {
+            (
+                dirty
+                    + if segment.compacted {
+                        0
+                    } else {
+                        segment.size_bytes
+                    },
+                total + segment.size_bytes,
+            )
+        })
+    }
+
+    /// Compacts the sealed segments (never the active one): keeps the latest record per key,
+    /// removes tombstones older than `delete.retention.ms`, keeps every surviving record's
+    /// offset. Each rewritten segment replaces the old one atomically (see `replace_segment`).
+    /// Memory: the key map (bounded by `policy.key_map_bytes_max`) plus one segment.
+    pub async fn compact(
+        &self,
+        now_ms: i64,
+        policy: &super::compaction::CompactionPolicy,
+    ) -> Result<CompactionReport, CompactError> {
+        use super::compaction::KeyMap;
+        let _one_at_a_time = self.shared.compaction.lock().await;
+        let lag_ms = i64::try_from(policy.min_compaction_lag.as_millis()).unwrap_or(i64::MAX);
+        let eligible: Vec<i64> = {
+            let state = self.shared.read_state();
+            let last = state.segments.keys().next_back().copied();
+            state
+                .segments
+                .values()
+                .filter(|segment| Some(segment.base_offset) != last)
+                .take_while(|segment| {
+                    lag_ms == 0
+                        || segment
+                            .index
+                            .max_timestamp_ms()
+                            .is_none_or(|newest| newest <= now_ms.saturating_sub(lag_ms))
+                })
+                .map(|segment| segment.base_offset)
+                .collect()
+        };
+        let mut report = CompactionReport::default();
+        let mut start = 0;
+        while start < eligible.len() {
+            let mut map = KeyMap::default();
+            let mut end = start;
+            while let Some(&base) = eligible.get(end) {
+                let mut segment_map = KeyMap::default();
+                let Some((path, batches)) = self.segment_batches(base).await? else {
+                    end += 1;
+                    continue;
+                };
+                for (_, batch) in &batches {
+                    let decoded = decode_batch(batch, &Default::default()).map_err(|error| {
+                        CompactError::Corrupt {
+                            path: path.clone(),
+                            position: 0,
+                            reason: error.to_string(),
+                        }
+                    })?;
+                    for record in decoded.records {
+                        if let Some(key) = record.key {
+                            segment_map.insert(key, record.offset);
+                        }
+                    }
+                }
+                if map.bytes() + segment_map.bytes() > policy.key_map_bytes_max {
+                    if end == start {
+                        return Err(CompactError::KeyMapTooSmall {
+                            path,
+                            needed: segment_map.bytes(),
+                            max: policy.key_map_bytes_max,
+                        });
+                    }
+                    break;
+                }
+                map.merge(segment_map);
+                end += 1;
+            }
+            report.passes += 1;
+            for &base in eligible.get(..end).unwrap_or_default() {
+                self.rewrite_segment(base, &map, now_ms, policy, &mut report)
+                    .await?;
+            }
+            start = end;
+        }
+        if report.segments_rewritten > 0 {
+            tracing::info!(directory = %self.shared.directory.display(), ?report, "compacted");
+        }
+        Ok(report)
+    }
+
+    /// The current file of sealed segment `base` read whole, as (header, batch) pairs;
+    /// `None` if the segment is gone (retention) or active.
+    async fn segment_batches(
+        &self,
+        base: i64,
+    ) -> Result<Option<(PathBuf, Vec<(BatchHeader, Bytes)>)>, CompactError> {
+        let (file, path, size) = {
+            let state = self.shared.read_state();
+            let last = state.segments.keys().next_back().copied();
+            match state.segments.get(&base) {
+                Some(segment) if Some(base) != last => (
+                    Arc::clone(&segment.file),
+                    segment.path.clone(),
+                    segment.size_bytes,
+                ),
+                _ => return Ok(None),
+            }
+        };
+        let bytes = Bytes::from(file.read_at(0, size as usize).await?);
+        let corrupt = |position: u64, reason: String| CompactError::Corrupt {
+            path: path.clone(),
+            position,
+            reason,
+        };
+        if (bytes.len() as u64) < size {
+            return Err(corrupt(
+                bytes.len() as u64,
+                "segment is shorter than its size".into(),
+            ));
+        }
+        let body = bytes.slice(SEGMENT_HEADER_BYTES as usize..);
+        let mut batches = Vec::new();
+        let mut position = SEGMENT_HEADER_BYTES;
+        for item in BatchIter::new(&body) {
+            let (header, batch) = item.map_err(|error| corrupt(position, error.to_string()))?;
+            validate_batch(batch).map_err(|error| corrupt(position, error.to_string()))?;
+            position += batch.len() as u64;
+            batches.push((header, body.slice_ref(batch)));
+        }
+        Ok(Some((path, batches)))
+    }
+
+    async fn rewrite_segment(
+        &self,
+        base: i64,
+        map: &super::compaction::KeyMap,
+        now_ms: i64,
+        policy: &super::compaction::CompactionPolicy,
+        report: &mut CompactionReport,
+    ) -> Result<(), CompactError> {
+        let Some((path, batches)) = self.segment_batches(base).await? else {
+            return Ok(());
+        };
+        let interval = self.shared.config().index_interval_bytes;
+        let mut output =
+            segment::segment_header_with_flags(segment::SEGMENT_FLAG_COMPACTED).to_vec();
+        let mut index = SegmentIndex::new(base, interval);
+        let mut removed = 0usize;
+        let bytes_before = SEGMENT_HEADER_BYTES
+            + batches
+                .iter()
+                .map(|(_, batch)| batch.len() as u64)
+                .sum::<u64>();
+        for (header, batch) in batches {
+            let decoded = decode_batch(&batch, &Default::default()).map_err(|error| {
+                CompactError::Corrupt {
+                    path: path.clone(),
+                    position: 0,
+                    reason: error.to_string(),
+                }
+            })?;
+            let total = decoded.records.len();
+            let mut deltas = Vec::with_capacity(total);
+            let mut kept = Vec::with_capacity(total);
+            for record in decoded.records {
+                let tombstone = record.value.is_none();
+                if super::compaction::keep_record(
+                    record.offset,
+                    record.key.as_deref(),
+                    tombstone,
+                    record.timestamp,
+                    map,
+                    now_ms,
+                    policy,
+                ) {
+                    deltas.push(
+                        i32::try_from(record.offset - header.base_offset).unwrap_or(i32::MAX),
+                    );
+                    kept.push(record.into_record());
+                }
+            }
+            removed += total - kept.len();
+            let rewritten = if kept.len() == total {
+                batch
+            } else if kept.is_empty() {
+                continue;
+            } else {
+                let options = EncodeOptions {
+                    compression: header
+                        .compression()
+                        .unwrap_or(ledge_protocol::Compression::None),
+                    producer_id: header.producer_id,
+                    producer_epoch: header.producer_epoch,
+                    base_sequence: header.base_sequence,
+                    base_offset: header.base_offset,
+                    partition_leader_epoch: PARTITION_LEADER_EPOCH,
+                    timestamp_type: header.timestamp_type(),
+                    transactional: header.is_transactional(),
+                    ..EncodeOptions::default()
+                };
+                encode_batch_with_deltas(&kept, &deltas, header.last_offset_delta, &options)
+                    .map_err(|error| CompactError::Corrupt {
+                        path: path.clone(),
+                        position: 0,
+                        reason: format!("re-encoding a compacted batch failed: {error}"),
+                    })?
+            };
+            let header = BatchHeader::parse(&rewritten).map_err(|error| CompactError::Corrupt {
+                path: path.clone(),
+                position: 0,
+                reason: error.to_string(),
+            })?;
+            index.note_batch(
+                output.len() as u64,
+                header.base_offset,
+                header.max_timestamp,
+                rewritten.len() as u64,
+            );
+            output.extend_from_slice(&rewritten);
+        }
+        let already_compacted = {
+            let state = self.shared.read_state();
+            state
+                .segments
+                .get(&base)
+                .is_some_and(|segment| segment.compacted)
+        };
+        if removed == 0 && already_compacted {
+            return Ok(());
+        }
+        index.seal();
+        let size = output.len() as u64;
+        let temporary = PathBuf::from(format!("{}.tmp", path.display()));
+        write_new_file(&self.shared.disk, &temporary, output).await?;
+        let (reply, outcome) = oneshot::channel();
+        self.commands
+            .send(Command::ReplaceSegment {
+                base,
+                temporary,
+                size,
+                index: Box::new(index),
+                reply,
+            })
+            .await
+            .map_err(|_| CompactError::Closed)?;
+        if outcome.await.map_err(|_| CompactError::Closed)?? {
+            report.segments_rewritten += 1;
+            report.records_removed += removed;
+            report.bytes_before += bytes_before;
+            report.bytes_after += size;
+        }
+        Ok(())
     }
 
     /// Moves the log start offset up to `offset` (durably) and deletes every sealed
@@ -1118,6 +1444,7 @@ async fn create_segment<D: Disk>(
         synced_bytes: SEGMENT_HEADER_BYTES,
         next_offset: base,
         first_append_ms: None,
+        compacted: false,
     })
 }
 
@@ -1276,6 +1603,7 @@ async fn open_sealed_segment<D: Disk>(
         synced_bytes: size,
         next_offset: end_offset,
         first_append_ms: None,
+        compacted,
     })
 }
 
@@ -1378,6 +1706,7 @@ async fn recover_active_segment<D: Disk>(
             synced_bytes: SEGMENT_HEADER_BYTES,
             next_offset: base,
             first_append_ms: None,
+            compacted: false,
         });
     }
     check_header(&file, &path).await?;
@@ -1428,6 +1757,7 @@ async fn recover_active_segment<D: Disk>(
         synced_bytes: valid_end,
         next_offset,
         first_append_ms: None,
+        compacted: false,
     })
 }
 
@@ -1516,6 +1846,15 @@ impl<D: Disk> Writer<D> {
                 Command::Close { reply } => {
                     let _ = reply.send(self.shutdown().await);
                     return;
+                }
+                Command::ReplaceSegment {
+                    base,
+                    temporary,
+                    size,
+                    index,
+                    reply,
+                } => {
+                    let _ = reply.send(self.replace_segment(base, &temporary, size, *index).await);
                 }
             }
         }
@@ -1929,6 +2268,58 @@ impl<D: Disk> Writer<D> {
             self.disk.sync_dir(&self.shared.directory).await?;
         }
         Ok(offset)
+    }
+
+    /// Puts a compacted segment in place of the sealed segment `base`. Crash-safe at every
+    /// step: the old index files are removed (and that made durable) before the rename, so
+    /// no index ever describes the wrong file; the rename replaces the segment atomically;
+    /// a leftover `.tmp` is removed at open. Returns false if the segment is gone meanwhile
+    /// (deleted by retention) or is not sealed.
+    async fn replace_segment(
+        &mut self,
+        base: i64,
+        temporary: &Path,
+        size: u64,
+        index: SegmentIndex,
+    ) -> Result<bool, DiskError> {
+        let (path, sealed) = {
+            let state = self.shared.read_state();
+            let last = state.segments.keys().next_back().copied();
+            match state.segments.get(&base) {
+                Some(segment) => (segment.path.clone(), last != Some(base)),
+                None => (PathBuf::new(), false),
+            }
+        };
+        if !sealed {
+            let _ = self.disk.remove_file(temporary).await;
+            return Ok(false);
+        }
+        let directory = self.shared.directory.clone();
+        for name in [
+            segment::offset_index_file_name(base),
+            segment::time_index_file_name(base),
+        ] {
+            match self.disk.remove_file(&directory.join(name)).await {
+                Ok(()) => {}
+                Err(error) if error.is_not_found() => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.disk.sync_dir(&directory).await?;
+        self.disk.rename(temporary, &path).await?;
+        self.disk.sync_dir(&directory).await?;
+        write_index_files(&self.disk, &directory, &index).await?;
+        self.disk.sync_dir(&directory).await?;
+        let file = self.disk.open(&path, OpenMode::Read).await?;
+        let mut state = self.shared.write_state();
+        if let Some(segment) = state.segments.get_mut(&base) {
+            segment.file = Arc::new(file);
+            segment.size_bytes = size;
+            segment.synced_bytes = size;
+            segment.index = index;
+            segment.compacted = true;
+        }
+        Ok(true)
     }
 
     async fn shutdown(&mut self) -> Result<(), DiskError> {

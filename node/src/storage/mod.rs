@@ -7,6 +7,7 @@
 //! partition of a data directory and keeps the healthy ones serving when one is damaged.
 
 pub mod checkpoint;
+pub mod compaction;
 pub mod disk;
 pub mod index;
 pub mod log;
