@@ -124,6 +124,7 @@ struct LogSection {
     producers_max: Option<usize>,
     recovery_read_bytes: Option<usize>,
     retention_check_interval_ms: Option<u64>,
+    compaction_key_map_bytes_max: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -297,6 +298,9 @@ impl NodeConfig {
                 )));
             }
             broker.retention_check_interval = Duration::from_millis(value);
+        }
+        if let Some(value) = log.compaction_key_map_bytes_max {
+            broker.compaction_key_map_bytes_max = value;
         }
         let groups = file.groups.unwrap_or_default();
         let limits = &mut broker.groups;

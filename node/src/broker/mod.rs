@@ -70,8 +70,11 @@ pub struct BrokerConfig {
     pub produce_timeout_max: Duration,
     /// Consumer-group limits.
     pub groups: GroupLimits,
-    /// How often retention (`retention.ms`, `retention.bytes`) is enforced.
+    /// How often retention (`retention.ms`, `retention.bytes`) is enforced and compacted
+    /// topics are checked for compaction.
     pub retention_check_interval: Duration,
+    /// Bytes of keys one compaction pass may hold (more passes when a range does not fit).
+    pub compaction_key_map_bytes_max: usize,
     /// Produce is refused with `DiskFull` while the logs use more than this many bytes.
     pub disk_usage_bytes_max: Option<u64>,
     /// Produce is refused with `DiskFull` while the data directory's filesystem is fuller
@@ -93,6 +96,7 @@ impl Default for BrokerConfig {
             groups: GroupLimits::default(),
             // Kafka checks every 5 minutes; a small edge disk cannot wait that long.
             retention_check_interval: Duration::from_secs(10),
+            compaction_key_map_bytes_max: crate::storage::compaction::KEY_MAP_BYTES_MAX_DEFAULT,
             // Off by default: the node cannot know what else shares the disk. ENOSPC is
             // always handled (the append is rolled back and answered DiskFull).
             disk_usage_bytes_max: None,
@@ -449,6 +453,64 @@ impl<D: Disk> Broker<D> {
         moved
     }
 
+    /// Compacts every partition of every topic with `cleanup.policy` including `compact`
+    /// whose dirty ratio reached `min.cleanable.dirty.ratio`, or whose oldest dirty segment is
+    /// older than `max.compaction.lag.ms`. Returns how many partitions were compacted.
+    pub async fn enforce_compaction(&self) -> usize {
+        let now_ms = self.clock.wall_time_ms();
+        let work: Vec<(PartitionLog<D>, TopicConfig)> = {
+            let topics = read(&self.topics);
+            topics
+                .values()
+                .flat_map(|topic| {
+                    let config = read(&topic.config).clone();
+                    let compacts = matches!(
+                        config.cleanup_policy,
+                        CleanupPolicy::Compact | CleanupPolicy::CompactAndDelete
+                    );
+                    read(&topic.partitions)
+                        .iter()
+                        .filter(|_| compacts)
+                        .filter_map(|partition| partition.log().ok())
+                        .map(|log| (log, config.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let mut compacted = 0;
+        for (log, config) in work {
+            let (dirty, total) = log.compaction_stats();
+            if dirty == 0 || total == 0 {
+                continue;
+            }
+            let ratio_reached = dirty as f64 / total as f64 >= config.min_cleanable_dirty_ratio;
+            let overdue = config.max_compaction_lag.is_some_and(|lag| {
+                let lag_ms = i64::try_from(lag.as_millis()).unwrap_or(i64::MAX);
+                log.segment_infos()
+                    .iter()
+                    .filter(|segment| !segment.active && !segment.compacted)
+                    .filter_map(|segment| segment.max_timestamp_ms)
+                    .any(|newest| newest < now_ms.saturating_sub(lag_ms))
+            });
+            if !(ratio_reached || overdue) {
+                continue;
+            }
+            let policy = crate::storage::compaction::CompactionPolicy {
+                delete_retention: config.delete_retention,
+                min_compaction_lag: config.min_compaction_lag,
+                key_map_bytes_max: self.config.compaction_key_map_bytes_max,
+            };
+            match log.compact(now_ms, &policy).await {
+                Ok(report) if report.segments_rewritten > 0 => compacted += 1,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(directory = %log.directory().display(), %error, "compaction failed")
+                }
+            }
+        }
+        compacted
+    }
+
     /// Enforces retention every `retention_check_interval`, and re-checks the disk guard
     /// every second, for as long as the broker lives.
     pub async fn run_retention(self: Arc<Self>) {
@@ -460,6 +522,7 @@ impl<D: Disk> Broker<D> {
             if since_retention >= self.config.retention_check_interval {
                 since_retention = Duration::ZERO;
                 self.enforce_retention().await;
+                self.enforce_compaction().await;
             }
             self.check_disk_usage();
         }

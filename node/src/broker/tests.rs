@@ -1108,3 +1108,156 @@ fn disk_guard_and_enospc_refuse_produce_but_keep_reads() {
         );
     });
 }
+
+fn keyed(key: &str, value: Option<&str>) -> Bytes {
+    let record = Record {
+        timestamp: 0,
+        key: Some(Bytes::from(key.to_string())),
+        value: value.map(|value| Bytes::from(value.to_string())),
+        headers: Vec::new(),
+    };
+    encode_batch(&[record], &EncodeOptions::default()).unwrap()
+}
+
+// Goal: the broker compacts topics with cleanup.policy=compact once their dirty ratio is
+// reached: a consumer reading from the beginning sees the latest value of every key (plus
+// the uncompacted tail); __consumer_offsets is compacted too and still loads after restart.
+#[test]
+fn compacted_topics_and_consumer_offsets_are_compacted() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(15);
+        let clock = ManualClock::new(1_000_000);
+        let broker = Broker::open(
+            disk.clone(),
+            Path::new(DATA),
+            BrokerConfig::default(),
+            Arc::new(clock.clone()),
+        )
+        .await
+        .unwrap();
+        create(
+            &broker,
+            "state",
+            1,
+            &[
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "1024"),
+                ("max.message.bytes", "1000"),
+            ],
+        )
+        .await;
+        for round in 0..60 {
+            let key = format!("device-{}", round % 5);
+            assert_eq!(
+                produce(
+                    &broker,
+                    "state",
+                    0,
+                    keyed(&key, Some(&format!("v{round}"))),
+                    Acks::All
+                )
+                .await
+                .error,
+                ErrorCode::None
+            );
+        }
+        let before = fetch(&broker, "state", 0, 0, 0).await.records.len();
+        assert!(broker.enforce_compaction().await >= 1);
+        // Read everything from the start, batch by batch.
+        let mut latest = BTreeMap::new();
+        let mut count = 0;
+        let mut offset = 0;
+        let end = list_offset(&broker, "state", OffsetSpec::Latest)
+            .await
+            .offset
+            .unwrap();
+        while offset < end {
+            let read = fetch(&broker, "state", 0, offset, 0).await;
+            for item in BatchIter::new(&read.records) {
+                let (header, bytes) = item.unwrap();
+                for record in decode_batch(&read.records.slice_ref(bytes), &Default::default())
+                    .unwrap()
+                    .records
+                {
+                    if record.offset >= offset {
+                        latest.insert(record.key.clone().unwrap(), record.value.clone().unwrap());
+                        count += 1;
+                    }
+                }
+                offset = offset.max(header.last_offset() + 1);
+            }
+        }
+        assert!(
+            count < 60,
+            "compaction removed superseded values ({count} left)"
+        );
+        for device in 0..5 {
+            let newest = (0..60).filter(|round| round % 5 == device).max().unwrap();
+            assert_eq!(
+                latest[&Bytes::from(format!("device-{device}"))],
+                Bytes::from(format!("v{newest}"))
+            );
+        }
+        assert!(fetch(&broker, "state", 0, 0, 0).await.records.len() <= before);
+
+        // Many commits of the same partition (small segments for the offsets topic): it
+        // compacts, and the last commit is what a restart loads.
+        let Response::AlterConfigs(altered) = broker
+            .handle(Request::AlterConfigs(AlterConfigsRequest {
+                topics: vec![AlterTopicConfigs {
+                    name: "__consumer_offsets".into(),
+                    set: vec![
+                        ConfigEntry {
+                            name: "segment.bytes".into(),
+                            value: "1024".into(),
+                        },
+                        ConfigEntry {
+                            name: "max.message.bytes".into(),
+                            value: "1000".into(),
+                        },
+                    ],
+                    delete: vec![],
+                }],
+                validate_only: false,
+            }))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(
+            altered.topics[0].error,
+            ErrorCode::None,
+            "{}",
+            altered.topics[0].message
+        );
+        create(&broker, "t", 1, &[]).await;
+        for offset in 0..80 {
+            let Response::OffsetCommit(committed) =
+                broker.handle(commit_request("", 0, 0, offset)).await
+            else {
+                panic!()
+            };
+            assert_eq!(committed.error, ErrorCode::None);
+        }
+        assert!(broker.enforce_compaction().await >= 1);
+        broker.close().await;
+        let broker = Broker::open(
+            disk,
+            Path::new(DATA),
+            BrokerConfig::default(),
+            Arc::new(clock.clone()),
+        )
+        .await
+        .unwrap();
+        let Response::OffsetFetch(fetched) = broker
+            .handle(Request::OffsetFetch(OffsetFetchRequest {
+                group_id: "g".into(),
+                topics: None,
+            }))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(fetched.topics[0].partitions[0].offset, Some(79));
+    });
+}

@@ -15,9 +15,13 @@ use crate::storage::LogConfig;
 pub const KEYS: &[&str] = &[
     "cleanup.policy",
     "compression.type",
+    "delete.retention.ms",
     "index.interval.bytes",
+    "max.compaction.lag.ms",
     "max.message.bytes",
     "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
     "min.insync.replicas",
     "retention.bytes",
     "retention.ms",
@@ -55,8 +59,19 @@ pub enum TimestampType {
 }
 
 /// The effective configuration of a topic.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TopicConfig {
+    /// `delete.retention.ms` (default 1 day): how long compaction keeps tombstones.
+    pub delete_retention: Duration,
+    /// `max.compaction.lag.ms` (default none): a dirty segment older than this is compacted
+    /// whatever the dirty ratio.
+    pub max_compaction_lag: Option<Duration>,
+    /// `min.cleanable.dirty.ratio` (default 0.5): compact when this share of the sealed
+    /// bytes is not yet compacted.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms` (default 0): segments with records younger than this are not
+    /// compacted yet.
+    pub min_compaction_lag: Duration,
     /// `cleanup.policy` (default `delete`).
     pub cleanup_policy: CleanupPolicy,
     /// `compression.type` (default `producer`).
@@ -85,6 +100,10 @@ impl Default for TopicConfig {
     fn default() -> Self {
         let log = LogConfig::default();
         Self {
+            delete_retention: Duration::from_millis(86_400_000),
+            max_compaction_lag: None,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag: Duration::ZERO,
             cleanup_policy: CleanupPolicy::Delete,
             compression: TopicCompression::Producer,
             index_interval_bytes: log.index_interval_bytes,
@@ -175,6 +194,29 @@ impl TopicConfig {
                         ));
                     }
                 };
+            }
+            "delete.retention.ms" => {
+                self.delete_retention =
+                    Duration::from_millis(parse_positive(key, value, 0, i64::MAX)? as u64);
+            }
+            "max.compaction.lag.ms" => {
+                let lag = parse_positive(key, value, 1, i64::MAX)?;
+                self.max_compaction_lag =
+                    (lag < i64::MAX).then(|| Duration::from_millis(lag as u64));
+            }
+            "min.cleanable.dirty.ratio" => {
+                let ratio: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{key}: {value:?} is not a number"))?;
+                if !(0.0..=1.0).contains(&ratio) {
+                    return Err(format!("{key}: {ratio} is outside 0..=1"));
+                }
+                self.min_cleanable_dirty_ratio = ratio;
+            }
+            "min.compaction.lag.ms" => {
+                self.min_compaction_lag =
+                    Duration::from_millis(parse_positive(key, value, 0, i64::MAX)? as u64);
             }
             "index.interval.bytes" => {
                 self.index_interval_bytes =
@@ -268,6 +310,12 @@ impl TopicConfig {
                 TopicCompression::Codec(Compression::Lz4) => "lz4".into(),
                 TopicCompression::Codec(Compression::Zstd) => "zstd".into(),
             },
+            "delete.retention.ms" => self.delete_retention.as_millis().to_string(),
+            "max.compaction.lag.ms" => self
+                .max_compaction_lag
+                .map_or_else(|| i64::MAX.to_string(), |lag| lag.as_millis().to_string()),
+            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.to_string(),
+            "min.compaction.lag.ms" => self.min_compaction_lag.as_millis().to_string(),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "message.timestamp.type" => match self.timestamp_type {

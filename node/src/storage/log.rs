@@ -762,6 +762,7 @@ impl<D: Disk> PartitionLog<D> {
                 size_bytes: segment.size_bytes,
                 max_timestamp_ms: segment.index.max_timestamp_ms(),
                 active: number == last,
+                compacted: segment.compacted,
             })
             .collect()
     }

@@ -22,6 +22,8 @@ pub struct SegmentInfo {
     pub max_timestamp_ms: Option<i64>,
     /// The active segment is never deleted.
     pub active: bool,
+    /// Rewritten by compaction.
+    pub compacted: bool,
 }
 
 /// A topic's retention settings.
@@ -89,6 +91,7 @@ mod tests {
             size_bytes: size,
             max_timestamp_ms: Some(max_timestamp),
             active,
+            compacted: false,
         }
     }
 
