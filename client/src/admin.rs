@@ -1,4 +1,5 @@
-//! Topic administration: create, delete, list, describe, and topic configs; offset lookups.
+//! Topic administration: create, delete, list, describe, and topic configs; offset lookups;
+//! consumer groups: list, describe with lag, reset offsets, delete.
 //!
 //! Read-only calls (list, describe, list offsets) are retried on retriable failures within the
 //! request timeout; calls that change something are sent once, because a resend after a lost
@@ -14,8 +15,10 @@ use ledge_protocol::wire::{
 
 use crate::clock;
 use crate::connection::{Client, unexpected};
-use crate::consumer::TopicPartition;
-use crate::error::{AdminError, RequestError};
+use crate::consumer::{
+    CommittedOffset, OffsetAndMetadata, TopicPartition, commit_offsets, fetch_committed, flatten,
+};
+use crate::error::{AdminError, CommitError, RequestError};
 
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +101,95 @@ pub struct ListedOffset {
     pub offset: Option<i64>,
     /// The record's timestamp, for timestamp lookups.
     pub timestamp: Option<i64>,
+}
+
+/// A group in [`Admin::list_groups`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    /// The group id.
+    pub group_id: String,
+    /// `Empty` (only committed offsets), `Stable` or `Reconciling` (partitions moving).
+    pub state: String,
+    /// Active members.
+    pub members: u32,
+}
+
+/// A group with its members and, per partition, committed offset, end offset and lag, from
+/// [`Admin::describe_group`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// The group id.
+    pub group_id: String,
+    /// `Empty`, `Stable` or `Reconciling`.
+    pub state: String,
+    /// The assignor the members use (empty without members).
+    pub assignor: String,
+    /// The group epoch (rises with every membership or subscription change).
+    pub group_epoch: i32,
+    /// Active members.
+    pub members: Vec<GroupMemberDescription>,
+    /// Every partition the group has a committed offset for or assigns, sorted.
+    pub partitions: Vec<GroupPartitionOffsets>,
+}
+
+/// One member of a described group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMemberDescription {
+    /// Member id.
+    pub member_id: String,
+    /// Static `group_instance_id`, if any.
+    pub instance_id: Option<String>,
+    /// The client's id.
+    pub client_id: String,
+    /// The member's epoch.
+    pub member_epoch: i32,
+    /// Topics it reads (patterns resolved).
+    pub subscribed_topics: Vec<String>,
+    /// Partitions assigned to it now, sorted.
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// One partition's progress in a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPartitionOffsets {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The committed offset (the next to read); `None` if nothing was committed.
+    pub committed: Option<CommittedOffset>,
+    /// The partition's high watermark; `None` if the topic is gone.
+    pub end_offset: Option<i64>,
+    /// `end_offset - committed`; `None` when either is unknown.
+    pub lag: Option<i64>,
+    /// The member assigned the partition, if any.
+    pub member_id: Option<String>,
+}
+
+/// Where [`Admin::reset_offsets`] moves a group's committed offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetResetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark (skip everything written so far).
+    Latest,
+    /// The first record at or after this time (ms since the Unix epoch); the high watermark
+    /// where every record is older.
+    Timestamp(i64),
+    /// This offset, clamped to the readable range.
+    Offset(i64),
+    /// The committed offset plus this (negative moves back), clamped to the readable range;
+    /// partitions without a committed offset shift from the log start.
+    ShiftBy(i64),
+}
+
+/// One partition of a reset: from where to where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedOffset {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The committed offset before the reset.
+    pub current: Option<i64>,
+    /// The committed offset after it.
+    pub new_offset: i64,
 }
 
 /// Creates, deletes and describes topics.
@@ -286,6 +378,245 @@ impl Admin {
             }
         }
         Ok(offsets)
+    }
+
+    /// Every consumer group the node knows (with members or committed offsets), sorted by id.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, AdminError> {
+        let request = Request::ListGroups(wire::ListGroupsRequest { states: Vec::new() });
+        match request_with_retry(&self.client, &request).await? {
+            Response::ListGroups(response) => Ok(response
+                .groups
+                .into_iter()
+                .map(|group| GroupListing {
+                    group_id: group.group_id,
+                    state: group.state,
+                    members: group.members,
+                })
+                .collect()),
+            other => Err(unexpected(ApiKey::ListGroups, &other).into()),
+        }
+    }
+
+    /// A group's state, members and per-partition committed offset, end offset and lag.
+    /// Fails with `GroupIdNotFound` for a group with neither members nor committed offsets.
+    pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription, AdminError> {
+        let described = self.described_group(group_id).await?;
+        let committed = fetch_committed(&self.client, group_id, None)
+            .await
+            .map_err(commit_to_admin)?;
+        let members: Vec<GroupMemberDescription> = described
+            .members
+            .into_iter()
+            .map(|member| GroupMemberDescription {
+                member_id: member.member_id,
+                instance_id: member.instance_id,
+                client_id: member.client_id,
+                member_epoch: member.member_epoch,
+                subscribed_topics: member.subscribed_topics,
+                assignment: flatten(&member.assignment).into_iter().collect(),
+            })
+            .collect();
+        let mut owners: BTreeMap<TopicPartition, String> = BTreeMap::new();
+        for member in &members {
+            for partition in &member.assignment {
+                owners.insert(partition.clone(), member.member_id.clone());
+            }
+        }
+        let mut partitions: std::collections::BTreeSet<TopicPartition> =
+            committed.keys().cloned().collect();
+        partitions.extend(owners.keys().cloned());
+        let specs = partitions
+            .iter()
+            .map(|partition| (partition.clone(), OffsetSpec::Latest))
+            .collect();
+        let ends = list_offsets(&self.client, specs).await?;
+        let partitions = partitions
+            .into_iter()
+            .map(|partition| {
+                let end_offset = ends
+                    .get(&partition)
+                    .and_then(|result| result.as_ref().ok())
+                    .and_then(|listed| listed.offset);
+                let committed = committed.get(&partition).cloned();
+                let lag = match (&committed, end_offset) {
+                    (Some(committed), Some(end)) => Some((end - committed.offset).max(0)),
+                    _ => None,
+                };
+                GroupPartitionOffsets {
+                    member_id: owners.get(&partition).cloned(),
+                    partition,
+                    committed,
+                    end_offset,
+                    lag,
+                }
+            })
+            .collect();
+        Ok(GroupDescription {
+            group_id: described.group_id,
+            state: described.state,
+            assignor: described.assignor,
+            group_epoch: described.group_epoch,
+            members,
+            partitions,
+        })
+    }
+
+    /// Moves the committed offsets of `group_id` for every partition of `topic` per `spec`,
+    /// and returns the plan. With `dry_run` nothing is committed. Only for a group without
+    /// active members (else `NonEmptyGroup`): a running member would overwrite the reset
+    /// with its next commit. A group that does not exist yet is created by the reset.
+    pub async fn reset_offsets(
+        &self,
+        group_id: &str,
+        topic: &str,
+        spec: OffsetResetSpec,
+        dry_run: bool,
+    ) -> Result<Vec<PlannedOffset>, AdminError> {
+        match self.described_group(group_id).await {
+            Ok(group) if !group.members.is_empty() => {
+                return Err(AdminError::Group {
+                    group_id: group_id.to_string(),
+                    code: ErrorCode::NonEmptyGroup,
+                    message: format!("{} active members", group.members.len()),
+                });
+            }
+            Ok(_) => {}
+            Err(error) if error.code() == Some(ErrorCode::GroupIdNotFound) => {}
+            Err(error) => return Err(error),
+        }
+        let described = self.describe_topics(vec![topic.to_string()]).await?;
+        let partitions: Vec<PartitionDescription> = described
+            .into_iter()
+            .flat_map(|topic| topic.partitions)
+            .collect();
+        let keys: Vec<TopicPartition> = partitions
+            .iter()
+            .map(|partition| TopicPartition::new(topic, partition.partition))
+            .collect();
+        let committed = fetch_committed(&self.client, group_id, Some(&keys))
+            .await
+            .map_err(commit_to_admin)?;
+        let found = match spec {
+            OffsetResetSpec::Timestamp(timestamp) => Some(
+                self.list_offsets(
+                    keys.iter()
+                        .map(|key| (key.clone(), OffsetSpec::Timestamp(timestamp.max(0))))
+                        .collect(),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
+        let mut plan = Vec::with_capacity(partitions.len());
+        for (key, description) in keys.into_iter().zip(&partitions) {
+            let start = description.log_start_offset;
+            let end = description.high_watermark;
+            let current = committed.get(&key).map(|offset| offset.offset);
+            let wanted = match spec {
+                OffsetResetSpec::Earliest => start,
+                OffsetResetSpec::Latest => end,
+                OffsetResetSpec::Timestamp(_) => found
+                    .as_ref()
+                    .and_then(|found| found.get(&key))
+                    .and_then(|listed| listed.offset)
+                    .unwrap_or(end),
+                OffsetResetSpec::Offset(offset) => offset,
+                OffsetResetSpec::ShiftBy(shift) => current.unwrap_or(start).saturating_add(shift),
+            };
+            plan.push(PlannedOffset {
+                partition: key,
+                current,
+                new_offset: wanted.clamp(start, end.max(start)),
+            });
+        }
+        if !dry_run {
+            let offsets = plan
+                .iter()
+                .map(|planned| {
+                    (
+                        planned.partition.clone(),
+                        OffsetAndMetadata::new(planned.new_offset),
+                    )
+                })
+                .collect();
+            commit_offsets(&self.client, group_id, "", 0, &offsets)
+                .await
+                .map_err(commit_to_admin)?;
+        }
+        Ok(plan)
+    }
+
+    /// Deletes a group and its committed offsets. Fails with `NonEmptyGroup` while it has
+    /// active members and `GroupIdNotFound` if it does not exist.
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), AdminError> {
+        let request = Request::DeleteGroups(wire::DeleteGroupsRequest {
+            group_ids: vec![group_id.to_string()],
+        });
+        let response = match self.client.request(&request, Duration::ZERO).await? {
+            Response::DeleteGroups(response) => response,
+            other => return Err(unexpected(ApiKey::DeleteGroups, &other).into()),
+        };
+        match response
+            .groups
+            .into_iter()
+            .find(|group| group.error != ErrorCode::None)
+        {
+            Some(group) => Err(AdminError::Group {
+                group_id: group.group_id,
+                code: group.error,
+                message: group.message,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn described_group(&self, group_id: &str) -> Result<wire::DescribedGroup, AdminError> {
+        let request = Request::DescribeGroups(wire::DescribeGroupsRequest {
+            group_ids: vec![group_id.to_string()],
+        });
+        let response = match request_with_retry(&self.client, &request).await? {
+            Response::DescribeGroups(response) => response,
+            other => return Err(unexpected(ApiKey::DescribeGroups, &other).into()),
+        };
+        let Some(group) = response.groups.into_iter().next() else {
+            return Err(RequestError::MalformedResponse(format!(
+                "DescribeGroups answer lacks group {group_id}"
+            ))
+            .into());
+        };
+        if group.error != ErrorCode::None {
+            return Err(AdminError::Group {
+                group_id: group_id.to_string(),
+                code: group.error,
+                message: group.message,
+            });
+        }
+        Ok(group)
+    }
+}
+
+fn commit_to_admin(error: CommitError) -> AdminError {
+    match error {
+        CommitError::Request(error) => AdminError::Request(error),
+        CommitError::Group {
+            group_id,
+            code,
+            message,
+        } => AdminError::Group {
+            group_id,
+            code,
+            message,
+        },
+        CommitError::Partition {
+            topic,
+            partition,
+            code,
+        } => AdminError::Topic {
+            topic,
+            code,
+            message: format!("partition {partition}"),
+        },
+        other => AdminError::InvalidArgument(other.to_string()),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The consumer: reads assigned partitions from positions it keeps itself (no groups yet).
+//! The consumer: reads partitions it names itself ([`Consumer::assign`]) or that its group gives
+//! it ([`Consumer::subscribe`]; membership, heartbeats and commits are in `group.rs`).
 //!
 //! Owns: the assignment, each partition's position (the next offset [`Consumer::poll`] hands
 //! out) and fetch offset (the next offset to ask the node for), records fetched but not yet
@@ -10,9 +11,9 @@
 //! and compressed batches are decompressed here. While the caller works through the records
 //! of one fetch, the next one is already on its way (prefetch).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -26,7 +27,13 @@ use tokio::task::JoinHandle;
 use crate::admin::{ListedOffset, list_offsets};
 use crate::clock;
 use crate::connection::{Client, unexpected};
-use crate::error::{ConsumeError, RequestError};
+use crate::error::{CommitError, ConsumeError, RequestError};
+
+mod group;
+
+pub use group::{CommittedOffset, ListenerFuture, OffsetAndMetadata, RebalanceListener};
+use group::{GroupSettings, GroupShared, Subscription};
+pub(crate) use group::{commit_offsets, fetch_committed, flatten};
 
 /// A partition of a topic.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,7 +94,43 @@ pub struct ConsumerConfig {
     pub prefetch: bool,
     /// Bounds on decoding one fetched batch (decompressed size, records, headers).
     pub decode_limits: DecodeLimits,
+    /// The consumer group (Kafka's `group.id`): needed by [`Consumer::subscribe`] and by
+    /// commits. Default none.
+    pub group_id: Option<String>,
+    /// Static membership (`group.instance.id`): a member that closes and comes back with the
+    /// same id within `session_timeout` gets its partitions back without a rebalance.
+    /// Default none.
+    pub group_instance_id: Option<String>,
+    /// Commit the positions of owned partitions every `auto_commit_interval` (during `poll`),
+    /// before partitions are revoked, and on `close`. Default on (Kafka's default).
+    pub enable_auto_commit: bool,
+    /// How often auto-commit commits. Default 5 s.
+    pub auto_commit_interval: Duration,
+    /// The node removes a member it has not heard from for this long, and gives its
+    /// partitions to the others. The node accepts 1 s to 5 min by default. Default 45 s
+    /// (Kafka's).
+    pub session_timeout: Duration,
+    /// How often the member heartbeats; `None` follows the node (1 s by default). Keep it
+    /// well below `session_timeout`. Default none.
+    pub heartbeat_interval: Option<Duration>,
+    /// Longest time between two polls: past it the member leaves the group (its partitions
+    /// move to others) and rejoins on the next poll. Also the time the node allows the member
+    /// to give up revoked partitions. Default 5 min (Kafka's).
+    pub max_poll_interval: Duration,
+    /// How the node spreads partitions over members: `range`, `round-robin` or
+    /// `cooperative-sticky` (only partitions that move are revoked). Every member of a group
+    /// must use the same. Default [`ASSIGNOR_DEFAULT`].
+    pub assignor: String,
 }
+
+/// Default [`ConsumerConfig::assignor`]: rebalances revoke only the partitions that move.
+pub const ASSIGNOR_DEFAULT: &str = "cooperative-sticky";
+/// Default [`ConsumerConfig::auto_commit_interval`].
+pub const AUTO_COMMIT_INTERVAL_DEFAULT: Duration = Duration::from_secs(5);
+/// Default [`ConsumerConfig::session_timeout`].
+pub const SESSION_TIMEOUT_DEFAULT: Duration = Duration::from_secs(45);
+/// Default [`ConsumerConfig::max_poll_interval`].
+pub const MAX_POLL_INTERVAL_DEFAULT: Duration = Duration::from_secs(300);
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
@@ -99,6 +142,14 @@ impl Default for ConsumerConfig {
             max_partition_fetch_bytes: 1024 * 1024,
             prefetch: true,
             decode_limits: DecodeLimits::default(),
+            group_id: None,
+            group_instance_id: None,
+            enable_auto_commit: true,
+            auto_commit_interval: AUTO_COMMIT_INTERVAL_DEFAULT,
+            session_timeout: SESSION_TIMEOUT_DEFAULT,
+            heartbeat_interval: None,
+            max_poll_interval: MAX_POLL_INTERVAL_DEFAULT,
+            assignor: ASSIGNOR_DEFAULT.to_string(),
         }
     }
 }
@@ -132,7 +183,15 @@ pub struct OffsetAndTimestamp {
     pub timestamp: i64,
 }
 
-/// Reads records from assigned partitions.
+/// Reads records from partitions it is assigned by hand ([`Consumer::assign`]) or by its
+/// group ([`Consumer::subscribe`]).
+///
+/// In a group, heartbeats run in a background task, so the member stays in the group while
+/// the caller works through a batch (up to `max_poll_interval`); partitions move only inside
+/// [`Consumer::poll`], where the [`RebalanceListener`] is called. Call [`Consumer::close`] when
+/// done: it commits (with auto-commit) and leaves at once, so the partitions move without
+/// waiting for the session timeout. A consumer dropped without `close` stops heartbeating and
+/// is removed after its session timeout.
 ///
 /// ```no_run
 /// # async fn example(client: ledge_client::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -157,6 +216,53 @@ pub struct Consumer {
     fetch: Option<InFlightFetch>,
     /// Where the next `poll` starts handing out records, so no partition starves.
     next_partition: usize,
+    /// Set by `subscribe`.
+    group: Option<GroupMember>,
+    /// Partitions named by `assign` (which `subscribe` then refuses).
+    manually_assigned: bool,
+    /// A misuse found by a call that cannot fail (`assign` while subscribed), reported by the
+    /// next `poll`.
+    misuse: Option<ConsumeError>,
+    listener: Option<Box<dyn RebalanceListener>>,
+    /// The latest `commit_async`; the next commit waits for it so commits land in order.
+    async_commit: Option<JoinHandle<()>>,
+    last_auto_commit: Instant,
+}
+
+/// The group side of a subscribed consumer.
+struct GroupMember {
+    settings: GroupSettings,
+    shared: Arc<GroupShared>,
+    /// The heartbeat task; started by the first poll.
+    heartbeats: Option<JoinHandle<()>>,
+}
+
+/// Which listener method to call.
+#[derive(Clone, Copy)]
+enum RebalanceEvent {
+    Revoked,
+    Assigned,
+    Lost,
+}
+
+/// A [`Consumer::commit_async`] in flight: await it for the outcome, or drop it (the commit
+/// still happens).
+#[derive(Debug)]
+pub struct PendingCommit {
+    receiver: tokio::sync::oneshot::Receiver<Result<(), CommitError>>,
+}
+
+impl Future for PendingCommit {
+    type Output = Result<(), CommitError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.receiver)
+            .poll(context)
+            .map(|result| result.unwrap_or(Err(CommitError::Cancelled)))
+    }
 }
 
 impl std::fmt::Debug for Consumer {
@@ -196,12 +302,154 @@ impl Consumer {
             topic_names: HashMap::new(),
             fetch: None,
             next_partition: 0,
+            group: None,
+            manually_assigned: false,
+            misuse: None,
+            listener: None,
+            async_commit: None,
+            last_auto_commit: clock::now(),
         }
     }
 
     /// Reads exactly these partitions from now on. Partitions kept from the last assignment
     /// keep their positions; new ones start per `auto_offset_reset` unless sought.
+    ///
+    /// A subscribed consumer cannot also be assigned partitions: the assignment is left as is
+    /// and the next `poll` fails with [`ConsumeError::SubscriptionMixed`].
     pub fn assign(&mut self, partitions: Vec<TopicPartition>) {
+        if self.group.is_some() {
+            self.misuse = Some(ConsumeError::SubscriptionMixed {
+                current: "subscribed",
+                attempted: "assign partitions",
+            });
+            return;
+        }
+        self.manually_assigned = !partitions.is_empty();
+        self.set_partitions(partitions);
+    }
+
+    /// Joins `config.group_id` reading `topics`: the node assigns this member a share of
+    /// their partitions, and moves them as members come and go. Partitions start at the
+    /// group's committed offset, or per `auto_offset_reset` where it has none. Calling it again
+    /// changes the subscription. Joining happens in the background from the first `poll`.
+    pub fn subscribe(&mut self, topics: Vec<String>) -> Result<(), ConsumeError> {
+        self.subscribe_to(Subscription::Topics(topics))
+    }
+
+    /// Like [`Consumer::subscribe`], for every topic (present or future, internal ones aside)
+    /// whose whole name matches the regular expression `pattern` (Rust `regex` syntax).
+    pub fn subscribe_pattern(&mut self, pattern: &str) -> Result<(), ConsumeError> {
+        self.subscribe_to(Subscription::Pattern(pattern.to_string()))
+    }
+
+    /// Calls `listener` when the group moves partitions to or from this consumer.
+    pub fn set_rebalance_listener(&mut self, listener: Box<dyn RebalanceListener>) {
+        self.listener = Some(listener);
+    }
+
+    /// The group member id the node gave this consumer; empty before it joined.
+    pub fn member_id(&self) -> String {
+        self.group
+            .as_ref()
+            .map(|group| group.shared.lock().member_id.clone())
+            .unwrap_or_default()
+    }
+
+    /// Commits the position of every owned partition (the offset after the last record `poll`
+    /// returned) and waits for the node to store it durably.
+    pub async fn commit(&mut self) -> Result<(), CommitError> {
+        let offsets = self.current_offsets(None);
+        self.commit_offsets(offsets).await
+    }
+
+    /// Like [`Consumer::commit`], without waiting: the commit is sent in the background (after
+    /// any earlier one, so commits land in order). Must be called within a tokio runtime.
+    pub fn commit_async(&mut self) -> PendingCommit {
+        let offsets = self.current_offsets(None);
+        self.spawn_commit(offsets, false)
+    }
+
+    /// Commits the given offsets (the next offset to read in each partition, with metadata)
+    /// and waits for the node to store them durably (Kafka's `commitSync(offsets)`).
+    pub async fn commit_offsets(
+        &mut self,
+        offsets: BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<(), CommitError> {
+        self.wait_async_commits().await;
+        let (group_id, member_id, member_epoch) = self.commit_identity()?;
+        commit_offsets(&self.client, &group_id, &member_id, member_epoch, &offsets).await
+    }
+
+    /// The group's committed offset for each of `partitions` (`None` where nothing is
+    /// committed).
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<CommittedOffset>>, CommitError> {
+        let group_id = self.config.group_id.clone().ok_or(CommitError::NoGroupId)?;
+        let mut found = fetch_committed(&self.client, &group_id, Some(partitions)).await?;
+        Ok(partitions
+            .iter()
+            .map(|partition| (partition.clone(), found.remove(partition)))
+            .collect())
+    }
+
+    /// Leaves the group at once (after committing, with auto-commit, and calling
+    /// `on_partitions_revoked`), so the partitions move to other members without waiting for
+    /// the session timeout. A static member (`group_instance_id`) leaves temporarily: its
+    /// partitions wait for it for its session timeout. Returns the final commit's outcome;
+    /// the leave itself is best effort (bounded by the request timeout).
+    pub async fn close(mut self) -> Result<(), CommitError> {
+        let mut result = Ok(());
+        if self.config.enable_auto_commit && self.config.group_id.is_some() {
+            let offsets = self.current_offsets(None);
+            result = self.commit_offsets(offsets).await;
+        }
+        if let Some(mut group) = self.group.take() {
+            let owned = self.assignment();
+            let member_id = group.shared.lock().member_id.clone();
+            if !owned.is_empty() && !member_id.is_empty() {
+                // The listener may commit too; it needs the membership, so put it back.
+                self.group = Some(group);
+                self.call_listener(RebalanceEvent::Revoked, &owned).await;
+                let Some(taken) = self.group.take() else {
+                    return result;
+                };
+                group = taken;
+            }
+            self.wait_async_commits().await;
+            self.cancel_fetch();
+            group.shared.lock().closing = true;
+            group.shared.wake_heartbeat.notify_one();
+            if let Some(heartbeats) = group.heartbeats.take() {
+                let limit = self.client.config().request_timeout;
+                if tokio::time::timeout(limit, heartbeats).await.is_err() {
+                    tracing::debug!("heartbeat task did not stop in time");
+                }
+            }
+            let request = {
+                let state = group.shared.lock();
+                let epoch = if group.settings.instance_id.is_some() {
+                    group::LEAVE_STATIC_EPOCH
+                } else {
+                    group::LEAVE_EPOCH
+                };
+                (!state.member_id.is_empty())
+                    .then(|| group::heartbeat_request(&group.settings, &state, epoch))
+            };
+            if let Some(request) = request
+                && let Err(error) = group::leave(&self.client, &request).await
+            {
+                tracing::warn!(%error, "could not tell the node this member left; it is removed after its session timeout");
+            }
+        } else {
+            self.wait_async_commits().await;
+        }
+        result
+    }
+
+    /// Replaces the assignment (manual or the group's).
+    fn set_partitions(&mut self, partitions: Vec<TopicPartition>) {
         self.cancel_fetch();
         let mut kept = std::mem::take(&mut self.partitions);
         for partition in partitions {
@@ -311,7 +559,51 @@ impl Consumer {
     /// Returns up to `max_records` records from the assigned partitions, waiting up to
     /// `timeout` for some to arrive; an empty vector when none did. Retriable failures (a node
     /// restart) are retried within `timeout`.
+    ///
+    /// In a group, this is also where partitions move: revoked ones are given up (after
+    /// `on_partitions_revoked`), new ones are taken (`on_partitions_assigned`), and auto-commit
+    /// commits every `auto_commit_interval`.
     pub async fn poll(
+        &mut self,
+        timeout: Duration,
+        max_records: usize,
+    ) -> Result<Vec<ConsumerRecord>, ConsumeError> {
+        if let Some(misuse) = self.misuse.take() {
+            return Err(misuse);
+        }
+        let Some(shared) = self.group.as_ref().map(|group| group.shared.clone()) else {
+            self.maybe_auto_commit();
+            return self.poll_assigned(timeout, max_records).await;
+        };
+        let deadline = clock::now() + timeout;
+        loop {
+            self.reconcile().await?;
+            self.maybe_auto_commit();
+            let remaining = deadline.saturating_duration_since(clock::now());
+            if self.partitions.is_empty() {
+                if remaining.is_zero() {
+                    return Ok(Vec::new());
+                }
+                // Nothing to read until the node assigns something.
+                tokio::select! {
+                    () = shared.changed.notified() => {}
+                    () = tokio::time::sleep(remaining) => {}
+                }
+                continue;
+            }
+            let records = tokio::select! {
+                result = self.poll_assigned(remaining, max_records) => result?,
+                // The assignment changed: reconcile before reading on.
+                () = shared.changed.notified() => continue,
+            };
+            if !records.is_empty() || clock::now() >= deadline {
+                return Ok(records);
+            }
+        }
+    }
+
+    /// `poll` over the current assignment, without group work.
+    async fn poll_assigned(
         &mut self,
         timeout: Duration,
         max_records: usize,
@@ -401,6 +693,252 @@ impl Consumer {
                 }
             }
         })
+    }
+
+    fn subscribe_to(&mut self, subscription: Subscription) -> Result<(), ConsumeError> {
+        let group_id = self
+            .config
+            .group_id
+            .clone()
+            .ok_or(ConsumeError::NoGroupId)?;
+        if self.manually_assigned {
+            return Err(ConsumeError::SubscriptionMixed {
+                current: "manually assigned",
+                attempted: "subscribe",
+            });
+        }
+        if let Some(group) = &mut self.group {
+            let mut state = group.shared.lock();
+            state.subscription = subscription;
+            state.failure = None;
+            drop(state);
+            // A task that ended on a failure starts again on the next poll.
+            if group
+                .heartbeats
+                .as_ref()
+                .is_some_and(JoinHandle::is_finished)
+            {
+                group.heartbeats = None;
+            }
+            group.shared.wake_heartbeat.notify_one();
+            return Ok(());
+        }
+        let settings = GroupSettings {
+            group_id,
+            instance_id: self.config.group_instance_id.clone(),
+            assignor: self.config.assignor.clone(),
+            session_timeout: self.config.session_timeout,
+            max_poll_interval: self.config.max_poll_interval,
+            heartbeat_interval: self.config.heartbeat_interval,
+        };
+        self.group = Some(GroupMember {
+            settings,
+            shared: Arc::new(GroupShared::new(subscription)),
+            heartbeats: None,
+        });
+        Ok(())
+    }
+
+    /// Brings the assignment in line with the group's target: handles a lost membership,
+    /// revokes, then adds (see `group.rs` for why this runs here).
+    async fn reconcile(&mut self) -> Result<(), ConsumeError> {
+        let Some(group) = &mut self.group else {
+            return Ok(());
+        };
+        if group.heartbeats.is_none() {
+            group.heartbeats = Some(tokio::spawn(group::run_heartbeats(
+                self.client.clone(),
+                group.settings.clone(),
+                group.shared.clone(),
+            )));
+        }
+        let shared = group.shared.clone();
+        let group_id = group.settings.group_id.clone();
+        let (target, lost, failure, rejoin) = {
+            let mut state = shared.lock();
+            state.last_poll = clock::now();
+            (
+                state.target.clone(),
+                std::mem::take(&mut state.lost),
+                state.failure.clone(),
+                state.left_for_poll_timeout,
+            )
+        };
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        if lost {
+            let owned = self.assignment();
+            if !owned.is_empty() {
+                self.drop_partitions(&owned);
+                self.call_listener(RebalanceEvent::Lost, &owned).await;
+            }
+        }
+        if rejoin {
+            shared.lock().left_for_poll_timeout = false;
+            shared.wake_heartbeat.notify_one();
+        }
+        let owned: BTreeSet<TopicPartition> = self.partitions.keys().cloned().collect();
+        let revoked: Vec<TopicPartition> = owned.difference(&target).cloned().collect();
+        if !revoked.is_empty() {
+            if self.config.enable_auto_commit {
+                let offsets = self.current_offsets(Some(&revoked));
+                if let Err(error) = self.commit_offsets(offsets).await {
+                    tracing::warn!(%error, "auto-commit before revocation failed");
+                }
+            }
+            self.call_listener(RebalanceEvent::Revoked, &revoked).await;
+            self.drop_partitions(&revoked);
+            // Tell the node now, not at the next interval: another member waits for them.
+            shared.wake_heartbeat.notify_one();
+        }
+        let added: Vec<TopicPartition> = target.difference(&owned).cloned().collect();
+        if !added.is_empty() {
+            let mut partitions = self.assignment();
+            partitions.extend(added.iter().cloned());
+            self.set_partitions(partitions);
+            shared.lock().owned = self.partitions.keys().cloned().collect();
+            shared.wake_heartbeat.notify_one();
+            self.call_listener(RebalanceEvent::Assigned, &added).await;
+            let unplaced: Vec<TopicPartition> = added
+                .into_iter()
+                .filter(|partition| {
+                    self.partitions
+                        .get(partition)
+                        .is_some_and(|state| state.position.is_none())
+                })
+                .collect();
+            if !unplaced.is_empty() {
+                let committed = fetch_committed(&self.client, &group_id, Some(&unplaced))
+                    .await
+                    .map_err(|error| match error {
+                        CommitError::Request(error) => ConsumeError::Request(error),
+                        CommitError::Group { code, message, .. } => ConsumeError::Group {
+                            group_id: group_id.clone(),
+                            code,
+                            message,
+                        },
+                        other => ConsumeError::Group {
+                            group_id: group_id.clone(),
+                            code: ErrorCode::None,
+                            message: other.to_string(),
+                        },
+                    })?;
+                for (partition, offset) in committed {
+                    if self.partitions.contains_key(&partition) {
+                        self.seek(&partition, offset.offset)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops reading `partitions` and stops reporting them as owned.
+    fn drop_partitions(&mut self, partitions: &[TopicPartition]) {
+        let kept: Vec<TopicPartition> = self
+            .partitions
+            .keys()
+            .filter(|partition| !partitions.contains(partition))
+            .cloned()
+            .collect();
+        self.set_partitions(kept);
+        if let Some(group) = &self.group {
+            group.shared.lock().owned = self.partitions.keys().cloned().collect();
+        }
+    }
+
+    async fn call_listener(&mut self, event: RebalanceEvent, partitions: &[TopicPartition]) {
+        // Taken out for the call so the listener can have the consumer itself.
+        let Some(mut listener) = self.listener.take() else {
+            return;
+        };
+        match event {
+            RebalanceEvent::Revoked => listener.on_partitions_revoked(self, partitions).await,
+            RebalanceEvent::Assigned => listener.on_partitions_assigned(self, partitions).await,
+            RebalanceEvent::Lost => listener.on_partitions_lost(self, partitions).await,
+        }
+        if self.listener.is_none() {
+            self.listener = Some(listener);
+        }
+    }
+
+    /// Positions of owned partitions (of `only` if given) that have one.
+    fn current_offsets(
+        &self,
+        only: Option<&[TopicPartition]>,
+    ) -> BTreeMap<TopicPartition, OffsetAndMetadata> {
+        self.partitions
+            .iter()
+            .filter(|(partition, _)| only.is_none_or(|only| only.contains(partition)))
+            .filter_map(|(partition, state)| {
+                state
+                    .position
+                    .map(|position| (partition.clone(), OffsetAndMetadata::new(position)))
+            })
+            .collect()
+    }
+
+    /// Group id, member id and epoch to commit with; an unsubscribed consumer commits
+    /// administratively (empty member id), which the node accepts while the group is empty.
+    fn commit_identity(&self) -> Result<(String, String, i32), CommitError> {
+        let group_id = self.config.group_id.clone().ok_or(CommitError::NoGroupId)?;
+        Ok(match &self.group {
+            Some(group) => {
+                let state = group.shared.lock();
+                (group_id, state.member_id.clone(), state.member_epoch)
+            }
+            None => (group_id, String::new(), 0),
+        })
+    }
+
+    fn spawn_commit(
+        &mut self,
+        offsets: BTreeMap<TopicPartition, OffsetAndMetadata>,
+        automatic: bool,
+    ) -> PendingCommit {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let identity = self.commit_identity();
+        let previous = self.async_commit.take();
+        let client = self.client.clone();
+        self.async_commit = Some(tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let result = match identity {
+                Ok((group_id, member_id, member_epoch)) => {
+                    commit_offsets(&client, &group_id, &member_id, member_epoch, &offsets).await
+                }
+                Err(error) => Err(error),
+            };
+            if automatic && let Err(error) = &result {
+                tracing::warn!(%error, "auto-commit failed");
+            }
+            let _ = sender.send(result);
+        }));
+        PendingCommit { receiver }
+    }
+
+    async fn wait_async_commits(&mut self) {
+        if let Some(previous) = self.async_commit.take() {
+            let _ = previous.await;
+        }
+    }
+
+    /// Starts a background commit when auto-commit is on and the interval has passed.
+    fn maybe_auto_commit(&mut self) {
+        if !self.config.enable_auto_commit || self.config.group_id.is_none() {
+            return;
+        }
+        let now = clock::now();
+        if now.saturating_duration_since(self.last_auto_commit) < self.config.auto_commit_interval {
+            return;
+        }
+        self.last_auto_commit = now;
+        let offsets = self.current_offsets(None);
+        if !offsets.is_empty() {
+            drop(self.spawn_commit(offsets, true));
+        }
     }
 
     async fn seek_to(
@@ -646,6 +1184,15 @@ impl Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.cancel_fetch();
+        // Without close(), the member stops heartbeating and the node removes it after its
+        // session timeout.
+        if let Some(heartbeats) = self
+            .group
+            .as_ref()
+            .and_then(|group| group.heartbeats.as_ref())
+        {
+            heartbeats.abort();
+        }
     }
 }
 
@@ -703,7 +1250,7 @@ fn absorb_batches(
 }
 
 /// Sleeps the current backoff (doubling it) unless that would pass `deadline`.
-async fn pause(deadline: std::time::Instant, wait: &mut Duration) -> bool {
+async fn pause(deadline: Instant, wait: &mut Duration) -> bool {
     let remaining = deadline.saturating_duration_since(clock::now());
     if remaining.is_zero() {
         return false;

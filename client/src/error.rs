@@ -1,5 +1,5 @@
 //! Error types, one per operation (STYLE B.4): connecting, one request, producing, consuming,
-//! administering topics, and creating a producer.
+//! committing offsets, administering topics and groups, and creating a producer.
 //!
 //! Every enum is `#[non_exhaustive]` so that new variants are not breaking changes. Errors that
 //! came from the node carry its [`ErrorCode`] and message. `is_retriable` says whether the same
@@ -243,9 +243,43 @@ pub enum ConsumeError {
         /// What was wrong.
         message: String,
     },
-    /// `poll` or `stream` was used with no partitions assigned. Call `assign` first.
-    #[error("no partitions assigned: call assign() first")]
+    /// `poll` or `stream` was used with no partitions assigned and no subscription. Call
+    /// `assign` or `subscribe` first.
+    #[error("no partitions assigned: call assign() or subscribe() first")]
     NoAssignment,
+    /// `subscribe` needs `ConsumerConfig::group_id`: the node assigns partitions to members
+    /// of a group.
+    #[error("subscribe needs a group id: set ConsumerConfig::group_id (or use assign())")]
+    NoGroupId,
+    /// `subscribe` and `assign` were mixed on one consumer: a consumer either reads the
+    /// partitions the group gives it or the ones it names, not both. Use two consumers.
+    #[error(
+        "this consumer is {current}: it cannot also {attempted}; \
+         subscribe() and assign() cannot be mixed on one consumer"
+    )]
+    SubscriptionMixed {
+        /// What the consumer already does (`subscribed` or `manually assigned`).
+        current: &'static str,
+        /// What was asked (`subscribe` or `assign`).
+        attempted: &'static str,
+    },
+    /// The node refused the membership for a reason retrying will not fix: an invalid
+    /// pattern (`InvalidRegularExpression`), an assignor the node does not know or that differs
+    /// from the group's (`InconsistentGroupProtocol`), a full group (`GroupMaxSizeReached`),
+    /// an invalid group id, a session timeout outside the node's bounds. Fix the setting and
+    /// subscribe again.
+    #[error("group {group_id}: {}", explain_code(*code, message))]
+    Group {
+        /// The group.
+        group_id: String,
+        /// The node's code.
+        code: ErrorCode,
+        /// The node's explanation.
+        message: String,
+    },
+    /// The consumer was closed.
+    #[error("consumer is closed")]
+    Closed,
     /// The partition has no position and `auto_offset_reset` is `None`. Call `seek` (or
     /// `seek_to_beginning` / `seek_to_end`) first.
     #[error("no offset for {topic}/{partition} and auto_offset_reset is none: seek first")]
@@ -303,6 +337,56 @@ pub enum ConsumeError {
     },
 }
 
+/// Why committing offsets (or reading committed ones) failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// Offsets belong to a group: set `ConsumerConfig::group_id`.
+    #[error("committing offsets needs a group id: set ConsumerConfig::group_id")]
+    NoGroupId,
+    /// The node refused the whole commit. `UnknownMemberId`: the member was removed (session
+    /// timeout, `max_poll_interval`); `FencedMemberEpoch`: its assignment changed since. In both
+    /// cases poll again (the consumer rejoins) and commit what it then owns. `NonEmptyGroup`: a
+    /// consumer without a subscription committed while the group has active members.
+    #[error("cannot commit for group {group_id}: {}", explain_code(*code, message))]
+    Group {
+        /// The group.
+        group_id: String,
+        /// The node's code.
+        code: ErrorCode,
+        /// The node's explanation.
+        message: String,
+    },
+    /// The node refused one partition's offset (`PartitionNotAssigned`: the member does not
+    /// own it; `UnknownTopicOrPartition`). Other partitions of the same commit were stored.
+    #[error("cannot commit {topic}/{partition}: {}", explain_code(*code, ""))]
+    Partition {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The node's code.
+        code: ErrorCode,
+    },
+    /// The request failed (the node may or may not have stored the offsets).
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The background commit was cancelled (the runtime shut down) before it answered.
+    #[error("the commit was cancelled before the node answered")]
+    Cancelled,
+}
+
+impl CommitError {
+    /// The node's error code, if the node refused the commit.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Group { code, .. } | Self::Partition { code, .. } => Some(*code),
+            Self::Request(RequestError::Refused { code, .. }) => Some(*code),
+            _ => None,
+        }
+    }
+}
+
 /// Why an admin operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -321,15 +405,29 @@ pub enum AdminError {
         /// The node's explanation.
         message: String,
     },
+    /// The node refused the operation on a group: `GroupIdNotFound` (no members and no
+    /// committed offsets), `NonEmptyGroup` (the group has active members: stop them first).
+    #[error("{}", explain_group(group_id, *code, message))]
+    Group {
+        /// The group.
+        group_id: String,
+        /// The node's code.
+        code: ErrorCode,
+        /// The node's explanation.
+        message: String,
+    },
+    /// An argument cannot be carried out as given; the message says which and why.
+    #[error("{0}")]
+    InvalidArgument(String),
 }
 
 impl AdminError {
     /// The node's error code, if the node refused the operation.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Topic { code, .. } => Some(*code),
+            Self::Topic { code, .. } | Self::Group { code, .. } => Some(*code),
             Self::Request(RequestError::Refused { code, .. }) => Some(*code),
-            Self::Request(_) => None,
+            Self::Request(_) | Self::InvalidArgument(_) => None,
         }
     }
 }
@@ -349,5 +447,19 @@ fn explain_topic(topic: &str, code: ErrorCode, message: &str) -> String {
         ErrorCode::UnknownTopicOrPartition => format!("topic {topic} does not exist"),
         ErrorCode::TopicAlreadyExists => format!("topic {topic} already exists"),
         _ => format!("topic {topic}: {}", explain_code(code, message)),
+    }
+}
+
+/// A per-group refusal in words, for the codes a user meets most.
+fn explain_group(group_id: &str, code: ErrorCode, message: &str) -> String {
+    match code {
+        ErrorCode::GroupIdNotFound => {
+            format!("group {group_id} does not exist (no members and no committed offsets)")
+        }
+        ErrorCode::NonEmptyGroup => format!(
+            "group {group_id} has active members; stop its consumers (or wait for their \
+             session timeout) and try again"
+        ),
+        _ => format!("group {group_id}: {}", explain_code(code, message)),
     }
 }

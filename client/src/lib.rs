@@ -15,7 +15,10 @@
 //! - [`Consumer`]: [`Consumer::assign`] partitions, then [`Consumer::poll`] or
 //!   [`Consumer::stream`]; [`Consumer::seek`], [`Consumer::offsets_for_times`] and
 //!   [`OffsetReset`] place the position.
-//! - [`Admin`]: topics and their configs.
+//! - [`Consumer::subscribe`] with [`ConsumerConfig::group_id`]: a member of a consumer group;
+//!   the node spreads the partitions over the members and moves them as members come and go
+//!   ([`RebalanceListener`]); [`Consumer::commit`] stores progress durably in the group.
+//! - [`Admin`]: topics and their configs; groups, their lag, offset resets.
 //!
 //! Each operation has its own error type ([`ProduceError`], [`ConsumeError`], [`AdminError`],
 //! ...); those from the node carry its [`wire::ErrorCode`](ledge_protocol::wire::ErrorCode).
@@ -59,6 +62,74 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Consumer groups
+//!
+//! The seed's Python `KafkaConsumer`, line for line (`group_id`, `auto_offset_reset`,
+//! `enable_auto_commit`, `auto_commit_interval_ms`, `session_timeout_ms`,
+//! `heartbeat_interval_ms`, `max_poll_interval_ms` and `max_poll_records` are
+//! [`ConsumerConfig`] fields or `poll` arguments):
+//!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//! use std::time::Duration;
+//!
+//! use ledge_client::{
+//!     Client, Consumer, ConsumerConfig, ListenerFuture, OffsetAndMetadata, OffsetReset,
+//!     RebalanceListener, TopicPartition,
+//! };
+//!
+//! struct MyRebalanceListener;
+//!
+//! impl RebalanceListener for MyRebalanceListener {
+//!     fn on_partitions_revoked<'a>(
+//!         &'a mut self,
+//!         consumer: &'a mut Consumer,
+//!         revoked: &'a [TopicPartition],
+//!     ) -> ListenerFuture<'a> {
+//!         Box::pin(async move {
+//!             println!("Partitions revoked: {revoked:?}");
+//!             // Commit before losing the partitions.
+//!             let _ = consumer.commit().await;
+//!         })
+//!     }
+//!
+//!     fn on_partitions_assigned<'a>(
+//!         &'a mut self,
+//!         _consumer: &'a mut Consumer,
+//!         assigned: &'a [TopicPartition],
+//!     ) -> ListenerFuture<'a> {
+//!         Box::pin(async move { println!("Partitions assigned: {assigned:?}") })
+//!     }
+//! }
+//!
+//! # async fn example(client: Client) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = ConsumerConfig::default();
+//! config.group_id = Some("my-group".into());
+//! config.auto_offset_reset = OffsetReset::Earliest;
+//! config.session_timeout = Duration::from_secs(10);
+//! config.heartbeat_interval = Some(Duration::from_secs(3));
+//! config.max_poll_interval = Duration::from_secs(300);
+//! config.enable_auto_commit = false;
+//! let mut consumer = Consumer::new(&client, config);
+//! consumer.set_rebalance_listener(Box::new(MyRebalanceListener));
+//! consumer.subscribe(vec!["orders".into()])?;
+//!
+//! // messages = consumer.poll(timeout_ms=1000, max_records=100)
+//! for record in consumer.poll(Duration::from_secs(1), 100).await? {
+//!     println!("{}/{} @ {}: {:?}", record.topic, record.partition, record.offset, record.value);
+//! }
+//! consumer.commit().await?; // Commit all
+//! let _pending = consumer.commit_async(); // Non-blocking commit
+//! let offsets = BTreeMap::from([(
+//!     TopicPartition::new("orders", 0),
+//!     OffsetAndMetadata::new(100),
+//! )]);
+//! consumer.commit_offsets(offsets).await?; // Commit a specific offset
+//! consumer.close().await?; // Commits (with auto-commit) and leaves the group at once
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 
@@ -72,8 +143,9 @@ pub mod partitioner;
 mod producer;
 
 pub use admin::{
-    Admin, ConfigValue, ListedOffset, NewTopic, PartitionDescription, TopicDescription,
-    TopicListing,
+    Admin, ConfigValue, GroupDescription, GroupListing, GroupMemberDescription,
+    GroupPartitionOffsets, ListedOffset, NewTopic, OffsetResetSpec, PartitionDescription,
+    PlannedOffset, TopicDescription, TopicListing,
 };
 pub use config::{
     CONNECT_TIMEOUT_DEFAULT, ClientConfig, IDLE_TIMEOUT_DEFAULT, REQUEST_TIMEOUT_DEFAULT,
@@ -81,10 +153,14 @@ pub use config::{
 };
 pub use connection::Client;
 pub use consumer::{
-    Consumer, ConsumerConfig, ConsumerRecord, OffsetAndTimestamp, OffsetReset, TopicPartition,
+    ASSIGNOR_DEFAULT, AUTO_COMMIT_INTERVAL_DEFAULT, CommittedOffset, Consumer, ConsumerConfig,
+    ConsumerRecord, ListenerFuture, MAX_POLL_INTERVAL_DEFAULT, OffsetAndMetadata,
+    OffsetAndTimestamp, OffsetReset, PendingCommit, RebalanceListener, SESSION_TIMEOUT_DEFAULT,
+    TopicPartition,
 };
 pub use error::{
-    AdminError, ConnectError, ConsumeError, CreateProducerError, ProduceError, RequestError,
+    AdminError, CommitError, ConnectError, ConsumeError, CreateProducerError, ProduceError,
+    RequestError,
 };
 pub use partitioner::{DefaultPartitioner, Partitioner};
 pub use producer::{

@@ -2,5 +2,7 @@
 // The whole binary is test code: an unwrap that fails is a failed test.
 #![allow(clippy::unwrap_used)]
 mod cli;
+mod group_bench;
+mod groups;
 mod node;
 mod sdk_produce_consume;

@@ -45,8 +45,17 @@ fn build_binary_once(name: &str) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     // `--workspace` keeps the feature set of `cargo test --workspace`, so nothing is rebuilt.
+    // Build the profile the tests run in, so `cargo test --release` uses a release node.
+    let release = target_dir()
+        .file_name()
+        .is_some_and(|profile| profile == "release");
+    let mut arguments = vec!["build", "--workspace", "--bin", name];
+    if release {
+        arguments.push("--release");
+    }
     let status = Command::new(cargo)
-        .args(["build", "--workspace", "--bin", name, "--manifest-path"])
+        .args(arguments)
+        .arg("--manifest-path")
         .arg(&manifest)
         .status()
         .expect("run cargo build");

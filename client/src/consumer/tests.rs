@@ -111,3 +111,47 @@ fn an_empty_answer_changes_nothing() {
     assert_eq!(state.fetch_offset, 7);
     assert_eq!(state.position, Some(7));
 }
+
+#[test]
+fn partitions_group_by_topic_and_flatten_back() {
+    let partitions: BTreeSet<TopicPartition> = [
+        TopicPartition::new("payments", 0),
+        TopicPartition::new("orders", 2),
+        TopicPartition::new("orders", 0),
+    ]
+    .into_iter()
+    .collect();
+    let grouped = group::grouped(&partitions);
+    assert_eq!(grouped.len(), 2);
+    assert_eq!(grouped[0].topic, "orders");
+    assert_eq!(grouped[0].partitions, vec![0, 2]);
+    assert_eq!(flatten(&grouped), partitions);
+}
+
+#[test]
+fn heartbeats_report_what_is_owned_and_the_subscription() {
+    let settings = GroupSettings {
+        group_id: "billing".into(),
+        instance_id: Some("host-1".into()),
+        assignor: ASSIGNOR_DEFAULT.into(),
+        session_timeout: Duration::from_secs(10),
+        max_poll_interval: Duration::from_secs(300),
+        heartbeat_interval: None,
+    };
+    let shared = GroupShared::new(Subscription::Pattern("ord.*".into()));
+    let mut state = shared.lock();
+    state.member_id = "member-1".into();
+    state.owned.insert(TopicPartition::new("orders", 1));
+    let Request::ConsumerGroupHeartbeat(request) =
+        group::heartbeat_request(&settings, &state, group::LEAVE_STATIC_EPOCH)
+    else {
+        panic!("not a heartbeat");
+    };
+    assert_eq!(request.member_epoch, -2);
+    assert_eq!(request.session_timeout_ms, 10_000);
+    assert_eq!(request.rebalance_timeout_ms, 300_000);
+    assert_eq!(request.subscribed_pattern.as_deref(), Some("ord.*"));
+    assert!(request.subscribed_topics.is_empty());
+    assert_eq!(request.owned_partitions.len(), 1);
+    assert_eq!(request.instance_id.as_deref(), Some("host-1"));
+}

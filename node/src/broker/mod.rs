@@ -702,17 +702,27 @@ impl<D: Disk> Broker<D> {
                     partitions: read(&topic.partitions)
                         .iter()
                         .map(|partition| match partition.log() {
-                            Ok(log) => PartitionMetadata {
-                                partition: partition.key.partition,
-                                error: ErrorCode::None,
-                                log_start_offset: log.log_start_offset(),
-                                high_watermark: log.high_watermark(),
-                            },
+                            Ok(log) => {
+                                let (dirty, sealed) = log.compaction_stats();
+                                PartitionMetadata {
+                                    partition: partition.key.partition,
+                                    error: ErrorCode::None,
+                                    log_start_offset: log.log_start_offset(),
+                                    high_watermark: log.high_watermark(),
+                                    size_bytes: log.size_bytes(),
+                                    segment_count: log.segment_count() as u32,
+                                    dirty_ratio_per_mille: (dirty * 1000)
+                                        .checked_div(sealed)
+                                        .map_or(0, |ratio| ratio as u16),
+                                    last_compaction_ms: log.last_compaction_ms(),
+                                }
+                            }
                             Err((error, _)) => PartitionMetadata {
                                 partition: partition.key.partition,
                                 error,
                                 log_start_offset: -1,
                                 high_watermark: -1,
+                                ..PartitionMetadata::default()
                             },
                         })
                         .collect(),

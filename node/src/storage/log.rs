@@ -385,6 +385,8 @@ struct Shared<D: Disk> {
     disk: D,
     /// One compaction at a time per log.
     compaction: tokio::sync::Mutex<()>,
+    /// Wall time of the last compaction that rewrote a segment (since this open).
+    last_compaction_ms: std::sync::atomic::AtomicI64,
 }
 
 struct Segment<F> {
@@ -501,6 +503,7 @@ impl<D: Disk> PartitionLog<D> {
             high_watermark,
             disk: disk.clone(),
             compaction: tokio::sync::Mutex::new(()),
+            last_compaction_ms: std::sync::atomic::AtomicI64::new(-1),
         });
         let (commands, receiver) = mpsc::channel(config.append_queue_depth);
         let writer = Writer {
@@ -796,6 +799,15 @@ impl<D: Disk> PartitionLog<D> {
         Ok(Some(start))
     }
 
+    /// When compaction last rewrote a segment (wall ms), if it has since the log was opened.
+    pub fn last_compaction_ms(&self) -> Option<i64> {
+        let value = self
+            .shared
+            .last_compaction_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (value >= 0).then_some(value)
+    }
+
     /// Bytes of sealed segments not yet compacted, and of all sealed segments (the dirty
     /// ratio is the first over the second).
     pub fn compaction_stats(&self) -> (u64, u64) {
@@ -893,6 +905,9 @@ impl<D: Disk> PartitionLog<D> {
             start = end;
         }
         if report.segments_rewritten > 0 {
+            self.shared
+                .last_compaction_ms
+                .store(now_ms, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(directory = %self.shared.directory.display(), ?report, "compacted");
         }
         Ok(report)

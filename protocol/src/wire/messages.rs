@@ -148,6 +148,15 @@ wire_struct! {
         pub log_start_offset: i64,
         /// One past the last readable offset.
         pub high_watermark: i64,
+        /// Bytes of the partition's segments on disk.
+        pub size_bytes: u64,
+        /// Number of segments.
+        pub segment_count: u32,
+        /// Share of the sealed bytes not yet compacted, in per mille (compacted topics).
+        pub dirty_ratio_per_mille: u16,
+        /// When compaction last rewrote a segment, ms since the epoch, if it has since the
+        /// node started.
+        pub last_compaction_ms: Option<i64>,
     }
 }
 

@@ -14,7 +14,10 @@ const CONNECTION: &str = "Connection options";
 #[command(after_help = "Examples:
   ledge topic create orders --partitions 3 --config retention.ms=604800000
   printf 'order-1:{\"total\":299.99}\\n' | ledge produce orders --key-separator :
-  ledge consume orders --from-beginning --max-messages 10 --format json")]
+  ledge consume orders --from-beginning --max-messages 10 --format json
+  ledge consume orders --group billing --from-beginning
+  ledge group describe billing
+  ledge group reset-offsets billing --topic orders --to-earliest --dry-run")]
 pub(crate) struct Cli {
     /// Node address (host:port, UDP)
     #[arg(long, global = true, env = "LEDGE_SERVER", value_name = "ADDR", default_value = SERVER_DEFAULT, help_heading = CONNECTION)]
@@ -49,6 +52,69 @@ pub(crate) enum Command {
     Produce(ProduceArgs),
     /// Print records of a topic
     Consume(ConsumeArgs),
+    /// List, describe (with lag), reset offsets of, and delete consumer groups
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GroupCommand {
+    /// List consumer groups with their state and member count
+    List(ListArgs),
+    /// Show a group's members and, per partition, committed offset, end offset and lag
+    Describe(GroupDescribeArgs),
+    /// Move a group's committed offsets for a topic (the group must have no active members)
+    #[command(group = clap::ArgGroup::new("target").required(true).args(["to_earliest", "to_latest", "to_datetime", "to_offset", "shift_by"]))]
+    ResetOffsets(ResetOffsetsArgs),
+    /// Delete a group and its committed offsets (the group must have no active members)
+    Delete(GroupDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GroupDescribeArgs {
+    /// Group id
+    pub(crate) group: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ResetOffsetsArgs {
+    /// Group id
+    pub(crate) group: String,
+    /// Topic whose partitions are reset (all of them)
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) topic: String,
+    /// To the oldest record still stored
+    #[arg(long)]
+    pub(crate) to_earliest: bool,
+    /// To the end: skip every record written so far
+    #[arg(long)]
+    pub(crate) to_latest: bool,
+    /// To the first record at or after this time, RFC 3339 in UTC (2024-05-01T12:00:00Z)
+    #[arg(long, value_name = "TIME", value_parser = parse_datetime)]
+    pub(crate) to_datetime: Option<i64>,
+    /// To this offset (clamped to the stored range)
+    #[arg(long, value_name = "N")]
+    pub(crate) to_offset: Option<i64>,
+    /// Move each committed offset by N (negative to re-read), clamped to the stored range
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub(crate) shift_by: Option<i64>,
+    /// Show the plan without committing it
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Output format of the plan
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GroupDeleteArgs {
+    /// Group id
+    pub(crate) group: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,11 +234,19 @@ pub(crate) struct ConsumeArgs {
     #[arg(long, conflicts_with = "offset")]
     pub(crate) from_beginning: bool,
     /// Start at this offset (in each partition read)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "group")]
     pub(crate) offset: Option<i64>,
     /// Read only this partition (default: all)
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", conflicts_with = "group")]
     pub(crate) partition: Option<u32>,
+    /// Join consumer group G: read the partitions it assigns this member, starting at the
+    /// group's committed offsets (--from-beginning applies only where it has none), and commit
+    /// what was printed before exiting
+    #[arg(long, value_name = "G")]
+    pub(crate) group: Option<String>,
+    /// With --group: the node removes this member if it hears nothing for this long
+    #[arg(long, value_name = "MS", default_value_t = 10_000, requires = "group")]
+    pub(crate) session_timeout_ms: u64,
     /// Exit after this many records
     #[arg(long, value_name = "N")]
     pub(crate) max_messages: Option<u64>,
@@ -260,6 +334,18 @@ pub(crate) fn parse_acks(text: &str) -> Result<Acks, String> {
     text.parse()
 }
 
+/// Parses an RFC 3339 time (`2024-05-01T12:00:00Z`, fractions allowed, UTC) into ms since
+/// the Unix epoch.
+pub(crate) fn parse_datetime(text: &str) -> Result<i64, String> {
+    let time = humantime::parse_rfc3339_weak(text).map_err(|error| {
+        format!("{error}: expected an RFC 3339 time in UTC such as 2024-05-01T12:00:00Z")
+    })?;
+    let since_epoch = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{text} is before 1970"))?;
+    i64::try_from(since_epoch.as_millis()).map_err(|_| format!("{text} is too far away"))
+}
+
 pub(crate) fn parse_separator(text: &str) -> Result<String, String> {
     if text.is_empty() {
         return Err("the key separator cannot be empty".into());
@@ -314,6 +400,35 @@ mod tests {
         assert_eq!(parse_acks("all"), Ok(Acks::All));
         assert_eq!(parse_acks("0"), Ok(Acks::None));
         assert!(parse_acks("2").unwrap_err().contains("0, 1 or all"));
+    }
+
+    #[test]
+    fn datetimes_parse_as_utc_milliseconds() {
+        assert_eq!(parse_datetime("1970-01-01T00:00:01Z"), Ok(1000));
+        assert_eq!(
+            parse_datetime("2024-05-01T12:00:00.5Z"),
+            Ok(1_714_564_800_500)
+        );
+        assert!(
+            parse_datetime("yesterday")
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+    }
+
+    #[test]
+    fn reset_offsets_needs_exactly_one_target() {
+        let base = ["ledge", "group", "reset-offsets", "g", "--topic", "t"];
+        assert!(Cli::try_parse_from(base).is_err());
+        assert!(Cli::try_parse_from([&base[..], &["--to-earliest"]].concat()).is_ok());
+        assert!(Cli::try_parse_from([&base[..], &["--shift-by", "-5"]].concat()).is_ok());
+        assert!(
+            Cli::try_parse_from([&base[..], &["--to-earliest", "--to-latest"]].concat()).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["ledge", "consume", "t", "--group", "g", "--partition", "1"])
+                .is_err()
+        );
     }
 
     #[test]

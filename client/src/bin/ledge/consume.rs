@@ -1,4 +1,6 @@
-//! `ledge consume TOPIC`: print records, as text or JSON lines.
+//! `ledge consume TOPIC`: print records, as text or JSON lines; with `--group`, as a member of
+//! a consumer group that commits what it printed before it exits (also on `--timeout-ms`,
+//! `--max-messages` and Ctrl-C).
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -39,6 +41,14 @@ pub(crate) async fn run(client: &Client, arguments: ConsumeArgs) -> anyhow::Resu
     };
 
     let mut config = ConsumerConfig::default();
+    if let Some(group) = &arguments.group {
+        config.group_id = Some(group.clone());
+        config.session_timeout = Duration::from_millis(arguments.session_timeout_ms);
+        // Positions move only past records `poll` handed out, and each batch is printed before
+        // the next poll, so auto-commit (every interval, before a revocation, on close)
+        // commits exactly what was printed.
+        config.enable_auto_commit = true;
+    }
     config.auto_offset_reset = if arguments.offset.is_some() {
         // An explicit offset outside the log is an error worth reporting, not a silent jump.
         OffsetReset::None
@@ -48,7 +58,13 @@ pub(crate) async fn run(client: &Client, arguments: ConsumeArgs) -> anyhow::Resu
         OffsetReset::Latest
     };
     let mut consumer = Consumer::new(client, config);
-    consumer.assign(partitions.clone());
+    if arguments.group.is_some() {
+        consumer
+            .subscribe(vec![topic.clone()])
+            .context("cannot join the group")?;
+    } else {
+        consumer.assign(partitions.clone());
+    }
     if let Some(offset) = arguments.offset {
         for partition in &partitions {
             consumer.seek(partition, offset)?;
@@ -77,10 +93,11 @@ pub(crate) async fn run(client: &Client, arguments: ConsumeArgs) -> anyhow::Resu
         let wanted = arguments.max_messages.map_or(POLL_RECORDS_MAX, |max| {
             (max - printed).min(POLL_RECORDS_MAX as u64) as usize
         });
-        let records = consumer
-            .poll(wait, wanted)
-            .await
-            .context("cannot consume")?;
+        let records = tokio::select! {
+            records = consumer.poll(wait, wanted) => records.context("cannot consume")?,
+            // Ctrl-C: stop reading, then commit what was printed and leave (below).
+            _ = tokio::signal::ctrl_c() => break,
+        };
         if records.is_empty() {
             continue;
         }
@@ -101,6 +118,13 @@ pub(crate) async fn run(client: &Client, arguments: ConsumeArgs) -> anyhow::Resu
     }
     if let Err(error) = out.flush() {
         return closed_pipe_is_fine(error);
+    }
+    drop(out);
+    if let Some(group) = &arguments.group {
+        consumer
+            .close()
+            .await
+            .with_context(|| format!("cannot commit the printed records for group {group}"))?;
     }
     if std::io::stderr().is_terminal() {
         eprintln!("Consumed {printed} records.");

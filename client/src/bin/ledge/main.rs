@@ -5,6 +5,7 @@
 
 mod args;
 mod consume;
+mod group;
 mod output;
 mod produce;
 mod topic;
@@ -68,6 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topic { command } => topic::run(&client, command).await,
         Command::Produce(arguments) => produce::run(&client, arguments).await,
         Command::Consume(arguments) => consume::run(&client, arguments).await,
+        Command::Group { command } => group::run(&client, command).await,
     };
     client.close().await;
     result
