@@ -81,6 +81,14 @@ pub struct PartitionDescription {
     pub high_watermark: i64,
     /// `Some(PartitionOffline)` when the node could not open the partition.
     pub error: Option<ErrorCode>,
+    /// Bytes of the partition's segments on disk.
+    pub size_bytes: u64,
+    /// Number of segments.
+    pub segment_count: u32,
+    /// Share of the sealed bytes not yet compacted, per mille (meaningful for compacted topics).
+    pub dirty_per_mille: u16,
+    /// When compaction last rewrote a segment (ms since the epoch), since the node started.
+    pub last_compaction_ms: Option<i64>,
 }
 
 /// One config of a topic.
@@ -293,6 +301,10 @@ impl Admin {
                         log_start_offset: partition.log_start_offset,
                         high_watermark: partition.high_watermark,
                         error: (partition.error != ErrorCode::None).then_some(partition.error),
+                        size_bytes: partition.size_bytes,
+                        segment_count: partition.segment_count,
+                        dirty_per_mille: partition.dirty_ratio_per_mille,
+                        last_compaction_ms: partition.last_compaction_ms,
                     })
                     .collect(),
             });

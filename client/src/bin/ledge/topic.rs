@@ -102,6 +102,10 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                                 "start_offset": partition.log_start_offset,
                                 "end_offset": partition.high_watermark,
                                 "records": partition_records(partition),
+                                "size_bytes": partition.size_bytes,
+                                "segments": partition.segment_count,
+                                "dirty_ratio": f64::from(partition.dirty_per_mille) / 1000.0,
+                                "last_compaction": partition.last_compaction_ms.map(format_time),
                                 "error": partition.error.map(|code| code.name()),
                             })
                         })
@@ -125,27 +129,49 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                     print(&serde_json::to_string(&described)?)
                 }
                 Format::Table => {
-                    let mut partitions = table(
-                        &[
-                            "PARTITION",
-                            "START OFFSET",
-                            "END OFFSET",
-                            "RECORDS",
-                            "STATUS",
-                        ],
-                        &[0, 1, 2, 3],
-                    );
+                    let compacted = configs.iter().any(|config| {
+                        config.name == "cleanup.policy" && config.value.contains("compact")
+                    });
+                    let mut headers = vec![
+                        "PARTITION",
+                        "START OFFSET",
+                        "END OFFSET",
+                        "RECORDS",
+                        "SIZE",
+                        "SEGMENTS",
+                    ];
+                    if compacted {
+                        headers.extend(["DIRTY", "LAST COMPACTION"]);
+                    }
+                    headers.push("STATUS");
+                    let mut partitions = table(&headers, &[0, 1, 2, 3, 4, 5]);
                     for partition in &topic.partitions {
-                        partitions.add_row(vec![
+                        let mut row = vec![
                             partition.partition.to_string(),
                             partition.log_start_offset.to_string(),
                             partition.high_watermark.to_string(),
                             partition_records(partition).to_string(),
+                            human_bytes(partition.size_bytes),
+                            partition.segment_count.to_string(),
+                        ];
+                        if compacted {
+                            row.push(format!(
+                                "{:.1}%",
+                                f64::from(partition.dirty_per_mille) / 10.0
+                            ));
+                            row.push(
+                                partition
+                                    .last_compaction_ms
+                                    .map_or_else(|| "-".to_string(), format_time),
+                            );
+                        }
+                        row.push(
                             partition
                                 .error
                                 .map_or("online", |code| code.name())
                                 .to_string(),
-                        ]);
+                        );
+                        partitions.add_row(row);
                     }
                     let mut settings = table(&["CONFIG", "VALUE", "SOURCE"], &[]);
                     for config in &configs {
@@ -214,4 +240,27 @@ fn partition_records(partition: &PartitionDescription) -> i64 {
 
 fn records(partitions: &[PartitionDescription]) -> i64 {
     partitions.iter().map(partition_records).sum()
+}
+
+/// Bytes as a short human figure (`1.5 MiB`).
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Milliseconds since the epoch as RFC 3339 (UTC, seconds).
+fn format_time(ms: i64) -> String {
+    let time =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
 }
