@@ -5,4 +5,5 @@ mod cli;
 mod group_bench;
 mod groups;
 mod node;
+mod retention;
 mod sdk_produce_consume;
