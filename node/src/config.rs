@@ -135,6 +135,7 @@ struct GroupsSection {
     session_timeout_min_ms: Option<u64>,
     session_timeout_max_ms: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
+    reconciling_heartbeat_interval_ms: Option<u64>,
     rebalance_timeout_max_ms: Option<u64>,
 }
 
@@ -318,6 +319,9 @@ impl NodeConfig {
         }
         if let Some(value) = groups.heartbeat_interval_ms {
             limits.heartbeat_interval = Duration::from_millis(value);
+        }
+        if let Some(value) = groups.reconciling_heartbeat_interval_ms {
+            limits.reconciling_heartbeat_interval = Duration::from_millis(value);
         }
         if let Some(value) = groups.rebalance_timeout_max_ms {
             limits.rebalance_timeout_max = Duration::from_millis(value);

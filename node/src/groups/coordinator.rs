@@ -33,6 +33,9 @@ pub struct GroupLimits {
     pub session_timeout_max: Duration,
     /// How often members are told to heartbeat.
     pub heartbeat_interval: Duration,
+    /// How often a member whose assignment is still moving (partitions to give up, or
+    /// target partitions not yet free) is told to heartbeat, so rebalances finish quickly.
+    pub reconciling_heartbeat_interval: Duration,
     /// Longest rebalance (revocation) timeout a member may ask for.
     pub rebalance_timeout_max: Duration,
 }
@@ -45,6 +48,7 @@ impl Default for GroupLimits {
             session_timeout_min: Duration::from_secs(1),
             session_timeout_max: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(1),
+            reconciling_heartbeat_interval: Duration::from_millis(100),
             rebalance_timeout_max: Duration::from_secs(300),
         }
     }
@@ -414,7 +418,17 @@ impl GroupCoordinator {
             group.group_epoch += 1;
         }
         refresh_target(group, partition_counts);
-        let reply = reconcile_member(group, &member_id, now, limits.heartbeat_interval);
+        let mut reply = reconcile_member(group, &member_id, now, limits.heartbeat_interval);
+        let desired = group.target.get(&member_id).cloned().unwrap_or_default();
+        let settled = group
+            .members
+            .get(&member_id)
+            .is_some_and(|member| member.owned == desired && member.assigned == desired);
+        if !settled {
+            reply.heartbeat_interval = limits
+                .reconciling_heartbeat_interval
+                .min(limits.heartbeat_interval);
+        }
         Ok(reply)
     }
 

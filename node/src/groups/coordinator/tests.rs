@@ -579,3 +579,43 @@ fn random_churn_keeps_one_owner_per_partition() {
         }
     }
 }
+
+// Goal: a member whose partitions are still moving is told to heartbeat sooner, so a
+// rebalance takes a few short intervals; a settled member goes back to the normal pace.
+#[test]
+fn moving_members_heartbeat_faster() {
+    let now = crate::clock::ManualClock::new(0).now();
+    let counts = topics(&[("t", 4)]);
+    let limits = GroupLimits::default();
+    let mut coordinator = GroupCoordinator::new(limits.clone(), 1);
+    let mut clients = vec![join(&mut coordinator, now, "range", &counts, None)];
+    settle(&mut coordinator, now, &mut clients, "range", &counts);
+    let settled = coordinator
+        .handle_heartbeat(now, heartbeat(&clients[0], "range", &["t"]), &counts)
+        .unwrap();
+    assert_eq!(settled.heartbeat_interval, limits.heartbeat_interval);
+    let joining = Client {
+        member_id: String::new(),
+        epoch: 0,
+        owned: BTreeSet::new(),
+        instance_id: None,
+    };
+    let waiting = coordinator
+        .handle_heartbeat(now, heartbeat(&joining, "range", &["t"]), &counts)
+        .unwrap();
+    assert!(
+        waiting.assignment.is_empty(),
+        "its partitions are still owned by the first member"
+    );
+    assert_eq!(
+        waiting.heartbeat_interval,
+        limits.reconciling_heartbeat_interval
+    );
+    let revoking = coordinator
+        .handle_heartbeat(now, heartbeat(&clients[0], "range", &["t"]), &counts)
+        .unwrap();
+    assert_eq!(
+        revoking.heartbeat_interval,
+        limits.reconciling_heartbeat_interval
+    );
+}
