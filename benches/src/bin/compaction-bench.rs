@@ -40,12 +40,12 @@ fn main() -> anyhow::Result<()> {
         let value = Bytes::from(vec![b'x'; 1000]);
         let total_records = mebibytes * 1024;
         let mut written = 0u64;
-        let mut next_key = 0u64;
         while written < total_records {
             let records: Vec<Record> = (0..1000)
-                .map(|_| {
-                    next_key = (next_key * 6_364_136_223_846_793_005 + 1_442_695_040_888_963_407) % keys.max(1);
-                    Record { timestamp: clock.wall_time_ms(), key: Some(Bytes::from(format!("key-{next_key:08}"))), value: Some(value.clone()), headers: Vec::new() }
+                .map(|number| {
+                    // A stride coprime to the key count visits every key in turn.
+                    let key = ((written + number) * 7919) % keys.max(1);
+                    Record { timestamp: clock.wall_time_ms(), key: Some(Bytes::from(format!("key-{key:08}"))), value: Some(value.clone()), headers: Vec::new() }
                 })
                 .collect();
             log.append(encode_batch(&records, &EncodeOptions::default())?, AppendDurability::Written).await?;
