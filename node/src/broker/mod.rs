@@ -413,35 +413,44 @@ impl<D: Disk> Broker<D> {
         Ok(())
     }
 
+    /// Every online partition log of the topics whose config `wanted` accepts, with that
+    /// config (taken under the locks, used after them).
+    fn online_logs(
+        &self,
+        wanted: impl Fn(&TopicConfig) -> bool,
+    ) -> Vec<(PartitionLog<D>, TopicConfig)> {
+        let topics = read(&self.topics);
+        let mut logs = Vec::new();
+        for topic in topics.values() {
+            let config = read(&topic.config).clone();
+            if !wanted(&config) {
+                continue;
+            }
+            for partition in read(&topic.partitions).iter() {
+                if let Ok(log) = partition.log() {
+                    logs.push((log, config.clone()));
+                }
+            }
+        }
+        logs
+    }
+
     /// Deletes segments past their topic's retention in every partition of every topic with
     /// `cleanup.policy` including `delete`. Returns how many partitions moved their start.
     pub async fn enforce_retention(&self) -> usize {
         let now_ms = self.clock.wall_time_ms();
-        let work: Vec<(PartitionLog<D>, RetentionPolicy)> = {
-            let topics = read(&self.topics);
-            topics
-                .values()
-                .flat_map(|topic| {
-                    let config = read(&topic.config).clone();
-                    let deletes = matches!(
-                        config.cleanup_policy,
-                        CleanupPolicy::Delete | CleanupPolicy::CompactAndDelete
-                    );
-                    let policy = RetentionPolicy {
-                        retention: config.retention,
-                        retention_bytes: config.retention_bytes,
-                    };
-                    read(&topic.partitions)
-                        .iter()
-                        .filter(|_| deletes)
-                        .filter_map(|partition| partition.log().ok())
-                        .map(|log| (log, policy))
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        };
+        let work = self.online_logs(|config| {
+            matches!(
+                config.cleanup_policy,
+                CleanupPolicy::Delete | CleanupPolicy::CompactAndDelete
+            )
+        });
         let mut moved = 0;
-        for (log, policy) in work {
+        for (log, config) in work {
+            let policy = RetentionPolicy {
+                retention: config.retention,
+                retention_bytes: config.retention_bytes,
+            };
             match log.enforce_retention(now_ms, &policy).await {
                 Ok(Some(_)) => moved += 1,
                 Ok(None) => {}
@@ -458,25 +467,12 @@ impl<D: Disk> Broker<D> {
     /// older than `max.compaction.lag.ms`. Returns how many partitions were compacted.
     pub async fn enforce_compaction(&self) -> usize {
         let now_ms = self.clock.wall_time_ms();
-        let work: Vec<(PartitionLog<D>, TopicConfig)> = {
-            let topics = read(&self.topics);
-            topics
-                .values()
-                .flat_map(|topic| {
-                    let config = read(&topic.config).clone();
-                    let compacts = matches!(
-                        config.cleanup_policy,
-                        CleanupPolicy::Compact | CleanupPolicy::CompactAndDelete
-                    );
-                    read(&topic.partitions)
-                        .iter()
-                        .filter(|_| compacts)
-                        .filter_map(|partition| partition.log().ok())
-                        .map(|log| (log, config.clone()))
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        };
+        let work = self.online_logs(|config| {
+            matches!(
+                config.cleanup_policy,
+                CleanupPolicy::Compact | CleanupPolicy::CompactAndDelete
+            )
+        });
         let mut compacted = 0;
         for (log, config) in work {
             let (dirty, total) = log.compaction_stats();
@@ -530,16 +526,9 @@ impl<D: Disk> Broker<D> {
 
     /// Bytes used by every partition log.
     pub fn log_bytes(&self) -> u64 {
-        let topics = read(&self.topics);
-        topics
-            .values()
-            .flat_map(|topic| {
-                read(&topic.partitions)
-                    .iter()
-                    .filter_map(|partition| partition.log().ok())
-                    .collect::<Vec<_>>()
-            })
-            .map(|log| log.size_bytes())
+        self.online_logs(|_| true)
+            .iter()
+            .map(|(log, _)| log.size_bytes())
             .sum()
     }
 
@@ -581,19 +570,7 @@ impl<D: Disk> Broker<D> {
 
     /// Syncs and closes every partition log.
     pub async fn close(&self) {
-        let logs: Vec<PartitionLog<D>> = {
-            let topics = read(&self.topics);
-            topics
-                .values()
-                .flat_map(|topic| {
-                    read(&topic.partitions)
-                        .iter()
-                        .filter_map(|partition| partition.log().ok())
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        };
-        for log in logs {
+        for (log, _) in self.online_logs(|_| true) {
             if let Err(error) = log.close().await {
                 tracing::error!(directory = %log.directory().display(), %error, "closing partition log failed");
             }
