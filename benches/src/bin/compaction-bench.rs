@@ -11,7 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use ledge_node::clock::{Clock, SystemClock};
 use ledge_node::storage::compaction::CompactionPolicy;
-use ledge_node::storage::{AppendDurability, BackendChoice, Disk, LogConfig, PartitionLog, SystemDisk};
+use ledge_node::storage::{
+    AppendDurability, BackendChoice, Disk, LogConfig, PartitionLog, SystemDisk,
+};
 use ledge_protocol::{EncodeOptions, Record, encode_batch};
 
 fn peak_resident_kib() -> u64 {
@@ -21,7 +23,11 @@ fn peak_resident_kib() -> u64 {
             status
                 .lines()
                 .find(|line| line.starts_with("VmHWM:"))
-                .and_then(|line| line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()))
+                .and_then(|line| {
+                    line.split_whitespace()
+                        .nth(1)
+                        .and_then(|kib| kib.parse().ok())
+                })
         })
         .unwrap_or(0)
 }
@@ -30,7 +36,10 @@ fn main() -> anyhow::Result<()> {
     let mut arguments = std::env::args().skip(1);
     let mebibytes: u64 = arguments.next().map_or(Ok(256), |text| text.parse())?;
     let keys: u64 = arguments.next().map_or(Ok(20_000), |text| text.parse())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let directory = ledge_benches::bench_dir("compaction");
         let disk = SystemDisk::detect(BackendChoice::Auto)?;
