@@ -880,13 +880,15 @@ impl Consumer {
     }
 
     /// Group id, member id and epoch to commit with; an unsubscribed consumer commits
-    /// administratively (empty member id), which the node accepts while the group is empty.
+    /// administratively (empty member id), which the node accepts while the group is empty. A
+    /// member removed from its group commits as the removed member until it rejoins, so the
+    /// node refuses (`UnknownMemberId`) rather than taking an administrative commit.
     fn commit_identity(&self) -> Result<(String, String, i32), CommitError> {
         let group_id = self.config.group_id.clone().ok_or(CommitError::NoGroupId)?;
         Ok(match &self.group {
             Some(group) => {
-                let state = group.shared.lock();
-                (group_id, state.member_id.clone(), state.member_epoch)
+                let (member_id, member_epoch) = group.shared.lock().commit_identity();
+                (group_id, member_id, member_epoch)
             }
             None => (group_id, String::new(), 0),
         })

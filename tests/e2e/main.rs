@@ -4,6 +4,7 @@
 mod cli;
 mod group_bench;
 mod groups;
+mod groups_more;
 mod node;
 mod retention;
 mod sdk_produce_consume;

@@ -162,6 +162,10 @@ pub(crate) struct Membership {
     pub(crate) member_id: String,
     /// The epoch of the latest assignment the node sent.
     pub(crate) member_epoch: i32,
+    /// The id and epoch the member had when it was removed, until it rejoins: commits carry
+    /// them so the node refuses them (`UnknownMemberId`). With an empty member id they would be
+    /// administrative commits, which the node takes while the group is empty.
+    pub(crate) removed_as: Option<(String, i32)>,
     /// The node's latest answer: every partition this member should own.
     pub(crate) target: BTreeSet<TopicPartition>,
     /// What the consumer owns now (what the next heartbeat reports).
@@ -199,6 +203,7 @@ impl GroupShared {
                 subscription,
                 member_id: String::new(),
                 member_epoch: 0,
+                removed_as: None,
                 target: BTreeSet::new(),
                 owned: BTreeSet::new(),
                 lost: false,
@@ -388,8 +393,24 @@ pub(crate) fn heartbeat_request(
     })
 }
 
+impl Membership {
+    /// The member id and epoch to commit with: the current ones, or those the member had when
+    /// it was removed (so the node refuses the commit); empty before the first join.
+    pub(crate) fn commit_identity(&self) -> (String, i32) {
+        match &self.removed_as {
+            Some((member_id, member_epoch)) if self.member_id.is_empty() => {
+                (member_id.clone(), *member_epoch)
+            }
+            _ => (self.member_id.clone(), self.member_epoch),
+        }
+    }
+}
+
 /// After the member was removed: nothing is the member's any more; join again from scratch.
-fn forget_membership(state: &mut Membership) {
+pub(crate) fn forget_membership(state: &mut Membership) {
+    if !state.member_id.is_empty() {
+        state.removed_as = Some((std::mem::take(&mut state.member_id), state.member_epoch));
+    }
     state.member_id.clear();
     state.member_epoch = 0;
     state.target.clear();

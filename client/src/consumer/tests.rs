@@ -155,3 +155,26 @@ fn heartbeats_report_what_is_owned_and_the_subscription() {
     assert_eq!(request.owned_partitions.len(), 1);
     assert_eq!(request.instance_id.as_deref(), Some("host-1"));
 }
+
+/// A removed member commits with the id and epoch it had (which the node refuses), not with
+/// an empty id (an administrative commit the node takes while the group is empty); once it
+/// rejoins it commits with its new id.
+#[test]
+fn a_removed_member_commits_as_itself_until_it_rejoins() {
+    let shared = GroupShared::new(Subscription::Topics(vec!["orders".into()]));
+    let mut state = shared.lock();
+    assert_eq!(
+        state.commit_identity(),
+        (String::new(), 0),
+        "before the first join"
+    );
+    state.member_id = "member-1".into();
+    state.member_epoch = 7;
+    assert_eq!(state.commit_identity(), ("member-1".into(), 7));
+    group::forget_membership(&mut state);
+    assert!(state.member_id.is_empty() && state.lost);
+    assert_eq!(state.commit_identity(), ("member-1".into(), 7));
+    state.member_id = "member-2".into();
+    state.member_epoch = 9;
+    assert_eq!(state.commit_identity(), ("member-2".into(), 9));
+}
