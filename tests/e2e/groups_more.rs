@@ -922,3 +922,34 @@ fn check_one_owner(members: &[(String, i32, Vec<TopicPartitions>)]) -> BTreeMap<
     }
     owners
 }
+
+// Goal: one poll call that waits longer than max_poll_interval (an idle topic) is still
+// polling: the member stays in the group with the same id and its partitions.
+#[test]
+fn a_long_poll_is_not_a_missed_poll() {
+    let node = start_node();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        let admin = Admin::new(&client);
+        create_topic(&client, "quiet", 2).await;
+        let mut config = group_config("patient", Duration::from_secs(3));
+        config.max_poll_interval = Duration::from_millis(1000);
+        let mut consumer = Consumer::new(&client, config);
+        consumer.subscribe(vec!["quiet".into()]).unwrap();
+        let deadline = now() + SETTLE_TIMEOUT;
+        while consumer.assignment().len() < 2 && now() < deadline {
+            consumer.poll(Duration::from_millis(200), 10).await.unwrap();
+        }
+        assert_eq!(consumer.assignment().len(), 2);
+        let member = consumer.member_id();
+        // Three times max_poll_interval inside one call, with nothing to read.
+        let records = consumer
+            .poll(Duration::from_millis(3000), 10)
+            .await
+            .unwrap();
+        assert!(records.is_empty());
+        assert_eq!(consumer.member_id(), member, "the member never left");
+        let description = wait_for_members(&admin, "patient", &[2]).await;
+        assert_eq!(description.members[0].member_id, member);
+    });
+}
