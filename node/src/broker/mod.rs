@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::groups::coordinator::{GroupCoordinator, GroupLimits};
 use crate::groups::offsets::{OFFSETS_TOPIC, OffsetStore};
-use crate::storage::manager::PartitionKey;
+use crate::storage::PartitionKey;
 use crate::storage::retention::RetentionPolicy;
 use crate::storage::{
     AppendDurability, AppendError, Disk, DiskError, LogConfig, PartitionLog, ReadError,

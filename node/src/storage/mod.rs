@@ -3,15 +3,15 @@
 //! Pure parts (no IO, tested alone): [`segment`] (names, header, roll policy), [`index`]
 //! (sparse offset and time indexes), [`checkpoint`] (recovery point and log start),
 //! [`recovery`] (scanning bytes for valid batches). The driver is [`log::PartitionLog`],
-//! which applies their decisions through a `Disk`; [`manager::LogManager`] opens every
-//! partition of a data directory and keeps the healthy ones serving when one is damaged.
+//! which applies their decisions through a `Disk`; the broker opens every partition of a
+//! data directory and keeps the healthy ones serving when one is damaged.
 
 pub mod checkpoint;
 pub mod compaction;
 pub mod disk;
 pub mod index;
 pub mod log;
-pub mod manager;
+pub mod partition_key;
 pub mod producers;
 pub mod recovery;
 pub mod retention;
@@ -22,4 +22,4 @@ pub use log::{
     AppendDurability, AppendError, AppendOutcome, DeleteError, LogConfig, OpenError, PartitionLog,
     ReadBatches, ReadError,
 };
-pub use manager::{LogManager, OfflinePartition};
+pub use partition_key::PartitionKey;

@@ -15,7 +15,6 @@ use super::*;
 use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::sim::{self, SimDisk};
 use crate::storage::disk::{BackendChoice, SystemDisk};
-use crate::storage::manager::{LogManager, PartitionKey};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -534,22 +533,18 @@ fn torn_tail_is_truncated_on_open() {
     });
 }
 
-// Goal: damage below the recovery point is not truncated: the partition is offline with
-// the file and byte position, and the other partitions of the node keep working.
+// Goal: damage below the recovery point is not truncated: opening the partition fails with
+// the file and byte position, and a neighbouring partition on the same disk opens and
+// works (the broker test `a_damaged_partition_is_offline_and_others_serve` shows the node
+// serving around it).
 #[test]
-fn corruption_below_recovery_point_takes_only_that_partition_offline() {
+fn corruption_below_recovery_point_is_reported_not_truncated() {
     runtime().block_on(async {
         let disk = SimDisk::new(12);
         let root = Path::new("/data");
-        let mut manager = LogManager::open(disk.clone(), root, LogConfig::default(), clock())
-            .await
-            .unwrap();
         for partition in 0..2 {
-            let log = manager
-                .create(PartitionKey {
-                    topic: "orders".into(),
-                    partition,
-                })
+            let directory = root.join(format!("orders-{partition}"));
+            let log = PartitionLog::open(disk.clone(), &directory, LogConfig::default(), clock())
                 .await
                 .unwrap();
             for tag in 0..4 {
@@ -557,19 +552,23 @@ fn corruption_below_recovery_point_takes_only_that_partition_offline() {
                     .await
                     .unwrap();
             }
+            log.close().await.unwrap();
         }
-        manager.close().await.unwrap();
-        drop(manager);
         // Flip a bit inside the second batch of partition 1 (synced and checkpointed).
         let segment = root.join("orders-1/00000000000000000000.log");
         let second_batch = 16 + batch(0, 2, 0).len() + 30;
         assert!(disk.corrupt_bit(&segment, second_batch, 3));
-        let manager = LogManager::open(disk.clone(), root, LogConfig::default(), clock())
-            .await
-            .unwrap();
-        let offline: Vec<_> = manager.offline().collect();
-        assert_eq!(offline.len(), 1);
-        let message = offline[0].error.to_string();
+        let error = PartitionLog::open(
+            disk.clone(),
+            &root.join("orders-1"),
+            LogConfig::default(),
+            clock(),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(matches!(error, OpenError::Corrupt { .. }), "{error}");
+        let message = error.to_string();
         assert!(
             message.contains("orders-1/00000000000000000000.log"),
             "{message}"
@@ -578,13 +577,15 @@ fn corruption_below_recovery_point_takes_only_that_partition_offline() {
             message.contains(&format!("byte {}", 16 + batch(0, 2, 0).len())),
             "{message}"
         );
-        let healthy = manager
-            .log(&PartitionKey {
-                topic: "orders".into(),
-                partition: 0,
-            })
-            .unwrap();
-        assert_eq!(read_all(healthy).await.len(), 4);
+        let healthy = PartitionLog::open(
+            disk.clone(),
+            &root.join("orders-0"),
+            LogConfig::default(),
+            clock(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(read_all(&healthy).await.len(), 4);
         healthy
             .append(batch(9, 1, 0), AppendDurability::Synced)
             .await
