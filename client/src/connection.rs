@@ -163,6 +163,12 @@ impl Client {
             let _ = recv.stop(0u32.into());
             send.write_all(&frame).await.map_err(connection_lost)?;
             send.finish().map_err(connection_lost)?;
+            // Wait until the node's QUIC stack acknowledged every byte: "sent" must not be
+            // data still queued here, which closing the client would throw away. (This is
+            // not a produce acknowledgement; acks=0 still never hears of the append.)
+            send.stopped()
+                .await
+                .map_err(|error| RequestError::ConnectionLost(error.to_string()))?;
             Ok::<(), RequestError>(())
         })
         .await;

@@ -576,10 +576,15 @@ impl Consumer {
             return self.poll_assigned(timeout, max_records).await;
         };
         let deadline = clock::now() + timeout;
+        // A poll longer than max_poll_interval is still polling: wait in slices, so each
+        // turn of this loop (through `reconcile`) tells the heartbeat task the user is here.
+        let slice_max = (self.config.max_poll_interval / 2).max(Duration::from_millis(10));
         loop {
             self.reconcile().await?;
             self.maybe_auto_commit();
-            let remaining = deadline.saturating_duration_since(clock::now());
+            let remaining = deadline
+                .saturating_duration_since(clock::now())
+                .min(slice_max);
             if self.partitions.is_empty() {
                 if remaining.is_zero() {
                     return Ok(Vec::new());

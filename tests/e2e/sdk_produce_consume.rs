@@ -508,3 +508,34 @@ fn a_full_buffer_fails_send_after_max_block() {
         assert_eq!(producer.pending_records(), deliveries.len());
     });
 }
+
+// Goal: with acks=0 nothing is acknowledged by the node, but records that `send` handed
+// over and `close` flushed are not thrown away when the client closes right after.
+#[test]
+fn acks_0_records_are_not_lost_on_close() {
+    let node = NodeProcess::start();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        create_topic(&client, "fire-and-forget", 1).await;
+        let mut config = ProducerConfig::default();
+        config.acks = ledge_client::Acks::None;
+        config.enable_idempotence = false;
+        let producer = Producer::new(&client, config).await.expect("producer");
+        let mut deliveries = Vec::new();
+        for index in 0..20_000 {
+            deliveries.push(
+                producer
+                    .send(record("fire-and-forget", index))
+                    .await
+                    .expect("send"),
+            );
+        }
+        for delivery in deliveries {
+            delivery.await.expect("handed over");
+        }
+        producer.close().await;
+        client.close().await;
+        let reader = connect(&node).await;
+        assert_eq!(read_all(&reader, "fire-and-forget", 1).await.len(), 20_000);
+    });
+}
