@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ledge_client::{
-    Admin, Client, ClientConfig, CommitError, ConsumeError, Consumer, ConsumerConfig, ErrorCode,
-    GroupDescription, ListenerFuture, NewTopic, OffsetAndMetadata, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, RebalanceListener, TopicPartition, Trust,
+    Admin, Client, CommitError, ConsumeError, Consumer, ConsumerConfig, ErrorCode,
+    GroupDescription, ListenerFuture, OffsetAndMetadata, OffsetReset, RebalanceListener,
+    TopicPartition,
 };
-use ledge_e2e::{NodeProcess, binary, run_cli};
+use ledge_e2e::{NodeProcess, binary, connect, create_topic, produce_numbered, run_cli, runtime};
 
 const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for the group to settle after a change.
@@ -30,45 +30,6 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 )]
 fn now() -> Instant {
     Instant::now()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-async fn connect(node: &NodeProcess) -> Client {
-    let mut config = ClientConfig::new(node.addr.to_string(), Trust::CaFile(node.ca_file.clone()));
-    config.idle_timeout = Duration::from_secs(2);
-    config.connect_timeout = Duration::from_secs(2);
-    config.request_timeout = Duration::from_secs(10);
-    Client::connect(config).await.expect("connect to the node")
-}
-
-async fn create_topic(client: &Client, name: &str, partitions: u32) {
-    Admin::new(client)
-        .create_topics(vec![NewTopic::new(name, partitions)], false)
-        .await
-        .expect("create topic");
-}
-
-/// Sends `count` records with distinct keys (spread over the partitions) and waits for them.
-async fn produce(client: &Client, topic: &str, first: u64, count: u64) {
-    let producer = Producer::new(client, ProducerConfig::default())
-        .await
-        .expect("producer");
-    let mut deliveries = Vec::new();
-    for index in first..first + count {
-        let record = ProducerRecord::new(topic, format!("value-{index}")).key(format!("k{index}"));
-        deliveries.push(producer.send(record).await.expect("send"));
-    }
-    for delivery in deliveries {
-        delivery.await.expect("delivered");
-    }
-    producer.close().await;
 }
 
 fn group_config(group: &str) -> ConsumerConfig {
@@ -242,20 +203,20 @@ fn members_join_and_leave_with_one_owner_and_exactly_once_delivery() {
 
         let first = start_member(&client, "processors", "orders", "first", &log);
         wait_for_members(&admin, "processors", &[4]).await;
-        produce(&client, "orders", 0, 100).await;
+        produce_numbered(&client, "orders", 0, 100).await;
         let second = start_member(&client, "processors", "orders", "second", &log);
         wait_for_members(&admin, "processors", &[2, 2]).await;
-        produce(&client, "orders", 100, 100).await;
+        produce_numbered(&client, "orders", 100, 100).await;
         let third = start_member(&client, "processors", "orders", "third", &log);
         wait_for_members(&admin, "processors", &[1, 1, 2]).await;
-        produce(&client, "orders", 200, 100).await;
+        produce_numbered(&client, "orders", 200, 100).await;
         wait_for_deliveries(&log, 300).await;
         third.close().await;
         wait_for_members(&admin, "processors", &[2, 2]).await;
-        produce(&client, "orders", 300, 100).await;
+        produce_numbered(&client, "orders", 300, 100).await;
         second.close().await;
         wait_for_members(&admin, "processors", &[4]).await;
-        produce(&client, "orders", 400, 100).await;
+        produce_numbered(&client, "orders", 400, 100).await;
         wait_for_deliveries(&log, 500).await;
         first.close().await;
 
@@ -321,7 +282,7 @@ fn a_killed_member_is_evicted_and_its_partitions_move() {
         child.kill().expect("kill -9 the child");
         child.wait().expect("reap the child");
         let killed_at = now();
-        produce(&client, "events", 0, 200).await;
+        produce_numbered(&client, "events", 0, 200).await;
         let description = wait_for_members(&admin, "survivors", &[4]).await;
         let evicted_after = killed_at.elapsed();
         assert!(
@@ -344,7 +305,7 @@ fn two_groups_each_see_every_record() {
     runtime().block_on(async {
         let client = connect(&node).await;
         create_topic(&client, "orders", 4).await;
-        produce(&client, "orders", 0, 200).await;
+        produce_numbered(&client, "orders", 0, 200).await;
         for group in ["analytics", "notifications"] {
             let mut consumer = Consumer::new(&client, group_config(group));
             consumer.subscribe(vec!["orders".into()]).unwrap();
@@ -376,7 +337,7 @@ fn committed_offsets_and_lag_survive_a_restart() {
     let before = runtime.block_on(async {
         let client = connect(&node).await;
         create_topic(&client, "ledger", 2).await;
-        produce(&client, "ledger", 0, 100).await;
+        produce_numbered(&client, "ledger", 0, 100).await;
         let mut consumer = Consumer::new(&client, group_config("auditors"));
         consumer.subscribe(vec!["ledger".into()]).unwrap();
         let mut read = 0;
@@ -499,7 +460,7 @@ fn group_commands_round_trip() {
     runtime.block_on(async {
         let client = connect(&node).await;
         create_topic(&client, "orders", 2).await;
-        produce(&client, "orders", 0, 40).await;
+        produce_numbered(&client, "orders", 0, 40).await;
     });
     assert!(ok(&node, &["group", "list"]).contains("No consumer groups"));
 

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ledge_client::{
-    Admin, Client, ClientConfig, CommitError, Consumer, ConsumerConfig, ErrorCode,
-    GroupDescription, ListenerFuture, NewTopic, OffsetAndMetadata, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, RebalanceListener, TopicPartition, Trust,
+    Admin, Client, CommitError, Consumer, ConsumerConfig, ErrorCode, GroupDescription,
+    ListenerFuture, OffsetAndMetadata, OffsetReset, RebalanceListener, TopicPartition,
 };
-use ledge_e2e::{NodeOptions, NodeProcess, RawClient};
+use ledge_e2e::{
+    NodeOptions, NodeProcess, RawClient, connect, create_topic, produce_numbered, runtime,
+};
 use ledge_protocol::wire::{
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, OffsetCommitPartition,
     OffsetCommitRequest, OffsetCommitResponse, OffsetCommitTopic, OffsetFetchRequest, Request,
@@ -46,45 +47,6 @@ fn start_node() -> NodeProcess {
         config: Some(NODE_CONFIG.to_string()),
         ..NodeOptions::default()
     })
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-async fn connect(node: &NodeProcess) -> Client {
-    let mut config = ClientConfig::new(node.addr.to_string(), Trust::CaFile(node.ca_file.clone()));
-    config.idle_timeout = Duration::from_secs(2);
-    config.connect_timeout = Duration::from_secs(2);
-    config.request_timeout = Duration::from_secs(10);
-    Client::connect(config).await.expect("connect to the node")
-}
-
-async fn create_topic(client: &Client, name: &str, partitions: u32) {
-    Admin::new(client)
-        .create_topics(vec![NewTopic::new(name, partitions)], false)
-        .await
-        .expect("create topic");
-}
-
-/// Sends `count` records with distinct keys (spread over the partitions) and waits for them.
-async fn produce(client: &Client, topic: &str, first: u64, count: u64) {
-    let producer = Producer::new(client, ProducerConfig::default())
-        .await
-        .expect("producer");
-    let mut deliveries = Vec::new();
-    for index in first..first + count {
-        let record = ProducerRecord::new(topic, format!("value-{index}")).key(format!("k{index}"));
-        deliveries.push(producer.send(record).await.expect("send"));
-    }
-    for delivery in deliveries {
-        delivery.await.expect("delivered");
-    }
-    producer.close().await;
 }
 
 fn group_config(group: &str, session_timeout: Duration) -> ConsumerConfig {
@@ -274,7 +236,7 @@ fn a_static_member_comes_back_without_a_rebalance() {
         let client = connect(&node).await;
         let admin = Admin::new(&client);
         create_topic(&client, "orders", 4).await;
-        produce(&client, "orders", 0, 100).await;
+        produce_numbered(&client, "orders", 0, 100).await;
         let log: Deliveries = Arc::default();
         let session_timeout = Duration::from_secs(3);
         let static_config = |instance: &str| {
@@ -303,7 +265,7 @@ fn a_static_member_comes_back_without_a_rebalance() {
         first.close().await;
         let closed_at = now();
         // Records for every partition while "a" is away: its two wait for it.
-        produce(&client, "orders", 100, 100).await;
+        produce_numbered(&client, "orders", 100, 100).await;
         let away = admin.describe_group("statics").await.unwrap();
         assert_eq!(away.group_epoch, before.group_epoch, "{away:#?}");
         assert_eq!(
@@ -383,7 +345,7 @@ fn a_member_that_stops_polling_leaves_and_rejoins() {
             poll_by_hand(&mut slow, "slow", &log).await;
         }
         assert_eq!(slow.assignment().len(), 2, "slow took its share");
-        produce(&client, "orders", 0, 100).await;
+        produce_numbered(&client, "orders", 0, 100).await;
         while log.lock().unwrap().len() < 100 && now() < deadline {
             poll_by_hand(&mut slow, "slow", &log).await;
         }
@@ -408,7 +370,7 @@ fn a_member_that_stops_polling_leaves_and_rejoins() {
             moved_after < session_timeout,
             "partitions moved after {moved_after:?}: the session timeout, not the poll timeout"
         );
-        produce(&client, "orders", 100, 100).await;
+        produce_numbered(&client, "orders", 100, 100).await;
         wait_for_deliveries(&log, 200).await;
         let busy_read: BTreeSet<u32> = log.lock().unwrap()[100..]
             .iter()
@@ -462,7 +424,7 @@ fn a_member_that_stops_polling_leaves_and_rejoins() {
                 "not [2, 2] after the rejoin: {description:#?}"
             );
         }
-        produce(&client, "orders", 200, 100).await;
+        produce_numbered(&client, "orders", 200, 100).await;
         let deadline = now() + SETTLE_TIMEOUT;
         while log.lock().unwrap().len() < 300 && now() < deadline {
             poll_by_hand(&mut slow, "slow", &log).await;
@@ -604,7 +566,7 @@ fn a_removed_member_cannot_commit() {
         let client = connect(&node).await;
         let admin = Admin::new(&client);
         create_topic(&client, "ledger", 2).await;
-        produce(&client, "ledger", 0, 100).await;
+        produce_numbered(&client, "ledger", 0, 100).await;
         let raw = Arc::new(RawClient::connect(&node).await);
 
         // "stale" joins alone, takes both partitions, acknowledges them and commits.
@@ -889,7 +851,7 @@ fn two_hundred_members_join_at_once() {
         let bystanders = wait_for_members(&admin, "bystanders", &[8]).await;
         assert_eq!(bystanders.group_epoch, bystanders_before.group_epoch);
         assert_eq!(bystanders.members, bystanders_before.members);
-        produce(&client, "wide", 0, 80).await;
+        produce_numbered(&client, "wide", 0, 80).await;
         wait_for_deliveries(&log, 80).await;
         assert_eq!(exactly_once(&log).len(), 80);
         // A new group joins and gets every partition.

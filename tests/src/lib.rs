@@ -340,3 +340,52 @@ impl RawClient {
             .expect("decodable response")
     }
 }
+
+/// A two-worker tokio runtime for a test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// An SDK client for `node` that notices a lost node within about two seconds.
+pub async fn connect(node: &NodeProcess) -> ledge_client::Client {
+    let mut config = ledge_client::ClientConfig::new(
+        node.addr.to_string(),
+        ledge_client::Trust::CaFile(node.ca_file.clone()),
+    );
+    config.idle_timeout = Duration::from_secs(2);
+    config.connect_timeout = Duration::from_secs(2);
+    config.request_timeout = Duration::from_secs(10);
+    ledge_client::Client::connect(config)
+        .await
+        .expect("connect to the node")
+}
+
+/// Creates a topic with default configs.
+pub async fn create_topic(client: &ledge_client::Client, name: &str, partitions: u32) {
+    ledge_client::Admin::new(client)
+        .create_topics(vec![ledge_client::NewTopic::new(name, partitions)], false)
+        .await
+        .expect("create topic");
+}
+
+/// Sends records `first..first + count` (value `value-N`, key `kN`, so they spread over the
+/// partitions) and waits for every acknowledgement.
+pub async fn produce_numbered(client: &ledge_client::Client, topic: &str, first: u64, count: u64) {
+    let producer = ledge_client::Producer::new(client, ledge_client::ProducerConfig::default())
+        .await
+        .expect("producer");
+    let mut deliveries = Vec::new();
+    for index in first..first + count {
+        let record = ledge_client::ProducerRecord::new(topic, format!("value-{index}"))
+            .key(format!("k{index}"));
+        deliveries.push(producer.send(record).await.expect("send"));
+    }
+    for delivery in deliveries {
+        delivery.await.expect("delivered");
+    }
+    producer.close().await;
+}
