@@ -166,26 +166,9 @@ impl Member {
     }
 }
 
-/// Waits until the group's members have assignment sizes `sizes` (sorted) and it is stable.
+/// The harness's wait with this file's settle timeout.
 async fn wait_for_members(admin: &Admin, group: &str, sizes: &[usize]) -> GroupDescription {
-    let deadline = now() + SETTLE_TIMEOUT;
-    let mut last = None;
-    while now() < deadline {
-        if let Ok(description) = admin.describe_group(group).await {
-            let mut found: Vec<usize> = description
-                .members
-                .iter()
-                .map(|member| member.assignment.len())
-                .collect();
-            found.sort_unstable();
-            if found == sizes && description.state == "Stable" {
-                return description;
-            }
-            last = Some(description);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("group {group} did not settle to member sizes {sizes:?}; last: {last:#?}");
+    ledge_e2e::wait_for_members(admin, group, sizes, SETTLE_TIMEOUT).await
 }
 
 /// Waits until `log` holds `count` deliveries.

@@ -389,3 +389,31 @@ pub async fn produce_numbered(client: &ledge_client::Client, topic: &str, first:
     }
     producer.close().await;
 }
+
+/// Waits (up to `timeout`) until `group` is stable with members whose assignment sizes,
+/// sorted, are `sizes`; panics with the last description otherwise.
+pub async fn wait_for_members(
+    admin: &ledge_client::Admin,
+    group: &str,
+    sizes: &[usize],
+    timeout: Duration,
+) -> ledge_client::GroupDescription {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(description) = admin.describe_group(group).await {
+            let mut found: Vec<usize> = description
+                .members
+                .iter()
+                .map(|member| member.assignment.len())
+                .collect();
+            found.sort_unstable();
+            if found == sizes && description.state == "Stable" {
+                return description;
+            }
+            last = Some(description);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("group {group} did not settle to member sizes {sizes:?}; last: {last:#?}");
+}
