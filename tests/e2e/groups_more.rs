@@ -609,7 +609,18 @@ fn a_removed_member_cannot_commit() {
             }
         });
         let silenced_at = now();
-        let description = wait_for_members(&admin, "auditors", &[2]).await;
+        // "[2]" alone would also match the stale member before the live one joined; wait for
+        // the group without it.
+        let mut description = wait_for_members(&admin, "auditors", &[2]).await;
+        while description
+            .members
+            .iter()
+            .any(|member| member.member_id == stale_id)
+            && now() < silenced_at + SETTLE_TIMEOUT
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            description = wait_for_members(&admin, "auditors", &[2]).await;
+        }
         let evicted_after = silenced_at.elapsed();
         assert!(
             evicted_after >= Duration::from_millis(900),
