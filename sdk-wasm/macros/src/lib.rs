@@ -1,0 +1,344 @@
+//! The attributes of `ledge-wasm-sdk`: `#[filter]`, `#[map]`, `#[filter_map]`, `#[flat_map]`
+//! and `#[partitioner]`. Use them through `ledge_wasm_sdk`, which documents them.
+//!
+//! Each one keeps the function as written and adds, beside it:
+//!
+//! - a type with the function's name (in the type namespace, so it does not clash) that
+//!   implements `ledge_wasm_sdk::__private::Plugin`: it binds the deployment parameters by
+//!   name in `init` and calls the function in `process`;
+//! - the module's exports, each a one-line call into the SDK's runtime.
+//!
+//! Everything else, the ABI included, lives in the SDK, so this crate stays a thin parser.
+
+use proc_macro::TokenStream;
+use proc_macro2::TokenStream as TokenStream2;
+use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt as _;
+use syn::spanned::Spanned as _;
+use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type};
+
+/// Makes the function a filter: `fn(record: &Record<'_>, params...) -> bool` (or
+/// `Result<bool, E>`); `true` keeps the record.
+#[proc_macro_attribute]
+pub fn filter(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Filter, attr, item)
+}
+
+/// Makes the function a map: `fn(record: &Record<'_>, params...) -> OutputRecord` (or
+/// `Result<OutputRecord, E>`).
+#[proc_macro_attribute]
+pub fn map(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Map, attr, item)
+}
+
+/// Makes the function a filter_map: `fn(record: &Record<'_>, params...) ->
+/// Option<OutputRecord>` (or `Result<Option<OutputRecord>, E>`); `None` drops the record.
+#[proc_macro_attribute]
+pub fn filter_map(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::FilterMap, attr, item)
+}
+
+/// Makes the function a flat_map: `fn(record: &Record<'_>, params...) -> Vec<OutputRecord>`
+/// (or `Result<Vec<OutputRecord>, E>`); an empty vector drops the record.
+#[proc_macro_attribute]
+pub fn flat_map(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::FlatMap, attr, item)
+}
+
+/// Makes the function a partitioner: `fn(record: &Record<'_>, partition_count: u32,
+/// params...) -> u32` (or `Result<u32, E>`).
+#[proc_macro_attribute]
+pub fn partitioner(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand(Kind::Partitioner, attr, item)
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Filter,
+    FilterMap,
+    FlatMap,
+    Map,
+    Partitioner,
+}
+
+impl Kind {
+    /// The attribute's name, the `ledge_wasm_sdk::Kind` variant, the `Entries` method and the
+    /// export.
+    fn names(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Self::Filter => ("filter", "Filter", "filter", "ledge_filter"),
+            Self::FilterMap => ("filter_map", "FilterMap", "filter_map", "ledge_filter_map"),
+            Self::FlatMap => ("flat_map", "FlatMap", "flat_map", "ledge_flat_map"),
+            Self::Map => ("map", "Map", "map", "ledge_map"),
+            Self::Partitioner => (
+                "partitioner",
+                "Partitioner",
+                "partition",
+                "ledge_partitioner",
+            ),
+        }
+    }
+}
+
+fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
+    let result = if attr.is_empty() {
+        syn::parse::<ItemFn>(item.clone()).and_then(|function| generate(kind, &function))
+    } else {
+        let name = kind.names().0;
+        Err(syn::Error::new(
+            TokenStream2::from(attr).span(),
+            format!("#[{name}] takes no arguments; deployment parameters are function parameters"),
+        ))
+    };
+    match result {
+        Ok(tokens) => tokens.into(),
+        // Keep the function so that one mistake does not cascade into "not found" errors.
+        Err(error) => {
+            let mut tokens = item;
+            tokens.extend(TokenStream::from(error.to_compile_error()));
+            tokens
+        }
+    }
+}
+
+/// One deployment parameter of the plug-in function.
+struct Parameter {
+    name: String,
+    optional: bool,
+    passing: Passing,
+    /// The type kept in the plug-in's state and parsed with `FromStr`.
+    stored: Type,
+}
+
+/// How a parameter reaches the function from the state.
+enum Passing {
+    /// `T`: a clone per call (free for `Copy` types).
+    Value,
+    /// `&str`: the stored `String`, borrowed.
+    Str,
+    /// `&T`: the stored `T`, borrowed.
+    Reference,
+}
+
+fn generate(kind: Kind, function: &ItemFn) -> syn::Result<TokenStream2> {
+    let (attribute, variant, method, export) = kind.names();
+    let signature = &function.sig;
+    let name = &signature.ident;
+    if let Some(token) = &signature.asyncness {
+        return Err(error(
+            token,
+            format!("a #[{attribute}] function cannot be async"),
+        ));
+    }
+    if let Some(token) = &signature.unsafety {
+        return Err(error(
+            token,
+            format!("a #[{attribute}] function cannot be unsafe"),
+        ));
+    }
+    if !signature.generics.params.is_empty() || signature.generics.where_clause.is_some() {
+        return Err(error(
+            &signature.generics,
+            format!("a #[{attribute}] function cannot be generic; write `&Record<'_>`"),
+        ));
+    }
+    if let Some(variadic) = &signature.variadic {
+        return Err(error(variadic, "variadic parameters are not supported"));
+    }
+
+    let mut inputs = signature.inputs.iter();
+    let record_hint = "the first parameter is the record: `record: &Record<'_>`";
+    match inputs.next() {
+        Some(FnArg::Typed(record)) if matches!(&*record.ty, Type::Reference(r) if r.mutability.is_none()) =>
+            {}
+        Some(other) => return Err(error(other, record_hint)),
+        None => return Err(error(signature, record_hint)),
+    }
+    if let Kind::Partitioner = kind {
+        let hint = "a partitioner's second parameter is `partition_count: u32`";
+        match inputs.next() {
+            Some(FnArg::Typed(_)) => {}
+            Some(other) => return Err(error(other, hint)),
+            None => return Err(error(signature, hint)),
+        }
+    }
+    let parameters = inputs.map(parameter).collect::<syn::Result<Vec<_>>>()?;
+
+    let names: Vec<&str> = parameters.iter().map(|p| p.name.as_str()).collect();
+    let state_types = parameters.iter().map(|p| {
+        let stored = &p.stored;
+        if p.optional {
+            quote!(::core::option::Option<#stored>)
+        } else {
+            quote!(#stored)
+        }
+    });
+    let bindings = parameters.iter().map(|p| {
+        let (stored, name) = (&p.stored, &p.name);
+        let bind = format_ident!("{}", if p.optional { "optional" } else { "required" });
+        quote!(params.#bind::<#stored>(#name)?)
+    });
+    let arguments = parameters.iter().enumerate().map(|(index, p)| {
+        let index = syn::Index::from(index);
+        match (&p.passing, p.optional) {
+            (Passing::Value, _) => quote!(::core::clone::Clone::clone(&state.#index)),
+            (Passing::Str, false) => quote!(state.#index.as_str()),
+            (Passing::Str, true) => quote!(state.#index.as_deref()),
+            (Passing::Reference, false) => quote!(&state.#index),
+            (Passing::Reference, true) => quote!(state.#index.as_ref()),
+        }
+    });
+    let partition_count_argument = match kind {
+        Kind::Partitioner => quote!(partition_count,),
+        _ => quote!(),
+    };
+    let state = if parameters.is_empty() {
+        format_ident!("_state")
+    } else {
+        format_ident!("state")
+    };
+    let partition_count = match kind {
+        Kind::Partitioner => format_ident!("partition_count"),
+        _ => format_ident!("_partition_count"),
+    };
+    // Errors about the return type (a missing `IntoFilterOutcome` impl) point at it.
+    let output_span = match &signature.output {
+        ReturnType::Default => signature.span(),
+        ReturnType::Type(_, ty) => ty.span(),
+    };
+    let method = format_ident!("{method}");
+    let call = quote_spanned! {output_span=>
+        entries.#method(#name(record, #partition_count_argument #(#arguments),*))
+    };
+    let variant = format_ident!("{variant}");
+    let export = format_ident!("{export}");
+    let visibility = &function.vis;
+    let sdk = quote!(::ledge_wasm_sdk);
+
+    Ok(quote! {
+        #function
+
+        /// The plug-in defined by the function of the same name (generated by the attribute).
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code)]
+        #visibility struct #name {}
+
+        impl #sdk::__private::Plugin for #name {
+            const KIND: #sdk::Kind = #sdk::Kind::#variant;
+            const PARAMETERS: &'static [&'static str] = &[#(#names),*];
+            type State = (#(#state_types,)*);
+
+            fn init(
+                params: &mut #sdk::__private::Params<'_>,
+            ) -> ::core::result::Result<Self::State, #sdk::__private::InitError> {
+                let _ = &params;
+                ::core::result::Result::Ok((#(#bindings,)*))
+            }
+
+            fn process(
+                #state: &Self::State,
+                record: &#sdk::Record<'_>,
+                #partition_count: u32,
+                entries: &mut #sdk::__private::Entries<'_>,
+            ) {
+                #call
+            }
+        }
+
+        const _: () = {
+            #[unsafe(no_mangle)]
+            extern "C" fn ledge_abi_version() -> i32 {
+                #sdk::__private::abi_version()
+            }
+
+            #[unsafe(no_mangle)]
+            extern "C" fn ledge_alloc(len: i32) -> i32 {
+                #sdk::__private::alloc(len)
+            }
+
+            #[unsafe(no_mangle)]
+            extern "C" fn ledge_init(ptr: i32, len: i32) -> i64 {
+                #sdk::__private::init::<#name>(ptr, len)
+            }
+
+            #[unsafe(no_mangle)]
+            extern "C" fn #export(ptr: i32, len: i32) -> i64 {
+                #sdk::__private::run::<#name>(ptr, len)
+            }
+
+            #[unsafe(no_mangle)]
+            extern "C" fn ledge_panic_message() -> i64 {
+                #sdk::__private::panic_message()
+            }
+        };
+    })
+}
+
+fn parameter(input: &FnArg) -> syn::Result<Parameter> {
+    let hint = "a deployment parameter is `name: Type` with `Type: FromStr`";
+    let FnArg::Typed(typed) = input else {
+        return Err(error(input, hint));
+    };
+    let Pat::Ident(ident) = &*typed.pat else {
+        return Err(error(&typed.pat, hint));
+    };
+    if ident.by_ref.is_some() || ident.subpat.is_some() {
+        return Err(error(&typed.pat, hint));
+    }
+    let name = ident.ident.unraw().to_string();
+    let (optional, ty) = match option_inner(&typed.ty) {
+        Some(inner) => (true, inner),
+        None => (false, &*typed.ty),
+    };
+    let (passing, stored) = match ty {
+        Type::Reference(reference) => {
+            if let Some(mutability) = &reference.mutability {
+                return Err(error(
+                    mutability,
+                    "parameters are read-only: take `T` or `&T`",
+                ));
+            }
+            if is_str(&reference.elem) {
+                (Passing::Str, syn::parse_quote!(::std::string::String))
+            } else {
+                (Passing::Reference, (*reference.elem).clone())
+            }
+        }
+        ty => (Passing::Value, ty.clone()),
+    };
+    Ok(Parameter {
+        name,
+        optional,
+        passing,
+        stored,
+    })
+}
+
+/// `T` if `ty` is spelled `Option<T>` (any path ending in `Option`).
+fn option_inner(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    if last.ident != "Option" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(arguments) = &last.arguments else {
+        return None;
+    };
+    match arguments.args.first() {
+        Some(GenericArgument::Type(inner)) if arguments.args.len() == 1 => Some(inner),
+        _ => None,
+    }
+}
+
+fn is_str(ty: &Type) -> bool {
+    matches!(ty, Type::Path(path) if path.qself.is_none() && path.path.is_ident("str"))
+}
+
+fn error(tokens: impl quote::ToTokens, message: impl std::fmt::Display) -> syn::Error {
+    syn::Error::new_spanned(tokens, message)
+}

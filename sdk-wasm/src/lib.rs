@@ -1,0 +1,80 @@
+//! The guest SDK for Ledge WASM plug-ins: one attribute on one function makes a module.
+//!
+//! ```standalone_crate
+//! use ledge_wasm_sdk::{Record, filter};
+//!
+//! #[filter]
+//! fn high_value_orders(record: &Record<'_>, threshold: f64) -> Result<bool, String> {
+//!     let value = record.value_str().ok_or("value is null or not UTF-8")?;
+//!     let amount: f64 = value.parse().map_err(|e| format!("value is not a number: {e}"))?;
+//!     Ok(amount > threshold)
+//! }
+//!
+//! // Natively, in a test: the same bytes the node would exchange with the module.
+//! use ledge_wasm_sdk::OutputRecord;
+//! use ledge_wasm_sdk::testing::{Outcome, TestPlugin};
+//!
+//! let mut plugin = TestPlugin::<high_value_orders>::init(&[("threshold", "100")]).unwrap();
+//! let outcomes = plugin.run(&[
+//!     OutputRecord::new().with_value("150"),
+//!     OutputRecord::new().with_value("50"),
+//!     OutputRecord::new().with_value("lots"),
+//! ]);
+//! assert_eq!(outcomes[..2], [Outcome::Keep, Outcome::Drop]);
+//! assert_eq!(outcomes[2], Outcome::Error("value is not a number: invalid float literal".into()));
+//! assert_eq!(
+//!     TestPlugin::<high_value_orders>::init(&[]).err().unwrap(),
+//!     "missing parameter `threshold`",
+//! );
+//! ```
+//!
+//! The attributes are [`filter`], [`map`], [`filter_map`], [`flat_map`] and [`partitioner`].
+//! The function's first parameter is the input [`Record`], a zero-copy view into the batch the
+//! host wrote into the module's memory; a partitioner's second is `partition_count: u32`.
+//! Every further parameter is a deployment parameter (`--param threshold=1000`), bound by name
+//! and parsed with `FromStr` once, in `ledge_init`; `Option<T>` makes one optional, and `&str`
+//! or `&T` borrows the parsed value instead of cloning it per record. A missing, unparsable or
+//! unknown parameter fails the deployment with a message naming it.
+//!
+//! What each kind returns is the plain value or a `Result` of it (see [`IntoFilterOutcome`]
+//! and its siblings); an `Err` fails that one record, and its `Display` text reaches the
+//! operator through the deployment's error policy (dead-letter, skip or stop). A map returns
+//! an [`OutputRecord`], usually `OutputRecord::from(record)` with some `with_*` changes.
+//!
+//! The attribute writes the module's exports (docs/WASM-ABI.md): `ledge_abi_version`,
+//! `ledge_alloc`, `ledge_init`, `ledge_<kind>` and `ledge_panic_message`. So a crate holds one
+//! plug-in, built as a `cdylib` for `wasm32-unknown-unknown`. [`testing::TestPlugin`] runs it
+//! natively in unit tests through the same bytes the host exchanges with the module.
+//!
+//! The generated code names this crate `::ledge_wasm_sdk`: depend on it under that name.
+#![warn(missing_docs)]
+
+pub mod abi;
+mod encode;
+mod outcome;
+mod output;
+mod params;
+mod record;
+mod runtime;
+pub mod testing;
+mod varint;
+
+pub use abi::Kind;
+pub use encode::ERROR_MESSAGE_BYTES_MAX;
+pub use ledge_wasm_sdk_macros::{filter, filter_map, flat_map, map, partitioner};
+pub use outcome::{
+    IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoMapOutcome,
+    IntoPartitionOutcome,
+};
+pub use output::OutputRecord;
+pub use params::InitError;
+pub use record::{Header, Headers, Record};
+pub use runtime::PANIC_MESSAGE_BYTES_MAX;
+
+/// What the attribute macros expand to; not a public API, and it may change at any time.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::encode::Entries;
+    pub use crate::params::{InitError, Params};
+    pub use crate::runtime::{Plugin, abi_version, alloc, init, panic_message, run};
+}
