@@ -51,6 +51,7 @@
 
 pub mod abi;
 mod encode;
+mod module_check;
 mod outcome;
 mod output;
 mod params;

@@ -13,6 +13,7 @@ use crate::abi::{
     BATCH_HEADER_BYTES, INIT_ERROR, INIT_OK, Kind, TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION,
     TAG_RECORDS, TIMESTAMP_KEEP,
 };
+pub use crate::module_check::check_module;
 use crate::output::OutputRecord;
 use crate::runtime::{Plugin, init_plugin, process_batch};
 use crate::varint::{write_varint, write_varlong};
