@@ -121,6 +121,35 @@ pub struct ConsumerConfig {
     /// `cooperative-sticky` (only partitions that move are revoked). Every member of a group
     /// must use the same. Default [`ASSIGNOR_DEFAULT`].
     pub assignor: String,
+    /// A named filter, map or filter_map module the node runs on every record before
+    /// sending it (`ledge module upload`): records it drops never cross the network, and
+    /// positions still advance past them. Default none.
+    pub fetch_plugin: Option<FetchPlugin>,
+}
+
+/// A node-side plug-in for fetches: a module name and parameters overriding its defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FetchPlugin {
+    /// The module's name on the node.
+    pub module: String,
+    /// `(name, value)` parameters; the module parses each value into its parameter type.
+    pub params: Vec<(String, String)>,
+}
+
+impl FetchPlugin {
+    /// A plug-in with no parameter overrides.
+    pub fn new(module: impl Into<String>) -> Self {
+        Self {
+            module: module.into(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Adds a parameter.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.push((name.into(), value.into()));
+        self
+    }
 }
 
 /// Default [`ConsumerConfig::assignor`]: rebalances revoke only the partitions that move.
@@ -150,6 +179,7 @@ impl Default for ConsumerConfig {
             heartbeat_interval: None,
             max_poll_interval: MAX_POLL_INTERVAL_DEFAULT,
             assignor: ASSIGNOR_DEFAULT.to_string(),
+            fetch_plugin: None,
         }
     }
 }
@@ -1083,6 +1113,19 @@ impl Consumer {
             min_bytes: self.config.fetch_min_bytes,
             max_bytes: self.config.fetch_max_bytes,
             topics,
+            plugin: self.config.fetch_plugin.as_ref().map(|plugin| {
+                ledge_protocol::wire::PluginRef {
+                    module: plugin.module.clone(),
+                    params: plugin
+                        .params
+                        .iter()
+                        .map(|(key, value)| ledge_protocol::wire::PluginParam {
+                            key: key.clone(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                }
+            }),
         });
         let client = self.client.clone();
         let handle = tokio::spawn(async move {
@@ -1107,6 +1150,12 @@ impl Consumer {
         response: FetchResponse,
         asked: &BTreeMap<TopicPartition, i64>,
     ) -> Result<(), ConsumeError> {
+        if response.error != ErrorCode::None {
+            return Err(ConsumeError::Plugin {
+                code: response.error,
+                message: response.message,
+            });
+        }
         for topic in response.topics {
             for answer in topic.partitions {
                 let partition = TopicPartition::new(topic.name.clone(), answer.partition);
@@ -1147,6 +1196,12 @@ impl Consumer {
                     }
                     code if code.is_retriable() => {
                         tracing::debug!(%partition, %code, "fetch partition error; retrying");
+                    }
+                    ErrorCode::ModuleFailed => {
+                        return Err(ConsumeError::Plugin {
+                            code: ErrorCode::ModuleFailed,
+                            message: format!("{partition}: {}", answer.message),
+                        });
                     }
                     code => return Err(partition_error(&partition, code)),
                 }

@@ -231,6 +231,16 @@ impl ProduceError {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConsumeError {
+    /// The fetch plug-in (`ConsumerConfig::fetch_plugin`) is unknown, invalid for fetches,
+    /// refused its parameters, or failed on a record (the message names its offset; seek
+    /// past it to go on).
+    #[error("fetch plug-in: {message} ({code})")]
+    Plugin {
+        /// `ModuleNotFound`, `InvalidModule`, `ModuleFailed`, `InvalidRequest`.
+        code: ErrorCode,
+        /// The node's explanation.
+        message: String,
+    },
     /// A fetched batch failed its CRC or could not be decoded: the bytes were damaged.
     #[error("corrupt batch in {topic}/{partition} at offset {offset}: {message}")]
     CorruptBatch {

@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::broker::topic_config::{TopicConfig, validate_topic_name};
+use crate::broker::topic_config::{TopicConfig, validate_module_name, validate_topic_name};
+use crate::broker::transforms::OnError;
 use crate::broker::{BrokerConfig, DeclaredTopic};
 use crate::storage::BackendChoice;
 use crate::transport::quic::TransportLimits;
+use crate::wasm::PluginKind;
 
 /// Default listen address (UDP).
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
@@ -43,6 +45,48 @@ pub struct NodeConfig {
     pub broker: BrokerConfig,
     /// Topics to reconcile at start.
     pub topics: Vec<DeclaredTopic>,
+    /// Named WASM modules to upload at start (`[[module]]`).
+    pub modules: Vec<DeclaredModuleFile>,
+    /// Topic transforms to deploy at start (`[[transform]]`).
+    pub transforms: Vec<DeclaredTransformFile>,
+}
+
+/// A `[[module]]` table: a named module read from a file at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredModuleFile {
+    /// The name topics and fetches use.
+    pub name: String,
+    /// Its kind.
+    pub kind: PluginKind,
+    /// The `.wasm` file (relative paths are relative to the config file).
+    pub path: PathBuf,
+    /// Default parameters.
+    pub params: BTreeMap<String, String>,
+    /// Where it was declared, for errors.
+    pub origin: String,
+}
+
+/// A `[[transform]]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredTransformFile {
+    /// Name.
+    pub name: String,
+    /// Module kind.
+    pub kind: PluginKind,
+    /// The `.wasm` file (relative paths are relative to the config file).
+    pub path: PathBuf,
+    /// Input topic.
+    pub input: String,
+    /// Output topic (empty: `<input>.<name>`).
+    pub output: String,
+    /// Parameters.
+    pub params: BTreeMap<String, String>,
+    /// Error policy.
+    pub on_error: OnError,
+    /// Dead-letter topic (empty: `<name>.dead-letter`).
+    pub dead_letter_topic: String,
+    /// Where it was declared, for errors.
+    pub origin: String,
 }
 
 impl Default for NodeConfig {
@@ -58,6 +102,8 @@ impl Default for NodeConfig {
             transport: TransportLimits::default(),
             broker: BrokerConfig::default(),
             topics: Vec::new(),
+            modules: Vec::new(),
+            transforms: Vec::new(),
         }
     }
 }
@@ -78,6 +124,63 @@ struct FileConfig {
     topic_defaults: Option<toml::Table>,
     #[serde(default)]
     topic: Vec<toml::Spanned<TopicSection>>,
+    wasm: Option<WasmSection>,
+    transforms: Option<TransformsSection>,
+    #[serde(default)]
+    module: Vec<toml::Spanned<ModuleSection>>,
+    #[serde(default)]
+    transform: Vec<toml::Spanned<TransformSection>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WasmSection {
+    module_bytes_max: Option<usize>,
+    memory_bytes_max: Option<usize>,
+    fuel_per_batch: Option<u64>,
+    output_bytes_max: Option<usize>,
+    batch_records_max: Option<usize>,
+    idle_instances_max: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TransformsSection {
+    read_bytes_max: Option<usize>,
+    output_batch_bytes: Option<usize>,
+    idle_wait_ms: Option<u64>,
+    retry_backoff_ms: Option<u64>,
+    breaker_window_records: Option<u64>,
+    breaker_error_ratio: Option<f64>,
+    breaker_records_min: Option<u64>,
+    transforms_max: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModuleSection {
+    name: String,
+    kind: String,
+    path: PathBuf,
+    #[serde(default)]
+    params: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransformSection {
+    name: String,
+    kind: String,
+    module: PathBuf,
+    input: String,
+    #[serde(default)]
+    output: String,
+    #[serde(default)]
+    params: toml::Table,
+    #[serde(default)]
+    on_error: String,
+    #[serde(default)]
+    dead_letter_topic: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -195,7 +298,16 @@ impl NodeConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|error| ConfigError(format!("{}: {error}", path.display())))?;
-        Self::from_toml(&text, &path.display().to_string())
+        let mut config = Self::from_toml(&text, &path.display().to_string())?;
+        // Module files are named relative to the config file, wherever the node starts.
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        for module in &mut config.modules {
+            module.path = base.join(&module.path);
+        }
+        for transform in &mut config.transforms {
+            transform.path = base.join(&transform.path);
+        }
+        Ok(config)
     }
 
     /// Parses config text; `origin` names it in errors.
@@ -372,6 +484,130 @@ impl NodeConfig {
                 name: topic.name.clone(),
                 partitions: topic.partitions,
                 configs,
+                origin: place,
+            });
+        }
+        let wasm = file.wasm.unwrap_or_default();
+        let limits = &mut config.broker.wasm;
+        let positive = |key: &str, value: u64| {
+            if value == 0 {
+                Err(ConfigError(format!(
+                    "{origin}: wasm.{key} must be positive"
+                )))
+            } else {
+                Ok(value)
+            }
+        };
+        if let Some(value) = wasm.module_bytes_max {
+            limits.module_bytes_max = positive("module_bytes_max", value as u64)? as usize;
+        }
+        if let Some(value) = wasm.memory_bytes_max {
+            limits.memory_bytes_max = positive("memory_bytes_max", value as u64)? as usize;
+        }
+        if let Some(value) = wasm.fuel_per_batch {
+            limits.fuel_per_batch = positive("fuel_per_batch", value)?;
+        }
+        if let Some(value) = wasm.output_bytes_max {
+            limits.output_bytes_max = positive("output_bytes_max", value as u64)? as usize;
+        }
+        if let Some(value) = wasm.batch_records_max {
+            limits.batch_records_max = positive("batch_records_max", value as u64)? as usize;
+        }
+        if let Some(value) = wasm.idle_instances_max {
+            limits.idle_instances_max = value;
+        }
+        let transforms = file.transforms.unwrap_or_default();
+        let limits = &mut config.broker.transforms;
+        if let Some(value) = transforms.read_bytes_max {
+            limits.read_bytes_max = positive("read_bytes_max", value as u64)? as usize;
+        }
+        if let Some(value) = transforms.output_batch_bytes {
+            limits.output_batch_bytes = positive("output_batch_bytes", value as u64)? as usize;
+        }
+        if let Some(value) = transforms.idle_wait_ms {
+            limits.idle_wait = Duration::from_millis(positive("idle_wait_ms", value)?);
+        }
+        if let Some(value) = transforms.retry_backoff_ms {
+            limits.retry_backoff = Duration::from_millis(positive("retry_backoff_ms", value)?);
+        }
+        if let Some(value) = transforms.breaker_window_records {
+            limits.breaker_window_records = positive("breaker_window_records", value)?;
+        }
+        if let Some(value) = transforms.breaker_error_ratio {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(ConfigError(format!(
+                    "{origin}: transforms.breaker_error_ratio must be within 0..=1 (1 turns the breaker off), got {value}"
+                )));
+            }
+            limits.breaker_error_ratio = value;
+        }
+        if let Some(value) = transforms.breaker_records_min {
+            limits.breaker_records_min = value;
+        }
+        if let Some(value) = transforms.transforms_max {
+            limits.transforms_max = value;
+        }
+        let mut names = BTreeMap::new();
+        for spanned in &file.module {
+            let line = line_of(text, spanned.span().start);
+            let module = spanned.get_ref();
+            let place = format!("{origin} line {line}, module {:?}", module.name);
+            validate_module_name(&module.name)
+                .map_err(|error| ConfigError(format!("{place}: name: {error}")))?;
+            if let Some(previous) = names.insert(module.name.clone(), line) {
+                return Err(ConfigError(format!(
+                    "{place}: module declared twice (also at line {previous})"
+                )));
+            }
+            let kind = module
+                .kind
+                .parse()
+                .map_err(|error| ConfigError(format!("{place}: kind: {error}")))?;
+            let mut params = BTreeMap::new();
+            flatten(&module.params, "", &mut params)
+                .map_err(|error| ConfigError(format!("{place}: params: {error}")))?;
+            config.modules.push(DeclaredModuleFile {
+                name: module.name.clone(),
+                kind,
+                path: module.path.clone(),
+                params,
+                origin: place,
+            });
+        }
+        let mut names = BTreeMap::new();
+        for spanned in &file.transform {
+            let line = line_of(text, spanned.span().start);
+            let transform = spanned.get_ref();
+            let place = format!("{origin} line {line}, transform {:?}", transform.name);
+            validate_module_name(&transform.name)
+                .map_err(|error| ConfigError(format!("{place}: name: {error}")))?;
+            if let Some(previous) = names.insert(transform.name.clone(), line) {
+                return Err(ConfigError(format!(
+                    "{place}: transform declared twice (also at line {previous})"
+                )));
+            }
+            let kind = transform
+                .kind
+                .parse()
+                .map_err(|error| ConfigError(format!("{place}: kind: {error}")))?;
+            let on_error = transform
+                .on_error
+                .parse()
+                .map_err(|error| ConfigError(format!("{place}: {error}")))?;
+            validate_topic_name(&transform.input)
+                .map_err(|error| ConfigError(format!("{place}: input: {error}")))?;
+            let mut params = BTreeMap::new();
+            flatten(&transform.params, "", &mut params)
+                .map_err(|error| ConfigError(format!("{place}: params: {error}")))?;
+            config.transforms.push(DeclaredTransformFile {
+                name: transform.name.clone(),
+                kind,
+                path: transform.module.clone(),
+                input: transform.input.clone(),
+                output: transform.output.clone(),
+                params,
+                on_error,
+                dead_letter_topic: transform.dead_letter_topic.clone(),
                 origin: place,
             });
         }

@@ -21,3 +21,4 @@ pub mod groups;
 pub mod sim;
 pub mod storage;
 pub mod transport;
+pub mod wasm;

@@ -102,7 +102,12 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         broker.close().await;
         return Err(error.into());
     }
+    if let Err(error) = reconcile_wasm(&broker, &config).await {
+        broker.close().await;
+        return Err(error);
+    }
     let broker = Arc::new(broker);
+    broker.start_transforms().await;
     tokio::spawn(Arc::clone(&broker).run_group_timer());
     tokio::spawn(Arc::clone(&broker).run_retention());
     let tls = tls::load_or_generate(
@@ -151,4 +156,39 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
+}
+
+/// Uploads the config file's `[[module]]`s and deploys its `[[transform]]`s (unchanged ones
+/// are left running as they are).
+async fn reconcile_wasm<D: Disk>(broker: &Broker<D>, config: &NodeConfig) -> anyhow::Result<()> {
+    let read = |path: &std::path::Path, origin: &str| {
+        std::fs::read(path)
+            .map(bytes::Bytes::from)
+            .with_context(|| format!("{origin}: cannot read module file {}", path.display()))
+    };
+    for module in &config.modules {
+        let bytes = read(&module.path, &module.origin)?;
+        broker
+            .upload_named_module(&module.name, module.kind, bytes, module.params.clone())
+            .await
+            .map_err(|(_, message)| anyhow::anyhow!("{}: {message}", module.origin))?;
+    }
+    let mut declared = Vec::new();
+    for transform in &config.transforms {
+        declared.push((
+            ledge_node::broker::transforms::DeclaredTransform {
+                name: transform.name.clone(),
+                kind: transform.kind,
+                module: read(&transform.path, &transform.origin)?,
+                input: transform.input.clone(),
+                output: transform.output.clone(),
+                params: transform.params.clone(),
+                on_error: transform.on_error,
+                dead_letter_topic: transform.dead_letter_topic.clone(),
+            },
+            transform.origin.clone(),
+        ));
+    }
+    broker.reconcile_transforms(declared).await?;
+    Ok(())
 }

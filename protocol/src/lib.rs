@@ -68,5 +68,5 @@ pub use batch::{
 pub use record::{
     DecodeError, DecodeLimits, DecodedBatch, DecodedRecord, EncodeError, EncodeOptions, Header,
     HeaderIter, HeaderView, Record, RecordError, RecordField, RecordIter, RecordView, decode_batch,
-    decompress_records, encode_batch, encode_batch_with_deltas,
+    decompress_records, encode_batch, encode_batch_with_deltas, encode_empty_batch,
 };

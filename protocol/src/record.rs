@@ -172,20 +172,50 @@ pub fn encode_batch_with_deltas(
     options: &EncodeOptions,
 ) -> Result<Bytes, EncodeError> {
     let (first, _) = records.split_first().ok_or(EncodeError::NoRecords)?;
+    encode_batch_spanning(
+        records,
+        offset_deltas,
+        last_offset_delta,
+        first.timestamp,
+        options,
+    )
+}
+
+/// Encodes a batch that keeps its offset span but holds none of its records: what a filter
+/// leaves of a batch it dropped whole. Consumers move past `last_offset_delta`, and an
+/// idempotent producer's sequence numbers still line up.
+pub fn encode_empty_batch(
+    last_offset_delta: i32,
+    timestamp: i64,
+    options: &EncodeOptions,
+) -> Result<Bytes, EncodeError> {
+    if last_offset_delta < 0 {
+        return Err(EncodeError::BadOffsetDeltas);
+    }
+    encode_batch_spanning(&[], &[], last_offset_delta, timestamp, options)
+}
+
+fn encode_batch_spanning(
+    records: &[Record],
+    offset_deltas: &[i32],
+    last_offset_delta: i32,
+    base_timestamp: i64,
+    options: &EncodeOptions,
+) -> Result<Bytes, EncodeError> {
     let record_count = i32::try_from(records.len()).map_err(|_| EncodeError::TooManyRecords {
         count: records.len(),
     })?;
     let ascending = offset_deltas
         .windows(2)
         .all(|pair| pair.first() < pair.get(1));
-    let in_range = offset_deltas.first().is_some_and(|first| *first >= 0)
+    let in_range = offset_deltas.first().is_none_or(|first| *first >= 0)
         && offset_deltas
             .last()
-            .is_some_and(|last| *last <= last_offset_delta);
+            .is_none_or(|last| *last <= last_offset_delta)
+        && last_offset_delta >= 0;
     if offset_deltas.len() != records.len() || !ascending || !in_range {
         return Err(EncodeError::BadOffsetDeltas);
     }
-    let base_timestamp = first.timestamp;
     let max_timestamp = records
         .iter()
         .map(|record| record.timestamp)

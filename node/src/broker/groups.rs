@@ -299,7 +299,10 @@ impl<D: Disk> Broker<D> {
     }
 
     /// Appends commit (or tombstone) records durably, then applies them to the store.
-    async fn append_offsets(&self, records: &[Record]) -> Result<(), (ErrorCode, String)> {
+    pub(super) async fn append_offsets(
+        &self,
+        records: &[Record],
+    ) -> Result<(), (ErrorCode, String)> {
         let log = self
             .partition(OFFSETS_TOPIC, 0)
             .and_then(|partition| partition.log())?;
@@ -509,7 +512,7 @@ impl<D: Disk> Broker<D> {
         DeleteGroupsResponse { groups: results }
     }
 
-    async fn delete_group(&self, group_id: &str) -> Result<(), (ErrorCode, String)> {
+    pub(super) async fn delete_group(&self, group_id: &str) -> Result<(), (ErrorCode, String)> {
         let keys: Vec<(String, u32)> = {
             let coordinator = self
                 .groups

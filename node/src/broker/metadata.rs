@@ -40,6 +40,57 @@ pub struct StoredMetadata {
     pub topics: BTreeMap<String, StoredTopic>,
     /// Producer ids below this have been (or may have been) handed out.
     pub producer_ids_reserved_until: i64,
+    /// Named WASM modules (for fetch plug-ins and topic produce hooks).
+    #[serde(default)]
+    pub modules: BTreeMap<String, StoredModule>,
+    /// Topic transforms.
+    #[serde(default)]
+    pub transforms: BTreeMap<String, StoredTransform>,
+}
+
+/// A named WASM module; its bytes are in `wasm/modules/<hash>.wasm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredModule {
+    /// SHA-256 of the bytes, hex.
+    pub hash: String,
+    /// What it does.
+    pub kind: crate::wasm::PluginKind,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Default parameters.
+    pub params: BTreeMap<String, String>,
+    /// Upload time, ms since the epoch.
+    pub uploaded_ms: i64,
+}
+
+/// A topic transform's definition. Its input positions live in `__consumer_offsets`
+/// under the group `__transform.<name>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredTransform {
+    /// The module.
+    pub module: StoredModule,
+    /// Input topic.
+    pub input: String,
+    /// Output topic.
+    pub output: String,
+    /// Dead-letter topic.
+    pub dead_letter_topic: String,
+    /// What a failing record does.
+    pub on_error: crate::broker::transforms::OnError,
+    /// Incremented by each deploy.
+    pub version: u32,
+    /// Why it is stopped, if it is (paused by an operator, the circuit breaker, or the
+    /// `stop` policy); survives restarts.
+    pub stopped: Option<StoppedReason>,
+}
+
+/// Why a transform is not running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoppedReason {
+    /// `paused` (operator or circuit breaker) or `failed` (the `stop` policy).
+    pub state: String,
+    /// The explanation shown by `ledge transform describe`.
+    pub reason: String,
 }
 
 impl Default for StoredMetadata {
@@ -49,6 +100,8 @@ impl Default for StoredMetadata {
             topics: BTreeMap::new(),
             // Start well above zero so ids never look like Kafka's -1/0 sentinels.
             producer_ids_reserved_until: PRODUCER_ID_BLOCK,
+            modules: BTreeMap::new(),
+            transforms: BTreeMap::new(),
         }
     }
 }

@@ -13,7 +13,9 @@
 
 mod groups;
 pub mod metadata;
+mod plugins;
 pub mod topic_config;
+pub mod transforms;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,6 +82,10 @@ pub struct BrokerConfig {
     /// Produce is refused with `DiskFull` while the data directory's filesystem is fuller
     /// than this percentage.
     pub disk_usage_percent_max: Option<u8>,
+    /// Limits on WASM modules and calls.
+    pub wasm: crate::wasm::WasmLimits,
+    /// Limits and defaults of topic transforms.
+    pub transforms: transforms::TransformLimits,
 }
 
 impl Default for BrokerConfig {
@@ -101,6 +107,8 @@ impl Default for BrokerConfig {
             // always handled (the append is rolled back and answered DiskFull).
             disk_usage_bytes_max: None,
             disk_usage_percent_max: None,
+            wasm: crate::wasm::WasmLimits::default(),
+            transforms: transforms::TransformLimits::default(),
         }
     }
 }
@@ -130,6 +138,9 @@ pub enum BrokerError {
     /// A declared topic cannot be reconciled.
     #[error("{0}")]
     Reconcile(String),
+    /// The WASM engine could not start.
+    #[error("wasm engine: {0}")]
+    Wasm(String),
 }
 
 enum PartitionState<D: Disk> {
@@ -167,6 +178,14 @@ pub struct Broker<D: Disk> {
     data_dir: PathBuf,
     /// Why produce is refused right now, if the disk guard tripped (see `check_disk_usage`).
     disk_full: RwLock<Option<String>>,
+    /// Uploaded WASM modules and their compiled forms.
+    modules: crate::wasm::ModuleStore<D>,
+    /// Instantiated plug-ins for fetches and produce hooks, by module, kind and parameters.
+    plugins: Mutex<std::collections::HashMap<String, Arc<crate::wasm::Plugin>>>,
+    /// Running topic transforms.
+    transforms: Mutex<BTreeMap<String, transforms::RunningTransform>>,
+    /// Set by `start_transforms`: lets request handlers spawn transform tasks.
+    self_ref: std::sync::OnceLock<std::sync::Weak<Self>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -258,6 +277,9 @@ impl<D: Disk> Broker<D> {
         // Member ids stay unique across restarts without any stored counter.
         let member_salt = u64::try_from(clock.wall_time_ms()).unwrap_or_default();
         let config_groups = config.groups.clone();
+        let engine = crate::wasm::WasmEngine::new(config.wasm.clone())
+            .map_err(|error| BrokerError::Wasm(error.to_string()))?;
+        let modules = crate::wasm::ModuleStore::open(disk.clone(), data_dir, engine).await?;
         let broker = Self {
             disk,
             logs_dir,
@@ -273,6 +295,10 @@ impl<D: Disk> Broker<D> {
             offsets: Mutex::new(OffsetStore::default()),
             data_dir: data_dir.to_path_buf(),
             disk_full: RwLock::new(None),
+            modules,
+            plugins: Mutex::new(std::collections::HashMap::new()),
+            transforms: Mutex::new(BTreeMap::new()),
+            self_ref: std::sync::OnceLock::new(),
         };
         for (name, topic) in &stored.topics {
             let config = match TopicConfig::with_overrides(
@@ -570,6 +596,7 @@ impl<D: Disk> Broker<D> {
 
     /// Syncs and closes every partition log.
     pub async fn close(&self) {
+        self.stop_transforms();
         for (log, _) in self.online_logs(|_| true) {
             if let Err(error) = log.close().await {
                 tracing::error!(directory = %log.directory().display(), %error, "closing partition log failed");
@@ -606,6 +633,22 @@ impl<D: Disk> Broker<D> {
             Request::ListOffsets(request) => {
                 Response::ListOffsets(self.list_offsets(request).await)
             }
+            Request::UploadModule(request) => {
+                Response::UploadModule(self.upload_module(request).await)
+            }
+            Request::ListModules(_) => Response::ListModules(self.list_modules().await),
+            Request::DeleteModule(request) => {
+                Response::DeleteModule(self.delete_module(request).await)
+            }
+            Request::DeployTransform(request) => {
+                Response::DeployTransform(self.deploy_transform_request(request).await)
+            }
+            Request::DescribeTransforms(request) => {
+                Response::DescribeTransforms(self.describe_transforms(request).await)
+            }
+            Request::AlterTransform(request) => {
+                Response::AlterTransform(self.alter_transform(request).await)
+            }
             other => self.handle_group(other).await,
         }
     }
@@ -632,6 +675,11 @@ impl<D: Disk> Broker<D> {
 
     fn topic(&self, name: &str) -> Option<Arc<Topic<D>>> {
         read(&self.topics).get(name).cloned()
+    }
+
+    fn partition_count(&self, name: &str) -> u32 {
+        self.topic(name)
+            .map_or(0, |topic| read(&topic.partitions).len() as u32)
     }
 
     fn partition(
@@ -671,9 +719,14 @@ impl<D: Disk> Broker<D> {
                     internal: name.starts_with("__"),
                     name,
                     partitions: Vec::new(),
+                    partitioner_module: String::new(),
                 },
                 Some(topic) => TopicMetadata {
                     internal: name.starts_with("__"),
+                    partitioner_module: read(&topic.config)
+                        .partitioner_module
+                        .clone()
+                        .unwrap_or_default(),
                     name,
                     error: ErrorCode::None,
                     partitions: read(&topic.partitions)
@@ -1128,6 +1181,7 @@ impl<D: Disk> Broker<D> {
             base_offset: -1,
             log_append_time_ms: -1,
             log_start_offset: -1,
+            routed: None,
         };
         let fail = |mut response: ProducePartitionResponse,
                     (code, message): (ErrorCode, String)| {
@@ -1149,6 +1203,26 @@ impl<D: Disk> Broker<D> {
                 response,
                 (ErrorCode::DiskFull, format!("disk full: {reason}")),
             );
+        }
+        if request.partition == ledge_protocol::wire::NODE_PARTITIONED {
+            let work = self.produce_node_partitioned(topic, request.records, durability);
+            return match tokio::time::timeout(timeout, work).await {
+                Ok(Ok(routing)) => {
+                    response.routed = Some(routing);
+                    response
+                }
+                Ok(Err(error)) => fail(response, error),
+                Err(_) => fail(
+                    response,
+                    (
+                        ErrorCode::RequestTimedOut,
+                        format!(
+                            "not durable within the request timeout of {} ms",
+                            timeout.as_millis()
+                        ),
+                    ),
+                ),
+            };
         }
         let partition = match self.partition(topic, request.partition) {
             Ok(partition) => partition,
@@ -1198,12 +1272,27 @@ impl<D: Disk> Broker<D> {
             .then(|| self.clock.wall_time_ms());
         let work = async {
             let mut first = None;
+            let partition_count = self
+                .topic(topic)
+                .map_or(0, |topic| read(&topic.partitions).len() as u32);
             for (header, batch) in batches {
                 let batch = match self.prepare_batch(&header, batch, &config, append_time) {
                     Ok(batch) => batch,
                     Err(error) => return Err(error),
                 };
-                match log.append(batch, durability).await {
+                let (batch, gaps) = match &config.produce_filter_module {
+                    Some(filter) => {
+                        self.filter_produced_batch(filter, batch, partition_count)
+                            .await?
+                    }
+                    None => (batch, false),
+                };
+                let appended = if gaps {
+                    log.append_with_gaps(batch, durability).await
+                } else {
+                    log.append(batch, durability).await
+                };
+                match appended {
                     Ok(outcome) => {
                         first.get_or_insert(outcome.base_offset);
                     }
@@ -1342,6 +1431,17 @@ impl<D: Disk> Broker<D> {
     }
 
     async fn fetch(&self, request: FetchRequest) -> FetchResponse {
+        let plugin = match self.fetch_plugin(&request.plugin).await {
+            Ok(plugin) => plugin,
+            Err((error, message)) => {
+                tracing::debug!(%message, "fetch plug-in refused");
+                return FetchResponse {
+                    error,
+                    message,
+                    topics: Vec::new(),
+                };
+            }
+        };
         let max_bytes = request.max_bytes.min(self.config.fetch_bytes_max) as usize;
         let wait =
             Duration::from_millis(u64::from(request.max_wait_ms)).min(self.config.fetch_wait_max);
@@ -1358,6 +1458,7 @@ impl<D: Disk> Broker<D> {
                     let mut response = FetchPartitionResponse {
                         partition: wanted.partition,
                         error: ErrorCode::None,
+                        message: String::new(),
                         high_watermark: -1,
                         log_start_offset: -1,
                         records: Bytes::new(),
@@ -1389,6 +1490,27 @@ impl<D: Disk> Broker<D> {
                             response.high_watermark = read.high_watermark;
                             response.log_start_offset = read.log_start_offset;
                             response.records = read.bytes;
+                            if let Some(plugin) = &plugin
+                                && !response.records.is_empty()
+                            {
+                                let partition_count = self.partition_count(&topic.name);
+                                match self
+                                    .apply_fetch_plugin(
+                                        plugin,
+                                        std::mem::take(&mut response.records),
+                                        wanted.partition,
+                                        partition_count,
+                                    )
+                                    .await
+                                {
+                                    Ok(records) => response.records = records,
+                                    Err((error, message)) => {
+                                        response.error = error;
+                                        response.message = message;
+                                        any_error = true;
+                                    }
+                                }
+                            }
                         }
                         Err(ReadError::OffsetOutOfRange {
                             log_start_offset,
@@ -1415,13 +1537,21 @@ impl<D: Disk> Broker<D> {
             }
             let enough = total >= (request.min_bytes as usize).max(1) || any_error;
             if enough || tokio::time::Instant::now() >= deadline || watches.is_empty() {
-                return FetchResponse { topics };
+                return FetchResponse {
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    topics,
+                };
             }
             let changed = futures_util::future::select_all(
                 watches.iter_mut().map(|watch| Box::pin(watch.changed())),
             );
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return FetchResponse { topics };
+                return FetchResponse {
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    topics,
+                };
             }
         }
     }

@@ -113,6 +113,7 @@ async fn fetch(
     max_wait_ms: u32,
 ) -> FetchPartitionResponse {
     let request = FetchRequest {
+        plugin: None,
         max_wait_ms,
         min_bytes: 1,
         max_bytes: 1 << 20,

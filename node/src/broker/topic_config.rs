@@ -23,6 +23,8 @@ pub const KEYS: &[&str] = &[
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
     "min.insync.replicas",
+    "partitioner.module",
+    "produce.filter.module",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
@@ -92,6 +94,13 @@ pub struct TopicConfig {
     pub segment_bytes: u64,
     /// `segment.ms` (default 7 days).
     pub segment_age: Duration,
+    /// `partitioner.module` (default none): a named partitioner module; producers that
+    /// leave the partition to the node send records to `NODE_PARTITIONED`.
+    pub partitioner_module: Option<String>,
+    /// `produce.filter.module` (default none): a named filter, map or filter_map module
+    /// every produced batch runs through before it is appended; a record it fails refuses
+    /// the batch with `InvalidRecord`.
+    pub produce_filter_module: Option<String>,
     /// The overrides this was built from.
     pub overrides: BTreeMap<String, String>,
 }
@@ -114,6 +123,8 @@ impl Default for TopicConfig {
             retention: Some(Duration::from_millis(604_800_000)),
             segment_bytes: log.segment_bytes,
             segment_age: log.segment_age,
+            partitioner_module: None,
+            produce_filter_module: None,
             overrides: BTreeMap::new(),
         }
     }
@@ -166,6 +177,20 @@ impl TopicConfig {
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
+            "partitioner.module" | "produce.filter.module" => {
+                let name = value.trim();
+                let module = if name.is_empty() {
+                    None
+                } else {
+                    validate_module_name(name).map_err(|error| format!("{key}: {error}"))?;
+                    Some(name.to_string())
+                };
+                if key == "partitioner.module" {
+                    self.partitioner_module = module;
+                } else {
+                    self.produce_filter_module = module;
+                }
+            }
             "cleanup.policy" => {
                 let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
                 parts.sort_unstable();
@@ -332,6 +357,8 @@ impl TopicConfig {
             ),
             "segment.bytes" => self.segment_bytes.to_string(),
             "segment.ms" => self.segment_age.as_millis().to_string(),
+            "partitioner.module" => self.partitioner_module.clone().unwrap_or_default(),
+            "produce.filter.module" => self.produce_filter_module.clone().unwrap_or_default(),
             _ => String::new(),
         }
     }
@@ -439,4 +466,17 @@ mod tests {
         assert!(validate_topic_name("a/b").unwrap_err().contains("'/'"));
         assert!(validate_topic_name("héllo").is_err());
     }
+}
+
+/// Module and transform names: 1-128 of `[a-zA-Z0-9._-]`.
+pub fn validate_module_name(name: &str) -> Result<(), String> {
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > 128 || !valid_chars {
+        return Err(format!(
+            "{name:?} is not a valid name: use 1-128 of a-z, A-Z, 0-9, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
 }

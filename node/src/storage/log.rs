@@ -548,6 +548,26 @@ impl<D: Disk> PartitionLog<D> {
         batch: Bytes,
         durability: AppendDurability,
     ) -> Result<AppendOutcome, AppendError> {
+        self.append_spanning(batch, durability, false).await
+    }
+
+    /// [`append`](Self::append) for a batch the node rewrote (a produce filter dropped
+    /// records): it may hold fewer records than its offset span, even none, and still
+    /// takes the whole span, so a producer's sequence numbers keep lining up.
+    pub async fn append_with_gaps(
+        &self,
+        batch: Bytes,
+        durability: AppendDurability,
+    ) -> Result<AppendOutcome, AppendError> {
+        self.append_spanning(batch, durability, true).await
+    }
+
+    async fn append_spanning(
+        &self,
+        batch: Bytes,
+        durability: AppendDurability,
+        gaps_allowed: bool,
+    ) -> Result<AppendOutcome, AppendError> {
         let size = batch.len() as u64;
         let max = self
             .shared
@@ -561,7 +581,8 @@ impl<D: Disk> PartitionLog<D> {
         let header = validate_batch(&batch)?;
         // A producer's batch covers exactly its records: a larger last offset delta (legal
         // only after compaction) would let a client burn offsets without writing records.
-        if header.record_count < 1 || header.last_offset_delta != header.record_count - 1 {
+        let exact = header.record_count >= 1 && header.last_offset_delta == header.record_count - 1;
+        if !exact && !gaps_allowed {
             return Err(AppendError::InvalidBatch(BatchError::BadLastOffsetDelta {
                 last_offset_delta: header.last_offset_delta,
                 record_count: header.record_count,

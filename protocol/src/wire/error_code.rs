@@ -120,6 +120,19 @@ error_codes! {
     InvalidRegularExpression = 33, false;
     /// Another member already uses this `group.instance.id`.
     FencedInstanceId = 34, false;
+    /// A WASM module is invalid: not WebAssembly, wrong exports for its kind, imports,
+    /// too large, or it refused its parameters.
+    InvalidModule = 35, false;
+    /// No module or transform with that name.
+    ModuleNotFound = 36, false;
+    /// A module failed while running (trap, out of fuel, memory limit, malformed output).
+    ModuleFailed = 37, false;
+    /// A record was refused by the topic's produce filter (see the message).
+    InvalidRecord = 38, false;
+    /// A transform with that name exists already with another input (remove it first).
+    TransformAlreadyExists = 39, false;
+    /// The module is in use (by a topic config); change that first.
+    ModuleInUse = 40, false;
 }
 
 impl Wire for ErrorCode {

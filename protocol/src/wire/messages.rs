@@ -171,6 +171,9 @@ wire_struct! {
         pub internal: bool,
         /// Its partitions, in order.
         pub partitions: Vec<PartitionMetadata>,
+        /// The topic's partitioner module (`partitioner.module`), empty if none: producers
+        /// send records without an explicit partition to [`NODE_PARTITIONED`].
+        pub partitioner_module: String,
     }
 }
 
@@ -391,6 +394,34 @@ wire_struct! {
         pub log_append_time_ms: i64,
         /// The partition's log start offset.
         pub log_start_offset: i64,
+        /// For a produce to [`NODE_PARTITIONED`]: where the topic's partitioner module
+        /// sent the records, in request order (one partition per record, dropped records
+        /// `u32::MAX`) and the first offset written in each partition.
+        pub routed: Option<ProduceRouting>,
+    }
+}
+
+/// A produce to this partition number asks the node to partition the records with the
+/// topic's partitioner module (`partitioner.module`).
+pub const NODE_PARTITIONED: u32 = u32::MAX;
+
+wire_struct! {
+    /// Where a node-partitioned produce put its records.
+    pub struct ProduceRouting {
+        /// The partition of each record in request order; `u32::MAX` for a dropped record.
+        pub record_partitions: Vec<u32>,
+        /// `(partition, offset of its first record)` for every partition written.
+        pub base_offsets: Vec<PartitionOffset>,
+    }
+}
+
+wire_struct! {
+    /// An offset in one partition.
+    pub struct PartitionOffset {
+        /// Partition number.
+        pub partition: u32,
+        /// The offset.
+        pub offset: i64,
     }
 }
 
@@ -445,6 +476,9 @@ wire_struct! {
         pub max_bytes: u32,
         /// What to read.
         pub topics: Vec<FetchTopic>,
+        /// A named filter, map or filter_map module the node applies to every record
+        /// before sending (dropped records never cross the network; offsets are kept).
+        pub plugin: Option<PluginRef>,
     }
 }
 
@@ -455,6 +489,8 @@ wire_struct! {
         pub partition: u32,
         /// `None` on success.
         pub error: ErrorCode,
+        /// Explanation when `error` is set (a fetch plug-in's failure names the record).
+        pub message: String,
         /// One past the last readable offset.
         pub high_watermark: i64,
         /// First readable offset.
@@ -477,6 +513,10 @@ wire_struct! {
 wire_struct! {
     /// Fetch answer.
     pub struct FetchResponse {
+        /// Set when the whole fetch was refused (its plug-in is unknown or invalid).
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
         /// One per requested topic, in request order.
         pub topics: Vec<FetchTopicResponse>,
     }
@@ -820,5 +860,214 @@ wire_struct! {
     pub struct DeleteGroupsResponse {
         /// One per requested id, in request order.
         pub groups: Vec<GroupResult>,
+    }
+}
+
+wire_struct! {
+    /// A deployment parameter of a module (`threshold=1000`).
+    pub struct PluginParam {
+        /// Name; unique within a deployment.
+        pub key: String,
+        /// Value as text; the module parses it into its parameter's type.
+        pub value: String,
+    }
+}
+
+wire_struct! {
+    /// A named module with parameters, for a fetch.
+    pub struct PluginRef {
+        /// The module's name (`ledge module upload NAME`).
+        pub module: String,
+        /// Parameters, overriding the module's defaults.
+        pub params: Vec<PluginParam>,
+    }
+}
+
+wire_struct! {
+    /// Stores a module under a name (replacing the name's previous module).
+    pub struct UploadModuleRequest {
+        /// The name consumers and topic configs use.
+        pub name: String,
+        /// `filter`, `map`, `filter_map`, `flat_map` or `partitioner`.
+        pub kind: String,
+        /// The `.wasm` bytes.
+        pub module: Bytes,
+        /// Default parameters.
+        pub params: Vec<PluginParam>,
+    }
+}
+
+wire_struct! {
+    /// Upload outcome.
+    pub struct UploadModuleResponse {
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// SHA-256 of the module, hex.
+        pub hash: String,
+    }
+}
+
+wire_struct! {
+    /// Lists named modules.
+    pub struct ListModulesRequest {}
+}
+
+wire_struct! {
+    /// A named module.
+    pub struct ModuleDescription {
+        /// Name.
+        pub name: String,
+        /// Kind.
+        pub kind: String,
+        /// SHA-256, hex.
+        pub hash: String,
+        /// Size of the `.wasm` in bytes.
+        pub size_bytes: u64,
+        /// Default parameters.
+        pub params: Vec<PluginParam>,
+        /// Upload time, ms since the epoch.
+        pub uploaded_ms: i64,
+    }
+}
+
+wire_struct! {
+    /// Named modules, sorted by name.
+    pub struct ListModulesResponse {
+        /// The modules.
+        pub modules: Vec<ModuleDescription>,
+    }
+}
+
+wire_struct! {
+    /// Removes a named module.
+    pub struct DeleteModuleRequest {
+        /// Name.
+        pub name: String,
+    }
+}
+
+wire_struct! {
+    /// Removal outcome.
+    pub struct DeleteModuleResponse {
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+    }
+}
+
+wire_struct! {
+    /// Deploys a topic transform, or a new version of one (swapped at a batch boundary,
+    /// keeping its input position).
+    pub struct DeployTransformRequest {
+        /// The transform's name.
+        pub name: String,
+        /// Kind of the module.
+        pub kind: String,
+        /// The `.wasm` bytes.
+        pub module: Bytes,
+        /// Input topic.
+        pub input: String,
+        /// Output topic; empty means `<input>.<name>`. Created with the input's partition
+        /// count if missing.
+        pub output: String,
+        /// Parameters.
+        pub params: Vec<PluginParam>,
+        /// `dead-letter`, `skip` or `stop`.
+        pub on_error: String,
+        /// Dead-letter topic; empty means `<name>.dead-letter`.
+        pub dead_letter_topic: String,
+    }
+}
+
+wire_struct! {
+    /// Deploy outcome.
+    pub struct DeployTransformResponse {
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// The deployed version (1 for a new transform).
+        pub version: u32,
+    }
+}
+
+wire_struct! {
+    /// Describes transforms.
+    pub struct DescribeTransformsRequest {
+        /// Names; empty for every transform.
+        pub names: Vec<String>,
+    }
+}
+
+wire_struct! {
+    /// A transform's definition and live status.
+    pub struct TransformDescription {
+        /// Name.
+        pub name: String,
+        /// `ModuleNotFound` for an unknown name.
+        pub error: ErrorCode,
+        /// Kind of its module.
+        pub kind: String,
+        /// Input topic.
+        pub input: String,
+        /// Output topic.
+        pub output: String,
+        /// Dead-letter topic.
+        pub dead_letter_topic: String,
+        /// Error policy.
+        pub on_error: String,
+        /// Module SHA-256, hex.
+        pub module_hash: String,
+        /// Parameters.
+        pub params: Vec<PluginParam>,
+        /// Deployed version.
+        pub version: u32,
+        /// `running`, `paused` or `failed`.
+        pub state: String,
+        /// Why it is paused or failed, or the last record error.
+        pub last_error: String,
+        /// Records read since the node started.
+        pub records_in: u64,
+        /// Records written to the output since the node started.
+        pub records_out: u64,
+        /// Records sent to the dead-letter topic (or skipped) since the node started.
+        pub records_dead: u64,
+        /// Records of the input not processed yet, over all partitions.
+        pub lag: u64,
+        /// Time spent inside the module since the node started, µs.
+        pub busy_us: u64,
+        /// Per input partition: next input offset to process.
+        pub positions: Vec<PartitionOffset>,
+    }
+}
+
+wire_struct! {
+    /// Transforms.
+    pub struct DescribeTransformsResponse {
+        /// One per requested name, or every transform sorted by name.
+        pub transforms: Vec<TransformDescription>,
+    }
+}
+
+wire_struct! {
+    /// Pauses, resumes or removes a transform.
+    pub struct AlterTransformRequest {
+        /// Name.
+        pub name: String,
+        /// `pause`, `resume` or `remove`.
+        pub action: String,
+    }
+}
+
+wire_struct! {
+    /// Outcome.
+    pub struct AlterTransformResponse {
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
     }
 }

@@ -124,6 +124,12 @@ apis! {
     ListGroups = 13, ListGroupsRequest, ListGroupsResponse;
     DescribeGroups = 14, DescribeGroupsRequest, DescribeGroupsResponse;
     DeleteGroups = 15, DeleteGroupsRequest, DeleteGroupsResponse;
+    UploadModule = 16, UploadModuleRequest, UploadModuleResponse;
+    ListModules = 17, ListModulesRequest, ListModulesResponse;
+    DeleteModule = 18, DeleteModuleRequest, DeleteModuleResponse;
+    DeployTransform = 19, DeployTransformRequest, DeployTransformResponse;
+    DescribeTransforms = 20, DescribeTransformsRequest, DescribeTransformsResponse;
+    AlterTransform = 21, AlterTransformRequest, AlterTransformResponse;
 }
 
 /// The only version of each API so far.

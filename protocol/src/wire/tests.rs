@@ -58,6 +58,7 @@ fn samples() -> Vec<Request> {
             }],
         }),
         Request::Fetch(FetchRequest {
+            plugin: None,
             max_wait_ms: 500,
             min_bytes: 1,
             max_bytes: 1 << 20,
@@ -102,6 +103,7 @@ fn response_samples() -> Vec<Response> {
         Response::Metadata(MetadataResponse {
             node_id: 1,
             topics: vec![TopicMetadata {
+                partitioner_module: String::new(),
                 name: "orders".into(),
                 error: ErrorCode::None,
                 internal: false,
@@ -121,6 +123,7 @@ fn response_samples() -> Vec<Response> {
             topics: vec![ProduceTopicResponse {
                 name: "orders".into(),
                 partitions: vec![ProducePartitionResponse {
+                    routed: None,
                     partition: 0,
                     error: ErrorCode::MessageTooLarge,
                     message: "too big".into(),
@@ -131,9 +134,12 @@ fn response_samples() -> Vec<Response> {
             }],
         }),
         Response::Fetch(FetchResponse {
+            error: ErrorCode::None,
+            message: String::new(),
             topics: vec![FetchTopicResponse {
                 name: "orders".into(),
                 partitions: vec![FetchPartitionResponse {
+                    message: String::new(),
                     partition: 0,
                     error: ErrorCode::None,
                     high_watermark: 5,
@@ -327,10 +333,13 @@ fn error_codes_are_stable_and_unknown_codes_degrade() {
 fn large_payloads_are_sent_as_their_own_chunks() {
     let records = Bytes::from(vec![7u8; 100_000]);
     let response = Response::Fetch(FetchResponse {
+        error: ErrorCode::None,
+        message: String::new(),
         topics: vec![FetchTopicResponse {
             name: "t".into(),
             partitions: vec![
                 FetchPartitionResponse {
+                    message: String::new(),
                     partition: 0,
                     error: ErrorCode::None,
                     high_watermark: 1,
@@ -338,6 +347,7 @@ fn large_payloads_are_sent_as_their_own_chunks() {
                     records: records.clone(),
                 },
                 FetchPartitionResponse {
+                    message: String::new(),
                     partition: 1,
                     error: ErrorCode::None,
                     high_watermark: 1,

@@ -1,0 +1,753 @@
+//! WASM plug-ins in the broker: named modules (upload, list, delete), the plug-in cache,
+//! running a module over a stored batch, and the two request-path hooks: a topic's
+//! produce filter and partitioner (`produce.filter.module`, `partitioner.module`) and a
+//! consumer's fetch plug-in (`FetchRequest::plugin`). Topic transforms are in
+//! `transforms.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use ledge_protocol::wire::{
+    DeleteModuleRequest, DeleteModuleResponse, ErrorCode, ListModulesResponse, ModuleDescription,
+    PartitionOffset, PluginParam, PluginRef, ProduceRouting, UploadModuleRequest,
+    UploadModuleResponse,
+};
+use ledge_protocol::{
+    BATCH_HEADER_BYTES, BatchHeader, BatchIter, DecodeLimits, DecodedRecord, EncodeOptions, Header,
+    Record, RecordIter, decompress_records, encode_batch_with_deltas, encode_empty_batch,
+};
+
+use super::metadata::StoredModule;
+use super::topic_config::validate_module_name;
+use super::{Broker, read};
+use crate::storage::{AppendDurability, Disk};
+use crate::wasm::abi::record_spans;
+use crate::wasm::{InputHeader, Outcome, OutputRecord, Plugin, PluginKind, WasmError};
+
+/// Plug-ins (a module with one set of parameters) kept instantiated for fetches and
+/// produce hooks; beyond this the cache starts over.
+const PLUGIN_CACHE_MAX: usize = 64;
+
+/// A stored batch opened for a plug-in.
+pub(crate) struct OpenedBatch {
+    pub(crate) header: BatchHeader,
+    pub(crate) records: Vec<DecodedRecord>,
+    region: Bytes,
+    spans: Vec<(usize, usize)>,
+}
+
+/// Decompresses a batch and views its records (their bytes share the region).
+pub(crate) fn open_batch(batch: &Bytes) -> Result<OpenedBatch, String> {
+    let (header, region) =
+        decompress_records(batch, &DecodeLimits::default()).map_err(|error| error.to_string())?;
+    let region = match region {
+        std::borrow::Cow::Borrowed(slice) => batch.slice_ref(slice),
+        std::borrow::Cow::Owned(vec) => Bytes::from(vec),
+    };
+    let mut records = Vec::new();
+    for view in RecordIter::new(&region, header) {
+        let view = view.map_err(|error| error.to_string())?;
+        records.push(DecodedRecord {
+            offset: view.offset,
+            timestamp: view.timestamp,
+            key: view.key.map(|key| region.slice_ref(key)),
+            value: view.value.map(|value| region.slice_ref(value)),
+            headers: view
+                .headers()
+                .map(|header| Header {
+                    key: header.key.to_string(),
+                    value: header.value.map(|value| region.slice_ref(value)),
+                })
+                .collect(),
+        });
+    }
+    let spans = record_spans(&region, records.len()).map_err(|error| error.0)?;
+    Ok(OpenedBatch {
+        header,
+        records,
+        region,
+        spans,
+    })
+}
+
+impl OpenedBatch {
+    /// Runs `plugin` over records `range` (in calls of at most `batch_records_max`).
+    pub(crate) async fn run(
+        &self,
+        plugin: &Arc<Plugin>,
+        range: std::ops::Range<usize>,
+        partition: u32,
+        partition_count: u32,
+    ) -> Result<Vec<Outcome>, WasmError> {
+        let chunk = plugin.limits().batch_records_max.max(1);
+        let mut outcomes = Vec::with_capacity(range.len());
+        let mut start = range.start;
+        while start < range.end {
+            let end = (start + chunk).min(range.end);
+            let (Some(first), Some(last)) = (self.spans.get(start), self.spans.get(end - 1)) else {
+                break;
+            };
+            let header = InputHeader {
+                partition,
+                partition_count,
+                base_offset: self.header.base_offset,
+                base_timestamp: self.header.base_timestamp,
+            };
+            let run = plugin
+                .run_blocking(header, self.region.slice(first.0..last.1), end - start)
+                .await?;
+            outcomes.extend(run.outcomes);
+            start = end;
+        }
+        Ok(outcomes)
+    }
+
+    /// Encodes the records that survived, at their original offsets, spanning the original
+    /// batch's offsets (an empty batch if none survived).
+    pub(crate) fn encode_kept(
+        &self,
+        kept: &[(i64, Record)],
+        options: &EncodeOptions,
+    ) -> Result<Bytes, String> {
+        let options = EncodeOptions {
+            base_offset: self.header.base_offset,
+            producer_id: self.header.producer_id,
+            producer_epoch: self.header.producer_epoch,
+            base_sequence: self.header.base_sequence,
+            timestamp_type: self.header.timestamp_type(),
+            transactional: self.header.is_transactional(),
+            ..options.clone()
+        };
+        let result = if kept.is_empty() {
+            encode_empty_batch(
+                self.header.last_offset_delta,
+                self.header.max_timestamp,
+                &options,
+            )
+        } else {
+            let deltas: Vec<i32> = kept
+                .iter()
+                .map(|(offset, _)| {
+                    i32::try_from(offset - self.header.base_offset).unwrap_or(i32::MAX)
+                })
+                .collect();
+            let records: Vec<Record> = kept.iter().map(|(_, record)| record.clone()).collect();
+            encode_batch_with_deltas(&records, &deltas, self.header.last_offset_delta, &options)
+        };
+        result.map_err(|error| error.to_string())
+    }
+}
+
+/// A module's output record as a record to encode; a missing timestamp is the input's.
+pub(crate) fn output_record(output: OutputRecord, input_timestamp: i64) -> Record {
+    Record {
+        timestamp: output.timestamp.unwrap_or(input_timestamp),
+        key: output.key,
+        value: output.value,
+        headers: output.headers,
+    }
+}
+
+/// Applies filter/map outcomes (one per record) to a batch's records, keeping offsets.
+/// `Err((index, message))` for the first record the module failed.
+pub(crate) fn apply_one_to_one(
+    records: &[DecodedRecord],
+    outcomes: Vec<Outcome>,
+) -> Result<Vec<(i64, Record)>, (usize, String)> {
+    let mut kept = Vec::with_capacity(records.len());
+    for (index, (record, outcome)) in records.iter().zip(outcomes).enumerate() {
+        match outcome {
+            Outcome::Keep => kept.push((record.offset, record.clone().into_record())),
+            Outcome::Drop => {}
+            Outcome::Records(mut outputs) => {
+                if let Some(output) = outputs.pop() {
+                    kept.push((record.offset, output_record(output, record.timestamp)));
+                }
+            }
+            Outcome::Error(message) => return Err((index, message)),
+            Outcome::Partition(_) => {
+                return Err((index, "a partitioner cannot filter records".into()));
+            }
+        }
+    }
+    Ok(kept)
+}
+
+pub(crate) fn params_map(params: &[PluginParam]) -> Result<BTreeMap<String, String>, String> {
+    let mut map = BTreeMap::new();
+    for param in params {
+        if param.key.is_empty() {
+            return Err("a parameter has an empty name".into());
+        }
+        if map.insert(param.key.clone(), param.value.clone()).is_some() {
+            return Err(format!("parameter {:?} given twice", param.key));
+        }
+    }
+    Ok(map)
+}
+
+pub(crate) fn params_list(params: &BTreeMap<String, String>) -> Vec<PluginParam> {
+    params
+        .iter()
+        .map(|(key, value)| PluginParam {
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+pub(crate) fn wasm_error_code(error: &WasmError) -> ErrorCode {
+    match error {
+        WasmError::InvalidModule(_) | WasmError::ModuleTooLarge { .. } | WasmError::Init(_) => {
+            ErrorCode::InvalidModule
+        }
+        WasmError::Engine(_) => ErrorCode::UnknownServerError,
+        _ => ErrorCode::ModuleFailed,
+    }
+}
+
+impl<D: Disk> Broker<D> {
+    /// A plug-in for `module` with `params`, instantiated once and cached.
+    pub(crate) async fn plugin(
+        &self,
+        module: &StoredModule,
+        params: BTreeMap<String, String>,
+    ) -> Result<Arc<Plugin>, (ErrorCode, String)> {
+        let key = format!(
+            "{}/{}/{}",
+            module.hash,
+            module.kind,
+            serde_json::to_string(&params).unwrap_or_default()
+        );
+        if let Some(plugin) = self.plugin_cache().get(&key) {
+            return Ok(Arc::clone(plugin));
+        }
+        let compiled = self
+            .modules
+            .get(&module.hash, module.kind)
+            .await
+            .map_err(|error| (ErrorCode::InvalidModule, error.to_string()))?;
+        let engine = self.modules.engine().clone();
+        let params: Vec<(String, String)> = params.into_iter().collect();
+        let plugin = tokio::task::spawn_blocking(move || Plugin::new(&engine, compiled, params))
+            .await
+            .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?
+            .map_err(|error| (wasm_error_code(&error), error.to_string()))?;
+        let plugin = Arc::new(plugin);
+        let mut cache = self.plugin_cache();
+        if cache.len() >= PLUGIN_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&plugin));
+        Ok(plugin)
+    }
+
+    fn plugin_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Plugin>>> {
+        self.plugins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The named module, with its default parameters overridden by `overrides`, as a
+    /// plug-in of one of `kinds`.
+    pub(crate) async fn named_plugin(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        kinds: &[PluginKind],
+        purpose: &str,
+    ) -> Result<Arc<Plugin>, (ErrorCode, String)> {
+        let module = self
+            .admin
+            .lock()
+            .await
+            .current()
+            .modules
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                (
+                    ErrorCode::ModuleNotFound,
+                    format!("no module named {name:?} (upload it with `ledge module upload`)"),
+                )
+            })?;
+        if !kinds.contains(&module.kind) {
+            let allowed: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+            return Err((
+                ErrorCode::InvalidModule,
+                format!(
+                    "module {name:?} is a {}; {purpose} takes a {}",
+                    module.kind,
+                    allowed.join(" or ")
+                ),
+            ));
+        }
+        let mut params = module.params.clone();
+        params.extend(overrides);
+        self.plugin(&module, params).await
+    }
+
+    pub(crate) async fn upload_module(&self, request: UploadModuleRequest) -> UploadModuleResponse {
+        let fail = |(error, message): (ErrorCode, String)| UploadModuleResponse {
+            error,
+            message,
+            hash: String::new(),
+        };
+        match self.store_named_module(request).await {
+            Ok(hash) => UploadModuleResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+                hash,
+            },
+            Err(error) => fail(error),
+        }
+    }
+
+    /// Stores `bytes` as the module `name` (the config file's `[[module]]`); unchanged
+    /// modules are a no-op. Returns the module's hash.
+    pub async fn upload_named_module(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        bytes: Bytes,
+        params: BTreeMap<String, String>,
+    ) -> Result<String, (ErrorCode, String)> {
+        let existing = self.admin.lock().await.current().modules.get(name).cloned();
+        if let Some(existing) = existing
+            && existing.kind == kind
+            && existing.params == params
+            && existing.hash == crate::wasm::content_hash(&bytes)
+        {
+            return Ok(existing.hash);
+        }
+        self.store_named_module(UploadModuleRequest {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            module: bytes,
+            params: params_list(&params),
+        })
+        .await
+    }
+
+    async fn store_named_module(
+        &self,
+        request: UploadModuleRequest,
+    ) -> Result<String, (ErrorCode, String)> {
+        validate_module_name(&request.name)
+            .map_err(|error| (ErrorCode::InvalidRequest, format!("module name: {error}")))?;
+        let kind: PluginKind = request
+            .kind
+            .parse()
+            .map_err(|error| (ErrorCode::InvalidRequest, error))?;
+        let params =
+            params_map(&request.params).map_err(|error| (ErrorCode::InvalidRequest, error))?;
+        let stored = self.store_module(request.module, kind, params).await?;
+        let hash = stored.hash.clone();
+        let mut admin = self.admin.lock().await;
+        let mut next = admin.current().clone();
+        next.modules.insert(request.name.clone(), stored);
+        admin.store(next).await.map_err(|error| {
+            (
+                ErrorCode::StorageError,
+                format!("could not record module {:?}: {error}", request.name),
+            )
+        })?;
+        drop(admin);
+        self.collect_module_garbage().await;
+        Ok(hash)
+    }
+
+    /// Checks, compiles and stores a module, and checks `params` by instantiating it.
+    pub(crate) async fn store_module(
+        &self,
+        bytes: Bytes,
+        kind: PluginKind,
+        params: BTreeMap<String, String>,
+    ) -> Result<StoredModule, (ErrorCode, String)> {
+        let size_bytes = bytes.len() as u64;
+        let module = self
+            .modules
+            .put(bytes, kind)
+            .await
+            .map_err(|error| match error {
+                crate::wasm::ModuleStoreError::Wasm(error) => {
+                    (wasm_error_code(&error), error.to_string())
+                }
+                other => (ErrorCode::StorageError, other.to_string()),
+            })?;
+        let stored = StoredModule {
+            hash: module.hash().to_string(),
+            kind,
+            size_bytes,
+            params: params.clone(),
+            uploaded_ms: self.clock.wall_time_ms(),
+        };
+        // Instantiating with the parameters reports a refused parameter now, not later.
+        self.plugin(&stored, params).await?;
+        Ok(stored)
+    }
+
+    /// Removes module files no name or transform refers to.
+    pub(crate) async fn collect_module_garbage(&self) {
+        let admin = self.admin.lock().await;
+        let current = admin.current();
+        let keep = current
+            .modules
+            .values()
+            .map(|module| module.hash.clone())
+            .chain(
+                current
+                    .transforms
+                    .values()
+                    .map(|transform| transform.module.hash.clone()),
+            )
+            .collect();
+        if let Err(error) = self.modules.retain(&keep).await {
+            tracing::warn!(%error, "removing unused module files failed");
+        }
+    }
+
+    pub(crate) async fn list_modules(&self) -> ListModulesResponse {
+        let admin = self.admin.lock().await;
+        ListModulesResponse {
+            modules: admin
+                .current()
+                .modules
+                .iter()
+                .map(|(name, module)| ModuleDescription {
+                    name: name.clone(),
+                    kind: module.kind.to_string(),
+                    hash: module.hash.clone(),
+                    size_bytes: module.size_bytes,
+                    params: params_list(&module.params),
+                    uploaded_ms: module.uploaded_ms,
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) async fn delete_module(&self, request: DeleteModuleRequest) -> DeleteModuleResponse {
+        let result = async {
+            let mut admin = self.admin.lock().await;
+            let mut next = admin.current().clone();
+            if next.modules.remove(&request.name).is_none() {
+                return Err((
+                    ErrorCode::ModuleNotFound,
+                    format!("no module named {:?}", request.name),
+                ));
+            }
+            let users: Vec<String> = read(&self.topics)
+                .iter()
+                .filter(|(_, topic)| {
+                    let config = read(&topic.config);
+                    config.partitioner_module.as_deref() == Some(request.name.as_str())
+                        || config.produce_filter_module.as_deref() == Some(request.name.as_str())
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            if !users.is_empty() {
+                return Err((
+                    ErrorCode::ModuleInUse,
+                    format!(
+                        "module {:?} is used by topic(s) {}; change their partitioner.module / produce.filter.module first",
+                        request.name,
+                        users.join(", ")
+                    ),
+                ));
+            }
+            admin.store(next).await.map_err(|error| {
+                (
+                    ErrorCode::StorageError,
+                    format!("could not record the removal: {error}"),
+                )
+            })
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.collect_module_garbage().await;
+                DeleteModuleResponse {
+                    error: ErrorCode::None,
+                    message: String::new(),
+                }
+            }
+            Err((error, message)) => DeleteModuleResponse { error, message },
+        }
+    }
+
+    /// Runs a topic's produce filter over one batch: the batch unchanged when every record
+    /// is kept, else a rewritten batch that keeps the original offset span (`true`).
+    pub(crate) async fn filter_produced_batch(
+        &self,
+        module_name: &str,
+        batch: Bytes,
+        partition_count: u32,
+    ) -> Result<(Bytes, bool), (ErrorCode, String)> {
+        let plugin = self
+            .named_plugin(
+                module_name,
+                BTreeMap::new(),
+                &[PluginKind::Filter, PluginKind::Map, PluginKind::FilterMap],
+                "produce.filter.module",
+            )
+            .await?;
+        let opened = open_batch(&batch).map_err(|error| {
+            (
+                ErrorCode::CorruptMessage,
+                format!("malformed batch: {error}"),
+            )
+        })?;
+        let outcomes = opened
+            .run(&plugin, 0..opened.records.len(), 0, partition_count)
+            .await
+            .map_err(|error| {
+                (
+                    wasm_error_code(&error),
+                    format!("produce filter {module_name:?}: {error}"),
+                )
+            })?;
+        if outcomes.iter().all(|outcome| *outcome == Outcome::Keep) {
+            return Ok((batch, false));
+        }
+        let kept = apply_one_to_one(&opened.records, outcomes).map_err(|(index, message)| {
+            (
+                ErrorCode::InvalidRecord,
+                format!("record {index} of the batch refused by produce filter {module_name:?}: {message}"),
+            )
+        })?;
+        let compression = opened
+            .header
+            .compression()
+            .unwrap_or(ledge_protocol::Compression::None);
+        let options = EncodeOptions {
+            compression,
+            ..EncodeOptions::default()
+        };
+        let rewritten = opened
+            .encode_kept(&kept, &options)
+            .map_err(|error| (ErrorCode::UnknownServerError, error))?;
+        Ok((rewritten, true))
+    }
+
+    /// Runs a fetch plug-in over the batches read from one partition; dropped records
+    /// leave offset gaps (empty batches where a whole batch went), so positions advance.
+    pub(crate) async fn apply_fetch_plugin(
+        &self,
+        plugin: &Arc<Plugin>,
+        bytes: Bytes,
+        partition: u32,
+        partition_count: u32,
+    ) -> Result<Bytes, (ErrorCode, String)> {
+        let mut out = BytesMut::with_capacity(bytes.len());
+        for item in BatchIter::new(&bytes) {
+            let (header, raw) = item.map_err(|error| {
+                (
+                    ErrorCode::CorruptMessage,
+                    format!("stored batch unreadable: {error}"),
+                )
+            })?;
+            if header.is_control() || header.record_count == 0 {
+                out.extend_from_slice(raw);
+                continue;
+            }
+            let batch = bytes.slice_ref(raw);
+            let opened = open_batch(&batch)
+                .map_err(|error| (ErrorCode::CorruptMessage, format!("stored batch: {error}")))?;
+            let outcomes = opened
+                .run(plugin, 0..opened.records.len(), partition, partition_count)
+                .await
+                .map_err(|error| {
+                    (
+                        wasm_error_code(&error),
+                        format!(
+                            "fetch plug-in on batch at offset {}: {error}",
+                            header.base_offset
+                        ),
+                    )
+                })?;
+            if outcomes.iter().all(|outcome| *outcome == Outcome::Keep) {
+                out.extend_from_slice(raw);
+                continue;
+            }
+            let kept = apply_one_to_one(&opened.records, outcomes).map_err(|(index, message)| {
+                let offset = opened.records.get(index).map_or(-1, |record| record.offset);
+                (
+                    ErrorCode::ModuleFailed,
+                    format!("fetch plug-in failed the record at offset {offset}: {message} (seek past it to go on)"),
+                )
+            })?;
+            let rewritten = opened
+                .encode_kept(&kept, &EncodeOptions::default())
+                .map_err(|error| (ErrorCode::UnknownServerError, error))?;
+            debug_assert!(rewritten.len() >= BATCH_HEADER_BYTES);
+            out.extend_from_slice(&rewritten);
+        }
+        Ok(out.freeze())
+    }
+
+    /// The fetch plug-in a request names, if any.
+    pub(crate) async fn fetch_plugin(
+        &self,
+        plugin: &Option<PluginRef>,
+    ) -> Result<Option<Arc<Plugin>>, (ErrorCode, String)> {
+        let Some(plugin) = plugin else {
+            return Ok(None);
+        };
+        let overrides =
+            params_map(&plugin.params).map_err(|error| (ErrorCode::InvalidRequest, error))?;
+        self.named_plugin(
+            &plugin.module,
+            overrides,
+            &[PluginKind::Filter, PluginKind::Map, PluginKind::FilterMap],
+            "a fetch",
+        )
+        .await
+        .map(Some)
+    }
+
+    /// A produce to `NODE_PARTITIONED`: the topic's partitioner module picks each record's
+    /// partition (after its produce filter, if any); records are appended per partition.
+    pub(crate) async fn produce_node_partitioned(
+        &self,
+        topic: &str,
+        records: Bytes,
+        durability: AppendDurability,
+    ) -> Result<ProduceRouting, (ErrorCode, String)> {
+        let topic_entry = self.topic(topic).ok_or_else(|| {
+            (
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic {topic:?}"),
+            )
+        })?;
+        let config = read(&topic_entry.config).clone();
+        let partition_count = read(&topic_entry.partitions).len() as u32;
+        let Some(partitioner) = config.partitioner_module.clone() else {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!("topic {topic:?} has no partitioner.module; name a partition"),
+            ));
+        };
+        let plugin = self
+            .named_plugin(
+                &partitioner,
+                BTreeMap::new(),
+                &[PluginKind::Partitioner],
+                "partitioner.module",
+            )
+            .await?;
+        let mut routing = ProduceRouting::default();
+        let mut per_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+        let mut codec = ledge_protocol::Compression::None;
+        for item in BatchIter::new(&records) {
+            let (header, raw) = item.map_err(|error| {
+                (
+                    ErrorCode::CorruptMessage,
+                    format!("malformed record batch: {error}"),
+                )
+            })?;
+            if header.producer_id >= 0 {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    "a node-partitioned produce cannot be idempotent (the node, not the producer, orders the records); send it without a producer id".into(),
+                ));
+            }
+            let mut batch = records.slice_ref(raw);
+            if let Some(filter) = &config.produce_filter_module {
+                batch = self
+                    .filter_produced_batch(filter, batch, partition_count)
+                    .await?
+                    .0;
+            }
+            let opened = open_batch(&batch).map_err(|error| {
+                (
+                    ErrorCode::CorruptMessage,
+                    format!("malformed batch: {error}"),
+                )
+            })?;
+            codec = opened
+                .header
+                .compression()
+                .unwrap_or(ledge_protocol::Compression::None);
+            let outcomes = opened
+                .run(&plugin, 0..opened.records.len(), 0, partition_count)
+                .await
+                .map_err(|error| {
+                    (
+                        wasm_error_code(&error),
+                        format!("partitioner {partitioner:?}: {error}"),
+                    )
+                })?;
+            // Records the filter dropped are gaps in the rewritten batch: report them so the
+            // producer can still pair each of its records with an outcome.
+            let mut next_offset = opened.header.base_offset;
+            for (record, outcome) in opened.records.iter().zip(outcomes) {
+                while next_offset < record.offset {
+                    routing.record_partitions.push(u32::MAX);
+                    next_offset += 1;
+                }
+                next_offset = record.offset + 1;
+                match outcome {
+                    Outcome::Partition(partition) => {
+                        routing.record_partitions.push(partition);
+                        per_partition
+                            .entry(partition)
+                            .or_default()
+                            .push(record.clone().into_record());
+                    }
+                    Outcome::Error(message) => {
+                        return Err((
+                            ErrorCode::InvalidRecord,
+                            format!(
+                                "partitioner {partitioner:?} failed record {}: {message}",
+                                record.offset - opened.header.base_offset
+                            ),
+                        ));
+                    }
+                    other => {
+                        return Err((
+                            ErrorCode::ModuleFailed,
+                            format!("partitioner {partitioner:?} returned {other:?}"),
+                        ));
+                    }
+                }
+            }
+            let last = opened.header.base_offset + i64::from(opened.header.last_offset_delta);
+            while next_offset <= last {
+                routing.record_partitions.push(u32::MAX);
+                next_offset += 1;
+            }
+        }
+        let append_time = (config.timestamp_type
+            == super::topic_config::TimestampType::LogAppendTime)
+            .then(|| self.clock.wall_time_ms());
+        let appends = per_partition.into_iter().map(|(partition, records)| {
+            let config = &config;
+            async move {
+                let target = self.partition(topic, partition)?;
+                let log = target.log()?;
+                let options = EncodeOptions {
+                    compression: codec,
+                    ..EncodeOptions::default()
+                };
+                let batch = ledge_protocol::encode_batch(&records, &options)
+                    .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?;
+                let header = BatchHeader::parse(&batch)
+                    .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?;
+                let batch = self.prepare_batch(&header, batch, config, append_time)?;
+                let outcome = log
+                    .append(batch, durability)
+                    .await
+                    .map_err(|error| self.append_failed(&target, error))?;
+                Ok::<_, (ErrorCode, String)>(PartitionOffset {
+                    partition,
+                    offset: outcome.base_offset,
+                })
+            }
+        });
+        for result in futures_util::future::join_all(appends).await {
+            routing.base_offsets.push(result?);
+        }
+        Ok(routing)
+    }
+}

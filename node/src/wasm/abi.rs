@@ -1,0 +1,595 @@
+//! The host side of the plug-in ABI (docs/WASM-ABI.md): building input batches and
+//! parameter blocks, and reading a guest's output back. Pure; no wasmtime here.
+//!
+//! Nothing the guest returns is trusted: every count and length is checked against the
+//! bytes that remain, tags are checked against what the module's kind may return, and an
+//! output that does not parse is [`AbiError`] ("garbage"), which fails the batch like a trap.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use ledge_protocol::Header;
+
+/// The ABI version a module's `ledge_abi_version` must return.
+pub const ABI_VERSION: i32 = 1;
+
+/// Bytes of the input header before the records.
+pub const INPUT_HEADER_BYTES: usize = 4 + 4 + 4 + 8 + 8;
+
+/// What a module does with records; each kind has its own export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    /// Keeps or drops each record.
+    Filter,
+    /// Replaces each record with exactly one record.
+    Map,
+    /// Drops a record or replaces it with one record.
+    FilterMap,
+    /// Replaces each record with zero or more records.
+    FlatMap,
+    /// Picks each record's partition.
+    Partitioner,
+}
+
+impl PluginKind {
+    /// Every kind.
+    pub const ALL: [Self; 5] = [
+        Self::Filter,
+        Self::Map,
+        Self::FilterMap,
+        Self::FlatMap,
+        Self::Partitioner,
+    ];
+
+    /// The export that processes a batch for this kind.
+    pub fn export_name(self) -> &'static str {
+        match self {
+            Self::Filter => "ledge_filter",
+            Self::Map => "ledge_map",
+            Self::FilterMap => "ledge_filter_map",
+            Self::FlatMap => "ledge_flat_map",
+            Self::Partitioner => "ledge_partitioner",
+        }
+    }
+
+    /// The name used in configs, the CLI and the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Filter => "filter",
+            Self::Map => "map",
+            Self::FilterMap => "filter_map",
+            Self::FlatMap => "flat_map",
+            Self::Partitioner => "partitioner",
+        }
+    }
+
+    /// Whether records of this kind keep a one-to-one relation to their input (so the
+    /// output can keep the input's offsets, as a fetch needs).
+    pub fn preserves_offsets(self) -> bool {
+        matches!(self, Self::Filter | Self::Map | Self::FilterMap)
+    }
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PluginKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let wanted = text.replace('-', "_");
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == wanted)
+            .ok_or_else(|| {
+                format!(
+                    "unknown plug-in kind {text:?}; expected one of filter, map, filter_map, flat_map, partitioner"
+                )
+            })
+    }
+}
+
+/// Output that breaks the ABI: the batch fails as if the module had trapped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("module returned malformed output: {0}")]
+pub struct AbiError(pub String);
+
+fn garbage(message: impl Into<String>) -> AbiError {
+    AbiError(message.into())
+}
+
+/// The fixed part of an input batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InputHeader {
+    /// Source partition (0 on produce).
+    pub partition: u32,
+    /// Partitions of the target (partitioner) or source topic.
+    pub partition_count: u32,
+    /// Offset the record offset deltas are relative to.
+    pub base_offset: i64,
+    /// Timestamp the record timestamp deltas are relative to.
+    pub base_timestamp: i64,
+}
+
+/// Writes an input batch: the header, then `records` (a Kafka v2 records region holding
+/// `record_count` records) as is.
+pub fn encode_input(header: &InputHeader, record_count: u32, records: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(INPUT_HEADER_BYTES + records.len());
+    out.extend_from_slice(&record_count.to_le_bytes());
+    out.extend_from_slice(&header.partition.to_le_bytes());
+    out.extend_from_slice(&header.partition_count.to_le_bytes());
+    out.extend_from_slice(&header.base_offset.to_le_bytes());
+    out.extend_from_slice(&header.base_timestamp.to_le_bytes());
+    out.extend_from_slice(records);
+}
+
+/// The parameter block `ledge_init` receives.
+pub fn encode_params(params: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&len_u32(params.len()).to_le_bytes());
+    for (key, value) in params {
+        out.extend_from_slice(&len_u32(key.len()).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&len_u32(value.len()).to_le_bytes());
+        out.extend_from_slice(value.as_bytes());
+    }
+    out
+}
+
+fn len_u32(len: usize) -> u32 {
+    // Parameters are bounded by the request frame, far below 4 GiB.
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// The byte span of each record in a records region, so a big batch can be handed to the
+/// guest in chunks without re-encoding (deltas stay relative to the same base).
+pub fn record_spans(region: &[u8], record_count: usize) -> Result<Vec<(usize, usize)>, AbiError> {
+    let mut spans = Vec::with_capacity(record_count.min(region.len() / 7 + 1));
+    let mut position = 0usize;
+    for index in 0..record_count {
+        let (length, width) = read_varint(region.get(position..).unwrap_or_default())
+            .ok_or_else(|| garbage(format!("record {index}: bad length varint")))?;
+        let length = usize::try_from(length)
+            .map_err(|_| garbage(format!("record {index}: negative length")))?;
+        let end = position
+            .checked_add(width)
+            .and_then(|start| start.checked_add(length))
+            .filter(|end| *end <= region.len())
+            .ok_or_else(|| garbage(format!("record {index}: length past the region")))?;
+        spans.push((position, end));
+        position = end;
+    }
+    Ok(spans)
+}
+
+/// A zigzag varint (Kafka's `varint`): the value and the bytes it took.
+fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
+    let mut raw = 0u64;
+    for (index, byte) in bytes.iter().take(5).enumerate() {
+        raw |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            let value = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+            return Some((value, index + 1));
+        }
+    }
+    None
+}
+
+/// A record a module produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// `None` keeps the input record's timestamp.
+    pub timestamp: Option<i64>,
+    /// The key; `None` is null.
+    pub key: Option<Bytes>,
+    /// The value; `None` is null.
+    pub value: Option<Bytes>,
+    /// Headers in order.
+    pub headers: Vec<Header>,
+}
+
+/// What a module decided for one input record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Unchanged.
+    Keep,
+    /// Removed.
+    Drop,
+    /// This record failed, with the module's message.
+    Error(String),
+    /// Replaced by these records.
+    Records(Vec<OutputRecord>),
+    /// Goes to this partition.
+    Partition(u32),
+}
+
+const TAG_KEEP: u8 = 0;
+const TAG_DROP: u8 = 1;
+const TAG_ERROR: u8 = 2;
+const TAG_RECORDS: u8 = 3;
+const TAG_PARTITION: u8 = 4;
+
+struct OutputReader {
+    bytes: Bytes,
+    position: usize,
+}
+
+impl OutputReader {
+    fn take(&mut self, len: usize, what: &str) -> Result<Bytes, AbiError> {
+        let end = self
+            .position
+            .checked_add(len)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or_else(|| {
+                garbage(format!(
+                    "{what} needs {len} bytes at position {}, output is {} bytes",
+                    self.position,
+                    self.bytes.len()
+                ))
+            })?;
+        let slice = self.bytes.slice(self.position..end);
+        self.position = end;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], AbiError> {
+        let bytes = self.take(N, what)?;
+        let mut array = [0u8; N];
+        array.copy_from_slice(&bytes);
+        Ok(array)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, AbiError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, AbiError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    fn i32(&mut self, what: &str) -> Result<i32, AbiError> {
+        Ok(i32::from_le_bytes(self.array(what)?))
+    }
+
+    fn i64(&mut self, what: &str) -> Result<i64, AbiError> {
+        Ok(i64::from_le_bytes(self.array(what)?))
+    }
+
+    fn len(&mut self, what: &str) -> Result<usize, AbiError> {
+        usize::try_from(self.u32(what)?).map_err(|_| garbage(format!("{what} too large")))
+    }
+
+    /// A length where -1 means null.
+    fn nullable(&mut self, what: &str) -> Result<Option<Bytes>, AbiError> {
+        match self.i32(what)? {
+            -1 => Ok(None),
+            len if len >= 0 => {
+                let len = usize::try_from(len).map_err(|_| garbage(format!("{what} length")))?;
+                Ok(Some(self.take(len, what)?))
+            }
+            len => Err(garbage(format!("{what} has length {len}"))),
+        }
+    }
+
+    fn text(&mut self, what: &str) -> Result<String, AbiError> {
+        let len = self.len(what)?;
+        let bytes = self.take(len, what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| garbage(format!("{what} is not UTF-8")))
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.position
+    }
+}
+
+/// Reads `ledge_init`'s result: `Ok(Err(message))` is the module refusing its parameters.
+pub fn decode_init_result(output: Bytes) -> Result<Result<(), String>, AbiError> {
+    let mut reader = OutputReader {
+        bytes: output,
+        position: 0,
+    };
+    match reader.u8("init status")? {
+        0 => Ok(Ok(())),
+        1 => Ok(Err(reader.text("init error message")?)),
+        other => Err(garbage(format!("init status {other}"))),
+    }
+}
+
+/// Reads a batch's output: one outcome per input record, each allowed for `kind`.
+pub fn decode_output(
+    kind: PluginKind,
+    output: Bytes,
+    record_count: usize,
+    partition_count: u32,
+) -> Result<Vec<Outcome>, AbiError> {
+    let mut reader = OutputReader {
+        bytes: output,
+        position: 0,
+    };
+    let count = reader.len("entry count")?;
+    if count != record_count {
+        return Err(garbage(format!(
+            "{count} entries for {record_count} input records"
+        )));
+    }
+    let mut outcomes = Vec::with_capacity(count);
+    for index in 0..count {
+        let tag = reader.u8("entry tag")?;
+        let outcome = match tag {
+            TAG_KEEP => Outcome::Keep,
+            TAG_DROP => Outcome::Drop,
+            TAG_ERROR => Outcome::Error(reader.text("error message")?),
+            TAG_RECORDS => {
+                let n = reader.len("record count")?;
+                // Each output record takes at least 20 bytes: bound the allocation.
+                let mut records = Vec::with_capacity(n.min(reader.remaining() / 20));
+                for _ in 0..n {
+                    records.push(read_output_record(&mut reader)?);
+                }
+                Outcome::Records(records)
+            }
+            TAG_PARTITION => Outcome::Partition(reader.u32("partition")?),
+            other => return Err(garbage(format!("entry {index}: unknown tag {other}"))),
+        };
+        check_allowed(kind, &outcome, partition_count)
+            .map_err(|message| garbage(format!("entry {index}: {message}")))?;
+        outcomes.push(outcome);
+    }
+    if reader.remaining() != 0 {
+        return Err(garbage(format!(
+            "{} bytes after the last entry",
+            reader.remaining()
+        )));
+    }
+    Ok(outcomes)
+}
+
+fn read_output_record(reader: &mut OutputReader) -> Result<OutputRecord, AbiError> {
+    let timestamp = match reader.i64("timestamp")? {
+        -1 => None,
+        value if value >= 0 => Some(value),
+        value => return Err(garbage(format!("timestamp {value}"))),
+    };
+    let key = reader.nullable("key")?;
+    let value = reader.nullable("value")?;
+    let header_count = reader.len("header count")?;
+    let mut headers = Vec::with_capacity(header_count.min(reader.remaining() / 8));
+    for _ in 0..header_count {
+        let key = reader.text("header key")?;
+        let value = reader.nullable("header value")?;
+        headers.push(Header { key, value });
+    }
+    Ok(OutputRecord {
+        timestamp,
+        key,
+        value,
+        headers,
+    })
+}
+
+fn check_allowed(kind: PluginKind, outcome: &Outcome, partition_count: u32) -> Result<(), String> {
+    let allowed = match (kind, outcome) {
+        (_, Outcome::Error(_)) => true,
+        (PluginKind::Partitioner, Outcome::Partition(partition)) => {
+            if *partition >= partition_count {
+                return Err(format!(
+                    "partition {partition} out of range (the topic has {partition_count})"
+                ));
+            }
+            true
+        }
+        (PluginKind::Partitioner, _) | (_, Outcome::Partition(_)) => false,
+        (PluginKind::Filter, Outcome::Keep | Outcome::Drop) => true,
+        (PluginKind::Filter, Outcome::Records(_)) => false,
+        (PluginKind::Map, Outcome::Keep) => true,
+        (PluginKind::Map, Outcome::Records(records)) => records.len() == 1,
+        (PluginKind::Map, Outcome::Drop) => false,
+        (PluginKind::FilterMap, Outcome::Keep | Outcome::Drop) => true,
+        (PluginKind::FilterMap, Outcome::Records(records)) => records.len() == 1,
+        (PluginKind::FlatMap, _) => true,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!("a {kind} may not return {}", describe(outcome)))
+    }
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Keep => "KEEP".into(),
+        Outcome::Drop => "DROP".into(),
+        Outcome::Error(_) => "ERROR".into(),
+        Outcome::Records(records) => format!("{} records", records.len()),
+        Outcome::Partition(_) => "PARTITION".into(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Encodes outputs the way a guest would (test side of the ABI).
+    pub(crate) fn encode_output(outcomes: &[Outcome]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&len_u32(outcomes.len()).to_le_bytes());
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Keep => out.push(TAG_KEEP),
+                Outcome::Drop => out.push(TAG_DROP),
+                Outcome::Error(message) => {
+                    out.push(TAG_ERROR);
+                    out.extend_from_slice(&len_u32(message.len()).to_le_bytes());
+                    out.extend_from_slice(message.as_bytes());
+                }
+                Outcome::Records(records) => {
+                    out.push(TAG_RECORDS);
+                    out.extend_from_slice(&len_u32(records.len()).to_le_bytes());
+                    for record in records {
+                        out.extend_from_slice(&record.timestamp.unwrap_or(-1).to_le_bytes());
+                        for field in [&record.key, &record.value] {
+                            put_nullable(&mut out, field.as_ref());
+                        }
+                        out.extend_from_slice(&len_u32(record.headers.len()).to_le_bytes());
+                        for header in &record.headers {
+                            out.extend_from_slice(&len_u32(header.key.len()).to_le_bytes());
+                            out.extend_from_slice(header.key.as_bytes());
+                            put_nullable(&mut out, header.value.as_ref());
+                        }
+                    }
+                }
+                Outcome::Partition(partition) => {
+                    out.push(TAG_PARTITION);
+                    out.extend_from_slice(&partition.to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    fn put_nullable(out: &mut Vec<u8>, value: Option<&Bytes>) {
+        match value {
+            None => out.extend_from_slice(&(-1i32).to_le_bytes()),
+            Some(bytes) => {
+                out.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    fn record(value: &str) -> OutputRecord {
+        OutputRecord {
+            timestamp: Some(5),
+            key: None,
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            headers: vec![Header {
+                key: "h".into(),
+                value: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn every_outcome_round_trips() {
+        let outcomes = vec![
+            Outcome::Keep,
+            Outcome::Drop,
+            Outcome::Error("bad amount".into()),
+            Outcome::Records(vec![record("a"), record("bc")]),
+            Outcome::Records(vec![]),
+        ];
+        let bytes = Bytes::from(encode_output(&outcomes));
+        let decoded = decode_output(PluginKind::FlatMap, bytes, 5, 0).unwrap();
+        assert_eq!(decoded, outcomes);
+    }
+
+    #[test]
+    fn kinds_refuse_outcomes_they_may_not_return() {
+        let cases = [
+            (PluginKind::Filter, Outcome::Records(vec![record("x")])),
+            (PluginKind::Map, Outcome::Drop),
+            (PluginKind::Map, Outcome::Records(vec![])),
+            (
+                PluginKind::FilterMap,
+                Outcome::Records(vec![record("a"), record("b")]),
+            ),
+            (PluginKind::Partitioner, Outcome::Keep),
+            (PluginKind::Filter, Outcome::Partition(0)),
+            (PluginKind::Partitioner, Outcome::Partition(3)),
+        ];
+        for (kind, outcome) in cases {
+            let bytes = Bytes::from(encode_output(std::slice::from_ref(&outcome)));
+            let error = decode_output(kind, bytes, 1, 3).unwrap_err();
+            assert!(error.0.contains("entry 0"), "{kind}: {error}");
+        }
+        let ok = Bytes::from(encode_output(&[Outcome::Partition(2)]));
+        assert_eq!(
+            decode_output(PluginKind::Partitioner, ok, 1, 3).unwrap(),
+            vec![Outcome::Partition(2)]
+        );
+    }
+
+    #[test]
+    fn truncated_or_padded_output_is_garbage() {
+        let outcomes = vec![Outcome::Records(vec![record("value")]), Outcome::Keep];
+        let full = encode_output(&outcomes);
+        for cut in 0..full.len() {
+            let bytes = Bytes::copy_from_slice(&full[..cut]);
+            assert!(
+                decode_output(PluginKind::FlatMap, bytes, 2, 0).is_err(),
+                "{cut}"
+            );
+        }
+        let mut padded = full.clone();
+        padded.push(0);
+        assert!(decode_output(PluginKind::FlatMap, Bytes::from(padded), 2, 0).is_err());
+        // A wrong entry count, and a huge claimed record count, fail without allocating.
+        assert!(decode_output(PluginKind::FlatMap, Bytes::from(full), 3, 0).is_err());
+        let mut huge = Vec::new();
+        huge.extend_from_slice(&1u32.to_le_bytes());
+        huge.push(TAG_RECORDS);
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_output(PluginKind::FlatMap, Bytes::from(huge), 1, 0).is_err());
+    }
+
+    #[test]
+    fn record_spans_follow_length_varints() {
+        let batch = ledge_protocol::encode_batch(
+            &[
+                ledge_protocol::Record {
+                    value: Some(Bytes::from_static(b"one")),
+                    ..Default::default()
+                },
+                ledge_protocol::Record {
+                    value: Some(Bytes::from(vec![7u8; 300])),
+                    ..Default::default()
+                },
+            ],
+            &ledge_protocol::EncodeOptions::default(),
+        )
+        .unwrap();
+        let region = &batch[ledge_protocol::BATCH_HEADER_BYTES..];
+        let spans = record_spans(region, 2).unwrap();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[0].0, 0);
+        assert_eq!(spans[0].1, spans[1].0);
+        assert_eq!(spans[1].1, region.len());
+        assert!(record_spans(region, 3).is_err());
+        assert!(record_spans(&region[..region.len() - 1], 2).is_err());
+    }
+
+    #[test]
+    fn kind_names_parse() {
+        for kind in PluginKind::ALL {
+            assert_eq!(kind.as_str().parse::<PluginKind>().unwrap(), kind);
+        }
+        assert_eq!(
+            "flat-map".parse::<PluginKind>().unwrap(),
+            PluginKind::FlatMap
+        );
+        assert!("reduce".parse::<PluginKind>().is_err());
+    }
+
+    #[test]
+    fn init_results_decode() {
+        assert_eq!(
+            decode_init_result(Bytes::from_static(&[0])).unwrap(),
+            Ok(())
+        );
+        let mut error = vec![1u8];
+        error.extend_from_slice(&4u32.to_le_bytes());
+        error.extend_from_slice(b"nope");
+        assert_eq!(
+            decode_init_result(Bytes::from(error)).unwrap(),
+            Err("nope".to_string())
+        );
+        assert!(decode_init_result(Bytes::new()).is_err());
+        assert!(decode_init_result(Bytes::from_static(&[9])).is_err());
+    }
+}

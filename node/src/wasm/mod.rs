@@ -1,0 +1,16 @@
+//! WASM plug-ins: user modules that filter, map, flat-map and partition records inside the
+//! node (docs/WASM-ABI.md for the contract, docs/ARCHITECTURE.md for where they run).
+//!
+//! - [`abi`]: the byte formats between host and guest (pure).
+//! - [`runtime`]: the wasmtime engine, module checks, pooled instances, limits.
+//! - [`store`]: uploaded modules on disk by content hash, and the compiled-module cache.
+
+pub mod abi;
+pub mod runtime;
+pub mod store;
+
+pub use abi::{InputHeader, Outcome, OutputRecord, PluginKind};
+pub use runtime::{
+    BatchRun, Plugin, PluginModule, WasmEngine, WasmError, WasmLimits, content_hash,
+};
+pub use store::{ModuleStore, ModuleStoreError};

@@ -1,0 +1,665 @@
+//! The wasmtime host: one [`WasmEngine`] per node, modules compiled and checked once
+//! ([`PluginModule`]), and [`Plugin`]s (a module with its parameters) that run batches on
+//! pooled instances under a fuel budget, a memory cap and an output-size cap.
+//!
+//! Calls are synchronous and CPU-bound; async callers run them on tokio's blocking pool
+//! (`Plugin::run_blocking`) so a slow module never stalls the reactor. Fuel, not an epoch
+//! deadline, bounds a call: it needs no ticker thread and stops a loop deterministically at
+//! the same point every run (the ABI measurement in docs/WASM-ABI.md compares the costs).
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use wasmtime::{
+    Config, Engine, Instance, Memory, Module, ResourceLimiter, Store, Trap, TypedFunc, ValType,
+};
+
+use super::abi::{self, ABI_VERSION, AbiError, InputHeader, Outcome, PluginKind};
+
+/// Limits on modules and calls; `[wasm]` in the node config (docs/OPERATIONS.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WasmLimits {
+    /// Largest module accepted at upload.
+    pub module_bytes_max: usize,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes_max: usize,
+    /// Fuel (roughly, WASM instructions) one batch call may burn.
+    pub fuel_per_batch: u64,
+    /// Largest output one batch call may return.
+    pub output_bytes_max: usize,
+    /// Most records handed to one call; bigger batches are split.
+    pub batch_records_max: usize,
+    /// Idle instances kept per plug-in.
+    pub idle_instances_max: usize,
+}
+
+impl Default for WasmLimits {
+    fn default() -> Self {
+        Self {
+            module_bytes_max: 16 * 1024 * 1024,
+            memory_bytes_max: 64 * 1024 * 1024,
+            // About a second of a runaway loop; a real filter uses well under 1% of it.
+            fuel_per_batch: 1_000_000_000,
+            output_bytes_max: 16 * 1024 * 1024,
+            batch_records_max: 1024,
+            idle_instances_max: 4,
+        }
+    }
+}
+
+/// Why a module was refused or a call failed. The messages go to operators as they are.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WasmError {
+    /// The bytes are not a usable module (invalid WASM, wrong exports, imports).
+    #[error("invalid module: {0}")]
+    InvalidModule(String),
+    /// The module is bigger than `module_bytes_max`.
+    #[error("module is {size} bytes, more than the limit of {limit} (wasm.module_bytes_max)")]
+    ModuleTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// `ledge_init` refused the parameters.
+    #[error("module refused its parameters: {0}")]
+    Init(String),
+    /// The module trapped (a Rust panic is a trap).
+    #[error("module trapped: {0}")]
+    Trap(String),
+    /// The call used its whole fuel budget.
+    #[error(
+        "module ran out of fuel ({0} per batch, wasm.fuel_per_batch): an endless loop or too much work per batch"
+    )]
+    OutOfFuel(u64),
+    /// The module tried to grow memory past `memory_bytes_max`.
+    #[error("module exceeded its memory limit of {0} bytes (wasm.memory_bytes_max)")]
+    MemoryLimit(usize),
+    /// The output broke the ABI or its size limit.
+    #[error("{0}")]
+    Garbage(String),
+    /// The engine itself failed (not the module's fault).
+    #[error("wasm engine error: {0}")]
+    Engine(String),
+}
+
+impl From<AbiError> for WasmError {
+    fn from(error: AbiError) -> Self {
+        Self::Garbage(error.to_string())
+    }
+}
+
+/// The node's one wasmtime engine and the limits every plug-in runs under.
+#[derive(Clone)]
+pub struct WasmEngine {
+    engine: Engine,
+    limits: WasmLimits,
+}
+
+impl std::fmt::Debug for WasmEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmEngine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A compiled, checked module of one kind.
+pub struct PluginModule {
+    module: Module,
+    kind: PluginKind,
+    hash: String,
+}
+
+impl std::fmt::Debug for PluginModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginModule")
+            .field("kind", &self.kind)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginModule {
+    /// The module's kind.
+    pub fn kind(&self) -> PluginKind {
+        self.kind
+    }
+
+    /// SHA-256 of the module's bytes, hex.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+/// SHA-256 of `bytes`, lower-case hex: a module's identity.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+impl WasmEngine {
+    /// An engine with fuel metering on (guard pages and the rest at wasmtime's defaults).
+    pub fn new(limits: WasmLimits) -> Result<Self, WasmError> {
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        let engine = Engine::new(&config).map_err(|error| WasmError::Engine(error.to_string()))?;
+        Ok(Self { engine, limits })
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &WasmLimits {
+        &self.limits
+    }
+
+    /// Identifies compiled code this engine can load: compiled modules are cached under it,
+    /// so a different wasmtime or different settings recompile instead of loading.
+    pub fn compatibility_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        // FNV-1a: stable across Rust releases, unlike `DefaultHasher`.
+        struct Fnv(u64);
+        impl Hasher for Fnv {
+            fn finish(&self) -> u64 {
+                self.0
+            }
+            fn write(&mut self, bytes: &[u8]) {
+                for byte in bytes {
+                    self.0 ^= u64::from(*byte);
+                    self.0 = self.0.wrapping_mul(0x100_0000_01b3);
+                }
+            }
+        }
+        let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+
+    /// Compiles and checks a module of `kind`: size, no imports, the ABI's exports with the
+    /// right signatures, exactly one kind export and it is `kind`'s, and
+    /// `ledge_abi_version` returns 1. Returns the module and its compiled form for the cache.
+    pub fn compile(
+        &self,
+        bytes: &[u8],
+        kind: PluginKind,
+    ) -> Result<(Arc<PluginModule>, Vec<u8>), WasmError> {
+        if bytes.len() > self.limits.module_bytes_max {
+            return Err(WasmError::ModuleTooLarge {
+                size: bytes.len(),
+                limit: self.limits.module_bytes_max,
+            });
+        }
+        if !bytes.starts_with(b"\0asm") {
+            return Err(WasmError::InvalidModule(
+                "not a WebAssembly binary (no \\0asm magic); build with --target wasm32-unknown-unknown".into(),
+            ));
+        }
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|error| WasmError::InvalidModule(format!("{error:#}")))?;
+        let compiled = module
+            .serialize()
+            .map_err(|error| WasmError::Engine(error.to_string()))?;
+        let plugin = Arc::new(PluginModule {
+            module,
+            kind,
+            hash: content_hash(bytes),
+        });
+        self.check(&plugin)?;
+        Ok((plugin, compiled))
+    }
+
+    /// Loads a module compiled by [`compile`](Self::compile) (from the on-disk cache).
+    ///
+    /// # Safety
+    /// `compiled` must be exactly what `compile` returned for an engine with the same
+    /// [`compatibility_key`](Self::compatibility_key): wasmtime runs it as machine code.
+    /// The caller checks a digest of the cache file before calling this.
+    pub unsafe fn load_compiled(
+        &self,
+        compiled: &[u8],
+        kind: PluginKind,
+        hash: String,
+    ) -> Result<Arc<PluginModule>, WasmError> {
+        // SAFETY: forwarded from this function's contract.
+        let module = unsafe { Module::deserialize(&self.engine, compiled) }
+            .map_err(|error| WasmError::Engine(format!("cached module unusable: {error}")))?;
+        let plugin = Arc::new(PluginModule { module, kind, hash });
+        self.check(&plugin)?;
+        Ok(plugin)
+    }
+
+    fn check(&self, plugin: &PluginModule) -> Result<(), WasmError> {
+        let module = &plugin.module;
+        if let Some(import) = module.imports().next() {
+            return Err(WasmError::InvalidModule(format!(
+                "imports {}::{}; plug-ins may not import anything (the node offers no host functions)",
+                import.module(),
+                import.name()
+            )));
+        }
+        let export = |name: &str| module.exports().find(|export| export.name() == name);
+        let memory = export("memory").and_then(|export| export.ty().memory().cloned());
+        match memory {
+            Some(memory) if !memory.is_64() => {}
+            Some(_) => {
+                return Err(WasmError::InvalidModule(
+                    "`memory` is a 64-bit memory; the ABI is wasm32".into(),
+                ));
+            }
+            None => {
+                return Err(WasmError::InvalidModule("no exported `memory`".into()));
+            }
+        }
+        let signature = |name: &str, params: &[ValType], results: &[ValType]| {
+            let Some(func) = export(name).and_then(|export| export.ty().func().cloned()) else {
+                return Err(WasmError::InvalidModule(format!(
+                    "missing export `{name}` (is it built with ledge-wasm-sdk?)"
+                )));
+            };
+            let same = |actual: Vec<ValType>, wanted: &[ValType]| {
+                actual.len() == wanted.len()
+                    && actual.iter().zip(wanted).all(|(a, b)| ValType::eq(a, b))
+            };
+            if same(func.params().collect(), params) && same(func.results().collect(), results) {
+                Ok(())
+            } else {
+                Err(WasmError::InvalidModule(format!(
+                    "export `{name}` has the wrong signature: {func}"
+                )))
+            }
+        };
+        use ValType::{I32, I64};
+        signature("ledge_abi_version", &[], &[I32])?;
+        signature("ledge_alloc", &[I32], &[I32])?;
+        signature("ledge_init", &[I32, I32], &[I64])?;
+        let present: Vec<PluginKind> = PluginKind::ALL
+            .into_iter()
+            .filter(|kind| export(kind.export_name()).is_some())
+            .collect();
+        if !present.contains(&plugin.kind) {
+            let found = if present.is_empty() {
+                "none".to_string()
+            } else {
+                present
+                    .iter()
+                    .map(|kind| kind.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(WasmError::InvalidModule(format!(
+                "declared as a {} but has no `{}` export (kinds it exports: {found})",
+                plugin.kind,
+                plugin.kind.export_name()
+            )));
+        }
+        if present.len() > 1 {
+            return Err(WasmError::InvalidModule(format!(
+                "exports more than one kind ({}); a module is exactly one plug-in",
+                present
+                    .iter()
+                    .map(|kind| kind.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        signature(plugin.kind.export_name(), &[I32, I32], &[I64])?;
+        // Instantiate once with no parameters to run `ledge_abi_version`: a module whose start
+        // function traps or that speaks another ABI is refused here, not at first use.
+        let mut instance = PluginInstance::new(self, plugin)?;
+        instance.store.set_fuel(self.limits.fuel_per_batch).ok();
+        let version = instance
+            .abi_version
+            .call(&mut instance.store, ())
+            .map_err(|error| instance.classify(self, error))?;
+        if version != ABI_VERSION {
+            return Err(WasmError::InvalidModule(format!(
+                "speaks plug-in ABI version {version}; this node speaks {ABI_VERSION}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Tracks whether a growth was refused for the memory cap, to name the failure.
+struct MemoryCap {
+    bytes_max: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.bytes_max;
+        self.refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million is far beyond any real module.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+struct PluginInstance {
+    store: Store<MemoryCap>,
+    memory: Memory,
+    abi_version: TypedFunc<(), i32>,
+    alloc: TypedFunc<i32, i32>,
+    init: TypedFunc<(i32, i32), i64>,
+    process: TypedFunc<(i32, i32), i64>,
+    panic_message: Option<TypedFunc<(), i64>>,
+}
+
+impl PluginInstance {
+    fn new(engine: &WasmEngine, plugin: &PluginModule) -> Result<Self, WasmError> {
+        let mut store = Store::new(
+            &engine.engine,
+            MemoryCap {
+                bytes_max: engine.limits.memory_bytes_max,
+                refused: false,
+            },
+        );
+        store.limiter(|cap| cap);
+        // A start function runs during instantiation: it gets a budget too.
+        store.set_fuel(engine.limits.fuel_per_batch).ok();
+        let instance = Instance::new(&mut store, &plugin.module, &[]).map_err(|error| {
+            if store.data().refused {
+                WasmError::MemoryLimit(engine.limits.memory_bytes_max)
+            } else {
+                WasmError::InvalidModule(format!("cannot instantiate: {error:#}"))
+            }
+        })?;
+        let func_error = |error: wasmtime::Error| WasmError::InvalidModule(format!("{error:#}"));
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| WasmError::InvalidModule("no exported `memory`".into()))?;
+        let abi_version = instance
+            .get_typed_func(&mut store, "ledge_abi_version")
+            .map_err(func_error)?;
+        let alloc = instance
+            .get_typed_func(&mut store, "ledge_alloc")
+            .map_err(func_error)?;
+        let init = instance
+            .get_typed_func(&mut store, "ledge_init")
+            .map_err(func_error)?;
+        let process = instance
+            .get_typed_func(&mut store, plugin.kind.export_name())
+            .map_err(func_error)?;
+        let panic_message = instance
+            .get_typed_func(&mut store, "ledge_panic_message")
+            .ok();
+        Ok(Self {
+            store,
+            memory,
+            abi_version,
+            alloc,
+            init,
+            process,
+            panic_message,
+        })
+    }
+
+    /// Names a failed call: fuel, the memory cap, or a trap with the guest's panic message.
+    fn classify(&mut self, engine: &WasmEngine, error: wasmtime::Error) -> WasmError {
+        if let Some(Trap::OutOfFuel) = error.downcast_ref::<Trap>() {
+            return WasmError::OutOfFuel(engine.limits.fuel_per_batch);
+        }
+        if self.store.data().refused {
+            return WasmError::MemoryLimit(engine.limits.memory_bytes_max);
+        }
+        let trap = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{error}"),
+        };
+        match self.read_panic_message() {
+            Some(message) => WasmError::Trap(format!("{message} ({trap})")),
+            None => WasmError::Trap(trap),
+        }
+    }
+
+    fn read_panic_message(&mut self) -> Option<String> {
+        let func = self.panic_message.clone()?;
+        // A little fuel of its own: the module already failed once.
+        self.store.set_fuel(1_000_000).ok()?;
+        let packed = func.call(&mut self.store, ()).ok()?;
+        if packed == 0 {
+            return None;
+        }
+        let bytes = self.read_result(packed, 4096).ok()?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Copies the `(ptr << 32) | len` result out of guest memory, bounds-checked.
+    fn read_result(&mut self, packed: i64, limit: usize) -> Result<Vec<u8>, WasmError> {
+        let packed = packed as u64;
+        let pointer = (packed >> 32) as usize;
+        let len = (packed & 0xffff_ffff) as usize;
+        if len > limit {
+            return Err(WasmError::Garbage(format!(
+                "module returned {len} bytes of output, more than the limit of {limit} (wasm.output_bytes_max)"
+            )));
+        }
+        let data = self.memory.data(&self.store);
+        let slice = pointer
+            .checked_add(len)
+            .and_then(|end| data.get(pointer..end))
+            .ok_or_else(|| {
+                WasmError::Garbage(format!(
+                    "module returned output at {pointer}..{} outside its {}-byte memory",
+                    pointer.saturating_add(len),
+                    data.len()
+                ))
+            })?;
+        Ok(slice.to_vec())
+    }
+
+    /// Copies `input` into a guest buffer from `ledge_alloc`, returning its pointer.
+    fn write_input(&mut self, engine: &WasmEngine, input: &[u8]) -> Result<i32, WasmError> {
+        let len = i32::try_from(input.len())
+            .map_err(|_| WasmError::Garbage("input larger than 2 GiB".into()))?;
+        let pointer = self
+            .alloc
+            .call(&mut self.store, len)
+            .map_err(|error| self.classify(engine, error))?;
+        if pointer == 0 && !input.is_empty() {
+            return Err(WasmError::MemoryLimit(engine.limits.memory_bytes_max));
+        }
+        let start = pointer as u32 as usize;
+        let data = self.memory.data_mut(&mut self.store);
+        let memory_len = data.len();
+        let target = start
+            .checked_add(input.len())
+            .and_then(|end| data.get_mut(start..end))
+            .ok_or_else(|| {
+                WasmError::Garbage(format!(
+                    "ledge_alloc returned {start} for {} bytes, outside its {memory_len}-byte memory",
+                    input.len()
+                ))
+            })?;
+        target.copy_from_slice(input);
+        Ok(pointer)
+    }
+
+    fn initialize(&mut self, engine: &WasmEngine, params: &[u8]) -> Result<(), WasmError> {
+        self.store.set_fuel(engine.limits.fuel_per_batch).ok();
+        let pointer = self.write_input(engine, params)?;
+        let len = params.len() as i32;
+        let packed = self
+            .init
+            .call(&mut self.store, (pointer, len))
+            .map_err(|error| self.classify(engine, error))?;
+        let result = self.read_result(packed, engine.limits.output_bytes_max)?;
+        abi::decode_init_result(Bytes::from(result))?.map_err(WasmError::Init)
+    }
+
+    fn process(&mut self, engine: &WasmEngine, input: &[u8]) -> Result<Vec<u8>, WasmError> {
+        self.store.set_fuel(engine.limits.fuel_per_batch).ok();
+        let pointer = self.write_input(engine, input)?;
+        let len = i32::try_from(input.len())
+            .map_err(|_| WasmError::Garbage("input larger than 2 GiB".into()))?;
+        let packed = self
+            .process
+            .call(&mut self.store, (pointer, len))
+            .map_err(|error| self.classify(engine, error))?;
+        self.read_result(packed, engine.limits.output_bytes_max)
+    }
+
+    fn fuel_used(&self, engine: &WasmEngine) -> u64 {
+        engine
+            .limits
+            .fuel_per_batch
+            .saturating_sub(self.store.get_fuel().unwrap_or(0))
+    }
+}
+
+/// A module with its parameters, ready to run batches. Cheap to share (`Arc`); instances
+/// are pooled and one that failed is dropped, never reused.
+pub struct Plugin {
+    engine: WasmEngine,
+    module: Arc<PluginModule>,
+    params: Vec<(String, String)>,
+    encoded_params: Vec<u8>,
+    idle: Mutex<Vec<PluginInstance>>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("module", &self.module)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of one batch call.
+#[derive(Debug)]
+pub struct BatchRun {
+    /// One per input record, in order.
+    pub outcomes: Vec<Outcome>,
+    /// Fuel the call burned.
+    pub fuel_used: u64,
+}
+
+impl Plugin {
+    /// Instantiates the module once and runs `ledge_init` with `params`, so bad
+    /// parameters are reported now, to whoever deployed the plug-in.
+    pub fn new(
+        engine: &WasmEngine,
+        module: Arc<PluginModule>,
+        params: Vec<(String, String)>,
+    ) -> Result<Self, WasmError> {
+        let encoded_params = abi::encode_params(&params);
+        let plugin = Self {
+            engine: engine.clone(),
+            module,
+            params,
+            encoded_params,
+            idle: Mutex::new(Vec::new()),
+        };
+        let instance = plugin.fresh_instance()?;
+        plugin.release(instance);
+        Ok(plugin)
+    }
+
+    /// The module.
+    pub fn module(&self) -> &Arc<PluginModule> {
+        &self.module
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+
+    /// The engine's limits.
+    pub fn limits(&self) -> &WasmLimits {
+        &self.engine.limits
+    }
+
+    fn fresh_instance(&self) -> Result<PluginInstance, WasmError> {
+        let mut instance = PluginInstance::new(&self.engine, &self.module)?;
+        instance.initialize(&self.engine, &self.encoded_params)?;
+        Ok(instance)
+    }
+
+    fn checkout(&self) -> Result<PluginInstance, WasmError> {
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        match pooled {
+            Some(instance) => Ok(instance),
+            None => self.fresh_instance(),
+        }
+    }
+
+    fn release(&self, mut instance: PluginInstance) {
+        instance.store.data_mut().refused = false;
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < self.engine.limits.idle_instances_max {
+            idle.push(instance);
+        }
+    }
+
+    /// Runs one guest call over `record_count` records (a Kafka v2 records region, at most
+    /// `batch_records_max` of them). Any failure discards the instance.
+    pub fn run(
+        &self,
+        header: &InputHeader,
+        records: &[u8],
+        record_count: usize,
+    ) -> Result<BatchRun, WasmError> {
+        let count = u32::try_from(record_count)
+            .map_err(|_| WasmError::Garbage("too many records".into()))?;
+        let mut input = Vec::new();
+        abi::encode_input(header, count, records, &mut input);
+        let mut instance = self.checkout()?;
+        let output = instance.process(&self.engine, &input)?;
+        let fuel_used = instance.fuel_used(&self.engine);
+        let outcomes = abi::decode_output(
+            self.module.kind,
+            Bytes::from(output),
+            record_count,
+            header.partition_count,
+        )?;
+        self.release(instance);
+        Ok(BatchRun {
+            outcomes,
+            fuel_used,
+        })
+    }
+
+    /// [`run`](Self::run) on tokio's blocking pool.
+    pub async fn run_blocking(
+        self: &Arc<Self>,
+        header: InputHeader,
+        records: Bytes,
+        record_count: usize,
+    ) -> Result<BatchRun, WasmError> {
+        let plugin = Arc::clone(self);
+        tokio::task::spawn_blocking(move || plugin.run(&header, &records, record_count))
+            .await
+            .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests;
