@@ -1637,3 +1637,5 @@ fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)>) -> Topic
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wasm_tests;

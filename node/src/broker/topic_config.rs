@@ -388,6 +388,19 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Module and transform names: 1-128 of `[a-zA-Z0-9._-]`.
+pub fn validate_module_name(name: &str) -> Result<(), String> {
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > 128 || !valid_chars {
+        return Err(format!(
+            "{name:?} is not a valid name: use 1-128 of a-z, A-Z, 0-9, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,17 +479,4 @@ mod tests {
         assert!(validate_topic_name("a/b").unwrap_err().contains("'/'"));
         assert!(validate_topic_name("héllo").is_err());
     }
-}
-
-/// Module and transform names: 1-128 of `[a-zA-Z0-9._-]`.
-pub fn validate_module_name(name: &str) -> Result<(), String> {
-    let valid_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if name.is_empty() || name.len() > 128 || !valid_chars {
-        return Err(format!(
-            "{name:?} is not a valid name: use 1-128 of a-z, A-Z, 0-9, '.', '_' and '-'"
-        ));
-    }
-    Ok(())
 }

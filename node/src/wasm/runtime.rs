@@ -662,4 +662,4 @@ impl Plugin {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,0 +1,880 @@
+//! WASM plug-ins in the broker, on the simulated disk with tiny WAT modules: topic
+//! transforms (pass-through, restart, dead-letter isolation, stop, hot swap, circuit
+//! breaker, runaway modules contained), fetch plug-ins, produce filters and node-side
+//! partitioning, and bad uploads.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ledge_protocol::wire::*;
+use ledge_protocol::{BatchIter, DecodedRecord, EncodeOptions, Record, decode_batch, encode_batch};
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::sim::SimDisk;
+use crate::wasm::runtime::tests::{KEEP, TRAP_ON_BANG, Wat};
+
+const DATA: &str = "/data";
+
+/// Drops records at odd positions of each call.
+const DROP_ODD: &str = "(i32.store8 (local.get $w) (i32.and (local.get $i) (i32.const 1))) (local.set $w (i32.add (local.get $w) (i32.const 1)))";
+/// Fails every record with the message "bad".
+const ERROR_ALL: &str = "(i32.store8 (local.get $w) (i32.const 2))
+    (i32.store (i32.add (local.get $w) (i32.const 1)) (i32.const 3))
+    (i32.store8 (i32.add (local.get $w) (i32.const 5)) (i32.const 98))
+    (i32.store8 (i32.add (local.get $w) (i32.const 6)) (i32.const 97))
+    (i32.store8 (i32.add (local.get $w) (i32.const 7)) (i32.const 100))
+    (local.set $w (i32.add (local.get $w) (i32.const 8)))";
+/// Sends record i of a call to partition i % partition_count.
+const ROUND_ROBIN: &str = "(i32.store8 (local.get $w) (i32.const 4))
+    (i32.store (i32.add (local.get $w) (i32.const 1)) (i32.rem_u (local.get $i) (i32.load (i32.add (local.get $p) (i32.const 8)))))
+    (local.set $w (i32.add (local.get $w) (i32.const 5)))";
+
+fn module(per_record: &'static str) -> Bytes {
+    Bytes::from(
+        Wat {
+            per_record,
+            ..Wat::default()
+        }
+        .module(),
+    )
+}
+
+fn config() -> BrokerConfig {
+    let mut config = BrokerConfig::default();
+    config.transforms.idle_wait = Duration::from_millis(20);
+    config.transforms.retry_backoff = Duration::from_millis(20);
+    config.wasm.fuel_per_batch = 5_000_000;
+    config
+}
+
+async fn open(disk: &SimDisk) -> Arc<Broker<SimDisk>> {
+    let broker = Broker::open(
+        disk.clone(),
+        Path::new(DATA),
+        config(),
+        Arc::new(ManualClock::new(1_000_000)),
+    )
+    .await
+    .unwrap();
+    let broker = Arc::new(broker);
+    broker.start_transforms().await;
+    broker
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn create(broker: &Broker<SimDisk>, name: &str, partitions: u32, configs: &[(&str, &str)]) {
+    let configs = configs
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    broker
+        .create_topic(name, partitions, &configs)
+        .await
+        .unwrap();
+}
+
+fn values(values: &[String]) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .map(|value| Record {
+            timestamp: 1000,
+            key: Some(Bytes::from(format!("k-{value}"))),
+            value: Some(Bytes::from(value.clone())),
+            headers: Vec::new(),
+        })
+        .collect();
+    encode_batch(&records, &EncodeOptions::default()).unwrap()
+}
+
+fn numbered(from: usize, count: usize) -> Vec<String> {
+    (from..from + count).map(|n| format!("v{n}")).collect()
+}
+
+async fn produce(
+    broker: &Broker<SimDisk>,
+    topic: &str,
+    partition: u32,
+    records: Bytes,
+) -> ProducePartitionResponse {
+    let request = ProduceRequest {
+        acks: Acks::All,
+        timeout_ms: 10_000,
+        topics: vec![ProduceTopic {
+            name: topic.into(),
+            partitions: vec![ProducePartition { partition, records }],
+        }],
+    };
+    let Response::Produce(response) = broker.handle(Request::Produce(request)).await else {
+        panic!("wrong response")
+    };
+    response
+        .topics
+        .into_iter()
+        .next()
+        .unwrap()
+        .partitions
+        .into_iter()
+        .next()
+        .unwrap()
+}
+
+async fn fetch_with(
+    broker: &Broker<SimDisk>,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+    plugin: Option<PluginRef>,
+) -> FetchResponse {
+    let request = FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            name: topic.into(),
+            partitions: vec![FetchPartition {
+                partition,
+                fetch_offset: offset,
+                partition_max_bytes: 1 << 20,
+            }],
+        }],
+        plugin,
+    };
+    let Response::Fetch(response) = broker.handle(Request::Fetch(request)).await else {
+        panic!("wrong response")
+    };
+    response
+}
+
+/// Every record of a partition, through fetches without a plug-in.
+async fn read_all(broker: &Broker<SimDisk>, topic: &str, partition: u32) -> Vec<DecodedRecord> {
+    let mut records = Vec::new();
+    let mut offset = 0;
+    loop {
+        let response = fetch_with(broker, topic, partition, offset, None).await;
+        let answer = &response.topics[0].partitions[0];
+        assert_eq!(answer.error, ErrorCode::None, "{}", answer.message);
+        if answer.records.is_empty() {
+            return records;
+        }
+        for item in BatchIter::new(&answer.records) {
+            let (header, raw) = item.unwrap();
+            offset = header.last_offset() + 1;
+            let decoded =
+                decode_batch(&answer.records.slice_ref(raw), &Default::default()).unwrap();
+            records.extend(decoded.records);
+        }
+    }
+}
+
+fn text(value: &Option<Bytes>) -> String {
+    String::from_utf8(value.as_ref().unwrap().to_vec()).unwrap()
+}
+
+fn header(record: &DecodedRecord, key: &str) -> String {
+    let header = record
+        .headers
+        .iter()
+        .find(|header| header.key == key)
+        .unwrap();
+    text(&header.value)
+}
+
+fn transform(
+    name: &str,
+    module: Bytes,
+    input: &str,
+    on_error: transforms::OnError,
+) -> transforms::DeclaredTransform {
+    transforms::DeclaredTransform {
+        name: name.into(),
+        kind: crate::wasm::PluginKind::Filter,
+        module,
+        input: input.into(),
+        output: String::new(),
+        params: BTreeMap::new(),
+        on_error,
+        dead_letter_topic: String::new(),
+    }
+}
+
+async fn describe(broker: &Broker<SimDisk>, name: &str) -> TransformDescription {
+    let response = broker
+        .describe_transforms(DescribeTransformsRequest {
+            names: vec![name.into()],
+        })
+        .await;
+    response.transforms.into_iter().next().unwrap()
+}
+
+async fn wait_for(
+    broker: &Broker<SimDisk>,
+    name: &str,
+    done: impl Fn(&TransformDescription) -> bool,
+) -> TransformDescription {
+    let mut last = describe(broker, name).await;
+    for _ in 0..1000 {
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        last = describe(broker, name).await;
+    }
+    panic!("transform never got there: {last:#?}");
+}
+
+#[test]
+fn a_transform_copies_every_record_and_resumes_after_restart_without_duplicates() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(1);
+        let broker = open(&disk).await;
+        create(&broker, "orders", 2, &[]).await;
+        let version = broker
+            .deploy_transform(transform(
+                "copy",
+                module(KEEP),
+                "orders",
+                transforms::OnError::DeadLetter,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(version, 1);
+        for round in 0..5 {
+            for partition in 0..2 {
+                let response = produce(
+                    &broker,
+                    "orders",
+                    partition,
+                    values(&numbered(round * 10, 10)),
+                )
+                .await;
+                assert_eq!(response.error, ErrorCode::None, "{}", response.message);
+            }
+        }
+        let status = wait_for(&broker, "copy", |d| d.records_out == 100 && d.lag == 0).await;
+        assert_eq!(status.state, "running");
+        assert_eq!(status.output, "orders.copy");
+        assert_eq!(status.records_in, 100);
+        assert!(status.busy_us > 0);
+        for partition in 0..2 {
+            let copied = read_all(&broker, "orders.copy", partition).await;
+            let values: Vec<String> = copied.iter().map(|record| text(&record.value)).collect();
+            assert_eq!(values, numbered(0, 50), "partition {partition}");
+        }
+        broker.close().await;
+        drop(broker);
+
+        // Restart: the position is stored, so only new input is processed.
+        let broker = open(&disk).await;
+        produce(&broker, "orders", 0, values(&numbered(50, 5))).await;
+        wait_for(&broker, "copy", |d| d.records_out == 5 && d.lag == 0).await;
+        let copied = read_all(&broker, "orders.copy", 0).await;
+        assert_eq!(copied.len(), 55, "no duplicates after a clean restart");
+        assert_eq!(describe(&broker, "copy").await.positions[0].offset, 55);
+        broker.close().await;
+    });
+}
+
+#[test]
+fn a_poison_record_is_isolated_to_the_dead_letter_topic_and_the_rest_flows() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(2);
+        let broker = open(&disk).await;
+        create(&broker, "events", 1, &[]).await;
+        let poison = Bytes::from(
+            Wat {
+                before: TRAP_ON_BANG,
+                ..Wat::default()
+            }
+            .module(),
+        );
+        broker
+            .deploy_transform(transform(
+                "screen",
+                poison,
+                "events",
+                transforms::OnError::DeadLetter,
+            ))
+            .await
+            .unwrap();
+        let mut batch = numbered(0, 50);
+        batch[17] = "boom!".into();
+        produce(&broker, "events", 0, values(&batch)).await;
+        let status = wait_for(&broker, "screen", |d| d.lag == 0 && d.records_in == 50).await;
+        assert_eq!((status.records_out, status.records_dead), (49, 1));
+        assert_eq!(
+            status.state, "running",
+            "one poison record does not trip the breaker"
+        );
+        assert!(
+            status.last_error.contains("offset 17"),
+            "{}",
+            status.last_error
+        );
+        let out = read_all(&broker, "events.screen", 0).await;
+        assert_eq!(out.len(), 49);
+        assert!(out.iter().all(|record| text(&record.value) != "boom!"));
+        let dead = read_all(&broker, "screen.dead-letter", 0).await;
+        assert_eq!(dead.len(), 1);
+        assert_eq!(text(&dead[0].value), "boom!");
+        assert_eq!(text(&dead[0].key), "k-boom!");
+        assert_eq!(header(&dead[0], "ledge.transform"), "screen");
+        assert_eq!(header(&dead[0], "ledge.source.topic"), "events");
+        assert_eq!(header(&dead[0], "ledge.source.partition"), "0");
+        assert_eq!(header(&dead[0], "ledge.source.offset"), "17");
+        assert!(
+            header(&dead[0], "ledge.error").contains("unreachable"),
+            "{}",
+            header(&dead[0], "ledge.error")
+        );
+        broker.close().await;
+    });
+}
+
+#[test]
+fn the_stop_policy_stops_before_the_batch_and_a_hot_swap_resumes_without_loss() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(3);
+        let broker = open(&disk).await;
+        create(&broker, "in", 1, &[]).await;
+        let poison = Bytes::from(
+            Wat {
+                before: TRAP_ON_BANG,
+                ..Wat::default()
+            }
+            .module(),
+        );
+        broker
+            .deploy_transform(transform("strict", poison, "in", transforms::OnError::Stop))
+            .await
+            .unwrap();
+        produce(&broker, "in", 0, values(&numbered(0, 10))).await;
+        wait_for(&broker, "strict", |d| d.records_out == 10).await;
+        let mut bad = numbered(10, 10);
+        bad[3] = "x!".into();
+        produce(&broker, "in", 0, values(&bad)).await;
+        produce(&broker, "in", 0, values(&numbered(20, 10))).await;
+        let status = wait_for(&broker, "strict", |d| d.state == "failed").await;
+        assert!(
+            status.last_error.contains("offset 10"),
+            "{}",
+            status.last_error
+        );
+        assert_eq!(
+            status.positions[0].offset, 10,
+            "stopped before the failing batch"
+        );
+        assert_eq!(read_all(&broker, "in.strict", 0).await.len(), 10);
+        // The state survives a restart.
+        broker.close().await;
+        drop(broker);
+        let broker = open(&disk).await;
+        assert_eq!(describe(&broker, "strict").await.state, "failed");
+        // A fixed version swaps in and resumes from the stored position: nothing lost.
+        let version = broker
+            .deploy_transform(transform(
+                "strict",
+                module(KEEP),
+                "in",
+                transforms::OnError::Stop,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(version, 2);
+        let status = wait_for(&broker, "strict", |d| d.lag == 0 && d.records_out == 20).await;
+        assert_eq!(status.state, "running");
+        let out: Vec<String> = read_all(&broker, "in.strict", 0)
+            .await
+            .iter()
+            .map(|record| text(&record.value))
+            .collect();
+        let mut expected = numbered(0, 30);
+        expected[13] = "x!".into();
+        assert_eq!(out, expected);
+        broker.close().await;
+    });
+}
+
+#[test]
+fn a_hot_swap_under_load_loses_nothing() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(4);
+        let broker = open(&disk).await;
+        create(&broker, "load", 1, &[]).await;
+        broker
+            .deploy_transform(transform(
+                "swap",
+                module(KEEP),
+                "load",
+                transforms::OnError::DeadLetter,
+            ))
+            .await
+            .unwrap();
+        let producer = {
+            let broker = Arc::clone(&broker);
+            tokio::spawn(async move {
+                for round in 0..40 {
+                    produce(&broker, "load", 0, values(&numbered(round * 25, 25))).await;
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        for version in 2..=4 {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            let swapped = broker
+                .deploy_transform(transform(
+                    "swap",
+                    module(KEEP),
+                    "load",
+                    transforms::OnError::DeadLetter,
+                ))
+                .await
+                .unwrap();
+            assert_eq!(swapped, version);
+        }
+        producer.await.unwrap();
+        wait_for(&broker, "swap", |d| {
+            d.lag == 0 && d.positions[0].offset == 1000
+        })
+        .await;
+        let out: Vec<String> = read_all(&broker, "load.swap", 0)
+            .await
+            .iter()
+            .map(|record| text(&record.value))
+            .collect();
+        assert_eq!(out, numbered(0, 1000));
+        broker.close().await;
+    });
+}
+
+#[test]
+fn a_failing_transform_trips_the_breaker_and_a_runaway_module_does_not_stall_other_topics() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(5);
+        let broker = open(&disk).await;
+        create(&broker, "noisy", 1, &[]).await;
+        create(&broker, "other", 1, &[]).await;
+        broker
+            .deploy_transform(transform(
+                "fails",
+                module(ERROR_ALL),
+                "noisy",
+                transforms::OnError::Skip,
+            ))
+            .await
+            .unwrap();
+        let looping = Bytes::from(
+            Wat {
+                before: "(loop $forever (br $forever))",
+                ..Wat::default()
+            }
+            .module(),
+        );
+        create(&broker, "spin", 1, &[]).await;
+        broker
+            .deploy_transform(transform(
+                "spins",
+                looping,
+                "spin",
+                transforms::OnError::DeadLetter,
+            ))
+            .await
+            .unwrap();
+        produce(&broker, "noisy", 0, values(&numbered(0, 200))).await;
+        produce(&broker, "spin", 0, values(&numbered(0, 150))).await;
+        // Meanwhile another topic is served as usual.
+        for round in 0..20 {
+            let response = produce(&broker, "other", 0, values(&numbered(round, 1))).await;
+            assert_eq!(response.error, ErrorCode::None);
+        }
+        assert_eq!(read_all(&broker, "other", 0).await.len(), 20);
+        let status = wait_for(&broker, "fails", |d| d.state == "paused").await;
+        assert!(
+            status.last_error.contains("circuit breaker"),
+            "{}",
+            status.last_error
+        );
+        assert!(status.last_error.contains("bad"), "{}", status.last_error);
+        let status = wait_for(&broker, "spins", |d| d.state == "paused").await;
+        assert!(
+            status.last_error.contains("out of fuel"),
+            "{}",
+            status.last_error
+        );
+        let dead = read_all(&broker, "spins.dead-letter", 0).await;
+        assert!(!dead.is_empty());
+        assert!(header(&dead[0], "ledge.error").contains("out of fuel"));
+        // An operator resumes it after fixing the cause; pause is persisted until then.
+        let response = broker
+            .alter_transform(AlterTransformRequest {
+                name: "fails".into(),
+                action: "remove".into(),
+            })
+            .await;
+        assert_eq!(response.error, ErrorCode::None);
+        assert_eq!(
+            describe(&broker, "fails").await.error,
+            ErrorCode::ModuleNotFound
+        );
+        broker.close().await;
+    });
+}
+
+#[test]
+fn a_fetch_plugin_drops_records_server_side_and_keeps_offsets() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(6);
+        let broker = open(&disk).await;
+        create(&broker, "t", 1, &[]).await;
+        produce(&broker, "t", 0, values(&numbered(0, 6))).await;
+        produce(&broker, "t", 0, values(&numbered(6, 1))).await;
+        produce(&broker, "t", 0, values(&numbered(7, 1))).await;
+        let uploaded = broker
+            .upload_module(UploadModuleRequest {
+                name: "evens".into(),
+                kind: "filter".into(),
+                module: module(DROP_ODD),
+                params: vec![],
+            })
+            .await;
+        assert_eq!(uploaded.error, ErrorCode::None, "{}", uploaded.message);
+        let plugin = Some(PluginRef {
+            module: "evens".into(),
+            params: vec![],
+        });
+        let response = fetch_with(&broker, "t", 0, 0, plugin.clone()).await;
+        let answer = &response.topics[0].partitions[0];
+        assert_eq!(answer.error, ErrorCode::None, "{}", answer.message);
+        let mut offsets = Vec::new();
+        let mut ends = Vec::new();
+        for item in BatchIter::new(&answer.records) {
+            let (header, raw) = item.unwrap();
+            ends.push(header.last_offset());
+            let decoded =
+                decode_batch(&answer.records.slice_ref(raw), &Default::default()).unwrap();
+            offsets.extend(decoded.records.iter().map(|record| record.offset));
+        }
+        // Odd positions within each call are gone; the batches still span every offset.
+        assert_eq!(offsets, vec![0, 2, 4, 6, 7]);
+        assert_eq!(ends, vec![5, 6, 7]);
+
+        let unknown = fetch_with(
+            &broker,
+            "t",
+            0,
+            0,
+            Some(PluginRef {
+                module: "nope".into(),
+                params: vec![],
+            }),
+        )
+        .await;
+        assert_eq!(unknown.error, ErrorCode::ModuleNotFound);
+        let partitioner = broker
+            .upload_module(UploadModuleRequest {
+                name: "rr".into(),
+                kind: "partitioner".into(),
+                module: Bytes::from(
+                    Wat {
+                        export: "ledge_partitioner",
+                        per_record: ROUND_ROBIN,
+                        ..Wat::default()
+                    }
+                    .module(),
+                ),
+                params: vec![],
+            })
+            .await;
+        assert_eq!(
+            partitioner.error,
+            ErrorCode::None,
+            "{}",
+            partitioner.message
+        );
+        let wrong = fetch_with(
+            &broker,
+            "t",
+            0,
+            0,
+            Some(PluginRef {
+                module: "rr".into(),
+                params: vec![],
+            }),
+        )
+        .await;
+        assert_eq!(wrong.error, ErrorCode::InvalidModule);
+        assert!(
+            wrong.message.contains("is a partitioner"),
+            "{}",
+            wrong.message
+        );
+        // A module that fails a record fails the fetch with the record's offset.
+        broker
+            .upload_module(UploadModuleRequest {
+                name: "picky".into(),
+                kind: "filter".into(),
+                module: module(ERROR_ALL),
+                params: vec![],
+            })
+            .await;
+        let failed = fetch_with(
+            &broker,
+            "t",
+            0,
+            3,
+            Some(PluginRef {
+                module: "picky".into(),
+                params: vec![],
+            }),
+        )
+        .await;
+        let answer = &failed.topics[0].partitions[0];
+        assert_eq!(answer.error, ErrorCode::ModuleFailed);
+        assert!(
+            answer.message.contains("offset 0: bad"),
+            "{}",
+            answer.message
+        );
+        broker.close().await;
+    });
+}
+
+#[test]
+fn produce_hooks_filter_with_offset_gaps_and_partition_on_the_node() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(7);
+        let broker = open(&disk).await;
+        for (name, kind, module) in [
+            ("evens", "filter", module(DROP_ODD)),
+            ("picky", "filter", module(ERROR_ALL)),
+            (
+                "rr",
+                "partitioner",
+                Bytes::from(
+                    Wat {
+                        export: "ledge_partitioner",
+                        per_record: ROUND_ROBIN,
+                        ..Wat::default()
+                    }
+                    .module(),
+                ),
+            ),
+        ] {
+            let response = broker
+                .upload_module(UploadModuleRequest {
+                    name: name.into(),
+                    kind: kind.into(),
+                    module,
+                    params: vec![],
+                })
+                .await;
+            assert_eq!(response.error, ErrorCode::None, "{}", response.message);
+        }
+        create(
+            &broker,
+            "filtered",
+            1,
+            &[("produce.filter.module", "evens")],
+        )
+        .await;
+        // An idempotent producer: the filtered batch keeps its span, so the next sequence fits.
+        let idempotent = |first: i32, count: usize| {
+            let records: Vec<Record> = numbered(first as usize, count)
+                .into_iter()
+                .map(|value| Record {
+                    timestamp: 1000,
+                    value: Some(Bytes::from(value)),
+                    ..Record::default()
+                })
+                .collect();
+            encode_batch(
+                &records,
+                &EncodeOptions {
+                    producer_id: 7000,
+                    producer_epoch: 0,
+                    base_sequence: first,
+                    ..EncodeOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        let first = produce(&broker, "filtered", 0, idempotent(0, 4)).await;
+        assert_eq!(
+            (first.error, first.base_offset),
+            (ErrorCode::None, 0),
+            "{}",
+            first.message
+        );
+        let second = produce(&broker, "filtered", 0, idempotent(4, 1)).await;
+        assert_eq!(
+            (second.error, second.base_offset),
+            (ErrorCode::None, 4),
+            "{}",
+            second.message
+        );
+        let third = produce(&broker, "filtered", 0, idempotent(5, 2)).await;
+        assert_eq!(
+            (third.error, third.base_offset),
+            (ErrorCode::None, 5),
+            "{}",
+            third.message
+        );
+        let stored: Vec<i64> = read_all(&broker, "filtered", 0)
+            .await
+            .iter()
+            .map(|record| record.offset)
+            .collect();
+        assert_eq!(stored, vec![0, 2, 4, 5]);
+
+        create(
+            &broker,
+            "validated",
+            1,
+            &[("produce.filter.module", "picky")],
+        )
+        .await;
+        let refused = produce(&broker, "validated", 0, values(&numbered(0, 2))).await;
+        assert_eq!(refused.error, ErrorCode::InvalidRecord);
+        assert!(
+            refused
+                .message
+                .contains("record 0 of the batch refused by produce filter \"picky\": bad"),
+            "{}",
+            refused.message
+        );
+        assert!(read_all(&broker, "validated", 0).await.is_empty());
+
+        create(&broker, "routed", 3, &[("partitioner.module", "rr")]).await;
+        let response = produce(&broker, "routed", NODE_PARTITIONED, values(&numbered(0, 7))).await;
+        assert_eq!(response.error, ErrorCode::None, "{}", response.message);
+        let routing = response.routed.unwrap();
+        assert_eq!(routing.record_partitions, vec![0, 1, 2, 0, 1, 2, 0]);
+        for partition in 0..3u32 {
+            let values: Vec<String> = read_all(&broker, "routed", partition)
+                .await
+                .iter()
+                .map(|record| text(&record.value))
+                .collect();
+            let expected: Vec<String> = (0..7)
+                .filter(|n| n % 3 == partition as usize)
+                .map(|n| format!("v{n}"))
+                .collect();
+            assert_eq!(values, expected);
+        }
+        let metadata = broker.metadata(MetadataRequest {
+            topics: Some(vec!["routed".into()]),
+        });
+        assert_eq!(metadata.topics[0].partitioner_module, "rr");
+        let refused = produce(&broker, "routed", NODE_PARTITIONED, idempotent(0, 2)).await;
+        assert_eq!(refused.error, ErrorCode::InvalidRequest);
+        let no_partitioner = produce(
+            &broker,
+            "filtered",
+            NODE_PARTITIONED,
+            values(&numbered(0, 1)),
+        )
+        .await;
+        assert_eq!(no_partitioner.error, ErrorCode::InvalidRequest);
+        // The module is in use: deleting it is refused with the topic named.
+        let delete = broker
+            .delete_module(DeleteModuleRequest { name: "rr".into() })
+            .await;
+        assert_eq!(delete.error, ErrorCode::ModuleInUse);
+        assert!(delete.message.contains("routed"), "{}", delete.message);
+        broker.close().await;
+    });
+}
+
+#[test]
+fn bad_uploads_are_refused_with_the_reason_and_modules_survive_a_restart() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(8);
+        let broker = open(&disk).await;
+        let upload = |name: &str, kind: &str, module: Bytes| UploadModuleRequest {
+            name: name.into(),
+            kind: kind.into(),
+            module,
+            params: vec![],
+        };
+        let cases = [
+            (
+                upload("m", "map", module(KEEP)),
+                ErrorCode::InvalidModule,
+                "no `ledge_map` export",
+            ),
+            (
+                upload("m", "filter", Bytes::from_static(b"not wasm at all")),
+                ErrorCode::InvalidModule,
+                "not a WebAssembly binary",
+            ),
+            (
+                upload("m", "reduce", module(KEEP)),
+                ErrorCode::InvalidRequest,
+                "unknown plug-in kind",
+            ),
+            (
+                upload("bad name!", "filter", module(KEEP)),
+                ErrorCode::InvalidRequest,
+                "not a valid name",
+            ),
+        ];
+        for (request, code, text) in cases {
+            let response = broker.upload_module(request).await;
+            assert_eq!(response.error, code, "{}", response.message);
+            assert!(response.message.contains(text), "{}", response.message);
+        }
+        let response = broker
+            .upload_module(upload("keep", "filter", module(KEEP)))
+            .await;
+        assert_eq!(response.error, ErrorCode::None);
+        assert_eq!(response.hash.len(), 64);
+        let unknown_input = broker
+            .deploy_transform(transform(
+                "t",
+                module(KEEP),
+                "missing",
+                transforms::OnError::Skip,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(unknown_input.0, ErrorCode::UnknownTopicOrPartition);
+        broker.close().await;
+        drop(broker);
+        let broker = open(&disk).await;
+        let listed = broker.list_modules().await;
+        assert_eq!(listed.modules.len(), 1);
+        assert_eq!(listed.modules[0].name, "keep");
+        create(&broker, "t", 1, &[]).await;
+        produce(&broker, "t", 0, values(&numbered(0, 2))).await;
+        let response = fetch_with(
+            &broker,
+            "t",
+            0,
+            0,
+            Some(PluginRef {
+                module: "keep".into(),
+                params: vec![],
+            }),
+        )
+        .await;
+        assert_eq!(response.topics[0].partitions[0].error, ErrorCode::None);
+        let delete = broker
+            .delete_module(DeleteModuleRequest {
+                name: "keep".into(),
+            })
+            .await;
+        assert_eq!(delete.error, ErrorCode::None);
+        assert!(broker.list_modules().await.modules.is_empty());
+        broker.close().await;
+    });
+}
