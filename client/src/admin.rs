@@ -1,16 +1,21 @@
 //! Topic administration: create, delete, list, describe, and topic configs; offset lookups;
-//! consumer groups: list, describe with lag, reset offsets, delete.
+//! consumer groups: list, describe with lag, reset offsets, delete; WASM plug-ins: named
+//! modules (upload, list, delete) and topic transforms (deploy, describe, pause, resume,
+//! remove).
 //!
 //! Read-only calls (list, describe, list offsets) are retried on retriable failures within the
 //! request timeout; calls that change something are sent once, because a resend after a lost
 //! answer could report `TopicAlreadyExists` for a topic this very call created.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use ledge_protocol::wire::{
-    self, AlterTopicConfigs, ApiKey, ConfigEntry, CreatableTopic, ErrorCode, OffsetSpec, Request,
-    Response, TopicResult,
+    self, AlterTopicConfigs, ApiKey, ConfigEntry, CreatableTopic, ErrorCode, OffsetSpec,
+    PluginParam, Request, Response, TopicResult,
 };
 
 use crate::clock;
@@ -200,7 +205,300 @@ pub struct PlannedOffset {
     pub new_offset: i64,
 }
 
-/// Creates, deletes and describes topics.
+/// What a WASM plug-in does with each record; a module exports the entry point of exactly
+/// one kind (docs/WASM-ABI.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum ModuleKind {
+    /// Keeps or drops each record.
+    Filter,
+    /// Drops a record or replaces it with one record.
+    FilterMap,
+    /// Replaces each record with zero or more records (transforms only).
+    FlatMap,
+    /// Replaces each record with exactly one record.
+    Map,
+    /// Picks each record's partition (a topic's `partitioner.module`, or a transform's).
+    Partitioner,
+}
+
+impl ModuleKind {
+    /// Every kind, in the order the node documents them.
+    pub const ALL: [Self; 5] = [
+        Self::Filter,
+        Self::Map,
+        Self::FilterMap,
+        Self::FlatMap,
+        Self::Partitioner,
+    ];
+
+    /// The name on the wire and on the command line: `filter`, `map`, `filter_map`,
+    /// `flat_map`, `partitioner`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Filter => "filter",
+            Self::FilterMap => "filter_map",
+            Self::FlatMap => "flat_map",
+            Self::Map => "map",
+            Self::Partitioner => "partitioner",
+        }
+    }
+}
+
+impl fmt::Display for ModuleKind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ModuleKind {
+    type Err = String;
+
+    /// The wire names; `-` may stand for `_` (`filter-map`).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let wanted = text.replace('-', "_");
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == wanted)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|kind| kind.as_str()).collect();
+                format!(
+                    "unknown module kind {text:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// A named module in [`Admin::list_modules`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleDescription {
+    /// The name consumers (`ConsumerConfig::fetch_plugin`) and topic configs
+    /// (`partitioner.module`, `produce.filter.module`) refer to.
+    pub name: String,
+    /// Its kind.
+    pub kind: ModuleKind,
+    /// SHA-256 of the `.wasm` bytes, hex.
+    pub hash: String,
+    /// Size of the `.wasm` in bytes.
+    pub size_bytes: u64,
+    /// Default parameters, sorted by key.
+    pub params: Vec<(String, String)>,
+    /// When it was uploaded, ms since the Unix epoch.
+    pub uploaded_ms: i64,
+}
+
+/// What a transform does with a record its module fails (a trap, running out of fuel or
+/// memory, malformed output, or an error the module reports for the record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnError {
+    /// The record goes to the dead-letter topic, with the error in its headers, and the rest
+    /// flows on. The default.
+    #[default]
+    DeadLetter,
+    /// The record is dropped (and counted as dead); the rest flows on.
+    Skip,
+    /// The transform stops before the record's batch until it is resumed or a fixed version
+    /// is deployed.
+    Stop,
+}
+
+impl OnError {
+    /// The name on the wire and on the command line: `dead-letter`, `skip`, `stop`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeadLetter => "dead-letter",
+            Self::Skip => "skip",
+            Self::Stop => "stop",
+        }
+    }
+}
+
+impl fmt::Display for OnError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OnError {
+    type Err = String;
+
+    /// `dead-letter` (or `dead_letter`), `skip` or `stop`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "dead-letter" | "dead_letter" => Ok(Self::DeadLetter),
+            "skip" => Ok(Self::Skip),
+            "stop" => Ok(Self::Stop),
+            other => Err(format!(
+                "unknown error policy {other:?}; expected dead-letter, skip or stop"
+            )),
+        }
+    }
+}
+
+/// A topic transform to deploy with [`Admin::deploy_transform`]: a module the node runs
+/// continuously from `input` to `output`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformSpec {
+    /// The transform's name (also its module's name in `describe`).
+    pub name: String,
+    /// The module's kind.
+    pub kind: ModuleKind,
+    /// The `.wasm` bytes.
+    pub module: Bytes,
+    /// Input topic; it must exist.
+    pub input: String,
+    /// Output topic; `None` means `<input>.<name>`. The node creates it, with the input's
+    /// partition count, if it does not exist.
+    pub output: Option<String>,
+    /// Parameters (`threshold=1000`), handed to the module as text.
+    pub params: Vec<(String, String)>,
+    /// What to do with a record the module fails. Default [`OnError::DeadLetter`].
+    pub on_error: OnError,
+    /// Dead-letter topic; `None` means `<name>.dead-letter` (created with one partition if
+    /// missing, with [`OnError::DeadLetter`]).
+    pub dead_letter_topic: Option<String>,
+}
+
+impl TransformSpec {
+    /// A transform `name` running `module` (of `kind`) over `input`, writing to
+    /// `<input>.<name>`, failed records to `<name>.dead-letter`.
+    pub fn new(
+        name: impl Into<String>,
+        kind: ModuleKind,
+        module: impl Into<Bytes>,
+        input: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            module: module.into(),
+            input: input.into(),
+            output: None,
+            params: Vec::new(),
+            on_error: OnError::default(),
+            dead_letter_topic: None,
+        }
+    }
+
+    /// Sets the output topic.
+    pub fn output(mut self, topic: impl Into<String>) -> Self {
+        self.output = Some(topic.into());
+        self
+    }
+
+    /// Adds a parameter.
+    pub fn param(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the error policy.
+    pub fn on_error(mut self, on_error: OnError) -> Self {
+        self.on_error = on_error;
+        self
+    }
+
+    /// Sets the dead-letter topic.
+    pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
+    /// The output topic as the node names it when none is given.
+    pub fn output_or_default(&self) -> String {
+        self.output
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", self.input, self.name))
+    }
+}
+
+/// Whether a transform is processing records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransformState {
+    /// Stopped by an error (`on_error = stop`) or not running on the node; `last_error`
+    /// says why. Deploy a fixed version, or resume it.
+    Failed,
+    /// Paused by an operator or by the circuit breaker (too many failed records); resume it.
+    Paused,
+    /// Processing records.
+    Running,
+}
+
+impl TransformState {
+    /// The node's name for it: `running`, `paused`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Paused => "paused",
+            Self::Running => "running",
+        }
+    }
+}
+
+impl fmt::Display for TransformState {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TransformState {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "failed" => Ok(Self::Failed),
+            "paused" => Ok(Self::Paused),
+            "running" => Ok(Self::Running),
+            other => Err(format!("unknown transform state {other:?}")),
+        }
+    }
+}
+
+/// A transform's definition and live status, from [`Admin::describe_transforms`]. The
+/// counters count since the node started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformDescription {
+    /// Name.
+    pub name: String,
+    /// Its module's kind.
+    pub kind: ModuleKind,
+    /// Input topic.
+    pub input: String,
+    /// Output topic.
+    pub output: String,
+    /// Dead-letter topic.
+    pub dead_letter_topic: String,
+    /// Error policy.
+    pub on_error: OnError,
+    /// SHA-256 of its module, hex.
+    pub module_hash: String,
+    /// Parameters, sorted by key.
+    pub params: Vec<(String, String)>,
+    /// Deployed version: 1 for the first deployment, one more with each redeployment.
+    pub version: u32,
+    /// Running, paused or failed.
+    pub state: TransformState,
+    /// Why it is paused or failed, or the last record error while running; `None` if none.
+    pub last_error: Option<String>,
+    /// Records read from the input.
+    pub records_in: u64,
+    /// Records written to the output.
+    pub records_out: u64,
+    /// Records sent to the dead-letter topic or skipped.
+    pub records_dead: u64,
+    /// Records of the input not processed yet, over all partitions.
+    pub lag: u64,
+    /// Time spent inside the module.
+    pub busy: Duration,
+    /// Per input partition, the next input offset to process.
+    pub positions: BTreeMap<u32, i64>,
+}
+
+/// Creates, deletes and describes topics and consumer groups; manages WASM modules and
+/// transforms.
 #[derive(Debug, Clone)]
 pub struct Admin {
     client: Client,
@@ -582,6 +880,161 @@ impl Admin {
         }
     }
 
+    /// Stores `module` (a `.wasm` of `kind`) under `name`, replacing the name's previous
+    /// module, with default `params`; returns the module's SHA-256 (hex). The node checks the
+    /// module's exports against `kind` and instantiates it with `params`, so a module it
+    /// cannot run, or parameters it refuses, fail here with `InvalidModule`.
+    pub async fn upload_module(
+        &self,
+        name: &str,
+        kind: ModuleKind,
+        module: impl Into<Bytes>,
+        params: Vec<(String, String)>,
+    ) -> Result<String, AdminError> {
+        let request = Request::UploadModule(wire::UploadModuleRequest {
+            name: name.to_string(),
+            kind: kind.as_str().to_string(),
+            module: module.into(),
+            params: plugin_params(params),
+        });
+        let response = match self.client.request(&request, Duration::ZERO).await? {
+            Response::UploadModule(response) => response,
+            other => return Err(unexpected(ApiKey::UploadModule, &other).into()),
+        };
+        if response.error != ErrorCode::None {
+            return Err(AdminError::Module {
+                name: name.to_string(),
+                code: response.error,
+                message: response.message,
+            });
+        }
+        Ok(response.hash)
+    }
+
+    /// Every named module, sorted by name.
+    pub async fn list_modules(&self) -> Result<Vec<ModuleDescription>, AdminError> {
+        let request = Request::ListModules(wire::ListModulesRequest {});
+        let response = match request_with_retry(&self.client, &request).await? {
+            Response::ListModules(response) => response,
+            other => return Err(unexpected(ApiKey::ListModules, &other).into()),
+        };
+        response
+            .modules
+            .into_iter()
+            .map(|module| {
+                Ok(ModuleDescription {
+                    kind: parse_field(&module.kind, "module kind")?,
+                    name: module.name,
+                    hash: module.hash,
+                    size_bytes: module.size_bytes,
+                    params: param_pairs(module.params),
+                    uploaded_ms: module.uploaded_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes the named module. Fails with `ModuleNotFound` if there is none and
+    /// `ModuleInUse` while a topic config names it. Transforms keep their own copy of their
+    /// module, so removing a name does not stop them.
+    pub async fn delete_module(&self, name: &str) -> Result<(), AdminError> {
+        let request = Request::DeleteModule(wire::DeleteModuleRequest {
+            name: name.to_string(),
+        });
+        let response = match self.client.request(&request, Duration::ZERO).await? {
+            Response::DeleteModule(response) => response,
+            other => return Err(unexpected(ApiKey::DeleteModule, &other).into()),
+        };
+        if response.error != ErrorCode::None {
+            return Err(AdminError::Module {
+                name: name.to_string(),
+                code: response.error,
+                message: response.message,
+            });
+        }
+        Ok(())
+    }
+
+    /// Deploys a transform, or a new version of one with the same input (swapped at a batch
+    /// boundary, keeping its input positions), and returns the deployed version. The node
+    /// creates missing output and dead-letter topics.
+    pub async fn deploy_transform(&self, spec: TransformSpec) -> Result<u32, AdminError> {
+        let name = spec.name.clone();
+        let request = Request::DeployTransform(wire::DeployTransformRequest {
+            name: spec.name,
+            kind: spec.kind.as_str().to_string(),
+            module: spec.module,
+            input: spec.input,
+            output: spec.output.unwrap_or_default(),
+            params: plugin_params(spec.params),
+            on_error: spec.on_error.as_str().to_string(),
+            dead_letter_topic: spec.dead_letter_topic.unwrap_or_default(),
+        });
+        let response = match self.client.request(&request, Duration::ZERO).await? {
+            Response::DeployTransform(response) => response,
+            other => return Err(unexpected(ApiKey::DeployTransform, &other).into()),
+        };
+        if response.error != ErrorCode::None {
+            return Err(AdminError::Transform {
+                name,
+                code: response.error,
+                message: response.message,
+            });
+        }
+        Ok(response.version)
+    }
+
+    /// The named transforms, in the order asked, or every transform sorted by name when
+    /// `names` is empty. Fails with `ModuleNotFound` for a name that is not a transform.
+    pub async fn describe_transforms(
+        &self,
+        names: Vec<String>,
+    ) -> Result<Vec<TransformDescription>, AdminError> {
+        let request = Request::DescribeTransforms(wire::DescribeTransformsRequest { names });
+        match request_with_retry(&self.client, &request).await? {
+            Response::DescribeTransforms(response) => response
+                .transforms
+                .into_iter()
+                .map(transform_description)
+                .collect(),
+            other => Err(unexpected(ApiKey::DescribeTransforms, &other).into()),
+        }
+    }
+
+    /// Pauses a transform: it stops before its next batch and keeps its positions.
+    pub async fn pause_transform(&self, name: &str) -> Result<(), AdminError> {
+        self.alter_transform(name, "pause").await
+    }
+
+    /// Resumes a paused or stopped transform where it left off.
+    pub async fn resume_transform(&self, name: &str) -> Result<(), AdminError> {
+        self.alter_transform(name, "resume").await
+    }
+
+    /// Removes a transform and its positions. Its output and dead-letter topics stay.
+    pub async fn remove_transform(&self, name: &str) -> Result<(), AdminError> {
+        self.alter_transform(name, "remove").await
+    }
+
+    async fn alter_transform(&self, name: &str, action: &str) -> Result<(), AdminError> {
+        let request = Request::AlterTransform(wire::AlterTransformRequest {
+            name: name.to_string(),
+            action: action.to_string(),
+        });
+        let response = match self.client.request(&request, Duration::ZERO).await? {
+            Response::AlterTransform(response) => response,
+            other => return Err(unexpected(ApiKey::AlterTransform, &other).into()),
+        };
+        if response.error != ErrorCode::None {
+            return Err(AdminError::Transform {
+                name: name.to_string(),
+                code: response.error,
+                message: response.message,
+            });
+        }
+        Ok(())
+    }
+
     async fn described_group(&self, group_id: &str) -> Result<wire::DescribedGroup, AdminError> {
         let request = Request::DescribeGroups(wire::DescribeGroupsRequest {
             group_ids: vec![group_id.to_string()],
@@ -630,6 +1083,65 @@ fn commit_to_admin(error: CommitError) -> AdminError {
         },
         other => AdminError::InvalidArgument(other.to_string()),
     }
+}
+
+/// One described transform, or the node's refusal of its name.
+fn transform_description(
+    transform: wire::TransformDescription,
+) -> Result<TransformDescription, AdminError> {
+    if transform.error != ErrorCode::None {
+        // The node explains an unknown name in `last_error`.
+        return Err(AdminError::Transform {
+            name: transform.name,
+            code: transform.error,
+            message: transform.last_error,
+        });
+    }
+    Ok(TransformDescription {
+        kind: parse_field(&transform.kind, "module kind")?,
+        on_error: parse_field(&transform.on_error, "error policy")?,
+        state: parse_field(&transform.state, "transform state")?,
+        name: transform.name,
+        input: transform.input,
+        output: transform.output,
+        dead_letter_topic: transform.dead_letter_topic,
+        module_hash: transform.module_hash,
+        params: param_pairs(transform.params),
+        version: transform.version,
+        last_error: (!transform.last_error.is_empty()).then_some(transform.last_error),
+        records_in: transform.records_in,
+        records_out: transform.records_out,
+        records_dead: transform.records_dead,
+        lag: transform.lag,
+        busy: Duration::from_micros(transform.busy_us),
+        positions: transform
+            .positions
+            .into_iter()
+            .map(|position| (position.partition, position.offset))
+            .collect(),
+    })
+}
+
+/// A name the node sent for a kind, policy or state; one this client does not know means
+/// the two disagree on the protocol.
+fn parse_field<T: FromStr<Err = String>>(text: &str, what: &str) -> Result<T, AdminError> {
+    text.parse().map_err(|error: String| {
+        AdminError::Request(RequestError::MalformedResponse(format!("{what}: {error}")))
+    })
+}
+
+fn plugin_params(params: Vec<(String, String)>) -> Vec<PluginParam> {
+    params
+        .into_iter()
+        .map(|(key, value)| PluginParam { key, value })
+        .collect()
+}
+
+fn param_pairs(params: Vec<PluginParam>) -> Vec<(String, String)> {
+    params
+        .into_iter()
+        .map(|param| (param.key, param.value))
+        .collect()
 }
 
 fn config_entries(configs: Vec<(String, String)>) -> Vec<ConfigEntry> {
@@ -736,3 +1248,6 @@ pub(crate) async fn request_with_retry(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

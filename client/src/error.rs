@@ -429,13 +429,44 @@ pub enum AdminError {
     /// An argument cannot be carried out as given; the message says which and why.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The node refused an operation on a named WASM module: `ModuleNotFound` (no module by
+    /// that name), `InvalidModule` (not WebAssembly, the wrong exports for its kind, imports,
+    /// too large, or it refused its parameters: rebuild it or fix the parameters),
+    /// `ModuleInUse` (a topic's `partitioner.module` or `produce.filter.module` names it:
+    /// change that config first), `InvalidRequest` (a bad name or a parameter given twice).
+    #[error("{}", explain_named("module", name, *code, message))]
+    Module {
+        /// The module's name.
+        name: String,
+        /// The node's code.
+        code: ErrorCode,
+        /// The node's explanation, verbatim.
+        message: String,
+    },
+    /// The node refused an operation on a transform: `ModuleNotFound` (no transform by that
+    /// name), `TransformAlreadyExists` (one by that name reads another input: remove it
+    /// first), `InvalidModule` (as for [`AdminError::Module`]), `UnknownTopicOrPartition`
+    /// (the input topic does not exist), `InvalidTopic` (an output or dead-letter topic it
+    /// may not write), `InvalidRequest` (a bad name, parameters, or too many transforms).
+    #[error("{}", explain_named("transform", name, *code, message))]
+    Transform {
+        /// The transform's name.
+        name: String,
+        /// The node's code.
+        code: ErrorCode,
+        /// The node's explanation, verbatim.
+        message: String,
+    },
 }
 
 impl AdminError {
     /// The node's error code, if the node refused the operation.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Topic { code, .. } | Self::Group { code, .. } => Some(*code),
+            Self::Topic { code, .. }
+            | Self::Group { code, .. }
+            | Self::Module { code, .. }
+            | Self::Transform { code, .. } => Some(*code),
             Self::Request(RequestError::Refused { code, .. }) => Some(*code),
             Self::Request(_) | Self::InvalidArgument(_) => None,
         }
@@ -458,6 +489,12 @@ fn explain_topic(topic: &str, code: ErrorCode, message: &str) -> String {
         ErrorCode::TopicAlreadyExists => format!("topic {topic} already exists"),
         _ => format!("topic {topic}: {}", explain_code(code, message)),
     }
+}
+
+/// A refusal about a named module or transform (`what`): the node's message names the
+/// problem, so it is kept whole.
+fn explain_named(what: &str, name: &str, code: ErrorCode, message: &str) -> String {
+    format!("{what} {name}: {}", explain_code(code, message))
 }
 
 /// A per-group refusal in words, for the codes a user meets most.

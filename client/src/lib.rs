@@ -18,7 +18,10 @@
 //! - [`Consumer::subscribe`] with [`ConsumerConfig::group_id`]: a member of a consumer group;
 //!   the node spreads the partitions over the members and moves them as members come and go
 //!   ([`RebalanceListener`]); [`Consumer::commit`] stores progress durably in the group.
-//! - [`Admin`]: topics and their configs; groups, their lag, offset resets.
+//! - [`Admin`]: topics and their configs; groups, their lag, offset resets; WASM plug-ins:
+//!   named modules ([`Admin::upload_module`]) for fetches ([`FetchPlugin`]) and topic configs
+//!   (`partitioner.module`, `produce.filter.module`), and topic transforms
+//!   ([`Admin::deploy_transform`]) the node runs from one topic to another.
 //!
 //! Each operation has its own error type ([`ProduceError`], [`ConsumeError`], [`AdminError`],
 //! ...); those from the node carry its [`wire::ErrorCode`](ledge_protocol::wire::ErrorCode).
@@ -144,8 +147,9 @@ mod producer;
 
 pub use admin::{
     Admin, ConfigValue, GroupDescription, GroupListing, GroupMemberDescription,
-    GroupPartitionOffsets, ListedOffset, NewTopic, OffsetResetSpec, PartitionDescription,
-    PlannedOffset, TopicDescription, TopicListing,
+    GroupPartitionOffsets, ListedOffset, ModuleDescription, ModuleKind, NewTopic, OffsetResetSpec,
+    OnError, PartitionDescription, PlannedOffset, TopicDescription, TopicListing,
+    TransformDescription, TransformSpec, TransformState,
 };
 pub use config::{
     CONNECT_TIMEOUT_DEFAULT, ClientConfig, IDLE_TIMEOUT_DEFAULT, REQUEST_TIMEOUT_DEFAULT,
@@ -154,7 +158,7 @@ pub use config::{
 pub use connection::Client;
 pub use consumer::{
     ASSIGNOR_DEFAULT, AUTO_COMMIT_INTERVAL_DEFAULT, CommittedOffset, Consumer, ConsumerConfig,
-    ConsumerRecord, ListenerFuture, MAX_POLL_INTERVAL_DEFAULT, OffsetAndMetadata,
+    ConsumerRecord, FetchPlugin, ListenerFuture, MAX_POLL_INTERVAL_DEFAULT, OffsetAndMetadata,
     OffsetAndTimestamp, OffsetReset, PendingCommit, RebalanceListener, SESSION_TIMEOUT_DEFAULT,
     TopicPartition,
 };
