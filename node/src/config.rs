@@ -729,6 +729,73 @@ segment.bytes = 4194304
         }
     }
 
+    #[test]
+    fn wasm_sections_parse_and_bad_ones_name_the_table() {
+        let text = r#"
+[wasm]
+fuel_per_batch = 5000
+batch_records_max = 64
+
+[transforms]
+breaker_error_ratio = 0.9
+
+[[module]]
+name = "vip"
+kind = "partitioner"
+path = "vip.wasm"
+params = { null_key_partition = "1" }
+
+[[transform]]
+name = "high-value"
+kind = "filter"
+module = "mods/high.wasm"
+input = "orders"
+params = { threshold = 1000 }
+on_error = "skip"
+"#;
+        let config = NodeConfig::from_toml(text, "t.toml").unwrap();
+        assert_eq!(config.broker.wasm.fuel_per_batch, 5000);
+        assert_eq!(config.broker.wasm.batch_records_max, 64);
+        assert_eq!(config.broker.transforms.breaker_error_ratio, 0.9);
+        assert_eq!(config.modules[0].kind, PluginKind::Partitioner);
+        assert_eq!(config.modules[0].params["null_key_partition"], "1");
+        let transform = &config.transforms[0];
+        assert_eq!(transform.params["threshold"], "1000");
+        assert_eq!(transform.on_error, OnError::Skip);
+        assert_eq!(transform.path, PathBuf::from("mods/high.wasm"));
+        for (bad, expected) in [
+            (
+                "[wasm]\nfuel_per_batch = 0\n",
+                "wasm.fuel_per_batch must be positive",
+            ),
+            ("[wasm]\nfuel = 1\n", "unknown field `fuel`"),
+            (
+                "[transforms]\nbreaker_error_ratio = 2.0\n",
+                "breaker_error_ratio must be within",
+            ),
+            (
+                "[[transform]]\nname = \"t\"\nkind = \"reduce\"\nmodule = \"m.wasm\"\ninput = \"i\"\n",
+                "line 1, transform \"t\": kind: unknown plug-in kind",
+            ),
+            (
+                "[[transform]]\nname = \"t\"\nkind = \"map\"\nmodule = \"m.wasm\"\ninput = \"i\"\non_error = \"retry\"\n",
+                "on_error \"retry\" must be dead-letter, skip or stop",
+            ),
+            (
+                "[[module]]\nname = \"m m\"\nkind = \"map\"\npath = \"m.wasm\"\n",
+                "module \"m m\": name:",
+            ),
+        ] {
+            let error = NodeConfig::from_toml(bad, "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in: {error}"
+            );
+        }
+    }
+
     // Goal: the example configs shipped in configs/ always parse.
     #[test]
     fn every_example_config_parses() {

@@ -8,3 +8,4 @@ mod groups_more;
 mod node;
 mod retention;
 mod sdk_produce_consume;
+mod wasm;

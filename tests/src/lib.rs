@@ -417,3 +417,37 @@ pub async fn wait_for_members(
     }
     panic!("group {group} did not settle to member sizes {sizes:?}; last: {last:#?}");
 }
+
+/// The bytes of an example plug-in from `filters/` (`high_value_orders`, `uppercase`, ...),
+/// building the `filters/` workspace for wasm32 first if the module is missing (`.ci/run`
+/// builds it before the tests; this keeps `cargo test` alone working too).
+pub fn filter_module(name: &str) -> bytes::Bytes {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let filters = Path::new(env!("CARGO_MANIFEST_DIR")).join("../filters");
+    let path = filters
+        .join("target/wasm32-unknown-unknown/release")
+        .join(format!("{name}.wasm"));
+    if !path.exists() {
+        BUILT.get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--release", "--target", "wasm32-unknown-unknown"])
+                .arg("--manifest-path")
+                .arg(filters.join("Cargo.toml"))
+                .status()
+                .expect("run cargo build for filters/");
+            assert!(
+                status.success(),
+                "building filters/ failed (rustup target add wasm32-unknown-unknown?)"
+            );
+        });
+    }
+    let bytes =
+        std::fs::read(&path).unwrap_or_else(|error| panic!("reading {}: {error}", path.display()));
+    bytes::Bytes::from(bytes)
+}
+
+/// Compiles WebAssembly text to a binary module (for deliberately hostile test modules).
+pub fn wat_to_wasm(text: &str) -> Vec<u8> {
+    wat::parse_str(text).expect("valid WAT")
+}

@@ -23,7 +23,10 @@ pub struct WasmLimits {
     pub module_bytes_max: usize,
     /// Linear memory one instance may grow to.
     pub memory_bytes_max: usize,
-    /// Fuel (roughly, WASM instructions) one batch call may burn.
+    /// Fuel (roughly, WASM instructions) a call over a full batch of `batch_records_max`
+    /// records may burn; a call over fewer records gets a proportional share (at least one
+    /// record's), so isolating a poison record in a runaway module costs about
+    /// `log2(batch_records_max)` full budgets, not one per record.
     pub fuel_per_batch: u64,
     /// Largest output one batch call may return.
     pub output_bytes_max: usize,
@@ -69,7 +72,7 @@ pub enum WasmError {
     Trap(String),
     /// The call used its whole fuel budget.
     #[error(
-        "module ran out of fuel ({0} per batch, wasm.fuel_per_batch): an endless loop or too much work per batch"
+        "module ran out of fuel ({0} for this call; wasm.fuel_per_batch): an endless loop or too much work per record"
     )]
     OutOfFuel(u64),
     /// The module tried to grow memory past `memory_bytes_max`.
@@ -356,6 +359,8 @@ impl ResourceLimiter for MemoryCap {
 
 struct PluginInstance {
     store: Store<MemoryCap>,
+    /// Fuel the current call started with.
+    fuel_budget: u64,
     memory: Memory,
     abi_version: TypedFunc<(), i32>,
     alloc: TypedFunc<i32, i32>,
@@ -404,6 +409,7 @@ impl PluginInstance {
             .ok();
         Ok(Self {
             store,
+            fuel_budget: engine.limits.fuel_per_batch,
             memory,
             abi_version,
             alloc,
@@ -416,7 +422,7 @@ impl PluginInstance {
     /// Names a failed call: fuel, the memory cap, or a trap with the guest's panic message.
     fn classify(&mut self, engine: &WasmEngine, error: wasmtime::Error) -> WasmError {
         if let Some(Trap::OutOfFuel) = error.downcast_ref::<Trap>() {
-            return WasmError::OutOfFuel(engine.limits.fuel_per_batch);
+            return WasmError::OutOfFuel(self.fuel_budget);
         }
         if self.store.data().refused {
             return WasmError::MemoryLimit(engine.limits.memory_bytes_max);
@@ -495,7 +501,8 @@ impl PluginInstance {
     }
 
     fn initialize(&mut self, engine: &WasmEngine, params: &[u8]) -> Result<(), WasmError> {
-        self.store.set_fuel(engine.limits.fuel_per_batch).ok();
+        self.fuel_budget = engine.limits.fuel_per_batch;
+        self.store.set_fuel(self.fuel_budget).ok();
         let pointer = self.write_input(engine, params)?;
         let len = params.len() as i32;
         let packed = self
@@ -506,8 +513,22 @@ impl PluginInstance {
         abi::decode_init_result(Bytes::from(result))?.map_err(WasmError::Init)
     }
 
-    fn process(&mut self, engine: &WasmEngine, input: &[u8]) -> Result<Vec<u8>, WasmError> {
-        self.store.set_fuel(engine.limits.fuel_per_batch).ok();
+    fn process(
+        &mut self,
+        engine: &WasmEngine,
+        input: &[u8],
+        record_count: usize,
+    ) -> Result<Vec<u8>, WasmError> {
+        let limits = &engine.limits;
+        let records_max = limits.batch_records_max.max(1) as u64;
+        let share = limits
+            .fuel_per_batch
+            .saturating_mul(record_count.max(1) as u64)
+            / records_max;
+        self.fuel_budget = share
+            .max(limits.fuel_per_batch / records_max)
+            .clamp(1, limits.fuel_per_batch);
+        self.store.set_fuel(self.fuel_budget).ok();
         let pointer = self.write_input(engine, input)?;
         let len = i32::try_from(input.len())
             .map_err(|_| WasmError::Garbage("input larger than 2 GiB".into()))?;
@@ -518,10 +539,8 @@ impl PluginInstance {
         self.read_result(packed, engine.limits.output_bytes_max)
     }
 
-    fn fuel_used(&self, engine: &WasmEngine) -> u64 {
-        engine
-            .limits
-            .fuel_per_batch
+    fn fuel_used(&self) -> u64 {
+        self.fuel_budget
             .saturating_sub(self.store.get_fuel().unwrap_or(0))
     }
 }
@@ -632,8 +651,8 @@ impl Plugin {
         let mut input = Vec::new();
         abi::encode_input(header, count, records, &mut input);
         let mut instance = self.checkout()?;
-        let output = instance.process(&self.engine, &input)?;
-        let fuel_used = instance.fuel_used(&self.engine);
+        let output = instance.process(&self.engine, &input, record_count)?;
+        let fuel_used = instance.fuel_used();
         let outcomes = abi::decode_output(
             self.module.kind,
             Bytes::from(output),

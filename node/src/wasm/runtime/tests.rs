@@ -264,7 +264,8 @@ fn an_endless_loop_runs_out_of_fuel_and_the_plugin_recovers() {
     let plugin = plugin(&engine, &wat, PluginKind::Filter).unwrap();
     let (region, count) = records(&["a", "b", "c"]);
     let error = plugin.run(&header(1), &region, count).unwrap_err();
-    assert_eq!(error, WasmError::OutOfFuel(20_000_000));
+    // Three records of a 1024-record budget: a proportional share.
+    assert_eq!(error, WasmError::OutOfFuel(20_000_000 * 3 / 1024));
     // The failed instance was discarded; a fresh one serves the next batch.
     let (region, count) = records(&["a"]);
     assert_eq!(
