@@ -171,6 +171,14 @@ pub enum ProduceError {
         /// The last error seen, or "none" if the batch was never sent.
         last_error: String,
     },
+    /// The topic's produce filter (`produce.filter.module`) dropped the record, so it was not
+    /// written. Only records the node partitions (topics with a `partitioner.module`) report
+    /// this; elsewhere a dropped record resolves with the offset the node left empty for it.
+    #[error("dropped by the produce filter of topic {topic}: not written")]
+    Dropped {
+        /// Topic.
+        topic: String,
+    },
     /// The batch could not be encoded.
     #[error("cannot encode batch: {0}")]
     Encode(String),

@@ -4,21 +4,77 @@
 //! [`DeliveryFuture`] is an `Arc` clone plus its index in the batch, so `send` allocates
 //! nothing per record beyond the record itself. Wakers live in one vector per batch, indexed
 //! by a slot each future remembers, so re-polling replaces its waker instead of growing it.
+//!
+//! A batch the node partitioned is acknowledged with each record's partition and offset
+//! ([`place_records`]), since its records may have gone to several partitions.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::error::ProduceError;
+use ledge_protocol::wire::{NODE_PARTITIONED, ProduceRouting};
+
+use crate::error::{ProduceError, RequestError};
 
 /// What the node said about a whole batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BatchAck {
     /// Offset of the batch's first record; `None` with acks=0.
     pub(crate) base_offset: Option<i64>,
     /// The node's append time when the topic uses log-append time.
     pub(crate) log_append_time: Option<i64>,
+    /// For a batch the node partitioned: each record's place in batch order, `None` for a
+    /// record the produce filter dropped. Replaces `base_offset`.
+    pub(crate) placements: Option<Arc<[Option<Placement>]>>,
+}
+
+/// Where the node wrote one record of a node-partitioned batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub(crate) partition: u32,
+    pub(crate) offset: i64,
+}
+
+/// Where each of the `record_count` records of a node-partitioned batch went, from the
+/// node's routing: the i-th record routed to partition `p` has offset `base_offset(p)` plus
+/// the number of earlier records of the batch routed to `p` (the node appends each
+/// partition's records in batch order as one batch). Fails if the routing does not cover
+/// the batch exactly, or names a partition without its base offset.
+pub(crate) fn place_records(
+    routing: &ProduceRouting,
+    record_count: usize,
+) -> Result<Vec<Option<Placement>>, String> {
+    if routing.record_partitions.len() != record_count {
+        return Err(format!(
+            "the node routed {} records of a batch of {record_count}",
+            routing.record_partitions.len()
+        ));
+    }
+    let mut next: HashMap<u32, i64> = routing
+        .base_offsets
+        .iter()
+        .map(|base| (base.partition, base.offset))
+        .collect();
+    routing
+        .record_partitions
+        .iter()
+        .map(|&partition| {
+            if partition == NODE_PARTITIONED {
+                return Ok(None);
+            }
+            let offset = next.get_mut(&partition).ok_or_else(|| {
+                format!("the node routed a record to partition {partition} without its offset")
+            })?;
+            let placement = Placement {
+                partition,
+                offset: *offset,
+            };
+            *offset += 1;
+            Ok(Some(placement))
+        })
+        .collect()
 }
 
 #[derive(Debug, Default)]
@@ -67,7 +123,9 @@ impl BatchCompletion {
 pub struct RecordMetadata {
     /// Topic.
     pub topic: String,
-    /// Partition.
+    /// Partition: the one the producer chose, or the one the topic's partitioner module chose
+    /// on the node. With `acks = 0` the latter is unknown and this is
+    /// [`NODE_PARTITIONED`](ledge_protocol::wire::NODE_PARTITIONED).
     pub partition: u32,
     /// The record's offset. `None` with `acks = 0`, where the node does not answer (Kafka
     /// reports -1 there).
@@ -109,9 +167,44 @@ impl DeliveryFuture {
         }
     }
 
-    /// The partition the record was put in.
+    /// The partition the record was put in;
+    /// [`NODE_PARTITIONED`](ledge_protocol::wire::NODE_PARTITIONED) when the topic's
+    /// partitioner module picks it on the node (the [`RecordMetadata`] then names it).
     pub fn partition(&self) -> u32 {
         self.partition
+    }
+}
+
+impl DeliveryFuture {
+    /// This record's place in an acknowledged batch.
+    fn metadata(&self, ack: &BatchAck) -> Result<RecordMetadata, ProduceError> {
+        let (partition, offset) = match &ack.placements {
+            None => (
+                self.partition,
+                ack.base_offset
+                    .map(|base| base.saturating_add(i64::from(self.index))),
+            ),
+            Some(placements) => match placements.get(self.index as usize) {
+                Some(Some(placement)) => (placement.partition, Some(placement.offset)),
+                Some(None) => {
+                    return Err(ProduceError::Dropped {
+                        topic: self.topic.to_string(),
+                    });
+                }
+                // `place_records` checked that the routing covers the whole batch.
+                None => {
+                    return Err(ProduceError::Request(RequestError::MalformedResponse(
+                        format!("no routing for record {} of its batch", self.index),
+                    )));
+                }
+            },
+        };
+        Ok(RecordMetadata {
+            topic: self.topic.to_string(),
+            partition,
+            offset,
+            timestamp: ack.log_append_time.unwrap_or(self.timestamp),
+        })
     }
 }
 
@@ -123,14 +216,7 @@ impl Future for DeliveryFuture {
         let mut state = this.completion.lock();
         if let Some(outcome) = &state.outcome {
             return Poll::Ready(match outcome {
-                Ok(ack) => Ok(RecordMetadata {
-                    topic: this.topic.to_string(),
-                    partition: this.partition,
-                    offset: ack
-                        .base_offset
-                        .map(|base| base.saturating_add(i64::from(this.index))),
-                    timestamp: ack.log_append_time.unwrap_or(this.timestamp),
-                }),
+                Ok(ack) => this.metadata(ack),
                 Err(error) => Err(error.clone()),
             });
         }

@@ -11,6 +11,13 @@
 //! (last five batches per producer and partition, rebuilt from its log after a restart) makes
 //! a resent batch that was already written come back with its first offset instead of being
 //! written twice.
+//!
+//! Topics with a partitioner module (`partitioner.module`, seen in the topic's metadata) leave
+//! the partition of records without an explicit one to the node: those records are batched
+//! under the partition number [`NODE_PARTITIONED`], sent without a producer id or sequence
+//! (the node refuses an idempotent node-partitioned batch, since it, not the producer, orders
+//! the records within each partition), and each record's future resolves with the partition
+//! and offset the node's answer routes it to ([`completion::place_records`]).
 
 mod accumulator;
 mod completion;
@@ -22,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ledge_protocol::wire::{self, Acks, ErrorCode, Request, Response};
+use ledge_protocol::wire::{self, Acks, ErrorCode, NODE_PARTITIONED, Request, Response};
 use ledge_protocol::{Compression, Header, Record};
 use tokio::sync::{Notify, Semaphore};
 
@@ -40,7 +47,8 @@ use accumulator::{Accumulator, PartitionKey};
 pub struct ProducerRecord {
     /// Topic; it must exist.
     pub topic: String,
-    /// Partition; `None` lets the partitioner choose (by key, or sticky without one).
+    /// Partition; `None` lets the partitioner choose (by key, or sticky without one), or the
+    /// node when the topic has a partitioner module.
     pub partition: Option<u32>,
     /// Key; records with the same key go to the same partition.
     pub key: Option<Bytes>,
@@ -114,6 +122,13 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// Number batches with a producer id and sequence so that a resent batch is never written
     /// twice and order is kept. Requires `acks = All` and at most 5 in flight. Default on.
+    ///
+    /// Records the node partitions (no explicit partition, on a topic with a
+    /// `partitioner.module`) are never idempotent, whatever this says: the node refuses a
+    /// numbered batch there. They are delivered at least once: a batch resent after a lost
+    /// answer, or after the node wrote some of its partitions and failed another, may be
+    /// written twice, and with more than one request in flight a resend may land after later
+    /// records.
     pub enable_idempotence: bool,
     /// Produce requests per partition waiting for an answer. Default 5 (the node remembers the
     /// last five batches of each producer, so more would defeat the duplicate check).
@@ -220,6 +235,17 @@ impl ProducerConfig {
 ///
 /// Dropping a producer without [`Producer::close`] still sends what it holds, in the
 /// background, for as long as the runtime lives.
+///
+/// # Topics partitioned by the node
+///
+/// When a topic has a partitioner module (`partitioner.module`), records without an explicit
+/// partition go to the node, which picks each one's partition. They are batched apart from
+/// the others and sent **without idempotence** (producer id -1), even by an idempotent
+/// producer: see [`ProducerConfig::enable_idempotence`] for what that means on retries. Their
+/// [`RecordMetadata`] names the partition and offset the node chose; a record the topic's
+/// produce filter dropped fails with [`ProduceError::Dropped`]. A producer reads a topic's
+/// partitioner from its metadata the first time it sends to the topic; a partitioner added
+/// later is used by producers created after the change.
 pub struct Producer {
     shared: Arc<Shared>,
     sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -261,6 +287,9 @@ struct State {
 struct TopicInfo {
     name: Arc<str>,
     partition_count: u32,
+    /// The topic has a partitioner module: the node partitions records without an explicit
+    /// partition.
+    node_partitioned: bool,
 }
 
 impl Shared {
@@ -376,13 +405,14 @@ impl Producer {
             let mut state = shared.lock();
             let partition = match record.partition {
                 Some(partition) => partition,
+                None if topic.node_partitioned => NODE_PARTITIONED,
                 None => state.partitioner.partition(
                     &topic.name,
                     record.key.as_deref(),
                     topic.partition_count,
                 ),
             };
-            if partition >= topic.partition_count {
+            if partition >= topic.partition_count && partition != NODE_PARTITIONED {
                 drop(state);
                 shared.memory.add_permits(bytes);
                 return Err(ProduceError::InvalidPartition {
@@ -402,7 +432,7 @@ impl Producer {
                 headers: record.headers,
             };
             let appended = state.accumulator.append(&key, record, bytes, now);
-            if appended.closed_batch {
+            if appended.closed_batch && partition != NODE_PARTITIONED {
                 state
                     .partitioner
                     .on_batch_complete(&topic.name, partition, topic.partition_count);
@@ -506,6 +536,7 @@ impl Producer {
         let info = TopicInfo {
             name: Arc::from(name),
             partition_count,
+            node_partitioned: !topic.partitioner_module.is_empty(),
         };
         self.shared
             .lock()

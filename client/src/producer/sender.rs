@@ -23,6 +23,10 @@
 //!   sequence numbers can never be written (the node would wait for the missing sequence), so
 //!   they fail with [`ProduceError::Aborted`]; once nothing of the partition is in flight, the
 //!   partition gets a fresh producer id and starts again at sequence 0.
+//!
+//! Batches for [`NODE_PARTITIONED`] (the node picks each record's partition) follow none of
+//! the rules above that need a sequence: they carry no producer id, so the node cannot
+//! recognise a resend, and their acknowledgement says where each record went.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -31,14 +35,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ledge_protocol::wire::{
-    self, Acks, ErrorCode, ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic,
-    Request, Response,
+    self, Acks, ErrorCode, NODE_PARTITIONED, ProducePartition, ProducePartitionResponse,
+    ProduceRequest, ProduceResponse, ProduceTopic, Request, Response,
 };
 use ledge_protocol::{EncodeOptions, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, encode_batch};
 use tokio::task::JoinSet;
 
 use super::accumulator::{PartitionKey, PendingBatch};
-use super::completion::{BatchAck, BatchCompletion};
+use super::completion::{BatchAck, BatchCompletion, place_records};
 use super::{Shared, backoff, init_producer_id};
 use crate::clock;
 use crate::connection::unexpected;
@@ -179,6 +183,12 @@ impl Sender {
         &self.shared.config
     }
 
+    /// Whether batches of `key` carry a producer id and sequence. Never for
+    /// [`NODE_PARTITIONED`]: the node refuses them there.
+    fn idempotent(&self, key: &PartitionKey) -> bool {
+        self.config().enable_idempotence && key.partition != NODE_PARTITIONED
+    }
+
     fn finished(&self) -> bool {
         self.shared.closing.load(Ordering::Acquire)
             && self.tasks.is_empty()
@@ -230,10 +240,15 @@ impl Sender {
                 if batches.iter().any(|batch| batch.key == key) {
                     continue;
                 }
+                let producer = if key.partition == NODE_PARTITIONED {
+                    None
+                } else {
+                    self.producer
+                };
                 let partition = self
                     .partitions
                     .entry(key.clone())
-                    .or_insert_with(|| PartitionState::new(self.producer));
+                    .or_insert_with(|| PartitionState::new(producer));
                 if !partition.accepts_new(in_flight_max) {
                     continue;
                 }
@@ -248,6 +263,10 @@ impl Sender {
                 }
                 if let Some(batch) = state.accumulator.take(&key) {
                     request_bytes += batch.bytes;
+                    if key.partition == NODE_PARTITIONED {
+                        taken.push((key, batch));
+                        continue;
+                    }
                     // Sticky partitioning moves on once a batch of its partition leaves.
                     let partition_count = state
                         .topics
@@ -279,7 +298,7 @@ impl Sender {
         pending: PendingBatch,
         now: Instant,
     ) -> Option<SentBatch> {
-        let idempotent = self.config().enable_idempotence;
+        let idempotent = self.idempotent(&key);
         let compression = self.config().compression;
         let state = self
             .partitions
@@ -389,6 +408,7 @@ impl Sender {
                             BatchAck {
                                 base_offset: None,
                                 log_append_time: None,
+                                placements: None,
                             },
                         );
                     }
@@ -445,12 +465,13 @@ impl Sender {
                     self.failed(batch, ProduceError::Request(error), now);
                 }
                 Some(answer) if answer.error == ErrorCode::None => {
-                    let ack = BatchAck {
-                        base_offset: Some(answer.base_offset),
-                        log_append_time: (answer.log_append_time_ms >= 0)
-                            .then_some(answer.log_append_time_ms),
-                    };
-                    self.acknowledged(batch, ack);
+                    match batch_ack(answer, &batch.key, batch.record_count) {
+                        Ok(ack) => self.acknowledged(batch, ack),
+                        Err(message) => {
+                            let error = RequestError::MalformedResponse(message);
+                            self.failed(batch, ProduceError::Request(error), now);
+                        }
+                    }
                 }
                 Some(answer) => {
                     let error = ProduceError::Node {
@@ -477,13 +498,17 @@ impl Sender {
     }
 
     fn failed(&mut self, mut batch: SentBatch, error: ProduceError, now: Instant) {
-        let idempotent = self.config().enable_idempotence;
+        let idempotent = self.idempotent(&batch.key);
         let retries_max = self.config().retries;
         let delivery_timeout = self.config().delivery_timeout;
         let backoff_wait = backoff(self.config(), batch.attempts.saturating_add(1));
         let key = batch.key.clone();
-        if error.code() == Some(ErrorCode::UnknownTopicOrPartition) {
-            // The topic may have been deleted or shrunk: look it up again on the next send.
+        if error.code() == Some(ErrorCode::UnknownTopicOrPartition)
+            || (key.partition == NODE_PARTITIONED
+                && error.code() == Some(ErrorCode::InvalidRequest))
+        {
+            // The topic may have been deleted or shrunk, or lost its partitioner module: look
+            // it up again on the next send.
             self.shared.forget_topic(&key.topic);
         }
         let Some(state) = self.partitions.get_mut(&key) else {
@@ -544,7 +569,7 @@ impl Sender {
     /// Fails `batch` and, with idempotence, every later numbered batch of its partition.
     fn fail_for_good(&mut self, batch: SentBatch, error: ProduceError) {
         let key = batch.key.clone();
-        let idempotent = self.config().enable_idempotence;
+        let idempotent = self.idempotent(&key);
         let mut aborted = Vec::new();
         if let Some(state) = self.partitions.get_mut(&key) {
             state.unacknowledged.remove(&batch.order);
@@ -681,6 +706,37 @@ impl Sender {
         }
         deadline
     }
+}
+
+/// What a successful answer says about the batch of `record_count` records for `key`: its
+/// first offset, or for a node-partitioned batch where each record went. An answer that does
+/// not account for every record is an error.
+pub(super) fn batch_ack(
+    answer: &ProducePartitionResponse,
+    key: &PartitionKey,
+    record_count: usize,
+) -> Result<BatchAck, String> {
+    let log_append_time = (answer.log_append_time_ms >= 0).then_some(answer.log_append_time_ms);
+    if key.partition != NODE_PARTITIONED {
+        return Ok(BatchAck {
+            base_offset: Some(answer.base_offset),
+            log_append_time,
+            placements: None,
+        });
+    }
+    let Some(routing) = &answer.routed else {
+        return Err(format!(
+            "node-partitioned produce to {} answered without routing",
+            key.topic
+        ));
+    };
+    let placements = place_records(routing, record_count)
+        .map_err(|message| format!("{message} (topic {})", key.topic))?;
+    Ok(BatchAck {
+        base_offset: None,
+        log_append_time,
+        placements: Some(placements.into()),
+    })
 }
 
 /// Retriable by the node's code, or a transport failure worth another try.

@@ -1,12 +1,14 @@
 //! Producer unit tests: sequence numbering, backoff, size estimates, config checks, delivery
-//! futures.
+//! futures, and where the node's routing puts each record of a node-partitioned batch.
 
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use super::completion::{BatchAck, BatchCompletion};
-use super::sender::next_sequence;
+use ledge_protocol::wire::{PartitionOffset, ProducePartitionResponse, ProduceRouting};
+
+use super::completion::{BatchAck, BatchCompletion, Placement, place_records};
+use super::sender::{batch_ack, next_sequence};
 use super::*;
 
 #[test]
@@ -122,6 +124,7 @@ fn every_record_of_a_batch_resolves_with_its_own_offset() {
     completion.complete(Ok(BatchAck {
         base_offset: Some(40),
         log_append_time: None,
+        placements: None,
     }));
     // A second outcome is ignored.
     completion.complete(Err(ProduceError::Closed));
@@ -150,6 +153,7 @@ fn a_failed_batch_fails_every_record_and_acks_zero_has_no_offset() {
     unacknowledged.complete(Ok(BatchAck {
         base_offset: None,
         log_append_time: Some(999),
+        placements: None,
     }));
     let mut future = DeliveryFuture::new(unacknowledged, 3, Arc::from("t"), 0, 1);
     let Poll::Ready(Ok(metadata)) = std::pin::Pin::new(&mut future).poll(&mut context) else {
@@ -157,4 +161,139 @@ fn a_failed_batch_fails_every_record_and_acks_zero_has_no_offset() {
     };
     assert_eq!(metadata.offset, None);
     assert_eq!(metadata.timestamp, 999);
+}
+
+fn placed(partition: u32, offset: i64) -> Option<Placement> {
+    Some(Placement { partition, offset })
+}
+
+fn routing(record_partitions: &[u32], base_offsets: &[(u32, i64)]) -> ProduceRouting {
+    ProduceRouting {
+        record_partitions: record_partitions.to_vec(),
+        base_offsets: base_offsets
+            .iter()
+            .map(|&(partition, offset)| PartitionOffset { partition, offset })
+            .collect(),
+    }
+}
+
+/// Records routed to one partition take consecutive offsets from its base in batch order,
+/// however they interleave with other partitions; dropped records have no place.
+#[test]
+fn routing_gives_each_record_its_partition_and_offset() {
+    const DROPPED: u32 = NODE_PARTITIONED;
+    let routed = routing(&[2, 0, 2, DROPPED, 0, 2], &[(0, 100), (2, 7)]);
+    assert_eq!(
+        place_records(&routed, 6),
+        Ok(vec![
+            placed(2, 7),
+            placed(0, 100),
+            placed(2, 8),
+            None,
+            placed(0, 101),
+            placed(2, 9),
+        ])
+    );
+    // Every record dropped: nothing written, no base offsets needed.
+    assert_eq!(
+        place_records(&routing(&[DROPPED, DROPPED], &[]), 2),
+        Ok(vec![None, None])
+    );
+}
+
+/// An answer that does not account for every record of the batch, or routes to a partition
+/// without saying where it started, is refused rather than guessed at.
+#[test]
+fn routing_that_does_not_cover_the_batch_is_an_error() {
+    let short = place_records(&routing(&[0, 0], &[(0, 5)]), 3).unwrap_err();
+    assert!(short.contains("2 records of a batch of 3"), "{short}");
+    let unknown = place_records(&routing(&[0, 1], &[(0, 5)]), 2).unwrap_err();
+    assert!(unknown.contains("partition 1"), "{unknown}");
+}
+
+/// A node-partitioned batch's answer becomes per-record placements (and must carry routing);
+/// an ordinary batch's answer keeps its base offset.
+#[test]
+fn acks_of_node_partitioned_batches_carry_placements() {
+    let answer = |routed: Option<ProduceRouting>| ProducePartitionResponse {
+        partition: NODE_PARTITIONED,
+        error: ErrorCode::None,
+        message: String::new(),
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+        routed,
+    };
+    let node_key = PartitionKey {
+        topic: Arc::from("orders"),
+        partition: NODE_PARTITIONED,
+    };
+    let ack = batch_ack(
+        &answer(Some(routing(&[1, NODE_PARTITIONED], &[(1, 3)]))),
+        &node_key,
+        2,
+    )
+    .unwrap();
+    assert_eq!(ack.base_offset, None);
+    assert_eq!(ack.placements.as_deref(), Some(&[placed(1, 3), None][..]));
+    let missing = batch_ack(&answer(None), &node_key, 2).unwrap_err();
+    assert!(missing.contains("without routing"), "{missing}");
+    assert!(batch_ack(&answer(Some(routing(&[1], &[(1, 3)]))), &node_key, 2).is_err());
+
+    let plain_key = PartitionKey {
+        topic: Arc::from("orders"),
+        partition: 4,
+    };
+    let mut plain = answer(None);
+    plain.partition = 4;
+    plain.base_offset = 60;
+    plain.log_append_time_ms = 1234;
+    let ack = batch_ack(&plain, &plain_key, 3).unwrap();
+    assert_eq!(ack.base_offset, Some(60));
+    assert_eq!(ack.log_append_time, Some(1234));
+    assert_eq!(ack.placements, None);
+}
+
+/// Each record of a node-partitioned batch resolves with the partition the node chose (not
+/// the `NODE_PARTITIONED` it was batched under); a record the produce filter dropped fails
+/// with `Dropped`.
+#[test]
+fn node_partitioned_records_resolve_where_the_node_put_them() {
+    let completion = Arc::new(BatchCompletion::default());
+    let mut futures: Vec<DeliveryFuture> = (0..3)
+        .map(|index| {
+            DeliveryFuture::new(
+                completion.clone(),
+                index,
+                Arc::from("orders"),
+                NODE_PARTITIONED,
+                50,
+            )
+        })
+        .collect();
+    assert_eq!(futures[0].partition(), NODE_PARTITIONED);
+    let placements = place_records(&routing(&[3, NODE_PARTITIONED, 3], &[(3, 10)]), 3).unwrap();
+    completion.complete(Ok(BatchAck {
+        base_offset: None,
+        log_append_time: None,
+        placements: Some(placements.into()),
+    }));
+    let mut context = Context::from_waker(Waker::noop());
+    let mut outcomes =
+        futures.iter_mut().map(
+            |future| match std::pin::Pin::new(future).poll(&mut context) {
+                Poll::Ready(outcome) => outcome,
+                Poll::Pending => panic!("not resolved"),
+            },
+        );
+    let first = outcomes.next().unwrap().unwrap();
+    assert_eq!((first.partition, first.offset), (3, Some(10)));
+    assert_eq!(first.timestamp, 50);
+    let dropped = outcomes.next().unwrap().unwrap_err();
+    assert!(
+        matches!(&dropped, ProduceError::Dropped { topic } if topic == "orders"),
+        "{dropped:?}"
+    );
+    let third = outcomes.next().unwrap().unwrap();
+    assert_eq!((third.partition, third.offset), (3, Some(11)));
 }
