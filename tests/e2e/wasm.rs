@@ -128,11 +128,9 @@ async fn read_topic(
     expected: usize,
     plugin: Option<FetchPlugin>,
 ) -> Result<Vec<ConsumerRecord>, ledge_client::ConsumeError> {
-    let config = ConsumerConfig {
-        auto_offset_reset: OffsetReset::Earliest,
-        fetch_plugin: plugin,
-        ..ConsumerConfig::default()
-    };
+    let mut config = ConsumerConfig::default();
+    config.auto_offset_reset = OffsetReset::Earliest;
+    config.fetch_plugin = plugin;
     let mut consumer = Consumer::new(client, config);
     consumer.assign(
         (0..partitions)
@@ -142,7 +140,7 @@ async fn read_topic(
     let mut records = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while records.len() < expected && tokio::time::Instant::now() < deadline {
-        records.extend(consumer.poll(Duration::from_millis(200)).await?);
+        records.extend(consumer.poll(Duration::from_millis(200), 10_000).await?);
     }
     Ok(records)
 }
