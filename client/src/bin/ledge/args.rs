@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 
+use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ledge_client::{Acks, Compression, SERVER_DEFAULT};
+use ledge_client::{Acks, Compression, ModuleKind, OnError, SERVER_DEFAULT};
 
 /// Help heading of the options every command takes.
 const CONNECTION: &str = "Connection options";
 
-/// Command-line client for a Ledge node: manage topics, produce and consume records.
+/// Command-line client for a Ledge node: manage topics, produce and consume records, run WASM
+/// plug-ins.
 #[derive(Debug, Parser)]
 #[command(name = "ledge", version, propagate_version = true)]
 #[command(after_help = "Examples:
@@ -17,7 +19,11 @@ const CONNECTION: &str = "Connection options";
   ledge consume orders --from-beginning --max-messages 10 --format json
   ledge consume orders --group billing --from-beginning
   ledge group describe billing
-  ledge group reset-offsets billing --topic orders --to-earliest --dry-run")]
+  ledge group reset-offsets billing --topic orders --to-earliest --dry-run
+  ledge module upload high-value --module high_value_orders.wasm --kind filter --param threshold=1000
+  ledge consume orders --from-beginning --filter high-value --param threshold=500
+  ledge transform deploy high-value --module high_value_orders.wasm --kind filter --input orders
+  ledge transform describe high-value")]
 pub(crate) struct Cli {
     /// Node address (host:port, UDP)
     #[arg(long, global = true, env = "LEDGE_SERVER", value_name = "ADDR", default_value = SERVER_DEFAULT, help_heading = CONNECTION)]
@@ -57,6 +63,167 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
+    /// Upload, list and delete named WASM modules (fetch filters, topic partitioners and
+    /// produce filters)
+    Module {
+        #[command(subcommand)]
+        command: ModuleCommand,
+    },
+    /// Deploy, list, describe, pause, resume and remove topic transforms (WASM modules the
+    /// node runs from one topic to another)
+    Transform {
+        #[command(subcommand)]
+        command: TransformCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ModuleCommand {
+    /// Store a .wasm module under a name (replacing the name's previous module)
+    Upload(ModuleUploadArgs),
+    /// List named modules with their kind, size, hash and default parameters
+    List(ListArgs),
+    /// Delete a named module (not while a topic config names it)
+    Delete(ModuleDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ModuleUploadArgs {
+    /// Module name: what `consume --filter` and the topic configs partitioner.module and
+    /// produce.filter.module refer to
+    pub(crate) name: String,
+    /// The compiled module (cargo build --release --target wasm32-unknown-unknown)
+    #[arg(long, value_name = "FILE.wasm")]
+    pub(crate) module: PathBuf,
+    /// What the module does with each record (it must export that kind's entry point)
+    #[arg(long, value_enum)]
+    pub(crate) kind: KindArg,
+    /// Default parameter KEY=VALUE handed to the module (repeatable), e.g. threshold=1000
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub(crate) params: Vec<(String, String)>,
+    /// The module's bytes, read before connecting
+    #[arg(skip)]
+    pub(crate) module_bytes: Bytes,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ModuleDeleteArgs {
+    /// Module name
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TransformCommand {
+    /// Deploy a transform, or a new version of one (keeps its input positions)
+    Deploy(TransformDeployArgs),
+    /// List transforms with their state, topics and record counts
+    List(ListArgs),
+    /// Show everything about a transform: definition, counters, last error, positions
+    Describe(TransformDescribeArgs),
+    /// Pause a transform (it keeps its positions)
+    Pause(TransformNameArgs),
+    /// Resume a paused or stopped transform where it left off
+    Resume(TransformNameArgs),
+    /// Remove a transform and its positions (its output and dead-letter topics stay)
+    Remove(TransformNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TransformDeployArgs {
+    /// Transform name
+    pub(crate) name: String,
+    /// The compiled module (cargo build --release --target wasm32-unknown-unknown)
+    #[arg(long, value_name = "FILE.wasm")]
+    pub(crate) module: PathBuf,
+    /// What the module does with each record (it must export that kind's entry point)
+    #[arg(long, value_enum)]
+    pub(crate) kind: KindArg,
+    /// Topic to read (it must exist)
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) input: String,
+    /// Topic to write; created with the input's partition count if missing
+    /// [default: <input>.<name>]
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) output: Option<String>,
+    /// Parameter KEY=VALUE handed to the module (repeatable), e.g. threshold=1000
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub(crate) params: Vec<(String, String)>,
+    /// What to do with a record the module fails: send it to the dead-letter topic, skip it,
+    /// or stop the transform before it
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = OnErrorArg::DeadLetter)]
+    pub(crate) on_error: OnErrorArg,
+    /// Where failed records go with --on-error dead-letter; created if missing
+    /// [default: <name>.dead-letter]
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) dead_letter_topic: Option<String>,
+    /// The module's bytes, read before connecting
+    #[arg(skip)]
+    pub(crate) module_bytes: Bytes,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TransformDescribeArgs {
+    /// Transform name
+    pub(crate) name: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TransformNameArgs {
+    /// Transform name
+    pub(crate) name: String,
+}
+
+/// `--kind` values: the node's names for module kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum KindArg {
+    /// Keeps or drops each record
+    Filter,
+    /// Replaces each record with exactly one record
+    Map,
+    /// Drops a record or replaces it with one record
+    #[value(name = "filter_map", alias = "filter-map")]
+    FilterMap,
+    /// Replaces each record with zero or more records (transforms only)
+    #[value(name = "flat_map", alias = "flat-map")]
+    FlatMap,
+    /// Picks each record's partition (topic config partitioner.module)
+    Partitioner,
+}
+
+impl From<KindArg> for ModuleKind {
+    fn from(value: KindArg) -> Self {
+        match value {
+            KindArg::Filter => Self::Filter,
+            KindArg::Map => Self::Map,
+            KindArg::FilterMap => Self::FilterMap,
+            KindArg::FlatMap => Self::FlatMap,
+            KindArg::Partitioner => Self::Partitioner,
+        }
+    }
+}
+
+/// `--on-error` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OnErrorArg {
+    /// Send the record to the dead-letter topic, with the error in its headers
+    DeadLetter,
+    /// Drop the record (counted as dead)
+    Skip,
+    /// Stop the transform before the record's batch until it is resumed
+    Stop,
+}
+
+impl From<OnErrorArg> for OnError {
+    fn from(value: OnErrorArg) -> Self {
+        match value {
+            OnErrorArg::DeadLetter => Self::DeadLetter,
+            OnErrorArg::Skip => Self::Skip,
+            OnErrorArg::Stop => Self::Stop,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,6 +429,13 @@ pub(crate) struct ConsumeArgs {
     /// In text format, what goes between key and value
     #[arg(long, value_name = "S", default_value = "\t")]
     pub(crate) key_separator: String,
+    /// Have the node run module NAME (a filter, map or filter_map from `ledge module upload`)
+    /// on every record before sending it; records it drops are not printed
+    #[arg(long, value_name = "NAME")]
+    pub(crate) filter: Option<String>,
+    /// With --filter: parameter KEY=VALUE overriding the module's default (repeatable)
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param, requires = "filter")]
+    pub(crate) params: Vec<(String, String)>,
 }
 
 /// `--compression` values.
@@ -326,6 +500,22 @@ pub(crate) fn parse_header(text: &str) -> Result<(String, String), String> {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err(format!(
             "expected KEY=VALUE with a non-empty key (got {text:?})"
+        )),
+    }
+}
+
+/// Parses `KEY=VALUE` for a module parameter: a non-empty key; the value is the text after
+/// the first `=` (it may be empty or contain `=`), parsed by the module.
+pub(crate) fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
+        Some(_) => Err(format!(
+            "parameter {text:?} has no name; expected KEY=VALUE, e.g. threshold=1000"
+        )),
+        None => Err(format!(
+            "parameter {text:?} has no '='; expected KEY=VALUE, e.g. threshold=1000"
         )),
     }
 }
@@ -429,6 +619,187 @@ mod tests {
             Cli::try_parse_from(["ledge", "consume", "t", "--group", "g", "--partition", "1"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn params_split_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_param("threshold=1000"),
+            Ok(("threshold".into(), "1000".into()))
+        );
+        assert_eq!(parse_param("empty="), Ok(("empty".into(), String::new())));
+        assert_eq!(parse_param("expr=a=b"), Ok(("expr".into(), "a=b".into())));
+        let error = parse_param("threshold").unwrap_err();
+        assert!(
+            error.contains("no '='") && error.contains("KEY=VALUE"),
+            "{error}"
+        );
+        assert!(parse_param("=5").unwrap_err().contains("no name"));
+        assert!(parse_param(" =5").is_err());
+    }
+
+    /// Goal: the plug-in commands take the flags the docs show, and refuse what they cannot
+    /// carry out. Method: parse whole command lines.
+    #[test]
+    fn module_and_transform_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "ledge",
+            "module",
+            "upload",
+            "high-value",
+            "--module",
+            "f.wasm",
+            "--kind",
+            "filter",
+            "--param",
+            "threshold=1000",
+            "--param",
+            "currency=EUR",
+        ])
+        .unwrap();
+        let Command::Module {
+            command: ModuleCommand::Upload(upload),
+        } = cli.command
+        else {
+            panic!("not an upload: {cli:?}");
+        };
+        assert_eq!(upload.kind, KindArg::Filter);
+        assert_eq!(upload.params.len(), 2);
+        assert!(
+            upload.module_bytes.is_empty(),
+            "read later, before connecting"
+        );
+        // Kinds go by the node's names; '-' works for '_'.
+        for kind in ["filter_map", "filter-map", "flat_map", "partitioner", "map"] {
+            let line = [
+                "ledge", "module", "upload", "m", "--module", "f.wasm", "--kind", kind,
+            ];
+            assert!(Cli::try_parse_from(line).is_ok(), "{kind}");
+        }
+        let unknown = [
+            "ledge", "module", "upload", "m", "--module", "f.wasm", "--kind", "reducer",
+        ];
+        let error = Cli::try_parse_from(unknown).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::InvalidValue);
+        let no_file = ["ledge", "module", "upload", "m", "--kind", "map"];
+        assert!(Cli::try_parse_from(no_file).is_err());
+        let bad_param = [
+            "ledge",
+            "module",
+            "upload",
+            "m",
+            "--module",
+            "f.wasm",
+            "--kind",
+            "map",
+            "--param",
+            "threshold",
+        ];
+        let error = Cli::try_parse_from(bad_param).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+
+        let cli = Cli::try_parse_from([
+            "ledge",
+            "transform",
+            "deploy",
+            "high-value",
+            "--module",
+            "f.wasm",
+            "--kind",
+            "filter",
+            "--input",
+            "orders",
+            "--on-error",
+            "skip",
+        ])
+        .unwrap();
+        let Command::Transform {
+            command: TransformCommand::Deploy(deploy),
+        } = cli.command
+        else {
+            panic!("not a deploy: {cli:?}");
+        };
+        assert_eq!(deploy.on_error, OnErrorArg::Skip);
+        assert_eq!(deploy.output, None);
+        assert_eq!(deploy.dead_letter_topic, None);
+        let defaults = Cli::try_parse_from([
+            "ledge",
+            "transform",
+            "deploy",
+            "t",
+            "--module",
+            "f.wasm",
+            "--kind",
+            "map",
+            "--input",
+            "in",
+        ])
+        .unwrap();
+        let Command::Transform {
+            command: TransformCommand::Deploy(deploy),
+        } = defaults.command
+        else {
+            panic!("not a deploy");
+        };
+        assert_eq!(OnError::from(deploy.on_error), OnError::DeadLetter);
+        let no_input = [
+            "ledge",
+            "transform",
+            "deploy",
+            "t",
+            "--module",
+            "f.wasm",
+            "--kind",
+            "map",
+        ];
+        assert!(Cli::try_parse_from(no_input).is_err());
+        let bad_policy = [
+            "ledge",
+            "transform",
+            "deploy",
+            "t",
+            "--module",
+            "f.wasm",
+            "--kind",
+            "map",
+            "--input",
+            "in",
+            "--on-error",
+            "retry",
+        ];
+        assert!(Cli::try_parse_from(bad_policy).is_err());
+        for action in ["pause", "resume", "remove", "describe"] {
+            assert!(Cli::try_parse_from(["ledge", "transform", action, "t"]).is_ok());
+        }
+        assert!(Cli::try_parse_from(["ledge", "transform", "list", "--format", "json"]).is_ok());
+    }
+
+    #[test]
+    fn consume_params_need_a_filter() {
+        let cli = Cli::try_parse_from([
+            "ledge",
+            "consume",
+            "orders",
+            "--filter",
+            "high-value",
+            "--param",
+            "threshold=5",
+        ])
+        .unwrap();
+        let Command::Consume(consume) = cli.command else {
+            panic!("not a consume");
+        };
+        assert_eq!(consume.filter.as_deref(), Some("high-value"));
+        assert_eq!(consume.params, vec![("threshold".into(), "5".into())]);
+        assert!(Cli::try_parse_from(["ledge", "consume", "orders", "--param", "a=1"]).is_err());
+    }
+
+    #[test]
+    fn kinds_map_to_the_sdk_kinds() {
+        for kind in KindArg::value_variants() {
+            let name = kind.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(ModuleKind::from(*kind).as_str(), name);
+        }
     }
 
     #[test]

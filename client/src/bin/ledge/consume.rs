@@ -1,13 +1,15 @@
 //! `ledge consume TOPIC`: print records, as text or JSON lines; with `--group`, as a member of
 //! a consumer group that commits what it printed before it exits (also on `--timeout-ms`,
-//! `--max-messages` and Ctrl-C).
+//! `--max-messages` and Ctrl-C); with `--filter`, through a module the node runs on every
+//! record before sending it.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::Context;
 use ledge_client::{
-    Admin, Client, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, TopicPartition,
+    Admin, Client, Consumer, ConsumerConfig, ConsumerRecord, FetchPlugin, OffsetReset,
+    TopicPartition,
 };
 
 use crate::args::{ConsumeArgs, RecordFormat};
@@ -41,6 +43,10 @@ pub(crate) async fn run(client: &Client, arguments: ConsumeArgs) -> anyhow::Resu
     };
 
     let mut config = ConsumerConfig::default();
+    config.fetch_plugin = arguments.filter.as_ref().map(|module| FetchPlugin {
+        module: module.clone(),
+        params: arguments.params.clone(),
+    });
     if let Some(group) = &arguments.group {
         config.group_id = Some(group.clone());
         config.session_timeout = Duration::from_millis(arguments.session_timeout_ms);

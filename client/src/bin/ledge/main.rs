@@ -1,14 +1,17 @@
 //! `ledge`: the command-line client for a Ledge node.
 //!
-//! Thin: parse arguments (clap), connect, run one command, print. Every error ends as one line
-//! on stderr (`error: ...`) and exit status 1; clap's usage errors exit with 2.
+//! Thin: parse arguments (clap), read local files, connect, run one command, print. Every
+//! error ends as one line on stderr (`error: ...`) and exit status 1; clap's usage errors exit
+//! with 2 (a bad flag value as one line too).
 
 mod args;
 mod consume;
 mod group;
+mod module;
 mod output;
 mod produce;
 mod topic;
+mod transform;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,9 +19,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use ledge_client::{Client, ClientConfig, Trust};
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, ModuleCommand, TransformCommand};
 
 /// Where the CA is looked for when neither `--ca` nor `--insecure` is given: the dev CA of a
 /// node started with no flags in the current directory.
@@ -28,7 +32,10 @@ const CA_DEFAULT: &str = "ledge-data/tls/ca.pem";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -56,7 +63,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    read_local_files(&mut cli.command)?;
     let trust = trust(cli.ca.as_deref(), cli.insecure)?;
     let mut config = ClientConfig::new(cli.server.clone(), trust);
     config.server_name = cli.server_name.clone();
@@ -70,9 +78,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(arguments) => produce::run(&client, arguments).await,
         Command::Consume(arguments) => consume::run(&client, arguments).await,
         Command::Group { command } => group::run(&client, command).await,
+        Command::Module { command } => module::run(&client, command).await,
+        Command::Transform { command } => transform::run(&client, command).await,
     };
     client.close().await;
     result
+}
+
+/// Reads the files a command sends, before connecting: a wrong path is reported as such even
+/// when the node is down.
+fn read_local_files(command: &mut Command) -> anyhow::Result<()> {
+    match command {
+        Command::Module {
+            command: ModuleCommand::Upload(arguments),
+        } => arguments.module_bytes = module::read_module_file(&arguments.module)?,
+        Command::Transform {
+            command: TransformCommand::Deploy(arguments),
+        } => arguments.module_bytes = module::read_module_file(&arguments.module)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Prints a command-line error and returns its exit status. A bad value for a flag is one
+/// line, like every other error (with the accepted values when there is a fixed list); the
+/// rest (help, version, missing or unknown arguments) is clap's own output, with the usage.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        error.exit();
+    }
+    eprintln!("{}", one_line(error));
+    ExitCode::from(2)
+}
+
+/// clap's first line of `error` (`error: invalid value 'x' for '--kind <KIND>'...`), plus the
+/// accepted values that clap would print on a line of their own.
+fn one_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let mut line = rendered
+        .lines()
+        .next()
+        .unwrap_or("error: invalid value")
+        .to_string();
+    if let Some(ContextValue::Strings(valid)) = error.get(ContextKind::ValidValue)
+        && !valid.is_empty()
+    {
+        line.push_str(&format!(" (possible values: {})", valid.join(", ")));
+    }
+    line
 }
 
 /// The CLI's one clock read (progress rates and `--timeout-ms`).

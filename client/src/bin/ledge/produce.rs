@@ -1,4 +1,6 @@
-//! `ledge produce TOPIC`: one record per line of standard input.
+//! `ledge produce TOPIC`: one record per line of standard input. On a topic with a
+//! partitioner module the node picks the partitions; records its produce filter drops are
+//! counted apart, not as failures.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -8,7 +10,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use ledge_client::{
-    Acks, Client, DeliveryFuture, Header, Producer, ProducerConfig, ProducerRecord,
+    Acks, Client, DeliveryFuture, Header, ProduceError, Producer, ProducerConfig, ProducerRecord,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -53,6 +55,7 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
     let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
     let mut sent = 0u64;
+    let mut dropped = 0u64;
     let mut failure: Option<anyhow::Error> = None;
     let mut line_number = 0u64;
     while let Some(mut line) = lines
@@ -84,18 +87,27 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
         }
         if pending.len() >= DELIVERIES_PENDING_MAX
             && let Some(oldest) = pending.pop_front()
-            && let Err(error) = oldest.await
         {
-            failure = Some(error.into());
-            break;
+            match oldest.await {
+                Ok(_) => {}
+                Err(ProduceError::Dropped { .. }) => dropped += 1,
+                Err(error) => {
+                    failure = Some(error.into());
+                    break;
+                }
+            }
         }
     }
     producer.flush().await;
     let mut failed = 0u64;
     for delivery in pending {
-        if let Err(error) = delivery.await {
-            failed += 1;
-            failure.get_or_insert_with(|| error.into());
+        match delivery.await {
+            Ok(_) => {}
+            Err(ProduceError::Dropped { .. }) => dropped += 1,
+            Err(error) => {
+                failed += 1;
+                failure.get_or_insert_with(|| error.into());
+            }
         }
     }
     producer.close().await;
@@ -103,7 +115,7 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
         bar.finish_and_clear();
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let written = sent.saturating_sub(failed);
+    let written = sent.saturating_sub(failed).saturating_sub(dropped);
     let verb = if arguments.acks == Acks::None {
         "Sent"
     } else {
@@ -111,8 +123,12 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
     };
     // After a failure that wrote nothing, the error line alone says it all.
     if failure.is_none() || written > 0 {
+        let dropped = match dropped {
+            0 => String::new(),
+            count => format!(" The topic's produce filter dropped {count} more."),
+        };
         eprintln!(
-            "{verb} {written} records to {} in {elapsed:.2} s ({:.0} records/s).",
+            "{verb} {written} records to {} in {elapsed:.2} s ({:.0} records/s).{dropped}",
             arguments.topic,
             written as f64 / elapsed.max(1e-9)
         );

@@ -5,7 +5,7 @@ use ledge_client::{Admin, Client, NewTopic, PartitionDescription};
 use serde_json::json;
 
 use crate::args::{Format, TopicCommand};
-use crate::output::{print, table};
+use crate::output::{format_time, human_bytes, print, table};
 
 pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
     let admin = Admin::new(client);
@@ -240,27 +240,4 @@ fn partition_records(partition: &PartitionDescription) -> i64 {
 
 fn records(partitions: &[PartitionDescription]) -> i64 {
     partitions.iter().map(partition_records).sum()
-}
-
-/// Bytes as a short human figure (`1.5 MiB`).
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-/// Milliseconds since the epoch as RFC 3339 (UTC, seconds).
-fn format_time(ms: i64) -> String {
-    let time =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(time).to_string()
 }

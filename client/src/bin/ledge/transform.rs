@@ -1,0 +1,311 @@
+//! `ledge transform ...`: deploy, list, describe, pause, resume, remove.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use ledge_client::{Admin, Client, TransformDescription, TransformSpec};
+use serde_json::json;
+
+use crate::args::{Format, TransformCommand, TransformDeployArgs};
+use crate::module::{hash_prefix, params_json, params_text};
+use crate::output::{print, table};
+
+pub(crate) async fn run(client: &Client, command: TransformCommand) -> anyhow::Result<()> {
+    let admin = Admin::new(client);
+    match command {
+        TransformCommand::Deploy(arguments) => deploy(&admin, arguments).await,
+        TransformCommand::List(arguments) => {
+            let transforms = admin
+                .describe_transforms(Vec::new())
+                .await
+                .context("cannot list transforms")?;
+            match arguments.format {
+                Format::Json => {
+                    let transforms: Vec<_> = transforms.iter().map(describe_json).collect();
+                    print(&serde_json::to_string(&transforms)?)
+                }
+                Format::Table if transforms.is_empty() => print(
+                    "No transforms. Deploy one with: ledge transform deploy NAME --module \
+                     FILE.wasm --kind KIND --input TOPIC",
+                ),
+                Format::Table => print(&list_table(&transforms)),
+            }
+        }
+        TransformCommand::Describe(arguments) => {
+            let context = || format!("cannot describe transform {}", arguments.name);
+            let transform = admin
+                .describe_transforms(vec![arguments.name.clone()])
+                .await
+                .with_context(context)?
+                .into_iter()
+                .next()
+                .with_context(context)?;
+            match arguments.format {
+                Format::Json => print(&serde_json::to_string(&describe_json(&transform))?),
+                Format::Table => print(&describe_text(&transform)),
+            }
+        }
+        TransformCommand::Pause(arguments) => {
+            admin
+                .pause_transform(&arguments.name)
+                .await
+                .context("cannot pause transform")?;
+            print(&format!(
+                "Paused transform {}; resume it with: ledge transform resume {}",
+                arguments.name, arguments.name
+            ))
+        }
+        TransformCommand::Resume(arguments) => {
+            admin
+                .resume_transform(&arguments.name)
+                .await
+                .context("cannot resume transform")?;
+            print(&format!("Resumed transform {}.", arguments.name))
+        }
+        TransformCommand::Remove(arguments) => {
+            admin
+                .remove_transform(&arguments.name)
+                .await
+                .context("cannot remove transform")?;
+            print(&format!(
+                "Removed transform {}; its output and dead-letter topics stay.",
+                arguments.name
+            ))
+        }
+    }
+}
+
+async fn deploy(admin: &Admin, arguments: TransformDeployArgs) -> anyhow::Result<()> {
+    let name = arguments.name.clone();
+    let spec = TransformSpec {
+        name: arguments.name,
+        kind: arguments.kind.into(),
+        module: arguments.module_bytes,
+        input: arguments.input,
+        output: arguments.output,
+        params: arguments.params,
+        on_error: arguments.on_error.into(),
+        dead_letter_topic: arguments.dead_letter_topic,
+    };
+    let fallback_output = spec.output_or_default();
+    let input = spec.input.clone();
+    let version = admin
+        .deploy_transform(spec)
+        .await
+        .context("cannot deploy transform")?;
+    // The node's word on where the output goes (a redeployment may keep an earlier one);
+    // if asking fails, the name the node gives by default.
+    let output = match admin.describe_transforms(vec![name.clone()]).await {
+        Ok(described) => described
+            .into_iter()
+            .next()
+            .map_or(fallback_output, |transform| transform.output),
+        Err(_) => fallback_output,
+    };
+    print(&format!(
+        "Deployed transform {name} version {version}: {input} -> {output}."
+    ))
+}
+
+fn list_table(transforms: &[TransformDescription]) -> String {
+    let mut output = table(
+        &[
+            "NAME",
+            "STATE",
+            "KIND",
+            "INPUT -> OUTPUT",
+            "IN",
+            "OUT",
+            "DEAD",
+            "LAG",
+        ],
+        &[4, 5, 6, 7],
+    );
+    for transform in transforms {
+        output.add_row(vec![
+            transform.name.clone(),
+            transform.state.to_string(),
+            transform.kind.to_string(),
+            format!("{} -> {}", transform.input, transform.output),
+            transform.records_in.to_string(),
+            transform.records_out.to_string(),
+            transform.records_dead.to_string(),
+            transform.lag.to_string(),
+        ]);
+    }
+    output.to_string()
+}
+
+/// Every field of a transform: a few lines of definition and status, then its position in
+/// each input partition.
+fn describe_text(transform: &TransformDescription) -> String {
+    let fields = [
+        ("State", transform.state.to_string()),
+        ("Version", transform.version.to_string()),
+        (
+            "Module",
+            format!("{} (sha256 {})", transform.kind, transform.module_hash),
+        ),
+        ("Params", params_text(&transform.params)),
+        (
+            "Topics",
+            format!("{} -> {}", transform.input, transform.output),
+        ),
+        ("On error", transform.on_error.to_string()),
+        ("Dead letters", transform.dead_letter_topic.clone()),
+        (
+            "Records",
+            format!(
+                "{} in, {} out, {} dead (since the node started)",
+                transform.records_in, transform.records_out, transform.records_dead
+            ),
+        ),
+        ("Lag", format!("{} records", transform.lag)),
+        ("Busy", human_duration(transform.busy)),
+        (
+            "Last error",
+            transform
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "-".to_string()),
+        ),
+    ];
+    let width = fields
+        .iter()
+        .map(|(label, _)| label.len())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut text = format!("Transform {}\n", transform.name);
+    for (label, value) in fields {
+        text.push_str(&format!("  {:<width$} {value}\n", format!("{label}:")));
+    }
+    if transform.positions.is_empty() {
+        text.push_str("\nNo input partitions.");
+        return text;
+    }
+    let mut positions = table(&["PARTITION", "POSITION"], &[0, 1]);
+    for (partition, offset) in &transform.positions {
+        positions.add_row(vec![partition.to_string(), offset.to_string()]);
+    }
+    text.push('\n');
+    text.push_str(&positions.to_string());
+    text
+}
+
+fn describe_json(transform: &TransformDescription) -> serde_json::Value {
+    json!({
+        "name": transform.name,
+        "state": transform.state.as_str(),
+        "version": transform.version,
+        "kind": transform.kind.as_str(),
+        "module_hash": transform.module_hash,
+        "module_hash_prefix": hash_prefix(&transform.module_hash),
+        "params": params_json(&transform.params),
+        "input": transform.input,
+        "output": transform.output,
+        "on_error": transform.on_error.as_str(),
+        "dead_letter_topic": transform.dead_letter_topic,
+        "records_in": transform.records_in,
+        "records_out": transform.records_out,
+        "records_dead": transform.records_dead,
+        "lag": transform.lag,
+        "busy_us": u64::try_from(transform.busy.as_micros()).unwrap_or(u64::MAX),
+        "last_error": transform.last_error,
+        "positions": transform.positions.iter().map(|(partition, offset)| json!({
+            "partition": partition,
+            "offset": offset,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A duration in the unit that suits it: `850 µs`, `12.5 ms`, `3.20 s`.
+fn human_duration(duration: Duration) -> String {
+    let micros = duration.as_micros();
+    if micros < 1000 {
+        format!("{micros} µs")
+    } else if micros < 1_000_000 {
+        format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+    } else {
+        format!("{:.2} s", duration.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ledge_client::{ModuleKind, OnError, TransformState};
+
+    use super::*;
+
+    fn described() -> TransformDescription {
+        TransformDescription {
+            name: "high-value".into(),
+            kind: ModuleKind::Filter,
+            input: "orders".into(),
+            output: "orders.high-value".into(),
+            dead_letter_topic: "high-value.dead-letter".into(),
+            on_error: OnError::DeadLetter,
+            module_hash: "0123456789abcdef".repeat(4),
+            params: vec![("threshold".into(), "1000".into())],
+            version: 2,
+            state: TransformState::Paused,
+            last_error: Some("paused by an operator".into()),
+            records_in: 10,
+            records_out: 4,
+            records_dead: 1,
+            lag: 7,
+            busy: Duration::from_micros(1500),
+            positions: BTreeMap::from([(0, 3), (1, 5)]),
+        }
+    }
+
+    #[test]
+    fn durations_print_in_a_fitting_unit() {
+        assert_eq!(human_duration(Duration::from_micros(850)), "850 µs");
+        assert_eq!(human_duration(Duration::from_micros(12_500)), "12.5 ms");
+        assert_eq!(human_duration(Duration::from_millis(3200)), "3.20 s");
+    }
+
+    /// Goal: `describe` shows every field, the last error and each partition's position.
+    #[test]
+    fn describe_shows_every_field() {
+        let text = describe_text(&described());
+        for expected in [
+            "Transform high-value",
+            "State:",
+            "paused",
+            "Version:",
+            "filter (sha256 0123456789abcdef",
+            "threshold=1000",
+            "orders -> orders.high-value",
+            "dead-letter",
+            "high-value.dead-letter",
+            "10 in, 4 out, 1 dead",
+            "7 records",
+            "1.5 ms",
+            "paused by an operator",
+            "PARTITION",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
+        }
+        let json = describe_json(&described());
+        assert_eq!(json["state"], "paused");
+        assert_eq!(json["busy_us"], 1500);
+        assert_eq!(json["positions"][1], json!({"partition": 1, "offset": 5}));
+        assert_eq!(json["params"], json!({"threshold": "1000"}));
+    }
+
+    #[test]
+    fn the_list_has_one_row_per_transform() {
+        let text = list_table(&[described()]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("INPUT -> OUTPUT"), "{text}");
+        assert!(lines[1].contains("orders -> orders.high-value"), "{text}");
+    }
+}
