@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ledge_protocol::wire::ErrorCode;
+use ledge_protocol::wire::{ErrorCode, NODE_PARTITIONED};
 
 /// Why a connection to the node could not be set up.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -141,7 +141,7 @@ pub enum ProduceError {
     /// An earlier batch of the same partition failed for good, and this one, numbered after
     /// it, was given up so that no record lands after a gap. Unless an earlier attempt of this
     /// batch lost its answer (a connection cut), it was not written. Send it again.
-    #[error("not sent: an earlier batch of {topic}/{partition} failed ({cause})")]
+    #[error("not sent: an earlier batch of {} failed ({cause})", place(topic, *partition))]
     Aborted {
         /// Topic.
         topic: String,
@@ -194,11 +194,15 @@ pub enum ProduceError {
     },
     /// The node refused the batch. `code` says why (e.g. `MessageTooLarge` for a batch over the
     /// topic's `max.message.bytes`).
-    #[error("node refused the batch for {topic}/{partition}: {}", explain_code(*code, message))]
+    #[error(
+        "node refused the batch for {}: {}",
+        place(topic, *partition),
+        explain_code(*code, message)
+    )]
     Node {
         /// Topic.
         topic: String,
-        /// Partition.
+        /// Partition; [`NODE_PARTITIONED`] for records the node partitions.
         partition: u32,
         /// The node's code.
         code: ErrorCode,
@@ -478,6 +482,15 @@ impl AdminError {
             Self::Request(RequestError::Refused { code, .. }) => Some(*code),
             Self::Request(_) | Self::InvalidArgument(_) => None,
         }
+    }
+}
+
+/// `topic/partition`, or for records the node partitions, the topic and that fact.
+fn place(topic: &str, partition: u32) -> String {
+    if partition == NODE_PARTITIONED {
+        format!("{topic} (partitioned by the node)")
+    } else {
+        format!("{topic}/{partition}")
     }
 }
 

@@ -297,3 +297,30 @@ fn node_partitioned_records_resolve_where_the_node_put_them() {
     let third = outcomes.next().unwrap().unwrap();
     assert_eq!((third.partition, third.offset), (3, Some(11)));
 }
+
+/// A refusal of a node-partitioned batch names the topic and that the node partitions it,
+/// not the partition number it was batched under.
+#[test]
+fn errors_of_node_partitioned_batches_do_not_show_the_sentinel() {
+    let error = ProduceError::Node {
+        topic: "payments".into(),
+        partition: NODE_PARTITIONED,
+        code: ErrorCode::InvalidRecord,
+        message: "record 0 of the batch refused".into(),
+    };
+    assert_eq!(
+        error.to_string(),
+        "node refused the batch for payments (partitioned by the node): record 0 of the batch \
+         refused (InvalidRecord)"
+    );
+    let error = ProduceError::Node {
+        topic: "payments".into(),
+        partition: 2,
+        code: ErrorCode::InvalidRecord,
+        message: String::new(),
+    };
+    assert_eq!(
+        error.to_string(),
+        "node refused the batch for payments/2: InvalidRecord"
+    );
+}

@@ -125,10 +125,10 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
     if failure.is_none() || written > 0 {
         let dropped = match dropped {
             0 => String::new(),
-            count => format!(" The topic's produce filter dropped {count} more."),
+            count => format!("; the topic's produce filter dropped {count}"),
         };
         eprintln!(
-            "{verb} {written} records to {} in {elapsed:.2} s ({:.0} records/s).{dropped}",
+            "{verb} {written} records to {} in {elapsed:.2} s ({:.0} records/s){dropped}.",
             arguments.topic,
             written as f64 / elapsed.max(1e-9)
         );
