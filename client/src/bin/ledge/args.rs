@@ -142,7 +142,7 @@ pub(crate) struct TransformDeployArgs {
     #[arg(long, value_name = "TOPIC")]
     pub(crate) input: String,
     /// Topic to write; created with the input's partition count if missing
-    /// [default: <input>.<name>]
+    /// [default: INPUT.NAME]
     #[arg(long, value_name = "TOPIC")]
     pub(crate) output: Option<String>,
     /// Parameter KEY=VALUE handed to the module (repeatable), e.g. threshold=1000
@@ -153,7 +153,7 @@ pub(crate) struct TransformDeployArgs {
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = OnErrorArg::DeadLetter)]
     pub(crate) on_error: OnErrorArg,
     /// Where failed records go with --on-error dead-letter; created if missing
-    /// [default: <name>.dead-letter]
+    /// [default: NAME.dead-letter]
     #[arg(long, value_name = "TOPIC")]
     pub(crate) dead_letter_topic: Option<String>,
     /// The module's bytes, read before connecting

@@ -32,7 +32,7 @@ pub(crate) async fn run(client: &Client, command: TransformCommand) -> anyhow::R
             }
         }
         TransformCommand::Describe(arguments) => {
-            let context = || format!("cannot describe transform {}", arguments.name);
+            let context = || "cannot describe transform";
             let transform = admin
                 .describe_transforms(vec![arguments.name.clone()])
                 .await
