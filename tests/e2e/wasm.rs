@@ -476,6 +476,84 @@ fn hostile_modules_are_contained_while_another_topic_keeps_flowing() {
     });
 }
 
+/// A filter that keeps every record but traps on any input containing `on!` (a poison
+/// record found by its content, so it is still found when the batch is split; three bytes,
+/// because a single byte also turns up in timestamps and lengths).
+const KEEP_UNLESS_BANG: &str = r#"(module
+  (memory (export "memory") 1)
+  (func $ensure (param $bytes i32)
+    (local $need i32)
+    (local.set $need (i32.shr_u (i32.add (local.get $bytes) (i32.const 65535)) (i32.const 16)))
+    (if (i32.gt_u (local.get $need) (memory.size))
+      (then (drop (memory.grow (i32.sub (local.get $need) (memory.size)))))))
+  (func (export "ledge_abi_version") (result i32) (i32.const 1))
+  (func (export "ledge_alloc") (param $len i32) (result i32)
+    (call $ensure (i32.add (i32.const 1024) (i32.add (i32.mul (local.get $len) (i32.const 2)) (i32.const 65536))))
+    (i32.const 1024))
+  (func (export "ledge_init") (param i32 i32) (result i64)
+    (i32.store8 (i32.const 0) (i32.const 0)) (i64.const 1))
+  (func (export "ledge_filter") (param $p i32) (param $l i32) (result i64)
+    (local $n i32) (local $i i32) (local $out i32) (local $k i32)
+    (local.set $out (i32.add (local.get $p) (local.get $l)))
+    (local.set $k (i32.add (local.get $p) (i32.const 28)))
+    (block $clean (loop $scan
+      (br_if $clean (i32.ge_u (i32.add (local.get $k) (i32.const 2)) (local.get $out)))
+      (if (i32.and
+            (i32.eq (i32.load16_u (local.get $k)) (i32.const 0x6e6f))
+            (i32.eq (i32.load8_u (i32.add (local.get $k) (i32.const 2))) (i32.const 33)))
+        (then unreachable))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br $scan)))
+    (local.set $n (i32.load (local.get $p)))
+    (i32.store (local.get $out) (local.get $n))
+    (memory.fill (i32.add (local.get $out) (i32.const 4)) (i32.const 0) (local.get $n))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
+            (i64.extend_i32_u (i32.add (local.get $n) (i32.const 4))))))"#;
+
+#[test]
+fn a_trap_on_the_500th_record_sends_only_that_record_to_the_dead_letter_topic() {
+    let node = NodeProcess::start();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        let raw = RawClient::connect(&node).await;
+        create_topic(&client, "stream", 1).await;
+        let module = Bytes::from(ledge_e2e::wat_to_wasm(KEEP_UNLESS_BANG));
+        let response = deploy(&raw, transform("guard", "filter", module, "stream")).await;
+        assert_eq!(response.error, ErrorCode::None, "{}", response.message);
+        let values: Vec<(&str, String)> = (0..1000)
+            .map(|n| {
+                (
+                    "k",
+                    if n == 499 {
+                        "poison!".to_string()
+                    } else {
+                        format!("ok-{n}")
+                    },
+                )
+            })
+            .collect();
+        send_values(&client, "stream", &values).await;
+        let status = wait_for(&raw, "guard", |d| d.lag == 0 && d.records_in == 1000).await;
+        assert_eq!(
+            (status.records_out, status.records_dead),
+            (999, 1),
+            "{status:#?}"
+        );
+        assert_eq!(status.state, "running");
+        let out = read_topic(&client, "stream.guard", 1, 999, None)
+            .await
+            .expect("read");
+        assert_eq!(out.len(), 999);
+        let dead = read_topic(&client, "guard.dead-letter", 1, 1, None)
+            .await
+            .expect("read");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(text(&dead[0].value), "poison!");
+        assert_eq!(header(&dead[0], "ledge.source.offset"), "499");
+        assert!(header(&dead[0], "ledge.error").contains("unreachable"));
+    });
+}
+
 #[test]
 fn a_transform_resumes_from_its_stored_position_after_kill_9() {
     let mut node = NodeProcess::start();
