@@ -1207,8 +1207,9 @@ impl<D: Disk> Broker<D> {
         if request.partition == ledge_protocol::wire::NODE_PARTITIONED {
             let work = self.produce_node_partitioned(topic, request.records, durability);
             return match tokio::time::timeout(timeout, work).await {
-                Ok(Ok(routing)) => {
+                Ok(Ok((routing, append_time))) => {
                     response.routed = Some(routing);
+                    response.log_append_time_ms = append_time.unwrap_or(-1);
                     response
                 }
                 Ok(Err(error)) => fail(response, error),

@@ -279,7 +279,11 @@ impl<D: Disk> Broker<D> {
                 format!(
                     "module {name:?} is a {}; {purpose} takes a {}",
                     module.kind,
-                    allowed.join(" or ")
+                    match allowed.split_last() {
+                        Some((last, rest)) if !rest.is_empty() =>
+                            format!("{}, or {last}", rest.join(", ")),
+                        _ => allowed.join(""),
+                    }
                 ),
             ));
         }
@@ -613,7 +617,7 @@ impl<D: Disk> Broker<D> {
         topic: &str,
         records: Bytes,
         durability: AppendDurability,
-    ) -> Result<ProduceRouting, (ErrorCode, String)> {
+    ) -> Result<(ProduceRouting, Option<i64>), (ErrorCode, String)> {
         let topic_entry = self.topic(topic).ok_or_else(|| {
             (
                 ErrorCode::UnknownTopicOrPartition,
@@ -748,6 +752,6 @@ impl<D: Disk> Broker<D> {
         for result in futures_util::future::join_all(appends).await {
             routing.base_offsets.push(result?);
         }
-        Ok(routing)
+        Ok((routing, append_time))
     }
 }

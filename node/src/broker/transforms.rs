@@ -338,15 +338,24 @@ impl<D: Disk> Broker<D> {
                 "a transform cannot read an internal topic".into(),
             ));
         }
-        let output = if declared.output.is_empty() {
-            format!("{}.{name}", declared.input)
-        } else {
-            declared.output.clone()
+        let existing = self
+            .admin
+            .lock()
+            .await
+            .current()
+            .transforms
+            .get(&name)
+            .cloned();
+        // A new version without topics keeps the ones it had (as the config file does).
+        let output = match (&existing, declared.output.is_empty()) {
+            (_, false) => declared.output.clone(),
+            (Some(existing), true) => existing.output.clone(),
+            (None, true) => format!("{}.{name}", declared.input),
         };
-        let dead_letter_topic = if declared.dead_letter_topic.is_empty() {
-            format!("{name}.dead-letter")
-        } else {
-            declared.dead_letter_topic.clone()
+        let dead_letter_topic = match (&existing, declared.dead_letter_topic.is_empty()) {
+            (_, false) => declared.dead_letter_topic.clone(),
+            (Some(existing), true) => existing.dead_letter_topic.clone(),
+            (None, true) => format!("{name}.dead-letter"),
         };
         for topic in [&output, &dead_letter_topic] {
             validate_topic_name(topic).map_err(|error| (ErrorCode::InvalidTopic, error))?;
@@ -357,14 +366,6 @@ impl<D: Disk> Broker<D> {
                 ));
             }
         }
-        let existing = self
-            .admin
-            .lock()
-            .await
-            .current()
-            .transforms
-            .get(&name)
-            .cloned();
         if let Some(existing) = &existing
             && existing.input != declared.input
         {
@@ -589,7 +590,12 @@ impl<D: Disk> Broker<D> {
             kind: definition.module.kind.to_string(),
             input: definition.input.clone(),
             output: definition.output.clone(),
-            dead_letter_topic: definition.dead_letter_topic.clone(),
+            // Only the dead-letter policy writes (and creates) the topic.
+            dead_letter_topic: if definition.on_error == OnError::DeadLetter {
+                definition.dead_letter_topic.clone()
+            } else {
+                String::new()
+            },
             on_error: definition.on_error.to_string(),
             module_hash: definition.module.hash.clone(),
             params: params_list(&definition.module.params),
@@ -916,8 +922,8 @@ impl<D: Disk> PartitionTask<D> {
                 Ok(outcomes) => outcomes,
                 Err(error) if definition.on_error == OnError::Stop => {
                     stop_reason = Some(format!(
-                        "batch at offset {} failed: {error}",
-                        header.base_offset
+                        "partition {} batch at offset {} failed: {error}",
+                        self.partition, header.base_offset
                     ));
                     break;
                 }
@@ -973,8 +979,8 @@ impl<D: Disk> PartitionTask<D> {
                         batch_output.failed += 1;
                         if definition.on_error == OnError::Stop {
                             stop_reason = Some(format!(
-                                "record at offset {} failed: {message}",
-                                record.offset
+                                "partition {} offset {} failed: {message}",
+                                self.partition, record.offset
                             ));
                             break;
                         }
@@ -986,8 +992,10 @@ impl<D: Disk> PartitionTask<D> {
                                 &message,
                             ));
                         }
-                        batch_output.last_error =
-                            Some(format!("record at offset {}: {message}", record.offset));
+                        batch_output.last_error = Some(format!(
+                            "partition {} offset {}: {message}",
+                            self.partition, record.offset
+                        ));
                     }
                 }
             }
