@@ -348,3 +348,175 @@ fn errors_are_one_readable_line() {
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("present"), "{stdout}");
 }
+
+/// Goal: the README's plug-in walkthrough works from the CLI: deploy a transform, see it in
+/// `list` and `describe`, upload a module and consume through it, and get one clear error
+/// line for the usual mistakes.
+#[test]
+fn plugin_commands_deploy_describe_and_filter_on_consume() {
+    let node = NodeProcess::start();
+    let module = |name: &str| {
+        let path =
+            std::env::temp_dir().join(format!("ledge-cli-{}-{name}.wasm", std::process::id()));
+        std::fs::write(&path, ledge_e2e::filter_module(name)).expect("write module");
+        path.to_string_lossy().into_owned()
+    };
+    let high_value = module("high_value_orders");
+    let uppercase = module("uppercase");
+    ok(
+        &node,
+        &["topic", "create", "orders", "--partitions", "1"],
+        None,
+    );
+    let deployed = ok(
+        &node,
+        &[
+            "transform",
+            "deploy",
+            "high-value",
+            "--module",
+            &high_value,
+            "--kind",
+            "filter",
+            "--input",
+            "orders",
+            "--output",
+            "orders.high-value",
+            "--param",
+            "threshold=1000",
+        ],
+        None,
+    );
+    assert!(
+        deployed.contains("high-value version 1: orders -> orders.high-value"),
+        "{deployed}"
+    );
+    ok(
+        &node,
+        &["produce", "orders", "--key-separator", ":"],
+        Some("a:{\"id\":1,\"amount\":1500}\nb:{\"id\":2,\"amount\":20}\nc:oops\n"),
+    );
+    let mut described = serde_json::Value::Null;
+    for _ in 0..100 {
+        described = json(&ok(
+            &node,
+            &["transform", "describe", "high-value", "--format", "json"],
+            None,
+        ));
+        if described["lag"] == 0 && described["records_in"] == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(described["records_out"], 1, "{described}");
+    assert_eq!(described["records_dead"], 1, "{described}");
+    let listed = ok(&node, &["transform", "list"], None);
+    assert!(
+        listed.contains("high-value") && listed.contains("running"),
+        "{listed}"
+    );
+    let text = ok(&node, &["transform", "describe", "high-value"], None);
+    assert!(
+        text.contains("Last error:") && text.contains("not JSON"),
+        "{text}"
+    );
+    let high = ok(
+        &node,
+        &[
+            "consume",
+            "orders.high-value",
+            "--from-beginning",
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "5000",
+        ],
+        None,
+    );
+    assert!(high.contains("1500"), "{high}");
+
+    ok(
+        &node,
+        &[
+            "module", "upload", "upper", "--module", &uppercase, "--kind", "map",
+        ],
+        None,
+    );
+    let modules = ok(&node, &["module", "list"], None);
+    assert!(
+        modules.contains("upper") && modules.contains("map"),
+        "{modules}"
+    );
+    ok(
+        &node,
+        &["topic", "create", "words", "--partitions", "1"],
+        None,
+    );
+    ok(&node, &["produce", "words"], Some("hello\nedge\n"));
+    let shouted = ok(
+        &node,
+        &[
+            "consume",
+            "words",
+            "--from-beginning",
+            "--filter",
+            "upper",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "5000",
+        ],
+        None,
+    );
+    assert_eq!(
+        shouted.lines().collect::<Vec<_>>(),
+        ["HELLO", "EDGE"],
+        "{shouted}"
+    );
+
+    let error = fails(
+        &node,
+        &[
+            "consume",
+            "words",
+            "--filter",
+            "nope",
+            "--timeout-ms",
+            "1000",
+        ],
+        None,
+    );
+    assert!(error.contains("no module named \"nope\""), "{error}");
+    let error = fails(
+        &node,
+        &[
+            "module",
+            "upload",
+            "x",
+            "--module",
+            "/nonexistent.wasm",
+            "--kind",
+            "map",
+        ],
+        None,
+    );
+    assert!(error.contains("/nonexistent.wasm"), "{error}");
+    let error = fails(
+        &node,
+        &[
+            "transform",
+            "deploy",
+            "t",
+            "--module",
+            &uppercase,
+            "--kind",
+            "filter",
+            "--input",
+            "words",
+        ],
+        None,
+    );
+    assert!(error.contains("no `ledge_filter` export"), "{error}");
+    ok(&node, &["transform", "remove", "high-value"], None);
+    assert!(!ok(&node, &["transform", "list"], None).contains("high-value"));
+}
