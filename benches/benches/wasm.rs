@@ -7,63 +7,25 @@
 //! Results and the ratio: `benches/RESULTS.md`.
 
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ledge_benches::wasm_bench::{RECORDS, high_value_module, keep_all_module, orders};
 use ledge_node::wasm::abi::encode_input;
-use ledge_node::wasm::{InputHeader, Plugin, PluginKind, WasmEngine, WasmLimits};
-use ledge_protocol::{BATCH_HEADER_BYTES, EncodeOptions, Record, encode_batch};
+use ledge_node::wasm::{Plugin, PluginKind, WasmEngine, WasmLimits};
 use ledge_wasm_sdk::testing::TestPlugin;
-
-const RECORDS: usize = 1024;
-
-/// A batch of JSON orders of `size` bytes each (amounts alternate below and above 1000).
-fn orders(size: usize) -> (Bytes, InputHeader) {
-    let records: Vec<Record> = (0..RECORDS)
-        .map(|n| {
-            let amount = if n % 2 == 0 { 250.5 } else { 1750.25 };
-            let mut value = format!(r#"{{"id":{n},"amount":{amount},"note":""#);
-            let padding = size.saturating_sub(value.len() + 2);
-            value.push_str(&"x".repeat(padding));
-            value.push_str("\"}");
-            Record {
-                timestamp: 1_700_000_000_000,
-                key: Some(Bytes::from(format!("customer-{}", n % 97))),
-                value: Some(Bytes::from(value)),
-                headers: Vec::new(),
-            }
-        })
-        .collect();
-    let batch = encode_batch(&records, &EncodeOptions::default()).expect("batch");
-    let header = InputHeader {
-        partition: 0,
-        partition_count: 1,
-        base_offset: 0,
-        base_timestamp: 1_700_000_000_000,
-    };
-    (batch.slice(BATCH_HEADER_BYTES..), header)
-}
-
-fn module() -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../filters/target/wasm32-unknown-unknown/release/high_value_orders.wasm");
-    std::fs::read(&path).unwrap_or_else(|error| {
-        panic!(
-            "{}: {error}; build it with `cargo build --release --target wasm32-unknown-unknown --manifest-path filters/Cargo.toml`",
-            path.display()
-        )
-    })
-}
 
 fn high_value_filter(c: &mut Criterion) {
     let engine = WasmEngine::new(WasmLimits::default()).expect("engine");
     let (module, _) = engine
-        .compile(&module(), PluginKind::Filter)
+        .compile(&high_value_module().expect("module"), PluginKind::Filter)
         .expect("module");
     let params = vec![("threshold".to_string(), "1000".to_string())];
     let plugin = Arc::new(Plugin::new(&engine, module, params).expect("plugin"));
+    let (keep_all, _) = engine
+        .compile(&keep_all_module(), PluginKind::Filter)
+        .expect("keep-all module");
+    let keep_all = Arc::new(Plugin::new(&engine, keep_all, Vec::new()).expect("plugin"));
     let mut native =
         TestPlugin::<high_value_orders::high_value_orders>::init(&[("threshold", "1000")])
             .expect("native plug-in");
@@ -96,6 +58,17 @@ fn high_value_filter(c: &mut Criterion) {
             b.iter(|| {
                 black_box(
                     plugin
+                        .run(&header, black_box(&region), RECORDS)
+                        .expect("wasm"),
+                )
+            })
+        });
+        // The host's share: the same call into a module that keeps every record without
+        // reading it (copy in, call, fuel, copy out, output checks).
+        group.bench_function("wasm_keep_all_floor", |b| {
+            b.iter(|| {
+                black_box(
+                    keep_all
                         .run(&header, black_box(&region), RECORDS)
                         .expect("wasm"),
                 )

@@ -79,3 +79,79 @@ pub fn bench_dir(prefix: &str) -> tempfile::TempDir {
         .tempdir_in(&root)
         .expect("create a benchmark scratch directory")
 }
+
+/// Inputs shared by the WASM benchmarks (`benches/wasm.rs`, `bin/wasm-vs-native.rs`).
+pub mod wasm_bench {
+    use std::path::Path;
+
+    use bytes::Bytes;
+    use ledge_node::wasm::InputHeader;
+    use ledge_protocol::{BATCH_HEADER_BYTES, EncodeOptions, Record, encode_batch};
+
+    pub const RECORDS: usize = 1024;
+
+    /// Keeps every record without reading them: writes the count and 1024 zero tags.
+    const KEEP_ALL: &str = r#"(module
+      (memory (export "memory") 40)
+      (func (export "ledge_abi_version") (result i32) (i32.const 1))
+      (func (export "ledge_alloc") (param i32) (result i32) (i32.const 65536))
+      (func (export "ledge_init") (param i32 i32) (result i64)
+        (i32.store8 (i32.const 0) (i32.const 0)) (i64.const 1))
+      (func (export "ledge_filter") (param $p i32) (param $l i32) (result i64)
+        (local $n i32)
+        (local.set $n (i32.load (local.get $p)))
+        (i32.store (i32.const 16) (local.get $n))
+        (memory.fill (i32.const 20) (i32.const 0) (local.get $n))
+        (i64.or (i64.shl (i64.const 16) (i64.const 32))
+                (i64.extend_i32_u (i32.add (local.get $n) (i32.const 4))))))"#;
+
+    /// A batch of JSON orders of `size` bytes each (amounts alternate below and above 1000).
+    pub fn orders(size: usize) -> (Bytes, InputHeader) {
+        let records: Vec<Record> = (0..RECORDS)
+            .map(|n| {
+                let amount = if n % 2 == 0 { 250.5 } else { 1750.25 };
+                let mut value = format!(r#"{{"id":{n},"amount":{amount},"note":""#);
+                let padding = size.saturating_sub(value.len() + 2);
+                value.push_str(&"x".repeat(padding));
+                value.push_str("\"}");
+                Record {
+                    timestamp: 1_700_000_000_000,
+                    key: Some(Bytes::from(format!("customer-{}", n % 97))),
+                    value: Some(Bytes::from(value)),
+                    headers: Vec::new(),
+                }
+            })
+            .collect();
+        let batch = encode_batch(&records, &EncodeOptions::default()).expect("batch");
+        let header = InputHeader {
+            partition: 0,
+            partition_count: 1,
+            base_offset: 0,
+            base_timestamp: 1_700_000_000_000,
+        };
+        (batch.slice(BATCH_HEADER_BYTES..), header)
+    }
+
+    /// The high-value orders example built for wasm32.
+    ///
+    /// # Errors
+    /// If it is not built yet (the message says how).
+    pub fn high_value_module() -> anyhow::Result<Vec<u8>> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../filters/target/wasm32-unknown-unknown/release/high_value_orders.wasm");
+        std::fs::read(&path).map_err(|error| {
+            anyhow::anyhow!(
+                "{}: {error}; build it with `cargo build --release --target wasm32-unknown-unknown --manifest-path filters/Cargo.toml`",
+                path.display()
+            )
+        })
+    }
+
+    /// A module that keeps every record without reading it: the host's own cost per call.
+    ///
+    /// # Panics
+    /// Never (the text is a constant).
+    pub fn keep_all_module() -> Vec<u8> {
+        wat::parse_str(KEEP_ALL).expect("valid WAT")
+    }
+}

@@ -4,7 +4,8 @@
 //! high-value filter runs as a transform `orders -> orders.high-value`. Reports the produce
 //! rate, the transform's rate over the same records, how far behind it was when the
 //! producers finished, and how long it took to catch up; then the produce rate alone
-//! (no transform) as the denominator, in the same run.
+//! (no transform) as the denominator, and the transform alone over a topic already full
+//! (its own ceiling), in the same run.
 //!
 //! `cargo run --release -p ledge-benches --bin transform-bench -- [records] [partitions]`
 //! (defaults 200,000 records, 1 partition). Needs
@@ -109,10 +110,10 @@ async fn produce(
     Ok(started.elapsed())
 }
 
-async fn transform_status(broker: &Broker<SystemDisk>) -> (u64, u64) {
+async fn transform_status(broker: &Broker<SystemDisk>, name: &str) -> (u64, u64) {
     let Response::DescribeTransforms(response) = broker
         .handle(Request::DescribeTransforms(DescribeTransformsRequest {
-            names: vec!["high-value".into()],
+            names: vec![name.into()],
         }))
         .await
     else {
@@ -128,7 +129,7 @@ fn main() -> anyhow::Result<()> {
     let partitions: u32 = arguments.next().map_or(Ok(1), |text| text.parse())?;
     let module_path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../filters/target/wasm32-unknown-unknown/release/high_value_orders.wasm");
-    let module = std::fs::read(&module_path).map_err(|error| {
+    let module_bytes = std::fs::read(&module_path).map_err(|error| {
         anyhow::anyhow!(
             "{}: {error}; build filters/ for wasm32 first",
             module_path.display()
@@ -160,7 +161,7 @@ fn main() -> anyhow::Result<()> {
             .deploy_transform(DeclaredTransform {
                 name: "high-value".into(),
                 kind: PluginKind::Filter,
-                module: Bytes::from(module),
+                module: Bytes::from(module_bytes.clone()),
                 input: "orders".into(),
                 output: String::new(),
                 params: BTreeMap::from([("threshold".to_string(), "1000".to_string())]),
@@ -171,15 +172,38 @@ fn main() -> anyhow::Result<()> {
             .map_err(|(code, message)| anyhow::anyhow!("deploy: {code}: {message}"))?;
         let started = Instant::now();
         let produced = produce(&broker, "orders", partitions, total, &batches).await?;
-        let (done_at_end, lag_at_end) = transform_status(&broker).await;
+        let (done_at_end, lag_at_end) = transform_status(&broker, "high-value").await;
         loop {
-            let (records_in, lag) = transform_status(&broker).await;
+            let (records_in, lag) = transform_status(&broker, "high-value").await;
             if lag == 0 && records_in as usize >= total {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let caught_up = started.elapsed();
+        // The transform alone over a full topic: its own ceiling on this machine.
+        broker
+            .deploy_transform(DeclaredTransform {
+                name: "catch-up".into(),
+                kind: PluginKind::Filter,
+                module: Bytes::from(module_bytes),
+                input: "baseline".into(),
+                output: String::new(),
+                params: BTreeMap::from([("threshold".to_string(), "1000".to_string())]),
+                on_error: OnError::DeadLetter,
+                dead_letter_topic: String::new(),
+            })
+            .await
+            .map_err(|(code, message)| anyhow::anyhow!("deploy: {code}: {message}"))?;
+        let catch_up_started = Instant::now();
+        loop {
+            let (records_in, lag) = transform_status(&broker, "catch-up").await;
+            if lag == 0 && records_in as usize >= total {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let catch_up = catch_up_started.elapsed();
         let rate = |records: usize, time: Duration| records as f64 / time.as_secs_f64();
         let produce_alone = rate(total, alone);
         let produce_with = rate(total, produced);
@@ -196,6 +220,11 @@ fn main() -> anyhow::Result<()> {
         println!(
             "when producers finished: transform had done {done_at_end} records, lag {lag_at_end}; caught up {:.0} ms later",
             (caught_up.saturating_sub(produced)).as_secs_f64() * 1000.0
+        );
+        let alone = rate(total, catch_up);
+        println!(
+            "transform alone (a full topic) {alone:>7.0} records/s  = {:.2} x produce alone",
+            alone / produce_alone
         );
         broker.close().await;
         Ok(())

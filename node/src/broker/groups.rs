@@ -303,21 +303,30 @@ impl<D: Disk> Broker<D> {
         &self,
         records: &[Record],
     ) -> Result<(), (ErrorCode, String)> {
+        self.append_offsets_with(records, AppendDurability::Synced)
+            .await
+    }
+
+    /// [`append_offsets`](Self::append_offsets) with a chosen durability: transforms commit
+    /// positions `Written` (synced within `flush.interval`), since losing one only repeats
+    /// work that is already durable in the output.
+    pub(super) async fn append_offsets_with(
+        &self,
+        records: &[Record],
+        durability: AppendDurability,
+    ) -> Result<(), (ErrorCode, String)> {
         let log = self
             .partition(OFFSETS_TOPIC, 0)
             .and_then(|partition| partition.log())?;
         let batch = encode_batch(records, &EncodeOptions::default())
             .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?;
-        let outcome = log
-            .append(batch, AppendDurability::Synced)
-            .await
-            .map_err(|error| {
-                let partition = self.partition(OFFSETS_TOPIC, 0).ok();
-                match partition {
-                    Some(partition) => self.append_failed(&partition, error),
-                    None => (ErrorCode::StorageError, error.to_string()),
-                }
-            })?;
+        let outcome = log.append(batch, durability).await.map_err(|error| {
+            let partition = self.partition(OFFSETS_TOPIC, 0).ok();
+            match partition {
+                Some(partition) => self.append_failed(&partition, error),
+                None => (ErrorCode::StorageError, error.to_string()),
+            }
+        })?;
         let mut store = self
             .offsets
             .lock()

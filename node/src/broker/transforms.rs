@@ -5,8 +5,9 @@
 //! (one guest call per batch of up to `wasm.batch_records_max` records), appends the output
 //! with `acks=all` to the output partition (the same number modulo the output's partition
 //! count, or the partition a partitioner module picks), and then commits its position in
-//! `__consumer_offsets` under the group `__transform.<name>`. A crash between the output
-//! append and the commit re-runs that batch after restart: at-least-once, never a loss.
+//! `__consumer_offsets` under the group `__transform.<name>` (written, synced within
+//! `flush.interval`). A crash between the output append and the commit's sync re-runs those
+//! batches after restart: at-least-once, never a loss.
 //!
 //! Failures: a record the module reports as failed (an ERROR entry) and a batch whose call
 //! fails (trap, fuel, memory, malformed output) follow `on_error`. With `dead-letter` or
@@ -107,7 +108,9 @@ pub struct TransformLimits {
 impl Default for TransformLimits {
     fn default() -> Self {
         Self {
-            read_bytes_max: 1024 * 1024,
+            // Two fdatasyncs' worth of latency per iteration at most: bigger reads amortize
+            // them (transform-bench in benches/RESULTS.md).
+            read_bytes_max: 4 * 1024 * 1024,
             output_batch_bytes: 512 * 1024,
             idle_wait: Duration::from_millis(500),
             retry_backoff: Duration::from_secs(1),
@@ -254,6 +257,7 @@ impl<D: Disk> Broker<D> {
                     partition,
                     versions: sender.subscribe(),
                     stats: Arc::clone(&stats),
+                    in_flight: None,
                 };
                 tokio::spawn(task.run())
             })
@@ -719,12 +723,17 @@ impl<D: Disk> Broker<D> {
             topic: topic.to_string(),
             partition,
         };
-        self.append_offsets(&[Record {
-            timestamp: now_ms,
-            key: Some(key.encode()),
-            value: Some(encode_value(offset, "", now_ms)),
-            headers: Vec::new(),
-        }])
+        // Written, not synced: the output it covers is already durable, so a position lost
+        // to a crash only repeats work (at-least-once), and the iteration saves an fsync.
+        self.append_offsets_with(
+            &[Record {
+                timestamp: now_ms,
+                key: Some(key.encode()),
+                value: Some(encode_value(offset, "", now_ms)),
+                headers: Vec::new(),
+            }],
+            AppendDurability::Written,
+        )
         .await
     }
 
@@ -799,6 +808,31 @@ struct PartitionTask<D: Disk> {
     partition: u32,
     versions: watch::Receiver<Arc<TransformVersion>>,
     stats: Arc<TransformStats>,
+    /// The previous chunk's output being made durable (then its position committed) while
+    /// the next chunk is read and run: the module never waits for an fdatasync.
+    in_flight: Option<InFlight>,
+}
+
+struct InFlight {
+    write: tokio::task::JoinHandle<Result<(), String>>,
+    next_position: i64,
+}
+
+/// A processed chunk of input, ready to be written.
+struct Processed {
+    output: IterationOutput,
+    start: i64,
+    next_position: i64,
+    stop_reason: Option<String>,
+}
+
+enum Step {
+    /// Nothing to read: wait on the high watermark.
+    CaughtUp(watch::Receiver<i64>),
+    /// Go on at once (input was skipped).
+    Again,
+    /// Output to write.
+    Work(Processed),
 }
 
 impl<D: Disk> PartitionTask<D> {
@@ -806,61 +840,114 @@ impl<D: Disk> PartitionTask<D> {
         loop {
             let version = Arc::clone(&self.versions.borrow_and_update());
             if version.definition.stopped.is_some() {
+                let _ = self.settle().await;
                 if self.versions.changed().await.is_err() {
                     return;
                 }
                 continue;
             }
             let Some(broker) = self.broker.upgrade() else {
+                let _ = self.settle().await;
                 return;
             };
-            let wait = match self.iteration(&broker, &version).await {
-                Ok(Some(high_watermark)) => high_watermark,
-                Ok(None) => continue,
+            let pending_position = self.in_flight.as_ref().map(|write| write.next_position);
+            let step = self.process(&broker, &version, pending_position).await;
+            let step = match step {
+                Ok(step) => step,
                 Err(message) => {
-                    tracing::warn!(transform = %self.name, partition = self.partition, %message, "transform iteration failed; retrying");
-                    self.stats.set_error(message);
-                    let backoff = broker.config.transforms.retry_backoff;
-                    drop(broker);
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        changed = self.versions.changed() => if changed.is_err() { return },
-                    }
+                    let _ = self.settle().await;
+                    self.back_off(&broker, message).await;
                     continue;
                 }
             };
-            // Caught up: wait for input, a new version, or the idle timeout.
-            let idle = broker.config.transforms.idle_wait;
-            drop(broker);
-            let Some(mut high_watermark) = wait else {
-                continue;
-            };
-            tokio::select! {
-                _ = high_watermark.changed() => {}
-                () = tokio::time::sleep(idle) => {}
-                changed = self.versions.changed() => if changed.is_err() { return },
+            match step {
+                Step::Again => {}
+                Step::CaughtUp(mut high_watermark) => {
+                    if let Err(message) = self.settle().await {
+                        self.back_off(&broker, message).await;
+                        continue;
+                    }
+                    // Caught up: wait for input, a new version, or the idle timeout.
+                    let idle = broker.config.transforms.idle_wait;
+                    drop(broker);
+                    tokio::select! {
+                        _ = high_watermark.changed() => {}
+                        () = tokio::time::sleep(idle) => {}
+                        changed = self.versions.changed() => if changed.is_err() { return },
+                    }
+                }
+                Step::Work(processed) => {
+                    if let Err(message) = self.settle().await {
+                        // The previous chunk did not become durable: drop this one too and
+                        // start again from the committed position.
+                        self.back_off(&broker, message).await;
+                        continue;
+                    }
+                    let must_finish = processed.stop_reason.is_some();
+                    let next_position = processed.next_position;
+                    let write = tokio::spawn(write_chunk(
+                        Arc::clone(&broker),
+                        self.name.clone(),
+                        self.partition,
+                        version.definition.clone(),
+                        processed,
+                        Arc::clone(&self.stats),
+                    ));
+                    self.in_flight = Some(InFlight {
+                        write,
+                        next_position,
+                    });
+                    if must_finish && let Err(message) = self.settle().await {
+                        self.back_off(&broker, message).await;
+                    }
+                }
             }
         }
     }
 
-    /// One read-process-write-commit step. `Ok(Some(watch))` when there was nothing to read
-    /// (wait on the watch), `Ok(None)` to go on at once.
-    async fn iteration(
+    /// Waits for the chunk being written, if any.
+    async fn settle(&mut self) -> Result<(), String> {
+        match self.in_flight.take() {
+            None => Ok(()),
+            Some(in_flight) => in_flight
+                .write
+                .await
+                .map_err(|error| format!("transform write task failed: {error}"))?,
+        }
+    }
+
+    async fn back_off(&mut self, broker: &Arc<Broker<D>>, message: String) {
+        tracing::warn!(transform = %self.name, partition = self.partition, %message, "transform iteration failed; retrying");
+        self.stats.set_error(message);
+        let backoff = broker.config.transforms.retry_backoff;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = self.versions.changed() => {}
+        }
+    }
+
+    /// Reads and runs one chunk of input from `pending_position` (where the chunk being
+    /// written ends) or else the committed position.
+    async fn process(
         &self,
         broker: &Arc<Broker<D>>,
         version: &TransformVersion,
-    ) -> Result<Option<Option<watch::Receiver<i64>>>, String> {
+        pending_position: Option<i64>,
+    ) -> Result<Step, String> {
         let definition = &version.definition;
         let input = &definition.input;
         let log = broker
             .partition(input, self.partition)
             .and_then(|partition| partition.log())
             .map_err(|(_, message)| message)?;
-        let start = broker
-            .transform_position(&self.name, input, self.partition)
-            .unwrap_or_else(|| log.log_start_offset())
-            .max(log.log_start_offset());
-        self.set_position(start);
+        let start = pending_position.unwrap_or_else(|| {
+            let start = broker
+                .transform_position(&self.name, input, self.partition)
+                .unwrap_or_else(|| log.log_start_offset())
+                .max(log.log_start_offset());
+            set_position(&self.stats, self.partition, start);
+            start
+        });
         let watch = log.subscribe_high_watermark();
         let read = match log
             .read(start, broker.config.transforms.read_bytes_max)
@@ -874,15 +961,27 @@ impl<D: Disk> PartitionTask<D> {
                 let message = format!(
                     "input offsets {start}..{log_start_offset} were deleted by retention before the transform read them"
                 );
+                if pending_position.is_some() {
+                    // Let the chunk in flight finish first; then start from the log start.
+                    return Ok(Step::CaughtUp(watch));
+                }
                 self.stats.set_error(message);
-                self.commit(broker, input, log_start_offset).await?;
-                return Ok(None);
+                commit(
+                    broker,
+                    &self.name,
+                    self.partition,
+                    &self.stats,
+                    input,
+                    log_start_offset,
+                )
+                .await?;
+                return Ok(Step::Again);
             }
-            Err(ReadError::OffsetOutOfRange { .. }) => return Ok(Some(Some(watch))),
+            Err(ReadError::OffsetOutOfRange { .. }) => return Ok(Step::CaughtUp(watch)),
             Err(error) => return Err(error.to_string()),
         };
         if read.bytes.is_empty() {
-            return Ok(Some(Some(watch)));
+            return Ok(Step::CaughtUp(watch));
         }
         let output_partitions = broker.partition_count(&definition.output).max(1);
         let input_partitions = broker.partition_count(input);
@@ -1013,81 +1112,12 @@ impl<D: Disk> PartitionTask<D> {
             }
             next_position = batch_end;
         }
-        // Output first (durable), then the position: a crash in between repeats, never loses.
-        let writes = output.outputs.into_iter().map(|(partition, records)| {
-            broker.append_records(&definition.output, partition, records)
-        });
-        for result in futures_util::future::join_all(writes).await {
-            result.map_err(|(_, message)| format!("writing {:?}: {message}", definition.output))?;
-        }
-        if !output.dead.is_empty() {
-            broker
-                .append_records(&definition.dead_letter_topic, 0, output.dead)
-                .await
-                .map_err(|(_, message)| {
-                    format!("writing {:?}: {message}", definition.dead_letter_topic)
-                })?;
-        }
-        if next_position > start {
-            self.commit(broker, input, next_position).await?;
-        }
-        self.stats
-            .records_in
-            .fetch_add(output.records_in, Ordering::Relaxed);
-        self.stats
-            .records_out
-            .fetch_add(output.records_out, Ordering::Relaxed);
-        self.stats
-            .records_dead
-            .fetch_add(output.failed, Ordering::Relaxed);
-        if let Some(message) = output.last_error.clone() {
-            self.stats.set_error(message);
-        }
-        if let Some(reason) = stop_reason {
-            tracing::error!(transform = %self.name, partition = self.partition, %reason, "transform stopped (on_error = stop)");
-            self.stop(broker, "failed", reason).await;
-            return Ok(None);
-        }
-        if let Some(reason) =
-            self.stats
-                .breaker_trips(output.records_in, output.failed, &broker.config.transforms)
-        {
-            let reason = match output.last_error {
-                Some(last) => format!("{reason}; last error: {last}"),
-                None => reason,
-            };
-            tracing::error!(transform = %self.name, %reason, "transform paused");
-            self.stop(broker, "paused", reason).await;
-        }
-        Ok(None)
-    }
-
-    async fn commit(&self, broker: &Broker<D>, input: &str, offset: i64) -> Result<(), String> {
-        broker
-            .commit_transform_position(&self.name, input, self.partition, offset)
-            .await
-            .map_err(|(_, message)| format!("committing the position: {message}"))?;
-        self.set_position(offset);
-        Ok(())
-    }
-
-    fn set_position(&self, offset: i64) {
-        self.stats
-            .positions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(self.partition, offset);
-    }
-
-    async fn stop(&self, broker: &Broker<D>, state: &str, reason: String) {
-        self.stats.set_error(reason.clone());
-        let stopped = StoppedReason {
-            state: state.into(),
-            reason,
-        };
-        if let Err((_, message)) = broker.set_stopped(&self.name, Some(stopped)).await {
-            tracing::error!(transform = %self.name, %message, "could not record the stop");
-        }
+        Ok(Step::Work(Processed {
+            output,
+            start,
+            next_position,
+            stop_reason,
+        }))
     }
 
     fn dead_letter(
@@ -1109,6 +1139,119 @@ impl<D: Disk> PartitionTask<D> {
             header("ledge.error", error.to_string()),
         ]);
         record
+    }
+}
+
+/// Writes a processed chunk: output (durable), dead letters, then the position; updates
+/// the statistics and stops the transform if the chunk asks for it or the breaker trips.
+async fn write_chunk<D: Disk>(
+    broker: Arc<Broker<D>>,
+    name: String,
+    partition: u32,
+    definition: StoredTransform,
+    processed: Processed,
+    stats: Arc<TransformStats>,
+) -> Result<(), String> {
+    let Processed {
+        output,
+        start,
+        next_position,
+        stop_reason,
+    } = processed;
+    let writes = output
+        .outputs
+        .into_iter()
+        .map(|(target, records)| broker.append_records(&definition.output, target, records));
+    for result in futures_util::future::join_all(writes).await {
+        result.map_err(|(_, message)| format!("writing {:?}: {message}", definition.output))?;
+    }
+    if !output.dead.is_empty() {
+        broker
+            .append_records(&definition.dead_letter_topic, 0, output.dead)
+            .await
+            .map_err(|(_, message)| {
+                format!("writing {:?}: {message}", definition.dead_letter_topic)
+            })?;
+    }
+    if next_position > start {
+        commit(
+            &broker,
+            &name,
+            partition,
+            &stats,
+            &definition.input,
+            next_position,
+        )
+        .await?;
+    }
+    stats
+        .records_in
+        .fetch_add(output.records_in, Ordering::Relaxed);
+    stats
+        .records_out
+        .fetch_add(output.records_out, Ordering::Relaxed);
+    stats
+        .records_dead
+        .fetch_add(output.failed, Ordering::Relaxed);
+    if let Some(message) = output.last_error.clone() {
+        stats.set_error(message);
+    }
+    if let Some(reason) = stop_reason {
+        tracing::error!(transform = %name, partition, %reason, "transform stopped (on_error = stop)");
+        stop(&broker, &name, &stats, "failed", reason).await;
+        return Ok(());
+    }
+    if let Some(reason) =
+        stats.breaker_trips(output.records_in, output.failed, &broker.config.transforms)
+    {
+        let reason = match output.last_error {
+            Some(last) => format!("{reason}; last error: {last}"),
+            None => reason,
+        };
+        tracing::error!(transform = %name, %reason, "transform paused");
+        stop(&broker, &name, &stats, "paused", reason).await;
+    }
+    Ok(())
+}
+
+async fn commit<D: Disk>(
+    broker: &Broker<D>,
+    name: &str,
+    partition: u32,
+    stats: &TransformStats,
+    input: &str,
+    offset: i64,
+) -> Result<(), String> {
+    broker
+        .commit_transform_position(name, input, partition, offset)
+        .await
+        .map_err(|(_, message)| format!("committing the position: {message}"))?;
+    set_position(stats, partition, offset);
+    Ok(())
+}
+
+fn set_position(stats: &TransformStats, partition: u32, offset: i64) {
+    stats
+        .positions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(partition, offset);
+}
+
+async fn stop<D: Disk>(
+    broker: &Broker<D>,
+    name: &str,
+    stats: &TransformStats,
+    state: &str,
+    reason: String,
+) {
+    stats.set_error(reason.clone());
+    let stopped = StoppedReason {
+        state: state.into(),
+        reason,
+    };
+    if let Err((_, message)) = broker.set_stopped(name, Some(stopped)).await {
+        tracing::error!(transform = %name, %message, "could not record the stop");
     }
 }
 
