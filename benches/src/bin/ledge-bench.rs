@@ -5,11 +5,30 @@
 //! - `produce`: `--records` records of `--record-bytes` bytes each (payloads from a fixed-seed
 //!   generator, so every run sends the same bytes) to `--topic`, created with `--partitions`
 //!   if it does not exist, from `--producers` producers (one QUIC connection each). Reports
-//!   records/s, MB/s and produce latency (from `send` to the acknowledgement) at
-//!   p50/p99/p99.9/max from an HdrHistogram.
+//!   records/s, MB/s and produce latency at p50/p99/p99.9/max from an HdrHistogram. Without
+//!   `--rate` the producers send as fast as the SDK takes records (closed loop) and latency
+//!   runs from `send` to the acknowledgement. With `--rate` the run is open-loop: record n is
+//!   due at start + n/rate whatever happened before it, and its latency runs from that due
+//!   time, so a stall anywhere (SDK buffer full, node slow) shows in the figures instead of
+//!   silently slowing the sender down. `--duration` bounds a run by time instead of count.
 //! - `consume`: reads `--topic` from the beginning with `--consumers` consumers (manual
 //!   assignment, the partitions dealt out round-robin, one QUIC connection each) up to the end
 //!   offsets captured at the start. Reports records/s and MB/s.
+//! - `e2e`: one producer at a fixed `--rate` (open-loop as above) and a concurrent consumer
+//!   (its own connection) reading the same topic from its end. Each record's value starts
+//!   with this run's id and the record's due time, and the consumer takes the latency from
+//!   that due time to the moment `poll` hands the record over: produce-to-consume latency at
+//!   p50/p99/p99.9/max over `--duration`, after a `--warmup` that is sent but not counted.
+//!   The acknowledgement latency (due → ack) and the sender's own lag (due → `send`
+//!   returned) are reported beside it, so a late sender is told apart from a slow node.
+//! - `group`: `--consumers` members of one consumer group (`group_id` + `subscribe`) read a
+//!   pre-filled topic. The members join with `auto_offset_reset = latest`, so nothing is read
+//!   while the group settles; once every partition has exactly one owner, each member seeks
+//!   its partitions to their start and the clock starts for all at once. Reports total
+//!   records/s and MB/s up to the end offsets captured at the start.
+//!
+//! With `--node-pid` the node's CPU time (utime + stime from `/proc/<pid>/stat`) is read
+//! before and after the measured part and reported in total and per record.
 //!
 //! Every parameter is a flag with a default. A progress bar runs on stderr (hidden with
 //! `--quiet` or when stderr is not a terminal); the summary is an aligned table on stdout, or
@@ -21,19 +40,24 @@
 //! # a node to measure (release build for figures worth keeping)
 //! cargo build --release -p ledge-node -p ledge-benches
 //! target/release/ledge-node --data-dir /tmp/lb-data --listen 127.0.0.1:19777 &
+//! B="target/release/ledge-bench --server 127.0.0.1:19777 --ca /tmp/lb-data/tls/ca.pem"
 //!
 //! # one million 1 KiB records, acks=all, one partition, one producer
-//! target/release/ledge-bench --server 127.0.0.1:19777 --ca /tmp/lb-data/tls/ca.pem \
-//!     produce --records 1000000 --record-bytes 1024
+//! $B produce --records 1000000 --record-bytes 1024
 //!
 //! # acks=1, four partitions, two producers, 256 KiB batches, lz4, JSON output
-//! target/release/ledge-bench --server 127.0.0.1:19777 --ca /tmp/lb-data/tls/ca.pem --json \
-//!     produce --topic bench-4 --partitions 4 --producers 2 --acks 1 \
+//! $B --json produce --topic bench-4 --partitions 4 --producers 2 --acks 1 \
 //!     --batch-bytes 262144 --linger-ms 2 --compression lz4
 //!
-//! # read it all back with two consumers
-//! target/release/ledge-bench --server 127.0.0.1:19777 --ca /tmp/lb-data/tls/ca.pem \
-//!     consume --topic bench-4 --consumers 2
+//! # 20,000 records/s for 30 s, open-loop, with the node's CPU per record
+//! $B --node-pid $(pgrep -n ledge-node) produce --rate 20000 --duration 30
+//!
+//! # read it all back with two consumers, then with a group of four
+//! $B consume --topic bench-4 --consumers 2
+//! $B group --topic bench-4 --consumers 4
+//!
+//! # produce-to-consume latency at 5,000 records/s of 1 KiB, acks=1
+//! $B e2e --rate 5000 --duration 30 --acks 1
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,7 +67,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{CellAlignment, Table, presets};
 use futures_util::StreamExt;
@@ -51,13 +75,13 @@ use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ledge_client::{
-    Acks, Admin, Client, ClientConfig, Compression, Consumer, ConsumerConfig, DeliveryFuture,
-    ErrorCode, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
-    Trust,
+    ASSIGNOR_DEFAULT, Acks, Admin, Client, ClientConfig, Compression, Consumer, ConsumerConfig,
+    DeliveryFuture, ErrorCode, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+    TopicPartition, Trust,
 };
 use ledge_node::clock::{Clock, SystemClock};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{Barrier, mpsc, watch};
 
 /// Highest latency the histograms hold (longer ones are recorded as this): 10 minutes, in µs.
 const LATENCY_MAX_US: u64 = 600_000_000;
@@ -66,6 +90,18 @@ const LATENCY_MAX_US: u64 = 600_000_000;
 const DELIVERY_QUEUE: usize = 65_536;
 /// How often the progress bar is brought up to date.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// Between setting up an open-loop run and its first due time, so the first records are not
+/// due before the send loop's thread is running.
+const PACED_START_DELAY: Duration = Duration::from_millis(100);
+/// Bytes at the front of an `e2e` record's value: the run id and the due time.
+const STAMP_BYTES: usize = 16;
+/// How often the `group` workload looks at the members' assignments while the group settles.
+const SETTLE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// Consecutive looks at a complete assignment before the group counts as settled.
+const SETTLE_CHECKS: u32 = 3;
+/// `/proc/<pid>/stat` counts CPU time in clock ticks of `USER_HZ`, which the kernel fixes at
+/// 100 for user space on every architecture Ledge runs on (`sysconf(_SC_CLK_TCK)`).
+const USER_HZ: u64 = 100;
 
 /// Load generator for a Ledge node.
 #[derive(Debug, Parser)]
@@ -86,16 +122,25 @@ struct Cli {
     /// No progress bar.
     #[arg(long, global = true)]
     quiet: bool,
+    /// The node's process id (same machine): report its CPU time over the measured part, in
+    /// total and per record.
+    #[arg(long, global = true)]
+    node_pid: Option<u32>,
     #[command(subcommand)]
     workload: Workload,
 }
 
 #[derive(Debug, Subcommand)]
 enum Workload {
-    /// Produce N records of S bytes and measure throughput and produce latency.
+    /// Produce N records of S bytes (or at a rate, for a duration) and measure throughput and
+    /// produce latency.
     Produce(ProduceArgs),
     /// Read a topic from the beginning up to its end offsets at the start.
     Consume(ConsumeArgs),
+    /// Produce at a fixed rate with a concurrent consumer: produce-to-consume latency.
+    E2e(E2eArgs),
+    /// Members of one consumer group read a pre-filled topic: total records/s.
+    Group(GroupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -106,21 +151,37 @@ struct ProduceArgs {
     /// Partitions of the topic when this run creates it (an existing topic keeps its own).
     #[arg(long, default_value_t = 1)]
     partitions: u32,
-    /// Records to send, over all producers.
+    /// Records to send, over all producers (ignored with `--duration`).
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
+    /// Records per second over all producers, open-loop (latency from each record's due
+    /// time). Without it, records go as fast as the producers take them.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Seconds to run instead of a record count (with `--rate`: rate × duration records).
+    #[arg(long, value_parser = parse_seconds)]
+    duration: Option<Duration>,
     /// Bytes of each record's value (no key, no headers).
     #[arg(long, default_value_t = 1024)]
     record_bytes: usize,
     /// Producers, each with its own connection, sending an equal share of the records.
     #[arg(long, default_value_t = 1)]
     producers: u32,
+    #[command(flatten)]
+    producer: ProducerArgs,
+    #[command(flatten)]
+    payload: PayloadArgs,
+}
+
+/// The producer's settings, shared by `produce` and `e2e`.
+#[derive(Debug, Args)]
+struct ProducerArgs {
     /// A partition's batch is closed at this many bytes (the SDK's `batch_size`).
     #[arg(long, default_value_t = ledge_client::BATCH_SIZE_DEFAULT)]
     batch_bytes: usize,
-    /// Longest a batch waits for more records, in milliseconds.
-    #[arg(long, default_value_t = 5)]
-    linger_ms: u64,
+    /// Longest a batch waits for more records, in milliseconds (`e2e` defaults to 0).
+    #[arg(long)]
+    linger_ms: Option<u64>,
     /// Acknowledgement level: 0 (none; latency is then send → written to the connection,
     /// and records are counted as sent, not as stored), 1 (leader's log) or all (synced to
     /// disk).
@@ -139,6 +200,11 @@ struct ProduceArgs {
     /// Largest produce request, in bytes; must be at least `--batch-bytes`.
     #[arg(long, default_value_t = ledge_client::MAX_REQUEST_SIZE_DEFAULT)]
     max_request_bytes: usize,
+}
+
+/// How the record values are made.
+#[derive(Debug, Args)]
+struct PayloadArgs {
     /// Seed of the payload generator.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -146,6 +212,20 @@ struct ProduceArgs {
     /// identical, records).
     #[arg(long, default_value_t = 64)]
     payload_pool: usize,
+}
+
+/// The consumer's fetch settings, shared by `consume`, `e2e` and `group`.
+#[derive(Debug, Args)]
+struct FetchArgs {
+    /// Most records one `poll` returns.
+    #[arg(long, default_value_t = 10_000)]
+    max_poll_records: usize,
+    /// Most bytes in one fetch answer.
+    #[arg(long, default_value_t = 50 * 1024 * 1024)]
+    fetch_max_bytes: u32,
+    /// Most bytes per partition in one fetch answer.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    partition_fetch_bytes: u32,
 }
 
 #[derive(Debug, Args)]
@@ -157,17 +237,71 @@ struct ConsumeArgs {
     /// consumers than partitions leaves the extra ones out).
     #[arg(long, default_value_t = 1)]
     consumers: u32,
-    /// Most records one `poll` returns.
-    #[arg(long, default_value_t = 10_000)]
-    max_poll_records: usize,
-    /// Most bytes in one fetch answer.
-    #[arg(long, default_value_t = 50 * 1024 * 1024)]
-    fetch_max_bytes: u32,
-    /// Most bytes per partition in one fetch answer.
-    #[arg(long, default_value_t = 1024 * 1024)]
-    partition_fetch_bytes: u32,
+    #[command(flatten)]
+    fetch: FetchArgs,
     /// Give up when no record arrives for this many seconds (a stuck node, not a limit on
     /// the run's length).
+    #[arg(long, default_value_t = 60)]
+    idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Args)]
+struct E2eArgs {
+    /// Topic; created with `--partitions` if it does not exist. The consumer starts at its
+    /// end, so earlier records do not count.
+    #[arg(long, default_value = "ledge-bench-e2e")]
+    topic: String,
+    /// Partitions of the topic when this run creates it; records go round-robin over them.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Records per second (open-loop).
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, value_parser = parse_seconds, default_value = "10")]
+    duration: Duration,
+    /// Seconds sent first and not counted (connections, first segment, page cache).
+    #[arg(long, value_parser = parse_seconds, default_value = "1")]
+    warmup: Duration,
+    /// Bytes of each record's value, the 16-byte stamp included.
+    #[arg(long, default_value_t = 1024)]
+    record_bytes: usize,
+    #[command(flatten)]
+    producer: ProducerArgs,
+    #[command(flatten)]
+    payload: PayloadArgs,
+    #[command(flatten)]
+    fetch: FetchArgs,
+    /// Longest the node holds a fetch waiting for data, in milliseconds (the consumer's
+    /// `fetch_max_wait`; a waiting fetch is answered as soon as a record is readable).
+    #[arg(long, default_value_t = 500)]
+    fetch_max_wait_ms: u64,
+    /// After the last record is acknowledged, how long the consumer may take to see every
+    /// record before the missing ones are reported.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout_secs: u64,
+}
+
+#[derive(Debug, Args)]
+struct GroupArgs {
+    /// A pre-filled topic to read.
+    #[arg(long, default_value = "ledge-bench")]
+    topic: String,
+    /// Members of the group, each with its own connection.
+    #[arg(long, default_value_t = 4)]
+    consumers: u32,
+    /// Group id; by default a fresh one per run, so there are no committed offsets.
+    #[arg(long)]
+    group: Option<String>,
+    /// Assignor: range, round-robin or cooperative-sticky.
+    #[arg(long, default_value = ASSIGNOR_DEFAULT)]
+    assignor: String,
+    #[command(flatten)]
+    fetch: FetchArgs,
+    /// Longest the group may take to give every partition one owner.
+    #[arg(long, default_value_t = 60)]
+    settle_timeout_secs: u64,
+    /// Give up when no record arrives for this many seconds.
     #[arg(long, default_value_t = 60)]
     idle_timeout_secs: u64,
 }
@@ -214,6 +348,14 @@ fn acks_name(acks: Acks) -> &'static str {
     }
 }
 
+/// `--duration 2.5` as 2.5 seconds.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|error| format!("{text:?} is not a number of seconds: {error}"))?;
+    Duration::try_from_secs_f64(seconds).map_err(|error| format!("{text:?}: {error}"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -235,10 +377,14 @@ async fn main() -> anyhow::Result<()> {
         json: cli.json,
         quiet: cli.quiet,
     };
-    let report = match &cli.workload {
-        Workload::Produce(args) => produce(&config, args, &output).await?,
-        Workload::Consume(args) => consume(&config, args, &output).await?,
+    let node = NodeCpu { pid: cli.node_pid };
+    let mut report = match &cli.workload {
+        Workload::Produce(args) => produce(&config, args, &output, &node).await?,
+        Workload::Consume(args) => consume(&config, args, &output, &node).await?,
+        Workload::E2e(args) => e2e(&config, args, &output, &node).await?,
+        Workload::Group(args) => group(&config, args, &output, &node).await?,
     };
+    report.add_node_cpu();
     output.print(&report);
     if let Some(error) = &report.first_error {
         bail!("{} records failed; the first: {error}", report.errors);
@@ -253,6 +399,7 @@ async fn produce(
     config: &ClientConfig,
     args: &ProduceArgs,
     output: &Output,
+    node: &NodeCpu,
 ) -> anyhow::Result<Report> {
     if args.producers == 0 {
         bail!("--producers must be at least 1");
@@ -260,17 +407,12 @@ async fn produce(
     if args.partitions == 0 {
         bail!("--partitions must be at least 1");
     }
+    if args.rate == Some(0) {
+        bail!("--rate must be at least 1");
+    }
     let admin_client = connect(config).await?;
     let partitions = ensure_topic(&admin_client, &args.topic, args.partitions).await?;
-
-    let mut producer_config = ProducerConfig::default();
-    producer_config.acks = args.acks;
-    producer_config.batch_size = args.batch_bytes;
-    producer_config.linger = Duration::from_millis(args.linger_ms);
-    producer_config.compression = args.compression.into();
-    producer_config.enable_idempotence = args.acks == Acks::All && !args.no_idempotence;
-    producer_config.buffer_memory = args.buffer_memory_bytes;
-    producer_config.max_request_size = args.max_request_bytes;
+    let producer_config = args.producer.config(5)?;
 
     // Connect every producer (and get its producer id) before the clock starts.
     let mut producers = Vec::new();
@@ -281,32 +423,52 @@ async fn produce(
             .context("creating a producer")?;
         producers.push((client, producer));
     }
-    let payloads = payload_pool(args.seed, args.payload_pool.max(1), args.record_bytes);
+    let payloads = args.payload.pool(args.record_bytes);
 
+    // How many records, and until when.
+    let records = match (args.rate, args.duration) {
+        (Some(rate), Some(duration)) => records_in(rate, duration),
+        (None, Some(_)) => u64::MAX,
+        (_, None) => args.records,
+    };
+    let known_total = (records != u64::MAX).then_some(records);
     let acked = Arc::new(AtomicU64::new(0));
-    let progress = output.progress_bar(args.records, "produce");
+    let progress = output.progress_bar(known_total, "produce");
     let ticker = spawn_ticker(progress.clone(), acked.clone());
+    let cpu_before = node.sample()?;
     let started = now();
+    let pacing = args.rate.map(|rate| Schedule {
+        epoch: started + PACED_START_DELAY,
+        rate,
+    });
+    let deadline = match (args.rate, args.duration) {
+        (None, Some(duration)) => Some(started + duration),
+        _ => None,
+    };
     let mut tasks = Vec::new();
     for (index, (client, producer)) in producers.into_iter().enumerate() {
-        let share = share(args.records, args.producers, index);
-        // Offset each producer in the pool so they do not send identical sequences.
-        let first = index * args.payload_pool.max(1) / args.producers as usize;
         let job = ProducerJob {
             topic: args.topic.clone(),
-            records: share,
+            records: if records == u64::MAX {
+                u64::MAX
+            } else {
+                share(records, args.producers, index)
+            },
+            first_index: index as u64,
+            stride: u64::from(args.producers),
+            pacing,
+            deadline,
+            warmup_records: 0,
+            partitions: None,
+            stamp: None,
             payloads: payloads.clone(),
-            first_payload: first,
             acked: acked.clone(),
         };
-        tasks.push(tokio::spawn(async move {
-            let outcome = job.run(&producer).await;
-            producer.close().await;
-            client.close().await;
-            outcome
-        }));
+        tasks.push(job.spawn(client, producer));
     }
     let mut latency = new_histogram()?;
+    let mut send_lag = new_histogram()?;
+    let mut sent = 0;
     let mut errors = 0;
     let mut first_error = None;
     for task in tasks {
@@ -314,73 +476,226 @@ async fn produce(
         latency
             .add(&outcome.latency)
             .context("merging histograms")?;
+        send_lag
+            .add(&outcome.send_lag)
+            .context("merging histograms")?;
+        sent += outcome.sent;
         errors += outcome.errors;
         first_error = first_error.or(outcome.first_error);
     }
-    let elapsed = now().saturating_duration_since(started);
+    let ended = now();
+    let cpu_after = node.sample()?;
+    // An open-loop run is measured from its first due time.
+    let elapsed = ended.saturating_duration_since(pacing.map_or(started, |pacing| pacing.epoch));
     ticker.abort();
     progress.finish_and_clear();
     admin_client.close().await;
 
-    let delivered = args.records - errors;
+    let delivered = sent - errors.min(sent);
     let bytes = delivered * args.record_bytes as u64;
+    let mut parameters = vec![
+        ("server", json!(config.server)),
+        ("topic", json!(args.topic)),
+        ("partitions", json!(partitions)),
+        ("producers", json!(args.producers)),
+        ("record_bytes", json!(args.record_bytes)),
+    ];
+    parameters.extend(args.producer.parameters(&producer_config));
+    parameters.push(("rate", json!(args.rate)));
+    parameters.push((
+        "duration_s",
+        json!(args.duration.map(|duration| duration.as_secs_f64())),
+    ));
+    let mut latencies = vec![Latency {
+        label: if pacing.is_some() {
+            "latency (due → ack)"
+        } else {
+            "latency (send → ack)"
+        },
+        key: "latency_us",
+        histogram: latency,
+    }];
+    if pacing.is_some() {
+        latencies.push(Latency {
+            label: "sender lag (due → sent)",
+            key: "send_lag_us",
+            histogram: send_lag,
+        });
+    }
     Ok(Report {
         workload: "produce",
-        parameters: vec![
-            ("server", json!(config.server)),
-            ("topic", json!(args.topic)),
-            ("partitions", json!(partitions)),
-            ("producers", json!(args.producers)),
-            ("record_bytes", json!(args.record_bytes)),
-            ("batch_bytes", json!(args.batch_bytes)),
-            ("linger_ms", json!(args.linger_ms)),
-            ("acks", json!(acks_name(args.acks))),
-            ("compression", json!(args.compression.name())),
-            ("idempotence", json!(producer_config.enable_idempotence)),
-        ],
+        parameters,
         records: delivered,
         bytes,
         elapsed,
-        latency: Some(latency),
+        latencies,
+        results: Vec::new(),
+        node_cpu: NodeCpu::spent(cpu_before, cpu_after),
         errors,
         first_error,
     })
 }
 
+impl ProducerArgs {
+    /// The SDK settings these flags make; `linger_default_ms` is the workload's default.
+    fn config(&self, linger_default_ms: u64) -> anyhow::Result<ProducerConfig> {
+        let mut config = ProducerConfig::default();
+        config.acks = self.acks;
+        config.batch_size = self.batch_bytes;
+        config.linger = Duration::from_millis(self.linger_ms.unwrap_or(linger_default_ms));
+        config.compression = self.compression.into();
+        config.enable_idempotence = self.acks == Acks::All && !self.no_idempotence;
+        config.buffer_memory = self.buffer_memory_bytes;
+        config.max_request_size = self.max_request_bytes;
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+
+    fn parameters(&self, config: &ProducerConfig) -> Vec<(&'static str, serde_json::Value)> {
+        vec![
+            ("batch_bytes", json!(config.batch_size)),
+            ("linger_ms", json!(config.linger.as_millis())),
+            ("acks", json!(acks_name(config.acks))),
+            ("compression", json!(self.compression.name())),
+            ("idempotence", json!(config.enable_idempotence)),
+        ]
+    }
+}
+
+impl PayloadArgs {
+    fn pool(&self, record_bytes: usize) -> Arc<[Bytes]> {
+        payload_pool(self.seed, self.payload_pool.max(1), record_bytes)
+    }
+}
+
+/// When each record of an open-loop run is due: record `index` (counted over all producers)
+/// at `epoch + index / rate`.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    epoch: Instant,
+    rate: u64,
+}
+
+impl Schedule {
+    /// Nanoseconds from the epoch to record `index`'s due time.
+    fn offset_ns(self, index: u64) -> u64 {
+        let nanos = u128::from(index) * 1_000_000_000 / u128::from(self.rate);
+        u64::try_from(nanos).unwrap_or(u64::MAX)
+    }
+
+    fn due(self, index: u64) -> Instant {
+        self.epoch + Duration::from_nanos(self.offset_ns(index))
+    }
+}
+
+/// Records due at `rate` per second over `duration`.
+fn records_in(rate: u64, duration: Duration) -> u64 {
+    let records = u128::from(rate) * duration.as_nanos() / 1_000_000_000;
+    u64::try_from(records).unwrap_or(u64::MAX)
+}
+
 /// One producer's part of the run.
 struct ProducerJob {
     topic: String,
+    /// Records to send (`u64::MAX` when a deadline ends the run).
     records: u64,
+    /// This producer sends the records `first_index`, `first_index + stride`, ... of the run.
+    first_index: u64,
+    stride: u64,
+    /// Open-loop due times; `None` sends as fast as the producer takes records.
+    pacing: Option<Schedule>,
+    /// No record is sent at or after this time.
+    deadline: Option<Instant>,
+    /// Records of the run (by index) sent but left out of the histograms.
+    warmup_records: u64,
+    /// Sends record `index` to partition `index % partitions`; `None` leaves it to the SDK.
+    partitions: Option<u32>,
+    /// `e2e`: the run id stamped, with the due time, over each value's first 16 bytes.
+    stamp: Option<u64>,
     payloads: Arc<[Bytes]>,
-    first_payload: usize,
     acked: Arc<AtomicU64>,
 }
 
 /// What one producer measured.
 struct ProducerOutcome {
+    /// Records handed to the producer.
+    sent: u64,
+    /// Due (or send) → acknowledged, of the records past the warm-up.
     latency: Histogram<u64>,
+    /// Due → `send` returned, of the records past the warm-up (open-loop runs only).
+    send_lag: Histogram<u64>,
     errors: u64,
     first_error: Option<String>,
 }
 
 impl ProducerJob {
-    /// Sends the records as fast as the producer takes them, handing each delivery future to
-    /// a collector task that times it. The collector is its own task so an acknowledgement is
-    /// noticed when it arrives, not when the send loop next pauses.
+    /// Runs the job and then closes its producer and connection. A paced job runs on a
+    /// thread of its own (see [`pause_until`]); the others are ordinary tasks.
+    fn spawn(
+        self,
+        client: Client,
+        producer: Producer,
+    ) -> tokio::task::JoinHandle<anyhow::Result<ProducerOutcome>> {
+        let paced = self.pacing.is_some();
+        let work = async move {
+            let outcome = self.run(&producer).await;
+            producer.close().await;
+            client.close().await;
+            outcome
+        };
+        if paced {
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || runtime.block_on(work))
+        } else {
+            tokio::spawn(work)
+        }
+    }
+}
+
+impl ProducerJob {
+    /// Sends the records, handing each delivery future to a collector task that times it.
+    /// The collector is its own task so an acknowledgement is noticed when it arrives, not
+    /// when the send loop next pauses.
     async fn run(self, producer: &Producer) -> anyhow::Result<ProducerOutcome> {
         let (deliveries, incoming) = mpsc::channel(DELIVERY_QUEUE);
         let collector = tokio::spawn(collect(incoming, self.acked.clone()));
+        let mut send_lag = new_histogram()?;
+        let mut sent = 0;
         let mut send_errors = 0;
         let mut first_error = None;
         for number in 0..self.records {
-            let payload =
-                &self.payloads[(self.first_payload + number as usize) % self.payloads.len()];
-            let record = ProducerRecord::new(self.topic.clone(), payload.clone());
-            let sent_at = now();
+            let index = self.first_index + number * self.stride;
+            let due = match self.pacing {
+                Some(schedule) => {
+                    let due = schedule.due(index);
+                    pause_until(due);
+                    due
+                }
+                None => now(),
+            };
+            if self.deadline.is_some_and(|deadline| due >= deadline) {
+                break;
+            }
+            let payload = &self.payloads[(index as usize) % self.payloads.len()];
+            let value = match (self.stamp, self.pacing) {
+                (Some(run_id), Some(schedule)) => {
+                    stamped(run_id, schedule.offset_ns(index), payload)
+                }
+                _ => payload.clone(),
+            };
+            let mut record = ProducerRecord::new(self.topic.clone(), value);
+            if let Some(partitions) = self.partitions {
+                record = record.partition((index % u64::from(partitions)) as u32);
+            }
+            let counted = index >= self.warmup_records;
+            sent += 1;
             match producer.send(record).await {
                 Ok(delivery) => {
+                    if counted && self.pacing.is_some() {
+                        send_lag.saturating_record(micros(now().saturating_duration_since(due)));
+                    }
                     // The collector only stops once this sender is dropped.
-                    let _ = deliveries.send((sent_at, delivery)).await;
+                    let _ = deliveries.send((due, counted, delivery)).await;
                 }
                 Err(error) => {
                     send_errors += 1;
@@ -391,18 +706,55 @@ impl ProducerJob {
         }
         drop(deliveries);
         producer.flush().await;
-        let mut outcome = collector.await.context("the collector panicked")??;
-        outcome.errors += send_errors;
-        outcome.first_error = first_error.or(outcome.first_error);
-        Ok(outcome)
+        let (latency, errors, collect_error) =
+            collector.await.context("the collector panicked")??;
+        Ok(ProducerOutcome {
+            sent,
+            latency,
+            send_lag,
+            errors: errors + send_errors,
+            first_error: first_error.or(collect_error),
+        })
     }
 }
 
-/// Awaits delivery futures in whatever order they resolve and records send → ack latency.
+/// Blocks the calling thread until `due`. Only the paced send loops call it, each on a
+/// thread of its own (`spawn_blocking`, driving its future with `Handle::block_on`): tokio's
+/// timer has a 1 ms granularity, which at 5,000 records/s would send records in bursts of
+/// five and add up to a millisecond of the bench's own making to every latency, while a
+/// thread sleep lands within the kernel's timer slack (~50 µs).
+fn pause_until(due: Instant) {
+    let wait = due.saturating_duration_since(now());
+    if !wait.is_zero() {
+        std::thread::sleep(wait);
+    }
+}
+
+/// `payload` with its first [`STAMP_BYTES`] replaced by the run id and the due time (ns after
+/// the run's epoch), both little-endian.
+fn stamped(run_id: u64, due_ns: u64, payload: &Bytes) -> Bytes {
+    let mut value = BytesMut::with_capacity(payload.len().max(STAMP_BYTES));
+    value.put_u64_le(run_id);
+    value.put_u64_le(due_ns);
+    if let Some(rest) = payload.get(STAMP_BYTES..) {
+        value.put_slice(rest);
+    }
+    value.freeze()
+}
+
+/// The run id and due time of a stamped value.
+fn stamp_of(value: &[u8]) -> Option<(u64, u64)> {
+    let run_id = u64::from_le_bytes(value.get(..8)?.try_into().ok()?);
+    let due_ns = u64::from_le_bytes(value.get(8..STAMP_BYTES)?.try_into().ok()?);
+    Some((run_id, due_ns))
+}
+
+/// Awaits delivery futures in whatever order they resolve and records due → ack latency of
+/// the counted ones. Returns the histogram, the failed records and the first failure.
 async fn collect(
-    mut incoming: mpsc::Receiver<(Instant, DeliveryFuture)>,
+    mut incoming: mpsc::Receiver<(Instant, bool, DeliveryFuture)>,
     acked: Arc<AtomicU64>,
-) -> anyhow::Result<ProducerOutcome> {
+) -> anyhow::Result<(Histogram<u64>, u64, Option<String>)> {
     let mut latency = new_histogram()?;
     let mut errors = 0;
     let mut first_error = None;
@@ -411,10 +763,11 @@ async fn collect(
     loop {
         tokio::select! {
             biased;
-            Some((took, result)) = pending.next(), if !pending.is_empty() => {
+            Some((took, counted, result)) = pending.next(), if !pending.is_empty() => {
                 acked.fetch_add(1, Ordering::Relaxed);
                 match result {
-                    Ok(_) => latency.saturating_record(micros(took)),
+                    Ok(_) if counted => latency.saturating_record(micros(took)),
+                    Ok(_) => {}
                     Err(error) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| format!("{error}"));
@@ -422,20 +775,16 @@ async fn collect(
                 }
             }
             next = incoming.recv(), if open => match next {
-                Some((sent_at, delivery)) => pending.push(async move {
+                Some((due, counted, delivery)) => pending.push(async move {
                     let result = delivery.await;
-                    (now().saturating_duration_since(sent_at), result)
+                    (now().saturating_duration_since(due), counted, result)
                 }),
                 None => open = false,
             },
             else => break,
         }
     }
-    Ok(ProducerOutcome {
-        latency,
-        errors,
-        first_error,
-    })
+    Ok((latency, errors, first_error))
 }
 
 /// Creates `topic` with `partitions` unless it exists; returns its partition count.
@@ -507,32 +856,12 @@ async fn consume(
     config: &ClientConfig,
     args: &ConsumeArgs,
     output: &Output,
+    node: &NodeCpu,
 ) -> anyhow::Result<Report> {
     if args.consumers == 0 {
         bail!("--consumers must be at least 1");
     }
-    let admin_client = connect(config).await?;
-    let described = Admin::new(&admin_client)
-        .describe_topics(vec![args.topic.clone()])
-        .await
-        .with_context(|| format!("describing topic {}", args.topic))?;
-    let Some(topic) = described.into_iter().next() else {
-        bail!("topic {} not found", args.topic);
-    };
-    admin_client.close().await;
-    // Where each partition starts and the end offsets captured now: the run reads
-    // [log start, high watermark) of every partition.
-    let ranges: Vec<(u32, i64, i64)> = topic
-        .partitions
-        .iter()
-        .map(|partition| {
-            (
-                partition.partition,
-                partition.log_start_offset,
-                partition.high_watermark,
-            )
-        })
-        .collect();
+    let ranges = topic_ranges(config, &args.topic).await?;
     let partitions = u32::try_from(ranges.len())?;
     let consumers = args.consumers.min(partitions.max(1));
     if consumers < args.consumers {
@@ -541,57 +870,46 @@ async fn consume(
             args.topic
         );
     }
-    let expected: u64 = ranges
-        .iter()
-        .map(|(_, start, end)| u64::try_from(end - start).unwrap_or(0))
-        .sum();
-
-    let mut consumer_config = ConsumerConfig::default();
+    let expected = records_between(ranges.values());
+    let mut consumer_config = args.fetch.config();
     consumer_config.auto_offset_reset = OffsetReset::Earliest;
-    consumer_config.enable_auto_commit = false;
-    consumer_config.fetch_max_bytes = args.fetch_max_bytes;
-    consumer_config.max_partition_fetch_bytes = args.partition_fetch_bytes;
 
     // Connect and position every consumer before the clock starts.
     let mut jobs = Vec::new();
     for index in 0..consumers {
-        let mine: Vec<(u32, i64, i64)> = ranges
+        let mine: BTreeMap<u32, (i64, i64)> = ranges
             .iter()
-            .copied()
-            .filter(|(partition, _, _)| partition % consumers == index)
+            .filter(|(partition, _)| *partition % consumers == index)
+            .map(|(partition, range)| (*partition, *range))
             .collect();
         let client = connect(config).await?;
         let mut consumer = Consumer::new(&client, consumer_config.clone());
         consumer.assign(
-            mine.iter()
-                .map(|(partition, _, _)| TopicPartition::new(args.topic.clone(), *partition))
+            mine.keys()
+                .map(|partition| TopicPartition::new(args.topic.clone(), *partition))
                 .collect(),
         );
-        for (partition, start, _) in &mine {
+        for (partition, (start, _)) in &mine {
             consumer.seek(&TopicPartition::new(args.topic.clone(), *partition), *start)?;
         }
-        let ends = mine
-            .iter()
-            .filter(|(_, start, end)| end > start)
-            .map(|(partition, _, end)| (*partition, *end))
-            .collect();
-        jobs.push((client, consumer, ends));
+        jobs.push((client, consumer, ends_of(&mine)));
     }
 
     let consumed = Arc::new(AtomicU64::new(0));
-    let progress = output.progress_bar(expected, "consume");
+    let progress = output.progress_bar(Some(expected), "consume");
     let ticker = spawn_ticker(progress.clone(), consumed.clone());
+    let cpu_before = node.sample()?;
     let started = now();
     let mut tasks = Vec::new();
-    for (client, consumer, ends) in jobs {
+    for (client, mut consumer, ends) in jobs {
         let job = ConsumerJob {
             ends,
-            max_poll_records: args.max_poll_records,
+            max_poll_records: args.fetch.max_poll_records,
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             consumed: consumed.clone(),
         };
         tasks.push(tokio::spawn(async move {
-            let outcome = job.run(consumer).await;
+            let outcome = job.run(&mut consumer).await;
             client.close().await;
             outcome
         }));
@@ -604,27 +922,90 @@ async fn consume(
         bytes += task_bytes;
     }
     let elapsed = now().saturating_duration_since(started);
+    let cpu_after = node.sample()?;
     ticker.abort();
     progress.finish_and_clear();
 
+    let mut parameters = vec![
+        ("server", json!(config.server)),
+        ("topic", json!(args.topic)),
+        ("partitions", json!(partitions)),
+        ("consumers", json!(consumers)),
+    ];
+    parameters.extend(args.fetch.parameters());
     Ok(Report {
         workload: "consume",
-        parameters: vec![
-            ("server", json!(config.server)),
-            ("topic", json!(args.topic)),
-            ("partitions", json!(partitions)),
-            ("consumers", json!(consumers)),
-            ("max_poll_records", json!(args.max_poll_records)),
-            ("fetch_max_bytes", json!(args.fetch_max_bytes)),
-            ("partition_fetch_bytes", json!(args.partition_fetch_bytes)),
-        ],
+        parameters,
         records,
         bytes,
         elapsed,
-        latency: None,
+        latencies: Vec::new(),
+        results: Vec::new(),
+        node_cpu: NodeCpu::spent(cpu_before, cpu_after),
         errors: 0,
         first_error: None,
     })
+}
+
+impl FetchArgs {
+    /// A consumer without auto-commit, with these fetch sizes.
+    fn config(&self) -> ConsumerConfig {
+        let mut config = ConsumerConfig::default();
+        config.enable_auto_commit = false;
+        config.fetch_max_bytes = self.fetch_max_bytes;
+        config.max_partition_fetch_bytes = self.partition_fetch_bytes;
+        config
+    }
+
+    fn parameters(&self) -> Vec<(&'static str, serde_json::Value)> {
+        vec![
+            ("max_poll_records", json!(self.max_poll_records)),
+            ("fetch_max_bytes", json!(self.fetch_max_bytes)),
+            ("partition_fetch_bytes", json!(self.partition_fetch_bytes)),
+        ]
+    }
+}
+
+/// Each partition's log start offset and high watermark, read now: a run reads
+/// `[start, end)` of every partition.
+async fn topic_ranges(
+    config: &ClientConfig,
+    topic: &str,
+) -> anyhow::Result<BTreeMap<u32, (i64, i64)>> {
+    let admin_client = connect(config).await?;
+    let described = Admin::new(&admin_client)
+        .describe_topics(vec![topic.to_string()])
+        .await
+        .with_context(|| format!("describing topic {topic}"));
+    admin_client.close().await;
+    let Some(description) = described?.into_iter().next() else {
+        bail!("topic {topic} not found");
+    };
+    Ok(description
+        .partitions
+        .iter()
+        .map(|partition| {
+            (
+                partition.partition,
+                (partition.log_start_offset, partition.high_watermark),
+            )
+        })
+        .collect())
+}
+
+fn records_between<'a>(ranges: impl Iterator<Item = &'a (i64, i64)>) -> u64 {
+    ranges
+        .map(|(start, end)| u64::try_from(end - start).unwrap_or(0))
+        .sum()
+}
+
+/// The end offsets of the non-empty partitions among `ranges`.
+fn ends_of(ranges: &BTreeMap<u32, (i64, i64)>) -> BTreeMap<u32, i64> {
+    ranges
+        .iter()
+        .filter(|(_, (start, end))| end > start)
+        .map(|(partition, (_, end))| (*partition, *end))
+        .collect()
 }
 
 /// One consumer's part of the run: its partitions and where each ends.
@@ -638,7 +1019,7 @@ struct ConsumerJob {
 
 impl ConsumerJob {
     /// Polls until every partition reached its end offset; returns records and bytes read.
-    async fn run(self, mut consumer: Consumer) -> anyhow::Result<(u64, u64)> {
+    async fn run(self, consumer: &mut Consumer) -> anyhow::Result<(u64, u64)> {
         let mut remaining: BTreeSet<u32> = self.ends.keys().copied().collect();
         let mut records = 0;
         let mut bytes = 0;
@@ -677,6 +1058,427 @@ impl ConsumerJob {
             self.consumed.fetch_add(counted, Ordering::Relaxed);
         }
         Ok((records, bytes))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// e2e
+
+async fn e2e(
+    config: &ClientConfig,
+    args: &E2eArgs,
+    output: &Output,
+    node: &NodeCpu,
+) -> anyhow::Result<Report> {
+    if args.rate == 0 || args.partitions == 0 {
+        bail!("--rate and --partitions must be at least 1");
+    }
+    if args.record_bytes < STAMP_BYTES {
+        bail!("--record-bytes must be at least {STAMP_BYTES} (the stamp)");
+    }
+    if args.duration.is_zero() {
+        bail!("--duration must be above 0");
+    }
+    let admin_client = connect(config).await?;
+    let partitions = ensure_topic(&admin_client, &args.topic, args.partitions).await?;
+    admin_client.close().await;
+
+    // The consumer first, positioned at the end, so it sees exactly this run's records.
+    let consumer_client = connect(config).await?;
+    let mut consumer_config = args.fetch.config();
+    consumer_config.auto_offset_reset = OffsetReset::Latest;
+    consumer_config.fetch_max_wait = Duration::from_millis(args.fetch_max_wait_ms);
+    let mut consumer = Consumer::new(&consumer_client, consumer_config);
+    let assigned: Vec<TopicPartition> = (0..partitions)
+        .map(|partition| TopicPartition::new(args.topic.clone(), partition))
+        .collect();
+    consumer.assign(assigned.clone());
+    consumer
+        .seek_to_end(&assigned)
+        .await
+        .context("seeking to the end")?;
+    for partition in &assigned {
+        consumer.position(partition).await?;
+    }
+
+    let producer_config = args.producer.config(0)?;
+    let producer_client = connect(config).await?;
+    let producer = Producer::new(&producer_client, producer_config.clone())
+        .await
+        .context("creating a producer")?;
+
+    // Records from other runs (or other programs) on the topic are told apart by this id.
+    let run_id = (SystemClock.wall_time_ms() as u64) << 22 ^ u64::from(std::process::id());
+    let warmup_records = records_in(args.rate, args.warmup);
+    let total = warmup_records + records_in(args.rate, args.duration);
+    let received = Arc::new(AtomicU64::new(0));
+    let progress = output.progress_bar(Some(total), "e2e");
+    let ticker = spawn_ticker(progress.clone(), received.clone());
+    let cpu_before = node.sample()?;
+    let schedule = Schedule {
+        epoch: now() + PACED_START_DELAY,
+        rate: args.rate,
+    };
+    let (delivered_sender, delivered) = watch::channel(None);
+    let reader = E2eReader {
+        run_id,
+        schedule,
+        warmup_ns: schedule.offset_ns(warmup_records),
+        delivered,
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        max_poll_records: args.fetch.max_poll_records,
+        received: received.clone(),
+    };
+    let reading = tokio::spawn(async move {
+        let outcome = reader.run(&mut consumer).await;
+        consumer_client.close().await;
+        outcome
+    });
+    let job = ProducerJob {
+        topic: args.topic.clone(),
+        records: total,
+        first_index: 0,
+        stride: 1,
+        pacing: Some(schedule),
+        deadline: None,
+        warmup_records,
+        partitions: Some(partitions),
+        stamp: Some(run_id),
+        payloads: args.payload.pool(args.record_bytes),
+        acked: Arc::new(AtomicU64::new(0)),
+    };
+    let produced = job
+        .spawn(producer_client, producer)
+        .await
+        .context("the producer panicked")??;
+    // Acknowledged records must all be read (with acks=0, every record sent).
+    let delivered = produced.sent - produced.errors.min(produced.sent);
+    let _ = delivered_sender.send(Some(delivered));
+    let read = reading.await.context("the consumer panicked")??;
+    let cpu_after = node.sample()?;
+    ticker.abort();
+    progress.finish_and_clear();
+
+    let missing = delivered.saturating_sub(read.received);
+    let counted = read.latency.len();
+    let mut parameters = vec![
+        ("server", json!(config.server)),
+        ("topic", json!(args.topic)),
+        ("partitions", json!(partitions)),
+        ("record_bytes", json!(args.record_bytes)),
+        ("rate", json!(args.rate)),
+        ("duration_s", json!(args.duration.as_secs_f64())),
+        ("warmup_s", json!(args.warmup.as_secs_f64())),
+    ];
+    parameters.extend(args.producer.parameters(&producer_config));
+    parameters.push(("fetch_max_wait_ms", json!(args.fetch_max_wait_ms)));
+    let mut results = vec![
+        ("sent", json!(produced.sent)),
+        ("read", json!(read.received)),
+    ];
+    if missing > 0 {
+        results.push(("missing", json!(missing)));
+    }
+    if read.foreign > 0 {
+        results.push(("foreign", json!(read.foreign)));
+    }
+    let mut errors = produced.errors;
+    let mut first_error = produced.first_error;
+    if missing > 0 {
+        errors += missing;
+        first_error.get_or_insert_with(|| {
+            format!(
+                "{missing} acknowledged records were not read within {} s",
+                args.drain_timeout_secs
+            )
+        });
+    }
+    Ok(Report {
+        workload: "e2e",
+        parameters,
+        records: counted,
+        bytes: counted * args.record_bytes as u64,
+        // The measured window: the records due in it are the ones counted.
+        elapsed: args.duration,
+        latencies: vec![
+            Latency {
+                label: "e2e latency (due → read)",
+                key: "latency_us",
+                histogram: read.latency,
+            },
+            Latency {
+                label: "ack latency (due → ack)",
+                key: "ack_latency_us",
+                histogram: produced.latency,
+            },
+            Latency {
+                label: "sender lag (due → sent)",
+                key: "send_lag_us",
+                histogram: produced.send_lag,
+            },
+        ],
+        results,
+        node_cpu: NodeCpu::spent(cpu_before, cpu_after),
+        errors,
+        first_error,
+    })
+}
+
+/// The consumer side of `e2e`.
+struct E2eReader {
+    run_id: u64,
+    schedule: Schedule,
+    /// Records due before this many ns after the epoch are the warm-up: read, not counted.
+    warmup_ns: u64,
+    /// How many records were delivered, once the producer is done.
+    delivered: watch::Receiver<Option<u64>>,
+    drain_timeout: Duration,
+    max_poll_records: usize,
+    received: Arc<AtomicU64>,
+}
+
+struct E2eRead {
+    /// Due → handed over by `poll`, of the records past the warm-up.
+    latency: Histogram<u64>,
+    /// Records of this run read, warm-up included.
+    received: u64,
+    /// Records read that this run did not send.
+    foreign: u64,
+}
+
+impl E2eReader {
+    async fn run(self, consumer: &mut Consumer) -> anyhow::Result<E2eRead> {
+        let mut latency = new_histogram()?;
+        let mut received = 0;
+        let mut foreign = 0;
+        let mut drain_deadline = None;
+        loop {
+            if let Some(delivered) = *self.delivered.borrow() {
+                if received >= delivered {
+                    break;
+                }
+                let deadline = *drain_deadline.get_or_insert_with(|| now() + self.drain_timeout);
+                if now() >= deadline {
+                    break;
+                }
+            }
+            let polled = consumer
+                .poll(Duration::from_millis(100), self.max_poll_records)
+                .await?;
+            let read_at = now();
+            for record in &polled {
+                let stamp = record.value.as_deref().and_then(stamp_of);
+                let Some((run_id, due_ns)) = stamp.filter(|(run_id, _)| *run_id == self.run_id)
+                else {
+                    foreign += 1;
+                    continue;
+                };
+                debug_assert_eq!(run_id, self.run_id);
+                received += 1;
+                if due_ns >= self.warmup_ns {
+                    let due = self.schedule.epoch + Duration::from_nanos(due_ns);
+                    latency.saturating_record(micros(read_at.saturating_duration_since(due)));
+                }
+            }
+            self.received.store(received, Ordering::Relaxed);
+        }
+        Ok(E2eRead {
+            latency,
+            received,
+            foreign,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// group
+
+async fn group(
+    config: &ClientConfig,
+    args: &GroupArgs,
+    output: &Output,
+    node: &NodeCpu,
+) -> anyhow::Result<Report> {
+    if args.consumers == 0 {
+        bail!("--consumers must be at least 1");
+    }
+    let ranges = Arc::new(topic_ranges(config, &args.topic).await?);
+    let partitions = u32::try_from(ranges.len())?;
+    let expected = records_between(ranges.values());
+    let group_id = args.group.clone().unwrap_or_else(|| {
+        format!(
+            "ledge-bench-{}-{}",
+            SystemClock.wall_time_ms(),
+            std::process::id()
+        )
+    });
+    let mut consumer_config = args.fetch.config();
+    consumer_config.group_id = Some(group_id.clone());
+    // Nothing is read while the group settles: every member starts at the end.
+    consumer_config.auto_offset_reset = OffsetReset::Latest;
+    consumer_config.assignor = args.assignor.clone();
+
+    let consumed = Arc::new(AtomicU64::new(0));
+    let (settled_sender, settled) = watch::channel(false);
+    let start_line = Arc::new(Barrier::new(args.consumers as usize + 1));
+    let mut assignments = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..args.consumers {
+        let (assignment_sender, assignment) = watch::channel(Vec::new());
+        assignments.push(assignment);
+        let member = Member {
+            config: config.clone(),
+            consumer_config: consumer_config.clone(),
+            topic: args.topic.clone(),
+            ranges: ranges.clone(),
+            assignment: assignment_sender,
+            settled: settled.clone(),
+            start_line: start_line.clone(),
+            max_poll_records: args.fetch.max_poll_records,
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            consumed: consumed.clone(),
+        };
+        tasks.push(tokio::spawn(member.run()));
+    }
+
+    // Wait until every partition has exactly one owner, a few looks in a row.
+    let settle_started = now();
+    let settle_timeout = Duration::from_secs(args.settle_timeout_secs);
+    let mut complete_looks = 0;
+    while complete_looks < SETTLE_CHECKS {
+        let owned: Vec<Vec<u32>> = assignments
+            .iter()
+            .map(|assignment| assignment.borrow().clone())
+            .collect();
+        if complete_assignment(&owned, partitions) {
+            complete_looks += 1;
+        } else {
+            complete_looks = 0;
+        }
+        if let Some(index) = tasks.iter().position(tokio::task::JoinHandle::is_finished) {
+            let outcome = tasks.swap_remove(index).await;
+            bail!("member {index} stopped while the group settled: {outcome:?}");
+        }
+        if now().saturating_duration_since(settle_started) > settle_timeout {
+            bail!("the group did not settle within {settle_timeout:?}; assignments {owned:?}");
+        }
+        tokio::time::sleep(SETTLE_CHECK_INTERVAL).await;
+    }
+    let settle_time = now().saturating_duration_since(settle_started);
+    let _ = settled_sender.send(true);
+    tokio::time::timeout(settle_timeout, start_line.wait())
+        .await
+        .context("the members did not reach the start line")?;
+
+    let progress = output.progress_bar(Some(expected), "group");
+    let ticker = spawn_ticker(progress.clone(), consumed.clone());
+    let cpu_before = node.sample()?;
+    let started = now();
+    let mut records = 0;
+    let mut bytes = 0;
+    for task in tasks {
+        let (task_records, task_bytes) = task.await.context("a member panicked")??;
+        records += task_records;
+        bytes += task_bytes;
+    }
+    let elapsed = now().saturating_duration_since(started);
+    let cpu_after = node.sample()?;
+    ticker.abort();
+    progress.finish_and_clear();
+
+    let mut parameters = vec![
+        ("server", json!(config.server)),
+        ("topic", json!(args.topic)),
+        ("partitions", json!(partitions)),
+        ("consumers", json!(args.consumers)),
+        ("group", json!(group_id)),
+        ("assignor", json!(args.assignor)),
+    ];
+    parameters.extend(args.fetch.parameters());
+    Ok(Report {
+        workload: "group",
+        parameters,
+        records,
+        bytes,
+        elapsed,
+        latencies: Vec::new(),
+        results: vec![(
+            "settle_ms",
+            json!(u64::try_from(settle_time.as_millis()).unwrap_or(u64::MAX)),
+        )],
+        node_cpu: NodeCpu::spent(cpu_before, cpu_after),
+        errors: 0,
+        first_error: None,
+    })
+}
+
+/// Every partition in `0..partitions` owned by exactly one member, and as many members own
+/// something as can (all of them, or one per partition).
+fn complete_assignment(owned: &[Vec<u32>], partitions: u32) -> bool {
+    let mut seen = BTreeSet::new();
+    for partition in owned.iter().flatten() {
+        if !seen.insert(*partition) {
+            return false;
+        }
+    }
+    let owners = owned.iter().filter(|mine| !mine.is_empty()).count();
+    seen.len() == partitions as usize && owners == owned.len().min(partitions as usize)
+}
+
+/// One member of the `group` workload.
+struct Member {
+    config: ClientConfig,
+    consumer_config: ConsumerConfig,
+    topic: String,
+    ranges: Arc<BTreeMap<u32, (i64, i64)>>,
+    /// Where the member publishes its partitions while the group settles.
+    assignment: watch::Sender<Vec<u32>>,
+    settled: watch::Receiver<bool>,
+    start_line: Arc<Barrier>,
+    max_poll_records: usize,
+    idle_timeout: Duration,
+    consumed: Arc<AtomicU64>,
+}
+
+impl Member {
+    /// Joins, polls until the group has settled, seeks its partitions to their start, waits
+    /// at the start line, then reads to the end offsets and leaves the group.
+    async fn run(self) -> anyhow::Result<(u64, u64)> {
+        let client = connect(&self.config).await?;
+        let mut consumer = Consumer::new(&client, self.consumer_config.clone());
+        consumer.subscribe(vec![self.topic.clone()])?;
+        while !*self.settled.borrow() {
+            // Positions start at the end, so these polls read nothing of the backlog.
+            consumer
+                .poll(SETTLE_CHECK_INTERVAL, self.max_poll_records)
+                .await?;
+            let mine: Vec<u32> = consumer
+                .assignment()
+                .into_iter()
+                .filter(|partition| partition.topic == self.topic)
+                .map(|partition| partition.partition)
+                .collect();
+            self.assignment.send_replace(mine);
+        }
+        let mut mine = BTreeMap::new();
+        for partition in consumer.assignment() {
+            let Some(&(start, end)) = self.ranges.get(&partition.partition) else {
+                continue;
+            };
+            consumer.seek(&partition, start)?;
+            mine.insert(partition.partition, (start, end));
+        }
+        self.start_line.wait().await;
+        let job = ConsumerJob {
+            ends: ends_of(&mine),
+            max_poll_records: self.max_poll_records,
+            idle_timeout: self.idle_timeout,
+            consumed: self.consumed,
+        };
+        let outcome = job.run(&mut consumer).await;
+        let _ = consumer.close().await;
+        client.close().await;
+        outcome
     }
 }
 
@@ -721,15 +1523,19 @@ struct Output {
 }
 
 impl Output {
-    fn progress_bar(&self, total: u64, label: &'static str) -> ProgressBar {
+    /// A bar to `total`, or a counter when the run ends by time.
+    fn progress_bar(&self, total: Option<u64>, label: &'static str) -> ProgressBar {
         if self.quiet {
             return ProgressBar::hidden();
         }
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        // The template is a constant; should it ever fail to parse, the default style stays.
-        if let Ok(style) = ProgressStyle::with_template(
-            "{msg:8} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({per_sec:0}, eta {eta})",
-        ) {
+        let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+        let template = if total.is_some() {
+            "{msg:8} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} ({per_sec:0}, eta {eta})"
+        } else {
+            "{msg:8} [{elapsed_precise}] {human_pos} ({per_sec:0})"
+        };
+        // The templates are constants; should one ever fail to parse, the default style stays.
+        if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style);
         }
         bar.set_message(label);
@@ -750,15 +1556,81 @@ struct Report {
     workload: &'static str,
     /// The settings that shape the figures, in display order.
     parameters: Vec<(&'static str, serde_json::Value)>,
-    /// Records delivered (produce) or read (consume).
+    /// Records delivered (produce), read (consume, group) or counted (e2e: read and due
+    /// after the warm-up).
     records: u64,
     /// Bytes of values and keys in those records.
     bytes: u64,
     elapsed: Duration,
-    /// Produce latency (send → acknowledged), in microseconds.
-    latency: Option<Histogram<u64>>,
+    /// Latency histograms, in microseconds, in display order.
+    latencies: Vec<Latency>,
+    /// Other figures of the workload, in display order.
+    results: Vec<(&'static str, serde_json::Value)>,
+    /// The node's CPU time over the measured part (with `--node-pid`).
+    node_cpu: Option<Duration>,
     errors: u64,
     first_error: Option<String>,
+}
+
+/// One latency histogram of a report.
+struct Latency {
+    /// Row label in the table, e.g. `latency (send → ack)`.
+    label: &'static str,
+    /// Key in the JSON object, e.g. `latency_us`.
+    key: &'static str,
+    histogram: Histogram<u64>,
+}
+
+impl Latency {
+    /// p50, p99, p99.9 and max, in microseconds; `None` when nothing was recorded.
+    fn percentiles(&self) -> Option<[(&'static str, u64); 4]> {
+        let histogram = &self.histogram;
+        if histogram.is_empty() {
+            return None;
+        }
+        Some([
+            ("p50", histogram.value_at_quantile(0.50)),
+            ("p99", histogram.value_at_quantile(0.99)),
+            ("p99.9", histogram.value_at_quantile(0.999)),
+            ("max", histogram.max()),
+        ])
+    }
+}
+
+/// The node process whose CPU time a run reports (`--node-pid`).
+struct NodeCpu {
+    pid: Option<u32>,
+}
+
+impl NodeCpu {
+    /// The node's user + system CPU time so far (all its threads, live and exited), or `None`
+    /// without `--node-pid`.
+    fn sample(&self) -> anyhow::Result<Option<Duration>> {
+        let Some(pid) = self.pid else {
+            return Ok(None);
+        };
+        let path = format!("/proc/{pid}/stat");
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // Fields after the command name (which may hold spaces, hence the last ')'): state is
+        // field 3 of stat(5), utime 14 and stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |field: usize| -> anyhow::Result<u64> {
+            fields
+                .get(field - 3)
+                .and_then(|text| text.parse().ok())
+                .with_context(|| format!("field {field} of {path}"))
+        };
+        let ticks = ticks(14)? + ticks(15)?;
+        Ok(Some(Duration::from_millis(ticks * 1000 / USER_HZ)))
+    }
+
+    fn spent(before: Option<Duration>, after: Option<Duration>) -> Option<Duration> {
+        Some(after?.saturating_sub(before?))
+    }
 }
 
 impl Report {
@@ -770,18 +1642,18 @@ impl Report {
         self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
     }
 
-    /// p50, p99, p99.9 and max, in microseconds.
-    fn percentiles(&self) -> Option<[(&'static str, u64); 4]> {
-        let latency = self
-            .latency
-            .as_ref()
-            .filter(|histogram| !histogram.is_empty())?;
-        Some([
-            ("p50", latency.value_at_quantile(0.50)),
-            ("p99", latency.value_at_quantile(0.99)),
-            ("p99.9", latency.value_at_quantile(0.999)),
-            ("max", latency.max()),
-        ])
+    /// Adds the node's CPU time, in total and per record, to the results.
+    fn add_node_cpu(&mut self) {
+        let Some(cpu) = self.node_cpu else {
+            return;
+        };
+        self.results
+            .push(("node_cpu_s", json!(round(cpu.as_secs_f64(), 3))));
+        if self.records > 0 {
+            let per_record = cpu.as_secs_f64() * 1e6 / self.records as f64;
+            self.results
+                .push(("node_cpu_us_per_record", json!(round(per_record, 3))));
+        }
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -795,12 +1667,17 @@ impl Report {
         object.insert("elapsed_s".into(), json!(self.elapsed.as_secs_f64()));
         object.insert("records_per_s".into(), json!(self.records_per_second()));
         object.insert("mb_per_s".into(), json!(self.megabytes_per_second()));
-        if let Some(percentiles) = self.percentiles() {
-            let latency: serde_json::Map<String, serde_json::Value> = percentiles
-                .iter()
-                .map(|(name, micros)| ((*name).to_string(), json!(micros)))
-                .collect();
-            object.insert("latency_us".into(), latency.into());
+        for latency in &self.latencies {
+            if let Some(percentiles) = latency.percentiles() {
+                let values: serde_json::Map<String, serde_json::Value> = percentiles
+                    .iter()
+                    .map(|(name, micros)| ((*name).to_string(), json!(micros)))
+                    .collect();
+                object.insert(latency.key.into(), values.into());
+            }
+        }
+        for (name, value) in &self.results {
+            object.insert((*name).into(), value.clone());
         }
         object.insert("errors".into(), json!(self.errors));
         serde_json::Value::Object(object)
@@ -810,12 +1687,12 @@ impl Report {
         let mut table = Table::new();
         table.load_preset(presets::UTF8_FULL_CONDENSED);
         table.set_header(vec!["", self.workload]);
+        let text = |value: &serde_json::Value| match value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
         for (name, value) in &self.parameters {
-            let text = match value {
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            table.add_row(vec![(*name).to_string(), text]);
+            table.add_row(vec![(*name).to_string(), text(value)]);
         }
         table.add_row(vec!["records".to_string(), group_digits(self.records)]);
         table.add_row(vec![
@@ -830,13 +1707,18 @@ impl Report {
             "MB/s".to_string(),
             format!("{:.1}", self.megabytes_per_second()),
         ]);
-        if let Some(percentiles) = self.percentiles() {
-            for (name, micros) in percentiles {
-                table.add_row(vec![
-                    format!("latency {name}"),
-                    format!("{:.3} ms", micros as f64 / 1000.0),
-                ]);
+        for latency in &self.latencies {
+            if let Some(percentiles) = latency.percentiles() {
+                for (name, micros) in percentiles {
+                    table.add_row(vec![
+                        format!("{} {name}", latency.label),
+                        format!("{:.3} ms", micros as f64 / 1000.0),
+                    ]);
+                }
             }
+        }
+        for (name, value) in &self.results {
+            table.add_row(vec![(*name).to_string(), text(value)]);
         }
         if self.errors > 0 {
             table.add_row(vec!["errors".to_string(), group_digits(self.errors)]);
@@ -846,6 +1728,12 @@ impl Report {
         }
         table
     }
+}
+
+/// `value` rounded to `decimals` places, for figures meant to be read.
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
 }
 
 /// `1234567` as `1,234,567`.
