@@ -76,7 +76,7 @@ async fn create(
     response.topics.into_iter().next().unwrap()
 }
 
-async fn produce(
+pub(super) async fn produce(
     broker: &Broker<SimDisk>,
     topic: &str,
     partition: u32,

@@ -33,6 +33,17 @@ const ROUND_ROBIN: &str = "(i32.store8 (local.get $w) (i32.const 4))
     (i32.store (i32.add (local.get $w) (i32.const 1)) (i32.rem_u (local.get $i) (i32.load (i32.add (local.get $p) (i32.const 8)))))
     (local.set $w (i32.add (local.get $w) (i32.const 5)))";
 
+/// Keeps every record but traps on any input containing `!`.
+fn poison_module() -> Bytes {
+    Bytes::from(
+        Wat {
+            before: TRAP_ON_BANG,
+            ..Wat::default()
+        }
+        .module(),
+    )
+}
+
 fn module(per_record: &'static str) -> Bytes {
     Bytes::from(
         Wat {
@@ -107,26 +118,7 @@ async fn produce(
     partition: u32,
     records: Bytes,
 ) -> ProducePartitionResponse {
-    let request = ProduceRequest {
-        acks: Acks::All,
-        timeout_ms: 10_000,
-        topics: vec![ProduceTopic {
-            name: topic.into(),
-            partitions: vec![ProducePartition { partition, records }],
-        }],
-    };
-    let Response::Produce(response) = broker.handle(Request::Produce(request)).await else {
-        panic!("wrong response")
-    };
-    response
-        .topics
-        .into_iter()
-        .next()
-        .unwrap()
-        .partitions
-        .into_iter()
-        .next()
-        .unwrap()
+    tests::produce(broker, topic, partition, records, Acks::All).await
 }
 
 async fn fetch_with(
@@ -291,13 +283,7 @@ fn a_poison_record_is_isolated_to_the_dead_letter_topic_and_the_rest_flows() {
         let disk = SimDisk::new(2);
         let broker = open(&disk).await;
         create(&broker, "events", 1, &[]).await;
-        let poison = Bytes::from(
-            Wat {
-                before: TRAP_ON_BANG,
-                ..Wat::default()
-            }
-            .module(),
-        );
+        let poison = poison_module();
         broker
             .deploy_transform(transform(
                 "screen",
@@ -347,13 +333,7 @@ fn the_stop_policy_stops_before_the_batch_and_a_hot_swap_resumes_without_loss() 
         let disk = SimDisk::new(3);
         let broker = open(&disk).await;
         create(&broker, "in", 1, &[]).await;
-        let poison = Bytes::from(
-            Wat {
-                before: TRAP_ON_BANG,
-                ..Wat::default()
-            }
-            .module(),
-        );
+        let poison = poison_module();
         broker
             .deploy_transform(transform("strict", poison, "in", transforms::OnError::Stop))
             .await
