@@ -213,10 +213,38 @@ def summary(out):
         met = "yes" if rss < 20 else f"**no** ({rss / 20:.1f}x)"
         print(f"| idle RSS, 100 topics × 4 partitions | < 20 MB | {rss:.1f} MiB | — | — | {met} |")
 
+    print("\n## CPU per MB moved (both processes: node + ledge-bench, or quinn's two ends)\n")
+    print("On a 2-core machine a path that keeps both cores busy is bound by its CPU cost: "
+          "2 cores / (CPU per MB) is its ceiling.\n")
+    print("| path | MB/s | CPU µs per MB | ceiling on 2 cores |")
+    print("|---|---|---|---|")
+    cpus = int(machine.get("cpus", "2"))
+
+    def cpu_row(label, rate, cpu_per_mb):
+        if rate is None or cpu_per_mb is None:
+            return
+        print(f"| {label} | {rate:.0f} | {cpu_per_mb:.0f} | {cpus * 1e6 / cpu_per_mb:.0f} MB/s |")
+
+    for direction, label in (("up", "bare quinn stream, client → server"),
+                             ("down", "bare quinn stream, server → client")):
+        row = quinn.get(direction)
+        if row:
+            cpu_row(label, row["mb_per_s_median"], row.get("cpu_us_per_mb_median"))
+    for name, label in (("produce-all", "Ledge produce acks=all, 1 MiB batches"),
+                        ("produce-one", "Ledge produce acks=1, 1 MiB batches"),
+                        ("produce-one-16k", "Ledge produce acks=1, 16 KiB batches"),
+                        ("consume", "Ledge consume")):
+        row = ledge.get(name)
+        if row and "node_cpu_s" in row and "bench_cpu_s" in row and row["bytes"]:
+            megabytes = row["bytes"] / 1e6
+            cpu_row(label + " (node + bench)", row["mb_per_s"],
+                    (row["node_cpu_s"] + row["bench_cpu_s"]) * 1e6 / megabytes)
+            cpu_row(label + " (node alone)", row["mb_per_s"], row["node_cpu_s"] * 1e6 / megabytes)
+
     print("\n## e2e latency (ms)\n")
     print("| run | e2e p50 / p99 / p99.9 / max | ack p50 / p99 / p99.9 / max | "
-          "sender lag p99 / max |")
-    print("|---|---|---|---|")
+          "sender lag p99 / max | CPU µs per record: node / bench |")
+    print("|---|---|---|---|---|")
     for name, row in (("acks=1", e2e_one), ("acks=all", e2e_all)):
         if not row:
             continue
@@ -227,6 +255,8 @@ def summary(out):
                                     ("p50", "p99", "p99.9", "max")))
         lag = row["send_lag_us"]
         cells.append(f"{lag['p99'] / 1e3:.2f} / {lag['max'] / 1e3:.2f}")
+        cells.append(f"{row.get('node_cpu_us_per_record', float('nan')):.0f} / "
+                     f"{row.get('bench_cpu_us_per_record', float('nan')):.0f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -27,8 +27,10 @@
 //!   its partitions to their start and the clock starts for all at once. Reports total
 //!   records/s and MB/s up to the end offsets captured at the start.
 //!
-//! With `--node-pid` the node's CPU time (utime + stime from `/proc/<pid>/stat`) is read
-//! before and after the measured part and reported in total and per record.
+//! With `--node-pid` the node's CPU time (utime + stime from `/proc/<pid>/stat`, 10 ms
+//! ticks) is read before and after the measured part and reported in total and per record;
+//! this program's own CPU time is reported the same way, so a run limited by the client shows
+//! as one.
 //!
 //! Every parameter is a flag with a default. A progress bar runs on stderr (hidden with
 //! `--quiet` or when stderr is not a terminal); the summary is an aligned table on stdout, or
@@ -377,14 +379,16 @@ async fn main() -> anyhow::Result<()> {
         json: cli.json,
         quiet: cli.quiet,
     };
-    let node = NodeCpu { pid: cli.node_pid };
-    let mut report = match &cli.workload {
-        Workload::Produce(args) => produce(&config, args, &output, &node).await?,
-        Workload::Consume(args) => consume(&config, args, &output, &node).await?,
-        Workload::E2e(args) => e2e(&config, args, &output, &node).await?,
-        Workload::Group(args) => group(&config, args, &output, &node).await?,
+    let cpu = CpuMeter {
+        node_pid: cli.node_pid,
     };
-    report.add_node_cpu();
+    let mut report = match &cli.workload {
+        Workload::Produce(args) => produce(&config, args, &output, &cpu).await?,
+        Workload::Consume(args) => consume(&config, args, &output, &cpu).await?,
+        Workload::E2e(args) => e2e(&config, args, &output, &cpu).await?,
+        Workload::Group(args) => group(&config, args, &output, &cpu).await?,
+    };
+    report.add_cpu();
     output.print(&report);
     if let Some(error) = &report.first_error {
         bail!("{} records failed; the first: {error}", report.errors);
@@ -399,7 +403,7 @@ async fn produce(
     config: &ClientConfig,
     args: &ProduceArgs,
     output: &Output,
-    node: &NodeCpu,
+    cpu: &CpuMeter,
 ) -> anyhow::Result<Report> {
     if args.producers == 0 {
         bail!("--producers must be at least 1");
@@ -435,7 +439,7 @@ async fn produce(
     let acked = Arc::new(AtomicU64::new(0));
     let progress = output.progress_bar(known_total, "produce");
     let ticker = spawn_ticker(progress.clone(), acked.clone());
-    let cpu_before = node.sample()?;
+    let cpu_before = cpu.sample()?;
     let started = now();
     let pacing = args.rate.map(|rate| Schedule {
         epoch: started + PACED_START_DELAY,
@@ -484,7 +488,7 @@ async fn produce(
         first_error = first_error.or(outcome.first_error);
     }
     let ended = now();
-    let cpu_after = node.sample()?;
+    let cpu_after = cpu.sample()?;
     // An open-loop run is measured from its first due time.
     let elapsed = ended.saturating_duration_since(pacing.map_or(started, |pacing| pacing.epoch));
     ticker.abort();
@@ -530,7 +534,7 @@ async fn produce(
         elapsed,
         latencies,
         results: Vec::new(),
-        node_cpu: NodeCpu::spent(cpu_before, cpu_after),
+        cpu: CpuSpent::between(cpu_before, cpu_after),
         errors,
         first_error,
     })
@@ -856,7 +860,7 @@ async fn consume(
     config: &ClientConfig,
     args: &ConsumeArgs,
     output: &Output,
-    node: &NodeCpu,
+    cpu: &CpuMeter,
 ) -> anyhow::Result<Report> {
     if args.consumers == 0 {
         bail!("--consumers must be at least 1");
@@ -898,7 +902,7 @@ async fn consume(
     let consumed = Arc::new(AtomicU64::new(0));
     let progress = output.progress_bar(Some(expected), "consume");
     let ticker = spawn_ticker(progress.clone(), consumed.clone());
-    let cpu_before = node.sample()?;
+    let cpu_before = cpu.sample()?;
     let started = now();
     let mut tasks = Vec::new();
     for (client, mut consumer, ends) in jobs {
@@ -922,7 +926,7 @@ async fn consume(
         bytes += task_bytes;
     }
     let elapsed = now().saturating_duration_since(started);
-    let cpu_after = node.sample()?;
+    let cpu_after = cpu.sample()?;
     ticker.abort();
     progress.finish_and_clear();
 
@@ -941,7 +945,7 @@ async fn consume(
         elapsed,
         latencies: Vec::new(),
         results: Vec::new(),
-        node_cpu: NodeCpu::spent(cpu_before, cpu_after),
+        cpu: CpuSpent::between(cpu_before, cpu_after),
         errors: 0,
         first_error: None,
     })
@@ -1068,7 +1072,7 @@ async fn e2e(
     config: &ClientConfig,
     args: &E2eArgs,
     output: &Output,
-    node: &NodeCpu,
+    cpu: &CpuMeter,
 ) -> anyhow::Result<Report> {
     if args.rate == 0 || args.partitions == 0 {
         bail!("--rate and --partitions must be at least 1");
@@ -1114,7 +1118,7 @@ async fn e2e(
     let received = Arc::new(AtomicU64::new(0));
     let progress = output.progress_bar(Some(total), "e2e");
     let ticker = spawn_ticker(progress.clone(), received.clone());
-    let cpu_before = node.sample()?;
+    let cpu_before = cpu.sample()?;
     let schedule = Schedule {
         epoch: now() + PACED_START_DELAY,
         rate: args.rate,
@@ -1155,7 +1159,7 @@ async fn e2e(
     let delivered = produced.sent - produced.errors.min(produced.sent);
     let _ = delivered_sender.send(Some(delivered));
     let read = reading.await.context("the consumer panicked")??;
-    let cpu_after = node.sample()?;
+    let cpu_after = cpu.sample()?;
     ticker.abort();
     progress.finish_and_clear();
 
@@ -1218,7 +1222,7 @@ async fn e2e(
             },
         ],
         results,
-        node_cpu: NodeCpu::spent(cpu_before, cpu_after),
+        cpu: CpuSpent::between(cpu_before, cpu_after),
         errors,
         first_error,
     })
@@ -1297,7 +1301,7 @@ async fn group(
     config: &ClientConfig,
     args: &GroupArgs,
     output: &Output,
-    node: &NodeCpu,
+    cpu: &CpuMeter,
 ) -> anyhow::Result<Report> {
     if args.consumers == 0 {
         bail!("--consumers must be at least 1");
@@ -1372,7 +1376,7 @@ async fn group(
 
     let progress = output.progress_bar(Some(expected), "group");
     let ticker = spawn_ticker(progress.clone(), consumed.clone());
-    let cpu_before = node.sample()?;
+    let cpu_before = cpu.sample()?;
     let started = now();
     let mut records = 0;
     let mut bytes = 0;
@@ -1382,7 +1386,7 @@ async fn group(
         bytes += task_bytes;
     }
     let elapsed = now().saturating_duration_since(started);
-    let cpu_after = node.sample()?;
+    let cpu_after = cpu.sample()?;
     ticker.abort();
     progress.finish_and_clear();
 
@@ -1406,7 +1410,7 @@ async fn group(
             "settle_ms",
             json!(u64::try_from(settle_time.as_millis()).unwrap_or(u64::MAX)),
         )],
-        node_cpu: NodeCpu::spent(cpu_before, cpu_after),
+        cpu: CpuSpent::between(cpu_before, cpu_after),
         errors: 0,
         first_error: None,
     })
@@ -1566,8 +1570,8 @@ struct Report {
     latencies: Vec<Latency>,
     /// Other figures of the workload, in display order.
     results: Vec<(&'static str, serde_json::Value)>,
-    /// The node's CPU time over the measured part (with `--node-pid`).
-    node_cpu: Option<Duration>,
+    /// CPU time of the node (with `--node-pid`) and of this program over the measured part.
+    cpu: CpuSpent,
     errors: u64,
     first_error: Option<String>,
 }
@@ -1597,40 +1601,70 @@ impl Latency {
     }
 }
 
-/// The node process whose CPU time a run reports (`--node-pid`).
-struct NodeCpu {
-    pid: Option<u32>,
+/// Reads the CPU time of the node (`--node-pid`) and of this program.
+struct CpuMeter {
+    node_pid: Option<u32>,
 }
 
-impl NodeCpu {
-    /// The node's user + system CPU time so far (all its threads, live and exited), or `None`
-    /// without `--node-pid`.
-    fn sample(&self) -> anyhow::Result<Option<Duration>> {
-        let Some(pid) = self.pid else {
-            return Ok(None);
-        };
-        let path = format!("/proc/{pid}/stat");
-        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        // Fields after the command name (which may hold spaces, hence the last ')'): state is
-        // field 3 of stat(5), utime 14 and stime 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks = |field: usize| -> anyhow::Result<u64> {
-            fields
-                .get(field - 3)
-                .and_then(|text| text.parse().ok())
-                .with_context(|| format!("field {field} of {path}"))
-        };
-        let ticks = ticks(14)? + ticks(15)?;
-        Ok(Some(Duration::from_millis(ticks * 1000 / USER_HZ)))
-    }
+/// User + system CPU time so far of each process (all threads, live and exited).
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    node: Option<Duration>,
+    bench: Option<Duration>,
+}
 
-    fn spent(before: Option<Duration>, after: Option<Duration>) -> Option<Duration> {
-        Some(after?.saturating_sub(before?))
+/// CPU time between two samples.
+#[derive(Debug, Clone, Copy)]
+struct CpuSpent {
+    node: Option<Duration>,
+    bench: Option<Duration>,
+}
+
+impl CpuMeter {
+    /// The node's CPU time (an error if `--node-pid` names no readable process) and this
+    /// program's (best effort: `None` where `/proc` is missing).
+    fn sample(&self) -> anyhow::Result<CpuSample> {
+        let node = match self.node_pid {
+            Some(pid) => Some(process_cpu(&format!("/proc/{pid}/stat"))?),
+            None => None,
+        };
+        Ok(CpuSample {
+            node,
+            bench: process_cpu("/proc/self/stat").ok(),
+        })
     }
+}
+
+impl CpuSpent {
+    fn between(before: CpuSample, after: CpuSample) -> Self {
+        let spent = |before: Option<Duration>, after: Option<Duration>| {
+            Some(after?.saturating_sub(before?))
+        };
+        Self {
+            node: spent(before.node, after.node),
+            bench: spent(before.bench, after.bench),
+        }
+    }
+}
+
+/// utime + stime of the process whose `stat` file is `path`.
+fn process_cpu(path: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    // Fields after the command name (which may hold spaces, hence the last ')'): state is
+    // field 3 of proc_pid_stat(5), utime 14 and stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |field: usize| -> anyhow::Result<u64> {
+        fields
+            .get(field - 3)
+            .and_then(|text| text.parse().ok())
+            .with_context(|| format!("field {field} of {path}"))
+    };
+    let ticks = ticks(14)? + ticks(15)?;
+    Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
 }
 
 impl Report {
@@ -1642,17 +1676,23 @@ impl Report {
         self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
     }
 
-    /// Adds the node's CPU time, in total and per record, to the results.
-    fn add_node_cpu(&mut self) {
-        let Some(cpu) = self.node_cpu else {
-            return;
-        };
-        self.results
-            .push(("node_cpu_s", json!(round(cpu.as_secs_f64(), 3))));
-        if self.records > 0 {
-            let per_record = cpu.as_secs_f64() * 1e6 / self.records as f64;
+    /// Adds the node's and this program's CPU time, in total and per record, to the results.
+    fn add_cpu(&mut self) {
+        let processes = [
+            (self.cpu.node, "node_cpu_s", "node_cpu_us_per_record"),
+            (self.cpu.bench, "bench_cpu_s", "bench_cpu_us_per_record"),
+        ];
+        for (cpu, total_key, per_record_key) in processes {
+            let Some(cpu) = cpu else {
+                continue;
+            };
             self.results
-                .push(("node_cpu_us_per_record", json!(round(per_record, 3))));
+                .push((total_key, json!(round(cpu.as_secs_f64(), 3))));
+            if self.records > 0 {
+                let per_record = cpu.as_secs_f64() * 1e6 / self.records as f64;
+                self.results
+                    .push((per_record_key, json!(round(per_record, 3))));
+            }
         }
     }
 

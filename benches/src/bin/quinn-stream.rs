@@ -18,7 +18,8 @@
 //! the client. `--client-windows node` gives the client the node's windows too, and
 //! `--max-udp-payload` raises quinn's 1452-byte MTU ceiling (loopback's MTU is 65,536), to
 //! show what tuning could buy. Each side runs its own two-worker tokio runtime, as the node
-//! and `ledge-bench` do in their own processes.
+//! and `ledge-bench` do in their own processes. The CPU time of both ends together is
+//! reported per MB moved, to set against the node's and `ledge-bench`'s.
 //!
 //! ```text
 //! target/release/quinn-stream --bytes 2147483648 --rounds 3
@@ -106,6 +107,9 @@ fn main() -> anyhow::Result<()> {
 
     let mut up = Vec::new();
     let mut down = Vec::new();
+    // CPU time of both endpoints (this whole process) per MB moved, in µs.
+    let mut cpu_up = Vec::new();
+    let mut cpu_down = Vec::new();
     let chunk = Bytes::from(vec![0x5a; cli.chunk_bytes]);
     for _ in 0..cli.rounds {
         let (seconds_up, seconds_down) = client_runtime.block_on(async {
@@ -114,8 +118,16 @@ fn main() -> anyhow::Result<()> {
                 .connect(server_addr, "localhost")?
                 .await
                 .context("connecting")?;
+            let cpu_start = process_cpu_seconds();
             let seconds_up = upload(&connection, cli.bytes, &chunk).await?;
+            let cpu_middle = process_cpu_seconds();
             let seconds_down = download(&connection, cli.bytes).await?;
+            let cpu_end = process_cpu_seconds();
+            let megabytes = cli.bytes as f64 / 1e6;
+            if let (Some(start), Some(middle), Some(end)) = (cpu_start, cpu_middle, cpu_end) {
+                cpu_up.push((middle - start) * 1e6 / megabytes);
+                cpu_down.push((end - middle) * 1e6 / megabytes);
+            }
             connection.close(0u32.into(), b"done");
             client.wait_idle().await;
             anyhow::Ok((seconds_up, seconds_down))
@@ -125,10 +137,15 @@ fn main() -> anyhow::Result<()> {
     }
     server.close(0u32.into(), b"done");
 
-    for (direction, rates) in [("up", &mut up), ("down", &mut down)] {
+    for (direction, rates, cpu) in [
+        ("up", &mut up, &mut cpu_up),
+        ("down", &mut down, &mut cpu_down),
+    ] {
         rates.sort_by(f64::total_cmp);
         let median = rates[rates.len() / 2];
         let best = rates[rates.len() - 1];
+        cpu.sort_by(f64::total_cmp);
+        let cpu_median = cpu.get(cpu.len() / 2).copied();
         if cli.json {
             println!(
                 "{}",
@@ -146,13 +163,17 @@ fn main() -> anyhow::Result<()> {
                     "mb_per_s_median": median,
                     "mb_per_s_best": best,
                     "mb_per_s_rounds": rates,
+                    "cpu_us_per_mb_median": cpu_median,
                 })
             );
         } else {
             println!(
                 "{direction:>4}: median {median:.0} MB/s, best {best:.0} MB/s over {} rounds \
-                 of {} bytes (GSO up to {gso_segments} segments, GRO {gro_segments})",
-                cli.rounds, cli.bytes
+                 of {} bytes, {:.0} µs of CPU per MB (both ends) (GSO up to {gso_segments} \
+                 segments, GRO {gro_segments})",
+                cli.rounds,
+                cli.bytes,
+                cpu_median.unwrap_or(f64::NAN)
             );
         }
     }
@@ -341,6 +362,17 @@ fn endpoint_config(cli: &Cli) -> anyhow::Result<quinn::EndpointConfig> {
         config.max_udp_payload_size(payload)?;
     }
     Ok(config)
+}
+
+/// This process's user + system CPU time, from `/proc/self/stat` (10 ms ticks: `USER_HZ` is
+/// 100 for user space); `None` without `/proc`.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name: utime and stime are fields 14 and 15 of proc_pid_stat(5).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 /// What quinn-udp detected on this kernel: most segments per GSO send (1 = GSO off) and per
