@@ -123,6 +123,40 @@ async fn transform_status(broker: &Broker<SystemDisk>, name: &str) -> (u64, u64)
     (status.records_in, status.lag)
 }
 
+/// Deploys the high-value filter as transform `name` reading `input`.
+async fn deploy_high_value(
+    broker: &Broker<SystemDisk>,
+    name: &str,
+    input: &str,
+    module: &[u8],
+) -> anyhow::Result<()> {
+    broker
+        .deploy_transform(DeclaredTransform {
+            name: name.into(),
+            kind: PluginKind::Filter,
+            module: Bytes::copy_from_slice(module),
+            input: input.into(),
+            output: String::new(),
+            params: BTreeMap::from([("threshold".to_string(), "1000".to_string())]),
+            on_error: OnError::DeadLetter,
+            dead_letter_topic: String::new(),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|(code, message)| anyhow::anyhow!("deploy {name}: {code}: {message}"))
+}
+
+/// Waits until transform `name` has read `total` records and has no lag.
+async fn wait_caught_up(broker: &Broker<SystemDisk>, name: &str, total: usize) {
+    loop {
+        let (records_in, lag) = transform_status(broker, name).await;
+        if lag == 0 && records_in as usize >= total {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let mut arguments = std::env::args().skip(1);
     let total: usize = arguments.next().map_or(Ok(200_000), |text| text.parse())?;
@@ -157,52 +191,16 @@ fn main() -> anyhow::Result<()> {
         let alone = produce(&broker, "baseline", partitions, total, &batches).await?;
 
         create(&broker, "orders", partitions).await?;
-        broker
-            .deploy_transform(DeclaredTransform {
-                name: "high-value".into(),
-                kind: PluginKind::Filter,
-                module: Bytes::from(module_bytes.clone()),
-                input: "orders".into(),
-                output: String::new(),
-                params: BTreeMap::from([("threshold".to_string(), "1000".to_string())]),
-                on_error: OnError::DeadLetter,
-                dead_letter_topic: String::new(),
-            })
-            .await
-            .map_err(|(code, message)| anyhow::anyhow!("deploy: {code}: {message}"))?;
+        deploy_high_value(&broker, "high-value", "orders", &module_bytes).await?;
         let started = Instant::now();
         let produced = produce(&broker, "orders", partitions, total, &batches).await?;
         let (done_at_end, lag_at_end) = transform_status(&broker, "high-value").await;
-        loop {
-            let (records_in, lag) = transform_status(&broker, "high-value").await;
-            if lag == 0 && records_in as usize >= total {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_caught_up(&broker, "high-value", total).await;
         let caught_up = started.elapsed();
         // The transform alone over a full topic: its own ceiling on this machine.
-        broker
-            .deploy_transform(DeclaredTransform {
-                name: "catch-up".into(),
-                kind: PluginKind::Filter,
-                module: Bytes::from(module_bytes),
-                input: "baseline".into(),
-                output: String::new(),
-                params: BTreeMap::from([("threshold".to_string(), "1000".to_string())]),
-                on_error: OnError::DeadLetter,
-                dead_letter_topic: String::new(),
-            })
-            .await
-            .map_err(|(code, message)| anyhow::anyhow!("deploy: {code}: {message}"))?;
+        deploy_high_value(&broker, "catch-up", "baseline", &module_bytes).await?;
         let catch_up_started = Instant::now();
-        loop {
-            let (records_in, lag) = transform_status(&broker, "catch-up").await;
-            if lag == 0 && records_in as usize >= total {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_caught_up(&broker, "catch-up", total).await;
         let catch_up = catch_up_started.elapsed();
         let rate = |records: usize, time: Duration| records as f64 / time.as_secs_f64();
         let produce_alone = rate(total, alone);
