@@ -153,7 +153,7 @@ impl Client {
     /// Sends `request` without waiting for an answer (produce with acks=0): returns once the
     /// stream is finished on our side.
     pub(crate) async fn send_only(&self, request: &Request) -> Result<(), RequestError> {
-        let (_, frame) = self.encode(request)?;
+        let (_, mut frame) = self.encode(request)?;
         let timeout = self.inner.config.request_timeout;
         let connection = self.connection().await?;
         let sent = tokio::time::timeout(timeout, async {
@@ -161,7 +161,9 @@ impl Client {
             // The answer is never read; tell the node so it can drop it.
             let mut recv = recv;
             let _ = recv.stop(0u32.into());
-            send.write_all(&frame).await.map_err(connection_lost)?;
+            send.write_all_chunks(&mut frame)
+                .await
+                .map_err(connection_lost)?;
             send.finish().map_err(connection_lost)?;
             // Wait until the node's QUIC stack acknowledged every byte: "sent" must not be
             // data still queued here, which closing the client would throw away. (This is
@@ -185,9 +187,12 @@ impl Client {
         }
     }
 
-    fn encode(&self, request: &Request) -> Result<(u32, Bytes), RequestError> {
+    /// The request as frame chunks: record batches stay the caller's buffers (no copy into
+    /// one frame; that copy was ~5% of the producer's CPU in the issue 7 profile).
+    fn encode(&self, request: &Request) -> Result<(u32, Vec<Bytes>), RequestError> {
         let correlation_id = self.inner.correlation_id.fetch_add(1, Ordering::Relaxed);
-        let frame = wire::encode_request(correlation_id, &self.inner.config.client_id, request);
+        let frame =
+            wire::encode_request_frame(correlation_id, &self.inner.config.client_id, request);
         let limit = self.inner.config.frame_bytes_max;
         if frame.len() > limit as usize {
             return Err(RequestError::FrameTooLarge {
@@ -195,7 +200,7 @@ impl Client {
                 limit,
             });
         }
-        Ok((correlation_id, frame))
+        Ok((correlation_id, frame.into_chunks()))
     }
 
     /// The live connection, or a new one.
@@ -263,7 +268,7 @@ struct ExchangeError {
 
 async fn exchange(
     connection: &quinn::Connection,
-    frame: Bytes,
+    mut frame: Vec<Bytes>,
     limit: usize,
 ) -> Result<Vec<u8>, ExchangeError> {
     let broken = |error: RequestError| ExchangeError {
@@ -274,7 +279,7 @@ async fn exchange(
         .open_bi()
         .await
         .map_err(|error| broken(connection_lost(error)))?;
-    send.write_all(&frame)
+    send.write_all_chunks(&mut frame)
         .await
         .map_err(|error| broken(connection_lost(error)))?;
     send.finish()
