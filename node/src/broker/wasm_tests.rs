@@ -44,6 +44,14 @@ fn poison_module() -> Bytes {
     )
 }
 
+/// A fetch plug-in naming `module` with no parameter overrides.
+fn named(module: &str) -> Option<PluginRef> {
+    Some(PluginRef {
+        module: module.into(),
+        params: vec![],
+    })
+}
+
 fn module(per_record: &'static str) -> Bytes {
     Bytes::from(
         Wat {
@@ -528,10 +536,7 @@ fn a_fetch_plugin_drops_records_server_side_and_keeps_offsets() {
             })
             .await;
         assert_eq!(uploaded.error, ErrorCode::None, "{}", uploaded.message);
-        let plugin = Some(PluginRef {
-            module: "evens".into(),
-            params: vec![],
-        });
+        let plugin = named("evens");
         let response = fetch_with(&broker, "t", 0, 0, plugin.clone()).await;
         let answer = &response.topics[0].partitions[0];
         assert_eq!(answer.error, ErrorCode::None, "{}", answer.message);
@@ -548,17 +553,7 @@ fn a_fetch_plugin_drops_records_server_side_and_keeps_offsets() {
         assert_eq!(offsets, vec![0, 2, 4, 6, 7]);
         assert_eq!(ends, vec![5, 6, 7]);
 
-        let unknown = fetch_with(
-            &broker,
-            "t",
-            0,
-            0,
-            Some(PluginRef {
-                module: "nope".into(),
-                params: vec![],
-            }),
-        )
-        .await;
+        let unknown = fetch_with(&broker, "t", 0, 0, named("nope")).await;
         assert_eq!(unknown.error, ErrorCode::ModuleNotFound);
         let partitioner = broker
             .upload_module(UploadModuleRequest {
@@ -581,17 +576,7 @@ fn a_fetch_plugin_drops_records_server_side_and_keeps_offsets() {
             "{}",
             partitioner.message
         );
-        let wrong = fetch_with(
-            &broker,
-            "t",
-            0,
-            0,
-            Some(PluginRef {
-                module: "rr".into(),
-                params: vec![],
-            }),
-        )
-        .await;
+        let wrong = fetch_with(&broker, "t", 0, 0, named("rr")).await;
         assert_eq!(wrong.error, ErrorCode::InvalidModule);
         assert!(
             wrong.message.contains("is a partitioner"),
@@ -607,17 +592,7 @@ fn a_fetch_plugin_drops_records_server_side_and_keeps_offsets() {
                 params: vec![],
             })
             .await;
-        let failed = fetch_with(
-            &broker,
-            "t",
-            0,
-            3,
-            Some(PluginRef {
-                module: "picky".into(),
-                params: vec![],
-            }),
-        )
-        .await;
+        let failed = fetch_with(&broker, "t", 0, 3, named("picky")).await;
         let answer = &failed.topics[0].partitions[0];
         assert_eq!(answer.error, ErrorCode::ModuleFailed);
         assert!(
@@ -825,17 +800,7 @@ fn bad_uploads_are_refused_with_the_reason_and_modules_survive_a_restart() {
         assert_eq!(listed.modules[0].name, "keep");
         create(&broker, "t", 1, &[]).await;
         produce(&broker, "t", 0, values(&numbered(0, 2))).await;
-        let response = fetch_with(
-            &broker,
-            "t",
-            0,
-            0,
-            Some(PluginRef {
-                module: "keep".into(),
-                params: vec![],
-            }),
-        )
-        .await;
+        let response = fetch_with(&broker, "t", 0, 0, named("keep")).await;
         assert_eq!(response.topics[0].partitions[0].error, ErrorCode::None);
         let delete = broker
             .delete_module(DeleteModuleRequest {
