@@ -221,6 +221,7 @@ struct LimitsSection {
 #[serde(deny_unknown_fields)]
 struct LogSection {
     flush_interval_ms: Option<u64>,
+    sync_for_readers: Option<bool>,
     recovery_checkpoint_interval_ms: Option<u64>,
     commit_bytes_max: Option<u64>,
     append_queue_depth: Option<usize>,
@@ -388,6 +389,9 @@ impl NodeConfig {
         let log = file.log.unwrap_or_default();
         if let Some(value) = log.flush_interval_ms {
             broker.log.flush_interval = Duration::from_millis(value);
+        }
+        if let Some(value) = log.sync_for_readers {
+            broker.log.sync_for_readers = value;
         }
         if let Some(value) = log.recovery_checkpoint_interval_ms {
             broker.log.recovery_checkpoint_interval = Duration::from_millis(value);
@@ -644,6 +648,7 @@ fetch_bytes_max = 8388608
 
 [log]
 flush_interval_ms = 200
+sync_for_readers = false
 
 [topic_defaults]
 retention.ms = 3600000
@@ -665,6 +670,7 @@ segment.bytes = 4194304
         assert_eq!(config.disk_backend, BackendChoice::Std);
         assert_eq!(config.transport.connections_max, 10);
         assert_eq!(config.broker.log.flush_interval, Duration::from_millis(200));
+        assert!(!config.broker.log.sync_for_readers);
         assert_eq!(
             config.broker.topic_defaults.retention,
             Some(Duration::from_millis(3_600_000))
@@ -685,7 +691,7 @@ segment.bytes = 4194304
             Some("4194304")
         );
         assert!(
-            config.topics[1].origin.contains("line 24"),
+            config.topics[1].origin.contains("line 25"),
             "{}",
             config.topics[1].origin
         );

@@ -62,6 +62,10 @@ pub struct LogConfig {
     pub append_queue_depth: usize,
     /// The longest an acknowledged `Written` (acks=1) append stays unsynced.
     pub flush_interval: Duration,
+    /// While a reader waits at the end of the log, sync `Written` data at once (overlapped
+    /// with later writes) instead of within `flush_interval`, so a tailing consumer sees
+    /// acks=1 records after about one `fdatasync` rather than up to `flush_interval`.
+    pub sync_for_readers: bool,
     /// How often the recovery point is advanced after syncs.
     pub recovery_checkpoint_interval: Duration,
     /// Bytes read per step when recovery scans a segment.
@@ -95,6 +99,7 @@ impl Default for LogConfig {
             commit_bytes_max: COMMIT_BYTES_MAX_DEFAULT,
             append_queue_depth: 1024,
             flush_interval: Duration::from_millis(100),
+            sync_for_readers: true,
             recovery_checkpoint_interval: Duration::from_secs(5),
             recovery_read_bytes: 4 * 1024 * 1024,
             producers_max: super::producers::PRODUCERS_MAX_DEFAULT,
@@ -382,6 +387,9 @@ struct Shared<D: Disk> {
     config: RwLock<LogConfig>,
     state: RwLock<LogState<D::File>>,
     high_watermark: watch::Sender<i64>,
+    /// Signalled when a reader subscribes to the high watermark (it may wait for data that
+    /// is written but not yet synced).
+    reader_arrived: tokio::sync::Notify,
     disk: D,
     /// One compaction at a time per log.
     compaction: tokio::sync::Mutex<()>,
@@ -501,6 +509,7 @@ impl<D: Disk> PartitionLog<D> {
             config: RwLock::new(config.clone()),
             state: RwLock::new(opened.state),
             high_watermark,
+            reader_arrived: tokio::sync::Notify::new(),
             disk: disk.clone(),
             compaction: tokio::sync::Mutex::new(()),
             last_compaction_ms: std::sync::atomic::AtomicI64::new(-1),
@@ -515,6 +524,8 @@ impl<D: Disk> PartitionLog<D> {
             last_checkpoint: None,
             unsynced_since: None,
             producers: opened.producers,
+            sync_in_flight: None,
+            waiting: Vec::new(),
         };
         tokio::spawn(writer.run(receiver));
         Ok(Self { shared, commands })
@@ -624,7 +635,9 @@ impl<D: Disk> PartitionLog<D> {
 
     /// Watches the high watermark (for long-poll fetches).
     pub fn subscribe_high_watermark(&self) -> watch::Receiver<i64> {
-        self.shared.high_watermark.subscribe()
+        let receiver = self.shared.high_watermark.subscribe();
+        self.shared.reader_arrived.notify_one();
+        receiver
     }
 
     /// Number of segments, for tests and metrics.
@@ -1812,6 +1825,48 @@ struct Writer<D: Disk> {
     unsynced_since: Option<std::time::Instant>,
     /// Idempotent producers' sequences, as of everything written.
     producers: ProducerStates,
+    /// The `fdatasync` running while later groups are written, if any.
+    sync_in_flight: Option<SyncFuture>,
+    /// Written `Synced` (acks=all) batches waiting for a sync that covers them.
+    waiting: Vec<Staged>,
+}
+
+/// A running sync of the active segment and what it covers once it succeeds.
+type SyncFuture = std::pin::Pin<Box<dyn Future<Output = SyncDone> + Send>>;
+
+struct SyncDone {
+    result: Result<(), DiskError>,
+    segment_base: i64,
+    size: u64,
+    next_offset: i64,
+}
+
+/// What wakes the writer.
+enum WriterEvent {
+    Synced(SyncDone),
+    Command(Option<Command>),
+    FlushDue,
+    ReaderArrived,
+}
+
+/// Completes when the sync in flight does (and clears it); never, if there is none. The
+/// sync itself lives in `in_flight`, so dropping this future does not cancel it.
+async fn sync_completion(in_flight: &mut Option<SyncFuture>) -> SyncDone {
+    match in_flight.as_mut() {
+        Some(sync) => {
+            let done = sync.await;
+            *in_flight = None;
+            done
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_if_due(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A batch stamped into the group buffer, waiting for the write and maybe the sync.
@@ -1826,38 +1881,54 @@ struct Staged {
 
 impl<D: Disk> Writer<D> {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let shared = Arc::clone(&self.shared);
         let mut deferred: Option<Command> = None;
         loop {
             let command = match deferred.take() {
                 Some(command) => command,
                 None => {
-                    let flush_at = self
-                        .unsynced_since
-                        .map(|since| since + self.shared.config().flush_interval);
-                    let next = match flush_at {
-                        Some(deadline) => {
-                            let wait = deadline.saturating_duration_since(self.clock.now());
-                            tokio::select! {
-                                command = commands.recv() => Some(command),
-                                () = tokio::time::sleep(wait) => None,
-                            }
-                        }
-                        None => Some(commands.recv().await),
+                    // With a sync in flight, its completion starts the next one if needed.
+                    let flush_wait = match (&self.sync_in_flight, self.unsynced_since) {
+                        (None, Some(since)) => Some(
+                            (since + self.shared.config().flush_interval)
+                                .saturating_duration_since(self.clock.now()),
+                        ),
+                        _ => None,
                     };
-                    match next {
-                        Some(Some(command)) => command,
-                        Some(None) => {
+                    let event = tokio::select! {
+                        biased;
+                        done = sync_completion(&mut self.sync_in_flight) => WriterEvent::Synced(done),
+                        command = commands.recv() => WriterEvent::Command(command),
+                        () = sleep_if_due(flush_wait) => WriterEvent::FlushDue,
+                        () = shared.reader_arrived.notified() => WriterEvent::ReaderArrived,
+                    };
+                    match event {
+                        WriterEvent::Synced(done) => {
+                            self.finish_sync(done).await;
+                            self.maybe_start_sync();
+                            continue;
+                        }
+                        WriterEvent::FlushDue => {
+                            // A failure fences the log and is logged there; appends then report it.
+                            self.start_sync(false);
+                            continue;
+                        }
+                        WriterEvent::ReaderArrived => {
+                            self.maybe_start_sync();
+                            continue;
+                        }
+                        WriterEvent::Command(Some(command)) => command,
+                        WriterEvent::Command(None) => {
                             let _ = self.shutdown().await;
                             return;
-                        }
-                        None => {
-                            // A failure fences the log and is logged there; appends then report it.
-                            let _ = self.sync_active().await;
-                            continue;
                         }
                     }
                 }
             };
+            if !matches!(command, Command::Append(_)) {
+                // Deletes, segment swaps and close act on files a running sync may cover.
+                self.drain_sync().await;
+            }
             match command {
                 Command::Append(first) => {
                     let mut group = vec![first];
@@ -1876,6 +1947,7 @@ impl<D: Disk> Writer<D> {
                         }
                     }
                     self.commit(group).await;
+                    self.maybe_start_sync();
                 }
                 Command::DeleteBefore { offset, reply } => {
                     let _ = reply.send(self.delete_before(offset).await);
@@ -2066,6 +2138,8 @@ impl<D: Disk> Writer<D> {
             for (producer_id, previous) in undo.into_iter().rev() {
                 self.producers.restore(producer_id, previous);
             }
+            // The rollback truncates the file: let a sync of the earlier bytes finish first.
+            self.drain_sync().await;
             self.fail_write(&*file, start_position, error, staged).await;
             return;
         }
@@ -2086,41 +2160,144 @@ impl<D: Disk> Writer<D> {
                 active.first_append_ms.get_or_insert(now_ms);
             }
         }
-        let needs_sync = staged
-            .iter()
-            .any(|batch| batch.durability == AppendDurability::Synced);
-        if !needs_sync {
-            for batch in staged {
-                let _ = batch.reply.send(Ok(batch.outcome));
-            }
+        if written > 0 {
             self.unsynced_since.get_or_insert_with(|| self.clock.now());
-            return;
         }
-        let mut waiting = Vec::new();
         for batch in staged {
             if batch.durability == AppendDurability::Written {
                 let _ = batch.reply.send(Ok(batch.outcome));
             } else {
-                waiting.push(batch);
+                self.waiting.push(batch);
             }
         }
-        self.unsynced_since.get_or_insert_with(|| self.clock.now());
-        let synced = self.sync_active().await;
-        for batch in waiting {
-            let result = match &synced {
-                Ok(()) => Ok(batch.outcome),
-                Err(reason) => Err(AppendError::Fenced {
-                    reason: reason.clone(),
-                }),
+        // A duplicate of a batch synced earlier is answered at once.
+        self.release_waiters();
+    }
+
+    /// Starts a sync of the active segment unless one is running, the log is fenced, or
+    /// (unless `force`) nothing is unsynced. Later groups are written while it runs.
+    fn start_sync(&mut self, force: bool) {
+        if self.sync_in_flight.is_some() || self.fenced().is_some() {
+            return;
+        }
+        if self.unsynced_since.is_none() && !force {
+            return;
+        }
+        let (file, size, next_offset, segment_base) = {
+            let state = self.shared.read_state();
+            let active = state.active();
+            (
+                Arc::clone(&active.file),
+                active.size_bytes,
+                active.next_offset,
+                active.base_offset,
+            )
+        };
+        // Whatever is written from now on waits for the next sync.
+        self.unsynced_since = None;
+        self.sync_in_flight = Some(Box::pin(async move {
+            SyncDone {
+                result: file.sync_data().await,
+                segment_base,
+                size,
+                next_offset,
+            }
+        }));
+    }
+
+    /// Starts a sync when one is needed: acks=all batches wait, or acks=1 data is unsynced
+    /// while a reader waits at the end of the log (`sync_for_readers`).
+    fn maybe_start_sync(&mut self) {
+        if let Some(reason) = self.fenced() {
+            self.fail_waiters(&reason);
+            return;
+        }
+        let reader_waits = self.shared.config().sync_for_readers
+            && self.shared.high_watermark.receiver_count() > 0;
+        if !self.waiting.is_empty() {
+            self.start_sync(true);
+        } else if reader_waits {
+            self.start_sync(false);
+        }
+    }
+
+    /// Waits for the sync in flight, if any, and applies it.
+    async fn drain_sync(&mut self) {
+        if let Some(sync) = self.sync_in_flight.take() {
+            let done = sync.await;
+            self.finish_sync(done).await;
+        }
+    }
+
+    /// Applies a finished sync: publishes the new high watermark, advances the recovery
+    /// checkpoint when due and answers the acks=all batches it covers. A failure fences the
+    /// log and fails every waiting batch.
+    async fn finish_sync(&mut self, done: SyncDone) {
+        if let Err(error) = done.result {
+            let reason = format!("fdatasync failed, not retried: {error}");
+            self.fence(reason.clone());
+            self.fail_waiters(&reason);
+            return;
+        }
+        let high_watermark = {
+            let mut state = self.shared.write_state();
+            let active = state.active_mut();
+            if active.base_offset == done.segment_base {
+                active.synced_bytes = active.synced_bytes.max(done.size);
+            }
+            state.high_watermark = state.high_watermark.max(done.next_offset);
+            state.high_watermark
+        };
+        self.shared.high_watermark.send_replace(high_watermark);
+        let now = self.clock.now();
+        let due = self.last_checkpoint.is_none_or(|last| {
+            now.saturating_duration_since(last) >= self.shared.config().recovery_checkpoint_interval
+        });
+        if due {
+            self.last_checkpoint = Some(now);
+            let checkpoint = Checkpoint {
+                sequence: self.checkpoint.sequence + 1,
+                recovery_segment: done.segment_base,
+                recovery_position: done.size,
+                ..self.checkpoint
             };
-            let _ = batch.reply.send(result);
+            if let Err(error) = self.store_checkpoint(checkpoint).await {
+                let reason = format!("checkpoint write failed: {error}");
+                self.fence(reason.clone());
+                self.fail_waiters(&reason);
+                return;
+            }
+        }
+        self.release_waiters();
+    }
+
+    /// Answers the waiting acks=all batches below the high watermark.
+    fn release_waiters(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let high_watermark = self.shared.read_state().high_watermark;
+        let (durable, still_waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|batch| batch.outcome.last_offset < high_watermark);
+        self.waiting = still_waiting;
+        for batch in durable {
+            let _ = batch.reply.send(Ok(batch.outcome));
+        }
+    }
+
+    fn fail_waiters(&mut self, reason: &str) {
+        for batch in self.waiting.drain(..) {
+            let _ = batch.reply.send(Err(AppendError::Fenced {
+                reason: reason.to_string(),
+            }));
         }
     }
 
     /// A failed write: ENOSPC is rolled back (truncate to the last good size) and the log
     /// stays writable; anything else, or a failed rollback, fences the log.
     async fn fail_write(
-        &self,
+        &mut self,
         file: &D::File,
         start_position: u64,
         error: DiskError,
@@ -2152,55 +2329,19 @@ impl<D: Disk> Writer<D> {
         }
     }
 
-    /// Syncs the active segment and publishes the new high watermark. A failure fences the
-    /// log; the error is the fence reason.
+    /// Syncs the active segment now (after any sync in flight) and publishes the new high
+    /// watermark. A failure fences the log; the error is the fence reason.
     async fn sync_active(&mut self) -> Result<(), String> {
-        let (file, size, next_offset) = {
-            let state = self.shared.read_state();
-            if let Some(reason) = &state.fenced {
-                return Err(reason.clone());
-            }
-            let active = state.active();
-            (
-                Arc::clone(&active.file),
-                active.size_bytes,
-                active.next_offset,
-            )
-        };
-        if let Err(error) = file.sync_data().await {
-            let reason = format!("fdatasync failed, not retried: {error}");
-            self.fence(reason.clone());
+        self.drain_sync().await;
+        if let Some(reason) = self.fenced() {
             return Err(reason);
         }
-        self.unsynced_since = None;
-        let base = {
-            let mut state = self.shared.write_state();
-            let active = state.active_mut();
-            active.synced_bytes = active.synced_bytes.max(size);
-            let base = active.base_offset;
-            state.high_watermark = state.high_watermark.max(next_offset);
-            base
-        };
-        self.shared.high_watermark.send_replace(next_offset);
-        let now = self.clock.now();
-        let due = self.last_checkpoint.is_none_or(|last| {
-            now.saturating_duration_since(last) >= self.shared.config().recovery_checkpoint_interval
-        });
-        if due {
-            self.last_checkpoint = Some(now);
-            let checkpoint = Checkpoint {
-                sequence: self.checkpoint.sequence + 1,
-                recovery_segment: base,
-                recovery_position: size,
-                ..self.checkpoint
-            };
-            self.store_checkpoint(checkpoint).await.map_err(|error| {
-                let reason = format!("checkpoint write failed: {error}");
-                self.fence(reason.clone());
-                reason
-            })?;
+        self.start_sync(true);
+        self.drain_sync().await;
+        match self.fenced() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn store_checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), DiskError> {

@@ -233,6 +233,7 @@ fn written_appends_become_visible_when_synced() {
         let disk = SimDisk::new(4);
         let config = LogConfig {
             flush_interval: Duration::from_millis(20),
+            sync_for_readers: false,
             ..LogConfig::default()
         };
         let log = PartitionLog::open(disk, Path::new(DIR), config, Arc::new(SystemClock))
@@ -250,6 +251,49 @@ fn written_appends_become_visible_when_synced() {
             .unwrap()
             .unwrap();
         assert_eq!(log.high_watermark(), 2);
+    });
+}
+
+// Goal: while a reader waits at the end of the log, acks=1 data is synced at once
+// (`sync_for_readers`) rather than at the flush interval; turned off, it waits for the
+// interval.
+#[test]
+fn a_waiting_reader_gets_acks_1_data_synced_at_once() {
+    runtime().block_on(async {
+        for sync_for_readers in [true, false] {
+            let disk = SimDisk::new(4);
+            let config = LogConfig {
+                flush_interval: Duration::from_secs(3600),
+                sync_for_readers,
+                ..LogConfig::default()
+            };
+            let log = PartitionLog::open(disk, Path::new(DIR), config, Arc::new(SystemClock))
+                .await
+                .unwrap();
+            // Written before the reader arrives, then after it waits.
+            log.append(batch(0, 2, 0), AppendDurability::Written)
+                .await
+                .unwrap();
+            let mut watermark = log.subscribe_high_watermark();
+            // Without the reader sync nothing happens within the hour: 300 ms shows it.
+            let patience = Duration::from_millis(if sync_for_readers { 5000 } else { 300 });
+            let first = tokio::time::timeout(patience, watermark.wait_for(|hw| *hw == 2))
+                .await
+                .is_ok();
+            assert_eq!(
+                first, sync_for_readers,
+                "sync_for_readers {sync_for_readers}"
+            );
+            log.append(batch(1, 3, 0), AppendDurability::Written)
+                .await
+                .unwrap();
+            let expected = if sync_for_readers { 5 } else { 0 };
+            let second = tokio::time::timeout(patience, watermark.wait_for(|hw| *hw == 5))
+                .await
+                .is_ok();
+            assert_eq!(second, sync_for_readers);
+            assert_eq!(log.high_watermark(), expected);
+        }
     });
 }
 
