@@ -130,3 +130,61 @@ fn auto_falls_back_to_std_when_io_uring_cannot_be_set_up() {
     let error = SystemDisk::detect_with_ring_entries(BackendChoice::Uring, 0).unwrap_err();
     assert!(error.to_string().contains("set up io_uring"), "{error}");
 }
+
+// Goal: the io_uring backend's completion reaper is a task of the runtime that uses the
+// disk; when that runtime ends, the next runtime that uses the disk gets a new reaper (and a
+// future polled outside any runtime gets an error, not a hang or a panic).
+#[test]
+fn uring_survives_its_runtime_and_refuses_no_runtime() {
+    let Ok(disk) = UringDisk::new(8) else {
+        eprintln!("io_uring unavailable here; the std backend covers this machine");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("f");
+    for round in 0..3u8 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mode = if round == 0 {
+                OpenMode::CreateNew
+            } else {
+                OpenMode::ReadWrite
+            };
+            let file = disk.open(&path, mode).await.unwrap();
+            file.write_at(u64::from(round) * 4, Bytes::from(vec![round; 4]))
+                .await
+                .unwrap();
+            file.sync_data().await.unwrap();
+            let read = file.read_at(0, 4 * (usize::from(round) + 1)).await.unwrap();
+            let expected: Vec<u8> = (0..=round).flat_map(|byte| [byte; 4]).collect();
+            assert_eq!(read, expected);
+        });
+    }
+    let file = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(disk.open(&path, OpenMode::ReadWrite))
+        .unwrap();
+    let error = poll_without_runtime(file.sync_data()).unwrap_err();
+    assert!(
+        error.to_string().contains("outside a tokio runtime"),
+        "{error}"
+    );
+}
+
+/// Polls a future to completion on this thread with no runtime at all.
+fn poll_without_runtime<F: Future>(future: F) -> F::Output {
+    let waker = std::task::Waker::noop();
+    let mut context = std::task::Context::from_waker(waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::yield_now();
+    }
+}
