@@ -344,6 +344,53 @@ fn fetch_long_polls_until_data_or_deadline() {
     });
 }
 
+// Goal: a consumer waiting at the end of a partition gets acks=1 records after one sync,
+// not after flush.interval (an hour here); with `log.sync_for_readers` off it waits for the
+// interval, and never sees the unsynced records early.
+#[test]
+fn a_waiting_fetch_gets_acks_1_records_without_the_flush_interval() {
+    runtime().block_on(async {
+        for sync_for_readers in [true, false] {
+            let disk = SimDisk::new(6);
+            let mut config = BrokerConfig::default();
+            config.log.flush_interval = Duration::from_secs(3600);
+            config.log.sync_for_readers = sync_for_readers;
+            let broker = Arc::new(
+                Broker::open(
+                    disk.clone(),
+                    Path::new(DATA),
+                    config,
+                    Arc::new(ManualClock::new(1_000_000)),
+                )
+                .await
+                .unwrap(),
+            );
+            create(&broker, "t", 1, &[]).await;
+            let max_wait_ms = if sync_for_readers { 20_000 } else { 300 };
+            let waiting = {
+                let broker = Arc::clone(&broker);
+                tokio::spawn(async move { fetch(&broker, "t", 0, 0, max_wait_ms).await })
+            };
+            tokio::task::yield_now().await;
+            let produced = produce(&broker, "t", 0, batch(2, 0), Acks::Leader).await;
+            assert_eq!(produced.error, ErrorCode::None);
+            let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+                .await
+                .unwrap()
+                .unwrap();
+            let expected = if sync_for_readers { (1, 2) } else { (0, 0) };
+            assert_eq!(
+                (
+                    BatchIter::new(&answer.records).count(),
+                    answer.high_watermark
+                ),
+                expected,
+                "sync_for_readers {sync_for_readers}"
+            );
+        }
+    });
+}
+
 // Goal: config changes apply to live partitions, are described with their source, and
 // unknown keys are refused.
 #[test]
