@@ -230,7 +230,20 @@ async fn serve_connection<D: Disk>(
         let (send, receive) = match stream {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::debug!(remote = %connection.remote_address(), %error, "connection ended");
+                // The path figures explain throughput and latency from outside the process.
+                let stats = connection.stats();
+                tracing::debug!(
+                    remote = %connection.remote_address(),
+                    %error,
+                    rtt_us = stats.path.rtt.as_micros(),
+                    cwnd = stats.path.cwnd,
+                    congestion_events = stats.path.congestion_events,
+                    lost_packets = stats.path.lost_packets,
+                    sent_packets = stats.path.sent_packets,
+                    udp_sent_datagrams = stats.udp_tx.datagrams,
+                    udp_received_datagrams = stats.udp_rx.datagrams,
+                    "connection ended"
+                );
                 return;
             }
         };
