@@ -537,7 +537,8 @@ impl Admin {
         }
     }
 
-    /// Deletes topics and their data.
+    /// Deletes topics and their data. Refused with `TopicInUse` while a topic transform
+    /// reads from or writes to one of them (the message names the transform).
     pub async fn delete_topics(&self, names: Vec<String>) -> Result<(), AdminError> {
         let request = Request::DeleteTopics(wire::DeleteTopicsRequest { names });
         match self.client.request(&request, Duration::ZERO).await? {

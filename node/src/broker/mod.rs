@@ -1024,6 +1024,33 @@ impl<D: Disk> Broker<D> {
                 format!("unknown topic {name:?}"),
             ));
         };
+        // A transform would lose its input (and its stored position) or fail every append.
+        let users: Vec<String> = store
+            .current()
+            .transforms
+            .iter()
+            .filter_map(|(transform, stored)| {
+                let role = if stored.input == name {
+                    "input"
+                } else if stored.output == name {
+                    "output"
+                } else if stored.dead_letter_topic == name {
+                    "dead-letter topic"
+                } else {
+                    return None;
+                };
+                Some(format!("the {role} of transform {transform:?}"))
+            })
+            .collect();
+        if !users.is_empty() {
+            return Err((
+                ErrorCode::TopicInUse,
+                format!(
+                    "topic {name:?} is {}; remove the transform first",
+                    users.join(" and ")
+                ),
+            ));
+        }
         // Durable first: once metadata.json no longer has the topic, a crash mid-removal is
         // finished at the next start.
         let mut next = store.current().clone();

@@ -281,8 +281,49 @@ fn a_transform_copies_every_record_and_resumes_after_restart_without_duplicates(
         let copied = read_all(&broker, "orders.copy", 0).await;
         assert_eq!(copied.len(), 55, "no duplicates after a clean restart");
         assert_eq!(describe(&broker, "copy").await.positions[0].offset, 55);
+
+        // Deleting the transform's input or output is refused with the transform named; once
+        // the transform is removed, both go.
+        for (topic, role) in [("orders", "input"), ("orders.copy", "output")] {
+            let refused = delete_topic(&broker, topic).await;
+            assert_eq!(refused.error, ErrorCode::TopicInUse, "{topic}");
+            assert!(
+                refused
+                    .message
+                    .contains(&format!("the {role} of transform \"copy\"")),
+                "{}",
+                refused.message
+            );
+        }
+        assert_eq!(
+            read_all(&broker, "orders", 0).await.len(),
+            55,
+            "nothing deleted"
+        );
+        let removed = broker
+            .alter_transform(AlterTransformRequest {
+                name: "copy".into(),
+                action: "remove".into(),
+            })
+            .await;
+        assert_eq!(removed.error, ErrorCode::None, "{}", removed.message);
+        for topic in ["orders", "orders.copy"] {
+            assert_eq!(delete_topic(&broker, topic).await.error, ErrorCode::None);
+        }
         broker.close().await;
     });
+}
+
+async fn delete_topic(broker: &Broker<SimDisk>, name: &str) -> TopicResult {
+    let Response::DeleteTopics(response) = broker
+        .handle(Request::DeleteTopics(DeleteTopicsRequest {
+            names: vec![name.into()],
+        }))
+        .await
+    else {
+        panic!("wrong response")
+    };
+    response.topics.into_iter().next().unwrap()
 }
 
 #[test]

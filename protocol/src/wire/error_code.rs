@@ -133,6 +133,8 @@ error_codes! {
     TransformAlreadyExists = 39, false;
     /// The module is in use (by a topic config); change that first.
     ModuleInUse = 40, false;
+    /// A topic transform reads from or writes to the topic; remove the transform first.
+    TopicInUse = 41, false;
 }
 
 impl Wire for ErrorCode {
