@@ -192,7 +192,10 @@ impl Driver {
 
     /// Starts the reaper on the current runtime unless one runs.
     fn ensure_reaper(&self) -> io::Result<()> {
-        if self.ring.reaper_running.swap(true, Ordering::AcqRel) {
+        // A load first: this runs on every submission, and a swap would write the line.
+        if self.ring.reaper_running.load(Ordering::Acquire)
+            || self.ring.reaper_running.swap(true, Ordering::AcqRel)
+        {
             return Ok(());
         }
         match tokio::runtime::Handle::try_current() {
@@ -264,7 +267,9 @@ impl Drop for RingState {
             }
         }
         // Only if the ring failed: leak what is left rather than free it under the kernel.
-        std::mem::forget(std::mem::take(&mut self.in_flight));
+        if !self.in_flight.is_empty() {
+            std::mem::forget(std::mem::take(&mut self.in_flight));
+        }
     }
 }
 
