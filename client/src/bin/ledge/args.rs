@@ -92,13 +92,22 @@ pub(crate) struct ModuleUploadArgs {
     /// Module name: what `consume --filter` and the topic configs partitioner.module and
     /// produce.filter.module refer to
     pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) source: ModuleSourceArgs,
+}
+
+/// The module a command sends: its file, kind and parameters (`module upload` and
+/// `transform deploy` take the same three).
+#[derive(Debug, Args)]
+pub(crate) struct ModuleSourceArgs {
     /// The compiled module (cargo build --release --target wasm32-unknown-unknown)
     #[arg(long, value_name = "FILE.wasm")]
     pub(crate) module: PathBuf,
     /// What the module does with each record (it must export that kind's entry point)
     #[arg(long, value_enum)]
     pub(crate) kind: KindArg,
-    /// Default parameter KEY=VALUE handed to the module (repeatable), e.g. threshold=1000
+    /// Parameter KEY=VALUE handed to the module (repeatable), e.g. threshold=1000; an
+    /// uploaded module keeps them as its defaults
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
     pub(crate) params: Vec<(String, String)>,
     /// The module's bytes, read before connecting
@@ -132,12 +141,8 @@ pub(crate) enum TransformCommand {
 pub(crate) struct TransformDeployArgs {
     /// Transform name
     pub(crate) name: String,
-    /// The compiled module (cargo build --release --target wasm32-unknown-unknown)
-    #[arg(long, value_name = "FILE.wasm")]
-    pub(crate) module: PathBuf,
-    /// What the module does with each record (it must export that kind's entry point)
-    #[arg(long, value_enum)]
-    pub(crate) kind: KindArg,
+    #[command(flatten)]
+    pub(crate) source: ModuleSourceArgs,
     /// Topic to read (it must exist)
     #[arg(long, value_name = "TOPIC")]
     pub(crate) input: String,
@@ -145,9 +150,6 @@ pub(crate) struct TransformDeployArgs {
     /// [default: INPUT.NAME]
     #[arg(long, value_name = "TOPIC")]
     pub(crate) output: Option<String>,
-    /// Parameter KEY=VALUE handed to the module (repeatable), e.g. threshold=1000
-    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
-    pub(crate) params: Vec<(String, String)>,
     /// What to do with a record the module fails: send it to the dead-letter topic, skip it,
     /// or stop the transform before it
     #[arg(long, value_enum, value_name = "POLICY", default_value_t = OnErrorArg::DeadLetter)]
@@ -156,9 +158,6 @@ pub(crate) struct TransformDeployArgs {
     /// [default: NAME.dead-letter]
     #[arg(long, value_name = "TOPIC")]
     pub(crate) dead_letter_topic: Option<String>,
-    /// The module's bytes, read before connecting
-    #[arg(skip)]
-    pub(crate) module_bytes: Bytes,
 }
 
 #[derive(Debug, Args)]
@@ -663,10 +662,10 @@ mod tests {
         else {
             panic!("not an upload: {cli:?}");
         };
-        assert_eq!(upload.kind, KindArg::Filter);
-        assert_eq!(upload.params.len(), 2);
+        assert_eq!(upload.source.kind, KindArg::Filter);
+        assert_eq!(upload.source.params.len(), 2);
         assert!(
-            upload.module_bytes.is_empty(),
+            upload.source.module_bytes.is_empty(),
             "read later, before connecting"
         );
         // Kinds go by the node's names; '-' works for '_'.

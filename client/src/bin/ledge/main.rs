@@ -22,7 +22,9 @@ use clap::Parser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use ledge_client::{Client, ClientConfig, Trust};
 
-use crate::args::{Cli, Command, ModuleCommand, TransformCommand};
+use crate::args::{
+    Cli, Command, ModuleCommand, ModuleUploadArgs, TransformCommand, TransformDeployArgs,
+};
 
 /// Where the CA is looked for when neither `--ca` nor `--insecure` is given: the dev CA of a
 /// node started with no flags in the current directory.
@@ -90,11 +92,11 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
 fn read_local_files(command: &mut Command) -> anyhow::Result<()> {
     match command {
         Command::Module {
-            command: ModuleCommand::Upload(arguments),
-        } => arguments.module_bytes = module::read_module_file(&arguments.module)?,
-        Command::Transform {
-            command: TransformCommand::Deploy(arguments),
-        } => arguments.module_bytes = module::read_module_file(&arguments.module)?,
+            command: ModuleCommand::Upload(ModuleUploadArgs { source, .. }),
+        }
+        | Command::Transform {
+            command: TransformCommand::Deploy(TransformDeployArgs { source, .. }),
+        } => source.module_bytes = module::read_module_file(&source.module)?,
         _ => {}
     }
     Ok(())

@@ -20,15 +20,11 @@ pub(crate) async fn run(client: &Client, command: ModuleCommand) -> anyhow::Resu
     let admin = Admin::new(client);
     match command {
         ModuleCommand::Upload(arguments) => {
-            let kind = ModuleKind::from(arguments.kind);
-            let size = arguments.module_bytes.len() as u64;
+            let source = arguments.source;
+            let kind = ModuleKind::from(source.kind);
+            let size = source.module_bytes.len() as u64;
             let hash = admin
-                .upload_module(
-                    &arguments.name,
-                    kind,
-                    arguments.module_bytes,
-                    arguments.params,
-                )
+                .upload_module(&arguments.name, kind, source.module_bytes, source.params)
                 .await
                 .context("cannot upload module")?;
             print(&format!(

@@ -79,11 +79,11 @@ async fn deploy(admin: &Admin, arguments: TransformDeployArgs) -> anyhow::Result
     let name = arguments.name.clone();
     let spec = TransformSpec {
         name: arguments.name,
-        kind: arguments.kind.into(),
-        module: arguments.module_bytes,
+        kind: arguments.source.kind.into(),
+        module: arguments.source.module_bytes,
         input: arguments.input,
         output: arguments.output,
-        params: arguments.params,
+        params: arguments.source.params,
         on_error: arguments.on_error.into(),
         dead_letter_topic: arguments.dead_letter_topic,
     };
