@@ -105,23 +105,28 @@ pub mod wasm_bench {
         (i64.or (i64.shl (i64.const 16) (i64.const 32))
                 (i64.extend_i32_u (i32.add (local.get $n) (i32.const 4))))))"#;
 
-    /// A batch of JSON orders of `size` bytes each (amounts alternate below and above 1000).
+    /// JSON orders numbered `ids`, each value `size` bytes (amounts alternate below and
+    /// above 1000, so the high-value filter keeps every other one).
+    pub fn order_records(ids: std::ops::Range<usize>, size: usize) -> Vec<Record> {
+        ids.map(|n| {
+            let amount = if n % 2 == 0 { 250.5 } else { 1750.25 };
+            let mut value = format!(r#"{{"id":{n},"amount":{amount},"note":""#);
+            let padding = size.saturating_sub(value.len() + 2);
+            value.push_str(&"x".repeat(padding));
+            value.push_str("\"}");
+            Record {
+                timestamp: 1_700_000_000_000,
+                key: Some(Bytes::from(format!("customer-{}", n % 97))),
+                value: Some(Bytes::from(value)),
+                headers: Vec::new(),
+            }
+        })
+        .collect()
+    }
+
+    /// A batch of [`RECORDS`] JSON orders of `size` bytes each, as the guest sees it.
     pub fn orders(size: usize) -> (Bytes, InputHeader) {
-        let records: Vec<Record> = (0..RECORDS)
-            .map(|n| {
-                let amount = if n % 2 == 0 { 250.5 } else { 1750.25 };
-                let mut value = format!(r#"{{"id":{n},"amount":{amount},"note":""#);
-                let padding = size.saturating_sub(value.len() + 2);
-                value.push_str(&"x".repeat(padding));
-                value.push_str("\"}");
-                Record {
-                    timestamp: 1_700_000_000_000,
-                    key: Some(Bytes::from(format!("customer-{}", n % 97))),
-                    value: Some(Bytes::from(value)),
-                    headers: Vec::new(),
-                }
-            })
-            .collect();
+        let records = order_records(0..RECORDS, size);
         let batch = encode_batch(&records, &EncodeOptions::default()).expect("batch");
         let header = InputHeader {
             partition: 0,

@@ -918,13 +918,7 @@ async fn consume(
             outcome
         }));
     }
-    let mut records = 0;
-    let mut bytes = 0;
-    for task in tasks {
-        let (task_records, task_bytes) = task.await.context("a consumer task panicked")??;
-        records += task_records;
-        bytes += task_bytes;
-    }
+    let (records, bytes) = join_readers(tasks, "a consumer task").await?;
     let elapsed = now().saturating_duration_since(started);
     let cpu_after = cpu.sample()?;
     ticker.abort();
@@ -937,18 +931,29 @@ async fn consume(
         ("consumers", json!(consumers)),
     ];
     parameters.extend(args.fetch.parameters());
-    Ok(Report {
-        workload: "consume",
+    Ok(Report::reading(
+        "consume",
         parameters,
-        records,
-        bytes,
+        (records, bytes),
         elapsed,
-        latencies: Vec::new(),
-        results: Vec::new(),
-        cpu: CpuSpent::between(cpu_before, cpu_after),
-        errors: 0,
-        first_error: None,
-    })
+        CpuSpent::between(cpu_before, cpu_after),
+    ))
+}
+
+/// Waits for every reader task (consumers, group members); the records and bytes they read.
+async fn join_readers(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<(u64, u64)>>>,
+    what: &str,
+) -> anyhow::Result<(u64, u64)> {
+    let mut records = 0;
+    let mut bytes = 0;
+    for task in tasks {
+        let (task_records, task_bytes) =
+            task.await.with_context(|| format!("{what} panicked"))??;
+        records += task_records;
+        bytes += task_bytes;
+    }
+    Ok((records, bytes))
 }
 
 impl FetchArgs {
@@ -1378,13 +1383,7 @@ async fn group(
     let ticker = spawn_ticker(progress.clone(), consumed.clone());
     let cpu_before = cpu.sample()?;
     let started = now();
-    let mut records = 0;
-    let mut bytes = 0;
-    for task in tasks {
-        let (task_records, task_bytes) = task.await.context("a member panicked")??;
-        records += task_records;
-        bytes += task_bytes;
-    }
+    let (records, bytes) = join_readers(tasks, "a member").await?;
     let elapsed = now().saturating_duration_since(started);
     let cpu_after = cpu.sample()?;
     ticker.abort();
@@ -1399,21 +1398,18 @@ async fn group(
         ("assignor", json!(args.assignor)),
     ];
     parameters.extend(args.fetch.parameters());
-    Ok(Report {
-        workload: "group",
+    let mut report = Report::reading(
+        "group",
         parameters,
-        records,
-        bytes,
+        (records, bytes),
         elapsed,
-        latencies: Vec::new(),
-        results: vec![(
-            "settle_ms",
-            json!(u64::try_from(settle_time.as_millis()).unwrap_or(u64::MAX)),
-        )],
-        cpu: CpuSpent::between(cpu_before, cpu_after),
-        errors: 0,
-        first_error: None,
-    })
+        CpuSpent::between(cpu_before, cpu_after),
+    );
+    report.results.push((
+        "settle_ms",
+        json!(u64::try_from(settle_time.as_millis()).unwrap_or(u64::MAX)),
+    ));
+    Ok(report)
 }
 
 /// Every partition in `0..partitions` owned by exactly one member, and as many members own
@@ -1668,6 +1664,28 @@ fn process_cpu(path: &str) -> anyhow::Result<Duration> {
 }
 
 impl Report {
+    /// The report of a read workload: no latencies, no errors.
+    fn reading(
+        workload: &'static str,
+        parameters: Vec<(&'static str, serde_json::Value)>,
+        (records, bytes): (u64, u64),
+        elapsed: Duration,
+        cpu: CpuSpent,
+    ) -> Self {
+        Self {
+            workload,
+            parameters,
+            records,
+            bytes,
+            elapsed,
+            latencies: Vec::new(),
+            results: Vec::new(),
+            cpu,
+            errors: 0,
+            first_error: None,
+        }
+    }
+
     fn records_per_second(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64()
     }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::Bytes;
+use ledge_benches::wasm_bench;
 use ledge_node::broker::transforms::{DeclaredTransform, OnError};
 use ledge_node::broker::{Broker, BrokerConfig};
 use ledge_node::clock::SystemClock;
@@ -28,26 +29,13 @@ use ledge_protocol::wire::{
     Acks, CreatableTopic, CreateTopicsRequest, DescribeTransformsRequest, ErrorCode,
     ProducePartition, ProduceRequest, ProduceTopic, Request, Response,
 };
-use ledge_protocol::{EncodeOptions, Record, encode_batch};
+use ledge_protocol::{EncodeOptions, encode_batch};
 
 const RECORDS_PER_BATCH: usize = 500;
 const IN_FLIGHT: usize = 4;
 
 fn batch(first: usize) -> Bytes {
-    let records: Vec<Record> = (first..first + RECORDS_PER_BATCH)
-        .map(|n| {
-            let amount = if n % 2 == 0 { 250.5 } else { 1750.25 };
-            let mut value = format!(r#"{{"id":{n},"amount":{amount},"note":""#);
-            value.push_str(&"x".repeat(1024 - value.len() - 2));
-            value.push_str("\"}");
-            Record {
-                timestamp: 1_700_000_000_000,
-                key: Some(Bytes::from(format!("customer-{}", n % 97))),
-                value: Some(Bytes::from(value)),
-                headers: Vec::new(),
-            }
-        })
-        .collect();
+    let records = wasm_bench::order_records(first..first + RECORDS_PER_BATCH, 1024);
     encode_batch(&records, &EncodeOptions::default()).expect("batch")
 }
 

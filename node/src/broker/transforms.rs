@@ -209,6 +209,17 @@ pub struct DeclaredTransform {
 }
 
 impl<D: Disk> Broker<D> {
+    /// The transform's stored definition, if it exists.
+    async fn stored_transform(&self, name: &str) -> Option<StoredTransform> {
+        self.admin
+            .lock()
+            .await
+            .current()
+            .transforms
+            .get(name)
+            .cloned()
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningTransform>> {
         self.transforms
             .lock()
@@ -342,14 +353,7 @@ impl<D: Disk> Broker<D> {
                 "a transform cannot read an internal topic".into(),
             ));
         }
-        let existing = self
-            .admin
-            .lock()
-            .await
-            .current()
-            .transforms
-            .get(&name)
-            .cloned();
+        let existing = self.stored_transform(&name).await;
         // A new version without topics keeps the ones it had (as the config file does).
         let output = match (&existing, declared.output.is_empty()) {
             (_, false) => declared.output.clone(),
@@ -671,14 +675,7 @@ impl<D: Disk> Broker<D> {
         declared: Vec<(DeclaredTransform, String)>,
     ) -> Result<(), super::BrokerError> {
         for (transform, origin) in declared {
-            let existing = self
-                .admin
-                .lock()
-                .await
-                .current()
-                .transforms
-                .get(&transform.name)
-                .cloned();
+            let existing = self.stored_transform(&transform.name).await;
             let unchanged = existing.as_ref().is_some_and(|existing| {
                 existing.module.hash == crate::wasm::content_hash(&transform.module)
                     && existing.module.kind == transform.kind

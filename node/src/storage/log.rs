@@ -636,7 +636,15 @@ impl<D: Disk> PartitionLog<D> {
     /// Watches the high watermark (for long-poll fetches).
     pub fn subscribe_high_watermark(&self) -> watch::Receiver<i64> {
         let receiver = self.shared.high_watermark.subscribe();
-        self.shared.reader_arrived.notify_one();
+        // Wake the writer only for written-but-invisible data: a fetch of a synced log must
+        // not cost a writer wake-up. Data written after this check finds the receiver.
+        let unsynced = {
+            let state = self.shared.read_state();
+            state.active().next_offset > state.high_watermark
+        };
+        if unsynced {
+            self.shared.reader_arrived.notify_one();
+        }
         receiver
     }
 
