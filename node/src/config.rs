@@ -723,6 +723,7 @@ segment.bytes = 4194304
                 "[topic_defaults] segment.bytes",
             ),
             ("[node]\ndisk_backend = \"floppy\"\n", "node.disk_backend"),
+            ("[log]\nsync_for_readers = \"yes\"\n", "line 2"),
         ];
         for (text, expected) in cases {
             let error = NodeConfig::from_toml(text, "edge.toml")
