@@ -107,6 +107,27 @@ async fn read_all(client: &Client, topic: &str, partitions: u32) -> Vec<Consumer
     records
 }
 
+/// Waits (up to 30 s) until `partition`'s end offset reaches `expected`.
+async fn wait_for_end_offset(client: &Client, partition: TopicPartition, expected: i64) {
+    let consumer = Consumer::new(client, ConsumerConfig::default());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ends = consumer
+            .end_offsets(std::slice::from_ref(&partition))
+            .await
+            .expect("end offsets");
+        let end = ends.get(&partition).copied().unwrap_or(0);
+        if end >= expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "end offset of {partition:?} stayed at {end}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn index_of(record: &ConsumerRecord) -> u64 {
     let header = record
         .headers
@@ -536,6 +557,9 @@ fn acks_0_records_are_not_lost_on_close() {
         producer.close().await;
         client.close().await;
         let reader = connect(&node).await;
+        // Nothing is acknowledged with acks=0, so the node may still be appending what it
+        // received when the reader asks; wait for the end offset before reading it all.
+        wait_for_end_offset(&reader, TopicPartition::new("fire-and-forget", 0), 20_000).await;
         assert_eq!(read_all(&reader, "fire-and-forget", 1).await.len(), 20_000);
     });
 }
