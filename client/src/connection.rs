@@ -35,7 +35,7 @@ struct Inner {
     server_addr: SocketAddr,
     // A tokio mutex: it is held across the handshake so that concurrent requests after a loss
     // wait for one new connection rather than each making their own.
-    connection: tokio::sync::Mutex<Option<quinn::Connection>>,
+    connection: tokio::sync::Mutex<ConnectionSlot>,
     correlation_id: AtomicU32,
 }
 
@@ -66,7 +66,7 @@ impl Client {
                 config,
                 endpoint,
                 server_addr,
-                connection: tokio::sync::Mutex::new(None),
+                connection: tokio::sync::Mutex::new(ConnectionSlot::default()),
                 correlation_id: AtomicU32::new(1),
             }),
         };
@@ -96,9 +96,16 @@ impl Client {
         }
     }
 
-    /// Closes the connection and the endpoint, waiting briefly for the node to hear it.
+    /// Closes the connection and the endpoint, waiting briefly for the node to hear it. Every
+    /// later request, including one a producer or consumer started just before (a prefetch),
+    /// fails with [`ConnectError::Closed`] instead of connecting again.
     pub async fn close(&self) {
-        if let Some(connection) = self.inner.connection.lock().await.take() {
+        let connection = {
+            let mut slot = self.inner.connection.lock().await;
+            slot.closed = true;
+            slot.current.take()
+        };
+        if let Some(connection) = connection {
             connection.close(0u32.into(), b"client closed");
         }
         // Bounded: a dead node cannot acknowledge the close.
@@ -205,8 +212,11 @@ impl Client {
 
     /// The live connection, or a new one.
     async fn connection(&self) -> Result<quinn::Connection, ConnectError> {
-        let mut current = self.inner.connection.lock().await;
-        if let Some(connection) = current.as_ref()
+        let mut slot = self.inner.connection.lock().await;
+        if slot.closed {
+            return Err(ConnectError::Closed);
+        }
+        if let Some(connection) = slot.current.as_ref()
             && connection.close_reason().is_none()
         {
             return Ok(connection.clone());
@@ -243,21 +253,29 @@ impl Client {
             }
         };
         tracing::debug!(server = %self.inner.server_addr, "connected");
-        *current = Some(connection.clone());
+        slot.current = Some(connection.clone());
         Ok(connection)
     }
 
     /// Forgets `connection` if it is still the current one, so the next request reconnects.
     async fn discard(&self, connection: &quinn::Connection) {
-        let mut current = self.inner.connection.lock().await;
-        if current
+        let mut slot = self.inner.connection.lock().await;
+        if slot
+            .current
             .as_ref()
             .is_some_and(|known| known.stable_id() == connection.stable_id())
         {
-            *current = None;
+            slot.current = None;
         }
         connection.close(0u32.into(), b"request failed; reconnecting");
     }
+}
+
+/// The current connection, if any, and whether [`Client::close`] was called.
+#[derive(Default)]
+struct ConnectionSlot {
+    current: Option<quinn::Connection>,
+    closed: bool,
 }
 
 /// A failed exchange, and whether the connection itself is to blame.

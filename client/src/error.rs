@@ -55,6 +55,10 @@ pub enum ConnectError {
         /// quinn's or rustls's explanation.
         message: String,
     },
+    /// [`crate::Client::close`] was called: a closed client does not connect again. Make a
+    /// new `Client` to talk to the node.
+    #[error("the client was closed; connect a new one to talk to the node again")]
+    Closed,
     /// No answer within the connect timeout: the node is not running there, or is restarting.
     #[error("no answer from {server} within {timeout:?}: is ledge-node running there?")]
     TimedOut {

@@ -563,3 +563,67 @@ fn acks_0_records_are_not_lost_on_close() {
         assert_eq!(read_all(&reader, "fire-and-forget", 1).await.len(), 20_000);
     });
 }
+
+// Goal: a closed client stays closed. A consumer's prefetch (a long-poll fetch started when
+// `poll` handed out records) that asks for the connection after `close` must fail, not open
+// a new connection that nobody closes (which kept `close` waiting for its full bound and the
+// node serving a fetch for a client that had gone).
+#[test]
+fn a_closed_client_does_not_reconnect() {
+    let node = NodeProcess::start();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        create_topic(&client, "closing", 1).await;
+        let producer = Producer::new(&client, ProducerConfig::default())
+            .await
+            .expect("producer");
+        for index in 0..10 {
+            producer
+                .send(record("closing", index))
+                .await
+                .expect("send")
+                .await
+                .expect("acknowledged");
+        }
+        producer.close().await;
+
+        let mut config = ConsumerConfig::default();
+        config.auto_offset_reset = OffsetReset::Earliest;
+        config.fetch_max_wait = Duration::from_secs(5);
+        let mut consumer = Consumer::new(&client, config);
+        let partition = TopicPartition::new("closing", 0);
+        consumer.assign(vec![partition.clone()]);
+        let mut records = Vec::new();
+        while records.len() < 10 {
+            records.extend(
+                consumer
+                    .poll(Duration::from_secs(5), 10)
+                    .await
+                    .expect("poll"),
+            );
+        }
+        // The last poll started a prefetch that waits at the end of the log.
+        client.close().await;
+
+        match client.api_versions().await {
+            Err(ledge_client::RequestError::Connect(ledge_client::ConnectError::Closed)) => {}
+            other => panic!("expected ConnectError::Closed, got {other:?}"),
+        }
+        match consumer.poll(Duration::from_secs(5), 10).await {
+            Err(ConsumeError::Request(ledge_client::RequestError::Connect(
+                ledge_client::ConnectError::Closed,
+            ))) => {}
+            other => {
+                panic!("expected the consumer to fail with ConnectError::Closed, got {other:?}")
+            }
+        }
+        assert_eq!(
+            consumer
+                .position(&partition)
+                .await
+                .expect("a known position"),
+            10,
+            "nothing was handed out twice or skipped"
+        );
+    });
+}

@@ -475,8 +475,10 @@ async fn produce(
     let mut sent = 0;
     let mut errors = 0;
     let mut first_error = None;
+    let mut ended = started;
     for task in tasks {
         let outcome = task.await.context("a producer task panicked")??;
+        ended = ended.max(outcome.finished);
         latency
             .add(&outcome.latency)
             .context("merging histograms")?;
@@ -487,9 +489,9 @@ async fn produce(
         errors += outcome.errors;
         first_error = first_error.or(outcome.first_error);
     }
-    let ended = now();
     let cpu_after = cpu.sample()?;
-    // An open-loop run is measured from its first due time.
+    // Until the last acknowledgement, not past closing the connections (quinn's draining
+    // period). An open-loop run is measured from its first due time.
     let elapsed = ended.saturating_duration_since(pacing.map_or(started, |pacing| pacing.epoch));
     ticker.abort();
     progress.finish_and_clear();
@@ -630,6 +632,8 @@ struct ProducerOutcome {
     send_lag: Histogram<u64>,
     errors: u64,
     first_error: Option<String>,
+    /// When the last record was acknowledged (before the producer and connection closed).
+    finished: Instant,
 }
 
 impl ProducerJob {
@@ -718,6 +722,7 @@ impl ProducerJob {
             send_lag,
             errors: errors + send_errors,
             first_error: first_error.or(collect_error),
+            finished: now(),
         })
     }
 }
@@ -918,8 +923,11 @@ async fn consume(
             outcome
         }));
     }
-    let (records, bytes) = join_readers(tasks, "a consumer task").await?;
-    let elapsed = now().saturating_duration_since(started);
+    let read = join_readers(tasks, "a consumer task").await?;
+    let (records, bytes) = (read.records, read.bytes);
+    // Until the last record was read: closing the connection afterwards (quinn's draining
+    // period, ~3 probe timeouts) is not part of reading.
+    let elapsed = read.finished.saturating_duration_since(started);
     let cpu_after = cpu.sample()?;
     ticker.abort();
     progress.finish_and_clear();
@@ -942,18 +950,30 @@ async fn consume(
 
 /// Waits for every reader task (consumers, group members); the records and bytes they read.
 async fn join_readers(
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<(u64, u64)>>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<ReadOutcome>>>,
     what: &str,
-) -> anyhow::Result<(u64, u64)> {
-    let mut records = 0;
-    let mut bytes = 0;
+) -> anyhow::Result<ReadOutcome> {
+    let mut total: Option<ReadOutcome> = None;
     for task in tasks {
-        let (task_records, task_bytes) =
-            task.await.with_context(|| format!("{what} panicked"))??;
-        records += task_records;
-        bytes += task_bytes;
+        let outcome = task.await.with_context(|| format!("{what} panicked"))??;
+        total = Some(match total {
+            None => outcome,
+            Some(total) => ReadOutcome {
+                records: total.records + outcome.records,
+                bytes: total.bytes + outcome.bytes,
+                finished: total.finished.max(outcome.finished),
+            },
+        });
     }
-    Ok((records, bytes))
+    total.with_context(|| format!("no {what} ran"))
+}
+
+/// What one reader read, and when it read its last record.
+#[derive(Debug)]
+struct ReadOutcome {
+    records: u64,
+    bytes: u64,
+    finished: Instant,
 }
 
 impl FetchArgs {
@@ -1028,7 +1048,7 @@ struct ConsumerJob {
 
 impl ConsumerJob {
     /// Polls until every partition reached its end offset; returns records and bytes read.
-    async fn run(self, consumer: &mut Consumer) -> anyhow::Result<(u64, u64)> {
+    async fn run(self, consumer: &mut Consumer) -> anyhow::Result<ReadOutcome> {
         let mut remaining: BTreeSet<u32> = self.ends.keys().copied().collect();
         let mut records = 0;
         let mut bytes = 0;
@@ -1066,7 +1086,11 @@ impl ConsumerJob {
             records += counted;
             self.consumed.fetch_add(counted, Ordering::Relaxed);
         }
-        Ok((records, bytes))
+        Ok(ReadOutcome {
+            records,
+            bytes,
+            finished: now(),
+        })
     }
 }
 
@@ -1383,8 +1407,9 @@ async fn group(
     let ticker = spawn_ticker(progress.clone(), consumed.clone());
     let cpu_before = cpu.sample()?;
     let started = now();
-    let (records, bytes) = join_readers(tasks, "a member").await?;
-    let elapsed = now().saturating_duration_since(started);
+    let read = join_readers(tasks, "a member").await?;
+    let (records, bytes) = (read.records, read.bytes);
+    let elapsed = read.finished.saturating_duration_since(started);
     let cpu_after = cpu.sample()?;
     ticker.abort();
     progress.finish_and_clear();
@@ -1443,7 +1468,7 @@ struct Member {
 impl Member {
     /// Joins, polls until the group has settled, seeks its partitions to their start, waits
     /// at the start line, then reads to the end offsets and leaves the group.
-    async fn run(self) -> anyhow::Result<(u64, u64)> {
+    async fn run(self) -> anyhow::Result<ReadOutcome> {
         let client = connect(&self.config).await?;
         let mut consumer = Consumer::new(&client, self.consumer_config.clone());
         consumer.subscribe(vec![self.topic.clone()])?;
