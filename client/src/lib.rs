@@ -168,8 +168,9 @@ pub use error::{
 };
 pub use partitioner::{DefaultPartitioner, Partitioner};
 pub use producer::{
-    BATCH_SIZE_DEFAULT, BUFFER_MEMORY_DEFAULT, DeliveryFuture, IDEMPOTENT_IN_FLIGHT_MAX,
-    MAX_REQUEST_SIZE_DEFAULT, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    BATCH_SIZE_DEFAULT, BATCH_SIZE_MAX_DEFAULT, BUFFER_MEMORY_DEFAULT, DeliveryFuture,
+    IDEMPOTENT_IN_FLIGHT_MAX, MAX_REQUEST_SIZE_DEFAULT, Producer, ProducerConfig, ProducerRecord,
+    RecordMetadata,
 };
 
 /// The trait of [`Consumer::stream`]'s return value (from `futures-core`), re-exported so

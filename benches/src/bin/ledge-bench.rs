@@ -178,9 +178,13 @@ struct ProduceArgs {
 /// The producer's settings, shared by `produce` and `e2e`.
 #[derive(Debug, Args)]
 struct ProducerArgs {
-    /// A partition's batch is closed at this many bytes (the SDK's `batch_size`).
+    /// A partition's batch is ready to leave at this many bytes (the SDK's `batch_size`).
     #[arg(long, default_value_t = ledge_client::BATCH_SIZE_DEFAULT)]
     batch_bytes: usize,
+    /// How far a ready batch grows while its partition cannot send (the SDK's
+    /// `batch_size_max`); at or below `--batch-bytes`, batches stay at `--batch-bytes`.
+    #[arg(long, default_value_t = ledge_client::BATCH_SIZE_MAX_DEFAULT)]
+    batch_max_bytes: usize,
     /// Longest a batch waits for more records, in milliseconds (`e2e` defaults to 0).
     #[arg(long)]
     linger_ms: Option<u64>,
@@ -548,6 +552,7 @@ impl ProducerArgs {
         let mut config = ProducerConfig::default();
         config.acks = self.acks;
         config.batch_size = self.batch_bytes;
+        config.batch_size_max = self.batch_max_bytes;
         config.linger = Duration::from_millis(self.linger_ms.unwrap_or(linger_default_ms));
         config.compression = self.compression.into();
         config.enable_idempotence = self.acks == Acks::All && !self.no_idempotence;
@@ -560,6 +565,7 @@ impl ProducerArgs {
     fn parameters(&self, config: &ProducerConfig) -> Vec<(&'static str, serde_json::Value)> {
         vec![
             ("batch_bytes", json!(config.batch_size)),
+            ("batch_max_bytes", json!(config.batch_size_max)),
             ("linger_ms", json!(config.linger.as_millis())),
             ("acks", json!(acks_name(config.acks))),
             ("compression", json!(self.compression.name())),

@@ -1,8 +1,17 @@
 //! Records waiting to be sent, grouped into batches per partition (Kafka's RecordAccumulator).
 //!
-//! Owns: the open batches, the batching policy (close a batch at `batch_size` bytes; send it
-//! once closed, once it is `linger` old, or when a flush asks), and delivery-timeout expiry of
-//! batches that never left. Does not own: sequence numbers, encoding, retries or memory
+//! Owns: the open batches, the batching policy (a batch is ready at `batch_size` bytes, once
+//! it is `linger` old, or when a flush asks), and delivery-timeout expiry of batches that never
+//! left.
+//!
+//! Adaptive batching: a batch is ready at `batch_size`, but until the sender takes it (it may
+//! not yet: the partition's in-flight limit, a backlog of batches ahead) it keeps taking
+//! records, up to `batch_size_max`, instead of a new batch opening behind it. Those records
+//! would wait anyway; this way they leave in one request instead of many small ones. When
+//! the producer outruns the node, a backlog of 16 KiB batches (one request, one fdatasync
+//! each with acks=all) becomes a backlog of `batch_size_max` ones (issue 7,
+//! benches/RESULTS.md). A producer the node keeps up with sees its batches leave at about
+//! `batch_size`, as before. Does not own: sequence numbers, encoding, retries or memory
 //! permits (the sender and `Producer::send` do those). It is sans-IO: time comes in as `now`.
 //!
 //! Invariants: within a partition batches leave in the order they were opened, so records leave
@@ -35,6 +44,8 @@ pub(crate) struct PendingBatch {
     pub(crate) completion: Arc<BatchCompletion>,
     /// No more records go in.
     pub(crate) closed: bool,
+    /// Reached `batch_size`: ready to leave (it still grows until taken or sealed).
+    pub(crate) full: bool,
 }
 
 /// What [`Accumulator::append`] did.
@@ -52,15 +63,19 @@ pub(crate) struct Appended {
 #[derive(Debug)]
 pub(crate) struct Accumulator {
     batch_size: usize,
+    /// How far a ready batch may grow while it waits to be taken.
+    batch_size_max: usize,
     linger: Duration,
     queues: BTreeMap<PartitionKey, VecDeque<PendingBatch>>,
     records: usize,
 }
 
 impl Accumulator {
-    pub(crate) fn new(batch_size: usize, linger: Duration) -> Self {
+    pub(crate) fn new(batch_size: usize, batch_size_max: usize, linger: Duration) -> Self {
+        let batch_size = batch_size.max(1);
         Self {
-            batch_size: batch_size.max(1),
+            batch_size,
+            batch_size_max: batch_size_max.max(batch_size),
             linger,
             queues: BTreeMap::new(),
             records: 0,
@@ -68,8 +83,8 @@ impl Accumulator {
     }
 
     /// Appends `record` (of estimated size `bytes`) to the open batch of `key`, or to a new one
-    /// when the open one is closed or would grow past `batch_size`. A record larger than
-    /// `batch_size` gets a batch of its own.
+    /// when the open one is closed or would grow past `batch_size_max`. A record larger than
+    /// that gets a batch of its own.
     pub(crate) fn append(
         &mut self,
         key: &PartitionKey,
@@ -78,6 +93,7 @@ impl Accumulator {
         now: Instant,
     ) -> Appended {
         let batch_size = self.batch_size;
+        let batch_size_max = self.batch_size_max;
         let queue = match self.queues.get_mut(key) {
             Some(queue) => queue,
             None => self.queues.entry(key.clone()).or_default(),
@@ -85,7 +101,7 @@ impl Accumulator {
         let mut closed_batch = false;
         let fits = queue
             .back()
-            .is_some_and(|open| !open.closed && open.bytes.saturating_add(bytes) <= batch_size);
+            .is_some_and(|open| !open.closed && open.bytes.saturating_add(bytes) <= batch_size_max);
         if !fits
             && let Some(open) = queue.back_mut()
             && !open.closed
@@ -101,6 +117,7 @@ impl Accumulator {
                 created: now,
                 completion: Arc::default(),
                 closed: false,
+                full: false,
             });
         }
         let open = queue
@@ -109,9 +126,12 @@ impl Accumulator {
         let index = u32::try_from(open.records.len()).unwrap_or(u32::MAX);
         open.records.push(record);
         open.bytes = open.bytes.saturating_add(bytes);
-        if open.bytes >= batch_size {
-            open.closed = true;
+        if open.bytes >= batch_size && !open.full {
+            open.full = true;
             closed_batch = true;
+        }
+        if open.bytes >= batch_size_max {
+            open.closed = true;
         }
         self.records += 1;
         Appended {
@@ -130,6 +150,7 @@ impl Accumulator {
                 queue.front().is_some_and(|batch| {
                     flush
                         || batch.closed
+                        || batch.full
                         || now >= batch.created.checked_add(self.linger).unwrap_or(now)
                 })
             })
@@ -143,7 +164,7 @@ impl Accumulator {
         self.queues
             .values()
             .filter_map(VecDeque::front)
-            .filter(|batch| !batch.closed)
+            .filter(|batch| !batch.closed && !batch.full)
             .map(|batch| batch.created + self.linger)
             .min()
     }
@@ -196,12 +217,12 @@ impl Accumulator {
         self.queues.get(key)?.front().map(|batch| batch.bytes)
     }
 
-    /// Partitions whose first batch is still open, with when it was opened.
+    /// Partitions whose first batch is still open and not yet full, with when it was opened.
     pub(crate) fn open_fronts(&self) -> impl Iterator<Item = (&PartitionKey, Instant)> {
         self.queues.iter().filter_map(|(key, queue)| {
             queue
                 .front()
-                .filter(|batch| !batch.closed)
+                .filter(|batch| !batch.closed && !batch.full)
                 .map(|batch| (key, batch.created))
         })
     }

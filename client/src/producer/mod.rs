@@ -104,8 +104,15 @@ impl ProducerRecord {
 pub struct ProducerConfig {
     /// Acknowledgement level. Default [`Acks::All`]: synced to disk before the ack.
     pub acks: Acks,
-    /// Close a partition's batch once its records reach this many bytes. Default 16 KiB.
+    /// A partition's batch is ready to leave once its records reach this many bytes. Default
+    /// 16 KiB.
     pub batch_size: usize,
+    /// How far a ready batch keeps growing until the sender takes it (it may not yet: the
+    /// partition's in-flight limit, batches queued ahead): records that would wait anyway
+    /// join it instead of queueing up as many `batch_size` batches, one request each. Capped
+    /// by `max_request_size`; at or below `batch_size`, batches never grow past `batch_size`
+    /// (Kafka's behaviour). Default 512 KiB.
+    pub batch_size_max: usize,
     /// Longest a batch waits for more records before it is sent. Default 5 ms.
     pub linger: Duration,
     /// Codec for batches. Default none; gzip, snappy, lz4 and zstd are supported.
@@ -144,6 +151,9 @@ pub struct ProducerConfig {
 
 /// Default [`ProducerConfig::batch_size`].
 pub const BATCH_SIZE_DEFAULT: usize = 16 * 1024;
+/// Default [`ProducerConfig::batch_size_max`]: well inside the node's default batch limit
+/// (`max.message.bytes`, 1 MiB), which a batch's estimated size may undercount by its header.
+pub const BATCH_SIZE_MAX_DEFAULT: usize = 512 * 1024;
 /// Default [`ProducerConfig::buffer_memory`].
 pub const BUFFER_MEMORY_DEFAULT: usize = 32 * 1024 * 1024;
 /// Default [`ProducerConfig::max_request_size`].
@@ -154,6 +164,7 @@ pub const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
 
 // A default batch must fit in a default request, and a default request in the buffer.
 const _: () = assert!(BATCH_SIZE_DEFAULT <= MAX_REQUEST_SIZE_DEFAULT);
+const _: () = assert!(BATCH_SIZE_MAX_DEFAULT <= MAX_REQUEST_SIZE_DEFAULT);
 const _: () = assert!(MAX_REQUEST_SIZE_DEFAULT <= BUFFER_MEMORY_DEFAULT);
 
 impl Default for ProducerConfig {
@@ -161,6 +172,7 @@ impl Default for ProducerConfig {
         Self {
             acks: Acks::All,
             batch_size: BATCH_SIZE_DEFAULT,
+            batch_size_max: BATCH_SIZE_MAX_DEFAULT,
             linger: Duration::from_millis(5),
             compression: Compression::None,
             retries: u32::MAX,
@@ -340,7 +352,11 @@ impl Producer {
         let shared = Arc::new(Shared {
             client: client.clone(),
             state: Mutex::new(State {
-                accumulator: Accumulator::new(config.batch_size, config.linger),
+                accumulator: Accumulator::new(
+                    config.batch_size,
+                    config.batch_size_max.min(config.max_request_size),
+                    config.linger,
+                ),
                 partitioner,
                 topics: HashMap::new(),
             }),

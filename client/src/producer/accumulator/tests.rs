@@ -1,4 +1,5 @@
-//! Accumulator tests: batches close by size, leave by linger or flush, keep order, expire.
+//! Accumulator tests: batches close by size, leave by linger or flush, keep order, expire, and
+//! a ready batch grows up to `batch_size_max` while it waits.
 
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ fn record(value: &str) -> Record {
 #[test]
 fn batches_close_at_batch_size_and_a_new_one_opens() {
     let now = crate::clock::now();
-    let mut accumulator = Accumulator::new(100, Duration::from_secs(10));
+    let mut accumulator = Accumulator::new(100, 100, Duration::from_secs(10));
     let first = accumulator.append(&key(0), record("a"), 40, now);
     assert!(first.opened_batch && !first.closed_batch);
     let second = accumulator.append(&key(0), record("b"), 40, now);
@@ -51,7 +52,7 @@ fn batches_close_at_batch_size_and_a_new_one_opens() {
 #[test]
 fn a_record_reaching_batch_size_closes_its_batch() {
     let now = crate::clock::now();
-    let mut accumulator = Accumulator::new(100, Duration::from_secs(10));
+    let mut accumulator = Accumulator::new(100, 100, Duration::from_secs(10));
     let appended = accumulator.append(&key(0), record("big"), 250, now);
     assert!(appended.opened_batch && appended.closed_batch);
     assert_eq!(accumulator.ready(now, false), vec![key(0)]);
@@ -61,7 +62,7 @@ fn a_record_reaching_batch_size_closes_its_batch() {
 fn linger_and_flush_make_batches_ready() {
     let start = crate::clock::now();
     let linger = Duration::from_millis(5);
-    let mut accumulator = Accumulator::new(1000, linger);
+    let mut accumulator = Accumulator::new(1000, 1000, linger);
     accumulator.append(&key(0), record("a"), 10, start);
     accumulator.append(&key(1), record("b"), 10, start + Duration::from_millis(3));
     assert!(accumulator.ready(start, false).is_empty());
@@ -77,7 +78,7 @@ fn linger_and_flush_make_batches_ready() {
 #[test]
 fn batches_leave_in_append_order() {
     let now = crate::clock::now();
-    let mut accumulator = Accumulator::new(30, Duration::ZERO);
+    let mut accumulator = Accumulator::new(30, 30, Duration::ZERO);
     for index in 0..10 {
         accumulator.append(&key(0), record(&index.to_string()), 10, now);
     }
@@ -102,7 +103,7 @@ fn batches_leave_in_append_order() {
 fn batches_that_never_left_expire() {
     let start = crate::clock::now();
     let timeout = Duration::from_secs(2);
-    let mut accumulator = Accumulator::new(10, Duration::from_secs(60));
+    let mut accumulator = Accumulator::new(10, 10, Duration::from_secs(60));
     accumulator.append(&key(0), record("old"), 10, start);
     accumulator.append(&key(0), record("new"), 10, start + Duration::from_secs(1));
     assert_eq!(accumulator.next_expiry(timeout), Some(start + timeout));
@@ -120,20 +121,95 @@ fn batches_that_never_left_expire() {
     assert!(accumulator.is_empty());
 }
 
+#[test]
+fn a_ready_batch_grows_until_taken_or_batch_size_max() {
+    let now = crate::clock::now();
+    let mut accumulator = Accumulator::new(100, 300, Duration::from_secs(10));
+    accumulator.append(&key(0), record("a"), 40, now);
+    accumulator.append(&key(0), record("b"), 40, now);
+    // 120 > batch_size: the batch is ready to leave, and takes the record while it waits.
+    let third = accumulator.append(&key(0), record("c"), 40, now);
+    assert!(!third.opened_batch && third.closed_batch);
+    assert_eq!(third.index, 2);
+    assert_eq!(accumulator.ready(now, false), vec![key(0)]);
+    assert_eq!(
+        accumulator.next_linger_deadline(),
+        None,
+        "ready: no linger timer"
+    );
+    // Not taken yet: it grows on, without announcing itself ready again.
+    for value in ["d", "e", "f", "g"] {
+        let appended = accumulator.append(&key(0), record(value), 40, now);
+        assert!(!appended.opened_batch && !appended.closed_batch);
+    }
+    // 320 > batch_size_max: the batch is sealed and the record opens a new one, which grows
+    // the same way behind it.
+    let eighth = accumulator.append(&key(0), record("h"), 40, now);
+    assert!(eighth.opened_batch);
+    assert_eq!(eighth.index, 0);
+    for value in ["i", "j", "k", "l", "m", "n"] {
+        assert!(
+            !accumulator
+                .append(&key(0), record(value), 40, now)
+                .opened_batch
+        );
+    }
+    assert!(
+        accumulator
+            .append(&key(0), record("o"), 40, now)
+            .opened_batch
+    );
+    // Taken at once, a ready batch leaves at about batch_size.
+    let sizes: Vec<(usize, usize)> = std::iter::from_fn(|| accumulator.take(&key(0)))
+        .map(|batch| (batch.records.len(), batch.bytes))
+        .collect();
+    assert_eq!(sizes, vec![(7, 280), (7, 280), (1, 40)]);
+    accumulator.append(&key(0), record("p"), 60, now);
+    accumulator.append(&key(0), record("q"), 60, now);
+    let taken = accumulator.take(&key(0)).unwrap();
+    assert_eq!((taken.records.len(), taken.bytes), (2, 120));
+}
+
+#[test]
+fn batches_stay_at_batch_size_when_batch_size_max_is_not_above_it() {
+    let now = crate::clock::now();
+    for batch_size_max in [0, 50, 100] {
+        let mut accumulator = Accumulator::new(100, batch_size_max, Duration::ZERO);
+        for value in ["a", "b", "c", "d", "e"] {
+            accumulator.append(&key(0), record(value), 40, now);
+        }
+        let sizes: Vec<usize> = std::iter::from_fn(|| accumulator.take(&key(0)))
+            .map(|batch| batch.records.len())
+            .collect();
+        assert_eq!(sizes, vec![2, 2, 1], "batch_size_max {batch_size_max}");
+    }
+}
+
 proptest::proptest! {
-    /// Whatever the sizes, every record comes out exactly once, in order, and no batch but a
-    /// single-record one exceeds `batch_size`.
+    /// Whatever the sizes and however appends and takes interleave, every record comes out
+    /// exactly once, in order, and no batch but a single-record one exceeds `batch_size_max`
+    /// (`batch_size` when both are the same).
     #[test]
-    fn every_record_leaves_once_in_order(sizes in proptest::collection::vec(1usize..300, 1..200)) {
+    fn every_record_leaves_once_in_order(
+        sizes in proptest::collection::vec(1usize..300, 1..200),
+        growth in 0usize..1000,
+        take_every in 1usize..20,
+    ) {
         let now = crate::clock::now();
         let batch_size = 256;
-        let mut accumulator = Accumulator::new(batch_size, Duration::ZERO);
+        let batch_size_max = batch_size + growth;
+        let mut accumulator = Accumulator::new(batch_size, batch_size_max, Duration::ZERO);
+        let mut batches = Vec::new();
         for (index, size) in sizes.iter().enumerate() {
             accumulator.append(&key(0), record(&index.to_string()), *size, now);
+            if index % take_every == 0 {
+                batches.extend(accumulator.take(&key(0)));
+            }
         }
+        batches.extend(std::iter::from_fn(|| accumulator.take(&key(0))));
         let mut seen = 0usize;
-        while let Some(batch) = accumulator.take(&key(0)) {
-            proptest::prop_assert!(batch.records.len() == 1 || batch.bytes <= batch_size);
+        for batch in batches {
+            proptest::prop_assert!(batch.records.len() == 1 || batch.bytes <= batch_size_max);
             for record in batch.records {
                 proptest::prop_assert_eq!(record.value.unwrap(), Bytes::from(seen.to_string()));
                 seen += 1;
