@@ -97,7 +97,8 @@ def summary(out):
 
     quinn = {row["direction"]: row for row in lines(out / "quinn-stream.json")}
     ledge = {name: (lines(out / f"ledge-{name}.json") or [None])[0] for name in
-             ("produce-all", "produce-one", "produce-one-16k", "consume", "e2e-one", "e2e-all")}
+             ("produce-all", "produce-all-default", "produce-one", "produce-one-16k", "consume",
+              "e2e-one", "e2e-all")}
     startup_runs = load(out / "startup.json")
 
     sync_before, sync_after = fio_bw("seqsync-before"), fio_bw("seqsync-after")
@@ -145,10 +146,10 @@ def summary(out):
     print("| figure | target | Ledge | limit | ratio | met? |")
     print("|---|---|---|---|---|---|")
 
-    def ratio_row(label, target_text, measured, limit, floor, unit="MB/s"):
+    def ratio_row(label, target_text, measured, limit, floor, unit="MB/s", context=False):
         ratio = measured / limit if measured and limit else None
-        met = "—" if ratio is None else ("yes" if ratio >= floor else
-                                         f"**no** ({floor / ratio:.1f}x short)")
+        met = "—" if ratio is None or context else (
+            "yes" if ratio >= floor else f"**no** ({floor / ratio:.1f}x short)")
         print(f"| {label} | {target_text} | {fmt(measured)} {unit} | {fmt(limit)} {unit} | "
               f"{fmt(ratio, '.2f')} | {met} |")
 
@@ -156,21 +157,27 @@ def summary(out):
         row = ledge.get(name)
         return row["mb_per_s"] if row else None
 
-    ratio_row("produce 1 KiB, 1 partition, acks=all (1 MiB batches)",
-              "≥ 0.85 × fio 1 MiB + fdatasync", mb("produce-all"), sync_mean, 0.85)
-    ratio_row("produce acks=1 (1 MiB batches)", "≥ 0.70 × quinn up", mb("produce-one"), up, 0.70)
-    ratio_row("produce acks=1 (16 KiB batches, SDK default)", "(context)",
+    ratio_row("produce 1 KiB, 1 partition, acks=all (SDK default batching)",
+              "≥ 0.85 × fio 1 MiB + fdatasync", mb("produce-all-default"), sync_mean, 0.85)
+    ratio_row("produce acks=all, fixed ~1000-record (1 MiB) batches", "(context)",
+              mb("produce-all"), sync_mean, 0.85, context=True)
+    ratio_row("produce acks=1 (SDK default batching)", "≥ 0.70 × quinn up",
               mb("produce-one-16k"), up, 0.70)
+    ratio_row("produce acks=1, fixed ~1000-record (1 MiB) batches", "(context)",
+              mb("produce-one"), up, 0.70, context=True)
     ratio_row("consume from the beginning", "≥ 0.80 × quinn down", mb("consume"), down, 0.80)
 
-    for name, label in (("produce-all", "acks=all"), ("produce-one", "acks=1"),
-                        ("produce-one-16k", "acks=1, 16 KiB batches")):
+    for name, label, target in (
+            ("produce-one", "acks=1, ~1000-record batches", True),
+            ("produce-all", "acks=all, ~1000-record batches", True),
+            ("produce-one-16k", "acks=1, SDK default batching", False),
+            ("produce-all-default", "acks=all, SDK default batching", False)):
         row = ledge.get(name)
         if row and "node_cpu_us_per_record" in row:
             cpu = row["node_cpu_us_per_record"]
-            met = "yes" if cpu <= 3 else f"**no** ({cpu / 3:.1f}x)"
-            print(f"| node CPU per 1 KiB record produced, {label} | ≤ 3 µs | {cpu:.2f} µs | — | "
-                  f"— | {met} |")
+            met = ("yes" if cpu <= 3 else f"**no** ({cpu / 3:.1f}x)") if target else "—"
+            print(f"| node CPU per 1 KiB record produced, {label} | "
+                  f"{'≤ 3 µs' if target else '(context)'} | {cpu:.2f} µs | — | — | {met} |")
     row = ledge.get("consume")
     if row and "node_cpu_us_per_record" in row:
         print(f"| node CPU per 1 KiB record consumed | (context) | "
@@ -231,8 +238,9 @@ def summary(out):
         if row:
             cpu_row(label, row["mb_per_s_median"], row.get("cpu_us_per_mb_median"))
     for name, label in (("produce-all", "Ledge produce acks=all, 1 MiB batches"),
+                        ("produce-all-default", "Ledge produce acks=all, SDK default batching"),
                         ("produce-one", "Ledge produce acks=1, 1 MiB batches"),
-                        ("produce-one-16k", "Ledge produce acks=1, 16 KiB batches"),
+                        ("produce-one-16k", "Ledge produce acks=1, SDK default batching"),
                         ("consume", "Ledge consume")):
         row = ledge.get(name)
         if row and "node_cpu_s" in row and "bench_cpu_s" in row and row["bytes"]:

@@ -129,11 +129,13 @@ grep -E 'VmRSS|VmHWM' "/proc/$node_pid/status" >"$out/rss-idle-fresh.txt"
 
 log "ledge: produce, 1 KiB records, 1 partition, acks=all, ~1000-record (1 MiB) batches"
 bench produce-all produce --topic all --records "$records" --batch-bytes 1035000 --acks all
+log "ledge: produce, acks=all, the SDK's default batching (ready at 16 KiB, grows to 512 KiB)"
+bench produce-all-default produce --topic all-default --records "$records" --acks all
 log "fio: 1 MiB writes with fdatasync after each (after Ledge)"
 fio_job seqsync-after --bs=1M --size="$fio_size" --fdatasync=1
 log "ledge: produce, acks=1, same batches"
 bench produce-one produce --topic one --records "$records" --batch-bytes 1035000 --acks 1
-log "ledge: produce, acks=1, the SDK's default 16 KiB batches"
+log "ledge: produce, acks=1, the SDK's default batching"
 bench produce-one-16k produce --topic one-16k --records "$records" --acks 1
 log "ledge: consume the acks=all topic from the beginning"
 bench consume consume --topic all
