@@ -5,10 +5,11 @@
 //! - [`Client`]: the one QUIC connection (TLS always on, ALPN `ledge/1`) that everything
 //!   built from it shares. [`ClientConfig`] says where the node is and how to trust it
 //!   ([`Trust::CaFile`] with the node's `<data-dir>/tls/ca.pem`). A lost connection (a node
-//!   restart) is made again on the next request.
+//!   restart) is made again on the next request; after [`Client::close`] nothing is.
 //! - [`Producer`]: [`Producer::send`] enqueues a [`ProducerRecord`] and hands back a
 //!   [`DeliveryFuture`] that resolves to [`RecordMetadata`] once the node acknowledges it.
-//!   Records are batched per partition (`batch_size`, `linger`), optionally compressed, and
+//!   Records are batched per partition (ready at `batch_size` or after `linger`; a ready
+//!   batch keeps growing up to `batch_size_max` until it can leave), optionally compressed, and
 //!   sent idempotently by default: a resent batch is never written twice, and order within a
 //!   partition is kept across retries and node restarts. Keys are partitioned exactly as
 //!   Kafka's Java client does ([`partitioner::murmur2`]).
