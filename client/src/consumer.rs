@@ -1277,7 +1277,12 @@ fn absorb_batches(
             Ok(item) => item,
             // A cut batch at the end of an answer is read whole by the next fetch.
             Err(BatchError::Truncated { .. }) => break,
-            Err(error) => return Err(corrupt(next, error.to_string())),
+            Err(error) => {
+                // Records of good batches before it stay buffered; the next fetch starts at
+                // the bad batch (not at the answer's start, which would hand them out twice).
+                state.fetch_offset = next;
+                return Err(corrupt(next, error.to_string()));
+            }
         };
         let last_offset = header.last_offset();
         if last_offset < next {
@@ -1285,8 +1290,13 @@ fn absorb_batches(
         }
         if !header.is_control() {
             let batch = records.slice_ref(slice);
-            let decoded =
-                decode_batch(&batch, limits).map_err(|error| corrupt(next, error.to_string()))?;
+            let decoded = match decode_batch(&batch, limits) {
+                Ok(decoded) => decoded,
+                Err(error) => {
+                    state.fetch_offset = next;
+                    return Err(corrupt(next, error.to_string()));
+                }
+            };
             for record in decoded.records {
                 if record.offset < next {
                     continue;

@@ -98,6 +98,33 @@ fn a_corrupt_batch_is_an_error() {
     );
 }
 
+/// The records before a corrupt batch are handed out once: the next fetch starts at the bad
+/// batch, not at the answer's start (which handed them out again after the error).
+#[test]
+fn a_corrupt_batch_after_good_ones_keeps_them_and_resumes_at_it() {
+    let mut bytes = BytesMut::new();
+    bytes.extend_from_slice(&batch(0, 3, Compression::None));
+    let mut bad = BytesMut::from(&batch(3, 3, Compression::None)[..]);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    bytes.extend_from_slice(&bad);
+    let mut state = state(0);
+    let error = absorb_batches(
+        &mut state,
+        &partition(),
+        &bytes.freeze(),
+        &DecodeLimits::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, ConsumeError::CorruptBatch { offset: 3, .. }),
+        "{error}"
+    );
+    let offsets: Vec<i64> = state.buffered.iter().map(|record| record.offset).collect();
+    assert_eq!(offsets, vec![0, 1, 2]);
+    assert_eq!(state.fetch_offset, 3, "read again from the bad batch");
+}
+
 #[test]
 fn an_empty_answer_changes_nothing() {
     let mut state = state(7);
