@@ -79,23 +79,34 @@ fn a_cut_batch_at_the_end_is_left_for_the_next_fetch() {
     assert_eq!(state.fetch_offset, 2);
 }
 
-#[test]
-fn a_corrupt_batch_is_an_error() {
-    let mut bytes = BytesMut::from(&batch(0, 3, Compression::None)[..]);
+/// A batch whose last byte is flipped: its CRC no longer matches.
+fn corrupt_batch(base_offset: i64, count: usize) -> BytesMut {
+    let mut bytes = BytesMut::from(&batch(base_offset, count, Compression::None)[..]);
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
-    let mut state = state(0);
+    bytes
+}
+
+/// Absorbs `bytes` into `state`, expecting a corrupt batch at `offset`.
+fn expect_corrupt_at(state: &mut PartitionState, bytes: BytesMut, offset: i64) {
     let error = absorb_batches(
-        &mut state,
+        state,
         &partition(),
         &bytes.freeze(),
         &DecodeLimits::default(),
     )
     .unwrap_err();
     assert!(
-        matches!(error, ConsumeError::CorruptBatch { offset: 0, .. }),
+        matches!(error, ConsumeError::CorruptBatch { offset: at, .. } if at == offset),
         "{error}"
     );
+}
+
+#[test]
+fn a_corrupt_batch_is_an_error() {
+    let mut state = state(0);
+    expect_corrupt_at(&mut state, corrupt_batch(0, 3), 0);
+    assert!(state.buffered.is_empty());
 }
 
 /// The records before a corrupt batch are handed out once: the next fetch starts at the bad
@@ -104,22 +115,9 @@ fn a_corrupt_batch_is_an_error() {
 fn a_corrupt_batch_after_good_ones_keeps_them_and_resumes_at_it() {
     let mut bytes = BytesMut::new();
     bytes.extend_from_slice(&batch(0, 3, Compression::None));
-    let mut bad = BytesMut::from(&batch(3, 3, Compression::None)[..]);
-    let last = bad.len() - 1;
-    bad[last] ^= 0xff;
-    bytes.extend_from_slice(&bad);
+    bytes.extend_from_slice(&corrupt_batch(3, 3));
     let mut state = state(0);
-    let error = absorb_batches(
-        &mut state,
-        &partition(),
-        &bytes.freeze(),
-        &DecodeLimits::default(),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(error, ConsumeError::CorruptBatch { offset: 3, .. }),
-        "{error}"
-    );
+    expect_corrupt_at(&mut state, bytes, 3);
     let offsets: Vec<i64> = state.buffered.iter().map(|record| record.offset).collect();
     assert_eq!(offsets, vec![0, 1, 2]);
     assert_eq!(state.fetch_offset, 3, "read again from the bad batch");
