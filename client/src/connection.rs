@@ -8,7 +8,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +36,8 @@ struct Inner {
     // A tokio mutex: it is held across the handshake so that concurrent requests after a loss
     // wait for one new connection rather than each making their own.
     connection: tokio::sync::Mutex<ConnectionSlot>,
+    /// Set by `close` (with the slot's `closed`), readable without the lock.
+    closed: AtomicBool,
     correlation_id: AtomicU32,
 }
 
@@ -67,6 +69,7 @@ impl Client {
                 endpoint,
                 server_addr,
                 connection: tokio::sync::Mutex::new(ConnectionSlot::default()),
+                closed: AtomicBool::new(false),
                 correlation_id: AtomicU32::new(1),
             }),
         };
@@ -103,6 +106,7 @@ impl Client {
         let connection = {
             let mut slot = self.inner.connection.lock().await;
             slot.closed = true;
+            self.inner.closed.store(true, Ordering::Release);
             slot.current.take()
         };
         if let Some(connection) = connection {
@@ -110,6 +114,11 @@ impl Client {
         }
         // Bounded: a dead node cannot acknowledge the close.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+    }
+
+    /// Whether [`Client::close`] was called: every request fails from then on.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
     }
 
     /// Sends `request` and waits for its answer, allowing `extra_wait` beyond the request

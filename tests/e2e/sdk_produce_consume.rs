@@ -627,3 +627,54 @@ fn a_closed_client_does_not_reconnect() {
         );
     });
 }
+
+// Goal: closing the client under a producer with records still waiting fails those records
+// with `ConnectError::Closed` and lets `Producer::close` return, instead of the idempotent
+// producer asking for a fresh producer id forever.
+#[test]
+fn a_producer_whose_client_closed_fails_its_records_and_closes() {
+    let node = NodeProcess::start();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        create_topic(&client, "abandoned", 1).await;
+        let producer = Producer::new(&client, ProducerConfig::default())
+            .await
+            .expect("producer");
+        let mut deliveries = Vec::new();
+        for index in 0..20_000 {
+            deliveries.push(
+                producer
+                    .send(record("abandoned", index))
+                    .await
+                    .expect("send"),
+            );
+        }
+        client.close().await;
+        tokio::time::timeout(Duration::from_secs(30), producer.close())
+            .await
+            .expect("Producer::close returns once its client is closed");
+        let mut closed = 0;
+        for delivery in deliveries {
+            match tokio::time::timeout(Duration::from_secs(30), delivery)
+                .await
+                .expect("every delivery resolves")
+            {
+                Ok(_) => {}
+                Err(ledge_client::ProduceError::Request(ledge_client::RequestError::Connect(
+                    ledge_client::ConnectError::Closed,
+                ))) => closed += 1,
+                // In flight when the connection went: not known to be written, or a batch
+                // after such a one given up to keep order.
+                Err(
+                    ledge_client::ProduceError::Request(_)
+                    | ledge_client::ProduceError::Aborted { .. },
+                ) => {}
+                Err(other) => panic!("unexpected delivery error: {other}"),
+            }
+        }
+        assert!(
+            closed > 0,
+            "some records were still waiting when the client closed"
+        );
+    });
+}

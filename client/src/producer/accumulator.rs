@@ -212,6 +212,15 @@ impl Accumulator {
         expired
     }
 
+    /// Removes every batch, of every partition.
+    pub(crate) fn take_all(&mut self) -> Vec<(PartitionKey, PendingBatch)> {
+        self.records = 0;
+        std::mem::take(&mut self.queues)
+            .into_iter()
+            .flat_map(|(key, queue)| queue.into_iter().map(move |batch| (key.clone(), batch)))
+            .collect()
+    }
+
     /// The estimated size of the first batch of `key`.
     pub(crate) fn front_bytes(&self, key: &PartitionKey) -> Option<usize> {
         self.queues.get(key)?.front().map(|batch| batch.bytes)

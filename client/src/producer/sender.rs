@@ -46,7 +46,7 @@ use super::completion::{BatchAck, BatchCompletion, place_records};
 use super::{Shared, backoff, init_producer_id};
 use crate::clock;
 use crate::connection::unexpected;
-use crate::error::{ProduceError, RequestError};
+use crate::error::{ConnectError, ProduceError, RequestError};
 
 /// A batch that has left the accumulator: numbered and encoded.
 #[derive(Debug)]
@@ -151,6 +151,11 @@ impl Sender {
         loop {
             let now = clock::now();
             self.expire(now);
+            if self.shared.client.is_closed() {
+                self.fail_waiting(&ProduceError::Request(RequestError::Connect(
+                    ConnectError::Closed,
+                )));
+            }
             while self.send_ready(now) {}
             if self.finished() {
                 return;
@@ -607,6 +612,7 @@ impl Sender {
             return;
         };
         if state.failure.is_none()
+            || self.shared.client.is_closed()
             || state.resetting
             || state.in_flight > 0
             || !state.retries.is_empty()
@@ -629,6 +635,28 @@ impl Sender {
             };
             TaskOutcome::ProducerId { key, result }
         });
+    }
+
+    /// Fails every batch not in flight (never sent, or waiting for a resend) with `error`, and
+    /// stops asking for fresh producer ids: nothing can be sent any more (the client was
+    /// closed), and `Producer::close` must not wait for what will never leave.
+    fn fail_waiting(&mut self, error: &ProduceError) {
+        let waiting = self.shared.lock().accumulator.take_all();
+        for (_, batch) in waiting {
+            batch.completion.complete(Err(error.clone()));
+            self.shared.release(batch.records.len(), batch.bytes);
+        }
+        let mut retries = Vec::new();
+        for state in self.partitions.values_mut() {
+            state.failure.get_or_insert_with(|| (0, error.to_string()));
+            for (order, batch) in std::mem::take(&mut state.retries) {
+                state.unacknowledged.remove(&order);
+                retries.push(batch);
+            }
+        }
+        for batch in retries {
+            self.finish(batch, Err(error.clone()));
+        }
     }
 
     fn finish(&self, batch: SentBatch, outcome: Result<BatchAck, ProduceError>) {
