@@ -97,7 +97,7 @@ def summary(out):
 
     quinn = {row["direction"]: row for row in lines(out / "quinn-stream.json")}
     ledge = {name: (lines(out / f"ledge-{name}.json") or [None])[0] for name in
-             ("produce-all", "produce-all-default", "produce-one", "produce-one-16k", "consume",
+             ("produce-all", "produce-all-default", "produce-one", "produce-one-default", "consume",
               "e2e-one", "e2e-all")}
     startup_runs = load(out / "startup.json")
 
@@ -162,7 +162,7 @@ def summary(out):
     ratio_row("produce acks=all, fixed ~1000-record (1 MiB) batches", "(context)",
               mb("produce-all"), sync_mean, 0.85, context=True)
     ratio_row("produce acks=1 (SDK default batching)", "≥ 0.70 × quinn up",
-              mb("produce-one-16k"), up, 0.70)
+              mb("produce-one-default"), up, 0.70)
     ratio_row("produce acks=1, fixed ~1000-record (1 MiB) batches", "(context)",
               mb("produce-one"), up, 0.70, context=True)
     ratio_row("consume from the beginning", "≥ 0.80 × quinn down", mb("consume"), down, 0.80)
@@ -170,7 +170,7 @@ def summary(out):
     for name, label, target in (
             ("produce-one", "acks=1, ~1000-record batches", True),
             ("produce-all", "acks=all, ~1000-record batches", True),
-            ("produce-one-16k", "acks=1, SDK default batching", False),
+            ("produce-one-default", "acks=1, SDK default batching", False),
             ("produce-all-default", "acks=all, SDK default batching", False)):
         row = ledge.get(name)
         if row and "node_cpu_us_per_record" in row:
@@ -240,7 +240,7 @@ def summary(out):
     for name, label in (("produce-all", "Ledge produce acks=all, 1 MiB batches"),
                         ("produce-all-default", "Ledge produce acks=all, SDK default batching"),
                         ("produce-one", "Ledge produce acks=1, 1 MiB batches"),
-                        ("produce-one-16k", "Ledge produce acks=1, SDK default batching"),
+                        ("produce-one-default", "Ledge produce acks=1, SDK default batching"),
                         ("consume", "Ledge consume")):
         row = ledge.get(name)
         if row and "node_cpu_s" in row and "bench_cpu_s" in row and row["bytes"]:

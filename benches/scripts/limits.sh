@@ -136,7 +136,7 @@ fio_job seqsync-after --bs=1M --size="$fio_size" --fdatasync=1
 log "ledge: produce, acks=1, same batches"
 bench produce-one produce --topic one --records "$records" --batch-bytes 1035000 --acks 1
 log "ledge: produce, acks=1, the SDK's default batching"
-bench produce-one-16k produce --topic one-16k --records "$records" --acks 1
+bench produce-one-default produce --topic one-default --records "$records" --acks 1
 log "ledge: consume the acks=all topic from the beginning"
 bench consume consume --topic all
 log "ledge: e2e at 5,000 records/s of 1 KiB, acks=1, ${e2e_seconds} s"

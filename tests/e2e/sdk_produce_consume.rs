@@ -276,7 +276,9 @@ fn idempotent_resends_across_a_restart_write_no_duplicates() {
         client
     });
     let mut config = ProducerConfig::default();
+    // Many small batches in flight across the restart: fixed 2 KiB batches.
     config.batch_size = 2048;
+    config.batch_size_max = 2048;
     config.linger = Duration::ZERO;
     config.delivery_timeout = Duration::from_secs(60);
     let (producer, deliveries) = runtime.block_on(async {
@@ -637,11 +639,12 @@ fn a_producer_whose_client_closed_fails_its_records_and_closes() {
     runtime().block_on(async {
         let client = connect(&node).await;
         create_topic(&client, "abandoned", 1).await;
-        let producer = Producer::new(&client, ProducerConfig::default())
-            .await
-            .expect("producer");
+        // A long linger keeps the records waiting in the producer when the client closes.
+        let mut config = ProducerConfig::default();
+        config.linger = Duration::from_secs(60);
+        let producer = Producer::new(&client, config).await.expect("producer");
         let mut deliveries = Vec::new();
-        for index in 0..20_000 {
+        for index in 0..100 {
             deliveries.push(
                 producer
                     .send(record("abandoned", index))
@@ -653,28 +656,16 @@ fn a_producer_whose_client_closed_fails_its_records_and_closes() {
         tokio::time::timeout(Duration::from_secs(30), producer.close())
             .await
             .expect("Producer::close returns once its client is closed");
-        let mut closed = 0;
         for delivery in deliveries {
             match tokio::time::timeout(Duration::from_secs(30), delivery)
                 .await
                 .expect("every delivery resolves")
             {
-                Ok(_) => {}
                 Err(ledge_client::ProduceError::Request(ledge_client::RequestError::Connect(
                     ledge_client::ConnectError::Closed,
-                ))) => closed += 1,
-                // In flight when the connection went: not known to be written, or a batch
-                // after such a one given up to keep order.
-                Err(
-                    ledge_client::ProduceError::Request(_)
-                    | ledge_client::ProduceError::Aborted { .. },
-                ) => {}
-                Err(other) => panic!("unexpected delivery error: {other}"),
+                ))) => {}
+                other => panic!("expected ConnectError::Closed, got {other:?}"),
             }
         }
-        assert!(
-            closed > 0,
-            "some records were still waiting when the client closed"
-        );
     });
 }

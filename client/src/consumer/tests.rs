@@ -123,6 +123,22 @@ fn a_corrupt_batch_after_good_ones_keeps_them_and_resumes_at_it() {
     assert_eq!(state.fetch_offset, 3, "read again from the bad batch");
 }
 
+/// The same when the bad batch is caught by its header (here its magic byte), before any
+/// CRC check.
+#[test]
+fn a_batch_with_a_bad_header_after_good_ones_resumes_at_it() {
+    let mut bytes = BytesMut::new();
+    bytes.extend_from_slice(&batch(0, 3, Compression::None));
+    let mut bad = BytesMut::from(&batch(3, 3, Compression::None)[..]);
+    // base offset (8) + length (4) + partition leader epoch (4), then the magic byte.
+    bad[16] = 1;
+    bytes.extend_from_slice(&bad);
+    let mut state = state(0);
+    expect_corrupt_at(&mut state, bytes, 3);
+    assert_eq!(state.buffered.len(), 3);
+    assert_eq!(state.fetch_offset, 3);
+}
+
 #[test]
 fn an_empty_answer_changes_nothing() {
     let mut state = state(7);

@@ -57,7 +57,10 @@ pub(crate) struct Appended {
     /// The record opened a batch: the sender must arm a linger timer for it.
     pub(crate) opened_batch: bool,
     /// A batch of this partition became ready to send because of this record.
-    pub(crate) closed_batch: bool,
+    pub(crate) became_ready: bool,
+    /// The record went into a batch that was already ready (it grows until taken): the
+    /// sticky partitioner should move on, as if that batch had just completed.
+    pub(crate) joined_ready_batch: bool,
 }
 
 #[derive(Debug)]
@@ -65,17 +68,25 @@ pub(crate) struct Accumulator {
     batch_size: usize,
     /// How far a ready batch may grow while it waits to be taken.
     batch_size_max: usize,
+    /// How long after its first record a batch may still grow past `batch_size`.
+    grow_for: Duration,
     linger: Duration,
     queues: BTreeMap<PartitionKey, VecDeque<PendingBatch>>,
     records: usize,
 }
 
 impl Accumulator {
-    pub(crate) fn new(batch_size: usize, batch_size_max: usize, linger: Duration) -> Self {
+    pub(crate) fn new(
+        batch_size: usize,
+        batch_size_max: usize,
+        grow_for: Duration,
+        linger: Duration,
+    ) -> Self {
         let batch_size = batch_size.max(1);
         Self {
             batch_size,
             batch_size_max: batch_size_max.max(batch_size),
+            grow_for,
             linger,
             queues: BTreeMap::new(),
             records: 0,
@@ -83,8 +94,8 @@ impl Accumulator {
     }
 
     /// Appends `record` (of estimated size `bytes`) to the open batch of `key`, or to a new one
-    /// when the open one is closed or would grow past `batch_size_max`. A record larger than
-    /// that gets a batch of its own.
+    /// when the open one is closed or would grow past `batch_size_max` (past `batch_size`
+    /// once it is `grow_for` old). A record larger than that gets a batch of its own.
     pub(crate) fn append(
         &mut self,
         key: &PartitionKey,
@@ -94,20 +105,25 @@ impl Accumulator {
     ) -> Appended {
         let batch_size = self.batch_size;
         let batch_size_max = self.batch_size_max;
+        let grow_for = self.grow_for;
         let queue = match self.queues.get_mut(key) {
             Some(queue) => queue,
             None => self.queues.entry(key.clone()).or_default(),
         };
-        let mut closed_batch = false;
-        let fits = queue
-            .back()
-            .is_some_and(|open| !open.closed && open.bytes.saturating_add(bytes) <= batch_size_max);
+        let mut became_ready = false;
+        let fits = queue.back().is_some_and(|open| {
+            let grown = open.bytes.saturating_add(bytes);
+            // Past `batch_size` only while young: a record joining a batch that has waited
+            // long would inherit its age, and with it an early delivery timeout.
+            let young = now.saturating_duration_since(open.created) < grow_for;
+            !open.closed && (grown <= batch_size || (grown <= batch_size_max && young))
+        });
         if !fits
             && let Some(open) = queue.back_mut()
             && !open.closed
         {
             open.closed = true;
-            closed_batch = true;
+            became_ready = !open.full;
         }
         let opened_batch = !fits;
         if opened_batch {
@@ -123,12 +139,13 @@ impl Accumulator {
         let open = queue
             .back_mut()
             .expect("a partition queue has an open batch after the push above");
+        let joined_ready_batch = open.full;
         let index = u32::try_from(open.records.len()).unwrap_or(u32::MAX);
         open.records.push(record);
         open.bytes = open.bytes.saturating_add(bytes);
         if open.bytes >= batch_size && !open.full {
             open.full = true;
-            closed_batch = true;
+            became_ready = true;
         }
         if open.bytes >= batch_size_max {
             open.closed = true;
@@ -138,11 +155,13 @@ impl Accumulator {
             completion: open.completion.clone(),
             index,
             opened_batch,
-            closed_batch,
+            became_ready,
+            joined_ready_batch,
         }
     }
 
-    /// Partitions whose first batch may leave now: closed, `linger` old, or `flush` is set.
+    /// Partitions whose first batch may leave now: full (`batch_size` reached), closed,
+    /// `linger` old, or `flush` is set.
     pub(crate) fn ready(&self, now: Instant, flush: bool) -> Vec<PartitionKey> {
         self.queues
             .iter()

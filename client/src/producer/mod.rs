@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ledge_protocol::wire::{self, Acks, ErrorCode, NODE_PARTITIONED, Request, Response};
-use ledge_protocol::{Compression, Header, Record};
+use ledge_protocol::{BATCH_HEADER_BYTES, Compression, Header, Record};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::clock;
@@ -110,8 +110,11 @@ pub struct ProducerConfig {
     /// How far a ready batch keeps growing until the sender takes it (it may not yet: the
     /// partition's in-flight limit, batches queued ahead): records that would wait anyway
     /// join it instead of queueing up as many `batch_size` batches, one request each. Capped
-    /// by `max_request_size`; at or below `batch_size`, batches never grow past `batch_size`
-    /// (Kafka's behaviour). Default 512 KiB.
+    /// by `max_request_size` (less the batch header), and only for `delivery_timeout / 2`
+    /// after a batch's first record; at or below `batch_size`, batches never grow past
+    /// `batch_size` (Kafka's behaviour). Keep it within the topic's `max.message.bytes`
+    /// (1 MiB by default): a larger batch is refused whole (`MessageTooLarge`), and this
+    /// size is only reached under load. Default 512 KiB.
     pub batch_size_max: usize,
     /// Longest a batch waits for more records before it is sent. Default 5 ms.
     pub linger: Duration,
@@ -354,7 +357,11 @@ impl Producer {
             state: Mutex::new(State {
                 accumulator: Accumulator::new(
                     config.batch_size,
-                    config.batch_size_max.min(config.max_request_size),
+                    // The batch header is not in the records' estimated sizes.
+                    config
+                        .batch_size_max
+                        .min(config.max_request_size.saturating_sub(BATCH_HEADER_BYTES)),
+                    config.delivery_timeout / 2,
                     config.linger,
                 ),
                 partitioner,
@@ -448,7 +455,9 @@ impl Producer {
                 headers: record.headers,
             };
             let appended = state.accumulator.append(&key, record, bytes, now);
-            if appended.closed_batch && partition != NODE_PARTITIONED {
+            if (appended.became_ready || appended.joined_ready_batch)
+                && partition != NODE_PARTITIONED
+            {
                 state
                     .partitioner
                     .on_batch_complete(&topic.name, partition, topic.partition_count);
@@ -457,7 +466,7 @@ impl Producer {
             (appended, partition)
         };
         let (appended, partition) = appended;
-        if appended.opened_batch || appended.closed_batch {
+        if appended.opened_batch || appended.became_ready {
             shared.wake.notify_one();
         }
         Ok(DeliveryFuture::new(

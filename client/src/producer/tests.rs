@@ -52,7 +52,7 @@ fn size_estimate_is_an_upper_bound_of_the_encoding() {
         &ledge_protocol::EncodeOptions::default(),
     )
     .unwrap();
-    let record_bytes = encoded.len() - ledge_protocol::BATCH_HEADER_BYTES;
+    let record_bytes = encoded.len() - BATCH_HEADER_BYTES;
     assert!(estimate >= record_bytes, "{estimate} < {record_bytes}");
     assert!(estimate < record_bytes + 64);
 }

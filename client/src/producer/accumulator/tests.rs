@@ -27,11 +27,12 @@ fn record(value: &str) -> Record {
 #[test]
 fn batches_close_at_batch_size_and_a_new_one_opens() {
     let now = crate::clock::now();
-    let mut accumulator = Accumulator::new(100, 100, Duration::from_secs(10));
+    let mut accumulator =
+        Accumulator::new(100, 100, Duration::from_secs(60), Duration::from_secs(10));
     let first = accumulator.append(&key(0), record("a"), 40, now);
-    assert!(first.opened_batch && !first.closed_batch);
+    assert!(first.opened_batch && !first.became_ready);
     let second = accumulator.append(&key(0), record("b"), 40, now);
-    assert!(!second.opened_batch && !second.closed_batch);
+    assert!(!second.opened_batch && !second.became_ready);
     assert_eq!(second.index, 1);
     assert!(
         accumulator.ready(now, false).is_empty(),
@@ -39,7 +40,7 @@ fn batches_close_at_batch_size_and_a_new_one_opens() {
     );
     // 120 > 100: the open batch closes and the record opens a new one.
     let third = accumulator.append(&key(0), record("c"), 40, now);
-    assert!(third.opened_batch && third.closed_batch);
+    assert!(third.opened_batch && third.became_ready);
     assert_eq!(third.index, 0);
     assert_eq!(accumulator.ready(now, false), vec![key(0)]);
     let batch = accumulator.take(&key(0)).unwrap();
@@ -52,9 +53,10 @@ fn batches_close_at_batch_size_and_a_new_one_opens() {
 #[test]
 fn a_record_reaching_batch_size_closes_its_batch() {
     let now = crate::clock::now();
-    let mut accumulator = Accumulator::new(100, 100, Duration::from_secs(10));
+    let mut accumulator =
+        Accumulator::new(100, 100, Duration::from_secs(60), Duration::from_secs(10));
     let appended = accumulator.append(&key(0), record("big"), 250, now);
-    assert!(appended.opened_batch && appended.closed_batch);
+    assert!(appended.opened_batch && appended.became_ready);
     assert_eq!(accumulator.ready(now, false), vec![key(0)]);
 }
 
@@ -62,7 +64,7 @@ fn a_record_reaching_batch_size_closes_its_batch() {
 fn linger_and_flush_make_batches_ready() {
     let start = crate::clock::now();
     let linger = Duration::from_millis(5);
-    let mut accumulator = Accumulator::new(1000, 1000, linger);
+    let mut accumulator = Accumulator::new(1000, 1000, Duration::from_secs(60), linger);
     accumulator.append(&key(0), record("a"), 10, start);
     accumulator.append(&key(1), record("b"), 10, start + Duration::from_millis(3));
     assert!(accumulator.ready(start, false).is_empty());
@@ -78,7 +80,7 @@ fn linger_and_flush_make_batches_ready() {
 #[test]
 fn batches_leave_in_append_order() {
     let now = crate::clock::now();
-    let mut accumulator = Accumulator::new(30, 30, Duration::ZERO);
+    let mut accumulator = Accumulator::new(30, 30, Duration::from_secs(60), Duration::ZERO);
     for index in 0..10 {
         accumulator.append(&key(0), record(&index.to_string()), 10, now);
     }
@@ -103,7 +105,8 @@ fn batches_leave_in_append_order() {
 fn batches_that_never_left_expire() {
     let start = crate::clock::now();
     let timeout = Duration::from_secs(2);
-    let mut accumulator = Accumulator::new(10, 10, Duration::from_secs(60));
+    let mut accumulator =
+        Accumulator::new(10, 10, Duration::from_secs(60), Duration::from_secs(60));
     accumulator.append(&key(0), record("old"), 10, start);
     accumulator.append(&key(0), record("new"), 10, start + Duration::from_secs(1));
     assert_eq!(accumulator.next_expiry(timeout), Some(start + timeout));
@@ -124,12 +127,13 @@ fn batches_that_never_left_expire() {
 #[test]
 fn a_ready_batch_grows_until_taken_or_batch_size_max() {
     let now = crate::clock::now();
-    let mut accumulator = Accumulator::new(100, 300, Duration::from_secs(10));
+    let mut accumulator =
+        Accumulator::new(100, 300, Duration::from_secs(60), Duration::from_secs(10));
     accumulator.append(&key(0), record("a"), 40, now);
     accumulator.append(&key(0), record("b"), 40, now);
     // 120 > batch_size: the batch is ready to leave, and takes the record while it waits.
     let third = accumulator.append(&key(0), record("c"), 40, now);
-    assert!(!third.opened_batch && third.closed_batch);
+    assert!(!third.opened_batch && third.became_ready);
     assert_eq!(third.index, 2);
     assert_eq!(accumulator.ready(now, false), vec![key(0)]);
     assert_eq!(
@@ -140,7 +144,7 @@ fn a_ready_batch_grows_until_taken_or_batch_size_max() {
     // Not taken yet: it grows on, without announcing itself ready again.
     for value in ["d", "e", "f", "g"] {
         let appended = accumulator.append(&key(0), record(value), 40, now);
-        assert!(!appended.opened_batch && !appended.closed_batch);
+        assert!(!appended.opened_batch && !appended.became_ready);
     }
     // 320 > batch_size_max: the batch is sealed and the record opens a new one, which grows
     // the same way behind it.
@@ -171,10 +175,32 @@ fn a_ready_batch_grows_until_taken_or_batch_size_max() {
 }
 
 #[test]
+fn a_ready_batch_stops_growing_once_grow_for_has_passed() {
+    let start = crate::clock::now();
+    let grow_for = Duration::from_secs(1);
+    let mut accumulator = Accumulator::new(100, 300, grow_for, Duration::from_secs(10));
+    for value in ["a", "b", "c"] {
+        accumulator.append(&key(0), record(value), 40, start);
+    }
+    // Ready (120 > 100) and young: the record joins it, and says so (the sticky partitioner
+    // moves on).
+    let joined = accumulator.append(&key(0), record("d"), 40, start + grow_for / 2);
+    assert!(!joined.opened_batch && joined.joined_ready_batch && !joined.became_ready);
+    // Older than grow_for: a record that joined now would inherit its age; a new batch opens.
+    let late = accumulator.append(&key(0), record("e"), 40, start + grow_for);
+    assert!(late.opened_batch && !late.joined_ready_batch);
+    let sizes: Vec<usize> = std::iter::from_fn(|| accumulator.take(&key(0)))
+        .map(|batch| batch.records.len())
+        .collect();
+    assert_eq!(sizes, vec![4, 1]);
+}
+
+#[test]
 fn batches_stay_at_batch_size_when_batch_size_max_is_not_above_it() {
     let now = crate::clock::now();
     for batch_size_max in [0, 50, 100] {
-        let mut accumulator = Accumulator::new(100, batch_size_max, Duration::ZERO);
+        let mut accumulator =
+            Accumulator::new(100, batch_size_max, Duration::from_secs(60), Duration::ZERO);
         for value in ["a", "b", "c", "d", "e"] {
             accumulator.append(&key(0), record(value), 40, now);
         }
@@ -198,7 +224,7 @@ proptest::proptest! {
         let now = crate::clock::now();
         let batch_size = 256;
         let batch_size_max = batch_size + growth;
-        let mut accumulator = Accumulator::new(batch_size, batch_size_max, Duration::ZERO);
+        let mut accumulator = Accumulator::new(batch_size, batch_size_max, Duration::from_secs(60), Duration::ZERO);
         let mut batches = Vec::new();
         for (index, size) in sizes.iter().enumerate() {
             accumulator.append(&key(0), record(&index.to_string()), *size, now);
