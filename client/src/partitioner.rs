@@ -83,9 +83,14 @@ impl Partitioner for DefaultPartitioner {
     }
 
     fn on_batch_complete(&mut self, topic: &str, partition: u32, partition_count: u32) {
-        if self.sticky.get(topic) == Some(&partition) {
+        let Some(&current) = self.sticky.get(topic) else {
+            return;
+        };
+        if current == partition {
             let next = self.pick_other(partition_count, Some(partition));
-            self.sticky.insert(topic.to_string(), next);
+            if let Some(sticky) = self.sticky.get_mut(topic) {
+                *sticky = next;
+            }
         }
     }
 }

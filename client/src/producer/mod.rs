@@ -424,6 +424,8 @@ impl Producer {
         }
         let timestamp = record.timestamp.unwrap_or_else(clock::wall_time_ms);
         let now = clock::now();
+        // Only the partitioner's own (keyless) choices stick to a partition per batch.
+        let sticky = record.partition.is_none() && record.key.is_none();
         let appended = {
             let mut state = shared.lock();
             let partition = match record.partition {
@@ -455,7 +457,7 @@ impl Producer {
                 headers: record.headers,
             };
             let appended = state.accumulator.append(&key, record, bytes, now);
-            if (appended.became_ready || appended.joined_ready_batch)
+            if (appended.became_ready || (sticky && appended.joined_ready_batch))
                 && partition != NODE_PARTITIONED
             {
                 state
