@@ -213,10 +213,13 @@ pub enum ProduceError {
         /// The node's explanation.
         message: String,
     },
-    /// One record is larger than `max_request_size`; it was not sent.
-    #[error("record of about {bytes} bytes exceeds max_request_size ({limit} bytes)")]
+    /// One record, in a batch of its own, is larger than `max_request_size`; it was not sent.
+    #[error(
+        "record of about {bytes} bytes (in a batch of its own) exceeds max_request_size \
+         ({limit} bytes)"
+    )]
     RecordTooLarge {
-        /// Estimated encoded size.
+        /// Estimated encoded size, with the batch header.
         bytes: usize,
         /// `ProducerConfig::max_request_size`.
         limit: usize,

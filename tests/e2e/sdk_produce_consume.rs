@@ -669,3 +669,41 @@ fn a_producer_whose_client_closed_fails_its_records_and_closes() {
         }
     });
 }
+
+// Goal: a record too large to send is refused by `send` with a clear error, also when it is
+// only too large once the batch header is counted (it used to pass the SDK's check and be
+// refused by the node), while a large record that fits is written.
+#[test]
+fn records_too_large_for_a_request_are_refused_by_send() {
+    let node = NodeProcess::start();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        create_topic(&client, "large", 1).await;
+        let producer = Producer::new(&client, ProducerConfig::default())
+            .await
+            .expect("producer");
+        let limit = ledge_client::MAX_REQUEST_SIZE_DEFAULT;
+        for value_bytes in [limit - 36, limit + 1] {
+            match producer
+                .send(ProducerRecord::new("large", vec![7u8; value_bytes]))
+                .await
+            {
+                Err(ledge_client::ProduceError::RecordTooLarge { bytes, limit: said }) => {
+                    assert!(bytes > said, "{bytes} > {said}");
+                    assert_eq!(said, limit);
+                }
+                other => {
+                    panic!("a {value_bytes}-byte value: expected RecordTooLarge, got {other:?}")
+                }
+            }
+        }
+        let written = producer
+            .send(ProducerRecord::new("large", vec![7u8; limit - 1024]))
+            .await
+            .expect("send")
+            .await
+            .expect("a record that fits is written");
+        assert_eq!(written.offset, Some(0));
+        producer.close().await;
+    });
+}

@@ -393,9 +393,12 @@ impl Producer {
             return Err(ProduceError::Closed);
         }
         let bytes = estimated_size(&record);
-        if bytes > shared.config.max_request_size {
+        // Alone in its batch, the record still carries the batch header: with the node's
+        // default limit (1 MiB + 12 bytes) a record just under 1 MiB would pass here and be
+        // refused there.
+        if bytes.saturating_add(BATCH_HEADER_BYTES) > shared.config.max_request_size {
             return Err(ProduceError::RecordTooLarge {
-                bytes,
+                bytes: bytes.saturating_add(BATCH_HEADER_BYTES),
                 limit: shared.config.max_request_size,
             });
         }
