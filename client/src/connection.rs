@@ -4,7 +4,8 @@
 //! and the request/response exchange (one bidirectional stream per request). Does not own:
 //! retries. A request that fails because the connection broke or timed out returns a
 //! retriable [`RequestError`] and drops the connection, so the next request reconnects; the
-//! producer and consumer decide whether to send again.
+//! producer and consumer decide whether to send again. After [`Client::close`] nothing
+//! reconnects: requests fail with [`ConnectError::Closed`].
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

@@ -181,7 +181,7 @@ struct ProducerArgs {
     /// A partition's batch is ready to leave at this many bytes (the SDK's `batch_size`).
     #[arg(long, default_value_t = ledge_client::BATCH_SIZE_DEFAULT)]
     batch_bytes: usize,
-    /// How far a ready batch grows while its partition cannot send (the SDK's
+    /// How far a ready batch grows until the SDK's sender takes it (the SDK's
     /// `batch_size_max`); at or below `--batch-bytes`, batches stay at `--batch-bytes`.
     #[arg(long, default_value_t = ledge_client::BATCH_SIZE_MAX_DEFAULT)]
     batch_max_bytes: usize,
