@@ -1272,49 +1272,48 @@ fn absorb_batches(
         message,
     };
     let mut next = state.fetch_offset;
-    for item in BatchIter::new(records) {
-        let (header, slice) = match item {
-            Ok(item) => item,
-            // A cut batch at the end of an answer is read whole by the next fetch.
-            Err(BatchError::Truncated { .. }) => break,
-            Err(error) => {
-                // Records of good batches before it stay buffered; the next fetch starts at
-                // the bad batch (not at the answer's start, which would hand them out twice).
-                state.fetch_offset = next;
-                return Err(corrupt(next, error.to_string()));
-            }
-        };
-        let last_offset = header.last_offset();
-        if last_offset < next {
-            continue;
-        }
-        if !header.is_control() {
-            let batch = records.slice_ref(slice);
-            let decoded = match decode_batch(&batch, limits) {
-                Ok(decoded) => decoded,
-                Err(error) => {
-                    state.fetch_offset = next;
-                    return Err(corrupt(next, error.to_string()));
-                }
+    let decoded_all = 'decode: {
+        for item in BatchIter::new(records) {
+            let (header, slice) = match item {
+                Ok(item) => item,
+                // A cut batch at the end of an answer is read whole by the next fetch.
+                Err(BatchError::Truncated { .. }) => break,
+                Err(error) => break 'decode Err(corrupt(next, error.to_string())),
             };
-            for record in decoded.records {
-                if record.offset < next {
-                    continue;
-                }
-                state.buffered.push_back(ConsumerRecord {
-                    topic: state.topic.clone(),
-                    partition: partition.partition,
-                    offset: record.offset,
-                    timestamp: record.timestamp,
-                    key: record.key,
-                    value: record.value,
-                    headers: record.headers,
-                });
+            let last_offset = header.last_offset();
+            if last_offset < next {
+                continue;
             }
+            if !header.is_control() {
+                let batch = records.slice_ref(slice);
+                let decoded = match decode_batch(&batch, limits) {
+                    Ok(decoded) => decoded,
+                    Err(error) => break 'decode Err(corrupt(next, error.to_string())),
+                };
+                for record in decoded.records {
+                    if record.offset < next {
+                        continue;
+                    }
+                    state.buffered.push_back(ConsumerRecord {
+                        topic: state.topic.clone(),
+                        partition: partition.partition,
+                        offset: record.offset,
+                        timestamp: record.timestamp,
+                        key: record.key,
+                        value: record.value,
+                        headers: record.headers,
+                    });
+                }
+            }
+            next = last_offset.saturating_add(1);
         }
-        next = last_offset.saturating_add(1);
-    }
+        Ok(())
+    };
+    // After a bad batch, `next` is where it starts: records of good batches before it stay
+    // buffered and the next fetch asks from the bad batch (not from the answer's start, which
+    // would hand them out twice).
     state.fetch_offset = next;
+    decoded_all?;
     if state.buffered.is_empty() {
         state.position = Some(next);
     }

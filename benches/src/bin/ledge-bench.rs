@@ -954,7 +954,8 @@ async fn consume(
     ))
 }
 
-/// Waits for every reader task (consumers, group members); the records and bytes they read.
+/// Waits for every reader task (consumers, group members): the records and bytes they read,
+/// and when the last of them read its last record.
 async fn join_readers(
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<ReadOutcome>>>,
     what: &str,

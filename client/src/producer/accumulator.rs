@@ -44,8 +44,6 @@ pub(crate) struct PendingBatch {
     pub(crate) completion: Arc<BatchCompletion>,
     /// No more records go in.
     pub(crate) closed: bool,
-    /// Reached `batch_size`: ready to leave (it still grows until taken or sealed).
-    pub(crate) full: bool,
 }
 
 /// What [`Accumulator::append`] did.
@@ -123,7 +121,7 @@ impl Accumulator {
             && !open.closed
         {
             open.closed = true;
-            became_ready = !open.full;
+            became_ready = open.bytes < batch_size;
         }
         let opened_batch = !fits;
         if opened_batch {
@@ -133,18 +131,16 @@ impl Accumulator {
                 created: now,
                 completion: Arc::default(),
                 closed: false,
-                full: false,
             });
         }
         let open = queue
             .back_mut()
             .expect("a partition queue has an open batch after the push above");
-        let joined_ready_batch = open.full;
+        let joined_ready_batch = open.bytes >= batch_size;
         let index = u32::try_from(open.records.len()).unwrap_or(u32::MAX);
         open.records.push(record);
         open.bytes = open.bytes.saturating_add(bytes);
-        if open.bytes >= batch_size && !open.full {
-            open.full = true;
+        if !joined_ready_batch && open.bytes >= batch_size {
             became_ready = true;
         }
         if open.bytes >= batch_size_max {
@@ -169,7 +165,7 @@ impl Accumulator {
                 queue.front().is_some_and(|batch| {
                     flush
                         || batch.closed
-                        || batch.full
+                        || batch.bytes >= self.batch_size
                         || now >= batch.created.checked_add(self.linger).unwrap_or(now)
                 })
             })
@@ -183,7 +179,7 @@ impl Accumulator {
         self.queues
             .values()
             .filter_map(VecDeque::front)
-            .filter(|batch| !batch.closed && !batch.full)
+            .filter(|batch| !batch.closed && batch.bytes < self.batch_size)
             .map(|batch| batch.created + self.linger)
             .min()
     }
@@ -250,7 +246,7 @@ impl Accumulator {
         self.queues.iter().filter_map(|(key, queue)| {
             queue
                 .front()
-                .filter(|batch| !batch.closed && !batch.full)
+                .filter(|batch| !batch.closed && batch.bytes < self.batch_size)
                 .map(|batch| (key, batch.created))
         })
     }

@@ -324,10 +324,7 @@ impl Sender {
         let bytes = match encode_batch(&pending.records, &options) {
             Ok(bytes) => bytes,
             Err(error) => {
-                pending
-                    .completion
-                    .complete(Err(ProduceError::Encode(error.to_string())));
-                self.shared.release(record_count, pending.bytes);
+                self.fail_unsent(pending, ProduceError::Encode(error.to_string()));
                 return None;
             }
         };
@@ -643,8 +640,7 @@ impl Sender {
     fn fail_waiting(&mut self, error: &ProduceError) {
         let waiting = self.shared.lock().accumulator.take_all();
         for (_, batch) in waiting {
-            batch.completion.complete(Err(error.clone()));
-            self.shared.release(batch.records.len(), batch.bytes);
+            self.fail_unsent(batch, error.clone());
         }
         let mut retries = Vec::new();
         for state in self.partitions.values_mut() {
@@ -664,18 +660,22 @@ impl Sender {
         self.shared.release(batch.record_count, batch.memory);
     }
 
+    /// Fails a batch that never left the accumulator (or could not be encoded).
+    fn fail_unsent(&self, batch: PendingBatch, error: ProduceError) {
+        batch.completion.complete(Err(error));
+        self.shared.release(batch.records.len(), batch.bytes);
+    }
+
     /// Fails batches older than `delivery_timeout`: those that never left, and resends.
     fn expire(&mut self, now: Instant) {
         let timeout = self.config().delivery_timeout;
         let expired = self.shared.lock().accumulator.take_expired(now, timeout);
         for (_, batch) in expired {
-            batch
-                .completion
-                .complete(Err(ProduceError::DeliveryTimeout {
-                    timeout,
-                    last_error: "none: the batch was never sent".into(),
-                }));
-            self.shared.release(batch.records.len(), batch.bytes);
+            let error = ProduceError::DeliveryTimeout {
+                timeout,
+                last_error: "none: the batch was never sent".into(),
+            };
+            self.fail_unsent(batch, error);
         }
         let mut due = Vec::new();
         for state in self.partitions.values_mut() {
