@@ -1439,6 +1439,9 @@ impl<D: Disk> Broker<D> {
     ) -> (ErrorCode, String) {
         let code = match &error {
             AppendError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+            // Records that do not match their (intact) header: the same bytes will fail
+            // again, so the code is not a retriable one.
+            AppendError::InvalidRecords(_) => ErrorCode::InvalidRecord,
             AppendError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
             AppendError::Disk(disk) if disk.is_out_of_space() => ErrorCode::DiskFull,
             AppendError::Disk(_) => ErrorCode::StorageError,

@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ledge_protocol::{
-    BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BatchError, BatchHeader, BatchIter,
-    EncodeOptions, decode_batch, encode_batch_with_deltas, set_base_offset,
-    set_partition_leader_epoch, validate_batch,
+    BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BatchError, BatchHeader, BatchIter, DecodeError,
+    DecodeLimits, EncodeOptions, decode_batch, encode_batch_with_deltas, set_base_offset,
+    set_partition_leader_epoch, validate_batch, validate_batch_records,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -81,6 +81,15 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 /// Default of [`LogConfig::batch_bytes_max`]: Kafka's `max.message.bytes` default.
 pub const BATCH_BYTES_MAX_DEFAULT: u64 = 1_048_588;
+/// What an append may cost to check a batch's records ([`validate_batch_records`]): at most
+/// 64 MiB of decompressed records, 1 Mi records and 1 Mi record headers per batch (the
+/// protocol's [`DecodeLimits`] defaults, which readers use too, so anything appended can be
+/// read back). A batch over them is refused with [`AppendError::InvalidRecords`].
+pub const APPEND_DECODE_LIMITS: DecodeLimits = DecodeLimits {
+    decompressed_bytes_max: 64 * 1024 * 1024,
+    records_max: 1 << 20,
+    headers_max: 1 << 20,
+};
 /// Default of [`LogConfig::commit_bytes_max`].
 pub const COMMIT_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024;
 
@@ -165,6 +174,12 @@ pub enum AppendError {
     /// The bytes are not one valid RecordBatch v2 (bad CRC, length, magic...).
     #[error("invalid record batch: {0}")]
     InvalidBatch(#[from] BatchError),
+    /// The batch's records do not match its header: fewer or more than `record_count`, or
+    /// malformed (lengths past the batch, bad offset deltas, non-UTF-8 header keys), or
+    /// over [`APPEND_DECODE_LIMITS`]. The producer wrote it that way (its CRC is intact), so
+    /// a retry with the same bytes fails the same way.
+    #[error("invalid records in batch: {0}")]
+    InvalidRecords(#[source] DecodeError),
     /// The batch is over `max.message.bytes`.
     #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
     BatchTooLarge {
@@ -551,8 +566,8 @@ impl<D: Disk> PartitionLog<D> {
 
     /// Appends one RecordBatch v2 and returns the offsets the log stamped on it.
     ///
-    /// The batch's CRC and framing are checked here, on the caller's task, so the writer
-    /// only copies and writes. Its base offset and partition leader epoch are overwritten
+    /// The batch's CRC, framing and records (their count and layout, not their contents)
+    /// are checked here, on the caller's task, so the writer only copies and writes. Its base offset and partition leader epoch are overwritten
     /// (the CRC does not cover them).
     pub async fn append(
         &self,
@@ -589,7 +604,13 @@ impl<D: Disk> PartitionLog<D> {
         if size > max {
             return Err(AppendError::BatchTooLarge { size, max });
         }
-        let header = validate_batch(&batch)?;
+        let header = validate_batch_records(&batch, &APPEND_DECODE_LIMITS).map_err(|error| {
+            match error {
+                // Header, framing and CRC errors keep their own variant (a damaged batch).
+                DecodeError::Batch(error) => AppendError::InvalidBatch(error),
+                other => AppendError::InvalidRecords(other),
+            }
+        })?;
         // A producer's batch covers exactly its records: a larger last offset delta (legal
         // only after compaction) would let a client burn offsets without writing records.
         let exact = header.record_count >= 1 && header.last_offset_delta == header.record_count - 1;
@@ -1077,12 +1098,18 @@ impl<D: Disk> PartitionLog<D> {
                 position: 0,
                 reason: error.to_string(),
             })?;
-            index.note_batch(
-                output.len() as u64,
-                header.base_offset,
-                header.max_timestamp,
-                rewritten.len() as u64,
-            );
+            index
+                .note_batch(
+                    output.len() as u64,
+                    header.base_offset,
+                    header.max_timestamp,
+                    rewritten.len() as u64,
+                )
+                .map_err(|error| CompactError::Corrupt {
+                    path: path.clone(),
+                    position: output.len() as u64,
+                    reason: error.to_string(),
+                })?;
             output.extend_from_slice(&rewritten);
         }
         let already_compacted = {
@@ -1439,6 +1466,7 @@ async fn load_producer_states<D: Disk>(
         let size = file.len().await?;
         let (_, _, problem) = scan_segment(&file, base, size, config, &mut |header, _, _| {
             producers.record(header, header.base_offset, config.producers_max);
+            Ok(())
         })
         .await?;
         if let Some((position, reason)) = problem {
@@ -1521,7 +1549,7 @@ async fn scan_segment<F: DiskFile>(
     base: i64,
     file_len: u64,
     config: &LogConfig,
-    on_batch: &mut (dyn FnMut(&BatchHeader, u64, u64) + Send),
+    on_batch: &mut (dyn FnMut(&BatchHeader, u64, u64) -> Result<(), String> + Send),
 ) -> Result<(u64, i64, Option<(u64, String)>), DiskError> {
     let mut position = SEGMENT_HEADER_BYTES;
     let mut next_offset = base;
@@ -1622,7 +1650,9 @@ async fn open_sealed_segment<D: Disk>(
             let mut index = SegmentIndex::new(base, config.index_interval_bytes);
             let (valid_end, next_offset, problem) =
                 scan_segment(&file, base, size, config, &mut |header, position, bytes| {
-                    index.note_batch(position, header.base_offset, header.max_timestamp, bytes);
+                    index
+                        .note_batch(position, header.base_offset, header.max_timestamp, bytes)
+                        .map_err(|error| error.to_string())
                 })
                 .await?;
             if let Some((position, reason)) = problem {
@@ -1775,8 +1805,11 @@ async fn recover_active_segment<D: Disk>(
         file_len,
         config,
         &mut |header, position, bytes| {
-            index.note_batch(position, header.base_offset, header.max_timestamp, bytes);
+            index
+                .note_batch(position, header.base_offset, header.max_timestamp, bytes)
+                .map_err(|error| error.to_string())?;
             producers.record(header, header.base_offset, config.producers_max);
+            Ok(())
         },
     )
     .await?;
@@ -1986,7 +2019,70 @@ impl<D: Disk> Writer<D> {
         self.shared.write_state().fenced = Some(reason);
     }
 
+    /// Writes a group of appends, rolling the segment wherever the roll rule says, between
+    /// batches: the group is split into parts that each fit the segment they are written
+    /// to, so no segment ever spans more offsets than its index can hold (32-bit relative
+    /// offsets) or more bytes than `segment.bytes`, however many batches one drain takes.
     async fn commit(&mut self, group: Vec<PendingAppend>) {
+        for part in self.split_at_rolls(group) {
+            self.commit_part(part).await;
+        }
+    }
+
+    /// Splits `group` where a roll is due before a batch, as if every batch were written
+    /// (a batch the producer check refuses later only makes its part smaller, never too
+    /// large). `commit_part` then rolls before each part that needs it.
+    fn split_at_rolls(&self, group: Vec<PendingAppend>) -> Vec<Vec<PendingAppend>> {
+        let now_ms = self.clock.wall_time_ms();
+        let policy = self.roll_policy();
+        let (mut segment, mut next_offset) = {
+            let state = self.shared.read_state();
+            let active = state.active();
+            (
+                ActiveSegmentStats {
+                    base_offset: active.base_offset,
+                    size_bytes: active.size_bytes,
+                    first_append_ms: active.first_append_ms,
+                },
+                active.next_offset,
+            )
+        };
+        let mut parts = Vec::new();
+        let mut part: Vec<PendingAppend> = Vec::new();
+        for pending in group {
+            let bytes = pending.batch.len() as u64;
+            let last_offset =
+                next_offset.saturating_add(i64::from(pending.header.last_offset_delta));
+            if segment::roll_reason(&segment, bytes, last_offset, now_ms, &policy).is_some() {
+                if !part.is_empty() {
+                    parts.push(std::mem::take(&mut part));
+                }
+                segment = ActiveSegmentStats {
+                    base_offset: next_offset,
+                    size_bytes: SEGMENT_HEADER_BYTES,
+                    first_append_ms: Some(now_ms),
+                };
+            }
+            segment.size_bytes = segment.size_bytes.saturating_add(bytes);
+            segment.first_append_ms.get_or_insert(now_ms);
+            next_offset = last_offset.saturating_add(1);
+            part.push(pending);
+        }
+        if !part.is_empty() {
+            parts.push(part);
+        }
+        parts
+    }
+
+    fn roll_policy(&self) -> RollPolicy {
+        let config = self.shared.config();
+        RollPolicy {
+            segment_bytes: config.segment_bytes,
+            segment_age_ms: i64::try_from(config.segment_age.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    async fn commit_part(&mut self, group: Vec<PendingAppend>) {
         if let Some(reason) = self.fenced() {
             for pending in group {
                 let _ = pending.reply.send(Err(AppendError::Fenced {
@@ -2013,11 +2109,7 @@ impl<D: Disk> Writer<D> {
                 active.next_offset,
             )
         };
-        let policy = RollPolicy {
-            segment_bytes: self.shared.config().segment_bytes,
-            segment_age_ms: i64::try_from(self.shared.config().segment_age.as_millis())
-                .unwrap_or(i64::MAX),
-        };
+        let policy = self.roll_policy();
         if let Some(reason) = segment::roll_reason(
             &stats,
             total_bytes,
@@ -2151,22 +2243,43 @@ impl<D: Disk> Writer<D> {
             self.fail_write(&*file, start_position, error, staged).await;
             return;
         }
-        {
+        let indexed = {
             let mut state = self.shared.write_state();
             let active = state.active_mut();
-            for batch in staged.iter().filter(|batch| batch.bytes > 0) {
-                active.index.note_batch(
-                    batch.position,
-                    batch.outcome.base_offset,
-                    batch.max_timestamp_ms,
-                    batch.bytes,
-                );
+            // The roll rule keeps every batch within what the index holds; should a batch
+            // still not fit, the index refuses it rather than panic, and the log is fenced
+            // below with the bytes written but never acknowledged or made visible (entries
+            // noted before the refusal lie above the high watermark, where no reader looks,
+            // and the reopen that clears the fence rebuilds the index from the file).
+            let indexed = staged
+                .iter()
+                .filter(|batch| batch.bytes > 0)
+                .try_for_each(|batch| {
+                    active.index.note_batch(
+                        batch.position,
+                        batch.outcome.base_offset,
+                        batch.max_timestamp_ms,
+                        batch.bytes,
+                    )
+                });
+            if indexed.is_ok() {
+                active.size_bytes = start_position + written;
+                active.next_offset = next_offset;
+                if written > 0 {
+                    active.first_append_ms.get_or_insert(now_ms);
+                }
             }
-            active.size_bytes = start_position + written;
-            active.next_offset = next_offset;
-            if written > 0 {
-                active.first_append_ms.get_or_insert(now_ms);
+            indexed
+        };
+        if let Err(error) = indexed {
+            let reason = format!("a written batch does not fit the segment index: {error}");
+            self.fence(reason.clone());
+            for batch in staged {
+                let _ = batch.reply.send(Err(AppendError::Fenced {
+                    reason: reason.clone(),
+                }));
             }
+            return;
         }
         if written > 0 {
             self.unsynced_since.get_or_insert_with(|| self.clock.now());

@@ -196,6 +196,107 @@ fn invalid_and_oversized_batches_are_refused() {
     });
 }
 
+/// `batch` with its header edited to claim `record_count` records spanning
+/// `last_offset_delta + 1` offsets, CRC resealed so only the claim is wrong.
+fn claiming(batch: &Bytes, record_count: i32, last_offset_delta: i32) -> Bytes {
+    let mut bytes = batch.to_vec();
+    bytes[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
+    bytes[57..61].copy_from_slice(&record_count.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(bytes)
+}
+
+// Goal (issue 11, "First"): four concurrent appends of a one-record batch whose header
+// claims 2^31 - 1 records (with the matching last offset delta) are refused for their
+// record count; before the fix they passed, were drained into one group spanning more than
+// u32 offsets, and the index's `expect` killed the writer task. The log keeps accepting
+// valid batches and reopens cleanly.
+#[test]
+fn inflated_record_counts_are_refused_and_the_writer_survives() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(21);
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
+        let inflated = claiming(&batch(1, 1, 0), i32::MAX, i32::MAX - 1);
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let log = log.clone();
+                let inflated = inflated.clone();
+                tokio::spawn(async move { log.append(inflated, AppendDurability::Written).await })
+            })
+            .collect();
+        for task in tasks {
+            let result = task.await.unwrap();
+            assert!(
+                matches!(result, Err(AppendError::InvalidRecords(_))),
+                "{result:?}"
+            );
+        }
+        let outcome = log
+            .append(batch(2, 3, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        assert_eq!((outcome.base_offset, outcome.last_offset), (0, 2));
+        log.close().await.unwrap();
+        let reopened = PartitionLog::open(disk, Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
+        assert_eq!(reopened.high_watermark(), 3);
+        assert_eq!(read_all(&reopened).await.len(), 1);
+    });
+}
+
+// Goal: the roll rule holds per batch, not per group: four concurrent node-rewritten
+// batches (`append_with_gaps`, one record each, each spanning 2^31 - 1 offsets) drained
+// into one group take more offsets than one segment's 32-bit index can hold, so the writer
+// rolls between them instead of panicking; everything reads back and survives a reopen.
+#[test]
+fn a_group_spanning_more_than_u32_offsets_rolls_between_batches() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(22);
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
+        let span = i64::from(i32::MAX);
+        let tasks: Vec<_> = (0..4)
+            .map(|tag| {
+                let log = log.clone();
+                let wide = claiming(&batch(tag, 1, 0), 1, i32::MAX - 1);
+                tokio::spawn(
+                    async move { log.append_with_gaps(wide, AppendDurability::Synced).await },
+                )
+            })
+            .collect();
+        let mut bases = Vec::new();
+        for task in tasks {
+            let outcome = task.await.unwrap().unwrap();
+            assert_eq!(outcome.last_offset - outcome.base_offset, span - 1);
+            bases.push(outcome.base_offset);
+        }
+        bases.sort_unstable();
+        assert_eq!(bases, [0, span, 2 * span, 3 * span]);
+        assert!(log.segment_count() >= 2, "{} segments", log.segment_count());
+        assert_eq!(log.high_watermark(), 4 * span);
+        for base in &bases {
+            let read = log.read(*base, 1000).await.unwrap();
+            let (header, _) = BatchIter::new(&read.bytes).next().unwrap().unwrap();
+            assert_eq!(header.base_offset, *base);
+        }
+        log.close().await.unwrap();
+        let reopened = PartitionLog::open(disk, Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
+        assert_eq!(reopened.high_watermark(), 4 * span);
+        let outcome = reopened
+            .append(batch(9, 2, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        assert_eq!(outcome.base_offset, 4 * span);
+    });
+}
+
 // Goal: many appends in flight at once share writes and fdatasyncs (group commit), and
 // every one of them is acknowledged with its own offsets.
 #[test]
