@@ -1686,6 +1686,8 @@ fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)>) -> Topic
 }
 
 #[cfg(test)]
+mod produce_fuzz_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod wasm_tests;

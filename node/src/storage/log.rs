@@ -299,6 +299,13 @@ pub struct CompactionReport {
     pub bytes_after: u64,
     /// Passes over the key map (more than one when the keys did not fit at once).
     pub passes: usize,
+    /// Sealed segments left as they are because their batches do not pass their CRC or
+    /// framing checks (damage; logged with the file and position).
+    pub segments_skipped: usize,
+    /// Batches whose CRC is intact but whose records do not decode (written before
+    /// appends checked records; logged with the file and position). They are kept as they
+    /// are, and no record is removed on their account.
+    pub batches_undecodable: usize,
 }
 
 /// Why `delete_before` failed.
@@ -791,12 +798,20 @@ impl<D: Disk> PartitionLog<D> {
                     break;
                 };
                 if header.max_timestamp >= timestamp_ms && header.last_offset() >= offset {
-                    let decoded = decode_batch(&read.bytes.slice_ref(batch), &Default::default())
-                        .map_err(|error| ReadError::Corrupt {
-                        path: self.shared.directory.clone(),
-                        position: 0,
-                        reason: error.to_string(),
-                    })?;
+                    // A batch whose records do not decode (stored before appends checked
+                    // records) is passed over, or every lookup by time would fail at it.
+                    let decoded = match decode_batch(
+                        &read.bytes.slice_ref(batch),
+                        &APPEND_DECODE_LIMITS,
+                    ) {
+                        Ok(decoded) => decoded,
+                        Err(error) => {
+                            tracing::warn!(directory = %self.shared.directory.display(), base_offset = header.base_offset, %error, "lookup by time skips a batch whose records do not decode");
+                            offset = offset.max(header.last_offset() + 1);
+                            rest = rest.get(total..).unwrap_or(&[]);
+                            continue;
+                        }
+                    };
                     if let Some(record) = decoded
                         .records
                         .iter()
@@ -923,24 +938,44 @@ impl<D: Disk> PartitionLog<D> {
                 .collect()
         };
         let mut report = CompactionReport::default();
+        // Segments whose bytes fail their checks: neither mapped nor rewritten, so a
+        // damaged segment cannot stop the compaction of the others. Leaving records in place
+        // is always safe: a record is removed only for a newer one compaction has seen.
+        let mut skipped: Vec<i64> = Vec::new();
         let mut start = 0;
         while start < eligible.len() {
             let mut map = KeyMap::default();
             let mut end = start;
             while let Some(&base) = eligible.get(end) {
                 let mut segment_map = KeyMap::default();
-                let Some((path, batches)) = self.segment_batches(base).await? else {
-                    end += 1;
-                    continue;
+                let (path, batches) = match self.segment_batches(base).await {
+                    Ok(Some(found)) => found,
+                    Ok(None) => {
+                        end += 1;
+                        continue;
+                    }
+                    Err(CompactError::Corrupt {
+                        path,
+                        position,
+                        reason,
+                    }) => {
+                        tracing::warn!(segment = %path.display(), position, %reason, "compaction skips a damaged segment");
+                        report.segments_skipped += 1;
+                        skipped.push(base);
+                        end += 1;
+                        continue;
+                    }
+                    Err(error) => return Err(error),
                 };
-                for (_, batch) in &batches {
-                    let decoded = decode_batch(batch, &Default::default()).map_err(|error| {
-                        CompactError::Corrupt {
-                            path: path.clone(),
-                            position: 0,
-                            reason: error.to_string(),
+                for (position, _, batch) in &batches {
+                    let decoded = match decode_batch(batch, &APPEND_DECODE_LIMITS) {
+                        Ok(decoded) => decoded,
+                        Err(error) => {
+                            tracing::warn!(segment = %path.display(), position, %error, "compaction keeps a batch whose records do not decode as it is");
+                            report.batches_undecodable += 1;
+                            continue;
                         }
-                    })?;
+                    };
                     for record in decoded.records {
                         if let Some(key) = record.key {
                             segment_map.insert(key, record.offset);
@@ -962,10 +997,31 @@ impl<D: Disk> PartitionLog<D> {
             }
             report.passes += 1;
             for &base in eligible.get(..end).unwrap_or_default() {
-                self.rewrite_segment(base, &map, now_ms, policy, &mut report)
-                    .await?;
+                if skipped.contains(&base) {
+                    continue;
+                }
+                match self
+                    .rewrite_segment(base, &map, now_ms, policy, &mut report)
+                    .await
+                {
+                    Ok(()) => {}
+                    // Damage that appeared since the segment was mapped: leave it, as above.
+                    Err(CompactError::Corrupt {
+                        path,
+                        position,
+                        reason,
+                    }) => {
+                        tracing::warn!(segment = %path.display(), position, %reason, "compaction skips a damaged segment");
+                        report.segments_skipped += 1;
+                        skipped.push(base);
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             start = end;
+        }
+        if report.segments_skipped > 0 || report.batches_undecodable > 0 {
+            tracing::warn!(directory = %self.shared.directory.display(), ?report, "compaction left damaged or undecodable data in place");
         }
         if report.segments_rewritten > 0 {
             self.shared
@@ -981,7 +1037,7 @@ impl<D: Disk> PartitionLog<D> {
     async fn segment_batches(
         &self,
         base: i64,
-    ) -> Result<Option<(PathBuf, Vec<(BatchHeader, Bytes)>)>, CompactError> {
+    ) -> Result<Option<(PathBuf, Vec<(u64, BatchHeader, Bytes)>)>, CompactError> {
         let (file, path, size) = {
             let state = self.shared.read_state();
             let last = state.segments.keys().next_back().copied();
@@ -1012,8 +1068,8 @@ impl<D: Disk> PartitionLog<D> {
         for item in BatchIter::new(&body) {
             let (header, batch) = item.map_err(|error| corrupt(position, error.to_string()))?;
             validate_batch(batch).map_err(|error| corrupt(position, error.to_string()))?;
+            batches.push((position, header, body.slice_ref(batch)));
             position += batch.len() as u64;
-            batches.push((header, body.slice_ref(batch)));
         }
         Ok(Some((path, batches)))
     }
@@ -1037,16 +1093,27 @@ impl<D: Disk> PartitionLog<D> {
         let bytes_before = SEGMENT_HEADER_BYTES
             + batches
                 .iter()
-                .map(|(_, batch)| batch.len() as u64)
+                .map(|(_, _, batch)| batch.len() as u64)
                 .sum::<u64>();
-        for (header, batch) in batches {
-            let decoded = decode_batch(&batch, &Default::default()).map_err(|error| {
-                CompactError::Corrupt {
-                    path: path.clone(),
-                    position: 0,
-                    reason: error.to_string(),
-                }
-            })?;
+        for (_, header, batch) in batches {
+            let Ok(decoded) = decode_batch(&batch, &APPEND_DECODE_LIMITS) else {
+                // Records that do not decode (reported when the key map was built) cannot be
+                // judged: the batch stays whole, at its offsets.
+                index
+                    .note_batch(
+                        output.len() as u64,
+                        header.base_offset,
+                        header.max_timestamp,
+                        batch.len() as u64,
+                    )
+                    .map_err(|error| CompactError::Corrupt {
+                        path: path.clone(),
+                        position: output.len() as u64,
+                        reason: error.to_string(),
+                    })?;
+                output.extend_from_slice(&batch);
+                continue;
+            };
             let total = decoded.records.len();
             let mut deltas = Vec::with_capacity(total);
             let mut kept = Vec::with_capacity(total);
