@@ -10,6 +10,8 @@
 //!   headers. It is what a broker uses to walk a produce payload or a segment tail.
 //! - [`validate_batch`] checks one whole batch: framing, magic, CRC-32C and the header fields
 //!   that must agree with each other. It returns the parsed [`BatchHeader`].
+//!   [`validate_batch_records`] adds the records: every record's framing and exactly
+//!   `record_count` of them, without building any (what a broker checks before it appends).
 //! - [`set_base_offset`] and [`set_partition_leader_epoch`] stamp the two fields Kafka leaves
 //!   outside the CRC so a broker can assign them in place; [`BatchHeader::check_stamp`] checks
 //!   them when the batch is read back. [`set_log_append_time`] rewrites the timestamp for topics
@@ -69,4 +71,5 @@ pub use record::{
     DecodeError, DecodeLimits, DecodedBatch, DecodedRecord, EncodeError, EncodeOptions, Header,
     HeaderIter, HeaderView, Record, RecordError, RecordField, RecordIter, RecordView, decode_batch,
     decompress_records, encode_batch, encode_batch_with_deltas, encode_empty_batch,
+    validate_batch_records,
 };

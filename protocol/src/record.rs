@@ -537,6 +537,40 @@ pub fn decompress_records<'a>(
     Ok((header, Cow::Owned(records)))
 }
 
+/// Checks one whole batch, records included, without building any record: what a broker
+/// must know before it appends a batch and hands out offsets for it.
+///
+/// On top of [`crate::validate_batch`] (framing, CRC, header fields) it walks every record
+/// with [`RecordIter`]: each record's length and fields lie within the batch, offset deltas
+/// ascend up to `last_offset_delta`, header keys are UTF-8, and exactly `record_count` records
+/// fill the records region. A compressed batch is decompressed within
+/// `limits.decompressed_bytes_max` to be walked; `record_count` is checked against
+/// `limits.records_max` first, and the headers of all records against `limits.headers_max`.
+///
+/// Without this, a few real bytes could claim `record_count = 2^31 - 1` with a matching
+/// `last_offset_delta` and take two billion offsets, or carry records no reader can decode.
+/// Kafka's broker makes the same check (`LogValidator`, `INVALID_RECORD`/`CORRUPT_MESSAGE`).
+/// Keys and values are not copied; the cost is the varint walk (and the decompression).
+pub fn validate_batch_records(
+    batch: &[u8],
+    limits: &DecodeLimits,
+) -> Result<BatchHeader, DecodeError> {
+    let (header, region) = decompress_records(batch, limits)?;
+    let mut headers_total = 0usize;
+    // `RecordIter` ends after exactly `record_count` records, with an error if the region
+    // holds fewer or more, so a count that lies fails here. Each round consumes at least one
+    // byte of the region, so a huge claimed count cannot make the loop long.
+    for view in RecordIter::new(&region, header) {
+        headers_total = headers_total.saturating_add(view?.header_count());
+        if headers_total > limits.headers_max {
+            return Err(DecodeError::TooManyHeaders {
+                limit: limits.headers_max,
+            });
+        }
+    }
+    Ok(header)
+}
+
 /// Decodes a whole batch into owned records.
 ///
 /// Checks the batch ([`crate::validate_batch`], CRC included), decompresses within `limits`,

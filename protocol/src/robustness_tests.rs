@@ -223,9 +223,19 @@ fn exercise(input: &[u8], rng: &mut SplitMix64) {
         records_max: 1_000,
         headers_max: 1_000,
     };
-    if let Ok(decoded) = decode_batch(&Bytes::copy_from_slice(input), &limits) {
+    let decoded = decode_batch(&Bytes::copy_from_slice(input), &limits);
+    if let Ok(decoded) = &decoded {
         assert_eq!(decoded.records.len(), decoded.header.record_count as usize);
     }
+    // The append-time check accepts exactly the batches a reader can decode.
+    let checked = crate::validate_batch_records(input, &limits);
+    assert_eq!(
+        checked.as_ref().ok(),
+        decoded.as_ref().ok().map(|decoded| &decoded.header),
+        "validate_batch_records and decode_batch disagree: {:?} vs {:?}",
+        checked.as_ref().err(),
+        decoded.as_ref().err()
+    );
     if let Ok((header, region)) = decompress_records(input, &limits) {
         for view in RecordIter::new(&region, header).flatten() {
             assert_eq!(view.headers().count(), view.header_count());

@@ -37,6 +37,21 @@ pub(crate) struct OpenedBatch {
     spans: Vec<(usize, usize)>,
 }
 
+/// An empty batch that spans the offsets of `header`'s batch, to stand in for one whose
+/// records cannot be decoded.
+fn undecodable_placeholder(header: &BatchHeader) -> Result<Bytes, (ErrorCode, String)> {
+    let options = EncodeOptions {
+        base_offset: header.base_offset,
+        partition_leader_epoch: header.partition_leader_epoch,
+        producer_id: header.producer_id,
+        producer_epoch: header.producer_epoch,
+        base_sequence: header.base_sequence,
+        ..EncodeOptions::default()
+    };
+    encode_empty_batch(header.last_offset_delta, header.max_timestamp, &options)
+        .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))
+}
+
 /// Decompresses a batch and views its records (their bytes share the region).
 pub(crate) fn open_batch(batch: &Bytes) -> Result<OpenedBatch, String> {
     let (header, region) =
@@ -556,8 +571,17 @@ impl<D: Disk> Broker<D> {
                 continue;
             }
             let batch = bytes.slice_ref(raw);
-            let opened = open_batch(&batch)
-                .map_err(|error| (ErrorCode::CorruptMessage, format!("stored batch: {error}")))?;
+            let opened = match open_batch(&batch) {
+                Ok(opened) => opened,
+                Err(error) => {
+                    // Records that do not decode (stored before appends checked records) can
+                    // be shown to no plug-in: the consumer gets an empty batch spanning their
+                    // offsets and moves on, instead of failing at this offset forever.
+                    tracing::warn!(partition, base_offset = header.base_offset, %error, "fetch plug-in skips a stored batch whose records do not decode");
+                    out.extend_from_slice(&undecodable_placeholder(&header)?);
+                    continue;
+                }
+            };
             let outcomes = opened
                 .run(plugin, 0..opened.records.len(), partition, partition_count)
                 .await

@@ -853,3 +853,73 @@ fn bad_uploads_are_refused_with_the_reason_and_modules_survive_a_restart() {
         broker.close().await;
     });
 }
+
+// Goal (issue 11, data item 5): a fetch through a plug-in passes over a stored batch whose
+// CRC holds but whose records do not decode (written before appends checked records): the
+// consumer gets an empty batch spanning its offsets and the batches after it, instead of
+// an error at that offset on every fetch.
+#[test]
+fn a_fetch_plugin_passes_over_a_stored_batch_that_does_not_decode() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(12);
+        let broker = open(&disk).await;
+        create(&broker, "t", 1, &[]).await;
+        produce(&broker, "t", 0, values(&numbered(0, 2))).await;
+        produce(&broker, "t", 0, values(&numbered(2, 2))).await;
+        produce(&broker, "t", 0, values(&numbered(4, 2))).await;
+        let directory = broker
+            .partition("t", 0)
+            .unwrap()
+            .log()
+            .unwrap()
+            .directory()
+            .to_path_buf();
+        broker.close().await;
+        drop(broker);
+        // The second batch (offsets 2..=3): its first record's length now overruns it.
+        use crate::storage::disk::{Disk as _, DiskFile as _};
+        let path = directory.join(crate::storage::segment::segment_file_name(0));
+        let file = disk
+            .open(&path, crate::storage::disk::OpenMode::ReadWrite)
+            .await
+            .unwrap();
+        let size = file.len().await.unwrap();
+        let mut bytes = file.read_at(0, size as usize).await.unwrap();
+        let second = 16 + BatchHeader::parse(&bytes[16..]).unwrap().total_bytes();
+        bytes[second + 61] = 0x7e;
+        let crc = crc32c::crc32c(
+            &bytes
+                [second + 21..second + BatchHeader::parse(&bytes[second..]).unwrap().total_bytes()],
+        );
+        bytes[second + 17..second + 21].copy_from_slice(&crc.to_be_bytes());
+        file.write_at(0, Bytes::from(bytes)).await.unwrap();
+        file.sync_data().await.unwrap();
+        drop(file);
+
+        let broker = open(&disk).await;
+        let uploaded = broker
+            .upload_module(UploadModuleRequest {
+                name: "evens".into(),
+                kind: "filter".into(),
+                module: module(DROP_ODD),
+                params: vec![],
+            })
+            .await;
+        assert_eq!(uploaded.error, ErrorCode::None, "{}", uploaded.message);
+        let response = fetch_with(&broker, "t", 0, 0, named("evens")).await;
+        let answer = &response.topics[0].partitions[0];
+        assert_eq!(answer.error, ErrorCode::None, "{}", answer.message);
+        let mut offsets = Vec::new();
+        let mut ends = Vec::new();
+        for item in BatchIter::new(&answer.records) {
+            let (header, raw) = item.unwrap();
+            ends.push(header.last_offset());
+            let decoded =
+                decode_batch(&answer.records.slice_ref(raw), &Default::default()).unwrap();
+            offsets.extend(decoded.records.iter().map(|record| record.offset));
+        }
+        assert_eq!(offsets, vec![0, 4]);
+        assert_eq!(ends, vec![1, 3, 5]);
+        broker.close().await;
+    });
+}

@@ -67,6 +67,35 @@ pub enum IndexFileError {
     BadEntry(usize),
 }
 
+/// Why a batch could not be recorded in a segment's index.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoteBatchError {
+    /// The batch starts before the segment or more than `u32::MAX` offsets after its base.
+    #[error(
+        "batch at offset {base_offset} lies outside the 32-bit offset range of the segment at {segment_base_offset}"
+    )]
+    OffsetOutOfRange {
+        /// The segment's base offset.
+        segment_base_offset: i64,
+        /// The batch's base offset.
+        base_offset: i64,
+    },
+    /// The batch starts past the 4 GiB that index positions can address.
+    #[error("batch at byte {position} lies past the 32-bit positions of the segment index")]
+    PositionOutOfRange {
+        /// The batch's file position.
+        position: u64,
+    },
+    /// The batch does not come after the last one recorded.
+    #[error("batch at offset {base_offset}, byte {position} does not follow the batches before it")]
+    NotAscending {
+        /// The batch's base offset.
+        base_offset: i64,
+        /// The batch's file position.
+        position: u64,
+    },
+}
+
 impl SegmentIndex {
     /// Empty indexes for a segment starting at `base_offset`.
     pub fn new(base_offset: i64, interval_bytes: u32) -> Self {
@@ -94,26 +123,41 @@ impl SegmentIndex {
     /// Records a batch appended at `position`. The first batch and then one batch per
     /// `interval_bytes` get an offset entry; the time index gets an entry when the running
     /// maximum timestamp rises and an interval has passed since the last one.
+    ///
+    /// Entries hold 32-bit relative offsets and positions, and must grow. The writer rolls
+    /// segments so that every batch fits (`segment::roll_reason`), but the offsets and
+    /// positions come from batch headers a client or a file supplied, so a batch that does
+    /// not fit is an error for the caller to act on (the writer fences, recovery stops
+    /// there), never a panic. Nothing is recorded for a refused batch.
     pub fn note_batch(
         &mut self,
         position: u64,
         base_offset: i64,
         max_timestamp_ms: i64,
         batch_bytes: u64,
-    ) {
-        let relative = u32::try_from(base_offset - self.base_offset)
-            .expect("segments roll before relative offsets leave u32 (segment::roll_reason)");
-        let position = u32::try_from(position)
-            .expect("segment positions fit in u32 (segment.bytes is capped below 4 GiB)");
+    ) -> Result<(), NoteBatchError> {
+        let relative = base_offset
+            .checked_sub(self.base_offset)
+            .and_then(|relative| u32::try_from(relative).ok())
+            .ok_or(NoteBatchError::OffsetOutOfRange {
+                segment_base_offset: self.base_offset,
+                base_offset,
+            })?;
+        let position =
+            u32::try_from(position).map_err(|_| NoteBatchError::PositionOutOfRange { position })?;
+        if self
+            .offsets
+            .last()
+            .is_some_and(|last| last.relative_offset >= relative || last.position >= position)
+        {
+            return Err(NoteBatchError::NotAscending {
+                base_offset,
+                position: u64::from(position),
+            });
+        }
         if self.offsets.is_empty()
             || self.bytes_since_offset_entry >= u64::from(self.interval_bytes)
         {
-            if let Some(last) = self.offsets.last() {
-                assert!(
-                    last.relative_offset < relative && last.position < position,
-                    "offset index must grow"
-                );
-            }
             self.offsets.push(OffsetEntry {
                 relative_offset: relative,
                 position,
@@ -139,6 +183,7 @@ impl SegmentIndex {
                 self.bytes_since_time_entry = 0;
             }
         }
+        Ok(())
     }
 
     /// Called when the segment is sealed: the time index ends with the segment's maximum, so
@@ -326,7 +371,9 @@ mod tests {
         let mut layout = Vec::new();
         let (mut offset, mut position) = (100i64, 16u64);
         for &(count, bytes, timestamp) in batches {
-            index.note_batch(position, offset, timestamp, u64::from(bytes));
+            index
+                .note_batch(position, offset, timestamp, u64::from(bytes))
+                .unwrap();
             layout.push((offset, position, timestamp));
             offset += i64::from(count);
             position += u64::from(bytes);

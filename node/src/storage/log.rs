@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ledge_protocol::{
-    BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BatchError, BatchHeader, BatchIter,
-    EncodeOptions, decode_batch, encode_batch_with_deltas, set_base_offset,
-    set_partition_leader_epoch, validate_batch,
+    BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BatchError, BatchHeader, BatchIter, DecodeError,
+    DecodeLimits, EncodeOptions, decode_batch, encode_batch_with_deltas, set_base_offset,
+    set_partition_leader_epoch, validate_batch, validate_batch_records,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -81,6 +81,15 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 /// Default of [`LogConfig::batch_bytes_max`]: Kafka's `max.message.bytes` default.
 pub const BATCH_BYTES_MAX_DEFAULT: u64 = 1_048_588;
+/// What an append may cost to check a batch's records ([`validate_batch_records`]): at most
+/// 64 MiB of decompressed records, 1 Mi records and 1 Mi record headers per batch (the
+/// protocol's [`DecodeLimits`] defaults, which readers use too, so anything appended can be
+/// read back). A batch over them is refused with [`AppendError::InvalidRecords`].
+pub const APPEND_DECODE_LIMITS: DecodeLimits = DecodeLimits {
+    decompressed_bytes_max: 64 * 1024 * 1024,
+    records_max: 1 << 20,
+    headers_max: 1 << 20,
+};
 /// Default of [`LogConfig::commit_bytes_max`].
 pub const COMMIT_BYTES_MAX_DEFAULT: u64 = 8 * 1024 * 1024;
 
@@ -165,6 +174,12 @@ pub enum AppendError {
     /// The bytes are not one valid RecordBatch v2 (bad CRC, length, magic...).
     #[error("invalid record batch: {0}")]
     InvalidBatch(#[from] BatchError),
+    /// The batch's records do not match its header: fewer or more than `record_count`, or
+    /// malformed (lengths past the batch, bad offset deltas, non-UTF-8 header keys), or
+    /// over [`APPEND_DECODE_LIMITS`]. The producer wrote it that way (its CRC is intact), so
+    /// a retry with the same bytes fails the same way.
+    #[error("invalid records in batch: {0}")]
+    InvalidRecords(#[source] DecodeError),
     /// The batch is over `max.message.bytes`.
     #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
     BatchTooLarge {
@@ -284,6 +299,13 @@ pub struct CompactionReport {
     pub bytes_after: u64,
     /// Passes over the key map (more than one when the keys did not fit at once).
     pub passes: usize,
+    /// Sealed segments left as they are because their batches do not pass their CRC or
+    /// framing checks (damage; logged with the file and position).
+    pub segments_skipped: usize,
+    /// Batches whose CRC is intact but whose records do not decode (written before
+    /// appends checked records; logged with the file and position). They are kept as they
+    /// are, and no record is removed on their account.
+    pub batches_undecodable: usize,
 }
 
 /// Why `delete_before` failed.
@@ -551,8 +573,8 @@ impl<D: Disk> PartitionLog<D> {
 
     /// Appends one RecordBatch v2 and returns the offsets the log stamped on it.
     ///
-    /// The batch's CRC and framing are checked here, on the caller's task, so the writer
-    /// only copies and writes. Its base offset and partition leader epoch are overwritten
+    /// The batch's CRC, framing and records (their count and layout, not their contents)
+    /// are checked here, on the caller's task, so the writer only copies and writes. Its base offset and partition leader epoch are overwritten
     /// (the CRC does not cover them).
     pub async fn append(
         &self,
@@ -589,7 +611,13 @@ impl<D: Disk> PartitionLog<D> {
         if size > max {
             return Err(AppendError::BatchTooLarge { size, max });
         }
-        let header = validate_batch(&batch)?;
+        let header = validate_batch_records(&batch, &APPEND_DECODE_LIMITS).map_err(|error| {
+            match error {
+                // Header, framing and CRC errors keep their own variant (a damaged batch).
+                DecodeError::Batch(error) => AppendError::InvalidBatch(error),
+                other => AppendError::InvalidRecords(other),
+            }
+        })?;
         // A producer's batch covers exactly its records: a larger last offset delta (legal
         // only after compaction) would let a client burn offsets without writing records.
         let exact = header.record_count >= 1 && header.last_offset_delta == header.record_count - 1;
@@ -770,12 +798,20 @@ impl<D: Disk> PartitionLog<D> {
                     break;
                 };
                 if header.max_timestamp >= timestamp_ms && header.last_offset() >= offset {
-                    let decoded = decode_batch(&read.bytes.slice_ref(batch), &Default::default())
-                        .map_err(|error| ReadError::Corrupt {
-                        path: self.shared.directory.clone(),
-                        position: 0,
-                        reason: error.to_string(),
-                    })?;
+                    // A batch whose records do not decode (stored before appends checked
+                    // records) is passed over, or every lookup by time would fail at it.
+                    let decoded = match decode_batch(
+                        &read.bytes.slice_ref(batch),
+                        &APPEND_DECODE_LIMITS,
+                    ) {
+                        Ok(decoded) => decoded,
+                        Err(error) => {
+                            tracing::warn!(directory = %self.shared.directory.display(), base_offset = header.base_offset, %error, "lookup by time skips a batch whose records do not decode");
+                            offset = offset.max(header.last_offset() + 1);
+                            rest = rest.get(total..).unwrap_or(&[]);
+                            continue;
+                        }
+                    };
                     if let Some(record) = decoded
                         .records
                         .iter()
@@ -902,24 +938,44 @@ impl<D: Disk> PartitionLog<D> {
                 .collect()
         };
         let mut report = CompactionReport::default();
+        // Segments whose bytes fail their checks: neither mapped nor rewritten, so a
+        // damaged segment cannot stop the compaction of the others. Leaving records in place
+        // is always safe: a record is removed only for a newer one compaction has seen.
+        let mut skipped: Vec<i64> = Vec::new();
         let mut start = 0;
         while start < eligible.len() {
             let mut map = KeyMap::default();
             let mut end = start;
             while let Some(&base) = eligible.get(end) {
                 let mut segment_map = KeyMap::default();
-                let Some((path, batches)) = self.segment_batches(base).await? else {
-                    end += 1;
-                    continue;
+                let (path, batches) = match self.segment_batches(base).await {
+                    Ok(Some(found)) => found,
+                    Ok(None) => {
+                        end += 1;
+                        continue;
+                    }
+                    Err(CompactError::Corrupt {
+                        path,
+                        position,
+                        reason,
+                    }) => {
+                        tracing::warn!(segment = %path.display(), position, %reason, "compaction skips a damaged segment");
+                        report.segments_skipped += 1;
+                        skipped.push(base);
+                        end += 1;
+                        continue;
+                    }
+                    Err(error) => return Err(error),
                 };
-                for (_, batch) in &batches {
-                    let decoded = decode_batch(batch, &Default::default()).map_err(|error| {
-                        CompactError::Corrupt {
-                            path: path.clone(),
-                            position: 0,
-                            reason: error.to_string(),
+                for (position, _, batch) in &batches {
+                    let decoded = match decode_batch(batch, &APPEND_DECODE_LIMITS) {
+                        Ok(decoded) => decoded,
+                        Err(error) => {
+                            tracing::warn!(segment = %path.display(), position, %error, "compaction keeps a batch whose records do not decode as it is");
+                            report.batches_undecodable += 1;
+                            continue;
                         }
-                    })?;
+                    };
                     for record in decoded.records {
                         if let Some(key) = record.key {
                             segment_map.insert(key, record.offset);
@@ -941,10 +997,31 @@ impl<D: Disk> PartitionLog<D> {
             }
             report.passes += 1;
             for &base in eligible.get(..end).unwrap_or_default() {
-                self.rewrite_segment(base, &map, now_ms, policy, &mut report)
-                    .await?;
+                if skipped.contains(&base) {
+                    continue;
+                }
+                match self
+                    .rewrite_segment(base, &map, now_ms, policy, &mut report)
+                    .await
+                {
+                    Ok(()) => {}
+                    // Damage that appeared since the segment was mapped: leave it, as above.
+                    Err(CompactError::Corrupt {
+                        path,
+                        position,
+                        reason,
+                    }) => {
+                        tracing::warn!(segment = %path.display(), position, %reason, "compaction skips a damaged segment");
+                        report.segments_skipped += 1;
+                        skipped.push(base);
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             start = end;
+        }
+        if report.segments_skipped > 0 || report.batches_undecodable > 0 {
+            tracing::warn!(directory = %self.shared.directory.display(), ?report, "compaction left damaged or undecodable data in place");
         }
         if report.segments_rewritten > 0 {
             self.shared
@@ -960,7 +1037,7 @@ impl<D: Disk> PartitionLog<D> {
     async fn segment_batches(
         &self,
         base: i64,
-    ) -> Result<Option<(PathBuf, Vec<(BatchHeader, Bytes)>)>, CompactError> {
+    ) -> Result<Option<(PathBuf, Vec<(u64, BatchHeader, Bytes)>)>, CompactError> {
         let (file, path, size) = {
             let state = self.shared.read_state();
             let last = state.segments.keys().next_back().copied();
@@ -991,8 +1068,8 @@ impl<D: Disk> PartitionLog<D> {
         for item in BatchIter::new(&body) {
             let (header, batch) = item.map_err(|error| corrupt(position, error.to_string()))?;
             validate_batch(batch).map_err(|error| corrupt(position, error.to_string()))?;
+            batches.push((position, header, body.slice_ref(batch)));
             position += batch.len() as u64;
-            batches.push((header, body.slice_ref(batch)));
         }
         Ok(Some((path, batches)))
     }
@@ -1016,16 +1093,27 @@ impl<D: Disk> PartitionLog<D> {
         let bytes_before = SEGMENT_HEADER_BYTES
             + batches
                 .iter()
-                .map(|(_, batch)| batch.len() as u64)
+                .map(|(_, _, batch)| batch.len() as u64)
                 .sum::<u64>();
-        for (header, batch) in batches {
-            let decoded = decode_batch(&batch, &Default::default()).map_err(|error| {
-                CompactError::Corrupt {
-                    path: path.clone(),
-                    position: 0,
-                    reason: error.to_string(),
-                }
-            })?;
+        for (_, header, batch) in batches {
+            let Ok(decoded) = decode_batch(&batch, &APPEND_DECODE_LIMITS) else {
+                // Records that do not decode (reported when the key map was built) cannot be
+                // judged: the batch stays whole, at its offsets.
+                index
+                    .note_batch(
+                        output.len() as u64,
+                        header.base_offset,
+                        header.max_timestamp,
+                        batch.len() as u64,
+                    )
+                    .map_err(|error| CompactError::Corrupt {
+                        path: path.clone(),
+                        position: output.len() as u64,
+                        reason: error.to_string(),
+                    })?;
+                output.extend_from_slice(&batch);
+                continue;
+            };
             let total = decoded.records.len();
             let mut deltas = Vec::with_capacity(total);
             let mut kept = Vec::with_capacity(total);
@@ -1077,12 +1165,18 @@ impl<D: Disk> PartitionLog<D> {
                 position: 0,
                 reason: error.to_string(),
             })?;
-            index.note_batch(
-                output.len() as u64,
-                header.base_offset,
-                header.max_timestamp,
-                rewritten.len() as u64,
-            );
+            index
+                .note_batch(
+                    output.len() as u64,
+                    header.base_offset,
+                    header.max_timestamp,
+                    rewritten.len() as u64,
+                )
+                .map_err(|error| CompactError::Corrupt {
+                    path: path.clone(),
+                    position: output.len() as u64,
+                    reason: error.to_string(),
+                })?;
             output.extend_from_slice(&rewritten);
         }
         let already_compacted = {
@@ -1439,6 +1533,7 @@ async fn load_producer_states<D: Disk>(
         let size = file.len().await?;
         let (_, _, problem) = scan_segment(&file, base, size, config, &mut |header, _, _| {
             producers.record(header, header.base_offset, config.producers_max);
+            Ok(())
         })
         .await?;
         if let Some((position, reason)) = problem {
@@ -1521,7 +1616,7 @@ async fn scan_segment<F: DiskFile>(
     base: i64,
     file_len: u64,
     config: &LogConfig,
-    on_batch: &mut (dyn FnMut(&BatchHeader, u64, u64) + Send),
+    on_batch: &mut (dyn FnMut(&BatchHeader, u64, u64) -> Result<(), String> + Send),
 ) -> Result<(u64, i64, Option<(u64, String)>), DiskError> {
     let mut position = SEGMENT_HEADER_BYTES;
     let mut next_offset = base;
@@ -1622,7 +1717,9 @@ async fn open_sealed_segment<D: Disk>(
             let mut index = SegmentIndex::new(base, config.index_interval_bytes);
             let (valid_end, next_offset, problem) =
                 scan_segment(&file, base, size, config, &mut |header, position, bytes| {
-                    index.note_batch(position, header.base_offset, header.max_timestamp, bytes);
+                    index
+                        .note_batch(position, header.base_offset, header.max_timestamp, bytes)
+                        .map_err(|error| error.to_string())
                 })
                 .await?;
             if let Some((position, reason)) = problem {
@@ -1775,8 +1872,11 @@ async fn recover_active_segment<D: Disk>(
         file_len,
         config,
         &mut |header, position, bytes| {
-            index.note_batch(position, header.base_offset, header.max_timestamp, bytes);
+            index
+                .note_batch(position, header.base_offset, header.max_timestamp, bytes)
+                .map_err(|error| error.to_string())?;
             producers.record(header, header.base_offset, config.producers_max);
+            Ok(())
         },
     )
     .await?;
@@ -1986,7 +2086,70 @@ impl<D: Disk> Writer<D> {
         self.shared.write_state().fenced = Some(reason);
     }
 
+    /// Writes a group of appends, rolling the segment wherever the roll rule says, between
+    /// batches: the group is split into parts that each fit the segment they are written
+    /// to, so no segment ever spans more offsets than its index can hold (32-bit relative
+    /// offsets) or more bytes than `segment.bytes`, however many batches one drain takes.
     async fn commit(&mut self, group: Vec<PendingAppend>) {
+        for part in self.split_at_rolls(group) {
+            self.commit_part(part).await;
+        }
+    }
+
+    /// Splits `group` where a roll is due before a batch, as if every batch were written
+    /// (a batch the producer check refuses later only makes its part smaller, never too
+    /// large). `commit_part` then rolls before each part that needs it.
+    fn split_at_rolls(&self, group: Vec<PendingAppend>) -> Vec<Vec<PendingAppend>> {
+        let now_ms = self.clock.wall_time_ms();
+        let policy = self.roll_policy();
+        let (mut segment, mut next_offset) = {
+            let state = self.shared.read_state();
+            let active = state.active();
+            (
+                ActiveSegmentStats {
+                    base_offset: active.base_offset,
+                    size_bytes: active.size_bytes,
+                    first_append_ms: active.first_append_ms,
+                },
+                active.next_offset,
+            )
+        };
+        let mut parts = Vec::new();
+        let mut part: Vec<PendingAppend> = Vec::new();
+        for pending in group {
+            let bytes = pending.batch.len() as u64;
+            let last_offset =
+                next_offset.saturating_add(i64::from(pending.header.last_offset_delta));
+            if segment::roll_reason(&segment, bytes, last_offset, now_ms, &policy).is_some() {
+                if !part.is_empty() {
+                    parts.push(std::mem::take(&mut part));
+                }
+                segment = ActiveSegmentStats {
+                    base_offset: next_offset,
+                    size_bytes: SEGMENT_HEADER_BYTES,
+                    first_append_ms: Some(now_ms),
+                };
+            }
+            segment.size_bytes = segment.size_bytes.saturating_add(bytes);
+            segment.first_append_ms.get_or_insert(now_ms);
+            next_offset = last_offset.saturating_add(1);
+            part.push(pending);
+        }
+        if !part.is_empty() {
+            parts.push(part);
+        }
+        parts
+    }
+
+    fn roll_policy(&self) -> RollPolicy {
+        let config = self.shared.config();
+        RollPolicy {
+            segment_bytes: config.segment_bytes,
+            segment_age_ms: i64::try_from(config.segment_age.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    async fn commit_part(&mut self, group: Vec<PendingAppend>) {
         if let Some(reason) = self.fenced() {
             for pending in group {
                 let _ = pending.reply.send(Err(AppendError::Fenced {
@@ -2013,11 +2176,7 @@ impl<D: Disk> Writer<D> {
                 active.next_offset,
             )
         };
-        let policy = RollPolicy {
-            segment_bytes: self.shared.config().segment_bytes,
-            segment_age_ms: i64::try_from(self.shared.config().segment_age.as_millis())
-                .unwrap_or(i64::MAX),
-        };
+        let policy = self.roll_policy();
         if let Some(reason) = segment::roll_reason(
             &stats,
             total_bytes,
@@ -2151,22 +2310,43 @@ impl<D: Disk> Writer<D> {
             self.fail_write(&*file, start_position, error, staged).await;
             return;
         }
-        {
+        let indexed = {
             let mut state = self.shared.write_state();
             let active = state.active_mut();
-            for batch in staged.iter().filter(|batch| batch.bytes > 0) {
-                active.index.note_batch(
-                    batch.position,
-                    batch.outcome.base_offset,
-                    batch.max_timestamp_ms,
-                    batch.bytes,
-                );
+            // The roll rule keeps every batch within what the index holds; should a batch
+            // still not fit, the index refuses it rather than panic, and the log is fenced
+            // below with the bytes written but never acknowledged or made visible (entries
+            // noted before the refusal lie above the high watermark, where no reader looks,
+            // and the reopen that clears the fence rebuilds the index from the file).
+            let indexed = staged
+                .iter()
+                .filter(|batch| batch.bytes > 0)
+                .try_for_each(|batch| {
+                    active.index.note_batch(
+                        batch.position,
+                        batch.outcome.base_offset,
+                        batch.max_timestamp_ms,
+                        batch.bytes,
+                    )
+                });
+            if indexed.is_ok() {
+                active.size_bytes = start_position + written;
+                active.next_offset = next_offset;
+                if written > 0 {
+                    active.first_append_ms.get_or_insert(now_ms);
+                }
             }
-            active.size_bytes = start_position + written;
-            active.next_offset = next_offset;
-            if written > 0 {
-                active.first_append_ms.get_or_insert(now_ms);
+            indexed
+        };
+        if let Err(error) = indexed {
+            let reason = format!("a written batch does not fit the segment index: {error}");
+            self.fence(reason.clone());
+            for batch in staged {
+                let _ = batch.reply.send(Err(AppendError::Fenced {
+                    reason: reason.clone(),
+                }));
             }
+            return;
         }
         if written > 0 {
             self.unsynced_since.get_or_insert_with(|| self.clock.now());

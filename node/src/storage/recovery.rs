@@ -51,14 +51,15 @@ pub struct ScanResult {
 /// Scans `bytes`, which start at file position `position`, expecting the first batch at
 /// `next_offset`, calling `on_batch(header, position, total bytes)` for each valid batch.
 /// Batches larger than `batch_bytes_max` are invalid (no writer of ours could have
-/// produced one, so the length field is damaged).
+/// produced one, so the length field is damaged). A batch `on_batch` refuses (say, one the
+/// segment index cannot hold) stops the scan there as invalid, with the reason it gave.
 pub fn scan(
     bytes: &[u8],
     position: u64,
     next_offset: i64,
     batch_bytes_max: u64,
     allow_gaps: bool,
-    on_batch: &mut (dyn FnMut(&BatchHeader, u64, u64) + Send),
+    on_batch: &mut (dyn FnMut(&BatchHeader, u64, u64) -> Result<(), String> + Send),
 ) -> ScanResult {
     let mut offset_in_slice = 0usize;
     let mut next_offset = next_offset;
@@ -121,7 +122,12 @@ pub fn scan(
                 reason: error.to_string(),
             };
         }
-        on_batch(&header, at, total);
+        if let Err(reason) = on_batch(&header, at, total) {
+            break ScanStop::Invalid {
+                position: at,
+                reason,
+            };
+        }
         if header.max_timestamp >= 0 {
             max_timestamp_ms = Some(max_timestamp_ms.map_or(header.max_timestamp, |max: i64| {
                 max.max(header.max_timestamp)

@@ -171,8 +171,17 @@ pub enum RollReason {
 }
 
 /// Decides whether to roll before writing `incoming_bytes` whose last offset is
-/// `incoming_last_offset`. An empty segment never rolls, so one oversized write still
-/// lands somewhere.
+/// `incoming_last_offset`.
+///
+/// An empty segment (nothing after its header) never rolls: its successor would start at the
+/// same offset, and one write that alone exceeds `segment.bytes` must still land somewhere.
+/// Emptiness is read from the size, not from `first_append_ms`, which is unknown for a
+/// segment reopened with data in it: the size and offset-span rules hold for that segment's
+/// first write after a restart too. The offset span is checked first, because the index
+/// stores 32-bit relative offsets and cannot take a batch past them at all.
+///
+/// The writer asks once per batch (and once more per group), so no write spans more offsets
+/// or bytes than one segment can index.
 pub fn roll_reason(
     segment: &ActiveSegmentStats,
     incoming_bytes: u64,
@@ -180,15 +189,19 @@ pub fn roll_reason(
     now_ms: i64,
     policy: &RollPolicy,
 ) -> Option<RollReason> {
-    let first_append_ms = segment.first_append_ms?;
-    if segment.size_bytes + incoming_bytes > policy.segment_bytes {
+    if segment.size_bytes <= SEGMENT_HEADER_BYTES {
+        return None;
+    }
+    if incoming_last_offset.saturating_sub(segment.base_offset) > i64::from(u32::MAX) {
+        return Some(RollReason::OffsetSpan);
+    }
+    if segment.size_bytes.saturating_add(incoming_bytes) > policy.segment_bytes {
         return Some(RollReason::Size);
     }
-    if now_ms.saturating_sub(first_append_ms) >= policy.segment_age_ms {
+    if let Some(first_append_ms) = segment.first_append_ms
+        && now_ms.saturating_sub(first_append_ms) >= policy.segment_age_ms
+    {
         return Some(RollReason::Age);
-    }
-    if incoming_last_offset - segment.base_offset > i64::from(u32::MAX) {
-        return Some(RollReason::OffsetSpan);
     }
     None
 }
@@ -284,5 +297,19 @@ mod tests {
             roll_reason(&used, 50, i64::from(u32::MAX) + 1, 1_000, &policy),
             Some(RollReason::OffsetSpan)
         );
+        // A segment reopened with data has no first-append time; size and span still apply.
+        let reopened = ActiveSegmentStats {
+            first_append_ms: None,
+            ..used
+        };
+        assert_eq!(
+            roll_reason(&reopened, 101, 5, 1_000, &policy),
+            Some(RollReason::Size)
+        );
+        assert_eq!(
+            roll_reason(&reopened, 50, i64::from(u32::MAX) + 1, 1_000, &policy),
+            Some(RollReason::OffsetSpan)
+        );
+        assert_eq!(roll_reason(&reopened, 50, 5, 61_000, &policy), None);
     }
 }

@@ -624,3 +624,107 @@ fn sample_round_trip() {
     let batch = Bytes::from(sample_batch(4));
     assert_same_records(&decode(&batch).unwrap(), &records, 0);
 }
+
+// Goal: a batch whose `record_count` (with a matching `last_offset_delta`) claims more or
+// fewer records than it carries passes the header-only `validate_batch` but is refused by
+// `validate_batch_records`, for every codec; a true count passes. This is the
+// two-billion-offsets batch of issue 11.
+#[test]
+fn validate_batch_records_refuses_a_count_that_lies() {
+    let unbounded = DecodeLimits {
+        records_max: usize::MAX,
+        ..DecodeLimits::default()
+    };
+    for compression in CODECS {
+        let honest = Bytes::from(crate::test_support::sample_batch_with(3, compression));
+        let header = validate_batch_records(&honest, &DecodeLimits::default()).unwrap();
+        assert_eq!(header.record_count, 3, "{compression:?}");
+
+        for claimed in [i32::MAX, 4, 2, 1] {
+            let mut lying = honest.to_vec();
+            edit_header(&mut lying, |header| {
+                header.record_count = claimed;
+                header.last_offset_delta = claimed - 1;
+            });
+            // The header alone agrees with itself: only the record walk can see the lie.
+            assert!(validate_batch(&lying).is_ok());
+            let error = validate_batch_records(&lying, &unbounded).unwrap_err();
+            match claimed {
+                i32::MAX | 4 => assert!(
+                    matches!(error, DecodeError::MissingRecords { found: 3, .. }),
+                    "{compression:?} {claimed}: {error:?}"
+                ),
+                // Fewer claimed than present: the extra records are trailing bytes (or, with
+                // the last offset delta shrunk, an offset delta out of range first).
+                _ => assert!(
+                    matches!(
+                        error,
+                        DecodeError::TrailingRecordBytes { .. }
+                            | DecodeError::Record {
+                                error: RecordError::BadOffsetDelta { .. },
+                                ..
+                            }
+                    ),
+                    "{compression:?} {claimed}: {error:?}"
+                ),
+            }
+        }
+        let mut huge = honest.to_vec();
+        edit_header(&mut huge, |header| {
+            header.record_count = i32::MAX;
+            header.last_offset_delta = i32::MAX - 1;
+        });
+        // Under the default limits the claim is refused before any decompression.
+        assert!(matches!(
+            validate_batch_records(&huge, &DecodeLimits::default()),
+            Err(DecodeError::TooManyRecords { .. })
+        ));
+    }
+}
+
+// Goal: a "poison" batch, a valid CRC over records that do not decode, is refused by
+// `validate_batch_records` (issue 11, data item 5), whatever is wrong inside the records;
+// an empty batch (what compaction or a filter leaves) passes.
+#[test]
+fn validate_batch_records_refuses_records_that_do_not_decode() {
+    let limits = DecodeLimits::default();
+    let poison_regions: [Vec<u8>; 4] = [
+        // A record length that overruns the region.
+        vec![0x7e, 0, 0],
+        // A header count of one with no header bytes.
+        raw_record(&fields(0, &[0x02])),
+        // A header key that is not UTF-8.
+        raw_record(&fields(0, &[0x02, 0x02, 0xff, 0x01])),
+        // A negative record length.
+        vec![0x01, 0, 0, 0],
+    ];
+    for compression in CODECS {
+        for region in &poison_regions {
+            let batch = batch_with_region(region, 1, compression);
+            assert!(validate_batch(&batch).is_ok());
+            let error = validate_batch_records(&batch, &limits).unwrap_err();
+            assert!(
+                matches!(error, DecodeError::Record { index: 0, .. }),
+                "{compression:?} {region:?}: {error:?}"
+            );
+        }
+        let empty = batch_with_region(&[], 0, compression);
+        assert_eq!(
+            validate_batch_records(&empty, &limits)
+                .unwrap()
+                .record_count,
+            0
+        );
+    }
+    let many_headers = raw_record(&fields(0, &[0x06, 0, 0x01, 0, 0x01, 0, 0x01]));
+    let batch = batch_with_region(&many_headers, 1, Compression::None);
+    let tight = DecodeLimits {
+        headers_max: 2,
+        ..DecodeLimits::default()
+    };
+    assert!(validate_batch_records(&batch, &limits).is_ok());
+    assert!(matches!(
+        validate_batch_records(&batch, &tight),
+        Err(DecodeError::TooManyHeaders { limit: 2 })
+    ));
+}

@@ -127,7 +127,9 @@ error_codes! {
     ModuleNotFound = 36, false;
     /// A module failed while running (trap, out of fuel, memory limit, malformed output).
     ModuleFailed = 37, false;
-    /// A record was refused by the topic's produce filter (see the message).
+    /// A record was refused by the topic's produce filter, or a batch's records do not match
+    /// its header (a count that lies, records that do not decode; see the message). The
+    /// same bytes fail again: fix the producer.
     InvalidRecord = 38, false;
     /// A transform with that name exists already with another input (remove it first).
     TransformAlreadyExists = 39, false;

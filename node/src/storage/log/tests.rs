@@ -196,6 +196,107 @@ fn invalid_and_oversized_batches_are_refused() {
     });
 }
 
+/// `batch` with its header edited to claim `record_count` records spanning
+/// `last_offset_delta + 1` offsets, CRC resealed so only the claim is wrong.
+fn claiming(batch: &Bytes, record_count: i32, last_offset_delta: i32) -> Bytes {
+    let mut bytes = batch.to_vec();
+    bytes[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
+    bytes[57..61].copy_from_slice(&record_count.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(bytes)
+}
+
+// Goal (issue 11, "First"): four concurrent appends of a one-record batch whose header
+// claims 2^31 - 1 records (with the matching last offset delta) are refused for their
+// record count; before the fix they passed, were drained into one group spanning more than
+// u32 offsets, and the index's `expect` killed the writer task. The log keeps accepting
+// valid batches and reopens cleanly.
+#[test]
+fn inflated_record_counts_are_refused_and_the_writer_survives() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(21);
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
+        let inflated = claiming(&batch(1, 1, 0), i32::MAX, i32::MAX - 1);
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let log = log.clone();
+                let inflated = inflated.clone();
+                tokio::spawn(async move { log.append(inflated, AppendDurability::Written).await })
+            })
+            .collect();
+        for task in tasks {
+            let result = task.await.unwrap();
+            assert!(
+                matches!(result, Err(AppendError::InvalidRecords(_))),
+                "{result:?}"
+            );
+        }
+        let outcome = log
+            .append(batch(2, 3, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        assert_eq!((outcome.base_offset, outcome.last_offset), (0, 2));
+        log.close().await.unwrap();
+        let reopened = PartitionLog::open(disk, Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
+        assert_eq!(reopened.high_watermark(), 3);
+        assert_eq!(read_all(&reopened).await.len(), 1);
+    });
+}
+
+// Goal: the roll rule holds per batch, not per group: four concurrent node-rewritten
+// batches (`append_with_gaps`, one record each, each spanning 2^31 - 1 offsets) drained
+// into one group take more offsets than one segment's 32-bit index can hold, so the writer
+// rolls between them instead of panicking; everything reads back and survives a reopen.
+#[test]
+fn a_group_spanning_more_than_u32_offsets_rolls_between_batches() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(22);
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
+        let span = i64::from(i32::MAX);
+        let tasks: Vec<_> = (0..4)
+            .map(|tag| {
+                let log = log.clone();
+                let wide = claiming(&batch(tag, 1, 0), 1, i32::MAX - 1);
+                tokio::spawn(
+                    async move { log.append_with_gaps(wide, AppendDurability::Synced).await },
+                )
+            })
+            .collect();
+        let mut bases = Vec::new();
+        for task in tasks {
+            let outcome = task.await.unwrap().unwrap();
+            assert_eq!(outcome.last_offset - outcome.base_offset, span - 1);
+            bases.push(outcome.base_offset);
+        }
+        bases.sort_unstable();
+        assert_eq!(bases, [0, span, 2 * span, 3 * span]);
+        assert!(log.segment_count() >= 2, "{} segments", log.segment_count());
+        assert_eq!(log.high_watermark(), 4 * span);
+        for base in &bases {
+            let read = log.read(*base, 1000).await.unwrap();
+            let (header, _) = BatchIter::new(&read.bytes).next().unwrap().unwrap();
+            assert_eq!(header.base_offset, *base);
+        }
+        log.close().await.unwrap();
+        let reopened = PartitionLog::open(disk, Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
+        assert_eq!(reopened.high_watermark(), 4 * span);
+        let outcome = reopened
+            .append(batch(9, 2, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        assert_eq!(outcome.base_offset, 4 * span);
+    });
+}
+
 // Goal: many appends in flight at once share writes and fdatasyncs (group commit), and
 // every one of them is acknowledged with its own offsets.
 #[test]
@@ -1492,4 +1593,173 @@ fn a_crash_during_compaction_loses_nothing() {
             );
         });
     }
+}
+
+/// Rewrites the batch at `position` of the segment file at `path` on `disk` in place, with
+/// `edit` applied to its bytes and its CRC recomputed unless `reseal` is false: data an
+/// older Ledge (which did not check records at append) or a damaged disk could have left.
+async fn edit_stored_batch(
+    disk: &SimDisk,
+    path: &Path,
+    position: u64,
+    reseal: bool,
+    edit: impl FnOnce(&mut [u8]),
+) {
+    let file = disk.open(path, OpenMode::ReadWrite).await.unwrap();
+    let header = file.read_at(position, BATCH_HEADER_BYTES).await.unwrap();
+    let total = BatchHeader::parse(&header).unwrap().total_bytes();
+    let mut batch = file.read_at(position, total).await.unwrap();
+    edit(&mut batch);
+    if reseal {
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    file.write_at(position, Bytes::from(batch)).await.unwrap();
+    file.sync_data().await.unwrap();
+}
+
+// Goal (issue 11, data item 5): compaction of a log holding a batch whose CRC is intact but
+// whose records do not decode (bypassing the append check, as data from before it may be),
+// and a sealed segment whose CRC is damaged, completes: it reports both, keeps them as they
+// are and compacts the rest. Before, it failed with `Corrupt` on every run, forever.
+#[test]
+fn compaction_reports_and_keeps_undecodable_batches_and_damaged_segments() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(31);
+        let manual = ManualClock::new(1_000_000);
+        let clock: Arc<dyn Clock> = Arc::new(manual.clone());
+        let log = PartitionLog::open(
+            disk.clone(),
+            Path::new(DIR),
+            small_config(),
+            Arc::clone(&clock),
+        )
+        .await
+        .unwrap();
+        for round in 0..150 {
+            let records = vec![(format!("key-{}", round % 5), Some(format!("value-{round}")))];
+            log.append(
+                keyed_batch(&records, manual.wall_time_ms()),
+                AppendDurability::Synced,
+            )
+            .await
+            .unwrap();
+        }
+        let sealed: Vec<i64> = log
+            .segment_infos()
+            .iter()
+            .filter(|info| !info.active)
+            .map(|info| info.base_offset)
+            .collect();
+        assert!(sealed.len() >= 3, "{sealed:?}");
+        log.close().await.unwrap();
+        let directory = Path::new(DIR);
+        let poisoned = directory.join(segment::segment_file_name(sealed[0]));
+        // The first record's length varint now claims 63 bytes, more than the batch holds.
+        edit_stored_batch(&disk, &poisoned, SEGMENT_HEADER_BYTES, true, |batch| {
+            batch[BATCH_HEADER_BYTES] = 0x7e;
+        })
+        .await;
+        let damaged = directory.join(segment::segment_file_name(sealed[1]));
+        edit_stored_batch(&disk, &damaged, SEGMENT_HEADER_BYTES, false, |batch| {
+            let last = batch.len() - 1;
+            batch[last] ^= 0x01;
+        })
+        .await;
+
+        let log = PartitionLog::open(disk.clone(), directory, small_config(), clock)
+            .await
+            .unwrap();
+        let report = log
+            .compact(manual.wall_time_ms(), &compaction_policy(1 << 20))
+            .await
+            .unwrap();
+        assert_eq!(report.batches_undecodable, 1, "{report:?}");
+        assert_eq!(report.segments_skipped, 1, "{report:?}");
+        assert!(
+            report.segments_rewritten > 0 && report.records_removed > 0,
+            "{report:?}"
+        );
+        // The undecodable batch is still there, whole, at offset `sealed[0]`.
+        let read = log.read(sealed[0], 100).await.unwrap();
+        let (header, bytes) = BatchIter::new(&read.bytes).next().unwrap().unwrap();
+        assert_eq!(header.base_offset, sealed[0]);
+        validate_batch(bytes).unwrap();
+        assert!(decode_batch(&read.bytes.slice_ref(bytes), &Default::default()).is_err());
+        // A second run finds the same and still completes.
+        let again = log
+            .compact(manual.wall_time_ms(), &compaction_policy(1 << 20))
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.batches_undecodable, again.segments_skipped),
+            (1, 1),
+            "{again:?}"
+        );
+    });
+}
+
+/// The segment file and position of the batch starting at `base_offset`.
+async fn locate_batch<D: Disk>(
+    log: &PartitionLog<D>,
+    disk: &D,
+    base_offset: i64,
+) -> (PathBuf, u64) {
+    let segment_base = log
+        .segment_infos()
+        .iter()
+        .rev()
+        .find(|info| info.base_offset <= base_offset)
+        .unwrap()
+        .base_offset;
+    let path = Path::new(DIR).join(segment::segment_file_name(segment_base));
+    let file = disk.open(&path, OpenMode::Read).await.unwrap();
+    let bytes = file
+        .read_at(0, file.len().await.unwrap() as usize)
+        .await
+        .unwrap();
+    let mut position = SEGMENT_HEADER_BYTES as usize;
+    for item in BatchIter::new(&bytes[position..]) {
+        let (header, batch) = item.unwrap();
+        if header.base_offset == base_offset {
+            return (path, position as u64);
+        }
+        position += batch.len();
+    }
+    panic!("no batch starts at {base_offset}");
+}
+
+// Goal (issue 11, data item 5): a lookup by time passes over a stored batch whose records do
+// not decode instead of failing at it (every ListOffsets by time used to fail there).
+#[test]
+fn offsets_for_times_skips_a_batch_whose_records_do_not_decode() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(32);
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), clock())
+            .await
+            .unwrap();
+        // Batch k holds offsets 3k..3k+2 with timestamps 100k..100k+2.
+        for tag in 0..10u64 {
+            log.append(batch(tag, 3, tag as i64 * 100), AppendDurability::Synced)
+                .await
+                .unwrap();
+        }
+        let (path, position) = locate_batch(&log, &disk, 15).await;
+        log.close().await.unwrap();
+        edit_stored_batch(&disk, &path, position, true, |batch| {
+            batch[BATCH_HEADER_BYTES] = 0x7e;
+        })
+        .await;
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), clock())
+            .await
+            .unwrap();
+        assert_eq!(
+            log.offset_for_timestamp(400).await.unwrap(),
+            Some((12, 400))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(501).await.unwrap(),
+            Some((18, 600))
+        );
+    });
 }
