@@ -1315,8 +1315,13 @@ impl<D: Disk> Broker<D> {
                 }
             }
         }
-        let append_time = (config.timestamp_type == TimestampType::LogAppendTime)
-            .then(|| self.clock.wall_time_ms());
+        let now_ms = self.clock.wall_time_ms();
+        for (header, _) in &batches {
+            if let Err(message) = config.check_timestamps(header, now_ms) {
+                return fail(response, (ErrorCode::InvalidTimestamp, message));
+            }
+        }
+        let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         let work = async {
             let mut first = None;
             let partition_count = self

@@ -674,6 +674,9 @@ impl<D: Disk> Broker<D> {
                     format!("malformed record batch: {error}"),
                 )
             })?;
+            config
+                .check_timestamps(&header, self.clock.wall_time_ms())
+                .map_err(|message| (ErrorCode::InvalidTimestamp, message))?;
             if header.producer_id >= 0 {
                 return Err((
                     ErrorCode::InvalidRequest,

@@ -1069,6 +1069,80 @@ fn retention_by_time_and_size() {
     });
 }
 
+// Goal: one far-future timestamp cannot stop time retention: a create-time batch more than
+// message.timestamp.after.max.ms (default 1 hour) ahead of the node's clock is refused with
+// InvalidTimestamp and nothing is stored, so every segment still expires on time. Before,
+// the batch was acknowledged and pinned its segment (and every later one) forever.
+#[test]
+fn a_far_future_timestamp_is_refused_and_retention_goes_on() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(14);
+        let clock = ManualClock::new(1_000_000);
+        let broker = Broker::open(
+            disk.clone(),
+            Path::new(DATA),
+            BrokerConfig::default(),
+            Arc::new(clock.clone()),
+        )
+        .await
+        .unwrap();
+        let configs = [
+            ("segment.bytes", "1024"),
+            ("max.message.bytes", "1000"),
+            ("retention.ms", "60000"),
+        ];
+        create(&broker, "timed", 1, &configs).await;
+        let year_ms = 365 * 24 * 3_600_000;
+        let future = produce(
+            &broker,
+            "timed",
+            0,
+            batch(3, clock.wall_time_ms() + 100 * year_ms),
+            Acks::All,
+        )
+        .await;
+        assert_eq!(
+            future.error,
+            ErrorCode::InvalidTimestamp,
+            "{}",
+            future.message
+        );
+        assert!(future.message.contains("message.timestamp.after.max.ms"));
+        assert_eq!(
+            list_offset(&broker, "timed", OffsetSpec::Latest)
+                .await
+                .offset,
+            Some(0),
+            "nothing of the refused batch is stored"
+        );
+        for _ in 0..40 {
+            let response = produce(
+                &broker,
+                "timed",
+                0,
+                batch(3, clock.wall_time_ms()),
+                Acks::All,
+            )
+            .await;
+            assert_eq!(response.error, ErrorCode::None);
+        }
+        let latest = list_offset(&broker, "timed", OffsetSpec::Latest)
+            .await
+            .offset
+            .unwrap();
+        clock.advance_ms(120_000);
+        broker.enforce_retention().await;
+        let earliest = list_offset(&broker, "timed", OffsetSpec::Earliest)
+            .await
+            .offset
+            .unwrap();
+        assert!(
+            earliest > latest / 2,
+            "every sealed segment expired: start {earliest}, end {latest}"
+        );
+    });
+}
+
 // Goal: over the configured disk usage, produce gets a clear DiskFull while reads go on;
 // once retention frees space the guard resets and produce resumes. A real ENOSPC is
 // answered DiskFull too, and loses nothing.

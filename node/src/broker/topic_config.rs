@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ledge_protocol::Compression;
+use ledge_protocol::{BatchHeader, Compression, NO_TIMESTAMP};
 
 use crate::storage::LogConfig;
 
@@ -19,6 +19,8 @@ pub const KEYS: &[&str] = &[
     "index.interval.bytes",
     "max.compaction.lag.ms",
     "max.message.bytes",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
     "message.timestamp.type",
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
@@ -84,6 +86,14 @@ pub struct TopicConfig {
     pub max_message_bytes: u64,
     /// `message.timestamp.type` (default `CreateTime`).
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.after.max.ms` (default 1 hour, Kafka 4's default; `None`:
+    /// unlimited, written as 9223372036854775807): how far past the node's clock a create-time
+    /// batch's largest timestamp may be. It bounds how long one record can keep a segment
+    /// from time retention (see `storage::retention`).
+    pub timestamp_after_max: Option<Duration>,
+    /// `message.timestamp.before.max.ms` (default unlimited, as Kafka): how far before the
+    /// node's clock a create-time batch's first timestamp may be.
+    pub timestamp_before_max: Option<Duration>,
     /// `min.insync.replicas` (default 1; a single node has one replica).
     pub min_insync_replicas: u32,
     /// `retention.bytes` per partition (default -1: unlimited); enforced by retention.
@@ -118,6 +128,8 @@ impl Default for TopicConfig {
             index_interval_bytes: log.index_interval_bytes,
             max_message_bytes: log.batch_bytes_max,
             timestamp_type: TimestampType::CreateTime,
+            timestamp_after_max: Some(TIMESTAMP_AFTER_MAX_DEFAULT),
+            timestamp_before_max: None,
             min_insync_replicas: 1,
             retention_bytes: None,
             retention: Some(Duration::from_millis(604_800_000)),
@@ -128,6 +140,22 @@ impl Default for TopicConfig {
             overrides: BTreeMap::new(),
         }
     }
+}
+
+/// Default of `message.timestamp.after.max.ms`: Kafka 4's (KIP-1030).
+pub const TIMESTAMP_AFTER_MAX_DEFAULT: Duration = Duration::from_millis(3_600_000);
+
+/// A `*.max.ms` value where Kafka's `Long.MAX_VALUE` means unlimited.
+fn parse_millis_or_unlimited(key: &str, value: &str) -> Result<Option<Duration>, String> {
+    let millis = parse_positive(key, value, 0, i64::MAX)?;
+    Ok((millis < i64::MAX).then(|| Duration::from_millis(millis as u64)))
+}
+
+fn millis_or_unlimited(duration: Option<Duration>) -> String {
+    duration.map_or_else(
+        || i64::MAX.to_string(),
+        |duration| duration.as_millis().to_string(),
+    )
 }
 
 fn parse_i64(key: &str, value: &str) -> Result<i64, String> {
@@ -262,6 +290,12 @@ impl TopicConfig {
                     }
                 };
             }
+            "message.timestamp.after.max.ms" => {
+                self.timestamp_after_max = parse_millis_or_unlimited(key, value)?;
+            }
+            "message.timestamp.before.max.ms" => {
+                self.timestamp_before_max = parse_millis_or_unlimited(key, value)?;
+            }
             "min.insync.replicas" => {
                 self.min_insync_replicas = parse_positive(key, value, 1, 1).map_err(|_| {
                     format!(
@@ -287,6 +321,45 @@ impl TopicConfig {
                 return Err(format!(
                     "unknown topic config {key:?}; known keys: {}",
                     KEYS.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a create-time batch whose timestamps lie outside the topic's window around
+    /// the node's clock `now_ms` (`message.timestamp.after.max.ms` and `.before.max.ms`), as
+    /// Kafka does with INVALID_TIMESTAMP. It judges the header's first and largest
+    /// timestamps, which are what the node indexes and retains by (Kafka checks every
+    /// record; a record inside the batch cannot move the segment's retention time, which
+    /// is its batches' largest header timestamp). Log-append-time topics are stamped with
+    /// the node's clock, so nothing is checked.
+    pub fn check_timestamps(&self, header: &BatchHeader, now_ms: i64) -> Result<(), String> {
+        if self.timestamp_type == TimestampType::LogAppendTime {
+            return Ok(());
+        }
+        let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        if let Some(after) = self.timestamp_after_max {
+            let latest = now_ms.saturating_add(millis(after));
+            if header.max_timestamp != NO_TIMESTAMP && header.max_timestamp > latest {
+                return Err(format!(
+                    "batch timestamp {} is {} ms ahead of the node's clock ({now_ms}), more than \
+                     message.timestamp.after.max.ms ({})",
+                    header.max_timestamp,
+                    header.max_timestamp.saturating_sub(now_ms),
+                    millis(after)
+                ));
+            }
+        }
+        if let Some(before) = self.timestamp_before_max {
+            let earliest = now_ms.saturating_sub(millis(before));
+            let first = header.base_timestamp.min(header.max_timestamp);
+            if first != NO_TIMESTAMP && first < earliest {
+                return Err(format!(
+                    "batch timestamp {first} is {} ms behind the node's clock ({now_ms}), more \
+                     than message.timestamp.before.max.ms ({})",
+                    now_ms.saturating_sub(first),
+                    millis(before)
                 ));
             }
         }
@@ -343,6 +416,8 @@ impl TopicConfig {
             "min.compaction.lag.ms" => self.min_compaction_lag.as_millis().to_string(),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
+            "message.timestamp.after.max.ms" => millis_or_unlimited(self.timestamp_after_max),
+            "message.timestamp.before.max.ms" => millis_or_unlimited(self.timestamp_before_max),
             "message.timestamp.type" => match self.timestamp_type {
                 TimestampType::CreateTime => "CreateTime".into(),
                 TimestampType::LogAppendTime => "LogAppendTime".into(),
@@ -410,6 +485,91 @@ mod tests {
             .iter()
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect()
+    }
+
+    fn header(base_timestamp: i64, max_timestamp: i64) -> BatchHeader {
+        let records = [ledge_protocol::Record {
+            timestamp: base_timestamp,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        }];
+        let bytes = ledge_protocol::encode_batch(&records, &Default::default()).unwrap();
+        BatchHeader {
+            max_timestamp,
+            ..BatchHeader::parse(&bytes).unwrap()
+        }
+    }
+
+    // Goal: create-time timestamps are bounded as Kafka 4 bounds them: at most an hour ahead
+    // by default, any age by default, both configurable (Long.MAX_VALUE is unlimited), and
+    // log-append-time topics are not checked.
+    #[test]
+    fn timestamps_outside_the_window_are_refused() {
+        let now = 1_700_000_000_000;
+        let hour = 3_600_000;
+        let defaults = TopicConfig::default();
+        assert!(
+            defaults
+                .check_timestamps(&header(now, now + hour), now)
+                .is_ok()
+        );
+        let error = defaults
+            .check_timestamps(&header(now, now + hour + 1), now)
+            .unwrap_err();
+        assert!(error.contains("message.timestamp.after.max.ms"), "{error}");
+        assert!(defaults.check_timestamps(&header(0, 0), now).is_ok());
+        assert!(defaults.check_timestamps(&header(-1, -1), now).is_ok());
+        let strict = TopicConfig::with_overrides(
+            &defaults,
+            &overrides(&[
+                ("message.timestamp.after.max.ms", "0"),
+                ("message.timestamp.before.max.ms", "1000"),
+            ]),
+        )
+        .unwrap();
+        assert!(
+            strict
+                .check_timestamps(&header(now - 1000, now), now)
+                .is_ok()
+        );
+        let error = strict
+            .check_timestamps(&header(now - 1001, now), now)
+            .unwrap_err();
+        assert!(error.contains("message.timestamp.before.max.ms"), "{error}");
+        assert!(strict.check_timestamps(&header(now, now + 1), now).is_err());
+        let unlimited = TopicConfig::with_overrides(
+            &defaults,
+            &overrides(&[
+                ("message.timestamp.after.max.ms", "9223372036854775807"),
+                ("message.timestamp.type", "LogAppendTime"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(unlimited.timestamp_after_max, None);
+        assert!(
+            unlimited
+                .check_timestamps(&header(now, i64::MAX), now)
+                .is_ok()
+        );
+        let described = unlimited.describe();
+        assert!(described.contains(&(
+            "message.timestamp.after.max.ms".into(),
+            "9223372036854775807".into(),
+            false
+        )));
+        assert!(described.contains(&(
+            "message.timestamp.before.max.ms".into(),
+            "9223372036854775807".into(),
+            true
+        )));
+        assert!(
+            TopicConfig::with_overrides(
+                &defaults,
+                &overrides(&[("message.timestamp.after.max.ms", "-1")])
+            )
+            .is_err()
+        );
     }
 
     #[test]

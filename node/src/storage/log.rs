@@ -1630,14 +1630,7 @@ async fn scan_segment<F: DiskFile>(
         if (bytes.len() as u64) < length {
             // The file shrank under us; treat what is there as all there is.
             let end = position + bytes.len() as u64;
-            let result = recovery::scan(
-                &bytes,
-                position,
-                next_offset,
-                config.batch_bytes_max,
-                allow_gaps,
-                on_batch,
-            );
+            let result = recovery::scan(&bytes, position, next_offset, allow_gaps, on_batch);
             let problem = match result.stop {
                 ScanStop::End => None,
                 ScanStop::Incomplete { position: at, .. } => {
@@ -1650,14 +1643,7 @@ async fn scan_segment<F: DiskFile>(
             };
             return Ok((result.valid_end, result.next_offset, problem));
         }
-        let result = recovery::scan(
-            &bytes,
-            position,
-            next_offset,
-            config.batch_bytes_max,
-            allow_gaps,
-            on_batch,
-        );
+        let result = recovery::scan(&bytes, position, next_offset, allow_gaps, on_batch);
         position = result.valid_end;
         next_offset = result.next_offset;
         match result.stop {
@@ -1686,6 +1672,100 @@ async fn scan_segment<F: DiskFile>(
         }
     }
     Ok((position, next_offset, None))
+}
+
+/// Judges a stop at `stop` in the active segment, above the recovery point: `None` if it
+/// is a torn tail (nothing valid follows, or what is damaged before the next valid batch
+/// shows a lost sector, as a power loss leaves unsynced appends), else the position and
+/// offset of the valid batch that follows damage no crash explains. Reads from `stop` to
+/// the next valid batch only, in `recovery_read_bytes` steps.
+async fn damage_before_valid_batches<F: DiskFile>(
+    file: &F,
+    stop: u64,
+    next_offset: i64,
+    file_len: u64,
+    config: &LogConfig,
+) -> Result<Option<(u64, i64)>, DiskError> {
+    let Some((resumes_at, resumes_offset)) =
+        next_continuing_batch(file, stop, next_offset, file_len, config).await?
+    else {
+        return Ok(None);
+    };
+    // A lost sector may end inside the valid batch's first bytes when those are zeros
+    // anyway (the high bytes of its base offset and length, its epoch 0): judge the
+    // damaged range up to the end of that zero prefix.
+    let prefix = file.read_at(resumes_at, BATCH_HEADER_BYTES).await?;
+    let zero_prefix = prefix.iter().take_while(|&&byte| byte == 0).count() as u64;
+    let judged_end = resumes_at + zero_prefix;
+    // Read the damaged range from its first whole sector on, so every sector that ends
+    // before `judged_end` is judged.
+    let step = (config.recovery_read_bytes as u64).max(recovery::LOST_WRITE_UNIT_BYTES);
+    let mut from = stop - stop % recovery::LOST_WRITE_UNIT_BYTES;
+    while from < judged_end {
+        let until = (from + step).min(judged_end);
+        let bytes = file.read_at(from, (until - from) as usize).await?;
+        if recovery::lost_write_in(&bytes, from, stop) {
+            return Ok(None);
+        }
+        if (bytes.len() as u64) < until - from {
+            break;
+        }
+        // Step on by whole sectors so no sector is split between two reads.
+        let judged =
+            (until - from) / recovery::LOST_WRITE_UNIT_BYTES * recovery::LOST_WRITE_UNIT_BYTES;
+        if judged == 0 {
+            break;
+        }
+        from += judged;
+    }
+    Ok(Some((resumes_at, resumes_offset)))
+}
+
+/// The first whole valid batch after `stop` (searched byte by byte) whose base offset is at
+/// least `next_offset`: its position and base offset.
+async fn next_continuing_batch<F: DiskFile>(
+    file: &F,
+    stop: u64,
+    next_offset: i64,
+    file_len: u64,
+    config: &LogConfig,
+) -> Result<Option<(u64, i64)>, DiskError> {
+    let header_bytes = BATCH_HEADER_BYTES as u64;
+    let step = (config.recovery_read_bytes as u64).max(2 * header_bytes);
+    let mut start = stop + 1;
+    while start + header_bytes <= file_len {
+        let chunk = file
+            .read_at(start, step.min(file_len - start) as usize)
+            .await?;
+        let Some(candidates) = chunk.len().checked_sub(BATCH_HEADER_BYTES - 1) else {
+            break;
+        };
+        for at_in_chunk in 0..candidates {
+            let Some(rest) = chunk.get(at_in_chunk..) else {
+                break;
+            };
+            let Some(total) = recovery::plausible_continuation(rest, next_offset) else {
+                continue;
+            };
+            let at = start + at_in_chunk as u64;
+            if total > file_len - at {
+                continue;
+            }
+            let whole;
+            let batch = match rest.get(..total as usize) {
+                Some(batch) => batch,
+                None => {
+                    whole = file.read_at(at, total as usize).await?;
+                    whole.as_slice()
+                }
+            };
+            if let Some(header) = recovery::continuing_batch(batch, next_offset) {
+                return Ok(Some((at, header.base_offset)));
+            }
+        }
+        start += candidates as u64;
+    }
+    Ok(None)
 }
 
 async fn open_sealed_segment<D: Disk>(
@@ -1894,6 +1974,22 @@ async fn recover_active_segment<D: Disk>(
         });
     }
     if let Some((position, reason)) = &problem {
+        // Above the recovery point a stop may be a torn tail or damage to data that was
+        // synced after the last checkpoint (or any data, if the checkpoint is gone). Only
+        // an unfinished write may be cut.
+        if let Some((resumes_at, resumes_offset)) =
+            damage_before_valid_batches(&file, valid_end, next_offset, file_len, config).await?
+        {
+            return Err(OpenError::Corrupt {
+                path,
+                position: *position,
+                reason: format!(
+                    "{reason}; valid batches follow from byte {resumes_at} (offset \
+                     {resumes_offset}), so this is damage to written data, not an unfinished \
+                     write, and nothing is truncated"
+                ),
+            });
+        }
         tracing::warn!(
             segment = %path.display(),
             position,

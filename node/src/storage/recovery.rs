@@ -8,8 +8,36 @@
 //! log driver) decides what a stop means: read more, truncate a torn tail above the
 //! recovery point, or report corruption below it. In a compacted segment (`allow_gaps`)
 //! base offsets may jump forward but never back.
+//!
+//! A stop above the recovery point is a torn tail only if it looks like one. What a crash
+//! leaves of an unfinished append is a prefix of it, with lost sectors reading as zeros or
+//! missing (the file ends early); sectors may be lost out of order, so a later batch can
+//! survive a lost earlier one. Damage that is not a lost write (a bit flip, a wrong
+//! length) followed by a valid batch is corruption of data that may have been
+//! acknowledged, and is reported, never truncated. [`continuing_batch`] finds the valid
+//! batch after a stop; [`lost_write_in`] tells whether the damage before it shows a lost
+//! sector.
+//!
+//! Stored batches are bounded only by what a segment can hold
+//! ([`STORED_BATCH_BYTES_MAX`]), never by today's `max.message.bytes`: lowering that limit
+//! must not turn batches accepted under the old one into "corruption".
 
-use ledge_protocol::{BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BatchHeader, validate_batch};
+use ledge_protocol::{
+    BATCH_HEADER_BYTES, BATCH_LENGTH_MIN, BATCH_LENGTH_PREFIX_BYTES, BatchHeader, MAGIC_V2,
+    validate_batch,
+};
+
+use super::segment::SEGMENT_HEADER_BYTES;
+
+/// The largest batch a stored segment can hold: segment positions are 32-bit (index
+/// entries), and the segment header comes first. A length field above this cannot be one
+/// our writer wrote, whatever `max.message.bytes` was at the time.
+pub const STORED_BATCH_BYTES_MAX: u64 = u32::MAX as u64 - SEGMENT_HEADER_BYTES;
+
+/// The unit in which a disk keeps or loses unsynced writes at a power loss: the smallest
+/// sector size. A larger unit (a 4 KiB page) lost whole is also a run of lost 512-byte
+/// sectors, so checking at 512 covers both.
+pub const LOST_WRITE_UNIT_BYTES: u64 = 512;
 
 /// The partition leader epoch this node stamps on every batch (no replication yet).
 pub const PARTITION_LEADER_EPOCH: i32 = 0;
@@ -50,14 +78,13 @@ pub struct ScanResult {
 
 /// Scans `bytes`, which start at file position `position`, expecting the first batch at
 /// `next_offset`, calling `on_batch(header, position, total bytes)` for each valid batch.
-/// Batches larger than `batch_bytes_max` are invalid (no writer of ours could have
+/// Batches larger than [`STORED_BATCH_BYTES_MAX`] are invalid (no writer of ours could have
 /// produced one, so the length field is damaged). A batch `on_batch` refuses (say, one the
 /// segment index cannot hold) stops the scan there as invalid, with the reason it gave.
 pub fn scan(
     bytes: &[u8],
     position: u64,
     next_offset: i64,
-    batch_bytes_max: u64,
     allow_gaps: bool,
     on_batch: &mut (dyn FnMut(&BatchHeader, u64, u64) -> Result<(), String> + Send),
 ) -> ScanResult {
@@ -89,10 +116,12 @@ pub fn scan(
             };
         }
         let total = BATCH_LENGTH_PREFIX_BYTES as u64 + batch_length as u64;
-        if total > batch_bytes_max {
+        if total > STORED_BATCH_BYTES_MAX {
             break ScanStop::Invalid {
                 position: at,
-                reason: format!("batch length {total} exceeds the limit {batch_bytes_max}"),
+                reason: format!(
+                    "batch length {total} exceeds what a segment can hold ({STORED_BATCH_BYTES_MAX})"
+                ),
             };
         }
         let Some(batch) = rest.get(..total as usize) else {
@@ -148,4 +177,53 @@ pub fn scan(
 /// batches already validated on append.
 pub fn peek_header(bytes: &[u8]) -> Option<BatchHeader> {
     BatchHeader::parse(bytes).ok()
+}
+
+/// If the header at the start of `bytes` could begin a batch that continues a log whose
+/// next offset is at least `next_offset_min`, the batch's total size. A cheap filter (no
+/// CRC) for [`continuing_batch`]'s search past damage: magic, length, the epoch this node
+/// stamps, an offset not below the log's.
+pub fn plausible_continuation(bytes: &[u8], next_offset_min: i64) -> Option<u64> {
+    let header = BatchHeader::parse(bytes).ok()?;
+    let total = header.total_bytes() as u64;
+    let plausible = header.magic == MAGIC_V2
+        && header.batch_length >= BATCH_LENGTH_MIN
+        && total <= STORED_BATCH_BYTES_MAX
+        && header.partition_leader_epoch == PARTITION_LEADER_EPOCH
+        && header.base_offset >= next_offset_min;
+    plausible.then_some(total)
+}
+
+/// Whether `batch` (exactly one batch's bytes) is a whole valid batch that continues a log
+/// whose next offset is at least `next_offset_min`; its header if so.
+pub fn continuing_batch(batch: &[u8], next_offset_min: i64) -> Option<BatchHeader> {
+    let header = validate_batch(batch).ok()?;
+    let continues = header.base_offset >= next_offset_min
+        && header.partition_leader_epoch == PARTITION_LEADER_EPOCH;
+    continues.then_some(header)
+}
+
+/// Whether the damaged range starting at `damage_start` shows a lost write within `bytes`
+/// (which start at file position `position` and end before the next valid batch): some
+/// sector's part at or after `damage_start`, running to the sector's end, reads as zeros.
+/// That is what an unsynced append lost at a power failure leaves (the sector was never
+/// written); a bit flip or a misdirected write leaves no such run. Only sectors that end
+/// within `bytes` are judged.
+pub fn lost_write_in(bytes: &[u8], position: u64, damage_start: u64) -> bool {
+    let end = position + bytes.len() as u64;
+    let mut sector_end = (damage_start / LOST_WRITE_UNIT_BYTES + 1) * LOST_WRITE_UNIT_BYTES;
+    while sector_end <= end {
+        let from = damage_start.max(sector_end - LOST_WRITE_UNIT_BYTES);
+        if from >= position {
+            let range = (from - position) as usize..(sector_end - position) as usize;
+            if bytes
+                .get(range)
+                .is_some_and(|part| part.iter().all(|&byte| byte == 0))
+            {
+                return true;
+            }
+        }
+        sector_end += LOST_WRITE_UNIT_BYTES;
+    }
+    false
 }

@@ -137,6 +137,11 @@ error_codes! {
     ModuleInUse = 40, false;
     /// A topic transform reads from or writes to the topic; remove the transform first.
     TopicInUse = 41, false;
+    /// A create-time batch's timestamp is further in the future than the topic's
+    /// `message.timestamp.after.max.ms`, or further in the past than its
+    /// `message.timestamp.before.max.ms` (Kafka's INVALID_TIMESTAMP). Fix the producer's clock
+    /// or the timestamps it sets.
+    InvalidTimestamp = 42, false;
 }
 
 impl Wire for ErrorCode {

@@ -743,6 +743,155 @@ fn corruption_below_recovery_point_is_reported_not_truncated() {
     });
 }
 
+/// A batch of `count` records tagged `tag`, stamped as the log would stamp it at `base`.
+fn stamped_batch(tag: u64, count: usize, base: i64) -> Vec<u8> {
+    let mut bytes = batch(tag, count, 0).to_vec();
+    set_base_offset(&mut bytes, base).unwrap();
+    set_partition_leader_epoch(&mut bytes, PARTITION_LEADER_EPOCH).unwrap();
+    bytes
+}
+
+/// Opens `DIR` on `disk` with `config`, appends `batches` batches of 3 records synced, and
+/// loses power before the log is closed (so the checkpoint is only what syncs wrote).
+async fn synced_batches_then_crash(disk: &SimDisk, config: &LogConfig, batches: u64) {
+    let log = PartitionLog::open(disk.clone(), Path::new(DIR), config.clone(), clock())
+        .await
+        .unwrap();
+    for tag in 0..batches {
+        log.append(batch(tag, 3, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+    }
+    disk.crash();
+    drop(log);
+}
+
+// Goal: a bit flip in the middle of the active segment, followed by valid batches, takes the
+// partition offline with the file and byte position, and truncates nothing, whether the
+// checkpoint was deleted or only lags (the damage is above its recovery point). Before, both
+// were taken as a torn tail and every acknowledged batch after the flip was cut.
+#[test]
+fn damage_followed_by_valid_batches_is_reported_not_truncated() {
+    runtime().block_on(async {
+        for case in ["checkpoint deleted", "checkpoint lags"] {
+            let disk = SimDisk::new(15);
+            // An hour between checkpoints: only the first sync advances the recovery point.
+            let config = LogConfig {
+                recovery_checkpoint_interval: Duration::from_secs(3600),
+                ..LogConfig::default()
+            };
+            synced_batches_then_crash(&disk, &config, 20).await;
+            let directory = PathBuf::from(DIR);
+            if case == "checkpoint deleted" {
+                disk.remove_file(&directory.join("checkpoint"))
+                    .await
+                    .unwrap();
+            }
+            let segment = directory.join("00000000000000000000.log");
+            let batch_bytes = batch(0, 3, 0).len();
+            let length_before = disk.contents(&segment).unwrap().len();
+            let tenth_batch = 16 + 9 * batch_bytes;
+            assert!(disk.corrupt_bit(&segment, tenth_batch + 40, 5));
+            let error = PartitionLog::open(disk.clone(), &directory, config.clone(), clock())
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{case}: the damaged partition opened"));
+            let message = error.to_string();
+            assert!(
+                matches!(error, OpenError::Corrupt { .. }),
+                "{case}: {message}"
+            );
+            assert!(
+                message.contains("00000000000000000000.log")
+                    && message.contains(&format!("byte {tenth_batch}"))
+                    && message.contains("valid batches follow"),
+                "{case}: {message}"
+            );
+            assert_eq!(
+                disk.contents(&segment).unwrap().len(),
+                length_before,
+                "{case}: nothing may be truncated"
+            );
+        }
+    });
+}
+
+// Goal: a crash that loses a sector of an unsynced append while a later sector (holding a
+// whole later batch) survives is still a torn tail: it is truncated, not reported.
+#[test]
+fn a_lost_sector_before_a_surviving_batch_is_a_torn_tail() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(16);
+        let config = LogConfig::default();
+        synced_batches_then_crash(&disk, &config, 2).await;
+        let segment = PathBuf::from(DIR).join("00000000000000000000.log");
+        let end = disk.contents(&segment).unwrap().len();
+        // An unsynced batch over several sectors, one of them lost (zeros), then a whole
+        // later batch that survived.
+        let mut torn = stamped_batch(7, 120, 6);
+        assert!(torn.len() > 3 * sim::disk::SECTOR_BYTES);
+        let lost = (end / sim::disk::SECTOR_BYTES + 1) * sim::disk::SECTOR_BYTES - end;
+        torn[lost..lost + sim::disk::SECTOR_BYTES].fill(0);
+        torn.extend_from_slice(&stamped_batch(8, 2, 126));
+        assert!(disk.append_durable(&segment, &torn));
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), config, clock())
+            .await
+            .unwrap();
+        assert_eq!(log.high_watermark(), 6);
+        assert_eq!(disk.contents(&segment).unwrap().len(), end);
+    });
+}
+
+// Goal: recovery does not apply today's max.message.bytes to stored batches: a batch
+// accepted under a larger limit stays readable after the limit is lowered and the node
+// restarts. Before, recovery called it corruption ("batch length ... exceeds the limit").
+#[test]
+fn lowering_max_message_bytes_keeps_stored_batches_readable() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(17);
+        let large = LogConfig {
+            batch_bytes_max: 64 * 1024,
+            ..LogConfig::default()
+        };
+        let big = batch(1, 2000, 0);
+        assert!(big.len() > 8 * 1024);
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), large, clock())
+            .await
+            .unwrap();
+        log.append(batch(0, 2, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        log.append(big.clone(), AppendDurability::Synced)
+            .await
+            .unwrap();
+        log.close().await.unwrap();
+        let small = LogConfig {
+            batch_bytes_max: 4 * 1024,
+            ..LogConfig::default()
+        };
+        for checkpoint_deleted in [false, true] {
+            if checkpoint_deleted {
+                // Without the checkpoint, the whole active segment is rescanned.
+                disk.remove_file(&PathBuf::from(DIR).join("checkpoint"))
+                    .await
+                    .unwrap();
+            }
+            let log = PartitionLog::open(disk.clone(), Path::new(DIR), small.clone(), clock())
+                .await
+                .unwrap();
+            assert_eq!(log.high_watermark(), 2002);
+            let all = read_all(&log).await;
+            assert_eq!(all.len(), 2);
+            assert_eq!(values(&all[1].2).len(), 2000);
+            assert!(matches!(
+                log.append(big.clone(), AppendDurability::Synced).await,
+                Err(AppendError::BatchTooLarge { .. })
+            ));
+            log.close().await.unwrap();
+        }
+    });
+}
+
 // Goal: foreign files, newer formats and unreadable checkpoints are refused by name.
 #[test]
 fn foreign_and_newer_files_are_refused_by_name() {
