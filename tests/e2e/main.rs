@@ -6,6 +6,7 @@ mod group_bench;
 mod groups;
 mod groups_more;
 mod node;
+mod process;
 mod retention;
 mod sdk_produce_consume;
 mod wasm;
