@@ -49,6 +49,9 @@ pub struct NodeConfig {
     pub modules: Vec<DeclaredModuleFile>,
     /// Topic transforms to deploy at start (`[[transform]]`).
     pub transforms: Vec<DeclaredTransformFile>,
+    /// Process-wide cap on sealed segment files kept open for reads
+    /// (`[log] sealed_segment_files_open_max`).
+    pub sealed_segment_files_open_max: u64,
 }
 
 /// A `[[module]]` table: a named module read from a file at start.
@@ -104,6 +107,8 @@ impl Default for NodeConfig {
             topics: Vec::new(),
             modules: Vec::new(),
             transforms: Vec::new(),
+            sealed_segment_files_open_max:
+                crate::storage::disk::descriptors::SEALED_SEGMENT_FILES_OPEN_MAX_DEFAULT,
         }
     }
 }
@@ -229,6 +234,7 @@ struct LogSection {
     recovery_read_bytes: Option<usize>,
     retention_check_interval_ms: Option<u64>,
     compaction_key_map_bytes_max: Option<usize>,
+    sealed_segment_files_open_max: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -437,6 +443,14 @@ impl NodeConfig {
         }
         if let Some(value) = log.compaction_key_map_bytes_max {
             broker.compaction_key_map_bytes_max = value;
+        }
+        if let Some(value) = log.sealed_segment_files_open_max {
+            if value == 0 {
+                return Err(ConfigError(format!(
+                    "{origin}: log.sealed_segment_files_open_max must be positive"
+                )));
+            }
+            config.sealed_segment_files_open_max = value;
         }
         let groups = file.groups.unwrap_or_default();
         let limits = &mut broker.groups;

@@ -118,6 +118,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         }
         Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
     }
+    descriptors::set_sealed_segment_files_open_max(config.sealed_segment_files_open_max);
     let socket = quic::bind_socket(config.listen, &config.transport)?;
 
     // The lock comes before anything else touches the data directory, and is held until
@@ -135,6 +136,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         }
     };
     let reset_key = quic::load_or_create_reset_key(&config.data_dir)?;
+    // Refuse a partition count the open-file limit cannot hold before opening any: opens
+    // failing one by one with EMFILE took partitions offline and then the node down.
+    descriptors::check_partition_count(partitions_at_start(&config))?;
     let broker = Broker::open(
         disk,
         &config.data_dir,
@@ -190,6 +194,31 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
+}
+
+/// Partitions the node will hold once started: those with a directory in `<data-dir>/logs`,
+/// plus those the config declares beyond them.
+fn partitions_at_start(config: &NodeConfig) -> u64 {
+    let mut existing: std::collections::BTreeMap<String, u64> = Default::default();
+    if let Ok(entries) = std::fs::read_dir(config.data_dir.join("logs")) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if let Some(key) =
+                ledge_node::storage::PartitionKey::from_directory_name(&name.to_string_lossy())
+            {
+                *existing.entry(key.topic).or_default() += 1;
+            }
+        }
+    }
+    let declared_beyond: u64 = config
+        .topics
+        .iter()
+        .map(|topic| {
+            let have = existing.get(&topic.name).copied().unwrap_or(0);
+            u64::from(topic.partitions).saturating_sub(have)
+        })
+        .sum();
+    existing.values().sum::<u64>() + declared_beyond
 }
 
 /// Uploads the config file's `[[module]]`s and deploys its `[[transform]]`s (unchanged ones

@@ -12,7 +12,13 @@
 //!   ([`check_partition_count`]), at start and when topics are created or grown, instead of
 //!   failing opens one by one later.
 
+use std::any::Any;
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use super::{Disk, DiskError, OpenMode};
 
 /// Descriptors a partition holds while online: its active segment and its checkpoint.
 pub const DESCRIPTORS_PER_PARTITION: u64 = 2;
@@ -147,6 +153,99 @@ pub fn check_partition_count_against(
         });
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The sealed-segment file cache.
+
+/// One cached sealed segment file, type-erased so that one process-wide cache serves logs
+/// over any `Disk` backend (ids are unique per process, so an id always maps to the type it
+/// was inserted with).
+struct SealedEntry {
+    file: Arc<dyn Any + Send + Sync>,
+    last_used: u64,
+}
+
+#[derive(Default)]
+struct SealedFiles {
+    entries: HashMap<u64, SealedEntry>,
+    /// Monotonic use counter for least-recently-used eviction.
+    tick: u64,
+}
+
+static SEALED_FILES: LazyLock<Mutex<SealedFiles>> = LazyLock::new(Mutex::default);
+
+/// Source of [`new_sealed_file_id`].
+static NEXT_SEALED_FILE_ID: AtomicU64 = AtomicU64::new(0);
+
+fn sealed_files() -> std::sync::MutexGuard<'static, SealedFiles> {
+    // Held only for map operations that cannot panic on input.
+    SEALED_FILES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A fresh id for a sealed segment file (a new segment, or one replaced by compaction), so
+/// a cached descriptor of an older file under the same name is never served.
+pub fn new_sealed_file_id() -> u64 {
+    NEXT_SEALED_FILE_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The sealed segment file `id` at `path`, opened read-only: from the cache, or opened and
+/// cached, closing the least recently used cached file beyond the cap. A reader holding a
+/// file keeps it usable after eviction; it closes when the last holder drops it.
+pub async fn sealed_file<D: Disk>(
+    disk: &D,
+    id: u64,
+    path: &Path,
+) -> Result<Arc<D::File>, DiskError> {
+    {
+        let mut cache = sealed_files();
+        cache.tick += 1;
+        let tick = cache.tick;
+        if let Some(entry) = cache.entries.get_mut(&id)
+            && let Ok(file) = Arc::clone(&entry.file).downcast::<D::File>()
+        {
+            entry.last_used = tick;
+            return Ok(file);
+        }
+    }
+    let file = Arc::new(disk.open(path, OpenMode::Read).await?);
+    let mut cache = sealed_files();
+    cache.tick += 1;
+    let tick = cache.tick;
+    let cap = usize::try_from(sealed_segment_files_open_max()).unwrap_or(usize::MAX);
+    while cache.entries.len() >= cap {
+        let Some(oldest) = cache
+            .entries
+            .iter()
+            .min_by_key(|(_, entry)| entry.last_used)
+            .map(|(id, _)| *id)
+        else {
+            break;
+        };
+        cache.entries.remove(&oldest);
+    }
+    let erased: Arc<dyn Any + Send + Sync> = file.clone();
+    cache.entries.insert(
+        id,
+        SealedEntry {
+            file: erased,
+            last_used: tick,
+        },
+    );
+    Ok(file)
+}
+
+/// Closes the cached file `id` (its segment was deleted or replaced), so its disk space is
+/// freed now rather than at eviction.
+pub fn forget_sealed_file(id: u64) {
+    sealed_files().entries.remove(&id);
+}
+
+/// Sealed segment files open in the cache now.
+pub fn sealed_files_open() -> usize {
+    sealed_files().entries.len()
 }
 
 #[cfg(test)]
