@@ -49,6 +49,9 @@ pub struct NodeConfig {
     pub modules: Vec<DeclaredModuleFile>,
     /// Topic transforms to deploy at start (`[[transform]]`).
     pub transforms: Vec<DeclaredTransformFile>,
+    /// Process-wide cap on sealed segment files kept open for reads
+    /// (`[log] sealed_segment_files_open_max`).
+    pub sealed_segment_files_open_max: u64,
 }
 
 /// A `[[module]]` table: a named module read from a file at start.
@@ -104,6 +107,8 @@ impl Default for NodeConfig {
             topics: Vec::new(),
             modules: Vec::new(),
             transforms: Vec::new(),
+            sealed_segment_files_open_max:
+                crate::storage::disk::descriptors::SEALED_SEGMENT_FILES_OPEN_MAX_DEFAULT,
         }
     }
 }
@@ -229,6 +234,7 @@ struct LogSection {
     recovery_read_bytes: Option<usize>,
     retention_check_interval_ms: Option<u64>,
     compaction_key_map_bytes_max: Option<usize>,
+    sealed_segment_files_open_max: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -341,32 +347,49 @@ impl NodeConfig {
         let limits = file.limits.unwrap_or_default();
         let transport = &mut config.transport;
         if let Some(value) = limits.connections_max {
+            if value == 0 || value > CONNECTIONS_MAX_LIMIT {
+                return Err(ConfigError(format!(
+                    "{origin}: limits.connections_max must be 1..={CONNECTIONS_MAX_LIMIT}, got {value}"
+                )));
+            }
             transport.connections_max = value;
         }
         if let Some(value) = limits.requests_in_flight_per_connection_max {
+            if value == 0 {
+                return Err(ConfigError(format!(
+                    "{origin}: limits.requests_in_flight_per_connection_max must be positive"
+                )));
+            }
             transport.requests_in_flight_per_connection_max = value;
         }
         if let Some(value) = limits.frame_bytes_max {
             transport.frame_bytes_max = value;
         }
         if let Some(value) = limits.idle_timeout_ms {
-            transport.idle_timeout = Duration::from_millis(value);
+            // 0 would turn QUIC's idle timeout off: dead clients would hold connections.
+            if value == 0 {
+                return Err(ConfigError(format!(
+                    "{origin}: limits.idle_timeout_ms must be positive"
+                )));
+            }
+            transport.idle_timeout = duration_ms(origin, "limits.idle_timeout_ms", value)?;
         }
         if let Some(value) = limits.udp_buffer_bytes {
             transport.udp_buffer_bytes = value;
         }
         if let Some(value) = limits.shutdown_grace_ms {
-            transport.shutdown_grace = Duration::from_millis(value);
+            transport.shutdown_grace = duration_ms(origin, "limits.shutdown_grace_ms", value)?;
         }
         let broker = &mut config.broker;
         if let Some(value) = limits.fetch_wait_max_ms {
-            broker.fetch_wait_max = Duration::from_millis(value);
+            broker.fetch_wait_max = duration_ms(origin, "limits.fetch_wait_max_ms", value)?;
         }
         if let Some(value) = limits.fetch_bytes_max {
             broker.fetch_bytes_max = value;
         }
         if let Some(value) = limits.produce_timeout_max_ms {
-            broker.produce_timeout_max = Duration::from_millis(value);
+            broker.produce_timeout_max =
+                duration_ms(origin, "limits.produce_timeout_max_ms", value)?;
         }
         if let Some(value) = limits.topic_partitions_max {
             broker.topic_partitions_max = value;
@@ -388,13 +411,14 @@ impl NodeConfig {
         }
         let log = file.log.unwrap_or_default();
         if let Some(value) = log.flush_interval_ms {
-            broker.log.flush_interval = Duration::from_millis(value);
+            broker.log.flush_interval = duration_ms(origin, "log.flush_interval_ms", value)?;
         }
         if let Some(value) = log.sync_for_readers {
             broker.log.sync_for_readers = value;
         }
         if let Some(value) = log.recovery_checkpoint_interval_ms {
-            broker.log.recovery_checkpoint_interval = Duration::from_millis(value);
+            broker.log.recovery_checkpoint_interval =
+                duration_ms(origin, "log.recovery_checkpoint_interval_ms", value)?;
         }
         if let Some(value) = log.commit_bytes_max {
             broker.log.commit_bytes_max = value;
@@ -414,10 +438,19 @@ impl NodeConfig {
                     "{origin}: log.retention_check_interval_ms must be positive"
                 )));
             }
-            broker.retention_check_interval = Duration::from_millis(value);
+            broker.retention_check_interval =
+                duration_ms(origin, "log.retention_check_interval_ms", value)?;
         }
         if let Some(value) = log.compaction_key_map_bytes_max {
             broker.compaction_key_map_bytes_max = value;
+        }
+        if let Some(value) = log.sealed_segment_files_open_max {
+            if value == 0 {
+                return Err(ConfigError(format!(
+                    "{origin}: log.sealed_segment_files_open_max must be positive"
+                )));
+            }
+            config.sealed_segment_files_open_max = value;
         }
         let groups = file.groups.unwrap_or_default();
         let limits = &mut broker.groups;
@@ -428,19 +461,23 @@ impl NodeConfig {
             limits.groups_max = value;
         }
         if let Some(value) = groups.session_timeout_min_ms {
-            limits.session_timeout_min = Duration::from_millis(value);
+            limits.session_timeout_min =
+                duration_ms(origin, "groups.session_timeout_min_ms", value)?;
         }
         if let Some(value) = groups.session_timeout_max_ms {
-            limits.session_timeout_max = Duration::from_millis(value);
+            limits.session_timeout_max =
+                duration_ms(origin, "groups.session_timeout_max_ms", value)?;
         }
         if let Some(value) = groups.heartbeat_interval_ms {
-            limits.heartbeat_interval = Duration::from_millis(value);
+            limits.heartbeat_interval = duration_ms(origin, "groups.heartbeat_interval_ms", value)?;
         }
         if let Some(value) = groups.reconciling_heartbeat_interval_ms {
-            limits.reconciling_heartbeat_interval = Duration::from_millis(value);
+            limits.reconciling_heartbeat_interval =
+                duration_ms(origin, "groups.reconciling_heartbeat_interval_ms", value)?;
         }
         if let Some(value) = groups.rebalance_timeout_max_ms {
-            limits.rebalance_timeout_max = Duration::from_millis(value);
+            limits.rebalance_timeout_max =
+                duration_ms(origin, "groups.rebalance_timeout_max_ms", value)?;
         }
         if limits.session_timeout_min > limits.session_timeout_max {
             return Err(ConfigError(format!(
@@ -529,10 +566,18 @@ impl NodeConfig {
             limits.output_batch_bytes = positive("output_batch_bytes", value as u64)? as usize;
         }
         if let Some(value) = transforms.idle_wait_ms {
-            limits.idle_wait = Duration::from_millis(positive("idle_wait_ms", value)?);
+            limits.idle_wait = duration_ms(
+                origin,
+                "transforms.idle_wait_ms",
+                positive("idle_wait_ms", value)?,
+            )?;
         }
         if let Some(value) = transforms.retry_backoff_ms {
-            limits.retry_backoff = Duration::from_millis(positive("retry_backoff_ms", value)?);
+            limits.retry_backoff = duration_ms(
+                origin,
+                "transforms.retry_backoff_ms",
+                positive("retry_backoff_ms", value)?,
+            )?;
         }
         if let Some(value) = transforms.breaker_window_records {
             limits.breaker_window_records = positive("breaker_window_records", value)?;
@@ -622,6 +667,25 @@ impl NodeConfig {
             .map_err(|error| ConfigError(format!("{origin}: [log] {error}")))?;
         Ok(config)
     }
+}
+
+/// The longest any `*_ms` key accepts: one year. A longer value means "never" to a person,
+/// but clock arithmetic on it overflows (an `Instant` plus `u64::MAX` ms panics), so it is
+/// refused here rather than crashing a writer task or the shutdown later.
+pub const DURATION_MS_MAX: u64 = 365 * 24 * 3600 * 1000;
+
+/// Most connections `limits.connections_max` accepts (tokio's semaphore caps permits far
+/// above this; no edge box holds a million QUIC connections).
+pub const CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
+
+/// A `*_ms` key's value as a duration, refused beyond [`DURATION_MS_MAX`].
+fn duration_ms(origin: &str, key: &str, value: u64) -> Result<Duration, ConfigError> {
+    if value > DURATION_MS_MAX {
+        return Err(ConfigError(format!(
+            "{origin}: {key} ({value}) exceeds the maximum {DURATION_MS_MAX} (one year)"
+        )));
+    }
+    Ok(Duration::from_millis(value))
 }
 
 /// The largest fetch payload that fits in a frame with headers around it.
@@ -801,6 +865,77 @@ on_error = "skip"
                 "expected {expected:?} in: {error}"
             );
         }
+    }
+
+    // Goal (issue 11, "Bad input, in general"): every config value that used to reach code
+    // that panics (clock arithmetic on a huge duration, a semaphore over its permit limit)
+    // or silently disables a safeguard (an idle timeout of 0, or too large for QUIC) is
+    // refused at load time with the key named. Before the audit all of these parsed; a
+    // `flush_interval_ms` of u64::MAX then panicked the partition writer on the first
+    // acks=1 produce.
+    #[test]
+    fn values_that_would_overflow_or_disable_a_limit_are_refused_naming_the_key() {
+        let huge = u64::MAX;
+        for (bad, expected) in [
+            (
+                format!("[log]\nflush_interval_ms = {huge}\n"),
+                "log.flush_interval_ms (18446744073709551615) exceeds the maximum",
+            ),
+            (
+                format!("[limits]\nshutdown_grace_ms = {huge}\n"),
+                "limits.shutdown_grace_ms",
+            ),
+            (
+                format!("[limits]\nidle_timeout_ms = {huge}\n"),
+                "limits.idle_timeout_ms",
+            ),
+            (
+                "[limits]\nidle_timeout_ms = 0\n".to_string(),
+                "limits.idle_timeout_ms must be positive",
+            ),
+            (
+                format!("[limits]\nconnections_max = {}\n", i64::MAX),
+                "limits.connections_max must be 1..=1000000",
+            ),
+            (
+                "[limits]\nconnections_max = 0\n".to_string(),
+                "limits.connections_max must be 1..=1000000",
+            ),
+            (
+                "[limits]\nrequests_in_flight_per_connection_max = 0\n".to_string(),
+                "requests_in_flight_per_connection_max must be positive",
+            ),
+            (
+                format!("[groups]\nsession_timeout_max_ms = {huge}\n"),
+                "groups.session_timeout_max_ms",
+            ),
+            (
+                format!("[transforms]\nretry_backoff_ms = {huge}\n"),
+                "transforms.retry_backoff_ms",
+            ),
+            (
+                format!("[log]\nrecovery_checkpoint_interval_ms = {huge}\n"),
+                "log.recovery_checkpoint_interval_ms",
+            ),
+        ] {
+            let error = NodeConfig::from_toml(&bad, "t.toml")
+                .map(|_| ())
+                .expect_err(&bad)
+                .to_string();
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in: {error}"
+            );
+            assert!(error.starts_with("t.toml: "), "{error}");
+        }
+        // The largest accepted duration still works with clock arithmetic.
+        let config = NodeConfig::from_toml(
+            &format!("[log]\nflush_interval_ms = {DURATION_MS_MAX}\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        assert!(now.checked_add(config.broker.log.flush_interval).is_some());
     }
 
     // Goal: the example configs shipped in configs/ always parse.

@@ -1,5 +1,6 @@
 //! `ledge-node`: the Ledge server.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,10 +8,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use ledge_node::broker::Broker;
-use ledge_node::clock::SystemClock;
+use ledge_node::clock::{Clock, SystemClock};
 use ledge_node::config::NodeConfig;
+use ledge_node::storage::disk::descriptors;
+use ledge_node::storage::disk::lock::lock_data_dir;
 use ledge_node::storage::{BackendChoice, Disk, SystemDisk};
-use ledge_node::transport::quic::QuicServer;
+use ledge_node::transport::quic::{self, QuicServer};
 use ledge_node::transport::tls;
 
 /// The Ledge node: topics, partitions and durable logs over QUIC.
@@ -41,10 +44,15 @@ struct Arguments {
 }
 
 fn main() -> std::process::ExitCode {
+    // Colour only for a person at a terminal: escape codes in a log file or the journal are
+    // noise (issue 11, bug 6). NO_COLOR (https://no-color.org) turns it off there too.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
     let arguments = Arguments::parse();
@@ -85,8 +93,52 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     if let Some(backend) = arguments.disk_backend {
         config.disk_backend = backend;
     }
+    // Checks that need no disk come first, so a mistake in flags or a busy port leaves no
+    // data directory behind (issue 11, bug 2): TLS flags and the operator's certificate
+    // files, the disk backend, the open-file limit, the listen port.
+    let operator_tls =
+        match tls::TlsSource::from_flags(config.tls_cert.as_deref(), config.tls_key.as_deref())? {
+            tls::TlsSource::Files { cert, key } => Some(quic::server_config(
+                tls::load(&cert, &key, None)?,
+                &config.transport,
+            )?),
+            tls::TlsSource::DevCa => None,
+        };
     let disk = SystemDisk::detect(config.disk_backend)?;
-    tracing::info!(backend = disk.backend_name(), data_dir = %config.data_dir.display(), "disk backend");
+    let open_files = descriptors::raise_open_file_limit();
+    match open_files {
+        Ok(limit) => {
+            tracing::info!(
+                soft = limit.soft,
+                hard = limit.hard,
+                was = limit.soft_before,
+                "open-file limit (RLIMIT_NOFILE)"
+            );
+            descriptors::set_open_files_max(limit.soft);
+        }
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
+    }
+    descriptors::set_sealed_segment_files_open_max(config.sealed_segment_files_open_max);
+    let socket = quic::bind_socket(config.listen, &config.transport)?;
+
+    // The lock comes before anything else touches the data directory, and is held until
+    // this function returns (the process ends): one node per data directory.
+    let lock = lock_data_dir(&config.data_dir, SystemClock.wall_time_ms())?;
+    tracing::info!(backend = disk.backend_name(), data_dir = %config.data_dir.display(), read_only = lock.read_only, "data directory locked");
+    let server_config = match operator_tls {
+        Some(server_config) => server_config,
+        None => {
+            let dev = tls::load_or_generate_dev(&config.data_dir)?;
+            if let Some(ca) = &dev.dev_ca {
+                tracing::info!(ca = %ca.display(), "clients verify this node with --ca {}", ca.display());
+            }
+            quic::server_config(dev, &config.transport)?
+        }
+    };
+    let reset_key = quic::load_or_create_reset_key(&config.data_dir)?;
+    // Refuse a partition count the open-file limit cannot hold before opening any: opens
+    // failing one by one with EMFILE took partitions offline and then the node down.
+    descriptors::check_partition_count(partitions_at_start(&config))?;
     let broker = Broker::open(
         disk,
         &config.data_dir,
@@ -110,22 +162,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     broker.start_transforms().await;
     tokio::spawn(Arc::clone(&broker).run_group_timer());
     tokio::spawn(Arc::clone(&broker).run_retention());
-    let tls = tls::load_or_generate(
-        &config.data_dir,
-        config.tls_cert.as_deref(),
-        config.tls_key.as_deref(),
-    )?;
-    if let Some(ca) = &tls.dev_ca {
-        tracing::info!(ca = %ca.display(), "clients verify this node with --ca {}", ca.display());
-    }
-    let reset_key = ledge_node::transport::quic::load_or_create_reset_key(&config.data_dir)
-        .with_context(|| {
-            format!(
-                "cannot create the QUIC reset key in {}",
-                config.data_dir.display()
-            )
-        })?;
-    let server = QuicServer::bind(config.listen, tls, config.transport.clone(), reset_key)?;
+    let server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?;
     let address = server.local_addr().context("reading the bound address")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(server.serve(Arc::clone(&broker), stopped));
@@ -137,6 +174,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     let _ = serving.await;
     broker.close().await;
     tracing::info!("shutdown complete");
+    drop(lock);
     Ok(())
 }
 
@@ -156,6 +194,31 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
+}
+
+/// Partitions the node will hold once started: those with a directory in `<data-dir>/logs`,
+/// plus those the config declares beyond them.
+fn partitions_at_start(config: &NodeConfig) -> u64 {
+    let mut existing: std::collections::BTreeMap<String, u64> = Default::default();
+    if let Ok(entries) = std::fs::read_dir(config.data_dir.join("logs")) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if let Some(key) =
+                ledge_node::storage::PartitionKey::from_directory_name(&name.to_string_lossy())
+            {
+                *existing.entry(key.topic).or_default() += 1;
+            }
+        }
+    }
+    let declared_beyond: u64 = config
+        .topics
+        .iter()
+        .map(|topic| {
+            let have = existing.get(&topic.name).copied().unwrap_or(0);
+            u64::from(topic.partitions).saturating_sub(have)
+        })
+        .sum();
+    existing.values().sum::<u64>() + declared_beyond
 }
 
 /// Uploads the config file's `[[module]]`s and deploys its `[[transform]]`s (unchanged ones

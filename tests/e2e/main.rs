@@ -7,6 +7,7 @@ mod groups;
 mod groups_more;
 mod node;
 mod produce_validation;
+mod process;
 mod retention;
 mod sdk_produce_consume;
 mod wasm;

@@ -88,6 +88,8 @@ pub struct NodeProcess {
     /// Where its output goes.
     pub log_file: PathBuf,
     options: NodeOptions,
+    /// `RLIMIT_NOFILE` (soft, hard) set in the child before it runs, if any.
+    open_files_limit: Option<(u64, u64)>,
     _temporary: Option<tempfile::TempDir>,
 }
 
@@ -99,6 +101,12 @@ impl NodeProcess {
 
     /// Starts a node with `options`.
     pub fn start_with(options: NodeOptions) -> Self {
+        Self::start_limited(options, None)
+    }
+
+    /// Starts a node with `options` and, if given, its `RLIMIT_NOFILE` set to (soft, hard)
+    /// (kept across restarts), as `ulimit -n` would before starting it.
+    pub fn start_limited(options: NodeOptions, open_files_limit: Option<(u64, u64)>) -> Self {
         let (temporary, data_dir) = match &options.data_dir {
             Some(directory) => (None, directory.clone()),
             None => {
@@ -116,6 +124,7 @@ impl NodeProcess {
             log_file: data_dir.with_extension("log"),
             data_dir,
             options,
+            open_files_limit,
             _temporary: temporary,
         };
         node.spawn();
@@ -136,6 +145,9 @@ impl NodeProcess {
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some((soft, hard)) = self.open_files_limit {
+            limit_open_files(&mut command, soft, hard);
+        }
         if let Some(config) = &self.options.config {
             let path = self.data_dir.with_extension("toml");
             std::fs::write(&path, config).expect("write node config");
@@ -230,6 +242,25 @@ impl NodeProcess {
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Sets `RLIMIT_NOFILE` to (soft, hard) in the child `command` starts, before it runs.
+pub fn limit_open_files(command: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit(2),
+    // which is async-signal-safe, on a struct copied into the closure.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

@@ -818,6 +818,10 @@ impl<D: Disk> Broker<D> {
                 ),
             ));
         }
+        // Each partition holds open files: refuse what RLIMIT_NOFILE cannot hold, rather
+        // than fail opens later (issue 11, data item 8).
+        crate::storage::disk::descriptors::check_partition_count(total as u64 + u64::from(adding))
+            .map_err(|error| (ErrorCode::InvalidPartitions, error.to_string()))?;
         Ok(())
     }
 

@@ -34,7 +34,7 @@ use ledge_protocol::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::checkpoint::{Checkpoint, CheckpointError};
-use super::disk::{Disk, DiskError, DiskFile, OpenMode};
+use super::disk::{Disk, DiskError, DiskFile, OpenMode, descriptors};
 use super::index::SegmentIndex;
 use super::producers::{ProducerStates, SequenceCheck};
 use super::recovery::{self, PARTITION_LEADER_EPOCH, ScanStop};
@@ -419,10 +419,43 @@ struct Shared<D: Disk> {
     last_compaction_ms: std::sync::atomic::AtomicI64,
 }
 
-struct Segment<F> {
+/// How a segment's file is reached. Only the active segment's file stays open (in
+/// [`LogState::active_file`]); a sealed one is opened read-only when read, through the
+/// process-wide cache of `disk::descriptors`, so descriptors do not grow with segments
+/// (issue 11, data item 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SegmentFile {
+    /// The active segment: [`LogState::active_file`].
+    Active,
+    /// A sealed segment, cached under this id.
+    Sealed(u64),
+}
+
+impl SegmentFile {
+    fn sealed() -> Self {
+        Self::Sealed(descriptors::new_sealed_file_id())
+    }
+}
+
+/// A file to read from, taken under the state lock and opened (if sealed) after it.
+enum ReadFile<F> {
+    Held(Arc<F>),
+    Sealed(u64),
+}
+
+impl<F: DiskFile> ReadFile<F> {
+    async fn open<D: Disk<File = F>>(self, disk: &D, path: &Path) -> Result<Arc<F>, DiskError> {
+        match self {
+            Self::Held(file) => Ok(file),
+            Self::Sealed(id) => descriptors::sealed_file(disk, id, path).await,
+        }
+    }
+}
+
+struct Segment {
     base_offset: i64,
     path: PathBuf,
-    file: Arc<F>,
+    file: SegmentFile,
     index: SegmentIndex,
     /// Bytes written, header included.
     size_bytes: u64,
@@ -436,25 +469,35 @@ struct Segment<F> {
 }
 
 struct LogState<F> {
-    segments: BTreeMap<i64, Segment<F>>,
+    segments: BTreeMap<i64, Segment>,
+    /// The active (last) segment's file, open for the log's life.
+    active_file: Arc<F>,
     log_start_offset: i64,
     high_watermark: i64,
     fenced: Option<String>,
 }
 
 impl<F> LogState<F> {
-    fn active(&self) -> &Segment<F> {
+    fn active(&self) -> &Segment {
         self.segments
             .values()
             .next_back()
             .expect("a partition log always has an active segment")
     }
 
-    fn active_mut(&mut self) -> &mut Segment<F> {
+    fn active_mut(&mut self) -> &mut Segment {
         self.segments
             .values_mut()
             .next_back()
             .expect("a partition log always has an active segment")
+    }
+
+    /// The file to read `segment` from.
+    fn read_file(&self, segment: &Segment) -> ReadFile<F> {
+        match segment.file {
+            SegmentFile::Active => ReadFile::Held(Arc::clone(&self.active_file)),
+            SegmentFile::Sealed(id) => ReadFile::Sealed(id),
+        }
     }
 }
 
@@ -726,7 +769,7 @@ impl<D: Disk> PartitionLog<D> {
                     .position_for_offset(from_offset)
                     .unwrap_or(SEGMENT_HEADER_BYTES);
                 (
-                    Arc::clone(&segment.file),
+                    state.read_file(segment),
                     segment.path.clone(),
                     position,
                     segment.synced_bytes,
@@ -735,6 +778,7 @@ impl<D: Disk> PartitionLog<D> {
                     state.log_start_offset,
                 )
             };
+            let file = file.open(&self.shared.disk, &path).await?;
             let bytes = read_batches(
                 &*file,
                 &path,
@@ -1043,13 +1087,14 @@ impl<D: Disk> PartitionLog<D> {
             let last = state.segments.keys().next_back().copied();
             match state.segments.get(&base) {
                 Some(segment) if Some(base) != last => (
-                    Arc::clone(&segment.file),
+                    state.read_file(segment),
                     segment.path.clone(),
                     segment.size_bytes,
                 ),
                 _ => return Ok(None),
             }
         };
+        let file = file.open(&self.shared.disk, &path).await?;
         let bytes = Bytes::from(file.read_at(0, size as usize).await?);
         let corrupt = |position: u64, reason: String| CompactError::Corrupt {
             path: path.clone(),
@@ -1232,8 +1277,7 @@ impl<D: Disk> PartitionLog<D> {
         let _ = self.close().await;
         let (file, synced_bytes) = {
             let state = self.shared.read_state();
-            let active = state.active();
-            (Arc::clone(&active.file), active.synced_bytes)
+            (Arc::clone(&state.active_file), state.active().synced_bytes)
         };
         file.set_len(synced_bytes).await?;
         file.sync_data().await?;
@@ -1437,24 +1481,30 @@ async fn open_files<D: Disk>(
 
     let mut segments = BTreeMap::new();
     let created_first_segment = segment_bases.is_empty();
-    if created_first_segment {
-        let base = checkpoint.log_start_offset;
-        let segment = create_segment(disk, directory, base, config).await?;
-        segments.insert(base, segment);
-    }
-    let last = segment_bases.len().saturating_sub(1);
     let mut producers = ProducerStates::default();
-    for (number, &base) in segment_bases.iter().enumerate() {
-        let segment = if number == last {
+    // The last segment is the active one; every earlier one is sealed and ends where its
+    // successor starts.
+    let (active, active_file) = match segment_bases.split_last() {
+        None => create_segment(disk, directory, checkpoint.log_start_offset, config).await?,
+        Some((&active_base, sealed)) => {
+            for (number, &base) in sealed.iter().enumerate() {
+                let end = sealed.get(number + 1).copied().unwrap_or(active_base);
+                let segment = open_sealed_segment(disk, directory, base, end, config).await?;
+                segments.insert(base, segment);
+            }
             producers = load_producer_states(disk, directory, &segment_bases, config).await?;
-            recover_active_segment(disk, directory, base, &checkpoint, config, &mut producers)
-                .await?
-        } else {
-            let end = segment_bases.get(number + 1).copied().unwrap_or(base);
-            open_sealed_segment(disk, directory, base, end, config).await?
-        };
-        segments.insert(base, segment);
-    }
+            recover_active_segment(
+                disk,
+                directory,
+                active_base,
+                &checkpoint,
+                config,
+                &mut producers,
+            )
+            .await?
+        }
+    };
+    segments.insert(active.base_offset, active);
     if deleted || created_first_segment {
         disk.sync_dir(directory).await?;
     }
@@ -1462,6 +1512,7 @@ async fn open_files<D: Disk>(
     let log_start_offset = checkpoint.log_start_offset.max(first_base);
     let mut state = LogState {
         segments,
+        active_file: Arc::new(active_file),
         log_start_offset,
         high_watermark: 0,
         fenced: None,
@@ -1582,23 +1633,24 @@ async fn create_segment<D: Disk>(
     directory: &Path,
     base: i64,
     config: &LogConfig,
-) -> Result<Segment<D::File>, DiskError> {
+) -> Result<(Segment, D::File), DiskError> {
     let path = directory.join(segment::segment_file_name(base));
     let file = disk.open(&path, OpenMode::CreateNew).await?;
     file.write_at(0, Bytes::copy_from_slice(&segment::segment_header()))
         .await?;
     file.sync_data().await?;
-    Ok(Segment {
+    let segment = Segment {
         base_offset: base,
         path,
-        file: Arc::new(file),
+        file: SegmentFile::Active,
         index: SegmentIndex::new(base, config.index_interval_bytes),
         size_bytes: SEGMENT_HEADER_BYTES,
         synced_bytes: SEGMENT_HEADER_BYTES,
         next_offset: base,
         first_append_ms: None,
         compacted: false,
-    })
+    };
+    Ok((segment, file))
 }
 
 async fn check_header<F: DiskFile>(file: &F, path: &Path) -> Result<u32, OpenError> {
@@ -1774,7 +1826,7 @@ async fn open_sealed_segment<D: Disk>(
     base: i64,
     end_offset: i64,
     config: &LogConfig,
-) -> Result<Segment<D::File>, OpenError> {
+) -> Result<Segment, OpenError> {
     let path = directory.join(segment::segment_file_name(base));
     let file = disk.open(&path, OpenMode::Read).await?;
     let compacted = check_header(&file, &path).await? & segment::SEGMENT_FLAG_COMPACTED != 0;
@@ -1829,10 +1881,12 @@ async fn open_sealed_segment<D: Disk>(
             index
         }
     };
+    // Closed here; reads reopen it through the sealed-file cache.
+    drop(file);
     Ok(Segment {
         base_offset: base,
         path,
-        file: Arc::new(file),
+        file: SegmentFile::sealed(),
         index,
         size_bytes: size,
         synced_bytes: size,
@@ -1899,7 +1953,7 @@ async fn recover_active_segment<D: Disk>(
     checkpoint: &Checkpoint,
     config: &LogConfig,
     producers: &mut ProducerStates,
-) -> Result<Segment<D::File>, OpenError> {
+) -> Result<(Segment, D::File), OpenError> {
     let path = directory.join(segment::segment_file_name(base));
     let file = disk.open(&path, OpenMode::ReadWrite).await?;
     let file_len = file.len().await?;
@@ -1932,17 +1986,18 @@ async fn recover_active_segment<D: Disk>(
         file.write_at(0, Bytes::copy_from_slice(&segment::segment_header()))
             .await?;
         file.sync_data().await?;
-        return Ok(Segment {
+        let segment = Segment {
             base_offset: base,
             path,
-            file: Arc::new(file),
+            file: SegmentFile::Active,
             index: SegmentIndex::new(base, config.index_interval_bytes),
             size_bytes: SEGMENT_HEADER_BYTES,
             synced_bytes: SEGMENT_HEADER_BYTES,
             next_offset: base,
             first_append_ms: None,
             compacted: false,
-        });
+        };
+        return Ok((segment, file));
     }
     check_header(&file, &path).await?;
     let mut index = SegmentIndex::new(base, config.index_interval_bytes);
@@ -2002,17 +2057,18 @@ async fn recover_active_segment<D: Disk>(
     // Whatever survived may still be only in the page cache (a killed process, not a power
     // loss): sync before anything of it becomes visible.
     file.sync_data().await?;
-    Ok(Segment {
+    let segment = Segment {
         base_offset: base,
         path,
-        file: Arc::new(file),
+        file: SegmentFile::Active,
         index,
         size_bytes: valid_end,
         synced_bytes: valid_end,
         next_offset,
         first_append_ms: None,
         compacted: false,
-    })
+    };
+    Ok((segment, file))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2297,7 +2353,7 @@ impl<D: Disk> Writer<D> {
             let state = self.shared.read_state();
             let active = state.active();
             (
-                Arc::clone(&active.file),
+                Arc::clone(&state.active_file),
                 active.size_bytes,
                 active.next_offset,
             )
@@ -2471,7 +2527,7 @@ impl<D: Disk> Writer<D> {
             let state = self.shared.read_state();
             let active = state.active();
             (
-                Arc::clone(&active.file),
+                Arc::clone(&state.active_file),
                 active.size_bytes,
                 active.next_offset,
                 active.base_offset,
@@ -2657,17 +2713,23 @@ impl<D: Disk> Writer<D> {
         )
         .await
         .map_err(|error| error.to_string())?;
-        let segment = create_segment(&self.disk, &directory, next_offset, &self.shared.config())
-            .await
-            .map_err(|error| error.to_string())?;
+        let (segment, file) =
+            create_segment(&self.disk, &directory, next_offset, &self.shared.config())
+                .await
+                .map_err(|error| error.to_string())?;
         self.disk
             .sync_dir(&directory)
             .await
             .map_err(|error| error.to_string())?;
         {
             let mut state = self.shared.write_state();
-            state.active_mut().index = sealed_index;
+            let sealed = state.active_mut();
+            sealed.index = sealed_index;
+            // The old active file closes once in-flight readers drop it; later reads of the
+            // sealed segment go through the sealed-file cache.
+            sealed.file = SegmentFile::sealed();
             state.segments.insert(next_offset, segment);
+            state.active_file = Arc::new(file);
         }
         let checkpoint = Checkpoint {
             sequence: self.checkpoint.sequence + 1,
@@ -2719,7 +2781,13 @@ impl<D: Disk> Writer<D> {
                 })
                 .collect();
             for base in &doomed {
-                state.segments.remove(base);
+                if let Some(Segment {
+                    file: SegmentFile::Sealed(id),
+                    ..
+                }) = state.segments.remove(base)
+                {
+                    descriptors::forget_sealed_file(id);
+                }
             }
             doomed
         };
@@ -2772,10 +2840,13 @@ impl<D: Disk> Writer<D> {
         self.disk.sync_dir(&directory).await?;
         write_index_files(&self.disk, &directory, &index).await?;
         self.disk.sync_dir(&directory).await?;
-        let file = self.disk.open(&path, OpenMode::Read).await?;
         let mut state = self.shared.write_state();
         if let Some(segment) = state.segments.get_mut(&base) {
-            segment.file = Arc::new(file);
+            // A fresh id: the cached descriptor (if any) is of the file replaced.
+            if let SegmentFile::Sealed(id) = segment.file {
+                descriptors::forget_sealed_file(id);
+            }
+            segment.file = SegmentFile::sealed();
             segment.size_bytes = size;
             segment.synced_bytes = size;
             segment.index = index;

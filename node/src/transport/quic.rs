@@ -55,13 +55,14 @@ impl Default for TransportLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// Binding or configuring the UDP socket failed.
-    #[error("cannot listen on {addr}: {source}")]
+    // The OS error is part of the message and deliberately not a `source`: printed as a
+    // chain (`{:#}`), it would otherwise appear twice.
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// The error.
-        #[source]
-        source: std::io::Error,
+        /// The operating system's error.
+        cause: std::io::Error,
     },
     /// The TLS configuration was refused.
     #[error("TLS configuration: {0}")]
@@ -75,8 +76,8 @@ pub struct QuicServer {
 }
 
 impl QuicServer {
-    /// Binds the UDP socket (with enlarged buffers: loopback drops datagrams at full rate
-    /// with the defaults) and sets up TLS 1.3 with ALPN `ledge/1`.
+    /// Binds the UDP socket and sets up TLS 1.3 with ALPN `ledge/1`: [`bind_socket`],
+    /// [`server_config`] and [`QuicServer::new`] in one call.
     ///
     /// `reset_key` must stay the same across restarts (see [`load_or_create_reset_key`]): a
     /// restarted node can then reset clients' old connections at once instead of leaving
@@ -87,49 +88,31 @@ impl QuicServer {
         limits: TransportLimits,
         reset_key: [u8; 32],
     ) -> Result<Self, TransportError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|error| TransportError::Tls(error.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(tls.chain, tls.key)
-            .map_err(|error| TransportError::Tls(error.to_string()))?;
-        crypto.alpn_protocols = vec![wire::ALPN.to_vec()];
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
-            .map_err(|error| TransportError::Tls(error.to_string()))?;
-        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .max_concurrent_bidi_streams(limits.requests_in_flight_per_connection_max.into())
-            .max_concurrent_uni_streams(0u8.into())
-            .max_idle_timeout(limits.idle_timeout.try_into().ok())
-            .stream_receive_window((8u32 * 1024 * 1024).into())
-            .receive_window((32u32 * 1024 * 1024).into())
-            .send_window(32 * 1024 * 1024);
-        server_config.transport_config(Arc::new(transport));
+        let socket = bind_socket(addr, &limits)?;
+        let config = server_config(tls, &limits)?;
+        Self::new(socket, config, limits, reset_key)
+    }
 
-        let bind_error = |source| TransportError::Bind { addr, source };
-        let domain = if addr.is_ipv6() {
-            socket2::Domain::IPV6
-        } else {
-            socket2::Domain::IPV4
-        };
-        let socket =
-            socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
-                .map_err(bind_error)?;
-        // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-        let _ = socket.set_recv_buffer_size(limits.udp_buffer_bytes);
-        let _ = socket.set_send_buffer_size(limits.udp_buffer_bytes);
-        socket.bind(&addr.into()).map_err(bind_error)?;
-        socket.set_nonblocking(true).map_err(bind_error)?;
+    /// Starts QUIC on a socket from [`bind_socket`] with a config from [`server_config`].
+    /// The node binds first and opens its data directory after, so a busy port is reported
+    /// before anything is written there (issue 11, bug 2).
+    pub fn new(
+        socket: std::net::UdpSocket,
+        config: quinn::ServerConfig,
+        limits: TransportLimits,
+        reset_key: [u8; 32],
+    ) -> Result<Self, TransportError> {
+        let addr = socket
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_key);
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::new(Arc::new(reset_key)),
-            Some(server_config),
-            socket.into(),
+            Some(config),
+            socket,
             Arc::new(quinn::TokioRuntime),
         )
-        .map_err(bind_error)?;
+        .map_err(|cause| TransportError::Bind { addr, cause })?;
         Ok(Self { endpoint, limits })
     }
 
@@ -182,37 +165,94 @@ impl QuicServer {
     }
 }
 
+/// Binds the listener's UDP socket (with enlarged buffers: loopback drops datagrams at full
+/// rate with the defaults). Needs no disk, so the node does it before touching its data
+/// directory.
+pub fn bind_socket(
+    addr: SocketAddr,
+    limits: &TransportLimits,
+) -> Result<std::net::UdpSocket, TransportError> {
+    let bind_error = |cause| TransportError::Bind { addr, cause };
+    let domain = if addr.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+        .map_err(bind_error)?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(limits.udp_buffer_bytes);
+    let _ = socket.set_send_buffer_size(limits.udp_buffer_bytes);
+    socket.bind(&addr.into()).map_err(bind_error)?;
+    socket.set_nonblocking(true).map_err(bind_error)?;
+    Ok(socket.into())
+}
+
+/// The QUIC server config: TLS 1.3 only, ALPN `ledge/1`, the transport limits. Refuses a
+/// key that does not fit the certificate, before the node touches its data directory.
+pub fn server_config(
+    tls: ServerTls,
+    limits: &TransportLimits,
+) -> Result<quinn::ServerConfig, TransportError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| TransportError::Tls(error.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(tls.chain, tls.key)
+        .map_err(|error| TransportError::Tls(error.to_string()))?;
+    crypto.alpn_protocols = vec![wire::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+        .map_err(|error| TransportError::Tls(error.to_string()))?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(limits.requests_in_flight_per_connection_max.into())
+        .max_concurrent_uni_streams(0u8.into())
+        .max_idle_timeout(limits.idle_timeout.try_into().ok())
+        .stream_receive_window((8u32 * 1024 * 1024).into())
+        .receive_window((32u32 * 1024 * 1024).into())
+        .send_window(32 * 1024 * 1024);
+    server_config.transport_config(Arc::new(transport));
+    Ok(server_config)
+}
+
 /// The key for QUIC stateless resets, kept in `<data-dir>/quic-reset.key` (created once,
-/// mode 0600).
-pub fn load_or_create_reset_key(data_dir: &std::path::Path) -> std::io::Result<[u8; 32]> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+/// mode 0600, written durably). On a read-only data directory without one, a key for this
+/// run only is used (clients of the previous run then wait for their idle timeout).
+pub fn load_or_create_reset_key(
+    data_dir: &std::path::Path,
+) -> Result<[u8; 32], crate::storage::DiskError> {
+    use crate::storage::DiskError;
     let path = data_dir.join("quic-reset.key");
     match std::fs::read(&path) {
-        Ok(bytes) if bytes.len() == 32 => {
-            let mut key = [0u8; 32];
-            key.copy_from_slice(&bytes);
-            return Ok(key);
-        }
-        Ok(_) => {
-            tracing::warn!(path = %path.display(), "reset key has the wrong size; replacing it")
-        }
+        Ok(bytes) => match <[u8; 32]>::try_from(bytes.as_slice()) {
+            Ok(key) => return Ok(key),
+            Err(_) => tracing::warn!(
+                path = %path.display(),
+                bytes = bytes.len(),
+                "reset key has the wrong size; replacing it"
+            ),
+        },
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(error),
+        Err(error) => return Err(DiskError::new("read", &path, error)),
     }
     let mut key = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
-        .map_err(|_| std::io::Error::other("the system random generator failed"))?;
-    std::fs::create_dir_all(data_dir)?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
-    file.write_all(&key)?;
-    file.sync_all()?;
-    Ok(key)
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).map_err(|_| {
+        DiskError::new(
+            "generate",
+            &path,
+            std::io::Error::other("the system random generator failed"),
+        )
+    })?;
+    match crate::storage::disk::durable::write_file_durable(&path, &key, 0o600) {
+        Ok(()) => Ok(key),
+        Err(error) if error.cause.raw_os_error() == Some(libc::EROFS) => {
+            tracing::warn!(%error, "read-only data directory: using a QUIC reset key for this run only");
+            Ok(key)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 async fn serve_connection<D: Disk>(

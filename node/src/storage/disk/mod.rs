@@ -6,13 +6,18 @@
 //!
 //! Three implementations sit behind it: [`UringDisk`] (io_uring, a driver thread owning the
 //! ring), [`StdDisk`] (positional `std::fs` calls on tokio's blocking pool), and, for tests,
-//! `sim::SimDisk` (live vs durable bytes, torn writes, injected EIO and ENOSPC).
+//! `sim::SimDisk` (live vs durable bytes, torn writes, injected EIO and ENOSPC). Beside it:
+//! [`lock`] (one node per data directory), [`durable`] (whole-file writes outside the logs)
+//! and [`descriptors`] (the open-file budget).
 //! [`SystemDisk::detect`] picks io_uring when the kernel lets us set up a ring and complete a
 //! no-op on it, and std otherwise, and says which one it chose.
 //!
 //! Every error names the operation and the file, so that a full disk or a read-only mount
 //! shows up as one readable line.
 
+pub mod descriptors;
+pub mod durable;
+pub mod lock;
 mod std_fs;
 mod uring;
 
