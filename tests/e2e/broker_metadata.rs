@@ -8,7 +8,7 @@ use ledge_client::{
     Admin, Client, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
     ProducerRecord, RecordMetadata, TopicPartition,
 };
-use ledge_e2e::{NodeProcess, connect, runtime};
+use ledge_e2e::{NodeOptions, NodeProcess, connect, run_cli, runtime};
 
 async fn send_one(client: &Client, topic: &str, partition: u32, value: &str) -> RecordMetadata {
     // A fresh idempotent producer (the default) per call: each gets a new producer id, and
@@ -115,5 +115,178 @@ fn a_lost_metadata_file_loses_no_record_and_no_config() {
         node.log().contains("rebuilt the topics"),
         "the rebuild is logged:\n{}",
         node.log()
+    );
+}
+
+/// Runs `ledge` against `node` with `args`; returns (success, stdout, stderr).
+fn ledge(node: &NodeProcess, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let address = node.addr.to_string();
+    let ca = node.ca_file.to_string_lossy().into_owned();
+    let mut full = vec!["--server", address.as_str(), "--ca", ca.as_str()];
+    full.extend_from_slice(args);
+    let (status, stdout, stderr) = run_cli(&full, stdin);
+    (status.success(), stdout, stderr)
+}
+
+/// Writes the example module `name` (from `filters/`) to a file beside `node`'s data
+/// directory and returns its path.
+fn module_file(directory: &std::path::Path, name: &str) -> String {
+    let path = directory.join(format!("{name}.wasm"));
+    std::fs::write(&path, ledge_e2e::filter_module(name)).expect("write module");
+    path.to_string_lossy().into_owned()
+}
+
+// Goal: the stream-app shape of config (a `[[module]]`, a topic whose partitioner.module names
+// it, a `[[transform]]`) starts cleanly the first time and again: no ERROR in the log. Then
+// the transform's position group cannot be deleted or reset with `ledge group`, the error says
+// to use `ledge transform`, and the transform does not reprocess its input; and a topic config
+// naming a missing or wrong-kind module is refused by `ledge topic create` / `topic alter`.
+#[test]
+fn declared_plugins_start_cleanly_and_transform_groups_are_guarded() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let vip = module_file(directory.path(), "vip_partitioner");
+    let high_value = module_file(directory.path(), "high_value_orders");
+    let config = format!(
+        r#"
+[[module]]
+name = "vip"
+kind = "partitioner"
+path = "{vip}"
+
+[[topic]]
+name = "orders"
+partitions = 1
+
+[[topic]]
+name = "customers"
+partitions = 4
+config.partitioner.module = "vip"
+
+[[transform]]
+name = "high-value"
+kind = "filter"
+module = "{high_value}"
+input = "orders"
+output = "orders.high-value"
+params = {{ threshold = "1000" }}
+on_error = "skip"
+"#
+    );
+    let mut node = NodeProcess::start_with(NodeOptions {
+        data_dir: Some(directory.path().join("data")),
+        config: Some(config),
+        ..NodeOptions::default()
+    });
+    let first_start = node.log();
+    assert!(
+        !first_start.contains("ERROR"),
+        "an ERROR on a clean first start:\n{first_start}"
+    );
+    assert!(first_start.contains("transform deployed"), "{first_start}");
+    let (success, _, stderr) = ledge(
+        &node,
+        &["produce", "orders", "--key-separator", ":"],
+        Some("a:{\"id\":1,\"amount\":1500}\nb:{\"id\":2,\"amount\":20}\n"),
+    );
+    assert!(success, "{stderr}");
+    let copied = || {
+        let (success, stdout, stderr) = ledge(
+            &node,
+            &["transform", "describe", "high-value", "--format", "json"],
+            None,
+        );
+        assert!(success, "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).expect("JSON")
+    };
+    let mut described = copied();
+    for _ in 0..100 {
+        if described["lag"] == 0 && described["records_in"] == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        described = copied();
+    }
+    assert_eq!(described["records_out"], 1, "{described}");
+
+    for args in [
+        vec!["group", "delete", "__transform.high-value"],
+        vec![
+            "group",
+            "reset-offsets",
+            "__transform.high-value",
+            "--topic",
+            "orders",
+            "--to-earliest",
+        ],
+    ] {
+        let (success, _, stderr) = ledge(&node, &args, None);
+        assert!(!success, "ledge {args:?} was accepted");
+        assert!(
+            stderr.contains("transform \"high-value\"") && stderr.contains("ledge transform"),
+            "ledge {args:?}: {stderr}"
+        );
+    }
+    // Nothing was reprocessed: one more input record makes exactly one more output record.
+    let (success, _, stderr) = ledge(
+        &node,
+        &["produce", "orders", "--key-separator", ":"],
+        Some("c:{\"id\":3,\"amount\":2000}\n"),
+    );
+    assert!(success, "{stderr}");
+    for _ in 0..100 {
+        described = copied();
+        if described["lag"] == 0 && described["records_in"] == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(described["records_in"], 3, "{described}");
+    assert_eq!(described["records_out"], 2, "{described}");
+
+    for (args, expected) in [
+        (
+            vec![
+                "topic",
+                "create",
+                "bad",
+                "--config",
+                "partitioner.module=missing",
+            ],
+            "partitioner.module: no module named \"missing\"",
+        ),
+        (
+            vec![
+                "topic",
+                "create",
+                "bad",
+                "--config",
+                "produce.filter.module=vip",
+            ],
+            "module \"vip\" is a partitioner; produce.filter.module takes a filter, map, or filter_map",
+        ),
+        (
+            vec![
+                "topic",
+                "alter",
+                "orders",
+                "--config",
+                "partitioner.module=missing",
+            ],
+            "partitioner.module: no module named \"missing\"",
+        ),
+    ] {
+        let (success, _, stderr) = ledge(&node, &args, None);
+        assert!(!success, "ledge {args:?} was accepted");
+        assert!(stderr.contains(expected), "ledge {args:?}: {stderr}");
+    }
+
+    // A second start with the same config is clean too.
+    let before = node.log().len();
+    node.terminate(Duration::from_secs(10));
+    node.restart();
+    let second_start = node.log()[before..].to_string();
+    assert!(
+        !second_start.contains("ERROR"),
+        "an ERROR on a clean restart:\n{second_start}"
     );
 }

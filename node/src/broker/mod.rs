@@ -956,6 +956,8 @@ impl<D: Disk> Broker<D> {
                 format!("topic {name:?} already exists"),
             ));
         }
+        plugins::check_module_references(&config, &store.current().modules)
+            .map_err(|error| (ErrorCode::InvalidConfig, error))?;
         self.check_partition_count(name, partitions, partitions)?;
         let opened = self.open_partitions(name, 0..partitions, &config).await;
         let stored_topic = StoredTopic {
@@ -1054,6 +1056,8 @@ impl<D: Disk> Broker<D> {
         overrides.extend(set.iter().map(|(key, value)| (key.clone(), value.clone())));
         let config = TopicConfig::with_overrides(&self.config.topic_defaults, &overrides)
             .map_err(|error| (ErrorCode::InvalidConfig, error))?;
+        plugins::check_module_references(&config, &store.current().modules)
+            .map_err(|error| (ErrorCode::InvalidConfig, error))?;
         let mut next = store.current().clone();
         let Some(stored_topic) = next.topics.get_mut(name) else {
             return Err((
@@ -1092,11 +1096,12 @@ impl<D: Disk> Broker<D> {
                 .map(|entry| (entry.name, entry.value))
                 .collect();
             let outcome = if request.validate_only {
+                let modules = self.admin.lock().await.current().modules.clone();
                 validate_topic_name(&topic.name)
                     .map_err(|error| (ErrorCode::InvalidTopic, error))
                     .and_then(|()| {
                         TopicConfig::with_overrides(&self.config.topic_defaults, &configs)
-                            .map(drop)
+                            .and_then(|config| plugins::check_module_references(&config, &modules))
                             .map_err(|error| (ErrorCode::InvalidConfig, error))
                     })
                     .and_then(|()| {
@@ -1266,8 +1271,9 @@ impl<D: Disk> Broker<D> {
                             overrides.remove(key);
                         }
                         overrides.extend(set);
+                        let modules = self.admin.lock().await.current().modules.clone();
                         TopicConfig::with_overrides(&self.config.topic_defaults, &overrides)
-                            .map(drop)
+                            .and_then(|config| plugins::check_module_references(&config, &modules))
                             .map_err(|error| (ErrorCode::InvalidConfig, error))
                     }
                 }
