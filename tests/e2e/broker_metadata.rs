@@ -290,3 +290,35 @@ on_error = "skip"
         "an ERROR on a clean restart:\n{second_start}"
     );
 }
+
+// Goal: a session timeout the node refuses is reported once, as one error line naming the
+// bounds (the SDK logged it as a warning as well, so the CLI printed it twice).
+#[test]
+fn a_refused_session_timeout_is_reported_once() {
+    let node = NodeProcess::start();
+    let (success, _, stderr) = ledge(&node, &["topic", "create", "t"], None);
+    assert!(success, "{stderr}");
+    let (success, _, stderr) = ledge(
+        &node,
+        &[
+            "consume",
+            "t",
+            "--group",
+            "g",
+            "--session-timeout-ms",
+            "100",
+        ],
+        None,
+    );
+    assert!(!success, "a 100 ms session timeout was accepted");
+    assert_eq!(
+        stderr
+            .matches("session timeout of 100 ms is outside")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert_eq!(node.log().matches("session timeout of 100 ms").count(), 0);
+}
