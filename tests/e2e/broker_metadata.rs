@@ -322,3 +322,121 @@ fn a_refused_session_timeout_is_reported_once() {
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert_eq!(node.log().matches("session timeout of 100 ms").count(), 0);
 }
+
+/// Every record of `topic`'s `partition` (polling until `count` arrived, up to 10 s).
+async fn read_partition(client: &Client, topic: &str, partition: u32, count: usize) -> Vec<String> {
+    let mut config = ConsumerConfig::default();
+    config.auto_offset_reset = OffsetReset::Earliest;
+    let mut consumer = Consumer::new(client, config);
+    consumer.assign(vec![TopicPartition::new(topic, partition)]);
+    let mut keys = Vec::new();
+    for _ in 0..50 {
+        if keys.len() >= count {
+            break;
+        }
+        let records = consumer
+            .poll(Duration::from_millis(200), 100)
+            .await
+            .expect("poll");
+        keys.extend(records.into_iter().map(|record| {
+            String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).into_owned()
+        }));
+    }
+    keys
+}
+
+// Goal: `transform deploy --kind partitioner` works as documented (docs/WASM-ABI.md, "Where
+// plug-ins run"): a repartitioning transform copies every input record unchanged to the output
+// partition the module picks among the output topic's partitions. Method: the seed's VIP
+// partitioner from one input partition into a 4-partition output, deployed with the CLI; each
+// key must be in the partition the module's rule gives, exactly once; a keyless record is
+// dead-lettered with the module's message.
+#[test]
+fn a_partitioner_transform_repartitions_its_input() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let vip = module_file(directory.path(), "vip_partitioner");
+    let node = NodeProcess::start();
+    for args in [
+        vec!["topic", "create", "signups", "--partitions", "1"],
+        vec!["topic", "create", "signups.by-tier", "--partitions", "4"],
+        vec![
+            "transform",
+            "deploy",
+            "by-tier",
+            "--module",
+            &vip,
+            "--kind",
+            "partitioner",
+            "--input",
+            "signups",
+            "--output",
+            "signups.by-tier",
+            "--on-error",
+            "dead-letter",
+        ],
+    ] {
+        let (success, _, stderr) = ledge(&node, &args, None);
+        assert!(success, "ledge {args:?}: {stderr}");
+    }
+    let keys = [
+        "vip-ann", "bob", "vip-zoe", "carol", "dave", "erin", "frank",
+    ];
+    let input: String = keys.iter().map(|key| format!("{key}:{{}}\n")).collect();
+    let (success, _, stderr) = ledge(
+        &node,
+        &["produce", "signups", "--key-separator", ":"],
+        Some(&input),
+    );
+    assert!(success, "{stderr}");
+    let (success, _, stderr) = ledge(&node, &["produce", "signups"], Some("keyless\n"));
+    assert!(success, "{stderr}");
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        let mut placed = std::collections::BTreeMap::new();
+        for partition in 0..4 {
+            let expected = keys
+                .iter()
+                .filter(|key| {
+                    let wanted = if key.starts_with("vip-") {
+                        0
+                    } else {
+                        ledge_client::partitioner::partition_for_key(key.as_bytes(), 4)
+                    };
+                    wanted == partition
+                })
+                .count();
+            let found = read_partition(&client, "signups.by-tier", partition, expected).await;
+            for key in found {
+                assert!(
+                    placed.insert(key.clone(), partition).is_none(),
+                    "{key} copied twice"
+                );
+            }
+        }
+        assert_eq!(placed.len(), keys.len(), "{placed:?}");
+        for key in keys {
+            let expected = if key.starts_with("vip-") {
+                0
+            } else {
+                ledge_client::partitioner::partition_for_key(key.as_bytes(), 4)
+            };
+            assert_eq!(placed[key], expected, "{key}");
+        }
+        let dead = read_partition(&client, "by-tier.dead-letter", 0, 1).await;
+        assert_eq!(dead.len(), 1, "the keyless record is dead-lettered");
+    });
+    let (success, stdout, stderr) = ledge(
+        &node,
+        &["transform", "describe", "by-tier", "--format", "json"],
+        None,
+    );
+    assert!(success, "{stderr}");
+    let described: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(described["kind"], "partitioner", "{described}");
+    assert!(
+        described["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("record has no key")),
+        "{described}"
+    );
+}
