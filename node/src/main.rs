@@ -150,11 +150,17 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     for (topic, partition, reason) in broker.offline_partitions() {
         tracing::error!(topic, partition, reason, "partition offline");
     }
+    // Modules first: a declared topic's partitioner.module or produce.filter.module must name
+    // an uploaded module; transforms last: they read declared topics.
+    if let Err(error) = upload_declared_modules(&broker, &config).await {
+        broker.close().await;
+        return Err(error);
+    }
     if let Err(error) = broker.reconcile(&config.topics).await {
         broker.close().await;
         return Err(error.into());
     }
-    if let Err(error) = reconcile_wasm(&broker, &config).await {
+    if let Err(error) = deploy_declared_transforms(&broker, &config).await {
         broker.close().await;
         return Err(error);
     }
@@ -221,28 +227,39 @@ fn partitions_at_start(config: &NodeConfig) -> u64 {
     existing.values().sum::<u64>() + declared_beyond
 }
 
-/// Uploads the config file's `[[module]]`s and deploys its `[[transform]]`s (unchanged ones
-/// are left running as they are).
-async fn reconcile_wasm<D: Disk>(broker: &Broker<D>, config: &NodeConfig) -> anyhow::Result<()> {
-    let read = |path: &std::path::Path, origin: &str| {
-        std::fs::read(path)
-            .map(bytes::Bytes::from)
-            .with_context(|| format!("{origin}: cannot read module file {}", path.display()))
-    };
+fn read_module_file(path: &std::path::Path, origin: &str) -> anyhow::Result<bytes::Bytes> {
+    std::fs::read(path)
+        .map(bytes::Bytes::from)
+        .with_context(|| format!("{origin}: cannot read module file {}", path.display()))
+}
+
+/// Uploads the config file's `[[module]]`s (unchanged ones are a no-op).
+async fn upload_declared_modules<D: Disk>(
+    broker: &Broker<D>,
+    config: &NodeConfig,
+) -> anyhow::Result<()> {
     for module in &config.modules {
-        let bytes = read(&module.path, &module.origin)?;
+        let bytes = read_module_file(&module.path, &module.origin)?;
         broker
             .upload_named_module(&module.name, module.kind, bytes, module.params.clone())
             .await
             .map_err(|(_, message)| anyhow::anyhow!("{}: {message}", module.origin))?;
     }
+    Ok(())
+}
+
+/// Deploys the config file's `[[transform]]`s (unchanged ones are left running as they are).
+async fn deploy_declared_transforms<D: Disk>(
+    broker: &Broker<D>,
+    config: &NodeConfig,
+) -> anyhow::Result<()> {
     let mut declared = Vec::new();
     for transform in &config.transforms {
         declared.push((
             ledge_node::broker::transforms::DeclaredTransform {
                 name: transform.name.clone(),
                 kind: transform.kind,
-                module: read(&transform.path, &transform.origin)?,
+                module: read_module_file(&transform.path, &transform.origin)?,
                 input: transform.input.clone(),
                 output: transform.output.clone(),
                 params: transform.params.clone(),

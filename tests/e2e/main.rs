@@ -1,6 +1,7 @@
 //! End-to-end tests (one binary): real `ledge-node` processes on loopback.
 // The whole binary is test code: an unwrap that fails is a failed test.
 #![allow(clippy::unwrap_used)]
+mod broker_metadata;
 mod cli;
 mod group_bench;
 mod groups;

@@ -418,7 +418,9 @@ pub(crate) fn forget_membership(state: &mut Membership) {
 }
 
 fn fail(shared: &GroupShared, error: ConsumeError) {
-    tracing::warn!(%error, "consumer group membership failed");
+    // Debug, not warn: the failure is handed to the caller by its next poll, which reports
+    // it; a warning here printed the same error twice (e.g. `ledge consume`'s error line).
+    tracing::debug!(%error, "consumer group membership failed");
     let mut state = shared.lock();
     state.failure = Some(error);
     state.target.clear();

@@ -15,6 +15,7 @@ use ledge_protocol::wire::{
 };
 use ledge_protocol::{BatchIter, EncodeOptions, Record, decode_batch, encode_batch};
 
+use super::transforms::POSITION_GROUP_PREFIX;
 use super::{Broker, read};
 use crate::groups::assignor::TopicPartition;
 use crate::groups::coordinator::{CommitRefusal, GroupError, Heartbeat};
@@ -51,7 +52,39 @@ fn grouped(partitions: &BTreeSet<TopicPartition>) -> Vec<TopicPartitions> {
         .collect()
 }
 
+/// Why a client may not join, commit to or delete `group_id`: a transform's position group
+/// is written only by its transform. A reset or deletion through the group APIs would make the
+/// transform reprocess its input (duplicated output), and a consumer joining it would commit
+/// over the transform's positions.
+fn transform_group_refusal(group_id: &str, transform: &str) -> (ErrorCode, String) {
+    (
+        ErrorCode::InvalidGroupId,
+        format!(
+            "group {group_id:?} holds the input positions of transform {transform:?} and is changed only through it: use `ledge transform` (pause, resume, remove, deploy) instead of `ledge group`"
+        ),
+    )
+}
+
 impl<D: Disk> Broker<D> {
+    /// Refuses a client's change to a transform's position group while the transform exists
+    /// (once it is removed, a leftover group is an ordinary one that may be deleted).
+    async fn check_not_transform_group(&self, group_id: &str) -> Result<(), (ErrorCode, String)> {
+        let Some(transform) = group_id.strip_prefix(POSITION_GROUP_PREFIX) else {
+            return Ok(());
+        };
+        if self
+            .admin
+            .lock()
+            .await
+            .current()
+            .transforms
+            .contains_key(transform)
+        {
+            return Err(transform_group_refusal(group_id, transform));
+        }
+        Ok(())
+    }
+
     /// Partition counts of user topics (what groups can subscribe to).
     pub(super) fn partition_counts(&self) -> BTreeMap<String, u32> {
         read(&self.topics)
@@ -156,6 +189,16 @@ impl<D: Disk> Broker<D> {
         &self,
         request: ConsumerGroupHeartbeatRequest,
     ) -> ConsumerGroupHeartbeatResponse {
+        // No consumer may ever join a transform's position group: its commits would move
+        // the transform's positions. Refused by name, whether or not the transform exists.
+        if let Some(transform) = request.group_id.strip_prefix(POSITION_GROUP_PREFIX) {
+            let (error, message) = transform_group_refusal(&request.group_id, transform);
+            return ConsumerGroupHeartbeatResponse {
+                error,
+                message,
+                ..ConsumerGroupHeartbeatResponse::default()
+            };
+        }
         let counts = self.partition_counts();
         let now = self.clock.now();
         let owned: BTreeSet<TopicPartition> = request
@@ -205,6 +248,13 @@ impl<D: Disk> Broker<D> {
     }
 
     pub(super) async fn offset_commit(&self, request: OffsetCommitRequest) -> OffsetCommitResponse {
+        if let Err((error, message)) = self.check_not_transform_group(&request.group_id).await {
+            return OffsetCommitResponse {
+                error,
+                message,
+                topics: Vec::new(),
+            };
+        }
         let partitions: Vec<TopicPartition> = request
             .topics
             .iter()
@@ -504,7 +554,10 @@ impl<D: Disk> Broker<D> {
     pub(super) async fn delete_groups(&self, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
         let mut results = Vec::new();
         for group_id in request.group_ids {
-            let outcome = self.delete_group(&group_id).await;
+            let outcome = match self.check_not_transform_group(&group_id).await {
+                Ok(()) => self.delete_group(&group_id).await,
+                Err(refusal) => Err(refusal),
+            };
             results.push(match outcome {
                 Ok(()) => GroupResult {
                     group_id,

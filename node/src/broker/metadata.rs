@@ -1,10 +1,17 @@
-//! The node's durable metadata: topics (partition counts and config overrides) and the
-//! producer-id reservation, in `<data-dir>/metadata.json`.
+//! The node's durable metadata, in `<data-dir>/metadata.json`: topics (partition counts and
+//! config overrides), the producer-id reservation, named WASM modules and topic transforms.
 //!
 //! Written whole to `metadata.json.tmp`, synced, renamed over the old file, and the
 //! directory synced, so a crash leaves either the old or the new file, never a mix. The
 //! file is the source of truth for which topics exist; partition directories without a
 //! topic in it are leftovers of an interrupted deletion.
+//!
+//! Each topic's definition is also kept in its own file, `<data-dir>/topics/<name>.json`
+//! ([`TopicFiles`]), written the same way before `metadata.json` names the topic. If
+//! `metadata.json` is lost, the broker rebuilds the topic list from the partition directories
+//! and takes each topic's configs from its file, so a rebuild never guesses configs
+//! (`retention.ms=-1` must not become 7 days). Producer ids are not taken from these files:
+//! the broker derives their floor from the producer ids the logs hold.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +26,12 @@ pub const METADATA_FILE_NAME: &str = "metadata.json";
 const FORMAT_VERSION: u32 = 1;
 /// Producer ids are reserved durably in blocks, so handing one out costs no IO.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
+/// Directory (in the data directory) of the per-topic definition files.
+pub const TOPICS_DIR_NAME: &str = "topics";
+/// Largest `metadata.json` or topic file read, in bytes. Real files are a few KiB per topic,
+/// module and transform; a bigger one is not ours, and reading it whole could exhaust memory.
+pub const METADATA_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+const TOPIC_FILE_SUFFIX: &str = ".json";
 
 /// One topic as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +42,18 @@ pub struct StoredTopic {
     pub configs: BTreeMap<String, String>,
     /// Creation time, ms since the epoch.
     pub created_ms: i64,
+}
+
+/// One topic's own file, `topics/<name>.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct TopicFile {
+    /// Format version of this file.
+    version: u32,
+    /// The topic's name (also the file name, kept here so a renamed file is noticed).
+    name: String,
+    /// The definition.
+    #[serde(flatten)]
+    topic: StoredTopic,
 }
 
 /// The whole metadata file.
@@ -112,7 +137,7 @@ pub enum MetadataError {
     /// Reading or writing failed.
     #[error(transparent)]
     Disk(#[from] DiskError),
-    /// The file is not valid metadata.
+    /// The file is not valid metadata (or a topic file is not a valid topic definition).
     #[error("{path}: {message}")]
     Invalid {
         /// The file.
@@ -136,8 +161,7 @@ impl<D: Disk> MetadataStore<D> {
         let path = directory.join(METADATA_FILE_NAME);
         let (current, existed) = match disk.open(&path, OpenMode::Read).await {
             Ok(file) => {
-                let len = file.len().await?;
-                let bytes = file.read_at(0, len as usize).await?;
+                let bytes = read_whole(&file, &path).await?;
                 let current: StoredMetadata =
                     serde_json::from_slice(&bytes).map_err(|error| MetadataError::Invalid {
                         path: path.clone(),
@@ -175,22 +199,148 @@ impl<D: Disk> MetadataStore<D> {
     /// Replaces the stored metadata durably; on error the old file stands and the in-memory
     /// copy is unchanged.
     pub async fn store(&mut self, next: StoredMetadata) -> Result<(), DiskError> {
-        let path = self.directory.join(METADATA_FILE_NAME);
-        let temporary = self.directory.join(format!("{METADATA_FILE_NAME}.tmp"));
         let bytes = serde_json::to_vec_pretty(&next)
             .expect("metadata serializes: plain maps, strings and integers");
-        match self.disk.remove_file(&temporary).await {
-            Ok(()) => {}
-            Err(error) if error.is_not_found() => {}
-            Err(error) => return Err(error),
-        }
-        let file = self.disk.open(&temporary, OpenMode::CreateNew).await?;
-        file.write_at(0, Bytes::from(bytes)).await?;
-        file.sync_data().await?;
-        drop(file);
-        self.disk.rename(&temporary, &path).await?;
-        self.disk.sync_dir(&self.directory).await?;
+        write_durable(&self.disk, &self.directory, METADATA_FILE_NAME, bytes).await?;
         self.current = next;
         Ok(())
     }
+}
+
+/// The per-topic definition files in `<data-dir>/topics/`.
+pub struct TopicFiles<D: Disk> {
+    disk: D,
+    directory: PathBuf,
+}
+
+impl<D: Disk> TopicFiles<D> {
+    /// The topic files of `data_dir`, creating their directory (durably) if missing.
+    pub async fn open(disk: D, data_dir: &Path) -> Result<Self, DiskError> {
+        let directory = data_dir.join(TOPICS_DIR_NAME);
+        crate::storage::disk::create_dir_durable(&disk, &directory).await?;
+        Ok(Self { disk, directory })
+    }
+
+    /// Every topic file, by topic name. A file that cannot be read as a topic definition is an
+    /// error naming it: its topic's configs would otherwise be guessed.
+    pub async fn load_all(&self) -> Result<BTreeMap<String, StoredTopic>, MetadataError> {
+        let mut topics = BTreeMap::new();
+        for name in self.disk.list_dir(&self.directory).await? {
+            let Some(topic) = name.strip_suffix(TOPIC_FILE_SUFFIX) else {
+                // `<name>.json.tmp` of an interrupted write: the old file (if any) stands.
+                continue;
+            };
+            let path = self.directory.join(&name);
+            let file = self.disk.open(&path, OpenMode::Read).await?;
+            let bytes = read_whole(&file, &path).await?;
+            let invalid = |message: String| MetadataError::Invalid {
+                path: path.clone(),
+                message,
+            };
+            let stored: TopicFile =
+                serde_json::from_slice(&bytes).map_err(|error| invalid(error.to_string()))?;
+            if stored.version != FORMAT_VERSION {
+                return Err(invalid(format!(
+                    "topic file format version {} is not supported by this build ({FORMAT_VERSION})",
+                    stored.version
+                )));
+            }
+            if stored.name != topic {
+                return Err(invalid(format!(
+                    "the file names topic {:?} but is named for {topic:?}",
+                    stored.name
+                )));
+            }
+            topics.insert(stored.name, stored.topic);
+        }
+        Ok(topics)
+    }
+
+    /// Writes (or replaces) the file of `name` durably.
+    pub async fn store(&self, name: &str, topic: &StoredTopic) -> Result<(), DiskError> {
+        let file = TopicFile {
+            version: FORMAT_VERSION,
+            name: name.to_string(),
+            topic: topic.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file)
+            .expect("a topic file serializes: plain maps, strings and integers");
+        write_durable(
+            &self.disk,
+            &self.directory,
+            &format!("{name}{TOPIC_FILE_SUFFIX}"),
+            bytes,
+        )
+        .await
+    }
+
+    /// Removes the file of `name`, if there is one.
+    pub async fn remove(&self, name: &str) -> Result<(), DiskError> {
+        let path = self.directory.join(format!("{name}{TOPIC_FILE_SUFFIX}"));
+        match self.disk.remove_file(&path).await {
+            Ok(()) => self.disk.sync_dir(&self.directory).await,
+            Err(error) if error.is_not_found() => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Makes the files match `topics` (the source of truth): writes missing or different
+    /// ones, removes those of topics that no longer exist. Run at every start, so a data
+    /// directory from an older build, or a crash between a topic file and `metadata.json`,
+    /// ends with files that match.
+    pub async fn sync_with(
+        &self,
+        topics: &BTreeMap<String, StoredTopic>,
+    ) -> Result<(), MetadataError> {
+        let on_disk = self.load_all().await?;
+        for (name, topic) in topics {
+            if on_disk.get(name) != Some(topic) {
+                self.store(name, topic).await?;
+            }
+        }
+        for name in on_disk.keys() {
+            if !topics.contains_key(name) {
+                self.remove(name).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a whole metadata or topic file, refusing one over [`METADATA_FILE_BYTES_MAX`].
+async fn read_whole<F: DiskFile>(file: &F, path: &Path) -> Result<Vec<u8>, MetadataError> {
+    let len = file.len().await?;
+    if len > METADATA_FILE_BYTES_MAX {
+        return Err(MetadataError::Invalid {
+            path: path.to_path_buf(),
+            message: format!(
+                "the file is {len} bytes, over the {METADATA_FILE_BYTES_MAX} a metadata file may have; it is not one this node wrote"
+            ),
+        });
+    }
+    let len = usize::try_from(len).expect("at most METADATA_FILE_BYTES_MAX, which fits usize");
+    Ok(file.read_at(0, len).await?)
+}
+
+/// Replaces `<directory>/<name>` with `bytes` so a crash leaves the old or the new file,
+/// never a mix: written to `<name>.tmp`, synced, renamed over, and the directory synced.
+async fn write_durable<D: Disk>(
+    disk: &D,
+    directory: &Path,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<(), DiskError> {
+    let path = directory.join(name);
+    let temporary = directory.join(format!("{name}.tmp"));
+    match disk.remove_file(&temporary).await {
+        Ok(()) => {}
+        Err(error) if error.is_not_found() => {}
+        Err(error) => return Err(error),
+    }
+    let file = disk.open(&temporary, OpenMode::CreateNew).await?;
+    file.write_at(0, Bytes::from(bytes)).await?;
+    file.sync_data().await?;
+    drop(file);
+    disk.rename(&temporary, &path).await?;
+    disk.sync_dir(directory).await
 }

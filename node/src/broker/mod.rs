@@ -47,7 +47,7 @@ use crate::storage::retention::RetentionPolicy;
 use crate::storage::{
     AppendDurability, AppendError, Disk, DiskError, LogConfig, PartitionLog, ReadError,
 };
-use metadata::{MetadataStore, PRODUCER_ID_BLOCK, StoredMetadata, StoredTopic};
+use metadata::{MetadataStore, PRODUCER_ID_BLOCK, StoredMetadata, StoredTopic, TopicFiles};
 use topic_config::{
     CleanupPolicy, TimestampType, TopicCompression, TopicConfig, validate_topic_name,
 };
@@ -139,6 +139,9 @@ pub enum BrokerError {
     /// A declared topic cannot be reconciled.
     #[error("{0}")]
     Reconcile(String),
+    /// `metadata.json` is missing and the topics cannot be rebuilt without guessing.
+    #[error("{0}")]
+    MetadataLost(String),
     /// The WASM engine could not start.
     #[error("wasm engine: {0}")]
     Wasm(String),
@@ -173,6 +176,8 @@ pub struct Broker<D: Disk> {
     config: BrokerConfig,
     topics: RwLock<BTreeMap<String, Arc<Topic<D>>>>,
     admin: tokio::sync::Mutex<MetadataStore<D>>,
+    /// Each topic's definition beside `metadata.json`, written under the `admin` lock.
+    topic_files: TopicFiles<D>,
     producer_ids: Mutex<ProducerIds>,
     groups: Mutex<GroupCoordinator>,
     offsets: Mutex<OffsetStore>,
@@ -214,6 +219,74 @@ impl<D: Disk> Partition<D> {
     }
 }
 
+/// The first producer id to hand out after a start: above the stored reservation and above
+/// every id the logs remember.
+fn producer_id_floor(reserved_until: i64, logs_max: Option<i64>) -> i64 {
+    let above_logs = logs_max.map_or(0, |max| max.saturating_add(1));
+    reserved_until.max(above_logs).max(PRODUCER_ID_BLOCK)
+}
+
+/// Rebuilds the topic list of a data directory whose `metadata.json` is missing: partition
+/// counts from the partition directories (or the topic file, if it says more), configs and
+/// creation times from each topic's file. A topic without a file (from a build before topic
+/// files existed) is refused with the way out, rather than given default configs.
+async fn rebuild_topics<D: Disk>(
+    data_dir: &Path,
+    directories: &[String],
+    topic_files: &TopicFiles<D>,
+    stored: &mut StoredMetadata,
+) -> Result<(), BrokerError> {
+    let files = topic_files.load_all().await?;
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for name in directories {
+        if let Some(key) = PartitionKey::from_directory_name(name) {
+            let count = counts.entry(key.topic).or_insert(0);
+            *count = (*count).max(key.partition.saturating_add(1));
+        }
+    }
+    let missing: Vec<(&String, u32)> = counts
+        .iter()
+        .filter(|(topic, _)| !files.contains_key(*topic))
+        .map(|(topic, count)| (topic, *count))
+        .collect();
+    if !missing.is_empty() {
+        let example = missing
+            .first()
+            .map(|(topic, count)| {
+                format!(
+                    "{}: {{\"version\": 1, \"name\": \"{topic}\", \"partitions\": {count}, \"configs\": {{}}, \"created_ms\": 0}}",
+                    data_dir.join(metadata::TOPICS_DIR_NAME).join(format!("{topic}.json")).display()
+                )
+            })
+            .unwrap_or_default();
+        return Err(BrokerError::MetadataLost(format!(
+            "{} is missing and {} topic(s) with partition directories have no topic file to restore their configs from: {}. Restore metadata.json from a backup; or, to keep a topic's data and give it the default configs (and the config file's overrides), write its topic file, for example {example}; or move its partition directories out of {} to drop it",
+            data_dir.join(metadata::METADATA_FILE_NAME).display(),
+            missing.len(),
+            missing
+                .iter()
+                .map(|(topic, _)| format!("{topic:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            data_dir.join("logs").display(),
+        )));
+    }
+    for (topic, count) in counts {
+        let Some(file) = files.get(&topic) else {
+            continue;
+        };
+        let mut restored = file.clone();
+        restored.partitions = restored.partitions.max(count);
+        stored.topics.insert(topic, restored);
+    }
+    tracing::warn!(
+        data_dir = %data_dir.display(),
+        topics = stored.topics.len(),
+        "metadata.json missing; rebuilt the topics from the partition directories and topic files. Uploaded modules and transforms deployed with `ledge transform deploy` are not rebuilt: upload and deploy them again (transforms declared in the config file are deployed at start)"
+    );
+    Ok(())
+}
+
 async fn remove_tree<D: Disk>(disk: &D, directory: &Path) -> Result<(), DiskError> {
     match disk.list_dir(directory).await {
         Ok(names) => {
@@ -240,26 +313,11 @@ impl<D: Disk> Broker<D> {
         let logs_dir = data_dir.join("logs");
         crate::storage::disk::create_dir_durable(&disk, &logs_dir).await?;
         let (mut store, existed) = MetadataStore::load(disk.clone(), data_dir).await?;
+        let topic_files = TopicFiles::open(disk.clone(), data_dir).await?;
         let mut stored = store.current().clone();
         let directories = disk.list_dir(&logs_dir).await?;
         if !existed && !directories.is_empty() {
-            // Metadata lost but data present: rebuild the topic list from the directories
-            // rather than deleting the data as leftovers.
-            tracing::warn!(data_dir = %data_dir.display(), "metadata.json missing; rebuilding topics from partition directories with default configs");
-            for name in &directories {
-                if let Some(key) = PartitionKey::from_directory_name(name) {
-                    let topic =
-                        stored
-                            .topics
-                            .entry(key.topic.clone())
-                            .or_insert_with(|| StoredTopic {
-                                partitions: 0,
-                                configs: BTreeMap::new(),
-                                created_ms: clock.wall_time_ms(),
-                            });
-                    topic.partitions = topic.partitions.max(key.partition + 1);
-                }
-            }
+            rebuild_topics(data_dir, &directories, &topic_files, &mut stored).await?;
         }
         for name in &directories {
             let path = logs_dir.join(name);
@@ -275,9 +333,7 @@ impl<D: Disk> Broker<D> {
             }
         }
         disk.sync_dir(&logs_dir).await?;
-        // Reserve a fresh block of producer ids before handing any out.
-        let next = stored.producer_ids_reserved_until;
-        stored.producer_ids_reserved_until = next + PRODUCER_ID_BLOCK;
+        topic_files.sync_with(&stored.topics).await?;
         store.store(stored.clone()).await?;
 
         // Member ids stay unique across restarts without any stored counter.
@@ -293,9 +349,11 @@ impl<D: Disk> Broker<D> {
             config,
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(store),
+            topic_files,
+            // Nothing is handed out before `reserve_producer_ids_after_open` below.
             producer_ids: Mutex::new(ProducerIds {
-                next,
-                reserved_until: next + PRODUCER_ID_BLOCK,
+                next: 0,
+                reserved_until: 0,
             }),
             groups: Mutex::new(GroupCoordinator::new(config_groups, member_salt)),
             offsets: Mutex::new(OffsetStore::default()),
@@ -338,6 +396,7 @@ impl<D: Disk> Broker<D> {
                 }),
             );
         }
+        broker.reserve_producer_ids_after_open().await?;
         if broker.topic(OFFSETS_TOPIC).is_none() {
             let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
             if let Err((_, message)) = broker.create_topic(OFFSETS_TOPIC, 1, &configs).await {
@@ -347,6 +406,46 @@ impl<D: Disk> Broker<D> {
         broker.load_offsets().await;
         broker.check_disk_usage();
         Ok(broker)
+    }
+
+    /// Reserves a fresh block of producer ids before any is handed out, above both the stored
+    /// reservation and every producer id the opened logs remember. The second bound is what
+    /// keeps ids unique when `metadata.json` was lost (or restored from an old copy): an id
+    /// a partition still remembers, handed to a new producer, would make that producer's first
+    /// batch look like a resend of the old one's, acknowledged and never written.
+    async fn reserve_producer_ids_after_open(&self) -> Result<(), BrokerError> {
+        let logs_max = self
+            .online_logs(|_| true)
+            .iter()
+            .filter_map(|(log, _)| log.producer_id_max_recovered())
+            .max();
+        let mut store = self.admin.lock().await;
+        let mut next_stored = store.current().clone();
+        let next = producer_id_floor(next_stored.producer_ids_reserved_until, logs_max);
+        if next > next_stored.producer_ids_reserved_until {
+            tracing::warn!(
+                stored = next_stored.producer_ids_reserved_until,
+                logs_max = ?logs_max,
+                next,
+                "the logs hold producer ids above the stored reservation; new ids start above them"
+            );
+        }
+        let reserved_until = next.checked_add(PRODUCER_ID_BLOCK).ok_or_else(|| {
+            BrokerError::Reconcile(format!(
+                "producer ids are exhausted: the next would be {next}, the largest a producer id may be is {}",
+                i64::MAX
+            ))
+        })?;
+        next_stored.producer_ids_reserved_until = reserved_until;
+        store.store(next_stored).await?;
+        *self
+            .producer_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ProducerIds {
+            next,
+            reserved_until,
+        };
+        Ok(())
     }
 
     async fn open_partitions(
@@ -800,7 +899,7 @@ impl<D: Disk> Broker<D> {
             return Err((
                 ErrorCode::InvalidPartitions,
                 format!(
-                    "{partitions} partitions exceed topic.partitions.max ({})",
+                    "{partitions} partitions exceed limits.topic_partitions_max ({})",
                     self.config.topic_partitions_max
                 ),
             ));
@@ -813,7 +912,7 @@ impl<D: Disk> Broker<D> {
             return Err((
                 ErrorCode::InvalidPartitions,
                 format!(
-                    "the node has {total} partitions; {adding} more would exceed partitions.max ({})",
+                    "the node has {total} partitions; {adding} more would exceed limits.partitions_max ({})",
                     self.config.partitions_max
                 ),
             ));
@@ -823,6 +922,21 @@ impl<D: Disk> Broker<D> {
         crate::storage::disk::descriptors::check_partition_count(total as u64 + u64::from(adding))
             .map_err(|error| (ErrorCode::InvalidPartitions, error.to_string()))?;
         Ok(())
+    }
+
+    /// Records one topic's definition: its own file first, then `metadata.json` (`next`,
+    /// which holds it). The file is written first so that whenever `metadata.json` names a
+    /// topic its file exists; a file ahead of `metadata.json` after a failure here is put back
+    /// in step at the next start.
+    async fn record_topic(
+        &self,
+        store: &mut MetadataStore<D>,
+        name: &str,
+        topic: &StoredTopic,
+        next: StoredMetadata,
+    ) -> Result<(), DiskError> {
+        self.topic_files.store(name, topic).await?;
+        store.store(next).await
     }
 
     async fn create_topic(
@@ -841,18 +955,21 @@ impl<D: Disk> Broker<D> {
                 format!("topic {name:?} already exists"),
             ));
         }
+        plugins::check_module_references(&config, &store.current().modules)
+            .map_err(|error| (ErrorCode::InvalidConfig, error))?;
         self.check_partition_count(name, partitions, partitions)?;
         let opened = self.open_partitions(name, 0..partitions, &config).await;
+        let stored_topic = StoredTopic {
+            partitions,
+            configs: configs.clone(),
+            created_ms: self.clock.wall_time_ms(),
+        };
         let mut next = store.current().clone();
-        next.topics.insert(
-            name.to_string(),
-            StoredTopic {
-                partitions,
-                configs: configs.clone(),
-                created_ms: self.clock.wall_time_ms(),
-            },
-        );
-        if let Err(error) = store.store(next).await {
+        next.topics.insert(name.to_string(), stored_topic.clone());
+        if let Err(error) = self
+            .record_topic(&mut store, name, &stored_topic, next)
+            .await
+        {
             // Not recorded: the directories are leftovers the next start removes.
             for partition in &opened {
                 if let Ok(log) = partition.log() {
@@ -889,15 +1006,22 @@ impl<D: Disk> Broker<D> {
             .open_partitions(name, current..partitions, &config)
             .await;
         let mut next = store.current().clone();
-        if let Some(stored) = next.topics.get_mut(name) {
-            stored.partitions = partitions;
-        }
-        store.store(next).await.map_err(|error| {
-            (
-                ErrorCode::StorageError,
-                format!("could not record partitions of {name:?}: {error}"),
-            )
-        })?;
+        let Some(stored_topic) = next.topics.get_mut(name) else {
+            return Err((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic {name:?}"),
+            ));
+        };
+        stored_topic.partitions = partitions;
+        let stored_topic = stored_topic.clone();
+        self.record_topic(&mut store, name, &stored_topic, next)
+            .await
+            .map_err(|error| {
+                (
+                    ErrorCode::StorageError,
+                    format!("could not record partitions of {name:?}: {error}"),
+                )
+            })?;
         write(&topic.partitions).extend(added);
         Ok(())
     }
@@ -931,16 +1055,25 @@ impl<D: Disk> Broker<D> {
         overrides.extend(set.iter().map(|(key, value)| (key.clone(), value.clone())));
         let config = TopicConfig::with_overrides(&self.config.topic_defaults, &overrides)
             .map_err(|error| (ErrorCode::InvalidConfig, error))?;
+        plugins::check_module_references(&config, &store.current().modules)
+            .map_err(|error| (ErrorCode::InvalidConfig, error))?;
         let mut next = store.current().clone();
-        if let Some(stored) = next.topics.get_mut(name) {
-            stored.configs = overrides;
-        }
-        store.store(next).await.map_err(|error| {
-            (
-                ErrorCode::StorageError,
-                format!("could not record configs of {name:?}: {error}"),
-            )
-        })?;
+        let Some(stored_topic) = next.topics.get_mut(name) else {
+            return Err((
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic {name:?}"),
+            ));
+        };
+        stored_topic.configs = overrides;
+        let stored_topic = stored_topic.clone();
+        self.record_topic(&mut store, name, &stored_topic, next)
+            .await
+            .map_err(|error| {
+                (
+                    ErrorCode::StorageError,
+                    format!("could not record configs of {name:?}: {error}"),
+                )
+            })?;
         let log_config = config.log_config(&self.config.log);
         for partition in read(&topic.partitions).iter() {
             if let Ok(log) = partition.log()
@@ -962,11 +1095,12 @@ impl<D: Disk> Broker<D> {
                 .map(|entry| (entry.name, entry.value))
                 .collect();
             let outcome = if request.validate_only {
+                let modules = self.admin.lock().await.current().modules.clone();
                 validate_topic_name(&topic.name)
                     .map_err(|error| (ErrorCode::InvalidTopic, error))
                     .and_then(|()| {
                         TopicConfig::with_overrides(&self.config.topic_defaults, &configs)
-                            .map(drop)
+                            .and_then(|config| plugins::check_module_references(&config, &modules))
                             .map_err(|error| (ErrorCode::InvalidConfig, error))
                     })
                     .and_then(|()| {
@@ -1078,6 +1212,11 @@ impl<D: Disk> Broker<D> {
         if let Err(error) = self.disk.sync_dir(&self.logs_dir).await {
             tracing::error!(%error, "syncing the logs directory after a deletion failed");
         }
+        // Last: while partition directories remain, the file lets a lost metadata.json be
+        // rebuilt; a file left behind by a crash is removed at the next start.
+        if let Err(error) = self.topic_files.remove(name).await {
+            tracing::error!(topic = %name, %error, "removing a deleted topic's file failed; retried at next start");
+        }
         Ok(())
     }
 
@@ -1131,8 +1270,9 @@ impl<D: Disk> Broker<D> {
                             overrides.remove(key);
                         }
                         overrides.extend(set);
+                        let modules = self.admin.lock().await.current().modules.clone();
                         TopicConfig::with_overrides(&self.config.topic_defaults, &overrides)
-                            .map(drop)
+                            .and_then(|config| plugins::check_module_references(&config, &modules))
                             .map_err(|error| (ErrorCode::InvalidConfig, error))
                     }
                 }
@@ -1163,7 +1303,17 @@ impl<D: Disk> Broker<D> {
             let mut store = self.admin.lock().await;
             let mut next: StoredMetadata = store.current().clone();
             let start = next.producer_ids_reserved_until;
-            next.producer_ids_reserved_until = start + PRODUCER_ID_BLOCK;
+            // i64::MAX producer ids are not handed out in the life of a node; refusing beats
+            // wrapping to ids that repeat.
+            let Some(reserved_until) = start.checked_add(PRODUCER_ID_BLOCK) else {
+                tracing::error!(start, "producer ids are exhausted");
+                return InitProducerIdResponse {
+                    error: ErrorCode::StorageError,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                };
+            };
+            next.producer_ids_reserved_until = reserved_until;
             if let Err(error) = store.store(next).await {
                 tracing::error!(%error, "could not reserve producer ids");
                 return InitProducerIdResponse {
@@ -1178,7 +1328,7 @@ impl<D: Disk> Broker<D> {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if ids.next >= ids.reserved_until {
                 ids.next = start;
-                ids.reserved_until = start + PRODUCER_ID_BLOCK;
+                ids.reserved_until = reserved_until;
             }
         }
         let mut ids = self

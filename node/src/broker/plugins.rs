@@ -19,6 +19,7 @@ use ledge_protocol::{
 };
 
 use super::metadata::StoredModule;
+use super::topic_config::TopicConfig;
 use super::topic_config::validate_module_name;
 use super::{Broker, read};
 use crate::storage::{AppendDurability, Disk};
@@ -212,6 +213,64 @@ pub(crate) fn params_list(params: &BTreeMap<String, String>) -> Vec<PluginParam>
         .collect()
 }
 
+/// The module kinds `partitioner.module` may name.
+pub(crate) const PARTITIONER_KINDS: &[PluginKind] = &[PluginKind::Partitioner];
+/// The module kinds `produce.filter.module` may name: one record in, at most one out, so the
+/// batch keeps its offset span.
+pub(crate) const PRODUCE_FILTER_KINDS: &[PluginKind] =
+    &[PluginKind::Filter, PluginKind::Map, PluginKind::FilterMap];
+
+/// "module "m" is a partitioner; produce.filter.module takes a filter, map, or filter_map".
+fn wrong_kind_message(name: &str, kind: PluginKind, kinds: &[PluginKind], purpose: &str) -> String {
+    let allowed: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+    format!(
+        "module {name:?} is a {kind}; {purpose} takes a {}",
+        match allowed.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{}, or {last}", rest.join(", ")),
+            _ => allowed.join(""),
+        }
+    )
+}
+
+/// Checks that the modules a topic config names exist and are of a kind the key takes, so a
+/// topic is never left where every produce fails. `modules` are the stored named modules.
+pub(crate) fn check_module_references(
+    config: &TopicConfig,
+    modules: &BTreeMap<String, StoredModule>,
+) -> Result<(), String> {
+    let references = [
+        (
+            "partitioner.module",
+            config.partitioner_module.as_deref(),
+            PARTITIONER_KINDS,
+        ),
+        (
+            "produce.filter.module",
+            config.produce_filter_module.as_deref(),
+            PRODUCE_FILTER_KINDS,
+        ),
+    ];
+    for (key, name, kinds) in references {
+        let Some(name) = name else { continue };
+        match modules.get(name) {
+            None => {
+                return Err(format!(
+                    "{key}: no module named {name:?}; upload it first (`ledge module upload {name} --module <file.wasm> --kind {}`)",
+                    kinds.first().map_or("", |kind| kind.as_str())
+                ));
+            }
+            Some(module) if !kinds.contains(&module.kind) => {
+                return Err(format!(
+                    "{key}: {}",
+                    wrong_kind_message(name, module.kind, kinds, key)
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn wasm_error_code(error: &WasmError) -> ErrorCode {
     match error {
         WasmError::InvalidModule(_) | WasmError::ModuleTooLarge { .. } | WasmError::Init(_) => {
@@ -288,18 +347,9 @@ impl<D: Disk> Broker<D> {
                 )
             })?;
         if !kinds.contains(&module.kind) {
-            let allowed: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
             return Err((
                 ErrorCode::InvalidModule,
-                format!(
-                    "module {name:?} is a {}; {purpose} takes a {}",
-                    module.kind,
-                    match allowed.split_last() {
-                        Some((last, rest)) if !rest.is_empty() =>
-                            format!("{}, or {last}", rest.join(", ")),
-                        _ => allowed.join(""),
-                    }
-                ),
+                wrong_kind_message(name, module.kind, kinds, purpose),
             ));
         }
         let mut params = module.params.clone();
@@ -361,6 +411,41 @@ impl<D: Disk> Broker<D> {
             .map_err(|error| (ErrorCode::InvalidRequest, error))?;
         let params =
             params_map(&request.params).map_err(|error| (ErrorCode::InvalidRequest, error))?;
+        // Replacing a module a topic config names with one of a kind that key does not take
+        // would make every produce to that topic fail.
+        let refused_by: Vec<String> = read(&self.topics)
+            .iter()
+            .filter_map(|(topic, entry)| {
+                let config = read(&entry.config);
+                let keys = [
+                    (
+                        "partitioner.module",
+                        &config.partitioner_module,
+                        PARTITIONER_KINDS,
+                    ),
+                    (
+                        "produce.filter.module",
+                        &config.produce_filter_module,
+                        PRODUCE_FILTER_KINDS,
+                    ),
+                ];
+                keys.into_iter()
+                    .find(|(_, module, kinds)| {
+                        module.as_deref() == Some(request.name.as_str()) && !kinds.contains(&kind)
+                    })
+                    .map(|(key, _, _)| format!("topic {topic:?} ({key})"))
+            })
+            .collect();
+        if !refused_by.is_empty() {
+            return Err((
+                ErrorCode::ModuleInUse,
+                format!(
+                    "module {:?} is used by {}, which does not take a {kind}; change that config first",
+                    request.name,
+                    refused_by.join(", ")
+                ),
+            ));
+        }
         let stored = self.store_module(request.module, kind, params).await?;
         let hash = stored.hash.clone();
         let mut admin = self.admin.lock().await;
@@ -507,7 +592,7 @@ impl<D: Disk> Broker<D> {
             .named_plugin(
                 module_name,
                 BTreeMap::new(),
-                &[PluginKind::Filter, PluginKind::Map, PluginKind::FilterMap],
+                PRODUCE_FILTER_KINDS,
                 "produce.filter.module",
             )
             .await?;
@@ -660,7 +745,7 @@ impl<D: Disk> Broker<D> {
             .named_plugin(
                 &partitioner,
                 BTreeMap::new(),
-                &[PluginKind::Partitioner],
+                PARTITIONER_KINDS,
                 "partitioner.module",
             )
             .await?;

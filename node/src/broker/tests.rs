@@ -546,6 +546,303 @@ fn state_survives_reopen_and_deletion_is_durable() {
     });
 }
 
+async fn init_producer_id(broker: &Broker<SimDisk>) -> InitProducerIdResponse {
+    let Response::InitProducerId(id) = broker
+        .handle(Request::InitProducerId(InitProducerIdRequest::default()))
+        .await
+    else {
+        panic!("wrong response")
+    };
+    assert_eq!(id.error, ErrorCode::None);
+    id
+}
+
+async fn described_config(broker: &Broker<SimDisk>, topic: &str, key: &str) -> String {
+    let Response::DescribeConfigs(described) = broker
+        .handle(Request::DescribeConfigs(DescribeConfigsRequest {
+            topics: vec![topic.into()],
+        }))
+        .await
+    else {
+        panic!("wrong response")
+    };
+    described.topics[0]
+        .configs
+        .iter()
+        .find(|config| config.name == key)
+        .unwrap_or_else(|| panic!("{topic} has no config {key}"))
+        .value
+        .clone()
+}
+
+// Goal: with metadata.json lost, a new idempotent producer's first batch is written, not
+// taken for a resend of an old producer's batch, and topic configs survive the rebuild.
+// Method: produce with an idempotent producer, remove metadata.json, reopen, produce the same
+// sequence with a new producer id, and read it back at its acknowledged offset.
+#[test]
+fn a_lost_metadata_file_keeps_producer_ids_unique_and_configs() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(21);
+        let old_id;
+        {
+            let broker = broker(&disk).await;
+            create(
+                &broker,
+                "t",
+                2,
+                &[("retention.ms", "-1"), ("max.message.bytes", "60000")],
+            )
+            .await;
+            old_id = init_producer_id(&broker).await;
+            let options = EncodeOptions {
+                producer_id: old_id.producer_id,
+                producer_epoch: old_id.producer_epoch,
+                base_sequence: 0,
+                ..EncodeOptions::default()
+            };
+            let first = encode_batch(&records(1, 0), &options).unwrap();
+            assert_eq!(
+                produce(&broker, "t", 1, first, Acks::All).await.error,
+                ErrorCode::None
+            );
+            broker.close().await;
+        }
+        disk.remove_file(&Path::new(DATA).join(metadata::METADATA_FILE_NAME))
+            .await
+            .unwrap();
+        let broker = broker(&disk).await;
+        let new_id = init_producer_id(&broker).await;
+        assert!(
+            new_id.producer_id > old_id.producer_id,
+            "a producer id the logs hold was handed out again: {} after {}",
+            new_id.producer_id,
+            old_id.producer_id
+        );
+        let options = EncodeOptions {
+            producer_id: new_id.producer_id,
+            producer_epoch: new_id.producer_epoch,
+            base_sequence: 0,
+            ..EncodeOptions::default()
+        };
+        let second = encode_batch(
+            &[Record {
+                timestamp: 5,
+                key: None,
+                value: Some(Bytes::from_static(b"after the rebuild")),
+                headers: Vec::new(),
+            }],
+            &options,
+        )
+        .unwrap();
+        let written = produce(&broker, "t", 1, second, Acks::All).await;
+        assert_eq!(written.error, ErrorCode::None);
+        assert_eq!(
+            written.base_offset, 1,
+            "acknowledged at the old record's offset"
+        );
+        let fetched = fetch(&broker, "t", 1, 1, 0).await;
+        let decoded = decode_batch(&fetched.records, &Default::default()).unwrap();
+        assert_eq!(decoded.header.base_offset, 1);
+        let values: Vec<Bytes> = decoded
+            .records
+            .into_iter()
+            .filter_map(|record| record.value)
+            .collect();
+        assert_eq!(values, [Bytes::from_static(b"after the rebuild")]);
+        // Configs are restored, not guessed.
+        assert_eq!(described_config(&broker, "t", "retention.ms").await, "-1");
+        assert_eq!(
+            described_config(&broker, "t", "max.message.bytes").await,
+            "60000"
+        );
+        assert_eq!(
+            described_config(&broker, OFFSETS_TOPIC, "cleanup.policy").await,
+            "compact"
+        );
+        assert_eq!(
+            metadata(&broker, Some(vec!["t".into()])).await.topics[0]
+                .partitions
+                .len(),
+            2
+        );
+    });
+}
+
+// Goal: a data directory that lost metadata.json and whose topic has no topic file (made by
+// an older build) is refused at start with the way out, never given default configs.
+#[test]
+fn a_lost_metadata_file_without_topic_files_is_refused_with_the_way_out() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(22);
+        {
+            let broker = broker(&disk).await;
+            create(&broker, "old", 1, &[("retention.ms", "-1")]).await;
+            produce(&broker, "old", 0, batch(2, 0), Acks::All).await;
+            broker.close().await;
+        }
+        let data = Path::new(DATA);
+        disk.remove_file(&data.join(metadata::METADATA_FILE_NAME))
+            .await
+            .unwrap();
+        disk.remove_file(&data.join(metadata::TOPICS_DIR_NAME).join("old.json"))
+            .await
+            .unwrap();
+        let Err(error) = Broker::open(
+            disk.clone(),
+            data,
+            BrokerConfig::default(),
+            Arc::new(ManualClock::new(1_000_000)),
+        )
+        .await
+        else {
+            panic!("opened with a topic whose configs are unknown");
+        };
+        let message = error.to_string();
+        assert!(
+            message.contains("metadata.json is missing")
+                && message.contains("\"old\"")
+                && message.contains("/data/topics/old.json")
+                && message.contains("backup"),
+            "{message}"
+        );
+        // Nothing was removed: the partition is still there for the operator to recover.
+        assert!(disk.list_dir(&data.join("logs/old-0")).await.is_ok());
+    });
+}
+
+// Goal: topic files follow create, alter, add-partitions and delete, and a damaged topic file
+// is reported naming it when it is needed.
+#[test]
+fn topic_files_follow_topic_changes() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(23);
+        let topics_dir = Path::new(DATA).join(metadata::TOPICS_DIR_NAME);
+        {
+            let broker = broker(&disk).await;
+            create(&broker, "a", 1, &[]).await;
+            create(&broker, "b", 1, &[]).await;
+            let Response::AlterConfigs(altered) = broker
+                .handle(Request::AlterConfigs(AlterConfigsRequest {
+                    topics: vec![AlterTopicConfigs {
+                        name: "a".into(),
+                        set: vec![ConfigEntry {
+                            name: "retention.ms".into(),
+                            value: "123456".into(),
+                        }],
+                        delete: Vec::new(),
+                    }],
+                    validate_only: false,
+                }))
+                .await
+            else {
+                panic!()
+            };
+            assert_eq!(altered.topics[0].error, ErrorCode::None);
+            broker
+                .reconcile(&[DeclaredTopic {
+                    name: "a".into(),
+                    partitions: 3,
+                    configs: BTreeMap::from([("retention.ms".to_string(), "123456".to_string())]),
+                    origin: "test".into(),
+                }])
+                .await
+                .unwrap();
+            let Response::DeleteTopics(deleted) = broker
+                .handle(Request::DeleteTopics(DeleteTopicsRequest {
+                    names: vec!["b".into()],
+                }))
+                .await
+            else {
+                panic!()
+            };
+            assert_eq!(deleted.topics[0].error, ErrorCode::None);
+            broker.close().await;
+        }
+        let mut names = disk.list_dir(&topics_dir).await.unwrap();
+        names.sort();
+        assert_eq!(names, ["__consumer_offsets.json", "a.json"]);
+        disk.remove_file(&Path::new(DATA).join(metadata::METADATA_FILE_NAME))
+            .await
+            .unwrap();
+        {
+            let broker = broker(&disk).await;
+            assert_eq!(
+                described_config(&broker, "a", "retention.ms").await,
+                "123456"
+            );
+            assert_eq!(
+                metadata(&broker, Some(vec!["a".into()])).await.topics[0]
+                    .partitions
+                    .len(),
+                3
+            );
+            broker.close().await;
+        }
+        // A damaged topic file is named when a rebuild needs it.
+        use crate::storage::DiskFile as _;
+        disk.remove_file(&Path::new(DATA).join(metadata::METADATA_FILE_NAME))
+            .await
+            .unwrap();
+        let file = disk
+            .open(
+                &topics_dir.join("a.json"),
+                crate::storage::OpenMode::ReadWrite,
+            )
+            .await
+            .unwrap();
+        file.write_at(0, Bytes::from_static(b"}}}}")).await.unwrap();
+        file.sync_data().await.unwrap();
+        drop(file);
+        let Err(error) = Broker::open(
+            disk.clone(),
+            Path::new(DATA),
+            BrokerConfig::default(),
+            Arc::new(ManualClock::new(1_000_000)),
+        )
+        .await
+        else {
+            panic!("opened with a damaged topic file");
+        };
+        assert!(error.to_string().contains("/data/topics/a.json"), "{error}");
+    });
+}
+
+// Goal: the partition-count errors name config keys that exist (`limits.*`).
+#[test]
+fn partition_limit_errors_name_real_config_keys() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(24);
+        let config = BrokerConfig {
+            topic_partitions_max: 4,
+            partitions_max: 6,
+            ..BrokerConfig::default()
+        };
+        let broker = Broker::open(
+            disk.clone(),
+            Path::new(DATA),
+            config,
+            Arc::new(ManualClock::new(1_000_000)),
+        )
+        .await
+        .unwrap();
+        let too_many = create(&broker, "wide", 5, &[]).await;
+        assert_eq!(too_many.error, ErrorCode::InvalidPartitions);
+        assert!(
+            too_many.message.contains("limits.topic_partitions_max (4)"),
+            "{}",
+            too_many.message
+        );
+        assert_eq!(create(&broker, "four", 4, &[]).await.error, ErrorCode::None);
+        let over_node = create(&broker, "more", 2, &[]).await;
+        assert_eq!(over_node.error, ErrorCode::InvalidPartitions);
+        assert!(
+            over_node.message.contains("limits.partitions_max (6)"),
+            "{}",
+            over_node.message
+        );
+    });
+}
+
 // Goal: reconcile creates missing topics, adds partitions, applies changed configs, and
 // refuses to shrink a topic with a message naming where it was declared.
 #[test]

@@ -182,9 +182,12 @@ impl Drop for RunningTransform {
     }
 }
 
+/// The prefix of the groups under which transforms' positions are committed.
+pub(crate) const POSITION_GROUP_PREFIX: &str = "__transform.";
+
 /// The group under which a transform's positions are committed.
 pub fn position_group(name: &str) -> String {
-    format!("__transform.{name}")
+    format!("{POSITION_GROUP_PREFIX}{name}")
 }
 
 /// A transform declared in the config file (`[[transform]]`).
@@ -247,7 +250,10 @@ impl<D: Disk> Broker<D> {
 
     fn launch(&self, name: &str, definition: StoredTransform, plugin: Arc<Plugin>) {
         let Some(weak) = self.self_ref.get().cloned() else {
-            tracing::error!(transform = %name, "transforms are not started on this broker");
+            // Deployed before `start_transforms` (the config file's `[[transform]]`s are
+            // reconciled at start, before the broker is shared): the definition is stored,
+            // and `start_transforms` launches every stored transform.
+            tracing::debug!(transform = %name, "transform recorded; it starts with the broker's transforms");
             return;
         };
         let mut running = self.running();

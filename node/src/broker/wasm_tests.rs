@@ -923,3 +923,280 @@ fn a_fetch_plugin_passes_over_a_stored_batch_that_does_not_decode() {
         broker.close().await;
     });
 }
+
+async fn create_result(
+    broker: &Broker<SimDisk>,
+    name: &str,
+    configs: &[(&str, &str)],
+    validate_only: bool,
+) -> TopicResult {
+    let request = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.into(),
+            partitions: 1,
+            configs: configs
+                .iter()
+                .map(|(name, value)| ConfigEntry {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                })
+                .collect(),
+        }],
+        validate_only,
+    };
+    let Response::CreateTopics(response) = broker.handle(Request::CreateTopics(request)).await
+    else {
+        panic!("wrong response")
+    };
+    response.topics.into_iter().next().unwrap()
+}
+
+async fn alter_result(
+    broker: &Broker<SimDisk>,
+    name: &str,
+    key: &str,
+    value: &str,
+    validate_only: bool,
+) -> TopicResult {
+    let request = AlterConfigsRequest {
+        topics: vec![AlterTopicConfigs {
+            name: name.into(),
+            set: vec![ConfigEntry {
+                name: key.into(),
+                value: value.into(),
+            }],
+            delete: Vec::new(),
+        }],
+        validate_only,
+    };
+    let Response::AlterConfigs(response) = broker.handle(Request::AlterConfigs(request)).await
+    else {
+        panic!("wrong response")
+    };
+    response.topics.into_iter().next().unwrap()
+}
+
+fn partitioner_module() -> Bytes {
+    Bytes::from(
+        Wat {
+            export: "ledge_partitioner",
+            per_record: ROUND_ROBIN,
+            ..Wat::default()
+        }
+        .module(),
+    )
+}
+
+// Goal: partitioner.module and produce.filter.module name a module that exists and is of a
+// kind the key takes, at create and alter time (validate-only too), and a module a topic
+// config names can be neither deleted nor replaced by one of a kind that key does not take.
+#[test]
+fn topic_configs_refuse_missing_and_wrong_kind_modules() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(31);
+        let broker = open(&disk).await;
+        for (name, kind, bytes) in [
+            ("keep", "filter", module(KEEP)),
+            ("rr", "partitioner", partitioner_module()),
+        ] {
+            let response = broker
+                .upload_module(UploadModuleRequest {
+                    name: name.into(),
+                    kind: kind.into(),
+                    module: bytes,
+                    params: vec![],
+                })
+                .await;
+            assert_eq!(response.error, ErrorCode::None, "{}", response.message);
+        }
+        let refusals = [
+            (
+                ("partitioner.module", "nope"),
+                "partitioner.module: no module named \"nope\"",
+            ),
+            (
+                ("produce.filter.module", "nope"),
+                "produce.filter.module: no module named \"nope\"",
+            ),
+            (
+                ("partitioner.module", "keep"),
+                "module \"keep\" is a filter; partitioner.module takes a partitioner",
+            ),
+            (
+                ("produce.filter.module", "rr"),
+                "module \"rr\" is a partitioner; produce.filter.module takes a filter, map, or filter_map",
+            ),
+        ];
+        for validate_only in [true, false] {
+            for ((key, value), text) in &refusals {
+                let refused = create_result(&broker, "t", &[(key, value)], validate_only).await;
+                assert_eq!(refused.error, ErrorCode::InvalidConfig, "{}", refused.message);
+                assert!(refused.message.contains(text), "{}", refused.message);
+            }
+        }
+        assert!(metadata(&broker).topics.iter().all(|topic| topic.name != "t"));
+        create(&broker, "t", 2, &[]).await;
+        for validate_only in [true, false] {
+            for ((key, value), text) in &refusals {
+                let refused = alter_result(&broker, "t", key, value, validate_only).await;
+                assert_eq!(refused.error, ErrorCode::InvalidConfig, "{}", refused.message);
+                assert!(refused.message.contains(text), "{}", refused.message);
+            }
+        }
+        // Right kinds are accepted, and then the modules are held by the topic.
+        for (key, value) in [("partitioner.module", "rr"), ("produce.filter.module", "keep")] {
+            let accepted = alter_result(&broker, "t", key, value, false).await;
+            assert_eq!(accepted.error, ErrorCode::None, "{}", accepted.message);
+        }
+        let deleted = broker
+            .delete_module(DeleteModuleRequest { name: "rr".into() })
+            .await;
+        assert_eq!(deleted.error, ErrorCode::ModuleInUse, "{}", deleted.message);
+        let replaced = broker
+            .upload_module(UploadModuleRequest {
+                name: "rr".into(),
+                kind: "filter".into(),
+                module: module(KEEP),
+                params: vec![],
+            })
+            .await;
+        assert_eq!(replaced.error, ErrorCode::ModuleInUse, "{}", replaced.message);
+        assert!(
+            replaced
+                .message
+                .contains("topic \"t\" (partitioner.module), which does not take a filter"),
+            "{}",
+            replaced.message
+        );
+        let listed = broker.list_modules().await;
+        assert!(
+            listed
+                .modules
+                .iter()
+                .any(|module| module.name == "rr" && module.kind == "partitioner")
+        );
+        // Produce through both hooks still works.
+        let routed = broker
+            .produce(ProduceRequest {
+                acks: Acks::All,
+                timeout_ms: 10_000,
+                topics: vec![ProduceTopic {
+                    name: "t".into(),
+                    partitions: vec![ProducePartition {
+                        partition: NODE_PARTITIONED,
+                        records: values(&numbered(0, 4)),
+                    }],
+                }],
+            })
+            .await;
+        assert_eq!(
+            routed.topics[0].partitions[0].error,
+            ErrorCode::None,
+            "{}",
+            routed.topics[0].partitions[0].message
+        );
+        broker.close().await;
+    });
+}
+
+fn metadata(broker: &Broker<SimDisk>) -> MetadataResponse {
+    broker.metadata(MetadataRequest { topics: None })
+}
+
+// Goal: a transform's position group cannot be joined, committed to, reset or deleted through
+// the group APIs while the transform exists (it would reprocess its whole input), with an
+// error that says to use `ledge transform`; once the transform is removed, nothing is left.
+#[test]
+fn a_transform_position_group_is_refused_to_the_group_apis() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(32);
+        let broker = open(&disk).await;
+        create(&broker, "orders", 1, &[]).await;
+        broker
+            .deploy_transform(transform(
+                "copy",
+                module(KEEP),
+                "orders",
+                transforms::OnError::Skip,
+            ))
+            .await
+            .unwrap();
+        produce(&broker, "orders", 0, values(&numbered(0, 5))).await;
+        wait_for(&broker, "copy", |d| d.records_out == 5 && d.lag == 0).await;
+        let group = "__transform.copy".to_string();
+        let says_why = |message: &str| {
+            assert!(
+                message.contains("transform \"copy\"") && message.contains("ledge transform"),
+                "{message}"
+            );
+        };
+        let Response::DeleteGroups(deleted) = broker
+            .handle(Request::DeleteGroups(DeleteGroupsRequest {
+                group_ids: vec![group.clone()],
+            }))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(deleted.groups[0].error, ErrorCode::InvalidGroupId);
+        says_why(&deleted.groups[0].message);
+        // An admin reset is a commit with no member (what `ledge group reset-offsets` sends).
+        let Response::OffsetCommit(committed) = broker
+            .handle(Request::OffsetCommit(OffsetCommitRequest {
+                group_id: group.clone(),
+                member_id: String::new(),
+                member_epoch: 0,
+                topics: vec![OffsetCommitTopic {
+                    name: "orders".into(),
+                    partitions: vec![OffsetCommitPartition {
+                        partition: 0,
+                        offset: 0,
+                        metadata: String::new(),
+                    }],
+                }],
+            }))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(committed.error, ErrorCode::InvalidGroupId);
+        says_why(&committed.message);
+        let Response::ConsumerGroupHeartbeat(joined) = broker
+            .handle(Request::ConsumerGroupHeartbeat(
+                ConsumerGroupHeartbeatRequest {
+                    group_id: group.clone(),
+                    member_epoch: 0,
+                    subscribed_topics: vec!["orders".into()],
+                    rebalance_timeout_ms: 10_000,
+                    session_timeout_ms: 10_000,
+                    ..ConsumerGroupHeartbeatRequest::default()
+                },
+            ))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(joined.error, ErrorCode::InvalidGroupId);
+        says_why(&joined.message);
+        // The position is untouched: new input is processed once.
+        produce(&broker, "orders", 0, values(&numbered(5, 2))).await;
+        let status = wait_for(&broker, "copy", |d| d.lag == 0 && d.records_out == 7).await;
+        assert_eq!(status.positions[0].offset, 7);
+        assert_eq!(read_all(&broker, "orders.copy", 0).await.len(), 7);
+        let removed = broker
+            .alter_transform(AlterTransformRequest {
+                name: "copy".into(),
+                action: "remove".into(),
+            })
+            .await;
+        assert_eq!(removed.error, ErrorCode::None, "{}", removed.message);
+        let Response::ListGroups(listed) = broker
+            .handle(Request::ListGroups(ListGroupsRequest::default()))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        assert!(listed.groups.iter().all(|listed| listed.group_id != group));
+        broker.close().await;
+    });
+}

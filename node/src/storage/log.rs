@@ -417,6 +417,8 @@ struct Shared<D: Disk> {
     compaction: tokio::sync::Mutex<()>,
     /// Wall time of the last compaction that rewrote a segment (since this open).
     last_compaction_ms: std::sync::atomic::AtomicI64,
+    /// The largest producer id recovery found in this partition's producer state.
+    producer_id_max_recovered: Option<i64>,
 }
 
 /// How a segment's file is reached. Only the active segment's file stays open (in
@@ -578,6 +580,7 @@ impl<D: Disk> PartitionLog<D> {
             disk: disk.clone(),
             compaction: tokio::sync::Mutex::new(()),
             last_compaction_ms: std::sync::atomic::AtomicI64::new(-1),
+            producer_id_max_recovered: opened.producers.producer_id_max(),
         });
         let (commands, receiver) = mpsc::channel(config.append_queue_depth);
         let writer = Writer {
@@ -919,6 +922,13 @@ impl<D: Disk> PartitionLog<D> {
         let start = self.delete_before(offset).await?;
         tracing::info!(directory = %self.shared.directory.display(), ?reason, log_start_offset = start, "retention deleted segments");
         Ok(Some(start))
+    }
+
+    /// The largest idempotent producer id this partition remembered when it was opened (its
+    /// producer snapshot plus the active segment), if any. The broker keeps new producer ids
+    /// above it, so a lost `metadata.json` never hands out an id the logs still know.
+    pub fn producer_id_max_recovered(&self) -> Option<i64> {
+        self.shared.producer_id_max_recovered
     }
 
     /// When compaction last rewrote a segment (wall ms), if it has since the log was opened.

@@ -99,6 +99,11 @@ impl ProducerStates {
         self.producers.is_empty()
     }
 
+    /// The largest producer id remembered, if any.
+    pub fn producer_id_max(&self) -> Option<i64> {
+        self.producers.keys().next_back().copied()
+    }
+
     /// The entry of one producer.
     pub fn entry(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)

@@ -188,7 +188,8 @@ pub(crate) enum KindArg {
     /// Replaces each record with zero or more records (transforms only)
     #[value(name = "flat_map", alias = "flat-map")]
     FlatMap,
-    /// Picks each record's partition (topic config partitioner.module)
+    /// Picks each record's partition (topic config partitioner.module; as a transform it
+    /// repartitions: each record is copied to the output partition it picks)
     Partitioner,
 }
 
