@@ -224,6 +224,20 @@ pub enum ProduceError {
         /// `ProducerConfig::max_request_size`.
         limit: usize,
     },
+    /// One record, in a batch of its own, is larger than the topic's `max.message.bytes`; it
+    /// was not sent. Raise the topic's limit (`ledge topic alter`) or send smaller records.
+    #[error(
+        "record of about {bytes} bytes (in a batch of its own) exceeds max.message.bytes of \
+         topic {topic} ({limit} bytes)"
+    )]
+    RecordTooLargeForTopic {
+        /// Topic.
+        topic: String,
+        /// Estimated encoded size, with the batch header.
+        bytes: usize,
+        /// The topic's `max.message.bytes`.
+        limit: usize,
+    },
     /// The request could not be delivered, and the retries ran out.
     #[error(transparent)]
     Request(#[from] RequestError),

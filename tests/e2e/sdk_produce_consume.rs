@@ -707,3 +707,81 @@ fn records_too_large_for_a_request_are_refused_by_send() {
         producer.close().await;
     });
 }
+
+// Goal: a batch the node refuses as too large is split and resent, as Kafka's producer does,
+// and every record lands exactly once, in send order, at the offset its future reported; with
+// idempotence (sequences of the halves continue the refused batch's) and without. Method:
+// the producer learns the topic's max.message.bytes (1 MiB), the topic is then altered to
+// 20,000 bytes, and ~370 KB of 900-byte records are sent with a long linger, so the
+// producer's stale limit builds batches the node refuses; a refused half is split again.
+#[test]
+fn batches_refused_as_too_large_are_split_and_every_record_lands_once_in_order() {
+    let node = NodeProcess::start();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        for (topic, idempotent) in [("split-idempotent", true), ("split-plain", false)] {
+            create_topic(&client, topic, 1).await;
+            let mut config = ProducerConfig::default();
+            config.enable_idempotence = idempotent;
+            if !idempotent {
+                config.acks = ledge_client::Acks::Leader;
+            }
+            config.batch_size = 256 * 1024;
+            config.linger = Duration::from_millis(300);
+            let producer = Producer::new(&client, config).await.expect("producer");
+            let padding = "x".repeat(900);
+            let value = |index: u64| format!("value-{index}-{padding}");
+            let mut acknowledged = HashMap::new();
+            // The first record makes the producer read the topic's limit (1 MiB).
+            let first = producer
+                .send(ProducerRecord::new(topic, value(0)).header("index", "0"))
+                .await
+                .expect("send")
+                .await
+                .expect("the first record is written");
+            acknowledged.insert(0u64, first);
+            Admin::new(&client)
+                .alter_configs(
+                    topic,
+                    vec![("max.message.bytes".into(), "20000".into())],
+                    Vec::new(),
+                    false,
+                )
+                .await
+                .expect("lower max.message.bytes");
+            let count = 400u64;
+            let mut deliveries = Vec::new();
+            for index in 1..=count {
+                let record =
+                    ProducerRecord::new(topic, value(index)).header("index", index.to_string());
+                deliveries.push((index, producer.send(record).await.expect("send")));
+            }
+            producer.flush().await;
+            for (index, delivery) in deliveries {
+                let metadata = delivery
+                    .await
+                    .unwrap_or_else(|error| panic!("{topic}: record {index} failed: {error}"));
+                acknowledged.insert(index, metadata);
+            }
+            producer.close().await;
+            // With acks=1 the last records become readable at the next sync.
+            wait_for_end_offset(&client, TopicPartition::new(topic, 0), count as i64 + 1).await;
+            let records = read_all(&client, topic, 1).await;
+            assert_eq!(
+                records.len() as u64,
+                count + 1,
+                "{topic}: one copy of each record"
+            );
+            for (position, record) in records.iter().enumerate() {
+                let index = index_of(record);
+                assert_eq!(index, position as u64, "{topic}: records in send order");
+                assert_eq!(record.value.as_deref(), Some(value(index).as_bytes()));
+                assert_eq!(
+                    acknowledged[&index].offset,
+                    Some(record.offset),
+                    "{topic}: record {index} is where its future said"
+                );
+            }
+        }
+    });
+}

@@ -94,15 +94,20 @@ impl Accumulator {
     /// Appends `record` (of estimated size `bytes`) to the open batch of `key`, or to a new one
     /// when the open one is closed or would grow past `batch_size_max` (past `batch_size`
     /// once it is `grow_for` old). A record larger than that gets a batch of its own.
+    ///
+    /// `records_bytes_max` is the topic's own bound (its `max.message.bytes` less the batch
+    /// header): no batch of `key` grows past it, whatever `batch_size` and `batch_size_max`
+    /// say, since the node would refuse it whole.
     pub(crate) fn append(
         &mut self,
         key: &PartitionKey,
         record: Record,
         bytes: usize,
+        records_bytes_max: usize,
         now: Instant,
     ) -> Appended {
-        let batch_size = self.batch_size;
-        let batch_size_max = self.batch_size_max;
+        let batch_size_max = self.batch_size_max.min(records_bytes_max.max(1));
+        let batch_size = self.batch_size.min(batch_size_max);
         let grow_for = self.grow_for;
         let queue = match self.queues.get_mut(key) {
             Some(queue) => queue,

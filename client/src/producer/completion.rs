@@ -5,6 +5,9 @@
 //! nothing per record beyond the record itself. Wakers live in one vector per batch, indexed
 //! by a slot each future remembers, so re-polling replaces its waker instead of growing it.
 //!
+//! A batch the node refused as too large is split and its parts sent apart; each part then
+//! resolves the futures of its own range of records ([`BatchCompletion::complete`]).
+//!
 //! A batch the node partitioned is acknowledged with each record's partition and offset
 //! ([`place_records`]), since its records may have gone to several partitions.
 
@@ -82,39 +85,69 @@ pub(crate) struct BatchCompletion {
     state: Mutex<State>,
 }
 
+/// The records of a batch as their futures index them: `start..end` of the batch the
+/// producer first built. A batch the node refused as too large is split (the sender's
+/// `split`), and each part resolves only its own records.
+pub(crate) type RecordRange = std::ops::Range<u32>;
+
+/// Every record of a batch that was never split.
+pub(crate) const ALL_RECORDS: RecordRange = 0..u32::MAX;
+
 #[derive(Debug, Default)]
 struct State {
-    outcome: Option<Result<BatchAck, ProduceError>>,
+    /// Outcomes of the parts resolved so far; a record's outcome is that of the part whose
+    /// range holds its index. Parts never overlap.
+    parts: Vec<(RecordRange, Result<BatchAck, ProduceError>)>,
     wakers: Vec<Option<Waker>>,
+}
+
+impl State {
+    /// The outcome for the record at `index`, and the index of the part's first record.
+    fn outcome(&self, index: u32) -> Option<(u32, &Result<BatchAck, ProduceError>)> {
+        self.parts
+            .iter()
+            .find(|(range, _)| range.contains(&index))
+            .map(|(range, outcome)| (range.start, outcome))
+    }
 }
 
 impl BatchCompletion {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves `State` consistent (every write is a single
-        // assignment), so a poisoned lock is still usable.
+        // assignment or push), so a poisoned lock is still usable.
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records the outcome and wakes every waiting record. Only the first call counts.
-    pub(crate) fn complete(&self, outcome: Result<BatchAck, ProduceError>) {
+    /// Records the outcome of the records in `range` and wakes the waiting futures. Only the
+    /// first outcome of a record counts.
+    pub(crate) fn complete(&self, range: RecordRange, outcome: Result<BatchAck, ProduceError>) {
         let wakers = {
             let mut state = self.lock();
-            if state.outcome.is_some() {
+            if state.outcome(range.start).is_some() {
                 return;
             }
-            state.outcome = Some(outcome);
-            std::mem::take(&mut state.wakers)
+            state.parts.push((range.clone(), outcome));
+            if range == ALL_RECORDS {
+                std::mem::take(&mut state.wakers)
+            } else {
+                // Part of a split batch: futures of the other parts must keep their slots
+                // (a slot handed out again would let two futures overwrite each other's
+                // waker), so take the wakers and leave the slots. Each woken future whose
+                // record is not done yet stores its waker again.
+                state.wakers.iter_mut().map(Option::take).collect()
+            }
         };
         for waker in wakers.into_iter().flatten() {
             waker.wake();
         }
     }
 
+    /// The outcome of the batch's first record.
     #[cfg(test)]
     pub(crate) fn outcome(&self) -> Option<Result<BatchAck, ProduceError>> {
-        self.lock().outcome.clone()
+        self.lock().outcome(0).map(|(_, outcome)| outcome.clone())
     }
 }
 
@@ -176,15 +209,17 @@ impl DeliveryFuture {
 }
 
 impl DeliveryFuture {
-    /// This record's place in an acknowledged batch.
-    fn metadata(&self, ack: &BatchAck) -> Result<RecordMetadata, ProduceError> {
+    /// This record's place in an acknowledged batch (or part of one, whose first record has
+    /// index `part_start`).
+    fn metadata(&self, ack: &BatchAck, part_start: u32) -> Result<RecordMetadata, ProduceError> {
+        let index = self.index.saturating_sub(part_start);
         let (partition, offset) = match &ack.placements {
             None => (
                 self.partition,
                 ack.base_offset
-                    .map(|base| base.saturating_add(i64::from(self.index))),
+                    .map(|base| base.saturating_add(i64::from(index))),
             ),
-            Some(placements) => match placements.get(self.index as usize) {
+            Some(placements) => match placements.get(index as usize) {
                 Some(Some(placement)) => (placement.partition, Some(placement.offset)),
                 Some(None) => {
                     return Err(ProduceError::Dropped {
@@ -194,7 +229,7 @@ impl DeliveryFuture {
                 // `place_records` checked that the routing covers the whole batch.
                 None => {
                     return Err(ProduceError::Request(RequestError::MalformedResponse(
-                        format!("no routing for record {} of its batch", self.index),
+                        format!("no routing for record {index} of its batch"),
                     )));
                 }
             },
@@ -214,9 +249,9 @@ impl Future for DeliveryFuture {
     fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let mut state = this.completion.lock();
-        if let Some(outcome) = &state.outcome {
+        if let Some((part_start, outcome)) = state.outcome(this.index) {
             return Poll::Ready(match outcome {
-                Ok(ack) => this.metadata(ack),
+                Ok(ack) => this.metadata(ack, part_start),
                 Err(error) => Err(error.clone()),
             });
         }

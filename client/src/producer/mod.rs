@@ -12,6 +12,10 @@
 //! a resent batch that was already written come back with its first offset instead of being
 //! written twice.
 //!
+//! A topic's batches stay within its `max.message.bytes` (read with DescribeConfigs the first
+//! time the producer sends to it), and a batch the node refuses as too large is split and its
+//! halves resent ([`sender`]), as Kafka's producer does.
+//!
 //! Topics with a partitioner module (`partitioner.module`, seen in the topic's metadata) leave
 //! the partition of records without an explicit one to the node: those records are batched
 //! under the partition number [`NODE_PARTITIONED`], sent without a producer id or sequence
@@ -112,9 +116,10 @@ pub struct ProducerConfig {
     /// join it instead of queueing up as many `batch_size` batches, one request each. Capped
     /// by `max_request_size` (less the batch header), and only for `delivery_timeout / 2`
     /// after a batch's first record; at or below `batch_size`, batches never grow past
-    /// `batch_size` (Kafka's behaviour). Keep it within the topic's `max.message.bytes`
-    /// (1 MiB by default): a larger batch is refused whole (`MessageTooLarge`), and this
-    /// size is only reached under load. Default 512 KiB.
+    /// `batch_size` (Kafka's behaviour). Batches of a topic also stay within its
+    /// `max.message.bytes`, which the producer reads the first time it sends to the topic;
+    /// a batch the node refuses as too large all the same (the topic was altered since) is
+    /// split in two and resent, in order. Default 512 KiB.
     pub batch_size_max: usize,
     /// Longest a batch waits for more records before it is sent. Default 5 ms.
     pub linger: Duration,
@@ -148,7 +153,9 @@ pub struct ProducerConfig {
     pub buffer_memory: usize,
     /// Longest `send` waits for room in `buffer_memory` (or for topic metadata). Default 60 s.
     pub max_block: Duration,
-    /// Largest record, and the most batch bytes in one produce request. Default 1 MiB.
+    /// Largest record, and the most batch bytes in one produce request. A record must also
+    /// fit the topic's `max.message.bytes` ([`ProduceError::RecordTooLargeForTopic`]).
+    /// Default 1 MiB.
     pub max_request_size: usize,
 }
 
@@ -305,6 +312,18 @@ struct TopicInfo {
     /// The topic has a partitioner module: the node partitions records without an explicit
     /// partition.
     node_partitioned: bool,
+    /// The topic's `max.message.bytes`: the largest batch, header included, the node accepts
+    /// for it. `None` when the node did not say (batches are then split if refused).
+    batch_bytes_max: Option<usize>,
+}
+
+impl TopicInfo {
+    /// The most estimated record bytes one batch of this topic may hold: within both the
+    /// topic's limit and the producer's `batch_size_max`, less the batch header.
+    fn records_bytes_max(&self) -> usize {
+        self.batch_bytes_max
+            .map_or(usize::MAX, |limit| limit.saturating_sub(BATCH_HEADER_BYTES))
+    }
 }
 
 impl Shared {
@@ -403,6 +422,15 @@ impl Producer {
             });
         }
         let topic = self.topic(&record.topic).await?;
+        if let Some(limit) = topic.batch_bytes_max
+            && bytes.saturating_add(BATCH_HEADER_BYTES) > limit
+        {
+            return Err(ProduceError::RecordTooLargeForTopic {
+                topic: record.topic,
+                bytes: bytes.saturating_add(BATCH_HEADER_BYTES),
+                limit,
+            });
+        }
         if let Some(partition) = record.partition
             && partition >= topic.partition_count
         {
@@ -459,7 +487,10 @@ impl Producer {
                 value: record.value,
                 headers: record.headers,
             };
-            let appended = state.accumulator.append(&key, record, bytes, now);
+            let appended =
+                state
+                    .accumulator
+                    .append(&key, record, bytes, topic.records_bytes_max(), now);
             if (appended.became_ready || (sticky && appended.joined_ready_batch))
                 && partition != NODE_PARTITIONED
             {
@@ -567,6 +598,7 @@ impl Producer {
             name: Arc::from(name),
             partition_count,
             node_partitioned: !topic.partitioner_module.is_empty(),
+            batch_bytes_max: self.topic_batch_bytes_max(name).await,
         };
         self.shared
             .lock()
@@ -575,6 +607,40 @@ impl Producer {
         Ok(info)
     }
 }
+
+impl Producer {
+    /// The topic's `max.message.bytes`, asked once per topic (and again after the node
+    /// refused a batch as too large: the topic may have been altered). Without an answer the
+    /// producer goes on without it: batches the node refuses as too large are split.
+    async fn topic_batch_bytes_max(&self, name: &str) -> Option<usize> {
+        let request = Request::DescribeConfigs(wire::DescribeConfigsRequest {
+            topics: vec![name.to_string()],
+        });
+        let response = match self.shared.client.request(&request, Duration::ZERO).await {
+            Ok(Response::DescribeConfigs(response)) => response,
+            Ok(other) => {
+                tracing::debug!(topic = name, ?other, "unexpected answer to DescribeConfigs");
+                return None;
+            }
+            Err(error) => {
+                tracing::debug!(topic = name, %error, "cannot read the topic's max.message.bytes");
+                return None;
+            }
+        };
+        let configs = response
+            .topics
+            .into_iter()
+            .find(|topic| topic.name == name && topic.error == ErrorCode::None)?;
+        configs
+            .configs
+            .iter()
+            .find(|config| config.name == TOPIC_BATCH_BYTES_MAX_KEY)
+            .and_then(|config| config.value.parse::<usize>().ok())
+    }
+}
+
+/// The topic config that bounds a batch's size, header included (Kafka's name).
+const TOPIC_BATCH_BYTES_MAX_KEY: &str = "max.message.bytes";
 
 impl Drop for Producer {
     fn drop(&mut self) {
@@ -602,21 +668,22 @@ impl Drop for FlushGuard<'_> {
 /// Upper bound of a record's encoded size (Kafka's `estimateSizeInBytesUpperBound`): varint
 /// fields at their widest, plus the bytes themselves.
 fn estimated_size(record: &ProducerRecord) -> usize {
+    estimated_record_size(record.key.as_ref(), record.value.as_ref(), &record.headers)
+}
+
+/// [`estimated_size`] of a record's parts.
+fn estimated_record_size(key: Option<&Bytes>, value: Option<&Bytes>, headers: &[Header]) -> usize {
     // Length (5) + attributes (1) + timestamp delta (10) + offset delta (5), then each
     // nullable field's length varint (5) and the header count (5).
     const RECORD_OVERHEAD_MAX: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
     const HEADER_OVERHEAD_MAX: usize = 5 + 5;
-    let headers: usize = record
-        .headers
+    let headers: usize = headers
         .iter()
         .map(|header| {
             HEADER_OVERHEAD_MAX + header.key.len() + header.value.as_ref().map_or(0, Bytes::len)
         })
         .sum();
-    RECORD_OVERHEAD_MAX
-        + record.key.as_ref().map_or(0, Bytes::len)
-        + record.value.as_ref().map_or(0, Bytes::len)
-        + headers
+    RECORD_OVERHEAD_MAX + key.map_or(0, Bytes::len) + value.map_or(0, Bytes::len) + headers
 }
 
 /// The wait before resend number `attempt` (1 for the first): `retry_backoff` doubling up to

@@ -19,6 +19,14 @@
 //! - The first batch under a producer id goes alone: the node accepts any first sequence
 //!   from a producer id it does not know, so an overtaking second batch would become the
 //!   start of the sequence.
+//! - A batch the node refuses as too large (`MessageTooLarge`, the topic's
+//!   `max.message.bytes` is lower than the producer thought) is split in two and its halves
+//!   resent, as Kafka's producer does (`RecordAccumulator.splitAndReenqueue`). The node wrote
+//!   nothing of it and took none of its sequence numbers, so the halves take the batch's own:
+//!   the first half its base sequence, the second the base plus the first half's record count.
+//!   The sequence of the partition stays without a gap, batches numbered after it (refused as
+//!   out of order meanwhile) follow once the halves are written, and each half keeps the
+//!   batch's place in the resend order ([`BatchOrder`]). A single record too large fails.
 //! - When a batch fails for good, the later batches of its partition that already have
 //!   sequence numbers can never be written (the node would wait for the missing sequence), so
 //!   they fail with [`ProduceError::Aborted`]; once nothing of the partition is in flight, the
@@ -38,27 +46,56 @@ use ledge_protocol::wire::{
     self, Acks, ErrorCode, NODE_PARTITIONED, ProducePartition, ProducePartitionResponse,
     ProduceRequest, ProduceResponse, ProduceTopic, Request, Response,
 };
-use ledge_protocol::{EncodeOptions, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, encode_batch};
+use ledge_protocol::{
+    DecodeLimits, EncodeOptions, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, Record,
+    decode_batch, encode_batch,
+};
 use tokio::task::JoinSet;
 
 use super::accumulator::{PartitionKey, PendingBatch};
-use super::completion::{BatchAck, BatchCompletion, place_records};
-use super::{Shared, backoff, init_producer_id};
+use super::completion::{ALL_RECORDS, BatchAck, BatchCompletion, RecordRange, place_records};
+use super::{Shared, backoff, estimated_record_size, init_producer_id};
 use crate::clock;
 use crate::connection::unexpected;
 use crate::error::{ConnectError, ProduceError, RequestError};
+
+/// A batch's place among all batches this producer sent for a partition (survives a producer
+/// id reset, unlike the sequence): the number of the batch the accumulator built, then the
+/// index in it of this batch's first record, which orders the parts of a split batch between
+/// the batch before and the batch after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct BatchOrder {
+    batch: u64,
+    first_record: u32,
+}
+
+impl BatchOrder {
+    const FIRST: Self = Self {
+        batch: 0,
+        first_record: 0,
+    };
+
+    /// The lowest order after this one.
+    fn successor(self) -> Self {
+        Self {
+            batch: self.batch,
+            first_record: self.first_record.saturating_add(1),
+        }
+    }
+}
 
 /// A batch that has left the accumulator: numbered and encoded.
 #[derive(Debug)]
 struct SentBatch {
     key: PartitionKey,
-    /// Position among all batches this producer sent for the partition (survives a producer
-    /// id reset, unlike the sequence).
-    order: u64,
+    order: BatchOrder,
     bytes: Bytes,
     record_count: usize,
     memory: usize,
     completion: Arc<BatchCompletion>,
+    /// Which records of `completion` this batch carries: all of them, unless a batch refused
+    /// as too large was split.
+    records: RecordRange,
     created: Instant,
     attempts: u32,
     retry_at: Instant,
@@ -77,12 +114,12 @@ struct PartitionState {
     next_order: u64,
     in_flight: usize,
     /// Orders of batches sent and not yet acknowledged or failed.
-    unacknowledged: BTreeSet<u64>,
+    unacknowledged: BTreeSet<BatchOrder>,
     /// Batches waiting to be resent, by order.
-    retries: BTreeMap<u64, SentBatch>,
+    retries: BTreeMap<BatchOrder, SentBatch>,
     /// Set when a numbered batch failed for good: its order, and why (for the batches after
     /// it, which are given up).
-    failure: Option<(u64, String)>,
+    failure: Option<(BatchOrder, String)>,
     /// A new producer id has been asked for.
     resetting: bool,
     /// The node has acknowledged a batch under the current producer id. Until then only one
@@ -333,7 +370,10 @@ impl Sender {
             let count = i32::try_from(record_count).unwrap_or(i32::MAX);
             state.next_sequence = next_sequence(state.next_sequence, count);
         }
-        let order = state.next_order;
+        let order = BatchOrder {
+            batch: state.next_order,
+            first_record: 0,
+        };
         state.next_order += 1;
         // Every unacknowledged batch has a lower order than this new one.
         let sent_behind_another = !state.unacknowledged.is_empty();
@@ -346,6 +386,7 @@ impl Sender {
             record_count,
             memory: pending.bytes,
             completion: pending.completion,
+            records: ALL_RECORDS,
             created: pending.created,
             attempts: 0,
             retry_at: now,
@@ -504,13 +545,16 @@ impl Sender {
         let retries_max = self.config().retries;
         let delivery_timeout = self.config().delivery_timeout;
         let backoff_wait = backoff(self.config(), batch.attempts.saturating_add(1));
+        let compression = self.config().compression;
         let key = batch.key.clone();
-        if error.code() == Some(ErrorCode::UnknownTopicOrPartition)
+        let too_large = error.code() == Some(ErrorCode::MessageTooLarge);
+        if too_large
+            || error.code() == Some(ErrorCode::UnknownTopicOrPartition)
             || (key.partition == NODE_PARTITIONED
                 && error.code() == Some(ErrorCode::InvalidRequest))
         {
-            // The topic may have been deleted or shrunk, or lost its partitioner module: look
-            // it up again on the next send.
+            // The topic may have been deleted or shrunk, lost its partitioner module, or had
+            // its `max.message.bytes` lowered: look it up again on the next send.
             self.shared.forget_topic(&key.topic);
         }
         let Some(state) = self.partitions.get_mut(&key) else {
@@ -533,6 +577,27 @@ impl Sender {
             self.settle(&key);
             return;
         }
+        let expired = now >= batch.created + delivery_timeout;
+        if too_large && batch.record_count > 1 && !expired {
+            let order = batch.order;
+            match split(&batch, compression, &error) {
+                Ok(halves) => {
+                    tracing::debug!(
+                        topic = %key.topic,
+                        partition = key.partition,
+                        "batch refused as too large: resending it in two halves"
+                    );
+                    state.unacknowledged.remove(&order);
+                    for mut half in halves {
+                        half.retry_at = now;
+                        state.unacknowledged.insert(half.order);
+                        state.retries.insert(half.order, half);
+                    }
+                }
+                Err(error) => self.fail_for_good(batch, error),
+            }
+            return;
+        }
         // Acknowledgements can come back in another order than the node processed the
         // requests, so what counts is whether a lower batch was out when this one was sent.
         let overtaken = idempotent
@@ -543,7 +608,6 @@ impl Sender {
         if !overtaken {
             batch.attempts = batch.attempts.saturating_add(1);
         }
-        let expired = now >= batch.created + delivery_timeout;
         if retriable && batch.attempts <= retries_max && !expired {
             tracing::debug!(
                 topic = %key.topic,
@@ -583,7 +647,7 @@ impl Sender {
                     .as_ref()
                     .map_or(batch.order, |(order, _)| (*order).min(batch.order));
                 state.failure = Some((failed_order, error.to_string()));
-                let later = state.retries.split_off(&(batch.order + 1));
+                let later = state.retries.split_off(&batch.order.successor());
                 for (order, later) in later {
                     state.unacknowledged.remove(&order);
                     aborted.push(later);
@@ -644,7 +708,9 @@ impl Sender {
         }
         let mut retries = Vec::new();
         for state in self.partitions.values_mut() {
-            state.failure.get_or_insert_with(|| (0, error.to_string()));
+            state
+                .failure
+                .get_or_insert_with(|| (BatchOrder::FIRST, error.to_string()));
             for (order, batch) in std::mem::take(&mut state.retries) {
                 state.unacknowledged.remove(&order);
                 retries.push(batch);
@@ -656,13 +722,13 @@ impl Sender {
     }
 
     fn finish(&self, batch: SentBatch, outcome: Result<BatchAck, ProduceError>) {
-        batch.completion.complete(outcome);
+        batch.completion.complete(batch.records.clone(), outcome);
         self.shared.release(batch.record_count, batch.memory);
     }
 
     /// Fails a batch that never left the accumulator (or could not be encoded).
     fn fail_unsent(&self, batch: PendingBatch, error: ProduceError) {
-        batch.completion.complete(Err(error));
+        batch.completion.complete(ALL_RECORDS, Err(error));
         self.shared.release(batch.records.len(), batch.bytes);
     }
 
@@ -734,6 +800,110 @@ impl Sender {
         }
         deadline
     }
+}
+
+/// Splits `batch`, refused by the node with `error` (`MessageTooLarge`), into two batches of
+/// about half its records each, in order: the first keeps the batch's base sequence, the
+/// second continues from it (see the module docs). Returns the error to fail the batch with
+/// if it cannot be split: one record, or bytes that do not decode (they are the
+/// producer's own, so that would be a bug in the codec).
+fn split(
+    batch: &SentBatch,
+    compression: ledge_protocol::Compression,
+    error: &ProduceError,
+) -> Result<[SentBatch; 2], ProduceError> {
+    // The batch's estimated size bounds its records' decoded size; its count bounds the rest.
+    let limits = DecodeLimits {
+        decompressed_bytes_max: batch.memory.saturating_mul(2).max(batch.bytes.len()),
+        records_max: batch.record_count,
+        headers_max: usize::MAX,
+    };
+    let decoded = match decode_batch(&batch.bytes, &limits) {
+        Ok(decoded) if decoded.records.len() > 1 => decoded,
+        Ok(_) => return Err(error.clone()),
+        Err(decode) => {
+            return Err(ProduceError::Encode(format!(
+                "cannot split a refused batch: {decode}"
+            )));
+        }
+    };
+    let header = decoded.header;
+    let mut records: Vec<Record> = decoded
+        .records
+        .into_iter()
+        .map(ledge_protocol::DecodedRecord::into_record)
+        .collect();
+    let second_records = records.split_off(records.len() / 2);
+    let first_records = records;
+    let first_count = first_records.len();
+    // Below `record_count`, itself from an `i32` field.
+    let first_count_i32 = i32::try_from(first_count).unwrap_or(i32::MAX);
+    let first_count_u32 = u32::try_from(first_count).unwrap_or(u32::MAX);
+    let first_memory: usize = first_records
+        .iter()
+        .map(|record| {
+            estimated_record_size(record.key.as_ref(), record.value.as_ref(), &record.headers)
+        })
+        .sum::<usize>()
+        .min(batch.memory);
+    let second_base_sequence = if header.base_sequence == NO_SEQUENCE {
+        NO_SEQUENCE
+    } else {
+        next_sequence(header.base_sequence, first_count_i32)
+    };
+    let encode = |records: &[Record], base_sequence: i32| {
+        let options = EncodeOptions {
+            compression,
+            producer_id: header.producer_id,
+            producer_epoch: header.producer_epoch,
+            base_sequence,
+            ..EncodeOptions::default()
+        };
+        encode_batch(records, &options)
+    };
+    let (first_bytes, second_bytes) = match (
+        encode(&first_records, header.base_sequence),
+        encode(&second_records, second_base_sequence),
+    ) {
+        (Ok(first), Ok(second)) => (first, second),
+        (Err(encode), _) | (_, Err(encode)) => {
+            return Err(ProduceError::Encode(encode.to_string()));
+        }
+    };
+    let middle = batch.records.start.saturating_add(first_count_u32);
+    let part =
+        |order: BatchOrder, bytes: Bytes, record_count: usize, memory: usize, records| SentBatch {
+            key: batch.key.clone(),
+            order,
+            bytes,
+            record_count,
+            memory,
+            completion: batch.completion.clone(),
+            records,
+            created: batch.created,
+            attempts: batch.attempts,
+            retry_at: batch.retry_at,
+            last_error: Some(error.clone()),
+            sent_behind_another: false,
+        };
+    let first = part(
+        batch.order,
+        first_bytes,
+        first_count,
+        first_memory,
+        batch.records.start..middle,
+    );
+    let second = part(
+        BatchOrder {
+            batch: batch.order.batch,
+            first_record: batch.order.first_record.saturating_add(first_count_u32),
+        },
+        second_bytes,
+        second_records.len(),
+        batch.memory - first_memory,
+        middle..batch.records.end,
+    );
+    Ok([first, second])
 }
 
 /// What a successful answer says about the batch of `record_count` records for `key`: its

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ledge_protocol::wire::{PartitionOffset, ProducePartitionResponse, ProduceRouting};
 
-use super::completion::{BatchAck, BatchCompletion, Placement, place_records};
+use super::completion::{ALL_RECORDS, BatchAck, BatchCompletion, Placement, place_records};
 use super::sender::{batch_ack, next_sequence};
 use super::*;
 
@@ -121,13 +121,16 @@ fn every_record_of_a_batch_resolves_with_its_own_offset() {
                 .is_pending()
         );
     }
-    completion.complete(Ok(BatchAck {
-        base_offset: Some(40),
-        log_append_time: None,
-        placements: None,
-    }));
+    completion.complete(
+        ALL_RECORDS,
+        Ok(BatchAck {
+            base_offset: Some(40),
+            log_append_time: None,
+            placements: None,
+        }),
+    );
     // A second outcome is ignored.
-    completion.complete(Err(ProduceError::Closed));
+    completion.complete(ALL_RECORDS, Err(ProduceError::Closed));
     for (index, future) in futures.iter_mut().enumerate() {
         let Poll::Ready(Ok(metadata)) = std::pin::Pin::new(future).poll(&mut context) else {
             panic!("future {index} did not resolve");
@@ -142,7 +145,7 @@ fn every_record_of_a_batch_resolves_with_its_own_offset() {
 #[test]
 fn a_failed_batch_fails_every_record_and_acks_zero_has_no_offset() {
     let failed = Arc::new(BatchCompletion::default());
-    failed.complete(Err(ProduceError::Closed));
+    failed.complete(ALL_RECORDS, Err(ProduceError::Closed));
     let mut future = DeliveryFuture::new(failed, 0, Arc::from("t"), 0, 1);
     let mut context = Context::from_waker(Waker::noop());
     assert!(matches!(
@@ -150,11 +153,14 @@ fn a_failed_batch_fails_every_record_and_acks_zero_has_no_offset() {
         Poll::Ready(Err(ProduceError::Closed))
     ));
     let unacknowledged = Arc::new(BatchCompletion::default());
-    unacknowledged.complete(Ok(BatchAck {
-        base_offset: None,
-        log_append_time: Some(999),
-        placements: None,
-    }));
+    unacknowledged.complete(
+        ALL_RECORDS,
+        Ok(BatchAck {
+            base_offset: None,
+            log_append_time: Some(999),
+            placements: None,
+        }),
+    );
     let mut future = DeliveryFuture::new(unacknowledged, 3, Arc::from("t"), 0, 1);
     let Poll::Ready(Ok(metadata)) = std::pin::Pin::new(&mut future).poll(&mut context) else {
         panic!("not resolved");
@@ -273,11 +279,14 @@ fn node_partitioned_records_resolve_where_the_node_put_them() {
         .collect();
     assert_eq!(futures[0].partition(), NODE_PARTITIONED);
     let placements = place_records(&routing(&[3, NODE_PARTITIONED, 3], &[(3, 10)]), 3).unwrap();
-    completion.complete(Ok(BatchAck {
-        base_offset: None,
-        log_append_time: None,
-        placements: Some(placements.into()),
-    }));
+    completion.complete(
+        ALL_RECORDS,
+        Ok(BatchAck {
+            base_offset: None,
+            log_append_time: None,
+            placements: Some(placements.into()),
+        }),
+    );
     let mut context = Context::from_waker(Waker::noop());
     let mut outcomes =
         futures.iter_mut().map(
@@ -323,4 +332,46 @@ fn errors_of_node_partitioned_batches_do_not_show_the_sentinel() {
         error.to_string(),
         "node refused the batch for payments/2: InvalidRecord"
     );
+}
+
+/// Goal: the parts of a split batch resolve their own records only, each with offsets from its
+/// own base, and a part's outcome does not overwrite another's. Method: four futures on one
+/// completion; records 0..2 acknowledged at offset 10, then 2.. failed.
+#[test]
+fn parts_of_a_split_batch_resolve_their_own_records() {
+    let completion = Arc::new(BatchCompletion::default());
+    let mut futures: Vec<DeliveryFuture> = (0..4)
+        .map(|index| DeliveryFuture::new(completion.clone(), index, Arc::from("t"), 1, 7))
+        .collect();
+    let mut context = Context::from_waker(Waker::noop());
+    for future in &mut futures {
+        assert!(std::pin::Pin::new(future).poll(&mut context).is_pending());
+    }
+    completion.complete(
+        0..2,
+        Ok(BatchAck {
+            base_offset: Some(10),
+            log_append_time: None,
+            placements: None,
+        }),
+    );
+    // A repeated outcome for records already resolved is ignored.
+    completion.complete(0..2, Err(ProduceError::Closed));
+    for (index, future) in futures.iter_mut().enumerate().take(2) {
+        let Poll::Ready(Ok(metadata)) = std::pin::Pin::new(future).poll(&mut context) else {
+            panic!("record {index} did not resolve");
+        };
+        assert_eq!(metadata.offset, Some(10 + index as i64));
+    }
+    // The other part's futures are still waiting, and poll again without losing a slot.
+    for future in futures.iter_mut().skip(2) {
+        assert!(std::pin::Pin::new(future).poll(&mut context).is_pending());
+    }
+    completion.complete(2..u32::MAX, Err(ProduceError::Closed));
+    for future in futures.iter_mut().skip(2) {
+        assert!(matches!(
+            std::pin::Pin::new(future).poll(&mut context),
+            Poll::Ready(Err(ProduceError::Closed))
+        ));
+    }
 }
