@@ -418,7 +418,9 @@ pub(crate) fn forget_membership(state: &mut Membership) {
 }
 
 fn fail(shared: &GroupShared, error: ConsumeError) {
-    tracing::warn!(%error, "consumer group membership failed");
+    // Debug, not warn: the caller's next poll returns the error, and a warning as well would
+    // tell it twice (the CLI printed a refused session timeout twice).
+    tracing::debug!(%error, "consumer group membership failed");
     let mut state = shared.lock();
     state.failure = Some(error);
     state.target.clear();
