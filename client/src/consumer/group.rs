@@ -418,8 +418,8 @@ pub(crate) fn forget_membership(state: &mut Membership) {
 }
 
 fn fail(shared: &GroupShared, error: ConsumeError) {
-    // Debug, not warn: the failure is handed to the caller by its next poll, which reports
-    // it; a warning here printed the same error twice (e.g. `ledge consume`'s error line).
+    // Debug, not warn: the caller's next poll returns the error, and a warning as well would
+    // tell it twice (the CLI printed a refused session timeout twice).
     tracing::debug!(%error, "consumer group membership failed");
     let mut state = shared.lock();
     state.failure = Some(error);

@@ -6,7 +6,8 @@
 //!
 //! Adaptive batching: a batch is ready at `batch_size`, but until the sender takes it (it may
 //! not yet: the partition's in-flight limit, a backlog of batches ahead) it keeps taking
-//! records, up to `batch_size_max`, instead of a new batch opening behind it. Those records
+//! records, up to `batch_size_max` (and never past the topic's `max.message.bytes`, which
+//! `append` is given per record), instead of a new batch opening behind it. Those records
 //! would wait anyway; this way they leave in one request instead of many small ones. When
 //! the producer outruns the node, a backlog of 16 KiB batches (one request, one fdatasync
 //! each with acks=all) becomes a backlog of `batch_size_max` ones (issue 7,

@@ -95,8 +95,11 @@ pub(crate) const ALL_RECORDS: RecordRange = 0..u32::MAX;
 
 #[derive(Debug, Default)]
 struct State {
-    /// Outcomes of the parts resolved so far; a record's outcome is that of the part whose
-    /// range holds its index. Parts never overlap.
+    /// The outcome of a batch that was never split: the common case, kept out of `parts` so
+    /// that resolving a batch allocates nothing.
+    whole: Option<Result<BatchAck, ProduceError>>,
+    /// Outcomes of the parts of a split batch resolved so far; a record's outcome is that of
+    /// the part whose range holds its index. Parts never overlap.
     parts: Vec<(RecordRange, Result<BatchAck, ProduceError>)>,
     wakers: Vec<Option<Waker>>,
 }
@@ -104,6 +107,9 @@ struct State {
 impl State {
     /// The outcome for the record at `index`, and the index of the part's first record.
     fn outcome(&self, index: u32) -> Option<(u32, &Result<BatchAck, ProduceError>)> {
+        if let Some(outcome) = &self.whole {
+            return Some((0, outcome));
+        }
         self.parts
             .iter()
             .find(|(range, _)| range.contains(&index))
@@ -128,10 +134,11 @@ impl BatchCompletion {
             if state.outcome(range.start).is_some() {
                 return;
             }
-            state.parts.push((range.clone(), outcome));
             if range == ALL_RECORDS {
+                state.whole = Some(outcome);
                 std::mem::take(&mut state.wakers)
             } else {
+                state.parts.push((range, outcome));
                 // Part of a split batch: futures of the other parts must keep their slots
                 // (a slot handed out again would let two futures overwrite each other's
                 // waker), so take the wakers and leave the slots. Each woken future whose

@@ -955,3 +955,6 @@ pub(super) fn next_sequence(sequence: i32, count: i32) -> i32 {
         sequence + count
     }
 }
+
+#[cfg(test)]
+mod tests;

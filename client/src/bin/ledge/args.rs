@@ -94,6 +94,9 @@ pub(crate) struct ModuleUploadArgs {
     pub(crate) name: String,
     #[command(flatten)]
     pub(crate) source: ModuleSourceArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
 }
 
 /// The module a command sends: its file, kind and parameters (`module upload` and
@@ -158,6 +161,9 @@ pub(crate) struct TransformDeployArgs {
     /// [default: NAME.dead-letter]
     #[arg(long, value_name = "TOPIC")]
     pub(crate) dead_letter_topic: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -301,7 +307,7 @@ pub(crate) enum TopicCommand {
 /// How commands that print data print it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
-    /// Aligned columns for people
+    /// Aligned columns (or a sentence) for people
     Table,
     /// JSON for scripts
     Json,
@@ -313,6 +319,17 @@ pub(crate) enum RecordFormat {
     /// The value, one record per line (with --print-key, the key first)
     Text,
     /// One JSON object per line: topic, partition, offset, timestamp, key, value, headers
+    Json,
+}
+
+/// How `produce` reports what it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProduceFormat {
+    /// A summary line on standard error
+    Text,
+    /// Also one JSON object per input line on standard output, in input order: line, topic,
+    /// partition, offset, timestamp (offset null with --acks 0; "dropped": true for a record
+    /// the topic's produce filter dropped; "error" for a record that was not written)
     Json,
 }
 
@@ -329,6 +346,9 @@ pub(crate) struct CreateArgs {
     /// Only check that the topic could be created
     #[arg(long)]
     pub(crate) validate_only: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -391,6 +411,25 @@ pub(crate) struct ProduceArgs {
     /// Milliseconds a batch waits for more lines before it is sent
     #[arg(long, value_name = "MS", default_value_t = 5)]
     pub(crate) linger_ms: u64,
+    /// Send an empty value, or an empty key, as null (kcat's -Z): with --key-separator :,
+    /// the line "user-42:" is a tombstone for key user-42 on a compacted topic
+    #[arg(long, short = 'Z')]
+    pub(crate) empty_as_null: bool,
+    /// A partition's batch is ready to leave at this many bytes (the SDK's batch_size);
+    /// suffixes KiB and MiB accepted
+    #[arg(long, value_name = "BYTES", default_value = "16KiB", value_parser = parse_bytes)]
+    pub(crate) batch_size: usize,
+    /// A ready batch that cannot leave yet grows up to this many bytes (batch_size_max); a
+    /// batch never exceeds the topic's max.message.bytes
+    #[arg(long, value_name = "BYTES", default_value = "512KiB", value_parser = parse_bytes)]
+    pub(crate) batch_size_max: usize,
+    /// Largest record, and most batch bytes per request (max_request_size)
+    /// [default: the topic's max.message.bytes, at least 1MiB]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub(crate) max_request_size: Option<usize>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ProduceFormat::Text)]
+    pub(crate) format: ProduceFormat,
 }
 
 #[derive(Debug, Args)]
@@ -398,8 +437,13 @@ pub(crate) struct ConsumeArgs {
     /// Topic to read
     pub(crate) topic: String,
     /// Start at the oldest record still stored (default: only new records)
-    #[arg(long, conflicts_with = "offset")]
+    #[arg(long, conflicts_with_all = ["offset", "from_timestamp"])]
     pub(crate) from_beginning: bool,
+    /// Start, in each partition read, at the first record whose timestamp is at or after
+    /// this time: milliseconds since the Unix epoch, or RFC 3339 in UTC
+    /// (2024-05-01T12:00:00Z); partitions with no such record start at their end
+    #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with_all = ["offset", "group"])]
+    pub(crate) from_timestamp: Option<i64>,
     /// Start at this offset (in each partition read)
     #[arg(long, value_name = "N", conflicts_with = "group")]
     pub(crate) offset: Option<i64>,
@@ -536,6 +580,37 @@ pub(crate) fn parse_datetime(text: &str) -> Result<i64, String> {
     i64::try_from(since_epoch.as_millis()).map_err(|_| format!("{text} is too far away"))
 }
 
+/// Parses a time given as milliseconds since the Unix epoch or as RFC 3339 in UTC.
+pub(crate) fn parse_time(text: &str) -> Result<i64, String> {
+    match text.parse::<i64>() {
+        Ok(ms) if ms >= 0 => Ok(ms),
+        Ok(_) => Err(format!("{text} is before 1970")),
+        Err(_) => parse_datetime(text).map_err(|error| {
+            format!("{error}, or milliseconds since the Unix epoch such as 1714564800000")
+        }),
+    }
+}
+
+/// Parses a positive byte count: digits, optionally followed by KiB or MiB (1024-based).
+pub(crate) fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (digits, unit) = if let Some(digits) = text.strip_suffix("MiB") {
+        (digits, 1024 * 1024)
+    } else if let Some(digits) = text.strip_suffix("KiB") {
+        (digits, 1024)
+    } else {
+        (text, 1)
+    };
+    let count: usize = digits.trim().parse().map_err(|_| {
+        format!("expected a byte count such as 1048576, 512KiB or 4MiB (got {text:?})")
+    })?;
+    match count.checked_mul(unit) {
+        Some(0) => Err("the byte count must be at least 1".into()),
+        Some(bytes) if u32::try_from(bytes).is_ok() => Ok(bytes),
+        _ => Err(format!("{text} is too large: at most 4GiB - 1")),
+    }
+}
+
 pub(crate) fn parse_separator(text: &str) -> Result<String, String> {
     if text.is_empty() {
         return Err("the key separator cannot be empty".into());
@@ -603,6 +678,32 @@ mod tests {
             parse_datetime("yesterday")
                 .unwrap_err()
                 .contains("RFC 3339")
+        );
+    }
+
+    #[test]
+    fn byte_counts_and_times_parse() {
+        assert_eq!(parse_bytes("60000"), Ok(60_000));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_bytes("4MiB"), Ok(4 * 1024 * 1024));
+        assert!(parse_bytes("0").unwrap_err().contains("at least 1"));
+        assert!(parse_bytes("4MB").unwrap_err().contains("4MiB"));
+        assert!(parse_bytes("8192MiB").unwrap_err().contains("too large"));
+        assert_eq!(parse_time("1714564800000"), Ok(1_714_564_800_000));
+        assert_eq!(parse_time("2024-05-01T12:00:00Z"), Ok(1_714_564_800_000));
+        assert!(parse_time("-5").unwrap_err().contains("before 1970"));
+        assert!(parse_time("soon").unwrap_err().contains("milliseconds"));
+        assert!(
+            Cli::try_parse_from([
+                "ledge",
+                "consume",
+                "t",
+                "--from-timestamp",
+                "5",
+                "--offset",
+                "1"
+            ])
+            .is_err()
         );
     }
 

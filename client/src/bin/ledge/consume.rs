@@ -1,4 +1,5 @@
-//! `ledge consume TOPIC`: print records, as text or JSON lines; with `--group`, as a member of
+//! `ledge consume TOPIC`: print records, as text or JSON lines, from the end, the beginning,
+//! an offset or a time (`--from-timestamp`, by ListOffsets); with `--group`, as a member of
 //! a consumer group that commits what it printed before it exits (also on `--timeout-ms`,
 //! `--max-messages` and Ctrl-C); with `--filter`, through a module the node runs on every
 //! record before sending it.
@@ -74,6 +75,32 @@ pub(crate) async fn run(client: &Client, arguments: ConsumeArgs) -> anyhow::Resu
     if let Some(offset) = arguments.offset {
         for partition in &partitions {
             consumer.seek(partition, offset)?;
+        }
+    }
+    if let Some(timestamp) = arguments.from_timestamp {
+        let found = consumer
+            .offsets_for_times(
+                partitions
+                    .iter()
+                    .map(|partition| (partition.clone(), timestamp))
+                    .collect(),
+            )
+            .await
+            .context("cannot find the offsets for --from-timestamp")?;
+        let mut past_the_end = Vec::new();
+        for partition in &partitions {
+            match found.get(partition).copied().flatten() {
+                Some(found) => consumer.seek(partition, found.offset)?,
+                // Every record is older: only records written from now on are after it.
+                None => past_the_end.push(partition.clone()),
+            }
+        }
+        // An empty list would mean every assigned partition.
+        if !past_the_end.is_empty() {
+            consumer
+                .seek_to_end(&past_the_end)
+                .await
+                .context("cannot find the end offsets")?;
         }
     }
 

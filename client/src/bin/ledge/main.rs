@@ -43,6 +43,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes are for terminals; in a log file or a pipe they are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -58,8 +60,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // `{:#}` joins the context chain into one line: "what we did: why it failed".
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_line(&error));
             ExitCode::FAILURE
         }
     }
@@ -100,6 +101,26 @@ fn read_local_files(command: &mut Command) -> anyhow::Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// `error` and its causes as one line, "what we did: why it failed", like anyhow's `{:#}`,
+/// except that a cause whose text is already in the line is left out: an error that quotes
+/// its source in its own message (`cannot read x: permission denied`, with the I/O error as
+/// its source too) would otherwise print the same reason twice.
+fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Prints a command-line error and returns its exit status. A bad value for a flag is one
@@ -159,4 +180,28 @@ fn trust(ca: Option<&Path>, insecure: bool) -> anyhow::Result<Trust> {
          <data-dir>/tls/ca.pem; {CA_DEFAULT} is used when present) or --insecure to skip \
          verification"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error whose message already quotes its source, as many `thiserror` messages do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("session timeout 1 ms refused: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    /// Goal: every cause is printed once, on one line. Method: contexts over an error that
+    /// quotes its source, and a multi-line message.
+    #[test]
+    fn error_lines_say_each_cause_once() {
+        let source = std::io::Error::other("below the minimum of 1000 ms");
+        let error = anyhow::Error::new(Quoting(source)).context("cannot join the group");
+        assert_eq!(
+            error_line(&error),
+            "cannot join the group: session timeout 1 ms refused: below the minimum of 1000 ms"
+        );
+        let plain = anyhow::Error::new(std::io::Error::other("disk\nfull")).context("cannot write");
+        assert_eq!(error_line(&plain), "cannot write: disk full");
+    }
 }

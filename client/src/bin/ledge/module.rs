@@ -23,10 +23,20 @@ pub(crate) async fn run(client: &Client, command: ModuleCommand) -> anyhow::Resu
             let source = arguments.source;
             let kind = ModuleKind::from(source.kind);
             let size = source.module_bytes.len() as u64;
+            let params = source.params.clone();
             let hash = admin
                 .upload_module(&arguments.name, kind, source.module_bytes, source.params)
                 .await
                 .context("cannot upload module")?;
+            if arguments.format == Format::Json {
+                return print(&serde_json::to_string(&json!({
+                    "name": arguments.name,
+                    "kind": kind.as_str(),
+                    "size_bytes": size,
+                    "hash": hash,
+                    "params": params_json(&params),
+                }))?);
+            }
             print(&format!(
                 "Uploaded module {} ({kind}, {}, sha256 {}).",
                 arguments.name,

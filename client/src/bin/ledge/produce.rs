@@ -1,35 +1,50 @@
 //! `ledge produce TOPIC`: one record per line of standard input. On a topic with a
 //! partitioner module the node picks the partitions; records its produce filter drops are
-//! counted apart, not as failures.
+//! counted apart, not as failures. With `--format json`, one line per record on standard
+//! output says where it went.
 
 use std::collections::VecDeque;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use ledge_client::{
-    Acks, Client, DeliveryFuture, Header, ProduceError, Producer, ProducerConfig, ProducerRecord,
+    Acks, Admin, Client, DeliveryFuture, Header, MAX_REQUEST_SIZE_DEFAULT, ProduceError, Producer,
+    ProducerConfig, ProducerRecord, RecordMetadata,
 };
+use ledge_protocol::wire::NODE_PARTITIONED;
 use tokio::io::AsyncBufReadExt;
 
-use crate::args::ProduceArgs;
+use crate::args::{ProduceArgs, ProduceFormat};
 
 /// Records sent but not yet confirmed before reading waits for the oldest: enough to keep many
 /// batches in flight, few enough that a failure is reported soon after it happens.
 const DELIVERIES_PENDING_MAX: usize = 20_000;
 
 pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Result<()> {
+    let topic_limit = topic_batch_bytes_max(client, &arguments.topic).await;
     let mut config = ProducerConfig::default();
     config.acks = arguments.acks;
     // Kafka requires acks=all for idempotence; with 0 or 1 the user chose speed over it.
     config.enable_idempotence = arguments.acks == Acks::All;
     config.compression = arguments.compression.into();
     config.linger = Duration::from_millis(arguments.linger_ms);
+    config.batch_size = arguments.batch_size;
+    config.batch_size_max = arguments.batch_size_max;
+    // The CLI writes to one topic, so by default a record may be as large as the topic
+    // allows (the SDK's own default, 1 MiB, would refuse what a 4 MiB topic accepts).
+    config.max_request_size = arguments.max_request_size.unwrap_or_else(|| {
+        topic_limit.map_or(MAX_REQUEST_SIZE_DEFAULT, |limit| {
+            limit.max(MAX_REQUEST_SIZE_DEFAULT)
+        })
+    });
+    config.buffer_memory = config.buffer_memory.max(config.max_request_size);
     let producer = Producer::new(client, config)
         .await
         .context("cannot start the producer")?;
+    let mut report = Report::new(arguments.format);
     let headers: Vec<Header> = arguments
         .headers
         .iter()
@@ -53,9 +68,10 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
 
     let started = crate::now();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
-    let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
+    let mut pending: VecDeque<(u64, DeliveryFuture)> = VecDeque::new();
     let mut sent = 0u64;
     let mut dropped = 0u64;
+    let mut failed = 0u64;
     let mut failure: Option<anyhow::Error> = None;
     let mut line_number = 0u64;
     while let Some(mut line) = lines
@@ -75,9 +91,10 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
             }
         };
         match producer.send(record).await {
-            Ok(delivery) => pending.push_back(delivery),
+            Ok(delivery) => pending.push_back((line_number, delivery)),
             Err(error) => {
-                failure = Some(anyhow::Error::new(error).context(format!("line {line_number}")));
+                let error = explain_send_error(error, &arguments, topic_limit);
+                failure = Some(error.context(format!("line {line_number}")));
                 break;
             }
         }
@@ -86,12 +103,15 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
             bar.inc(1);
         }
         if pending.len() >= DELIVERIES_PENDING_MAX
-            && let Some(oldest) = pending.pop_front()
+            && let Some((line, oldest)) = pending.pop_front()
         {
-            match oldest.await {
+            let outcome = oldest.await;
+            report.record(line, &arguments.topic, &outcome);
+            match outcome {
                 Ok(_) => {}
                 Err(ProduceError::Dropped { .. }) => dropped += 1,
                 Err(error) => {
+                    failed += 1;
                     failure = Some(error.into());
                     break;
                 }
@@ -99,9 +119,10 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
         }
     }
     producer.flush().await;
-    let mut failed = 0u64;
-    for delivery in pending {
-        match delivery.await {
+    for (line, delivery) in pending {
+        let outcome = delivery.await;
+        report.record(line, &arguments.topic, &outcome);
+        match outcome {
             Ok(_) => {}
             Err(ProduceError::Dropped { .. }) => dropped += 1,
             Err(error) => {
@@ -111,6 +132,7 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
         }
     }
     producer.close().await;
+    report.finish()?;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -127,8 +149,9 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
             0 => String::new(),
             count => format!("; the topic's produce filter dropped {count}"),
         };
+        let records = if written == 1 { "record" } else { "records" };
         eprintln!(
-            "{verb} {written} records to {} in {elapsed:.2} s ({:.0} records/s){dropped}.",
+            "{verb} {written} {records} to {} in {elapsed:.2} s ({:.0} records/s){dropped}.",
             arguments.topic,
             written as f64 / elapsed.max(1e-9)
         );
@@ -155,8 +178,10 @@ fn record(
         ..ProducerRecord::default()
     };
     let line = Bytes::from(line);
+    // kcat's -Z: an empty key or value is sent as null (a value of null is a tombstone).
+    let field = |bytes: Bytes| (!(arguments.empty_as_null && bytes.is_empty())).then_some(bytes);
     match &arguments.key_separator {
-        None => record.value = Some(line),
+        None => record.value = field(line),
         Some(separator) => {
             let Some(at) = find(&line, separator.as_bytes()) else {
                 bail!(
@@ -164,11 +189,136 @@ fn record(
                      KEY{separator}VALUE"
                 );
             };
-            record.key = Some(line.slice(..at));
-            record.value = Some(line.slice(at + separator.len()..));
+            record.key = field(line.slice(..at));
+            record.value = field(line.slice(at + separator.len()..));
         }
     }
     Ok(record)
+}
+
+/// The topic's `max.message.bytes`, if the node says; without it the producer's defaults
+/// apply and the producer itself reports a missing topic.
+async fn topic_batch_bytes_max(client: &Client, topic: &str) -> Option<usize> {
+    let described = Admin::new(client)
+        .describe_configs(vec![topic.to_string()])
+        .await
+        .ok()?;
+    let (_, configs) = described.into_iter().next()?;
+    configs
+        .iter()
+        .find(|config| config.name == "max.message.bytes")
+        .and_then(|config| config.value.parse().ok())
+}
+
+/// A refused record's error, in the CLI's terms: the flag or topic config that sets the limit
+/// it broke, rather than the SDK field.
+fn explain_send_error(
+    error: ProduceError,
+    arguments: &ProduceArgs,
+    topic_limit: Option<usize>,
+) -> anyhow::Error {
+    let topic = &arguments.topic;
+    let topic_refuses = |topic_limit: usize, bytes: usize| {
+        anyhow!(
+            "record of about {bytes} bytes (with its batch header) exceeds max.message.bytes of \
+             topic {topic} ({topic_limit} bytes); raise it with: ledge topic alter {topic} \
+             --config max.message.bytes=N"
+        )
+    };
+    match error {
+        // The topic's limit is the one to raise first when the record breaks both.
+        ProduceError::RecordTooLarge { bytes, .. }
+        | ProduceError::RecordTooLargeForTopic { bytes, .. }
+            if topic_limit.is_some_and(|topic_limit| bytes > topic_limit) =>
+        {
+            topic_refuses(topic_limit.unwrap_or_default(), bytes)
+        }
+        ProduceError::RecordTooLargeForTopic { bytes, limit, .. } => topic_refuses(limit, bytes),
+        ProduceError::RecordTooLarge { bytes, limit } => {
+            let hint = match topic_limit {
+                Some(topic_limit) => {
+                    format!("; topic {topic} allows up to {topic_limit}: raise it up to that")
+                }
+                None => String::new(),
+            };
+            anyhow!(
+                "record of about {bytes} bytes (with its batch header) exceeds \
+                 --max-request-size ({limit} bytes){hint}"
+            )
+        }
+        other => other.into(),
+    }
+}
+
+/// One line of `produce --format json`; fields in this order.
+#[derive(serde::Serialize)]
+struct DeliveryJson<'a> {
+    /// The input line the record came from, counted from 1.
+    line: u64,
+    topic: &'a str,
+    /// `null` when unknown: dropped, failed, or placed by the node with acks=0.
+    partition: Option<u32>,
+    /// `null` with acks=0, and for a record not written.
+    offset: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `--format json`'s per-record lines, buffered; a closed pipe stops them, not the produce.
+struct Report {
+    out: Option<std::io::BufWriter<std::io::Stdout>>,
+}
+
+impl Report {
+    fn new(format: ProduceFormat) -> Self {
+        Self {
+            out: (format == ProduceFormat::Json)
+                .then(|| std::io::BufWriter::new(std::io::stdout())),
+        }
+    }
+
+    fn record(&mut self, line: u64, topic: &str, outcome: &Result<RecordMetadata, ProduceError>) {
+        let Some(out) = &mut self.out else {
+            return;
+        };
+        let mut printed = DeliveryJson {
+            line,
+            topic,
+            partition: None,
+            offset: None,
+            timestamp: None,
+            dropped: None,
+            error: None,
+        };
+        match outcome {
+            Ok(metadata) => {
+                printed.partition =
+                    (metadata.partition != NODE_PARTITIONED).then_some(metadata.partition);
+                printed.offset = metadata.offset;
+                printed.timestamp = Some(metadata.timestamp);
+            }
+            Err(ProduceError::Dropped { .. }) => printed.dropped = Some(true),
+            Err(error) => printed.error = Some(error.to_string()),
+        }
+        // Serializing strings and numbers cannot fail.
+        let printed = serde_json::to_string(&printed).unwrap_or_default();
+        if writeln!(out, "{printed}").is_err() {
+            self.out = None;
+        }
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        match self.out.take().map(|mut out| out.flush()) {
+            Some(Err(error)) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(anyhow::Error::new(error).context("cannot write to standard output"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -1,7 +1,7 @@
 //! `ledge topic ...`: create, list, describe, alter, delete.
 
 use anyhow::Context;
-use ledge_client::{Admin, Client, NewTopic, PartitionDescription};
+use ledge_client::{Admin, Client, ConfigValue, NewTopic, PartitionDescription};
 use serde_json::json;
 
 use crate::args::{Format, TopicCommand};
@@ -14,12 +14,25 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
             let topic = NewTopic {
                 name: arguments.name.clone(),
                 partitions: arguments.partitions,
-                configs: arguments.configs,
+                configs: arguments.configs.clone(),
             };
             admin
                 .create_topics(vec![topic], arguments.validate_only)
                 .await
                 .context("cannot create topic")?;
+            if arguments.format == Format::Json {
+                let configs: serde_json::Map<String, serde_json::Value> = arguments
+                    .configs
+                    .iter()
+                    .map(|(key, value)| (key.clone(), json!(value)))
+                    .collect();
+                return print(&serde_json::to_string(&json!({
+                    "topic": arguments.name,
+                    "partitions": arguments.partitions,
+                    "configs": configs,
+                    "created": !arguments.validate_only,
+                }))?);
+            }
             let partitions = match arguments.partitions {
                 1 => "1 partition".to_string(),
                 count => format!("{count} partitions"),
@@ -41,15 +54,33 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 .describe_all_topics()
                 .await
                 .context("cannot list topics")?;
+            // Whether each topic's offsets are all records needs its configs. Without them (a
+            // topic deleted meanwhile fails the whole request) every count shows as "at most".
+            let configs = if topics.is_empty() {
+                Vec::new()
+            } else {
+                admin
+                    .describe_configs(topics.iter().map(|topic| topic.name.clone()).collect())
+                    .await
+                    .unwrap_or_default()
+            };
+            let exact = |name: &str| {
+                configs
+                    .iter()
+                    .find(|(topic, _)| topic == name)
+                    .is_some_and(|(_, configs)| every_offset_is_a_record(configs))
+            };
             match arguments.format {
                 Format::Json => {
                     let topics: Vec<_> = topics
                         .iter()
                         .map(|topic| {
+                            let offsets = offsets(&topic.partitions);
                             json!({
                                 "topic": topic.name,
                                 "partitions": topic.partitions.len(),
-                                "records": records(&topic.partitions),
+                                "records": exact(&topic.name).then_some(offsets),
+                                "offsets": offsets,
                                 "internal": topic.internal,
                             })
                         })
@@ -58,15 +89,20 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 }
                 Format::Table => {
                     let mut output = table(&["TOPIC", "PARTITIONS", "RECORDS"], &[1, 2]);
+                    let mut estimated = false;
                     for topic in &topics {
+                        let exact = exact(&topic.name);
+                        estimated |= !exact;
                         output.add_row(vec![
                             topic.name.clone(),
                             topic.partitions.len().to_string(),
-                            records(&topic.partitions).to_string(),
+                            records_cell(offsets(&topic.partitions), exact),
                         ]);
                     }
                     if topics.is_empty() {
                         print("No topics. Create one with: ledge topic create NAME")
+                    } else if estimated {
+                        print(&format!("{output}\n\n{AT_MOST_NOTE}"))
                     } else {
                         print(&output.to_string())
                     }
@@ -91,6 +127,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 .next()
                 .map(|(_, configs)| configs)
                 .unwrap_or_default();
+            let exact = every_offset_is_a_record(&configs);
             match arguments.format {
                 Format::Json => {
                     let partitions: Vec<_> = topic
@@ -101,7 +138,8 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                                 "partition": partition.partition,
                                 "start_offset": partition.log_start_offset,
                                 "end_offset": partition.high_watermark,
-                                "records": partition_records(partition),
+                                "records": exact.then_some(partition_offsets(partition)),
+                                "offsets": partition_offsets(partition),
                                 "size_bytes": partition.size_bytes,
                                 "segments": partition.segment_count,
                                 "dirty_ratio": f64::from(partition.dirty_per_mille) / 1000.0,
@@ -150,7 +188,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                             partition.partition.to_string(),
                             partition.log_start_offset.to_string(),
                             partition.high_watermark.to_string(),
-                            partition_records(partition).to_string(),
+                            records_cell(partition_offsets(partition), exact),
                             human_bytes(partition.size_bytes),
                             partition.segment_count.to_string(),
                         ];
@@ -186,11 +224,16 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                             .to_string(),
                         ]);
                     }
+                    let note = if exact {
+                        String::new()
+                    } else {
+                        format!("\n\n{AT_MOST_NOTE}")
+                    };
                     print(&format!(
-                        "Topic: {}  Partitions: {}  Records: {}\n\n{partitions}\n\n{settings}",
+                        "Topic: {}  Partitions: {}  Records: {}\n\n{partitions}{note}\n\n{settings}",
                         topic.name,
                         topic.partitions.len(),
-                        records(&topic.partitions)
+                        records_cell(offsets(&topic.partitions), exact)
                     ))
                 }
             }
@@ -234,10 +277,35 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
     }
 }
 
-fn partition_records(partition: &PartitionDescription) -> i64 {
+/// Said under a table with a `≤` count.
+const AT_MOST_NOTE: &str = "≤ N: at most N records: compaction or a produce filter leaves some \
+                            offsets between start and end without a record.";
+
+/// Offsets from the partition's start to its end: its record count when every offset holds a
+/// record, else an upper bound.
+fn partition_offsets(partition: &PartitionDescription) -> i64 {
     (partition.high_watermark - partition.log_start_offset).max(0)
 }
 
-fn records(partitions: &[PartitionDescription]) -> i64 {
-    partitions.iter().map(partition_records).sum()
+fn offsets(partitions: &[PartitionDescription]) -> i64 {
+    partitions.iter().map(partition_offsets).sum()
+}
+
+/// Whether every offset between a partition's start and end holds a record. Compaction
+/// removes records and keeps their offsets, and a produce filter's dropped records leave their
+/// offsets empty; counting the records themselves would mean reading the whole log.
+fn every_offset_is_a_record(configs: &[ConfigValue]) -> bool {
+    !configs.iter().any(|config| {
+        (config.name == "cleanup.policy" && config.value.contains("compact"))
+            || (config.name == "produce.filter.module" && !config.value.is_empty())
+    })
+}
+
+/// A RECORDS cell: the count, or `≤ count` when it is only an upper bound.
+fn records_cell(offsets: i64, exact: bool) -> String {
+    if exact {
+        offsets.to_string()
+    } else {
+        format!("≤ {offsets}")
+    }
 }

@@ -77,6 +77,7 @@ pub(crate) async fn run(client: &Client, command: TransformCommand) -> anyhow::R
 
 async fn deploy(admin: &Admin, arguments: TransformDeployArgs) -> anyhow::Result<()> {
     let name = arguments.name.clone();
+    let format = arguments.format;
     let spec = TransformSpec {
         name: arguments.name,
         kind: arguments.source.kind.into(),
@@ -102,9 +103,17 @@ async fn deploy(admin: &Admin, arguments: TransformDeployArgs) -> anyhow::Result
             .map_or(fallback_output, |transform| transform.output),
         Err(_) => fallback_output,
     };
-    print(&format!(
-        "Deployed transform {name} version {version}: {input} -> {output}."
-    ))
+    match format {
+        Format::Json => print(&serde_json::to_string(&serde_json::json!({
+            "name": name,
+            "version": version,
+            "input": input,
+            "output": output,
+        }))?),
+        Format::Table => print(&format!(
+            "Deployed transform {name} version {version}: {input} -> {output}."
+        )),
+    }
 }
 
 fn list_table(transforms: &[TransformDescription]) -> String {
