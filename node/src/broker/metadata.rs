@@ -131,6 +131,42 @@ impl Default for StoredMetadata {
     }
 }
 
+impl StoredMetadata {
+    /// Checks what the node later uses as file names: topic names become partition directory
+    /// and topic file names, module hashes become module file names (and select compiled
+    /// native code to load), so a hand-edited or damaged file must not lead outside the
+    /// data directory.
+    fn validate(&self) -> Result<(), String> {
+        for name in self.topics.keys() {
+            crate::broker::topic_config::validate_topic_name(name)
+                .map_err(|error| format!("topic {name:?}: {error}"))?;
+        }
+        let hashes =
+            self.modules
+                .iter()
+                .map(|(name, module)| (format!("module {name:?}"), &module.hash))
+                .chain(self.transforms.iter().map(|(name, transform)| {
+                    (format!("transform {name:?}"), &transform.module.hash)
+                }));
+        for (owner, hash) in hashes {
+            if !is_content_hash(hash) {
+                return Err(format!(
+                    "{owner}: module hash {hash:?} is not a SHA-256 in lowercase hex"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `text` is a SHA-256 in lowercase hex, as [`crate::wasm::content_hash`] writes it.
+fn is_content_hash(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+}
+
 /// Why the metadata file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
@@ -176,6 +212,12 @@ impl<D: Disk> MetadataStore<D> {
                         ),
                     });
                 }
+                current
+                    .validate()
+                    .map_err(|message| MetadataError::Invalid {
+                        path: path.clone(),
+                        message,
+                    })?;
                 (current, true)
             }
             Err(error) if error.is_not_found() => (StoredMetadata::default(), false),
@@ -245,6 +287,8 @@ impl<D: Disk> TopicFiles<D> {
                     stored.version
                 )));
             }
+            crate::broker::topic_config::validate_topic_name(&stored.name)
+                .map_err(|error| invalid(format!("topic {:?}: {error}", stored.name)))?;
             if stored.name != topic {
                 return Err(invalid(format!(
                     "the file names topic {:?} but is named for {topic:?}",

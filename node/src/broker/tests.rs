@@ -807,6 +807,98 @@ fn topic_files_follow_topic_changes() {
     });
 }
 
+async fn write_file(disk: &SimDisk, path: &Path, bytes: &[u8]) {
+    use crate::storage::DiskFile as _;
+    let _ = disk.remove_file(path).await;
+    if let Some(parent) = path.parent() {
+        crate::storage::disk::create_dir_durable(disk, parent)
+            .await
+            .unwrap();
+    }
+    let file = disk
+        .open(path, crate::storage::OpenMode::CreateNew)
+        .await
+        .unwrap();
+    file.write_at(0, Bytes::copy_from_slice(bytes))
+        .await
+        .unwrap();
+    file.sync_data().await.unwrap();
+}
+
+async fn open_error(disk: &SimDisk) -> String {
+    match Broker::open(
+        disk.clone(),
+        Path::new(DATA),
+        BrokerConfig::default(),
+        Arc::new(ManualClock::new(1_000_000)),
+    )
+    .await
+    {
+        Ok(_) => panic!("opened"),
+        Err(error) => error.to_string(),
+    }
+}
+
+// Goal: values from metadata.json that become file names or loop bounds, or that arithmetic
+// runs on, are checked: a topic name or module hash that would lead outside the data
+// directory and a partition count beyond limits.partitions_max refuse the start with the
+// reason (before anything is created or removed); producer ids at the end of the id space
+// leave the node serving, with InitProducerId refused.
+#[test]
+fn hostile_metadata_values_are_refused_or_contained() {
+    runtime().block_on(async {
+        let metadata_path = Path::new(DATA).join(metadata::METADATA_FILE_NAME);
+        let module = |hash: &str| {
+            format!(
+                r#"{{"hash": "{hash}", "kind": "filter", "size_bytes": 1, "params": {{}}, "uploaded_ms": 0}}"#
+            )
+        };
+        let file = |topics: &str, modules: &str, reserved: i64| {
+            format!(
+                r#"{{"version": 1, "topics": {{{topics}}}, "producer_ids_reserved_until": {reserved}, "modules": {{{modules}}}}}"#
+            )
+        };
+        let cases = [
+            (
+                file(r#""../escape": {"partitions": 1, "configs": {}, "created_ms": 0}"#, "", 1000),
+                "topic \"../escape\"",
+            ),
+            (
+                file("", &format!(r#""m": {}"#, module("../../../etc/passwd")), 1000),
+                "is not a SHA-256 in lowercase hex",
+            ),
+            (
+                file(r#""wide": {"partitions": 4000000000, "configs": {}, "created_ms": 0}"#, "", 1000),
+                "more than limits.partitions_max (4096)",
+            ),
+        ];
+        for (seed, (text, expected)) in (40..).zip(cases) {
+            let disk = SimDisk::new(seed);
+            write_file(&disk, &metadata_path, text.as_bytes()).await;
+            let error = open_error(&disk).await;
+            assert!(error.contains(expected), "{error}");
+            assert!(
+                disk.list_dir(Path::new("/escape")).await.is_err()
+                    && disk.list_dir(&Path::new(DATA).join("logs")).await.unwrap().is_empty(),
+                "nothing was created"
+            );
+        }
+        let disk = SimDisk::new(45);
+        write_file(&disk, &metadata_path, file("", "", i64::MAX - 10).as_bytes()).await;
+        let broker = broker(&disk).await;
+        let Response::InitProducerId(refused) = broker
+            .handle(Request::InitProducerId(InitProducerIdRequest::default()))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(refused.error, ErrorCode::StorageError);
+        // Everything else serves.
+        assert_eq!(create(&broker, "t", 1, &[]).await.error, ErrorCode::None);
+        assert_eq!(produce(&broker, "t", 0, batch(2, 0), Acks::All).await.error, ErrorCode::None);
+    });
+}
+
 // Goal: the partition-count errors name config keys that exist (`limits.*`).
 #[test]
 fn partition_limit_errors_name_real_config_keys() {

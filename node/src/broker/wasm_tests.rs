@@ -1130,3 +1130,57 @@ fn a_transform_position_group_is_refused_to_the_group_apis() {
         broker.close().await;
     });
 }
+
+// Goal: a transform version at the end of its range (from a damaged or hand-edited
+// metadata.json) refuses the next deploy with the way out instead of overflowing.
+#[test]
+fn a_transform_version_at_its_limit_refuses_the_next_deploy() {
+    runtime().block_on(async {
+        use crate::storage::DiskFile as _;
+        let disk = SimDisk::new(33);
+        let path = Path::new(DATA).join(metadata::METADATA_FILE_NAME);
+        {
+            let broker = open(&disk).await;
+            create(&broker, "orders", 1, &[]).await;
+            broker
+                .deploy_transform(transform(
+                    "copy",
+                    module(KEEP),
+                    "orders",
+                    transforms::OnError::Skip,
+                ))
+                .await
+                .unwrap();
+            broker.close().await;
+        }
+        let mut stored: serde_json::Value =
+            serde_json::from_slice(&disk.contents(&path).unwrap()).unwrap();
+        stored["transforms"]["copy"]["version"] = serde_json::json!(u32::MAX);
+        disk.remove_file(&path).await.unwrap();
+        let file = disk
+            .open(&path, crate::storage::OpenMode::CreateNew)
+            .await
+            .unwrap();
+        file.write_at(0, Bytes::from(serde_json::to_vec(&stored).unwrap()))
+            .await
+            .unwrap();
+        file.sync_data().await.unwrap();
+        drop(file);
+        let broker = open(&disk).await;
+        let (code, message) = broker
+            .deploy_transform(transform(
+                "copy",
+                module(KEEP),
+                "orders",
+                transforms::OnError::Skip,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(code, ErrorCode::InvalidRequest);
+        assert!(
+            message.contains("remove it and deploy it again"),
+            "{message}"
+        );
+        broker.close().await;
+    });
+}
