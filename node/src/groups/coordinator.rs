@@ -283,12 +283,14 @@ impl GroupCoordinator {
             heartbeat.session_timeout,
             limits.session_timeout_min,
             limits.session_timeout_max,
+            "groups.session_timeout_min_ms and groups.session_timeout_max_ms",
         )?;
         check_timeout(
             "rebalance timeout",
             heartbeat.rebalance_timeout,
             Duration::ZERO,
             limits.rebalance_timeout_max,
+            "groups.rebalance_timeout_max_ms",
         )?;
         let pattern = match &heartbeat.subscribed_pattern {
             Some(text) => Some((
@@ -645,15 +647,18 @@ impl GroupCoordinator {
     }
 }
 
+/// `node_keys` names the node's config keys that set the bounds, so the operator knows what
+/// to change if the client's value is the right one.
 fn check_timeout(
     name: &str,
     value: Duration,
     minimum: Duration,
     maximum: Duration,
+    node_keys: &str,
 ) -> Result<(), GroupError> {
     if value < minimum || value > maximum {
         return Err(GroupError::InvalidTimeout(format!(
-            "{name} of {} ms is outside {}..={} ms",
+            "{name} of {} ms is outside {}..={} ms (the node's {node_keys})",
             value.as_millis(),
             minimum.as_millis(),
             maximum.as_millis()
