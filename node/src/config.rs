@@ -141,6 +141,8 @@ struct WasmSection {
     output_bytes_max: Option<usize>,
     batch_records_max: Option<usize>,
     idle_instances_max: Option<usize>,
+    modules_max: Option<usize>,
+    module_params_bytes_max: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -519,6 +521,13 @@ impl NodeConfig {
         }
         if let Some(value) = wasm.idle_instances_max {
             limits.idle_instances_max = value;
+        }
+        if let Some(value) = wasm.modules_max {
+            limits.modules_max = positive("modules_max", value as u64)? as usize;
+        }
+        if let Some(value) = wasm.module_params_bytes_max {
+            limits.module_params_bytes_max =
+                positive("module_params_bytes_max", value as u64)? as usize;
         }
         let transforms = file.transforms.unwrap_or_default();
         let limits = &mut config.broker.transforms;

@@ -959,9 +959,22 @@ impl<D: Disk> Broker<D> {
         name: &str,
         topic: &StoredTopic,
         next: StoredMetadata,
-    ) -> Result<(), DiskError> {
+    ) -> Result<(), metadata::MetadataError> {
+        let previous = store.current().topics.get(name).cloned();
         self.topic_files.store(name, topic).await?;
-        store.store(next).await
+        let stored = store.store(next).await;
+        if stored.is_err() {
+            // Best effort: put the file back as metadata.json still has it, so a rebuild
+            // never restores a change that was refused (the next start fixes it otherwise).
+            let restored = match &previous {
+                Some(previous) => self.topic_files.store(name, previous).await,
+                None => self.topic_files.remove(name).await.map_err(Into::into),
+            };
+            if let Err(error) = restored {
+                tracing::warn!(topic = %name, %error, "could not restore the topic file; it is rewritten at the next start");
+            }
+        }
+        stored
     }
 
     async fn create_topic(
@@ -1002,7 +1015,7 @@ impl<D: Disk> Broker<D> {
                 }
             }
             return Err((
-                ErrorCode::StorageError,
+                error.error_code(),
                 format!("could not record topic {name:?}: {error}"),
             ));
         }
@@ -1043,7 +1056,7 @@ impl<D: Disk> Broker<D> {
             .await
             .map_err(|error| {
                 (
-                    ErrorCode::StorageError,
+                    error.error_code(),
                     format!("could not record partitions of {name:?}: {error}"),
                 )
             })?;
@@ -1095,7 +1108,7 @@ impl<D: Disk> Broker<D> {
             .await
             .map_err(|error| {
                 (
-                    ErrorCode::StorageError,
+                    error.error_code(),
                     format!("could not record configs of {name:?}: {error}"),
                 )
             })?;
@@ -1215,7 +1228,7 @@ impl<D: Disk> Broker<D> {
         next.topics.remove(name);
         store.store(next).await.map_err(|error| {
             (
-                ErrorCode::StorageError,
+                error.error_code(),
                 format!("could not record the deletion of {name:?}: {error}"),
             )
         })?;
@@ -1342,7 +1355,7 @@ impl<D: Disk> Broker<D> {
             if let Err(error) = store.store(next).await {
                 tracing::error!(%error, "could not reserve producer ids");
                 return InitProducerIdResponse {
-                    error: ErrorCode::StorageError,
+                    error: error.error_code(),
                     producer_id: -1,
                     producer_epoch: -1,
                 };

@@ -455,7 +455,7 @@ impl<D: Disk> Broker<D> {
             next.transforms.insert(name.clone(), definition.clone());
             admin.store(next).await.map_err(|error| {
                 (
-                    ErrorCode::StorageError,
+                    error.error_code(),
                     format!("could not record transform {name:?}: {error}"),
                 )
             })?;
@@ -489,7 +489,7 @@ impl<D: Disk> Broker<D> {
             let definition = definition.clone();
             admin.store(next).await.map_err(|error| {
                 (
-                    ErrorCode::StorageError,
+                    error.error_code(),
                     format!("could not record transform {name:?}: {error}"),
                 )
             })?;
@@ -558,7 +558,7 @@ impl<D: Disk> Broker<D> {
             }
             admin.store(next).await.map_err(|error| {
                 (
-                    ErrorCode::StorageError,
+                    error.error_code(),
                     format!("could not record the removal: {error}"),
                 )
             })?;
