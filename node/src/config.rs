@@ -243,6 +243,7 @@ struct GroupsSection {
     heartbeat_interval_ms: Option<u64>,
     reconciling_heartbeat_interval_ms: Option<u64>,
     rebalance_timeout_max_ms: Option<u64>,
+    offset_metadata_bytes_max: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -443,6 +444,15 @@ impl NodeConfig {
         }
         if let Some(value) = groups.rebalance_timeout_max_ms {
             limits.rebalance_timeout_max = Duration::from_millis(value);
+        }
+        if let Some(value) = groups.offset_metadata_bytes_max {
+            let limit = crate::groups::coordinator::OFFSET_METADATA_BYTES_LIMIT;
+            if value > limit {
+                return Err(ConfigError(format!(
+                    "groups.offset_metadata_bytes_max = {value}: at most {limit} (the stored length is 16 bits)"
+                )));
+            }
+            limits.offset_metadata_bytes_max = value;
         }
         if limits.session_timeout_min > limits.session_timeout_max {
             return Err(ConfigError(format!(

@@ -282,6 +282,27 @@ impl<D: Disk> Broker<D> {
                 .groups
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The stored value keeps at most a 16-bit length: longer metadata would be cut
+            // (possibly inside a character, making the commit unreadable at the next start).
+            let metadata_max = coordinator.limits().offset_metadata_bytes_max;
+            if let Some((topic, partition)) = request.topics.iter().find_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .find(|partition| partition.metadata.len() > metadata_max)
+                    .map(|partition| (topic, partition))
+            }) {
+                return OffsetCommitResponse {
+                    error: ErrorCode::InvalidRequest,
+                    message: format!(
+                        "the metadata of {}/{} is {} bytes, more than groups.offset_metadata_bytes_max ({metadata_max})",
+                        topic.name,
+                        partition.partition,
+                        partition.metadata.len()
+                    ),
+                    topics: Vec::new(),
+                };
+            }
             coordinator.validate_commit(
                 &request.group_id,
                 &request.member_id,

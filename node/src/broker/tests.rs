@@ -1751,3 +1751,68 @@ fn a_damaged_offsets_batch_does_not_stall_the_start() {
         assert_eq!(create(&broker, "u", 1, &[]).await.error, ErrorCode::None);
     });
 }
+
+fn commit_with_metadata(metadata: String) -> Request {
+    Request::OffsetCommit(OffsetCommitRequest {
+        group_id: "g".into(),
+        member_id: String::new(),
+        member_epoch: 0,
+        topics: vec![OffsetCommitTopic {
+            name: "t".into(),
+            partitions: vec![OffsetCommitPartition {
+                partition: 0,
+                offset: 7,
+                metadata,
+            }],
+        }],
+    })
+}
+
+// Goal: a committed offset's metadata is bounded (groups.offset_metadata_bytes_max, Kafka's
+// offset.metadata.max.bytes): a longer one is refused with the limit named, instead of being
+// cut to the stored 16-bit length (inside a character here, which made the acknowledged
+// commit unreadable, and so lost, at the next start). One at the limit survives a restart.
+#[test]
+fn offset_commit_metadata_is_bounded_and_survives_restart() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(47);
+        {
+            let broker = broker(&disk).await;
+            create(&broker, "t", 1, &[]).await;
+            let straddling = format!("{}é", "a".repeat(65_534));
+            let Response::OffsetCommit(refused) =
+                broker.handle(commit_with_metadata(straddling)).await
+            else {
+                panic!("wrong response")
+            };
+            assert_eq!(refused.error, ErrorCode::InvalidRequest);
+            assert!(
+                refused
+                    .message
+                    .contains("more than groups.offset_metadata_bytes_max (4096)"),
+                "{}",
+                refused.message
+            );
+            let Response::OffsetCommit(accepted) =
+                broker.handle(commit_with_metadata("é".repeat(2048))).await
+            else {
+                panic!("wrong response")
+            };
+            assert_eq!(accepted.error, ErrorCode::None, "{}", accepted.message);
+            broker.close().await;
+        }
+        let broker = broker(&disk).await;
+        let Response::OffsetFetch(fetched) = broker
+            .handle(Request::OffsetFetch(OffsetFetchRequest {
+                group_id: "g".into(),
+                topics: None,
+            }))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        let committed = &fetched.topics[0].partitions[0];
+        assert_eq!(committed.offset, Some(7));
+        assert_eq!(committed.metadata, "é".repeat(2048));
+    });
+}

@@ -38,7 +38,13 @@ pub struct GroupLimits {
     pub reconciling_heartbeat_interval: Duration,
     /// Longest rebalance (revocation) timeout a member may ask for.
     pub rebalance_timeout_max: Duration,
+    /// Largest metadata string a committed offset may carry (Kafka's
+    /// `offset.metadata.max.bytes`); at most [`OFFSET_METADATA_BYTES_LIMIT`].
+    pub offset_metadata_bytes_max: usize,
 }
+
+/// What the `__consumer_offsets` value format can hold in its `u16` metadata length.
+pub const OFFSET_METADATA_BYTES_LIMIT: usize = u16::MAX as usize;
 
 impl Default for GroupLimits {
     fn default() -> Self {
@@ -50,6 +56,8 @@ impl Default for GroupLimits {
             heartbeat_interval: Duration::from_secs(1),
             reconciling_heartbeat_interval: Duration::from_millis(100),
             rebalance_timeout_max: Duration::from_secs(300),
+            // Kafka's default.
+            offset_metadata_bytes_max: 4096,
         }
     }
 }
@@ -562,6 +570,11 @@ impl GroupCoordinator {
                     .then_some(CommitRefusal::NotAssigned)
             })
             .collect())
+    }
+
+    /// The coordinator's limits.
+    pub fn limits(&self) -> &GroupLimits {
+        &self.limits
     }
 
     /// Whether the group has active members.
