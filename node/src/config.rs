@@ -146,6 +146,8 @@ struct WasmSection {
     output_bytes_max: Option<usize>,
     batch_records_max: Option<usize>,
     idle_instances_max: Option<usize>,
+    modules_max: Option<usize>,
+    module_params_bytes_max: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -247,6 +249,7 @@ struct GroupsSection {
     heartbeat_interval_ms: Option<u64>,
     reconciling_heartbeat_interval_ms: Option<u64>,
     rebalance_timeout_max_ms: Option<u64>,
+    offset_metadata_bytes_max: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -479,6 +482,15 @@ impl NodeConfig {
             limits.rebalance_timeout_max =
                 duration_ms(origin, "groups.rebalance_timeout_max_ms", value)?;
         }
+        if let Some(value) = groups.offset_metadata_bytes_max {
+            let limit = crate::groups::coordinator::OFFSET_METADATA_BYTES_LIMIT;
+            if value > limit {
+                return Err(ConfigError(format!(
+                    "groups.offset_metadata_bytes_max = {value}: at most {limit} (the stored length is 16 bits)"
+                )));
+            }
+            limits.offset_metadata_bytes_max = value;
+        }
         if limits.session_timeout_min > limits.session_timeout_max {
             return Err(ConfigError(format!(
                 "{origin}: groups.session_timeout_min_ms must not exceed groups.session_timeout_max_ms"
@@ -556,6 +568,13 @@ impl NodeConfig {
         }
         if let Some(value) = wasm.idle_instances_max {
             limits.idle_instances_max = value;
+        }
+        if let Some(value) = wasm.modules_max {
+            limits.modules_max = positive("modules_max", value as u64)? as usize;
+        }
+        if let Some(value) = wasm.module_params_bytes_max {
+            limits.module_params_bytes_max =
+                positive("module_params_bytes_max", value as u64)? as usize;
         }
         let transforms = file.transforms.unwrap_or_default();
         let limits = &mut config.broker.transforms;

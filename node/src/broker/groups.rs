@@ -115,13 +115,14 @@ impl<D: Disk> Broker<D> {
                     break;
                 }
             };
+            let read_from = offset;
             let mut store = self
                 .offsets
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for item in BatchIter::new(&read.bytes) {
                 let Ok((header, bytes)) = item else { break };
-                offset = header.last_offset() + 1;
+                offset = header.last_offset().saturating_add(1);
                 let Ok(decoded) = decode_batch(&read.bytes.slice_ref(bytes), &Default::default())
                 else {
                     skipped += 1;
@@ -138,6 +139,17 @@ impl<D: Disk> Broker<D> {
                         skipped += 1;
                     }
                 }
+            }
+            if offset <= read_from {
+                // The read's first batch does not parse. `PartitionLog::read` refuses damaged
+                // batches itself today; this keeps the loop bounded even if a read ever
+                // returns bytes that do not parse, since reading them again would never end
+                // and the node would never start.
+                tracing::error!(
+                    offset,
+                    "{OFFSETS_TOPIC} has an unreadable batch at offset {offset}; committed offsets after it are not loaded"
+                );
+                break;
             }
         }
         tracing::info!(
@@ -270,6 +282,27 @@ impl<D: Disk> Broker<D> {
                 .groups
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The stored value keeps at most a 16-bit length: longer metadata would be cut
+            // (possibly inside a character, making the commit unreadable at the next start).
+            let metadata_max = coordinator.limits().offset_metadata_bytes_max;
+            if let Some((topic, partition)) = request.topics.iter().find_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .find(|partition| partition.metadata.len() > metadata_max)
+                    .map(|partition| (topic, partition))
+            }) {
+                return OffsetCommitResponse {
+                    error: ErrorCode::InvalidRequest,
+                    message: format!(
+                        "the metadata of {}/{} is {} bytes, more than groups.offset_metadata_bytes_max ({metadata_max})",
+                        topic.name,
+                        partition.partition,
+                        partition.metadata.len()
+                    ),
+                    topics: Vec::new(),
+                };
+            }
             coordinator.validate_commit(
                 &request.group_id,
                 &request.member_id,

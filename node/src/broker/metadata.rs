@@ -131,12 +131,56 @@ impl Default for StoredMetadata {
     }
 }
 
+impl StoredMetadata {
+    /// Checks what the node later uses as file names: topic names become partition directory
+    /// and topic file names, module hashes become module file names (and select compiled
+    /// native code to load), so a hand-edited or damaged file must not lead outside the
+    /// data directory.
+    fn validate(&self) -> Result<(), String> {
+        for name in self.topics.keys() {
+            crate::broker::topic_config::validate_topic_name(name)
+                .map_err(|error| format!("topic {name:?}: {error}"))?;
+        }
+        let hashes =
+            self.modules
+                .iter()
+                .map(|(name, module)| (format!("module {name:?}"), &module.hash))
+                .chain(self.transforms.iter().map(|(name, transform)| {
+                    (format!("transform {name:?}"), &transform.module.hash)
+                }));
+        for (owner, hash) in hashes {
+            if !is_content_hash(hash) {
+                return Err(format!(
+                    "{owner}: module hash {hash:?} is not a SHA-256 in lowercase hex"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `text` is a SHA-256 in lowercase hex, as [`crate::wasm::content_hash`] writes it.
+fn is_content_hash(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+}
+
 /// Why the metadata file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     /// Reading or writing failed.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// The change would make the file bigger than the node reads back at start.
+    #[error(
+        "the metadata would be {bytes} bytes, over the {METADATA_FILE_BYTES_MAX} the node reads back at start; remove unused modules or transforms"
+    )]
+    TooLarge {
+        /// Its size.
+        bytes: u64,
+    },
     /// The file is not valid metadata (or a topic file is not a valid topic definition).
     #[error("{path}: {message}")]
     Invalid {
@@ -145,6 +189,17 @@ pub enum MetadataError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl MetadataError {
+    /// The wire code for a change that could not be recorded: `InvalidRequest` when the
+    /// change itself is too big (retrying cannot help), `StorageError` otherwise.
+    pub fn error_code(&self) -> ledge_protocol::wire::ErrorCode {
+        match self {
+            Self::TooLarge { .. } => ledge_protocol::wire::ErrorCode::InvalidRequest,
+            Self::Disk(_) | Self::Invalid { .. } => ledge_protocol::wire::ErrorCode::StorageError,
+        }
+    }
 }
 
 /// Loads and stores the metadata file.
@@ -176,6 +231,12 @@ impl<D: Disk> MetadataStore<D> {
                         ),
                     });
                 }
+                current
+                    .validate()
+                    .map_err(|message| MetadataError::Invalid {
+                        path: path.clone(),
+                        message,
+                    })?;
                 (current, true)
             }
             Err(error) if error.is_not_found() => (StoredMetadata::default(), false),
@@ -197,10 +258,12 @@ impl<D: Disk> MetadataStore<D> {
     }
 
     /// Replaces the stored metadata durably; on error the old file stands and the in-memory
-    /// copy is unchanged.
-    pub async fn store(&mut self, next: StoredMetadata) -> Result<(), DiskError> {
+    /// copy is unchanged. A file over [`METADATA_FILE_BYTES_MAX`] is refused, since `load`
+    /// would refuse it at the next start: the change that would grow it fails instead.
+    pub async fn store(&mut self, next: StoredMetadata) -> Result<(), MetadataError> {
         let bytes = serde_json::to_vec_pretty(&next)
             .expect("metadata serializes: plain maps, strings and integers");
+        check_size(&bytes)?;
         write_durable(&self.disk, &self.directory, METADATA_FILE_NAME, bytes).await?;
         self.current = next;
         Ok(())
@@ -245,6 +308,8 @@ impl<D: Disk> TopicFiles<D> {
                     stored.version
                 )));
             }
+            crate::broker::topic_config::validate_topic_name(&stored.name)
+                .map_err(|error| invalid(format!("topic {:?}: {error}", stored.name)))?;
             if stored.name != topic {
                 return Err(invalid(format!(
                     "the file names topic {:?} but is named for {topic:?}",
@@ -257,7 +322,7 @@ impl<D: Disk> TopicFiles<D> {
     }
 
     /// Writes (or replaces) the file of `name` durably.
-    pub async fn store(&self, name: &str, topic: &StoredTopic) -> Result<(), DiskError> {
+    pub async fn store(&self, name: &str, topic: &StoredTopic) -> Result<(), MetadataError> {
         let file = TopicFile {
             version: FORMAT_VERSION,
             name: name.to_string(),
@@ -265,13 +330,15 @@ impl<D: Disk> TopicFiles<D> {
         };
         let bytes = serde_json::to_vec_pretty(&file)
             .expect("a topic file serializes: plain maps, strings and integers");
+        check_size(&bytes)?;
         write_durable(
             &self.disk,
             &self.directory,
             &format!("{name}{TOPIC_FILE_SUFFIX}"),
             bytes,
         )
-        .await
+        .await?;
+        Ok(())
     }
 
     /// Removes the file of `name`, if there is one.
@@ -305,6 +372,14 @@ impl<D: Disk> TopicFiles<D> {
         }
         Ok(())
     }
+}
+
+fn check_size(bytes: &[u8]) -> Result<(), MetadataError> {
+    let bytes = bytes.len() as u64;
+    if bytes > METADATA_FILE_BYTES_MAX {
+        return Err(MetadataError::TooLarge { bytes });
+    }
+    Ok(())
 }
 
 /// Reads a whole metadata or topic file, refusing one over [`METADATA_FILE_BYTES_MAX`].

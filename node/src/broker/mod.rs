@@ -319,6 +319,20 @@ impl<D: Disk> Broker<D> {
         if !existed && !directories.is_empty() {
             rebuild_topics(data_dir, &directories, &topic_files, &mut stored).await?;
         }
+        // Every stored partition is opened below: a count no limit allows (a damaged or
+        // hand-edited file, or a lowered limit) is refused before anything is touched.
+        let stored_partitions: u64 = stored
+            .topics
+            .values()
+            .map(|topic| u64::from(topic.partitions))
+            .sum();
+        if stored_partitions > u64::from(config.partitions_max) {
+            return Err(BrokerError::Reconcile(format!(
+                "{} holds {stored_partitions} partitions, more than limits.partitions_max ({}); raise limits.partitions_max to at least {stored_partitions} to open it",
+                data_dir.display(),
+                config.partitions_max
+            )));
+        }
         for name in &directories {
             let path = logs_dir.join(name);
             let known = PartitionKey::from_directory_name(name).is_some_and(|key| {
@@ -430,12 +444,22 @@ impl<D: Disk> Broker<D> {
                 "the logs hold producer ids above the stored reservation; new ids start above them"
             );
         }
-        let reserved_until = next.checked_add(PRODUCER_ID_BLOCK).ok_or_else(|| {
-            BrokerError::Reconcile(format!(
-                "producer ids are exhausted: the next would be {next}, the largest a producer id may be is {}",
-                i64::MAX
-            ))
-        })?;
+        let Some(reserved_until) = next.checked_add(PRODUCER_ID_BLOCK) else {
+            // Only a damaged or hand-edited metadata.json gets here: the node serves, and
+            // InitProducerId answers StorageError (non-idempotent producers still work).
+            tracing::error!(
+                next,
+                "producer ids are exhausted (metadata.json's producer_ids_reserved_until is at the end of the id space); idempotent producers cannot start"
+            );
+            *self
+                .producer_ids
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = ProducerIds {
+                next: i64::MAX,
+                reserved_until: i64::MAX,
+            };
+            return Ok(());
+        };
         next_stored.producer_ids_reserved_until = reserved_until;
         store.store(next_stored).await?;
         *self
@@ -934,9 +958,22 @@ impl<D: Disk> Broker<D> {
         name: &str,
         topic: &StoredTopic,
         next: StoredMetadata,
-    ) -> Result<(), DiskError> {
+    ) -> Result<(), metadata::MetadataError> {
+        let previous = store.current().topics.get(name).cloned();
         self.topic_files.store(name, topic).await?;
-        store.store(next).await
+        let stored = store.store(next).await;
+        if stored.is_err() {
+            // Best effort: put the file back as metadata.json still has it, so a rebuild
+            // never restores a change that was refused (the next start fixes it otherwise).
+            let restored = match &previous {
+                Some(previous) => self.topic_files.store(name, previous).await,
+                None => self.topic_files.remove(name).await.map_err(Into::into),
+            };
+            if let Err(error) = restored {
+                tracing::warn!(topic = %name, %error, "could not restore the topic file; it is rewritten at the next start");
+            }
+        }
+        stored
     }
 
     async fn create_topic(
@@ -977,7 +1014,7 @@ impl<D: Disk> Broker<D> {
                 }
             }
             return Err((
-                ErrorCode::StorageError,
+                error.error_code(),
                 format!("could not record topic {name:?}: {error}"),
             ));
         }
@@ -1018,7 +1055,7 @@ impl<D: Disk> Broker<D> {
             .await
             .map_err(|error| {
                 (
-                    ErrorCode::StorageError,
+                    error.error_code(),
                     format!("could not record partitions of {name:?}: {error}"),
                 )
             })?;
@@ -1070,7 +1107,7 @@ impl<D: Disk> Broker<D> {
             .await
             .map_err(|error| {
                 (
-                    ErrorCode::StorageError,
+                    error.error_code(),
                     format!("could not record configs of {name:?}: {error}"),
                 )
             })?;
@@ -1190,7 +1227,7 @@ impl<D: Disk> Broker<D> {
         next.topics.remove(name);
         store.store(next).await.map_err(|error| {
             (
-                ErrorCode::StorageError,
+                error.error_code(),
                 format!("could not record the deletion of {name:?}: {error}"),
             )
         })?;
@@ -1317,7 +1354,7 @@ impl<D: Disk> Broker<D> {
             if let Err(error) = store.store(next).await {
                 tracing::error!(%error, "could not reserve producer ids");
                 return InitProducerIdResponse {
-                    error: ErrorCode::StorageError,
+                    error: error.error_code(),
                     producer_id: -1,
                     producer_epoch: -1,
                 };

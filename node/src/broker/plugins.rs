@@ -446,14 +446,35 @@ impl<D: Disk> Broker<D> {
                 ),
             ));
         }
+        let too_many = |count: usize| {
+            (
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the node keeps {count} modules, its limit (wasm.modules_max); delete unused ones with `ledge module delete`"
+                ),
+            )
+        };
+        let is_new_name_over_limit = |modules: &BTreeMap<String, StoredModule>| {
+            !modules.contains_key(&request.name) && modules.len() >= self.config.wasm.modules_max
+        };
+        {
+            let admin = self.admin.lock().await;
+            if is_new_name_over_limit(&admin.current().modules) {
+                return Err(too_many(admin.current().modules.len()));
+            }
+        }
         let stored = self.store_module(request.module, kind, params).await?;
         let hash = stored.hash.clone();
         let mut admin = self.admin.lock().await;
+        // Again under the lock that records it: another upload may have come in meanwhile.
+        if is_new_name_over_limit(&admin.current().modules) {
+            return Err(too_many(admin.current().modules.len()));
+        }
         let mut next = admin.current().clone();
         next.modules.insert(request.name.clone(), stored);
         admin.store(next).await.map_err(|error| {
             (
-                ErrorCode::StorageError,
+                error.error_code(),
                 format!("could not record module {:?}: {error}", request.name),
             )
         })?;
@@ -469,6 +490,19 @@ impl<D: Disk> Broker<D> {
         kind: PluginKind,
         params: BTreeMap<String, String>,
     ) -> Result<StoredModule, (ErrorCode, String)> {
+        let params_bytes: usize = params
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        if params_bytes > self.config.wasm.module_params_bytes_max {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the parameters are {params_bytes} bytes, more than wasm.module_params_bytes_max ({})",
+                    self.config.wasm.module_params_bytes_max
+                ),
+            ));
+        }
         let size_bytes = bytes.len() as u64;
         let module = self
             .modules
@@ -562,7 +596,7 @@ impl<D: Disk> Broker<D> {
             }
             admin.store(next).await.map_err(|error| {
                 (
-                    ErrorCode::StorageError,
+                    error.error_code(),
                     format!("could not record the removal: {error}"),
                 )
             })

@@ -807,6 +807,98 @@ fn topic_files_follow_topic_changes() {
     });
 }
 
+async fn write_file(disk: &SimDisk, path: &Path, bytes: &[u8]) {
+    use crate::storage::DiskFile as _;
+    let _ = disk.remove_file(path).await;
+    if let Some(parent) = path.parent() {
+        crate::storage::disk::create_dir_durable(disk, parent)
+            .await
+            .unwrap();
+    }
+    let file = disk
+        .open(path, crate::storage::OpenMode::CreateNew)
+        .await
+        .unwrap();
+    file.write_at(0, Bytes::copy_from_slice(bytes))
+        .await
+        .unwrap();
+    file.sync_data().await.unwrap();
+}
+
+async fn open_error(disk: &SimDisk) -> String {
+    match Broker::open(
+        disk.clone(),
+        Path::new(DATA),
+        BrokerConfig::default(),
+        Arc::new(ManualClock::new(1_000_000)),
+    )
+    .await
+    {
+        Ok(_) => panic!("opened"),
+        Err(error) => error.to_string(),
+    }
+}
+
+// Goal: values from metadata.json that become file names or loop bounds, or that arithmetic
+// runs on, are checked: a topic name or module hash that would lead outside the data
+// directory and a partition count beyond limits.partitions_max refuse the start with the
+// reason (before anything is created or removed); producer ids at the end of the id space
+// leave the node serving, with InitProducerId refused.
+#[test]
+fn hostile_metadata_values_are_refused_or_contained() {
+    runtime().block_on(async {
+        let metadata_path = Path::new(DATA).join(metadata::METADATA_FILE_NAME);
+        let module = |hash: &str| {
+            format!(
+                r#"{{"hash": "{hash}", "kind": "filter", "size_bytes": 1, "params": {{}}, "uploaded_ms": 0}}"#
+            )
+        };
+        let file = |topics: &str, modules: &str, reserved: i64| {
+            format!(
+                r#"{{"version": 1, "topics": {{{topics}}}, "producer_ids_reserved_until": {reserved}, "modules": {{{modules}}}}}"#
+            )
+        };
+        let cases = [
+            (
+                file(r#""../escape": {"partitions": 1, "configs": {}, "created_ms": 0}"#, "", 1000),
+                "topic \"../escape\"",
+            ),
+            (
+                file("", &format!(r#""m": {}"#, module("../../../etc/passwd")), 1000),
+                "is not a SHA-256 in lowercase hex",
+            ),
+            (
+                file(r#""wide": {"partitions": 4000000000, "configs": {}, "created_ms": 0}"#, "", 1000),
+                "more than limits.partitions_max (4096)",
+            ),
+        ];
+        for (seed, (text, expected)) in (40..).zip(cases) {
+            let disk = SimDisk::new(seed);
+            write_file(&disk, &metadata_path, text.as_bytes()).await;
+            let error = open_error(&disk).await;
+            assert!(error.contains(expected), "{error}");
+            assert!(
+                disk.list_dir(Path::new("/escape")).await.is_err()
+                    && disk.list_dir(&Path::new(DATA).join("logs")).await.unwrap().is_empty(),
+                "nothing was created"
+            );
+        }
+        let disk = SimDisk::new(45);
+        write_file(&disk, &metadata_path, file("", "", i64::MAX - 10).as_bytes()).await;
+        let broker = broker(&disk).await;
+        let Response::InitProducerId(refused) = broker
+            .handle(Request::InitProducerId(InitProducerIdRequest::default()))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(refused.error, ErrorCode::StorageError);
+        // Everything else serves.
+        assert_eq!(create(&broker, "t", 1, &[]).await.error, ErrorCode::None);
+        assert_eq!(produce(&broker, "t", 0, batch(2, 0), Acks::All).await.error, ErrorCode::None);
+    });
+}
+
 // Goal: the partition-count errors name config keys that exist (`limits.*`).
 #[test]
 fn partition_limit_errors_name_real_config_keys() {
@@ -1678,5 +1770,123 @@ fn compacted_topics_and_consumer_offsets_are_compacted() {
             panic!()
         };
         assert_eq!(fetched.topics[0].partitions[0].offset, Some(79));
+    });
+}
+
+// Goal: an unreadable batch in a sealed segment of __consumer_offsets does not stop the node
+// from starting. The replay advances only on batches it parses; `PartitionLog::read` refuses
+// a damaged batch today, and the replay also stops when a read makes no progress, so neither
+// layer can loop forever. Method: roll __consumer_offsets with small segments, damage the
+// first batch's magic byte in the oldest segment, reopen under a timeout.
+#[test]
+fn a_damaged_offsets_batch_does_not_stall_the_start() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(46);
+        {
+            let broker = broker(&disk).await;
+            create(&broker, "t", 1, &[]).await;
+            broker
+                .alter_topic(
+                    OFFSETS_TOPIC,
+                    &BTreeMap::from([
+                        ("segment.bytes".to_string(), "1024".to_string()),
+                        ("max.message.bytes".to_string(), "1000".to_string()),
+                    ]),
+                    &[],
+                )
+                .await
+                .unwrap();
+            for offset in 0..40 {
+                let Response::OffsetCommit(committed) =
+                    broker.handle(commit_request("", 0, 0, offset)).await
+                else {
+                    panic!("wrong response")
+                };
+                assert_eq!(committed.error, ErrorCode::None, "{}", committed.message);
+            }
+            broker.close().await;
+        }
+        let directory = Path::new(DATA)
+            .join("logs")
+            .join(format!("{OFFSETS_TOPIC}-0"));
+        let mut segments: Vec<String> = disk
+            .list_dir(&directory)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|name| name.ends_with(".log"))
+            .collect();
+        segments.sort();
+        assert!(segments.len() > 1, "{segments:?}");
+        // 16-byte segment header, then the first batch; its magic byte is at 16 + 16.
+        assert!(disk.corrupt_bit(&directory.join(&segments[0]), 32, 0));
+        let opened = tokio::time::timeout(Duration::from_secs(30), broker(&disk)).await;
+        let broker = opened.expect("the start finished");
+        assert_eq!(create(&broker, "u", 1, &[]).await.error, ErrorCode::None);
+    });
+}
+
+fn commit_with_metadata(metadata: String) -> Request {
+    Request::OffsetCommit(OffsetCommitRequest {
+        group_id: "g".into(),
+        member_id: String::new(),
+        member_epoch: 0,
+        topics: vec![OffsetCommitTopic {
+            name: "t".into(),
+            partitions: vec![OffsetCommitPartition {
+                partition: 0,
+                offset: 7,
+                metadata,
+            }],
+        }],
+    })
+}
+
+// Goal: a committed offset's metadata is bounded (groups.offset_metadata_bytes_max, Kafka's
+// offset.metadata.max.bytes): a longer one is refused with the limit named, instead of being
+// cut to the stored 16-bit length (inside a character here, which made the acknowledged
+// commit unreadable, and so lost, at the next start). One at the limit survives a restart.
+#[test]
+fn offset_commit_metadata_is_bounded_and_survives_restart() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(47);
+        {
+            let broker = broker(&disk).await;
+            create(&broker, "t", 1, &[]).await;
+            let straddling = format!("{}é", "a".repeat(65_534));
+            let Response::OffsetCommit(refused) =
+                broker.handle(commit_with_metadata(straddling)).await
+            else {
+                panic!("wrong response")
+            };
+            assert_eq!(refused.error, ErrorCode::InvalidRequest);
+            assert!(
+                refused
+                    .message
+                    .contains("more than groups.offset_metadata_bytes_max (4096)"),
+                "{}",
+                refused.message
+            );
+            let Response::OffsetCommit(accepted) =
+                broker.handle(commit_with_metadata("é".repeat(2048))).await
+            else {
+                panic!("wrong response")
+            };
+            assert_eq!(accepted.error, ErrorCode::None, "{}", accepted.message);
+            broker.close().await;
+        }
+        let broker = broker(&disk).await;
+        let Response::OffsetFetch(fetched) = broker
+            .handle(Request::OffsetFetch(OffsetFetchRequest {
+                group_id: "g".into(),
+                topics: None,
+            }))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        let committed = &fetched.topics[0].partitions[0];
+        assert_eq!(committed.offset, Some(7));
+        assert_eq!(committed.metadata, "é".repeat(2048));
     });
 }

@@ -426,13 +426,26 @@ impl<D: Disk> Broker<D> {
                 Err(error) => return Err(error),
             }
         }
+        let version = match &existing {
+            None => 1,
+            // The version comes from metadata.json; wrapping would repeat old versions.
+            Some(existing) => existing.version.checked_add(1).ok_or_else(|| {
+                (
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "transform {:?} is at version {}, the last there is; remove it and deploy it again",
+                        declared.name, existing.version
+                    ),
+                )
+            })?,
+        };
         let definition = StoredTransform {
             module,
             input: declared.input.clone(),
             output,
             dead_letter_topic,
             on_error: declared.on_error,
-            version: existing.as_ref().map_or(1, |existing| existing.version + 1),
+            version,
             // A new version starts running; an operator deploys a fix to resume.
             stopped: None,
         };
@@ -442,7 +455,7 @@ impl<D: Disk> Broker<D> {
             next.transforms.insert(name.clone(), definition.clone());
             admin.store(next).await.map_err(|error| {
                 (
-                    ErrorCode::StorageError,
+                    error.error_code(),
                     format!("could not record transform {name:?}: {error}"),
                 )
             })?;
@@ -476,7 +489,7 @@ impl<D: Disk> Broker<D> {
             let definition = definition.clone();
             admin.store(next).await.map_err(|error| {
                 (
-                    ErrorCode::StorageError,
+                    error.error_code(),
                     format!("could not record transform {name:?}: {error}"),
                 )
             })?;
@@ -545,7 +558,7 @@ impl<D: Disk> Broker<D> {
             }
             admin.store(next).await.map_err(|error| {
                 (
-                    ErrorCode::StorageError,
+                    error.error_code(),
                     format!("could not record the removal: {error}"),
                 )
             })?;
@@ -651,7 +664,10 @@ impl<D: Disk> Broker<D> {
                 .and_then(|live| live.get(&partition).copied())
                 .or_else(|| committed.get(&partition).copied())
                 .unwrap_or_else(|| log.log_start_offset());
-            description.lag += u64::try_from(log.high_watermark() - position).unwrap_or(0);
+            // A stored position can be anything `__consumer_offsets` holds: no overflow.
+            description.lag = description.lag.saturating_add(
+                u64::try_from(log.high_watermark().saturating_sub(position)).unwrap_or(0),
+            );
             description.positions.push(PartitionOffset {
                 partition,
                 offset: position,

@@ -1200,3 +1200,140 @@ fn a_transform_position_group_is_refused_to_the_group_apis() {
         broker.close().await;
     });
 }
+
+// Goal: a transform version at the end of its range (from a damaged or hand-edited
+// metadata.json) refuses the next deploy with the way out instead of overflowing.
+#[test]
+fn a_transform_version_at_its_limit_refuses_the_next_deploy() {
+    runtime().block_on(async {
+        use crate::storage::DiskFile as _;
+        let disk = SimDisk::new(33);
+        let path = Path::new(DATA).join(metadata::METADATA_FILE_NAME);
+        {
+            let broker = open(&disk).await;
+            create(&broker, "orders", 1, &[]).await;
+            broker
+                .deploy_transform(transform(
+                    "copy",
+                    module(KEEP),
+                    "orders",
+                    transforms::OnError::Skip,
+                ))
+                .await
+                .unwrap();
+            broker.close().await;
+        }
+        let mut stored: serde_json::Value =
+            serde_json::from_slice(&disk.contents(&path).unwrap()).unwrap();
+        stored["transforms"]["copy"]["version"] = serde_json::json!(u32::MAX);
+        disk.remove_file(&path).await.unwrap();
+        let file = disk
+            .open(&path, crate::storage::OpenMode::CreateNew)
+            .await
+            .unwrap();
+        file.write_at(0, Bytes::from(serde_json::to_vec(&stored).unwrap()))
+            .await
+            .unwrap();
+        file.sync_data().await.unwrap();
+        drop(file);
+        let broker = open(&disk).await;
+        let (code, message) = broker
+            .deploy_transform(transform(
+                "copy",
+                module(KEEP),
+                "orders",
+                transforms::OnError::Skip,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(code, ErrorCode::InvalidRequest);
+        assert!(
+            message.contains("remove it and deploy it again"),
+            "{message}"
+        );
+        broker.close().await;
+    });
+}
+
+// Goal: what uploads add to metadata.json is bounded (module count, parameter bytes), and
+// metadata.json never grows past what the node reads back at start: a change that would is
+// refused, and the node still opens.
+#[test]
+fn uploads_are_bounded_and_metadata_never_outgrows_its_read_limit() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(34);
+        let mut limited = config();
+        limited.wasm.modules_max = 2;
+        limited.wasm.module_params_bytes_max = 32;
+        let broker = Broker::open(
+            disk.clone(),
+            Path::new(DATA),
+            limited,
+            Arc::new(ManualClock::new(1_000_000)),
+        )
+        .await
+        .unwrap();
+        let upload = |name: &str, params: Vec<PluginParam>| UploadModuleRequest {
+            name: name.into(),
+            kind: "filter".into(),
+            module: module(KEEP),
+            params,
+        };
+        for name in ["a", "b"] {
+            let response = broker.upload_module(upload(name, vec![])).await;
+            assert_eq!(response.error, ErrorCode::None, "{}", response.message);
+        }
+        let third = broker.upload_module(upload("c", vec![])).await;
+        assert_eq!(third.error, ErrorCode::InvalidRequest);
+        assert!(
+            third.message.contains("wasm.modules_max"),
+            "{}",
+            third.message
+        );
+        // Replacing a module under its name is not a new one.
+        let replaced = broker.upload_module(upload("a", vec![])).await;
+        assert_eq!(replaced.error, ErrorCode::None, "{}", replaced.message);
+        let big = broker
+            .upload_module(upload(
+                "a",
+                vec![PluginParam {
+                    key: "k".into(),
+                    value: "v".repeat(40),
+                }],
+            ))
+            .await;
+        assert_eq!(big.error, ErrorCode::InvalidRequest);
+        assert!(
+            big.message.contains("wasm.module_params_bytes_max (32)"),
+            "{}",
+            big.message
+        );
+        broker.close().await;
+
+        // The file-size rule itself, on the store: refused, old file kept, still loadable.
+        let (mut store, existed) = MetadataStore::load(disk.clone(), Path::new(DATA))
+            .await
+            .unwrap();
+        assert!(existed);
+        let before = store.current().clone();
+        let mut next = before.clone();
+        next.topics.insert(
+            "huge".into(),
+            StoredTopic {
+                partitions: 1,
+                configs: BTreeMap::from([(
+                    "k".to_string(),
+                    "x".repeat(metadata::METADATA_FILE_BYTES_MAX as usize),
+                )]),
+                created_ms: 0,
+            },
+        );
+        let error = store.store(next).await.unwrap_err();
+        assert_eq!(error.error_code(), ErrorCode::InvalidRequest);
+        assert_eq!(store.current(), &before);
+        let (reloaded, _) = MetadataStore::load(disk.clone(), Path::new(DATA))
+            .await
+            .unwrap();
+        assert_eq!(reloaded.current(), &before);
+    });
+}

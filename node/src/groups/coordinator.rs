@@ -38,7 +38,13 @@ pub struct GroupLimits {
     pub reconciling_heartbeat_interval: Duration,
     /// Longest rebalance (revocation) timeout a member may ask for.
     pub rebalance_timeout_max: Duration,
+    /// Largest metadata string a committed offset may carry (Kafka's
+    /// `offset.metadata.max.bytes`); at most [`OFFSET_METADATA_BYTES_LIMIT`].
+    pub offset_metadata_bytes_max: usize,
 }
+
+/// What the `__consumer_offsets` value format can hold in its `u16` metadata length.
+pub const OFFSET_METADATA_BYTES_LIMIT: usize = u16::MAX as usize;
 
 impl Default for GroupLimits {
     fn default() -> Self {
@@ -50,6 +56,8 @@ impl Default for GroupLimits {
             heartbeat_interval: Duration::from_secs(1),
             reconciling_heartbeat_interval: Duration::from_millis(100),
             rebalance_timeout_max: Duration::from_secs(300),
+            // Kafka's default.
+            offset_metadata_bytes_max: 4096,
         }
     }
 }
@@ -283,12 +291,14 @@ impl GroupCoordinator {
             heartbeat.session_timeout,
             limits.session_timeout_min,
             limits.session_timeout_max,
+            "groups.session_timeout_min_ms and groups.session_timeout_max_ms",
         )?;
         check_timeout(
             "rebalance timeout",
             heartbeat.rebalance_timeout,
             Duration::ZERO,
             limits.rebalance_timeout_max,
+            "groups.rebalance_timeout_max_ms",
         )?;
         let pattern = match &heartbeat.subscribed_pattern {
             Some(text) => Some((
@@ -562,6 +572,11 @@ impl GroupCoordinator {
             .collect())
     }
 
+    /// The coordinator's limits.
+    pub fn limits(&self) -> &GroupLimits {
+        &self.limits
+    }
+
     /// Whether the group has active members.
     pub fn has_members(&self, group_id: &str) -> bool {
         self.groups
@@ -645,15 +660,18 @@ impl GroupCoordinator {
     }
 }
 
+/// `node_keys` names the node's config keys that set the bounds, so the operator knows what
+/// to change if the client's value is the right one.
 fn check_timeout(
     name: &str,
     value: Duration,
     minimum: Duration,
     maximum: Duration,
+    node_keys: &str,
 ) -> Result<(), GroupError> {
     if value < minimum || value > maximum {
         return Err(GroupError::InvalidTimeout(format!(
-            "{name} of {} ms is outside {}..={} ms",
+            "{name} of {} ms is outside {}..={} ms (the node's {node_keys})",
             value.as_millis(),
             minimum.as_millis(),
             maximum.as_millis()

@@ -34,6 +34,11 @@ pub struct WasmLimits {
     pub batch_records_max: usize,
     /// Idle instances kept per plug-in.
     pub idle_instances_max: usize,
+    /// Named modules the node keeps (uploads of new names are refused beyond).
+    pub modules_max: usize,
+    /// Bytes of parameter names and values one module or transform may have; they are kept
+    /// in `metadata.json`, so this bounds what an upload can add to it.
+    pub module_params_bytes_max: usize,
 }
 
 impl Default for WasmLimits {
@@ -46,6 +51,8 @@ impl Default for WasmLimits {
             output_bytes_max: 16 * 1024 * 1024,
             batch_records_max: 1024,
             idle_instances_max: 4,
+            modules_max: 1024,
+            module_params_bytes_max: 16 * 1024,
         }
     }
 }
