@@ -229,6 +229,7 @@ struct LogSection {
     recovery_read_bytes: Option<usize>,
     retention_check_interval_ms: Option<u64>,
     compaction_key_map_bytes_max: Option<usize>,
+    verify_bytes_per_second: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -418,6 +419,9 @@ impl NodeConfig {
         }
         if let Some(value) = log.compaction_key_map_bytes_max {
             broker.compaction_key_map_bytes_max = value;
+        }
+        if let Some(value) = log.verify_bytes_per_second {
+            broker.verify_bytes_per_second = value;
         }
         let groups = file.groups.unwrap_or_default();
         let limits = &mut broker.groups;

@@ -110,6 +110,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     broker.start_transforms().await;
     tokio::spawn(Arc::clone(&broker).run_group_timer());
     tokio::spawn(Arc::clone(&broker).run_retention());
+    tokio::spawn(Arc::clone(&broker).run_verifier());
     let tls = tls::load_or_generate(
         &config.data_dir,
         config.tls_cert.as_deref(),

@@ -42,6 +42,7 @@ use super::segment::{
     self, ActiveSegmentStats, CHECKPOINT_FILE_NAME, PartitionFile, RollPolicy,
     SEGMENT_HEADER_BYTES, SegmentHeaderError,
 };
+use super::verify::{SegmentCheck, SegmentDamage};
 use crate::clock::Clock;
 
 /// Limits and policies of one partition log. Every field has a documented default
@@ -395,6 +396,8 @@ struct Shared<D: Disk> {
     compaction: tokio::sync::Mutex<()>,
     /// Wall time of the last compaction that rewrote a segment (since this open).
     last_compaction_ms: std::sync::atomic::AtomicI64,
+    /// Damage the background verifier found in a sealed segment (since this open).
+    damage: std::sync::Mutex<Option<SegmentDamage>>,
 }
 
 struct Segment<F> {
@@ -513,6 +516,7 @@ impl<D: Disk> PartitionLog<D> {
             disk: disk.clone(),
             compaction: tokio::sync::Mutex::new(()),
             last_compaction_ms: std::sync::atomic::AtomicI64::new(-1),
+            damage: std::sync::Mutex::new(None),
         });
         let (commands, receiver) = mpsc::channel(config.append_queue_depth);
         let writer = Writer {
@@ -663,10 +667,11 @@ impl<D: Disk> PartitionLog<D> {
                 file,
                 path,
                 start_position,
-                readable_end,
+                mut readable_end,
                 segment_end,
                 high_watermark,
                 log_start_offset,
+                segment_base,
             ) = {
                 let state = self.shared.read_state();
                 if from_offset < state.log_start_offset || from_offset > state.high_watermark {
@@ -705,8 +710,20 @@ impl<D: Disk> PartitionLog<D> {
                     segment.next_offset,
                     state.high_watermark,
                     state.log_start_offset,
+                    segment.base_offset,
                 )
             };
+            // A damaged range found by the verifier is never served, and never skipped in
+            // silence: reads stop before it, and a read at or past it is an error naming it.
+            let damage = self
+                .damage()
+                .filter(|damage| damage.segment_base == segment_base);
+            if let Some(damage) = &damage {
+                if from_offset >= damage.first_offset {
+                    return Err(damaged_range(damage));
+                }
+                readable_end = readable_end.min(damage.position);
+            }
             let bytes = read_batches(
                 &*file,
                 &path,
@@ -717,6 +734,11 @@ impl<D: Disk> PartitionLog<D> {
                 u64::from(self.shared.config().index_interval_bytes),
             )
             .await?;
+            if let Some(damage) = &damage
+                && bytes.is_empty()
+            {
+                return Err(damaged_range(damage));
+            }
             if bytes.is_empty() && segment_end > from_offset && segment_end < high_watermark {
                 // Nothing readable left in this segment at or after the offset (it fell in a
                 // gap left by deleted batches): continue in the next segment.
@@ -791,6 +813,70 @@ impl<D: Disk> PartitionLog<D> {
                 return Ok(None);
             }
         }
+    }
+
+    /// A check of each sealed segment, oldest first, for the background verifier.
+    pub fn sealed_segment_checks(&self) -> Vec<SegmentCheck<D::File>> {
+        let state = self.shared.read_state();
+        let last = state.segments.len().saturating_sub(1);
+        state
+            .segments
+            .values()
+            .take(last)
+            .map(|segment| SegmentCheck {
+                path: segment.path.clone(),
+                file: Arc::clone(&segment.file),
+                segment_base: segment.base_offset,
+                size: segment.size_bytes,
+                end_offset: segment.next_offset,
+                compacted: segment.compacted,
+                position: SEGMENT_HEADER_BYTES,
+                next_offset: segment.base_offset,
+                want: 0,
+            })
+            .collect()
+    }
+
+    /// Records damage the verifier found (logged once per segment and position); reads of
+    /// the damaged range then fail with it, and `damage` reports it.
+    pub fn report_damage(&self, damage: SegmentDamage) {
+        let mut current = self
+            .shared
+            .damage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = current.as_ref().is_some_and(|known| {
+            known.segment_base == damage.segment_base && known.position == damage.position
+        });
+        if !known {
+            tracing::error!(
+                segment = %damage.path.display(),
+                position = damage.position,
+                first_offset = damage.first_offset,
+                reason = %damage.reason,
+                "damage found in a sealed segment; reads from offset {} of this segment fail until it is restored (docs/OPERATIONS.md, \"A damaged partition\")",
+                damage.first_offset
+            );
+        }
+        // Keep the oldest damage: it is the one a consumer meets first.
+        let replace = current.as_ref().is_none_or(|known| {
+            !known_exists(&self.shared.read_state(), known)
+                || (damage.segment_base, damage.position) <= (known.segment_base, known.position)
+        });
+        if replace {
+            *current = Some(damage);
+        }
+    }
+
+    /// Damage the verifier found in a segment that is still part of the log, if any.
+    pub fn damage(&self) -> Option<SegmentDamage> {
+        let damage = self
+            .shared
+            .damage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        known_exists(&self.shared.read_state(), &damage).then_some(damage)
     }
 
     /// Size, offsets and newest timestamp of every segment, oldest first.
@@ -1241,6 +1327,23 @@ async fn read_batches<F: DiskFile>(
         position += cursor as u64;
     }
     Ok(Bytes::new())
+}
+
+/// Whether the segment `damage` is in is still part of the log (retention may have removed it).
+fn known_exists<F>(state: &LogState<F>, damage: &SegmentDamage) -> bool {
+    state.segments.contains_key(&damage.segment_base)
+}
+
+fn damaged_range(damage: &SegmentDamage) -> ReadError {
+    ReadError::Corrupt {
+        path: damage.path.clone(),
+        position: damage.position,
+        reason: format!(
+            "damaged from offset {} on (found by the background verifier: {}); restore the \
+             partition (docs/OPERATIONS.md, \"A damaged partition\")",
+            damage.first_offset, damage.reason
+        ),
+    }
 }
 
 /// `DiskError` holds an `io::Error`, which is not `Clone`; one failed write answers many appends.

@@ -791,6 +791,87 @@ fn lowering_max_message_bytes_keeps_stored_batches_readable() {
     });
 }
 
+/// Runs every sealed-segment check of `log` to its end; the damage found, oldest first.
+async fn verify_all<D: Disk>(log: &PartitionLog<D>) -> Vec<SegmentDamage> {
+    use crate::storage::verify::VerifyStep;
+    let mut found = Vec::new();
+    for mut check in log.sealed_segment_checks() {
+        loop {
+            match check.step(300, 42).await.unwrap() {
+                VerifyStep::Read(bytes) => assert!(bytes > 0),
+                VerifyStep::Clean => break,
+                VerifyStep::Damaged(damage) => {
+                    found.push(damage);
+                    break;
+                }
+            }
+        }
+    }
+    found
+}
+
+// Goal: the background verifier finds a bit flip in a sealed segment of a running log (which
+// nothing else reads until a consumer does), names file, position and first offset, and
+// from then on reads stop before the damaged range and a read in it fails with that damage,
+// never returning the damaged batch or skipping past it in silence.
+#[test]
+fn the_verifier_finds_damage_in_sealed_segments_and_reads_report_it() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(18);
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), clock())
+            .await
+            .unwrap();
+        for tag in 0..100 {
+            log.append(batch(tag, 3, 0), AppendDurability::Synced)
+                .await
+                .unwrap();
+        }
+        let segments = log.segment_infos();
+        assert!(segments.len() >= 3, "{segments:?}");
+        assert!(verify_all(&log).await.is_empty(), "a healthy log is clean");
+        // Flip a bit in the third batch of the second segment.
+        let second = segments[1];
+        let path = PathBuf::from(DIR).join(segment::segment_file_name(second.base_offset));
+        let contents = disk.contents(&path).unwrap();
+        let sizes: Vec<u64> = BatchIter::new(&contents[16..])
+            .take(2)
+            .map(|item| item.unwrap().1.len() as u64)
+            .collect();
+        let damaged_at = 16 + sizes[0] + sizes[1];
+        assert!(disk.corrupt_bit(&path, damaged_at as usize + 70, 2));
+        let found = verify_all(&log).await;
+        assert_eq!(found.len(), 1, "{found:?}");
+        let damage = found[0].clone();
+        assert_eq!(damage.path, path);
+        assert_eq!(damage.position, damaged_at);
+        assert_eq!(damage.first_offset, second.base_offset + 6);
+        assert_eq!(damage.found_ms, 42);
+        assert!(damage.to_string().contains("CRC"), "{damage}");
+        log.report_damage(damage.clone());
+        assert_eq!(log.damage(), Some(damage.clone()));
+        // Below the damage: whole batches, ending before it.
+        let read = log.read(second.base_offset, 1 << 20).await.unwrap();
+        let offsets: Vec<i64> = BatchIter::new(&read.bytes)
+            .map(|item| item.unwrap().0.base_offset)
+            .collect();
+        assert_eq!(offsets, vec![second.base_offset, second.base_offset + 3]);
+        // At and past it: an error naming it, not the damaged batch and not a skip.
+        for offset in [damage.first_offset, damage.first_offset + 1] {
+            let error = log.read(offset, 1 << 20).await.unwrap_err();
+            let message = error.to_string();
+            assert!(
+                matches!(error, ReadError::Corrupt { .. })
+                    && message.contains(&path.display().to_string())
+                    && message.contains("background verifier"),
+                "{message}"
+            );
+        }
+        // Other segments read as before.
+        assert!(log.read(0, 1 << 20).await.is_ok());
+        assert!(log.read(second.end_offset, 1 << 20).await.is_ok());
+    });
+}
+
 // Goal: foreign files, newer formats and unreadable checkpoints are refused by name.
 #[test]
 fn foreign_and_newer_files_are_refused_by_name() {
