@@ -1392,21 +1392,41 @@ async fn open_files<D: Disk>(
     segment_bases.sort_unstable();
 
     let checkpoint_path = directory.join(CHECKPOINT_FILE_NAME);
-    let (mut checkpoint_file, mut checkpoint) = if has_checkpoint {
+    let mut stored = None;
+    if has_checkpoint {
         let file = disk.open(&checkpoint_path, OpenMode::ReadWrite).await?;
         let bytes = file
             .read_at(0, super::checkpoint::CHECKPOINT_FILE_BYTES)
             .await?;
-        let checkpoint = Checkpoint::decode(&bytes).map_err(|error| OpenError::Checkpoint {
-            path: checkpoint_path.clone(),
-            error,
-        })?;
+        match Checkpoint::decode(&bytes) {
+            Ok(checkpoint) => stored = Some((file, checkpoint)),
+            // Both slots damaged: only media damage does that (writes alternate slots). The
+            // segments say everything but the log start, and recovery does not need the
+            // recovery point to keep damage from being cut (it judges the damage's shape),
+            // so rebuild it rather than keep the partition offline. Records below the lost
+            // log start in the first segment become readable again; none is lost.
+            Err(error @ CheckpointError::NoValidSlot) => tracing::error!(
+                checkpoint = %checkpoint_path.display(),
+                %error,
+                "checkpoint unreadable; rebuilding it from the segments (the log start becomes the first segment's base offset)"
+            ),
+            Err(error) => {
+                return Err(OpenError::Checkpoint {
+                    path: checkpoint_path.clone(),
+                    error,
+                });
+            }
+        }
+    }
+    let (mut checkpoint_file, mut checkpoint) = if let Some((file, checkpoint)) = stored {
         (Some(file), checkpoint)
     } else {
-        if !segment_bases.is_empty() {
+        if has_checkpoint {
+            // Replaced below by a checkpoint written aside and renamed over it.
+        } else if !segment_bases.is_empty() {
             tracing::warn!(
                 directory = %directory.display(),
-                "checkpoint missing; treating the whole active segment as unverified tail"
+                "checkpoint missing; recovering the whole active segment without a recovery point"
             );
         }
         // Nothing is known to be durable: recovery may truncate any bad tail.
@@ -1420,8 +1440,11 @@ async fn open_files<D: Disk>(
         (None, checkpoint)
     };
 
-    // Finish a deletion interrupted by a crash: segments wholly below the log start.
+    // Finish a deletion interrupted by a crash: segments wholly below the log start. They
+    // are removed only after the log start is checked against the recovered log below, so
+    // a checkpoint with a wrong log start cannot delete segments.
     let mut deleted = false;
+    let mut interrupted_deletions = Vec::new();
     while segment_bases.len() > 1 {
         let (Some(&first), Some(&second)) = (segment_bases.first(), segment_bases.get(1)) else {
             break;
@@ -1429,9 +1452,8 @@ async fn open_files<D: Disk>(
         if second > checkpoint.log_start_offset {
             break;
         }
-        remove_segment_files(disk, directory, first).await?;
+        interrupted_deletions.push(first);
         segment_bases.remove(0);
-        deleted = true;
     }
     for (base, path) in &index_files {
         if segment_bases.binary_search(base).is_err() {
@@ -1479,6 +1501,23 @@ async fn open_files<D: Disk>(
         let active = state.active();
         (active.base_offset, active.next_offset, active.synced_bytes)
     };
+    if log_start_offset > active_next {
+        // The log start may reach the end of the log (everything deleted), never beyond.
+        return Err(OpenError::Corrupt {
+            path: checkpoint_path,
+            position: 0,
+            reason: format!(
+                "the checkpoint's log start offset {log_start_offset} is past the end of the log \
+                 ({active_next}); nothing was deleted"
+            ),
+        });
+    }
+    for &base in &interrupted_deletions {
+        remove_segment_files(disk, directory, base).await?;
+    }
+    if !interrupted_deletions.is_empty() {
+        disk.sync_dir(directory).await?;
+    }
     state.high_watermark = active_next;
     // Everything recovery kept is synced (recover_active_segment synced it), so the
     // recovery point moves to the end of the active segment.
