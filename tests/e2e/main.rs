@@ -2,6 +2,7 @@
 // The whole binary is test code: an unwrap that fails is a failed test.
 #![allow(clippy::unwrap_used)]
 mod cli;
+mod damage;
 mod group_bench;
 mod groups;
 mod groups_more;

@@ -1662,7 +1662,7 @@ impl<D: Disk> Broker<D> {
                         Err(error) => {
                             tracing::error!(topic = %topic.name, partition = wanted.partition, %error, "fetch read failed");
                             response.error = match error {
-                                ReadError::Corrupt { .. } => ErrorCode::CorruptMessage,
+                                ReadError::Corrupt { .. } => ErrorCode::DataDamaged,
                                 _ => ErrorCode::StorageError,
                             };
                             response.message = error.to_string();

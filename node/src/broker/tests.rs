@@ -716,7 +716,7 @@ fn a_damaged_partition_is_offline_and_others_serve() {
 
 // Goal: damage appearing in a sealed segment of a running node is found by one verifier
 // pass, shown in the metadata (`topic describe`) with file and position, and a fetch of the
-// damaged range answers CorruptMessage with that message instead of the damaged bytes;
+// damaged range answers DataDamaged (not retriable) with that message instead of the damaged bytes;
 // healthy partitions and ranges are unaffected.
 #[test]
 fn the_verifier_reports_damage_in_describe_and_fetch() {
@@ -758,7 +758,7 @@ fn the_verifier_reports_damage_in_describe_and_fetch() {
             partitions[1].damage
         );
         let damaged = fetch(&broker, "t", 1, 0, 0).await;
-        assert_eq!(damaged.error, ErrorCode::CorruptMessage);
+        assert_eq!(damaged.error, ErrorCode::DataDamaged);
         assert!(damaged.records.is_empty());
         assert!(
             damaged.message.contains("background verifier"),

@@ -160,7 +160,7 @@ wire_struct! {
         /// Empty if the partition is healthy; else what is damaged: the reason it is
         /// offline (`error` is `PartitionOffline`), or damage the background verifier found
         /// in a sealed segment (file, byte position, first affected offset; reads from
-        /// there fail with `CorruptMessage`).
+        /// there fail with `DataDamaged`).
         pub damage: String,
     }
 }
