@@ -286,3 +286,51 @@ fn the_verifier_reports_a_bit_flip_in_a_sealed_segment_of_a_running_node() {
         "{stdout}"
     );
 }
+
+// Goal (issue 11, data item 6): a record stamped far in the future is refused with
+// InvalidTimestamp (the topic's message.timestamp.after.max.ms, default one hour) instead of
+// being acknowledged and keeping its segment, and every later one, from time retention; a
+// record stamped now on the same topic is accepted.
+#[test]
+fn a_far_future_timestamp_is_refused_by_a_real_node() {
+    let node = NodeProcess::start();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        Admin::new(&client)
+            .create_topics(vec![NewTopic::new("timed", 1)], false)
+            .await
+            .unwrap();
+        let producer = Producer::new(&client, ProducerConfig::default())
+            .await
+            .unwrap();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let century_ms = 100 * 365 * 24 * 3_600_000;
+        let refused = producer
+            .send(ProducerRecord::new("timed", "from the future").timestamp(now_ms + century_ms))
+            .await
+            .unwrap()
+            .await
+            .expect_err("a timestamp a century ahead is refused");
+        assert_eq!(
+            refused.code(),
+            Some(ErrorCode::InvalidTimestamp),
+            "{refused}"
+        );
+        assert!(
+            refused
+                .to_string()
+                .contains("message.timestamp.after.max.ms"),
+            "{refused}"
+        );
+        producer
+            .send(ProducerRecord::new("timed", "now").timestamp(now_ms))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        producer.close().await;
+    });
+}
