@@ -303,6 +303,10 @@ fn a_far_future_timestamp_is_refused_by_a_real_node() {
         let producer = Producer::new(&client, ProducerConfig::default())
             .await
             .unwrap();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the record must be stamped against the real node's wall clock"
+        )]
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
