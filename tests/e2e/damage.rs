@@ -338,3 +338,85 @@ fn a_far_future_timestamp_is_refused_by_a_real_node() {
         producer.close().await;
     });
 }
+
+// Goal: the operator's way back when damaged records can be given up: `ledge-repair
+// truncate` from the offset the damage report names brings the partition online with every
+// record before it, and producing continues from there.
+#[test]
+fn ledge_repair_truncate_brings_an_offline_partition_back() {
+    let mut node = NodeProcess::start();
+    let runtime = runtime();
+    runtime.block_on(async {
+        let client = connect(&node).await;
+        Admin::new(&client)
+            .create_topics(vec![NewTopic::new("events", 1)], false)
+            .await
+            .unwrap();
+        produce_batches(&client, "events", 200, 100).await;
+    });
+    node.terminate(Duration::from_secs(30)).unwrap();
+    let segment = segment_path(&node, "events", 0);
+    let length = std::fs::metadata(&segment).unwrap().len();
+    flip_bit(&segment, length / 2);
+    std::fs::remove_file(segment.with_file_name("checkpoint")).unwrap();
+    node.restart();
+    let damage = runtime.block_on(async {
+        let client = connect(&node).await;
+        let described = Admin::new(&client)
+            .describe_topics(vec!["events".to_string()])
+            .await
+            .unwrap();
+        described[0].partitions[0]
+            .damage
+            .clone()
+            .unwrap_or_default()
+    });
+    let offset: i64 = damage
+        .split("should start offset ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("the report names the offset: {damage}"));
+    assert!(offset > 0 && offset < 200, "{damage}");
+    node.terminate(Duration::from_secs(30));
+    let output = std::process::Command::new(ledge_e2e::binary("ledge-repair"))
+        .args(["truncate", "--data-dir"])
+        .arg(&node.data_dir)
+        .args([
+            "--topic",
+            "events",
+            "--partition",
+            "0",
+            "--from-offset",
+            &offset.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("gets offset {offset}")),
+        "{stdout}"
+    );
+    node.restart();
+    runtime.block_on(async {
+        let client = connect(&node).await;
+        let values = consume_all(&client, "events", offset as usize).await;
+        assert_eq!(values.len(), offset as usize);
+        for (index, value) in values.iter().enumerate() {
+            assert!(value.starts_with(format!("value-{index:06}-").as_bytes()));
+        }
+        produce_batches(&client, "events", 1, 10).await;
+        let end = Admin::new(&client)
+            .describe_topics(vec!["events".to_string()])
+            .await
+            .unwrap()[0]
+            .partitions[0]
+            .high_watermark;
+        assert_eq!(end, offset + 1);
+    });
+}

@@ -1594,7 +1594,10 @@ async fn load_producer_states<D: Disk>(
     Ok(producers)
 }
 
-async fn write_checkpoint<F: DiskFile>(file: &F, checkpoint: &Checkpoint) -> Result<(), DiskError> {
+pub(super) async fn write_checkpoint<F: DiskFile>(
+    file: &F,
+    checkpoint: &Checkpoint,
+) -> Result<(), DiskError> {
     file.write_at(
         checkpoint.slot_position(),
         Bytes::copy_from_slice(&checkpoint.encode()),
@@ -1603,7 +1606,7 @@ async fn write_checkpoint<F: DiskFile>(file: &F, checkpoint: &Checkpoint) -> Res
     file.sync_data().await
 }
 
-async fn remove_segment_files<D: Disk>(
+pub(super) async fn remove_segment_files<D: Disk>(
     disk: &D,
     directory: &Path,
     base: i64,
@@ -1658,7 +1661,7 @@ async fn check_header<F: DiskFile>(file: &F, path: &Path) -> Result<u32, OpenErr
 
 /// Scans a segment from its header to its end, handing each valid batch to `on_batch`.
 /// Returns the scan's valid end, next offset and, if it stopped early, where and why.
-async fn scan_segment<F: DiskFile>(
+pub(super) async fn scan_segment<F: DiskFile>(
     file: &F,
     base: i64,
     file_len: u64,
@@ -2026,9 +2029,9 @@ async fn recover_active_segment<D: Disk>(
                 path,
                 position: *position,
                 reason: format!(
-                    "{reason}; valid batches follow from byte {resumes_at} (offset \
-                     {resumes_offset}), so this is damage to written data, not an unfinished \
-                     write, and nothing is truncated"
+                    "{reason} (the batch that should start offset {next_offset}); valid batches \
+                     follow from byte {resumes_at} (offset {resumes_offset}), so this is damage \
+                     to written data, not an unfinished write, and nothing is truncated"
                 ),
             });
         }

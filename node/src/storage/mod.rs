@@ -15,6 +15,7 @@ pub mod log;
 pub mod partition_key;
 pub mod producers;
 pub mod recovery;
+pub mod repair;
 pub mod retention;
 pub mod segment;
 pub mod verify;

@@ -988,6 +988,68 @@ fn truncated_and_garbage_index_files_are_rebuilt() {
     });
 }
 
+// Goal: the operator's repair gives up exactly the records asked for. A partition offline
+// for damage followed by valid batches is refused a cut above the damage (the error names
+// the offset to use), accepts a cut at the damage, and then opens with every record before
+// it and appends from there; a cut in an earlier, sealed segment removes the later ones.
+#[test]
+fn truncate_from_brings_a_damaged_partition_back_with_what_precedes_the_damage() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(22);
+        let config = LogConfig::default();
+        synced_batches_then_crash(&disk, &config, 20).await;
+        let directory = PathBuf::from(DIR);
+        let segment = directory.join("00000000000000000000.log");
+        let tenth_batch = 16 + 9 * batch(0, 3, 0).len();
+        assert!(disk.corrupt_bit(&segment, tenth_batch + 40, 5));
+        let error = PartitionLog::open(disk.clone(), &directory, config.clone(), clock())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("should start offset 27"),
+            "{error}"
+        );
+        let refused = crate::storage::repair::truncate_from(&disk, &directory, 30, &config)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("truncate from offset 27"),
+            "{refused}"
+        );
+        let report = crate::storage::repair::truncate_from(&disk, &directory, 27, &config)
+            .await
+            .unwrap();
+        assert_eq!(report.new_end_offset, 27);
+        assert_eq!(report.cut_position, tenth_batch as u64);
+        let log = PartitionLog::open(disk.clone(), &directory, config.clone(), clock())
+            .await
+            .unwrap();
+        assert_eq!(log.high_watermark(), 27);
+        assert_eq!(read_all(&log).await.len(), 9);
+        let appended = log
+            .append(batch(99, 1, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        assert_eq!(appended.base_offset, 27);
+        log.close().await.unwrap();
+
+        let disk = SimDisk::new(23);
+        let names = closed_log_with_segments(&disk).await;
+        let report = crate::storage::repair::truncate_from(&disk, &directory, 150, &small_config())
+            .await
+            .unwrap();
+        assert_eq!(report.new_end_offset, 150);
+        assert!(!report.removed_segments.is_empty());
+        let log = PartitionLog::open(disk.clone(), &directory, small_config(), clock())
+            .await
+            .unwrap();
+        assert_eq!(log.high_watermark(), 150);
+        assert_eq!(read_all(&log).await.len(), 50);
+        assert!(log.segment_count() < names.len());
+    });
+}
+
 // Goal: checkpoints that pass their checksum but cannot be true are errors naming the file,
 // never panics and never deletions or truncations: a recovery point past the end of the
 // segment, a log start past the end of the log (which used to delete every sealed segment
