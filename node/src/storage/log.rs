@@ -2015,7 +2015,10 @@ async fn recover_active_segment<D: Disk>(
         return Err(OpenError::Corrupt {
             path,
             position,
-            reason,
+            reason: format!(
+                "{reason} (the batch that should start offset {next_offset}), below the \
+                 recovery point {durable_floor}"
+            ),
         });
     }
     if let Some((position, reason)) = &problem {
