@@ -94,6 +94,10 @@ pub struct PartitionDescription {
     pub dirty_per_mille: u16,
     /// When compaction last rewrote a segment (ms since the epoch), since the node started.
     pub last_compaction_ms: Option<i64>,
+    /// What is damaged, if anything: why the partition is offline, or damage the node's
+    /// background verifier found in a sealed segment (file, byte position, first affected
+    /// offset). See docs/OPERATIONS.md, "A damaged partition".
+    pub damage: Option<String>,
 }
 
 /// One config of a topic.
@@ -604,6 +608,7 @@ impl Admin {
                         segment_count: partition.segment_count,
                         dirty_per_mille: partition.dirty_ratio_per_mille,
                         last_compaction_ms: partition.last_compaction_ms,
+                        damage: (!partition.damage.is_empty()).then_some(partition.damage),
                     })
                     .collect(),
             });

@@ -237,6 +237,7 @@ struct LogSection {
     retention_check_interval_ms: Option<u64>,
     compaction_key_map_bytes_max: Option<usize>,
     sealed_segment_files_open_max: Option<u64>,
+    verify_bytes_per_second: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -454,6 +455,9 @@ impl NodeConfig {
                 )));
             }
             config.sealed_segment_files_open_max = value;
+        }
+        if let Some(value) = log.verify_bytes_per_second {
+            broker.verify_bytes_per_second = value;
         }
         let groups = file.groups.unwrap_or_default();
         let limits = &mut broker.groups;

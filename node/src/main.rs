@@ -168,6 +168,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     broker.start_transforms().await;
     tokio::spawn(Arc::clone(&broker).run_group_timer());
     tokio::spawn(Arc::clone(&broker).run_retention());
+    tokio::spawn(Arc::clone(&broker).run_verifier());
     let server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?;
     let address = server.local_addr().context("reading the bound address")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);

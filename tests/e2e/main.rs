@@ -3,12 +3,13 @@
 #![allow(clippy::unwrap_used)]
 mod broker_metadata;
 mod cli;
+mod damage;
 mod group_bench;
 mod groups;
 mod groups_more;
 mod node;
-mod produce_validation;
 mod process;
+mod produce_validation;
 mod retention;
 mod sdk_produce_consume;
 mod wasm;

@@ -78,6 +78,9 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// Bytes of keys one compaction pass may hold (more passes when a range does not fit).
     pub compaction_key_map_bytes_max: usize,
+    /// Most bytes per second the background verifier reads from sealed segments
+    /// (`log.verify_bytes_per_second`); 0 turns it off.
+    pub verify_bytes_per_second: u64,
     /// Produce is refused with `DiskFull` while the logs use more than this many bytes.
     pub disk_usage_bytes_max: Option<u64>,
     /// Produce is refused with `DiskFull` while the data directory's filesystem is fuller
@@ -104,6 +107,7 @@ impl Default for BrokerConfig {
             // Kafka checks every 5 minutes; a small edge disk cannot wait that long.
             retention_check_interval: Duration::from_secs(10),
             compaction_key_map_bytes_max: crate::storage::compaction::KEY_MAP_BYTES_MAX_DEFAULT,
+            verify_bytes_per_second: VERIFY_BYTES_PER_SECOND_DEFAULT,
             // Off by default: the node cannot know what else shares the disk. ENOSPC is
             // always handled (the append is rolled back and answered DiskFull).
             disk_usage_bytes_max: None,
@@ -112,6 +116,21 @@ impl Default for BrokerConfig {
             transforms: transforms::TransformLimits::default(),
         }
     }
+}
+
+/// Default of [`BrokerConfig::verify_bytes_per_second`]: 4 MiB/s re-reads 100 GiB of sealed
+/// segments about every 7 hours, a small share of even an SD card's read bandwidth.
+pub const VERIFY_BYTES_PER_SECOND_DEFAULT: u64 = 4 * 1024 * 1024;
+
+/// What one pass of the background verifier did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyPassReport {
+    /// Sealed segments read to the end or to their damage.
+    pub segments_checked: usize,
+    /// Of those, damaged.
+    pub segments_damaged: usize,
+    /// Bytes read.
+    pub bytes_read: u64,
 }
 
 /// A topic declared in the config file, to be reconciled at start.
@@ -697,6 +716,62 @@ impl<D: Disk> Broker<D> {
         }
     }
 
+    /// Verifies the sealed segments of every online partition, over and over, reading at
+    /// most `verify_bytes_per_second` (0: never). The driver of `storage::verify`.
+    pub async fn run_verifier(self: Arc<Self>) {
+        let rate = self.config.verify_bytes_per_second;
+        if rate == 0 {
+            return;
+        }
+        loop {
+            let report = self.verify_pass(rate).await;
+            if report.bytes_read == 0 {
+                // Nothing sealed yet: look again when retention does.
+                tokio::time::sleep(self.config.retention_check_interval).await;
+            }
+        }
+    }
+
+    /// One pass over every sealed segment of every online partition, sleeping after each
+    /// read so as to read at most `bytes_per_second` (reading itself takes time too, so the
+    /// real rate is lower). Damage is logged and kept by the partition log: `topic
+    /// describe` shows it and reads of the damaged range fail with it.
+    pub async fn verify_pass(&self, bytes_per_second: u64) -> VerifyPassReport {
+        use crate::storage::verify::VerifyStep;
+        let rate = bytes_per_second.max(1);
+        // One read is at most a second's budget, so the pace stays even.
+        let step_bytes = rate.min(self.config.log.recovery_read_bytes as u64).max(1);
+        let mut report = VerifyPassReport::default();
+        for (log, _) in self.online_logs(|_| true) {
+            for mut check in log.sealed_segment_checks() {
+                loop {
+                    match check.step(step_bytes, self.clock.wall_time_ms()).await {
+                        Ok(VerifyStep::Read(bytes)) => {
+                            report.bytes_read += bytes;
+                            tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64))
+                                .await;
+                        }
+                        Ok(VerifyStep::Clean) => {
+                            report.segments_checked += 1;
+                            break;
+                        }
+                        Ok(VerifyStep::Damaged(damage)) => {
+                            report.segments_checked += 1;
+                            report.segments_damaged += 1;
+                            log.report_damage(damage);
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::warn!(directory = %log.directory().display(), segment_base = check.segment_base(), %error, "verifier could not read a sealed segment");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        report
+    }
+
     /// Bytes used by every partition log.
     pub fn log_bytes(&self) -> u64 {
         self.online_logs(|_| true)
@@ -887,13 +962,18 @@ impl<D: Disk> Broker<D> {
                                         .checked_div(sealed)
                                         .map_or(0, |ratio| ratio as u16),
                                     last_compaction_ms: log.last_compaction_ms(),
+                                    damage: log
+                                        .damage()
+                                        .map(|damage| damage.to_string())
+                                        .unwrap_or_default(),
                                 }
                             }
-                            Err((error, _)) => PartitionMetadata {
+                            Err((error, reason)) => PartitionMetadata {
                                 partition: partition.key.partition,
                                 error,
                                 log_start_offset: -1,
                                 high_watermark: -1,
+                                damage: reason,
                                 ..PartitionMetadata::default()
                             },
                         })
@@ -1770,7 +1850,11 @@ impl<D: Disk> Broker<D> {
                         }
                         Err(error) => {
                             tracing::error!(topic = %topic.name, partition = wanted.partition, %error, "fetch read failed");
-                            response.error = ErrorCode::StorageError;
+                            response.error = match error {
+                                ReadError::Corrupt { .. } => ErrorCode::DataDamaged,
+                                _ => ErrorCode::StorageError,
+                            };
+                            response.message = error.to_string();
                             any_error = true;
                         }
                     }

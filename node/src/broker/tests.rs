@@ -1091,6 +1091,71 @@ fn a_damaged_partition_is_offline_and_others_serve() {
             produce(&broker, "t", 0, batch(1, 0), Acks::All).await.error,
             ErrorCode::None
         );
+        // The metadata (topic describe) says why, with the file.
+        assert!(partitions[0].damage.is_empty());
+        assert!(
+            partitions[1]
+                .damage
+                .contains("t-1/00000000000000000000.log"),
+            "{}",
+            partitions[1].damage
+        );
+    });
+}
+
+// Goal: damage appearing in a sealed segment of a running node is found by one verifier
+// pass, shown in the metadata (`topic describe`) with file and position, and a fetch of the
+// damaged range answers DataDamaged (not retriable) with that message instead of the damaged bytes;
+// healthy partitions and ranges are unaffected.
+#[test]
+fn the_verifier_reports_damage_in_describe_and_fetch() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(19);
+        let broker = broker(&disk).await;
+        create(
+            &broker,
+            "t",
+            2,
+            &[("segment.bytes", "1024"), ("max.message.bytes", "1000")],
+        )
+        .await;
+        for partition in 0..2 {
+            for _ in 0..20 {
+                let response = produce(&broker, "t", partition, batch(3, 0), Acks::All).await;
+                assert_eq!(response.error, ErrorCode::None);
+            }
+        }
+        let clean = broker.verify_pass(u64::MAX).await;
+        assert_eq!(clean.segments_damaged, 0);
+        assert!(
+            clean.segments_checked >= 4 && clean.bytes_read > 0,
+            "{clean:?}"
+        );
+        let segment = Path::new("/data/logs/t-1/00000000000000000000.log");
+        assert!(disk.corrupt_bit(segment, 16 + 61 + 5, 0));
+        let report = broker.verify_pass(u64::MAX).await;
+        assert_eq!(report.segments_damaged, 1, "{report:?}");
+        let partitions = &metadata(&broker, None).await.topics[0].partitions;
+        assert!(partitions[0].damage.is_empty());
+        assert_eq!(partitions[1].error, ErrorCode::None, "still online");
+        assert!(
+            partitions[1]
+                .damage
+                .contains("t-1/00000000000000000000.log")
+                && partitions[1].damage.contains("byte 16"),
+            "{}",
+            partitions[1].damage
+        );
+        let damaged = fetch(&broker, "t", 1, 0, 0).await;
+        assert_eq!(damaged.error, ErrorCode::DataDamaged);
+        assert!(damaged.records.is_empty());
+        assert!(
+            damaged.message.contains("background verifier"),
+            "{}",
+            damaged.message
+        );
+        assert_eq!(fetch(&broker, "t", 0, 0, 0).await.error, ErrorCode::None);
+        assert_eq!(fetch(&broker, "t", 1, 30, 0).await.error, ErrorCode::None);
     });
 }
 

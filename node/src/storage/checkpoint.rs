@@ -16,6 +16,10 @@ pub const CHECKPOINT_FILE_BYTES: usize = 2 * SLOT_BYTES;
 const MAGIC: [u8; 4] = *b"LCKP";
 const FORMAT_VERSION: u16 = 1;
 const CHECKED_BYTES: usize = 44;
+/// The largest sequence a slot may hold. Sequences grow by one per write (at most a few a
+/// second), so a valid slot never comes near it; refusing more keeps every `sequence + 1`
+/// the log computes from a decoded checkpoint free of overflow.
+pub const SEQUENCE_MAX: u64 = 1 << 62;
 
 /// The durable facts about a partition that its segments do not say themselves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +43,9 @@ pub enum CheckpointError {
     /// Written by a newer Ledge.
     #[error("checkpoint format version {0} is newer than this build supports ({FORMAT_VERSION})")]
     NewerVersion(u16),
+    /// A slot passes its checksum but holds a sequence no writer reaches: not ours.
+    #[error("checkpoint sequence {0} is beyond any this node writes ({SEQUENCE_MAX})")]
+    SequenceOutOfRange(u64),
 }
 
 impl Checkpoint {
@@ -102,8 +109,12 @@ fn decode_slot(slot: &[u8]) -> Result<Option<Checkpoint>, CheckpointError> {
     if version != FORMAT_VERSION {
         return Err(CheckpointError::NewerVersion(version));
     }
+    let sequence = u64::from_be_bytes(field(slot, 8));
+    if sequence > SEQUENCE_MAX {
+        return Err(CheckpointError::SequenceOutOfRange(sequence));
+    }
     Ok(Some(Checkpoint {
-        sequence: u64::from_be_bytes(field(slot, 8)),
+        sequence,
         log_start_offset: i64::from_be_bytes(field(slot, 16)),
         recovery_segment: i64::from_be_bytes(field(slot, 24)),
         recovery_position: u64::from_be_bytes(field(slot, 32)),
@@ -166,5 +177,38 @@ mod tests {
             Checkpoint::decode(&slot),
             Err(CheckpointError::NewerVersion(2))
         );
+    }
+
+    // Goal: bytes that are not a checkpoint never panic the decoder: random files of every
+    // length up to two slots, and slots whose checksum is right but whose sequence no writer
+    // reaches (which would overflow the next write's `sequence + 1`), are refused.
+    #[test]
+    fn garbage_and_impossible_sequences_are_refused() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for length in 0..=CHECKPOINT_FILE_BYTES + 3 {
+            let mut bytes = vec![0u8; length];
+            rng.fill(&mut bytes[..]);
+            assert_eq!(
+                Checkpoint::decode(&bytes),
+                Err(CheckpointError::NoValidSlot),
+                "{length} random bytes"
+            );
+        }
+        let last = Checkpoint {
+            sequence: u64::MAX,
+            log_start_offset: 0,
+            recovery_segment: 0,
+            recovery_position: 16,
+        };
+        assert_eq!(
+            Checkpoint::decode(&last.encode()),
+            Err(CheckpointError::SequenceOutOfRange(u64::MAX))
+        );
+        let most = Checkpoint {
+            sequence: SEQUENCE_MAX,
+            ..last
+        };
+        assert_eq!(Checkpoint::decode(&most.encode()), Ok(most));
     }
 }

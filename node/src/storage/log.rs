@@ -42,6 +42,7 @@ use super::segment::{
     self, ActiveSegmentStats, CHECKPOINT_FILE_NAME, PartitionFile, RollPolicy,
     SEGMENT_HEADER_BYTES, SegmentHeaderError,
 };
+use super::verify::{SegmentCheck, SegmentDamage};
 use crate::clock::Clock;
 
 /// Limits and policies of one partition log. Every field has a documented default
@@ -419,6 +420,8 @@ struct Shared<D: Disk> {
     last_compaction_ms: std::sync::atomic::AtomicI64,
     /// The largest producer id recovery found in this partition's producer state.
     producer_id_max_recovered: Option<i64>,
+    /// Damage the background verifier found in a sealed segment (since this open).
+    damage: std::sync::Mutex<Option<SegmentDamage>>,
 }
 
 /// How a segment's file is reached. Only the active segment's file stays open (in
@@ -581,6 +584,7 @@ impl<D: Disk> PartitionLog<D> {
             compaction: tokio::sync::Mutex::new(()),
             last_compaction_ms: std::sync::atomic::AtomicI64::new(-1),
             producer_id_max_recovered: opened.producers.producer_id_max(),
+            damage: std::sync::Mutex::new(None),
         });
         let (commands, receiver) = mpsc::channel(config.append_queue_depth);
         let writer = Writer {
@@ -737,10 +741,11 @@ impl<D: Disk> PartitionLog<D> {
                 file,
                 path,
                 start_position,
-                readable_end,
+                mut readable_end,
                 segment_end,
                 high_watermark,
                 log_start_offset,
+                segment_base,
             ) = {
                 let state = self.shared.read_state();
                 if from_offset < state.log_start_offset || from_offset > state.high_watermark {
@@ -779,8 +784,20 @@ impl<D: Disk> PartitionLog<D> {
                     segment.next_offset,
                     state.high_watermark,
                     state.log_start_offset,
+                    segment.base_offset,
                 )
             };
+            // A damaged range found by the verifier is never served, and never skipped in
+            // silence: reads stop before it, and a read at or past it is an error naming it.
+            let damage = self
+                .damage()
+                .filter(|damage| damage.segment_base == segment_base);
+            if let Some(damage) = &damage {
+                if from_offset >= damage.first_offset {
+                    return Err(damaged_range(damage));
+                }
+                readable_end = readable_end.min(damage.position);
+            }
             let file = file.open(&self.shared.disk, &path).await?;
             let bytes = read_batches(
                 &*file,
@@ -792,6 +809,11 @@ impl<D: Disk> PartitionLog<D> {
                 u64::from(self.shared.config().index_interval_bytes),
             )
             .await?;
+            if let Some(damage) = &damage
+                && bytes.is_empty()
+            {
+                return Err(damaged_range(damage));
+            }
             if bytes.is_empty() && segment_end > from_offset && segment_end < high_watermark {
                 // Nothing readable left in this segment at or after the offset (it fell in a
                 // gap left by deleted batches): continue in the next segment.
@@ -874,6 +896,76 @@ impl<D: Disk> PartitionLog<D> {
                 return Ok(None);
             }
         }
+    }
+
+    /// A check of each sealed segment, oldest first, for the background verifier.
+    pub fn sealed_segment_checks(&self) -> Vec<SegmentCheck<D>> {
+        let state = self.shared.read_state();
+        let last = state.segments.len().saturating_sub(1);
+        state
+            .segments
+            .values()
+            .take(last)
+            .filter_map(|segment| match segment.file {
+                SegmentFile::Sealed(id) => Some((segment, id)),
+                // Only the last segment is active, and it was left out above.
+                SegmentFile::Active => None,
+            })
+            .map(|(segment, sealed_file_id)| SegmentCheck {
+                path: segment.path.clone(),
+                disk: self.shared.disk.clone(),
+                sealed_file_id,
+                segment_base: segment.base_offset,
+                size: segment.size_bytes,
+                end_offset: segment.next_offset,
+                compacted: segment.compacted,
+                position: SEGMENT_HEADER_BYTES,
+                next_offset: segment.base_offset,
+                want: 0,
+            })
+            .collect()
+    }
+
+    /// Records damage the verifier found (logged once per segment and position); reads of
+    /// the damaged range then fail with it, and `damage` reports it.
+    pub fn report_damage(&self, damage: SegmentDamage) {
+        let mut current = self
+            .shared
+            .damage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = current.as_ref().is_some_and(|known| {
+            known.segment_base == damage.segment_base && known.position == damage.position
+        });
+        if !known {
+            tracing::error!(
+                segment = %damage.path.display(),
+                position = damage.position,
+                first_offset = damage.first_offset,
+                reason = %damage.reason,
+                "damage found in a sealed segment; reads from offset {} of this segment fail until it is restored (docs/OPERATIONS.md, \"A damaged partition\")",
+                damage.first_offset
+            );
+        }
+        // Keep the oldest damage: it is the one a consumer meets first.
+        let replace = current.as_ref().is_none_or(|known| {
+            !known_exists(&self.shared.read_state(), known)
+                || (damage.segment_base, damage.position) <= (known.segment_base, known.position)
+        });
+        if replace {
+            *current = Some(damage);
+        }
+    }
+
+    /// Damage the verifier found in a segment that is still part of the log, if any.
+    pub fn damage(&self) -> Option<SegmentDamage> {
+        let damage = self
+            .shared
+            .damage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        known_exists(&self.shared.read_state(), &damage).then_some(damage)
     }
 
     /// Size, offsets and newest timestamp of every segment, oldest first.
@@ -1391,6 +1483,23 @@ async fn read_batches<F: DiskFile>(
     Ok(Bytes::new())
 }
 
+/// Whether the segment `damage` is in is still part of the log (retention may have removed it).
+fn known_exists<F>(state: &LogState<F>, damage: &SegmentDamage) -> bool {
+    state.segments.contains_key(&damage.segment_base)
+}
+
+fn damaged_range(damage: &SegmentDamage) -> ReadError {
+    ReadError::Corrupt {
+        path: damage.path.clone(),
+        position: damage.position,
+        reason: format!(
+            "damaged from offset {} on (found by the background verifier: {}); restore the \
+             partition (docs/OPERATIONS.md, \"A damaged partition\")",
+            damage.first_offset, damage.reason
+        ),
+    }
+}
+
 /// `DiskError` holds an `io::Error`, which is not `Clone`; one failed write answers many appends.
 fn copy_disk_error(error: &DiskError) -> DiskError {
     let source = match error.cause.raw_os_error() {
@@ -1437,21 +1546,41 @@ async fn open_files<D: Disk>(
     segment_bases.sort_unstable();
 
     let checkpoint_path = directory.join(CHECKPOINT_FILE_NAME);
-    let (mut checkpoint_file, mut checkpoint) = if has_checkpoint {
+    let mut stored = None;
+    if has_checkpoint {
         let file = disk.open(&checkpoint_path, OpenMode::ReadWrite).await?;
         let bytes = file
             .read_at(0, super::checkpoint::CHECKPOINT_FILE_BYTES)
             .await?;
-        let checkpoint = Checkpoint::decode(&bytes).map_err(|error| OpenError::Checkpoint {
-            path: checkpoint_path.clone(),
-            error,
-        })?;
+        match Checkpoint::decode(&bytes) {
+            Ok(checkpoint) => stored = Some((file, checkpoint)),
+            // Both slots damaged: only media damage does that (writes alternate slots). The
+            // segments say everything but the log start, and recovery does not need the
+            // recovery point to keep damage from being cut (it judges the damage's shape),
+            // so rebuild it rather than keep the partition offline. Records below the lost
+            // log start in the first segment become readable again; none is lost.
+            Err(error @ CheckpointError::NoValidSlot) => tracing::error!(
+                checkpoint = %checkpoint_path.display(),
+                %error,
+                "checkpoint unreadable; rebuilding it from the segments (the log start becomes the first segment's base offset)"
+            ),
+            Err(error) => {
+                return Err(OpenError::Checkpoint {
+                    path: checkpoint_path.clone(),
+                    error,
+                });
+            }
+        }
+    }
+    let (mut checkpoint_file, mut checkpoint) = if let Some((file, checkpoint)) = stored {
         (Some(file), checkpoint)
     } else {
-        if !segment_bases.is_empty() {
+        if has_checkpoint {
+            // Replaced below by a checkpoint written aside and renamed over it.
+        } else if !segment_bases.is_empty() {
             tracing::warn!(
                 directory = %directory.display(),
-                "checkpoint missing; treating the whole active segment as unverified tail"
+                "checkpoint missing; recovering the whole active segment without a recovery point"
             );
         }
         // Nothing is known to be durable: recovery may truncate any bad tail.
@@ -1465,8 +1594,11 @@ async fn open_files<D: Disk>(
         (None, checkpoint)
     };
 
-    // Finish a deletion interrupted by a crash: segments wholly below the log start.
+    // Finish a deletion interrupted by a crash: segments wholly below the log start. They
+    // are removed only after the log start is checked against the recovered log below, so
+    // a checkpoint with a wrong log start cannot delete segments.
     let mut deleted = false;
+    let mut interrupted_deletions = Vec::new();
     while segment_bases.len() > 1 {
         let (Some(&first), Some(&second)) = (segment_bases.first(), segment_bases.get(1)) else {
             break;
@@ -1474,9 +1606,8 @@ async fn open_files<D: Disk>(
         if second > checkpoint.log_start_offset {
             break;
         }
-        remove_segment_files(disk, directory, first).await?;
+        interrupted_deletions.push(first);
         segment_bases.remove(0);
-        deleted = true;
     }
     for (base, path) in &index_files {
         if segment_bases.binary_search(base).is_err() {
@@ -1531,6 +1662,23 @@ async fn open_files<D: Disk>(
         let active = state.active();
         (active.base_offset, active.next_offset, active.synced_bytes)
     };
+    if log_start_offset > active_next {
+        // The log start may reach the end of the log (everything deleted), never beyond.
+        return Err(OpenError::Corrupt {
+            path: checkpoint_path,
+            position: 0,
+            reason: format!(
+                "the checkpoint's log start offset {log_start_offset} is past the end of the log \
+                 ({active_next}); nothing was deleted"
+            ),
+        });
+    }
+    for &base in &interrupted_deletions {
+        remove_segment_files(disk, directory, base).await?;
+    }
+    if !interrupted_deletions.is_empty() {
+        disk.sync_dir(directory).await?;
+    }
     state.high_watermark = active_next;
     // Everything recovery kept is synced (recover_active_segment synced it), so the
     // recovery point moves to the end of the active segment.
@@ -1608,7 +1756,10 @@ async fn load_producer_states<D: Disk>(
     Ok(producers)
 }
 
-async fn write_checkpoint<F: DiskFile>(file: &F, checkpoint: &Checkpoint) -> Result<(), DiskError> {
+pub(super) async fn write_checkpoint<F: DiskFile>(
+    file: &F,
+    checkpoint: &Checkpoint,
+) -> Result<(), DiskError> {
     file.write_at(
         checkpoint.slot_position(),
         Bytes::copy_from_slice(&checkpoint.encode()),
@@ -1617,7 +1768,7 @@ async fn write_checkpoint<F: DiskFile>(file: &F, checkpoint: &Checkpoint) -> Res
     file.sync_data().await
 }
 
-async fn remove_segment_files<D: Disk>(
+pub(super) async fn remove_segment_files<D: Disk>(
     disk: &D,
     directory: &Path,
     base: i64,
@@ -1673,7 +1824,7 @@ async fn check_header<F: DiskFile>(file: &F, path: &Path) -> Result<u32, OpenErr
 
 /// Scans a segment from its header to its end, handing each valid batch to `on_batch`.
 /// Returns the scan's valid end, next offset and, if it stopped early, where and why.
-async fn scan_segment<F: DiskFile>(
+pub(super) async fn scan_segment<F: DiskFile>(
     file: &F,
     base: i64,
     file_len: u64,
@@ -2035,7 +2186,10 @@ async fn recover_active_segment<D: Disk>(
         return Err(OpenError::Corrupt {
             path,
             position,
-            reason,
+            reason: format!(
+                "{reason} (the batch that should start offset {next_offset}), below the \
+                 recovery point {durable_floor}"
+            ),
         });
     }
     if let Some((position, reason)) = &problem {
@@ -2049,9 +2203,9 @@ async fn recover_active_segment<D: Disk>(
                 path,
                 position: *position,
                 reason: format!(
-                    "{reason}; valid batches follow from byte {resumes_at} (offset \
-                     {resumes_offset}), so this is damage to written data, not an unfinished \
-                     write, and nothing is truncated"
+                    "{reason} (the batch that should start offset {next_offset}); valid batches \
+                     follow from byte {resumes_at} (offset {resumes_offset}), so this is damage \
+                     to written data, not an unfinished write, and nothing is truncated"
                 ),
             });
         }

@@ -2,7 +2,8 @@
 //!
 //! Pure parts (no IO, tested alone): [`segment`] (names, header, roll policy), [`index`]
 //! (sparse offset and time indexes), [`checkpoint`] (recovery point and log start),
-//! [`recovery`] (scanning bytes for valid batches). The driver is [`log::PartitionLog`],
+//! [`recovery`] (scanning bytes for valid batches), [`verify`] (checking sealed segments
+//! in the background, one paced step at a time). The driver is [`log::PartitionLog`],
 //! which applies their decisions through a `Disk`; the broker opens every partition of a
 //! data directory and keeps the healthy ones serving when one is damaged.
 
@@ -14,8 +15,10 @@ pub mod log;
 pub mod partition_key;
 pub mod producers;
 pub mod recovery;
+pub mod repair;
 pub mod retention;
 pub mod segment;
+pub mod verify;
 
 pub use disk::{BackendChoice, Disk, DiskError, DiskFile, OpenMode, SystemDisk};
 pub use log::{

@@ -151,6 +151,17 @@ pub fn scan(
                 reason: error.to_string(),
             };
         }
+        // A segment named for a base near `i64::MAX` could hold a batch ending at the last
+        // offset there is; nothing may follow it.
+        let Some(after) = header.last_offset().checked_add(1) else {
+            break ScanStop::Invalid {
+                position: at,
+                reason: format!(
+                    "batch ends at offset {}, the largest there is",
+                    header.last_offset()
+                ),
+            };
+        };
         if let Err(reason) = on_batch(&header, at, total) {
             break ScanStop::Invalid {
                 position: at,
@@ -162,7 +173,7 @@ pub fn scan(
                 max.max(header.max_timestamp)
             }));
         }
-        next_offset = header.last_offset() + 1;
+        next_offset = after;
         offset_in_slice += total as usize;
     };
     ScanResult {
@@ -226,4 +237,66 @@ pub fn lost_write_in(bytes: &[u8], position: u64, damage_start: u64) -> bool {
         sector_end += LOST_WRITE_UNIT_BYTES;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use ledge_protocol::{
+        EncodeOptions, Record, encode_batch, set_base_offset, set_partition_leader_epoch,
+    };
+
+    use super::*;
+
+    fn stamped(base: i64) -> Vec<u8> {
+        let records = [Record {
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Vec::new(),
+        }];
+        let mut bytes = encode_batch(&records, &EncodeOptions::default())
+            .unwrap()
+            .to_vec();
+        set_base_offset(&mut bytes, base).unwrap();
+        set_partition_leader_epoch(&mut bytes, PARTITION_LEADER_EPOCH).unwrap();
+        bytes
+    }
+
+    // Goal: a batch at the very last offset (a segment file named for a base near i64::MAX)
+    // ends the scan with a reason instead of overflowing `last offset + 1`.
+    #[test]
+    fn a_batch_at_the_last_offset_stops_the_scan() {
+        let bytes = stamped(i64::MAX);
+        let result = scan(&bytes, 16, i64::MAX, false, &mut |_, _, _| Ok(()));
+        assert!(
+            matches!(&result.stop, ScanStop::Invalid { position: 16, reason } if reason.contains("largest")),
+            "{result:?}"
+        );
+        assert_eq!(result.valid_end, 16);
+    }
+
+    // Goal: the lost-write test sees a zero run to a sector end that starts at the damage
+    // or a sector start, and nothing else: not zeros that stop short of a sector end, and
+    // not a sector that ends after the bytes given.
+    #[test]
+    fn a_lost_write_is_a_zero_run_to_a_sector_end() {
+        let unit = LOST_WRITE_UNIT_BYTES as usize;
+        let mut bytes = vec![7u8; 3 * unit];
+        // Damage at 100; zeros from 100 to the first sector end: a lost write.
+        bytes[100..unit].fill(0);
+        assert!(lost_write_in(&bytes, 0, 100));
+        // The same zeros stopping one byte short: not.
+        bytes[unit - 1] = 1;
+        assert!(!lost_write_in(&bytes, 0, 100));
+        // A whole zero sector later: a lost write.
+        bytes[2 * unit..3 * unit].fill(0);
+        assert!(lost_write_in(&bytes, 0, 100));
+        // ...unless the bytes end before that sector does.
+        assert!(!lost_write_in(&bytes[..3 * unit - 1], 0, 100));
+        // Zeros before the damage do not count.
+        let mut early = vec![7u8; 2 * unit];
+        early[..unit].fill(0);
+        assert!(!lost_write_in(&early, 0, unit as u64 + 10));
+    }
 }

@@ -6,6 +6,14 @@
 //! segment goes when its largest timestamp is older than `now - retention.ms`. By size: the
 //! oldest segments go while the partition would still hold at least `retention.bytes`
 //! without them. The result is the new log start offset, applied with `delete_before`.
+//!
+//! Time goes by a segment's largest batch timestamp, as in Kafka. One record cannot pin a
+//! segment (and with it every later one, since only a prefix goes) because that timestamp
+//! is bounded when the batch is accepted: the broker refuses a create-time batch more than
+//! the topic's `message.timestamp.after.max.ms` (default 1 hour) ahead of its clock, so a
+//! segment's time is at most that far past its last append. Basing retention on the last
+//! append's wall time instead was rejected: segment files carry no append time that
+//! survives a restart, and users set `retention.ms` against their records' timestamps.
 
 use std::time::Duration;
 

@@ -142,6 +142,11 @@ error_codes! {
     /// `message.timestamp.before.max.ms` (Kafka's INVALID_TIMESTAMP). Fix the producer's clock
     /// or the timestamps it sets.
     InvalidTimestamp = 42, false;
+    /// The records at the fetched offset are damaged on the node's disk (found by its
+    /// background verifier; the message names the file and byte position). The node will
+    /// not serve them; earlier offsets, and later segments, are intact. Seek past the damaged
+    /// segment or ask the operator to restore it (docs/OPERATIONS.md, "A damaged partition").
+    DataDamaged = 43, false;
 }
 
 impl Wire for ErrorCode {

@@ -157,6 +157,11 @@ wire_struct! {
         /// When compaction last rewrote a segment, ms since the epoch, if it has since the
         /// node started.
         pub last_compaction_ms: Option<i64>,
+        /// Empty if the partition is healthy; else what is damaged: the reason it is
+        /// offline (`error` is `PartitionOffline`), or damage the background verifier found
+        /// in a sealed segment (file, byte position, first affected offset; reads from
+        /// there fail with `DataDamaged`).
+        pub damage: String,
     }
 }
 

@@ -116,6 +116,8 @@ fn response_samples() -> Vec<Response> {
                     segment_count: 2,
                     dirty_ratio_per_mille: 500,
                     last_compaction_ms: Some(1_700_000_000_000),
+                    damage: "segment orders-0/00000000000000000000.log is corrupt at byte 16"
+                        .into(),
                 }],
             }],
         }),

@@ -145,6 +145,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                                 "dirty_ratio": f64::from(partition.dirty_per_mille) / 1000.0,
                                 "last_compaction": partition.last_compaction_ms.map(format_time),
                                 "error": partition.error.map(|code| code.name()),
+                                "damage": partition.damage,
                             })
                         })
                         .collect();
@@ -203,14 +204,31 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                                     .map_or_else(|| "-".to_string(), format_time),
                             );
                         }
-                        row.push(
-                            partition
-                                .error
-                                .map_or("online", |code| code.name())
-                                .to_string(),
-                        );
+                        let status = match (&partition.error, &partition.damage) {
+                            (Some(code), _) => code.name(),
+                            (None, Some(_)) => "damaged",
+                            (None, None) => "online",
+                        };
+                        row.push(status.to_string());
                         partitions.add_row(row);
                     }
+                    // The damage itself is too long for a column: one line per partition.
+                    let damage: Vec<String> = topic
+                        .partitions
+                        .iter()
+                        .filter_map(|partition| {
+                            let damage = partition.damage.as_ref()?;
+                            Some(format!("partition {}: {damage}", partition.partition))
+                        })
+                        .collect();
+                    let damage = if damage.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "\n\nDamage (see docs/OPERATIONS.md, \"A damaged partition\"):\n{}",
+                            damage.join("\n")
+                        )
+                    };
                     let mut settings = table(&["CONFIG", "VALUE", "SOURCE"], &[]);
                     for config in &configs {
                         settings.add_row(vec![
@@ -230,7 +248,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                         format!("\n\n{AT_MOST_NOTE}")
                     };
                     print(&format!(
-                        "Topic: {}  Partitions: {}  Records: {}\n\n{partitions}{note}\n\n{settings}",
+                        "Topic: {}  Partitions: {}  Records: {}\n\n{partitions}{damage}{note}\n\n{settings}",
                         topic.name,
                         topic.partitions.len(),
                         records_cell(offsets(&topic.partitions), exact)
