@@ -150,18 +150,26 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     for (topic, partition, reason) in broker.offline_partitions() {
         tracing::error!(topic, partition, reason, "partition offline");
     }
-    if let Err(error) = broker.reconcile(&config.topics).await {
-        broker.close().await;
-        return Err(error.into());
-    }
-    if let Err(error) = reconcile_wasm(&broker, &config).await {
-        broker.close().await;
-        return Err(error);
+    if lock.read_only {
+        // Reads only (issue 11, data item 9): declared topics, modules and transforms
+        // would all need writes, and so would retention.
+        tracing::warn!(data_dir = %config.data_dir.display(), "read-only filesystem: serving reads only; declared topics, modules and transforms are not reconciled, transforms and retention do not run, produce is refused");
+    } else {
+        if let Err(error) = broker.reconcile(&config.topics).await {
+            broker.close().await;
+            return Err(error.into());
+        }
+        if let Err(error) = reconcile_wasm(&broker, &config).await {
+            broker.close().await;
+            return Err(error);
+        }
     }
     let broker = Arc::new(broker);
-    broker.start_transforms().await;
+    if !lock.read_only {
+        broker.start_transforms().await;
+        tokio::spawn(Arc::clone(&broker).run_retention());
+    }
     tokio::spawn(Arc::clone(&broker).run_group_timer());
-    tokio::spawn(Arc::clone(&broker).run_retention());
     let server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?;
     let address = server.local_addr().context("reading the bound address")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -445,3 +445,106 @@ fn a_partition_count_the_open_file_limit_cannot_hold_is_refused_clearly() {
     });
     assert!(!node.log().contains("partition offline"), "{}", node.log());
 }
+
+#[test]
+fn a_read_only_data_directory_serves_reads_and_refuses_produce_clearly() {
+    // Goal (issue 11, data item 9): a node whose data directory is a real read-only bind
+    // mount (a private mount namespace, `unshare -m`; needs root, which this test
+    // environment has) starts, serves every record written before, and answers a produce
+    // with the filesystem's read-only error; no partition goes offline. Before the fix
+    // the node could not start: writing metadata.json failed.
+    let mut node = NodeProcess::start();
+    let runtime = ledge_e2e::runtime();
+    runtime.block_on(async {
+        let client = ledge_e2e::connect(&node).await;
+        ledge_e2e::create_topic(&client, "kept", 3).await;
+        ledge_e2e::produce_numbered(&client, "kept", 0, 30).await;
+    });
+    assert!(node.terminate(Duration::from_secs(30)).is_some());
+    let data_dir = node.data_dir.display().to_string();
+    // $0 is the data directory; "$@" is the node's command line.
+    let script = r#"mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@""#;
+    let read_only = NodeProcess::start_wrapped(
+        NodeOptions {
+            data_dir: Some(node.data_dir.clone()),
+            ..NodeOptions::default()
+        },
+        &["unshare", "-m", "sh", "-c", script, &data_dir],
+    );
+    runtime.block_on(async {
+        let client = ledge_e2e::RawClient::connect(&read_only).await;
+        // Every record is readable.
+        let mut records = 0;
+        for partition in 0..3 {
+            let request =
+                ledge_protocol::wire::Request::Fetch(ledge_protocol::wire::FetchRequest {
+                    max_wait_ms: 0,
+                    min_bytes: 0,
+                    max_bytes: 1 << 20,
+                    topics: vec![ledge_protocol::wire::FetchTopic {
+                        name: "kept".into(),
+                        partitions: vec![ledge_protocol::wire::FetchPartition {
+                            partition,
+                            fetch_offset: 0,
+                            partition_max_bytes: 1 << 20,
+                        }],
+                    }],
+                    plugin: None,
+                });
+            let (_, Some(ledge_protocol::wire::Response::Fetch(response))) =
+                client.request(&request).await
+            else {
+                panic!("no Fetch response")
+            };
+            let answer = &response.topics[0].partitions[0];
+            assert_eq!(
+                answer.error,
+                ledge_protocol::wire::ErrorCode::None,
+                "{}",
+                answer.message
+            );
+            for item in ledge_protocol::BatchIter::new(&answer.records) {
+                records += item.unwrap().0.record_count;
+            }
+        }
+        assert_eq!(records, 30);
+        // A produce is refused, naming the cause.
+        let records = ledge_protocol::encode_batch(
+            &[ledge_protocol::Record {
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(bytes::Bytes::from_static(b"refused")),
+                headers: Vec::new(),
+            }],
+            &ledge_protocol::EncodeOptions::default(),
+        )
+        .unwrap();
+        let request =
+            ledge_protocol::wire::Request::Produce(ledge_protocol::wire::ProduceRequest {
+                acks: ledge_protocol::wire::Acks::All,
+                timeout_ms: 10_000,
+                topics: vec![ledge_protocol::wire::ProduceTopic {
+                    name: "kept".into(),
+                    partitions: vec![ledge_protocol::wire::ProducePartition {
+                        partition: 0,
+                        records,
+                    }],
+                }],
+            });
+        let (_, Some(ledge_protocol::wire::Response::Produce(produced))) =
+            client.request(&request).await
+        else {
+            panic!("no Produce response")
+        };
+        let answer = &produced.topics[0].partitions[0];
+        assert_eq!(answer.error, ledge_protocol::wire::ErrorCode::StorageError);
+        assert!(
+            answer.message.contains("Read-only file system"),
+            "{}",
+            answer.message
+        );
+    });
+    let log = read_only.log();
+    assert!(!log.contains("partition offline"), "{log}");
+    assert!(log.contains("serving reads only"), "{log}");
+}

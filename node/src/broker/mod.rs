@@ -271,14 +271,35 @@ impl<D: Disk> Broker<D> {
             });
             if !known {
                 tracing::warn!(directory = %path.display(), "removing a partition directory of a deleted topic");
-                remove_tree(&disk, &path).await?;
+                match remove_tree(&disk, &path).await {
+                    Err(error) if error.is_read_only() => {}
+                    other => other?,
+                }
             }
         }
-        disk.sync_dir(&logs_dir).await?;
+        // A data directory on a read-only filesystem is served for reads (issue 11, data
+        // item 9): the writes of this open are skipped, no producer ids are reserved (so
+        // none are handed out), and each partition opens read-only.
+        let mut read_only = false;
+        match disk.sync_dir(&logs_dir).await {
+            Err(error) if error.is_read_only() => read_only = true,
+            other => other?,
+        }
         // Reserve a fresh block of producer ids before handing any out.
         let next = stored.producer_ids_reserved_until;
         stored.producer_ids_reserved_until = next + PRODUCER_ID_BLOCK;
-        store.store(stored.clone()).await?;
+        let reserved_until = match store.store(stored.clone()).await {
+            Ok(()) => next + PRODUCER_ID_BLOCK,
+            Err(error) if error.is_read_only() => {
+                tracing::warn!(data_dir = %data_dir.display(), %error, "read-only filesystem: serving reads only; produce is refused");
+                read_only = true;
+                next
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if read_only {
+            stored.producer_ids_reserved_until = next;
+        }
 
         // Member ids stay unique across restarts without any stored counter.
         let member_salt = u64::try_from(clock.wall_time_ms()).unwrap_or_default();
@@ -295,7 +316,7 @@ impl<D: Disk> Broker<D> {
             admin: tokio::sync::Mutex::new(store),
             producer_ids: Mutex::new(ProducerIds {
                 next,
-                reserved_until: next + PRODUCER_ID_BLOCK,
+                reserved_until,
             }),
             groups: Mutex::new(GroupCoordinator::new(config_groups, member_salt)),
             offsets: Mutex::new(OffsetStore::default()),
