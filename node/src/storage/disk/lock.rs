@@ -45,8 +45,16 @@ pub enum LockError {
         holder: String,
     },
     /// Creating or opening the directory or lock file failed.
+    // The cause is part of the message and deliberately not a `source`: printed as a chain
+    // (`{:#}`), it would otherwise appear twice.
     #[error("cannot lock data directory: {0}")]
-    Disk(#[from] DiskError),
+    Disk(DiskError),
+}
+
+impl From<DiskError> for LockError {
+    fn from(error: DiskError) -> Self {
+        Self::Disk(error)
+    }
 }
 
 /// The held lock; dropping it (or the process ending) releases it.
@@ -199,6 +207,19 @@ mod tests {
         assert!(!text.contains('\n'), "{text}");
         drop(first);
         lock_data_dir(&data_dir, 0).unwrap();
+    }
+
+    #[test]
+    fn a_lock_failure_names_the_os_error_once_in_a_chain() {
+        // Goal: printed as an anyhow chain (as main prints errors), the OS error appears
+        // once. With the cause as a `source` as well, `{:#}` repeated it.
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let error = lock_data_dir(&file.join("data"), 0).unwrap_err();
+        let text = format!("{:#}", anyhow::Error::from(error));
+        assert!(text.starts_with("cannot lock data directory: "), "{text}");
+        assert_eq!(text.matches("Not a directory").count(), 1, "{text}");
     }
 
     #[test]
