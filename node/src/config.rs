@@ -424,13 +424,21 @@ impl NodeConfig {
             broker.log.commit_bytes_max = value;
         }
         if let Some(value) = log.append_queue_depth {
-            broker.log.append_queue_depth = value;
+            // tokio's bounded channel panics above its permit limit, at every partition open.
+            broker.log.append_queue_depth = at_most(
+                origin,
+                "log.append_queue_depth",
+                value,
+                APPEND_QUEUE_DEPTH_LIMIT,
+            )?;
         }
         if let Some(value) = log.producers_max {
             broker.log.producers_max = value;
         }
         if let Some(value) = log.recovery_read_bytes {
-            broker.log.recovery_read_bytes = value;
+            // Each recovery read allocates this much: an absurd value aborted every open.
+            broker.log.recovery_read_bytes =
+                at_most(origin, "log.recovery_read_bytes", value, READ_BYTES_LIMIT)?;
         }
         if let Some(value) = log.retention_check_interval_ms {
             if value == 0 {
@@ -560,7 +568,13 @@ impl NodeConfig {
         let transforms = file.transforms.unwrap_or_default();
         let limits = &mut config.broker.transforms;
         if let Some(value) = transforms.read_bytes_max {
-            limits.read_bytes_max = positive("read_bytes_max", value as u64)? as usize;
+            // Added to index.interval.bytes in the read path: u64::MAX overflowed there.
+            limits.read_bytes_max = at_most(
+                origin,
+                "transforms.read_bytes_max",
+                positive("read_bytes_max", value as u64)? as usize,
+                READ_BYTES_LIMIT,
+            )?;
         }
         if let Some(value) = transforms.output_batch_bytes {
             limits.output_batch_bytes = positive("output_batch_bytes", value as u64)? as usize;
@@ -677,6 +691,23 @@ pub const DURATION_MS_MAX: u64 = 365 * 24 * 3600 * 1000;
 /// Most connections `limits.connections_max` accepts (tokio's semaphore caps permits far
 /// above this; no edge box holds a million QUIC connections).
 pub const CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
+
+/// Most entries `log.append_queue_depth` accepts.
+pub const APPEND_QUEUE_DEPTH_LIMIT: usize = 1 << 20;
+
+/// Most bytes `log.recovery_read_bytes` and `transforms.read_bytes_max` accept (1 GiB): each
+/// is allocated per read.
+pub const READ_BYTES_LIMIT: usize = 1 << 30;
+
+/// `value`, refused above `limit`, naming the key.
+fn at_most(origin: &str, key: &str, value: usize, limit: usize) -> Result<usize, ConfigError> {
+    if value > limit {
+        return Err(ConfigError(format!(
+            "{origin}: {key} ({value}) exceeds the maximum {limit}"
+        )));
+    }
+    Ok(value)
+}
 
 /// A `*_ms` key's value as a duration, refused beyond [`DURATION_MS_MAX`].
 fn duration_ms(origin: &str, key: &str, value: u64) -> Result<Duration, ConfigError> {
@@ -916,6 +947,18 @@ on_error = "skip"
             (
                 format!("[log]\nrecovery_checkpoint_interval_ms = {huge}\n"),
                 "log.recovery_checkpoint_interval_ms",
+            ),
+            (
+                format!("[log]\nappend_queue_depth = {}\n", i64::MAX),
+                "log.append_queue_depth (9223372036854775807) exceeds the maximum 1048576",
+            ),
+            (
+                format!("[log]\nrecovery_read_bytes = {}\n", i64::MAX),
+                "log.recovery_read_bytes",
+            ),
+            (
+                format!("[transforms]\nread_bytes_max = {}\n", i64::MAX),
+                "transforms.read_bytes_max",
             ),
         ] {
             let error = NodeConfig::from_toml(&bad, "t.toml")
