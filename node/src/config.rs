@@ -324,6 +324,11 @@ impl NodeConfig {
         let mut config = Self::default();
         let node = file.node.unwrap_or_default();
         if let Some(data_dir) = node.data_dir {
+            if data_dir.as_os_str().is_empty() {
+                return Err(ConfigError(format!(
+                    "{origin}: node.data_dir must not be empty"
+                )));
+            }
             config.data_dir = data_dir;
         }
         if let Some(listen) = node.listen {
@@ -947,6 +952,10 @@ on_error = "skip"
             (
                 format!("[log]\nrecovery_checkpoint_interval_ms = {huge}\n"),
                 "log.recovery_checkpoint_interval_ms",
+            ),
+            (
+                "[node]\ndata_dir = \"\"\n".to_string(),
+                "node.data_dir must not be empty",
             ),
             (
                 format!("[log]\nappend_queue_depth = {}\n", i64::MAX),

@@ -81,6 +81,12 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         None => NodeConfig::default(),
     };
     if let Some(data_dir) = arguments.data_dir {
+        // An empty path would lock `./lock` and then fail to create the directory: refuse
+        // it as the config file does.
+        anyhow::ensure!(
+            !data_dir.as_os_str().is_empty(),
+            "--data-dir must not be empty"
+        );
         config.data_dir = data_dir;
     }
     if let Some(listen) = arguments.listen {

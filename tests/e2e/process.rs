@@ -14,7 +14,23 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs `ledge-node` with `args` (and an optional open-file limit), expecting it to exit by
 /// itself; returns its status, stdout and stderr.
 fn run_node_to_exit(args: &[&str], open_files_limit: Option<(u64, u64)>) -> (ExitStatus, String) {
-    let mut command = Command::new(binary("ledge-node"));
+    run_wrapped_node_to_exit(&[], args, open_files_limit)
+}
+
+/// As [`run_node_to_exit`], started through `wrapper` (a program and its arguments).
+fn run_wrapped_node_to_exit(
+    wrapper: &[&str],
+    args: &[&str],
+    open_files_limit: Option<(u64, u64)>,
+) -> (ExitStatus, String) {
+    let mut command = match wrapper.split_first() {
+        Some((program, arguments)) => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(binary("ledge-node"));
+            command
+        }
+        None => Command::new(binary("ledge-node")),
+    };
     command
         .args(args)
         .env("RUST_LOG", "info")
@@ -547,4 +563,21 @@ fn a_read_only_data_directory_serves_reads_and_refuses_produce_clearly() {
     let log = read_only.log();
     assert!(!log.contains("partition offline"), "{log}");
     assert!(log.contains("serving reads only"), "{log}");
+    // The lock still holds on the read-only filesystem: a second node is refused, and the
+    // message says the recorded holder may be an earlier one (it could not be updated).
+    let (status, stderr) = run_wrapped_node_to_exit(
+        &["unshare", "-m", "sh", "-c", script, &data_dir],
+        &["--data-dir", &data_dir, "--listen", "127.0.0.1:0"],
+        None,
+    );
+    assert!(!status.success(), "{stderr}");
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "error: data directory {data_dir} is in use by another ledge-node"
+        )),
+        "{stderr}"
+    );
+    assert!(errors[0].contains("possibly an earlier holder"), "{stderr}");
 }

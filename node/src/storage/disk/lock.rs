@@ -100,9 +100,16 @@ pub fn lock_data_dir(data_dir: &Path, started_ms: i64) -> Result<DataDirLock, Lo
     if locked != 0 {
         let cause = std::io::Error::last_os_error();
         if cause.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut holder = read_holder(&mut file);
+            if read_only {
+                // A holder on a read-only filesystem could not record itself.
+                holder.push_str(
+                    "; recorded before the filesystem became read-only, so possibly an earlier holder",
+                );
+            }
             return Err(LockError::InUse {
                 directory: data_dir.to_path_buf(),
-                holder: read_holder(&mut file),
+                holder,
             });
         }
         return Err(DiskError::new("flock", &path, cause).into());
