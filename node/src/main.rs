@@ -110,6 +110,22 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             )?),
             tls::TlsSource::DevCa => None,
         };
+    // Module files named by the config are read after the data directory is open; a
+    // missing one is reported now, before anything is written.
+    for (path, origin) in config
+        .modules
+        .iter()
+        .map(|module| (&module.path, &module.origin))
+        .chain(
+            config
+                .transforms
+                .iter()
+                .map(|transform| (&transform.path, &transform.origin)),
+        )
+    {
+        std::fs::File::open(path)
+            .with_context(|| format!("{origin}: cannot read module file {}", path.display()))?;
+    }
     let disk = SystemDisk::detect(config.disk_backend)?;
     let open_files = descriptors::raise_open_file_limit();
     match open_files {

@@ -581,3 +581,40 @@ fn a_read_only_data_directory_serves_reads_and_refuses_produce_clearly() {
     );
     assert!(errors[0].contains("possibly an earlier holder"), "{stderr}");
 }
+
+#[test]
+fn a_missing_module_file_is_refused_before_the_data_directory_is_made() {
+    // Goal (issue 11, bug 2): a `[[module]]` whose file does not exist is reported in one
+    // line naming the config line and the file, before the data directory is created.
+    // Before the fix the node opened (and created) the data directory, its metadata and
+    // `__consumer_offsets` first.
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    let config_path = root.path().join("modules.toml");
+    std::fs::write(
+        &config_path,
+        "[[module]]\nname = \"gone\"\nkind = \"map\"\npath = \"missing.wasm\"\n",
+    )
+    .unwrap();
+    let (status, stderr) = run_node_to_exit(
+        &[
+            "--data-dir",
+            &data_dir.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            &config_path.display().to_string(),
+        ],
+        None,
+    );
+    assert!(!status.success(), "{stderr}");
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("module \"gone\": cannot read module file"),
+        "{stderr}"
+    );
+    assert!(errors[0].contains("missing.wasm"), "{stderr}");
+    assert_eq!(errors[0].matches("No such file").count(), 1, "{stderr}");
+    assert!(!data_dir.exists(), "a data directory was left behind");
+}
