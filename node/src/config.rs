@@ -441,9 +441,7 @@ impl NodeConfig {
             broker.log.producers_max = value;
         }
         if let Some(value) = log.recovery_read_bytes {
-            // Each recovery read allocates this much: an absurd value aborted every open.
-            broker.log.recovery_read_bytes =
-                at_most(origin, "log.recovery_read_bytes", value, READ_BYTES_LIMIT)?;
+            broker.log.recovery_read_bytes = value;
         }
         if let Some(value) = log.retention_check_interval_ms {
             if value == 0 {
@@ -573,13 +571,7 @@ impl NodeConfig {
         let transforms = file.transforms.unwrap_or_default();
         let limits = &mut config.broker.transforms;
         if let Some(value) = transforms.read_bytes_max {
-            // Added to index.interval.bytes in the read path: u64::MAX overflowed there.
-            limits.read_bytes_max = at_most(
-                origin,
-                "transforms.read_bytes_max",
-                positive("read_bytes_max", value as u64)? as usize,
-                READ_BYTES_LIMIT,
-            )?;
+            limits.read_bytes_max = positive("read_bytes_max", value as u64)? as usize;
         }
         if let Some(value) = transforms.output_batch_bytes {
             limits.output_batch_bytes = positive("output_batch_bytes", value as u64)? as usize;
@@ -699,10 +691,6 @@ pub const CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
 
 /// Most entries `log.append_queue_depth` accepts.
 pub const APPEND_QUEUE_DEPTH_LIMIT: usize = 1 << 20;
-
-/// Most bytes `log.recovery_read_bytes` and `transforms.read_bytes_max` accept (1 GiB): each
-/// is allocated per read.
-pub const READ_BYTES_LIMIT: usize = 1 << 30;
 
 /// `value`, refused above `limit`, naming the key.
 fn at_most(origin: &str, key: &str, value: usize, limit: usize) -> Result<usize, ConfigError> {
@@ -960,14 +948,6 @@ on_error = "skip"
             (
                 format!("[log]\nappend_queue_depth = {}\n", i64::MAX),
                 "log.append_queue_depth (9223372036854775807) exceeds the maximum 1048576",
-            ),
-            (
-                format!("[log]\nrecovery_read_bytes = {}\n", i64::MAX),
-                "log.recovery_read_bytes",
-            ),
-            (
-                format!("[transforms]\nread_bytes_max = {}\n", i64::MAX),
-                "transforms.read_bytes_max",
             ),
         ] {
             let error = NodeConfig::from_toml(&bad, "t.toml")
