@@ -1713,6 +1713,8 @@ fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)>) -> Topic
 }
 
 #[cfg(test)]
+mod read_only_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod wasm_tests;
