@@ -24,12 +24,12 @@ async fn open(disk: &SimDisk) -> Result<Broker<SimDisk>, BrokerError> {
     .await
 }
 
-fn batch(tag: usize) -> bytes::Bytes {
+fn batch(tag: usize) -> Bytes {
     let records: Vec<Record> = (0..3)
         .map(|number| Record {
             timestamp: 1_000_000,
             key: None,
-            value: Some(bytes::Bytes::from(format!("value-{tag}-{number}"))),
+            value: Some(Bytes::from(format!("value-{tag}-{number}"))),
             headers: Vec::new(),
         })
         .collect();
