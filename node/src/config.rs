@@ -328,6 +328,11 @@ impl NodeConfig {
         let mut config = Self::default();
         let node = file.node.unwrap_or_default();
         if let Some(data_dir) = node.data_dir {
+            if data_dir.as_os_str().is_empty() {
+                return Err(ConfigError(format!(
+                    "{origin}: node.data_dir must not be empty"
+                )));
+            }
             config.data_dir = data_dir;
         }
         if let Some(listen) = node.listen {
@@ -428,7 +433,13 @@ impl NodeConfig {
             broker.log.commit_bytes_max = value;
         }
         if let Some(value) = log.append_queue_depth {
-            broker.log.append_queue_depth = value;
+            // tokio's bounded channel panics above its permit limit, at every partition open.
+            broker.log.append_queue_depth = at_most(
+                origin,
+                "log.append_queue_depth",
+                value,
+                APPEND_QUEUE_DEPTH_LIMIT,
+            )?;
         }
         if let Some(value) = log.producers_max {
             broker.log.producers_max = value;
@@ -701,6 +712,19 @@ pub const DURATION_MS_MAX: u64 = 365 * 24 * 3600 * 1000;
 /// above this; no edge box holds a million QUIC connections).
 pub const CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
 
+/// Most entries `log.append_queue_depth` accepts.
+pub const APPEND_QUEUE_DEPTH_LIMIT: usize = 1 << 20;
+
+/// `value`, refused above `limit`, naming the key.
+fn at_most(origin: &str, key: &str, value: usize, limit: usize) -> Result<usize, ConfigError> {
+    if value > limit {
+        return Err(ConfigError(format!(
+            "{origin}: {key} ({value}) exceeds the maximum {limit}"
+        )));
+    }
+    Ok(value)
+}
+
 /// A `*_ms` key's value as a duration, refused beyond [`DURATION_MS_MAX`].
 fn duration_ms(origin: &str, key: &str, value: u64) -> Result<Duration, ConfigError> {
     if value > DURATION_MS_MAX {
@@ -939,6 +963,14 @@ on_error = "skip"
             (
                 format!("[log]\nrecovery_checkpoint_interval_ms = {huge}\n"),
                 "log.recovery_checkpoint_interval_ms",
+            ),
+            (
+                "[node]\ndata_dir = \"\"\n".to_string(),
+                "node.data_dir must not be empty",
+            ),
+            (
+                format!("[log]\nappend_queue_depth = {}\n", i64::MAX),
+                "log.append_queue_depth (9223372036854775807) exceeds the maximum 1048576",
             ),
         ] {
             let error = NodeConfig::from_toml(&bad, "t.toml")

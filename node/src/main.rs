@@ -81,6 +81,12 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         None => NodeConfig::default(),
     };
     if let Some(data_dir) = arguments.data_dir {
+        // An empty path would lock `./lock` and then fail to create the directory: refuse
+        // it as the config file does.
+        anyhow::ensure!(
+            !data_dir.as_os_str().is_empty(),
+            "--data-dir must not be empty"
+        );
         config.data_dir = data_dir;
     }
     if let Some(listen) = arguments.listen {
@@ -104,6 +110,22 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             )?),
             tls::TlsSource::DevCa => None,
         };
+    // Module files named by the config are read after the data directory is open; a
+    // missing one is reported now, before anything is written.
+    for (path, origin) in config
+        .modules
+        .iter()
+        .map(|module| (&module.path, &module.origin))
+        .chain(
+            config
+                .transforms
+                .iter()
+                .map(|transform| (&transform.path, &transform.origin)),
+        )
+    {
+        std::fs::File::open(path)
+            .with_context(|| format!("{origin}: cannot read module file {}", path.display()))?;
+    }
     let disk = SystemDisk::detect(config.disk_backend)?;
     let open_files = descriptors::raise_open_file_limit();
     match open_files {
@@ -150,24 +172,32 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     for (topic, partition, reason) in broker.offline_partitions() {
         tracing::error!(topic, partition, reason, "partition offline");
     }
-    // Modules first: a declared topic's partitioner.module or produce.filter.module must name
-    // an uploaded module; transforms last: they read declared topics.
-    if let Err(error) = upload_declared_modules(&broker, &config).await {
-        broker.close().await;
-        return Err(error);
-    }
-    if let Err(error) = broker.reconcile(&config.topics).await {
-        broker.close().await;
-        return Err(error.into());
-    }
-    if let Err(error) = deploy_declared_transforms(&broker, &config).await {
-        broker.close().await;
-        return Err(error);
+    if lock.read_only {
+        // Reads only (issue 11, data item 9): declared topics, modules and transforms
+        // would all need writes, and so would retention.
+        tracing::warn!(data_dir = %config.data_dir.display(), "read-only filesystem: serving reads only; declared topics, modules and transforms are not reconciled, transforms and retention do not run, produce is refused");
+    } else {
+        // Modules first: a declared topic's partitioner.module or produce.filter.module must name
+        // an uploaded module; transforms last: they read declared topics.
+        if let Err(error) = upload_declared_modules(&broker, &config).await {
+            broker.close().await;
+            return Err(error);
+        }
+        if let Err(error) = broker.reconcile(&config.topics).await {
+            broker.close().await;
+            return Err(error.into());
+        }
+        if let Err(error) = deploy_declared_transforms(&broker, &config).await {
+            broker.close().await;
+            return Err(error);
+        }
     }
     let broker = Arc::new(broker);
-    broker.start_transforms().await;
+    if !lock.read_only {
+        broker.start_transforms().await;
+        tokio::spawn(Arc::clone(&broker).run_retention());
+    }
     tokio::spawn(Arc::clone(&broker).run_group_timer());
-    tokio::spawn(Arc::clone(&broker).run_retention());
     tokio::spawn(Arc::clone(&broker).run_verifier());
     let server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?;
     let address = server.local_addr().context("reading the bound address")?;

@@ -14,7 +14,23 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs `ledge-node` with `args` (and an optional open-file limit), expecting it to exit by
 /// itself; returns its status, stdout and stderr.
 fn run_node_to_exit(args: &[&str], open_files_limit: Option<(u64, u64)>) -> (ExitStatus, String) {
-    let mut command = Command::new(binary("ledge-node"));
+    run_wrapped_node_to_exit(&[], args, open_files_limit)
+}
+
+/// As [`run_node_to_exit`], started through `wrapper` (a program and its arguments).
+fn run_wrapped_node_to_exit(
+    wrapper: &[&str],
+    args: &[&str],
+    open_files_limit: Option<(u64, u64)>,
+) -> (ExitStatus, String) {
+    let mut command = match wrapper.split_first() {
+        Some((program, arguments)) => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(binary("ledge-node"));
+            command
+        }
+        None => Command::new(binary("ledge-node")),
+    };
     command
         .args(args)
         .env("RUST_LOG", "info")
@@ -444,4 +460,161 @@ fn a_partition_count_the_open_file_limit_cannot_hold_is_refused_clearly() {
         ledge_e2e::produce_numbered(&client, "fits", 0, 40).await;
     });
     assert!(!node.log().contains("partition offline"), "{}", node.log());
+}
+
+#[test]
+fn a_read_only_data_directory_serves_reads_and_refuses_produce_clearly() {
+    // Goal (issue 11, data item 9): a node whose data directory is a real read-only bind
+    // mount (a private mount namespace, `unshare -m`; needs root, which this test
+    // environment has) starts, serves every record written before, and answers a produce
+    // with the filesystem's read-only error; no partition goes offline. Before the fix
+    // the node could not start: writing metadata.json failed.
+    let mut node = NodeProcess::start();
+    let runtime = ledge_e2e::runtime();
+    runtime.block_on(async {
+        let client = ledge_e2e::connect(&node).await;
+        ledge_e2e::create_topic(&client, "kept", 3).await;
+        ledge_e2e::produce_numbered(&client, "kept", 0, 30).await;
+    });
+    assert!(node.terminate(Duration::from_secs(30)).is_some());
+    let data_dir = node.data_dir.display().to_string();
+    // $0 is the data directory; "$@" is the node's command line.
+    let script = r#"mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@""#;
+    let read_only = NodeProcess::start_wrapped(
+        NodeOptions {
+            data_dir: Some(node.data_dir.clone()),
+            ..NodeOptions::default()
+        },
+        &["unshare", "-m", "sh", "-c", script, &data_dir],
+    );
+    runtime.block_on(async {
+        let client = ledge_e2e::RawClient::connect(&read_only).await;
+        // Every record is readable.
+        let mut records = 0;
+        for partition in 0..3 {
+            let request =
+                ledge_protocol::wire::Request::Fetch(ledge_protocol::wire::FetchRequest {
+                    max_wait_ms: 0,
+                    min_bytes: 0,
+                    max_bytes: 1 << 20,
+                    topics: vec![ledge_protocol::wire::FetchTopic {
+                        name: "kept".into(),
+                        partitions: vec![ledge_protocol::wire::FetchPartition {
+                            partition,
+                            fetch_offset: 0,
+                            partition_max_bytes: 1 << 20,
+                        }],
+                    }],
+                    plugin: None,
+                });
+            let (_, Some(ledge_protocol::wire::Response::Fetch(response))) =
+                client.request(&request).await
+            else {
+                panic!("no Fetch response")
+            };
+            let answer = &response.topics[0].partitions[0];
+            assert_eq!(
+                answer.error,
+                ledge_protocol::wire::ErrorCode::None,
+                "{}",
+                answer.message
+            );
+            for item in ledge_protocol::BatchIter::new(&answer.records) {
+                records += item.unwrap().0.record_count;
+            }
+        }
+        assert_eq!(records, 30);
+        // A produce is refused, naming the cause.
+        let records = ledge_protocol::encode_batch(
+            &[ledge_protocol::Record {
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(bytes::Bytes::from_static(b"refused")),
+                headers: Vec::new(),
+            }],
+            &ledge_protocol::EncodeOptions::default(),
+        )
+        .unwrap();
+        let request =
+            ledge_protocol::wire::Request::Produce(ledge_protocol::wire::ProduceRequest {
+                acks: ledge_protocol::wire::Acks::All,
+                timeout_ms: 10_000,
+                topics: vec![ledge_protocol::wire::ProduceTopic {
+                    name: "kept".into(),
+                    partitions: vec![ledge_protocol::wire::ProducePartition {
+                        partition: 0,
+                        records,
+                    }],
+                }],
+            });
+        let (_, Some(ledge_protocol::wire::Response::Produce(produced))) =
+            client.request(&request).await
+        else {
+            panic!("no Produce response")
+        };
+        let answer = &produced.topics[0].partitions[0];
+        assert_eq!(answer.error, ledge_protocol::wire::ErrorCode::StorageError);
+        assert!(
+            answer.message.contains("Read-only file system"),
+            "{}",
+            answer.message
+        );
+    });
+    let log = read_only.log();
+    assert!(!log.contains("partition offline"), "{log}");
+    assert!(log.contains("serving reads only"), "{log}");
+    // The lock still holds on the read-only filesystem: a second node is refused, and the
+    // message says the recorded holder may be an earlier one (it could not be updated).
+    let (status, stderr) = run_wrapped_node_to_exit(
+        &["unshare", "-m", "sh", "-c", script, &data_dir],
+        &["--data-dir", &data_dir, "--listen", "127.0.0.1:0"],
+        None,
+    );
+    assert!(!status.success(), "{stderr}");
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "error: data directory {data_dir} is in use by another ledge-node"
+        )),
+        "{stderr}"
+    );
+    assert!(errors[0].contains("possibly an earlier holder"), "{stderr}");
+}
+
+#[test]
+fn a_missing_module_file_is_refused_before_the_data_directory_is_made() {
+    // Goal (issue 11, bug 2): a `[[module]]` whose file does not exist is reported in one
+    // line naming the config line and the file, before the data directory is created.
+    // Before the fix the node opened (and created) the data directory, its metadata and
+    // `__consumer_offsets` first.
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    let config_path = root.path().join("modules.toml");
+    std::fs::write(
+        &config_path,
+        "[[module]]\nname = \"gone\"\nkind = \"map\"\npath = \"missing.wasm\"\n",
+    )
+    .unwrap();
+    let (status, stderr) = run_node_to_exit(
+        &[
+            "--data-dir",
+            &data_dir.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            &config_path.display().to_string(),
+        ],
+        None,
+    );
+    assert!(!status.success(), "{stderr}");
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("module \"gone\": cannot read module file"),
+        "{stderr}"
+    );
+    assert!(errors[0].contains("missing.wasm"), "{stderr}");
+    assert_eq!(errors[0].matches("No such file").count(), 1, "{stderr}");
+    assert!(!data_dir.exists(), "a data directory was left behind");
 }

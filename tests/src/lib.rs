@@ -90,6 +90,8 @@ pub struct NodeProcess {
     options: NodeOptions,
     /// `RLIMIT_NOFILE` (soft, hard) set in the child before it runs, if any.
     open_files_limit: Option<(u64, u64)>,
+    /// A program (with arguments) the node is started through, e.g. `unshare`.
+    wrapper: Vec<String>,
     _temporary: Option<tempfile::TempDir>,
 }
 
@@ -107,6 +109,14 @@ impl NodeProcess {
     /// Starts a node with `options` and, if given, its `RLIMIT_NOFILE` set to (soft, hard)
     /// (kept across restarts), as `ulimit -n` would before starting it.
     pub fn start_limited(options: NodeOptions, open_files_limit: Option<(u64, u64)>) -> Self {
+        Self::start_configured(options, open_files_limit, Vec::new())
+    }
+
+    fn start_configured(
+        options: NodeOptions,
+        open_files_limit: Option<(u64, u64)>,
+        wrapper: Vec<String>,
+    ) -> Self {
         let (temporary, data_dir) = match &options.data_dir {
             Some(directory) => (None, directory.clone()),
             None => {
@@ -125,14 +135,33 @@ impl NodeProcess {
             data_dir,
             options,
             open_files_limit,
+            wrapper,
             _temporary: temporary,
         };
         node.spawn();
         node
     }
 
+    /// Starts a node through `wrapper` (a program and its arguments, given the node's
+    /// command line after them), e.g. `unshare -m sh -c '...; exec "$@"' sh`; kept across
+    /// restarts.
+    pub fn start_wrapped(options: NodeOptions, wrapper: &[&str]) -> Self {
+        Self::start_configured(
+            options,
+            None,
+            wrapper.iter().map(|part| part.to_string()).collect(),
+        )
+    }
+
     fn spawn(&mut self) {
-        let mut command = Command::new(binary("ledge-node"));
+        let mut command = match self.wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(binary("ledge-node"));
+                command
+            }
+            None => Command::new(binary("ledge-node")),
+        };
         command
             .arg("--data-dir")
             .arg(&self.data_dir)

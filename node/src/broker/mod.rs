@@ -362,12 +362,34 @@ impl<D: Disk> Broker<D> {
             });
             if !known {
                 tracing::warn!(directory = %path.display(), "removing a partition directory of a deleted topic");
-                remove_tree(&disk, &path).await?;
+                match remove_tree(&disk, &path).await {
+                    Err(error) if error.is_read_only() => {}
+                    other => other?,
+                }
             }
         }
-        disk.sync_dir(&logs_dir).await?;
-        topic_files.sync_with(&stored.topics).await?;
-        store.store(stored.clone()).await?;
+        // A data directory on a read-only filesystem is served for reads (issue 11, data
+        // item 9): the writes of this open are skipped, no producer ids are reserved (so
+        // none are handed out), and each partition opens read-only.
+        let mut read_only = false;
+        match disk.sync_dir(&logs_dir).await {
+            Err(error) if error.is_read_only() => read_only = true,
+            other => other?,
+        }
+        if !read_only {
+            let written = match topic_files.sync_with(&stored.topics).await {
+                Ok(()) => store.store(stored.clone()).await,
+                Err(error) => Err(error),
+            };
+            match written {
+                Ok(()) => {}
+                Err(metadata::MetadataError::Disk(error)) if error.is_read_only() => {
+                    tracing::warn!(data_dir = %data_dir.display(), %error, "read-only filesystem: serving reads only; produce is refused");
+                    read_only = true;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
 
         // Member ids stay unique across restarts without any stored counter.
         let member_salt = u64::try_from(clock.wall_time_ms()).unwrap_or_default();
@@ -429,7 +451,9 @@ impl<D: Disk> Broker<D> {
                 }),
             );
         }
-        broker.reserve_producer_ids_after_open().await?;
+        if !read_only {
+            broker.reserve_producer_ids_after_open().await?;
+        }
         if broker.topic(OFFSETS_TOPIC).is_none() {
             let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
             if let Err((_, message)) = broker.create_topic(OFFSETS_TOPIC, 1, &configs).await {
@@ -1967,6 +1991,8 @@ fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)>) -> Topic
 
 #[cfg(test)]
 mod produce_fuzz_tests;
+#[cfg(test)]
+mod read_only_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -129,7 +129,7 @@ impl SimDisk {
         self.state().faults.space_bytes_max = bytes;
     }
 
-    /// Every mutating operation fails with EROFS while set.
+    /// Every mutating operation, and opening a file for writing, fails with EROFS while set.
     pub fn set_read_only(&self, read_only: bool) {
         self.state().faults.read_only = read_only;
     }
@@ -545,6 +545,11 @@ impl Disk for SimDisk {
             }
             (_, None) => return Err(DiskError::new("open", path, os_error(libc::ENOENT))),
         };
+        // As Linux does: opening an existing file for writing on a read-only filesystem is
+        // refused at open, not at the first write.
+        if mode == OpenMode::ReadWrite && state.faults.read_only {
+            return Err(DiskError::new("open", path, os_error(libc::EROFS)));
+        }
         Ok(SimFile {
             disk: self.clone(),
             inode,

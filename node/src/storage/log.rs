@@ -565,7 +565,24 @@ impl<D: Disk> PartitionLog<D> {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, OpenError> {
         config.validate().map_err(OpenError::Config)?;
-        let opened = open_files(&disk, directory, &config).await?;
+        let opened = match open_files(&disk, directory, &config).await {
+            // Nothing was changed (the first write was refused): serve reads.
+            Err(OpenError::Disk(error)) if error.is_read_only() => {
+                return match Self::open_read_only(disk, directory, config).await {
+                    Ok(log) => {
+                        tracing::warn!(directory = %directory.display(), %error, "read-only filesystem: the partition serves reads only");
+                        Ok(log)
+                    }
+                    // A partition that does not exist yet cannot be made here: the
+                    // read-only error says why.
+                    Err(OpenError::Disk(missing)) if missing.is_not_found() => {
+                        Err(OpenError::Disk(error))
+                    }
+                    Err(other) => Err(other),
+                };
+            }
+            opened => opened?,
+        };
         let (high_watermark, _) = watch::channel(opened.state.high_watermark);
         tracing::debug!(
             directory = %directory.display(),
@@ -1381,9 +1398,28 @@ impl<D: Disk> PartitionLog<D> {
             let state = self.shared.read_state();
             (Arc::clone(&state.active_file), state.active().synced_bytes)
         };
-        file.set_len(synced_bytes).await?;
-        file.sync_data().await?;
+        let cut = match file.set_len(synced_bytes).await {
+            Ok(()) => file.sync_data().await,
+            Err(error) => Err(error),
+        };
         drop(file);
+        match cut {
+            Ok(()) => {}
+            // Nothing can be cut on a read-only filesystem, and nothing can be appended
+            // either: reopen for reads only. (Bytes written before the filesystem turned
+            // read-only but never synced are then served if they are whole batches: they
+            // can no longer be cut, and the kernel still holds them.)
+            Err(error) if error.is_read_only() => {
+                tracing::warn!(directory = %self.shared.directory.display(), %error, "read-only filesystem: the partition reopens for reads only");
+                return Self::open_read_only(
+                    disk,
+                    &self.shared.directory,
+                    self.shared.config().clone(),
+                )
+                .await;
+            }
+            Err(error) => return Err(error.into()),
+        }
         Self::open(
             disk,
             &self.shared.directory,
@@ -2807,7 +2843,11 @@ impl<D: Disk> Writer<D> {
         error: DiskError,
         staged: Vec<Staged>,
     ) {
-        if error.is_out_of_space() {
+        // Out of space, or the filesystem turned read-only under us: the write was refused,
+        // so the log is unchanged once the rollback succeeds. If the rollback is refused
+        // too (read-only), the log is fenced; its reopen then opens it read-only, so reads
+        // go on either way (issue 11, data item 9).
+        if error.is_out_of_space() || error.is_read_only() {
             match file.set_len(start_position).await {
                 Ok(()) => {
                     tracing::warn!(%error, "append failed for lack of space; rolled back");
@@ -3035,5 +3075,206 @@ impl<D: Disk> Writer<D> {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Read-only logs (a data directory on a read-only filesystem).
+
+impl<D: Disk> PartitionLog<D> {
+    /// Opens the log for reads only and writes nothing, for a data directory on a
+    /// read-only filesystem (issue 11, data item 9: such a directory used to make every
+    /// partition, and the node, fail to open). Files are opened read-only; the segments
+    /// are verified as at a normal open; a torn tail above the recovery point is hidden
+    /// from readers rather than truncated. Every append and deletion answers with the
+    /// filesystem's "read-only" error; reads go on.
+    pub async fn open_read_only(
+        disk: D,
+        directory: &Path,
+        config: LogConfig,
+    ) -> Result<Self, OpenError> {
+        config.validate().map_err(OpenError::Config)?;
+        let state = open_files_read_only(&disk, directory, &config).await?;
+        let (high_watermark, _) = watch::channel(state.high_watermark);
+        let shared = Arc::new(Shared {
+            directory: directory.to_path_buf(),
+            config: RwLock::new(config.clone()),
+            state: RwLock::new(state),
+            high_watermark,
+            reader_arrived: tokio::sync::Notify::new(),
+            disk,
+            compaction: tokio::sync::Mutex::new(()),
+            last_compaction_ms: std::sync::atomic::AtomicI64::new(-1),
+            // No producer ids are handed out while the data directory is read-only.
+            producer_id_max_recovered: None,
+            damage: std::sync::Mutex::new(None),
+        });
+        let (commands, receiver) = mpsc::channel(config.append_queue_depth);
+        tokio::spawn(refuse_writes(directory.to_path_buf(), receiver));
+        Ok(Self { shared, commands })
+    }
+}
+
+/// The error every write to a read-only log answers with.
+fn read_only_error(directory: &Path) -> DiskError {
+    DiskError::new(
+        "write",
+        directory,
+        std::io::Error::from_raw_os_error(libc::EROFS),
+    )
+}
+
+/// The writer of a read-only log: answers every command without touching the disk.
+async fn refuse_writes(directory: PathBuf, mut commands: mpsc::Receiver<Command>) {
+    while let Some(command) = commands.recv().await {
+        match command {
+            Command::Append(append) => {
+                let _ = append
+                    .reply
+                    .send(Err(AppendError::Disk(read_only_error(&directory))));
+            }
+            Command::DeleteBefore { reply, .. } => {
+                let _ = reply.send(Err(DeleteError::Disk(read_only_error(&directory))));
+            }
+            Command::ReplaceSegment { reply, .. } => {
+                let _ = reply.send(Err(read_only_error(&directory)));
+            }
+            Command::Close { reply } => {
+                let _ = reply.send(Ok(()));
+                return;
+            }
+        }
+    }
+}
+
+/// [`open_files`] without a single write: leftovers are left in place, nothing is
+/// truncated, no checkpoint is stored.
+async fn open_files_read_only<D: Disk>(
+    disk: &D,
+    directory: &Path,
+    config: &LogConfig,
+) -> Result<LogState<D::File>, OpenError> {
+    let mut segment_bases = Vec::new();
+    let mut has_checkpoint = false;
+    for name in disk.list_dir(directory).await? {
+        match segment::parse_file_name(&name) {
+            Some(PartitionFile::Segment(base)) => segment_bases.push(base),
+            Some(PartitionFile::Checkpoint) => has_checkpoint = true,
+            // Index files are read by their segment; a leftover temporary is ignored.
+            Some(_) => {}
+            None => {
+                return Err(OpenError::ForeignFile {
+                    path: directory.join(name),
+                });
+            }
+        }
+    }
+    segment_bases.sort_unstable();
+    let checkpoint_path = directory.join(CHECKPOINT_FILE_NAME);
+    let checkpoint = if has_checkpoint {
+        let file = disk.open(&checkpoint_path, OpenMode::Read).await?;
+        let bytes = file
+            .read_at(0, super::checkpoint::CHECKPOINT_FILE_BYTES)
+            .await?;
+        Checkpoint::decode(&bytes).map_err(|error| OpenError::Checkpoint {
+            path: checkpoint_path.clone(),
+            error,
+        })?
+    } else {
+        let base = segment_bases.first().copied().unwrap_or(0);
+        Checkpoint {
+            sequence: 0,
+            log_start_offset: base,
+            recovery_segment: base,
+            recovery_position: 0,
+        }
+    };
+    // Segments wholly below the log start (a deletion interrupted by a crash) are skipped.
+    while let (Some(_), Some(&second)) = (segment_bases.first(), segment_bases.get(1)) {
+        if second > checkpoint.log_start_offset {
+            break;
+        }
+        segment_bases.remove(0);
+    }
+    let Some((&active_base, sealed)) = segment_bases.split_last() else {
+        // A partition without a segment needs one created, which this filesystem refuses.
+        return Err(read_only_error(directory).into());
+    };
+    let mut segments = BTreeMap::new();
+    for (number, &base) in sealed.iter().enumerate() {
+        let end = sealed.get(number + 1).copied().unwrap_or(active_base);
+        segments.insert(
+            base,
+            open_sealed_segment(disk, directory, base, end, config).await?,
+        );
+    }
+    let path = directory.join(segment::segment_file_name(active_base));
+    let file = disk.open(&path, OpenMode::Read).await?;
+    let file_len = file.len().await?;
+    let durable_floor = match checkpoint.recovery_segment.cmp(&active_base) {
+        std::cmp::Ordering::Equal => checkpoint.recovery_position,
+        std::cmp::Ordering::Less => 0,
+        std::cmp::Ordering::Greater => {
+            return Err(OpenError::Corrupt {
+                path: directory.join(segment::segment_file_name(checkpoint.recovery_segment)),
+                position: checkpoint.recovery_position,
+                reason: "the checkpoint's recovery point is in this segment, which is missing"
+                    .into(),
+            });
+        }
+    };
+    let compacted = check_header(&file, &path).await? & segment::SEGMENT_FLAG_COMPACTED != 0;
+    let mut index = SegmentIndex::new(active_base, config.index_interval_bytes);
+    let (valid_end, next_offset, problem) = scan_segment(
+        &file,
+        active_base,
+        file_len,
+        config,
+        &mut |header, position, bytes| {
+            index
+                .note_batch(position, header.base_offset, header.max_timestamp, bytes)
+                .map_err(|error| error.to_string())
+        },
+    )
+    .await?;
+    if valid_end < durable_floor {
+        let (position, reason) = problem.unwrap_or_else(|| {
+            (
+                valid_end,
+                "segment is shorter than its recovery point".into(),
+            )
+        });
+        return Err(OpenError::Corrupt {
+            path,
+            position,
+            reason,
+        });
+    }
+    if let Some((position, reason)) = &problem {
+        tracing::warn!(segment = %path.display(), position, %reason, "a torn tail above the recovery point is hidden, not truncated (read-only)");
+    }
+    segments.insert(
+        active_base,
+        Segment {
+            base_offset: active_base,
+            path,
+            file: SegmentFile::Active,
+            index,
+            size_bytes: valid_end,
+            synced_bytes: valid_end,
+            next_offset,
+            first_append_ms: None,
+            compacted,
+        },
+    );
+    let first_base = segments.keys().next().copied().unwrap_or(active_base);
+    Ok(LogState {
+        segments,
+        active_file: Arc::new(file),
+        log_start_offset: checkpoint.log_start_offset.max(first_base),
+        high_watermark: next_offset,
+        fenced: None,
+    })
+}
+
+#[cfg(test)]
+mod read_only_tests;
 #[cfg(test)]
 mod tests;

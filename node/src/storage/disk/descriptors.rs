@@ -173,6 +173,44 @@ struct SealedFiles {
     tick: u64,
 }
 
+impl SealedFiles {
+    /// The cached file `id` (marked used), if cached with type `F`.
+    fn get<F: Send + Sync + 'static>(&mut self, id: u64) -> Option<Arc<F>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let entry = self.entries.get_mut(&id)?;
+        let file = Arc::clone(&entry.file).downcast::<F>().ok()?;
+        entry.last_used = tick;
+        Some(file)
+    }
+
+    /// Caches `file` as `id`, first closing the least recently used entries so that at
+    /// most `cap` stay cached.
+    fn insert<F: Send + Sync + 'static>(&mut self, id: u64, file: &Arc<F>, cap: usize) {
+        self.tick += 1;
+        let tick = self.tick;
+        while self.entries.len() >= cap.max(1) {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, entry)| entry.last_used)
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+        let erased: Arc<dyn Any + Send + Sync> = file.clone();
+        self.entries.insert(
+            id,
+            SealedEntry {
+                file: erased,
+                last_used: tick,
+            },
+        );
+    }
+}
+
 static SEALED_FILES: LazyLock<Mutex<SealedFiles>> = LazyLock::new(Mutex::default);
 
 /// Source of [`new_sealed_file_id`].
@@ -199,41 +237,12 @@ pub async fn sealed_file<D: Disk>(
     id: u64,
     path: &Path,
 ) -> Result<Arc<D::File>, DiskError> {
-    {
-        let mut cache = sealed_files();
-        cache.tick += 1;
-        let tick = cache.tick;
-        if let Some(entry) = cache.entries.get_mut(&id)
-            && let Ok(file) = Arc::clone(&entry.file).downcast::<D::File>()
-        {
-            entry.last_used = tick;
-            return Ok(file);
-        }
+    if let Some(file) = sealed_files().get::<D::File>(id) {
+        return Ok(file);
     }
     let file = Arc::new(disk.open(path, OpenMode::Read).await?);
-    let mut cache = sealed_files();
-    cache.tick += 1;
-    let tick = cache.tick;
     let cap = usize::try_from(sealed_segment_files_open_max()).unwrap_or(usize::MAX);
-    while cache.entries.len() >= cap {
-        let Some(oldest) = cache
-            .entries
-            .iter()
-            .min_by_key(|(_, entry)| entry.last_used)
-            .map(|(id, _)| *id)
-        else {
-            break;
-        };
-        cache.entries.remove(&oldest);
-    }
-    let erased: Arc<dyn Any + Send + Sync> = file.clone();
-    cache.entries.insert(
-        id,
-        SealedEntry {
-            file: erased,
-            last_used: tick,
-        },
-    );
+    sealed_files().insert(id, &file, cap);
     Ok(file)
 }
 
@@ -267,6 +276,33 @@ mod tests {
         assert_eq!(partitions_max(100, 256), 0);
         // An unknown limit (never set) refuses nothing.
         assert_eq!(partitions_max(u64::MAX, 256), (u64::MAX - 512) / 2);
+    }
+
+    #[test]
+    fn the_sealed_file_cache_closes_the_least_recently_used_beyond_its_cap() {
+        // Goal: at most `cap` files stay cached; the one evicted is the least recently
+        // used (a lookup counts as a use); a holder of an evicted file keeps it usable.
+        let mut cache = SealedFiles::default();
+        let files: Vec<Arc<String>> = (0..3).map(|n| Arc::new(format!("file-{n}"))).collect();
+        cache.insert(0, &files[0], 2);
+        cache.insert(1, &files[1], 2);
+        assert_eq!(
+            cache.get::<String>(0).as_deref().map(String::as_str),
+            Some("file-0")
+        );
+        cache.insert(2, &files[2], 2);
+        assert_eq!(cache.entries.len(), 2);
+        assert!(
+            cache.get::<String>(1).is_none(),
+            "1 was the least recently used"
+        );
+        assert!(cache.get::<String>(0).is_some());
+        assert!(cache.get::<String>(2).is_some());
+        // A lookup with the wrong type is a miss, never a panic.
+        assert!(cache.get::<u64>(2).is_none());
+        // The evicted file is still whole for whoever holds it; only the cache let go.
+        assert_eq!(Arc::strong_count(&files[1]), 1);
+        assert_eq!(*files[1], "file-1");
     }
 
     #[test]

@@ -45,8 +45,16 @@ pub enum LockError {
         holder: String,
     },
     /// Creating or opening the directory or lock file failed.
+    // The cause is part of the message and deliberately not a `source`: printed as a chain
+    // (`{:#}`), it would otherwise appear twice.
     #[error("cannot lock data directory: {0}")]
-    Disk(#[from] DiskError),
+    Disk(DiskError),
+}
+
+impl From<DiskError> for LockError {
+    fn from(error: DiskError) -> Self {
+        Self::Disk(error)
+    }
 }
 
 /// The held lock; dropping it (or the process ending) releases it.
@@ -92,9 +100,16 @@ pub fn lock_data_dir(data_dir: &Path, started_ms: i64) -> Result<DataDirLock, Lo
     if locked != 0 {
         let cause = std::io::Error::last_os_error();
         if cause.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut holder = read_holder(&mut file);
+            if read_only {
+                // A holder on a read-only filesystem could not record itself.
+                holder.push_str(
+                    "; recorded before the filesystem became read-only, so possibly an earlier holder",
+                );
+            }
             return Err(LockError::InUse {
                 directory: data_dir.to_path_buf(),
-                holder: read_holder(&mut file),
+                holder,
             });
         }
         return Err(DiskError::new("flock", &path, cause).into());
@@ -199,6 +214,19 @@ mod tests {
         assert!(!text.contains('\n'), "{text}");
         drop(first);
         lock_data_dir(&data_dir, 0).unwrap();
+    }
+
+    #[test]
+    fn a_lock_failure_names_the_os_error_once_in_a_chain() {
+        // Goal: printed as an anyhow chain (as main prints errors), the OS error appears
+        // once. With the cause as a `source` as well, `{:#}` repeated it.
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let error = lock_data_dir(&file.join("data"), 0).unwrap_err();
+        let text = format!("{:#}", anyhow::Error::from(error));
+        assert!(text.starts_with("cannot lock data directory: "), "{text}");
+        assert_eq!(text.matches("Not a directory").count(), 1, "{text}");
     }
 
     #[test]

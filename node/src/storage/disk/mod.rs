@@ -73,6 +73,11 @@ impl DiskError {
         )
     }
 
+    /// The filesystem is read-only (EROFS): nothing was written; reads still work.
+    pub fn is_read_only(&self) -> bool {
+        self.cause.raw_os_error() == Some(libc::EROFS)
+    }
+
     /// The file named does not exist.
     pub fn is_not_found(&self) -> bool {
         self.cause.kind() == io::ErrorKind::NotFound
