@@ -1763,3 +1763,40 @@ fn offsets_for_times_skips_a_batch_whose_records_do_not_decode() {
         );
     });
 }
+
+// Goal (issue 11, "First"): a segment that an older Ledge wrote with inflated batches (each
+// claiming 2^31 - 1 offsets, so the fourth starts past the 32-bit offsets of the segment
+// index) no longer panics the open: the scan stops at the fourth batch as invalid, and the
+// open either truncates it as a tail above the recovery point or reports the segment; the
+// node never panics at start.
+#[test]
+fn recovery_stops_at_a_batch_past_the_segment_index_instead_of_panicking() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(33);
+        let directory = Path::new(DIR);
+        disk.create_dir_all(directory).await.unwrap();
+        let mut segment_bytes = segment::segment_header().to_vec();
+        let span = i64::from(i32::MAX);
+        for number in 0..4 {
+            let mut inflated = claiming(&batch(number, 1, 0), i32::MAX, i32::MAX - 1).to_vec();
+            set_base_offset(&mut inflated, number as i64 * span).unwrap();
+            set_partition_leader_epoch(&mut inflated, PARTITION_LEADER_EPOCH).unwrap();
+            segment_bytes.extend_from_slice(&inflated);
+        }
+        write_new_file(
+            &disk,
+            &directory.join(segment::segment_file_name(0)),
+            segment_bytes,
+        )
+        .await
+        .unwrap();
+        disk.sync_dir(directory).await.unwrap();
+        match PartitionLog::open(disk.clone(), directory, LogConfig::default(), clock()).await {
+            Ok(log) => assert_eq!(log.high_watermark(), 3 * span),
+            Err(OpenError::Corrupt { reason, .. }) => {
+                assert!(reason.contains("32-bit offset range"), "{reason}")
+            }
+            Err(other) => panic!("unexpected open error: {other}"),
+        }
+    });
+}
