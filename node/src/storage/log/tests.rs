@@ -297,6 +297,41 @@ fn a_group_spanning_more_than_u32_offsets_rolls_between_batches() {
     });
 }
 
+// Goal: the size rule holds per batch too: a group commit larger than `segment.bytes`
+// (allowed: `commit.bytes.max` may exceed it) is split over segments instead of written
+// whole into one, so no segment exceeds `segment.bytes`; everything reads back.
+#[test]
+fn a_group_larger_than_a_segment_is_split_over_segments() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(23);
+        let config = LogConfig {
+            commit_bytes_max: 64 * 1024,
+            ..small_config()
+        };
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), config.clone(), clock())
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..60)
+            .map(|tag| {
+                let log = log.clone();
+                tokio::spawn(
+                    async move { log.append(batch(tag, 3, 0), AppendDurability::Synced).await },
+                )
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let infos = log.segment_infos();
+        assert!(infos.len() >= 2, "{infos:?}");
+        for info in &infos {
+            assert!(info.size_bytes <= config.segment_bytes, "{info:?}");
+        }
+        assert_eq!(read_all(&log).await.len(), 60);
+        assert_eq!(log.high_watermark(), 180);
+    });
+}
+
 // Goal: many appends in flight at once share writes and fdatasyncs (group commit), and
 // every one of them is acknowledged with its own offsets.
 #[test]
