@@ -396,3 +396,83 @@ fn lying_batch_headers_never_panic_and_the_log_keeps_working() {
         });
     }
 }
+
+// Goal: a batch with an intact CRC whose records do not decode, or whose record count lies,
+// is answered `InvalidRecord` (not retriable) on every produce path: plain append,
+// recompression (`compression.type`) and log-append time; a damaged CRC stays
+// `CorruptMessage` (retriable). Before, recompression answered `CorruptMessage` for both.
+#[test]
+fn records_that_do_not_match_their_header_are_invalid_record_on_every_path() {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let disk = SimDisk::new(99);
+            let broker = open(&disk).await;
+            let mut rng = ChaCha8Rng::seed_from_u64(99);
+            for (topic, configs) in TOPICS {
+                let request = CreateTopicsRequest {
+                    topics: vec![CreatableTopic {
+                        name: topic.into(),
+                        partitions: 1,
+                        configs: configs
+                            .iter()
+                            .map(|(name, value)| ConfigEntry {
+                                name: name.to_string(),
+                                value: value.to_string(),
+                            })
+                            .collect(),
+                    }],
+                    validate_only: false,
+                };
+                broker.handle(Request::CreateTopics(request)).await;
+                let reseal = |batch: &mut Vec<u8>| {
+                    let crc = crc32c::crc32c(&batch[21..]);
+                    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+                };
+                let mut poison = encode_batch(
+                    &[Record {
+                        timestamp: 1_000_000,
+                        key: Some(Bytes::from_static(b"k")),
+                        value: Some(Bytes::from_static(b"v")),
+                        headers: Vec::new(),
+                    }],
+                    &EncodeOptions::default(),
+                )
+                .unwrap()
+                .to_vec();
+                let mut inflated = poison.clone();
+                poison[61] = 0x7e;
+                reseal(&mut poison);
+                inflated[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+                inflated[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+                reseal(&mut inflated);
+                let mut damaged = valid_batch(&mut rng);
+                let last = damaged.len() - 1;
+                damaged[last] ^= 1;
+                for (records, expected) in [
+                    (poison, ErrorCode::InvalidRecord),
+                    (inflated, ErrorCode::InvalidRecord),
+                    (damaged, ErrorCode::CorruptMessage),
+                ] {
+                    let responses = produce_to(
+                        &broker,
+                        topic,
+                        vec![ProducePartition {
+                            partition: 0,
+                            records: Bytes::from(records),
+                        }],
+                        Acks::All,
+                    )
+                    .await;
+                    assert_eq!(
+                        responses[0].error, expected,
+                        "{topic}: {}",
+                        responses[0].message
+                    );
+                }
+                produce_valid(&broker, topic, &mut rng).await;
+            }
+        });
+}
