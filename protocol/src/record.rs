@@ -651,79 +651,86 @@ impl<'a> RecordIter<'a> {
             field: RecordField::Length,
             length,
         })?;
-        let (mut body, rest) =
-            input
-                .split_at_checked(length)
-                .ok_or(RecordError::LengthOverrun {
-                    field: RecordField::Length,
-                    length,
-                    available: input.len(),
-                })?;
-
-        // Record attributes are unused since v2; the byte must still be there.
-        let (_attributes, after_attributes) = body.split_first().ok_or(RecordError::Truncated {
-            field: RecordField::Attributes,
-        })?;
-        body = after_attributes;
-        let timestamp_delta = read_varlong(&mut body, RecordField::TimestampDelta)?;
-        let offset_delta = read_varint(&mut body, RecordField::OffsetDelta)?;
-        let key = read_nullable(&mut body, RecordField::Key)?;
-        let value = read_nullable(&mut body, RecordField::Value)?;
-        let header_count = read_varint(&mut body, RecordField::HeaderCount)?;
-        let header_count = usize::try_from(header_count).map_err(|_| RecordError::BadLength {
-            field: RecordField::HeaderCount,
-            length: header_count,
-        })?;
-        let headers_start = body;
-        // Each header takes at least 2 bytes, so a false count fails on the bytes, not by
-        // looping: the loop ends within `body.len() / 2 + 1` rounds.
-        for header in 0..header_count {
-            read_header(&mut body, header)?;
-        }
-        let headers_bytes = headers_start.len().saturating_sub(body.len());
-        let headers = headers_start.get(..headers_bytes).unwrap_or_default();
-        if !body.is_empty() {
-            return Err(RecordError::LengthMismatch {
-                declared: length,
-                consumed: length.saturating_sub(body.len()),
-            });
-        }
-
-        let min = self
-            .previous_offset_delta
-            .map_or(0, |previous| i64::from(previous) + 1);
-        if i64::from(offset_delta) < min || offset_delta > self.header.last_offset_delta {
-            return Err(RecordError::BadOffsetDelta {
-                offset_delta,
-                min,
-                max: self.header.last_offset_delta,
-            });
-        }
-        let timestamp = match self.header.timestamp_type() {
-            TimestampType::LogAppendTime => self.header.max_timestamp,
-            TimestampType::CreateTime => self
-                .header
-                .base_timestamp
-                .checked_add(timestamp_delta)
-                .ok_or(RecordError::TimestampOverflow { timestamp_delta })?,
-        };
-
+        let (body, rest) = input
+            .split_at_checked(length)
+            .ok_or(RecordError::LengthOverrun {
+                field: RecordField::Length,
+                length,
+                available: input.len(),
+            })?;
+        let (view, offset_delta) =
+            parse_record_body(&self.header, self.previous_offset_delta, body)?;
         self.remaining = rest;
         self.previous_offset_delta = Some(offset_delta);
-        Ok(RecordView {
-            // Cannot saturate for a validated header: `validate_batch` checks that
-            // `base_offset + last_offset_delta` fits, and the delta is at most that.
-            offset: self
-                .header
-                .base_offset
-                .saturating_add(i64::from(offset_delta)),
-            timestamp,
-            key,
-            value,
-            headers,
-            header_count,
-        })
+        Ok(view)
     }
+}
+
+/// Parses one record's fields, `body` being exactly the bytes its length prefix counts,
+/// after a record whose offset delta was `previous_offset_delta`; returns the record and its
+/// offset delta.
+fn parse_record_body<'b>(
+    header: &BatchHeader,
+    previous_offset_delta: Option<i32>,
+    body: &'b [u8],
+) -> Result<(RecordView<'b>, i32), RecordError> {
+    let length = body.len();
+    let mut body = body;
+    // Record attributes are unused since v2; the byte must still be there.
+    let (_attributes, after_attributes) = body.split_first().ok_or(RecordError::Truncated {
+        field: RecordField::Attributes,
+    })?;
+    body = after_attributes;
+    let timestamp_delta = read_varlong(&mut body, RecordField::TimestampDelta)?;
+    let offset_delta = read_varint(&mut body, RecordField::OffsetDelta)?;
+    let key = read_nullable(&mut body, RecordField::Key)?;
+    let value = read_nullable(&mut body, RecordField::Value)?;
+    let header_count = read_varint(&mut body, RecordField::HeaderCount)?;
+    let header_count = usize::try_from(header_count).map_err(|_| RecordError::BadLength {
+        field: RecordField::HeaderCount,
+        length: header_count,
+    })?;
+    let headers_start = body;
+    // Each header takes at least 2 bytes, so a false count fails on the bytes, not by
+    // looping: the loop ends within `body.len() / 2 + 1` rounds.
+    for index in 0..header_count {
+        read_header(&mut body, index)?;
+    }
+    let headers_bytes = headers_start.len().saturating_sub(body.len());
+    let headers = headers_start.get(..headers_bytes).unwrap_or_default();
+    if !body.is_empty() {
+        return Err(RecordError::LengthMismatch {
+            declared: length,
+            consumed: length.saturating_sub(body.len()),
+        });
+    }
+
+    let min = previous_offset_delta.map_or(0, |previous| i64::from(previous) + 1);
+    if i64::from(offset_delta) < min || offset_delta > header.last_offset_delta {
+        return Err(RecordError::BadOffsetDelta {
+            offset_delta,
+            min,
+            max: header.last_offset_delta,
+        });
+    }
+    let timestamp = match header.timestamp_type() {
+        TimestampType::LogAppendTime => header.max_timestamp,
+        TimestampType::CreateTime => header
+            .base_timestamp
+            .checked_add(timestamp_delta)
+            .ok_or(RecordError::TimestampOverflow { timestamp_delta })?,
+    };
+    let view = RecordView {
+        // Cannot saturate for a validated header: `validate_batch` checks that
+        // `base_offset + last_offset_delta` fits, and the delta is at most that.
+        offset: header.base_offset.saturating_add(i64::from(offset_delta)),
+        timestamp,
+        key,
+        value,
+        headers,
+        header_count,
+    };
+    Ok((view, offset_delta))
 }
 
 impl<'a> Iterator for RecordIter<'a> {
