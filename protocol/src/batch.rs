@@ -5,7 +5,8 @@
 //! decompression (`compression.rs`).
 //!
 //! Callers: the node's produce path walks a request with [`BatchIter`], checks each batch with
-//! [`validate_batch`], then stamps it with [`set_base_offset`] and
+//! [`crate::validate_batch_records`] (which runs [`validate_batch`], then walks the records:
+//! a header's `record_count` is only a claim), then stamps it with [`set_base_offset`] and
 //! [`set_partition_leader_epoch`]; recovery walks a segment tail with [`BatchIter`] and treats
 //! the first error as the end of the valid prefix ([`BatchIter::position`]).
 //!
@@ -433,7 +434,8 @@ impl BatchHeader {
 /// last_offset_delta` fits an `i64`; and `max_timestamp >= base_timestamp` for create-time
 /// batches without a delete horizon where neither is `-1`.
 ///
-/// The records themselves are not parsed (see [`crate::decode_batch`]), and `base_offset` and
+/// The records themselves are not parsed (see [`crate::validate_batch_records`], which a
+/// broker must use before appending, and [`crate::decode_batch`]), and `base_offset` and
 /// `partition_leader_epoch` are not compared with what the log expects (see
 /// [`BatchHeader::check_stamp`]).
 pub fn validate_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {

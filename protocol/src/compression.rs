@@ -136,6 +136,24 @@ pub(crate) fn decompress(
     }
 }
 
+/// A reader that decompresses `compressed` as it is read, for the codecs whose Rust crates
+/// stream (gzip, LZ4 frames, zstd); `None` for snappy (read whole by [`decompress`]) and for
+/// uncompressed data. The caller bounds how much it reads.
+pub(crate) fn streaming_reader<'a>(
+    compression: Compression,
+    compressed: &'a [u8],
+) -> io::Result<Option<Box<dyn Read + 'a>>> {
+    Ok(match compression {
+        Compression::None | Compression::Snappy => None,
+        Compression::Gzip => Some(Box::new(MultiGzDecoder::new(compressed))),
+        Compression::Lz4 => Some(Box::new(FrameDecoder::new(compressed))),
+        // The same window bound as `decompress` (zstd's default window-log limit).
+        Compression::Zstd => Some(Box::new(zstd::stream::read::Decoder::with_buffer(
+            compressed,
+        )?)),
+    })
+}
+
 /// Reads `reader` to its end into a buffer that never grows past `limit + 1` bytes.
 fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Vec<u8>, DecompressError> {
     // One byte past the limit proves the output is too large without producing more.

@@ -511,13 +511,7 @@ pub fn decompress_records<'a>(
     limits: &DecodeLimits,
 ) -> Result<(BatchHeader, Cow<'a, [u8]>), DecodeError> {
     let header = validate_batch(batch)?;
-    let record_count = usize::try_from(header.record_count).unwrap_or(0);
-    if record_count > limits.records_max {
-        return Err(DecodeError::TooManyRecords {
-            record_count: header.record_count,
-            limit: limits.records_max,
-        });
-    }
+    check_record_count(&header, limits)?;
     let region = batch.get(BATCH_HEADER_BYTES..).unwrap_or_default();
     let compression = header.compression()?;
     // An empty region is an empty record list under any codec: compaction can empty a batch
@@ -526,14 +520,8 @@ pub fn decompress_records<'a>(
         return Ok((header, Cow::Borrowed(region)));
     }
     let limit = limits.decompressed_bytes_max;
-    let records =
-        compression::decompress(compression, region, limit).map_err(|error| match error {
-            DecompressError::TooLarge => DecodeError::DecompressedTooLarge { compression, limit },
-            DecompressError::Corrupt(source) => DecodeError::Decompression {
-                compression,
-                source,
-            },
-        })?;
+    let records = compression::decompress(compression, region, limit)
+        .map_err(|error| decompress_error(error, compression, limit))?;
     Ok((header, Cow::Owned(records)))
 }
 
@@ -543,9 +531,11 @@ pub fn decompress_records<'a>(
 /// On top of [`crate::validate_batch`] (framing, CRC, header fields) it walks every record
 /// with [`RecordIter`]: each record's length and fields lie within the batch, offset deltas
 /// ascend up to `last_offset_delta`, header keys are UTF-8, and exactly `record_count` records
-/// fill the records region. A compressed batch is decompressed within
-/// `limits.decompressed_bytes_max` to be walked; `record_count` is checked against
-/// `limits.records_max` first, and the headers of all records against `limits.headers_max`.
+/// fill the records region. A compressed batch is walked as it decompresses (gzip, LZ4,
+/// zstd: one record in memory at a time; snappy is decompressed whole), within
+/// `limits.decompressed_bytes_max`; `record_count` is checked against `limits.records_max`
+/// first, and the headers of all records against `limits.headers_max`. It accepts exactly
+/// the batches [`decode_batch`] decodes.
 ///
 /// Without this, a few real bytes could claim `record_count = 2^31 - 1` with a matching
 /// `last_offset_delta` and take two billion offsets, or carry records no reader can decode.
@@ -555,20 +545,177 @@ pub fn validate_batch_records(
     batch: &[u8],
     limits: &DecodeLimits,
 ) -> Result<BatchHeader, DecodeError> {
-    let (header, region) = decompress_records(batch, limits)?;
+    let header = validate_batch(batch)?;
+    check_record_count(&header, limits)?;
+    let region = batch.get(BATCH_HEADER_BYTES..).unwrap_or_default();
+    let compression = header.compression()?;
+    let limit = limits.decompressed_bytes_max;
+    if compression == Compression::None || region.is_empty() {
+        walk_records(region, header, limits)?;
+        return Ok(header);
+    }
+    // Streaming codecs are walked as they decompress, so checking a batch holds one record
+    // at a time rather than the whole decompressed region.
+    let streamed = compression::streaming_reader(compression, region).map_err(|source| {
+        DecodeError::Decompression {
+            compression,
+            source,
+        }
+    })?;
+    match streamed {
+        Some(reader) => walk_record_stream(reader, header, compression, limits)?,
+        None => {
+            let records = compression::decompress(compression, region, limit)
+                .map_err(|error| decompress_error(error, compression, limit))?;
+            walk_records(&records, header, limits)?;
+        }
+    }
+    Ok(header)
+}
+
+/// Walks an uncompressed records region: exactly `record_count` well-formed records, and
+/// at most `headers_max` headers in all.
+fn walk_records(
+    region: &[u8],
+    header: BatchHeader,
+    limits: &DecodeLimits,
+) -> Result<(), DecodeError> {
     let mut headers_total = 0usize;
     // `RecordIter` ends after exactly `record_count` records, with an error if the region
     // holds fewer or more, so a count that lies fails here. Each round consumes at least one
     // byte of the region, so a huge claimed count cannot make the loop long.
-    for view in RecordIter::new(&region, header) {
+    for view in RecordIter::new(region, header) {
         headers_total = headers_total.saturating_add(view?.header_count());
-        if headers_total > limits.headers_max {
-            return Err(DecodeError::TooManyHeaders {
-                limit: limits.headers_max,
+        check_headers(headers_total, limits)?;
+    }
+    Ok(())
+}
+
+/// [`walk_records`] over records as a decompressor produces them: the same checks in the
+/// same order, holding one record at a time. Reads to the end of the stream (so a codec's
+/// trailing checksum is checked) and never past `decompressed_bytes_max + 1` bytes.
+fn walk_record_stream(
+    reader: impl io::Read,
+    header: BatchHeader,
+    compression: Compression,
+    limits: &DecodeLimits,
+) -> Result<(), DecodeError> {
+    use io::{BufRead, Read};
+    let limit = limits.decompressed_bytes_max;
+    let corrupt = |source| DecodeError::Decompression {
+        compression,
+        source,
+    };
+    let mut input =
+        io::BufReader::new(reader.take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1)));
+    let record_count = usize::try_from(header.record_count).unwrap_or(0);
+    let mut consumed = 0usize;
+    let mut previous_offset_delta = None;
+    let mut headers_total = 0usize;
+    let mut body = Vec::new();
+    let record_error = |index, error| DecodeError::Record { index, error };
+    for index in 0..record_count {
+        // The length varint, byte by byte: at most 5 bytes, the last without the
+        // continuation bit (`varint::read_varint` judges what was read).
+        let mut length_bytes = [0u8; 5];
+        let mut read = 0usize;
+        while read < length_bytes.len() {
+            let Some(&byte) = input.fill_buf().map_err(corrupt)?.first() else {
+                break;
+            };
+            input.consume(1);
+            if let Some(slot) = length_bytes.get_mut(read) {
+                *slot = byte;
+            }
+            read += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        if read == 0 {
+            return Err(DecodeError::MissingRecords {
+                record_count,
+                found: index,
             });
         }
+        let mut length_input = length_bytes.get(..read).unwrap_or_default();
+        let length = read_varint(&mut length_input, RecordField::Length)
+            .map_err(|error| record_error(index, error))?;
+        let length = usize::try_from(length).map_err(|_| {
+            record_error(
+                index,
+                RecordError::BadLength {
+                    field: RecordField::Length,
+                    length,
+                },
+            )
+        })?;
+        body.clear();
+        // `take` + `read_to_end` grows the buffer with the bytes that really arrive, so a
+        // claimed length allocates nothing by itself.
+        (&mut input)
+            .take(u64::try_from(length).unwrap_or(u64::MAX))
+            .read_to_end(&mut body)
+            .map_err(corrupt)?;
+        consumed = consumed.saturating_add(read).saturating_add(body.len());
+        if consumed > limit {
+            return Err(DecodeError::DecompressedTooLarge { compression, limit });
+        }
+        if body.len() < length {
+            return Err(record_error(
+                index,
+                RecordError::LengthOverrun {
+                    field: RecordField::Length,
+                    length,
+                    available: body.len(),
+                },
+            ));
+        }
+        let (view, offset_delta) = parse_record_body(&header, previous_offset_delta, &body)
+            .map_err(|error| record_error(index, error))?;
+        previous_offset_delta = Some(offset_delta);
+        headers_total = headers_total.saturating_add(view.header_count());
+        check_headers(headers_total, limits)?;
     }
-    Ok(header)
+    let trailing = io::copy(&mut input, &mut io::sink()).map_err(corrupt)?;
+    let trailing = usize::try_from(trailing).unwrap_or(usize::MAX);
+    if consumed.saturating_add(trailing) > limit {
+        return Err(DecodeError::DecompressedTooLarge { compression, limit });
+    }
+    if trailing > 0 {
+        return Err(DecodeError::TrailingRecordBytes { bytes: trailing });
+    }
+    Ok(())
+}
+
+fn check_headers(headers_total: usize, limits: &DecodeLimits) -> Result<(), DecodeError> {
+    if headers_total > limits.headers_max {
+        return Err(DecodeError::TooManyHeaders {
+            limit: limits.headers_max,
+        });
+    }
+    Ok(())
+}
+
+fn check_record_count(header: &BatchHeader, limits: &DecodeLimits) -> Result<(), DecodeError> {
+    let record_count = usize::try_from(header.record_count).unwrap_or(0);
+    if record_count > limits.records_max {
+        return Err(DecodeError::TooManyRecords {
+            record_count: header.record_count,
+            limit: limits.records_max,
+        });
+    }
+    Ok(())
+}
+
+fn decompress_error(error: DecompressError, compression: Compression, limit: usize) -> DecodeError {
+    match error {
+        DecompressError::TooLarge => DecodeError::DecompressedTooLarge { compression, limit },
+        DecompressError::Corrupt(source) => DecodeError::Decompression {
+            compression,
+            source,
+        },
+    }
 }
 
 /// Decodes a whole batch into owned records.
@@ -651,79 +798,86 @@ impl<'a> RecordIter<'a> {
             field: RecordField::Length,
             length,
         })?;
-        let (mut body, rest) =
-            input
-                .split_at_checked(length)
-                .ok_or(RecordError::LengthOverrun {
-                    field: RecordField::Length,
-                    length,
-                    available: input.len(),
-                })?;
-
-        // Record attributes are unused since v2; the byte must still be there.
-        let (_attributes, after_attributes) = body.split_first().ok_or(RecordError::Truncated {
-            field: RecordField::Attributes,
-        })?;
-        body = after_attributes;
-        let timestamp_delta = read_varlong(&mut body, RecordField::TimestampDelta)?;
-        let offset_delta = read_varint(&mut body, RecordField::OffsetDelta)?;
-        let key = read_nullable(&mut body, RecordField::Key)?;
-        let value = read_nullable(&mut body, RecordField::Value)?;
-        let header_count = read_varint(&mut body, RecordField::HeaderCount)?;
-        let header_count = usize::try_from(header_count).map_err(|_| RecordError::BadLength {
-            field: RecordField::HeaderCount,
-            length: header_count,
-        })?;
-        let headers_start = body;
-        // Each header takes at least 2 bytes, so a false count fails on the bytes, not by
-        // looping: the loop ends within `body.len() / 2 + 1` rounds.
-        for header in 0..header_count {
-            read_header(&mut body, header)?;
-        }
-        let headers_bytes = headers_start.len().saturating_sub(body.len());
-        let headers = headers_start.get(..headers_bytes).unwrap_or_default();
-        if !body.is_empty() {
-            return Err(RecordError::LengthMismatch {
-                declared: length,
-                consumed: length.saturating_sub(body.len()),
-            });
-        }
-
-        let min = self
-            .previous_offset_delta
-            .map_or(0, |previous| i64::from(previous) + 1);
-        if i64::from(offset_delta) < min || offset_delta > self.header.last_offset_delta {
-            return Err(RecordError::BadOffsetDelta {
-                offset_delta,
-                min,
-                max: self.header.last_offset_delta,
-            });
-        }
-        let timestamp = match self.header.timestamp_type() {
-            TimestampType::LogAppendTime => self.header.max_timestamp,
-            TimestampType::CreateTime => self
-                .header
-                .base_timestamp
-                .checked_add(timestamp_delta)
-                .ok_or(RecordError::TimestampOverflow { timestamp_delta })?,
-        };
-
+        let (body, rest) = input
+            .split_at_checked(length)
+            .ok_or(RecordError::LengthOverrun {
+                field: RecordField::Length,
+                length,
+                available: input.len(),
+            })?;
+        let (view, offset_delta) =
+            parse_record_body(&self.header, self.previous_offset_delta, body)?;
         self.remaining = rest;
         self.previous_offset_delta = Some(offset_delta);
-        Ok(RecordView {
-            // Cannot saturate for a validated header: `validate_batch` checks that
-            // `base_offset + last_offset_delta` fits, and the delta is at most that.
-            offset: self
-                .header
-                .base_offset
-                .saturating_add(i64::from(offset_delta)),
-            timestamp,
-            key,
-            value,
-            headers,
-            header_count,
-        })
+        Ok(view)
     }
+}
+
+/// Parses one record's fields, `body` being exactly the bytes its length prefix counts,
+/// after a record whose offset delta was `previous_offset_delta`; returns the record and its
+/// offset delta.
+fn parse_record_body<'b>(
+    header: &BatchHeader,
+    previous_offset_delta: Option<i32>,
+    body: &'b [u8],
+) -> Result<(RecordView<'b>, i32), RecordError> {
+    let length = body.len();
+    let mut body = body;
+    // Record attributes are unused since v2; the byte must still be there.
+    let (_attributes, after_attributes) = body.split_first().ok_or(RecordError::Truncated {
+        field: RecordField::Attributes,
+    })?;
+    body = after_attributes;
+    let timestamp_delta = read_varlong(&mut body, RecordField::TimestampDelta)?;
+    let offset_delta = read_varint(&mut body, RecordField::OffsetDelta)?;
+    let key = read_nullable(&mut body, RecordField::Key)?;
+    let value = read_nullable(&mut body, RecordField::Value)?;
+    let header_count = read_varint(&mut body, RecordField::HeaderCount)?;
+    let header_count = usize::try_from(header_count).map_err(|_| RecordError::BadLength {
+        field: RecordField::HeaderCount,
+        length: header_count,
+    })?;
+    let headers_start = body;
+    // Each header takes at least 2 bytes, so a false count fails on the bytes, not by
+    // looping: the loop ends within `body.len() / 2 + 1` rounds.
+    for index in 0..header_count {
+        read_header(&mut body, index)?;
+    }
+    let headers_bytes = headers_start.len().saturating_sub(body.len());
+    let headers = headers_start.get(..headers_bytes).unwrap_or_default();
+    if !body.is_empty() {
+        return Err(RecordError::LengthMismatch {
+            declared: length,
+            consumed: length.saturating_sub(body.len()),
+        });
+    }
+
+    let min = previous_offset_delta.map_or(0, |previous| i64::from(previous) + 1);
+    if i64::from(offset_delta) < min || offset_delta > header.last_offset_delta {
+        return Err(RecordError::BadOffsetDelta {
+            offset_delta,
+            min,
+            max: header.last_offset_delta,
+        });
+    }
+    let timestamp = match header.timestamp_type() {
+        TimestampType::LogAppendTime => header.max_timestamp,
+        TimestampType::CreateTime => header
+            .base_timestamp
+            .checked_add(timestamp_delta)
+            .ok_or(RecordError::TimestampOverflow { timestamp_delta })?,
+    };
+    let view = RecordView {
+        // Cannot saturate for a validated header: `validate_batch` checks that
+        // `base_offset + last_offset_delta` fits, and the delta is at most that.
+        offset: header.base_offset.saturating_add(i64::from(offset_delta)),
+        timestamp,
+        key,
+        value,
+        headers,
+        header_count,
+    };
+    Ok((view, offset_delta))
 }
 
 impl<'a> Iterator for RecordIter<'a> {

@@ -1690,7 +1690,7 @@ impl<D: Disk> Broker<D> {
         if let Some(codec) = wanted {
             let decoded = decode_batch(&batch, &Default::default()).map_err(|error| {
                 (
-                    ErrorCode::CorruptMessage,
+                    undecodable_batch_code(&error),
                     format!("cannot recompress batch: {error}"),
                 )
             })?;
@@ -1986,6 +1986,17 @@ fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)>) -> Topic
             error,
             message,
         },
+    }
+}
+
+/// The error code for a produced batch a node path could not decode: damaged in transit
+/// (`CorruptMessage`, retriable) if its framing or CRC fails, otherwise written that way by
+/// the producer (`InvalidRecord`, as `PartitionLog::append` answers it), which a retry
+/// cannot fix.
+pub(crate) fn undecodable_batch_code(error: &ledge_protocol::DecodeError) -> ErrorCode {
+    match error {
+        ledge_protocol::DecodeError::Batch(_) => ErrorCode::CorruptMessage,
+        _ => ErrorCode::InvalidRecord,
     }
 }
 

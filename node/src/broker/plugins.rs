@@ -53,6 +53,18 @@ fn undecodable_placeholder(header: &BatchHeader) -> Result<Bytes, (ErrorCode, St
         .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))
 }
 
+/// The answer to a produced batch whose records could not be opened: `CorruptMessage`
+/// (retriable: damaged in transit) if its framing or CRC fails, `InvalidRecord` if the
+/// producer wrote records that do not match their intact header, as an append answers it.
+fn produced_batch_error(batch: &[u8], error: &str) -> (ErrorCode, String) {
+    let code = if ledge_protocol::validate_batch(batch).is_ok() {
+        ErrorCode::InvalidRecord
+    } else {
+        ErrorCode::CorruptMessage
+    };
+    (code, format!("malformed batch: {error}"))
+}
+
 /// Decompresses a batch and views its records (their bytes share the region).
 pub(crate) fn open_batch(batch: &Bytes) -> Result<OpenedBatch, String> {
     let (header, region) =
@@ -630,12 +642,7 @@ impl<D: Disk> Broker<D> {
                 "produce.filter.module",
             )
             .await?;
-        let opened = open_batch(&batch).map_err(|error| {
-            (
-                ErrorCode::CorruptMessage,
-                format!("malformed batch: {error}"),
-            )
-        })?;
+        let opened = open_batch(&batch).map_err(|error| produced_batch_error(&batch, &error))?;
         let outcomes = opened
             .run(&plugin, 0..opened.records.len(), 0, partition_count)
             .await
@@ -809,12 +816,8 @@ impl<D: Disk> Broker<D> {
                     .await?
                     .0;
             }
-            let opened = open_batch(&batch).map_err(|error| {
-                (
-                    ErrorCode::CorruptMessage,
-                    format!("malformed batch: {error}"),
-                )
-            })?;
+            let opened =
+                open_batch(&batch).map_err(|error| produced_batch_error(&batch, &error))?;
             codec = opened
                 .header
                 .compression()

@@ -231,6 +231,48 @@ async fn produce_valid(broker: &Broker<SimDisk>, topic: &str, rng: &mut ChaCha8R
     );
 }
 
+/// A fetch and a list-offsets whose numbers are anything a client could send (offsets,
+/// partitions, byte limits, timestamps): each is answered, with an error where one is due.
+async fn read_with_hostile_values(broker: &Broker<SimDisk>, topic: &str, rng: &mut ChaCha8Rng) {
+    let offset = [i64::MIN, -2, -1, 0, 1, i64::MAX, rng.random()][rng.random_range(0..7)];
+    let partition = [0, 1, u32::MAX, rng.random()][rng.random_range(0..4)];
+    let request = FetchRequest {
+        max_wait_ms: rng.random_range(0..20),
+        min_bytes: rng.random(),
+        max_bytes: rng.random(),
+        topics: vec![FetchTopic {
+            name: topic.into(),
+            partitions: vec![FetchPartition {
+                partition,
+                fetch_offset: offset,
+                partition_max_bytes: rng.random(),
+            }],
+        }],
+        plugin: None,
+    };
+    let Response::Fetch(response) = broker.handle(Request::Fetch(request)).await else {
+        panic!("wrong response kind")
+    };
+    let answer = &response.topics[0].partitions[0];
+    if partition != 0 {
+        assert_eq!(answer.error, ErrorCode::UnknownTopicOrPartition);
+    }
+    let timestamp = [i64::MIN, -3, -1, 0, i64::MAX, rng.random()][rng.random_range(0..6)];
+    let request = ListOffsetsRequest {
+        topics: vec![ListOffsetsTopic {
+            name: topic.into(),
+            partitions: vec![ListOffsetsPartition {
+                partition,
+                spec: OffsetSpec::Timestamp(timestamp),
+            }],
+        }],
+    };
+    let Response::ListOffsets(response) = broker.handle(Request::ListOffsets(request)).await else {
+        panic!("wrong response kind")
+    };
+    assert_eq!(response.topics[0].partitions.len(), 1);
+}
+
 /// Reads the whole partition and decodes every batch: whatever was accepted is readable.
 async fn read_back(broker: &Broker<SimDisk>, topic: &str) -> i64 {
     let partition = broker.partition(topic, 0).unwrap();
@@ -255,8 +297,9 @@ async fn read_back(broker: &Broker<SimDisk>, topic: &str) -> i64 {
 // Goal: no produce request whose batch headers lie (length, magic, CRC, attributes, last
 // offset delta, timestamps, producer id and epoch, base sequence, record count), alone, in
 // several batches of one request or in concurrent entries for one partition, panics the
-// broker or its writers; valid batches are accepted after every lie; everything accepted
-// decodes; and a reopen (recovery) of the same disk succeeds with the same offsets.
+// broker or its writers; valid batches are accepted after every lie; fetches and offset
+// lookups with hostile numbers in between are answered; everything accepted decodes; and a
+// reopen (recovery) of the same disk succeeds with the same offsets.
 #[test]
 fn lying_batch_headers_never_panic_and_the_log_keeps_working() {
     for seed in sim::seeds(1, 3) {
@@ -329,6 +372,9 @@ fn lying_batch_headers_never_panic_and_the_log_keeps_working() {
                 if case % 8 == 0 {
                     produce_valid(&broker, topic, &mut rng).await;
                 }
+                if case % 4 == 0 {
+                    read_with_hostile_values(&broker, topic, &mut rng).await;
+                }
             }
             let mut watermarks = Vec::new();
             for (topic, _) in TOPICS {
@@ -349,4 +395,84 @@ fn lying_batch_headers_never_panic_and_the_log_keeps_working() {
             }
         });
     }
+}
+
+// Goal: a batch with an intact CRC whose records do not decode, or whose record count lies,
+// is answered `InvalidRecord` (not retriable) on every produce path: plain append,
+// recompression (`compression.type`) and log-append time; a damaged CRC stays
+// `CorruptMessage` (retriable). Before, recompression answered `CorruptMessage` for both.
+#[test]
+fn records_that_do_not_match_their_header_are_invalid_record_on_every_path() {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let disk = SimDisk::new(99);
+            let broker = open(&disk).await;
+            let mut rng = ChaCha8Rng::seed_from_u64(99);
+            for (topic, configs) in TOPICS {
+                let request = CreateTopicsRequest {
+                    topics: vec![CreatableTopic {
+                        name: topic.into(),
+                        partitions: 1,
+                        configs: configs
+                            .iter()
+                            .map(|(name, value)| ConfigEntry {
+                                name: name.to_string(),
+                                value: value.to_string(),
+                            })
+                            .collect(),
+                    }],
+                    validate_only: false,
+                };
+                broker.handle(Request::CreateTopics(request)).await;
+                let reseal = |batch: &mut Vec<u8>| {
+                    let crc = crc32c::crc32c(&batch[21..]);
+                    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+                };
+                let mut poison = encode_batch(
+                    &[Record {
+                        timestamp: 1_000_000,
+                        key: Some(Bytes::from_static(b"k")),
+                        value: Some(Bytes::from_static(b"v")),
+                        headers: Vec::new(),
+                    }],
+                    &EncodeOptions::default(),
+                )
+                .unwrap()
+                .to_vec();
+                let mut inflated = poison.clone();
+                poison[61] = 0x7e;
+                reseal(&mut poison);
+                inflated[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+                inflated[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+                reseal(&mut inflated);
+                let mut damaged = valid_batch(&mut rng);
+                let last = damaged.len() - 1;
+                damaged[last] ^= 1;
+                for (records, expected) in [
+                    (poison, ErrorCode::InvalidRecord),
+                    (inflated, ErrorCode::InvalidRecord),
+                    (damaged, ErrorCode::CorruptMessage),
+                ] {
+                    let responses = produce_to(
+                        &broker,
+                        topic,
+                        vec![ProducePartition {
+                            partition: 0,
+                            records: Bytes::from(records),
+                        }],
+                        Acks::All,
+                    )
+                    .await;
+                    assert_eq!(
+                        responses[0].error, expected,
+                        "{topic}: {}",
+                        responses[0].message
+                    );
+                }
+                produce_valid(&broker, topic, &mut rng).await;
+            }
+        });
 }

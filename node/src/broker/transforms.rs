@@ -1015,7 +1015,25 @@ impl<D: Disk> PartitionTask<D> {
                 continue;
             }
             let batch = read.bytes.slice_ref(raw);
-            let opened = open_batch(&batch).map_err(|error| format!("input batch: {error}"))?;
+            let opened = match open_batch(&batch) {
+                Ok(opened) => opened,
+                Err(error) => {
+                    // Records that do not decode (stored before appends checked records)
+                    // cannot be transformed; retrying would stall the partition forever.
+                    let message = format!(
+                        "partition {} batch at offset {} does not decode: {error}",
+                        self.partition, header.base_offset
+                    );
+                    if definition.on_error == OnError::Stop {
+                        stop_reason = Some(message);
+                        break;
+                    }
+                    tracing::warn!(transform = %self.name, %message, "transform skips an input batch that does not decode");
+                    output.last_error = Some(message);
+                    next_position = batch_end;
+                    continue;
+                }
+            };
             let first = opened
                 .records
                 .iter()

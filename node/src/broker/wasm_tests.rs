@@ -867,34 +867,9 @@ fn a_fetch_plugin_passes_over_a_stored_batch_that_does_not_decode() {
         produce(&broker, "t", 0, values(&numbered(0, 2))).await;
         produce(&broker, "t", 0, values(&numbered(2, 2))).await;
         produce(&broker, "t", 0, values(&numbered(4, 2))).await;
-        let directory = broker
-            .partition("t", 0)
-            .unwrap()
-            .log()
-            .unwrap()
-            .directory()
-            .to_path_buf();
         broker.close().await;
+        poison_second_batch(&disk, &broker, "t").await;
         drop(broker);
-        // The second batch (offsets 2..=3): its first record's length now overruns it.
-        use crate::storage::disk::{Disk as _, DiskFile as _};
-        let path = directory.join(crate::storage::segment::segment_file_name(0));
-        let file = disk
-            .open(&path, crate::storage::disk::OpenMode::ReadWrite)
-            .await
-            .unwrap();
-        let size = file.len().await.unwrap();
-        let mut bytes = file.read_at(0, size as usize).await.unwrap();
-        let second = 16 + BatchHeader::parse(&bytes[16..]).unwrap().total_bytes();
-        bytes[second + 61] = 0x7e;
-        let crc = crc32c::crc32c(
-            &bytes
-                [second + 21..second + BatchHeader::parse(&bytes[second..]).unwrap().total_bytes()],
-        );
-        bytes[second + 17..second + 21].copy_from_slice(&crc.to_be_bytes());
-        file.write_at(0, Bytes::from(bytes)).await.unwrap();
-        file.sync_data().await.unwrap();
-        drop(file);
 
         let broker = open(&disk).await;
         let uploaded = broker
@@ -1335,5 +1310,85 @@ fn uploads_are_bounded_and_metadata_never_outgrows_its_read_limit() {
             .await
             .unwrap();
         assert_eq!(reloaded.current(), &before);
+    });
+}
+
+/// Makes the second batch of partition 0 of `topic` (closed beforehand) a poison batch on
+/// disk: its first record's length overruns it, CRC resealed, as data from before appends
+/// checked records could be.
+async fn poison_second_batch(disk: &SimDisk, broker: &Broker<SimDisk>, topic: &str) {
+    use crate::storage::disk::{Disk as _, DiskFile as _, OpenMode};
+    let log = broker.partition(topic, 0).unwrap().log().unwrap();
+    let path = log
+        .directory()
+        .join(crate::storage::segment::segment_file_name(0));
+    let file = disk.open(&path, OpenMode::ReadWrite).await.unwrap();
+    let size = file.len().await.unwrap();
+    let mut bytes = file.read_at(0, size as usize).await.unwrap();
+    let second = 16 + BatchHeader::parse(&bytes[16..]).unwrap().total_bytes();
+    let end = second + BatchHeader::parse(&bytes[second..]).unwrap().total_bytes();
+    bytes[second + 61] = 0x7e;
+    let crc = crc32c::crc32c(&bytes[second + 21..end]);
+    bytes[second + 17..second + 21].copy_from_slice(&crc.to_be_bytes());
+    file.write_at(0, Bytes::from(bytes)).await.unwrap();
+    file.sync_data().await.unwrap();
+}
+
+// Goal (issue 11, data item 5): a transform whose input holds a stored batch that does not
+// decode skips it (reporting it as its last error) and transforms the batches after it,
+// instead of failing at it forever; with on_error = stop it stops there instead.
+#[test]
+fn a_transform_skips_an_input_batch_that_does_not_decode() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(13);
+        let broker = open(&disk).await;
+        create(&broker, "events", 1, &[]).await;
+        produce(&broker, "events", 0, values(&numbered(0, 2))).await;
+        produce(&broker, "events", 0, values(&numbered(2, 2))).await;
+        produce(&broker, "events", 0, values(&numbered(4, 2))).await;
+        broker.close().await;
+        poison_second_batch(&disk, &broker, "events").await;
+        drop(broker);
+
+        let broker = open(&disk).await;
+        broker
+            .deploy_transform(transform(
+                "copy",
+                module(KEEP),
+                "events",
+                transforms::OnError::Skip,
+            ))
+            .await
+            .unwrap();
+        // The error is published just after the counters, so wait for both.
+        let status = wait_for(&broker, "copy", |d| {
+            d.lag == 0 && d.records_in == 4 && !d.last_error.is_empty()
+        })
+        .await;
+        assert_eq!(status.state, "running");
+        assert!(
+            status.last_error.contains("offset 2"),
+            "{}",
+            status.last_error
+        );
+        let out: Vec<String> = read_all(&broker, "events.copy", 0)
+            .await
+            .iter()
+            .map(|record| text(&record.value))
+            .collect();
+        assert_eq!(out, ["v0", "v1", "v4", "v5"]);
+
+        broker
+            .deploy_transform(transform(
+                "halt",
+                module(KEEP),
+                "events",
+                transforms::OnError::Stop,
+            ))
+            .await
+            .unwrap();
+        let status = wait_for(&broker, "halt", |d| d.state != "running").await;
+        assert!(status.last_error.contains("does not decode"), "{status:#?}");
+        broker.close().await;
     });
 }

@@ -2476,14 +2476,17 @@ impl<D: Disk> Writer<D> {
                 if !part.is_empty() {
                     parts.push(std::mem::take(&mut part));
                 }
+                // The segment the roll starts. Its first append is now, and no time passes
+                // within one group, so the age rule cannot call for another roll in it: no
+                // first-append time keeps it from firing (with `segment.ms = 0` it would
+                // roll before every batch), while size and offset span still apply.
                 segment = ActiveSegmentStats {
                     base_offset: next_offset,
                     size_bytes: SEGMENT_HEADER_BYTES,
-                    first_append_ms: Some(now_ms),
+                    first_append_ms: None,
                 };
             }
             segment.size_bytes = segment.size_bytes.saturating_add(bytes);
-            segment.first_append_ms.get_or_insert(now_ms);
             next_offset = last_offset.saturating_add(1);
             part.push(pending);
         }

@@ -170,6 +170,11 @@ pub enum RollReason {
     Size,
 }
 
+// One batch spans at most `i32::MAX + 1` offsets (its `last_offset_delta` is an `i32`), which
+// the index's `u32` relative offsets hold, so an empty segment can always take the next
+// batch: rolling it would not help, and `roll_reason` never does.
+const _: () = assert!((i32::MAX as u64) < u32::MAX as u64);
+
 /// Decides whether to roll before writing `incoming_bytes` whose last offset is
 /// `incoming_last_offset`.
 ///

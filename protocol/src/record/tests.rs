@@ -728,3 +728,36 @@ fn validate_batch_records_refuses_records_that_do_not_decode() {
         Err(DecodeError::TooManyHeaders { limit: 2 })
     ));
 }
+
+// Goal: checking a compressed batch streams it under the limit: one record claiming 100 MiB
+// of zeros (a few KiB compressed) is refused once the walk passes `decompressed_bytes_max`,
+// for each streaming codec, without holding the claimed size.
+#[test]
+fn validate_batch_records_stops_a_bomb_at_the_limit() {
+    let mut region = Vec::new();
+    varint::write_varint(&mut region, 100 << 20);
+    region.resize(region.len() + (100 << 20), 0);
+    let limits = DecodeLimits {
+        decompressed_bytes_max: 1 << 20,
+        ..DecodeLimits::default()
+    };
+    for compression in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+        let batch = batch_with_region(&region, 1, compression);
+        assert!(
+            batch.len() < 1 << 20,
+            "{compression:?}: {} bytes",
+            batch.len()
+        );
+        let error = validate_batch_records(&batch, &limits).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                DecodeError::DecompressedTooLarge {
+                    limit: 1_048_576,
+                    ..
+                }
+            ),
+            "{compression:?}: {error:?}"
+        );
+    }
+}

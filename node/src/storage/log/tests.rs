@@ -297,6 +297,41 @@ fn a_group_spanning_more_than_u32_offsets_rolls_between_batches() {
     });
 }
 
+// Goal: the size rule holds per batch too: a group commit larger than `segment.bytes`
+// (allowed: `commit.bytes.max` may exceed it) is split over segments instead of written
+// whole into one, so no segment exceeds `segment.bytes`; everything reads back.
+#[test]
+fn a_group_larger_than_a_segment_is_split_over_segments() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(23);
+        let config = LogConfig {
+            commit_bytes_max: 64 * 1024,
+            ..small_config()
+        };
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), config.clone(), clock())
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..60)
+            .map(|tag| {
+                let log = log.clone();
+                tokio::spawn(
+                    async move { log.append(batch(tag, 3, 0), AppendDurability::Synced).await },
+                )
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let infos = log.segment_infos();
+        assert!(infos.len() >= 2, "{infos:?}");
+        for info in &infos {
+            assert!(info.size_bytes <= config.segment_bytes, "{info:?}");
+        }
+        assert_eq!(read_all(&log).await.len(), 60);
+        assert_eq!(log.high_watermark(), 180);
+    });
+}
+
 // Goal: many appends in flight at once share writes and fdatasyncs (group commit), and
 // every one of them is acknowledged with its own offsets.
 #[test]
@@ -2224,5 +2259,42 @@ fn offsets_for_times_skips_a_batch_whose_records_do_not_decode() {
             log.offset_for_timestamp(501).await.unwrap(),
             Some((18, 600))
         );
+    });
+}
+
+// Goal (issue 11, "First"): a segment that an older Ledge wrote with inflated batches (each
+// claiming 2^31 - 1 offsets, so the fourth starts past the 32-bit offsets of the segment
+// index) no longer panics the open: the scan stops at the fourth batch as invalid, and the
+// open either truncates it as a tail above the recovery point or reports the segment; the
+// node never panics at start.
+#[test]
+fn recovery_stops_at_a_batch_past_the_segment_index_instead_of_panicking() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(33);
+        let directory = Path::new(DIR);
+        disk.create_dir_all(directory).await.unwrap();
+        let mut segment_bytes = segment::segment_header().to_vec();
+        let span = i64::from(i32::MAX);
+        for number in 0..4 {
+            let mut inflated = claiming(&batch(number, 1, 0), i32::MAX, i32::MAX - 1).to_vec();
+            set_base_offset(&mut inflated, number as i64 * span).unwrap();
+            set_partition_leader_epoch(&mut inflated, PARTITION_LEADER_EPOCH).unwrap();
+            segment_bytes.extend_from_slice(&inflated);
+        }
+        write_new_file(
+            &disk,
+            &directory.join(segment::segment_file_name(0)),
+            segment_bytes,
+        )
+        .await
+        .unwrap();
+        disk.sync_dir(directory).await.unwrap();
+        match PartitionLog::open(disk.clone(), directory, LogConfig::default(), clock()).await {
+            Ok(log) => assert_eq!(log.high_watermark(), 3 * span),
+            Err(OpenError::Corrupt { reason, .. }) => {
+                assert!(reason.contains("32-bit offset range"), "{reason}")
+            }
+            Err(other) => panic!("unexpected open error: {other}"),
+        }
     });
 }
