@@ -282,3 +282,32 @@ fn a_sealed_segment_with_a_missing_or_garbage_index_opens_on_a_read_only_filesys
         });
     }
 }
+
+#[test]
+fn damage_below_the_recovery_point_on_a_read_only_filesystem_reads_as_at_a_normal_open() {
+    // Goal: damage below the recovery point (the checkpoint says those bytes were synced)
+    // takes the partition offline on a read-only filesystem with the same message as a
+    // normal open. Before the fix the read-only message left out which offset's batch
+    // was damaged and that it lies below the recovery point.
+    runtime().block_on(async {
+        let disk = SimDisk::new(96);
+        write_and_close(&disk, 60).await;
+        let directory = Path::new(DIRECTORY);
+        let segment = directory.join(segment::segment_file_name(active_base(&disk).await));
+        assert!(disk.corrupt_bit(&segment, SEGMENT_HEADER_BYTES as usize + 40, 3));
+        disk.set_read_only(true);
+        let error = PartitionLog::open(disk.clone(), directory, config(), clock())
+            .await
+            .err()
+            .expect("the damaged partition opened on a read-only filesystem");
+        let message = error.to_string();
+        assert!(matches!(error, OpenError::Corrupt { .. }), "{message}");
+        assert!(message.contains("below the recovery point"), "{message}");
+        disk.set_read_only(false);
+        let writable = PartitionLog::open(disk.clone(), directory, config(), clock())
+            .await
+            .err()
+            .expect("the damaged partition opened");
+        assert_eq!(writable.to_string(), message);
+    });
+}
