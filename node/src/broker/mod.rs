@@ -456,8 +456,8 @@ impl<D: Disk> Broker<D> {
         }
         if broker.topic(OFFSETS_TOPIC).is_none() {
             if read_only {
-                // Creating it would only fail with EROFS (and leave an offline partition
-                // behind): nothing is wrong with the node, it just cannot write.
+                // Creating it could only fail with EROFS, logged as errors: nothing is
+                // wrong with the node, it just cannot write.
                 tracing::warn!(
                     data_dir = %data_dir.display(),
                     "{OFFSETS_TOPIC} not created: the data directory is read-only; no committed offsets are served and commits fail"
