@@ -1597,6 +1597,61 @@ fn a_far_future_timestamp_is_refused_and_retention_goes_on() {
     });
 }
 
+// Goal (issue 11, data item 6, review follow-up): a create-time batch whose header looks
+// honest (max timestamp = now) but which carries a record stamped a century ahead is
+// refused with InvalidRecord naming the record, and nothing is stored: the header bounds
+// (message.timestamp.after.max.ms) now cover every record. Before, it was acknowledged, and
+// compaction (which recomputes max_timestamp from the records) would pin retention with it.
+#[test]
+fn a_far_future_record_under_an_honest_header_is_refused() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(14);
+        let clock = ManualClock::new(1_000_000);
+        let broker = Broker::open(
+            disk.clone(),
+            Path::new(DATA),
+            BrokerConfig::default(),
+            Arc::new(clock.clone()),
+        )
+        .await
+        .unwrap();
+        create(&broker, "timed", 1, &[]).await;
+        let now = clock.wall_time_ms();
+        let century_ms = 100 * 365 * 24 * 3_600_000i64;
+        let mut stamped = records(3, now);
+        stamped[1].timestamp = now + century_ms;
+        let mut lying = encode_batch(&stamped, &EncodeOptions::default())
+            .unwrap()
+            .to_vec();
+        // The header's max timestamp (bytes 35..43) says "now"; the CRC (bytes 17..21,
+        // over byte 21 on) is made to match, so only the record walk can see the lie.
+        lying[35..43].copy_from_slice(&(now + 2).to_be_bytes());
+        let crc = crc32c::crc32c(&lying[21..]);
+        lying[17..21].copy_from_slice(&crc.to_be_bytes());
+        let refused = produce(&broker, "timed", 0, Bytes::from(lying), Acks::All).await;
+        assert_eq!(
+            refused.error,
+            ErrorCode::InvalidRecord,
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains("record 1") && refused.message.contains("max timestamp"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(
+            list_offset(&broker, "timed", OffsetSpec::Latest)
+                .await
+                .offset,
+            Some(0),
+            "nothing of the refused batch is stored"
+        );
+        let honest = produce(&broker, "timed", 0, batch(3, now), Acks::All).await;
+        assert_eq!(honest.error, ErrorCode::None, "{}", honest.message);
+    });
+}
+
 // Goal: over the configured disk usage, produce gets a clear DiskFull while reads go on;
 // once retention frees space the guard resets and produce resumes. A real ENOSPC is
 // answered DiskFull too, and loses nothing.
