@@ -463,6 +463,19 @@ pub enum DecodeError {
         /// How many.
         bytes: usize,
     },
+    /// A create-time record is stamped after the header's `max_timestamp`, so checks of
+    /// the header's timestamps would not cover it.
+    #[error(
+        "record {index}: timestamp {timestamp} is after the batch's max timestamp {max_timestamp}"
+    )]
+    TimestampAfterBatchMax {
+        /// Position of the record in the batch.
+        index: usize,
+        /// Its timestamp.
+        timestamp: i64,
+        /// The header's `max_timestamp`.
+        max_timestamp: i64,
+    },
 }
 
 /// A decoded batch: its header and its records in order.
@@ -584,8 +597,10 @@ fn walk_records(
     // `RecordIter` ends after exactly `record_count` records, with an error if the region
     // holds fewer or more, so a count that lies fails here. Each round consumes at least one
     // byte of the region, so a huge claimed count cannot make the loop long.
-    for view in RecordIter::new(region, header) {
-        headers_total = headers_total.saturating_add(view?.header_count());
+    for (index, view) in RecordIter::new(region, header).enumerate() {
+        let view = view?;
+        check_record_timestamp(&header, index, view.timestamp)?;
+        headers_total = headers_total.saturating_add(view.header_count());
         check_headers(headers_total, limits)?;
     }
     Ok(())
@@ -674,6 +689,7 @@ fn walk_record_stream(
         let (view, offset_delta) = parse_record_body(&header, previous_offset_delta, &body)
             .map_err(|error| record_error(index, error))?;
         previous_offset_delta = Some(offset_delta);
+        check_record_timestamp(&header, index, view.timestamp)?;
         headers_total = headers_total.saturating_add(view.header_count());
         check_headers(headers_total, limits)?;
     }
@@ -684,6 +700,27 @@ fn walk_record_stream(
     }
     if trailing > 0 {
         return Err(DecodeError::TrailingRecordBytes { bytes: trailing });
+    }
+    Ok(())
+}
+
+/// The header's max timestamp must bound every record, so the produce-time bounds on it
+/// (message.timestamp.after.max.ms) cover them all: a record stamped a century ahead under an
+/// honest-looking header would pin time retention once compaction recomputes max_timestamp
+/// from the records. (A log-append-time batch reports its max timestamp for every record, so
+/// it always passes.) No lower bound: in Kafka's format the base timestamp is the first
+/// record's and later deltas may be negative.
+fn check_record_timestamp(
+    header: &BatchHeader,
+    index: usize,
+    timestamp: i64,
+) -> Result<(), DecodeError> {
+    if timestamp > header.max_timestamp {
+        return Err(DecodeError::TimestampAfterBatchMax {
+            index,
+            timestamp,
+            max_timestamp: header.max_timestamp,
+        });
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! Damaged data on a real node's disk: damage followed by valid batches keeps a partition
-//! offline instead of being cut (with or without the checkpoint), a lowered
+//! Damaged data on a real node's disk: damage followed by valid batches, or in a whole
+//! final batch, keeps a partition offline instead of being cut (with or without the
+//! checkpoint), a lowered
 //! `max.message.bytes` does not take a partition offline at restart, and the background
 //! verifier reports a bit flip in a sealed segment of a running node to `topic describe`
 //! and to consumers.
@@ -154,6 +155,62 @@ fn a_bit_flip_without_the_checkpoint_keeps_the_partition_offline_and_loses_nothi
         let client = connect(&node).await;
         let values = consume_all(&client, "events", 600).await;
         assert_eq!(values.len(), 600);
+        for (index, value) in values.iter().enumerate() {
+            assert!(value.starts_with(format!("value-{index:06}-").as_bytes()));
+        }
+    });
+}
+
+// Goal (issue 11, data item 2): a bit flip in the LAST batch of the active segment, with
+// the checkpoint deleted, is not taken for a torn tail either: no valid batch follows, but
+// the batch is whole and shows no lost sector. The restarted node keeps the partition
+// offline naming the file, byte and first affected offset, and truncates nothing; restoring
+// the byte brings every record back. Before, the final batch was cut and its offset reused.
+#[test]
+fn a_bit_flip_in_the_final_batch_keeps_the_partition_offline_and_loses_nothing() {
+    let mut node = NodeProcess::start();
+    let runtime = runtime();
+    runtime.block_on(async {
+        let client = connect(&node).await;
+        Admin::new(&client)
+            .create_topics(vec![NewTopic::new("events", 1)], false)
+            .await
+            .unwrap();
+        produce_batches(&client, "events", 50, 100).await;
+    });
+    node.terminate(Duration::from_secs(30)).unwrap();
+    let segment = segment_path(&node, "events", 0);
+    let length = std::fs::metadata(&segment).unwrap().len();
+    // Inside the last record's value (each batch holds one record of 100 bytes).
+    let in_final_batch = length - 20;
+    flip_bit(&segment, in_final_batch);
+    std::fs::remove_file(segment.with_file_name("checkpoint")).unwrap();
+    node.restart();
+    let described = runtime.block_on(async {
+        let client = connect(&node).await;
+        Admin::new(&client)
+            .describe_topics(vec!["events".to_string()])
+            .await
+            .unwrap()
+    });
+    let partition = &described[0].partitions[0];
+    assert_eq!(partition.error, Some(ErrorCode::PartitionOffline));
+    let damage = partition.damage.clone().unwrap_or_default();
+    assert!(
+        damage.contains("00000000000000000000.log")
+            && damage.contains("is corrupt at byte")
+            && damage.contains("should start offset 49")
+            && damage.contains("final batch is whole"),
+        "{damage}"
+    );
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), length);
+    node.terminate(Duration::from_secs(30));
+    flip_bit(&segment, in_final_batch);
+    node.restart();
+    runtime.block_on(async {
+        let client = connect(&node).await;
+        let values = consume_all(&client, "events", 50).await;
+        assert_eq!(values.len(), 50);
         for (index, value) in values.iter().enumerate() {
             assert!(value.starts_with(format!("value-{index:06}-").as_bytes()));
         }
@@ -341,7 +398,8 @@ fn a_far_future_timestamp_is_refused_by_a_real_node() {
 
 // Goal: the operator's way back when damaged records can be given up: `ledge-repair
 // truncate` from the offset the damage report names brings the partition online with every
-// record before it, and producing continues from there.
+// record before it, and producing continues from there. It is refused while the node runs
+// on the data directory (the node's lock, holder named) and works once the node stopped.
 #[test]
 fn ledge_repair_truncate_brings_an_offline_partition_back() {
     let mut node = NodeProcess::start();
@@ -378,20 +436,37 @@ fn ledge_repair_truncate_brings_an_offline_partition_back() {
         .and_then(|digits| digits.parse().ok())
         .unwrap_or_else(|| panic!("the report names the offset: {damage}"));
     assert!(offset > 0 && offset < 200, "{damage}");
+    let data_dir = node.data_dir.clone();
+    let repair = || {
+        std::process::Command::new(ledge_e2e::binary("ledge-repair"))
+            .args(["truncate", "--data-dir"])
+            .arg(&data_dir)
+            .args([
+                "--topic",
+                "events",
+                "--partition",
+                "0",
+                "--from-offset",
+                &offset.to_string(),
+            ])
+            .output()
+            .unwrap()
+    };
+    // While the node runs on the data directory, the repair is refused (it takes the
+    // node's lock first), naming the holder, and cuts nothing. Before, it cut the segment
+    // under the running node.
+    let refused = repair();
+    let refusal = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{refusal}");
+    assert!(
+        refusal.contains(&format!("{} is in use", node.data_dir.display()))
+            && refusal.contains(&format!("pid {}", node.pid()))
+            && refusal.trim().lines().count() == 1,
+        "{refusal}"
+    );
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), length);
     node.terminate(Duration::from_secs(30));
-    let output = std::process::Command::new(ledge_e2e::binary("ledge-repair"))
-        .args(["truncate", "--data-dir"])
-        .arg(&node.data_dir)
-        .args([
-            "--topic",
-            "events",
-            "--partition",
-            "0",
-            "--from-offset",
-            &offset.to_string(),
-        ])
-        .output()
-        .unwrap();
+    let output = repair();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

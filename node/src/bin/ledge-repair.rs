@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ledge_node::clock::{Clock, SystemClock};
+use ledge_node::storage::disk::lock::{LockError, lock_data_dir};
 use ledge_node::storage::repair::truncate_from;
 use ledge_node::storage::{BackendChoice, LogConfig, SystemDisk};
 
@@ -28,7 +30,8 @@ enum Command {
     /// it at the start of that batch, removes later segments, rewrites the checkpoint.
     /// Refuses to cut above damage it meets first, and says which offset to use instead.
     Truncate {
-        /// The node's data directory (the node must not be running on it).
+        /// The node's data directory. Refused while a node runs on it (the node's data
+        /// directory lock is taken first).
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
         /// Topic name.
@@ -61,6 +64,20 @@ fn run(arguments: Arguments) -> anyhow::Result<()> {
         partition,
         from_offset,
     } = arguments.command;
+    if !data_dir.is_dir() {
+        anyhow::bail!("{} is not a directory", data_dir.display());
+    }
+    // The node's own lock, taken before anything is read or cut: a repair under a running
+    // node would race its writer and its checkpoint (the node would write on past the cut,
+    // or rewrite the checkpoint over the repaired one). Held until this process ends.
+    let _lock = match lock_data_dir(&data_dir, SystemClock.wall_time_ms()) {
+        Ok(lock) => lock,
+        Err(LockError::InUse { directory, holder }) => anyhow::bail!(
+            "data directory {} is in use by another process ({holder}); stop the ledge-node running on it before repairing",
+            directory.display()
+        ),
+        Err(error) => return Err(error.into()),
+    };
     let directory = data_dir.join("logs").join(format!("{topic}-{partition}"));
     if !directory.is_dir() {
         anyhow::bail!("{} is not a partition directory", directory.display());

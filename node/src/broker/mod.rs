@@ -14,6 +14,7 @@
 mod groups;
 pub mod metadata;
 mod plugins;
+mod producer_id_hold;
 pub mod topic_config;
 pub mod transforms;
 
@@ -198,6 +199,9 @@ pub struct Broker<D: Disk> {
     /// Each topic's definition beside `metadata.json`, written under the `admin` lock.
     topic_files: TopicFiles<D>,
     producer_ids: Mutex<ProducerIds>,
+    /// Producer ids are held back after a rebuild with a partition offline (see
+    /// `producer_id_hold`).
+    producer_ids_held: AtomicBool,
     groups: Mutex<GroupCoordinator>,
     offsets: Mutex<OffsetStore>,
     data_dir: PathBuf,
@@ -337,7 +341,11 @@ impl<D: Disk> Broker<D> {
         let directories = disk.list_dir(&logs_dir).await?;
         if !existed && !directories.is_empty() {
             rebuild_topics(data_dir, &directories, &topic_files, &mut stored).await?;
+            // Before the rebuilt metadata.json is stored: ids stay held until every
+            // partition has been seen online, even across a crash.
+            producer_id_hold::write_hold_marker(&disk, data_dir).await?;
         }
+        let producer_ids_held = producer_id_hold::hold_marker_exists(&disk, data_dir).await?;
         // Every stored partition is opened below: a count no limit allows (a damaged or
         // hand-edited file, or a lowered limit) is refused before anything is touched.
         let stored_partitions: u64 = stored
@@ -410,6 +418,7 @@ impl<D: Disk> Broker<D> {
                 next: 0,
                 reserved_until: 0,
             }),
+            producer_ids_held: AtomicBool::new(producer_ids_held),
             groups: Mutex::new(GroupCoordinator::new(config_groups, member_salt)),
             offsets: Mutex::new(OffsetStore::default()),
             data_dir: data_dir.to_path_buf(),
@@ -453,6 +462,7 @@ impl<D: Disk> Broker<D> {
         }
         if !read_only {
             broker.reserve_producer_ids_after_open().await?;
+            broker.end_producer_id_hold_if_possible(true).await?;
         }
         if broker.topic(OFFSETS_TOPIC).is_none() {
             if read_only {
@@ -1445,6 +1455,24 @@ impl<D: Disk> Broker<D> {
                 producer_id: -1,
                 producer_epoch: -1,
             };
+        }
+        match self.end_producer_id_hold_if_possible(false).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return InitProducerIdResponse {
+                    error: ErrorCode::StorageError,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                };
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not end the producer id hold");
+                return InitProducerIdResponse {
+                    error: ErrorCode::StorageError,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                };
+            }
         }
         let needs_block = {
             let ids = self

@@ -668,6 +668,119 @@ fn a_lost_metadata_file_keeps_producer_ids_unique_and_configs() {
     });
 }
 
+// Goal (issue 11, data item 1, review follow-up): with metadata.json lost while a partition
+// is offline, no producer id is handed out that only the offline partition remembers.
+// InitProducerId answers StorageError (retriable) until every partition is online, across
+// restarts too, and then hands out ids above what the partition holds, so a new producer's
+// first batch is written, not taken for a resend. Deleting the offline partition's topic
+// (at runtime) also ends the hold. Before, the rebuilt node handed out the old producer's id again.
+#[test]
+fn a_lost_metadata_file_with_an_offline_partition_holds_producer_ids_back() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(22);
+        let old_id;
+        {
+            let broker = broker(&disk).await;
+            create(&broker, "t", 2, &[]).await;
+            create(&broker, "other", 1, &[]).await;
+            old_id = init_producer_id(&broker).await;
+            for sequence in 0..2 {
+                let options = EncodeOptions {
+                    producer_id: old_id.producer_id,
+                    producer_epoch: old_id.producer_epoch,
+                    base_sequence: sequence,
+                    ..EncodeOptions::default()
+                };
+                let batch = encode_batch(&records(1, 0), &options).unwrap();
+                assert_eq!(
+                    produce(&broker, "t", 1, batch, Acks::All).await.error,
+                    ErrorCode::None
+                );
+            }
+            broker.close().await;
+        }
+        disk.remove_file(&Path::new(DATA).join(metadata::METADATA_FILE_NAME))
+            .await
+            .unwrap();
+        // Damage t-1's first batch (followed by a valid one): it stays offline.
+        let segment = Path::new(DATA).join("logs/t-1/00000000000000000000.log");
+        assert!(disk.corrupt_bit(&segment, 16 + 30, 2));
+        for restart in 0..2 {
+            let broker = broker(&disk).await;
+            assert!(broker.partition("t", 1).unwrap().log().is_err());
+            let Response::InitProducerId(held) = broker
+                .handle(Request::InitProducerId(InitProducerIdRequest::default()))
+                .await
+            else {
+                panic!("wrong response")
+            };
+            assert_eq!(
+                held.error,
+                ErrorCode::StorageError,
+                "restart {restart}: producer id {} handed out while t-1 is offline (the old one was {})",
+                held.producer_id,
+                old_id.producer_id
+            );
+            assert!(held.error.is_retriable());
+            broker.close().await;
+        }
+        // The byte restored (as a restore from a copy would): ids come from above t-1's.
+        assert!(disk.corrupt_bit(&segment, 16 + 30, 2));
+        {
+            let broker = broker(&disk).await;
+            let new_id = init_producer_id(&broker).await;
+            assert!(
+                new_id.producer_id > old_id.producer_id,
+                "{} after {}",
+                new_id.producer_id,
+                old_id.producer_id
+            );
+            let options = EncodeOptions {
+                producer_id: new_id.producer_id,
+                producer_epoch: new_id.producer_epoch,
+                base_sequence: 0,
+                ..EncodeOptions::default()
+            };
+            let batch = encode_batch(&records(1, 0), &options).unwrap();
+            let written = produce(&broker, "t", 1, batch, Acks::All).await;
+            assert_eq!(written.error, ErrorCode::None);
+            assert_eq!(written.base_offset, 2, "taken for a resend");
+            broker.close().await;
+        }
+        // The hold is lifted once, for good: a later offline partition does not bring it back.
+        assert!(disk.corrupt_bit(&segment, 16 + 30, 2));
+        {
+            let broker = broker(&disk).await;
+            assert!(broker.partition("t", 1).unwrap().log().is_err());
+            assert!(init_producer_id(&broker).await.producer_id > old_id.producer_id);
+            broker.close().await;
+        }
+        // Lost again with t-1 offline: held; deleting t at runtime ends the hold.
+        disk.remove_file(&Path::new(DATA).join(metadata::METADATA_FILE_NAME))
+            .await
+            .unwrap();
+        let broker = broker(&disk).await;
+        let Response::InitProducerId(held) = broker
+            .handle(Request::InitProducerId(InitProducerIdRequest::default()))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(held.error, ErrorCode::StorageError);
+        let Response::DeleteTopics(deleted) = broker
+            .handle(Request::DeleteTopics(DeleteTopicsRequest {
+                names: vec!["t".into()],
+            }))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(deleted.topics[0].error, ErrorCode::None);
+        init_producer_id(&broker).await;
+        broker.close().await;
+    });
+}
+
 // Goal: a data directory that lost metadata.json and whose topic has no topic file (made by
 // an older build) is refused at start with the way out, never given default configs.
 #[test]
@@ -1594,6 +1707,61 @@ fn a_far_future_timestamp_is_refused_and_retention_goes_on() {
             earliest > latest / 2,
             "every sealed segment expired: start {earliest}, end {latest}"
         );
+    });
+}
+
+// Goal (issue 11, data item 6, review follow-up): a create-time batch whose header looks
+// honest (max timestamp = now) but which carries a record stamped a century ahead is
+// refused with InvalidRecord naming the record, and nothing is stored: the header bounds
+// (message.timestamp.after.max.ms) now cover every record. Before, it was acknowledged, and
+// compaction (which recomputes max_timestamp from the records) would pin retention with it.
+#[test]
+fn a_far_future_record_under_an_honest_header_is_refused() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(14);
+        let clock = ManualClock::new(1_000_000);
+        let broker = Broker::open(
+            disk.clone(),
+            Path::new(DATA),
+            BrokerConfig::default(),
+            Arc::new(clock.clone()),
+        )
+        .await
+        .unwrap();
+        create(&broker, "timed", 1, &[]).await;
+        let now = clock.wall_time_ms();
+        let century_ms = 100 * 365 * 24 * 3_600_000i64;
+        let mut stamped = records(3, now);
+        stamped[1].timestamp = now + century_ms;
+        let mut lying = encode_batch(&stamped, &EncodeOptions::default())
+            .unwrap()
+            .to_vec();
+        // The header's max timestamp (bytes 35..43) says "now"; the CRC (bytes 17..21,
+        // over byte 21 on) is made to match, so only the record walk can see the lie.
+        lying[35..43].copy_from_slice(&(now + 2).to_be_bytes());
+        let crc = crc32c::crc32c(&lying[21..]);
+        lying[17..21].copy_from_slice(&crc.to_be_bytes());
+        let refused = produce(&broker, "timed", 0, Bytes::from(lying), Acks::All).await;
+        assert_eq!(
+            refused.error,
+            ErrorCode::InvalidRecord,
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains("record 1") && refused.message.contains("max timestamp"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(
+            list_offset(&broker, "timed", OffsetSpec::Latest)
+                .await
+                .offset,
+            Some(0),
+            "nothing of the refused batch is stored"
+        );
+        let honest = produce(&broker, "timed", 0, batch(3, now), Acks::All).await;
+        assert_eq!(honest.error, ErrorCode::None, "{}", honest.message);
     });
 }
 

@@ -330,10 +330,13 @@ impl TopicConfig {
     /// Refuses a create-time batch whose timestamps lie outside the topic's window around
     /// the node's clock `now_ms` (`message.timestamp.after.max.ms` and `.before.max.ms`), as
     /// Kafka does with INVALID_TIMESTAMP. It judges the header's first and largest
-    /// timestamps, which are what the node indexes and retains by (Kafka checks every
-    /// record; a record inside the batch cannot move the segment's retention time, which
-    /// is its batches' largest header timestamp). Log-append-time topics are stamped with
-    /// the node's clock, so nothing is checked.
+    /// timestamps, which are what the node indexes and retains by; the append's record walk
+    /// (`validate_batch_records`) refuses a record stamped after the header's max, so the
+    /// upper bound covers every record (compaction recomputes max_timestamp from records,
+    /// so an unchecked record could pin retention later). Kafka also checks each record
+    /// against `before.max.ms`; here only the header's first timestamp is, since a record
+    /// before it (legal: later deltas may be negative) cannot pin retention.
+    /// Log-append-time topics are stamped with the node's clock, so nothing is checked.
     pub fn check_timestamps(&self, header: &BatchHeader, now_ms: i64) -> Result<(), String> {
         if self.timestamp_type == TimestampType::LogAppendTime {
             return Ok(());

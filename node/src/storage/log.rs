@@ -1931,22 +1931,51 @@ pub(super) async fn scan_segment<F: DiskFile>(
     Ok((position, next_offset, None))
 }
 
+/// Damage above the recovery point that no crash explains.
+enum TailDamage {
+    /// A valid batch (at `resumes_at`, base offset `resumes_offset`) follows the damage.
+    BeforeValidBatches {
+        resumes_at: u64,
+        resumes_offset: i64,
+    },
+    /// Nothing valid follows, but the damaged batch is whole and shows no lost sector.
+    InFinalBatch,
+}
+
 /// Judges a stop at `stop` in the active segment, above the recovery point: `None` if it
-/// is a torn tail (nothing valid follows, or what is damaged before the next valid batch
-/// shows a lost sector, as a power loss leaves unsynced appends), else the position and
-/// offset of the valid batch that follows damage no crash explains. Reads from `stop` to
-/// the next valid batch only, in `recovery_read_bytes` steps.
+/// is a torn tail, else the damage no crash explains. A torn tail is what a crash leaves of
+/// an unfinished append: the file ends inside the batch (its size was not yet extended), or
+/// the damaged range (to the next valid batch, or to the file's end if none follows) shows
+/// a lost sector, a run of zeros to a sector end or to the file's end (ext4 and xfs read
+/// unwritten extents as zeros, and unsynced sectors may be lost out of order). A bit flip
+/// in a whole final batch is neither, and cutting it would lose acknowledged records.
+/// Reads from `stop` to the next valid batch or the file's end, in `recovery_read_bytes`
+/// steps.
 async fn damage_before_valid_batches<F: DiskFile>(
     file: &F,
     stop: u64,
     next_offset: i64,
     file_len: u64,
     config: &LogConfig,
-) -> Result<Option<(u64, i64)>, DiskError> {
+) -> Result<Option<TailDamage>, DiskError> {
     let Some((resumes_at, resumes_offset)) =
         next_continuing_batch(file, stop, next_offset, file_len, config).await?
     else {
-        return Ok(None);
+        let prefix = file.read_at(stop, BATCH_LENGTH_PREFIX_BYTES).await?;
+        // A negative length is no unfinished write's; it is judged like any damage.
+        let ends_inside = prefix.len() < BATCH_LENGTH_PREFIX_BYTES
+            || recovery::declared_total_bytes(&prefix)
+                .is_some_and(|total| total > file_len.saturating_sub(stop));
+        if ends_inside || lost_write_between(file, stop, file_len, config).await? {
+            return Ok(None);
+        }
+        let last_sector = file_len - file_len % recovery::LOST_WRITE_UNIT_BYTES;
+        let from = last_sector.max(stop);
+        let tail = file.read_at(from, (file_len - from) as usize).await?;
+        if recovery::lost_write_at_file_end(&tail, from, stop) {
+            return Ok(None);
+        }
+        return Ok(Some(TailDamage::InFinalBatch));
     };
     // A lost sector may end inside the valid batch's first bytes when those are zeros
     // anyway (the high bytes of its base offset and length, its epoch 0): judge the
@@ -1954,15 +1983,31 @@ async fn damage_before_valid_batches<F: DiskFile>(
     let prefix = file.read_at(resumes_at, BATCH_HEADER_BYTES).await?;
     let zero_prefix = prefix.iter().take_while(|&&byte| byte == 0).count() as u64;
     let judged_end = resumes_at + zero_prefix;
-    // Read the damaged range from its first whole sector on, so every sector that ends
-    // before `judged_end` is judged.
+    if lost_write_between(file, stop, judged_end, config).await? {
+        return Ok(None);
+    }
+    Ok(Some(TailDamage::BeforeValidBatches {
+        resumes_at,
+        resumes_offset,
+    }))
+}
+
+/// Whether the damaged range from `stop` to `judged_end` shows a lost sector
+/// ([`recovery::lost_write_in`]). Reads it from its first whole sector on, so every sector
+/// that ends before `judged_end` is judged.
+async fn lost_write_between<F: DiskFile>(
+    file: &F,
+    stop: u64,
+    judged_end: u64,
+    config: &LogConfig,
+) -> Result<bool, DiskError> {
     let step = (config.recovery_read_bytes as u64).max(recovery::LOST_WRITE_UNIT_BYTES);
     let mut from = stop - stop % recovery::LOST_WRITE_UNIT_BYTES;
     while from < judged_end {
         let until = (from + step).min(judged_end);
         let bytes = file.read_at(from, (until - from) as usize).await?;
         if recovery::lost_write_in(&bytes, from, stop) {
-            return Ok(None);
+            return Ok(true);
         }
         if (bytes.len() as u64) < until - from {
             break;
@@ -1975,7 +2020,34 @@ async fn damage_before_valid_batches<F: DiskFile>(
         }
         from += judged;
     }
-    Ok(Some((resumes_at, resumes_offset)))
+    Ok(false)
+}
+
+/// The open error for damage above the recovery point ([`damage_before_valid_batches`]),
+/// one message for the normal and the read-only open: `reason` is the scan's, for the
+/// batch at `position` that should start `next_offset`.
+fn tail_damage_error(
+    path: PathBuf,
+    position: u64,
+    reason: &str,
+    next_offset: i64,
+    damage: TailDamage,
+) -> OpenError {
+    let found = match damage {
+        TailDamage::BeforeValidBatches {
+            resumes_at,
+            resumes_offset,
+        } => format!("valid batches follow from byte {resumes_at} (offset {resumes_offset})"),
+        TailDamage::InFinalBatch => "the final batch is whole and shows no lost sector".into(),
+    };
+    OpenError::Corrupt {
+        path,
+        position,
+        reason: format!(
+            "{reason} (the batch that should start offset {next_offset}); {found}, so this is \
+             damage to written data, not an unfinished write, and nothing is truncated"
+        ),
+    }
 }
 
 /// The first whole valid batch after `stop` (searched byte by byte) whose base offset is at
@@ -2253,18 +2325,16 @@ async fn recover_active_segment<D: Disk>(
         // Above the recovery point a stop may be a torn tail or damage to data that was
         // synced after the last checkpoint (or any data, if the checkpoint is gone). Only
         // an unfinished write may be cut.
-        if let Some((resumes_at, resumes_offset)) =
+        if let Some(damage) =
             damage_before_valid_batches(&file, valid_end, next_offset, file_len, config).await?
         {
-            return Err(OpenError::Corrupt {
+            return Err(tail_damage_error(
                 path,
-                position: *position,
-                reason: format!(
-                    "{reason} (the batch that should start offset {next_offset}); valid batches \
-                     follow from byte {resumes_at} (offset {resumes_offset}), so this is damage \
-                     to written data, not an unfinished write, and nothing is truncated"
-                ),
-            });
+                *position,
+                reason,
+                next_offset,
+                damage,
+            ));
         }
         tracing::warn!(
             segment = %path.display(),
@@ -3287,18 +3357,16 @@ async fn open_files_read_only<D: Disk>(
     if let Some((position, reason)) = &problem {
         // The normal open's rule (`recover_active_segment`): only an unfinished write may be
         // taken for a torn tail; damage to written data takes the partition offline.
-        if let Some((resumes_at, resumes_offset)) =
+        if let Some(damage) =
             damage_before_valid_batches(&file, valid_end, next_offset, file_len, config).await?
         {
-            return Err(OpenError::Corrupt {
+            return Err(tail_damage_error(
                 path,
-                position: *position,
-                reason: format!(
-                    "{reason} (the batch that should start offset {next_offset}); valid batches \
-                     follow from byte {resumes_at} (offset {resumes_offset}), so this is damage \
-                     to written data, not an unfinished write, and nothing is truncated"
-                ),
-            });
+                *position,
+                reason,
+                next_offset,
+                damage,
+            ));
         }
         tracing::warn!(segment = %path.display(), position, %reason, "a torn tail above the recovery point is hidden, not truncated (read-only)");
     }

@@ -239,6 +239,38 @@ pub fn lost_write_in(bytes: &[u8], position: u64, damage_start: u64) -> bool {
     false
 }
 
+/// The whole size a batch at the start of `bytes` declares in its length prefix, if the
+/// prefix is there (8-byte base offset, then a big-endian 32-bit length) and not negative.
+/// Used to tell whether the file ends inside a final damaged batch (an unfinished write).
+pub fn declared_total_bytes(bytes: &[u8]) -> Option<u64> {
+    let field: [u8; 4] = bytes
+        .get(BATCH_LENGTH_PREFIX_BYTES - 4..BATCH_LENGTH_PREFIX_BYTES)?
+        .try_into()
+        .ok()?;
+    let batch_length = u64::try_from(i32::from_be_bytes(field)).ok()?;
+    Some(BATCH_LENGTH_PREFIX_BYTES as u64 + batch_length)
+}
+
+/// Whether the file's last, partial sector (the `bytes` from file position `position` to
+/// the file's end `file_end`) reads as zeros from the damage at `damage_start` (or the
+/// sector's start) to the end of the file. A file whose size was extended but whose last
+/// block never reached the disk reads so on ext4 and xfs (unwritten extents read as zeros),
+/// and SimDisk leaves the same; [`lost_write_in`] judges only whole sectors.
+pub fn lost_write_at_file_end(bytes: &[u8], position: u64, damage_start: u64) -> bool {
+    let file_end = position + bytes.len() as u64;
+    let partial = file_end % LOST_WRITE_UNIT_BYTES;
+    if partial == 0 {
+        return false;
+    }
+    let from = damage_start.max(file_end - partial);
+    if from < position || from >= file_end {
+        return false;
+    }
+    bytes
+        .get((from - position) as usize..)
+        .is_some_and(|part| part.iter().all(|&byte| byte == 0))
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -274,6 +306,33 @@ mod tests {
             "{result:?}"
         );
         assert_eq!(result.valid_end, 16);
+    }
+
+    // Goal: a zero run that reaches the file's end inside its last, partial sector is a lost
+    // write (a size extended before the block was written); zeros stopping short of the
+    // end, or a file ending on a sector boundary, are not judged here.
+    #[test]
+    fn a_zero_run_to_the_file_end_is_a_lost_write() {
+        let unit = LOST_WRITE_UNIT_BYTES as usize;
+        let mut bytes = vec![7u8; unit + 100];
+        assert!(!lost_write_at_file_end(&bytes, 0, 10));
+        bytes[unit..].fill(0);
+        assert!(lost_write_at_file_end(&bytes, 0, 10));
+        // The damage inside the last sector: only zeros from it on count.
+        bytes[unit..unit + 50].fill(7);
+        assert!(lost_write_at_file_end(&bytes, 0, unit as u64 + 50));
+        assert!(!lost_write_at_file_end(&bytes, 0, 10));
+        // Ending on a sector boundary: nothing partial to judge.
+        assert!(!lost_write_at_file_end(&bytes[..unit], 0, 10));
+        assert_eq!(
+            declared_total_bytes(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+            Some(268)
+        );
+        assert_eq!(declared_total_bytes(&[0; 11]), None);
+        assert_eq!(
+            declared_total_bytes(&[0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0]),
+            None
+        );
     }
 
     // Goal: the lost-write test sees a zero run to a sector end that starts at the damage

@@ -682,6 +682,59 @@ fn validate_batch_records_refuses_a_count_that_lies() {
     }
 }
 
+// Goal (issue 11, data item 6, review follow-up): a create-time batch whose header is
+// honest-looking (a max timestamp near now) but whose records carry one stamped later than
+// that max is refused by `validate_batch_records`, for every codec, so the header bounds
+// checked at produce cover every record. Compaction recomputes max_timestamp from records,
+// so such a record would otherwise pin time retention later. Records before the base
+// timestamp stay legal (Kafka's format: the base is the first record's timestamp and later
+// deltas may be negative), and log-append-time batches are not judged (readers report the
+// header's time for every record).
+#[test]
+fn validate_batch_records_refuses_a_record_after_the_header_max_timestamp() {
+    let now = 1_765_000_000_000i64;
+    let century_ms = 100 * 365 * 24 * 3600 * 1000i64;
+    let stamped = |timestamps: &[i64]| -> Vec<Record> {
+        timestamps
+            .iter()
+            .map(|&timestamp| Record {
+                timestamp,
+                key: None,
+                value: Some(Bytes::from_static(b"v")),
+                headers: Vec::new(),
+            })
+            .collect()
+    };
+    for compression in CODECS {
+        let options = EncodeOptions {
+            compression,
+            ..EncodeOptions::default()
+        };
+        let honest = encode_batch(&stamped(&[now, now + 5, now + century_ms]), &options).unwrap();
+        assert!(validate_batch_records(&honest, &DecodeLimits::default()).is_ok());
+        let mut lying = honest.to_vec();
+        edit_header(&mut lying, |header| header.max_timestamp = now + 5);
+        assert!(validate_batch(&lying).is_ok());
+        let error = validate_batch_records(&lying, &DecodeLimits::default()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                DecodeError::TimestampAfterBatchMax { index: 2, timestamp, max_timestamp }
+                    if timestamp == now + century_ms && max_timestamp == now + 5
+            ),
+            "{compression:?}: {error:?}"
+        );
+        assert!(error.to_string().contains("max timestamp"), "{error}");
+        // The same records in a log-append-time batch are not judged.
+        let mut appended = lying.clone();
+        crate::set_log_append_time(&mut appended, now).unwrap();
+        assert!(validate_batch_records(&appended, &DecodeLimits::default()).is_ok());
+        // A record before the first one's timestamp is legal.
+        let backwards = encode_batch(&stamped(&[now, now - 1000, now + 5]), &options).unwrap();
+        assert!(validate_batch_records(&backwards, &DecodeLimits::default()).is_ok());
+    }
+}
+
 // Goal: a "poison" batch, a valid CRC over records that do not decode, is refused by
 // `validate_batch_records` (issue 11, data item 5), whatever is wrong inside the records;
 // an empty batch (what compaction or a filter leaves) passes.

@@ -218,6 +218,45 @@ fn damage_followed_by_valid_batches_on_a_read_only_filesystem_is_reported() {
 }
 
 #[test]
+fn a_bit_flip_in_the_final_batch_on_a_read_only_filesystem_is_reported() {
+    // Goal: the rest of the normal open's rule holds read-only too: a bit flip in the
+    // active segment's whole final batch (no lost sector, nothing after it) is damage, not
+    // a torn tail: the partition goes offline with the normal open's message. Before the
+    // fix the read-only open hid the final batch and served one record less, silently.
+    runtime().block_on(async {
+        let disk = SimDisk::new(97);
+        write_and_close(&disk, 60).await;
+        let directory = Path::new(DIRECTORY);
+        disk.remove_file(&directory.join(CHECKPOINT_FILE_NAME))
+            .await
+            .unwrap();
+        let segment = directory.join(segment::segment_file_name(active_base(&disk).await));
+        let length_before = disk.contents(&segment).unwrap().len();
+        let final_batch = length_before - batch(59).len();
+        assert!(disk.corrupt_bit(&segment, final_batch + 40, 5));
+        disk.set_read_only(true);
+        let error = PartitionLog::open(disk.clone(), directory, config(), clock())
+            .await
+            .err()
+            .expect("the damaged partition opened on a read-only filesystem");
+        let message = error.to_string();
+        assert!(matches!(error, OpenError::Corrupt { .. }), "{message}");
+        assert!(
+            message.contains(&format!("byte {final_batch}"))
+                && message.contains("final batch is whole"),
+            "{message}"
+        );
+        disk.set_read_only(false);
+        let writable = PartitionLog::open(disk.clone(), directory, config(), clock())
+            .await
+            .err()
+            .expect("the damaged partition opened");
+        assert_eq!(writable.to_string(), message);
+        assert_eq!(disk.contents(&segment).unwrap().len(), length_before);
+    });
+}
+
+#[test]
 fn a_torn_tail_on_a_read_only_filesystem_is_hidden_not_truncated() {
     // Goal: the other side of the rule: an unfinished append (the file ends inside its
     // batch) above the recovery point is a torn tail; on a read-only filesystem it is

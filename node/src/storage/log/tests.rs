@@ -851,6 +851,63 @@ fn damage_followed_by_valid_batches_is_reported_not_truncated() {
     });
 }
 
+// Goal: a bit flip in the LAST batch of the active segment, with the checkpoint deleted or
+// lagging (the damage is above its recovery point), takes the partition offline with the
+// file, byte and first affected offset, and truncates nothing: no valid batch follows, but
+// the batch is whole and shows no lost sector, so it is not an unfinished write. Restoring
+// the byte brings every record back. Before, it was cut as a torn tail.
+#[test]
+fn damage_in_the_final_batch_is_reported_not_truncated() {
+    runtime().block_on(async {
+        for case in ["checkpoint deleted", "checkpoint lags"] {
+            let disk = SimDisk::new(18);
+            let config = LogConfig {
+                recovery_checkpoint_interval: Duration::from_secs(3600),
+                ..LogConfig::default()
+            };
+            synced_batches_then_crash(&disk, &config, 20).await;
+            let directory = PathBuf::from(DIR);
+            if case == "checkpoint deleted" {
+                disk.remove_file(&directory.join("checkpoint"))
+                    .await
+                    .unwrap();
+            }
+            let segment = directory.join("00000000000000000000.log");
+            let length_before = disk.contents(&segment).unwrap().len();
+            let last_batch = length_before - batch(19, 3, 0).len();
+            assert!(disk.corrupt_bit(&segment, last_batch + 40, 5));
+            let error = PartitionLog::open(disk.clone(), &directory, config.clone(), clock())
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{case}: the damaged partition opened"));
+            let message = error.to_string();
+            assert!(
+                matches!(error, OpenError::Corrupt { .. }),
+                "{case}: {message}"
+            );
+            assert!(
+                message.contains("00000000000000000000.log")
+                    && message.contains(&format!("byte {last_batch}"))
+                    && message.contains("offset 57"),
+                "{case}: {message}"
+            );
+            assert_eq!(
+                disk.contents(&segment).unwrap().len(),
+                length_before,
+                "{case}: nothing may be truncated"
+            );
+            // Restoring the byte brings every acknowledged record back.
+            assert!(disk.corrupt_bit(&segment, last_batch + 40, 5));
+            let log = PartitionLog::open(disk.clone(), &directory, config.clone(), clock())
+                .await
+                .unwrap();
+            assert_eq!(log.high_watermark(), 60, "{case}");
+            assert_eq!(read_all(&log).await.len(), 20, "{case}");
+            log.close().await.unwrap();
+        }
+    });
+}
+
 // Goal: a crash that loses a sector of an unsynced append while a later sector (holding a
 // whole later batch) survives is still a torn tail: it is truncated, not reported.
 #[test]
