@@ -465,12 +465,25 @@ impl<D: Disk> Broker<D> {
             broker.end_producer_id_hold_if_possible(true).await?;
         }
         if broker.topic(OFFSETS_TOPIC).is_none() {
-            let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-            if let Err((_, message)) = broker.create_topic(OFFSETS_TOPIC, 1, &configs).await {
-                tracing::error!(%message, "cannot create {OFFSETS_TOPIC}; consumer-group commits will fail");
+            if read_only {
+                // Creating it could only fail with EROFS, logged as errors: nothing is
+                // wrong with the node, it just cannot write.
+                tracing::warn!(
+                    data_dir = %data_dir.display(),
+                    "{OFFSETS_TOPIC} not created: the data directory is read-only; no committed offsets are served and commits fail"
+                );
+            } else {
+                let configs =
+                    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+                if let Err((_, message)) = broker.create_topic(OFFSETS_TOPIC, 1, &configs).await {
+                    tracing::error!(%message, "cannot create {OFFSETS_TOPIC}; consumer-group commits will fail");
+                }
             }
         }
-        broker.load_offsets().await;
+        // A missing topic was reported just above.
+        if broker.topic(OFFSETS_TOPIC).is_some() {
+            broker.load_offsets().await;
+        }
         broker.check_disk_usage();
         Ok(broker)
     }

@@ -109,3 +109,75 @@ fn a_read_only_data_directory_is_served_for_reads() {
             assert_eq!(records_in(&broker, "t").await, (ErrorCode::None, 12));
         });
 }
+
+/// Log lines written while it is the thread's subscriber (WARN and above, no colours).
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[test]
+fn a_missing_offsets_topic_on_a_read_only_filesystem_is_a_warning() {
+    // Goal: a read-only data directory without `__consumer_offsets` (a node that never
+    // started read-write on it) opens with a WARN saying the topic is not created because
+    // the filesystem is read-only, and no ERROR: nothing is wrong with the node, and the
+    // creation cannot succeed. Before the fix the node tried to create it and logged
+    // "cannot create __consumer_offsets" and "__consumer_offsets is offline" as errors.
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let disk = SimDisk::new(32);
+            // The directories a node makes at its first start, with no topic yet (as a
+            // node stopped during that start, or a hand-made directory, leaves them).
+            for directory in ["logs", "topics", "wasm/modules", "wasm/compiled"] {
+                crate::storage::disk::create_dir_durable(&disk, &Path::new(DATA).join(directory))
+                    .await
+                    .unwrap();
+            }
+            disk.set_read_only(true);
+            let broker = open(&disk).await.unwrap();
+            assert!(broker.topic(OFFSETS_TOPIC).is_none());
+            assert!(broker.offline_partitions().is_empty());
+        });
+    let text = logs.text();
+    assert!(!text.contains("ERROR"), "{text}");
+    assert!(
+        text.lines().any(|line| line.contains("WARN")
+            && line.contains(OFFSETS_TOPIC)
+            && line.contains("not created")
+            && line.contains("read-only")),
+        "{text}"
+    );
+}

@@ -1666,7 +1666,15 @@ async fn open_files<D: Disk>(
         Some((&active_base, sealed)) => {
             for (number, &base) in sealed.iter().enumerate() {
                 let end = sealed.get(number + 1).copied().unwrap_or(active_base);
-                let segment = open_sealed_segment(disk, directory, base, end, config).await?;
+                let segment = open_sealed_segment(
+                    disk,
+                    directory,
+                    base,
+                    end,
+                    config,
+                    RebuiltIndex::WriteFiles,
+                )
+                .await?;
                 segments.insert(base, segment);
             }
             producers = load_producer_states(disk, directory, &segment_bases, config).await?;
@@ -2015,6 +2023,33 @@ async fn lost_write_between<F: DiskFile>(
     Ok(false)
 }
 
+/// The open error for damage above the recovery point ([`damage_before_valid_batches`]),
+/// one message for the normal and the read-only open: `reason` is the scan's, for the
+/// batch at `position` that should start `next_offset`.
+fn tail_damage_error(
+    path: PathBuf,
+    position: u64,
+    reason: &str,
+    next_offset: i64,
+    damage: TailDamage,
+) -> OpenError {
+    let found = match damage {
+        TailDamage::BeforeValidBatches {
+            resumes_at,
+            resumes_offset,
+        } => format!("valid batches follow from byte {resumes_at} (offset {resumes_offset})"),
+        TailDamage::InFinalBatch => "the final batch is whole and shows no lost sector".into(),
+    };
+    OpenError::Corrupt {
+        path,
+        position,
+        reason: format!(
+            "{reason} (the batch that should start offset {next_offset}); {found}, so this is \
+             damage to written data, not an unfinished write, and nothing is truncated"
+        ),
+    }
+}
+
 /// The first whole valid batch after `stop` (searched byte by byte) whose base offset is at
 /// least `next_offset`: its position and base offset.
 async fn next_continuing_batch<F: DiskFile>(
@@ -2062,12 +2097,23 @@ async fn next_continuing_batch<F: DiskFile>(
     Ok(None)
 }
 
+/// What becomes of a sealed segment's index rebuilt at open (its files were missing or
+/// unusable).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RebuiltIndex {
+    /// Written to the index files, so the next open needs no scan.
+    WriteFiles,
+    /// Kept in memory only: the data directory is read-only.
+    KeepInMemory,
+}
+
 async fn open_sealed_segment<D: Disk>(
     disk: &D,
     directory: &Path,
     base: i64,
     end_offset: i64,
     config: &LogConfig,
+    rebuilt_index: RebuiltIndex,
 ) -> Result<Segment, OpenError> {
     let path = directory.join(segment::segment_file_name(base));
     let file = disk.open(&path, OpenMode::Read).await?;
@@ -2119,7 +2165,9 @@ async fn open_sealed_segment<D: Disk>(
                 });
             }
             index.seal();
-            write_index_files(disk, directory, &index).await?;
+            if rebuilt_index == RebuiltIndex::WriteFiles {
+                write_index_files(disk, directory, &index).await?;
+            }
             index
         }
     };
@@ -2277,34 +2325,16 @@ async fn recover_active_segment<D: Disk>(
         // Above the recovery point a stop may be a torn tail or damage to data that was
         // synced after the last checkpoint (or any data, if the checkpoint is gone). Only
         // an unfinished write may be cut.
-        match damage_before_valid_batches(&file, valid_end, next_offset, file_len, config).await? {
-            Some(TailDamage::BeforeValidBatches {
-                resumes_at,
-                resumes_offset,
-            }) => {
-                return Err(OpenError::Corrupt {
-                    path,
-                    position: *position,
-                    reason: format!(
-                        "{reason} (the batch that should start offset {next_offset}); valid \
-                         batches follow from byte {resumes_at} (offset {resumes_offset}), so \
-                         this is damage to written data, not an unfinished write, and nothing \
-                         is truncated"
-                    ),
-                });
-            }
-            Some(TailDamage::InFinalBatch) => {
-                return Err(OpenError::Corrupt {
-                    path,
-                    position: *position,
-                    reason: format!(
-                        "{reason} (the batch that should start offset {next_offset}); the \
-                         final batch is whole and shows no lost sector, so this is damage to \
-                         written data, not an unfinished write, and nothing is truncated"
-                    ),
-                });
-            }
-            None => {}
+        if let Some(damage) =
+            damage_before_valid_batches(&file, valid_end, next_offset, file_len, config).await?
+        {
+            return Err(tail_damage_error(
+                path,
+                *position,
+                reason,
+                next_offset,
+                damage,
+            ));
         }
         tracing::warn!(
             segment = %path.display(),
@@ -3146,8 +3176,10 @@ impl<D: Disk> PartitionLog<D> {
     /// Opens the log for reads only and writes nothing, for a data directory on a
     /// read-only filesystem (issue 11, data item 9: such a directory used to make every
     /// partition, and the node, fail to open). Files are opened read-only; the segments
-    /// are verified as at a normal open; a torn tail above the recovery point is hidden
-    /// from readers rather than truncated. Every append and deletion answers with the
+    /// are verified as at a normal open, by the same rules (damage is an error with the
+    /// same message), except that a torn tail above the recovery point is hidden from
+    /// readers rather than truncated, and a sealed segment's rebuilt index is kept in
+    /// memory rather than written. Every append and deletion answers with the
     /// filesystem's "read-only" error; reads go on.
     pub async fn open_read_only(
         disk: D,
@@ -3209,7 +3241,7 @@ async fn refuse_writes(directory: PathBuf, mut commands: mpsc::Receiver<Command>
 }
 
 /// [`open_files`] without a single write: leftovers are left in place, nothing is
-/// truncated, no checkpoint is stored.
+/// truncated, no checkpoint or index file is stored.
 async fn open_files_read_only<D: Disk>(
     disk: &D,
     directory: &Path,
@@ -3266,7 +3298,15 @@ async fn open_files_read_only<D: Disk>(
         let end = sealed.get(number + 1).copied().unwrap_or(active_base);
         segments.insert(
             base,
-            open_sealed_segment(disk, directory, base, end, config).await?,
+            open_sealed_segment(
+                disk,
+                directory,
+                base,
+                end,
+                config,
+                RebuiltIndex::KeepInMemory,
+            )
+            .await?,
         );
     }
     let path = directory.join(segment::segment_file_name(active_base));
@@ -3308,10 +3348,26 @@ async fn open_files_read_only<D: Disk>(
         return Err(OpenError::Corrupt {
             path,
             position,
-            reason,
+            reason: format!(
+                "{reason} (the batch that should start offset {next_offset}), below the \
+                 recovery point {durable_floor}"
+            ),
         });
     }
     if let Some((position, reason)) = &problem {
+        // The normal open's rule (`recover_active_segment`): only an unfinished write may be
+        // taken for a torn tail; damage to written data takes the partition offline.
+        if let Some(damage) =
+            damage_before_valid_batches(&file, valid_end, next_offset, file_len, config).await?
+        {
+            return Err(tail_damage_error(
+                path,
+                *position,
+                reason,
+                next_offset,
+                damage,
+            ));
+        }
         tracing::warn!(segment = %path.display(), position, %reason, "a torn tail above the recovery point is hidden, not truncated (read-only)");
     }
     segments.insert(
