@@ -2274,6 +2274,21 @@ async fn recover_active_segment<D: Disk>(
 // ---------------------------------------------------------------------------------------
 // The writer task.
 
+#[cfg(test)]
+thread_local! {
+    /// The size of every group the writers on this thread drained from their queue, so a
+    /// test can prove its concurrent appends formed one group commit (and does not pass by
+    /// accident when the scheduler splits them). Tests run each log on a current-thread
+    /// runtime, so the writer task runs on the test's own thread.
+    static GROUPS_DRAINED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Takes the sizes of the groups drained on this thread since the last call (test-only).
+#[cfg(test)]
+fn take_groups_drained() -> Vec<usize> {
+    GROUPS_DRAINED.with(|groups| std::mem::take(&mut *groups.borrow_mut()))
+}
+
 struct Writer<D: Disk> {
     disk: D,
     shared: Arc<Shared<D>>,
@@ -2406,6 +2421,8 @@ impl<D: Disk> Writer<D> {
                             Err(_) => break,
                         }
                     }
+                    #[cfg(test)]
+                    GROUPS_DRAINED.with(|groups| groups.borrow_mut().push(group.len()));
                     self.commit(group).await;
                     self.maybe_start_sync();
                 }

@@ -260,6 +260,10 @@ fn a_group_spanning_more_than_u32_offsets_rolls_between_batches() {
             .await
             .unwrap();
         let span = i64::from(i32::MAX);
+        take_groups_drained();
+        // The four tasks run (and queue their appends) before the writer, woken by the
+        // first, runs again: the writer drains them as one group, which the assertion
+        // below checks so the test cannot pass with the batches written one group each.
         let tasks: Vec<_> = (0..4)
             .map(|tag| {
                 let log = log.clone();
@@ -275,6 +279,11 @@ fn a_group_spanning_more_than_u32_offsets_rolls_between_batches() {
             assert_eq!(outcome.last_offset - outcome.base_offset, span - 1);
             bases.push(outcome.base_offset);
         }
+        assert_eq!(
+            take_groups_drained(),
+            [4],
+            "the appends must form one group commit"
+        );
         bases.sort_unstable();
         assert_eq!(bases, [0, span, 2 * span, 3 * span]);
         assert!(log.segment_count() >= 2, "{} segments", log.segment_count());
