@@ -148,6 +148,7 @@ struct WasmSection {
     idle_instances_max: Option<usize>,
     modules_max: Option<usize>,
     module_params_bytes_max: Option<usize>,
+    opened_batch_bytes_max: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -605,6 +606,15 @@ impl NodeConfig {
             limits.module_params_bytes_max =
                 positive("module_params_bytes_max", value as u64)? as usize;
         }
+        if let Some(value) = wasm.opened_batch_bytes_max {
+            let limit = crate::wasm::OPENED_BATCH_BYTES_MAX_LIMIT;
+            if value == 0 || value > limit {
+                return Err(ConfigError(format!(
+                    "{origin}: wasm.opened_batch_bytes_max must be 1..={limit}, got {value}"
+                )));
+            }
+            limits.opened_batch_bytes_max = value;
+        }
         let transforms = file.transforms.unwrap_or_default();
         let limits = &mut config.broker.transforms;
         if let Some(value) = transforms.read_bytes_max {
@@ -1001,6 +1011,14 @@ on_error = "skip"
             (
                 "[log]\nappend_headers_max = 0\n".to_string(),
                 "[log] append_headers_max must be 1..=1048576, got 0",
+            ),
+            (
+                "[wasm]\nopened_batch_bytes_max = 0\n".to_string(),
+                "wasm.opened_batch_bytes_max must be 1..=4294967295, got 0",
+            ),
+            (
+                format!("[wasm]\nopened_batch_bytes_max = {}\n", 1u64 << 32),
+                "wasm.opened_batch_bytes_max must be 1..=4294967295, got 4294967296",
             ),
             (
                 "[log]\nappend_records_max = -1\n".to_string(),
