@@ -88,10 +88,11 @@ pub(crate) async fn open_batch(
         return Ok(opened);
     }
     drop(opened);
+    // Acquiring fails only on a closed semaphore, and nothing closes this one.
     let permit = Arc::clone(&budget.permits)
         .acquire_many_owned(share)
         .await
-        .map_err(|_| "the node is shutting down".to_string())?;
+        .map_err(|_| "the opened-batch budget was closed".to_string())?;
     // Decoding is deterministic: the same batch costs the same again.
     let mut opened = open_batch_unreserved(batch)?;
     opened._reserved = Some(permit);
