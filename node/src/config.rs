@@ -148,6 +148,7 @@ struct WasmSection {
     idle_instances_max: Option<usize>,
     modules_max: Option<usize>,
     module_params_bytes_max: Option<usize>,
+    opened_batch_bytes_max: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -238,6 +239,9 @@ struct LogSection {
     compaction_key_map_bytes_max: Option<usize>,
     sealed_segment_files_open_max: Option<u64>,
     verify_bytes_per_second: Option<u64>,
+    append_decompressed_bytes_max: Option<usize>,
+    append_records_max: Option<usize>,
+    append_headers_max: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -470,6 +474,17 @@ impl NodeConfig {
         if let Some(value) = log.verify_bytes_per_second {
             broker.verify_bytes_per_second = value;
         }
+        // Ranges are checked with the rest of the log settings (`LogConfig::validate`).
+        let append_limits = &mut broker.log.append_decode_limits;
+        if let Some(value) = log.append_decompressed_bytes_max {
+            append_limits.decompressed_bytes_max = value;
+        }
+        if let Some(value) = log.append_records_max {
+            append_limits.records_max = value;
+        }
+        if let Some(value) = log.append_headers_max {
+            append_limits.headers_max = value;
+        }
         let groups = file.groups.unwrap_or_default();
         let limits = &mut broker.groups;
         if let Some(value) = groups.group_members_max {
@@ -590,6 +605,15 @@ impl NodeConfig {
         if let Some(value) = wasm.module_params_bytes_max {
             limits.module_params_bytes_max =
                 positive("module_params_bytes_max", value as u64)? as usize;
+        }
+        if let Some(value) = wasm.opened_batch_bytes_max {
+            let limit = crate::wasm::OPENED_BATCH_BYTES_MAX_LIMIT;
+            if value == 0 || value > limit {
+                return Err(ConfigError(format!(
+                    "{origin}: wasm.opened_batch_bytes_max must be 1..={limit}, got {value}"
+                )));
+            }
+            limits.opened_batch_bytes_max = value;
         }
         let transforms = file.transforms.unwrap_or_default();
         let limits = &mut config.broker.transforms;
@@ -972,6 +996,34 @@ on_error = "skip"
                 format!("[log]\nappend_queue_depth = {}\n", i64::MAX),
                 "log.append_queue_depth (9223372036854775807) exceeds the maximum 1048576",
             ),
+            (
+                "[log]\nappend_decompressed_bytes_max = 0\n".to_string(),
+                "[log] append_decompressed_bytes_max must be 1..=67108864, got 0",
+            ),
+            (
+                "[log]\nappend_decompressed_bytes_max = 67108865\n".to_string(),
+                "[log] append_decompressed_bytes_max must be 1..=67108864, got 67108865",
+            ),
+            (
+                format!("[log]\nappend_records_max = {}\n", i64::MAX),
+                "[log] append_records_max must be 1..=1048576",
+            ),
+            (
+                "[log]\nappend_headers_max = 0\n".to_string(),
+                "[log] append_headers_max must be 1..=1048576, got 0",
+            ),
+            (
+                "[wasm]\nopened_batch_bytes_max = 0\n".to_string(),
+                "wasm.opened_batch_bytes_max must be 1..=4294967295, got 0",
+            ),
+            (
+                format!("[wasm]\nopened_batch_bytes_max = {}\n", 1u64 << 32),
+                "wasm.opened_batch_bytes_max must be 1..=4294967295, got 4294967296",
+            ),
+            (
+                "[log]\nappend_records_max = -1\n".to_string(),
+                "append_records_max = -1",
+            ),
         ] {
             let error = NodeConfig::from_toml(&bad, "t.toml")
                 .map(|_| ())
@@ -991,6 +1043,31 @@ on_error = "skip"
         .unwrap();
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         assert!(now.checked_add(config.broker.log.flush_interval).is_some());
+    }
+
+    // Goal: the append decode limits are read from `[log]`, defaulting to the largest
+    // (what readers use); the partition log enforces them
+    // (storage::log::tests::lowered_append_decode_limits_refuse_batches_over_them).
+    #[test]
+    fn append_decode_limits_are_read_from_the_log_section() {
+        let config = NodeConfig::from_toml(
+            "[log]\nappend_decompressed_bytes_max = 1048576\nappend_records_max = 1000\nappend_headers_max = 10\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            config.broker.log.append_decode_limits,
+            ledge_protocol::DecodeLimits {
+                decompressed_bytes_max: 1048576,
+                records_max: 1000,
+                headers_max: 10,
+            }
+        );
+        let defaults = NodeConfig::from_toml("", "t.toml").unwrap();
+        assert_eq!(
+            defaults.broker.log.append_decode_limits,
+            crate::storage::log::APPEND_DECODE_LIMITS
+        );
     }
 
     // Goal: the example configs shipped in configs/ always parse.

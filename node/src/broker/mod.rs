@@ -211,6 +211,8 @@ pub struct Broker<D: Disk> {
     modules: crate::wasm::ModuleStore<D>,
     /// Instantiated plug-ins for fetches and produce hooks, by module, kind and parameters.
     plugins: Mutex<std::collections::HashMap<String, Arc<crate::wasm::Plugin>>>,
+    /// Bytes plug-in calls may hold opened, node-wide (`wasm.opened_batch_bytes_max`).
+    opened_batch_budget: plugins::OpenedBatchBudget,
     /// Running topic transforms.
     transforms: Mutex<BTreeMap<String, transforms::RunningTransform>>,
     /// Set by `start_transforms`: lets request handlers spawn transform tasks.
@@ -405,6 +407,8 @@ impl<D: Disk> Broker<D> {
         let engine = crate::wasm::WasmEngine::new(config.wasm.clone())
             .map_err(|error| BrokerError::Wasm(error.to_string()))?;
         let modules = crate::wasm::ModuleStore::open(disk.clone(), data_dir, engine).await?;
+        let opened_batch_budget =
+            plugins::OpenedBatchBudget::new(config.wasm.opened_batch_bytes_max);
         let broker = Self {
             disk,
             logs_dir,
@@ -425,6 +429,7 @@ impl<D: Disk> Broker<D> {
             disk_full: RwLock::new(None),
             modules,
             plugins: Mutex::new(std::collections::HashMap::new()),
+            opened_batch_budget,
             transforms: Mutex::new(BTreeMap::new()),
             self_ref: std::sync::OnceLock::new(),
         };

@@ -36,6 +36,67 @@ pub(crate) struct OpenedBatch {
     pub(crate) records: Vec<DecodedRecord>,
     region: Bytes,
     spans: Vec<(usize, usize)>,
+    /// This batch's share of the node's [`OpenedBatchBudget`], returned when it is dropped.
+    _reserved: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// The node-wide budget of bytes held by opened batches (`wasm.opened_batch_bytes_max`).
+/// Decompressing is synchronous, so only a batch kept across a plug-in call's `.await`
+/// needs a share; one that finds no room is dropped before waiting, so waiters hold no
+/// records (tokio's semaphore hands a waiter permits as they free up, first come first
+/// served, so a large batch is not starved by small ones).
+pub(crate) struct OpenedBatchBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    bytes_max: usize,
+}
+
+impl OpenedBatchBudget {
+    /// A budget of `bytes_max` bytes, at most
+    /// [`OPENED_BATCH_BYTES_MAX_LIMIT`](crate::wasm::OPENED_BATCH_BYTES_MAX_LIMIT) (the
+    /// config refuses more; a larger value is clamped rather than trusted).
+    pub(crate) fn new(bytes_max: usize) -> Self {
+        let bytes_max = bytes_max.clamp(1, crate::wasm::OPENED_BATCH_BYTES_MAX_LIMIT);
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(bytes_max)),
+            bytes_max,
+        }
+    }
+
+    /// Bytes free now.
+    #[cfg(test)]
+    pub(crate) fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    /// The permit count reserved for `bytes`: a batch larger than the whole budget takes
+    /// all of it (it then runs alone) instead of waiting forever.
+    fn share(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.min(self.bytes_max)).unwrap_or(u32::MAX)
+    }
+}
+
+/// Decompresses a batch and views its records, holding a share of `budget` as large as
+/// what it keeps in memory; waits (holding nothing) while the budget has no room.
+pub(crate) async fn open_batch(
+    batch: &Bytes,
+    budget: &OpenedBatchBudget,
+) -> Result<OpenedBatch, String> {
+    let mut opened = open_batch_unreserved(batch)?;
+    let share = budget.share(opened.bytes_held());
+    if let Ok(permit) = Arc::clone(&budget.permits).try_acquire_many_owned(share) {
+        opened._reserved = Some(permit);
+        return Ok(opened);
+    }
+    drop(opened);
+    // Acquiring fails only on a closed semaphore, and nothing closes this one.
+    let permit = Arc::clone(&budget.permits)
+        .acquire_many_owned(share)
+        .await
+        .map_err(|_| "the opened-batch budget was closed".to_string())?;
+    // Decoding is deterministic: the same batch costs the same again.
+    let mut opened = open_batch_unreserved(batch)?;
+    opened._reserved = Some(permit);
+    Ok(opened)
 }
 
 /// An empty batch that spans the offsets of `header`'s batch, to stand in for one whose
@@ -66,7 +127,7 @@ fn produced_batch_error(batch: &[u8], error: &str) -> (ErrorCode, String) {
 }
 
 /// Decompresses a batch and views its records (their bytes share the region).
-pub(crate) fn open_batch(batch: &Bytes) -> Result<OpenedBatch, String> {
+fn open_batch_unreserved(batch: &Bytes) -> Result<OpenedBatch, String> {
     let (header, region) =
         decompress_records(batch, &DecodeLimits::default()).map_err(|error| error.to_string())?;
     let region = match region {
@@ -96,10 +157,40 @@ pub(crate) fn open_batch(batch: &Bytes) -> Result<OpenedBatch, String> {
         records,
         region,
         spans,
+        _reserved: None,
     })
 }
 
 impl OpenedBatch {
+    /// Bytes this opened batch holds beyond the stored batch it came from: the decompressed
+    /// region (none when the records were not compressed: they are borrowed), the record
+    /// and span tables, and the header keys.
+    fn bytes_held(&self) -> usize {
+        let region = if self.header.compression().ok() == Some(ledge_protocol::Compression::None) {
+            0
+        } else {
+            self.region.len()
+        };
+        let headers: usize = self
+            .records
+            .iter()
+            .flat_map(|record| &record.headers)
+            .map(|header| size_of::<Header>() + header.key.len())
+            .sum();
+        region
+            .saturating_add(
+                self.records
+                    .capacity()
+                    .saturating_mul(size_of::<DecodedRecord>()),
+            )
+            .saturating_add(
+                self.spans
+                    .capacity()
+                    .saturating_mul(size_of::<(usize, usize)>()),
+            )
+            .saturating_add(headers)
+    }
+
     /// Runs `plugin` over records `range` (in calls of at most `batch_records_max`).
     pub(crate) async fn run(
         &self,
@@ -642,7 +733,9 @@ impl<D: Disk> Broker<D> {
                 "produce.filter.module",
             )
             .await?;
-        let opened = open_batch(&batch).map_err(|error| produced_batch_error(&batch, &error))?;
+        let opened = open_batch(&batch, &self.opened_batch_budget)
+            .await
+            .map_err(|error| produced_batch_error(&batch, &error))?;
         let outcomes = opened
             .run(&plugin, 0..opened.records.len(), 0, partition_count)
             .await
@@ -697,7 +790,7 @@ impl<D: Disk> Broker<D> {
                 continue;
             }
             let batch = bytes.slice_ref(raw);
-            let opened = match open_batch(&batch) {
+            let opened = match open_batch(&batch, &self.opened_batch_budget).await {
                 Ok(opened) => opened,
                 Err(error) => {
                     // Records that do not decode (stored before appends checked records) can
@@ -816,8 +909,9 @@ impl<D: Disk> Broker<D> {
                     .await?
                     .0;
             }
-            let opened =
-                open_batch(&batch).map_err(|error| produced_batch_error(&batch, &error))?;
+            let opened = open_batch(&batch, &self.opened_batch_budget)
+                .await
+                .map_err(|error| produced_batch_error(&batch, &error))?;
             codec = opened
                 .header
                 .compression()
@@ -902,5 +996,78 @@ impl<D: Disk> Broker<D> {
             routing.base_offsets.push(result?);
         }
         Ok((routing, append_time))
+    }
+}
+
+#[cfg(test)]
+mod opened_batch_budget_tests {
+    use ledge_protocol::{Compression, encode_batch};
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    /// A snappy batch of one record whose 8 KiB value compresses to a few dozen bytes.
+    fn snappy_batch() -> Bytes {
+        let record = Record {
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from(vec![0; 8192])),
+            headers: Vec::new(),
+        };
+        let options = EncodeOptions {
+            compression: Compression::Snappy,
+            ..EncodeOptions::default()
+        };
+        encode_batch(&[record], &options).unwrap()
+    }
+
+    // Goal (issue 11 follow-up): batches opened for plug-in calls are held across the call's
+    // await, so a node-wide byte budget bounds them: an opened batch holds a share as large
+    // as its decompressed records, a second opening that does not fit waits (first in line
+    // for the permits, holding no records) until the first is dropped, and everything is
+    // returned afterwards. Before the
+    // budget, any number of produces through a filter could each hold 64 MiB.
+    #[test]
+    fn opening_a_batch_waits_for_room_in_the_node_wide_budget() {
+        runtime().block_on(async {
+            let batch = snappy_batch();
+            let budget = Arc::new(OpenedBatchBudget::new(12 * 1024));
+            let first = open_batch(&batch, &budget).await.unwrap();
+            let held = 12 * 1024 - budget.available();
+            assert!(held >= 8192, "the decompressed region is counted: {held}");
+            let waiting = tokio::spawn({
+                let (batch, budget) = (batch.clone(), Arc::clone(&budget));
+                async move {
+                    open_batch(&batch, &budget)
+                        .await
+                        .map(|opened| opened.records.len())
+                }
+            });
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert!(!waiting.is_finished(), "a second batch must wait for room");
+            drop(first);
+            assert_eq!(waiting.await.unwrap(), Ok(1));
+            assert_eq!(budget.available(), 12 * 1024);
+        });
+    }
+
+    // Goal: a batch larger than the whole budget takes all of it and runs alone instead of
+    // waiting forever.
+    #[test]
+    fn a_batch_larger_than_the_budget_takes_all_of_it() {
+        runtime().block_on(async {
+            let budget = OpenedBatchBudget::new(1000);
+            let opened = open_batch(&snappy_batch(), &budget).await.unwrap();
+            assert_eq!(budget.available(), 0);
+            drop(opened);
+            assert_eq!(budget.available(), 1000);
+        });
     }
 }

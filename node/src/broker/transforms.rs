@@ -1015,7 +1015,7 @@ impl<D: Disk> PartitionTask<D> {
                 continue;
             }
             let batch = read.bytes.slice_ref(raw);
-            let opened = match open_batch(&batch) {
+            let opened = match open_batch(&batch, &broker.opened_batch_budget).await {
                 Ok(opened) => opened,
                 Err(error) => {
                     // Records that do not decode (stored before appends checked records)

@@ -73,6 +73,10 @@ pub struct LogConfig {
     pub recovery_read_bytes: usize,
     /// Idempotent producers remembered per partition (least recently active evicted).
     pub producers_max: usize,
+    /// What an append may cost to check a batch's records (`log.append_decompressed_bytes_max`,
+    /// `log.append_records_max`, `log.append_headers_max`); at most [`APPEND_DECODE_LIMITS`],
+    /// which readers use, so anything appended can be read back.
+    pub append_decode_limits: DecodeLimits,
 }
 
 /// Default of [`LogConfig::segment_bytes`]: small enough to scan quickly at start on an
@@ -82,10 +86,12 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
 pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 /// Default of [`LogConfig::batch_bytes_max`]: Kafka's `max.message.bytes` default.
 pub const BATCH_BYTES_MAX_DEFAULT: u64 = 1_048_588;
-/// What an append may cost to check a batch's records ([`validate_batch_records`]): at most
-/// 64 MiB of decompressed records, 1 Mi records and 1 Mi record headers per batch (the
-/// protocol's [`DecodeLimits`] defaults, which readers use too, so anything appended can be
-/// read back). A batch over them is refused with [`AppendError::InvalidRecords`].
+/// Default and largest [`LogConfig::append_decode_limits`], what an append may cost to check
+/// a batch's records ([`validate_batch_records`]): at most 64 MiB of decompressed records,
+/// 1 Mi records and 1 Mi record headers per batch (the protocol's [`DecodeLimits`] defaults,
+/// which readers and compaction use too, so anything appended can be read back; the config
+/// may lower them, never raise them). A batch over them is refused with
+/// [`AppendError::InvalidRecords`].
 pub const APPEND_DECODE_LIMITS: DecodeLimits = DecodeLimits {
     decompressed_bytes_max: 64 * 1024 * 1024,
     records_max: 1 << 20,
@@ -113,6 +119,7 @@ impl Default for LogConfig {
             recovery_checkpoint_interval: Duration::from_secs(5),
             recovery_read_bytes: 4 * 1024 * 1024,
             producers_max: super::producers::PRODUCERS_MAX_DEFAULT,
+            append_decode_limits: APPEND_DECODE_LIMITS,
         }
     }
 }
@@ -147,7 +154,42 @@ impl LogConfig {
                     .into(),
             );
         }
+        let limits = &self.append_decode_limits;
+        for (key, value, max) in [
+            (
+                "append_decompressed_bytes_max",
+                limits.decompressed_bytes_max,
+                APPEND_DECODE_LIMITS.decompressed_bytes_max,
+            ),
+            (
+                "append_records_max",
+                limits.records_max,
+                APPEND_DECODE_LIMITS.records_max,
+            ),
+            (
+                "append_headers_max",
+                limits.headers_max,
+                APPEND_DECODE_LIMITS.headers_max,
+            ),
+        ] {
+            // Above the maximum, a batch could be appended that readers and compaction (which
+            // decode with the maximum) could not open.
+            if value == 0 || value > max {
+                return Err(format!("{key} must be 1..={max}, got {value}"));
+            }
+        }
         Ok(())
+    }
+}
+
+/// Names the node setting behind a refusal for a limit of [`LogConfig::append_decode_limits`],
+/// so the producer's error says which key an operator would raise.
+fn append_limit_hint(error: &DecodeError) -> &'static str {
+    match error {
+        DecodeError::DecompressedTooLarge { .. } => " (log.append_decompressed_bytes_max)",
+        DecodeError::TooManyRecords { .. } => " (log.append_records_max)",
+        DecodeError::TooManyHeaders { .. } => " (log.append_headers_max)",
+        _ => "",
     }
 }
 
@@ -177,9 +219,9 @@ pub enum AppendError {
     InvalidBatch(#[from] BatchError),
     /// The batch's records do not match its header: fewer or more than `record_count`, or
     /// malformed (lengths past the batch, bad offset deltas, non-UTF-8 header keys), or
-    /// over [`APPEND_DECODE_LIMITS`]. The producer wrote it that way (its CRC is intact), so
+    /// over [`LogConfig::append_decode_limits`]. The producer wrote it that way (its CRC is intact), so
     /// a retry with the same bytes fails the same way.
-    #[error("invalid records in batch: {0}")]
+    #[error("invalid records in batch: {0}{hint}", hint = append_limit_hint(.0))]
     InvalidRecords(#[source] DecodeError),
     /// The batch is over `max.message.bytes`.
     #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
@@ -669,16 +711,18 @@ impl<D: Disk> PartitionLog<D> {
         gaps_allowed: bool,
     ) -> Result<AppendOutcome, AppendError> {
         let size = batch.len() as u64;
-        let max = self
-            .shared
-            .config
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .batch_bytes_max;
+        let (max, limits) = {
+            let config = self
+                .shared
+                .config
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (config.batch_bytes_max, config.append_decode_limits.clone())
+        };
         if size > max {
             return Err(AppendError::BatchTooLarge { size, max });
         }
-        let header = validate_batch_records(&batch, &APPEND_DECODE_LIMITS).map_err(|error| {
+        let header = validate_batch_records(&batch, &limits).map_err(|error| {
             match error {
                 // Header, framing and CRC errors keep their own variant (a damaged batch).
                 DecodeError::Batch(error) => AppendError::InvalidBatch(error),
@@ -2365,6 +2409,21 @@ async fn recover_active_segment<D: Disk>(
 // ---------------------------------------------------------------------------------------
 // The writer task.
 
+#[cfg(test)]
+thread_local! {
+    /// The size of every group the writers on this thread drained from their queue, so a
+    /// test can prove its concurrent appends formed one group commit (and does not pass by
+    /// accident when the scheduler splits them). Tests run each log on a current-thread
+    /// runtime, so the writer task runs on the test's own thread.
+    static GROUPS_DRAINED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Takes the sizes of the groups drained on this thread since the last call (test-only).
+#[cfg(test)]
+fn take_groups_drained() -> Vec<usize> {
+    GROUPS_DRAINED.with(|groups| std::mem::take(&mut *groups.borrow_mut()))
+}
+
 struct Writer<D: Disk> {
     disk: D,
     shared: Arc<Shared<D>>,
@@ -2497,6 +2556,8 @@ impl<D: Disk> Writer<D> {
                             Err(_) => break,
                         }
                     }
+                    #[cfg(test)]
+                    GROUPS_DRAINED.with(|groups| groups.borrow_mut().push(group.len()));
                     self.commit(group).await;
                     self.maybe_start_sync();
                 }

@@ -11,6 +11,7 @@ pub mod store;
 
 pub use abi::{InputHeader, Outcome, OutputRecord, PluginKind};
 pub use runtime::{
-    BatchRun, Plugin, PluginModule, WasmEngine, WasmError, WasmLimits, content_hash,
+    BatchRun, OPENED_BATCH_BYTES_MAX_DEFAULT, OPENED_BATCH_BYTES_MAX_LIMIT, Plugin, PluginModule,
+    WasmEngine, WasmError, WasmLimits, content_hash,
 };
 pub use store::{ModuleStore, ModuleStoreError};

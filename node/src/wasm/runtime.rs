@@ -39,7 +39,20 @@ pub struct WasmLimits {
     /// Bytes of parameter names and values one module or transform may have; they are kept
     /// in `metadata.json`, so this bounds what an upload can add to it.
     pub module_params_bytes_max: usize,
+    /// Bytes of records held decompressed and indexed for plug-in calls at once, node-wide
+    /// (`wasm.opened_batch_bytes_max`): a call keeps its batch opened across the call's
+    /// `.await`, so without this many concurrent produces through a filter could hold
+    /// 64 MiB each. Opening a batch beyond it waits, holding nothing, for room.
+    pub opened_batch_bytes_max: usize,
 }
+
+/// Default of [`WasmLimits::opened_batch_bytes_max`]: four batches at the protocol's
+/// 64 MiB decompression limit, so at least four plug-in calls on the largest batches run
+/// at once (more than an edge box's cores).
+pub const OPENED_BATCH_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
+/// Largest [`WasmLimits::opened_batch_bytes_max`]: a batch's cost is reserved with one
+/// 32-bit semaphore acquisition.
+pub const OPENED_BATCH_BYTES_MAX_LIMIT: usize = u32::MAX as usize;
 
 impl Default for WasmLimits {
     fn default() -> Self {
@@ -53,6 +66,7 @@ impl Default for WasmLimits {
             idle_instances_max: 4,
             modules_max: 1024,
             module_params_bytes_max: 16 * 1024,
+            opened_batch_bytes_max: OPENED_BATCH_BYTES_MAX_DEFAULT,
         }
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ledge_protocol::{BatchIter, EncodeOptions, Record, decode_batch, encode_batch};
+use ledge_protocol::{
+    BatchIter, Compression, EncodeOptions, Header, Record, decode_batch, encode_batch,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -248,6 +250,81 @@ fn inflated_record_counts_are_refused_and_the_writer_survives() {
     });
 }
 
+// Goal (issue 11 follow-up): the append decode limits come from the config
+// (`log.append_decompressed_bytes_max`, `log.append_records_max`, `log.append_headers_max`):
+// a batch within the defaults but over a lowered limit is refused, naming the key, and
+// leaves the log unchanged; batches within the limits are appended.
+#[test]
+fn lowered_append_decode_limits_refuse_batches_over_them() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(24);
+        let config = LogConfig {
+            append_decode_limits: DecodeLimits {
+                decompressed_bytes_max: 4096,
+                records_max: 3,
+                headers_max: 2,
+            },
+            ..LogConfig::default()
+        };
+        let log = PartitionLog::open(disk, Path::new(DIR), config, clock())
+            .await
+            .unwrap();
+        let record = |value: Vec<u8>, headers: usize| Record {
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from(value)),
+            headers: (0..headers)
+                .map(|number| Header {
+                    key: format!("h{number}"),
+                    value: None,
+                })
+                .collect(),
+        };
+        // 8 KiB of zeros compresses to a few dozen bytes, far under max.message.bytes.
+        let mut compressed = Vec::new();
+        for compression in [Compression::Snappy, Compression::Gzip] {
+            let options = EncodeOptions {
+                compression,
+                ..EncodeOptions::default()
+            };
+            compressed.push(encode_batch(&[record(vec![0; 8192], 0)], &options).unwrap());
+        }
+        let refused = [
+            (compressed[0].clone(), "log.append_decompressed_bytes_max"),
+            (compressed[1].clone(), "log.append_decompressed_bytes_max"),
+            (batch(1, 4, 0), "log.append_records_max"),
+            (
+                encode_batch(
+                    &[record(vec![1], 2), record(vec![2], 1)],
+                    &EncodeOptions::default(),
+                )
+                .unwrap(),
+                "log.append_headers_max",
+            ),
+        ];
+        for (bytes, key) in refused {
+            let error = log
+                .append(bytes, AppendDurability::Synced)
+                .await
+                .unwrap_err();
+            assert!(matches!(error, AppendError::InvalidRecords(_)), "{error:?}");
+            assert!(error.to_string().contains(key), "{key} not in: {error}");
+        }
+        assert_eq!(log.high_watermark(), 0);
+        let options = EncodeOptions {
+            compression: Compression::Snappy,
+            ..EncodeOptions::default()
+        };
+        for bytes in [
+            batch(2, 3, 0),
+            encode_batch(&[record(vec![0; 2048], 2)], &options).unwrap(),
+        ] {
+            log.append(bytes, AppendDurability::Synced).await.unwrap();
+        }
+        assert_eq!(log.high_watermark(), 4);
+    });
+}
+
 // Goal: the roll rule holds per batch, not per group: four concurrent node-rewritten
 // batches (`append_with_gaps`, one record each, each spanning 2^31 - 1 offsets) drained
 // into one group take more offsets than one segment's 32-bit index can hold, so the writer
@@ -260,6 +337,10 @@ fn a_group_spanning_more_than_u32_offsets_rolls_between_batches() {
             .await
             .unwrap();
         let span = i64::from(i32::MAX);
+        take_groups_drained();
+        // The four tasks run (and queue their appends) before the writer, woken by the
+        // first, runs again: the writer drains them as one group, which the assertion
+        // below checks so the test cannot pass with the batches written one group each.
         let tasks: Vec<_> = (0..4)
             .map(|tag| {
                 let log = log.clone();
@@ -275,6 +356,11 @@ fn a_group_spanning_more_than_u32_offsets_rolls_between_batches() {
             assert_eq!(outcome.last_offset - outcome.base_offset, span - 1);
             bases.push(outcome.base_offset);
         }
+        assert_eq!(
+            take_groups_drained(),
+            [4],
+            "the appends must form one group commit"
+        );
         bases.sort_unstable();
         assert_eq!(bases, [0, span, 2 * span, 3 * span]);
         assert!(log.segment_count() >= 2, "{} segments", log.segment_count());
