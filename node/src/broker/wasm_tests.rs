@@ -223,7 +223,9 @@ async fn wait_for(
     done: impl Fn(&TransformDescription) -> bool,
 ) -> TransformDescription {
     let mut last = describe(broker, name).await;
-    for _ in 0..1000 {
+    // A liveness bound, not a timing claim: up to a minute, since a debug-build module compile
+    // on a loaded 2-core CI machine took over the 10 s this used to allow.
+    for _ in 0..6000 {
         if done(&last) {
             return last;
         }
