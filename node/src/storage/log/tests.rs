@@ -326,8 +326,8 @@ fn concurrent_appends_share_one_fdatasync() {
     });
 }
 
-// Goal: acks=1 appends are acknowledged before the sync but become visible only once
-// synced, by the flush interval or by a later synced append.
+// Goal: acks=1 appends are acknowledged before the sync but become visible (and counted
+// in the record count) only once synced, by the flush interval or by a later synced append.
 #[test]
 fn written_appends_become_visible_when_synced() {
     runtime().block_on(async {
@@ -346,12 +346,14 @@ fn written_appends_become_visible_when_synced() {
             .unwrap();
         assert_eq!(outcome.base_offset, 0);
         assert_eq!(log.high_watermark(), 0, "unsynced data must not be visible");
+        assert_eq!(log.record_count(), 0, "nor counted as readable records");
         let mut watermark = log.subscribe_high_watermark();
         tokio::time::timeout(Duration::from_secs(5), watermark.wait_for(|hw| *hw == 2))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(log.high_watermark(), 2);
+        assert_eq!(log.record_count(), 2);
     });
 }
 
