@@ -122,3 +122,100 @@ pub async fn records_below_by_reading<F: DiskFile>(
     }
     Ok(below)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use bytes::Bytes;
+    use ledge_protocol::{EncodeOptions, Record, encode_batch_with_deltas, set_base_offset};
+
+    use super::*;
+    use crate::sim::SimDisk;
+    use crate::storage::disk::{Disk, OpenMode};
+    use crate::storage::segment;
+
+    // Goal: the records below every possible log start of a segment with offset gaps are
+    // counted exactly (against the list of record offsets), whatever the read step: steps
+    // that end inside batches and a step smaller than one batch. Method: a segment file of
+    // batches with gaps written on SimDisk, counted for each log start with three steps.
+    #[test]
+    fn records_below_every_log_start_of_a_gapped_segment() {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let disk = SimDisk::new(3);
+                let path = Path::new("/data/t-0/00000000000000000100.log");
+                let mut bytes = segment::segment_header().to_vec();
+                let mut offsets = Vec::new();
+                let mut next = 100i64;
+                for (batch, deltas) in [
+                    vec![0, 2],
+                    vec![1],
+                    vec![0, 1, 2, 3],
+                    vec![3, 5, 9],
+                    vec![0],
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let records: Vec<Record> = deltas
+                        .iter()
+                        .map(|delta| Record {
+                            timestamp: 0,
+                            key: None,
+                            value: Some(Bytes::from(format!("{batch}-{delta}-{}", "v".repeat(40)))),
+                            headers: Vec::new(),
+                        })
+                        .collect();
+                    let span = deltas.iter().max().unwrap() + 2;
+                    let mut encoded = encode_batch_with_deltas(
+                        &records,
+                        &deltas,
+                        span - 1,
+                        &EncodeOptions::default(),
+                    )
+                    .unwrap()
+                    .to_vec();
+                    set_base_offset(&mut encoded, next).unwrap();
+                    offsets.extend(deltas.iter().map(|delta| next + i64::from(*delta)));
+                    next += i64::from(span);
+                    bytes.extend_from_slice(&encoded);
+                }
+                disk.create_dir_all(Path::new("/data/t-0")).await.unwrap();
+                let file = disk.open(path, OpenMode::CreateNew).await.unwrap();
+                file.write_at(0, Bytes::from(bytes.clone())).await.unwrap();
+                let segment = SegmentRecords {
+                    base_offset: 100,
+                    next_offset: next,
+                    size_bytes: bytes.len() as u64,
+                    record_count: offsets.len() as u64,
+                };
+                for log_start in 100..=next {
+                    let expected = offsets.iter().filter(|offset| **offset < log_start).count();
+                    let known = records_below_known(&segment, log_start);
+                    if log_start == 100 || log_start == next {
+                        assert_eq!(known, Some(expected as u64));
+                        continue;
+                    }
+                    assert_eq!(known, None, "a gapped segment must be read");
+                    for step in [1, 150, 1 << 20] {
+                        let counted = records_below_by_reading(&file, &segment, log_start, step)
+                            .await
+                            .unwrap();
+                        assert_eq!(
+                            counted, expected as u64,
+                            "log start {log_start}, step {step}"
+                        );
+                    }
+                }
+                // Without gaps no read is needed.
+                let dense = SegmentRecords {
+                    record_count: (next - 100) as u64,
+                    ..segment
+                };
+                assert_eq!(records_below_known(&dense, 107), Some(7));
+            });
+    }
+}
