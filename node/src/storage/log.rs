@@ -2053,10 +2053,19 @@ async fn open_sealed_segment<D: Disk>(
     let size = file.len().await?;
     let offset_path = directory.join(segment::offset_index_file_name(base));
     let time_path = directory.join(segment::time_index_file_name(base));
-    let loaded = match (read_whole(disk, &offset_path).await?, read_whole(disk, &time_path).await?) {
+    let loaded = match (
+        read_whole(disk, &offset_path).await?,
+        read_whole(disk, &time_path).await?,
+    ) {
         (Some(offsets), Some(times)) => {
-            SegmentIndex::decode(base, config.index_interval_bytes, &offsets, &times, size, end_offset).map_err(|error| {
-                tracing::warn!(segment = %path.display(), %error, "index unusable; rebuilding from the segment");
+            SegmentIndex::decode(base, config.index_interval_bytes, &offsets, &times, size, end_offset).map_err(|error| match error {
+                // Written before indexes counted records: expected once after an upgrade.
+                super::index::IndexFileError::OlderVersion(_) => {
+                    tracing::info!(segment = %path.display(), %error, "rebuilding the index from the segment");
+                }
+                error => {
+                    tracing::warn!(segment = %path.display(), %error, "index unusable; rebuilding from the segment");
+                }
             })
         }
         _ => Err(()),
@@ -3103,6 +3112,34 @@ impl<D: Disk> Writer<D> {
             let _ = self.disk.remove_file(temporary).await;
             return Ok(false);
         }
+        // Compaction may have removed records below the log start of the first segment:
+        // count them again in the new file, before anything is replaced (a failed read
+        // leaves the old segment in place).
+        let records_below = if first {
+            let segment = record_count::SegmentRecords {
+                base_offset: base,
+                next_offset,
+                size_bytes: size,
+                record_count: index.record_count(),
+            };
+            Some(
+                match record_count::records_below_known(&segment, log_start) {
+                    Some(known) => known,
+                    None => {
+                        let file = self.disk.open(temporary, OpenMode::Read).await?;
+                        record_count::records_below_by_reading(
+                            &file,
+                            &segment,
+                            log_start,
+                            self.shared.config().recovery_read_bytes,
+                        )
+                        .await?
+                    }
+                },
+            )
+        } else {
+            None
+        };
         let directory = self.shared.directory.clone();
         for name in [
             segment::offset_index_file_name(base),
@@ -3119,33 +3156,6 @@ impl<D: Disk> Writer<D> {
         self.disk.sync_dir(&directory).await?;
         write_index_files(&self.disk, &directory, &index).await?;
         self.disk.sync_dir(&directory).await?;
-        // Compaction may have removed records below the log start of the first segment:
-        // count them again in the new file before it replaces the old in the state.
-        let records_below = if first {
-            let segment = record_count::SegmentRecords {
-                base_offset: base,
-                next_offset,
-                size_bytes: size,
-                record_count: index.record_count(),
-            };
-            Some(
-                match record_count::records_below_known(&segment, log_start) {
-                    Some(known) => known,
-                    None => {
-                        let file = self.disk.open(&path, OpenMode::Read).await?;
-                        record_count::records_below_by_reading(
-                            &file,
-                            &segment,
-                            log_start,
-                            self.shared.config().recovery_read_bytes,
-                        )
-                        .await?
-                    }
-                },
-            )
-        } else {
-            None
-        };
         let mut state = self.shared.write_state();
         if let Some(records_below) = records_below {
             state.records_below_log_start = records_below;
