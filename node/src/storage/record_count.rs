@@ -8,16 +8,20 @@
 //! (`validate_batch_records`), and compaction and produce filters write the count of what
 //! they keep.
 //!
-//! The partition's count is the sum over its segments minus the records of the first
-//! segment below the log start (the log start moves inside a segment when `delete_before`
-//! is given an offset that is not a segment boundary; retention always moves it to one).
-//! That part is computed by [`records_below`] only when the log start or the first segment
-//! changes (open, `delete_before`, compaction of the first segment), not per request, and
-//! cheaply in the common case: a segment whose records fill its offsets (no compaction, no
-//! filter) has exactly `log_start - base` records below the log start, with no read. Only a
-//! segment with empty offsets is read, from its start to the batch holding the log start,
-//! batch headers only but for that one batch, whose records are decoded to see which offsets
-//! they hold.
+//! The partition's count is the sum over its segments, minus the records of the first
+//! segment below the log start, minus records written but not yet below the high watermark
+//! (not readable yet). The log start lies inside a segment only when `delete_before` is given
+//! an offset that is not a segment boundary (retention always moves it to one). The records
+//! below it are counted only when the log start or the first segment changes (open,
+//! `delete_before`, compaction of the first segment), never per request, and cheaply in the
+//! common case: a segment whose records fill its offsets (no compaction, no filter) has
+//! exactly `log_start - base` records below the log start, with no read
+//! ([`records_below_known`]). Only a segment with empty offsets is read
+//! ([`records_below_by_reading`]): from its start to the batch holding the log start (at most
+//! one segment, `segment.bytes`), batch headers only but for that one batch, whose records are
+//! decoded to see which offsets they hold. An exact count from the index alone would need a
+//! cumulative count per index entry and still a decode of the straddling batch; the rare read
+//! was preferred to a larger index.
 
 use ledge_protocol::{BatchHeader, BatchIter, decode_batch};
 
@@ -32,7 +36,7 @@ pub fn stored_records(header: &BatchHeader) -> u64 {
     u64::try_from(i64::from(header.record_count).clamp(0, span)).unwrap_or(0)
 }
 
-/// What [`records_below`] needs to know about the segment that holds the log start.
+/// What the record count needs to know about the segment that holds the log start.
 pub struct SegmentRecords {
     /// Its first offset.
     pub base_offset: i64,
