@@ -98,6 +98,9 @@ pub struct PartitionDescription {
     /// background verifier found in a sealed segment (file, byte position, first affected
     /// offset). See docs/OPERATIONS.md, "A damaged partition".
     pub damage: Option<String>,
+    /// Records from the log start to the high watermark: fewer than the offsets between them
+    /// where compaction or a produce filter left offsets without records.
+    pub record_count: u64,
 }
 
 /// One config of a topic.
@@ -609,6 +612,7 @@ impl Admin {
                         dirty_per_mille: partition.dirty_ratio_per_mille,
                         last_compaction_ms: partition.last_compaction_ms,
                         damage: (!partition.damage.is_empty()).then_some(partition.damage),
+                        record_count: partition.record_count,
                     })
                     .collect(),
             });

@@ -757,9 +757,9 @@ fn every_command_that_prints_data_takes_format_json() {
 }
 
 /// Goal: `consume --from-timestamp` starts each partition at the first record at or after a
-/// time; `produce -Z` sends a tombstone (null value) for `KEY:`; the RECORDS of a compacted
-/// topic are not claimed to be exact (issue 11, bugs 8). Method: records with known
-/// timestamps from the SDK, then the CLI against them.
+/// time; `produce -Z` sends a tombstone (null value) for `KEY:`; RECORDS counts the records
+/// of a compacted topic (issue 11, bugs 8). Method: records with known timestamps from the
+/// SDK, then the CLI against them.
 #[test]
 fn consume_from_timestamp_tombstones_and_compacted_record_counts() {
     let node = NodeProcess::start();
@@ -883,16 +883,169 @@ fn consume_from_timestamp_tombstones_and_compacted_record_counts() {
             .unwrap_or_else(|| panic!("{name} not listed:\n{listed}"))
             .to_string()
     };
-    assert!(row("users").trim_end().ends_with("≤ 4"), "{listed}");
+    assert!(row("users").trim_end().ends_with(" 4"), "{listed}");
     assert!(row("events").trim_end().ends_with(" 10"), "{listed}");
-    assert!(listed.contains("at most N records"), "{listed}");
+    assert!(!listed.contains('≤'), "{listed}");
     let listed = json(&ok(&node, &["topic", "list", "--format", "json"], None));
     let users = listed
         .as_array()
         .and_then(|topics| topics.iter().find(|topic| topic["topic"] == "users"))
         .unwrap_or_else(|| panic!("{listed}"));
-    assert!(users["records"].is_null(), "{users}");
+    assert_eq!(users["records"], 4, "{users}");
     assert_eq!(users["offsets"], 4, "{users}");
     let described = ok(&node, &["topic", "describe", "users"], None);
-    assert!(described.contains("Records: ≤ 4"), "{described}");
+    assert!(described.contains("Records: 4\n"), "{described}");
+}
+
+/// Consumes all of `topic` from the beginning through the CLI: the records a reader gets.
+fn consume_all(node: &NodeProcess, topic: &str) -> Vec<serde_json::Value> {
+    ok(
+        node,
+        &[
+            "consume",
+            topic,
+            "--from-beginning",
+            "--timeout-ms",
+            "3000",
+            "--format",
+            "json",
+        ],
+        None,
+    )
+    .lines()
+    .map(json)
+    .collect()
+}
+
+/// `topic list --format json`'s entry for `topic`.
+fn listed_topic(node: &NodeProcess, topic: &str) -> serde_json::Value {
+    let listed = json(&ok(node, &["topic", "list", "--format", "json"], None));
+    listed
+        .as_array()
+        .and_then(|topics| topics.iter().find(|entry| entry["topic"] == topic))
+        .cloned()
+        .unwrap_or_else(|| panic!("{topic} not listed: {listed}"))
+}
+
+/// Goal: RECORDS is the number of records, not of offsets, where compaction removed
+/// superseded records and where a produce filter dropped records (issue 11, bugs 8, last
+/// clause); it equals what a consumer reads from the beginning. Method: a compacted topic
+/// whose small segments roll after every record, written one record per `produce` (so one
+/// batch each), compacted by the node; a topic whose produce filter keeps 2 of 4 records.
+/// Before the node counted records, the CLI showed offsets (5 and 4) here.
+#[test]
+fn records_column_counts_records_after_compaction_and_produce_filters() {
+    let node = NodeProcess::start();
+    ok(
+        &node,
+        &[
+            "topic",
+            "create",
+            "devices",
+            "--config",
+            "cleanup.policy=compact",
+            "--config",
+            "segment.bytes=1024",
+            "--config",
+            "max.message.bytes=1000",
+            "--config",
+            "min.cleanable.dirty.ratio=0.01",
+        ],
+        None,
+    );
+    // About 700 bytes a batch: no two fit one 1024-byte segment, so every record but the
+    // last ends up in a sealed segment compaction can rewrite.
+    let padding = "x".repeat(600);
+    for (key, state) in [
+        ("d1", "a"),
+        ("d2", "b"),
+        ("d1", "c"),
+        ("d2", "d"),
+        ("d3", "e"),
+    ] {
+        ok(
+            &node,
+            &["produce", "devices", "--key-separator", ":"],
+            Some(&format!("{key}:{state}{padding}\n")),
+        );
+    }
+    let mut devices = serde_json::Value::Null;
+    for _ in 0..100 {
+        devices = json(&ok(
+            &node,
+            &["topic", "describe", "devices", "--format", "json"],
+            None,
+        ));
+        // Compacted since the last record was written: no sealed byte is dirty.
+        if devices["partitions"][0]["last_compaction"].is_string()
+            && devices["partitions"][0]["dirty_ratio"] == 0.0
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        devices["partitions"][0]["dirty_ratio"], 0.0,
+        "the node compacted the topic: {devices}"
+    );
+    // d1@0 and d2@1 were superseded by d1@2 and d2@3; d3@4 is in the active segment.
+    let consumed = consume_all(&node, "devices");
+    let states: Vec<&str> = consumed
+        .iter()
+        .map(|record| &record["value"].as_str().unwrap_or_default()[..1])
+        .collect();
+    assert_eq!(states, ["c", "d", "e"], "{consumed:?}");
+    assert_eq!(devices["partitions"][0]["records"], 3, "{devices}");
+    assert_eq!(devices["partitions"][0]["offsets"], 5, "{devices}");
+    let listed = listed_topic(&node, "devices");
+    assert_eq!(listed["records"], 3, "{listed}");
+    let table = ok(&node, &["topic", "list"], None);
+    let row = table
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some("devices"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(row.split_whitespace().last(), Some("3"), "{table}");
+    let described = ok(&node, &["topic", "describe", "devices"], None);
+    assert!(described.contains("Records: 3\n"), "{described}");
+
+    let module =
+        std::env::temp_dir().join(format!("ledge-cli-{}-records.wasm", std::process::id()));
+    std::fs::write(&module, ledge_e2e::filter_module("high_value_orders")).expect("module");
+    ok(
+        &node,
+        &[
+            "module",
+            "upload",
+            "big-orders",
+            "--module",
+            &module.to_string_lossy(),
+            "--kind",
+            "filter",
+            "--param",
+            "threshold=100",
+        ],
+        None,
+    );
+    ok(
+        &node,
+        &[
+            "topic",
+            "create",
+            "big",
+            "--config",
+            "produce.filter.module=big-orders",
+        ],
+        None,
+    );
+    ok(
+        &node,
+        &["produce", "big"],
+        Some("{\"amount\":500}\n{\"amount\":20}\n{\"amount\":300}\n{\"amount\":10}\n"),
+    );
+    let big = listed_topic(&node, "big");
+    assert_eq!(consume_all(&node, "big").len(), 2);
+    assert_eq!(big["records"], 2, "{big}");
+    assert_eq!(big["offsets"], 4, "{big}");
+    let described = ok(&node, &["topic", "describe", "big"], None);
+    assert!(described.contains("Records: 2\n"), "{described}");
 }

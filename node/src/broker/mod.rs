@@ -1018,6 +1018,7 @@ impl<D: Disk> Broker<D> {
                                         .damage()
                                         .map(|damage| damage.to_string())
                                         .unwrap_or_default(),
+                                    record_count: log.record_count(),
                                 }
                             }
                             Err((error, reason)) => PartitionMetadata {

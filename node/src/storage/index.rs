@@ -8,12 +8,22 @@
 //! Both live in memory for every segment; a sealed segment's are also written to
 //! `.index`/`.timeindex` files with a CRC, and rebuilt from the segment if a file is
 //! missing or fails its checks (an index is derived data, never a source of truth).
+//!
+//! The index also counts the segment's records (the sum of its batches' `record_count`), so
+//! a partition's record count (shown by `topic describe`) is known without reading the log
+//! even where compaction or a produce filter left offsets without records. The count is
+//! stored at the start of the offset index file's entries (format version 2); a version 1
+//! file has no count and is rebuilt from the segment once.
 
 /// Bytes of the header of an index file.
 pub const INDEX_HEADER_BYTES: usize = 24;
 const OFFSET_INDEX_MAGIC: [u8; 8] = *b"LEDGEIDX";
 const TIME_INDEX_MAGIC: [u8; 8] = *b"LEDGETIX";
-const INDEX_FORMAT_VERSION: u32 = 1;
+/// Version 2 begins the entries with the segment's record count (8 bytes).
+const OFFSET_INDEX_FORMAT_VERSION: u32 = 2;
+const TIME_INDEX_FORMAT_VERSION: u32 = 1;
+/// Bytes of the record count that begins a version 2 offset index's entries.
+const RECORD_COUNT_BYTES: usize = 8;
 const OFFSET_ENTRY_BYTES: usize = 8;
 const TIME_ENTRY_BYTES: usize = 12;
 
@@ -45,6 +55,8 @@ pub struct SegmentIndex {
     bytes_since_offset_entry: u64,
     bytes_since_time_entry: u64,
     max_timestamp_ms: Option<(i64, u32)>,
+    /// Records in the segment's batches.
+    record_count: u64,
 }
 
 /// Why an index file was refused (the caller rebuilds the index from the segment).
@@ -59,6 +71,17 @@ pub enum IndexFileError {
     /// Written by a newer Ledge.
     #[error("index format version {0} is newer than this build supports")]
     NewerVersion(u32),
+    /// Written by an older Ledge, without something this build keeps (the record count).
+    #[error("index format version {0} predates the segment record count")]
+    OlderVersion(u32),
+    /// The record count is more than the segment has offsets.
+    #[error("index record count {count} exceeds the segment's {span} offsets")]
+    BadRecordCount {
+        /// The stored count.
+        count: u64,
+        /// Offsets the segment spans.
+        span: i64,
+    },
     /// The entries do not match their checksum.
     #[error("index checksum mismatch")]
     Checksum,
@@ -107,7 +130,18 @@ impl SegmentIndex {
             bytes_since_offset_entry: 0,
             bytes_since_time_entry: 0,
             max_timestamp_ms: None,
+            record_count: 0,
         }
+    }
+
+    /// Records in the segment's batches, as counted by [`Self::note_records`].
+    pub fn record_count(&self) -> u64 {
+        self.record_count
+    }
+
+    /// Counts `records` more records in the segment (those of a batch just noted).
+    pub fn note_records(&mut self, records: u64) {
+        self.record_count = self.record_count.saturating_add(records);
     }
 
     /// The segment's first offset.
@@ -230,14 +264,21 @@ impl SegmentIndex {
         }
     }
 
-    /// The offset index file contents.
+    /// The offset index file contents: the record count, then the entries.
     pub fn encode_offset_index(&self) -> Vec<u8> {
-        let mut entries = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_BYTES);
+        let mut entries =
+            Vec::with_capacity(RECORD_COUNT_BYTES + self.offsets.len() * OFFSET_ENTRY_BYTES);
+        entries.extend_from_slice(&self.record_count.to_be_bytes());
         for entry in &self.offsets {
             entries.extend_from_slice(&entry.relative_offset.to_be_bytes());
             entries.extend_from_slice(&entry.position.to_be_bytes());
         }
-        with_header(OFFSET_INDEX_MAGIC, self.offsets.len(), entries)
+        with_header(
+            OFFSET_INDEX_MAGIC,
+            OFFSET_INDEX_FORMAT_VERSION,
+            self.offsets.len(),
+            entries,
+        )
     }
 
     /// The time index file contents.
@@ -247,7 +288,12 @@ impl SegmentIndex {
             entries.extend_from_slice(&entry.timestamp_ms.to_be_bytes());
             entries.extend_from_slice(&entry.relative_offset.to_be_bytes());
         }
-        with_header(TIME_INDEX_MAGIC, self.times.len(), entries)
+        with_header(
+            TIME_INDEX_MAGIC,
+            TIME_INDEX_FORMAT_VERSION,
+            self.times.len(),
+            entries,
+        )
     }
 
     /// Loads a sealed segment's indexes from its two files, checking each entry against the
@@ -261,7 +307,24 @@ impl SegmentIndex {
         end_offset: i64,
     ) -> Result<Self, IndexFileError> {
         let span = end_offset - base_offset;
-        let offset_body = checked_body(offset_file, OFFSET_INDEX_MAGIC, OFFSET_ENTRY_BYTES)?;
+        let offset_body = checked_body(
+            offset_file,
+            OFFSET_INDEX_MAGIC,
+            OFFSET_INDEX_FORMAT_VERSION,
+            RECORD_COUNT_BYTES,
+            OFFSET_ENTRY_BYTES,
+        )?;
+        let (count_bytes, offset_body) = offset_body.split_at(RECORD_COUNT_BYTES);
+        let mut count = [0u8; RECORD_COUNT_BYTES];
+        count.copy_from_slice(count_bytes);
+        let record_count = u64::from_be_bytes(count);
+        // Every record has its own offset in the segment.
+        if i64::try_from(record_count).map_or(true, |count| count > span.max(0)) {
+            return Err(IndexFileError::BadRecordCount {
+                count: record_count,
+                span,
+            });
+        }
         let mut offsets = Vec::with_capacity(offset_body.len() / OFFSET_ENTRY_BYTES);
         for (number, chunk) in offset_body.chunks_exact(OFFSET_ENTRY_BYTES).enumerate() {
             let entry = OffsetEntry {
@@ -279,7 +342,13 @@ impl SegmentIndex {
             }
             offsets.push(entry);
         }
-        let time_body = checked_body(time_file, TIME_INDEX_MAGIC, TIME_ENTRY_BYTES)?;
+        let time_body = checked_body(
+            time_file,
+            TIME_INDEX_MAGIC,
+            TIME_INDEX_FORMAT_VERSION,
+            0,
+            TIME_ENTRY_BYTES,
+        )?;
         let mut times = Vec::with_capacity(time_body.len() / TIME_ENTRY_BYTES);
         for (number, chunk) in time_body.chunks_exact(TIME_ENTRY_BYTES).enumerate() {
             let mut timestamp = [0u8; 8];
@@ -310,6 +379,7 @@ impl SegmentIndex {
             bytes_since_offset_entry: 0,
             bytes_since_time_entry: 0,
             max_timestamp_ms,
+            record_count,
         })
     }
 }
@@ -320,10 +390,10 @@ fn read_u32(chunk: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(bytes)
 }
 
-fn with_header(magic: [u8; 8], count: usize, entries: Vec<u8>) -> Vec<u8> {
+fn with_header(magic: [u8; 8], version: u32, count: usize, entries: Vec<u8>) -> Vec<u8> {
     let mut file = Vec::with_capacity(INDEX_HEADER_BYTES + entries.len());
     file.extend_from_slice(&magic);
-    file.extend_from_slice(&INDEX_FORMAT_VERSION.to_be_bytes());
+    file.extend_from_slice(&version.to_be_bytes());
     file.extend_from_slice(
         &u32::try_from(count)
             .expect("index entries per segment fit in u32")
@@ -335,7 +405,14 @@ fn with_header(magic: [u8; 8], count: usize, entries: Vec<u8>) -> Vec<u8> {
     file
 }
 
-fn checked_body(file: &[u8], magic: [u8; 8], entry_bytes: usize) -> Result<&[u8], IndexFileError> {
+/// The body of an index file after its checks: `leading_bytes` then the entries.
+fn checked_body(
+    file: &[u8],
+    magic: [u8; 8],
+    expected_version: u32,
+    leading_bytes: usize,
+    entry_bytes: usize,
+) -> Result<&[u8], IndexFileError> {
     let header = file
         .get(..INDEX_HEADER_BYTES)
         .ok_or(IndexFileError::Truncated)?;
@@ -343,15 +420,22 @@ fn checked_body(file: &[u8], magic: [u8; 8], entry_bytes: usize) -> Result<&[u8]
         return Err(IndexFileError::Foreign);
     }
     let version = read_u32(header, 8);
-    if version != INDEX_FORMAT_VERSION {
+    if version > expected_version {
         return Err(IndexFileError::NewerVersion(version));
+    }
+    if version < expected_version {
+        return Err(IndexFileError::OlderVersion(version));
     }
     let count = read_u32(header, 12) as usize;
     let checksum = read_u32(header, 16);
     let body = file
         .get(INDEX_HEADER_BYTES..)
         .ok_or(IndexFileError::Truncated)?;
-    if body.len() != count.saturating_mul(entry_bytes) {
+    if body.len()
+        != count
+            .saturating_mul(entry_bytes)
+            .saturating_add(leading_bytes)
+    {
         return Err(IndexFileError::Truncated);
     }
     if crc32c::crc32c(body) != checksum {
@@ -374,6 +458,7 @@ mod tests {
             index
                 .note_batch(position, offset, timestamp, u64::from(bytes))
                 .unwrap();
+            index.note_records(u64::from(count));
             layout.push((offset, position, timestamp));
             offset += i64::from(count);
             position += u64::from(bytes);
@@ -413,6 +498,8 @@ mod tests {
                 }
                 let max = layout.iter().map(|(_, _, t)| *t).filter(|t| *t >= 0).max();
                 prop_assert_eq!(candidate.max_timestamp_ms(), max);
+                let records: u64 = batches.iter().map(|batch| u64::from(batch.0)).sum();
+                prop_assert_eq!(candidate.record_count(), records);
             }
         }
     }
@@ -437,6 +524,23 @@ mod tests {
         assert_eq!(
             SegmentIndex::decode(100, 64, &times, &offsets, 5216, 115),
             Err(IndexFileError::Foreign)
+        );
+        // A version 1 offset index (no record count) is rebuilt, not read as one.
+        let mut older = offsets.clone();
+        older[8..12].copy_from_slice(&1u32.to_be_bytes());
+        assert_eq!(
+            SegmentIndex::decode(100, 64, &older, &times, 5216, 115),
+            Err(IndexFileError::OlderVersion(1))
+        );
+        // More records than offsets is refused even with a valid checksum.
+        let mut inflated = index.clone();
+        inflated.note_records(1);
+        assert_eq!(
+            SegmentIndex::decode(100, 64, &inflated.encode_offset_index(), &times, 5216, 115),
+            Err(IndexFileError::BadRecordCount {
+                count: 16,
+                span: 15
+            })
         );
         // Entries pointing past the segment end are refused even with a valid checksum.
         assert_eq!(

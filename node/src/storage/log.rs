@@ -37,6 +37,7 @@ use super::checkpoint::{Checkpoint, CheckpointError};
 use super::disk::{Disk, DiskError, DiskFile, OpenMode, descriptors};
 use super::index::SegmentIndex;
 use super::producers::{ProducerStates, SequenceCheck};
+use super::record_count;
 use super::recovery::{self, PARTITION_LEADER_EPOCH, ScanStop};
 use super::segment::{
     self, ActiveSegmentStats, CHECKPOINT_FILE_NAME, PartitionFile, RollPolicy,
@@ -522,6 +523,12 @@ struct LogState<F> {
     log_start_offset: i64,
     high_watermark: i64,
     fenced: Option<String>,
+    /// Records of the first segment below the log start, which the record count leaves out
+    /// (see `record_count`). Set when the log start or the first segment changes.
+    records_below_log_start: u64,
+    /// Records of written groups not yet below the high watermark, oldest first, as (offset
+    /// after the group, its records): counted by the index, not yet readable.
+    records_above_high_watermark: std::collections::VecDeque<(i64, u64)>,
 }
 
 impl<F> LogState<F> {
@@ -537,6 +544,25 @@ impl<F> LogState<F> {
             .values_mut()
             .next_back()
             .expect("a partition log always has an active segment")
+    }
+
+    /// The segment holding offset `log_start` (the last one starting at or before it), as
+    /// the record count needs it, with its file and path.
+    fn segment_records_at(
+        &self,
+        log_start: i64,
+    ) -> Option<(record_count::SegmentRecords, ReadFile<F>, PathBuf)> {
+        let (_, segment) = self.segments.range(..=log_start).next_back()?;
+        Some((
+            record_count::SegmentRecords {
+                base_offset: segment.base_offset,
+                next_offset: segment.next_offset,
+                size_bytes: segment.size_bytes,
+                record_count: segment.index.record_count(),
+            },
+            self.read_file(segment),
+            segment.path.clone(),
+        ))
     }
 
     /// The file to read `segment` from.
@@ -785,6 +811,28 @@ impl<D: Disk> PartitionLog<D> {
             self.shared.reader_arrived.notify_one();
         }
         receiver
+    }
+
+    /// Records from the log start to the high watermark: what a consumer reading the whole
+    /// partition would get. Fewer than the offsets between them where compaction or a
+    /// produce filter left offsets without records. Kept as the log changes (see
+    /// `record_count.rs`); costs no read.
+    pub fn record_count(&self) -> u64 {
+        let state = self.shared.read_state();
+        let written: u64 = state
+            .segments
+            .values()
+            .map(|segment| segment.index.record_count())
+            .sum();
+        let unsynced: u64 = state
+            .records_above_high_watermark
+            .iter()
+            .filter(|(end, _)| *end > state.high_watermark)
+            .map(|(_, records)| records)
+            .sum();
+        written
+            .saturating_sub(state.records_below_log_start)
+            .saturating_sub(unsynced)
     }
 
     /// Number of segments, for tests and metrics.
@@ -1319,6 +1367,7 @@ impl<D: Disk> PartitionLog<D> {
                         position: output.len() as u64,
                         reason: error.to_string(),
                     })?;
+                index.note_records(record_count::stored_records(&header));
                 output.extend_from_slice(&batch);
                 continue;
             };
@@ -1385,6 +1434,7 @@ impl<D: Disk> PartitionLog<D> {
                     position: output.len() as u64,
                     reason: error.to_string(),
                 })?;
+            index.note_records(record_count::stored_records(&header));
             output.extend_from_slice(&rewritten);
         }
         let already_compacted = {
@@ -1745,6 +1795,8 @@ async fn open_files<D: Disk>(
         log_start_offset,
         high_watermark: 0,
         fenced: None,
+        records_below_log_start: 0,
+        records_above_high_watermark: std::collections::VecDeque::new(),
     };
     let (active_base, active_next, active_synced) = {
         let active = state.active();
@@ -1761,6 +1813,13 @@ async fn open_files<D: Disk>(
             ),
         });
     }
+    state.records_below_log_start = count_records_below(
+        disk,
+        state.segment_records_at(log_start_offset),
+        log_start_offset,
+        config.recovery_read_bytes,
+    )
+    .await?;
     for &base in &interrupted_deletions {
         remove_segment_files(disk, directory, base).await?;
     }
@@ -2165,10 +2224,19 @@ async fn open_sealed_segment<D: Disk>(
     let size = file.len().await?;
     let offset_path = directory.join(segment::offset_index_file_name(base));
     let time_path = directory.join(segment::time_index_file_name(base));
-    let loaded = match (read_whole(disk, &offset_path).await?, read_whole(disk, &time_path).await?) {
+    let loaded = match (
+        read_whole(disk, &offset_path).await?,
+        read_whole(disk, &time_path).await?,
+    ) {
         (Some(offsets), Some(times)) => {
-            SegmentIndex::decode(base, config.index_interval_bytes, &offsets, &times, size, end_offset).map_err(|error| {
-                tracing::warn!(segment = %path.display(), %error, "index unusable; rebuilding from the segment");
+            SegmentIndex::decode(base, config.index_interval_bytes, &offsets, &times, size, end_offset).map_err(|error| match error {
+                // Written before indexes counted records: expected once after an upgrade.
+                super::index::IndexFileError::OlderVersion(_) => {
+                    tracing::info!(segment = %path.display(), %error, "rebuilding the index from the segment");
+                }
+                error => {
+                    tracing::warn!(segment = %path.display(), %error, "index unusable; rebuilding from the segment");
+                }
             })
         }
         _ => Err(()),
@@ -2183,7 +2251,9 @@ async fn open_sealed_segment<D: Disk>(
                 scan_segment(&file, base, size, config, &mut |header, position, bytes| {
                     index
                         .note_batch(position, header.base_offset, header.max_timestamp, bytes)
-                        .map_err(|error| error.to_string())
+                        .map_err(|error| error.to_string())?;
+                    index.note_records(record_count::stored_records(header));
+                    Ok(())
                 })
                 .await?;
             if let Some((position, reason)) = problem {
@@ -2228,6 +2298,24 @@ async fn open_sealed_segment<D: Disk>(
         first_append_ms: None,
         compacted,
     })
+}
+
+/// Records of `segment` (found by `LogState::segment_records_at`) below `log_start`; reads
+/// its file only when `record_count::records_below_known` cannot tell.
+async fn count_records_below<D: Disk>(
+    disk: &D,
+    segment: Option<(record_count::SegmentRecords, ReadFile<D::File>, PathBuf)>,
+    log_start: i64,
+    read_bytes: usize,
+) -> Result<u64, DiskError> {
+    let Some((segment, file, path)) = segment else {
+        return Ok(0);
+    };
+    if let Some(known) = record_count::records_below_known(&segment, log_start) {
+        return Ok(known);
+    }
+    let file = file.open(disk, &path).await?;
+    record_count::records_below_by_reading(&*file, &segment, log_start, read_bytes).await
 }
 
 async fn read_whole<D: Disk>(disk: &D, path: &Path) -> Result<Option<Vec<u8>>, DiskError> {
@@ -2344,6 +2432,7 @@ async fn recover_active_segment<D: Disk>(
             index
                 .note_batch(position, header.base_offset, header.max_timestamp, bytes)
                 .map_err(|error| error.to_string())?;
+            index.note_records(record_count::stored_records(header));
             producers.record(header, header.base_offset, config.producers_max);
             Ok(())
         },
@@ -2715,6 +2804,7 @@ impl<D: Disk> Writer<D> {
         };
         let mut buffer = BytesMut::with_capacity(total_bytes as usize);
         let mut staged = Vec::with_capacity(group.len());
+        let mut records_written = 0u64;
         let mut undo = Vec::new();
         for pending in group {
             match self.producers.check(&pending.header) {
@@ -2788,6 +2878,7 @@ impl<D: Disk> Writer<D> {
                 );
                 undo.push((pending.header.producer_id, previous));
             }
+            records_written += record_count::stored_records(&pending.header);
             staged.push(Staged {
                 reply: pending.reply,
                 outcome: AppendOutcome {
@@ -2837,10 +2928,23 @@ impl<D: Disk> Writer<D> {
                     )
                 });
             if indexed.is_ok() {
+                active.index.note_records(records_written);
                 active.size_bytes = start_position + written;
                 active.next_offset = next_offset;
                 if written > 0 {
                     active.first_append_ms.get_or_insert(now_ms);
+                }
+                // Counted, but readable only once a sync moves the high watermark past them.
+                let high_watermark = state.high_watermark;
+                let unsynced = &mut state.records_above_high_watermark;
+                while unsynced
+                    .front()
+                    .is_some_and(|(end, _)| *end <= high_watermark)
+                {
+                    unsynced.pop_front();
+                }
+                if records_written > 0 {
+                    unsynced.push_back((next_offset, records_written));
                 }
             }
             indexed
@@ -3120,6 +3224,18 @@ impl<D: Disk> Writer<D> {
         if offset <= log_start_offset {
             return Ok(log_start_offset);
         }
+        // Counted before anything changes (only this task changes segments), so the record
+        // count moves in one step with the log start.
+        let records_below = {
+            let segment = self.shared.read_state().segment_records_at(offset);
+            count_records_below(
+                &self.disk,
+                segment,
+                offset,
+                self.shared.config().recovery_read_bytes,
+            )
+            .await?
+        };
         // Durable first: once the checkpoint says so, a crash mid-removal is finished by
         // the next open, and no reader is ever served below the new start.
         let checkpoint = Checkpoint {
@@ -3131,6 +3247,7 @@ impl<D: Disk> Writer<D> {
         let doomed: Vec<i64> = {
             let mut state = self.shared.write_state();
             state.log_start_offset = offset;
+            state.records_below_log_start = records_below;
             let bases: Vec<i64> = state.segments.keys().copied().collect();
             let doomed: Vec<i64> = bases
                 .windows(2)
@@ -3171,18 +3288,53 @@ impl<D: Disk> Writer<D> {
         size: u64,
         index: SegmentIndex,
     ) -> Result<bool, DiskError> {
-        let (path, sealed) = {
+        let (path, sealed, next_offset, first, log_start) = {
             let state = self.shared.read_state();
             let last = state.segments.keys().next_back().copied();
+            let first = state.segments.keys().next().copied() == Some(base);
             match state.segments.get(&base) {
-                Some(segment) => (segment.path.clone(), last != Some(base)),
-                None => (PathBuf::new(), false),
+                Some(segment) => (
+                    segment.path.clone(),
+                    last != Some(base),
+                    segment.next_offset,
+                    first,
+                    state.log_start_offset,
+                ),
+                None => (PathBuf::new(), false, base, false, base),
             }
         };
         if !sealed {
             let _ = self.disk.remove_file(temporary).await;
             return Ok(false);
         }
+        // Compaction may have removed records below the log start of the first segment:
+        // count them again in the new file, before anything is replaced (a failed read
+        // leaves the old segment in place).
+        let records_below = if first {
+            let segment = record_count::SegmentRecords {
+                base_offset: base,
+                next_offset,
+                size_bytes: size,
+                record_count: index.record_count(),
+            };
+            Some(
+                match record_count::records_below_known(&segment, log_start) {
+                    Some(known) => known,
+                    None => {
+                        let file = self.disk.open(temporary, OpenMode::Read).await?;
+                        record_count::records_below_by_reading(
+                            &file,
+                            &segment,
+                            log_start,
+                            self.shared.config().recovery_read_bytes,
+                        )
+                        .await?
+                    }
+                },
+            )
+        } else {
+            None
+        };
         let directory = self.shared.directory.clone();
         for name in [
             segment::offset_index_file_name(base),
@@ -3200,6 +3352,9 @@ impl<D: Disk> Writer<D> {
         write_index_files(&self.disk, &directory, &index).await?;
         self.disk.sync_dir(&directory).await?;
         let mut state = self.shared.write_state();
+        if let Some(records_below) = records_below {
+            state.records_below_log_start = records_below;
+        }
         if let Some(segment) = state.segments.get_mut(&base) {
             // A fresh id: the cached descriptor (if any) is of the file replaced.
             if let SegmentFile::Sealed(id) = segment.file {
@@ -3395,7 +3550,9 @@ async fn open_files_read_only<D: Disk>(
         &mut |header, position, bytes| {
             index
                 .note_batch(position, header.base_offset, header.max_timestamp, bytes)
-                .map_err(|error| error.to_string())
+                .map_err(|error| error.to_string())?;
+            index.note_records(record_count::stored_records(header));
+            Ok(())
         },
     )
     .await?;
@@ -3446,13 +3603,27 @@ async fn open_files_read_only<D: Disk>(
         },
     );
     let first_base = segments.keys().next().copied().unwrap_or(active_base);
-    Ok(LogState {
+    let log_start_offset = checkpoint.log_start_offset.max(first_base);
+    let mut state = LogState {
         segments,
         active_file: Arc::new(file),
-        log_start_offset: checkpoint.log_start_offset.max(first_base),
+        log_start_offset,
         high_watermark: next_offset,
         fenced: None,
-    })
+        records_below_log_start: 0,
+        // Everything served is below the high watermark: nothing is written after open.
+        records_above_high_watermark: std::collections::VecDeque::new(),
+    };
+    // The same count as a writable open (`open_files`): records below a log start inside the
+    // first segment are not the partition's.
+    state.records_below_log_start = count_records_below(
+        disk,
+        state.segment_records_at(log_start_offset),
+        log_start_offset,
+        config.recovery_read_bytes,
+    )
+    .await?;
+    Ok(state)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod index;
 pub mod log;
 pub mod partition_key;
 pub mod producers;
+pub mod record_count;
 pub mod recovery;
 pub mod repair;
 pub mod retention;

@@ -162,6 +162,9 @@ wire_struct! {
         /// in a sealed segment (file, byte position, first affected offset; reads from
         /// there fail with `DataDamaged`).
         pub damage: String,
+        /// Records from the log start to the high watermark (fewer than the offsets
+        /// between them where compaction or a produce filter left offsets without records).
+        pub record_count: u64,
     }
 }
 

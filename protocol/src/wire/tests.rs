@@ -118,6 +118,7 @@ fn response_samples() -> Vec<Response> {
                     last_compaction_ms: Some(1_700_000_000_000),
                     damage: "segment orders-0/00000000000000000000.log is corrupt at byte 16"
                         .into(),
+                    record_count: 9,
                 }],
             }],
         }),

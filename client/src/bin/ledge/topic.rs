@@ -1,7 +1,7 @@
 //! `ledge topic ...`: create, list, describe, alter, delete.
 
 use anyhow::Context;
-use ledge_client::{Admin, Client, ConfigValue, NewTopic, PartitionDescription};
+use ledge_client::{Admin, Client, NewTopic, PartitionDescription};
 use serde_json::json;
 
 use crate::args::{Format, TopicCommand};
@@ -54,33 +54,16 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 .describe_all_topics()
                 .await
                 .context("cannot list topics")?;
-            // Whether each topic's offsets are all records needs its configs. Without them (a
-            // topic deleted meanwhile fails the whole request) every count shows as "at most".
-            let configs = if topics.is_empty() {
-                Vec::new()
-            } else {
-                admin
-                    .describe_configs(topics.iter().map(|topic| topic.name.clone()).collect())
-                    .await
-                    .unwrap_or_default()
-            };
-            let exact = |name: &str| {
-                configs
-                    .iter()
-                    .find(|(topic, _)| topic == name)
-                    .is_some_and(|(_, configs)| every_offset_is_a_record(configs))
-            };
             match arguments.format {
                 Format::Json => {
                     let topics: Vec<_> = topics
                         .iter()
                         .map(|topic| {
-                            let offsets = offsets(&topic.partitions);
                             json!({
                                 "topic": topic.name,
                                 "partitions": topic.partitions.len(),
-                                "records": exact(&topic.name).then_some(offsets),
-                                "offsets": offsets,
+                                "records": records(&topic.partitions),
+                                "offsets": offsets(&topic.partitions),
                                 "internal": topic.internal,
                             })
                         })
@@ -89,20 +72,15 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 }
                 Format::Table => {
                     let mut output = table(&["TOPIC", "PARTITIONS", "RECORDS"], &[1, 2]);
-                    let mut estimated = false;
                     for topic in &topics {
-                        let exact = exact(&topic.name);
-                        estimated |= !exact;
                         output.add_row(vec![
                             topic.name.clone(),
                             topic.partitions.len().to_string(),
-                            records_cell(offsets(&topic.partitions), exact),
+                            records(&topic.partitions).to_string(),
                         ]);
                     }
                     if topics.is_empty() {
                         print("No topics. Create one with: ledge topic create NAME")
-                    } else if estimated {
-                        print(&format!("{output}\n\n{AT_MOST_NOTE}"))
                     } else {
                         print(&output.to_string())
                     }
@@ -127,7 +105,6 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 .next()
                 .map(|(_, configs)| configs)
                 .unwrap_or_default();
-            let exact = every_offset_is_a_record(&configs);
             match arguments.format {
                 Format::Json => {
                     let partitions: Vec<_> = topic
@@ -138,7 +115,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                                 "partition": partition.partition,
                                 "start_offset": partition.log_start_offset,
                                 "end_offset": partition.high_watermark,
-                                "records": exact.then_some(partition_offsets(partition)),
+                                "records": partition.record_count,
                                 "offsets": partition_offsets(partition),
                                 "size_bytes": partition.size_bytes,
                                 "segments": partition.segment_count,
@@ -189,7 +166,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                             partition.partition.to_string(),
                             partition.log_start_offset.to_string(),
                             partition.high_watermark.to_string(),
-                            records_cell(partition_offsets(partition), exact),
+                            partition.record_count.to_string(),
                             human_bytes(partition.size_bytes),
                             partition.segment_count.to_string(),
                         ];
@@ -242,16 +219,11 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                             .to_string(),
                         ]);
                     }
-                    let note = if exact {
-                        String::new()
-                    } else {
-                        format!("\n\n{AT_MOST_NOTE}")
-                    };
                     print(&format!(
-                        "Topic: {}  Partitions: {}  Records: {}\n\n{partitions}{damage}{note}\n\n{settings}",
+                        "Topic: {}  Partitions: {}  Records: {}\n\n{partitions}{damage}\n\n{settings}",
                         topic.name,
                         topic.partitions.len(),
-                        records_cell(offsets(&topic.partitions), exact)
+                        records(&topic.partitions)
                     ))
                 }
             }
@@ -295,12 +267,8 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
     }
 }
 
-/// Said under a table with a `≤` count.
-const AT_MOST_NOTE: &str = "≤ N: at most N records: compaction or a produce filter leaves some \
-                            offsets between start and end without a record.";
-
-/// Offsets from the partition's start to its end: its record count when every offset holds a
-/// record, else an upper bound.
+/// Offsets from the partition's start to its end: more than its records where compaction or
+/// a produce filter left offsets without a record.
 fn partition_offsets(partition: &PartitionDescription) -> i64 {
     (partition.high_watermark - partition.log_start_offset).max(0)
 }
@@ -309,21 +277,10 @@ fn offsets(partitions: &[PartitionDescription]) -> i64 {
     partitions.iter().map(partition_offsets).sum()
 }
 
-/// Whether every offset between a partition's start and end holds a record. Compaction
-/// removes records and keeps their offsets, and a produce filter's dropped records leave their
-/// offsets empty; counting the records themselves would mean reading the whole log.
-fn every_offset_is_a_record(configs: &[ConfigValue]) -> bool {
-    !configs.iter().any(|config| {
-        (config.name == "cleanup.policy" && config.value.contains("compact"))
-            || (config.name == "produce.filter.module" && !config.value.is_empty())
-    })
-}
-
-/// A RECORDS cell: the count, or `≤ count` when it is only an upper bound.
-fn records_cell(offsets: i64, exact: bool) -> String {
-    if exact {
-        offsets.to_string()
-    } else {
-        format!("≤ {offsets}")
-    }
+/// Records of all partitions, as the node counts them.
+fn records(partitions: &[PartitionDescription]) -> u64 {
+    partitions
+        .iter()
+        .map(|partition| partition.record_count)
+        .sum()
 }

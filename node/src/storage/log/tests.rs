@@ -447,8 +447,8 @@ fn concurrent_appends_share_one_fdatasync() {
     });
 }
 
-// Goal: acks=1 appends are acknowledged before the sync but become visible only once
-// synced, by the flush interval or by a later synced append.
+// Goal: acks=1 appends are acknowledged before the sync but become visible (and counted
+// in the record count) only once synced, by the flush interval or by a later synced append.
 #[test]
 fn written_appends_become_visible_when_synced() {
     runtime().block_on(async {
@@ -467,12 +467,14 @@ fn written_appends_become_visible_when_synced() {
             .unwrap();
         assert_eq!(outcome.base_offset, 0);
         assert_eq!(log.high_watermark(), 0, "unsynced data must not be visible");
+        assert_eq!(log.record_count(), 0, "nor counted as readable records");
         let mut watermark = log.subscribe_high_watermark();
         tokio::time::timeout(Duration::from_secs(5), watermark.wait_for(|hw| *hw == 2))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(log.high_watermark(), 2);
+        assert_eq!(log.record_count(), 2);
     });
 }
 
@@ -2439,5 +2441,145 @@ fn recovery_stops_at_a_batch_past_the_segment_index_instead_of_panicking() {
             }
             Err(other) => panic!("unexpected open error: {other}"),
         }
+    });
+}
+
+/// Records a consumer reading from the log start gets (whole batches are served, so records
+/// of the first batch below the log start are left out here as a consumer skips them).
+async fn readable_record_count<D: Disk>(log: &PartitionLog<D>) -> u64 {
+    let start = log.log_start_offset();
+    all_records(log)
+        .await
+        .iter()
+        .filter(|(offset, _, _)| *offset >= start)
+        .count() as u64
+}
+
+/// A batch of records at offset deltas `deltas` spanning `span` offsets, as a produce filter
+/// writes one after dropping records.
+fn gapped_batch(tag: u64, deltas: &[i32], span: i32, timestamp: i64) -> Bytes {
+    let records: Vec<Record> = deltas
+        .iter()
+        .map(|delta| Record {
+            timestamp,
+            key: Some(Bytes::from(format!(
+                "key-{}",
+                (tag * 2 + *delta as u64) % 240
+            ))),
+            value: Some(Bytes::from(format!("value-{tag}-{delta}"))),
+            headers: Vec::new(),
+        })
+        .collect();
+    encode_batch_with_deltas(&records, deltas, span - 1, &EncodeOptions::default()).unwrap()
+}
+
+// Goal: the partition's record count (topic describe's RECORDS) is the number of records a
+// consumer reads from the log start, not the offsets, through every change of the log:
+// appends with and without offset gaps (produce filters), a log start moved inside a
+// segment with gaps, compaction removing superseded records (of the first segment too,
+// below the log start), retention dropping segments, reopen from index files and a reopen
+// that rebuilds an index from its segment (issue 11, bugs 8).
+#[test]
+fn record_count_follows_appends_compaction_retention_and_reopen() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(11);
+        let manual = ManualClock::new(1_000_000);
+        let clock: Arc<dyn Clock> = Arc::new(manual.clone());
+        let open = || {
+            PartitionLog::open(
+                disk.clone(),
+                Path::new(DIR),
+                small_config(),
+                Arc::clone(&clock),
+            )
+        };
+        let log = open().await.unwrap();
+        assert_eq!(log.record_count(), 0);
+        for tag in 0..150u64 {
+            let now = manual.wall_time_ms();
+            if tag % 3 == 0 {
+                // 2 records over 5 offsets.
+                log.append_with_gaps(gapped_batch(tag, &[1, 3], 5, now), AppendDurability::Synced)
+                    .await
+                    .unwrap();
+            } else {
+                let records: Vec<(String, Option<String>)> = (0..2)
+                    .map(|number| {
+                        (
+                            format!("key-{}", (tag * 2 + number) % 240),
+                            Some(format!("v{tag}")),
+                        )
+                    })
+                    .collect();
+                log.append(keyed_batch(&records, now), AppendDurability::Synced)
+                    .await
+                    .unwrap();
+            }
+        }
+        assert_eq!(log.record_count(), 300);
+        assert_eq!(readable_record_count(&log).await, 300);
+        assert!(log.high_watermark() > 300, "the gaps take offsets");
+        assert!(log.segment_count() >= 4, "{}", log.segment_count());
+
+        // A log start inside the first segment, inside a gapped batch (offsets 0..5 hold
+        // records at 1 and 3): 1 record below it.
+        assert_eq!(log.delete_before(2).await.unwrap(), 2);
+        assert_eq!(log.record_count(), 299);
+        assert_eq!(readable_record_count(&log).await, 299);
+
+        // Compaction removes superseded records, in the first segment too.
+        let report = log
+            .compact(manual.wall_time_ms(), &compaction_policy(1 << 20))
+            .await
+            .unwrap();
+        assert!(report.records_removed > 0, "{report:?}");
+        let compacted = readable_record_count(&log).await;
+        assert!(compacted < 299, "{compacted}");
+        assert_eq!(log.record_count(), compacted);
+
+        // A log start moved again inside the (now compacted) first segment.
+        let first_end = log.segment_infos()[0].end_offset;
+        let inside = log.log_start_offset() + (first_end - log.log_start_offset()) / 2;
+        assert_eq!(log.delete_before(inside).await.unwrap(), inside);
+        assert_eq!(log.record_count(), readable_record_count(&log).await);
+
+        // Reopen: counts come from the index files (and the active segment's scan).
+        let expected = log.record_count();
+        log.close().await.unwrap();
+        let log = open().await.unwrap();
+        assert_eq!(log.record_count(), expected);
+        assert_eq!(readable_record_count(&log).await, expected);
+
+        // An index file lost: rebuilt from its segment, with the same count.
+        let second = log.segment_infos()[1].base_offset;
+        log.close().await.unwrap();
+        disk.remove_file(&Path::new(DIR).join(segment::offset_index_file_name(second)))
+            .await
+            .unwrap();
+        let log = open().await.unwrap();
+        assert_eq!(log.record_count(), expected);
+
+        // Retention drops whole segments and their records.
+        let segments = log.segment_count();
+        // Just small enough that the first two segments go.
+        let infos = log.segment_infos();
+        let retention_bytes = log.size_bytes() - infos[0].size_bytes - infos[1].size_bytes;
+        let dropped = log
+            .enforce_retention(
+                manual.wall_time_ms(),
+                &super::super::retention::RetentionPolicy {
+                    retention: None,
+                    retention_bytes: Some(retention_bytes),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(dropped.is_some() && log.segment_count() < segments);
+        let kept = readable_record_count(&log).await;
+        assert!(kept < expected, "{kept}");
+        assert_eq!(log.record_count(), kept);
+        log.close().await.unwrap();
+        let log = open().await.unwrap();
+        assert_eq!(log.record_count(), kept);
     });
 }
