@@ -110,6 +110,9 @@ fn a_log_on_a_read_only_filesystem_opens_for_reads_and_refuses_appends() {
             .unwrap();
         assert!(log.segment_count() > 1, "the test needs sealed segments");
         assert_eq!(values(&log).await, expected(60));
+        // Counted as a writable open counts: sealed segments from their index, the active
+        // one by its scan.
+        assert_eq!(log.record_count(), 60);
         let error = log
             .append(batch(99), AppendDurability::Synced)
             .await
@@ -276,6 +279,7 @@ fn a_torn_tail_on_a_read_only_filesystem_is_hidden_not_truncated() {
             .unwrap();
         assert_eq!(log.high_watermark(), 60);
         assert_eq!(values(&log).await, expected(60));
+        assert_eq!(log.record_count(), 60, "the torn tail is not counted");
         assert_eq!(disk.contents(&segment).unwrap().len(), length_before);
     });
 }
