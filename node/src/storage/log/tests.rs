@@ -2519,3 +2519,35 @@ fn the_verifier_racing_compaction_reports_no_false_damage() {
         log.close().await.unwrap();
     });
 }
+
+// Goal: a read that looks a sealed segment up while compaction is between renaming the
+// compacted file over it and giving it its new id and index waits, then finds the id
+// changed and looks the segment up again: it reads the new file at the new index's
+// positions, never either file at the other's.
+#[test]
+fn a_read_during_a_replacement_looks_the_segment_up_again() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(10);
+        let log = log_with_obsolete_records(&disk).await;
+        let first = log.segment_infos()[0].base_offset;
+        let path = PathBuf::from(DIR).join(segment::segment_file_name(first));
+        let before = disk.contents(&path);
+        let compactor = log.clone();
+        let compaction = tokio::spawn(async move {
+            compactor
+                .compact(1_000_000, &compaction_policy(1 << 20))
+                .await
+        });
+        run_others_until(|| disk.contents(&path) != before).await;
+        assert_ne!(disk.contents(&path), before, "the rename happened");
+        // The state still has the old id and index: the rename's directory sync is pending.
+        let old_id = log.shared.read_state().segments[&first].file;
+        let offset = first + 9;
+        let read = log.read(offset, 1 << 20).await.unwrap();
+        assert_valid_read_at(&read, offset);
+        assert_ne!(log.shared.read_state().segments[&first].file, old_id);
+        let report = compaction.await.unwrap().unwrap();
+        assert!(report.segments_rewritten > 0, "{report:?}");
+        log.close().await.unwrap();
+    });
+}
