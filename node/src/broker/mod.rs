@@ -807,6 +807,9 @@ impl<D: Disk> Broker<D> {
                             report.segments_checked += 1;
                             break;
                         }
+                        // Replaced by compaction or removed by retention meanwhile: the
+                        // next pass checks what is there then.
+                        Ok(VerifyStep::Abandoned) => break,
                         Ok(VerifyStep::Damaged(damage)) => {
                             report.segments_checked += 1;
                             report.segments_damaged += 1;

@@ -447,7 +447,7 @@ impl<D: Disk> Clone for PartitionLog<D> {
     }
 }
 
-struct Shared<D: Disk> {
+pub(super) struct Shared<D: Disk> {
     directory: PathBuf,
     /// Changed by `set_config` (topic config changes apply to a live log).
     config: RwLock<LogConfig>,
@@ -465,6 +465,14 @@ struct Shared<D: Disk> {
     producer_id_max_recovered: Option<i64>,
     /// Damage the background verifier found in a sealed segment (since this open).
     damage: std::sync::Mutex<Option<SegmentDamage>>,
+    /// Orders opening sealed segment files against replacing or removing them. A sealed
+    /// file is opened by path after the state lock is released, so without it a reader
+    /// could open the file compaction just renamed over the segment (and read it at the
+    /// old index's positions) or find it removed by retention. Openers hold it shared from
+    /// checking the segment still has their file id until the file is open (an open
+    /// descriptor stays valid whatever happens to the path); compaction and retention hold
+    /// it exclusively from renaming or removing a sealed file until the state says so.
+    sealed_files: tokio::sync::RwLock<()>,
 }
 
 /// How a segment's file is reached. Only the active segment's file stays open (in
@@ -492,7 +500,27 @@ enum ReadFile<F> {
 }
 
 impl<F: DiskFile> ReadFile<F> {
-    async fn open<D: Disk<File = F>>(self, disk: &D, path: &Path) -> Result<Arc<F>, DiskError> {
+    /// The file of segment `base`; `None` if it was sealed and has been replaced or
+    /// removed since it was taken (look the segment up again).
+    async fn open<D: Disk<File = F>>(
+        self,
+        shared: &Shared<D>,
+        base: i64,
+    ) -> Result<Option<Arc<F>>, DiskError> {
+        match self {
+            Self::Held(file) => Ok(Some(file)),
+            Self::Sealed(id) => shared.open_sealed_segment(base, id).await,
+        }
+    }
+
+    /// The file, opened without the gate: only for the task that alone replaces and removes
+    /// segments (the writer), or before the log is shared (open), where the id cannot go
+    /// stale between the lookup and the open.
+    async fn open_unshared<D: Disk<File = F>>(
+        self,
+        disk: &D,
+        path: &Path,
+    ) -> Result<Arc<F>, DiskError> {
         match self {
             Self::Held(file) => Ok(file),
             Self::Sealed(id) => descriptors::sealed_file(disk, id, path).await,
@@ -600,6 +628,32 @@ struct PendingAppend {
 }
 
 impl<D: Disk> Shared<D> {
+    /// Opens sealed segment `base`'s file if the segment still has file `id`: `None` if
+    /// compaction replaced it or retention removed it since the caller looked it up.
+    pub(super) async fn open_sealed_segment(
+        &self,
+        base: i64,
+        id: u64,
+    ) -> Result<Option<Arc<D::File>>, DiskError> {
+        let _opening = self.sealed_files.read().await;
+        let Some(path) = self.sealed_segment_path(base, id) else {
+            return Ok(None);
+        };
+        descriptors::sealed_file(&self.disk, id, &path)
+            .await
+            .map(Some)
+    }
+
+    /// The path of sealed segment `base` if it still has file `id`.
+    pub(super) fn sealed_segment_path(&self, base: i64, id: u64) -> Option<PathBuf> {
+        let state = self.read_state();
+        state
+            .segments
+            .get(&base)
+            .filter(|segment| segment.file == SegmentFile::Sealed(id))
+            .map(|segment| segment.path.clone())
+    }
+
     fn config(&self) -> LogConfig {
         self.config
             .read()
@@ -670,6 +724,7 @@ impl<D: Disk> PartitionLog<D> {
             last_compaction_ms: std::sync::atomic::AtomicI64::new(-1),
             producer_id_max_recovered: opened.producers.producer_id_max(),
             damage: std::sync::Mutex::new(None),
+            sealed_files: tokio::sync::RwLock::new(()),
         });
         let (commands, receiver) = mpsc::channel(config.append_queue_depth);
         let writer = Writer {
@@ -907,7 +962,11 @@ impl<D: Disk> PartitionLog<D> {
                 }
                 readable_end = readable_end.min(damage.position);
             }
-            let file = file.open(&self.shared.disk, &path).await?;
+            let Some(file) = file.open(&self.shared, segment_base).await? else {
+                // Compaction replaced the segment or retention removed it since the
+                // lookup: its positions are stale, so look it up again.
+                continue;
+            };
             let bytes = read_batches(
                 &*file,
                 &path,
@@ -1022,7 +1081,7 @@ impl<D: Disk> PartitionLog<D> {
             })
             .map(|(segment, sealed_file_id)| SegmentCheck {
                 path: segment.path.clone(),
-                disk: self.shared.disk.clone(),
+                log: Arc::downgrade(&self.shared),
                 sealed_file_id,
                 segment_base: segment.base_offset,
                 size: segment.size_bytes,
@@ -1305,7 +1364,11 @@ impl<D: Disk> PartitionLog<D> {
                 _ => return Ok(None),
             }
         };
-        let file = file.open(&self.shared.disk, &path).await?;
+        let Some(file) = file.open(&self.shared, base).await? else {
+            // Removed by retention since the lookup (compaction, the only replacer, is
+            // the caller and runs one at a time).
+            return Ok(None);
+        };
         let bytes = Bytes::from(file.read_at(0, size as usize).await?);
         let corrupt = |position: u64, reason: String| CompactError::Corrupt {
             path: path.clone(),
@@ -2314,7 +2377,8 @@ async fn count_records_below<D: Disk>(
     if let Some(known) = record_count::records_below_known(&segment, log_start) {
         return Ok(known);
     }
-    let file = file.open(disk, &path).await?;
+    // Called at open and by the writer, the one task that replaces or removes segments.
+    let file = file.open_unshared(disk, &path).await?;
     record_count::records_below_by_reading(&*file, &segment, log_start, read_bytes).await
 }
 
@@ -3244,6 +3308,9 @@ impl<D: Disk> Writer<D> {
             ..self.checkpoint
         };
         self.store_checkpoint(checkpoint).await?;
+        // Held until the files are gone: a reader that found a doomed segment before the
+        // state update below opens its file first (see `Shared::sealed_files`).
+        let removing = self.shared.sealed_files.write().await;
         let doomed: Vec<i64> = {
             let mut state = self.shared.write_state();
             state.log_start_offset = offset;
@@ -3270,6 +3337,7 @@ impl<D: Disk> Writer<D> {
         for base in &doomed {
             remove_segment_files(&self.disk, &self.shared.directory, *base).await?;
         }
+        drop(removing);
         if !doomed.is_empty() {
             self.disk.sync_dir(&self.shared.directory).await?;
         }
@@ -3347,6 +3415,10 @@ impl<D: Disk> Writer<D> {
             }
         }
         self.disk.sync_dir(&directory).await?;
+        // Held from the rename until the segment has its new file id, index and size: a
+        // reader that took the old ones opens the old file first, and one that opens later
+        // finds the new id (see `Shared::sealed_files`).
+        let _replacing = self.shared.sealed_files.write().await;
         self.disk.rename(temporary, &path).await?;
         self.disk.sync_dir(&directory).await?;
         write_index_files(&self.disk, &directory, &index).await?;
@@ -3417,6 +3489,7 @@ impl<D: Disk> PartitionLog<D> {
             // No producer ids are handed out while the data directory is read-only.
             producer_id_max_recovered: None,
             damage: std::sync::Mutex::new(None),
+            sealed_files: tokio::sync::RwLock::new(()),
         });
         let (commands, receiver) = mpsc::channel(config.append_queue_depth);
         tokio::spawn(refuse_writes(directory.to_path_buf(), receiver));

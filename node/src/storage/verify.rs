@@ -9,15 +9,20 @@
 //!
 //! Owns no schedule and no clock: the broker's verifier task (`Broker::run_verifier`)
 //! decides which segment is next and sleeps between steps to keep to
-//! `log.verify_bytes_per_second`. A check holds its own handle to the file, so retention or
-//! compaction removing or replacing the segment meanwhile does not disturb it (the step
-//! then reads the old, still open file).
+//! `log.verify_bytes_per_second`. A check holds no file: each step opens the segment's file
+//! through its log, by the file id the check began with, so it never reads a file that
+//! compaction put in place of the one it was checking (which would look damaged: other
+//! size, other offsets). A check whose segment was replaced or removed since it began is
+//! abandoned ([`VerifyStep::Abandoned`]), never reported as damage; the next pass checks
+//! the new file.
 
 use std::path::PathBuf;
+use std::sync::Weak;
 
 use ledge_protocol::BATCH_LENGTH_PREFIX_BYTES;
 
-use super::disk::{Disk, DiskError, DiskFile, descriptors};
+use super::disk::{Disk, DiskError, DiskFile};
+use super::log::Shared;
 use super::recovery::{self, ScanStop};
 
 /// Damage found in a sealed segment.
@@ -59,15 +64,21 @@ pub enum VerifyStep {
     Clean,
     /// The segment is damaged; the check is over.
     Damaged(SegmentDamage),
+    /// Compaction replaced the segment's file, or retention or a close removed it, since
+    /// the check began; the check is over and found nothing (a later pass checks the new
+    /// file).
+    Abandoned,
 }
 
 /// The verification of one sealed segment, in progress.
-pub struct SegmentCheck<D> {
+pub struct SegmentCheck<D: Disk> {
     pub(super) path: PathBuf,
-    /// The disk and the sealed file's id in the node's sealed-file cache: the file is taken
-    /// from the cache for each step rather than held, so verifying a partition's segments
-    /// keeps no descriptor open beyond the open-file budget (issue 11, data item 8).
-    pub(super) disk: D,
+    /// The log and the sealed file's id in the node's sealed-file cache: the file is opened
+    /// through the log for each step rather than held, so verifying a partition's segments
+    /// keeps no descriptor open beyond the open-file budget (issue 11, data item 8), and
+    /// only while the segment still has this file. Weak, so a check never keeps a closed
+    /// log's files open.
+    pub(super) log: Weak<Shared<D>>,
     pub(super) sealed_file_id: u64,
     pub(super) segment_base: i64,
     /// File size when the check began (a sealed segment never grows).
@@ -94,7 +105,16 @@ impl<D: Disk> SegmentCheck<D> {
             return Ok(self.finish(now_ms));
         }
         let length = self.want.max(read_bytes).min(self.size - self.position);
-        let file = descriptors::sealed_file(&self.disk, self.sealed_file_id, &self.path).await?;
+        let Some(log) = self.log.upgrade() else {
+            return Ok(VerifyStep::Abandoned);
+        };
+        let Some(file) = log
+            .open_sealed_segment(self.segment_base, self.sealed_file_id)
+            .await?
+        else {
+            return Ok(VerifyStep::Abandoned);
+        };
+        drop(log);
         let bytes = file.read_at(self.position, length as usize).await?;
         let read = bytes.len() as u64;
         if read < length {
@@ -163,6 +183,15 @@ impl<D: Disk> SegmentCheck<D> {
     }
 
     fn damaged(&self, position: u64, reason: String, now_ms: i64) -> VerifyStep {
+        // What was read is of the file this check began with; if compaction has replaced
+        // it since (after the last open), the damage is not the segment's now.
+        let current = self.log.upgrade().is_some_and(|log| {
+            log.sealed_segment_path(self.segment_base, self.sealed_file_id)
+                .is_some()
+        });
+        if !current {
+            return VerifyStep::Abandoned;
+        }
         VerifyStep::Damaged(SegmentDamage {
             path: self.path.clone(),
             segment_base: self.segment_base,

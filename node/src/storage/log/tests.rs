@@ -1080,7 +1080,7 @@ async fn verify_all<D: Disk>(log: &PartitionLog<D>) -> Vec<SegmentDamage> {
         loop {
             match check.step(300, 42).await.unwrap() {
                 VerifyStep::Read(bytes) => assert!(bytes > 0),
-                VerifyStep::Clean => break,
+                VerifyStep::Clean | VerifyStep::Abandoned => break,
                 VerifyStep::Damaged(damage) => {
                     found.push(damage);
                     break;
@@ -2581,5 +2581,201 @@ fn record_count_follows_appends_compaction_retention_and_reopen() {
         log.close().await.unwrap();
         let log = open().await.unwrap();
         assert_eq!(log.record_count(), kept);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Sealed segments opened lazily, racing compaction and retention (issue 11, data item 8).
+
+/// A log of several sealed segments in which every key is written again and again, so
+/// compaction rewrites its first segment; nothing has read (or cached) any sealed file yet.
+async fn log_with_obsolete_records(disk: &SimDisk) -> PartitionLog<SimDisk> {
+    let log = PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), clock())
+        .await
+        .unwrap();
+    for round in 0..200 {
+        let records: Vec<(String, Option<String>)> = (0..3)
+            .map(|number| (format!("key-{number}"), Some(format!("value-{round:0>40}"))))
+            .collect();
+        log.append(keyed_batch(&records, 1_000), AppendDurability::Synced)
+            .await
+            .unwrap();
+    }
+    assert!(
+        log.segment_infos().len() > 3,
+        "the test needs sealed segments"
+    );
+    log
+}
+
+/// Polls `read` once: it must stop inside its first (uncached) open of a sealed file.
+async fn park<F: Future>(read: std::pin::Pin<&mut F>) {
+    let mut read = read;
+    let pending = std::future::poll_fn(|context| {
+        std::task::Poll::Ready(read.as_mut().poll(context).is_pending())
+    })
+    .await;
+    assert!(pending, "the read must wait on the disk");
+}
+
+/// Lets other tasks run until `changed` says the file under a parked read changed, or for
+/// a bounded number of turns (when the fix makes the other task wait for the read).
+async fn run_others_until(changed: impl Fn() -> bool) {
+    for _ in 0..2_000 {
+        if changed() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Every batch of `read` is valid and the first holds `offset` or comes after it.
+fn assert_valid_read_at(read: &ReadBatches, offset: i64) {
+    assert!(!read.bytes.is_empty(), "no bytes at {offset}");
+    let mut first = true;
+    for item in BatchIter::new(&read.bytes) {
+        let (header, bytes) = item.unwrap();
+        validate_batch(bytes).unwrap();
+        if first {
+            assert!(header.last_offset() >= offset, "batch before {offset}");
+            first = false;
+        }
+    }
+}
+
+// Goal: a read that took a sealed segment's position from its index, and is about to open
+// its file, is never served the compacted file that replaced it meanwhile (it read the new
+// file at the old index's positions: CRC errors or garbage reached the consumer).
+#[test]
+fn a_read_racing_compaction_reads_the_file_its_index_describes() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(7);
+        let log = log_with_obsolete_records(&disk).await;
+        let first = log.segment_infos()[0].base_offset;
+        let path = PathBuf::from(DIR).join(segment::segment_file_name(first));
+        let before = disk.contents(&path);
+        // An offset in the middle of the segment, so its index position is not the header's.
+        let offset = first + 9;
+        let reader = log.clone();
+        let mut read = std::pin::pin!(reader.read(offset, 1 << 20));
+        park(read.as_mut()).await;
+        let compactor = log.clone();
+        let compaction = tokio::spawn(async move {
+            compactor
+                .compact(1_000_000, &compaction_policy(1 << 20))
+                .await
+        });
+        run_others_until(|| disk.contents(&path) != before).await;
+        let read = read.await.unwrap();
+        assert_valid_read_at(&read, offset);
+        let report = compaction.await.unwrap().unwrap();
+        assert!(report.segments_rewritten > 0, "{report:?}");
+        assert_ne!(disk.contents(&path), before, "the segment was compacted");
+        // Reads after it see the compacted file.
+        let read = log.read(offset, 1 << 20).await.unwrap();
+        assert_valid_read_at(&read, offset);
+        log.close().await.unwrap();
+    });
+}
+
+// Goal: a read that found a sealed segment and is about to open its file is not failed by
+// retention removing that file meanwhile (it got ENOENT; with held files it could not).
+#[test]
+fn a_read_racing_retention_reads_the_segment_it_found() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(8);
+        let log = log_with_obsolete_records(&disk).await;
+        let infos = log.segment_infos();
+        let first = infos[0].base_offset;
+        let path = PathBuf::from(DIR).join(segment::segment_file_name(first));
+        let offset = first + 9;
+        let reader = log.clone();
+        let mut read = std::pin::pin!(reader.read(offset, 1 << 20));
+        park(read.as_mut()).await;
+        let retention = log.clone();
+        let deletion_offset = infos[2].base_offset;
+        let deletion = tokio::spawn(async move { retention.delete_before(deletion_offset).await });
+        run_others_until(|| disk.contents(&path).is_none()).await;
+        let read = read.await.unwrap();
+        assert_valid_read_at(&read, offset);
+        assert_eq!(deletion.await.unwrap().unwrap(), deletion_offset);
+        assert!(disk.contents(&path).is_none(), "the segment was deleted");
+        assert!(matches!(
+            log.read(offset, 1 << 20).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        log.close().await.unwrap();
+    });
+}
+
+// Goal: the background verifier never reports damage because compaction replaced the
+// segment it was checking (it went on reading the new file against the old size and
+// offsets, and the false damage then failed every read of the segment); such a check is
+// abandoned, and a later pass checks the new file.
+#[test]
+fn the_verifier_racing_compaction_reports_no_false_damage() {
+    use crate::storage::verify::VerifyStep;
+    runtime().block_on(async {
+        let disk = SimDisk::new(9);
+        let log = log_with_obsolete_records(&disk).await;
+        let mut checks = log.sealed_segment_checks();
+        assert!(checks.len() > 2);
+        // Every check has read its first part when compaction replaces the segments.
+        for check in &mut checks {
+            assert!(matches!(
+                check.step(300, 42).await.unwrap(),
+                VerifyStep::Read(_)
+            ));
+        }
+        let report = log
+            .compact(1_000_000, &compaction_policy(1 << 20))
+            .await
+            .unwrap();
+        assert!(report.segments_rewritten > 0, "{report:?}");
+        for mut check in checks {
+            loop {
+                match check.step(300, 42).await.unwrap() {
+                    VerifyStep::Read(bytes) => assert!(bytes > 0),
+                    VerifyStep::Clean | VerifyStep::Abandoned => break,
+                    VerifyStep::Damaged(damage) => panic!("false damage: {damage}"),
+                }
+            }
+        }
+        assert_eq!(log.damage(), None);
+        assert!(verify_all(&log).await.is_empty());
+        assert_valid_read_at(&log.read(0, 1 << 20).await.unwrap(), 0);
+        log.close().await.unwrap();
+    });
+}
+
+// Goal: a read that looks a sealed segment up while compaction is between renaming the
+// compacted file over it and giving it its new id and index waits, then finds the id
+// changed and looks the segment up again: it reads the new file at the new index's
+// positions, never either file at the other's.
+#[test]
+fn a_read_during_a_replacement_looks_the_segment_up_again() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(10);
+        let log = log_with_obsolete_records(&disk).await;
+        let first = log.segment_infos()[0].base_offset;
+        let path = PathBuf::from(DIR).join(segment::segment_file_name(first));
+        let before = disk.contents(&path);
+        let compactor = log.clone();
+        let compaction = tokio::spawn(async move {
+            compactor
+                .compact(1_000_000, &compaction_policy(1 << 20))
+                .await
+        });
+        run_others_until(|| disk.contents(&path) != before).await;
+        assert_ne!(disk.contents(&path), before, "the rename happened");
+        // The state still has the old id and index: the rename's directory sync is pending.
+        let old_id = log.shared.read_state().segments[&first].file;
+        let offset = first + 9;
+        let read = log.read(offset, 1 << 20).await.unwrap();
+        assert_valid_read_at(&read, offset);
+        assert_ne!(log.shared.read_state().segments[&first].file, old_id);
+        let report = compaction.await.unwrap().unwrap();
+        assert!(report.segments_rewritten > 0, "{report:?}");
+        log.close().await.unwrap();
     });
 }
