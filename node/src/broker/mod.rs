@@ -883,6 +883,8 @@ impl<D: Disk> Broker<D> {
 
     /// Answers one request.
     pub async fn handle(&self, request: Request) -> Response {
+        // One exhaustive match: a new request kind that is not answered here does not compile
+        // (it used to fall through to an `unreachable!` a peer's frame could hit).
         match request {
             Request::ApiVersions(_) => Response::ApiVersions(ApiVersionsResponse {
                 apis: ledge_protocol::wire::supported_api_versions(),
@@ -926,8 +928,6 @@ impl<D: Disk> Broker<D> {
             Request::AlterTransform(request) => {
                 Response::AlterTransform(self.alter_transform(request).await)
             }
-            // One exhaustive match: a new request kind that is not answered here does not
-            // compile (it used to fall through to an `unreachable!` a peer's frame could hit).
             Request::ConsumerGroupHeartbeat(request) => {
                 Response::ConsumerGroupHeartbeat(self.heartbeat(request))
             }

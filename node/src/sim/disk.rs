@@ -63,6 +63,8 @@ struct Inode {
 #[derive(Default)]
 struct Faults {
     fail_next_write: Option<i32>,
+    /// The next write to a file whose name ends with the text fails with the errno.
+    fail_next_write_to: Option<(String, i32)>,
     fail_next_sync: Option<i32>,
     space_bytes_max: Option<u64>,
     read_only: bool,
@@ -116,6 +118,12 @@ impl SimDisk {
     /// The next write fails with `errno` (e.g. `libc::EIO`) without writing anything.
     pub fn fail_next_write(&self, errno: i32) {
         self.state().faults.fail_next_write = Some(errno);
+    }
+
+    /// The next write to a file whose name ends with `suffix` (e.g. `.index`) fails with
+    /// `errno` without writing anything: a fault placed at one step of a multi-file change.
+    pub fn fail_next_write_to(&self, suffix: &str, errno: i32) {
+        self.state().faults.fail_next_write_to = Some((suffix.to_string(), errno));
     }
 
     /// The next `sync_data` fails with `errno`; as on Linux, its dirty data stays unsynced.
@@ -381,6 +389,14 @@ impl DiskFile for SimFile {
             .begin_mutation()
             .map_err(|error| self.error("write", error))?;
         if let Some(errno) = state.faults.fail_next_write.take() {
+            return Err(self.error("write", os_error(errno)));
+        }
+        let name = self.path.to_string_lossy();
+        if let Some((suffix, errno)) = &state.faults.fail_next_write_to
+            && name.ends_with(suffix.as_str())
+        {
+            let errno = *errno;
+            state.faults.fail_next_write_to = None;
             return Err(self.error("write", os_error(errno)));
         }
         let position = usize::try_from(position).map_err(|_| {

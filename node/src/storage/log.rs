@@ -3418,26 +3418,33 @@ impl<D: Disk> Writer<D> {
         // Held from the rename until the segment has its new file id, index and size: a
         // reader that took the old ones opens the old file first, and one that opens later
         // finds the new id (see `Shared::sealed_files`).
-        let _replacing = self.shared.sealed_files.write().await;
+        let replacing = self.shared.sealed_files.write().await;
         self.disk.rename(temporary, &path).await?;
+        // From here the path names the compacted file, so the segment's state follows at
+        // once, before a later step can fail: an error after the rename (a directory sync,
+        // the index files) must not leave readers pairing the new file with the old index.
+        // Missing index files are rebuilt at the next open.
+        {
+            let mut state = self.shared.write_state();
+            if let Some(records_below) = records_below {
+                state.records_below_log_start = records_below;
+            }
+            if let Some(segment) = state.segments.get_mut(&base) {
+                // A fresh id: the cached descriptor (if any) is of the file replaced.
+                if let SegmentFile::Sealed(id) = segment.file {
+                    descriptors::forget_sealed_file(id);
+                }
+                segment.file = SegmentFile::sealed();
+                segment.size_bytes = size;
+                segment.synced_bytes = size;
+                segment.index = index.clone();
+                segment.compacted = true;
+            }
+        }
+        drop(replacing);
         self.disk.sync_dir(&directory).await?;
         write_index_files(&self.disk, &directory, &index).await?;
         self.disk.sync_dir(&directory).await?;
-        let mut state = self.shared.write_state();
-        if let Some(records_below) = records_below {
-            state.records_below_log_start = records_below;
-        }
-        if let Some(segment) = state.segments.get_mut(&base) {
-            // A fresh id: the cached descriptor (if any) is of the file replaced.
-            if let SegmentFile::Sealed(id) = segment.file {
-                descriptors::forget_sealed_file(id);
-            }
-            segment.file = SegmentFile::sealed();
-            segment.size_bytes = size;
-            segment.synced_bytes = size;
-            segment.index = index;
-            segment.compacted = true;
-        }
         Ok(true)
     }
 

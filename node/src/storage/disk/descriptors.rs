@@ -252,11 +252,6 @@ pub fn forget_sealed_file(id: u64) {
     sealed_files().entries.remove(&id);
 }
 
-/// Sealed segment files open in the cache now.
-pub fn sealed_files_open() -> usize {
-    sealed_files().entries.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
