@@ -2117,12 +2117,20 @@ enum TailDamage {
 /// in a whole final batch is neither, and cutting it would lose acknowledged records.
 /// Reads from `stop` to the next valid batch or the file's end, in `recovery_read_bytes`
 /// steps.
+///
+/// `recovery_point_known` is false when no valid checkpoint was found (deleted, or both
+/// slots damaged): then a lost sector followed by valid batches is not taken for a torn
+/// write, because those batches may have been synced and acknowledged long ago and zeroed
+/// sectors may be media damage; the partition goes offline rather than lose them (issue 11,
+/// data item 2). With a checkpoint, writes after its recovery point can have been in flight
+/// at the crash, and a sector of one lost while a later one survived is a torn tail.
 async fn damage_before_valid_batches<F: DiskFile>(
     file: &F,
     stop: u64,
     next_offset: i64,
     file_len: u64,
     config: &LogConfig,
+    recovery_point_known: bool,
 ) -> Result<Option<TailDamage>, DiskError> {
     let Some((resumes_at, resumes_offset)) =
         next_continuing_batch(file, stop, next_offset, file_len, config).await?
@@ -2149,7 +2157,7 @@ async fn damage_before_valid_batches<F: DiskFile>(
     let prefix = file.read_at(resumes_at, BATCH_HEADER_BYTES).await?;
     let zero_prefix = prefix.iter().take_while(|&&byte| byte == 0).count() as u64;
     let judged_end = resumes_at + zero_prefix;
-    if lost_write_between(file, stop, judged_end, config).await? {
+    if recovery_point_known && lost_write_between(file, stop, judged_end, config).await? {
         return Ok(None);
     }
     Ok(Some(TailDamage::BeforeValidBatches {
@@ -2522,8 +2530,15 @@ async fn recover_active_segment<D: Disk>(
         // Above the recovery point a stop may be a torn tail or damage to data that was
         // synced after the last checkpoint (or any data, if the checkpoint is gone). Only
         // an unfinished write may be cut.
-        if let Some(damage) =
-            damage_before_valid_batches(&file, valid_end, next_offset, file_len, config).await?
+        if let Some(damage) = damage_before_valid_batches(
+            &file,
+            valid_end,
+            next_offset,
+            file_len,
+            config,
+            checkpoint.sequence > 0,
+        )
+        .await?
         {
             return Err(tail_damage_error(
                 path,
@@ -3655,8 +3670,15 @@ async fn open_files_read_only<D: Disk>(
     if let Some((position, reason)) = &problem {
         // The normal open's rule (`recover_active_segment`): only an unfinished write may be
         // taken for a torn tail; damage to written data takes the partition offline.
-        if let Some(damage) =
-            damage_before_valid_batches(&file, valid_end, next_offset, file_len, config).await?
+        if let Some(damage) = damage_before_valid_batches(
+            &file,
+            valid_end,
+            next_offset,
+            file_len,
+            config,
+            checkpoint.sequence > 0,
+        )
+        .await?
         {
             return Err(tail_damage_error(
                 path,

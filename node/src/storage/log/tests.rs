@@ -758,7 +758,7 @@ fn failed_write_fences_the_log() {
         log.append(batch(0, 2, 0), AppendDurability::Synced)
             .await
             .unwrap();
-        disk.fail_next_write(libc::EIO);
+        disk.fail_next_write_to(".index", libc::EIO);
         assert!(matches!(
             log.append(batch(1, 2, 0), AppendDurability::Synced).await,
             Err(AppendError::Fenced { .. })
@@ -1019,6 +1019,39 @@ fn a_lost_sector_before_a_surviving_batch_is_a_torn_tail() {
             .unwrap();
         assert_eq!(log.high_watermark(), 6);
         assert_eq!(disk.contents(&segment).unwrap().len(), end);
+    });
+}
+
+// Goal: without a checkpoint, zeroed sectors followed by valid batches are not taken for a
+// torn write: with no recovery point, those batches may have been synced and acknowledged
+// long ago, and the zeros be media damage. The partition goes offline and nothing is cut
+// (before, the valid batches after the zeros were truncated with them).
+#[test]
+fn zeroed_sectors_before_valid_batches_without_a_checkpoint_are_damage() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(19);
+        let config = LogConfig::default();
+        synced_batches_then_crash(&disk, &config, 2).await;
+        let segment = PathBuf::from(DIR).join("00000000000000000000.log");
+        let end = disk.contents(&segment).unwrap().len();
+        let mut zeroed = stamped_batch(7, 120, 6);
+        let lost = (end / sim::disk::SECTOR_BYTES + 1) * sim::disk::SECTOR_BYTES - end;
+        zeroed[lost..lost + sim::disk::SECTOR_BYTES].fill(0);
+        zeroed.extend_from_slice(&stamped_batch(8, 2, 126));
+        assert!(disk.append_durable(&segment, &zeroed));
+        let length_before = disk.contents(&segment).unwrap().len();
+        disk.remove_file(&PathBuf::from(DIR).join("checkpoint"))
+            .await
+            .unwrap();
+        let opened = PartitionLog::open(disk.clone(), Path::new(DIR), config, clock()).await;
+        match opened {
+            Err(OpenError::Corrupt { reason, .. }) => {
+                assert!(reason.contains("valid batches follow"), "{reason}")
+            }
+            Err(other) => panic!("unexpected open error: {other}"),
+            Ok(_) => panic!("the damaged partition opened"),
+        }
+        assert_eq!(disk.contents(&segment).unwrap().len(), length_before);
     });
 }
 
@@ -2748,18 +2781,19 @@ fn the_verifier_racing_compaction_reports_no_false_damage() {
     });
 }
 
-// Goal: a read that looks a sealed segment up while compaction is between renaming the
-// compacted file over it and giving it its new id and index waits, then finds the id
-// changed and looks the segment up again: it reads the new file at the new index's
-// positions, never either file at the other's.
+// Goal: once compaction has renamed the compacted file over a segment, the segment already
+// has its new id and index (the gate is held from the rename to that update), so a read
+// in the middle of the replacement (directory sync and index files still pending) reads the
+// new file at the new index's positions, never either file at the other's.
 #[test]
-fn a_read_during_a_replacement_looks_the_segment_up_again() {
+fn a_read_during_a_replacement_reads_the_new_file_at_its_index() {
     runtime().block_on(async {
         let disk = SimDisk::new(10);
         let log = log_with_obsolete_records(&disk).await;
         let first = log.segment_infos()[0].base_offset;
         let path = PathBuf::from(DIR).join(segment::segment_file_name(first));
         let before = disk.contents(&path);
+        let old_id = log.shared.read_state().segments[&first].file;
         let compactor = log.clone();
         let compaction = tokio::spawn(async move {
             compactor
@@ -2768,12 +2802,12 @@ fn a_read_during_a_replacement_looks_the_segment_up_again() {
         });
         run_others_until(|| disk.contents(&path) != before).await;
         assert_ne!(disk.contents(&path), before, "the rename happened");
-        // The state still has the old id and index: the rename's directory sync is pending.
-        let old_id = log.shared.read_state().segments[&first].file;
+        // The segment has its new id and index as soon as the path names the new file, while
+        // the rename's directory sync and the index files are still pending.
+        assert_ne!(log.shared.read_state().segments[&first].file, old_id);
         let offset = first + 9;
         let read = log.read(offset, 1 << 20).await.unwrap();
         assert_valid_read_at(&read, offset);
-        assert_ne!(log.shared.read_state().segments[&first].file, old_id);
         let report = compaction.await.unwrap().unwrap();
         assert!(report.segments_rewritten > 0, "{report:?}");
         log.close().await.unwrap();
