@@ -1029,6 +1029,9 @@ impl<D: Disk> PartitionTask<D> {
                         break;
                     }
                     tracing::warn!(transform = %self.name, %message, "transform skips an input batch that does not decode");
+                    // Published at once too: the skip is reported even if this chunk's write
+                    // is dropped and redone.
+                    self.stats.set_error(message.clone());
                     output.last_error = Some(message);
                     next_position = batch_end;
                     continue;
