@@ -758,7 +758,7 @@ fn failed_write_fences_the_log() {
         log.append(batch(0, 2, 0), AppendDurability::Synced)
             .await
             .unwrap();
-        disk.fail_next_write_to(".index", libc::EIO);
+        disk.fail_next_write(libc::EIO);
         assert!(matches!(
             log.append(batch(1, 2, 0), AppendDurability::Synced).await,
             Err(AppendError::Fenced { .. })
