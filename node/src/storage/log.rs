@@ -2108,6 +2108,31 @@ enum TailDamage {
     InFinalBatch,
 }
 
+/// Damage below the recovery point: synced, acknowledged data. The same error for the
+/// writable and the read-only open.
+fn below_recovery_point_error(
+    path: PathBuf,
+    problem: Option<(u64, String)>,
+    valid_end: u64,
+    next_offset: i64,
+    durable_floor: u64,
+) -> OpenError {
+    let (position, reason) = problem.unwrap_or_else(|| {
+        (
+            valid_end,
+            "segment is shorter than its recovery point".into(),
+        )
+    });
+    OpenError::Corrupt {
+        path,
+        position,
+        reason: format!(
+            "{reason} (the batch that should start offset {next_offset}), below the \
+             recovery point {durable_floor}"
+        ),
+    }
+}
+
 /// Judges a stop at `stop` in the active segment, above the recovery point: `None` if it
 /// is a torn tail, else the damage no crash explains. A torn tail is what a crash leaves of
 /// an unfinished append: the file ends inside the batch (its size was not yet extended), or
@@ -2511,20 +2536,13 @@ async fn recover_active_segment<D: Disk>(
     )
     .await?;
     if valid_end < durable_floor {
-        let (position, reason) = problem.unwrap_or_else(|| {
-            (
-                valid_end,
-                "segment is shorter than its recovery point".into(),
-            )
-        });
-        return Err(OpenError::Corrupt {
+        return Err(below_recovery_point_error(
             path,
-            position,
-            reason: format!(
-                "{reason} (the batch that should start offset {next_offset}), below the \
-                 recovery point {durable_floor}"
-            ),
-        });
+            problem,
+            valid_end,
+            next_offset,
+            durable_floor,
+        ));
     }
     if let Some((position, reason)) = &problem {
         // Above the recovery point a stop may be a torn tail or damage to data that was
@@ -3652,20 +3670,13 @@ async fn open_files_read_only<D: Disk>(
     )
     .await?;
     if valid_end < durable_floor {
-        let (position, reason) = problem.unwrap_or_else(|| {
-            (
-                valid_end,
-                "segment is shorter than its recovery point".into(),
-            )
-        });
-        return Err(OpenError::Corrupt {
+        return Err(below_recovery_point_error(
             path,
-            position,
-            reason: format!(
-                "{reason} (the batch that should start offset {next_offset}), below the \
-                 recovery point {durable_floor}"
-            ),
-        });
+            problem,
+            valid_end,
+            next_offset,
+            durable_floor,
+        ));
     }
     if let Some((position, reason)) = &problem {
         // The normal open's rule (`recover_active_segment`): only an unfinished write may be
