@@ -7,6 +7,7 @@ mod damage;
 mod group_bench;
 mod groups;
 mod groups_more;
+mod in_flight;
 mod node;
 mod process;
 mod produce_validation;

@@ -3,10 +3,16 @@
 //!
 //! Limits, all configurable: connections (beyond it a connection attempt is refused),
 //! requests in flight per connection (QUIC's stream limit, so a client that opens thousands
-//! of streams is held back by flow control rather than served out of memory), and frame
-//! size (a larger request is answered `FrameTooLarge` and its stream stopped). A frame that
-//! does not decode is answered `InvalidRequest` (or `UnknownApiKey`, `UnsupportedVersion`)
-//! on its own stream; the connection and every other client carry on.
+//! of streams is held back by flow control rather than served out of memory), frame size (a
+//! larger request is answered `FrameTooLarge` and its stream stopped), QUIC's receive and
+//! send windows, and the bytes of requests and responses in flight, for the node and per
+//! connection ([`super::budget`]). A frame that does not decode is answered `InvalidRequest`
+//! (or `UnknownApiKey`, `UnsupportedVersion`) on its own stream; the connection and every
+//! other client carry on.
+//!
+//! Memory held for clients is then bounded by `in_flight_bytes_max` (frames being read and
+//! processed, responses until the client acknowledged them) plus what quinn buffers, at most
+//! `connections_max` x (`quic_connection_receive_window_bytes` + `quic_send_window_bytes`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,9 +20,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ledge_protocol::wire::{self, ErrorCode, Response};
+use ledge_protocol::wire::{self, ErrorCode, Request, Response};
 use tokio::sync::{Semaphore, watch};
 
+use super::budget::{
+    BudgetError, ConnectionBudget, IN_FLIGHT_BYTES_MAX_DEFAULT,
+    IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT, InFlightBudget, Reservation,
+};
 use super::tls::ServerTls;
 use crate::broker::Broker;
 use crate::storage::Disk;
@@ -36,6 +46,19 @@ pub struct TransportLimits {
     pub udp_buffer_bytes: usize,
     /// How long a graceful shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Most bytes of requests and responses in flight in the whole node (a request's frame
+    /// from its first byte read, its response until the client acknowledged it).
+    pub in_flight_bytes_max: u64,
+    /// Most of those bytes one connection may hold, so that a client that never reads its
+    /// answers cannot starve the others.
+    pub in_flight_bytes_per_connection_max: u64,
+    /// QUIC flow-control window of one request stream: how much of a frame the client may
+    /// send before the node has read it.
+    pub quic_stream_receive_window_bytes: u32,
+    /// QUIC flow-control window of a whole connection, over all its streams.
+    pub quic_connection_receive_window_bytes: u32,
+    /// Most response bytes quinn buffers per connection before the client acknowledges them.
+    pub quic_send_window_bytes: u32,
 }
 
 impl Default for TransportLimits {
@@ -47,6 +70,11 @@ impl Default for TransportLimits {
             idle_timeout: Duration::from_secs(60),
             udp_buffer_bytes: 4 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            in_flight_bytes_max: IN_FLIGHT_BYTES_MAX_DEFAULT,
+            in_flight_bytes_per_connection_max: IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT,
+            quic_stream_receive_window_bytes: 8 * 1024 * 1024,
+            quic_connection_receive_window_bytes: 32 * 1024 * 1024,
+            quic_send_window_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -125,6 +153,10 @@ impl QuicServer {
     /// period for requests in flight, and closes every connection.
     pub async fn serve<D: Disk>(self, broker: Arc<Broker<D>>, mut shutdown: watch::Receiver<bool>) {
         let connections = Arc::new(Semaphore::new(self.limits.connections_max));
+        let budget = InFlightBudget::new(
+            self.limits.in_flight_bytes_max,
+            self.limits.in_flight_bytes_per_connection_max,
+        );
         let in_flight = Arc::new(AtomicUsize::new(0));
         let limits = Arc::new(self.limits.clone());
         loop {
@@ -142,6 +174,7 @@ impl QuicServer {
             let in_flight = Arc::clone(&in_flight);
             let limits = Arc::clone(&limits);
             let shutdown = shutdown.clone();
+            let budget = budget.connection();
             tokio::spawn(async move {
                 let _permit = permit;
                 let connection = match incoming.await {
@@ -151,7 +184,7 @@ impl QuicServer {
                         return;
                     }
                 };
-                serve_connection(connection, broker, in_flight, limits, shutdown).await;
+                serve_connection(connection, broker, in_flight, limits, budget, shutdown).await;
             });
         }
         // Graceful: no new connections or streams; let requests in flight finish.
@@ -210,9 +243,9 @@ pub fn server_config(
         .max_concurrent_bidi_streams(limits.requests_in_flight_per_connection_max.into())
         .max_concurrent_uni_streams(0u8.into())
         .max_idle_timeout(limits.idle_timeout.try_into().ok())
-        .stream_receive_window((8u32 * 1024 * 1024).into())
-        .receive_window((32u32 * 1024 * 1024).into())
-        .send_window(32 * 1024 * 1024);
+        .stream_receive_window(limits.quic_stream_receive_window_bytes.into())
+        .receive_window(limits.quic_connection_receive_window_bytes.into())
+        .send_window(limits.quic_send_window_bytes.into());
     server_config.transport_config(Arc::new(transport));
     Ok(server_config)
 }
@@ -260,6 +293,7 @@ async fn serve_connection<D: Disk>(
     broker: Arc<Broker<D>>,
     in_flight: Arc<AtomicUsize>,
     limits: Arc<TransportLimits>,
+    budget: ConnectionBudget,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -291,46 +325,69 @@ async fn serve_connection<D: Disk>(
         let broker = Arc::clone(&broker);
         let in_flight = Arc::clone(&in_flight);
         let limits = Arc::clone(&limits);
+        let budget = budget.clone();
         tokio::spawn(async move {
-            serve_stream(send, receive, &broker, &limits).await;
+            let answered = serve_stream(send, receive, &broker, &limits, &budget).await;
             in_flight.fetch_sub(1, Ordering::SeqCst);
+            // The answer's bytes stay counted until the client has acknowledged them: quinn
+            // holds them until then, and a client that never reads keeps them there.
+            if let Some((send, reservation)) = answered {
+                let _ = send.stopped().await;
+                drop(reservation);
+            }
         });
     }
 }
 
+/// What a request stream reserves before its first byte is read: most requests are smaller,
+/// so one reservation covers them whole, and a stream that sends nothing holds little.
+const REQUEST_FIRST_BYTES: usize = 16 * 1024;
+
+/// Reads, answers and writes one request; returns the stream and the reservation that
+/// covers the answer, to be held until the client has acknowledged it.
 async fn serve_stream<D: Disk>(
     mut send: quinn::SendStream,
     mut receive: quinn::RecvStream,
     broker: &Broker<D>,
     limits: &TransportLimits,
-) {
-    let frame = match receive.read_to_end(limits.frame_bytes_max as usize).await {
-        Ok(frame) => Bytes::from(frame),
-        Err(quinn::ReadToEndError::TooLong) => {
+    budget: &ConnectionBudget,
+) -> Option<(quinn::SendStream, Reservation)> {
+    let frame = match read_frame(&mut receive, limits, budget).await {
+        Ok(frame) => frame,
+        Err(ReadFrameError::Refused { code, message }) => {
             let _ = receive.stop(0u32.into());
-            let message = format!(
-                "request frame exceeds limits.frame_bytes_max ({} bytes)",
-                limits.frame_bytes_max
-            );
             respond(
                 &mut send,
-                vec![wire::encode_error_response(
-                    0,
-                    ErrorCode::FrameTooLarge,
-                    &message,
-                )],
+                vec![wire::encode_error_response(0, code, &message)],
             )
             .await;
-            return;
+            return None;
         }
-        Err(error) => {
+        Err(ReadFrameError::Stream(error)) => {
             tracing::debug!(%error, "request stream failed before its end");
-            return;
+            return None;
         }
     };
+    let (frame, mut reservation) = frame;
     let reply = match wire::decode_request(frame) {
         Ok((header, request)) => {
-            let response = match broker.handle(request).await {
+            // A fetch's answer is reserved before it is read from disk, so that unread
+            // answers cannot pile up beyond the budget while they are being built.
+            let answer_bytes_expected = answer_bytes_expected(&request, limits);
+            if answer_bytes_expected > reservation.bytes()
+                && let Err(error) = reservation.resize(answer_bytes_expected)
+            {
+                tracing::debug!(%error, answer_bytes_expected, "request refused: bytes in flight");
+                let message = format!("the answer may take {answer_bytes_expected} bytes: {error}");
+                let reply = vec![wire::encode_error_response(
+                    header.correlation_id,
+                    budget_error_code(&error),
+                    &message,
+                )];
+                respond(&mut send, reply).await;
+                return Some((send, reservation));
+            }
+            let response = match broker.handle_from(&header.client_id, request).await {
                 Response::ApiVersions(mut versions) => {
                     versions.frame_bytes_max = limits.frame_bytes_max;
                     Response::ApiVersions(versions)
@@ -338,7 +395,21 @@ async fn serve_stream<D: Disk>(
                 other => other,
             };
             // Record batches go out as their own chunks, straight from the read buffers.
-            wire::encode_response_frame(header.correlation_id, &response).into_chunks()
+            let chunks =
+                wire::encode_response_frame(header.correlation_id, &response).into_chunks();
+            // The request's frame is gone now; the reservation covers the answer instead.
+            let answer_bytes = chunks.iter().map(Bytes::len).sum();
+            match reservation.resize(answer_bytes) {
+                Ok(()) => chunks,
+                Err(error) => {
+                    tracing::debug!(%error, answer_bytes, "answer refused: bytes in flight");
+                    vec![wire::encode_error_response(
+                        header.correlation_id,
+                        budget_error_code(&error),
+                        &format!("the answer ({answer_bytes} bytes) was dropped: {error}"),
+                    )]
+                }
+            }
         }
         Err(error) => {
             tracing::debug!(%error, "refused a request frame");
@@ -354,6 +425,92 @@ async fn serve_stream<D: Disk>(
         }
     };
     respond(&mut send, reply).await;
+    Some((send, reservation))
+}
+
+enum ReadFrameError {
+    /// Answer this and stop the stream.
+    Refused { code: ErrorCode, message: String },
+    /// The stream failed (reset, connection lost): nothing to answer.
+    Stream(quinn::ReadError),
+}
+
+/// Reads a request frame to its stream's end, holding a reservation for every byte before
+/// it is read (the frame has no length prefix: its size is only known at the end). The
+/// buffer grows by doubling, and the reservation with it, so the reservation covers the
+/// buffer's whole allocation and a frame is copied O(log n) times.
+async fn read_frame(
+    receive: &mut quinn::RecvStream,
+    limits: &TransportLimits,
+    budget: &ConnectionBudget,
+) -> Result<(Bytes, Reservation), ReadFrameError> {
+    // One byte past the limit tells a frame of exactly `frame_bytes_max` from a longer one.
+    let capacity_max = limits.frame_bytes_max as usize + 1;
+    let refused = |error: BudgetError| ReadFrameError::Refused {
+        code: budget_error_code(&error),
+        message: format!("request frame refused: {error}"),
+    };
+    let mut reservation = budget
+        .reserve(REQUEST_FIRST_BYTES.min(capacity_max))
+        .await
+        .map_err(refused)?;
+    let mut frame = Vec::with_capacity(reservation.bytes());
+    loop {
+        if frame.len() == reservation.bytes() {
+            // Doubling, but never past what one reservation may hold: a frame between the
+            // last power of two and the limit must still fit.
+            let held = reservation.bytes();
+            let grown = (held * 2)
+                .min(capacity_max)
+                .min(budget.reservation_bytes_max())
+                .max(held + 1);
+            reservation.resize(grown).map_err(refused)?;
+            frame.reserve_exact(grown - frame.len());
+        }
+        let room = reservation.bytes() - frame.len();
+        match receive.read_chunk(room, true).await {
+            Ok(Some(chunk)) => frame.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Ok((Bytes::from(frame), reservation)),
+            Err(error) => return Err(ReadFrameError::Stream(error)),
+        }
+        if frame.len() > limits.frame_bytes_max as usize {
+            return Err(ReadFrameError::Refused {
+                code: ErrorCode::FrameTooLarge,
+                message: format!(
+                    "request frame exceeds limits.frame_bytes_max ({} bytes)",
+                    limits.frame_bytes_max
+                ),
+            });
+        }
+    }
+}
+
+/// The most bytes `request`'s answer can take, where that may be large (a fetch: its own
+/// limits, and at most a frame); 0 for requests whose answers are small, which are counted
+/// once built.
+fn answer_bytes_expected(request: &Request, limits: &TransportLimits) -> usize {
+    let Request::Fetch(fetch) = request else {
+        return 0;
+    };
+    let partitions: u64 = fetch
+        .topics
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .map(|partition| u64::from(partition.partition_max_bytes))
+        .sum();
+    let bytes = partitions
+        .min(u64::from(fetch.max_bytes))
+        .min(u64::from(limits.frame_bytes_max));
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+/// The wire code for a refusal by the budget: a request or answer that can never fit is too
+/// large; one that finds the budget spent by others may be retried.
+fn budget_error_code(error: &BudgetError) -> ErrorCode {
+    match error {
+        BudgetError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+        BudgetError::Exhausted { .. } => ErrorCode::TooManyRequests,
+    }
 }
 
 async fn respond(send: &mut quinn::SendStream, mut reply: Vec<Bytes>) {
