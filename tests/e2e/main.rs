@@ -4,7 +4,6 @@
 mod broker_metadata;
 mod cli;
 mod damage;
-mod group_bench;
 mod groups;
 mod groups_more;
 mod in_flight;

@@ -20,6 +20,8 @@ pub mod durable;
 pub mod lock;
 mod std_fs;
 mod uring;
+#[cfg(test)]
+pub(crate) mod uring_in_tests;
 
 use std::future::Future;
 use std::io;
