@@ -168,6 +168,20 @@ fn a_client_over_its_share_is_refused_while_another_is_served() {
             header.message
         );
 
+        // A frame of exactly the share is read whole (and refused only for not decoding),
+        // and ApiVersions reports the share as the largest frame this connection can send.
+        let exact = vec![0u8; SHARE_BYTES as usize];
+        let bytes = other.exchange(Bytes::from(exact)).await.unwrap();
+        let (header, _) = decode_response(ApiKey::Metadata, Bytes::from(bytes)).unwrap();
+        assert_eq!(header.error, ErrorCode::InvalidRequest, "{}", header.message);
+        let (_, versions) = other
+            .request(&Request::ApiVersions(ApiVersionsRequest::default()))
+            .await;
+        let Some(Response::ApiVersions(versions)) = versions else {
+            panic!("no ApiVersions answer")
+        };
+        assert_eq!(u64::from(versions.frame_bytes_max), SHARE_BYTES);
+
         // Nothing was lost: the greedy client's answers are whole once it reads them, and
         // its refused fetches succeed when retried.
         for (_send, mut receive, header) in answered {

@@ -389,7 +389,10 @@ async fn serve_stream<D: Disk>(
             }
             let response = match broker.handle_from(&header.client_id, request).await {
                 Response::ApiVersions(mut versions) => {
-                    versions.frame_bytes_max = limits.frame_bytes_max;
+                    // The largest frame this connection can send: a frame over its share of
+                    // bytes in flight is refused however large `frame_bytes_max` is.
+                    let share = u32::try_from(budget.reservation_bytes_max()).unwrap_or(u32::MAX);
+                    versions.frame_bytes_max = limits.frame_bytes_max.min(share);
                     Response::ApiVersions(versions)
                 }
                 other => other,
@@ -444,36 +447,36 @@ async fn read_frame(
     limits: &TransportLimits,
     budget: &ConnectionBudget,
 ) -> Result<(Bytes, Reservation), ReadFrameError> {
-    // One byte past the limit tells a frame of exactly `frame_bytes_max` from a longer one.
-    let capacity_max = limits.frame_bytes_max as usize + 1;
+    let frame_bytes_max = limits.frame_bytes_max as usize;
+    let reservation_bytes_max = frame_bytes_max.min(budget.reservation_bytes_max());
     let refused = |error: BudgetError| ReadFrameError::Refused {
         code: budget_error_code(&error),
         message: format!("request frame refused: {error}"),
     };
     let mut reservation = budget
-        .reserve(REQUEST_FIRST_BYTES.min(capacity_max))
+        .reserve(REQUEST_FIRST_BYTES.min(reservation_bytes_max))
         .await
         .map_err(refused)?;
     let mut frame = Vec::with_capacity(reservation.bytes());
     loop {
-        if frame.len() == reservation.bytes() {
+        let held = reservation.bytes();
+        if frame.len() == held && held < reservation_bytes_max {
             // Doubling, but never past what one reservation may hold: a frame between the
             // last power of two and the limit must still fit.
-            let held = reservation.bytes();
-            let grown = (held * 2)
-                .min(capacity_max)
-                .min(budget.reservation_bytes_max())
-                .max(held + 1);
+            let grown = (held * 2).clamp(1, reservation_bytes_max);
             reservation.resize(grown).map_err(refused)?;
             frame.reserve_exact(grown - frame.len());
         }
         let room = reservation.bytes() - frame.len();
-        match receive.read_chunk(room, true).await {
-            Ok(Some(chunk)) => frame.extend_from_slice(&chunk.bytes),
+        // With the reservation full, one more byte tells a frame that ends here from one
+        // that would not fit.
+        let chunk = match receive.read_chunk(room.max(1), true).await {
+            Ok(Some(chunk)) => chunk.bytes,
             Ok(None) => return Ok((Bytes::from(frame), reservation)),
             Err(error) => return Err(ReadFrameError::Stream(error)),
-        }
-        if frame.len() > limits.frame_bytes_max as usize {
+        };
+        let length = frame.len() + chunk.len();
+        if length > frame_bytes_max {
             return Err(ReadFrameError::Refused {
                 code: ErrorCode::FrameTooLarge,
                 message: format!(
@@ -482,6 +485,11 @@ async fn read_frame(
                 ),
             });
         }
+        if length > reservation.bytes() {
+            // Past the most one reservation may hold: refused, naming the limit.
+            reservation.resize(length).map_err(refused)?;
+        }
+        frame.extend_from_slice(&chunk);
     }
 }
 
