@@ -173,7 +173,12 @@ fn a_client_over_its_share_is_refused_while_another_is_served() {
         let exact = vec![0u8; SHARE_BYTES as usize];
         let bytes = other.exchange(Bytes::from(exact)).await.unwrap();
         let (header, _) = decode_response(ApiKey::Metadata, Bytes::from(bytes)).unwrap();
-        assert_eq!(header.error, ErrorCode::InvalidRequest, "{}", header.message);
+        assert_eq!(
+            header.error,
+            ErrorCode::InvalidRequest,
+            "{}",
+            header.message
+        );
         let (_, versions) = other
             .request(&Request::ApiVersions(ApiVersionsRequest::default()))
             .await;

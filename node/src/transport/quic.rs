@@ -16,7 +16,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -157,7 +156,8 @@ impl QuicServer {
             self.limits.in_flight_bytes_max,
             self.limits.in_flight_bytes_per_connection_max,
         );
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        // Requests being served; shutdown waits for it to reach 0 (a watch, so nothing polls).
+        let in_flight = Arc::new(watch::Sender::new(0usize));
         let limits = Arc::new(self.limits.clone());
         loop {
             let incoming = tokio::select! {
@@ -190,14 +190,31 @@ impl QuicServer {
         // Graceful: no new connections or streams; let requests in flight finish.
         self.endpoint.set_server_config(None);
         let clock = broker.clock();
-        let deadline = crate::clock::deadline_after(clock.now(), self.limits.shutdown_grace);
-        while in_flight.load(Ordering::SeqCst) > 0 && clock.now() < deadline {
-            crate::clock::sleep(&*clock, Duration::from_millis(10)).await;
+        let unfinished = wait_for_requests(&*clock, self.limits.shutdown_grace, &in_flight).await;
+        if unfinished > 0 {
+            tracing::warn!(
+                requests = unfinished,
+                grace_ms = self.limits.shutdown_grace.as_millis(),
+                "shutdown grace over; closing connections with requests unanswered"
+            );
         }
         self.endpoint.close(0u32.into(), b"node shutting down");
         let _ =
             crate::clock::timeout(&*clock, Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
+}
+
+/// Waits until no request is in flight or `grace` has passed on `clock`; returns how many
+/// requests were still in flight (0 when they all finished).
+async fn wait_for_requests(
+    clock: &dyn crate::clock::Clock,
+    grace: Duration,
+    in_flight: &watch::Sender<usize>,
+) -> usize {
+    let mut requests = in_flight.subscribe();
+    let drained = requests.wait_for(|count| *count == 0);
+    let _ = crate::clock::timeout(clock, grace, drained).await;
+    *in_flight.borrow()
 }
 
 /// Binds the listener's UDP socket (with enlarged buffers: loopback drops datagrams at full
@@ -293,7 +310,7 @@ pub fn load_or_create_reset_key(
 async fn serve_connection<D: Disk>(
     connection: quinn::Connection,
     broker: Arc<Broker<D>>,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<watch::Sender<usize>>,
     limits: Arc<TransportLimits>,
     budget: ConnectionBudget,
     mut shutdown: watch::Receiver<bool>,
@@ -323,14 +340,14 @@ async fn serve_connection<D: Disk>(
                 return;
             }
         };
-        in_flight.fetch_add(1, Ordering::SeqCst);
+        in_flight.send_modify(|count| *count += 1);
         let broker = Arc::clone(&broker);
         let in_flight = Arc::clone(&in_flight);
         let limits = Arc::clone(&limits);
         let budget = budget.clone();
         tokio::spawn(async move {
             let answered = serve_stream(send, receive, &broker, &limits, &budget).await;
-            in_flight.fetch_sub(1, Ordering::SeqCst);
+            in_flight.send_modify(|count| *count -= 1);
             // The answer's bytes stay counted until the client has acknowledged them: quinn
             // holds them until then, and a client that never reads keeps them there.
             if let Some((send, reservation)) = answered {
@@ -529,3 +546,6 @@ async fn respond(send: &mut quinn::SendStream, mut reply: Vec<Bytes>) {
         let _ = send.finish();
     }
 }
+
+#[cfg(test)]
+mod tests;
