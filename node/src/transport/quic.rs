@@ -11,8 +11,9 @@
 //! other client carry on.
 //!
 //! Memory held for clients is then bounded by `in_flight_bytes_max` (frames being read and
-//! processed, responses until the client acknowledged them) plus what quinn buffers, at most
-//! `connections_max` x (`quic_connection_receive_window_bytes` + `quic_send_window_bytes`).
+//! processed, answers until the client acknowledged them, including while quinn holds them)
+//! plus request bytes quinn has received and the node not yet read, at most
+//! `connections_max` x `quic_connection_receive_window_bytes`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
