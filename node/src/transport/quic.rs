@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ledge_protocol::wire::{self, ErrorCode, Request, Response};
+use ledge_protocol::wire::{self, ApiKey, ErrorCode, Request, Response};
 use tokio::sync::{Semaphore, watch};
 
 use super::budget::{
@@ -407,6 +407,7 @@ async fn serve_stream<D: Disk>(
                 respond(&mut send, reply).await;
                 return Some((send, reservation));
             }
+            let api = request.api_key();
             let response = match broker.handle_from(&header.client_id, request).await {
                 Response::ApiVersions(mut versions) => {
                     // The largest frame this connection can send: a frame over its share of
@@ -424,13 +425,21 @@ async fn serve_stream<D: Disk>(
             let answer_bytes = chunks.iter().map(Bytes::len).sum();
             match reservation.resize(answer_bytes) {
                 Ok(()) => chunks,
-                Err(error) => {
+                Err(error) if answer_may_be_dropped(api) => {
                     tracing::debug!(%error, answer_bytes, "answer refused: bytes in flight");
                     vec![wire::encode_error_response(
                         header.correlation_id,
                         budget_error_code(&error),
                         &format!("the answer ({answer_bytes} bytes) was dropped: {error}"),
                     )]
+                }
+                Err(error) => {
+                    // The request changed something: a retriable refusal would invite a
+                    // retry that finds it done (or, without idempotence, does it twice). Its
+                    // answer goes out over the budget; such answers are small, and the
+                    // reservation already covers at least `REQUEST_FIRST_BYTES` of it.
+                    tracing::debug!(%error, answer_bytes, ?api, "answer sent over the bytes-in-flight budget");
+                    chunks
                 }
             }
         }
@@ -530,6 +539,35 @@ fn answer_bytes_expected(request: &Request, limits: &TransportLimits) -> usize {
         .min(u64::from(fetch.max_bytes))
         .min(u64::from(limits.frame_bytes_max));
     usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+/// Whether an answer that does not fit in the budget may be dropped and the request refused
+/// as retriable: only for requests that change nothing, so a retry is always safe.
+fn answer_may_be_dropped(api: ApiKey) -> bool {
+    match api {
+        ApiKey::ApiVersions
+        | ApiKey::Metadata
+        | ApiKey::DescribeConfigs
+        | ApiKey::Fetch
+        | ApiKey::ListOffsets
+        | ApiKey::OffsetFetch
+        | ApiKey::ListGroups
+        | ApiKey::DescribeGroups
+        | ApiKey::ListModules
+        | ApiKey::DescribeTransforms => true,
+        ApiKey::CreateTopics
+        | ApiKey::DeleteTopics
+        | ApiKey::AlterConfigs
+        | ApiKey::InitProducerId
+        | ApiKey::Produce
+        | ApiKey::ConsumerGroupHeartbeat
+        | ApiKey::OffsetCommit
+        | ApiKey::DeleteGroups
+        | ApiKey::UploadModule
+        | ApiKey::DeleteModule
+        | ApiKey::DeployTransform
+        | ApiKey::AlterTransform => false,
+    }
 }
 
 /// The wire code for a refusal by the budget: a request or answer that can never fit is too
