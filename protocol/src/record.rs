@@ -26,7 +26,7 @@ use crate::batch::{
     NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, TimestampType,
     crc_of, validate_batch,
 };
-use crate::compression::{self, DecompressError};
+use crate::compression::{self, CompressError, DecompressError};
 use crate::varint::{self, VarintError};
 
 /// The smallest possible record: seven one-byte fields (length, attributes, timestamp delta,
@@ -119,6 +119,13 @@ pub enum EncodeError {
         compression: Compression,
         /// The codec's error.
         source: io::Error,
+    },
+    /// This build of `ledge-protocol` has no such codec: its cargo feature (`gzip`, `snappy`,
+    /// `lz4`, `zstd`, or all under `compression`) is off. Send uncompressed, or enable it.
+    #[error("{compression:?} codec not built in (ledge-protocol built without its feature)")]
+    CodecNotBuiltIn {
+        /// The codec asked for.
+        compression: Compression,
     },
     /// A key, value, header or the record as a whole exceeds `i32::MAX` bytes (or headers in
     /// number). Make it smaller.
@@ -229,9 +236,14 @@ fn encode_batch_spanning(
         let mut plain = Vec::new();
         encode_records(&mut plain, records, offset_deltas, base_timestamp)?;
         compression::compress(options.compression, &plain, options.zstd_level, &mut batch)
-            .map_err(|source| EncodeError::Compression {
-                compression: options.compression,
-                source,
+            .map_err(|error| match error {
+                CompressError::Codec(source) => EncodeError::Compression {
+                    compression: options.compression,
+                    source,
+                },
+                CompressError::NotBuiltIn => EncodeError::CodecNotBuiltIn {
+                    compression: options.compression,
+                },
             })?;
     }
 
@@ -417,6 +429,14 @@ pub enum DecodeError {
         compression: Compression,
         /// The codec's error.
         source: io::Error,
+    },
+    /// The batch is compressed with a codec this build of `ledge-protocol` lacks (its cargo
+    /// feature is off, as in the WASM guest SDK). The batch may be fine; this reader cannot
+    /// open it.
+    #[error("{compression:?} codec not built in (ledge-protocol built without its feature)")]
+    CodecNotBuiltIn {
+        /// The batch's codec.
+        compression: Compression,
     },
     /// The records decompress to more than `decompressed_bytes_max`. Reject the batch, or
     /// raise the limit if the producer is trusted.
@@ -752,6 +772,7 @@ fn decompress_error(error: DecompressError, compression: Compression, limit: usi
             compression,
             source,
         },
+        DecompressError::NotBuiltIn => DecodeError::CodecNotBuiltIn { compression },
     }
 }
 
