@@ -697,10 +697,13 @@ impl NodeConfig {
                 .kind
                 .parse()
                 .map_err(|error| ConfigError(format!("{place}: kind: {error}")))?;
-            let on_error = transform
-                .on_error
-                .parse()
-                .map_err(|error| ConfigError(format!("{place}: {error}")))?;
+            // Left out, the key means the default policy (dead-letter).
+            let on_error = match transform.on_error.as_str() {
+                "" => OnError::default(),
+                name => name
+                    .parse()
+                    .map_err(|error| ConfigError(format!("{place}: {error}")))?,
+            };
             validate_topic_name(&transform.input)
                 .map_err(|error| ConfigError(format!("{place}: input: {error}")))?;
             let mut params = BTreeMap::new();

@@ -1,98 +1,18 @@
 //! The host side of the plug-in ABI (docs/WASM-ABI.md): building input batches and
 //! parameter blocks, and reading a guest's output back. Pure; no wasmtime here.
 //!
+//! The ABI's numbers and shared layouts (version, input header, tags, [`PluginKind`]) live in
+//! `ledge_protocol::wasm_abi`, which the guest SDK links too; this file is what only the host
+//! does with them.
+//!
 //! Nothing the guest returns is trusted: every count and length is checked against the
 //! bytes that remain, tags are checked against what the module's kind may return, and an
 //! output that does not parse is [`AbiError`] ("garbage"), which fails the batch like a trap.
 
-use std::fmt;
-use std::str::FromStr;
-
 use bytes::Bytes;
 use ledge_protocol::Header;
-
-/// The ABI version a module's `ledge_abi_version` must return.
-pub const ABI_VERSION: i32 = 1;
-
-/// Bytes of the input header before the records.
-pub const INPUT_HEADER_BYTES: usize = 4 + 4 + 4 + 8 + 8;
-
-/// What a module does with records; each kind has its own export.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PluginKind {
-    /// Keeps or drops each record.
-    Filter,
-    /// Replaces each record with exactly one record.
-    Map,
-    /// Drops a record or replaces it with one record.
-    FilterMap,
-    /// Replaces each record with zero or more records.
-    FlatMap,
-    /// Picks each record's partition.
-    Partitioner,
-}
-
-impl PluginKind {
-    /// Every kind.
-    pub const ALL: [Self; 5] = [
-        Self::Filter,
-        Self::Map,
-        Self::FilterMap,
-        Self::FlatMap,
-        Self::Partitioner,
-    ];
-
-    /// The export that processes a batch for this kind.
-    pub fn export_name(self) -> &'static str {
-        match self {
-            Self::Filter => "ledge_filter",
-            Self::Map => "ledge_map",
-            Self::FilterMap => "ledge_filter_map",
-            Self::FlatMap => "ledge_flat_map",
-            Self::Partitioner => "ledge_partitioner",
-        }
-    }
-
-    /// The name used in configs, the CLI and the protocol.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Filter => "filter",
-            Self::Map => "map",
-            Self::FilterMap => "filter_map",
-            Self::FlatMap => "flat_map",
-            Self::Partitioner => "partitioner",
-        }
-    }
-
-    /// Whether records of this kind keep a one-to-one relation to their input (so the
-    /// output can keep the input's offsets, as a fetch needs).
-    pub fn preserves_offsets(self) -> bool {
-        matches!(self, Self::Filter | Self::Map | Self::FilterMap)
-    }
-}
-
-impl fmt::Display for PluginKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PluginKind {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let wanted = text.replace('-', "_");
-        Self::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == wanted)
-            .ok_or_else(|| {
-                format!(
-                    "unknown plug-in kind {text:?}; expected one of filter, map, filter_map, flat_map, partitioner"
-                )
-            })
-    }
-}
+pub use ledge_protocol::wasm_abi::{ABI_VERSION, INPUT_HEADER_BYTES, PluginKind};
+use ledge_protocol::wasm_abi::{TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION, TAG_RECORDS};
 
 /// Output that breaks the ABI: the batch fails as if the module had trapped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -116,16 +36,20 @@ pub struct InputHeader {
     pub base_timestamp: i64,
 }
 
-/// Writes an input batch: the header, then `records` (a Kafka v2 records region holding
+/// Writes an input batch: the header (its layout is `ledge_protocol::wasm_abi::InputHeader`,
+/// the one the guest SDK reads), then `records` (a Kafka v2 records region holding
 /// `record_count` records) as is.
 pub fn encode_input(header: &InputHeader, record_count: u32, records: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.reserve(INPUT_HEADER_BYTES + records.len());
-    out.extend_from_slice(&record_count.to_le_bytes());
-    out.extend_from_slice(&header.partition.to_le_bytes());
-    out.extend_from_slice(&header.partition_count.to_le_bytes());
-    out.extend_from_slice(&header.base_offset.to_le_bytes());
-    out.extend_from_slice(&header.base_timestamp.to_le_bytes());
+    let header = ledge_protocol::wasm_abi::InputHeader {
+        record_count,
+        partition: header.partition,
+        partition_count: header.partition_count,
+        base_offset: header.base_offset,
+        base_timestamp: header.base_timestamp,
+    };
+    out.extend_from_slice(&header.to_bytes());
     out.extend_from_slice(records);
 }
 
@@ -208,12 +132,6 @@ pub enum Outcome {
     /// Goes to this partition.
     Partition(u32),
 }
-
-const TAG_KEEP: u8 = 0;
-const TAG_DROP: u8 = 1;
-const TAG_ERROR: u8 = 2;
-const TAG_RECORDS: u8 = 3;
-const TAG_PARTITION: u8 = 4;
 
 struct OutputReader {
     bytes: Bytes,
@@ -574,6 +492,62 @@ pub(crate) mod tests {
             PluginKind::FlatMap
         );
         assert!("reduce".parse::<PluginKind>().is_err());
+    }
+
+    // Goal: metadata.json keeps kinds and error policies by name, as data directories written
+    // before kinds had wire numbers store them, so those directories still load; and what the
+    // node writes now reads back the same way. Method: a metadata.json fragment in the old
+    // form, every kind and policy.
+    #[test]
+    fn metadata_json_stores_kinds_and_policies_by_name() {
+        use crate::broker::metadata::StoredMetadata;
+        use ledge_protocol::OnError;
+
+        let hash = "ab".repeat(32);
+        let module = |kind: &str| {
+            format!(
+                r#"{{"hash": "{hash}", "kind": "{kind}", "size_bytes": 8, "params": {{}}, "uploaded_ms": 1}}"#
+            )
+        };
+        let modules: Vec<String> = PluginKind::ALL
+            .iter()
+            .map(|kind| format!(r#""{kind}": {}"#, module(kind.as_str())))
+            .collect();
+        let transforms: Vec<String> = OnError::ALL
+            .iter()
+            .map(|policy| {
+                format!(
+                    r#""t-{policy}": {{"module": {}, "input": "in", "output": "out",
+                        "dead_letter_topic": "dl", "on_error": "{policy}", "version": 1,
+                        "stopped": null}}"#,
+                    module("flat_map")
+                )
+            })
+            .collect();
+        let text = format!(
+            r#"{{"version": 1, "topics": {{}}, "producer_ids_reserved_until": 1000,
+                "modules": {{{}}}, "transforms": {{{}}}}}"#,
+            modules.join(","),
+            transforms.join(",")
+        );
+        let metadata: StoredMetadata = serde_json::from_str(&text).unwrap();
+        for kind in PluginKind::ALL {
+            assert_eq!(metadata.modules[kind.as_str()].kind, kind);
+        }
+        for policy in OnError::ALL {
+            let transform = &metadata.transforms[&format!("t-{policy}")];
+            assert_eq!(transform.on_error, policy);
+            assert_eq!(transform.module.kind, PluginKind::FlatMap);
+        }
+        let written = serde_json::to_value(&metadata).unwrap();
+        assert_eq!(written["modules"]["filter_map"]["kind"], "filter_map");
+        assert_eq!(
+            written["transforms"]["t-dead-letter"]["on_error"],
+            "dead-letter"
+        );
+        let unknown = text.replace(r#""kind": "partitioner""#, r#""kind": "reduce""#);
+        let error = serde_json::from_str::<StoredMetadata>(&unknown).unwrap_err();
+        assert!(error.to_string().contains("reduce"), "{error}");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ledge_client::{Acks, Compression, ModuleKind, OnError, SERVER_DEFAULT};
+use ledge_client::{Acks, Compression, OnError, PluginKind, SERVER_DEFAULT};
 
 /// Help heading of the options every command takes.
 const CONNECTION: &str = "Connection options";
@@ -199,7 +199,7 @@ pub(crate) enum KindArg {
     Partitioner,
 }
 
-impl From<KindArg> for ModuleKind {
+impl From<KindArg> for PluginKind {
     fn from(value: KindArg) -> Self {
         match value {
             KindArg::Filter => Self::Filter,
@@ -899,7 +899,7 @@ mod tests {
     fn kinds_map_to_the_sdk_kinds() {
         for kind in KindArg::value_variants() {
             let name = kind.to_possible_value().unwrap().get_name().to_string();
-            assert_eq!(ModuleKind::from(*kind).as_str(), name);
+            assert_eq!(PluginKind::from(*kind).as_str(), name);
         }
     }
 

@@ -1,0 +1,189 @@
+//! The plug-in ABI's shared pieces: the kinds' stable numbers and names, the input header
+//! layout, and the input record walk.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::{BATCH_HEADER_BYTES, EncodeOptions, Record, RecordField, encode_batch};
+
+// Goal: the protocol numbers are the documented table, each round-trips, and every number
+// outside it is refused with an error that names the number and the known kinds.
+#[test]
+fn plugin_kind_numbers_are_stable_and_round_trip() {
+    let table = [
+        (0, PluginKind::Filter),
+        (1, PluginKind::Map),
+        (2, PluginKind::FilterMap),
+        (3, PluginKind::FlatMap),
+        (4, PluginKind::Partitioner),
+    ];
+    assert_eq!(table.len(), PluginKind::ALL.len());
+    for (number, kind) in table {
+        assert_eq!(kind.number(), number, "{kind}");
+        assert_eq!(PluginKind::from_number(number), Ok(kind));
+    }
+    for number in 5..=u8::MAX {
+        let error = PluginKind::from_number(number).unwrap_err();
+        assert_eq!(error, UnknownPluginKind(number));
+        let message = error.to_string();
+        assert!(message.contains(&format!("number {number}")), "{message}");
+        assert!(message.contains("4 partitioner"), "{message}");
+    }
+}
+
+// Goal: the names are the ones configs, the CLI and metadata.json use; `-` stands for `_`; an
+// unknown name lists the valid ones.
+#[test]
+fn plugin_kind_names_round_trip() {
+    for kind in PluginKind::ALL {
+        assert_eq!(kind.as_str().parse::<PluginKind>(), Ok(kind));
+        assert_eq!(kind.to_string(), kind.as_str());
+        assert_eq!(kind.export_name(), format!("ledge_{}", kind.as_str()));
+    }
+    assert_eq!("filter-map".parse(), Ok(PluginKind::FilterMap));
+    let error = "reducer".parse::<PluginKind>().unwrap_err().to_string();
+    assert!(error.contains("\"reducer\""), "{error}");
+    assert!(
+        error.contains("filter, map, filter_map, flat_map, partitioner"),
+        "{error}"
+    );
+}
+
+// Goal: the tag table of docs/WASM-ABI.md, row by row.
+#[test]
+fn kinds_allow_the_documented_tags() {
+    let tags = [TAG_KEEP, TAG_DROP, TAG_ERROR, TAG_RECORDS, TAG_PARTITION];
+    let allowed = |kind: PluginKind| tags.map(|tag| kind.allows_tag(tag));
+    assert_eq!(
+        allowed(PluginKind::Filter),
+        [true, true, true, false, false]
+    );
+    assert_eq!(allowed(PluginKind::Map), [true, false, true, true, false]);
+    assert_eq!(
+        allowed(PluginKind::FilterMap),
+        [true, true, true, true, false]
+    );
+    assert_eq!(
+        allowed(PluginKind::FlatMap),
+        [true, true, true, true, false]
+    );
+    assert_eq!(
+        allowed(PluginKind::Partitioner),
+        [false, false, true, false, true]
+    );
+    for kind in PluginKind::ALL {
+        assert!(!kind.allows_tag(5), "{kind}");
+    }
+}
+
+// Goal: the error policies' numbers and names round-trip; unknown ones are refused.
+#[test]
+fn on_error_numbers_and_names_round_trip() {
+    for (number, policy) in [
+        (0, OnError::DeadLetter),
+        (1, OnError::Skip),
+        (2, OnError::Stop),
+    ] {
+        assert_eq!(policy.number(), number);
+        assert_eq!(OnError::from_number(number), Ok(policy));
+        assert_eq!(policy.as_str().parse::<OnError>(), Ok(policy));
+    }
+    assert_eq!(OnError::from_number(3), Err(UnknownOnError(3)));
+    assert_eq!("dead_letter".parse(), Ok(OnError::DeadLetter));
+    assert_eq!(OnError::default(), OnError::DeadLetter);
+    let error = "retry".parse::<OnError>().unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "on_error \"retry\" must be dead-letter, skip or stop"
+    );
+}
+
+// Goal: the header the host writes is the header the guest reads, and a header that is cut
+// short or claims more records than its bytes could hold is refused.
+#[test]
+fn input_header_round_trips_and_refuses_lies() {
+    let header = InputHeader {
+        record_count: 2,
+        partition: 3,
+        partition_count: 8,
+        base_offset: -5,
+        base_timestamp: 1_700_000_000_000,
+    };
+    let mut batch = header.to_bytes().to_vec();
+    batch.extend_from_slice(&[0; 2 * RECORD_BYTES_MIN]);
+    let (read, records) = InputHeader::read(&batch).unwrap();
+    assert_eq!(read, header);
+    assert_eq!(records.len(), 2 * RECORD_BYTES_MIN);
+    assert_eq!(
+        InputHeader::read(&batch[..INPUT_HEADER_BYTES - 1]),
+        Err(InputBatchError::TruncatedHeader {
+            length: INPUT_HEADER_BYTES - 1
+        })
+    );
+    let cut = &batch[..batch.len() - 1];
+    assert_eq!(
+        InputHeader::read(cut),
+        Err(InputBatchError::ImplausibleCount {
+            record_count: 2,
+            bytes: 2 * RECORD_BYTES_MIN - 1
+        })
+    );
+}
+
+// Goal: the guest walks the records of a real Kafka batch's region with offsets and timestamps
+// as `base + delta`, headers intact; a cut record is an error that leaves the reader in place.
+#[test]
+fn input_records_walk_a_kafka_records_region() {
+    let records = [
+        Record {
+            timestamp: 1_000,
+            key: Some(Bytes::from_static(b"k")),
+            value: Some(Bytes::from_static(b"one")),
+            headers: vec![crate::Header {
+                key: "h".into(),
+                value: None,
+            }],
+        },
+        Record {
+            timestamp: 1_250,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        },
+    ];
+    let batch = encode_batch(&records, &EncodeOptions::default()).unwrap();
+    let region = &batch[BATCH_HEADER_BYTES..];
+    let header = InputHeader {
+        record_count: 2,
+        partition: 0,
+        partition_count: 1,
+        base_offset: 40,
+        base_timestamp: 1_000,
+    };
+    let mut reader = InputRecords::new(header, region);
+    let first = reader.next_record().unwrap();
+    assert_eq!((first.offset, first.timestamp), (40, 1_000));
+    assert_eq!(
+        (first.key, first.value),
+        (Some(&b"k"[..]), Some(&b"one"[..]))
+    );
+    let headers: Vec<_> = first.headers().collect();
+    assert_eq!(headers.len(), 1);
+    assert_eq!((headers[0].key, headers[0].value), ("h", None));
+    let second = reader.next_record().unwrap();
+    assert_eq!((second.offset, second.timestamp), (41, 1_250));
+    assert_eq!((second.key, second.value), (None, None));
+    assert_eq!(reader.remaining_bytes(), 0);
+
+    let mut cut = InputRecords::new(header, &region[..region.len() - 1]);
+    cut.next_record().unwrap();
+    let before = cut.remaining_bytes();
+    assert!(matches!(
+        cut.next_record(),
+        Err(RecordError::LengthOverrun {
+            field: RecordField::Length,
+            ..
+        })
+    ));
+    assert_eq!(cut.remaining_bytes(), before);
+}
