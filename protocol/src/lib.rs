@@ -63,7 +63,7 @@ mod batch;
 mod compression;
 pub mod partitioner;
 mod record;
-mod varint;
+pub mod varint;
 pub mod wasm_abi;
 pub mod wire;
 

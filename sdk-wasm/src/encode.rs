@@ -5,14 +5,14 @@
 //! kind allows; a value the ABI cannot carry (a length past `i32::MAX`, a partition out of
 //! range) becomes an `ERROR` entry for that record instead of output the host would reject.
 
-use crate::abi::{
-    INIT_ERROR, INIT_OK, TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION, TAG_RECORDS, TIMESTAMP_KEEP,
-};
 use crate::outcome::{
     IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoMapOutcome,
     IntoPartitionOutcome,
 };
 use crate::output::OutputRecord;
+use ledge_protocol::wasm_abi::{
+    INIT_ERROR, INIT_OK, TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION, TAG_RECORDS, TIMESTAMP_KEEP,
+};
 
 /// Longest error message an `ERROR` entry or init result carries; longer ones are cut at a
 /// character boundary. Messages are for people, and a plug-in that formats a whole value into

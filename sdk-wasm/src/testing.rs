@@ -9,14 +9,15 @@
 //! The type parameter is the plug-in function's name: the attribute defines a type of that
 //! name beside the function.
 
-use crate::abi::{
-    BATCH_HEADER_BYTES, INIT_ERROR, INIT_OK, Kind, TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION,
-    TAG_RECORDS, TIMESTAMP_KEEP,
+use ledge_protocol::varint::{write_varint, write_varlong};
+use ledge_protocol::wasm_abi::{
+    INIT_ERROR, INIT_OK, INPUT_HEADER_BYTES, InputHeader, PluginKind, TAG_DROP, TAG_ERROR,
+    TAG_KEEP, TAG_PARTITION, TAG_RECORDS, TIMESTAMP_KEEP,
 };
+
 pub use crate::module_check::check_module;
 use crate::output::OutputRecord;
 use crate::runtime::{Plugin, init_plugin, process_batch};
-use crate::varint::{write_varint, write_varlong};
 
 /// What the module answered for one input record: one output entry, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,12 +172,15 @@ pub fn encode_params(params: &[(&str, &str)]) -> Vec<u8> {
 ///
 /// If a length does not fit Kafka's `i32` fields.
 pub fn encode_batch(info: &BatchInfo, records: &[OutputRecord]) -> Vec<u8> {
-    let mut batch = Vec::with_capacity(BATCH_HEADER_BYTES);
-    push_u32(&mut batch, records.len());
-    batch.extend_from_slice(&info.partition.to_le_bytes());
-    batch.extend_from_slice(&info.partition_count.to_le_bytes());
-    batch.extend_from_slice(&info.base_offset.to_le_bytes());
-    batch.extend_from_slice(&info.base_timestamp.to_le_bytes());
+    let header = InputHeader {
+        record_count: u32::try_from(records.len()).expect("test inputs are shorter than 4 GiB"),
+        partition: info.partition,
+        partition_count: info.partition_count,
+        base_offset: info.base_offset,
+        base_timestamp: info.base_timestamp,
+    };
+    let mut batch = Vec::with_capacity(INPUT_HEADER_BYTES);
+    batch.extend_from_slice(&header.to_bytes());
     let mut body = Vec::new();
     for (index, record) in records.iter().enumerate() {
         body.clear();
@@ -215,7 +219,7 @@ pub fn decode_init_result(bytes: &[u8]) -> Result<Result<(), String>, String> {
 /// exactly one record for map and filter_map, partitions below `partition_count`, UTF-8 text,
 /// no bytes left over.
 pub fn decode_output(
-    kind: Kind,
+    kind: PluginKind,
     output: &[u8],
     record_count: u32,
     partition_count: u32,
@@ -231,7 +235,7 @@ pub fn decode_output(
         if !kind.allows_tag(tag) {
             return Err(format!(
                 "entry {index}: tag {tag} is not allowed for a {}",
-                kind.name()
+                kind.as_str()
             ));
         }
         let outcome = match tag {
@@ -240,10 +244,10 @@ pub fn decode_output(
             TAG_ERROR => Outcome::Error(reader.text("error message")?),
             TAG_RECORDS => {
                 let count = reader.u32()?;
-                if matches!(kind, Kind::Map | Kind::FilterMap) && count != 1 {
+                if matches!(kind, PluginKind::Map | PluginKind::FilterMap) && count != 1 {
                     return Err(format!(
                         "entry {index}: {count} records from a {}",
-                        kind.name()
+                        kind.as_str()
                     ));
                 }
                 let mut records = Vec::new();

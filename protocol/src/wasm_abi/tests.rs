@@ -187,3 +187,98 @@ fn input_records_walk_a_kafka_records_region() {
     ));
     assert_eq!(cut.remaining_bytes(), before);
 }
+
+/// An input batch header for `count` records followed by `records` raw bytes.
+fn raw_batch(count: u32, records: &[u8]) -> Vec<u8> {
+    let header = InputHeader {
+        record_count: count,
+        partition: 0,
+        partition_count: 1,
+        base_offset: 0,
+        base_timestamp: 0,
+    };
+    let mut batch = header.to_bytes().to_vec();
+    batch.extend_from_slice(records);
+    batch
+}
+
+fn first_error(records: &[u8]) -> String {
+    // Pad so the record count stays plausible whatever the record's length.
+    let mut padded = records.to_vec();
+    padded.resize(padded.len().max(RECORD_BYTES_MIN), 0);
+    let batch = raw_batch(1, &padded);
+    let (header, rest) = InputHeader::read(&batch).unwrap();
+    InputRecords::new(header, rest)
+        .next_record()
+        .unwrap_err()
+        .to_string()
+}
+
+// Goal: each malformed field of a record in an input batch is named in the error, with the
+// numbers that made it wrong (moved from the guest SDK's own reader, now this one).
+#[test]
+fn malformed_input_records_name_the_field() {
+    // Zigzag: 0x01 is -1, 0x03 is -2, 0x02 is 1, 0x0a is 5, 0x0c is 6, 0x0e is 7, 0x12 is 9.
+    assert_eq!(first_error(&[0x03]), "record length has invalid length -2");
+    assert_eq!(
+        first_error(&[0x7e]),
+        "record length of 63 bytes overruns the 6 bytes left"
+    );
+    assert_eq!(
+        first_error(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        "record length varint overflows"
+    );
+    assert_eq!(
+        first_error(&[0x0c, 0, 0, 0, 0x0a, 0, 0]),
+        "key of 5 bytes overruns the 2 bytes left"
+    );
+    assert_eq!(
+        first_error(&[0x0c, 0, 0, 0, 0x01, 0x03, 0]),
+        "value has invalid length -2"
+    );
+    assert_eq!(
+        first_error(&[0x0c, 0, 0, 0, 0x01, 0x01, 0x01]),
+        "header count has invalid length -1"
+    );
+    // One header whose key is the single byte 0xff.
+    assert_eq!(
+        first_error(&[0x12, 0, 0, 0, 0x01, 0x01, 0x02, 0x02, 0xff, 0x01]),
+        "header 0 key is not UTF-8"
+    );
+    // Two headers claimed, one present.
+    assert_eq!(
+        first_error(&[0x12, 0, 0, 0, 0x01, 0x01, 0x04, 0x02, b'h', 0x01]),
+        "record ends inside header key"
+    );
+    assert_eq!(
+        first_error(&[0x0e, 0, 0, 0, 0x01, 0x01, 0x00, 0x00]),
+        "record declares 7 bytes but its fields take 6"
+    );
+    // Attributes missing: a record of length 0.
+    assert_eq!(first_error(&[0x00]), "record ends inside attributes");
+}
+
+// Goal: the boundaries of an unusable input header: one byte short, and a record count one
+// more than the bytes could hold, are refused; exactly enough bytes, and no records, are not.
+#[test]
+fn unusable_input_headers_are_refused() {
+    assert_eq!(
+        InputHeader::read(&[0; INPUT_HEADER_BYTES - 1]).unwrap_err(),
+        InputBatchError::TruncatedHeader {
+            length: INPUT_HEADER_BYTES - 1
+        }
+    );
+    assert_eq!(
+        InputHeader::read(&raw_batch(3, &[0; 20])).unwrap_err(),
+        InputBatchError::ImplausibleCount {
+            record_count: 3,
+            bytes: 20
+        }
+    );
+    assert!(InputHeader::read(&raw_batch(3, &[0; 21])).is_ok());
+    assert!(InputHeader::read(&raw_batch(0, &[])).is_ok());
+    assert_eq!(
+        InputBatchError::TruncatedHeader { length: 27 }.to_string(),
+        "malformed input batch: 27 bytes, shorter than the 28-byte batch header"
+    );
+}

@@ -10,24 +10,24 @@ fn entries(count: u32, body: &[u8]) -> Vec<u8> {
 #[test]
 fn decode_output_applies_the_host_checks() {
     assert_eq!(
-        decode_output(Kind::Filter, &entries(2, &[TAG_KEEP, TAG_DROP]), 2, 1),
+        decode_output(PluginKind::Filter, &entries(2, &[TAG_KEEP, TAG_DROP]), 2, 1),
         Ok(vec![Outcome::Keep, Outcome::Drop])
     );
     assert_eq!(
-        decode_output(Kind::Filter, &entries(1, &[TAG_KEEP]), 2, 1),
+        decode_output(PluginKind::Filter, &entries(1, &[TAG_KEEP]), 2, 1),
         Err("1 entries for 2 records".to_owned())
     );
     assert_eq!(
-        decode_output(Kind::Partitioner, &entries(1, &[TAG_KEEP]), 1, 1),
+        decode_output(PluginKind::Partitioner, &entries(1, &[TAG_KEEP]), 1, 1),
         Err("entry 0: tag 0 is not allowed for a partitioner".to_owned())
     );
     assert_eq!(
-        decode_output(Kind::Filter, &entries(1, &[9]), 1, 1),
+        decode_output(PluginKind::Filter, &entries(1, &[9]), 1, 1),
         Err("entry 0: tag 9 is not allowed for a filter".to_owned())
     );
     assert_eq!(
         decode_output(
-            Kind::Partitioner,
+            PluginKind::Partitioner,
             &entries(1, &[TAG_PARTITION, 2, 0, 0, 0]),
             1,
             2
@@ -35,16 +35,21 @@ fn decode_output_applies_the_host_checks() {
         Err("entry 0: partition 2 of 2".to_owned())
     );
     assert_eq!(
-        decode_output(Kind::Map, &entries(1, &[TAG_RECORDS, 0, 0, 0, 0]), 1, 1),
+        decode_output(
+            PluginKind::Map,
+            &entries(1, &[TAG_RECORDS, 0, 0, 0, 0]),
+            1,
+            1
+        ),
         Err("entry 0: 0 records from a map".to_owned())
     );
     assert_eq!(
-        decode_output(Kind::Filter, &entries(1, &[TAG_KEEP, 0]), 1, 1),
+        decode_output(PluginKind::Filter, &entries(1, &[TAG_KEEP, 0]), 1, 1),
         Err("1 bytes after the last entry".to_owned())
     );
     assert_eq!(
         decode_output(
-            Kind::Filter,
+            PluginKind::Filter,
             &entries(1, &[TAG_ERROR, 5, 0, 0, 0, b'a']),
             1,
             1
