@@ -77,8 +77,11 @@ pub fn record_spans(region: &[u8], record_count: usize) -> Result<Vec<(usize, us
     let mut spans = Vec::with_capacity(record_count.min(region.len() / 7 + 1));
     let mut position = 0usize;
     for index in 0..record_count {
-        let (length, width) = read_varint(region.get(position..).unwrap_or_default())
-            .ok_or_else(|| garbage(format!("record {index}: bad length varint")))?;
+        let mut rest = region.get(position..).unwrap_or_default();
+        let before = rest.len();
+        let length = ledge_protocol::varint::read_varint(&mut rest)
+            .map_err(|_| garbage(format!("record {index}: bad length varint")))?;
+        let width = before - rest.len();
         let length = usize::try_from(length)
             .map_err(|_| garbage(format!("record {index}: negative length")))?;
         let end = position
@@ -90,19 +93,6 @@ pub fn record_spans(region: &[u8], record_count: usize) -> Result<Vec<(usize, us
         position = end;
     }
     Ok(spans)
-}
-
-/// A zigzag varint (Kafka's `varint`): the value and the bytes it took.
-fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
-    let mut raw = 0u64;
-    for (index, byte) in bytes.iter().take(5).enumerate() {
-        raw |= u64::from(byte & 0x7f) << (7 * index);
-        if byte & 0x80 == 0 {
-            let value = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
-            return Some((value, index + 1));
-        }
-    }
-    None
 }
 
 /// A record a module produced.
@@ -291,27 +281,28 @@ fn read_output_record(reader: &mut OutputReader) -> Result<OutputRecord, AbiErro
     })
 }
 
+/// The ABI's tag table (`PluginKind::allows_tag`, shared with the SDK), then what the tag
+/// alone does not say: one record from a map or filter_map, a partition in range.
 fn check_allowed(kind: PluginKind, outcome: &Outcome, partition_count: u32) -> Result<(), String> {
-    let allowed = match (kind, outcome) {
-        (_, Outcome::Error(_)) => true,
-        (PluginKind::Partitioner, Outcome::Partition(partition)) => {
-            if *partition >= partition_count {
+    let tag = match outcome {
+        Outcome::Keep => TAG_KEEP,
+        Outcome::Drop => TAG_DROP,
+        Outcome::Error(_) => TAG_ERROR,
+        Outcome::Records(_) => TAG_RECORDS,
+        Outcome::Partition(_) => TAG_PARTITION,
+    };
+    let allowed = kind.allows_tag(tag)
+        && match (kind, outcome) {
+            (PluginKind::Map | PluginKind::FilterMap, Outcome::Records(records)) => {
+                records.len() == 1
+            }
+            (_, Outcome::Partition(partition)) if *partition >= partition_count => {
                 return Err(format!(
                     "partition {partition} out of range (the topic has {partition_count})"
                 ));
             }
-            true
-        }
-        (PluginKind::Partitioner, _) | (_, Outcome::Partition(_)) => false,
-        (PluginKind::Filter, Outcome::Keep | Outcome::Drop) => true,
-        (PluginKind::Filter, Outcome::Records(_)) => false,
-        (PluginKind::Map, Outcome::Keep) => true,
-        (PluginKind::Map, Outcome::Records(records)) => records.len() == 1,
-        (PluginKind::Map, Outcome::Drop) => false,
-        (PluginKind::FilterMap, Outcome::Keep | Outcome::Drop) => true,
-        (PluginKind::FilterMap, Outcome::Records(records)) => records.len() == 1,
-        (PluginKind::FlatMap, _) => true,
-    };
+            _ => true,
+        };
     if allowed {
         Ok(())
     } else {
