@@ -3,11 +3,12 @@
 //!
 //! Owns: the ABI version; the input batch header layout ([`InputHeader`]) and the walk over
 //! its records ([`InputRecords`], the same record parser as a Kafka batch's); init statuses;
-//! output entry tags and which of them each [`PluginKind`] may return; the kinds' names,
-//! exports and stable numbers on the native protocol; and [`OnError`], a transform's error
-//! policy. Does not own: writing output entries (the SDK's `encode.rs`), reading them back with
-//! the host's checks (the node's `wasm/abi.rs`), or running modules (the node's wasmtime
-//! runtime).
+//! output entry tags and which of them each [`PluginKind`] may return; reading a batch's
+//! output back with the host's checks ([`decode_output`]); the kinds' names, exports and stable
+//! numbers on the native protocol; and [`OnError`], a transform's error policy. Does not own:
+//! writing output entries (the SDK's `encode.rs`), owning the decoded records (the node's
+//! `wasm/abi.rs` makes them zero-copy slices of its buffer), or running modules (the node's
+//! wasmtime runtime).
 //!
 //! Builds without the codec features, for `wasm32-unknown-unknown`: nothing here decompresses
 //! (the host hands the guest decompressed records).
@@ -422,6 +423,254 @@ impl<'a> InputRecords<'a> {
     /// Bytes not read yet; a batch has none left after its last record.
     pub fn remaining_bytes(&self) -> usize {
         self.rest.len()
+    }
+}
+
+/// What a module answered for one input record: one output entry, its bytes borrowed from
+/// the output buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputEntry<'a> {
+    /// `KEEP`: the input record passes unchanged.
+    Keep,
+    /// `DROP`: the record is removed.
+    Drop,
+    /// `ERROR`: the record failed with this message.
+    Error(&'a str),
+    /// `RECORDS`: the record is replaced by these.
+    Records(Vec<OutputRecordView<'a>>),
+    /// `PARTITION`: the record goes to this partition.
+    Partition(u32),
+}
+
+/// A record in a `RECORDS` entry, borrowed from the output buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputRecordView<'a> {
+    /// `None` keeps the input record's timestamp ([`TIMESTAMP_KEEP`] on the wire).
+    pub timestamp: Option<i64>,
+    /// The key; `None` is null.
+    pub key: Option<&'a [u8]>,
+    /// The value; `None` is null.
+    pub value: Option<&'a [u8]>,
+    /// Headers in order: UTF-8 key, value (`None` is null).
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+/// A batch output that breaks the ABI ("garbage"): the host fails the batch as if the module
+/// had trapped. The message says what and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OutputError(pub String);
+
+/// The fewest bytes an output record takes (timestamp, two null lengths, header count), so a
+/// claimed count allocates no more than the bytes could hold.
+const OUTPUT_RECORD_BYTES_MIN: usize = 8 + 4 + 4 + 4;
+/// The fewest bytes an output header takes (key length, null value length).
+const OUTPUT_HEADER_BYTES_MIN: usize = 4 + 4;
+
+/// Reads a batch's output with the host's checks: `record_count` entries, each a tag `kind`
+/// may return ([`PluginKind::allows_tag`]), exactly one record from a map or filter_map,
+/// partitions below `partition_count`, lengths within the bytes there, UTF-8 text, timestamps
+/// `-1` or non-negative, no bytes after the last entry. The node's host decodes every call
+/// with it, and the SDK's test harness too, so a native test refuses what the node refuses.
+pub fn decode_output(
+    kind: PluginKind,
+    output: &[u8],
+    record_count: usize,
+    partition_count: u32,
+) -> Result<Vec<OutputEntry<'_>>, OutputError> {
+    let mut reader = OutputReader {
+        bytes: output,
+        position: 0,
+    };
+    let count = reader.len("entry count")?;
+    if count != record_count {
+        return Err(garbage(format!(
+            "{count} entries for {record_count} input records"
+        )));
+    }
+    let mut entries = Vec::with_capacity(count.min(reader.remaining()));
+    for index in 0..count {
+        let in_entry = |error: OutputError| garbage(format!("entry {index}: {}", error.0));
+        let tag = reader.u8("entry tag").map_err(in_entry)?;
+        let entry = reader.entry(tag).map_err(in_entry)?;
+        check_entry(kind, tag, &entry, partition_count)
+            .map_err(|message| garbage(format!("entry {index}: {message}")))?;
+        entries.push(entry);
+    }
+    if reader.remaining() != 0 {
+        return Err(garbage(format!(
+            "{} bytes after the last entry",
+            reader.remaining()
+        )));
+    }
+    Ok(entries)
+}
+
+/// Reads `ledge_init`'s result: `Ok(Err(message))` is the module refusing its parameters.
+/// Bytes after the result are ignored, as the host always has.
+pub fn decode_init_result(output: &[u8]) -> Result<Result<(), &str>, OutputError> {
+    let mut reader = OutputReader {
+        bytes: output,
+        position: 0,
+    };
+    match reader.u8("init status")? {
+        INIT_OK => Ok(Ok(())),
+        INIT_ERROR => Ok(Err(reader.text("init error message")?)),
+        other => Err(garbage(format!("init status {other}"))),
+    }
+}
+
+/// The tag table, then what the tag alone does not say: one record from a map or filter_map,
+/// a partition in range.
+fn check_entry(
+    kind: PluginKind,
+    tag: u8,
+    entry: &OutputEntry<'_>,
+    partition_count: u32,
+) -> Result<(), String> {
+    let allowed = kind.allows_tag(tag)
+        && match (kind, entry) {
+            (PluginKind::Map | PluginKind::FilterMap, OutputEntry::Records(records)) => {
+                records.len() == 1
+            }
+            (_, OutputEntry::Partition(partition)) if *partition >= partition_count => {
+                return Err(format!(
+                    "partition {partition} out of range (the topic has {partition_count})"
+                ));
+            }
+            _ => true,
+        };
+    if allowed {
+        return Ok(());
+    }
+    let what = match entry {
+        OutputEntry::Keep => "KEEP".to_string(),
+        OutputEntry::Drop => "DROP".to_string(),
+        OutputEntry::Error(_) => "ERROR".to_string(),
+        OutputEntry::Records(records) => format!("{} records", records.len()),
+        OutputEntry::Partition(_) => "PARTITION".to_string(),
+    };
+    Err(format!("a {kind} may not return {what}"))
+}
+
+fn garbage(message: String) -> OutputError {
+    OutputError(message)
+}
+
+/// A strict little-endian reader over a module's output; errors say what was cut short where.
+struct OutputReader<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> OutputReader<'a> {
+    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], OutputError> {
+        let taken = self
+            .position
+            .checked_add(len)
+            .and_then(|end| self.bytes.get(self.position..end))
+            .ok_or_else(|| {
+                garbage(format!(
+                    "{what} needs {len} bytes at position {}, output is {} bytes",
+                    self.position,
+                    self.bytes.len()
+                ))
+            })?;
+        self.position = self.position.saturating_add(len);
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], OutputError> {
+        let bytes = self.take(N, what)?;
+        let mut array = [0u8; N];
+        array.copy_from_slice(bytes);
+        Ok(array)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, OutputError> {
+        Ok(u8::from_le_bytes(self.array(what)?))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, OutputError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    fn i32(&mut self, what: &str) -> Result<i32, OutputError> {
+        Ok(i32::from_le_bytes(self.array(what)?))
+    }
+
+    fn i64(&mut self, what: &str) -> Result<i64, OutputError> {
+        Ok(i64::from_le_bytes(self.array(what)?))
+    }
+
+    fn len(&mut self, what: &str) -> Result<usize, OutputError> {
+        usize::try_from(self.u32(what)?).map_err(|_| garbage(format!("{what} too large")))
+    }
+
+    /// An `i32` length where -1 means null, then the bytes.
+    fn nullable(&mut self, what: &str) -> Result<Option<&'a [u8]>, OutputError> {
+        match self.i32(what)? {
+            -1 => Ok(None),
+            len => {
+                let len = usize::try_from(len)
+                    .map_err(|_| garbage(format!("{what} has length {len}")))?;
+                Ok(Some(self.take(len, what)?))
+            }
+        }
+    }
+
+    fn text(&mut self, what: &str) -> Result<&'a str, OutputError> {
+        let len = self.len(what)?;
+        let bytes = self.take(len, what)?;
+        std::str::from_utf8(bytes).map_err(|_| garbage(format!("{what} is not UTF-8")))
+    }
+
+    /// The body of an entry whose tag is `tag`.
+    fn entry(&mut self, tag: u8) -> Result<OutputEntry<'a>, OutputError> {
+        Ok(match tag {
+            TAG_KEEP => OutputEntry::Keep,
+            TAG_DROP => OutputEntry::Drop,
+            TAG_ERROR => OutputEntry::Error(self.text("error message")?),
+            TAG_RECORDS => {
+                let n = self.len("record count")?;
+                let mut records =
+                    Vec::with_capacity(n.min(self.remaining() / OUTPUT_RECORD_BYTES_MIN));
+                for _ in 0..n {
+                    records.push(self.output_record()?);
+                }
+                OutputEntry::Records(records)
+            }
+            TAG_PARTITION => OutputEntry::Partition(self.u32("partition")?),
+            other => return Err(garbage(format!("unknown tag {other}"))),
+        })
+    }
+
+    fn output_record(&mut self) -> Result<OutputRecordView<'a>, OutputError> {
+        let timestamp = match self.i64("timestamp")? {
+            TIMESTAMP_KEEP => None,
+            value if value >= 0 => Some(value),
+            value => return Err(garbage(format!("timestamp {value}"))),
+        };
+        let key = self.nullable("key")?;
+        let value = self.nullable("value")?;
+        let header_count = self.len("header count")?;
+        let mut headers =
+            Vec::with_capacity(header_count.min(self.remaining() / OUTPUT_HEADER_BYTES_MIN));
+        for _ in 0..header_count {
+            let key = self.text("header key")?;
+            let value = self.nullable("header value")?;
+            headers.push((key, value));
+        }
+        Ok(OutputRecordView {
+            timestamp,
+            key,
+            value,
+            headers,
+        })
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.position)
     }
 }
 

@@ -11,8 +11,8 @@
 
 use bytes::Bytes;
 use ledge_protocol::Header;
+use ledge_protocol::wasm_abi::{self, OutputEntry};
 pub use ledge_protocol::wasm_abi::{ABI_VERSION, INPUT_HEADER_BYTES, PluginKind};
-use ledge_protocol::wasm_abi::{TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION, TAG_RECORDS};
 
 /// Output that breaks the ABI: the batch fails as if the module had trapped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -42,7 +42,7 @@ pub struct InputHeader {
 pub fn encode_input(header: &InputHeader, record_count: u32, records: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.reserve(INPUT_HEADER_BYTES + records.len());
-    let header = ledge_protocol::wasm_abi::InputHeader {
+    let header = wasm_abi::InputHeader {
         record_count,
         partition: header.partition,
         partition_count: header.partition_count,
@@ -123,205 +123,60 @@ pub enum Outcome {
     Partition(u32),
 }
 
-struct OutputReader {
-    bytes: Bytes,
-    position: usize,
-}
-
-impl OutputReader {
-    fn take(&mut self, len: usize, what: &str) -> Result<Bytes, AbiError> {
-        let end = self
-            .position
-            .checked_add(len)
-            .filter(|end| *end <= self.bytes.len())
-            .ok_or_else(|| {
-                garbage(format!(
-                    "{what} needs {len} bytes at position {}, output is {} bytes",
-                    self.position,
-                    self.bytes.len()
-                ))
-            })?;
-        let slice = self.bytes.slice(self.position..end);
-        self.position = end;
-        Ok(slice)
-    }
-
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], AbiError> {
-        let bytes = self.take(N, what)?;
-        let mut array = [0u8; N];
-        array.copy_from_slice(&bytes);
-        Ok(array)
-    }
-
-    fn u8(&mut self, what: &str) -> Result<u8, AbiError> {
-        Ok(self.array::<1>(what)?[0])
-    }
-
-    fn u32(&mut self, what: &str) -> Result<u32, AbiError> {
-        Ok(u32::from_le_bytes(self.array(what)?))
-    }
-
-    fn i32(&mut self, what: &str) -> Result<i32, AbiError> {
-        Ok(i32::from_le_bytes(self.array(what)?))
-    }
-
-    fn i64(&mut self, what: &str) -> Result<i64, AbiError> {
-        Ok(i64::from_le_bytes(self.array(what)?))
-    }
-
-    fn len(&mut self, what: &str) -> Result<usize, AbiError> {
-        usize::try_from(self.u32(what)?).map_err(|_| garbage(format!("{what} too large")))
-    }
-
-    /// A length where -1 means null.
-    fn nullable(&mut self, what: &str) -> Result<Option<Bytes>, AbiError> {
-        match self.i32(what)? {
-            -1 => Ok(None),
-            len if len >= 0 => {
-                let len = usize::try_from(len).map_err(|_| garbage(format!("{what} length")))?;
-                Ok(Some(self.take(len, what)?))
-            }
-            len => Err(garbage(format!("{what} has length {len}"))),
-        }
-    }
-
-    fn text(&mut self, what: &str) -> Result<String, AbiError> {
-        let len = self.len(what)?;
-        let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| garbage(format!("{what} is not UTF-8")))
-    }
-
-    fn remaining(&self) -> usize {
-        self.bytes.len() - self.position
-    }
-}
-
 /// Reads `ledge_init`'s result: `Ok(Err(message))` is the module refusing its parameters.
 pub fn decode_init_result(output: Bytes) -> Result<Result<(), String>, AbiError> {
-    let mut reader = OutputReader {
-        bytes: output,
-        position: 0,
-    };
-    match reader.u8("init status")? {
-        0 => Ok(Ok(())),
-        1 => Ok(Err(reader.text("init error message")?)),
-        other => Err(garbage(format!("init status {other}"))),
+    match wasm_abi::decode_init_result(&output) {
+        Ok(result) => Ok(result.map_err(str::to_string)),
+        Err(error) => Err(AbiError(error.0)),
     }
 }
 
-/// Reads a batch's output: one outcome per input record, each allowed for `kind`.
+/// Reads a batch's output: one outcome per input record, each allowed for `kind`
+/// (`ledge_protocol::wasm_abi::decode_output`, the checks the SDK's test harness applies too).
+/// Keys, values and header values are slices of `output`, not copies.
 pub fn decode_output(
     kind: PluginKind,
     output: Bytes,
     record_count: usize,
     partition_count: u32,
 ) -> Result<Vec<Outcome>, AbiError> {
-    let mut reader = OutputReader {
-        bytes: output,
-        position: 0,
-    };
-    let count = reader.len("entry count")?;
-    if count != record_count {
-        return Err(garbage(format!(
-            "{count} entries for {record_count} input records"
-        )));
-    }
-    let mut outcomes = Vec::with_capacity(count);
-    for index in 0..count {
-        let tag = reader.u8("entry tag")?;
-        let outcome = match tag {
-            TAG_KEEP => Outcome::Keep,
-            TAG_DROP => Outcome::Drop,
-            TAG_ERROR => Outcome::Error(reader.text("error message")?),
-            TAG_RECORDS => {
-                let n = reader.len("record count")?;
-                // Each output record takes at least 20 bytes: bound the allocation.
-                let mut records = Vec::with_capacity(n.min(reader.remaining() / 20));
-                for _ in 0..n {
-                    records.push(read_output_record(&mut reader)?);
-                }
-                Outcome::Records(records)
-            }
-            TAG_PARTITION => Outcome::Partition(reader.u32("partition")?),
-            other => return Err(garbage(format!("entry {index}: unknown tag {other}"))),
-        };
-        check_allowed(kind, &outcome, partition_count)
-            .map_err(|message| garbage(format!("entry {index}: {message}")))?;
-        outcomes.push(outcome);
-    }
-    if reader.remaining() != 0 {
-        return Err(garbage(format!(
-            "{} bytes after the last entry",
-            reader.remaining()
-        )));
-    }
+    let entries = wasm_abi::decode_output(kind, &output, record_count, partition_count)
+        .map_err(|error| AbiError(error.0))?;
+    let owned = |bytes: Option<&[u8]>| bytes.map(|bytes| output.slice_ref(bytes));
+    let outcomes = entries
+        .into_iter()
+        .map(|entry| match entry {
+            OutputEntry::Keep => Outcome::Keep,
+            OutputEntry::Drop => Outcome::Drop,
+            OutputEntry::Error(message) => Outcome::Error(message.to_string()),
+            OutputEntry::Records(records) => Outcome::Records(
+                records
+                    .into_iter()
+                    .map(|record| OutputRecord {
+                        timestamp: record.timestamp,
+                        key: owned(record.key),
+                        value: owned(record.value),
+                        headers: record
+                            .headers
+                            .into_iter()
+                            .map(|(key, value)| Header {
+                                key: key.to_string(),
+                                value: owned(value),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            ),
+            OutputEntry::Partition(partition) => Outcome::Partition(partition),
+        })
+        .collect();
     Ok(outcomes)
-}
-
-fn read_output_record(reader: &mut OutputReader) -> Result<OutputRecord, AbiError> {
-    let timestamp = match reader.i64("timestamp")? {
-        -1 => None,
-        value if value >= 0 => Some(value),
-        value => return Err(garbage(format!("timestamp {value}"))),
-    };
-    let key = reader.nullable("key")?;
-    let value = reader.nullable("value")?;
-    let header_count = reader.len("header count")?;
-    let mut headers = Vec::with_capacity(header_count.min(reader.remaining() / 8));
-    for _ in 0..header_count {
-        let key = reader.text("header key")?;
-        let value = reader.nullable("header value")?;
-        headers.push(Header { key, value });
-    }
-    Ok(OutputRecord {
-        timestamp,
-        key,
-        value,
-        headers,
-    })
-}
-
-/// The ABI's tag table (`PluginKind::allows_tag`, shared with the SDK), then what the tag
-/// alone does not say: one record from a map or filter_map, a partition in range.
-fn check_allowed(kind: PluginKind, outcome: &Outcome, partition_count: u32) -> Result<(), String> {
-    let tag = match outcome {
-        Outcome::Keep => TAG_KEEP,
-        Outcome::Drop => TAG_DROP,
-        Outcome::Error(_) => TAG_ERROR,
-        Outcome::Records(_) => TAG_RECORDS,
-        Outcome::Partition(_) => TAG_PARTITION,
-    };
-    let allowed = kind.allows_tag(tag)
-        && match (kind, outcome) {
-            (PluginKind::Map | PluginKind::FilterMap, Outcome::Records(records)) => {
-                records.len() == 1
-            }
-            (_, Outcome::Partition(partition)) if *partition >= partition_count => {
-                return Err(format!(
-                    "partition {partition} out of range (the topic has {partition_count})"
-                ));
-            }
-            _ => true,
-        };
-    if allowed {
-        Ok(())
-    } else {
-        Err(format!("a {kind} may not return {}", describe(outcome)))
-    }
-}
-
-fn describe(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Keep => "KEEP".into(),
-        Outcome::Drop => "DROP".into(),
-        Outcome::Error(_) => "ERROR".into(),
-        Outcome::Records(records) => format!("{} records", records.len()),
-        Outcome::Partition(_) => "PARTITION".into(),
-    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use ledge_protocol::wasm_abi::{TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION, TAG_RECORDS};
+
     use super::*;
 
     /// Encodes outputs the way a guest would (test side of the ABI).
