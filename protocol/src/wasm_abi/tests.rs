@@ -282,3 +282,95 @@ fn unusable_input_headers_are_refused() {
         "malformed input batch: 27 bytes, shorter than the 28-byte batch header"
     );
 }
+
+/// A valid output of `count` entries for a flat_map: every tag a flat_map may use, records
+/// with keys, values and headers.
+fn sample_output() -> Vec<u8> {
+    let mut out = 4u32.to_le_bytes().to_vec();
+    out.push(TAG_KEEP);
+    out.push(TAG_DROP);
+    out.push(TAG_ERROR);
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(b"bad");
+    out.push(TAG_RECORDS);
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&TIMESTAMP_KEEP.to_le_bytes());
+    out.extend_from_slice(&1i32.to_le_bytes());
+    out.extend_from_slice(b"k");
+    out.extend_from_slice(&(-1i32).to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(b"h");
+    out.extend_from_slice(&2i32.to_le_bytes());
+    out.extend_from_slice(b"hv");
+    out
+}
+
+// Goal: the output decoder reads every field of a valid output, borrowing it.
+#[test]
+fn output_decodes_every_entry() {
+    let output = sample_output();
+    let entries = decode_output(PluginKind::FlatMap, &output, 4, 1).unwrap();
+    assert_eq!(
+        entries,
+        [
+            OutputEntry::Keep,
+            OutputEntry::Drop,
+            OutputEntry::Error("bad"),
+            OutputEntry::Records(vec![OutputRecordView {
+                timestamp: None,
+                key: Some(b"k"),
+                value: None,
+                headers: vec![("h", Some(&b"hv"[..]))],
+            }]),
+        ]
+    );
+    // The same bytes are not a filter's answer: it may not return records.
+    let error = decode_output(PluginKind::Filter, &output, 4, 1).unwrap_err();
+    assert_eq!(error.0, "entry 3: a filter may not return 1 records");
+}
+
+// Goal: no byte string makes the guest-facing decoders panic or allocate by a claimed count:
+// every cut and seeded single-byte mutations of a valid output, for every kind, and random
+// input batches walked record by record. Method: seeded, so a failure replays.
+#[test]
+fn hostile_output_and_input_never_panic() {
+    let output = sample_output();
+    for kind in PluginKind::ALL {
+        for cut in 0..output.len() {
+            assert!(
+                decode_output(kind, &output[..cut], 4, 2).is_err(),
+                "{kind} {cut}"
+            );
+        }
+    }
+    let mut rng = crate::test_support::SplitMix64(12);
+    for _ in 0..2_000 {
+        let mut mutated = output.clone();
+        let at = rng.below(mutated.len());
+        mutated[at] = rng.next_u64() as u8;
+        for kind in PluginKind::ALL {
+            let _ = decode_output(kind, &mutated, 4, 2);
+        }
+        let _ = decode_init_result(&mutated);
+
+        let length = rng.below(96);
+        let random: Vec<u8> = (0..length).map(|_| rng.next_u64() as u8).collect();
+        let _ = decode_output(PluginKind::FlatMap, &random, 1, 1);
+        let mut input = InputHeader {
+            record_count: u32::try_from(rng.below(8)).unwrap(),
+            ..InputHeader::default()
+        }
+        .to_bytes()
+        .to_vec();
+        input.extend_from_slice(&random);
+        if let Ok((header, records)) = InputHeader::read(&input) {
+            let mut reader = InputRecords::new(header, records);
+            for _ in 0..header.record_count {
+                if reader.next_record().is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
