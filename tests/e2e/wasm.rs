@@ -200,6 +200,9 @@ fn every_example_module_works_where_it_is_meant_to_run() {
             (20, 1),
             "{status:#?}"
         );
+        // Time spent in the plug-in, on the node's clock: real time in a real node (the
+        // in-process tests run on paused time, where a plug-in call takes none).
+        assert!(status.busy_us > 0, "{status:#?}");
         let high = read_topic(&client, "orders.high-value", 2, 20, None)
             .await
             .expect("read");

@@ -192,7 +192,7 @@ impl<D: Disk> Broker<D> {
                     })
                     .min(Duration::from_secs(1))
             };
-            tokio::time::sleep(wait + Duration::from_millis(5)).await;
+            crate::clock::sleep(&*self.clock, wait + Duration::from_millis(5)).await;
             self.expire_group_members();
         }
     }

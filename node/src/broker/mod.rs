@@ -15,6 +15,7 @@ mod groups;
 pub mod metadata;
 mod plugins;
 mod producer_id_hold;
+pub mod registry;
 pub mod topic_config;
 pub mod transforms;
 
@@ -217,6 +218,8 @@ pub struct Broker<D: Disk> {
     transforms: Mutex<BTreeMap<String, transforms::RunningTransform>>,
     /// Set by `start_transforms`: lets request handlers spawn transform tasks.
     self_ref: std::sync::OnceLock<std::sync::Weak<Self>>,
+    /// Topic created, grown or deleted, told after it is durable.
+    registry_events: registry::RegistryEvents,
 }
 
 /// Partitions of one topic opened at once at start (and when a topic is created or grows).
@@ -432,6 +435,7 @@ impl<D: Disk> Broker<D> {
             opened_batch_budget,
             transforms: Mutex::new(BTreeMap::new()),
             self_ref: std::sync::OnceLock::new(),
+            registry_events: registry::RegistryEvents::default(),
         };
         let opens = stored.topics.iter().map(|(name, topic)| {
             let broker = &broker;
@@ -751,13 +755,25 @@ impl<D: Disk> Broker<D> {
         compacted
     }
 
+    /// Changes to the topics and their partitions from now on.
+    pub fn subscribe_registry_events(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<registry::RegistryEvent> {
+        self.registry_events.subscribe()
+    }
+
+    /// The node's clock: every timer and deadline of the node waits on it.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
     /// Enforces retention every `retention_check_interval`, and re-checks the disk guard
     /// every second, for as long as the broker lives.
     pub async fn run_retention(self: Arc<Self>) {
         let mut since_retention = Duration::ZERO;
         let step = Duration::from_secs(1).min(self.config.retention_check_interval);
         loop {
-            tokio::time::sleep(step).await;
+            crate::clock::sleep(&*self.clock, step).await;
             since_retention += step;
             if since_retention >= self.config.retention_check_interval {
                 since_retention = Duration::ZERO;
@@ -779,7 +795,7 @@ impl<D: Disk> Broker<D> {
             let report = self.verify_pass(rate).await;
             if report.bytes_read == 0 {
                 // Nothing sealed yet: look again when retention does.
-                tokio::time::sleep(self.config.retention_check_interval).await;
+                crate::clock::sleep(&*self.clock, self.config.retention_check_interval).await;
             }
         }
     }
@@ -800,8 +816,11 @@ impl<D: Disk> Broker<D> {
                     match check.step(step_bytes, self.clock.wall_time_ms()).await {
                         Ok(VerifyStep::Read(bytes)) => {
                             report.bytes_read += bytes;
-                            tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64))
-                                .await;
+                            crate::clock::sleep(
+                                &*self.clock,
+                                Duration::from_secs_f64(bytes as f64 / rate as f64),
+                            )
+                            .await;
                         }
                         Ok(VerifyStep::Clean) => {
                             report.segments_checked += 1;
@@ -1161,6 +1180,13 @@ impl<D: Disk> Broker<D> {
                 partitions: RwLock::new(opened),
             }),
         );
+        // Under the admin lock, so subscribers see changes in the order they were made.
+        self.registry_events
+            .emit(registry::RegistryEvent::TopicCreated {
+                name: name.to_string(),
+                partitions,
+            });
+        drop(store);
         Ok(())
     }
 
@@ -1196,6 +1222,13 @@ impl<D: Disk> Broker<D> {
                 )
             })?;
         write(&topic.partitions).extend(added);
+        self.registry_events
+            .emit(registry::RegistryEvent::PartitionsAdded {
+                name: name.to_string(),
+                before: current,
+                after: partitions,
+            });
+        drop(store);
         Ok(())
     }
 
@@ -1368,6 +1401,10 @@ impl<D: Disk> Broker<D> {
             )
         })?;
         write(&self.topics).remove(name);
+        self.registry_events
+            .emit(registry::RegistryEvent::TopicDeleted {
+                name: name.to_string(),
+            });
         self.offsets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1597,7 +1634,7 @@ impl<D: Disk> Broker<D> {
         }
         if request.partition == ledge_protocol::wire::NODE_PARTITIONED {
             let work = self.produce_node_partitioned(topic, request.records, durability);
-            return match tokio::time::timeout(timeout, work).await {
+            return match crate::clock::timeout(&*self.clock, timeout, work).await {
                 Ok(Ok((routing, append_time))) => {
                     response.routed = Some(routing);
                     response.log_append_time_ms = append_time.unwrap_or(-1);
@@ -1698,7 +1735,7 @@ impl<D: Disk> Broker<D> {
             }
             Ok(first.unwrap_or(-1))
         };
-        match tokio::time::timeout(timeout, work).await {
+        match crate::clock::timeout(&*self.clock, timeout, work).await {
             Ok(Ok(base_offset)) => {
                 response.base_offset = base_offset;
                 response.log_append_time_ms = append_time.unwrap_or(-1);
@@ -1845,7 +1882,7 @@ impl<D: Disk> Broker<D> {
         let max_bytes = request.max_bytes.min(self.config.fetch_bytes_max) as usize;
         let wait =
             Duration::from_millis(u64::from(request.max_wait_ms)).min(self.config.fetch_wait_max);
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = crate::clock::deadline_after(self.clock.now(), wait);
         loop {
             // Subscribe before reading, so an append between the read and the wait wakes us.
             let mut watches: Vec<watch::Receiver<i64>> = Vec::new();
@@ -1940,7 +1977,7 @@ impl<D: Disk> Broker<D> {
                 });
             }
             let enough = total >= (request.min_bytes as usize).max(1) || any_error;
-            if enough || tokio::time::Instant::now() >= deadline || watches.is_empty() {
+            if enough || self.clock.now() >= deadline || watches.is_empty() {
                 return FetchResponse {
                     error: ErrorCode::None,
                     message: String::new(),
@@ -1950,7 +1987,10 @@ impl<D: Disk> Broker<D> {
             let changed = futures_util::future::select_all(
                 watches.iter_mut().map(|watch| Box::pin(watch.changed())),
             );
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            if crate::clock::timeout_at(&*self.clock, deadline, changed)
+                .await
+                .is_err()
+            {
                 return FetchResponse {
                     error: ErrorCode::None,
                     message: String::new(),

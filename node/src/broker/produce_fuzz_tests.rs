@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::SimClock;
 use crate::sim::{self, SimDisk};
 
 const DATA: &str = "/data";
@@ -44,7 +44,7 @@ async fn open(disk: &SimDisk) -> Broker<SimDisk> {
         disk.clone(),
         Path::new(DATA),
         BrokerConfig::default(),
-        Arc::new(ManualClock::new(1_000_000)),
+        Arc::new(SimClock::new(1_000_000)),
     )
     .await
     .unwrap()
@@ -319,6 +319,7 @@ fn lying_batch_headers_never_panic_and_the_log_keeps_working() {
     for seed in sim::seeds(1, 3) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .start_paused(true)
             .build()
             .unwrap();
         runtime.block_on(async {
@@ -419,6 +420,7 @@ fn lying_batch_headers_never_panic_and_the_log_keeps_working() {
 fn records_that_do_not_match_their_header_are_invalid_record_on_every_path() {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
         .unwrap()
         .block_on(async {

@@ -9,7 +9,7 @@ use ledge_protocol::{BatchIter, EncodeOptions, Record, encode_batch};
 
 use super::tests::produce;
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::SimClock;
 use crate::sim::SimDisk;
 
 const DATA: &str = "/data";
@@ -19,7 +19,7 @@ async fn open(disk: &SimDisk) -> Result<Broker<SimDisk>, BrokerError> {
         disk.clone(),
         Path::new(DATA),
         BrokerConfig::default(),
-        Arc::new(ManualClock::new(1_000_000)),
+        Arc::new(SimClock::new(1_000_000)),
     )
     .await
 }
@@ -70,6 +70,7 @@ fn a_read_only_data_directory_is_served_for_reads() {
     // StorageError naming the read-only filesystem.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
         .unwrap()
         .block_on(async {
@@ -155,6 +156,7 @@ fn a_missing_offsets_topic_on_a_read_only_filesystem_is_a_warning() {
     let _default = tracing::subscriber::set_default(subscriber);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
         .unwrap()
         .block_on(async {

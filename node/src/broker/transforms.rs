@@ -846,10 +846,11 @@ impl<D: Disk> PartitionTask<D> {
                     }
                     // Caught up: wait for input, a new version, or the idle timeout.
                     let idle = broker.config.transforms.idle_wait;
+                    let idle_over = crate::clock::sleep(&*broker.clock, idle);
                     drop(broker);
                     tokio::select! {
                         _ = high_watermark.changed() => {}
-                        () = tokio::time::sleep(idle) => {}
+                        () = idle_over => {}
                         changed = self.versions.changed() => if changed.is_err() { return },
                     }
                 }
@@ -898,7 +899,7 @@ impl<D: Disk> PartitionTask<D> {
         self.stats.set_error(message);
         let backoff = broker.config.transforms.retry_backoff;
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = crate::clock::sleep(&*broker.clock, backoff) => {}
             _ = self.versions.changed() => {}
         }
     }
@@ -1006,7 +1007,7 @@ impl<D: Disk> PartitionTask<D> {
             } else {
                 input_partitions
             };
-            let began = tokio::time::Instant::now();
+            let began = broker.clock.now();
             let outcomes = match opened
                 .run(
                     &version.plugin,
@@ -1037,7 +1038,14 @@ impl<D: Disk> PartitionTask<D> {
                 }
             };
             self.stats.busy_us.fetch_add(
-                u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX),
+                u64::try_from(
+                    broker
+                        .clock
+                        .now()
+                        .saturating_duration_since(began)
+                        .as_micros(),
+                )
+                .unwrap_or(u64::MAX),
                 Ordering::Relaxed,
             );
             let records = opened.records.get(range).unwrap_or_default();

@@ -2,6 +2,10 @@
 //! transforms (pass-through, restart, dead-letter isolation, stop, hot swap, circuit
 //! breaker, runaway modules contained), fetch plug-ins, produce filters and node-side
 //! partitioning, and bad uploads.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "wall-time waits left from before the one clock; issue 12 moves them to paused time"
+)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +17,7 @@ use ledge_protocol::wire::*;
 use ledge_protocol::{BatchIter, DecodedRecord, EncodeOptions, Record, decode_batch, encode_batch};
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::SimClock;
 use crate::sim::SimDisk;
 use crate::wasm::runtime::tests::{KEEP, TRAP_ON_BANG, Wat};
 
@@ -75,7 +79,7 @@ async fn open(disk: &SimDisk) -> Arc<Broker<SimDisk>> {
         disk.clone(),
         Path::new(DATA),
         config(),
-        Arc::new(ManualClock::new(1_000_000)),
+        Arc::new(SimClock::new(1_000_000)),
     )
     .await
     .unwrap();
@@ -85,9 +89,9 @@ async fn open(disk: &SimDisk) -> Arc<Broker<SimDisk>> {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
         .unwrap()
 }
@@ -267,7 +271,8 @@ fn a_transform_copies_every_record_and_resumes_after_restart_without_duplicates(
         assert_eq!(status.state, "running");
         assert_eq!(status.output, "orders.copy");
         assert_eq!(status.records_in, 100);
-        assert!(status.busy_us > 0);
+        // `busy_us` is time on the node's clock; on paused time a plug-in call takes none,
+        // so it is checked against a real node (e2e `wasm`).
         for partition in 0..2 {
             let copied = read_all(&broker, "orders.copy", partition).await;
             let values: Vec<String> = copied.iter().map(|record| text(&record.value)).collect();
@@ -1241,7 +1246,7 @@ fn uploads_are_bounded_and_metadata_never_outgrows_its_read_limit() {
             disk.clone(),
             Path::new(DATA),
             limited,
-            Arc::new(ManualClock::new(1_000_000)),
+            Arc::new(SimClock::new(1_000_000)),
         )
         .await
         .unwrap();

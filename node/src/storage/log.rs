@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ledge_protocol::{
@@ -2616,9 +2616,9 @@ struct Writer<D: Disk> {
     clock: Arc<dyn Clock>,
     checkpoint_file: D::File,
     checkpoint: Checkpoint,
-    last_checkpoint: Option<std::time::Instant>,
+    last_checkpoint: Option<Instant>,
     /// When the oldest unsynced (acks=1) write happened, if any.
-    unsynced_since: Option<std::time::Instant>,
+    unsynced_since: Option<Instant>,
     /// Idempotent producers' sequences, as of everything written.
     producers: ProducerStates,
     /// The `fdatasync` running while later groups are written, if any.
@@ -2658,9 +2658,9 @@ async fn sync_completion(in_flight: &mut Option<SyncFuture>) -> SyncDone {
     }
 }
 
-async fn sleep_if_due(wait: Option<Duration>) {
-    match wait {
-        Some(wait) => tokio::time::sleep(wait).await,
+async fn sleep_if_due(clock: &dyn Clock, deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => clock.sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
@@ -2684,18 +2684,19 @@ impl<D: Disk> Writer<D> {
                 Some(command) => command,
                 None => {
                     // With a sync in flight, its completion starts the next one if needed.
-                    let flush_wait = match (&self.sync_in_flight, self.unsynced_since) {
-                        (None, Some(since)) => Some(
-                            (since + self.shared.config().flush_interval)
-                                .saturating_duration_since(self.clock.now()),
-                        ),
+                    let flush_due = match (&self.sync_in_flight, self.unsynced_since) {
+                        (None, Some(since)) => Some(crate::clock::deadline_after(
+                            since,
+                            self.shared.config().flush_interval,
+                        )),
                         _ => None,
                     };
+                    let clock = Arc::clone(&self.clock);
                     let event = tokio::select! {
                         biased;
                         done = sync_completion(&mut self.sync_in_flight) => WriterEvent::Synced(done),
                         command = commands.recv() => WriterEvent::Command(command),
-                        () = sleep_if_due(flush_wait) => WriterEvent::FlushDue,
+                        () = sleep_if_due(&*clock, flush_due) => WriterEvent::FlushDue,
                         () = shared.reader_arrived.notified() => WriterEvent::ReaderArrived,
                     };
                     match event {

@@ -156,12 +156,14 @@ impl QuicServer {
         }
         // Graceful: no new connections or streams; let requests in flight finish.
         self.endpoint.set_server_config(None);
-        let deadline = tokio::time::Instant::now() + self.limits.shutdown_grace;
-        while in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let clock = broker.clock();
+        let deadline = crate::clock::deadline_after(clock.now(), self.limits.shutdown_grace);
+        while in_flight.load(Ordering::SeqCst) > 0 && clock.now() < deadline {
+            crate::clock::sleep(&*clock, Duration::from_millis(10)).await;
         }
         self.endpoint.close(0u32.into(), b"node shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        let _ =
+            crate::clock::timeout(&*clock, Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }
 
