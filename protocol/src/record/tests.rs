@@ -1,3 +1,4 @@
+#[cfg(feature = "zstd")]
 use std::io::Write as _;
 
 use bytes::BytesMut;
@@ -289,6 +290,7 @@ fn zstd_bomb_hits_the_limit() {
     ));
 }
 
+#[cfg(feature = "zstd")]
 fn batch_len_after(region: &[u8]) -> usize {
     BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES + region.len()
 }
