@@ -31,7 +31,7 @@ use crate::varint::{self, VarintError};
 
 /// The smallest possible record: seven one-byte fields (length, attributes, timestamp delta,
 /// offset delta, key length, value length, header count).
-const RECORD_BYTES_MIN: usize = 7;
+pub(crate) const RECORD_BYTES_MIN: usize = 7;
 
 /// A record to encode.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

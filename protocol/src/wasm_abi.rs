@@ -25,10 +25,12 @@ pub const ABI_VERSION: i32 = 1;
 /// Bytes of the fixed input batch header: `record_count`, `partition`, `partition_count`
 /// (`u32` each), `base_offset`, `base_timestamp` (`i64` each), little-endian.
 pub const INPUT_HEADER_BYTES: usize = 4 + 4 + 4 + 8 + 8;
+// docs/WASM-ABI.md and ARCHITECTURE.md give the header as 28 bytes; modules depend on it.
+const _: () = assert!(INPUT_HEADER_BYTES == 28);
 
 /// The smallest Kafka v2 record: one byte each for length, attributes, timestamp delta, offset
-/// delta, key length, value length and header count.
-pub const RECORD_BYTES_MIN: usize = 7;
+/// delta, key length, value length and header count (the Kafka batch reader's bound too).
+pub const RECORD_BYTES_MIN: usize = crate::record::RECORD_BYTES_MIN;
 
 /// Output record timestamp meaning "keep the input record's timestamp".
 pub const TIMESTAMP_KEEP: i64 = -1;
