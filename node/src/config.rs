@@ -744,10 +744,13 @@ impl NodeConfig {
                 .kind
                 .parse()
                 .map_err(|error| ConfigError(format!("{place}: kind: {error}")))?;
-            let on_error = transform
-                .on_error
-                .parse()
-                .map_err(|error| ConfigError(format!("{place}: {error}")))?;
+            // Left out, the key means the default policy (dead-letter).
+            let on_error = match transform.on_error.as_str() {
+                "" => OnError::default(),
+                name => name
+                    .parse()
+                    .map_err(|error| ConfigError(format!("{place}: {error}")))?,
+            };
             validate_topic_name(&transform.input)
                 .map_err(|error| ConfigError(format!("{place}: input: {error}")))?;
             let mut params = BTreeMap::new();
@@ -968,6 +971,11 @@ on_error = "skip"
         assert_eq!(transform.params["threshold"], "1000");
         assert_eq!(transform.on_error, OnError::Skip);
         assert_eq!(transform.path, PathBuf::from("mods/high.wasm"));
+        // Without `on_error`, the default policy.
+        let plain =
+            "[[transform]]\nname = \"t\"\nkind = \"map\"\nmodule = \"m.wasm\"\ninput = \"i\"\n";
+        let config = NodeConfig::from_toml(plain, "t.toml").unwrap();
+        assert_eq!(config.transforms[0].on_error, OnError::DeadLetter);
         for (bad, expected) in [
             (
                 "[wasm]\nfuel_per_batch = 0\n",
