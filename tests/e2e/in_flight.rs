@@ -63,7 +63,9 @@ fn memory_kib(pid: u32, field: &str) -> u64 {
 // share of the node's budget: its answers beyond the share are refused (TooManyRequests,
 // retriable), another client is served in full meanwhile, nothing is lost once the greedy
 // client reads, and the node's peak memory stays far below what the unread answers would
-// pin unbounded. A frame larger than the share on its own is refused naming the limit.
+// pin unbounded. Meanwhile its large requests are refused (TooManyRequests) and read whole
+// once its answers are read; a frame larger than the share on its own is refused naming the
+// limit.
 // Method: outcomes and counts only (no durations): the greedy client reads just the 6-byte
 // header of each answer, leaving full answers unread while the other client fetches.
 #[test]
@@ -187,6 +189,19 @@ fn a_client_over_its_share_is_refused_while_another_is_served() {
         };
         assert_eq!(u64::from(versions.frame_bytes_max), SHARE_BYTES);
 
+        // While its answers are unread, a large request of the greedy client finds its share
+        // spent and is refused (retriable) partway through; once they are read, the same
+        // frame is read whole (and answered for not decoding).
+        let large = Bytes::from(vec![0u8; 5 * 1024 * 1024]);
+        let bytes = greedy.exchange(large.clone()).await.unwrap();
+        let (header, _) = decode_response(ApiKey::Metadata, Bytes::from(bytes)).unwrap();
+        assert_eq!(
+            header.error,
+            ErrorCode::TooManyRequests,
+            "{}",
+            header.message
+        );
+
         // Nothing was lost: the greedy client's answers are whole once it reads them, and
         // its refused fetches succeed when retried.
         for (_send, mut receive, header) in answered {
@@ -198,6 +213,14 @@ fn a_client_over_its_share_is_refused_while_another_is_served() {
         let (header, response) = greedy.request(&fetch_everything()).await;
         assert_eq!(header.error, ErrorCode::None, "{}", header.message);
         assert_eq!(fetched_bytes(response), full_bytes);
+        let bytes = greedy.exchange(large).await.unwrap();
+        let (header, _) = decode_response(ApiKey::Metadata, Bytes::from(bytes)).unwrap();
+        assert_eq!(
+            header.error,
+            ErrorCode::InvalidRequest,
+            "{}",
+            header.message
+        );
 
         // Unbounded, the greedy client's answers alone would have pinned 128 MiB.
         let peak_kib = memory_kib(node.pid(), "VmHWM:");
