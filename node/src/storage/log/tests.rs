@@ -17,10 +17,20 @@ use ledge_protocol::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use ledge_protocol::{
+    BATCH_HEADER_BYTES, BatchError, DecodeLimits, encode_batch_with_deltas, set_base_offset,
+    set_partition_leader_epoch, validate_batch,
+};
+
+use super::open::write_new_file;
 use super::*;
 use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::sim::{self, SimDisk};
+use crate::storage::checkpoint::Checkpoint;
+use crate::storage::disk::OpenMode;
 use crate::storage::disk::{BackendChoice, SystemDisk};
+use crate::storage::recovery::PARTITION_LEADER_EPOCH;
+use crate::storage::segment;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
