@@ -17,6 +17,7 @@ use super::{Command, LogState, PartitionLog, ReadFile, Segment, SegmentFile, Sha
 use crate::clock::Clock;
 use crate::storage::checkpoint::{Checkpoint, CheckpointError};
 use crate::storage::disk::{Disk, DiskError, DiskFile, OpenMode};
+use crate::storage::group_commit::{CommitPolicy, CommitQueue};
 use crate::storage::index::SegmentIndex;
 use crate::storage::producers::ProducerStates;
 use crate::storage::record_count;
@@ -76,17 +77,30 @@ impl<D: Disk> PartitionLog<D> {
             sealed_files: tokio::sync::RwLock::new(()),
         });
         let (commands, receiver) = mpsc::channel(config.append_queue_depth);
+        let (written_end, durable_end, last_synced) = {
+            let state = shared.read_state();
+            let active = state.active();
+            (
+                active.next_offset,
+                state.high_watermark,
+                (active.base_offset, active.synced_bytes),
+            )
+        };
+        let policy = CommitPolicy {
+            flush_interval: config.flush_interval,
+            checkpoint_interval: config.recovery_checkpoint_interval,
+            sync_for_readers: config.sync_for_readers,
+        };
         let writer = Writer {
             disk,
             shared: Arc::clone(&shared),
             clock,
             checkpoint_file: opened.checkpoint_file,
             checkpoint: opened.checkpoint,
-            last_checkpoint: None,
-            unsynced_since: None,
             producers: opened.producers,
+            queue: CommitQueue::new(policy, written_end, durable_end),
             sync_in_flight: None,
-            waiting: Vec::new(),
+            last_synced,
         };
         tokio::spawn(writer.run(receiver));
         Ok(Self { shared, commands })

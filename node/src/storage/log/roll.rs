@@ -121,7 +121,7 @@ impl<D: Disk> Writer<D> {
         self.store_checkpoint(checkpoint)
             .await
             .map_err(|error| error.to_string())?;
-        self.last_checkpoint = Some(self.clock.now());
+        self.queue.handle_checkpoint_stored(self.clock.now());
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use super::{Command, PendingAppend, Segment, SegmentFile, Shared};
 use crate::clock::Clock;
 use crate::storage::checkpoint::Checkpoint;
 use crate::storage::disk::{Disk, DiskError, DiskFile, descriptors};
+use crate::storage::group_commit::{Action, CommitPolicy, CommitQueue};
 use crate::storage::producers::{ProducerStates, SequenceCheck};
 use crate::storage::record_count;
 use crate::storage::recovery::PARTITION_LEADER_EPOCH;
@@ -41,15 +42,16 @@ pub(super) struct Writer<D: Disk> {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) checkpoint_file: D::File,
     pub(super) checkpoint: Checkpoint,
-    pub(super) last_checkpoint: Option<Instant>,
-    /// When the oldest unsynced (acks=1) write happened, if any.
-    pub(super) unsynced_since: Option<Instant>,
     /// Idempotent producers' sequences, as of everything written.
     pub(super) producers: ProducerStates,
-    /// The `fdatasync` running while later groups are written, if any.
+    /// The group-commit policy: when to sync, which appends to answer, when to checkpoint.
+    pub(super) queue: CommitQueue<Staged>,
+    /// The `fdatasync` running while later groups are written, if any (the queue decided
+    /// to start it).
     pub(super) sync_in_flight: Option<SyncFuture>,
-    /// Written `Synced` (acks=all) batches waiting for a sync that covers them.
-    pub(super) waiting: Vec<Staged>,
+    /// The active segment and its size as of the last successful sync: the recovery point
+    /// a checkpoint stores.
+    pub(super) last_synced: (i64, u64),
 }
 
 /// A running sync of the active segment and what it covers once it succeeds.
@@ -148,13 +150,7 @@ impl<D: Disk> Writer<D> {
                 Some(command) => command,
                 None => {
                     // With a sync in flight, its completion starts the next one if needed.
-                    let flush_due = match (&self.sync_in_flight, self.unsynced_since) {
-                        (None, Some(since)) => Some(crate::clock::deadline_after(
-                            since,
-                            self.shared.config().flush_interval,
-                        )),
-                        _ => None,
-                    };
+                    let flush_due = self.queue.poll_timeout();
                     let clock = Arc::clone(&self.clock);
                     let event = tokio::select! {
                         biased;
@@ -165,17 +161,17 @@ impl<D: Disk> Writer<D> {
                     };
                     match event {
                         WriterEvent::Synced(done) => {
-                            self.finish_sync(done).await;
-                            self.maybe_start_sync();
+                            self.finish_sync(done);
+                            self.run_actions().await;
                             continue;
                         }
                         WriterEvent::FlushDue => {
-                            // A failure fences the log and is logged there; appends then report it.
-                            self.start_sync(false);
+                            self.queue.handle_timeout(self.clock.now());
+                            self.run_actions().await;
                             continue;
                         }
                         WriterEvent::ReaderArrived => {
-                            self.maybe_start_sync();
+                            self.run_actions().await;
                             continue;
                         }
                         WriterEvent::Command(Some(command)) => command,
@@ -210,7 +206,7 @@ impl<D: Disk> Writer<D> {
                     #[cfg(test)]
                     GROUPS_DRAINED.with(|groups| groups.borrow_mut().push(group.len()));
                     self.commit(group).await;
-                    self.maybe_start_sync();
+                    self.run_actions().await;
                 }
                 Command::DeleteBefore { offset, reply } => {
                     let _ = reply.send(self.delete_before(offset).await);
@@ -236,9 +232,52 @@ impl<D: Disk> Writer<D> {
         self.shared.read_state().fenced.clone()
     }
 
-    pub(super) fn fence(&self, reason: String) {
+    /// Fences the log: nothing more is appended or acknowledged until it is reopened, and
+    /// every append waiting for a sync fails.
+    pub(super) fn fence(&mut self, reason: String) {
         tracing::error!(directory = %self.shared.directory.display(), %reason, "partition log fenced");
-        self.shared.write_state().fenced = Some(reason);
+        self.shared.write_state().fenced = Some(reason.clone());
+        self.queue.handle_fence(reason);
+    }
+
+    fn commit_policy(&self) -> CommitPolicy {
+        let config = self.shared.config();
+        CommitPolicy {
+            flush_interval: config.flush_interval,
+            checkpoint_interval: config.recovery_checkpoint_interval,
+            sync_for_readers: config.sync_for_readers,
+        }
+    }
+
+    /// Carries out what the commit queue decided, until it has nothing more to do: starts
+    /// a sync, stores a checkpoint, answers appends.
+    pub(super) async fn run_actions(&mut self) {
+        self.queue.set_policy(self.commit_policy());
+        self.queue
+            .handle_reader_waiting(self.shared.high_watermark.receiver_count() > 0);
+        while let Some(action) = self.queue.poll_action() {
+            match action {
+                Action::StartSync => self.start_sync(),
+                Action::StoreCheckpoint => {
+                    let (recovery_segment, recovery_position) = self.last_synced;
+                    let checkpoint = Checkpoint {
+                        sequence: self.checkpoint.sequence + 1,
+                        recovery_segment,
+                        recovery_position,
+                        ..self.checkpoint
+                    };
+                    if let Err(error) = self.store_checkpoint(checkpoint).await {
+                        self.fence(format!("checkpoint write failed: {error}"));
+                    }
+                }
+                Action::Acknowledge(batch) => {
+                    let _ = batch.reply.send(Ok(batch.outcome));
+                }
+                Action::Fail { waiter, reason } => {
+                    let _ = waiter.reply.send(Err(AppendError::Fenced { reason }));
+                }
+            }
+        }
     }
 
     /// Writes a group of appends, rolling the segment wherever the roll rule says, between
@@ -481,29 +520,18 @@ impl<D: Disk> Writer<D> {
             }
             return;
         }
-        if written > 0 {
-            self.unsynced_since.get_or_insert_with(|| self.clock.now());
-        }
+        self.queue
+            .handle_written(self.clock.now(), next_offset, written > 0);
         for batch in staged {
-            if batch.durability == AppendDurability::Written {
-                let _ = batch.reply.send(Ok(batch.outcome));
-            } else {
-                self.waiting.push(batch);
-            }
+            // A duplicate of a batch synced earlier is answered at once.
+            let (last_offset, durability) = (batch.outcome.last_offset, batch.durability);
+            self.queue.handle_append(batch, last_offset, durability);
         }
-        // A duplicate of a batch synced earlier is answered at once.
-        self.release_waiters();
     }
 
-    /// Starts a sync of the active segment unless one is running, the log is fenced, or
-    /// (unless `force`) nothing is unsynced. Later groups are written while it runs.
-    pub(super) fn start_sync(&mut self, force: bool) {
-        if self.sync_in_flight.is_some() || self.fenced().is_some() {
-            return;
-        }
-        if self.unsynced_since.is_none() && !force {
-            return;
-        }
+    /// Starts the sync the commit queue decided on: of the active segment, as written so
+    /// far. Later groups are written while it runs.
+    pub(super) fn start_sync(&mut self) {
         let (file, size, next_offset, segment_base) = {
             let state = self.shared.read_state();
             let active = state.active();
@@ -514,8 +542,6 @@ impl<D: Disk> Writer<D> {
                 active.base_offset,
             )
         };
-        // Whatever is written from now on waits for the next sync.
-        self.unsynced_since = None;
         self.sync_in_flight = Some(Box::pin(async move {
             SyncDone {
                 result: file.sync_data().await,
@@ -526,38 +552,25 @@ impl<D: Disk> Writer<D> {
         }));
     }
 
-    /// Starts a sync when one is needed: acks=all batches wait, or acks=1 data is unsynced
-    /// while a reader waits at the end of the log (`sync_for_readers`).
-    pub(super) fn maybe_start_sync(&mut self) {
-        if let Some(reason) = self.fenced() {
-            self.fail_waiters(&reason);
-            return;
-        }
-        let reader_waits = self.shared.config().sync_for_readers
-            && self.shared.high_watermark.receiver_count() > 0;
-        if !self.waiting.is_empty() {
-            self.start_sync(true);
-        } else if reader_waits {
-            self.start_sync(false);
-        }
-    }
-
-    /// Waits for the sync in flight, if any, and applies it.
+    /// Waits for the sync in flight, if any, applies it and carries out what follows (the
+    /// checkpoint, the answers), until no sync runs.
     pub(super) async fn drain_sync(&mut self) {
-        if let Some(sync) = self.sync_in_flight.take() {
+        while let Some(sync) = self.sync_in_flight.take() {
             let done = sync.await;
-            self.finish_sync(done).await;
+            self.finish_sync(done);
+            self.run_actions().await;
         }
     }
 
-    /// Applies a finished sync: publishes the new high watermark, advances the recovery
-    /// checkpoint when due and answers the acks=all batches it covers. A failure fences the
-    /// log and fails every waiting batch.
-    pub(super) async fn finish_sync(&mut self, done: SyncDone) {
+    /// Applies a finished sync: publishes the new high watermark and tells the commit
+    /// queue, which then stores the checkpoint when due and answers the appends it covers.
+    /// A failure fences the log.
+    pub(super) fn finish_sync(&mut self, done: SyncDone) {
+        let now = self.clock.now();
         if let Err(error) = done.result {
             let reason = format!("fdatasync failed, not retried: {error}");
-            self.fence(reason.clone());
-            self.fail_waiters(&reason);
+            self.queue.handle_sync_done(now, Err(reason.clone()));
+            self.fence(reason);
             return;
         }
         let high_watermark = {
@@ -570,49 +583,8 @@ impl<D: Disk> Writer<D> {
             state.high_watermark
         };
         self.shared.high_watermark.send_replace(high_watermark);
-        let now = self.clock.now();
-        let due = self.last_checkpoint.is_none_or(|last| {
-            now.saturating_duration_since(last) >= self.shared.config().recovery_checkpoint_interval
-        });
-        if due {
-            self.last_checkpoint = Some(now);
-            let checkpoint = Checkpoint {
-                sequence: self.checkpoint.sequence + 1,
-                recovery_segment: done.segment_base,
-                recovery_position: done.size,
-                ..self.checkpoint
-            };
-            if let Err(error) = self.store_checkpoint(checkpoint).await {
-                let reason = format!("checkpoint write failed: {error}");
-                self.fence(reason.clone());
-                self.fail_waiters(&reason);
-                return;
-            }
-        }
-        self.release_waiters();
-    }
-
-    /// Answers the waiting acks=all batches below the high watermark.
-    pub(super) fn release_waiters(&mut self) {
-        if self.waiting.is_empty() {
-            return;
-        }
-        let high_watermark = self.shared.read_state().high_watermark;
-        let (durable, still_waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .partition(|batch| batch.outcome.last_offset < high_watermark);
-        self.waiting = still_waiting;
-        for batch in durable {
-            let _ = batch.reply.send(Ok(batch.outcome));
-        }
-    }
-
-    pub(super) fn fail_waiters(&mut self, reason: &str) {
-        for batch in self.waiting.drain(..) {
-            let _ = batch.reply.send(Err(AppendError::Fenced {
-                reason: reason.to_string(),
-            }));
-        }
+        self.last_synced = (done.segment_base, done.size);
+        self.queue.handle_sync_done(now, Ok(()));
     }
 
     /// A failed write: ENOSPC is rolled back (truncate to the last good size) and the log
@@ -661,7 +633,8 @@ impl<D: Disk> Writer<D> {
         if let Some(reason) = self.fenced() {
             return Err(reason);
         }
-        self.start_sync(true);
+        self.queue.request_sync();
+        self.run_actions().await;
         self.drain_sync().await;
         match self.fenced() {
             Some(reason) => Err(reason),
@@ -756,7 +729,7 @@ impl<D: Disk> Writer<D> {
             return Ok(());
         }
         // Force the checkpoint so the next open starts from an exact recovery point.
-        self.last_checkpoint = None;
+        self.queue.force_checkpoint();
         self.sync_active().await.map_err(|reason| {
             DiskError::new(
                 "close",
