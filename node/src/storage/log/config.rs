@@ -51,11 +51,11 @@ pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 pub const BATCH_BYTES_MAX_DEFAULT: u64 = 1_048_588;
 
 /// Default and largest [`LogConfig::append_decode_limits`], what an append may cost to check
-/// a batch's records ([`validate_batch_records`]): at most 64 MiB of decompressed records,
+/// a batch's records ([`validate_batch_records`](ledge_protocol::validate_batch_records)): at most 64 MiB of decompressed records,
 /// 1 Mi records and 1 Mi record headers per batch (the protocol's [`DecodeLimits`] defaults,
 /// which readers and compaction use too, so anything appended can be read back; the config
 /// may lower them, never raise them). A batch over them is refused with
-/// [`AppendError::InvalidRecords`].
+/// [`AppendError::InvalidRecords`](super::AppendError::InvalidRecords).
 pub const APPEND_DECODE_LIMITS: DecodeLimits = DecodeLimits {
     decompressed_bytes_max: 64 * 1024 * 1024,
     records_max: 1 << 20,

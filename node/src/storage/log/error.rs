@@ -9,7 +9,7 @@ use crate::storage::checkpoint::CheckpointError;
 use crate::storage::disk::DiskError;
 use crate::storage::segment::SegmentHeaderError;
 
-/// Names the node setting behind a refusal for a limit of [`LogConfig::append_decode_limits`],
+/// Names the node setting behind a refusal for a limit of [`LogConfig::append_decode_limits`](super::LogConfig::append_decode_limits),
 /// so the producer's error says which key an operator would raise.
 pub(super) fn append_limit_hint(error: &DecodeError) -> &'static str {
     match error {
@@ -28,7 +28,7 @@ pub enum AppendError {
     InvalidBatch(#[from] BatchError),
     /// The batch's records do not match its header: fewer or more than `record_count`, or
     /// malformed (lengths past the batch, bad offset deltas, non-UTF-8 header keys), or
-    /// over [`LogConfig::append_decode_limits`]. The producer wrote it that way (its CRC is intact), so
+    /// over [`LogConfig::append_decode_limits`](super::LogConfig::append_decode_limits). The producer wrote it that way (its CRC is intact), so
     /// a retry with the same bytes fails the same way.
     #[error("invalid records in batch: {0}{hint}", hint = append_limit_hint(.0))]
     InvalidRecords(#[source] DecodeError),
@@ -77,7 +77,7 @@ pub enum AppendError {
     Closed,
 }
 
-/// Why an [`PartitionLog::append_batches`] call stopped: batch `index` failed with `error`;
+/// Why an [`PartitionLog::append_batches`](super::PartitionLog::append_batches) call stopped: batch `index` failed with `error`;
 /// the batches before it were appended (`appended`, as durable as the call asked), none
 /// after it was.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,15 @@
 //! wait for the writer: they take the segment list under a short lock and read by position,
 //! and see only synced bytes: the high watermark is the last synced offset + 1.
 //!
+//! Where things are: `append.rs` checks a batch on the caller's task and sends it to the
+//! writer; `writer.rs` is the writer task (the write in `Writer::commit_part`, the
+//! `fdatasync` in `Writer::start_sync`, its result applied in `Writer::finish_sync`); the
+//! policy of when to sync and whom to answer is `storage::group_commit::CommitQueue`, which
+//! the writer only carries out; `roll.rs` seals segments; `read.rs` serves reads;
+//! `compact.rs` rewrites sealed segments; `open.rs` recovers a log at open; `config.rs` and
+//! `error.rs` hold the settings and the errors. The io_uring completion reaper is
+//! `storage::disk::uring`'s `reap` task.
+//!
 //! Invariants:
 //! - offsets are dense: each batch's base offset is the previous batch's last offset + 1;
 //! - every byte below a segment's `synced_bytes` is durable, and everything readers see is
