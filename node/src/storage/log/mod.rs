@@ -14,7 +14,7 @@
 //! writer; `writer.rs` is the writer task (the write in `Writer::commit_part`, the
 //! `fdatasync` in `Writer::start_sync`, its result applied in `Writer::finish_sync`); the
 //! policy of when to sync and whom to answer is `storage::group_commit::CommitQueue`, which
-//! the writer only carries out; `roll.rs` seals segments; `read.rs` serves reads;
+//! the writer only carries out; `roll.rs` seals segments; `delete.rs` moves the log start; `read.rs` serves reads;
 //! `compact.rs` rewrites sealed segments; `open.rs` recovers a log at open; `config.rs` and
 //! `error.rs` hold the settings and the errors. The io_uring completion reaper is
 //! `storage::disk::uring`'s `reap` task.
@@ -47,6 +47,7 @@ use crate::clock::Clock;
 mod append;
 mod compact;
 mod config;
+mod delete;
 mod error;
 mod open;
 mod read;

@@ -9,12 +9,12 @@ use ledge_protocol::{set_base_offset, set_partition_leader_epoch};
 use tokio::sync::{mpsc, oneshot};
 
 use super::append::{AppendDurability, AppendOutcome};
-use super::error::{AppendError, DeleteError, copy_disk_error};
-use super::open::{count_records_below, remove_segment_files, write_checkpoint};
-use super::{Command, PendingAppend, Segment, SegmentFile, Shared};
+use super::error::{AppendError, copy_disk_error};
+use super::open::write_checkpoint;
+use super::{Command, PendingAppend, Shared};
 use crate::clock::Clock;
 use crate::storage::checkpoint::Checkpoint;
-use crate::storage::disk::{Disk, DiskError, DiskFile, descriptors};
+use crate::storage::disk::{Disk, DiskError, DiskFile};
 use crate::storage::group_commit::{Action, CommitPolicy, CommitQueue};
 use crate::storage::producers::{ProducerStates, SequenceCheck};
 use crate::storage::record_count;
@@ -649,79 +649,6 @@ impl<D: Disk> Writer<D> {
         write_checkpoint(&self.checkpoint_file, &checkpoint).await?;
         self.checkpoint = checkpoint;
         Ok(())
-    }
-
-    pub(super) async fn delete_before(&mut self, offset: i64) -> Result<i64, DeleteError> {
-        if let Some(reason) = self.fenced() {
-            return Err(DeleteError::Fenced { reason });
-        }
-        let (high_watermark, log_start_offset) = {
-            let state = self.shared.read_state();
-            (state.high_watermark, state.log_start_offset)
-        };
-        if offset > high_watermark {
-            return Err(DeleteError::BeyondHighWatermark {
-                requested: offset,
-                high_watermark,
-            });
-        }
-        if offset <= log_start_offset {
-            return Ok(log_start_offset);
-        }
-        // Counted before anything changes (only this task changes segments), so the record
-        // count moves in one step with the log start.
-        let records_below = {
-            let segment = self.shared.read_state().segment_records_at(offset);
-            count_records_below(
-                &self.disk,
-                segment,
-                offset,
-                self.shared.config().recovery_read_bytes,
-            )
-            .await?
-        };
-        // Durable first: once the checkpoint says so, a crash mid-removal is finished by
-        // the next open, and no reader is ever served below the new start.
-        let checkpoint = Checkpoint {
-            sequence: self.checkpoint.sequence + 1,
-            log_start_offset: offset,
-            ..self.checkpoint
-        };
-        self.store_checkpoint(checkpoint).await?;
-        // Held until the files are gone: a reader that found a doomed segment before the
-        // state update below opens its file first (see `Shared::sealed_files`).
-        let removing = self.shared.sealed_files.write().await;
-        let doomed: Vec<i64> = {
-            let mut state = self.shared.write_state();
-            state.log_start_offset = offset;
-            state.records_below_log_start = records_below;
-            let bases: Vec<i64> = state.segments.keys().copied().collect();
-            let doomed: Vec<i64> = bases
-                .windows(2)
-                .filter_map(|pair| match pair {
-                    [base, next] if *next <= offset => Some(*base),
-                    _ => None,
-                })
-                .collect();
-            for base in &doomed {
-                if let Some(Segment {
-                    file: SegmentFile::Sealed(id),
-                    ..
-                }) = state.segments.remove(base)
-                {
-                    descriptors::forget_sealed_file(id);
-                }
-            }
-            doomed
-        };
-        for base in &doomed {
-            remove_segment_files(&self.disk, &self.shared.directory, *base).await?;
-        }
-        drop(removing);
-        if !doomed.is_empty() {
-            self.disk.sync_dir(&self.shared.directory).await?;
-        }
-        Ok(offset)
     }
 
     pub(super) async fn shutdown(&mut self) -> Result<(), DiskError> {
