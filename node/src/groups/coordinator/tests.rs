@@ -265,7 +265,7 @@ fn static_members_restart_without_a_rebalance() {
     assert_eq!(coordinator.describe("g").unwrap().group_epoch, epoch_before);
     // Past the departed entry's session timeout (10 s from its last heartbeat at `now`),
     // with both members heartbeating, its timer does not fire: nobody expires.
-    let mut returned = vec![returning];
+    let mut returned = [returning];
     for client in [&mut clients[0], &mut returned[0]] {
         step(
             &mut coordinator,
