@@ -259,7 +259,12 @@ impl<D: Disk> Broker<D> {
         let mut running = self.running();
         let version = Arc::new(TransformVersion { definition, plugin });
         if let Some(existing) = running.get(name) {
-            // A new version: the tasks pick it up at their next batch boundary.
+            // A new version starts with no error. Cleared before the tasks can see the
+            // version: cleared after (as it was), an error the new version's tasks published
+            // at once, such as an input batch that does not decode, was wiped on a
+            // multi-threaded runtime whenever a task got there first.
+            existing.stats.set_error(String::new());
+            // The tasks pick it up at their next batch boundary.
             existing.version.send_replace(version);
             return;
         }
@@ -463,9 +468,6 @@ impl<D: Disk> Broker<D> {
         self.collect_module_garbage().await;
         let version = definition.version;
         self.launch(&name, definition, plugin);
-        if let Some(running) = self.running().get(&name) {
-            running.stats.set_error(String::new());
-        }
         tracing::info!(transform = %name, version, "transform deployed");
         Ok(version)
     }

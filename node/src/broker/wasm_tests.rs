@@ -1342,11 +1342,10 @@ async fn poison_second_batch(disk: &SimDisk, broker: &Broker<SimDisk>, topic: &s
 }
 
 // Goal (issue 11, data item 5): a transform whose input holds a stored batch that does not
-// decode passes over it and transforms the batches after it, instead of failing at it
-// forever (before, it never caught up). Whether the skip is also published as the
-// transform's last error is not asserted: in about half the runs of this test the batch is
-// passed over with no error published (and `on_error = stop` then does not stop at it), a
-// defect whose cause is still open (issue 11's closing note).
+// decode skips it (reporting it as its last error) and transforms the batches after it,
+// instead of failing at it forever; with on_error = stop it stops there instead. (The error
+// used to be lost in about half the runs on a multi-threaded runtime: the deploy cleared the
+// last error after its tasks had started, so a task that published first was wiped.)
 #[test]
 fn a_transform_skips_an_input_batch_that_does_not_decode() {
     runtime().block_on(async {
@@ -1370,8 +1369,17 @@ fn a_transform_skips_an_input_batch_that_does_not_decode() {
             ))
             .await
             .unwrap();
-        let status = wait_for(&broker, "copy", |d| d.lag == 0 && d.records_in == 4).await;
+        // The error is published just after the counters, so wait for both.
+        let status = wait_for(&broker, "copy", |d| {
+            d.lag == 0 && d.records_in == 4 && !d.last_error.is_empty()
+        })
+        .await;
         assert_eq!(status.state, "running");
+        assert!(
+            status.last_error.contains("offset 2"),
+            "{}",
+            status.last_error
+        );
         let out: Vec<String> = read_all(&broker, "events.copy", 0)
             .await
             .iter()
@@ -1379,6 +1387,17 @@ fn a_transform_skips_an_input_batch_that_does_not_decode() {
             .collect();
         assert_eq!(out, ["v0", "v1", "v4", "v5"]);
 
+        broker
+            .deploy_transform(transform(
+                "halt",
+                module(KEEP),
+                "events",
+                transforms::OnError::Stop,
+            ))
+            .await
+            .unwrap();
+        let status = wait_for(&broker, "halt", |d| d.state != "running").await;
+        assert!(status.last_error.contains("does not decode"), "{status:#?}");
         broker.close().await;
     });
 }
