@@ -2,10 +2,10 @@
 //! transforms (pass-through, restart, dead-letter isolation, stop, hot swap, circuit
 //! breaker, runaway modules contained), fetch plug-ins, produce filters and node-side
 //! partitioning, and bad uploads.
-#![allow(
-    clippy::disallowed_methods,
-    reason = "wall-time waits left from before the one clock; issue 12 moves them to paused time"
-)]
+//!
+//! Every test runs on a current-thread runtime with tokio's time paused, and waits on the
+//! broker's clock (a `SimClock` that follows the paused time): the waits cost no wall time
+//! and the runs interleave the same way each time.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -227,13 +227,13 @@ async fn wait_for(
     done: impl Fn(&TransformDescription) -> bool,
 ) -> TransformDescription {
     let mut last = describe(broker, name).await;
-    // A liveness bound, not a timing claim: up to a minute, since a debug-build module compile
-    // on a loaded 2-core CI machine took over the 10 s this used to allow.
+    // A liveness bound, not a timing claim: a minute of the broker's (paused) clock, which
+    // moves only when every task waits, so a slow machine cannot run it out.
     for _ in 0..6000 {
         if done(&last) {
             return last;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        crate::clock::sleep(&*broker.clock, Duration::from_millis(10)).await;
         last = describe(broker, name).await;
     }
     panic!("transform never got there: {last:#?}");
@@ -466,7 +466,7 @@ fn a_hot_swap_under_load_loses_nothing() {
             })
         };
         for version in 2..=4 {
-            tokio::time::sleep(Duration::from_millis(15)).await;
+            crate::clock::sleep(&*broker.clock, Duration::from_millis(15)).await;
             let swapped = broker
                 .deploy_transform(transform(
                     "swap",
