@@ -43,6 +43,7 @@ use super::plugins::{open_batch, output_record, params_list, params_map};
 use super::topic_config::{validate_module_name, validate_topic_name};
 use super::{Broker, read};
 use crate::groups::offsets::{OffsetKey, encode_value};
+use crate::groups::service::GroupServiceError;
 use crate::storage::{AppendDurability, Disk, ReadError};
 use crate::wasm::{Outcome, Plugin, PluginKind};
 
@@ -182,8 +183,7 @@ impl Drop for RunningTransform {
     }
 }
 
-/// The prefix of the groups under which transforms' positions are committed.
-pub(crate) const POSITION_GROUP_PREFIX: &str = "__transform.";
+pub(crate) use crate::groups::service::POSITION_GROUP_PREFIX;
 
 /// The group under which a transform's positions are committed.
 pub fn position_group(name: &str) -> String {
@@ -566,10 +566,10 @@ impl<D: Disk> Broker<D> {
             })?;
         }
         self.running().remove(name);
-        match self.delete_group(&position_group(name)).await {
-            Ok(()) | Err((ErrorCode::GroupIdNotFound, _)) => {}
-            Err((_, message)) => {
-                tracing::warn!(transform = %name, %message, "removing transform positions failed");
+        match self.groups.delete_group(self, &position_group(name)).await {
+            Ok(()) | Err(GroupServiceError::NotFound(_)) => {}
+            Err(error) => {
+                tracing::warn!(transform = %name, %error, "removing transform positions failed");
             }
         }
         self.collect_module_garbage().await;
@@ -633,22 +633,7 @@ impl<D: Disk> Broker<D> {
             ..TransformDescription::default()
         };
         let group = position_group(name);
-        let committed: BTreeMap<u32, i64> = {
-            let offsets = self
-                .offsets
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            offsets
-                .group(&group)
-                .map(|positions| {
-                    positions
-                        .iter()
-                        .filter(|((topic, _), _)| *topic == definition.input)
-                        .map(|((_, partition), committed)| (*partition, committed.offset))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let committed = self.groups.committed_offsets(&group, &definition.input);
         let live = stats.as_ref().map(|stats| {
             stats
                 .positions
@@ -721,14 +706,8 @@ impl<D: Disk> Broker<D> {
 
     /// The committed position of a transform in one input partition.
     fn transform_position(&self, name: &str, topic: &str, partition: u32) -> Option<i64> {
-        let offsets = self
-            .offsets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        offsets
-            .group(&position_group(name))
-            .and_then(|positions| positions.get(&(topic.to_string(), partition)))
-            .map(|committed| committed.offset)
+        self.groups
+            .committed_offset(&position_group(name), topic, partition)
     }
 
     async fn commit_transform_position(
@@ -746,16 +725,19 @@ impl<D: Disk> Broker<D> {
         };
         // Written, not synced: the output it covers is already durable, so a position lost
         // to a crash only repeats work (at-least-once), and the iteration saves an fsync.
-        self.append_offsets_with(
-            &[Record {
-                timestamp: now_ms,
-                key: Some(key.encode()),
-                value: Some(encode_value(offset, "", now_ms)),
-                headers: Vec::new(),
-            }],
-            AppendDurability::Written,
-        )
-        .await
+        self.groups
+            .append_offsets(
+                self,
+                &[Record {
+                    timestamp: now_ms,
+                    key: Some(key.encode()),
+                    value: Some(encode_value(offset, "", now_ms)),
+                    headers: Vec::new(),
+                }],
+                AppendDurability::Written,
+            )
+            .await
+            .map_err(|error| (ErrorCode::from(&error), error.to_string()))
     }
 
     /// Appends records to a partition with `acks=all`, in batches of bounded size.
