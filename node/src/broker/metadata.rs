@@ -101,12 +101,53 @@ pub struct StoredTransform {
     /// Dead-letter topic.
     pub dead_letter_topic: String,
     /// What a failing record does.
-    pub on_error: crate::broker::transforms::OnError,
+    pub on_error: OnError,
     /// Incremented by each deploy.
     pub version: u32,
     /// Why it is stopped, if it is (paused by an operator, the circuit breaker, or the
     /// `stop` policy); survives restarts.
     pub stopped: Option<StoppedReason>,
+}
+
+/// What a transform does with a record its module fails. Persisted in `metadata.json`, so it
+/// lives with the schema (the transform runner and the config file both read it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// The record goes to the dead-letter topic with the error in its headers.
+    DeadLetter,
+    /// The record is dropped (counted as dead).
+    Skip,
+    /// The transform stops before the record's batch until an operator resumes it.
+    Stop,
+}
+
+impl std::fmt::Display for OnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::DeadLetter => "dead-letter",
+            Self::Skip => "skip",
+            Self::Stop => "stop",
+        })
+    }
+}
+
+/// An `on_error` policy with no such name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("on_error {0:?} must be dead-letter, skip or stop")]
+pub struct UnknownOnError(pub String);
+
+impl std::str::FromStr for OnError {
+    type Err = UnknownOnError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "dead-letter" | "dead_letter" | "" => Ok(Self::DeadLetter),
+            "skip" => Ok(Self::Skip),
+            "stop" => Ok(Self::Stop),
+            other => Err(UnknownOnError(other.to_string())),
+        }
+    }
 }
 
 /// Why a transform is not running.

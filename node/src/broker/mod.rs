@@ -213,7 +213,7 @@ pub struct Broker<D: Disk> {
     /// Instantiated plug-ins for fetches and produce hooks, by module, kind and parameters.
     plugins: Mutex<std::collections::HashMap<String, Arc<crate::wasm::Plugin>>>,
     /// Bytes plug-in calls may hold opened, node-wide (`wasm.opened_batch_bytes_max`).
-    opened_batch_budget: plugins::OpenedBatchBudget,
+    opened_batch_budget: crate::wasm::batch::OpenedBatchBudget,
     /// Running topic transforms.
     transforms: Mutex<BTreeMap<String, transforms::RunningTransform>>,
     /// Set by `start_transforms`: lets request handlers spawn transform tasks.
@@ -411,7 +411,7 @@ impl<D: Disk> Broker<D> {
             .map_err(|error| BrokerError::Wasm(error.to_string()))?;
         let modules = crate::wasm::ModuleStore::open(disk.clone(), data_dir, engine).await?;
         let opened_batch_budget =
-            plugins::OpenedBatchBudget::new(config.wasm.opened_batch_bytes_max);
+            crate::wasm::batch::OpenedBatchBudget::new(config.wasm.opened_batch_bytes_max);
         let groups = crate::groups::service::GroupService::new(
             config_groups,
             member_salt,

@@ -22,8 +22,6 @@
 //! boundary; positions are kept, so no record is skipped or lost.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -35,54 +33,18 @@ use ledge_protocol::wire::{
     TransformDescription,
 };
 use ledge_protocol::{BatchIter, EncodeOptions, Header, Record, encode_batch};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::metadata::{StoppedReason, StoredTransform};
-use super::plugins::{open_batch, output_record, params_list, params_map};
 use super::topic_config::{validate_module_name, validate_topic_name};
 use super::{Broker, read};
 use crate::groups::offsets::{OffsetKey, encode_value};
 use crate::groups::service::GroupServiceError;
 use crate::storage::{AppendDurability, Disk, ReadError};
+use crate::wasm::batch::{OpenedBatch, open_batch, output_record, params_list, params_map};
 use crate::wasm::{Outcome, Plugin, PluginKind};
 
-/// What a transform does with a record its module fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnError {
-    /// The record goes to the dead-letter topic with the error in its headers.
-    DeadLetter,
-    /// The record is dropped (counted as dead).
-    Skip,
-    /// The transform stops before the record's batch until an operator resumes it.
-    Stop,
-}
-
-impl fmt::Display for OnError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::DeadLetter => "dead-letter",
-            Self::Skip => "skip",
-            Self::Stop => "stop",
-        })
-    }
-}
-
-impl FromStr for OnError {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "dead-letter" | "dead_letter" | "" => Ok(Self::DeadLetter),
-            "skip" => Ok(Self::Skip),
-            "stop" => Ok(Self::Stop),
-            other => Err(format!(
-                "on_error {other:?} must be dead-letter, skip or stop"
-            )),
-        }
-    }
-}
+pub use super::metadata::OnError;
 
 /// Limits and tuning of transforms; `[transforms]` in the node config.
 #[derive(Clone, Debug, PartialEq)]
@@ -309,12 +271,13 @@ impl<D: Disk> Broker<D> {
                     .kind
                     .parse()
                     .map_err(|error| (ErrorCode::InvalidRequest, error))?,
-                on_error: request
-                    .on_error
-                    .parse()
-                    .map_err(|error| (ErrorCode::InvalidRequest, error))?,
+                on_error: request.on_error.parse().map_err(
+                    |error: super::metadata::UnknownOnError| {
+                        (ErrorCode::InvalidRequest, error.to_string())
+                    },
+                )?,
                 params: params_map(&request.params)
-                    .map_err(|error| (ErrorCode::InvalidRequest, error))?,
+                    .map_err(|error| (ErrorCode::InvalidRequest, error.to_string()))?,
                 name: request.name,
                 module: request.module,
                 input: request.input,
@@ -1290,7 +1253,7 @@ async fn stop<D: Disk>(
 /// Runs `range` in halves until each failing call is a single record; those records get an
 /// `Error` outcome with the failure, the rest their real outcomes.
 fn bisect<'a>(
-    opened: &'a super::plugins::OpenedBatch,
+    opened: &'a OpenedBatch,
     plugin: &'a Arc<Plugin>,
     range: std::ops::Range<usize>,
     partition: u32,
