@@ -215,9 +215,7 @@ pub struct Broker<D: Disk> {
     /// Bytes plug-in calls may hold opened, node-wide (`wasm.opened_batch_bytes_max`).
     opened_batch_budget: crate::wasm::batch::OpenedBatchBudget,
     /// Running topic transforms.
-    transforms: Mutex<BTreeMap<String, transforms::RunningTransform>>,
-    /// Set by `start_transforms`: lets request handlers spawn transform tasks.
-    self_ref: std::sync::OnceLock<std::sync::Weak<Self>>,
+    transforms: transforms::TransformRunner,
     /// Topic created, grown or deleted, told after it is durable.
     registry_events: registry::RegistryEvents,
 }
@@ -437,8 +435,7 @@ impl<D: Disk> Broker<D> {
             modules,
             plugins: Mutex::new(std::collections::HashMap::new()),
             opened_batch_budget,
-            transforms: Mutex::new(BTreeMap::new()),
-            self_ref: std::sync::OnceLock::new(),
+            transforms: transforms::TransformRunner::default(),
             registry_events: registry::RegistryEvents::default(),
         };
         let opens = stored.topics.iter().map(|(name, topic)| {

@@ -22,7 +22,7 @@
 //! boundary; positions are kept, so no record is skipped or lost.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -33,9 +33,10 @@ use ledge_protocol::wire::{
     TransformDescription,
 };
 use ledge_protocol::{BatchIter, EncodeOptions, Header, Record, encode_batch};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::metadata::{StoppedReason, StoredTransform};
+use super::registry::RegistryEvent;
 use super::topic_config::{validate_module_name, validate_topic_name};
 use super::{Broker, read};
 use crate::groups::offsets::{OffsetKey, encode_value};
@@ -130,6 +131,52 @@ impl TransformStats {
     }
 }
 
+/// The running transforms: their tasks, versions and statistics. The tasks are started by
+/// [`drive_runner`], which holds the only handle to the broker the runner needs; request
+/// handlers change the map and wake it.
+#[derive(Default)]
+pub(crate) struct TransformRunner {
+    running: Mutex<BTreeMap<String, RunningTransform>>,
+    /// Set by `start_transforms`; a transform launched before only has its definition stored.
+    started: AtomicBool,
+    /// Wakes the driver to start the tasks a transform lacks.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl TransformRunner {
+    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningTransform>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The runner's driver: starts the partition tasks of launched transforms, and of
+/// partitions added to a running transform's input (told by the registry), until the
+/// broker is gone. Level-triggered: each wake compares every transform's tasks with its
+/// input's partitions, so a lagged event stream loses nothing.
+async fn drive_runner<D: Disk>(
+    weak: Weak<Broker<D>>,
+    wake: Arc<tokio::sync::Notify>,
+    mut events: broadcast::Receiver<RegistryEvent>,
+) {
+    loop {
+        let Some(broker) = weak.upgrade() else {
+            return;
+        };
+        broker.start_missing_tasks(&weak);
+        // Not holding the broker while waiting: dropping it ends the registry's sender.
+        drop(broker);
+        tokio::select! {
+            () = wake.notified() => {}
+            event = events.recv() => match event {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
 /// A transform's running tasks.
 pub(crate) struct RunningTransform {
     version: watch::Sender<Arc<TransformVersion>>,
@@ -186,14 +233,22 @@ impl<D: Disk> Broker<D> {
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningTransform>> {
-        self.transforms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.transforms.running()
     }
 
-    /// Starts the stored transforms; call once, on the shared broker, after `open`.
+    /// Starts the stored transforms and the runner's driver; call once, on the shared
+    /// broker, after `open`.
     pub async fn start_transforms(self: &Arc<Self>) {
-        let _ = self.self_ref.set(Arc::downgrade(self));
+        if self.transforms.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Subscribed before any transform launches: no change to an input is missed.
+        let events = self.subscribe_registry_events();
+        tokio::spawn(drive_runner(
+            Arc::downgrade(self),
+            Arc::clone(&self.transforms.wake),
+            events,
+        ));
         let stored = self.admin.lock().await.current().transforms.clone();
         for (name, definition) in stored {
             let plugin = match self
@@ -210,14 +265,16 @@ impl<D: Disk> Broker<D> {
         }
     }
 
+    /// Runs a transform, or hands its running tasks a new version. The tasks themselves are
+    /// started by the runner's driver (see [`drive_runner`]).
     fn launch(&self, name: &str, definition: StoredTransform, plugin: Arc<Plugin>) {
-        let Some(weak) = self.self_ref.get().cloned() else {
+        if !self.transforms.started.load(Ordering::SeqCst) {
             // Deployed before `start_transforms` (the config file's `[[transform]]`s are
             // reconciled at start, before the broker is shared): the definition is stored,
             // and `start_transforms` launches every stored transform.
             tracing::debug!(transform = %name, "transform recorded; it starts with the broker's transforms");
             return;
-        };
+        }
         let mut running = self.running();
         let version = Arc::new(TransformVersion { definition, plugin });
         if let Some(existing) = running.get(name) {
@@ -230,30 +287,38 @@ impl<D: Disk> Broker<D> {
             existing.version.send_replace(version);
             return;
         }
-        let (sender, _) = watch::channel(Arc::clone(&version));
-        let stats = Arc::new(TransformStats::default());
-        let partitions = self.partition_count(&version.definition.input);
-        let tasks = (0..partitions)
-            .map(|partition| {
-                let task = PartitionTask {
-                    broker: weak.clone(),
-                    name: name.to_string(),
-                    partition,
-                    versions: sender.subscribe(),
-                    stats: Arc::clone(&stats),
-                    in_flight: None,
-                };
-                tokio::spawn(task.run())
-            })
-            .collect();
+        let (sender, _) = watch::channel(version);
         running.insert(
             name.to_string(),
             RunningTransform {
                 version: sender,
-                stats,
-                tasks,
+                stats: Arc::new(TransformStats::default()),
+                tasks: Vec::new(),
             },
         );
+        drop(running);
+        self.transforms.wake.notify_one();
+    }
+
+    /// Starts a task for each partition of a running transform's input that has none (all
+    /// of them for a transform just launched; the new ones after its input grew).
+    fn start_missing_tasks(&self, weak: &Weak<Self>) {
+        let mut running = self.running();
+        for (name, transform) in running.iter_mut() {
+            let input = transform.version.borrow().definition.input.clone();
+            let partitions = self.partition_count(&input);
+            for partition in (transform.tasks.len() as u32)..partitions {
+                let task = PartitionTask {
+                    broker: weak.clone(),
+                    name: name.clone(),
+                    partition,
+                    versions: transform.version.subscribe(),
+                    stats: Arc::clone(&transform.stats),
+                    in_flight: None,
+                };
+                transform.tasks.push(tokio::spawn(task.run()));
+            }
+        }
     }
 
     /// Stops every transform task (at shutdown, before the logs close).

@@ -1401,3 +1401,48 @@ fn a_transform_skips_an_input_batch_that_does_not_decode() {
         broker.close().await;
     });
 }
+
+// Goal (issue 12, item 1): a running transform follows its input topic's registry: when the
+// input gains partitions, tasks start for them at once, without a restart or a redeploy.
+#[test]
+fn a_running_transform_picks_up_partitions_added_to_its_input() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(14);
+        let broker = open(&disk).await;
+        create(&broker, "events", 1, &[]).await;
+        broker
+            .deploy_transform(transform(
+                "copy",
+                module(KEEP),
+                "events",
+                transforms::OnError::Skip,
+            ))
+            .await
+            .unwrap();
+        produce(&broker, "events", 0, values(&numbered(0, 2))).await;
+        wait_for(&broker, "copy", |d| d.records_in == 2).await;
+
+        broker
+            .reconcile(&[DeclaredTopic {
+                name: "events".into(),
+                partitions: 2,
+                configs: BTreeMap::new(),
+                origin: "test".into(),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(broker.partition_count("events"), 2);
+        produce(&broker, "events", 1, values(&numbered(2, 2))).await;
+        let status = wait_for(&broker, "copy", |d| d.lag == 0 && d.records_in == 4).await;
+        assert_eq!(status.state, "running");
+        assert_eq!(status.positions.len(), 2);
+        let mut out: Vec<String> = read_all(&broker, "events.copy", 0)
+            .await
+            .iter()
+            .map(|record| text(&record.value))
+            .collect();
+        out.sort();
+        assert_eq!(out, ["v0", "v1", "v2", "v3"]);
+        broker.close().await;
+    });
+}
