@@ -20,6 +20,14 @@
 //!
 //! Deploying a new version of a running transform swaps the plug-in at the next batch
 //! boundary; positions are kept, so no record is skipped or lost.
+//!
+//! Files: this one holds the admin API (deploy, alter, describe, reconcile), the limits and
+//! the [`TransformRunner`] with its driver; `task.rs` a partition's task (read, run, write,
+//! commit); `route.rs` where outcomes go (pure); `bisect.rs` the isolation of failing records.
+
+mod bisect;
+mod route;
+mod task;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,8 +40,11 @@ use ledge_protocol::wire::{
     DescribeTransformsRequest, DescribeTransformsResponse, ErrorCode, PartitionOffset,
     TransformDescription,
 };
-use ledge_protocol::{BatchIter, EncodeOptions, Header, Record, encode_batch};
+use ledge_protocol::{EncodeOptions, Record, encode_batch};
 use tokio::sync::{broadcast, watch};
+
+use route::BreakerWindow;
+use task::PartitionTask;
 
 use super::metadata::{StoppedReason, StoredTransform};
 use super::registry::RegistryEvent;
@@ -41,9 +52,9 @@ use super::topic_config::{validate_module_name, validate_topic_name};
 use super::{Broker, read};
 use crate::groups::offsets::{OffsetKey, encode_value};
 use crate::groups::service::GroupServiceError;
-use crate::storage::{AppendDurability, Disk, ReadError};
-use crate::wasm::batch::{OpenedBatch, open_batch, output_record, params_list, params_map};
-use crate::wasm::{Outcome, Plugin, PluginKind};
+use crate::storage::{AppendDurability, Disk};
+use crate::wasm::batch::{params_list, params_map};
+use crate::wasm::{Plugin, PluginKind};
 
 pub use super::metadata::OnError;
 
@@ -100,7 +111,7 @@ struct TransformStats {
     busy_us: AtomicU64,
     last_error: Mutex<String>,
     positions: Mutex<BTreeMap<u32, i64>>,
-    breaker: Mutex<(u64, u64)>,
+    breaker: Mutex<BreakerWindow>,
 }
 
 impl TransformStats {
@@ -111,23 +122,12 @@ impl TransformStats {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = message;
     }
 
-    /// Adds a batch's counts to the breaker window; true when it should trip.
+    /// Adds a chunk's counts to the breaker window; the reason to pause, when it trips.
     fn breaker_trips(&self, records: u64, failed: u64, limits: &TransformLimits) -> Option<String> {
-        let mut window = self
-            .breaker
+        self.breaker
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        window.0 += records;
-        window.1 += failed;
-        let (seen, bad) = *window;
-        let tripped = seen >= limits.breaker_records_min
-            && (bad as f64) > limits.breaker_error_ratio * seen as f64;
-        if seen >= limits.breaker_window_records {
-            // Decay: the window keeps half its weight, so old history fades.
-            window.0 /= 2;
-            window.1 /= 2;
-        }
-        tripped.then(|| format!("circuit breaker: {bad} of the last {seen} records failed"))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record(records, failed, limits)
     }
 }
 
@@ -557,7 +557,8 @@ impl<D: Disk> Broker<D> {
                         .stats
                         .breaker
                         .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = (0, 0);
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        BreakerWindow::default();
                 }
                 result
             }
@@ -820,533 +821,4 @@ impl<D: Disk> Broker<D> {
         }
         Ok(())
     }
-}
-
-/// What one iteration produced before it was written.
-#[derive(Default)]
-struct IterationOutput {
-    outputs: BTreeMap<u32, Vec<Record>>,
-    dead: Vec<Record>,
-    records_in: u64,
-    records_out: u64,
-    failed: u64,
-    last_error: Option<String>,
-}
-
-struct PartitionTask<D: Disk> {
-    broker: Weak<Broker<D>>,
-    name: String,
-    partition: u32,
-    versions: watch::Receiver<Arc<TransformVersion>>,
-    stats: Arc<TransformStats>,
-    /// The previous chunk's output being made durable (then its position committed) while
-    /// the next chunk is read and run: the module never waits for an fdatasync.
-    in_flight: Option<InFlight>,
-}
-
-struct InFlight {
-    write: tokio::task::JoinHandle<Result<(), String>>,
-    next_position: i64,
-}
-
-/// A processed chunk of input, ready to be written.
-struct Processed {
-    output: IterationOutput,
-    start: i64,
-    next_position: i64,
-    stop_reason: Option<String>,
-}
-
-enum Step {
-    /// Nothing to read: wait on the high watermark.
-    CaughtUp(watch::Receiver<i64>),
-    /// Go on at once (input was skipped).
-    Again,
-    /// Output to write.
-    Work(Processed),
-}
-
-impl<D: Disk> PartitionTask<D> {
-    async fn run(mut self) {
-        loop {
-            let version = Arc::clone(&self.versions.borrow_and_update());
-            if version.definition.stopped.is_some() {
-                let _ = self.settle().await;
-                if self.versions.changed().await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            let Some(broker) = self.broker.upgrade() else {
-                let _ = self.settle().await;
-                return;
-            };
-            let pending_position = self.in_flight.as_ref().map(|write| write.next_position);
-            let step = self.process(&broker, &version, pending_position).await;
-            let step = match step {
-                Ok(step) => step,
-                Err(message) => {
-                    let _ = self.settle().await;
-                    self.back_off(&broker, message).await;
-                    continue;
-                }
-            };
-            match step {
-                Step::Again => {}
-                Step::CaughtUp(mut high_watermark) => {
-                    if let Err(message) = self.settle().await {
-                        self.back_off(&broker, message).await;
-                        continue;
-                    }
-                    // Caught up: wait for input, a new version, or the idle timeout.
-                    let idle = broker.config.transforms.idle_wait;
-                    let idle_over = crate::clock::sleep(&*broker.clock, idle);
-                    drop(broker);
-                    tokio::select! {
-                        _ = high_watermark.changed() => {}
-                        () = idle_over => {}
-                        changed = self.versions.changed() => if changed.is_err() { return },
-                    }
-                }
-                Step::Work(processed) => {
-                    if let Err(message) = self.settle().await {
-                        // The previous chunk did not become durable: drop this one too and
-                        // start again from the committed position.
-                        self.back_off(&broker, message).await;
-                        continue;
-                    }
-                    let must_finish = processed.stop_reason.is_some();
-                    let next_position = processed.next_position;
-                    let write = tokio::spawn(write_chunk(
-                        Arc::clone(&broker),
-                        self.name.clone(),
-                        self.partition,
-                        version.definition.clone(),
-                        processed,
-                        Arc::clone(&self.stats),
-                    ));
-                    self.in_flight = Some(InFlight {
-                        write,
-                        next_position,
-                    });
-                    if must_finish && let Err(message) = self.settle().await {
-                        self.back_off(&broker, message).await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits for the chunk being written, if any.
-    async fn settle(&mut self) -> Result<(), String> {
-        match self.in_flight.take() {
-            None => Ok(()),
-            Some(in_flight) => in_flight
-                .write
-                .await
-                .map_err(|error| format!("transform write task failed: {error}"))?,
-        }
-    }
-
-    async fn back_off(&mut self, broker: &Arc<Broker<D>>, message: String) {
-        tracing::warn!(transform = %self.name, partition = self.partition, %message, "transform iteration failed; retrying");
-        self.stats.set_error(message);
-        let backoff = broker.config.transforms.retry_backoff;
-        tokio::select! {
-            () = crate::clock::sleep(&*broker.clock, backoff) => {}
-            _ = self.versions.changed() => {}
-        }
-    }
-
-    /// Reads and runs one chunk of input from `pending_position` (where the chunk being
-    /// written ends) or else the committed position.
-    async fn process(
-        &self,
-        broker: &Arc<Broker<D>>,
-        version: &TransformVersion,
-        pending_position: Option<i64>,
-    ) -> Result<Step, String> {
-        let definition = &version.definition;
-        let input = &definition.input;
-        let log = broker
-            .partition(input, self.partition)
-            .and_then(|partition| partition.log())
-            .map_err(|(_, message)| message)?;
-        let start = pending_position.unwrap_or_else(|| {
-            let start = broker
-                .transform_position(&self.name, input, self.partition)
-                .unwrap_or_else(|| log.log_start_offset())
-                .max(log.log_start_offset());
-            set_position(&self.stats, self.partition, start);
-            start
-        });
-        let watch = log.subscribe_high_watermark();
-        let read = match log
-            .read(start, broker.config.transforms.read_bytes_max)
-            .await
-        {
-            Ok(read) => read,
-            Err(ReadError::OffsetOutOfRange {
-                log_start_offset, ..
-            }) if start < log_start_offset => {
-                // Retention removed input the transform had not reached: note it and go on.
-                let message = format!(
-                    "input offsets {start}..{log_start_offset} were deleted by retention before the transform read them"
-                );
-                if pending_position.is_some() {
-                    // Let the chunk in flight finish first; then start from the log start.
-                    return Ok(Step::CaughtUp(watch));
-                }
-                self.stats.set_error(message);
-                commit(
-                    broker,
-                    &self.name,
-                    self.partition,
-                    &self.stats,
-                    input,
-                    log_start_offset,
-                )
-                .await?;
-                return Ok(Step::Again);
-            }
-            Err(ReadError::OffsetOutOfRange { .. }) => return Ok(Step::CaughtUp(watch)),
-            Err(error) => return Err(error.to_string()),
-        };
-        if read.bytes.is_empty() {
-            return Ok(Step::CaughtUp(watch));
-        }
-        let output_partitions = broker.partition_count(&definition.output).max(1);
-        let input_partitions = broker.partition_count(input);
-        let mut output = IterationOutput::default();
-        let mut next_position = start;
-        let mut stop_reason = None;
-        for item in BatchIter::new(&read.bytes) {
-            let (header, raw) = item.map_err(|error| format!("input batch unreadable: {error}"))?;
-            let batch_end = header.last_offset() + 1;
-            if header.is_control() || header.record_count == 0 {
-                next_position = batch_end.max(next_position);
-                continue;
-            }
-            let batch = read.bytes.slice_ref(raw);
-            let opened = match open_batch(&batch, &broker.opened_batch_budget).await {
-                Ok(opened) => opened,
-                Err(error) => {
-                    // Records that do not decode (stored before appends checked records)
-                    // cannot be transformed; retrying would stall the partition forever.
-                    let message = format!(
-                        "partition {} batch at offset {} does not decode: {error}",
-                        self.partition, header.base_offset
-                    );
-                    if definition.on_error == OnError::Stop {
-                        stop_reason = Some(message);
-                        break;
-                    }
-                    tracing::warn!(transform = %self.name, %message, "transform skips an input batch that does not decode");
-                    // Published at once too: the skip is reported even if this chunk's write
-                    // is dropped and redone.
-                    self.stats.set_error(message.clone());
-                    output.last_error = Some(message);
-                    next_position = batch_end;
-                    continue;
-                }
-            };
-            let first = opened
-                .records
-                .iter()
-                .position(|record| record.offset >= start)
-                .unwrap_or(opened.records.len());
-            let range = first..opened.records.len();
-            let partition_count = if definition.module.kind == PluginKind::Partitioner {
-                output_partitions
-            } else {
-                input_partitions
-            };
-            let began = broker.clock.now();
-            let outcomes = match opened
-                .run(
-                    &version.plugin,
-                    range.clone(),
-                    self.partition,
-                    partition_count,
-                )
-                .await
-            {
-                Ok(outcomes) => outcomes,
-                Err(error) if definition.on_error == OnError::Stop => {
-                    stop_reason = Some(format!(
-                        "partition {} batch at offset {} failed: {error}",
-                        self.partition, header.base_offset
-                    ));
-                    break;
-                }
-                Err(error) => {
-                    tracing::info!(transform = %self.name, partition = self.partition, offset = header.base_offset, %error, "batch failed; isolating the failing records");
-                    bisect(
-                        &opened,
-                        &version.plugin,
-                        range.clone(),
-                        self.partition,
-                        partition_count,
-                    )
-                    .await
-                }
-            };
-            self.stats.busy_us.fetch_add(
-                u64::try_from(
-                    broker
-                        .clock
-                        .now()
-                        .saturating_duration_since(began)
-                        .as_micros(),
-                )
-                .unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-            let records = opened.records.get(range).unwrap_or_default();
-            let mut batch_output = IterationOutput::default();
-            for (record, outcome) in records.iter().zip(outcomes) {
-                batch_output.records_in += 1;
-                let target = self.partition % output_partitions;
-                match outcome {
-                    Outcome::Keep => {
-                        batch_output.records_out += 1;
-                        batch_output
-                            .outputs
-                            .entry(target)
-                            .or_default()
-                            .push(record.clone().into_record());
-                    }
-                    Outcome::Drop => {}
-                    Outcome::Records(records_out) => {
-                        batch_output.records_out += records_out.len() as u64;
-                        let entry = batch_output.outputs.entry(target).or_default();
-                        entry.extend(
-                            records_out
-                                .into_iter()
-                                .map(|out| output_record(out, record.timestamp)),
-                        );
-                    }
-                    Outcome::Partition(partition) => {
-                        batch_output.records_out += 1;
-                        batch_output
-                            .outputs
-                            .entry(partition)
-                            .or_default()
-                            .push(record.clone().into_record());
-                    }
-                    Outcome::Error(message) => {
-                        batch_output.failed += 1;
-                        if definition.on_error == OnError::Stop {
-                            stop_reason = Some(format!(
-                                "partition {} offset {} failed: {message}",
-                                self.partition, record.offset
-                            ));
-                            break;
-                        }
-                        if definition.on_error == OnError::DeadLetter {
-                            batch_output.dead.push(self.dead_letter(
-                                record.clone().into_record(),
-                                definition,
-                                record.offset,
-                                &message,
-                            ));
-                        }
-                        batch_output.last_error = Some(format!(
-                            "partition {} offset {}: {message}",
-                            self.partition, record.offset
-                        ));
-                    }
-                }
-            }
-            if stop_reason.is_some() {
-                // Nothing of the failing batch is written: the transform resumes at it.
-                break;
-            }
-            output.records_in += batch_output.records_in;
-            output.records_out += batch_output.records_out;
-            output.failed += batch_output.failed;
-            output.last_error = batch_output.last_error.or(output.last_error);
-            output.dead.extend(batch_output.dead);
-            for (partition, records) in batch_output.outputs {
-                output.outputs.entry(partition).or_default().extend(records);
-            }
-            next_position = batch_end;
-        }
-        Ok(Step::Work(Processed {
-            output,
-            start,
-            next_position,
-            stop_reason,
-        }))
-    }
-
-    fn dead_letter(
-        &self,
-        mut record: Record,
-        definition: &StoredTransform,
-        offset: i64,
-        error: &str,
-    ) -> Record {
-        let header = |key: &str, value: String| Header {
-            key: key.into(),
-            value: Some(Bytes::from(value)),
-        };
-        record.headers.extend([
-            header("ledge.transform", self.name.clone()),
-            header("ledge.source.topic", definition.input.clone()),
-            header("ledge.source.partition", self.partition.to_string()),
-            header("ledge.source.offset", offset.to_string()),
-            header("ledge.error", error.to_string()),
-        ]);
-        record
-    }
-}
-
-/// Writes a processed chunk: output (durable), dead letters, then the position; updates
-/// the statistics and stops the transform if the chunk asks for it or the breaker trips.
-async fn write_chunk<D: Disk>(
-    broker: Arc<Broker<D>>,
-    name: String,
-    partition: u32,
-    definition: StoredTransform,
-    processed: Processed,
-    stats: Arc<TransformStats>,
-) -> Result<(), String> {
-    let Processed {
-        output,
-        start,
-        next_position,
-        stop_reason,
-    } = processed;
-    let writes = output
-        .outputs
-        .into_iter()
-        .map(|(target, records)| broker.append_records(&definition.output, target, records));
-    for result in futures_util::future::join_all(writes).await {
-        result.map_err(|(_, message)| format!("writing {:?}: {message}", definition.output))?;
-    }
-    if !output.dead.is_empty() {
-        broker
-            .append_records(&definition.dead_letter_topic, 0, output.dead)
-            .await
-            .map_err(|(_, message)| {
-                format!("writing {:?}: {message}", definition.dead_letter_topic)
-            })?;
-    }
-    if next_position > start {
-        commit(
-            &broker,
-            &name,
-            partition,
-            &stats,
-            &definition.input,
-            next_position,
-        )
-        .await?;
-    }
-    stats
-        .records_in
-        .fetch_add(output.records_in, Ordering::Relaxed);
-    stats
-        .records_out
-        .fetch_add(output.records_out, Ordering::Relaxed);
-    stats
-        .records_dead
-        .fetch_add(output.failed, Ordering::Relaxed);
-    if let Some(message) = output.last_error.clone() {
-        stats.set_error(message);
-    }
-    if let Some(reason) = stop_reason {
-        tracing::error!(transform = %name, partition, %reason, "transform stopped (on_error = stop)");
-        stop(&broker, &name, &stats, "failed", reason).await;
-        return Ok(());
-    }
-    if let Some(reason) =
-        stats.breaker_trips(output.records_in, output.failed, &broker.config.transforms)
-    {
-        let reason = match output.last_error {
-            Some(last) => format!("{reason}; last error: {last}"),
-            None => reason,
-        };
-        tracing::error!(transform = %name, %reason, "transform paused");
-        stop(&broker, &name, &stats, "paused", reason).await;
-    }
-    Ok(())
-}
-
-async fn commit<D: Disk>(
-    broker: &Broker<D>,
-    name: &str,
-    partition: u32,
-    stats: &TransformStats,
-    input: &str,
-    offset: i64,
-) -> Result<(), String> {
-    broker
-        .commit_transform_position(name, input, partition, offset)
-        .await
-        .map_err(|(_, message)| format!("committing the position: {message}"))?;
-    set_position(stats, partition, offset);
-    Ok(())
-}
-
-fn set_position(stats: &TransformStats, partition: u32, offset: i64) {
-    stats
-        .positions
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(partition, offset);
-}
-
-async fn stop<D: Disk>(
-    broker: &Broker<D>,
-    name: &str,
-    stats: &TransformStats,
-    state: &str,
-    reason: String,
-) {
-    stats.set_error(reason.clone());
-    let stopped = StoppedReason {
-        state: state.into(),
-        reason,
-    };
-    if let Err((_, message)) = broker.set_stopped(name, Some(stopped)).await {
-        tracing::error!(transform = %name, %message, "could not record the stop");
-    }
-}
-
-/// Runs `range` in halves until each failing call is a single record; those records get an
-/// `Error` outcome with the failure, the rest their real outcomes.
-fn bisect<'a>(
-    opened: &'a OpenedBatch,
-    plugin: &'a Arc<Plugin>,
-    range: std::ops::Range<usize>,
-    partition: u32,
-    partition_count: u32,
-) -> std::pin::Pin<Box<dyn Future<Output = Vec<Outcome>> + Send + 'a>> {
-    Box::pin(async move {
-        if range.len() <= 1 {
-            return match opened
-                .run(plugin, range.clone(), partition, partition_count)
-                .await
-            {
-                Ok(outcomes) => outcomes,
-                Err(error) => vec![Outcome::Error(error.to_string()); range.len()],
-            };
-        }
-        let middle = range.start + range.len() / 2;
-        let mut outcomes = Vec::with_capacity(range.len());
-        for half in [range.start..middle, middle..range.end] {
-            match opened
-                .run(plugin, half.clone(), partition, partition_count)
-                .await
-            {
-                Ok(part) => outcomes.extend(part),
-                Err(_) => {
-                    outcomes.extend(bisect(opened, plugin, half, partition, partition_count).await)
-                }
-            }
-        }
-        outcomes
-    })
 }
