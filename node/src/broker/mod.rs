@@ -208,12 +208,8 @@ pub struct Broker<D: Disk> {
     data_dir: PathBuf,
     /// Why produce is refused right now, if the disk guard tripped (see `check_disk_usage`).
     disk_full: RwLock<Option<String>>,
-    /// Uploaded WASM modules and their compiled forms.
-    modules: crate::wasm::ModuleStore<D>,
-    /// Instantiated plug-ins for fetches and produce hooks, by module, kind and parameters.
-    plugins: Mutex<std::collections::HashMap<String, Arc<crate::wasm::Plugin>>>,
-    /// Bytes plug-in calls may hold opened, node-wide (`wasm.opened_batch_bytes_max`).
-    opened_batch_budget: crate::wasm::batch::OpenedBatchBudget,
+    /// Uploaded modules, instantiated plug-ins and the opened-batch budget.
+    plugins: plugins::PluginHost<D>,
     /// Running topic transforms.
     transforms: transforms::TransformRunner,
     /// Topic created, grown or deleted, told after it is durable.
@@ -408,8 +404,7 @@ impl<D: Disk> Broker<D> {
         let engine = crate::wasm::WasmEngine::new(config.wasm.clone())
             .map_err(|error| BrokerError::Wasm(error.to_string()))?;
         let modules = crate::wasm::ModuleStore::open(disk.clone(), data_dir, engine).await?;
-        let opened_batch_budget =
-            crate::wasm::batch::OpenedBatchBudget::new(config.wasm.opened_batch_bytes_max);
+        let plugins = plugins::PluginHost::new(modules, config.wasm.opened_batch_bytes_max);
         let groups = crate::groups::service::GroupService::new(
             config_groups,
             member_salt,
@@ -432,9 +427,7 @@ impl<D: Disk> Broker<D> {
             groups,
             data_dir: data_dir.to_path_buf(),
             disk_full: RwLock::new(None),
-            modules,
-            plugins: Mutex::new(std::collections::HashMap::new()),
-            opened_batch_budget,
+            plugins,
             transforms: transforms::TransformRunner::default(),
             registry_events: registry::RegistryEvents::default(),
         };

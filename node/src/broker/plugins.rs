@@ -5,7 +5,7 @@
 //! `transforms.rs`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use ledge_protocol::wire::{
@@ -21,8 +21,10 @@ use super::topic_config::TopicConfig;
 use super::topic_config::validate_module_name;
 use super::{Broker, read};
 use crate::storage::{AppendDurability, Disk};
-use crate::wasm::batch::{OpenBatchError, apply_one_to_one, open_batch, params_list, params_map};
-use crate::wasm::{Outcome, Plugin, PluginKind, WasmError};
+use crate::wasm::batch::{
+    OpenBatchError, OpenedBatchBudget, apply_one_to_one, open_batch, params_list, params_map,
+};
+use crate::wasm::{ModuleStore, ModuleStoreError, Outcome, Plugin, PluginKind, WasmError};
 
 /// Plug-ins (a module with one set of parameters) kept instantiated for fetches and
 /// produce hooks; beyond this the cache starts over.
@@ -123,6 +125,86 @@ pub(crate) fn wasm_error_code(error: &WasmError) -> ErrorCode {
     }
 }
 
+/// The node's plug-ins: the uploaded modules (and their compiled forms), the plug-ins
+/// instantiated from them (a module with one set of parameters, kept for reuse), and the
+/// node-wide budget of bytes plug-in calls may hold opened.
+pub(crate) struct PluginHost<D: Disk> {
+    modules: ModuleStore<D>,
+    /// By module hash, kind and parameters; starts over beyond [`PLUGIN_CACHE_MAX`].
+    instantiated: Mutex<HashMap<String, Arc<Plugin>>>,
+    budget: OpenedBatchBudget,
+}
+
+/// Why a plug-in could not be instantiated.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PluginError {
+    /// The module's stored or compiled form could not be loaded.
+    #[error(transparent)]
+    Module(#[from] ModuleStoreError),
+    /// Instantiating or initialising it failed (a refused parameter, a trap in init).
+    #[error(transparent)]
+    Instantiate(#[from] WasmError),
+    /// The blocking task that instantiates it failed.
+    #[error("instantiating the plug-in: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl<D: Disk> PluginHost<D> {
+    /// A host over `modules`, with `opened_batch_bytes_max` bytes of opened batches.
+    pub(crate) fn new(modules: ModuleStore<D>, opened_batch_bytes_max: usize) -> Self {
+        Self {
+            modules,
+            instantiated: Mutex::new(HashMap::new()),
+            budget: OpenedBatchBudget::new(opened_batch_bytes_max),
+        }
+    }
+
+    /// The uploaded modules.
+    pub(crate) fn modules(&self) -> &ModuleStore<D> {
+        &self.modules
+    }
+
+    /// The node-wide budget of opened-batch bytes.
+    pub(crate) fn budget(&self) -> &OpenedBatchBudget {
+        &self.budget
+    }
+
+    fn instantiated(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Plugin>>> {
+        self.instantiated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A plug-in for `module` with `params`, instantiated once and cached.
+    pub(crate) async fn plugin(
+        &self,
+        module: &StoredModule,
+        params: BTreeMap<String, String>,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        let key = format!(
+            "{}/{}/{}",
+            module.hash,
+            module.kind,
+            serde_json::to_string(&params).unwrap_or_default()
+        );
+        if let Some(plugin) = self.instantiated().get(&key) {
+            return Ok(Arc::clone(plugin));
+        }
+        let compiled = self.modules.get(&module.hash, module.kind).await?;
+        let engine = self.modules.engine().clone();
+        let params: Vec<(String, String)> = params.into_iter().collect();
+        let plugin =
+            tokio::task::spawn_blocking(move || Plugin::new(&engine, compiled, params)).await??;
+        let plugin = Arc::new(plugin);
+        let mut cache = self.instantiated();
+        if cache.len() >= PLUGIN_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&plugin));
+        Ok(plugin)
+    }
+}
+
 impl<D: Disk> Broker<D> {
     /// A plug-in for `module` with `params`, instantiated once and cached.
     pub(crate) async fn plugin(
@@ -130,39 +212,10 @@ impl<D: Disk> Broker<D> {
         module: &StoredModule,
         params: BTreeMap<String, String>,
     ) -> Result<Arc<Plugin>, (ErrorCode, String)> {
-        let key = format!(
-            "{}/{}/{}",
-            module.hash,
-            module.kind,
-            serde_json::to_string(&params).unwrap_or_default()
-        );
-        if let Some(plugin) = self.plugin_cache().get(&key) {
-            return Ok(Arc::clone(plugin));
-        }
-        let compiled = self
-            .modules
-            .get(&module.hash, module.kind)
-            .await
-            .map_err(|error| (ErrorCode::InvalidModule, error.to_string()))?;
-        let engine = self.modules.engine().clone();
-        let params: Vec<(String, String)> = params.into_iter().collect();
-        let plugin = tokio::task::spawn_blocking(move || Plugin::new(&engine, compiled, params))
-            .await
-            .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?
-            .map_err(|error| (wasm_error_code(&error), error.to_string()))?;
-        let plugin = Arc::new(plugin);
-        let mut cache = self.plugin_cache();
-        if cache.len() >= PLUGIN_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key, Arc::clone(&plugin));
-        Ok(plugin)
-    }
-
-    fn plugin_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Plugin>>> {
         self.plugins
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .plugin(module, params)
+            .await
+            .map_err(|error| (ErrorCode::from(&error), error.to_string()))
     }
 
     /// The named module, with its default parameters overridden by `overrides`, as a
@@ -346,16 +399,15 @@ impl<D: Disk> Broker<D> {
             ));
         }
         let size_bytes = bytes.len() as u64;
-        let module = self
-            .modules
-            .put(bytes, kind)
-            .await
-            .map_err(|error| match error {
-                crate::wasm::ModuleStoreError::Wasm(error) => {
-                    (wasm_error_code(&error), error.to_string())
-                }
-                other => (ErrorCode::StorageError, other.to_string()),
-            })?;
+        let module =
+            self.plugins
+                .modules()
+                .put(bytes, kind)
+                .await
+                .map_err(|error| match error {
+                    ModuleStoreError::Wasm(error) => (wasm_error_code(&error), error.to_string()),
+                    other => (ErrorCode::StorageError, other.to_string()),
+                })?;
         let stored = StoredModule {
             hash: module.hash().to_string(),
             kind,
@@ -383,7 +435,7 @@ impl<D: Disk> Broker<D> {
                     .map(|transform| transform.module.hash.clone()),
             )
             .collect();
-        if let Err(error) = self.modules.retain(&keep).await {
+        if let Err(error) = self.plugins.modules().retain(&keep).await {
             tracing::warn!(%error, "removing unused module files failed");
         }
     }
@@ -472,7 +524,7 @@ impl<D: Disk> Broker<D> {
                 "produce.filter.module",
             )
             .await?;
-        let opened = open_batch(&batch, &self.opened_batch_budget)
+        let opened = open_batch(&batch, self.plugins.budget())
             .await
             .map_err(|error| produced_batch_error(&batch, &error))?;
         let outcomes = opened
@@ -529,7 +581,7 @@ impl<D: Disk> Broker<D> {
                 continue;
             }
             let batch = bytes.slice_ref(raw);
-            let opened = match open_batch(&batch, &self.opened_batch_budget).await {
+            let opened = match open_batch(&batch, self.plugins.budget()).await {
                 Ok(opened) => opened,
                 Err(error) => {
                     // Records that do not decode (stored before appends checked records) can
@@ -648,7 +700,7 @@ impl<D: Disk> Broker<D> {
                     .await?
                     .0;
             }
-            let opened = open_batch(&batch, &self.opened_batch_budget)
+            let opened = open_batch(&batch, self.plugins.budget())
                 .await
                 .map_err(|error| produced_batch_error(&batch, &error))?;
             codec = opened
@@ -735,5 +787,17 @@ impl<D: Disk> Broker<D> {
             routing.base_offsets.push(result?);
         }
         Ok((routing, append_time))
+    }
+}
+
+// Wire mapping: moves to broker/dispatch.rs at merge.
+
+impl From<&PluginError> for ErrorCode {
+    fn from(error: &PluginError) -> Self {
+        match error {
+            PluginError::Module(_) => Self::InvalidModule,
+            PluginError::Instantiate(error) => wasm_error_code(error),
+            PluginError::Task(_) => Self::UnknownServerError,
+        }
     }
 }

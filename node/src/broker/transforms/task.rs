@@ -214,7 +214,7 @@ impl<D: Disk> PartitionTask<D> {
                 continue;
             }
             let batch = read.bytes.slice_ref(raw);
-            let opened = match open_batch(&batch, &broker.opened_batch_budget).await {
+            let opened = match open_batch(&batch, broker.plugins.budget()).await {
                 Ok(opened) => opened,
                 Err(error) => {
                     // Records that do not decode (stored before appends checked records)
