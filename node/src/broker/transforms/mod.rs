@@ -745,7 +745,7 @@ impl<D: Disk> Broker<D> {
         topic: &str,
         partition: u32,
         offset: i64,
-    ) -> Result<(), (ErrorCode, String)> {
+    ) -> Result<(), crate::groups::service::OffsetsLogError> {
         let now_ms = self.clock.wall_time_ms();
         let key = OffsetKey {
             group: position_group(name),
@@ -766,7 +766,6 @@ impl<D: Disk> Broker<D> {
                 AppendDurability::Written,
             )
             .await
-            .map_err(|error| (ErrorCode::from(&error), error.to_string()))
     }
 
     /// Appends records to a partition with `acks=all`, in batches of bounded size.

@@ -8,14 +8,47 @@ use std::sync::{Arc, Weak};
 use ledge_protocol::BatchIter;
 use tokio::sync::watch;
 
+use ledge_protocol::BatchError;
+use tokio::task::JoinError;
+
 use super::bisect::bisect;
 use super::route::{IterationOutput, Route, Routed};
 use super::{OnError, TransformStats, TransformVersion};
 use crate::broker::Broker;
 use crate::broker::metadata::{StoppedReason, StoredTransform};
+use crate::groups::service::OffsetsLogError;
 use crate::storage::{Disk, ReadError};
 use crate::wasm::PluginKind;
 use crate::wasm::batch::open_batch;
+
+/// Why an iteration of a partition task failed: published as the transform's last error,
+/// then retried from the committed position after `transforms.retry_backoff`.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum TaskError {
+    /// The input partition does not exist or is offline.
+    #[error("{0}")]
+    InputUnavailable(String),
+    /// Reading the input failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A stored input batch's framing does not parse.
+    #[error("input batch unreadable: {0}")]
+    Unreadable(BatchError),
+    /// Appending output or dead letters failed.
+    #[error("writing {topic:?}: {message}")]
+    Write {
+        /// The topic written.
+        topic: String,
+        /// Why.
+        message: String,
+    },
+    /// Committing the position failed.
+    #[error("committing the position: {0}")]
+    Commit(OffsetsLogError),
+    /// The task writing the previous chunk failed.
+    #[error("transform write task failed: {0}")]
+    WriteTask(JoinError),
+}
 
 /// The task of one input partition of a running transform.
 pub(super) struct PartitionTask<D: Disk> {
@@ -31,7 +64,7 @@ pub(super) struct PartitionTask<D: Disk> {
 
 /// A chunk being written.
 pub(super) struct InFlight {
-    write: tokio::task::JoinHandle<Result<(), String>>,
+    write: tokio::task::JoinHandle<Result<(), TaskError>>,
     next_position: i64,
 }
 
@@ -71,9 +104,9 @@ impl<D: Disk> PartitionTask<D> {
             let step = self.process(&broker, &version, pending_position).await;
             let step = match step {
                 Ok(step) => step,
-                Err(message) => {
+                Err(error) => {
                     let _ = self.settle().await;
-                    self.back_off(&broker, message).await;
+                    self.back_off(&broker, error).await;
                     continue;
                 }
             };
@@ -124,19 +157,16 @@ impl<D: Disk> PartitionTask<D> {
     }
 
     /// Waits for the chunk being written, if any.
-    async fn settle(&mut self) -> Result<(), String> {
+    async fn settle(&mut self) -> Result<(), TaskError> {
         match self.in_flight.take() {
             None => Ok(()),
-            Some(in_flight) => in_flight
-                .write
-                .await
-                .map_err(|error| format!("transform write task failed: {error}"))?,
+            Some(in_flight) => in_flight.write.await.map_err(TaskError::WriteTask)?,
         }
     }
 
-    async fn back_off(&mut self, broker: &Arc<Broker<D>>, message: String) {
-        tracing::warn!(transform = %self.name, partition = self.partition, %message, "transform iteration failed; retrying");
-        self.stats.set_error(message);
+    async fn back_off(&mut self, broker: &Arc<Broker<D>>, error: TaskError) {
+        tracing::warn!(transform = %self.name, partition = self.partition, %error, "transform iteration failed; retrying");
+        self.stats.set_error(error.to_string());
         let backoff = broker.config.transforms.retry_backoff;
         tokio::select! {
             () = crate::clock::sleep(&*broker.clock, backoff) => {}
@@ -151,13 +181,13 @@ impl<D: Disk> PartitionTask<D> {
         broker: &Arc<Broker<D>>,
         version: &TransformVersion,
         pending_position: Option<i64>,
-    ) -> Result<Step, String> {
+    ) -> Result<Step, TaskError> {
         let definition = &version.definition;
         let input = &definition.input;
         let log = broker
             .partition(input, self.partition)
             .and_then(|partition| partition.log())
-            .map_err(|(_, message)| message)?;
+            .map_err(|(_, message)| TaskError::InputUnavailable(message))?;
         let start = pending_position.unwrap_or_else(|| {
             let start = broker
                 .transform_position(&self.name, input, self.partition)
@@ -196,7 +226,7 @@ impl<D: Disk> PartitionTask<D> {
                 return Ok(Step::Again);
             }
             Err(ReadError::OffsetOutOfRange { .. }) => return Ok(Step::CaughtUp(watch)),
-            Err(error) => return Err(error.to_string()),
+            Err(error) => return Err(error.into()),
         };
         if read.bytes.is_empty() {
             return Ok(Step::CaughtUp(watch));
@@ -207,7 +237,7 @@ impl<D: Disk> PartitionTask<D> {
         let mut next_position = start;
         let mut stop_reason = None;
         for item in BatchIter::new(&read.bytes) {
-            let (header, raw) = item.map_err(|error| format!("input batch unreadable: {error}"))?;
+            let (header, raw) = item.map_err(TaskError::Unreadable)?;
             let batch_end = header.last_offset() + 1;
             if header.is_control() || header.record_count == 0 {
                 next_position = batch_end.max(next_position);
@@ -324,7 +354,7 @@ async fn write_chunk<D: Disk>(
     definition: StoredTransform,
     processed: Processed,
     stats: Arc<TransformStats>,
-) -> Result<(), String> {
+) -> Result<(), TaskError> {
     let Processed {
         output,
         start,
@@ -336,14 +366,18 @@ async fn write_chunk<D: Disk>(
         .into_iter()
         .map(|(target, records)| broker.append_records(&definition.output, target, records));
     for result in futures_util::future::join_all(writes).await {
-        result.map_err(|(_, message)| format!("writing {:?}: {message}", definition.output))?;
+        result.map_err(|(_, message)| TaskError::Write {
+            topic: definition.output.clone(),
+            message,
+        })?;
     }
     if !output.dead.is_empty() {
         broker
             .append_records(&definition.dead_letter_topic, 0, output.dead)
             .await
-            .map_err(|(_, message)| {
-                format!("writing {:?}: {message}", definition.dead_letter_topic)
+            .map_err(|(_, message)| TaskError::Write {
+                topic: definition.dead_letter_topic.clone(),
+                message,
             })?;
     }
     if next_position > start {
@@ -394,11 +428,11 @@ async fn commit<D: Disk>(
     stats: &TransformStats,
     input: &str,
     offset: i64,
-) -> Result<(), String> {
+) -> Result<(), TaskError> {
     broker
         .commit_transform_position(name, input, partition, offset)
         .await
-        .map_err(|(_, message)| format!("committing the position: {message}"))?;
+        .map_err(TaskError::Commit)?;
     set_position(stats, partition, offset);
     Ok(())
 }
