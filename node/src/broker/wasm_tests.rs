@@ -839,7 +839,10 @@ fn bad_uploads_are_refused_with_the_reason_and_modules_survive_a_restart() {
             ))
             .await
             .unwrap_err();
-        assert_eq!(unknown_input.0, ErrorCode::UnknownTopicOrPartition);
+        assert_eq!(
+            ErrorCode::from(&unknown_input),
+            ErrorCode::UnknownTopicOrPartition
+        );
         broker.close().await;
         drop(broker);
         let broker = open(&disk).await;
@@ -1219,7 +1222,7 @@ fn a_transform_version_at_its_limit_refuses_the_next_deploy() {
         file.sync_data().await.unwrap();
         drop(file);
         let broker = open(&disk).await;
-        let (code, message) = broker
+        let error = broker
             .deploy_transform(transform(
                 "copy",
                 module(KEEP),
@@ -1228,7 +1231,8 @@ fn a_transform_version_at_its_limit_refuses_the_next_deploy() {
             ))
             .await
             .unwrap_err();
-        assert_eq!(code, ErrorCode::InvalidRequest);
+        let message = error.to_string();
+        assert_eq!(ErrorCode::from(&error), ErrorCode::InvalidRequest);
         assert!(
             message.contains("remove it and deploy it again"),
             "{message}"

@@ -58,6 +58,107 @@ use crate::wasm::{Plugin, PluginKind};
 
 pub use super::metadata::OnError;
 
+/// Why a transform could not be deployed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployTransformError {
+    /// The transform's name is not a valid name.
+    #[error("transform name: {0}")]
+    InvalidName(String),
+    /// The module kind is unknown.
+    #[error("{0}")]
+    Kind(String),
+    /// The `on_error` policy is unknown.
+    #[error(transparent)]
+    OnError(#[from] super::metadata::UnknownOnError),
+    /// The parameters are refused.
+    #[error(transparent)]
+    Params(#[from] crate::wasm::batch::ParamsError),
+    /// The input topic does not exist.
+    #[error("input topic {0:?} does not exist")]
+    UnknownInput(String),
+    /// The input is an internal topic.
+    #[error("a transform cannot read an internal topic")]
+    InternalInput,
+    /// An output or dead-letter topic name is not a valid name.
+    #[error("{0}")]
+    InvalidTopicName(String),
+    /// An output or dead-letter topic is internal or the input itself.
+    #[error("a transform cannot write {0:?} (internal, or its own input)")]
+    ForbiddenOutput(String),
+    /// A transform of that name reads another input.
+    #[error(
+        "transform {name:?} reads {existing:?}; remove it before deploying one that reads {declared:?}"
+    )]
+    InputChanged {
+        /// The transform.
+        name: String,
+        /// The input it reads.
+        existing: String,
+        /// The input asked for.
+        declared: String,
+    },
+    /// `transforms.transforms_max` transforms exist.
+    #[error("the node runs at most {0} transforms (transforms.transforms_max)")]
+    TooMany(usize),
+    /// The stored version is the last a `u32` holds.
+    #[error(
+        "transform {name:?} is at version {version}, the last there is; remove it and deploy it again"
+    )]
+    VersionsExhausted {
+        /// The transform.
+        name: String,
+        /// Its version.
+        version: u32,
+    },
+    /// Storing or instantiating the module failed (the plug-in host's answer).
+    #[error("{message}")]
+    Module {
+        /// Wire code the module path chose.
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
+    /// Creating the output or dead-letter topic failed (the registry's answer; becomes
+    /// its `CreateTopicError` when that exists).
+    #[error("{message}")]
+    Topic {
+        /// Wire code the registry chose.
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
+    /// `metadata.json` did not take the definition.
+    #[error("could not record transform {name:?}: {source}")]
+    Record {
+        /// The transform.
+        name: String,
+        /// Why.
+        source: super::metadata::MetadataError,
+    },
+}
+
+/// Why a transform could not be paused, resumed or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum AlterTransformError {
+    /// No transform of that name.
+    #[error("no transform named {0:?}")]
+    NotFound(String),
+    /// The action is not pause, resume or remove.
+    #[error("unknown action {0:?}: pause, resume or remove")]
+    UnknownAction(String),
+    /// `metadata.json` did not take the new state.
+    #[error("could not record transform {name:?}: {source}")]
+    Record {
+        /// The transform.
+        name: String,
+        /// Why.
+        source: super::metadata::MetadataError,
+    },
+    /// `metadata.json` did not take the removal.
+    #[error("could not record the removal: {0}")]
+    RecordRemoval(super::metadata::MetadataError),
+}
+
 /// Limits and tuning of transforms; `[transforms]` in the node config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TransformLimits {
@@ -331,18 +432,10 @@ impl<D: Disk> Broker<D> {
         request: DeployTransformRequest,
     ) -> DeployTransformResponse {
         let declared = (|| {
-            Ok::<_, (ErrorCode, String)>(DeclaredTransform {
-                kind: request
-                    .kind
-                    .parse()
-                    .map_err(|error| (ErrorCode::InvalidRequest, error))?,
-                on_error: request.on_error.parse().map_err(
-                    |error: super::metadata::UnknownOnError| {
-                        (ErrorCode::InvalidRequest, error.to_string())
-                    },
-                )?,
-                params: params_map(&request.params)
-                    .map_err(|error| (ErrorCode::InvalidRequest, error.to_string()))?,
+            Ok::<_, DeployTransformError>(DeclaredTransform {
+                kind: request.kind.parse().map_err(DeployTransformError::Kind)?,
+                on_error: request.on_error.parse()?,
+                params: params_map(&request.params)?,
                 name: request.name,
                 module: request.module,
                 input: request.input,
@@ -360,9 +453,9 @@ impl<D: Disk> Broker<D> {
                 message: String::new(),
                 version,
             },
-            Err((error, message)) => DeployTransformResponse {
-                error,
-                message,
+            Err(error) => DeployTransformResponse {
+                error: ErrorCode::from(&error),
+                message: error.to_string(),
                 version: 0,
             },
         }
@@ -372,25 +465,14 @@ impl<D: Disk> Broker<D> {
     pub async fn deploy_transform(
         &self,
         declared: DeclaredTransform,
-    ) -> Result<u32, (ErrorCode, String)> {
+    ) -> Result<u32, DeployTransformError> {
         let name = declared.name.clone();
-        validate_module_name(&name).map_err(|error| {
-            (
-                ErrorCode::InvalidRequest,
-                format!("transform name: {error}"),
-            )
-        })?;
+        validate_module_name(&name).map_err(DeployTransformError::InvalidName)?;
         let Some(input) = self.topic(&declared.input) else {
-            return Err((
-                ErrorCode::UnknownTopicOrPartition,
-                format!("input topic {:?} does not exist", declared.input),
-            ));
+            return Err(DeployTransformError::UnknownInput(declared.input));
         };
         if declared.input.starts_with("__") {
-            return Err((
-                ErrorCode::InternalTopic,
-                "a transform cannot read an internal topic".into(),
-            ));
+            return Err(DeployTransformError::InternalInput);
         }
         let existing = self.stored_transform(&name).await;
         // A new version without topics keeps the ones it had (as the config file does).
@@ -405,41 +487,36 @@ impl<D: Disk> Broker<D> {
             (None, true) => format!("{name}.dead-letter"),
         };
         for topic in [&output, &dead_letter_topic] {
-            validate_topic_name(topic).map_err(|error| (ErrorCode::InvalidTopic, error))?;
+            validate_topic_name(topic).map_err(DeployTransformError::InvalidTopicName)?;
             if topic.starts_with("__") || *topic == declared.input {
-                return Err((
-                    ErrorCode::InvalidTopic,
-                    format!("a transform cannot write {topic:?} (internal, or its own input)"),
-                ));
+                return Err(DeployTransformError::ForbiddenOutput(topic.clone()));
             }
         }
         if let Some(existing) = &existing
             && existing.input != declared.input
         {
-            return Err((
-                ErrorCode::TransformAlreadyExists,
-                format!(
-                    "transform {name:?} reads {:?}; remove it before deploying one that reads {:?}",
-                    existing.input, declared.input
-                ),
-            ));
+            return Err(DeployTransformError::InputChanged {
+                name,
+                existing: existing.input.clone(),
+                declared: declared.input,
+            });
         }
         if existing.is_none()
             && self.admin.lock().await.current().transforms.len()
                 >= self.config.transforms.transforms_max
         {
-            return Err((
-                ErrorCode::InvalidRequest,
-                format!(
-                    "the node runs at most {} transforms (transforms.transforms_max)",
-                    self.config.transforms.transforms_max
-                ),
+            return Err(DeployTransformError::TooMany(
+                self.config.transforms.transforms_max,
             ));
         }
         let module = self
             .store_module(declared.module, declared.kind, declared.params.clone())
-            .await?;
-        let plugin = self.plugin(&module, declared.params.clone()).await?;
+            .await
+            .map_err(|(code, message)| DeployTransformError::Module { code, message })?;
+        let plugin = self
+            .plugin(&module, declared.params.clone())
+            .await
+            .map_err(|(code, message)| DeployTransformError::Module { code, message })?;
         let input_partitions = read(&input.partitions).len() as u32;
         if self.topic(&output).is_none() {
             match self
@@ -447,7 +524,7 @@ impl<D: Disk> Broker<D> {
                 .await
             {
                 Ok(()) | Err((ErrorCode::TopicAlreadyExists, _)) => {}
-                Err(error) => return Err(error),
+                Err((code, message)) => return Err(DeployTransformError::Topic { code, message }),
             }
         }
         if declared.on_error == OnError::DeadLetter && self.topic(&dead_letter_topic).is_none() {
@@ -456,20 +533,17 @@ impl<D: Disk> Broker<D> {
                 .await
             {
                 Ok(()) | Err((ErrorCode::TopicAlreadyExists, _)) => {}
-                Err(error) => return Err(error),
+                Err((code, message)) => return Err(DeployTransformError::Topic { code, message }),
             }
         }
         let version = match &existing {
             None => 1,
             // The version comes from metadata.json; wrapping would repeat old versions.
             Some(existing) => existing.version.checked_add(1).ok_or_else(|| {
-                (
-                    ErrorCode::InvalidRequest,
-                    format!(
-                        "transform {:?} is at version {}, the last there is; remove it and deploy it again",
-                        declared.name, existing.version
-                    ),
-                )
+                DeployTransformError::VersionsExhausted {
+                    name: name.clone(),
+                    version: existing.version,
+                }
             })?,
         };
         let definition = StoredTransform {
@@ -486,12 +560,13 @@ impl<D: Disk> Broker<D> {
             let mut admin = self.admin.lock().await;
             let mut next = admin.current().clone();
             next.transforms.insert(name.clone(), definition.clone());
-            admin.store(next).await.map_err(|error| {
-                (
-                    error.error_code(),
-                    format!("could not record transform {name:?}: {error}"),
-                )
-            })?;
+            admin
+                .store(next)
+                .await
+                .map_err(|source| DeployTransformError::Record {
+                    name: name.clone(),
+                    source,
+                })?;
         }
         self.collect_module_garbage().await;
         let version = definition.version;
@@ -505,24 +580,22 @@ impl<D: Disk> Broker<D> {
         &self,
         name: &str,
         stopped: Option<StoppedReason>,
-    ) -> Result<(), (ErrorCode, String)> {
+    ) -> Result<(), AlterTransformError> {
         let definition = {
             let mut admin = self.admin.lock().await;
             let mut next = admin.current().clone();
             let Some(definition) = next.transforms.get_mut(name) else {
-                return Err((
-                    ErrorCode::ModuleNotFound,
-                    format!("no transform named {name:?}"),
-                ));
+                return Err(AlterTransformError::NotFound(name.to_string()));
             };
             definition.stopped = stopped;
             let definition = definition.clone();
-            admin.store(next).await.map_err(|error| {
-                (
-                    error.error_code(),
-                    format!("could not record transform {name:?}: {error}"),
-                )
-            })?;
+            admin
+                .store(next)
+                .await
+                .map_err(|source| AlterTransformError::Record {
+                    name: name.to_string(),
+                    source,
+                })?;
             definition
         };
         if let Some(running) = self.running().get(name) {
@@ -563,36 +636,31 @@ impl<D: Disk> Broker<D> {
                 result
             }
             "remove" => self.remove_transform(name).await,
-            other => Err((
-                ErrorCode::InvalidRequest,
-                format!("unknown action {other:?}: pause, resume or remove"),
-            )),
+            other => Err(AlterTransformError::UnknownAction(other.to_string())),
         };
         match result {
             Ok(()) => AlterTransformResponse {
                 error: ErrorCode::None,
                 message: String::new(),
             },
-            Err((error, message)) => AlterTransformResponse { error, message },
+            Err(error) => AlterTransformResponse {
+                error: ErrorCode::from(&error),
+                message: error.to_string(),
+            },
         }
     }
 
-    async fn remove_transform(&self, name: &str) -> Result<(), (ErrorCode, String)> {
+    async fn remove_transform(&self, name: &str) -> Result<(), AlterTransformError> {
         {
             let mut admin = self.admin.lock().await;
             let mut next = admin.current().clone();
             if next.transforms.remove(name).is_none() {
-                return Err((
-                    ErrorCode::ModuleNotFound,
-                    format!("no transform named {name:?}"),
-                ));
+                return Err(AlterTransformError::NotFound(name.to_string()));
             }
-            admin.store(next).await.map_err(|error| {
-                (
-                    error.error_code(),
-                    format!("could not record the removal: {error}"),
-                )
-            })?;
+            admin
+                .store(next)
+                .await
+                .map_err(AlterTransformError::RecordRemoval)?;
         }
         self.running().remove(name);
         match self.groups.delete_group(self, &position_group(name)).await {
@@ -726,9 +794,7 @@ impl<D: Disk> Broker<D> {
             }
             self.deploy_transform(transform)
                 .await
-                .map_err(|(_, message)| {
-                    super::BrokerError::Reconcile(format!("{origin}: {message}"))
-                })?;
+                .map_err(|error| super::BrokerError::Reconcile(format!("{origin}: {error}")))?;
         }
         Ok(())
     }
@@ -819,5 +885,39 @@ impl<D: Disk> Broker<D> {
             result?;
         }
         Ok(())
+    }
+}
+
+// Wire mapping: moves to broker/dispatch.rs at merge.
+
+impl From<&DeployTransformError> for ErrorCode {
+    fn from(error: &DeployTransformError) -> Self {
+        match error {
+            DeployTransformError::InvalidName(_)
+            | DeployTransformError::Kind(_)
+            | DeployTransformError::OnError(_)
+            | DeployTransformError::Params(_)
+            | DeployTransformError::TooMany(_)
+            | DeployTransformError::VersionsExhausted { .. } => Self::InvalidRequest,
+            DeployTransformError::UnknownInput(_) => Self::UnknownTopicOrPartition,
+            DeployTransformError::InternalInput => Self::InternalTopic,
+            DeployTransformError::InvalidTopicName(_)
+            | DeployTransformError::ForbiddenOutput(_) => Self::InvalidTopic,
+            DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,
+            DeployTransformError::Module { code, .. }
+            | DeployTransformError::Topic { code, .. } => *code,
+            DeployTransformError::Record { source, .. } => source.error_code(),
+        }
+    }
+}
+
+impl From<&AlterTransformError> for ErrorCode {
+    fn from(error: &AlterTransformError) -> Self {
+        match error {
+            AlterTransformError::NotFound(_) => Self::ModuleNotFound,
+            AlterTransformError::UnknownAction(_) => Self::InvalidRequest,
+            AlterTransformError::Record { source, .. }
+            | AlterTransformError::RecordRemoval(source) => source.error_code(),
+        }
     }
 }

@@ -457,7 +457,7 @@ async fn stop<D: Disk>(
         state: state.into(),
         reason,
     };
-    if let Err((_, message)) = broker.set_stopped(name, Some(stopped)).await {
-        tracing::error!(transform = %name, %message, "could not record the stop");
+    if let Err(error) = broker.set_stopped(name, Some(stopped)).await {
+        tracing::error!(transform = %name, %error, "could not record the stop");
     }
 }
