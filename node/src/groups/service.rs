@@ -782,3 +782,86 @@ pub(crate) fn append_error_code(error: &AppendError) -> ErrorCode {
         AppendError::Closed => ErrorCode::ShuttingDown,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ledge_protocol::wire::{DescribeGroupsRequest, Request, Response};
+
+    use super::*;
+    use crate::broker::{Broker, BrokerConfig, DeclaredTopic};
+    use crate::clock::SimClock;
+    use crate::sim::SimDisk;
+
+    // Goal (issue 12, one clock): the group timer waits on the node's clock, so on paused
+    // time a member that stops heartbeating is expired by the timer alone once its session
+    // timeout passes on that clock, and not before.
+    #[test]
+    fn the_group_timer_expires_a_silent_member_on_the_nodes_clock() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let clock: Arc<dyn Clock> = Arc::new(SimClock::new(1_000_000));
+            let broker = Broker::open(
+                SimDisk::new(21),
+                Path::new("/data"),
+                BrokerConfig::default(),
+                Arc::clone(&clock),
+            )
+            .await
+            .unwrap();
+            let broker = Arc::new(broker);
+            broker
+                .reconcile(&[DeclaredTopic {
+                    name: "t".into(),
+                    partitions: 2,
+                    configs: BTreeMap::new(),
+                    origin: "test".into(),
+                }])
+                .await
+                .unwrap();
+            let Response::ConsumerGroupHeartbeat(joined) = broker
+                .handle(Request::ConsumerGroupHeartbeat(
+                    ConsumerGroupHeartbeatRequest {
+                        group_id: "g".into(),
+                        member_epoch: 0,
+                        rebalance_timeout_ms: 5_000,
+                        session_timeout_ms: 10_000,
+                        subscribed_topics: vec!["t".into()],
+                        assignor: "range".into(),
+                        ..ConsumerGroupHeartbeatRequest::default()
+                    },
+                ))
+                .await
+            else {
+                panic!("wrong response")
+            };
+            assert_eq!(joined.error, ErrorCode::None, "{}", joined.message);
+            let described = || async {
+                let Response::DescribeGroups(described) = broker
+                    .handle(Request::DescribeGroups(DescribeGroupsRequest {
+                        group_ids: vec!["g".into()],
+                    }))
+                    .await
+                else {
+                    panic!("wrong response")
+                };
+                described.groups[0].members.len()
+            };
+            assert_eq!(described().await, 1);
+            let timer = tokio::spawn(Arc::clone(&broker).run_group_timer());
+            // Within the session timeout (on the node's clock) the member stays, though the
+            // timer has run meanwhile.
+            crate::clock::sleep(&*clock, Duration::from_secs(9)).await;
+            assert_eq!(described().await, 1);
+            // Past it, the timer alone has expired the member.
+            crate::clock::sleep(&*clock, Duration::from_secs(2)).await;
+            assert_eq!(described().await, 0);
+            timer.abort();
+        });
+    }
+}
