@@ -22,7 +22,7 @@
 //! boundary; positions are kept, so no record is skipped or lost.
 //!
 //! Files: this one holds the admin API (deploy, alter, describe, reconcile), the limits and
-//! the [`TransformRunner`] with its driver; `task.rs` a partition's task (read, run, write,
+//! the `TransformRunner` with its driver; `task.rs` a partition's task (read, run, write,
 //! commit); `route.rs` where outcomes go (pure); `bisect.rs` the isolation of failing records.
 
 mod bisect;
