@@ -131,7 +131,10 @@ async fn deploy_high_value(
         })
         .await
         .map(|_| ())
-        .map_err(|(code, message)| anyhow::anyhow!("deploy {name}: {code}: {message}"))
+        .map_err(|error| {
+            let code = ErrorCode::from(&error);
+            anyhow::anyhow!("deploy {name}: {code}: {error}")
+        })
 }
 
 /// Waits until transform `name` has read `total` records and has no lag.

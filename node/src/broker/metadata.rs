@@ -101,13 +101,17 @@ pub struct StoredTransform {
     /// Dead-letter topic.
     pub dead_letter_topic: String,
     /// What a failing record does.
-    pub on_error: crate::broker::transforms::OnError,
+    pub on_error: OnError,
     /// Incremented by each deploy.
     pub version: u32,
     /// Why it is stopped, if it is (paused by an operator, the circuit breaker, or the
     /// `stop` policy); survives restarts.
     pub stopped: Option<StoppedReason>,
 }
+
+/// What a transform does with a record its module fails: shared with the client and the
+/// wire (`ledge_protocol::wasm_abi`), stored by name in `metadata.json`.
+pub use ledge_protocol::OnError;
 
 /// Why a transform is not running.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,8 +42,8 @@ use ledge_protocol::{BatchHeader, BatchIter, EncodeOptions, decode_batch, encode
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::groups::coordinator::{GroupCoordinator, GroupLimits};
-use crate::groups::offsets::{OFFSETS_TOPIC, OffsetStore};
+use crate::groups::coordinator::GroupLimits;
+use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::storage::PartitionKey;
 use crate::storage::retention::RetentionPolicy;
 use crate::storage::{
@@ -203,21 +203,15 @@ pub struct Broker<D: Disk> {
     /// Producer ids are held back after a rebuild with a partition offline (see
     /// `producer_id_hold`).
     producer_ids_held: AtomicBool,
-    groups: Mutex<GroupCoordinator>,
-    offsets: Mutex<OffsetStore>,
+    /// Consumer groups and committed offsets.
+    groups: crate::groups::service::GroupService,
     data_dir: PathBuf,
     /// Why produce is refused right now, if the disk guard tripped (see `check_disk_usage`).
     disk_full: RwLock<Option<String>>,
-    /// Uploaded WASM modules and their compiled forms.
-    modules: crate::wasm::ModuleStore<D>,
-    /// Instantiated plug-ins for fetches and produce hooks, by module, kind and parameters.
-    plugins: Mutex<std::collections::HashMap<String, Arc<crate::wasm::Plugin>>>,
-    /// Bytes plug-in calls may hold opened, node-wide (`wasm.opened_batch_bytes_max`).
-    opened_batch_budget: plugins::OpenedBatchBudget,
+    /// Uploaded modules, instantiated plug-ins and the opened-batch budget.
+    plugins: plugins::PluginHost<D>,
     /// Running topic transforms.
-    transforms: Mutex<BTreeMap<String, transforms::RunningTransform>>,
-    /// Set by `start_transforms`: lets request handlers spawn transform tasks.
-    self_ref: std::sync::OnceLock<std::sync::Weak<Self>>,
+    transforms: transforms::TransformRunner,
     /// Topic created, grown or deleted, told after it is durable.
     registry_events: registry::RegistryEvents,
 }
@@ -410,8 +404,12 @@ impl<D: Disk> Broker<D> {
         let engine = crate::wasm::WasmEngine::new(config.wasm.clone())
             .map_err(|error| BrokerError::Wasm(error.to_string()))?;
         let modules = crate::wasm::ModuleStore::open(disk.clone(), data_dir, engine).await?;
-        let opened_batch_budget =
-            plugins::OpenedBatchBudget::new(config.wasm.opened_batch_bytes_max);
+        let plugins = plugins::PluginHost::new(modules, config.wasm.opened_batch_bytes_max);
+        let groups = crate::groups::service::GroupService::new(
+            config_groups,
+            member_salt,
+            Arc::clone(&clock),
+        );
         let broker = Self {
             disk,
             logs_dir,
@@ -426,15 +424,11 @@ impl<D: Disk> Broker<D> {
                 reserved_until: 0,
             }),
             producer_ids_held: AtomicBool::new(producer_ids_held),
-            groups: Mutex::new(GroupCoordinator::new(config_groups, member_salt)),
-            offsets: Mutex::new(OffsetStore::default()),
+            groups,
             data_dir: data_dir.to_path_buf(),
             disk_full: RwLock::new(None),
-            modules,
-            plugins: Mutex::new(std::collections::HashMap::new()),
-            opened_batch_budget,
-            transforms: Mutex::new(BTreeMap::new()),
-            self_ref: std::sync::OnceLock::new(),
+            plugins,
+            transforms: transforms::TransformRunner::default(),
             registry_events: registry::RegistryEvents::default(),
         };
         let opens = stored.topics.iter().map(|(name, topic)| {
@@ -954,18 +948,20 @@ impl<D: Disk> Broker<D> {
                 Response::AlterTransform(self.alter_transform(request).await)
             }
             Request::ConsumerGroupHeartbeat(request) => {
-                Response::ConsumerGroupHeartbeat(self.heartbeat(request, client_id))
+                Response::ConsumerGroupHeartbeat(self.groups.heartbeat(self, request, client_id))
             }
             Request::OffsetCommit(request) => {
-                Response::OffsetCommit(self.offset_commit(request).await)
+                Response::OffsetCommit(self.groups.offset_commit(self, request).await)
             }
-            Request::OffsetFetch(request) => Response::OffsetFetch(self.offset_fetch(request)),
-            Request::ListGroups(request) => Response::ListGroups(self.list_groups(request)),
+            Request::OffsetFetch(request) => {
+                Response::OffsetFetch(self.groups.offset_fetch(request))
+            }
+            Request::ListGroups(request) => Response::ListGroups(self.groups.list_groups(request)),
             Request::DescribeGroups(request) => {
-                Response::DescribeGroups(self.describe_groups(request))
+                Response::DescribeGroups(self.groups.describe_groups(request))
             }
             Request::DeleteGroups(request) => {
-                Response::DeleteGroups(self.delete_groups(request).await)
+                Response::DeleteGroups(self.groups.delete_groups(self, request).await)
             }
         }
     }
@@ -1411,10 +1407,7 @@ impl<D: Disk> Broker<D> {
             .emit(registry::RegistryEvent::TopicDeleted {
                 name: name.to_string(),
             });
-        self.offsets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove_topic(name);
+        self.groups.remove_topic(name);
         let partitions = read(&topic.partitions).clone();
         for partition in partitions {
             if let Ok(log) = partition.log() {

@@ -5,17 +5,15 @@
 //! `transforms.rs`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use ledge_protocol::wire::{
     DeleteModuleRequest, DeleteModuleResponse, ErrorCode, ListModulesResponse, ModuleDescription,
-    PartitionOffset, PluginParam, PluginRef, ProduceRouting, UploadModuleRequest,
-    UploadModuleResponse,
+    PartitionOffset, PluginRef, ProduceRouting, UploadModuleRequest, UploadModuleResponse,
 };
 use ledge_protocol::{
-    BATCH_HEADER_BYTES, BatchHeader, BatchIter, DecodeLimits, DecodedRecord, EncodeOptions, Header,
-    Record, RecordIter, decompress_records, encode_batch_with_deltas, encode_empty_batch,
+    BATCH_HEADER_BYTES, BatchHeader, BatchIter, EncodeOptions, Record, encode_empty_batch,
 };
 
 use super::metadata::StoredModule;
@@ -23,81 +21,14 @@ use super::topic_config::TopicConfig;
 use super::topic_config::validate_module_name;
 use super::{Broker, read};
 use crate::storage::{AppendDurability, Disk};
-use crate::wasm::abi::record_spans;
-use crate::wasm::{InputHeader, Outcome, OutputRecord, Plugin, PluginKind, WasmError};
+use crate::wasm::batch::{
+    OpenBatchError, OpenedBatchBudget, apply_one_to_one, open_batch, params_list, params_map,
+};
+use crate::wasm::{ModuleStore, ModuleStoreError, Outcome, Plugin, PluginKind, WasmError};
 
 /// Plug-ins (a module with one set of parameters) kept instantiated for fetches and
 /// produce hooks; beyond this the cache starts over.
 const PLUGIN_CACHE_MAX: usize = 64;
-
-/// A stored batch opened for a plug-in.
-pub(crate) struct OpenedBatch {
-    pub(crate) header: BatchHeader,
-    pub(crate) records: Vec<DecodedRecord>,
-    region: Bytes,
-    spans: Vec<(usize, usize)>,
-    /// This batch's share of the node's [`OpenedBatchBudget`], returned when it is dropped.
-    _reserved: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-/// The node-wide budget of bytes held by opened batches (`wasm.opened_batch_bytes_max`).
-/// Decompressing is synchronous, so only a batch kept across a plug-in call's `.await`
-/// needs a share; one that finds no room is dropped before waiting, so waiters hold no
-/// records (tokio's semaphore hands a waiter permits as they free up, first come first
-/// served, so a large batch is not starved by small ones).
-pub(crate) struct OpenedBatchBudget {
-    permits: Arc<tokio::sync::Semaphore>,
-    bytes_max: usize,
-}
-
-impl OpenedBatchBudget {
-    /// A budget of `bytes_max` bytes, at most
-    /// [`OPENED_BATCH_BYTES_MAX_LIMIT`](crate::wasm::OPENED_BATCH_BYTES_MAX_LIMIT) (the
-    /// config refuses more; a larger value is clamped rather than trusted).
-    pub(crate) fn new(bytes_max: usize) -> Self {
-        let bytes_max = bytes_max.clamp(1, crate::wasm::OPENED_BATCH_BYTES_MAX_LIMIT);
-        Self {
-            permits: Arc::new(tokio::sync::Semaphore::new(bytes_max)),
-            bytes_max,
-        }
-    }
-
-    /// Bytes free now.
-    #[cfg(test)]
-    pub(crate) fn available(&self) -> usize {
-        self.permits.available_permits()
-    }
-
-    /// The permit count reserved for `bytes`: a batch larger than the whole budget takes
-    /// all of it (it then runs alone) instead of waiting forever.
-    fn share(&self, bytes: usize) -> u32 {
-        u32::try_from(bytes.min(self.bytes_max)).unwrap_or(u32::MAX)
-    }
-}
-
-/// Decompresses a batch and views its records, holding a share of `budget` as large as
-/// what it keeps in memory; waits (holding nothing) while the budget has no room.
-pub(crate) async fn open_batch(
-    batch: &Bytes,
-    budget: &OpenedBatchBudget,
-) -> Result<OpenedBatch, String> {
-    let mut opened = open_batch_unreserved(batch)?;
-    let share = budget.share(opened.bytes_held());
-    if let Ok(permit) = Arc::clone(&budget.permits).try_acquire_many_owned(share) {
-        opened._reserved = Some(permit);
-        return Ok(opened);
-    }
-    drop(opened);
-    // Acquiring fails only on a closed semaphore, and nothing closes this one.
-    let permit = Arc::clone(&budget.permits)
-        .acquire_many_owned(share)
-        .await
-        .map_err(|_| "the opened-batch budget was closed".to_string())?;
-    // Decoding is deterministic: the same batch costs the same again.
-    let mut opened = open_batch_unreserved(batch)?;
-    opened._reserved = Some(permit);
-    Ok(opened)
-}
 
 /// An empty batch that spans the offsets of `header`'s batch, to stand in for one whose
 /// records cannot be decoded.
@@ -117,203 +48,13 @@ fn undecodable_placeholder(header: &BatchHeader) -> Result<Bytes, (ErrorCode, St
 /// The answer to a produced batch whose records could not be opened: `CorruptMessage`
 /// (retriable: damaged in transit) if its framing or CRC fails, `InvalidRecord` if the
 /// producer wrote records that do not match their intact header, as an append answers it.
-fn produced_batch_error(batch: &[u8], error: &str) -> (ErrorCode, String) {
+fn produced_batch_error(batch: &[u8], error: &OpenBatchError) -> (ErrorCode, String) {
     let code = if ledge_protocol::validate_batch(batch).is_ok() {
         ErrorCode::InvalidRecord
     } else {
         ErrorCode::CorruptMessage
     };
     (code, format!("malformed batch: {error}"))
-}
-
-/// Decompresses a batch and views its records (their bytes share the region).
-fn open_batch_unreserved(batch: &Bytes) -> Result<OpenedBatch, String> {
-    let (header, region) =
-        decompress_records(batch, &DecodeLimits::default()).map_err(|error| error.to_string())?;
-    let region = match region {
-        std::borrow::Cow::Borrowed(slice) => batch.slice_ref(slice),
-        std::borrow::Cow::Owned(vec) => Bytes::from(vec),
-    };
-    let mut records = Vec::new();
-    for view in RecordIter::new(&region, header) {
-        let view = view.map_err(|error| error.to_string())?;
-        records.push(DecodedRecord {
-            offset: view.offset,
-            timestamp: view.timestamp,
-            key: view.key.map(|key| region.slice_ref(key)),
-            value: view.value.map(|value| region.slice_ref(value)),
-            headers: view
-                .headers()
-                .map(|header| Header {
-                    key: header.key.to_string(),
-                    value: header.value.map(|value| region.slice_ref(value)),
-                })
-                .collect(),
-        });
-    }
-    let spans = record_spans(&region, records.len()).map_err(|error| error.0)?;
-    Ok(OpenedBatch {
-        header,
-        records,
-        region,
-        spans,
-        _reserved: None,
-    })
-}
-
-impl OpenedBatch {
-    /// Bytes this opened batch holds beyond the stored batch it came from: the decompressed
-    /// region (none when the records were not compressed: they are borrowed), the record
-    /// and span tables, and the header keys.
-    fn bytes_held(&self) -> usize {
-        let region = if self.header.compression().ok() == Some(ledge_protocol::Compression::None) {
-            0
-        } else {
-            self.region.len()
-        };
-        let headers: usize = self
-            .records
-            .iter()
-            .flat_map(|record| &record.headers)
-            .map(|header| size_of::<Header>() + header.key.len())
-            .sum();
-        region
-            .saturating_add(
-                self.records
-                    .capacity()
-                    .saturating_mul(size_of::<DecodedRecord>()),
-            )
-            .saturating_add(
-                self.spans
-                    .capacity()
-                    .saturating_mul(size_of::<(usize, usize)>()),
-            )
-            .saturating_add(headers)
-    }
-
-    /// Runs `plugin` over records `range` (in calls of at most `batch_records_max`).
-    pub(crate) async fn run(
-        &self,
-        plugin: &Arc<Plugin>,
-        range: std::ops::Range<usize>,
-        partition: u32,
-        partition_count: u32,
-    ) -> Result<Vec<Outcome>, WasmError> {
-        let chunk = plugin.limits().batch_records_max.max(1);
-        let mut outcomes = Vec::with_capacity(range.len());
-        let mut start = range.start;
-        while start < range.end {
-            let end = (start + chunk).min(range.end);
-            let (Some(first), Some(last)) = (self.spans.get(start), self.spans.get(end - 1)) else {
-                break;
-            };
-            let header = InputHeader {
-                partition,
-                partition_count,
-                base_offset: self.header.base_offset,
-                base_timestamp: self.header.base_timestamp,
-            };
-            let run = plugin
-                .run_blocking(header, self.region.slice(first.0..last.1), end - start)
-                .await?;
-            outcomes.extend(run.outcomes);
-            start = end;
-        }
-        Ok(outcomes)
-    }
-
-    /// Encodes the records that survived, at their original offsets, spanning the original
-    /// batch's offsets (an empty batch if none survived).
-    pub(crate) fn encode_kept(
-        &self,
-        kept: &[(i64, Record)],
-        options: &EncodeOptions,
-    ) -> Result<Bytes, String> {
-        let options = EncodeOptions {
-            base_offset: self.header.base_offset,
-            producer_id: self.header.producer_id,
-            producer_epoch: self.header.producer_epoch,
-            base_sequence: self.header.base_sequence,
-            timestamp_type: self.header.timestamp_type(),
-            transactional: self.header.is_transactional(),
-            ..options.clone()
-        };
-        let result = if kept.is_empty() {
-            encode_empty_batch(
-                self.header.last_offset_delta,
-                self.header.max_timestamp,
-                &options,
-            )
-        } else {
-            let deltas: Vec<i32> = kept
-                .iter()
-                .map(|(offset, _)| {
-                    i32::try_from(offset - self.header.base_offset).unwrap_or(i32::MAX)
-                })
-                .collect();
-            let records: Vec<Record> = kept.iter().map(|(_, record)| record.clone()).collect();
-            encode_batch_with_deltas(&records, &deltas, self.header.last_offset_delta, &options)
-        };
-        result.map_err(|error| error.to_string())
-    }
-}
-
-/// A module's output record as a record to encode; a missing timestamp is the input's.
-pub(crate) fn output_record(output: OutputRecord, input_timestamp: i64) -> Record {
-    Record {
-        timestamp: output.timestamp.unwrap_or(input_timestamp),
-        key: output.key,
-        value: output.value,
-        headers: output.headers,
-    }
-}
-
-/// Applies filter/map outcomes (one per record) to a batch's records, keeping offsets.
-/// `Err((index, message))` for the first record the module failed.
-pub(crate) fn apply_one_to_one(
-    records: &[DecodedRecord],
-    outcomes: Vec<Outcome>,
-) -> Result<Vec<(i64, Record)>, (usize, String)> {
-    let mut kept = Vec::with_capacity(records.len());
-    for (index, (record, outcome)) in records.iter().zip(outcomes).enumerate() {
-        match outcome {
-            Outcome::Keep => kept.push((record.offset, record.clone().into_record())),
-            Outcome::Drop => {}
-            Outcome::Records(mut outputs) => {
-                if let Some(output) = outputs.pop() {
-                    kept.push((record.offset, output_record(output, record.timestamp)));
-                }
-            }
-            Outcome::Error(message) => return Err((index, message)),
-            Outcome::Partition(_) => {
-                return Err((index, "a partitioner cannot filter records".into()));
-            }
-        }
-    }
-    Ok(kept)
-}
-
-pub(crate) fn params_map(params: &[PluginParam]) -> Result<BTreeMap<String, String>, String> {
-    let mut map = BTreeMap::new();
-    for param in params {
-        if param.key.is_empty() {
-            return Err("a parameter has an empty name".into());
-        }
-        if map.insert(param.key.clone(), param.value.clone()).is_some() {
-            return Err(format!("parameter {:?} given twice", param.key));
-        }
-    }
-    Ok(map)
-}
-
-pub(crate) fn params_list(params: &BTreeMap<String, String>) -> Vec<PluginParam> {
-    params
-        .iter()
-        .map(|(key, value)| PluginParam {
-            key: key.clone(),
-            value: value.clone(),
-        })
-        .collect()
 }
 
 /// The module kinds `partitioner.module` may name.
@@ -384,6 +125,86 @@ pub(crate) fn wasm_error_code(error: &WasmError) -> ErrorCode {
     }
 }
 
+/// The node's plug-ins: the uploaded modules (and their compiled forms), the plug-ins
+/// instantiated from them (a module with one set of parameters, kept for reuse), and the
+/// node-wide budget of bytes plug-in calls may hold opened.
+pub(crate) struct PluginHost<D: Disk> {
+    modules: ModuleStore<D>,
+    /// By module hash, kind and parameters; starts over beyond [`PLUGIN_CACHE_MAX`].
+    instantiated: Mutex<HashMap<String, Arc<Plugin>>>,
+    budget: OpenedBatchBudget,
+}
+
+/// Why a plug-in could not be instantiated.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PluginError {
+    /// The module's stored or compiled form could not be loaded.
+    #[error(transparent)]
+    Module(#[from] ModuleStoreError),
+    /// Instantiating or initialising it failed (a refused parameter, a trap in init).
+    #[error(transparent)]
+    Instantiate(#[from] WasmError),
+    /// The blocking task that instantiates it failed.
+    #[error("instantiating the plug-in: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl<D: Disk> PluginHost<D> {
+    /// A host over `modules`, with `opened_batch_bytes_max` bytes of opened batches.
+    pub(crate) fn new(modules: ModuleStore<D>, opened_batch_bytes_max: usize) -> Self {
+        Self {
+            modules,
+            instantiated: Mutex::new(HashMap::new()),
+            budget: OpenedBatchBudget::new(opened_batch_bytes_max),
+        }
+    }
+
+    /// The uploaded modules.
+    pub(crate) fn modules(&self) -> &ModuleStore<D> {
+        &self.modules
+    }
+
+    /// The node-wide budget of opened-batch bytes.
+    pub(crate) fn budget(&self) -> &OpenedBatchBudget {
+        &self.budget
+    }
+
+    fn instantiated(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Plugin>>> {
+        self.instantiated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A plug-in for `module` with `params`, instantiated once and cached.
+    pub(crate) async fn plugin(
+        &self,
+        module: &StoredModule,
+        params: BTreeMap<String, String>,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        let key = format!(
+            "{}/{}/{}",
+            module.hash,
+            module.kind,
+            serde_json::to_string(&params).unwrap_or_default()
+        );
+        if let Some(plugin) = self.instantiated().get(&key) {
+            return Ok(Arc::clone(plugin));
+        }
+        let compiled = self.modules.get(&module.hash, module.kind).await?;
+        let engine = self.modules.engine().clone();
+        let params: Vec<(String, String)> = params.into_iter().collect();
+        let plugin =
+            tokio::task::spawn_blocking(move || Plugin::new(&engine, compiled, params)).await??;
+        let plugin = Arc::new(plugin);
+        let mut cache = self.instantiated();
+        if cache.len() >= PLUGIN_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&plugin));
+        Ok(plugin)
+    }
+}
+
 impl<D: Disk> Broker<D> {
     /// A plug-in for `module` with `params`, instantiated once and cached.
     pub(crate) async fn plugin(
@@ -391,39 +212,10 @@ impl<D: Disk> Broker<D> {
         module: &StoredModule,
         params: BTreeMap<String, String>,
     ) -> Result<Arc<Plugin>, (ErrorCode, String)> {
-        let key = format!(
-            "{}/{}/{}",
-            module.hash,
-            module.kind,
-            serde_json::to_string(&params).unwrap_or_default()
-        );
-        if let Some(plugin) = self.plugin_cache().get(&key) {
-            return Ok(Arc::clone(plugin));
-        }
-        let compiled = self
-            .modules
-            .get(&module.hash, module.kind)
-            .await
-            .map_err(|error| (ErrorCode::InvalidModule, error.to_string()))?;
-        let engine = self.modules.engine().clone();
-        let params: Vec<(String, String)> = params.into_iter().collect();
-        let plugin = tokio::task::spawn_blocking(move || Plugin::new(&engine, compiled, params))
-            .await
-            .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?
-            .map_err(|error| (wasm_error_code(&error), error.to_string()))?;
-        let plugin = Arc::new(plugin);
-        let mut cache = self.plugin_cache();
-        if cache.len() >= PLUGIN_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key, Arc::clone(&plugin));
-        Ok(plugin)
-    }
-
-    fn plugin_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Plugin>>> {
         self.plugins
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .plugin(module, params)
+            .await
+            .map_err(|error| (ErrorCode::from(&error), error.to_string()))
     }
 
     /// The named module, with its default parameters overridden by `overrides`, as a
@@ -509,8 +301,8 @@ impl<D: Disk> Broker<D> {
         validate_module_name(&request.name)
             .map_err(|error| (ErrorCode::InvalidRequest, format!("module name: {error}")))?;
         let kind = request.kind;
-        let params =
-            params_map(&request.params).map_err(|error| (ErrorCode::InvalidRequest, error))?;
+        let params = params_map(&request.params)
+            .map_err(|error| (ErrorCode::InvalidRequest, error.to_string()))?;
         // Replacing a module a topic config names with one of a kind that key does not take
         // would make every produce to that topic fail.
         let refused_by: Vec<String> = read(&self.topics)
@@ -604,16 +396,15 @@ impl<D: Disk> Broker<D> {
             ));
         }
         let size_bytes = bytes.len() as u64;
-        let module = self
-            .modules
-            .put(bytes, kind)
-            .await
-            .map_err(|error| match error {
-                crate::wasm::ModuleStoreError::Wasm(error) => {
-                    (wasm_error_code(&error), error.to_string())
-                }
-                other => (ErrorCode::StorageError, other.to_string()),
-            })?;
+        let module =
+            self.plugins
+                .modules()
+                .put(bytes, kind)
+                .await
+                .map_err(|error| match error {
+                    ModuleStoreError::Wasm(error) => (wasm_error_code(&error), error.to_string()),
+                    other => (ErrorCode::StorageError, other.to_string()),
+                })?;
         let stored = StoredModule {
             hash: module.hash().to_string(),
             kind,
@@ -641,7 +432,7 @@ impl<D: Disk> Broker<D> {
                     .map(|transform| transform.module.hash.clone()),
             )
             .collect();
-        if let Err(error) = self.modules.retain(&keep).await {
+        if let Err(error) = self.plugins.modules().retain(&keep).await {
             tracing::warn!(%error, "removing unused module files failed");
         }
     }
@@ -730,7 +521,7 @@ impl<D: Disk> Broker<D> {
                 "produce.filter.module",
             )
             .await?;
-        let opened = open_batch(&batch, &self.opened_batch_budget)
+        let opened = open_batch(&batch, self.plugins.budget())
             .await
             .map_err(|error| produced_batch_error(&batch, &error))?;
         let outcomes = opened
@@ -761,7 +552,7 @@ impl<D: Disk> Broker<D> {
         };
         let rewritten = opened
             .encode_kept(&kept, &options)
-            .map_err(|error| (ErrorCode::UnknownServerError, error))?;
+            .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?;
         Ok((rewritten, true))
     }
 
@@ -787,7 +578,7 @@ impl<D: Disk> Broker<D> {
                 continue;
             }
             let batch = bytes.slice_ref(raw);
-            let opened = match open_batch(&batch, &self.opened_batch_budget).await {
+            let opened = match open_batch(&batch, self.plugins.budget()).await {
                 Ok(opened) => opened,
                 Err(error) => {
                     // Records that do not decode (stored before appends checked records) can
@@ -823,7 +614,7 @@ impl<D: Disk> Broker<D> {
             })?;
             let rewritten = opened
                 .encode_kept(&kept, &EncodeOptions::default())
-                .map_err(|error| (ErrorCode::UnknownServerError, error))?;
+                .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?;
             debug_assert!(rewritten.len() >= BATCH_HEADER_BYTES);
             out.extend_from_slice(&rewritten);
         }
@@ -838,8 +629,8 @@ impl<D: Disk> Broker<D> {
         let Some(plugin) = plugin else {
             return Ok(None);
         };
-        let overrides =
-            params_map(&plugin.params).map_err(|error| (ErrorCode::InvalidRequest, error))?;
+        let overrides = params_map(&plugin.params)
+            .map_err(|error| (ErrorCode::InvalidRequest, error.to_string()))?;
         self.named_plugin(
             &plugin.module,
             overrides,
@@ -906,7 +697,7 @@ impl<D: Disk> Broker<D> {
                     .await?
                     .0;
             }
-            let opened = open_batch(&batch, &self.opened_batch_budget)
+            let opened = open_batch(&batch, self.plugins.budget())
                 .await
                 .map_err(|error| produced_batch_error(&batch, &error))?;
             codec = opened
@@ -996,75 +787,14 @@ impl<D: Disk> Broker<D> {
     }
 }
 
-#[cfg(test)]
-mod opened_batch_budget_tests {
-    use ledge_protocol::{Compression, encode_batch};
+// Wire mapping: moves to broker/dispatch.rs at merge.
 
-    use super::*;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-    }
-
-    /// A snappy batch of one record whose 8 KiB value compresses to a few dozen bytes.
-    fn snappy_batch() -> Bytes {
-        let record = Record {
-            timestamp: 0,
-            key: None,
-            value: Some(Bytes::from(vec![0; 8192])),
-            headers: Vec::new(),
-        };
-        let options = EncodeOptions {
-            compression: Compression::Snappy,
-            ..EncodeOptions::default()
-        };
-        encode_batch(&[record], &options).unwrap()
-    }
-
-    // Goal (issue 11 follow-up): batches opened for plug-in calls are held across the call's
-    // await, so a node-wide byte budget bounds them: an opened batch holds a share as large
-    // as its decompressed records, a second opening that does not fit waits (first in line
-    // for the permits, holding no records) until the first is dropped, and everything is
-    // returned afterwards. Before the
-    // budget, any number of produces through a filter could each hold 64 MiB.
-    #[test]
-    fn opening_a_batch_waits_for_room_in_the_node_wide_budget() {
-        runtime().block_on(async {
-            let batch = snappy_batch();
-            let budget = Arc::new(OpenedBatchBudget::new(12 * 1024));
-            let first = open_batch(&batch, &budget).await.unwrap();
-            let held = 12 * 1024 - budget.available();
-            assert!(held >= 8192, "the decompressed region is counted: {held}");
-            let waiting = tokio::spawn({
-                let (batch, budget) = (batch.clone(), Arc::clone(&budget));
-                async move {
-                    open_batch(&batch, &budget)
-                        .await
-                        .map(|opened| opened.records.len())
-                }
-            });
-            for _ in 0..10 {
-                tokio::task::yield_now().await;
-            }
-            assert!(!waiting.is_finished(), "a second batch must wait for room");
-            drop(first);
-            assert_eq!(waiting.await.unwrap(), Ok(1));
-            assert_eq!(budget.available(), 12 * 1024);
-        });
-    }
-
-    // Goal: a batch larger than the whole budget takes all of it and runs alone instead of
-    // waiting forever.
-    #[test]
-    fn a_batch_larger_than_the_budget_takes_all_of_it() {
-        runtime().block_on(async {
-            let budget = OpenedBatchBudget::new(1000);
-            let opened = open_batch(&snappy_batch(), &budget).await.unwrap();
-            assert_eq!(budget.available(), 0);
-            drop(opened);
-            assert_eq!(budget.available(), 1000);
-        });
+impl From<&PluginError> for ErrorCode {
+    fn from(error: &PluginError) -> Self {
+        match error {
+            PluginError::Module(_) => Self::InvalidModule,
+            PluginError::Instantiate(error) => wasm_error_code(error),
+            PluginError::Task(_) => Self::UnknownServerError,
+        }
     }
 }

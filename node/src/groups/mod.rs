@@ -1,6 +1,8 @@
 //! Consumer groups: membership and assignment ([`coordinator`], sans-IO), assignors
-//! ([`assignor`], pure), and committed offsets ([`offsets`]).
+//! ([`assignor`], pure), committed offsets ([`offsets`]), and the requests over them with the
+//! timer that drives the coordinator ([`service`], the only group code that touches IO or time).
 
 pub mod assignor;
 pub mod coordinator;
 pub mod offsets;
+pub mod service;

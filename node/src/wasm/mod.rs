@@ -2,10 +2,12 @@
 //! node (docs/WASM-ABI.md for the contract, docs/ARCHITECTURE.md for where they run).
 //!
 //! - [`abi`]: the byte formats between host and guest (pure).
+//! - [`batch`]: stored batches opened for a plug-in call under the node-wide budget.
 //! - [`runtime`]: the wasmtime engine, module checks, pooled instances, limits.
 //! - [`store`]: uploaded modules on disk by content hash, and the compiled-module cache.
 
 pub mod abi;
+pub mod batch;
 pub mod runtime;
 pub mod store;
 

@@ -1,0 +1,915 @@
+//! Topic transforms: a WASM module running continuously in the node from an input topic to
+//! an output topic.
+//!
+//! One task per input partition reads whole batches from its position, runs the module
+//! (one guest call per batch of up to `wasm.batch_records_max` records), appends the output
+//! with `acks=all` to the output partition (the same number modulo the output's partition
+//! count, or the partition a partitioner module picks), and then commits its position in
+//! `__consumer_offsets` under the group `__transform.<name>` (written, synced within
+//! `flush.interval`). A crash between the output append and the commit's sync re-runs those
+//! batches after restart: at-least-once, never a loss.
+//!
+//! Failures: a record the module reports as failed (an ERROR entry) and a batch whose call
+//! fails (trap, fuel, memory, malformed output) follow `on_error`. With `dead-letter` or
+//! `skip` a failed batch is split in halves until the failing records are alone; each goes
+//! to the dead-letter topic (with headers naming the transform, source and error) or is
+//! skipped, and the rest flows on. With `stop` the transform stops before the batch, with
+//! the error visible. A transform whose failure rate stays above
+//! `transforms.breaker_error_ratio` is paused by a circuit breaker, with the reason kept
+//! in `metadata.json` so a restart does not resume a poisoned pipeline by itself.
+//!
+//! Deploying a new version of a running transform swaps the plug-in at the next batch
+//! boundary; positions are kept, so no record is skipped or lost.
+//!
+//! Files: this one holds the admin API (deploy, alter, describe, reconcile), the limits and
+//! the `TransformRunner` with its driver; `task.rs` a partition's task (read, run, write,
+//! commit); `route.rs` where outcomes go (pure); `bisect.rs` the isolation of failing records.
+
+mod bisect;
+mod route;
+mod task;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ledge_protocol::wire::{
+    AlterTransformRequest, AlterTransformResponse, DeployTransformRequest, DeployTransformResponse,
+    DescribeTransformsRequest, DescribeTransformsResponse, ErrorCode, PartitionOffset,
+    TransformDescription,
+};
+use ledge_protocol::{EncodeOptions, Record, encode_batch};
+use tokio::sync::{broadcast, watch};
+
+use route::BreakerWindow;
+use task::PartitionTask;
+
+use super::metadata::{StoppedReason, StoredTransform};
+use super::registry::RegistryEvent;
+use super::topic_config::{validate_module_name, validate_topic_name};
+use super::{Broker, read};
+use crate::groups::offsets::{OffsetKey, encode_value};
+use crate::groups::service::GroupServiceError;
+use crate::storage::{AppendDurability, Disk};
+use crate::wasm::batch::{params_list, params_map};
+use crate::wasm::{Plugin, PluginKind};
+
+pub use super::metadata::OnError;
+
+/// Why a transform could not be deployed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployTransformError {
+    /// The transform's name is not a valid name.
+    #[error("transform name: {0}")]
+    InvalidName(String),
+    /// The parameters are refused.
+    #[error(transparent)]
+    Params(#[from] crate::wasm::batch::ParamsError),
+    /// The input topic does not exist.
+    #[error("input topic {0:?} does not exist")]
+    UnknownInput(String),
+    /// The input is an internal topic.
+    #[error("a transform cannot read an internal topic")]
+    InternalInput,
+    /// An output or dead-letter topic name is not a valid name.
+    #[error("{0}")]
+    InvalidTopicName(String),
+    /// An output or dead-letter topic is internal or the input itself.
+    #[error("a transform cannot write {0:?} (internal, or its own input)")]
+    ForbiddenOutput(String),
+    /// A transform of that name reads another input.
+    #[error(
+        "transform {name:?} reads {existing:?}; remove it before deploying one that reads {declared:?}"
+    )]
+    InputChanged {
+        /// The transform.
+        name: String,
+        /// The input it reads.
+        existing: String,
+        /// The input asked for.
+        declared: String,
+    },
+    /// `transforms.transforms_max` transforms exist.
+    #[error("the node runs at most {0} transforms (transforms.transforms_max)")]
+    TooMany(usize),
+    /// The stored version is the last a `u32` holds.
+    #[error(
+        "transform {name:?} is at version {version}, the last there is; remove it and deploy it again"
+    )]
+    VersionsExhausted {
+        /// The transform.
+        name: String,
+        /// Its version.
+        version: u32,
+    },
+    /// Storing or instantiating the module failed (the plug-in host's answer).
+    #[error("{message}")]
+    Module {
+        /// Wire code the module path chose.
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
+    /// Creating the output or dead-letter topic failed (the registry's answer; becomes
+    /// its `CreateTopicError` when that exists).
+    #[error("{message}")]
+    Topic {
+        /// Wire code the registry chose.
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
+    /// `metadata.json` did not take the definition.
+    #[error("could not record transform {name:?}: {source}")]
+    Record {
+        /// The transform.
+        name: String,
+        /// Why.
+        source: super::metadata::MetadataError,
+    },
+}
+
+/// Why a transform could not be paused, resumed or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum AlterTransformError {
+    /// No transform of that name.
+    #[error("no transform named {0:?}")]
+    NotFound(String),
+    /// The action is not pause, resume or remove.
+    #[error("unknown action {0:?}: pause, resume or remove")]
+    UnknownAction(String),
+    /// `metadata.json` did not take the new state.
+    #[error("could not record transform {name:?}: {source}")]
+    Record {
+        /// The transform.
+        name: String,
+        /// Why.
+        source: super::metadata::MetadataError,
+    },
+    /// `metadata.json` did not take the removal.
+    #[error("could not record the removal: {0}")]
+    RecordRemoval(super::metadata::MetadataError),
+}
+
+/// Limits and tuning of transforms; `[transforms]` in the node config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TransformLimits {
+    /// Bytes of input one iteration reads per partition.
+    pub read_bytes_max: usize,
+    /// Bytes of output records per appended batch (kept below the output topic's
+    /// `max.message.bytes`).
+    pub output_batch_bytes: usize,
+    /// Longest an idle transform waits for input before checking again.
+    pub idle_wait: Duration,
+    /// Wait before retrying after an append or read failed (disk full, offline partition).
+    pub retry_backoff: Duration,
+    /// The circuit breaker looks at roughly this many recent records.
+    pub breaker_window_records: u64,
+    /// Pause when more than this share of the recent records failed.
+    pub breaker_error_ratio: f64,
+    /// ... and at least this many records were seen.
+    pub breaker_records_min: u64,
+    /// Most transforms on the node.
+    pub transforms_max: usize,
+}
+
+impl Default for TransformLimits {
+    fn default() -> Self {
+        Self {
+            // Two fdatasyncs' worth of latency per iteration at most: bigger reads amortize
+            // them (transform-bench in benches/RESULTS.md).
+            read_bytes_max: 4 * 1024 * 1024,
+            output_batch_bytes: 512 * 1024,
+            idle_wait: Duration::from_millis(500),
+            retry_backoff: Duration::from_secs(1),
+            breaker_window_records: 1000,
+            breaker_error_ratio: 0.5,
+            breaker_records_min: 100,
+            transforms_max: 256,
+        }
+    }
+}
+
+/// A transform as its tasks see it; replaced whole by a deploy, pause or resume.
+pub(crate) struct TransformVersion {
+    definition: StoredTransform,
+    plugin: Arc<Plugin>,
+}
+
+#[derive(Default)]
+struct TransformStats {
+    records_in: AtomicU64,
+    records_out: AtomicU64,
+    records_dead: AtomicU64,
+    busy_us: AtomicU64,
+    last_error: Mutex<String>,
+    positions: Mutex<BTreeMap<u32, i64>>,
+    breaker: Mutex<BreakerWindow>,
+}
+
+impl TransformStats {
+    fn set_error(&self, message: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = message;
+    }
+
+    /// Adds a chunk's counts to the breaker window; the reason to pause, when it trips.
+    fn breaker_trips(&self, records: u64, failed: u64, limits: &TransformLimits) -> Option<String> {
+        self.breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record(records, failed, limits)
+    }
+}
+
+/// The running transforms: their tasks, versions and statistics. The tasks are started by
+/// [`drive_runner`], which holds the only handle to the broker the runner needs; request
+/// handlers change the map and wake it.
+#[derive(Default)]
+pub(crate) struct TransformRunner {
+    running: Mutex<BTreeMap<String, RunningTransform>>,
+    /// Set by `start_transforms`; a transform launched before only has its definition stored.
+    started: AtomicBool,
+    /// Wakes the driver to start the tasks a transform lacks.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl TransformRunner {
+    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningTransform>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The runner's driver: starts the partition tasks of launched transforms, and of
+/// partitions added to a running transform's input (told by the registry), until the
+/// broker is gone. Level-triggered: each wake compares every transform's tasks with its
+/// input's partitions, so a lagged event stream loses nothing.
+async fn drive_runner<D: Disk>(
+    weak: Weak<Broker<D>>,
+    wake: Arc<tokio::sync::Notify>,
+    mut events: broadcast::Receiver<RegistryEvent>,
+) {
+    loop {
+        let Some(broker) = weak.upgrade() else {
+            return;
+        };
+        broker.start_missing_tasks(&weak);
+        // Not holding the broker while waiting: dropping it ends the registry's sender.
+        drop(broker);
+        tokio::select! {
+            () = wake.notified() => {}
+            event = events.recv() => match event {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// A transform's running tasks.
+pub(crate) struct RunningTransform {
+    version: watch::Sender<Arc<TransformVersion>>,
+    stats: Arc<TransformStats>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RunningTransform {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+pub(crate) use crate::groups::service::POSITION_GROUP_PREFIX;
+
+/// The group under which a transform's positions are committed.
+pub fn position_group(name: &str) -> String {
+    format!("{POSITION_GROUP_PREFIX}{name}")
+}
+
+/// A transform declared in the config file (`[[transform]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredTransform {
+    /// Name.
+    pub name: String,
+    /// Module kind.
+    pub kind: PluginKind,
+    /// The module's bytes (read from the file the config names).
+    pub module: Bytes,
+    /// Input topic.
+    pub input: String,
+    /// Output topic (empty: `<input>.<name>`).
+    pub output: String,
+    /// Parameters.
+    pub params: BTreeMap<String, String>,
+    /// Error policy.
+    pub on_error: OnError,
+    /// Dead-letter topic (empty: `<name>.dead-letter`).
+    pub dead_letter_topic: String,
+}
+
+impl<D: Disk> Broker<D> {
+    /// The transform's stored definition, if it exists.
+    async fn stored_transform(&self, name: &str) -> Option<StoredTransform> {
+        self.admin
+            .lock()
+            .await
+            .current()
+            .transforms
+            .get(name)
+            .cloned()
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningTransform>> {
+        self.transforms.running()
+    }
+
+    /// Starts the stored transforms and the runner's driver; call once, on the shared
+    /// broker, after `open`.
+    pub async fn start_transforms(self: &Arc<Self>) {
+        if self.transforms.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Subscribed before any transform launches: no change to an input is missed.
+        let events = self.subscribe_registry_events();
+        tokio::spawn(drive_runner(
+            Arc::downgrade(self),
+            Arc::clone(&self.transforms.wake),
+            events,
+        ));
+        let stored = self.admin.lock().await.current().transforms.clone();
+        for (name, definition) in stored {
+            let plugin = match self
+                .plugin(&definition.module, definition.module.params.clone())
+                .await
+            {
+                Ok(plugin) => plugin,
+                Err((_, message)) => {
+                    tracing::error!(transform = %name, %message, "transform cannot start");
+                    continue;
+                }
+            };
+            self.launch(&name, definition, plugin);
+        }
+    }
+
+    /// Runs a transform, or hands its running tasks a new version. The tasks themselves are
+    /// started by the runner's driver (see [`drive_runner`]).
+    fn launch(&self, name: &str, definition: StoredTransform, plugin: Arc<Plugin>) {
+        if !self.transforms.started.load(Ordering::SeqCst) {
+            // Deployed before `start_transforms` (the config file's `[[transform]]`s are
+            // reconciled at start, before the broker is shared): the definition is stored,
+            // and `start_transforms` launches every stored transform.
+            tracing::debug!(transform = %name, "transform recorded; it starts with the broker's transforms");
+            return;
+        }
+        let mut running = self.running();
+        let version = Arc::new(TransformVersion { definition, plugin });
+        if let Some(existing) = running.get(name) {
+            // A new version starts with no error. Cleared before the tasks can see the
+            // version: cleared after (as it was), an error the new version's tasks published
+            // at once, such as an input batch that does not decode, was wiped on a
+            // multi-threaded runtime whenever a task got there first.
+            existing.stats.set_error(String::new());
+            // The tasks pick it up at their next batch boundary.
+            existing.version.send_replace(version);
+            return;
+        }
+        let (sender, _) = watch::channel(version);
+        running.insert(
+            name.to_string(),
+            RunningTransform {
+                version: sender,
+                stats: Arc::new(TransformStats::default()),
+                tasks: Vec::new(),
+            },
+        );
+        drop(running);
+        self.transforms.wake.notify_one();
+    }
+
+    /// Starts a task for each partition of a running transform's input that has none (all
+    /// of them for a transform just launched; the new ones after its input grew).
+    fn start_missing_tasks(&self, weak: &Weak<Self>) {
+        let mut running = self.running();
+        for (name, transform) in running.iter_mut() {
+            let input = transform.version.borrow().definition.input.clone();
+            let partitions = self.partition_count(&input);
+            for partition in (transform.tasks.len() as u32)..partitions {
+                let task = PartitionTask {
+                    broker: weak.clone(),
+                    name: name.clone(),
+                    partition,
+                    versions: transform.version.subscribe(),
+                    stats: Arc::clone(&transform.stats),
+                    in_flight: None,
+                };
+                transform.tasks.push(tokio::spawn(task.run()));
+            }
+        }
+    }
+
+    /// Stops every transform task (at shutdown, before the logs close).
+    pub(crate) fn stop_transforms(&self) {
+        self.running().clear();
+    }
+
+    pub(crate) async fn deploy_transform_request(
+        &self,
+        request: DeployTransformRequest,
+    ) -> DeployTransformResponse {
+        let declared = (|| {
+            Ok::<_, DeployTransformError>(DeclaredTransform {
+                kind: request.kind,
+                on_error: request.on_error,
+                params: params_map(&request.params)?,
+                name: request.name,
+                module: request.module,
+                input: request.input,
+                output: request.output,
+                dead_letter_topic: request.dead_letter_topic,
+            })
+        })();
+        let result = match declared {
+            Ok(declared) => self.deploy_transform(declared).await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(version) => DeployTransformResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+                version,
+            },
+            Err(error) => DeployTransformResponse {
+                error: ErrorCode::from(&error),
+                message: error.to_string(),
+                version: 0,
+            },
+        }
+    }
+
+    /// Deploys a transform or a new version of one; returns the version.
+    pub async fn deploy_transform(
+        &self,
+        declared: DeclaredTransform,
+    ) -> Result<u32, DeployTransformError> {
+        let name = declared.name.clone();
+        validate_module_name(&name).map_err(DeployTransformError::InvalidName)?;
+        let Some(input) = self.topic(&declared.input) else {
+            return Err(DeployTransformError::UnknownInput(declared.input));
+        };
+        if declared.input.starts_with("__") {
+            return Err(DeployTransformError::InternalInput);
+        }
+        let existing = self.stored_transform(&name).await;
+        // A new version without topics keeps the ones it had (as the config file does).
+        let output = match (&existing, declared.output.is_empty()) {
+            (_, false) => declared.output.clone(),
+            (Some(existing), true) => existing.output.clone(),
+            (None, true) => format!("{}.{name}", declared.input),
+        };
+        let dead_letter_topic = match (&existing, declared.dead_letter_topic.is_empty()) {
+            (_, false) => declared.dead_letter_topic.clone(),
+            (Some(existing), true) => existing.dead_letter_topic.clone(),
+            (None, true) => format!("{name}.dead-letter"),
+        };
+        for topic in [&output, &dead_letter_topic] {
+            validate_topic_name(topic).map_err(DeployTransformError::InvalidTopicName)?;
+            if topic.starts_with("__") || *topic == declared.input {
+                return Err(DeployTransformError::ForbiddenOutput(topic.clone()));
+            }
+        }
+        if let Some(existing) = &existing
+            && existing.input != declared.input
+        {
+            return Err(DeployTransformError::InputChanged {
+                name,
+                existing: existing.input.clone(),
+                declared: declared.input,
+            });
+        }
+        if existing.is_none()
+            && self.admin.lock().await.current().transforms.len()
+                >= self.config.transforms.transforms_max
+        {
+            return Err(DeployTransformError::TooMany(
+                self.config.transforms.transforms_max,
+            ));
+        }
+        let module = self
+            .store_module(declared.module, declared.kind, declared.params.clone())
+            .await
+            .map_err(|(code, message)| DeployTransformError::Module { code, message })?;
+        let plugin = self
+            .plugin(&module, declared.params.clone())
+            .await
+            .map_err(|(code, message)| DeployTransformError::Module { code, message })?;
+        let input_partitions = read(&input.partitions).len() as u32;
+        if self.topic(&output).is_none() {
+            match self
+                .create_topic(&output, input_partitions, &BTreeMap::new())
+                .await
+            {
+                Ok(()) | Err((ErrorCode::TopicAlreadyExists, _)) => {}
+                Err((code, message)) => return Err(DeployTransformError::Topic { code, message }),
+            }
+        }
+        if declared.on_error == OnError::DeadLetter && self.topic(&dead_letter_topic).is_none() {
+            match self
+                .create_topic(&dead_letter_topic, 1, &BTreeMap::new())
+                .await
+            {
+                Ok(()) | Err((ErrorCode::TopicAlreadyExists, _)) => {}
+                Err((code, message)) => return Err(DeployTransformError::Topic { code, message }),
+            }
+        }
+        let version = match &existing {
+            None => 1,
+            // The version comes from metadata.json; wrapping would repeat old versions.
+            Some(existing) => existing.version.checked_add(1).ok_or_else(|| {
+                DeployTransformError::VersionsExhausted {
+                    name: name.clone(),
+                    version: existing.version,
+                }
+            })?,
+        };
+        let definition = StoredTransform {
+            module,
+            input: declared.input.clone(),
+            output,
+            dead_letter_topic,
+            on_error: declared.on_error,
+            version,
+            // A new version starts running; an operator deploys a fix to resume.
+            stopped: None,
+        };
+        {
+            let mut admin = self.admin.lock().await;
+            let mut next = admin.current().clone();
+            next.transforms.insert(name.clone(), definition.clone());
+            admin
+                .store(next)
+                .await
+                .map_err(|source| DeployTransformError::Record {
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+        self.collect_module_garbage().await;
+        let version = definition.version;
+        self.launch(&name, definition, plugin);
+        tracing::info!(transform = %name, version, "transform deployed");
+        Ok(version)
+    }
+
+    /// Records why a transform stopped (or that it runs again) and tells its tasks.
+    async fn set_stopped(
+        &self,
+        name: &str,
+        stopped: Option<StoppedReason>,
+    ) -> Result<(), AlterTransformError> {
+        let definition = {
+            let mut admin = self.admin.lock().await;
+            let mut next = admin.current().clone();
+            let Some(definition) = next.transforms.get_mut(name) else {
+                return Err(AlterTransformError::NotFound(name.to_string()));
+            };
+            definition.stopped = stopped;
+            let definition = definition.clone();
+            admin
+                .store(next)
+                .await
+                .map_err(|source| AlterTransformError::Record {
+                    name: name.to_string(),
+                    source,
+                })?;
+            definition
+        };
+        if let Some(running) = self.running().get(name) {
+            let plugin = Arc::clone(&running.version.borrow().plugin);
+            running
+                .version
+                .send_replace(Arc::new(TransformVersion { definition, plugin }));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn alter_transform(
+        &self,
+        request: AlterTransformRequest,
+    ) -> AlterTransformResponse {
+        let name = request.name.as_str();
+        let result = match request.action.as_str() {
+            "pause" => {
+                self.set_stopped(
+                    name,
+                    Some(StoppedReason {
+                        state: "paused".into(),
+                        reason: "paused by an operator".into(),
+                    }),
+                )
+                .await
+            }
+            "resume" => {
+                let result = self.set_stopped(name, None).await;
+                if let Some(running) = self.running().get(name) {
+                    *running
+                        .stats
+                        .breaker
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        BreakerWindow::default();
+                }
+                result
+            }
+            "remove" => self.remove_transform(name).await,
+            other => Err(AlterTransformError::UnknownAction(other.to_string())),
+        };
+        match result {
+            Ok(()) => AlterTransformResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+            },
+            Err(error) => AlterTransformResponse {
+                error: ErrorCode::from(&error),
+                message: error.to_string(),
+            },
+        }
+    }
+
+    async fn remove_transform(&self, name: &str) -> Result<(), AlterTransformError> {
+        {
+            let mut admin = self.admin.lock().await;
+            let mut next = admin.current().clone();
+            if next.transforms.remove(name).is_none() {
+                return Err(AlterTransformError::NotFound(name.to_string()));
+            }
+            admin
+                .store(next)
+                .await
+                .map_err(AlterTransformError::RecordRemoval)?;
+        }
+        self.running().remove(name);
+        match self.groups.delete_group(self, &position_group(name)).await {
+            Ok(()) | Err(GroupServiceError::NotFound(_)) => {}
+            Err(error) => {
+                tracing::warn!(transform = %name, %error, "removing transform positions failed");
+            }
+        }
+        self.collect_module_garbage().await;
+        Ok(())
+    }
+
+    pub(crate) async fn describe_transforms(
+        &self,
+        request: DescribeTransformsRequest,
+    ) -> DescribeTransformsResponse {
+        let stored = self.admin.lock().await.current().transforms.clone();
+        let names: Vec<String> = if request.names.is_empty() {
+            stored.keys().cloned().collect()
+        } else {
+            request.names
+        };
+        let transforms = names
+            .into_iter()
+            .map(|name| match stored.get(&name) {
+                None => TransformDescription {
+                    last_error: format!("no transform named {name:?}"),
+                    name,
+                    error: ErrorCode::ModuleNotFound,
+                    ..TransformDescription::default()
+                },
+                Some(definition) => self.describe_transform(&name, definition),
+            })
+            .collect();
+        DescribeTransformsResponse { transforms }
+    }
+
+    fn describe_transform(&self, name: &str, definition: &StoredTransform) -> TransformDescription {
+        let running = self.running();
+        let stats = running.get(name).map(|running| Arc::clone(&running.stats));
+        drop(running);
+        let (state, mut last_error) = match &definition.stopped {
+            Some(stopped) => (stopped.state.clone(), stopped.reason.clone()),
+            None if stats.is_some() => ("running".to_string(), String::new()),
+            None => (
+                "failed".to_string(),
+                "not running (see the node log)".to_string(),
+            ),
+        };
+        let mut description = TransformDescription {
+            name: name.to_string(),
+            error: ErrorCode::None,
+            kind: definition.module.kind,
+            input: definition.input.clone(),
+            output: definition.output.clone(),
+            // Only the dead-letter policy writes (and creates) the topic.
+            dead_letter_topic: if definition.on_error == OnError::DeadLetter {
+                definition.dead_letter_topic.clone()
+            } else {
+                String::new()
+            },
+            on_error: definition.on_error,
+            module_hash: definition.module.hash.clone(),
+            params: params_list(&definition.module.params),
+            version: definition.version,
+            state,
+            ..TransformDescription::default()
+        };
+        let group = position_group(name);
+        let committed = self.groups.committed_offsets(&group, &definition.input);
+        let live = stats.as_ref().map(|stats| {
+            stats
+                .positions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        });
+        for partition in 0..self.partition_count(&definition.input) {
+            let log = self
+                .partition(&definition.input, partition)
+                .and_then(|partition| partition.log());
+            let Ok(log) = log else { continue };
+            let position = live
+                .as_ref()
+                .and_then(|live| live.get(&partition).copied())
+                .or_else(|| committed.get(&partition).copied())
+                .unwrap_or_else(|| log.log_start_offset());
+            // A stored position can be anything `__consumer_offsets` holds: no overflow.
+            description.lag = description.lag.saturating_add(
+                u64::try_from(log.high_watermark().saturating_sub(position)).unwrap_or(0),
+            );
+            description.positions.push(PartitionOffset {
+                partition,
+                offset: position,
+            });
+        }
+        if let Some(stats) = stats {
+            description.records_in = stats.records_in.load(Ordering::Relaxed);
+            description.records_out = stats.records_out.load(Ordering::Relaxed);
+            description.records_dead = stats.records_dead.load(Ordering::Relaxed);
+            description.busy_us = stats.busy_us.load(Ordering::Relaxed);
+            if last_error.is_empty() {
+                last_error = stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+            }
+        }
+        description.last_error = last_error;
+        description
+    }
+
+    /// Reconciles `[[transform]]` tables from the config file: deploys what is new or
+    /// changed (module bytes, parameters, topics, policy); leaves the rest running.
+    pub async fn reconcile_transforms(
+        &self,
+        declared: Vec<(DeclaredTransform, String)>,
+    ) -> Result<(), super::BrokerError> {
+        for (transform, origin) in declared {
+            let existing = self.stored_transform(&transform.name).await;
+            let unchanged = existing.as_ref().is_some_and(|existing| {
+                existing.module.hash == crate::wasm::content_hash(&transform.module)
+                    && existing.module.kind == transform.kind
+                    && existing.module.params == transform.params
+                    && existing.on_error == transform.on_error
+                    && (transform.output.is_empty() || existing.output == transform.output)
+            });
+            if unchanged {
+                continue;
+            }
+            self.deploy_transform(transform)
+                .await
+                .map_err(|error| super::BrokerError::Reconcile(format!("{origin}: {error}")))?;
+        }
+        Ok(())
+    }
+
+    /// The committed position of a transform in one input partition.
+    fn transform_position(&self, name: &str, topic: &str, partition: u32) -> Option<i64> {
+        self.groups
+            .committed_offset(&position_group(name), topic, partition)
+    }
+
+    async fn commit_transform_position(
+        &self,
+        name: &str,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+    ) -> Result<(), crate::groups::service::OffsetsLogError> {
+        let now_ms = self.clock.wall_time_ms();
+        let key = OffsetKey {
+            group: position_group(name),
+            topic: topic.to_string(),
+            partition,
+        };
+        // Written, not synced: the output it covers is already durable, so a position lost
+        // to a crash only repeats work (at-least-once), and the iteration saves an fsync.
+        self.groups
+            .append_offsets(
+                self,
+                &[Record {
+                    timestamp: now_ms,
+                    key: Some(key.encode()),
+                    value: Some(encode_value(offset, "", now_ms)),
+                    headers: Vec::new(),
+                }],
+                AppendDurability::Written,
+            )
+            .await
+    }
+
+    /// Appends records to a partition with `acks=all`, in batches of bounded size.
+    async fn append_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<(), (ErrorCode, String)> {
+        let target = self.partition(topic, partition)?;
+        let log = target.log()?;
+        let limit = self.config.transforms.output_batch_bytes.max(1);
+        let mut chunk: Vec<Record> = Vec::new();
+        let mut chunk_bytes = 0usize;
+        let mut pending = Vec::new();
+        for record in records {
+            let size = 32
+                + record.key.as_ref().map_or(0, Bytes::len)
+                + record.value.as_ref().map_or(0, Bytes::len)
+                + record
+                    .headers
+                    .iter()
+                    .map(|header| {
+                        16 + header.key.len() + header.value.as_ref().map_or(0, Bytes::len)
+                    })
+                    .sum::<usize>();
+            if !chunk.is_empty() && chunk_bytes + size > limit {
+                pending.push(std::mem::take(&mut chunk));
+                chunk_bytes = 0;
+            }
+            chunk_bytes += size;
+            chunk.push(record);
+        }
+        if !chunk.is_empty() {
+            pending.push(chunk);
+        }
+        let appends = pending.into_iter().map(|records| {
+            let log = log.clone();
+            let target = &target;
+            async move {
+                let batch = encode_batch(&records, &EncodeOptions::default())
+                    .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?;
+                log.append(batch, AppendDurability::Synced)
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| self.append_failed(target, error))
+            }
+        });
+        // Queued together, the writer commits them with one fdatasync.
+        for result in futures_util::future::join_all(appends).await {
+            result?;
+        }
+        Ok(())
+    }
+}
+
+// Wire mapping: moves to broker/dispatch.rs at merge.
+
+impl From<&DeployTransformError> for ErrorCode {
+    fn from(error: &DeployTransformError) -> Self {
+        match error {
+            DeployTransformError::InvalidName(_)
+            | DeployTransformError::Params(_)
+            | DeployTransformError::TooMany(_)
+            | DeployTransformError::VersionsExhausted { .. } => Self::InvalidRequest,
+            DeployTransformError::UnknownInput(_) => Self::UnknownTopicOrPartition,
+            DeployTransformError::InternalInput => Self::InternalTopic,
+            DeployTransformError::InvalidTopicName(_)
+            | DeployTransformError::ForbiddenOutput(_) => Self::InvalidTopic,
+            DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,
+            DeployTransformError::Module { code, .. }
+            | DeployTransformError::Topic { code, .. } => *code,
+            DeployTransformError::Record { source, .. } => source.error_code(),
+        }
+    }
+}
+
+impl From<&AlterTransformError> for ErrorCode {
+    fn from(error: &AlterTransformError) -> Self {
+        match error {
+            AlterTransformError::NotFound(_) => Self::ModuleNotFound,
+            AlterTransformError::UnknownAction(_) => Self::InvalidRequest,
+            AlterTransformError::Record { source, .. }
+            | AlterTransformError::RecordRemoval(source) => source.error_code(),
+        }
+    }
+}

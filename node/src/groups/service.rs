@@ -1,0 +1,868 @@
+//! `GroupService`: the consumer-group requests over the sans-IO [`GroupCoordinator`] and the
+//! [`OffsetStore`], and the driver of the coordinator's timer.
+//!
+//! Owns: the coordinator and the committed-offset store (each behind its own lock, never
+//! held across an await), the clock the timer waits on. Does not own: the
+//! `__consumer_offsets` log, the topic list or the transforms; it reaches them through the
+//! narrow [`GroupHost`] handle passed to each call (the broker implements it), so the service
+//! holds no reference back to the broker.
+//!
+//! A commit is appended to `__consumer_offsets` first and applied to the store only once the
+//! append succeeded, so the store never serves an offset a restart would not replay.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ledge_protocol::wire::{
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup,
+    DescribedMember, ErrorCode, GroupResult, ListGroupsRequest, ListGroupsResponse, ListedGroup,
+    OffsetCommitPartitionResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetCommitTopicResponse, OffsetFetchPartition, OffsetFetchRequest, OffsetFetchResponse,
+    OffsetFetchTopic, TopicPartitions,
+};
+use ledge_protocol::{BatchIter, EncodeOptions, Record, decode_batch, encode_batch};
+
+use super::assignor::TopicPartition;
+use super::coordinator::{CommitRefusal, GroupCoordinator, GroupError, GroupLimits, Heartbeat};
+use super::offsets::{OFFSETS_TOPIC, OffsetKey, OffsetStore, encode_value};
+use crate::clock::Clock;
+use crate::storage::{AppendDurability, AppendError, Disk, PartitionLog};
+
+/// The prefix of the groups under which transforms' positions are committed.
+pub const POSITION_GROUP_PREFIX: &str = "__transform.";
+
+/// Longest the group timer sleeps between two expiry checks, even with no deadline due:
+/// a heartbeat that arrives in between may add one.
+const GROUP_TIMER_WAIT_MAX: Duration = Duration::from_secs(1);
+/// Slack added to a due deadline before expiring, so a member is checked just after its
+/// deadline rather than a hair before it.
+const GROUP_TIMER_SLACK: Duration = Duration::from_millis(5);
+/// Bytes of `__consumer_offsets` read per step of the replay at start.
+const OFFSETS_REPLAY_READ_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the group service needs from the rest of the node: the topics groups may subscribe
+/// to, the `__consumer_offsets` log, and which transforms exist. The broker implements it.
+pub trait GroupHost: Send + Sync {
+    /// Partition counts of the topics groups may subscribe to (user topics).
+    fn partition_counts(&self) -> BTreeMap<String, u32>;
+
+    /// Whether `topic` has a partition `partition` (a commit to anything else is refused).
+    fn has_partition(&self, topic: &str, partition: u32) -> bool;
+
+    /// Whether a transform named `name` exists (its position group is then its own).
+    fn transform_exists(&self, name: &str) -> impl Future<Output = bool> + Send;
+
+    /// Appends one encoded batch to `__consumer_offsets`; returns its base offset.
+    fn append_offsets_batch(
+        &self,
+        batch: Bytes,
+        durability: AppendDurability,
+    ) -> impl Future<Output = Result<i64, OffsetsLogError>> + Send;
+}
+
+/// Why `__consumer_offsets` could not take a commit.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsLogError {
+    /// The topic does not exist (a read-only data directory, or its creation failed).
+    #[error("{OFFSETS_TOPIC} does not exist")]
+    Missing,
+    /// Its partition is offline.
+    #[error("{OFFSETS_TOPIC} is offline: {reason}")]
+    Offline {
+        /// Why.
+        reason: String,
+    },
+    /// The append failed.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// The commit records could not be encoded.
+    #[error("encoding the commit records: {0}")]
+    Encode(String),
+}
+
+/// Why a group request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupServiceError {
+    /// The coordinator refused it.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// The group holds a transform's input positions; only the transform changes it.
+    #[error(
+        "group {group_id:?} holds the input positions of transform {transform:?} and is changed only through it: use `ledge transform` (pause, resume, remove, deploy) instead of `ledge group`"
+    )]
+    TransformGroup {
+        /// The group.
+        group_id: String,
+        /// The transform whose positions it holds.
+        transform: String,
+    },
+    /// A committed offset's metadata is longer than the stored value can keep.
+    #[error(
+        "the metadata of {topic}/{partition} is {bytes} bytes, more than groups.offset_metadata_bytes_max ({limit})"
+    )]
+    MetadataTooLong {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Its metadata's length.
+        bytes: usize,
+        /// `groups.offset_metadata_bytes_max`.
+        limit: usize,
+    },
+    /// The group does not exist (no members, no committed offsets).
+    #[error("group {0:?} does not exist")]
+    NotFound(String),
+    /// `__consumer_offsets` did not take the commit.
+    #[error(transparent)]
+    OffsetsLog(#[from] OffsetsLogError),
+}
+
+/// Consumer groups: membership, committed offsets and the timer that expires members.
+pub struct GroupService {
+    coordinator: Mutex<GroupCoordinator>,
+    offsets: Mutex<OffsetStore>,
+    clock: Arc<dyn Clock>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Never held across an await; poisoning means a panic already reported.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn grouped(partitions: &BTreeSet<TopicPartition>) -> Vec<TopicPartitions> {
+    let mut by_topic: BTreeMap<&String, Vec<u32>> = BTreeMap::new();
+    for (topic, partition) in partitions {
+        by_topic.entry(topic).or_default().push(*partition);
+    }
+    by_topic
+        .into_iter()
+        .map(|(topic, partitions)| TopicPartitions {
+            topic: topic.clone(),
+            partitions,
+        })
+        .collect()
+}
+
+/// The refusal of a client's change to a transform's position group, if `group_id` is one.
+fn transform_group_refusal(group_id: &str) -> Option<GroupServiceError> {
+    group_id
+        .strip_prefix(POSITION_GROUP_PREFIX)
+        .map(|transform| GroupServiceError::TransformGroup {
+            group_id: group_id.to_string(),
+            transform: transform.to_string(),
+        })
+}
+
+impl GroupService {
+    /// An empty service; `member_salt` keeps member ids unique across restarts.
+    pub fn new(limits: GroupLimits, member_salt: u64, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            coordinator: Mutex::new(GroupCoordinator::new(limits, member_salt)),
+            offsets: Mutex::new(OffsetStore::default()),
+            clock,
+        }
+    }
+
+    /// Replays `log` (`__consumer_offsets`) into the offset store (at start).
+    pub async fn load_offsets<D: Disk>(&self, log: &PartitionLog<D>) {
+        let mut offset = log.log_start_offset();
+        let mut loaded = 0usize;
+        let mut skipped = 0usize;
+        while offset < log.high_watermark() {
+            let read = match log.read(offset, OFFSETS_REPLAY_READ_BYTES).await {
+                Ok(read) if !read.bytes.is_empty() => read,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::error!(%error, "reading {OFFSETS_TOPIC} failed; offsets after {offset} are not loaded");
+                    break;
+                }
+            };
+            let read_from = offset;
+            let mut store = lock(&self.offsets);
+            for item in BatchIter::new(&read.bytes) {
+                let Ok((header, bytes)) = item else { break };
+                offset = header.last_offset().saturating_add(1);
+                let Ok(decoded) = decode_batch(&read.bytes.slice_ref(bytes), &Default::default())
+                else {
+                    skipped += 1;
+                    continue;
+                };
+                for record in decoded.records {
+                    if store.apply(
+                        record.offset,
+                        record.key.as_deref(),
+                        record.value.as_deref(),
+                    ) {
+                        loaded += 1;
+                    } else {
+                        skipped += 1;
+                    }
+                }
+            }
+            if offset <= read_from {
+                // The read's first batch does not parse. `PartitionLog::read` refuses damaged
+                // batches itself today; this keeps the loop bounded even if a read ever
+                // returns bytes that do not parse, since reading them again would never end
+                // and the node would never start.
+                tracing::error!(
+                    offset,
+                    "{OFFSETS_TOPIC} has an unreadable batch at offset {offset}; committed offsets after it are not loaded"
+                );
+                break;
+            }
+        }
+        tracing::info!(
+            loaded,
+            skipped,
+            "committed offsets loaded from {OFFSETS_TOPIC}"
+        );
+    }
+
+    /// Expires silent members (also run on every heartbeat, and by [`Self::run_timer`]).
+    pub fn expire_members(&self, host: &impl GroupHost) {
+        let counts = host.partition_counts();
+        let now = self.clock.now();
+        let removed = lock(&self.coordinator).handle_timeout(now, &counts);
+        for (group, member) in removed {
+            tracing::info!(
+                group,
+                member,
+                "member expired (session or rebalance timeout)"
+            );
+        }
+    }
+
+    /// Expires group members on time, on the node's clock, for as long as it is polled.
+    pub async fn run_timer(&self, host: &impl GroupHost) {
+        loop {
+            let wait = lock(&self.coordinator)
+                .poll_timeout()
+                .map_or(GROUP_TIMER_WAIT_MAX, |deadline| {
+                    deadline.saturating_duration_since(self.clock.now())
+                })
+                .min(GROUP_TIMER_WAIT_MAX);
+            crate::clock::sleep(&*self.clock, wait + GROUP_TIMER_SLACK).await;
+            self.expire_members(host);
+        }
+    }
+
+    /// Refuses a client's change to a transform's position group while the transform exists
+    /// (once it is removed, a leftover group is an ordinary one that may be deleted). A
+    /// reset or deletion through the group APIs would make the transform reprocess its input
+    /// (duplicated output), and a consumer joining it would commit over its positions.
+    async fn check_not_transform_group(
+        &self,
+        host: &impl GroupHost,
+        group_id: &str,
+    ) -> Result<(), GroupServiceError> {
+        let Some(refusal) = transform_group_refusal(group_id) else {
+            return Ok(());
+        };
+        let GroupServiceError::TransformGroup { transform, .. } = &refusal else {
+            return Ok(());
+        };
+        if host.transform_exists(transform).await {
+            return Err(refusal);
+        }
+        Ok(())
+    }
+
+    /// A member's heartbeat: joins, keeps alive, reports owned partitions, learns its
+    /// assignment.
+    pub fn heartbeat(
+        &self,
+        host: &impl GroupHost,
+        request: ConsumerGroupHeartbeatRequest,
+        client_id: &str,
+    ) -> ConsumerGroupHeartbeatResponse {
+        // No consumer may ever join a transform's position group: its commits would move
+        // the transform's positions. Refused by name, whether or not the transform exists.
+        if let Some(refusal) = transform_group_refusal(&request.group_id) {
+            return ConsumerGroupHeartbeatResponse {
+                error: ErrorCode::from(&refusal),
+                message: refusal.to_string(),
+                ..ConsumerGroupHeartbeatResponse::default()
+            };
+        }
+        let counts = host.partition_counts();
+        let now = self.clock.now();
+        let owned: BTreeSet<TopicPartition> = request
+            .owned_partitions
+            .iter()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|partition| (topic.topic.clone(), *partition))
+            })
+            .collect();
+        let heartbeat = Heartbeat {
+            group_id: request.group_id,
+            member_id: request.member_id,
+            member_epoch: request.member_epoch,
+            instance_id: request.instance_id,
+            client_id: client_id.to_string(),
+            rebalance_timeout: Duration::from_millis(u64::from(request.rebalance_timeout_ms)),
+            session_timeout: Duration::from_millis(u64::from(request.session_timeout_ms)),
+            subscribed_topics: request.subscribed_topics,
+            subscribed_pattern: request.subscribed_pattern,
+            assignor: request.assignor,
+            owned,
+        };
+        let mut coordinator = lock(&self.coordinator);
+        coordinator.handle_timeout(now, &counts);
+        match coordinator.handle_heartbeat(now, heartbeat, &counts) {
+            Ok(reply) => ConsumerGroupHeartbeatResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+                member_id: reply.member_id,
+                member_epoch: reply.member_epoch,
+                heartbeat_interval_ms: u32::try_from(reply.heartbeat_interval.as_millis())
+                    .unwrap_or(u32::MAX),
+                assignment: grouped(&reply.assignment),
+            },
+            Err(error) => ConsumerGroupHeartbeatResponse {
+                error: ErrorCode::from(&error),
+                message: error.to_string(),
+                ..ConsumerGroupHeartbeatResponse::default()
+            },
+        }
+    }
+
+    /// Commits a group's offsets (answered per partition).
+    pub async fn offset_commit(
+        &self,
+        host: &impl GroupHost,
+        request: OffsetCommitRequest,
+    ) -> OffsetCommitResponse {
+        match self.try_offset_commit(host, &request).await {
+            Ok(codes) => {
+                let mut codes = codes.into_iter();
+                OffsetCommitResponse {
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    topics: request
+                        .topics
+                        .iter()
+                        .map(|topic| OffsetCommitTopicResponse {
+                            name: topic.name.clone(),
+                            partitions: topic
+                                .partitions
+                                .iter()
+                                .map(|partition| OffsetCommitPartitionResponse {
+                                    partition: partition.partition,
+                                    error: codes.next().unwrap_or(ErrorCode::None),
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                }
+            }
+            Err(error) => OffsetCommitResponse {
+                error: ErrorCode::from(&error),
+                message: error.to_string(),
+                topics: Vec::new(),
+            },
+        }
+    }
+
+    /// Checks and appends a commit; returns each partition's code, in request order.
+    async fn try_offset_commit(
+        &self,
+        host: &impl GroupHost,
+        request: &OffsetCommitRequest,
+    ) -> Result<Vec<ErrorCode>, GroupServiceError> {
+        self.check_not_transform_group(host, &request.group_id)
+            .await?;
+        let partitions: Vec<TopicPartition> = request
+            .topics
+            .iter()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|partition| (topic.name.clone(), partition.partition))
+            })
+            .collect();
+        let verdicts = {
+            let coordinator = lock(&self.coordinator);
+            // The stored value keeps at most a 16-bit length: longer metadata would be cut
+            // (possibly inside a character, making the commit unreadable at the next start).
+            let limit = coordinator.limits().offset_metadata_bytes_max;
+            if let Some((topic, partition)) = request.topics.iter().find_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .find(|partition| partition.metadata.len() > limit)
+                    .map(|partition| (topic, partition))
+            }) {
+                return Err(GroupServiceError::MetadataTooLong {
+                    topic: topic.name.clone(),
+                    partition: partition.partition,
+                    bytes: partition.metadata.len(),
+                    limit,
+                });
+            }
+            coordinator.validate_commit(
+                &request.group_id,
+                &request.member_id,
+                request.member_epoch,
+                &partitions,
+            )?
+        };
+        let now_ms = self.clock.wall_time_ms();
+        let mut records = Vec::new();
+        let mut codes = Vec::new();
+        let mut verdicts = verdicts.into_iter();
+        for topic in &request.topics {
+            for partition in &topic.partitions {
+                let verdict = verdicts.next().flatten();
+                let code = if verdict == Some(CommitRefusal::NotAssigned) {
+                    ErrorCode::PartitionNotAssigned
+                } else if !host.has_partition(&topic.name, partition.partition) {
+                    ErrorCode::UnknownTopicOrPartition
+                } else if partition.offset < 0 {
+                    ErrorCode::InvalidRequest
+                } else {
+                    let key = OffsetKey {
+                        group: request.group_id.clone(),
+                        topic: topic.name.clone(),
+                        partition: partition.partition,
+                    };
+                    records.push(Record {
+                        timestamp: now_ms,
+                        key: Some(key.encode()),
+                        value: Some(encode_value(partition.offset, &partition.metadata, now_ms)),
+                        headers: Vec::new(),
+                    });
+                    ErrorCode::None
+                };
+                codes.push(code);
+            }
+        }
+        if !records.is_empty() {
+            self.append_offsets(host, &records, AppendDurability::Synced)
+                .await?;
+        }
+        Ok(codes)
+    }
+
+    /// Appends commit (or tombstone) records with `durability`, then applies them to the
+    /// store. Transforms commit positions `Written` (synced within `flush.interval`), since
+    /// losing one only repeats work that is already durable in the output.
+    pub async fn append_offsets(
+        &self,
+        host: &impl GroupHost,
+        records: &[Record],
+        durability: AppendDurability,
+    ) -> Result<(), OffsetsLogError> {
+        let batch = encode_batch(records, &EncodeOptions::default())
+            .map_err(|error| OffsetsLogError::Encode(error.to_string()))?;
+        let base_offset = host.append_offsets_batch(batch, durability).await?;
+        let mut store = lock(&self.offsets);
+        for (number, record) in records.iter().enumerate() {
+            store.apply(
+                base_offset + number as i64,
+                record.key.as_deref(),
+                record.value.as_deref(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The offset `group` committed for `topic`/`partition`, if any.
+    pub fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Option<i64> {
+        lock(&self.offsets)
+            .group(group)
+            .and_then(|offsets| offsets.get(&(topic.to_string(), partition)))
+            .map(|committed| committed.offset)
+    }
+
+    /// Every offset `group` committed for `topic`, by partition.
+    pub fn committed_offsets(&self, group: &str, topic: &str) -> BTreeMap<u32, i64> {
+        lock(&self.offsets)
+            .group(group)
+            .map(|offsets| {
+                offsets
+                    .iter()
+                    .filter(|((committed_topic, _), _)| committed_topic == topic)
+                    .map(|((_, partition), committed)| (*partition, committed.offset))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Forgets the committed offsets of a deleted topic.
+    pub fn remove_topic(&self, topic: &str) {
+        lock(&self.offsets).remove_topic(topic);
+    }
+
+    /// A group's committed offsets.
+    pub fn offset_fetch(&self, request: OffsetFetchRequest) -> OffsetFetchResponse {
+        let store = lock(&self.offsets);
+        let committed = store.group(&request.group_id);
+        let topics = match request.topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|topic| OffsetFetchTopic {
+                    partitions: topic
+                        .partitions
+                        .iter()
+                        .map(|partition| {
+                            match committed
+                                .and_then(|offsets| offsets.get(&(topic.topic.clone(), *partition)))
+                            {
+                                Some(offset) => OffsetFetchPartition {
+                                    partition: *partition,
+                                    offset: Some(offset.offset),
+                                    metadata: offset.metadata.clone(),
+                                    commit_time_ms: offset.commit_time_ms,
+                                },
+                                None => OffsetFetchPartition {
+                                    partition: *partition,
+                                    offset: None,
+                                    metadata: String::new(),
+                                    commit_time_ms: -1,
+                                },
+                            }
+                        })
+                        .collect(),
+                    name: topic.topic,
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<OffsetFetchPartition>> = BTreeMap::new();
+                for ((topic, partition), offset) in committed.into_iter().flatten() {
+                    by_topic
+                        .entry(topic.clone())
+                        .or_default()
+                        .push(OffsetFetchPartition {
+                            partition: *partition,
+                            offset: Some(offset.offset),
+                            metadata: offset.metadata.clone(),
+                            commit_time_ms: offset.commit_time_ms,
+                        });
+                }
+                by_topic
+                    .into_iter()
+                    .map(|(name, partitions)| OffsetFetchTopic { name, partitions })
+                    .collect()
+            }
+        };
+        OffsetFetchResponse {
+            error: ErrorCode::None,
+            message: String::new(),
+            topics,
+        }
+    }
+
+    /// Groups with members or committed offsets.
+    pub fn list_groups(&self, request: ListGroupsRequest) -> ListGroupsResponse {
+        let mut groups: BTreeMap<String, ListedGroup> = BTreeMap::new();
+        for group_id in lock(&self.offsets).group_ids() {
+            groups.insert(
+                group_id.clone(),
+                ListedGroup {
+                    group_id: group_id.clone(),
+                    state: "Empty".into(),
+                    members: 0,
+                },
+            );
+        }
+        for (group_id, state, members) in lock(&self.coordinator).list() {
+            groups.insert(
+                group_id.clone(),
+                ListedGroup {
+                    group_id,
+                    state: state.into(),
+                    members: members as u32,
+                },
+            );
+        }
+        ListGroupsResponse {
+            groups: groups
+                .into_values()
+                .filter(|group| {
+                    request.states.is_empty()
+                        || request
+                            .states
+                            .iter()
+                            .any(|state| state.eq_ignore_ascii_case(&group.state))
+                })
+                .collect(),
+        }
+    }
+
+    /// Groups' members and assignments.
+    pub fn describe_groups(&self, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+        let coordinator = lock(&self.coordinator);
+        let store = lock(&self.offsets);
+        let groups = request
+            .group_ids
+            .into_iter()
+            .map(|group_id| match coordinator.describe(&group_id) {
+                Some(description) => DescribedGroup {
+                    group_id,
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    state: description.state.into(),
+                    assignor: description.assignor,
+                    group_epoch: description.group_epoch,
+                    members: description
+                        .members
+                        .into_iter()
+                        .map(|member| DescribedMember {
+                            member_id: member.member_id,
+                            instance_id: member.instance_id,
+                            client_id: member.client_id,
+                            member_epoch: member.member_epoch,
+                            subscribed_topics: member.subscribed_topics,
+                            assignment: grouped(&member.assignment),
+                        })
+                        .collect(),
+                },
+                None if store.group(&group_id).is_some() => DescribedGroup {
+                    group_id,
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    state: "Empty".into(),
+                    assignor: String::new(),
+                    group_epoch: 0,
+                    members: Vec::new(),
+                },
+                None => {
+                    let error = GroupServiceError::NotFound(group_id.clone());
+                    DescribedGroup {
+                        message: error.to_string(),
+                        group_id,
+                        error: ErrorCode::from(&error),
+                        ..DescribedGroup::default()
+                    }
+                }
+            })
+            .collect();
+        DescribeGroupsResponse { groups }
+    }
+
+    /// Deletes empty groups and their committed offsets (answered per group).
+    pub async fn delete_groups(
+        &self,
+        host: &impl GroupHost,
+        request: DeleteGroupsRequest,
+    ) -> DeleteGroupsResponse {
+        let mut results = Vec::new();
+        for group_id in request.group_ids {
+            let outcome = match self.check_not_transform_group(host, &group_id).await {
+                Ok(()) => self.delete_group(host, &group_id).await,
+                Err(refusal) => Err(refusal),
+            };
+            results.push(match outcome {
+                Ok(()) => GroupResult {
+                    group_id,
+                    error: ErrorCode::None,
+                    message: String::new(),
+                },
+                Err(error) => GroupResult {
+                    group_id,
+                    error: ErrorCode::from(&error),
+                    message: error.to_string(),
+                },
+            });
+        }
+        DeleteGroupsResponse { groups: results }
+    }
+
+    /// Deletes an empty group: tombstones for its committed offsets, then its state.
+    pub async fn delete_group(
+        &self,
+        host: &impl GroupHost,
+        group_id: &str,
+    ) -> Result<(), GroupServiceError> {
+        let keys: Vec<(String, u32)> = {
+            let coordinator = lock(&self.coordinator);
+            if coordinator.has_members(group_id) {
+                return Err(GroupError::NonEmptyGroup(group_id.to_string()).into());
+            }
+            let store = lock(&self.offsets);
+            match store.group(group_id) {
+                Some(offsets) => offsets.keys().cloned().collect(),
+                None if coordinator.describe(group_id).is_some() => Vec::new(),
+                None => return Err(GroupServiceError::NotFound(group_id.to_string())),
+            }
+        };
+        if !keys.is_empty() {
+            let now_ms = self.clock.wall_time_ms();
+            let tombstones: Vec<Record> = keys
+                .into_iter()
+                .map(|(topic, partition)| Record {
+                    timestamp: now_ms,
+                    key: Some(
+                        OffsetKey {
+                            group: group_id.to_string(),
+                            topic,
+                            partition,
+                        }
+                        .encode(),
+                    ),
+                    value: None,
+                    headers: Vec::new(),
+                })
+                .collect();
+            self.append_offsets(host, &tombstones, AppendDurability::Synced)
+                .await?;
+        }
+        lock(&self.coordinator).delete(group_id)?;
+        lock(&self.offsets).remove_group(group_id);
+        Ok(())
+    }
+}
+
+// Wire mapping: moves to broker/dispatch.rs at merge.
+
+impl From<&GroupError> for ErrorCode {
+    fn from(error: &GroupError) -> Self {
+        match error {
+            GroupError::InvalidGroupId(_) => Self::InvalidGroupId,
+            GroupError::UnknownMember { .. } => Self::UnknownMemberId,
+            GroupError::InconsistentAssignor(_) => Self::InconsistentGroupProtocol,
+            GroupError::GroupFull { .. } | GroupError::TooManyGroups(_) => {
+                Self::GroupMaxSizeReached
+            }
+            GroupError::InvalidPattern { .. } => Self::InvalidRegularExpression,
+            GroupError::InvalidTimeout(_) => Self::InvalidRequest,
+            GroupError::NonEmptyGroup(_) => Self::NonEmptyGroup,
+            GroupError::UnknownGroup(_) => Self::GroupIdNotFound,
+            GroupError::FencedEpoch { .. } => Self::FencedMemberEpoch,
+        }
+    }
+}
+
+impl From<&OffsetsLogError> for ErrorCode {
+    fn from(error: &OffsetsLogError) -> Self {
+        match error {
+            OffsetsLogError::Missing => Self::UnknownTopicOrPartition,
+            OffsetsLogError::Offline { .. } => Self::PartitionOffline,
+            OffsetsLogError::Append(error) => append_error_code(error),
+            OffsetsLogError::Encode(_) => Self::UnknownServerError,
+        }
+    }
+}
+
+impl From<&GroupServiceError> for ErrorCode {
+    fn from(error: &GroupServiceError) -> Self {
+        match error {
+            GroupServiceError::Group(error) => error.into(),
+            GroupServiceError::TransformGroup { .. } => Self::InvalidGroupId,
+            GroupServiceError::MetadataTooLong { .. } => Self::InvalidRequest,
+            GroupServiceError::NotFound(_) => Self::GroupIdNotFound,
+            GroupServiceError::OffsetsLog(error) => error.into(),
+        }
+    }
+}
+
+/// The code of a failed append: the same table as `Broker::append_failed` (which also
+/// starts the reopen of a fenced log); at merge both use the one in broker/dispatch.rs.
+pub(crate) fn append_error_code(error: &AppendError) -> ErrorCode {
+    match error {
+        AppendError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+        AppendError::InvalidRecords(_) => ErrorCode::InvalidRecord,
+        AppendError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        AppendError::Disk(disk) if disk.is_out_of_space() => ErrorCode::DiskFull,
+        AppendError::Disk(_) => ErrorCode::StorageError,
+        AppendError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+        AppendError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+        AppendError::UnknownProducer { .. } => ErrorCode::UnknownProducerId,
+        AppendError::Fenced { .. } => ErrorCode::StorageError,
+        AppendError::Closed => ErrorCode::ShuttingDown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ledge_protocol::wire::{DescribeGroupsRequest, Request, Response};
+
+    use super::*;
+    use crate::broker::{Broker, BrokerConfig, DeclaredTopic};
+    use crate::clock::SimClock;
+    use crate::sim::SimDisk;
+
+    // Goal (issue 12, one clock): the group timer waits on the node's clock, so on paused
+    // time a member that stops heartbeating is expired by the timer alone once its session
+    // timeout passes on that clock, and not before.
+    #[test]
+    fn the_group_timer_expires_a_silent_member_on_the_nodes_clock() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let clock: Arc<dyn Clock> = Arc::new(SimClock::new(1_000_000));
+            let broker = Broker::open(
+                SimDisk::new(21),
+                Path::new("/data"),
+                BrokerConfig::default(),
+                Arc::clone(&clock),
+            )
+            .await
+            .unwrap();
+            let broker = Arc::new(broker);
+            broker
+                .reconcile(&[DeclaredTopic {
+                    name: "t".into(),
+                    partitions: 2,
+                    configs: BTreeMap::new(),
+                    origin: "test".into(),
+                }])
+                .await
+                .unwrap();
+            let Response::ConsumerGroupHeartbeat(joined) = broker
+                .handle(Request::ConsumerGroupHeartbeat(
+                    ConsumerGroupHeartbeatRequest {
+                        group_id: "g".into(),
+                        member_epoch: 0,
+                        rebalance_timeout_ms: 5_000,
+                        session_timeout_ms: 10_000,
+                        subscribed_topics: vec!["t".into()],
+                        assignor: "range".into(),
+                        ..ConsumerGroupHeartbeatRequest::default()
+                    },
+                ))
+                .await
+            else {
+                panic!("wrong response")
+            };
+            assert_eq!(joined.error, ErrorCode::None, "{}", joined.message);
+            let described = || async {
+                let Response::DescribeGroups(described) = broker
+                    .handle(Request::DescribeGroups(DescribeGroupsRequest {
+                        group_ids: vec!["g".into()],
+                    }))
+                    .await
+                else {
+                    panic!("wrong response")
+                };
+                described.groups[0].members.len()
+            };
+            assert_eq!(described().await, 1);
+            let timer = tokio::spawn(Arc::clone(&broker).run_group_timer());
+            // Within the session timeout (on the node's clock) the member stays, though the
+            // timer has run meanwhile.
+            crate::clock::sleep(&*clock, Duration::from_secs(9)).await;
+            assert_eq!(described().await, 1);
+            // Past it, the timer alone has expired the member.
+            crate::clock::sleep(&*clock, Duration::from_secs(2)).await;
+            assert_eq!(described().await, 0);
+            timer.abort();
+        });
+    }
+}
