@@ -11,6 +11,7 @@
 //! whole batches below each high watermark and, if fewer than `min_bytes` are ready,
 //! waits for any of the partitions' high watermarks to move, up to `max_wait_ms`.
 
+mod dispatch;
 mod groups;
 pub mod metadata;
 mod plugins;
@@ -21,12 +22,11 @@ pub mod transforms;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use futures_util::future::join_all;
 use ledge_protocol::wire::{
     AlterConfigsRequest, AlterConfigsResponse, ApiVersionsResponse, ConfigDescription,
@@ -36,7 +36,7 @@ use ledge_protocol::wire::{
     ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
     ListOffsetsTopicResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionMetadata,
     ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
-    ProduceTopicResponse, Request, Response, TopicConfigs, TopicMetadata, TopicResult,
+    ProduceTopicResponse, Request, Response, TopicConfigs, TopicMetadata,
 };
 use ledge_protocol::{BatchHeader, BatchIter, EncodeOptions, decode_batch, encode_batch};
 use tokio::sync::watch;
@@ -44,15 +44,15 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::groups::coordinator::{GroupCoordinator, GroupLimits};
 use crate::groups::offsets::{OFFSETS_TOPIC, OffsetStore};
-use crate::storage::PartitionKey;
 use crate::storage::retention::RetentionPolicy;
 use crate::storage::{
     AppendDurability, AppendError, Disk, DiskError, LogConfig, PartitionLog, ReadError,
 };
-use metadata::{MetadataStore, PRODUCER_ID_BLOCK, StoredMetadata, StoredTopic, TopicFiles};
-use topic_config::{
-    CleanupPolicy, TimestampType, TopicCompression, TopicConfig, validate_topic_name,
-};
+use metadata::MetadataStore;
+// The WASM tests build stored topics by hand.
+#[cfg(test)]
+use metadata::StoredTopic;
+use topic_config::{CleanupPolicy, TimestampType, TopicCompression, TopicConfig};
 
 /// Node-wide broker settings and limits (see docs/OPERATIONS.md).
 #[derive(Clone, Debug)]
@@ -154,55 +154,34 @@ pub enum BrokerError {
     /// Data directory IO failed.
     #[error(transparent)]
     Disk(#[from] DiskError),
-    /// `metadata.json` is damaged or from a newer build.
+    /// The topic registry could not open the data directory.
     #[error(transparent)]
-    Metadata(#[from] metadata::MetadataError),
-    /// A declared topic cannot be reconciled.
+    Registry(#[from] registry::RegistryOpenError),
+    /// A topic declared in the config file cannot be reconciled.
+    #[error(transparent)]
+    DeclaredTopic(#[from] registry::ReconcileError),
+    /// A transform declared in the config file cannot be reconciled.
     #[error("{0}")]
     Reconcile(String),
-    /// `metadata.json` is missing and the topics cannot be rebuilt without guessing.
-    #[error("{0}")]
-    MetadataLost(String),
     /// The WASM engine could not start.
     #[error("wasm engine: {0}")]
     Wasm(String),
 }
 
-enum PartitionState<D: Disk> {
-    Online(PartitionLog<D>),
-    Offline(String),
-}
-
-struct Partition<D: Disk> {
-    key: PartitionKey,
-    state: RwLock<PartitionState<D>>,
-    reopening: AtomicBool,
-}
-
-struct Topic<D: Disk> {
-    config: RwLock<TopicConfig>,
-    partitions: RwLock<Vec<Arc<Partition<D>>>>,
-}
-
-struct ProducerIds {
-    next: i64,
-    reserved_until: i64,
-}
-
-/// The broker of one node.
+/// The broker of one node: a router over its services. The topic registry owns topics,
+/// partitions, configs, `metadata.json` and producer ids; the request handlers look
+/// partitions up there; groups, plug-ins and transforms keep their own state below.
 pub struct Broker<D: Disk> {
     disk: D,
-    logs_dir: PathBuf,
     clock: Arc<dyn Clock>,
     config: BrokerConfig,
-    topics: RwLock<BTreeMap<String, Arc<Topic<D>>>>,
-    admin: tokio::sync::Mutex<MetadataStore<D>>,
-    /// Each topic's definition beside `metadata.json`, written under the `admin` lock.
-    topic_files: TopicFiles<D>,
-    producer_ids: Mutex<ProducerIds>,
-    /// Producer ids are held back after a rebuild with a partition offline (see
-    /// `producer_id_hold`).
-    producer_ids_held: AtomicBool,
+    /// Topics, partitions, configs, `metadata.json`, producer ids.
+    registry: registry::TopicRegistry<D>,
+    /// The registry's topic map, read under its lock by the group, plug-in and transform
+    /// code.
+    topics: Arc<registry::TopicMap<D>>,
+    /// The registry's `metadata.json`, which also stores modules and transforms.
+    admin: Arc<tokio::sync::Mutex<MetadataStore<D>>>,
     groups: Mutex<GroupCoordinator>,
     offsets: Mutex<OffsetStore>,
     data_dir: PathBuf,
@@ -218,14 +197,7 @@ pub struct Broker<D: Disk> {
     transforms: Mutex<BTreeMap<String, transforms::RunningTransform>>,
     /// Set by `start_transforms`: lets request handlers spawn transform tasks.
     self_ref: std::sync::OnceLock<std::sync::Weak<Self>>,
-    /// Topic created, grown or deleted, told after it is durable.
-    registry_events: registry::RegistryEvents,
 }
-
-/// Partitions of one topic opened at once at start (and when a topic is created or grows).
-const PARTITION_OPENS_CONCURRENT: usize = 8;
-/// Topics opened at once at start; with the above, up to 64 partitions in flight.
-const TOPIC_OPENS_CONCURRENT: usize = 8;
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     // Never held across an await; poisoning means a panic already reported.
@@ -238,96 +210,6 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl<D: Disk> Partition<D> {
-    fn log(&self) -> Result<PartitionLog<D>, (ErrorCode, String)> {
-        match &*read(&self.state) {
-            PartitionState::Online(log) => Ok(log.clone()),
-            PartitionState::Offline(reason) => Err((ErrorCode::PartitionOffline, reason.clone())),
-        }
-    }
-}
-
-/// The first producer id to hand out after a start: above the stored reservation and above
-/// every id the logs remember.
-fn producer_id_floor(reserved_until: i64, logs_max: Option<i64>) -> i64 {
-    let above_logs = logs_max.map_or(0, |max| max.saturating_add(1));
-    reserved_until.max(above_logs).max(PRODUCER_ID_BLOCK)
-}
-
-/// Rebuilds the topic list of a data directory whose `metadata.json` is missing: partition
-/// counts from the partition directories (or the topic file, if it says more), configs and
-/// creation times from each topic's file. A topic without a file (from a build before topic
-/// files existed) is refused with the way out, rather than given default configs.
-async fn rebuild_topics<D: Disk>(
-    data_dir: &Path,
-    directories: &[String],
-    topic_files: &TopicFiles<D>,
-    stored: &mut StoredMetadata,
-) -> Result<(), BrokerError> {
-    let files = topic_files.load_all().await?;
-    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
-    for name in directories {
-        if let Some(key) = PartitionKey::from_directory_name(name) {
-            let count = counts.entry(key.topic).or_insert(0);
-            *count = (*count).max(key.partition.saturating_add(1));
-        }
-    }
-    let missing: Vec<(&String, u32)> = counts
-        .iter()
-        .filter(|(topic, _)| !files.contains_key(*topic))
-        .map(|(topic, count)| (topic, *count))
-        .collect();
-    if !missing.is_empty() {
-        let example = missing
-            .first()
-            .map(|(topic, count)| {
-                format!(
-                    "{}: {{\"version\": 1, \"name\": \"{topic}\", \"partitions\": {count}, \"configs\": {{}}, \"created_ms\": 0}}",
-                    data_dir.join(metadata::TOPICS_DIR_NAME).join(format!("{topic}.json")).display()
-                )
-            })
-            .unwrap_or_default();
-        return Err(BrokerError::MetadataLost(format!(
-            "{} is missing and {} topic(s) with partition directories have no topic file to restore their configs from: {}. Restore metadata.json from a backup; or, to keep a topic's data and give it the default configs (and the config file's overrides), write its topic file, for example {example}; or move its partition directories out of {} to drop it",
-            data_dir.join(metadata::METADATA_FILE_NAME).display(),
-            missing.len(),
-            missing
-                .iter()
-                .map(|(topic, _)| format!("{topic:?}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            data_dir.join("logs").display(),
-        )));
-    }
-    for (topic, count) in counts {
-        let Some(file) = files.get(&topic) else {
-            continue;
-        };
-        let mut restored = file.clone();
-        restored.partitions = restored.partitions.max(count);
-        stored.topics.insert(topic, restored);
-    }
-    tracing::warn!(
-        data_dir = %data_dir.display(),
-        topics = stored.topics.len(),
-        "metadata.json missing; rebuilt the topics from the partition directories and topic files. Uploaded modules and transforms deployed with `ledge transform deploy` are not rebuilt: upload and deploy them again (transforms declared in the config file are deployed at start)"
-    );
-    Ok(())
-}
-
-async fn remove_tree<D: Disk>(disk: &D, directory: &Path) -> Result<(), DiskError> {
-    match disk.list_dir(directory).await {
-        Ok(names) => {
-            for name in names {
-                disk.remove_file(&directory.join(name)).await?;
-            }
-            disk.remove_dir(directory).await
-        }
-        Err(error) if error.is_not_found() => Ok(()),
-        Err(error) => Err(error),
-    }
-}
-
 impl<D: Disk> Broker<D> {
     /// Opens the data directory: metadata, then every partition. A partition that fails to
     /// open is offline (answered with `PartitionOffline`); the rest serve.
@@ -337,73 +219,19 @@ impl<D: Disk> Broker<D> {
         config: BrokerConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, BrokerError> {
-        crate::storage::disk::create_dir_durable(&disk, data_dir).await?;
-        let logs_dir = data_dir.join("logs");
-        crate::storage::disk::create_dir_durable(&disk, &logs_dir).await?;
-        let (mut store, existed) = MetadataStore::load(disk.clone(), data_dir).await?;
-        let topic_files = TopicFiles::open(disk.clone(), data_dir).await?;
-        let mut stored = store.current().clone();
-        let directories = disk.list_dir(&logs_dir).await?;
-        if !existed && !directories.is_empty() {
-            rebuild_topics(data_dir, &directories, &topic_files, &mut stored).await?;
-            // Before the rebuilt metadata.json is stored: ids stay held until every
-            // partition has been seen online, even across a crash.
-            producer_id_hold::write_hold_marker(&disk, data_dir).await?;
-        }
-        let producer_ids_held = producer_id_hold::hold_marker_exists(&disk, data_dir).await?;
-        // Every stored partition is opened below: a count no limit allows (a damaged or
-        // hand-edited file, or a lowered limit) is refused before anything is touched.
-        let stored_partitions: u64 = stored
-            .topics
-            .values()
-            .map(|topic| u64::from(topic.partitions))
-            .sum();
-        if stored_partitions > u64::from(config.partitions_max) {
-            return Err(BrokerError::Reconcile(format!(
-                "{} holds {stored_partitions} partitions, more than limits.partitions_max ({}); raise limits.partitions_max to at least {stored_partitions} to open it",
-                data_dir.display(),
-                config.partitions_max
-            )));
-        }
-        for name in &directories {
-            let path = logs_dir.join(name);
-            let known = PartitionKey::from_directory_name(name).is_some_and(|key| {
-                stored
-                    .topics
-                    .get(&key.topic)
-                    .is_some_and(|topic| key.partition < topic.partitions)
-            });
-            if !known {
-                tracing::warn!(directory = %path.display(), "removing a partition directory of a deleted topic");
-                match remove_tree(&disk, &path).await {
-                    Err(error) if error.is_read_only() => {}
-                    other => other?,
-                }
-            }
-        }
-        // A data directory on a read-only filesystem is served for reads (issue 11, data
-        // item 9): the writes of this open are skipped, no producer ids are reserved (so
-        // none are handed out), and each partition opens read-only.
-        let mut read_only = false;
-        match disk.sync_dir(&logs_dir).await {
-            Err(error) if error.is_read_only() => read_only = true,
-            other => other?,
-        }
-        if !read_only {
-            let written = match topic_files.sync_with(&stored.topics).await {
-                Ok(()) => store.store(stored.clone()).await,
-                Err(error) => Err(error),
-            };
-            match written {
-                Ok(()) => {}
-                Err(metadata::MetadataError::Disk(error)) if error.is_read_only() => {
-                    tracing::warn!(data_dir = %data_dir.display(), %error, "read-only filesystem: serving reads only; produce is refused");
-                    read_only = true;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-
+        let registry = registry::TopicRegistry::open(
+            disk.clone(),
+            data_dir,
+            registry::RegistryConfig {
+                log: config.log.clone(),
+                topic_defaults: config.topic_defaults.clone(),
+                topic_partitions_max: config.topic_partitions_max,
+                partitions_max: config.partitions_max,
+            },
+            Arc::clone(&clock),
+        )
+        .await?;
+        let read_only = registry.read_only();
         // Member ids stay unique across restarts without any stored counter.
         let member_salt = u64::try_from(clock.wall_time_ms()).unwrap_or_default();
         let config_groups = config.groups.clone();
@@ -414,18 +242,11 @@ impl<D: Disk> Broker<D> {
             plugins::OpenedBatchBudget::new(config.wasm.opened_batch_bytes_max);
         let broker = Self {
             disk,
-            logs_dir,
             clock,
             config,
-            topics: RwLock::new(BTreeMap::new()),
-            admin: tokio::sync::Mutex::new(store),
-            topic_files,
-            // Nothing is handed out before `reserve_producer_ids_after_open` below.
-            producer_ids: Mutex::new(ProducerIds {
-                next: 0,
-                reserved_until: 0,
-            }),
-            producer_ids_held: AtomicBool::new(producer_ids_held),
+            topics: Arc::clone(&registry.topics),
+            admin: Arc::clone(&registry.admin),
+            registry,
             groups: Mutex::new(GroupCoordinator::new(config_groups, member_salt)),
             offsets: Mutex::new(OffsetStore::default()),
             data_dir: data_dir.to_path_buf(),
@@ -435,44 +256,7 @@ impl<D: Disk> Broker<D> {
             opened_batch_budget,
             transforms: Mutex::new(BTreeMap::new()),
             self_ref: std::sync::OnceLock::new(),
-            registry_events: registry::RegistryEvents::default(),
         };
-        let opens = stored.topics.iter().map(|(name, topic)| {
-            let broker = &broker;
-            async move {
-                let config = match TopicConfig::with_overrides(
-                    &broker.config.topic_defaults,
-                    &topic.configs,
-                ) {
-                    Ok(config) => config,
-                    Err(error) => {
-                        tracing::error!(topic = %name, %error, "stored topic config invalid; using defaults");
-                        broker.config.topic_defaults.clone()
-                    }
-                };
-                let partitions = broker
-                    .open_partitions(name, 0..topic.partitions, &config)
-                    .await;
-                (name.clone(), config, partitions)
-            }
-        });
-        let opened: Vec<_> = futures_util::stream::iter(opens)
-            .buffer_unordered(TOPIC_OPENS_CONCURRENT)
-            .collect()
-            .await;
-        for (name, config, partitions) in opened {
-            write(&broker.topics).insert(
-                name,
-                Arc::new(Topic {
-                    config: RwLock::new(config),
-                    partitions: RwLock::new(partitions),
-                }),
-            );
-        }
-        if !read_only {
-            broker.reserve_producer_ids_after_open().await?;
-            broker.end_producer_id_hold_if_possible(true).await?;
-        }
         if broker.topic(OFFSETS_TOPIC).is_none() {
             if read_only {
                 // Creating it could only fail with EROFS, logged as errors: nothing is
@@ -484,8 +268,12 @@ impl<D: Disk> Broker<D> {
             } else {
                 let configs =
                     BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-                if let Err((_, message)) = broker.create_topic(OFFSETS_TOPIC, 1, &configs).await {
-                    tracing::error!(%message, "cannot create {OFFSETS_TOPIC}; consumer-group commits will fail");
+                if let Err(error) = broker
+                    .registry
+                    .create_topic(OFFSETS_TOPIC, 1, &configs)
+                    .await
+                {
+                    tracing::error!(%error, "cannot create {OFFSETS_TOPIC}; consumer-group commits will fail");
                 }
             }
         }
@@ -497,168 +285,15 @@ impl<D: Disk> Broker<D> {
         Ok(broker)
     }
 
-    /// Reserves a fresh block of producer ids before any is handed out, above both the stored
-    /// reservation and every producer id the opened logs remember. The second bound is what
-    /// keeps ids unique when `metadata.json` was lost (or restored from an old copy): an id
-    /// a partition still remembers, handed to a new producer, would make that producer's first
-    /// batch look like a resend of the old one's, acknowledged and never written.
-    async fn reserve_producer_ids_after_open(&self) -> Result<(), BrokerError> {
-        let logs_max = self
-            .online_logs(|_| true)
-            .iter()
-            .filter_map(|(log, _)| log.producer_id_max_recovered())
-            .max();
-        let mut store = self.admin.lock().await;
-        let mut next_stored = store.current().clone();
-        let next = producer_id_floor(next_stored.producer_ids_reserved_until, logs_max);
-        if next > next_stored.producer_ids_reserved_until {
-            tracing::warn!(
-                stored = next_stored.producer_ids_reserved_until,
-                logs_max = ?logs_max,
-                next,
-                "the logs hold producer ids above the stored reservation; new ids start above them"
-            );
-        }
-        let Some(reserved_until) = next.checked_add(PRODUCER_ID_BLOCK) else {
-            // Only a damaged or hand-edited metadata.json gets here: the node serves, and
-            // InitProducerId answers StorageError (non-idempotent producers still work).
-            tracing::error!(
-                next,
-                "producer ids are exhausted (metadata.json's producer_ids_reserved_until is at the end of the id space); idempotent producers cannot start"
-            );
-            *self
-                .producer_ids
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = ProducerIds {
-                next: i64::MAX,
-                reserved_until: i64::MAX,
-            };
-            return Ok(());
-        };
-        next_stored.producer_ids_reserved_until = reserved_until;
-        store.store(next_stored).await?;
-        *self
-            .producer_ids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = ProducerIds {
-            next,
-            reserved_until,
-        };
-        Ok(())
-    }
-
-    async fn open_partitions(
-        &self,
-        topic: &str,
-        range: std::ops::Range<u32>,
-        config: &TopicConfig,
-    ) -> Vec<Arc<Partition<D>>> {
-        let log_config = config.log_config(&self.config.log);
-        // Opening a partition is ~20 dependent disk round trips (directory, segments,
-        // checkpoint, recovery scan, index): opened one at a time, 400 partitions took
-        // ~220 ms to start; several at once keep the disk queue busy instead.
-        let opens = range.map(|number| {
-            let log_config = log_config.clone();
-            async move {
-                let key = PartitionKey {
-                    topic: topic.to_string(),
-                    partition: number,
-                };
-                let directory = self.logs_dir.join(key.directory_name());
-                let state = match PartitionLog::open(
-                    self.disk.clone(),
-                    &directory,
-                    log_config,
-                    Arc::clone(&self.clock),
-                )
-                .await
-                {
-                    Ok(log) => PartitionState::Online(log),
-                    Err(error) => {
-                        tracing::error!(partition = %key, %error, "partition offline");
-                        PartitionState::Offline(error.to_string())
-                    }
-                };
-                Arc::new(Partition {
-                    key,
-                    state: RwLock::new(state),
-                    reopening: AtomicBool::new(false),
-                })
-            }
-        });
-        futures_util::stream::iter(opens)
-            .buffered(PARTITION_OPENS_CONCURRENT)
-            .collect()
-            .await
-    }
-
     /// Partitions that could not be opened, with the reason (naming file and position).
     pub fn offline_partitions(&self) -> Vec<(String, u32, String)> {
-        let topics = read(&self.topics);
-        let mut offline = Vec::new();
-        for (name, topic) in topics.iter() {
-            for partition in read(&topic.partitions).iter() {
-                if let PartitionState::Offline(reason) = &*read(&partition.state) {
-                    offline.push((name.clone(), partition.key.partition, reason.clone()));
-                }
-            }
-        }
-        offline
+        self.registry.offline_partitions()
     }
 
     /// Creates declared topics that are missing, adds partitions and applies config
     /// overrides to existing ones; refuses impossible changes (fewer partitions).
     pub async fn reconcile(&self, declared: &[DeclaredTopic]) -> Result<(), BrokerError> {
-        for topic in declared {
-            validate_topic_name(&topic.name)
-                .map_err(|error| BrokerError::Reconcile(format!("{}: {error}", topic.origin)))?;
-            let existing = read(&self.topics).get(&topic.name).cloned();
-            match existing {
-                None => {
-                    self.create_topic(&topic.name, topic.partitions, &topic.configs)
-                        .await
-                        .map_err(|(_, message)| {
-                            BrokerError::Reconcile(format!("{}: {message}", topic.origin))
-                        })?;
-                    tracing::info!(topic = %topic.name, partitions = topic.partitions, "created declared topic");
-                }
-                Some(existing) => {
-                    let current = read(&existing.partitions).len() as u32;
-                    if topic.partitions < current {
-                        return Err(BrokerError::Reconcile(format!(
-                            "{}: topic {:?} has {current} partitions; the config asks for {}, but partitions can only be added, never removed",
-                            topic.origin, topic.name, topic.partitions
-                        )));
-                    }
-                    if topic.partitions > current {
-                        self.add_partitions(&topic.name, topic.partitions)
-                            .await
-                            .map_err(|(_, message)| {
-                                BrokerError::Reconcile(format!("{}: {message}", topic.origin))
-                            })?;
-                        tracing::info!(topic = %topic.name, from = current, to = topic.partitions, "added partitions");
-                    }
-                    let changed: BTreeMap<String, String> = {
-                        let config = read(&existing.config);
-                        topic
-                            .configs
-                            .iter()
-                            .filter(|(key, value)| config.overrides.get(*key) != Some(*value))
-                            .map(|(key, value)| (key.clone(), value.clone()))
-                            .collect()
-                    };
-                    if !changed.is_empty() {
-                        self.alter_topic(&topic.name, &changed, &[]).await.map_err(
-                            |(_, message)| {
-                                BrokerError::Reconcile(format!("{}: {message}", topic.origin))
-                            },
-                        )?;
-                        tracing::info!(topic = %topic.name, ?changed, "applied changed topic configs");
-                    }
-                }
-            }
-        }
-        Ok(())
+        Ok(self.registry.reconcile(declared).await?)
     }
 
     /// Every online partition log of the topics whose config `wanted` accepts, with that
@@ -667,20 +302,7 @@ impl<D: Disk> Broker<D> {
         &self,
         wanted: impl Fn(&TopicConfig) -> bool,
     ) -> Vec<(PartitionLog<D>, TopicConfig)> {
-        let topics = read(&self.topics);
-        let mut logs = Vec::new();
-        for topic in topics.values() {
-            let config = read(&topic.config).clone();
-            if !wanted(&config) {
-                continue;
-            }
-            for partition in read(&topic.partitions).iter() {
-                if let Ok(log) = partition.log() {
-                    logs.push((log, config.clone()));
-                }
-            }
-        }
-        logs
+        self.registry.online_logs(wanted)
     }
 
     /// Deletes segments past their topic's retention in every partition of every topic with
@@ -759,7 +381,7 @@ impl<D: Disk> Broker<D> {
     pub fn subscribe_registry_events(
         &self,
     ) -> tokio::sync::broadcast::Receiver<registry::RegistryEvent> {
-        self.registry_events.subscribe()
+        self.registry.subscribe()
     }
 
     /// The node's clock: every timer and deadline of the node waits on it.
@@ -964,36 +586,26 @@ impl<D: Disk> Broker<D> {
         }
     }
 
-    fn topic(&self, name: &str) -> Option<Arc<Topic<D>>> {
-        read(&self.topics).get(name).cloned()
+    /// The topic of that name (for the group, plug-in and transform code).
+    fn topic(&self, name: &str) -> Option<Arc<registry::Topic<D>>> {
+        self.registry.topic(name)
     }
 
+    /// How many partitions the topic has; 0 if there is no such topic.
     fn partition_count(&self, name: &str) -> u32 {
-        self.topic(name)
-            .map_or(0, |topic| read(&topic.partitions).len() as u32)
+        self.registry.partition_count(name)
     }
 
+    /// One partition, with the wire code for the group, plug-in and transform code that
+    /// still speaks `(ErrorCode, String)`.
     fn partition(
         &self,
         topic: &str,
         partition: u32,
-    ) -> Result<Arc<Partition<D>>, (ErrorCode, String)> {
-        let Some(topic_entry) = self.topic(topic) else {
-            return Err((
-                ErrorCode::UnknownTopicOrPartition,
-                format!("unknown topic {topic:?}"),
-            ));
-        };
-        let partitions = read(&topic_entry.partitions);
-        partitions.get(partition as usize).cloned().ok_or_else(|| {
-            (
-                ErrorCode::UnknownTopicOrPartition,
-                format!(
-                    "topic {topic:?} has {} partitions; there is no partition {partition}",
-                    partitions.len()
-                ),
-            )
-        })
+    ) -> Result<Arc<registry::Partition<D>>, (ErrorCode, String)> {
+        self.registry
+            .partition(topic, partition)
+            .map_err(|error| (dispatch::lookup_code(&error), error.to_string()))
     }
 
     fn metadata(&self, request: MetadataRequest) -> MetadataResponse {
@@ -1062,236 +674,6 @@ impl<D: Disk> Broker<D> {
         }
     }
 
-    fn check_partition_count(
-        &self,
-        topic: &str,
-        partitions: u32,
-        adding: u32,
-    ) -> Result<(), (ErrorCode, String)> {
-        if partitions == 0 {
-            return Err((
-                ErrorCode::InvalidPartitions,
-                format!("topic {topic:?} needs at least one partition"),
-            ));
-        }
-        if partitions > self.config.topic_partitions_max {
-            return Err((
-                ErrorCode::InvalidPartitions,
-                format!(
-                    "{partitions} partitions exceed limits.topic_partitions_max ({})",
-                    self.config.topic_partitions_max
-                ),
-            ));
-        }
-        let total: usize = read(&self.topics)
-            .values()
-            .map(|topic| read(&topic.partitions).len())
-            .sum();
-        if total as u64 + u64::from(adding) > u64::from(self.config.partitions_max) {
-            return Err((
-                ErrorCode::InvalidPartitions,
-                format!(
-                    "the node has {total} partitions; {adding} more would exceed limits.partitions_max ({})",
-                    self.config.partitions_max
-                ),
-            ));
-        }
-        // Each partition holds open files: refuse what RLIMIT_NOFILE cannot hold, rather
-        // than fail opens later (issue 11, data item 8).
-        crate::storage::disk::descriptors::check_partition_count(total as u64 + u64::from(adding))
-            .map_err(|error| (ErrorCode::InvalidPartitions, error.to_string()))?;
-        Ok(())
-    }
-
-    /// Records one topic's definition: its own file first, then `metadata.json` (`next`,
-    /// which holds it). The file is written first so that whenever `metadata.json` names a
-    /// topic its file exists; a file ahead of `metadata.json` after a failure here is put back
-    /// in step at the next start.
-    async fn record_topic(
-        &self,
-        store: &mut MetadataStore<D>,
-        name: &str,
-        topic: &StoredTopic,
-        next: StoredMetadata,
-    ) -> Result<(), metadata::MetadataError> {
-        let previous = store.current().topics.get(name).cloned();
-        self.topic_files.store(name, topic).await?;
-        let stored = store.store(next).await;
-        if stored.is_err() {
-            // Best effort: put the file back as metadata.json still has it, so a rebuild
-            // never restores a change that was refused (the next start fixes it otherwise).
-            let restored = match &previous {
-                Some(previous) => self.topic_files.store(name, previous).await,
-                None => self.topic_files.remove(name).await.map_err(Into::into),
-            };
-            if let Err(error) = restored {
-                tracing::warn!(topic = %name, %error, "could not restore the topic file; it is rewritten at the next start");
-            }
-        }
-        stored
-    }
-
-    async fn create_topic(
-        &self,
-        name: &str,
-        partitions: u32,
-        configs: &BTreeMap<String, String>,
-    ) -> Result<(), (ErrorCode, String)> {
-        validate_topic_name(name).map_err(|error| (ErrorCode::InvalidTopic, error))?;
-        let config = TopicConfig::with_overrides(&self.config.topic_defaults, configs)
-            .map_err(|error| (ErrorCode::InvalidConfig, error))?;
-        let mut store = self.admin.lock().await;
-        if self.topic(name).is_some() {
-            return Err((
-                ErrorCode::TopicAlreadyExists,
-                format!("topic {name:?} already exists"),
-            ));
-        }
-        plugins::check_module_references(&config, &store.current().modules)
-            .map_err(|error| (ErrorCode::InvalidConfig, error))?;
-        self.check_partition_count(name, partitions, partitions)?;
-        let opened = self.open_partitions(name, 0..partitions, &config).await;
-        let stored_topic = StoredTopic {
-            partitions,
-            configs: configs.clone(),
-            created_ms: self.clock.wall_time_ms(),
-        };
-        let mut next = store.current().clone();
-        next.topics.insert(name.to_string(), stored_topic.clone());
-        if let Err(error) = self
-            .record_topic(&mut store, name, &stored_topic, next)
-            .await
-        {
-            // Not recorded: the directories are leftovers the next start removes.
-            for partition in &opened {
-                if let Ok(log) = partition.log() {
-                    let _ = log.close().await;
-                }
-            }
-            return Err((
-                error.error_code(),
-                format!("could not record topic {name:?}: {error}"),
-            ));
-        }
-        write(&self.topics).insert(
-            name.to_string(),
-            Arc::new(Topic {
-                config: RwLock::new(config),
-                partitions: RwLock::new(opened),
-            }),
-        );
-        // Under the admin lock, so subscribers see changes in the order they were made.
-        self.registry_events
-            .emit(registry::RegistryEvent::TopicCreated {
-                name: name.to_string(),
-                partitions,
-            });
-        drop(store);
-        Ok(())
-    }
-
-    async fn add_partitions(&self, name: &str, partitions: u32) -> Result<(), (ErrorCode, String)> {
-        let mut store = self.admin.lock().await;
-        let Some(topic) = self.topic(name) else {
-            return Err((
-                ErrorCode::UnknownTopicOrPartition,
-                format!("unknown topic {name:?}"),
-            ));
-        };
-        let current = read(&topic.partitions).len() as u32;
-        self.check_partition_count(name, partitions, partitions.saturating_sub(current))?;
-        let config = read(&topic.config).clone();
-        let added = self
-            .open_partitions(name, current..partitions, &config)
-            .await;
-        let mut next = store.current().clone();
-        let Some(stored_topic) = next.topics.get_mut(name) else {
-            return Err((
-                ErrorCode::UnknownTopicOrPartition,
-                format!("unknown topic {name:?}"),
-            ));
-        };
-        stored_topic.partitions = partitions;
-        let stored_topic = stored_topic.clone();
-        self.record_topic(&mut store, name, &stored_topic, next)
-            .await
-            .map_err(|error| {
-                (
-                    error.error_code(),
-                    format!("could not record partitions of {name:?}: {error}"),
-                )
-            })?;
-        write(&topic.partitions).extend(added);
-        self.registry_events
-            .emit(registry::RegistryEvent::PartitionsAdded {
-                name: name.to_string(),
-                before: current,
-                after: partitions,
-            });
-        drop(store);
-        Ok(())
-    }
-
-    async fn alter_topic(
-        &self,
-        name: &str,
-        set: &BTreeMap<String, String>,
-        delete: &[String],
-    ) -> Result<(), (ErrorCode, String)> {
-        let mut store = self.admin.lock().await;
-        let Some(topic) = self.topic(name) else {
-            return Err((
-                ErrorCode::UnknownTopicOrPartition,
-                format!("unknown topic {name:?}"),
-            ));
-        };
-        let mut overrides = read(&topic.config).overrides.clone();
-        for key in delete {
-            if !topic_config::KEYS.contains(&key.as_str()) {
-                return Err((
-                    ErrorCode::InvalidConfig,
-                    format!(
-                        "unknown topic config {key:?}; known keys: {}",
-                        topic_config::KEYS.join(", ")
-                    ),
-                ));
-            }
-            overrides.remove(key);
-        }
-        overrides.extend(set.iter().map(|(key, value)| (key.clone(), value.clone())));
-        let config = TopicConfig::with_overrides(&self.config.topic_defaults, &overrides)
-            .map_err(|error| (ErrorCode::InvalidConfig, error))?;
-        plugins::check_module_references(&config, &store.current().modules)
-            .map_err(|error| (ErrorCode::InvalidConfig, error))?;
-        let mut next = store.current().clone();
-        let Some(stored_topic) = next.topics.get_mut(name) else {
-            return Err((
-                ErrorCode::UnknownTopicOrPartition,
-                format!("unknown topic {name:?}"),
-            ));
-        };
-        stored_topic.configs = overrides;
-        let stored_topic = stored_topic.clone();
-        self.record_topic(&mut store, name, &stored_topic, next)
-            .await
-            .map_err(|error| {
-                (
-                    error.error_code(),
-                    format!("could not record configs of {name:?}: {error}"),
-                )
-            })?;
-        let log_config = config.log_config(&self.config.log);
-        for partition in read(&topic.partitions).iter() {
-            if let Ok(log) = partition.log()
-                && let Err(error) = log.set_config(log_config.clone())
-            {
-                tracing::error!(partition = %partition.key, %error, "could not apply topic config to a live log");
-            }
-        }
-        *write(&topic.config) = config;
-        Ok(())
-    }
-
     async fn create_topics(&self, request: CreateTopicsRequest) -> CreateTopicsResponse {
         let mut results = Vec::new();
         for topic in request.topics {
@@ -1301,41 +683,22 @@ impl<D: Disk> Broker<D> {
                 .map(|entry| (entry.name, entry.value))
                 .collect();
             let outcome = if request.validate_only {
-                let modules = self.admin.lock().await.current().modules.clone();
-                validate_topic_name(&topic.name)
-                    .map_err(|error| (ErrorCode::InvalidTopic, error))
-                    .and_then(|()| {
-                        TopicConfig::with_overrides(&self.config.topic_defaults, &configs)
-                            .and_then(|config| plugins::check_module_references(&config, &modules))
-                            .map_err(|error| (ErrorCode::InvalidConfig, error))
-                    })
-                    .and_then(|()| {
-                        if self.topic(&topic.name).is_some() {
-                            Err((
-                                ErrorCode::TopicAlreadyExists,
-                                format!("topic {:?} already exists", topic.name),
-                            ))
-                        } else {
-                            self.check_partition_count(
-                                &topic.name,
-                                topic.partitions,
-                                topic.partitions,
-                            )
-                        }
-                    })
+                self.registry
+                    .validate_create(&topic.name, topic.partitions, &configs)
+                    .await
             } else if topic.name.starts_with("__") {
-                Err((
-                    ErrorCode::InvalidTopic,
-                    format!(
-                        "topic names starting with \"__\" are reserved for internal topics: {:?}",
-                        topic.name
-                    ),
-                ))
+                Err(registry::CreateTopicError::Reserved {
+                    topic: topic.name.clone(),
+                })
             } else {
-                self.create_topic(&topic.name, topic.partitions, &configs)
+                self.registry
+                    .create_topic(&topic.name, topic.partitions, &configs)
                     .await
             };
-            results.push(topic_result(topic.name, outcome));
+            results.push(dispatch::topic_result(
+                topic.name,
+                outcome.map_err(|error| dispatch::create_topic_wire(&error)),
+            ));
         }
         CreateTopicsResponse { topics: results }
     }
@@ -1344,89 +707,35 @@ impl<D: Disk> Broker<D> {
         let mut results = Vec::new();
         for name in request.names {
             let outcome = self.delete_topic(&name).await;
-            results.push(topic_result(name, outcome));
+            results.push(dispatch::topic_result(
+                name,
+                outcome.map_err(|error| dispatch::delete_topic_wire(&error)),
+            ));
         }
         DeleteTopicsResponse { topics: results }
     }
 
-    async fn delete_topic(&self, name: &str) -> Result<(), (ErrorCode, String)> {
-        if name.starts_with("__") {
-            return Err((
-                ErrorCode::InternalTopic,
-                format!("internal topic {name:?} cannot be deleted"),
-            ));
-        }
-        let mut store = self.admin.lock().await;
-        let Some(topic) = self.topic(name) else {
-            return Err((
-                ErrorCode::UnknownTopicOrPartition,
-                format!("unknown topic {name:?}"),
-            ));
-        };
-        // A transform would lose its input (and its stored position) or fail every append.
-        let users: Vec<String> = store
-            .current()
-            .transforms
-            .iter()
-            .filter_map(|(transform, stored)| {
-                let role = if stored.input == name {
-                    "input"
-                } else if stored.output == name {
-                    "output"
-                } else if stored.dead_letter_topic == name {
-                    "dead-letter topic"
-                } else {
-                    return None;
-                };
-                Some(format!("the {role} of transform {transform:?}"))
-            })
-            .collect();
-        if !users.is_empty() {
-            return Err((
-                ErrorCode::TopicInUse,
-                format!(
-                    "topic {name:?} is {}; remove the transform first",
-                    users.join(" and ")
-                ),
-            ));
-        }
-        // Durable first: once metadata.json no longer has the topic, a crash mid-removal is
-        // finished at the next start.
-        let mut next = store.current().clone();
-        next.topics.remove(name);
-        store.store(next).await.map_err(|error| {
-            (
-                error.error_code(),
-                format!("could not record the deletion of {name:?}: {error}"),
-            )
-        })?;
-        write(&self.topics).remove(name);
-        self.registry_events
-            .emit(registry::RegistryEvent::TopicDeleted {
-                name: name.to_string(),
-            });
+    /// Creates a topic, with the wire code for the transform code that still speaks
+    /// `(ErrorCode, String)`.
+    async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), (ErrorCode, String)> {
+        self.registry
+            .create_topic(name, partitions, configs)
+            .await
+            .map_err(|error| dispatch::create_topic_wire(&error))
+    }
+
+    /// Deletes a topic from the registry, then the committed offsets of its partitions.
+    async fn delete_topic(&self, name: &str) -> Result<(), registry::DeleteTopicError> {
+        self.registry.delete_topic(name).await?;
         self.offsets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove_topic(name);
-        let partitions = read(&topic.partitions).clone();
-        for partition in partitions {
-            if let Ok(log) = partition.log() {
-                let _ = log.close().await;
-            }
-            let directory = self.logs_dir.join(partition.key.directory_name());
-            if let Err(error) = remove_tree(&self.disk, &directory).await {
-                tracing::error!(directory = %directory.display(), %error, "removing a deleted partition failed; retried at next start");
-            }
-        }
-        if let Err(error) = self.disk.sync_dir(&self.logs_dir).await {
-            tracing::error!(%error, "syncing the logs directory after a deletion failed");
-        }
-        // Last: while partition directories remain, the file lets a lost metadata.json be
-        // rebuilt; a file left behind by a crash is removed at the next start.
-        if let Err(error) = self.topic_files.remove(name).await {
-            tracing::error!(topic = %name, %error, "removing a deleted topic's file failed; retried at next start");
-        }
         Ok(())
     }
 
@@ -1469,27 +778,18 @@ impl<D: Disk> Broker<D> {
                 .map(|entry| (entry.name, entry.value))
                 .collect();
             let outcome = if request.validate_only {
-                match self.topic(&topic.name) {
-                    None => Err((
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("unknown topic {:?}", topic.name),
-                    )),
-                    Some(existing) => {
-                        let mut overrides = read(&existing.config).overrides.clone();
-                        for key in &topic.delete {
-                            overrides.remove(key);
-                        }
-                        overrides.extend(set);
-                        let modules = self.admin.lock().await.current().modules.clone();
-                        TopicConfig::with_overrides(&self.config.topic_defaults, &overrides)
-                            .and_then(|config| plugins::check_module_references(&config, &modules))
-                            .map_err(|error| (ErrorCode::InvalidConfig, error))
-                    }
-                }
+                self.registry
+                    .validate_alter(&topic.name, &set, &topic.delete)
+                    .await
             } else {
-                self.alter_topic(&topic.name, &set, &topic.delete).await
+                self.registry
+                    .alter_topic(&topic.name, &set, &topic.delete)
+                    .await
             };
-            results.push(topic_result(topic.name, outcome));
+            results.push(dispatch::topic_result(
+                topic.name,
+                outcome.map_err(|error| dispatch::alter_topic_wire(&error)),
+            ));
         }
         AlterConfigsResponse { topics: results }
     }
@@ -1502,73 +802,22 @@ impl<D: Disk> Broker<D> {
                 producer_epoch: -1,
             };
         }
-        match self.end_producer_id_hold_if_possible(false).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return InitProducerIdResponse {
-                    error: ErrorCode::StorageError,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                };
-            }
+        match self.registry.allocate_producer_id().await {
+            Ok(producer_id) => InitProducerIdResponse {
+                error: ErrorCode::None,
+                producer_id,
+                producer_epoch: 0,
+            },
             Err(error) => {
-                tracing::error!(%error, "could not end the producer id hold");
-                return InitProducerIdResponse {
-                    error: ErrorCode::StorageError,
+                if !matches!(error, registry::ProducerIdError::Held) {
+                    tracing::error!(%error, "no producer id handed out");
+                }
+                InitProducerIdResponse {
+                    error: dispatch::producer_id_code(&error),
                     producer_id: -1,
                     producer_epoch: -1,
-                };
+                }
             }
-        }
-        let needs_block = {
-            let ids = self
-                .producer_ids
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            ids.next >= ids.reserved_until
-        };
-        if needs_block {
-            let mut store = self.admin.lock().await;
-            let mut next: StoredMetadata = store.current().clone();
-            let start = next.producer_ids_reserved_until;
-            // i64::MAX producer ids are not handed out in the life of a node; refusing beats
-            // wrapping to ids that repeat.
-            let Some(reserved_until) = start.checked_add(PRODUCER_ID_BLOCK) else {
-                tracing::error!(start, "producer ids are exhausted");
-                return InitProducerIdResponse {
-                    error: ErrorCode::StorageError,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                };
-            };
-            next.producer_ids_reserved_until = reserved_until;
-            if let Err(error) = store.store(next).await {
-                tracing::error!(%error, "could not reserve producer ids");
-                return InitProducerIdResponse {
-                    error: error.error_code(),
-                    producer_id: -1,
-                    producer_epoch: -1,
-                };
-            }
-            let mut ids = self
-                .producer_ids
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if ids.next >= ids.reserved_until {
-                ids.next = start;
-                ids.reserved_until = reserved_until;
-            }
-        }
-        let mut ids = self
-            .producer_ids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let producer_id = ids.next;
-        ids.next += 1;
-        InitProducerIdResponse {
-            error: ErrorCode::None,
-            producer_id,
-            producer_epoch: 0,
         }
     }
 
@@ -1816,7 +1065,7 @@ impl<D: Disk> Broker<D> {
 
     fn append_failed(
         &self,
-        partition: &Arc<Partition<D>>,
+        partition: &Arc<registry::Partition<D>>,
         error: AppendError,
     ) -> (ErrorCode, String) {
         let code = match &error {
@@ -1840,7 +1089,7 @@ impl<D: Disk> Broker<D> {
     }
 
     /// A fenced log is reopened with full verification once; on failure it goes offline.
-    fn reopen_in_background(&self, partition: &Arc<Partition<D>>) {
+    fn reopen_in_background(&self, partition: &Arc<registry::Partition<D>>) {
         if partition.reopening.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -1855,11 +1104,11 @@ impl<D: Disk> Broker<D> {
             let state = match log.reopen(disk, clock).await {
                 Ok(fresh) => {
                     tracing::info!(partition = %partition.key, "fenced partition reopened and verified");
-                    PartitionState::Online(fresh)
+                    registry::PartitionState::Online(fresh)
                 }
                 Err(error) => {
                     tracing::error!(partition = %partition.key, %error, "fenced partition failed verification; offline");
-                    PartitionState::Offline(error.to_string())
+                    registry::PartitionState::Offline(error.to_string())
                 }
             };
             *write(&partition.state) = state;
@@ -2062,21 +1311,6 @@ fn filesystem_used_percent(path: &Path) -> Option<f64> {
         return None;
     }
     Some((total - stats.f_bavail as f64) / total * 100.0)
-}
-
-fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)>) -> TopicResult {
-    match outcome {
-        Ok(()) => TopicResult {
-            name,
-            error: ErrorCode::None,
-            message: String::new(),
-        },
-        Err((error, message)) => TopicResult {
-            name,
-            error,
-            message,
-        },
-    }
 }
 
 /// The error code for a produced batch a node path could not decode: damaged in transit

@@ -2026,6 +2026,7 @@ fn a_damaged_offsets_batch_does_not_stall_the_start() {
             let broker = broker(&disk).await;
             create(&broker, "t", 1, &[]).await;
             broker
+                .registry
                 .alter_topic(
                     OFFSETS_TOPIC,
                     &BTreeMap::from([
