@@ -603,7 +603,9 @@ impl<F> LogState<F> {
 }
 
 enum Command {
-    Append(PendingAppend),
+    /// One append, or the batches of one [`PartitionLog::append_batches`] call: written in
+    /// order in one group, so they share one write and one fdatasync.
+    Append(Vec<PendingAppend>),
     DeleteBefore {
         offset: i64,
         reply: oneshot::Sender<Result<i64, DeleteError>>,
@@ -625,6 +627,36 @@ struct PendingAppend {
     header: BatchHeader,
     durability: AppendDurability,
     reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+    /// Set for the batches of one `append_batches` call, numbered by the writer within the
+    /// group it drains: once one of them fails, the rest of its chain is not appended.
+    chain: Option<usize>,
+}
+
+/// One batch of an [`PartitionLog::append_batches`] call: what `append` or
+/// `append_with_gaps` takes.
+#[derive(Clone, Debug)]
+pub struct AppendInput {
+    /// One RecordBatch v2.
+    pub batch: Bytes,
+    /// True for a batch the node rewrote (see [`PartitionLog::append_with_gaps`]).
+    pub gaps_allowed: bool,
+}
+
+/// Why an [`PartitionLog::append_batches`] call stopped: batch `index` failed with `error`;
+/// the batches before it were appended (`appended`, as durable as the call asked), none
+/// after it was.
+#[derive(Debug, thiserror::Error)]
+#[error("batch {index} of {count} not appended: {error}")]
+pub struct AppendBatchesError {
+    /// The position of the failed batch in the call's list.
+    pub index: usize,
+    /// How many batches the call had.
+    pub count: usize,
+    /// Why it failed.
+    #[source]
+    pub error: AppendError,
+    /// The outcomes of the batches before it, in order.
+    pub appended: Vec<AppendOutcome>,
 }
 
 impl<D: Disk> Shared<D> {
@@ -791,51 +823,105 @@ impl<D: Disk> PartitionLog<D> {
         durability: AppendDurability,
         gaps_allowed: bool,
     ) -> Result<AppendOutcome, AppendError> {
-        let size = batch.len() as u64;
-        let (max, limits) = {
-            let config = self
-                .shared
-                .config
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            (config.batch_bytes_max, config.append_decode_limits.clone())
-        };
-        if size > max {
-            return Err(AppendError::BatchTooLarge { size, max });
-        }
-        let header = validate_batch_records(&batch, &limits).map_err(|error| {
-            match error {
-                // Header, framing and CRC errors keep their own variant (a damaged batch).
-                DecodeError::Batch(error) => AppendError::InvalidBatch(error),
-                other => AppendError::InvalidRecords(other),
-            }
-        })?;
-        // A producer's batch covers exactly its records: a larger last offset delta (legal
-        // only after compaction) would let a client burn offsets without writing records.
-        let exact = header.record_count >= 1 && header.last_offset_delta == header.record_count - 1;
-        if !exact && !gaps_allowed {
-            return Err(AppendError::InvalidBatch(BatchError::BadLastOffsetDelta {
-                last_offset_delta: header.last_offset_delta,
-                record_count: header.record_count,
-            }));
-        }
-        if let Some(reason) = &self.shared.read_state().fenced {
-            return Err(AppendError::Fenced {
-                reason: reason.clone(),
-            });
-        }
+        let (max, limits) = self.append_limits();
+        let header = validate_append(&batch, gaps_allowed, max, &limits)?;
+        self.refuse_if_fenced()?;
         let (reply, outcome) = oneshot::channel();
         let pending = PendingAppend {
             batch,
             header,
             durability,
             reply,
+            chain: None,
         };
         self.commands
-            .send(Command::Append(pending))
+            .send(Command::Append(vec![pending]))
             .await
             .map_err(|_| AppendError::Closed)?;
         outcome.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Appends `batches` in order as one group: they share one write and one fdatasync
+    /// (one wait for the durability of the last), where `append` per batch would wait for
+    /// each in turn. Each batch is checked here, on the caller's task, as `append` checks
+    /// it. If one fails (its checks, its producer sequence, a fence), none after it is
+    /// appended, and the error names it and holds the outcomes of those before it.
+    pub async fn append_batches(
+        &self,
+        batches: Vec<AppendInput>,
+        durability: AppendDurability,
+    ) -> Result<Vec<AppendOutcome>, AppendBatchesError> {
+        let count = batches.len();
+        let fail = |index, error, appended| AppendBatchesError {
+            index,
+            count,
+            error,
+            appended,
+        };
+        let (max, limits) = self.append_limits();
+        let mut pending = Vec::with_capacity(count);
+        let mut outcomes = Vec::with_capacity(count);
+        // The first batch that fails its checks, if any: those before it are still appended.
+        let mut invalid = None;
+        for (index, input) in batches.into_iter().enumerate() {
+            match validate_append(&input.batch, input.gaps_allowed, max, &limits) {
+                Ok(header) => {
+                    let (reply, outcome) = oneshot::channel();
+                    pending.push(PendingAppend {
+                        batch: input.batch,
+                        header,
+                        durability,
+                        reply,
+                        chain: Some(0),
+                    });
+                    outcomes.push(outcome);
+                }
+                Err(error) => {
+                    invalid = Some((index, error));
+                    break;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            if let Err(error) = self.refuse_if_fenced() {
+                return Err(fail(0, error, Vec::new()));
+            }
+            if self.commands.send(Command::Append(pending)).await.is_err() {
+                return Err(fail(0, AppendError::Closed, Vec::new()));
+            }
+        }
+        let mut appended = Vec::with_capacity(outcomes.len());
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            // Answers come in order; the writer drops those after a failure unanswered.
+            match outcome.await {
+                Ok(Ok(done)) => appended.push(done),
+                Ok(Err(error)) => return Err(fail(index, error, appended)),
+                Err(_) => return Err(fail(index, AppendError::Closed, appended)),
+            }
+        }
+        match invalid {
+            Some((index, error)) => Err(fail(index, error, appended)),
+            None => Ok(appended),
+        }
+    }
+
+    /// The batch size limit and decode limits of the current configuration.
+    fn append_limits(&self) -> (u64, DecodeLimits) {
+        let config = self
+            .shared
+            .config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (config.batch_bytes_max, config.append_decode_limits.clone())
+    }
+
+    fn refuse_if_fenced(&self) -> Result<(), AppendError> {
+        match &self.shared.read_state().fenced {
+            Some(reason) => Err(AppendError::Fenced {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// One past the last durable offset: what readers may see.
@@ -1595,6 +1681,38 @@ impl<D: Disk> PartitionLog<D> {
         }
         outcome.await.unwrap_or(Ok(()))
     }
+}
+
+/// Checks one batch for append on the caller's task: its size, CRC, framing and records
+/// (their count and layout, not their contents), and that it covers exactly its records
+/// unless `gaps_allowed`. The writer then only copies and stamps it.
+fn validate_append(
+    batch: &Bytes,
+    gaps_allowed: bool,
+    max: u64,
+    limits: &DecodeLimits,
+) -> Result<BatchHeader, AppendError> {
+    let size = batch.len() as u64;
+    if size > max {
+        return Err(AppendError::BatchTooLarge { size, max });
+    }
+    let header = validate_batch_records(batch, limits).map_err(|error| {
+        match error {
+            // Header, framing and CRC errors keep their own variant (a damaged batch).
+            DecodeError::Batch(error) => AppendError::InvalidBatch(error),
+            other => AppendError::InvalidRecords(other),
+        }
+    })?;
+    // A producer's batch covers exactly its records: a larger last offset delta (legal
+    // only after compaction) would let a client burn offsets without writing records.
+    let exact = header.record_count >= 1 && header.last_offset_delta == header.record_count - 1;
+    if !exact && !gaps_allowed {
+        return Err(AppendError::InvalidBatch(BatchError::BadLastOffsetDelta {
+            last_offset_delta: header.last_offset_delta,
+            record_count: header.record_count,
+        }));
+    }
+    Ok(header)
 }
 
 /// Reads whole batches from one segment: skips batches that end before `from_offset`,
@@ -2665,8 +2783,47 @@ async fn sleep_if_due(clock: &dyn Clock, deadline: Option<Instant>) {
     }
 }
 
+/// Adds the batches of one append command to `group`, numbering a multi-batch chain so a
+/// failure in it can stop the rest of it; returns their bytes.
+fn add_to_group(
+    group: &mut Vec<PendingAppend>,
+    batches: Vec<PendingAppend>,
+    chains: &mut usize,
+) -> u64 {
+    let chained = batches.len() > 1;
+    let mut bytes = 0;
+    for mut pending in batches {
+        bytes += pending.batch.len() as u64;
+        pending.chain = chained.then_some(*chains);
+        group.push(pending);
+    }
+    if chained {
+        *chains += 1;
+    }
+    bytes
+}
+
+/// The chains of a group in which a batch failed: the rest of each is dropped unanswered
+/// (its caller stops at the failure).
+type BrokenChains = std::collections::HashSet<usize>;
+
+/// Answers a batch that is not appended, and breaks its chain.
+fn refuse(
+    reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+    chain: Option<usize>,
+    error: AppendError,
+    broken: &mut BrokenChains,
+) {
+    if let Some(chain) = chain {
+        broken.insert(chain);
+    }
+    let _ = reply.send(Err(error));
+}
+
 /// A batch stamped into the group buffer, waiting for the write and maybe the sync.
 struct Staged {
+    /// The `append_batches` chain it belongs to, if any.
+    chain: Option<usize>,
     reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
     outcome: AppendOutcome,
     durability: AppendDurability,
@@ -2728,13 +2885,13 @@ impl<D: Disk> Writer<D> {
             }
             match command {
                 Command::Append(first) => {
-                    let mut group = vec![first];
-                    let mut bytes = group[0].batch.len() as u64;
+                    let mut group = Vec::new();
+                    let mut chains = 0;
+                    let mut bytes = add_to_group(&mut group, first, &mut chains);
                     while bytes < self.shared.config().commit_bytes_max {
                         match commands.try_recv() {
                             Ok(Command::Append(next)) => {
-                                bytes += next.batch.len() as u64;
-                                group.push(next);
+                                bytes += add_to_group(&mut group, next, &mut chains);
                             }
                             Ok(other) => {
                                 deferred = Some(other);
@@ -2782,8 +2939,9 @@ impl<D: Disk> Writer<D> {
     /// to, so no segment ever spans more offsets than its index can hold (32-bit relative
     /// offsets) or more bytes than `segment.bytes`, however many batches one drain takes.
     async fn commit(&mut self, group: Vec<PendingAppend>) {
+        let mut broken = BrokenChains::new();
         for part in self.split_at_rolls(group) {
-            self.commit_part(part).await;
+            self.commit_part(part, &mut broken).await;
         }
     }
 
@@ -2843,12 +3001,18 @@ impl<D: Disk> Writer<D> {
         }
     }
 
-    async fn commit_part(&mut self, group: Vec<PendingAppend>) {
+    async fn commit_part(&mut self, group: Vec<PendingAppend>, broken: &mut BrokenChains) {
+        // Batches after a failed one of their chain are not appended (nor answered).
+        let group: Vec<PendingAppend> = group
+            .into_iter()
+            .filter(|pending| pending.chain.is_none_or(|chain| !broken.contains(&chain)))
+            .collect();
         if let Some(reason) = self.fenced() {
             for pending in group {
-                let _ = pending.reply.send(Err(AppendError::Fenced {
+                let error = AppendError::Fenced {
                     reason: reason.clone(),
-                }));
+                };
+                refuse(pending.reply, pending.chain, error, broken);
             }
             return;
         }
@@ -2883,9 +3047,10 @@ impl<D: Disk> Writer<D> {
                 let reason = format!("segment roll failed: {error}");
                 self.fence(reason.clone());
                 for pending in group {
-                    let _ = pending.reply.send(Err(AppendError::Fenced {
+                    let error = AppendError::Fenced {
                         reason: reason.clone(),
-                    }));
+                    };
+                    refuse(pending.reply, pending.chain, error, broken);
                 }
                 return;
             }
@@ -2905,6 +3070,9 @@ impl<D: Disk> Writer<D> {
         let mut records_written = 0u64;
         let mut undo = Vec::new();
         for pending in group {
+            if pending.chain.is_some_and(|chain| broken.contains(&chain)) {
+                continue;
+            }
             match self.producers.check(&pending.header) {
                 SequenceCheck::Accept => {}
                 SequenceCheck::Duplicate {
@@ -2921,6 +3089,7 @@ impl<D: Disk> Writer<D> {
                     // A retry of a batch already in the log: answer with its offsets once it
                     // is as durable as this request asks (it may still be unsynced).
                     staged.push(Staged {
+                        chain: pending.chain,
                         reply: pending.reply,
                         outcome: AppendOutcome {
                             base_offset,
@@ -2934,21 +3103,18 @@ impl<D: Disk> Writer<D> {
                     continue;
                 }
                 SequenceCheck::OutOfOrder { expected, received } => {
-                    let _ = pending
-                        .reply
-                        .send(Err(AppendError::OutOfOrderSequence { expected, received }));
+                    let error = AppendError::OutOfOrderSequence { expected, received };
+                    refuse(pending.reply, pending.chain, error, broken);
                     continue;
                 }
                 SequenceCheck::UnknownProducer { received } => {
-                    let _ = pending
-                        .reply
-                        .send(Err(AppendError::UnknownProducer { received }));
+                    let error = AppendError::UnknownProducer { received };
+                    refuse(pending.reply, pending.chain, error, broken);
                     continue;
                 }
                 SequenceCheck::StaleEpoch { current, received } => {
-                    let _ = pending
-                        .reply
-                        .send(Err(AppendError::InvalidProducerEpoch { current, received }));
+                    let error = AppendError::InvalidProducerEpoch { current, received };
+                    refuse(pending.reply, pending.chain, error, broken);
                     continue;
                 }
             }
@@ -2964,7 +3130,8 @@ impl<D: Disk> Writer<D> {
                 .and_then(|()| set_partition_leader_epoch(stamped, PARTITION_LEADER_EPOCH));
             if let Err(error) = stamp {
                 buffer.truncate(start);
-                let _ = pending.reply.send(Err(AppendError::InvalidBatch(error)));
+                let error = AppendError::InvalidBatch(error);
+                refuse(pending.reply, pending.chain, error, broken);
                 continue;
             }
             let last_offset = next_offset + i64::from(pending.header.last_offset_delta);
@@ -2978,6 +3145,7 @@ impl<D: Disk> Writer<D> {
             }
             records_written += record_count::stored_records(&pending.header);
             staged.push(Staged {
+                chain: pending.chain,
                 reply: pending.reply,
                 outcome: AppendOutcome {
                     base_offset: next_offset,
@@ -3003,6 +3171,7 @@ impl<D: Disk> Writer<D> {
             }
             // The rollback truncates the file: let a sync of the earlier bytes finish first.
             self.drain_sync().await;
+            broken.extend(staged.iter().filter_map(|batch| batch.chain));
             self.fail_write(&*file, start_position, error, staged).await;
             return;
         }
@@ -3551,10 +3720,12 @@ fn read_only_error(directory: &Path) -> DiskError {
 async fn refuse_writes(directory: PathBuf, mut commands: mpsc::Receiver<Command>) {
     while let Some(command) = commands.recv().await {
         match command {
-            Command::Append(append) => {
-                let _ = append
-                    .reply
-                    .send(Err(AppendError::Disk(read_only_error(&directory))));
+            Command::Append(batches) => {
+                for append in batches {
+                    let _ = append
+                        .reply
+                        .send(Err(AppendError::Disk(read_only_error(&directory))));
+                }
             }
             Command::DeleteBefore { reply, .. } => {
                 let _ = reply.send(Err(DeleteError::Disk(read_only_error(&directory))));

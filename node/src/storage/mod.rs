@@ -23,7 +23,7 @@ pub mod verify;
 
 pub use disk::{BackendChoice, Disk, DiskError, DiskFile, OpenMode, SystemDisk};
 pub use log::{
-    AppendDurability, AppendError, AppendOutcome, DeleteError, LogConfig, OpenError, PartitionLog,
-    ReadBatches, ReadError,
+    AppendBatchesError, AppendDurability, AppendError, AppendInput, AppendOutcome, DeleteError,
+    LogConfig, OpenError, PartitionLog, ReadBatches, ReadError,
 };
 pub use partition_key::PartitionKey;

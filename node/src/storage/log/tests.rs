@@ -451,6 +451,173 @@ fn concurrent_appends_share_one_fdatasync() {
     });
 }
 
+// Goal: the batches of one `append_batches` call share one write and one fdatasync, and
+// get dense offsets in their order.
+#[test]
+fn append_batches_share_one_fdatasync() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(30);
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), LogConfig::default(), clock())
+            .await
+            .unwrap();
+        // The first sync also stores the recovery checkpoint (a second fdatasync); the
+        // manual clock does not move, so no later sync is due to store one.
+        log.append(batch(0, 1, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        let before = disk.sync_count();
+        let inputs: Vec<AppendInput> = (1..=20)
+            .map(|tag| AppendInput {
+                batch: batch(tag, 3, 0),
+                gaps_allowed: false,
+            })
+            .collect();
+        let outcomes = log
+            .append_batches(inputs, AppendDurability::Synced)
+            .await
+            .unwrap();
+        assert_eq!(disk.sync_count() - before, 1, "one fdatasync for the call");
+        let expected: Vec<AppendOutcome> = (0..20)
+            .map(|index| AppendOutcome {
+                base_offset: 1 + 3 * index,
+                last_offset: 3 + 3 * index,
+            })
+            .collect();
+        assert_eq!(outcomes, expected);
+        assert_eq!(log.high_watermark(), 61);
+        let read = read_all(&log).await;
+        assert_eq!(read.len(), 21);
+        assert_eq!(
+            values(&read[20].2),
+            ["value-20-0", "value-20-1", "value-20-2"]
+        );
+        assert_eq!(
+            log.append_batches(Vec::new(), AppendDurability::Synced)
+                .await
+                .unwrap(),
+            []
+        );
+    });
+}
+
+// Goal: a batch of an `append_batches` call that fails its checks, its producer sequence
+// or its write stops the call there: the batches before it are appended and reported,
+// none after it is appended (even one that would be accepted on its own).
+#[test]
+fn append_batches_stop_at_the_first_failure() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(31);
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), clock())
+            .await
+            .unwrap();
+        let input = |batch| AppendInput {
+            batch,
+            gaps_allowed: false,
+        };
+        // A bad CRC in the middle: checked on the caller's task.
+        let mut damaged = batch(2, 1, 0).to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        let inputs = vec![
+            input(batch(0, 1, 0)),
+            input(batch(1, 1, 0)),
+            input(Bytes::from(damaged)),
+            input(batch(3, 1, 0)),
+        ];
+        let error = log
+            .append_batches(inputs, AppendDurability::Synced)
+            .await
+            .unwrap_err();
+        assert_eq!((error.index, error.count), (2, 4));
+        assert!(
+            matches!(error.error, AppendError::InvalidBatch(_)),
+            "{error}"
+        );
+        assert_eq!(
+            error.appended,
+            [
+                AppendOutcome {
+                    base_offset: 0,
+                    last_offset: 0
+                },
+                AppendOutcome {
+                    base_offset: 1,
+                    last_offset: 1
+                }
+            ]
+        );
+        assert_eq!(log.high_watermark(), 2);
+
+        // A sequence gap in the middle: the writer refuses it, and the next batch (which
+        // continues the sequence of the ones before it) is not appended either.
+        let inputs = vec![
+            input(idempotent_batch(10, 2, 7, 0, 0)),
+            input(idempotent_batch(11, 1, 7, 0, 5)),
+            input(idempotent_batch(12, 1, 7, 0, 2)),
+        ];
+        let error = log
+            .append_batches(inputs, AppendDurability::Written)
+            .await
+            .unwrap_err();
+        assert_eq!(error.index, 1);
+        assert!(
+            matches!(
+                error.error,
+                AppendError::OutOfOrderSequence {
+                    expected: 2,
+                    received: 5
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            error.appended,
+            [AppendOutcome {
+                base_offset: 2,
+                last_offset: 3
+            }]
+        );
+        // The stopped batch was not written: the next offset is still 4, and the batch is
+        // accepted afterwards (not answered as a duplicate of an earlier write).
+        let outcome = log
+            .append(batch(13, 1, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        assert_eq!(outcome.base_offset, 4);
+        let outcome = log
+            .append(idempotent_batch(12, 1, 7, 0, 2), AppendDurability::Synced)
+            .await
+            .unwrap();
+        assert_eq!(outcome.base_offset, 5);
+
+        // A refused write of the first part of a call that spans a roll: the log stays
+        // writable, and the part after the roll is not written.
+        disk.fail_next_write(libc::ENOSPC);
+        let segments = log.segment_count();
+        let inputs: Vec<AppendInput> = (0..80).map(|tag| input(batch(100 + tag, 1, 0))).collect();
+        let error = log
+            .append_batches(inputs, AppendDurability::Synced)
+            .await
+            .unwrap_err();
+        assert_eq!(error.index, 0);
+        assert!(matches!(error.error, AppendError::Disk(_)), "{error}");
+        assert!(error.appended.is_empty());
+        // The writer has handled the whole call once a later append is answered.
+        let outcome = log
+            .append(batch(200, 1, 0), AppendDurability::Synced)
+            .await
+            .unwrap();
+        assert_eq!(outcome.base_offset, 6, "nothing of the call was appended");
+        assert_eq!(
+            log.segment_count(),
+            segments,
+            "no roll for the stopped part"
+        );
+        assert_eq!(read_all(&log).await.len(), 6);
+        assert!(log.fenced_reason().is_none());
+    });
+}
+
 // Goal: acks=1 appends are acknowledged before the sync but become visible (and counted
 // in the record count) only once synced, by the flush interval or by a later synced append.
 #[test]
