@@ -3,10 +3,13 @@
 
 use ledge_protocol::wire::{ErrorCode, TopicResult};
 
+use super::fetch::FetchError;
+use super::produce::{PrepareError, ProduceError};
 use super::registry::{
     AlterTopicError, CreateTopicError, DeleteTopicError, LookupError, PartitionCountError,
     ProducerIdError,
 };
+use crate::storage::{AppendError, ReadError};
 
 /// The code for a topic or partition that cannot be used.
 pub(super) fn lookup_code(error: &LookupError) -> ErrorCode {
@@ -86,4 +89,58 @@ pub(super) fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)
             message,
         },
     }
+}
+
+/// The code and message for a produce to one partition that failed.
+pub(super) fn produce_wire(error: &ProduceError) -> (ErrorCode, String) {
+    let code = match error {
+        ProduceError::InternalTopic { .. } => ErrorCode::InternalTopic,
+        ProduceError::DiskFull { .. } => ErrorCode::DiskFull,
+        ProduceError::Lookup(error) => lookup_code(error),
+        ProduceError::NoBatches | ProduceError::MalformedBatch(_) => ErrorCode::CorruptMessage,
+        ProduceError::InvalidTimestamp(_) => ErrorCode::InvalidTimestamp,
+        ProduceError::Prepare(error) => prepare_code(error),
+        ProduceError::Append(error) => append_code(error),
+        ProduceError::Plugin { code, .. } => *code,
+        ProduceError::TimedOut { .. } => ErrorCode::RequestTimedOut,
+    };
+    (code, error.to_string())
+}
+
+fn prepare_code(error: &PrepareError) -> ErrorCode {
+    match error {
+        PrepareError::Undecodable(error) => super::undecodable_batch_code(error),
+        PrepareError::NoRecords | PrepareError::Reencode(_) | PrepareError::AppendTime(_) => {
+            ErrorCode::CorruptMessage
+        }
+    }
+}
+
+fn append_code(error: &AppendError) -> ErrorCode {
+    match error {
+        AppendError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+        // Records that do not match their (intact) header: the same bytes will fail
+        // again, so the code is not a retriable one.
+        AppendError::InvalidRecords(_) => ErrorCode::InvalidRecord,
+        AppendError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        AppendError::Disk(disk) if disk.is_out_of_space() => ErrorCode::DiskFull,
+        AppendError::Disk(_) => ErrorCode::StorageError,
+        AppendError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+        AppendError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+        AppendError::UnknownProducer { .. } => ErrorCode::UnknownProducerId,
+        AppendError::Fenced { .. } => ErrorCode::StorageError,
+        AppendError::Closed => ErrorCode::ShuttingDown,
+    }
+}
+
+/// The code and message for one partition of a fetch or list-offsets.
+pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
+    let code = match error {
+        FetchError::Lookup(error) => lookup_code(error),
+        FetchError::Read(ReadError::OffsetOutOfRange { .. }) => ErrorCode::OffsetOutOfRange,
+        FetchError::Read(ReadError::Corrupt { .. }) => ErrorCode::DataDamaged,
+        FetchError::Read(_) | FetchError::OffsetLookup(_) => ErrorCode::StorageError,
+        FetchError::Plugin { code, .. } => *code,
+    };
+    (code, error.to_string())
 }

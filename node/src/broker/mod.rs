@@ -12,47 +12,45 @@
 //! waits for any of the partitions' high watermarks to move, up to `max_wait_ms`.
 
 mod dispatch;
+mod fetch;
 mod groups;
+mod maintenance;
 pub mod metadata;
 mod plugins;
+mod produce;
 mod producer_id_hold;
 pub mod registry;
 pub mod topic_config;
 pub mod transforms;
 
+pub use fetch::FetchError;
+pub use maintenance::{VERIFY_BYTES_PER_SECOND_DEFAULT, VerifyPassReport};
+pub use produce::{PrepareError, ProduceError};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::future::join_all;
 use ledge_protocol::wire::{
     AlterConfigsRequest, AlterConfigsResponse, ApiVersionsResponse, ConfigDescription,
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, ErrorCode, FetchPartitionResponse,
-    FetchRequest, FetchResponse, FetchTopicResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
-    ListOffsetsTopicResponse, MetadataRequest, MetadataResponse, OffsetSpec, PartitionMetadata,
-    ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse,
-    ProduceTopicResponse, Request, Response, TopicConfigs, TopicMetadata,
+    DescribeConfigsRequest, DescribeConfigsResponse, ErrorCode, InitProducerIdRequest,
+    InitProducerIdResponse, MetadataRequest, MetadataResponse, PartitionMetadata, Request,
+    Response, TopicConfigs, TopicMetadata,
 };
-use ledge_protocol::{BatchHeader, BatchIter, EncodeOptions, decode_batch, encode_batch};
-use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::groups::coordinator::{GroupCoordinator, GroupLimits};
 use crate::groups::offsets::{OFFSETS_TOPIC, OffsetStore};
-use crate::storage::retention::RetentionPolicy;
-use crate::storage::{
-    AppendDurability, AppendError, Disk, DiskError, LogConfig, PartitionLog, ReadError,
-};
+use crate::storage::{Disk, DiskError, LogConfig, PartitionLog};
 use metadata::MetadataStore;
-// The WASM tests build stored topics by hand.
+// The WASM tests build stored topics and parse batch headers by hand.
+#[cfg(test)]
+use ledge_protocol::BatchHeader;
 #[cfg(test)]
 use metadata::StoredTopic;
-use topic_config::{CleanupPolicy, TimestampType, TopicCompression, TopicConfig};
+use topic_config::TopicConfig;
 
 /// Node-wide broker settings and limits (see docs/OPERATIONS.md).
 #[derive(Clone, Debug)]
@@ -120,21 +118,6 @@ impl Default for BrokerConfig {
     }
 }
 
-/// Default of [`BrokerConfig::verify_bytes_per_second`]: 4 MiB/s re-reads 100 GiB of sealed
-/// segments about every 7 hours, a small share of even an SD card's read bandwidth.
-pub const VERIFY_BYTES_PER_SECOND_DEFAULT: u64 = 4 * 1024 * 1024;
-
-/// What one pass of the background verifier did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VerifyPassReport {
-    /// Sealed segments read to the end or to their damage.
-    pub segments_checked: usize,
-    /// Of those, damaged.
-    pub segments_damaged: usize,
-    /// Bytes read.
-    pub bytes_read: u64,
-}
-
 /// A topic declared in the config file, to be reconciled at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeclaredTopic {
@@ -172,7 +155,6 @@ pub enum BrokerError {
 /// partitions, configs, `metadata.json` and producer ids; the request handlers look
 /// partitions up there; groups, plug-ins and transforms keep their own state below.
 pub struct Broker<D: Disk> {
-    disk: D,
     clock: Arc<dyn Clock>,
     config: BrokerConfig,
     /// Topics, partitions, configs, `metadata.json`, producer ids.
@@ -241,7 +223,6 @@ impl<D: Disk> Broker<D> {
         let opened_batch_budget =
             plugins::OpenedBatchBudget::new(config.wasm.opened_batch_bytes_max);
         let broker = Self {
-            disk,
             clock,
             config,
             topics: Arc::clone(&registry.topics),
@@ -305,78 +286,6 @@ impl<D: Disk> Broker<D> {
         self.registry.online_logs(wanted)
     }
 
-    /// Deletes segments past their topic's retention in every partition of every topic with
-    /// `cleanup.policy` including `delete`. Returns how many partitions moved their start.
-    pub async fn enforce_retention(&self) -> usize {
-        let now_ms = self.clock.wall_time_ms();
-        let work = self.online_logs(|config| {
-            matches!(
-                config.cleanup_policy,
-                CleanupPolicy::Delete | CleanupPolicy::CompactAndDelete
-            )
-        });
-        let mut moved = 0;
-        for (log, config) in work {
-            let policy = RetentionPolicy {
-                retention: config.retention,
-                retention_bytes: config.retention_bytes,
-            };
-            match log.enforce_retention(now_ms, &policy).await {
-                Ok(Some(_)) => moved += 1,
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::error!(directory = %log.directory().display(), %error, "retention failed")
-                }
-            }
-        }
-        moved
-    }
-
-    /// Compacts every partition of every topic with `cleanup.policy` including `compact`
-    /// whose dirty ratio reached `min.cleanable.dirty.ratio`, or whose oldest dirty segment is
-    /// older than `max.compaction.lag.ms`. Returns how many partitions were compacted.
-    pub async fn enforce_compaction(&self) -> usize {
-        let now_ms = self.clock.wall_time_ms();
-        let work = self.online_logs(|config| {
-            matches!(
-                config.cleanup_policy,
-                CleanupPolicy::Compact | CleanupPolicy::CompactAndDelete
-            )
-        });
-        let mut compacted = 0;
-        for (log, config) in work {
-            let (dirty, total) = log.compaction_stats();
-            if dirty == 0 || total == 0 {
-                continue;
-            }
-            let ratio_reached = dirty as f64 / total as f64 >= config.min_cleanable_dirty_ratio;
-            let overdue = config.max_compaction_lag.is_some_and(|lag| {
-                let lag_ms = i64::try_from(lag.as_millis()).unwrap_or(i64::MAX);
-                log.segment_infos()
-                    .iter()
-                    .filter(|segment| !segment.active && !segment.compacted)
-                    .filter_map(|segment| segment.max_timestamp_ms)
-                    .any(|newest| newest < now_ms.saturating_sub(lag_ms))
-            });
-            if !(ratio_reached || overdue) {
-                continue;
-            }
-            let policy = crate::storage::compaction::CompactionPolicy {
-                delete_retention: config.delete_retention,
-                min_compaction_lag: config.min_compaction_lag,
-                key_map_bytes_max: self.config.compaction_key_map_bytes_max,
-            };
-            match log.compact(now_ms, &policy).await {
-                Ok(report) if report.segments_rewritten > 0 => compacted += 1,
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::error!(directory = %log.directory().display(), %error, "compaction failed")
-                }
-            }
-        }
-        compacted
-    }
-
     /// Changes to the topics and their partitions from now on.
     pub fn subscribe_registry_events(
         &self,
@@ -387,129 +296,6 @@ impl<D: Disk> Broker<D> {
     /// The node's clock: every timer and deadline of the node waits on it.
     pub fn clock(&self) -> Arc<dyn Clock> {
         Arc::clone(&self.clock)
-    }
-
-    /// Enforces retention every `retention_check_interval`, and re-checks the disk guard
-    /// every second, for as long as the broker lives.
-    pub async fn run_retention(self: Arc<Self>) {
-        let mut since_retention = Duration::ZERO;
-        let step = Duration::from_secs(1).min(self.config.retention_check_interval);
-        loop {
-            crate::clock::sleep(&*self.clock, step).await;
-            since_retention += step;
-            if since_retention >= self.config.retention_check_interval {
-                since_retention = Duration::ZERO;
-                self.enforce_retention().await;
-                self.enforce_compaction().await;
-            }
-            self.check_disk_usage();
-        }
-    }
-
-    /// Verifies the sealed segments of every online partition, over and over, reading at
-    /// most `verify_bytes_per_second` (0: never). The driver of `storage::verify`.
-    pub async fn run_verifier(self: Arc<Self>) {
-        let rate = self.config.verify_bytes_per_second;
-        if rate == 0 {
-            return;
-        }
-        loop {
-            let report = self.verify_pass(rate).await;
-            if report.bytes_read == 0 {
-                // Nothing sealed yet: look again when retention does.
-                crate::clock::sleep(&*self.clock, self.config.retention_check_interval).await;
-            }
-        }
-    }
-
-    /// One pass over every sealed segment of every online partition, sleeping after each
-    /// read so as to read at most `bytes_per_second` (reading itself takes time too, so the
-    /// real rate is lower). Damage is logged and kept by the partition log: `topic
-    /// describe` shows it and reads of the damaged range fail with it.
-    pub async fn verify_pass(&self, bytes_per_second: u64) -> VerifyPassReport {
-        use crate::storage::verify::VerifyStep;
-        let rate = bytes_per_second.max(1);
-        // One read is at most a second's budget, so the pace stays even.
-        let step_bytes = rate.min(self.config.log.recovery_read_bytes as u64).max(1);
-        let mut report = VerifyPassReport::default();
-        for (log, _) in self.online_logs(|_| true) {
-            for mut check in log.sealed_segment_checks() {
-                loop {
-                    match check.step(step_bytes, self.clock.wall_time_ms()).await {
-                        Ok(VerifyStep::Read(bytes)) => {
-                            report.bytes_read += bytes;
-                            crate::clock::sleep(
-                                &*self.clock,
-                                Duration::from_secs_f64(bytes as f64 / rate as f64),
-                            )
-                            .await;
-                        }
-                        Ok(VerifyStep::Clean) => {
-                            report.segments_checked += 1;
-                            break;
-                        }
-                        // Replaced by compaction or removed by retention meanwhile: the
-                        // next pass checks what is there then.
-                        Ok(VerifyStep::Abandoned) => break,
-                        Ok(VerifyStep::Damaged(damage)) => {
-                            report.segments_checked += 1;
-                            report.segments_damaged += 1;
-                            log.report_damage(damage);
-                            break;
-                        }
-                        Err(error) => {
-                            tracing::warn!(directory = %log.directory().display(), segment_base = check.segment_base(), %error, "verifier could not read a sealed segment");
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        report
-    }
-
-    /// Bytes used by every partition log.
-    pub fn log_bytes(&self) -> u64 {
-        self.online_logs(|_| true)
-            .iter()
-            .map(|(log, _)| log.size_bytes())
-            .sum()
-    }
-
-    /// Trips or resets the disk guard: produce is refused while the logs exceed
-    /// `disk_usage_bytes_max` or the filesystem is fuller than `disk_usage_percent_max`.
-    /// Reads and retention carry on, so the guard resets itself once retention frees space.
-    pub fn check_disk_usage(&self) -> Option<String> {
-        let mut reason = None;
-        if let Some(limit) = self.config.disk_usage_bytes_max {
-            let used = self.log_bytes();
-            if used > limit {
-                reason = Some(format!(
-                    "logs use {used} bytes, over limits.disk_usage_bytes_max ({limit})"
-                ));
-            }
-        }
-        if reason.is_none()
-            && let Some(limit) = self.config.disk_usage_percent_max
-            && let Some(percent) = filesystem_used_percent(&self.data_dir)
-            && percent > f64::from(limit)
-        {
-            reason = Some(format!(
-                "the filesystem of {} is {percent:.1}% full, over limits.disk_usage_percent_max ({limit}%)",
-                self.data_dir.display()
-            ));
-        }
-        let mut guard = write(&self.disk_full);
-        if *guard != reason {
-            match &reason {
-                Some(why) => {
-                    tracing::warn!(reason = %why, "disk guard: refusing produce until space is freed")
-                }
-                None => tracing::info!("disk guard: space available again; produce resumes"),
-            }
-            guard.clone_from(&reason);
-        }
-        reason
     }
 
     /// Syncs and closes every partition log.
@@ -820,497 +606,6 @@ impl<D: Disk> Broker<D> {
             }
         }
     }
-
-    async fn produce(&self, request: ProduceRequest) -> ProduceResponse {
-        let durability = match request.acks {
-            ledge_protocol::wire::Acks::All => AppendDurability::Synced,
-            ledge_protocol::wire::Acks::Leader | ledge_protocol::wire::Acks::None => {
-                AppendDurability::Written
-            }
-        };
-        let timeout = Duration::from_millis(u64::from(request.timeout_ms))
-            .min(self.config.produce_timeout_max);
-        let topics = request.topics.into_iter().map(|topic| async move {
-            let name = topic.name;
-            let partitions =
-                join_all(topic.partitions.into_iter().map(|partition| {
-                    self.produce_partition(&name, partition, durability, timeout)
-                }))
-                .await;
-            ProduceTopicResponse { name, partitions }
-        });
-        ProduceResponse {
-            topics: join_all(topics).await,
-        }
-    }
-
-    async fn produce_partition(
-        &self,
-        topic: &str,
-        request: ProducePartition,
-        durability: AppendDurability,
-        timeout: Duration,
-    ) -> ProducePartitionResponse {
-        let mut response = ProducePartitionResponse {
-            partition: request.partition,
-            error: ErrorCode::None,
-            message: String::new(),
-            base_offset: -1,
-            log_append_time_ms: -1,
-            log_start_offset: -1,
-            routed: None,
-        };
-        let fail = |mut response: ProducePartitionResponse,
-                    (code, message): (ErrorCode, String)| {
-            response.error = code;
-            response.message = message;
-            response
-        };
-        if topic.starts_with("__") {
-            return fail(
-                response,
-                (
-                    ErrorCode::InternalTopic,
-                    format!("internal topic {topic:?} is written by the node only"),
-                ),
-            );
-        }
-        if let Some(reason) = read(&self.disk_full).clone() {
-            return fail(
-                response,
-                (ErrorCode::DiskFull, format!("disk full: {reason}")),
-            );
-        }
-        if request.partition == ledge_protocol::wire::NODE_PARTITIONED {
-            let work = self.produce_node_partitioned(topic, request.records, durability);
-            return match crate::clock::timeout(&*self.clock, timeout, work).await {
-                Ok(Ok((routing, append_time))) => {
-                    response.routed = Some(routing);
-                    response.log_append_time_ms = append_time.unwrap_or(-1);
-                    response
-                }
-                Ok(Err(error)) => fail(response, error),
-                Err(_) => fail(
-                    response,
-                    (
-                        ErrorCode::RequestTimedOut,
-                        format!(
-                            "not durable within the request timeout of {} ms",
-                            timeout.as_millis()
-                        ),
-                    ),
-                ),
-            };
-        }
-        let partition = match self.partition(topic, request.partition) {
-            Ok(partition) => partition,
-            Err(error) => return fail(response, error),
-        };
-        let log = match partition.log() {
-            Ok(log) => log,
-            Err(error) => return fail(response, error),
-        };
-        let config = match self.topic(topic) {
-            Some(topic) => read(&topic.config).clone(),
-            None => {
-                return fail(
-                    response,
-                    (
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("unknown topic {topic:?}"),
-                    ),
-                );
-            }
-        };
-        if request.records.is_empty() {
-            return fail(
-                response,
-                (
-                    ErrorCode::CorruptMessage,
-                    "no record batches in the request".into(),
-                ),
-            );
-        }
-        let mut batches = Vec::new();
-        for item in BatchIter::new(&request.records) {
-            match item {
-                Ok((header, bytes)) => batches.push((header, request.records.slice_ref(bytes))),
-                Err(error) => {
-                    return fail(
-                        response,
-                        (
-                            ErrorCode::CorruptMessage,
-                            format!("malformed record batch: {error}"),
-                        ),
-                    );
-                }
-            }
-        }
-        let now_ms = self.clock.wall_time_ms();
-        for (header, _) in &batches {
-            if let Err(message) = config.check_timestamps(header, now_ms) {
-                return fail(response, (ErrorCode::InvalidTimestamp, message));
-            }
-        }
-        let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
-        let work = async {
-            let mut first = None;
-            let partition_count = self
-                .topic(topic)
-                .map_or(0, |topic| read(&topic.partitions).len() as u32);
-            for (header, batch) in batches {
-                let batch = match self.prepare_batch(&header, batch, &config, append_time) {
-                    Ok(batch) => batch,
-                    Err(error) => return Err(error),
-                };
-                let (batch, gaps) = match &config.produce_filter_module {
-                    Some(filter) => {
-                        self.filter_produced_batch(filter, batch, partition_count)
-                            .await?
-                    }
-                    None => (batch, false),
-                };
-                let appended = if gaps {
-                    log.append_with_gaps(batch, durability).await
-                } else {
-                    log.append(batch, durability).await
-                };
-                match appended {
-                    Ok(outcome) => {
-                        first.get_or_insert(outcome.base_offset);
-                    }
-                    Err(error) => return Err(self.append_failed(&partition, error)),
-                }
-            }
-            Ok(first.unwrap_or(-1))
-        };
-        match crate::clock::timeout(&*self.clock, timeout, work).await {
-            Ok(Ok(base_offset)) => {
-                response.base_offset = base_offset;
-                response.log_append_time_ms = append_time.unwrap_or(-1);
-                response.log_start_offset = log.log_start_offset();
-                response
-            }
-            Ok(Err(error)) => fail(response, error),
-            Err(_) => fail(
-                response,
-                (
-                    ErrorCode::RequestTimedOut,
-                    format!(
-                        "not durable within the request timeout of {} ms",
-                        timeout.as_millis()
-                    ),
-                ),
-            ),
-        }
-    }
-
-    /// Applies the topic's `message.timestamp.type` and `compression.type` to a batch; the
-    /// common case (producer's codec, create time) returns it untouched, without a copy.
-    fn prepare_batch(
-        &self,
-        header: &BatchHeader,
-        batch: Bytes,
-        config: &TopicConfig,
-        append_time: Option<i64>,
-    ) -> Result<Bytes, (ErrorCode, String)> {
-        let wanted = match config.compression {
-            TopicCompression::Codec(codec)
-                if !header.is_control() && header.compression().ok() != Some(codec) =>
-            {
-                Some(codec)
-            }
-            _ => None,
-        };
-        let mut batch = batch;
-        if let Some(codec) = wanted {
-            let decoded = decode_batch(&batch, &Default::default()).map_err(|error| {
-                (
-                    undecodable_batch_code(&error),
-                    format!("cannot recompress batch: {error}"),
-                )
-            })?;
-            let records: Vec<_> = decoded
-                .records
-                .into_iter()
-                .map(ledge_protocol::DecodedRecord::into_record)
-                .collect();
-            if records.is_empty() {
-                return Err((ErrorCode::CorruptMessage, "a batch without records".into()));
-            }
-            let options = EncodeOptions {
-                compression: codec,
-                producer_id: header.producer_id,
-                producer_epoch: header.producer_epoch,
-                base_sequence: header.base_sequence,
-                timestamp_type: header.timestamp_type(),
-                transactional: header.is_transactional(),
-                ..EncodeOptions::default()
-            };
-            batch = encode_batch(&records, &options).map_err(|error| {
-                (
-                    ErrorCode::CorruptMessage,
-                    format!("cannot recompress batch: {error}"),
-                )
-            })?;
-        }
-        if let Some(timestamp) = append_time {
-            let mut owned = BytesMut::from(&batch[..]);
-            ledge_protocol::set_log_append_time(&mut owned, timestamp)
-                .map_err(|error| (ErrorCode::CorruptMessage, error.to_string()))?;
-            batch = owned.freeze();
-        }
-        Ok(batch)
-    }
-
-    fn append_failed(
-        &self,
-        partition: &Arc<registry::Partition<D>>,
-        error: AppendError,
-    ) -> (ErrorCode, String) {
-        let code = match &error {
-            AppendError::InvalidBatch(_) => ErrorCode::CorruptMessage,
-            // Records that do not match their (intact) header: the same bytes will fail
-            // again, so the code is not a retriable one.
-            AppendError::InvalidRecords(_) => ErrorCode::InvalidRecord,
-            AppendError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
-            AppendError::Disk(disk) if disk.is_out_of_space() => ErrorCode::DiskFull,
-            AppendError::Disk(_) => ErrorCode::StorageError,
-            AppendError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
-            AppendError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
-            AppendError::UnknownProducer { .. } => ErrorCode::UnknownProducerId,
-            AppendError::Fenced { .. } => {
-                self.reopen_in_background(partition);
-                ErrorCode::StorageError
-            }
-            AppendError::Closed => ErrorCode::ShuttingDown,
-        };
-        (code, error.to_string())
-    }
-
-    /// A fenced log is reopened with full verification once; on failure it goes offline.
-    fn reopen_in_background(&self, partition: &Arc<registry::Partition<D>>) {
-        if partition.reopening.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let Ok(log) = partition.log() else {
-            partition.reopening.store(false, Ordering::SeqCst);
-            return;
-        };
-        let partition = Arc::clone(partition);
-        let disk = self.disk.clone();
-        let clock = Arc::clone(&self.clock);
-        tokio::spawn(async move {
-            let state = match log.reopen(disk, clock).await {
-                Ok(fresh) => {
-                    tracing::info!(partition = %partition.key, "fenced partition reopened and verified");
-                    registry::PartitionState::Online(fresh)
-                }
-                Err(error) => {
-                    tracing::error!(partition = %partition.key, %error, "fenced partition failed verification; offline");
-                    registry::PartitionState::Offline(error.to_string())
-                }
-            };
-            *write(&partition.state) = state;
-            partition.reopening.store(false, Ordering::SeqCst);
-        });
-    }
-
-    async fn fetch(&self, request: FetchRequest) -> FetchResponse {
-        let plugin = match self.fetch_plugin(&request.plugin).await {
-            Ok(plugin) => plugin,
-            Err((error, message)) => {
-                tracing::debug!(%message, "fetch plug-in refused");
-                return FetchResponse {
-                    error,
-                    message,
-                    topics: Vec::new(),
-                };
-            }
-        };
-        let max_bytes = request.max_bytes.min(self.config.fetch_bytes_max) as usize;
-        let wait =
-            Duration::from_millis(u64::from(request.max_wait_ms)).min(self.config.fetch_wait_max);
-        let deadline = crate::clock::deadline_after(self.clock.now(), wait);
-        loop {
-            // Subscribe before reading, so an append between the read and the wait wakes us.
-            let mut watches: Vec<watch::Receiver<i64>> = Vec::new();
-            let mut total = 0usize;
-            let mut any_error = false;
-            let mut topics = Vec::new();
-            for topic in &request.topics {
-                let mut partitions = Vec::new();
-                for wanted in &topic.partitions {
-                    let mut response = FetchPartitionResponse {
-                        partition: wanted.partition,
-                        error: ErrorCode::None,
-                        message: String::new(),
-                        high_watermark: -1,
-                        log_start_offset: -1,
-                        records: Bytes::new(),
-                    };
-                    let log = match self
-                        .partition(&topic.name, wanted.partition)
-                        .and_then(|partition| partition.log())
-                    {
-                        Ok(log) => log,
-                        Err((code, _)) => {
-                            response.error = code;
-                            any_error = true;
-                            partitions.push(response);
-                            continue;
-                        }
-                    };
-                    watches.push(log.subscribe_high_watermark());
-                    let budget =
-                        (wanted.partition_max_bytes as usize).min(max_bytes.saturating_sub(total));
-                    if budget == 0 && total > 0 {
-                        response.high_watermark = log.high_watermark();
-                        response.log_start_offset = log.log_start_offset();
-                        partitions.push(response);
-                        continue;
-                    }
-                    match log.read(wanted.fetch_offset, budget.max(1)).await {
-                        Ok(read) => {
-                            total += read.bytes.len();
-                            response.high_watermark = read.high_watermark;
-                            response.log_start_offset = read.log_start_offset;
-                            response.records = read.bytes;
-                            if let Some(plugin) = &plugin
-                                && !response.records.is_empty()
-                            {
-                                let partition_count = self.partition_count(&topic.name);
-                                match self
-                                    .apply_fetch_plugin(
-                                        plugin,
-                                        std::mem::take(&mut response.records),
-                                        wanted.partition,
-                                        partition_count,
-                                    )
-                                    .await
-                                {
-                                    Ok(records) => response.records = records,
-                                    Err((error, message)) => {
-                                        response.error = error;
-                                        response.message = message;
-                                        any_error = true;
-                                    }
-                                }
-                            }
-                        }
-                        Err(ReadError::OffsetOutOfRange {
-                            log_start_offset,
-                            high_watermark,
-                            ..
-                        }) => {
-                            response.error = ErrorCode::OffsetOutOfRange;
-                            response.high_watermark = high_watermark;
-                            response.log_start_offset = log_start_offset;
-                            any_error = true;
-                        }
-                        Err(error) => {
-                            tracing::error!(topic = %topic.name, partition = wanted.partition, %error, "fetch read failed");
-                            response.error = match error {
-                                ReadError::Corrupt { .. } => ErrorCode::DataDamaged,
-                                _ => ErrorCode::StorageError,
-                            };
-                            response.message = error.to_string();
-                            any_error = true;
-                        }
-                    }
-                    partitions.push(response);
-                }
-                topics.push(FetchTopicResponse {
-                    name: topic.name.clone(),
-                    partitions,
-                });
-            }
-            let enough = total >= (request.min_bytes as usize).max(1) || any_error;
-            if enough || self.clock.now() >= deadline || watches.is_empty() {
-                return FetchResponse {
-                    error: ErrorCode::None,
-                    message: String::new(),
-                    topics,
-                };
-            }
-            let changed = futures_util::future::select_all(
-                watches.iter_mut().map(|watch| Box::pin(watch.changed())),
-            );
-            if crate::clock::timeout_at(&*self.clock, deadline, changed)
-                .await
-                .is_err()
-            {
-                return FetchResponse {
-                    error: ErrorCode::None,
-                    message: String::new(),
-                    topics,
-                };
-            }
-        }
-    }
-
-    async fn list_offsets(&self, request: ListOffsetsRequest) -> ListOffsetsResponse {
-        let mut topics = Vec::new();
-        for topic in request.topics {
-            let mut partitions = Vec::new();
-            for wanted in topic.partitions {
-                let mut response = ListOffsetsPartitionResponse {
-                    partition: wanted.partition,
-                    error: ErrorCode::None,
-                    offset: None,
-                    timestamp: None,
-                };
-                match self
-                    .partition(&topic.name, wanted.partition)
-                    .and_then(|partition| partition.log())
-                {
-                    Err((code, _)) => response.error = code,
-                    Ok(log) => match wanted.spec {
-                        OffsetSpec::Earliest => response.offset = Some(log.log_start_offset()),
-                        OffsetSpec::Latest => response.offset = Some(log.high_watermark()),
-                        OffsetSpec::Timestamp(timestamp) => {
-                            match log.offset_for_timestamp(timestamp).await {
-                                Ok(found) => {
-                                    response.offset = found.map(|(offset, _)| offset);
-                                    response.timestamp = found.map(|(_, timestamp)| timestamp);
-                                }
-                                Err(error) => {
-                                    tracing::error!(topic = %topic.name, partition = wanted.partition, %error, "offset lookup failed");
-                                    response.error = ErrorCode::StorageError;
-                                }
-                            }
-                        }
-                    },
-                }
-                partitions.push(response);
-            }
-            topics.push(ListOffsetsTopicResponse {
-                name: topic.name,
-                partitions,
-            });
-        }
-        ListOffsetsResponse { topics }
-    }
-}
-
-/// How full the filesystem holding `path` is, from statvfs; `None` if it cannot be read.
-fn filesystem_used_percent(path: &Path) -> Option<f64> {
-    use std::os::unix::ffi::OsStrExt;
-    let text = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `text` is a NUL-terminated path and `stats` points at writable memory the size
-    // of a statvfs; the result is only read after statvfs reports success.
-    let result = unsafe { libc::statvfs(text.as_ptr(), stats.as_mut_ptr()) };
-    if result != 0 {
-        return None;
-    }
-    // SAFETY: statvfs succeeded, so it filled the struct.
-    let stats = unsafe { stats.assume_init() };
-    let total = stats.f_blocks as f64;
-    if total <= 0.0 {
-        return None;
-    }
-    Some((total - stats.f_bavail as f64) / total * 100.0)
 }
 
 /// The error code for a produced batch a node path could not decode: damaged in transit

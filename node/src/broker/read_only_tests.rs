@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use ledge_protocol::wire::*;
 use ledge_protocol::{BatchIter, EncodeOptions, Record, encode_batch};
 

@@ -666,6 +666,16 @@ impl<D: Disk> TopicRegistry<D> {
         Ok(registry)
     }
 
+    /// The disk the partition logs are on (a fenced log is reopened on it).
+    pub(super) fn disk(&self) -> &D {
+        &self.disk
+    }
+
+    /// The node's clock.
+    pub(super) fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
     /// The data directory is on a read-only filesystem: nothing is written.
     pub fn read_only(&self) -> bool {
         self.read_only
