@@ -3,8 +3,9 @@
 //! Per partition: internal-topic and disk-guard checks, one registry lookup (topic and
 //! partition together), the batches split and their timestamps checked, each batch prepared
 //! (the topic's `compression.type` and `message.timestamp.type`) and passed through the
-//! topic's produce filter, then appended by the partition's writer with the durability
-//! `acks` asks for; the answer waits at most `timeout_ms`. A produce to `NODE_PARTITIONED`
+//! topic's produce filter, then all of them handed to the partition's writer in one
+//! `PartitionLog::append_batches` (one write, one fdatasync) with the durability `acks`
+//! asks for; the answer waits at most `timeout_ms`. A produce to `NODE_PARTITIONED`
 //! is routed by the topic's partitioner (`plugins.rs`), which prepares and appends through
 //! [`Broker::prepare_batch`] and [`Broker::append_failed`] here.
 
@@ -26,7 +27,7 @@ use ledge_protocol::{
 use super::registry::{LookupError, Partition, PartitionState, TopicRegistry};
 use super::topic_config::{TimestampType, TopicCompression, TopicConfig};
 use super::{Broker, dispatch, read, write};
-use crate::storage::{AppendDurability, AppendError, Disk};
+use crate::storage::{AppendDurability, AppendError, AppendInput, Disk};
 
 /// Why a produce to one partition was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -290,29 +291,35 @@ impl<D: Disk> Broker<D> {
         }
         let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         let work = async {
-            let mut first = None;
+            // Every batch is prepared (and filtered) first, then all go to the writer in one
+            // command: one write, one fdatasync, one wait. A batch that cannot be prepared
+            // stops the list there; those before it are still appended, as they were when
+            // each batch was appended before the next was prepared.
+            let mut inputs = Vec::with_capacity(batches.len());
+            let mut refused = None;
             for (header, batch) in batches {
-                let batch = prepare_batch(&header, batch, &config, append_time)?;
-                let (batch, gaps) = match &config.produce_filter_module {
-                    Some(filter) => {
-                        self.filter_produced_batch(filter, batch, partition_count)
-                            .await?
+                match self
+                    .prepare_and_filter(&header, batch, &config, append_time, partition_count)
+                    .await
+                {
+                    Ok(input) => inputs.push(input),
+                    Err(error) => {
+                        refused = Some(error);
+                        break;
                     }
-                    None => (batch, false),
-                };
-                let appended = if gaps {
-                    log.append_with_gaps(batch, durability).await
-                } else {
-                    log.append(batch, durability).await
-                };
-                match appended {
-                    Ok(outcome) => {
-                        first.get_or_insert(outcome.base_offset);
-                    }
-                    Err(error) => return Err(self.append_error(&partition, error)),
                 }
             }
-            Ok(first.unwrap_or(-1))
+            let appended = if inputs.is_empty() {
+                Vec::new()
+            } else {
+                log.append_batches(inputs, durability)
+                    .await
+                    .map_err(|failed| self.append_error(&partition, failed.error))?
+            };
+            match refused {
+                Some(error) => Err(error),
+                None => Ok(appended.first().map_or(-1, |outcome| outcome.base_offset)),
+            }
         };
         let base_offset = crate::clock::timeout(&*self.clock, timeout, work)
             .await
@@ -322,6 +329,30 @@ impl<D: Disk> Broker<D> {
             append_time,
             log_start_offset: log.log_start_offset(),
             routed: None,
+        })
+    }
+
+    /// One batch made ready for the log: the topic's compression and timestamp type
+    /// applied, then the topic's produce filter, if any (which may leave offset gaps).
+    async fn prepare_and_filter(
+        &self,
+        header: &BatchHeader,
+        batch: Bytes,
+        config: &TopicConfig,
+        append_time: Option<i64>,
+        partition_count: u32,
+    ) -> Result<AppendInput, ProduceError> {
+        let batch = prepare_batch(header, batch, config, append_time)?;
+        let (batch, gaps_allowed) = match &config.produce_filter_module {
+            Some(filter) => {
+                self.filter_produced_batch(filter, batch, partition_count)
+                    .await?
+            }
+            None => (batch, false),
+        };
+        Ok(AppendInput {
+            batch,
+            gaps_allowed,
         })
     }
 
