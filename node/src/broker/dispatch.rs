@@ -1,7 +1,22 @@
-//! Where the broker's services meet the wire: each service's error enum becomes a wire
-//! [`ErrorCode`] (and the message sent beside it) here and nowhere else.
+//! Where the broker's services meet the wire: [`Broker::handle`] maps each request to the
+//! service that answers it, and each service's error enum becomes a wire [`ErrorCode`] (and
+//! the message sent beside it) here and nowhere else.
+//!
+//! The services: the topic registry (`registry.rs`: topics, partitions, configs,
+//! `metadata.json`, producer ids), produce (`produce.rs`), fetch and list offsets
+//! (`fetch.rs`), maintenance (`maintenance.rs`: retention, compaction, disk guard,
+//! verifier), groups (`groups.rs`), plug-ins (`plugins.rs`) and transforms
+//! (`transforms.rs`).
 
-use ledge_protocol::wire::{ErrorCode, TopicResult};
+use std::collections::BTreeMap;
+
+use ledge_protocol::wire::{
+    AlterConfigsRequest, AlterConfigsResponse, ApiVersionsResponse, ConfigDescription,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, ErrorCode, InitProducerIdRequest,
+    InitProducerIdResponse, MetadataRequest, MetadataResponse, PartitionMetadata, Request,
+    Response, TopicConfigs, TopicMetadata, TopicResult,
+};
 
 use super::fetch::FetchError;
 use super::produce::{PrepareError, ProduceError};
@@ -9,7 +24,279 @@ use super::registry::{
     AlterTopicError, CreateTopicError, DeleteTopicError, LookupError, PartitionCountError,
     ProducerIdError,
 };
-use crate::storage::{AppendError, ReadError};
+use super::{Broker, read};
+use crate::storage::{AppendError, Disk, ReadError};
+
+impl<D: Disk> Broker<D> {
+    /// Answers one request.
+    pub async fn handle(&self, request: Request) -> Response {
+        // One exhaustive match: a new request kind that is not answered here does not compile
+        // (it used to fall through to an `unreachable!` a peer's frame could hit).
+        match request {
+            Request::ApiVersions(_) => Response::ApiVersions(ApiVersionsResponse {
+                apis: ledge_protocol::wire::supported_api_versions(),
+                node_version: env!("CARGO_PKG_VERSION").to_string(),
+                frame_bytes_max: 0,
+            }),
+            Request::Metadata(request) => Response::Metadata(self.metadata(request)),
+            Request::CreateTopics(request) => {
+                Response::CreateTopics(self.create_topics(request).await)
+            }
+            Request::DeleteTopics(request) => {
+                Response::DeleteTopics(self.delete_topics(request).await)
+            }
+            Request::DescribeConfigs(request) => {
+                Response::DescribeConfigs(self.describe_configs(request))
+            }
+            Request::AlterConfigs(request) => {
+                Response::AlterConfigs(self.alter_configs(request).await)
+            }
+            Request::InitProducerId(request) => {
+                Response::InitProducerId(self.init_producer_id(request).await)
+            }
+            Request::Produce(request) => Response::Produce(self.produce(request).await),
+            Request::Fetch(request) => Response::Fetch(self.fetch(request).await),
+            Request::ListOffsets(request) => {
+                Response::ListOffsets(self.list_offsets(request).await)
+            }
+            Request::UploadModule(request) => {
+                Response::UploadModule(self.upload_module(request).await)
+            }
+            Request::ListModules(_) => Response::ListModules(self.list_modules().await),
+            Request::DeleteModule(request) => {
+                Response::DeleteModule(self.delete_module(request).await)
+            }
+            Request::DeployTransform(request) => {
+                Response::DeployTransform(self.deploy_transform_request(request).await)
+            }
+            Request::DescribeTransforms(request) => {
+                Response::DescribeTransforms(self.describe_transforms(request).await)
+            }
+            Request::AlterTransform(request) => {
+                Response::AlterTransform(self.alter_transform(request).await)
+            }
+            Request::ConsumerGroupHeartbeat(request) => {
+                Response::ConsumerGroupHeartbeat(self.heartbeat(request))
+            }
+            Request::OffsetCommit(request) => {
+                Response::OffsetCommit(self.offset_commit(request).await)
+            }
+            Request::OffsetFetch(request) => Response::OffsetFetch(self.offset_fetch(request)),
+            Request::ListGroups(request) => Response::ListGroups(self.list_groups(request)),
+            Request::DescribeGroups(request) => {
+                Response::DescribeGroups(self.describe_groups(request))
+            }
+            Request::DeleteGroups(request) => {
+                Response::DeleteGroups(self.delete_groups(request).await)
+            }
+        }
+    }
+
+    pub(super) fn metadata(&self, request: MetadataRequest) -> MetadataResponse {
+        let topics = read(&self.topics);
+        let names: Vec<String> = match request.topics {
+            Some(names) => names,
+            None => topics.keys().cloned().collect(),
+        };
+        let topics = names
+            .into_iter()
+            .map(|name| match topics.get(&name) {
+                None => TopicMetadata {
+                    error: ErrorCode::UnknownTopicOrPartition,
+                    internal: name.starts_with("__"),
+                    name,
+                    partitions: Vec::new(),
+                    partitioner_module: String::new(),
+                },
+                Some(topic) => TopicMetadata {
+                    internal: name.starts_with("__"),
+                    partitioner_module: read(&topic.config)
+                        .partitioner_module
+                        .clone()
+                        .unwrap_or_default(),
+                    name,
+                    error: ErrorCode::None,
+                    partitions: read(&topic.partitions)
+                        .iter()
+                        .map(|partition| match partition.log() {
+                            Ok(log) => {
+                                let (dirty, sealed) = log.compaction_stats();
+                                PartitionMetadata {
+                                    partition: partition.key.partition,
+                                    error: ErrorCode::None,
+                                    log_start_offset: log.log_start_offset(),
+                                    high_watermark: log.high_watermark(),
+                                    size_bytes: log.size_bytes(),
+                                    segment_count: log.segment_count() as u32,
+                                    dirty_ratio_per_mille: (dirty * 1000)
+                                        .checked_div(sealed)
+                                        .map_or(0, |ratio| ratio as u16),
+                                    last_compaction_ms: log.last_compaction_ms(),
+                                    damage: log
+                                        .damage()
+                                        .map(|damage| damage.to_string())
+                                        .unwrap_or_default(),
+                                    record_count: log.record_count(),
+                                }
+                            }
+                            Err((error, reason)) => PartitionMetadata {
+                                partition: partition.key.partition,
+                                error,
+                                log_start_offset: -1,
+                                high_watermark: -1,
+                                damage: reason,
+                                ..PartitionMetadata::default()
+                            },
+                        })
+                        .collect(),
+                },
+            })
+            .collect();
+        MetadataResponse {
+            node_id: self.config.node_id,
+            topics,
+        }
+    }
+
+    pub(super) async fn create_topics(&self, request: CreateTopicsRequest) -> CreateTopicsResponse {
+        let mut results = Vec::new();
+        for topic in request.topics {
+            let configs: BTreeMap<String, String> = topic
+                .configs
+                .into_iter()
+                .map(|entry| (entry.name, entry.value))
+                .collect();
+            let outcome = if request.validate_only {
+                self.registry
+                    .validate_create(&topic.name, topic.partitions, &configs)
+                    .await
+            } else if topic.name.starts_with("__") {
+                Err(CreateTopicError::Reserved {
+                    topic: topic.name.clone(),
+                })
+            } else {
+                self.registry
+                    .create_topic(&topic.name, topic.partitions, &configs)
+                    .await
+            };
+            results.push(topic_result(
+                topic.name,
+                outcome.map_err(|error| create_topic_wire(&error)),
+            ));
+        }
+        CreateTopicsResponse { topics: results }
+    }
+
+    pub(super) async fn delete_topics(&self, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+        let mut results = Vec::new();
+        for name in request.names {
+            let outcome = self.delete_topic(&name).await;
+            results.push(topic_result(
+                name,
+                outcome.map_err(|error| delete_topic_wire(&error)),
+            ));
+        }
+        DeleteTopicsResponse { topics: results }
+    }
+
+    /// Deletes a topic from the registry, then the committed offsets of its partitions.
+    pub(super) async fn delete_topic(&self, name: &str) -> Result<(), DeleteTopicError> {
+        self.registry.delete_topic(name).await?;
+        self.offsets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove_topic(name);
+        Ok(())
+    }
+
+    pub(super) fn describe_configs(
+        &self,
+        request: DescribeConfigsRequest,
+    ) -> DescribeConfigsResponse {
+        let topics = request
+            .topics
+            .into_iter()
+            .map(|name| match self.topic(&name) {
+                None => TopicConfigs {
+                    message: format!("unknown topic {name:?}"),
+                    name,
+                    error: ErrorCode::UnknownTopicOrPartition,
+                    configs: Vec::new(),
+                },
+                Some(topic) => TopicConfigs {
+                    name,
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    configs: read(&topic.config)
+                        .describe()
+                        .into_iter()
+                        .map(|(name, value, is_default)| ConfigDescription {
+                            name,
+                            value,
+                            is_default,
+                        })
+                        .collect(),
+                },
+            })
+            .collect();
+        DescribeConfigsResponse { topics }
+    }
+
+    pub(super) async fn alter_configs(&self, request: AlterConfigsRequest) -> AlterConfigsResponse {
+        let mut results = Vec::new();
+        for topic in request.topics {
+            let set: BTreeMap<String, String> = topic
+                .set
+                .into_iter()
+                .map(|entry| (entry.name, entry.value))
+                .collect();
+            let outcome = if request.validate_only {
+                self.registry
+                    .validate_alter(&topic.name, &set, &topic.delete)
+                    .await
+            } else {
+                self.registry
+                    .alter_topic(&topic.name, &set, &topic.delete)
+                    .await
+            };
+            results.push(topic_result(
+                topic.name,
+                outcome.map_err(|error| alter_topic_wire(&error)),
+            ));
+        }
+        AlterConfigsResponse { topics: results }
+    }
+
+    pub(super) async fn init_producer_id(
+        &self,
+        request: InitProducerIdRequest,
+    ) -> InitProducerIdResponse {
+        if request.transactional_id.is_some() {
+            return InitProducerIdResponse {
+                error: ErrorCode::InvalidRequest,
+                producer_id: -1,
+                producer_epoch: -1,
+            };
+        }
+        match self.registry.allocate_producer_id().await {
+            Ok(producer_id) => InitProducerIdResponse {
+                error: ErrorCode::None,
+                producer_id,
+                producer_epoch: 0,
+            },
+            Err(error) => {
+                if !matches!(error, ProducerIdError::Held) {
+                    tracing::error!(%error, "no producer id handed out");
+                }
+                InitProducerIdResponse {
+                    error: producer_id_code(&error),
+                    producer_id: -1,
+                    producer_epoch: -1,
+                }
+            }
+        }
+    }
+}
 
 /// The code for a topic or partition that cannot be used.
 pub(super) fn lookup_code(error: &LookupError) -> ErrorCode {

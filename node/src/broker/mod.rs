@@ -1,15 +1,15 @@
-//! The broker: topics and partitions over the storage engine, and the request handlers.
+//! The broker: a router over the node's services, each with its own state and errors.
 //!
-//! Owns: the topic registry (backed by `metadata.json`), each partition's log (or why it is
-//! offline), producer-id allocation, and the meaning of every API. Does not own: sockets
-//! (the transport decodes frames and calls [`Broker::handle`]) or the config file (the
-//! node reconciles it through [`Broker::reconcile`]).
+//! - `registry.rs` ([`registry::TopicRegistry`]): topics, partitions, configs,
+//!   `metadata.json` and the topic files, producer ids; emits [`registry::RegistryEvent`]s.
+//! - `produce.rs`, `fetch.rs`: the data path over the registry's partition logs.
+//! - `maintenance.rs`: retention, compaction, the disk guard and the background verifier.
+//! - `groups.rs`, `plugins.rs`, `transforms.rs`: consumer groups, WASM plug-ins, transforms.
+//! - `dispatch.rs`: [`Broker::handle`] maps each request to its service and turns each
+//!   service's error enum into the wire `ErrorCode`, in one place.
 //!
-//! A produce request is handled per partition concurrently: each batch is checked (CRC,
-//! `max.message.bytes`, idempotent sequence) and appended by the partition's writer with
-//! the durability `acks` asks for; the answer waits at most `timeout_ms`. A fetch reads
-//! whole batches below each high watermark and, if fewer than `min_bytes` are ready,
-//! waits for any of the partitions' high watermarks to move, up to `max_wait_ms`.
+//! Does not own: sockets (the transport decodes frames and calls [`Broker::handle`]) or
+//! the config file (the node reconciles it through [`Broker::reconcile`]).
 
 mod dispatch;
 mod fetch;
@@ -32,13 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use ledge_protocol::wire::{
-    AlterConfigsRequest, AlterConfigsResponse, ApiVersionsResponse, ConfigDescription,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, ErrorCode, InitProducerIdRequest,
-    InitProducerIdResponse, MetadataRequest, MetadataResponse, PartitionMetadata, Request,
-    Response, TopicConfigs, TopicMetadata,
-};
+use ledge_protocol::wire::ErrorCode;
 
 use crate::clock::Clock;
 use crate::groups::coordinator::{GroupCoordinator, GroupLimits};
@@ -308,70 +302,6 @@ impl<D: Disk> Broker<D> {
         }
     }
 
-    /// Answers one request.
-    pub async fn handle(&self, request: Request) -> Response {
-        // One exhaustive match: a new request kind that is not answered here does not compile
-        // (it used to fall through to an `unreachable!` a peer's frame could hit).
-        match request {
-            Request::ApiVersions(_) => Response::ApiVersions(ApiVersionsResponse {
-                apis: ledge_protocol::wire::supported_api_versions(),
-                node_version: env!("CARGO_PKG_VERSION").to_string(),
-                frame_bytes_max: 0,
-            }),
-            Request::Metadata(request) => Response::Metadata(self.metadata(request)),
-            Request::CreateTopics(request) => {
-                Response::CreateTopics(self.create_topics(request).await)
-            }
-            Request::DeleteTopics(request) => {
-                Response::DeleteTopics(self.delete_topics(request).await)
-            }
-            Request::DescribeConfigs(request) => {
-                Response::DescribeConfigs(self.describe_configs(request))
-            }
-            Request::AlterConfigs(request) => {
-                Response::AlterConfigs(self.alter_configs(request).await)
-            }
-            Request::InitProducerId(request) => {
-                Response::InitProducerId(self.init_producer_id(request).await)
-            }
-            Request::Produce(request) => Response::Produce(self.produce(request).await),
-            Request::Fetch(request) => Response::Fetch(self.fetch(request).await),
-            Request::ListOffsets(request) => {
-                Response::ListOffsets(self.list_offsets(request).await)
-            }
-            Request::UploadModule(request) => {
-                Response::UploadModule(self.upload_module(request).await)
-            }
-            Request::ListModules(_) => Response::ListModules(self.list_modules().await),
-            Request::DeleteModule(request) => {
-                Response::DeleteModule(self.delete_module(request).await)
-            }
-            Request::DeployTransform(request) => {
-                Response::DeployTransform(self.deploy_transform_request(request).await)
-            }
-            Request::DescribeTransforms(request) => {
-                Response::DescribeTransforms(self.describe_transforms(request).await)
-            }
-            Request::AlterTransform(request) => {
-                Response::AlterTransform(self.alter_transform(request).await)
-            }
-            Request::ConsumerGroupHeartbeat(request) => {
-                Response::ConsumerGroupHeartbeat(self.heartbeat(request))
-            }
-            Request::OffsetCommit(request) => {
-                Response::OffsetCommit(self.offset_commit(request).await)
-            }
-            Request::OffsetFetch(request) => Response::OffsetFetch(self.offset_fetch(request)),
-            Request::ListGroups(request) => Response::ListGroups(self.list_groups(request)),
-            Request::DescribeGroups(request) => {
-                Response::DescribeGroups(self.describe_groups(request))
-            }
-            Request::DeleteGroups(request) => {
-                Response::DeleteGroups(self.delete_groups(request).await)
-            }
-        }
-    }
-
     /// The topic of that name (for the group, plug-in and transform code).
     fn topic(&self, name: &str) -> Option<Arc<registry::Topic<D>>> {
         self.registry.topic(name)
@@ -394,113 +324,6 @@ impl<D: Disk> Broker<D> {
             .map_err(|error| (dispatch::lookup_code(&error), error.to_string()))
     }
 
-    fn metadata(&self, request: MetadataRequest) -> MetadataResponse {
-        let topics = read(&self.topics);
-        let names: Vec<String> = match request.topics {
-            Some(names) => names,
-            None => topics.keys().cloned().collect(),
-        };
-        let topics = names
-            .into_iter()
-            .map(|name| match topics.get(&name) {
-                None => TopicMetadata {
-                    error: ErrorCode::UnknownTopicOrPartition,
-                    internal: name.starts_with("__"),
-                    name,
-                    partitions: Vec::new(),
-                    partitioner_module: String::new(),
-                },
-                Some(topic) => TopicMetadata {
-                    internal: name.starts_with("__"),
-                    partitioner_module: read(&topic.config)
-                        .partitioner_module
-                        .clone()
-                        .unwrap_or_default(),
-                    name,
-                    error: ErrorCode::None,
-                    partitions: read(&topic.partitions)
-                        .iter()
-                        .map(|partition| match partition.log() {
-                            Ok(log) => {
-                                let (dirty, sealed) = log.compaction_stats();
-                                PartitionMetadata {
-                                    partition: partition.key.partition,
-                                    error: ErrorCode::None,
-                                    log_start_offset: log.log_start_offset(),
-                                    high_watermark: log.high_watermark(),
-                                    size_bytes: log.size_bytes(),
-                                    segment_count: log.segment_count() as u32,
-                                    dirty_ratio_per_mille: (dirty * 1000)
-                                        .checked_div(sealed)
-                                        .map_or(0, |ratio| ratio as u16),
-                                    last_compaction_ms: log.last_compaction_ms(),
-                                    damage: log
-                                        .damage()
-                                        .map(|damage| damage.to_string())
-                                        .unwrap_or_default(),
-                                    record_count: log.record_count(),
-                                }
-                            }
-                            Err((error, reason)) => PartitionMetadata {
-                                partition: partition.key.partition,
-                                error,
-                                log_start_offset: -1,
-                                high_watermark: -1,
-                                damage: reason,
-                                ..PartitionMetadata::default()
-                            },
-                        })
-                        .collect(),
-                },
-            })
-            .collect();
-        MetadataResponse {
-            node_id: self.config.node_id,
-            topics,
-        }
-    }
-
-    async fn create_topics(&self, request: CreateTopicsRequest) -> CreateTopicsResponse {
-        let mut results = Vec::new();
-        for topic in request.topics {
-            let configs: BTreeMap<String, String> = topic
-                .configs
-                .into_iter()
-                .map(|entry| (entry.name, entry.value))
-                .collect();
-            let outcome = if request.validate_only {
-                self.registry
-                    .validate_create(&topic.name, topic.partitions, &configs)
-                    .await
-            } else if topic.name.starts_with("__") {
-                Err(registry::CreateTopicError::Reserved {
-                    topic: topic.name.clone(),
-                })
-            } else {
-                self.registry
-                    .create_topic(&topic.name, topic.partitions, &configs)
-                    .await
-            };
-            results.push(dispatch::topic_result(
-                topic.name,
-                outcome.map_err(|error| dispatch::create_topic_wire(&error)),
-            ));
-        }
-        CreateTopicsResponse { topics: results }
-    }
-
-    async fn delete_topics(&self, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
-        let mut results = Vec::new();
-        for name in request.names {
-            let outcome = self.delete_topic(&name).await;
-            results.push(dispatch::topic_result(
-                name,
-                outcome.map_err(|error| dispatch::delete_topic_wire(&error)),
-            ));
-        }
-        DeleteTopicsResponse { topics: results }
-    }
-
     /// Creates a topic, with the wire code for the transform code that still speaks
     /// `(ErrorCode, String)`.
     async fn create_topic(
@@ -513,98 +336,6 @@ impl<D: Disk> Broker<D> {
             .create_topic(name, partitions, configs)
             .await
             .map_err(|error| dispatch::create_topic_wire(&error))
-    }
-
-    /// Deletes a topic from the registry, then the committed offsets of its partitions.
-    async fn delete_topic(&self, name: &str) -> Result<(), registry::DeleteTopicError> {
-        self.registry.delete_topic(name).await?;
-        self.offsets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove_topic(name);
-        Ok(())
-    }
-
-    fn describe_configs(&self, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
-        let topics = request
-            .topics
-            .into_iter()
-            .map(|name| match self.topic(&name) {
-                None => TopicConfigs {
-                    message: format!("unknown topic {name:?}"),
-                    name,
-                    error: ErrorCode::UnknownTopicOrPartition,
-                    configs: Vec::new(),
-                },
-                Some(topic) => TopicConfigs {
-                    name,
-                    error: ErrorCode::None,
-                    message: String::new(),
-                    configs: read(&topic.config)
-                        .describe()
-                        .into_iter()
-                        .map(|(name, value, is_default)| ConfigDescription {
-                            name,
-                            value,
-                            is_default,
-                        })
-                        .collect(),
-                },
-            })
-            .collect();
-        DescribeConfigsResponse { topics }
-    }
-
-    async fn alter_configs(&self, request: AlterConfigsRequest) -> AlterConfigsResponse {
-        let mut results = Vec::new();
-        for topic in request.topics {
-            let set: BTreeMap<String, String> = topic
-                .set
-                .into_iter()
-                .map(|entry| (entry.name, entry.value))
-                .collect();
-            let outcome = if request.validate_only {
-                self.registry
-                    .validate_alter(&topic.name, &set, &topic.delete)
-                    .await
-            } else {
-                self.registry
-                    .alter_topic(&topic.name, &set, &topic.delete)
-                    .await
-            };
-            results.push(dispatch::topic_result(
-                topic.name,
-                outcome.map_err(|error| dispatch::alter_topic_wire(&error)),
-            ));
-        }
-        AlterConfigsResponse { topics: results }
-    }
-
-    async fn init_producer_id(&self, request: InitProducerIdRequest) -> InitProducerIdResponse {
-        if request.transactional_id.is_some() {
-            return InitProducerIdResponse {
-                error: ErrorCode::InvalidRequest,
-                producer_id: -1,
-                producer_epoch: -1,
-            };
-        }
-        match self.registry.allocate_producer_id().await {
-            Ok(producer_id) => InitProducerIdResponse {
-                error: ErrorCode::None,
-                producer_id,
-                producer_epoch: 0,
-            },
-            Err(error) => {
-                if !matches!(error, registry::ProducerIdError::Held) {
-                    tracing::error!(%error, "no producer id handed out");
-                }
-                InitProducerIdResponse {
-                    error: dispatch::producer_id_code(&error),
-                    producer_id: -1,
-                    producer_epoch: -1,
-                }
-            }
-        }
     }
 }
 
