@@ -20,7 +20,7 @@ use super::metadata::{
     self, MetadataError, MetadataStore, PRODUCER_ID_BLOCK, StoredMetadata, StoredTopic, TopicFiles,
 };
 use super::producer_id_hold;
-use super::topic_config::{self, TopicConfig, validate_topic_name};
+use super::topic_config::{self, TopicConfig, TopicConfigError, validate_topic_name};
 use super::{DeclaredTopic, plugins, read, write};
 use crate::clock::Clock;
 use crate::storage::disk::descriptors::DescriptorBudgetError;
@@ -215,8 +215,8 @@ pub enum CreateTopicError {
         topic: String,
     },
     /// A config key or value is invalid.
-    #[error("{0}")]
-    InvalidConfig(String),
+    #[error(transparent)]
+    InvalidConfig(TopicConfigError),
     /// A config names a module that is not uploaded, or of the wrong kind.
     #[error("{0}")]
     ModuleReference(String),
@@ -277,8 +277,8 @@ pub enum AlterTopicError {
         key: String,
     },
     /// A config key or value is invalid.
-    #[error("{0}")]
-    InvalidConfig(String),
+    #[error(transparent)]
+    InvalidConfig(TopicConfigError),
     /// A config names a module that is not uploaded, or of the wrong kind.
     #[error("{0}")]
     ModuleReference(String),
