@@ -26,6 +26,12 @@
 //!   while the group settles; once every partition has exactly one owner, each member seeks
 //!   its partitions to their start and the clock starts for all at once. Reports total
 //!   records/s and MB/s up to the end offsets captured at the start.
+//! - `broker-produce`: no node and no network: a broker opened in this process on
+//!   `--data-dir` (the real disk) answers produce requests that each carry
+//!   `--batches-per-request` batches for one partition, from `--producers` closed-loop
+//!   producers (one partition each). The SDK sends one batch per partition entry, so this is
+//!   the workload that shows how the produce path treats several batches of one partition
+//!   in one request (issue 12 item 5). Reports records/s, MB/s and request latency.
 //!
 //! With `--node-pid` the node's CPU time (utime + stime from `/proc/<pid>/stat`, 10 ms
 //! ticks) is read before and after the measured part and reported in total and per record;
@@ -60,6 +66,9 @@
 //!
 //! # produce-to-consume latency at 5,000 records/s of 1 KiB, acks=1
 //! $B e2e --rate 5000 --duration 30 --acks 1
+//!
+//! # 8 batches of 16 records of 1 KiB per request, acks=all, in-process (no node needed)
+//! target/release/ledge-bench broker-produce --batches-per-request 8 --records-per-batch 16
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
