@@ -5,13 +5,13 @@
 //! retention or compaction fails is logged and tried again at the next check. The disk
 //! guard's reason is what produce answers `DiskFull` with.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::Broker;
 use super::topic_config::CleanupPolicy;
-use super::write;
+use super::{read, write};
 use crate::storage::Disk;
 use crate::storage::retention::RetentionPolicy;
 
@@ -194,36 +194,97 @@ impl<D: Disk> Broker<D> {
     /// `disk_usage_bytes_max` or the filesystem is fuller than `disk_usage_percent_max`.
     /// Reads and retention carry on, so the guard resets itself once retention frees space.
     pub fn check_disk_usage(&self) -> Option<String> {
-        let mut reason = None;
-        if let Some(limit) = self.config.disk_usage_bytes_max {
-            let used = self.log_bytes();
-            if used > limit {
-                reason = Some(format!(
-                    "logs use {used} bytes, over limits.disk_usage_bytes_max ({limit})"
-                ));
-            }
+        let log_bytes = self
+            .disk_guard
+            .bytes_max
+            .is_some()
+            .then(|| self.log_bytes());
+        self.disk_guard
+            .check(log_bytes)
+            .map(|trip| trip.to_string())
+    }
+}
+
+/// Why the disk guard refuses produce.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum DiskGuardTrip {
+    /// The logs use more than `limits.disk_usage_bytes_max`.
+    #[error("logs use {used} bytes, over limits.disk_usage_bytes_max ({limit})")]
+    LogBytes {
+        /// Bytes the logs use.
+        used: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The data directory's filesystem is fuller than `limits.disk_usage_percent_max`.
+    #[error(
+        "the filesystem of {} is {percent:.1}% full, over limits.disk_usage_percent_max ({limit}%)",
+        data_dir.display()
+    )]
+    FilesystemFull {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// How full its filesystem is.
+        percent: f64,
+        /// The limit.
+        limit: u8,
+    },
+}
+
+/// The disk guard's state: whether produce is refused right now, and why.
+pub(super) struct DiskGuard {
+    data_dir: PathBuf,
+    bytes_max: Option<u64>,
+    percent_max: Option<u8>,
+    tripped: RwLock<Option<DiskGuardTrip>>,
+}
+
+impl DiskGuard {
+    pub(super) fn new(data_dir: &Path, bytes_max: Option<u64>, percent_max: Option<u8>) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            bytes_max,
+            percent_max,
+            tripped: RwLock::new(None),
         }
-        if reason.is_none()
-            && let Some(limit) = self.config.disk_usage_percent_max
+    }
+
+    /// Why produce is refused, if it is.
+    pub(super) fn tripped(&self) -> Option<DiskGuardTrip> {
+        read(&self.tripped).clone()
+    }
+
+    /// Checks the limits against `log_bytes` (the logs' size, read only when a byte limit
+    /// is set) and the filesystem, and records the outcome, logging each change.
+    fn check(&self, log_bytes: Option<u64>) -> Option<DiskGuardTrip> {
+        let mut trip = None;
+        if let (Some(limit), Some(used)) = (self.bytes_max, log_bytes)
+            && used > limit
+        {
+            trip = Some(DiskGuardTrip::LogBytes { used, limit });
+        }
+        if trip.is_none()
+            && let Some(limit) = self.percent_max
             && let Some(percent) = filesystem_used_percent(&self.data_dir)
             && percent > f64::from(limit)
         {
-            reason = Some(format!(
-                "the filesystem of {} is {percent:.1}% full, over limits.disk_usage_percent_max ({limit}%)",
-                self.data_dir.display()
-            ));
+            trip = Some(DiskGuardTrip::FilesystemFull {
+                data_dir: self.data_dir.clone(),
+                percent,
+                limit,
+            });
         }
-        let mut guard = write(&self.disk_full);
-        if *guard != reason {
-            match &reason {
+        let mut guard = write(&self.tripped);
+        if *guard != trip {
+            match &trip {
                 Some(why) => {
                     tracing::warn!(reason = %why, "disk guard: refusing produce until space is freed")
                 }
                 None => tracing::info!("disk guard: space available again; produce resumes"),
             }
-            guard.clone_from(&reason);
+            guard.clone_from(&trip);
         }
-        reason
+        trip
     }
 }
 

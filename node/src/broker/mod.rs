@@ -28,7 +28,7 @@ pub use maintenance::{VERIFY_BYTES_PER_SECOND_DEFAULT, VerifyPassReport};
 pub use produce::{PrepareError, ProduceError};
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -160,9 +160,8 @@ pub struct Broker<D: Disk> {
     admin: Arc<tokio::sync::Mutex<MetadataStore<D>>>,
     groups: Mutex<GroupCoordinator>,
     offsets: Mutex<OffsetStore>,
-    data_dir: PathBuf,
-    /// Why produce is refused right now, if the disk guard tripped (see `check_disk_usage`).
-    disk_full: RwLock<Option<String>>,
+    /// Whether produce is refused for lack of space, and why (see `check_disk_usage`).
+    disk_guard: maintenance::DiskGuard,
     /// Uploaded WASM modules and their compiled forms.
     modules: crate::wasm::ModuleStore<D>,
     /// Instantiated plug-ins for fetches and produce hooks, by module, kind and parameters.
@@ -216,6 +215,11 @@ impl<D: Disk> Broker<D> {
         let modules = crate::wasm::ModuleStore::open(disk.clone(), data_dir, engine).await?;
         let opened_batch_budget =
             plugins::OpenedBatchBudget::new(config.wasm.opened_batch_bytes_max);
+        let disk_guard = maintenance::DiskGuard::new(
+            data_dir,
+            config.disk_usage_bytes_max,
+            config.disk_usage_percent_max,
+        );
         let broker = Self {
             clock,
             config,
@@ -224,8 +228,7 @@ impl<D: Disk> Broker<D> {
             registry,
             groups: Mutex::new(GroupCoordinator::new(config_groups, member_salt)),
             offsets: Mutex::new(OffsetStore::default()),
-            data_dir: data_dir.to_path_buf(),
-            disk_full: RwLock::new(None),
+            disk_guard,
             modules,
             plugins: Mutex::new(std::collections::HashMap::new()),
             opened_batch_budget,

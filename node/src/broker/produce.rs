@@ -24,6 +24,7 @@ use ledge_protocol::{
     encode_batch,
 };
 
+use super::maintenance::DiskGuardTrip;
 use super::registry::{LookupError, Partition, PartitionState, TopicRegistry};
 use super::topic_config::{TimestampType, TopicCompression, TopicConfig};
 use super::{Broker, dispatch, read, write};
@@ -42,7 +43,7 @@ pub enum ProduceError {
     #[error("disk full: {reason}")]
     DiskFull {
         /// Which limit, and how full.
-        reason: String,
+        reason: DiskGuardTrip,
     },
     /// No such topic or partition, or the partition is offline.
     #[error(transparent)]
@@ -249,7 +250,7 @@ impl<D: Disk> Broker<D> {
                 topic: topic.to_string(),
             });
         }
-        if let Some(reason) = read(&self.disk_full).clone() {
+        if let Some(reason) = self.disk_guard.tripped() {
             return Err(ProduceError::DiskFull { reason });
         }
         let timed_out = |_| ProduceError::TimedOut { timeout };
