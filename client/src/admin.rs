@@ -13,10 +13,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
+// One plug-in kind and error policy for node, SDK, client and CLI; numbers on the wire.
 use ledge_protocol::wire::{
     self, AlterTopicConfigs, ApiKey, ConfigEntry, CreatableTopic, ErrorCode, OffsetSpec,
     PluginParam, Request, Response, TopicResult,
 };
+pub use ledge_protocol::{OnError, PluginKind};
 
 use crate::clock;
 use crate::connection::{Client, unexpected};
@@ -212,71 +214,6 @@ pub struct PlannedOffset {
     pub new_offset: i64,
 }
 
-/// What a WASM plug-in does with each record; a module exports the entry point of exactly
-/// one kind (docs/WASM-ABI.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum ModuleKind {
-    /// Keeps or drops each record.
-    Filter,
-    /// Drops a record or replaces it with one record.
-    FilterMap,
-    /// Replaces each record with zero or more records (transforms only).
-    FlatMap,
-    /// Replaces each record with exactly one record.
-    Map,
-    /// Picks each record's partition (a topic's `partitioner.module`, or a transform's).
-    Partitioner,
-}
-
-impl ModuleKind {
-    /// Every kind, in the order the node documents them.
-    pub const ALL: [Self; 5] = [
-        Self::Filter,
-        Self::Map,
-        Self::FilterMap,
-        Self::FlatMap,
-        Self::Partitioner,
-    ];
-
-    /// The name on the wire and on the command line: `filter`, `map`, `filter_map`,
-    /// `flat_map`, `partitioner`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Filter => "filter",
-            Self::FilterMap => "filter_map",
-            Self::FlatMap => "flat_map",
-            Self::Map => "map",
-            Self::Partitioner => "partitioner",
-        }
-    }
-}
-
-impl fmt::Display for ModuleKind {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ModuleKind {
-    type Err = String;
-
-    /// The wire names; `-` may stand for `_` (`filter-map`).
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let wanted = text.replace('-', "_");
-        Self::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == wanted)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|kind| kind.as_str()).collect();
-                format!(
-                    "unknown module kind {text:?}; expected one of {}",
-                    names.join(", ")
-                )
-            })
-    }
-}
-
 /// A named module in [`Admin::list_modules`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleDescription {
@@ -284,7 +221,7 @@ pub struct ModuleDescription {
     /// (`partitioner.module`, `produce.filter.module`) refer to.
     pub name: String,
     /// Its kind.
-    pub kind: ModuleKind,
+    pub kind: PluginKind,
     /// SHA-256 of the `.wasm` bytes, hex.
     pub hash: String,
     /// Size of the `.wasm` in bytes.
@@ -295,55 +232,6 @@ pub struct ModuleDescription {
     pub uploaded_ms: i64,
 }
 
-/// What a transform does with a record its module fails (a trap, running out of fuel or
-/// memory, malformed output, or an error the module reports for the record).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum OnError {
-    /// The record goes to the dead-letter topic, with the error in its headers, and the rest
-    /// flows on. The default.
-    #[default]
-    DeadLetter,
-    /// The record is dropped (and counted as dead); the rest flows on.
-    Skip,
-    /// The transform stops before the record's batch until it is resumed or a fixed version
-    /// is deployed.
-    Stop,
-}
-
-impl OnError {
-    /// The name on the wire and on the command line: `dead-letter`, `skip`, `stop`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::DeadLetter => "dead-letter",
-            Self::Skip => "skip",
-            Self::Stop => "stop",
-        }
-    }
-}
-
-impl fmt::Display for OnError {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-impl FromStr for OnError {
-    type Err = String;
-
-    /// `dead-letter` (or `dead_letter`), `skip` or `stop`.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "dead-letter" | "dead_letter" => Ok(Self::DeadLetter),
-            "skip" => Ok(Self::Skip),
-            "stop" => Ok(Self::Stop),
-            other => Err(format!(
-                "unknown error policy {other:?}; expected dead-letter, skip or stop"
-            )),
-        }
-    }
-}
-
 /// A topic transform to deploy with [`Admin::deploy_transform`]: a module the node runs
 /// continuously from `input` to `output`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,7 +239,7 @@ pub struct TransformSpec {
     /// The transform's name (also its module's name in `describe`).
     pub name: String,
     /// The module's kind.
-    pub kind: ModuleKind,
+    pub kind: PluginKind,
     /// The `.wasm` bytes.
     pub module: Bytes,
     /// Input topic; it must exist.
@@ -373,7 +261,7 @@ impl TransformSpec {
     /// `<input>.<name>`, failed records to `<name>.dead-letter`.
     pub fn new(
         name: impl Into<String>,
-        kind: ModuleKind,
+        kind: PluginKind,
         module: impl Into<Bytes>,
         input: impl Into<String>,
     ) -> Self {
@@ -471,7 +359,7 @@ pub struct TransformDescription {
     /// Name.
     pub name: String,
     /// Its module's kind.
-    pub kind: ModuleKind,
+    pub kind: PluginKind,
     /// Input topic.
     pub input: String,
     /// Output topic.
@@ -897,13 +785,13 @@ impl Admin {
     pub async fn upload_module(
         &self,
         name: &str,
-        kind: ModuleKind,
+        kind: PluginKind,
         module: impl Into<Bytes>,
         params: Vec<(String, String)>,
     ) -> Result<String, AdminError> {
         let request = Request::UploadModule(wire::UploadModuleRequest {
             name: name.to_string(),
-            kind: kind.as_str().to_string(),
+            kind,
             module: module.into(),
             params: plugin_params(params),
         });
@@ -933,7 +821,7 @@ impl Admin {
             .into_iter()
             .map(|module| {
                 Ok(ModuleDescription {
-                    kind: parse_field(&module.kind, "module kind")?,
+                    kind: module.kind,
                     name: module.name,
                     hash: module.hash,
                     size_bytes: module.size_bytes,
@@ -972,12 +860,12 @@ impl Admin {
         let name = spec.name.clone();
         let request = Request::DeployTransform(wire::DeployTransformRequest {
             name: spec.name,
-            kind: spec.kind.as_str().to_string(),
+            kind: spec.kind,
             module: spec.module,
             input: spec.input,
             output: spec.output.unwrap_or_default(),
             params: plugin_params(spec.params),
-            on_error: spec.on_error.as_str().to_string(),
+            on_error: spec.on_error,
             dead_letter_topic: spec.dead_letter_topic.unwrap_or_default(),
         });
         let response = match self.client.request(&request, Duration::ZERO).await? {
@@ -1108,8 +996,8 @@ fn transform_description(
         });
     }
     Ok(TransformDescription {
-        kind: parse_field(&transform.kind, "module kind")?,
-        on_error: parse_field(&transform.on_error, "error policy")?,
+        kind: transform.kind,
+        on_error: transform.on_error,
         state: parse_field(&transform.state, "transform state")?,
         name: transform.name,
         input: transform.input,

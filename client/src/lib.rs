@@ -148,8 +148,8 @@ mod producer;
 
 pub use admin::{
     Admin, ConfigValue, GroupDescription, GroupListing, GroupMemberDescription,
-    GroupPartitionOffsets, ListedOffset, ModuleDescription, ModuleKind, NewTopic, OffsetResetSpec,
-    OnError, PartitionDescription, PlannedOffset, TopicDescription, TopicListing,
+    GroupPartitionOffsets, ListedOffset, ModuleDescription, NewTopic, OffsetResetSpec, OnError,
+    PartitionDescription, PlannedOffset, PluginKind, TopicDescription, TopicListing,
     TransformDescription, TransformSpec, TransformState,
 };
 pub use config::{

@@ -18,6 +18,7 @@ use crate::broker::topic_config::{TopicConfig, validate_module_name, validate_to
 use crate::broker::transforms::OnError;
 use crate::broker::{BrokerConfig, DeclaredTopic};
 use crate::storage::BackendChoice;
+use crate::transport::budget::IN_FLIGHT_BYTES_LIMIT;
 use crate::transport::quic::TransportLimits;
 use crate::wasm::PluginKind;
 
@@ -216,6 +217,11 @@ struct LimitsSection {
     idle_timeout_ms: Option<u64>,
     udp_buffer_bytes: Option<usize>,
     shutdown_grace_ms: Option<u64>,
+    in_flight_bytes_max: Option<u64>,
+    in_flight_bytes_per_connection_max: Option<u64>,
+    quic_stream_receive_window_bytes: Option<u32>,
+    quic_connection_receive_window_bytes: Option<u32>,
+    quic_send_window_bytes: Option<u32>,
     fetch_wait_max_ms: Option<u64>,
     fetch_bytes_max: Option<u32>,
     produce_timeout_max_ms: Option<u64>,
@@ -392,6 +398,47 @@ impl NodeConfig {
         }
         if let Some(value) = limits.shutdown_grace_ms {
             transport.shutdown_grace = duration_ms(origin, "limits.shutdown_grace_ms", value)?;
+        }
+        let in_flight_bytes = |key: &str, value: u64| {
+            if value == 0 || value > IN_FLIGHT_BYTES_LIMIT {
+                return Err(ConfigError(format!(
+                    "{origin}: {key} must be 1..={IN_FLIGHT_BYTES_LIMIT}, got {value}"
+                )));
+            }
+            Ok(value)
+        };
+        if let Some(value) = limits.in_flight_bytes_max {
+            transport.in_flight_bytes_max = in_flight_bytes("limits.in_flight_bytes_max", value)?;
+        }
+        if let Some(value) = limits.in_flight_bytes_per_connection_max {
+            transport.in_flight_bytes_per_connection_max =
+                in_flight_bytes("limits.in_flight_bytes_per_connection_max", value)?;
+        }
+        // A connection's share is taken from the node's budget; a larger one would only
+        // mislead (the node's limit would cap it).
+        if transport.in_flight_bytes_per_connection_max > transport.in_flight_bytes_max {
+            return Err(ConfigError(format!(
+                "{origin}: limits.in_flight_bytes_per_connection_max ({}) must not exceed limits.in_flight_bytes_max ({})",
+                transport.in_flight_bytes_per_connection_max, transport.in_flight_bytes_max
+            )));
+        }
+        // A zero window would stall every stream (QUIC flow control never opens).
+        let window = |key: &str, value: u32| {
+            if value == 0 {
+                return Err(ConfigError(format!("{origin}: {key} must be positive")));
+            }
+            Ok(value)
+        };
+        if let Some(value) = limits.quic_stream_receive_window_bytes {
+            transport.quic_stream_receive_window_bytes =
+                window("limits.quic_stream_receive_window_bytes", value)?;
+        }
+        if let Some(value) = limits.quic_connection_receive_window_bytes {
+            transport.quic_connection_receive_window_bytes =
+                window("limits.quic_connection_receive_window_bytes", value)?;
+        }
+        if let Some(value) = limits.quic_send_window_bytes {
+            transport.quic_send_window_bytes = window("limits.quic_send_window_bytes", value)?;
         }
         let broker = &mut config.broker;
         if let Some(value) = limits.fetch_wait_max_ms {
@@ -697,10 +744,13 @@ impl NodeConfig {
                 .kind
                 .parse()
                 .map_err(|error| ConfigError(format!("{place}: kind: {error}")))?;
-            let on_error = transform
-                .on_error
-                .parse()
-                .map_err(|error| ConfigError(format!("{place}: {error}")))?;
+            // Left out, the key means the default policy (dead-letter).
+            let on_error = match transform.on_error.as_str() {
+                "" => OnError::default(),
+                name => name
+                    .parse()
+                    .map_err(|error| ConfigError(format!("{place}: {error}")))?,
+            };
             validate_topic_name(&transform.input)
                 .map_err(|error| ConfigError(format!("{place}: input: {error}")))?;
             let mut params = BTreeMap::new();
@@ -780,6 +830,11 @@ disk_backend = "std"
 connections_max = 10
 frame_bytes_max = 16777216
 fetch_bytes_max = 8388608
+in_flight_bytes_max = 536870912
+in_flight_bytes_per_connection_max = 67108864
+quic_stream_receive_window_bytes = 1048576
+quic_connection_receive_window_bytes = 4194304
+quic_send_window_bytes = 2097152
 
 [log]
 flush_interval_ms = 200
@@ -804,6 +859,17 @@ segment.bytes = 4194304
         assert_eq!(config.listen.port(), 9093);
         assert_eq!(config.disk_backend, BackendChoice::Std);
         assert_eq!(config.transport.connections_max, 10);
+        assert_eq!(config.transport.in_flight_bytes_max, 512 * 1024 * 1024);
+        assert_eq!(
+            config.transport.in_flight_bytes_per_connection_max,
+            64 * 1024 * 1024
+        );
+        assert_eq!(config.transport.quic_stream_receive_window_bytes, 1 << 20);
+        assert_eq!(
+            config.transport.quic_connection_receive_window_bytes,
+            4 << 20
+        );
+        assert_eq!(config.transport.quic_send_window_bytes, 2 << 20);
         assert_eq!(config.broker.log.flush_interval, Duration::from_millis(200));
         assert!(!config.broker.log.sync_for_readers);
         assert_eq!(
@@ -826,7 +892,7 @@ segment.bytes = 4194304
             Some("4194304")
         );
         assert!(
-            config.topics[1].origin.contains("line 25"),
+            config.topics[1].origin.contains("line 30"),
             "{}",
             config.topics[1].origin
         );
@@ -905,6 +971,11 @@ on_error = "skip"
         assert_eq!(transform.params["threshold"], "1000");
         assert_eq!(transform.on_error, OnError::Skip);
         assert_eq!(transform.path, PathBuf::from("mods/high.wasm"));
+        // Without `on_error`, the default policy.
+        let plain =
+            "[[transform]]\nname = \"t\"\nkind = \"map\"\nmodule = \"m.wasm\"\ninput = \"i\"\n";
+        let config = NodeConfig::from_toml(plain, "t.toml").unwrap();
+        assert_eq!(config.transforms[0].on_error, OnError::DeadLetter);
         for (bad, expected) in [
             (
                 "[wasm]\nfuel_per_batch = 0\n",
@@ -975,6 +1046,26 @@ on_error = "skip"
             (
                 "[limits]\nrequests_in_flight_per_connection_max = 0\n".to_string(),
                 "requests_in_flight_per_connection_max must be positive",
+            ),
+            (
+                "[limits]\nin_flight_bytes_max = 0\n".to_string(),
+                "limits.in_flight_bytes_max must be 1..=1099511627776, got 0",
+            ),
+            (
+                format!(
+                    "[limits]\nin_flight_bytes_per_connection_max = {}\n",
+                    i64::MAX
+                ),
+                "limits.in_flight_bytes_per_connection_max must be 1..=1099511627776",
+            ),
+            (
+                "[limits]\nin_flight_bytes_max = 1000\nin_flight_bytes_per_connection_max = 1001\n"
+                    .to_string(),
+                "limits.in_flight_bytes_per_connection_max (1001) must not exceed limits.in_flight_bytes_max (1000)",
+            ),
+            (
+                "[limits]\nquic_stream_receive_window_bytes = 0\n".to_string(),
+                "limits.quic_stream_receive_window_bytes must be positive",
             ),
             (
                 format!("[groups]\nsession_timeout_max_ms = {huge}\n"),

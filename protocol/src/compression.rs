@@ -12,15 +12,42 @@
 //!
 //! Every decoder stops one byte past the limit, so a small input that claims or expands to a
 //! huge output (a "zip bomb") costs at most `limit + 1` bytes of output buffer.
+//!
+//! Each codec is a cargo feature (`gzip`, `snappy`, `lz4`, `zstd`; all four under the default
+//! `compression`), so the crate builds for `wasm32-unknown-unknown`, where C zstd does not: the
+//! guest SDK links it with `default-features = false`. A batch that needs a codec this build
+//! lacks is refused with [`CodecError::NotBuiltIn`], never a panic.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
+#[cfg(feature = "snappy")]
 use bytes::{Buf, BufMut};
-use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
-use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
 
 use crate::batch::Compression;
+
+/// Why a blob could not be compressed.
+#[derive(Debug)]
+pub(crate) enum CompressError {
+    /// The codec failed (for zstd, possibly an unsupported level).
+    Codec(io::Error),
+    /// This build has no such codec (a cargo feature of `ledge-protocol` is off).
+    #[cfg_attr(
+        all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        ),
+        expect(dead_code, reason = "every codec is built in")
+    )]
+    NotBuiltIn,
+}
+
+impl From<io::Error> for CompressError {
+    fn from(error: io::Error) -> Self {
+        Self::Codec(error)
+    }
+}
 
 /// Why a blob could not be decompressed.
 #[derive(Debug)]
@@ -29,6 +56,17 @@ pub(crate) enum DecompressError {
     TooLarge,
     /// The codec rejected the input.
     Corrupt(io::Error),
+    /// This build has no such codec (a cargo feature of `ledge-protocol` is off).
+    #[cfg_attr(
+        all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        ),
+        expect(dead_code, reason = "every codec is built in")
+    )]
+    NotBuiltIn,
 }
 
 impl From<io::Error> for DecompressError {
@@ -37,6 +75,7 @@ impl From<io::Error> for DecompressError {
     }
 }
 
+#[cfg(feature = "snappy")]
 impl From<snap::Error> for DecompressError {
     fn from(error: snap::Error) -> Self {
         Self::Corrupt(error.into())
@@ -44,15 +83,21 @@ impl From<snap::Error> for DecompressError {
 }
 
 /// snappy-java's stream header: `0x82 "SNAPPY" 0x00`, then a version and a compatible version.
+#[cfg(feature = "snappy")]
 const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+#[cfg(feature = "snappy")]
 const XERIAL_HEADER_BYTES: usize = 16;
 /// The versions snappy-java writes; its reader requires the compatible version to be 1.
+#[cfg(feature = "snappy")]
 const XERIAL_VERSION: i32 = 1;
+#[cfg(feature = "snappy")]
 const XERIAL_VERSION_COMPATIBLE: i32 = 1;
 /// snappy-java's default block size; Kafka does not change it.
+#[cfg(feature = "snappy")]
 const XERIAL_BLOCK_BYTES: usize = 32 * 1024;
 
 /// The first output buffer, before doubling; a typical producer batch fits in it.
+#[cfg(any(feature = "gzip", feature = "lz4", feature = "zstd"))]
 const DECOMPRESS_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Appends `records` to `out`, compressed with `compression`.
@@ -61,15 +106,20 @@ pub(crate) fn compress(
     records: &[u8],
     zstd_level: i32,
     out: &mut Vec<u8>,
-) -> io::Result<()> {
+) -> Result<(), CompressError> {
+    // Unused when zstd is not built in.
+    let _ = zstd_level;
     match compression {
         Compression::None => out.extend_from_slice(records),
+        #[cfg(feature = "gzip")]
         Compression::Gzip => {
+            use std::io::Write;
             // Level 6, as Java's `GZIPOutputStream` (Kafka's default `compression.gzip.level`).
-            let mut encoder = GzEncoder::new(out, flate2::Compression::default());
+            let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::default());
             encoder.write_all(records)?;
             encoder.finish()?;
         }
+        #[cfg(feature = "snappy")]
         Compression::Snappy => {
             out.extend_from_slice(&XERIAL_MAGIC);
             out.put_i32(XERIAL_VERSION);
@@ -83,7 +133,10 @@ pub(crate) fn compress(
                 out.extend_from_slice(&compressed);
             }
         }
+        #[cfg(feature = "lz4")]
         Compression::Lz4 => {
+            use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
+            use std::io::Write;
             // Independent 64 KiB blocks, as Kafka's Java codec writes them; its reader does not
             // support linked blocks.
             let frame_info = FrameInfo::new()
@@ -93,12 +146,20 @@ pub(crate) fn compress(
             encoder.write_all(records)?;
             encoder.finish().map_err(io::Error::from)?;
         }
+        #[cfg(feature = "zstd")]
         Compression::Zstd => {
             // The one-shot API records the content size in the frame, so readers can size
             // their window to the content rather than to the level's default.
             let compressed = zstd::bulk::compress(records, zstd_level)?;
             out.extend_from_slice(&compressed);
         }
+        #[cfg(not(all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        )))]
+        _ => return Err(CompressError::NotBuiltIn),
     }
     Ok(())
 }
@@ -117,7 +178,9 @@ pub(crate) fn decompress(
             }
             Ok(compressed.to_vec())
         }
-        Compression::Gzip => read_bounded(MultiGzDecoder::new(compressed), limit),
+        #[cfg(feature = "gzip")]
+        Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(compressed), limit),
+        #[cfg(feature = "snappy")]
         Compression::Snappy => {
             if compressed.starts_with(&XERIAL_MAGIC) {
                 decompress_xerial(compressed, limit)
@@ -125,7 +188,9 @@ pub(crate) fn decompress(
                 decompress_snappy_raw(compressed, limit)
             }
         }
-        Compression::Lz4 => read_bounded(FrameDecoder::new(compressed), limit),
+        #[cfg(feature = "lz4")]
+        Compression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(compressed), limit),
+        #[cfg(feature = "zstd")]
         Compression::Zstd => {
             // zstd caps the window a frame may demand at 128 MiB (ZSTD_WINDOWLOG_LIMIT_DEFAULT),
             // which no Kafka producer exceeds. The window is reserved, not written: memory
@@ -133,28 +198,42 @@ pub(crate) fn decompress(
             let decoder = zstd::stream::read::Decoder::with_buffer(compressed)?;
             read_bounded(decoder, limit)
         }
+        #[cfg(not(all(
+            feature = "gzip",
+            feature = "snappy",
+            feature = "lz4",
+            feature = "zstd"
+        )))]
+        _ => Err(DecompressError::NotBuiltIn),
     }
 }
 
 /// A reader that decompresses `compressed` as it is read, for the codecs whose Rust crates
 /// stream (gzip, LZ4 frames, zstd); `None` for snappy (read whole by [`decompress`]) and for
-/// uncompressed data. The caller bounds how much it reads.
+/// uncompressed data and for codecs this build lacks (which [`decompress`] then refuses). The
+/// caller bounds how much it reads.
 pub(crate) fn streaming_reader<'a>(
     compression: Compression,
     compressed: &'a [u8],
 ) -> io::Result<Option<Box<dyn Read + 'a>>> {
+    // Unused when no streaming codec is built in.
+    let _ = compressed;
     Ok(match compression {
-        Compression::None | Compression::Snappy => None,
-        Compression::Gzip => Some(Box::new(MultiGzDecoder::new(compressed))),
-        Compression::Lz4 => Some(Box::new(FrameDecoder::new(compressed))),
+        #[cfg(feature = "gzip")]
+        Compression::Gzip => Some(Box::new(flate2::read::MultiGzDecoder::new(compressed))),
+        #[cfg(feature = "lz4")]
+        Compression::Lz4 => Some(Box::new(lz4_flex::frame::FrameDecoder::new(compressed))),
         // The same window bound as `decompress` (zstd's default window-log limit).
+        #[cfg(feature = "zstd")]
         Compression::Zstd => Some(Box::new(zstd::stream::read::Decoder::with_buffer(
             compressed,
         )?)),
+        _ => None,
     })
 }
 
 /// Reads `reader` to its end into a buffer that never grows past `limit + 1` bytes.
+#[cfg(any(feature = "gzip", feature = "lz4", feature = "zstd"))]
 fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Vec<u8>, DecompressError> {
     // One byte past the limit proves the output is too large without producing more.
     let capacity_max = limit.saturating_add(1);
@@ -187,6 +266,7 @@ fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Vec<u8>, Decompre
     Ok(out)
 }
 
+#[cfg(feature = "snappy")]
 fn decompress_snappy_raw(compressed: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
     // Raw snappy states its output length up front; check it before allocating for it.
     let length = snap::raw::decompress_len(compressed)?;
@@ -199,6 +279,7 @@ fn decompress_snappy_raw(compressed: &[u8], limit: usize) -> Result<Vec<u8>, Dec
     Ok(out)
 }
 
+#[cfg(feature = "snappy")]
 fn decompress_xerial(mut input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
     let mut out = Vec::new();
     let mut decoder = snap::raw::Decoder::new();
@@ -231,9 +312,12 @@ fn decompress_xerial(mut input: &[u8], limit: usize) -> Result<Vec<u8>, Decompre
     Ok(out)
 }
 
+#[cfg(feature = "snappy")]
 fn corrupt(message: &'static str) -> DecompressError {
     DecompressError::Corrupt(io::Error::new(io::ErrorKind::InvalidData, message))
 }
 
+// The codec tests need every codec; `record/tests.rs` covers a build without them.
 #[cfg(test)]
+#[cfg(feature = "compression")]
 mod tests;

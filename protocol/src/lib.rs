@@ -23,6 +23,15 @@
 //! - [`encode_batch`] builds one batch from [`Record`]s with [`EncodeOptions`], compressed with
 //!   any Kafka codec ([`Compression`]).
 //!
+//! [`wasm_abi`] holds the WASM plug-in ABI that the node and the guest SDK share (including
+//! [`PluginKind`], one byte on the wire), and [`partitioner`] Kafka's murmur2 key placement,
+//! shared by the client and partitioner plug-ins.
+//!
+//! The codecs are cargo features (`gzip`, `snappy`, `lz4`, `zstd`; all under the default
+//! `compression`): built without them, for `wasm32-unknown-unknown`, a compressed batch is
+//! refused with [`DecodeError::CodecNotBuiltIn`]. The `serde` feature makes [`PluginKind`] and
+//! [`OnError`] serializable by name, as the node stores them.
+//!
 //! The native protocol's frames and messages live in [`wire`]: [`wire::Request`],
 //! [`wire::Response`], [`wire::ErrorCode`], and the frame functions
 //! [`wire::encode_request`] / [`wire::decode_request`].
@@ -52,8 +61,10 @@
 
 mod batch;
 mod compression;
+pub mod partitioner;
 mod record;
-mod varint;
+pub mod varint;
+pub mod wasm_abi;
 pub mod wire;
 
 #[cfg(test)]
@@ -73,3 +84,4 @@ pub use record::{
     decompress_records, encode_batch, encode_batch_with_deltas, encode_empty_batch,
     validate_batch_records,
 };
+pub use wasm_abi::{OnError, PluginKind};

@@ -26,12 +26,12 @@ use crate::batch::{
     NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, TimestampType,
     crc_of, validate_batch,
 };
-use crate::compression::{self, DecompressError};
+use crate::compression::{self, CompressError, DecompressError};
 use crate::varint::{self, VarintError};
 
 /// The smallest possible record: seven one-byte fields (length, attributes, timestamp delta,
 /// offset delta, key length, value length, header count).
-const RECORD_BYTES_MIN: usize = 7;
+pub(crate) const RECORD_BYTES_MIN: usize = 7;
 
 /// A record to encode.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -119,6 +119,13 @@ pub enum EncodeError {
         compression: Compression,
         /// The codec's error.
         source: io::Error,
+    },
+    /// This build of `ledge-protocol` has no such codec: its cargo feature (`gzip`, `snappy`,
+    /// `lz4`, `zstd`, or all under `compression`) is off. Send uncompressed, or enable it.
+    #[error("{compression:?} codec not built in (ledge-protocol built without its feature)")]
+    CodecNotBuiltIn {
+        /// The codec asked for.
+        compression: Compression,
     },
     /// A key, value, header or the record as a whole exceeds `i32::MAX` bytes (or headers in
     /// number). Make it smaller.
@@ -229,9 +236,14 @@ fn encode_batch_spanning(
         let mut plain = Vec::new();
         encode_records(&mut plain, records, offset_deltas, base_timestamp)?;
         compression::compress(options.compression, &plain, options.zstd_level, &mut batch)
-            .map_err(|source| EncodeError::Compression {
-                compression: options.compression,
-                source,
+            .map_err(|error| match error {
+                CompressError::Codec(source) => EncodeError::Compression {
+                    compression: options.compression,
+                    source,
+                },
+                CompressError::NotBuiltIn => EncodeError::CodecNotBuiltIn {
+                    compression: options.compression,
+                },
             })?;
     }
 
@@ -417,6 +429,14 @@ pub enum DecodeError {
         compression: Compression,
         /// The codec's error.
         source: io::Error,
+    },
+    /// The batch is compressed with a codec this build of `ledge-protocol` lacks (its cargo
+    /// feature is off, as in the WASM guest SDK). The batch may be fine; this reader cannot
+    /// open it.
+    #[error("{compression:?} codec not built in (ledge-protocol built without its feature)")]
+    CodecNotBuiltIn {
+        /// The batch's codec.
+        compression: Compression,
     },
     /// The records decompress to more than `decompressed_bytes_max`. Reject the batch, or
     /// raise the limit if the producer is trusted.
@@ -752,6 +772,7 @@ fn decompress_error(error: DecompressError, compression: Compression, limit: usi
             compression,
             source,
         },
+        DecompressError::NotBuiltIn => DecodeError::CodecNotBuiltIn { compression },
     }
 }
 
@@ -858,6 +879,60 @@ fn parse_record_body<'b>(
     previous_offset_delta: Option<i32>,
     body: &'b [u8],
 ) -> Result<(RecordView<'b>, i32), RecordError> {
+    let fields = parse_record_fields(body)?;
+    let offset_delta = fields.offset_delta;
+    let min = previous_offset_delta.map_or(0, |previous| i64::from(previous) + 1);
+    if i64::from(offset_delta) < min || offset_delta > header.last_offset_delta {
+        return Err(RecordError::BadOffsetDelta {
+            offset_delta,
+            min,
+            max: header.last_offset_delta,
+        });
+    }
+    let timestamp_delta = fields.timestamp_delta;
+    let timestamp = match header.timestamp_type() {
+        TimestampType::LogAppendTime => header.max_timestamp,
+        TimestampType::CreateTime => header
+            .base_timestamp
+            .checked_add(timestamp_delta)
+            .ok_or(RecordError::TimestampOverflow { timestamp_delta })?,
+    };
+    // Cannot saturate for a validated header: `validate_batch` checks that
+    // `base_offset + last_offset_delta` fits, and the delta is at most that.
+    let offset = header.base_offset.saturating_add(i64::from(offset_delta));
+    Ok((fields.into_view(offset, timestamp), offset_delta))
+}
+
+/// The fields of one record as written, before a batch gives its deltas meaning.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordFields<'b> {
+    pub(crate) timestamp_delta: i64,
+    pub(crate) offset_delta: i32,
+    key: Option<&'b [u8]>,
+    value: Option<&'b [u8]>,
+    headers: &'b [u8],
+    header_count: usize,
+}
+
+impl<'b> RecordFields<'b> {
+    /// The record at `offset` and `timestamp`, as its batch computes them from the deltas.
+    pub(crate) fn into_view(self, offset: i64, timestamp: i64) -> RecordView<'b> {
+        RecordView {
+            offset,
+            timestamp,
+            key: self.key,
+            value: self.value,
+            headers: self.headers,
+            header_count: self.header_count,
+        }
+    }
+}
+
+/// Parses one record's fields, `body` being exactly the bytes its length prefix counts: every
+/// length within the bytes there, every header whole with a UTF-8 key, no bytes left over.
+/// Shared by Kafka batches (above) and the plug-in ABI's input batch (`wasm_abi.rs`), which
+/// give the deltas their meaning.
+pub(crate) fn parse_record_fields(body: &[u8]) -> Result<RecordFields<'_>, RecordError> {
     let length = body.len();
     let mut body = body;
     // Record attributes are unused since v2; the byte must still be there.
@@ -888,33 +963,37 @@ fn parse_record_body<'b>(
             consumed: length.saturating_sub(body.len()),
         });
     }
-
-    let min = previous_offset_delta.map_or(0, |previous| i64::from(previous) + 1);
-    if i64::from(offset_delta) < min || offset_delta > header.last_offset_delta {
-        return Err(RecordError::BadOffsetDelta {
-            offset_delta,
-            min,
-            max: header.last_offset_delta,
-        });
-    }
-    let timestamp = match header.timestamp_type() {
-        TimestampType::LogAppendTime => header.max_timestamp,
-        TimestampType::CreateTime => header
-            .base_timestamp
-            .checked_add(timestamp_delta)
-            .ok_or(RecordError::TimestampOverflow { timestamp_delta })?,
-    };
-    let view = RecordView {
-        // Cannot saturate for a validated header: `validate_batch` checks that
-        // `base_offset + last_offset_delta` fits, and the delta is at most that.
-        offset: header.base_offset.saturating_add(i64::from(offset_delta)),
-        timestamp,
+    Ok(RecordFields {
+        timestamp_delta,
+        offset_delta,
         key,
         value,
         headers,
         header_count,
-    };
-    Ok((view, offset_delta))
+    })
+}
+
+/// Reads one length-prefixed record from the front of `input` and advances it past the
+/// record; on error `input` is left as it was.
+pub(crate) fn read_record_fields<'b>(
+    input: &mut &'b [u8],
+) -> Result<RecordFields<'b>, RecordError> {
+    let mut rest = *input;
+    let length = read_varint(&mut rest, RecordField::Length)?;
+    let length = usize::try_from(length).map_err(|_| RecordError::BadLength {
+        field: RecordField::Length,
+        length,
+    })?;
+    let (body, rest) = rest
+        .split_at_checked(length)
+        .ok_or(RecordError::LengthOverrun {
+            field: RecordField::Length,
+            length,
+            available: rest.len(),
+        })?;
+    let fields = parse_record_fields(body)?;
+    *input = rest;
+    Ok(fields)
 }
 
 impl<'a> Iterator for RecordIter<'a> {
@@ -1020,9 +1099,12 @@ impl<'a> Iterator for HeaderIter<'a> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, Some(self.count))
+        // Exact: every header was checked when the record was read.
+        (self.count, Some(self.count))
     }
 }
+
+impl ExactSizeIterator for HeaderIter<'_> {}
 
 impl std::iter::FusedIterator for HeaderIter<'_> {}
 

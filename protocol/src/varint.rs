@@ -4,10 +4,12 @@
 //! not carry bits beyond the integer's width. Java's `ByteUtils.readVarint` enforces the byte
 //! count but drops excess bits silently; no conforming encoder emits them, so rejecting them
 //! costs no compatibility and keeps one value per encoding.
+//!
+//! Public for the guest SDK, whose test helpers write records as the host does.
 
 /// Why a varint could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum VarintError {
+pub enum VarintError {
     /// The input ended before the last byte of the varint.
     Truncated,
     /// Too many bytes, or bits beyond the integer's width.
@@ -18,7 +20,7 @@ const VARINT_BYTES_MAX: u32 = 5;
 const VARLONG_BYTES_MAX: u32 = 10;
 
 /// Reads a zigzag varint (`i32`) from the front of `input` and advances it.
-pub(crate) fn read_varint(input: &mut &[u8]) -> Result<i32, VarintError> {
+pub fn read_varint(input: &mut &[u8]) -> Result<i32, VarintError> {
     let raw = read_unsigned(input, VARINT_BYTES_MAX)?;
     let raw = u32::try_from(raw).map_err(|_| VarintError::Overflow)?;
     // Zigzag: the low bit is the sign, so small negative numbers stay short.
@@ -26,28 +28,28 @@ pub(crate) fn read_varint(input: &mut &[u8]) -> Result<i32, VarintError> {
 }
 
 /// Reads a zigzag varlong (`i64`) from the front of `input` and advances it.
-pub(crate) fn read_varlong(input: &mut &[u8]) -> Result<i64, VarintError> {
+pub fn read_varlong(input: &mut &[u8]) -> Result<i64, VarintError> {
     let raw = read_unsigned(input, VARLONG_BYTES_MAX)?;
     Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
 }
 
 /// Appends `value` as a zigzag varint.
-pub(crate) fn write_varint(out: &mut Vec<u8>, value: i32) {
+pub fn write_varint(out: &mut Vec<u8>, value: i32) {
     write_unsigned(out, u64::from(zigzag32(value)));
 }
 
 /// Appends `value` as a zigzag varlong.
-pub(crate) fn write_varlong(out: &mut Vec<u8>, value: i64) {
+pub fn write_varlong(out: &mut Vec<u8>, value: i64) {
     write_unsigned(out, zigzag64(value));
 }
 
 /// How many bytes [`write_varint`] appends for `value`.
-pub(crate) fn varint_len(value: i32) -> usize {
+pub fn varint_len(value: i32) -> usize {
     unsigned_len(u64::from(zigzag32(value)))
 }
 
 /// How many bytes [`write_varlong`] appends for `value`.
-pub(crate) fn varlong_len(value: i64) -> usize {
+pub fn varlong_len(value: i64) -> usize {
     unsigned_len(zigzag64(value))
 }
 

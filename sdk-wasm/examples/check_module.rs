@@ -23,7 +23,10 @@ fn main() -> ExitCode {
             });
         match result {
             Ok((kind, bytes)) => {
-                println!("{path}: {} module, {bytes} bytes, exports ok", kind.name())
+                println!(
+                    "{path}: {} module, {bytes} bytes, exports ok",
+                    kind.as_str()
+                )
             }
             Err(error) => {
                 eprintln!("{path}: {error}");

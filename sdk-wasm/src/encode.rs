@@ -5,14 +5,14 @@
 //! kind allows; a value the ABI cannot carry (a length past `i32::MAX`, a partition out of
 //! range) becomes an `ERROR` entry for that record instead of output the host would reject.
 
-use crate::abi::{
-    INIT_ERROR, INIT_OK, TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION, TAG_RECORDS, TIMESTAMP_KEEP,
-};
 use crate::outcome::{
     IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoMapOutcome,
     IntoPartitionOutcome,
 };
 use crate::output::OutputRecord;
+use ledge_protocol::wasm_abi::{
+    INIT_ERROR, INIT_OK, TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION, TAG_RECORDS, TIMESTAMP_KEEP,
+};
 
 /// Longest error message an `ERROR` entry or init result carries; longer ones are cut at a
 /// character boundary. Messages are for people, and a plug-in that formats a whole value into
@@ -124,7 +124,15 @@ fn write_records(out: &mut Vec<u8>, records: &[OutputRecord]) -> Result<(), Stri
     out.push(TAG_RECORDS);
     write_u32_length(out, records.len(), "output records")?;
     for record in records {
-        out.extend_from_slice(&record.timestamp.unwrap_or(TIMESTAMP_KEEP).to_le_bytes());
+        // -1 is the ABI's "keep the input's" (documented on `OutputRecord::timestamp`); the
+        // host refuses any other negative timestamp as garbage and would fail the whole batch.
+        let timestamp = record.timestamp.unwrap_or(TIMESTAMP_KEEP);
+        if timestamp < TIMESTAMP_KEEP {
+            return Err(format!(
+                "output timestamp {timestamp} is negative (milliseconds since the Unix epoch)"
+            ));
+        }
+        out.extend_from_slice(&timestamp.to_le_bytes());
         write_nullable(out, record.key.as_deref(), "output key")?;
         write_nullable(out, record.value.as_deref(), "output value")?;
         write_u32_length(out, record.headers.len(), "output headers")?;

@@ -49,7 +49,6 @@
 //! The generated code names this crate `::ledge_wasm_sdk`: depend on it under that name.
 #![warn(missing_docs)]
 
-pub mod abi;
 mod encode;
 mod module_check;
 mod outcome;
@@ -58,10 +57,15 @@ mod params;
 mod record;
 mod runtime;
 pub mod testing;
-mod varint;
 
-pub use abi::Kind;
 pub use encode::ERROR_MESSAGE_BYTES_MAX;
+/// Kafka's default key placement, bit for bit (the same code as the Ledge client's), for
+/// partitioner plug-ins that place some keys as any Kafka client would.
+pub use ledge_protocol::partitioner::{murmur2, partition_for_key};
+/// The ABI's numbers and shared layouts, the same module the node's host links
+/// (`ledge_protocol::wasm_abi`).
+pub use ledge_protocol::wasm_abi as abi;
+pub use ledge_protocol::wasm_abi::PluginKind;
 pub use ledge_wasm_sdk_macros::{filter, filter_map, flat_map, map, partitioner};
 pub use outcome::{
     IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoMapOutcome,

@@ -2,22 +2,14 @@
 //! imports, one memory named `memory`, the four functions with their signatures, exactly one
 //! kind function. Reads only the module's type, import, function and export sections.
 
-use crate::abi::Kind;
-
-const KINDS: [Kind; 5] = [
-    Kind::Filter,
-    Kind::FilterMap,
-    Kind::FlatMap,
-    Kind::Map,
-    Kind::Partitioner,
-];
+use ledge_protocol::wasm_abi::PluginKind;
 
 const I32: u8 = 0x7f;
 const I64: u8 = 0x7e;
 
 /// Checks `module` (the bytes of a `.wasm` file) against docs/WASM-ABI.md's exports; returns
 /// the plug-in's kind, or what is wrong.
-pub fn check_module(module: &[u8]) -> Result<Kind, String> {
+pub fn check_module(module: &[u8]) -> Result<PluginKind, String> {
     let mut reader = Reader(module);
     if reader.take(8)? != b"\0asm\x01\0\0\0" {
         return Err("not a WebAssembly core module (version 1)".to_owned());
@@ -106,7 +98,7 @@ pub fn check_module(module: &[u8]) -> Result<Kind, String> {
     expect("ledge_init", &[I32, I32], &[I64], true)?;
     expect("ledge_panic_message", &[], &[I64], false)?;
     let mut kinds = Vec::new();
-    for kind in KINDS {
+    for kind in PluginKind::ALL {
         if expect(kind.export_name(), &[I32, I32], &[I64], false)? {
             kinds.push(kind);
         }

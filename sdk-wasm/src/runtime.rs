@@ -15,15 +15,18 @@ use std::fmt::{self, Write as _};
 use std::panic::PanicHookInfo;
 use std::sync::Once;
 
-use crate::abi::{ABI_VERSION, Kind};
+use ledge_protocol::wasm_abi::{
+    ABI_VERSION, InputBatchError, InputHeader, InputRecords, PluginKind,
+};
+
 use crate::encode::{Entries, write_init_result};
 use crate::params::{InitError, Params};
-use crate::record::{BatchError, Record, RecordReader, read_batch_header};
+use crate::record::Record;
 
 /// A plug-in: what the attribute macros implement for a type named after the function.
 pub trait Plugin: 'static {
     /// The plug-in's kind, which decides its export and the output tags it may use.
-    const KIND: Kind;
+    const KIND: PluginKind;
     /// The deployment parameters the function takes, by name, for error messages.
     const PARAMETERS: &'static [&'static str];
     /// The parsed parameters, kept for the instance's life.
@@ -143,18 +146,21 @@ pub(crate) fn process_batch<P: Plugin>(
     state: &P::State,
     input: &[u8],
     out: &mut Vec<u8>,
-) -> Result<(), BatchError> {
+) -> Result<(), InputBatchError> {
     out.clear();
-    let (header, records) = read_batch_header(input)?;
+    let (header, records) = InputHeader::read(input)?;
     out.extend_from_slice(&header.record_count.to_le_bytes());
     let entries_start = out.len();
-    let mut reader = RecordReader::new(header, records);
+    let mut reader = InputRecords::new(header, records);
     let mut failure = None;
     {
         let mut entries = Entries::new(out, header.partition_count);
         for index in 0..header.record_count {
             match reader.next_record() {
-                Ok(record) => P::process(state, &record, header.partition_count, &mut entries),
+                Ok(view) => {
+                    let record = Record::new(view, header.partition);
+                    P::process(state, &record, header.partition_count, &mut entries);
+                }
                 Err(error) => {
                     failure = Some(format!("malformed input batch: record {index}: {error}"));
                     break;

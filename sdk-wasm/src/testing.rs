@@ -2,21 +2,20 @@
 //!
 //! [`TestPlugin`] encodes the parameter block and each input batch exactly as the host does,
 //! runs the same decode, call and encode code the module's exports run, and decodes the output
-//! with the host's checks (entry count, the tags the kind allows, one record for a map,
-//! partitions in range), so a test fails on anything the node would refuse. The crate's
+//! with the host's own decoder (`ledge_protocol::wasm_abi::decode_output`: entry count, the tags
+//! the kind allows, one record for a map, partitions in range), so a test fails on anything
+//! the node would refuse. The crate's
 //! front page shows a whole test.
 //!
 //! The type parameter is the plug-in function's name: the attribute defines a type of that
 //! name beside the function.
 
-use crate::abi::{
-    BATCH_HEADER_BYTES, INIT_ERROR, INIT_OK, Kind, TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION,
-    TAG_RECORDS, TIMESTAMP_KEEP,
-};
+use ledge_protocol::varint::{write_varint, write_varlong};
+use ledge_protocol::wasm_abi::{self, INPUT_HEADER_BYTES, InputHeader, OutputEntry, PluginKind};
+
 pub use crate::module_check::check_module;
 use crate::output::OutputRecord;
 use crate::runtime::{Plugin, init_plugin, process_batch};
-use crate::varint::{write_varint, write_varlong};
 
 /// What the module answered for one input record: one output entry, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,12 +170,15 @@ pub fn encode_params(params: &[(&str, &str)]) -> Vec<u8> {
 ///
 /// If a length does not fit Kafka's `i32` fields.
 pub fn encode_batch(info: &BatchInfo, records: &[OutputRecord]) -> Vec<u8> {
-    let mut batch = Vec::with_capacity(BATCH_HEADER_BYTES);
-    push_u32(&mut batch, records.len());
-    batch.extend_from_slice(&info.partition.to_le_bytes());
-    batch.extend_from_slice(&info.partition_count.to_le_bytes());
-    batch.extend_from_slice(&info.base_offset.to_le_bytes());
-    batch.extend_from_slice(&info.base_timestamp.to_le_bytes());
+    let header = InputHeader {
+        record_count: u32::try_from(records.len()).expect("test inputs are shorter than 4 GiB"),
+        partition: info.partition,
+        partition_count: info.partition_count,
+        base_offset: info.base_offset,
+        base_timestamp: info.base_timestamp,
+    };
+    let mut batch = Vec::with_capacity(INPUT_HEADER_BYTES);
+    batch.extend_from_slice(&header.to_bytes());
     let mut body = Vec::new();
     for (index, record) in records.iter().enumerate() {
         body.clear();
@@ -199,142 +201,62 @@ pub fn encode_batch(info: &BatchInfo, records: &[OutputRecord]) -> Vec<u8> {
 }
 
 /// Decodes an init result: `Ok(Ok(()))` accepted, `Ok(Err(message))` refused, `Err` if the
-/// bytes break the ABI.
+/// bytes break the ABI (the host's reading, `ledge_protocol::wasm_abi::decode_init_result`, plus
+/// no bytes after the result, which the SDK never writes).
 pub fn decode_init_result(bytes: &[u8]) -> Result<Result<(), String>, String> {
-    let mut reader = Reader(bytes);
-    let result = match reader.u8()? {
-        INIT_OK => Ok(()),
-        INIT_ERROR => Err(reader.text("init error message")?),
-        status => return Err(format!("unknown init status {status}")),
+    let result = wasm_abi::decode_init_result(bytes).map_err(|error| error.to_string())?;
+    let used = match result {
+        Ok(()) => 1,
+        Err(message) => 1 + 4 + message.len(),
     };
-    reader.finish()?;
-    Ok(result)
+    if bytes.len() > used {
+        return Err(format!(
+            "{} bytes after the init result",
+            bytes.len() - used
+        ));
+    }
+    Ok(result.map_err(str::to_owned))
 }
 
-/// Decodes a batch output with the host's checks: `record_count` entries, tags the kind allows,
-/// exactly one record for map and filter_map, partitions below `partition_count`, UTF-8 text,
-/// no bytes left over.
+/// Decodes a batch output with the host's own checks (`ledge_protocol::wasm_abi::decode_output`,
+/// the function the node runs): `record_count` entries, tags the kind allows, exactly one record
+/// for map and filter_map, partitions below `partition_count`, UTF-8 text, timestamps `-1` or
+/// non-negative, no bytes left over.
 pub fn decode_output(
-    kind: Kind,
+    kind: PluginKind,
     output: &[u8],
     record_count: u32,
     partition_count: u32,
 ) -> Result<Vec<Outcome>, String> {
-    let mut reader = Reader(output);
-    let entry_count = reader.u32()?;
-    if entry_count != record_count {
-        return Err(format!("{entry_count} entries for {record_count} records"));
-    }
-    let mut outcomes = Vec::new();
-    for index in 0..entry_count {
-        let tag = reader.u8()?;
-        if !kind.allows_tag(tag) {
-            return Err(format!(
-                "entry {index}: tag {tag} is not allowed for a {}",
-                kind.name()
-            ));
-        }
-        let outcome = match tag {
-            TAG_KEEP => Outcome::Keep,
-            TAG_DROP => Outcome::Drop,
-            TAG_ERROR => Outcome::Error(reader.text("error message")?),
-            TAG_RECORDS => {
-                let count = reader.u32()?;
-                if matches!(kind, Kind::Map | Kind::FilterMap) && count != 1 {
-                    return Err(format!(
-                        "entry {index}: {count} records from a {}",
-                        kind.name()
-                    ));
-                }
-                let mut records = Vec::new();
-                for _ in 0..count {
-                    records.push(reader.output_record()?);
-                }
-                Outcome::Records(records)
-            }
-            TAG_PARTITION => {
-                let partition = reader.u32()?;
-                if partition >= partition_count {
-                    return Err(format!(
-                        "entry {index}: partition {partition} of {partition_count}"
-                    ));
-                }
-                Outcome::Partition(partition)
-            }
-            _ => unreachable!("allows_tag accepts only known tags"),
-        };
-        outcomes.push(outcome);
-    }
-    reader.finish()?;
-    Ok(outcomes)
-}
-
-/// A strict little-endian reader over output bytes; errors describe what was cut short.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, length: usize) -> Result<&'a [u8], String> {
-        let (taken, rest) = self
-            .0
-            .split_at_checked(length)
-            .ok_or_else(|| format!("{length} bytes wanted, {} left", self.0.len()))?;
-        self.0 = rest;
-        Ok(taken)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        let bytes = self.take(4)?;
-        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-    }
-
-    fn i64(&mut self) -> Result<i64, String> {
-        let mut bytes = [0; 8];
-        bytes.copy_from_slice(self.take(8)?);
-        Ok(i64::from_le_bytes(bytes))
-    }
-
-    fn text(&mut self, what: &str) -> Result<String, String> {
-        let length = self.u32()? as usize;
-        let bytes = self.take(length)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
-    }
-
-    fn nullable(&mut self) -> Result<Option<Vec<u8>>, String> {
-        match self.u32()? as i32 {
-            -1 => Ok(None),
-            length if length < 0 => Err(format!("negative length {length}")),
-            length => Ok(Some(self.take(length as usize)?.to_vec())),
-        }
-    }
-
-    fn output_record(&mut self) -> Result<OutputRecord, String> {
-        let timestamp = self.i64()?;
-        let key = self.nullable()?;
-        let value = self.nullable()?;
-        let header_count = self.u32()?;
-        let mut headers = Vec::new();
-        for _ in 0..header_count {
-            let header_key = self.text("header key")?;
-            headers.push((header_key, self.nullable()?));
-        }
-        Ok(OutputRecord {
-            key,
-            value,
-            headers,
-            timestamp: (timestamp != TIMESTAMP_KEEP).then_some(timestamp),
+    let record_count = usize::try_from(record_count).map_err(|error| error.to_string())?;
+    let entries = wasm_abi::decode_output(kind, output, record_count, partition_count)
+        .map_err(|error| error.to_string())?;
+    let owned = |bytes: Option<&[u8]>| bytes.map(<[u8]>::to_vec);
+    let outcomes = entries
+        .into_iter()
+        .map(|entry| match entry {
+            OutputEntry::Keep => Outcome::Keep,
+            OutputEntry::Drop => Outcome::Drop,
+            OutputEntry::Error(message) => Outcome::Error(message.to_owned()),
+            OutputEntry::Records(records) => Outcome::Records(
+                records
+                    .into_iter()
+                    .map(|record| OutputRecord {
+                        key: owned(record.key),
+                        value: owned(record.value),
+                        headers: record
+                            .headers
+                            .into_iter()
+                            .map(|(key, value)| (key.to_owned(), owned(value)))
+                            .collect(),
+                        timestamp: record.timestamp,
+                    })
+                    .collect(),
+            ),
+            OutputEntry::Partition(partition) => Outcome::Partition(partition),
         })
-    }
-
-    fn finish(&self) -> Result<(), String> {
-        match self.0.len() {
-            0 => Ok(()),
-            left => Err(format!("{left} bytes after the last entry")),
-        }
-    }
+        .collect();
+    Ok(outcomes)
 }
 
 fn u32_at(bytes: &[u8; 12], at: usize) -> u32 {

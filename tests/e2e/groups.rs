@@ -309,6 +309,44 @@ fn two_groups_each_see_every_record() {
     });
 }
 
+/// Goal: DescribeGroups reports each member's real client id, the one its client sends in
+/// every request header (the transport used to drop the header, so it was always empty).
+/// Method: two SDK clients with their own `client_id` each run a member of one group.
+#[test]
+fn describe_groups_reports_each_members_client_id() {
+    let node = NodeProcess::start();
+    runtime().block_on(async {
+        let setup = connect(&node).await;
+        create_topic(&setup, "orders", 2).await;
+        let mut clients = Vec::new();
+        for client_id in ["billing-east", "billing-west"] {
+            let mut config = ledge_client::ClientConfig::new(
+                node.addr.to_string(),
+                ledge_client::Trust::CaFile(node.ca_file.clone()),
+            );
+            config.client_id = client_id.to_string();
+            clients.push(Client::connect(config).await.unwrap());
+        }
+        let log = Deliveries::default();
+        let members: Vec<Member> = clients
+            .iter()
+            .zip(["east", "west"])
+            .map(|(client, name)| start_member(client, "billing", "orders", name, &log))
+            .collect();
+        let description = wait_for_members(&Admin::new(&setup), "billing", &[1, 1]).await;
+        let mut client_ids: Vec<&str> = description
+            .members
+            .iter()
+            .map(|member| member.client_id.as_str())
+            .collect();
+        client_ids.sort_unstable();
+        assert_eq!(client_ids, ["billing-east", "billing-west"]);
+        for member in members {
+            member.close().await;
+        }
+    });
+}
+
 /// Goal: committed offsets, their metadata and the lag survive a node restart, and a member
 /// resumes after them. Method: commit specific offsets with metadata, restart the node
 /// (`kill -9`), describe again, then read only the rest.

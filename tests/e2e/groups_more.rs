@@ -263,9 +263,10 @@ fn a_static_member_comes_back_without_a_rebalance() {
             back_after < session_timeout,
             "came back after {back_after:?}, past the session timeout"
         );
-        // Past the departed entry's session timeout: nothing expires, nothing moves.
-        tokio::time::sleep(session_timeout.saturating_sub(back_after) + Duration::from_secs(1))
-            .await;
+        // That the departed entry's session timer does not fire later (nothing expires,
+        // nothing moves) is checked on the coordinator with time passed in
+        // (`static_members_restart_without_a_rebalance`): here it would take a wall-clock
+        // wait asserting that nothing happens.
         let after = wait_for_members(&admin, "statics", &[2, 2]).await;
         let a_after = instance(&after, "a");
         let b_after = instance(&after, "b");
@@ -621,11 +622,8 @@ fn a_removed_member_cannot_commit() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             description = wait_for_members(&admin, "auditors", &[2]).await;
         }
-        let evicted_after = silenced_at.elapsed();
-        assert!(
-            evicted_after >= Duration::from_millis(900),
-            "stale removed after {evicted_after:?}, before its session timeout"
-        );
+        // Not removed before its session timeout: checked with time passed in
+        // (`silent_members_expire_after_the_session_timeout`), not against the wall clock.
         assert!(
             description
                 .members

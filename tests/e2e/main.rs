@@ -4,9 +4,9 @@
 mod broker_metadata;
 mod cli;
 mod damage;
-mod group_bench;
 mod groups;
 mod groups_more;
+mod in_flight;
 mod node;
 mod process;
 mod produce_validation;

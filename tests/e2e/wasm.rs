@@ -41,7 +41,7 @@ async fn upload(raw: &RawClient, name: &str, kind: &str, module: Bytes, defaults
         raw,
         Request::UploadModule(UploadModuleRequest {
             name: name.into(),
-            kind: kind.into(),
+            kind: kind.parse().expect("a known plug-in kind"),
             module,
             params: params(defaults),
         }),
@@ -64,7 +64,7 @@ async fn deploy(raw: &RawClient, request: DeployTransformRequest) -> DeployTrans
 fn transform(name: &str, kind: &str, module: Bytes, input: &str) -> DeployTransformRequest {
     DeployTransformRequest {
         name: name.into(),
-        kind: kind.into(),
+        kind: kind.parse().expect("a known plug-in kind"),
         module,
         input: input.into(),
         ..DeployTransformRequest::default()
@@ -446,7 +446,7 @@ fn hostile_modules_are_contained_while_another_topic_keeps_flowing() {
         ];
         for (name, body, _) in &cases {
             let mut request = transform(name, "filter", hostile(body), "input");
-            request.on_error = "skip".into();
+            request.on_error = ledge_protocol::OnError::Skip;
             let response = deploy(&raw, request).await;
             assert_eq!(response.error, ErrorCode::None, "{name}: {}", response.message);
         }

@@ -9,11 +9,11 @@ fn described(name: &str) -> wire::TransformDescription {
     wire::TransformDescription {
         name: name.into(),
         error: ErrorCode::None,
-        kind: "filter".into(),
+        kind: PluginKind::Filter,
         input: "orders".into(),
         output: "orders.high-value".into(),
         dead_letter_topic: "high-value.dead-letter".into(),
-        on_error: "dead-letter".into(),
+        on_error: OnError::DeadLetter,
         module_hash: "ab".repeat(32),
         params: vec![PluginParam {
             key: "threshold".into(),
@@ -44,13 +44,13 @@ fn described(name: &str) -> wire::TransformDescription {
 /// ones.
 #[test]
 fn module_kinds_round_trip_through_their_names() {
-    for kind in ModuleKind::ALL {
-        assert_eq!(kind.as_str().parse::<ModuleKind>(), Ok(kind));
+    for kind in PluginKind::ALL {
+        assert_eq!(kind.as_str().parse::<PluginKind>(), Ok(kind));
         assert_eq!(kind.to_string(), kind.as_str());
     }
-    assert_eq!("filter-map".parse(), Ok(ModuleKind::FilterMap));
-    assert_eq!("flat_map".parse(), Ok(ModuleKind::FlatMap));
-    let error = "reducer".parse::<ModuleKind>().unwrap_err();
+    assert_eq!("filter-map".parse(), Ok(PluginKind::FilterMap));
+    assert_eq!("flat_map".parse(), Ok(PluginKind::FlatMap));
+    let error = "reducer".parse::<PluginKind>().unwrap_err().to_string();
     assert!(error.contains("\"reducer\""), "{error}");
     assert!(
         error.contains("filter, map, filter_map, flat_map, partitioner"),
@@ -66,7 +66,13 @@ fn error_policies_and_states_use_the_node_names() {
     }
     assert_eq!("dead_letter".parse(), Ok(OnError::DeadLetter));
     assert_eq!(OnError::default(), OnError::DeadLetter);
-    assert!("retry".parse::<OnError>().unwrap_err().contains("skip"));
+    assert!(
+        "retry"
+            .parse::<OnError>()
+            .unwrap_err()
+            .to_string()
+            .contains("skip")
+    );
     for state in [
         TransformState::Failed,
         TransformState::Paused,
@@ -81,7 +87,7 @@ fn error_policies_and_states_use_the_node_names() {
 /// node will call the output.
 #[test]
 fn a_transform_spec_defaults_to_the_node_topic_names() {
-    let spec = TransformSpec::new("high-value", ModuleKind::Filter, vec![0u8; 4], "orders")
+    let spec = TransformSpec::new("high-value", PluginKind::Filter, vec![0u8; 4], "orders")
         .param("threshold", "1000");
     assert_eq!(spec.output, None);
     assert_eq!(spec.dead_letter_topic, None);
@@ -102,7 +108,7 @@ fn a_transform_spec_defaults_to_the_node_topic_names() {
 fn transform_descriptions_become_typed() {
     let description = transform_description(described("high-value")).unwrap();
     assert_eq!(description.name, "high-value");
-    assert_eq!(description.kind, ModuleKind::Filter);
+    assert_eq!(description.kind, PluginKind::Filter);
     assert_eq!(description.on_error, OnError::DeadLetter);
     assert_eq!(description.state, TransformState::Running);
     assert_eq!(description.version, 2);

@@ -28,8 +28,14 @@ use super::{Broker, read};
 use crate::storage::{AppendError, Disk, ReadError};
 
 impl<D: Disk> Broker<D> {
-    /// Answers one request.
+    /// Answers one request from a caller without a client id (tests, the bench tools).
     pub async fn handle(&self, request: Request) -> Response {
+        self.handle_from("", request).await
+    }
+
+    /// Answers one request; `client_id` is the one its request header names (DescribeGroups
+    /// reports it for group members).
+    pub async fn handle_from(&self, client_id: &str, request: Request) -> Response {
         // One exhaustive match: a new request kind that is not answered here does not compile
         // (it used to fall through to an `unreachable!` a peer's frame could hit).
         match request {
@@ -76,7 +82,7 @@ impl<D: Disk> Broker<D> {
                 Response::AlterTransform(self.alter_transform(request).await)
             }
             Request::ConsumerGroupHeartbeat(request) => {
-                Response::ConsumerGroupHeartbeat(self.heartbeat(request))
+                Response::ConsumerGroupHeartbeat(self.heartbeat(request, client_id))
             }
             Request::OffsetCommit(request) => {
                 Response::OffsetCommit(self.offset_commit(request).await)

@@ -200,6 +200,7 @@ impl<D: Disk> Broker<D> {
     pub(super) fn heartbeat(
         &self,
         request: ConsumerGroupHeartbeatRequest,
+        client_id: &str,
     ) -> ConsumerGroupHeartbeatResponse {
         // No consumer may ever join a transform's position group: its commits would move
         // the transform's positions. Refused by name, whether or not the transform exists.
@@ -228,7 +229,7 @@ impl<D: Disk> Broker<D> {
             member_id: request.member_id,
             member_epoch: request.member_epoch,
             instance_id: request.instance_id,
-            client_id: String::new(),
+            client_id: client_id.to_string(),
             rebalance_timeout: Duration::from_millis(u64::from(request.rebalance_timeout_ms)),
             session_timeout: Duration::from_millis(u64::from(request.session_timeout_ms)),
             subscribed_topics: request.subscribed_topics,

@@ -495,7 +495,7 @@ impl<D: Disk> Broker<D> {
         }
         self.store_named_module(UploadModuleRequest {
             name: name.to_string(),
-            kind: kind.to_string(),
+            kind,
             module: bytes,
             params: params_list(&params),
         })
@@ -508,10 +508,7 @@ impl<D: Disk> Broker<D> {
     ) -> Result<String, (ErrorCode, String)> {
         validate_module_name(&request.name)
             .map_err(|error| (ErrorCode::InvalidRequest, format!("module name: {error}")))?;
-        let kind: PluginKind = request
-            .kind
-            .parse()
-            .map_err(|error| (ErrorCode::InvalidRequest, error))?;
+        let kind = request.kind;
         let params =
             params_map(&request.params).map_err(|error| (ErrorCode::InvalidRequest, error))?;
         // Replacing a module a topic config names with one of a kind that key does not take
@@ -658,7 +655,7 @@ impl<D: Disk> Broker<D> {
                 .iter()
                 .map(|(name, module)| ModuleDescription {
                     name: name.clone(),
-                    kind: module.kind.to_string(),
+                    kind: module.kind,
                     hash: module.hash.clone(),
                     size_bytes: module.size_bytes,
                     params: params_list(&module.params),

@@ -22,8 +22,6 @@
 //! boundary; positions are kept, so no record is skipped or lost.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -35,7 +33,6 @@ use ledge_protocol::wire::{
     TransformDescription,
 };
 use ledge_protocol::{BatchIter, EncodeOptions, Header, Record, encode_batch};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::metadata::{StoppedReason, StoredTransform};
@@ -46,42 +43,9 @@ use crate::groups::offsets::{OffsetKey, encode_value};
 use crate::storage::{AppendDurability, Disk, ReadError};
 use crate::wasm::{Outcome, Plugin, PluginKind};
 
-/// What a transform does with a record its module fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnError {
-    /// The record goes to the dead-letter topic with the error in its headers.
-    DeadLetter,
-    /// The record is dropped (counted as dead).
-    Skip,
-    /// The transform stops before the record's batch until an operator resumes it.
-    Stop,
-}
-
-impl fmt::Display for OnError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::DeadLetter => "dead-letter",
-            Self::Skip => "skip",
-            Self::Stop => "stop",
-        })
-    }
-}
-
-impl FromStr for OnError {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "dead-letter" | "dead_letter" | "" => Ok(Self::DeadLetter),
-            "skip" => Ok(Self::Skip),
-            "stop" => Ok(Self::Stop),
-            other => Err(format!(
-                "on_error {other:?} must be dead-letter, skip or stop"
-            )),
-        }
-    }
-}
+/// What a transform does with a record its module fails; shared with the client and the
+/// wire (`ledge_protocol::wasm_abi`), stored by name in metadata.json.
+pub use ledge_protocol::OnError;
 
 /// Limits and tuning of transforms; `[transforms]` in the node config.
 #[derive(Clone, Debug, PartialEq)]
@@ -300,14 +264,8 @@ impl<D: Disk> Broker<D> {
     ) -> DeployTransformResponse {
         let declared = (|| {
             Ok::<_, (ErrorCode, String)>(DeclaredTransform {
-                kind: request
-                    .kind
-                    .parse()
-                    .map_err(|error| (ErrorCode::InvalidRequest, error))?,
-                on_error: request
-                    .on_error
-                    .parse()
-                    .map_err(|error| (ErrorCode::InvalidRequest, error))?,
+                kind: request.kind,
+                on_error: request.on_error,
                 params: params_map(&request.params)
                     .map_err(|error| (ErrorCode::InvalidRequest, error))?,
                 name: request.name,
@@ -614,7 +572,7 @@ impl<D: Disk> Broker<D> {
         let mut description = TransformDescription {
             name: name.to_string(),
             error: ErrorCode::None,
-            kind: definition.module.kind.to_string(),
+            kind: definition.module.kind,
             input: definition.input.clone(),
             output: definition.output.clone(),
             // Only the dead-letter policy writes (and creates) the topic.
@@ -623,7 +581,7 @@ impl<D: Disk> Broker<D> {
             } else {
                 String::new()
             },
-            on_error: definition.on_error.to_string(),
+            on_error: definition.on_error,
             module_hash: definition.module.hash.clone(),
             params: params_list(&definition.module.params),
             version: definition.version,

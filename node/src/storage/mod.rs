@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod compaction;
 pub mod disk;
+pub mod group_commit;
 pub mod index;
 pub mod log;
 pub mod partition_key;

@@ -1,4 +1,5 @@
 //! Network edges: the QUIC listener of the native protocol and its TLS material.
 
+pub mod budget;
 pub mod quic;
 pub mod tls;

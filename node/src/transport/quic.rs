@@ -3,20 +3,30 @@
 //!
 //! Limits, all configurable: connections (beyond it a connection attempt is refused),
 //! requests in flight per connection (QUIC's stream limit, so a client that opens thousands
-//! of streams is held back by flow control rather than served out of memory), and frame
-//! size (a larger request is answered `FrameTooLarge` and its stream stopped). A frame that
-//! does not decode is answered `InvalidRequest` (or `UnknownApiKey`, `UnsupportedVersion`)
-//! on its own stream; the connection and every other client carry on.
+//! of streams is held back by flow control rather than served out of memory), frame size (a
+//! larger request is answered `FrameTooLarge` and its stream stopped), QUIC's receive and
+//! send windows, and the bytes of requests and responses in flight, for the node and per
+//! connection ([`super::budget`]). A frame that does not decode is answered `InvalidRequest`
+//! (or `UnknownApiKey`, `UnsupportedVersion`) on its own stream; the connection and every
+//! other client carry on.
+//!
+//! Memory held for clients is then bounded by `in_flight_bytes_max` (frames being read and
+//! processed, answers until the client acknowledged them, including while quinn holds them)
+//! plus request bytes quinn has received and the node not yet read, at most
+//! `connections_max` x `quic_connection_receive_window_bytes`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ledge_protocol::wire::{self, ErrorCode, Response};
+use ledge_protocol::wire::{self, ApiKey, ErrorCode, Request, Response};
 use tokio::sync::{Semaphore, watch};
 
+use super::budget::{
+    BudgetError, ConnectionBudget, IN_FLIGHT_BYTES_MAX_DEFAULT,
+    IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT, InFlightBudget, Reservation,
+};
 use super::tls::ServerTls;
 use crate::broker::Broker;
 use crate::storage::Disk;
@@ -36,6 +46,19 @@ pub struct TransportLimits {
     pub udp_buffer_bytes: usize,
     /// How long a graceful shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Most bytes of requests and responses in flight in the whole node (a request's frame
+    /// from its first byte read, its response until the client acknowledged it).
+    pub in_flight_bytes_max: u64,
+    /// Most of those bytes one connection may hold, so that a client that never reads its
+    /// answers cannot starve the others.
+    pub in_flight_bytes_per_connection_max: u64,
+    /// QUIC flow-control window of one request stream: how much of a frame the client may
+    /// send before the node has read it.
+    pub quic_stream_receive_window_bytes: u32,
+    /// QUIC flow-control window of a whole connection, over all its streams.
+    pub quic_connection_receive_window_bytes: u32,
+    /// Most response bytes quinn buffers per connection before the client acknowledges them.
+    pub quic_send_window_bytes: u32,
 }
 
 impl Default for TransportLimits {
@@ -47,6 +70,11 @@ impl Default for TransportLimits {
             idle_timeout: Duration::from_secs(60),
             udp_buffer_bytes: 4 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            in_flight_bytes_max: IN_FLIGHT_BYTES_MAX_DEFAULT,
+            in_flight_bytes_per_connection_max: IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT,
+            quic_stream_receive_window_bytes: 8 * 1024 * 1024,
+            quic_connection_receive_window_bytes: 32 * 1024 * 1024,
+            quic_send_window_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -125,7 +153,12 @@ impl QuicServer {
     /// period for requests in flight, and closes every connection.
     pub async fn serve<D: Disk>(self, broker: Arc<Broker<D>>, mut shutdown: watch::Receiver<bool>) {
         let connections = Arc::new(Semaphore::new(self.limits.connections_max));
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        let budget = InFlightBudget::new(
+            self.limits.in_flight_bytes_max,
+            self.limits.in_flight_bytes_per_connection_max,
+        );
+        // Requests being served; shutdown waits for it to reach 0 (a watch, so nothing polls).
+        let in_flight = Arc::new(watch::Sender::new(0usize));
         let limits = Arc::new(self.limits.clone());
         loop {
             let incoming = tokio::select! {
@@ -142,6 +175,7 @@ impl QuicServer {
             let in_flight = Arc::clone(&in_flight);
             let limits = Arc::clone(&limits);
             let shutdown = shutdown.clone();
+            let budget = budget.connection();
             tokio::spawn(async move {
                 let _permit = permit;
                 let connection = match incoming.await {
@@ -151,20 +185,37 @@ impl QuicServer {
                         return;
                     }
                 };
-                serve_connection(connection, broker, in_flight, limits, shutdown).await;
+                serve_connection(connection, broker, in_flight, limits, budget, shutdown).await;
             });
         }
         // Graceful: no new connections or streams; let requests in flight finish.
         self.endpoint.set_server_config(None);
         let clock = broker.clock();
-        let deadline = crate::clock::deadline_after(clock.now(), self.limits.shutdown_grace);
-        while in_flight.load(Ordering::SeqCst) > 0 && clock.now() < deadline {
-            crate::clock::sleep(&*clock, Duration::from_millis(10)).await;
+        let unfinished = wait_for_requests(&*clock, self.limits.shutdown_grace, &in_flight).await;
+        if unfinished > 0 {
+            tracing::warn!(
+                requests = unfinished,
+                grace_ms = self.limits.shutdown_grace.as_millis(),
+                "shutdown grace over; closing connections with requests unanswered"
+            );
         }
         self.endpoint.close(0u32.into(), b"node shutting down");
         let _ =
             crate::clock::timeout(&*clock, Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
+}
+
+/// Waits until no request is in flight or `grace` has passed on `clock`; returns how many
+/// requests were still in flight (0 when they all finished).
+async fn wait_for_requests(
+    clock: &dyn crate::clock::Clock,
+    grace: Duration,
+    in_flight: &watch::Sender<usize>,
+) -> usize {
+    let mut requests = in_flight.subscribe();
+    let drained = requests.wait_for(|count| *count == 0);
+    let _ = crate::clock::timeout(clock, grace, drained).await;
+    *in_flight.borrow()
 }
 
 /// Binds the listener's UDP socket (with enlarged buffers: loopback drops datagrams at full
@@ -212,9 +263,9 @@ pub fn server_config(
         .max_concurrent_bidi_streams(limits.requests_in_flight_per_connection_max.into())
         .max_concurrent_uni_streams(0u8.into())
         .max_idle_timeout(limits.idle_timeout.try_into().ok())
-        .stream_receive_window((8u32 * 1024 * 1024).into())
-        .receive_window((32u32 * 1024 * 1024).into())
-        .send_window(32 * 1024 * 1024);
+        .stream_receive_window(limits.quic_stream_receive_window_bytes.into())
+        .receive_window(limits.quic_connection_receive_window_bytes.into())
+        .send_window(limits.quic_send_window_bytes.into());
     server_config.transport_config(Arc::new(transport));
     Ok(server_config)
 }
@@ -260,8 +311,9 @@ pub fn load_or_create_reset_key(
 async fn serve_connection<D: Disk>(
     connection: quinn::Connection,
     broker: Arc<Broker<D>>,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<watch::Sender<usize>>,
     limits: Arc<TransportLimits>,
+    budget: ConnectionBudget,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -289,58 +341,107 @@ async fn serve_connection<D: Disk>(
                 return;
             }
         };
-        in_flight.fetch_add(1, Ordering::SeqCst);
+        in_flight.send_modify(|count| *count += 1);
         let broker = Arc::clone(&broker);
         let in_flight = Arc::clone(&in_flight);
         let limits = Arc::clone(&limits);
+        let budget = budget.clone();
         tokio::spawn(async move {
-            serve_stream(send, receive, &broker, &limits).await;
-            in_flight.fetch_sub(1, Ordering::SeqCst);
+            let answered = serve_stream(send, receive, &broker, &limits, &budget).await;
+            in_flight.send_modify(|count| *count -= 1);
+            // The answer's bytes stay counted until the client has acknowledged them: quinn
+            // holds them until then, and a client that never reads keeps them there.
+            if let Some((send, reservation)) = answered {
+                let _ = send.stopped().await;
+                drop(reservation);
+            }
         });
     }
 }
 
+/// What a request stream reserves before its first byte is read: most requests are smaller,
+/// so one reservation covers them whole, and a stream that sends nothing holds little.
+const REQUEST_FIRST_BYTES: usize = 16 * 1024;
+
+/// Reads, answers and writes one request; returns the stream and the reservation that
+/// covers the answer, to be held until the client has acknowledged it.
 async fn serve_stream<D: Disk>(
     mut send: quinn::SendStream,
     mut receive: quinn::RecvStream,
     broker: &Broker<D>,
     limits: &TransportLimits,
-) {
-    let frame = match receive.read_to_end(limits.frame_bytes_max as usize).await {
-        Ok(frame) => Bytes::from(frame),
-        Err(quinn::ReadToEndError::TooLong) => {
+    budget: &ConnectionBudget,
+) -> Option<(quinn::SendStream, Reservation)> {
+    let frame = match read_frame(&mut receive, limits, budget).await {
+        Ok(frame) => frame,
+        Err(ReadFrameError::Refused { code, message }) => {
             let _ = receive.stop(0u32.into());
-            let message = format!(
-                "request frame exceeds limits.frame_bytes_max ({} bytes)",
-                limits.frame_bytes_max
-            );
             respond(
                 &mut send,
-                vec![wire::encode_error_response(
-                    0,
-                    ErrorCode::FrameTooLarge,
-                    &message,
-                )],
+                vec![wire::encode_error_response(0, code, &message)],
             )
             .await;
-            return;
+            return None;
         }
-        Err(error) => {
+        Err(ReadFrameError::Stream(error)) => {
             tracing::debug!(%error, "request stream failed before its end");
-            return;
+            return None;
         }
     };
+    let (frame, mut reservation) = frame;
     let reply = match wire::decode_request(frame) {
         Ok((header, request)) => {
-            let response = match broker.handle(request).await {
+            // A fetch's answer is reserved before it is read from disk, so that unread
+            // answers cannot pile up beyond the budget while they are being built.
+            let answer_bytes_expected = answer_bytes_expected(&request, limits);
+            if answer_bytes_expected > reservation.bytes()
+                && let Err(error) = reservation.resize(answer_bytes_expected)
+            {
+                tracing::debug!(%error, answer_bytes_expected, "request refused: bytes in flight");
+                let message = format!("the answer may take {answer_bytes_expected} bytes: {error}");
+                let reply = vec![wire::encode_error_response(
+                    header.correlation_id,
+                    budget_error_code(&error),
+                    &message,
+                )];
+                respond(&mut send, reply).await;
+                return Some((send, reservation));
+            }
+            let api = request.api_key();
+            let response = match broker.handle_from(&header.client_id, request).await {
                 Response::ApiVersions(mut versions) => {
-                    versions.frame_bytes_max = limits.frame_bytes_max;
+                    // The largest frame this connection can send: a frame over its share of
+                    // bytes in flight is refused however large `frame_bytes_max` is.
+                    let share = u32::try_from(budget.reservation_bytes_max()).unwrap_or(u32::MAX);
+                    versions.frame_bytes_max = limits.frame_bytes_max.min(share);
                     Response::ApiVersions(versions)
                 }
                 other => other,
             };
             // Record batches go out as their own chunks, straight from the read buffers.
-            wire::encode_response_frame(header.correlation_id, &response).into_chunks()
+            let chunks =
+                wire::encode_response_frame(header.correlation_id, &response).into_chunks();
+            // The request's frame is gone now; the reservation covers the answer instead.
+            let answer_bytes = chunks.iter().map(Bytes::len).sum();
+            match reservation.resize(answer_bytes) {
+                Ok(()) => chunks,
+                Err(error) if answer_may_be_dropped(api) => {
+                    tracing::debug!(%error, answer_bytes, "answer refused: bytes in flight");
+                    vec![wire::encode_error_response(
+                        header.correlation_id,
+                        budget_error_code(&error),
+                        &format!("the answer ({answer_bytes} bytes) was dropped: {error}"),
+                    )]
+                }
+                Err(error) => {
+                    // The request changed something: a retriable refusal would invite a
+                    // retry that finds it done (or, without idempotence, does it twice). Its
+                    // answer goes out over the budget; such answers are small, and the
+                    // reservation already covers at least `REQUEST_FIRST_BYTES` of it.
+                    tracing::debug!(%error, answer_bytes, ?api, "answer sent over the bytes-in-flight budget");
+                    chunks
+                }
+            }
         }
         Err(error) => {
             tracing::debug!(%error, "refused a request frame");
@@ -356,6 +457,126 @@ async fn serve_stream<D: Disk>(
         }
     };
     respond(&mut send, reply).await;
+    Some((send, reservation))
+}
+
+enum ReadFrameError {
+    /// Answer this and stop the stream.
+    Refused { code: ErrorCode, message: String },
+    /// The stream failed (reset, connection lost): nothing to answer.
+    Stream(quinn::ReadError),
+}
+
+/// Reads a request frame to its stream's end, holding a reservation for every byte before
+/// it is read (the frame has no length prefix: its size is only known at the end). The
+/// buffer grows by doubling, and the reservation with it, so the reservation covers the
+/// buffer's whole allocation and a frame is copied O(log n) times.
+async fn read_frame(
+    receive: &mut quinn::RecvStream,
+    limits: &TransportLimits,
+    budget: &ConnectionBudget,
+) -> Result<(Bytes, Reservation), ReadFrameError> {
+    let frame_bytes_max = limits.frame_bytes_max as usize;
+    let reservation_bytes_max = frame_bytes_max.min(budget.reservation_bytes_max());
+    let refused = |error: BudgetError| ReadFrameError::Refused {
+        code: budget_error_code(&error),
+        message: format!("request frame refused: {error}"),
+    };
+    let mut reservation = budget
+        .reserve(REQUEST_FIRST_BYTES.min(reservation_bytes_max))
+        .await
+        .map_err(refused)?;
+    let mut frame = Vec::with_capacity(reservation.bytes());
+    loop {
+        let held = reservation.bytes();
+        if frame.len() == held && held < reservation_bytes_max {
+            // Doubling, but never past what one reservation may hold: a frame between the
+            // last power of two and the limit must still fit.
+            let grown = (held * 2).clamp(1, reservation_bytes_max);
+            reservation.resize(grown).map_err(refused)?;
+            frame.reserve_exact(grown - frame.len());
+        }
+        let room = reservation.bytes() - frame.len();
+        // With the reservation full, one more byte tells a frame that ends here from one
+        // that would not fit.
+        let chunk = match receive.read_chunk(room.max(1), true).await {
+            Ok(Some(chunk)) => chunk.bytes,
+            Ok(None) => return Ok((Bytes::from(frame), reservation)),
+            Err(error) => return Err(ReadFrameError::Stream(error)),
+        };
+        let length = frame.len() + chunk.len();
+        if length > frame_bytes_max {
+            return Err(ReadFrameError::Refused {
+                code: ErrorCode::FrameTooLarge,
+                message: format!(
+                    "request frame exceeds limits.frame_bytes_max ({} bytes)",
+                    limits.frame_bytes_max
+                ),
+            });
+        }
+        if length > reservation.bytes() {
+            // Past the most one reservation may hold: refused, naming the limit.
+            reservation.resize(length).map_err(refused)?;
+        }
+        frame.extend_from_slice(&chunk);
+    }
+}
+
+/// The most bytes `request`'s answer can take, where that may be large (a fetch: its own
+/// limits, and at most a frame); 0 for requests whose answers are small, which are counted
+/// once built.
+fn answer_bytes_expected(request: &Request, limits: &TransportLimits) -> usize {
+    let Request::Fetch(fetch) = request else {
+        return 0;
+    };
+    let partitions: u64 = fetch
+        .topics
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .map(|partition| u64::from(partition.partition_max_bytes))
+        .sum();
+    let bytes = partitions
+        .min(u64::from(fetch.max_bytes))
+        .min(u64::from(limits.frame_bytes_max));
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
+
+/// Whether an answer that does not fit in the budget may be dropped and the request refused
+/// as retriable: only for requests that change nothing, so a retry is always safe.
+fn answer_may_be_dropped(api: ApiKey) -> bool {
+    match api {
+        ApiKey::ApiVersions
+        | ApiKey::Metadata
+        | ApiKey::DescribeConfigs
+        | ApiKey::Fetch
+        | ApiKey::ListOffsets
+        | ApiKey::OffsetFetch
+        | ApiKey::ListGroups
+        | ApiKey::DescribeGroups
+        | ApiKey::ListModules
+        | ApiKey::DescribeTransforms => true,
+        ApiKey::CreateTopics
+        | ApiKey::DeleteTopics
+        | ApiKey::AlterConfigs
+        | ApiKey::InitProducerId
+        | ApiKey::Produce
+        | ApiKey::ConsumerGroupHeartbeat
+        | ApiKey::OffsetCommit
+        | ApiKey::DeleteGroups
+        | ApiKey::UploadModule
+        | ApiKey::DeleteModule
+        | ApiKey::DeployTransform
+        | ApiKey::AlterTransform => false,
+    }
+}
+
+/// The wire code for a refusal by the budget: a request or answer that can never fit is too
+/// large; one that finds the budget spent by others may be retried.
+fn budget_error_code(error: &BudgetError) -> ErrorCode {
+    match error {
+        BudgetError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+        BudgetError::Exhausted { .. } => ErrorCode::TooManyRequests,
+    }
 }
 
 async fn respond(send: &mut quinn::SendStream, mut reply: Vec<Bytes>) {
@@ -364,3 +585,6 @@ async fn respond(send: &mut quinn::SendStream, mut reply: Vec<Bytes>) {
         let _ = send.finish();
     }
 }
+
+#[cfg(test)]
+mod tests;

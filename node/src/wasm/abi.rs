@@ -1,98 +1,18 @@
 //! The host side of the plug-in ABI (docs/WASM-ABI.md): building input batches and
 //! parameter blocks, and reading a guest's output back. Pure; no wasmtime here.
 //!
+//! The ABI's numbers and shared layouts (version, input header, tags, [`PluginKind`]) live in
+//! `ledge_protocol::wasm_abi`, which the guest SDK links too; this file is what only the host
+//! does with them.
+//!
 //! Nothing the guest returns is trusted: every count and length is checked against the
 //! bytes that remain, tags are checked against what the module's kind may return, and an
 //! output that does not parse is [`AbiError`] ("garbage"), which fails the batch like a trap.
 
-use std::fmt;
-use std::str::FromStr;
-
 use bytes::Bytes;
 use ledge_protocol::Header;
-
-/// The ABI version a module's `ledge_abi_version` must return.
-pub const ABI_VERSION: i32 = 1;
-
-/// Bytes of the input header before the records.
-pub const INPUT_HEADER_BYTES: usize = 4 + 4 + 4 + 8 + 8;
-
-/// What a module does with records; each kind has its own export.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PluginKind {
-    /// Keeps or drops each record.
-    Filter,
-    /// Replaces each record with exactly one record.
-    Map,
-    /// Drops a record or replaces it with one record.
-    FilterMap,
-    /// Replaces each record with zero or more records.
-    FlatMap,
-    /// Picks each record's partition.
-    Partitioner,
-}
-
-impl PluginKind {
-    /// Every kind.
-    pub const ALL: [Self; 5] = [
-        Self::Filter,
-        Self::Map,
-        Self::FilterMap,
-        Self::FlatMap,
-        Self::Partitioner,
-    ];
-
-    /// The export that processes a batch for this kind.
-    pub fn export_name(self) -> &'static str {
-        match self {
-            Self::Filter => "ledge_filter",
-            Self::Map => "ledge_map",
-            Self::FilterMap => "ledge_filter_map",
-            Self::FlatMap => "ledge_flat_map",
-            Self::Partitioner => "ledge_partitioner",
-        }
-    }
-
-    /// The name used in configs, the CLI and the protocol.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Filter => "filter",
-            Self::Map => "map",
-            Self::FilterMap => "filter_map",
-            Self::FlatMap => "flat_map",
-            Self::Partitioner => "partitioner",
-        }
-    }
-
-    /// Whether records of this kind keep a one-to-one relation to their input (so the
-    /// output can keep the input's offsets, as a fetch needs).
-    pub fn preserves_offsets(self) -> bool {
-        matches!(self, Self::Filter | Self::Map | Self::FilterMap)
-    }
-}
-
-impl fmt::Display for PluginKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PluginKind {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let wanted = text.replace('-', "_");
-        Self::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == wanted)
-            .ok_or_else(|| {
-                format!(
-                    "unknown plug-in kind {text:?}; expected one of filter, map, filter_map, flat_map, partitioner"
-                )
-            })
-    }
-}
+use ledge_protocol::wasm_abi::{self, OutputEntry};
+pub use ledge_protocol::wasm_abi::{ABI_VERSION, INPUT_HEADER_BYTES, PluginKind};
 
 /// Output that breaks the ABI: the batch fails as if the module had trapped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -116,16 +36,20 @@ pub struct InputHeader {
     pub base_timestamp: i64,
 }
 
-/// Writes an input batch: the header, then `records` (a Kafka v2 records region holding
+/// Writes an input batch: the header (its layout is `ledge_protocol::wasm_abi::InputHeader`,
+/// the one the guest SDK reads), then `records` (a Kafka v2 records region holding
 /// `record_count` records) as is.
 pub fn encode_input(header: &InputHeader, record_count: u32, records: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.reserve(INPUT_HEADER_BYTES + records.len());
-    out.extend_from_slice(&record_count.to_le_bytes());
-    out.extend_from_slice(&header.partition.to_le_bytes());
-    out.extend_from_slice(&header.partition_count.to_le_bytes());
-    out.extend_from_slice(&header.base_offset.to_le_bytes());
-    out.extend_from_slice(&header.base_timestamp.to_le_bytes());
+    let header = wasm_abi::InputHeader {
+        record_count,
+        partition: header.partition,
+        partition_count: header.partition_count,
+        base_offset: header.base_offset,
+        base_timestamp: header.base_timestamp,
+    };
+    out.extend_from_slice(&header.to_bytes());
     out.extend_from_slice(records);
 }
 
@@ -153,8 +77,11 @@ pub fn record_spans(region: &[u8], record_count: usize) -> Result<Vec<(usize, us
     let mut spans = Vec::with_capacity(record_count.min(region.len() / 7 + 1));
     let mut position = 0usize;
     for index in 0..record_count {
-        let (length, width) = read_varint(region.get(position..).unwrap_or_default())
-            .ok_or_else(|| garbage(format!("record {index}: bad length varint")))?;
+        let mut rest = region.get(position..).unwrap_or_default();
+        let before = rest.len();
+        let length = ledge_protocol::varint::read_varint(&mut rest)
+            .map_err(|_| garbage(format!("record {index}: bad length varint")))?;
+        let width = before - rest.len();
         let length = usize::try_from(length)
             .map_err(|_| garbage(format!("record {index}: negative length")))?;
         let end = position
@@ -166,19 +93,6 @@ pub fn record_spans(region: &[u8], record_count: usize) -> Result<Vec<(usize, us
         position = end;
     }
     Ok(spans)
-}
-
-/// A zigzag varint (Kafka's `varint`): the value and the bytes it took.
-fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
-    let mut raw = 0u64;
-    for (index, byte) in bytes.iter().take(5).enumerate() {
-        raw |= u64::from(byte & 0x7f) << (7 * index);
-        if byte & 0x80 == 0 {
-            let value = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
-            return Some((value, index + 1));
-        }
-    }
-    None
 }
 
 /// A record a module produced.
@@ -209,210 +123,60 @@ pub enum Outcome {
     Partition(u32),
 }
 
-const TAG_KEEP: u8 = 0;
-const TAG_DROP: u8 = 1;
-const TAG_ERROR: u8 = 2;
-const TAG_RECORDS: u8 = 3;
-const TAG_PARTITION: u8 = 4;
-
-struct OutputReader {
-    bytes: Bytes,
-    position: usize,
-}
-
-impl OutputReader {
-    fn take(&mut self, len: usize, what: &str) -> Result<Bytes, AbiError> {
-        let end = self
-            .position
-            .checked_add(len)
-            .filter(|end| *end <= self.bytes.len())
-            .ok_or_else(|| {
-                garbage(format!(
-                    "{what} needs {len} bytes at position {}, output is {} bytes",
-                    self.position,
-                    self.bytes.len()
-                ))
-            })?;
-        let slice = self.bytes.slice(self.position..end);
-        self.position = end;
-        Ok(slice)
-    }
-
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], AbiError> {
-        let bytes = self.take(N, what)?;
-        let mut array = [0u8; N];
-        array.copy_from_slice(&bytes);
-        Ok(array)
-    }
-
-    fn u8(&mut self, what: &str) -> Result<u8, AbiError> {
-        Ok(self.array::<1>(what)?[0])
-    }
-
-    fn u32(&mut self, what: &str) -> Result<u32, AbiError> {
-        Ok(u32::from_le_bytes(self.array(what)?))
-    }
-
-    fn i32(&mut self, what: &str) -> Result<i32, AbiError> {
-        Ok(i32::from_le_bytes(self.array(what)?))
-    }
-
-    fn i64(&mut self, what: &str) -> Result<i64, AbiError> {
-        Ok(i64::from_le_bytes(self.array(what)?))
-    }
-
-    fn len(&mut self, what: &str) -> Result<usize, AbiError> {
-        usize::try_from(self.u32(what)?).map_err(|_| garbage(format!("{what} too large")))
-    }
-
-    /// A length where -1 means null.
-    fn nullable(&mut self, what: &str) -> Result<Option<Bytes>, AbiError> {
-        match self.i32(what)? {
-            -1 => Ok(None),
-            len if len >= 0 => {
-                let len = usize::try_from(len).map_err(|_| garbage(format!("{what} length")))?;
-                Ok(Some(self.take(len, what)?))
-            }
-            len => Err(garbage(format!("{what} has length {len}"))),
-        }
-    }
-
-    fn text(&mut self, what: &str) -> Result<String, AbiError> {
-        let len = self.len(what)?;
-        let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| garbage(format!("{what} is not UTF-8")))
-    }
-
-    fn remaining(&self) -> usize {
-        self.bytes.len() - self.position
-    }
-}
-
 /// Reads `ledge_init`'s result: `Ok(Err(message))` is the module refusing its parameters.
 pub fn decode_init_result(output: Bytes) -> Result<Result<(), String>, AbiError> {
-    let mut reader = OutputReader {
-        bytes: output,
-        position: 0,
-    };
-    match reader.u8("init status")? {
-        0 => Ok(Ok(())),
-        1 => Ok(Err(reader.text("init error message")?)),
-        other => Err(garbage(format!("init status {other}"))),
+    match wasm_abi::decode_init_result(&output) {
+        Ok(result) => Ok(result.map_err(str::to_string)),
+        Err(error) => Err(AbiError(error.0)),
     }
 }
 
-/// Reads a batch's output: one outcome per input record, each allowed for `kind`.
+/// Reads a batch's output: one outcome per input record, each allowed for `kind`
+/// (`ledge_protocol::wasm_abi::decode_output`, the checks the SDK's test harness applies too).
+/// Keys, values and header values are slices of `output`, not copies.
 pub fn decode_output(
     kind: PluginKind,
     output: Bytes,
     record_count: usize,
     partition_count: u32,
 ) -> Result<Vec<Outcome>, AbiError> {
-    let mut reader = OutputReader {
-        bytes: output,
-        position: 0,
-    };
-    let count = reader.len("entry count")?;
-    if count != record_count {
-        return Err(garbage(format!(
-            "{count} entries for {record_count} input records"
-        )));
-    }
-    let mut outcomes = Vec::with_capacity(count);
-    for index in 0..count {
-        let tag = reader.u8("entry tag")?;
-        let outcome = match tag {
-            TAG_KEEP => Outcome::Keep,
-            TAG_DROP => Outcome::Drop,
-            TAG_ERROR => Outcome::Error(reader.text("error message")?),
-            TAG_RECORDS => {
-                let n = reader.len("record count")?;
-                // Each output record takes at least 20 bytes: bound the allocation.
-                let mut records = Vec::with_capacity(n.min(reader.remaining() / 20));
-                for _ in 0..n {
-                    records.push(read_output_record(&mut reader)?);
-                }
-                Outcome::Records(records)
-            }
-            TAG_PARTITION => Outcome::Partition(reader.u32("partition")?),
-            other => return Err(garbage(format!("entry {index}: unknown tag {other}"))),
-        };
-        check_allowed(kind, &outcome, partition_count)
-            .map_err(|message| garbage(format!("entry {index}: {message}")))?;
-        outcomes.push(outcome);
-    }
-    if reader.remaining() != 0 {
-        return Err(garbage(format!(
-            "{} bytes after the last entry",
-            reader.remaining()
-        )));
-    }
+    let entries = wasm_abi::decode_output(kind, &output, record_count, partition_count)
+        .map_err(|error| AbiError(error.0))?;
+    let owned = |bytes: Option<&[u8]>| bytes.map(|bytes| output.slice_ref(bytes));
+    let outcomes = entries
+        .into_iter()
+        .map(|entry| match entry {
+            OutputEntry::Keep => Outcome::Keep,
+            OutputEntry::Drop => Outcome::Drop,
+            OutputEntry::Error(message) => Outcome::Error(message.to_string()),
+            OutputEntry::Records(records) => Outcome::Records(
+                records
+                    .into_iter()
+                    .map(|record| OutputRecord {
+                        timestamp: record.timestamp,
+                        key: owned(record.key),
+                        value: owned(record.value),
+                        headers: record
+                            .headers
+                            .into_iter()
+                            .map(|(key, value)| Header {
+                                key: key.to_string(),
+                                value: owned(value),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            ),
+            OutputEntry::Partition(partition) => Outcome::Partition(partition),
+        })
+        .collect();
     Ok(outcomes)
-}
-
-fn read_output_record(reader: &mut OutputReader) -> Result<OutputRecord, AbiError> {
-    let timestamp = match reader.i64("timestamp")? {
-        -1 => None,
-        value if value >= 0 => Some(value),
-        value => return Err(garbage(format!("timestamp {value}"))),
-    };
-    let key = reader.nullable("key")?;
-    let value = reader.nullable("value")?;
-    let header_count = reader.len("header count")?;
-    let mut headers = Vec::with_capacity(header_count.min(reader.remaining() / 8));
-    for _ in 0..header_count {
-        let key = reader.text("header key")?;
-        let value = reader.nullable("header value")?;
-        headers.push(Header { key, value });
-    }
-    Ok(OutputRecord {
-        timestamp,
-        key,
-        value,
-        headers,
-    })
-}
-
-fn check_allowed(kind: PluginKind, outcome: &Outcome, partition_count: u32) -> Result<(), String> {
-    let allowed = match (kind, outcome) {
-        (_, Outcome::Error(_)) => true,
-        (PluginKind::Partitioner, Outcome::Partition(partition)) => {
-            if *partition >= partition_count {
-                return Err(format!(
-                    "partition {partition} out of range (the topic has {partition_count})"
-                ));
-            }
-            true
-        }
-        (PluginKind::Partitioner, _) | (_, Outcome::Partition(_)) => false,
-        (PluginKind::Filter, Outcome::Keep | Outcome::Drop) => true,
-        (PluginKind::Filter, Outcome::Records(_)) => false,
-        (PluginKind::Map, Outcome::Keep) => true,
-        (PluginKind::Map, Outcome::Records(records)) => records.len() == 1,
-        (PluginKind::Map, Outcome::Drop) => false,
-        (PluginKind::FilterMap, Outcome::Keep | Outcome::Drop) => true,
-        (PluginKind::FilterMap, Outcome::Records(records)) => records.len() == 1,
-        (PluginKind::FlatMap, _) => true,
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(format!("a {kind} may not return {}", describe(outcome)))
-    }
-}
-
-fn describe(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Keep => "KEEP".into(),
-        Outcome::Drop => "DROP".into(),
-        Outcome::Error(_) => "ERROR".into(),
-        Outcome::Records(records) => format!("{} records", records.len()),
-        Outcome::Partition(_) => "PARTITION".into(),
-    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use ledge_protocol::wasm_abi::{TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION, TAG_RECORDS};
+
     use super::*;
 
     /// Encodes outputs the way a guest would (test side of the ABI).
@@ -574,6 +338,62 @@ pub(crate) mod tests {
             PluginKind::FlatMap
         );
         assert!("reduce".parse::<PluginKind>().is_err());
+    }
+
+    // Goal: metadata.json keeps kinds and error policies by name, as data directories written
+    // before kinds had wire numbers store them, so those directories still load; and what the
+    // node writes now reads back the same way. Method: a metadata.json fragment in the old
+    // form, every kind and policy.
+    #[test]
+    fn metadata_json_stores_kinds_and_policies_by_name() {
+        use crate::broker::metadata::StoredMetadata;
+        use ledge_protocol::OnError;
+
+        let hash = "ab".repeat(32);
+        let module = |kind: &str| {
+            format!(
+                r#"{{"hash": "{hash}", "kind": "{kind}", "size_bytes": 8, "params": {{}}, "uploaded_ms": 1}}"#
+            )
+        };
+        let modules: Vec<String> = PluginKind::ALL
+            .iter()
+            .map(|kind| format!(r#""{kind}": {}"#, module(kind.as_str())))
+            .collect();
+        let transforms: Vec<String> = OnError::ALL
+            .iter()
+            .map(|policy| {
+                format!(
+                    r#""t-{policy}": {{"module": {}, "input": "in", "output": "out",
+                        "dead_letter_topic": "dl", "on_error": "{policy}", "version": 1,
+                        "stopped": null}}"#,
+                    module("flat_map")
+                )
+            })
+            .collect();
+        let text = format!(
+            r#"{{"version": 1, "topics": {{}}, "producer_ids_reserved_until": 1000,
+                "modules": {{{}}}, "transforms": {{{}}}}}"#,
+            modules.join(","),
+            transforms.join(",")
+        );
+        let metadata: StoredMetadata = serde_json::from_str(&text).unwrap();
+        for kind in PluginKind::ALL {
+            assert_eq!(metadata.modules[kind.as_str()].kind, kind);
+        }
+        for policy in OnError::ALL {
+            let transform = &metadata.transforms[&format!("t-{policy}")];
+            assert_eq!(transform.on_error, policy);
+            assert_eq!(transform.module.kind, PluginKind::FlatMap);
+        }
+        let written = serde_json::to_value(&metadata).unwrap();
+        assert_eq!(written["modules"]["filter_map"]["kind"], "filter_map");
+        assert_eq!(
+            written["transforms"]["t-dead-letter"]["on_error"],
+            "dead-letter"
+        );
+        let unknown = text.replace(r#""kind": "partitioner""#, r#""kind": "reduce""#);
+        let error = serde_json::from_str::<StoredMetadata>(&unknown).unwrap_err();
+        assert!(error.to_string().contains("reduce"), "{error}");
     }
 
     #[test]

@@ -1,3 +1,4 @@
+#[cfg(feature = "zstd")]
 use std::io::Write as _;
 
 use bytes::BytesMut;
@@ -258,6 +259,7 @@ fn decode_batch_errors() {
 
 // A bomb: 100 MiB of zeros compress to a few KiB of zstd; with a 1 MiB limit decoding stops at
 // the limit instead of allocating 100 MiB.
+#[cfg(feature = "zstd")]
 #[test]
 fn zstd_bomb_hits_the_limit() {
     let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
@@ -288,6 +290,7 @@ fn zstd_bomb_hits_the_limit() {
     ));
 }
 
+#[cfg(feature = "zstd")]
 fn batch_len_after(region: &[u8]) -> usize {
     BATCH_HEADER_BYTES - BATCH_LENGTH_PREFIX_BYTES + region.len()
 }
@@ -813,4 +816,59 @@ fn validate_batch_records_stops_a_bomb_at_the_limit() {
             "{compression:?}: {error:?}"
         );
     }
+}
+
+// Goal: a build without a codec (the WASM guest SDK's `default-features = false`) refuses a
+// batch that needs it with a named error, never a panic, on every path that opens records,
+// and refuses to encode with it. Method: mark a well-formed uncompressed batch as compressed
+// with each codec left out of this build and reseal its CRC. Runs in `.ci/run` as
+// `cargo test -p ledge-protocol --no-default-features --lib codec_not_built_in`.
+#[cfg(not(all(
+    feature = "gzip",
+    feature = "snappy",
+    feature = "lz4",
+    feature = "zstd"
+)))]
+#[test]
+fn codec_not_built_in_is_an_error_not_a_panic() {
+    let built_in = [
+        (Compression::Gzip, cfg!(feature = "gzip")),
+        (Compression::Snappy, cfg!(feature = "snappy")),
+        (Compression::Lz4, cfg!(feature = "lz4")),
+        (Compression::Zstd, cfg!(feature = "zstd")),
+    ];
+    let mut checked = 0;
+    for (compression, _) in built_in.iter().filter(|(_, built)| !built) {
+        let compression = *compression;
+        let mut batch = sample_batch(3);
+        edit_header(&mut batch, |header| {
+            header.attributes = i16::from(compression.code());
+        });
+        let batch = Bytes::from(batch);
+        let limits = DecodeLimits::default();
+        let not_built_in = |error: DecodeError| {
+            assert!(
+                matches!(error, DecodeError::CodecNotBuiltIn { compression: found } if found == compression),
+                "{compression:?}: {error:?}"
+            );
+            assert!(error.to_string().contains("codec not built in"), "{error}");
+        };
+        not_built_in(decode_batch(&batch, &limits).unwrap_err());
+        not_built_in(decompress_records(&batch, &limits).unwrap_err());
+        not_built_in(validate_batch_records(&batch, &limits).unwrap_err());
+        let options = EncodeOptions {
+            compression,
+            ..EncodeOptions::default()
+        };
+        let error = encode_batch(&sample_records(2), &options).unwrap_err();
+        assert!(
+            matches!(error, EncodeError::CodecNotBuiltIn { compression: found } if found == compression),
+            "{compression:?}: {error:?}"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked > 0,
+        "the cfg above admits only builds that lack a codec"
+    );
 }

@@ -7,6 +7,7 @@ use bytes::{BufMut, Bytes};
 
 use super::codec::{FrameWriter, Reader, Wire, WireError, wire_struct};
 use super::error_code::ErrorCode;
+use crate::wasm_abi::{OnError, PluginKind};
 
 /// How many replicas must have a produce before it is acknowledged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,6 +59,38 @@ impl Wire for Acks {
                 value: i64::from(value),
             }),
         }
+    }
+}
+
+/// One byte, [`PluginKind::number`] (the stable table in `wasm_abi.rs`); an unknown number is
+/// [`WireError::InvalidValue`] for `plug-in kind`, so the request fails as a whole with a
+/// message naming the number.
+impl Wire for PluginKind {
+    const BYTES_MIN: usize = 1;
+    fn encode(&self, out: &mut FrameWriter) {
+        out.put_u8(self.number());
+    }
+    fn decode(input: &mut Reader) -> Result<Self, WireError> {
+        let number = u8::decode(input)?;
+        Self::from_number(number).map_err(|_| WireError::InvalidValue {
+            field: "plug-in kind",
+            value: i64::from(number),
+        })
+    }
+}
+
+/// One byte, [`OnError::number`]: 0 dead-letter, 1 skip, 2 stop.
+impl Wire for OnError {
+    const BYTES_MIN: usize = 1;
+    fn encode(&self, out: &mut FrameWriter) {
+        out.put_u8(self.number());
+    }
+    fn decode(input: &mut Reader) -> Result<Self, WireError> {
+        let number = u8::decode(input)?;
+        Self::from_number(number).map_err(|_| WireError::InvalidValue {
+            field: "on_error",
+            value: i64::from(number),
+        })
     }
 }
 
@@ -896,8 +929,8 @@ wire_struct! {
     pub struct UploadModuleRequest {
         /// The name consumers and topic configs use.
         pub name: String,
-        /// `filter`, `map`, `filter_map`, `flat_map` or `partitioner`.
-        pub kind: String,
+        /// What the module does (one byte, [`PluginKind::number`]).
+        pub kind: PluginKind,
         /// The `.wasm` bytes.
         pub module: Bytes,
         /// Default parameters.
@@ -928,7 +961,7 @@ wire_struct! {
         /// Name.
         pub name: String,
         /// Kind.
-        pub kind: String,
+        pub kind: PluginKind,
         /// SHA-256, hex.
         pub hash: String,
         /// Size of the `.wasm` in bytes.
@@ -973,7 +1006,7 @@ wire_struct! {
         /// The transform's name.
         pub name: String,
         /// Kind of the module.
-        pub kind: String,
+        pub kind: PluginKind,
         /// The `.wasm` bytes.
         pub module: Bytes,
         /// Input topic.
@@ -983,8 +1016,8 @@ wire_struct! {
         pub output: String,
         /// Parameters.
         pub params: Vec<PluginParam>,
-        /// `dead-letter`, `skip` or `stop`.
-        pub on_error: String,
+        /// What a record the module fails does.
+        pub on_error: OnError,
         /// Dead-letter topic; empty means `<name>.dead-letter`.
         pub dead_letter_topic: String,
     }
@@ -1018,7 +1051,7 @@ wire_struct! {
         /// `ModuleNotFound` for an unknown name.
         pub error: ErrorCode,
         /// Kind of its module.
-        pub kind: String,
+        pub kind: PluginKind,
         /// Input topic.
         pub input: String,
         /// Output topic.
@@ -1026,7 +1059,7 @@ wire_struct! {
         /// Dead-letter topic.
         pub dead_letter_topic: String,
         /// Error policy.
-        pub on_error: String,
+        pub on_error: OnError,
         /// Module SHA-256, hex.
         pub module_hash: String,
         /// Parameters.

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::{OnError, PluginKind};
 
 fn samples() -> Vec<Request> {
     vec![
@@ -90,7 +91,42 @@ fn samples() -> Vec<Request> {
                 ],
             }],
         }),
+        Request::UploadModule(UploadModuleRequest {
+            name: "vip".into(),
+            kind: PluginKind::Partitioner,
+            module: Bytes::from_static(b"\0asm"),
+            params: vec![PluginParam {
+                key: "null_key_partition".into(),
+                value: "0".into(),
+            }],
+        }),
+        Request::DeployTransform(DeployTransformRequest {
+            name: "big".into(),
+            kind: PluginKind::FlatMap,
+            module: Bytes::from_static(b"\0asm"),
+            input: "orders".into(),
+            output: String::new(),
+            params: Vec::new(),
+            on_error: OnError::Stop,
+            dead_letter_topic: String::new(),
+        }),
     ]
+}
+
+/// An UploadModule request frame whose kind byte is `kind_number`.
+fn upload_module_frame(kind_number: u8) -> Vec<u8> {
+    let request = Request::UploadModule(UploadModuleRequest {
+        name: "m".into(),
+        kind: PluginKind::Map,
+        module: Bytes::new(),
+        params: Vec::new(),
+    });
+    let mut frame = encode_request(5, "c", &request).to_vec();
+    // The body ends with the kind byte, the module (u32 length 0) and the params (u32 0).
+    let kind_at = frame.len() - 4 - 4 - 1;
+    assert_eq!(frame[kind_at], PluginKind::Map.number());
+    frame[kind_at] = kind_number;
+    frame
 }
 
 fn response_samples() -> Vec<Response> {
@@ -274,6 +310,49 @@ fn invalid_enum_values_are_refused() {
         error.message.contains("invalid value 7 for acks"),
         "{}",
         error.message
+    );
+}
+
+// Goal: a plug-in kind travels as its stable number, and a number this build does not know
+// fails the request with InvalidRequest, keeping the correlation id, with a message that names
+// the field and the number.
+#[test]
+fn plugin_kinds_travel_as_numbers_and_unknown_ones_are_refused() {
+    for kind in PluginKind::ALL {
+        let frame = upload_module_frame(kind.number());
+        let (_, Request::UploadModule(upload)) = decode_request(Bytes::from(frame)).unwrap() else {
+            panic!("not UploadModule")
+        };
+        assert_eq!(upload.kind, kind);
+    }
+    let error = decode_request(Bytes::from(upload_module_frame(5))).unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidRequest);
+    assert_eq!(error.header.unwrap().correlation_id, 5);
+    assert!(
+        error.message.contains("invalid value 5 for plug-in kind"),
+        "{}",
+        error.message
+    );
+    // The same in a response: a ListModules answer from a newer node.
+    let response = Response::ListModules(ListModulesResponse {
+        modules: vec![ModuleDescription {
+            name: "m".into(),
+            kind: PluginKind::Filter,
+            ..ModuleDescription::default()
+        }],
+    });
+    let mut frame = encode_response(3, &response).to_vec();
+    // After the name come the kind, the hash (u16 0), size u64, params u32, uploaded i64.
+    let kind_at = frame.len() - 8 - 4 - 8 - 2 - 1;
+    assert_eq!(frame[kind_at], PluginKind::Filter.number());
+    frame[kind_at] = 200;
+    let error = decode_response(ApiKey::ListModules, Bytes::from(frame)).unwrap_err();
+    assert_eq!(
+        error,
+        WireError::InvalidValue {
+            field: "plug-in kind",
+            value: 200
+        }
     );
 }
 

@@ -8,8 +8,10 @@
 //!   name in `init` and calls the function in `process`;
 //! - the module's exports, each a one-line call into the SDK's runtime.
 //!
-//! Everything else, the ABI included, lives in the SDK, so this crate stays a thin parser.
+//! Everything else lives in the SDK, and the kinds' names and exports in `ledge_protocol`'s
+//! `wasm_abi`, so this crate stays a thin parser.
 
+use ledge_protocol::wasm_abi::PluginKind;
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
 use quote::{format_ident, quote, quote_spanned};
@@ -21,70 +23,54 @@ use syn::{FnArg, GenericArgument, ItemFn, Pat, PathArguments, ReturnType, Type};
 /// `Result<bool, E>`); `true` keeps the record.
 #[proc_macro_attribute]
 pub fn filter(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand(Kind::Filter, attr, item)
+    expand(PluginKind::Filter, attr, item)
 }
 
 /// Makes the function a map: `fn(record: &Record<'_>, params...) -> OutputRecord` (or
 /// `Result<OutputRecord, E>`).
 #[proc_macro_attribute]
 pub fn map(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand(Kind::Map, attr, item)
+    expand(PluginKind::Map, attr, item)
 }
 
 /// Makes the function a filter_map: `fn(record: &Record<'_>, params...) ->
 /// Option<OutputRecord>` (or `Result<Option<OutputRecord>, E>`); `None` drops the record.
 #[proc_macro_attribute]
 pub fn filter_map(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand(Kind::FilterMap, attr, item)
+    expand(PluginKind::FilterMap, attr, item)
 }
 
 /// Makes the function a flat_map: `fn(record: &Record<'_>, params...) -> Vec<OutputRecord>`
 /// (or `Result<Vec<OutputRecord>, E>`); an empty vector drops the record.
 #[proc_macro_attribute]
 pub fn flat_map(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand(Kind::FlatMap, attr, item)
+    expand(PluginKind::FlatMap, attr, item)
 }
 
 /// Makes the function a partitioner: `fn(record: &Record<'_>, partition_count: u32,
 /// params...) -> u32` (or `Result<u32, E>`).
 #[proc_macro_attribute]
 pub fn partitioner(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand(Kind::Partitioner, attr, item)
+    expand(PluginKind::Partitioner, attr, item)
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Filter,
-    FilterMap,
-    FlatMap,
-    Map,
-    Partitioner,
-}
-
-impl Kind {
-    /// The attribute's name, the `ledge_wasm_sdk::Kind` variant, the `Entries` method and the
-    /// export.
-    fn names(self) -> (&'static str, &'static str, &'static str, &'static str) {
-        match self {
-            Self::Filter => ("filter", "Filter", "filter", "ledge_filter"),
-            Self::FilterMap => ("filter_map", "FilterMap", "filter_map", "ledge_filter_map"),
-            Self::FlatMap => ("flat_map", "FlatMap", "flat_map", "ledge_flat_map"),
-            Self::Map => ("map", "Map", "map", "ledge_map"),
-            Self::Partitioner => (
-                "partitioner",
-                "Partitioner",
-                "partition",
-                "ledge_partitioner",
-            ),
-        }
+/// The `ledge_wasm_sdk::PluginKind` variant and the `Entries` method for `kind`. Its
+/// attribute name and export come from `ledge_protocol::wasm_abi`, as the host's do.
+fn sdk_names(kind: PluginKind) -> (&'static str, &'static str) {
+    match kind {
+        PluginKind::Filter => ("Filter", "filter"),
+        PluginKind::FilterMap => ("FilterMap", "filter_map"),
+        PluginKind::FlatMap => ("FlatMap", "flat_map"),
+        PluginKind::Map => ("Map", "map"),
+        PluginKind::Partitioner => ("Partitioner", "partition"),
     }
 }
 
-fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
+fn expand(kind: PluginKind, attr: TokenStream, item: TokenStream) -> TokenStream {
     let result = if attr.is_empty() {
         syn::parse::<ItemFn>(item.clone()).and_then(|function| generate(kind, &function))
     } else {
-        let name = kind.names().0;
+        let name = kind.as_str();
         Err(syn::Error::new(
             TokenStream2::from(attr).span(),
             format!("#[{name}] takes no arguments; deployment parameters are function parameters"),
@@ -120,8 +106,9 @@ enum Passing {
     Reference,
 }
 
-fn generate(kind: Kind, function: &ItemFn) -> syn::Result<TokenStream2> {
-    let (attribute, variant, method, export) = kind.names();
+fn generate(kind: PluginKind, function: &ItemFn) -> syn::Result<TokenStream2> {
+    let (attribute, export) = (kind.as_str(), kind.export_name());
+    let (variant, method) = sdk_names(kind);
     let signature = &function.sig;
     let name = &signature.ident;
     if let Some(token) = &signature.asyncness {
@@ -154,7 +141,7 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<TokenStream2> {
         Some(other) => return Err(error(other, record_hint)),
         None => return Err(error(signature, record_hint)),
     }
-    if let Kind::Partitioner = kind {
+    if let PluginKind::Partitioner = kind {
         let hint = "a partitioner's second parameter is `partition_count: u32`";
         match inputs.next() {
             Some(FnArg::Typed(_)) => {}
@@ -189,7 +176,7 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<TokenStream2> {
         }
     });
     let partition_count_argument = match kind {
-        Kind::Partitioner => quote!(partition_count,),
+        PluginKind::Partitioner => quote!(partition_count,),
         _ => quote!(),
     };
     let state = if parameters.is_empty() {
@@ -198,7 +185,7 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<TokenStream2> {
         format_ident!("state")
     };
     let partition_count = match kind {
-        Kind::Partitioner => format_ident!("partition_count"),
+        PluginKind::Partitioner => format_ident!("partition_count"),
         _ => format_ident!("_partition_count"),
     };
     // Errors about the return type (a missing `IntoFilterOutcome` impl) point at it.
@@ -224,7 +211,7 @@ fn generate(kind: Kind, function: &ItemFn) -> syn::Result<TokenStream2> {
         #visibility struct #name {}
 
         impl #sdk::__private::Plugin for #name {
-            const KIND: #sdk::Kind = #sdk::Kind::#variant;
+            const KIND: #sdk::PluginKind = #sdk::PluginKind::#variant;
             const PARAMETERS: &'static [&'static str] = &[#(#names),*];
             type State = (#(#state_types,)*);
 

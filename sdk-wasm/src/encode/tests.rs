@@ -103,3 +103,27 @@ fn init_results_have_the_documented_layout() {
     assert_eq!(out[1..5], le32(21));
     assert_eq!(&out[5..], b"missing parameter `x`");
 }
+
+// Goal: a negative output timestamp other than -1 ("keep the input's") fails that one record
+// with an ERROR entry, instead of output the host refuses, which would fail the whole batch.
+// Method: the entry, decoded with the host's own decoder.
+#[test]
+fn a_negative_output_timestamp_fails_only_its_record() {
+    let past = OutputRecord::new().with_value("v").with_timestamp(-5);
+    let mut out = 2u32.to_le_bytes().to_vec();
+    {
+        let mut entries = Entries::new(&mut out, 1);
+        entries.map(past);
+        entries.map(OutputRecord::new().with_timestamp(-1));
+    }
+    let outcomes = crate::testing::decode_output(ledge_protocol::PluginKind::Map, &out, 2, 1);
+    assert_eq!(
+        outcomes,
+        Ok(vec![
+            crate::testing::Outcome::Error(
+                "output timestamp -5 is negative (milliseconds since the Unix epoch)".into()
+            ),
+            crate::testing::Outcome::Records(vec![OutputRecord::new()]),
+        ])
+    );
+}

@@ -65,11 +65,11 @@ fn plugin(kind_exports: &[&'static str], import: bool) -> Vec<u8> {
 fn accepts_a_well_formed_plugin() {
     assert_eq!(
         check_module(&plugin(&["ledge_filter"], false)),
-        Ok(Kind::Filter)
+        Ok(PluginKind::Filter)
     );
     assert_eq!(
         check_module(&plugin(&["ledge_partitioner"], false)),
-        Ok(Kind::Partitioner)
+        Ok(PluginKind::Partitioner)
     );
 }
 

@@ -1,3 +1,9 @@
+//! The SDK's accessors over records read from input batches the test helpers write. The
+//! reader itself (malformed fields, unusable headers) is tested in ledge-protocol's
+//! `wasm_abi/tests.rs`.
+
+use ledge_protocol::wasm_abi::{InputHeader, InputRecords};
+
 use super::*;
 use crate::output::OutputRecord;
 use crate::testing::{BatchInfo, encode_batch};
@@ -12,11 +18,12 @@ fn info() -> BatchInfo {
 }
 
 fn read_all(batch: &[u8]) -> Result<Vec<Record<'_>>, String> {
-    let (header, records) = read_batch_header(batch).map_err(|e| e.to_string())?;
-    let mut reader = RecordReader::new(header, records);
+    let (header, records) = InputHeader::read(batch).map_err(|e| e.to_string())?;
+    let mut reader = InputRecords::new(header, records);
     let mut out = Vec::new();
     for _ in 0..header.record_count {
-        out.push(reader.next_record().map_err(|e| e.to_string())?);
+        let view = reader.next_record().map_err(|e| e.to_string())?;
+        out.push(Record::new(view, header.partition));
     }
     if reader.remaining_bytes() != 0 {
         return Err(format!("{} bytes left", reader.remaining_bytes()));
@@ -132,89 +139,4 @@ fn corrupted_bytes_never_panic() {
             let _ = read_all(&corrupted);
         }
     }
-}
-
-/// A batch header for `count` records followed by `records` raw bytes.
-fn raw_batch(count: u32, records: &[u8]) -> Vec<u8> {
-    let mut batch = Vec::new();
-    batch.extend_from_slice(&count.to_le_bytes());
-    batch.extend_from_slice(&0u32.to_le_bytes());
-    batch.extend_from_slice(&1u32.to_le_bytes());
-    batch.extend_from_slice(&0i64.to_le_bytes());
-    batch.extend_from_slice(&0i64.to_le_bytes());
-    batch.extend_from_slice(records);
-    batch
-}
-
-fn first_error(records: &[u8]) -> String {
-    // Pad so the record count stays plausible whatever the record's length.
-    let mut padded = records.to_vec();
-    padded.resize(padded.len().max(7), 0);
-    let batch = raw_batch(1, &padded);
-    let (header, rest) = read_batch_header(&batch).unwrap();
-    RecordReader::new(header, rest)
-        .next_record()
-        .unwrap_err()
-        .to_string()
-}
-
-// Each malformed field is named in the error, with the numbers that made it wrong.
-#[test]
-fn malformed_records_name_the_field() {
-    // Zigzag: 0x01 is -1, 0x03 is -2, 0x02 is 1, 0x0a is 5, 0x0c is 6, 0x0e is 7, 0x12 is 9.
-    assert_eq!(first_error(&[0x03]), "record: negative length -2");
-    assert_eq!(
-        first_error(&[0x7e]),
-        "record: length 63 exceeds the 6 bytes left"
-    );
-    assert_eq!(
-        first_error(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
-        "record length: varint too long"
-    );
-    assert_eq!(
-        first_error(&[0x0c, 0, 0, 0, 0x0a, 0, 0]),
-        "key: length 5 exceeds the 2 bytes left"
-    );
-    assert_eq!(
-        first_error(&[0x0c, 0, 0, 0, 0x01, 0x03, 0]),
-        "value: negative length -2"
-    );
-    assert_eq!(
-        first_error(&[0x0c, 0, 0, 0, 0x01, 0x01, 0x01]),
-        "header count: negative length -1"
-    );
-    // One header whose key is the single byte 0xff.
-    assert_eq!(
-        first_error(&[0x12, 0, 0, 0, 0x01, 0x01, 0x02, 0x02, 0xff, 0x01]),
-        "header key: not UTF-8"
-    );
-    // Two headers claimed, one present.
-    assert_eq!(
-        first_error(&[0x12, 0, 0, 0, 0x01, 0x01, 0x04, 0x02, b'h', 0x01]),
-        "header key length: the input ends inside it"
-    );
-    assert_eq!(
-        first_error(&[0x0e, 0, 0, 0, 0x01, 0x01, 0x00, 0x00]),
-        "record: 1 bytes after the last header"
-    );
-    // Attributes missing: a record of length 0.
-    assert_eq!(first_error(&[0x00]), "attributes: the input ends inside it");
-}
-
-// The batch header itself: too short, or a record count no byte count could hold.
-#[test]
-fn unusable_batch_headers_are_refused() {
-    assert_eq!(
-        read_batch_header(&[0; 27]).unwrap_err(),
-        BatchError::TruncatedHeader { length: 27 }
-    );
-    assert_eq!(
-        read_batch_header(&raw_batch(3, &[0; 20])).unwrap_err(),
-        BatchError::ImplausibleCount {
-            record_count: 3,
-            bytes: 20
-        }
-    );
-    assert!(read_batch_header(&raw_batch(3, &[0; 21])).is_ok());
-    assert!(read_batch_header(&raw_batch(0, &[])).is_ok());
 }

@@ -6,7 +6,7 @@ use crate::testing::{BatchInfo, Outcome, TestPlugin, decode_output, encode_batch
 struct Copies;
 
 impl Plugin for Copies {
-    const KIND: Kind = Kind::FlatMap;
+    const KIND: PluginKind = PluginKind::FlatMap;
     const PARAMETERS: &'static [&'static str] = &["copies"];
     type State = usize;
 
@@ -54,7 +54,7 @@ fn processes_every_record_in_order() {
         OutputRecord::new().with_key("b").with_header("h", "v"),
     ];
     let out = run_raw(&encode_batch(&BatchInfo::default(), &records)).unwrap();
-    let outcomes = decode_output(Kind::FlatMap, &out, 2, 1).unwrap();
+    let outcomes = decode_output(PluginKind::FlatMap, &out, 2, 1).unwrap();
     assert_eq!(
         outcomes,
         [
@@ -74,9 +74,10 @@ fn a_malformed_record_fails_every_entry() {
     ];
     let batch = encode_batch(&BatchInfo::default(), &records);
     let out = run_raw(&batch[..batch.len() - 1]).unwrap();
-    let error = "malformed input batch: record 1: record: length 9 exceeds the 8 bytes left";
+    let error =
+        "malformed input batch: record 1: record length of 9 bytes overruns the 8 bytes left";
     assert_eq!(
-        decode_output(Kind::FlatMap, &out, 2, 1).unwrap(),
+        decode_output(PluginKind::FlatMap, &out, 2, 1).unwrap(),
         [Outcome::Error(error.into()), Outcome::Error(error.into())]
     );
 
@@ -85,7 +86,7 @@ fn a_malformed_record_fails_every_entry() {
     let out = run_raw(&trailing).unwrap();
     let error = "malformed input batch: 3 bytes after the last of 2 records";
     assert_eq!(
-        decode_output(Kind::FlatMap, &out, 2, 1).unwrap(),
+        decode_output(PluginKind::FlatMap, &out, 2, 1).unwrap(),
         [Outcome::Error(error.into()), Outcome::Error(error.into())]
     );
 }

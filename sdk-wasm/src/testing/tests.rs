@@ -1,3 +1,7 @@
+use ledge_protocol::wasm_abi::{
+    INIT_ERROR, INIT_OK, TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION, TAG_RECORDS,
+};
+
 use super::*;
 
 fn entries(count: u32, body: &[u8]) -> Vec<u8> {
@@ -6,50 +10,65 @@ fn entries(count: u32, body: &[u8]) -> Vec<u8> {
     out
 }
 
-// The decoder applies the host's checks, so a test catches output the node would refuse.
+// The decoder is the host's, so a test catches output the node would refuse, with the
+// node's message.
 #[test]
 fn decode_output_applies_the_host_checks() {
     assert_eq!(
-        decode_output(Kind::Filter, &entries(2, &[TAG_KEEP, TAG_DROP]), 2, 1),
+        decode_output(PluginKind::Filter, &entries(2, &[TAG_KEEP, TAG_DROP]), 2, 1),
         Ok(vec![Outcome::Keep, Outcome::Drop])
     );
     assert_eq!(
-        decode_output(Kind::Filter, &entries(1, &[TAG_KEEP]), 2, 1),
-        Err("1 entries for 2 records".to_owned())
+        decode_output(PluginKind::Filter, &entries(1, &[TAG_KEEP]), 2, 1),
+        Err("1 entries for 2 input records".to_owned())
     );
     assert_eq!(
-        decode_output(Kind::Partitioner, &entries(1, &[TAG_KEEP]), 1, 1),
-        Err("entry 0: tag 0 is not allowed for a partitioner".to_owned())
+        decode_output(PluginKind::Partitioner, &entries(1, &[TAG_KEEP]), 1, 1),
+        Err("entry 0: a partitioner may not return KEEP".to_owned())
     );
     assert_eq!(
-        decode_output(Kind::Filter, &entries(1, &[9]), 1, 1),
-        Err("entry 0: tag 9 is not allowed for a filter".to_owned())
+        decode_output(PluginKind::Filter, &entries(1, &[9]), 1, 1),
+        Err("entry 0: unknown tag 9".to_owned())
     );
     assert_eq!(
         decode_output(
-            Kind::Partitioner,
+            PluginKind::Partitioner,
             &entries(1, &[TAG_PARTITION, 2, 0, 0, 0]),
             1,
             2
         ),
-        Err("entry 0: partition 2 of 2".to_owned())
+        Err("entry 0: partition 2 out of range (the topic has 2)".to_owned())
     );
     assert_eq!(
-        decode_output(Kind::Map, &entries(1, &[TAG_RECORDS, 0, 0, 0, 0]), 1, 1),
-        Err("entry 0: 0 records from a map".to_owned())
+        decode_output(
+            PluginKind::Map,
+            &entries(1, &[TAG_RECORDS, 0, 0, 0, 0]),
+            1,
+            1
+        ),
+        Err("entry 0: a map may not return 0 records".to_owned())
+    );
+    // A timestamp below -1 is refused, as the node refuses it.
+    let mut negative = vec![TAG_RECORDS, 1, 0, 0, 0];
+    negative.extend_from_slice(&(-2i64).to_le_bytes());
+    negative.extend_from_slice(&[0xff; 8]);
+    negative.extend_from_slice(&[0; 4]);
+    assert_eq!(
+        decode_output(PluginKind::FlatMap, &entries(1, &negative), 1, 1),
+        Err("entry 0: timestamp -2".to_owned())
     );
     assert_eq!(
-        decode_output(Kind::Filter, &entries(1, &[TAG_KEEP, 0]), 1, 1),
+        decode_output(PluginKind::Filter, &entries(1, &[TAG_KEEP, 0]), 1, 1),
         Err("1 bytes after the last entry".to_owned())
     );
     assert_eq!(
         decode_output(
-            Kind::Filter,
+            PluginKind::Filter,
             &entries(1, &[TAG_ERROR, 5, 0, 0, 0, b'a']),
             1,
             1
         ),
-        Err("5 bytes wanted, 1 left".to_owned())
+        Err("entry 0: error message needs 5 bytes at position 9, output is 10 bytes".to_owned())
     );
 }
 
@@ -80,12 +99,13 @@ fn decode_init_result_reads_both_statuses() {
         decode_init_result(&[INIT_ERROR, 2, 0, 0, 0, b'n', b'o']),
         Ok(Err("no".to_owned()))
     );
-    assert_eq!(
-        decode_init_result(&[7]),
-        Err("unknown init status 7".to_owned())
-    );
+    assert_eq!(decode_init_result(&[7]), Err("init status 7".to_owned()));
     assert_eq!(
         decode_init_result(&[INIT_OK, 0]),
-        Err("1 bytes after the last entry".to_owned())
+        Err("1 bytes after the init result".to_owned())
+    );
+    assert_eq!(
+        decode_init_result(&[INIT_ERROR, 2, 0, 0, 0, b'n', b'o', b'!']),
+        Err("1 bytes after the init result".to_owned())
     );
 }

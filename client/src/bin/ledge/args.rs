@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ledge_client::{Acks, Compression, ModuleKind, OnError, SERVER_DEFAULT};
+use ledge_client::{Acks, Compression, OnError, PluginKind, SERVER_DEFAULT};
 
 /// Help heading of the options every command takes.
 const CONNECTION: &str = "Connection options";
@@ -181,7 +181,7 @@ pub(crate) struct TransformNameArgs {
     pub(crate) name: String,
 }
 
-/// `--kind` values: the node's names for module kinds.
+/// `--kind` values: clap's face of `PluginKind` (same names, each with its help line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum KindArg {
     /// Keeps or drops each record
@@ -199,7 +199,7 @@ pub(crate) enum KindArg {
     Partitioner,
 }
 
-impl From<KindArg> for ModuleKind {
+impl From<KindArg> for PluginKind {
     fn from(value: KindArg) -> Self {
         match value {
             KindArg::Filter => Self::Filter,
@@ -895,11 +895,36 @@ mod tests {
         assert!(Cli::try_parse_from(["ledge", "consume", "orders", "--param", "a=1"]).is_err());
     }
 
+    // Goal: `--kind` is clap's face of the one `PluginKind`: the same names, and every kind
+    // reachable (a kind added to ledge-protocol fails here until the CLI offers it).
     #[test]
     fn kinds_map_to_the_sdk_kinds() {
         for kind in KindArg::value_variants() {
             let name = kind.to_possible_value().unwrap().get_name().to_string();
-            assert_eq!(ModuleKind::from(*kind).as_str(), name);
+            assert_eq!(PluginKind::from(*kind).as_str(), name);
+        }
+        let offered: Vec<PluginKind> = KindArg::value_variants()
+            .iter()
+            .map(|kind| PluginKind::from(*kind))
+            .collect();
+        for kind in PluginKind::ALL {
+            assert!(offered.contains(&kind), "--kind does not offer {kind}");
+        }
+        let policies: Vec<OnError> = OnErrorArg::value_variants()
+            .iter()
+            .map(|policy| OnError::from(*policy))
+            .collect();
+        for policy in OnError::ALL {
+            assert!(
+                policies.contains(&policy),
+                "--on-error does not offer {policy}"
+            );
+            let name = OnErrorArg::value_variants()
+                .iter()
+                .find(|arg| OnError::from(**arg) == policy)
+                .and_then(|arg| arg.to_possible_value())
+                .unwrap();
+            assert_eq!(name.get_name(), policy.as_str());
         }
     }
 

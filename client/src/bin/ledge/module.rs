@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use ledge_client::{Admin, Client, ModuleKind};
+use ledge_client::{Admin, Client, PluginKind};
 use serde_json::json;
 
 use crate::args::{Format, ModuleCommand};
@@ -21,7 +21,7 @@ pub(crate) async fn run(client: &Client, command: ModuleCommand) -> anyhow::Resu
     match command {
         ModuleCommand::Upload(arguments) => {
             let source = arguments.source;
-            let kind = ModuleKind::from(source.kind);
+            let kind = PluginKind::from(source.kind);
             let size = source.module_bytes.len() as u64;
             let params = source.params.clone();
             let hash = admin

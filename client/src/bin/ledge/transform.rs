@@ -244,14 +244,14 @@ fn human_duration(duration: Duration) -> String {
 mod tests {
     use std::collections::BTreeMap;
 
-    use ledge_client::{ModuleKind, OnError, TransformState};
+    use ledge_client::{OnError, PluginKind, TransformState};
 
     use super::*;
 
     fn described() -> TransformDescription {
         TransformDescription {
             name: "high-value".into(),
-            kind: ModuleKind::Filter,
+            kind: PluginKind::Filter,
             input: "orders".into(),
             output: "orders.high-value".into(),
             dead_letter_topic: "high-value.dead-letter".into(),

@@ -263,6 +263,25 @@ fn static_members_restart_without_a_rebalance() {
     );
     assert_eq!(returning.owned, owned_before);
     assert_eq!(coordinator.describe("g").unwrap().group_epoch, epoch_before);
+    // Past the departed entry's session timeout (10 s from its last heartbeat at `now`),
+    // with both members heartbeating, its timer does not fire: nobody expires.
+    let mut returned = [returning];
+    for client in [&mut clients[0], &mut returned[0]] {
+        step(
+            &mut coordinator,
+            now + Duration::from_secs(9),
+            client,
+            "range",
+            &["t"],
+            &counts,
+        );
+    }
+    assert!(
+        coordinator
+            .handle_timeout(now + Duration::from_secs(11), &counts)
+            .is_empty()
+    );
+    assert_eq!(coordinator.describe("g").unwrap().group_epoch, epoch_before);
     // The old member id is fenced.
     let stale = coordinator.handle_heartbeat(now, heartbeat(&clients[1], "range", &["t"]), &counts);
     assert!(matches!(stale, Err(GroupError::UnknownMember { .. })));

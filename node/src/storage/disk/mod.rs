@@ -4,8 +4,10 @@
 //! a segmented log needs (create, list, rename, remove, and fsync of a directory so that new
 //! names are durable). Does not own: what the bytes mean (segments, indexes, checkpoints).
 //!
-//! Three implementations sit behind it: [`UringDisk`] (io_uring, a driver thread owning the
-//! ring), [`StdDisk`] (positional `std::fs` calls on tokio's blocking pool), and, for tests,
+//! Three implementations sit behind it: [`UringDisk`] (io_uring: the task that wants the IO
+//! submits it and enters the kernel itself; one reaper task on the runtime answers the
+//! completions; no thread of its own), [`StdDisk`] (positional `std::fs` calls on tokio's
+//! blocking pool), and, for tests,
 //! `sim::SimDisk` (live vs durable bytes, torn writes, injected EIO and ENOSPC). Beside it:
 //! [`lock`] (one node per data directory), [`durable`] (whole-file writes outside the logs)
 //! and [`descriptors`] (the open-file budget).
@@ -20,6 +22,8 @@ pub mod durable;
 pub mod lock;
 mod std_fs;
 mod uring;
+#[cfg(test)]
+pub(crate) mod uring_in_tests;
 
 use std::future::Future;
 use std::io;

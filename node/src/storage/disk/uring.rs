@@ -48,7 +48,7 @@ const STOP_TOKEN: u64 = u64::MAX;
 /// io_uring disk backend.
 #[derive(Clone)]
 pub struct UringDisk {
-    driver: Arc<Driver>,
+    submitter: Arc<Submitter>,
 }
 
 impl std::fmt::Debug for UringDisk {
@@ -61,7 +61,7 @@ impl std::fmt::Debug for UringDisk {
 pub struct UringFile {
     file: Arc<File>,
     path: PathBuf,
-    driver: Arc<Driver>,
+    submitter: Arc<Submitter>,
 }
 
 impl std::fmt::Debug for UringFile {
@@ -73,7 +73,9 @@ impl std::fmt::Debug for UringFile {
     }
 }
 
-struct Driver {
+/// What every disk and file handle holds to submit operations: the shared ring and the bound
+/// on operations in flight.
+struct Submitter {
     ring: Arc<RingShared>,
     in_flight: Arc<Semaphore>,
 }
@@ -109,7 +111,8 @@ struct Operation {
 }
 
 impl UringDisk {
-    /// Sets up a ring with `entries` submission slots and starts its driver thread.
+    /// Sets up a ring with `entries` submission slots. No thread starts: the reaper task
+    /// starts with the first operation, on the runtime that submits it.
     ///
     /// Fails when io_uring is unavailable (old kernel, `kernel.io_uring_disabled`, seccomp)
     /// or when a no-op submitted to the new ring does not complete.
@@ -120,7 +123,7 @@ impl UringDisk {
         let permits = entries.saturating_sub(1).max(1) as usize;
         let fd = ring.as_raw_fd();
         Ok(Self {
-            driver: Arc::new(Driver {
+            submitter: Arc::new(Submitter {
                 ring: Arc::new(RingShared {
                     state: Mutex::new(RingState {
                         ring,
@@ -152,7 +155,7 @@ fn probe(ring: &mut IoUring) -> io::Result<()> {
     }
 }
 
-impl Driver {
+impl Submitter {
     async fn submit(
         &self,
         file: &Arc<File>,
@@ -237,7 +240,7 @@ impl RingShared {
     }
 }
 
-impl Drop for Driver {
+impl Drop for Submitter {
     fn drop(&mut self) {
         // Wake the reaper so it sees `stopped` and ends once nothing is in flight.
         self.ring.stopped.store(true, Ordering::Release);
@@ -465,7 +468,7 @@ impl DiskFile for UringFile {
             buffer: Vec::with_capacity(len),
             len,
         };
-        self.driver
+        self.submitter
             .submit(&self.file, position, kind)
             .await
             .map_err(|source| DiskError::new("read", &self.path, source))
@@ -476,7 +479,7 @@ impl DiskFile for UringFile {
             return Ok(());
         }
         let kind = OperationKind::Write { data, written: 0 };
-        self.driver
+        self.submitter
             .submit(&self.file, position, kind)
             .await
             .map(drop)
@@ -484,7 +487,7 @@ impl DiskFile for UringFile {
     }
 
     async fn sync_data(&self) -> Result<(), DiskError> {
-        self.driver
+        self.submitter
             .submit(&self.file, 0, OperationKind::SyncData)
             .await
             .map(drop)
@@ -515,7 +518,7 @@ impl Disk for UringDisk {
         Ok(UringFile {
             file: std_fs::open_file(path, mode).await?,
             path: path.to_path_buf(),
-            driver: Arc::clone(&self.driver),
+            submitter: Arc::clone(&self.submitter),
         })
     }
 

@@ -11,6 +11,8 @@ use ledge_protocol::{BatchIter, EncodeOptions, Record, decode_batch, encode_batc
 use super::*;
 use crate::clock::{Clock, ManualClock};
 use crate::sim::SimDisk;
+use crate::storage::disk::OpenMode;
+use crate::storage::segment::{self, CHECKPOINT_FILE_NAME, PartitionFile};
 
 const DIRECTORY: &str = "/data/logs/t-0";
 

@@ -1,9 +1,5 @@
 //! Partition log tests: behaviour on the simulated disk, a seeded crash swarm, faults, and a
 //! real process killed with SIGKILL.
-#![allow(
-    clippy::disallowed_methods,
-    reason = "wall-time waits left from before the one clock; issue 12 moves them to paused time"
-)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,10 +13,20 @@ use ledge_protocol::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use ledge_protocol::{
+    BATCH_HEADER_BYTES, BatchError, DecodeLimits, encode_batch_with_deltas, set_base_offset,
+    set_partition_leader_epoch, validate_batch,
+};
+
+use super::open::write_new_file;
 use super::*;
-use crate::clock::{Clock, ManualClock, SystemClock};
+use crate::clock::{Clock, ManualClock, SimClock, SystemClock};
 use crate::sim::{self, SimDisk};
+use crate::storage::checkpoint::Checkpoint;
+use crate::storage::disk::OpenMode;
 use crate::storage::disk::{BackendChoice, SystemDisk};
+use crate::storage::recovery::PARTITION_LEADER_EPOCH;
+use crate::storage::segment;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -619,77 +625,96 @@ fn append_batches_stop_at_the_first_failure() {
 }
 
 // Goal: acks=1 appends are acknowledged before the sync but become visible (and counted
-// in the record count) only once synced, by the flush interval or by a later synced append.
-#[test]
-fn written_appends_become_visible_when_synced() {
-    runtime().block_on(async {
-        let disk = SimDisk::new(4);
-        let config = LogConfig {
-            flush_interval: Duration::from_millis(20),
-            sync_for_readers: false,
-            ..LogConfig::default()
-        };
-        let log = PartitionLog::open(disk, Path::new(DIR), config, Arc::new(SystemClock))
-            .await
-            .unwrap();
-        let outcome = log
-            .append(batch(0, 2, 0), AppendDurability::Written)
-            .await
-            .unwrap();
-        assert_eq!(outcome.base_offset, 0);
-        assert_eq!(log.high_watermark(), 0, "unsynced data must not be visible");
-        assert_eq!(log.record_count(), 0, "nor counted as readable records");
-        let mut watermark = log.subscribe_high_watermark();
-        tokio::time::timeout(Duration::from_secs(5), watermark.wait_for(|hw| *hw == 2))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(log.high_watermark(), 2);
-        assert_eq!(log.record_count(), 2);
-    });
+// in the record count) only once synced, at the flush interval (on paused time: exactly
+// then, not before).
+#[tokio::test(start_paused = true)]
+async fn written_appends_become_visible_when_synced() {
+    let disk = SimDisk::new(4);
+    let flush_interval = Duration::from_millis(20);
+    let config = LogConfig {
+        flush_interval,
+        sync_for_readers: false,
+        ..LogConfig::default()
+    };
+    let clock = SimClock::new(1_700_000_000_000);
+    let log = PartitionLog::open(disk, Path::new(DIR), config, Arc::new(clock))
+        .await
+        .unwrap();
+    let written_at = clock.now();
+    let outcome = log
+        .append(batch(0, 2, 0), AppendDurability::Written)
+        .await
+        .unwrap();
+    assert_eq!(outcome.base_offset, 0);
+    assert_eq!(log.high_watermark(), 0, "unsynced data must not be visible");
+    assert_eq!(log.record_count(), 0, "nor counted as readable records");
+    let mut watermark = log.subscribe_high_watermark();
+    crate::clock::timeout(
+        &clock,
+        Duration::from_secs(5),
+        watermark.wait_for(|hw| *hw == 2),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(clock.now() - written_at, flush_interval);
+    assert_eq!(log.high_watermark(), 2);
+    assert_eq!(log.record_count(), 2);
 }
 
 // Goal: while a reader waits at the end of the log, acks=1 data is synced at once
 // (`sync_for_readers`) rather than at the flush interval; turned off, it waits for the
-// interval.
-#[test]
-fn a_waiting_reader_gets_acks_1_data_synced_at_once() {
-    runtime().block_on(async {
-        for sync_for_readers in [true, false] {
-            let disk = SimDisk::new(4);
-            let config = LogConfig {
-                flush_interval: Duration::from_secs(3600),
-                sync_for_readers,
-                ..LogConfig::default()
-            };
-            let log = PartitionLog::open(disk, Path::new(DIR), config, Arc::new(SystemClock))
-                .await
-                .unwrap();
-            // Written before the reader arrives, then after it waits.
-            log.append(batch(0, 2, 0), AppendDurability::Written)
-                .await
-                .unwrap();
-            let mut watermark = log.subscribe_high_watermark();
-            // Without the reader sync nothing happens within the hour: 300 ms shows it.
-            let patience = Duration::from_millis(if sync_for_readers { 5000 } else { 300 });
-            let first = tokio::time::timeout(patience, watermark.wait_for(|hw| *hw == 2))
-                .await
-                .is_ok();
-            assert_eq!(
-                first, sync_for_readers,
-                "sync_for_readers {sync_for_readers}"
-            );
-            log.append(batch(1, 3, 0), AppendDurability::Written)
-                .await
-                .unwrap();
-            let expected = if sync_for_readers { 5 } else { 0 };
-            let second = tokio::time::timeout(patience, watermark.wait_for(|hw| *hw == 5))
-                .await
-                .is_ok();
-            assert_eq!(second, sync_for_readers);
-            assert_eq!(log.high_watermark(), expected);
-        }
-    });
+// interval (on paused time: visible exactly an hour after the write, not a moment before).
+#[tokio::test(start_paused = true)]
+async fn a_waiting_reader_gets_acks_1_data_synced_at_once() {
+    let flush_interval = Duration::from_secs(3600);
+    for sync_for_readers in [true, false] {
+        let disk = SimDisk::new(4);
+        let config = LogConfig {
+            flush_interval,
+            sync_for_readers,
+            ..LogConfig::default()
+        };
+        let clock = SimClock::new(1_700_000_000_000);
+        let log = PartitionLog::open(disk, Path::new(DIR), config, Arc::new(clock))
+            .await
+            .unwrap();
+        // Written before the reader arrives, then after it waits.
+        let written_at = clock.now();
+        log.append(batch(0, 2, 0), AppendDurability::Written)
+            .await
+            .unwrap();
+        let mut watermark = log.subscribe_high_watermark();
+        crate::clock::timeout(
+            &clock,
+            2 * flush_interval,
+            watermark.wait_for(|hw| *hw == 2),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let waited = clock.now() - written_at;
+        let expected = if sync_for_readers {
+            Duration::ZERO
+        } else {
+            flush_interval
+        };
+        assert_eq!(waited, expected, "sync_for_readers {sync_for_readers}");
+        let written_at = clock.now();
+        log.append(batch(1, 3, 0), AppendDurability::Written)
+            .await
+            .unwrap();
+        crate::clock::timeout(
+            &clock,
+            2 * flush_interval,
+            watermark.wait_for(|hw| *hw == 5),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(clock.now() - written_at, expected);
+        assert_eq!(log.high_watermark(), 5);
+    }
 }
 
 // Goal: segments roll by size and by age, and a reopened log has the same batches, with
@@ -1896,7 +1921,18 @@ fn killed_writer_process_loses_no_acknowledged_batch() {
     let directory = temporary.path().join("events-0");
     let mut rng = ChaCha8Rng::seed_from_u64(std::process::id().into());
     let mut acked: BTreeMap<u64, (i64, i64)> = BTreeMap::new();
+    // Even rounds run on io_uring; where it is unavailable (and not required) they run on
+    // std, and the skip is printed.
+    let uring = crate::storage::disk::uring_in_tests::uring_disk_or_skip(
+        "killed_writer_process_loses_no_acknowledged_batch (its io_uring rounds)",
+    )
+    .is_some();
     for round in 0..3 {
+        let backend = if uring && round % 2 == 0 {
+            "io_uring"
+        } else {
+            "std"
+        };
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -1906,6 +1942,7 @@ fn killed_writer_process_loses_no_acknowledged_batch() {
             ])
             .env("LEDGE_KILL9_CHILD_DIR", &directory)
             .env("LEDGE_KILL9_ROUND", round.to_string())
+            .env("LEDGE_KILL9_BACKEND", backend)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -1987,11 +2024,10 @@ fn record_ack(line: &str, acked: &mut BTreeMap<u64, (i64, i64)>) -> bool {
 fn kill9_child(directory: &Path) {
     use std::io::Write;
     let round: u64 = std::env::var("LEDGE_KILL9_ROUND").unwrap().parse().unwrap();
-    let backend = if round.is_multiple_of(2) {
-        BackendChoice::Auto
-    } else {
-        BackendChoice::Std
-    };
+    let backend: BackendChoice = std::env::var("LEDGE_KILL9_BACKEND")
+        .unwrap()
+        .parse()
+        .unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,22 +1,29 @@
-//! Consumer-group measurements (issue 4), run on demand: how long a rebalance takes when a
-//! member joins and when one crashes (10 s session timeout), and the throughput of a 4-member
-//! group over 4 partitions against one member in the same run. A test-shaped program because
-//! it needs the SDK and the harness; it does nothing unless `LEDGE_GROUP_BENCH=1`, so the
-//! suite stays fast. Results go to stdout (run with `--nocapture`) and benches/RESULTS.md.
+//! `group-bench`: consumer-group measurements (issue 4) against a running node: how long a
+//! rebalance takes when a member joins and when one crashes (10 s session timeout), and the
+//! throughput of a 4-member group over 4 partitions against one member in the same run.
+//! Results go to stdout and, when kept, to benches/RESULTS.md. Nothing is asserted against a
+//! time limit; a run that never settles stops after a bounded wait.
+//!
+//! It used to be a test in `tests/e2e` that did nothing unless `LEDGE_GROUP_BENCH=1`, so it
+//! passed without running in every `cargo test` (issue 12, item 7).
 //!
 //! ```text
-//! LEDGE_GROUP_BENCH=1 cargo test -p ledge-e2e group_bench -- --nocapture
+//! cargo build --release -p ledge-node -p ledge-benches
+//! target/release/ledge-node --data-dir /tmp/gb-data --listen 127.0.0.1:19778 &
+//! target/release/group-bench --server 127.0.0.1:19778 --ca /tmp/gb-data/tls/ca.pem
 //! ```
+//!
+//! Topic and group names carry this run's process id, so runs can repeat against one node.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use ledge_client::{
     Admin, Client, ClientConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer,
     ProducerConfig, ProducerRecord, Trust,
 };
-use ledge_e2e::NodeProcess;
 
 /// Rounds of each rebalance measurement.
 const JOIN_ROUNDS: usize = 5;
@@ -34,8 +41,27 @@ fn now() -> Instant {
     Instant::now()
 }
 
-async fn connect(node: &NodeProcess) -> Client {
-    let config = ClientConfig::new(node.addr.to_string(), Trust::CaFile(node.ca_file.clone()));
+/// Where the node is.
+#[derive(Parser)]
+#[command(about = "Consumer-group rebalance times and throughput against a running node")]
+struct Cli {
+    /// `host:port` of the node.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    server: String,
+    /// The node's CA certificate (the node writes it to `<data-dir>/tls/ca.pem`).
+    #[arg(long, default_value = "./ledge-data/tls/ca.pem")]
+    ca: std::path::PathBuf,
+}
+
+/// A node to connect to, as often as the measurements need a new client.
+struct Node {
+    server: String,
+    ca: std::path::PathBuf,
+}
+
+async fn connect(node: &Node) -> Client {
+    let mut config = ClientConfig::new(node.server.clone(), Trust::CaFile(node.ca.clone()));
+    config.client_id = "group-bench".into();
     Client::connect(config).await.expect("connect")
 }
 
@@ -72,13 +98,20 @@ fn summary(name: &str, samples: &mut [Duration]) {
     );
 }
 
-#[test]
-fn group_bench() {
-    if std::env::var("LEDGE_GROUP_BENCH").as_deref() != Ok("1") {
-        println!("set LEDGE_GROUP_BENCH=1 to run the consumer-group benchmark");
-        return;
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if !cli.ca.exists() {
+        anyhow::bail!(
+            "CA file {} not found: pass the node's <data-dir>/tls/ca.pem with --ca",
+            cli.ca.display()
+        );
     }
-    let node = NodeProcess::start();
+    let node = Node {
+        server: cli.server,
+        ca: cli.ca,
+    };
+    let run = std::process::id();
+    let bench_topic = format!("group-bench-{run}");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -87,22 +120,22 @@ fn group_bench() {
     runtime.block_on(async {
         let client = connect(&node).await;
         Admin::new(&client)
-            .create_topics(vec![NewTopic::new("bench", 4)], false)
+            .create_topics(vec![NewTopic::new(bench_topic.clone(), 4)], false)
             .await
             .expect("create topic");
 
         // Join: a second member joins a member owning all 4 partitions; measured from its
         // subscribe until it owns its 2 (the first gave them up and the node handed them on).
         let mut samples = Vec::new();
-        let mut first = Consumer::new(&client, member_config("join", Duration::from_secs(10)));
-        first.subscribe(vec!["bench".into()]).expect("subscribe");
+        let mut first = Consumer::new(&client, member_config(&format!("join-{run}"), Duration::from_secs(10)));
+        first.subscribe(vec![bench_topic.clone()]).expect("subscribe");
         poll_until_owning(&mut first, 4).await;
         for _ in 0..JOIN_ROUNDS {
             let joiner_client = connect(&node).await;
             let mut joiner =
-                Consumer::new(&joiner_client, member_config("join", Duration::from_secs(10)));
+                Consumer::new(&joiner_client, member_config(&format!("join-{run}"), Duration::from_secs(10)));
             let started = now();
-            joiner.subscribe(vec!["bench".into()]).expect("subscribe");
+            joiner.subscribe(vec![bench_topic.clone()]).expect("subscribe");
             // The first member must keep polling: revocation happens in its poll.
             let settled = loop {
                 tokio::select! {
@@ -126,14 +159,14 @@ fn group_bench() {
         // its connection closed, as after kill -9); measured from the crash until the survivor
         // owns all 4 partitions.
         let mut samples = Vec::new();
-        let mut survivor = Consumer::new(&client, member_config("crash", CRASH_SESSION_TIMEOUT));
-        survivor.subscribe(vec!["bench".into()]).expect("subscribe");
+        let mut survivor = Consumer::new(&client, member_config(&format!("crash-{run}"), CRASH_SESSION_TIMEOUT));
+        survivor.subscribe(vec![bench_topic.clone()]).expect("subscribe");
         poll_until_owning(&mut survivor, 4).await;
         for _ in 0..CRASH_ROUNDS {
             let victim_client = connect(&node).await;
             let mut victim =
-                Consumer::new(&victim_client, member_config("crash", CRASH_SESSION_TIMEOUT));
-            victim.subscribe(vec!["bench".into()]).expect("subscribe");
+                Consumer::new(&victim_client, member_config(&format!("crash-{run}"), CRASH_SESSION_TIMEOUT));
+            victim.subscribe(vec![bench_topic.clone()]).expect("subscribe");
             let started = now();
             while victim.assignment().len() != 2 || survivor.assignment().len() != 2 {
                 assert!(started.elapsed() < WAIT_MAX, "join never settled");
@@ -160,7 +193,7 @@ fn group_bench() {
         // from the first send until the group has read them all is measured. The producer
         // alone is timed too, since it bounds both.
         for members in [1usize, 4] {
-            let topic = format!("throughput-{members}");
+            let topic = format!("throughput-{members}-{run}");
             Admin::new(&client)
                 .create_topics(vec![NewTopic::new(topic.clone(), 4)], false)
                 .await
@@ -224,6 +257,7 @@ fn group_bench() {
             );
         }
     });
+    Ok(())
 }
 
 /// Produces THROUGHPUT_RECORDS keyed records to `topic`; returns how long until all were

@@ -1,0 +1,668 @@
+//! The writer task: one per partition; it drains appends into groups, writes each group,
+//! runs the fdatasync and answers the appends once they are as durable as they asked.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use ledge_protocol::{set_base_offset, set_partition_leader_epoch};
+use tokio::sync::{mpsc, oneshot};
+
+use super::append::{AppendDurability, AppendOutcome};
+use super::error::{AppendError, copy_disk_error};
+use super::open::write_checkpoint;
+use super::{Command, PendingAppend, Shared};
+use crate::clock::Clock;
+use crate::storage::checkpoint::Checkpoint;
+use crate::storage::disk::{Disk, DiskError, DiskFile};
+use crate::storage::group_commit::{Action, CommitPolicy, CommitQueue};
+use crate::storage::producers::{ProducerStates, SequenceCheck};
+use crate::storage::record_count;
+use crate::storage::recovery::PARTITION_LEADER_EPOCH;
+use crate::storage::segment::{self, ActiveSegmentStats};
+
+#[cfg(test)]
+thread_local! {
+    /// The size of every group the writers on this thread drained from their queue, so a
+    /// test can prove its concurrent appends formed one group commit (and does not pass by
+    /// accident when the scheduler splits them). Tests run each log on a current-thread
+    /// runtime, so the writer task runs on the test's own thread.
+    static GROUPS_DRAINED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Takes the sizes of the groups drained on this thread since the last call (test-only).
+#[cfg(test)]
+pub(super) fn take_groups_drained() -> Vec<usize> {
+    GROUPS_DRAINED.with(|groups| std::mem::take(&mut *groups.borrow_mut()))
+}
+
+pub(super) struct Writer<D: Disk> {
+    pub(super) disk: D,
+    pub(super) shared: Arc<Shared<D>>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) checkpoint_file: D::File,
+    pub(super) checkpoint: Checkpoint,
+    /// Idempotent producers' sequences, as of everything written.
+    pub(super) producers: ProducerStates,
+    /// The group-commit policy: when to sync, which appends to answer, when to checkpoint.
+    pub(super) queue: CommitQueue<Staged>,
+    /// The `fdatasync` running while later groups are written, if any (the queue decided
+    /// to start it).
+    pub(super) sync_in_flight: Option<SyncFuture>,
+    /// The active segment and its size as of the last successful sync: the recovery point
+    /// a checkpoint stores.
+    pub(super) last_synced: (i64, u64),
+}
+
+/// A running sync of the active segment and what it covers once it succeeds.
+pub(super) type SyncFuture = std::pin::Pin<Box<dyn Future<Output = SyncDone> + Send>>;
+
+pub(super) struct SyncDone {
+    result: Result<(), DiskError>,
+    segment_base: i64,
+    size: u64,
+    next_offset: i64,
+}
+
+/// What wakes the writer.
+pub(super) enum WriterEvent {
+    Synced(SyncDone),
+    Command(Option<Command>),
+    FlushDue,
+    ReaderArrived,
+}
+
+/// Completes when the sync in flight does (and clears it); never, if there is none. The
+/// sync itself lives in `in_flight`, so dropping this future does not cancel it.
+pub(super) async fn sync_completion(in_flight: &mut Option<SyncFuture>) -> SyncDone {
+    match in_flight.as_mut() {
+        Some(sync) => {
+            let done = sync.await;
+            *in_flight = None;
+            done
+        }
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) async fn sleep_if_due(clock: &dyn Clock, deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => clock.sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Adds the batches of one append command to `group`, numbering a multi-batch chain so a
+/// failure in it can stop the rest of it; returns their bytes.
+pub(super) fn add_to_group(
+    group: &mut Vec<PendingAppend>,
+    batches: Vec<PendingAppend>,
+    chains: &mut usize,
+) -> u64 {
+    let chained = batches.len() > 1;
+    let mut bytes = 0;
+    for mut pending in batches {
+        bytes += pending.batch.len() as u64;
+        pending.chain = chained.then_some(*chains);
+        group.push(pending);
+    }
+    if chained {
+        *chains += 1;
+    }
+    bytes
+}
+
+/// The chains of a group in which a batch failed: the rest of each is dropped unanswered
+/// (its caller stops at the failure).
+pub(super) type BrokenChains = std::collections::HashSet<usize>;
+
+/// Answers a batch that is not appended, and breaks its chain.
+pub(super) fn refuse(
+    reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+    chain: Option<usize>,
+    error: AppendError,
+    broken: &mut BrokenChains,
+) {
+    if let Some(chain) = chain {
+        broken.insert(chain);
+    }
+    let _ = reply.send(Err(error));
+}
+
+/// A batch stamped into the group buffer, waiting for the write and maybe the sync.
+pub(super) struct Staged {
+    /// The `append_batches` chain it belongs to, if any.
+    chain: Option<usize>,
+    reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+    outcome: AppendOutcome,
+    durability: AppendDurability,
+    position: u64,
+    max_timestamp_ms: i64,
+    bytes: u64,
+}
+
+impl<D: Disk> Writer<D> {
+    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let shared = Arc::clone(&self.shared);
+        let mut deferred: Option<Command> = None;
+        loop {
+            let command = match deferred.take() {
+                Some(command) => command,
+                None => {
+                    // With a sync in flight, its completion starts the next one if needed.
+                    let flush_due = self.queue.poll_timeout();
+                    let clock = Arc::clone(&self.clock);
+                    let event = tokio::select! {
+                        biased;
+                        done = sync_completion(&mut self.sync_in_flight) => WriterEvent::Synced(done),
+                        command = commands.recv() => WriterEvent::Command(command),
+                        () = sleep_if_due(&*clock, flush_due) => WriterEvent::FlushDue,
+                        () = shared.reader_arrived.notified() => WriterEvent::ReaderArrived,
+                    };
+                    match event {
+                        WriterEvent::Synced(done) => {
+                            self.finish_sync(done);
+                            self.run_actions().await;
+                            continue;
+                        }
+                        WriterEvent::FlushDue => {
+                            self.queue.handle_timeout(self.clock.now());
+                            self.run_actions().await;
+                            continue;
+                        }
+                        WriterEvent::ReaderArrived => {
+                            self.run_actions().await;
+                            continue;
+                        }
+                        WriterEvent::Command(Some(command)) => command,
+                        WriterEvent::Command(None) => {
+                            let _ = self.shutdown().await;
+                            return;
+                        }
+                    }
+                }
+            };
+            if !matches!(command, Command::Append(_)) {
+                // Deletes, segment swaps and close act on files a running sync may cover.
+                self.drain_sync().await;
+            }
+            match command {
+                Command::Append(first) => {
+                    let mut group = Vec::new();
+                    let mut chains = 0;
+                    let mut bytes = add_to_group(&mut group, first, &mut chains);
+                    while bytes < self.shared.config().commit_bytes_max {
+                        match commands.try_recv() {
+                            Ok(Command::Append(next)) => {
+                                bytes += add_to_group(&mut group, next, &mut chains);
+                            }
+                            Ok(other) => {
+                                deferred = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    #[cfg(test)]
+                    GROUPS_DRAINED.with(|groups| groups.borrow_mut().push(group.len()));
+                    self.commit(group).await;
+                    self.run_actions().await;
+                }
+                Command::DeleteBefore { offset, reply } => {
+                    let _ = reply.send(self.delete_before(offset).await);
+                }
+                Command::Close { reply } => {
+                    let _ = reply.send(self.shutdown().await);
+                    return;
+                }
+                Command::ReplaceSegment {
+                    base,
+                    temporary,
+                    size,
+                    index,
+                    reply,
+                } => {
+                    let _ = reply.send(self.replace_segment(base, &temporary, size, *index).await);
+                }
+            }
+        }
+    }
+
+    pub(super) fn fenced(&self) -> Option<String> {
+        self.shared.read_state().fenced.clone()
+    }
+
+    /// Fences the log: nothing more is appended or acknowledged until it is reopened, and
+    /// every append waiting for a sync fails.
+    pub(super) fn fence(&mut self, reason: String) {
+        tracing::error!(directory = %self.shared.directory.display(), %reason, "partition log fenced");
+        self.shared.write_state().fenced = Some(reason.clone());
+        self.queue.handle_fence(reason);
+    }
+
+    fn commit_policy(&self) -> CommitPolicy {
+        let config = self.shared.config();
+        CommitPolicy {
+            flush_interval: config.flush_interval,
+            checkpoint_interval: config.recovery_checkpoint_interval,
+            sync_for_readers: config.sync_for_readers,
+        }
+    }
+
+    /// Carries out what the commit queue decided, until it has nothing more to do: starts
+    /// a sync, stores a checkpoint, answers appends.
+    pub(super) async fn run_actions(&mut self) {
+        self.queue.set_policy(self.commit_policy());
+        self.queue
+            .handle_reader_waiting(self.shared.high_watermark.receiver_count() > 0);
+        while let Some(action) = self.queue.poll_action() {
+            match action {
+                Action::StartSync => self.start_sync(),
+                Action::StoreCheckpoint => {
+                    let (recovery_segment, recovery_position) = self.last_synced;
+                    let checkpoint = Checkpoint {
+                        sequence: self.checkpoint.sequence + 1,
+                        recovery_segment,
+                        recovery_position,
+                        ..self.checkpoint
+                    };
+                    if let Err(error) = self.store_checkpoint(checkpoint).await {
+                        self.fence(format!("checkpoint write failed: {error}"));
+                    }
+                }
+                Action::Acknowledge(batch) => {
+                    let _ = batch.reply.send(Ok(batch.outcome));
+                }
+                Action::Fail { waiter, reason } => {
+                    let _ = waiter.reply.send(Err(AppendError::Fenced { reason }));
+                }
+            }
+        }
+    }
+
+    /// Writes a group of appends, rolling the segment wherever the roll rule says, between
+    /// batches: the group is split into parts that each fit the segment they are written
+    /// to, so no segment ever spans more offsets than its index can hold (32-bit relative
+    /// offsets) or more bytes than `segment.bytes`, however many batches one drain takes.
+    pub(super) async fn commit(&mut self, group: Vec<PendingAppend>) {
+        let mut broken = BrokenChains::new();
+        for part in self.split_at_rolls(group) {
+            self.commit_part(part, &mut broken).await;
+        }
+    }
+
+    pub(super) async fn commit_part(
+        &mut self,
+        group: Vec<PendingAppend>,
+        broken: &mut BrokenChains,
+    ) {
+        // Batches after a failed one of their chain are not appended (nor answered).
+        let group: Vec<PendingAppend> = group
+            .into_iter()
+            .filter(|pending| pending.chain.is_none_or(|chain| !broken.contains(&chain)))
+            .collect();
+        if let Some(reason) = self.fenced() {
+            for pending in group {
+                let error = AppendError::Fenced {
+                    reason: reason.clone(),
+                };
+                refuse(pending.reply, pending.chain, error, broken);
+            }
+            return;
+        }
+        let total_bytes: u64 = group.iter().map(|pending| pending.batch.len() as u64).sum();
+        let record_span: i64 = group
+            .iter()
+            .map(|pending| i64::from(pending.header.last_offset_delta) + 1)
+            .sum();
+        let now_ms = self.clock.wall_time_ms();
+        let (stats, next_offset) = {
+            let state = self.shared.read_state();
+            let active = state.active();
+            (
+                ActiveSegmentStats {
+                    base_offset: active.base_offset,
+                    size_bytes: active.size_bytes,
+                    first_append_ms: active.first_append_ms,
+                },
+                active.next_offset,
+            )
+        };
+        let policy = self.roll_policy();
+        if let Some(reason) = segment::roll_reason(
+            &stats,
+            total_bytes,
+            next_offset + record_span - 1,
+            now_ms,
+            &policy,
+        ) {
+            tracing::debug!(?reason, directory = %self.shared.directory.display(), "rolling segment");
+            if let Err(error) = self.roll().await {
+                let reason = format!("segment roll failed: {error}");
+                self.fence(reason.clone());
+                for pending in group {
+                    let error = AppendError::Fenced {
+                        reason: reason.clone(),
+                    };
+                    refuse(pending.reply, pending.chain, error, broken);
+                }
+                return;
+            }
+        }
+
+        let (file, start_position, mut next_offset) = {
+            let state = self.shared.read_state();
+            let active = state.active();
+            (
+                Arc::clone(&state.active_file),
+                active.size_bytes,
+                active.next_offset,
+            )
+        };
+        let mut buffer = BytesMut::with_capacity(total_bytes as usize);
+        let mut staged = Vec::with_capacity(group.len());
+        let mut records_written = 0u64;
+        let mut undo = Vec::new();
+        for pending in group {
+            if pending.chain.is_some_and(|chain| broken.contains(&chain)) {
+                continue;
+            }
+            match self.producers.check(&pending.header) {
+                SequenceCheck::Accept => {}
+                SequenceCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
+                    tracing::debug!(
+                        directory = %self.shared.directory.display(),
+                        producer_id = pending.header.producer_id,
+                        base_sequence = pending.header.base_sequence,
+                        base_offset,
+                        "duplicate batch from an idempotent producer; answered with its original offsets"
+                    );
+                    // A retry of a batch already in the log: answer with its offsets once it
+                    // is as durable as this request asks (it may still be unsynced).
+                    staged.push(Staged {
+                        chain: pending.chain,
+                        reply: pending.reply,
+                        outcome: AppendOutcome {
+                            base_offset,
+                            last_offset,
+                        },
+                        durability: pending.durability,
+                        position: 0,
+                        max_timestamp_ms: pending.header.max_timestamp,
+                        bytes: 0,
+                    });
+                    continue;
+                }
+                SequenceCheck::OutOfOrder { expected, received } => {
+                    let error = AppendError::OutOfOrderSequence { expected, received };
+                    refuse(pending.reply, pending.chain, error, broken);
+                    continue;
+                }
+                SequenceCheck::UnknownProducer { received } => {
+                    let error = AppendError::UnknownProducer { received };
+                    refuse(pending.reply, pending.chain, error, broken);
+                    continue;
+                }
+                SequenceCheck::StaleEpoch { current, received } => {
+                    let error = AppendError::InvalidProducerEpoch { current, received };
+                    refuse(pending.reply, pending.chain, error, broken);
+                    continue;
+                }
+            }
+            let position = start_position + buffer.len() as u64;
+            let start = buffer.len();
+            buffer.extend_from_slice(&pending.batch);
+            let stamped = buffer
+                .get_mut(start..)
+                .expect("the batch was just appended");
+            // The batch was validated on append, so its header is present and stamping
+            // cannot fail; the CRC does not cover these two fields.
+            let stamp = set_base_offset(stamped, next_offset)
+                .and_then(|()| set_partition_leader_epoch(stamped, PARTITION_LEADER_EPOCH));
+            if let Err(error) = stamp {
+                buffer.truncate(start);
+                let error = AppendError::InvalidBatch(error);
+                refuse(pending.reply, pending.chain, error, broken);
+                continue;
+            }
+            let last_offset = next_offset + i64::from(pending.header.last_offset_delta);
+            if pending.header.producer_id >= 0 {
+                let previous = self.producers.record(
+                    &pending.header,
+                    next_offset,
+                    self.shared.config().producers_max,
+                );
+                undo.push((pending.header.producer_id, previous));
+            }
+            records_written += record_count::stored_records(&pending.header);
+            staged.push(Staged {
+                chain: pending.chain,
+                reply: pending.reply,
+                outcome: AppendOutcome {
+                    base_offset: next_offset,
+                    last_offset,
+                },
+                durability: pending.durability,
+                position,
+                max_timestamp_ms: pending.header.max_timestamp,
+                bytes: pending.batch.len() as u64,
+            });
+            next_offset = last_offset + 1;
+        }
+        if staged.is_empty() {
+            return;
+        }
+        let written = buffer.len() as u64;
+        if written > 0
+            && let Err(error) = file.write_at(start_position, buffer.freeze()).await
+        {
+            // Nothing of this group is in the log: forget its sequences, newest first.
+            for (producer_id, previous) in undo.into_iter().rev() {
+                self.producers.restore(producer_id, previous);
+            }
+            // The rollback truncates the file: let a sync of the earlier bytes finish first.
+            self.drain_sync().await;
+            broken.extend(staged.iter().filter_map(|batch| batch.chain));
+            self.fail_write(&*file, start_position, error, staged).await;
+            return;
+        }
+        let indexed = {
+            let mut state = self.shared.write_state();
+            let active = state.active_mut();
+            // The roll rule keeps every batch within what the index holds; should a batch
+            // still not fit, the index refuses it rather than panic, and the log is fenced
+            // below with the bytes written but never acknowledged or made visible (entries
+            // noted before the refusal lie above the high watermark, where no reader looks,
+            // and the reopen that clears the fence rebuilds the index from the file).
+            let indexed = staged
+                .iter()
+                .filter(|batch| batch.bytes > 0)
+                .try_for_each(|batch| {
+                    active.index.note_batch(
+                        batch.position,
+                        batch.outcome.base_offset,
+                        batch.max_timestamp_ms,
+                        batch.bytes,
+                    )
+                });
+            if indexed.is_ok() {
+                active.index.note_records(records_written);
+                active.size_bytes = start_position + written;
+                active.next_offset = next_offset;
+                if written > 0 {
+                    active.first_append_ms.get_or_insert(now_ms);
+                }
+                // Counted, but readable only once a sync moves the high watermark past them.
+                let high_watermark = state.high_watermark;
+                let unsynced = &mut state.records_above_high_watermark;
+                while unsynced
+                    .front()
+                    .is_some_and(|(end, _)| *end <= high_watermark)
+                {
+                    unsynced.pop_front();
+                }
+                if records_written > 0 {
+                    unsynced.push_back((next_offset, records_written));
+                }
+            }
+            indexed
+        };
+        if let Err(error) = indexed {
+            let reason = format!("a written batch does not fit the segment index: {error}");
+            self.fence(reason.clone());
+            for batch in staged {
+                let _ = batch.reply.send(Err(AppendError::Fenced {
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
+        self.queue
+            .handle_written(self.clock.now(), next_offset, written > 0);
+        for batch in staged {
+            // A duplicate of a batch synced earlier is answered at once.
+            let (last_offset, durability) = (batch.outcome.last_offset, batch.durability);
+            self.queue.handle_append(batch, last_offset, durability);
+        }
+    }
+
+    /// Starts the sync the commit queue decided on: of the active segment, as written so
+    /// far. Later groups are written while it runs.
+    pub(super) fn start_sync(&mut self) {
+        let (file, size, next_offset, segment_base) = {
+            let state = self.shared.read_state();
+            let active = state.active();
+            (
+                Arc::clone(&state.active_file),
+                active.size_bytes,
+                active.next_offset,
+                active.base_offset,
+            )
+        };
+        self.sync_in_flight = Some(Box::pin(async move {
+            SyncDone {
+                result: file.sync_data().await,
+                segment_base,
+                size,
+                next_offset,
+            }
+        }));
+    }
+
+    /// Waits for the sync in flight, if any, applies it and carries out what follows (the
+    /// checkpoint, the answers), until no sync runs.
+    pub(super) async fn drain_sync(&mut self) {
+        while let Some(sync) = self.sync_in_flight.take() {
+            let done = sync.await;
+            self.finish_sync(done);
+            self.run_actions().await;
+        }
+    }
+
+    /// Applies a finished sync: publishes the new high watermark and tells the commit
+    /// queue, which then stores the checkpoint when due and answers the appends it covers.
+    /// A failure fences the log.
+    pub(super) fn finish_sync(&mut self, done: SyncDone) {
+        let now = self.clock.now();
+        if let Err(error) = done.result {
+            let reason = format!("fdatasync failed, not retried: {error}");
+            self.queue.handle_sync_done(now, Err(reason.clone()));
+            self.fence(reason);
+            return;
+        }
+        let high_watermark = {
+            let mut state = self.shared.write_state();
+            let active = state.active_mut();
+            if active.base_offset == done.segment_base {
+                active.synced_bytes = active.synced_bytes.max(done.size);
+            }
+            state.high_watermark = state.high_watermark.max(done.next_offset);
+            state.high_watermark
+        };
+        self.shared.high_watermark.send_replace(high_watermark);
+        self.last_synced = (done.segment_base, done.size);
+        self.queue.handle_sync_done(now, Ok(()));
+    }
+
+    /// A failed write: ENOSPC is rolled back (truncate to the last good size) and the log
+    /// stays writable; anything else, or a failed rollback, fences the log.
+    pub(super) async fn fail_write(
+        &mut self,
+        file: &D::File,
+        start_position: u64,
+        error: DiskError,
+        staged: Vec<Staged>,
+    ) {
+        // Out of space, or the filesystem turned read-only under us: the write was refused,
+        // so the log is unchanged once the rollback succeeds. If the rollback is refused
+        // too (read-only), the log is fenced; its reopen then opens it read-only, so reads
+        // go on either way (issue 11, data item 9).
+        if error.is_out_of_space() || error.is_read_only() {
+            match file.set_len(start_position).await {
+                Ok(()) => {
+                    tracing::warn!(%error, "append failed for lack of space; rolled back");
+                    for batch in staged {
+                        let _ = batch
+                            .reply
+                            .send(Err(AppendError::Disk(copy_disk_error(&error))));
+                    }
+                    return;
+                }
+                Err(truncate_error) => {
+                    self.fence(format!("{error}; rollback failed: {truncate_error}"));
+                }
+            }
+        } else {
+            self.fence(format!("write failed: {error}"));
+        }
+        let reason = self.fenced().unwrap_or_else(|| error.to_string());
+        for batch in staged {
+            let _ = batch.reply.send(Err(AppendError::Fenced {
+                reason: reason.clone(),
+            }));
+        }
+    }
+
+    /// Syncs the active segment now (after any sync in flight) and publishes the new high
+    /// watermark. A failure fences the log; the error is the fence reason.
+    pub(super) async fn sync_active(&mut self) -> Result<(), String> {
+        self.drain_sync().await;
+        if let Some(reason) = self.fenced() {
+            return Err(reason);
+        }
+        self.queue.request_sync();
+        self.run_actions().await;
+        self.drain_sync().await;
+        match self.fenced() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) async fn store_checkpoint(
+        &mut self,
+        checkpoint: Checkpoint,
+    ) -> Result<(), DiskError> {
+        write_checkpoint(&self.checkpoint_file, &checkpoint).await?;
+        self.checkpoint = checkpoint;
+        Ok(())
+    }
+
+    pub(super) async fn shutdown(&mut self) -> Result<(), DiskError> {
+        if self.fenced().is_some() {
+            return Ok(());
+        }
+        // Force the checkpoint so the next open starts from an exact recovery point.
+        self.queue.force_checkpoint();
+        self.sync_active().await.map_err(|reason| {
+            DiskError::new(
+                "close",
+                &self.shared.directory,
+                std::io::Error::other(reason),
+            )
+        })
+    }
+}
