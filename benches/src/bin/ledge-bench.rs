@@ -26,6 +26,12 @@
 //!   while the group settles; once every partition has exactly one owner, each member seeks
 //!   its partitions to their start and the clock starts for all at once. Reports total
 //!   records/s and MB/s up to the end offsets captured at the start.
+//! - `broker-produce`: no node and no network: a broker opened in this process on
+//!   `--data-dir` (the real disk) answers produce requests that each carry
+//!   `--batches-per-request` batches for one partition, from `--producers` closed-loop
+//!   producers (one partition each). The SDK sends one batch per partition entry, so this is
+//!   the workload that shows how the produce path treats several batches of one partition
+//!   in one request (issue 12 item 5). Reports records/s, MB/s and request latency.
 //!
 //! With `--node-pid` the node's CPU time (utime + stime from `/proc/<pid>/stat`, 10 ms
 //! ticks) is read before and after the measured part and reported in total and per record;
@@ -60,6 +66,9 @@
 //!
 //! # produce-to-consume latency at 5,000 records/s of 1 KiB, acks=1
 //! $B e2e --rate 5000 --duration 30 --acks 1
+//!
+//! # 8 batches of 16 records of 1 KiB per request, acks=all, in-process (no node needed)
+//! target/release/ledge-bench broker-produce --batches-per-request 8 --records-per-batch 16
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -143,6 +152,36 @@ enum Workload {
     E2e(E2eArgs),
     /// Members of one consumer group read a pre-filled topic: total records/s.
     Group(GroupArgs),
+    /// In this process, no network: a broker on `--data-dir` answers produce requests that
+    /// each carry `--batches-per-request` batches for one partition (what a client that packs
+    /// several batches per partition entry sends; the SDK sends one batch per entry).
+    BrokerProduce(BrokerProduceArgs),
+}
+
+#[derive(Debug, Args)]
+struct BrokerProduceArgs {
+    /// Data directory of the in-process broker (emptied first; on the disk to measure).
+    #[arg(long, default_value = "target/broker-produce-bench")]
+    data_dir: PathBuf,
+    /// Produce requests per producer.
+    #[arg(long, default_value_t = 2_000)]
+    requests: u64,
+    /// Concurrent producers, each one request at a time (closed loop), each to its own
+    /// partition.
+    #[arg(long, default_value_t = 1)]
+    producers: u32,
+    /// Record batches per request, all for the producer's one partition.
+    #[arg(long, default_value_t = 8)]
+    batches_per_request: usize,
+    /// Records per batch.
+    #[arg(long, default_value_t = 16)]
+    records_per_batch: usize,
+    /// Bytes of each record's value.
+    #[arg(long, default_value_t = 1024)]
+    record_bytes: usize,
+    /// Acknowledgement level: all (synced to disk, the case that shares a sync) or 1.
+    #[arg(long, default_value = "all")]
+    acks: Acks,
 }
 
 #[derive(Debug, Args)]
@@ -365,7 +404,9 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let trust = if cli.insecure {
+    // The in-process workload connects to nothing.
+    let in_process = matches!(cli.workload, Workload::BrokerProduce(_));
+    let trust = if cli.insecure || in_process {
         Trust::Insecure
     } else {
         if !cli.ca.exists() {
@@ -391,6 +432,7 @@ async fn main() -> anyhow::Result<()> {
         Workload::Consume(args) => consume(&config, args, &output, &cpu).await?,
         Workload::E2e(args) => e2e(&config, args, &output, &cpu).await?,
         Workload::Group(args) => group(&config, args, &output, &cpu).await?,
+        Workload::BrokerProduce(args) => broker_produce(args, &output, &cpu).await?,
     };
     report.add_cpu();
     output.print(&report);
@@ -1512,6 +1554,175 @@ impl Member {
         client.close().await;
         outcome
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// broker-produce
+
+/// Runs [`BrokerProduceArgs`]: the broker and its storage on the real disk, without QUIC,
+/// so the figures show what the produce path does with several batches per partition.
+async fn broker_produce(
+    args: &BrokerProduceArgs,
+    output: &Output,
+    cpu: &CpuMeter,
+) -> anyhow::Result<Report> {
+    use ledge_node::broker::{Broker, BrokerConfig};
+    use ledge_node::storage::{BackendChoice, SystemDisk};
+    use ledge_protocol::wire::{
+        CreatableTopic, CreateTopicsRequest, ErrorCode, ProducePartition, ProduceRequest,
+        ProduceTopic, Request, Response,
+    };
+    if args.producers == 0 || args.batches_per_request == 0 || args.records_per_batch == 0 {
+        bail!("--producers, --batches-per-request and --records-per-batch must be at least 1");
+    }
+    match std::fs::remove_dir_all(&args.data_dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).context("emptying --data-dir"),
+    }
+    let disk = SystemDisk::detect(BackendChoice::Auto)?;
+    let broker = Arc::new(
+        Broker::open(
+            disk,
+            &args.data_dir,
+            BrokerConfig::default(),
+            Arc::new(SystemClock),
+        )
+        .await
+        .context("opening the broker")?,
+    );
+    let topic = "broker-produce".to_string();
+    let Response::CreateTopics(created) = broker
+        .handle(Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: topic.clone(),
+                partitions: args.producers,
+                configs: Vec::new(),
+            }],
+            validate_only: false,
+        }))
+        .await
+    else {
+        bail!("CreateTopics answered with another response");
+    };
+    if let Some(failed) = created
+        .topics
+        .iter()
+        .find(|topic| topic.error != ErrorCode::None)
+    {
+        bail!("creating the topic: {:?} {}", failed.error, failed.message);
+    }
+    // One request's records: the same bytes every time (the broker does not look at values).
+    let value = Bytes::from(vec![0x5a; args.record_bytes]);
+    let records: Vec<ledge_protocol::Record> = (0..args.records_per_batch)
+        .map(|_| ledge_protocol::Record {
+            timestamp: SystemClock.wall_time_ms(),
+            key: None,
+            value: Some(value.clone()),
+            headers: Vec::new(),
+        })
+        .collect();
+    let one_batch = ledge_protocol::encode_batch(&records, &Default::default())?;
+    let request_records = Bytes::from(vec![one_batch; args.batches_per_request].concat());
+    let records_per_request = (args.batches_per_request * args.records_per_batch) as u64;
+    let acks = args.acks;
+    let progress = output.progress_bar(
+        Some(args.requests * u64::from(args.producers) * records_per_request),
+        "broker-produce",
+    );
+    let acked = Arc::new(AtomicU64::new(0));
+    let ticker = spawn_ticker(progress.clone(), acked.clone());
+    let cpu_before = cpu.sample()?;
+    let started = now();
+    let mut tasks = Vec::new();
+    for partition in 0..args.producers {
+        let broker = Arc::clone(&broker);
+        let topic = topic.clone();
+        let request_records = request_records.clone();
+        let acked = acked.clone();
+        let requests = args.requests;
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = new_histogram()?;
+            let mut first_error = None;
+            let mut errors = 0u64;
+            for _ in 0..requests {
+                let sent = now();
+                let response = broker
+                    .handle(Request::Produce(ProduceRequest {
+                        acks,
+                        timeout_ms: 30_000,
+                        topics: vec![ProduceTopic {
+                            name: topic.clone(),
+                            partitions: vec![ProducePartition {
+                                partition,
+                                records: request_records.clone(),
+                            }],
+                        }],
+                    }))
+                    .await;
+                histogram.saturating_record(micros(now() - sent));
+                let failed = match &response {
+                    Response::Produce(produced) => produced
+                        .topics
+                        .iter()
+                        .flat_map(|topic| &topic.partitions)
+                        .find(|partition| partition.error != ErrorCode::None)
+                        .map(|partition| format!("{:?} {}", partition.error, partition.message)),
+                    other => Some(format!("unexpected response {other:?}")),
+                };
+                match failed {
+                    Some(error) => {
+                        errors += records_per_request;
+                        first_error.get_or_insert(error);
+                    }
+                    None => {
+                        acked.fetch_add(records_per_request, Ordering::Relaxed);
+                    }
+                }
+            }
+            anyhow::Ok((histogram, errors, first_error))
+        }));
+    }
+    let mut histogram = new_histogram()?;
+    let mut errors = 0;
+    let mut first_error = None;
+    for task in tasks {
+        let (part, failed, error) = task.await??;
+        histogram.add(part)?;
+        errors += failed;
+        if first_error.is_none() {
+            first_error = error;
+        }
+    }
+    let elapsed = now() - started;
+    let cpu_after = cpu.sample()?;
+    ticker.abort();
+    progress.finish_and_clear();
+    broker.close().await;
+    let delivered = acked.load(Ordering::Relaxed);
+    Ok(Report {
+        workload: "broker-produce",
+        parameters: vec![
+            ("producers", args.producers.into()),
+            ("requests per producer", args.requests.into()),
+            ("batches per request", args.batches_per_request.into()),
+            ("records per batch", args.records_per_batch.into()),
+            ("record bytes", args.record_bytes.into()),
+            ("acks", acks_name(args.acks).into()),
+        ],
+        records: delivered,
+        bytes: delivered * args.record_bytes as u64,
+        elapsed,
+        latencies: vec![Latency {
+            label: "latency (request → answer)",
+            key: "latency_us",
+            histogram,
+        }],
+        results: Vec::new(),
+        cpu: CpuSpent::between(cpu_before, cpu_after),
+        errors,
+        first_error,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

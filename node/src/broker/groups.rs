@@ -50,7 +50,7 @@ impl<D: Disk> GroupHost for Broker<D> {
             Err(error) => {
                 // As for any append (see `append_failed`): a fenced log is reopened.
                 if matches!(error, AppendError::Fenced { .. }) {
-                    self.reopen_in_background(&partition);
+                    super::produce::reopen_in_background(&self.registry, &partition);
                 }
                 Err(error.into())
             }

@@ -21,8 +21,10 @@
 
 use bytes::Bytes;
 
-use super::*;
+use std::path::Path;
+
 use crate::storage::disk::{DiskFile, OpenMode};
+use crate::storage::{Disk, DiskError};
 
 /// The marker's name in the data directory: present while producer ids are held back.
 pub(super) const PRODUCER_ID_HOLD_FILE_NAME: &str = "producer-ids.held";
@@ -63,47 +65,18 @@ pub(super) async fn hold_marker_exists<D: Disk>(
     }
 }
 
-impl<D: Disk> Broker<D> {
-    /// Ends the hold if every partition is online: the floor is taken over every log, then
-    /// the marker is removed. `Ok(true)` if ids may be handed out.
-    /// Warns with the offline partitions when `at_open` (each refused request only logs at
-    /// debug level, so retrying producers do not flood the log).
-    pub(super) async fn end_producer_id_hold_if_possible(
-        &self,
-        at_open: bool,
-    ) -> Result<bool, BrokerError> {
-        if !self.producer_ids_held.load(Ordering::Acquire) {
-            return Ok(true);
-        }
-        let offline: Vec<String> = self
-            .offline_partitions()
-            .into_iter()
-            .map(|(topic, partition, _)| format!("{topic}-{partition}"))
-            .collect();
-        if !offline.is_empty() && !at_open {
-            tracing::debug!(offline = %offline.join(", "), "InitProducerId refused: producer ids are held back");
-            return Ok(false);
-        }
-        if !offline.is_empty() {
-            tracing::warn!(
-                offline = %offline.join(", "),
-                "producer ids are held back: metadata.json was rebuilt while these partitions were offline, and ids only they remember must not be handed out again; idempotent producers get StorageError until they are online (restore them, run ledge-repair truncate, or delete their topics)"
-            );
-            return Ok(false);
-        }
-        self.reserve_producer_ids_after_open().await?;
-        match self
-            .disk
-            .remove_file(&self.data_dir.join(PRODUCER_ID_HOLD_FILE_NAME))
-            .await
-        {
-            Ok(()) => {}
-            Err(error) if error.is_not_found() => {}
-            Err(error) => return Err(error.into()),
-        }
-        self.disk.sync_dir(&self.data_dir).await?;
-        self.producer_ids_held.store(false, Ordering::Release);
-        tracing::info!("every partition is online: producer ids are handed out again");
-        Ok(true)
+/// Removes the marker durably, once every partition is online and the floor is taken.
+pub(super) async fn remove_hold_marker<D: Disk>(
+    disk: &D,
+    data_dir: &Path,
+) -> Result<(), DiskError> {
+    match disk
+        .remove_file(&data_dir.join(PRODUCER_ID_HOLD_FILE_NAME))
+        .await
+    {
+        Ok(()) => {}
+        Err(error) if error.is_not_found() => {}
+        Err(error) => return Err(error),
     }
+    disk.sync_dir(data_dir).await
 }

@@ -2,8 +2,9 @@
 //! broker opens it, serves what it holds and answers produce with the read-only error.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use ledge_protocol::wire::*;
 use ledge_protocol::{BatchIter, EncodeOptions, Record, encode_batch};
 

@@ -1,9 +1,5 @@
 //! Broker tests on the simulated disk: every API through `Broker::handle`, persistence
 //! across reopen, config reconcile, and bad input.
-#![allow(
-    clippy::disallowed_methods,
-    reason = "wall-time waits left from before the one clock; issue 12 moves them to paused time"
-)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -343,7 +339,7 @@ fn fetch_long_polls_until_data_or_deadline() {
         };
         tokio::task::yield_now().await;
         produce(&broker, "t", 0, batch(2, 0), Acks::All).await;
-        let woken = tokio::time::timeout(Duration::from_secs(20), waiting)
+        let woken = crate::clock::timeout(&*broker.clock(), Duration::from_secs(20), waiting)
             .await
             .unwrap()
             .unwrap();
@@ -381,7 +377,7 @@ fn a_waiting_fetch_gets_acks_1_records_without_the_flush_interval() {
             tokio::task::yield_now().await;
             let produced = produce(&broker, "t", 0, batch(2, 0), Acks::Leader).await;
             assert_eq!(produced.error, ErrorCode::None);
-            let answer = tokio::time::timeout(Duration::from_secs(10), waiting)
+            let answer = crate::clock::timeout(&*broker.clock(), Duration::from_secs(10), waiting)
                 .await
                 .unwrap()
                 .unwrap();
@@ -2026,6 +2022,7 @@ fn a_damaged_offsets_batch_does_not_stall_the_start() {
             let broker = broker(&disk).await;
             create(&broker, "t", 1, &[]).await;
             broker
+                .registry
                 .alter_topic(
                     OFFSETS_TOPIC,
                     &BTreeMap::from([
@@ -2060,7 +2057,9 @@ fn a_damaged_offsets_batch_does_not_stall_the_start() {
         assert!(segments.len() > 1, "{segments:?}");
         // 16-byte segment header, then the first batch; its magic byte is at 16 + 16.
         assert!(disk.corrupt_bit(&directory.join(&segments[0]), 32, 0));
-        let opened = tokio::time::timeout(Duration::from_secs(30), broker(&disk)).await;
+        // The broker's own clock is not there yet; every SimClock follows tokio's paused time.
+        let clock = SimClock::new(1_000_000);
+        let opened = crate::clock::timeout(&clock, Duration::from_secs(30), broker(&disk)).await;
         let broker = opened.expect("the start finished");
         assert_eq!(create(&broker, "u", 1, &[]).await.error, ErrorCode::None);
     });
@@ -2184,5 +2183,88 @@ fn registry_events_tell_created_grown_and_deleted_topics_in_order() {
             ]
         );
         broker.close().await;
+    });
+}
+
+/// One partition entry carrying `batches` (each of `records_per_batch` records) back to
+/// back, as a client that packs several batches per partition sends it.
+fn batches(count: usize, records_per_batch: usize) -> Vec<Bytes> {
+    (0..count)
+        .map(|number| batch(records_per_batch, 1_000 + number as i64))
+        .collect()
+}
+
+fn concatenated(batches: &[Bytes]) -> Bytes {
+    Bytes::from(batches.concat())
+}
+
+// Goal: the batches of one partition in one produce request are handed to the writer
+// together (issue 12 item 5): with acks=all they share one fdatasync, not one each, and get
+// dense offsets in request order.
+#[test]
+fn several_batches_for_one_partition_share_one_sync() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(71);
+        let broker = broker(&disk).await;
+        assert_eq!(create(&broker, "t", 1, &[]).await.error, ErrorCode::None);
+        // A first produce, so opening and checkpoint writes of the new log are behind us.
+        let first = produce(&broker, "t", 0, batch(1, 999), Acks::All).await;
+        assert_eq!(first.error, ErrorCode::None);
+        let syncs_before = disk.sync_count();
+        let sent = batches(4, 3);
+        let response = produce(&broker, "t", 0, concatenated(&sent), Acks::All).await;
+        assert_eq!(response.error, ErrorCode::None, "{}", response.message);
+        assert_eq!(response.base_offset, 1, "the first batch's offset");
+        assert_eq!(
+            disk.sync_count() - syncs_before,
+            1,
+            "four batches of one request, one fdatasync"
+        );
+        let fetched = fetch(&broker, "t", 0, 1, 0).await;
+        assert_eq!(fetched.high_watermark, 1 + 4 * 3);
+        let base_offsets: Vec<i64> = BatchIter::new(&fetched.records)
+            .map(|item| item.unwrap().0.base_offset)
+            .collect();
+        assert_eq!(base_offsets, vec![1, 4, 7, 10], "dense, in request order");
+    });
+}
+
+// Goal: a bad batch in the middle of one partition's batches fails the partition's answer
+// (Kafka answers the whole partition with the error), the batches before it are appended
+// and durable (as when they were appended one at a time), and none after it is.
+#[test]
+fn a_bad_batch_in_the_middle_fails_the_partition_and_stops_there() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(72);
+        let broker = broker(&disk).await;
+        assert_eq!(create(&broker, "t", 1, &[]).await.error, ErrorCode::None);
+        let mut sent = batches(3, 2);
+        // A flipped byte in the second batch's records: the header still parses, the CRC
+        // no longer matches.
+        let mut damaged = sent[1].to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        sent[1] = Bytes::from(damaged);
+        let response = produce(&broker, "t", 0, concatenated(&sent), Acks::All).await;
+        assert_eq!(
+            response.error,
+            ErrorCode::CorruptMessage,
+            "{}",
+            response.message
+        );
+        assert_eq!(response.base_offset, -1);
+        let fetched = fetch(&broker, "t", 0, 0, 0).await;
+        assert_eq!(
+            fetched.high_watermark, 2,
+            "only the first batch is appended"
+        );
+        let base_offsets: Vec<i64> = BatchIter::new(&fetched.records)
+            .map(|item| item.unwrap().0.base_offset)
+            .collect();
+        assert_eq!(base_offsets, vec![0]);
+        // The partition serves on: the next produce lands right after the first batch.
+        let next = produce(&broker, "t", 0, batch(1, 5_000), Acks::All).await;
+        assert_eq!(next.error, ErrorCode::None);
+        assert_eq!(next.base_offset, 2);
     });
 }

@@ -145,8 +145,93 @@ impl Default for TopicConfig {
 /// Default of `message.timestamp.after.max.ms`: Kafka 4's (KIP-1030).
 pub const TIMESTAMP_AFTER_MAX_DEFAULT: Duration = Duration::from_millis(3_600_000);
 
+/// Why a topic config key or value is refused; the message names the key and the value.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum TopicConfigError {
+    /// Not one of [`KEYS`].
+    #[error("unknown topic config {key:?}; known keys: {}", KEYS.join(", "))]
+    UnknownKey {
+        /// The key.
+        key: String,
+    },
+    /// Not an integer.
+    #[error("{key}: {value:?} is not an integer")]
+    NotInteger {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+    },
+    /// Not a number.
+    #[error("{key}: {value:?} is not a number")]
+    NotNumber {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+    },
+    /// An integer outside the key's range.
+    #[error("{key}: {number} is outside {minimum}..={maximum}")]
+    OutOfRange {
+        /// The key.
+        key: String,
+        /// The value given.
+        number: i64,
+        /// Smallest allowed.
+        minimum: i64,
+        /// Largest allowed.
+        maximum: i64,
+    },
+    /// A ratio outside 0..=1.
+    #[error("{key}: {ratio} is outside 0..=1")]
+    RatioOutOfRange {
+        /// The key.
+        key: String,
+        /// The value given.
+        ratio: f64,
+    },
+    /// Neither -1 (unlimited) nor a count.
+    #[error("{key}: {number} must be -1 (unlimited) or at least 0")]
+    NotUnlimitedOrCount {
+        /// The key.
+        key: String,
+        /// The value given.
+        number: i64,
+    },
+    /// Not one of the key's words.
+    #[error("{key}: {value:?} must be {allowed}")]
+    NotAChoice {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed, in words.
+        allowed: &'static str,
+    },
+    /// `min.insync.replicas` other than 1.
+    #[error("{key}: {value:?}: a single node has one replica, so only 1 is possible")]
+    SingleReplica {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+    },
+    /// A module key naming an invalid module name.
+    #[error("{key}: {message}")]
+    ModuleName {
+        /// The key.
+        key: String,
+        /// Why the name is invalid.
+        message: String,
+    },
+    /// The keys together make a partition log configuration the log refuses (a batch must
+    /// fit in a segment, ...).
+    #[error("{0}")]
+    Relation(String),
+}
+
 /// A `*.max.ms` value where Kafka's `Long.MAX_VALUE` means unlimited.
-fn parse_millis_or_unlimited(key: &str, value: &str) -> Result<Option<Duration>, String> {
+fn parse_millis_or_unlimited(key: &str, value: &str) -> Result<Option<Duration>, TopicConfigError> {
     let millis = parse_positive(key, value, 0, i64::MAX)?;
     Ok((millis < i64::MAX).then(|| Duration::from_millis(millis as u64)))
 }
@@ -158,28 +243,50 @@ fn millis_or_unlimited(duration: Option<Duration>) -> String {
     )
 }
 
-fn parse_i64(key: &str, value: &str) -> Result<i64, String> {
+fn parse_i64(key: &str, value: &str) -> Result<i64, TopicConfigError> {
     value
         .trim()
         .parse()
-        .map_err(|_| format!("{key}: {value:?} is not an integer"))
+        .map_err(|_| TopicConfigError::NotInteger {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
 }
 
-fn parse_positive(key: &str, value: &str, minimum: i64, maximum: i64) -> Result<i64, String> {
+fn parse_positive(
+    key: &str,
+    value: &str,
+    minimum: i64,
+    maximum: i64,
+) -> Result<i64, TopicConfigError> {
     let number = parse_i64(key, value)?;
     if number < minimum || number > maximum {
-        return Err(format!("{key}: {number} is outside {minimum}..={maximum}"));
+        return Err(TopicConfigError::OutOfRange {
+            key: key.to_string(),
+            number,
+            minimum,
+            maximum,
+        });
     }
     Ok(number)
 }
 
-fn parse_unlimited(key: &str, value: &str) -> Result<Option<i64>, String> {
+fn parse_unlimited(key: &str, value: &str) -> Result<Option<i64>, TopicConfigError> {
     match parse_i64(key, value)? {
         -1 => Ok(None),
         number if number >= 0 => Ok(Some(number)),
-        number => Err(format!(
-            "{key}: {number} must be -1 (unlimited) or at least 0"
-        )),
+        number => Err(TopicConfigError::NotUnlimitedOrCount {
+            key: key.to_string(),
+            number,
+        }),
+    }
+}
+
+fn not_a_choice(key: &str, value: &str, allowed: &'static str) -> TopicConfigError {
+    TopicConfigError::NotAChoice {
+        key: key.to_string(),
+        value: value.to_string(),
+        allowed,
     }
 }
 
@@ -188,7 +295,7 @@ impl TopicConfig {
     pub fn with_overrides(
         base: &Self,
         overrides: &BTreeMap<String, String>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TopicConfigError> {
         let mut config = base.clone();
         for (key, value) in overrides {
             config.set(key, value)?;
@@ -203,14 +310,17 @@ impl TopicConfig {
         Ok(config)
     }
 
-    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    fn set(&mut self, key: &str, value: &str) -> Result<(), TopicConfigError> {
         match key {
             "partitioner.module" | "produce.filter.module" => {
                 let name = value.trim();
                 let module = if name.is_empty() {
                     None
                 } else {
-                    validate_module_name(name).map_err(|error| format!("{key}: {error}"))?;
+                    validate_module_name(name).map_err(|message| TopicConfigError::ModuleName {
+                        key: key.to_string(),
+                        message,
+                    })?;
                     Some(name.to_string())
                 };
                 if key == "partitioner.module" {
@@ -227,8 +337,10 @@ impl TopicConfig {
                     ["compact"] => CleanupPolicy::Compact,
                     ["compact", "delete"] => CleanupPolicy::CompactAndDelete,
                     _ => {
-                        return Err(format!(
-                            "{key}: {value:?} must be delete, compact or compact,delete"
+                        return Err(not_a_choice(
+                            key,
+                            value,
+                            "delete, compact or compact,delete",
                         ));
                     }
                 };
@@ -242,8 +354,10 @@ impl TopicConfig {
                     "lz4" => TopicCompression::Codec(Compression::Lz4),
                     "zstd" => TopicCompression::Codec(Compression::Zstd),
                     _ => {
-                        return Err(format!(
-                            "{key}: {value:?} must be producer, none, gzip, snappy, lz4 or zstd"
+                        return Err(not_a_choice(
+                            key,
+                            value,
+                            "producer, none, gzip, snappy, lz4 or zstd",
                         ));
                     }
                 };
@@ -261,9 +375,15 @@ impl TopicConfig {
                 let ratio: f64 = value
                     .trim()
                     .parse()
-                    .map_err(|_| format!("{key}: {value:?} is not a number"))?;
+                    .map_err(|_| TopicConfigError::NotNumber {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                    })?;
                 if !(0.0..=1.0).contains(&ratio) {
-                    return Err(format!("{key}: {ratio} is outside 0..=1"));
+                    return Err(TopicConfigError::RatioOutOfRange {
+                        key: key.to_string(),
+                        ratio,
+                    });
                 }
                 self.min_cleanable_dirty_ratio = ratio;
             }
@@ -283,11 +403,7 @@ impl TopicConfig {
                 self.timestamp_type = match value.trim() {
                     "CreateTime" => TimestampType::CreateTime,
                     "LogAppendTime" => TimestampType::LogAppendTime,
-                    _ => {
-                        return Err(format!(
-                            "{key}: {value:?} must be CreateTime or LogAppendTime"
-                        ));
-                    }
+                    _ => return Err(not_a_choice(key, value, "CreateTime or LogAppendTime")),
                 };
             }
             "message.timestamp.after.max.ms" => {
@@ -298,9 +414,10 @@ impl TopicConfig {
             }
             "min.insync.replicas" => {
                 self.min_insync_replicas = parse_positive(key, value, 1, 1).map_err(|_| {
-                    format!(
-                        "{key}: {value:?}: a single node has one replica, so only 1 is possible"
-                    )
+                    TopicConfigError::SingleReplica {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                    }
                 })? as u32;
             }
             "retention.bytes" => {
@@ -318,10 +435,9 @@ impl TopicConfig {
                     Duration::from_millis(parse_positive(key, value, 1, i64::MAX)? as u64);
             }
             _ => {
-                return Err(format!(
-                    "unknown topic config {key:?}; known keys: {}",
-                    KEYS.join(", ")
-                ));
+                return Err(TopicConfigError::UnknownKey {
+                    key: key.to_string(),
+                });
             }
         }
         Ok(())
@@ -370,8 +486,10 @@ impl TopicConfig {
     }
 
     /// Checks relations between keys.
-    pub fn validate(&self) -> Result<(), String> {
-        self.log_config(&LogConfig::default()).validate()
+    pub fn validate(&self) -> Result<(), TopicConfigError> {
+        self.log_config(&LogConfig::default())
+            .validate()
+            .map_err(TopicConfigError::Relation)
     }
 
     /// The partition log configuration for this topic, on top of the node's log settings.
@@ -618,7 +736,8 @@ mod tests {
         ] {
             let error =
                 TopicConfig::with_overrides(&TopicConfig::default(), &overrides(&[(key, value)]))
-                    .unwrap_err();
+                    .unwrap_err()
+                    .to_string();
             assert!(error.contains(expected), "{key}={value}: {error}");
         }
         // A relation between keys: a batch must fit in a segment.
@@ -627,6 +746,8 @@ mod tests {
             &overrides(&[("segment.bytes", "2048"), ("max.message.bytes", "4096")]),
         )
         .unwrap_err();
+        assert!(matches!(error, TopicConfigError::Relation(_)), "{error:?}");
+        let error = error.to_string();
         assert!(
             error.contains("max.message.bytes") && error.contains("segment.bytes"),
             "{error}"

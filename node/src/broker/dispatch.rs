@@ -1,0 +1,438 @@
+//! Where the broker's services meet the wire: [`Broker::handle`] maps each request to the
+//! service that answers it, and each service's error enum becomes a wire [`ErrorCode`] (and
+//! the message sent beside it) here and nowhere else.
+//!
+//! The services: the topic registry (`registry.rs`: topics, partitions, configs,
+//! `metadata.json`, producer ids), produce (`produce.rs`), fetch and list offsets
+//! (`fetch.rs`), maintenance (`maintenance.rs`: retention, compaction, disk guard,
+//! verifier), groups (`groups.rs`), plug-ins (`plugins.rs`) and transforms
+//! (`transforms.rs`).
+
+use std::collections::BTreeMap;
+
+use ledge_protocol::wire::{
+    AlterConfigsRequest, AlterConfigsResponse, ApiVersionsResponse, ConfigDescription,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, ErrorCode, InitProducerIdRequest,
+    InitProducerIdResponse, MetadataRequest, MetadataResponse, PartitionMetadata, Request,
+    Response, TopicConfigs, TopicMetadata, TopicResult,
+};
+
+use super::fetch::FetchError;
+use super::produce::{PrepareError, ProduceError};
+use super::registry::{
+    AlterTopicError, CreateTopicError, DeleteTopicError, LookupError, PartitionCountError,
+    ProducerIdError,
+};
+use super::{Broker, read};
+use crate::storage::{AppendError, Disk, ReadError};
+
+impl<D: Disk> Broker<D> {
+    /// Answers one request from a caller without a client id (tests, the bench tools).
+    pub async fn handle(&self, request: Request) -> Response {
+        self.handle_from("", request).await
+    }
+
+    /// Answers one request; `client_id` is the one its request header names (DescribeGroups
+    /// reports it for group members).
+    pub async fn handle_from(&self, client_id: &str, request: Request) -> Response {
+        // One exhaustive match: a new request kind that is not answered here does not compile
+        // (it used to fall through to an `unreachable!` a peer's frame could hit).
+        match request {
+            Request::ApiVersions(_) => Response::ApiVersions(ApiVersionsResponse {
+                apis: ledge_protocol::wire::supported_api_versions(),
+                node_version: env!("CARGO_PKG_VERSION").to_string(),
+                frame_bytes_max: 0,
+            }),
+            Request::Metadata(request) => Response::Metadata(self.metadata(request)),
+            Request::CreateTopics(request) => {
+                Response::CreateTopics(self.create_topics(request).await)
+            }
+            Request::DeleteTopics(request) => {
+                Response::DeleteTopics(self.delete_topics(request).await)
+            }
+            Request::DescribeConfigs(request) => {
+                Response::DescribeConfigs(self.describe_configs(request))
+            }
+            Request::AlterConfigs(request) => {
+                Response::AlterConfigs(self.alter_configs(request).await)
+            }
+            Request::InitProducerId(request) => {
+                Response::InitProducerId(self.init_producer_id(request).await)
+            }
+            Request::Produce(request) => Response::Produce(self.produce(request).await),
+            Request::Fetch(request) => Response::Fetch(self.fetch(request).await),
+            Request::ListOffsets(request) => {
+                Response::ListOffsets(self.list_offsets(request).await)
+            }
+            Request::UploadModule(request) => {
+                Response::UploadModule(self.upload_module(request).await)
+            }
+            Request::ListModules(_) => Response::ListModules(self.list_modules().await),
+            Request::DeleteModule(request) => {
+                Response::DeleteModule(self.delete_module(request).await)
+            }
+            Request::DeployTransform(request) => {
+                Response::DeployTransform(self.deploy_transform_request(request).await)
+            }
+            Request::DescribeTransforms(request) => {
+                Response::DescribeTransforms(self.describe_transforms(request).await)
+            }
+            Request::AlterTransform(request) => {
+                Response::AlterTransform(self.alter_transform(request).await)
+            }
+            Request::ConsumerGroupHeartbeat(request) => {
+                Response::ConsumerGroupHeartbeat(self.groups.heartbeat(self, request, client_id))
+            }
+            Request::OffsetCommit(request) => {
+                Response::OffsetCommit(self.groups.offset_commit(self, request).await)
+            }
+            Request::OffsetFetch(request) => {
+                Response::OffsetFetch(self.groups.offset_fetch(request))
+            }
+            Request::ListGroups(request) => Response::ListGroups(self.groups.list_groups(request)),
+            Request::DescribeGroups(request) => {
+                Response::DescribeGroups(self.groups.describe_groups(request))
+            }
+            Request::DeleteGroups(request) => {
+                Response::DeleteGroups(self.groups.delete_groups(self, request).await)
+            }
+        }
+    }
+
+    pub(super) fn metadata(&self, request: MetadataRequest) -> MetadataResponse {
+        let topics = read(&self.topics);
+        let names: Vec<String> = match request.topics {
+            Some(names) => names,
+            None => topics.keys().cloned().collect(),
+        };
+        let topics = names
+            .into_iter()
+            .map(|name| match topics.get(&name) {
+                None => TopicMetadata {
+                    error: ErrorCode::UnknownTopicOrPartition,
+                    internal: name.starts_with("__"),
+                    name,
+                    partitions: Vec::new(),
+                    partitioner_module: String::new(),
+                },
+                Some(topic) => TopicMetadata {
+                    internal: name.starts_with("__"),
+                    partitioner_module: read(&topic.config)
+                        .partitioner_module
+                        .clone()
+                        .unwrap_or_default(),
+                    name,
+                    error: ErrorCode::None,
+                    partitions: read(&topic.partitions)
+                        .iter()
+                        .map(|partition| match partition.log() {
+                            Ok(log) => {
+                                let (dirty, sealed) = log.compaction_stats();
+                                PartitionMetadata {
+                                    partition: partition.key.partition,
+                                    error: ErrorCode::None,
+                                    log_start_offset: log.log_start_offset(),
+                                    high_watermark: log.high_watermark(),
+                                    size_bytes: log.size_bytes(),
+                                    segment_count: log.segment_count() as u32,
+                                    dirty_ratio_per_mille: (dirty * 1000)
+                                        .checked_div(sealed)
+                                        .map_or(0, |ratio| ratio as u16),
+                                    last_compaction_ms: log.last_compaction_ms(),
+                                    damage: log
+                                        .damage()
+                                        .map(|damage| damage.to_string())
+                                        .unwrap_or_default(),
+                                    record_count: log.record_count(),
+                                }
+                            }
+                            Err((error, reason)) => PartitionMetadata {
+                                partition: partition.key.partition,
+                                error,
+                                log_start_offset: -1,
+                                high_watermark: -1,
+                                damage: reason,
+                                ..PartitionMetadata::default()
+                            },
+                        })
+                        .collect(),
+                },
+            })
+            .collect();
+        MetadataResponse {
+            node_id: self.config.node_id,
+            topics,
+        }
+    }
+
+    pub(super) async fn create_topics(&self, request: CreateTopicsRequest) -> CreateTopicsResponse {
+        let mut results = Vec::new();
+        for topic in request.topics {
+            let configs: BTreeMap<String, String> = topic
+                .configs
+                .into_iter()
+                .map(|entry| (entry.name, entry.value))
+                .collect();
+            let outcome = if request.validate_only {
+                self.registry
+                    .validate_create(&topic.name, topic.partitions, &configs)
+                    .await
+            } else if topic.name.starts_with("__") {
+                Err(CreateTopicError::Reserved {
+                    topic: topic.name.clone(),
+                })
+            } else {
+                self.registry
+                    .create_topic(&topic.name, topic.partitions, &configs)
+                    .await
+            };
+            results.push(topic_result(
+                topic.name,
+                outcome.map_err(|error| create_topic_wire(&error)),
+            ));
+        }
+        CreateTopicsResponse { topics: results }
+    }
+
+    pub(super) async fn delete_topics(&self, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+        let mut results = Vec::new();
+        for name in request.names {
+            let outcome = self.delete_topic(&name).await;
+            results.push(topic_result(
+                name,
+                outcome.map_err(|error| delete_topic_wire(&error)),
+            ));
+        }
+        DeleteTopicsResponse { topics: results }
+    }
+
+    /// Deletes a topic from the registry, then the committed offsets of its partitions.
+    pub(super) async fn delete_topic(&self, name: &str) -> Result<(), DeleteTopicError> {
+        self.registry.delete_topic(name).await?;
+        self.groups.remove_topic(name);
+        Ok(())
+    }
+
+    pub(super) fn describe_configs(
+        &self,
+        request: DescribeConfigsRequest,
+    ) -> DescribeConfigsResponse {
+        let topics = request
+            .topics
+            .into_iter()
+            .map(|name| match self.topic(&name) {
+                None => TopicConfigs {
+                    message: format!("unknown topic {name:?}"),
+                    name,
+                    error: ErrorCode::UnknownTopicOrPartition,
+                    configs: Vec::new(),
+                },
+                Some(topic) => TopicConfigs {
+                    name,
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    configs: read(&topic.config)
+                        .describe()
+                        .into_iter()
+                        .map(|(name, value, is_default)| ConfigDescription {
+                            name,
+                            value,
+                            is_default,
+                        })
+                        .collect(),
+                },
+            })
+            .collect();
+        DescribeConfigsResponse { topics }
+    }
+
+    pub(super) async fn alter_configs(&self, request: AlterConfigsRequest) -> AlterConfigsResponse {
+        let mut results = Vec::new();
+        for topic in request.topics {
+            let set: BTreeMap<String, String> = topic
+                .set
+                .into_iter()
+                .map(|entry| (entry.name, entry.value))
+                .collect();
+            let outcome = if request.validate_only {
+                self.registry
+                    .validate_alter(&topic.name, &set, &topic.delete)
+                    .await
+            } else {
+                self.registry
+                    .alter_topic(&topic.name, &set, &topic.delete)
+                    .await
+            };
+            results.push(topic_result(
+                topic.name,
+                outcome.map_err(|error| alter_topic_wire(&error)),
+            ));
+        }
+        AlterConfigsResponse { topics: results }
+    }
+
+    pub(super) async fn init_producer_id(
+        &self,
+        request: InitProducerIdRequest,
+    ) -> InitProducerIdResponse {
+        if request.transactional_id.is_some() {
+            return InitProducerIdResponse {
+                error: ErrorCode::InvalidRequest,
+                producer_id: -1,
+                producer_epoch: -1,
+            };
+        }
+        match self.registry.allocate_producer_id().await {
+            Ok(producer_id) => InitProducerIdResponse {
+                error: ErrorCode::None,
+                producer_id,
+                producer_epoch: 0,
+            },
+            Err(error) => {
+                if !matches!(error, ProducerIdError::Held) {
+                    tracing::error!(%error, "no producer id handed out");
+                }
+                InitProducerIdResponse {
+                    error: producer_id_code(&error),
+                    producer_id: -1,
+                    producer_epoch: -1,
+                }
+            }
+        }
+    }
+}
+
+/// The code for a topic or partition that cannot be used.
+pub(super) fn lookup_code(error: &LookupError) -> ErrorCode {
+    match error {
+        LookupError::UnknownTopic { .. } | LookupError::UnknownPartition { .. } => {
+            ErrorCode::UnknownTopicOrPartition
+        }
+        LookupError::Offline { .. } => ErrorCode::PartitionOffline,
+    }
+}
+
+fn partition_count_code(_: &PartitionCountError) -> ErrorCode {
+    ErrorCode::InvalidPartitions
+}
+
+/// The code and message for a topic that was not created.
+pub(super) fn create_topic_wire(error: &CreateTopicError) -> (ErrorCode, String) {
+    let code = match error {
+        CreateTopicError::InvalidName(_) | CreateTopicError::Reserved { .. } => {
+            ErrorCode::InvalidTopic
+        }
+        CreateTopicError::InvalidConfig(_) | CreateTopicError::ModuleReference(_) => {
+            ErrorCode::InvalidConfig
+        }
+        CreateTopicError::AlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
+        CreateTopicError::PartitionCount(error) => partition_count_code(error),
+        CreateTopicError::Record { source, .. } => source.error_code(),
+    };
+    (code, error.to_string())
+}
+
+/// The code and message for a topic whose configs were not changed.
+pub(super) fn alter_topic_wire(error: &AlterTopicError) -> (ErrorCode, String) {
+    let code = match error {
+        AlterTopicError::UnknownTopic { .. } => ErrorCode::UnknownTopicOrPartition,
+        AlterTopicError::UnknownKey { .. }
+        | AlterTopicError::InvalidConfig(_)
+        | AlterTopicError::ModuleReference(_) => ErrorCode::InvalidConfig,
+        AlterTopicError::Record { source, .. } => source.error_code(),
+    };
+    (code, error.to_string())
+}
+
+/// The code and message for a topic that was not deleted.
+pub(super) fn delete_topic_wire(error: &DeleteTopicError) -> (ErrorCode, String) {
+    let code = match error {
+        DeleteTopicError::Internal { .. } => ErrorCode::InternalTopic,
+        DeleteTopicError::UnknownTopic { .. } => ErrorCode::UnknownTopicOrPartition,
+        DeleteTopicError::InUse { .. } => ErrorCode::TopicInUse,
+        DeleteTopicError::Record { source, .. } => source.error_code(),
+    };
+    (code, error.to_string())
+}
+
+/// The code for a producer id that was not handed out. Every cause is `StorageError`
+/// (retriable) but a failed reservation, which says what the metadata store said.
+pub(super) fn producer_id_code(error: &ProducerIdError) -> ErrorCode {
+    match error {
+        ProducerIdError::Held | ProducerIdError::Exhausted | ProducerIdError::Disk(_) => {
+            ErrorCode::StorageError
+        }
+        ProducerIdError::Record(source) => source.error_code(),
+    }
+}
+
+/// One topic's result of an admin request.
+pub(super) fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)>) -> TopicResult {
+    match outcome {
+        Ok(()) => TopicResult {
+            name,
+            error: ErrorCode::None,
+            message: String::new(),
+        },
+        Err((error, message)) => TopicResult {
+            name,
+            error,
+            message,
+        },
+    }
+}
+
+/// The code and message for a produce to one partition that failed.
+pub(super) fn produce_wire(error: &ProduceError) -> (ErrorCode, String) {
+    let code = match error {
+        ProduceError::InternalTopic { .. } => ErrorCode::InternalTopic,
+        ProduceError::DiskFull { .. } => ErrorCode::DiskFull,
+        ProduceError::Lookup(error) => lookup_code(error),
+        ProduceError::NoBatches | ProduceError::MalformedBatch(_) => ErrorCode::CorruptMessage,
+        ProduceError::InvalidTimestamp(_) => ErrorCode::InvalidTimestamp,
+        ProduceError::Prepare(error) => prepare_code(error),
+        ProduceError::Append(error) => append_code(error),
+        ProduceError::Plugin { code, .. } => *code,
+        ProduceError::TimedOut { .. } => ErrorCode::RequestTimedOut,
+    };
+    (code, error.to_string())
+}
+
+fn prepare_code(error: &PrepareError) -> ErrorCode {
+    match error {
+        PrepareError::Undecodable(error) => super::undecodable_batch_code(error),
+        PrepareError::NoRecords | PrepareError::Reencode(_) | PrepareError::AppendTime(_) => {
+            ErrorCode::CorruptMessage
+        }
+    }
+}
+
+fn append_code(error: &AppendError) -> ErrorCode {
+    match error {
+        AppendError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+        // Records that do not match their (intact) header: the same bytes will fail
+        // again, so the code is not a retriable one.
+        AppendError::InvalidRecords(_) => ErrorCode::InvalidRecord,
+        AppendError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        AppendError::Disk(disk) if disk.is_out_of_space() => ErrorCode::DiskFull,
+        AppendError::Disk(_) => ErrorCode::StorageError,
+        AppendError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+        AppendError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+        AppendError::UnknownProducer { .. } => ErrorCode::UnknownProducerId,
+        AppendError::Fenced { .. } => ErrorCode::StorageError,
+        AppendError::Closed => ErrorCode::ShuttingDown,
+    }
+}
+
+/// The code and message for one partition of a fetch or list-offsets.
+pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
+    let code = match error {
+        FetchError::Lookup(error) => lookup_code(error),
+        FetchError::Read(ReadError::OffsetOutOfRange { .. }) => ErrorCode::OffsetOutOfRange,
+        FetchError::Read(ReadError::Corrupt { .. }) => ErrorCode::DataDamaged,
+        FetchError::Read(_) | FetchError::OffsetLookup(_) => ErrorCode::StorageError,
+        FetchError::Plugin { code, .. } => *code,
+    };
+    (code, error.to_string())
+}

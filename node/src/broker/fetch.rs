@@ -1,0 +1,226 @@
+//! Fetch and list offsets: reads below each partition's high watermark.
+//!
+//! A fetch reads whole batches below each high watermark (through the fetch plug-in, if the
+//! request names one) and, if fewer than `min_bytes` are ready, waits for any of the
+//! partitions' high watermarks to move, up to `max_wait_ms` on the node's clock.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ledge_protocol::wire::{
+    ErrorCode, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ListOffsetsTopicResponse, OffsetSpec,
+};
+use tokio::sync::watch;
+
+use super::registry::LookupError;
+use super::{Broker, dispatch};
+use crate::storage::{Disk, PartitionLog, ReadError};
+
+/// Why one partition of a fetch or list-offsets was not answered with data.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No such topic or partition, or the partition is offline.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// Reading the log failed (damage, IO, an offset out of range).
+    #[error(transparent)]
+    Read(ReadError),
+    /// Looking an offset up by timestamp failed.
+    #[error(transparent)]
+    OffsetLookup(ReadError),
+    /// The fetch plug-in refused or failed; it still speaks wire codes.
+    #[error("{message}")]
+    Plugin {
+        /// The code it chose.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+}
+
+impl From<(ErrorCode, String)> for FetchError {
+    fn from((code, message): (ErrorCode, String)) -> Self {
+        Self::Plugin { code, message }
+    }
+}
+
+impl<D: Disk> Broker<D> {
+    /// One partition's log, looked up once.
+    fn online_log(&self, topic: &str, partition: u32) -> Result<PartitionLog<D>, FetchError> {
+        Ok(self.registry.partition(topic, partition)?.online_log()?)
+    }
+
+    pub(super) async fn fetch(&self, request: FetchRequest) -> FetchResponse {
+        let plugin = match self.fetch_plugin(&request.plugin).await {
+            Ok(plugin) => plugin,
+            Err((error, message)) => {
+                tracing::debug!(%message, "fetch plug-in refused");
+                return FetchResponse {
+                    error,
+                    message,
+                    topics: Vec::new(),
+                };
+            }
+        };
+        let max_bytes = request.max_bytes.min(self.config.fetch_bytes_max) as usize;
+        let wait =
+            Duration::from_millis(u64::from(request.max_wait_ms)).min(self.config.fetch_wait_max);
+        let deadline = crate::clock::deadline_after(self.clock.now(), wait);
+        loop {
+            // Subscribe before reading, so an append between the read and the wait wakes us.
+            let mut watches: Vec<watch::Receiver<i64>> = Vec::new();
+            let mut total = 0usize;
+            let mut any_error = false;
+            let mut topics = Vec::new();
+            for topic in &request.topics {
+                let mut partitions = Vec::new();
+                for wanted in &topic.partitions {
+                    let mut response = FetchPartitionResponse {
+                        partition: wanted.partition,
+                        error: ErrorCode::None,
+                        message: String::new(),
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                        records: Bytes::new(),
+                    };
+                    let log = match self.online_log(&topic.name, wanted.partition) {
+                        Ok(log) => log,
+                        Err(error) => {
+                            // The code alone, as before: the client looks the topic up again.
+                            response.error = dispatch::fetch_wire(&error).0;
+                            any_error = true;
+                            partitions.push(response);
+                            continue;
+                        }
+                    };
+                    watches.push(log.subscribe_high_watermark());
+                    let budget =
+                        (wanted.partition_max_bytes as usize).min(max_bytes.saturating_sub(total));
+                    if budget == 0 && total > 0 {
+                        response.high_watermark = log.high_watermark();
+                        response.log_start_offset = log.log_start_offset();
+                        partitions.push(response);
+                        continue;
+                    }
+                    match log.read(wanted.fetch_offset, budget.max(1)).await {
+                        Ok(read) => {
+                            total += read.bytes.len();
+                            response.high_watermark = read.high_watermark;
+                            response.log_start_offset = read.log_start_offset;
+                            response.records = read.bytes;
+                            if let Some(plugin) = &plugin
+                                && !response.records.is_empty()
+                            {
+                                let partition_count = self.partition_count(&topic.name);
+                                match self
+                                    .apply_fetch_plugin(
+                                        plugin,
+                                        std::mem::take(&mut response.records),
+                                        wanted.partition,
+                                        partition_count,
+                                    )
+                                    .await
+                                {
+                                    Ok(records) => response.records = records,
+                                    Err(error) => {
+                                        let (code, message) =
+                                            dispatch::fetch_wire(&FetchError::from(error));
+                                        response.error = code;
+                                        response.message = message;
+                                        any_error = true;
+                                    }
+                                }
+                            }
+                        }
+                        Err(ReadError::OffsetOutOfRange {
+                            log_start_offset,
+                            high_watermark,
+                            ..
+                        }) => {
+                            response.error = ErrorCode::OffsetOutOfRange;
+                            response.high_watermark = high_watermark;
+                            response.log_start_offset = log_start_offset;
+                            any_error = true;
+                        }
+                        Err(error) => {
+                            tracing::error!(topic = %topic.name, partition = wanted.partition, %error, "fetch read failed");
+                            let (code, message) = dispatch::fetch_wire(&FetchError::Read(error));
+                            response.error = code;
+                            response.message = message;
+                            any_error = true;
+                        }
+                    }
+                    partitions.push(response);
+                }
+                topics.push(FetchTopicResponse {
+                    name: topic.name.clone(),
+                    partitions,
+                });
+            }
+            let enough = total >= (request.min_bytes as usize).max(1) || any_error;
+            if enough || self.clock.now() >= deadline || watches.is_empty() {
+                return FetchResponse {
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    topics,
+                };
+            }
+            let changed = futures_util::future::select_all(
+                watches.iter_mut().map(|watch| Box::pin(watch.changed())),
+            );
+            if crate::clock::timeout_at(&*self.clock, deadline, changed)
+                .await
+                .is_err()
+            {
+                return FetchResponse {
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    topics,
+                };
+            }
+        }
+    }
+
+    pub(super) async fn list_offsets(&self, request: ListOffsetsRequest) -> ListOffsetsResponse {
+        let mut topics = Vec::new();
+        for topic in request.topics {
+            let mut partitions = Vec::new();
+            for wanted in topic.partitions {
+                let mut response = ListOffsetsPartitionResponse {
+                    partition: wanted.partition,
+                    error: ErrorCode::None,
+                    offset: None,
+                    timestamp: None,
+                };
+                match self.online_log(&topic.name, wanted.partition) {
+                    Err(error) => response.error = dispatch::fetch_wire(&error).0,
+                    Ok(log) => match wanted.spec {
+                        OffsetSpec::Earliest => response.offset = Some(log.log_start_offset()),
+                        OffsetSpec::Latest => response.offset = Some(log.high_watermark()),
+                        OffsetSpec::Timestamp(timestamp) => {
+                            match log.offset_for_timestamp(timestamp).await {
+                                Ok(found) => {
+                                    response.offset = found.map(|(offset, _)| offset);
+                                    response.timestamp = found.map(|(_, timestamp)| timestamp);
+                                }
+                                Err(error) => {
+                                    tracing::error!(topic = %topic.name, partition = wanted.partition, %error, "offset lookup failed");
+                                    response.error =
+                                        dispatch::fetch_wire(&FetchError::OffsetLookup(error)).0;
+                                }
+                            }
+                        }
+                    },
+                }
+                partitions.push(response);
+            }
+            topics.push(ListOffsetsTopicResponse {
+                name: topic.name,
+                partitions,
+            });
+        }
+        ListOffsetsResponse { topics }
+    }
+}

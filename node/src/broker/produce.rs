@@ -1,0 +1,399 @@
+//! Produce: the path from a decoded produce request to the partition logs.
+//!
+//! Per partition: internal-topic and disk-guard checks, one registry lookup (topic and
+//! partition together), the batches split and their timestamps checked, each batch prepared
+//! (the topic's `compression.type` and `message.timestamp.type`) and passed through the
+//! topic's produce filter, then all of them handed to the partition's writer in one
+//! `PartitionLog::append_batches` (one write, one fdatasync) with the durability `acks`
+//! asks for; the answer waits at most `timeout_ms`. A produce to `NODE_PARTITIONED`
+//! is routed by the topic's partitioner (`plugins.rs`), which prepares and appends through
+//! [`Broker::prepare_batch`] and [`Broker::append_failed`] here.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::join_all;
+use ledge_protocol::wire::{
+    Acks, ErrorCode, NODE_PARTITIONED, ProducePartition, ProducePartitionResponse, ProduceRequest,
+    ProduceResponse, ProduceTopicResponse,
+};
+use ledge_protocol::{
+    BatchError, BatchHeader, BatchIter, DecodeError, EncodeError, EncodeOptions, decode_batch,
+    encode_batch,
+};
+
+use super::maintenance::DiskGuardTrip;
+use super::registry::{LookupError, Partition, PartitionState, TopicRegistry};
+use super::topic_config::{TimestampType, TopicCompression, TopicConfig};
+use super::{Broker, dispatch, read, write};
+use crate::storage::{AppendDurability, AppendError, AppendInput, Disk};
+
+/// Why a produce to one partition was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    /// Internal topics are written by the node only.
+    #[error("internal topic {topic:?} is written by the node only")]
+    InternalTopic {
+        /// The topic.
+        topic: String,
+    },
+    /// The disk guard tripped.
+    #[error("disk full: {reason}")]
+    DiskFull {
+        /// Which limit, and how full.
+        reason: DiskGuardTrip,
+    },
+    /// No such topic or partition, or the partition is offline.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// The request carried no batches for the partition.
+    #[error("no record batches in the request")]
+    NoBatches,
+    /// The batches cannot be split (framing, CRC).
+    #[error("malformed record batch: {0}")]
+    MalformedBatch(BatchError),
+    /// A timestamp outside what the topic accepts.
+    #[error("{0}")]
+    InvalidTimestamp(String),
+    /// A batch could not be prepared for the topic.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    /// The partition log refused or failed the append.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// A plug-in (produce filter, partitioner) refused or failed; it still speaks wire codes.
+    #[error("{message}")]
+    Plugin {
+        /// The code it chose.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// Not durable within the request's timeout.
+    #[error("not durable within the request timeout of {} ms", timeout.as_millis())]
+    TimedOut {
+        /// The timeout that passed.
+        timeout: Duration,
+    },
+}
+
+impl From<(ErrorCode, String)> for ProduceError {
+    fn from((code, message): (ErrorCode, String)) -> Self {
+        Self::Plugin { code, message }
+    }
+}
+
+/// Why a batch could not be rewritten for its topic's configs.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The batch could not be decoded to recompress it.
+    #[error("cannot recompress batch: {0}")]
+    Undecodable(DecodeError),
+    /// The batch holds no records.
+    #[error("a batch without records")]
+    NoRecords,
+    /// The records could not be encoded again.
+    #[error("cannot recompress batch: {0}")]
+    Reencode(EncodeError),
+    /// The log-append time could not be stamped.
+    #[error("{0}")]
+    AppendTime(BatchError),
+}
+
+/// Applies the topic's `message.timestamp.type` and `compression.type` to a batch; the
+/// common case (producer's codec, create time) returns it untouched, without a copy.
+pub(super) fn prepare_batch(
+    header: &BatchHeader,
+    batch: Bytes,
+    config: &TopicConfig,
+    append_time: Option<i64>,
+) -> Result<Bytes, PrepareError> {
+    let wanted = match config.compression {
+        TopicCompression::Codec(codec)
+            if !header.is_control() && header.compression().ok() != Some(codec) =>
+        {
+            Some(codec)
+        }
+        _ => None,
+    };
+    let mut batch = batch;
+    if let Some(codec) = wanted {
+        let decoded =
+            decode_batch(&batch, &Default::default()).map_err(PrepareError::Undecodable)?;
+        let records: Vec<_> = decoded
+            .records
+            .into_iter()
+            .map(ledge_protocol::DecodedRecord::into_record)
+            .collect();
+        if records.is_empty() {
+            return Err(PrepareError::NoRecords);
+        }
+        let options = EncodeOptions {
+            compression: codec,
+            producer_id: header.producer_id,
+            producer_epoch: header.producer_epoch,
+            base_sequence: header.base_sequence,
+            timestamp_type: header.timestamp_type(),
+            transactional: header.is_transactional(),
+            ..EncodeOptions::default()
+        };
+        batch = encode_batch(&records, &options).map_err(PrepareError::Reencode)?;
+    }
+    if let Some(timestamp) = append_time {
+        let mut owned = BytesMut::from(&batch[..]);
+        ledge_protocol::set_log_append_time(&mut owned, timestamp)
+            .map_err(PrepareError::AppendTime)?;
+        batch = owned.freeze();
+    }
+    Ok(batch)
+}
+
+/// A fenced log is reopened with full verification once; on failure it goes offline.
+pub(super) fn reopen_in_background<D: Disk>(
+    registry: &TopicRegistry<D>,
+    partition: &Arc<Partition<D>>,
+) {
+    if partition.reopening.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let Ok(log) = partition.online_log() else {
+        partition.reopening.store(false, Ordering::SeqCst);
+        return;
+    };
+    let partition = Arc::clone(partition);
+    let disk = registry.disk().clone();
+    let clock = registry.clock();
+    tokio::spawn(async move {
+        let state = match log.reopen(disk, clock).await {
+            Ok(fresh) => {
+                tracing::info!(partition = %partition.key, "fenced partition reopened and verified");
+                PartitionState::Online(fresh)
+            }
+            Err(error) => {
+                tracing::error!(partition = %partition.key, %error, "fenced partition failed verification; offline");
+                PartitionState::Offline(error.to_string())
+            }
+        };
+        *write(&partition.state) = state;
+        partition.reopening.store(false, Ordering::SeqCst);
+    });
+}
+
+impl<D: Disk> Broker<D> {
+    pub(super) async fn produce(&self, request: ProduceRequest) -> ProduceResponse {
+        let durability = match request.acks {
+            Acks::All => AppendDurability::Synced,
+            Acks::Leader | Acks::None => AppendDurability::Written,
+        };
+        let timeout = Duration::from_millis(u64::from(request.timeout_ms))
+            .min(self.config.produce_timeout_max);
+        let topics = request.topics.into_iter().map(|topic| async move {
+            let name = topic.name;
+            let partitions =
+                join_all(topic.partitions.into_iter().map(|partition| {
+                    self.produce_partition(&name, partition, durability, timeout)
+                }))
+                .await;
+            ProduceTopicResponse { name, partitions }
+        });
+        ProduceResponse {
+            topics: join_all(topics).await,
+        }
+    }
+
+    async fn produce_partition(
+        &self,
+        topic: &str,
+        request: ProducePartition,
+        durability: AppendDurability,
+        timeout: Duration,
+    ) -> ProducePartitionResponse {
+        let mut response = ProducePartitionResponse {
+            partition: request.partition,
+            error: ErrorCode::None,
+            message: String::new(),
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+            routed: None,
+        };
+        let outcome = self
+            .produce_to_partition(topic, request, durability, timeout)
+            .await;
+        match outcome {
+            Ok(produced) => {
+                response.base_offset = produced.base_offset;
+                response.log_append_time_ms = produced.append_time.unwrap_or(-1);
+                response.log_start_offset = produced.log_start_offset;
+                response.routed = produced.routed;
+            }
+            Err(error) => {
+                let (code, message) = dispatch::produce_wire(&error);
+                response.error = code;
+                response.message = message;
+            }
+        }
+        response
+    }
+
+    async fn produce_to_partition(
+        &self,
+        topic: &str,
+        request: ProducePartition,
+        durability: AppendDurability,
+        timeout: Duration,
+    ) -> Result<Produced, ProduceError> {
+        if topic.starts_with("__") {
+            return Err(ProduceError::InternalTopic {
+                topic: topic.to_string(),
+            });
+        }
+        if let Some(reason) = self.disk_guard.tripped() {
+            return Err(ProduceError::DiskFull { reason });
+        }
+        let timed_out = |_| ProduceError::TimedOut { timeout };
+        if request.partition == NODE_PARTITIONED {
+            let work = self.produce_node_partitioned(topic, request.records, durability);
+            let (routing, append_time) = crate::clock::timeout(&*self.clock, timeout, work)
+                .await
+                .map_err(timed_out)??;
+            return Ok(Produced {
+                base_offset: -1,
+                append_time,
+                log_start_offset: -1,
+                routed: Some(routing),
+            });
+        }
+        let topic_entry = self
+            .registry
+            .topic(topic)
+            .ok_or_else(|| LookupError::UnknownTopic {
+                topic: topic.to_string(),
+            })?;
+        let partition = TopicRegistry::partition_of(&topic_entry, topic, request.partition)?;
+        let log = partition.online_log()?;
+        let config = read(&topic_entry.config).clone();
+        let partition_count = read(&topic_entry.partitions).len() as u32;
+        if request.records.is_empty() {
+            return Err(ProduceError::NoBatches);
+        }
+        let mut batches = Vec::new();
+        for item in BatchIter::new(&request.records) {
+            let (header, bytes) = item.map_err(ProduceError::MalformedBatch)?;
+            batches.push((header, request.records.slice_ref(bytes)));
+        }
+        let now_ms = self.clock.wall_time_ms();
+        for (header, _) in &batches {
+            config
+                .check_timestamps(header, now_ms)
+                .map_err(ProduceError::InvalidTimestamp)?;
+        }
+        let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let work = async {
+            // Every batch is prepared (and filtered) first, then all go to the writer in one
+            // command: one write, one fdatasync, one wait. A batch that cannot be prepared
+            // stops the list there; those before it are still appended, as they were when
+            // each batch was appended before the next was prepared.
+            let mut inputs = Vec::with_capacity(batches.len());
+            let mut refused = None;
+            for (header, batch) in batches {
+                match self
+                    .prepare_and_filter(&header, batch, &config, append_time, partition_count)
+                    .await
+                {
+                    Ok(input) => inputs.push(input),
+                    Err(error) => {
+                        refused = Some(error);
+                        break;
+                    }
+                }
+            }
+            let appended = if inputs.is_empty() {
+                Vec::new()
+            } else {
+                log.append_batches(inputs, durability)
+                    .await
+                    .map_err(|failed| self.append_error(&partition, failed.error))?
+            };
+            match refused {
+                Some(error) => Err(error),
+                None => Ok(appended.first().map_or(-1, |outcome| outcome.base_offset)),
+            }
+        };
+        let base_offset = crate::clock::timeout(&*self.clock, timeout, work)
+            .await
+            .map_err(timed_out)??;
+        Ok(Produced {
+            base_offset,
+            append_time,
+            log_start_offset: log.log_start_offset(),
+            routed: None,
+        })
+    }
+
+    /// One batch made ready for the log: the topic's compression and timestamp type
+    /// applied, then the topic's produce filter, if any (which may leave offset gaps).
+    async fn prepare_and_filter(
+        &self,
+        header: &BatchHeader,
+        batch: Bytes,
+        config: &TopicConfig,
+        append_time: Option<i64>,
+        partition_count: u32,
+    ) -> Result<AppendInput, ProduceError> {
+        let batch = prepare_batch(header, batch, config, append_time)?;
+        let (batch, gaps_allowed) = match &config.produce_filter_module {
+            Some(filter) => {
+                self.filter_produced_batch(filter, batch, partition_count)
+                    .await?
+            }
+            None => (batch, false),
+        };
+        Ok(AppendInput {
+            batch,
+            gaps_allowed,
+        })
+    }
+
+    /// An append error as the produce path answers it; a fenced log is reopened in the
+    /// background first.
+    fn append_error(&self, partition: &Arc<Partition<D>>, error: AppendError) -> ProduceError {
+        if matches!(error, AppendError::Fenced { .. }) {
+            reopen_in_background(&self.registry, partition);
+        }
+        ProduceError::Append(error)
+    }
+
+    /// [`prepare_batch`] with the wire code, for the plug-in code that still speaks
+    /// `(ErrorCode, String)`.
+    pub(super) fn prepare_batch(
+        &self,
+        header: &BatchHeader,
+        batch: Bytes,
+        config: &TopicConfig,
+        append_time: Option<i64>,
+    ) -> Result<Bytes, (ErrorCode, String)> {
+        prepare_batch(header, batch, config, append_time)
+            .map_err(|error| dispatch::produce_wire(&ProduceError::Prepare(error)))
+    }
+
+    /// An append error with the wire code, for the group, plug-in and transform code that
+    /// still speaks `(ErrorCode, String)`; a fenced log is reopened in the background.
+    pub(super) fn append_failed(
+        &self,
+        partition: &Arc<Partition<D>>,
+        error: AppendError,
+    ) -> (ErrorCode, String) {
+        dispatch::produce_wire(&self.append_error(partition, error))
+    }
+}
+
+/// What a produce to one partition did.
+struct Produced {
+    base_offset: i64,
+    append_time: Option<i64>,
+    log_start_offset: i64,
+    routed: Option<ledge_protocol::wire::ProduceRouting>,
+}
