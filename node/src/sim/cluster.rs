@@ -36,6 +36,10 @@ use crate::sim::workload::{GROUP, GROUP_TOPIC, GROUP_TOPIC_PARTITIONS, Workload,
 /// Wall time (ms since the epoch) at which every run starts.
 const START_WALL_MS: i64 = 1_790_000_000_000;
 
+/// Simulated milliseconds per step while the group settles: only heartbeats (every 100 ms
+/// or more) are left, so coarser steps change no outcome and cost a fifth.
+const SETTLE_STEP_MS: u64 = 5;
+
 /// How a run is shaped.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -47,6 +51,9 @@ pub struct RunOptions {
     pub crashes: bool,
     /// Whether the network delays, drops, duplicates and resets.
     pub network_faults: bool,
+    /// A filter module (WASM) the admin deploys as a topic transform; `None` runs without
+    /// transforms (compiling a module costs more than the rest of a short run).
+    pub transform_module: Option<bytes::Bytes>,
 }
 
 impl Default for RunOptions {
@@ -58,6 +65,7 @@ impl Default for RunOptions {
             settle_ms: u64::from(crate::sim::workload::SESSION_TIMEOUT_MS) + 5_000,
             crashes: true,
             network_faults: true,
+            transform_module: None,
         }
     }
 }
@@ -83,6 +91,8 @@ pub struct Summary {
     pub topics_deleted: usize,
     /// Members whose ownership was checked after settling.
     pub members_settled: usize,
+    /// Transforms deployed.
+    pub transforms_deployed: usize,
 }
 
 /// The trace: a running digest plus the last events, printed with a failure.
@@ -137,7 +147,7 @@ impl Cluster {
             node_id,
             SimNode::new(node_id, rng.random(), BrokerConfig::default()),
         );
-        let mut workload = Workload::new(&mut rng, node_id);
+        let mut workload = Workload::new(&mut rng, node_id, options.transform_module.clone());
         workload.connect_all(|| network.connect());
         Self {
             seed,
@@ -199,7 +209,7 @@ impl Cluster {
                 self.start_node(*id)?;
             }
         }
-        for _ in 0..self.options.settle_ms {
+        for _ in 0..self.options.settle_ms / SETTLE_STEP_MS {
             self.step(true)?;
         }
         self.check_group_settled()?;
@@ -221,6 +231,7 @@ impl Cluster {
         self.summary.workload = self.workload.stats();
         self.summary.durable_records = self.ledger.durable_records();
         self.summary.topics_deleted = self.ledger.deleted_topics().len();
+        self.summary.transforms_deployed = self.ledger.transforms_deployed();
         Ok(self.summary)
     }
 
@@ -281,9 +292,10 @@ impl Cluster {
         }
     }
 
-    /// One simulated millisecond.
+    /// One simulated millisecond ([`SETTLE_STEP_MS`] while settling).
     fn step(&mut self, settling: bool) -> Result<(), Failure> {
-        self.now_ms += 1;
+        let step_ms = if settling { SETTLE_STEP_MS } else { 1 };
+        self.now_ms += step_ms;
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         if !settling {
             self.inject_faults(&ids);
@@ -327,7 +339,7 @@ impl Cluster {
             let Some(node) = self.nodes.get_mut(id) else {
                 continue;
             };
-            node.advance(Duration::from_millis(1));
+            node.advance(Duration::from_millis(step_ms));
             let incarnation = node.incarnation();
             for answer in node.take_answers() {
                 self.network.send(
@@ -447,7 +459,7 @@ impl Cluster {
             Ok(audit) => audit,
             Err(message) => return Err(self.failure("audit", message)),
         };
-        let checks: [(&'static str, Result<(), String>); 6] = [
+        let checks: [(&'static str, Result<(), String>); 7] = [
             (
                 "acknowledged-records-present",
                 checkers::check_acknowledged_records_present(&self.ledger, &audit),
@@ -468,6 +480,10 @@ impl Cluster {
             (
                 "configs-match",
                 checkers::check_configs_match(&self.ledger, &audit),
+            ),
+            (
+                "transform-output-matches-input",
+                checkers::check_transform_output(&self.ledger, &audit),
             ),
         ];
         for (checker, result) in checks {
@@ -538,14 +554,29 @@ impl Cluster {
     }
 }
 
-/// Runs one seed with the default options.
-pub fn run_seed(seed: u64) -> Result<Summary, Failure> {
-    Cluster::new(seed, RunOptions::default()).run()
+/// Runs one seed with the default options, and `transform_module` deployed in seeds
+/// divisible by [`TRANSFORM_SEED_EVERY`].
+pub fn run_seed(seed: u64, transform_module: Option<&bytes::Bytes>) -> Result<Summary, Failure> {
+    let options = RunOptions {
+        transform_module: transform_module
+            .filter(|_| seed.is_multiple_of(TRANSFORM_SEED_EVERY))
+            .cloned(),
+        ..RunOptions::default()
+    };
+    Cluster::new(seed, options).run()
 }
+
+/// One seed in this many deploys a transform (a module compile costs more than a run).
+pub const TRANSFORM_SEED_EVERY: u64 = 4;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A filter that keeps every record: the transform copies its input.
+    fn copy_module() -> bytes::Bytes {
+        bytes::Bytes::from(crate::wasm::runtime::tests::Wat::default().module())
+    }
 
     /// The CI-sized campaign; `LEDGE_SIM_SEED_COUNT` makes it longer, `LEDGE_SIM_SEED`
     /// replays one seed.
@@ -553,15 +584,20 @@ mod tests {
     fn seeds() {
         let mut failures = Vec::new();
         let mut totals = Summary::default();
-        let seeds = crate::sim::seeds(0, 30);
+        let seeds = crate::sim::seeds(0, 200);
+        let module = copy_module();
         for &seed in &seeds {
-            match run_seed(seed) {
+            match run_seed(seed, Some(&module)) {
                 Ok(summary) => {
+                    if seeds.len() == 1 {
+                        eprintln!("{summary:#?}");
+                    }
                     totals.crashes += summary.crashes;
                     totals.power_offs += summary.power_offs;
                     totals.durable_records += summary.durable_records;
                     totals.topics_deleted += summary.topics_deleted;
                     totals.members_settled += summary.members_settled;
+                    totals.transforms_deployed += summary.transforms_deployed;
                     totals.workload.requests += summary.workload.requests;
                     totals.workload.retries += summary.workload.retries;
                     totals.workload.records_acknowledged += summary.workload.records_acknowledged;
@@ -576,7 +612,7 @@ mod tests {
             }
         }
         eprintln!(
-            "simulated {} seeds: {} crashes, {} power-offs mid-operation, {} requests ({} retries), {} records acknowledged, {} durable at the end, {} read by consumers, {} packets dropped, {} duplicated, {} topics deleted, {} group members checked",
+            "simulated {} seeds: {} crashes, {} power-offs mid-operation, {} requests ({} retries), {} records acknowledged, {} durable at the end, {} read by consumers, {} packets dropped, {} duplicated, {} topics deleted, {} group members checked, {} transforms deployed",
             seeds.len(),
             totals.crashes,
             totals.power_offs,
@@ -588,7 +624,8 @@ mod tests {
             totals.network.dropped,
             totals.network.duplicated,
             totals.topics_deleted,
-            totals.members_settled
+            totals.members_settled,
+            totals.transforms_deployed
         );
         assert!(failures.is_empty(), "failing seeds: {failures:?}");
     }
@@ -596,9 +633,13 @@ mod tests {
     /// The same seed replays the same run: the digests of two runs' traces agree.
     #[test]
     fn a_seed_replays_the_same_trace() {
-        for seed in [3, 11] {
-            let first = run_seed(seed).unwrap_or_else(|failure| panic!("{failure}"));
-            let second = run_seed(seed).unwrap_or_else(|failure| panic!("{failure}"));
+        let module = copy_module();
+        // Seed 0 deploys a transform, 11 does not.
+        for seed in [0, 11] {
+            let first = run_seed(seed, Some(&module)).unwrap_or_else(|failure| panic!("{failure}"));
+            let second =
+                run_seed(seed, Some(&module)).unwrap_or_else(|failure| panic!("{failure}"));
+            assert_eq!(first.transforms_deployed, usize::from(seed == 0));
             assert_eq!(
                 first.digest, second.digest,
                 "seed {seed}: two runs of the same seed differ"

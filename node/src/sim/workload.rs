@@ -37,12 +37,15 @@ pub const GROUP_TOPIC_PARTITIONS: u32 = 4;
 /// The one consumer group.
 pub const GROUP: &str = "sim-group";
 
+/// The name of the transform the admin deploys; its output topic is `<input>.copy`.
+pub const TRANSFORM_NAME: &str = "copy";
+
 /// Least time between two group commits, in simulated milliseconds: more than twice the
 /// network's worst delay.
 const COMMIT_SPACING_MS: u64 = 200;
 
 /// Session timeout the members ask for, in milliseconds.
-pub const SESSION_TIMEOUT_MS: u32 = 10_000;
+pub const SESSION_TIMEOUT_MS: u32 = 3_000;
 
 /// A topic the workload may use, with when its creation was acknowledged.
 #[derive(Clone, Debug)]
@@ -98,6 +101,11 @@ pub enum Purpose {
         /// Name.
         name: String,
     },
+    /// DeployTransform of the filter module on a topic.
+    DeployTransform {
+        /// The input topic.
+        input: String,
+    },
     /// AlterConfigs of one key.
     AlterConfig {
         /// Topic.
@@ -144,6 +152,8 @@ enum Role {
     },
     Admin {
         topics_created: u64,
+        /// A filter module to deploy as a topic transform, until it is deployed.
+        transform_module: Option<Bytes>,
     },
 }
 
@@ -202,6 +212,9 @@ pub struct Workload {
     /// a duplicate would do on a real network too; the checker's rule needs an order).
     last_commit_sent_ms: u64,
     next_commit: BTreeMap<(String, u32), i64>,
+    /// Topics read by a transform: never deleted (the node refuses it while the transform
+    /// runs).
+    transform_inputs: BTreeSet<String>,
     /// Every produce sent with acks, by (client, request id): an answer to an attempt the
     /// client gave up on (or to a duplicate) still binds the node.
     produces_sent: BTreeMap<(u32, u64), Purpose>,
@@ -211,7 +224,8 @@ pub struct Workload {
 impl Workload {
     /// Seeded clients, all talking to `node`: 1-3 producers, 1-2 consumers, 0-3 group
     /// members, one admin.
-    pub fn new(rng: &mut ChaCha8Rng, node: NodeId) -> Self {
+    /// With `transform_module`, the admin deploys it once as a transform of a topic.
+    pub fn new(rng: &mut ChaCha8Rng, node: NodeId, transform_module: Option<Bytes>) -> Self {
         let mut roles = Vec::new();
         for _ in 0..rng.random_range(1..=3) {
             roles.push(Role::Producer {
@@ -235,7 +249,10 @@ impl Workload {
                 next_heartbeat_ms: 0,
             });
         }
-        roles.push(Role::Admin { topics_created: 0 });
+        roles.push(Role::Admin {
+            topics_created: 0,
+            transform_module,
+        });
         let clients = roles
             .into_iter()
             .enumerate()
@@ -256,6 +273,7 @@ impl Workload {
             last_commit_sent_ms: 0,
             next_commit: BTreeMap::new(),
             produces_sent: BTreeMap::new(),
+            transform_inputs: BTreeSet::new(),
             stats: WorkloadStats::default(),
         }
     }
@@ -614,15 +632,41 @@ impl Workload {
                     Purpose::Heartbeat { leaving: false },
                 ))
             }
-            Role::Admin { topics_created } => {
+            Role::Admin {
+                topics_created,
+                transform_module,
+            } => {
                 let choice = rng.random_range(0..10);
+                let transform_inputs = &self.transform_inputs;
                 let deletable: Vec<(String, LiveTopic)> = topics
                     .iter()
                     .filter(|(name, topic)| {
-                        name != GROUP_TOPIC && now_ms >= topic.created_at_ms + 1_000
+                        name != GROUP_TOPIC
+                            && !transform_inputs.contains(name)
+                            && now_ms >= topic.created_at_ms + 1_000
                     })
                     .cloned()
                     .collect();
+                if let Some(module) = transform_module.clone()
+                    && choice == 9
+                    && let Some((input, _)) = pick(rng, &deletable)
+                {
+                    let input = input.clone();
+                    self.transform_inputs.insert(input.clone());
+                    return Some((
+                        Request::DeployTransform(DeployTransformRequest {
+                            name: TRANSFORM_NAME.into(),
+                            kind: "filter".into(),
+                            module,
+                            input: input.clone(),
+                            output: String::new(),
+                            params: Vec::new(),
+                            on_error: "dead-letter".into(),
+                            dead_letter_topic: String::new(),
+                        }),
+                        Purpose::DeployTransform { input },
+                    ));
+                }
                 if choice < 4 || topics.len() < 2 {
                     *topics_created += 1;
                     let name = format!("topic-{topics_created}");
@@ -896,6 +940,24 @@ impl Workload {
                     let mut retry = outstanding.clone();
                     retry.deadline_ms = now_ms + 50;
                     client.outstanding = Some(retry);
+                }
+            }
+            (Purpose::DeployTransform { input }, Response::DeployTransform(answer)) => {
+                if answer.error == ErrorCode::None {
+                    if let Role::Admin {
+                        transform_module, ..
+                    } = &mut client.role
+                    {
+                        *transform_module = None;
+                    }
+                    ledger.transform_deployed(input);
+                } else if answer.error.is_retriable() {
+                    let mut retry = outstanding.clone();
+                    retry.deadline_ms = now_ms + 50;
+                    client.outstanding = Some(retry);
+                } else {
+                    // Refused (the topic went away meanwhile): another topic next time.
+                    self.transform_inputs.remove(input);
                 }
             }
             (Purpose::AlterConfig { topic, key, value }, Response::AlterConfigs(answer)) => {
