@@ -149,6 +149,14 @@ impl SimDisk {
         self.state().faults.power_off_after_operations = Some(operations);
     }
 
+    /// Whether an injected write or sync error has not struck yet.
+    pub fn fault_pending(&self) -> bool {
+        let state = self.state();
+        state.faults.fail_next_write.is_some()
+            || state.faults.fail_next_write_to.is_some()
+            || state.faults.fail_next_sync.is_some()
+    }
+
     /// Whether a scheduled power-off has happened.
     pub fn is_powered_off(&self) -> bool {
         self.state().powered_off

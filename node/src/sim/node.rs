@@ -31,6 +31,8 @@ pub struct Answer {
     pub connection: ConnectionId,
     /// The request's id.
     pub request_id: u64,
+    /// The incarnation that answered.
+    pub incarnation: u64,
     /// The answer.
     pub response: Response,
 }
@@ -45,11 +47,30 @@ pub struct SimNode {
     id: NodeId,
     disk: SimDisk,
     config: BrokerConfig,
-    /// Counts starts: answers carry the incarnation that produced them, so checkers know
-    /// whether a crash came between two observations.
-    incarnation: u64,
+    /// Counts starts and disk errors: answers carry the incarnation that produced them,
+    /// so checkers know whether a crash (or a disk error, after which a fenced partition
+    /// recovers from what was synced, as after a crash) came between two observations.
+    incarnation: Arc<Mutex<Incarnation>>,
     running: Option<Running>,
     answers: Arc<Mutex<Vec<Answer>>>,
+}
+
+/// The node's incarnation counter and whether an injected disk error is yet to strike.
+#[derive(Default)]
+struct Incarnation {
+    number: u64,
+    fault_pending: bool,
+}
+
+impl Incarnation {
+    /// The incarnation now, moving on if a pending disk error has struck.
+    fn current(&mut self, disk: &SimDisk) -> u64 {
+        if self.fault_pending && !disk.fault_pending() {
+            self.fault_pending = false;
+            self.number += 1;
+        }
+        self.number
+    }
 }
 
 impl SimNode {
@@ -60,7 +81,7 @@ impl SimNode {
             id,
             disk: SimDisk::new(disk_seed),
             config,
-            incarnation: 0,
+            incarnation: Arc::new(Mutex::new(Incarnation::default())),
             running: None,
             answers: Arc::new(Mutex::new(Vec::new())),
         }
@@ -76,9 +97,28 @@ impl SimNode {
         &self.disk
     }
 
-    /// How many times the node has started.
+    /// The node's incarnation: moves on at every start, when a disk error is injected and
+    /// when it strikes.
     pub fn incarnation(&self) -> u64 {
         self.incarnation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current(&self.disk)
+    }
+
+    /// The next disk write (`write: true`) or sync fails with EIO.
+    pub fn inject_disk_error(&mut self, write: bool) {
+        if write {
+            self.disk.fail_next_write(libc::EIO);
+        } else {
+            self.disk.fail_next_sync(libc::EIO);
+        }
+        let mut incarnation = self
+            .incarnation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        incarnation.number += 1;
+        incarnation.fault_pending = true;
     }
 
     /// Whether the node is up.
@@ -116,7 +156,14 @@ impl SimNode {
             tokio::spawn(Arc::clone(&broker).run_verifier());
             Ok::<_, String>(broker)
         })?;
-        self.incarnation += 1;
+        {
+            let mut incarnation = self
+                .incarnation
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            incarnation.number += 1;
+            incarnation.fault_pending = self.disk.fault_pending();
+        }
         self.running = Some(Running { runtime, broker });
         Ok(())
     }
@@ -152,8 +199,14 @@ impl SimNode {
         };
         let broker = Arc::clone(&running.broker);
         let answers = Arc::clone(&self.answers);
+        let incarnation = Arc::clone(&self.incarnation);
+        let disk = self.disk.clone();
         running.runtime.spawn(async move {
             let response = broker.handle(request).await;
+            let incarnation = incarnation
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .current(&disk);
             answers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -161,6 +214,7 @@ impl SimNode {
                     client,
                     connection,
                     request_id,
+                    incarnation,
                     response,
                 });
         });
