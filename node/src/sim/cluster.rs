@@ -364,6 +364,12 @@ impl Cluster {
                 continue;
             };
             node.advance(Duration::from_millis(step_ms));
+            for fault in node.disk().take_struck_faults() {
+                self.trace.record(
+                    self.now_ms,
+                    format!("node {id}: injected error struck: {fault}"),
+                );
+            }
             let incarnation = node.incarnation();
             if incarnation != self.ledger_incarnation {
                 // A disk error struck (or was injected): unsynced data may go as in a crash.
@@ -758,5 +764,41 @@ mod tests {
     #[ignore = "bug: an acknowledged topic creation (an fdatasync EIO struck during it) has a partition offline after a power loss (bad segment magic); seed 179"]
     fn bug_seed_179_acknowledged_topic_creation_has_a_partition_offline_after_power_loss() {
         run_pinned(179);
+    }
+
+    /// The minimal form of seed 179: the fdatasync of a new partition's first segment fails
+    /// during CreateTopics. The node must not acknowledge a topic it could not make durable
+    /// (seed 179 shows the consequence: after a power loss the partition is offline).
+    #[test]
+    #[ignore = "bug: CreateTopics answers None although the fdatasync of a new partition's segment failed (EIO); seed 179"]
+    fn bug_topic_creation_acknowledged_although_the_segment_sync_failed() {
+        let mut node = SimNode::new(1, 179, BrokerConfig::default());
+        node.start(START_WALL_MS).expect("a fresh node starts");
+        node.inject_disk_error(false);
+        let answer = node.call(
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreatableTopic {
+                    name: "created".into(),
+                    partitions: 3,
+                    configs: Vec::new(),
+                }],
+                validate_only: false,
+            }),
+            Duration::from_secs(10),
+        );
+        let struck = node.disk().take_struck_faults();
+        assert_eq!(
+            struck,
+            vec!["fdatasync /data/logs/created-0/00000000000000000000.log".to_string()],
+            "the injected error strikes the new segment's sync"
+        );
+        let Some(Response::CreateTopics(answer)) = answer else {
+            panic!("no CreateTopics answer: {answer:?}");
+        };
+        assert_ne!(
+            answer.topics.first().map(|topic| topic.error),
+            Some(ErrorCode::None),
+            "CreateTopics acknowledged a topic whose segment fdatasync failed: {answer:?}"
+        );
     }
 }
