@@ -69,7 +69,7 @@ struct Faults {
     space_bytes_max: Option<u64>,
     read_only: bool,
     power_off_after_operations: Option<u64>,
-    /// The operations injected write and sync errors struck ("fdatasync <path>"), oldest
+    /// The operations injected write and sync errors struck (`fdatasync <path>`), oldest
     /// first, for a simulator's trace.
     struck: Vec<String>,
 }
@@ -161,7 +161,7 @@ impl SimDisk {
     }
 
     /// The operations injected write or sync errors struck since the last call
-    /// ("fdatasync <path>", "write <path>").
+    /// (`fdatasync <path>`, `write <path>`).
     pub fn take_struck_faults(&self) -> Vec<String> {
         std::mem::take(&mut self.state().faults.struck)
     }
