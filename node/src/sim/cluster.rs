@@ -139,6 +139,11 @@ pub struct Cluster {
     ledger: Ledger,
     trace: Trace,
     summary: Summary,
+    /// Network partitions draw from their own stream, so adding them kept the other
+    /// choices of every seed (and the pinned seeds) as they were.
+    partition_rng: ChaCha8Rng,
+    /// Cut links and when they heal: (ms, client, node).
+    partitions_until: Vec<(u64, Endpoint, Endpoint)>,
     /// The incarnation the ledger follows (one node today).
     ledger_incarnation: u64,
     /// Nodes on which a disk error was injected since their last start: a partition may be
@@ -184,6 +189,8 @@ impl Cluster {
                 seed,
                 ..Summary::default()
             },
+            partition_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_ca75),
+            partitions_until: Vec::new(),
             ledger_incarnation: 0,
             faults_struck_since_start: BTreeSet::new(),
         }
@@ -217,6 +224,7 @@ impl Cluster {
         // Settle: no more faults, every node up, only the group keeps talking.
         self.network.set_faults(NetworkFaults::none());
         self.network.heal();
+        self.partitions_until.clear();
         for id in &ids {
             // A power-off scheduled but not struck yet is called off.
             if let Some(node) = self.nodes.get(id) {
@@ -463,6 +471,38 @@ impl Cluster {
                 }
                 _ => {}
             }
+        }
+        // A network partition: one client cut off from a node both ways for a while.
+        if self.options.network_faults && self.partition_rng.random_range(0..3_000) == 0 {
+            let client = Endpoint::Client(
+                self.partition_rng
+                    .random_range(0..self.workload.client_count()) as u32,
+            );
+            if let Some(&node) = ids.get(self.partition_rng.random_range(0..ids.len())) {
+                let node = Endpoint::Node(node);
+                self.network.cut(client, node);
+                self.network.cut(node, client);
+                let until = self.now_ms + self.partition_rng.random_range(100..2_000);
+                self.partitions_until.push((until, client, node));
+                self.trace.record(
+                    self.now_ms,
+                    format!("network partition: {client:?} | {node:?}"),
+                );
+            }
+        }
+        let now_ms = self.now_ms;
+        let (over, on): (Vec<_>, Vec<_>) = self
+            .partitions_until
+            .drain(..)
+            .partition(|(until, _, _)| *until <= now_ms);
+        self.partitions_until = on;
+        for (_, client, node) in over {
+            self.network.restore(client, node);
+            self.network.restore(node, client);
+            self.trace.record(
+                self.now_ms,
+                format!("network partition healed: {client:?} | {node:?}"),
+            );
         }
         if self.options.network_faults && self.rng.random_range(0..2_000) == 0 {
             let client = self.rng.random_range(0..self.workload.client_count()) as u32;

@@ -162,6 +162,11 @@ impl SimNetwork {
         self.cut.insert((from, to));
     }
 
+    /// Restores the link from `from` to `to`.
+    pub fn restore(&mut self, from: Endpoint, to: Endpoint) {
+        self.cut.remove(&(from, to));
+    }
+
     /// Restores every cut link.
     pub fn heal(&mut self) {
         self.cut.clear();
