@@ -504,6 +504,7 @@ impl Workload {
                     *sequence += count;
                 }
                 let batch = encode_batch(&records, &options).ok()?;
+                ledger.values_sent(&values);
                 let acks = match rng.random_range(0..10) {
                     0 => Acks::None,
                     1..=3 => Acks::Leader,
@@ -626,7 +627,6 @@ impl Workload {
                 if now_ms < *next_heartbeat_ms {
                     return None;
                 }
-                let _ = ledger;
                 Some((
                     heartbeat(member_id, *epoch, assignment.clone()),
                     Purpose::Heartbeat { leaving: false },
