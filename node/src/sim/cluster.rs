@@ -710,6 +710,10 @@ pub const KNOWN_BUGS: &[(u64, &str)] = &[
         1005,
         "CreateTopics(topic-8, 3 partitions) is answered None at 5357 ms after an injected EIO struck the write of topic-8-2's first segment (5346 ms); after the final power loss and restart, topic-8/2 is offline: \"segment header truncated (0 of 16 bytes)\"",
     ),
+    (
+        1965,
+        "CreateTopics(topic-8, 3 partitions) is answered None at 2531 ms after an injected EIO struck the write of topic-8-2's first segment (2505 ms); after a power loss at 3002 ms and a restart, topic-8/2 is offline: \"segment header truncated (0 of 16 bytes)\"",
+    ),
 ];
 
 #[cfg(test)]
@@ -805,9 +809,9 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "bug: an acknowledged topic creation (an EIO struck its segment write or fdatasync) has a partition offline after a power loss; seeds 179, 983, 1005"]
+    #[ignore = "bug: an acknowledged topic creation (an EIO struck its segment write or fdatasync) has a partition offline after a power loss; seeds 179, 983, 1005, 1965"]
     fn bug_acknowledged_topic_creation_has_a_partition_offline_after_power_loss() {
-        let failures: Vec<String> = [179, 983, 1005]
+        let failures: Vec<String> = [179, 983, 1005, 1965]
             .into_iter()
             .filter_map(|seed| run_seed(seed, Some(&copy_module())).err())
             .map(|failure| failure.to_string())
