@@ -714,6 +714,14 @@ pub const KNOWN_BUGS: &[(u64, &str)] = &[
         1965,
         "CreateTopics(topic-8, 3 partitions) is answered None at 2531 ms after an injected EIO struck the write of topic-8-2's first segment (2505 ms); after a power loss at 3002 ms and a restart, topic-8/2 is offline: \"segment header truncated (0 of 16 bytes)\"",
     ),
+    (
+        11685,
+        "CreateTopics(topic-16, 3 partitions) is answered None at 5515 ms after injected EIOs struck the write of topic-16-2's and the fdatasync of topic-16-0's first segments (5508 ms); after a power loss at 5658 ms and a restart, topic-16/0 is offline: \"not a Ledge segment (bad magic)\"",
+    ),
+    (
+        12070,
+        "CreateTopics(topic-4, 1 partition) is answered None at 3503 ms after an injected EIO struck the write of topic-4-0's first segment (3492 ms); after a power loss at 3918 ms and a restart, topic-4/0 is offline: \"segment header truncated (0 of 16 bytes)\"",
+    ),
 ];
 
 #[cfg(test)]
@@ -809,9 +817,9 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "bug: an acknowledged topic creation (an EIO struck its segment write or fdatasync) has a partition offline after a power loss; seeds 179, 983, 1005, 1965"]
+    #[ignore = "bug: an acknowledged topic creation (an EIO struck its segment write or fdatasync) has a partition offline after a power loss; seeds 179, 983, 1005, 1965, 11685, 12070"]
     fn bug_acknowledged_topic_creation_has_a_partition_offline_after_power_loss() {
-        let failures: Vec<String> = [179, 983, 1005, 1965]
+        let failures: Vec<String> = [179, 983, 1005, 1965, 11685, 12070]
             .into_iter()
             .filter_map(|seed| run_seed(seed, Some(&copy_module())).err())
             .map(|failure| failure.to_string())
