@@ -329,6 +329,8 @@ pub(super) fn create_topic_wire(error: &CreateTopicError) -> (ErrorCode, String)
         CreateTopicError::AlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
         CreateTopicError::PartitionCount(error) => partition_count_code(error),
         CreateTopicError::Record { source, .. } => source.error_code(),
+        // Retriable, like any disk failure: nothing was recorded.
+        CreateTopicError::PartitionNotCreated { .. } => ErrorCode::StorageError,
     };
     (code, error.to_string())
 }
