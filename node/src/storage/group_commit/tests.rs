@@ -55,6 +55,7 @@ impl Swarm {
             flush_interval: Duration::from_millis(rng.random_range(1..50)),
             checkpoint_interval: Duration::from_millis(rng.random_range(0..100)),
             sync_for_readers: rng.random_bool(0.5),
+            commit_bytes_max: 4096,
         };
         let start = ManualClock::new(0).now();
         Self {
@@ -87,7 +88,7 @@ impl Swarm {
                 answers: 0,
             },
         );
-        self.queue.handle_append(id, last_offset, durability);
+        self.queue.handle_stamped(id, last_offset, durability);
     }
 
     /// One written group: new batches (acks=all or acks=1/0, which the log handles alike as
@@ -338,16 +339,17 @@ fn one_sync_covers_a_group_and_later_writes_wait() {
         flush_interval: Duration::from_millis(100),
         checkpoint_interval: Duration::from_secs(5),
         sync_for_readers: false,
+        commit_bytes_max: 4096,
     };
     let mut queue = CommitQueue::new(policy, 0, 0);
     queue.handle_written(now, 3, true);
     for (id, last) in [(0, 0), (1, 1), (2, 2)] {
-        queue.handle_append(id, last, AppendDurability::Synced);
+        queue.handle_stamped(id, last, AppendDurability::Synced);
     }
     assert_eq!(queue.poll_action(), Some(Action::StartSync));
     assert_eq!(queue.poll_action(), None);
     queue.handle_written(now, 4, true);
-    queue.handle_append(3, 3, AppendDurability::Synced);
+    queue.handle_stamped(3, 3, AppendDurability::Synced);
     assert_eq!(queue.poll_action(), None, "one sync at a time");
     queue.handle_sync_done(now, Ok(()));
     assert_eq!(queue.poll_action(), Some(Action::StoreCheckpoint));
@@ -371,10 +373,11 @@ fn written_data_is_synced_at_the_flush_interval_or_for_a_reader() {
         flush_interval: Duration::from_millis(100),
         checkpoint_interval: Duration::from_secs(5),
         sync_for_readers: true,
+        commit_bytes_max: 4096,
     };
     let mut queue = CommitQueue::new(policy, 0, 0);
     queue.handle_written(start, 1, true);
-    queue.handle_append(0, 0, AppendDurability::Written);
+    queue.handle_stamped(0, 0, AppendDurability::Written);
     assert_eq!(queue.poll_action(), Some(Action::Acknowledge(0)));
     assert_eq!(queue.poll_action(), None);
     let deadline = start + Duration::from_millis(100);
@@ -407,13 +410,14 @@ fn a_failed_sync_fails_the_waiting_appends_and_stops_everything() {
         flush_interval: Duration::from_millis(100),
         checkpoint_interval: Duration::ZERO,
         sync_for_readers: true,
+        commit_bytes_max: 4096,
     };
     let mut queue = CommitQueue::new(policy, 0, 0);
     queue.handle_written(now, 2, true);
-    queue.handle_append(0, 1, AppendDurability::Synced);
+    queue.handle_stamped(0, 1, AppendDurability::Synced);
     assert_eq!(queue.poll_action(), Some(Action::StartSync));
     queue.handle_written(now, 3, true);
-    queue.handle_append(1, 2, AppendDurability::Synced);
+    queue.handle_stamped(1, 2, AppendDurability::Synced);
     queue.handle_sync_done(now, Err("EIO".to_string()));
     for id in 0..2 {
         assert_eq!(

@@ -1,6 +1,9 @@
-//! The writer task: one per partition; it drains appends into groups, writes each group,
-//! runs the fdatasync and answers the appends once they are as durable as they asked.
+//! The writer task: one per partition; a thin driver of its `CommitQueue`. It hands the
+//! appends that arrive to the queue, writes the groups the queue forms (stamping offsets,
+//! checking producers, rolling the segment), runs the fdatasync and answers the appends as
+//! the queue decides.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +18,7 @@ use super::{Command, PendingAppend, Shared};
 use crate::clock::Clock;
 use crate::storage::checkpoint::Checkpoint;
 use crate::storage::disk::{Disk, DiskError, DiskFile};
-use crate::storage::group_commit::{Action, CommitPolicy, CommitQueue};
+use crate::storage::group_commit::{Action, AppendId, CommitPolicy, CommitQueue, Write};
 use crate::storage::producers::{ProducerStates, SequenceCheck};
 use crate::storage::record_count;
 use crate::storage::recovery::PARTITION_LEADER_EPOCH;
@@ -23,7 +26,7 @@ use crate::storage::segment::{self, ActiveSegmentStats};
 
 #[cfg(test)]
 thread_local! {
-    /// The size of every group the writers on this thread drained from their queue, so a
+    /// The size (in batches) of every group the writers on this thread wrote, so a
     /// test can prove its concurrent appends formed one group commit (and does not pass by
     /// accident when the scheduler splits them). Tests run each log on a current-thread
     /// runtime, so the writer task runs on the test's own thread.
@@ -44,8 +47,12 @@ pub(super) struct Writer<D: Disk> {
     pub(super) checkpoint: Checkpoint,
     /// Idempotent producers' sequences, as of everything written.
     pub(super) producers: ProducerStates,
-    /// The group-commit policy: when to sync, which appends to answer, when to checkpoint.
+    /// The group-commit policy: what to write, when to sync, which appends to answer, when
+    /// to checkpoint.
     pub(super) queue: CommitQueue<Staged>,
+    /// The batches of each append the queue holds, by the number it gave them, in arrival
+    /// order (the queue knows only their sizes).
+    pub(super) queued: VecDeque<(AppendId, Vec<PendingAppend>)>,
     /// The `fdatasync` running while later groups are written, if any (the queue decided
     /// to start it).
     pub(super) sync_in_flight: Option<SyncFuture>,
@@ -188,14 +195,13 @@ impl<D: Disk> Writer<D> {
             }
             match command {
                 Command::Append(first) => {
-                    let mut group = Vec::new();
-                    let mut chains = 0;
-                    let mut bytes = add_to_group(&mut group, first, &mut chains);
-                    while bytes < self.shared.config().commit_bytes_max {
+                    self.queue.set_policy(self.commit_policy());
+                    self.enqueue(first);
+                    // Appends already waiting join the queue while it wants more, so they
+                    // share a write and a sync; anything else waits until they are written.
+                    while self.queue.wants_appends() {
                         match commands.try_recv() {
-                            Ok(Command::Append(next)) => {
-                                bytes += add_to_group(&mut group, next, &mut chains);
-                            }
+                            Ok(Command::Append(next)) => self.enqueue(next),
                             Ok(other) => {
                                 deferred = Some(other);
                                 break;
@@ -203,10 +209,7 @@ impl<D: Disk> Writer<D> {
                             Err(_) => break,
                         }
                     }
-                    #[cfg(test)]
-                    GROUPS_DRAINED.with(|groups| groups.borrow_mut().push(group.len()));
-                    self.commit(group).await;
-                    self.run_actions().await;
+                    self.write_queued().await;
                 }
                 Command::DeleteBefore { offset, reply } => {
                     let _ = reply.send(self.delete_before(offset).await);
@@ -246,6 +249,35 @@ impl<D: Disk> Writer<D> {
             flush_interval: config.flush_interval,
             checkpoint_interval: config.recovery_checkpoint_interval,
             sync_for_readers: config.sync_for_readers,
+            commit_bytes_max: config.commit_bytes_max,
+        }
+    }
+
+    /// Hands an arrived append (the batches of one request to this partition) to the queue.
+    fn enqueue(&mut self, batches: Vec<PendingAppend>) {
+        let bytes = batches
+            .iter()
+            .map(|pending| pending.batch.len() as u64)
+            .sum();
+        let id = self.queue.handle_append(bytes);
+        self.queued.push_back((id, batches));
+    }
+
+    /// Writes every group the queue forms from the queued appends, carrying out what it
+    /// decides after each, until nothing is queued.
+    pub(super) async fn write_queued(&mut self) {
+        while let Some(Write { appends, .. }) = self.queue.poll_write() {
+            let mut group = Vec::new();
+            let mut chains = 0;
+            while let Some((_, batches)) = self.queued.pop_front_if(|(id, _)| appends.contains(id))
+            {
+                add_to_group(&mut group, batches, &mut chains);
+            }
+            #[cfg(test)]
+            GROUPS_DRAINED.with(|groups| groups.borrow_mut().push(group.len()));
+            self.commit(group).await;
+            self.queue.handle_write_done();
+            self.run_actions().await;
         }
     }
 
@@ -525,7 +557,7 @@ impl<D: Disk> Writer<D> {
         for batch in staged {
             // A duplicate of a batch synced earlier is answered at once.
             let (last_offset, durability) = (batch.outcome.last_offset, batch.durability);
-            self.queue.handle_append(batch, last_offset, durability);
+            self.queue.handle_stamped(batch, last_offset, durability);
         }
     }
 
