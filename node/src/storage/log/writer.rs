@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::storage::checkpoint::Checkpoint;
 use crate::storage::disk::{Disk, DiskError, DiskFile};
 use crate::storage::group_commit::{Action, AppendId, CommitPolicy, CommitQueue, Write};
-use crate::storage::producers::{ProducerStates, SequenceCheck};
+use crate::storage::producers::{ProducerEntry, ProducerStates, SequenceCheck};
 use crate::storage::record_count;
 use crate::storage::recovery::PARTITION_LEADER_EPOCH;
 use crate::storage::segment::{self, ActiveSegmentStats};
@@ -146,6 +146,142 @@ pub(super) struct Staged {
     position: u64,
     max_timestamp_ms: i64,
     bytes: u64,
+}
+
+/// Where a group starts: the active segment's end, and what stamping needs to know.
+struct GroupStart<'a> {
+    /// The byte position in the active segment the group is written at.
+    position: u64,
+    /// The offset its first new batch gets.
+    next_offset: i64,
+    /// The bytes of its batches together (the buffer's capacity).
+    bytes: u64,
+    /// The most idempotent producers remembered (`LogConfig::producers_max`).
+    producers_max: usize,
+    /// The partition directory, for the log lines.
+    directory: &'a std::path::Path,
+}
+
+/// A group stamped into one buffer: what to write and whom to answer once it is written.
+struct StampedGroup {
+    buffer: BytesMut,
+    /// The batches to answer (duplicates of earlier batches too, with no bytes of their own).
+    staged: Vec<Staged>,
+    records_written: u64,
+    /// Each producer's state before the group, to restore (newest first) if the write fails.
+    undo: Vec<(i64, Option<ProducerEntry>)>,
+    /// One past the group's last offset.
+    next_offset: i64,
+}
+
+/// Checks each batch of a group against its producer's sequence and copies the accepted
+/// ones into one buffer, stamped with their base offsets; refuses the rest (breaking their
+/// chains) and answers duplicates with their original offsets. No IO: the caller writes the
+/// buffer.
+fn stamp_group(
+    group: Vec<PendingAppend>,
+    producers: &mut ProducerStates,
+    group_start: &GroupStart<'_>,
+    broken: &mut BrokenChains,
+) -> StampedGroup {
+    let mut next_offset = group_start.next_offset;
+    let mut buffer = BytesMut::with_capacity(group_start.bytes as usize);
+    let mut staged = Vec::with_capacity(group.len());
+    let mut records_written = 0u64;
+    let mut undo = Vec::new();
+    for pending in group {
+        if pending.chain.is_some_and(|chain| broken.contains(&chain)) {
+            continue;
+        }
+        match producers.check(&pending.header) {
+            SequenceCheck::Accept => {}
+            SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => {
+                tracing::debug!(
+                    directory = %group_start.directory.display(),
+                    producer_id = pending.header.producer_id,
+                    base_sequence = pending.header.base_sequence,
+                    base_offset,
+                    "duplicate batch from an idempotent producer; answered with its original offsets"
+                );
+                // A retry of a batch already in the log: answer with its offsets once it
+                // is as durable as this request asks (it may still be unsynced).
+                staged.push(Staged {
+                    chain: pending.chain,
+                    reply: pending.reply,
+                    outcome: AppendOutcome {
+                        base_offset,
+                        last_offset,
+                    },
+                    durability: pending.durability,
+                    position: 0,
+                    max_timestamp_ms: pending.header.max_timestamp,
+                    bytes: 0,
+                });
+                continue;
+            }
+            SequenceCheck::OutOfOrder { expected, received } => {
+                let error = AppendError::OutOfOrderSequence { expected, received };
+                refuse(pending.reply, pending.chain, error, broken);
+                continue;
+            }
+            SequenceCheck::UnknownProducer { received } => {
+                let error = AppendError::UnknownProducer { received };
+                refuse(pending.reply, pending.chain, error, broken);
+                continue;
+            }
+            SequenceCheck::StaleEpoch { current, received } => {
+                let error = AppendError::InvalidProducerEpoch { current, received };
+                refuse(pending.reply, pending.chain, error, broken);
+                continue;
+            }
+        }
+        let position = group_start.position + buffer.len() as u64;
+        let start = buffer.len();
+        buffer.extend_from_slice(&pending.batch);
+        let stamped = buffer
+            .get_mut(start..)
+            .expect("the batch was just appended");
+        // The batch was validated on append, so its header is present and stamping
+        // cannot fail; the CRC does not cover these two fields.
+        let stamp = set_base_offset(stamped, next_offset)
+            .and_then(|()| set_partition_leader_epoch(stamped, PARTITION_LEADER_EPOCH));
+        if let Err(error) = stamp {
+            buffer.truncate(start);
+            let error = AppendError::InvalidBatch(error);
+            refuse(pending.reply, pending.chain, error, broken);
+            continue;
+        }
+        let last_offset = next_offset + i64::from(pending.header.last_offset_delta);
+        if pending.header.producer_id >= 0 {
+            let previous =
+                producers.record(&pending.header, next_offset, group_start.producers_max);
+            undo.push((pending.header.producer_id, previous));
+        }
+        records_written += record_count::stored_records(&pending.header);
+        staged.push(Staged {
+            chain: pending.chain,
+            reply: pending.reply,
+            outcome: AppendOutcome {
+                base_offset: next_offset,
+                last_offset,
+            },
+            durability: pending.durability,
+            position,
+            max_timestamp_ms: pending.header.max_timestamp,
+            bytes: pending.batch.len() as u64,
+        });
+        next_offset = last_offset + 1;
+    }
+    StampedGroup {
+        buffer,
+        staged,
+        records_written,
+        undo,
+        next_offset,
+    }
 }
 
 impl<D: Disk> Writer<D> {
@@ -382,7 +518,7 @@ impl<D: Disk> Writer<D> {
             }
         }
 
-        let (file, start_position, mut next_offset) = {
+        let (file, start_position, next_offset) = {
             let state = self.shared.read_state();
             let active = state.active();
             (
@@ -391,99 +527,24 @@ impl<D: Disk> Writer<D> {
                 active.next_offset,
             )
         };
-        let mut buffer = BytesMut::with_capacity(total_bytes as usize);
-        let mut staged = Vec::with_capacity(group.len());
-        let mut records_written = 0u64;
-        let mut undo = Vec::new();
-        for pending in group {
-            if pending.chain.is_some_and(|chain| broken.contains(&chain)) {
-                continue;
-            }
-            match self.producers.check(&pending.header) {
-                SequenceCheck::Accept => {}
-                SequenceCheck::Duplicate {
-                    base_offset,
-                    last_offset,
-                } => {
-                    tracing::debug!(
-                        directory = %self.shared.directory.display(),
-                        producer_id = pending.header.producer_id,
-                        base_sequence = pending.header.base_sequence,
-                        base_offset,
-                        "duplicate batch from an idempotent producer; answered with its original offsets"
-                    );
-                    // A retry of a batch already in the log: answer with its offsets once it
-                    // is as durable as this request asks (it may still be unsynced).
-                    staged.push(Staged {
-                        chain: pending.chain,
-                        reply: pending.reply,
-                        outcome: AppendOutcome {
-                            base_offset,
-                            last_offset,
-                        },
-                        durability: pending.durability,
-                        position: 0,
-                        max_timestamp_ms: pending.header.max_timestamp,
-                        bytes: 0,
-                    });
-                    continue;
-                }
-                SequenceCheck::OutOfOrder { expected, received } => {
-                    let error = AppendError::OutOfOrderSequence { expected, received };
-                    refuse(pending.reply, pending.chain, error, broken);
-                    continue;
-                }
-                SequenceCheck::UnknownProducer { received } => {
-                    let error = AppendError::UnknownProducer { received };
-                    refuse(pending.reply, pending.chain, error, broken);
-                    continue;
-                }
-                SequenceCheck::StaleEpoch { current, received } => {
-                    let error = AppendError::InvalidProducerEpoch { current, received };
-                    refuse(pending.reply, pending.chain, error, broken);
-                    continue;
-                }
-            }
-            let position = start_position + buffer.len() as u64;
-            let start = buffer.len();
-            buffer.extend_from_slice(&pending.batch);
-            let stamped = buffer
-                .get_mut(start..)
-                .expect("the batch was just appended");
-            // The batch was validated on append, so its header is present and stamping
-            // cannot fail; the CRC does not cover these two fields.
-            let stamp = set_base_offset(stamped, next_offset)
-                .and_then(|()| set_partition_leader_epoch(stamped, PARTITION_LEADER_EPOCH));
-            if let Err(error) = stamp {
-                buffer.truncate(start);
-                let error = AppendError::InvalidBatch(error);
-                refuse(pending.reply, pending.chain, error, broken);
-                continue;
-            }
-            let last_offset = next_offset + i64::from(pending.header.last_offset_delta);
-            if pending.header.producer_id >= 0 {
-                let previous = self.producers.record(
-                    &pending.header,
-                    next_offset,
-                    self.shared.config().producers_max,
-                );
-                undo.push((pending.header.producer_id, previous));
-            }
-            records_written += record_count::stored_records(&pending.header);
-            staged.push(Staged {
-                chain: pending.chain,
-                reply: pending.reply,
-                outcome: AppendOutcome {
-                    base_offset: next_offset,
-                    last_offset,
-                },
-                durability: pending.durability,
-                position,
-                max_timestamp_ms: pending.header.max_timestamp,
-                bytes: pending.batch.len() as u64,
-            });
-            next_offset = last_offset + 1;
-        }
+        let StampedGroup {
+            buffer,
+            staged,
+            records_written,
+            undo,
+            next_offset,
+        } = stamp_group(
+            group,
+            &mut self.producers,
+            &GroupStart {
+                position: start_position,
+                next_offset,
+                bytes: total_bytes,
+                producers_max: self.shared.config().producers_max,
+                directory: &self.shared.directory,
+            },
+            broken,
+        );
         if staged.is_empty() {
             return;
         }
