@@ -14,11 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::append::{AppendDurability, AppendOutcome};
 use super::error::{AppendError, copy_disk_error};
 use super::open::write_checkpoint;
-use super::{Command, PendingAppend, Shared};
+use super::{Command, LogState, PendingAppend, Shared};
 use crate::clock::Clock;
 use crate::storage::checkpoint::Checkpoint;
 use crate::storage::disk::{Disk, DiskError, DiskFile};
 use crate::storage::group_commit::{Action, AppendId, CommitPolicy, CommitQueue, Write};
+use crate::storage::index::NoteBatchError;
 use crate::storage::producers::{ProducerEntry, ProducerStates, SequenceCheck};
 use crate::storage::record_count;
 use crate::storage::recovery::PARTITION_LEADER_EPOCH;
@@ -282,6 +283,57 @@ fn stamp_group(
         undo,
         next_offset,
     }
+}
+
+/// Notes a written group in the active segment (index entries, records, size, next offset,
+/// first append time) and counts its records as above the high watermark; `bytes` is where
+/// it was written. A batch the index cannot hold is refused, and then nothing else changes.
+fn note_written<F>(
+    state: &mut LogState<F>,
+    staged: &[Staged],
+    bytes: std::ops::Range<u64>,
+    next_offset: i64,
+    records_written: u64,
+    now_ms: i64,
+) -> Result<(), NoteBatchError> {
+    let active = state.active_mut();
+    // The roll rule keeps every batch within what the index holds; should a batch
+    // still not fit, the index refuses it rather than panic, and the caller fences
+    // the log with the bytes written but never acknowledged or made visible (entries
+    // noted before the refusal lie above the high watermark, where no reader looks,
+    // and the reopen that clears the fence rebuilds the index from the file).
+    let indexed = staged
+        .iter()
+        .filter(|batch| batch.bytes > 0)
+        .try_for_each(|batch| {
+            active.index.note_batch(
+                batch.position,
+                batch.outcome.base_offset,
+                batch.max_timestamp_ms,
+                batch.bytes,
+            )
+        });
+    if indexed.is_ok() {
+        active.index.note_records(records_written);
+        active.size_bytes = bytes.end;
+        active.next_offset = next_offset;
+        if !bytes.is_empty() {
+            active.first_append_ms.get_or_insert(now_ms);
+        }
+        // Counted, but readable only once a sync moves the high watermark past them.
+        let high_watermark = state.high_watermark;
+        let unsynced = &mut state.records_above_high_watermark;
+        while unsynced
+            .front()
+            .is_some_and(|(end, _)| *end <= high_watermark)
+        {
+            unsynced.pop_front();
+        }
+        if records_written > 0 {
+            unsynced.push_back((next_offset, records_written));
+        }
+    }
+    indexed
 }
 
 impl<D: Disk> Writer<D> {
@@ -562,47 +614,14 @@ impl<D: Disk> Writer<D> {
             self.fail_write(&*file, start_position, error, staged).await;
             return;
         }
-        let indexed = {
-            let mut state = self.shared.write_state();
-            let active = state.active_mut();
-            // The roll rule keeps every batch within what the index holds; should a batch
-            // still not fit, the index refuses it rather than panic, and the log is fenced
-            // below with the bytes written but never acknowledged or made visible (entries
-            // noted before the refusal lie above the high watermark, where no reader looks,
-            // and the reopen that clears the fence rebuilds the index from the file).
-            let indexed = staged
-                .iter()
-                .filter(|batch| batch.bytes > 0)
-                .try_for_each(|batch| {
-                    active.index.note_batch(
-                        batch.position,
-                        batch.outcome.base_offset,
-                        batch.max_timestamp_ms,
-                        batch.bytes,
-                    )
-                });
-            if indexed.is_ok() {
-                active.index.note_records(records_written);
-                active.size_bytes = start_position + written;
-                active.next_offset = next_offset;
-                if written > 0 {
-                    active.first_append_ms.get_or_insert(now_ms);
-                }
-                // Counted, but readable only once a sync moves the high watermark past them.
-                let high_watermark = state.high_watermark;
-                let unsynced = &mut state.records_above_high_watermark;
-                while unsynced
-                    .front()
-                    .is_some_and(|(end, _)| *end <= high_watermark)
-                {
-                    unsynced.pop_front();
-                }
-                if records_written > 0 {
-                    unsynced.push_back((next_offset, records_written));
-                }
-            }
-            indexed
-        };
+        let indexed = note_written(
+            &mut self.shared.write_state(),
+            &staged,
+            start_position..start_position + written,
+            next_offset,
+            records_written,
+            now_ms,
+        );
         if let Err(error) = indexed {
             let reason = format!("a written batch does not fit the segment index: {error}");
             self.fence(reason.clone());
