@@ -1,12 +1,18 @@
 //! `CommitQueue`: the group-commit policy of one partition log, free of IO.
 //!
-//! The writer task (`log/writer.rs`) writes groups of batches and runs the `fdatasync`; this
-//! state machine decides when a sync starts, what it covers, which appends it answers and
-//! when the recovery checkpoint is stored. In quinn's shape: events go in through
-//! `handle_*` (with the time passed in), decisions come out of [`CommitQueue::poll_action`],
-//! and [`CommitQueue::poll_timeout`] says when to call [`CommitQueue::handle_timeout`].
+//! The writer task (`log/writer.rs`) stamps and writes batches and runs the `fdatasync`; this
+//! state machine decides which queued appends form the next write, when a sync starts, what
+//! it covers, which appends it answers and when the recovery checkpoint is stored. In
+//! quinn's shape: events go in through `handle_*` (with the time passed in), the next write
+//! comes out of [`CommitQueue::poll_write`] (as quinn's `poll_transmit`), every other
+//! decision out of [`CommitQueue::poll_action`], and [`CommitQueue::poll_timeout`] says when
+//! to call [`CommitQueue::handle_timeout`].
 //!
 //! The policy:
+//! - appends are written in arrival order, each exactly once, one write at a time; a write
+//!   takes the oldest queued append and as many following ones as fit `commit_bytes_max`
+//!   together (one append larger than that is written alone); the driver splits a write
+//!   where the segment rolls;
 //! - one sync at a time; data written while it runs waits for the next one;
 //! - a sync starts as soon as an acks=all append waits, or a reader waits at the end of
 //!   the log (`sync_for_readers`) while data is unsynced, or the oldest unsynced write is
@@ -20,6 +26,7 @@
 //!   further syncs and acknowledgements.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use super::log::AppendDurability;
@@ -34,6 +41,29 @@ pub struct CommitPolicy {
     pub checkpoint_interval: Duration,
     /// Whether a reader waiting at the end of the log starts a sync of unsynced data.
     pub sync_for_readers: bool,
+    /// The most bytes one write takes from the queue, unless one append alone is larger
+    /// (`log.commit_bytes_max`).
+    pub commit_bytes_max: u64,
+}
+
+/// The number the queue gave an append when it arrived; appends are numbered in arrival
+/// order from 0.
+pub type AppendId = u64;
+
+/// The next group to write: [`CommitQueue::poll_write`]'s answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Write {
+    /// The queued appends to write, in arrival order: the oldest not written yet first.
+    pub appends: Range<AppendId>,
+    /// Their bytes together.
+    pub bytes: u64,
+}
+
+/// An append waiting to be written.
+#[derive(Debug)]
+struct QueuedAppend {
+    id: AppendId,
+    bytes: u64,
 }
 
 /// What the driver must do next.
@@ -79,6 +109,14 @@ pub struct CommitQueue<W> {
     /// A sync was asked for even if nothing is unsynced (a roll, a close).
     sync_requested: bool,
     actions: VecDeque<Action<W>>,
+    /// Appends not yet taken by a write, in arrival order.
+    queued: VecDeque<QueuedAppend>,
+    /// Their bytes together.
+    queued_bytes: u64,
+    /// The number the next arriving append gets.
+    next_append: AppendId,
+    /// A write was handed out and its end not yet reported.
+    write_in_flight: bool,
 }
 
 impl<W> CommitQueue<W> {
@@ -97,12 +135,66 @@ impl<W> CommitQueue<W> {
             flush_due: false,
             sync_requested: false,
             actions: VecDeque::new(),
+            queued: VecDeque::new(),
+            queued_bytes: 0,
+            next_append: 0,
+            write_in_flight: false,
         }
     }
 
     /// Follows a changed configuration from the next decision on.
     pub fn set_policy(&mut self, policy: CommitPolicy) {
         self.policy = policy;
+    }
+
+    /// An append of `bytes` arrived: it waits for a write; returns its number, by which
+    /// [`Write::appends`] names it.
+    pub fn handle_append(&mut self, bytes: u64) -> AppendId {
+        let id = self.next_append;
+        self.next_append += 1;
+        self.queued.push_back(QueuedAppend { id, bytes });
+        self.queued_bytes = self.queued_bytes.saturating_add(bytes);
+        id
+    }
+
+    /// Whether the queue holds less than one full write, so the driver should take more
+    /// arrived appends in before writing (more of them share one write and one sync).
+    pub fn wants_appends(&self) -> bool {
+        self.queued_bytes < self.policy.commit_bytes_max
+    }
+
+    /// The next group to write, if no write is in flight and any append waits. The driver
+    /// writes it (refusing what the log cannot take), reports the offsets written with
+    /// [`handle_written`](Self::handle_written), each append written with
+    /// [`handle_stamped`](Self::handle_stamped), and the write's end with
+    /// [`handle_write_done`](Self::handle_write_done).
+    pub fn poll_write(&mut self) -> Option<Write> {
+        if self.write_in_flight {
+            return None;
+        }
+        let first = self.queued.pop_front()?;
+        let start = first.id;
+        let mut end = first.id + 1;
+        let mut bytes = first.bytes;
+        while let Some(next) = self.queued.front()
+            && bytes.saturating_add(next.bytes) <= self.policy.commit_bytes_max
+        {
+            bytes += next.bytes;
+            end = next.id + 1;
+            self.queued.pop_front();
+        }
+        self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
+        self.write_in_flight = true;
+        Some(Write {
+            appends: start..end,
+            bytes,
+        })
+    }
+
+    /// The write in flight ended: each of its appends is written (and reported), or was
+    /// refused and answered by the driver. The next write may start.
+    pub fn handle_write_done(&mut self) {
+        self.write_in_flight = false;
     }
 
     /// Data was written up to `next_offset` (exclusive); `wrote_bytes` is false for a
@@ -116,7 +208,7 @@ impl<W> CommitQueue<W> {
 
     /// An append written (or a duplicate of one written earlier) whose last offset is
     /// `last_offset` waits to be answered as durably as it asked.
-    pub fn handle_append(&mut self, waiter: W, last_offset: i64, durability: AppendDurability) {
+    pub fn handle_stamped(&mut self, waiter: W, last_offset: i64, durability: AppendDurability) {
         if let Some(reason) = &self.fenced {
             let reason = reason.clone();
             self.actions.push_back(Action::Fail { waiter, reason });

@@ -1,6 +1,6 @@
-//! `CommitQueue` alone, without a runtime or a disk: a seeded swarm of appends, sync
-//! completions and failures, readers and time, checked after every step against a model of
-//! what the disk holds.
+//! `CommitQueue` alone, without a runtime or a disk: a seeded swarm of arriving appends,
+//! writes, sync completions and failures, readers and time, checked after every step
+//! against a model of what the disk holds.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Action, CommitPolicy, CommitQueue};
+use super::{Action, CommitPolicy, CommitQueue, Write};
 use crate::clock::{Clock, ManualClock};
 use crate::sim;
 use crate::storage::log::AppendDurability;
@@ -46,6 +46,15 @@ struct Swarm {
     checkpoint_allowed: bool,
     syncs_started: u64,
     checkpoints: u64,
+    /// The size of every append that arrived, by its number.
+    arrived: Vec<u64>,
+    /// The number of the oldest append no write took yet.
+    next_unwritten: u64,
+    /// The write the queue handed out and the driver has not finished yet.
+    write_in_flight: Option<Write>,
+    writes: u64,
+    /// Appends refused because the log was fenced when their write ran.
+    refused: u64,
 }
 
 impl Swarm {
@@ -55,6 +64,7 @@ impl Swarm {
             flush_interval: Duration::from_millis(rng.random_range(1..50)),
             checkpoint_interval: Duration::from_millis(rng.random_range(0..100)),
             sync_for_readers: rng.random_bool(0.5),
+            commit_bytes_max: rng.random_range(64..4096),
         };
         let start = ManualClock::new(0).now();
         Self {
@@ -73,6 +83,11 @@ impl Swarm {
             checkpoint_allowed: false,
             syncs_started: 0,
             checkpoints: 0,
+            arrived: Vec::new(),
+            next_unwritten: 0,
+            write_in_flight: None,
+            writes: 0,
+            refused: 0,
         }
     }
 
@@ -87,19 +102,104 @@ impl Swarm {
                 answers: 0,
             },
         );
-        self.queue.handle_append(id, last_offset, durability);
+        self.queue.handle_stamped(id, last_offset, durability);
     }
 
-    /// One written group: new batches (acks=all or acks=1/0, which the log handles alike as
-    /// `Written`) and retried duplicates of batches written before.
-    fn append_group(&mut self) {
-        if self.fenced {
-            // The writer refuses appends to a fenced log before they reach the queue.
+    /// An append arrives: mostly smaller than a write may be, now and then larger.
+    fn arrive(&mut self) {
+        let max = self.policy.commit_bytes_max;
+        let bytes = if self.rng.random_bool(0.05) {
+            self.rng.random_range(max + 1..max * 2)
+        } else {
+            self.rng.random_range(1..max / 2)
+        };
+        let id = self.queue.handle_append(bytes);
+        assert_eq!(
+            id,
+            self.arrived.len() as u64,
+            "appends numbered in arrival order"
+        );
+        self.arrived.push(bytes);
+        assert_eq!(
+            self.queue.wants_appends(),
+            self.arrived[usize::try_from(self.next_unwritten).expect("small")..]
+                .iter()
+                .sum::<u64>()
+                < max,
+            "wants more appends exactly while less than a write is queued"
+        );
+    }
+
+    /// The driver asks for the next write and checks it against what arrived.
+    fn start_write(&mut self) {
+        let Some(write) = self.queue.poll_write() else {
+            assert!(
+                self.write_in_flight.is_some() || self.next_unwritten == self.arrived.len() as u64,
+                "no write handed out while appends wait and none is in flight"
+            );
             return;
+        };
+        assert!(
+            self.write_in_flight.is_none(),
+            "a second write handed out while {:?} is in flight",
+            self.write_in_flight
+        );
+        let Write { appends, bytes } = &write;
+        assert_eq!(
+            appends.start, self.next_unwritten,
+            "a write must take the oldest unwritten append: none twice, none skipped"
+        );
+        assert!(
+            !appends.is_empty() && appends.end <= self.arrived.len() as u64,
+            "write {write:?} of appends that did not arrive ({} did)",
+            self.arrived.len()
+        );
+        let index = |id: u64| usize::try_from(id).expect("small");
+        let sizes = &self.arrived[index(appends.start)..index(appends.end)];
+        assert_eq!(*bytes, sizes.iter().sum::<u64>(), "the write's bytes");
+        let max = self.policy.commit_bytes_max;
+        assert!(
+            *bytes <= max || sizes.len() == 1,
+            "write {write:?} larger than {max} with more than one append"
+        );
+        if let Some(next) = self.arrived.get(index(appends.end)) {
+            assert!(
+                bytes + next > max,
+                "write {write:?} left out append {} that fits ({next} bytes, max {max})",
+                appends.end
+            );
         }
+        self.next_unwritten = appends.end;
+        self.writes += 1;
+        self.write_in_flight = Some(write);
+    }
+
+    /// The write in flight ends: each of its appends is one written batch group (new
+    /// batches, acks=all or acks=1/0, which the log handles alike as `Written`, and retried
+    /// duplicates of batches written before), or refused if the log is fenced.
+    fn finish_write(&mut self) {
+        let Some(write) = self.write_in_flight.take() else {
+            return;
+        };
+        assert!(
+            self.queue.poll_write().is_none(),
+            "a write handed out while one runs"
+        );
+        if self.fenced {
+            // The writer refuses appends to a fenced log; they never reach the sync queue.
+            self.refused += write.appends.end - write.appends.start;
+        } else {
+            for _ in write.appends {
+                self.append_group();
+            }
+        }
+        self.queue.handle_write_done();
+    }
+
+    fn append_group(&mut self) {
         let mut batches = Vec::new();
         let mut wrote = false;
-        for _ in 0..self.rng.random_range(1..6) {
+        for _ in 0..self.rng.random_range(1..5) {
             let durability = if self.rng.random_bool(0.5) {
                 AppendDurability::Synced
             } else {
@@ -254,8 +354,10 @@ impl Swarm {
 
     fn step(&mut self) {
         match self.rng.random_range(0..10) {
-            0..=3 => self.append_group(),
-            4..=6 => {
+            0..=2 => self.arrive(),
+            3 => self.start_write(),
+            4 => self.finish_write(),
+            5 | 6 => {
                 let by = Duration::from_millis(self.rng.random_range(0..20));
                 self.advance(by);
             }
@@ -277,6 +379,21 @@ impl Swarm {
     /// No more appends: time runs until nothing is left to do, then every waiter must have
     /// its one answer (acknowledged, or failed by a fence).
     fn finish(&mut self) {
+        // Every append that arrived is written (or refused on a fenced log), exactly once.
+        self.finish_write();
+        loop {
+            self.start_write();
+            if self.write_in_flight.is_none() {
+                break;
+            }
+            self.finish_write();
+            self.deliver_due();
+        }
+        assert_eq!(
+            self.next_unwritten,
+            self.arrived.len() as u64,
+            "appends left unwritten"
+        );
         for _ in 0..1000 {
             if self.sync.is_none() && self.queue.poll_timeout().is_none() {
                 break;
@@ -302,15 +419,18 @@ impl Swarm {
 }
 
 // Goal: the group-commit policy keeps its promises under any order and timing of appends,
-// sync completions and failures, readers and time: never an acks=all answer above what a
-// finished sync covers, one sync at a time, acks=1 data synced within the flush interval,
-// every append answered exactly once, nothing acknowledged after a fence.
+// writes, sync completions and failures, readers and time: appends written in arrival
+// order, each once, one write at a time, none larger than commit_bytes_max unless one
+// append alone is, every append written (or refused when fenced); never an acks=all answer
+// above what a finished sync covers, one sync at a time, acks=1 data synced within the
+// flush interval, every append answered exactly once, nothing acknowledged after a fence.
 #[test]
 fn commit_queue_swarm() {
     let mut totals = (0u64, 0u64, 0u64, 0u64);
+    let (mut writes, mut oversized, mut refused) = (0u64, 0u64, 0u64);
     for seed in sim::seeds(1, 500) {
         let mut swarm = Swarm::new(seed);
-        for _ in 0..300 {
+        for _ in 0..600 {
             swarm.step();
         }
         swarm.finish();
@@ -318,6 +438,10 @@ fn commit_queue_swarm() {
         totals.1 += swarm.syncs_started;
         totals.2 += swarm.checkpoints;
         totals.3 += u64::from(swarm.fenced);
+        writes += swarm.writes;
+        let max = swarm.policy.commit_bytes_max;
+        oversized += swarm.arrived.iter().filter(|bytes| **bytes > max).count() as u64;
+        refused += swarm.refused;
     }
     // The swarm reaches what it is meant to test (if these fail, it stopped testing).
     let (waiters, syncs, checkpoints, fenced) = totals;
@@ -326,6 +450,9 @@ fn commit_queue_swarm() {
         assert!(syncs > 10_000, "{syncs} syncs");
         assert!(checkpoints > 1_000, "{checkpoints} checkpoints");
         assert!(fenced > 10 && fenced < 490, "{fenced} of 500 runs fenced");
+        assert!(writes > 10_000, "{writes} writes");
+        assert!(oversized > 1_000, "{oversized} appends larger than a write");
+        assert!(refused > 100, "{refused} appends refused on a fenced log");
     }
 }
 
@@ -338,16 +465,17 @@ fn one_sync_covers_a_group_and_later_writes_wait() {
         flush_interval: Duration::from_millis(100),
         checkpoint_interval: Duration::from_secs(5),
         sync_for_readers: false,
+        commit_bytes_max: 4096,
     };
     let mut queue = CommitQueue::new(policy, 0, 0);
     queue.handle_written(now, 3, true);
     for (id, last) in [(0, 0), (1, 1), (2, 2)] {
-        queue.handle_append(id, last, AppendDurability::Synced);
+        queue.handle_stamped(id, last, AppendDurability::Synced);
     }
     assert_eq!(queue.poll_action(), Some(Action::StartSync));
     assert_eq!(queue.poll_action(), None);
     queue.handle_written(now, 4, true);
-    queue.handle_append(3, 3, AppendDurability::Synced);
+    queue.handle_stamped(3, 3, AppendDurability::Synced);
     assert_eq!(queue.poll_action(), None, "one sync at a time");
     queue.handle_sync_done(now, Ok(()));
     assert_eq!(queue.poll_action(), Some(Action::StoreCheckpoint));
@@ -371,10 +499,11 @@ fn written_data_is_synced_at_the_flush_interval_or_for_a_reader() {
         flush_interval: Duration::from_millis(100),
         checkpoint_interval: Duration::from_secs(5),
         sync_for_readers: true,
+        commit_bytes_max: 4096,
     };
     let mut queue = CommitQueue::new(policy, 0, 0);
     queue.handle_written(start, 1, true);
-    queue.handle_append(0, 0, AppendDurability::Written);
+    queue.handle_stamped(0, 0, AppendDurability::Written);
     assert_eq!(queue.poll_action(), Some(Action::Acknowledge(0)));
     assert_eq!(queue.poll_action(), None);
     let deadline = start + Duration::from_millis(100);
@@ -407,13 +536,14 @@ fn a_failed_sync_fails_the_waiting_appends_and_stops_everything() {
         flush_interval: Duration::from_millis(100),
         checkpoint_interval: Duration::ZERO,
         sync_for_readers: true,
+        commit_bytes_max: 4096,
     };
     let mut queue = CommitQueue::new(policy, 0, 0);
     queue.handle_written(now, 2, true);
-    queue.handle_append(0, 1, AppendDurability::Synced);
+    queue.handle_stamped(0, 1, AppendDurability::Synced);
     assert_eq!(queue.poll_action(), Some(Action::StartSync));
     queue.handle_written(now, 3, true);
-    queue.handle_append(1, 2, AppendDurability::Synced);
+    queue.handle_stamped(1, 2, AppendDurability::Synced);
     queue.handle_sync_done(now, Err("EIO".to_string()));
     for id in 0..2 {
         assert_eq!(
@@ -429,4 +559,60 @@ fn a_failed_sync_fails_the_waiting_appends_and_stops_everything() {
     assert_eq!(queue.poll_action(), None);
     assert_eq!(queue.poll_timeout(), None);
     assert_eq!(queue.durable_end(), 0);
+}
+
+// Goal: a write takes the oldest queued appends, in arrival order, as many as fit
+// commit_bytes_max together; one larger append goes alone; the next write waits for the
+// end of the one in flight.
+#[test]
+fn writes_take_queued_appends_in_order_up_to_commit_bytes_max() {
+    let policy = CommitPolicy {
+        flush_interval: Duration::from_millis(100),
+        checkpoint_interval: Duration::from_secs(5),
+        sync_for_readers: false,
+        commit_bytes_max: 100,
+    };
+    let mut queue = CommitQueue::<u64>::new(policy, 0, 0);
+    assert_eq!(queue.poll_write(), None, "nothing queued");
+    for bytes in [40, 50, 20, 150, 30] {
+        queue.handle_append(bytes);
+    }
+    assert!(!queue.wants_appends(), "more than one write is queued");
+    assert_eq!(
+        queue.poll_write(),
+        Some(Write {
+            appends: 0..2,
+            bytes: 90
+        })
+    );
+    assert_eq!(queue.poll_write(), None, "one write at a time");
+    queue.handle_write_done();
+    assert_eq!(
+        queue.poll_write(),
+        Some(Write {
+            appends: 2..3,
+            bytes: 20
+        }),
+        "the 150-byte append does not fit after it"
+    );
+    queue.handle_write_done();
+    assert_eq!(
+        queue.poll_write(),
+        Some(Write {
+            appends: 3..4,
+            bytes: 150
+        }),
+        "an append larger than a write goes alone"
+    );
+    queue.handle_write_done();
+    assert!(queue.wants_appends());
+    assert_eq!(
+        queue.poll_write(),
+        Some(Write {
+            appends: 4..5,
+            bytes: 30
+        })
+    );
+    queue.handle_write_done();
+    assert_eq!(queue.poll_write(), None);
 }

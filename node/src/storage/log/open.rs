@@ -90,6 +90,7 @@ impl<D: Disk> PartitionLog<D> {
             flush_interval: config.flush_interval,
             checkpoint_interval: config.recovery_checkpoint_interval,
             sync_for_readers: config.sync_for_readers,
+            commit_bytes_max: config.commit_bytes_max,
         };
         let writer = Writer {
             disk,
@@ -100,6 +101,7 @@ impl<D: Disk> PartitionLog<D> {
             producers: opened.producers,
             queue: CommitQueue::new(policy, written_end, durable_end),
             sync_in_flight: None,
+            queued: std::collections::VecDeque::new(),
             last_synced,
         };
         tokio::spawn(writer.run(receiver));

@@ -1,6 +1,9 @@
-//! The writer task: one per partition; it drains appends into groups, writes each group,
-//! runs the fdatasync and answers the appends once they are as durable as they asked.
+//! The writer task: one per partition; a thin driver of its `CommitQueue`. It hands the
+//! appends that arrive to the queue, writes the groups the queue forms (stamping offsets,
+//! checking producers, rolling the segment), runs the fdatasync and answers the appends as
+//! the queue decides.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,19 +14,20 @@ use tokio::sync::{mpsc, oneshot};
 use super::append::{AppendDurability, AppendOutcome};
 use super::error::{AppendError, copy_disk_error};
 use super::open::write_checkpoint;
-use super::{Command, PendingAppend, Shared};
+use super::{Command, LogState, PendingAppend, Shared};
 use crate::clock::Clock;
 use crate::storage::checkpoint::Checkpoint;
 use crate::storage::disk::{Disk, DiskError, DiskFile};
-use crate::storage::group_commit::{Action, CommitPolicy, CommitQueue};
-use crate::storage::producers::{ProducerStates, SequenceCheck};
+use crate::storage::group_commit::{Action, AppendId, CommitPolicy, CommitQueue, Write};
+use crate::storage::index::NoteBatchError;
+use crate::storage::producers::{ProducerEntry, ProducerStates, SequenceCheck};
 use crate::storage::record_count;
 use crate::storage::recovery::PARTITION_LEADER_EPOCH;
 use crate::storage::segment::{self, ActiveSegmentStats};
 
 #[cfg(test)]
 thread_local! {
-    /// The size of every group the writers on this thread drained from their queue, so a
+    /// The size (in batches) of every group the writers on this thread wrote, so a
     /// test can prove its concurrent appends formed one group commit (and does not pass by
     /// accident when the scheduler splits them). Tests run each log on a current-thread
     /// runtime, so the writer task runs on the test's own thread.
@@ -44,8 +48,12 @@ pub(super) struct Writer<D: Disk> {
     pub(super) checkpoint: Checkpoint,
     /// Idempotent producers' sequences, as of everything written.
     pub(super) producers: ProducerStates,
-    /// The group-commit policy: when to sync, which appends to answer, when to checkpoint.
+    /// The group-commit policy: what to write, when to sync, which appends to answer, when
+    /// to checkpoint.
     pub(super) queue: CommitQueue<Staged>,
+    /// The batches of each append the queue holds, by the number it gave them, in arrival
+    /// order (the queue knows only their sizes).
+    pub(super) queued: VecDeque<(AppendId, Vec<PendingAppend>)>,
     /// The `fdatasync` running while later groups are written, if any (the queue decided
     /// to start it).
     pub(super) sync_in_flight: Option<SyncFuture>,
@@ -141,6 +149,193 @@ pub(super) struct Staged {
     bytes: u64,
 }
 
+/// Where a group starts: the active segment's end, and what stamping needs to know.
+struct GroupStart<'a> {
+    /// The byte position in the active segment the group is written at.
+    position: u64,
+    /// The offset its first new batch gets.
+    next_offset: i64,
+    /// The bytes of its batches together (the buffer's capacity).
+    bytes: u64,
+    /// The most idempotent producers remembered (`LogConfig::producers_max`).
+    producers_max: usize,
+    /// The partition directory, for the log lines.
+    directory: &'a std::path::Path,
+}
+
+/// A group stamped into one buffer: what to write and whom to answer once it is written.
+struct StampedGroup {
+    buffer: BytesMut,
+    /// The batches to answer (duplicates of earlier batches too, with no bytes of their own).
+    staged: Vec<Staged>,
+    records_written: u64,
+    /// Each producer's state before the group, to restore (newest first) if the write fails.
+    undo: Vec<(i64, Option<ProducerEntry>)>,
+    /// One past the group's last offset.
+    next_offset: i64,
+}
+
+/// Checks each batch of a group against its producer's sequence and copies the accepted
+/// ones into one buffer, stamped with their base offsets; refuses the rest (breaking their
+/// chains) and answers duplicates with their original offsets. No IO: the caller writes the
+/// buffer.
+fn stamp_group(
+    group: Vec<PendingAppend>,
+    producers: &mut ProducerStates,
+    group_start: &GroupStart<'_>,
+    broken: &mut BrokenChains,
+) -> StampedGroup {
+    let mut next_offset = group_start.next_offset;
+    let mut buffer = BytesMut::with_capacity(group_start.bytes as usize);
+    let mut staged = Vec::with_capacity(group.len());
+    let mut records_written = 0u64;
+    let mut undo = Vec::new();
+    for pending in group {
+        if pending.chain.is_some_and(|chain| broken.contains(&chain)) {
+            continue;
+        }
+        match producers.check(&pending.header) {
+            SequenceCheck::Accept => {}
+            SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => {
+                tracing::debug!(
+                    directory = %group_start.directory.display(),
+                    producer_id = pending.header.producer_id,
+                    base_sequence = pending.header.base_sequence,
+                    base_offset,
+                    "duplicate batch from an idempotent producer; answered with its original offsets"
+                );
+                // A retry of a batch already in the log: answer with its offsets once it
+                // is as durable as this request asks (it may still be unsynced).
+                staged.push(Staged {
+                    chain: pending.chain,
+                    reply: pending.reply,
+                    outcome: AppendOutcome {
+                        base_offset,
+                        last_offset,
+                    },
+                    durability: pending.durability,
+                    position: 0,
+                    max_timestamp_ms: pending.header.max_timestamp,
+                    bytes: 0,
+                });
+                continue;
+            }
+            SequenceCheck::OutOfOrder { expected, received } => {
+                let error = AppendError::OutOfOrderSequence { expected, received };
+                refuse(pending.reply, pending.chain, error, broken);
+                continue;
+            }
+            SequenceCheck::UnknownProducer { received } => {
+                let error = AppendError::UnknownProducer { received };
+                refuse(pending.reply, pending.chain, error, broken);
+                continue;
+            }
+            SequenceCheck::StaleEpoch { current, received } => {
+                let error = AppendError::InvalidProducerEpoch { current, received };
+                refuse(pending.reply, pending.chain, error, broken);
+                continue;
+            }
+        }
+        let position = group_start.position + buffer.len() as u64;
+        let start = buffer.len();
+        buffer.extend_from_slice(&pending.batch);
+        let stamped = buffer
+            .get_mut(start..)
+            .expect("the batch was just appended");
+        // The batch was validated on append, so its header is present and stamping
+        // cannot fail; the CRC does not cover these two fields.
+        let stamp = set_base_offset(stamped, next_offset)
+            .and_then(|()| set_partition_leader_epoch(stamped, PARTITION_LEADER_EPOCH));
+        if let Err(error) = stamp {
+            buffer.truncate(start);
+            let error = AppendError::InvalidBatch(error);
+            refuse(pending.reply, pending.chain, error, broken);
+            continue;
+        }
+        let last_offset = next_offset + i64::from(pending.header.last_offset_delta);
+        if pending.header.producer_id >= 0 {
+            let previous =
+                producers.record(&pending.header, next_offset, group_start.producers_max);
+            undo.push((pending.header.producer_id, previous));
+        }
+        records_written += record_count::stored_records(&pending.header);
+        staged.push(Staged {
+            chain: pending.chain,
+            reply: pending.reply,
+            outcome: AppendOutcome {
+                base_offset: next_offset,
+                last_offset,
+            },
+            durability: pending.durability,
+            position,
+            max_timestamp_ms: pending.header.max_timestamp,
+            bytes: pending.batch.len() as u64,
+        });
+        next_offset = last_offset + 1;
+    }
+    StampedGroup {
+        buffer,
+        staged,
+        records_written,
+        undo,
+        next_offset,
+    }
+}
+
+/// Notes a written group in the active segment (index entries, records, size, next offset,
+/// first append time) and counts its records as above the high watermark; `bytes` is where
+/// it was written. A batch the index cannot hold is refused, and then nothing else changes.
+fn note_written<F>(
+    state: &mut LogState<F>,
+    staged: &[Staged],
+    bytes: std::ops::Range<u64>,
+    next_offset: i64,
+    records_written: u64,
+    now_ms: i64,
+) -> Result<(), NoteBatchError> {
+    let active = state.active_mut();
+    // The roll rule keeps every batch within what the index holds; should a batch
+    // still not fit, the index refuses it rather than panic, and the caller fences
+    // the log with the bytes written but never acknowledged or made visible (entries
+    // noted before the refusal lie above the high watermark, where no reader looks,
+    // and the reopen that clears the fence rebuilds the index from the file).
+    let indexed = staged
+        .iter()
+        .filter(|batch| batch.bytes > 0)
+        .try_for_each(|batch| {
+            active.index.note_batch(
+                batch.position,
+                batch.outcome.base_offset,
+                batch.max_timestamp_ms,
+                batch.bytes,
+            )
+        });
+    if indexed.is_ok() {
+        active.index.note_records(records_written);
+        active.size_bytes = bytes.end;
+        active.next_offset = next_offset;
+        if !bytes.is_empty() {
+            active.first_append_ms.get_or_insert(now_ms);
+        }
+        // Counted, but readable only once a sync moves the high watermark past them.
+        let high_watermark = state.high_watermark;
+        let unsynced = &mut state.records_above_high_watermark;
+        while unsynced
+            .front()
+            .is_some_and(|(end, _)| *end <= high_watermark)
+        {
+            unsynced.pop_front();
+        }
+        if records_written > 0 {
+            unsynced.push_back((next_offset, records_written));
+        }
+    }
+    indexed
+}
+
 impl<D: Disk> Writer<D> {
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let shared = Arc::clone(&self.shared);
@@ -188,14 +383,13 @@ impl<D: Disk> Writer<D> {
             }
             match command {
                 Command::Append(first) => {
-                    let mut group = Vec::new();
-                    let mut chains = 0;
-                    let mut bytes = add_to_group(&mut group, first, &mut chains);
-                    while bytes < self.shared.config().commit_bytes_max {
+                    self.queue.set_policy(self.commit_policy());
+                    self.enqueue(first);
+                    // Appends already waiting join the queue while it wants more, so they
+                    // share a write and a sync; anything else waits until they are written.
+                    while self.queue.wants_appends() {
                         match commands.try_recv() {
-                            Ok(Command::Append(next)) => {
-                                bytes += add_to_group(&mut group, next, &mut chains);
-                            }
+                            Ok(Command::Append(next)) => self.enqueue(next),
                             Ok(other) => {
                                 deferred = Some(other);
                                 break;
@@ -203,10 +397,7 @@ impl<D: Disk> Writer<D> {
                             Err(_) => break,
                         }
                     }
-                    #[cfg(test)]
-                    GROUPS_DRAINED.with(|groups| groups.borrow_mut().push(group.len()));
-                    self.commit(group).await;
-                    self.run_actions().await;
+                    self.write_queued().await;
                 }
                 Command::DeleteBefore { offset, reply } => {
                     let _ = reply.send(self.delete_before(offset).await);
@@ -246,6 +437,35 @@ impl<D: Disk> Writer<D> {
             flush_interval: config.flush_interval,
             checkpoint_interval: config.recovery_checkpoint_interval,
             sync_for_readers: config.sync_for_readers,
+            commit_bytes_max: config.commit_bytes_max,
+        }
+    }
+
+    /// Hands an arrived append (the batches of one request to this partition) to the queue.
+    fn enqueue(&mut self, batches: Vec<PendingAppend>) {
+        let bytes = batches
+            .iter()
+            .map(|pending| pending.batch.len() as u64)
+            .sum();
+        let id = self.queue.handle_append(bytes);
+        self.queued.push_back((id, batches));
+    }
+
+    /// Writes every group the queue forms from the queued appends, carrying out what it
+    /// decides after each, until nothing is queued.
+    pub(super) async fn write_queued(&mut self) {
+        while let Some(Write { appends, .. }) = self.queue.poll_write() {
+            let mut group = Vec::new();
+            let mut chains = 0;
+            while let Some((_, batches)) = self.queued.pop_front_if(|(id, _)| appends.contains(id))
+            {
+                add_to_group(&mut group, batches, &mut chains);
+            }
+            #[cfg(test)]
+            GROUPS_DRAINED.with(|groups| groups.borrow_mut().push(group.len()));
+            self.commit(group).await;
+            self.queue.handle_write_done();
+            self.run_actions().await;
         }
     }
 
@@ -350,7 +570,7 @@ impl<D: Disk> Writer<D> {
             }
         }
 
-        let (file, start_position, mut next_offset) = {
+        let (file, start_position, next_offset) = {
             let state = self.shared.read_state();
             let active = state.active();
             (
@@ -359,99 +579,24 @@ impl<D: Disk> Writer<D> {
                 active.next_offset,
             )
         };
-        let mut buffer = BytesMut::with_capacity(total_bytes as usize);
-        let mut staged = Vec::with_capacity(group.len());
-        let mut records_written = 0u64;
-        let mut undo = Vec::new();
-        for pending in group {
-            if pending.chain.is_some_and(|chain| broken.contains(&chain)) {
-                continue;
-            }
-            match self.producers.check(&pending.header) {
-                SequenceCheck::Accept => {}
-                SequenceCheck::Duplicate {
-                    base_offset,
-                    last_offset,
-                } => {
-                    tracing::debug!(
-                        directory = %self.shared.directory.display(),
-                        producer_id = pending.header.producer_id,
-                        base_sequence = pending.header.base_sequence,
-                        base_offset,
-                        "duplicate batch from an idempotent producer; answered with its original offsets"
-                    );
-                    // A retry of a batch already in the log: answer with its offsets once it
-                    // is as durable as this request asks (it may still be unsynced).
-                    staged.push(Staged {
-                        chain: pending.chain,
-                        reply: pending.reply,
-                        outcome: AppendOutcome {
-                            base_offset,
-                            last_offset,
-                        },
-                        durability: pending.durability,
-                        position: 0,
-                        max_timestamp_ms: pending.header.max_timestamp,
-                        bytes: 0,
-                    });
-                    continue;
-                }
-                SequenceCheck::OutOfOrder { expected, received } => {
-                    let error = AppendError::OutOfOrderSequence { expected, received };
-                    refuse(pending.reply, pending.chain, error, broken);
-                    continue;
-                }
-                SequenceCheck::UnknownProducer { received } => {
-                    let error = AppendError::UnknownProducer { received };
-                    refuse(pending.reply, pending.chain, error, broken);
-                    continue;
-                }
-                SequenceCheck::StaleEpoch { current, received } => {
-                    let error = AppendError::InvalidProducerEpoch { current, received };
-                    refuse(pending.reply, pending.chain, error, broken);
-                    continue;
-                }
-            }
-            let position = start_position + buffer.len() as u64;
-            let start = buffer.len();
-            buffer.extend_from_slice(&pending.batch);
-            let stamped = buffer
-                .get_mut(start..)
-                .expect("the batch was just appended");
-            // The batch was validated on append, so its header is present and stamping
-            // cannot fail; the CRC does not cover these two fields.
-            let stamp = set_base_offset(stamped, next_offset)
-                .and_then(|()| set_partition_leader_epoch(stamped, PARTITION_LEADER_EPOCH));
-            if let Err(error) = stamp {
-                buffer.truncate(start);
-                let error = AppendError::InvalidBatch(error);
-                refuse(pending.reply, pending.chain, error, broken);
-                continue;
-            }
-            let last_offset = next_offset + i64::from(pending.header.last_offset_delta);
-            if pending.header.producer_id >= 0 {
-                let previous = self.producers.record(
-                    &pending.header,
-                    next_offset,
-                    self.shared.config().producers_max,
-                );
-                undo.push((pending.header.producer_id, previous));
-            }
-            records_written += record_count::stored_records(&pending.header);
-            staged.push(Staged {
-                chain: pending.chain,
-                reply: pending.reply,
-                outcome: AppendOutcome {
-                    base_offset: next_offset,
-                    last_offset,
-                },
-                durability: pending.durability,
-                position,
-                max_timestamp_ms: pending.header.max_timestamp,
-                bytes: pending.batch.len() as u64,
-            });
-            next_offset = last_offset + 1;
-        }
+        let StampedGroup {
+            buffer,
+            staged,
+            records_written,
+            undo,
+            next_offset,
+        } = stamp_group(
+            group,
+            &mut self.producers,
+            &GroupStart {
+                position: start_position,
+                next_offset,
+                bytes: total_bytes,
+                producers_max: self.shared.config().producers_max,
+                directory: &self.shared.directory,
+            },
+            broken,
+        );
         if staged.is_empty() {
             return;
         }
@@ -469,47 +614,14 @@ impl<D: Disk> Writer<D> {
             self.fail_write(&*file, start_position, error, staged).await;
             return;
         }
-        let indexed = {
-            let mut state = self.shared.write_state();
-            let active = state.active_mut();
-            // The roll rule keeps every batch within what the index holds; should a batch
-            // still not fit, the index refuses it rather than panic, and the log is fenced
-            // below with the bytes written but never acknowledged or made visible (entries
-            // noted before the refusal lie above the high watermark, where no reader looks,
-            // and the reopen that clears the fence rebuilds the index from the file).
-            let indexed = staged
-                .iter()
-                .filter(|batch| batch.bytes > 0)
-                .try_for_each(|batch| {
-                    active.index.note_batch(
-                        batch.position,
-                        batch.outcome.base_offset,
-                        batch.max_timestamp_ms,
-                        batch.bytes,
-                    )
-                });
-            if indexed.is_ok() {
-                active.index.note_records(records_written);
-                active.size_bytes = start_position + written;
-                active.next_offset = next_offset;
-                if written > 0 {
-                    active.first_append_ms.get_or_insert(now_ms);
-                }
-                // Counted, but readable only once a sync moves the high watermark past them.
-                let high_watermark = state.high_watermark;
-                let unsynced = &mut state.records_above_high_watermark;
-                while unsynced
-                    .front()
-                    .is_some_and(|(end, _)| *end <= high_watermark)
-                {
-                    unsynced.pop_front();
-                }
-                if records_written > 0 {
-                    unsynced.push_back((next_offset, records_written));
-                }
-            }
-            indexed
-        };
+        let indexed = note_written(
+            &mut self.shared.write_state(),
+            &staged,
+            start_position..start_position + written,
+            next_offset,
+            records_written,
+            now_ms,
+        );
         if let Err(error) = indexed {
             let reason = format!("a written batch does not fit the segment index: {error}");
             self.fence(reason.clone());
@@ -525,7 +637,7 @@ impl<D: Disk> Writer<D> {
         for batch in staged {
             // A duplicate of a batch synced earlier is answered at once.
             let (last_offset, durability) = (batch.outcome.last_offset, batch.durability);
-            self.queue.handle_append(batch, last_offset, durability);
+            self.queue.handle_stamped(batch, last_offset, durability);
         }
     }
 
