@@ -19,12 +19,16 @@ use ledge_protocol::wire::{
 };
 
 use super::fetch::FetchError;
+use super::plugins::{PluginError, wasm_error_code};
 use super::produce::{PrepareError, ProduceError};
 use super::registry::{
     AlterTopicError, CreateTopicError, DeleteTopicError, LookupError, PartitionCountError,
     ProducerIdError,
 };
+use super::transforms::{AlterTransformError, DeployTransformError};
 use super::{Broker, read};
+use crate::groups::coordinator::GroupError;
+use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::storage::{AppendError, Disk, ReadError};
 
 impl<D: Disk> Broker<D> {
@@ -408,6 +412,8 @@ fn prepare_code(error: &PrepareError) -> ErrorCode {
     }
 }
 
+/// The code of a failed append, for produce, the partitioner, transforms and the group
+/// service's offsets log alike.
 fn append_code(error: &AppendError) -> ErrorCode {
     match error {
         AppendError::InvalidBatch(_) => ErrorCode::CorruptMessage,
@@ -435,4 +441,91 @@ pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
         FetchError::Plugin { code, .. } => *code,
     };
     (code, error.to_string())
+}
+
+// The group service (`crate::groups::service`).
+
+impl From<&GroupError> for ErrorCode {
+    fn from(error: &GroupError) -> Self {
+        match error {
+            GroupError::InvalidGroupId(_) => Self::InvalidGroupId,
+            GroupError::UnknownMember { .. } => Self::UnknownMemberId,
+            GroupError::InconsistentAssignor(_) => Self::InconsistentGroupProtocol,
+            GroupError::GroupFull { .. } | GroupError::TooManyGroups(_) => {
+                Self::GroupMaxSizeReached
+            }
+            GroupError::InvalidPattern { .. } => Self::InvalidRegularExpression,
+            GroupError::InvalidTimeout(_) => Self::InvalidRequest,
+            GroupError::NonEmptyGroup(_) => Self::NonEmptyGroup,
+            GroupError::UnknownGroup(_) => Self::GroupIdNotFound,
+            GroupError::FencedEpoch { .. } => Self::FencedMemberEpoch,
+        }
+    }
+}
+
+impl From<&OffsetsLogError> for ErrorCode {
+    fn from(error: &OffsetsLogError) -> Self {
+        match error {
+            OffsetsLogError::Missing => Self::UnknownTopicOrPartition,
+            OffsetsLogError::Offline { .. } => Self::PartitionOffline,
+            OffsetsLogError::Append(error) => append_code(error),
+            OffsetsLogError::Encode(_) => Self::UnknownServerError,
+        }
+    }
+}
+
+impl From<&GroupServiceError> for ErrorCode {
+    fn from(error: &GroupServiceError) -> Self {
+        match error {
+            GroupServiceError::Group(error) => error.into(),
+            GroupServiceError::TransformGroup { .. } => Self::InvalidGroupId,
+            GroupServiceError::MetadataTooLong { .. } => Self::InvalidRequest,
+            GroupServiceError::NotFound(_) => Self::GroupIdNotFound,
+            GroupServiceError::OffsetsLog(error) => error.into(),
+        }
+    }
+}
+
+// The plug-in host (`plugins.rs`).
+
+impl From<&PluginError> for ErrorCode {
+    fn from(error: &PluginError) -> Self {
+        match error {
+            PluginError::Module(_) => Self::InvalidModule,
+            PluginError::Instantiate(error) => wasm_error_code(error),
+            PluginError::Task(_) => Self::UnknownServerError,
+        }
+    }
+}
+
+// The transform runner (`transforms/`).
+
+impl From<&DeployTransformError> for ErrorCode {
+    fn from(error: &DeployTransformError) -> Self {
+        match error {
+            DeployTransformError::InvalidName(_)
+            | DeployTransformError::Params(_)
+            | DeployTransformError::TooMany(_)
+            | DeployTransformError::VersionsExhausted { .. } => Self::InvalidRequest,
+            DeployTransformError::UnknownInput(_) => Self::UnknownTopicOrPartition,
+            DeployTransformError::InternalInput => Self::InternalTopic,
+            DeployTransformError::InvalidTopicName(_)
+            | DeployTransformError::ForbiddenOutput(_) => Self::InvalidTopic,
+            DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,
+            DeployTransformError::Module { code, .. }
+            | DeployTransformError::Topic { code, .. } => *code,
+            DeployTransformError::Record { source, .. } => source.error_code(),
+        }
+    }
+}
+
+impl From<&AlterTransformError> for ErrorCode {
+    fn from(error: &AlterTransformError) -> Self {
+        match error {
+            AlterTransformError::NotFound(_) => Self::ModuleNotFound,
+            AlterTransformError::UnknownAction(_) => Self::InvalidRequest,
+            AlterTransformError::Record { source, .. }
+            | AlterTransformError::RecordRemoval(source) => source.error_code(),
+        }
+    }
 }

@@ -786,15 +786,3 @@ impl<D: Disk> Broker<D> {
         Ok((routing, append_time))
     }
 }
-
-// Wire mapping: moves to broker/dispatch.rs at merge.
-
-impl From<&PluginError> for ErrorCode {
-    fn from(error: &PluginError) -> Self {
-        match error {
-            PluginError::Module(_) => Self::InvalidModule,
-            PluginError::Instantiate(error) => wasm_error_code(error),
-            PluginError::Task(_) => Self::UnknownServerError,
-        }
-    }
-}

@@ -881,35 +881,3 @@ impl<D: Disk> Broker<D> {
         Ok(())
     }
 }
-
-// Wire mapping: moves to broker/dispatch.rs at merge.
-
-impl From<&DeployTransformError> for ErrorCode {
-    fn from(error: &DeployTransformError) -> Self {
-        match error {
-            DeployTransformError::InvalidName(_)
-            | DeployTransformError::Params(_)
-            | DeployTransformError::TooMany(_)
-            | DeployTransformError::VersionsExhausted { .. } => Self::InvalidRequest,
-            DeployTransformError::UnknownInput(_) => Self::UnknownTopicOrPartition,
-            DeployTransformError::InternalInput => Self::InternalTopic,
-            DeployTransformError::InvalidTopicName(_)
-            | DeployTransformError::ForbiddenOutput(_) => Self::InvalidTopic,
-            DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,
-            DeployTransformError::Module { code, .. }
-            | DeployTransformError::Topic { code, .. } => *code,
-            DeployTransformError::Record { source, .. } => source.error_code(),
-        }
-    }
-}
-
-impl From<&AlterTransformError> for ErrorCode {
-    fn from(error: &AlterTransformError) -> Self {
-        match error {
-            AlterTransformError::NotFound(_) => Self::ModuleNotFound,
-            AlterTransformError::UnknownAction(_) => Self::InvalidRequest,
-            AlterTransformError::Record { source, .. }
-            | AlterTransformError::RecordRemoval(source) => source.error_code(),
-        }
-    }
-}
