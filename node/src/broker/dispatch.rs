@@ -19,7 +19,10 @@ use ledge_protocol::wire::{
 };
 
 use super::fetch::FetchError;
-use super::plugins::{PluginError, wasm_error_code};
+use super::plugins::{
+    FetchPluginError, MalformedProducedBatch, ModuleError, NamedPluginError, PartitionerError,
+    PluginError, ProduceFilterError, wasm_error_code,
+};
 use super::produce::{PrepareError, ProduceError};
 use super::registry::{
     AlterTopicError, CreateTopicError, DeleteTopicError, LookupError, PartitionCountError,
@@ -323,7 +326,11 @@ fn partition_count_code(_: &PartitionCountError) -> ErrorCode {
 
 /// The code and message for a topic that was not created.
 pub(super) fn create_topic_wire(error: &CreateTopicError) -> (ErrorCode, String) {
-    let code = match error {
+    (create_topic_code(error), error.to_string())
+}
+
+fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
+    match error {
         CreateTopicError::InvalidName(_) | CreateTopicError::Reserved { .. } => {
             ErrorCode::InvalidTopic
         }
@@ -333,8 +340,7 @@ pub(super) fn create_topic_wire(error: &CreateTopicError) -> (ErrorCode, String)
         CreateTopicError::AlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
         CreateTopicError::PartitionCount(error) => partition_count_code(error),
         CreateTopicError::Record { source, .. } => source.error_code(),
-    };
-    (code, error.to_string())
+    }
 }
 
 /// The code and message for a topic whose configs were not changed.
@@ -397,7 +403,8 @@ pub(super) fn produce_wire(error: &ProduceError) -> (ErrorCode, String) {
         ProduceError::InvalidTimestamp(_) => ErrorCode::InvalidTimestamp,
         ProduceError::Prepare(error) => prepare_code(error),
         ProduceError::Append(error) => append_code(error),
-        ProduceError::Plugin { code, .. } => *code,
+        ProduceError::Filter(error) => produce_filter_code(error),
+        ProduceError::Partitioner(error) => partitioner_code(error),
         ProduceError::TimedOut { .. } => ErrorCode::RequestTimedOut,
     };
     (code, error.to_string())
@@ -438,7 +445,7 @@ pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
         FetchError::Read(ReadError::OffsetOutOfRange { .. }) => ErrorCode::OffsetOutOfRange,
         FetchError::Read(ReadError::Corrupt { .. }) => ErrorCode::DataDamaged,
         FetchError::Read(_) | FetchError::OffsetLookup(_) => ErrorCode::StorageError,
-        FetchError::Plugin { code, .. } => *code,
+        FetchError::Plugin(error) => fetch_plugin_code(error),
     };
     (code, error.to_string())
 }
@@ -498,6 +505,87 @@ impl From<&PluginError> for ErrorCode {
     }
 }
 
+/// The code for a named module that could not be made a plug-in.
+fn named_plugin_code(error: &NamedPluginError) -> ErrorCode {
+    match error {
+        NamedPluginError::NotFound { .. } => ErrorCode::ModuleNotFound,
+        NamedPluginError::WrongKind { .. } => ErrorCode::InvalidModule,
+        NamedPluginError::Instantiate(error) => error.into(),
+    }
+}
+
+/// `CorruptMessage` (retriable: damaged in transit) if the batch's framing or CRC fails,
+/// `InvalidRecord` if the producer wrote records that do not match their intact header, as
+/// an append answers it.
+fn malformed_produced_code(error: &MalformedProducedBatch) -> ErrorCode {
+    if error.framing_intact {
+        ErrorCode::InvalidRecord
+    } else {
+        ErrorCode::CorruptMessage
+    }
+}
+
+fn produce_filter_code(error: &ProduceFilterError) -> ErrorCode {
+    match error {
+        ProduceFilterError::Plugin(error) => named_plugin_code(error),
+        ProduceFilterError::Malformed(error) => malformed_produced_code(error),
+        ProduceFilterError::Failed { error, .. } => wasm_error_code(error),
+        ProduceFilterError::RecordRefused { .. } => ErrorCode::InvalidRecord,
+        ProduceFilterError::Reencode(_) => ErrorCode::UnknownServerError,
+    }
+}
+
+fn partitioner_code(error: &PartitionerError) -> ErrorCode {
+    match error {
+        PartitionerError::NoPartitioner { .. } | PartitionerError::Idempotent => {
+            ErrorCode::InvalidRequest
+        }
+        PartitionerError::Plugin(error) => named_plugin_code(error),
+        PartitionerError::Malformed(error) => malformed_produced_code(error),
+        PartitionerError::Failed { error, .. } => wasm_error_code(error),
+        PartitionerError::RecordFailed { .. } => ErrorCode::InvalidRecord,
+        PartitionerError::NotAPartition { .. } => ErrorCode::ModuleFailed,
+        PartitionerError::Encode(_) | PartitionerError::EncodedHeader(_) => {
+            ErrorCode::UnknownServerError
+        }
+    }
+}
+
+fn fetch_plugin_code(error: &FetchPluginError) -> ErrorCode {
+    match error {
+        FetchPluginError::Params(_) => ErrorCode::InvalidRequest,
+        FetchPluginError::Plugin(error) => named_plugin_code(error),
+        FetchPluginError::StoredBatch(_) => ErrorCode::CorruptMessage,
+        FetchPluginError::Failed { error, .. } => wasm_error_code(error),
+        FetchPluginError::RecordFailed { .. } => ErrorCode::ModuleFailed,
+        FetchPluginError::Placeholder(_) | FetchPluginError::Reencode(_) => {
+            ErrorCode::UnknownServerError
+        }
+    }
+}
+
+/// The code and message for a module that was not uploaded or deleted.
+pub(super) fn module_wire(error: &ModuleError) -> (ErrorCode, String) {
+    (module_code(error), error.to_string())
+}
+
+fn module_code(error: &ModuleError) -> ErrorCode {
+    match error {
+        ModuleError::InvalidName(_)
+        | ModuleError::Params(_)
+        | ModuleError::ParamsTooLarge { .. }
+        | ModuleError::TooMany { .. } => ErrorCode::InvalidRequest,
+        ModuleError::KindInUse { .. } | ModuleError::InUse { .. } => ErrorCode::ModuleInUse,
+        ModuleError::Invalid(error) => wasm_error_code(error),
+        ModuleError::Store(_) => ErrorCode::StorageError,
+        ModuleError::Instantiate(error) => error.into(),
+        ModuleError::Record { source, .. } | ModuleError::RecordRemoval(source) => {
+            source.error_code()
+        }
+        ModuleError::NotFound { .. } => ErrorCode::ModuleNotFound,
+    }
+}
+
 // The transform runner (`transforms/`).
 
 impl From<&DeployTransformError> for ErrorCode {
@@ -512,8 +600,8 @@ impl From<&DeployTransformError> for ErrorCode {
             DeployTransformError::InvalidTopicName(_)
             | DeployTransformError::ForbiddenOutput(_) => Self::InvalidTopic,
             DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,
-            DeployTransformError::Module { code, .. }
-            | DeployTransformError::Topic { code, .. } => *code,
+            DeployTransformError::Module(error) => module_code(error),
+            DeployTransformError::Topic(error) => create_topic_code(error),
             DeployTransformError::Record { source, .. } => source.error_code(),
         }
     }

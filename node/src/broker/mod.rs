@@ -25,6 +25,10 @@ pub mod transforms;
 
 pub use fetch::FetchError;
 pub use maintenance::{VERIFY_BYTES_PER_SECOND_DEFAULT, VerifyPassReport};
+pub use plugins::{
+    FetchPluginError, MalformedProducedBatch, ModuleError, NamedPluginError, PartitionerError,
+    PluginError, ProduceFilterError,
+};
 pub use produce::{PrepareError, ProduceError};
 
 use std::collections::BTreeMap;
@@ -307,32 +311,6 @@ impl<D: Disk> Broker<D> {
     /// How many partitions the topic has; 0 if there is no such topic.
     fn partition_count(&self, name: &str) -> u32 {
         self.registry.partition_count(name)
-    }
-
-    /// One partition, with the wire code for the group, plug-in and transform code that
-    /// still speaks `(ErrorCode, String)`.
-    fn partition(
-        &self,
-        topic: &str,
-        partition: u32,
-    ) -> Result<Arc<registry::Partition<D>>, (ErrorCode, String)> {
-        self.registry
-            .partition(topic, partition)
-            .map_err(|error| (dispatch::lookup_code(&error), error.to_string()))
-    }
-
-    /// Creates a topic, with the wire code for the transform code that still speaks
-    /// `(ErrorCode, String)`.
-    async fn create_topic(
-        &self,
-        name: &str,
-        partitions: u32,
-        configs: &BTreeMap<String, String>,
-    ) -> Result<(), (ErrorCode, String)> {
-        self.registry
-            .create_topic(name, partitions, configs)
-            .await
-            .map_err(|error| dispatch::create_topic_wire(&error))
     }
 }
 
