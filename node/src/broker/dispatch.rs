@@ -133,7 +133,7 @@ impl<D: Disk> Broker<D> {
                     error: ErrorCode::None,
                     partitions: read(&topic.partitions)
                         .iter()
-                        .map(|partition| match partition.log() {
+                        .map(|partition| match partition.online_log() {
                             Ok(log) => {
                                 let (dirty, sealed) = log.compaction_stats();
                                 PartitionMetadata {
@@ -154,12 +154,12 @@ impl<D: Disk> Broker<D> {
                                     record_count: log.record_count(),
                                 }
                             }
-                            Err((error, reason)) => PartitionMetadata {
+                            Err(error) => PartitionMetadata {
                                 partition: partition.key.partition,
-                                error,
+                                error: lookup_code(&error),
                                 log_start_offset: -1,
                                 high_watermark: -1,
-                                damage: reason,
+                                damage: error.to_string(),
                                 ..PartitionMetadata::default()
                             },
                         })

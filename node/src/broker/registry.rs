@@ -132,13 +132,6 @@ impl<D: Disk> Partition<D> {
             }),
         }
     }
-
-    /// [`Self::online_log`] with the wire code, for the group, plug-in and transform code
-    /// that still speaks `(ErrorCode, String)`.
-    pub(super) fn log(&self) -> Result<PartitionLog<D>, (ledge_protocol::wire::ErrorCode, String)> {
-        self.online_log()
-            .map_err(|error| (super::dispatch::lookup_code(&error), error.to_string()))
-    }
 }
 
 /// A topic or partition that cannot be used.
