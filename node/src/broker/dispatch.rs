@@ -19,6 +19,7 @@ use ledge_protocol::wire::{
 };
 
 use super::fetch::FetchError;
+use super::metadata::MetadataError;
 use super::plugins::{
     FetchPluginError, MalformedProducedBatch, ModuleError, NamedPluginError, PartitionerError,
     PluginError, ProduceFilterError, wasm_error_code,
@@ -339,7 +340,7 @@ fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
         }
         CreateTopicError::AlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
         CreateTopicError::PartitionCount(error) => partition_count_code(error),
-        CreateTopicError::Record { source, .. } => source.error_code(),
+        CreateTopicError::Record { source, .. } => metadata_code(source),
     }
 }
 
@@ -350,7 +351,7 @@ pub(super) fn alter_topic_wire(error: &AlterTopicError) -> (ErrorCode, String) {
         AlterTopicError::UnknownKey { .. }
         | AlterTopicError::InvalidConfig(_)
         | AlterTopicError::ModuleReference(_) => ErrorCode::InvalidConfig,
-        AlterTopicError::Record { source, .. } => source.error_code(),
+        AlterTopicError::Record { source, .. } => metadata_code(source),
     };
     (code, error.to_string())
 }
@@ -361,7 +362,7 @@ pub(super) fn delete_topic_wire(error: &DeleteTopicError) -> (ErrorCode, String)
         DeleteTopicError::Internal { .. } => ErrorCode::InternalTopic,
         DeleteTopicError::UnknownTopic { .. } => ErrorCode::UnknownTopicOrPartition,
         DeleteTopicError::InUse { .. } => ErrorCode::TopicInUse,
-        DeleteTopicError::Record { source, .. } => source.error_code(),
+        DeleteTopicError::Record { source, .. } => metadata_code(source),
     };
     (code, error.to_string())
 }
@@ -373,7 +374,18 @@ pub(super) fn producer_id_code(error: &ProducerIdError) -> ErrorCode {
         ProducerIdError::Held | ProducerIdError::Exhausted | ProducerIdError::Disk(_) => {
             ErrorCode::StorageError
         }
-        ProducerIdError::Record(source) => source.error_code(),
+        ProducerIdError::Record(source) => metadata_code(source),
+    }
+}
+
+/// The code for a change `metadata.json` did not record: `InvalidRequest` when the change
+/// itself is too big (retrying cannot help), `StorageError` otherwise.
+pub(super) fn metadata_code(error: &MetadataError) -> ErrorCode {
+    match error {
+        MetadataError::TooLarge { .. } => ErrorCode::InvalidRequest,
+        MetadataError::Disk(_) | MetadataError::Invalid { .. } | MetadataError::Unsafe { .. } => {
+            ErrorCode::StorageError
+        }
     }
 }
 
@@ -580,7 +592,7 @@ fn module_code(error: &ModuleError) -> ErrorCode {
         ModuleError::Store(_) => ErrorCode::StorageError,
         ModuleError::Instantiate(error) => error.into(),
         ModuleError::Record { source, .. } | ModuleError::RecordRemoval(source) => {
-            source.error_code()
+            metadata_code(source)
         }
         ModuleError::NotFound { .. } => ErrorCode::ModuleNotFound,
     }
@@ -602,7 +614,7 @@ impl From<&DeployTransformError> for ErrorCode {
             DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,
             DeployTransformError::Module(error) => module_code(error),
             DeployTransformError::Topic(error) => create_topic_code(error),
-            DeployTransformError::Record { source, .. } => source.error_code(),
+            DeployTransformError::Record { source, .. } => metadata_code(source),
         }
     }
 }
@@ -613,7 +625,7 @@ impl From<&AlterTransformError> for ErrorCode {
             AlterTransformError::NotFound(_) => Self::ModuleNotFound,
             AlterTransformError::UnknownAction(_) => Self::InvalidRequest,
             AlterTransformError::Record { source, .. }
-            | AlterTransformError::RecordRemoval(source) => source.error_code(),
+            | AlterTransformError::RecordRemoval(source) => metadata_code(source),
         }
     }
 }

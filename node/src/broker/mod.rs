@@ -26,8 +26,8 @@ pub mod transforms;
 pub use fetch::FetchError;
 pub use maintenance::{VERIFY_BYTES_PER_SECOND_DEFAULT, VerifyPassReport};
 pub use plugins::{
-    FetchPluginError, MalformedProducedBatch, ModuleError, NamedPluginError, PartitionerError,
-    PluginError, ProduceFilterError,
+    FetchPluginError, MalformedProducedBatch, ModuleError, ModuleReferenceError, NamedPluginError,
+    PartitionerError, PluginError, ProduceFilterError,
 };
 pub use produce::{PrepareError, ProduceError};
 

@@ -21,7 +21,7 @@ use super::metadata::{MetadataError, StoredModule};
 use super::produce::ProduceError;
 use super::registry::LookupError;
 use super::topic_config::TopicConfig;
-use super::topic_config::validate_module_name;
+use super::topic_config::{ModuleNameError, validate_module_name};
 use super::{Broker, read};
 use crate::storage::{AppendDurability, Disk};
 use crate::wasm::batch::{
@@ -99,7 +99,7 @@ pub enum NamedPluginError {
 pub enum ModuleError {
     /// The module's name is not a valid name.
     #[error("module name: {0}")]
-    InvalidName(String),
+    InvalidName(ModuleNameError),
     /// The parameters are refused.
     #[error(transparent)]
     Params(ParamsError),
@@ -315,12 +315,43 @@ fn wrong_kind_message(name: &str, kind: PluginKind, kinds: &[PluginKind], purpos
     )
 }
 
+/// A topic config key naming a module that is not uploaded, or of a kind the key does not
+/// take.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleReferenceError {
+    /// No module of that name.
+    #[error(
+        "{key}: no module named {name:?}; upload it first (`ledge module upload {name} --module <file.wasm> --kind {}`)",
+        kinds.first().map_or("", |kind| kind.as_str())
+    )]
+    Missing {
+        /// The key (`partitioner.module`, `produce.filter.module`).
+        key: &'static str,
+        /// The module named.
+        name: String,
+        /// The kinds the key takes.
+        kinds: &'static [PluginKind],
+    },
+    /// The module is of a kind the key does not take.
+    #[error("{key}: {}", wrong_kind_message(name, *kind, kinds, key))]
+    WrongKind {
+        /// The key.
+        key: &'static str,
+        /// The module named.
+        name: String,
+        /// Its kind.
+        kind: PluginKind,
+        /// The kinds the key takes.
+        kinds: &'static [PluginKind],
+    },
+}
+
 /// Checks that the modules a topic config names exist and are of a kind the key takes, so a
 /// topic is never left where every produce fails. `modules` are the stored named modules.
 pub(crate) fn check_module_references(
     config: &TopicConfig,
     modules: &BTreeMap<String, StoredModule>,
-) -> Result<(), String> {
+) -> Result<(), ModuleReferenceError> {
     let references = [
         (
             "partitioner.module",
@@ -337,16 +368,19 @@ pub(crate) fn check_module_references(
         let Some(name) = name else { continue };
         match modules.get(name) {
             None => {
-                return Err(format!(
-                    "{key}: no module named {name:?}; upload it first (`ledge module upload {name} --module <file.wasm> --kind {}`)",
-                    kinds.first().map_or("", |kind| kind.as_str())
-                ));
+                return Err(ModuleReferenceError::Missing {
+                    key,
+                    name: name.to_string(),
+                    kinds,
+                });
             }
             Some(module) if !kinds.contains(&module.kind) => {
-                return Err(format!(
-                    "{key}: {}",
-                    wrong_kind_message(name, module.kind, kinds, key)
-                ));
+                return Err(ModuleReferenceError::WrongKind {
+                    key,
+                    name: name.to_string(),
+                    kind: module.kind,
+                    kinds,
+                });
             }
             Some(_) => {}
         }

@@ -27,7 +27,7 @@ use ledge_protocol::{
 use super::maintenance::DiskGuardTrip;
 use super::plugins::{PartitionerError, ProduceFilterError};
 use super::registry::{LookupError, Partition, PartitionState, TopicRegistry};
-use super::topic_config::{TimestampType, TopicCompression, TopicConfig};
+use super::topic_config::{TimestampError, TimestampType, TopicCompression, TopicConfig};
 use super::{Broker, dispatch, read, write};
 use crate::storage::{AppendDurability, AppendError, AppendInput, Disk};
 
@@ -56,8 +56,8 @@ pub enum ProduceError {
     #[error("malformed record batch: {0}")]
     MalformedBatch(BatchError),
     /// A timestamp outside what the topic accepts.
-    #[error("{0}")]
-    InvalidTimestamp(String),
+    #[error(transparent)]
+    InvalidTimestamp(TimestampError),
     /// A batch could not be prepared for the topic.
     #[error(transparent)]
     Prepare(#[from] PrepareError),

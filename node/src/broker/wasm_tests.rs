@@ -1311,7 +1311,7 @@ fn uploads_are_bounded_and_metadata_never_outgrows_its_read_limit() {
             },
         );
         let error = store.store(next).await.unwrap_err();
-        assert_eq!(error.error_code(), ErrorCode::InvalidRequest);
+        assert_eq!(dispatch::metadata_code(&error), ErrorCode::InvalidRequest);
         assert_eq!(store.current(), &before);
         let (reloaded, _) = MetadataStore::load(disk.clone(), Path::new(DATA))
             .await

@@ -49,7 +49,9 @@ use task::PartitionTask;
 use super::metadata::{StoppedReason, StoredTransform};
 use super::plugins::ModuleError;
 use super::registry::{CreateTopicError, LookupError, RegistryEvent};
-use super::topic_config::{validate_module_name, validate_topic_name};
+use super::topic_config::{
+    ModuleNameError, TopicNameError, validate_module_name, validate_topic_name,
+};
 use super::{Broker, read};
 use crate::groups::offsets::{OffsetKey, encode_value};
 use crate::groups::service::GroupServiceError;
@@ -64,7 +66,7 @@ pub use super::metadata::OnError;
 pub enum DeployTransformError {
     /// The transform's name is not a valid name.
     #[error("transform name: {0}")]
-    InvalidName(String),
+    InvalidName(ModuleNameError),
     /// The parameters are refused.
     #[error(transparent)]
     Params(#[from] crate::wasm::batch::ParamsError),
@@ -75,8 +77,8 @@ pub enum DeployTransformError {
     #[error("a transform cannot read an internal topic")]
     InternalInput,
     /// An output or dead-letter topic name is not a valid name.
-    #[error("{0}")]
-    InvalidTopicName(String),
+    #[error(transparent)]
+    InvalidTopicName(TopicNameError),
     /// An output or dead-letter topic is internal or the input itself.
     #[error("a transform cannot write {0:?} (internal, or its own input)")]
     ForbiddenOutput(String),
