@@ -142,11 +142,16 @@ pub enum BrokerError {
     #[error(transparent)]
     DeclaredTopic(#[from] registry::ReconcileError),
     /// A transform declared in the config file cannot be reconciled.
-    #[error("{0}")]
-    Reconcile(String),
+    #[error("{origin}: {source}")]
+    DeclaredTransform {
+        /// Where it was declared.
+        origin: String,
+        /// Why it was not deployed.
+        source: transforms::DeployTransformError,
+    },
     /// The WASM engine could not start.
     #[error("wasm engine: {0}")]
-    Wasm(String),
+    Wasm(crate::wasm::WasmError),
 }
 
 /// The broker of one node: a router over its services. The topic registry owns topics,
@@ -208,8 +213,8 @@ impl<D: Disk> Broker<D> {
         // Member ids stay unique across restarts without any stored counter.
         let member_salt = u64::try_from(clock.wall_time_ms()).unwrap_or_default();
         let config_groups = config.groups.clone();
-        let engine = crate::wasm::WasmEngine::new(config.wasm.clone())
-            .map_err(|error| BrokerError::Wasm(error.to_string()))?;
+        let engine =
+            crate::wasm::WasmEngine::new(config.wasm.clone()).map_err(BrokerError::Wasm)?;
         let modules = crate::wasm::ModuleStore::open(disk.clone(), data_dir, engine).await?;
         let plugins = plugins::PluginHost::new(modules, config.wasm.opened_batch_bytes_max);
         let groups = crate::groups::service::GroupService::new(

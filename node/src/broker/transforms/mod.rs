@@ -796,7 +796,7 @@ impl<D: Disk> Broker<D> {
             }
             self.deploy_transform(transform)
                 .await
-                .map_err(|error| super::BrokerError::Reconcile(format!("{origin}: {error}")))?;
+                .map_err(|source| super::BrokerError::DeclaredTransform { origin, source })?;
         }
         Ok(())
     }
