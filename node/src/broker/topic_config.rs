@@ -226,8 +226,8 @@ pub enum TopicConfigError {
     },
     /// The keys together make a partition log configuration the log refuses (a batch must
     /// fit in a segment, ...).
-    #[error("{0}")]
-    Relation(String),
+    #[error(transparent)]
+    Relation(crate::storage::log::LogConfigError),
 }
 
 /// A `*.max.ms` value where Kafka's `Long.MAX_VALUE` means unlimited.
