@@ -22,7 +22,7 @@ use super::fetch::FetchError;
 use super::metadata::MetadataError;
 use super::plugins::{
     FetchPluginError, MalformedProducedBatch, ModuleError, NamedPluginError, PartitionerError,
-    PluginError, ProduceFilterError, wasm_error_code,
+    PluginError, ProduceFilterError,
 };
 use super::produce::{PrepareError, ProduceError};
 use super::registry::{
@@ -34,6 +34,7 @@ use super::{Broker, read};
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::storage::{AppendError, Disk, ReadError};
+use crate::wasm::WasmError;
 
 impl<D: Disk> Broker<D> {
     /// Answers one request from a caller without a client id (tests, the bench tools).
@@ -424,10 +425,32 @@ pub(super) fn produce_wire(error: &ProduceError) -> (ErrorCode, String) {
 
 fn prepare_code(error: &PrepareError) -> ErrorCode {
     match error {
-        PrepareError::Undecodable(error) => super::undecodable_batch_code(error),
+        PrepareError::Undecodable(error) => undecodable_batch_code(error),
         PrepareError::NoRecords | PrepareError::Reencode(_) | PrepareError::AppendTime(_) => {
             ErrorCode::CorruptMessage
         }
+    }
+}
+
+/// The error code for a produced batch a node path could not decode: damaged in transit
+/// (`CorruptMessage`, retriable) if its framing or CRC fails, otherwise written that way by
+/// the producer (`InvalidRecord`, as `PartitionLog::append` answers it), which a retry
+/// cannot fix.
+fn undecodable_batch_code(error: &ledge_protocol::DecodeError) -> ErrorCode {
+    match error {
+        ledge_protocol::DecodeError::Batch(_) => ErrorCode::CorruptMessage,
+        _ => ErrorCode::InvalidRecord,
+    }
+}
+
+/// The code for a failed plug-in call or a refused module.
+fn wasm_error_code(error: &WasmError) -> ErrorCode {
+    match error {
+        WasmError::InvalidModule(_) | WasmError::ModuleTooLarge { .. } | WasmError::Init(_) => {
+            ErrorCode::InvalidModule
+        }
+        WasmError::Engine(_) => ErrorCode::UnknownServerError,
+        _ => ErrorCode::ModuleFailed,
     }
 }
 

@@ -36,8 +36,6 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ledge_protocol::wire::ErrorCode;
-
 use crate::clock::Clock;
 use crate::groups::coordinator::GroupLimits;
 use crate::groups::offsets::OFFSETS_TOPIC;
@@ -316,17 +314,6 @@ impl<D: Disk> Broker<D> {
     /// How many partitions the topic has; 0 if there is no such topic.
     fn partition_count(&self, name: &str) -> u32 {
         self.registry.partition_count(name)
-    }
-}
-
-/// The error code for a produced batch a node path could not decode: damaged in transit
-/// (`CorruptMessage`, retriable) if its framing or CRC fails, otherwise written that way by
-/// the producer (`InvalidRecord`, as `PartitionLog::append` answers it), which a retry
-/// cannot fix.
-pub(crate) fn undecodable_batch_code(error: &ledge_protocol::DecodeError) -> ErrorCode {
-    match error {
-        ledge_protocol::DecodeError::Batch(_) => ErrorCode::CorruptMessage,
-        _ => ErrorCode::InvalidRecord,
     }
 }
 

@@ -388,16 +388,6 @@ pub(crate) fn check_module_references(
     Ok(())
 }
 
-pub(crate) fn wasm_error_code(error: &WasmError) -> ErrorCode {
-    match error {
-        WasmError::InvalidModule(_) | WasmError::ModuleTooLarge { .. } | WasmError::Init(_) => {
-            ErrorCode::InvalidModule
-        }
-        WasmError::Engine(_) => ErrorCode::UnknownServerError,
-        _ => ErrorCode::ModuleFailed,
-    }
-}
-
 /// The node's plug-ins: the uploaded modules (and their compiled forms), the plug-ins
 /// instantiated from them (a module with one set of parameters, kept for reuse), and the
 /// node-wide budget of bytes plug-in calls may hold opened.
