@@ -263,14 +263,10 @@ fn a_killed_member_is_evicted_and_its_partitions_move() {
 
         child.kill().expect("kill -9 the child");
         child.wait().expect("reap the child");
-        let killed_at = now();
         produce_numbered(&client, "events", 0, 200).await;
+        // Not evicted before the session timeout: checked with time passed in
+        // (`silent_members_expire_after_the_session_timeout`), not against the wall clock.
         let description = wait_for_members(&admin, "survivors", &[4]).await;
-        let evicted_after = killed_at.elapsed();
-        assert!(
-            evicted_after >= SESSION_TIMEOUT - Duration::from_millis(500),
-            "evicted after {evicted_after:?}, before the session timeout"
-        );
         assert_eq!(description.members.len(), 1);
         wait_for_deliveries(&log, 200).await;
         let partitions: BTreeSet<u32> = log.lock().unwrap().iter().map(|entry| entry.1).collect();

@@ -221,7 +221,9 @@ fn a_static_member_comes_back_without_a_rebalance() {
         create_topic(&client, "orders", 4).await;
         produce_numbered(&client, "orders", 0, 100).await;
         let log: Deliveries = Arc::default();
-        let session_timeout = Duration::from_secs(3);
+        // Far longer than the test takes even under load (SETTLE_TIMEOUT bounds each wait),
+        // so "a" comes back within it without timing the comeback against the wall clock.
+        let session_timeout = Duration::from_secs(60);
         let static_config = |instance: &str| {
             let mut config = group_config("statics", session_timeout);
             config.group_instance_id = Some(instance.to_string());
@@ -246,7 +248,6 @@ fn a_static_member_comes_back_without_a_rebalance() {
         let b_calls = steady.calls.lock().unwrap().len();
 
         first.close().await;
-        let closed_at = now();
         // Records for every partition while "a" is away: its two wait for it.
         produce_numbered(&client, "orders", 100, 100).await;
         let away = admin.describe_group("statics").await.unwrap();
@@ -258,11 +259,6 @@ fn a_static_member_comes_back_without_a_rebalance() {
 
         let again = start_member(&client, static_config("a"), "orders", "a-again", &log);
         wait_for_deliveries(&log, 200).await;
-        let back_after = closed_at.elapsed();
-        assert!(
-            back_after < session_timeout,
-            "came back after {back_after:?}, past the session timeout"
-        );
         // That the departed entry's session timer does not fire later (nothing expires,
         // nothing moves) is checked on the coordinator with time passed in
         // (`static_members_restart_without_a_rebalance`): here it would take a wall-clock
@@ -309,7 +305,10 @@ fn a_member_that_stops_polling_leaves_and_rejoins() {
         let admin = Admin::new(&client);
         create_topic(&client, "orders", 4).await;
         let log: Deliveries = Arc::default();
-        let session_timeout = Duration::from_secs(3);
+        // Longer than SETTLE_TIMEOUT, so partitions that move within a wait moved for the
+        // poll timeout, never for the session timeout; when exactly they move is checked on
+        // the coordinator with time passed in, not against the wall clock here.
+        let session_timeout = Duration::from_secs(30);
         let max_poll_interval = Duration::from_millis(1500);
 
         let busy = start_member(
@@ -343,17 +342,7 @@ fn a_member_that_stops_polling_leaves_and_rejoins() {
         let slow_id = slow.member_id();
         assert!(!slow_id.is_empty());
         // The slow member "processes" for longer than max_poll_interval.
-        let stopped_at = now();
         wait_for_members(&admin, "pollers", &[4]).await;
-        let moved_after = stopped_at.elapsed();
-        assert!(
-            moved_after >= max_poll_interval - Duration::from_millis(100),
-            "partitions moved after {moved_after:?}, before max_poll_interval"
-        );
-        assert!(
-            moved_after < session_timeout,
-            "partitions moved after {moved_after:?}: the session timeout, not the poll timeout"
-        );
         produce_numbered(&client, "orders", 100, 100).await;
         wait_for_deliveries(&log, 200).await;
         let busy_read: BTreeSet<u32> = log.lock().unwrap()[100..]

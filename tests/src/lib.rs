@@ -154,6 +154,7 @@ impl NodeProcess {
     }
 
     fn spawn(&mut self) {
+        let (output_reader, output_writer) = std::io::pipe().expect("create the output pipe");
         let mut command = match self.wrapper.split_first() {
             Some((program, arguments)) => {
                 let mut command = Command::new(program);
@@ -172,8 +173,12 @@ impl NodeProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            // One pipe for both: the kernel keeps the node's stdout and stderr lines in the
+            // order they were written, so every log line written before the ready line is in
+            // the log file when the ready line is seen (two pipes copied by two threads let a
+            // test read the log before the stderr thread caught up).
+            .stdout(output_writer.try_clone().expect("clone the output pipe"))
+            .stderr(output_writer);
         if let Some((soft, hard)) = self.open_files_limit {
             limit_open_files(&mut command, soft, hard);
         }
@@ -183,29 +188,22 @@ impl NodeProcess {
             command.arg("--config").arg(path);
         }
         let mut child = command.spawn().expect("spawn ledge-node");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = std::fs::OpenOptions::new()
+        // The command holds the pipe's write ends: without dropping them the reader would
+        // never see the end of the output after the node exits.
+        drop(command);
+        let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_file)
             .expect("open node log");
         let (ready_sender, ready) = mpsc::channel();
-        let mut stdout_log = log.try_clone().expect("clone log handle");
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
+            for line in BufReader::new(output_reader).lines() {
                 let Ok(line) = line else { break };
-                let _ = writeln!(stdout_log, "{line}");
+                let _ = writeln!(log, "{line}");
                 if let Some(address) = line.strip_prefix("ledge-node listening on ") {
                     let _ = ready_sender.send(address.trim().to_string());
                 }
-            }
-        });
-        let mut stderr_log = log;
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(stderr_log, "{line}");
             }
         });
         match ready.recv_timeout(READY_TIMEOUT) {

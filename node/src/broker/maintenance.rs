@@ -15,7 +15,7 @@ use super::{read, write};
 use crate::storage::Disk;
 use crate::storage::retention::RetentionPolicy;
 
-/// Default of [`BrokerConfig::verify_bytes_per_second`](super::BrokerConfig::verify_bytes_per_second): 4 MiB/s re-reads 100 GiB of sealed
+/// Default of [`super::BrokerConfig::verify_bytes_per_second`]: 4 MiB/s re-reads 100 GiB of sealed
 /// segments about every 7 hours, a small share of even an SD card's read bandwidth.
 pub const VERIFY_BYTES_PER_SECOND_DEFAULT: u64 = 4 * 1024 * 1024;
 

@@ -4,7 +4,9 @@
 //!   `metadata.json` and the topic files, producer ids; emits [`registry::RegistryEvent`]s.
 //! - `produce.rs`, `fetch.rs`: the data path over the registry's partition logs.
 //! - `maintenance.rs`: retention, compaction, the disk guard and the background verifier.
-//! - `groups.rs`, `plugins.rs`, `transforms.rs`: consumer groups, WASM plug-ins, transforms.
+//! - `groups.rs` (the `GroupHost` handle the group service `groups/service.rs` reaches the
+//!   node through), `plugins.rs` (`PluginHost`), `transforms/` (`TransformRunner`): consumer
+//!   groups, WASM plug-ins, transforms.
 //! - `dispatch.rs`: [`Broker::handle`] maps each request to its service and turns each
 //!   service's error enum into the wire `ErrorCode`, in one place.
 //!

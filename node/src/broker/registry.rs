@@ -233,6 +233,17 @@ pub enum CreateTopicError {
         /// Why.
         source: MetadataError,
     },
+    /// A new partition's log could not be created (its first segment's write or sync
+    /// failed); nothing was recorded.
+    #[error("could not create partition {partition} of {topic:?}: {reason}")]
+    PartitionNotCreated {
+        /// The topic.
+        topic: String,
+        /// The partition that failed (the first, if several did).
+        partition: u32,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Why partitions were not added.
@@ -254,6 +265,16 @@ pub enum AddPartitionsError {
         topic: String,
         /// Why.
         source: MetadataError,
+    },
+    /// A new partition's log could not be created; nothing was recorded.
+    #[error("could not create partition {partition} of {topic:?}: {reason}")]
+    PartitionNotCreated {
+        /// The topic.
+        topic: String,
+        /// The partition that failed (the first, if several did).
+        partition: u32,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -992,6 +1013,16 @@ impl<D: Disk> TopicRegistry<D> {
             .map_err(CreateTopicError::ModuleReference)?;
         self.check_partition_count(name, partitions, partitions)?;
         let opened = self.open_partitions(name, 0..partitions, &config).await;
+        // A partition whose first segment could not be written or synced must not be
+        // acknowledged: after a power loss it would be an acknowledged topic with a partition
+        // offline (found by the whole-node simulator, seed 179).
+        if let Some((partition, reason)) = self.discard_unless_all_online(&opened).await {
+            return Err(CreateTopicError::PartitionNotCreated {
+                topic: name.to_string(),
+                partition,
+                reason,
+            });
+        }
         let stored_topic = StoredTopic {
             partitions,
             configs: configs.clone(),
@@ -1030,6 +1061,32 @@ impl<D: Disk> TopicRegistry<D> {
         Ok(())
     }
 
+    /// If any of the just-opened `partitions` is offline, closes the others, removes their
+    /// directories (best effort: a directory left behind is a leftover the next start
+    /// removes, as nothing recorded it) and names the first that failed.
+    async fn discard_unless_all_online(
+        &self,
+        partitions: &[Arc<Partition<D>>],
+    ) -> Option<(u32, String)> {
+        let failed = partitions.iter().find_map(|partition| {
+            partition
+                .online_log()
+                .err()
+                .map(|error| (partition.key.partition, error.to_string()))
+        })?;
+        for partition in partitions {
+            if let Ok(log) = partition.online_log() {
+                let _ = log.close().await;
+            }
+            let directory = self.logs_dir.join(partition.key.directory_name());
+            if let Err(error) = remove_tree(&self.disk, &directory).await {
+                tracing::warn!(directory = %directory.display(), %error, "removing a partition that was not created failed; removed at next start");
+            }
+        }
+        tracing::error!(partition = failed.0, reason = %failed.1, "a new partition could not be created; nothing recorded");
+        Some(failed)
+    }
+
     /// Grows a topic to `partitions` partitions.
     pub async fn add_partitions(
         &self,
@@ -1047,6 +1104,13 @@ impl<D: Disk> TopicRegistry<D> {
         let added = self
             .open_partitions(name, current..partitions, &config)
             .await;
+        if let Some((partition, reason)) = self.discard_unless_all_online(&added).await {
+            return Err(AddPartitionsError::PartitionNotCreated {
+                topic: name.to_string(),
+                partition,
+                reason,
+            });
+        }
         let mut next = store.current().clone();
         let stored_topic = next.topics.get_mut(name).ok_or_else(unknown)?;
         stored_topic.partitions = partitions;

@@ -69,6 +69,9 @@ struct Faults {
     space_bytes_max: Option<u64>,
     read_only: bool,
     power_off_after_operations: Option<u64>,
+    /// The operations injected write and sync errors struck (`fdatasync <path>`), oldest
+    /// first, for a simulator's trace.
+    struck: Vec<String>,
 }
 
 struct SimState {
@@ -147,6 +150,20 @@ impl SimDisk {
     /// [`SimDisk::crash`].
     pub fn power_off_after(&self, operations: u64) {
         self.state().faults.power_off_after_operations = Some(operations);
+    }
+
+    /// Whether an injected write or sync error has not struck yet.
+    pub fn fault_pending(&self) -> bool {
+        let state = self.state();
+        state.faults.fail_next_write.is_some()
+            || state.faults.fail_next_write_to.is_some()
+            || state.faults.fail_next_sync.is_some()
+    }
+
+    /// The operations injected write or sync errors struck since the last call
+    /// (`fdatasync <path>`, `write <path>`).
+    pub fn take_struck_faults(&self) -> Vec<String> {
+        std::mem::take(&mut self.state().faults.struck)
     }
 
     /// Whether a scheduled power-off has happened.
@@ -389,6 +406,10 @@ impl DiskFile for SimFile {
             .begin_mutation()
             .map_err(|error| self.error("write", error))?;
         if let Some(errno) = state.faults.fail_next_write.take() {
+            state
+                .faults
+                .struck
+                .push(format!("write {}", self.path.display()));
             return Err(self.error("write", os_error(errno)));
         }
         let name = self.path.to_string_lossy();
@@ -462,6 +483,10 @@ impl DiskFile for SimFile {
             return Err(self.error("fdatasync", os_error(libc::EIO)));
         }
         if let Some(errno) = state.faults.fail_next_sync.take() {
+            state
+                .faults
+                .struck
+                .push(format!("fdatasync {}", self.path.display()));
             return Err(self.error("fdatasync", os_error(errno)));
         }
         let inode = state

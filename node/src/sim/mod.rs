@@ -1,8 +1,17 @@
 //! Simulated IO for deterministic tests: everything here is seeded and replayable.
 //!
 //! `LEDGE_SIM_SEED=<n>` replays one seed of a randomized simulation test.
+//!
+//! - [`disk`]: `SimDisk`, a disk with power loss and faults.
+//! - [`net`], [`node`], [`workload`], [`checkers`], [`cluster`]: the whole-node simulator
+//!   (real broker on `SimDisk`, simulated network and clients, crashes, checkers).
 
+pub mod checkers;
+pub mod cluster;
 pub mod disk;
+pub mod net;
+pub mod node;
+pub mod workload;
 
 pub use disk::SimDisk;
 

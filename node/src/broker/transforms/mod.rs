@@ -269,6 +269,7 @@ async fn drive_runner<D: Disk>(
         // Not holding the broker while waiting: dropping it ends the registry's sender.
         drop(broker);
         tokio::select! {
+            biased;
             () = wake.notified() => {}
             event = events.recv() => match event {
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}

@@ -123,6 +123,7 @@ impl<D: Disk> PartitionTask<D> {
                     let idle_over = crate::clock::sleep(&*broker.clock, idle);
                     drop(broker);
                     tokio::select! {
+                        biased;
                         _ = high_watermark.changed() => {}
                         () = idle_over => {}
                         changed = self.versions.changed() => if changed.is_err() { return },
@@ -170,6 +171,7 @@ impl<D: Disk> PartitionTask<D> {
         self.stats.set_error(error.to_string());
         let backoff = broker.config.transforms.retry_backoff;
         tokio::select! {
+            biased;
             () = crate::clock::sleep(&*broker.clock, backoff) => {}
             _ = self.versions.changed() => {}
         }
