@@ -272,13 +272,23 @@ struct TopicSection {
     config: toml::Table,
 }
 
+/// A TOML value a topic config or module parameter cannot be (an array, a date).
+#[derive(Debug, thiserror::Error)]
+#[error("key {key}: unsupported value {value}; use a string or an integer")]
+struct UnsupportedValue {
+    /// The flattened key.
+    key: String,
+    /// The value found.
+    value: toml::Value,
+}
+
 /// Flattens TOML's nested reading of dotted keys (`retention.ms = 1` is `{retention: {ms: 1}}`)
 /// back into Kafka names, with values as text.
 fn flatten(
     table: &toml::Table,
     prefix: &str,
     out: &mut BTreeMap<String, String>,
-) -> Result<(), String> {
+) -> Result<(), UnsupportedValue> {
     for (key, value) in table {
         let name = if prefix.is_empty() {
             key.clone()
@@ -300,9 +310,10 @@ fn flatten(
                 out.insert(name, number.to_string());
             }
             other => {
-                return Err(format!(
-                    "key {name}: unsupported value {other}; use a string or an integer"
-                ));
+                return Err(UnsupportedValue {
+                    key: name,
+                    value: other.clone(),
+                });
             }
         }
     }

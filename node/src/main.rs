@@ -274,7 +274,7 @@ async fn upload_declared_modules<D: Disk>(
         broker
             .upload_named_module(&module.name, module.kind, bytes, module.params.clone())
             .await
-            .map_err(|(_, message)| anyhow::anyhow!("{}: {message}", module.origin))?;
+            .map_err(|error| anyhow::anyhow!("{}: {error}", module.origin))?;
     }
     Ok(())
 }

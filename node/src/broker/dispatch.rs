@@ -19,13 +19,22 @@ use ledge_protocol::wire::{
 };
 
 use super::fetch::FetchError;
+use super::metadata::MetadataError;
+use super::plugins::{
+    FetchPluginError, MalformedProducedBatch, ModuleError, NamedPluginError, PartitionerError,
+    PluginError, ProduceFilterError,
+};
 use super::produce::{PrepareError, ProduceError};
 use super::registry::{
     AlterTopicError, CreateTopicError, DeleteTopicError, LookupError, PartitionCountError,
     ProducerIdError,
 };
+use super::transforms::{AlterTransformError, DeployTransformError};
 use super::{Broker, read};
+use crate::groups::coordinator::GroupError;
+use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::storage::{AppendError, Disk, ReadError};
+use crate::wasm::WasmError;
 
 impl<D: Disk> Broker<D> {
     /// Answers one request from a caller without a client id (tests, the bench tools).
@@ -126,7 +135,7 @@ impl<D: Disk> Broker<D> {
                     error: ErrorCode::None,
                     partitions: read(&topic.partitions)
                         .iter()
-                        .map(|partition| match partition.log() {
+                        .map(|partition| match partition.online_log() {
                             Ok(log) => {
                                 let (dirty, sealed) = log.compaction_stats();
                                 PartitionMetadata {
@@ -147,12 +156,12 @@ impl<D: Disk> Broker<D> {
                                     record_count: log.record_count(),
                                 }
                             }
-                            Err((error, reason)) => PartitionMetadata {
+                            Err(error) => PartitionMetadata {
                                 partition: partition.key.partition,
-                                error,
+                                error: lookup_code(&error),
                                 log_start_offset: -1,
                                 high_watermark: -1,
-                                damage: reason,
+                                damage: error.to_string(),
                                 ..PartitionMetadata::default()
                             },
                         })
@@ -319,7 +328,11 @@ fn partition_count_code(_: &PartitionCountError) -> ErrorCode {
 
 /// The code and message for a topic that was not created.
 pub(super) fn create_topic_wire(error: &CreateTopicError) -> (ErrorCode, String) {
-    let code = match error {
+    (create_topic_code(error), error.to_string())
+}
+
+fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
+    match error {
         CreateTopicError::InvalidName(_) | CreateTopicError::Reserved { .. } => {
             ErrorCode::InvalidTopic
         }
@@ -328,11 +341,10 @@ pub(super) fn create_topic_wire(error: &CreateTopicError) -> (ErrorCode, String)
         }
         CreateTopicError::AlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
         CreateTopicError::PartitionCount(error) => partition_count_code(error),
-        CreateTopicError::Record { source, .. } => source.error_code(),
+        CreateTopicError::Record { source, .. } => metadata_code(source),
         // Retriable, like any disk failure: nothing was recorded.
         CreateTopicError::PartitionNotCreated { .. } => ErrorCode::StorageError,
-    };
-    (code, error.to_string())
+    }
 }
 
 /// The code and message for a topic whose configs were not changed.
@@ -342,7 +354,7 @@ pub(super) fn alter_topic_wire(error: &AlterTopicError) -> (ErrorCode, String) {
         AlterTopicError::UnknownKey { .. }
         | AlterTopicError::InvalidConfig(_)
         | AlterTopicError::ModuleReference(_) => ErrorCode::InvalidConfig,
-        AlterTopicError::Record { source, .. } => source.error_code(),
+        AlterTopicError::Record { source, .. } => metadata_code(source),
     };
     (code, error.to_string())
 }
@@ -353,7 +365,7 @@ pub(super) fn delete_topic_wire(error: &DeleteTopicError) -> (ErrorCode, String)
         DeleteTopicError::Internal { .. } => ErrorCode::InternalTopic,
         DeleteTopicError::UnknownTopic { .. } => ErrorCode::UnknownTopicOrPartition,
         DeleteTopicError::InUse { .. } => ErrorCode::TopicInUse,
-        DeleteTopicError::Record { source, .. } => source.error_code(),
+        DeleteTopicError::Record { source, .. } => metadata_code(source),
     };
     (code, error.to_string())
 }
@@ -365,7 +377,18 @@ pub(super) fn producer_id_code(error: &ProducerIdError) -> ErrorCode {
         ProducerIdError::Held | ProducerIdError::Exhausted | ProducerIdError::Disk(_) => {
             ErrorCode::StorageError
         }
-        ProducerIdError::Record(source) => source.error_code(),
+        ProducerIdError::Record(source) => metadata_code(source),
+    }
+}
+
+/// The code for a change `metadata.json` did not record: `InvalidRequest` when the change
+/// itself is too big (retrying cannot help), `StorageError` otherwise.
+pub(super) fn metadata_code(error: &MetadataError) -> ErrorCode {
+    match error {
+        MetadataError::TooLarge { .. } => ErrorCode::InvalidRequest,
+        MetadataError::Disk(_) | MetadataError::Invalid { .. } | MetadataError::Unsafe { .. } => {
+            ErrorCode::StorageError
+        }
     }
 }
 
@@ -395,7 +418,8 @@ pub(super) fn produce_wire(error: &ProduceError) -> (ErrorCode, String) {
         ProduceError::InvalidTimestamp(_) => ErrorCode::InvalidTimestamp,
         ProduceError::Prepare(error) => prepare_code(error),
         ProduceError::Append(error) => append_code(error),
-        ProduceError::Plugin { code, .. } => *code,
+        ProduceError::Filter(error) => produce_filter_code(error),
+        ProduceError::Partitioner(error) => partitioner_code(error),
         ProduceError::TimedOut { .. } => ErrorCode::RequestTimedOut,
     };
     (code, error.to_string())
@@ -403,13 +427,37 @@ pub(super) fn produce_wire(error: &ProduceError) -> (ErrorCode, String) {
 
 fn prepare_code(error: &PrepareError) -> ErrorCode {
     match error {
-        PrepareError::Undecodable(error) => super::undecodable_batch_code(error),
+        PrepareError::Undecodable(error) => undecodable_batch_code(error),
         PrepareError::NoRecords | PrepareError::Reencode(_) | PrepareError::AppendTime(_) => {
             ErrorCode::CorruptMessage
         }
     }
 }
 
+/// The error code for a produced batch a node path could not decode: damaged in transit
+/// (`CorruptMessage`, retriable) if its framing or CRC fails, otherwise written that way by
+/// the producer (`InvalidRecord`, as `PartitionLog::append` answers it), which a retry
+/// cannot fix.
+fn undecodable_batch_code(error: &ledge_protocol::DecodeError) -> ErrorCode {
+    match error {
+        ledge_protocol::DecodeError::Batch(_) => ErrorCode::CorruptMessage,
+        _ => ErrorCode::InvalidRecord,
+    }
+}
+
+/// The code for a failed plug-in call or a refused module.
+fn wasm_error_code(error: &WasmError) -> ErrorCode {
+    match error {
+        WasmError::InvalidModule(_) | WasmError::ModuleTooLarge { .. } | WasmError::Init(_) => {
+            ErrorCode::InvalidModule
+        }
+        WasmError::Engine(_) => ErrorCode::UnknownServerError,
+        _ => ErrorCode::ModuleFailed,
+    }
+}
+
+/// The code of a failed append, for produce, the partitioner, transforms and the group
+/// service's offsets log alike.
 fn append_code(error: &AppendError) -> ErrorCode {
     match error {
         AppendError::InvalidBatch(_) => ErrorCode::CorruptMessage,
@@ -434,7 +482,175 @@ pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
         FetchError::Read(ReadError::OffsetOutOfRange { .. }) => ErrorCode::OffsetOutOfRange,
         FetchError::Read(ReadError::Corrupt { .. }) => ErrorCode::DataDamaged,
         FetchError::Read(_) | FetchError::OffsetLookup(_) => ErrorCode::StorageError,
-        FetchError::Plugin { code, .. } => *code,
+        FetchError::Plugin(error) => fetch_plugin_code(error),
     };
     (code, error.to_string())
+}
+
+// The group service (`crate::groups::service`).
+
+impl From<&GroupError> for ErrorCode {
+    fn from(error: &GroupError) -> Self {
+        match error {
+            GroupError::InvalidGroupId(_) => Self::InvalidGroupId,
+            GroupError::UnknownMember { .. } => Self::UnknownMemberId,
+            GroupError::InconsistentAssignor(_) => Self::InconsistentGroupProtocol,
+            GroupError::GroupFull { .. } | GroupError::TooManyGroups(_) => {
+                Self::GroupMaxSizeReached
+            }
+            GroupError::InvalidPattern { .. } => Self::InvalidRegularExpression,
+            GroupError::InvalidTimeout(_) => Self::InvalidRequest,
+            GroupError::NonEmptyGroup(_) => Self::NonEmptyGroup,
+            GroupError::UnknownGroup(_) => Self::GroupIdNotFound,
+            GroupError::FencedEpoch { .. } => Self::FencedMemberEpoch,
+        }
+    }
+}
+
+impl From<&OffsetsLogError> for ErrorCode {
+    fn from(error: &OffsetsLogError) -> Self {
+        match error {
+            OffsetsLogError::Missing => Self::UnknownTopicOrPartition,
+            OffsetsLogError::Offline { .. } => Self::PartitionOffline,
+            OffsetsLogError::Append(error) => append_code(error),
+            OffsetsLogError::Encode(_) => Self::UnknownServerError,
+        }
+    }
+}
+
+impl From<&GroupServiceError> for ErrorCode {
+    fn from(error: &GroupServiceError) -> Self {
+        match error {
+            GroupServiceError::Group(error) => error.into(),
+            GroupServiceError::TransformGroup { .. } => Self::InvalidGroupId,
+            GroupServiceError::MetadataTooLong { .. } => Self::InvalidRequest,
+            GroupServiceError::NotFound(_) => Self::GroupIdNotFound,
+            GroupServiceError::OffsetsLog(error) => error.into(),
+        }
+    }
+}
+
+// The plug-in host (`plugins.rs`).
+
+impl From<&PluginError> for ErrorCode {
+    fn from(error: &PluginError) -> Self {
+        match error {
+            PluginError::Module(_) => Self::InvalidModule,
+            PluginError::Instantiate(error) => wasm_error_code(error),
+            PluginError::Task(_) => Self::UnknownServerError,
+        }
+    }
+}
+
+/// The code for a named module that could not be made a plug-in.
+fn named_plugin_code(error: &NamedPluginError) -> ErrorCode {
+    match error {
+        NamedPluginError::NotFound { .. } => ErrorCode::ModuleNotFound,
+        NamedPluginError::WrongKind { .. } => ErrorCode::InvalidModule,
+        NamedPluginError::Instantiate(error) => error.into(),
+    }
+}
+
+/// `CorruptMessage` (retriable: damaged in transit) if the batch's framing or CRC fails,
+/// `InvalidRecord` if the producer wrote records that do not match their intact header, as
+/// an append answers it.
+fn malformed_produced_code(error: &MalformedProducedBatch) -> ErrorCode {
+    if error.framing_intact {
+        ErrorCode::InvalidRecord
+    } else {
+        ErrorCode::CorruptMessage
+    }
+}
+
+fn produce_filter_code(error: &ProduceFilterError) -> ErrorCode {
+    match error {
+        ProduceFilterError::Plugin(error) => named_plugin_code(error),
+        ProduceFilterError::Malformed(error) => malformed_produced_code(error),
+        ProduceFilterError::Failed { error, .. } => wasm_error_code(error),
+        ProduceFilterError::RecordRefused { .. } => ErrorCode::InvalidRecord,
+        ProduceFilterError::Reencode(_) => ErrorCode::UnknownServerError,
+    }
+}
+
+fn partitioner_code(error: &PartitionerError) -> ErrorCode {
+    match error {
+        PartitionerError::NoPartitioner { .. } | PartitionerError::Idempotent => {
+            ErrorCode::InvalidRequest
+        }
+        PartitionerError::Plugin(error) => named_plugin_code(error),
+        PartitionerError::Malformed(error) => malformed_produced_code(error),
+        PartitionerError::Failed { error, .. } => wasm_error_code(error),
+        PartitionerError::RecordFailed { .. } => ErrorCode::InvalidRecord,
+        PartitionerError::NotAPartition { .. } => ErrorCode::ModuleFailed,
+        PartitionerError::Encode(_) | PartitionerError::EncodedHeader(_) => {
+            ErrorCode::UnknownServerError
+        }
+    }
+}
+
+fn fetch_plugin_code(error: &FetchPluginError) -> ErrorCode {
+    match error {
+        FetchPluginError::Params(_) => ErrorCode::InvalidRequest,
+        FetchPluginError::Plugin(error) => named_plugin_code(error),
+        FetchPluginError::StoredBatch(_) => ErrorCode::CorruptMessage,
+        FetchPluginError::Failed { error, .. } => wasm_error_code(error),
+        FetchPluginError::RecordFailed { .. } => ErrorCode::ModuleFailed,
+        FetchPluginError::Placeholder(_) | FetchPluginError::Reencode(_) => {
+            ErrorCode::UnknownServerError
+        }
+    }
+}
+
+/// The code and message for a module that was not uploaded or deleted.
+pub(super) fn module_wire(error: &ModuleError) -> (ErrorCode, String) {
+    (module_code(error), error.to_string())
+}
+
+fn module_code(error: &ModuleError) -> ErrorCode {
+    match error {
+        ModuleError::InvalidName(_)
+        | ModuleError::Params(_)
+        | ModuleError::ParamsTooLarge { .. }
+        | ModuleError::TooMany { .. } => ErrorCode::InvalidRequest,
+        ModuleError::KindInUse { .. } | ModuleError::InUse { .. } => ErrorCode::ModuleInUse,
+        ModuleError::Invalid(error) => wasm_error_code(error),
+        ModuleError::Store(_) => ErrorCode::StorageError,
+        ModuleError::Instantiate(error) => error.into(),
+        ModuleError::Record { source, .. } | ModuleError::RecordRemoval(source) => {
+            metadata_code(source)
+        }
+        ModuleError::NotFound { .. } => ErrorCode::ModuleNotFound,
+    }
+}
+
+// The transform runner (`transforms/`).
+
+impl From<&DeployTransformError> for ErrorCode {
+    fn from(error: &DeployTransformError) -> Self {
+        match error {
+            DeployTransformError::InvalidName(_)
+            | DeployTransformError::Params(_)
+            | DeployTransformError::TooMany(_)
+            | DeployTransformError::VersionsExhausted { .. } => Self::InvalidRequest,
+            DeployTransformError::UnknownInput(_) => Self::UnknownTopicOrPartition,
+            DeployTransformError::InternalInput => Self::InternalTopic,
+            DeployTransformError::InvalidTopicName(_)
+            | DeployTransformError::ForbiddenOutput(_) => Self::InvalidTopic,
+            DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,
+            DeployTransformError::Module(error) => module_code(error),
+            DeployTransformError::Topic(error) => create_topic_code(error),
+            DeployTransformError::Record { source, .. } => metadata_code(source),
+        }
+    }
+}
+
+impl From<&AlterTransformError> for ErrorCode {
+    fn from(error: &AlterTransformError) -> Self {
+        match error {
+            AlterTransformError::NotFound(_) => Self::ModuleNotFound,
+            AlterTransformError::UnknownAction(_) => Self::InvalidRequest,
+            AlterTransformError::Record { source, .. }
+            | AlterTransformError::RecordRemoval(source) => metadata_code(source),
+        }
+    }
 }

@@ -14,6 +14,7 @@ use ledge_protocol::wire::{
 };
 use tokio::sync::watch;
 
+use super::plugins::FetchPluginError;
 use super::registry::LookupError;
 use super::{Broker, dispatch};
 use crate::storage::{Disk, PartitionLog, ReadError};
@@ -30,20 +31,9 @@ pub enum FetchError {
     /// Looking an offset up by timestamp failed.
     #[error(transparent)]
     OffsetLookup(ReadError),
-    /// The fetch plug-in refused or failed; it still speaks wire codes.
-    #[error("{message}")]
-    Plugin {
-        /// The code it chose.
-        code: ErrorCode,
-        /// Its message.
-        message: String,
-    },
-}
-
-impl From<(ErrorCode, String)> for FetchError {
-    fn from((code, message): (ErrorCode, String)) -> Self {
-        Self::Plugin { code, message }
-    }
+    /// The fetch plug-in refused or failed.
+    #[error(transparent)]
+    Plugin(#[from] FetchPluginError),
 }
 
 impl<D: Disk> Broker<D> {
@@ -55,8 +45,9 @@ impl<D: Disk> Broker<D> {
     pub(super) async fn fetch(&self, request: FetchRequest) -> FetchResponse {
         let plugin = match self.fetch_plugin(&request.plugin).await {
             Ok(plugin) => plugin,
-            Err((error, message)) => {
-                tracing::debug!(%message, "fetch plug-in refused");
+            Err(error) => {
+                tracing::debug!(%error, "fetch plug-in refused");
+                let (error, message) = dispatch::fetch_wire(&FetchError::Plugin(error));
                 return FetchResponse {
                     error,
                     message,

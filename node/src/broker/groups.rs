@@ -22,7 +22,7 @@ impl<D: Disk> GroupHost for Broker<D> {
     }
 
     fn has_partition(&self, topic: &str, partition: u32) -> bool {
-        self.partition(topic, partition).is_ok()
+        self.registry.partition(topic, partition).is_ok()
     }
 
     async fn transform_exists(&self, name: &str) -> bool {
@@ -40,15 +40,18 @@ impl<D: Disk> GroupHost for Broker<D> {
         durability: AppendDurability,
     ) -> Result<i64, OffsetsLogError> {
         let partition = self
+            .registry
             .partition(OFFSETS_TOPIC, 0)
             .map_err(|_| OffsetsLogError::Missing)?;
         let log = partition
-            .log()
-            .map_err(|(_, reason)| OffsetsLogError::Offline { reason })?;
+            .online_log()
+            .map_err(|error| OffsetsLogError::Offline {
+                reason: error.to_string(),
+            })?;
         match log.append(batch, durability).await {
             Ok(outcome) => Ok(outcome.base_offset),
             Err(error) => {
-                // As for any append (see `append_failed`): a fenced log is reopened.
+                // As for any append (see `Broker::append_error`): a fenced log is reopened.
                 if matches!(error, AppendError::Fenced { .. }) {
                     super::produce::reopen_in_background(&self.registry, &partition);
                 }
@@ -62,8 +65,9 @@ impl<D: Disk> Broker<D> {
     /// Replays `__consumer_offsets` into the group service (at start).
     pub(super) async fn load_offsets(&self) {
         match self
+            .registry
             .partition(OFFSETS_TOPIC, 0)
-            .and_then(|partition| partition.log())
+            .and_then(|partition| partition.online_log())
         {
             Ok(log) => self.groups.load_offsets(&log).await,
             Err(_) => {

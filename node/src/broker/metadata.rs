@@ -140,10 +140,14 @@ impl StoredMetadata {
     /// and topic file names, module hashes become module file names (and select compiled
     /// native code to load), so a hand-edited or damaged file must not lead outside the
     /// data directory.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), UnsafeMetadataError> {
         for name in self.topics.keys() {
-            crate::broker::topic_config::validate_topic_name(name)
-                .map_err(|error| format!("topic {name:?}: {error}"))?;
+            crate::broker::topic_config::validate_topic_name(name).map_err(|source| {
+                UnsafeMetadataError::TopicName {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
         }
         let hashes =
             self.modules
@@ -154,13 +158,35 @@ impl StoredMetadata {
                 }));
         for (owner, hash) in hashes {
             if !is_content_hash(hash) {
-                return Err(format!(
-                    "{owner}: module hash {hash:?} is not a SHA-256 in lowercase hex"
-                ));
+                return Err(UnsafeMetadataError::ModuleHash {
+                    owner,
+                    hash: hash.clone(),
+                });
             }
         }
         Ok(())
     }
+}
+
+/// A name or hash in `metadata.json` the node would use as a file name but must not.
+#[derive(Debug, thiserror::Error)]
+pub enum UnsafeMetadataError {
+    /// A topic name that is not a valid topic name.
+    #[error("topic {name:?}: {source}")]
+    TopicName {
+        /// The name.
+        name: String,
+        /// Why it is not valid.
+        source: crate::broker::topic_config::TopicNameError,
+    },
+    /// A module hash that is not a SHA-256 in lowercase hex.
+    #[error("{owner}: module hash {hash:?} is not a SHA-256 in lowercase hex")]
+    ModuleHash {
+        /// `module "m"` or `transform "t"`.
+        owner: String,
+        /// The hash.
+        hash: String,
+    },
 }
 
 /// Whether `text` is a SHA-256 in lowercase hex, as [`crate::wasm::content_hash`] writes it.
@@ -190,20 +216,17 @@ pub enum MetadataError {
     Invalid {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
+        /// What is wrong (the JSON parser's words, or the version found).
         message: String,
     },
-}
-
-impl MetadataError {
-    /// The wire code for a change that could not be recorded: `InvalidRequest` when the
-    /// change itself is too big (retrying cannot help), `StorageError` otherwise.
-    pub fn error_code(&self) -> ledge_protocol::wire::ErrorCode {
-        match self {
-            Self::TooLarge { .. } => ledge_protocol::wire::ErrorCode::InvalidRequest,
-            Self::Disk(_) | Self::Invalid { .. } => ledge_protocol::wire::ErrorCode::StorageError,
-        }
-    }
+    /// The file names a file the node must not open (a bad topic name or module hash).
+    #[error("{path}: {source}")]
+    Unsafe {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: UnsafeMetadataError,
+    },
 }
 
 /// Loads and stores the metadata file.
@@ -235,12 +258,10 @@ impl<D: Disk> MetadataStore<D> {
                         ),
                     });
                 }
-                current
-                    .validate()
-                    .map_err(|message| MetadataError::Invalid {
-                        path: path.clone(),
-                        message,
-                    })?;
+                current.validate().map_err(|source| MetadataError::Unsafe {
+                    path: path.clone(),
+                    source,
+                })?;
                 (current, true)
             }
             Err(error) if error.is_not_found() => (StoredMetadata::default(), false),

@@ -27,14 +27,16 @@ pub mod transforms;
 
 pub use fetch::FetchError;
 pub use maintenance::{VERIFY_BYTES_PER_SECOND_DEFAULT, VerifyPassReport};
+pub use plugins::{
+    FetchPluginError, MalformedProducedBatch, ModuleError, ModuleReferenceError, NamedPluginError,
+    PartitionerError, PluginError, ProduceFilterError,
+};
 pub use produce::{PrepareError, ProduceError};
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-
-use ledge_protocol::wire::ErrorCode;
 
 use crate::clock::Clock;
 use crate::groups::coordinator::GroupLimits;
@@ -140,11 +142,16 @@ pub enum BrokerError {
     #[error(transparent)]
     DeclaredTopic(#[from] registry::ReconcileError),
     /// A transform declared in the config file cannot be reconciled.
-    #[error("{0}")]
-    Reconcile(String),
+    #[error("{origin}: {source}")]
+    DeclaredTransform {
+        /// Where it was declared.
+        origin: String,
+        /// Why it was not deployed.
+        source: transforms::DeployTransformError,
+    },
     /// The WASM engine could not start.
     #[error("wasm engine: {0}")]
-    Wasm(String),
+    Wasm(crate::wasm::WasmError),
 }
 
 /// The broker of one node: a router over its services. The topic registry owns topics,
@@ -206,8 +213,8 @@ impl<D: Disk> Broker<D> {
         // Member ids stay unique across restarts without any stored counter.
         let member_salt = u64::try_from(clock.wall_time_ms()).unwrap_or_default();
         let config_groups = config.groups.clone();
-        let engine = crate::wasm::WasmEngine::new(config.wasm.clone())
-            .map_err(|error| BrokerError::Wasm(error.to_string()))?;
+        let engine =
+            crate::wasm::WasmEngine::new(config.wasm.clone()).map_err(BrokerError::Wasm)?;
         let modules = crate::wasm::ModuleStore::open(disk.clone(), data_dir, engine).await?;
         let plugins = plugins::PluginHost::new(modules, config.wasm.opened_batch_bytes_max);
         let groups = crate::groups::service::GroupService::new(
@@ -309,43 +316,6 @@ impl<D: Disk> Broker<D> {
     /// How many partitions the topic has; 0 if there is no such topic.
     fn partition_count(&self, name: &str) -> u32 {
         self.registry.partition_count(name)
-    }
-
-    /// One partition, with the wire code for the group, plug-in and transform code that
-    /// still speaks `(ErrorCode, String)`.
-    fn partition(
-        &self,
-        topic: &str,
-        partition: u32,
-    ) -> Result<Arc<registry::Partition<D>>, (ErrorCode, String)> {
-        self.registry
-            .partition(topic, partition)
-            .map_err(|error| (dispatch::lookup_code(&error), error.to_string()))
-    }
-
-    /// Creates a topic, with the wire code for the transform code that still speaks
-    /// `(ErrorCode, String)`.
-    async fn create_topic(
-        &self,
-        name: &str,
-        partitions: u32,
-        configs: &BTreeMap<String, String>,
-    ) -> Result<(), (ErrorCode, String)> {
-        self.registry
-            .create_topic(name, partitions, configs)
-            .await
-            .map_err(|error| dispatch::create_topic_wire(&error))
-    }
-}
-
-/// The error code for a produced batch a node path could not decode: damaged in transit
-/// (`CorruptMessage`, retriable) if its framing or CRC fails, otherwise written that way by
-/// the producer (`InvalidRecord`, as `PartitionLog::append` answers it), which a retry
-/// cannot fix.
-pub(crate) fn undecodable_batch_code(error: &ledge_protocol::DecodeError) -> ErrorCode {
-    match error {
-        ledge_protocol::DecodeError::Batch(_) => ErrorCode::CorruptMessage,
-        _ => ErrorCode::InvalidRecord,
     }
 }
 

@@ -13,16 +13,20 @@ use ledge_protocol::wire::{
     PartitionOffset, PluginRef, ProduceRouting, UploadModuleRequest, UploadModuleResponse,
 };
 use ledge_protocol::{
-    BATCH_HEADER_BYTES, BatchHeader, BatchIter, EncodeOptions, Record, encode_empty_batch,
+    BATCH_HEADER_BYTES, BatchError, BatchHeader, BatchIter, EncodeError, EncodeOptions, Record,
+    encode_empty_batch,
 };
 
-use super::metadata::StoredModule;
+use super::metadata::{MetadataError, StoredModule};
+use super::produce::ProduceError;
+use super::registry::LookupError;
 use super::topic_config::TopicConfig;
-use super::topic_config::validate_module_name;
+use super::topic_config::{ModuleNameError, validate_module_name};
 use super::{Broker, read};
 use crate::storage::{AppendDurability, Disk};
 use crate::wasm::batch::{
-    OpenBatchError, OpenedBatchBudget, apply_one_to_one, open_batch, params_list, params_map,
+    OpenBatchError, OpenedBatchBudget, ParamsError, apply_one_to_one, open_batch, params_list,
+    params_map,
 };
 use crate::wasm::{ModuleStore, ModuleStoreError, Outcome, Plugin, PluginKind, WasmError};
 
@@ -32,7 +36,7 @@ const PLUGIN_CACHE_MAX: usize = 64;
 
 /// An empty batch that spans the offsets of `header`'s batch, to stand in for one whose
 /// records cannot be decoded.
-fn undecodable_placeholder(header: &BatchHeader) -> Result<Bytes, (ErrorCode, String)> {
+fn undecodable_placeholder(header: &BatchHeader) -> Result<Bytes, EncodeError> {
     let options = EncodeOptions {
         base_offset: header.base_offset,
         partition_leader_epoch: header.partition_leader_epoch,
@@ -42,19 +46,254 @@ fn undecodable_placeholder(header: &BatchHeader) -> Result<Bytes, (ErrorCode, St
         ..EncodeOptions::default()
     };
     encode_empty_batch(header.last_offset_delta, header.max_timestamp, &options)
-        .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))
 }
 
-/// The answer to a produced batch whose records could not be opened: `CorruptMessage`
-/// (retriable: damaged in transit) if its framing or CRC fails, `InvalidRecord` if the
-/// producer wrote records that do not match their intact header, as an append answers it.
-fn produced_batch_error(batch: &[u8], error: &OpenBatchError) -> (ErrorCode, String) {
-    let code = if ledge_protocol::validate_batch(batch).is_ok() {
-        ErrorCode::InvalidRecord
-    } else {
-        ErrorCode::CorruptMessage
-    };
-    (code, format!("malformed batch: {error}"))
+/// A produced batch whose records could not be opened, with whether its framing and CRC
+/// are intact (the producer wrote it that way) or not (damaged in transit).
+fn produced_batch_error(batch: &[u8], error: OpenBatchError) -> MalformedProducedBatch {
+    MalformedProducedBatch {
+        framing_intact: ledge_protocol::validate_batch(batch).is_ok(),
+        error,
+    }
+}
+
+/// A produced batch a produce filter or partitioner could not open.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed batch: {error}")]
+pub struct MalformedProducedBatch {
+    /// Its framing and CRC pass: the producer wrote records that do not match their
+    /// header, which a retry cannot fix (otherwise it was damaged in transit).
+    pub framing_intact: bool,
+    /// Why it did not open.
+    pub error: OpenBatchError,
+}
+
+/// Why a named module could not be made a plug-in for a hook or a fetch.
+#[derive(Debug, thiserror::Error)]
+pub enum NamedPluginError {
+    /// No module of that name.
+    #[error("no module named {name:?} (upload it with `ledge module upload`)")]
+    NotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// The module is of a kind the hook does not take.
+    #[error("{}", wrong_kind_message(name, *kind, kinds, purpose))]
+    WrongKind {
+        /// The module.
+        name: String,
+        /// Its kind.
+        kind: PluginKind,
+        /// The kinds the hook takes.
+        kinds: &'static [PluginKind],
+        /// The hook ("produce.filter.module", "a fetch").
+        purpose: &'static str,
+    },
+    /// It could not be instantiated.
+    #[error(transparent)]
+    Instantiate(#[from] PluginError),
+}
+
+/// Why a module was not uploaded, stored or deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleError {
+    /// The module's name is not a valid name.
+    #[error("module name: {0}")]
+    InvalidName(ModuleNameError),
+    /// The parameters are refused.
+    #[error(transparent)]
+    Params(ParamsError),
+    /// The parameters are over `wasm.module_params_bytes_max`.
+    #[error("the parameters are {bytes} bytes, more than wasm.module_params_bytes_max ({max})")]
+    ParamsTooLarge {
+        /// Their size (keys and values).
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Topic configs name the module for a key that does not take its new kind.
+    #[error(
+        "module {name:?} is used by {}, which does not take a {kind}; change that config first",
+        users.join(", ")
+    )]
+    KindInUse {
+        /// The module.
+        name: String,
+        /// The kind uploaded.
+        kind: PluginKind,
+        /// "topic "t" (partitioner.module)" for each refusing config.
+        users: Vec<String>,
+    },
+    /// The node keeps `wasm.modules_max` modules.
+    #[error(
+        "the node keeps {count} modules, its limit (wasm.modules_max); delete unused ones with `ledge module delete`"
+    )]
+    TooMany {
+        /// How many it keeps.
+        count: usize,
+    },
+    /// The module does not compile or validate.
+    #[error("{0}")]
+    Invalid(WasmError),
+    /// The module store could not write it.
+    #[error("{0}")]
+    Store(ModuleStoreError),
+    /// It could not be instantiated with its parameters.
+    #[error(transparent)]
+    Instantiate(#[from] PluginError),
+    /// `metadata.json` did not take it.
+    #[error("could not record module {name:?}: {source}")]
+    Record {
+        /// The module.
+        name: String,
+        /// Why.
+        source: MetadataError,
+    },
+    /// No module of that name (to delete).
+    #[error("no module named {name:?}")]
+    NotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// Topic configs name the module (to delete).
+    #[error(
+        "module {name:?} is used by topic(s) {}; change their partitioner.module / produce.filter.module first",
+        topics.join(", ")
+    )]
+    InUse {
+        /// The module.
+        name: String,
+        /// The topics naming it.
+        topics: Vec<String>,
+    },
+    /// `metadata.json` did not take the removal.
+    #[error("could not record the removal: {0}")]
+    RecordRemoval(MetadataError),
+}
+
+/// Why a topic's produce filter did not pass a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceFilterError {
+    /// The filter module cannot be used.
+    #[error(transparent)]
+    Plugin(#[from] NamedPluginError),
+    /// The batch's records could not be opened.
+    #[error(transparent)]
+    Malformed(#[from] MalformedProducedBatch),
+    /// The filter failed (trap, limit).
+    #[error("produce filter {module:?}: {error}")]
+    Failed {
+        /// The filter module.
+        module: String,
+        /// Why.
+        error: WasmError,
+    },
+    /// The filter answered a record with an error.
+    #[error("record {index} of the batch refused by produce filter {module:?}: {message}")]
+    RecordRefused {
+        /// The filter module.
+        module: String,
+        /// The record's index in the batch.
+        index: usize,
+        /// The filter's message.
+        message: String,
+    },
+    /// The kept records could not be encoded again.
+    #[error("{0}")]
+    Reencode(EncodeError),
+}
+
+/// Why a fetch plug-in did not run over a partition's batches.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchPluginError {
+    /// The plug-in's parameter overrides are refused.
+    #[error(transparent)]
+    Params(ParamsError),
+    /// The plug-in's module cannot be used.
+    #[error(transparent)]
+    Plugin(#[from] NamedPluginError),
+    /// A stored batch's framing is unreadable.
+    #[error("stored batch unreadable: {0}")]
+    StoredBatch(BatchError),
+    /// The empty batch standing in for an undecodable one could not be encoded.
+    #[error("{0}")]
+    Placeholder(EncodeError),
+    /// The plug-in failed (trap, limit).
+    #[error("fetch plug-in on batch at offset {base_offset}: {error}")]
+    Failed {
+        /// The batch it ran on.
+        base_offset: i64,
+        /// Why.
+        error: WasmError,
+    },
+    /// The plug-in answered a record with an error.
+    #[error(
+        "fetch plug-in failed the record at offset {offset}: {message} (seek past it to go on)"
+    )]
+    RecordFailed {
+        /// The record's offset (-1 if the plug-in named no record of the batch).
+        offset: i64,
+        /// The plug-in's message.
+        message: String,
+    },
+    /// The kept records could not be encoded again.
+    #[error("{0}")]
+    Reencode(EncodeError),
+}
+
+/// Why a topic's partitioner did not route a node-partitioned produce (the causes a
+/// produce to one partition shares are [`ProduceError`]'s own).
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionerError {
+    /// The topic names no partitioner.
+    #[error("topic {topic:?} has no partitioner.module; name a partition")]
+    NoPartitioner {
+        /// The topic.
+        topic: String,
+    },
+    /// The partitioner module cannot be used.
+    #[error(transparent)]
+    Plugin(#[from] NamedPluginError),
+    /// A batch carries a producer id.
+    #[error(
+        "a node-partitioned produce cannot be idempotent (the node, not the producer, orders the records); send it without a producer id"
+    )]
+    Idempotent,
+    /// A batch's records could not be opened.
+    #[error(transparent)]
+    Malformed(#[from] MalformedProducedBatch),
+    /// The partitioner failed (trap, limit).
+    #[error("partitioner {module:?}: {error}")]
+    Failed {
+        /// The partitioner module.
+        module: String,
+        /// Why.
+        error: WasmError,
+    },
+    /// The partitioner answered a record with an error.
+    #[error("partitioner {module:?} failed record {index}: {message}")]
+    RecordFailed {
+        /// The partitioner module.
+        module: String,
+        /// The record's index in its batch.
+        index: i64,
+        /// The partitioner's message.
+        message: String,
+    },
+    /// The partitioner answered with something other than a partition.
+    #[error("partitioner {module:?} returned {outcome:?}")]
+    NotAPartition {
+        /// The partitioner module.
+        module: String,
+        /// What it answered.
+        outcome: Outcome,
+    },
+    /// One partition's records could not be encoded as a batch.
+    #[error("{0}")]
+    Encode(EncodeError),
+    /// The encoded batch's header did not parse.
+    #[error("{0}")]
+    EncodedHeader(BatchError),
 }
 
 /// The module kinds `partitioner.module` may name.
@@ -76,12 +315,43 @@ fn wrong_kind_message(name: &str, kind: PluginKind, kinds: &[PluginKind], purpos
     )
 }
 
+/// A topic config key naming a module that is not uploaded, or of a kind the key does not
+/// take.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleReferenceError {
+    /// No module of that name.
+    #[error(
+        "{key}: no module named {name:?}; upload it first (`ledge module upload {name} --module <file.wasm> --kind {}`)",
+        kinds.first().map_or("", |kind| kind.as_str())
+    )]
+    Missing {
+        /// The key (`partitioner.module`, `produce.filter.module`).
+        key: &'static str,
+        /// The module named.
+        name: String,
+        /// The kinds the key takes.
+        kinds: &'static [PluginKind],
+    },
+    /// The module is of a kind the key does not take.
+    #[error("{key}: {}", wrong_kind_message(name, *kind, kinds, key))]
+    WrongKind {
+        /// The key.
+        key: &'static str,
+        /// The module named.
+        name: String,
+        /// Its kind.
+        kind: PluginKind,
+        /// The kinds the key takes.
+        kinds: &'static [PluginKind],
+    },
+}
+
 /// Checks that the modules a topic config names exist and are of a kind the key takes, so a
 /// topic is never left where every produce fails. `modules` are the stored named modules.
 pub(crate) fn check_module_references(
     config: &TopicConfig,
     modules: &BTreeMap<String, StoredModule>,
-) -> Result<(), String> {
+) -> Result<(), ModuleReferenceError> {
     let references = [
         (
             "partitioner.module",
@@ -98,31 +368,24 @@ pub(crate) fn check_module_references(
         let Some(name) = name else { continue };
         match modules.get(name) {
             None => {
-                return Err(format!(
-                    "{key}: no module named {name:?}; upload it first (`ledge module upload {name} --module <file.wasm> --kind {}`)",
-                    kinds.first().map_or("", |kind| kind.as_str())
-                ));
+                return Err(ModuleReferenceError::Missing {
+                    key,
+                    name: name.to_string(),
+                    kinds,
+                });
             }
             Some(module) if !kinds.contains(&module.kind) => {
-                return Err(format!(
-                    "{key}: {}",
-                    wrong_kind_message(name, module.kind, kinds, key)
-                ));
+                return Err(ModuleReferenceError::WrongKind {
+                    key,
+                    name: name.to_string(),
+                    kind: module.kind,
+                    kinds,
+                });
             }
             Some(_) => {}
         }
     }
     Ok(())
-}
-
-pub(crate) fn wasm_error_code(error: &WasmError) -> ErrorCode {
-    match error {
-        WasmError::InvalidModule(_) | WasmError::ModuleTooLarge { .. } | WasmError::Init(_) => {
-            ErrorCode::InvalidModule
-        }
-        WasmError::Engine(_) => ErrorCode::UnknownServerError,
-        _ => ErrorCode::ModuleFailed,
-    }
 }
 
 /// The node's plug-ins: the uploaded modules (and their compiled forms), the plug-ins
@@ -137,7 +400,7 @@ pub(crate) struct PluginHost<D: Disk> {
 
 /// Why a plug-in could not be instantiated.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum PluginError {
+pub enum PluginError {
     /// The module's stored or compiled form could not be loaded.
     #[error(transparent)]
     Module(#[from] ModuleStoreError),
@@ -211,11 +474,8 @@ impl<D: Disk> Broker<D> {
         &self,
         module: &StoredModule,
         params: BTreeMap<String, String>,
-    ) -> Result<Arc<Plugin>, (ErrorCode, String)> {
-        self.plugins
-            .plugin(module, params)
-            .await
-            .map_err(|error| (ErrorCode::from(&error), error.to_string()))
+    ) -> Result<Arc<Plugin>, PluginError> {
+        self.plugins.plugin(module, params).await
     }
 
     /// The named module, with its default parameters overridden by `overrides`, as a
@@ -224,9 +484,9 @@ impl<D: Disk> Broker<D> {
         &self,
         name: &str,
         overrides: BTreeMap<String, String>,
-        kinds: &[PluginKind],
-        purpose: &str,
-    ) -> Result<Arc<Plugin>, (ErrorCode, String)> {
+        kinds: &'static [PluginKind],
+        purpose: &'static str,
+    ) -> Result<Arc<Plugin>, NamedPluginError> {
         let module = self
             .admin
             .lock()
@@ -235,36 +495,37 @@ impl<D: Disk> Broker<D> {
             .modules
             .get(name)
             .cloned()
-            .ok_or_else(|| {
-                (
-                    ErrorCode::ModuleNotFound,
-                    format!("no module named {name:?} (upload it with `ledge module upload`)"),
-                )
+            .ok_or_else(|| NamedPluginError::NotFound {
+                name: name.to_string(),
             })?;
         if !kinds.contains(&module.kind) {
-            return Err((
-                ErrorCode::InvalidModule,
-                wrong_kind_message(name, module.kind, kinds, purpose),
-            ));
+            return Err(NamedPluginError::WrongKind {
+                name: name.to_string(),
+                kind: module.kind,
+                kinds,
+                purpose,
+            });
         }
         let mut params = module.params.clone();
         params.extend(overrides);
-        self.plugin(&module, params).await
+        Ok(self.plugin(&module, params).await?)
     }
 
     pub(crate) async fn upload_module(&self, request: UploadModuleRequest) -> UploadModuleResponse {
-        let fail = |(error, message): (ErrorCode, String)| UploadModuleResponse {
-            error,
-            message,
-            hash: String::new(),
-        };
         match self.store_named_module(request).await {
             Ok(hash) => UploadModuleResponse {
                 error: ErrorCode::None,
                 message: String::new(),
                 hash,
             },
-            Err(error) => fail(error),
+            Err(error) => {
+                let (error, message) = super::dispatch::module_wire(&error);
+                UploadModuleResponse {
+                    error,
+                    message,
+                    hash: String::new(),
+                }
+            }
         }
     }
 
@@ -276,7 +537,7 @@ impl<D: Disk> Broker<D> {
         kind: PluginKind,
         bytes: Bytes,
         params: BTreeMap<String, String>,
-    ) -> Result<String, (ErrorCode, String)> {
+    ) -> Result<String, ModuleError> {
         let existing = self.admin.lock().await.current().modules.get(name).cloned();
         if let Some(existing) = existing
             && existing.kind == kind
@@ -297,12 +558,10 @@ impl<D: Disk> Broker<D> {
     async fn store_named_module(
         &self,
         request: UploadModuleRequest,
-    ) -> Result<String, (ErrorCode, String)> {
-        validate_module_name(&request.name)
-            .map_err(|error| (ErrorCode::InvalidRequest, format!("module name: {error}")))?;
+    ) -> Result<String, ModuleError> {
+        validate_module_name(&request.name).map_err(ModuleError::InvalidName)?;
         let kind = request.kind;
-        let params = params_map(&request.params)
-            .map_err(|error| (ErrorCode::InvalidRequest, error.to_string()))?;
+        let params = params_map(&request.params).map_err(ModuleError::Params)?;
         // Replacing a module a topic config names with one of a kind that key does not take
         // would make every produce to that topic fail.
         let refused_by: Vec<String> = read(&self.topics)
@@ -329,23 +588,13 @@ impl<D: Disk> Broker<D> {
             })
             .collect();
         if !refused_by.is_empty() {
-            return Err((
-                ErrorCode::ModuleInUse,
-                format!(
-                    "module {:?} is used by {}, which does not take a {kind}; change that config first",
-                    request.name,
-                    refused_by.join(", ")
-                ),
-            ));
+            return Err(ModuleError::KindInUse {
+                name: request.name,
+                kind,
+                users: refused_by,
+            });
         }
-        let too_many = |count: usize| {
-            (
-                ErrorCode::InvalidRequest,
-                format!(
-                    "the node keeps {count} modules, its limit (wasm.modules_max); delete unused ones with `ledge module delete`"
-                ),
-            )
-        };
+        let too_many = |count: usize| ModuleError::TooMany { count };
         let is_new_name_over_limit = |modules: &BTreeMap<String, StoredModule>| {
             !modules.contains_key(&request.name) && modules.len() >= self.config.wasm.modules_max
         };
@@ -364,12 +613,13 @@ impl<D: Disk> Broker<D> {
         }
         let mut next = admin.current().clone();
         next.modules.insert(request.name.clone(), stored);
-        admin.store(next).await.map_err(|error| {
-            (
-                error.error_code(),
-                format!("could not record module {:?}: {error}", request.name),
-            )
-        })?;
+        admin
+            .store(next)
+            .await
+            .map_err(|source| ModuleError::Record {
+                name: request.name.clone(),
+                source,
+            })?;
         drop(admin);
         self.collect_module_garbage().await;
         Ok(hash)
@@ -381,19 +631,16 @@ impl<D: Disk> Broker<D> {
         bytes: Bytes,
         kind: PluginKind,
         params: BTreeMap<String, String>,
-    ) -> Result<StoredModule, (ErrorCode, String)> {
+    ) -> Result<StoredModule, ModuleError> {
         let params_bytes: usize = params
             .iter()
             .map(|(key, value)| key.len() + value.len())
             .sum();
         if params_bytes > self.config.wasm.module_params_bytes_max {
-            return Err((
-                ErrorCode::InvalidRequest,
-                format!(
-                    "the parameters are {params_bytes} bytes, more than wasm.module_params_bytes_max ({})",
-                    self.config.wasm.module_params_bytes_max
-                ),
-            ));
+            return Err(ModuleError::ParamsTooLarge {
+                bytes: params_bytes,
+                max: self.config.wasm.module_params_bytes_max,
+            });
         }
         let size_bytes = bytes.len() as u64;
         let module =
@@ -402,8 +649,8 @@ impl<D: Disk> Broker<D> {
                 .put(bytes, kind)
                 .await
                 .map_err(|error| match error {
-                    ModuleStoreError::Wasm(error) => (wasm_error_code(&error), error.to_string()),
-                    other => (ErrorCode::StorageError, other.to_string()),
+                    ModuleStoreError::Wasm(error) => ModuleError::Invalid(error),
+                    other => ModuleError::Store(other),
                 })?;
         let stored = StoredModule {
             hash: module.hash().to_string(),
@@ -461,10 +708,9 @@ impl<D: Disk> Broker<D> {
             let mut admin = self.admin.lock().await;
             let mut next = admin.current().clone();
             if next.modules.remove(&request.name).is_none() {
-                return Err((
-                    ErrorCode::ModuleNotFound,
-                    format!("no module named {:?}", request.name),
-                ));
+                return Err(ModuleError::NotFound {
+                    name: request.name.clone(),
+                });
             }
             let users: Vec<String> = read(&self.topics)
                 .iter()
@@ -476,21 +722,12 @@ impl<D: Disk> Broker<D> {
                 .map(|(name, _)| name.clone())
                 .collect();
             if !users.is_empty() {
-                return Err((
-                    ErrorCode::ModuleInUse,
-                    format!(
-                        "module {:?} is used by topic(s) {}; change their partitioner.module / produce.filter.module first",
-                        request.name,
-                        users.join(", ")
-                    ),
-                ));
+                return Err(ModuleError::InUse {
+                    name: request.name.clone(),
+                    topics: users,
+                });
             }
-            admin.store(next).await.map_err(|error| {
-                (
-                    error.error_code(),
-                    format!("could not record the removal: {error}"),
-                )
-            })
+            admin.store(next).await.map_err(ModuleError::RecordRemoval)
         }
         .await;
         match result {
@@ -501,7 +738,10 @@ impl<D: Disk> Broker<D> {
                     message: String::new(),
                 }
             }
-            Err((error, message)) => DeleteModuleResponse { error, message },
+            Err(error) => {
+                let (error, message) = super::dispatch::module_wire(&error);
+                DeleteModuleResponse { error, message }
+            }
         }
     }
 
@@ -512,7 +752,7 @@ impl<D: Disk> Broker<D> {
         module_name: &str,
         batch: Bytes,
         partition_count: u32,
-    ) -> Result<(Bytes, bool), (ErrorCode, String)> {
+    ) -> Result<(Bytes, bool), ProduceFilterError> {
         let plugin = self
             .named_plugin(
                 module_name,
@@ -523,24 +763,23 @@ impl<D: Disk> Broker<D> {
             .await?;
         let opened = open_batch(&batch, self.plugins.budget())
             .await
-            .map_err(|error| produced_batch_error(&batch, &error))?;
+            .map_err(|error| produced_batch_error(&batch, error))?;
         let outcomes = opened
             .run(&plugin, 0..opened.records.len(), 0, partition_count)
             .await
-            .map_err(|error| {
-                (
-                    wasm_error_code(&error),
-                    format!("produce filter {module_name:?}: {error}"),
-                )
+            .map_err(|error| ProduceFilterError::Failed {
+                module: module_name.to_string(),
+                error,
             })?;
         if outcomes.iter().all(|outcome| *outcome == Outcome::Keep) {
             return Ok((batch, false));
         }
         let kept = apply_one_to_one(&opened.records, outcomes).map_err(|(index, message)| {
-            (
-                ErrorCode::InvalidRecord,
-                format!("record {index} of the batch refused by produce filter {module_name:?}: {message}"),
-            )
+            ProduceFilterError::RecordRefused {
+                module: module_name.to_string(),
+                index,
+                message,
+            }
         })?;
         let compression = opened
             .header
@@ -552,7 +791,7 @@ impl<D: Disk> Broker<D> {
         };
         let rewritten = opened
             .encode_kept(&kept, &options)
-            .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?;
+            .map_err(ProduceFilterError::Reencode)?;
         Ok((rewritten, true))
     }
 
@@ -564,15 +803,10 @@ impl<D: Disk> Broker<D> {
         bytes: Bytes,
         partition: u32,
         partition_count: u32,
-    ) -> Result<Bytes, (ErrorCode, String)> {
+    ) -> Result<Bytes, FetchPluginError> {
         let mut out = BytesMut::with_capacity(bytes.len());
         for item in BatchIter::new(&bytes) {
-            let (header, raw) = item.map_err(|error| {
-                (
-                    ErrorCode::CorruptMessage,
-                    format!("stored batch unreadable: {error}"),
-                )
-            })?;
+            let (header, raw) = item.map_err(FetchPluginError::StoredBatch)?;
             if header.is_control() || header.record_count == 0 {
                 out.extend_from_slice(raw);
                 continue;
@@ -585,36 +819,31 @@ impl<D: Disk> Broker<D> {
                     // be shown to no plug-in: the consumer gets an empty batch spanning their
                     // offsets and moves on, instead of failing at this offset forever.
                     tracing::warn!(partition, base_offset = header.base_offset, %error, "fetch plug-in skips a stored batch whose records do not decode");
-                    out.extend_from_slice(&undecodable_placeholder(&header)?);
+                    out.extend_from_slice(
+                        &undecodable_placeholder(&header).map_err(FetchPluginError::Placeholder)?,
+                    );
                     continue;
                 }
             };
             let outcomes = opened
                 .run(plugin, 0..opened.records.len(), partition, partition_count)
                 .await
-                .map_err(|error| {
-                    (
-                        wasm_error_code(&error),
-                        format!(
-                            "fetch plug-in on batch at offset {}: {error}",
-                            header.base_offset
-                        ),
-                    )
+                .map_err(|error| FetchPluginError::Failed {
+                    base_offset: header.base_offset,
+                    error,
                 })?;
             if outcomes.iter().all(|outcome| *outcome == Outcome::Keep) {
                 out.extend_from_slice(raw);
                 continue;
             }
-            let kept = apply_one_to_one(&opened.records, outcomes).map_err(|(index, message)| {
-                let offset = opened.records.get(index).map_or(-1, |record| record.offset);
-                (
-                    ErrorCode::ModuleFailed,
-                    format!("fetch plug-in failed the record at offset {offset}: {message} (seek past it to go on)"),
-                )
-            })?;
+            let kept =
+                apply_one_to_one(&opened.records, outcomes).map_err(|(index, message)| {
+                    let offset = opened.records.get(index).map_or(-1, |record| record.offset);
+                    FetchPluginError::RecordFailed { offset, message }
+                })?;
             let rewritten = opened
                 .encode_kept(&kept, &EncodeOptions::default())
-                .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?;
+                .map_err(FetchPluginError::Reencode)?;
             debug_assert!(rewritten.len() >= BATCH_HEADER_BYTES);
             out.extend_from_slice(&rewritten);
         }
@@ -625,20 +854,20 @@ impl<D: Disk> Broker<D> {
     pub(crate) async fn fetch_plugin(
         &self,
         plugin: &Option<PluginRef>,
-    ) -> Result<Option<Arc<Plugin>>, (ErrorCode, String)> {
+    ) -> Result<Option<Arc<Plugin>>, FetchPluginError> {
         let Some(plugin) = plugin else {
             return Ok(None);
         };
-        let overrides = params_map(&plugin.params)
-            .map_err(|error| (ErrorCode::InvalidRequest, error.to_string()))?;
-        self.named_plugin(
-            &plugin.module,
-            overrides,
-            &[PluginKind::Filter, PluginKind::Map, PluginKind::FilterMap],
-            "a fetch",
-        )
-        .await
-        .map(Some)
+        let overrides = params_map(&plugin.params).map_err(FetchPluginError::Params)?;
+        Ok(Some(
+            self.named_plugin(
+                &plugin.module,
+                overrides,
+                &[PluginKind::Filter, PluginKind::Map, PluginKind::FilterMap],
+                "a fetch",
+            )
+            .await?,
+        ))
     }
 
     /// A produce to `NODE_PARTITIONED`: the topic's partitioner module picks each record's
@@ -648,20 +877,17 @@ impl<D: Disk> Broker<D> {
         topic: &str,
         records: Bytes,
         durability: AppendDurability,
-    ) -> Result<(ProduceRouting, Option<i64>), (ErrorCode, String)> {
-        let topic_entry = self.topic(topic).ok_or_else(|| {
-            (
-                ErrorCode::UnknownTopicOrPartition,
-                format!("unknown topic {topic:?}"),
-            )
+    ) -> Result<(ProduceRouting, Option<i64>), ProduceError> {
+        let topic_entry = self.topic(topic).ok_or_else(|| LookupError::UnknownTopic {
+            topic: topic.to_string(),
         })?;
         let config = read(&topic_entry.config).clone();
         let partition_count = read(&topic_entry.partitions).len() as u32;
         let Some(partitioner) = config.partitioner_module.clone() else {
-            return Err((
-                ErrorCode::InvalidRequest,
-                format!("topic {topic:?} has no partitioner.module; name a partition"),
-            ));
+            return Err(PartitionerError::NoPartitioner {
+                topic: topic.to_string(),
+            }
+            .into());
         };
         let plugin = self
             .named_plugin(
@@ -670,25 +896,18 @@ impl<D: Disk> Broker<D> {
                 PARTITIONER_KINDS,
                 "partitioner.module",
             )
-            .await?;
+            .await
+            .map_err(PartitionerError::Plugin)?;
         let mut routing = ProduceRouting::default();
         let mut per_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
         let mut codec = ledge_protocol::Compression::None;
         for item in BatchIter::new(&records) {
-            let (header, raw) = item.map_err(|error| {
-                (
-                    ErrorCode::CorruptMessage,
-                    format!("malformed record batch: {error}"),
-                )
-            })?;
+            let (header, raw) = item.map_err(ProduceError::MalformedBatch)?;
             config
                 .check_timestamps(&header, self.clock.wall_time_ms())
-                .map_err(|message| (ErrorCode::InvalidTimestamp, message))?;
+                .map_err(ProduceError::InvalidTimestamp)?;
             if header.producer_id >= 0 {
-                return Err((
-                    ErrorCode::InvalidRequest,
-                    "a node-partitioned produce cannot be idempotent (the node, not the producer, orders the records); send it without a producer id".into(),
-                ));
+                return Err(PartitionerError::Idempotent.into());
             }
             let mut batch = records.slice_ref(raw);
             if let Some(filter) = &config.produce_filter_module {
@@ -699,7 +918,7 @@ impl<D: Disk> Broker<D> {
             }
             let opened = open_batch(&batch, self.plugins.budget())
                 .await
-                .map_err(|error| produced_batch_error(&batch, &error))?;
+                .map_err(|error| PartitionerError::from(produced_batch_error(&batch, error)))?;
             codec = opened
                 .header
                 .compression()
@@ -707,11 +926,9 @@ impl<D: Disk> Broker<D> {
             let outcomes = opened
                 .run(&plugin, 0..opened.records.len(), 0, partition_count)
                 .await
-                .map_err(|error| {
-                    (
-                        wasm_error_code(&error),
-                        format!("partitioner {partitioner:?}: {error}"),
-                    )
+                .map_err(|error| PartitionerError::Failed {
+                    module: partitioner.clone(),
+                    error,
                 })?;
             // Records the filter dropped are gaps in the rewritten batch: report them so the
             // producer can still pair each of its records with an outcome.
@@ -731,19 +948,19 @@ impl<D: Disk> Broker<D> {
                             .push(record.clone().into_record());
                     }
                     Outcome::Error(message) => {
-                        return Err((
-                            ErrorCode::InvalidRecord,
-                            format!(
-                                "partitioner {partitioner:?} failed record {}: {message}",
-                                record.offset - opened.header.base_offset
-                            ),
-                        ));
+                        return Err(PartitionerError::RecordFailed {
+                            module: partitioner,
+                            index: record.offset - opened.header.base_offset,
+                            message,
+                        }
+                        .into());
                     }
-                    other => {
-                        return Err((
-                            ErrorCode::ModuleFailed,
-                            format!("partitioner {partitioner:?} returned {other:?}"),
-                        ));
+                    outcome => {
+                        return Err(PartitionerError::NotAPartition {
+                            module: partitioner,
+                            outcome,
+                        }
+                        .into());
                     }
                 }
             }
@@ -759,22 +976,21 @@ impl<D: Disk> Broker<D> {
         let appends = per_partition.into_iter().map(|(partition, records)| {
             let config = &config;
             async move {
-                let target = self.partition(topic, partition)?;
-                let log = target.log()?;
+                let target = self.registry.partition(topic, partition)?;
+                let log = target.online_log()?;
                 let options = EncodeOptions {
                     compression: codec,
                     ..EncodeOptions::default()
                 };
                 let batch = ledge_protocol::encode_batch(&records, &options)
-                    .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?;
-                let header = BatchHeader::parse(&batch)
-                    .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?;
-                let batch = self.prepare_batch(&header, batch, config, append_time)?;
+                    .map_err(PartitionerError::Encode)?;
+                let header = BatchHeader::parse(&batch).map_err(PartitionerError::EncodedHeader)?;
+                let batch = super::produce::prepare_batch(&header, batch, config, append_time)?;
                 let outcome = log
                     .append(batch, durability)
                     .await
-                    .map_err(|error| self.append_failed(&target, error))?;
-                Ok::<_, (ErrorCode, String)>(PartitionOffset {
+                    .map_err(|error| self.append_error(&target, error))?;
+                Ok::<_, ProduceError>(PartitionOffset {
                     partition,
                     offset: outcome.base_offset,
                 })
@@ -784,17 +1000,5 @@ impl<D: Disk> Broker<D> {
             routing.base_offsets.push(result?);
         }
         Ok((routing, append_time))
-    }
-}
-
-// Wire mapping: moves to broker/dispatch.rs at merge.
-
-impl From<&PluginError> for ErrorCode {
-    fn from(error: &PluginError) -> Self {
-        match error {
-            PluginError::Module(_) => Self::InvalidModule,
-            PluginError::Instantiate(error) => wasm_error_code(error),
-            PluginError::Task(_) => Self::UnknownServerError,
-        }
     }
 }

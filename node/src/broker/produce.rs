@@ -7,7 +7,7 @@
 //! `PartitionLog::append_batches` (one write, one fdatasync) with the durability `acks`
 //! asks for; the answer waits at most `timeout_ms`. A produce to `NODE_PARTITIONED`
 //! is routed by the topic's partitioner (`plugins.rs`), which prepares and appends through
-//! [`Broker::prepare_batch`] and [`Broker::append_failed`] here.
+//! [`prepare_batch`] and [`Broker::append_error`] here.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,8 +25,9 @@ use ledge_protocol::{
 };
 
 use super::maintenance::DiskGuardTrip;
+use super::plugins::{PartitionerError, ProduceFilterError};
 use super::registry::{LookupError, Partition, PartitionState, TopicRegistry};
-use super::topic_config::{TimestampType, TopicCompression, TopicConfig};
+use super::topic_config::{TimestampError, TimestampType, TopicCompression, TopicConfig};
 use super::{Broker, dispatch, read, write};
 use crate::storage::{AppendDurability, AppendError, AppendInput, Disk};
 
@@ -55,34 +56,26 @@ pub enum ProduceError {
     #[error("malformed record batch: {0}")]
     MalformedBatch(BatchError),
     /// A timestamp outside what the topic accepts.
-    #[error("{0}")]
-    InvalidTimestamp(String),
+    #[error(transparent)]
+    InvalidTimestamp(TimestampError),
     /// A batch could not be prepared for the topic.
     #[error(transparent)]
     Prepare(#[from] PrepareError),
     /// The partition log refused or failed the append.
     #[error(transparent)]
     Append(#[from] AppendError),
-    /// A plug-in (produce filter, partitioner) refused or failed; it still speaks wire codes.
-    #[error("{message}")]
-    Plugin {
-        /// The code it chose.
-        code: ErrorCode,
-        /// Its message.
-        message: String,
-    },
+    /// The topic's produce filter refused or failed.
+    #[error(transparent)]
+    Filter(#[from] ProduceFilterError),
+    /// The topic's partitioner refused or failed (a produce to `NODE_PARTITIONED`).
+    #[error(transparent)]
+    Partitioner(#[from] PartitionerError),
     /// Not durable within the request's timeout.
     #[error("not durable within the request timeout of {} ms", timeout.as_millis())]
     TimedOut {
         /// The timeout that passed.
         timeout: Duration,
     },
-}
-
-impl From<(ErrorCode, String)> for ProduceError {
-    fn from((code, message): (ErrorCode, String)) -> Self {
-        Self::Plugin { code, message }
-    }
 }
 
 /// Why a batch could not be rewritten for its topic's configs.
@@ -359,34 +352,15 @@ impl<D: Disk> Broker<D> {
 
     /// An append error as the produce path answers it; a fenced log is reopened in the
     /// background first.
-    fn append_error(&self, partition: &Arc<Partition<D>>, error: AppendError) -> ProduceError {
+    pub(super) fn append_error(
+        &self,
+        partition: &Arc<Partition<D>>,
+        error: AppendError,
+    ) -> ProduceError {
         if matches!(error, AppendError::Fenced { .. }) {
             reopen_in_background(&self.registry, partition);
         }
         ProduceError::Append(error)
-    }
-
-    /// [`prepare_batch`] with the wire code, for the plug-in code that still speaks
-    /// `(ErrorCode, String)`.
-    pub(super) fn prepare_batch(
-        &self,
-        header: &BatchHeader,
-        batch: Bytes,
-        config: &TopicConfig,
-        append_time: Option<i64>,
-    ) -> Result<Bytes, (ErrorCode, String)> {
-        prepare_batch(header, batch, config, append_time)
-            .map_err(|error| dispatch::produce_wire(&ProduceError::Prepare(error)))
-    }
-
-    /// An append error with the wire code, for the group, plug-in and transform code that
-    /// still speaks `(ErrorCode, String)`; a fenced log is reopened in the background.
-    pub(super) fn append_failed(
-        &self,
-        partition: &Arc<Partition<D>>,
-        error: AppendError,
-    ) -> (ErrorCode, String) {
-        dispatch::produce_wire(&self.append_error(partition, error))
     }
 }
 

@@ -275,8 +275,8 @@ async fn read_with_hostile_values(broker: &Broker<SimDisk>, topic: &str, rng: &m
 
 /// Reads the whole partition and decodes every batch: whatever was accepted is readable.
 async fn read_back(broker: &Broker<SimDisk>, topic: &str) -> i64 {
-    let partition = broker.partition(topic, 0).unwrap();
-    let log = partition.log().unwrap();
+    let partition = broker.registry.partition(topic, 0).unwrap();
+    let log = partition.online_log().unwrap();
     let mut offset = log.log_start_offset();
     while offset < log.high_watermark() {
         let read = log.read(offset, 1 << 20).await.unwrap();

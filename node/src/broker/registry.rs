@@ -19,8 +19,11 @@ use tokio::sync::broadcast;
 use super::metadata::{
     self, MetadataError, MetadataStore, PRODUCER_ID_BLOCK, StoredMetadata, StoredTopic, TopicFiles,
 };
+use super::plugins::ModuleReferenceError;
 use super::producer_id_hold;
-use super::topic_config::{self, TopicConfig, TopicConfigError, validate_topic_name};
+use super::topic_config::{
+    self, TopicConfig, TopicConfigError, TopicNameError, validate_topic_name,
+};
 use super::{DeclaredTopic, plugins, read, write};
 use crate::clock::Clock;
 use crate::storage::disk::descriptors::DescriptorBudgetError;
@@ -132,13 +135,6 @@ impl<D: Disk> Partition<D> {
             }),
         }
     }
-
-    /// [`Self::online_log`] with the wire code, for the group, plug-in and transform code
-    /// that still speaks `(ErrorCode, String)`.
-    pub(super) fn log(&self) -> Result<PartitionLog<D>, (ledge_protocol::wire::ErrorCode, String)> {
-        self.online_log()
-            .map_err(|error| (super::dispatch::lookup_code(&error), error.to_string()))
-    }
 }
 
 /// A topic or partition that cannot be used.
@@ -206,8 +202,8 @@ pub enum PartitionCountError {
 #[derive(Debug, thiserror::Error)]
 pub enum CreateTopicError {
     /// The name is not a valid topic name.
-    #[error("{0}")]
-    InvalidName(String),
+    #[error(transparent)]
+    InvalidName(TopicNameError),
     /// Names starting with `__` belong to the node.
     #[error("topic names starting with \"__\" are reserved for internal topics: {topic:?}")]
     Reserved {
@@ -218,8 +214,8 @@ pub enum CreateTopicError {
     #[error(transparent)]
     InvalidConfig(TopicConfigError),
     /// A config names a module that is not uploaded, or of the wrong kind.
-    #[error("{0}")]
-    ModuleReference(String),
+    #[error(transparent)]
+    ModuleReference(ModuleReferenceError),
     /// The topic exists.
     #[error("topic {topic:?} already exists")]
     AlreadyExists {
@@ -301,8 +297,8 @@ pub enum AlterTopicError {
     #[error(transparent)]
     InvalidConfig(TopicConfigError),
     /// A config names a module that is not uploaded, or of the wrong kind.
-    #[error("{0}")]
-    ModuleReference(String),
+    #[error(transparent)]
+    ModuleReference(ModuleReferenceError),
     /// `metadata.json` or the topic file could not be written.
     #[error("could not record configs of {topic:?}: {source}")]
     Record {
@@ -350,12 +346,12 @@ pub enum DeleteTopicError {
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     /// The declared name is invalid.
-    #[error("{origin}: {message}")]
+    #[error("{origin}: {source}")]
     InvalidName {
         /// Where it was declared.
         origin: String,
         /// Why the name is invalid.
-        message: String,
+        source: TopicNameError,
     },
     /// Creating it failed.
     #[error("{origin}: {source}")]
@@ -1303,9 +1299,9 @@ impl<D: Disk> TopicRegistry<D> {
     pub async fn reconcile(&self, declared: &[DeclaredTopic]) -> Result<(), ReconcileError> {
         for topic in declared {
             let origin = || topic.origin.clone();
-            validate_topic_name(&topic.name).map_err(|message| ReconcileError::InvalidName {
+            validate_topic_name(&topic.name).map_err(|source| ReconcileError::InvalidName {
                 origin: origin(),
-                message,
+                source,
             })?;
             match self.topic(&topic.name) {
                 None => {

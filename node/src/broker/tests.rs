@@ -710,7 +710,7 @@ fn a_lost_metadata_file_with_an_offline_partition_holds_producer_ids_back() {
         assert!(disk.corrupt_bit(&segment, 16 + 30, 2));
         for restart in 0..2 {
             let broker = broker(&disk).await;
-            assert!(broker.partition("t", 1).unwrap().log().is_err());
+            assert!(broker.registry.partition("t", 1).unwrap().online_log().is_err());
             let Response::InitProducerId(held) = broker
                 .handle(Request::InitProducerId(InitProducerIdRequest::default()))
                 .await
@@ -754,7 +754,7 @@ fn a_lost_metadata_file_with_an_offline_partition_holds_producer_ids_back() {
         assert!(disk.corrupt_bit(&segment, 16 + 30, 2));
         {
             let broker = broker(&disk).await;
-            assert!(broker.partition("t", 1).unwrap().log().is_err());
+            assert!(broker.registry.partition("t", 1).unwrap().online_log().is_err());
             assert!(init_producer_id(&broker).await.producer_id > old_id.producer_id);
             broker.close().await;
         }

@@ -217,17 +217,17 @@ pub enum TopicConfigError {
         value: String,
     },
     /// A module key naming an invalid module name.
-    #[error("{key}: {message}")]
+    #[error("{key}: {source}")]
     ModuleName {
         /// The key.
         key: String,
         /// Why the name is invalid.
-        message: String,
+        source: ModuleNameError,
     },
     /// The keys together make a partition log configuration the log refuses (a batch must
     /// fit in a segment, ...).
-    #[error("{0}")]
-    Relation(String),
+    #[error(transparent)]
+    Relation(crate::storage::log::LogConfigError),
 }
 
 /// A `*.max.ms` value where Kafka's `Long.MAX_VALUE` means unlimited.
@@ -317,9 +317,9 @@ impl TopicConfig {
                 let module = if name.is_empty() {
                     None
                 } else {
-                    validate_module_name(name).map_err(|message| TopicConfigError::ModuleName {
+                    validate_module_name(name).map_err(|source| TopicConfigError::ModuleName {
                         key: key.to_string(),
-                        message,
+                        source,
                     })?;
                     Some(name.to_string())
                 };
@@ -453,7 +453,11 @@ impl TopicConfig {
     /// against `before.max.ms`; here only the header's first timestamp is, since a record
     /// before it (legal: later deltas may be negative) cannot pin retention.
     /// Log-append-time topics are stamped with the node's clock, so nothing is checked.
-    pub fn check_timestamps(&self, header: &BatchHeader, now_ms: i64) -> Result<(), String> {
+    pub fn check_timestamps(
+        &self,
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<(), TimestampError> {
         if self.timestamp_type == TimestampType::LogAppendTime {
             return Ok(());
         }
@@ -461,25 +465,22 @@ impl TopicConfig {
         if let Some(after) = self.timestamp_after_max {
             let latest = now_ms.saturating_add(millis(after));
             if header.max_timestamp != NO_TIMESTAMP && header.max_timestamp > latest {
-                return Err(format!(
-                    "batch timestamp {} is {} ms ahead of the node's clock ({now_ms}), more than \
-                     message.timestamp.after.max.ms ({})",
-                    header.max_timestamp,
-                    header.max_timestamp.saturating_sub(now_ms),
-                    millis(after)
-                ));
+                return Err(TimestampError::TooFarAhead {
+                    timestamp: header.max_timestamp,
+                    now_ms,
+                    after_max_ms: millis(after),
+                });
             }
         }
         if let Some(before) = self.timestamp_before_max {
             let earliest = now_ms.saturating_sub(millis(before));
             let first = header.base_timestamp.min(header.max_timestamp);
             if first != NO_TIMESTAMP && first < earliest {
-                return Err(format!(
-                    "batch timestamp {first} is {} ms behind the node's clock ({now_ms}), more \
-                     than message.timestamp.before.max.ms ({})",
-                    now_ms.saturating_sub(first),
-                    millis(before)
-                ));
+                return Err(TimestampError::TooFarBehind {
+                    timestamp: first,
+                    now_ms,
+                    before_max_ms: millis(before),
+                });
             }
         }
         Ok(())
@@ -560,39 +561,116 @@ impl TopicConfig {
     }
 }
 
+/// A batch timestamp outside the window a create-time topic accepts.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TimestampError {
+    /// Later than `message.timestamp.after.max.ms` past the node's clock.
+    #[error(
+        "batch timestamp {timestamp} is {} ms ahead of the node's clock ({now_ms}), more than \
+         message.timestamp.after.max.ms ({after_max_ms})",
+        timestamp.saturating_sub(*now_ms)
+    )]
+    TooFarAhead {
+        /// The batch's largest timestamp.
+        timestamp: i64,
+        /// The node's clock.
+        now_ms: i64,
+        /// The limit.
+        after_max_ms: i64,
+    },
+    /// Earlier than `message.timestamp.before.max.ms` before the node's clock.
+    #[error(
+        "batch timestamp {timestamp} is {} ms behind the node's clock ({now_ms}), more \
+         than message.timestamp.before.max.ms ({before_max_ms})",
+        now_ms.saturating_sub(*timestamp)
+    )]
+    TooFarBehind {
+        /// The batch's first timestamp.
+        timestamp: i64,
+        /// The node's clock.
+        now_ms: i64,
+        /// The limit.
+        before_max_ms: i64,
+    },
+}
+
+/// The longest topic name, in bytes (Kafka's).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Why a topic name is not valid.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TopicNameError {
+    /// The empty name.
+    #[error("topic name is empty")]
+    Empty,
+    /// Longer than [`TOPIC_NAME_BYTES_MAX`].
+    #[error("topic name is {length} characters; the limit is {TOPIC_NAME_BYTES_MAX}")]
+    TooLong {
+        /// Its length in bytes.
+        length: usize,
+    },
+    /// `.` or `..`.
+    #[error("topic name {name:?} is not allowed")]
+    Dots {
+        /// The name.
+        name: String,
+    },
+    /// A character outside `[a-zA-Z0-9._-]`.
+    #[error(
+        "topic name {name:?} contains {character:?}; allowed are ASCII letters, digits, '.', '_' and '-'"
+    )]
+    Character {
+        /// The name.
+        name: String,
+        /// The first character not allowed.
+        character: char,
+    },
+}
+
+/// The longest module or transform name, in bytes.
+pub const MODULE_NAME_BYTES_MAX: usize = 128;
+
+/// A module or transform name that is not 1-128 of `[a-zA-Z0-9._-]`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a valid name: use 1-128 of a-z, A-Z, 0-9, '.', '_' and '-'")]
+pub struct ModuleNameError {
+    /// The name.
+    pub name: String,
+}
+
 /// Checks a topic name as Kafka does: 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
+pub fn validate_topic_name(name: &str) -> Result<(), TopicNameError> {
     if name.is_empty() {
-        return Err("topic name is empty".into());
+        return Err(TopicNameError::Empty);
     }
-    if name.len() > 249 {
-        return Err(format!(
-            "topic name is {} characters; the limit is 249",
-            name.len()
-        ));
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(TopicNameError::TooLong { length: name.len() });
     }
     if name == "." || name == ".." {
-        return Err(format!("topic name {name:?} is not allowed"));
+        return Err(TopicNameError::Dots {
+            name: name.to_string(),
+        });
     }
     if let Some(bad) = name.chars().find(|character| {
         !(character.is_ascii_alphanumeric() || matches!(character, '.' | '_' | '-'))
     }) {
-        return Err(format!(
-            "topic name {name:?} contains {bad:?}; allowed are ASCII letters, digits, '.', '_' and '-'"
-        ));
+        return Err(TopicNameError::Character {
+            name: name.to_string(),
+            character: bad,
+        });
     }
     Ok(())
 }
 
 /// Module and transform names: 1-128 of `[a-zA-Z0-9._-]`.
-pub fn validate_module_name(name: &str) -> Result<(), String> {
+pub fn validate_module_name(name: &str) -> Result<(), ModuleNameError> {
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if name.is_empty() || name.len() > 128 || !valid_chars {
-        return Err(format!(
-            "{name:?} is not a valid name: use 1-128 of a-z, A-Z, 0-9, '.', '_' and '-'"
-        ));
+    if name.is_empty() || name.len() > MODULE_NAME_BYTES_MAX || !valid_chars {
+        return Err(ModuleNameError {
+            name: name.to_string(),
+        });
     }
     Ok(())
 }
@@ -638,7 +716,10 @@ mod tests {
         let error = defaults
             .check_timestamps(&header(now, now + hour + 1), now)
             .unwrap_err();
-        assert!(error.contains("message.timestamp.after.max.ms"), "{error}");
+        assert!(
+            error.to_string().contains("message.timestamp.after.max.ms"),
+            "{error}"
+        );
         assert!(defaults.check_timestamps(&header(0, 0), now).is_ok());
         assert!(defaults.check_timestamps(&header(-1, -1), now).is_ok());
         let strict = TopicConfig::with_overrides(
@@ -657,7 +738,12 @@ mod tests {
         let error = strict
             .check_timestamps(&header(now - 1001, now), now)
             .unwrap_err();
-        assert!(error.contains("message.timestamp.before.max.ms"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("message.timestamp.before.max.ms"),
+            "{error}"
+        );
         assert!(strict.check_timestamps(&header(now, now + 1), now).is_err());
         let unlimited = TopicConfig::with_overrides(
             &defaults,
@@ -760,7 +846,12 @@ mod tests {
         assert!(validate_topic_name("").is_err());
         assert!(validate_topic_name("..").is_err());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
-        assert!(validate_topic_name("a/b").unwrap_err().contains("'/'"));
+        assert!(
+            validate_topic_name("a/b")
+                .unwrap_err()
+                .to_string()
+                .contains("'/'")
+        );
         assert!(validate_topic_name("héllo").is_err());
     }
 }

@@ -102,6 +102,7 @@ async fn create(broker: &Broker<SimDisk>, name: &str, partitions: u32, configs: 
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect();
     broker
+        .registry
         .create_topic(name, partitions, &configs)
         .await
         .unwrap();
@@ -1310,7 +1311,7 @@ fn uploads_are_bounded_and_metadata_never_outgrows_its_read_limit() {
             },
         );
         let error = store.store(next).await.unwrap_err();
-        assert_eq!(error.error_code(), ErrorCode::InvalidRequest);
+        assert_eq!(dispatch::metadata_code(&error), ErrorCode::InvalidRequest);
         assert_eq!(store.current(), &before);
         let (reloaded, _) = MetadataStore::load(disk.clone(), Path::new(DATA))
             .await
@@ -1324,7 +1325,12 @@ fn uploads_are_bounded_and_metadata_never_outgrows_its_read_limit() {
 /// checked records could be.
 async fn poison_second_batch(disk: &SimDisk, broker: &Broker<SimDisk>, topic: &str) {
     use crate::storage::disk::{Disk as _, DiskFile as _, OpenMode};
-    let log = broker.partition(topic, 0).unwrap().log().unwrap();
+    let log = broker
+        .registry
+        .partition(topic, 0)
+        .unwrap()
+        .online_log()
+        .unwrap();
     let path = log
         .directory()
         .join(crate::storage::segment::segment_file_name(0));

@@ -724,66 +724,6 @@ impl GroupService {
     }
 }
 
-// Wire mapping: moves to broker/dispatch.rs at merge.
-
-impl From<&GroupError> for ErrorCode {
-    fn from(error: &GroupError) -> Self {
-        match error {
-            GroupError::InvalidGroupId(_) => Self::InvalidGroupId,
-            GroupError::UnknownMember { .. } => Self::UnknownMemberId,
-            GroupError::InconsistentAssignor(_) => Self::InconsistentGroupProtocol,
-            GroupError::GroupFull { .. } | GroupError::TooManyGroups(_) => {
-                Self::GroupMaxSizeReached
-            }
-            GroupError::InvalidPattern { .. } => Self::InvalidRegularExpression,
-            GroupError::InvalidTimeout(_) => Self::InvalidRequest,
-            GroupError::NonEmptyGroup(_) => Self::NonEmptyGroup,
-            GroupError::UnknownGroup(_) => Self::GroupIdNotFound,
-            GroupError::FencedEpoch { .. } => Self::FencedMemberEpoch,
-        }
-    }
-}
-
-impl From<&OffsetsLogError> for ErrorCode {
-    fn from(error: &OffsetsLogError) -> Self {
-        match error {
-            OffsetsLogError::Missing => Self::UnknownTopicOrPartition,
-            OffsetsLogError::Offline { .. } => Self::PartitionOffline,
-            OffsetsLogError::Append(error) => append_error_code(error),
-            OffsetsLogError::Encode(_) => Self::UnknownServerError,
-        }
-    }
-}
-
-impl From<&GroupServiceError> for ErrorCode {
-    fn from(error: &GroupServiceError) -> Self {
-        match error {
-            GroupServiceError::Group(error) => error.into(),
-            GroupServiceError::TransformGroup { .. } => Self::InvalidGroupId,
-            GroupServiceError::MetadataTooLong { .. } => Self::InvalidRequest,
-            GroupServiceError::NotFound(_) => Self::GroupIdNotFound,
-            GroupServiceError::OffsetsLog(error) => error.into(),
-        }
-    }
-}
-
-/// The code of a failed append: the same table as `Broker::append_failed` (which also
-/// starts the reopen of a fenced log); at merge both use the one in broker/dispatch.rs.
-pub(crate) fn append_error_code(error: &AppendError) -> ErrorCode {
-    match error {
-        AppendError::InvalidBatch(_) => ErrorCode::CorruptMessage,
-        AppendError::InvalidRecords(_) => ErrorCode::InvalidRecord,
-        AppendError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
-        AppendError::Disk(disk) if disk.is_out_of_space() => ErrorCode::DiskFull,
-        AppendError::Disk(_) => ErrorCode::StorageError,
-        AppendError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
-        AppendError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
-        AppendError::UnknownProducer { .. } => ErrorCode::UnknownProducerId,
-        AppendError::Fenced { .. } => ErrorCode::StorageError,
-        AppendError::Closed => ErrorCode::ShuttingDown,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -40,19 +40,22 @@ use ledge_protocol::wire::{
     DescribeTransformsRequest, DescribeTransformsResponse, ErrorCode, PartitionOffset,
     TransformDescription,
 };
-use ledge_protocol::{EncodeOptions, Record, encode_batch};
+use ledge_protocol::{EncodeError, EncodeOptions, Record, encode_batch};
 use tokio::sync::{broadcast, watch};
 
 use route::BreakerWindow;
 use task::PartitionTask;
 
 use super::metadata::{StoppedReason, StoredTransform};
-use super::registry::RegistryEvent;
-use super::topic_config::{validate_module_name, validate_topic_name};
+use super::plugins::ModuleError;
+use super::registry::{CreateTopicError, LookupError, RegistryEvent};
+use super::topic_config::{
+    ModuleNameError, TopicNameError, validate_module_name, validate_topic_name,
+};
 use super::{Broker, read};
 use crate::groups::offsets::{OffsetKey, encode_value};
 use crate::groups::service::GroupServiceError;
-use crate::storage::{AppendDurability, Disk};
+use crate::storage::{AppendDurability, AppendError, Disk};
 use crate::wasm::batch::{params_list, params_map};
 use crate::wasm::{Plugin, PluginKind};
 
@@ -63,7 +66,7 @@ pub use super::metadata::OnError;
 pub enum DeployTransformError {
     /// The transform's name is not a valid name.
     #[error("transform name: {0}")]
-    InvalidName(String),
+    InvalidName(ModuleNameError),
     /// The parameters are refused.
     #[error(transparent)]
     Params(#[from] crate::wasm::batch::ParamsError),
@@ -74,8 +77,8 @@ pub enum DeployTransformError {
     #[error("a transform cannot read an internal topic")]
     InternalInput,
     /// An output or dead-letter topic name is not a valid name.
-    #[error("{0}")]
-    InvalidTopicName(String),
+    #[error(transparent)]
+    InvalidTopicName(TopicNameError),
     /// An output or dead-letter topic is internal or the input itself.
     #[error("a transform cannot write {0:?} (internal, or its own input)")]
     ForbiddenOutput(String),
@@ -105,22 +108,11 @@ pub enum DeployTransformError {
         version: u32,
     },
     /// Storing or instantiating the module failed (the plug-in host's answer).
-    #[error("{message}")]
-    Module {
-        /// Wire code the module path chose.
-        code: ErrorCode,
-        /// Why.
-        message: String,
-    },
-    /// Creating the output or dead-letter topic failed (the registry's answer; becomes
-    /// its `CreateTopicError` when that exists).
-    #[error("{message}")]
-    Topic {
-        /// Wire code the registry chose.
-        code: ErrorCode,
-        /// Why.
-        message: String,
-    },
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+    /// Creating the output or dead-letter topic failed (the registry's answer).
+    #[error(transparent)]
+    Topic(#[from] CreateTopicError),
     /// `metadata.json` did not take the definition.
     #[error("could not record transform {name:?}: {source}")]
     Record {
@@ -129,6 +121,20 @@ pub enum DeployTransformError {
         /// Why.
         source: super::metadata::MetadataError,
     },
+}
+
+/// Why a transform's output or dead letters were not appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendRecordsError {
+    /// No such topic or partition, or the partition is offline.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// The records could not be encoded as a batch.
+    #[error("{0}")]
+    Encode(EncodeError),
+    /// The partition log refused or failed the append.
+    #[error(transparent)]
+    Append(AppendError),
 }
 
 /// Why a transform could not be paused, resumed or removed.
@@ -352,8 +358,8 @@ impl<D: Disk> Broker<D> {
                 .await
             {
                 Ok(plugin) => plugin,
-                Err((_, message)) => {
-                    tracing::error!(transform = %name, %message, "transform cannot start");
+                Err(error) => {
+                    tracing::error!(transform = %name, %error, "transform cannot start");
                     continue;
                 }
             };
@@ -506,29 +512,30 @@ impl<D: Disk> Broker<D> {
         }
         let module = self
             .store_module(declared.module, declared.kind, declared.params.clone())
-            .await
-            .map_err(|(code, message)| DeployTransformError::Module { code, message })?;
+            .await?;
         let plugin = self
             .plugin(&module, declared.params.clone())
             .await
-            .map_err(|(code, message)| DeployTransformError::Module { code, message })?;
+            .map_err(ModuleError::Instantiate)?;
         let input_partitions = read(&input.partitions).len() as u32;
         if self.topic(&output).is_none() {
             match self
+                .registry
                 .create_topic(&output, input_partitions, &BTreeMap::new())
                 .await
             {
-                Ok(()) | Err((ErrorCode::TopicAlreadyExists, _)) => {}
-                Err((code, message)) => return Err(DeployTransformError::Topic { code, message }),
+                Ok(()) | Err(CreateTopicError::AlreadyExists { .. }) => {}
+                Err(error) => return Err(error.into()),
             }
         }
         if declared.on_error == OnError::DeadLetter && self.topic(&dead_letter_topic).is_none() {
             match self
+                .registry
                 .create_topic(&dead_letter_topic, 1, &BTreeMap::new())
                 .await
             {
-                Ok(()) | Err((ErrorCode::TopicAlreadyExists, _)) => {}
-                Err((code, message)) => return Err(DeployTransformError::Topic { code, message }),
+                Ok(()) | Err(CreateTopicError::AlreadyExists { .. }) => {}
+                Err(error) => return Err(error.into()),
             }
         }
         let version = match &existing {
@@ -735,8 +742,9 @@ impl<D: Disk> Broker<D> {
         });
         for partition in 0..self.partition_count(&definition.input) {
             let log = self
+                .registry
                 .partition(&definition.input, partition)
-                .and_then(|partition| partition.log());
+                .and_then(|partition| partition.online_log());
             let Ok(log) = log else { continue };
             let position = live
                 .as_ref()
@@ -789,7 +797,7 @@ impl<D: Disk> Broker<D> {
             }
             self.deploy_transform(transform)
                 .await
-                .map_err(|error| super::BrokerError::Reconcile(format!("{origin}: {error}")))?;
+                .map_err(|source| super::BrokerError::DeclaredTransform { origin, source })?;
         }
         Ok(())
     }
@@ -835,9 +843,9 @@ impl<D: Disk> Broker<D> {
         topic: &str,
         partition: u32,
         records: Vec<Record>,
-    ) -> Result<(), (ErrorCode, String)> {
-        let target = self.partition(topic, partition)?;
-        let log = target.log()?;
+    ) -> Result<(), AppendRecordsError> {
+        let target = self.registry.partition(topic, partition)?;
+        let log = target.online_log()?;
         let limit = self.config.transforms.output_batch_bytes.max(1);
         let mut chunk: Vec<Record> = Vec::new();
         let mut chunk_bytes = 0usize;
@@ -868,11 +876,17 @@ impl<D: Disk> Broker<D> {
             let target = &target;
             async move {
                 let batch = encode_batch(&records, &EncodeOptions::default())
-                    .map_err(|error| (ErrorCode::UnknownServerError, error.to_string()))?;
+                    .map_err(AppendRecordsError::Encode)?;
                 log.append(batch, AppendDurability::Synced)
                     .await
                     .map(|_| ())
-                    .map_err(|error| self.append_failed(target, error))
+                    .map_err(|error| {
+                        // As for any append: a fenced log is reopened in the background.
+                        if matches!(error, AppendError::Fenced { .. }) {
+                            super::produce::reopen_in_background(&self.registry, target);
+                        }
+                        AppendRecordsError::Append(error)
+                    })
             }
         });
         // Queued together, the writer commits them with one fdatasync.
@@ -880,37 +894,5 @@ impl<D: Disk> Broker<D> {
             result?;
         }
         Ok(())
-    }
-}
-
-// Wire mapping: moves to broker/dispatch.rs at merge.
-
-impl From<&DeployTransformError> for ErrorCode {
-    fn from(error: &DeployTransformError) -> Self {
-        match error {
-            DeployTransformError::InvalidName(_)
-            | DeployTransformError::Params(_)
-            | DeployTransformError::TooMany(_)
-            | DeployTransformError::VersionsExhausted { .. } => Self::InvalidRequest,
-            DeployTransformError::UnknownInput(_) => Self::UnknownTopicOrPartition,
-            DeployTransformError::InternalInput => Self::InternalTopic,
-            DeployTransformError::InvalidTopicName(_)
-            | DeployTransformError::ForbiddenOutput(_) => Self::InvalidTopic,
-            DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,
-            DeployTransformError::Module { code, .. }
-            | DeployTransformError::Topic { code, .. } => *code,
-            DeployTransformError::Record { source, .. } => source.error_code(),
-        }
-    }
-}
-
-impl From<&AlterTransformError> for ErrorCode {
-    fn from(error: &AlterTransformError) -> Self {
-        match error {
-            AlterTransformError::NotFound(_) => Self::ModuleNotFound,
-            AlterTransformError::UnknownAction(_) => Self::InvalidRequest,
-            AlterTransformError::Record { source, .. }
-            | AlterTransformError::RecordRemoval(source) => source.error_code(),
-        }
     }
 }

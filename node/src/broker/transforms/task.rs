@@ -16,6 +16,7 @@ use super::route::{IterationOutput, Route, Routed};
 use super::{OnError, TransformStats, TransformVersion};
 use crate::broker::Broker;
 use crate::broker::metadata::{StoppedReason, StoredTransform};
+use crate::broker::registry::LookupError;
 use crate::groups::service::OffsetsLogError;
 use crate::storage::{Disk, ReadError};
 use crate::wasm::PluginKind;
@@ -26,8 +27,8 @@ use crate::wasm::batch::open_batch;
 #[derive(Debug, thiserror::Error)]
 pub(super) enum TaskError {
     /// The input partition does not exist or is offline.
-    #[error("{0}")]
-    InputUnavailable(String),
+    #[error(transparent)]
+    InputUnavailable(LookupError),
     /// Reading the input failed.
     #[error(transparent)]
     Read(#[from] ReadError),
@@ -35,12 +36,12 @@ pub(super) enum TaskError {
     #[error("input batch unreadable: {0}")]
     Unreadable(BatchError),
     /// Appending output or dead letters failed.
-    #[error("writing {topic:?}: {message}")]
+    #[error("writing {topic:?}: {source}")]
     Write {
         /// The topic written.
         topic: String,
         /// Why.
-        message: String,
+        source: super::AppendRecordsError,
     },
     /// Committing the position failed.
     #[error("committing the position: {0}")]
@@ -187,9 +188,10 @@ impl<D: Disk> PartitionTask<D> {
         let definition = &version.definition;
         let input = &definition.input;
         let log = broker
+            .registry
             .partition(input, self.partition)
-            .and_then(|partition| partition.log())
-            .map_err(|(_, message)| TaskError::InputUnavailable(message))?;
+            .and_then(|partition| partition.online_log())
+            .map_err(TaskError::InputUnavailable)?;
         let start = pending_position.unwrap_or_else(|| {
             let start = broker
                 .transform_position(&self.name, input, self.partition)
@@ -368,18 +370,18 @@ async fn write_chunk<D: Disk>(
         .into_iter()
         .map(|(target, records)| broker.append_records(&definition.output, target, records));
     for result in futures_util::future::join_all(writes).await {
-        result.map_err(|(_, message)| TaskError::Write {
+        result.map_err(|source| TaskError::Write {
             topic: definition.output.clone(),
-            message,
+            source,
         })?;
     }
     if !output.dead.is_empty() {
         broker
             .append_records(&definition.dead_letter_topic, 0, output.dead)
             .await
-            .map_err(|(_, message)| TaskError::Write {
+            .map_err(|source| TaskError::Write {
                 topic: definition.dead_letter_topic.clone(),
-                message,
+                source,
             })?;
     }
     if next_position > start {

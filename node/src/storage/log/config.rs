@@ -90,35 +90,75 @@ impl Default for LogConfig {
     }
 }
 
+/// Limits of a partition log that do not fit together; each names the keys involved.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LogConfigError {
+    /// `segment.bytes` over [`SEGMENT_BYTES_MAX`].
+    #[error("segment.bytes ({segment_bytes}) exceeds the maximum {SEGMENT_BYTES_MAX}")]
+    SegmentTooLarge {
+        /// The value.
+        segment_bytes: u64,
+    },
+    /// A batch of `max.message.bytes` would not fit in a segment after its header.
+    #[error(
+        "max.message.bytes ({batch_bytes_max}) must fit in segment.bytes ({segment_bytes}) minus the {SEGMENT_HEADER_BYTES}-byte header"
+    )]
+    BatchOverSegment {
+        /// `max.message.bytes`.
+        batch_bytes_max: u64,
+        /// `segment.bytes`.
+        segment_bytes: u64,
+    },
+    /// A batch of `max.message.bytes` would not fit in one commit.
+    #[error(
+        "max.message.bytes ({batch_bytes_max}) must not exceed commit.bytes.max ({commit_bytes_max})"
+    )]
+    BatchOverCommit {
+        /// `max.message.bytes`.
+        batch_bytes_max: u64,
+        /// `commit.bytes.max`.
+        commit_bytes_max: u64,
+    },
+    /// A size that must be positive is zero.
+    #[error("index.interval.bytes, append.queue.depth and recovery.read.bytes must be positive")]
+    Zero,
+    /// An append decode limit outside 1 and the readers' maximum.
+    #[error("{key} must be 1..={max}, got {value}")]
+    DecodeLimit {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: usize,
+        /// The maximum readers and compaction decode with.
+        max: usize,
+    },
+}
+
 impl LogConfig {
     /// Checks the relationships between limits; the error names the keys involved.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LogConfigError> {
         if self.segment_bytes > SEGMENT_BYTES_MAX {
-            return Err(format!(
-                "segment.bytes ({}) exceeds the maximum {SEGMENT_BYTES_MAX}",
-                self.segment_bytes
-            ));
+            return Err(LogConfigError::SegmentTooLarge {
+                segment_bytes: self.segment_bytes,
+            });
         }
         if self.batch_bytes_max + SEGMENT_HEADER_BYTES > self.segment_bytes {
-            return Err(format!(
-                "max.message.bytes ({}) must fit in segment.bytes ({}) minus the {SEGMENT_HEADER_BYTES}-byte header",
-                self.batch_bytes_max, self.segment_bytes
-            ));
+            return Err(LogConfigError::BatchOverSegment {
+                batch_bytes_max: self.batch_bytes_max,
+                segment_bytes: self.segment_bytes,
+            });
         }
         if self.batch_bytes_max > self.commit_bytes_max {
-            return Err(format!(
-                "max.message.bytes ({}) must not exceed commit.bytes.max ({})",
-                self.batch_bytes_max, self.commit_bytes_max
-            ));
+            return Err(LogConfigError::BatchOverCommit {
+                batch_bytes_max: self.batch_bytes_max,
+                commit_bytes_max: self.commit_bytes_max,
+            });
         }
         if self.index_interval_bytes == 0
             || self.append_queue_depth == 0
             || self.recovery_read_bytes == 0
         {
-            return Err(
-                "index.interval.bytes, append.queue.depth and recovery.read.bytes must be positive"
-                    .into(),
-            );
+            return Err(LogConfigError::Zero);
         }
         let limits = &self.append_decode_limits;
         for (key, value, max) in [
@@ -141,7 +181,7 @@ impl LogConfig {
             // Above the maximum, a batch could be appended that readers and compaction (which
             // decode with the maximum) could not open.
             if value == 0 || value > max {
-                return Err(format!("{key} must be 1..={max}, got {value}"));
+                return Err(LogConfigError::DecodeLimit { key, value, max });
             }
         }
         Ok(())

@@ -185,7 +185,7 @@ pub enum DeleteError {
 pub enum OpenError {
     /// The configuration is inconsistent.
     #[error("invalid log configuration: {0}")]
-    Config(String),
+    Config(super::LogConfigError),
     /// An IO operation failed (read-only or full filesystem, permissions, EIO).
     #[error(transparent)]
     Disk(#[from] DiskError),

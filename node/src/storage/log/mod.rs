@@ -58,7 +58,7 @@ pub use append::{AppendDurability, AppendInput, AppendOutcome};
 pub use compact::CompactionReport;
 pub use config::{
     APPEND_DECODE_LIMITS, BATCH_BYTES_MAX_DEFAULT, COMMIT_BYTES_MAX_DEFAULT, LogConfig,
-    SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
+    LogConfigError, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
 };
 pub use error::{AppendBatchesError, AppendError, CompactError, DeleteError, OpenError, ReadError};
 pub(in crate::storage) use open::{remove_segment_files, scan_segment, write_checkpoint};
@@ -320,7 +320,7 @@ impl<D: Disk> PartitionLog<D> {
     /// Applies a changed configuration to the live log (for example a topic's
     /// `max.message.bytes` or `segment.bytes` after an AlterConfigs). It takes effect for the
     /// next append and the next roll decision.
-    pub fn set_config(&self, config: LogConfig) -> Result<(), String> {
+    pub fn set_config(&self, config: LogConfig) -> Result<(), LogConfigError> {
         config.validate()?;
         *self
             .shared
