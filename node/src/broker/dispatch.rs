@@ -343,7 +343,7 @@ fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
         CreateTopicError::PartitionCount(error) => partition_count_code(error),
         CreateTopicError::Record { source, .. } => metadata_code(source),
         // Retriable, like any disk failure: nothing was recorded.
-        CreateTopicError::PartitionNotCreated { .. } => ErrorCode::StorageError,
+        CreateTopicError::PartitionNotCreated(_) => ErrorCode::StorageError,
     }
 }
 

@@ -235,15 +235,21 @@ pub enum CreateTopicError {
     },
     /// A new partition's log could not be created (its first segment's write or sync
     /// failed); nothing was recorded.
-    #[error("could not create partition {partition} of {topic:?}: {reason}")]
-    PartitionNotCreated {
-        /// The topic.
-        topic: String,
-        /// The partition that failed (the first, if several did).
-        partition: u32,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    PartitionNotCreated(PartitionNotCreated),
+}
+
+/// A new partition whose log could not be created, so the topic change it belonged to was
+/// not recorded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("could not create partition {partition} of {topic:?}: {reason}")]
+pub struct PartitionNotCreated {
+    /// The topic.
+    pub topic: String,
+    /// The partition that failed (the first, if several did).
+    pub partition: u32,
+    /// Why.
+    pub reason: String,
 }
 
 /// Why partitions were not added.
@@ -267,15 +273,8 @@ pub enum AddPartitionsError {
         source: MetadataError,
     },
     /// A new partition's log could not be created; nothing was recorded.
-    #[error("could not create partition {partition} of {topic:?}: {reason}")]
-    PartitionNotCreated {
-        /// The topic.
-        topic: String,
-        /// The partition that failed (the first, if several did).
-        partition: u32,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    PartitionNotCreated(PartitionNotCreated),
 }
 
 /// Why a topic's configs were not changed.
@@ -1016,12 +1015,8 @@ impl<D: Disk> TopicRegistry<D> {
         // A partition whose first segment could not be written or synced must not be
         // acknowledged: after a power loss it would be an acknowledged topic with a partition
         // offline (found by the whole-node simulator, seed 179).
-        if let Some((partition, reason)) = self.discard_unless_all_online(&opened).await {
-            return Err(CreateTopicError::PartitionNotCreated {
-                topic: name.to_string(),
-                partition,
-                reason,
-            });
+        if let Some(failed) = self.discard_unless_all_online(name, &opened).await {
+            return Err(CreateTopicError::PartitionNotCreated(failed));
         }
         let stored_topic = StoredTopic {
             partitions,
@@ -1066,13 +1061,18 @@ impl<D: Disk> TopicRegistry<D> {
     /// removes, as nothing recorded it) and names the first that failed.
     async fn discard_unless_all_online(
         &self,
+        topic: &str,
         partitions: &[Arc<Partition<D>>],
-    ) -> Option<(u32, String)> {
+    ) -> Option<PartitionNotCreated> {
         let failed = partitions.iter().find_map(|partition| {
             partition
                 .online_log()
                 .err()
-                .map(|error| (partition.key.partition, error.to_string()))
+                .map(|error| PartitionNotCreated {
+                    topic: topic.to_string(),
+                    partition: partition.key.partition,
+                    reason: error.to_string(),
+                })
         })?;
         for partition in partitions {
             if let Ok(log) = partition.online_log() {
@@ -1083,7 +1083,7 @@ impl<D: Disk> TopicRegistry<D> {
                 tracing::warn!(directory = %directory.display(), %error, "removing a partition that was not created failed; removed at next start");
             }
         }
-        tracing::error!(partition = failed.0, reason = %failed.1, "a new partition could not be created; nothing recorded");
+        tracing::error!(%failed, "nothing recorded");
         Some(failed)
     }
 
@@ -1104,12 +1104,8 @@ impl<D: Disk> TopicRegistry<D> {
         let added = self
             .open_partitions(name, current..partitions, &config)
             .await;
-        if let Some((partition, reason)) = self.discard_unless_all_online(&added).await {
-            return Err(AddPartitionsError::PartitionNotCreated {
-                topic: name.to_string(),
-                partition,
-                reason,
-            });
+        if let Some(failed) = self.discard_unless_all_online(name, &added).await {
+            return Err(AddPartitionsError::PartitionNotCreated(failed));
         }
         let mut next = store.current().clone();
         let stored_topic = next.topics.get_mut(name).ok_or_else(unknown)?;
