@@ -486,6 +486,64 @@ pub(super) enum TailDamage {
     InFinalBatch,
 }
 
+/// Where a scan of the active segment stopped (see [`scan_segment`]).
+struct ScanEnd {
+    valid_end: u64,
+    next_offset: i64,
+    problem: Option<(u64, String)>,
+}
+
+/// The recovery rule for the active segment, one for the writable and the read-only open:
+/// a stop below the recovery point is damage to acknowledged data, and above it only an
+/// unfinished write may be taken for a torn tail (damage before valid batches is refused).
+/// Returns the torn tail's position and reason, for the caller to cut or hide.
+async fn torn_tail_above_recovery_point<F: DiskFile>(
+    file: &F,
+    path: &Path,
+    scanned: ScanEnd,
+    durable_floor: u64,
+    file_len: u64,
+    config: &LogConfig,
+    checkpoint: &Checkpoint,
+) -> Result<Option<(u64, String)>, OpenError> {
+    let ScanEnd {
+        valid_end,
+        next_offset,
+        problem,
+    } = scanned;
+    if valid_end < durable_floor {
+        return Err(below_recovery_point_error(
+            path.to_path_buf(),
+            problem,
+            valid_end,
+            next_offset,
+            durable_floor,
+        ));
+    }
+    let Some((position, reason)) = problem else {
+        return Ok(None);
+    };
+    if let Some(damage) = damage_before_valid_batches(
+        file,
+        valid_end,
+        next_offset,
+        file_len,
+        config,
+        checkpoint.sequence > 0,
+    )
+    .await?
+    {
+        return Err(tail_damage_error(
+            path.to_path_buf(),
+            position,
+            &reason,
+            next_offset,
+            damage,
+        ));
+    }
+    Ok(Some((position, reason)))
+}
+
 /// Damage below the recovery point: synced, acknowledged data. The same error for the
 /// writable and the read-only open.
 pub(super) fn below_recovery_point_error(
@@ -920,37 +978,22 @@ pub(super) async fn recover_active_segment<D: Disk>(
         },
     )
     .await?;
-    if valid_end < durable_floor {
-        return Err(below_recovery_point_error(
-            path,
-            problem,
-            valid_end,
-            next_offset,
-            durable_floor,
-        ));
-    }
-    if let Some((position, reason)) = &problem {
-        // Above the recovery point a stop may be a torn tail or damage to data that was
-        // synced after the last checkpoint (or any data, if the checkpoint is gone). Only
-        // an unfinished write may be cut.
-        if let Some(damage) = damage_before_valid_batches(
-            &file,
-            valid_end,
-            next_offset,
-            file_len,
-            config,
-            checkpoint.sequence > 0,
-        )
-        .await?
-        {
-            return Err(tail_damage_error(
-                path,
-                *position,
-                reason,
-                next_offset,
-                damage,
-            ));
-        }
+    let scanned = ScanEnd {
+        valid_end,
+        next_offset,
+        problem,
+    };
+    if let Some((position, reason)) = torn_tail_above_recovery_point(
+        &file,
+        &path,
+        scanned,
+        durable_floor,
+        file_len,
+        config,
+        checkpoint,
+    )
+    .await?
+    {
         tracing::warn!(
             segment = %path.display(),
             position,
@@ -1150,36 +1193,22 @@ pub(super) async fn open_files_read_only<D: Disk>(
         },
     )
     .await?;
-    if valid_end < durable_floor {
-        return Err(below_recovery_point_error(
-            path,
-            problem,
-            valid_end,
-            next_offset,
-            durable_floor,
-        ));
-    }
-    if let Some((position, reason)) = &problem {
-        // The normal open's rule (`recover_active_segment`): only an unfinished write may be
-        // taken for a torn tail; damage to written data takes the partition offline.
-        if let Some(damage) = damage_before_valid_batches(
-            &file,
-            valid_end,
-            next_offset,
-            file_len,
-            config,
-            checkpoint.sequence > 0,
-        )
-        .await?
-        {
-            return Err(tail_damage_error(
-                path,
-                *position,
-                reason,
-                next_offset,
-                damage,
-            ));
-        }
+    let scanned = ScanEnd {
+        valid_end,
+        next_offset,
+        problem,
+    };
+    if let Some((position, reason)) = torn_tail_above_recovery_point(
+        &file,
+        &path,
+        scanned,
+        durable_floor,
+        file_len,
+        config,
+        &checkpoint,
+    )
+    .await?
+    {
         tracing::warn!(segment = %path.display(), position, %reason, "a torn tail above the recovery point is hidden, not truncated (read-only)");
     }
     segments.insert(
