@@ -838,11 +838,33 @@ mod tests {
             let Some(Response::CreateTopics(answer)) = answer else {
                 panic!("no CreateTopics answer: {answer:?}");
             };
-            assert_ne!(
-                answer.topics.first().map(|topic| topic.error),
-                Some(ErrorCode::None),
+            let refused = answer.topics.first().expect("one topic answered");
+            assert_eq!(
+                refused.error,
+                ErrorCode::StorageError,
                 "CreateTopics acknowledged a topic although {struck:?} failed: {answer:?}"
             );
+            assert!(
+                refused.message.contains("could not create partition"),
+                "{}",
+                refused.message
+            );
+            // Nothing was recorded or left in the way: the retry (no fault now) creates it.
+            let retried = node.call(
+                Request::CreateTopics(CreateTopicsRequest {
+                    topics: vec![CreatableTopic {
+                        name: "created".into(),
+                        partitions: 3,
+                        configs: Vec::new(),
+                    }],
+                    validate_only: false,
+                }),
+                Duration::from_secs(10),
+            );
+            let Some(Response::CreateTopics(retried)) = retried else {
+                panic!("no CreateTopics answer: {retried:?}");
+            };
+            assert_eq!(retried.topics[0].error, ErrorCode::None, "{retried:?}");
         }
     }
 }
