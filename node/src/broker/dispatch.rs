@@ -18,6 +18,7 @@ use ledge_protocol::wire::{
     Response, TopicConfigs, TopicMetadata, TopicResult,
 };
 
+use super::Broker;
 use super::fetch::FetchError;
 use super::metadata::MetadataError;
 use super::plugins::{
@@ -27,10 +28,10 @@ use super::plugins::{
 use super::produce::{PrepareError, ProduceError};
 use super::registry::{
     AlterTopicError, CreateTopicError, DeleteTopicError, LookupError, PartitionCountError,
-    ProducerIdError,
+    ProducerIdError, RemoveModuleError, RemoveTransformError, SetTransformStoppedError,
+    StoreModuleError, StoreTransformError,
 };
 use super::transforms::{AlterTransformError, DeployTransformError};
-use super::{Broker, read};
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::storage::{AppendError, Disk, ReadError};
@@ -110,14 +111,13 @@ impl<D: Disk> Broker<D> {
     }
 
     pub(super) fn metadata(&self, request: MetadataRequest) -> MetadataResponse {
-        let topics = read(&self.topics);
         let names: Vec<String> = match request.topics {
             Some(names) => names,
-            None => topics.keys().cloned().collect(),
+            None => self.registry.topic_names(),
         };
         let topics = names
             .into_iter()
-            .map(|name| match topics.get(&name) {
+            .map(|name| match self.registry.topic(&name) {
                 None => TopicMetadata {
                     error: ErrorCode::UnknownTopicOrPartition,
                     internal: name.starts_with("__"),
@@ -127,19 +127,17 @@ impl<D: Disk> Broker<D> {
                 },
                 Some(topic) => TopicMetadata {
                     internal: name.starts_with("__"),
-                    partitioner_module: read(&topic.config)
-                        .partitioner_module
-                        .clone()
-                        .unwrap_or_default(),
+                    partitioner_module: topic.config().partitioner_module.unwrap_or_default(),
                     name,
                     error: ErrorCode::None,
-                    partitions: read(&topic.partitions)
+                    partitions: topic
+                        .partitions()
                         .iter()
                         .map(|partition| match partition.online_log() {
                             Ok(log) => {
                                 let (dirty, sealed) = log.compaction_stats();
                                 PartitionMetadata {
-                                    partition: partition.key.partition,
+                                    partition: partition.key().partition,
                                     error: ErrorCode::None,
                                     log_start_offset: log.log_start_offset(),
                                     high_watermark: log.high_watermark(),
@@ -157,7 +155,7 @@ impl<D: Disk> Broker<D> {
                                 }
                             }
                             Err(error) => PartitionMetadata {
-                                partition: partition.key.partition,
+                                partition: partition.key().partition,
                                 error: lookup_code(&error),
                                 log_start_offset: -1,
                                 high_watermark: -1,
@@ -241,7 +239,8 @@ impl<D: Disk> Broker<D> {
                     name,
                     error: ErrorCode::None,
                     message: String::new(),
-                    configs: read(&topic.config)
+                    configs: topic
+                        .config()
                         .describe()
                         .into_iter()
                         .map(|(name, value, is_default)| ConfigDescription {
@@ -611,15 +610,16 @@ fn module_code(error: &ModuleError) -> ErrorCode {
         ModuleError::InvalidName(_)
         | ModuleError::Params(_)
         | ModuleError::ParamsTooLarge { .. }
-        | ModuleError::TooMany { .. } => ErrorCode::InvalidRequest,
-        ModuleError::KindInUse { .. } | ModuleError::InUse { .. } => ErrorCode::ModuleInUse,
+        | ModuleError::Register(StoreModuleError::TooMany { .. }) => ErrorCode::InvalidRequest,
+        ModuleError::KindInUse { .. } | ModuleError::Remove(RemoveModuleError::InUse { .. }) => {
+            ErrorCode::ModuleInUse
+        }
         ModuleError::Invalid(error) => wasm_error_code(error),
         ModuleError::Store(_) => ErrorCode::StorageError,
         ModuleError::Instantiate(error) => error.into(),
-        ModuleError::Record { source, .. } | ModuleError::RecordRemoval(source) => {
-            metadata_code(source)
-        }
-        ModuleError::NotFound { .. } => ErrorCode::ModuleNotFound,
+        ModuleError::Register(StoreModuleError::Record { source, .. })
+        | ModuleError::Remove(RemoveModuleError::Record(source)) => metadata_code(source),
+        ModuleError::Remove(RemoveModuleError::NotFound { .. }) => ErrorCode::ModuleNotFound,
     }
 }
 
@@ -639,7 +639,9 @@ impl From<&DeployTransformError> for ErrorCode {
             DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,
             DeployTransformError::Module(error) => module_code(error),
             DeployTransformError::Topic(error) => create_topic_code(error),
-            DeployTransformError::Record { source, .. } => metadata_code(source),
+            DeployTransformError::Record(StoreTransformError { source, .. }) => {
+                metadata_code(source)
+            }
         }
     }
 }
@@ -647,10 +649,17 @@ impl From<&DeployTransformError> for ErrorCode {
 impl From<&AlterTransformError> for ErrorCode {
     fn from(error: &AlterTransformError) -> Self {
         match error {
-            AlterTransformError::NotFound(_) => Self::ModuleNotFound,
+            AlterTransformError::Stopped(SetTransformStoppedError::NotFound(_))
+            | AlterTransformError::Remove(RemoveTransformError::NotFound(_)) => {
+                Self::ModuleNotFound
+            }
             AlterTransformError::UnknownAction(_) => Self::InvalidRequest,
-            AlterTransformError::Record { source, .. }
-            | AlterTransformError::RecordRemoval(source) => metadata_code(source),
+            AlterTransformError::Stopped(SetTransformStoppedError::Record(
+                StoreTransformError { source, .. },
+            ))
+            | AlterTransformError::Remove(RemoveTransformError::Record(source)) => {
+                metadata_code(source)
+            }
         }
     }
 }

@@ -7,18 +7,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Broker, read};
+use super::Broker;
 use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::groups::service::{GroupHost, OffsetsLogError};
 use crate::storage::{AppendDurability, AppendError, Disk};
 
 impl<D: Disk> GroupHost for Broker<D> {
     fn partition_counts(&self) -> BTreeMap<String, u32> {
-        read(&self.topics)
-            .iter()
-            .filter(|(name, _)| !name.starts_with("__"))
-            .map(|(name, topic)| (name.clone(), read(&topic.partitions).len() as u32))
-            .collect()
+        self.registry.user_topic_partition_counts()
     }
 
     fn has_partition(&self, topic: &str, partition: u32) -> bool {
@@ -26,12 +22,7 @@ impl<D: Disk> GroupHost for Broker<D> {
     }
 
     async fn transform_exists(&self, name: &str) -> bool {
-        self.admin
-            .lock()
-            .await
-            .current()
-            .transforms
-            .contains_key(name)
+        self.registry.transform(name).await.is_some()
     }
 
     async fn append_offsets_batch(
@@ -53,7 +44,7 @@ impl<D: Disk> GroupHost for Broker<D> {
             Err(error) => {
                 // As for any append (see `Broker::append_error`): a fenced log is reopened.
                 if matches!(error, AppendError::Fenced { .. }) {
-                    super::produce::reopen_in_background(&self.registry, &partition);
+                    self.registry.reopen_fenced(&partition);
                 }
                 Err(error.into())
             }

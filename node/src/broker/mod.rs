@@ -42,7 +42,6 @@ use crate::clock::Clock;
 use crate::groups::coordinator::GroupLimits;
 use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::storage::{Disk, DiskError, LogConfig, PartitionLog};
-use metadata::MetadataStore;
 // The WASM tests build stored topics and parse batch headers by hand.
 #[cfg(test)]
 use ledge_protocol::BatchHeader;
@@ -160,13 +159,9 @@ pub enum BrokerError {
 pub struct Broker<D: Disk> {
     clock: Arc<dyn Clock>,
     config: BrokerConfig,
-    /// Topics, partitions, configs, `metadata.json`, producer ids.
-    registry: registry::TopicRegistry<D>,
-    /// The registry's topic map, read under its lock by the group, plug-in and transform
-    /// code.
-    topics: Arc<registry::TopicMap<D>>,
-    /// The registry's `metadata.json`, which also stores modules and transforms.
-    admin: Arc<tokio::sync::Mutex<MetadataStore<D>>>,
+    /// Topics, partitions, configs, `metadata.json` (with modules and transforms),
+    /// producer ids.
+    registry: Arc<registry::TopicRegistry<D>>,
     /// Consumer groups and committed offsets.
     groups: crate::groups::service::GroupService,
     /// Whether produce is refused for lack of space, and why (see `check_disk_usage`).
@@ -230,9 +225,7 @@ impl<D: Disk> Broker<D> {
         let broker = Self {
             clock,
             config,
-            topics: Arc::clone(&registry.topics),
-            admin: Arc::clone(&registry.admin),
-            registry,
+            registry: Arc::new(registry),
             groups,
             disk_guard,
             plugins,

@@ -17,12 +17,12 @@ use ledge_protocol::{
     encode_empty_batch,
 };
 
-use super::metadata::{MetadataError, StoredModule};
+use super::Broker;
+use super::metadata::StoredModule;
 use super::produce::ProduceError;
-use super::registry::LookupError;
+use super::registry::{LookupError, RemoveModuleError, StoreModuleError};
 use super::topic_config::TopicConfig;
 use super::topic_config::{ModuleNameError, validate_module_name};
-use super::{Broker, read};
 use crate::storage::{AppendDurability, Disk};
 use crate::wasm::batch::{
     OpenBatchError, OpenedBatchBudget, ParamsError, apply_one_to_one, open_batch, params_list,
@@ -124,14 +124,6 @@ pub enum ModuleError {
         /// "topic "t" (partitioner.module)" for each refusing config.
         users: Vec<String>,
     },
-    /// The node keeps `wasm.modules_max` modules.
-    #[error(
-        "the node keeps {count} modules, its limit (wasm.modules_max); delete unused ones with `ledge module delete`"
-    )]
-    TooMany {
-        /// How many it keeps.
-        count: usize,
-    },
     /// The module does not compile or validate.
     #[error("{0}")]
     Invalid(WasmError),
@@ -141,34 +133,12 @@ pub enum ModuleError {
     /// It could not be instantiated with its parameters.
     #[error(transparent)]
     Instantiate(#[from] PluginError),
-    /// `metadata.json` did not take it.
-    #[error("could not record module {name:?}: {source}")]
-    Record {
-        /// The module.
-        name: String,
-        /// Why.
-        source: MetadataError,
-    },
-    /// No module of that name (to delete).
-    #[error("no module named {name:?}")]
-    NotFound {
-        /// The name asked for.
-        name: String,
-    },
-    /// Topic configs name the module (to delete).
-    #[error(
-        "module {name:?} is used by topic(s) {}; change their partitioner.module / produce.filter.module first",
-        topics.join(", ")
-    )]
-    InUse {
-        /// The module.
-        name: String,
-        /// The topics naming it.
-        topics: Vec<String>,
-    },
-    /// `metadata.json` did not take the removal.
-    #[error("could not record the removal: {0}")]
-    RecordRemoval(MetadataError),
+    /// The registry did not record it (over `wasm.modules_max`, `metadata.json`).
+    #[error(transparent)]
+    Register(#[from] StoreModuleError),
+    /// The registry did not remove it (no such module, in use, `metadata.json`).
+    #[error(transparent)]
+    Remove(#[from] RemoveModuleError),
 }
 
 /// Why a topic's produce filter did not pass a batch.
@@ -302,6 +272,15 @@ pub(crate) const PARTITIONER_KINDS: &[PluginKind] = &[PluginKind::Partitioner];
 /// batch keeps its offset span.
 pub(crate) const PRODUCE_FILTER_KINDS: &[PluginKind] =
     &[PluginKind::Filter, PluginKind::Map, PluginKind::FilterMap];
+
+/// The module kinds a topic config key naming a module takes.
+fn kinds_of_key(key: &str) -> &'static [PluginKind] {
+    if key == "partitioner.module" {
+        PARTITIONER_KINDS
+    } else {
+        PRODUCE_FILTER_KINDS
+    }
+}
 
 /// "module "m" is a partitioner; produce.filter.module takes a filter, map, or filter_map".
 fn wrong_kind_message(name: &str, kind: PluginKind, kinds: &[PluginKind], purpose: &str) -> String {
@@ -487,17 +466,13 @@ impl<D: Disk> Broker<D> {
         kinds: &'static [PluginKind],
         purpose: &'static str,
     ) -> Result<Arc<Plugin>, NamedPluginError> {
-        let module = self
-            .admin
-            .lock()
-            .await
-            .current()
-            .modules
-            .get(name)
-            .cloned()
-            .ok_or_else(|| NamedPluginError::NotFound {
-                name: name.to_string(),
-            })?;
+        let module =
+            self.registry
+                .module(name)
+                .await
+                .ok_or_else(|| NamedPluginError::NotFound {
+                    name: name.to_string(),
+                })?;
         if !kinds.contains(&module.kind) {
             return Err(NamedPluginError::WrongKind {
                 name: name.to_string(),
@@ -538,7 +513,7 @@ impl<D: Disk> Broker<D> {
         bytes: Bytes,
         params: BTreeMap<String, String>,
     ) -> Result<String, ModuleError> {
-        let existing = self.admin.lock().await.current().modules.get(name).cloned();
+        let existing = self.registry.module(name).await;
         if let Some(existing) = existing
             && existing.kind == kind
             && existing.params == params
@@ -564,28 +539,13 @@ impl<D: Disk> Broker<D> {
         let params = params_map(&request.params).map_err(ModuleError::Params)?;
         // Replacing a module a topic config names with one of a kind that key does not take
         // would make every produce to that topic fail.
-        let refused_by: Vec<String> = read(&self.topics)
-            .iter()
-            .filter_map(|(topic, entry)| {
-                let config = read(&entry.config);
-                let keys = [
-                    (
-                        "partitioner.module",
-                        &config.partitioner_module,
-                        PARTITIONER_KINDS,
-                    ),
-                    (
-                        "produce.filter.module",
-                        &config.produce_filter_module,
-                        PRODUCE_FILTER_KINDS,
-                    ),
-                ];
-                keys.into_iter()
-                    .find(|(_, module, kinds)| {
-                        module.as_deref() == Some(request.name.as_str()) && !kinds.contains(&kind)
-                    })
-                    .map(|(key, _, _)| format!("topic {topic:?} ({key})"))
-            })
+        let mut refusing = self.registry.module_references(&request.name);
+        refusing.retain(|reference| !kinds_of_key(reference.key).contains(&kind));
+        // One entry per topic, naming the first key that refuses the kind.
+        refusing.dedup_by(|later, earlier| later.topic == earlier.topic);
+        let refused_by: Vec<String> = refusing
+            .into_iter()
+            .map(|reference| format!("topic {:?} ({})", reference.topic, reference.key))
             .collect();
         if !refused_by.is_empty() {
             return Err(ModuleError::KindInUse {
@@ -594,33 +554,18 @@ impl<D: Disk> Broker<D> {
                 users: refused_by,
             });
         }
-        let too_many = |count: usize| ModuleError::TooMany { count };
-        let is_new_name_over_limit = |modules: &BTreeMap<String, StoredModule>| {
-            !modules.contains_key(&request.name) && modules.len() >= self.config.wasm.modules_max
-        };
-        {
-            let admin = self.admin.lock().await;
-            if is_new_name_over_limit(&admin.current().modules) {
-                return Err(too_many(admin.current().modules.len()));
-            }
-        }
+        let modules_max = self.config.wasm.modules_max;
+        // Checked before the compile (refused cheaply), and again when it is recorded:
+        // another upload may have come in meanwhile.
+        self.registry
+            .check_module_room(&request.name, modules_max)
+            .await
+            .map_err(|count| StoreModuleError::TooMany { count })?;
         let stored = self.store_module(request.module, kind, params).await?;
         let hash = stored.hash.clone();
-        let mut admin = self.admin.lock().await;
-        // Again under the lock that records it: another upload may have come in meanwhile.
-        if is_new_name_over_limit(&admin.current().modules) {
-            return Err(too_many(admin.current().modules.len()));
-        }
-        let mut next = admin.current().clone();
-        next.modules.insert(request.name.clone(), stored);
-        admin
-            .store(next)
-            .await
-            .map_err(|source| ModuleError::Record {
-                name: request.name.clone(),
-                source,
-            })?;
-        drop(admin);
+        self.registry
+            .store_module(&request.name, stored, modules_max)
+            .await?;
         self.collect_module_garbage().await;
         Ok(hash)
     }
@@ -666,30 +611,18 @@ impl<D: Disk> Broker<D> {
 
     /// Removes module files no name or transform refers to.
     pub(crate) async fn collect_module_garbage(&self) {
-        let admin = self.admin.lock().await;
-        let current = admin.current();
-        let keep = current
-            .modules
-            .values()
-            .map(|module| module.hash.clone())
-            .chain(
-                current
-                    .transforms
-                    .values()
-                    .map(|transform| transform.module.hash.clone()),
-            )
-            .collect();
+        let keep = self.registry.referenced_module_hashes().await;
         if let Err(error) = self.plugins.modules().retain(&keep).await {
             tracing::warn!(%error, "removing unused module files failed");
         }
     }
 
     pub(crate) async fn list_modules(&self) -> ListModulesResponse {
-        let admin = self.admin.lock().await;
         ListModulesResponse {
-            modules: admin
-                .current()
-                .modules
+            modules: self
+                .registry
+                .modules()
+                .await
                 .iter()
                 .map(|(name, module)| ModuleDescription {
                     name: name.clone(),
@@ -704,32 +637,11 @@ impl<D: Disk> Broker<D> {
     }
 
     pub(crate) async fn delete_module(&self, request: DeleteModuleRequest) -> DeleteModuleResponse {
-        let result = async {
-            let mut admin = self.admin.lock().await;
-            let mut next = admin.current().clone();
-            if next.modules.remove(&request.name).is_none() {
-                return Err(ModuleError::NotFound {
-                    name: request.name.clone(),
-                });
-            }
-            let users: Vec<String> = read(&self.topics)
-                .iter()
-                .filter(|(_, topic)| {
-                    let config = read(&topic.config);
-                    config.partitioner_module.as_deref() == Some(request.name.as_str())
-                        || config.produce_filter_module.as_deref() == Some(request.name.as_str())
-                })
-                .map(|(name, _)| name.clone())
-                .collect();
-            if !users.is_empty() {
-                return Err(ModuleError::InUse {
-                    name: request.name.clone(),
-                    topics: users,
-                });
-            }
-            admin.store(next).await.map_err(ModuleError::RecordRemoval)
-        }
-        .await;
+        let result = self
+            .registry
+            .remove_module(&request.name)
+            .await
+            .map_err(ModuleError::from);
         match result {
             Ok(()) => {
                 self.collect_module_garbage().await;
@@ -881,8 +793,8 @@ impl<D: Disk> Broker<D> {
         let topic_entry = self.topic(topic).ok_or_else(|| LookupError::UnknownTopic {
             topic: topic.to_string(),
         })?;
-        let config = read(&topic_entry.config).clone();
-        let partition_count = read(&topic_entry.partitions).len() as u32;
+        let config = topic_entry.config();
+        let partition_count = topic_entry.partition_count();
         let Some(partitioner) = config.partitioner_module.clone() else {
             return Err(PartitionerError::NoPartitioner {
                 topic: topic.to_string(),

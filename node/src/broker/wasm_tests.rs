@@ -16,6 +16,7 @@ use bytes::Bytes;
 use ledge_protocol::wire::*;
 use ledge_protocol::{BatchIter, DecodedRecord, EncodeOptions, Record, decode_batch, encode_batch};
 
+use super::metadata::MetadataStore;
 use super::*;
 use crate::clock::SimClock;
 use crate::sim::SimDisk;

@@ -46,13 +46,16 @@ use tokio::sync::{broadcast, watch};
 use route::BreakerWindow;
 use task::PartitionTask;
 
+use super::Broker;
 use super::metadata::{StoppedReason, StoredTransform};
 use super::plugins::ModuleError;
-use super::registry::{CreateTopicError, LookupError, RegistryEvent};
+use super::registry::{
+    CreateTopicError, LookupError, RegistryEvent, RemoveTransformError, SetTransformStoppedError,
+    StoreTransformError,
+};
 use super::topic_config::{
     ModuleNameError, TopicNameError, validate_module_name, validate_topic_name,
 };
-use super::{Broker, read};
 use crate::groups::offsets::{OffsetKey, encode_value};
 use crate::groups::service::GroupServiceError;
 use crate::storage::{AppendDurability, AppendError, Disk};
@@ -114,13 +117,8 @@ pub enum DeployTransformError {
     #[error(transparent)]
     Topic(#[from] CreateTopicError),
     /// `metadata.json` did not take the definition.
-    #[error("could not record transform {name:?}: {source}")]
-    Record {
-        /// The transform.
-        name: String,
-        /// Why.
-        source: super::metadata::MetadataError,
-    },
+    #[error(transparent)]
+    Record(#[from] StoreTransformError),
 }
 
 /// Why a transform's output or dead letters were not appended.
@@ -140,23 +138,15 @@ pub enum AppendRecordsError {
 /// Why a transform could not be paused, resumed or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum AlterTransformError {
-    /// No transform of that name.
-    #[error("no transform named {0:?}")]
-    NotFound(String),
     /// The action is not pause, resume or remove.
     #[error("unknown action {0:?}: pause, resume or remove")]
     UnknownAction(String),
-    /// `metadata.json` did not take the new state.
-    #[error("could not record transform {name:?}: {source}")]
-    Record {
-        /// The transform.
-        name: String,
-        /// Why.
-        source: super::metadata::MetadataError,
-    },
-    /// `metadata.json` did not take the removal.
-    #[error("could not record the removal: {0}")]
-    RecordRemoval(super::metadata::MetadataError),
+    /// Pausing or resuming it failed (no such transform, `metadata.json`).
+    #[error(transparent)]
+    Stopped(#[from] SetTransformStoppedError),
+    /// Removing it failed (no such transform, `metadata.json`).
+    #[error(transparent)]
+    Remove(#[from] RemoveTransformError),
 }
 
 /// Limits and tuning of transforms; `[transforms]` in the node config.
@@ -325,13 +315,7 @@ pub struct DeclaredTransform {
 impl<D: Disk> Broker<D> {
     /// The transform's stored definition, if it exists.
     async fn stored_transform(&self, name: &str) -> Option<StoredTransform> {
-        self.admin
-            .lock()
-            .await
-            .current()
-            .transforms
-            .get(name)
-            .cloned()
+        self.registry.transform(name).await
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningTransform>> {
@@ -351,7 +335,7 @@ impl<D: Disk> Broker<D> {
             Arc::clone(&self.transforms.wake),
             events,
         ));
-        let stored = self.admin.lock().await.current().transforms.clone();
+        let stored = self.registry.transforms().await;
         for (name, definition) in stored {
             let plugin = match self
                 .plugin(&definition.module, definition.module.params.clone())
@@ -503,8 +487,7 @@ impl<D: Disk> Broker<D> {
             });
         }
         if existing.is_none()
-            && self.admin.lock().await.current().transforms.len()
-                >= self.config.transforms.transforms_max
+            && self.registry.transform_count().await >= self.config.transforms.transforms_max
         {
             return Err(DeployTransformError::TooMany(
                 self.config.transforms.transforms_max,
@@ -517,7 +500,7 @@ impl<D: Disk> Broker<D> {
             .plugin(&module, declared.params.clone())
             .await
             .map_err(ModuleError::Instantiate)?;
-        let input_partitions = read(&input.partitions).len() as u32;
+        let input_partitions = input.partition_count();
         if self.topic(&output).is_none() {
             match self
                 .registry
@@ -558,18 +541,9 @@ impl<D: Disk> Broker<D> {
             // A new version starts running; an operator deploys a fix to resume.
             stopped: None,
         };
-        {
-            let mut admin = self.admin.lock().await;
-            let mut next = admin.current().clone();
-            next.transforms.insert(name.clone(), definition.clone());
-            admin
-                .store(next)
-                .await
-                .map_err(|source| DeployTransformError::Record {
-                    name: name.clone(),
-                    source,
-                })?;
-        }
+        self.registry
+            .store_transform(&name, definition.clone())
+            .await?;
         self.collect_module_garbage().await;
         let version = definition.version;
         self.launch(&name, definition, plugin);
@@ -583,23 +557,7 @@ impl<D: Disk> Broker<D> {
         name: &str,
         stopped: Option<StoppedReason>,
     ) -> Result<(), AlterTransformError> {
-        let definition = {
-            let mut admin = self.admin.lock().await;
-            let mut next = admin.current().clone();
-            let Some(definition) = next.transforms.get_mut(name) else {
-                return Err(AlterTransformError::NotFound(name.to_string()));
-            };
-            definition.stopped = stopped;
-            let definition = definition.clone();
-            admin
-                .store(next)
-                .await
-                .map_err(|source| AlterTransformError::Record {
-                    name: name.to_string(),
-                    source,
-                })?;
-            definition
-        };
+        let definition = self.registry.set_transform_stopped(name, stopped).await?;
         if let Some(running) = self.running().get(name) {
             let plugin = Arc::clone(&running.version.borrow().plugin);
             running
@@ -653,17 +611,7 @@ impl<D: Disk> Broker<D> {
     }
 
     async fn remove_transform(&self, name: &str) -> Result<(), AlterTransformError> {
-        {
-            let mut admin = self.admin.lock().await;
-            let mut next = admin.current().clone();
-            if next.transforms.remove(name).is_none() {
-                return Err(AlterTransformError::NotFound(name.to_string()));
-            }
-            admin
-                .store(next)
-                .await
-                .map_err(AlterTransformError::RecordRemoval)?;
-        }
+        self.registry.remove_transform(name).await?;
         self.running().remove(name);
         match self.groups.delete_group(self, &position_group(name)).await {
             Ok(()) | Err(GroupServiceError::NotFound(_)) => {}
@@ -679,7 +627,7 @@ impl<D: Disk> Broker<D> {
         &self,
         request: DescribeTransformsRequest,
     ) -> DescribeTransformsResponse {
-        let stored = self.admin.lock().await.current().transforms.clone();
+        let stored = self.registry.transforms().await;
         let names: Vec<String> = if request.names.is_empty() {
             stored.keys().cloned().collect()
         } else {
@@ -883,7 +831,7 @@ impl<D: Disk> Broker<D> {
                     .map_err(|error| {
                         // As for any append: a fenced log is reopened in the background.
                         if matches!(error, AppendError::Fenced { .. }) {
-                            super::produce::reopen_in_background(&self.registry, target);
+                            self.registry.reopen_fenced(target);
                         }
                         AppendRecordsError::Append(error)
                     })
