@@ -87,6 +87,9 @@ pub struct BrokerConfig {
     pub wasm: crate::wasm::WasmLimits,
     /// Limits and defaults of topic transforms.
     pub transforms: transforms::TransformLimits,
+    /// Where plug-in work (compiles, instantiations, guest calls) runs: tokio's blocking
+    /// pool in the node, inline in the simulator (`sim/node.rs`). Not a config-file key.
+    pub plugin_executor: crate::wasm::PluginExecutor,
 }
 
 impl Default for BrokerConfig {
@@ -111,6 +114,7 @@ impl Default for BrokerConfig {
             disk_usage_percent_max: None,
             wasm: crate::wasm::WasmLimits::default(),
             transforms: transforms::TransformLimits::default(),
+            plugin_executor: crate::wasm::PluginExecutor::BlockingPool,
         }
     }
 }
@@ -208,8 +212,9 @@ impl<D: Disk> Broker<D> {
         // Member ids stay unique across restarts without any stored counter.
         let member_salt = u64::try_from(clock.wall_time_ms()).unwrap_or_default();
         let config_groups = config.groups.clone();
-        let engine =
-            crate::wasm::WasmEngine::new(config.wasm.clone()).map_err(BrokerError::Wasm)?;
+        let engine = crate::wasm::WasmEngine::new(config.wasm.clone())
+            .map_err(BrokerError::Wasm)?
+            .with_executor(config.plugin_executor);
         let modules = crate::wasm::ModuleStore::open(disk.clone(), data_dir, engine).await?;
         let plugins = plugins::PluginHost::new(modules, config.wasm.opened_batch_bytes_max);
         let groups = crate::groups::service::GroupService::new(

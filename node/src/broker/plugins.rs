@@ -435,8 +435,10 @@ impl<D: Disk> PluginHost<D> {
         let compiled = self.modules.get(&module.hash, module.kind).await?;
         let engine = self.modules.engine().clone();
         let params: Vec<(String, String)> = params.into_iter().collect();
-        let plugin =
-            tokio::task::spawn_blocking(move || Plugin::new(&engine, compiled, params)).await??;
+        let executor = engine.executor();
+        let plugin = executor
+            .run(move || Plugin::new(&engine, compiled, params))
+            .await??;
         let plugin = Arc::new(plugin);
         let mut cache = self.instantiated();
         if cache.len() >= PLUGIN_CACHE_MAX {
