@@ -6,16 +6,21 @@
 //! `metadata.json`, producer ids), produce (`produce.rs`), fetch and list offsets
 //! (`fetch.rs`), maintenance (`maintenance.rs`: retention, compaction, disk guard,
 //! verifier), groups (`groups.rs`), plug-ins (`plugins.rs`) and transforms
-//! (`transforms.rs`).
+//! (`transforms/`). The plug-in and transform requests are answered by the
+//! [`PluginHost`](super::plugins::PluginHost) and the
+//! [`TransformRunner`](super::transforms::TransformRunner), whose errors become codes here.
 
 use std::collections::BTreeMap;
 
 use ledge_protocol::wire::{
-    AlterConfigsRequest, AlterConfigsResponse, ApiVersionsResponse, ConfigDescription,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, ErrorCode, InitProducerIdRequest,
-    InitProducerIdResponse, MetadataRequest, MetadataResponse, PartitionMetadata, Request,
-    Response, TopicConfigs, TopicMetadata, TopicResult,
+    AlterConfigsRequest, AlterConfigsResponse, AlterTransformRequest, AlterTransformResponse,
+    ApiVersionsResponse, ConfigDescription, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteModuleRequest, DeleteModuleResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DeployTransformRequest, DeployTransformResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, DescribeTransformsRequest, DescribeTransformsResponse, ErrorCode,
+    InitProducerIdRequest, InitProducerIdResponse, ListModulesResponse, MetadataRequest,
+    MetadataResponse, ModuleDescription, PartitionMetadata, Request, Response, TopicConfigs,
+    TopicMetadata, TopicResult, TransformDescription, UploadModuleRequest, UploadModuleResponse,
 };
 
 use super::Broker;
@@ -31,11 +36,12 @@ use super::registry::{
     ProducerIdError, RemoveModuleError, RemoveTransformError, SetTransformStoppedError,
     StoreModuleError, StoreTransformError,
 };
-use super::transforms::{AlterTransformError, DeployTransformError};
+use super::transforms::{AlterTransformError, DeclaredTransform, DeployTransformError};
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::storage::{AppendError, Disk, ReadError};
 use crate::wasm::WasmError;
+use crate::wasm::batch::{params_list, params_map};
 
 impl<D: Disk> Broker<D> {
     /// Answers one request from a caller without a client id (tests, the bench tools).
@@ -91,11 +97,11 @@ impl<D: Disk> Broker<D> {
             Request::AlterTransform(request) => {
                 Response::AlterTransform(self.alter_transform(request).await)
             }
-            Request::ConsumerGroupHeartbeat(request) => {
-                Response::ConsumerGroupHeartbeat(self.groups.heartbeat(self, request, client_id))
-            }
+            Request::ConsumerGroupHeartbeat(request) => Response::ConsumerGroupHeartbeat(
+                self.groups.heartbeat(&*self.registry, request, client_id),
+            ),
             Request::OffsetCommit(request) => {
-                Response::OffsetCommit(self.groups.offset_commit(self, request).await)
+                Response::OffsetCommit(self.groups.offset_commit(&*self.registry, request).await)
             }
             Request::OffsetFetch(request) => {
                 Response::OffsetFetch(self.groups.offset_fetch(request))
@@ -105,7 +111,7 @@ impl<D: Disk> Broker<D> {
                 Response::DescribeGroups(self.groups.describe_groups(request))
             }
             Request::DeleteGroups(request) => {
-                Response::DeleteGroups(self.groups.delete_groups(self, request).await)
+                Response::DeleteGroups(self.groups.delete_groups(&*self.registry, request).await)
             }
         }
     }
@@ -278,6 +284,129 @@ impl<D: Disk> Broker<D> {
             ));
         }
         AlterConfigsResponse { topics: results }
+    }
+
+    pub(super) async fn upload_module(&self, request: UploadModuleRequest) -> UploadModuleResponse {
+        match self.plugins.upload_module(request).await {
+            Ok(hash) => UploadModuleResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+                hash,
+            },
+            Err(error) => {
+                let (error, message) = module_wire(&error);
+                UploadModuleResponse {
+                    error,
+                    message,
+                    hash: String::new(),
+                }
+            }
+        }
+    }
+
+    pub(super) async fn list_modules(&self) -> ListModulesResponse {
+        ListModulesResponse {
+            modules: self
+                .plugins
+                .list_modules()
+                .await
+                .into_iter()
+                .map(|(name, module)| ModuleDescription {
+                    name,
+                    kind: module.kind,
+                    hash: module.hash,
+                    size_bytes: module.size_bytes,
+                    params: params_list(&module.params),
+                    uploaded_ms: module.uploaded_ms,
+                })
+                .collect(),
+        }
+    }
+
+    pub(super) async fn delete_module(&self, request: DeleteModuleRequest) -> DeleteModuleResponse {
+        match self.plugins.delete_module(&request.name).await {
+            Ok(()) => DeleteModuleResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+            },
+            Err(error) => {
+                let (error, message) = module_wire(&error);
+                DeleteModuleResponse { error, message }
+            }
+        }
+    }
+
+    pub(super) async fn deploy_transform_request(
+        &self,
+        request: DeployTransformRequest,
+    ) -> DeployTransformResponse {
+        let result = match params_map(&request.params) {
+            Ok(params) => {
+                self.transforms
+                    .deploy(DeclaredTransform {
+                        kind: request.kind,
+                        on_error: request.on_error,
+                        params,
+                        name: request.name,
+                        module: request.module,
+                        input: request.input,
+                        output: request.output,
+                        dead_letter_topic: request.dead_letter_topic,
+                    })
+                    .await
+            }
+            Err(error) => Err(DeployTransformError::Params(error)),
+        };
+        match result {
+            Ok(version) => DeployTransformResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+                version,
+            },
+            Err(error) => DeployTransformResponse {
+                error: ErrorCode::from(&error),
+                message: error.to_string(),
+                version: 0,
+            },
+        }
+    }
+
+    pub(super) async fn describe_transforms(
+        &self,
+        request: DescribeTransformsRequest,
+    ) -> DescribeTransformsResponse {
+        let transforms = self
+            .transforms
+            .describe(request.names)
+            .await
+            .into_iter()
+            .map(|described| match described {
+                Ok(description) => description,
+                Err(unknown) => TransformDescription {
+                    last_error: unknown.to_string(),
+                    name: unknown.name,
+                    error: ErrorCode::ModuleNotFound,
+                    ..TransformDescription::default()
+                },
+            })
+            .collect();
+        DescribeTransformsResponse { transforms }
+    }
+
+    pub(super) async fn alter_transform(
+        &self,
+        request: AlterTransformRequest,
+    ) -> AlterTransformResponse {
+        match self.transforms.alter(&request.name, &request.action).await {
+            Ok(()) => AlterTransformResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+            },
+            Err(error) => AlterTransformResponse {
+                error: ErrorCode::from(&error),
+                message: error.to_string(),
+            },
+        }
     }
 
     pub(super) async fn init_producer_id(

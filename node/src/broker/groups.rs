@@ -1,6 +1,7 @@
 //! The broker's side of the consumer groups: the narrow [`GroupHost`] handle the
-//! [`GroupService`](crate::groups::service::GroupService) reaches the node through (topic
-//! list, `__consumer_offsets`, transforms), and its timer driver, which `main.rs` spawns.
+//! [`GroupService`](crate::groups::service::GroupService) reaches the node through (the
+//! topic registry: topic list, `__consumer_offsets`, transform definitions), and its timer
+//! driver, which `main.rs` spawns.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,17 +13,19 @@ use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::groups::service::{GroupHost, OffsetsLogError};
 use crate::storage::{AppendDurability, AppendError, Disk};
 
-impl<D: Disk> GroupHost for Broker<D> {
+// The registry is the group service's window on the node: topics, `__consumer_offsets`
+// and the transform definitions all live there.
+impl<D: Disk> GroupHost for super::registry::TopicRegistry<D> {
     fn partition_counts(&self) -> BTreeMap<String, u32> {
-        self.registry.user_topic_partition_counts()
+        self.user_topic_partition_counts()
     }
 
     fn has_partition(&self, topic: &str, partition: u32) -> bool {
-        self.registry.partition(topic, partition).is_ok()
+        self.partition(topic, partition).is_ok()
     }
 
     async fn transform_exists(&self, name: &str) -> bool {
-        self.registry.transform(name).await.is_some()
+        self.transform(name).await.is_some()
     }
 
     async fn append_offsets_batch(
@@ -31,7 +34,6 @@ impl<D: Disk> GroupHost for Broker<D> {
         durability: AppendDurability,
     ) -> Result<i64, OffsetsLogError> {
         let partition = self
-            .registry
             .partition(OFFSETS_TOPIC, 0)
             .map_err(|_| OffsetsLogError::Missing)?;
         let log = partition
@@ -42,9 +44,9 @@ impl<D: Disk> GroupHost for Broker<D> {
         match log.append(batch, durability).await {
             Ok(outcome) => Ok(outcome.base_offset),
             Err(error) => {
-                // As for any append (see `Broker::append_error`): a fenced log is reopened.
+                // As for any append: a fenced log is reopened.
                 if matches!(error, AppendError::Fenced { .. }) {
-                    self.registry.reopen_fenced(&partition);
+                    self.reopen_fenced(&partition);
                 }
                 Err(error.into())
             }
@@ -70,11 +72,11 @@ impl<D: Disk> Broker<D> {
     /// Expires silent group members (also run on every heartbeat, and by
     /// [`Broker::run_group_timer`]).
     pub fn expire_group_members(&self) {
-        self.groups.expire_members(self);
+        self.groups.expire_members(&*self.registry);
     }
 
     /// Expires group members on time (on the node's clock), for as long as the broker lives.
     pub async fn run_group_timer(self: Arc<Self>) {
-        self.groups.run_timer(&*self).await;
+        self.groups.run_timer(&*self.registry).await;
     }
 }

@@ -8,27 +8,26 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use ledge_protocol::wire::{
-    DeleteModuleRequest, DeleteModuleResponse, ErrorCode, ListModulesResponse, ModuleDescription,
-    PartitionOffset, PluginRef, ProduceRouting, UploadModuleRequest, UploadModuleResponse,
-};
+use ledge_protocol::wire::{PartitionOffset, PluginRef, ProduceRouting, UploadModuleRequest};
 use ledge_protocol::{
     BATCH_HEADER_BYTES, BatchError, BatchHeader, BatchIter, EncodeError, EncodeOptions, Record,
     encode_empty_batch,
 };
 
-use super::Broker;
 use super::metadata::StoredModule;
 use super::produce::ProduceError;
-use super::registry::{LookupError, RemoveModuleError, StoreModuleError};
+use super::registry::{LookupError, RemoveModuleError, StoreModuleError, TopicRegistry};
 use super::topic_config::TopicConfig;
 use super::topic_config::{ModuleNameError, validate_module_name};
-use crate::storage::{AppendDurability, Disk};
+use crate::clock::Clock;
+use crate::storage::{AppendDurability, AppendError, Disk};
 use crate::wasm::batch::{
     OpenBatchError, OpenedBatchBudget, ParamsError, apply_one_to_one, open_batch, params_list,
     params_map,
 };
-use crate::wasm::{ModuleStore, ModuleStoreError, Outcome, Plugin, PluginKind, WasmError};
+use crate::wasm::{
+    ModuleStore, ModuleStoreError, Outcome, Plugin, PluginKind, WasmError, WasmLimits,
+};
 
 /// Plug-ins (a module with one set of parameters) kept instantiated for fetches and
 /// produce hooks; beyond this the cache starts over.
@@ -370,11 +369,18 @@ pub(crate) fn check_module_references(
 /// The node's plug-ins: the uploaded modules (and their compiled forms), the plug-ins
 /// instantiated from them (a module with one set of parameters, kept for reuse), and the
 /// node-wide budget of bytes plug-in calls may hold opened.
-pub(crate) struct PluginHost<D: Disk> {
+///
+/// It reaches the rest of the node through narrow handles: the topic registry (named
+/// modules in `metadata.json`, topic configs, the partition logs a node-partitioned produce
+/// appends to) and the clock.
+pub struct PluginHost<D: Disk> {
     modules: ModuleStore<D>,
     /// By module hash, kind and parameters; starts over beyond [`PLUGIN_CACHE_MAX`].
     instantiated: Mutex<HashMap<String, Arc<Plugin>>>,
     budget: OpenedBatchBudget,
+    registry: Arc<TopicRegistry<D>>,
+    clock: Arc<dyn Clock>,
+    limits: WasmLimits,
 }
 
 /// Why a plug-in could not be instantiated.
@@ -392,18 +398,21 @@ pub enum PluginError {
 }
 
 impl<D: Disk> PluginHost<D> {
-    /// A host over `modules`, with `opened_batch_bytes_max` bytes of opened batches.
-    pub(crate) fn new(modules: ModuleStore<D>, opened_batch_bytes_max: usize) -> Self {
+    /// A host over `modules` (names in `registry`), under `limits`.
+    pub(crate) fn new(
+        modules: ModuleStore<D>,
+        registry: Arc<TopicRegistry<D>>,
+        clock: Arc<dyn Clock>,
+        limits: WasmLimits,
+    ) -> Self {
         Self {
             modules,
             instantiated: Mutex::new(HashMap::new()),
-            budget: OpenedBatchBudget::new(opened_batch_bytes_max),
+            budget: OpenedBatchBudget::new(limits.opened_batch_bytes_max),
+            registry,
+            clock,
+            limits,
         }
-    }
-
-    /// The uploaded modules.
-    pub(crate) fn modules(&self) -> &ModuleStore<D> {
-        &self.modules
     }
 
     /// The node-wide budget of opened-batch bytes.
@@ -447,17 +456,6 @@ impl<D: Disk> PluginHost<D> {
         cache.insert(key, Arc::clone(&plugin));
         Ok(plugin)
     }
-}
-
-impl<D: Disk> Broker<D> {
-    /// A plug-in for `module` with `params`, instantiated once and cached.
-    pub(crate) async fn plugin(
-        &self,
-        module: &StoredModule,
-        params: BTreeMap<String, String>,
-    ) -> Result<Arc<Plugin>, PluginError> {
-        self.plugins.plugin(module, params).await
-    }
 
     /// The named module, with its default parameters overridden by `overrides`, as a
     /// plug-in of one of `kinds`.
@@ -488,24 +486,6 @@ impl<D: Disk> Broker<D> {
         Ok(self.plugin(&module, params).await?)
     }
 
-    pub(crate) async fn upload_module(&self, request: UploadModuleRequest) -> UploadModuleResponse {
-        match self.store_named_module(request).await {
-            Ok(hash) => UploadModuleResponse {
-                error: ErrorCode::None,
-                message: String::new(),
-                hash,
-            },
-            Err(error) => {
-                let (error, message) = super::dispatch::module_wire(&error);
-                UploadModuleResponse {
-                    error,
-                    message,
-                    hash: String::new(),
-                }
-            }
-        }
-    }
-
     /// Stores `bytes` as the module `name` (the config file's `[[module]]`); unchanged
     /// modules are a no-op. Returns the module's hash.
     pub async fn upload_named_module(
@@ -523,7 +503,7 @@ impl<D: Disk> Broker<D> {
         {
             return Ok(existing.hash);
         }
-        self.store_named_module(UploadModuleRequest {
+        self.upload_module(UploadModuleRequest {
             name: name.to_string(),
             kind,
             module: bytes,
@@ -532,10 +512,8 @@ impl<D: Disk> Broker<D> {
         .await
     }
 
-    async fn store_named_module(
-        &self,
-        request: UploadModuleRequest,
-    ) -> Result<String, ModuleError> {
+    /// Checks, compiles and stores a module under a name (an upload); returns its hash.
+    pub async fn upload_module(&self, request: UploadModuleRequest) -> Result<String, ModuleError> {
         validate_module_name(&request.name).map_err(ModuleError::InvalidName)?;
         let kind = request.kind;
         let params = params_map(&request.params).map_err(ModuleError::Params)?;
@@ -556,7 +534,7 @@ impl<D: Disk> Broker<D> {
                 users: refused_by,
             });
         }
-        let modules_max = self.config.wasm.modules_max;
+        let modules_max = self.limits.modules_max;
         // Checked before the compile (refused cheaply), and again when it is recorded:
         // another upload may have come in meanwhile.
         self.registry
@@ -583,22 +561,21 @@ impl<D: Disk> Broker<D> {
             .iter()
             .map(|(key, value)| key.len() + value.len())
             .sum();
-        if params_bytes > self.config.wasm.module_params_bytes_max {
+        if params_bytes > self.limits.module_params_bytes_max {
             return Err(ModuleError::ParamsTooLarge {
                 bytes: params_bytes,
-                max: self.config.wasm.module_params_bytes_max,
+                max: self.limits.module_params_bytes_max,
             });
         }
         let size_bytes = bytes.len() as u64;
-        let module =
-            self.plugins
-                .modules()
-                .put(bytes, kind)
-                .await
-                .map_err(|error| match error {
-                    ModuleStoreError::Wasm(error) => ModuleError::Invalid(error),
-                    other => ModuleError::Store(other),
-                })?;
+        let module = self
+            .modules
+            .put(bytes, kind)
+            .await
+            .map_err(|error| match error {
+                ModuleStoreError::Wasm(error) => ModuleError::Invalid(error),
+                other => ModuleError::Store(other),
+            })?;
         let stored = StoredModule {
             hash: module.hash().to_string(),
             kind,
@@ -614,49 +591,22 @@ impl<D: Disk> Broker<D> {
     /// Removes module files no name or transform refers to.
     pub(crate) async fn collect_module_garbage(&self) {
         let keep = self.registry.referenced_module_hashes().await;
-        if let Err(error) = self.plugins.modules().retain(&keep).await {
+        if let Err(error) = self.modules.retain(&keep).await {
             tracing::warn!(%error, "removing unused module files failed");
         }
     }
 
-    pub(crate) async fn list_modules(&self) -> ListModulesResponse {
-        ListModulesResponse {
-            modules: self
-                .registry
-                .modules()
-                .await
-                .iter()
-                .map(|(name, module)| ModuleDescription {
-                    name: name.clone(),
-                    kind: module.kind,
-                    hash: module.hash.clone(),
-                    size_bytes: module.size_bytes,
-                    params: params_list(&module.params),
-                    uploaded_ms: module.uploaded_ms,
-                })
-                .collect(),
-        }
+    /// The named modules, by name.
+    pub async fn list_modules(&self) -> BTreeMap<String, StoredModule> {
+        self.registry.modules().await
     }
 
-    pub(crate) async fn delete_module(&self, request: DeleteModuleRequest) -> DeleteModuleResponse {
-        let result = self
-            .registry
-            .remove_module(&request.name)
-            .await
-            .map_err(ModuleError::from);
-        match result {
-            Ok(()) => {
-                self.collect_module_garbage().await;
-                DeleteModuleResponse {
-                    error: ErrorCode::None,
-                    message: String::new(),
-                }
-            }
-            Err(error) => {
-                let (error, message) = super::dispatch::module_wire(&error);
-                DeleteModuleResponse { error, message }
-            }
-        }
+    /// Deletes a named module (refused while a topic config names it); its files go once
+    /// no transform uses them either.
+    pub async fn delete_module(&self, name: &str) -> Result<(), ModuleError> {
+        self.registry.remove_module(name).await?;
+        self.collect_module_garbage().await;
+        Ok(())
     }
 
     /// Runs a topic's produce filter over one batch: the batch unchanged when every record
@@ -675,7 +625,7 @@ impl<D: Disk> Broker<D> {
                 "produce.filter.module",
             )
             .await?;
-        let opened = open_batch(&batch, self.plugins.budget())
+        let opened = open_batch(&batch, &self.budget)
             .await
             .map_err(|error| produced_batch_error(&batch, error))?;
         let outcomes = opened
@@ -726,7 +676,7 @@ impl<D: Disk> Broker<D> {
                 continue;
             }
             let batch = bytes.slice_ref(raw);
-            let opened = match open_batch(&batch, self.plugins.budget()).await {
+            let opened = match open_batch(&batch, &self.budget).await {
                 Ok(opened) => opened,
                 Err(error) => {
                     // Records that do not decode (stored before appends checked records) can
@@ -792,9 +742,12 @@ impl<D: Disk> Broker<D> {
         records: Bytes,
         durability: AppendDurability,
     ) -> Result<(ProduceRouting, Option<i64>), ProduceError> {
-        let topic_entry = self.topic(topic).ok_or_else(|| LookupError::UnknownTopic {
-            topic: topic.to_string(),
-        })?;
+        let topic_entry = self
+            .registry
+            .topic(topic)
+            .ok_or_else(|| LookupError::UnknownTopic {
+                topic: topic.to_string(),
+            })?;
         let config = topic_entry.config();
         let partition_count = topic_entry.partition_count();
         let Some(partitioner) = config.partitioner_module.clone() else {
@@ -830,7 +783,7 @@ impl<D: Disk> Broker<D> {
                     .await?
                     .0;
             }
-            let opened = open_batch(&batch, self.plugins.budget())
+            let opened = open_batch(&batch, &self.budget)
                 .await
                 .map_err(|error| PartitionerError::from(produced_batch_error(&batch, error)))?;
             codec = opened
@@ -900,10 +853,13 @@ impl<D: Disk> Broker<D> {
                     .map_err(PartitionerError::Encode)?;
                 let header = BatchHeader::parse(&batch).map_err(PartitionerError::EncodedHeader)?;
                 let batch = super::produce::prepare_batch(&header, batch, config, append_time)?;
-                let outcome = log
-                    .append(batch, durability)
-                    .await
-                    .map_err(|error| self.append_error(&target, error))?;
+                let outcome = log.append(batch, durability).await.map_err(|error| {
+                    // As for any append: a fenced log is reopened in the background.
+                    if matches!(error, AppendError::Fenced { .. }) {
+                        self.registry.reopen_fenced(&target);
+                    }
+                    ProduceError::Append(error)
+                })?;
                 Ok::<_, ProduceError>(PartitionOffset {
                     partition,
                     offset: outcome.base_offset,

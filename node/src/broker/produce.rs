@@ -216,7 +216,9 @@ impl<D: Disk> Broker<D> {
         }
         let timed_out = |_| ProduceError::TimedOut { timeout };
         if request.partition == NODE_PARTITIONED {
-            let work = self.produce_node_partitioned(topic, request.records, durability);
+            let work = self
+                .plugins
+                .produce_node_partitioned(topic, request.records, durability);
             let (routing, append_time) = crate::clock::timeout(&*self.clock, timeout, work)
                 .await
                 .map_err(timed_out)??;
@@ -307,7 +309,8 @@ impl<D: Disk> Broker<D> {
         let batch = prepare_batch(header, batch, config, append_time)?;
         let (batch, gaps_allowed) = match &config.produce_filter_module {
             Some(filter) => {
-                self.filter_produced_batch(filter, batch, partition_count)
+                self.plugins
+                    .filter_produced_batch(filter, batch, partition_count)
                     .await?
             }
             None => (batch, false),

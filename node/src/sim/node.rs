@@ -153,7 +153,7 @@ impl SimNode {
             .await
             .map_err(|error| error.to_string())?;
             let broker = Arc::new(broker);
-            broker.start_transforms().await;
+            broker.transforms().start().await;
             tokio::spawn(Arc::clone(&broker).run_retention());
             tokio::spawn(Arc::clone(&broker).run_group_timer());
             tokio::spawn(Arc::clone(&broker).run_verifier());
