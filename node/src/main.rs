@@ -153,6 +153,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // Checks that need no disk come first, so a mistake in flags or a busy port leaves no
     // data directory behind (issue 11, bug 2): TLS flags and the operator's certificate
     // files, the disk backend, the open-file limit, the listen port.
+    // In a cluster, the node certificate serves clients (`ledge/1`) and peers
+    // (`ledge-peer/0`, mTLS) on the one endpoint.
+    let mut peers = None;
     let operator_tls = if let Some(cluster) = &config.cluster {
         for warning in cluster.warnings() {
             tracing::warn!("{warning}");
@@ -165,14 +168,25 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             "clients verify this node with --ca {}",
             cluster.ca_file.display()
         );
-        Some(quic::server_config(
+        // The controller and replication register their handlers here when they arrive;
+        // until then peer requests are answered UnknownKind.
+        let service = ledge_node::cluster::peer::peer_service(
+            cluster,
+            &cluster_tls,
+            Arc::new(ledge_node::cluster::peer::PeerHandlers::default()),
+            Arc::new(SystemClock),
+        )?;
+        let server_config = quic::cluster_server_config(
             tls::ServerTls {
                 chain: cluster_tls.chain.clone(),
                 key: cluster_tls.key.clone_key(),
                 dev_ca: None,
             },
+            service.roots(),
             &config.transport,
-        )?)
+        )?;
+        peers = Some(Arc::new(service));
+        Some(server_config)
     } else {
         match tls::TlsSource::from_flags(config.tls_cert.as_deref(), config.tls_key.as_deref())? {
             tls::TlsSource::Files { cert, key } => Some(quic::server_config(
@@ -271,7 +285,10 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     tokio::spawn(Arc::clone(&broker).run_group_timer());
     tokio::spawn(Arc::clone(&broker).run_verifier());
-    let server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?;
+    let mut server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?;
+    if let Some(peers) = peers {
+        server = server.with_peers(peers);
+    }
     let address = server.local_addr().context("reading the bound address")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(server.serve(Arc::clone(&broker), stopped));

@@ -6,8 +6,8 @@
 //!   given node of a given cluster. A node's identity is carried only by its certificate.
 //! - [`init`]: `ledge-node cluster-init`, which writes a local cluster's CA, certificates and
 //!   config files.
-//! - `peer` (next): node-to-node RPC on the node's QUIC endpoint under the ALPN
-//!   `ledge-peer/0` (mTLS), with a handler registry by request kind that the controller and
+//! - [`peer`]: node-to-node RPC on the node's QUIC endpoint under the ALPN `ledge-peer/0`
+//!   (mTLS), with a handler registry by [`peer::PeerRequestKind`] that the controller and
 //!   replication plug into.
 //!
 //! What this layer does not own: the controller quorum (`controller/`), replication
@@ -16,6 +16,7 @@
 pub mod config;
 pub mod identity;
 pub mod init;
+pub mod peer;
 
 /// A node's id in a cluster: 1..N as `cluster-init` writes them. A node with no `[cluster]`
 /// section is node 1 of a one-node cluster.
