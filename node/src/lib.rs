@@ -15,6 +15,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod groups;
 #[cfg(any(test, feature = "sim"))]
