@@ -16,6 +16,7 @@
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod controller;
 pub mod groups;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
