@@ -17,6 +17,7 @@ pub mod broker;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod controller;
 pub mod groups;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
