@@ -17,6 +17,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod groups;
+pub mod replication;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;
