@@ -277,6 +277,23 @@ impl PartitionFollower {
         }
     }
 
+    /// The follower's own log failed its checks from `offset` on (a verified read or the
+    /// background verifier met a bad batch, issue 13 item 4): truncate to the last good
+    /// batch and fetch the rest from the leader again. Nothing past `offset` is ever served
+    /// or counted: the next fetch offset is the new synced end.
+    pub fn handle_local_damage(
+        &mut self,
+        offset: i64,
+        view: &FollowerLogView<'_>,
+    ) -> FollowerAction {
+        if self.phase != Phase::AwaitingMetadata {
+            self.phase = Phase::Ready;
+        }
+        FollowerAction::Truncate {
+            offset: offset.clamp(view.log_start_offset, view.synced_end),
+        }
+    }
+
     fn back_off(&mut self, now: Instant) {
         self.phase = Phase::BackingOff(crate::clock::deadline_after(now, self.backoff));
         self.backoff = (self.backoff * 2).min(self.config.backoff_max);

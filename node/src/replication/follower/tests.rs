@@ -265,3 +265,32 @@ fn out_of_range_cuts_to_the_leaders_end_or_starts_over_at_its_log_start() {
         FollowerAction::TruncateFullyAndStartAt { offset: 10 }
     );
 }
+
+#[test]
+fn local_damage_truncates_to_the_last_good_batch_and_fetches_again() {
+    // Goal: damage found in the follower's own log becomes a truncation to its first bad
+    // offset (never below the log start), after which the next fetch starts there.
+    let now = SystemClock.now();
+    let cache = epochs(&[(1, 0)]);
+    let view = FollowerLogView {
+        log_start_offset: 5,
+        synced_end: 40,
+        epochs: &cache,
+    };
+    let mut follower = PartitionFollower::new("orders".into(), 0, 2, &state(1, 4), config());
+    follower.poll_fetch(now, &view).unwrap();
+    assert_eq!(
+        follower.handle_local_damage(17, &view),
+        FollowerAction::Truncate { offset: 17 }
+    );
+    assert_eq!(
+        follower.handle_local_damage(2, &view),
+        FollowerAction::Truncate { offset: 5 }
+    );
+    let view = FollowerLogView {
+        log_start_offset: 5,
+        synced_end: 17,
+        epochs: &cache,
+    };
+    assert_eq!(follower.poll_fetch(now, &view).unwrap().fetch_offset, 17);
+}

@@ -52,6 +52,7 @@ mod delete;
 mod error;
 mod open;
 mod read;
+mod replica_read;
 mod roll;
 mod truncate;
 mod writer;
@@ -69,6 +70,7 @@ pub use error::{
 pub(in crate::storage) use open::{remove_segment_files, scan_segment, write_checkpoint};
 pub use read::ReadBatches;
 use read::known_exists;
+pub use replica_read::{BatchDamage, VerifiedRead};
 #[cfg(test)]
 use writer::take_groups_drained;
 
