@@ -22,6 +22,9 @@ pub mod fetch;
 pub mod follower;
 pub mod leader;
 
+#[cfg(test)]
+mod simulation;
+
 /// A node's id in the cluster (1..N, as `cluster-init` writes them).
 pub type NodeId = u32;
 /// The epoch the controller gave a node at its registration; a restart gets a larger one.

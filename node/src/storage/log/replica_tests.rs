@@ -413,3 +413,22 @@ async fn a_truncated_segment_file_is_never_served_and_the_follower_refetches() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_cut_at_the_end_drops_only_an_epoch_that_wrote_nothing() {
+    // Goal: a node that was elected (epoch assigned at its end) and wrote nothing in that
+    // epoch drops it when its new leader's answer says its log ends in an earlier epoch;
+    // no batch is cut, and the drop survives a power loss.
+    let disk = SimDisk::new(8);
+    let log = leader_log(&disk).await;
+    log.set_leader_epoch(9).await.unwrap();
+    assert_eq!(log.leader_epochs().latest_epoch(), Some(9));
+    let before = stored(&log).await;
+    let log = log.truncate_to(36, disk.clone(), clock()).await.unwrap();
+    assert_eq!(log.leader_epochs().latest_epoch(), Some(5));
+    assert_eq!(stored(&log).await, before);
+    disk.crash();
+    let log = open(&disk, LEADER).await;
+    assert_eq!(log.leader_epochs().latest_epoch(), Some(5));
+    assert_eq!(stored(&log).await, before);
+}

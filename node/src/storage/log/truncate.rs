@@ -40,7 +40,8 @@ impl<D: Disk> PartitionLog<D> {
     /// Cuts the log's end at the batch holding `offset` (durably; see the module
     /// documentation for the rule and the crash order) and returns the log opened again.
     /// This handle, and its clones, are closed by it: use the returned one. A cut at or past
-    /// the log end changes nothing and returns a clone of this handle.
+    /// the log end cuts no batch, only the epochs that start there (an epoch this node was
+    /// given as leader and wrote nothing in), and returns a clone of this handle.
     pub async fn truncate_to(
         &self,
         offset: i64,
@@ -81,6 +82,18 @@ impl<D: Disk> Writer<D> {
             });
         }
         if offset >= log_end {
+            // No batch to cut, but an epoch assigned at the end with no batch (this node led
+            // in it and wrote nothing) goes: the leader's answer says this log ends in an
+            // earlier epoch, and the next fetch must say so too, or it asks forever.
+            let mut epochs = self.shared.read_state().epochs.clone();
+            if epochs.truncate_from_end(offset) {
+                leader_epoch::store(&self.disk, &self.shared.directory, &epochs)
+                    .await
+                    .map_err(|LeaderEpochIoError::Disk(error)| TruncateError::Disk(error))?;
+                let mut state = self.shared.write_state();
+                state.leader_epoch = epochs.latest_epoch().unwrap_or(state.leader_epoch);
+                state.epochs = epochs;
+            }
             return Ok(false);
         }
         // Nothing may be half-written past the cut when the files change.
