@@ -419,6 +419,7 @@ impl Admin {
             topics: topics
                 .into_iter()
                 .map(|topic| CreatableTopic {
+                    replication_factor: None,
                     name: topic.name,
                     partitions: topic.partitions,
                     configs: config_entries(topic.configs),

@@ -1090,6 +1090,7 @@ impl Consumer {
             }
             offsets.insert(partition.clone(), state.fetch_offset);
             let entry = FetchPartition {
+                current_leader_epoch: None,
                 partition: partition.partition,
                 fetch_offset: state.fetch_offset,
                 partition_max_bytes: self.config.max_partition_fetch_bytes,

@@ -402,6 +402,7 @@ impl Sender {
         let mut topics: Vec<ProduceTopic> = Vec::new();
         for batch in &batches {
             let partition = ProducePartition {
+                current_leader_epoch: None,
                 partition: batch.key.partition,
                 records: batch.bytes.clone(),
             };

@@ -268,6 +268,7 @@ impl Cluster {
     fn create_group_topic(&mut self) -> Result<(), Failure> {
         let request = Request::CreateTopics(CreateTopicsRequest {
             topics: vec![CreatableTopic {
+                replication_factor: None,
                 name: GROUP_TOPIC.into(),
                 partitions: GROUP_TOPIC_PARTITIONS,
                 configs: Vec::new(),
@@ -821,6 +822,7 @@ mod tests {
             let answer = node.call(
                 Request::CreateTopics(CreateTopicsRequest {
                     topics: vec![CreatableTopic {
+                        replication_factor: None,
                         name: "created".into(),
                         partitions: 3,
                         configs: Vec::new(),
@@ -853,6 +855,7 @@ mod tests {
             let retried = node.call(
                 Request::CreateTopics(CreateTopicsRequest {
                     topics: vec![CreatableTopic {
+                        replication_factor: None,
                         name: "created".into(),
                         partitions: 3,
                         configs: Vec::new(),
