@@ -34,7 +34,11 @@ pub struct NewTopic {
     pub name: String,
     /// Partition count, at least 1.
     pub partitions: u32,
-    /// Configs that differ from the node's defaults (`retention.ms`, `cleanup.policy`, ...).
+    /// Copies of each partition, on as many nodes; `None` for the cluster's default
+    /// (`default_replication_factor`: min(3, nodes)). Refused above the live node count.
+    pub replication_factor: Option<u16>,
+    /// Configs that differ from the node's defaults (`retention.ms`, `cleanup.policy`,
+    /// `min.insync.replicas`, ...).
     pub configs: Vec<(String, String)>,
 }
 
@@ -44,8 +48,15 @@ impl NewTopic {
         Self {
             name: name.into(),
             partitions,
+            replication_factor: None,
             configs: Vec::new(),
         }
+    }
+
+    /// Sets the replication factor.
+    pub fn replication_factor(mut self, replication_factor: u16) -> Self {
+        self.replication_factor = Some(replication_factor);
+        self
     }
 
     /// Adds a config.
@@ -103,6 +114,57 @@ pub struct PartitionDescription {
     /// Records from the log start to the high watermark: fewer than the offsets between them
     /// where compaction or a produce filter left offsets without records.
     pub record_count: u64,
+    /// The node leading the partition, `None` while it has no leader (offline).
+    pub leader: Option<u32>,
+    /// The leader's epoch (bumped by every election).
+    pub leader_epoch: i32,
+    /// The nodes holding a copy, the preferred leader first.
+    pub replicas: Vec<u32>,
+    /// The replicas in sync with the leader (ISR).
+    pub isr: Vec<u32>,
+}
+
+/// The cluster, from [`Admin::describe_cluster`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// The cluster's id (empty for a node with no `[cluster]` section).
+    pub cluster_id: String,
+    /// The active controller, `None` while there is none.
+    pub controller: Option<u32>,
+    /// Every node, by id.
+    pub nodes: Vec<ClusterNodeDescription>,
+    /// Partitions with fewer in-sync replicas than replicas.
+    pub under_replicated: Vec<ClusterPartitionDescription>,
+    /// Partitions without a leader.
+    pub offline: Vec<ClusterPartitionDescription>,
+}
+
+/// A node in a [`ClusterDescription`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNodeDescription {
+    /// Node id.
+    pub node_id: u32,
+    /// `host:port` of its client listener.
+    pub address: String,
+    /// Registered and heartbeating.
+    pub alive: bool,
+    /// Its registration's epoch: a restart registers again with a larger one.
+    pub node_epoch: u64,
+}
+
+/// An unhealthy partition in a [`ClusterDescription`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterPartitionDescription {
+    /// Topic.
+    pub topic: String,
+    /// Partition number.
+    pub partition: u32,
+    /// Its leader, if any.
+    pub leader: Option<u32>,
+    /// The nodes holding a copy.
+    pub replicas: Vec<u32>,
+    /// The replicas in sync.
+    pub isr: Vec<u32>,
 }
 
 /// One config of a topic.
@@ -419,7 +481,7 @@ impl Admin {
             topics: topics
                 .into_iter()
                 .map(|topic| CreatableTopic {
-                    replication_factor: None,
+                    replication_factor: topic.replication_factor,
                     name: topic.name,
                     partitions: topic.partitions,
                     configs: config_entries(topic.configs),
@@ -502,6 +564,10 @@ impl Admin {
                         last_compaction_ms: partition.last_compaction_ms,
                         damage: (!partition.damage.is_empty()).then_some(partition.damage),
                         record_count: partition.record_count,
+                        leader: partition.leader,
+                        leader_epoch: partition.leader_epoch,
+                        replicas: partition.replicas,
+                        isr: partition.isr,
                     })
                     .collect(),
             });
@@ -587,6 +653,51 @@ impl Admin {
             }
         }
         Ok(offsets)
+    }
+
+    /// The cluster's nodes (alive or not, with their node epochs), its controller, and its
+    /// under-replicated and offline partitions.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription, AdminError> {
+        let request = Request::DescribeCluster(wire::DescribeClusterRequest {});
+        let response = match request_with_retry(&self.client, &request).await? {
+            Response::DescribeCluster(response) => response,
+            other => return Err(unexpected(ApiKey::DescribeCluster, &other).into()),
+        };
+        if response.error != ErrorCode::None {
+            return Err(RequestError::Refused {
+                code: response.error,
+                message: response.message,
+            }
+            .into());
+        }
+        let partitions = |partitions: Vec<wire::ClusterPartition>| {
+            partitions
+                .into_iter()
+                .map(|partition| ClusterPartitionDescription {
+                    topic: partition.topic,
+                    partition: partition.partition,
+                    leader: partition.leader,
+                    replicas: partition.replicas,
+                    isr: partition.isr,
+                })
+                .collect()
+        };
+        Ok(ClusterDescription {
+            cluster_id: response.cluster_id,
+            controller: response.controller_id,
+            nodes: response
+                .nodes
+                .into_iter()
+                .map(|node| ClusterNodeDescription {
+                    node_id: node.node_id,
+                    address: node.address,
+                    alive: node.alive,
+                    node_epoch: node.node_epoch,
+                })
+                .collect(),
+            under_replicated: partitions(response.under_replicated),
+            offline: partitions(response.offline),
+        })
     }
 
     /// Every consumer group the node knows (with members or committed offsets), sorted by id.
