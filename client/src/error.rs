@@ -60,7 +60,7 @@ pub enum ConnectError {
     #[error("the client was closed; connect a new one to talk to the node again")]
     Closed,
     /// None of the bootstrap servers answered; `reasons` says why for each, in order.
-    #[error("no server of {servers} answered: {reasons}")]
+    #[error("no bootstrap server answered: {reasons}")]
     NoServerReachable {
         /// The bootstrap list as given.
         servers: String,
