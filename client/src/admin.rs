@@ -1192,41 +1192,36 @@ pub(crate) async fn list_offsets(
     client: &Client,
     specs: Vec<(TopicPartition, OffsetSpec)>,
 ) -> Result<BTreeMap<TopicPartition, Result<ListedOffset, ErrorCode>>, RequestError> {
-    let mut topics: Vec<wire::ListOffsetsTopic> = Vec::new();
-    for (partition, spec) in &specs {
-        let entry = wire::ListOffsetsPartition {
-            partition: partition.partition,
-            spec: *spec,
-        };
-        match topics
-            .iter_mut()
-            .find(|topic| topic.name == partition.topic)
-        {
-            Some(topic) => topic.partitions.push(entry),
-            None => topics.push(wire::ListOffsetsTopic {
-                name: partition.topic.clone(),
-                partitions: vec![entry],
-            }),
-        }
-    }
-    let request = Request::ListOffsets(wire::ListOffsetsRequest { topics });
-    let response = match request_with_retry(client, &request).await? {
-        Response::ListOffsets(response) => response,
-        other => return Err(unexpected(ApiKey::ListOffsets, &other)),
-    };
     let mut listed = BTreeMap::new();
-    for topic in response.topics {
-        for partition in topic.partitions {
-            let key = TopicPartition::new(topic.name.clone(), partition.partition);
-            let result = if partition.error == ErrorCode::None {
-                Ok(ListedOffset {
-                    offset: partition.offset,
-                    timestamp: partition.timestamp,
-                })
-            } else {
-                Err(partition.error)
-            };
-            listed.insert(key, result);
+    let mut pending = specs.clone();
+    // Each partition is asked of its leader. An answer that says the leader moved is asked
+    // again after the cluster view is refreshed, a bounded number of times.
+    for attempt in 0..LIST_OFFSETS_ROUTING_ATTEMPTS {
+        if pending.is_empty() {
+            break;
+        }
+        if attempt > 0 {
+            tokio::time::sleep(LIST_OFFSETS_ROUTING_BACKOFF).await;
+        }
+        let answers = list_offsets_from_leaders(client, &pending).await?;
+        pending.clear();
+        for (partition, result) in answers {
+            if let Err(code) = result {
+                client.partition_error(&partition.topic, partition.partition, code);
+                let moved = matches!(
+                    code,
+                    ErrorCode::NotLeaderOrFollower
+                        | ErrorCode::FencedLeaderEpoch
+                        | ErrorCode::UnknownLeaderEpoch
+                );
+                if moved && attempt + 1 < LIST_OFFSETS_ROUTING_ATTEMPTS {
+                    if let Some(spec) = specs.iter().find(|(known, _)| *known == partition) {
+                        pending.push(spec.clone());
+                    }
+                    continue;
+                }
+            }
+            listed.insert(partition, result);
         }
     }
     for (partition, _) in specs {
@@ -1239,16 +1234,96 @@ pub(crate) async fn list_offsets(
     Ok(listed)
 }
 
+/// How many times [`list_offsets`] asks again for partitions whose leader moved.
+const LIST_OFFSETS_ROUTING_ATTEMPTS: u32 = 3;
+/// The wait before asking again, so the cluster view can be refreshed.
+const LIST_OFFSETS_ROUTING_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One ListOffsets per leader of `specs`' partitions, the answers joined.
+async fn list_offsets_from_leaders(
+    client: &Client,
+    specs: &[(TopicPartition, OffsetSpec)],
+) -> Result<Vec<(TopicPartition, Result<ListedOffset, ErrorCode>)>, RequestError> {
+    let partitions: Vec<(&str, u32)> = specs
+        .iter()
+        .map(|(partition, _)| (partition.topic.as_str(), partition.partition))
+        .collect();
+    let routes = client.routes(&partitions).await;
+    let mut by_node: Vec<(std::net::SocketAddr, Vec<wire::ListOffsetsTopic>)> = Vec::new();
+    for ((partition, spec), (node, _)) in specs.iter().zip(routes) {
+        let entry = wire::ListOffsetsPartition {
+            partition: partition.partition,
+            spec: *spec,
+        };
+        let topics = match by_node.iter().position(|(known, _)| *known == node) {
+            Some(at) => &mut by_node[at].1,
+            None => {
+                by_node.push((node, Vec::new()));
+                let at = by_node.len() - 1;
+                &mut by_node[at].1
+            }
+        };
+        match topics
+            .iter_mut()
+            .find(|topic| topic.name == partition.topic)
+        {
+            Some(topic) => topic.partitions.push(entry),
+            None => topics.push(wire::ListOffsetsTopic {
+                name: partition.topic.clone(),
+                partitions: vec![entry],
+            }),
+        }
+    }
+    let requests = by_node.into_iter().map(|(node, topics)| async move {
+        let request = Request::ListOffsets(wire::ListOffsetsRequest { topics });
+        match request_with_retry_to(client, Some(node), &request).await? {
+            Response::ListOffsets(response) => Ok(response),
+            other => Err(unexpected(ApiKey::ListOffsets, &other)),
+        }
+    });
+    let mut listed = Vec::new();
+    for response in futures_util::future::join_all(requests).await {
+        for topic in response?.topics {
+            for partition in topic.partitions {
+                let key = TopicPartition::new(topic.name.clone(), partition.partition);
+                let result = if partition.error == ErrorCode::None {
+                    Ok(ListedOffset {
+                        offset: partition.offset,
+                        timestamp: partition.timestamp,
+                    })
+                } else {
+                    Err(partition.error)
+                };
+                listed.push((key, result));
+            }
+        }
+    }
+    Ok(listed)
+}
+
 /// Sends a request that changes nothing, resending after retriable failures until the
 /// client's request timeout has passed.
 pub(crate) async fn request_with_retry(
     client: &Client,
     request: &Request,
 ) -> Result<Response, RequestError> {
+    request_with_retry_to(client, None, request).await
+}
+
+/// [`request_with_retry`] to `node`, or to the default node when `None`.
+async fn request_with_retry_to(
+    client: &Client,
+    node: Option<std::net::SocketAddr>,
+    request: &Request,
+) -> Result<Response, RequestError> {
     let deadline = clock::now() + client.config().request_timeout;
     let mut wait = Duration::from_millis(50);
     loop {
-        match client.request(request, Duration::ZERO).await {
+        let answer = match node {
+            Some(node) => client.request_to(node, request, Duration::ZERO).await,
+            None => client.request(request, Duration::ZERO).await,
+        };
+        match answer {
             Err(error) if error.is_retriable() && clock::now() + wait < deadline => {
                 tracing::debug!(%error, "retrying {:?}", request.api_key());
                 tokio::time::sleep(wait).await;
