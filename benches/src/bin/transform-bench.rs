@@ -42,6 +42,7 @@ fn batch(first: usize) -> Bytes {
 async fn create(broker: &Broker<SystemDisk>, name: &str, partitions: u32) -> anyhow::Result<()> {
     let request = CreateTopicsRequest {
         topics: vec![CreatableTopic {
+            replication_factor: None,
             name: name.into(),
             partitions,
             configs: Vec::new(),
@@ -77,6 +78,7 @@ async fn produce(
                     topics: vec![ProduceTopic {
                         name: topic.clone(),
                         partitions: vec![ProducePartition {
+                            current_leader_epoch: None,
                             partition: (sent as u32) % partitions,
                             records: batches[sent % batches.len()].clone(),
                         }],

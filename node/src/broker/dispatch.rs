@@ -24,6 +24,7 @@ use ledge_protocol::wire::{
 };
 
 use super::Broker;
+use super::cluster_view::{LeaderEpochError, ReplicationError};
 use super::fetch::FetchError;
 use super::metadata::MetadataError;
 use super::plugins::{
@@ -97,6 +98,7 @@ impl<D: Disk> Broker<D> {
             Request::AlterTransform(request) => {
                 Response::AlterTransform(self.alter_transform(request).await)
             }
+            Request::DescribeCluster(_) => Response::DescribeCluster(self.describe_cluster()),
             Request::ConsumerGroupHeartbeat(request) => Response::ConsumerGroupHeartbeat(
                 self.groups.heartbeat(&*self.registry, request, client_id),
             ),
@@ -142,7 +144,7 @@ impl<D: Disk> Broker<D> {
                         .map(|partition| match partition.online_log() {
                             Ok(log) => {
                                 let (dirty, sealed) = log.compaction_stats();
-                                PartitionMetadata {
+                                let mut metadata = PartitionMetadata {
                                     partition: partition.key().partition,
                                     error: ErrorCode::None,
                                     log_start_offset: log.log_start_offset(),
@@ -158,16 +160,23 @@ impl<D: Disk> Broker<D> {
                                         .map(|damage| damage.to_string())
                                         .unwrap_or_default(),
                                     record_count: log.record_count(),
-                                }
+                                    ..PartitionMetadata::default()
+                                };
+                                self.partition_placement(true).fill(&mut metadata);
+                                metadata
                             }
-                            Err(error) => PartitionMetadata {
-                                partition: partition.key().partition,
-                                error: lookup_code(&error),
-                                log_start_offset: -1,
-                                high_watermark: -1,
-                                damage: error.to_string(),
-                                ..PartitionMetadata::default()
-                            },
+                            Err(error) => {
+                                let mut metadata = PartitionMetadata {
+                                    partition: partition.key().partition,
+                                    error: lookup_code(&error),
+                                    log_start_offset: -1,
+                                    high_watermark: -1,
+                                    damage: error.to_string(),
+                                    ..PartitionMetadata::default()
+                                };
+                                self.partition_placement(false).fill(&mut metadata);
+                                metadata
+                            }
                         })
                         .collect(),
                 },
@@ -175,6 +184,8 @@ impl<D: Disk> Broker<D> {
             .collect();
         MetadataResponse {
             node_id: self.config.node_id,
+            nodes: self.cluster_nodes(),
+            controller_id: self.controller_id(),
             topics,
         }
     }
@@ -187,7 +198,12 @@ impl<D: Disk> Broker<D> {
                 .into_iter()
                 .map(|entry| (entry.name, entry.value))
                 .collect();
-            let outcome = if request.validate_only {
+            // Replication is checked first: a factor the live nodes cannot hold is refused
+            // before anything is validated further or stored.
+            let replication = self.replication_check(topic.replication_factor, &configs);
+            let outcome = if let Err(error) = replication {
+                Err(CreateTopicError::Replication(error))
+            } else if request.validate_only {
                 self.registry
                     .validate_create(&topic.name, topic.partitions, &configs)
                     .await
@@ -468,11 +484,32 @@ fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
             ErrorCode::InvalidConfig
         }
         CreateTopicError::AlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
+        CreateTopicError::Replication(error) => replication_code(error),
         CreateTopicError::PartitionCount(error) => partition_count_code(error),
         CreateTopicError::Record { source, .. } => metadata_code(source),
         // Retriable, like any disk failure: nothing was recorded.
         CreateTopicError::PartitionNotCreated(_) => ErrorCode::StorageError,
     }
+}
+
+/// The code for refused replication settings: the factor itself, or a topic config
+/// (`min.insync.replicas`) that contradicts it.
+fn replication_code(error: &ReplicationError) -> ErrorCode {
+    match error {
+        ReplicationError::ZeroReplicationFactor | ReplicationError::AboveLiveNodes { .. } => {
+            ErrorCode::InvalidReplicationFactor
+        }
+        ReplicationError::MinInsyncAboveReplicationFactor { .. } => ErrorCode::InvalidConfig,
+    }
+}
+
+/// The code and message for a produce or fetch at a leader epoch this node does not lead at.
+pub(super) fn leader_epoch_wire(error: &LeaderEpochError) -> (ErrorCode, String) {
+    let code = match error {
+        LeaderEpochError::Fenced { .. } => ErrorCode::FencedLeaderEpoch,
+        LeaderEpochError::Unknown { .. } => ErrorCode::UnknownLeaderEpoch,
+    };
+    (code, error.to_string())
 }
 
 /// The code and message for a topic whose configs were not changed.

@@ -76,6 +76,12 @@ impl<D: Disk> Broker<D> {
                         log_start_offset: -1,
                         records: Bytes::new(),
                     };
+                    if let Err(error) = self.leader_epoch_check(wanted.current_leader_epoch) {
+                        (response.error, response.message) = dispatch::leader_epoch_wire(&error);
+                        any_error = true;
+                        partitions.push(response);
+                        continue;
+                    }
                     let log = match self.online_log(&topic.name, wanted.partition) {
                         Ok(log) => log,
                         Err(error) => {

@@ -7,12 +7,15 @@
 //! - `groups.rs` (the `GroupHost` handle the group service `groups/service.rs` reaches the
 //!   node through), `plugins.rs` (`PluginHost`), `transforms/` (`TransformRunner`): consumer
 //!   groups, WASM plug-ins, transforms.
+//! - `cluster_view.rs`: the cluster as clients see it (nodes, controller, each partition's
+//!   leader, replicas and ISR) and the replication checks; a one-node cluster today.
 //! - `dispatch.rs`: [`Broker::handle`] maps each request to its service and turns each
 //!   service's error enum into the wire `ErrorCode`, in one place.
 //!
 //! Does not own: sockets (the transport decodes frames and calls [`Broker::handle`]) or
 //! the config file (the node reconciles it through [`Broker::reconcile`]).
 
+pub mod cluster_view;
 mod dispatch;
 mod fetch;
 mod groups;
@@ -54,6 +57,9 @@ use topic_config::TopicConfig;
 pub struct BrokerConfig {
     /// This node's id in metadata responses.
     pub node_id: u32,
+    /// `host:port` clients reach this node at, as Metadata and DescribeCluster list it (the
+    /// bound listener address; empty in tests that never listen).
+    pub advertised_address: String,
     /// Node-wide log settings (flush interval, group commit size, recovery).
     pub log: LogConfig,
     /// Topic config defaults (Kafka's `log.*` broker settings).
@@ -96,6 +102,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             node_id: 1,
+            advertised_address: String::new(),
             log: LogConfig::default(),
             topic_defaults: TopicConfig::default(),
             topic_partitions_max: 1024,
@@ -340,6 +347,8 @@ impl<D: Disk> Broker<D> {
     }
 }
 
+#[cfg(test)]
+mod cluster_view_tests;
 #[cfg(test)]
 mod produce_fuzz_tests;
 #[cfg(test)]

@@ -180,6 +180,10 @@ impl<D: Disk> Broker<D> {
             log_start_offset: -1,
             routed: None,
         };
+        if let Err(error) = self.leader_epoch_check(request.current_leader_epoch) {
+            (response.error, response.message) = dispatch::leader_epoch_wire(&error);
+            return response;
+        }
         let outcome = self
             .produce_to_partition(topic, request, durability, timeout)
             .await;

@@ -149,6 +149,7 @@ async fn fetch_with(
         topics: vec![FetchTopic {
             name: topic.into(),
             partitions: vec![FetchPartition {
+                current_leader_epoch: None,
                 partition,
                 fetch_offset: offset,
                 partition_max_bytes: 1 << 20,
@@ -923,6 +924,7 @@ async fn create_result(
 ) -> TopicResult {
     let request = CreateTopicsRequest {
         topics: vec![CreatableTopic {
+            replication_factor: None,
             name: name.into(),
             partitions: 1,
             configs: configs
@@ -1074,6 +1076,7 @@ fn topic_configs_refuse_missing_and_wrong_kind_modules() {
                 topics: vec![ProduceTopic {
                     name: "t".into(),
                     partitions: vec![ProducePartition {
+                        current_leader_epoch: None,
                         partition: NODE_PARTITIONED,
                         records: values(&numbered(0, 4)),
                     }],

@@ -328,6 +328,7 @@ impl Cluster {
     fn create_group_topic(&mut self) -> Result<(), Failure> {
         let request = Request::CreateTopics(CreateTopicsRequest {
             topics: vec![CreatableTopic {
+                replication_factor: None,
                 name: GROUP_TOPIC.into(),
                 partitions: GROUP_TOPIC_PARTITIONS,
                 configs: Vec::new(),
@@ -1065,6 +1066,7 @@ mod tests {
                 topics: vec![CreatableTopic {
                     name: name.into(),
                     partitions: 1,
+                    replication_factor: None,
                     configs: Vec::new(),
                 }],
                 validate_only: false,
@@ -1103,6 +1105,7 @@ mod tests {
                     name: topic.into(),
                     partitions: vec![ProducePartition {
                         partition: 0,
+                        current_leader_epoch: None,
                         records,
                     }],
                 }],
@@ -1303,6 +1306,7 @@ mod tests {
             let answer = node.call(
                 Request::CreateTopics(CreateTopicsRequest {
                     topics: vec![CreatableTopic {
+                        replication_factor: None,
                         name: "created".into(),
                         partitions: 3,
                         configs: Vec::new(),
@@ -1335,6 +1339,7 @@ mod tests {
             let retried = node.call(
                 Request::CreateTopics(CreateTopicsRequest {
                     topics: vec![CreatableTopic {
+                        replication_factor: None,
                         name: "created".into(),
                         partitions: 3,
                         configs: Vec::new(),

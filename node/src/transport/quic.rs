@@ -647,7 +647,8 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::ListGroups
         | ApiKey::DescribeGroups
         | ApiKey::ListModules
-        | ApiKey::DescribeTransforms => true,
+        | ApiKey::DescribeTransforms
+        | ApiKey::DescribeCluster => true,
         ApiKey::CreateTopics
         | ApiKey::DeleteTopics
         | ApiKey::AlterConfigs

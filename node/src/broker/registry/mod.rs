@@ -244,6 +244,9 @@ pub enum CreateTopicError {
     /// A config names a module that is not uploaded, or of the wrong kind.
     #[error(transparent)]
     ModuleReference(ModuleReferenceError),
+    /// The replication factor, or `min.insync.replicas` against it, is refused.
+    #[error(transparent)]
+    Replication(super::cluster_view::ReplicationError),
     /// The topic exists.
     #[error("topic {topic:?} already exists")]
     AlreadyExists {
