@@ -2,7 +2,7 @@
 //! service that answers it, and each service's error enum becomes a wire [`ErrorCode`] (and
 //! the message sent beside it) here and nowhere else.
 //!
-//! The services: the topic registry (`registry.rs`: topics, partitions, configs,
+//! The services: the topic registry (`registry/`: topics, partitions, configs,
 //! `metadata.json`, producer ids), produce (`produce.rs`), fetch and list offsets
 //! (`fetch.rs`), maintenance (`maintenance.rs`: retention, compaction, disk guard,
 //! verifier), groups (`groups.rs`), plug-ins (`plugins.rs`) and transforms

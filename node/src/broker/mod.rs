@@ -1,12 +1,20 @@
 //! The broker: a router over the node's services, each with its own state and errors.
 //!
-//! - `registry.rs` ([`registry::TopicRegistry`]): topics, partitions, configs,
-//!   `metadata.json` and the topic files, producer ids; emits [`registry::RegistryEvent`]s.
+//! - `registry/` ([`registry::TopicRegistry`]): topics, partitions, configs,
+//!   `metadata.json` (with named modules and transform definitions) and the topic files,
+//!   producer ids; emits [`registry::RegistryEvent`]s. Its state is private: the other
+//!   services call its methods.
 //! - `produce.rs`, `fetch.rs`: the data path over the registry's partition logs.
 //! - `maintenance.rs`: retention, compaction, the disk guard and the background verifier.
-//! - `groups.rs` (the `GroupHost` handle the group service `groups/service.rs` reaches the
-//!   node through), `plugins.rs` (`PluginHost`), `transforms/` (`TransformRunner`): consumer
-//!   groups, WASM plug-ins, transforms.
+//! - `groups.rs` (the `GroupHost` handle, implemented by the registry, that the group
+//!   service `groups/service.rs` reaches the node through), `plugins.rs` ([`PluginHost`]:
+//!   named modules and plug-in calls), `transforms/` ([`TransformRunner`]: transform admin
+//!   and tasks): consumer groups, WASM plug-ins, transforms. The services hold `Arc`
+//!   handles to what they use (the registry, the plug-in host, the group service, the
+//!   clock), never the broker.
+//!
+//! [`PluginHost`]: plugins::PluginHost
+//! [`TransformRunner`]: transforms::TransformRunner
 //! - `dispatch.rs`: [`Broker::handle`] maps each request to its service and turns each
 //!   service's error enum into the wire `ErrorCode`, in one place.
 //!

@@ -6,8 +6,9 @@
 //! topic's produce filter, then all of them handed to the partition's writer in one
 //! `PartitionLog::append_batches` (one write, one fdatasync) with the durability `acks`
 //! asks for; the answer waits at most `timeout_ms`. A produce to `NODE_PARTITIONED`
-//! is routed by the topic's partitioner (`plugins.rs`), which prepares and appends through
-//! [`prepare_batch`] and [`Broker::append_error`] here.
+//! is routed by the topic's partitioner (the plug-in host, `plugins.rs`), which prepares
+//! through [`prepare_batch`] here; a fenced log is reopened by the registry
+//! (`TopicRegistry::reopen_fenced`) whoever meets it.
 
 use std::sync::Arc;
 use std::time::Duration;
