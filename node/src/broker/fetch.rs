@@ -39,7 +39,7 @@ pub enum FetchError {
 impl<D: Disk> Broker<D> {
     /// One partition's log, looked up once.
     fn online_log(&self, topic: &str, partition: u32) -> Result<PartitionLog<D>, FetchError> {
-        Ok(self.registry.partition(topic, partition)?.online_log()?)
+        Ok(self.registry.partition_log(topic, partition)?)
     }
 
     pub(super) async fn fetch(&self, request: FetchRequest) -> FetchResponse {

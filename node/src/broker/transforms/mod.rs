@@ -661,8 +661,7 @@ impl<D: Disk> TransformRunner<D> {
             let log = self
                 .handles
                 .registry
-                .partition(&definition.input, partition)
-                .and_then(|partition| partition.online_log());
+                .partition_log(&definition.input, partition);
             let Ok(log) = log else { continue };
             let position = live
                 .as_ref()
