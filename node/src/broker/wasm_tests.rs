@@ -1467,3 +1467,49 @@ fn a_running_transform_picks_up_partitions_added_to_its_input() {
         broker.close().await;
     });
 }
+
+// Goal (issue 12, item 1): transform tasks hold narrow handles (registry, plug-in host,
+// group service, clock), never the broker; dropping the broker stops its transform driver
+// and tasks, which then let go of the registry and the plug-in host (nothing leaks).
+#[test]
+fn dropping_the_broker_ends_its_transform_tasks_and_releases_their_handles() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(15);
+        let broker = open(&disk).await;
+        create(&broker, "events", 2, &[]).await;
+        broker
+            .transforms
+            .deploy(transform(
+                "copy",
+                module(KEEP),
+                "events",
+                transforms::OnError::Skip,
+            ))
+            .await
+            .unwrap();
+        produce(&broker, "events", 0, values(&numbered(0, 2))).await;
+        wait_for(&broker, "copy", |d| d.records_in == 2).await;
+        let registry = Arc::downgrade(&broker.registry);
+        let plugins = Arc::downgrade(&broker.plugins);
+        let broker = Arc::into_inner(broker).expect("no task holds the broker");
+        drop(broker);
+        // The aborted tasks and the stopped driver end at their next poll: the runtime gets
+        // turns to run them (a bounded number, not time).
+        for _ in 0..1000 {
+            if registry.strong_count() == 0 && plugins.strong_count() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            registry.strong_count(),
+            0,
+            "something still holds the registry"
+        );
+        assert_eq!(
+            plugins.strong_count(),
+            0,
+            "something still holds the plug-in host"
+        );
+    });
+}
