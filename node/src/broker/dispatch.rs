@@ -76,10 +76,10 @@ impl<D: Disk> Broker<D> {
             Request::InitProducerId(request) => {
                 Response::InitProducerId(self.init_producer_id(request).await)
             }
-            Request::Produce(request) => Response::Produce(self.produce(request).await),
-            Request::Fetch(request) => Response::Fetch(self.fetch(request).await),
+            Request::Produce(request) => Response::Produce(self.data.produce(request).await),
+            Request::Fetch(request) => Response::Fetch(self.data.fetch(request).await),
             Request::ListOffsets(request) => {
-                Response::ListOffsets(self.list_offsets(request).await)
+                Response::ListOffsets(self.data.list_offsets(request).await)
             }
             Request::UploadModule(request) => {
                 Response::UploadModule(self.upload_module(request).await)

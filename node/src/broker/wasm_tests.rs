@@ -1068,6 +1068,7 @@ fn topic_configs_refuse_missing_and_wrong_kind_modules() {
         );
         // Produce through both hooks still works.
         let routed = broker
+            .data
             .produce(ProduceRequest {
                 acks: Acks::All,
                 timeout_ms: 10_000,
@@ -1452,7 +1453,7 @@ fn a_running_transform_picks_up_partitions_added_to_its_input() {
             }])
             .await
             .unwrap();
-        assert_eq!(broker.partition_count("events"), 2);
+        assert_eq!(broker.registry.partition_count("events"), 2);
         produce(&broker, "events", 1, values(&numbered(2, 2))).await;
         let status = wait_for(&broker, "copy", |d| d.lag == 0 && d.records_in == 4).await;
         assert_eq!(status.state, "running");
