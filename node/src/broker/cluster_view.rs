@@ -176,14 +176,6 @@ impl<D: Disk> Broker<D> {
         }
     }
 
-    /// The leader epoch a produce or fetch to a partition of this node is checked against.
-    pub(super) fn leader_epoch_check(
-        &self,
-        requested: Option<i32>,
-    ) -> Result<(), LeaderEpochError> {
-        check_leader_epoch(requested, SINGLE_NODE_LEADER_EPOCH)
-    }
-
     /// Checks a CreateTopics entry's replication settings against the live nodes.
     pub(super) fn replication_check(
         &self,
@@ -254,6 +246,16 @@ impl<D: Disk> Broker<D> {
                 .any(|node| node.node_id == node_id && node.alive)
         );
         response
+    }
+}
+
+impl<D: Disk> super::data_path::DataPath<D> {
+    /// The leader epoch a produce or fetch to a partition of this node is checked against.
+    pub(super) fn leader_epoch_check(
+        &self,
+        requested: Option<i32>,
+    ) -> Result<(), LeaderEpochError> {
+        check_leader_epoch(requested, SINGLE_NODE_LEADER_EPOCH)
     }
 }
 
