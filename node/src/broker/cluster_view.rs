@@ -8,7 +8,7 @@
 //! online partition at leader epoch 0, and a partition it could not open has no leader (it is
 //! offline). Nothing here is stored: the answers are derived from the broker's config and its
 //! partitions' states, so they are true by construction. When the controller (issue 13) is
-//! wired in, it replaces [`Broker::cluster_nodes`] and [`Broker::partition_placement`] with its
+//! wired in, it replaces `Broker::cluster_nodes` and `Broker::partition_placement` with its
 //! metadata image; the wire shapes and the checks stay.
 //!
 //! Does not own: topic creation itself (`registry.rs`), or the wire codes (`dispatch.rs`).
