@@ -4,10 +4,15 @@
 //! - [`image`]: [`MetadataImage`], the records folded in log order; a pure state machine.
 //! - [`decisions`]: [`ControllerLogic`], what the controller proposes (registration, fencing,
 //!   placement, elections, ISR changes), as pure code with time passed in.
+//! - [`store`] and [`state_machine`]: openraft's log storage and state machine on the node's
+//!   `Disk`, with fdatasync before every acknowledgement and durable snapshots.
 
 pub mod decisions;
 pub mod image;
 pub mod records;
+pub mod state_machine;
+pub mod store;
+pub mod types;
 
 pub use decisions::{ControllerError, ControllerLogic, DecisionConfig};
 pub use image::{ApplyError, MetadataImage, NodeRegistration, SnapshotError, TopicImage};
