@@ -49,6 +49,7 @@ use super::records::{MetadataRecord, NodeEpoch, NodeId};
 use super::state_machine::ControllerStateMachine;
 use super::store::{ControllerLogStore, ControllerStoreError};
 use super::types::{ControllerRequest, ControllerResponse, ControllerTypes, raft_id};
+use crate::clock::{Clock, sleep};
 use crate::storage::disk::Disk;
 
 /// Default `controller_snapshot_entries`: entries applied between snapshots of the image.
@@ -58,6 +59,8 @@ pub const CONTROLLER_RAFT_HEARTBEAT_MS_DEFAULT: u64 = 50;
 /// Raft election timeout range: a follower that hears nothing for a random time in this range
 /// campaigns (openraft's defaults; failover of the controller takes about this long).
 pub const CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT: u64 = 150;
+/// Default `node_heartbeat_interval_ms` (cluster-design.md).
+pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 2_000;
 /// Upper end of the election timeout range.
 pub const CONTROLLER_ELECTION_TIMEOUT_MAX_MS_DEFAULT: u64 = 300;
 
@@ -74,6 +77,9 @@ pub struct ControllerConfig {
     pub raft_heartbeat: Duration,
     /// Raft election timeout range.
     pub election_timeout: (Duration, Duration),
+    /// `node_heartbeat_interval_ms`: how often nodes heartbeat, and how often the active
+    /// controller looks for expired sessions.
+    pub node_heartbeat_interval: Duration,
     /// The decisions' settings.
     pub decisions: DecisionConfig,
 }
@@ -90,6 +96,7 @@ impl ControllerConfig {
                 Duration::from_millis(CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT),
                 Duration::from_millis(CONTROLLER_ELECTION_TIMEOUT_MAX_MS_DEFAULT),
             ),
+            node_heartbeat_interval: Duration::from_millis(NODE_HEARTBEAT_INTERVAL_MS_DEFAULT),
             decisions: DecisionConfig::default(),
         }
     }
@@ -185,6 +192,7 @@ pub struct Controller {
     /// proposal so decisions are serialized.
     logic: Mutex<(u64, ControllerLogic)>,
     decisions: DecisionConfig,
+    node_heartbeat_interval: Duration,
 }
 
 impl Controller {
@@ -245,6 +253,7 @@ impl Controller {
             image,
             logic: Mutex::new((0, ControllerLogic::new(config.decisions.clone()))),
             decisions: config.decisions,
+            node_heartbeat_interval: config.node_heartbeat_interval,
         })
     }
 
@@ -372,6 +381,18 @@ impl Controller {
                 .map(|records| (records, ()))
         })
         .await
+    }
+
+    /// The active controller's timer: every `node_heartbeat_interval`, fences the nodes whose
+    /// sessions expired (on other voters each tick is a no-op). Runs until dropped.
+    pub async fn run_fencing(&self, clock: &dyn Clock) {
+        loop {
+            sleep(clock, self.node_heartbeat_interval).await;
+            match self.poll_fencing(clock.now()).await {
+                Ok(()) | Err(ControllerRequestError::NotController { .. }) => {}
+                Err(error) => tracing::warn!(%error, "controller fencing tick"),
+            }
+        }
     }
 
     /// Stops this voter.

@@ -375,3 +375,53 @@ async fn a_coordinated_power_loss_keeps_committed_metadata() {
         })
         .await;
 }
+
+/// Nodes heartbeat to the active controller; one stops, and the controller's timer fences it
+/// after `node_session_timeout_ms` and takes it out of the ISR.
+#[tokio::test(start_paused = true)]
+async fn a_node_that_stops_heartbeating_is_fenced_through_the_quorum() {
+    let quorum = Quorum::start(3, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    let leader = quorum.leader(&[1, 2, 3]).await;
+    quorum.register_all(leader).await;
+    quorum
+        .node(leader)
+        .create_topic(topic_request("orders", 1, 3))
+        .await
+        .unwrap();
+    let timers: Vec<_> = (1..=3)
+        .map(|id| {
+            let controller = quorum.node(id);
+            tokio::spawn(async move { controller.run_fencing(&SimClock::new(0)).await })
+        })
+        .collect();
+    let controller = quorum.node(leader);
+    let heartbeats = tokio::spawn(async move {
+        let clock = SimClock::new(0);
+        loop {
+            for id in [1, 2] {
+                let epoch = controller.image().nodes[&id].node_epoch;
+                controller.heartbeat(clock.now(), id, epoch).await.unwrap();
+            }
+            sleep(
+                &clock,
+                Duration::from_millis(NODE_HEARTBEAT_INTERVAL_MS_DEFAULT),
+            )
+            .await;
+        }
+    });
+    quorum
+        .until("node 3 is fenced on every voter", |quorum| {
+            (1..=3).all(|id| quorum.node(id).image().nodes[&3].fenced)
+        })
+        .await;
+    let image = quorum.node(leader).image();
+    assert!(!image.nodes[&1].fenced && !image.nodes[&2].fenced);
+    for state in &image.topics["orders"].partitions {
+        assert!(!state.isr.contains(&3), "{state:?}");
+        assert!(matches!(state.leader, Some(1 | 2)), "{state:?}");
+    }
+    heartbeats.abort();
+    for timer in timers {
+        timer.abort();
+    }
+}

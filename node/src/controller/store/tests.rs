@@ -263,3 +263,41 @@ fn purge_shrinks_the_file_and_survives_a_restart() {
         assert_eq!(state.last_log_id.map(|id| id.index), Some(20));
     });
 }
+
+#[test]
+fn a_damaged_snapshot_refuses_the_start_and_a_sound_one_restores_the_image() {
+    use openraft::storage::RaftStateMachine;
+    runtime().block_on(async {
+        let disk = SimDisk::new(11);
+        let mut machine = ControllerStateMachine::open(disk.clone(), &data_dir())
+            .await
+            .unwrap();
+        let mut create = entry(1, 1);
+        create.payload = EntryPayload::Normal(ControllerRequest {
+            records: vec![MetadataRecord::CreateTopic {
+                name: "orders".to_owned(),
+                topic_id: TopicId([1; 16]),
+                configs: BTreeMap::new(),
+                partitions: Vec::new(),
+            }],
+        });
+        machine.apply(vec![create]).await.unwrap();
+        let mut builder = machine.get_snapshot_builder().await;
+        openraft::RaftSnapshotBuilder::build_snapshot(&mut builder)
+            .await
+            .unwrap();
+        disk.crash();
+        let restored = ControllerStateMachine::open(disk.clone(), &data_dir())
+            .await
+            .unwrap();
+        assert!(restored.subscribe().borrow().topics.contains_key("orders"));
+
+        let snapshot = data_dir().join(CONTROLLER_DIR_NAME).join("snapshot");
+        assert!(disk.corrupt_bit(&snapshot, 20, 2));
+        let error = ControllerStateMachine::open(disk, &data_dir())
+            .await
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("frame CRC mismatch"), "{error}");
+    });
+}
