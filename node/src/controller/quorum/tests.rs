@@ -425,3 +425,47 @@ async fn a_node_that_stops_heartbeating_is_fenced_through_the_quorum() {
         timer.abort();
     }
 }
+
+/// B.5 #7 through openraft: a voter grants its vote, loses power, restarts, and refuses a
+/// vote that does not beat the one it granted. (openraft's default leader id is (term, node
+/// id), totally ordered, so a higher node id in the same term is a later vote it may grant;
+/// what must survive the crash is that nothing at or below the granted vote gets one.)
+#[tokio::test(start_paused = true)]
+async fn a_voter_never_grants_a_vote_below_one_it_granted_across_a_power_loss() {
+    use openraft::{CommittedLeaderId, LogId, Vote};
+    let mut quorum = Quorum::start(3, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    quorum.leader(&[1, 2, 3]).await;
+    quorum.router.isolate(1);
+    // A follower refuses votes while its leader's lease lasts; let it lapse.
+    sleep(&SimClock::new(0), Duration::from_secs(2)).await;
+    let term = 1_000_000;
+    // Candidates with a log far ahead of the voter's, so only the vote itself can refuse.
+    let ask = |candidate: u64| {
+        RaftMessage::Vote(VoteRequest {
+            vote: Vote::new(term, candidate),
+            last_log_id: Some(LogId::new(
+                CommittedLeaderId::new(term - 1, candidate),
+                1_000,
+            )),
+        })
+    };
+    let RaftReply::Vote(Ok(first)) = quorum.node(1).handle_raft_message(ask(3)).await else {
+        panic!("vote request failed");
+    };
+    assert!(first.vote_granted, "{first:?}");
+    quorum.node(1).shutdown().await;
+    quorum.disks[&1].crash();
+    quorum.boot(1).await;
+    let RaftReply::Vote(Ok(second)) = quorum.node(1).handle_raft_message(ask(2)).await else {
+        panic!("vote request failed");
+    };
+    assert!(
+        !second.vote_granted,
+        "a second vote in term {term}: {second:?}"
+    );
+    assert_eq!(
+        second.vote,
+        Vote::new(term, 3),
+        "the refusal comes from the stored vote"
+    );
+}
