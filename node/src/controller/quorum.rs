@@ -373,6 +373,17 @@ impl Controller {
         .await
     }
 
+    /// Hands a block of `count` producer ids to a node; returns the first id.
+    pub async fn allocate_producer_ids(
+        &self,
+        node_id: NodeId,
+        node_epoch: NodeEpoch,
+        count: u32,
+    ) -> Result<i64, ControllerRequestError> {
+        self.decide(|logic, image| logic.allocate_producer_ids(image, node_id, node_epoch, count))
+            .await
+    }
+
     /// Moves leaders back to preferred replicas that are in their ISR.
     pub async fn elect_preferred_leaders(&self) -> Result<(), ControllerRequestError> {
         self.decide(|logic, image| {

@@ -293,7 +293,7 @@ impl<D: Disk> ControllerLogStore<D> {
         self.write_state(next).await?;
         let kept: Vec<ControllerEntry> = {
             let mut shared = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-            *shared = shared.split_off(&(log_id.index + 1));
+            *shared = shared.split_off(&(log_id.index.saturating_add(1)));
             shared.values().cloned().collect()
         };
         let mut buffer = Vec::new();
@@ -431,8 +431,8 @@ impl<D: Disk> RaftLogStorage<ControllerTypes> for ControllerLogStore<D> {
 /// The index the next entry must have, if any is determined yet.
 fn next_index(entries: &BTreeMap<u64, ControllerEntry>, purged: Option<u64>) -> Option<u64> {
     match entries.keys().next_back() {
-        Some(last) => Some(last + 1),
-        None => purged.map(|purged| purged + 1),
+        Some(last) => Some(last.saturating_add(1)),
+        None => purged.map(|purged| purged.saturating_add(1)),
     }
 }
 
