@@ -301,3 +301,36 @@ fn a_damaged_snapshot_refuses_the_start_and_a_sound_one_restores_the_image() {
         assert!(error.to_string().contains("frame CRC mismatch"), "{error}");
     });
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever bytes the files hold, opening never panics: it recovers (a log with no
+    /// committed index may be cut to its whole frames) or refuses with a clear error.
+    #[test]
+    fn arbitrary_file_contents_never_panic_on_open(
+        log in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+        state in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)),
+        snapshot in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)),
+    ) {
+        runtime().block_on(async {
+            let disk = SimDisk::new(12);
+            drop(ControllerLogStore::open(disk.clone(), &data_dir()).await.unwrap());
+            let dir = data_dir().join(CONTROLLER_DIR_NAME);
+            assert!(disk.append_durable(&dir.join(LOG_FILE), &log));
+            if let Some(state) = &state {
+                replace_file(&disk, &dir, STATE_FILE, state.clone()).await.unwrap();
+            }
+            if let Some(snapshot) = &snapshot {
+                replace_file(&disk, &dir, "snapshot", snapshot.clone()).await.unwrap();
+            }
+            match ControllerLogStore::open(disk.clone(), &data_dir()).await {
+                Ok(store) => assert!(store.log_bytes() <= log.len() as u64),
+                Err(error) => assert!(matches!(error, ControllerStoreError::Corrupt { .. }), "{error}"),
+            }
+            if let Err(error) = ControllerStateMachine::open(disk, &data_dir()).await {
+                assert!(matches!(error, ControllerStoreError::Corrupt { .. }), "{error}");
+            }
+        });
+    }
+}
