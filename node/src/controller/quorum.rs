@@ -21,7 +21,7 @@
 //! rule in effect; the only exception is that openraft cannot be moved by a `ManualClock`, so
 //! tests of the quorum use paused tokio time, and tests of the decisions pass time in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -181,6 +181,16 @@ pub enum ControllerStartError {
     /// openraft refused the settings or failed to start.
     #[error("controller quorum: {0}")]
     Raft(String),
+    /// `controller_voters` names other voters than the quorum stored in the data directory.
+    #[error(
+        "controller_voters {configured:?} disagree with the controller quorum stored in the data directory {stored:?}"
+    )]
+    VotersDisagree {
+        /// The voters the config names.
+        configured: Vec<u64>,
+        /// The voters the stored log says.
+        stored: Vec<u64>,
+    },
 }
 
 /// One voter of the controller quorum.
@@ -236,11 +246,23 @@ impl Controller {
             .iter()
             .map(|(id, address)| (raft_id(*id), BasicNode::new(address)))
             .collect();
-        if !raft
-            .is_initialized()
+        let stored_voters: BTreeSet<u64> = raft
+            .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
             .await
-            .map_err(|error| ControllerStartError::Raft(error.to_string()))?
-        {
+            .map_err(|error| ControllerStartError::Raft(error.to_string()))?;
+        let configured: BTreeSet<u64> = members.keys().copied().collect();
+        if !stored_voters.is_empty() && stored_voters != configured {
+            // Membership changes are not supported yet: a config that disagrees with the
+            // stored quorum is a mistake (a wrong file, another cluster's data directory).
+            if let Err(error) = raft.shutdown().await {
+                tracing::warn!(%error, "controller shutdown");
+            }
+            return Err(ControllerStartError::VotersDisagree {
+                configured: configured.into_iter().collect(),
+                stored: stored_voters.into_iter().collect(),
+            });
+        }
+        if stored_voters.is_empty() {
             // Every voter proposes the same membership; a voter that already learned it
             // from another refuses, which is fine.
             if let Err(error) = raft.initialize(members).await {

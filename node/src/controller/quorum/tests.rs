@@ -469,3 +469,59 @@ async fn a_voter_never_grants_a_vote_below_one_it_granted_across_a_power_loss() 
         "the refusal comes from the stored vote"
     );
 }
+
+/// A config whose voters disagree with the quorum stored in the data directory is refused
+/// with one clear line, and the stored metadata is untouched.
+#[tokio::test(start_paused = true)]
+async fn a_config_whose_voters_disagree_with_the_stored_quorum_is_refused() {
+    let quorum = Quorum::start(3, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    let leader = quorum.leader(&[1, 2, 3]).await;
+    quorum
+        .node(leader)
+        .propose(create_record("orders", 1))
+        .await
+        .unwrap();
+    quorum
+        .until("node 1 applied it", |quorum| {
+            quorum.node(1).image().topics.contains_key("orders")
+        })
+        .await;
+    quorum.router.isolate(1);
+    quorum.node(1).shutdown().await;
+    let mut voters = quorum.voters.clone();
+    voters.insert(4, "127.0.0.1:9104".to_owned());
+    let link = Arc::new(Link {
+        from: 1,
+        router: quorum.router.clone(),
+    });
+    let error = Controller::start(
+        ControllerConfig::new(1, voters),
+        quorum.disks[&1].clone(),
+        &data_dir(1),
+        link.clone(),
+    )
+    .await
+    .err()
+    .unwrap();
+    let line = error.to_string();
+    assert_eq!(
+        line,
+        "controller_voters [1, 2, 3, 4] disagree with the controller quorum stored in the data directory [1, 2, 3]"
+    );
+    let restarted = Controller::start(
+        ControllerConfig::new(1, quorum.voters.clone()),
+        quorum.disks[&1].clone(),
+        &data_dir(1),
+        link,
+    )
+    .await
+    .unwrap();
+    let restarted = Arc::new(restarted);
+    quorum.router.nodes.lock().unwrap().insert(1, restarted);
+    quorum.router.heal();
+    quorum
+        .until("node 1 has the topic again", |quorum| {
+            quorum.node(1).image().topics.contains_key("orders")
+        })
+        .await;
+}
