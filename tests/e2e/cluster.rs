@@ -124,3 +124,55 @@ fn cluster_init_writes_a_cluster_whose_node_serves_the_cli() {
     // The node's own dev CA is not made in a cluster: the cluster CA is the one to trust.
     assert!(!dir.join("data/node-1/tls/ca.pem").exists());
 }
+
+/// Goal (issue 13, bad input): a node given another cluster's certificate, or another node's,
+/// does not start, says why in one line, and leaves no data directory behind. Method: two
+/// clusters from `cluster-init`; node 1 of the first with certificate files of the second,
+/// then with node 2's files of its own cluster.
+#[test]
+fn a_node_with_a_foreign_certificate_refuses_to_start_with_one_line() {
+    let temporary = tempfile::tempdir().unwrap();
+    let (a, b) = (temporary.path().join("a"), temporary.path().join("b"));
+    for dir in [&a, &b] {
+        let (success, _, stderr) = cluster_init(&["--nodes", "2", "--dir", &dir.to_string_lossy()]);
+        assert!(success, "{stderr}");
+    }
+    let original = std::fs::read_to_string(a.join("node-1.toml")).unwrap();
+    for (cert, key, expected) in [
+        (
+            b.join("tls/node-1.pem"),
+            b.join("tls/node-1.key"),
+            "UnknownIssuer",
+        ),
+        (
+            a.join("tls/node-2.pem"),
+            a.join("tls/node-2.key"),
+            "does not name node 1 of cluster",
+        ),
+    ] {
+        let config = original
+            .replace(
+                "cert_file = \"tls/node-1.pem\"",
+                &format!("cert_file = {:?}", cert.to_string_lossy()),
+            )
+            .replace(
+                "key_file = \"tls/node-1.key\"",
+                &format!("key_file = {:?}", key.to_string_lossy()),
+            );
+        let path = a.join("node-1-wrong.toml");
+        std::fs::write(&path, config).unwrap();
+        let output = Command::new(binary("ledge-node"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr.trim();
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!a.join("data/node-1").exists());
+    }
+}
