@@ -289,7 +289,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     let broker = Arc::new(broker);
     if !lock.read_only {
-        broker.start_transforms().await;
+        broker.transforms().start().await;
         tokio::spawn(Arc::clone(&broker).run_retention());
     }
     tokio::spawn(Arc::clone(&broker).run_group_timer());
@@ -370,6 +370,7 @@ async fn upload_declared_modules<D: Disk>(
     for module in &config.modules {
         let bytes = read_module_file(&module.path, &module.origin)?;
         broker
+            .plugins()
             .upload_named_module(&module.name, module.kind, bytes, module.params.clone())
             .await
             .map_err(|error| anyhow::anyhow!("{}: {error}", module.origin))?;
@@ -398,6 +399,6 @@ async fn deploy_declared_transforms<D: Disk>(
             transform.origin.clone(),
         ));
     }
-    broker.reconcile_transforms(declared).await?;
+    broker.transforms().reconcile(declared).await?;
     Ok(())
 }
