@@ -603,3 +603,47 @@ async fn request_bytes_per_connection_are_bounded() {
     }
     assert_eq!(most.load(Ordering::SeqCst), 1);
 }
+
+// Goal: a client redials by itself after a failure: refused while another process holds its
+// node id, it connects once that one has gone, with no new client. Method: two endpoints
+// with node 2's certificate; the first leaves (closes its endpoint); the second's requests
+// are retried (bounded) until one is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_redials_after_the_holder_of_its_id_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path(), "a", 2);
+    let one = start(&nodes[0].0, &nodes[0].1, echo_handlers()).await;
+    let first_endpoint = dialing_endpoint();
+    let first = client(&first_endpoint, &nodes[1], 1, one.address);
+    first
+        .request(PeerRequestKind::NodeHeartbeat, b"first")
+        .await
+        .unwrap();
+    let second = client(&dialing_endpoint(), &nodes[1], 1, one.address);
+    let error = second
+        .request(PeerRequestKind::NodeHeartbeat, b"second")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, PeerRequestError::Refused { .. }), "{error}");
+    first_endpoint.close(0u32.into(), b"node stopped");
+    // The close reaches node 1 at some point; until then the redial may be refused again.
+    let mut answered = None;
+    for _ in 0..100 {
+        match second
+            .request(PeerRequestKind::NodeHeartbeat, b"again")
+            .await
+        {
+            Ok(answer) => {
+                answered = Some(answer);
+                break;
+            }
+            Err(PeerRequestError::Refused { .. } | PeerRequestError::Dial { .. }) => {}
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(
+        &answered.expect("answered within 100 attempts")[..],
+        b"from 2: again"
+    );
+    assert_eq!(one.service.connected_nodes(), vec![2]);
+}
