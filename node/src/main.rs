@@ -137,6 +137,15 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         config.data_dir = data_dir;
     }
     if let Some(listen) = arguments.listen {
+        if let Some(cluster) = &config.cluster {
+            // Peers dial the address in cluster.peers; listening elsewhere hides the node.
+            let own = cluster.own_address();
+            anyhow::ensure!(
+                listen == own || (listen.ip().is_unspecified() && listen.port() == own.port()),
+                "--listen {listen} disagrees with this node's address in cluster.peers ({own}, node {}); peers dial that address",
+                cluster.node_id
+            );
+        }
         config.listen = listen;
     }
     if arguments.tls_cert.is_some() || arguments.tls_key.is_some() {

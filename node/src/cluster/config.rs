@@ -29,6 +29,9 @@ pub const NODE_SESSION_TIMEOUT_MS_DEFAULT: u64 = 9_000;
 /// Default `peer_frame_bytes_max`: the largest peer request or response frame. Replica
 /// fetches carry record batches, so it is larger than a client request needs.
 pub const PEER_FRAME_BYTES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
+/// Default `peer_in_flight_bytes_per_connection_max`: request bytes one peer connection may
+/// hold in the node at once (frames being read and handled).
+pub const PEER_IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Smallest `peer_frame_bytes_max` accepted: room for a frame header and small requests.
 pub const PEER_FRAME_BYTES_MIN: u32 = 4 * 1024;
 /// Default `peer_request_timeout_ms`: how long a peer request waits for its answer.
@@ -47,6 +50,9 @@ const _: () = assert!(NODE_HEARTBEAT_INTERVAL_MS_DEFAULT * 2 <= NODE_SESSION_TIM
 // A follower's fetch must return well within the lag limit, or idle followers leave the ISR.
 const _: () = assert!(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT < REPLICA_LAG_TIME_MAX_MS_DEFAULT);
 const _: () = assert!(PEER_FRAME_BYTES_MIN <= PEER_FRAME_BYTES_MAX_DEFAULT);
+// One largest frame must fit in a connection's budget, or it could never be read.
+const _: () =
+    assert!(PEER_FRAME_BYTES_MAX_DEFAULT as u64 <= PEER_IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT);
 const _: () =
     assert!(PEER_RECONNECT_BACKOFF_MIN_MS_DEFAULT <= PEER_RECONNECT_BACKOFF_MAX_MS_DEFAULT);
 
@@ -94,6 +100,8 @@ pub struct ClusterConfig {
     pub node_session_timeout: Duration,
     /// Largest peer request or response frame.
     pub peer_frame_bytes_max: u32,
+    /// Request bytes one peer connection may hold in the node at once.
+    pub peer_in_flight_bytes_per_connection_max: u64,
     /// How long a peer request waits for its answer.
     pub peer_request_timeout: Duration,
     /// First wait after a failed dial of a peer.
@@ -122,6 +130,7 @@ pub(crate) struct ClusterSection {
     node_heartbeat_interval_ms: Option<u64>,
     node_session_timeout_ms: Option<u64>,
     peer_frame_bytes_max: Option<u32>,
+    peer_in_flight_bytes_per_connection_max: Option<u64>,
     peer_request_timeout_ms: Option<u64>,
     peer_reconnect_backoff_min_ms: Option<u64>,
     peer_reconnect_backoff_max_ms: Option<u64>,
@@ -300,6 +309,18 @@ impl ClusterConfig {
                 "cluster.peer_frame_bytes_max ({peer_frame_bytes_max}) is below the minimum {PEER_FRAME_BYTES_MIN}"
             )));
         }
+        let peer_in_flight_bytes_per_connection_max = section
+            .peer_in_flight_bytes_per_connection_max
+            .unwrap_or(PEER_IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT);
+        if peer_in_flight_bytes_per_connection_max < u64::from(peer_frame_bytes_max)
+            || peer_in_flight_bytes_per_connection_max
+                > crate::transport::budget::IN_FLIGHT_BYTES_LIMIT
+        {
+            return Err(error(format!(
+                "cluster.peer_in_flight_bytes_per_connection_max ({peer_in_flight_bytes_per_connection_max}) must be between cluster.peer_frame_bytes_max ({peer_frame_bytes_max}) and {}: one largest frame must fit",
+                crate::transport::budget::IN_FLIGHT_BYTES_LIMIT
+            )));
+        }
         let peer_request_timeout = millis(
             "peer_request_timeout_ms",
             section.peer_request_timeout_ms,
@@ -343,6 +364,7 @@ impl ClusterConfig {
             node_heartbeat_interval,
             node_session_timeout,
             peer_frame_bytes_max,
+            peer_in_flight_bytes_per_connection_max,
             peer_request_timeout,
             peer_reconnect_backoff_min,
             peer_reconnect_backoff_max,

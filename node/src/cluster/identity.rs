@@ -111,13 +111,14 @@ impl ClusterTls {
                     cert_file.display()
                 )));
             }
-            Err(error) => {
+            Err(IdentityError::Untrusted(reason)) => {
                 return Err(IdentityError::Untrusted(format!(
-                    "cluster.cert_file {} against cluster.ca_file {}: {error}",
+                    "cluster.cert_file {} is not accepted by cluster.ca_file {}: {reason}",
                     cert_file.display(),
                     ca_file.display()
                 )));
             }
+            Err(error) => return Err(error),
         }
         // rustls compares the key's public half with the certificate's.
         rustls::ServerConfig::builder_with_provider(provider())
@@ -210,6 +211,15 @@ impl PeerVerifier {
                 Err(rustls::Error::InvalidCertificate(
                     rustls::CertificateError::NotValidForName,
                 )) => presented = Some(Vec::new()),
+                Err(rustls::Error::InvalidCertificate(error)) => {
+                    let hint = match error {
+                        rustls::CertificateError::UnknownIssuer => {
+                            " (not signed by this cluster's CA: a node of another cluster?)"
+                        }
+                        _ => "",
+                    };
+                    return Err(IdentityError::Untrusted(format!("{error}{hint}")));
+                }
                 Err(error) => return Err(IdentityError::Untrusted(error.to_string())),
             }
         }

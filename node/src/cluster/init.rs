@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! DIR/node-1.toml ... node-3.toml   one config per node (QUIC on UDP 127.0.0.1:9101..9103)
-//! DIR/data/node-1 ... node-3        each node's data directory (created by the node)
+//! DIR/data/node-1 ... node-3        each node's data directory (DIR/data is made here, each
+//!                                   node makes its own at start)
 //! DIR/tls/ca.pem, ca.key            the cluster CA (the key is mode 0600)
 //! DIR/tls/node-1.pem, node-1.key    each node's certificate and key
 //! ```
@@ -158,6 +159,9 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
     let cluster_id = new_cluster_id()?;
     let tls_dir = dir.join("tls");
     create_dir_all_durable(&tls_dir)?;
+    // Each node creates its own data directory; their parent is made here so the layout
+    // is visible at once.
+    create_dir_all_durable(&dir.join("data"))?;
     let ca = GeneratedCa::generate(&cluster_id)?;
     write_file_durable(&tls_dir.join("ca.key"), ca.key_pem.as_bytes(), 0o600)?;
     write_file_durable(&tls_dir.join("ca.pem"), ca.cert_pem.as_bytes(), 0o644)?;

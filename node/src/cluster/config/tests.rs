@@ -144,6 +144,13 @@ fn each_bad_cluster_section_is_refused_with_one_clear_line() {
         error.contains("cluster.node_heartbeat_interval_ms (9000) must be below"),
         "{error}"
     );
+    let error = refused(&cluster_toml(
+        "peer_frame_bytes_max = 1048576\npeer_in_flight_bytes_per_connection_max = 1024",
+    ));
+    assert!(
+        error.contains("cluster.peer_in_flight_bytes_per_connection_max (1024) must be between cluster.peer_frame_bytes_max (1048576)"),
+        "{error}"
+    );
     let error = refused(&cluster_toml("peer_frame_bytes_max = 10"));
     assert!(
         error.contains("cluster.peer_frame_bytes_max (10) is below"),

@@ -41,6 +41,9 @@ pub const CLOSE_PEER_REPLACED: u32 = 0x4c02;
 pub struct PeerLimits {
     /// Largest request or response frame (`cluster.peer_frame_bytes_max`).
     pub frame_bytes_max: u32,
+    /// Request bytes one connection may hold in the node at once, from the header's read
+    /// until the handler answered (`cluster.peer_in_flight_bytes_per_connection_max`).
+    pub in_flight_bytes_per_connection_max: u64,
     /// How long a request waits for its answer (`cluster.peer_request_timeout_ms`).
     pub request_timeout: std::time::Duration,
     /// First wait after a failed dial (`cluster.peer_reconnect_backoff_min_ms`).
@@ -54,6 +57,7 @@ impl PeerLimits {
     pub fn from_config(config: &super::config::ClusterConfig) -> Self {
         Self {
             frame_bytes_max: config.peer_frame_bytes_max,
+            in_flight_bytes_per_connection_max: config.peer_in_flight_bytes_per_connection_max,
             request_timeout: config.peer_request_timeout,
             reconnect_backoff_min: config.peer_reconnect_backoff_min,
             reconnect_backoff_max: config.peer_reconnect_backoff_max,

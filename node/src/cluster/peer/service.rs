@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::frame::{
     self, FrameError, PeerRequestKind, PeerStatus, REQUEST_HEADER_BYTES, RESPONSE_HEADER_BYTES,
@@ -225,6 +225,13 @@ impl PeerService {
             }
         };
         tracing::info!(node, %remote, "peer connected");
+        // Request bytes this connection holds; a stream waits for room before reading its
+        // body, so a peer that sends faster than handlers answer is held back by QUIC flow
+        // control instead of filling memory.
+        let permits = usize::try_from(self.limits.in_flight_bytes_per_connection_max)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        let budget = Arc::new(Semaphore::new(permits));
         loop {
             let stream = tokio::select! {
                 stream = connection.accept_bi() => stream,
@@ -238,7 +245,8 @@ impl PeerService {
                 }
             };
             let service = Arc::clone(&self);
-            tokio::spawn(async move { service.serve_stream(node, send, receive).await });
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { service.serve_stream(node, send, receive, budget).await });
         }
         let mut connected = self
             .connected
@@ -299,6 +307,7 @@ impl PeerService {
         from: NodeId,
         mut send: quinn::SendStream,
         mut receive: quinn::RecvStream,
+        budget: Arc<Semaphore>,
     ) {
         let frame_bytes_max = self.limits.frame_bytes_max;
         let mut header = [0u8; REQUEST_HEADER_BYTES];
@@ -340,6 +349,14 @@ impl PeerService {
             respond_error(&mut send, request_id, PeerStatus::FrameTooLarge, &message).await;
             return;
         }
+        // At most `frame_bytes_max` (checked above), which validation keeps within the budget.
+        // Never more than the whole budget, or the stream would wait forever.
+        let reserved =
+            u32::try_from(frame_bytes.min(self.limits.in_flight_bytes_per_connection_max))
+                .unwrap_or(u32::MAX);
+        let Ok(_reservation) = budget.acquire_many_owned(reserved).await else {
+            return;
+        };
         let body = match receive.read_to_end(body_bytes as usize).await {
             Ok(body) => body,
             Err(quinn::ReadToEndError::TooLong) => {

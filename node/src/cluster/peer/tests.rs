@@ -557,3 +557,93 @@ fn reconnect_backoff_doubles_up_to_its_maximum() {
     assert_eq!(waits, [0, 100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
     assert_eq!(client::reconnect_backoff(u32::MAX, min, max), max);
 }
+
+// Goal: a connection's request bytes in the node stay within
+// `peer_in_flight_bytes_per_connection_max`: with room for one 3 KB frame, three sent at once
+// are handled one at a time, and all are answered. Method: the handler counts how many run
+// at once and holds each for a moment on the node's clock, so that without the bound they
+// would overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_per_connection_are_bounded() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path(), "a", 2);
+    let limits = PeerLimits {
+        frame_bytes_max: 4096,
+        in_flight_bytes_per_connection_max: 4096,
+        ..PeerLimits::from_config(&nodes[0].0)
+    };
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let handlers = Arc::new(PeerHandlers::default());
+    handlers
+        .register(PeerRequestKind::ReplicaFetch, {
+            let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+            move |request: PeerRequest| {
+                let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    crate::clock::sleep(&SystemClock, std::time::Duration::from_millis(50)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(Bytes::from(request.body.len().to_string()))
+                }
+            }
+        })
+        .unwrap();
+    let one = start_with(&nodes[0].0, &nodes[0].1, handlers, limits).await;
+    let two = client(&dialing_endpoint(), &nodes[1], 1, one.address);
+    let body = vec![1u8; 3000];
+    let answers = futures_util::future::join_all(
+        (0..3).map(|_| two.request(PeerRequestKind::ReplicaFetch, &body)),
+    )
+    .await;
+    for answer in answers {
+        assert_eq!(&answer.unwrap()[..], b"3000");
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 1);
+}
+
+// Goal: a client redials by itself after a failure: refused while another process holds its
+// node id, it connects once that one has gone, with no new client. Method: two endpoints
+// with node 2's certificate; the first leaves (closes its endpoint); the second's requests
+// are retried (bounded) until one is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_redials_after_the_holder_of_its_id_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path(), "a", 2);
+    let one = start(&nodes[0].0, &nodes[0].1, echo_handlers()).await;
+    let first_endpoint = dialing_endpoint();
+    let first = client(&first_endpoint, &nodes[1], 1, one.address);
+    first
+        .request(PeerRequestKind::NodeHeartbeat, b"first")
+        .await
+        .unwrap();
+    let second = client(&dialing_endpoint(), &nodes[1], 1, one.address);
+    let error = second
+        .request(PeerRequestKind::NodeHeartbeat, b"second")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, PeerRequestError::Refused { .. }), "{error}");
+    first_endpoint.close(0u32.into(), b"node stopped");
+    // The close reaches node 1 at some point; until then the redial may be refused again.
+    let mut answered = None;
+    for _ in 0..100 {
+        match second
+            .request(PeerRequestKind::NodeHeartbeat, b"again")
+            .await
+        {
+            Ok(answer) => {
+                answered = Some(answer);
+                break;
+            }
+            Err(PeerRequestError::Refused { .. } | PeerRequestError::Dial { .. }) => {}
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(
+        &answered.expect("answered within 100 attempts")[..],
+        b"from 2: again"
+    );
+    assert_eq!(one.service.connected_nodes(), vec![2]);
+}

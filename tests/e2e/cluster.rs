@@ -1,0 +1,178 @@
+//! `ledge-node cluster-init` as an operator runs it: the files it writes, its refusal to
+//! overwrite a cluster, and a node started from one of its configs serving the `ledge` CLI,
+//! which verifies the node with the cluster CA.
+
+use std::path::Path;
+use std::process::Command;
+
+use ledge_e2e::{NodeOptions, NodeProcess, binary, run_cli};
+
+/// Runs `ledge-node cluster-init` with `args`; returns (success, stdout, stderr).
+fn cluster_init(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(binary("ledge-node"))
+        .arg("cluster-init")
+        .args(args)
+        .output()
+        .expect("run ledge-node cluster-init");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A UDP port nothing is bound to now (the kernel's choice), so parallel tests and other
+/// processes on the machine do not collide on fixed ports.
+fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+/// Goal: `cluster-init --nodes 3` writes a config, certificate and key per node and a cluster
+/// CA; refuses to run again over them; and `ledge-node --config DIR/node-1.toml` starts a node
+/// that the `ledge` CLI reaches with `--ca DIR/tls/ca.pem`. Method: the real binaries, with
+/// the base port picked so node 1 lands on a port the kernel just reported free.
+#[test]
+fn cluster_init_writes_a_cluster_whose_node_serves_the_cli() {
+    let temporary = tempfile::tempdir().unwrap();
+    let dir = temporary.path().join("cluster");
+    let port = free_udp_port();
+    let base_port = (port - 1).to_string();
+    let dir_text = dir.to_string_lossy().into_owned();
+    let (success, stdout, stderr) = cluster_init(&[
+        "--nodes",
+        "3",
+        "--dir",
+        &dir_text,
+        "--base-port",
+        &base_port,
+    ]);
+    assert!(success, "cluster-init failed: {stderr}");
+    for id in 1..=3 {
+        let config = dir.join(format!("node-{id}.toml"));
+        assert!(config.is_file(), "{}", config.display());
+        assert!(
+            stdout.contains(&format!("ledge-node --config {}", config.display())),
+            "{stdout}"
+        );
+        assert!(dir.join(format!("tls/node-{id}.pem")).is_file());
+        assert!(dir.join(format!("tls/node-{id}.key")).is_file());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.join("tls/ca.key")), 0o600);
+    assert_eq!(mode(&dir.join("tls/node-1.key")), 0o600);
+    let ca = dir.join("tls/ca.pem");
+    assert!(ca.is_file());
+    let node_1 = std::fs::read_to_string(dir.join("node-1.toml")).unwrap();
+    assert!(
+        node_1.contains(&format!("listen = \"127.0.0.1:{port}\"")),
+        "{node_1}"
+    );
+    assert!(node_1.contains("[cluster]"), "{node_1}");
+
+    // A second run would replace the CA that nodes and clients trust: refused, one line.
+    let ca_before = std::fs::read(&ca).unwrap();
+    let (success, _, stderr) = cluster_init(&["--nodes", "3", "--dir", &dir_text]);
+    assert!(!success);
+    let stderr = stderr.trim();
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("already holds a cluster"), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(std::fs::read(&ca).unwrap(), ca_before);
+
+    // Node 1 from its config, as the printed command starts it.
+    let address = format!("127.0.0.1:{port}");
+    let node = NodeProcess::start_with(NodeOptions {
+        data_dir: Some(dir.join("data/node-1")),
+        listen: Some(address.parse().unwrap()),
+        args: vec![
+            "--config".into(),
+            dir.join("node-1.toml").to_string_lossy().into_owned(),
+        ],
+        ..NodeOptions::default()
+    });
+    assert_eq!(node.addr.to_string(), address);
+    assert!(node.log().contains("node_id=1"), "{}", node.log());
+    let ca_text = ca.to_string_lossy().into_owned();
+    let ledge = |args: &[&str], stdin: Option<&str>| {
+        let mut full = vec!["--server", address.as_str(), "--ca", ca_text.as_str()];
+        full.extend_from_slice(args);
+        let (status, stdout, stderr) = run_cli(&full, stdin);
+        assert!(status.success(), "ledge {args:?} failed: {stderr}");
+        (stdout, stderr)
+    };
+    ledge(&["topic", "create", "events", "--partitions", "1"], None);
+    let (_, stderr) = ledge(&["produce", "events"], Some("one\ntwo\n"));
+    assert!(stderr.contains("Produced 2 records to events"), "{stderr}");
+    let (stdout, _) = ledge(
+        &[
+            "consume",
+            "events",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+        ],
+        None,
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["one", "two"],
+        "{stdout}"
+    );
+    // The node's own dev CA is not made in a cluster: the cluster CA is the one to trust.
+    assert!(!dir.join("data/node-1/tls/ca.pem").exists());
+}
+
+/// Goal (issue 13, bad input): a node given another cluster's certificate, or another node's,
+/// does not start, says why in one line, and leaves no data directory behind. Method: two
+/// clusters from `cluster-init`; node 1 of the first with certificate files of the second,
+/// then with node 2's files of its own cluster.
+#[test]
+fn a_node_with_a_foreign_certificate_refuses_to_start_with_one_line() {
+    let temporary = tempfile::tempdir().unwrap();
+    let (a, b) = (temporary.path().join("a"), temporary.path().join("b"));
+    for dir in [&a, &b] {
+        let (success, _, stderr) = cluster_init(&["--nodes", "2", "--dir", &dir.to_string_lossy()]);
+        assert!(success, "{stderr}");
+    }
+    let original = std::fs::read_to_string(a.join("node-1.toml")).unwrap();
+    for (cert, key, expected) in [
+        (
+            b.join("tls/node-1.pem"),
+            b.join("tls/node-1.key"),
+            "UnknownIssuer",
+        ),
+        (
+            a.join("tls/node-2.pem"),
+            a.join("tls/node-2.key"),
+            "does not name node 1 of cluster",
+        ),
+    ] {
+        let config = original
+            .replace(
+                "cert_file = \"tls/node-1.pem\"",
+                &format!("cert_file = {:?}", cert.to_string_lossy()),
+            )
+            .replace(
+                "key_file = \"tls/node-1.key\"",
+                &format!("key_file = {:?}", key.to_string_lossy()),
+            );
+        let path = a.join("node-1-wrong.toml");
+        std::fs::write(&path, config).unwrap();
+        let output = Command::new(binary("ledge-node"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr.trim();
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!a.join("data/node-1").exists());
+    }
+}
