@@ -165,6 +165,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // In a cluster, the node certificate serves clients (`ledge/1`) and peers
     // (`ledge-peer/0`, mTLS) on the one endpoint.
     let mut peers = None;
+    let mut cluster_tls_loaded = None;
     let operator_tls = if let Some(cluster) = &config.cluster {
         for warning in cluster.warnings() {
             tracing::warn!("{warning}");
@@ -177,8 +178,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             "clients verify this node with --ca {}",
             cluster.ca_file.display()
         );
-        // The controller and replication register their handlers here when they arrive;
-        // until then peer requests are answered UnknownKind.
+        // The controller registers its handlers once it started (after the endpoint serves);
+        // until then, and for kinds nobody handles yet, peer requests are answered
+        // UnknownKind.
         let service = ledge_node::cluster::peer::peer_service(
             cluster,
             &cluster_tls,
@@ -195,6 +197,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             &config.transport,
         )?;
         peers = Some(Arc::new(service));
+        cluster_tls_loaded = Some((cluster_tls, incarnation_id()?));
         Some(server_config)
     } else {
         match tls::TlsSource::from_flags(config.tls_cert.as_deref(), config.tls_key.as_deref())? {
@@ -222,6 +225,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             .with_context(|| format!("{origin}: cannot read module file {}", path.display()))?;
     }
     let disk = SystemDisk::detect(config.disk_backend)?;
+    let controller_disk = disk.clone();
     let open_files = descriptors::raise_open_file_limit();
     match open_files {
         Ok(limit) => {
@@ -299,22 +303,73 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     tokio::spawn(Arc::clone(&broker).run_group_timer());
     tokio::spawn(Arc::clone(&broker).run_verifier());
     let mut server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?;
+    let endpoint = server.endpoint();
+    let peer_handlers = peers.as_ref().map(|peers| Arc::clone(peers.handlers()));
     if let Some(peers) = peers {
         server = server.with_peers(peers);
     }
     let address = server.local_addr().context("reading the bound address")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(server.serve(Arc::clone(&broker), stopped));
+    // The controller quorum and this node's registration run over the endpoint that now
+    // serves; forming the quorum waits for the other voters in the background.
+    let node_cluster = match (&config.cluster, &cluster_tls_loaded, &peer_handlers) {
+        (Some(cluster), Some((cluster_tls, incarnation)), Some(handlers)) => {
+            let incarnation = *incarnation;
+            let parts = ledge_node::controller::peer_link::NodeClusterParts {
+                cluster,
+                tls: cluster_tls,
+                endpoint: &endpoint,
+                handlers,
+                disk: controller_disk,
+                data_dir: &config.data_dir,
+                clock: Arc::new(SystemClock),
+                incarnation_id: incarnation,
+            };
+            let started = ledge_node::controller::peer_link::start_node_cluster(parts).await;
+            let node_cluster = match started {
+                Ok(node_cluster) => node_cluster,
+                Err(error) => {
+                    let _ = stop.send(true);
+                    let _ = serving.await;
+                    broker.close().await;
+                    return Err(error).context("cannot start the controller");
+                }
+            };
+            if let Some(controller) = &node_cluster.controller {
+                let leader_of = Arc::clone(controller);
+                broker.set_cluster_source(ledge_node::broker::cluster_view::ClusterSource {
+                    image: controller.subscribe(),
+                    controller: Box::new(move || leader_of.leader()),
+                    cluster_id: cluster.cluster_id.clone(),
+                });
+            }
+            Some(node_cluster)
+        }
+        _ => None,
+    };
     // The readiness line: printed only once the listener is up (the e2e harness waits on it).
     println!("ledge-node listening on {address}");
     wait_for_signal().await;
     tracing::info!("shutting down: finishing requests in flight, then syncing logs");
+    if let Some(node_cluster) = node_cluster {
+        node_cluster.shutdown().await;
+    }
     let _ = stop.send(true);
     let _ = serving.await;
     broker.close().await;
     tracing::info!("shutdown complete");
     drop(lock);
     Ok(())
+}
+
+/// A fresh incarnation id for this start: a restart registers as a new incarnation and gets
+/// a new node epoch (random, so two starts never share one).
+fn incarnation_id() -> anyhow::Result<u64> {
+    let mut bytes = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow::anyhow!("cannot draw an incarnation id: no system randomness"))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 async fn wait_for_signal() {

@@ -7,9 +7,13 @@
 //! only node (alive, node epoch 0, its own controller), the leader and only replica of every
 //! online partition at leader epoch 0, and a partition it could not open has no leader (it is
 //! offline). Nothing here is stored: the answers are derived from the broker's config and its
-//! partitions' states, so they are true by construction. When the controller (issue 13) is
-//! wired in, it replaces `Broker::cluster_nodes` and `Broker::partition_placement` with its
-//! metadata image; the wire shapes and the checks stay.
+//! partitions' states, so they are true by construction.
+//!
+//! A `[cluster]` node whose controller started sets a [`ClusterSource`]: Metadata's node list
+//! and controller, and DescribeCluster's nodes (alive = registered and unfenced, with node
+//! epochs), then come from the controller's metadata image. Topic placement does not go
+//! through the controller yet: topics stay local to the node that created them, which leads
+//! them as their only replica, and CreateTopics accepts a replication factor of 1 only.
 //!
 //! Does not own: topic creation itself (`registry.rs`), or the wire codes (`dispatch.rs`).
 
@@ -19,7 +23,29 @@ use ledge_protocol::wire::{ClusterNode, ClusterPartition, DescribeClusterRespons
 use ledge_protocol::wire::{NodeMetadata, PartitionMetadata};
 
 use super::Broker;
+use crate::cluster::NodeId;
+use crate::controller::MetadataImage;
 use crate::storage::Disk;
+
+/// Where a `[cluster]` node reads the cluster from: the controller's metadata image and the
+/// active controller as this node knows it.
+pub struct ClusterSource {
+    /// The image as the local controller applied it.
+    pub image: tokio::sync::watch::Receiver<std::sync::Arc<MetadataImage>>,
+    /// The active controller, if known.
+    pub controller: Box<dyn Fn() -> Option<NodeId> + Send + Sync>,
+    /// The cluster's id (`cluster.cluster_id`).
+    pub cluster_id: String,
+}
+
+impl std::fmt::Debug for ClusterSource {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ClusterSource")
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The leader epoch of every partition of a one-node cluster: there has never been an
 /// election, so the first leader's epoch (Kafka starts at 0) is the only one.
@@ -151,17 +177,82 @@ impl Placement {
 }
 
 impl<D: Disk> Broker<D> {
-    /// The live nodes, by id: this node alone.
-    pub(super) fn cluster_nodes(&self) -> Vec<NodeMetadata> {
-        vec![NodeMetadata {
-            node_id: self.config.node_id,
-            address: self.config.advertised_address.clone(),
-        }]
+    /// Makes the cluster answers come from `source` (a `[cluster]` node, once its controller
+    /// started). Returns `false` if a source was set already (the first one stays).
+    pub fn set_cluster_source(&self, source: ClusterSource) -> bool {
+        self.cluster_source.set(source).is_ok()
     }
 
-    /// The active controller: a one-node cluster controls itself.
+    /// The live nodes, by id: this node alone, or in a cluster the registered, unfenced
+    /// nodes of the image and this node (it is answering, so clients can reach it, even
+    /// before it registered).
+    pub(super) fn cluster_nodes(&self) -> Vec<NodeMetadata> {
+        let own = NodeMetadata {
+            node_id: self.config.node_id,
+            address: self.config.advertised_address.clone(),
+        };
+        let Some(source) = self.cluster_source.get() else {
+            return vec![own];
+        };
+        let image = source.image.borrow().clone();
+        let mut nodes: Vec<NodeMetadata> = image
+            .nodes
+            .iter()
+            .filter(|(node_id, node)| !node.fenced && **node_id != own.node_id)
+            .map(|(node_id, node)| NodeMetadata {
+                node_id: *node_id,
+                address: node.address.clone(),
+            })
+            .collect();
+        nodes.push(own);
+        nodes.sort_by_key(|node| node.node_id);
+        nodes
+    }
+
+    /// The active controller: a one-node cluster controls itself; in a cluster, the Raft
+    /// leader of the controller quorum as this node knows it (none during an election).
     pub(super) fn controller_id(&self) -> Option<u32> {
-        Some(self.config.node_id)
+        match self.cluster_source.get() {
+            None => Some(self.config.node_id),
+            Some(source) => (source.controller)(),
+        }
+    }
+
+    /// DescribeCluster's nodes: this node alone, alive at epoch 0; in a cluster, every node
+    /// the image registered (alive = unfenced) and this node if it is not registered yet.
+    fn described_nodes(&self) -> (String, Vec<ClusterNode>) {
+        let own_id = self.config.node_id;
+        let Some(source) = self.cluster_source.get() else {
+            let own = ClusterNode {
+                node_id: own_id,
+                address: self.config.advertised_address.clone(),
+                alive: true,
+                // No controller registered this node: its only incarnation is epoch 0.
+                node_epoch: 0,
+            };
+            return (String::new(), vec![own]);
+        };
+        let image = source.image.borrow().clone();
+        let mut nodes: Vec<ClusterNode> = image
+            .nodes
+            .iter()
+            .map(|(node_id, node)| ClusterNode {
+                node_id: *node_id,
+                address: node.address.clone(),
+                alive: !node.fenced,
+                node_epoch: node.node_epoch,
+            })
+            .collect();
+        if !image.nodes.contains_key(&own_id) {
+            nodes.push(ClusterNode {
+                node_id: own_id,
+                address: self.config.advertised_address.clone(),
+                alive: false,
+                node_epoch: 0,
+            });
+            nodes.sort_by_key(|node| node.node_id);
+        }
+        (source.cluster_id.clone(), nodes)
     }
 
     /// Where a partition lives: on this node, led by it while it is online. An offline
@@ -182,7 +273,13 @@ impl<D: Disk> Broker<D> {
         replication_factor: Option<u16>,
         configs: &BTreeMap<String, String>,
     ) -> Result<u16, ReplicationError> {
-        let live_nodes = self.cluster_nodes().len() as u32;
+        // Topics stay on this node until placement goes through the controller: one node
+        // holds them, in a cluster too.
+        let live_nodes = if self.cluster_source.get().is_some() {
+            1
+        } else {
+            self.cluster_nodes().len() as u32
+        };
         check_replication(
             replication_factor,
             configs,
@@ -219,31 +316,24 @@ impl<D: Disk> Broker<D> {
                 }
             }
         }
+        let (cluster_id, nodes) = self.described_nodes();
         let response = DescribeClusterResponse {
             error: ErrorCode::None,
             message: String::new(),
-            cluster_id: String::new(),
+            cluster_id,
             controller_id: self.controller_id(),
-            nodes: self
-                .cluster_nodes()
-                .into_iter()
-                .map(|node| ClusterNode {
-                    node_id: node.node_id,
-                    address: node.address,
-                    alive: true,
-                    // No controller registered this node: its only incarnation is epoch 0.
-                    node_epoch: 0,
-                })
-                .collect(),
+            nodes,
             under_replicated,
             offline,
         };
-        // A node that does not list itself alive would send clients elsewhere for nothing.
+        // A one-node node that does not list itself alive would send clients elsewhere for
+        // nothing (in a cluster, alive is the controller's word).
         debug_assert!(
-            response
-                .nodes
-                .iter()
-                .any(|node| node.node_id == node_id && node.alive)
+            self.cluster_source.get().is_some()
+                || response
+                    .nodes
+                    .iter()
+                    .any(|node| node.node_id == node_id && node.alive)
         );
         response
     }

@@ -193,6 +193,9 @@ pub struct Broker<D: Disk> {
     plugins: Arc<plugins::PluginHost<D>>,
     /// Topic transforms: their definitions' admin and their running tasks.
     transforms: transforms::TransformRunner<D>,
+    /// The controller's metadata image, once a `[cluster]` node started its controller
+    /// (`cluster_view.rs`); unset on a one-node node.
+    cluster_source: std::sync::OnceLock<cluster_view::ClusterSource>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -279,6 +282,7 @@ impl<D: Disk> Broker<D> {
             data,
             plugins,
             transforms,
+            cluster_source: std::sync::OnceLock::new(),
         };
         if broker.topic(OFFSETS_TOPIC).is_none() {
             if read_only {

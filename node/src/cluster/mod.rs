@@ -21,3 +21,11 @@ pub mod peer;
 /// A node's id in a cluster: 1..N as `cluster-init` writes them. A node with no `[cluster]`
 /// section is node 1 of a one-node cluster.
 pub type NodeId = u32;
+/// Given by the controller when a node registers; a restart registers again and gets a
+/// larger one, so requests from an older incarnation are recognisably stale.
+pub type NodeEpoch = u64;
+/// Kafka's leader epoch (the RecordBatch header's `partitionLeaderEpoch`).
+pub type LeaderEpoch = i32;
+/// Bumped on every change of a partition's replicas, ISR or leader: the CAS token of ISR
+/// changes.
+pub type PartitionEpoch = i32;

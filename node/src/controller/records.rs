@@ -10,16 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::metadata::{StoredModule, StoredTransform};
 
-/// A node of the cluster, as `cluster-init` numbers them (1..N).
-pub type NodeId = u32;
-/// Given by the controller when a node registers; a restart registers again and gets a
-/// larger one, so requests from an older incarnation are recognisably stale.
-pub type NodeEpoch = u64;
-/// Kafka's leader epoch (the RecordBatch header's `partitionLeaderEpoch`).
-pub type LeaderEpoch = i32;
-/// Bumped on every change of a partition's replicas, ISR or leader: the CAS token of ISR
-/// changes.
-pub type PartitionEpoch = i32;
+// The shared vocabulary of issue 13 has one definition, in `cluster`.
+pub use crate::cluster::{LeaderEpoch, NodeEpoch, NodeId, PartitionEpoch};
 
 /// A topic's identity beyond its name (Kafka's topic UUID): a deleted and re-created topic
 /// of the same name is another topic.

@@ -1,0 +1,551 @@
+//! The controller on the node's peer RPC (`cluster/peer/`): Raft messages between voters,
+//! and node registration and heartbeats from every node to the active controller.
+//!
+//! - [`PeerTransport`]: a [`ControllerTransport`] sending each [`RaftMessage`] as a peer
+//!   request of its kind (`RaftVote`, `RaftAppendEntries`, `RaftInstallSnapshot`).
+//! - [`register_controller_handlers`]: the accepting side, one handler per kind, each
+//!   answering through the local [`Controller`]. A body that does not decode, or decodes to
+//!   another kind than the frame says, is answered `HandlerFailed` with the reason: a peer's
+//!   bytes never panic the node.
+//! - [`NodeSession`]: the driver on every node (voter or not) that registers with the active
+//!   controller, follows `NotController { leader }` redirects and heartbeats every
+//!   `node_heartbeat_interval_ms` on the node's clock.
+//!
+//! Bodies are JSON (serde_json, already a dependency): the controller's messages are small
+//! and rare (Raft heartbeats every 50 ms, node heartbeats every 2 s), and JSON keeps them
+//! readable in a capture. A node's id in a registration or heartbeat is the one its
+//! certificate names (the peer layer's `from`), never one the body claims.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::decisions::{ControllerError, RegisterRequest};
+use super::quorum::{Controller, ControllerRequestError, RaftMessage, TransportError};
+use super::records::{NodeEpoch, NodeId};
+use super::{ControllerTransport, RaftReply};
+use crate::clock::{Clock, sleep};
+use crate::cluster::peer::{
+    PeerClient, PeerHandlerError, PeerHandlers, PeerRequest, PeerRequestKind,
+};
+
+/// The peer request kind that carries `message`.
+pub fn raft_kind(message: &RaftMessage) -> PeerRequestKind {
+    match message {
+        RaftMessage::AppendEntries(_) => PeerRequestKind::RaftAppendEntries,
+        RaftMessage::Vote(_) => PeerRequestKind::RaftVote,
+        RaftMessage::InstallSnapshot(_) => PeerRequestKind::RaftInstallSnapshot,
+    }
+}
+
+/// Raft messages over the peer RPC: a client per other voter.
+pub struct PeerTransport {
+    clients: BTreeMap<NodeId, Arc<PeerClient>>,
+}
+
+impl PeerTransport {
+    /// A transport over `clients` (the node's clients of the other nodes).
+    pub fn new(clients: BTreeMap<NodeId, Arc<PeerClient>>) -> Self {
+        Self { clients }
+    }
+}
+
+impl ControllerTransport for PeerTransport {
+    async fn send(
+        &self,
+        target: NodeId,
+        message: RaftMessage,
+    ) -> Result<RaftReply, TransportError> {
+        let failed = |reason: String| TransportError { target, reason };
+        let client = self
+            .clients
+            .get(&target)
+            .ok_or_else(|| failed("not a peer of this node".to_owned()))?;
+        let kind = raft_kind(&message);
+        let body =
+            serde_json::to_vec(&message).map_err(|error| failed(format!("encode: {error}")))?;
+        let answer = client
+            .request(kind, &body)
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        serde_json::from_slice(&answer).map_err(|error| failed(format!("invalid answer: {error}")))
+    }
+}
+
+/// A node's request to the controller (the node id is the sender's certificate's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionRequest {
+    /// Register this incarnation (drawn at the node's start).
+    Register {
+        /// The incarnation.
+        incarnation_id: u64,
+    },
+    /// Heartbeat at `node_epoch`.
+    Heartbeat {
+        /// The epoch registration gave.
+        node_epoch: NodeEpoch,
+    },
+}
+
+/// The controller's answer to a [`SessionRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionReply {
+    /// Registered: the node's epoch.
+    Registered {
+        /// The epoch.
+        node_epoch: NodeEpoch,
+    },
+    /// The heartbeat extended the session.
+    HeartbeatAccepted,
+    /// Ask `leader` instead (unknown during an election).
+    NotController {
+        /// The active controller, if known.
+        leader: Option<NodeId>,
+    },
+    /// The node is unknown or its epoch stale: register again.
+    RegisterAgain {
+        /// Why.
+        reason: String,
+    },
+    /// Refused or failed for another reason.
+    Failed {
+        /// The Kafka error name.
+        code: String,
+        /// Why.
+        message: String,
+    },
+}
+
+fn reply_of(error: ControllerRequestError) -> SessionReply {
+    match error {
+        ControllerRequestError::NotController { leader } => SessionReply::NotController { leader },
+        ControllerRequestError::Refused(
+            error @ (ControllerError::UnknownNode { .. } | ControllerError::StaleNodeEpoch { .. }),
+        ) => SessionReply::RegisterAgain {
+            reason: error.to_string(),
+        },
+        error => SessionReply::Failed {
+            code: error.code().to_owned(),
+            message: error.to_string(),
+        },
+    }
+}
+
+/// Answers `request` from node `from` on the local controller. `addresses` are the peer
+/// addresses of `[cluster]` (what the image records for a node).
+pub async fn answer_session(
+    controller: &Controller,
+    clock: &dyn Clock,
+    addresses: &BTreeMap<NodeId, SocketAddr>,
+    from: NodeId,
+    request: SessionRequest,
+) -> SessionReply {
+    match request {
+        SessionRequest::Register { incarnation_id } => {
+            let Some(address) = addresses.get(&from) else {
+                return SessionReply::Failed {
+                    code: "UNKNOWN_SERVER_ERROR".to_owned(),
+                    message: format!("node {from} is not in cluster.peers"),
+                };
+            };
+            let request = RegisterRequest {
+                node_id: from,
+                address: address.to_string(),
+                incarnation_id,
+            };
+            match controller.register(clock.now(), request).await {
+                Ok(node_epoch) => SessionReply::Registered { node_epoch },
+                Err(error) => reply_of(error),
+            }
+        }
+        SessionRequest::Heartbeat { node_epoch } => {
+            match controller.heartbeat(clock.now(), from, node_epoch).await {
+                Ok(()) => SessionReply::HeartbeatAccepted,
+                Err(error) => reply_of(error),
+            }
+        }
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(request: &PeerRequest) -> Result<T, PeerHandlerError> {
+    serde_json::from_slice(&request.body).map_err(|error| {
+        PeerHandlerError(format!(
+            "invalid {:?} body from node {}: {error}",
+            request.kind, request.from
+        ))
+    })
+}
+
+fn encode<T: Serialize>(answer: &T) -> Result<Bytes, PeerHandlerError> {
+    serde_json::to_vec(answer)
+        .map(Bytes::from)
+        .map_err(|error| PeerHandlerError(format!("encode answer: {error}")))
+}
+
+/// Registers the handlers of the Raft kinds and of registration and heartbeats, answering
+/// through `controller`.
+pub fn register_controller_handlers(
+    handlers: &PeerHandlers,
+    controller: Arc<Controller>,
+    clock: Arc<dyn Clock>,
+    addresses: BTreeMap<NodeId, SocketAddr>,
+) -> Result<(), crate::cluster::peer::service::AlreadyRegistered> {
+    for kind in [
+        PeerRequestKind::RaftVote,
+        PeerRequestKind::RaftAppendEntries,
+        PeerRequestKind::RaftInstallSnapshot,
+    ] {
+        let controller = Arc::clone(&controller);
+        handlers.register(kind, move |request: PeerRequest| {
+            let controller = Arc::clone(&controller);
+            async move {
+                let message: RaftMessage = decode(&request)?;
+                if raft_kind(&message) != request.kind {
+                    return Err(PeerHandlerError(format!(
+                        "a {:?} request carried a {:?} message",
+                        request.kind,
+                        raft_kind(&message)
+                    )));
+                }
+                encode(&controller.handle_raft_message(message).await)
+            }
+        })?;
+    }
+    let addresses = Arc::new(addresses);
+    for kind in [
+        PeerRequestKind::NodeRegistration,
+        PeerRequestKind::NodeHeartbeat,
+    ] {
+        let controller = Arc::clone(&controller);
+        let clock = Arc::clone(&clock);
+        let addresses = Arc::clone(&addresses);
+        handlers.register(kind, move |request: PeerRequest| {
+            let controller = Arc::clone(&controller);
+            let clock = Arc::clone(&clock);
+            let addresses = Arc::clone(&addresses);
+            async move {
+                let session: SessionRequest = decode(&request)?;
+                let expected = match session {
+                    SessionRequest::Register { .. } => PeerRequestKind::NodeRegistration,
+                    SessionRequest::Heartbeat { .. } => PeerRequestKind::NodeHeartbeat,
+                };
+                if expected != request.kind {
+                    return Err(PeerHandlerError(format!(
+                        "a {:?} request carried a {expected:?} body",
+                        request.kind
+                    )));
+                }
+                let reply =
+                    answer_session(&controller, &*clock, &addresses, request.from, session).await;
+                encode(&reply)
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// The node's session with the active controller: registration, then heartbeats.
+pub struct NodeSession {
+    /// This node.
+    pub node_id: NodeId,
+    /// Drawn at the node's start: a restart is a new incarnation and gets a new node epoch.
+    pub incarnation_id: u64,
+    /// The controller voters, in the order to try them.
+    pub voters: Vec<NodeId>,
+    /// This node's controller when it is a voter (asked directly, not over the network).
+    pub local: Option<Arc<Controller>>,
+    /// Clients of the other nodes.
+    pub clients: BTreeMap<NodeId, Arc<PeerClient>>,
+    /// `[cluster]` peer addresses (for the local controller's registration answer).
+    pub addresses: BTreeMap<NodeId, SocketAddr>,
+    /// `node_heartbeat_interval_ms`: between heartbeats, and between attempts when no
+    /// controller answers.
+    pub heartbeat_interval: Duration,
+    /// The node's clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Redirects followed at once before waiting a heartbeat interval (a redirect names the
+/// leader, so one is usually enough; more means an election is moving it).
+pub const SESSION_REDIRECTS_MAX: u32 = 3;
+
+impl NodeSession {
+    async fn ask(&self, target: NodeId, request: &SessionRequest) -> SessionReply {
+        if target == self.node_id
+            && let Some(controller) = &self.local
+        {
+            return answer_session(
+                controller,
+                &*self.clock,
+                &self.addresses,
+                self.node_id,
+                request.clone(),
+            )
+            .await;
+        }
+        let Some(client) = self.clients.get(&target) else {
+            return SessionReply::NotController { leader: None };
+        };
+        let kind = match request {
+            SessionRequest::Register { .. } => PeerRequestKind::NodeRegistration,
+            SessionRequest::Heartbeat { .. } => PeerRequestKind::NodeHeartbeat,
+        };
+        let body = match serde_json::to_vec(request) {
+            Ok(body) => body,
+            Err(error) => {
+                return SessionReply::Failed {
+                    code: "UNKNOWN_SERVER_ERROR".to_owned(),
+                    message: error.to_string(),
+                };
+            }
+        };
+        // Bounded by the heartbeat interval, not only by `peer_request_timeout_ms` (10 s by
+        // default, above the 9 s session timeout): a heartbeat stuck on a dead controller
+        // would otherwise outlive this node's session at the new one.
+        let answer = crate::clock::timeout(
+            &*self.clock,
+            self.heartbeat_interval,
+            client.request(kind, &body),
+        )
+        .await;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(crate::clock::Elapsed) => {
+                return SessionReply::Failed {
+                    code: "REQUEST_TIMED_OUT".to_owned(),
+                    message: format!(
+                        "node {target} did not answer within node_heartbeat_interval_ms"
+                    ),
+                };
+            }
+        };
+        match answer {
+            Ok(answer) => {
+                serde_json::from_slice(&answer).unwrap_or_else(|error| SessionReply::Failed {
+                    code: "UNKNOWN_SERVER_ERROR".to_owned(),
+                    message: format!("invalid answer from node {target}: {error}"),
+                })
+            }
+            Err(error) => SessionReply::Failed {
+                code: "UNREACHABLE".to_owned(),
+                message: error.to_string(),
+            },
+        }
+    }
+
+    /// Registers and heartbeats until dropped; publishes the node epoch on `epoch`.
+    pub async fn run(self, epoch: watch::Sender<Option<NodeEpoch>>) {
+        let mut target_index = 0usize;
+        let mut target = self.voters.first().copied().unwrap_or(self.node_id);
+        let mut node_epoch: Option<NodeEpoch> = None;
+        let mut redirects = 0u32;
+        loop {
+            let request = match node_epoch {
+                None => SessionRequest::Register {
+                    incarnation_id: self.incarnation_id,
+                },
+                Some(node_epoch) => SessionRequest::Heartbeat { node_epoch },
+            };
+            match self.ask(target, &request).await {
+                SessionReply::Registered { node_epoch: given } => {
+                    tracing::info!(node_epoch = given, controller = target, "registered");
+                    node_epoch = Some(given);
+                    epoch.send_replace(Some(given));
+                    redirects = 0;
+                    // Heartbeat at once: the first heartbeat unfences the node.
+                    continue;
+                }
+                SessionReply::HeartbeatAccepted => redirects = 0,
+                SessionReply::NotController {
+                    leader: Some(leader),
+                } if leader != target && redirects < SESSION_REDIRECTS_MAX => {
+                    target = leader;
+                    redirects += 1;
+                    continue;
+                }
+                SessionReply::RegisterAgain { reason } => {
+                    tracing::warn!(%reason, "registering again");
+                    node_epoch = None;
+                    epoch.send_replace(None);
+                    // Registering again comes after a pause, so a controller that keeps
+                    // refusing is not asked in a tight loop.
+                }
+                SessionReply::NotController { .. } | SessionReply::Failed { .. } => {
+                    // No controller here: the one this node's own voter knows, else the next
+                    // voter, after a pause.
+                    redirects = 0;
+                    let known = self
+                        .local
+                        .as_ref()
+                        .and_then(|controller| controller.leader())
+                        .filter(|leader| *leader != target);
+                    if let Some(leader) = known {
+                        // At once: the heartbeat that failed already waited.
+                        target = leader;
+                        continue;
+                    } else if !self.voters.is_empty() {
+                        target_index = (target_index + 1) % self.voters.len();
+                        target = self.voters[target_index];
+                    }
+                }
+            }
+            sleep(&*self.clock, self.heartbeat_interval).await;
+        }
+    }
+}
+
+/// Why a node's cluster wiring could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterStartError {
+    /// The node's certificate could not make peer clients.
+    #[error(transparent)]
+    Identity(#[from] crate::cluster::identity::IdentityError),
+    /// The controller could not start.
+    #[error(transparent)]
+    Controller(#[from] super::quorum::ControllerStartError),
+    /// Another controller's handlers are registered on this node already.
+    #[error(transparent)]
+    Handlers(#[from] crate::cluster::peer::service::AlreadyRegistered),
+}
+
+/// A node's running cluster wiring: its controller (if it is a voter) and its session.
+pub struct NodeCluster {
+    /// This node's controller, if it is a voter.
+    pub controller: Option<Arc<Controller>>,
+    /// The node epoch the controller gave this incarnation, once registered.
+    pub node_epoch: watch::Receiver<Option<NodeEpoch>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl NodeCluster {
+    /// Stops the session and the fencing timer, then the controller.
+    pub async fn shutdown(mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(controller) = self.controller.take() {
+            controller.shutdown().await;
+        }
+    }
+}
+
+impl Drop for NodeCluster {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The controller settings of a `[cluster]` section.
+pub fn controller_config(
+    cluster: &crate::cluster::config::ClusterConfig,
+) -> super::ControllerConfig {
+    let voters = cluster
+        .peers
+        .iter()
+        .filter(|peer| cluster.controller_voters.contains(&peer.id))
+        .map(|peer| (peer.id, peer.address.to_string()))
+        .collect();
+    let mut config = super::ControllerConfig::new(cluster.node_id, voters);
+    config.node_heartbeat_interval = cluster.node_heartbeat_interval;
+    config.decisions = super::DecisionConfig {
+        default_replication_factor: u16::try_from(cluster.default_replication_factor)
+            .unwrap_or(u16::MAX),
+        min_insync_replicas: u16::try_from(cluster.min_insync_replicas).unwrap_or(u16::MAX),
+        unclean_leader_election_enable: cluster.unclean_leader_election_enable,
+        node_session_timeout: cluster.node_session_timeout,
+    };
+    config
+}
+
+/// What [`start_node_cluster`] needs from the node.
+pub struct NodeClusterParts<'a, D> {
+    /// The `[cluster]` section.
+    pub cluster: &'a crate::cluster::config::ClusterConfig,
+    /// Its loaded certificates.
+    pub tls: &'a crate::cluster::identity::ClusterTls,
+    /// The node's endpoint (peers are dialed from it).
+    pub endpoint: &'a quinn::Endpoint,
+    /// The peer handler registry the endpoint serves.
+    pub handlers: &'a PeerHandlers,
+    /// The node's disk (the controller's store lives in `<data_dir>/controller/`).
+    pub disk: D,
+    /// The data directory.
+    pub data_dir: &'a std::path::Path,
+    /// The node's clock.
+    pub clock: Arc<dyn Clock>,
+    /// Drawn at the node's start (see [`NodeSession::incarnation_id`]).
+    pub incarnation_id: u64,
+}
+
+/// Starts a `[cluster]` node's controller wiring on its endpoint: the controller (a voter
+/// only) over the peer RPC with its handlers in `handlers`, its fencing timer, and the
+/// node's registration and heartbeats. Returns at once: forming the quorum and registering
+/// happen in the background (a node whose peers are down still serves).
+pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
+    parts: NodeClusterParts<'_, D>,
+) -> Result<NodeCluster, ClusterStartError> {
+    let NodeClusterParts {
+        cluster,
+        tls,
+        endpoint,
+        handlers,
+        disk,
+        data_dir,
+        clock,
+        incarnation_id,
+    } = parts;
+    let clients = crate::cluster::peer::peer_clients(cluster, tls, endpoint, &clock)?;
+    let addresses: BTreeMap<NodeId, SocketAddr> = cluster
+        .peers
+        .iter()
+        .map(|peer| (peer.id, peer.address))
+        .collect();
+    let mut tasks = Vec::new();
+    let controller = if cluster.controller_voters.contains(&cluster.node_id) {
+        let transport = Arc::new(PeerTransport::new(clients.clone()));
+        let controller = Arc::new(
+            Controller::start(controller_config(cluster), disk, data_dir, transport).await?,
+        );
+        if let Err(error) = register_controller_handlers(
+            handlers,
+            Arc::clone(&controller),
+            Arc::clone(&clock),
+            addresses.clone(),
+        ) {
+            controller.shutdown().await;
+            return Err(error.into());
+        }
+        let fencing = Arc::clone(&controller);
+        let fencing_clock = Arc::clone(&clock);
+        tasks.push(tokio::spawn(async move {
+            fencing.run_fencing(&*fencing_clock).await;
+        }));
+        Some(controller)
+    } else {
+        None
+    };
+    let session = NodeSession {
+        node_id: cluster.node_id,
+        incarnation_id,
+        voters: cluster.controller_voters.clone(),
+        local: controller.clone(),
+        clients,
+        addresses,
+        heartbeat_interval: cluster.node_heartbeat_interval,
+        clock,
+    };
+    let (epoch, node_epoch) = watch::channel(None);
+    tasks.push(tokio::spawn(session.run(epoch)));
+    Ok(NodeCluster {
+        controller,
+        node_epoch,
+        tasks,
+    })
+}
