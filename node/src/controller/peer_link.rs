@@ -549,3 +549,6 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         tasks,
     })
 }
+
+#[cfg(test)]
+mod tests;
