@@ -176,3 +176,188 @@ fn a_node_with_a_foreign_certificate_refuses_to_start_with_one_line() {
         assert!(!a.join("data/node-1").exists());
     }
 }
+
+/// `count` consecutive UDP ports, `base + 1 ..= base + count`, none bound now; returns `base`
+/// (what `cluster-init --base-port` takes).
+fn free_udp_port_run(count: u16) -> u16 {
+    for _ in 0..100 {
+        let first = free_udp_port();
+        let all_free = (0..count).all(|offset| {
+            first
+                .checked_add(offset)
+                .is_some_and(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
+        });
+        if all_free {
+            return first - 1;
+        }
+    }
+    panic!("no run of {count} free UDP ports found");
+}
+
+/// `ledge cluster describe --format json` against `address`, parsed; `None` while the node
+/// does not answer.
+fn describe(address: &str, ca: &str) -> Option<serde_json::Value> {
+    let (status, stdout, _) = run_cli(
+        &[
+            "--server", address, "--ca", ca, "cluster", "describe", "--format", "json",
+        ],
+        None,
+    );
+    if !status.success() {
+        return None;
+    }
+    serde_json::from_str(&stdout).ok()
+}
+
+/// A node's entry in a describe answer: (alive, node epoch).
+fn node_state(cluster: &serde_json::Value, id: u64) -> Option<(bool, u64)> {
+    cluster["nodes"]
+        .as_array()?
+        .iter()
+        .find(|node| node["id"].as_u64() == Some(id))
+        .and_then(|node| Some((node["alive"].as_bool()?, node["node_epoch"].as_u64()?)))
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "test deadlines, not logic under test"
+)]
+fn now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// Polls `describe` against `address` until `condition` holds; fails after a generous
+/// deadline with the last answer.
+fn until_described(
+    what: &str,
+    address: &str,
+    ca: &str,
+    condition: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = now() + std::time::Duration::from_secs(120);
+    let mut last = None;
+    loop {
+        if let Some(cluster) = describe(address, ca) {
+            if condition(&cluster) {
+                return cluster;
+            }
+            last = Some(cluster);
+        }
+        assert!(
+            now() < deadline,
+            "timed out waiting for {what}; last answer from {address}: {last:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Goal (issue 13, the controller between real processes): the 3 nodes of `cluster-init
+/// --nodes 3` form a controller quorum; `ledge cluster describe` against any node shows the
+/// 3 nodes alive with node epochs and one controller; after kill -9 of the controller's
+/// process another controller is elected and the killed node is shown not alive once its
+/// session timed out; restarted, it is alive again with a larger node epoch. Method: the
+/// real binaries, short heartbeat and session timeouts in the configs, every wait a poll
+/// under a generous deadline.
+#[test]
+fn three_nodes_elect_a_controller_and_fence_and_readmit_a_killed_one() {
+    let temporary = tempfile::tempdir().unwrap();
+    let dir = temporary.path().join("cluster");
+    let base_port = free_udp_port_run(3);
+    let (success, _, stderr) = cluster_init(&[
+        "--nodes",
+        "3",
+        "--dir",
+        &dir.to_string_lossy(),
+        "--base-port",
+        &base_port.to_string(),
+    ]);
+    assert!(success, "cluster-init failed: {stderr}");
+    let ca = dir.join("tls/ca.pem").to_string_lossy().into_owned();
+    let mut nodes: Vec<NodeProcess> = (1..=3u16)
+        .map(|id| {
+            let path = dir.join(format!("node-{id}.toml"));
+            let config = std::fs::read_to_string(&path).unwrap().replace(
+                "[cluster]\n",
+                "[cluster]\nnode_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 2000\npeer_request_timeout_ms = 2000\n",
+            );
+            std::fs::write(&path, config).unwrap();
+            NodeProcess::start_with(NodeOptions {
+                data_dir: Some(dir.join(format!("data/node-{id}"))),
+                listen: Some(format!("127.0.0.1:{}", base_port + id).parse().unwrap()),
+                args: vec!["--config".into(), path.to_string_lossy().into_owned()],
+                ..NodeOptions::default()
+            })
+        })
+        .collect();
+    let addresses: Vec<String> = nodes.iter().map(|node| node.addr.to_string()).collect();
+    let all_alive = |cluster: &serde_json::Value| {
+        cluster["controller"].as_u64().is_some()
+            && (1..=3).all(|id| node_state(cluster, id).is_some_and(|(alive, _)| alive))
+    };
+    let mut first_epochs = Vec::new();
+    let mut controller = None;
+    for address in &addresses {
+        let cluster = until_described("3 alive nodes and a controller", address, &ca, all_alive);
+        let epochs: Vec<u64> = (1..=3)
+            .map(|id| node_state(&cluster, id).unwrap().1)
+            .collect();
+        assert!(epochs.iter().all(|epoch| *epoch > 0), "{cluster}");
+        if first_epochs.is_empty() {
+            first_epochs = epochs;
+            controller = cluster["controller"].as_u64();
+        }
+    }
+    let controller = controller.unwrap();
+    let mut distinct = first_epochs.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "each registration has its own epoch: {first_epochs:?}"
+    );
+
+    // kill -9 of the controller: another is elected, and the killed node is fenced.
+    let killed = usize::try_from(controller).unwrap() - 1;
+    nodes[killed].kill9();
+    let witness = &addresses[(killed + 1) % 3];
+    let cluster = until_described(
+        "a new controller and the killed node fenced",
+        witness,
+        &ca,
+        |cluster| {
+            cluster["controller"]
+                .as_u64()
+                .is_some_and(|new| new != controller)
+                && node_state(cluster, controller).is_some_and(|(alive, _)| !alive)
+        },
+    );
+    for id in (1..=3).filter(|id| *id != controller) {
+        assert_eq!(
+            node_state(&cluster, id).map(|(alive, _)| alive),
+            Some(true),
+            "{cluster}"
+        );
+    }
+
+    // Restarted: a new incarnation, alive again at a larger node epoch, seen from every node.
+    nodes[killed].restart();
+    let old_epoch = first_epochs[killed];
+    for address in &addresses {
+        let cluster = until_described(
+            "the restarted node alive at a new epoch",
+            address,
+            &ca,
+            |cluster| {
+                all_alive(cluster)
+                    && node_state(cluster, controller).is_some_and(|(_, epoch)| epoch > old_epoch)
+            },
+        );
+        assert!(
+            cluster["cluster_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{cluster}"
+        );
+    }
+}
