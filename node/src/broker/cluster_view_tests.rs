@@ -298,3 +298,86 @@ fn produce_and_fetch_check_the_leader_epoch() {
         broker.close().await;
     });
 }
+
+// Goal: a `[cluster]` node answers from the controller's image: Metadata lists the
+// registered, unfenced nodes and itself, with the controller the quorum names;
+// DescribeCluster lists every registered node with alive = unfenced and its node epoch, and
+// itself not alive while unregistered; topics stay local, so a replication factor above 1 is
+// refused. Method: node 7 with a source whose image holds node 5 (alive, epoch 3) and node 8
+// (fenced, epoch 4); then the image changes (node 7 registers) and the answers follow.
+#[test]
+fn a_cluster_node_answers_from_the_metadata_image() {
+    use crate::controller::{MetadataImage, NodeRegistration};
+    runtime().block_on(async {
+        let disk = SimDisk::new(1);
+        let broker = broker(&disk, 7).await;
+        let registration = |node_epoch, port, fenced| NodeRegistration {
+            node_epoch,
+            address: format!("127.0.0.1:{port}"),
+            incarnation_id: node_epoch,
+            fenced,
+        };
+        let mut image = MetadataImage::default();
+        image.nodes.insert(5, registration(3, 9105, false));
+        image.nodes.insert(8, registration(4, 9108, true));
+        let (publish, image_receiver) = tokio::sync::watch::channel(Arc::new(image.clone()));
+        assert!(broker.set_cluster_source(cluster_view::ClusterSource {
+            image: image_receiver,
+            controller: Box::new(|| Some(5)),
+            cluster_id: "c1".into(),
+        }));
+
+        let answer = metadata(&broker).await;
+        let ids: Vec<u32> = answer.nodes.iter().map(|node| node.node_id).collect();
+        assert_eq!(ids, vec![5, 7]);
+        assert_eq!(answer.nodes[0].address, "127.0.0.1:9105");
+        assert_eq!(answer.controller_id, Some(5));
+        let describe = || async {
+            let Response::DescribeCluster(cluster) = broker
+                .handle(Request::DescribeCluster(DescribeClusterRequest {}))
+                .await
+            else {
+                panic!("wrong response")
+            };
+            cluster
+        };
+        let cluster = describe().await;
+        assert_eq!(cluster.cluster_id, "c1");
+        assert_eq!(cluster.controller_id, Some(5));
+        let nodes: Vec<(u32, bool, u64)> = cluster
+            .nodes
+            .iter()
+            .map(|node| (node.node_id, node.alive, node.node_epoch))
+            .collect();
+        assert_eq!(nodes, vec![(5, true, 3), (7, false, 0), (8, false, 4)]);
+        assert_eq!(
+            create(&broker, "wide", Some(3), &[], false).await.error,
+            ErrorCode::InvalidReplicationFactor
+        );
+        assert_eq!(
+            create(&broker, "narrow", Some(1), &[], false).await.error,
+            ErrorCode::None
+        );
+
+        image.nodes.insert(7, registration(6, 9092, false));
+        publish.send_replace(Arc::new(image));
+        let nodes: Vec<(u32, bool, u64)> = describe()
+            .await
+            .nodes
+            .iter()
+            .map(|node| (node.node_id, node.alive, node.node_epoch))
+            .collect();
+        assert_eq!(nodes, vec![(5, true, 3), (7, true, 6), (8, false, 4)]);
+        let answer = metadata(&broker).await;
+        assert_eq!(
+            answer
+                .nodes
+                .iter()
+                .map(|node| node.node_id)
+                .collect::<Vec<_>>(),
+            vec![5, 7]
+        );
+        // 7's address is the one it advertises (it is the node answering).
+        assert_eq!(answer.nodes[1].address, "127.0.0.1:9092");
+    });
+}
