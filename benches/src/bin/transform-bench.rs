@@ -121,7 +121,8 @@ async fn deploy_high_value(
     module: &[u8],
 ) -> anyhow::Result<()> {
     broker
-        .deploy_transform(DeclaredTransform {
+        .transforms()
+        .deploy(DeclaredTransform {
             name: name.into(),
             kind: PluginKind::Filter,
             module: Bytes::copy_from_slice(module),
@@ -177,7 +178,7 @@ fn main() -> anyhow::Result<()> {
         )
         .await?;
         let broker = Arc::new(broker);
-        broker.start_transforms().await;
+        broker.transforms().start().await;
         let batches: Vec<Bytes> = (0..16).map(|n| batch(n * RECORDS_PER_BATCH)).collect();
 
         create(&broker, "baseline", partitions).await?;

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use ledge_protocol::wire::{ClusterNode, ClusterPartition, DescribeClusterResponse, ErrorCode};
 use ledge_protocol::wire::{NodeMetadata, PartitionMetadata};
 
-use super::{Broker, read};
+use super::Broker;
 use crate::storage::Disk;
 
 /// The leader epoch of every partition of a one-node cluster: there has never been an
@@ -205,15 +205,18 @@ impl<D: Disk> Broker<D> {
     /// cluster has no under-replicated ones: every online partition's ISR is its one replica).
     pub(super) fn describe_cluster(&self) -> DescribeClusterResponse {
         let node_id = self.config.node_id;
-        let topics = read(&self.topics);
         let mut offline = Vec::new();
         let mut under_replicated = Vec::new();
-        for (name, topic) in topics.iter() {
-            for partition in read(&topic.partitions).iter() {
+        for name in self.registry.topic_names() {
+            let Some(topic) = self.registry.topic(&name) else {
+                // Deleted since the names were listed.
+                continue;
+            };
+            for partition in topic.partitions() {
                 let placement = self.partition_placement(partition.online_log().is_ok());
                 let entry = ClusterPartition {
                     topic: name.clone(),
-                    partition: partition.key.partition,
+                    partition: partition.key().partition,
                     leader: placement.leader,
                     replicas: placement.replicas.clone(),
                     isr: placement.isr.clone(),

@@ -43,7 +43,7 @@ impl<D: Disk> Broker<D> {
     }
 
     pub(super) async fn fetch(&self, request: FetchRequest) -> FetchResponse {
-        let plugin = match self.fetch_plugin(&request.plugin).await {
+        let plugin = match self.plugins.fetch_plugin(&request.plugin).await {
             Ok(plugin) => plugin,
             Err(error) => {
                 tracing::debug!(%error, "fetch plug-in refused");
@@ -112,6 +112,7 @@ impl<D: Disk> Broker<D> {
                             {
                                 let partition_count = self.partition_count(&topic.name);
                                 match self
+                                    .plugins
                                     .apply_fetch_plugin(
                                         plugin,
                                         std::mem::take(&mut response.records),

@@ -21,7 +21,7 @@ mod fetch;
 mod groups;
 mod maintenance;
 pub mod metadata;
-mod plugins;
+pub mod plugins;
 mod produce;
 mod producer_id_hold;
 pub mod registry;
@@ -45,7 +45,6 @@ use crate::clock::Clock;
 use crate::groups::coordinator::GroupLimits;
 use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::storage::{Disk, DiskError, LogConfig, PartitionLog};
-use metadata::MetadataStore;
 // The WASM tests build stored topics and parse batch headers by hand.
 #[cfg(test)]
 use ledge_protocol::BatchHeader;
@@ -94,6 +93,9 @@ pub struct BrokerConfig {
     pub wasm: crate::wasm::WasmLimits,
     /// Limits and defaults of topic transforms.
     pub transforms: transforms::TransformLimits,
+    /// Where plug-in work (compiles, instantiations, guest calls) runs: tokio's blocking
+    /// pool in the node, inline in the simulator (`sim/node.rs`). Not a config-file key.
+    pub plugin_executor: crate::wasm::PluginExecutor,
 }
 
 impl Default for BrokerConfig {
@@ -119,6 +121,7 @@ impl Default for BrokerConfig {
             disk_usage_percent_max: None,
             wasm: crate::wasm::WasmLimits::default(),
             transforms: transforms::TransformLimits::default(),
+            plugin_executor: crate::wasm::PluginExecutor::BlockingPool,
         }
     }
 }
@@ -167,21 +170,17 @@ pub enum BrokerError {
 pub struct Broker<D: Disk> {
     clock: Arc<dyn Clock>,
     config: BrokerConfig,
-    /// Topics, partitions, configs, `metadata.json`, producer ids.
-    registry: registry::TopicRegistry<D>,
-    /// The registry's topic map, read under its lock by the group, plug-in and transform
-    /// code.
-    topics: Arc<registry::TopicMap<D>>,
-    /// The registry's `metadata.json`, which also stores modules and transforms.
-    admin: Arc<tokio::sync::Mutex<MetadataStore<D>>>,
+    /// Topics, partitions, configs, `metadata.json` (with modules and transforms),
+    /// producer ids.
+    registry: Arc<registry::TopicRegistry<D>>,
     /// Consumer groups and committed offsets.
-    groups: crate::groups::service::GroupService,
+    groups: Arc<crate::groups::service::GroupService>,
     /// Whether produce is refused for lack of space, and why (see `check_disk_usage`).
     disk_guard: maintenance::DiskGuard,
     /// Uploaded modules, instantiated plug-ins and the opened-batch budget.
-    plugins: plugins::PluginHost<D>,
-    /// Running topic transforms.
-    transforms: transforms::TransformRunner,
+    plugins: Arc<plugins::PluginHost<D>>,
+    /// Topic transforms: their definitions' admin and their running tasks.
+    transforms: transforms::TransformRunner<D>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -217,17 +216,31 @@ impl<D: Disk> Broker<D> {
         )
         .await?;
         let read_only = registry.read_only();
+        let registry = Arc::new(registry);
         // Member ids stay unique across restarts without any stored counter.
         let member_salt = u64::try_from(clock.wall_time_ms()).unwrap_or_default();
         let config_groups = config.groups.clone();
-        let engine =
-            crate::wasm::WasmEngine::new(config.wasm.clone()).map_err(BrokerError::Wasm)?;
+        let engine = crate::wasm::WasmEngine::new(config.wasm.clone())
+            .map_err(BrokerError::Wasm)?
+            .with_executor(config.plugin_executor);
         let modules = crate::wasm::ModuleStore::open(disk.clone(), data_dir, engine).await?;
-        let plugins = plugins::PluginHost::new(modules, config.wasm.opened_batch_bytes_max);
-        let groups = crate::groups::service::GroupService::new(
+        let plugins = Arc::new(plugins::PluginHost::new(
+            modules,
+            Arc::clone(&registry),
+            Arc::clone(&clock),
+            config.wasm.clone(),
+        ));
+        let groups = Arc::new(crate::groups::service::GroupService::new(
             config_groups,
             member_salt,
             Arc::clone(&clock),
+        ));
+        let transforms = transforms::TransformRunner::new(
+            Arc::clone(&registry),
+            Arc::clone(&plugins),
+            Arc::clone(&groups),
+            Arc::clone(&clock),
+            config.transforms.clone(),
         );
         let disk_guard = maintenance::DiskGuard::new(
             data_dir,
@@ -237,13 +250,11 @@ impl<D: Disk> Broker<D> {
         let broker = Self {
             clock,
             config,
-            topics: Arc::clone(&registry.topics),
-            admin: Arc::clone(&registry.admin),
             registry,
             groups,
             disk_guard,
             plugins,
-            transforms: transforms::TransformRunner::default(),
+            transforms,
         };
         if broker.topic(OFFSETS_TOPIC).is_none() {
             if read_only {
@@ -305,9 +316,19 @@ impl<D: Disk> Broker<D> {
         Arc::clone(&self.clock)
     }
 
-    /// Syncs and closes every partition log.
+    /// The plug-in host: named modules (upload, list, delete) and plug-in calls.
+    pub fn plugins(&self) -> &plugins::PluginHost<D> {
+        &self.plugins
+    }
+
+    /// The transform runner: deploy, alter, describe, reconcile and run transforms.
+    pub fn transforms(&self) -> &transforms::TransformRunner<D> {
+        &self.transforms
+    }
+
+    /// Stops the transforms, then syncs and closes every partition log.
     pub async fn close(&self) {
-        self.stop_transforms();
+        self.transforms.stop();
         for (log, _) in self.online_logs(|_| true) {
             if let Err(error) = log.close().await {
                 tracing::error!(directory = %log.directory().display(), %error, "closing partition log failed");
