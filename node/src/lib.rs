@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod groups;
+pub mod replication;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;

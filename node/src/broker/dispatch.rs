@@ -637,6 +637,8 @@ fn append_code(error: &AppendError) -> ErrorCode {
         AppendError::UnknownProducer { .. } => ErrorCode::UnknownProducerId,
         AppendError::Fenced { .. } => ErrorCode::StorageError,
         AppendError::Closed => ErrorCode::ShuttingDown,
+        // Only a follower's copy of its leader's batches can fail so; never a client's.
+        AppendError::NotContinuing { .. } => ErrorCode::CorruptMessage,
     }
 }
 

@@ -1067,6 +1067,7 @@ mod tests {
                     replication_factor: None,
                     name: name.into(),
                     partitions: 1,
+                    replication_factor: None,
                     configs: Vec::new(),
                 }],
                 validate_only: false,
@@ -1106,6 +1107,7 @@ mod tests {
                     partitions: vec![ProducePartition {
                         current_leader_epoch: None,
                         partition: 0,
+                        current_leader_epoch: None,
                         records,
                     }],
                 }],

@@ -10,6 +10,7 @@
 pub mod codec;
 mod error_code;
 pub mod messages;
+pub mod replica;
 
 use bytes::Bytes;
 
