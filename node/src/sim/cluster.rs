@@ -1064,7 +1064,6 @@ mod tests {
         let answer = node.call(
             Request::CreateTopics(CreateTopicsRequest {
                 topics: vec![CreatableTopic {
-                    replication_factor: None,
                     name: name.into(),
                     partitions: 1,
                     replication_factor: None,
@@ -1105,7 +1104,6 @@ mod tests {
                 topics: vec![ProduceTopic {
                     name: topic.into(),
                     partitions: vec![ProducePartition {
-                        current_leader_epoch: None,
                         partition: 0,
                         current_leader_epoch: None,
                         records,
