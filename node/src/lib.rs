@@ -5,6 +5,8 @@
 //!   [`storage::Disk`] seam (io_uring, std fallback, simulated). Its planning parts
 //!   (segment roll, indexes, checkpoint, recovery scan) are pure; `PartitionLog` applies them.
 //! - [`clock`]: the one place real time is read.
+//! - [`controller`]: the cluster's metadata log (KRaft's records) replicated by a quorum on
+//!   openraft, with its image and the controller's decisions as pure code.
 //! - `sim` (tests and the `sim` feature): a simulated disk with crashes, torn writes, EIO
 //!   and ENOSPC, driven by a seed.
 //!

@@ -8,7 +8,7 @@
 //! online partition at leader epoch 0, and a partition it could not open has no leader (it is
 //! offline). Nothing here is stored: the answers are derived from the broker's config and its
 //! partitions' states, so they are true by construction. When the controller (issue 13) is
-//! wired in, it replaces [`Broker::cluster_nodes`] and [`Broker::partition_placement`] with its
+//! wired in, it replaces `Broker::cluster_nodes` and `Broker::partition_placement` with its
 //! metadata image; the wire shapes and the checks stay.
 //!
 //! Does not own: topic creation itself (`registry.rs`), or the wire codes (`dispatch.rs`).
@@ -176,14 +176,6 @@ impl<D: Disk> Broker<D> {
         }
     }
 
-    /// The leader epoch a produce or fetch to a partition of this node is checked against.
-    pub(super) fn leader_epoch_check(
-        &self,
-        requested: Option<i32>,
-    ) -> Result<(), LeaderEpochError> {
-        check_leader_epoch(requested, SINGLE_NODE_LEADER_EPOCH)
-    }
-
     /// Checks a CreateTopics entry's replication settings against the live nodes.
     pub(super) fn replication_check(
         &self,
@@ -255,6 +247,16 @@ impl<D: Disk> Broker<D> {
                 .any(|node| node.node_id == node_id && node.alive)
         );
         response
+    }
+}
+
+impl<D: Disk> super::data_path::DataPath<D> {
+    /// The leader epoch a produce or fetch to a partition of this node is checked against.
+    pub(super) fn leader_epoch_check(
+        &self,
+        requested: Option<i32>,
+    ) -> Result<(), LeaderEpochError> {
+        check_leader_epoch(requested, SINGLE_NODE_LEADER_EPOCH)
     }
 }
 

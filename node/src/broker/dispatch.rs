@@ -2,7 +2,7 @@
 //! service that answers it, and each service's error enum becomes a wire [`ErrorCode`] (and
 //! the message sent beside it) here and nowhere else.
 //!
-//! The services: the topic registry (`registry.rs`: topics, partitions, configs,
+//! The services: the topic registry (`registry/`: topics, partitions, configs,
 //! `metadata.json`, producer ids), produce (`produce.rs`), fetch and list offsets
 //! (`fetch.rs`), maintenance (`maintenance.rs`: retention, compaction, disk guard,
 //! verifier), groups (`groups.rs`), plug-ins (`plugins.rs`) and transforms
@@ -77,10 +77,10 @@ impl<D: Disk> Broker<D> {
             Request::InitProducerId(request) => {
                 Response::InitProducerId(self.init_producer_id(request).await)
             }
-            Request::Produce(request) => Response::Produce(self.produce(request).await),
-            Request::Fetch(request) => Response::Fetch(self.fetch(request).await),
+            Request::Produce(request) => Response::Produce(self.data.produce(request).await),
+            Request::Fetch(request) => Response::Fetch(self.data.fetch(request).await),
             Request::ListOffsets(request) => {
-                Response::ListOffsets(self.list_offsets(request).await)
+                Response::ListOffsets(self.data.list_offsets(request).await)
             }
             Request::UploadModule(request) => {
                 Response::UploadModule(self.upload_module(request).await)

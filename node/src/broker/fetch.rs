@@ -14,9 +14,10 @@ use ledge_protocol::wire::{
 };
 use tokio::sync::watch;
 
+use super::data_path::DataPath;
+use super::dispatch;
 use super::plugins::FetchPluginError;
 use super::registry::LookupError;
-use super::{Broker, dispatch};
 use crate::storage::{Disk, PartitionLog, ReadError};
 
 /// Why one partition of a fetch or list-offsets was not answered with data.
@@ -36,10 +37,10 @@ pub enum FetchError {
     Plugin(#[from] FetchPluginError),
 }
 
-impl<D: Disk> Broker<D> {
+impl<D: Disk> DataPath<D> {
     /// One partition's log, looked up once.
     fn online_log(&self, topic: &str, partition: u32) -> Result<PartitionLog<D>, FetchError> {
-        Ok(self.registry.partition(topic, partition)?.online_log()?)
+        Ok(self.registry.partition_log(topic, partition)?)
     }
 
     pub(super) async fn fetch(&self, request: FetchRequest) -> FetchResponse {
@@ -55,9 +56,9 @@ impl<D: Disk> Broker<D> {
                 };
             }
         };
-        let max_bytes = request.max_bytes.min(self.config.fetch_bytes_max) as usize;
+        let max_bytes = request.max_bytes.min(self.limits.fetch_bytes_max) as usize;
         let wait =
-            Duration::from_millis(u64::from(request.max_wait_ms)).min(self.config.fetch_wait_max);
+            Duration::from_millis(u64::from(request.max_wait_ms)).min(self.limits.fetch_wait_max);
         let deadline = crate::clock::deadline_after(self.clock.now(), wait);
         loop {
             // Subscribe before reading, so an append between the read and the wait wakes us.
@@ -110,7 +111,7 @@ impl<D: Disk> Broker<D> {
                             if let Some(plugin) = &plugin
                                 && !response.records.is_empty()
                             {
-                                let partition_count = self.partition_count(&topic.name);
+                                let partition_count = self.registry.partition_count(&topic.name);
                                 match self
                                     .plugins
                                     .apply_fetch_plugin(

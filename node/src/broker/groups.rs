@@ -57,11 +57,7 @@ impl<D: Disk> GroupHost for super::registry::TopicRegistry<D> {
 impl<D: Disk> Broker<D> {
     /// Replays `__consumer_offsets` into the group service (at start).
     pub(super) async fn load_offsets(&self) {
-        match self
-            .registry
-            .partition(OFFSETS_TOPIC, 0)
-            .and_then(|partition| partition.online_log())
-        {
+        match self.registry.partition_log(OFFSETS_TOPIC, 0) {
             Ok(log) => self.groups.load_offsets(&log).await,
             Err(_) => {
                 tracing::error!("{OFFSETS_TOPIC} is offline: committed offsets are unavailable");

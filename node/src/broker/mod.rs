@@ -1,12 +1,18 @@
 //! The broker: a router over the node's services, each with its own state and errors.
 //!
-//! - `registry.rs` ([`registry::TopicRegistry`]): topics, partitions, configs,
-//!   `metadata.json` and the topic files, producer ids; emits [`registry::RegistryEvent`]s.
-//! - `produce.rs`, `fetch.rs`: the data path over the registry's partition logs.
+//! - `registry/` ([`registry::TopicRegistry`]): topics, partitions, configs,
+//!   `metadata.json` (with named modules and transform definitions) and the topic files,
+//!   producer ids; emits [`registry::RegistryEvent`]s. Its state is private: the other
+//!   services call its methods.
+//! - `data_path.rs` (`DataPath`), with `produce.rs` and `fetch.rs`: the data path over the
+//!   registry's partition logs.
 //! - `maintenance.rs`: retention, compaction, the disk guard and the background verifier.
-//! - `groups.rs` (the `GroupHost` handle the group service `groups/service.rs` reaches the
-//!   node through), `plugins.rs` (`PluginHost`), `transforms/` (`TransformRunner`): consumer
-//!   groups, WASM plug-ins, transforms.
+//! - `groups.rs` (the `GroupHost` handle, implemented by the registry, that the group
+//!   service `groups/service.rs` reaches the node through), `plugins.rs` ([`PluginHost`]:
+//!   named modules and plug-in calls), `transforms/` ([`TransformRunner`]: transform admin
+//!   and tasks): consumer groups, WASM plug-ins, transforms. The services hold `Arc`
+//!   handles to what they use (the registry, the plug-in host, the group service, the
+//!   clock), never the broker.
 //! - `cluster_view.rs`: the cluster as clients see it (nodes, controller, each partition's
 //!   leader, replicas and ISR) and the replication checks; a one-node cluster today.
 //! - `dispatch.rs`: [`Broker::handle`] maps each request to its service and turns each
@@ -14,8 +20,12 @@
 //!
 //! Does not own: sockets (the transport decodes frames and calls [`Broker::handle`]) or
 //! the config file (the node reconciles it through [`Broker::reconcile`]).
+//!
+//! [`PluginHost`]: plugins::PluginHost
+//! [`TransformRunner`]: transforms::TransformRunner
 
 pub mod cluster_view;
+mod data_path;
 mod dispatch;
 mod fetch;
 mod groups;
@@ -176,7 +186,9 @@ pub struct Broker<D: Disk> {
     /// Consumer groups and committed offsets.
     groups: Arc<crate::groups::service::GroupService>,
     /// Whether produce is refused for lack of space, and why (see `check_disk_usage`).
-    disk_guard: maintenance::DiskGuard,
+    disk_guard: Arc<maintenance::DiskGuard>,
+    /// Produce, fetch and list offsets.
+    data: data_path::DataPath<D>,
     /// Uploaded modules, instantiated plug-ins and the opened-batch budget.
     plugins: Arc<plugins::PluginHost<D>>,
     /// Topic transforms: their definitions' admin and their running tasks.
@@ -242,17 +254,29 @@ impl<D: Disk> Broker<D> {
             Arc::clone(&clock),
             config.transforms.clone(),
         );
-        let disk_guard = maintenance::DiskGuard::new(
+        let disk_guard = Arc::new(maintenance::DiskGuard::new(
             data_dir,
             config.disk_usage_bytes_max,
             config.disk_usage_percent_max,
-        );
+        ));
+        let data = data_path::DataPath {
+            registry: Arc::clone(&registry),
+            plugins: Arc::clone(&plugins),
+            disk_guard: Arc::clone(&disk_guard),
+            clock: Arc::clone(&clock),
+            limits: data_path::DataPathLimits {
+                produce_timeout_max: config.produce_timeout_max,
+                fetch_wait_max: config.fetch_wait_max,
+                fetch_bytes_max: config.fetch_bytes_max,
+            },
+        };
         let broker = Self {
             clock,
             config,
             registry,
             groups,
             disk_guard,
+            data,
             plugins,
             transforms,
         };
@@ -339,11 +363,6 @@ impl<D: Disk> Broker<D> {
     /// The topic of that name (for the group, plug-in and transform code).
     fn topic(&self, name: &str) -> Option<Arc<registry::Topic<D>>> {
         self.registry.topic(name)
-    }
-
-    /// How many partitions the topic has; 0 if there is no such topic.
-    fn partition_count(&self, name: &str) -> u32 {
-        self.registry.partition_count(name)
     }
 }
 

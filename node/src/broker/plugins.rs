@@ -539,8 +539,7 @@ impl<D: Disk> PluginHost<D> {
         // another upload may have come in meanwhile.
         self.registry
             .check_module_room(&request.name, modules_max)
-            .await
-            .map_err(|count| StoreModuleError::TooMany { count })?;
+            .await?;
         let stored = self.store_module(request.module, kind, params).await?;
         let hash = stored.hash.clone();
         self.registry

@@ -6,8 +6,9 @@
 //! topic's produce filter, then all of them handed to the partition's writer in one
 //! `PartitionLog::append_batches` (one write, one fdatasync) with the durability `acks`
 //! asks for; the answer waits at most `timeout_ms`. A produce to `NODE_PARTITIONED`
-//! is routed by the topic's partitioner (`plugins.rs`), which prepares and appends through
-//! [`prepare_batch`] and [`Broker::append_error`] here.
+//! is routed by the topic's partitioner (the plug-in host, `plugins.rs`), which prepares
+//! through [`prepare_batch`] here; a fenced log is reopened by the registry
+//! (`TopicRegistry::reopen_fenced`) whoever meets it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +24,12 @@ use ledge_protocol::{
     encode_batch,
 };
 
+use super::data_path::DataPath;
+use super::dispatch;
 use super::maintenance::DiskGuardTrip;
 use super::plugins::{PartitionerError, ProduceFilterError};
 use super::registry::{LookupError, Partition, TopicRegistry};
 use super::topic_config::{TimestampError, TimestampType, TopicCompression, TopicConfig};
-use super::{Broker, dispatch};
 use crate::storage::{AppendDurability, AppendError, AppendInput, Disk};
 
 /// Why a produce to one partition was refused or failed.
@@ -142,14 +144,14 @@ pub(super) fn prepare_batch(
     Ok(batch)
 }
 
-impl<D: Disk> Broker<D> {
+impl<D: Disk> DataPath<D> {
     pub(super) async fn produce(&self, request: ProduceRequest) -> ProduceResponse {
         let durability = match request.acks {
             Acks::All => AppendDurability::Synced,
             Acks::Leader | Acks::None => AppendDurability::Written,
         };
         let timeout = Duration::from_millis(u64::from(request.timeout_ms))
-            .min(self.config.produce_timeout_max);
+            .min(self.limits.produce_timeout_max);
         let topics = request.topics.into_iter().map(|topic| async move {
             let name = topic.name;
             let partitions =

@@ -1070,6 +1070,7 @@ fn topic_configs_refuse_missing_and_wrong_kind_modules() {
         );
         // Produce through both hooks still works.
         let routed = broker
+            .data
             .produce(ProduceRequest {
                 acks: Acks::All,
                 timeout_ms: 10_000,
@@ -1455,7 +1456,7 @@ fn a_running_transform_picks_up_partitions_added_to_its_input() {
             }])
             .await
             .unwrap();
-        assert_eq!(broker.partition_count("events"), 2);
+        assert_eq!(broker.registry.partition_count("events"), 2);
         produce(&broker, "events", 1, values(&numbered(2, 2))).await;
         let status = wait_for(&broker, "copy", |d| d.lag == 0 && d.records_in == 4).await;
         assert_eq!(status.state, "running");
@@ -1468,5 +1469,51 @@ fn a_running_transform_picks_up_partitions_added_to_its_input() {
         out.sort();
         assert_eq!(out, ["v0", "v1", "v2", "v3"]);
         broker.close().await;
+    });
+}
+
+// Goal (issue 12, item 1): transform tasks hold narrow handles (registry, plug-in host,
+// group service, clock), never the broker; dropping the broker stops its transform driver
+// and tasks, which then let go of the registry and the plug-in host (nothing leaks).
+#[test]
+fn dropping_the_broker_ends_its_transform_tasks_and_releases_their_handles() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(15);
+        let broker = open(&disk).await;
+        create(&broker, "events", 2, &[]).await;
+        broker
+            .transforms
+            .deploy(transform(
+                "copy",
+                module(KEEP),
+                "events",
+                transforms::OnError::Skip,
+            ))
+            .await
+            .unwrap();
+        produce(&broker, "events", 0, values(&numbered(0, 2))).await;
+        wait_for(&broker, "copy", |d| d.records_in == 2).await;
+        let registry = Arc::downgrade(&broker.registry);
+        let plugins = Arc::downgrade(&broker.plugins);
+        let broker = Arc::into_inner(broker).expect("no task holds the broker");
+        drop(broker);
+        // The aborted tasks and the stopped driver end at their next poll: the runtime gets
+        // turns to run them (a bounded number, not time).
+        for _ in 0..1000 {
+            if registry.strong_count() == 0 && plugins.strong_count() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            registry.strong_count(),
+            0,
+            "something still holds the registry"
+        );
+        assert_eq!(
+            plugins.strong_count(),
+            0,
+            "something still holds the plug-in host"
+        );
     });
 }

@@ -546,6 +546,37 @@ impl ControllerLogic {
         Ok(work.records)
     }
 
+    /// Hands `count` producer ids to a node (KRaft's AllocateProducerIds): the block starts
+    /// where the last one ended, so no id is ever given twice.
+    pub fn allocate_producer_ids(
+        &self,
+        image: &MetadataImage,
+        node_id: NodeId,
+        node_epoch: NodeEpoch,
+        count: u32,
+    ) -> Result<(Vec<MetadataRecord>, i64), ControllerError> {
+        let node = image
+            .nodes
+            .get(&node_id)
+            .ok_or(ControllerError::UnknownNode { node_id })?;
+        if node.node_epoch != node_epoch {
+            return Err(ControllerError::StaleNodeEpoch {
+                node_id,
+                current: node.node_epoch,
+                given: node_epoch,
+            });
+        }
+        let first_producer_id = image.producer_id_next;
+        let mut work = Work::new(image);
+        work.push(MetadataRecord::AllocateProducerIds {
+            node_id,
+            node_epoch,
+            first_producer_id,
+            count,
+        })?;
+        Ok((work.records, first_producer_id))
+    }
+
     /// Moves leadership back to each partition's preferred replica (the first) where it is in
     /// the ISR, unfenced, and not the leader.
     pub fn elect_preferred_leaders(

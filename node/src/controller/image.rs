@@ -77,7 +77,7 @@ impl Default for MetadataImage {
 }
 
 /// Why a record was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ApplyError {
     /// The index was applied already (a replay): nothing changes.
     #[error("log index {index} is already applied (last applied {last_applied})")]
@@ -162,7 +162,7 @@ pub enum ApplyError {
     #[error("unknown {kind} {name:?}")]
     UnknownName {
         /// `module` or `transform`.
-        kind: &'static str,
+        kind: String,
         /// The name.
         name: String,
     },
@@ -416,7 +416,7 @@ impl MetadataImage {
                 .remove(name)
                 .map(drop)
                 .ok_or_else(|| ApplyError::UnknownName {
-                    kind: "module",
+                    kind: "module".to_owned(),
                     name: name.clone(),
                 }),
             MetadataRecord::PutTransform { name, transform } => {
@@ -428,7 +428,7 @@ impl MetadataImage {
                 .remove(name)
                 .map(drop)
                 .ok_or_else(|| ApplyError::UnknownName {
-                    kind: "transform",
+                    kind: "transform".to_owned(),
                     name: name.clone(),
                 }),
         }

@@ -4,13 +4,25 @@
 //! - [`image`]: [`MetadataImage`], the records folded in log order; a pure state machine.
 //! - [`decisions`]: [`ControllerLogic`], what the controller proposes (registration, fencing,
 //!   placement, elections, ISR changes), as pure code with time passed in.
+//! - [`store`] and [`state_machine`]: openraft's log storage and state machine on the node's
+//!   `Disk`, with fdatasync before every acknowledgement and durable snapshots.
+//! - [`quorum`]: [`Controller`], openraft running over a [`ControllerTransport`]; requests to
+//!   a non-leader are answered `NotController` with the leader's id.
 
 pub mod decisions;
 pub mod image;
+pub mod quorum;
 pub mod records;
+pub mod state_machine;
+pub mod store;
+pub mod types;
 
 pub use decisions::{ControllerError, ControllerLogic, DecisionConfig};
 pub use image::{ApplyError, MetadataImage, NodeRegistration, SnapshotError, TopicImage};
+pub use quorum::{
+    Controller, ControllerConfig, ControllerRequestError, ControllerTransport, RaftMessage,
+    RaftReply,
+};
 pub use records::{
     LeaderEpoch, MetadataRecord, NodeEpoch, NodeId, PartitionEpoch, PartitionState, TopicId,
 };

@@ -1,5 +1,5 @@
 //! Partition identity and its directory name (`<topic>-<partition>`, as Kafka names it).
-//! The broker's topic registry owns the map from partition to log (`broker/registry.rs`).
+//! The broker's topic registry owns the map from partition to log (`broker/registry/`).
 
 /// A partition: topic name and partition number. Its directory is `<topic>-<partition>`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

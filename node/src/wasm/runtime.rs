@@ -2,8 +2,9 @@
 //! ([`PluginModule`]), and [`Plugin`]s (a module with its parameters) that run batches on
 //! pooled instances under a fuel budget, a memory cap and an output-size cap.
 //!
-//! Calls are synchronous and CPU-bound; async callers run them on tokio's blocking pool
-//! (`Plugin::run_blocking`) so a slow module never stalls the reactor. Fuel, not an epoch
+//! Calls are synchronous and CPU-bound; async callers run them on the engine's
+//! [`PluginExecutor`] (`Plugin::run_on_executor`): tokio's blocking pool in the node, so a
+//! slow module never stalls the reactor, or inline in the simulator. Fuel, not an epoch
 //! deadline, bounds a call: it needs no ticker thread and stops a loop deterministically at
 //! the same point every run (the ABI measurement in docs/WASM-ABI.md compares the costs).
 

@@ -356,7 +356,7 @@ pub(crate) struct CreateArgs {
     #[arg(long, short, value_name = "N", default_value_t = 1)]
     pub(crate) partitions: u32,
     /// Copies of each partition, each on its own node (at most the live nodes; a node
-    /// with no [cluster] section has one) [default: the cluster's default_replication_factor]
+    /// without a cluster section is one node) (default: the cluster's default_replication_factor)
     #[arg(long, short, value_name = "R", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) replication_factor: Option<u16>,
     /// Topic config KEY=VALUE (repeatable), e.g. retention.ms=604800000, cleanup.policy=compact,

@@ -951,6 +951,15 @@ impl<D: Disk> TopicRegistry<D> {
         Self::partition_of(&topic_entry, topic, partition)
     }
 
+    /// The log of one partition of one topic, or why there is none to use.
+    pub fn partition_log(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<PartitionLog<D>, LookupError> {
+        self.partition(topic, partition)?.online_log()
+    }
+
     /// One partition of a topic already looked up.
     pub fn partition_of(
         topic_entry: &Topic<D>,

@@ -132,11 +132,16 @@ impl<D: Disk> TopicRegistry<D> {
             .collect()
     }
 
-    /// Whether a module named `name` could be added without going over `modules_max`
-    /// (replacing an existing name always can); the count kept if not.
-    pub async fn check_module_room(&self, name: &str, modules_max: usize) -> Result<(), usize> {
+    /// Whether a module named `name` could be recorded without going over `modules_max`
+    /// (replacing an existing name always can), checked without recording anything.
+    pub async fn check_module_room(
+        &self,
+        name: &str,
+        modules_max: usize,
+    ) -> Result<(), StoreModuleError> {
         let store = self.admin.lock().await;
         room_for(&store.current().modules, name, modules_max)
+            .map_err(|count| StoreModuleError::TooMany { count })
     }
 
     /// Records `module` under `name` (replacing what the name had), unless it is a new name

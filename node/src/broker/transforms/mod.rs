@@ -240,7 +240,7 @@ pub(crate) struct TransformHandles<D: Disk> {
 }
 
 /// The transform service: deploys, alters, describes and reconciles transforms, and runs
-/// them. The partition tasks are started by [`drive_runner`]; request handlers change the
+/// them. The partition tasks are started by its driver (`drive_runner`); request handlers change the
 /// map and wake it.
 pub struct TransformRunner<D: Disk> {
     handles: Arc<TransformHandles<D>>,
@@ -397,9 +397,9 @@ impl<D: Disk> TransformRunner<D> {
     /// started by the runner's driver (see [`drive_runner`]).
     fn launch(&self, name: &str, definition: StoredTransform, plugin: Arc<Plugin>) {
         if !self.started.load(Ordering::SeqCst) {
-            // Deployed before `start_transforms` (the config file's `[[transform]]`s are
-            // reconciled at start, before the broker is shared): the definition is stored,
-            // and `start_transforms` launches every stored transform.
+            // Deployed before `start` (the config file's `[[transform]]`s are reconciled at
+            // start, before the broker is shared): the definition is stored, and `start`
+            // launches every stored transform.
             tracing::debug!(transform = %name, "transform recorded; it starts with the broker's transforms");
             return;
         }
@@ -661,8 +661,7 @@ impl<D: Disk> TransformRunner<D> {
             let log = self
                 .handles
                 .registry
-                .partition(&definition.input, partition)
-                .and_then(|partition| partition.online_log());
+                .partition_log(&definition.input, partition);
             let Ok(log) = log else { continue };
             let position = live
                 .as_ref()

@@ -185,8 +185,7 @@ impl<D: Disk> PartitionTask<D> {
         let input = &definition.input;
         let log = handles
             .registry
-            .partition(input, self.partition)
-            .and_then(|partition| partition.online_log())
+            .partition_log(input, self.partition)
             .map_err(TaskError::InputUnavailable)?;
         let start = pending_position.unwrap_or_else(|| {
             let start = handles

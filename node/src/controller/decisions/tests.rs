@@ -454,3 +454,27 @@ fn the_preferred_leader_is_elected_again_once_it_is_back_in_the_isr() {
     assert_eq!(state.leader, Some(preferred));
     assert_eq!(state.leader_epoch, moved.leader_epoch + 1);
 }
+
+#[test]
+fn producer_id_blocks_never_overlap_and_need_a_current_node_epoch() {
+    let mut cluster = Cluster::new(2);
+    let epoch = cluster.image.nodes[&1].node_epoch;
+    let (records, first) = cluster
+        .logic
+        .allocate_producer_ids(&cluster.image, 1, epoch, 1000)
+        .unwrap();
+    cluster.commit(&records);
+    let epoch_2 = cluster.image.nodes[&2].node_epoch;
+    let (records, second) = cluster
+        .logic
+        .allocate_producer_ids(&cluster.image, 2, epoch_2, 1000)
+        .unwrap();
+    cluster.commit(&records);
+    assert_eq!(second, first + 1000);
+    assert!(matches!(
+        cluster
+            .logic
+            .allocate_producer_ids(&cluster.image, 1, epoch - 1, 10),
+        Err(ControllerError::StaleNodeEpoch { .. })
+    ));
+}

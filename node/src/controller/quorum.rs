@@ -1,0 +1,575 @@
+//! The running controller quorum: openraft wired to the durable store, the metadata state
+//! machine and a [`ControllerTransport`], with the decisions of [`super::decisions`] proposed
+//! through it.
+//!
+//! The transport is a small trait so tests run 3 or 5 controllers in one process over an
+//! in-memory router (partitions, drops), and the node plugs in the peer RPC of
+//! `node/src/cluster/`: a peer request carrying a [`RaftMessage`] is answered by
+//! [`Controller::handle_raft_message`].
+//!
+//! Only the active controller (the Raft leader) decides; a request to another voter is
+//! answered [`ControllerRequestError::NotController`] with the leader's id, so the caller
+//! retries there. Decisions are serialized (one at a time), each made on an image that
+//! includes every earlier decision: the leader's image is brought up to its commit point
+//! (`ensure_linearizable`) before the first decision of a term.
+//!
+//! Time: openraft's own timers (heartbeats, election timeouts, RPC TTLs, backoff) run on
+//! tokio's clock through `openraft::TokioRuntime`, not through the node's `Clock`. That is the
+//! same clock: `SystemClock` and `SimClock` read tokio's `Instant`, and under
+//! `#[tokio::test(start_paused = true)]` both openraft's timers and the node's follow the
+//! paused clock, which jumps only when every task is idle. So the quorum obeys the one-clock
+//! rule in effect; the only exception is that openraft cannot be moved by a `ManualClock`, so
+//! tests of the quorum use paused tokio time, and tests of the decisions pass time in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{
+    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, watch};
+
+use super::decisions::{
+    AlterPartitionRequest, ControllerError, ControllerLogic, CreateTopicRequest, DecisionConfig,
+    RegisterRequest,
+};
+use super::image::MetadataImage;
+use super::records::{MetadataRecord, NodeEpoch, NodeId};
+use super::state_machine::ControllerStateMachine;
+use super::store::{ControllerLogStore, ControllerStoreError};
+use super::types::{ControllerRequest, ControllerResponse, ControllerTypes, raft_id};
+use crate::clock::{Clock, sleep};
+use crate::storage::disk::Disk;
+
+/// Default `controller_snapshot_entries`: entries applied between snapshots of the image.
+pub const CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT: u64 = 1_000;
+/// Raft heartbeat interval (openraft's default): a follower hears from the leader this often.
+pub const CONTROLLER_RAFT_HEARTBEAT_MS_DEFAULT: u64 = 50;
+/// Raft election timeout range: a follower that hears nothing for a random time in this range
+/// campaigns (openraft's defaults; failover of the controller takes about this long).
+pub const CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT: u64 = 150;
+/// Default `node_heartbeat_interval_ms` (cluster-design.md).
+pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 2_000;
+/// Upper end of the election timeout range.
+pub const CONTROLLER_ELECTION_TIMEOUT_MAX_MS_DEFAULT: u64 = 300;
+
+/// A controller's settings.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// This node.
+    pub node_id: NodeId,
+    /// The voters (`controller_voters`); each with its peer address.
+    pub voters: BTreeMap<NodeId, String>,
+    /// `controller_snapshot_entries`.
+    pub snapshot_entries: u64,
+    /// Raft heartbeat interval.
+    pub raft_heartbeat: Duration,
+    /// Raft election timeout range.
+    pub election_timeout: (Duration, Duration),
+    /// `node_heartbeat_interval_ms`: how often nodes heartbeat, and how often the active
+    /// controller looks for expired sessions.
+    pub node_heartbeat_interval: Duration,
+    /// The decisions' settings.
+    pub decisions: DecisionConfig,
+}
+
+impl ControllerConfig {
+    /// Defaults for `node_id` in a quorum of `voters`.
+    pub fn new(node_id: NodeId, voters: BTreeMap<NodeId, String>) -> Self {
+        Self {
+            node_id,
+            voters,
+            snapshot_entries: CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT,
+            raft_heartbeat: Duration::from_millis(CONTROLLER_RAFT_HEARTBEAT_MS_DEFAULT),
+            election_timeout: (
+                Duration::from_millis(CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT),
+                Duration::from_millis(CONTROLLER_ELECTION_TIMEOUT_MAX_MS_DEFAULT),
+            ),
+            node_heartbeat_interval: Duration::from_millis(NODE_HEARTBEAT_INTERVAL_MS_DEFAULT),
+            decisions: DecisionConfig::default(),
+        }
+    }
+}
+
+/// A Raft message between controllers (serde, for the peer RPC).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum RaftMessage {
+    /// Log replication and heartbeats.
+    AppendEntries(AppendEntriesRequest<ControllerTypes>),
+    /// A candidate asks for a vote.
+    Vote(VoteRequest<u64>),
+    /// A chunk of a snapshot for a follower too far behind the log.
+    InstallSnapshot(InstallSnapshotRequest<ControllerTypes>),
+}
+
+/// The answer to a [`RaftMessage`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftReply {
+    /// To `AppendEntries`.
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// To `Vote`.
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// To `InstallSnapshot`.
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+}
+
+/// A message could not be delivered (the peer is down, partitioned, or the connection broke).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("controller {target} unreachable: {reason}")]
+pub struct TransportError {
+    /// The peer.
+    pub target: NodeId,
+    /// Why.
+    pub reason: String,
+}
+
+/// How controllers reach each other: the node's peer RPC, or an in-memory router in tests.
+pub trait ControllerTransport: Send + Sync + 'static {
+    /// Delivers `message` to controller `target` and returns its answer.
+    fn send(
+        &self,
+        target: NodeId,
+        message: RaftMessage,
+    ) -> impl Future<Output = Result<RaftReply, TransportError>> + Send;
+}
+
+/// Why a controller request was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerRequestError {
+    /// This node is not the active controller; ask `leader` (unknown during an election).
+    #[error("not the controller (the controller is {leader:?})")]
+    NotController {
+        /// The active controller, if known.
+        leader: Option<NodeId>,
+    },
+    /// The controller refused the request.
+    #[error(transparent)]
+    Refused(#[from] ControllerError),
+    /// The quorum stopped (storage failure or shutdown).
+    #[error("controller quorum failed: {0}")]
+    Quorum(String),
+}
+
+impl ControllerRequestError {
+    /// The Kafka error name for the wire.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotController { .. } => "NOT_CONTROLLER",
+            Self::Refused(error) => error.code(),
+            Self::Quorum(_) => "UNKNOWN_SERVER_ERROR",
+        }
+    }
+}
+
+/// Why a controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerStartError {
+    /// The storage could not open (or refused damaged files).
+    #[error(transparent)]
+    Store(#[from] ControllerStoreError),
+    /// openraft refused the settings or failed to start.
+    #[error("controller quorum: {0}")]
+    Raft(String),
+    /// `controller_voters` names other voters than the quorum stored in the data directory.
+    #[error(
+        "controller_voters {configured:?} disagree with the controller quorum stored in the data directory {stored:?}"
+    )]
+    VotersDisagree {
+        /// The voters the config names.
+        configured: Vec<u64>,
+        /// The voters the stored log says.
+        stored: Vec<u64>,
+    },
+}
+
+/// One voter of the controller quorum.
+pub struct Controller {
+    node_id: NodeId,
+    raft: Raft<ControllerTypes>,
+    image: watch::Receiver<Arc<MetadataImage>>,
+    /// The decision state and the term it belongs to; held across a decision and its
+    /// proposal so decisions are serialized.
+    logic: Mutex<(u64, ControllerLogic)>,
+    decisions: DecisionConfig,
+    node_heartbeat_interval: Duration,
+}
+
+impl Controller {
+    /// Opens the storage in `<data_dir>/controller/` and starts the voter. A voter with empty
+    /// storage initializes the quorum with `config.voters` (every voter does it with the same
+    /// membership, so whichever starts first forms the same quorum).
+    pub async fn start<D: Disk, T: ControllerTransport>(
+        config: ControllerConfig,
+        disk: D,
+        data_dir: &Path,
+        transport: Arc<T>,
+    ) -> Result<Self, ControllerStartError> {
+        let store = ControllerLogStore::open(disk.clone(), data_dir).await?;
+        let machine = ControllerStateMachine::open(disk, data_dir).await?;
+        let image = machine.subscribe();
+        let raft_config = openraft::Config {
+            cluster_name: "ledge-controller".to_owned(),
+            heartbeat_interval: millis(config.raft_heartbeat),
+            election_timeout_min: millis(config.election_timeout.0),
+            election_timeout_max: millis(config.election_timeout.1),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
+            // Keep as many entries after a snapshot as between snapshots: a briefly lagging
+            // follower catches up from the log; one further behind gets the snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_entries,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|error| ControllerStartError::Raft(error.to_string()))?;
+        let network = NetworkFactory { transport };
+        let raft = Raft::new(
+            raft_id(config.node_id),
+            Arc::new(raft_config),
+            network,
+            store,
+            machine,
+        )
+        .await
+        .map_err(|error| ControllerStartError::Raft(error.to_string()))?;
+        let members: BTreeMap<u64, BasicNode> = config
+            .voters
+            .iter()
+            .map(|(id, address)| (raft_id(*id), BasicNode::new(address)))
+            .collect();
+        let stored_voters: BTreeSet<u64> = raft
+            .with_raft_state(|state| state.membership_state.effective().voter_ids().collect())
+            .await
+            .map_err(|error| ControllerStartError::Raft(error.to_string()))?;
+        let configured: BTreeSet<u64> = members.keys().copied().collect();
+        if !stored_voters.is_empty() && stored_voters != configured {
+            // Membership changes are not supported yet: a config that disagrees with the
+            // stored quorum is a mistake (a wrong file, another cluster's data directory).
+            if let Err(error) = raft.shutdown().await {
+                tracing::warn!(%error, "controller shutdown");
+            }
+            return Err(ControllerStartError::VotersDisagree {
+                configured: configured.into_iter().collect(),
+                stored: stored_voters.into_iter().collect(),
+            });
+        }
+        if stored_voters.is_empty() {
+            // Every voter proposes the same membership; a voter that already learned it
+            // from another refuses, which is fine.
+            if let Err(error) = raft.initialize(members).await {
+                tracing::debug!(%error, "controller quorum already initialized");
+            }
+        }
+        Ok(Self {
+            node_id: config.node_id,
+            raft,
+            image,
+            logic: Mutex::new((0, ControllerLogic::new(config.decisions.clone()))),
+            decisions: config.decisions,
+            node_heartbeat_interval: config.node_heartbeat_interval,
+        })
+    }
+
+    /// This voter's node id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The metadata image as this voter has applied it.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    /// A receiver of the image, for subscribers (metadata answers, replica managers).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.image.clone()
+    }
+
+    /// The active controller as this voter knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .and_then(|id| NodeId::try_from(id).ok())
+    }
+
+    /// openraft's metrics (log, snapshot and purge positions, term, leader).
+    pub fn metrics(&self) -> watch::Receiver<openraft::RaftMetrics<u64, BasicNode>> {
+        self.raft.metrics()
+    }
+
+    /// Answers a Raft message from another controller.
+    pub async fn handle_raft_message(&self, message: RaftMessage) -> RaftReply {
+        match message {
+            RaftMessage::AppendEntries(request) => {
+                RaftReply::AppendEntries(self.raft.append_entries(request).await)
+            }
+            RaftMessage::Vote(request) => RaftReply::Vote(self.raft.vote(request).await),
+            RaftMessage::InstallSnapshot(request) => {
+                RaftReply::InstallSnapshot(self.raft.install_snapshot(request).await)
+            }
+        }
+    }
+
+    /// Proposes records as one log entry; returns once they are committed and applied here.
+    pub async fn propose(
+        &self,
+        records: Vec<MetadataRecord>,
+    ) -> Result<ControllerResponse, ControllerRequestError> {
+        match self.raft.client_write(ControllerRequest { records }).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(ControllerRequestError::NotController {
+                    leader: forward.leader_id.and_then(|id| NodeId::try_from(id).ok()),
+                })
+            }
+            Err(error) => Err(ControllerRequestError::Quorum(error.to_string())),
+        }
+    }
+
+    /// A node registers; returns its node epoch.
+    pub async fn register(
+        &self,
+        now: Instant,
+        request: RegisterRequest,
+    ) -> Result<NodeEpoch, ControllerRequestError> {
+        self.decide(|logic, image| logic.handle_register(image, now, &request))
+            .await
+    }
+
+    /// A node heartbeats.
+    pub async fn heartbeat(
+        &self,
+        now: Instant,
+        node_id: NodeId,
+        node_epoch: NodeEpoch,
+    ) -> Result<(), ControllerRequestError> {
+        self.decide(|logic, image| {
+            logic
+                .handle_heartbeat(image, now, node_id, node_epoch)
+                .map(|records| (records, ()))
+        })
+        .await
+    }
+
+    /// Fences the nodes whose sessions expired by `now` (the driver calls this on the
+    /// active controller every heartbeat interval).
+    pub async fn poll_fencing(&self, now: Instant) -> Result<(), ControllerRequestError> {
+        self.decide(|logic, image| logic.poll_fencing(image, now).map(|records| (records, ())))
+            .await
+    }
+
+    /// Creates a topic.
+    pub async fn create_topic(
+        &self,
+        request: CreateTopicRequest,
+    ) -> Result<(), ControllerRequestError> {
+        self.decide(|logic, image| {
+            logic
+                .create_topic(image, &request)
+                .map(|records| (records, ()))
+        })
+        .await
+    }
+
+    /// A leader's ISR change.
+    pub async fn alter_partition(
+        &self,
+        request: AlterPartitionRequest,
+    ) -> Result<(), ControllerRequestError> {
+        self.decide(|logic, image| {
+            logic
+                .alter_partition(image, &request)
+                .map(|records| (records, ()))
+        })
+        .await
+    }
+
+    /// Hands a block of `count` producer ids to a node; returns the first id.
+    pub async fn allocate_producer_ids(
+        &self,
+        node_id: NodeId,
+        node_epoch: NodeEpoch,
+        count: u32,
+    ) -> Result<i64, ControllerRequestError> {
+        self.decide(|logic, image| logic.allocate_producer_ids(image, node_id, node_epoch, count))
+            .await
+    }
+
+    /// Moves leaders back to preferred replicas that are in their ISR.
+    pub async fn elect_preferred_leaders(&self) -> Result<(), ControllerRequestError> {
+        self.decide(|logic, image| {
+            logic
+                .elect_preferred_leaders(image)
+                .map(|records| (records, ()))
+        })
+        .await
+    }
+
+    /// The active controller's timer: every `node_heartbeat_interval`, fences the nodes whose
+    /// sessions expired (on other voters each tick is a no-op). Runs until dropped.
+    pub async fn run_fencing(&self, clock: &dyn Clock) {
+        loop {
+            sleep(clock, self.node_heartbeat_interval).await;
+            match self.poll_fencing(clock.now()).await {
+                Ok(()) | Err(ControllerRequestError::NotController { .. }) => {}
+                Err(error) => tracing::warn!(%error, "controller fencing tick"),
+            }
+        }
+    }
+
+    /// Stops this voter.
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "controller shutdown");
+        }
+    }
+
+    /// Runs one decision on the active controller and proposes its records.
+    async fn decide<T>(
+        &self,
+        decision: impl FnOnce(
+            &mut ControllerLogic,
+            &MetadataImage,
+        ) -> Result<(Vec<MetadataRecord>, T), ControllerError>,
+    ) -> Result<T, ControllerRequestError> {
+        let mut guard = self.logic.lock().await;
+        let term = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.current_leader != Some(raft_id(self.node_id)) {
+                return Err(ControllerRequestError::NotController {
+                    leader: metrics
+                        .current_leader
+                        .and_then(|id| NodeId::try_from(id).ok()),
+                });
+            }
+            metrics.current_term
+        };
+        if guard.0 != term {
+            // A new term: the image must include everything committed before deciding, and
+            // heartbeat sessions start afresh (KRaft does the same on a new active controller).
+            self.raft.ensure_linearizable().await.map_err(|error| {
+                ControllerRequestError::NotController {
+                    leader: match error {
+                        RaftError::APIError(
+                            openraft::error::CheckIsLeaderError::ForwardToLeader(forward),
+                        ) => forward.leader_id.and_then(|id| NodeId::try_from(id).ok()),
+                        _ => None,
+                    },
+                }
+            })?;
+            *guard = (term, ControllerLogic::new(self.decisions.clone()));
+        }
+        let image = self.image();
+        let (records, output) = decision(&mut guard.1, &image)?;
+        if records.is_empty() {
+            return Ok(output);
+        }
+        let response = self.propose(records).await?;
+        response
+            .result
+            .map_err(|error| ControllerRequestError::Refused(ControllerError::Refused(error)))?;
+        Ok(output)
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// openraft's network factory over a [`ControllerTransport`].
+struct NetworkFactory<T> {
+    transport: Arc<T>,
+}
+
+struct Connection<T> {
+    target: NodeId,
+    transport: Arc<T>,
+}
+
+impl<T: ControllerTransport> RaftNetworkFactory<ControllerTypes> for NetworkFactory<T> {
+    type Network = Connection<T>;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
+        Connection {
+            // Ids come from our own membership, built from NodeIds.
+            target: NodeId::try_from(target).unwrap_or(NodeId::MAX),
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+type RpcError<E = RaftError<u64>> = RPCError<u64, BasicNode, E>;
+
+impl<T: ControllerTransport> Connection<T> {
+    async fn call(&self, message: RaftMessage) -> Result<RaftReply, TransportError> {
+        self.transport.send(self.target, message).await
+    }
+
+    fn unexpected<E: std::error::Error>(&self) -> RpcError<E> {
+        RPCError::Network(NetworkError::new(&TransportError {
+            target: self.target,
+            reason: "answer of another kind".to_owned(),
+        }))
+    }
+}
+
+fn remote<E: std::error::Error>(target: NodeId, error: E) -> RpcError<E> {
+    RPCError::RemoteError(RemoteError::new(raft_id(target), error))
+}
+
+impl<T: ControllerTransport> RaftNetwork<ControllerTypes> for Connection<T> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<ControllerTypes>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RpcError> {
+        match self.call(RaftMessage::AppendEntries(rpc)).await {
+            Ok(RaftReply::AppendEntries(reply)) => {
+                reply.map_err(|error| remote(self.target, error))
+            }
+            Ok(_) => Err(self.unexpected()),
+            Err(error) => Err(RPCError::Unreachable(Unreachable::new(&error))),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<ControllerTypes>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RpcError<RaftError<u64, InstallSnapshotError>>> {
+        match self.call(RaftMessage::InstallSnapshot(rpc)).await {
+            Ok(RaftReply::InstallSnapshot(reply)) => {
+                reply.map_err(|error| remote(self.target, error))
+            }
+            Ok(_) => Err(self.unexpected()),
+            Err(error) => Err(RPCError::Unreachable(Unreachable::new(&error))),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RpcError> {
+        match self.call(RaftMessage::Vote(rpc)).await {
+            Ok(RaftReply::Vote(reply)) => reply.map_err(|error| remote(self.target, error)),
+            Ok(_) => Err(self.unexpected()),
+            Err(error) => Err(RPCError::Unreachable(Unreachable::new(&error))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,527 @@
+//! 3 and 5 controllers in one process over an in-memory router, on paused tokio time and
+//! `SimDisk`s.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::*;
+use crate::clock::{Clock, SimClock, SystemClock, sleep};
+use crate::controller::records::{PartitionState, TopicId};
+use crate::sim::SimDisk;
+
+#[derive(Default)]
+struct Router {
+    nodes: Mutex<BTreeMap<NodeId, Arc<Controller>>>,
+    /// Isolated nodes: nothing reaches them or leaves them.
+    isolated: Mutex<BTreeSet<NodeId>>,
+}
+
+impl Router {
+    fn isolate(&self, node: NodeId) {
+        self.isolated.lock().unwrap().insert(node);
+    }
+
+    fn heal(&self) {
+        self.isolated.lock().unwrap().clear();
+    }
+
+    fn cut(&self, from: NodeId, to: NodeId) -> bool {
+        let isolated = self.isolated.lock().unwrap();
+        isolated.contains(&from) || isolated.contains(&to)
+    }
+}
+
+struct Link {
+    from: NodeId,
+    router: Arc<Router>,
+}
+
+impl ControllerTransport for Link {
+    async fn send(
+        &self,
+        target: NodeId,
+        message: RaftMessage,
+    ) -> Result<RaftReply, TransportError> {
+        let dropped = |reason: &str| TransportError {
+            target,
+            reason: reason.to_owned(),
+        };
+        if self.router.cut(self.from, target) {
+            return Err(dropped("partitioned"));
+        }
+        let controller = self.router.nodes.lock().unwrap().get(&target).cloned();
+        let controller = controller.ok_or_else(|| dropped("not running"))?;
+        let reply = controller.handle_raft_message(message).await;
+        // A partition that started during the call drops the answer.
+        if self.router.cut(self.from, target) {
+            return Err(dropped("partitioned"));
+        }
+        Ok(reply)
+    }
+}
+
+struct Quorum {
+    router: Arc<Router>,
+    disks: BTreeMap<NodeId, SimDisk>,
+    voters: BTreeMap<NodeId, String>,
+    snapshot_entries: u64,
+}
+
+fn data_dir(node: NodeId) -> PathBuf {
+    PathBuf::from(format!("/data/node-{node}"))
+}
+
+impl Quorum {
+    async fn start(voters: u32, snapshot_entries: u64) -> Self {
+        let mut quorum = Self {
+            router: Arc::new(Router::default()),
+            disks: BTreeMap::new(),
+            voters: (1..=voters)
+                .map(|id| (id, format!("127.0.0.1:{}", 9100 + id)))
+                .collect(),
+            snapshot_entries,
+        };
+        for id in 1..=voters {
+            quorum.disks.insert(id, SimDisk::new(u64::from(id)));
+            quorum.boot(id).await;
+        }
+        quorum
+    }
+
+    async fn boot(&mut self, id: NodeId) {
+        let mut config = ControllerConfig::new(id, self.voters.clone());
+        config.snapshot_entries = self.snapshot_entries;
+        let link = Arc::new(Link {
+            from: id,
+            router: self.router.clone(),
+        });
+        let controller = Controller::start(config, self.disks[&id].clone(), &data_dir(id), link)
+            .await
+            .unwrap();
+        self.router
+            .nodes
+            .lock()
+            .unwrap()
+            .insert(id, Arc::new(controller));
+    }
+
+    fn node(&self, id: NodeId) -> Arc<Controller> {
+        self.router.nodes.lock().unwrap()[&id].clone()
+    }
+
+    /// Waits (bounded, in paused time) until `condition` holds.
+    async fn until(&self, what: &str, mut condition: impl FnMut(&Self) -> bool) {
+        for _ in 0..3_000 {
+            if condition(self) {
+                return;
+            }
+            sleep(&SimClock::new(0), Duration::from_millis(10)).await;
+        }
+        panic!("not reached within 30 s of simulated time: {what}");
+    }
+
+    /// The leader every node in `among` agrees on.
+    async fn leader(&self, among: &[NodeId]) -> NodeId {
+        let mut found = None;
+        self.until("one leader agreed", |quorum| {
+            let leaders: BTreeSet<Option<NodeId>> =
+                among.iter().map(|id| quorum.node(*id).leader()).collect();
+            found = match leaders.into_iter().collect::<Vec<_>>().as_slice() {
+                [Some(leader)] if among.contains(leader) => Some(*leader),
+                _ => None,
+            };
+            found.is_some()
+        })
+        .await;
+        found.unwrap()
+    }
+
+    /// Registers and heartbeats every voter as a node, through the controller `leader`.
+    async fn register_all(&self, leader: NodeId) {
+        let controller = self.node(leader);
+        let now = SystemClock.now();
+        for id in self.voters.keys() {
+            let request = RegisterRequest {
+                node_id: *id,
+                address: self.voters[id].clone(),
+                incarnation_id: u64::from(*id),
+            };
+            let epoch = controller.register(now, request).await.unwrap();
+            controller.heartbeat(now, *id, epoch).await.unwrap();
+        }
+    }
+}
+
+fn topic_request(name: &str, byte: u8, replication_factor: u16) -> CreateTopicRequest {
+    CreateTopicRequest {
+        name: name.to_owned(),
+        topic_id: TopicId([byte; 16]),
+        partitions: 3,
+        replication_factor: Some(replication_factor),
+        configs: BTreeMap::new(),
+    }
+}
+
+fn create_record(name: &str, byte: u8) -> Vec<MetadataRecord> {
+    vec![MetadataRecord::CreateTopic {
+        name: name.to_owned(),
+        topic_id: TopicId([byte; 16]),
+        configs: BTreeMap::new(),
+        partitions: vec![PartitionState {
+            replicas: vec![1],
+            isr: vec![1],
+            leader: Some(1),
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }],
+    }]
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_voters_elect_commit_and_survive_the_leaders_loss() {
+    let quorum = Quorum::start(3, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    let leader = quorum.leader(&[1, 2, 3]).await;
+    quorum.register_all(leader).await;
+    quorum
+        .node(leader)
+        .create_topic(topic_request("orders", 1, 3))
+        .await
+        .unwrap();
+    quorum
+        .until("every voter applied the topic", |quorum| {
+            (1..=3).all(|id| quorum.node(id).image().topics.contains_key("orders"))
+        })
+        .await;
+    // A follower is not the controller and says who is.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let error = quorum
+        .node(follower)
+        .create_topic(topic_request("other", 2, 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ControllerRequestError::NotController { leader: Some(l) } if l == leader),
+        "{error:?}"
+    );
+    assert_eq!(error.code(), "NOT_CONTROLLER");
+
+    // The leader dies.
+    quorum.router.isolate(leader);
+    quorum.node(leader).shutdown().await;
+    let rest: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
+    let next = quorum.leader(&rest).await;
+    assert_ne!(next, leader);
+    assert!(quorum.node(next).image().topics.contains_key("orders"));
+    quorum
+        .node(next)
+        .create_topic(topic_request("payments", 3, 2))
+        .await
+        .unwrap();
+    quorum
+        .until("the survivors applied the new topic", |quorum| {
+            rest.iter()
+                .all(|id| quorum.node(*id).image().topics.contains_key("payments"))
+        })
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn five_voters_commit_with_two_lost() {
+    let quorum = Quorum::start(5, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    let leader = quorum.leader(&[1, 2, 3, 4, 5]).await;
+    let lost: Vec<NodeId> = (1..=5).filter(|id| *id != leader).take(2).collect();
+    for id in &lost {
+        quorum.router.isolate(*id);
+    }
+    let response = quorum
+        .node(leader)
+        .propose(create_record("orders", 1))
+        .await
+        .unwrap();
+    assert_eq!(response.result, Ok(()));
+    let live: Vec<NodeId> = (1..=5).filter(|id| !lost.contains(id)).collect();
+    quorum
+        .until("the majority applied it", |quorum| {
+            live.iter()
+                .all(|id| quorum.node(*id).image().topics.contains_key("orders"))
+        })
+        .await;
+    quorum.router.heal();
+    quorum
+        .until("the two lost voters caught up", |quorum| {
+            lost.iter()
+                .all(|id| quorum.node(*id).image().topics.contains_key("orders"))
+        })
+        .await;
+}
+
+/// A leader cut off with one voter of three cannot commit: its write never applies anywhere,
+/// and once the partition heals it fails, while the majority's write stands.
+#[tokio::test(start_paused = true)]
+async fn a_minority_partition_cannot_commit() {
+    let quorum = Quorum::start(3, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    let old = quorum.leader(&[1, 2, 3]).await;
+    quorum.router.isolate(old);
+    let cut_off = quorum.node(old);
+    let write = tokio::spawn(async move { cut_off.propose(create_record("lost", 1)).await });
+    let majority: Vec<NodeId> = (1..=3).filter(|id| *id != old).collect();
+    let next = quorum.leader(&majority).await;
+    quorum
+        .node(next)
+        .propose(create_record("kept", 2))
+        .await
+        .unwrap();
+    quorum.router.heal();
+    quorum
+        .until("the old leader follows the new one", |quorum| {
+            quorum.node(old).leader() == Some(next)
+                && quorum.node(old).image().topics.contains_key("kept")
+        })
+        .await;
+    let outcome = write.await.unwrap();
+    assert!(
+        outcome.is_err(),
+        "the minority's write must fail: {outcome:?}"
+    );
+    for id in 1..=3 {
+        assert!(
+            !quorum.node(id).image().topics.contains_key("lost"),
+            "node {id}"
+        );
+    }
+}
+
+/// Snapshots bound the log; a voter that missed more than the log keeps catches up from the
+/// leader's snapshot.
+#[tokio::test(start_paused = true)]
+async fn snapshots_bound_the_log_and_a_lagging_voter_catches_up_by_snapshot() {
+    let snapshot_entries = 5;
+    let quorum = Quorum::start(3, snapshot_entries).await;
+    let leader = quorum.leader(&[1, 2, 3]).await;
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    quorum.router.isolate(lagging);
+    let lagging_last = quorum.node(lagging).metrics().borrow().last_log_index;
+    for index in 0..40u8 {
+        quorum
+            .node(leader)
+            .propose(create_record(&format!("t{index}"), index))
+            .await
+            .unwrap();
+    }
+    // openraft purges once no replication request still uses the entries: the lagging
+    // voter's pending request fails at its next retry (its backoff is 500 ms).
+    quorum
+        .until("the leader purged the log below its snapshot", |quorum| {
+            quorum.node(leader).metrics().borrow().purged.is_some()
+        })
+        .await;
+    let metrics = quorum.node(leader).metrics().borrow().clone();
+    let purged = metrics.purged.map(|id| id.index).unwrap_or(0);
+    let last = metrics.last_log_index.unwrap_or(0);
+    assert!(metrics.snapshot.is_some());
+    assert!(
+        last - purged <= 3 * snapshot_entries,
+        "the log holds {} entries (last {last}, purged {purged})",
+        last - purged
+    );
+    assert!(
+        purged > lagging_last.unwrap_or(0),
+        "the leader purged past what the lagging voter has, so only a snapshot can catch it up"
+    );
+    quorum.router.heal();
+    quorum
+        .until("the lagging voter has every topic", |quorum| {
+            quorum.node(lagging).image().topics.len() == 40
+        })
+        .await;
+    assert_eq!(
+        quorum.node(lagging).image().topics,
+        quorum.node(leader).image().topics
+    );
+}
+
+/// Every voter loses power at once; the committed metadata is there after the restart.
+#[tokio::test(start_paused = true)]
+async fn a_coordinated_power_loss_keeps_committed_metadata() {
+    let mut quorum = Quorum::start(3, 4).await;
+    let leader = quorum.leader(&[1, 2, 3]).await;
+    for index in 0..10u8 {
+        quorum
+            .node(leader)
+            .propose(create_record(&format!("t{index}"), index))
+            .await
+            .unwrap();
+    }
+    for id in 1..=3 {
+        quorum.router.isolate(id);
+        quorum.node(id).shutdown().await;
+        quorum.disks[&id].crash();
+    }
+    quorum.router.nodes.lock().unwrap().clear();
+    quorum.router.heal();
+    for id in 1..=3 {
+        quorum.boot(id).await;
+    }
+    let leader = quorum.leader(&[1, 2, 3]).await;
+    quorum
+        .node(leader)
+        .propose(create_record("after", 99))
+        .await
+        .unwrap();
+    quorum
+        .until("every voter has all eleven topics", |quorum| {
+            (1..=3).all(|id| quorum.node(id).image().topics.len() == 11)
+        })
+        .await;
+}
+
+/// Nodes heartbeat to the active controller; one stops, and the controller's timer fences it
+/// after `node_session_timeout_ms` and takes it out of the ISR.
+#[tokio::test(start_paused = true)]
+async fn a_node_that_stops_heartbeating_is_fenced_through_the_quorum() {
+    let quorum = Quorum::start(3, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    let leader = quorum.leader(&[1, 2, 3]).await;
+    quorum.register_all(leader).await;
+    quorum
+        .node(leader)
+        .create_topic(topic_request("orders", 1, 3))
+        .await
+        .unwrap();
+    let timers: Vec<_> = (1..=3)
+        .map(|id| {
+            let controller = quorum.node(id);
+            tokio::spawn(async move { controller.run_fencing(&SimClock::new(0)).await })
+        })
+        .collect();
+    let controller = quorum.node(leader);
+    let heartbeats = tokio::spawn(async move {
+        let clock = SimClock::new(0);
+        loop {
+            for id in [1, 2] {
+                let epoch = controller.image().nodes[&id].node_epoch;
+                controller.heartbeat(clock.now(), id, epoch).await.unwrap();
+            }
+            sleep(
+                &clock,
+                Duration::from_millis(NODE_HEARTBEAT_INTERVAL_MS_DEFAULT),
+            )
+            .await;
+        }
+    });
+    quorum
+        .until("node 3 is fenced on every voter", |quorum| {
+            (1..=3).all(|id| quorum.node(id).image().nodes[&3].fenced)
+        })
+        .await;
+    let image = quorum.node(leader).image();
+    assert!(!image.nodes[&1].fenced && !image.nodes[&2].fenced);
+    for state in &image.topics["orders"].partitions {
+        assert!(!state.isr.contains(&3), "{state:?}");
+        assert!(matches!(state.leader, Some(1 | 2)), "{state:?}");
+    }
+    heartbeats.abort();
+    for timer in timers {
+        timer.abort();
+    }
+}
+
+/// B.5 #7 through openraft: a voter grants its vote, loses power, restarts, and refuses a
+/// vote that does not beat the one it granted. (openraft's default leader id is (term, node
+/// id), totally ordered, so a higher node id in the same term is a later vote it may grant;
+/// what must survive the crash is that nothing at or below the granted vote gets one.)
+#[tokio::test(start_paused = true)]
+async fn a_voter_never_grants_a_vote_below_one_it_granted_across_a_power_loss() {
+    use openraft::{CommittedLeaderId, LogId, Vote};
+    let mut quorum = Quorum::start(3, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    quorum.leader(&[1, 2, 3]).await;
+    quorum.router.isolate(1);
+    // A follower refuses votes while its leader's lease lasts; let it lapse.
+    sleep(&SimClock::new(0), Duration::from_secs(2)).await;
+    let term = 1_000_000;
+    // Candidates with a log far ahead of the voter's, so only the vote itself can refuse.
+    let ask = |candidate: u64| {
+        RaftMessage::Vote(VoteRequest {
+            vote: Vote::new(term, candidate),
+            last_log_id: Some(LogId::new(
+                CommittedLeaderId::new(term - 1, candidate),
+                1_000,
+            )),
+        })
+    };
+    let RaftReply::Vote(Ok(first)) = quorum.node(1).handle_raft_message(ask(3)).await else {
+        panic!("vote request failed");
+    };
+    assert!(first.vote_granted, "{first:?}");
+    quorum.node(1).shutdown().await;
+    quorum.disks[&1].crash();
+    quorum.boot(1).await;
+    let RaftReply::Vote(Ok(second)) = quorum.node(1).handle_raft_message(ask(2)).await else {
+        panic!("vote request failed");
+    };
+    assert!(
+        !second.vote_granted,
+        "a second vote in term {term}: {second:?}"
+    );
+    assert_eq!(
+        second.vote,
+        Vote::new(term, 3),
+        "the refusal comes from the stored vote"
+    );
+}
+
+/// A config whose voters disagree with the quorum stored in the data directory is refused
+/// with one clear line, and the stored metadata is untouched.
+#[tokio::test(start_paused = true)]
+async fn a_config_whose_voters_disagree_with_the_stored_quorum_is_refused() {
+    let quorum = Quorum::start(3, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    let leader = quorum.leader(&[1, 2, 3]).await;
+    quorum
+        .node(leader)
+        .propose(create_record("orders", 1))
+        .await
+        .unwrap();
+    quorum
+        .until("node 1 applied it", |quorum| {
+            quorum.node(1).image().topics.contains_key("orders")
+        })
+        .await;
+    quorum.router.isolate(1);
+    quorum.node(1).shutdown().await;
+    let mut voters = quorum.voters.clone();
+    voters.insert(4, "127.0.0.1:9104".to_owned());
+    let link = Arc::new(Link {
+        from: 1,
+        router: quorum.router.clone(),
+    });
+    let error = Controller::start(
+        ControllerConfig::new(1, voters),
+        quorum.disks[&1].clone(),
+        &data_dir(1),
+        link.clone(),
+    )
+    .await
+    .err()
+    .unwrap();
+    let line = error.to_string();
+    assert_eq!(
+        line,
+        "controller_voters [1, 2, 3, 4] disagree with the controller quorum stored in the data directory [1, 2, 3]"
+    );
+    let restarted = Controller::start(
+        ControllerConfig::new(1, quorum.voters.clone()),
+        quorum.disks[&1].clone(),
+        &data_dir(1),
+        link,
+    )
+    .await
+    .unwrap();
+    let restarted = Arc::new(restarted);
+    quorum.router.nodes.lock().unwrap().insert(1, restarted);
+    quorum.router.heal();
+    quorum
+        .until("node 1 has the topic again", |quorum| {
+            quorum.node(1).image().topics.contains_key("orders")
+        })
+        .await;
+}
