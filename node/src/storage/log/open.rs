@@ -1300,7 +1300,12 @@ pub(super) async fn load_leader_epochs<D: Disk>(
     let log_end = state.active().next_offset;
     let (mut epochs, mut changed) = match leader_epoch::load(disk, directory).await {
         Ok(LoadedEpochs::Loaded(epochs)) => {
-            for &(epoch, base_offset, position) in active_batches {
+            // Batches starting below the log start may be in epochs the checkpoint dropped
+            // when the log start moved past them (they are never served).
+            let served = active_batches
+                .iter()
+                .filter(|(_, base_offset, _)| *base_offset >= state.log_start_offset);
+            for &(epoch, base_offset, position) in served {
                 let expected = epochs.epoch_at(base_offset);
                 if expected != Some(epoch) {
                     return Err(OpenError::Corrupt {
