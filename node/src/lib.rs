@@ -15,7 +15,9 @@
 
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod config;
+pub mod controller;
 pub mod groups;
 pub mod replication;
 #[cfg(any(test, feature = "sim"))]

@@ -1,7 +1,8 @@
 //! The whole-node simulator (TigerBeetle's VOPR is the model): from one seed, in one
 //! thread, a [`Cluster`] of [`SimNode`]s (the real broker on a `SimDisk`) serves seeded
 //! clients over a [`SimNetwork`] with delays, reordering, loss, duplicates and connection
-//! resets, while nodes lose power at any point and restart. Checkers
+//! resets, while nodes lose power at any point and restart, and their disks fail writes
+//! (EIO), fill up (ENOSPC) or turn read-only (EROFS). Checkers
 //! ([`crate::sim::checkers`]) judge every answer as it arrives and the whole node after
 //! every restart and at the end.
 //!
@@ -53,6 +54,9 @@ pub struct RunOptions {
     pub disk_errors: bool,
     /// Whether the network delays, drops, duplicates and resets.
     pub network_faults: bool,
+    /// Whether disks fill up (ENOSPC past a capacity the seed picks, until space is
+    /// freed) and turn read-only (EROFS until a reboot).
+    pub storage_faults: bool,
     /// A filter module (WASM) the admin deploys as a topic transform; `None` runs without
     /// transforms (compiling a module costs more than the rest of a short run).
     pub transform_module: Option<bytes::Bytes>,
@@ -68,6 +72,7 @@ impl Default for RunOptions {
             crashes: true,
             disk_errors: true,
             network_faults: true,
+            storage_faults: true,
             transform_module: None,
         }
     }
@@ -86,6 +91,14 @@ pub struct Summary {
     pub power_offs: u64,
     /// Disk writes or syncs made to fail.
     pub disk_errors: u64,
+    /// Times a disk filled up.
+    pub disks_full: u64,
+    /// Starts refused while the disk was full (retried once space was freed).
+    pub starts_refused_disk_full: u64,
+    /// Times a filesystem turned read-only.
+    pub read_only_faults: u64,
+    /// Reboots that found the filesystem still read-only (the node served reads only).
+    pub read_only_starts: u64,
     /// Network counts.
     pub network: NetworkStats,
     /// Workload counts.
@@ -98,6 +111,8 @@ pub struct Summary {
     pub members_settled: usize,
     /// Transforms deployed.
     pub transforms_deployed: usize,
+    /// Records in the transforms' output topics at the settled audit.
+    pub transform_output_records: usize,
 }
 
 /// The trace: a running digest plus the last events, printed with a failure.
@@ -149,6 +164,37 @@ pub struct Cluster {
     /// Nodes on which a disk error was injected since their last start: a partition may be
     /// offline until the next start (a failed fdatasync is not retried).
     faults_struck_since_start: BTreeSet<NodeId>,
+    /// Disk-full and read-only faults draw from their own stream, so adding them kept the
+    /// other choices of every seed as they were (until such a fault strikes).
+    storage_rng: ChaCha8Rng,
+    /// Full disks: node -> (capacity in bytes, simulated ms at which space is freed).
+    disks_full_until: BTreeMap<NodeId, (u64, u64)>,
+    /// Read-only filesystems and when their node reboots.
+    read_only: BTreeMap<NodeId, ReadOnlyPhase>,
+}
+
+/// Where a node is in a read-only filesystem fault (ext4 with `errors=remount-ro`).
+#[derive(Clone, Copy, Debug)]
+enum ReadOnlyPhase {
+    /// The filesystem turned read-only under the running node, which reboots at
+    /// `reboot_at_ms`; `stays_read_only` if that reboot finds it still read-only.
+    Running {
+        reboot_at_ms: u64,
+        stays_read_only: bool,
+    },
+    /// Rebooted on the still read-only filesystem (serving reads only); rebooted writable
+    /// at `reboot_at_ms`.
+    RebootedReadOnly { reboot_at_ms: u64 },
+}
+
+impl ReadOnlyPhase {
+    fn reboot_at_ms(self) -> u64 {
+        match self {
+            Self::Running { reboot_at_ms, .. } | Self::RebootedReadOnly { reboot_at_ms } => {
+                reboot_at_ms
+            }
+        }
+    }
 }
 
 impl Cluster {
@@ -193,6 +239,9 @@ impl Cluster {
             partitions_until: Vec::new(),
             ledger_incarnation: 0,
             faults_struck_since_start: BTreeSet::new(),
+            storage_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0d15_cf00_11ed),
+            disks_full_until: BTreeMap::new(),
+            read_only: BTreeMap::new(),
         }
     }
 
@@ -226,6 +275,17 @@ impl Cluster {
         self.network.heal();
         self.partitions_until.clear();
         for id in &ids {
+            // Space is freed, and a read-only filesystem is fixed by a reboot.
+            if self.disks_full_until.remove(id).is_some()
+                && let Some(node) = self.nodes.get(id)
+            {
+                node.disk().set_space_bytes_max(None);
+                self.trace
+                    .record(self.now_ms, format!("node {id}: disk space freed"));
+            }
+            if self.read_only.remove(id).is_some() {
+                self.reboot_after_read_only(*id);
+            }
             // A power-off scheduled but not struck yet is called off.
             if let Some(node) = self.nodes.get(id) {
                 node.disk().power_off_after(u64::MAX);
@@ -268,6 +328,7 @@ impl Cluster {
     fn create_group_topic(&mut self) -> Result<(), Failure> {
         let request = Request::CreateTopics(CreateTopicsRequest {
             topics: vec![CreatableTopic {
+                replication_factor: None,
                 name: GROUP_TOPIC.into(),
                 partitions: GROUP_TOPIC_PARTITIONS,
                 configs: Vec::new(),
@@ -298,9 +359,25 @@ impl Cluster {
             return Ok(());
         };
         if let Err(error) = node.start(wall_ms) {
+            // A node may refuse to start on a full disk (recovery writes); it must start
+            // once space is freed.
+            if let Some(&(_, until)) = self.disks_full_until.get(&id) {
+                self.summary.starts_refused_disk_full += 1;
+                self.trace.record(
+                    self.now_ms,
+                    format!("node {id} does not start on a full disk: {error}"),
+                );
+                self.restart_at_ms.insert(id, until + 1);
+                return Ok(());
+            }
+            let read_only = if node.disk().is_read_only() {
+                " on a read-only filesystem"
+            } else {
+                ""
+            };
             return Err(self.failure(
                 "node-restarts-after-power-loss",
-                format!("node {id} does not open after a power loss: {error}"),
+                format!("node {id} does not open{read_only} after a power loss or a storage fault: {error}"),
             ));
         }
         let incarnation = node.incarnation();
@@ -321,7 +398,123 @@ impl Cluster {
             self.summary.crashes += 1;
             self.trace
                 .record(self.now_ms, format!("node {id} lost power"));
+            // A power loss fixes a read-only filesystem (the reboot remounts it) but not a
+            // full disk.
+            self.read_only.remove(&id);
+            if let Some(&(capacity, _)) = self.disks_full_until.get(&id) {
+                node.disk().set_space_bytes_max(Some(capacity));
+            }
         }
+    }
+
+    /// The reboot that ends a read-only filesystem fault: nothing unsynced survives (the
+    /// kernel could write nothing back), and the node starts on a writable disk.
+    fn reboot_after_read_only(&mut self, id: NodeId) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.crash_dropping_unsynced();
+            self.summary.crashes += 1;
+            self.trace.record(
+                self.now_ms,
+                format!("node {id} reboots after its filesystem turned read-only; unsynced bytes are lost"),
+            );
+            if let Some(&(capacity, _)) = self.disks_full_until.get(&id) {
+                node.disk().set_space_bytes_max(Some(capacity));
+            }
+        }
+    }
+
+    /// Fills disks, frees their space, turns filesystems read-only and reboots them.
+    fn inject_storage_faults(&mut self, ids: &[NodeId]) -> Result<(), Failure> {
+        for &id in ids {
+            if let Some(&(_, until)) = self.disks_full_until.get(&id)
+                && until <= self.now_ms
+            {
+                self.disks_full_until.remove(&id);
+                if let Some(node) = self.nodes.get(&id) {
+                    node.disk().set_space_bytes_max(None);
+                }
+                self.trace
+                    .record(self.now_ms, format!("node {id}: disk space freed"));
+            }
+            if let Some(phase) = self.read_only.get(&id).copied()
+                && phase.reboot_at_ms() <= self.now_ms
+            {
+                self.read_only.remove(&id);
+                if let ReadOnlyPhase::Running { .. } = phase {
+                    // Before the reboot: every acknowledged record is still served.
+                    self.audit(id, false).map_err(|failure| Failure {
+                        checker: "reads-served-while-read-only",
+                        ..failure
+                    })?;
+                }
+                self.reboot_after_read_only(id);
+                match phase {
+                    ReadOnlyPhase::Running {
+                        stays_read_only: true,
+                        ..
+                    } => {
+                        if let Some(node) = self.nodes.get(&id) {
+                            node.disk().set_read_only(true);
+                        }
+                        self.summary.read_only_starts += 1;
+                        self.trace.record(
+                            self.now_ms,
+                            format!("node {id}: the filesystem is still read-only at the reboot"),
+                        );
+                        self.start_node(id)?;
+                        let reboot_at_ms = self.now_ms + self.storage_rng.random_range(100..1_500);
+                        self.read_only
+                            .insert(id, ReadOnlyPhase::RebootedReadOnly { reboot_at_ms });
+                    }
+                    _ => {
+                        self.restart_at_ms
+                            .insert(id, self.now_ms + self.storage_rng.random_range(1..500));
+                    }
+                }
+                continue;
+            }
+            let Some(node) = self.nodes.get(&id) else {
+                continue;
+            };
+            if !node.is_running() || node.disk().is_powered_off() {
+                continue;
+            }
+            match self.storage_rng.random_range(0..10_000) {
+                0 | 1 if !self.disks_full_until.contains_key(&id) => {
+                    let used = node.disk().used_bytes();
+                    // The workload writes a few KiB a second: a headroom of up to 4 KiB
+                    // fills within the fault most of the time.
+                    let capacity = used + self.storage_rng.random_range(0..4 * 1024);
+                    let until = self.now_ms + self.storage_rng.random_range(100..3_000);
+                    node.disk().set_space_bytes_max(Some(capacity));
+                    self.disks_full_until.insert(id, (capacity, until));
+                    self.summary.disks_full += 1;
+                    self.trace.record(
+                        self.now_ms,
+                        format!("node {id}: the disk fills at {capacity} bytes ({used} used) until {until} ms"),
+                    );
+                }
+                2 if !self.read_only.contains_key(&id) => {
+                    node.disk().set_read_only(true);
+                    let reboot_at_ms = self.now_ms + self.storage_rng.random_range(50..1_500);
+                    let stays_read_only = self.storage_rng.random_bool(1.0 / 3.0);
+                    self.read_only.insert(
+                        id,
+                        ReadOnlyPhase::Running {
+                            reboot_at_ms,
+                            stays_read_only,
+                        },
+                    );
+                    self.summary.read_only_faults += 1;
+                    self.trace.record(
+                        self.now_ms,
+                        format!("node {id}: the filesystem turns read-only (reboot at {reboot_at_ms} ms)"),
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// One simulated millisecond ([`SETTLE_STEP_MS`] while settling).
@@ -331,6 +524,9 @@ impl Cluster {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         if !settling {
             self.inject_faults(&ids);
+            if self.options.storage_faults {
+                self.inject_storage_faults(&ids)?;
+            }
         }
         for id in &ids {
             let due = self
@@ -616,6 +812,37 @@ impl Cluster {
                 return Err(self.failure(checker, message));
             }
         }
+        // What the transforms did goes into the trace too: a replay must repeat the plug-in
+        // work (positions, counts, time spent on the node's clock), not only the answers
+        // clients saw.
+        for transform in &audit.transforms {
+            let output_records: usize = audit
+                .logs
+                .iter()
+                .filter(|(key, _)| key.0 == transform.output)
+                .map(|(_, log)| log.len())
+                .sum();
+            self.trace.record(
+                self.now_ms,
+                format!(
+                    "node {id} audit: transform {} v{} {} positions {:?} in {} out {} dead {} busy {} us, lag {}, {output_records} records in {}: {}",
+                    transform.name,
+                    transform.version,
+                    transform.state,
+                    transform.positions,
+                    transform.records_in,
+                    transform.records_out,
+                    transform.records_dead,
+                    transform.busy_us,
+                    transform.lag,
+                    transform.output,
+                    transform.last_error
+                ),
+            );
+            if settled {
+                self.summary.transform_output_records += output_records;
+            }
+        }
         // Reads of the audit must agree with the reads clients made.
         for (key, log) in &audit.logs {
             for (offset, value) in log {
@@ -707,10 +934,11 @@ pub const KNOWN_BUGS: &[(u64, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     /// A filter that keeps every record: the transform copies its input.
-    fn copy_module() -> bytes::Bytes {
-        bytes::Bytes::from(crate::wasm::runtime::tests::Wat::default().module())
+    fn copy_module() -> Bytes {
+        Bytes::from(crate::wasm::runtime::tests::Wat::default().module())
     }
 
     /// The CI-sized campaign; `LEDGE_SIM_SEED_COUNT` makes it longer, `LEDGE_SIM_SEED`
@@ -742,6 +970,10 @@ mod tests {
                     totals.crashes += summary.crashes;
                     totals.power_offs += summary.power_offs;
                     totals.disk_errors += summary.disk_errors;
+                    totals.disks_full += summary.disks_full;
+                    totals.starts_refused_disk_full += summary.starts_refused_disk_full;
+                    totals.read_only_faults += summary.read_only_faults;
+                    totals.read_only_starts += summary.read_only_starts;
                     totals.durable_records += summary.durable_records;
                     totals.topics_deleted += summary.topics_deleted;
                     totals.members_settled += summary.members_settled;
@@ -760,11 +992,15 @@ mod tests {
             }
         }
         eprintln!(
-            "simulated {} seeds: {} crashes, {} power-offs mid-operation, {} disk errors, {} requests ({} retries), {} records acknowledged, {} durable at the end, {} read by consumers, {} packets dropped, {} duplicated, {} topics deleted, {} group members checked, {} transforms deployed",
+            "simulated {} seeds: {} crashes, {} power-offs mid-operation, {} disk errors, {} disks full ({} starts refused on a full disk), {} filesystems turned read-only ({} reboots still read-only), {} requests ({} retries), {} records acknowledged, {} durable at the end, {} read by consumers, {} packets dropped, {} duplicated, {} topics deleted, {} group members checked, {} transforms deployed",
             seeds.len(),
             totals.crashes,
             totals.power_offs,
             totals.disk_errors,
+            totals.disks_full,
+            totals.starts_refused_disk_full,
+            totals.read_only_faults,
+            totals.read_only_starts,
             totals.workload.requests,
             totals.workload.retries,
             totals.workload.records_acknowledged,
@@ -796,6 +1032,255 @@ mod tests {
         }
     }
 
+    /// Seeds with a transform replay exactly, plug-in work included: the simulated node
+    /// runs every compile, instantiation and guest call inline on its one thread
+    /// (`PluginExecutor::Inline`), and the trace holds what each audit saw of the
+    /// transforms (positions, counts, busy time, output records).
+    #[test]
+    fn seeds_with_transforms_replay_the_same_plug_in_work() {
+        let module = copy_module();
+        let mut deployed = 0;
+        let mut output_records = 0;
+        for seed in (0..4).map(|n| n * TRANSFORM_SEED_EVERY) {
+            let first = run_seed(seed, Some(&module)).unwrap_or_else(|failure| panic!("{failure}"));
+            let second =
+                run_seed(seed, Some(&module)).unwrap_or_else(|failure| panic!("{failure}"));
+            assert_eq!(
+                first.digest, second.digest,
+                "seed {seed}: two runs of the same seed differ"
+            );
+            assert_eq!(
+                first.transform_output_records, second.transform_output_records,
+                "seed {seed}"
+            );
+            deployed += first.transforms_deployed;
+            output_records += first.transform_output_records;
+        }
+        assert!(deployed > 0, "no seed deployed a transform");
+        assert!(output_records > 0, "no transform wrote output");
+    }
+
+    fn create_topic(node: &mut SimNode, name: &str) {
+        let answer = node.call(
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreatableTopic {
+                    name: name.into(),
+                    partitions: 1,
+                    replication_factor: None,
+                    configs: Vec::new(),
+                }],
+                validate_only: false,
+            }),
+            Duration::from_secs(10),
+        );
+        let Some(Response::CreateTopics(answer)) = answer else {
+            panic!("no CreateTopics answer: {answer:?}");
+        };
+        assert_eq!(answer.topics[0].error, ErrorCode::None, "{answer:?}");
+    }
+
+    /// Produces one record of `value` to partition 0 of `topic`; the partition's answer.
+    fn produce_one(
+        node: &mut SimNode,
+        topic: &str,
+        value: &Bytes,
+        acks: ledge_protocol::wire::Acks,
+    ) -> ledge_protocol::wire::ProducePartitionResponse {
+        use ledge_protocol::wire::{ProducePartition, ProduceRequest, ProduceTopic};
+        let records = ledge_protocol::encode_batch(
+            &[ledge_protocol::Record {
+                timestamp: START_WALL_MS,
+                key: None,
+                value: Some(value.clone()),
+                headers: Vec::new(),
+            }],
+            &ledge_protocol::EncodeOptions::default(),
+        )
+        .expect("a small batch encodes");
+        let answer = node.call(
+            Request::Produce(ProduceRequest {
+                acks,
+                timeout_ms: 10_000,
+                topics: vec![ProduceTopic {
+                    name: topic.into(),
+                    partitions: vec![ProducePartition {
+                        partition: 0,
+                        current_leader_epoch: None,
+                        records,
+                    }],
+                }],
+            }),
+            Duration::from_secs(10),
+        );
+        let Some(Response::Produce(answer)) = answer else {
+            panic!("no Produce answer: {answer:?}");
+        };
+        answer.topics[0].partitions[0].clone()
+    }
+
+    /// The values the node serves from partition 0 of `topic`, read as the audit reads.
+    fn values_of(node: &mut SimNode, topic: &str) -> Vec<Bytes> {
+        let audit = Audit::take(|request| node.call(request, Duration::from_secs(10)))
+            .unwrap_or_else(|message| panic!("audit: {message}"));
+        assert!(audit.unreadable.is_empty(), "{:?}", audit.unreadable);
+        audit
+            .logs
+            .get(&(topic.to_string(), 0))
+            .map(|log| log.iter().map(|(_, value)| value.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn value(index: usize, bytes: usize) -> Bytes {
+        let mut value = format!("value-{index}-").into_bytes();
+        value.resize(bytes, b'.');
+        Bytes::from(value)
+    }
+
+    /// Scenario: the disk fills under an acks=all producer. The node answers `DiskFull`,
+    /// keeps serving reads and loses nothing acknowledged. With no byte left, a topic
+    /// deletion is refused too (recording it rewrites `metadata.json` through a new file)
+    /// and changes nothing; with room for that file, deleting the topic frees its bytes
+    /// (files removed, handles closed) and the next produce succeeds; a power loss after
+    /// that keeps every acknowledged record.
+    #[test]
+    fn a_full_disk_answers_disk_full_and_recovers_when_a_topic_is_deleted() {
+        use ledge_protocol::wire::{Acks, DeleteTopicsRequest};
+        let mut node = SimNode::new(1, 21, BrokerConfig::default());
+        node.start(START_WALL_MS).expect("a fresh node starts");
+        create_topic(&mut node, "kept");
+        create_topic(&mut node, "doomed");
+        for index in 0..20 {
+            let answer = produce_one(&mut node, "doomed", &value(index, 1_000), Acks::All);
+            assert_eq!(answer.error, ErrorCode::None, "{answer:?}");
+        }
+        let mut acknowledged = Vec::new();
+        for index in 0..5 {
+            let value = value(index, 100);
+            let answer = produce_one(&mut node, "kept", &value, Acks::All);
+            assert_eq!(answer.error, ErrorCode::None, "{answer:?}");
+            acknowledged.push(value);
+        }
+
+        let delete_doomed = |node: &mut SimNode| {
+            let deleted = node.call(
+                Request::DeleteTopics(DeleteTopicsRequest {
+                    names: vec!["doomed".into()],
+                }),
+                Duration::from_secs(10),
+            );
+            let Some(Response::DeleteTopics(deleted)) = deleted else {
+                panic!("no DeleteTopics answer: {deleted:?}");
+            };
+            deleted.topics[0].clone()
+        };
+
+        node.disk()
+            .set_space_bytes_max(Some(node.disk().used_bytes()));
+        let refused = produce_one(&mut node, "kept", &value(5, 2_000), Acks::All);
+        assert_eq!(refused.error, ErrorCode::DiskFull, "{refused:?}");
+        assert!(
+            refused.message.contains("No space left"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(values_of(&mut node, "kept"), acknowledged, "reads go on");
+        let refused = delete_doomed(&mut node);
+        assert_eq!(refused.error, ErrorCode::StorageError, "{refused:?}");
+        assert!(
+            refused.message.contains("No space left"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(
+            values_of(&mut node, "doomed").len(),
+            20,
+            "nothing was deleted"
+        );
+
+        // Room for the new metadata.json, not for the record.
+        node.disk()
+            .set_space_bytes_max(Some(node.disk().used_bytes() + 1_024));
+        let refused = produce_one(&mut node, "kept", &value(5, 2_000), Acks::All);
+        assert_eq!(refused.error, ErrorCode::DiskFull, "{refused:?}");
+        let deleted = delete_doomed(&mut node);
+        assert_eq!(deleted.error, ErrorCode::None, "{deleted:?}");
+        node.advance(Duration::from_millis(100));
+        let value = value(5, 2_000);
+        let answer = produce_one(&mut node, "kept", &value, Acks::All);
+        assert_eq!(
+            answer.error,
+            ErrorCode::None,
+            "the deleted topic's space is free again ({} bytes used of {:?}): {answer:?}",
+            node.disk().used_bytes(),
+            node.disk().space_bytes_max()
+        );
+        acknowledged.push(value);
+
+        node.crash();
+        node.start(START_WALL_MS)
+            .expect("the node starts after the power loss");
+        assert_eq!(values_of(&mut node, "kept"), acknowledged);
+    }
+
+    /// Scenario: the filesystem turns read-only (as ext4 does after an error) while acks=1
+    /// data waits for its sync. Produce is refused with `StorageError`, reads go on; the
+    /// reboot loses everything unsynced and finds the filesystem still read-only: the node
+    /// opens for reads and serves every acks=all record; the next reboot, writable, takes
+    /// produce again.
+    #[test]
+    fn a_read_only_filesystem_refuses_produce_serves_reads_and_recovers_at_a_writable_reboot() {
+        use ledge_protocol::wire::Acks;
+        let mut config = BrokerConfig::default();
+        // acks=1 data stays unsynced until an acks=all produce syncs it.
+        config.log.flush_interval = Duration::from_secs(3_600);
+        let mut node = SimNode::new(1, 22, config);
+        node.start(START_WALL_MS).expect("a fresh node starts");
+        create_topic(&mut node, "t");
+        let mut synced = Vec::new();
+        for index in 0..3 {
+            let value = value(index, 100);
+            assert_eq!(
+                produce_one(&mut node, "t", &value, Acks::All).error,
+                ErrorCode::None
+            );
+            synced.push(value);
+        }
+        assert_eq!(
+            produce_one(&mut node, "t", &value(3, 100), Acks::Leader).error,
+            ErrorCode::None
+        );
+
+        node.disk().set_read_only(true);
+        let refused = produce_one(&mut node, "t", &value(4, 100), Acks::All);
+        assert_eq!(refused.error, ErrorCode::StorageError, "{refused:?}");
+        assert!(
+            refused.message.contains("Read-only file system"),
+            "{}",
+            refused.message
+        );
+        // Reads go on, up to the high watermark (the acks=1 record was never synced, so
+        // never visible).
+        assert_eq!(values_of(&mut node, "t"), synced);
+
+        node.crash_dropping_unsynced();
+        node.disk().set_read_only(true);
+        node.start(START_WALL_MS)
+            .expect("the node opens on a read-only filesystem");
+        assert_eq!(values_of(&mut node, "t"), synced);
+        let refused = produce_one(&mut node, "t", &value(5, 100), Acks::All);
+        assert_eq!(refused.error, ErrorCode::StorageError, "{refused:?}");
+
+        node.crash_dropping_unsynced();
+        node.start(START_WALL_MS).expect("the node starts writable");
+        let value = value(6, 100);
+        assert_eq!(
+            produce_one(&mut node, "t", &value, Acks::All).error,
+            ErrorCode::None
+        );
+        synced.push(value);
+        assert_eq!(values_of(&mut node, "t"), synced);
+    }
+
     /// The seeds that found acknowledged topics with a partition offline after a power loss
     /// (an EIO had struck the new segment's write or fdatasync during CreateTopics).
     #[test]
@@ -821,6 +1306,7 @@ mod tests {
             let answer = node.call(
                 Request::CreateTopics(CreateTopicsRequest {
                     topics: vec![CreatableTopic {
+                        replication_factor: None,
                         name: "created".into(),
                         partitions: 3,
                         configs: Vec::new(),
@@ -853,6 +1339,7 @@ mod tests {
             let retried = node.call(
                 Request::CreateTopics(CreateTopicsRequest {
                     topics: vec![CreatableTopic {
+                        replication_factor: None,
                         name: "created".into(),
                         partitions: 3,
                         configs: Vec::new(),

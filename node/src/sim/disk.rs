@@ -9,9 +9,14 @@
 //! write can be torn and reordered, while a rewritten sector is atomically old or new), each undurable directory change survives or not by a seeded coin, and
 //! every handle opened before the crash is dead. [`SimDisk::power_off_after`] makes the
 //! crash strike in the middle of a later operation, leaving a prefix of an in-progress write.
-//! Faults: EIO on the next write or sync, ENOSPC past a byte budget, EROFS for a read-only
-//! filesystem. The model never corrupts bytes that were synced: recovery is not required to
-//! survive media corruption of acknowledged data, and a test failure must be a real bug.
+//! Faults: EIO on the next write or sync; ENOSPC past a byte budget (a write keeps what
+//! fits, and creating a file or directory fails once nothing fits; space comes back when
+//! files are removed and no handle holds them open, as on Linux); EROFS for a filesystem
+//! turned read-only (as ext4 does after an error with `errors=remount-ro`), after which
+//! [`SimDisk::crash_dropping_unsynced`] models the reboot: the kernel could write nothing
+//! back, so only synced bytes and directory entries survive. The model never corrupts
+//! bytes that were synced: recovery is not required to survive media corruption of
+//! acknowledged data, and a test failure must be a real bug.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -58,6 +63,9 @@ enum Entry {
 struct Inode {
     live: Vec<u8>,
     durable: Vec<u8>,
+    /// Handles of the current generation open on it: a removed file's bytes stay in use
+    /// until the last one closes, as on Linux.
+    handles: u64,
 }
 
 #[derive(Default)]
@@ -84,6 +92,8 @@ struct SimState {
     next_inode: u64,
     faults: Faults,
     syncs: u64,
+    /// Operations refused with ENOSPC or EROFS so far (never reset by a crash).
+    storage_refusals: u64,
 }
 
 fn os_error(code: i32) -> io::Error {
@@ -106,6 +116,7 @@ impl SimDisk {
                 next_inode: 0,
                 faults: Faults::default(),
                 syncs: 0,
+                storage_refusals: 0,
             })),
         }
     }
@@ -145,6 +156,23 @@ impl SimDisk {
         self.state().faults.read_only = read_only;
     }
 
+    /// Whether the filesystem is read-only now.
+    pub fn is_read_only(&self) -> bool {
+        self.state().faults.read_only
+    }
+
+    /// The byte budget set by [`SimDisk::set_space_bytes_max`], if any.
+    pub fn space_bytes_max(&self) -> Option<u64> {
+        self.state().faults.space_bytes_max
+    }
+
+    /// Operations refused with ENOSPC or EROFS since the disk was made: a simulator moves
+    /// the node's incarnation on when it grows (a refused write may fence a partition,
+    /// whose reopen cuts what was not synced).
+    pub fn storage_refusals(&self) -> u64 {
+        self.state().storage_refusals
+    }
+
     /// Power fails during the `operations`-th mutating operation from now: a write then
     /// leaves a seeded prefix, and this and every later operation fails with EIO until
     /// [`SimDisk::crash`].
@@ -176,14 +204,23 @@ impl SimDisk {
         self.state().syncs
     }
 
-    /// Total live bytes in all files.
+    /// Live bytes of every file that has a name or an open handle (what a filesystem
+    /// counts as used).
     pub fn used_bytes(&self) -> u64 {
         self.state().used_bytes()
     }
 
     /// Simulates power loss and reboot: see the module documentation for what survives.
     pub fn crash(&self) {
-        self.state().crash();
+        self.state().crash(false);
+    }
+
+    /// Simulates a reboot after the filesystem turned read-only: nothing written since the
+    /// last sync reached the disk (no torn or reordered sectors, no undurable directory
+    /// change), which is the strictest test that nothing acknowledged was left unsynced.
+    /// The disk is writable again afterwards, as after `fsck` and a remount.
+    pub fn crash_dropping_unsynced(&self) {
+        self.state().crash(true);
     }
 
     /// Flips one bit of the durable and live bytes of `path` (for tests of corruption that
@@ -232,10 +269,30 @@ impl SimDisk {
 
 impl SimState {
     fn used_bytes(&self) -> u64 {
-        self.inodes
+        let named: std::collections::HashSet<u64> = self
+            .live
             .values()
-            .map(|inode| inode.live.len() as u64)
+            .filter_map(|entry| match entry {
+                Entry::File(id) => Some(*id),
+                Entry::Directory => None,
+            })
+            .collect();
+        self.inodes
+            .iter()
+            .filter(|(id, inode)| inode.handles > 0 || named.contains(id))
+            .map(|(_, inode)| inode.live.len() as u64)
             .sum()
+    }
+
+    /// Refuses an allocation (a new file or directory) with ENOSPC when no byte is left.
+    fn check_allocation(&mut self) -> io::Result<()> {
+        if let Some(space) = self.faults.space_bytes_max
+            && self.used_bytes() >= space
+        {
+            self.storage_refusals += 1;
+            return Err(os_error(libc::ENOSPC));
+        }
+        Ok(())
     }
 
     /// Counts a mutating operation against the power-off schedule and checks faults shared
@@ -245,6 +302,7 @@ impl SimState {
             return Err(os_error(libc::EIO));
         }
         if self.faults.read_only {
+            self.storage_refusals += 1;
             return Err(os_error(libc::EROFS));
         }
         if let Some(remaining) = self.faults.power_off_after_operations.as_mut() {
@@ -265,7 +323,7 @@ impl SimState {
         Ok(())
     }
 
-    fn crash(&mut self) {
+    fn crash(&mut self, drop_unsynced: bool) {
         // Directory entries: an undurable change survives or not by a coin.
         let mut paths: Vec<PathBuf> = self.live.keys().cloned().collect();
         paths.extend(self.durable.keys().cloned());
@@ -275,7 +333,7 @@ impl SimState {
         for path in paths {
             let live = self.live.get(&path).copied();
             let durable = self.durable.get(&path).copied();
-            let survivor = if live == durable || self.rng.random_bool(0.5) {
+            let survivor = if live == durable || drop_unsynced || self.rng.random_bool(0.5) {
                 durable
             } else {
                 live
@@ -295,7 +353,15 @@ impl SimState {
             .map(|(path, entry)| (path.clone(), *entry))
             .collect();
 
-        // File contents: durable bytes plus a seeded choice of unsynced sectors.
+        // File contents: durable bytes plus a seeded choice of unsynced sectors. Files
+        // without a name are gone (every handle died with the power).
+        let named: std::collections::HashSet<u64> = reachable
+            .values()
+            .filter_map(|entry| match entry {
+                Entry::File(id) => Some(*id),
+                Entry::Directory => None,
+            })
+            .collect();
         let inode_ids: Vec<u64> = self.inodes.keys().copied().collect();
         let mut sorted_ids = inode_ids;
         sorted_ids.sort_unstable();
@@ -303,12 +369,20 @@ impl SimState {
             let Some(inode) = self.inodes.remove(&id) else {
                 continue;
             };
-            let survived = torn_contents(&mut self.rng, &inode.live, &inode.durable);
+            if !named.contains(&id) {
+                continue;
+            }
+            let survived = if drop_unsynced {
+                inode.durable
+            } else {
+                torn_contents(&mut self.rng, &inode.live, &inode.durable)
+            };
             self.inodes.insert(
                 id,
                 Inode {
                     live: survived.clone(),
                     durable: survived,
+                    handles: 0,
                 },
             );
         }
@@ -366,6 +440,18 @@ fn torn_contents(rng: &mut ChaCha8Rng, live: &[u8], durable: &[u8]) -> Vec<u8> {
         start = end;
     }
     result
+}
+
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        let mut state = self.disk.state();
+        // A handle of an earlier generation died with the power; its count was reset then.
+        if state.generation == self.generation
+            && let Some(inode) = state.inodes.get_mut(&self.inode)
+        {
+            inode.handles = inode.handles.saturating_sub(1);
+        }
+    }
 }
 
 impl SimFile {
@@ -445,6 +531,7 @@ impl DiskFile for SimFile {
                 let room = usize::try_from(space.saturating_sub(used)).unwrap_or(usize::MAX);
                 length = (current + room).saturating_sub(position).min(length);
                 no_space = true;
+                state.storage_refusals += 1;
             }
         }
         let inode = state
@@ -574,6 +661,9 @@ impl Disk for SimDisk {
                 {
                     return Err(DiskError::new("open", path, os_error(libc::EIO)));
                 }
+                state
+                    .check_allocation()
+                    .map_err(|error| DiskError::new("open", path, error))?;
                 let id = state.next_inode;
                 state.next_inode += 1;
                 state.inodes.insert(id, Inode::default());
@@ -589,7 +679,11 @@ impl Disk for SimDisk {
         // As Linux does: opening an existing file for writing on a read-only filesystem is
         // refused at open, not at the first write.
         if mode == OpenMode::ReadWrite && state.faults.read_only {
+            state.storage_refusals += 1;
             return Err(DiskError::new("open", path, os_error(libc::EROFS)));
+        }
+        if let Some(inode) = state.inodes.get_mut(&inode) {
+            inode.handles += 1;
         }
         Ok(SimFile {
             disk: self.clone(),
@@ -621,6 +715,9 @@ impl Disk for SimDisk {
                 os_error(libc::EIO),
             ));
         }
+        state
+            .check_allocation()
+            .map_err(|error| DiskError::new("create directory", path, error))?;
         for directory in missing {
             state.live.insert(directory, Entry::Directory);
         }
@@ -738,5 +835,125 @@ impl Disk for SimDisk {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(future)
+    }
+
+    // Goal: a full disk refuses writes past its budget (keeping what fits) and new files,
+    // and gives space back once a removed file's last handle closes, as Linux does.
+    #[test]
+    fn a_full_disk_refuses_growth_and_new_files_until_space_is_freed() {
+        run(async {
+            let disk = SimDisk::new(1);
+            disk.create_dir_all(Path::new("/d")).await.unwrap();
+            let old = disk
+                .open(Path::new("/d/old"), OpenMode::CreateNew)
+                .await
+                .unwrap();
+            old.write_at(0, Bytes::from(vec![1u8; 1000])).await.unwrap();
+            disk.set_space_bytes_max(Some(1500));
+            let new = disk
+                .open(Path::new("/d/new"), OpenMode::CreateNew)
+                .await
+                .unwrap();
+            let error = new
+                .write_at(0, Bytes::from(vec![2u8; 800]))
+                .await
+                .unwrap_err();
+            assert!(error.is_out_of_space(), "{error}");
+            assert_eq!(new.len().await.unwrap(), 500, "what fits is written");
+            let error = disk
+                .open(Path::new("/d/third"), OpenMode::CreateNew)
+                .await
+                .err()
+                .expect("no file can be created on a full disk");
+            assert!(error.is_out_of_space(), "{error}");
+            assert_eq!(disk.storage_refusals(), 2);
+
+            // Removed but still open: the bytes stay in use.
+            disk.remove_file(Path::new("/d/old")).await.unwrap();
+            assert_eq!(disk.used_bytes(), 1500);
+            drop(old);
+            assert_eq!(disk.used_bytes(), 500);
+            new.write_at(500, Bytes::from(vec![2u8; 300]))
+                .await
+                .unwrap();
+            assert!(
+                disk.open(Path::new("/d/third"), OpenMode::CreateNew)
+                    .await
+                    .is_ok()
+            );
+        });
+    }
+
+    // Goal: a read-only filesystem refuses every change and serves reads; the reboot after
+    // it keeps exactly the synced bytes and the synced directory entries.
+    #[test]
+    fn a_read_only_filesystem_refuses_changes_and_its_reboot_keeps_only_synced_bytes() {
+        run(async {
+            let disk = SimDisk::new(2);
+            disk.create_dir_all(Path::new("/d")).await.unwrap();
+            disk.sync_dir(Path::new("/")).await.unwrap();
+            let file = disk
+                .open(Path::new("/d/log"), OpenMode::CreateNew)
+                .await
+                .unwrap();
+            disk.sync_dir(Path::new("/d")).await.unwrap();
+            file.write_at(0, Bytes::from(vec![1u8; 2000]))
+                .await
+                .unwrap();
+            file.sync_data().await.unwrap();
+            file.write_at(2000, Bytes::from(vec![2u8; 3000]))
+                .await
+                .unwrap();
+            let unsynced = disk
+                .open(Path::new("/d/unsynced"), OpenMode::CreateNew)
+                .await
+                .unwrap();
+            unsynced
+                .write_at(0, Bytes::from_static(b"x"))
+                .await
+                .unwrap();
+            unsynced.sync_data().await.unwrap();
+
+            disk.set_read_only(true);
+            for error in [
+                file.write_at(5000, Bytes::from_static(b"y"))
+                    .await
+                    .unwrap_err(),
+                file.sync_data().await.unwrap_err(),
+                file.set_len(0).await.unwrap_err(),
+                disk.open(Path::new("/d/log"), OpenMode::ReadWrite)
+                    .await
+                    .err()
+                    .expect("no writable open"),
+            ] {
+                assert!(error.is_read_only(), "{error}");
+            }
+            assert_eq!(file.read_at(0, 5000).await.unwrap().len(), 5000);
+
+            disk.crash_dropping_unsynced();
+            assert!(!disk.is_read_only());
+            assert_eq!(
+                disk.contents(Path::new("/d/log")),
+                Some(vec![1u8; 2000]),
+                "exactly the synced bytes"
+            );
+            assert_eq!(
+                disk.contents(Path::new("/d/unsynced")),
+                None,
+                "its directory entry was never synced"
+            );
+        });
     }
 }

@@ -18,6 +18,7 @@ use crate::broker::{Broker, BrokerConfig};
 use crate::clock::{self, SimClock};
 use crate::sim::SimDisk;
 use crate::sim::net::{ConnectionId, Endpoint, NodeId};
+use crate::wasm::PluginExecutor;
 
 /// The data directory on every simulated node's disk.
 pub const DATA_DIR: &str = "/data";
@@ -55,18 +56,28 @@ pub struct SimNode {
     answers: Arc<Mutex<Vec<Answer>>>,
 }
 
-/// The node's incarnation counter and whether an injected disk error is yet to strike.
+/// The node's incarnation counter, whether an injected disk error is yet to strike, and
+/// how many ENOSPC or EROFS refusals it has seen.
 #[derive(Default)]
 struct Incarnation {
     number: u64,
     fault_pending: bool,
+    storage_refusals: u64,
 }
 
 impl Incarnation {
-    /// The incarnation now, moving on if a pending disk error has struck.
+    /// The incarnation now, moving on if a pending disk error has struck or the disk has
+    /// refused an operation for space or a read-only filesystem since the last look (a
+    /// refused segment roll fences the partition, and its reopen cuts what was not synced,
+    /// as a crash would).
     fn current(&mut self, disk: &SimDisk) -> u64 {
         if self.fault_pending && !disk.fault_pending() {
             self.fault_pending = false;
+            self.number += 1;
+        }
+        let refusals = disk.storage_refusals();
+        if refusals != self.storage_refusals {
+            self.storage_refusals = refusals;
             self.number += 1;
         }
         self.number
@@ -77,6 +88,8 @@ impl SimNode {
     /// A node that has not started yet, on a fresh disk.
     pub fn new(id: NodeId, disk_seed: u64, mut config: BrokerConfig) -> Self {
         config.node_id = id;
+        // Plug-in work on the node's one thread: a seed with transforms replays exactly.
+        config.plugin_executor = PluginExecutor::Inline;
         Self {
             id,
             disk: SimDisk::new(disk_seed),
@@ -150,7 +163,7 @@ impl SimNode {
             .await
             .map_err(|error| error.to_string())?;
             let broker = Arc::new(broker);
-            broker.start_transforms().await;
+            broker.transforms().start().await;
             tokio::spawn(Arc::clone(&broker).run_retention());
             tokio::spawn(Arc::clone(&broker).run_group_timer());
             tokio::spawn(Arc::clone(&broker).run_verifier());
@@ -163,6 +176,7 @@ impl SimNode {
                 .unwrap_or_else(PoisonError::into_inner);
             incarnation.number += 1;
             incarnation.fault_pending = self.disk.fault_pending();
+            incarnation.storage_refusals = self.disk.storage_refusals();
         }
         self.running = Some(Running { runtime, broker });
         Ok(())
@@ -171,12 +185,21 @@ impl SimNode {
     /// Power loss now: the disk keeps what it keeps (see [`SimDisk::crash`]) and every task
     /// of the node ends without running another step.
     pub fn crash(&mut self) {
+        self.crash_with(|disk| disk.crash());
+    }
+
+    /// Reboot after the filesystem turned read-only: as [`SimNode::crash`], but nothing
+    /// unsynced survives (see [`SimDisk::crash_dropping_unsynced`]); the disk is writable.
+    pub fn crash_dropping_unsynced(&mut self) {
+        self.crash_with(|disk| disk.crash_dropping_unsynced());
+    }
+
+    fn crash_with(&mut self, crash_disk: impl FnOnce(&SimDisk)) {
         // The disk first: destructors that run while the runtime is dropped must find every
         // file handle dead, as after a real power loss.
-        self.disk.crash();
+        crash_disk(&self.disk);
         if let Some(running) = self.running.take() {
             drop(running.broker);
-            // Blocking tasks (module compiles) may still run; the runtime does not wait.
             running.runtime.shutdown_background();
         }
         self.answers

@@ -131,6 +131,7 @@ apis! {
     DeployTransform = 19, DeployTransformRequest, DeployTransformResponse;
     DescribeTransforms = 20, DescribeTransformsRequest, DescribeTransformsResponse;
     AlterTransform = 21, AlterTransformRequest, AlterTransformResponse;
+    DescribeCluster = 22, DescribeClusterRequest, DescribeClusterResponse;
 }
 
 /// The only version of each API so far.
