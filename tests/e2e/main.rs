@@ -4,6 +4,7 @@
 mod broker_metadata;
 mod cli;
 mod damage;
+mod fault_proxy;
 mod groups;
 mod groups_more;
 mod in_flight;
