@@ -34,7 +34,11 @@ pub struct NewTopic {
     pub name: String,
     /// Partition count, at least 1.
     pub partitions: u32,
-    /// Configs that differ from the node's defaults (`retention.ms`, `cleanup.policy`, ...).
+    /// Copies of each partition, on as many nodes; `None` for the cluster's default
+    /// (`default_replication_factor`: min(3, nodes)). Refused above the live node count.
+    pub replication_factor: Option<u16>,
+    /// Configs that differ from the node's defaults (`retention.ms`, `cleanup.policy`,
+    /// `min.insync.replicas`, ...).
     pub configs: Vec<(String, String)>,
 }
 
@@ -44,8 +48,15 @@ impl NewTopic {
         Self {
             name: name.into(),
             partitions,
+            replication_factor: None,
             configs: Vec::new(),
         }
+    }
+
+    /// Sets the replication factor.
+    pub fn replication_factor(mut self, replication_factor: u16) -> Self {
+        self.replication_factor = Some(replication_factor);
+        self
     }
 
     /// Adds a config.
@@ -103,6 +114,57 @@ pub struct PartitionDescription {
     /// Records from the log start to the high watermark: fewer than the offsets between them
     /// where compaction or a produce filter left offsets without records.
     pub record_count: u64,
+    /// The node leading the partition, `None` while it has no leader (offline).
+    pub leader: Option<u32>,
+    /// The leader's epoch (bumped by every election).
+    pub leader_epoch: i32,
+    /// The nodes holding a copy, the preferred leader first.
+    pub replicas: Vec<u32>,
+    /// The replicas in sync with the leader (ISR).
+    pub isr: Vec<u32>,
+}
+
+/// The cluster, from [`Admin::describe_cluster`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// The cluster's id (empty for a node with no `[cluster]` section).
+    pub cluster_id: String,
+    /// The active controller, `None` while there is none.
+    pub controller: Option<u32>,
+    /// Every node, by id.
+    pub nodes: Vec<ClusterNodeDescription>,
+    /// Partitions with fewer in-sync replicas than replicas.
+    pub under_replicated: Vec<ClusterPartitionDescription>,
+    /// Partitions without a leader.
+    pub offline: Vec<ClusterPartitionDescription>,
+}
+
+/// A node in a [`ClusterDescription`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNodeDescription {
+    /// Node id.
+    pub node_id: u32,
+    /// `host:port` of its client listener.
+    pub address: String,
+    /// Registered and heartbeating.
+    pub alive: bool,
+    /// Its registration's epoch: a restart registers again with a larger one.
+    pub node_epoch: u64,
+}
+
+/// An unhealthy partition in a [`ClusterDescription`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterPartitionDescription {
+    /// Topic.
+    pub topic: String,
+    /// Partition number.
+    pub partition: u32,
+    /// Its leader, if any.
+    pub leader: Option<u32>,
+    /// The nodes holding a copy.
+    pub replicas: Vec<u32>,
+    /// The replicas in sync.
+    pub isr: Vec<u32>,
 }
 
 /// One config of a topic.
@@ -419,6 +481,7 @@ impl Admin {
             topics: topics
                 .into_iter()
                 .map(|topic| CreatableTopic {
+                    replication_factor: topic.replication_factor,
                     name: topic.name,
                     partitions: topic.partitions,
                     configs: config_entries(topic.configs),
@@ -501,6 +564,10 @@ impl Admin {
                         last_compaction_ms: partition.last_compaction_ms,
                         damage: (!partition.damage.is_empty()).then_some(partition.damage),
                         record_count: partition.record_count,
+                        leader: partition.leader,
+                        leader_epoch: partition.leader_epoch,
+                        replicas: partition.replicas,
+                        isr: partition.isr,
                     })
                     .collect(),
             });
@@ -586,6 +653,51 @@ impl Admin {
             }
         }
         Ok(offsets)
+    }
+
+    /// The cluster's nodes (alive or not, with their node epochs), its controller, and its
+    /// under-replicated and offline partitions.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription, AdminError> {
+        let request = Request::DescribeCluster(wire::DescribeClusterRequest {});
+        let response = match request_with_retry(&self.client, &request).await? {
+            Response::DescribeCluster(response) => response,
+            other => return Err(unexpected(ApiKey::DescribeCluster, &other).into()),
+        };
+        if response.error != ErrorCode::None {
+            return Err(RequestError::Refused {
+                code: response.error,
+                message: response.message,
+            }
+            .into());
+        }
+        let partitions = |partitions: Vec<wire::ClusterPartition>| {
+            partitions
+                .into_iter()
+                .map(|partition| ClusterPartitionDescription {
+                    topic: partition.topic,
+                    partition: partition.partition,
+                    leader: partition.leader,
+                    replicas: partition.replicas,
+                    isr: partition.isr,
+                })
+                .collect()
+        };
+        Ok(ClusterDescription {
+            cluster_id: response.cluster_id,
+            controller: response.controller_id,
+            nodes: response
+                .nodes
+                .into_iter()
+                .map(|node| ClusterNodeDescription {
+                    node_id: node.node_id,
+                    address: node.address,
+                    alive: node.alive,
+                    node_epoch: node.node_epoch,
+                })
+                .collect(),
+            under_replicated: partitions(response.under_replicated),
+            offline: partitions(response.offline),
+        })
     }
 
     /// Every consumer group the node knows (with members or committed offsets), sorted by id.
@@ -1080,41 +1192,36 @@ pub(crate) async fn list_offsets(
     client: &Client,
     specs: Vec<(TopicPartition, OffsetSpec)>,
 ) -> Result<BTreeMap<TopicPartition, Result<ListedOffset, ErrorCode>>, RequestError> {
-    let mut topics: Vec<wire::ListOffsetsTopic> = Vec::new();
-    for (partition, spec) in &specs {
-        let entry = wire::ListOffsetsPartition {
-            partition: partition.partition,
-            spec: *spec,
-        };
-        match topics
-            .iter_mut()
-            .find(|topic| topic.name == partition.topic)
-        {
-            Some(topic) => topic.partitions.push(entry),
-            None => topics.push(wire::ListOffsetsTopic {
-                name: partition.topic.clone(),
-                partitions: vec![entry],
-            }),
-        }
-    }
-    let request = Request::ListOffsets(wire::ListOffsetsRequest { topics });
-    let response = match request_with_retry(client, &request).await? {
-        Response::ListOffsets(response) => response,
-        other => return Err(unexpected(ApiKey::ListOffsets, &other)),
-    };
     let mut listed = BTreeMap::new();
-    for topic in response.topics {
-        for partition in topic.partitions {
-            let key = TopicPartition::new(topic.name.clone(), partition.partition);
-            let result = if partition.error == ErrorCode::None {
-                Ok(ListedOffset {
-                    offset: partition.offset,
-                    timestamp: partition.timestamp,
-                })
-            } else {
-                Err(partition.error)
-            };
-            listed.insert(key, result);
+    let mut pending = specs.clone();
+    // Each partition is asked of its leader. An answer that says the leader moved is asked
+    // again after the cluster view is refreshed, a bounded number of times.
+    for attempt in 0..LIST_OFFSETS_ROUTING_ATTEMPTS {
+        if pending.is_empty() {
+            break;
+        }
+        if attempt > 0 {
+            tokio::time::sleep(LIST_OFFSETS_ROUTING_BACKOFF).await;
+        }
+        let answers = list_offsets_from_leaders(client, &pending).await?;
+        pending.clear();
+        for (partition, result) in answers {
+            if let Err(code) = result {
+                client.partition_error(&partition.topic, partition.partition, code);
+                let moved = matches!(
+                    code,
+                    ErrorCode::NotLeaderOrFollower
+                        | ErrorCode::FencedLeaderEpoch
+                        | ErrorCode::UnknownLeaderEpoch
+                );
+                if moved && attempt + 1 < LIST_OFFSETS_ROUTING_ATTEMPTS {
+                    if let Some(spec) = specs.iter().find(|(known, _)| *known == partition) {
+                        pending.push(spec.clone());
+                    }
+                    continue;
+                }
+            }
+            listed.insert(partition, result);
         }
     }
     for (partition, _) in specs {
@@ -1127,16 +1234,96 @@ pub(crate) async fn list_offsets(
     Ok(listed)
 }
 
+/// How many times [`list_offsets`] asks again for partitions whose leader moved.
+const LIST_OFFSETS_ROUTING_ATTEMPTS: u32 = 3;
+/// The wait before asking again, so the cluster view can be refreshed.
+const LIST_OFFSETS_ROUTING_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One ListOffsets per leader of `specs`' partitions, the answers joined.
+async fn list_offsets_from_leaders(
+    client: &Client,
+    specs: &[(TopicPartition, OffsetSpec)],
+) -> Result<Vec<(TopicPartition, Result<ListedOffset, ErrorCode>)>, RequestError> {
+    let partitions: Vec<(&str, u32)> = specs
+        .iter()
+        .map(|(partition, _)| (partition.topic.as_str(), partition.partition))
+        .collect();
+    let routes = client.routes(&partitions).await;
+    let mut by_node: Vec<(std::net::SocketAddr, Vec<wire::ListOffsetsTopic>)> = Vec::new();
+    for ((partition, spec), (node, _)) in specs.iter().zip(routes) {
+        let entry = wire::ListOffsetsPartition {
+            partition: partition.partition,
+            spec: *spec,
+        };
+        let topics = match by_node.iter().position(|(known, _)| *known == node) {
+            Some(at) => &mut by_node[at].1,
+            None => {
+                by_node.push((node, Vec::new()));
+                let at = by_node.len() - 1;
+                &mut by_node[at].1
+            }
+        };
+        match topics
+            .iter_mut()
+            .find(|topic| topic.name == partition.topic)
+        {
+            Some(topic) => topic.partitions.push(entry),
+            None => topics.push(wire::ListOffsetsTopic {
+                name: partition.topic.clone(),
+                partitions: vec![entry],
+            }),
+        }
+    }
+    let requests = by_node.into_iter().map(|(node, topics)| async move {
+        let request = Request::ListOffsets(wire::ListOffsetsRequest { topics });
+        match request_with_retry_to(client, Some(node), &request).await? {
+            Response::ListOffsets(response) => Ok(response),
+            other => Err(unexpected(ApiKey::ListOffsets, &other)),
+        }
+    });
+    let mut listed = Vec::new();
+    for response in futures_util::future::join_all(requests).await {
+        for topic in response?.topics {
+            for partition in topic.partitions {
+                let key = TopicPartition::new(topic.name.clone(), partition.partition);
+                let result = if partition.error == ErrorCode::None {
+                    Ok(ListedOffset {
+                        offset: partition.offset,
+                        timestamp: partition.timestamp,
+                    })
+                } else {
+                    Err(partition.error)
+                };
+                listed.push((key, result));
+            }
+        }
+    }
+    Ok(listed)
+}
+
 /// Sends a request that changes nothing, resending after retriable failures until the
 /// client's request timeout has passed.
 pub(crate) async fn request_with_retry(
     client: &Client,
     request: &Request,
 ) -> Result<Response, RequestError> {
+    request_with_retry_to(client, None, request).await
+}
+
+/// [`request_with_retry`] to `node`, or to the default node when `None`.
+async fn request_with_retry_to(
+    client: &Client,
+    node: Option<std::net::SocketAddr>,
+    request: &Request,
+) -> Result<Response, RequestError> {
     let deadline = clock::now() + client.config().request_timeout;
     let mut wait = Duration::from_millis(50);
     loop {
-        match client.request(request, Duration::ZERO).await {
+        let answer = match node {
+            Some(node) => client.request_to(node, request, Duration::ZERO).await,
+            None => client.request(request, Duration::ZERO).await,
+        };
+        match answer {
             Err(error) if error.is_retriable() && clock::now() + wait < deadline => {
                 tracing::debug!(%error, "retrying {:?}", request.api_key());
                 tokio::time::sleep(wait).await;

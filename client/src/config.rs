@@ -31,7 +31,10 @@ pub enum Trust {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientConfig {
-    /// `host:port` of the node's UDP listener. Default [`SERVER_DEFAULT`].
+    /// `host:port` of the node's UDP listener, or a comma-separated bootstrap list of nodes
+    /// of one cluster (`a:9092,b:9092,c:9092`, Kafka's `bootstrap.servers`): the client
+    /// connects to the first that answers within [`ClientConfig::connect_timeout`] and learns
+    /// the rest of the cluster from it. Default [`SERVER_DEFAULT`].
     pub server: String,
     /// The name the node's certificate must carry. Default `localhost` (what the dev
     /// certificate is issued for).
@@ -53,6 +56,10 @@ pub struct ClientConfig {
     /// Largest response frame accepted, and largest request sent. Default 64 MiB
     /// (`wire::FRAME_BYTES_MAX_DEFAULT`, the node's default too).
     pub frame_bytes_max: u32,
+    /// The cluster view (which node leads each partition) is refreshed at least this often,
+    /// and at once after an answer that says it is stale. Default 5 minutes (Kafka's
+    /// `metadata.max.age.ms`, 300000).
+    pub metadata_max_age: Duration,
     /// Kernel send and receive buffer for the UDP socket. Loopback drops datagrams with the
     /// usual small default under bursts. Default 4 MiB.
     pub socket_buffer_bytes: usize,
@@ -64,6 +71,8 @@ pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Default [`ClientConfig::idle_timeout`].
 pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Default [`ClientConfig::metadata_max_age`].
+pub const METADATA_MAX_AGE_DEFAULT: Duration = Duration::from_secs(300);
 /// Default [`ClientConfig::socket_buffer_bytes`].
 pub const SOCKET_BUFFER_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 
@@ -80,7 +89,20 @@ impl ClientConfig {
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             idle_timeout: IDLE_TIMEOUT_DEFAULT,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            metadata_max_age: METADATA_MAX_AGE_DEFAULT,
             socket_buffer_bytes: SOCKET_BUFFER_BYTES_DEFAULT,
         }
+    }
+}
+
+impl ClientConfig {
+    /// The bootstrap servers: [`ClientConfig::server`] split at commas, blanks dropped.
+    pub fn bootstrap_servers(&self) -> Vec<String> {
+        self.server
+            .split(',')
+            .map(str::trim)
+            .filter(|server| !server.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 }

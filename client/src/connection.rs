@@ -1,26 +1,40 @@
-//! The one QUIC connection to the node that every producer, consumer and admin call shares.
+//! The QUIC connections to the cluster's nodes that every producer, consumer and admin call
+//! shares, and the routing of partition requests to their leaders.
 //!
-//! Owns: the quinn endpoint and UDP socket, the TLS trust decision, the current connection,
-//! and the request/response exchange (one bidirectional stream per request). Does not own:
-//! retries. A request that fails because the connection broke or timed out returns a
-//! retriable [`RequestError`] and drops the connection, so the next request reconnects; the
-//! producer and consumer decide whether to send again. After [`Client::close`] nothing
-//! reconnects: requests fail with [`ConnectError::Closed`].
+//! Owns: the quinn endpoint and UDP socket, the TLS trust decision, one connection per node
+//! (opened lazily, on the first request for that node), the request/response exchange (one
+//! bidirectional stream per request), and the cluster view ([`ClusterMetadata`]) that says
+//! which node leads each partition. [`Client::connect`] bootstraps from the configured list,
+//! trying each node in order within the connect timeout; requests that are not about a
+//! partition (admin, groups, metadata) go to that node, and to the next known one after it is
+//! lost. Every Metadata answer updates the cluster view, whoever asked for it.
+//!
+//! Does not own: retries. A request that fails because the connection broke or timed out
+//! returns a retriable [`RequestError`] and drops the connection, so the next request
+//! reconnects; the producer and consumer decide whether to send again. After
+//! [`Client::close`] nothing reconnects: requests fail with [`ConnectError::Closed`].
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ledge_protocol::wire::{self, ApiKey, Request, Response};
+use ledge_protocol::wire::{self, ApiKey, ErrorCode, Request, Response};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
+use crate::clock;
+use crate::cluster::{ClusterMetadata, Route};
 use crate::config::{ClientConfig, Trust};
 use crate::error::{ConnectError, RequestError};
 
-/// A handle on the node: cheap to clone, shared by everything built from it.
+/// Least time between two metadata refreshes that errors asked for, so a burst of
+/// `NotLeaderOrFollower` answers costs one refresh (Kafka's `retry.backoff.ms` default).
+const METADATA_REFRESH_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A handle on the cluster: cheap to clone, shared by everything built from it.
 ///
 /// [`Client::connect`] makes the first connection eagerly, so a wrong address, CA or server
 /// name fails there with a clear error rather than at the first send. Later losses (a node
@@ -33,13 +47,26 @@ pub struct Client {
 struct Inner {
     config: ClientConfig,
     endpoint: quinn::Endpoint,
-    server_addr: SocketAddr,
-    // A tokio mutex: it is held across the handshake so that concurrent requests after a loss
-    // wait for one new connection rather than each making their own.
-    connection: tokio::sync::Mutex<ConnectionSlot>,
-    /// Set by `close` (with the slot's `closed`), readable without the lock.
+    /// The bootstrap list, resolved, in the configured order.
+    bootstrap: Vec<SocketAddr>,
+    /// Where requests that are not about one partition go: the node that answered the
+    /// bootstrap, then the next one that answers after a loss.
+    default_node: Mutex<SocketAddr>,
+    /// One connection slot per node, made on first use.
+    nodes: Mutex<HashMap<SocketAddr, Arc<NodeSlot>>>,
+    cluster: Mutex<ClusterMetadata>,
+    /// Held while a metadata refresh is in flight, so concurrent callers wait for one.
+    refreshing: tokio::sync::Mutex<Option<Instant>>,
+    /// Set by `close`, readable without a lock.
     closed: AtomicBool,
     correlation_id: AtomicU32,
+}
+
+/// A node's connection. A tokio mutex: it is held across the handshake so that concurrent
+/// requests after a loss wait for one new connection rather than each making their own.
+#[derive(Default)]
+struct NodeSlot {
+    connection: tokio::sync::Mutex<Option<quinn::Connection>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -47,35 +74,66 @@ impl std::fmt::Debug for Client {
         formatter
             .debug_struct("Client")
             .field("server", &self.inner.config.server)
-            .field("server_addr", &self.inner.server_addr)
+            .field("server_addr", &self.server_addr())
             .finish_non_exhaustive()
     }
 }
 
 impl Client {
-    /// Resolves the server, sets up TLS and connects.
+    /// Resolves the bootstrap servers, sets up TLS and connects to the first that answers
+    /// (each within [`ClientConfig::connect_timeout`]).
     pub async fn connect(config: ClientConfig) -> Result<Self, ConnectError> {
-        let server_addr = resolve(&config.server).await?;
+        let servers = config.bootstrap_servers();
+        let mut failures: Vec<(String, ConnectError)> = Vec::new();
+        let mut bootstrap = Vec::new();
+        for server in &servers {
+            match resolve(server).await {
+                Ok(address) => bootstrap.push((server.clone(), address)),
+                Err(error) => failures.push((server.clone(), error)),
+            }
+        }
+        let Some(&(_, first)) = bootstrap.first() else {
+            return Err(bootstrap_error(&config.server, failures));
+        };
         let client_config = quic_client_config(&config)?;
-        let socket = udp_socket(server_addr, config.socket_buffer_bytes)?;
+        let socket = udp_socket(first, config.socket_buffer_bytes)?;
         let runtime = quinn::default_runtime()
             .ok_or_else(|| ConnectError::Socket("no tokio runtime is running".into()))?;
         let mut endpoint =
             quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
                 .map_err(|error| ConnectError::Socket(error.to_string()))?;
         endpoint.set_default_client_config(client_config);
+        let metadata_max_age = config.metadata_max_age;
         let client = Self {
             inner: Arc::new(Inner {
                 config,
                 endpoint,
-                server_addr,
-                connection: tokio::sync::Mutex::new(ConnectionSlot::default()),
+                bootstrap: bootstrap.iter().map(|(_, address)| *address).collect(),
+                default_node: Mutex::new(first),
+                nodes: Mutex::new(HashMap::new()),
+                cluster: Mutex::new(ClusterMetadata::new(metadata_max_age)),
+                refreshing: tokio::sync::Mutex::new(None),
                 closed: AtomicBool::new(false),
                 correlation_id: AtomicU32::new(1),
             }),
         };
-        client.connection().await?;
-        Ok(client)
+        for (server, address) in bootstrap {
+            match client.connection_to(address, &server).await {
+                Ok(_) => {
+                    *lock(&client.inner.default_node) = address;
+                    return Ok(client);
+                }
+                Err(error) => {
+                    tracing::debug!(%server, %error, "bootstrap server did not answer");
+                    failures.push((server, error));
+                }
+            }
+        }
+        client
+            .inner
+            .endpoint
+            .close(0u32.into(), b"no server answered");
+        Err(bootstrap_error(&client.inner.config.server, failures))
     }
 
     /// The settings this client was made with.
@@ -83,9 +141,10 @@ impl Client {
         &self.inner.config
     }
 
-    /// The node's resolved address.
+    /// The address of the node that requests not about one partition go to (the bootstrap
+    /// node that answered, or the one that took over after it was lost).
     pub fn server_addr(&self) -> SocketAddr {
-        self.inner.server_addr
+        *lock(&self.inner.default_node)
     }
 
     /// Asks the node which APIs it speaks, its version and its frame limit.
@@ -100,18 +159,16 @@ impl Client {
         }
     }
 
-    /// Closes the connection and the endpoint, waiting briefly for the node to hear it. Every
-    /// later request, including one a producer or consumer started just before (a prefetch),
-    /// fails with [`ConnectError::Closed`] instead of connecting again.
+    /// Closes every connection and the endpoint, waiting briefly for the nodes to hear it.
+    /// Every later request, including one a producer or consumer started just before (a
+    /// prefetch), fails with [`ConnectError::Closed`] instead of connecting again.
     pub async fn close(&self) {
-        let connection = {
-            let mut slot = self.inner.connection.lock().await;
-            slot.closed = true;
-            self.inner.closed.store(true, Ordering::Release);
-            slot.current.take()
-        };
-        if let Some(connection) = connection {
-            connection.close(0u32.into(), b"client closed");
+        self.inner.closed.store(true, Ordering::Release);
+        let slots: Vec<Arc<NodeSlot>> = lock(&self.inner.nodes).values().cloned().collect();
+        for slot in slots {
+            if let Some(connection) = slot.connection.lock().await.take() {
+                connection.close(0u32.into(), b"client closed");
+            }
         }
         // Bounded: a dead node cannot acknowledge the close.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
@@ -122,31 +179,55 @@ impl Client {
         self.inner.closed.load(Ordering::Acquire)
     }
 
-    /// Sends `request` and waits for its answer, allowing `extra_wait` beyond the request
-    /// timeout for a wait the request itself asks for (a fetch's long poll).
+    /// Sends `request` to the default node and waits for its answer, allowing `extra_wait`
+    /// beyond the request timeout for a wait the request itself asks for (a fetch's long
+    /// poll). A lost connection moves the default to the next known node.
     pub(crate) async fn request(
         &self,
+        request: &Request,
+        extra_wait: Duration,
+    ) -> Result<Response, RequestError> {
+        let node = self.server_addr();
+        let answer = self.request_to(node, request, extra_wait).await;
+        if let Err(error) = &answer
+            && matches!(
+                error,
+                RequestError::Connect(_)
+                    | RequestError::ConnectionLost(_)
+                    | RequestError::TimedOut(_)
+            )
+        {
+            self.next_default_node(node);
+        }
+        answer
+    }
+
+    /// Sends `request` to the node at `node` and waits for its answer (see
+    /// [`Client::request`]). Every Metadata answer updates the cluster view.
+    pub(crate) async fn request_to(
+        &self,
+        node: SocketAddr,
         request: &Request,
         extra_wait: Duration,
     ) -> Result<Response, RequestError> {
         let api_key = request.api_key();
         let (correlation_id, frame) = self.encode(request)?;
         let timeout = self.inner.config.request_timeout.saturating_add(extra_wait);
-        let connection = self.connection().await?;
+        let connection = self.connection_to(node, &node.to_string()).await?;
         let limit = self.inner.config.frame_bytes_max as usize;
         let answer = tokio::time::timeout(timeout, exchange(&connection, frame, limit)).await;
         let bytes = match answer {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(error)) => {
                 if error.connection_broken {
-                    self.discard(&connection).await;
+                    self.discard(node, &connection).await;
                 }
                 return Err(error.error);
             }
             Err(_elapsed) => {
                 // An answer this late means the connection is most likely dead (a node that
                 // is alive answers its own timeout first); start again on a fresh one.
-                self.discard(&connection).await;
+                self.discard(node, &connection).await;
                 return Err(RequestError::TimedOut(timeout));
             }
         };
@@ -159,7 +240,12 @@ impl Client {
             )));
         }
         match response {
-            Some(response) => Ok(response),
+            Some(response) => {
+                if let Response::Metadata(metadata) = &response {
+                    lock(&self.inner.cluster).handle_metadata(metadata, clock::now());
+                }
+                Ok(response)
+            }
             None => Err(RequestError::Refused {
                 code: header.error,
                 message: header.message,
@@ -167,12 +253,110 @@ impl Client {
         }
     }
 
+    /// Where each of `partitions` goes: its leader and the epoch to send, or `None` when no
+    /// leader is known even after a refresh (the caller sends to the default node, whose
+    /// answer says what to do). Refreshes the cluster view first when it is due: stale,
+    /// asked for by an error, older than `metadata_max_age`, or missing one of them.
+    pub(crate) async fn routes(
+        &self,
+        partitions: &[(&str, u32)],
+    ) -> Vec<(SocketAddr, Option<i32>)> {
+        let missing = {
+            let mut cluster = lock(&self.inner.cluster);
+            for (topic, _) in partitions {
+                cluster.track(topic);
+            }
+            // A node-partitioned produce has no partition to route until the node picks one.
+            cluster.needs_refresh(clock::now())
+                || partitions.iter().any(|(topic, partition)| {
+                    *partition != wire::NODE_PARTITIONED
+                        && cluster.route(topic, *partition).is_none()
+                })
+        };
+        if missing {
+            self.refresh_metadata().await;
+        }
+        let known: Vec<Option<Route>> = {
+            let cluster = lock(&self.inner.cluster);
+            partitions
+                .iter()
+                .map(|(topic, partition)| cluster.route(topic, *partition))
+                .collect()
+        };
+        let mut routes = Vec::with_capacity(known.len());
+        for route in known {
+            let resolved = match route {
+                Some(route) => resolve(&route.address)
+                    .await
+                    .ok()
+                    .map(|address| (address, Some(route.leader_epoch))),
+                None => None,
+            };
+            routes.push(resolved.unwrap_or_else(|| (self.server_addr(), None)));
+        }
+        routes
+    }
+
+    /// Tells the cluster view about a partition's error in a produce or fetch answer
+    /// (`NotLeaderOrFollower`, `FencedLeaderEpoch`, ... make it due for a refresh).
+    pub(crate) fn partition_error(&self, topic: &str, partition: u32, code: ErrorCode) {
+        lock(&self.inner.cluster).handle_partition_error(topic, partition, code);
+    }
+
+    /// Asks the default node (then the others) for metadata of the tracked topics, at most
+    /// once per [`METADATA_REFRESH_BACKOFF`]; concurrent callers share one refresh. Failures
+    /// are left for the requests that follow: they go to the default node and fail or
+    /// succeed on their own.
+    async fn refresh_metadata(&self) {
+        let mut last = self.inner.refreshing.lock().await;
+        let now = clock::now();
+        // Another caller refreshed while this one waited for the lock, or one failed just now.
+        if last.is_some_and(|last| now.saturating_duration_since(last) < METADATA_REFRESH_BACKOFF) {
+            return;
+        }
+        *last = Some(now);
+        let topics = lock(&self.inner.cluster).tracked_topics();
+        let request = Request::Metadata(wire::MetadataRequest {
+            topics: Some(topics),
+        });
+        if let Err(error) = self.request(&request, Duration::ZERO).await {
+            tracing::debug!(%error, "metadata refresh failed");
+        }
+    }
+
+    /// Moves the default node on from `failed` (if it still is the default) to the next
+    /// candidate: the bootstrap list, then every node the cluster view knows, in order.
+    fn next_default_node(&self, failed: SocketAddr) {
+        let mut candidates = self.inner.bootstrap.clone();
+        for address in lock(&self.inner.cluster).node_addresses() {
+            if let Ok(address) = address.parse::<SocketAddr>()
+                && !candidates.contains(&address)
+            {
+                candidates.push(address);
+            }
+        }
+        let mut default = lock(&self.inner.default_node);
+        if *default != failed || candidates.is_empty() {
+            return;
+        }
+        let at = candidates.iter().position(|candidate| *candidate == failed);
+        let next = at.map_or(0, |at| (at + 1) % candidates.len());
+        if let Some(next) = candidates.get(next) {
+            tracing::debug!(%failed, next = %next, "default node lost; trying the next");
+            *default = *next;
+        }
+    }
+
     /// Sends `request` without waiting for an answer (produce with acks=0): returns once the
     /// stream is finished on our side.
-    pub(crate) async fn send_only(&self, request: &Request) -> Result<(), RequestError> {
+    pub(crate) async fn send_only(
+        &self,
+        node: SocketAddr,
+        request: &Request,
+    ) -> Result<(), RequestError> {
         let (_, mut frame) = self.encode(request)?;
         let timeout = self.inner.config.request_timeout;
-        let connection = self.connection().await?;
+        let connection = self.connection_to(node, &node.to_string()).await?;
         let sent = tokio::time::timeout(timeout, async {
             let (mut send, recv) = connection.open_bi().await.map_err(connection_lost)?;
             // The answer is never read; tell the node so it can drop it.
@@ -194,11 +378,11 @@ impl Client {
         match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
-                self.discard(&connection).await;
+                self.discard(node, &connection).await;
                 Err(error)
             }
             Err(_) => {
-                self.discard(&connection).await;
+                self.discard(node, &connection).await;
                 Err(RequestError::TimedOut(timeout))
             }
         }
@@ -220,13 +404,21 @@ impl Client {
         Ok((correlation_id, frame.into_chunks()))
     }
 
-    /// The live connection, or a new one.
-    async fn connection(&self) -> Result<quinn::Connection, ConnectError> {
-        let mut slot = self.inner.connection.lock().await;
-        if slot.closed {
+    /// The live connection to `node`, or a new one; `server` names it in errors.
+    async fn connection_to(
+        &self,
+        node: SocketAddr,
+        server: &str,
+    ) -> Result<quinn::Connection, ConnectError> {
+        if self.is_closed() {
             return Err(ConnectError::Closed);
         }
-        if let Some(connection) = slot.current.as_ref()
+        let slot = Arc::clone(lock(&self.inner.nodes).entry(node).or_default());
+        let mut current = slot.connection.lock().await;
+        if self.is_closed() {
+            return Err(ConnectError::Closed);
+        }
+        if let Some(connection) = current.as_ref()
             && connection.close_reason().is_none()
         {
             return Ok(connection.clone());
@@ -235,16 +427,16 @@ impl Client {
         let connecting = self
             .inner
             .endpoint
-            .connect(self.inner.server_addr, &config.server_name)
+            .connect(node, &config.server_name)
             .map_err(|error| ConnectError::Handshake {
-                server: config.server.clone(),
+                server: server.to_string(),
                 message: error.to_string(),
             })?;
         let connection = match tokio::time::timeout(config.connect_timeout, connecting).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(quinn::ConnectionError::TimedOut)) | Err(_) => {
                 return Err(ConnectError::TimedOut {
-                    server: config.server.clone(),
+                    server: server.to_string(),
                     timeout: config.connect_timeout,
                 });
             }
@@ -257,35 +449,64 @@ impl Client {
                     );
                 }
                 return Err(ConnectError::Handshake {
-                    server: config.server.clone(),
+                    server: server.to_string(),
                     message,
                 });
             }
         };
-        tracing::debug!(server = %self.inner.server_addr, "connected");
-        slot.current = Some(connection.clone());
+        tracing::debug!(server = %node, "connected");
+        *current = Some(connection.clone());
         Ok(connection)
     }
 
-    /// Forgets `connection` if it is still the current one, so the next request reconnects.
-    async fn discard(&self, connection: &quinn::Connection) {
-        let mut slot = self.inner.connection.lock().await;
-        if slot
-            .current
-            .as_ref()
-            .is_some_and(|known| known.stable_id() == connection.stable_id())
-        {
-            slot.current = None;
+    /// Forgets `connection` to `node` if it is still the current one, so the next request
+    /// reconnects, and tells the cluster view the node's leaderships are in doubt.
+    async fn discard(&self, node: SocketAddr, connection: &quinn::Connection) {
+        let slot = lock(&self.inner.nodes).get(&node).cloned();
+        if let Some(slot) = slot {
+            let mut current = slot.connection.lock().await;
+            if current
+                .as_ref()
+                .is_some_and(|known| known.stable_id() == connection.stable_id())
+            {
+                *current = None;
+            }
         }
         connection.close(0u32.into(), b"request failed; reconnecting");
+        lock(&self.inner.cluster).handle_node_lost(&node.to_string());
     }
 }
 
-/// The current connection, if any, and whether [`Client::close`] was called.
-#[derive(Default)]
-struct ConnectionSlot {
-    current: Option<quinn::Connection>,
-    closed: bool,
+/// Locks a std mutex; a panic elsewhere while it was held leaves data that is still usable
+/// (every critical section here is a few assignments).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The error of a bootstrap where no server answered: the only server's own error, or one
+/// that names every server and why it failed.
+fn bootstrap_error(servers: &str, mut failures: Vec<(String, ConnectError)>) -> ConnectError {
+    if failures.len() == 1
+        && let Some((_, error)) = failures.pop()
+    {
+        return error;
+    }
+    if failures.is_empty() {
+        return ConnectError::Resolve {
+            server: servers.to_string(),
+            message: "no server address given".into(),
+        };
+    }
+    ConnectError::NoServerReachable {
+        servers: servers.to_string(),
+        reasons: failures
+            .iter()
+            .map(|(_, error)| error.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 /// A failed exchange, and whether the connection itself is to blame.

@@ -12,6 +12,7 @@
 //! of one fetch, the next one is already on its way (prefetch).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1090,6 +1091,7 @@ impl Consumer {
             }
             offsets.insert(partition.clone(), state.fetch_offset);
             let entry = FetchPartition {
+                current_leader_epoch: None,
                 partition: partition.partition,
                 fetch_offset: state.fetch_offset,
                 partition_max_bytes: self.config.max_partition_fetch_bytes,
@@ -1108,7 +1110,7 @@ impl Consumer {
         if topics.is_empty() {
             return;
         }
-        let request = Request::Fetch(FetchRequest {
+        let request = FetchRequest {
             max_wait_ms: u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX),
             min_bytes: self.config.fetch_min_bytes,
             max_bytes: self.config.fetch_max_bytes,
@@ -1126,14 +1128,10 @@ impl Consumer {
                         .collect(),
                 }
             }),
-        });
+        };
         let client = self.client.clone();
-        let handle = tokio::spawn(async move {
-            match client.request(&request, max_wait).await? {
-                Response::Fetch(response) => Ok(response),
-                other => Err(unexpected(ApiKey::Fetch, &other)),
-            }
-        });
+        let handle =
+            tokio::spawn(async move { fetch_from_leaders(&client, request, max_wait).await });
         self.fetch = Some(InFlightFetch { handle, offsets });
     }
 
@@ -1195,6 +1193,9 @@ impl Consumer {
                         state.position = None;
                     }
                     code if code.is_retriable() => {
+                        // NotLeaderOrFollower and the like: the next fetch looks the leader up.
+                        self.client
+                            .partition_error(&partition.topic, partition.partition, code);
                         tracing::debug!(%partition, %code, "fetch partition error; retrying");
                     }
                     ErrorCode::ModuleFailed => {
@@ -1203,7 +1204,11 @@ impl Consumer {
                             message: format!("{partition}: {}", answer.message),
                         });
                     }
-                    code => return Err(partition_error(&partition, code)),
+                    code => {
+                        self.client
+                            .partition_error(&partition.topic, partition.partition, code);
+                        return Err(partition_error(&partition, code));
+                    }
                 }
             }
         }
@@ -1321,6 +1326,78 @@ fn absorb_batches(
 }
 
 /// Sleeps the current backoff (doubling it) unless that would pass `deadline`.
+/// Sends `request`'s partitions to their leaders (one fetch per leader, each partition with
+/// the leader epoch the client's metadata names) and joins the answers into one. Any failed
+/// request fails the whole fetch: the next poll fetches again.
+async fn fetch_from_leaders(
+    client: &Client,
+    request: FetchRequest,
+    max_wait: Duration,
+) -> Result<FetchResponse, RequestError> {
+    let partitions: Vec<(&str, u32)> = request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .map(|partition| (topic.name.as_str(), partition.partition))
+        })
+        .collect();
+    let mut routes = client.routes(&partitions).await.into_iter();
+    let mut by_node: Vec<(SocketAddr, Vec<FetchTopic>)> = Vec::new();
+    for topic in &request.topics {
+        for partition in &topic.partitions {
+            let Some((node, leader_epoch)) = routes.next() else {
+                break;
+            };
+            let entry = FetchPartition {
+                current_leader_epoch: leader_epoch,
+                ..partition.clone()
+            };
+            let topics = match by_node.iter_mut().find(|(known, _)| *known == node) {
+                Some((_, topics)) => topics,
+                None => {
+                    by_node.push((node, Vec::new()));
+                    let Some((_, topics)) = by_node.last_mut() else {
+                        continue;
+                    };
+                    topics
+                }
+            };
+            match topics.iter_mut().find(|known| known.name == topic.name) {
+                Some(known) => known.partitions.push(entry),
+                None => topics.push(FetchTopic {
+                    name: topic.name.clone(),
+                    partitions: vec![entry],
+                }),
+            }
+        }
+    }
+    let fetches = by_node.into_iter().map(|(node, topics)| {
+        let request = Request::Fetch(FetchRequest {
+            topics,
+            ..request.clone()
+        });
+        async move {
+            match client.request_to(node, &request, max_wait).await? {
+                Response::Fetch(response) => Ok(response),
+                other => Err(unexpected(ApiKey::Fetch, &other)),
+            }
+        }
+    });
+    let mut joined = FetchResponse::default();
+    for answer in futures_util::future::join_all(fetches).await {
+        let answer = answer?;
+        if joined.error == ErrorCode::None && answer.error != ErrorCode::None {
+            joined.error = answer.error;
+            joined.message = answer.message;
+        }
+        joined.topics.extend(answer.topics);
+    }
+    Ok(joined)
+}
+
 async fn pause(deadline: Instant, wait: &mut Duration) -> bool {
     let remaining = deadline.saturating_duration_since(clock::now());
     if remaining.is_zero() {

@@ -59,6 +59,14 @@ pub enum ConnectError {
     /// new `Client` to talk to the node.
     #[error("the client was closed; connect a new one to talk to the node again")]
     Closed,
+    /// None of the bootstrap servers answered; `reasons` says why for each, in order.
+    #[error("no bootstrap server answered: {reasons}")]
+    NoServerReachable {
+        /// The bootstrap list as given.
+        servers: String,
+        /// Each server's failure.
+        reasons: String,
+    },
     /// No answer within the connect timeout: the node is not running there, or is restarting.
     #[error("no answer from {server} within {timeout:?}: is ledge-node running there?")]
     TimedOut {
@@ -72,7 +80,7 @@ pub enum ConnectError {
 impl ConnectError {
     /// Whether trying again later may work (the node may be restarting).
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Self::TimedOut { .. })
+        matches!(self, Self::TimedOut { .. } | Self::NoServerReachable { .. })
     }
 }
 

@@ -139,6 +139,7 @@
 
 mod admin;
 mod clock;
+mod cluster;
 mod config;
 mod connection;
 mod consumer;
@@ -147,14 +148,15 @@ pub mod partitioner;
 mod producer;
 
 pub use admin::{
-    Admin, ConfigValue, GroupDescription, GroupListing, GroupMemberDescription,
-    GroupPartitionOffsets, ListedOffset, ModuleDescription, NewTopic, OffsetResetSpec, OnError,
-    PartitionDescription, PlannedOffset, PluginKind, TopicDescription, TopicListing,
-    TransformDescription, TransformSpec, TransformState,
+    Admin, ClusterDescription, ClusterNodeDescription, ClusterPartitionDescription, ConfigValue,
+    GroupDescription, GroupListing, GroupMemberDescription, GroupPartitionOffsets, ListedOffset,
+    ModuleDescription, NewTopic, OffsetResetSpec, OnError, PartitionDescription, PlannedOffset,
+    PluginKind, TopicDescription, TopicListing, TransformDescription, TransformSpec,
+    TransformState,
 };
 pub use config::{
-    CONNECT_TIMEOUT_DEFAULT, ClientConfig, IDLE_TIMEOUT_DEFAULT, REQUEST_TIMEOUT_DEFAULT,
-    SERVER_DEFAULT, SOCKET_BUFFER_BYTES_DEFAULT, Trust,
+    CONNECT_TIMEOUT_DEFAULT, ClientConfig, IDLE_TIMEOUT_DEFAULT, METADATA_MAX_AGE_DEFAULT,
+    REQUEST_TIMEOUT_DEFAULT, SERVER_DEFAULT, SOCKET_BUFFER_BYTES_DEFAULT, Trust,
 };
 pub use connection::Client;
 pub use consumer::{

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::broker::topic_config::{TopicConfig, validate_module_name, validate_topic_name};
 use crate::broker::transforms::OnError;
 use crate::broker::{BrokerConfig, DeclaredTopic};
+use crate::cluster::config::{ClusterConfig, ClusterSection};
 use crate::storage::BackendChoice;
 use crate::transport::budget::IN_FLIGHT_BYTES_LIMIT;
 use crate::transport::quic::TransportLimits;
@@ -53,6 +54,8 @@ pub struct NodeConfig {
     /// Process-wide cap on sealed segment files kept open for reads
     /// (`[log] sealed_segment_files_open_max`).
     pub sealed_segment_files_open_max: u64,
+    /// The `[cluster]` section; `None` is a one-node cluster (node 1), as before clusters.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// A `[[module]]` table: a named module read from a file at start.
@@ -110,6 +113,7 @@ impl Default for NodeConfig {
             transforms: Vec::new(),
             sealed_segment_files_open_max:
                 crate::storage::disk::descriptors::SEALED_SEGMENT_FILES_OPEN_MAX_DEFAULT,
+            cluster: None,
         }
     }
 }
@@ -136,6 +140,7 @@ struct FileConfig {
     module: Vec<toml::Spanned<ModuleSection>>,
     #[serde(default)]
     transform: Vec<toml::Spanned<TransformSection>>,
+    cluster: Option<ClusterSection>,
 }
 
 #[derive(Deserialize, Default)]
@@ -339,6 +344,9 @@ impl NodeConfig {
         for transform in &mut config.transforms {
             transform.path = base.join(&transform.path);
         }
+        if let Some(cluster) = &mut config.cluster {
+            cluster.resolve_paths(base);
+        }
         Ok(config)
     }
 
@@ -356,6 +364,7 @@ impl NodeConfig {
             }
             config.data_dir = data_dir;
         }
+        let listen_given = node.listen.is_some();
         if let Some(listen) = node.listen {
             config.listen = listen.parse().map_err(|_| {
                 ConfigError(format!(
@@ -365,6 +374,43 @@ impl NodeConfig {
         }
         if let Some(node_id) = node.node_id {
             config.broker.node_id = node_id;
+        }
+        if let Some(section) = file.cluster {
+            let cluster = ClusterConfig::from_section(section, origin)?;
+            if let Some(node_id) = node.node_id
+                && node_id != cluster.node_id
+            {
+                return Err(ConfigError(format!(
+                    "{origin}: node.node_id ({node_id}) disagrees with cluster.node_id ({}); set it in [cluster] only",
+                    cluster.node_id
+                )));
+            }
+            config.broker.node_id = cluster.node_id;
+            let own = cluster.own_address();
+            // Peers dial the address in `cluster.peers`; a node listening elsewhere would be
+            // unreachable to them. An unspecified IP (0.0.0.0) listens on every address, so
+            // only its port must agree.
+            if config.listen != own
+                && !(config.listen.ip().is_unspecified() && config.listen.port() == own.port())
+            {
+                if listen_given {
+                    return Err(ConfigError(format!(
+                        "{origin}: node.listen ({}) disagrees with this node's address in cluster.peers ({own}, node {}); peers dial that address",
+                        config.listen, cluster.node_id
+                    )));
+                }
+                config.listen = own;
+            }
+            if file
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.cert.is_some() || tls.key.is_some())
+            {
+                return Err(ConfigError(format!(
+                    "{origin}: [tls] cert/key cannot be combined with [cluster]: the node presents its cluster certificate (cluster.cert_file) to clients and peers alike"
+                )));
+            }
+            config.cluster = Some(cluster);
         }
         if let Some(backend) = node.disk_backend {
             config.disk_backend = backend

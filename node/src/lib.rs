@@ -15,8 +15,11 @@
 
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod config;
+pub mod controller;
 pub mod groups;
+pub mod replication;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;

@@ -41,6 +41,29 @@ struct Arguments {
     /// Disk backend: auto (io_uring when available), io_uring or std.
     #[arg(long, value_name = "BACKEND")]
     disk_backend: Option<BackendChoice>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Write a local test cluster: a config per node (DIR/node-<id>.toml), a cluster CA
+    /// (DIR/tls/ca.pem) and a certificate per node; then start each node with
+    /// `ledge-node --config DIR/node-<id>.toml`.
+    ClusterInit {
+        /// Number of nodes (ids 1..=N).
+        #[arg(long, value_name = "N")]
+        nodes: u32,
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Node N listens on UDP 127.0.0.1:<P+N>.
+        #[arg(long, value_name = "P", default_value_t = ledge_node::cluster::init::BASE_PORT_DEFAULT)]
+        base_port: u16,
+        /// Replace the config and TLS files of a cluster already in DIR (data is kept).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,7 +78,31 @@ fn main() -> std::process::ExitCode {
         .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
-    let arguments = Arguments::parse();
+    let mut arguments = Arguments::parse();
+    if let Some(Command::ClusterInit {
+        nodes,
+        dir,
+        base_port,
+        force,
+    }) = arguments.command.take()
+    {
+        let options = ledge_node::cluster::init::InitOptions {
+            nodes,
+            dir,
+            base_port,
+            force,
+        };
+        return match ledge_node::cluster::init::init(&options) {
+            Ok(report) => {
+                print!("{}", report.render());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,6 +140,10 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         config.listen = listen;
     }
     if arguments.tls_cert.is_some() || arguments.tls_key.is_some() {
+        anyhow::ensure!(
+            config.cluster.is_none(),
+            "--tls-cert/--tls-key cannot be combined with a [cluster] config: the node presents its cluster certificate (cluster.cert_file) to clients and peers alike"
+        );
         config.tls_cert = arguments.tls_cert;
         config.tls_key = arguments.tls_key;
     }
@@ -102,14 +153,49 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // Checks that need no disk come first, so a mistake in flags or a busy port leaves no
     // data directory behind (issue 11, bug 2): TLS flags and the operator's certificate
     // files, the disk backend, the open-file limit, the listen port.
-    let operator_tls =
+    // In a cluster, the node certificate serves clients (`ledge/1`) and peers
+    // (`ledge-peer/0`, mTLS) on the one endpoint.
+    let mut peers = None;
+    let operator_tls = if let Some(cluster) = &config.cluster {
+        for warning in cluster.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let cluster_tls = cluster.load_tls(SystemClock.wall_time_ms())?;
+        tracing::info!(
+            node_id = cluster.node_id,
+            cluster_id = %cluster.cluster_id,
+            nodes = cluster.peers.len(),
+            "clients verify this node with --ca {}",
+            cluster.ca_file.display()
+        );
+        // The controller and replication register their handlers here when they arrive;
+        // until then peer requests are answered UnknownKind.
+        let service = ledge_node::cluster::peer::peer_service(
+            cluster,
+            &cluster_tls,
+            Arc::new(ledge_node::cluster::peer::PeerHandlers::default()),
+            Arc::new(SystemClock),
+        )?;
+        let server_config = quic::cluster_server_config(
+            tls::ServerTls {
+                chain: cluster_tls.chain.clone(),
+                key: cluster_tls.key.clone_key(),
+                dev_ca: None,
+            },
+            service.roots(),
+            &config.transport,
+        )?;
+        peers = Some(Arc::new(service));
+        Some(server_config)
+    } else {
         match tls::TlsSource::from_flags(config.tls_cert.as_deref(), config.tls_key.as_deref())? {
             tls::TlsSource::Files { cert, key } => Some(quic::server_config(
                 tls::load(&cert, &key, None)?,
                 &config.transport,
             )?),
             tls::TlsSource::DevCa => None,
-        };
+        }
+    };
     // Module files named by the config are read after the data directory is open; a
     // missing one is reported now, before anything is written.
     for (path, origin) in config
@@ -142,6 +228,10 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     descriptors::set_sealed_segment_files_open_max(config.sealed_segment_files_open_max);
     let socket = quic::bind_socket(config.listen, &config.transport)?;
+    // Metadata lists this node at the address it really listens on (port 0 is resolved).
+    config.broker.advertised_address = socket
+        .local_addr()
+        .map_or_else(|_| config.listen.to_string(), |address| address.to_string());
 
     // The lock comes before anything else touches the data directory, and is held until
     // this function returns (the process ends): one node per data directory.
@@ -194,12 +284,15 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     let broker = Arc::new(broker);
     if !lock.read_only {
-        broker.start_transforms().await;
+        broker.transforms().start().await;
         tokio::spawn(Arc::clone(&broker).run_retention());
     }
     tokio::spawn(Arc::clone(&broker).run_group_timer());
     tokio::spawn(Arc::clone(&broker).run_verifier());
-    let server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?;
+    let mut server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?;
+    if let Some(peers) = peers {
+        server = server.with_peers(peers);
+    }
     let address = server.local_addr().context("reading the bound address")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(server.serve(Arc::clone(&broker), stopped));
@@ -272,6 +365,7 @@ async fn upload_declared_modules<D: Disk>(
     for module in &config.modules {
         let bytes = read_module_file(&module.path, &module.origin)?;
         broker
+            .plugins()
             .upload_named_module(&module.name, module.kind, bytes, module.params.clone())
             .await
             .map_err(|error| anyhow::anyhow!("{}: {error}", module.origin))?;
@@ -300,6 +394,6 @@ async fn deploy_declared_transforms<D: Disk>(
             transform.origin.clone(),
         ));
     }
-    broker.reconcile_transforms(declared).await?;
+    broker.transforms().reconcile(declared).await?;
     Ok(())
 }

@@ -32,6 +32,7 @@ fn fetch_everything() -> Request {
         topics: vec![FetchTopic {
             name: "big".into(),
             partitions: vec![FetchPartition {
+                current_leader_epoch: None,
                 partition: 0,
                 fetch_offset: 0,
                 partition_max_bytes: ANSWER_BYTES,
@@ -81,6 +82,7 @@ fn a_client_over_its_share_is_refused_while_another_is_served() {
         let (_, Some(Response::CreateTopics(created))) = other
             .request(&Request::CreateTopics(CreateTopicsRequest {
                 topics: vec![CreatableTopic {
+                    replication_factor: None,
                     name: "big".into(),
                     partitions: 1,
                     configs: Vec::new(),
@@ -100,6 +102,7 @@ fn a_client_over_its_share_is_refused_while_another_is_served() {
                     topics: vec![ProduceTopic {
                         name: "big".into(),
                         partitions: vec![ProducePartition {
+                            current_leader_epoch: None,
                             partition: 0,
                             records: big_batch(number * 4),
                         }],

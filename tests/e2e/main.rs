@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 mod broker_metadata;
 mod cli;
+mod cluster_client;
 mod damage;
 mod fault_proxy;
 mod groups;

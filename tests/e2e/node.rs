@@ -36,6 +36,7 @@ async fn create_topic(
 ) -> TopicResult {
     let request = Request::CreateTopics(CreateTopicsRequest {
         topics: vec![CreatableTopic {
+            replication_factor: None,
             name: name.into(),
             partitions,
             configs: configs
@@ -66,6 +67,7 @@ async fn produce(
         topics: vec![ProduceTopic {
             name: topic.into(),
             partitions: vec![ProducePartition {
+                current_leader_epoch: None,
                 partition: 0,
                 records,
             }],

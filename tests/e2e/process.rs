@@ -255,6 +255,7 @@ fn produce_everywhere(topic: &str, round: usize) -> ledge_protocol::wire::Reques
                 })
                 .collect();
             ProducePartition {
+                current_leader_epoch: None,
                 partition,
                 records: encode_batch(&records, &EncodeOptions::default()).unwrap(),
             }
@@ -285,6 +286,7 @@ async fn fetch_everything(client: &ledge_e2e::RawClient, topic: &str) -> (Vec<St
                 topics: vec![FetchTopic {
                     name: topic.into(),
                     partitions: vec![FetchPartition {
+                        current_leader_epoch: None,
                         partition,
                         fetch_offset: offset,
                         partition_max_bytes: 1 << 20,
@@ -336,6 +338,7 @@ fn many_segments_under_a_low_open_file_limit_stay_online_and_readable() {
         let request = ledge_protocol::wire::Request::CreateTopics(
             ledge_protocol::wire::CreateTopicsRequest {
                 topics: vec![ledge_protocol::wire::CreatableTopic {
+                    replication_factor: None,
                     name: "wide".into(),
                     partitions: WIDE_PARTITIONS,
                     configs: [("segment.bytes", "2048"), ("max.message.bytes", "1024")]
@@ -500,6 +503,7 @@ fn a_read_only_data_directory_serves_reads_and_refuses_produce_clearly() {
                     topics: vec![ledge_protocol::wire::FetchTopic {
                         name: "kept".into(),
                         partitions: vec![ledge_protocol::wire::FetchPartition {
+                            current_leader_epoch: None,
                             partition,
                             fetch_offset: 0,
                             partition_max_bytes: 1 << 20,
@@ -542,6 +546,7 @@ fn a_read_only_data_directory_serves_reads_and_refuses_produce_clearly() {
                 topics: vec![ledge_protocol::wire::ProduceTopic {
                     name: "kept".into(),
                     partitions: vec![ledge_protocol::wire::ProducePartition {
+                        current_leader_epoch: None,
                         partition: 0,
                         records,
                     }],

@@ -73,6 +73,7 @@ fn produce_request(topic: &str, records: Bytes, acks: Acks) -> Request {
         topics: vec![ProduceTopic {
             name: topic.into(),
             partitions: vec![ProducePartition {
+                current_leader_epoch: None,
                 partition: 0,
                 records,
             }],
@@ -93,6 +94,7 @@ async fn produce(client: &RawClient, topic: &str, records: Bytes, acks: Acks) ->
 async fn create_topic(client: &RawClient, name: &str) {
     let request = Request::CreateTopics(CreateTopicsRequest {
         topics: vec![CreatableTopic {
+            replication_factor: None,
             name: name.into(),
             partitions: 1,
             configs: Vec::new(),
@@ -117,6 +119,7 @@ async fn values(client: &RawClient, topic: &str) -> Vec<String> {
             topics: vec![FetchTopic {
                 name: topic.into(),
                 partitions: vec![FetchPartition {
+                    current_leader_epoch: None,
                     partition: 0,
                     fetch_offset: offset,
                     partition_max_bytes: 1 << 20,

@@ -272,6 +272,7 @@ fn every_example_module_works_where_it_is_meant_to_run() {
             &raw,
             Request::CreateTopics(CreateTopicsRequest {
                 topics: vec![CreatableTopic {
+                    replication_factor: None,
                     name: "signups".into(),
                     partitions: 1,
                     configs: vec![ConfigEntry {
@@ -325,6 +326,7 @@ fn every_example_module_works_where_it_is_meant_to_run() {
             &raw,
             Request::CreateTopics(CreateTopicsRequest {
                 topics: vec![CreatableTopic {
+                    replication_factor: None,
                     name: "customers".into(),
                     partitions: 4,
                     configs: vec![ConfigEntry {
@@ -358,6 +360,7 @@ fn every_example_module_works_where_it_is_meant_to_run() {
                 topics: vec![ProduceTopic {
                     name: "customers".into(),
                     partitions: vec![ProducePartition {
+                        current_leader_epoch: None,
                         partition: NODE_PARTITIONED,
                         records: encode_batch(&records, &EncodeOptions::default()).expect("batch"),
                     }],

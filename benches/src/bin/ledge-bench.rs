@@ -1595,6 +1595,7 @@ async fn broker_produce(
     let Response::CreateTopics(created) = broker
         .handle(Request::CreateTopics(CreateTopicsRequest {
             topics: vec![CreatableTopic {
+                replication_factor: None,
                 name: topic.clone(),
                 partitions: args.producers,
                 configs: Vec::new(),
@@ -1654,6 +1655,7 @@ async fn broker_produce(
                         topics: vec![ProduceTopic {
                             name: topic.clone(),
                             partitions: vec![ProducePartition {
+                                current_leader_epoch: None,
                                 partition,
                                 records: request_records.clone(),
                             }],

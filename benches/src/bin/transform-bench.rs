@@ -42,6 +42,7 @@ fn batch(first: usize) -> Bytes {
 async fn create(broker: &Broker<SystemDisk>, name: &str, partitions: u32) -> anyhow::Result<()> {
     let request = CreateTopicsRequest {
         topics: vec![CreatableTopic {
+            replication_factor: None,
             name: name.into(),
             partitions,
             configs: Vec::new(),
@@ -77,6 +78,7 @@ async fn produce(
                     topics: vec![ProduceTopic {
                         name: topic.clone(),
                         partitions: vec![ProducePartition {
+                            current_leader_epoch: None,
                             partition: (sent as u32) % partitions,
                             records: batches[sent % batches.len()].clone(),
                         }],
@@ -119,7 +121,8 @@ async fn deploy_high_value(
     module: &[u8],
 ) -> anyhow::Result<()> {
     broker
-        .deploy_transform(DeclaredTransform {
+        .transforms()
+        .deploy(DeclaredTransform {
             name: name.into(),
             kind: PluginKind::Filter,
             module: Bytes::copy_from_slice(module),
@@ -175,7 +178,7 @@ fn main() -> anyhow::Result<()> {
         )
         .await?;
         let broker = Arc::new(broker);
-        broker.start_transforms().await;
+        broker.transforms().start().await;
         let batches: Vec<Bytes> = (0..16).map(|n| batch(n * RECORDS_PER_BATCH)).collect();
 
         create(&broker, "baseline", partitions).await?;

@@ -30,7 +30,7 @@ mod sender;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ledge_protocol::wire::{self, Acks, ErrorCode, NODE_PARTITIONED, Request, Response};
@@ -315,6 +315,9 @@ struct TopicInfo {
     /// The topic's `max.message.bytes`: the largest batch, header included, the node accepts
     /// for it. `None` when the node did not say (batches are then split if refused).
     batch_bytes_max: Option<usize>,
+    /// When the node said so: the info is looked up again after the client's
+    /// `metadata_max_age`, so partitions added since are used (Kafka's producer does the same).
+    fetched_at: Instant,
 }
 
 impl TopicInfo {
@@ -421,7 +424,14 @@ impl Producer {
                 limit: shared.config.max_request_size,
             });
         }
-        let topic = self.topic(&record.topic).await?;
+        let mut topic = self.topic(&record.topic).await?;
+        // A partition beyond the cached count may have been added since: ask once more.
+        if record.partition.is_some_and(|partition| {
+            partition >= topic.partition_count && partition != NODE_PARTITIONED
+        }) {
+            self.shared.forget_topic(&record.topic);
+            topic = self.topic(&record.topic).await?;
+        }
         if let Some(limit) = topic.batch_bytes_max
             && bytes.saturating_add(BATCH_HEADER_BYTES) > limit
         {
@@ -555,7 +565,10 @@ impl Producer {
 
     /// The topic's partition count, from the cache or the node.
     async fn topic(&self, name: &str) -> Result<TopicInfo, ProduceError> {
-        if let Some(info) = self.shared.lock().topics.get(name) {
+        let max_age = self.shared.client.config().metadata_max_age;
+        if let Some(info) = self.shared.lock().topics.get(name)
+            && clock::now().saturating_duration_since(info.fetched_at) < max_age
+        {
             return Ok(info.clone());
         }
         let shared = &self.shared;
@@ -599,6 +612,7 @@ impl Producer {
             partition_count,
             node_partitioned: !topic.partitioner_module.is_empty(),
             batch_bytes_max: self.topic_batch_bytes_max(name).await,
+            fetched_at: clock::now(),
         };
         self.shared
             .lock()

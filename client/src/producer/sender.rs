@@ -37,6 +37,7 @@
 //! recognise a resend, and their acknowledgement says where each record went.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -157,6 +158,8 @@ impl PartitionState {
 }
 
 enum TaskOutcome {
+    /// The answers of one send split by partition leader.
+    Routed(Vec<Self>),
     Produce {
         batches: Vec<SentBatch>,
         result: Result<Option<ProduceResponse>, RequestError>,
@@ -395,49 +398,56 @@ impl Sender {
         })
     }
 
+    /// Sends `batches` to their partitions' leaders: one request per leader, each partition
+    /// carrying the leader epoch the client's metadata names (KIP-320), so a stale leader or
+    /// stale metadata is refused rather than obeyed.
     fn spawn_produce(&mut self, batches: Vec<SentBatch>) {
         let acks = self.config().acks;
         let timeout_ms = u32::try_from(self.shared.client.config().request_timeout.as_millis())
             .unwrap_or(u32::MAX);
-        let mut topics: Vec<ProduceTopic> = Vec::new();
-        for batch in &batches {
-            let partition = ProducePartition {
-                partition: batch.key.partition,
-                records: batch.bytes.clone(),
-            };
-            match topics
-                .iter_mut()
-                .find(|topic| *topic.name == *batch.key.topic)
-            {
-                Some(topic) => topic.partitions.push(partition),
-                None => topics.push(ProduceTopic {
-                    name: batch.key.topic.to_string(),
-                    partitions: vec![partition],
-                }),
-            }
-        }
-        let request = Request::Produce(ProduceRequest {
-            acks,
-            timeout_ms,
-            topics,
-        });
         let client = self.shared.client.clone();
         self.tasks.spawn(async move {
-            let result = if acks == Acks::None {
-                client.send_only(&request).await.map(|()| None)
-            } else {
-                match client.request(&request, Duration::ZERO).await {
-                    Ok(Response::Produce(response)) => Ok(Some(response)),
-                    Ok(other) => Err(unexpected(wire::ApiKey::Produce, &other)),
-                    Err(error) => Err(error),
+            let partitions: Vec<(&str, u32)> = batches
+                .iter()
+                .map(|batch| (&*batch.key.topic, batch.key.partition))
+                .collect();
+            let routes = client.routes(&partitions).await;
+            let mut by_node: Vec<(SocketAddr, Vec<RoutedBatch>)> = Vec::new();
+            for (batch, (node, leader_epoch)) in batches.into_iter().zip(routes) {
+                match by_node.iter_mut().find(|(known, _)| *known == node) {
+                    Some((_, group)) => group.push((batch, leader_epoch)),
+                    None => by_node.push((node, vec![(batch, leader_epoch)])),
                 }
-            };
-            TaskOutcome::Produce { batches, result }
+            }
+            let sends = by_node.into_iter().map(|(node, group)| {
+                let client = client.clone();
+                async move {
+                    let request = produce_request(acks, timeout_ms, &group);
+                    let batches: Vec<SentBatch> =
+                        group.into_iter().map(|(batch, _)| batch).collect();
+                    let result = if acks == Acks::None {
+                        client.send_only(node, &request).await.map(|()| None)
+                    } else {
+                        match client.request_to(node, &request, Duration::ZERO).await {
+                            Ok(Response::Produce(response)) => Ok(Some(response)),
+                            Ok(other) => Err(unexpected(wire::ApiKey::Produce, &other)),
+                            Err(error) => Err(error),
+                        }
+                    };
+                    TaskOutcome::Produce { batches, result }
+                }
+            });
+            TaskOutcome::Routed(futures_util::future::join_all(sends).await)
         });
     }
 
     fn handle(&mut self, outcome: TaskOutcome, now: Instant) {
         match outcome {
+            TaskOutcome::Routed(outcomes) => {
+                for outcome in outcomes {
+                    self.handle(outcome, now);
+                }
+            }
             TaskOutcome::Produce { batches, result } => match result {
                 Err(error) => {
                     for batch in batches {
@@ -517,6 +527,12 @@ impl Sender {
                     }
                 }
                 Some(answer) => {
+                    // NotLeaderOrFollower and the like: the next send looks the leader up again.
+                    self.shared.client.partition_error(
+                        &batch.key.topic,
+                        batch.key.partition,
+                        answer.error,
+                    );
                     let error = ProduceError::Node {
                         topic: batch.key.topic.to_string(),
                         partition: batch.key.partition,
@@ -934,6 +950,36 @@ pub(super) fn batch_ack(
         base_offset: None,
         log_append_time,
         placements: Some(placements.into()),
+    })
+}
+
+/// A batch and the leader epoch its partition's leader is known at.
+type RoutedBatch = (SentBatch, Option<i32>);
+
+/// One produce request for `group`'s batches, each with its partition's leader epoch.
+fn produce_request(acks: Acks, timeout_ms: u32, group: &[RoutedBatch]) -> Request {
+    let mut topics: Vec<ProduceTopic> = Vec::new();
+    for (batch, leader_epoch) in group {
+        let partition = ProducePartition {
+            partition: batch.key.partition,
+            current_leader_epoch: *leader_epoch,
+            records: batch.bytes.clone(),
+        };
+        match topics
+            .iter_mut()
+            .find(|topic| *topic.name == *batch.key.topic)
+        {
+            Some(topic) => topic.partitions.push(partition),
+            None => topics.push(ProduceTopic {
+                name: batch.key.topic.to_string(),
+                partitions: vec![partition],
+            }),
+        }
+    }
+    Request::Produce(ProduceRequest {
+        acks,
+        timeout_ms,
+        topics,
     })
 }
 

@@ -6,18 +6,25 @@
 //! `metadata.json`, producer ids), produce (`produce.rs`), fetch and list offsets
 //! (`fetch.rs`), maintenance (`maintenance.rs`: retention, compaction, disk guard,
 //! verifier), groups (`groups.rs`), plug-ins (`plugins.rs`) and transforms
-//! (`transforms.rs`).
+//! (`transforms/`). The plug-in and transform requests are answered by the
+//! [`PluginHost`](super::plugins::PluginHost) and the
+//! [`TransformRunner`](super::transforms::TransformRunner), whose errors become codes here.
 
 use std::collections::BTreeMap;
 
 use ledge_protocol::wire::{
-    AlterConfigsRequest, AlterConfigsResponse, ApiVersionsResponse, ConfigDescription,
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, ErrorCode, InitProducerIdRequest,
-    InitProducerIdResponse, MetadataRequest, MetadataResponse, PartitionMetadata, Request,
-    Response, TopicConfigs, TopicMetadata, TopicResult,
+    AlterConfigsRequest, AlterConfigsResponse, AlterTransformRequest, AlterTransformResponse,
+    ApiVersionsResponse, ConfigDescription, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteModuleRequest, DeleteModuleResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DeployTransformRequest, DeployTransformResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, DescribeTransformsRequest, DescribeTransformsResponse, ErrorCode,
+    InitProducerIdRequest, InitProducerIdResponse, ListModulesResponse, MetadataRequest,
+    MetadataResponse, ModuleDescription, PartitionMetadata, Request, Response, TopicConfigs,
+    TopicMetadata, TopicResult, TransformDescription, UploadModuleRequest, UploadModuleResponse,
 };
 
+use super::Broker;
+use super::cluster_view::{LeaderEpochError, ReplicationError};
 use super::fetch::FetchError;
 use super::metadata::MetadataError;
 use super::plugins::{
@@ -27,14 +34,15 @@ use super::plugins::{
 use super::produce::{PrepareError, ProduceError};
 use super::registry::{
     AlterTopicError, CreateTopicError, DeleteTopicError, LookupError, PartitionCountError,
-    ProducerIdError,
+    ProducerIdError, RemoveModuleError, RemoveTransformError, SetTransformStoppedError,
+    StoreModuleError, StoreTransformError,
 };
-use super::transforms::{AlterTransformError, DeployTransformError};
-use super::{Broker, read};
+use super::transforms::{AlterTransformError, DeclaredTransform, DeployTransformError};
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::storage::{AppendError, Disk, ReadError};
 use crate::wasm::WasmError;
+use crate::wasm::batch::{params_list, params_map};
 
 impl<D: Disk> Broker<D> {
     /// Answers one request from a caller without a client id (tests, the bench tools).
@@ -90,11 +98,12 @@ impl<D: Disk> Broker<D> {
             Request::AlterTransform(request) => {
                 Response::AlterTransform(self.alter_transform(request).await)
             }
-            Request::ConsumerGroupHeartbeat(request) => {
-                Response::ConsumerGroupHeartbeat(self.groups.heartbeat(self, request, client_id))
-            }
+            Request::DescribeCluster(_) => Response::DescribeCluster(self.describe_cluster()),
+            Request::ConsumerGroupHeartbeat(request) => Response::ConsumerGroupHeartbeat(
+                self.groups.heartbeat(&*self.registry, request, client_id),
+            ),
             Request::OffsetCommit(request) => {
-                Response::OffsetCommit(self.groups.offset_commit(self, request).await)
+                Response::OffsetCommit(self.groups.offset_commit(&*self.registry, request).await)
             }
             Request::OffsetFetch(request) => {
                 Response::OffsetFetch(self.groups.offset_fetch(request))
@@ -104,20 +113,19 @@ impl<D: Disk> Broker<D> {
                 Response::DescribeGroups(self.groups.describe_groups(request))
             }
             Request::DeleteGroups(request) => {
-                Response::DeleteGroups(self.groups.delete_groups(self, request).await)
+                Response::DeleteGroups(self.groups.delete_groups(&*self.registry, request).await)
             }
         }
     }
 
     pub(super) fn metadata(&self, request: MetadataRequest) -> MetadataResponse {
-        let topics = read(&self.topics);
         let names: Vec<String> = match request.topics {
             Some(names) => names,
-            None => topics.keys().cloned().collect(),
+            None => self.registry.topic_names(),
         };
         let topics = names
             .into_iter()
-            .map(|name| match topics.get(&name) {
+            .map(|name| match self.registry.topic(&name) {
                 None => TopicMetadata {
                     error: ErrorCode::UnknownTopicOrPartition,
                     internal: name.starts_with("__"),
@@ -127,19 +135,17 @@ impl<D: Disk> Broker<D> {
                 },
                 Some(topic) => TopicMetadata {
                     internal: name.starts_with("__"),
-                    partitioner_module: read(&topic.config)
-                        .partitioner_module
-                        .clone()
-                        .unwrap_or_default(),
+                    partitioner_module: topic.config().partitioner_module.unwrap_or_default(),
                     name,
                     error: ErrorCode::None,
-                    partitions: read(&topic.partitions)
+                    partitions: topic
+                        .partitions()
                         .iter()
                         .map(|partition| match partition.online_log() {
                             Ok(log) => {
                                 let (dirty, sealed) = log.compaction_stats();
-                                PartitionMetadata {
-                                    partition: partition.key.partition,
+                                let mut metadata = PartitionMetadata {
+                                    partition: partition.key().partition,
                                     error: ErrorCode::None,
                                     log_start_offset: log.log_start_offset(),
                                     high_watermark: log.high_watermark(),
@@ -154,16 +160,23 @@ impl<D: Disk> Broker<D> {
                                         .map(|damage| damage.to_string())
                                         .unwrap_or_default(),
                                     record_count: log.record_count(),
-                                }
+                                    ..PartitionMetadata::default()
+                                };
+                                self.partition_placement(true).fill(&mut metadata);
+                                metadata
                             }
-                            Err(error) => PartitionMetadata {
-                                partition: partition.key.partition,
-                                error: lookup_code(&error),
-                                log_start_offset: -1,
-                                high_watermark: -1,
-                                damage: error.to_string(),
-                                ..PartitionMetadata::default()
-                            },
+                            Err(error) => {
+                                let mut metadata = PartitionMetadata {
+                                    partition: partition.key().partition,
+                                    error: lookup_code(&error),
+                                    log_start_offset: -1,
+                                    high_watermark: -1,
+                                    damage: error.to_string(),
+                                    ..PartitionMetadata::default()
+                                };
+                                self.partition_placement(false).fill(&mut metadata);
+                                metadata
+                            }
                         })
                         .collect(),
                 },
@@ -171,6 +184,8 @@ impl<D: Disk> Broker<D> {
             .collect();
         MetadataResponse {
             node_id: self.config.node_id,
+            nodes: self.cluster_nodes(),
+            controller_id: self.controller_id(),
             topics,
         }
     }
@@ -183,7 +198,12 @@ impl<D: Disk> Broker<D> {
                 .into_iter()
                 .map(|entry| (entry.name, entry.value))
                 .collect();
-            let outcome = if request.validate_only {
+            // Replication is checked first: a factor the live nodes cannot hold is refused
+            // before anything is validated further or stored.
+            let replication = self.replication_check(topic.replication_factor, &configs);
+            let outcome = if let Err(error) = replication {
+                Err(CreateTopicError::Replication(error))
+            } else if request.validate_only {
                 self.registry
                     .validate_create(&topic.name, topic.partitions, &configs)
                     .await
@@ -241,7 +261,8 @@ impl<D: Disk> Broker<D> {
                     name,
                     error: ErrorCode::None,
                     message: String::new(),
-                    configs: read(&topic.config)
+                    configs: topic
+                        .config()
                         .describe()
                         .into_iter()
                         .map(|(name, value, is_default)| ConfigDescription {
@@ -279,6 +300,129 @@ impl<D: Disk> Broker<D> {
             ));
         }
         AlterConfigsResponse { topics: results }
+    }
+
+    pub(super) async fn upload_module(&self, request: UploadModuleRequest) -> UploadModuleResponse {
+        match self.plugins.upload_module(request).await {
+            Ok(hash) => UploadModuleResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+                hash,
+            },
+            Err(error) => {
+                let (error, message) = module_wire(&error);
+                UploadModuleResponse {
+                    error,
+                    message,
+                    hash: String::new(),
+                }
+            }
+        }
+    }
+
+    pub(super) async fn list_modules(&self) -> ListModulesResponse {
+        ListModulesResponse {
+            modules: self
+                .plugins
+                .list_modules()
+                .await
+                .into_iter()
+                .map(|(name, module)| ModuleDescription {
+                    name,
+                    kind: module.kind,
+                    hash: module.hash,
+                    size_bytes: module.size_bytes,
+                    params: params_list(&module.params),
+                    uploaded_ms: module.uploaded_ms,
+                })
+                .collect(),
+        }
+    }
+
+    pub(super) async fn delete_module(&self, request: DeleteModuleRequest) -> DeleteModuleResponse {
+        match self.plugins.delete_module(&request.name).await {
+            Ok(()) => DeleteModuleResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+            },
+            Err(error) => {
+                let (error, message) = module_wire(&error);
+                DeleteModuleResponse { error, message }
+            }
+        }
+    }
+
+    pub(super) async fn deploy_transform_request(
+        &self,
+        request: DeployTransformRequest,
+    ) -> DeployTransformResponse {
+        let result = match params_map(&request.params) {
+            Ok(params) => {
+                self.transforms
+                    .deploy(DeclaredTransform {
+                        kind: request.kind,
+                        on_error: request.on_error,
+                        params,
+                        name: request.name,
+                        module: request.module,
+                        input: request.input,
+                        output: request.output,
+                        dead_letter_topic: request.dead_letter_topic,
+                    })
+                    .await
+            }
+            Err(error) => Err(DeployTransformError::Params(error)),
+        };
+        match result {
+            Ok(version) => DeployTransformResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+                version,
+            },
+            Err(error) => DeployTransformResponse {
+                error: ErrorCode::from(&error),
+                message: error.to_string(),
+                version: 0,
+            },
+        }
+    }
+
+    pub(super) async fn describe_transforms(
+        &self,
+        request: DescribeTransformsRequest,
+    ) -> DescribeTransformsResponse {
+        let transforms = self
+            .transforms
+            .describe(request.names)
+            .await
+            .into_iter()
+            .map(|described| match described {
+                Ok(description) => description,
+                Err(unknown) => TransformDescription {
+                    last_error: unknown.to_string(),
+                    name: unknown.name,
+                    error: ErrorCode::ModuleNotFound,
+                    ..TransformDescription::default()
+                },
+            })
+            .collect();
+        DescribeTransformsResponse { transforms }
+    }
+
+    pub(super) async fn alter_transform(
+        &self,
+        request: AlterTransformRequest,
+    ) -> AlterTransformResponse {
+        match self.transforms.alter(&request.name, &request.action).await {
+            Ok(()) => AlterTransformResponse {
+                error: ErrorCode::None,
+                message: String::new(),
+            },
+            Err(error) => AlterTransformResponse {
+                error: ErrorCode::from(&error),
+                message: error.to_string(),
+            },
+        }
     }
 
     pub(super) async fn init_producer_id(
@@ -340,11 +484,32 @@ fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
             ErrorCode::InvalidConfig
         }
         CreateTopicError::AlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
+        CreateTopicError::Replication(error) => replication_code(error),
         CreateTopicError::PartitionCount(error) => partition_count_code(error),
         CreateTopicError::Record { source, .. } => metadata_code(source),
         // Retriable, like any disk failure: nothing was recorded.
         CreateTopicError::PartitionNotCreated(_) => ErrorCode::StorageError,
     }
+}
+
+/// The code for refused replication settings: the factor itself, or a topic config
+/// (`min.insync.replicas`) that contradicts it.
+fn replication_code(error: &ReplicationError) -> ErrorCode {
+    match error {
+        ReplicationError::ZeroReplicationFactor | ReplicationError::AboveLiveNodes { .. } => {
+            ErrorCode::InvalidReplicationFactor
+        }
+        ReplicationError::MinInsyncAboveReplicationFactor { .. } => ErrorCode::InvalidConfig,
+    }
+}
+
+/// The code and message for a produce or fetch at a leader epoch this node does not lead at.
+pub(super) fn leader_epoch_wire(error: &LeaderEpochError) -> (ErrorCode, String) {
+    let code = match error {
+        LeaderEpochError::Fenced { .. } => ErrorCode::FencedLeaderEpoch,
+        LeaderEpochError::Unknown { .. } => ErrorCode::UnknownLeaderEpoch,
+    };
+    (code, error.to_string())
 }
 
 /// The code and message for a topic whose configs were not changed.
@@ -472,6 +637,8 @@ fn append_code(error: &AppendError) -> ErrorCode {
         AppendError::UnknownProducer { .. } => ErrorCode::UnknownProducerId,
         AppendError::Fenced { .. } => ErrorCode::StorageError,
         AppendError::Closed => ErrorCode::ShuttingDown,
+        // Only a follower's copy of its leader's batches can fail so; never a client's.
+        AppendError::NotContinuing { .. } => ErrorCode::CorruptMessage,
     }
 }
 
@@ -611,15 +778,16 @@ fn module_code(error: &ModuleError) -> ErrorCode {
         ModuleError::InvalidName(_)
         | ModuleError::Params(_)
         | ModuleError::ParamsTooLarge { .. }
-        | ModuleError::TooMany { .. } => ErrorCode::InvalidRequest,
-        ModuleError::KindInUse { .. } | ModuleError::InUse { .. } => ErrorCode::ModuleInUse,
+        | ModuleError::Register(StoreModuleError::TooMany { .. }) => ErrorCode::InvalidRequest,
+        ModuleError::KindInUse { .. } | ModuleError::Remove(RemoveModuleError::InUse { .. }) => {
+            ErrorCode::ModuleInUse
+        }
         ModuleError::Invalid(error) => wasm_error_code(error),
         ModuleError::Store(_) => ErrorCode::StorageError,
         ModuleError::Instantiate(error) => error.into(),
-        ModuleError::Record { source, .. } | ModuleError::RecordRemoval(source) => {
-            metadata_code(source)
-        }
-        ModuleError::NotFound { .. } => ErrorCode::ModuleNotFound,
+        ModuleError::Register(StoreModuleError::Record { source, .. })
+        | ModuleError::Remove(RemoveModuleError::Record(source)) => metadata_code(source),
+        ModuleError::Remove(RemoveModuleError::NotFound { .. }) => ErrorCode::ModuleNotFound,
     }
 }
 
@@ -639,7 +807,9 @@ impl From<&DeployTransformError> for ErrorCode {
             DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,
             DeployTransformError::Module(error) => module_code(error),
             DeployTransformError::Topic(error) => create_topic_code(error),
-            DeployTransformError::Record { source, .. } => metadata_code(source),
+            DeployTransformError::Record(StoreTransformError { source, .. }) => {
+                metadata_code(source)
+            }
         }
     }
 }
@@ -647,10 +817,17 @@ impl From<&DeployTransformError> for ErrorCode {
 impl From<&AlterTransformError> for ErrorCode {
     fn from(error: &AlterTransformError) -> Self {
         match error {
-            AlterTransformError::NotFound(_) => Self::ModuleNotFound,
+            AlterTransformError::Stopped(SetTransformStoppedError::NotFound(_))
+            | AlterTransformError::Remove(RemoveTransformError::NotFound(_)) => {
+                Self::ModuleNotFound
+            }
             AlterTransformError::UnknownAction(_) => Self::InvalidRequest,
-            AlterTransformError::Record { source, .. }
-            | AlterTransformError::RecordRemoval(source) => metadata_code(source),
+            AlterTransformError::Stopped(SetTransformStoppedError::Record(
+                StoreTransformError { source, .. },
+            ))
+            | AlterTransformError::Remove(RemoveTransformError::Record(source)) => {
+                metadata_code(source)
+            }
         }
     }
 }

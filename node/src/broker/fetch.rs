@@ -43,7 +43,7 @@ impl<D: Disk> Broker<D> {
     }
 
     pub(super) async fn fetch(&self, request: FetchRequest) -> FetchResponse {
-        let plugin = match self.fetch_plugin(&request.plugin).await {
+        let plugin = match self.plugins.fetch_plugin(&request.plugin).await {
             Ok(plugin) => plugin,
             Err(error) => {
                 tracing::debug!(%error, "fetch plug-in refused");
@@ -76,6 +76,12 @@ impl<D: Disk> Broker<D> {
                         log_start_offset: -1,
                         records: Bytes::new(),
                     };
+                    if let Err(error) = self.leader_epoch_check(wanted.current_leader_epoch) {
+                        (response.error, response.message) = dispatch::leader_epoch_wire(&error);
+                        any_error = true;
+                        partitions.push(response);
+                        continue;
+                    }
                     let log = match self.online_log(&topic.name, wanted.partition) {
                         Ok(log) => log,
                         Err(error) => {
@@ -106,6 +112,7 @@ impl<D: Disk> Broker<D> {
                             {
                                 let partition_count = self.partition_count(&topic.name);
                                 match self
+                                    .plugins
                                     .apply_fetch_plugin(
                                         plugin,
                                         std::mem::take(&mut response.records),

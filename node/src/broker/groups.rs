@@ -1,37 +1,31 @@
 //! The broker's side of the consumer groups: the narrow [`GroupHost`] handle the
-//! [`GroupService`](crate::groups::service::GroupService) reaches the node through (topic
-//! list, `__consumer_offsets`, transforms), and its timer driver, which `main.rs` spawns.
+//! [`GroupService`](crate::groups::service::GroupService) reaches the node through (the
+//! topic registry: topic list, `__consumer_offsets`, transform definitions), and its timer
+//! driver, which `main.rs` spawns.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Broker, read};
+use super::Broker;
 use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::groups::service::{GroupHost, OffsetsLogError};
 use crate::storage::{AppendDurability, AppendError, Disk};
 
-impl<D: Disk> GroupHost for Broker<D> {
+// The registry is the group service's window on the node: topics, `__consumer_offsets`
+// and the transform definitions all live there.
+impl<D: Disk> GroupHost for super::registry::TopicRegistry<D> {
     fn partition_counts(&self) -> BTreeMap<String, u32> {
-        read(&self.topics)
-            .iter()
-            .filter(|(name, _)| !name.starts_with("__"))
-            .map(|(name, topic)| (name.clone(), read(&topic.partitions).len() as u32))
-            .collect()
+        self.user_topic_partition_counts()
     }
 
     fn has_partition(&self, topic: &str, partition: u32) -> bool {
-        self.registry.partition(topic, partition).is_ok()
+        self.partition(topic, partition).is_ok()
     }
 
     async fn transform_exists(&self, name: &str) -> bool {
-        self.admin
-            .lock()
-            .await
-            .current()
-            .transforms
-            .contains_key(name)
+        self.transform(name).await.is_some()
     }
 
     async fn append_offsets_batch(
@@ -40,7 +34,6 @@ impl<D: Disk> GroupHost for Broker<D> {
         durability: AppendDurability,
     ) -> Result<i64, OffsetsLogError> {
         let partition = self
-            .registry
             .partition(OFFSETS_TOPIC, 0)
             .map_err(|_| OffsetsLogError::Missing)?;
         let log = partition
@@ -51,9 +44,9 @@ impl<D: Disk> GroupHost for Broker<D> {
         match log.append(batch, durability).await {
             Ok(outcome) => Ok(outcome.base_offset),
             Err(error) => {
-                // As for any append (see `Broker::append_error`): a fenced log is reopened.
+                // As for any append: a fenced log is reopened.
                 if matches!(error, AppendError::Fenced { .. }) {
-                    super::produce::reopen_in_background(&self.registry, &partition);
+                    self.reopen_fenced(&partition);
                 }
                 Err(error.into())
             }
@@ -79,11 +72,11 @@ impl<D: Disk> Broker<D> {
     /// Expires silent group members (also run on every heartbeat, and by
     /// [`Broker::run_group_timer`]).
     pub fn expire_group_members(&self) {
-        self.groups.expire_members(self);
+        self.groups.expire_members(&*self.registry);
     }
 
     /// Expires group members on time (on the node's clock), for as long as the broker lives.
     pub async fn run_group_timer(self: Arc<Self>) {
-        self.groups.run_timer(&*self).await;
+        self.groups.run_timer(&*self.registry).await;
     }
 }

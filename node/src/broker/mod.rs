@@ -7,18 +7,21 @@
 //! - `groups.rs` (the `GroupHost` handle the group service `groups/service.rs` reaches the
 //!   node through), `plugins.rs` (`PluginHost`), `transforms/` (`TransformRunner`): consumer
 //!   groups, WASM plug-ins, transforms.
+//! - `cluster_view.rs`: the cluster as clients see it (nodes, controller, each partition's
+//!   leader, replicas and ISR) and the replication checks; a one-node cluster today.
 //! - `dispatch.rs`: [`Broker::handle`] maps each request to its service and turns each
 //!   service's error enum into the wire `ErrorCode`, in one place.
 //!
 //! Does not own: sockets (the transport decodes frames and calls [`Broker::handle`]) or
 //! the config file (the node reconciles it through [`Broker::reconcile`]).
 
+pub mod cluster_view;
 mod dispatch;
 mod fetch;
 mod groups;
 mod maintenance;
 pub mod metadata;
-mod plugins;
+pub mod plugins;
 mod produce;
 mod producer_id_hold;
 pub mod registry;
@@ -42,7 +45,6 @@ use crate::clock::Clock;
 use crate::groups::coordinator::GroupLimits;
 use crate::groups::offsets::OFFSETS_TOPIC;
 use crate::storage::{Disk, DiskError, LogConfig, PartitionLog};
-use metadata::MetadataStore;
 // The WASM tests build stored topics and parse batch headers by hand.
 #[cfg(test)]
 use ledge_protocol::BatchHeader;
@@ -55,6 +57,9 @@ use topic_config::TopicConfig;
 pub struct BrokerConfig {
     /// This node's id in metadata responses.
     pub node_id: u32,
+    /// `host:port` clients reach this node at, as Metadata and DescribeCluster list it (the
+    /// bound listener address; empty in tests that never listen).
+    pub advertised_address: String,
     /// Node-wide log settings (flush interval, group commit size, recovery).
     pub log: LogConfig,
     /// Topic config defaults (Kafka's `log.*` broker settings).
@@ -88,12 +93,16 @@ pub struct BrokerConfig {
     pub wasm: crate::wasm::WasmLimits,
     /// Limits and defaults of topic transforms.
     pub transforms: transforms::TransformLimits,
+    /// Where plug-in work (compiles, instantiations, guest calls) runs: tokio's blocking
+    /// pool in the node, inline in the simulator (`sim/node.rs`). Not a config-file key.
+    pub plugin_executor: crate::wasm::PluginExecutor,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             node_id: 1,
+            advertised_address: String::new(),
             log: LogConfig::default(),
             topic_defaults: TopicConfig::default(),
             topic_partitions_max: 1024,
@@ -112,6 +121,7 @@ impl Default for BrokerConfig {
             disk_usage_percent_max: None,
             wasm: crate::wasm::WasmLimits::default(),
             transforms: transforms::TransformLimits::default(),
+            plugin_executor: crate::wasm::PluginExecutor::BlockingPool,
         }
     }
 }
@@ -160,21 +170,17 @@ pub enum BrokerError {
 pub struct Broker<D: Disk> {
     clock: Arc<dyn Clock>,
     config: BrokerConfig,
-    /// Topics, partitions, configs, `metadata.json`, producer ids.
-    registry: registry::TopicRegistry<D>,
-    /// The registry's topic map, read under its lock by the group, plug-in and transform
-    /// code.
-    topics: Arc<registry::TopicMap<D>>,
-    /// The registry's `metadata.json`, which also stores modules and transforms.
-    admin: Arc<tokio::sync::Mutex<MetadataStore<D>>>,
+    /// Topics, partitions, configs, `metadata.json` (with modules and transforms),
+    /// producer ids.
+    registry: Arc<registry::TopicRegistry<D>>,
     /// Consumer groups and committed offsets.
-    groups: crate::groups::service::GroupService,
+    groups: Arc<crate::groups::service::GroupService>,
     /// Whether produce is refused for lack of space, and why (see `check_disk_usage`).
     disk_guard: maintenance::DiskGuard,
     /// Uploaded modules, instantiated plug-ins and the opened-batch budget.
-    plugins: plugins::PluginHost<D>,
-    /// Running topic transforms.
-    transforms: transforms::TransformRunner,
+    plugins: Arc<plugins::PluginHost<D>>,
+    /// Topic transforms: their definitions' admin and their running tasks.
+    transforms: transforms::TransformRunner<D>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -210,17 +216,31 @@ impl<D: Disk> Broker<D> {
         )
         .await?;
         let read_only = registry.read_only();
+        let registry = Arc::new(registry);
         // Member ids stay unique across restarts without any stored counter.
         let member_salt = u64::try_from(clock.wall_time_ms()).unwrap_or_default();
         let config_groups = config.groups.clone();
-        let engine =
-            crate::wasm::WasmEngine::new(config.wasm.clone()).map_err(BrokerError::Wasm)?;
+        let engine = crate::wasm::WasmEngine::new(config.wasm.clone())
+            .map_err(BrokerError::Wasm)?
+            .with_executor(config.plugin_executor);
         let modules = crate::wasm::ModuleStore::open(disk.clone(), data_dir, engine).await?;
-        let plugins = plugins::PluginHost::new(modules, config.wasm.opened_batch_bytes_max);
-        let groups = crate::groups::service::GroupService::new(
+        let plugins = Arc::new(plugins::PluginHost::new(
+            modules,
+            Arc::clone(&registry),
+            Arc::clone(&clock),
+            config.wasm.clone(),
+        ));
+        let groups = Arc::new(crate::groups::service::GroupService::new(
             config_groups,
             member_salt,
             Arc::clone(&clock),
+        ));
+        let transforms = transforms::TransformRunner::new(
+            Arc::clone(&registry),
+            Arc::clone(&plugins),
+            Arc::clone(&groups),
+            Arc::clone(&clock),
+            config.transforms.clone(),
         );
         let disk_guard = maintenance::DiskGuard::new(
             data_dir,
@@ -230,13 +250,11 @@ impl<D: Disk> Broker<D> {
         let broker = Self {
             clock,
             config,
-            topics: Arc::clone(&registry.topics),
-            admin: Arc::clone(&registry.admin),
             registry,
             groups,
             disk_guard,
             plugins,
-            transforms: transforms::TransformRunner::default(),
+            transforms,
         };
         if broker.topic(OFFSETS_TOPIC).is_none() {
             if read_only {
@@ -298,9 +316,19 @@ impl<D: Disk> Broker<D> {
         Arc::clone(&self.clock)
     }
 
-    /// Syncs and closes every partition log.
+    /// The plug-in host: named modules (upload, list, delete) and plug-in calls.
+    pub fn plugins(&self) -> &plugins::PluginHost<D> {
+        &self.plugins
+    }
+
+    /// The transform runner: deploy, alter, describe, reconcile and run transforms.
+    pub fn transforms(&self) -> &transforms::TransformRunner<D> {
+        &self.transforms
+    }
+
+    /// Stops the transforms, then syncs and closes every partition log.
     pub async fn close(&self) {
-        self.stop_transforms();
+        self.transforms.stop();
         for (log, _) in self.online_logs(|_| true) {
             if let Err(error) = log.close().await {
                 tracing::error!(directory = %log.directory().display(), %error, "closing partition log failed");
@@ -319,6 +347,8 @@ impl<D: Disk> Broker<D> {
     }
 }
 
+#[cfg(test)]
+mod cluster_view_tests;
 #[cfg(test)]
 mod produce_fuzz_tests;
 #[cfg(test)]

@@ -8,27 +8,26 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use ledge_protocol::wire::{
-    DeleteModuleRequest, DeleteModuleResponse, ErrorCode, ListModulesResponse, ModuleDescription,
-    PartitionOffset, PluginRef, ProduceRouting, UploadModuleRequest, UploadModuleResponse,
-};
+use ledge_protocol::wire::{PartitionOffset, PluginRef, ProduceRouting, UploadModuleRequest};
 use ledge_protocol::{
     BATCH_HEADER_BYTES, BatchError, BatchHeader, BatchIter, EncodeError, EncodeOptions, Record,
     encode_empty_batch,
 };
 
-use super::metadata::{MetadataError, StoredModule};
+use super::metadata::StoredModule;
 use super::produce::ProduceError;
-use super::registry::LookupError;
+use super::registry::{LookupError, RemoveModuleError, StoreModuleError, TopicRegistry};
 use super::topic_config::TopicConfig;
 use super::topic_config::{ModuleNameError, validate_module_name};
-use super::{Broker, read};
-use crate::storage::{AppendDurability, Disk};
+use crate::clock::Clock;
+use crate::storage::{AppendDurability, AppendError, Disk};
 use crate::wasm::batch::{
     OpenBatchError, OpenedBatchBudget, ParamsError, apply_one_to_one, open_batch, params_list,
     params_map,
 };
-use crate::wasm::{ModuleStore, ModuleStoreError, Outcome, Plugin, PluginKind, WasmError};
+use crate::wasm::{
+    ModuleStore, ModuleStoreError, Outcome, Plugin, PluginKind, WasmError, WasmLimits,
+};
 
 /// Plug-ins (a module with one set of parameters) kept instantiated for fetches and
 /// produce hooks; beyond this the cache starts over.
@@ -124,14 +123,6 @@ pub enum ModuleError {
         /// "topic "t" (partitioner.module)" for each refusing config.
         users: Vec<String>,
     },
-    /// The node keeps `wasm.modules_max` modules.
-    #[error(
-        "the node keeps {count} modules, its limit (wasm.modules_max); delete unused ones with `ledge module delete`"
-    )]
-    TooMany {
-        /// How many it keeps.
-        count: usize,
-    },
     /// The module does not compile or validate.
     #[error("{0}")]
     Invalid(WasmError),
@@ -141,34 +132,12 @@ pub enum ModuleError {
     /// It could not be instantiated with its parameters.
     #[error(transparent)]
     Instantiate(#[from] PluginError),
-    /// `metadata.json` did not take it.
-    #[error("could not record module {name:?}: {source}")]
-    Record {
-        /// The module.
-        name: String,
-        /// Why.
-        source: MetadataError,
-    },
-    /// No module of that name (to delete).
-    #[error("no module named {name:?}")]
-    NotFound {
-        /// The name asked for.
-        name: String,
-    },
-    /// Topic configs name the module (to delete).
-    #[error(
-        "module {name:?} is used by topic(s) {}; change their partitioner.module / produce.filter.module first",
-        topics.join(", ")
-    )]
-    InUse {
-        /// The module.
-        name: String,
-        /// The topics naming it.
-        topics: Vec<String>,
-    },
-    /// `metadata.json` did not take the removal.
-    #[error("could not record the removal: {0}")]
-    RecordRemoval(MetadataError),
+    /// The registry did not record it (over `wasm.modules_max`, `metadata.json`).
+    #[error(transparent)]
+    Register(#[from] StoreModuleError),
+    /// The registry did not remove it (no such module, in use, `metadata.json`).
+    #[error(transparent)]
+    Remove(#[from] RemoveModuleError),
 }
 
 /// Why a topic's produce filter did not pass a batch.
@@ -303,6 +272,15 @@ pub(crate) const PARTITIONER_KINDS: &[PluginKind] = &[PluginKind::Partitioner];
 pub(crate) const PRODUCE_FILTER_KINDS: &[PluginKind] =
     &[PluginKind::Filter, PluginKind::Map, PluginKind::FilterMap];
 
+/// The module kinds a topic config key naming a module takes.
+fn kinds_of_key(key: &str) -> &'static [PluginKind] {
+    if key == "partitioner.module" {
+        PARTITIONER_KINDS
+    } else {
+        PRODUCE_FILTER_KINDS
+    }
+}
+
 /// "module "m" is a partitioner; produce.filter.module takes a filter, map, or filter_map".
 fn wrong_kind_message(name: &str, kind: PluginKind, kinds: &[PluginKind], purpose: &str) -> String {
     let allowed: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
@@ -391,11 +369,18 @@ pub(crate) fn check_module_references(
 /// The node's plug-ins: the uploaded modules (and their compiled forms), the plug-ins
 /// instantiated from them (a module with one set of parameters, kept for reuse), and the
 /// node-wide budget of bytes plug-in calls may hold opened.
-pub(crate) struct PluginHost<D: Disk> {
+///
+/// It reaches the rest of the node through narrow handles: the topic registry (named
+/// modules in `metadata.json`, topic configs, the partition logs a node-partitioned produce
+/// appends to) and the clock.
+pub struct PluginHost<D: Disk> {
     modules: ModuleStore<D>,
     /// By module hash, kind and parameters; starts over beyond [`PLUGIN_CACHE_MAX`].
     instantiated: Mutex<HashMap<String, Arc<Plugin>>>,
     budget: OpenedBatchBudget,
+    registry: Arc<TopicRegistry<D>>,
+    clock: Arc<dyn Clock>,
+    limits: WasmLimits,
 }
 
 /// Why a plug-in could not be instantiated.
@@ -413,18 +398,21 @@ pub enum PluginError {
 }
 
 impl<D: Disk> PluginHost<D> {
-    /// A host over `modules`, with `opened_batch_bytes_max` bytes of opened batches.
-    pub(crate) fn new(modules: ModuleStore<D>, opened_batch_bytes_max: usize) -> Self {
+    /// A host over `modules` (names in `registry`), under `limits`.
+    pub(crate) fn new(
+        modules: ModuleStore<D>,
+        registry: Arc<TopicRegistry<D>>,
+        clock: Arc<dyn Clock>,
+        limits: WasmLimits,
+    ) -> Self {
         Self {
             modules,
             instantiated: Mutex::new(HashMap::new()),
-            budget: OpenedBatchBudget::new(opened_batch_bytes_max),
+            budget: OpenedBatchBudget::new(limits.opened_batch_bytes_max),
+            registry,
+            clock,
+            limits,
         }
-    }
-
-    /// The uploaded modules.
-    pub(crate) fn modules(&self) -> &ModuleStore<D> {
-        &self.modules
     }
 
     /// The node-wide budget of opened-batch bytes.
@@ -456,8 +444,10 @@ impl<D: Disk> PluginHost<D> {
         let compiled = self.modules.get(&module.hash, module.kind).await?;
         let engine = self.modules.engine().clone();
         let params: Vec<(String, String)> = params.into_iter().collect();
-        let plugin =
-            tokio::task::spawn_blocking(move || Plugin::new(&engine, compiled, params)).await??;
+        let executor = engine.executor();
+        let plugin = executor
+            .run(move || Plugin::new(&engine, compiled, params))
+            .await??;
         let plugin = Arc::new(plugin);
         let mut cache = self.instantiated();
         if cache.len() >= PLUGIN_CACHE_MAX {
@@ -465,17 +455,6 @@ impl<D: Disk> PluginHost<D> {
         }
         cache.insert(key, Arc::clone(&plugin));
         Ok(plugin)
-    }
-}
-
-impl<D: Disk> Broker<D> {
-    /// A plug-in for `module` with `params`, instantiated once and cached.
-    pub(crate) async fn plugin(
-        &self,
-        module: &StoredModule,
-        params: BTreeMap<String, String>,
-    ) -> Result<Arc<Plugin>, PluginError> {
-        self.plugins.plugin(module, params).await
     }
 
     /// The named module, with its default parameters overridden by `overrides`, as a
@@ -487,17 +466,13 @@ impl<D: Disk> Broker<D> {
         kinds: &'static [PluginKind],
         purpose: &'static str,
     ) -> Result<Arc<Plugin>, NamedPluginError> {
-        let module = self
-            .admin
-            .lock()
-            .await
-            .current()
-            .modules
-            .get(name)
-            .cloned()
-            .ok_or_else(|| NamedPluginError::NotFound {
-                name: name.to_string(),
-            })?;
+        let module =
+            self.registry
+                .module(name)
+                .await
+                .ok_or_else(|| NamedPluginError::NotFound {
+                    name: name.to_string(),
+                })?;
         if !kinds.contains(&module.kind) {
             return Err(NamedPluginError::WrongKind {
                 name: name.to_string(),
@@ -511,24 +486,6 @@ impl<D: Disk> Broker<D> {
         Ok(self.plugin(&module, params).await?)
     }
 
-    pub(crate) async fn upload_module(&self, request: UploadModuleRequest) -> UploadModuleResponse {
-        match self.store_named_module(request).await {
-            Ok(hash) => UploadModuleResponse {
-                error: ErrorCode::None,
-                message: String::new(),
-                hash,
-            },
-            Err(error) => {
-                let (error, message) = super::dispatch::module_wire(&error);
-                UploadModuleResponse {
-                    error,
-                    message,
-                    hash: String::new(),
-                }
-            }
-        }
-    }
-
     /// Stores `bytes` as the module `name` (the config file's `[[module]]`); unchanged
     /// modules are a no-op. Returns the module's hash.
     pub async fn upload_named_module(
@@ -538,7 +495,7 @@ impl<D: Disk> Broker<D> {
         bytes: Bytes,
         params: BTreeMap<String, String>,
     ) -> Result<String, ModuleError> {
-        let existing = self.admin.lock().await.current().modules.get(name).cloned();
+        let existing = self.registry.module(name).await;
         if let Some(existing) = existing
             && existing.kind == kind
             && existing.params == params
@@ -546,7 +503,7 @@ impl<D: Disk> Broker<D> {
         {
             return Ok(existing.hash);
         }
-        self.store_named_module(UploadModuleRequest {
+        self.upload_module(UploadModuleRequest {
             name: name.to_string(),
             kind,
             module: bytes,
@@ -555,37 +512,20 @@ impl<D: Disk> Broker<D> {
         .await
     }
 
-    async fn store_named_module(
-        &self,
-        request: UploadModuleRequest,
-    ) -> Result<String, ModuleError> {
+    /// Checks, compiles and stores a module under a name (an upload); returns its hash.
+    pub async fn upload_module(&self, request: UploadModuleRequest) -> Result<String, ModuleError> {
         validate_module_name(&request.name).map_err(ModuleError::InvalidName)?;
         let kind = request.kind;
         let params = params_map(&request.params).map_err(ModuleError::Params)?;
         // Replacing a module a topic config names with one of a kind that key does not take
         // would make every produce to that topic fail.
-        let refused_by: Vec<String> = read(&self.topics)
-            .iter()
-            .filter_map(|(topic, entry)| {
-                let config = read(&entry.config);
-                let keys = [
-                    (
-                        "partitioner.module",
-                        &config.partitioner_module,
-                        PARTITIONER_KINDS,
-                    ),
-                    (
-                        "produce.filter.module",
-                        &config.produce_filter_module,
-                        PRODUCE_FILTER_KINDS,
-                    ),
-                ];
-                keys.into_iter()
-                    .find(|(_, module, kinds)| {
-                        module.as_deref() == Some(request.name.as_str()) && !kinds.contains(&kind)
-                    })
-                    .map(|(key, _, _)| format!("topic {topic:?} ({key})"))
-            })
+        let mut refusing = self.registry.module_references(&request.name);
+        refusing.retain(|reference| !kinds_of_key(reference.key).contains(&kind));
+        // One entry per topic, naming the first key that refuses the kind.
+        refusing.dedup_by(|later, earlier| later.topic == earlier.topic);
+        let refused_by: Vec<String> = refusing
+            .into_iter()
+            .map(|reference| format!("topic {:?} ({})", reference.topic, reference.key))
             .collect();
         if !refused_by.is_empty() {
             return Err(ModuleError::KindInUse {
@@ -594,33 +534,18 @@ impl<D: Disk> Broker<D> {
                 users: refused_by,
             });
         }
-        let too_many = |count: usize| ModuleError::TooMany { count };
-        let is_new_name_over_limit = |modules: &BTreeMap<String, StoredModule>| {
-            !modules.contains_key(&request.name) && modules.len() >= self.config.wasm.modules_max
-        };
-        {
-            let admin = self.admin.lock().await;
-            if is_new_name_over_limit(&admin.current().modules) {
-                return Err(too_many(admin.current().modules.len()));
-            }
-        }
+        let modules_max = self.limits.modules_max;
+        // Checked before the compile (refused cheaply), and again when it is recorded:
+        // another upload may have come in meanwhile.
+        self.registry
+            .check_module_room(&request.name, modules_max)
+            .await
+            .map_err(|count| StoreModuleError::TooMany { count })?;
         let stored = self.store_module(request.module, kind, params).await?;
         let hash = stored.hash.clone();
-        let mut admin = self.admin.lock().await;
-        // Again under the lock that records it: another upload may have come in meanwhile.
-        if is_new_name_over_limit(&admin.current().modules) {
-            return Err(too_many(admin.current().modules.len()));
-        }
-        let mut next = admin.current().clone();
-        next.modules.insert(request.name.clone(), stored);
-        admin
-            .store(next)
-            .await
-            .map_err(|source| ModuleError::Record {
-                name: request.name.clone(),
-                source,
-            })?;
-        drop(admin);
+        self.registry
+            .store_module(&request.name, stored, modules_max)
+            .await?;
         self.collect_module_garbage().await;
         Ok(hash)
     }
@@ -636,22 +561,21 @@ impl<D: Disk> Broker<D> {
             .iter()
             .map(|(key, value)| key.len() + value.len())
             .sum();
-        if params_bytes > self.config.wasm.module_params_bytes_max {
+        if params_bytes > self.limits.module_params_bytes_max {
             return Err(ModuleError::ParamsTooLarge {
                 bytes: params_bytes,
-                max: self.config.wasm.module_params_bytes_max,
+                max: self.limits.module_params_bytes_max,
             });
         }
         let size_bytes = bytes.len() as u64;
-        let module =
-            self.plugins
-                .modules()
-                .put(bytes, kind)
-                .await
-                .map_err(|error| match error {
-                    ModuleStoreError::Wasm(error) => ModuleError::Invalid(error),
-                    other => ModuleError::Store(other),
-                })?;
+        let module = self
+            .modules
+            .put(bytes, kind)
+            .await
+            .map_err(|error| match error {
+                ModuleStoreError::Wasm(error) => ModuleError::Invalid(error),
+                other => ModuleError::Store(other),
+            })?;
         let stored = StoredModule {
             hash: module.hash().to_string(),
             kind,
@@ -666,83 +590,23 @@ impl<D: Disk> Broker<D> {
 
     /// Removes module files no name or transform refers to.
     pub(crate) async fn collect_module_garbage(&self) {
-        let admin = self.admin.lock().await;
-        let current = admin.current();
-        let keep = current
-            .modules
-            .values()
-            .map(|module| module.hash.clone())
-            .chain(
-                current
-                    .transforms
-                    .values()
-                    .map(|transform| transform.module.hash.clone()),
-            )
-            .collect();
-        if let Err(error) = self.plugins.modules().retain(&keep).await {
+        let keep = self.registry.referenced_module_hashes().await;
+        if let Err(error) = self.modules.retain(&keep).await {
             tracing::warn!(%error, "removing unused module files failed");
         }
     }
 
-    pub(crate) async fn list_modules(&self) -> ListModulesResponse {
-        let admin = self.admin.lock().await;
-        ListModulesResponse {
-            modules: admin
-                .current()
-                .modules
-                .iter()
-                .map(|(name, module)| ModuleDescription {
-                    name: name.clone(),
-                    kind: module.kind,
-                    hash: module.hash.clone(),
-                    size_bytes: module.size_bytes,
-                    params: params_list(&module.params),
-                    uploaded_ms: module.uploaded_ms,
-                })
-                .collect(),
-        }
+    /// The named modules, by name.
+    pub async fn list_modules(&self) -> BTreeMap<String, StoredModule> {
+        self.registry.modules().await
     }
 
-    pub(crate) async fn delete_module(&self, request: DeleteModuleRequest) -> DeleteModuleResponse {
-        let result = async {
-            let mut admin = self.admin.lock().await;
-            let mut next = admin.current().clone();
-            if next.modules.remove(&request.name).is_none() {
-                return Err(ModuleError::NotFound {
-                    name: request.name.clone(),
-                });
-            }
-            let users: Vec<String> = read(&self.topics)
-                .iter()
-                .filter(|(_, topic)| {
-                    let config = read(&topic.config);
-                    config.partitioner_module.as_deref() == Some(request.name.as_str())
-                        || config.produce_filter_module.as_deref() == Some(request.name.as_str())
-                })
-                .map(|(name, _)| name.clone())
-                .collect();
-            if !users.is_empty() {
-                return Err(ModuleError::InUse {
-                    name: request.name.clone(),
-                    topics: users,
-                });
-            }
-            admin.store(next).await.map_err(ModuleError::RecordRemoval)
-        }
-        .await;
-        match result {
-            Ok(()) => {
-                self.collect_module_garbage().await;
-                DeleteModuleResponse {
-                    error: ErrorCode::None,
-                    message: String::new(),
-                }
-            }
-            Err(error) => {
-                let (error, message) = super::dispatch::module_wire(&error);
-                DeleteModuleResponse { error, message }
-            }
-        }
+    /// Deletes a named module (refused while a topic config names it); its files go once
+    /// no transform uses them either.
+    pub async fn delete_module(&self, name: &str) -> Result<(), ModuleError> {
+        self.registry.remove_module(name).await?;
+        self.collect_module_garbage().await;
+        Ok(())
     }
 
     /// Runs a topic's produce filter over one batch: the batch unchanged when every record
@@ -761,7 +625,7 @@ impl<D: Disk> Broker<D> {
                 "produce.filter.module",
             )
             .await?;
-        let opened = open_batch(&batch, self.plugins.budget())
+        let opened = open_batch(&batch, &self.budget)
             .await
             .map_err(|error| produced_batch_error(&batch, error))?;
         let outcomes = opened
@@ -812,7 +676,7 @@ impl<D: Disk> Broker<D> {
                 continue;
             }
             let batch = bytes.slice_ref(raw);
-            let opened = match open_batch(&batch, self.plugins.budget()).await {
+            let opened = match open_batch(&batch, &self.budget).await {
                 Ok(opened) => opened,
                 Err(error) => {
                     // Records that do not decode (stored before appends checked records) can
@@ -878,11 +742,14 @@ impl<D: Disk> Broker<D> {
         records: Bytes,
         durability: AppendDurability,
     ) -> Result<(ProduceRouting, Option<i64>), ProduceError> {
-        let topic_entry = self.topic(topic).ok_or_else(|| LookupError::UnknownTopic {
-            topic: topic.to_string(),
-        })?;
-        let config = read(&topic_entry.config).clone();
-        let partition_count = read(&topic_entry.partitions).len() as u32;
+        let topic_entry = self
+            .registry
+            .topic(topic)
+            .ok_or_else(|| LookupError::UnknownTopic {
+                topic: topic.to_string(),
+            })?;
+        let config = topic_entry.config();
+        let partition_count = topic_entry.partition_count();
         let Some(partitioner) = config.partitioner_module.clone() else {
             return Err(PartitionerError::NoPartitioner {
                 topic: topic.to_string(),
@@ -916,7 +783,7 @@ impl<D: Disk> Broker<D> {
                     .await?
                     .0;
             }
-            let opened = open_batch(&batch, self.plugins.budget())
+            let opened = open_batch(&batch, &self.budget)
                 .await
                 .map_err(|error| PartitionerError::from(produced_batch_error(&batch, error)))?;
             codec = opened
@@ -986,10 +853,13 @@ impl<D: Disk> Broker<D> {
                     .map_err(PartitionerError::Encode)?;
                 let header = BatchHeader::parse(&batch).map_err(PartitionerError::EncodedHeader)?;
                 let batch = super::produce::prepare_batch(&header, batch, config, append_time)?;
-                let outcome = log
-                    .append(batch, durability)
-                    .await
-                    .map_err(|error| self.append_error(&target, error))?;
+                let outcome = log.append(batch, durability).await.map_err(|error| {
+                    // As for any append: a fenced log is reopened in the background.
+                    if matches!(error, AppendError::Fenced { .. }) {
+                        self.registry.reopen_fenced(&target);
+                    }
+                    ProduceError::Append(error)
+                })?;
                 Ok::<_, ProduceError>(PartitionOffset {
                     partition,
                     offset: outcome.base_offset,

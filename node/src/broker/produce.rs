@@ -10,7 +10,6 @@
 //! [`prepare_batch`] and [`Broker::append_error`] here.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -26,9 +25,9 @@ use ledge_protocol::{
 
 use super::maintenance::DiskGuardTrip;
 use super::plugins::{PartitionerError, ProduceFilterError};
-use super::registry::{LookupError, Partition, PartitionState, TopicRegistry};
+use super::registry::{LookupError, Partition, TopicRegistry};
 use super::topic_config::{TimestampError, TimestampType, TopicCompression, TopicConfig};
-use super::{Broker, dispatch, read, write};
+use super::{Broker, dispatch};
 use crate::storage::{AppendDurability, AppendError, AppendInput, Disk};
 
 /// Why a produce to one partition was refused or failed.
@@ -143,37 +142,6 @@ pub(super) fn prepare_batch(
     Ok(batch)
 }
 
-/// A fenced log is reopened with full verification once; on failure it goes offline.
-pub(super) fn reopen_in_background<D: Disk>(
-    registry: &TopicRegistry<D>,
-    partition: &Arc<Partition<D>>,
-) {
-    if partition.reopening.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    let Ok(log) = partition.online_log() else {
-        partition.reopening.store(false, Ordering::SeqCst);
-        return;
-    };
-    let partition = Arc::clone(partition);
-    let disk = registry.disk().clone();
-    let clock = registry.clock();
-    tokio::spawn(async move {
-        let state = match log.reopen(disk, clock).await {
-            Ok(fresh) => {
-                tracing::info!(partition = %partition.key, "fenced partition reopened and verified");
-                PartitionState::Online(fresh)
-            }
-            Err(error) => {
-                tracing::error!(partition = %partition.key, %error, "fenced partition failed verification; offline");
-                PartitionState::Offline(error.to_string())
-            }
-        };
-        *write(&partition.state) = state;
-        partition.reopening.store(false, Ordering::SeqCst);
-    });
-}
-
 impl<D: Disk> Broker<D> {
     pub(super) async fn produce(&self, request: ProduceRequest) -> ProduceResponse {
         let durability = match request.acks {
@@ -212,6 +180,10 @@ impl<D: Disk> Broker<D> {
             log_start_offset: -1,
             routed: None,
         };
+        if let Err(error) = self.leader_epoch_check(request.current_leader_epoch) {
+            (response.error, response.message) = dispatch::leader_epoch_wire(&error);
+            return response;
+        }
         let outcome = self
             .produce_to_partition(topic, request, durability, timeout)
             .await;
@@ -248,7 +220,9 @@ impl<D: Disk> Broker<D> {
         }
         let timed_out = |_| ProduceError::TimedOut { timeout };
         if request.partition == NODE_PARTITIONED {
-            let work = self.produce_node_partitioned(topic, request.records, durability);
+            let work = self
+                .plugins
+                .produce_node_partitioned(topic, request.records, durability);
             let (routing, append_time) = crate::clock::timeout(&*self.clock, timeout, work)
                 .await
                 .map_err(timed_out)??;
@@ -267,8 +241,8 @@ impl<D: Disk> Broker<D> {
             })?;
         let partition = TopicRegistry::partition_of(&topic_entry, topic, request.partition)?;
         let log = partition.online_log()?;
-        let config = read(&topic_entry.config).clone();
-        let partition_count = read(&topic_entry.partitions).len() as u32;
+        let config = topic_entry.config();
+        let partition_count = topic_entry.partition_count();
         if request.records.is_empty() {
             return Err(ProduceError::NoBatches);
         }
@@ -339,7 +313,8 @@ impl<D: Disk> Broker<D> {
         let batch = prepare_batch(header, batch, config, append_time)?;
         let (batch, gaps_allowed) = match &config.produce_filter_module {
             Some(filter) => {
-                self.filter_produced_batch(filter, batch, partition_count)
+                self.plugins
+                    .filter_produced_batch(filter, batch, partition_count)
                     .await?
             }
             None => (batch, false),
@@ -358,7 +333,7 @@ impl<D: Disk> Broker<D> {
         error: AppendError,
     ) -> ProduceError {
         if matches!(error, AppendError::Fenced { .. }) {
-            reopen_in_background(&self.registry, partition);
+            self.registry.reopen_fenced(partition);
         }
         ProduceError::Append(error)
     }

@@ -217,6 +217,7 @@ async fn produce_valid(broker: &Broker<SimDisk>, topic: &str, rng: &mut ChaCha8R
         broker,
         topic,
         vec![ProducePartition {
+            current_leader_epoch: None,
             partition: 0,
             records,
         }],
@@ -243,6 +244,7 @@ async fn read_with_hostile_values(broker: &Broker<SimDisk>, topic: &str, rng: &m
         topics: vec![FetchTopic {
             name: topic.into(),
             partitions: vec![FetchPartition {
+                current_leader_epoch: None,
                 partition,
                 fetch_offset: offset,
                 partition_max_bytes: rng.random(),
@@ -329,6 +331,7 @@ fn lying_batch_headers_never_panic_and_the_log_keeps_working() {
             for (topic, configs) in TOPICS {
                 let request = CreateTopicsRequest {
                     topics: vec![CreatableTopic {
+                        replication_factor: None,
                         name: topic.into(),
                         partitions: 1,
                         configs: configs
@@ -368,6 +371,7 @@ fn lying_batch_headers_never_panic_and_the_log_keeps_working() {
                             }
                         }
                         ProducePartition {
+                            current_leader_epoch: None,
                             partition: 0,
                             records: Bytes::from(records),
                         }
@@ -430,6 +434,7 @@ fn records_that_do_not_match_their_header_are_invalid_record_on_every_path() {
             for (topic, configs) in TOPICS {
                 let request = CreateTopicsRequest {
                     topics: vec![CreatableTopic {
+                        replication_factor: None,
                         name: topic.into(),
                         partitions: 1,
                         configs: configs
@@ -476,6 +481,7 @@ fn records_that_do_not_match_their_header_are_invalid_record_on_every_path() {
                         &broker,
                         topic,
                         vec![ProducePartition {
+                            current_leader_epoch: None,
                             partition: 0,
                             records: Bytes::from(records),
                         }],

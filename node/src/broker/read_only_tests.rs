@@ -47,6 +47,7 @@ async fn records_in(broker: &Broker<SimDisk>, topic: &str) -> (ErrorCode, i32) {
         topics: vec![FetchTopic {
             name: topic.into(),
             partitions: vec![FetchPartition {
+                current_leader_epoch: None,
                 partition: 0,
                 fetch_offset: 0,
                 partition_max_bytes: 1 << 20,
@@ -79,6 +80,7 @@ fn a_read_only_data_directory_is_served_for_reads() {
             let broker = open(&disk).await.unwrap();
             let request = CreateTopicsRequest {
                 topics: vec![CreatableTopic {
+                    replication_factor: None,
                     name: "t".into(),
                     partitions: 2,
                     configs: Vec::new(),

@@ -60,6 +60,7 @@ async fn create(
 ) -> TopicResult {
     let request = CreateTopicsRequest {
         topics: vec![CreatableTopic {
+            replication_factor: None,
             name: name.into(),
             partitions,
             configs: configs
@@ -91,7 +92,11 @@ pub(super) async fn produce(
         timeout_ms: 10_000,
         topics: vec![ProduceTopic {
             name: topic.into(),
-            partitions: vec![ProducePartition { partition, records }],
+            partitions: vec![ProducePartition {
+                partition,
+                current_leader_epoch: None,
+                records,
+            }],
         }],
     };
     let Response::Produce(response) = broker.handle(Request::Produce(request)).await else {
@@ -123,6 +128,7 @@ async fn fetch(
         topics: vec![FetchTopic {
             name: topic.into(),
             partitions: vec![FetchPartition {
+                current_leader_epoch: None,
                 partition,
                 fetch_offset: offset,
                 partition_max_bytes: 1 << 20,

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use ledge_protocol::wire::*;
 use ledge_protocol::{BatchIter, DecodedRecord, EncodeOptions, Record, decode_batch, encode_batch};
 
+use super::metadata::MetadataStore;
 use super::*;
 use crate::clock::SimClock;
 use crate::sim::SimDisk;
@@ -84,7 +85,7 @@ async fn open(disk: &SimDisk) -> Arc<Broker<SimDisk>> {
     .await
     .unwrap();
     let broker = Arc::new(broker);
-    broker.start_transforms().await;
+    broker.transforms().start().await;
     broker
 }
 
@@ -148,6 +149,7 @@ async fn fetch_with(
         topics: vec![FetchTopic {
             name: topic.into(),
             partitions: vec![FetchPartition {
+                current_leader_epoch: None,
                 partition,
                 fetch_offset: offset,
                 partition_max_bytes: 1 << 20,
@@ -247,7 +249,8 @@ fn a_transform_copies_every_record_and_resumes_after_restart_without_duplicates(
         let broker = open(&disk).await;
         create(&broker, "orders", 2, &[]).await;
         let version = broker
-            .deploy_transform(transform(
+            .transforms
+            .deploy(transform(
                 "copy",
                 module(KEEP),
                 "orders",
@@ -342,7 +345,8 @@ fn a_poison_record_is_isolated_to_the_dead_letter_topic_and_the_rest_flows() {
         create(&broker, "events", 1, &[]).await;
         let poison = poison_module();
         broker
-            .deploy_transform(transform(
+            .transforms
+            .deploy(transform(
                 "screen",
                 poison,
                 "events",
@@ -392,7 +396,8 @@ fn the_stop_policy_stops_before_the_batch_and_a_hot_swap_resumes_without_loss() 
         create(&broker, "in", 1, &[]).await;
         let poison = poison_module();
         broker
-            .deploy_transform(transform("strict", poison, "in", transforms::OnError::Stop))
+            .transforms
+            .deploy(transform("strict", poison, "in", transforms::OnError::Stop))
             .await
             .unwrap();
         produce(&broker, "in", 0, values(&numbered(0, 10))).await;
@@ -419,7 +424,8 @@ fn the_stop_policy_stops_before_the_batch_and_a_hot_swap_resumes_without_loss() 
         assert_eq!(describe(&broker, "strict").await.state, "failed");
         // A fixed version swaps in and resumes from the stored position: nothing lost.
         let version = broker
-            .deploy_transform(transform(
+            .transforms
+            .deploy(transform(
                 "strict",
                 module(KEEP),
                 "in",
@@ -449,7 +455,8 @@ fn a_hot_swap_under_load_loses_nothing() {
         let broker = open(&disk).await;
         create(&broker, "load", 1, &[]).await;
         broker
-            .deploy_transform(transform(
+            .transforms
+            .deploy(transform(
                 "swap",
                 module(KEEP),
                 "load",
@@ -469,7 +476,8 @@ fn a_hot_swap_under_load_loses_nothing() {
         for version in 2..=4 {
             crate::clock::sleep(&*broker.clock, Duration::from_millis(15)).await;
             let swapped = broker
-                .deploy_transform(transform(
+                .transforms
+                .deploy(transform(
                     "swap",
                     module(KEEP),
                     "load",
@@ -502,7 +510,8 @@ fn a_failing_transform_trips_the_breaker_and_a_runaway_module_does_not_stall_oth
         create(&broker, "noisy", 1, &[]).await;
         create(&broker, "other", 1, &[]).await;
         broker
-            .deploy_transform(transform(
+            .transforms
+            .deploy(transform(
                 "fails",
                 module(ERROR_ALL),
                 "noisy",
@@ -519,7 +528,8 @@ fn a_failing_transform_trips_the_breaker_and_a_runaway_module_does_not_stall_oth
         );
         create(&broker, "spin", 1, &[]).await;
         broker
-            .deploy_transform(transform(
+            .transforms
+            .deploy(transform(
                 "spins",
                 looping,
                 "spin",
@@ -827,7 +837,8 @@ fn bad_uploads_are_refused_with_the_reason_and_modules_survive_a_restart() {
         assert_eq!(response.error, ErrorCode::None);
         assert_eq!(response.hash.len(), 64);
         let unknown_input = broker
-            .deploy_transform(transform(
+            .transforms
+            .deploy(transform(
                 "t",
                 module(KEEP),
                 "missing",
@@ -913,6 +924,7 @@ async fn create_result(
 ) -> TopicResult {
     let request = CreateTopicsRequest {
         topics: vec![CreatableTopic {
+            replication_factor: None,
             name: name.into(),
             partitions: 1,
             configs: configs
@@ -1064,6 +1076,7 @@ fn topic_configs_refuse_missing_and_wrong_kind_modules() {
                 topics: vec![ProduceTopic {
                     name: "t".into(),
                     partitions: vec![ProducePartition {
+                        current_leader_epoch: None,
                         partition: NODE_PARTITIONED,
                         records: values(&numbered(0, 4)),
                     }],
@@ -1094,7 +1107,8 @@ fn a_transform_position_group_is_refused_to_the_group_apis() {
         let broker = open(&disk).await;
         create(&broker, "orders", 1, &[]).await;
         broker
-            .deploy_transform(transform(
+            .transforms
+            .deploy(transform(
                 "copy",
                 module(KEEP),
                 "orders",
@@ -1194,7 +1208,8 @@ fn a_transform_version_at_its_limit_refuses_the_next_deploy() {
             let broker = open(&disk).await;
             create(&broker, "orders", 1, &[]).await;
             broker
-                .deploy_transform(transform(
+                .transforms
+                .deploy(transform(
                     "copy",
                     module(KEEP),
                     "orders",
@@ -1219,7 +1234,8 @@ fn a_transform_version_at_its_limit_refuses_the_next_deploy() {
         drop(file);
         let broker = open(&disk).await;
         let error = broker
-            .deploy_transform(transform(
+            .transforms
+            .deploy(transform(
                 "copy",
                 module(KEEP),
                 "orders",
@@ -1366,7 +1382,8 @@ fn a_transform_skips_an_input_batch_that_does_not_decode() {
 
         let broker = open(&disk).await;
         broker
-            .deploy_transform(transform(
+            .transforms
+            .deploy(transform(
                 "copy",
                 module(KEEP),
                 "events",
@@ -1393,7 +1410,8 @@ fn a_transform_skips_an_input_batch_that_does_not_decode() {
         assert_eq!(out, ["v0", "v1", "v4", "v5"]);
 
         broker
-            .deploy_transform(transform(
+            .transforms
+            .deploy(transform(
                 "halt",
                 module(KEEP),
                 "events",
@@ -1416,7 +1434,8 @@ fn a_running_transform_picks_up_partitions_added_to_its_input() {
         let broker = open(&disk).await;
         create(&broker, "events", 1, &[]).await;
         broker
-            .deploy_transform(transform(
+            .transforms
+            .deploy(transform(
                 "copy",
                 module(KEEP),
                 "events",

@@ -510,6 +510,7 @@ fn read_partition(
             topics: vec![FetchTopic {
                 name: key.0.clone(),
                 partitions: vec![FetchPartition {
+                    current_leader_epoch: None,
                     partition: key.1,
                     fetch_offset: position,
                     partition_max_bytes: 1 << 20,

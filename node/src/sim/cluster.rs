@@ -111,6 +111,8 @@ pub struct Summary {
     pub members_settled: usize,
     /// Transforms deployed.
     pub transforms_deployed: usize,
+    /// Records in the transforms' output topics at the settled audit.
+    pub transform_output_records: usize,
 }
 
 /// The trace: a running digest plus the last events, printed with a failure.
@@ -326,6 +328,7 @@ impl Cluster {
     fn create_group_topic(&mut self) -> Result<(), Failure> {
         let request = Request::CreateTopics(CreateTopicsRequest {
             topics: vec![CreatableTopic {
+                replication_factor: None,
                 name: GROUP_TOPIC.into(),
                 partitions: GROUP_TOPIC_PARTITIONS,
                 configs: Vec::new(),
@@ -809,6 +812,37 @@ impl Cluster {
                 return Err(self.failure(checker, message));
             }
         }
+        // What the transforms did goes into the trace too: a replay must repeat the plug-in
+        // work (positions, counts, time spent on the node's clock), not only the answers
+        // clients saw.
+        for transform in &audit.transforms {
+            let output_records: usize = audit
+                .logs
+                .iter()
+                .filter(|(key, _)| key.0 == transform.output)
+                .map(|(_, log)| log.len())
+                .sum();
+            self.trace.record(
+                self.now_ms,
+                format!(
+                    "node {id} audit: transform {} v{} {} positions {:?} in {} out {} dead {} busy {} us, lag {}, {output_records} records in {}: {}",
+                    transform.name,
+                    transform.version,
+                    transform.state,
+                    transform.positions,
+                    transform.records_in,
+                    transform.records_out,
+                    transform.records_dead,
+                    transform.busy_us,
+                    transform.lag,
+                    transform.output,
+                    transform.last_error
+                ),
+            );
+            if settled {
+                self.summary.transform_output_records += output_records;
+            }
+        }
         // Reads of the audit must agree with the reads clients made.
         for (key, log) in &audit.logs {
             for (offset, value) in log {
@@ -998,6 +1032,34 @@ mod tests {
         }
     }
 
+    /// Seeds with a transform replay exactly, plug-in work included: the simulated node
+    /// runs every compile, instantiation and guest call inline on its one thread
+    /// (`PluginExecutor::Inline`), and the trace holds what each audit saw of the
+    /// transforms (positions, counts, busy time, output records).
+    #[test]
+    fn seeds_with_transforms_replay_the_same_plug_in_work() {
+        let module = copy_module();
+        let mut deployed = 0;
+        let mut output_records = 0;
+        for seed in (0..4).map(|n| n * TRANSFORM_SEED_EVERY) {
+            let first = run_seed(seed, Some(&module)).unwrap_or_else(|failure| panic!("{failure}"));
+            let second =
+                run_seed(seed, Some(&module)).unwrap_or_else(|failure| panic!("{failure}"));
+            assert_eq!(
+                first.digest, second.digest,
+                "seed {seed}: two runs of the same seed differ"
+            );
+            assert_eq!(
+                first.transform_output_records, second.transform_output_records,
+                "seed {seed}"
+            );
+            deployed += first.transforms_deployed;
+            output_records += first.transform_output_records;
+        }
+        assert!(deployed > 0, "no seed deployed a transform");
+        assert!(output_records > 0, "no transform wrote output");
+    }
+
     fn create_topic(node: &mut SimNode, name: &str) {
         create_topic_with(node, name, &[]);
     }
@@ -1008,6 +1070,7 @@ mod tests {
                 topics: vec![CreatableTopic {
                     name: name.into(),
                     partitions: 1,
+                    replication_factor: None,
                     configs: configs
                         .iter()
                         .map(|(name, value)| ledge_protocol::wire::ConfigEntry {
@@ -1052,6 +1115,7 @@ mod tests {
                     name: topic.into(),
                     partitions: vec![ProducePartition {
                         partition: 0,
+                        current_leader_epoch: None,
                         records,
                     }],
                 }],
@@ -1315,6 +1379,7 @@ mod tests {
             let answer = node.call(
                 Request::CreateTopics(CreateTopicsRequest {
                     topics: vec![CreatableTopic {
+                        replication_factor: None,
                         name: "created".into(),
                         partitions: 3,
                         configs: Vec::new(),
@@ -1347,6 +1412,7 @@ mod tests {
             let retried = node.call(
                 Request::CreateTopics(CreateTopicsRequest {
                     topics: vec![CreatableTopic {
+                        replication_factor: None,
                         name: "created".into(),
                         partitions: 3,
                         configs: Vec::new(),

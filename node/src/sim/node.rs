@@ -18,6 +18,7 @@ use crate::broker::{Broker, BrokerConfig};
 use crate::clock::{self, SimClock};
 use crate::sim::SimDisk;
 use crate::sim::net::{ConnectionId, Endpoint, NodeId};
+use crate::wasm::PluginExecutor;
 
 /// The data directory on every simulated node's disk.
 pub const DATA_DIR: &str = "/data";
@@ -87,6 +88,8 @@ impl SimNode {
     /// A node that has not started yet, on a fresh disk.
     pub fn new(id: NodeId, disk_seed: u64, mut config: BrokerConfig) -> Self {
         config.node_id = id;
+        // Plug-in work on the node's one thread: a seed with transforms replays exactly.
+        config.plugin_executor = PluginExecutor::Inline;
         Self {
             id,
             disk: SimDisk::new(disk_seed),
@@ -160,7 +163,7 @@ impl SimNode {
             .await
             .map_err(|error| error.to_string())?;
             let broker = Arc::new(broker);
-            broker.start_transforms().await;
+            broker.transforms().start().await;
             tokio::spawn(Arc::clone(&broker).run_retention());
             tokio::spawn(Arc::clone(&broker).run_group_timer());
             tokio::spawn(Arc::clone(&broker).run_verifier());
@@ -197,7 +200,6 @@ impl SimNode {
         crash_disk(&self.disk);
         if let Some(running) = self.running.take() {
             drop(running.broker);
-            // Blocking tasks (module compiles) may still run; the runtime does not wait.
             running.runtime.shutdown_background();
         }
         self.answers

@@ -517,6 +517,7 @@ impl Workload {
                         topics: vec![ProduceTopic {
                             name: key.0.clone(),
                             partitions: vec![ProducePartition {
+                                current_leader_epoch: None,
                                 partition: key.1,
                                 records: batch,
                             }],
@@ -541,6 +542,7 @@ impl Workload {
                         topics: vec![FetchTopic {
                             name: key.0.clone(),
                             partitions: vec![FetchPartition {
+                                current_leader_epoch: None,
                                 partition: key.1,
                                 fetch_offset: *position,
                                 partition_max_bytes: 64 * 1024,
@@ -682,6 +684,7 @@ impl Workload {
                     return Some((
                         Request::CreateTopics(CreateTopicsRequest {
                             topics: vec![CreatableTopic {
+                                replication_factor: None,
                                 name: name.clone(),
                                 partitions,
                                 configs,

@@ -2,6 +2,7 @@
 //!
 //! Pure parts (no IO, tested alone): [`segment`] (names, header, roll policy), [`index`]
 //! (sparse offset and time indexes), [`checkpoint`] (recovery point and log start),
+//! [`leader_epoch`] (epoch -> start offset, KIP-101/279),
 //! [`recovery`] (scanning bytes for valid batches), [`verify`] (checking sealed segments
 //! in the background, one paced step at a time). The driver is [`log::PartitionLog`],
 //! which applies their decisions through a `Disk`; the broker opens every partition of a
@@ -12,6 +13,7 @@ pub mod compaction;
 pub mod disk;
 pub mod group_commit;
 pub mod index;
+pub mod leader_epoch;
 pub mod log;
 pub mod partition_key;
 pub mod producers;

@@ -39,7 +39,9 @@ pub const STORED_BATCH_BYTES_MAX: u64 = u32::MAX as u64 - SEGMENT_HEADER_BYTES;
 /// sectors, so checking at 512 covers both.
 pub const LOST_WRITE_UNIT_BYTES: u64 = 512;
 
-/// The partition leader epoch this node stamps on every batch (no replication yet).
+/// The partition leader epoch of a log that never changed leader (a single node, or a
+/// partition from before replication). Replicated logs stamp the leader's epoch instead; a
+/// stored epoch is then checked against the leader-epoch checkpoint (`storage::leader_epoch`).
 pub const PARTITION_LEADER_EPOCH: i32 = 0;
 
 /// Where and why a scan stopped.
@@ -91,6 +93,7 @@ pub fn scan(
     let mut offset_in_slice = 0usize;
     let mut next_offset = next_offset;
     let mut max_timestamp_ms = None;
+    let mut epoch_floor = PARTITION_LEADER_EPOCH;
     let stop = loop {
         let at = position + offset_in_slice as u64;
         let Some(rest) = bytes.get(offset_in_slice..) else {
@@ -145,12 +148,25 @@ pub fn scan(
         } else {
             next_offset
         };
-        if let Err(error) = header.check_stamp(expected, PARTITION_LEADER_EPOCH) {
+        if let Err(error) = header.check_stamp(expected, header.partition_leader_epoch) {
             break ScanStop::Invalid {
                 position: at,
                 reason: error.to_string(),
             };
         }
+        // Leader epochs never go back along a log and are never negative (the scan cannot
+        // know which epochs the log had; the open checks each against the leader-epoch
+        // checkpoint when it has one).
+        if header.partition_leader_epoch < epoch_floor {
+            break ScanStop::Invalid {
+                position: at,
+                reason: format!(
+                    "partition leader epoch {} is below {epoch_floor}, the epoch of the batch before",
+                    header.partition_leader_epoch
+                ),
+            };
+        }
+        epoch_floor = header.partition_leader_epoch;
         // A segment named for a base near `i64::MAX` could hold a batch ending at the last
         // offset there is; nothing may follow it.
         let Some(after) = header.last_offset().checked_add(1) else {
@@ -200,7 +216,7 @@ pub fn plausible_continuation(bytes: &[u8], next_offset_min: i64) -> Option<u64>
     let plausible = header.magic == MAGIC_V2
         && header.batch_length >= BATCH_LENGTH_MIN
         && total <= STORED_BATCH_BYTES_MAX
-        && header.partition_leader_epoch == PARTITION_LEADER_EPOCH
+        && header.partition_leader_epoch >= PARTITION_LEADER_EPOCH
         && header.base_offset >= next_offset_min;
     plausible.then_some(total)
 }
@@ -210,7 +226,7 @@ pub fn plausible_continuation(bytes: &[u8], next_offset_min: i64) -> Option<u64>
 pub fn continuing_batch(batch: &[u8], next_offset_min: i64) -> Option<BatchHeader> {
     let header = validate_batch(batch).ok()?;
     let continues = header.base_offset >= next_offset_min
-        && header.partition_leader_epoch == PARTITION_LEADER_EPOCH;
+        && header.partition_leader_epoch >= PARTITION_LEADER_EPOCH;
     continues.then_some(header)
 }
 

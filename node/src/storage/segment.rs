@@ -25,6 +25,8 @@ pub enum PartitionFile {
     ProducerSnapshot(i64),
     /// `checkpoint`: log start offset and recovery point.
     Checkpoint,
+    /// `leader-epoch-checkpoint`: leader epoch -> start offset (`storage::leader_epoch`).
+    LeaderEpochCheckpoint,
     /// `*.tmp`: an unfinished write of ours, safe to delete.
     Temporary,
 }
@@ -36,6 +38,9 @@ pub const CHECKPOINT_FILE_NAME: &str = "checkpoint";
 pub fn parse_file_name(name: &str) -> Option<PartitionFile> {
     if name == CHECKPOINT_FILE_NAME {
         return Some(PartitionFile::Checkpoint);
+    }
+    if name == super::leader_epoch::LEADER_EPOCH_FILE_NAME {
+        return Some(PartitionFile::LeaderEpochCheckpoint);
     }
     if name.ends_with(".tmp") {
         return Some(PartitionFile::Temporary);
@@ -235,6 +240,10 @@ mod tests {
             Some(PartitionFile::Checkpoint)
         );
         assert_eq!(parse_file_name("x.tmp"), Some(PartitionFile::Temporary));
+        assert_eq!(
+            parse_file_name("leader-epoch-checkpoint"),
+            Some(PartitionFile::LeaderEpochCheckpoint)
+        );
         for foreign in [
             "notes.txt",
             "42.log",

@@ -29,6 +29,7 @@ use super::budget::{
 };
 use super::tls::ServerTls;
 use crate::broker::Broker;
+use crate::cluster::peer::{CLOSE_PEER_REFUSED, PEER_ALPN, PeerService};
 use crate::storage::Disk;
 
 /// Transport limits (see docs/OPERATIONS.md).
@@ -101,6 +102,8 @@ pub enum TransportError {
 pub struct QuicServer {
     endpoint: quinn::Endpoint,
     limits: TransportLimits,
+    /// Serves connections on the peer ALPN; `None` outside a cluster.
+    peers: Option<Arc<PeerService>>,
 }
 
 impl QuicServer {
@@ -141,7 +144,23 @@ impl QuicServer {
             Arc::new(quinn::TokioRuntime),
         )
         .map_err(|cause| TransportError::Bind { addr, cause })?;
-        Ok(Self { endpoint, limits })
+        Ok(Self {
+            endpoint,
+            limits,
+            peers: None,
+        })
+    }
+
+    /// Serves peer connections (ALPN `ledge-peer/0`) with `peers`; the server config must
+    /// come from [`cluster_server_config`] so that peers can present certificates.
+    pub fn with_peers(mut self, peers: Arc<PeerService>) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
+    /// The endpoint, for dialing peers from the node's own address and port.
+    pub fn endpoint(&self) -> quinn::Endpoint {
+        self.endpoint.clone()
     }
 
     /// The bound address (the real port when asked for port 0).
@@ -176,15 +195,28 @@ impl QuicServer {
             let limits = Arc::clone(&limits);
             let shutdown = shutdown.clone();
             let budget = budget.connection();
+            let peers = self.peers.clone();
             tokio::spawn(async move {
                 let _permit = permit;
+                let remote = incoming.remote_address();
                 let connection = match incoming.await {
                     Ok(connection) => connection,
                     Err(error) => {
-                        tracing::debug!(%error, "handshake failed");
+                        log_handshake_failure(remote, &error);
                         return;
                     }
                 };
+                if negotiated_alpn(&connection).as_deref() == Some(PEER_ALPN) {
+                    match peers {
+                        Some(peers) => peers.serve_connection(connection, shutdown).await,
+                        None => {
+                            tracing::warn!(%remote, "peer connection refused: this node has no [cluster] section");
+                            connection
+                                .close(CLOSE_PEER_REFUSED.into(), b"this node is not in a cluster");
+                        }
+                    }
+                    return;
+                }
                 serve_connection(connection, broker, in_flight, limits, budget, shutdown).await;
             });
         }
@@ -247,14 +279,50 @@ pub fn server_config(
     tls: ServerTls,
     limits: &TransportLimits,
 ) -> Result<quinn::ServerConfig, TransportError> {
+    server_config_with(tls, limits, None)
+}
+
+/// The QUIC server config of a cluster node: as [`server_config`], plus the peer ALPN
+/// `ledge-peer/0` and client certificates checked against the cluster CA `roots`.
+///
+/// One endpoint serves both ALPNs, so the client-certificate verifier must let clients
+/// without a certificate through (`ledge/1` never needed one); a certificate that is
+/// presented must lead to the cluster CA or the handshake fails. On the peer ALPN the
+/// certificate is then required and its node id checked ([`PeerService`]).
+pub fn cluster_server_config(
+    tls: ServerTls,
+    roots: Arc<rustls::RootCertStore>,
+    limits: &TransportLimits,
+) -> Result<quinn::ServerConfig, TransportError> {
+    server_config_with(tls, limits, Some(roots))
+}
+
+fn server_config_with(
+    tls: ServerTls,
+    limits: &TransportLimits,
+    peer_roots: Option<Arc<rustls::RootCertStore>>,
+) -> Result<quinn::ServerConfig, TransportError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|error| TransportError::Tls(error.to_string()))?
-        .with_no_client_auth()
+        .map_err(|error| TransportError::Tls(error.to_string()))?;
+    let mut alpn = vec![wire::ALPN.to_vec()];
+    let builder = match peer_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|error| TransportError::Tls(error.to_string()))?;
+            alpn.push(PEER_ALPN.to_vec());
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut crypto = builder
         .with_single_cert(tls.chain, tls.key)
         .map_err(|error| TransportError::Tls(error.to_string()))?;
-    crypto.alpn_protocols = vec![wire::ALPN.to_vec()];
+    crypto.alpn_protocols = alpn;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .map_err(|error| TransportError::Tls(error.to_string()))?;
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -305,6 +373,31 @@ pub fn load_or_create_reset_key(
             Ok(key)
         }
         Err(error) => Err(error),
+    }
+}
+
+/// The ALPN protocol the handshake settled on.
+fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    connection
+        .handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// A handshake this node refused on TLS grounds (a certificate not from the cluster CA, no
+/// common ALPN) is a misconfiguration worth a warning; lost or timed-out handshakes are not.
+fn log_handshake_failure(remote: SocketAddr, error: &quinn::ConnectionError) {
+    // QUIC carries TLS alerts as transport error codes 0x100..=0x1ff (RFC 9001, 4.8).
+    let refused_by_tls = matches!(
+        error,
+        quinn::ConnectionError::TransportError(transport)
+            if (0x100..=0x1ff).contains(&u64::from(transport.code))
+    );
+    if refused_by_tls {
+        tracing::warn!(%remote, %error, "connection refused in the TLS handshake");
+    } else {
+        tracing::debug!(%remote, %error, "handshake failed");
     }
 }
 
@@ -554,7 +647,8 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::ListGroups
         | ApiKey::DescribeGroups
         | ApiKey::ListModules
-        | ApiKey::DescribeTransforms => true,
+        | ApiKey::DescribeTransforms
+        | ApiKey::DescribeCluster => true,
         ApiKey::CreateTopics
         | ApiKey::DeleteTopics
         | ApiKey::AlterConfigs

@@ -197,7 +197,7 @@ impl OpenedBatch {
                 base_timestamp: self.header.base_timestamp,
             };
             let run = plugin
-                .run_blocking(header, self.region.slice(first.0..last.1), end - start)
+                .run_on_executor(header, self.region.slice(first.0..last.1), end - start)
                 .await?;
             outcomes.extend(run.outcomes);
             start = end;

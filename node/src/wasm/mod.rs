@@ -3,15 +3,19 @@
 //!
 //! - [`abi`]: the byte formats between host and guest (pure).
 //! - [`batch`]: stored batches opened for a plug-in call under the node-wide budget.
+//! - [`executor`]: where compiles, instantiations and guest calls run (blocking pool, or
+//!   inline in the simulator).
 //! - [`runtime`]: the wasmtime engine, module checks, pooled instances, limits.
 //! - [`store`]: uploaded modules on disk by content hash, and the compiled-module cache.
 
 pub mod abi;
 pub mod batch;
+pub mod executor;
 pub mod runtime;
 pub mod store;
 
 pub use abi::{InputHeader, Outcome, OutputRecord, PluginKind};
+pub use executor::PluginExecutor;
 pub use runtime::{
     BatchRun, OPENED_BATCH_BYTES_MAX_DEFAULT, OPENED_BATCH_BYTES_MAX_LIMIT, Plugin, PluginModule,
     WasmEngine, WasmError, WasmLimits, content_hash,

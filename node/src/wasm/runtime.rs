@@ -15,6 +15,7 @@ use wasmtime::{
 };
 
 use super::abi::{self, ABI_VERSION, AbiError, InputHeader, Outcome, PluginKind};
+use super::executor::PluginExecutor;
 
 /// Limits on modules and calls; `[wasm]` in the node config (docs/OPERATIONS.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +119,8 @@ impl From<AbiError> for WasmError {
 pub struct WasmEngine {
     engine: Engine,
     limits: WasmLimits,
+    /// Where compiles, instantiations and guest calls run.
+    executor: PluginExecutor,
 }
 
 impl std::fmt::Debug for WasmEngine {
@@ -172,7 +175,22 @@ impl WasmEngine {
         let mut config = Config::new();
         config.consume_fuel(true);
         let engine = Engine::new(&config).map_err(|error| WasmError::Engine(error.to_string()))?;
-        Ok(Self { engine, limits })
+        Ok(Self {
+            engine,
+            limits,
+            executor: PluginExecutor::default(),
+        })
+    }
+
+    /// The same engine running its plug-in work on `executor`.
+    pub fn with_executor(mut self, executor: PluginExecutor) -> Self {
+        self.executor = executor;
+        self
+    }
+
+    /// Where compiles, instantiations and guest calls run.
+    pub fn executor(&self) -> PluginExecutor {
+        self.executor
     }
 
     /// The limits.
@@ -687,15 +705,17 @@ impl Plugin {
         })
     }
 
-    /// [`run`](Self::run) on tokio's blocking pool.
-    pub async fn run_blocking(
+    /// [`run`](Self::run) on the engine's [`PluginExecutor`].
+    pub async fn run_on_executor(
         self: &Arc<Self>,
         header: InputHeader,
         records: Bytes,
         record_count: usize,
     ) -> Result<BatchRun, WasmError> {
         let plugin = Arc::clone(self);
-        tokio::task::spawn_blocking(move || plugin.run(&header, &records, record_count))
+        let executor = self.engine.executor;
+        executor
+            .run(move || plugin.run(&header, &records, record_count))
             .await
             .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
     }

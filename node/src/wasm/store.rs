@@ -124,7 +124,9 @@ impl<D: Disk> ModuleStore<D> {
     ) -> Result<Arc<PluginModule>, ModuleStoreError> {
         let engine = self.engine.clone();
         let input = bytes.clone();
-        let (module, compiled) = tokio::task::spawn_blocking(move || engine.compile(&input, kind))
+        let executor = engine.executor();
+        let (module, compiled) = executor
+            .run(move || engine.compile(&input, kind))
             .await
             .map_err(|error| WasmError::Engine(format!("compile task failed: {error}")))??;
         let hash = module.hash().to_string();

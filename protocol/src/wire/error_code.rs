@@ -147,6 +147,30 @@ error_codes! {
     /// not serve them; earlier offsets, and later segments, are intact. Seek past the damaged
     /// segment or ask the operator to restore it (docs/OPERATIONS.md, "A damaged partition").
     DataDamaged = 43, false;
+    /// This node is not the leader of the partition (nor, for a replica fetch, a follower):
+    /// leadership moved. Refresh metadata and send to the new leader (Kafka's
+    /// NOT_LEADER_OR_FOLLOWER).
+    NotLeaderOrFollower = 44, true;
+    /// The request's leader epoch is older than the partition's: the client's metadata is
+    /// stale. Refresh metadata and retry (KIP-320).
+    FencedLeaderEpoch = 45, true;
+    /// The request's leader epoch is newer than the one this node knows: the node has not
+    /// heard of the latest election yet. Retry after a back-off (KIP-320).
+    UnknownLeaderEpoch = 46, true;
+    /// Fewer replicas are in sync than the topic's `min.insync.replicas`; an acks=all
+    /// produce was refused before it was written. Retry once the replicas catch up.
+    NotEnoughReplicas = 47, true;
+    /// The batch was written on the leader, but the in-sync replicas fell below
+    /// `min.insync.replicas` before it was replicated. Retry (an idempotent producer's retry
+    /// is not written twice).
+    NotEnoughReplicasAfterAppend = 48, true;
+    /// The replication factor is zero, or above the number of live nodes.
+    InvalidReplicationFactor = 49, false;
+    /// A node's request carries a node epoch older than its current registration (it
+    /// restarted since); the old incarnation is fenced (Kafka's STALE_BROKER_EPOCH).
+    StaleNodeEpoch = 50, false;
+    /// This node is not the active controller; ask the one metadata names.
+    NotController = 51, true;
 }
 
 impl Wire for ErrorCode {

@@ -177,6 +177,17 @@ wire_struct! {
         pub partition: u32,
         /// `PartitionOffline` when the partition could not be opened.
         pub error: ErrorCode,
+        /// The node that leads the partition (produce and fetch go there), `None` while no
+        /// replica can lead (an offline partition).
+        pub leader: Option<u32>,
+        /// The leader's epoch: bumped by every election. Clients send it with produce and
+        /// fetch so a stale leader, or stale metadata, is detected (KIP-320).
+        pub leader_epoch: i32,
+        /// The nodes that hold a copy, the preferred leader first.
+        pub replicas: Vec<u32>,
+        /// The replicas in sync with the leader (the ISR): those whose synced log reaches
+        /// the high watermark.
+        pub isr: Vec<u32>,
         /// First readable offset.
         pub log_start_offset: i64,
         /// One past the last readable offset.
@@ -219,10 +230,25 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// A node of the cluster and where clients reach it.
+    pub struct NodeMetadata {
+        /// Node id.
+        pub node_id: u32,
+        /// `host:port` of its client listener (UDP, QUIC).
+        pub address: String,
+    }
+}
+
+wire_struct! {
     /// Metadata answer.
     pub struct MetadataResponse {
-        /// The node's id.
+        /// The id of the node that answered.
         pub node_id: u32,
+        /// The live nodes of the cluster, by id (a node with no `[cluster]` section lists
+        /// itself alone).
+        pub nodes: Vec<NodeMetadata>,
+        /// The active controller, `None` while there is none (an election is under way).
+        pub controller_id: Option<u32>,
         /// Topics asked for, sorted by name.
         pub topics: Vec<TopicMetadata>,
     }
@@ -245,7 +271,10 @@ wire_struct! {
         pub name: String,
         /// Partition count.
         pub partitions: u32,
-        /// Configs that differ from the defaults.
+        /// Copies of each partition; `None` asks for the cluster's
+        /// `default_replication_factor`.
+        pub replication_factor: Option<u16>,
+        /// Configs that differ from the defaults (`min.insync.replicas` among them).
         pub configs: Vec<ConfigEntry>,
     }
 }
@@ -393,6 +422,10 @@ wire_struct! {
     pub struct ProducePartition {
         /// Partition number.
         pub partition: u32,
+        /// The leader epoch the client's metadata names for this partition, `None` to skip
+        /// the check. An older epoch is refused with `FencedLeaderEpoch`, a newer one with
+        /// `UnknownLeaderEpoch` (KIP-320).
+        pub current_leader_epoch: Option<i32>,
         /// One or more whole RecordBatch v2, carried as raw bytes.
         pub records: Bytes,
     }
@@ -489,6 +522,9 @@ wire_struct! {
     pub struct FetchPartition {
         /// Partition number.
         pub partition: u32,
+        /// The leader epoch the client's metadata names for this partition, `None` to skip
+        /// the check (as for produce).
+        pub current_leader_epoch: Option<i32>,
         /// First offset wanted.
         pub fetch_offset: i64,
         /// Most bytes to return for this partition (at least one whole batch is returned).
@@ -1110,5 +1146,60 @@ wire_struct! {
         pub error: ErrorCode,
         /// Explanation when `error` is set.
         pub message: String,
+    }
+}
+
+wire_struct! {
+    /// Asks for the cluster's nodes, controller and unhealthy partitions.
+    pub struct DescribeClusterRequest {}
+}
+
+wire_struct! {
+    /// A node as the controller sees it.
+    pub struct ClusterNode {
+        /// Node id.
+        pub node_id: u32,
+        /// `host:port` of its client listener.
+        pub address: String,
+        /// Whether it is registered and heartbeating (not fenced).
+        pub alive: bool,
+        /// Its current registration's epoch (a restart registers again with a larger one).
+        pub node_epoch: u64,
+    }
+}
+
+wire_struct! {
+    /// A partition with fewer in-sync replicas than replicas, or without a leader.
+    pub struct ClusterPartition {
+        /// Topic name.
+        pub topic: String,
+        /// Partition number.
+        pub partition: u32,
+        /// Its leader, `None` when offline.
+        pub leader: Option<u32>,
+        /// The nodes that hold a copy.
+        pub replicas: Vec<u32>,
+        /// The replicas in sync.
+        pub isr: Vec<u32>,
+    }
+}
+
+wire_struct! {
+    /// The cluster's nodes, controller and unhealthy partitions.
+    pub struct DescribeClusterResponse {
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// The cluster's id (empty for a node with no `[cluster]` section).
+        pub cluster_id: String,
+        /// The active controller, `None` while there is none.
+        pub controller_id: Option<u32>,
+        /// Every node of the cluster, by id, alive or not.
+        pub nodes: Vec<ClusterNode>,
+        /// Partitions whose ISR is smaller than their replica set.
+        pub under_replicated: Vec<ClusterPartition>,
+        /// Partitions without a leader.
+        pub offline: Vec<ClusterPartition>,
     }
 }

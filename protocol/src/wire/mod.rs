@@ -10,6 +10,7 @@
 pub mod codec;
 mod error_code;
 pub mod messages;
+pub mod replica;
 
 use bytes::Bytes;
 
@@ -130,6 +131,7 @@ apis! {
     DeployTransform = 19, DeployTransformRequest, DeployTransformResponse;
     DescribeTransforms = 20, DescribeTransformsRequest, DescribeTransformsResponse;
     AlterTransform = 21, AlterTransformRequest, AlterTransformResponse;
+    DescribeCluster = 22, DescribeClusterRequest, DescribeClusterResponse;
 }
 
 /// The only version of each API so far.

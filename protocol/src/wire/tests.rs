@@ -1,6 +1,6 @@
 //! Frame and message codec tests: round trips, frame-level errors, hostile input.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use rand::{Rng, SeedableRng};
 
 use super::*;
@@ -20,13 +20,24 @@ fn samples() -> Vec<Request> {
             topics: vec![CreatableTopic {
                 name: "orders".into(),
                 partitions: 3,
+                replication_factor: Some(3),
                 configs: vec![ConfigEntry {
-                    name: "retention.ms".into(),
-                    value: "1000".into(),
+                    name: "min.insync.replicas".into(),
+                    value: "2".into(),
                 }],
             }],
             validate_only: true,
         }),
+        Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![CreatableTopic {
+                name: "defaults".into(),
+                partitions: 1,
+                replication_factor: None,
+                configs: Vec::new(),
+            }],
+            validate_only: false,
+        }),
+        Request::DescribeCluster(DescribeClusterRequest {}),
         Request::DeleteTopics(DeleteTopicsRequest {
             names: vec!["a".into(), "b".into()],
         }),
@@ -54,6 +65,7 @@ fn samples() -> Vec<Request> {
                 name: "orders".into(),
                 partitions: vec![ProducePartition {
                     partition: 2,
+                    current_leader_epoch: Some(4),
                     records: Bytes::from_static(b"batch bytes"),
                 }],
             }],
@@ -67,6 +79,7 @@ fn samples() -> Vec<Request> {
                 name: "orders".into(),
                 partitions: vec![FetchPartition {
                     partition: 0,
+                    current_leader_epoch: None,
                     fetch_offset: 42,
                     partition_max_bytes: 1 << 20,
                 }],
@@ -138,6 +151,17 @@ fn response_samples() -> Vec<Response> {
         }),
         Response::Metadata(MetadataResponse {
             node_id: 1,
+            nodes: vec![
+                NodeMetadata {
+                    node_id: 1,
+                    address: "127.0.0.1:9101".into(),
+                },
+                NodeMetadata {
+                    node_id: 2,
+                    address: "[::1]:9102".into(),
+                },
+            ],
+            controller_id: Some(2),
             topics: vec![TopicMetadata {
                 partitioner_module: String::new(),
                 name: "orders".into(),
@@ -146,6 +170,10 @@ fn response_samples() -> Vec<Response> {
                 partitions: vec![PartitionMetadata {
                     partition: 0,
                     error: ErrorCode::PartitionOffline,
+                    leader: Some(2),
+                    leader_epoch: 7,
+                    replicas: vec![2, 1, 3],
+                    isr: vec![2, 1],
                     log_start_offset: 3,
                     high_watermark: 10,
                     size_bytes: 4096,
@@ -202,6 +230,32 @@ fn response_samples() -> Vec<Response> {
             error: ErrorCode::None,
             producer_id: 1000,
             producer_epoch: 0,
+        }),
+        Response::DescribeCluster(DescribeClusterResponse {
+            error: ErrorCode::None,
+            message: String::new(),
+            cluster_id: "c-1".into(),
+            controller_id: Some(1),
+            nodes: vec![ClusterNode {
+                node_id: 1,
+                address: "127.0.0.1:9101".into(),
+                alive: true,
+                node_epoch: 42,
+            }],
+            under_replicated: vec![ClusterPartition {
+                topic: "orders".into(),
+                partition: 1,
+                leader: Some(1),
+                replicas: vec![1, 2, 3],
+                isr: vec![1],
+            }],
+            offline: vec![ClusterPartition {
+                topic: "orders".into(),
+                partition: 2,
+                leader: None,
+                replicas: vec![2, 3],
+                isr: vec![],
+            }],
         }),
     ]
 }
@@ -297,12 +351,17 @@ fn huge_counts_are_refused_before_allocating() {
 // Goal: invalid enum values are errors (acks 7, offset spec -5).
 #[test]
 fn invalid_enum_values_are_refused() {
-    let Request::Produce(mut produce) = samples()[8].clone() else {
+    let Some(Request::Produce(mut produce)) = samples()
+        .into_iter()
+        .find(|request| request.api_key() == ApiKey::Produce)
+    else {
         panic!()
     };
     produce.acks = Acks::All;
     let mut frame = encode_request(1, "", &Request::Produce(produce)).to_vec();
-    let acks_at = frame.len() - (4 + 4 + 2 + 6 + 4 + 4 + 4 + 11) - 1;
+    // After acks: timeout, topic count, name, partition count, partition, the leader epoch
+    // (`Some(4)`: 1 + 4 bytes), the records' length and bytes.
+    let acks_at = frame.len() - (4 + 4 + 2 + 6 + 4 + 4 + 5 + 4 + 11) - 1;
     assert_eq!(frame[acks_at], 0xff);
     frame[acks_at] = 7;
     let error = decode_request(Bytes::from(frame)).unwrap_err();
@@ -407,6 +466,44 @@ fn error_codes_are_stable_and_unknown_codes_degrade() {
     assert!(ErrorCode::RequestTimedOut.is_retriable());
     assert!(!ErrorCode::InvalidTopic.is_retriable());
     assert_eq!(ErrorCode::CorruptMessage.to_string(), "CorruptMessage");
+}
+
+// Goal: the replication codes keep the numbers docs/PROTOCOL.md publishes, and the ones a
+// client answers by refreshing metadata and retrying are retriable.
+#[test]
+fn replication_error_codes_are_stable() {
+    let expected = [
+        (44, ErrorCode::NotLeaderOrFollower, true),
+        (45, ErrorCode::FencedLeaderEpoch, true),
+        (46, ErrorCode::UnknownLeaderEpoch, true),
+        (47, ErrorCode::NotEnoughReplicas, true),
+        (48, ErrorCode::NotEnoughReplicasAfterAppend, true),
+        (49, ErrorCode::InvalidReplicationFactor, false),
+        (50, ErrorCode::StaleNodeEpoch, false),
+        (51, ErrorCode::NotController, true),
+    ];
+    for (number, code, retriable) in expected {
+        assert_eq!(code as u16, number, "{code}");
+        assert_eq!(ErrorCode::from_u16(number), code);
+        assert_eq!(code.is_retriable(), retriable, "{code}");
+    }
+}
+
+// Goal: an older client's Metadata body (no node list) is refused as malformed rather than
+// misread: the fields are not optional, so a truncated answer never decodes.
+#[test]
+fn metadata_without_the_cluster_fields_is_refused() {
+    let mut out = FrameWriter::new();
+    ResponseHeader {
+        correlation_id: 1,
+        error: ErrorCode::None,
+        message: String::new(),
+    }
+    .encode(&mut out);
+    // node id, then (as before issue 13) the topic count straight away.
+    out.put_u32(1);
+    out.put_u32(0);
+    assert!(decode_response(ApiKey::Metadata, out.into_bytes()).is_err());
 }
 
 // Goal: large payloads are referenced by the frame, not copied, and the chunks concatenate

@@ -15,6 +15,8 @@ const CONNECTION: &str = "Connection options";
 #[command(name = "ledge", version, propagate_version = true)]
 #[command(after_help = "Examples:
   ledge topic create orders --partitions 3 --config retention.ms=604800000
+  ledge --server 127.0.0.1:9101,127.0.0.1:9102,127.0.0.1:9103 topic create payments --partitions 6 --replication-factor 3 --config min.insync.replicas=2
+  ledge cluster describe
   printf 'order-1:{\"total\":299.99}\\n' | ledge produce orders --key-separator :
   ledge consume orders --from-beginning --max-messages 10 --format json
   ledge consume orders --group billing --from-beginning
@@ -25,8 +27,9 @@ const CONNECTION: &str = "Connection options";
   ledge transform deploy high-value --module high_value_orders.wasm --kind filter --input orders
   ledge transform describe high-value")]
 pub(crate) struct Cli {
-    /// Node address (host:port, UDP)
-    #[arg(long, global = true, env = "LEDGE_SERVER", value_name = "ADDR", default_value = SERVER_DEFAULT, help_heading = CONNECTION)]
+    /// Node address (host:port, UDP), or a comma-separated bootstrap list of a cluster's nodes
+    /// (A,B,C): the first that answers is used, and the rest of the cluster is learnt from it
+    #[arg(long, global = true, env = "LEDGE_SERVER", value_name = "ADDR[,ADDR...]", default_value = SERVER_DEFAULT, help_heading = CONNECTION)]
     pub(crate) server: String,
 
     /// CA certificate (PEM) the node's certificate must be signed by
@@ -54,6 +57,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TopicCommand,
     },
+    /// Show the cluster: its nodes, controller and unhealthy partitions
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Send one record per line of standard input
     Produce(ProduceArgs),
     /// Print records of a topic
@@ -75,6 +83,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TransformCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// List the nodes (id, address, alive, node epoch), the controller, and the
+    /// under-replicated and offline partitions
+    Describe(ListArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -340,7 +355,12 @@ pub(crate) struct CreateArgs {
     /// Number of partitions
     #[arg(long, short, value_name = "N", default_value_t = 1)]
     pub(crate) partitions: u32,
-    /// Topic config KEY=VALUE (repeatable), e.g. retention.ms=604800000, cleanup.policy=compact
+    /// Copies of each partition, each on its own node (at most the live nodes; a node
+    /// with no [cluster] section has one) [default: the cluster's default_replication_factor]
+    #[arg(long, short, value_name = "R", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) replication_factor: Option<u16>,
+    /// Topic config KEY=VALUE (repeatable), e.g. retention.ms=604800000, cleanup.policy=compact,
+    /// min.insync.replicas=2 (at most the replication factor)
     #[arg(long = "config", short, value_name = "KEY=VALUE", value_parser = parse_config)]
     pub(crate) configs: Vec<(String, String)>,
     /// Only check that the topic could be created

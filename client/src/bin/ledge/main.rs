@@ -5,6 +5,7 @@
 //! with 2 (a bad flag value as one line too).
 
 mod args;
+mod cluster;
 mod consume;
 mod group;
 mod module;
@@ -73,11 +74,16 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
     config.server_name = cli.server_name.clone();
     config.client_id = "ledge-cli".into();
     config.connect_timeout = CONNECT_TIMEOUT;
-    let client = Client::connect(config)
-        .await
-        .with_context(|| format!("cannot reach the node at {}", cli.server))?;
+    let client = Client::connect(config).await.with_context(|| {
+        if cli.server.contains(',') {
+            format!("cannot reach any node of {}", cli.server)
+        } else {
+            format!("cannot reach the node at {}", cli.server)
+        }
+    })?;
     let result = match cli.command {
         Command::Topic { command } => topic::run(&client, command).await,
+        Command::Cluster { command } => cluster::run(&client, command).await,
         Command::Produce(arguments) => produce::run(&client, arguments).await,
         Command::Consume(arguments) => consume::run(&client, arguments).await,
         Command::Group { command } => group::run(&client, command).await,

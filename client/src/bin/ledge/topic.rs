@@ -14,6 +14,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
             let topic = NewTopic {
                 name: arguments.name.clone(),
                 partitions: arguments.partitions,
+                replication_factor: arguments.replication_factor,
                 configs: arguments.configs.clone(),
             };
             admin
@@ -29,6 +30,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 return print(&serde_json::to_string(&json!({
                     "topic": arguments.name,
                     "partitions": arguments.partitions,
+                    "replication_factor": arguments.replication_factor,
                     "configs": configs,
                     "created": !arguments.validate_only,
                 }))?);
@@ -113,6 +115,10 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                         .map(|partition| {
                             json!({
                                 "partition": partition.partition,
+                                "leader": partition.leader,
+                                "leader_epoch": partition.leader_epoch,
+                                "replicas": partition.replicas,
+                                "isr": partition.isr,
                                 "start_offset": partition.log_start_offset,
                                 "end_offset": partition.high_watermark,
                                 "records": partition.record_count,
@@ -150,6 +156,10 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                     });
                     let mut headers = vec![
                         "PARTITION",
+                        "LEADER",
+                        "EPOCH",
+                        "REPLICAS",
+                        "ISR",
                         "START OFFSET",
                         "END OFFSET",
                         "RECORDS",
@@ -160,10 +170,16 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                         headers.extend(["DIRTY", "LAST COMPACTION"]);
                     }
                     headers.push("STATUS");
-                    let mut partitions = table(&headers, &[0, 1, 2, 3, 4, 5]);
+                    let mut partitions = table(&headers, &[0, 1, 2, 5, 6, 7, 8, 9]);
                     for partition in &topic.partitions {
                         let mut row = vec![
                             partition.partition.to_string(),
+                            partition
+                                .leader
+                                .map_or_else(|| "none".to_string(), |leader| leader.to_string()),
+                            partition.leader_epoch.to_string(),
+                            node_list(&partition.replicas),
+                            node_list(&partition.isr),
                             partition.log_start_offset.to_string(),
                             partition.high_watermark.to_string(),
                             partition.record_count.to_string(),
@@ -265,6 +281,18 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
             print(&format!("Deleted topic {}.", arguments.name))
         }
     }
+}
+
+/// Node ids as `1,2,3`, or `-` for none.
+pub(crate) fn node_list(nodes: &[u32]) -> String {
+    if nodes.is_empty() {
+        return "-".to_string();
+    }
+    nodes
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Offsets from the partition's start to its end: more than its records where compaction or

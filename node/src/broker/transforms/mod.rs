@@ -31,32 +31,31 @@ mod task;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ledge_protocol::wire::{
-    AlterTransformRequest, AlterTransformResponse, DeployTransformRequest, DeployTransformResponse,
-    DescribeTransformsRequest, DescribeTransformsResponse, ErrorCode, PartitionOffset,
-    TransformDescription,
-};
+use ledge_protocol::wire::{ErrorCode, PartitionOffset, TransformDescription};
 use ledge_protocol::{EncodeError, EncodeOptions, Record, encode_batch};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 use route::BreakerWindow;
 use task::PartitionTask;
 
 use super::metadata::{StoppedReason, StoredTransform};
-use super::plugins::ModuleError;
-use super::registry::{CreateTopicError, LookupError, RegistryEvent};
+use super::plugins::{ModuleError, PluginHost};
+use super::registry::{
+    CreateTopicError, LookupError, RegistryEvent, RemoveTransformError, SetTransformStoppedError,
+    StoreTransformError, TopicRegistry,
+};
 use super::topic_config::{
     ModuleNameError, TopicNameError, validate_module_name, validate_topic_name,
 };
-use super::{Broker, read};
+use crate::clock::Clock;
 use crate::groups::offsets::{OffsetKey, encode_value};
-use crate::groups::service::GroupServiceError;
+use crate::groups::service::{GroupService, GroupServiceError};
 use crate::storage::{AppendDurability, AppendError, Disk};
-use crate::wasm::batch::{params_list, params_map};
+use crate::wasm::batch::params_list;
 use crate::wasm::{Plugin, PluginKind};
 
 pub use super::metadata::OnError;
@@ -114,13 +113,16 @@ pub enum DeployTransformError {
     #[error(transparent)]
     Topic(#[from] CreateTopicError),
     /// `metadata.json` did not take the definition.
-    #[error("could not record transform {name:?}: {source}")]
-    Record {
-        /// The transform.
-        name: String,
-        /// Why.
-        source: super::metadata::MetadataError,
-    },
+    #[error(transparent)]
+    Record(#[from] StoreTransformError),
+}
+
+/// A transform asked for by name that does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("no transform named {name:?}")]
+pub struct UnknownTransform {
+    /// The name asked for.
+    pub name: String,
 }
 
 /// Why a transform's output or dead letters were not appended.
@@ -140,23 +142,15 @@ pub enum AppendRecordsError {
 /// Why a transform could not be paused, resumed or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum AlterTransformError {
-    /// No transform of that name.
-    #[error("no transform named {0:?}")]
-    NotFound(String),
     /// The action is not pause, resume or remove.
     #[error("unknown action {0:?}: pause, resume or remove")]
     UnknownAction(String),
-    /// `metadata.json` did not take the new state.
-    #[error("could not record transform {name:?}: {source}")]
-    Record {
-        /// The transform.
-        name: String,
-        /// Why.
-        source: super::metadata::MetadataError,
-    },
-    /// `metadata.json` did not take the removal.
-    #[error("could not record the removal: {0}")]
-    RecordRemoval(super::metadata::MetadataError),
+    /// Pausing or resuming it failed (no such transform, `metadata.json`).
+    #[error(transparent)]
+    Stopped(#[from] SetTransformStoppedError),
+    /// Removing it failed (no such transform, `metadata.json`).
+    #[error(transparent)]
+    Remove(#[from] RemoveTransformError),
 }
 
 /// Limits and tuning of transforms; `[transforms]` in the node config.
@@ -232,44 +226,56 @@ impl TransformStats {
     }
 }
 
-/// The running transforms: their tasks, versions and statistics. The tasks are started by
-/// [`drive_runner`], which holds the only handle to the broker the runner needs; request
-/// handlers change the map and wake it.
-#[derive(Default)]
-pub(crate) struct TransformRunner {
+/// What the runner and its partition tasks reach the node through: narrow handles (the
+/// topic registry for partition logs and stored definitions, the plug-in host, the group
+/// service for positions, the clock), never the broker.
+pub(crate) struct TransformHandles<D: Disk> {
+    registry: Arc<TopicRegistry<D>>,
+    plugins: Arc<PluginHost<D>>,
+    groups: Arc<GroupService>,
+    clock: Arc<dyn Clock>,
+    limits: TransformLimits,
+    /// The running transforms; a task that stops its transform tells the others here.
     running: Mutex<BTreeMap<String, RunningTransform>>,
-    /// Set by `start_transforms`; a transform launched before only has its definition stored.
-    started: AtomicBool,
-    /// Wakes the driver to start the tasks a transform lacks.
-    wake: Arc<tokio::sync::Notify>,
 }
 
-impl TransformRunner {
-    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningTransform>> {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The transform service: deploys, alters, describes and reconciles transforms, and runs
+/// them. The partition tasks are started by [`drive_runner`]; request handlers change the
+/// map and wake it.
+pub struct TransformRunner<D: Disk> {
+    handles: Arc<TransformHandles<D>>,
+    /// Set by [`TransformRunner::start`]; a transform launched before only has its
+    /// definition stored.
+    started: AtomicBool,
+    /// Wakes the driver to start the tasks a transform lacks.
+    wake: Arc<Notify>,
+    /// Ends the driver (at shutdown, or when the runner goes).
+    shutdown: Arc<Notify>,
+}
+
+impl<D: Disk> Drop for TransformRunner<D> {
+    fn drop(&mut self) {
+        // The tasks hold the handles, not the runner: they end here, not when the runtime
+        // does.
+        self.stop();
     }
 }
 
 /// The runner's driver: starts the partition tasks of launched transforms, and of
 /// partitions added to a running transform's input (told by the registry), until the
-/// broker is gone. Level-triggered: each wake compares every transform's tasks with its
+/// runner stops. Level-triggered: each wake compares every transform's tasks with its
 /// input's partitions, so a lagged event stream loses nothing.
 async fn drive_runner<D: Disk>(
-    weak: Weak<Broker<D>>,
-    wake: Arc<tokio::sync::Notify>,
+    handles: Arc<TransformHandles<D>>,
+    wake: Arc<Notify>,
+    shutdown: Arc<Notify>,
     mut events: broadcast::Receiver<RegistryEvent>,
 ) {
     loop {
-        let Some(broker) = weak.upgrade() else {
-            return;
-        };
-        broker.start_missing_tasks(&weak);
-        // Not holding the broker while waiting: dropping it ends the registry's sender.
-        drop(broker);
+        handles.start_missing_tasks();
         tokio::select! {
             biased;
+            () = shutdown.notified() => return,
             () = wake.notified() => {}
             event = events.recv() => match event {
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -322,38 +328,58 @@ pub struct DeclaredTransform {
     pub dead_letter_topic: String,
 }
 
-impl<D: Disk> Broker<D> {
+impl<D: Disk> TransformRunner<D> {
+    /// A runner with no transform started yet (see [`Self::start`]).
+    pub(crate) fn new(
+        registry: Arc<TopicRegistry<D>>,
+        plugins: Arc<PluginHost<D>>,
+        groups: Arc<GroupService>,
+        clock: Arc<dyn Clock>,
+        limits: TransformLimits,
+    ) -> Self {
+        Self {
+            handles: Arc::new(TransformHandles {
+                registry,
+                plugins,
+                groups,
+                clock,
+                limits,
+                running: Mutex::new(BTreeMap::new()),
+            }),
+            started: AtomicBool::new(false),
+            wake: Arc::new(Notify::new()),
+            shutdown: Arc::new(Notify::new()),
+        }
+    }
+
     /// The transform's stored definition, if it exists.
     async fn stored_transform(&self, name: &str) -> Option<StoredTransform> {
-        self.admin
-            .lock()
-            .await
-            .current()
-            .transforms
-            .get(name)
-            .cloned()
+        self.handles.registry.transform(name).await
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningTransform>> {
-        self.transforms.running()
+        self.handles.running()
     }
 
-    /// Starts the stored transforms and the runner's driver; call once, on the shared
-    /// broker, after `open`.
-    pub async fn start_transforms(self: &Arc<Self>) {
-        if self.transforms.started.swap(true, Ordering::SeqCst) {
+    /// Starts the stored transforms and the runner's driver; call once, after the broker
+    /// opened.
+    pub async fn start(&self) {
+        if self.started.swap(true, Ordering::SeqCst) {
             return;
         }
         // Subscribed before any transform launches: no change to an input is missed.
-        let events = self.subscribe_registry_events();
+        let events = self.handles.registry.subscribe();
         tokio::spawn(drive_runner(
-            Arc::downgrade(self),
-            Arc::clone(&self.transforms.wake),
+            Arc::clone(&self.handles),
+            Arc::clone(&self.wake),
+            Arc::clone(&self.shutdown),
             events,
         ));
-        let stored = self.admin.lock().await.current().transforms.clone();
+        let stored = self.handles.registry.transforms().await;
         for (name, definition) in stored {
             let plugin = match self
+                .handles
+                .plugins
                 .plugin(&definition.module, definition.module.params.clone())
                 .await
             {
@@ -370,7 +396,7 @@ impl<D: Disk> Broker<D> {
     /// Runs a transform, or hands its running tasks a new version. The tasks themselves are
     /// started by the runner's driver (see [`drive_runner`]).
     fn launch(&self, name: &str, definition: StoredTransform, plugin: Arc<Plugin>) {
-        if !self.transforms.started.load(Ordering::SeqCst) {
+        if !self.started.load(Ordering::SeqCst) {
             // Deployed before `start_transforms` (the config file's `[[transform]]`s are
             // reconciled at start, before the broker is shared): the definition is stored,
             // and `start_transforms` launches every stored transform.
@@ -399,77 +425,20 @@ impl<D: Disk> Broker<D> {
             },
         );
         drop(running);
-        self.transforms.wake.notify_one();
+        self.wake.notify_one();
     }
 
-    /// Starts a task for each partition of a running transform's input that has none (all
-    /// of them for a transform just launched; the new ones after its input grew).
-    fn start_missing_tasks(&self, weak: &Weak<Self>) {
-        let mut running = self.running();
-        for (name, transform) in running.iter_mut() {
-            let input = transform.version.borrow().definition.input.clone();
-            let partitions = self.partition_count(&input);
-            for partition in (transform.tasks.len() as u32)..partitions {
-                let task = PartitionTask {
-                    broker: weak.clone(),
-                    name: name.clone(),
-                    partition,
-                    versions: transform.version.subscribe(),
-                    stats: Arc::clone(&transform.stats),
-                    in_flight: None,
-                };
-                transform.tasks.push(tokio::spawn(task.run()));
-            }
-        }
-    }
-
-    /// Stops every transform task (at shutdown, before the logs close).
-    pub(crate) fn stop_transforms(&self) {
+    /// Stops every transform task and the driver (at shutdown, before the logs close).
+    pub fn stop(&self) {
+        self.shutdown.notify_one();
         self.running().clear();
     }
 
-    pub(crate) async fn deploy_transform_request(
-        &self,
-        request: DeployTransformRequest,
-    ) -> DeployTransformResponse {
-        let declared = (|| {
-            Ok::<_, DeployTransformError>(DeclaredTransform {
-                kind: request.kind,
-                on_error: request.on_error,
-                params: params_map(&request.params)?,
-                name: request.name,
-                module: request.module,
-                input: request.input,
-                output: request.output,
-                dead_letter_topic: request.dead_letter_topic,
-            })
-        })();
-        let result = match declared {
-            Ok(declared) => self.deploy_transform(declared).await,
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(version) => DeployTransformResponse {
-                error: ErrorCode::None,
-                message: String::new(),
-                version,
-            },
-            Err(error) => DeployTransformResponse {
-                error: ErrorCode::from(&error),
-                message: error.to_string(),
-                version: 0,
-            },
-        }
-    }
-
     /// Deploys a transform or a new version of one; returns the version.
-    pub async fn deploy_transform(
-        &self,
-        declared: DeclaredTransform,
-    ) -> Result<u32, DeployTransformError> {
+    pub async fn deploy(&self, declared: DeclaredTransform) -> Result<u32, DeployTransformError> {
         let name = declared.name.clone();
         validate_module_name(&name).map_err(DeployTransformError::InvalidName)?;
-        let Some(input) = self.topic(&declared.input) else {
+        let Some(input) = self.handles.registry.topic(&declared.input) else {
             return Err(DeployTransformError::UnknownInput(declared.input));
         };
         if declared.input.starts_with("__") {
@@ -503,23 +472,27 @@ impl<D: Disk> Broker<D> {
             });
         }
         if existing.is_none()
-            && self.admin.lock().await.current().transforms.len()
-                >= self.config.transforms.transforms_max
+            && self.handles.registry.transform_count().await >= self.handles.limits.transforms_max
         {
             return Err(DeployTransformError::TooMany(
-                self.config.transforms.transforms_max,
+                self.handles.limits.transforms_max,
             ));
         }
         let module = self
+            .handles
+            .plugins
             .store_module(declared.module, declared.kind, declared.params.clone())
             .await?;
         let plugin = self
+            .handles
+            .plugins
             .plugin(&module, declared.params.clone())
             .await
             .map_err(ModuleError::Instantiate)?;
-        let input_partitions = read(&input.partitions).len() as u32;
-        if self.topic(&output).is_none() {
+        let input_partitions = input.partition_count();
+        if self.handles.registry.topic(&output).is_none() {
             match self
+                .handles
                 .registry
                 .create_topic(&output, input_partitions, &BTreeMap::new())
                 .await
@@ -528,8 +501,11 @@ impl<D: Disk> Broker<D> {
                 Err(error) => return Err(error.into()),
             }
         }
-        if declared.on_error == OnError::DeadLetter && self.topic(&dead_letter_topic).is_none() {
+        if declared.on_error == OnError::DeadLetter
+            && self.handles.registry.topic(&dead_letter_topic).is_none()
+        {
             match self
+                .handles
                 .registry
                 .create_topic(&dead_letter_topic, 1, &BTreeMap::new())
                 .await
@@ -558,75 +534,33 @@ impl<D: Disk> Broker<D> {
             // A new version starts running; an operator deploys a fix to resume.
             stopped: None,
         };
-        {
-            let mut admin = self.admin.lock().await;
-            let mut next = admin.current().clone();
-            next.transforms.insert(name.clone(), definition.clone());
-            admin
-                .store(next)
-                .await
-                .map_err(|source| DeployTransformError::Record {
-                    name: name.clone(),
-                    source,
-                })?;
-        }
-        self.collect_module_garbage().await;
+        self.handles
+            .registry
+            .store_transform(&name, definition.clone())
+            .await?;
+        self.handles.plugins.collect_module_garbage().await;
         let version = definition.version;
         self.launch(&name, definition, plugin);
         tracing::info!(transform = %name, version, "transform deployed");
         Ok(version)
     }
 
-    /// Records why a transform stopped (or that it runs again) and tells its tasks.
-    async fn set_stopped(
-        &self,
-        name: &str,
-        stopped: Option<StoppedReason>,
-    ) -> Result<(), AlterTransformError> {
-        let definition = {
-            let mut admin = self.admin.lock().await;
-            let mut next = admin.current().clone();
-            let Some(definition) = next.transforms.get_mut(name) else {
-                return Err(AlterTransformError::NotFound(name.to_string()));
-            };
-            definition.stopped = stopped;
-            let definition = definition.clone();
-            admin
-                .store(next)
-                .await
-                .map_err(|source| AlterTransformError::Record {
-                    name: name.to_string(),
-                    source,
-                })?;
-            definition
-        };
-        if let Some(running) = self.running().get(name) {
-            let plugin = Arc::clone(&running.version.borrow().plugin);
-            running
-                .version
-                .send_replace(Arc::new(TransformVersion { definition, plugin }));
-        }
-        Ok(())
-    }
-
-    pub(crate) async fn alter_transform(
-        &self,
-        request: AlterTransformRequest,
-    ) -> AlterTransformResponse {
-        let name = request.name.as_str();
-        let result = match request.action.as_str() {
+    /// Pauses, resumes or removes transform `name` (`action`: pause, resume, remove).
+    pub async fn alter(&self, name: &str, action: &str) -> Result<(), AlterTransformError> {
+        match action {
             "pause" => {
-                self.set_stopped(
-                    name,
-                    Some(StoppedReason {
-                        state: "paused".into(),
-                        reason: "paused by an operator".into(),
-                    }),
-                )
-                .await
+                self.handles
+                    .set_stopped(
+                        name,
+                        Some(StoppedReason {
+                            state: "paused".into(),
+                            reason: "paused by an operator".into(),
+                        }),
+                    )
+                    .await
             }
             "resume" => {
-                let result = self.set_stopped(name, None).await;
+                let result = self.handles.set_stopped(name, None).await;
                 if let Some(running) = self.running().get(name) {
                     *running
                         .stats
@@ -637,67 +571,47 @@ impl<D: Disk> Broker<D> {
                 }
                 result
             }
-            "remove" => self.remove_transform(name).await,
+            "remove" => self.remove(name).await,
             other => Err(AlterTransformError::UnknownAction(other.to_string())),
-        };
-        match result {
-            Ok(()) => AlterTransformResponse {
-                error: ErrorCode::None,
-                message: String::new(),
-            },
-            Err(error) => AlterTransformResponse {
-                error: ErrorCode::from(&error),
-                message: error.to_string(),
-            },
         }
     }
 
-    async fn remove_transform(&self, name: &str) -> Result<(), AlterTransformError> {
-        {
-            let mut admin = self.admin.lock().await;
-            let mut next = admin.current().clone();
-            if next.transforms.remove(name).is_none() {
-                return Err(AlterTransformError::NotFound(name.to_string()));
-            }
-            admin
-                .store(next)
-                .await
-                .map_err(AlterTransformError::RecordRemoval)?;
-        }
+    async fn remove(&self, name: &str) -> Result<(), AlterTransformError> {
+        self.handles.registry.remove_transform(name).await?;
         self.running().remove(name);
-        match self.groups.delete_group(self, &position_group(name)).await {
+        let handles = &self.handles;
+        match handles
+            .groups
+            .delete_group(&*handles.registry, &position_group(name))
+            .await
+        {
             Ok(()) | Err(GroupServiceError::NotFound(_)) => {}
             Err(error) => {
                 tracing::warn!(transform = %name, %error, "removing transform positions failed");
             }
         }
-        self.collect_module_garbage().await;
+        self.handles.plugins.collect_module_garbage().await;
         Ok(())
     }
 
-    pub(crate) async fn describe_transforms(
+    /// Describes the transforms named (every transform if `names` is empty).
+    pub async fn describe(
         &self,
-        request: DescribeTransformsRequest,
-    ) -> DescribeTransformsResponse {
-        let stored = self.admin.lock().await.current().transforms.clone();
-        let names: Vec<String> = if request.names.is_empty() {
+        names: Vec<String>,
+    ) -> Vec<Result<TransformDescription, UnknownTransform>> {
+        let stored = self.handles.registry.transforms().await;
+        let names: Vec<String> = if names.is_empty() {
             stored.keys().cloned().collect()
         } else {
-            request.names
+            names
         };
-        let transforms = names
+        names
             .into_iter()
             .map(|name| match stored.get(&name) {
-                None => TransformDescription {
-                    last_error: format!("no transform named {name:?}"),
-                    name,
-                    error: ErrorCode::ModuleNotFound,
-                    ..TransformDescription::default()
-                },
-                Some(definition) => self.describe_transform(&name, definition),
+                None => Err(UnknownTransform { name }),
+                Some(definition) => Ok(self.describe_transform(&name, definition)),
             })
-            .collect();
-        DescribeTransformsResponse { transforms }
+            .collect()
     }
 
     fn describe_transform(&self, name: &str, definition: &StoredTransform) -> TransformDescription {
@@ -732,7 +646,10 @@ impl<D: Disk> Broker<D> {
             ..TransformDescription::default()
         };
         let group = position_group(name);
-        let committed = self.groups.committed_offsets(&group, &definition.input);
+        let committed = self
+            .handles
+            .groups
+            .committed_offsets(&group, &definition.input);
         let live = stats.as_ref().map(|stats| {
             stats
                 .positions
@@ -740,8 +657,9 @@ impl<D: Disk> Broker<D> {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone()
         });
-        for partition in 0..self.partition_count(&definition.input) {
+        for partition in 0..self.handles.registry.partition_count(&definition.input) {
             let log = self
+                .handles
                 .registry
                 .partition(&definition.input, partition)
                 .and_then(|partition| partition.online_log());
@@ -779,7 +697,7 @@ impl<D: Disk> Broker<D> {
 
     /// Reconciles `[[transform]]` tables from the config file: deploys what is new or
     /// changed (module bytes, parameters, topics, policy); leaves the rest running.
-    pub async fn reconcile_transforms(
+    pub async fn reconcile(
         &self,
         declared: Vec<(DeclaredTransform, String)>,
     ) -> Result<(), super::BrokerError> {
@@ -795,9 +713,54 @@ impl<D: Disk> Broker<D> {
             if unchanged {
                 continue;
             }
-            self.deploy_transform(transform)
+            self.deploy(transform)
                 .await
                 .map_err(|source| super::BrokerError::DeclaredTransform { origin, source })?;
+        }
+        Ok(())
+    }
+}
+
+impl<D: Disk> TransformHandles<D> {
+    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningTransform>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts a task for each partition of a running transform's input that has none (all
+    /// of them for a transform just launched; the new ones after its input grew).
+    fn start_missing_tasks(self: &Arc<Self>) {
+        let mut running = self.running();
+        for (name, transform) in running.iter_mut() {
+            let input = transform.version.borrow().definition.input.clone();
+            let partitions = self.registry.partition_count(&input);
+            for partition in (transform.tasks.len() as u32)..partitions {
+                let task = PartitionTask {
+                    handles: Arc::clone(self),
+                    name: name.clone(),
+                    partition,
+                    versions: transform.version.subscribe(),
+                    stats: Arc::clone(&transform.stats),
+                    in_flight: None,
+                };
+                transform.tasks.push(tokio::spawn(task.run()));
+            }
+        }
+    }
+
+    /// Records why a transform stopped (or that it runs again) and tells its tasks.
+    async fn set_stopped(
+        &self,
+        name: &str,
+        stopped: Option<StoppedReason>,
+    ) -> Result<(), AlterTransformError> {
+        let definition = self.registry.set_transform_stopped(name, stopped).await?;
+        if let Some(running) = self.running().get(name) {
+            let plugin = Arc::clone(&running.version.borrow().plugin);
+            running
+                .version
+                .send_replace(Arc::new(TransformVersion { definition, plugin }));
         }
         Ok(())
     }
@@ -825,7 +788,7 @@ impl<D: Disk> Broker<D> {
         // to a crash only repeats work (at-least-once), and the iteration saves an fsync.
         self.groups
             .append_offsets(
-                self,
+                &*self.registry,
                 &[Record {
                     timestamp: now_ms,
                     key: Some(key.encode()),
@@ -846,7 +809,7 @@ impl<D: Disk> Broker<D> {
     ) -> Result<(), AppendRecordsError> {
         let target = self.registry.partition(topic, partition)?;
         let log = target.online_log()?;
-        let limit = self.config.transforms.output_batch_bytes.max(1);
+        let limit = self.limits.output_batch_bytes.max(1);
         let mut chunk: Vec<Record> = Vec::new();
         let mut chunk_bytes = 0usize;
         let mut pending = Vec::new();
@@ -883,7 +846,7 @@ impl<D: Disk> Broker<D> {
                     .map_err(|error| {
                         // As for any append: a fenced log is reopened in the background.
                         if matches!(error, AppendError::Fenced { .. }) {
-                            super::produce::reopen_in_background(&self.registry, target);
+                            self.registry.reopen_fenced(target);
                         }
                         AppendRecordsError::Append(error)
                     })

@@ -2,8 +2,8 @@
 //! position, runs the module over each batch, hands the outcomes to `route`, and writes the
 //! chunk (output durable, then dead letters, then the position) while it reads the next.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
 
 use ledge_protocol::BatchIter;
 use tokio::sync::watch;
@@ -13,8 +13,7 @@ use tokio::task::JoinError;
 
 use super::bisect::bisect;
 use super::route::{IterationOutput, Route, Routed};
-use super::{OnError, TransformStats, TransformVersion};
-use crate::broker::Broker;
+use super::{OnError, TransformHandles, TransformStats, TransformVersion};
 use crate::broker::metadata::{StoppedReason, StoredTransform};
 use crate::broker::registry::LookupError;
 use crate::groups::service::OffsetsLogError;
@@ -53,7 +52,8 @@ pub(super) enum TaskError {
 
 /// The task of one input partition of a running transform.
 pub(super) struct PartitionTask<D: Disk> {
-    pub(super) broker: Weak<Broker<D>>,
+    /// The registry, plug-in host, group service and clock the task works through.
+    pub(super) handles: Arc<TransformHandles<D>>,
     pub(super) name: String,
     pub(super) partition: u32,
     pub(super) versions: watch::Receiver<Arc<TransformVersion>>,
@@ -97,17 +97,14 @@ impl<D: Disk> PartitionTask<D> {
                 }
                 continue;
             }
-            let Some(broker) = self.broker.upgrade() else {
-                let _ = self.settle().await;
-                return;
-            };
+            let handles = Arc::clone(&self.handles);
             let pending_position = self.in_flight.as_ref().map(|write| write.next_position);
-            let step = self.process(&broker, &version, pending_position).await;
+            let step = self.process(&handles, &version, pending_position).await;
             let step = match step {
                 Ok(step) => step,
                 Err(error) => {
                     let _ = self.settle().await;
-                    self.back_off(&broker, error).await;
+                    self.back_off(&handles, error).await;
                     continue;
                 }
             };
@@ -115,13 +112,12 @@ impl<D: Disk> PartitionTask<D> {
                 Step::Again => {}
                 Step::CaughtUp(mut high_watermark) => {
                     if let Err(message) = self.settle().await {
-                        self.back_off(&broker, message).await;
+                        self.back_off(&handles, message).await;
                         continue;
                     }
                     // Caught up: wait for input, a new version, or the idle timeout.
-                    let idle = broker.config.transforms.idle_wait;
-                    let idle_over = crate::clock::sleep(&*broker.clock, idle);
-                    drop(broker);
+                    let idle = handles.limits.idle_wait;
+                    let idle_over = crate::clock::sleep(&*handles.clock, idle);
                     tokio::select! {
                         biased;
                         _ = high_watermark.changed() => {}
@@ -133,13 +129,13 @@ impl<D: Disk> PartitionTask<D> {
                     if let Err(message) = self.settle().await {
                         // The previous chunk did not become durable: drop this one too and
                         // start again from the committed position.
-                        self.back_off(&broker, message).await;
+                        self.back_off(&handles, message).await;
                         continue;
                     }
                     let must_finish = processed.stop_reason.is_some();
                     let next_position = processed.next_position;
                     let write = tokio::spawn(write_chunk(
-                        Arc::clone(&broker),
+                        Arc::clone(&handles),
                         self.name.clone(),
                         self.partition,
                         version.definition.clone(),
@@ -151,7 +147,7 @@ impl<D: Disk> PartitionTask<D> {
                         next_position,
                     });
                     if must_finish && let Err(message) = self.settle().await {
-                        self.back_off(&broker, message).await;
+                        self.back_off(&handles, message).await;
                     }
                 }
             }
@@ -166,13 +162,13 @@ impl<D: Disk> PartitionTask<D> {
         }
     }
 
-    async fn back_off(&mut self, broker: &Arc<Broker<D>>, error: TaskError) {
+    async fn back_off(&mut self, handles: &TransformHandles<D>, error: TaskError) {
         tracing::warn!(transform = %self.name, partition = self.partition, %error, "transform iteration failed; retrying");
         self.stats.set_error(error.to_string());
-        let backoff = broker.config.transforms.retry_backoff;
+        let backoff = handles.limits.retry_backoff;
         tokio::select! {
             biased;
-            () = crate::clock::sleep(&*broker.clock, backoff) => {}
+            () = crate::clock::sleep(&*handles.clock, backoff) => {}
             _ = self.versions.changed() => {}
         }
     }
@@ -181,19 +177,19 @@ impl<D: Disk> PartitionTask<D> {
     /// written ends) or else the committed position.
     async fn process(
         &self,
-        broker: &Arc<Broker<D>>,
+        handles: &TransformHandles<D>,
         version: &TransformVersion,
         pending_position: Option<i64>,
     ) -> Result<Step, TaskError> {
         let definition = &version.definition;
         let input = &definition.input;
-        let log = broker
+        let log = handles
             .registry
             .partition(input, self.partition)
             .and_then(|partition| partition.online_log())
             .map_err(TaskError::InputUnavailable)?;
         let start = pending_position.unwrap_or_else(|| {
-            let start = broker
+            let start = handles
                 .transform_position(&self.name, input, self.partition)
                 .unwrap_or_else(|| log.log_start_offset())
                 .max(log.log_start_offset());
@@ -201,10 +197,7 @@ impl<D: Disk> PartitionTask<D> {
             start
         });
         let watch = log.subscribe_high_watermark();
-        let read = match log
-            .read(start, broker.config.transforms.read_bytes_max)
-            .await
-        {
+        let read = match log.read(start, handles.limits.read_bytes_max).await {
             Ok(read) => read,
             Err(ReadError::OffsetOutOfRange {
                 log_start_offset, ..
@@ -219,7 +212,7 @@ impl<D: Disk> PartitionTask<D> {
                 }
                 self.stats.set_error(message);
                 commit(
-                    broker,
+                    handles,
                     &self.name,
                     self.partition,
                     &self.stats,
@@ -235,8 +228,8 @@ impl<D: Disk> PartitionTask<D> {
         if read.bytes.is_empty() {
             return Ok(Step::CaughtUp(watch));
         }
-        let output_partitions = broker.partition_count(&definition.output).max(1);
-        let input_partitions = broker.partition_count(input);
+        let output_partitions = handles.registry.partition_count(&definition.output).max(1);
+        let input_partitions = handles.registry.partition_count(input);
         let mut output = IterationOutput::default();
         let mut next_position = start;
         let mut stop_reason = None;
@@ -248,7 +241,7 @@ impl<D: Disk> PartitionTask<D> {
                 continue;
             }
             let batch = read.bytes.slice_ref(raw);
-            let opened = match open_batch(&batch, broker.plugins.budget()).await {
+            let opened = match open_batch(&batch, handles.plugins.budget()).await {
                 Ok(opened) => opened,
                 Err(error) => {
                     // Records that do not decode (stored before appends checked records)
@@ -281,7 +274,7 @@ impl<D: Disk> PartitionTask<D> {
             } else {
                 input_partitions
             };
-            let began = broker.clock.now();
+            let began = handles.clock.now();
             let outcomes = match opened
                 .run(
                     &version.plugin,
@@ -313,7 +306,7 @@ impl<D: Disk> PartitionTask<D> {
             };
             self.stats.busy_us.fetch_add(
                 u64::try_from(
-                    broker
+                    handles
                         .clock
                         .now()
                         .saturating_duration_since(began)
@@ -352,7 +345,7 @@ impl<D: Disk> PartitionTask<D> {
 /// Writes a processed chunk: output (durable), dead letters, then the position; updates
 /// the statistics and stops the transform if the chunk asks for it or the breaker trips.
 async fn write_chunk<D: Disk>(
-    broker: Arc<Broker<D>>,
+    handles: Arc<TransformHandles<D>>,
     name: String,
     partition: u32,
     definition: StoredTransform,
@@ -368,7 +361,7 @@ async fn write_chunk<D: Disk>(
     let writes = output
         .outputs
         .into_iter()
-        .map(|(target, records)| broker.append_records(&definition.output, target, records));
+        .map(|(target, records)| handles.append_records(&definition.output, target, records));
     for result in futures_util::future::join_all(writes).await {
         result.map_err(|source| TaskError::Write {
             topic: definition.output.clone(),
@@ -376,7 +369,7 @@ async fn write_chunk<D: Disk>(
         })?;
     }
     if !output.dead.is_empty() {
-        broker
+        handles
             .append_records(&definition.dead_letter_topic, 0, output.dead)
             .await
             .map_err(|source| TaskError::Write {
@@ -386,7 +379,7 @@ async fn write_chunk<D: Disk>(
     }
     if next_position > start {
         commit(
-            &broker,
+            &handles,
             &name,
             partition,
             &stats,
@@ -409,31 +402,29 @@ async fn write_chunk<D: Disk>(
     }
     if let Some(reason) = stop_reason {
         tracing::error!(transform = %name, partition, %reason, "transform stopped (on_error = stop)");
-        stop(&broker, &name, &stats, "failed", reason).await;
+        stop(&handles, &name, &stats, "failed", reason).await;
         return Ok(());
     }
-    if let Some(reason) =
-        stats.breaker_trips(output.records_in, output.failed, &broker.config.transforms)
-    {
+    if let Some(reason) = stats.breaker_trips(output.records_in, output.failed, &handles.limits) {
         let reason = match output.last_error {
             Some(last) => format!("{reason}; last error: {last}"),
             None => reason,
         };
         tracing::error!(transform = %name, %reason, "transform paused");
-        stop(&broker, &name, &stats, "paused", reason).await;
+        stop(&handles, &name, &stats, "paused", reason).await;
     }
     Ok(())
 }
 
 async fn commit<D: Disk>(
-    broker: &Broker<D>,
+    handles: &TransformHandles<D>,
     name: &str,
     partition: u32,
     stats: &TransformStats,
     input: &str,
     offset: i64,
 ) -> Result<(), TaskError> {
-    broker
+    handles
         .commit_transform_position(name, input, partition, offset)
         .await
         .map_err(TaskError::Commit)?;
@@ -450,7 +441,7 @@ fn set_position(stats: &TransformStats, partition: u32, offset: i64) {
 }
 
 async fn stop<D: Disk>(
-    broker: &Broker<D>,
+    handles: &TransformHandles<D>,
     name: &str,
     stats: &TransformStats,
     state: &str,
@@ -461,7 +452,7 @@ async fn stop<D: Disk>(
         state: state.into(),
         reason,
     };
-    if let Err(error) = broker.set_stopped(name, Some(stopped)).await {
+    if let Err(error) = handles.set_stopped(name, Some(stopped)).await {
         tracing::error!(transform = %name, %error, "could not record the stop");
     }
 }

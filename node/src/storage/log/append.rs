@@ -78,6 +78,7 @@ impl<D: Disk> PartitionLog<D> {
             durability,
             reply,
             chain: None,
+            follower: false,
         };
         self.commands
             .send(Command::Append(vec![pending]))
@@ -95,6 +96,56 @@ impl<D: Disk> PartitionLog<D> {
         &self,
         batches: Vec<AppendInput>,
         durability: AppendDurability,
+    ) -> Result<Vec<AppendOutcome>, AppendBatchesError> {
+        self.append_chain(batches, durability, false).await
+    }
+
+    /// Appends a leader's batches on a follower, as they are on the leader: their base
+    /// offsets and leader epochs are kept (not stamped), each must continue the log (its
+    /// base offset is the log end, its epoch not below the latest), and each is checked
+    /// (size, CRC, records) as `append` checks it, so a batch damaged on the way or on the
+    /// leader is never written. Idempotent producers' state is taken from the batches (no
+    /// sequence check: the leader made it), so a retry after a failover is still found a
+    /// duplicate. Answered once synced (`fdatasync`): the follower reports as its position
+    /// only what is on its disk. The log's leader-epoch checkpoint is stored before a batch
+    /// of a new epoch is written.
+    pub async fn append_as_follower(
+        &self,
+        records: Bytes,
+    ) -> Result<Vec<AppendOutcome>, AppendBatchesError> {
+        let mut batches = Vec::new();
+        let mut iter = ledge_protocol::BatchIter::new(&records);
+        for item in iter.by_ref() {
+            match item {
+                Ok((_, bytes)) => batches.push(AppendInput {
+                    batch: records.slice_ref(bytes),
+                    // A leader's batch may have been compacted or rewritten by a filter.
+                    gaps_allowed: true,
+                }),
+                Err(error) => {
+                    // A partial or damaged batch is refused with the batches before it
+                    // appended, as a damaged batch in the middle would be.
+                    let appended = self
+                        .append_chain(batches, AppendDurability::Synced, true)
+                        .await?;
+                    return Err(AppendBatchesError {
+                        index: appended.len(),
+                        count: appended.len() + 1,
+                        error: AppendError::InvalidBatch(error),
+                        appended,
+                    });
+                }
+            }
+        }
+        self.append_chain(batches, AppendDurability::Synced, true)
+            .await
+    }
+
+    async fn append_chain(
+        &self,
+        batches: Vec<AppendInput>,
+        durability: AppendDurability,
+        follower: bool,
     ) -> Result<Vec<AppendOutcome>, AppendBatchesError> {
         let count = batches.len();
         let fail = |index, error, appended| AppendBatchesError {
@@ -118,6 +169,7 @@ impl<D: Disk> PartitionLog<D> {
                         durability,
                         reply,
                         chain: Some(0),
+                        follower,
                     });
                     outcomes.push(outcome);
                 }

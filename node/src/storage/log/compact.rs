@@ -16,7 +16,6 @@ use super::{Command, PartitionLog, SegmentFile};
 use crate::storage::disk::{Disk, DiskError, DiskFile, OpenMode, descriptors};
 use crate::storage::index::SegmentIndex;
 use crate::storage::record_count;
-use crate::storage::recovery::PARTITION_LEADER_EPOCH;
 use crate::storage::segment::{self, SEGMENT_HEADER_BYTES};
 
 /// What a compaction did.
@@ -288,7 +287,9 @@ impl<D: Disk> PartitionLog<D> {
                     producer_epoch: header.producer_epoch,
                     base_sequence: header.base_sequence,
                     base_offset: header.base_offset,
-                    partition_leader_epoch: PARTITION_LEADER_EPOCH,
+                    // The batch keeps the epoch it was written in: the leader-epoch
+                    // checkpoint and replicas' divergence checks rely on it.
+                    partition_leader_epoch: header.partition_leader_epoch,
                     timestamp_type: header.timestamp_type(),
                     transactional: header.is_transactional(),
                     ..EncodeOptions::default()

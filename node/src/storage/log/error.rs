@@ -75,6 +75,70 @@ pub enum AppendError {
     /// The log was closed.
     #[error("partition log is closed")]
     Closed,
+    /// A leader's batch a follower copies does not continue its log (its base offset is
+    /// not the log end, or its leader epoch is below the log's latest): the follower's
+    /// position or epochs are out of date; it fetches again from its log end.
+    #[error("replicated batch at offset {base_offset} refused: {reason}")]
+    NotContinuing {
+        /// The batch's base offset.
+        base_offset: i64,
+        /// What does not line up.
+        reason: String,
+    },
+}
+
+/// Why [`PartitionLog::truncate_to`](super::PartitionLog::truncate_to) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TruncateError {
+    /// The offset is below the log start: there is nothing to keep; start the log over.
+    #[error("cannot truncate to offset {requested}, below the log start {log_start_offset}")]
+    BelowLogStart {
+        /// The offset asked for.
+        requested: i64,
+        /// The log start.
+        log_start_offset: i64,
+    },
+    /// The log is fenced; reopen it.
+    #[error("partition log is fenced: {reason}")]
+    Fenced {
+        /// What fenced it.
+        reason: String,
+    },
+    /// A step failed; the log is fenced and opens (after `reopen`) as a prefix of the old
+    /// one at least as long as the cut.
+    #[error("truncation failed: {0}")]
+    Disk(#[source] DiskError),
+    /// The files were cut but opening the log again failed.
+    #[error("log truncated but not reopened: {0}")]
+    Reopen(#[source] Box<OpenError>),
+    /// The log was closed.
+    #[error("partition log is closed")]
+    Closed,
+}
+
+/// Why [`PartitionLog::set_leader_epoch`](super::PartitionLog::set_leader_epoch) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderEpochError {
+    /// The epoch is below the one the log stamps already.
+    #[error("leader epoch {requested} is below the log's current leader epoch {current}")]
+    WentBackwards {
+        /// The epoch asked for.
+        requested: i32,
+        /// The log's current epoch.
+        current: i32,
+    },
+    /// Storing the leader-epoch checkpoint failed; the epoch is not in effect.
+    #[error("leader-epoch checkpoint not stored: {0}")]
+    Disk(#[source] DiskError),
+    /// The log is fenced; reopen it.
+    #[error("partition log is fenced: {reason}")]
+    Fenced {
+        /// What fenced it.
+        reason: String,
+    },
+    /// The log was closed.
+    #[error("partition log is closed")]
+    Closed,
 }
 
 /// Why an [`PartitionLog::append_batches`](super::PartitionLog::append_batches) call stopped: batch `index` failed with `error`;

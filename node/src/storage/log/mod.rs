@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::disk::{Disk, DiskError, DiskFile, descriptors};
 use super::index::SegmentIndex;
+use super::leader_epoch::LeaderEpochCache;
 use super::record_count;
 use super::segment::SEGMENT_HEADER_BYTES;
 use super::verify::{SegmentCheck, SegmentDamage};
@@ -51,7 +52,9 @@ mod delete;
 mod error;
 mod open;
 mod read;
+mod replica_read;
 mod roll;
+mod truncate;
 mod writer;
 
 pub use append::{AppendDurability, AppendInput, AppendOutcome};
@@ -60,10 +63,14 @@ pub use config::{
     APPEND_DECODE_LIMITS, BATCH_BYTES_MAX_DEFAULT, COMMIT_BYTES_MAX_DEFAULT, LogConfig,
     LogConfigError, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX,
 };
-pub use error::{AppendBatchesError, AppendError, CompactError, DeleteError, OpenError, ReadError};
+pub use error::{
+    AppendBatchesError, AppendError, CompactError, DeleteError, LeaderEpochError, OpenError,
+    ReadError, TruncateError,
+};
 pub(in crate::storage) use open::{remove_segment_files, scan_segment, write_checkpoint};
 pub use read::ReadBatches;
 use read::known_exists;
+pub use replica_read::{BatchDamage, VerifiedRead};
 #[cfg(test)]
 use writer::take_groups_drained;
 
@@ -186,6 +193,13 @@ struct LogState<F> {
     log_start_offset: i64,
     high_watermark: i64,
     fenced: Option<String>,
+    /// Leader epoch -> start offset of the batches in the log (`storage::leader_epoch`),
+    /// as stored in its file: changed only after the file says so, before the batches that
+    /// need it are written.
+    epochs: LeaderEpochCache,
+    /// The epoch stamped on the batches this node appends as leader
+    /// ([`PartitionLog::set_leader_epoch`]).
+    leader_epoch: i32,
     /// Records of the first segment below the log start, which the record count leaves out
     /// (see `record_count`). Set when the log start or the first segment changes.
     records_below_log_start: u64,
@@ -248,6 +262,14 @@ enum Command {
     Close {
         reply: oneshot::Sender<Result<(), DiskError>>,
     },
+    SetLeaderEpoch {
+        epoch: i32,
+        reply: oneshot::Sender<Result<(), LeaderEpochError>>,
+    },
+    TruncateTo {
+        offset: i64,
+        reply: oneshot::Sender<Result<bool, TruncateError>>,
+    },
     ReplaceSegment {
         base: i64,
         temporary: PathBuf,
@@ -265,6 +287,9 @@ struct PendingAppend {
     /// Set for the batches of one `append_batches` call, numbered by the writer within the
     /// group it drains: once one of them fails, the rest of its chain is not appended.
     chain: Option<usize>,
+    /// A leader's batch copied by a follower ([`PartitionLog::append_as_follower`]): its
+    /// base offset and leader epoch are kept, not stamped, and must continue the log.
+    follower: bool,
 }
 
 impl<D: Disk> Shared<D> {
@@ -600,6 +625,34 @@ impl<D: Disk> PartitionLog<D> {
         .await
     }
 
+    /// Makes `epoch` the leader epoch stamped on this log's appends from its current end
+    /// on, and records it in the leader-epoch checkpoint (durably, before it returns). The
+    /// node calls it when it becomes the partition's leader (Kafka assigns the new epoch's
+    /// start offset then, so a follower's last epoch from the old leader is placed right).
+    pub async fn set_leader_epoch(&self, epoch: i32) -> Result<(), LeaderEpochError> {
+        let (reply, outcome) = oneshot::channel();
+        self.commands
+            .send(Command::SetLeaderEpoch { epoch, reply })
+            .await
+            .map_err(|_| LeaderEpochError::Closed)?;
+        outcome.await.map_err(|_| LeaderEpochError::Closed)?
+    }
+
+    /// The leader epoch this log stamps on its appends.
+    pub fn leader_epoch(&self) -> i32 {
+        self.shared.read_state().leader_epoch
+    }
+
+    /// The leader-epoch checkpoint as stored (epoch -> start offset).
+    pub fn leader_epochs(&self) -> LeaderEpochCache {
+        self.shared.read_state().epochs.clone()
+    }
+
+    /// The offset after the last batch written (synced or not): the log end offset.
+    pub fn log_end_offset(&self) -> i64 {
+        self.shared.read_state().active().next_offset
+    }
+
     /// Syncs everything written, records the recovery point and stops the writer. Other
     /// handles fail with `Closed` afterwards.
     pub async fn close(&self) -> Result<(), DiskError> {
@@ -613,5 +666,7 @@ impl<D: Disk> PartitionLog<D> {
 
 #[cfg(test)]
 mod read_only_tests;
+#[cfg(test)]
+mod replica_tests;
 #[cfg(test)]
 mod tests;

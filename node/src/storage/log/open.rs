@@ -10,7 +10,7 @@ use ledge_protocol::{BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BatchHeader}
 use tokio::sync::{mpsc, watch};
 
 use super::config::LogConfig;
-use super::error::{AppendError, DeleteError, OpenError};
+use super::error::{AppendError, DeleteError, LeaderEpochError, OpenError, TruncateError};
 use super::roll::create_segment;
 use super::writer::Writer;
 use super::{Command, LogState, PartitionLog, ReadFile, Segment, SegmentFile, Shared};
@@ -19,9 +19,10 @@ use crate::storage::checkpoint::{Checkpoint, CheckpointError};
 use crate::storage::disk::{Disk, DiskError, DiskFile, OpenMode};
 use crate::storage::group_commit::{CommitPolicy, CommitQueue};
 use crate::storage::index::SegmentIndex;
+use crate::storage::leader_epoch::{self, LeaderEpochCache, LeaderEpochIoError, LoadedEpochs};
 use crate::storage::producers::ProducerStates;
 use crate::storage::record_count;
-use crate::storage::recovery::{self, ScanStop};
+use crate::storage::recovery::{self, PARTITION_LEADER_EPOCH, ScanStop};
 use crate::storage::segment::{
     self, CHECKPOINT_FILE_NAME, PartitionFile, SEGMENT_HEADER_BYTES, SegmentHeaderError,
 };
@@ -136,6 +137,8 @@ pub(super) async fn open_files<D: Disk>(
                 | PartitionFile::ProducerSnapshot(base),
             ) => index_files.push((base, path)),
             Some(PartitionFile::Checkpoint) => has_checkpoint = true,
+            // Loaded after the segments (`load_leader_epochs`).
+            Some(PartitionFile::LeaderEpochCheckpoint) => {}
             Some(PartitionFile::Temporary) => disk.remove_file(&path).await?,
             None => return Err(OpenError::ForeignFile { path }),
         }
@@ -262,6 +265,8 @@ pub(super) async fn open_files<D: Disk>(
         log_start_offset,
         high_watermark: 0,
         fenced: None,
+        epochs: LeaderEpochCache::new(),
+        leader_epoch: PARTITION_LEADER_EPOCH,
         records_below_log_start: 0,
         records_above_high_watermark: std::collections::VecDeque::new(),
     };
@@ -320,6 +325,11 @@ pub(super) async fn open_files<D: Disk>(
             disk.open(&checkpoint_path, OpenMode::ReadWrite).await?
         }
     };
+    state.epochs = load_leader_epochs(disk, directory, &state, true).await?;
+    state.leader_epoch = state
+        .epochs
+        .latest_epoch()
+        .unwrap_or(PARTITION_LEADER_EPOCH);
     Ok(Opened {
         state,
         checkpoint_file,
@@ -1085,6 +1095,12 @@ pub(super) async fn refuse_writes(directory: PathBuf, mut commands: mpsc::Receiv
             Command::ReplaceSegment { reply, .. } => {
                 let _ = reply.send(Err(read_only_error(&directory)));
             }
+            Command::SetLeaderEpoch { reply, .. } => {
+                let _ = reply.send(Err(LeaderEpochError::Disk(read_only_error(&directory))));
+            }
+            Command::TruncateTo { reply, .. } => {
+                let _ = reply.send(Err(TruncateError::Disk(read_only_error(&directory))));
+            }
             Command::Close { reply } => {
                 let _ = reply.send(Ok(()));
                 return;
@@ -1106,6 +1122,8 @@ pub(super) async fn open_files_read_only<D: Disk>(
         match segment::parse_file_name(&name) {
             Some(PartitionFile::Segment(base)) => segment_bases.push(base),
             Some(PartitionFile::Checkpoint) => has_checkpoint = true,
+            // Loaded after the segments (`load_leader_epochs`).
+            Some(PartitionFile::LeaderEpochCheckpoint) => {}
             // Index files are read by their segment; a leftover temporary is ignored.
             Some(_) => {}
             None => {
@@ -1233,6 +1251,8 @@ pub(super) async fn open_files_read_only<D: Disk>(
         log_start_offset,
         high_watermark: next_offset,
         fenced: None,
+        epochs: LeaderEpochCache::new(),
+        leader_epoch: PARTITION_LEADER_EPOCH,
         records_below_log_start: 0,
         // Everything served is below the high watermark: nothing is written after open.
         records_above_high_watermark: std::collections::VecDeque::new(),
@@ -1246,5 +1266,72 @@ pub(super) async fn open_files_read_only<D: Disk>(
         config.recovery_read_bytes,
     )
     .await?;
+    state.epochs = load_leader_epochs(disk, directory, &state, false).await?;
+    state.leader_epoch = state
+        .epochs
+        .latest_epoch()
+        .unwrap_or(PARTITION_LEADER_EPOCH);
     Ok(state)
+}
+
+/// The leader-epoch checkpoint of a recovered log: the stored file cut to the log's start and
+/// end (a crash between a truncation of the log and the store of its cut leaves entries past
+/// the end), or, when the file is missing or damaged, rebuilt from the batches' epochs. With
+/// `store`, a changed or rebuilt checkpoint is stored before the log serves anything.
+pub(super) async fn load_leader_epochs<D: Disk>(
+    disk: &D,
+    directory: &Path,
+    state: &LogState<D::File>,
+    store: bool,
+) -> Result<LeaderEpochCache, OpenError> {
+    let log_end = state.active().next_offset;
+    let (mut epochs, mut changed) = match leader_epoch::load(disk, directory).await {
+        Ok(LoadedEpochs::Loaded(epochs)) => (epochs, false),
+        Ok(LoadedEpochs::Missing) => (rebuild_leader_epochs(disk, state).await?, true),
+        Ok(LoadedEpochs::Damaged(error)) => {
+            tracing::warn!(directory = %directory.display(), %error, "leader-epoch checkpoint unusable; rebuilding it from the batches");
+            (rebuild_leader_epochs(disk, state).await?, true)
+        }
+        Err(LeaderEpochIoError::Disk(error)) => return Err(error.into()),
+    };
+    changed |= epochs.truncate_from_end(log_end);
+    changed |= epochs.truncate_from_start(state.log_start_offset);
+    if store && changed {
+        leader_epoch::store(disk, directory, &epochs)
+            .await
+            .map_err(|LeaderEpochIoError::Disk(error)| OpenError::Disk(error))?;
+    }
+    Ok(epochs)
+}
+
+/// Walks the batch headers of every segment (one small read per batch) for their leader
+/// epochs. Costly on a long log, and done only when the checkpoint file is missing (a log
+/// from before replication: once) or damaged.
+async fn rebuild_leader_epochs<D: Disk>(
+    disk: &D,
+    state: &LogState<D::File>,
+) -> Result<LeaderEpochCache, OpenError> {
+    let mut batches = Vec::new();
+    for segment in state.segments.values() {
+        let file = state
+            .read_file(segment)
+            .open_unshared(disk, &segment.path)
+            .await?;
+        let mut position = SEGMENT_HEADER_BYTES;
+        while position < segment.size_bytes {
+            let bytes = file.read_at(position, BATCH_HEADER_BYTES).await?;
+            // Recovery validated every batch below the segment's size; a header that does
+            // not parse here means the file changed under us: stop, keep what was found.
+            let Some(header) = recovery::peek_header(&bytes) else {
+                break;
+            };
+            batches.push((header.partition_leader_epoch, header.base_offset));
+            position += header.total_bytes() as u64;
+        }
+    }
+    let (epochs, refused) = LeaderEpochCache::from_batches(batches);
+    for error in refused {
+        tracing::warn!(%error, "a batch's leader epoch was skipped while rebuilding the leader-epoch checkpoint");
+    }
+    Ok(epochs)
 }

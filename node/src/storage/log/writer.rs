@@ -12,7 +12,7 @@ use ledge_protocol::{set_base_offset, set_partition_leader_epoch};
 use tokio::sync::{mpsc, oneshot};
 
 use super::append::{AppendDurability, AppendOutcome};
-use super::error::{AppendError, copy_disk_error};
+use super::error::{AppendError, LeaderEpochError, copy_disk_error};
 use super::open::write_checkpoint;
 use super::{Command, LogState, PendingAppend, Shared};
 use crate::clock::Clock;
@@ -161,6 +161,10 @@ struct GroupStart<'a> {
     producers_max: usize,
     /// The partition directory, for the log lines.
     directory: &'a std::path::Path,
+    /// The epoch stamped on a leader's batches.
+    leader_epoch: i32,
+    /// The latest epoch in the log: a follower's batch may not go below it.
+    epoch_latest: i32,
 }
 
 /// A group stamped into one buffer: what to write and whom to answer once it is written.
@@ -173,6 +177,8 @@ struct StampedGroup {
     undo: Vec<(i64, Option<ProducerEntry>)>,
     /// One past the group's last offset.
     next_offset: i64,
+    /// The (leader epoch, base offset) of each batch written, for the epoch checkpoint.
+    epoch_starts: Vec<(i32, i64)>,
 }
 
 /// Checks each batch of a group against its producer's sequence and copies the accepted
@@ -190,71 +196,104 @@ fn stamp_group(
     let mut staged = Vec::with_capacity(group.len());
     let mut records_written = 0u64;
     let mut undo = Vec::new();
+    let mut epoch_starts = Vec::new();
+    let mut epoch_latest = group_start.epoch_latest;
     for pending in group {
         if pending.chain.is_some_and(|chain| broken.contains(&chain)) {
             continue;
         }
-        match producers.check(&pending.header) {
-            SequenceCheck::Accept => {}
-            SequenceCheck::Duplicate {
-                base_offset,
-                last_offset,
-            } => {
-                tracing::debug!(
-                    directory = %group_start.directory.display(),
-                    producer_id = pending.header.producer_id,
-                    base_sequence = pending.header.base_sequence,
+        if pending.follower {
+            // A leader's batch: it must continue this log exactly, in a leader epoch not
+            // below the latest; its producer sequences were checked by the leader.
+            let header = &pending.header;
+            let reason = if header.base_offset != next_offset {
+                Some(format!("the log ends at offset {next_offset}"))
+            } else if header.partition_leader_epoch < epoch_latest {
+                Some(format!(
+                    "its leader epoch {} is below the log's latest {epoch_latest}",
+                    header.partition_leader_epoch
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                let error = AppendError::NotContinuing {
+                    base_offset: header.base_offset,
+                    reason,
+                };
+                refuse(pending.reply, pending.chain, error, broken);
+                continue;
+            }
+            epoch_latest = header.partition_leader_epoch;
+        } else {
+            match producers.check(&pending.header) {
+                SequenceCheck::Accept => {}
+                SequenceCheck::Duplicate {
                     base_offset,
-                    "duplicate batch from an idempotent producer; answered with its original offsets"
-                );
-                // A retry of a batch already in the log: answer with its offsets once it
-                // is as durable as this request asks (it may still be unsynced).
-                staged.push(Staged {
-                    chain: pending.chain,
-                    reply: pending.reply,
-                    outcome: AppendOutcome {
+                    last_offset,
+                } => {
+                    tracing::debug!(
+                        directory = %group_start.directory.display(),
+                        producer_id = pending.header.producer_id,
+                        base_sequence = pending.header.base_sequence,
                         base_offset,
-                        last_offset,
-                    },
-                    durability: pending.durability,
-                    position: 0,
-                    max_timestamp_ms: pending.header.max_timestamp,
-                    bytes: 0,
-                });
-                continue;
-            }
-            SequenceCheck::OutOfOrder { expected, received } => {
-                let error = AppendError::OutOfOrderSequence { expected, received };
-                refuse(pending.reply, pending.chain, error, broken);
-                continue;
-            }
-            SequenceCheck::UnknownProducer { received } => {
-                let error = AppendError::UnknownProducer { received };
-                refuse(pending.reply, pending.chain, error, broken);
-                continue;
-            }
-            SequenceCheck::StaleEpoch { current, received } => {
-                let error = AppendError::InvalidProducerEpoch { current, received };
-                refuse(pending.reply, pending.chain, error, broken);
-                continue;
+                        "duplicate batch from an idempotent producer; answered with its original offsets"
+                    );
+                    // A retry of a batch already in the log: answer with its offsets once it
+                    // is as durable as this request asks (it may still be unsynced).
+                    staged.push(Staged {
+                        chain: pending.chain,
+                        reply: pending.reply,
+                        outcome: AppendOutcome {
+                            base_offset,
+                            last_offset,
+                        },
+                        durability: pending.durability,
+                        position: 0,
+                        max_timestamp_ms: pending.header.max_timestamp,
+                        bytes: 0,
+                    });
+                    continue;
+                }
+                SequenceCheck::OutOfOrder { expected, received } => {
+                    let error = AppendError::OutOfOrderSequence { expected, received };
+                    refuse(pending.reply, pending.chain, error, broken);
+                    continue;
+                }
+                SequenceCheck::UnknownProducer { received } => {
+                    let error = AppendError::UnknownProducer { received };
+                    refuse(pending.reply, pending.chain, error, broken);
+                    continue;
+                }
+                SequenceCheck::StaleEpoch { current, received } => {
+                    let error = AppendError::InvalidProducerEpoch { current, received };
+                    refuse(pending.reply, pending.chain, error, broken);
+                    continue;
+                }
             }
         }
         let position = group_start.position + buffer.len() as u64;
         let start = buffer.len();
         buffer.extend_from_slice(&pending.batch);
-        let stamped = buffer
-            .get_mut(start..)
-            .expect("the batch was just appended");
-        // The batch was validated on append, so its header is present and stamping
-        // cannot fail; the CRC does not cover these two fields.
-        let stamp = set_base_offset(stamped, next_offset)
-            .and_then(|()| set_partition_leader_epoch(stamped, PARTITION_LEADER_EPOCH));
-        if let Err(error) = stamp {
-            buffer.truncate(start);
-            let error = AppendError::InvalidBatch(error);
-            refuse(pending.reply, pending.chain, error, broken);
-            continue;
-        }
+        let epoch = if pending.follower {
+            pending.header.partition_leader_epoch
+        } else {
+            let stamped = buffer
+                .get_mut(start..)
+                .expect("the batch was just appended");
+            // The batch was validated on append, so its header is present and stamping
+            // cannot fail; the CRC does not cover these two fields.
+            let stamp = set_base_offset(stamped, next_offset)
+                .and_then(|()| set_partition_leader_epoch(stamped, group_start.leader_epoch));
+            if let Err(error) = stamp {
+                buffer.truncate(start);
+                let error = AppendError::InvalidBatch(error);
+                refuse(pending.reply, pending.chain, error, broken);
+                continue;
+            }
+            group_start.leader_epoch
+        };
+        epoch_starts.push((epoch, next_offset));
         let last_offset = next_offset + i64::from(pending.header.last_offset_delta);
         if pending.header.producer_id >= 0 {
             let previous =
@@ -282,6 +321,7 @@ fn stamp_group(
         records_written,
         undo,
         next_offset,
+        epoch_starts,
     }
 }
 
@@ -405,6 +445,19 @@ impl<D: Disk> Writer<D> {
                 Command::Close { reply } => {
                     let _ = reply.send(self.shutdown().await);
                     return;
+                }
+                Command::SetLeaderEpoch { epoch, reply } => {
+                    let _ = reply.send(self.set_leader_epoch(epoch).await);
+                }
+                Command::TruncateTo { offset, reply } => {
+                    let outcome = self.truncate_to(offset).await;
+                    // Cut: the files no longer match this writer's state; the caller opens
+                    // the log again.
+                    let cut = matches!(outcome, Ok(true));
+                    let _ = reply.send(outcome);
+                    if cut {
+                        return;
+                    }
                 }
                 Command::ReplaceSegment {
                     base,
@@ -570,13 +623,15 @@ impl<D: Disk> Writer<D> {
             }
         }
 
-        let (file, start_position, next_offset) = {
+        let (file, start_position, next_offset, leader_epoch, mut epochs) = {
             let state = self.shared.read_state();
             let active = state.active();
             (
                 Arc::clone(&state.active_file),
                 active.size_bytes,
                 active.next_offset,
+                state.leader_epoch,
+                state.epochs.clone(),
             )
         };
         let StampedGroup {
@@ -585,6 +640,7 @@ impl<D: Disk> Writer<D> {
             records_written,
             undo,
             next_offset,
+            epoch_starts,
         } = stamp_group(
             group,
             &mut self.producers,
@@ -594,6 +650,8 @@ impl<D: Disk> Writer<D> {
                 bytes: total_bytes,
                 producers_max: self.shared.config().producers_max,
                 directory: &self.shared.directory,
+                leader_epoch,
+                epoch_latest: epochs.latest_epoch().unwrap_or(PARTITION_LEADER_EPOCH),
             },
             broken,
         );
@@ -601,6 +659,43 @@ impl<D: Disk> Writer<D> {
             return;
         }
         let written = buffer.len() as u64;
+        // A batch of a new epoch is written only once the checkpoint names the epoch, so
+        // after any crash every epoch on disk is in the file (the open checks against it).
+        let mut epochs_changed = false;
+        let mut epoch_refused = None;
+        for (epoch, base_offset) in epoch_starts {
+            match epochs.assign(epoch, base_offset) {
+                Ok(changed) => epochs_changed |= changed,
+                Err(error) => epoch_refused = Some(error),
+            }
+        }
+        let stored = match epoch_refused {
+            // Stamping keeps epochs in order, so this is a bug; stop rather than write a
+            // batch the checkpoint cannot place.
+            Some(error) => Err(format!("leader epoch refused by the checkpoint: {error}")),
+            None if epochs_changed => {
+                crate::storage::leader_epoch::store(&self.disk, &self.shared.directory, &epochs)
+                    .await
+                    .map_err(|error| format!("leader-epoch checkpoint not stored: {error}"))
+            }
+            None => Ok(()),
+        };
+        if let Err(reason) = stored {
+            for (producer_id, previous) in undo.into_iter().rev() {
+                self.producers.restore(producer_id, previous);
+            }
+            self.fence(reason.clone());
+            broken.extend(staged.iter().filter_map(|batch| batch.chain));
+            for batch in staged {
+                let _ = batch.reply.send(Err(AppendError::Fenced {
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
+        if epochs_changed {
+            self.shared.write_state().epochs = epochs;
+        }
         if written > 0
             && let Err(error) = file.write_at(start_position, buffer.freeze()).await
         {
@@ -752,6 +847,48 @@ impl<D: Disk> Writer<D> {
             Some(reason) => Err(reason),
             None => Ok(()),
         }
+    }
+
+    /// Makes `epoch` the one stamped on this log's appends from its end on (Kafka's
+    /// `maybeAssignEpochStartOffset` when a node becomes leader), stored durably first.
+    pub(super) async fn set_leader_epoch(&mut self, epoch: i32) -> Result<(), LeaderEpochError> {
+        if let Some(reason) = self.fenced() {
+            return Err(LeaderEpochError::Fenced { reason });
+        }
+        let (current, log_end, mut epochs) = {
+            let state = self.shared.read_state();
+            (
+                state.leader_epoch,
+                state.active().next_offset,
+                state.epochs.clone(),
+            )
+        };
+        if epoch < current {
+            return Err(LeaderEpochError::WentBackwards {
+                requested: epoch,
+                current,
+            });
+        }
+        let changed =
+            epochs
+                .assign(epoch, log_end)
+                .map_err(|_| LeaderEpochError::WentBackwards {
+                    requested: epoch,
+                    current: epochs.latest_epoch().unwrap_or(current),
+                })?;
+        if changed {
+            crate::storage::leader_epoch::store(&self.disk, &self.shared.directory, &epochs)
+                .await
+                .map_err(
+                    |crate::storage::leader_epoch::LeaderEpochIoError::Disk(error)| {
+                        LeaderEpochError::Disk(error)
+                    },
+                )?;
+        }
+        let mut state = self.shared.write_state();
+        state.epochs = epochs;
+        state.leader_epoch = epoch;
+        Ok(())
     }
 
     pub(super) async fn store_checkpoint(

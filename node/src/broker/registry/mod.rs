@@ -25,9 +25,15 @@ use super::topic_config::{
     self, TopicConfig, TopicConfigError, TopicNameError, validate_topic_name,
 };
 use super::{DeclaredTopic, plugins, read, write};
+
+mod stored;
 use crate::clock::Clock;
 use crate::storage::disk::descriptors::DescriptorBudgetError;
 use crate::storage::{Disk, DiskError, LogConfig, PartitionKey, PartitionLog};
+pub use stored::{
+    ModuleReference, RemoveModuleError, RemoveTransformError, SetTransformStoppedError,
+    StoreModuleError, StoreTransformError,
+};
 
 /// A change to the set of topics or their partitions, sent after it is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,31 +109,53 @@ pub struct RegistryConfig {
     pub partitions_max: u32,
 }
 
-pub(super) enum PartitionState<D: Disk> {
+enum PartitionState<D: Disk> {
     Online(PartitionLog<D>),
     Offline(String),
 }
 
 /// One partition: its log, or why it is offline.
-pub(super) struct Partition<D: Disk> {
-    pub(super) key: PartitionKey,
-    pub(super) state: RwLock<PartitionState<D>>,
-    /// A fenced log is being reopened (see `produce::reopen_in_background`).
-    pub(super) reopening: AtomicBool,
+pub struct Partition<D: Disk> {
+    key: PartitionKey,
+    state: RwLock<PartitionState<D>>,
+    /// A fenced log is being reopened (see [`TopicRegistry::reopen_fenced`]).
+    reopening: AtomicBool,
 }
 
 /// One topic: its config and partitions.
-pub(super) struct Topic<D: Disk> {
-    pub(super) config: RwLock<TopicConfig>,
-    pub(super) partitions: RwLock<Vec<Arc<Partition<D>>>>,
+pub struct Topic<D: Disk> {
+    config: RwLock<TopicConfig>,
+    partitions: RwLock<Vec<Arc<Partition<D>>>>,
 }
 
-/// The topic map, shared with the request paths that read it under its lock.
-pub(super) type TopicMap<D> = RwLock<BTreeMap<String, Arc<Topic<D>>>>;
+/// The topic map, read and changed under its lock by the registry only.
+type TopicMap<D> = RwLock<BTreeMap<String, Arc<Topic<D>>>>;
+
+impl<D: Disk> Topic<D> {
+    /// The topic's config now.
+    pub fn config(&self) -> TopicConfig {
+        read(&self.config).clone()
+    }
+
+    /// The topic's partitions now.
+    pub fn partitions(&self) -> Vec<Arc<Partition<D>>> {
+        read(&self.partitions).clone()
+    }
+
+    /// How many partitions the topic has.
+    pub fn partition_count(&self) -> u32 {
+        read(&self.partitions).len() as u32
+    }
+}
 
 impl<D: Disk> Partition<D> {
+    /// Which partition this is.
+    pub fn key(&self) -> &PartitionKey {
+        &self.key
+    }
+
     /// The partition's log, or why it is offline.
-    pub(super) fn online_log(&self) -> Result<PartitionLog<D>, LookupError> {
+    pub fn online_log(&self) -> Result<PartitionLog<D>, LookupError> {
         match &*read(&self.state) {
             PartitionState::Online(log) => Ok(log.clone()),
             PartitionState::Offline(reason) => Err(LookupError::Offline {
@@ -216,6 +244,9 @@ pub enum CreateTopicError {
     /// A config names a module that is not uploaded, or of the wrong kind.
     #[error(transparent)]
     ModuleReference(ModuleReferenceError),
+    /// The replication factor, or `min.insync.replicas` against it, is refused.
+    #[error(transparent)]
+    Replication(super::cluster_view::ReplicationError),
     /// The topic exists.
     #[error("topic {topic:?} already exists")]
     AlreadyExists {
@@ -439,9 +470,9 @@ pub enum RegistryOpenError {
     ProducerIds(#[from] ProducerIdError),
 }
 
-pub(super) struct ProducerIds {
-    pub(super) next: i64,
-    pub(super) reserved_until: i64,
+struct ProducerIds {
+    next: i64,
+    reserved_until: i64,
 }
 
 /// Topics, partitions, configs, `metadata.json` and producer ids of one node.
@@ -451,11 +482,11 @@ pub struct TopicRegistry<D: Disk> {
     logs_dir: PathBuf,
     clock: Arc<dyn Clock>,
     config: RegistryConfig,
-    /// Shared with the group, plug-in and transform code, which reads topics under the lock.
-    pub(super) topics: Arc<TopicMap<D>>,
-    /// `metadata.json`; its lock orders every change to it. Shared with the plug-in and
-    /// transform code, whose modules and transforms are stored in it too.
-    pub(super) admin: Arc<tokio::sync::Mutex<MetadataStore<D>>>,
+    /// The topics; other services reach them through the methods below.
+    topics: TopicMap<D>,
+    /// `metadata.json`; its lock orders every change to it, to topics, modules
+    /// (`stored.rs`) and transforms alike.
+    admin: tokio::sync::Mutex<MetadataStore<D>>,
     /// Each topic's definition beside `metadata.json`, written under the `admin` lock.
     topic_files: TopicFiles<D>,
     producer_ids: Mutex<ProducerIds>,
@@ -470,7 +501,7 @@ pub struct TopicRegistry<D: Disk> {
 
 /// The first producer id to hand out after a start: above the stored reservation and above
 /// every id the logs remember.
-pub(super) fn producer_id_floor(reserved_until: i64, logs_max: Option<i64>) -> i64 {
+fn producer_id_floor(reserved_until: i64, logs_max: Option<i64>) -> i64 {
     let above_logs = logs_max.map_or(0, |max| max.saturating_add(1));
     reserved_until.max(above_logs).max(PRODUCER_ID_BLOCK)
 }
@@ -536,7 +567,7 @@ async fn rebuild_topics<D: Disk>(
     Ok(())
 }
 
-pub(super) async fn remove_tree<D: Disk>(disk: &D, directory: &Path) -> Result<(), DiskError> {
+async fn remove_tree<D: Disk>(disk: &D, directory: &Path) -> Result<(), DiskError> {
     match disk.list_dir(directory).await {
         Ok(names) => {
             for name in names {
@@ -631,8 +662,8 @@ impl<D: Disk> TopicRegistry<D> {
             logs_dir,
             clock,
             config,
-            topics: Arc::new(RwLock::new(BTreeMap::new())),
-            admin: Arc::new(tokio::sync::Mutex::new(store)),
+            topics: RwLock::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(store),
             topic_files,
             // Nothing is handed out before `reserve_producer_ids_after_open` below.
             producer_ids: Mutex::new(ProducerIds {
@@ -682,14 +713,48 @@ impl<D: Disk> TopicRegistry<D> {
         Ok(registry)
     }
 
-    /// The disk the partition logs are on (a fenced log is reopened on it).
-    pub(super) fn disk(&self) -> &D {
-        &self.disk
+    /// Reopens a fenced partition log with full verification, once, in the background;
+    /// on failure the partition goes offline. Whoever sees an append fail with
+    /// `AppendError::Fenced` calls it.
+    pub fn reopen_fenced(&self, partition: &Arc<Partition<D>>) {
+        if partition.reopening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Ok(log) = partition.online_log() else {
+            partition.reopening.store(false, Ordering::SeqCst);
+            return;
+        };
+        let partition = Arc::clone(partition);
+        let disk = self.disk.clone();
+        let clock = Arc::clone(&self.clock);
+        tokio::spawn(async move {
+            let state = match log.reopen(disk, clock).await {
+                Ok(fresh) => {
+                    tracing::info!(partition = %partition.key, "fenced partition reopened and verified");
+                    PartitionState::Online(fresh)
+                }
+                Err(error) => {
+                    tracing::error!(partition = %partition.key, %error, "fenced partition failed verification; offline");
+                    PartitionState::Offline(error.to_string())
+                }
+            };
+            *write(&partition.state) = state;
+            partition.reopening.store(false, Ordering::SeqCst);
+        });
     }
 
-    /// The node's clock.
-    pub(super) fn clock(&self) -> Arc<dyn Clock> {
-        Arc::clone(&self.clock)
+    /// The names of every topic, internal ones included, in order.
+    pub fn topic_names(&self) -> Vec<String> {
+        read(&self.topics).keys().cloned().collect()
+    }
+
+    /// The partition counts of the user topics (not the node's `__` ones).
+    pub fn user_topic_partition_counts(&self) -> BTreeMap<String, u32> {
+        read(&self.topics)
+            .iter()
+            .filter(|(name, _)| !name.starts_with("__"))
+            .map(|(name, topic)| (name.clone(), topic.partition_count()))
+            .collect()
     }
 
     /// The data directory is on a read-only filesystem: nothing is written.
@@ -707,7 +772,7 @@ impl<D: Disk> TopicRegistry<D> {
     /// keeps ids unique when `metadata.json` was lost (or restored from an old copy): an id
     /// a partition still remembers, handed to a new producer, would make that producer's first
     /// batch look like a resend of the old one's, acknowledged and never written.
-    pub(super) async fn reserve_producer_ids_after_open(&self) -> Result<(), ProducerIdError> {
+    async fn reserve_producer_ids_after_open(&self) -> Result<(), ProducerIdError> {
         let logs_max = self
             .online_logs(|_| true)
             .iter()
@@ -847,7 +912,7 @@ impl<D: Disk> TopicRegistry<D> {
 
     /// Every online partition log of the topics whose config `wanted` accepts, with that
     /// config (taken under the locks, used after them).
-    pub(super) fn online_logs(
+    pub fn online_logs(
         &self,
         wanted: impl Fn(&TopicConfig) -> bool,
     ) -> Vec<(PartitionLog<D>, TopicConfig)> {
@@ -868,22 +933,18 @@ impl<D: Disk> TopicRegistry<D> {
     }
 
     /// The topic of that name.
-    pub(super) fn topic(&self, name: &str) -> Option<Arc<Topic<D>>> {
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic<D>>> {
         read(&self.topics).get(name).cloned()
     }
 
     /// How many partitions the topic has; 0 if there is no such topic.
-    pub(super) fn partition_count(&self, name: &str) -> u32 {
+    pub fn partition_count(&self, name: &str) -> u32 {
         self.topic(name)
             .map_or(0, |topic| read(&topic.partitions).len() as u32)
     }
 
     /// One partition of one topic.
-    pub(super) fn partition(
-        &self,
-        topic: &str,
-        partition: u32,
-    ) -> Result<Arc<Partition<D>>, LookupError> {
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition<D>>, LookupError> {
         let topic_entry = self.topic(topic).ok_or_else(|| LookupError::UnknownTopic {
             topic: topic.to_string(),
         })?;
@@ -891,7 +952,7 @@ impl<D: Disk> TopicRegistry<D> {
     }
 
     /// One partition of a topic already looked up.
-    pub(super) fn partition_of(
+    pub fn partition_of(
         topic_entry: &Topic<D>,
         topic: &str,
         partition: u32,
@@ -1356,7 +1417,7 @@ impl<D: Disk> TopicRegistry<D> {
     /// log, then the marker is removed. `Ok(true)` if ids may be handed out. Warns with the
     /// offline partitions when `at_open` (each refused request only logs at debug level, so
     /// retrying producers do not flood the log).
-    pub(super) async fn end_producer_id_hold_if_possible(
+    async fn end_producer_id_hold_if_possible(
         &self,
         at_open: bool,
     ) -> Result<bool, ProducerIdError> {

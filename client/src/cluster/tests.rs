@@ -1,0 +1,201 @@
+//! The routing state machine on its own: leader moves, nodes that disappear, stale answers.
+
+use std::time::Duration;
+
+use ledge_protocol::wire::{
+    ErrorCode, MetadataResponse, NodeMetadata, PartitionMetadata, TopicMetadata,
+};
+
+use super::*;
+
+const MAX_AGE: Duration = Duration::from_secs(300);
+
+fn node(node_id: u32) -> NodeMetadata {
+    NodeMetadata {
+        node_id,
+        address: format!("10.0.0.{node_id}:9092"),
+    }
+}
+
+/// A Metadata answer for topic `t` with one partition per `(leader, epoch)`.
+fn answer(nodes: &[u32], partitions: &[(Option<u32>, i32)]) -> MetadataResponse {
+    MetadataResponse {
+        node_id: nodes.first().copied().unwrap_or(1),
+        nodes: nodes.iter().copied().map(node).collect(),
+        controller_id: nodes.first().copied(),
+        topics: vec![TopicMetadata {
+            name: "t".into(),
+            error: ErrorCode::None,
+            partitions: partitions
+                .iter()
+                .enumerate()
+                .map(|(index, (leader, leader_epoch))| PartitionMetadata {
+                    partition: index as u32,
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                    replicas: nodes.to_vec(),
+                    isr: nodes.to_vec(),
+                    ..PartitionMetadata::default()
+                })
+                .collect(),
+            ..TopicMetadata::default()
+        }],
+    }
+}
+
+fn leader(view: &ClusterMetadata, partition: u32) -> Option<(u32, i32)> {
+    view.route("t", partition)
+        .map(|route| (route.node_id, route.leader_epoch))
+}
+
+// Goal: an empty view has no routes and is due; an answer gives each partition its leader's
+// node, address and epoch, and the view is fresh until max_age passes.
+#[test]
+fn an_answer_routes_each_partition_to_its_leader_until_it_ages() {
+    let start = crate::clock::now();
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    assert!(view.needs_refresh(start));
+    assert_eq!(view.route("t", 0), None);
+
+    view.handle_metadata(&answer(&[1, 2, 3], &[(Some(2), 5), (Some(3), 1)]), start);
+    assert_eq!(
+        view.route("t", 0),
+        Some(Route {
+            node_id: 2,
+            address: "10.0.0.2:9092".into(),
+            leader_epoch: 5
+        })
+    );
+    assert_eq!(leader(&view, 1), Some((3, 1)));
+    assert_eq!(view.route("t", 2), None, "no such partition");
+    assert_eq!(view.controller(), Some(1));
+    assert!(!view.needs_refresh(start + MAX_AGE - Duration::from_millis(1)));
+    assert!(view.needs_refresh(start + MAX_AGE));
+}
+
+// Goal: a leader move is learnt through NotLeaderOrFollower: the old route is dropped at once
+// (nothing more goes to the old leader), a refresh is due, and the refreshed answer routes to
+// the new leader at the new epoch. FencedLeaderEpoch does the same.
+#[test]
+fn a_leader_move_drops_the_route_until_the_refresh() {
+    let now = crate::clock::now();
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    view.handle_metadata(&answer(&[1, 2], &[(Some(1), 0), (Some(2), 0)]), now);
+
+    view.handle_partition_error("t", 0, ErrorCode::NotLeaderOrFollower);
+    assert_eq!(leader(&view, 0), None);
+    assert_eq!(
+        leader(&view, 1),
+        Some((2, 0)),
+        "other partitions keep their route"
+    );
+    assert!(view.needs_refresh(now));
+    view.handle_metadata(&answer(&[1, 2], &[(Some(2), 1), (Some(2), 0)]), now);
+    assert_eq!(leader(&view, 0), Some((2, 1)));
+    assert!(!view.needs_refresh(now));
+
+    view.handle_partition_error("t", 1, ErrorCode::FencedLeaderEpoch);
+    assert_eq!(leader(&view, 1), None);
+    assert!(view.needs_refresh(now));
+
+    // UnknownLeaderEpoch: the node is behind us; keep the route, no refresh.
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    view.handle_metadata(&answer(&[1], &[(Some(1), 3)]), now);
+    view.handle_partition_error("t", 0, ErrorCode::UnknownLeaderEpoch);
+    assert_eq!(leader(&view, 0), Some((1, 3)));
+    assert!(!view.needs_refresh(now));
+    // Errors that say nothing about metadata change nothing.
+    view.handle_partition_error("t", 0, ErrorCode::NotEnoughReplicas);
+    assert!(!view.needs_refresh(now));
+    view.handle_partition_error("t", 0, ErrorCode::UnknownTopicOrPartition);
+    assert!(view.needs_refresh(now));
+}
+
+// Goal: a node that disappears takes its routes with it: a lost connection forgets the
+// leaders on it, and an answer that no longer lists the node leaves its partitions without a
+// route even if a partition still names it (the address is unknown).
+#[test]
+fn a_node_that_disappears_loses_its_routes() {
+    let now = crate::clock::now();
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    view.handle_metadata(&answer(&[1, 2], &[(Some(1), 0), (Some(2), 0)]), now);
+
+    view.handle_node_lost("10.0.0.1:9092");
+    assert_eq!(leader(&view, 0), None);
+    assert_eq!(leader(&view, 1), Some((2, 0)));
+    assert!(view.needs_refresh(now));
+    assert_eq!(
+        view.node_addresses(),
+        vec!["10.0.0.1:9092".to_string(), "10.0.0.2:9092".to_string()]
+    );
+
+    // The controller has not fenced node 1 yet, but the answer lists only node 2.
+    view.handle_metadata(&answer(&[2], &[(Some(1), 0), (Some(2), 0)]), now);
+    assert_eq!(leader(&view, 0), None, "node 1 has no address any more");
+    assert_eq!(view.node_addresses(), vec!["10.0.0.2:9092".to_string()]);
+    // Once elected elsewhere, the partition routes again.
+    view.handle_metadata(&answer(&[2], &[(Some(2), 1), (Some(2), 0)]), now);
+    assert_eq!(leader(&view, 0), Some((2, 1)));
+}
+
+// Goal: KIP-320 on the client: an answer from a node that has not heard of the latest
+// election (an older leader epoch) does not move a partition back to the old leader, and
+// the view stays due so the next refresh asks again; newer and equal epochs are taken.
+#[test]
+fn an_answer_with_an_older_epoch_is_ignored() {
+    let now = crate::clock::now();
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    view.handle_metadata(&answer(&[1, 2], &[(Some(2), 4), (Some(1), 0)]), now);
+
+    view.handle_metadata(&answer(&[1, 2], &[(Some(1), 3), (Some(2), 1)]), now);
+    assert_eq!(
+        leader(&view, 0),
+        Some((2, 4)),
+        "the stale epoch 3 is ignored"
+    );
+    assert_eq!(leader(&view, 1), Some((2, 1)), "the newer epoch is taken");
+    assert!(view.needs_refresh(now));
+
+    view.handle_metadata(&answer(&[1, 2], &[(Some(2), 4), (Some(2), 1)]), now);
+    assert!(!view.needs_refresh(now));
+}
+
+// Goal: tracking a new topic makes the view due (its partitions are unknown), a topic that is
+// gone loses its routes, and a topic's partitions added later appear with the next answer.
+#[test]
+fn topics_come_grow_and_go() {
+    let now = crate::clock::now();
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    view.handle_metadata(&answer(&[1], &[(Some(1), 0)]), now);
+    assert_eq!(view.tracked_topics(), vec!["t".to_string()]);
+    view.track("t");
+    assert!(
+        !view.needs_refresh(now),
+        "a known topic does not make the view due"
+    );
+    view.track("u");
+    assert!(view.needs_refresh(now));
+    assert_eq!(
+        view.tracked_topics(),
+        vec!["t".to_string(), "u".to_string()]
+    );
+
+    view.handle_metadata(&answer(&[1], &[(Some(1), 0), (Some(1), 0)]), now);
+    assert_eq!(
+        leader(&view, 1),
+        Some((1, 0)),
+        "an added partition is routed"
+    );
+
+    let mut gone = answer(&[1], &[]);
+    gone.topics[0].error = ErrorCode::UnknownTopicOrPartition;
+    view.handle_metadata(&gone, now);
+    assert_eq!(leader(&view, 0), None);
+    assert_eq!(leader(&view, 1), None);
+
+    // An answer without a node list keeps the nodes known.
+    let mut nodeless = answer(&[1], &[(Some(1), 0)]);
+    nodeless.nodes.clear();
+    view.handle_metadata(&nodeless, now);
+    assert_eq!(leader(&view, 0), Some((1, 0)));
+}

@@ -1,0 +1,337 @@
+//! What this node tells clients about the cluster: Metadata's node list, controller and each
+//! partition's leader, replicas, ISR and leader epoch; the DescribeCluster answer; the
+//! replication checks of CreateTopics; and the leader-epoch check of produce and fetch
+//! (KIP-320).
+//!
+//! A node with no `[cluster]` section is a one-node cluster, and answers as one: it is the
+//! only node (alive, node epoch 0, its own controller), the leader and only replica of every
+//! online partition at leader epoch 0, and a partition it could not open has no leader (it is
+//! offline). Nothing here is stored: the answers are derived from the broker's config and its
+//! partitions' states, so they are true by construction. When the controller (issue 13) is
+//! wired in, it replaces [`Broker::cluster_nodes`] and [`Broker::partition_placement`] with its
+//! metadata image; the wire shapes and the checks stay.
+//!
+//! Does not own: topic creation itself (`registry.rs`), or the wire codes (`dispatch.rs`).
+
+use std::collections::BTreeMap;
+
+use ledge_protocol::wire::{ClusterNode, ClusterPartition, DescribeClusterResponse, ErrorCode};
+use ledge_protocol::wire::{NodeMetadata, PartitionMetadata};
+
+use super::Broker;
+use crate::storage::Disk;
+
+/// The leader epoch of every partition of a one-node cluster: there has never been an
+/// election, so the first leader's epoch (Kafka starts at 0) is the only one.
+pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
+
+/// Topic config key of the in-sync replica minimum (Kafka's name).
+pub const MIN_INSYNC_REPLICAS_KEY: &str = "min.insync.replicas";
+
+/// Why a topic's replication settings were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicationError {
+    /// A replication factor of zero keeps no copy at all.
+    #[error("replication factor 0 is invalid: a topic needs at least one replica")]
+    ZeroReplicationFactor,
+    /// More replicas than nodes that could hold them.
+    #[error(
+        "replication factor {replication_factor} is above the {live_nodes} live node(s); \
+         use --replication-factor {live_nodes} or fewer, or start more nodes"
+    )]
+    AboveLiveNodes {
+        /// The factor asked for.
+        replication_factor: u16,
+        /// Nodes alive now.
+        live_nodes: u32,
+    },
+    /// `min.insync.replicas` above the replication factor: no acks=all produce could ever
+    /// succeed.
+    #[error(
+        "min.insync.replicas {min_insync_replicas} is above the replication factor \
+         {replication_factor}; acks=all produces could never succeed"
+    )]
+    MinInsyncAboveReplicationFactor {
+        /// The configured minimum.
+        min_insync_replicas: u64,
+        /// The topic's replication factor.
+        replication_factor: u16,
+    },
+}
+
+/// Why a produce or fetch named a leader epoch this node does not lead at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaderEpochError {
+    /// The client's epoch is older: its metadata is stale (a newer leader was elected).
+    #[error("leader epoch {requested} is older than the partition's {current}: refresh metadata")]
+    Fenced {
+        /// The client's epoch.
+        requested: i32,
+        /// This node's.
+        current: i32,
+    },
+    /// The client's epoch is newer: this node has not heard of that election yet.
+    #[error("leader epoch {requested} is newer than the partition's {current}: retry later")]
+    Unknown {
+        /// The client's epoch.
+        requested: i32,
+        /// This node's.
+        current: i32,
+    },
+}
+
+/// Checks the leader epoch a request carries against the partition's (KIP-320): `None`
+/// skips the check (an old or metadata-less client).
+pub fn check_leader_epoch(requested: Option<i32>, current: i32) -> Result<(), LeaderEpochError> {
+    match requested {
+        None => Ok(()),
+        Some(requested) if requested < current => {
+            Err(LeaderEpochError::Fenced { requested, current })
+        }
+        Some(requested) if requested > current => {
+            Err(LeaderEpochError::Unknown { requested, current })
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Checks a new topic's replication factor (`None`: the cluster default) and its
+/// `min.insync.replicas` (from `configs`, else `min_insync_default`) against the live nodes.
+/// Returns the replication factor to use. A `min.insync.replicas` that is not a number is left
+/// for the topic config's own validation, which names the key and the value.
+pub fn check_replication(
+    replication_factor: Option<u16>,
+    configs: &BTreeMap<String, String>,
+    live_nodes: u32,
+    replication_factor_default: u16,
+    min_insync_default: u32,
+) -> Result<u16, ReplicationError> {
+    let replication_factor = replication_factor.unwrap_or(replication_factor_default);
+    if replication_factor == 0 {
+        return Err(ReplicationError::ZeroReplicationFactor);
+    }
+    if u32::from(replication_factor) > live_nodes {
+        return Err(ReplicationError::AboveLiveNodes {
+            replication_factor,
+            live_nodes,
+        });
+    }
+    let min_insync_replicas = match configs.get(MIN_INSYNC_REPLICAS_KEY) {
+        Some(value) => value.trim().parse::<u64>().ok(),
+        None => Some(u64::from(min_insync_default)),
+    };
+    if let Some(min_insync_replicas) = min_insync_replicas
+        && min_insync_replicas > u64::from(replication_factor)
+    {
+        return Err(ReplicationError::MinInsyncAboveReplicationFactor {
+            min_insync_replicas,
+            replication_factor,
+        });
+    }
+    Ok(replication_factor)
+}
+
+/// A partition's replicas as clients see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Placement {
+    pub(super) leader: Option<u32>,
+    pub(super) leader_epoch: i32,
+    pub(super) replicas: Vec<u32>,
+    pub(super) isr: Vec<u32>,
+}
+
+impl Placement {
+    /// Copies the placement into a Metadata partition entry.
+    pub(super) fn fill(self, partition: &mut PartitionMetadata) {
+        partition.leader = self.leader;
+        partition.leader_epoch = self.leader_epoch;
+        partition.replicas = self.replicas;
+        partition.isr = self.isr;
+    }
+}
+
+impl<D: Disk> Broker<D> {
+    /// The live nodes, by id: this node alone.
+    pub(super) fn cluster_nodes(&self) -> Vec<NodeMetadata> {
+        vec![NodeMetadata {
+            node_id: self.config.node_id,
+            address: self.config.advertised_address.clone(),
+        }]
+    }
+
+    /// The active controller: a one-node cluster controls itself.
+    pub(super) fn controller_id(&self) -> Option<u32> {
+        Some(self.config.node_id)
+    }
+
+    /// Where a partition lives: on this node, led by it while it is online. An offline
+    /// partition (its log could not be opened) has no leader and no in-sync replica.
+    pub(super) fn partition_placement(&self, online: bool) -> Placement {
+        let node_id = self.config.node_id;
+        Placement {
+            leader: online.then_some(node_id),
+            leader_epoch: SINGLE_NODE_LEADER_EPOCH,
+            replicas: vec![node_id],
+            isr: if online { vec![node_id] } else { Vec::new() },
+        }
+    }
+
+    /// The leader epoch a produce or fetch to a partition of this node is checked against.
+    pub(super) fn leader_epoch_check(
+        &self,
+        requested: Option<i32>,
+    ) -> Result<(), LeaderEpochError> {
+        check_leader_epoch(requested, SINGLE_NODE_LEADER_EPOCH)
+    }
+
+    /// Checks a CreateTopics entry's replication settings against the live nodes.
+    pub(super) fn replication_check(
+        &self,
+        replication_factor: Option<u16>,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<u16, ReplicationError> {
+        let live_nodes = self.cluster_nodes().len() as u32;
+        check_replication(
+            replication_factor,
+            configs,
+            live_nodes,
+            // Kafka's default.replication.factor is min(3, nodes) here (docs/OPERATIONS.md).
+            live_nodes.min(3) as u16,
+            self.config.topic_defaults.min_insync_replicas,
+        )
+    }
+
+    /// The DescribeCluster answer: this node, alive, and its offline partitions (a one-node
+    /// cluster has no under-replicated ones: every online partition's ISR is its one replica).
+    pub(super) fn describe_cluster(&self) -> DescribeClusterResponse {
+        let node_id = self.config.node_id;
+        let mut offline = Vec::new();
+        let mut under_replicated = Vec::new();
+        for name in self.registry.topic_names() {
+            let Some(topic) = self.registry.topic(&name) else {
+                continue; // deleted since the names were listed
+            };
+            for partition in topic.partitions() {
+                let placement = self.partition_placement(partition.online_log().is_ok());
+                let entry = ClusterPartition {
+                    topic: name.clone(),
+                    partition: partition.key().partition,
+                    leader: placement.leader,
+                    replicas: placement.replicas.clone(),
+                    isr: placement.isr.clone(),
+                };
+                if placement.leader.is_none() {
+                    offline.push(entry);
+                } else if placement.isr.len() < placement.replicas.len() {
+                    under_replicated.push(entry);
+                }
+            }
+        }
+        let response = DescribeClusterResponse {
+            error: ErrorCode::None,
+            message: String::new(),
+            cluster_id: String::new(),
+            controller_id: self.controller_id(),
+            nodes: self
+                .cluster_nodes()
+                .into_iter()
+                .map(|node| ClusterNode {
+                    node_id: node.node_id,
+                    address: node.address,
+                    alive: true,
+                    // No controller registered this node: its only incarnation is epoch 0.
+                    node_epoch: 0,
+                })
+                .collect(),
+            under_replicated,
+            offline,
+        };
+        // A node that does not list itself alive would send clients elsewhere for nothing.
+        debug_assert!(
+            response
+                .nodes
+                .iter()
+                .any(|node| node.node_id == node_id && node.alive)
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    // Goal: the replication factor is checked against the live nodes, the default applies
+    // when none is given, and min.insync.replicas may not exceed the factor.
+    #[test]
+    fn replication_settings_are_checked_against_the_live_nodes() {
+        assert_eq!(check_replication(None, &configs(&[]), 1, 1, 1), Ok(1));
+        assert_eq!(check_replication(Some(3), &configs(&[]), 3, 1, 2), Ok(3));
+        let error = check_replication(Some(3), &configs(&[]), 1, 1, 1).unwrap_err();
+        assert_eq!(
+            error,
+            ReplicationError::AboveLiveNodes {
+                replication_factor: 3,
+                live_nodes: 1
+            }
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("replication factor 3 is above the 1 live node(s)"),
+            "{error}"
+        );
+        assert_eq!(
+            check_replication(Some(0), &configs(&[]), 1, 1, 1),
+            Err(ReplicationError::ZeroReplicationFactor)
+        );
+        let error = check_replication(Some(1), &configs(&[("min.insync.replicas", "2")]), 1, 1, 1)
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "min.insync.replicas 2 is above the replication factor 1; acks=all produces could \
+             never succeed"
+        );
+        // The default minimum counts too, against the default factor.
+        assert!(check_replication(None, &configs(&[]), 3, 1, 2).is_err());
+        // Not a number: left for the topic config's validation, which names key and value.
+        assert_eq!(
+            check_replication(
+                Some(1),
+                &configs(&[("min.insync.replicas", "two")]),
+                1,
+                1,
+                1
+            ),
+            Ok(1)
+        );
+    }
+
+    // Goal: KIP-320's two outcomes: an older epoch is fenced, a newer one unknown, none skips.
+    #[test]
+    fn leader_epochs_are_compared_both_ways() {
+        assert_eq!(check_leader_epoch(None, 5), Ok(()));
+        assert_eq!(check_leader_epoch(Some(5), 5), Ok(()));
+        assert_eq!(
+            check_leader_epoch(Some(4), 5),
+            Err(LeaderEpochError::Fenced {
+                requested: 4,
+                current: 5
+            })
+        );
+        assert_eq!(
+            check_leader_epoch(Some(6), 5),
+            Err(LeaderEpochError::Unknown {
+                requested: 6,
+                current: 5
+            })
+        );
+    }
+}

@@ -1,0 +1,713 @@
+//! The controller's decisions as pure code: each takes the current [`MetadataImage`] (and the
+//! time, where time matters) and returns the [`MetadataRecord`]s to propose, or a refusal.
+//!
+//! Nothing here does IO or reads a clock; the quorum driver serializes decisions (one at a
+//! time, each on the image that includes the previous one's records) and proposes their
+//! records as one log entry. A decision that needs several records checks them on a copy of
+//! the image, so a batch never fails to apply for a reason the decision could have seen.
+//!
+//! The rules follow Kafka's KRaft controller:
+//! - Registration gives a new, larger node epoch; the node starts fenced. A new incarnation of
+//!   a known node (a restart, possibly with an empty disk) first loses the old incarnation's
+//!   ISR places and leaderships, exactly as fencing does, so it only rejoins an ISR when a
+//!   leader proposes it with its new epoch after it caught up (KIP-903).
+//! - Heartbeats keep a session alive; the first unfences. A node without one for
+//!   `node_session_timeout_ms` is fenced: it leaves every ISR where others remain (the last
+//!   member stays, leaderless: the partition is offline rather than elected unclean), and its
+//!   partitions elect a new leader from the remaining ISR.
+//! - Leaders come from the ISR, among unfenced nodes. Unclean election (a live replica outside
+//!   the ISR) only where `unclean.leader.election.enable` is true for the topic (default: the
+//!   cluster's `unclean_leader_election_enable`, false).
+//! - AlterPartition (ISR shrink/expand from the leader) is checked: the sender is the current
+//!   leader with its current node epoch and leader epoch, the partition epoch matches (CAS),
+//!   and every member of the new ISR is registered with the epoch the leader saw, unfenced
+//!   (KIP-497/903).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::image::{ApplyError, MetadataImage};
+use super::records::{
+    LeaderEpoch, MetadataRecord, NodeEpoch, NodeId, PartitionEpoch, PartitionState, TopicId,
+};
+use crate::clock::deadline_after;
+
+/// Topic config key: the smallest ISR for which acks=all succeeds.
+pub const MIN_INSYNC_REPLICAS_KEY: &str = "min.insync.replicas";
+/// Topic config key: whether a replica outside the ISR may be elected.
+pub const UNCLEAN_LEADER_ELECTION_KEY: &str = "unclean.leader.election.enable";
+
+/// The `[cluster]` settings the controller's decisions use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionConfig {
+    /// Kafka's `default.replication.factor` (used when a request gives none).
+    pub default_replication_factor: u16,
+    /// Default `min.insync.replicas` for topics.
+    pub min_insync_replicas: u16,
+    /// Default `unclean.leader.election.enable`.
+    pub unclean_leader_election_enable: bool,
+    /// A node without a heartbeat for this long is fenced.
+    pub node_session_timeout: Duration,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        Self {
+            default_replication_factor: 3,
+            min_insync_replicas: 2,
+            unclean_leader_election_enable: false,
+            // `node_session_timeout_ms = 9000` (cluster-design.md).
+            node_session_timeout: Duration::from_millis(9_000),
+        }
+    }
+}
+
+/// A node asks to register.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisterRequest {
+    /// The node.
+    pub node_id: NodeId,
+    /// Its peer address.
+    pub address: String,
+    /// Drawn at the node's start.
+    pub incarnation_id: u64,
+}
+
+/// Why a request was refused; [`ControllerError::code`] names the Kafka error for the wire.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerError {
+    /// The node is not registered (it must register first).
+    #[error("node {node_id} is not registered")]
+    UnknownNode {
+        /// The node.
+        node_id: NodeId,
+    },
+    /// The node's epoch is not its current one: an older incarnation.
+    #[error("node {node_id}: epoch {given} is stale (current {current})")]
+    StaleNodeEpoch {
+        /// The node.
+        node_id: NodeId,
+        /// Its current epoch.
+        current: NodeEpoch,
+        /// The epoch the request carried.
+        given: NodeEpoch,
+    },
+    /// Replication factor out of range.
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    /// A config value that cannot be used.
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// Bad partition count.
+    #[error("{0}")]
+    InvalidPartitions(String),
+    /// The topic exists.
+    #[error("topic {0:?} already exists")]
+    TopicAlreadyExists(String),
+    /// No such topic or partition.
+    #[error("unknown topic or partition {0}")]
+    UnknownTopicOrPartition(String),
+    /// The sender is not the partition's leader.
+    #[error("node {node_id} is not the leader of {partition} (leader {leader:?})")]
+    NotLeaderOrFollower {
+        /// The sender.
+        node_id: NodeId,
+        /// The partition.
+        partition: String,
+        /// The current leader.
+        leader: Option<NodeId>,
+    },
+    /// The sender's leader epoch is older than the current one.
+    #[error("leader epoch {given} is fenced (current {current})")]
+    FencedLeaderEpoch {
+        /// The current epoch.
+        current: LeaderEpoch,
+        /// The epoch the request carried.
+        given: LeaderEpoch,
+    },
+    /// The sender's leader epoch is newer than the current one.
+    #[error("leader epoch {given} is unknown (current {current})")]
+    UnknownLeaderEpoch {
+        /// The current epoch.
+        current: LeaderEpoch,
+        /// The epoch the request carried.
+        given: LeaderEpoch,
+    },
+    /// The partition-epoch CAS failed: the sender decided on an old state.
+    #[error("partition epoch {given} is not the current {current}")]
+    InvalidUpdateVersion {
+        /// The current partition epoch.
+        current: PartitionEpoch,
+        /// The epoch the request carried.
+        given: PartitionEpoch,
+    },
+    /// A proposed ISR member is fenced, unregistered, or known by a stale epoch.
+    #[error("node {node_id} cannot join the ISR: {reason}")]
+    IneligibleReplica {
+        /// The member.
+        node_id: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// The decision's records do not apply (a bug in the decision, reported, not applied).
+    #[error("records refused by the image: {0}")]
+    Refused(#[from] ApplyError),
+}
+
+impl ControllerError {
+    /// The Kafka error name this maps to on the wire.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownNode { .. } | Self::StaleNodeEpoch { .. } => "STALE_BROKER_EPOCH",
+            Self::InvalidReplicationFactor(_) => "INVALID_REPLICATION_FACTOR",
+            Self::InvalidConfig(_) => "INVALID_CONFIG",
+            Self::InvalidPartitions(_) => "INVALID_PARTITIONS",
+            Self::TopicAlreadyExists(_) => "TOPIC_ALREADY_EXISTS",
+            Self::UnknownTopicOrPartition(_) => "UNKNOWN_TOPIC_OR_PARTITION",
+            Self::NotLeaderOrFollower { .. } => "NOT_LEADER_OR_FOLLOWER",
+            Self::FencedLeaderEpoch { .. } => "FENCED_LEADER_EPOCH",
+            Self::UnknownLeaderEpoch { .. } => "UNKNOWN_LEADER_EPOCH",
+            Self::InvalidUpdateVersion { .. } => "INVALID_UPDATE_VERSION",
+            Self::IneligibleReplica { .. } => "INELIGIBLE_REPLICA",
+            Self::Refused(_) => "UNKNOWN_SERVER_ERROR",
+        }
+    }
+}
+
+/// A topic to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateTopicRequest {
+    /// The name (validated by the broker's topic-name rules before it gets here).
+    pub name: String,
+    /// The identity the caller drew for it.
+    pub topic_id: TopicId,
+    /// Partition count (at least 1).
+    pub partitions: u32,
+    /// Replicas per partition; `None`: the cluster default, capped at the node count.
+    pub replication_factor: Option<u16>,
+    /// Config overrides.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A leader asks to change its partition's ISR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterPartitionRequest {
+    /// The sender (the leader).
+    pub node_id: NodeId,
+    /// The sender's node epoch.
+    pub node_epoch: NodeEpoch,
+    /// The topic.
+    pub topic_id: TopicId,
+    /// The partition.
+    pub partition: u32,
+    /// The sender's leader epoch.
+    pub leader_epoch: LeaderEpoch,
+    /// The partition epoch the sender's decision was made on (the CAS token).
+    pub partition_epoch: PartitionEpoch,
+    /// The new ISR, each member with the node epoch the leader last saw it fetch with.
+    pub new_isr: Vec<(NodeId, NodeEpoch)>,
+}
+
+/// The controller's decision-making state: the replicated image is passed in; the only state
+/// kept here is the heartbeat sessions, which (as in KRaft) live on the active controller
+/// only and start afresh, with a full timeout, on a new one.
+#[derive(Debug)]
+pub struct ControllerLogic {
+    config: DecisionConfig,
+    /// Per node: the epoch that heartbeated and when its session expires.
+    sessions: BTreeMap<NodeId, (NodeEpoch, Instant)>,
+}
+
+impl ControllerLogic {
+    /// Logic with these settings and no sessions yet.
+    pub fn new(config: DecisionConfig) -> Self {
+        Self {
+            config,
+            sessions: BTreeMap::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DecisionConfig {
+        &self.config
+    }
+
+    /// A node registers: the records to propose and the node epoch it will have. A retry of
+    /// the same incarnation's registration gets its existing epoch and no records.
+    pub fn handle_register(
+        &mut self,
+        image: &MetadataImage,
+        now: Instant,
+        request: &RegisterRequest,
+    ) -> Result<(Vec<MetadataRecord>, NodeEpoch), ControllerError> {
+        if let Some(existing) = image.nodes.get(&request.node_id)
+            && existing.incarnation_id == request.incarnation_id
+        {
+            return Ok((Vec::new(), existing.node_epoch));
+        }
+        let mut work = Work::new(image);
+        if let Some(existing) = image.nodes.get(&request.node_id) {
+            // A new incarnation: whatever the old one had on disk may be gone.
+            work.remove_from_partitions(request.node_id, &self.config)?;
+            if !existing.fenced {
+                work.push(MetadataRecord::FenceNode {
+                    node_id: request.node_id,
+                    node_epoch: existing.node_epoch,
+                })?;
+            }
+        }
+        let node_epoch = image.node_epoch_high.saturating_add(1);
+        work.push(MetadataRecord::RegisterNode {
+            node_id: request.node_id,
+            node_epoch,
+            address: request.address.clone(),
+            incarnation_id: request.incarnation_id,
+        })?;
+        self.sessions.insert(
+            request.node_id,
+            (
+                node_epoch,
+                deadline_after(now, self.config.node_session_timeout),
+            ),
+        );
+        Ok((work.records, node_epoch))
+    }
+
+    /// A node heartbeats: extends its session; the first heartbeat of an epoch unfences the
+    /// node and elects it where its partitions have no leader and it is in the ISR.
+    pub fn handle_heartbeat(
+        &mut self,
+        image: &MetadataImage,
+        now: Instant,
+        node_id: NodeId,
+        node_epoch: NodeEpoch,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let node = image
+            .nodes
+            .get(&node_id)
+            .ok_or(ControllerError::UnknownNode { node_id })?;
+        if node.node_epoch != node_epoch {
+            return Err(ControllerError::StaleNodeEpoch {
+                node_id,
+                current: node.node_epoch,
+                given: node_epoch,
+            });
+        }
+        self.sessions.insert(
+            node_id,
+            (
+                node_epoch,
+                deadline_after(now, self.config.node_session_timeout),
+            ),
+        );
+        if !node.fenced {
+            return Ok(Vec::new());
+        }
+        let mut work = Work::new(image);
+        work.push(MetadataRecord::UnfenceNode {
+            node_id,
+            node_epoch,
+        })?;
+        work.elect_offline_leaders(&self.config)?;
+        Ok(work.records)
+    }
+
+    /// Fences every unfenced node whose session expired by `now` (a node with no session yet,
+    /// as after a controller change, gets one that starts now) and elects new leaders.
+    pub fn poll_fencing(
+        &mut self,
+        image: &MetadataImage,
+        now: Instant,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let mut work = Work::new(image);
+        for (node_id, node) in &image.nodes {
+            if node.fenced {
+                continue;
+            }
+            let fresh = (
+                node.node_epoch,
+                deadline_after(now, self.config.node_session_timeout),
+            );
+            let session = self.sessions.entry(*node_id).or_insert(fresh);
+            if session.0 != node.node_epoch {
+                *session = fresh;
+            }
+            if session.1 > now {
+                continue;
+            }
+            work.push(MetadataRecord::FenceNode {
+                node_id: *node_id,
+                node_epoch: node.node_epoch,
+            })?;
+            work.remove_from_partitions(*node_id, &self.config)?;
+        }
+        Ok(work.records)
+    }
+
+    /// When [`Self::poll_fencing`] next has something to do.
+    pub fn poll_timeout(&self, image: &MetadataImage) -> Option<Instant> {
+        self.sessions
+            .iter()
+            .filter(|(node_id, (epoch, _))| {
+                image
+                    .nodes
+                    .get(node_id)
+                    .is_some_and(|node| !node.fenced && node.node_epoch == *epoch)
+            })
+            .map(|(_, (_, deadline))| *deadline)
+            .min()
+    }
+
+    /// Places a new topic's replicas over the live, unfenced nodes: leaders and replicas
+    /// spread round-robin from a start that moves with each topic.
+    pub fn create_topic(
+        &self,
+        image: &MetadataImage,
+        request: &CreateTopicRequest,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        if image.topics.contains_key(&request.name) {
+            return Err(ControllerError::TopicAlreadyExists(request.name.clone()));
+        }
+        if request.partitions == 0 {
+            return Err(ControllerError::InvalidPartitions(format!(
+                "topic {:?}: the partition count must be at least 1",
+                request.name
+            )));
+        }
+        let live: Vec<NodeId> = image
+            .nodes
+            .iter()
+            .filter(|(_, node)| !node.fenced)
+            .map(|(id, _)| *id)
+            .collect();
+        let live_count = u16::try_from(live.len()).unwrap_or(u16::MAX);
+        let replication_factor = match request.replication_factor {
+            Some(factor) => factor,
+            None => self
+                .config
+                .default_replication_factor
+                .min(live_count)
+                .max(1),
+        };
+        if replication_factor == 0 {
+            return Err(ControllerError::InvalidReplicationFactor(format!(
+                "topic {:?}: the replication factor must be at least 1",
+                request.name
+            )));
+        }
+        if replication_factor > live_count {
+            return Err(ControllerError::InvalidReplicationFactor(format!(
+                "topic {:?}: replication factor {replication_factor} is larger than the {live_count} live node(s)",
+                request.name
+            )));
+        }
+        let min_insync = match request.configs.get(MIN_INSYNC_REPLICAS_KEY) {
+            Some(text) => text.parse::<u16>().map_err(|_| {
+                ControllerError::InvalidConfig(format!(
+                    "{MIN_INSYNC_REPLICAS_KEY}={text:?} is not a number from 1 to 65535"
+                ))
+            })?,
+            None => self.config.min_insync_replicas.min(replication_factor),
+        };
+        if min_insync == 0 || min_insync > replication_factor {
+            return Err(ControllerError::InvalidConfig(format!(
+                "topic {:?}: {MIN_INSYNC_REPLICAS_KEY}={min_insync} must be between 1 and the replication factor {replication_factor}",
+                request.name
+            )));
+        }
+        if let Some(text) = request.configs.get(UNCLEAN_LEADER_ELECTION_KEY)
+            && text != "true"
+            && text != "false"
+        {
+            return Err(ControllerError::InvalidConfig(format!(
+                "{UNCLEAN_LEADER_ELECTION_KEY}={text:?}: expected true or false"
+            )));
+        }
+        let start = image.topics.len();
+        let partitions = (0..request.partitions)
+            .map(|partition| {
+                let first = start + usize::try_from(partition).unwrap_or(0);
+                let replicas: Vec<NodeId> = (0..usize::from(replication_factor))
+                    .filter_map(|offset| live.get((first + offset) % live.len()).copied())
+                    .collect();
+                PartitionState {
+                    isr: replicas.clone(),
+                    leader: replicas.first().copied(),
+                    replicas,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                }
+            })
+            .collect();
+        let mut work = Work::new(image);
+        work.push(MetadataRecord::CreateTopic {
+            name: request.name.clone(),
+            topic_id: request.topic_id,
+            configs: request.configs.clone(),
+            partitions,
+        })?;
+        Ok(work.records)
+    }
+
+    /// Checks a leader's ISR change and returns the record that makes it.
+    pub fn alter_partition(
+        &self,
+        image: &MetadataImage,
+        request: &AlterPartitionRequest,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let name = format!("{}/{}", request.topic_id, request.partition);
+        let sender = image
+            .nodes
+            .get(&request.node_id)
+            .ok_or(ControllerError::UnknownNode {
+                node_id: request.node_id,
+            })?;
+        if sender.node_epoch != request.node_epoch {
+            return Err(ControllerError::StaleNodeEpoch {
+                node_id: request.node_id,
+                current: sender.node_epoch,
+                given: request.node_epoch,
+            });
+        }
+        let current = image
+            .partition(request.topic_id, request.partition)
+            .ok_or_else(|| ControllerError::UnknownTopicOrPartition(name.clone()))?;
+        if current.leader != Some(request.node_id) {
+            return Err(ControllerError::NotLeaderOrFollower {
+                node_id: request.node_id,
+                partition: name,
+                leader: current.leader,
+            });
+        }
+        if request.leader_epoch < current.leader_epoch {
+            return Err(ControllerError::FencedLeaderEpoch {
+                current: current.leader_epoch,
+                given: request.leader_epoch,
+            });
+        }
+        if request.leader_epoch > current.leader_epoch {
+            return Err(ControllerError::UnknownLeaderEpoch {
+                current: current.leader_epoch,
+                given: request.leader_epoch,
+            });
+        }
+        if request.partition_epoch != current.partition_epoch {
+            return Err(ControllerError::InvalidUpdateVersion {
+                current: current.partition_epoch,
+                given: request.partition_epoch,
+            });
+        }
+        if !request
+            .new_isr
+            .iter()
+            .any(|(member, _)| *member == request.node_id)
+        {
+            return Err(ControllerError::IneligibleReplica {
+                node_id: request.node_id,
+                reason: "the leader must stay in its ISR".to_owned(),
+            });
+        }
+        for (member, epoch) in &request.new_isr {
+            let ineligible = |reason: String| ControllerError::IneligibleReplica {
+                node_id: *member,
+                reason,
+            };
+            if !current.replicas.contains(member) {
+                return Err(ineligible("not a replica of the partition".to_owned()));
+            }
+            let node = image
+                .nodes
+                .get(member)
+                .ok_or_else(|| ineligible("not registered".to_owned()))?;
+            if node.node_epoch != *epoch {
+                return Err(ineligible(format!(
+                    "the leader saw epoch {epoch}, the node is now at {} (it restarted)",
+                    node.node_epoch
+                )));
+            }
+            if node.fenced {
+                return Err(ineligible("fenced".to_owned()));
+            }
+        }
+        let isr: Vec<NodeId> = request.new_isr.iter().map(|(member, _)| *member).collect();
+        if isr == current.isr {
+            return Ok(Vec::new());
+        }
+        let mut work = Work::new(image);
+        work.push(MetadataRecord::AlterPartition {
+            topic_id: request.topic_id,
+            partition: request.partition,
+            state: PartitionState {
+                isr,
+                partition_epoch: current.partition_epoch.saturating_add(1),
+                ..current.clone()
+            },
+        })?;
+        Ok(work.records)
+    }
+
+    /// Moves leadership back to each partition's preferred replica (the first) where it is in
+    /// the ISR, unfenced, and not the leader.
+    pub fn elect_preferred_leaders(
+        &self,
+        image: &MetadataImage,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let mut work = Work::new(image);
+        for topic in image.topics.values() {
+            for (index, state) in topic.partitions.iter().enumerate() {
+                let Some(&preferred) = state.replicas.first() else {
+                    continue;
+                };
+                if state.leader == Some(preferred)
+                    || !state.isr.contains(&preferred)
+                    || !is_unfenced(image, preferred)
+                {
+                    continue;
+                }
+                work.push(MetadataRecord::AlterPartition {
+                    topic_id: topic.topic_id,
+                    partition: u32::try_from(index).unwrap_or(u32::MAX),
+                    state: PartitionState {
+                        leader: Some(preferred),
+                        leader_epoch: state.leader_epoch.saturating_add(1),
+                        partition_epoch: state.partition_epoch.saturating_add(1),
+                        ..state.clone()
+                    },
+                })?;
+            }
+        }
+        Ok(work.records)
+    }
+}
+
+fn is_unfenced(image: &MetadataImage, node_id: NodeId) -> bool {
+    image.nodes.get(&node_id).is_some_and(|node| !node.fenced)
+}
+
+fn unclean_allowed(image_configs: &BTreeMap<String, String>, config: &DecisionConfig) -> bool {
+    match image_configs.get(UNCLEAN_LEADER_ELECTION_KEY) {
+        Some(text) => text == "true",
+        None => config.unclean_leader_election_enable,
+    }
+}
+
+/// Records being decided, checked against a working copy of the image as they are added.
+struct Work {
+    image: MetadataImage,
+    records: Vec<MetadataRecord>,
+}
+
+impl Work {
+    fn new(image: &MetadataImage) -> Self {
+        Self {
+            image: image.clone(),
+            records: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, record: MetadataRecord) -> Result<(), ControllerError> {
+        let index = self.image.last_applied_index.saturating_add(1);
+        self.image.apply(index, &record)?;
+        self.records.push(record);
+        Ok(())
+    }
+
+    /// Takes `node_id` out of every ISR where others remain and out of leadership, electing
+    /// from the rest of the ISR (Kafka's fencing; the last ISR member stays in the ISR).
+    fn remove_from_partitions(
+        &mut self,
+        node_id: NodeId,
+        config: &DecisionConfig,
+    ) -> Result<(), ControllerError> {
+        let mut changes = Vec::new();
+        for topic in self.image.topics.values() {
+            for (index, state) in topic.partitions.iter().enumerate() {
+                if !state.isr.contains(&node_id) && state.leader != Some(node_id) {
+                    continue;
+                }
+                let mut next = state.clone();
+                if next.isr.len() > 1 {
+                    next.isr.retain(|member| *member != node_id);
+                }
+                if next.leader == Some(node_id) {
+                    next.leader = elect(&self.image, &next, topic, config, Some(node_id));
+                    if let Some(leader) = next.leader
+                        && !next.isr.contains(&leader)
+                    {
+                        // Unclean: the new leader's log is the truth from now on.
+                        next.isr = vec![leader];
+                    }
+                    next.leader_epoch = next.leader_epoch.saturating_add(1);
+                }
+                if next == *state {
+                    continue;
+                }
+                next.partition_epoch = next.partition_epoch.saturating_add(1);
+                changes.push((topic.topic_id, index, next));
+            }
+        }
+        for (topic_id, index, state) in changes {
+            self.push(MetadataRecord::AlterPartition {
+                topic_id,
+                partition: u32::try_from(index).unwrap_or(u32::MAX),
+                state,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Elects a leader for every leaderless partition that now has an eligible replica.
+    fn elect_offline_leaders(&mut self, config: &DecisionConfig) -> Result<(), ControllerError> {
+        let mut changes = Vec::new();
+        for topic in self.image.topics.values() {
+            for (index, state) in topic.partitions.iter().enumerate() {
+                if state.leader.is_some() {
+                    continue;
+                }
+                let Some(leader) = elect(&self.image, state, topic, config, None) else {
+                    continue;
+                };
+                let mut next = state.clone();
+                if !next.isr.contains(&leader) {
+                    next.isr = vec![leader];
+                }
+                next.leader = Some(leader);
+                next.leader_epoch = next.leader_epoch.saturating_add(1);
+                next.partition_epoch = next.partition_epoch.saturating_add(1);
+                changes.push((topic.topic_id, index, next));
+            }
+        }
+        for (topic_id, index, state) in changes {
+            self.push(MetadataRecord::AlterPartition {
+                topic_id,
+                partition: u32::try_from(index).unwrap_or(u32::MAX),
+                state,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The new leader: the first unfenced ISR member in replica order (not `excluded`), or, only
+/// where unclean election is on, the first unfenced replica outside the ISR.
+fn elect(
+    image: &MetadataImage,
+    state: &PartitionState,
+    topic: &super::image::TopicImage,
+    config: &DecisionConfig,
+    excluded: Option<NodeId>,
+) -> Option<NodeId> {
+    let eligible = |node: &&NodeId| Some(**node) != excluded && is_unfenced(image, **node);
+    let clean = state
+        .replicas
+        .iter()
+        .filter(|node| state.isr.contains(node))
+        .find(eligible);
+    if clean.is_some() || !unclean_allowed(&topic.configs, config) {
+        return clean.copied();
+    }
+    state.replicas.iter().find(eligible).copied()
+}
+
+#[cfg(test)]
+mod tests;

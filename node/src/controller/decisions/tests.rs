@@ -1,0 +1,456 @@
+use super::*;
+use crate::clock::{Clock, SystemClock};
+
+const SESSION: Duration = Duration::from_millis(9_000);
+
+fn config() -> DecisionConfig {
+    DecisionConfig {
+        node_session_timeout: SESSION,
+        ..DecisionConfig::default()
+    }
+}
+
+struct Cluster {
+    logic: ControllerLogic,
+    image: MetadataImage,
+    now: Instant,
+}
+
+impl Cluster {
+    /// `nodes` registered and heartbeating.
+    fn new(nodes: u32) -> Self {
+        let mut cluster = Self {
+            logic: ControllerLogic::new(config()),
+            image: MetadataImage::default(),
+            now: SystemClock.now(),
+        };
+        for node_id in 1..=nodes {
+            cluster.start(node_id, u64::from(node_id));
+        }
+        cluster
+    }
+
+    fn commit(&mut self, records: &[MetadataRecord]) {
+        if records.is_empty() {
+            return;
+        }
+        let index = self.image.last_applied_index + 1;
+        self.image.apply_batch(index, records).unwrap();
+    }
+
+    /// Registers a start of `node_id` and heartbeats once; returns its epoch.
+    fn start(&mut self, node_id: NodeId, incarnation_id: u64) -> NodeEpoch {
+        let request = RegisterRequest {
+            node_id,
+            address: format!("127.0.0.1:{}", 9100 + node_id),
+            incarnation_id,
+        };
+        let (records, epoch) = self
+            .logic
+            .handle_register(&self.image, self.now, &request)
+            .unwrap();
+        self.commit(&records);
+        self.heartbeat(node_id);
+        epoch
+    }
+
+    fn heartbeat(&mut self, node_id: NodeId) {
+        let epoch = self.image.nodes[&node_id].node_epoch;
+        let records = self
+            .logic
+            .handle_heartbeat(&self.image, self.now, node_id, epoch)
+            .unwrap();
+        self.commit(&records);
+    }
+
+    fn create(&mut self, name: &str, partitions: u32, factor: u16) -> TopicId {
+        self.create_with(name, partitions, factor, &[]).unwrap()
+    }
+
+    fn create_with(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        factor: u16,
+        configs: &[(&str, &str)],
+    ) -> Result<TopicId, ControllerError> {
+        let topic_id = TopicId([u8::try_from(self.image.topics.len()).unwrap() + 1; 16]);
+        let request = CreateTopicRequest {
+            name: name.to_owned(),
+            topic_id,
+            partitions,
+            replication_factor: Some(factor),
+            configs: configs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let records = self.logic.create_topic(&self.image, &request)?;
+        self.commit(&records);
+        Ok(topic_id)
+    }
+
+    /// Time passes with only `alive` heartbeating; fencing runs.
+    fn pass(&mut self, duration: Duration, alive: &[NodeId]) {
+        self.now += duration;
+        for node in alive {
+            self.heartbeat(*node);
+        }
+        let records = self.logic.poll_fencing(&self.image, self.now).unwrap();
+        self.commit(&records);
+    }
+
+    fn state(&self, topic_id: TopicId, partition: u32) -> PartitionState {
+        self.image.partition(topic_id, partition).unwrap().clone()
+    }
+
+    fn alter(
+        &self,
+        state: &PartitionState,
+        topic_id: TopicId,
+        isr: &[NodeId],
+    ) -> AlterPartitionRequest {
+        let leader = state.leader.unwrap();
+        AlterPartitionRequest {
+            node_id: leader,
+            node_epoch: self.image.nodes[&leader].node_epoch,
+            topic_id,
+            partition: 0,
+            leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            new_isr: isr
+                .iter()
+                .map(|id| (*id, self.image.nodes[id].node_epoch))
+                .collect(),
+        }
+    }
+}
+
+#[test]
+fn a_restart_registers_with_a_new_larger_epoch_and_a_retry_keeps_its_epoch() {
+    let mut cluster = Cluster::new(2);
+    let first = cluster.image.nodes[&1].node_epoch;
+    let request = RegisterRequest {
+        node_id: 1,
+        address: "a".into(),
+        incarnation_id: 1,
+    };
+    let (records, epoch) = cluster
+        .logic
+        .handle_register(&cluster.image, cluster.now, &request)
+        .unwrap();
+    assert!(
+        records.is_empty(),
+        "a retried registration proposes nothing"
+    );
+    assert_eq!(epoch, first);
+    let restarted = cluster.start(1, 77);
+    assert!(restarted > first && restarted > cluster.image.nodes[&2].node_epoch);
+    assert_eq!(
+        cluster
+            .logic
+            .handle_heartbeat(&cluster.image, cluster.now, 1, first),
+        Err(ControllerError::StaleNodeEpoch {
+            node_id: 1,
+            current: restarted,
+            given: first
+        })
+    );
+}
+
+#[test]
+fn a_node_is_fenced_after_the_session_timeout_and_its_partitions_elect_from_the_isr() {
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 3, 3);
+    cluster.pass(SESSION / 2, &[1, 2, 3]);
+    assert!(cluster.image.nodes.values().all(|node| !node.fenced));
+    // Node 1 stops heartbeating; just before its deadline it is still in.
+    cluster.pass(SESSION - Duration::from_millis(1), &[2, 3]);
+    assert!(!cluster.image.nodes[&1].fenced);
+    cluster.pass(Duration::from_millis(1), &[2, 3]);
+    assert!(cluster.image.nodes[&1].fenced);
+    for partition in 0..3 {
+        let state = cluster.state(topic, partition);
+        assert!(!state.isr.contains(&1), "partition {partition}: {state:?}");
+        assert_ne!(state.leader, Some(1));
+        assert!(
+            state
+                .leader
+                .is_some_and(|leader| state.isr.contains(&leader))
+        );
+    }
+    // The partition node 1 led got a new leader epoch; the others only a new partition epoch.
+    let led = (0..3)
+        .map(|p| cluster.state(topic, p))
+        .filter(|s| s.leader_epoch == 1)
+        .count();
+    assert_eq!(led, 1);
+}
+
+#[test]
+fn after_a_controller_change_every_node_gets_a_full_session_before_it_is_fenced() {
+    let mut cluster = Cluster::new(2);
+    cluster.now += SESSION;
+    // A new active controller knows no sessions: its first poll starts one for every node.
+    cluster.logic = ControllerLogic::new(config());
+    cluster.pass(Duration::ZERO, &[]);
+    cluster.pass(SESSION - Duration::from_millis(1), &[]);
+    assert!(cluster.image.nodes.values().all(|node| !node.fenced));
+    assert_eq!(
+        cluster.logic.poll_timeout(&cluster.image),
+        Some(cluster.now + Duration::from_millis(1))
+    );
+    cluster.pass(Duration::from_millis(1), &[]);
+    assert!(cluster.image.nodes.values().all(|node| node.fenced));
+}
+
+/// B.5 #1: the ISR has shrunk to the leader, the leader dies: with unclean election off
+/// (the default) the partition goes offline rather than electing a replica missing acked
+/// records; when the last ISR member returns, it leads again.
+#[test]
+fn unclean_election_is_off_by_default_and_the_last_isr_member_leads_when_it_returns() {
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 1, 3);
+    let state = cluster.state(topic, 0);
+    let leader = state.leader.unwrap();
+    let request = cluster.alter(&state, topic, &[leader]);
+    let records = cluster
+        .logic
+        .alter_partition(&cluster.image, &request)
+        .unwrap();
+    cluster.commit(&records);
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
+    cluster.pass(SESSION, &others);
+    let offline = cluster.state(topic, 0);
+    assert_eq!(offline.leader, None);
+    assert_eq!(
+        offline.isr,
+        vec![leader],
+        "the last ISR member stays in the ISR"
+    );
+    cluster.heartbeat(leader);
+    assert_eq!(cluster.state(topic, 0).leader, Some(leader));
+}
+
+#[test]
+fn unclean_election_when_the_topic_enables_it_elects_a_live_replica_alone_in_the_isr() {
+    let mut cluster = Cluster::new(3);
+    let topic = cluster
+        .create_with("logs", 1, 3, &[(UNCLEAN_LEADER_ELECTION_KEY, "true")])
+        .unwrap();
+    let state = cluster.state(topic, 0);
+    let leader = state.leader.unwrap();
+    let records = cluster
+        .logic
+        .alter_partition(&cluster.image, &cluster.alter(&state, topic, &[leader]))
+        .unwrap();
+    cluster.commit(&records);
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
+    cluster.pass(SESSION, &others);
+    let elected = cluster.state(topic, 0);
+    let new_leader = elected.leader.unwrap();
+    assert!(others.contains(&new_leader));
+    assert_eq!(elected.isr, vec![new_leader]);
+}
+
+/// B.5 #4 (KIP-903): a follower restarted with an empty disk registers a new epoch; it leaves
+/// the ISR at once, and a leader that still knows it by its old epoch cannot put it back.
+#[test]
+fn a_restarted_follower_leaves_the_isr_and_rejoins_only_with_its_new_epoch() {
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 1, 3);
+    let state = cluster.state(topic, 0);
+    let leader = state.leader.unwrap();
+    let follower = state
+        .replicas
+        .iter()
+        .copied()
+        .find(|id| *id != leader)
+        .unwrap();
+    let old_epoch = cluster.image.nodes[&follower].node_epoch;
+    let new_epoch = cluster.start(follower, 99);
+    let after = cluster.state(topic, 0);
+    assert!(!after.isr.contains(&follower), "{after:?}");
+    assert_eq!(after.leader, Some(leader));
+
+    let mut stale = cluster.alter(&after, topic, &after.isr);
+    stale.new_isr.push((follower, old_epoch));
+    assert!(matches!(
+        cluster.logic.alter_partition(&cluster.image, &stale),
+        Err(ControllerError::IneligibleReplica { node_id, .. }) if node_id == follower
+    ));
+    let mut fresh = stale.clone();
+    fresh.new_isr.last_mut().unwrap().1 = new_epoch;
+    let records = cluster
+        .logic
+        .alter_partition(&cluster.image, &fresh)
+        .unwrap();
+    cluster.commit(&records);
+    assert!(cluster.state(topic, 0).isr.contains(&follower));
+}
+
+#[test]
+fn alter_partition_checks_leader_epochs_partition_epoch_and_fenced_members() {
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 1, 3);
+    let state = cluster.state(topic, 0);
+    let leader = state.leader.unwrap();
+    let follower = state.replicas[1];
+    let shrink = cluster.alter(&state, topic, &[leader, state.replicas[2]]);
+
+    let mut not_leader = shrink.clone();
+    not_leader.node_id = follower;
+    not_leader.node_epoch = cluster.image.nodes[&follower].node_epoch;
+    assert!(matches!(
+        cluster.logic.alter_partition(&cluster.image, &not_leader),
+        Err(ControllerError::NotLeaderOrFollower { .. })
+    ));
+    let mut old_epoch = shrink.clone();
+    old_epoch.leader_epoch = -1;
+    assert_eq!(
+        cluster.logic.alter_partition(&cluster.image, &old_epoch),
+        Err(ControllerError::FencedLeaderEpoch {
+            current: 0,
+            given: -1
+        })
+    );
+    let mut new_epoch = shrink.clone();
+    new_epoch.leader_epoch = 1;
+    assert_eq!(
+        cluster.logic.alter_partition(&cluster.image, &new_epoch),
+        Err(ControllerError::UnknownLeaderEpoch {
+            current: 0,
+            given: 1
+        })
+    );
+    let records = cluster
+        .logic
+        .alter_partition(&cluster.image, &shrink)
+        .unwrap();
+    cluster.commit(&records);
+    // The same request again was decided on an old partition epoch: the CAS refuses it.
+    assert_eq!(
+        cluster.logic.alter_partition(&cluster.image, &shrink),
+        Err(ControllerError::InvalidUpdateVersion {
+            current: 1,
+            given: 0
+        })
+    );
+    // A fenced node cannot be added back.
+    cluster.pass(SESSION, &[leader, state.replicas[2]]);
+    assert!(cluster.image.nodes[&follower].fenced);
+    let current = cluster.state(topic, 0);
+    let expand = cluster.alter(&current, topic, &[leader, state.replicas[2], follower]);
+    assert!(matches!(
+        cluster.logic.alter_partition(&cluster.image, &expand),
+        Err(ControllerError::IneligibleReplica { reason, .. }) if reason == "fenced"
+    ));
+    let mut stale_sender = cluster.alter(&current, topic, &[leader]);
+    stale_sender.node_epoch -= 1;
+    assert!(matches!(
+        cluster.logic.alter_partition(&cluster.image, &stale_sender),
+        Err(ControllerError::StaleNodeEpoch { .. })
+    ));
+}
+
+#[test]
+fn placement_spreads_leaders_and_replicas_over_live_nodes() {
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 6, 2);
+    let mut leaders = BTreeMap::new();
+    let mut replicas = BTreeMap::new();
+    for partition in 0..6 {
+        let state = cluster.state(topic, partition);
+        assert_eq!(state.replicas.len(), 2);
+        assert_eq!(state.isr, state.replicas);
+        *leaders.entry(state.leader.unwrap()).or_insert(0) += 1;
+        for replica in state.replicas {
+            *replicas.entry(replica).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+    assert_eq!(
+        replicas.values().copied().collect::<Vec<_>>(),
+        vec![4, 4, 4]
+    );
+    // A fenced node gets no new replicas.
+    cluster.pass(SESSION, &[1, 2]);
+    let second = cluster.create("payments", 4, 2);
+    for partition in 0..4 {
+        assert!(!cluster.state(second, partition).replicas.contains(&3));
+    }
+}
+
+#[test]
+fn replication_factor_and_min_insync_replicas_are_checked_with_clear_messages() {
+    let mut cluster = Cluster::new(3);
+    let error = cluster.create_with("big", 1, 4, &[]).unwrap_err();
+    assert_eq!(error.code(), "INVALID_REPLICATION_FACTOR");
+    assert_eq!(
+        error.to_string(),
+        "topic \"big\": replication factor 4 is larger than the 3 live node(s)"
+    );
+    let error = cluster
+        .create_with("strict", 1, 2, &[(MIN_INSYNC_REPLICAS_KEY, "3")])
+        .unwrap_err();
+    assert_eq!(error.code(), "INVALID_CONFIG");
+    assert!(
+        error
+            .to_string()
+            .contains("min.insync.replicas=3 must be between 1 and the replication factor 2")
+    );
+    assert_eq!(
+        cluster.create_with("zero", 1, 0, &[]).unwrap_err().code(),
+        "INVALID_REPLICATION_FACTOR"
+    );
+    assert_eq!(
+        cluster.create_with("none", 0, 1, &[]).unwrap_err().code(),
+        "INVALID_PARTITIONS"
+    );
+    cluster.create("fine", 1, 3);
+    assert_eq!(
+        cluster.create_with("fine", 1, 3, &[]).unwrap_err().code(),
+        "TOPIC_ALREADY_EXISTS"
+    );
+    // With one node fenced, RF 3 no longer fits.
+    cluster.pass(SESSION, &[1, 2]);
+    assert_eq!(
+        cluster.create_with("late", 1, 3, &[]).unwrap_err().code(),
+        "INVALID_REPLICATION_FACTOR"
+    );
+}
+
+#[test]
+fn the_preferred_leader_is_elected_again_once_it_is_back_in_the_isr() {
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 1, 3);
+    let preferred = cluster.state(topic, 0).replicas[0];
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != preferred).collect();
+    cluster.pass(SESSION, &others);
+    let moved = cluster.state(topic, 0);
+    assert_ne!(moved.leader, Some(preferred));
+    // Back, unfenced, but not yet in the ISR: no preferred election.
+    cluster.heartbeat(preferred);
+    assert!(
+        cluster
+            .logic
+            .elect_preferred_leaders(&cluster.image)
+            .unwrap()
+            .is_empty()
+    );
+    let mut isr = moved.isr.clone();
+    isr.push(preferred);
+    let records = cluster
+        .logic
+        .alter_partition(&cluster.image, &cluster.alter(&moved, topic, &isr))
+        .unwrap();
+    cluster.commit(&records);
+    let records = cluster
+        .logic
+        .elect_preferred_leaders(&cluster.image)
+        .unwrap();
+    cluster.commit(&records);
+    let state = cluster.state(topic, 0);
+    assert_eq!(state.leader, Some(preferred));
+    assert_eq!(state.leader_epoch, moved.leader_epoch + 1);
+}

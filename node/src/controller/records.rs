@@ -1,0 +1,155 @@
+//! The metadata log's records: the only way the cluster's metadata changes (KRaft's model).
+//!
+//! Each record is one fact the controller decided; [`super::MetadataImage::apply`] folds them
+//! into the image in log order. Records are plain data (serde) so they travel in openraft's log
+//! entries and snapshots unchanged.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::broker::metadata::{StoredModule, StoredTransform};
+
+/// A node of the cluster, as `cluster-init` numbers them (1..N).
+pub type NodeId = u32;
+/// Given by the controller when a node registers; a restart registers again and gets a
+/// larger one, so requests from an older incarnation are recognisably stale.
+pub type NodeEpoch = u64;
+/// Kafka's leader epoch (the RecordBatch header's `partitionLeaderEpoch`).
+pub type LeaderEpoch = i32;
+/// Bumped on every change of a partition's replicas, ISR or leader: the CAS token of ISR
+/// changes.
+pub type PartitionEpoch = i32;
+
+/// A topic's identity beyond its name (Kafka's topic UUID): a deleted and re-created topic
+/// of the same name is another topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TopicId(pub [u8; 16]);
+
+impl std::fmt::Display for TopicId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for byte in self.0 {
+            write!(formatter, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One partition's replication state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The assigned replicas; the first is the preferred leader.
+    pub replicas: Vec<NodeId>,
+    /// The in-sync replicas: every acknowledged record is on each one's disk.
+    pub isr: Vec<NodeId>,
+    /// The leader, or `None` while the partition is offline (no eligible ISR member).
+    pub leader: Option<NodeId>,
+    /// Bumped on every leader change.
+    pub leader_epoch: LeaderEpoch,
+    /// Bumped on every change of replicas, ISR or leader.
+    pub partition_epoch: PartitionEpoch,
+}
+
+/// A record of the metadata log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataRecord {
+    /// A node (re)registered: a new incarnation with a new, larger node epoch. It starts
+    /// fenced and is unfenced by its first heartbeat.
+    RegisterNode {
+        /// The node.
+        node_id: NodeId,
+        /// Its epoch from now on; larger than any epoch it had before.
+        node_epoch: NodeEpoch,
+        /// Its peer address (`host:port`).
+        address: String,
+        /// Drawn by the node at each start: a retried registration of the same start is
+        /// recognised and keeps its epoch.
+        incarnation_id: u64,
+    },
+    /// The node missed its heartbeats (or was replaced by a new incarnation): it may not
+    /// lead or be added to an ISR.
+    FenceNode {
+        /// The node.
+        node_id: NodeId,
+        /// The epoch being fenced (must be the current one).
+        node_epoch: NodeEpoch,
+    },
+    /// The node heartbeats again.
+    UnfenceNode {
+        /// The node.
+        node_id: NodeId,
+        /// The epoch being unfenced (must be the current one).
+        node_epoch: NodeEpoch,
+    },
+    /// A topic and its partitions.
+    CreateTopic {
+        /// The name.
+        name: String,
+        /// The identity.
+        topic_id: TopicId,
+        /// Config overrides (Kafka key -> value text).
+        configs: BTreeMap<String, String>,
+        /// Partition `i`'s initial state at index `i`.
+        partitions: Vec<PartitionState>,
+    },
+    /// A topic is gone.
+    DeleteTopic {
+        /// The name.
+        name: String,
+        /// The identity (a delete of an older topic of the same name is refused).
+        topic_id: TopicId,
+    },
+    /// A partition's ISR, leader or epochs changed.
+    AlterPartition {
+        /// The topic.
+        topic_id: TopicId,
+        /// The partition index.
+        partition: u32,
+        /// The whole new state; its `partition_epoch` must be the current one plus one.
+        state: PartitionState,
+    },
+    /// Topic config overrides changed.
+    AlterTopicConfig {
+        /// The topic.
+        topic_id: TopicId,
+        /// Keys set to new values.
+        set: BTreeMap<String, String>,
+        /// Keys returned to the default.
+        delete: Vec<String>,
+    },
+    /// A block of producer ids handed to a node.
+    AllocateProducerIds {
+        /// The node given the block.
+        node_id: NodeId,
+        /// Its epoch when asking.
+        node_epoch: NodeEpoch,
+        /// The first id of the block (must be where the previous block ended).
+        first_producer_id: i64,
+        /// How many ids.
+        count: u32,
+    },
+    /// A named WASM module (its bytes stay in each node's module store, by digest).
+    PutModule {
+        /// The name.
+        name: String,
+        /// Its digest, kind, size and parameters.
+        module: StoredModule,
+    },
+    /// A named module is gone.
+    DeleteModule {
+        /// The name.
+        name: String,
+    },
+    /// A topic transform's definition.
+    PutTransform {
+        /// The name.
+        name: String,
+        /// The definition.
+        transform: StoredTransform,
+    },
+    /// A transform is gone.
+    DeleteTransform {
+        /// The name.
+        name: String,
+    },
+}

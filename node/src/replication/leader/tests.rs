@@ -1,0 +1,296 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::clock::{Clock, SystemClock};
+
+const LAG_MAX: Duration = Duration::from_secs(30);
+
+fn state(isr: &[NodeId], partition_epoch: i32) -> PartitionState {
+    PartitionState {
+        replicas: vec![1, 2, 3],
+        isr: isr.to_vec(),
+        leader: Some(1),
+        leader_epoch: 5,
+        partition_epoch,
+    }
+}
+
+fn new_leader(isr: &[NodeId], min: usize, now: Instant) -> PartitionLeader<u32> {
+    let config = LeaderConfig {
+        min_insync_replicas: min,
+        replica_lag_time_max: LAG_MAX,
+    };
+    PartitionLeader::new(1, 100, state(isr, 10), config, 0, 0, now)
+}
+
+fn released(leader: &mut PartitionLeader<u32>) -> Vec<(u32, Result<(), AcksAllError>)> {
+    std::iter::from_fn(|| leader.poll_released()).collect()
+}
+
+#[test]
+fn the_high_watermark_is_the_lowest_synced_end_over_the_isr() {
+    // Goal: HW = min synced end over the ISR (leader included); a follower's position is
+    // its fetch offset; a follower outside the ISR does not hold it back; it never moves back.
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1, 2, 3], 2, now);
+    leader.handle_local_synced(10);
+    // Followers 2 and 3 have not fetched in this epoch: unknown positions hold it at 0.
+    assert_eq!(leader.high_watermark(), 0);
+    leader.handle_fetch(now, 2, 7, 10).unwrap();
+    assert_eq!(leader.high_watermark(), 0);
+    leader.handle_fetch(now, 3, 7, 6).unwrap();
+    assert_eq!(leader.high_watermark(), 6);
+    // The leader's own synced end bounds it too.
+    leader.handle_fetch(now, 3, 7, 10).unwrap();
+    assert_eq!(leader.high_watermark(), 10);
+    // A follower that truncated fetches lower: the HW does not move back.
+    leader.handle_fetch(now, 3, 7, 4).unwrap();
+    assert_eq!(leader.high_watermark(), 10);
+
+    // Follower 3 outside the ISR does not count.
+    let mut leader = new_leader(&[1, 2], 2, now);
+    leader.handle_local_synced(8);
+    leader.handle_fetch(now, 2, 7, 8).unwrap();
+    assert_eq!(leader.high_watermark(), 8);
+}
+
+#[test]
+fn the_high_watermark_stays_while_the_isr_is_below_min_insync() {
+    // Goal: with |ISR| < min.insync.replicas the HW does not move (acks=1 data is not
+    // shown to consumers), and moves again once the ISR grows back.
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1], 2, now);
+    leader.handle_local_synced(5);
+    assert_eq!(leader.high_watermark(), 0);
+    leader.handle_fetch(now, 2, 7, 5).unwrap();
+    leader.handle_partition_state(state(&[1, 2], 11), now);
+    assert_eq!(leader.high_watermark(), 5);
+}
+
+#[test]
+fn acks_all_is_refused_before_the_append_when_the_isr_is_too_small() {
+    // Goal: NotEnoughReplicas before the append; nothing to wait for.
+    let now = SystemClock.now();
+    let leader = new_leader(&[1], 2, now);
+    assert_eq!(
+        leader.check_acks_all(),
+        Err(AcksAllError::NotEnoughReplicas { isr: 1, min: 2 })
+    );
+    let leader = new_leader(&[1, 3], 2, now);
+    assert_eq!(leader.check_acks_all(), Ok(()));
+}
+
+#[test]
+fn acks_all_waiters_are_released_at_the_high_watermark_in_order() {
+    // Goal: a waiter is answered exactly when the HW reaches its end offset, not before.
+    let now = SystemClock.now();
+    let deadline = now + Duration::from_secs(30);
+    let mut leader = new_leader(&[1, 2], 2, now);
+    leader.handle_local_synced(3);
+    leader.handle_acks_all_append(1, 3, deadline);
+    leader.handle_local_synced(6);
+    leader.handle_acks_all_append(2, 6, deadline);
+    assert!(released(&mut leader).is_empty());
+    leader.handle_fetch(now, 2, 7, 3).unwrap();
+    assert_eq!(released(&mut leader), vec![(1, Ok(()))]);
+    leader.handle_fetch(now, 2, 7, 5).unwrap();
+    assert!(released(&mut leader).is_empty());
+    leader.handle_fetch(now, 2, 7, 6).unwrap();
+    assert_eq!(released(&mut leader), vec![(2, Ok(()))]);
+}
+
+#[test]
+fn a_waiter_fails_after_append_when_the_isr_shrinks_below_the_minimum() {
+    // Goal: NotEnoughReplicasAfterAppend when the ISR falls below min.insync.replicas
+    // before the HW reached the batch.
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1, 2], 2, now);
+    leader.handle_local_synced(4);
+    leader.handle_acks_all_append(9, 4, now + Duration::from_secs(30));
+    leader.handle_partition_state(state(&[1], 11), now);
+    assert_eq!(
+        released(&mut leader),
+        vec![(
+            9,
+            Err(AcksAllError::NotEnoughReplicasAfterAppend { isr: 1, min: 2 })
+        )]
+    );
+}
+
+#[test]
+fn a_deposed_leader_fails_its_waiters_and_acknowledges_nothing_more() {
+    // Goal: a newer leader epoch fails every waiter with NotLeaderOrFollower; later
+    // fetches cannot release anything, and acks=all is refused.
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1, 2], 2, now);
+    leader.handle_local_synced(4);
+    leader.handle_acks_all_append(1, 4, now + Duration::from_secs(30));
+    let mut newer = state(&[1, 2], 12);
+    newer.leader_epoch = 6;
+    leader.handle_partition_state(newer, now);
+    assert!(leader.is_deposed());
+    assert_eq!(
+        released(&mut leader),
+        vec![(1, Err(AcksAllError::NotLeaderOrFollower))]
+    );
+    leader.handle_acks_all_append(2, 4, now + Duration::from_secs(30));
+    let _ = leader.handle_fetch(now, 2, 7, 4);
+    assert_eq!(
+        released(&mut leader),
+        vec![(2, Err(AcksAllError::NotLeaderOrFollower))]
+    );
+    assert_eq!(leader.high_watermark(), 0);
+    assert_eq!(
+        leader.check_acks_all(),
+        Err(AcksAllError::NotLeaderOrFollower)
+    );
+}
+
+#[test]
+fn a_waiter_times_out_at_its_deadline() {
+    // Goal: poll_timeout names the deadline, and handle_timeout fails the waiter there.
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1, 2], 2, now);
+    leader.handle_local_synced(4);
+    let deadline = now + Duration::from_secs(5);
+    leader.handle_acks_all_append(3, 4, deadline);
+    assert_eq!(leader.poll_timeout(), Some(deadline));
+    leader.handle_timeout(deadline - Duration::from_millis(1));
+    assert!(released(&mut leader).is_empty());
+    leader.handle_timeout(deadline);
+    assert_eq!(
+        released(&mut leader),
+        vec![(3, Err(AcksAllError::RequestTimedOut))]
+    );
+}
+
+#[test]
+fn a_lagging_isr_member_is_proposed_for_removal_after_the_lag_limit() {
+    // Goal: a member that does not catch up for replica_lag_time_max is proposed out, not
+    // one moment earlier; the proposal carries the partition epoch and node epochs, and a
+    // second one waits until the first is answered.
+    let start = SystemClock.now();
+    let mut leader = new_leader(&[1, 2, 3], 2, start);
+    leader.handle_local_synced(10);
+    leader.handle_fetch(start, 2, 7, 10).unwrap();
+    leader.handle_fetch(start, 3, 8, 2).unwrap();
+    let later = start + LAG_MAX;
+    leader.handle_fetch(later, 2, 7, 10).unwrap();
+    assert_eq!(leader.poll_isr_proposal(later), None);
+    let due = leader.poll_timeout().unwrap();
+    assert!(due > later);
+    let proposal = leader.poll_isr_proposal(due).unwrap();
+    assert_eq!(
+        proposal,
+        IsrProposal {
+            leader_epoch: 5,
+            partition_epoch: 10,
+            isr: vec![
+                IsrMember {
+                    node: 1,
+                    node_epoch: 100
+                },
+                IsrMember {
+                    node: 2,
+                    node_epoch: 7
+                },
+            ],
+        }
+    );
+    assert_eq!(leader.poll_isr_proposal(due), None);
+    // The controller applies it: the HW now ignores follower 3.
+    leader.handle_partition_state(state(&[1, 2], 11), due);
+    assert_eq!(leader.high_watermark(), 10);
+}
+
+#[test]
+fn a_follower_that_catches_up_within_its_round_trip_is_not_lagging() {
+    // Goal: Kafka's rule: a fetch at or past the leader's end at the previous fetch counts
+    // as caught up as of that previous fetch, so steady appends do not shrink the ISR.
+    let start = SystemClock.now();
+    let mut leader = new_leader(&[1, 2], 1, start);
+    let mut now = start;
+    let mut end = 0;
+    for _ in 0..100 {
+        now += Duration::from_secs(1);
+        leader.handle_fetch(now, 2, 7, end).unwrap();
+        end += 5;
+        leader.handle_local_synced(end);
+    }
+    assert_eq!(leader.poll_isr_proposal(now + LAG_MAX / 2), None);
+}
+
+#[test]
+fn a_caught_up_follower_is_proposed_for_the_isr_in_the_current_epoch() {
+    // Goal: a replica outside the ISR is proposed in once its synced end reached the HW and
+    // the start of this leader epoch; while the proposal waits, the HW counts it too.
+    let now = SystemClock.now();
+    let config = LeaderConfig {
+        min_insync_replicas: 1,
+        replica_lag_time_max: LAG_MAX,
+    };
+    let mut leader = PartitionLeader::<u32>::new(1, 100, state(&[1, 2], 10), config, 20, 20, now);
+    leader.handle_fetch(now, 2, 7, 20).unwrap();
+    leader.handle_fetch(now, 3, 9, 15).unwrap();
+    assert_eq!(leader.poll_isr_proposal(now), None);
+    leader.handle_local_synced(30);
+    leader.handle_fetch(now, 2, 7, 30).unwrap();
+    assert_eq!(leader.high_watermark(), 30);
+    leader.handle_fetch(now, 3, 9, 30).unwrap();
+    let proposal = leader.poll_isr_proposal(now).unwrap();
+    assert_eq!(proposal.isr.len(), 3);
+    leader.handle_local_synced(35);
+    leader.handle_fetch(now, 2, 7, 35).unwrap();
+    // Follower 3 is in the maximal ISR now: it holds the HW at its end.
+    assert_eq!(leader.high_watermark(), 30);
+    // Refused by the controller: proposed again.
+    leader.handle_proposal_refused();
+    assert!(leader.poll_isr_proposal(now).is_some());
+}
+
+#[test]
+fn a_member_back_with_a_new_node_epoch_is_proposed_out_and_an_old_epoch_refused() {
+    // Goal: KIP-903: an ISR member whose node epoch grew (it restarted, maybe with an
+    // empty disk) is proposed for removal; a fetch with an older node epoch is refused.
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1, 2, 3], 2, now);
+    leader.handle_local_synced(10);
+    leader.handle_fetch(now, 2, 7, 10).unwrap();
+    leader.handle_fetch(now, 3, 8, 10).unwrap();
+    leader.handle_fetch(now, 3, 9, 0).unwrap();
+    let proposal = leader.poll_isr_proposal(now).unwrap();
+    assert_eq!(
+        proposal
+            .isr
+            .iter()
+            .map(|member| member.node)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(
+        leader.handle_fetch(now, 3, 8, 10),
+        Err(FetchPositionError::StaleNodeEpoch {
+            current: 9,
+            received: 8
+        })
+    );
+}
+
+#[test]
+fn a_fetch_past_the_leaders_synced_end_or_from_a_stranger_is_refused() {
+    // Goal: positions are never taken from a fetch the leader could not have served.
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1, 2], 1, now);
+    leader.handle_local_synced(4);
+    assert_eq!(
+        leader.handle_fetch(now, 2, 7, 5),
+        Err(FetchPositionError::PastLogEnd {
+            fetch_offset: 5,
+            synced_end: 4
+        })
+    );
+    assert_eq!(
+        leader.handle_fetch(now, 9, 7, 1),
+        Err(FetchPositionError::NotAReplica(9))
+    );
+}
