@@ -1,6 +1,14 @@
 //! A real node behind the UDP fault proxy (`ledge_e2e::fault_proxy`): QUIC rides through
 //! delay and loss, a partition fails requests with a clear client error, and healing lets
 //! the next request through (issue 13, "Tests": the proxy the 3-node tests will use).
+//!
+//! Ignored since the client became cluster-aware (main, "SDK routes each partition to its
+//! leader"): it sends produce and fetch to the leader's address from Metadata, which is the
+//! node's real listen address, so those requests no longer pass the proxy (the partition
+//! tests then see their produce acknowledged). They passed before that change (h/sim
+//! 91b2baf). To run them again the node needs an address to advertise that differs from
+//! the one it listens on (Kafka's `advertised.listeners`), set to the proxy's address;
+//! the 3-node tests need the same for peers (`cluster.peers` must equal `node.listen` today).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -83,6 +91,7 @@ async fn read_all(client: &Client, topic: &str, partitions: u32) -> BTreeMap<u32
 }
 
 #[test]
+#[ignore = "the client routes partition requests to the leader address Metadata advertises (the node's own listen address), bypassing the proxy; needs an advertised address distinct from node.listen"]
 fn produce_and_consume_through_delay_and_loss_lose_nothing() {
     // Goal: with 20 ms (+ up to 5 ms jitter) of delay and 5% of datagrams dropped each way,
     // an idempotent acks=all producer and a consumer see every record exactly once, in
@@ -191,6 +200,7 @@ async fn cut_then_heal(node: &NodeProcess, proxy: &FaultProxy, cut: impl Fn(&Fau
 }
 
 #[test]
+#[ignore = "the client routes partition requests to the leader address Metadata advertises (the node's own listen address), bypassing the proxy; needs an advertised address distinct from node.listen"]
 fn a_full_partition_times_out_a_produce_and_healing_lets_the_next_succeed() {
     // Goal: with every datagram blocked both ways, a produce fails with the producer's
     // delivery timeout (a clear error naming the last failure), not a hang; after healing
@@ -204,6 +214,7 @@ fn a_full_partition_times_out_a_produce_and_healing_lets_the_next_succeed() {
 }
 
 #[test]
+#[ignore = "the client routes partition requests to the leader address Metadata advertises (the node's own listen address), bypassing the proxy; needs an advertised address distinct from node.listen"]
 fn a_one_way_block_from_client_to_node_fails_requests_and_heals() {
     // Goal: blocking only client -> node (answers would pass, but no request arrives)
     // fails a produce the same clear way, and healing lets the next one through. The
