@@ -2,13 +2,9 @@
 //! delay and loss, a partition fails requests with a clear client error, and healing lets
 //! the next request through (issue 13, "Tests": the proxy the 3-node tests will use).
 //!
-//! Ignored since the client became cluster-aware (main, "SDK routes each partition to its
-//! leader"): it sends produce and fetch to the leader's address from Metadata, which is the
-//! node's real listen address, so those requests no longer pass the proxy (the partition
-//! tests then see their produce acknowledged). They passed before that change (h/sim
-//! 91b2baf). To run them again the node needs an address to advertise that differs from
-//! the one it listens on (Kafka's `advertised.listeners`), set to the proxy's address;
-//! the 3-node tests need the same for peers (`cluster.peers` must equal `node.listen` today).
+//! The client routes partition requests to the leader's address from Metadata, so each
+//! node advertises its proxy's address (`node.advertised_address`): the proxy starts first,
+//! the node is told its address, then the proxy learns the node's.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,8 +13,25 @@ use ledge_client::{
     Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, ProduceError, Producer,
     ProducerConfig, ProducerRecord, TopicPartition, Trust,
 };
-use ledge_e2e::NodeProcess;
 use ledge_e2e::fault_proxy::{Direction, FaultProxy, LinkFaults, Peer};
+use ledge_e2e::{NodeOptions, NodeProcess};
+
+/// A node behind a fault proxy seeded with `seed`: it advertises the proxy's address, so
+/// every request of a client (bootstrap and partition routes alike) goes through the proxy.
+async fn node_behind_proxy(seed: u64) -> (NodeProcess, FaultProxy) {
+    let proxy = FaultProxy::start_before_node(seed).await.unwrap();
+    let options = NodeOptions {
+        config: Some(format!(
+            "[node]\nadvertised_address = \"{}\"\n",
+            proxy.addr()
+        )),
+        ..NodeOptions::default()
+    };
+    // Starting waits (bounded) for the node's ready line: off the runtime's worker.
+    let node = tokio::task::block_in_place(|| NodeProcess::start_with(options));
+    proxy.set_upstream(node.addr);
+    (node, proxy)
+}
 
 /// A client of `node` that talks to it through `proxy`, noticing a lost node within about
 /// three seconds (so a partition turns into an error, not a long hang).
@@ -91,16 +104,14 @@ async fn read_all(client: &Client, topic: &str, partitions: u32) -> BTreeMap<u32
 }
 
 #[test]
-#[ignore = "the client routes partition requests to the leader address Metadata advertises (the node's own listen address), bypassing the proxy; needs an advertised address distinct from node.listen"]
 fn produce_and_consume_through_delay_and_loss_lose_nothing() {
     // Goal: with 20 ms (+ up to 5 ms jitter) of delay and 5% of datagrams dropped each way,
     // an idempotent acks=all producer and a consumer see every record exactly once, in
     // order: QUIC retransmits what the proxy drops. The proxy's counters show it dropped
     // datagrams both ways, so the faults were really applied.
-    let node = NodeProcess::start();
     let runtime = ledge_e2e::runtime();
     runtime.block_on(async {
-        let proxy = FaultProxy::start(node.addr, 13).await.unwrap();
+        let (node, proxy) = node_behind_proxy(13).await;
         proxy.set_all(LinkFaults::lossy(
             0.05,
             Duration::from_millis(20),
@@ -200,29 +211,25 @@ async fn cut_then_heal(node: &NodeProcess, proxy: &FaultProxy, cut: impl Fn(&Fau
 }
 
 #[test]
-#[ignore = "the client routes partition requests to the leader address Metadata advertises (the node's own listen address), bypassing the proxy; needs an advertised address distinct from node.listen"]
 fn a_full_partition_times_out_a_produce_and_healing_lets_the_next_succeed() {
     // Goal: with every datagram blocked both ways, a produce fails with the producer's
     // delivery timeout (a clear error naming the last failure), not a hang; after healing
     // the same producer's next record is acknowledged.
-    let node = NodeProcess::start();
     let runtime = ledge_e2e::runtime();
     runtime.block_on(async {
-        let proxy = FaultProxy::start(node.addr, 14).await.unwrap();
+        let (node, proxy) = node_behind_proxy(14).await;
         cut_then_heal(&node, &proxy, FaultProxy::block_all).await;
     });
 }
 
 #[test]
-#[ignore = "the client routes partition requests to the leader address Metadata advertises (the node's own listen address), bypassing the proxy; needs an advertised address distinct from node.listen"]
 fn a_one_way_block_from_client_to_node_fails_requests_and_heals() {
     // Goal: blocking only client -> node (answers would pass, but no request arrives)
     // fails a produce the same clear way, and healing lets the next one through. The
     // node -> client direction keeps forwarding while the other is blocked.
-    let node = NodeProcess::start();
     let runtime = ledge_e2e::runtime();
     runtime.block_on(async {
-        let proxy = FaultProxy::start(node.addr, 15).await.unwrap();
+        let (node, proxy) = node_behind_proxy(15).await;
         cut_then_heal(&node, &proxy, |proxy| {
             proxy.set(Peer::Any, Direction::ToNode, LinkFaults::block());
         })

@@ -172,6 +172,8 @@ impl Rules {
 
 struct Shared {
     rules: Mutex<Rules>,
+    /// The node's address; datagrams that arrive before it is known are dropped.
+    upstream: Mutex<Option<SocketAddr>>,
     to_node: Counter,
     from_node: Counter,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -202,7 +204,6 @@ impl Shared {
 /// A UDP proxy in front of one node; see the module documentation. Dropping it stops it.
 pub struct FaultProxy {
     addr: SocketAddr,
-    upstream: SocketAddr,
     shared: Arc<Shared>,
 }
 
@@ -211,15 +212,29 @@ impl FaultProxy {
     /// until told otherwise; `seed` drives its drops and jitter. Must be called inside a
     /// tokio runtime, which then runs the proxy.
     pub async fn start(upstream: SocketAddr, seed: u64) -> std::io::Result<Self> {
-        Self::start_with_peers_max(upstream, seed, PEERS_MAX_DEFAULT).await
+        let proxy = Self::start_with_peers_max(seed, PEERS_MAX_DEFAULT).await?;
+        proxy.set_upstream(upstream);
+        Ok(proxy)
     }
 
-    /// As [`FaultProxy::start`], keeping upstream sockets for at most `peers_max` peers.
-    pub async fn start_with_peers_max(
-        upstream: SocketAddr,
-        seed: u64,
-        peers_max: usize,
-    ) -> std::io::Result<Self> {
+    /// Starts a proxy whose node is not known yet (so the node can be told to advertise
+    /// the proxy's address, `node.advertised_address`); datagrams are dropped until
+    /// [`FaultProxy::set_upstream`].
+    pub async fn start_before_node(seed: u64) -> std::io::Result<Self> {
+        Self::start_with_peers_max(seed, PEERS_MAX_DEFAULT).await
+    }
+
+    /// The node the proxy forwards to, for peers that send from now on.
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *self
+            .shared
+            .upstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(upstream);
+    }
+
+    /// A proxy with no node yet that keeps upstream sockets for at most `peers_max` peers.
+    pub async fn start_with_peers_max(seed: u64, peers_max: usize) -> std::io::Result<Self> {
         let downstream = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let addr = downstream.local_addr()?;
         let shared = Arc::new(Shared {
@@ -228,22 +243,14 @@ impl FaultProxy {
                 rng_to_node: ChaCha8Rng::seed_from_u64(seed),
                 rng_from_node: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed),
             }),
+            upstream: Mutex::new(None),
             to_node: Counter::default(),
             from_node: Counter::default(),
             tasks: Mutex::new(Vec::new()),
         });
         let task_shared = Arc::clone(&shared);
-        shared.spawn(serve_downstream(
-            downstream,
-            upstream,
-            task_shared,
-            peers_max,
-        ));
-        Ok(Self {
-            addr,
-            upstream,
-            shared,
-        })
+        shared.spawn(serve_downstream(downstream, task_shared, peers_max));
+        Ok(Self { addr, shared })
     }
 
     /// The address peers send to instead of the node's.
@@ -251,9 +258,13 @@ impl FaultProxy {
         self.addr
     }
 
-    /// The node's address, where datagrams go on to.
-    pub fn upstream(&self) -> SocketAddr {
-        self.upstream
+    /// The node's address, where datagrams go on to, once known.
+    pub fn upstream(&self) -> Option<SocketAddr> {
+        *self
+            .shared
+            .upstream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets what happens to datagrams of `peer` travelling `direction`, from the next
@@ -329,12 +340,7 @@ pub fn block_one_way(from: ProxiedNode<'_>, to: ProxiedNode<'_>, faults: LinkFau
 
 /// Reads datagrams from peers and passes them on through each peer's upstream socket,
 /// opening one (and its return task) for each new peer.
-async fn serve_downstream(
-    downstream: Arc<UdpSocket>,
-    upstream: SocketAddr,
-    shared: Arc<Shared>,
-    peers_max: usize,
-) {
+async fn serve_downstream(downstream: Arc<UdpSocket>, shared: Arc<Shared>, peers_max: usize) {
     let mut peers: BTreeMap<SocketAddr, Arc<UdpSocket>> = BTreeMap::new();
     let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
     loop {
@@ -346,10 +352,14 @@ async fn serve_downstream(
         let socket = match peers.get(&peer) {
             Some(socket) => Arc::clone(socket),
             None => {
-                if peers.len() >= peers_max {
+                let upstream = *shared
+                    .upstream
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let Some(upstream) = upstream.filter(|_| peers.len() < peers_max) else {
                     shared.to_node.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
-                }
+                };
                 let Ok(socket) = connect_upstream(upstream).await else {
                     shared.to_node.dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
