@@ -52,7 +52,8 @@ struct Leadership {
 pub(crate) struct ClusterMetadata {
     nodes: BTreeMap<NodeId, String>,
     controller: Option<NodeId>,
-    partitions: HashMap<(String, u32), Leadership>,
+    /// By topic, then partition: looked up by `&str` on every send, so no key is allocated.
+    partitions: HashMap<String, BTreeMap<u32, Leadership>>,
     /// Topics whose routes are kept; a refresh asks for all of them.
     topics: BTreeSet<String>,
     fetched_at: Option<Instant>,
@@ -88,34 +89,32 @@ impl ClusterMetadata {
         let mut stale_answer = false;
         for topic in &response.topics {
             if topic.error == ErrorCode::UnknownTopicOrPartition {
-                self.partitions.retain(|(name, _), _| *name != topic.name);
+                self.partitions.remove(&topic.name);
                 continue;
             }
             if topic.error != ErrorCode::None {
                 continue;
             }
             self.topics.insert(topic.name.clone());
-            let count = topic.partitions.len();
-            // Partitions beyond the answer's count are gone (the topic was recreated smaller).
-            self.partitions.retain(|(name, partition), _| {
-                *name != topic.name || (*partition as usize) < count
-            });
+            let known = self.partitions.remove(&topic.name).unwrap_or_default();
+            // Partitions not in the answer are gone (the topic was recreated smaller).
+            let mut partitions = BTreeMap::new();
             for partition in &topic.partitions {
                 let fresh = Leadership {
                     leader: partition.leader,
                     leader_epoch: partition.leader_epoch,
                 };
-                let key = (topic.name.clone(), partition.partition);
-                match self.partitions.get(&key) {
+                let kept = match known.get(&partition.partition) {
                     Some(known) if known.leader_epoch > fresh.leader_epoch => {
                         // KIP-320: this node has not heard of the latest election yet.
                         stale_answer = true;
+                        *known
                     }
-                    _ => {
-                        self.partitions.insert(key, fresh);
-                    }
-                }
+                    _ => fresh,
+                };
+                partitions.insert(partition.partition, kept);
             }
+            self.partitions.insert(topic.name.clone(), partitions);
         }
         self.fetched_at = Some(now);
         self.refresh_requested = stale_answer;
@@ -125,7 +124,11 @@ impl ClusterMetadata {
     pub(crate) fn handle_partition_error(&mut self, topic: &str, partition: u32, code: ErrorCode) {
         match code {
             ErrorCode::NotLeaderOrFollower | ErrorCode::FencedLeaderEpoch => {
-                if let Some(known) = self.partitions.get_mut(&(topic.to_string(), partition)) {
+                if let Some(known) = self
+                    .partitions
+                    .get_mut(topic)
+                    .and_then(|partitions| partitions.get_mut(&partition))
+                {
                     known.leader = None;
                 }
                 self.refresh_requested = true;
@@ -143,7 +146,7 @@ impl ClusterMetadata {
             .filter(|(_, known)| known.as_str() == address)
             .map(|(node_id, _)| *node_id)
             .collect();
-        for leadership in self.partitions.values_mut() {
+        for leadership in self.partitions.values_mut().flat_map(BTreeMap::values_mut) {
             if leadership
                 .leader
                 .is_some_and(|leader| lost.contains(&leader))
@@ -156,14 +159,15 @@ impl ClusterMetadata {
 
     /// Keeps `topic`'s routes from now on; a topic not known yet makes the view due.
     pub(crate) fn track(&mut self, topic: &str) {
-        if self.topics.insert(topic.to_string()) {
+        if !self.topics.contains(topic) {
+            self.topics.insert(topic.to_string());
             self.refresh_requested = true;
         }
     }
 
     /// Where `topic`/`partition`'s produce and fetch go, if known.
     pub(crate) fn route(&self, topic: &str, partition: u32) -> Option<Route> {
-        let leadership = self.partitions.get(&(topic.to_string(), partition))?;
+        let leadership = self.partitions.get(topic)?.get(&partition)?;
         let node_id = leadership.leader?;
         let address = self.nodes.get(&node_id)?;
         Some(Route {

@@ -286,10 +286,12 @@ impl Client {
         let mut routes = Vec::with_capacity(known.len());
         for route in known {
             let resolved = match route {
-                Some(route) => resolve(&route.address)
-                    .await
-                    .ok()
-                    .map(|address| (address, Some(route.leader_epoch))),
+                // Nodes list their addresses as `ip:port`: parsed without a lookup.
+                Some(route) => match route.address.parse::<SocketAddr>() {
+                    Ok(address) => Some(address),
+                    Err(_) => resolve(&route.address).await.ok(),
+                }
+                .map(|address| (address, Some(route.leader_epoch))),
                 None => None,
             };
             routes.push(resolved.unwrap_or_else(|| (self.server_addr(), None)));

@@ -35,6 +35,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// UDP address of the QUIC listener.
     pub listen: SocketAddr,
+    /// The address Metadata gives clients for this node, when they must reach it through
+    /// something in between (a NAT, a UDP proxy in tests); `None`: the bound listen address.
+    pub advertised_address: Option<SocketAddr>,
     /// Operator-supplied certificate chain (PEM).
     pub tls_cert: Option<PathBuf>,
     /// Operator-supplied private key (PEM).
@@ -103,6 +106,7 @@ impl Default for NodeConfig {
             listen: LISTEN_DEFAULT
                 .parse()
                 .expect("the default listen address parses"),
+            advertised_address: None,
             tls_cert: None,
             tls_key: None,
             disk_backend: BackendChoice::Auto,
@@ -202,6 +206,7 @@ struct TransformSection {
 struct NodeSection {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
+    advertised_address: Option<String>,
     node_id: Option<u32>,
     disk_backend: Option<String>,
 }
@@ -371,6 +376,13 @@ impl NodeConfig {
                     "{origin}: node.listen: {listen:?} is not an address like 127.0.0.1:9092"
                 ))
             })?;
+        }
+        if let Some(advertised) = node.advertised_address {
+            config.advertised_address = Some(advertised.parse().map_err(|_| {
+                ConfigError(format!(
+                    "{origin}: node.advertised_address: {advertised:?} is not an address like 127.0.0.1:9092"
+                ))
+            })?);
         }
         if let Some(node_id) = node.node_id {
             config.broker.node_id = node_id;
@@ -959,6 +971,10 @@ segment.bytes = 4194304
     fn errors_name_the_line_and_key() {
         let cases = [
             ("[node]\nlisten = \"nowhere\"\n", "node.listen"),
+            (
+                "[node]\nadvertised_address = \"nowhere\"\n",
+                "node.advertised_address",
+            ),
             ("[node]\ncolour = \"blue\"\n", "unknown field `colour`"),
             (
                 "[[topic]]\nname = \"a\"\npartitions = \"three\"\n",

@@ -241,10 +241,14 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     descriptors::set_sealed_segment_files_open_max(config.sealed_segment_files_open_max);
     let socket = quic::bind_socket(config.listen, &config.transport)?;
-    // Metadata lists this node at the address it really listens on (port 0 is resolved).
-    config.broker.advertised_address = socket
-        .local_addr()
-        .map_or_else(|_| config.listen.to_string(), |address| address.to_string());
+    // Metadata lists this node at the address it really listens on (port 0 is resolved),
+    // unless clients must reach it through something in between (node.advertised_address).
+    config.broker.advertised_address = match config.advertised_address {
+        Some(advertised) => advertised.to_string(),
+        None => socket
+            .local_addr()
+            .map_or_else(|_| config.listen.to_string(), |address| address.to_string()),
+    };
 
     // The lock comes before anything else touches the data directory, and is held until
     // this function returns (the process ends): one node per data directory.

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod cluster_client;
 mod damage;
+mod fault_proxy;
 mod groups;
 mod groups_more;
 mod in_flight;

@@ -5,6 +5,11 @@
 //! (`ledge-node listening on ADDR`), which the node prints only after its listener is up.
 //! The node's output goes to `<data-dir>/../node.log` for post-mortems. Children are killed
 //! when the handle drops. Every wait is bounded.
+//!
+//! [`fault_proxy::FaultProxy`] puts a UDP proxy that drops, delays and blocks datagrams
+//! between clients (or nodes) and a node.
+
+pub mod fault_proxy;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

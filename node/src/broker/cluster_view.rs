@@ -298,7 +298,8 @@ impl<D: Disk> Broker<D> {
         let mut under_replicated = Vec::new();
         for name in self.registry.topic_names() {
             let Some(topic) = self.registry.topic(&name) else {
-                continue; // deleted since the names were listed
+                // Deleted since the names were listed.
+                continue;
             };
             for partition in topic.partitions() {
                 let placement = self.partition_placement(partition.online_log().is_ok());

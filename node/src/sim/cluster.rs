@@ -1061,13 +1061,23 @@ mod tests {
     }
 
     fn create_topic(node: &mut SimNode, name: &str) {
+        create_topic_with(node, name, &[]);
+    }
+
+    fn create_topic_with(node: &mut SimNode, name: &str, configs: &[(&str, &str)]) {
         let answer = node.call(
             Request::CreateTopics(CreateTopicsRequest {
                 topics: vec![CreatableTopic {
                     name: name.into(),
                     partitions: 1,
                     replication_factor: None,
-                    configs: Vec::new(),
+                    configs: configs
+                        .iter()
+                        .map(|(name, value)| ledge_protocol::wire::ConfigEntry {
+                            name: (*name).into(),
+                            value: (*value).into(),
+                        })
+                        .collect(),
                 }],
                 validate_only: false,
             }),
@@ -1220,6 +1230,69 @@ mod tests {
         node.start(START_WALL_MS)
             .expect("the node starts after the power loss");
         assert_eq!(values_of(&mut node, "kept"), acknowledged);
+    }
+
+    /// Scenario: the disk fills with a topic under time retention. Produce is refused with
+    /// `DiskFull` (nothing lost, reads go on) until retention removes the expired segments,
+    /// with no write needed to do so; then produce succeeds, and a power loss keeps every
+    /// acknowledged record that retention did not remove.
+    #[test]
+    fn a_full_disk_recovers_when_retention_frees_space() {
+        use ledge_protocol::wire::Acks;
+        let config = BrokerConfig {
+            retention_check_interval: Duration::from_secs(1),
+            ..BrokerConfig::default()
+        };
+        let mut node = SimNode::new(1, 23, config);
+        node.start(START_WALL_MS).expect("a fresh node starts");
+        create_topic_with(
+            &mut node,
+            "aged",
+            &[
+                ("segment.bytes", "1024"),
+                ("max.message.bytes", "1000"),
+                ("retention.ms", "10000"),
+            ],
+        );
+        for index in 0..20 {
+            let answer = produce_one(&mut node, "aged", &value(index, 400), Acks::All);
+            assert_eq!(answer.error, ErrorCode::None, "{answer:?}");
+        }
+        node.disk()
+            .set_space_bytes_max(Some(node.disk().used_bytes()));
+        // The active segment is full too, so the produce needs a roll: a roll refused for
+        // space fences the partition (a half-made roll leaves files a retry would trip
+        // on; the reopen cleans them up), so the answer is StorageError, naming ENOSPC.
+        let refused = produce_one(&mut node, "aged", &value(20, 400), Acks::All);
+        assert!(
+            matches!(refused.error, ErrorCode::DiskFull | ErrorCode::StorageError),
+            "{refused:?}"
+        );
+        assert!(
+            refused.message.contains("No space left"),
+            "{}",
+            refused.message
+        );
+        node.advance(Duration::from_millis(100));
+        assert_eq!(values_of(&mut node, "aged").len(), 20, "reads go on");
+
+        // Past retention.ms and the retention check interval: the sealed segments go.
+        let used = node.disk().used_bytes();
+        node.advance(Duration::from_secs(12));
+        assert!(
+            node.disk().used_bytes() < used,
+            "retention freed nothing on the full disk ({used} bytes used)"
+        );
+        let value = value(20, 400);
+        let answer = produce_one(&mut node, "aged", &value, Acks::All);
+        assert_eq!(answer.error, ErrorCode::None, "{answer:?}");
+        assert_eq!(answer.base_offset, 20);
+
+        node.crash();
+        node.start(START_WALL_MS + 12_000)
+            .expect("the node starts after the power loss");
+        let kept = values_of(&mut node, "aged");
+        assert_eq!(kept.last(), Some(&value));
     }
 
     /// Scenario: the filesystem turns read-only (as ext4 does after an error) while acks=1

@@ -149,3 +149,56 @@ fn unnumbered_halves_stay_unnumbered_and_one_record_is_not_split() {
     let error = split(&single, Compression::None, &too_large()).unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::MessageTooLarge));
 }
+
+/// Goal: a batch resent to a new leader is the same batch: the request for a leader carries
+/// each partition's leader epoch and the batch's original bytes (same producer id, epoch and
+/// sequence, so the new leader's duplicate check recognises a batch the old one wrote), and
+/// the answers that mean "the leader moved" are retried. Method: build the request for a
+/// routed batch and decode what it carries; check the retry decision for each cluster code.
+#[test]
+fn a_batch_resent_to_a_new_leader_keeps_its_bytes_and_carries_the_epoch() {
+    let batch = sent(&records(3), 40, Compression::None);
+    let bytes = batch.bytes.clone();
+    let Request::Produce(request) = produce_request(Acks::All, 1_000, &[(batch, Some(6))]) else {
+        panic!("not a produce request")
+    };
+    let partition = &request.topics[0].partitions[0];
+    assert_eq!(request.topics[0].name, "t");
+    assert_eq!(partition.partition, 2);
+    assert_eq!(partition.current_leader_epoch, Some(6));
+    assert_eq!(
+        partition.records.as_ptr(),
+        bytes.as_ptr(),
+        "the same buffer, not a copy"
+    );
+    let header = decode_batch(&partition.records, &DecodeLimits::default())
+        .unwrap()
+        .header;
+    assert_eq!(
+        (
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence
+        ),
+        (7, 3, 40)
+    );
+
+    let node_error = |code| ProduceError::Node {
+        topic: "t".into(),
+        partition: 2,
+        code,
+        message: String::new(),
+    };
+    for code in [
+        ErrorCode::NotLeaderOrFollower,
+        ErrorCode::FencedLeaderEpoch,
+        ErrorCode::UnknownLeaderEpoch,
+        ErrorCode::NotEnoughReplicas,
+        ErrorCode::NotEnoughReplicasAfterAppend,
+    ] {
+        assert!(is_retriable(&node_error(code)), "{code}");
+    }
+    assert!(!is_retriable(&node_error(
+        ErrorCode::InvalidReplicationFactor
+    )));
+}

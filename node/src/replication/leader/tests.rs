@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -293,4 +294,97 @@ fn a_fetch_past_the_leaders_synced_end_or_from_a_stranger_is_refused() {
         leader.handle_fetch(now, 9, 7, 1),
         Err(FetchPositionError::NotAReplica(9))
     );
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Sync(i64),
+    Fetch(NodeId, i64),
+    Isr(Vec<NodeId>),
+    Propose,
+    Wait(u64),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (1i64..5).prop_map(Step::Sync),
+        (2u32..4, 0i64..40).prop_map(|(node, offset)| Step::Fetch(node, offset)),
+        proptest::sample::subsequence(vec![2u32, 3], 0..=2).prop_map(|mut isr| {
+            isr.insert(0, 1);
+            Step::Isr(isr)
+        }),
+        Just(Step::Propose),
+        (0u64..10).prop_map(Step::Wait),
+    ]
+}
+
+proptest::proptest! {
+    // Goal: against a model, for any sequence of syncs, fetches, ISR changes, proposals and
+    // waits: the HW never goes back, never passes the leader's synced end, and whenever it
+    // moves, every member of the current and the proposed ISR has reported a position at or
+    // past it and the ISR holds at least min.insync.replicas; every acks=all waiter released
+    // Ok is below the HW.
+    #[test]
+    fn the_high_watermark_matches_the_model(steps in proptest::collection::vec(step(), 1..60)) {
+        let start = SystemClock.now();
+        let mut now = start;
+        let mut leader = new_leader(&[1, 2, 3], 2, now);
+        let mut synced = 0i64;
+        let mut positions: BTreeMap<NodeId, i64> = BTreeMap::new();
+        let mut isr = vec![1, 2, 3];
+        let mut proposed: Option<Vec<NodeId>> = None;
+        let mut epoch = 10;
+        let mut token = 0u32;
+        let mut ends: BTreeMap<u32, i64> = BTreeMap::new();
+        for step in steps {
+            let before = leader.high_watermark();
+            match step {
+                Step::Sync(records) => {
+                    synced += records;
+                    leader.handle_local_synced(synced);
+                    token += 1;
+                    ends.insert(token, synced);
+                    leader.handle_acks_all_append(token, synced, now + Duration::from_secs(600));
+                }
+                Step::Fetch(node, offset) => {
+                    let offset = offset.min(synced);
+                    if leader.handle_fetch(now, node, 7, offset).is_ok() {
+                        positions.insert(node, offset);
+                    }
+                }
+                Step::Isr(members) => {
+                    epoch += 1;
+                    isr = members.clone();
+                    proposed = None;
+                    leader.handle_partition_state(state(&members, epoch), now);
+                }
+                Step::Propose => {
+                    if let Some(proposal) = leader.poll_isr_proposal(now) {
+                        proposed = Some(proposal.isr.iter().map(|member| member.node).collect());
+                    }
+                }
+                Step::Wait(seconds) => {
+                    now += Duration::from_secs(seconds);
+                    leader.handle_timeout(now);
+                }
+            }
+            let after = leader.high_watermark();
+            proptest::prop_assert!(after >= before);
+            proptest::prop_assert!(after <= synced);
+            if after > before {
+                proptest::prop_assert!(isr.len() >= 2);
+                for node in isr.iter().chain(proposed.iter().flatten()) {
+                    if *node != 1 {
+                        proptest::prop_assert!(positions.get(node).is_some_and(|at| *at >= after));
+                    }
+                }
+            }
+            while let Some((released, outcome)) = leader.poll_released() {
+                if outcome.is_ok() {
+                    proptest::prop_assert!(ends[&released] <= after);
+                }
+            }
+        }
+    }
 }

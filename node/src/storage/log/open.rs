@@ -223,6 +223,9 @@ pub(super) async fn open_files<D: Disk>(
     let mut segments = BTreeMap::new();
     let created_first_segment = segment_bases.is_empty();
     let mut producers = ProducerStates::default();
+    // (leader epoch, base offset, position) of each batch recovery keeps in the active
+    // segment, checked against the leader-epoch checkpoint once it is loaded.
+    let mut active_epochs = Vec::new();
     // The last segment is the active one; every earlier one is sealed and ends where its
     // successor starts.
     let (active, active_file) = match segment_bases.split_last() {
@@ -249,6 +252,7 @@ pub(super) async fn open_files<D: Disk>(
                 &checkpoint,
                 config,
                 &mut producers,
+                &mut active_epochs,
             )
             .await?
         }
@@ -325,7 +329,7 @@ pub(super) async fn open_files<D: Disk>(
             disk.open(&checkpoint_path, OpenMode::ReadWrite).await?
         }
     };
-    state.epochs = load_leader_epochs(disk, directory, &state, true).await?;
+    state.epochs = load_leader_epochs(disk, directory, &state, true, &active_epochs).await?;
     state.leader_epoch = state
         .epochs
         .latest_epoch()
@@ -925,6 +929,7 @@ pub(super) async fn recover_active_segment<D: Disk>(
     checkpoint: &Checkpoint,
     config: &LogConfig,
     producers: &mut ProducerStates,
+    epochs_seen: &mut Vec<(i32, i64, u64)>,
 ) -> Result<(Segment, D::File), OpenError> {
     let path = directory.join(segment::segment_file_name(base));
     let file = disk.open(&path, OpenMode::ReadWrite).await?;
@@ -984,6 +989,7 @@ pub(super) async fn recover_active_segment<D: Disk>(
                 .map_err(|error| error.to_string())?;
             index.note_records(record_count::stored_records(header));
             producers.record(header, header.base_offset, config.producers_max);
+            epochs_seen.push((header.partition_leader_epoch, header.base_offset, position));
             Ok(())
         },
     )
@@ -1266,7 +1272,7 @@ pub(super) async fn open_files_read_only<D: Disk>(
         config.recovery_read_bytes,
     )
     .await?;
-    state.epochs = load_leader_epochs(disk, directory, &state, false).await?;
+    state.epochs = load_leader_epochs(disk, directory, &state, false, &[]).await?;
     state.leader_epoch = state
         .epochs
         .latest_epoch()
@@ -1278,15 +1284,42 @@ pub(super) async fn open_files_read_only<D: Disk>(
 /// end (a crash between a truncation of the log and the store of its cut leaves entries past
 /// the end), or, when the file is missing or damaged, rebuilt from the batches' epochs. With
 /// `store`, a changed or rebuilt checkpoint is stored before the log serves anything.
+///
+/// A stored checkpoint is also a check of the batches: the writer stores it before the first
+/// batch of a new epoch, so each batch of `active_batches` (epoch, base offset, position, as
+/// recovery kept them) must carry the epoch it gives that offset. The CRC does not cover the
+/// epoch field; this is what catches a flipped bit in it (the scan only sees epochs that go
+/// down). A mismatch is damage to written data: the partition stays offline, as for any.
 pub(super) async fn load_leader_epochs<D: Disk>(
     disk: &D,
     directory: &Path,
     state: &LogState<D::File>,
     store: bool,
+    active_batches: &[(i32, i64, u64)],
 ) -> Result<LeaderEpochCache, OpenError> {
     let log_end = state.active().next_offset;
     let (mut epochs, mut changed) = match leader_epoch::load(disk, directory).await {
-        Ok(LoadedEpochs::Loaded(epochs)) => (epochs, false),
+        Ok(LoadedEpochs::Loaded(epochs)) => {
+            // Batches starting below the log start may be in epochs the checkpoint dropped
+            // when the log start moved past them (they are never served).
+            let served = active_batches
+                .iter()
+                .filter(|(_, base_offset, _)| *base_offset >= state.log_start_offset);
+            for &(epoch, base_offset, position) in served {
+                let expected = epochs.epoch_at(base_offset);
+                if expected != Some(epoch) {
+                    return Err(OpenError::Corrupt {
+                        path: state.active().path.clone(),
+                        position,
+                        reason: format!(
+                            "the batch at offset {base_offset} carries leader epoch {epoch}, the \
+                             leader-epoch checkpoint says {expected:?}"
+                        ),
+                    });
+                }
+            }
+            (epochs, false)
+        }
         Ok(LoadedEpochs::Missing) => (rebuild_leader_epochs(disk, state).await?, true),
         Ok(LoadedEpochs::Damaged(error)) => {
             tracing::warn!(directory = %directory.display(), %error, "leader-epoch checkpoint unusable; rebuilding it from the batches");

@@ -432,3 +432,31 @@ async fn a_cut_at_the_end_drops_only_an_epoch_that_wrote_nothing() {
     assert_eq!(log.leader_epochs().latest_epoch(), Some(5));
     assert_eq!(stored(&log).await, before);
 }
+
+#[tokio::test]
+async fn a_flipped_bit_in_a_stored_leader_epoch_keeps_the_partition_offline() {
+    // Goal: the CRC does not cover the leader epoch, and the last batch's epoch can go up
+    // without the scan noticing; the stored checkpoint catches it at open (5 becomes 7).
+    let disk = SimDisk::new(9);
+    let log = leader_log(&disk).await;
+    let active_base = log.segment_infos().last().unwrap().base_offset;
+    log.close().await.unwrap();
+    let path = Path::new(LEADER).join(crate::storage::segment::segment_file_name(active_base));
+    let contents = Bytes::from(disk.contents(&path).unwrap());
+    let mut last = SEGMENT_HEADER_BYTES as usize;
+    let mut position = last;
+    for item in BatchIter::new(&contents[SEGMENT_HEADER_BYTES as usize..]) {
+        last = position;
+        position += item.unwrap().1.len();
+    }
+    // Byte 15 of a batch is the low byte of its partition leader epoch.
+    assert!(disk.corrupt_bit(&path, last + 15, 1));
+    let error = PartitionLog::open(disk.clone(), Path::new(LEADER), config(), clock())
+        .await
+        .err()
+        .expect("the flip is found");
+    assert!(
+        matches!(&error, OpenError::Corrupt { reason, .. } if reason.contains("leader epoch 7")),
+        "{error}"
+    );
+}
