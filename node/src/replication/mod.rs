@@ -25,16 +25,8 @@ pub mod leader;
 #[cfg(test)]
 mod simulation;
 
-/// A node's id in the cluster (1..N, as `cluster-init` writes them).
-pub type NodeId = u32;
-/// The epoch the controller gave a node at its registration; a restart gets a larger one.
-pub type NodeEpoch = u64;
-/// A partition's leader epoch (Kafka's `partitionLeaderEpoch`), bumped on every leader
-/// change.
-pub type LeaderEpoch = i32;
-/// A partition's epoch, bumped on every change of its replicas, ISR or leader: the
-/// compare-and-set token of ISR changes.
-pub type PartitionEpoch = i32;
+// The cluster's id types have one definition, in `cluster/`.
+pub use crate::cluster::{LeaderEpoch, NodeEpoch, NodeId, PartitionEpoch};
 
 /// A partition's replication state as the controller publishes it.
 #[derive(Clone, Debug, PartialEq, Eq)]

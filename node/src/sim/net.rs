@@ -17,8 +17,8 @@ use ledge_protocol::wire::{Request, Response};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// A node's id (the broker's `node_id`).
-pub type NodeId = u32;
+// A simulated node is known by its cluster node id (one definition, in `cluster/`).
+pub use crate::cluster::NodeId;
 
 /// Where a packet comes from or goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
