@@ -71,6 +71,17 @@ pub enum ReplicationError {
         /// Nodes alive now.
         live_nodes: u32,
     },
+    /// A cluster node asked for more than one replica: partitions are not replicated between
+    /// nodes yet, so each topic lives on the node that creates it.
+    #[error(
+        "replication factor {replication_factor} needs partition replication, which this \
+         version does not run yet: in a cluster each topic lives on the node that creates it; \
+         use --replication-factor 1"
+    )]
+    NotReplicatedYet {
+        /// The factor asked for.
+        replication_factor: u16,
+    },
     /// `min.insync.replicas` above the replication factor: no acks=all produce could ever
     /// succeed.
     #[error(
@@ -274,8 +285,13 @@ impl<D: Disk> Broker<D> {
         configs: &BTreeMap<String, String>,
     ) -> Result<u16, ReplicationError> {
         // Topics stay on this node until placement goes through the controller: one node
-        // holds them, in a cluster too.
-        let live_nodes = if self.cluster_source.get().is_some() {
+        // holds them, in a cluster too, and a cluster says why more replicas are refused
+        // (its live nodes are not the limit).
+        let in_cluster = self.cluster_source.get().is_some();
+        if in_cluster && let Some(replication_factor) = replication_factor.filter(|rf| *rf > 1) {
+            return Err(ReplicationError::NotReplicatedYet { replication_factor });
+        }
+        let live_nodes = if in_cluster {
             1
         } else {
             self.cluster_nodes().len() as u32

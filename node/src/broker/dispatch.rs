@@ -496,9 +496,9 @@ fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
 /// (`min.insync.replicas`) that contradicts it.
 fn replication_code(error: &ReplicationError) -> ErrorCode {
     match error {
-        ReplicationError::ZeroReplicationFactor | ReplicationError::AboveLiveNodes { .. } => {
-            ErrorCode::InvalidReplicationFactor
-        }
+        ReplicationError::ZeroReplicationFactor
+        | ReplicationError::AboveLiveNodes { .. }
+        | ReplicationError::NotReplicatedYet { .. } => ErrorCode::InvalidReplicationFactor,
         ReplicationError::MinInsyncAboveReplicationFactor { .. } => ErrorCode::InvalidConfig,
     }
 }
