@@ -194,9 +194,7 @@ wire_struct! {
 impl ReplicaFetchRequest {
     /// The request's bytes.
     pub fn encode_frame(&self) -> FrameWriter {
-        let mut out = FrameWriter::new();
-        self.encode(&mut out);
-        out
+        encode_message(self)
     }
 
     /// Decodes a request, refusing more partitions than `limits` allow and trailing bytes.
@@ -204,20 +202,14 @@ impl ReplicaFetchRequest {
         bytes: Bytes,
         limits: &ReplicaFetchLimits,
     ) -> Result<Self, ReplicaFetchDecodeError> {
-        let mut input = Reader::new(bytes);
-        let request = Self::decode(&mut input)?;
-        input.finish()?;
-        check_partitions(request.partitions.len(), limits)?;
-        Ok(request)
+        decode_message(bytes, limits, |request: &Self| request.partitions.len())
     }
 }
 
 impl ReplicaFetchResponse {
     /// The response's bytes (records by reference, not copied).
     pub fn encode_frame(&self) -> FrameWriter {
-        let mut out = FrameWriter::new();
-        self.encode(&mut out);
-        out
+        encode_message(self)
     }
 
     /// Decodes a response, refusing more partitions than `limits` allow and trailing bytes.
@@ -225,11 +217,7 @@ impl ReplicaFetchResponse {
         bytes: Bytes,
         limits: &ReplicaFetchLimits,
     ) -> Result<Self, ReplicaFetchDecodeError> {
-        let mut input = Reader::new(bytes);
-        let response = Self::decode(&mut input)?;
-        input.finish()?;
-        check_partitions(response.partitions.len(), limits)?;
-        Ok(response)
+        decode_message(bytes, limits, |response: &Self| response.partitions.len())
     }
 }
 
@@ -252,6 +240,27 @@ pub enum ReplicaFetchDecodeError {
 // The check runs after decoding: the codec already bounds the allocation by the frame's
 // size (each partition takes at least its `BYTES_MIN` bytes), so the count limit bounds the
 // work done per request, not memory.
+/// The bytes of one replica-fetch message.
+fn encode_message<T: Wire>(message: &T) -> FrameWriter {
+    let mut out = FrameWriter::new();
+    message.encode(&mut out);
+    out
+}
+
+/// Decodes one whole message (trailing bytes refused), then refuses more partitions than
+/// `limits` allow.
+fn decode_message<T: Wire>(
+    bytes: Bytes,
+    limits: &ReplicaFetchLimits,
+    partitions: impl Fn(&T) -> usize,
+) -> Result<T, ReplicaFetchDecodeError> {
+    let mut input = Reader::new(bytes);
+    let message = T::decode(&mut input)?;
+    input.finish()?;
+    check_partitions(partitions(&message), limits)?;
+    Ok(message)
+}
+
 fn check_partitions(
     count: usize,
     limits: &ReplicaFetchLimits,
