@@ -381,14 +381,11 @@ impl ControllerLogic {
             .map(|(id, _)| *id)
             .collect();
         let live_count = u16::try_from(live.len()).unwrap_or(u16::MAX);
-        let replication_factor = match request.replication_factor {
-            Some(factor) => factor,
-            None => self
-                .config
-                .default_replication_factor
-                .min(live_count)
-                .max(1),
-        };
+        // The default is not lowered to the live nodes: a topic created during an outage
+        // would silently get fewer copies than the cluster promises (Kafka refuses too).
+        let replication_factor = request
+            .replication_factor
+            .unwrap_or(self.config.default_replication_factor);
         if replication_factor == 0 {
             return Err(ControllerError::InvalidReplicationFactor(format!(
                 "topic {:?}: the replication factor must be at least 1",

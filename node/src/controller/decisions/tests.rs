@@ -418,6 +418,23 @@ fn replication_factor_and_min_insync_replicas_are_checked_with_clear_messages() 
         cluster.create_with("late", 1, 3, &[]).unwrap_err().code(),
         "INVALID_REPLICATION_FACTOR"
     );
+    // Nor does the cluster's default of 3: it is refused, not lowered to the 2 live nodes.
+    let request = CreateTopicRequest {
+        name: "defaulted".to_owned(),
+        topic_id: TopicId([9; 16]),
+        partitions: 1,
+        replication_factor: None,
+        configs: Default::default(),
+    };
+    let error = cluster
+        .logic
+        .create_topic(&cluster.image, &request)
+        .unwrap_err();
+    assert_eq!(error.code(), "INVALID_REPLICATION_FACTOR");
+    assert_eq!(
+        error.to_string(),
+        "topic \"defaulted\": replication factor 3 is larger than the 2 live node(s)"
+    );
 }
 
 #[test]
