@@ -304,6 +304,17 @@ impl<T> PartitionLeader<T> {
                 follower.restarted = in_isr;
                 follower.previous_fetch = None;
             }
+            // The same incarnation fetching below what it had synced: its log moved back
+            // (it cut a damaged segment and refetches). It no longer holds what the ISR
+            // promises, so an ISR member is proposed for removal as a restart is; it
+            // rejoins once caught up.
+            _ if follower
+                .synced_end
+                .is_some_and(|previous| fetch_offset < previous) =>
+            {
+                follower.restarted = in_isr;
+                follower.previous_fetch = None;
+            }
             _ => {}
         }
         follower.node_epoch = Some(node_epoch);

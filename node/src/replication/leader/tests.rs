@@ -278,6 +278,29 @@ fn a_member_back_with_a_new_node_epoch_is_proposed_out_and_an_old_epoch_refused(
 }
 
 #[test]
+fn a_member_whose_log_moved_back_is_proposed_out() {
+    // Goal: a follower that repaired a damaged segment (truncated below what it had
+    // synced) and fetches again under the same node epoch no longer holds what the ISR
+    // promises: it is proposed out, so it cannot be elected with committed records missing.
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1, 2, 3], 2, now);
+    leader.handle_local_synced(10);
+    leader.handle_fetch(now, 2, 7, 10).unwrap();
+    leader.handle_fetch(now, 3, 8, 10).unwrap();
+    assert!(leader.poll_isr_proposal(now).is_none());
+    leader.handle_fetch(now, 3, 8, 4).unwrap();
+    let proposal = leader.poll_isr_proposal(now).unwrap();
+    assert_eq!(
+        proposal
+            .isr
+            .iter()
+            .map(|member| member.node)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+}
+
+#[test]
 fn a_fetch_past_the_leaders_synced_end_or_from_a_stranger_is_refused() {
     // Goal: positions are never taken from a fetch the leader could not have served.
     let now = SystemClock.now();
