@@ -360,3 +360,66 @@ fn three_nodes_elect_a_controller_and_fence_and_readmit_a_killed_one() {
         );
     }
 }
+
+/// Goal (issue 13): a node outside `controller_voters` holds the metadata image as a Raft
+/// learner, so `ledge cluster describe` against it shows every node alive and the
+/// controller, as against a voter. Method: `cluster-init --nodes 3` with
+/// `controller_voters = [1, 2]` in every config, the real binaries, polled under a
+/// generous deadline.
+#[test]
+fn a_non_voter_describes_the_whole_cluster() {
+    let temporary = tempfile::tempdir().unwrap();
+    let dir = temporary.path().join("cluster");
+    let base_port = free_udp_port_run(3);
+    let (success, _, stderr) = cluster_init(&[
+        "--nodes",
+        "3",
+        "--dir",
+        &dir.to_string_lossy(),
+        "--base-port",
+        &base_port.to_string(),
+    ]);
+    assert!(success, "cluster-init failed: {stderr}");
+    let ca = dir.join("tls/ca.pem").to_string_lossy().into_owned();
+    let nodes: Vec<NodeProcess> = (1..=3u16)
+        .map(|id| {
+            let path = dir.join(format!("node-{id}.toml"));
+            let config = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|line| {
+                    if line.starts_with("controller_voters") {
+                        "controller_voters = [1, 2]".to_owned()
+                    } else {
+                        line.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(config.contains("controller_voters = [1, 2]"), "{config}");
+            std::fs::write(&path, config).unwrap();
+            NodeProcess::start_with(NodeOptions {
+                data_dir: Some(dir.join(format!("data/node-{id}"))),
+                listen: Some(format!("127.0.0.1:{}", base_port + id).parse().unwrap()),
+                args: vec!["--config".into(), path.to_string_lossy().into_owned()],
+                ..NodeOptions::default()
+            })
+        })
+        .collect();
+    let non_voter = nodes[2].addr.to_string();
+    let cluster = until_described(
+        "the non-voter shows 3 alive nodes and a voter as controller",
+        &non_voter,
+        &ca,
+        |cluster| {
+            cluster["controller"]
+                .as_u64()
+                .is_some_and(|controller| controller == 1 || controller == 2)
+                && (1..=3).all(|id| node_state(cluster, id).is_some_and(|(alive, _)| alive))
+        },
+    );
+    assert!(
+        (1..=3).all(|id| node_state(&cluster, id).is_some_and(|(_, epoch)| epoch > 0)),
+        "{cluster}"
+    );
+}

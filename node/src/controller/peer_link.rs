@@ -257,7 +257,8 @@ pub struct NodeSession {
     pub incarnation_id: u64,
     /// The controller voters, in the order to try them.
     pub voters: Vec<NodeId>,
-    /// This node's controller when it is a voter (asked directly, not over the network).
+    /// This node's controller (asked directly when it is the target, not over the network;
+    /// a learner's also tells which voter leads).
     pub local: Option<Arc<Controller>>,
     /// Clients of the other nodes.
     pub clients: BTreeMap<NodeId, Arc<PeerClient>>,
@@ -413,9 +414,10 @@ pub enum ClusterStartError {
     Handlers(#[from] crate::cluster::peer::service::AlreadyRegistered),
 }
 
-/// A node's running cluster wiring: its controller (if it is a voter) and its session.
+/// A node's running cluster wiring: its controller (a voter or a learner) and its session.
 pub struct NodeCluster {
-    /// This node's controller, if it is a voter.
+    /// This node's controller: a voter, or a learner on a node not in `controller_voters`
+    /// (always set; an `Option` so shutdown can take it).
     pub controller: Option<Arc<Controller>>,
     /// The node epoch the controller gave this incarnation, once registered.
     pub node_epoch: watch::Receiver<Option<NodeEpoch>>,
@@ -484,8 +486,8 @@ pub struct NodeClusterParts<'a, D> {
     pub incarnation_id: u64,
 }
 
-/// Starts a `[cluster]` node's controller wiring on its endpoint: the controller (a voter
-/// only) over the peer RPC with its handlers in `handlers`, its fencing timer, and the
+/// Starts a `[cluster]` node's controller wiring on its endpoint: the controller (a voter,
+/// or a learner on a non-voter) over the peer RPC with its handlers in `handlers`, its fencing timer, and the
 /// node's registration and heartbeats. Returns at once: forming the quorum and registering
 /// happen in the background (a node whose peers are down still serves).
 pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
@@ -508,29 +510,33 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         .map(|peer| (peer.id, peer.address))
         .collect();
     let mut tasks = Vec::new();
-    let controller = if cluster.controller_voters.contains(&cluster.node_id) {
-        let transport = Arc::new(PeerTransport::new(clients.clone()));
-        let controller = Arc::new(
-            Controller::start(controller_config(cluster), disk, data_dir, transport).await?,
-        );
-        if let Err(error) = register_controller_handlers(
-            handlers,
-            Arc::clone(&controller),
-            Arc::clone(&clock),
-            addresses.clone(),
-        ) {
-            controller.shutdown().await;
-            return Err(error.into());
-        }
+    // Every node runs a controller: a voter, or (not in `controller_voters`) a learner the
+    // active controller adds once it registers, so every node holds the metadata image.
+    let transport = Arc::new(PeerTransport::new(clients.clone()));
+    let controller =
+        Arc::new(Controller::start(controller_config(cluster), disk, data_dir, transport).await?);
+    if let Err(error) = register_controller_handlers(
+        handlers,
+        Arc::clone(&controller),
+        Arc::clone(&clock),
+        addresses.clone(),
+    ) {
+        controller.shutdown().await;
+        return Err(error.into());
+    }
+    if !controller.is_learner() {
         let fencing = Arc::clone(&controller);
         let fencing_clock = Arc::clone(&clock);
         tasks.push(tokio::spawn(async move {
             fencing.run_fencing(&*fencing_clock).await;
         }));
-        Some(controller)
-    } else {
-        None
-    };
+        let learners = Arc::clone(&controller);
+        let learners_clock = Arc::clone(&clock);
+        tasks.push(tokio::spawn(async move {
+            learners.run_learners(&*learners_clock).await;
+        }));
+    }
+    let controller = Some(controller);
     let session = NodeSession {
         node_id: cluster.node_id,
         incarnation_id,

@@ -193,9 +193,12 @@ pub enum ControllerStartError {
     },
 }
 
-/// One voter of the controller quorum.
+/// One member of the controller quorum: a voter, or a learner (a node not in
+/// `controller_voters`) that follows the committed log and holds the image without voting.
 pub struct Controller {
     node_id: NodeId,
+    /// Not in `controller_voters`: never initializes the quorum, never campaigns.
+    learner: bool,
     raft: Raft<ControllerTypes>,
     image: watch::Receiver<Arc<MetadataImage>>,
     /// The decision state and the term it belongs to; held across a decision and its
@@ -208,7 +211,9 @@ pub struct Controller {
 impl Controller {
     /// Opens the storage in `<data_dir>/controller/` and starts the voter. A voter with empty
     /// storage initializes the quorum with `config.voters` (every voter does it with the same
-    /// membership, so whichever starts first forms the same quorum).
+    /// membership, so whichever starts first forms the same quorum). A node not in
+    /// `config.voters` starts as a learner: it never initializes and waits for the active
+    /// controller to add it ([`Self::add_registered_learners`]).
     pub async fn start<D: Disk, T: ControllerTransport>(
         config: ControllerConfig,
         disk: D,
@@ -262,7 +267,8 @@ impl Controller {
                 stored: stored_voters.into_iter().collect(),
             });
         }
-        if stored_voters.is_empty() {
+        let learner = !config.voters.contains_key(&config.node_id);
+        if stored_voters.is_empty() && !learner {
             // Every voter proposes the same membership; a voter that already learned it
             // from another refuses, which is fine.
             if let Err(error) = raft.initialize(members).await {
@@ -271,6 +277,7 @@ impl Controller {
         }
         Ok(Self {
             node_id: config.node_id,
+            learner,
             raft,
             image,
             logic: Mutex::new((0, ControllerLogic::new(config.decisions.clone()))),
@@ -284,7 +291,13 @@ impl Controller {
         self.node_id
     }
 
-    /// The metadata image as this voter has applied it.
+    /// Whether this node is a learner (not in `controller_voters`).
+    pub fn is_learner(&self) -> bool {
+        self.learner
+    }
+
+    /// The metadata image as this node has applied it (a learner's follows the committed
+    /// log as a voter's does).
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.borrow().clone()
     }
@@ -424,6 +437,57 @@ impl Controller {
             match self.poll_fencing(clock.now()).await {
                 Ok(()) | Err(ControllerRequestError::NotController { .. }) => {}
                 Err(error) => tracing::warn!(%error, "controller fencing tick"),
+            }
+        }
+    }
+
+    /// On the active controller: adds every registered node that is not yet a member of the
+    /// quorum as a learner, so it receives the log and holds the image. Not blocking (the
+    /// learner catches up in the background); a node already a voter or learner is skipped,
+    /// so calling this again is harmless. Elsewhere a no-op. A failed addition (an election,
+    /// another membership change in flight) is retried on the next call.
+    pub async fn add_registered_learners(&self) {
+        let members: BTreeSet<u64> = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.current_leader != Some(raft_id(self.node_id)) {
+                return;
+            }
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let image = self.image();
+        for (node_id, registration) in &image.nodes {
+            if members.contains(&raft_id(*node_id)) {
+                continue;
+            }
+            let node = BasicNode::new(&registration.address);
+            match self.raft.add_learner(raft_id(*node_id), node, false).await {
+                Ok(_) => tracing::info!(node_id, "added to the controller quorum as a learner"),
+                Err(error) => {
+                    tracing::debug!(node_id, %error, "adding a learner; retried later");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The active controller's learner driver: on every image change (a registration), and
+    /// at least every `node_heartbeat_interval` (a new leader, a failed addition), runs
+    /// [`Self::add_registered_learners`]. Runs until dropped.
+    pub async fn run_learners(&self, clock: &dyn Clock) {
+        let mut image = self.subscribe();
+        loop {
+            self.add_registered_learners().await;
+            match crate::clock::timeout(clock, self.node_heartbeat_interval, image.changed()).await
+            {
+                Ok(Ok(())) | Err(crate::clock::Elapsed) => {}
+                // The state machine is gone: the controller stopped.
+                Ok(Err(_)) => return,
             }
         }
     }

@@ -198,10 +198,8 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
         endpoints.push((config, tls, endpoint));
         running.push(Some(node));
     }
-    assert!(
-        running[3].as_ref().unwrap().controller.is_none(),
-        "node 4 is no voter"
-    );
+    let learner = running[3].as_ref().unwrap().controller.clone().unwrap();
+    assert!(learner.is_learner(), "node 4 is no voter");
     until("a leader", || agreed_leader(&voters(&running)).is_some()).await;
     until("every node registered and unfenced", || {
         voters(&running).iter().all(|node| {
@@ -211,6 +209,20 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
     })
     .await;
     let leader = agreed_leader(&voters(&running)).unwrap();
+    // The non-voter is added as a learner and follows the log: its image shows every
+    // registered node, and it knows the active controller, as a voter does.
+    until("the learner holds the image", || {
+        learner.image().nodes.len() == 4 && learner.leader() == Some(leader)
+    })
+    .await;
+    let voters_of = |metrics: &openraft::RaftMetrics<u64, openraft::BasicNode>| {
+        metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(voters_of(&learner.metrics().borrow()), vec![1, 2, 3]);
     let image = running[0]
         .as_ref()
         .unwrap()
@@ -338,7 +350,7 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
     })
     .await;
     until("the lost controller fenced, the others alive", || {
-        voters(&running).iter().all(|node| {
+        running.iter().flatten().all(|node| {
             let image = node.controller.as_ref().unwrap().image();
             image
                 .nodes
@@ -347,6 +359,18 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
         })
     })
     .await;
+    // The learner follows the new controller too.
+    let new_leader = agreed_leader(&voters(&running)).unwrap();
+    until("the learner knows the new controller", || {
+        learner.leader() == Some(new_leader)
+    })
+    .await;
+    until("the learner's image equal to the new controller's", || {
+        let active = running[new_leader as usize - 1].as_ref().unwrap();
+        learner.image() == active.controller.as_ref().unwrap().image()
+    })
+    .await;
+    drop(learner);
     for node in running.into_iter().flatten() {
         node.shutdown().await;
     }

@@ -525,3 +525,104 @@ async fn a_config_whose_voters_disagree_with_the_stored_quorum_is_refused() {
         })
         .await;
 }
+
+/// Goal: a node outside `controller_voters` follows the committed log as a learner without
+/// becoming a voter, the addition is idempotent, a new leader adds a node registered after
+/// failover, and a learner restarts past the stored-voters check. Method: 3 voters and
+/// learners 4 and 5 on the in-memory router, paused time.
+#[tokio::test(start_paused = true)]
+async fn registered_non_voters_follow_the_log_as_learners() {
+    let mut quorum = Quorum::start(3, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    for id in [4, 5] {
+        quorum.disks.insert(id, SimDisk::new(u64::from(id)));
+        quorum.boot(id).await;
+        assert!(quorum.node(id).is_learner());
+    }
+    let leader = quorum.leader(&[1, 2, 3]).await;
+    quorum.register_all(leader).await;
+    let register = |id: NodeId| RegisterRequest {
+        node_id: id,
+        address: format!("127.0.0.1:{}", 9100 + id),
+        incarnation_id: u64::from(id),
+    };
+    quorum
+        .node(leader)
+        .register(SystemClock.now(), register(4))
+        .await
+        .unwrap();
+    quorum
+        .node(leader)
+        .create_topic(topic_request("orders", 1, 3))
+        .await
+        .unwrap();
+    // Not yet a member: an unregistered, unadded node receives nothing.
+    assert!(quorum.node(4).image().nodes.is_empty());
+    // Only the leader adds; a follower's call is a no-op.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    quorum.node(follower).add_registered_learners().await;
+    quorum.node(leader).add_registered_learners().await;
+    quorum.node(leader).add_registered_learners().await;
+    let membership = |id: NodeId| {
+        let metrics = quorum.node(id).metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        (
+            membership.voter_ids().collect::<Vec<_>>(),
+            membership.learner_ids().collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(membership(leader), (vec![1, 2, 3], vec![4]));
+    quorum
+        .until(
+            "learner 4 applied the topic and the registrations",
+            |quorum| {
+                let image = quorum.node(4).image();
+                image.topics.contains_key("orders") && image.nodes.len() == 4
+            },
+        )
+        .await;
+    quorum
+        .until("learner 4 knows the controller", |quorum| {
+            quorum.node(4).leader() == Some(leader)
+        })
+        .await;
+    // A learner is never the controller.
+    let error = quorum
+        .node(4)
+        .create_topic(topic_request("other", 2, 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ControllerRequestError::NotController { leader: Some(l) } if l == leader),
+        "{error:?}"
+    );
+
+    // The leader dies; node 5 registers with the new one, which adds it.
+    quorum.router.isolate(leader);
+    quorum.node(leader).shutdown().await;
+    let rest: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
+    let next = quorum.leader(&rest).await;
+    quorum
+        .node(next)
+        .register(SystemClock.now(), register(5))
+        .await
+        .unwrap();
+    quorum.node(next).add_registered_learners().await;
+    assert_eq!(membership(next), (vec![1, 2, 3], vec![4, 5]));
+    quorum
+        .until("learner 5 applied the registrations", |quorum| {
+            quorum.node(5).image().nodes.len() == 5
+        })
+        .await;
+
+    // Learner 4 restarts: its stored quorum still names voters 1-3, so it starts and
+    // catches up from its own store and the new controller.
+    quorum.node(4).shutdown().await;
+    quorum.boot(4).await;
+    assert!(quorum.node(4).is_learner());
+    quorum
+        .until("restarted learner 4 caught up", |quorum| {
+            quorum.node(4).image() == quorum.node(next).image()
+        })
+        .await;
+}
