@@ -36,7 +36,8 @@ fn free_udp_port() -> u16 {
 fn cluster_init_writes_a_cluster_whose_node_serves_the_cli() {
     let temporary = tempfile::tempdir().unwrap();
     let dir = temporary.path().join("cluster");
-    let port = free_udp_port();
+    // Topics are the controller's, so the quorum must form: all 3 nodes run.
+    let port = free_udp_port_run(3) + 1;
     let base_port = (port - 1).to_string();
     let dir_text = dir.to_string_lossy().into_owned();
     let (success, stdout, stderr) = cluster_init(&[
@@ -95,6 +96,21 @@ fn cluster_init_writes_a_cluster_whose_node_serves_the_cli() {
     });
     assert_eq!(node.addr.to_string(), address);
     assert!(node.log().contains("node_id=1"), "{}", node.log());
+    let _others: Vec<NodeProcess> = (2..=3u16)
+        .map(|id| {
+            NodeProcess::start_with(NodeOptions {
+                data_dir: Some(dir.join(format!("data/node-{id}"))),
+                listen: Some(format!("127.0.0.1:{}", port - 1 + id).parse().unwrap()),
+                args: vec![
+                    "--config".into(),
+                    dir.join(format!("node-{id}.toml"))
+                        .to_string_lossy()
+                        .into_owned(),
+                ],
+                ..NodeOptions::default()
+            })
+        })
+        .collect();
     let ca_text = ca.to_string_lossy().into_owned();
     let ledge = |args: &[&str], stdin: Option<&str>| {
         let mut full = vec!["--server", address.as_str(), "--ca", ca_text.as_str()];
