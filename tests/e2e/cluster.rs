@@ -8,7 +8,7 @@ use std::process::Command;
 use ledge_e2e::{NodeOptions, NodeProcess, binary, run_cli};
 
 /// Runs `ledge-node cluster-init` with `args`; returns (success, stdout, stderr).
-fn cluster_init(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn cluster_init(args: &[&str]) -> (bool, String, String) {
     let output = Command::new(binary("ledge-node"))
         .arg("cluster-init")
         .args(args)
@@ -195,7 +195,7 @@ fn a_node_with_a_foreign_certificate_refuses_to_start_with_one_line() {
 
 /// `count` consecutive UDP ports, `base + 1 ..= base + count`, none bound now; returns `base`
 /// (what `cluster-init --base-port` takes).
-fn free_udp_port_run(count: u16) -> u16 {
+pub(crate) fn free_udp_port_run(count: u16) -> u16 {
     for _ in 0..100 {
         let first = free_udp_port();
         let all_free = (0..count).all(|offset| {
@@ -212,7 +212,7 @@ fn free_udp_port_run(count: u16) -> u16 {
 
 /// `ledge cluster describe --format json` against `address`, parsed; `None` while the node
 /// does not answer.
-fn describe(address: &str, ca: &str) -> Option<serde_json::Value> {
+pub(crate) fn describe(address: &str, ca: &str) -> Option<serde_json::Value> {
     let (status, stdout, _) = run_cli(
         &[
             "--server", address, "--ca", ca, "cluster", "describe", "--format", "json",
@@ -226,7 +226,7 @@ fn describe(address: &str, ca: &str) -> Option<serde_json::Value> {
 }
 
 /// A node's entry in a describe answer: (alive, node epoch).
-fn node_state(cluster: &serde_json::Value, id: u64) -> Option<(bool, u64)> {
+pub(crate) fn node_state(cluster: &serde_json::Value, id: u64) -> Option<(bool, u64)> {
     cluster["nodes"]
         .as_array()?
         .iter()
@@ -238,13 +238,13 @@ fn node_state(cluster: &serde_json::Value, id: u64) -> Option<(bool, u64)> {
     clippy::disallowed_methods,
     reason = "test deadlines, not logic under test"
 )]
-fn now() -> std::time::Instant {
+pub(crate) fn now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
 /// Polls `describe` against `address` until `condition` holds; fails after a generous
 /// deadline with the last answer.
-fn until_described(
+pub(crate) fn until_described(
     what: &str,
     address: &str,
     ca: &str,
