@@ -325,5 +325,4 @@ impl<D: Disk> TopicRegistry<D> {
     }
 }
 
-#[cfg(test)]
-mod tests;
+// Tested through the broker, with the driver: `broker/materialize/tests.rs`.
