@@ -74,7 +74,10 @@ fn partitions(replicas: &[NodeId]) -> Vec<PartitionState> {
         .collect()
 }
 
-fn image(index: u64, topics: &[(&str, u8, &[NodeId], &[(&str, &str)])]) -> MetadataImage {
+/// A topic of a test image: name, topic id byte, each partition's replica, configs.
+type TopicSpec<'a> = (&'a str, u8, &'a [NodeId], &'a [(&'a str, &'a str)]);
+
+fn image(index: u64, topics: &[TopicSpec<'_>]) -> MetadataImage {
     let mut image = MetadataImage {
         last_applied_index: index,
         ..MetadataImage::default()
