@@ -346,3 +346,207 @@ fn describe_cluster_lists_offline_and_under_replicated_partitions_from_the_image
         node.close().await;
     });
 }
+
+/// Node 1's broker whose cluster source is a one-voter controller (the active one), with
+/// nodes 1-3 registered: topic admin goes through the controller as on a real node.
+async fn broker_with_controller(
+    disk: &SimDisk,
+) -> (Arc<Broker<SimDisk>>, Arc<crate::controller::Controller>) {
+    let controller =
+        crate::controller::admin::tests::single_voter(disk.clone(), Path::new("/controller"), 3)
+            .await;
+    let config = BrokerConfig {
+        node_id: 1,
+        advertised_address: "127.0.0.1:9101".into(),
+        ..BrokerConfig::default()
+    };
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(SimClock::new(1_000_000));
+    let broker = Broker::open(disk.clone(), Path::new(DATA), config, Arc::clone(&clock))
+        .await
+        .unwrap();
+    let admin = crate::controller::admin::AdminClient::new(
+        1,
+        vec![1],
+        Arc::clone(&controller),
+        BTreeMap::new(),
+        clock,
+        Duration::from_millis(2_000),
+    );
+    let leader_of = Arc::clone(&controller);
+    assert!(broker.set_cluster_source(ClusterSource {
+        image: controller.subscribe(),
+        controller: Box::new(move || leader_of.leader()),
+        cluster_id: "c1".into(),
+        admin: Some(Arc::new(admin)),
+    }));
+    (Arc::new(broker), controller)
+}
+
+async fn create_topic(
+    broker: &Broker<SimDisk>,
+    name: &str,
+    configs: &[(&str, &str)],
+) -> TopicResult {
+    let request = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.into(),
+            partitions: 6,
+            replication_factor: None,
+            configs: configs
+                .iter()
+                .map(|(name, value)| ConfigEntry {
+                    name: (*name).to_owned(),
+                    value: (*value).to_owned(),
+                })
+                .collect(),
+        }],
+        validate_only: false,
+    };
+    let Response::CreateTopics(response) = broker.handle(Request::CreateTopics(request)).await
+    else {
+        panic!("wrong response")
+    };
+    response.topics.into_iter().next().unwrap()
+}
+
+// Goal (issue 13 item 1): CreateTopics, AlterConfigs and DeleteTopics on a cluster node are
+// decided by the controller and answered once applied here: Metadata right after the
+// create lists the placement, the hosted partitions serve at once, a config change reaches
+// the local logs, a delete removes them; local checks answer as on one node (bad name, bad
+// config value) and nothing reaches the image. Method: a broker over a one-voter controller.
+#[test]
+fn topic_admin_on_a_cluster_node_goes_through_the_controller() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(14);
+        let (node, controller) = broker_with_controller(&disk).await;
+        let created = create_topic(&node, "orders", &[]).await;
+        assert_eq!(created.error, ErrorCode::None, "{}", created.message);
+        let topic = controller.image().topics["orders"].clone();
+        assert_eq!(topic.partitions.len(), 6);
+        let Response::Metadata(metadata) = node
+            .handle(Request::Metadata(MetadataRequest {
+                topics: Some(vec!["orders".into()]),
+            }))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        let leaders: Vec<Option<u32>> = metadata.topics[0]
+            .partitions
+            .iter()
+            .map(|partition| partition.leader)
+            .collect();
+        let expected: Vec<Option<u32>> =
+            topic.partitions.iter().map(|state| state.leader).collect();
+        assert_eq!(leaders, expected);
+        // Node 1 leads some partitions; they serve at once, the others are elsewhere.
+        let own = expected
+            .iter()
+            .position(|leader| *leader == Some(1))
+            .unwrap();
+        let other = expected
+            .iter()
+            .position(|leader| *leader != Some(1))
+            .unwrap();
+        assert_eq!(
+            produce_to(&node, "orders", own as u32).await,
+            ErrorCode::None
+        );
+        assert_eq!(
+            produce_to(&node, "orders", other as u32).await,
+            ErrorCode::NotLeaderOrFollower
+        );
+
+        // Checked here first, with the one-node errors; the image is untouched.
+        let before = controller.image().topics.clone();
+        assert_eq!(
+            create_topic(&node, "bad name!", &[]).await.error,
+            ErrorCode::InvalidTopic
+        );
+        assert_eq!(
+            create_topic(&node, "configs", &[("retention.ms", "soon")])
+                .await
+                .error,
+            ErrorCode::InvalidConfig
+        );
+        assert_eq!(
+            create_topic(&node, "orders", &[]).await.error,
+            ErrorCode::TopicAlreadyExists
+        );
+        assert_eq!(controller.image().topics, before);
+
+        let request = AlterConfigsRequest {
+            topics: vec![AlterTopicConfigs {
+                name: "orders".into(),
+                set: vec![ConfigEntry {
+                    name: "retention.ms".into(),
+                    value: "5000".into(),
+                }],
+                delete: Vec::new(),
+            }],
+            validate_only: false,
+        };
+        let Response::AlterConfigs(altered) = node.handle(Request::AlterConfigs(request)).await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(
+            altered.topics[0].error,
+            ErrorCode::None,
+            "{}",
+            altered.topics[0].message
+        );
+        assert_eq!(
+            controller.image().topics["orders"].configs["retention.ms"],
+            "5000"
+        );
+        let local = node.registry.topic("orders").unwrap();
+        assert_eq!(local.config().overrides["retention.ms"], "5000");
+
+        let Response::DeleteTopics(deleted) = node
+            .handle(Request::DeleteTopics(DeleteTopicsRequest {
+                names: vec!["orders".into(), "__consumer_offsets".into()],
+            }))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(
+            deleted.topics[0].error,
+            ErrorCode::None,
+            "{}",
+            deleted.topics[0].message
+        );
+        assert_eq!(deleted.topics[1].error, ErrorCode::InternalTopic);
+        assert!(controller.image().topics.is_empty());
+        assert!(node.registry.topic("orders").is_none());
+        assert!(directories(&disk).await.is_empty());
+        node.close().await;
+        controller.shutdown().await;
+    });
+}
+
+async fn produce_to(broker: &Broker<SimDisk>, topic: &str, partition: u32) -> ErrorCode {
+    let record = Record {
+        timestamp: 1_000_000,
+        key: None,
+        value: Some(Bytes::from_static(b"v")),
+        headers: Vec::new(),
+    };
+    let request = Request::Produce(ProduceRequest {
+        acks: Acks::All,
+        timeout_ms: 10_000,
+        topics: vec![ProduceTopic {
+            name: topic.into(),
+            partitions: vec![ProducePartition {
+                partition,
+                current_leader_epoch: None,
+                records: encode_batch(&[record], &EncodeOptions::default()).unwrap(),
+            }],
+        }],
+    });
+    let Response::Produce(response) = broker.handle(request).await else {
+        panic!("wrong response")
+    };
+    response.topics[0].partitions[0].error
+}
