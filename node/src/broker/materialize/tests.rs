@@ -12,6 +12,7 @@ use ledge_protocol::wire::*;
 use ledge_protocol::{EncodeOptions, Record, encode_batch};
 
 use super::*;
+use crate::broker::registry::RegistryEvent;
 use crate::broker::{BrokerConfig, cluster_view::ClusterSource};
 use crate::clock::SimClock;
 use crate::controller::records::{PartitionState, TopicId};
@@ -190,7 +191,22 @@ fn local_logs_follow_the_image_across_restarts_and_recreates() {
         let disk = SimDisk::new(11);
         let first = image(10, &[("orders", 1, &[7, 5, 7], &[])]);
         let (node, _publish) = broker(&disk, &first).await;
+        let mut events = node.subscribe_registry_events();
         assert_eq!(node.materialize(&first).await, 0);
+        assert_eq!(
+            events.try_recv().unwrap(),
+            RegistryEvent::TopicCreated {
+                name: "orders".into(),
+                partitions: 3
+            }
+        );
+        assert_eq!(
+            events.try_recv().unwrap(),
+            RegistryEvent::PartitionsHosted {
+                name: "orders".into(),
+                hosted: vec![0, 2]
+            }
+        );
         assert_eq!(directories(&disk).await, ["orders-0", "orders-2"]);
         assert_eq!(produce(&node, 0).await, ErrorCode::None);
         assert_eq!(produce(&node, 1).await, ErrorCode::NotLeaderOrFollower);
@@ -232,7 +248,15 @@ fn local_logs_follow_the_image_across_restarts_and_recreates() {
             12,
             &[("orders", 1, &[7, 7, 5], &[("retention.ms", "5000")])],
         );
+        let mut events = node.subscribe_registry_events();
         assert_eq!(node.materialize(&moved).await, 0);
+        assert_eq!(
+            events.try_recv().unwrap(),
+            RegistryEvent::PartitionsHosted {
+                name: "orders".into(),
+                hosted: vec![0, 1]
+            }
+        );
         assert_eq!(directories(&disk).await, ["orders-0", "orders-1"]);
         assert_eq!(end_offset(&node, 0), 1);
         assert_eq!(end_offset(&node, 1), 0);

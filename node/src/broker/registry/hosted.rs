@@ -194,6 +194,10 @@ impl<D: Disk> TopicRegistry<D> {
                 name: name.to_owned(),
                 partitions: wanted.partitions,
             });
+            self.events.emit(RegistryEvent::PartitionsHosted {
+                name: name.to_owned(),
+                hosted: wanted.hosted.iter().copied().collect(),
+            });
             return Ok(true);
         };
         let current = read(&topic.partitions).clone();
@@ -292,6 +296,10 @@ impl<D: Disk> TopicRegistry<D> {
                 after: count,
             });
         }
+        self.events.emit(RegistryEvent::PartitionsHosted {
+            name: name.to_owned(),
+            hosted: wanted.hosted.iter().copied().collect(),
+        });
         drop(store);
         Ok(true)
     }

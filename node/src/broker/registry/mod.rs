@@ -61,6 +61,15 @@ pub enum RegistryEvent {
         /// The topic.
         name: String,
     },
+    /// In a `[cluster]`: the partitions of a topic this node hosts changed (a topic placed
+    /// here, partitions moved here or away, its configs changed); `hosted` is the new set.
+    /// Replication follows it to start or stop replicas.
+    PartitionsHosted {
+        /// The topic.
+        name: String,
+        /// The partitions this node now holds.
+        hosted: Vec<u32>,
+    },
 }
 
 /// Events kept for a subscriber that lags; one that falls further behind is told it lagged
