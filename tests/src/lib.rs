@@ -10,6 +10,7 @@
 //! between clients (or nodes) and a node.
 
 pub mod fault_proxy;
+pub mod history;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
