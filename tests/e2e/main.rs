@@ -13,6 +13,7 @@ mod in_flight;
 mod node;
 mod process;
 mod produce_validation;
+mod repair_dump;
 mod retention;
 mod sdk_produce_consume;
 mod wasm;
