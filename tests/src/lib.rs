@@ -9,6 +9,7 @@
 //! [`fault_proxy::FaultProxy`] puts a UDP proxy that drops, delays and blocks datagrams
 //! between clients (or nodes) and a node.
 
+pub mod cluster_harness;
 pub mod fault_proxy;
 pub mod history;
 
