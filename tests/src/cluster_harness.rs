@@ -492,6 +492,16 @@ impl TestCluster {
         }
     }
 
+    /// Undoes every fault: heals the proxies, continues paused nodes, starts nodes that are
+    /// down.
+    pub fn recover_all(&mut self) {
+        self.heal();
+        for id in self.ids() {
+            self.resume(id);
+        }
+        self.restart_all();
+    }
+
     /// Stops every node cleanly (for dumps).
     pub fn terminate_all(&mut self) {
         for id in self.ids() {

@@ -12,6 +12,7 @@
 pub mod cluster_harness;
 pub mod fault_proxy;
 pub mod history;
+pub mod workload;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
