@@ -55,7 +55,8 @@ impl WorkloadOptions {
 /// A running workload; [`Workload::finish`] stops it and returns what it saw.
 pub struct Workload {
     stop: Arc<AtomicBool>,
-    acknowledged: Arc<AtomicU64>,
+    /// Acknowledgements per partition.
+    acknowledged: Arc<Vec<AtomicU64>>,
     failed: Arc<AtomicU64>,
     producers: Vec<JoinHandle<History>>,
     consumer: JoinHandle<History>,
@@ -69,7 +70,11 @@ impl Workload {
         options: WorkloadOptions,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let acknowledged = Arc::new(AtomicU64::new(0));
+        let acknowledged = Arc::new(
+            (0..options.partitions)
+                .map(|_| AtomicU64::new(0))
+                .collect::<Vec<_>>(),
+        );
         let failed = Arc::new(AtomicU64::new(0));
         let producers = (0..options.producers)
             .map(|producer| {
@@ -93,9 +98,17 @@ impl Workload {
         }
     }
 
-    /// Sends acknowledged so far.
+    /// Sends acknowledged so far, over all partitions.
     pub fn acknowledged(&self) -> u64 {
-        self.acknowledged.load(Ordering::Relaxed)
+        self.acknowledged_per_partition().iter().sum()
+    }
+
+    /// Sends acknowledged so far, per partition.
+    pub fn acknowledged_per_partition(&self) -> Vec<u64> {
+        self.acknowledged
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Sends that failed so far (timed out or refused for good).
@@ -103,18 +116,29 @@ impl Workload {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Waits (on the calling thread) until `more` sends beyond those acknowledged now are
-    /// acknowledged: the cluster makes progress.
+    /// Waits (on the calling thread) until every partition has `more` acknowledgements
+    /// beyond those it has now: the cluster makes progress everywhere, not only on the
+    /// partitions a fault spared.
     pub fn wait_for_progress(&self, what: &str, more: u64) {
-        let target = self.acknowledged() + more;
+        let targets: Vec<u64> = self
+            .acknowledged_per_partition()
+            .iter()
+            .map(|count| count + more)
+            .collect();
         poll_until(
-            &format!("{more} more acknowledgements {what}"),
+            &format!("{more} more acknowledgements on every partition {what}"),
             CONDITION_TIMEOUT,
-            || (self.acknowledged() >= target).then_some(()),
+            || {
+                self.acknowledged_per_partition()
+                    .iter()
+                    .zip(&targets)
+                    .all(|(count, target)| count >= target)
+                    .then_some(())
+            },
             || {
                 format!(
-                    "{} acknowledged (target {target}), {} failed",
-                    self.acknowledged(),
+                    "acknowledged per partition {:?} (targets {targets:?}), {} failed",
+                    self.acknowledged_per_partition(),
                     self.failed()
                 )
             },
@@ -141,7 +165,7 @@ async fn produce(
     options: WorkloadOptions,
     producer_index: u32,
     stop: Arc<AtomicBool>,
-    acknowledged: Arc<AtomicU64>,
+    acknowledged: Arc<Vec<AtomicU64>>,
     failed: Arc<AtomicU64>,
 ) -> History {
     let mut config = ProducerConfig::default();
@@ -156,10 +180,13 @@ async fn produce(
     let mut in_flight = VecDeque::new();
     let mut sequence = 0u64;
     let settle = |history: &mut History, sent: Sent, result: Option<i64>| {
-        match result {
-            Some(_) => acknowledged.fetch_add(1, Ordering::Relaxed),
-            None => failed.fetch_add(1, Ordering::Relaxed),
+        let counter = match result {
+            Some(_) => acknowledged.get(usize::try_from(sent.partition).unwrap_or(usize::MAX)),
+            None => Some(&*failed),
         };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         history.sent.push(Sent {
             acknowledged_offset: result,
             ..sent
