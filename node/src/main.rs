@@ -291,6 +291,13 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             broker.close().await;
             return Err(error);
         }
+        if config.cluster.is_some() && !config.topics.is_empty() {
+            broker.close().await;
+            anyhow::bail!(
+                "[[topic]] sections cannot be used with [cluster]: a cluster's topics are the controller's; create them with `ledge topic create` against any node ({} declared)",
+                config.topics.len()
+            );
+        }
         if let Err(error) = broker.reconcile(&config.topics).await {
             broker.close().await;
             return Err(error.into());
@@ -347,7 +354,11 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                     image: controller.subscribe(),
                     controller: Box::new(move || leader_of.leader()),
                     cluster_id: cluster.cluster_id.clone(),
+                    admin: Some(Arc::clone(&node_cluster.admin)),
                 });
+                // The topics this node hosts follow the image from now on (it replays
+                // from the controller's store first).
+                tokio::spawn(Arc::clone(&broker).run_materializer());
             }
             Some(node_cluster)
         }
