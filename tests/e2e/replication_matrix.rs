@@ -21,9 +21,11 @@ const TOPIC: &str = "matrix";
 const PARTITIONS: u32 = 2;
 /// Acknowledgements each phase waits for: before the fault, during it, after healing.
 const PROGRESS: u64 = 100;
-/// What acks=all with `min.insync.replicas=2` promises: every acknowledged record on two
-/// replicas at least.
-const COPIES_MIN: usize = 2;
+/// The scenarios' replication factor.
+const REPLICATION_FACTOR: u16 = 3;
+/// The scenarios' `min.insync.replicas`; acks=all promises every acknowledged record on this
+/// many replicas at least.
+const MIN_INSYNC: u16 = 2;
 
 /// Rounds per scenario (`LEDGE_MATRIX_ROUNDS`, default 1).
 fn rounds() -> u64 {
@@ -51,16 +53,30 @@ struct Run {
     cluster: TestCluster,
     client: Client,
     workload: Workload,
+    replication_factor: u16,
+    min_insync: u16,
 }
 
 impl Run {
     /// Starts `nodes` nodes, creates the RF=3 topic, waits for every partition to have a
     /// leader and a full ISR, starts the workload and waits for it to make progress.
     fn start(nodes: u32, seed: u64) -> Self {
-        Self::start_with(nodes, seed, WorkloadOptions::new(TOPIC, PARTITIONS))
+        Self::start_with(
+            nodes,
+            seed,
+            WorkloadOptions::new(TOPIC, PARTITIONS),
+            REPLICATION_FACTOR,
+            MIN_INSYNC,
+        )
     }
 
-    fn start_with(nodes: u32, seed: u64, workload: WorkloadOptions) -> Self {
+    fn start_with(
+        nodes: u32,
+        seed: u64,
+        workload: WorkloadOptions,
+        replication_factor: u16,
+        min_insync: u16,
+    ) -> Self {
         let cluster = TestCluster::start(ClusterOptions {
             nodes,
             seed,
@@ -73,17 +89,17 @@ impl Run {
             .block_on(Admin::new(&client).create_topics(
                 vec![
                     NewTopic::new(TOPIC, PARTITIONS)
-                        .replication_factor(3)
-                        .config("min.insync.replicas", "2"),
+                        .replication_factor(replication_factor)
+                        .config("min.insync.replicas", min_insync.to_string()),
                 ],
                 false,
             ))
             .unwrap_or_else(|error| {
-                panic!("creating the RF=3 topic failed (the replication data plane?): {error}")
+                panic!("creating the RF={replication_factor} topic failed (the replication data plane?): {error}")
             });
         for partition in 0..PARTITIONS {
             cluster.wait_for_partition("a leader and a full ISR", TOPIC, partition, |state| {
-                state.leader.is_some() && state.isr.len() == 3
+                state.leader.is_some() && state.isr.len() == usize::from(replication_factor)
             });
         }
         let workload = Workload::start(cluster.runtime(), &client, workload);
@@ -92,6 +108,8 @@ impl Run {
             cluster,
             client,
             workload,
+            replication_factor,
+            min_insync,
         }
     }
 
@@ -137,7 +155,10 @@ impl Run {
                 "a full ISR after healing",
                 TOPIC,
                 partition,
-                |state| state.leader.is_some() && state.isr.len() == 3,
+                |state| {
+                    state.leader.is_some()
+                        && state.isr.len() == usize::from(self.replication_factor)
+                },
             );
         }
         self.workload.wait_for_progress("after healing", PROGRESS);
@@ -158,10 +179,11 @@ impl Run {
         }
         assert_eq!(
             replicas.len(),
-            usize::try_from(PARTITIONS).unwrap() * 3,
-            "every partition has 3 replicas on disk"
+            usize::try_from(PARTITIONS).unwrap() * usize::from(self.replication_factor),
+            "every partition has {} replicas on disk",
+            self.replication_factor
         );
-        match check(&history, &replicas, COPIES_MIN) {
+        match check(&history, &replicas, usize::from(self.min_insync)) {
             Ok(summary) => eprintln!("{name}: checker passed: {summary:?}"),
             Err(violations) => panic!(
                 "{name}: the checker found {} violation(s):\n{}\n{node_logs}",
@@ -376,7 +398,7 @@ fn idempotent_producers_through_failovers_write_nothing_twice() {
         |seed| {
             let mut options = WorkloadOptions::new(TOPIC, PARTITIONS);
             options.producers = 4;
-            let mut run = Run::start_with(3, seed, options);
+            let mut run = Run::start_with(3, seed, options, REPLICATION_FACTOR, MIN_INSYNC);
             for node in run.cluster.ids() {
                 run.cluster.node(node).proxy.set_all(LinkFaults::lossy(
                     0.05,
@@ -469,4 +491,24 @@ fn the_workload_and_checker_hold_on_one_node_through_a_kill9() {
                 || violation.rule == "acknowledged-present"),
         "{violations:?}"
     );
+}
+
+// Goal: the scenarios' pipeline holds on the cluster harness with what runs before partition
+// replication: an RF=1 topic placed by the controller over the 3 proxied nodes, the
+// workload routed to each partition's node through the proxies, the node leading partition
+// 0 killed with -9 and restarted under load, every partition dumped on the node that holds
+// it, and the checker passing with one copy required.
+#[test]
+fn the_pipeline_holds_on_placed_rf1_partitions_through_a_kill9() {
+    let mut run = Run::start_with(3, 1, WorkloadOptions::new(TOPIC, PARTITIONS), 1, 1);
+    let leader = run.leader();
+    run.cluster.kill9(leader);
+    run.cluster.restart(leader);
+    run.cluster
+        .wait_for_partition("partition 0 led again", TOPIC, 0, |state| {
+            state.leader == Some(leader)
+        });
+    run.workload
+        .wait_for_progress("after the restart", PROGRESS);
+    run.finish("the_pipeline_holds_on_placed_rf1_partitions_through_a_kill9");
 }
