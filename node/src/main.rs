@@ -146,11 +146,12 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     if let Some(listen) = arguments.listen {
         if let Some(cluster) = &config.cluster {
-            // Peers dial the address in cluster.peers; listening elsewhere hides the node.
+            // Peers dial the address in cluster.peers; listening elsewhere hides the node,
+            // unless that address is advertised (forwarded to it by a NAT or a proxy).
             let own = cluster.own_address();
             anyhow::ensure!(
-                listen == own || (listen.ip().is_unspecified() && listen.port() == own.port()),
-                "--listen {listen} disagrees with this node's address in cluster.peers ({own}, node {}); peers dial that address",
+                ledge_node::config::listen_reaches(listen, own, config.advertised_address),
+                "--listen {listen} disagrees with this node's address in cluster.peers ({own}, node {}); peers dial that address (set node.advertised_address to it if something in front of the node forwards it here)",
                 cluster.node_id
             );
         }
