@@ -146,6 +146,7 @@ impl Quorum {
                 node_id: *id,
                 address: self.voters[id].clone(),
                 incarnation_id: u64::from(*id),
+                storage_id: None,
             };
             let epoch = controller.register(now, request).await.unwrap();
             controller.heartbeat(now, *id, epoch).await.unwrap();
@@ -171,6 +172,7 @@ fn create_record(name: &str, byte: u8) -> Vec<MetadataRecord> {
         partitions: vec![PartitionState {
             replicas: vec![1],
             isr: vec![1],
+            elr: Vec::new(),
             leader: Some(1),
             leader_epoch: 0,
             partition_epoch: 0,
@@ -544,6 +546,7 @@ async fn registered_non_voters_follow_the_log_as_learners() {
         node_id: id,
         address: format!("127.0.0.1:{}", 9100 + id),
         incarnation_id: u64::from(id),
+        storage_id: None,
     };
     quorum
         .node(leader)
