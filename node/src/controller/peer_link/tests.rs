@@ -132,6 +132,10 @@ async fn start(
     disk: SimDisk,
     incarnation_id: u64,
 ) -> NodeCluster {
+    // As `cluster-init` does: each voter's first start may initialize the quorum.
+    crate::controller::bootstrap::write_marker(&disk, Path::new("/controller-data"), "test")
+        .await
+        .unwrap();
     start_node_cluster(NodeClusterParts {
         cluster: config,
         tls,
