@@ -189,7 +189,21 @@ fn a_node_with_a_foreign_certificate_refuses_to_start_with_one_line() {
         assert!(stderr.starts_with("error: "), "{stderr}");
         assert!(stderr.contains(expected), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(!a.join("data/node-1").exists());
+        // The data directory holds only what cluster-init wrote (the controller bootstrap
+        // marker): the refused start touched nothing.
+        let entries = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(entries(&a.join("data/node-1")), vec!["controller"]);
+        assert_eq!(
+            entries(&a.join("data/node-1/controller")),
+            vec!["bootstrap"]
+        );
     }
 }
 

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use super::decisions::{ControllerError, RegisterRequest};
 use super::quorum::{Controller, ControllerRequestError, RaftMessage, TransportError};
-use super::records::{NodeEpoch, NodeId};
+use super::records::{NodeEpoch, NodeId, StorageId};
 use super::{ControllerTransport, RaftReply};
 use crate::clock::{Clock, sleep};
 use crate::cluster::peer::{
@@ -84,6 +84,9 @@ pub enum SessionRequest {
     Register {
         /// The incarnation.
         incarnation_id: u64,
+        /// The node's data directory's id (absent from a node built before storage ids).
+        #[serde(default)]
+        storage_id: Option<StorageId>,
     },
     /// Heartbeat at `node_epoch`.
     Heartbeat {
@@ -146,7 +149,10 @@ pub async fn answer_session(
     request: SessionRequest,
 ) -> SessionReply {
     match request {
-        SessionRequest::Register { incarnation_id } => {
+        SessionRequest::Register {
+            incarnation_id,
+            storage_id,
+        } => {
             let Some(address) = addresses.get(&from) else {
                 return SessionReply::Failed {
                     code: "UNKNOWN_SERVER_ERROR".to_owned(),
@@ -157,6 +163,7 @@ pub async fn answer_session(
                 node_id: from,
                 address: address.to_string(),
                 incarnation_id,
+                storage_id,
             };
             match controller.register(clock.now(), request).await {
                 Ok(node_epoch) => SessionReply::Registered { node_epoch },
@@ -255,6 +262,9 @@ pub struct NodeSession {
     pub node_id: NodeId,
     /// Drawn at the node's start: a restart is a new incarnation and gets a new node epoch.
     pub incarnation_id: u64,
+    /// The data directory's id (`<data_dir>/storage-id`): another one than at the last
+    /// registration tells the controller this node's replicas are empty.
+    pub storage_id: StorageId,
     /// The controller voters, in the order to try them.
     pub voters: Vec<NodeId>,
     /// This node's controller (asked directly when it is the target, not over the network;
@@ -349,6 +359,7 @@ impl NodeSession {
             let request = match node_epoch {
                 None => SessionRequest::Register {
                     incarnation_id: self.incarnation_id,
+                    storage_id: Some(self.storage_id),
                 },
                 Some(node_epoch) => SessionRequest::Heartbeat { node_epoch },
             };
@@ -409,6 +420,9 @@ pub enum ClusterStartError {
     /// The controller could not start.
     #[error(transparent)]
     Controller(#[from] super::quorum::ControllerStartError),
+    /// The data directory's storage id is damaged or could not be stored.
+    #[error(transparent)]
+    StorageId(#[from] crate::storage::storage_id::StorageIdError),
     /// Another controller's handlers are registered on this node already.
     #[error(transparent)]
     Handlers(#[from] crate::cluster::peer::service::AlreadyRegistered),
@@ -505,6 +519,8 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         clock,
         incarnation_id,
     } = parts;
+    // Before anything else is stored for the cluster: the id vouches for this directory.
+    let storage_id = crate::storage::storage_id::load_or_create(&disk, data_dir).await?;
     let clients = crate::cluster::peer::peer_clients(cluster, tls, endpoint, &clock)?;
     let addresses: BTreeMap<NodeId, SocketAddr> = cluster
         .peers
@@ -554,6 +570,7 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
     let session = NodeSession {
         node_id: cluster.node_id,
         incarnation_id,
+        storage_id,
         voters: cluster.controller_voters.clone(),
         local: controller.clone(),
         clients,

@@ -210,8 +210,10 @@ pub struct Controller {
 
 impl Controller {
     /// Opens the storage in `<data_dir>/controller/` and starts the voter. A voter with empty
-    /// storage initializes the quorum with `config.voters` (every voter does it with the same
-    /// membership, so whichever starts first forms the same quorum). A node not in
+    /// storage initializes the quorum with `config.voters` only if its bootstrap marker is
+    /// there (see [`super::bootstrap`]; every voter does it with the same membership, so
+    /// whichever starts first forms the same quorum); without it, it waits to be contacted by
+    /// the existing quorum, which catches it up. A node not in
     /// `config.voters` starts as a learner: it never initializes and waits for the active
     /// controller to add it ([`Self::add_registered_learners`]).
     pub async fn start<D: Disk, T: ControllerTransport>(
@@ -221,6 +223,10 @@ impl Controller {
         transport: Arc<T>,
     ) -> Result<Self, ControllerStartError> {
         let store = ControllerLogStore::open(disk.clone(), data_dir).await?;
+        let bootstrap_marker = super::bootstrap::marker_exists(&disk, data_dir)
+            .await
+            .map_err(ControllerStoreError::from)?;
+        let marker_disk = disk.clone();
         let machine = ControllerStateMachine::open(disk, data_dir).await?;
         let image = machine.subscribe();
         let raft_config = openraft::Config {
@@ -268,11 +274,25 @@ impl Controller {
             });
         }
         let learner = !config.voters.contains_key(&config.node_id);
+        if !stored_voters.is_empty() && bootstrap_marker {
+            // Stored (read back from disk just now): the marker has done its job.
+            if let Err(error) = super::bootstrap::consume_marker(&marker_disk, data_dir).await {
+                tracing::warn!(%error, "cannot remove the controller bootstrap marker");
+            }
+        }
         if stored_voters.is_empty() && !learner {
-            // Every voter proposes the same membership; a voter that already learned it
-            // from another refuses, which is fine.
-            if let Err(error) = raft.initialize(members).await {
-                tracing::debug!(%error, "controller quorum already initialized");
+            if bootstrap_marker {
+                // Every voter proposes the same membership; a voter that already learned it
+                // from another refuses, which is fine.
+                if let Err(error) = raft.initialize(members).await {
+                    tracing::debug!(%error, "controller quorum already initialized");
+                }
+            } else {
+                // A wiped voter must not start a history of its own (review finding 2).
+                tracing::info!(
+                    marker = %super::bootstrap::marker_path(data_dir).display(),
+                    "the controller store is empty and there is no bootstrap marker: not initializing the quorum; waiting to be contacted by the existing controller quorum"
+                );
             }
         }
         Ok(Self {

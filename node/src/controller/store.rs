@@ -83,6 +83,11 @@ pub struct ControllerLogStore<D: Disk> {
     end: u64,
     entries: SharedEntries,
     state: DurableState,
+    /// The node's data directory (for the bootstrap marker).
+    data_dir: PathBuf,
+    /// The bootstrap marker exists and is removed after the next durable append, which
+    /// stores a membership (the quorum's first entry, or entries replicated from its leader).
+    bootstrap_marker_pending: bool,
 }
 
 /// A reader of the log for openraft's replication tasks.
@@ -118,6 +123,7 @@ impl<D: Disk> ControllerLogStore<D> {
             }
             Err(error) => return Err(error.into()),
         };
+        let bootstrap_marker_pending = super::bootstrap::marker_exists(&disk, data_dir).await?;
         let mut store = Self {
             disk,
             dir,
@@ -126,6 +132,8 @@ impl<D: Disk> ControllerLogStore<D> {
             end: 0,
             entries: Arc::new(Mutex::new(BTreeMap::new())),
             state,
+            data_dir: data_dir.to_path_buf(),
+            bootstrap_marker_pending,
         };
         store.recover_log().await?;
         Ok(store)
@@ -224,9 +232,21 @@ impl<D: Disk> ControllerLogStore<D> {
         self.log.sync_data().await?;
         self.end += written;
         self.offsets.extend(offsets);
-        let mut shared = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        for entry in entries {
-            shared.insert(entry.log_id.index, entry);
+        {
+            let mut shared = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            for entry in entries {
+                shared.insert(entry.log_id.index, entry);
+            }
+        }
+        if self.bootstrap_marker_pending {
+            // The log now holds a membership durably: a later empty store must not find the
+            // marker. A failure here only delays that to the next start.
+            match super::bootstrap::consume_marker(&self.disk, &self.data_dir).await {
+                Ok(()) => self.bootstrap_marker_pending = false,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot remove the controller bootstrap marker; retrying at the next append or start")
+                }
+            }
         }
         Ok(())
     }

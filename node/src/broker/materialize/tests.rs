@@ -68,6 +68,7 @@ fn partitions(replicas: &[NodeId]) -> Vec<PartitionState> {
         .map(|replica| PartitionState {
             replicas: vec![*replica],
             isr: vec![*replica],
+            elr: Vec::new(),
             leader: Some(*replica),
             leader_epoch: 0,
             partition_epoch: 0,
@@ -321,6 +322,7 @@ fn describe_cluster_lists_offline_and_under_replicated_partitions_from_the_image
         states[1] = PartitionState {
             replicas: vec![5, 6],
             isr: vec![5],
+            elr: Vec::new(),
             leader: Some(5),
             leader_epoch: 1,
             partition_epoch: 1,
@@ -328,6 +330,7 @@ fn describe_cluster_lists_offline_and_under_replicated_partitions_from_the_image
         states[2] = PartitionState {
             replicas: vec![6],
             isr: vec![6],
+            elr: Vec::new(),
             leader: None,
             leader_epoch: 1,
             partition_epoch: 1,

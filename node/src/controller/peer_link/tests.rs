@@ -132,6 +132,10 @@ async fn start(
     disk: SimDisk,
     incarnation_id: u64,
 ) -> NodeCluster {
+    // As `cluster-init` does: each voter's first start may initialize the quorum.
+    crate::controller::bootstrap::write_marker(&disk, Path::new("/controller-data"), "test")
+        .await
+        .unwrap();
     start_node_cluster(NodeClusterParts {
         cluster: config,
         tls,
@@ -248,6 +252,14 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
             .borrow();
         assert_eq!(published, Some(registered.node_epoch));
     }
+    // Each node drew its data directory's storage id and registered with it.
+    let mut storage_ids: Vec<_> = image.nodes.values().map(|n| n.storage_id).collect();
+    storage_ids.sort_unstable();
+    storage_ids.dedup();
+    assert!(
+        storage_ids.len() == 4 && storage_ids.iter().all(Option::is_some),
+        "{storage_ids:?}"
+    );
 
     // Bad bodies, sent as node 4 to the leader: each refused with a reason, none answered.
     let (config_4, tls_4, endpoint_4) = &endpoints[3];
@@ -288,7 +300,11 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
         ),
         (
             PeerRequestKind::NodeHeartbeat,
-            serde_json::to_vec(&SessionRequest::Register { incarnation_id: 1 }).unwrap(),
+            serde_json::to_vec(&SessionRequest::Register {
+                incarnation_id: 1,
+                storage_id: None,
+            })
+            .unwrap(),
             "carried a NodeRegistration body",
         ),
     ] {
@@ -325,6 +341,7 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
             PeerRequestKind::NodeRegistration,
             &serde_json::to_vec(&SessionRequest::Register {
                 incarnation_id: 103,
+                storage_id: None,
             })
             .unwrap(),
         )
