@@ -127,6 +127,14 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         Some(path) => NodeConfig::from_file(path)?,
         None => NodeConfig::default(),
     };
+    // Before the data directory is touched: a cluster's topics are the controller's, made
+    // with CreateTopics against any node, and a node reconciling its own copy at start
+    // would disagree with the others.
+    anyhow::ensure!(
+        config.cluster.is_none() || config.topics.is_empty(),
+        "[[topic]] sections cannot be used with [cluster]: a cluster's topics are the controller's; create them with `ledge topic create` against any node ({} declared)",
+        config.topics.len()
+    );
     if let Some(data_dir) = arguments.data_dir {
         // An empty path would lock `./lock` and then fail to create the directory: refuse
         // it as the config file does.
@@ -290,13 +298,6 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         if let Err(error) = upload_declared_modules(&broker, &config).await {
             broker.close().await;
             return Err(error);
-        }
-        if config.cluster.is_some() && !config.topics.is_empty() {
-            broker.close().await;
-            anyhow::bail!(
-                "[[topic]] sections cannot be used with [cluster]: a cluster's topics are the controller's; create them with `ledge topic create` against any node ({} declared)",
-                config.topics.len()
-            );
         }
         if let Err(error) = broker.reconcile(&config.topics).await {
             broker.close().await;

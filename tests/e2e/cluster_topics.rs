@@ -374,3 +374,34 @@ fn bad_topic_creations_are_refused_in_one_line_and_change_nothing() {
         );
     }
 }
+
+// Goal (issue 13): `[[topic]]` sections in a `[cluster]` config are refused at start with one
+// line saying why, before the data directory is made: a cluster's topics are the
+// controller's. Method: a config from `cluster-init` with a declared topic appended.
+#[test]
+fn declared_topics_are_refused_in_a_cluster_config_in_one_line() {
+    let temporary = tempfile::tempdir().unwrap();
+    let dir = temporary.path().join("cluster");
+    let (success, _, stderr) = cluster_init(&["--nodes", "2", "--dir", &dir.to_string_lossy()]);
+    assert!(success, "{stderr}");
+    let path = dir.join("node-1.toml");
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    config.push_str("\n[[topic]]\nname = \"declared\"\npartitions = 1\n");
+    std::fs::write(&path, config).unwrap();
+    let output = std::process::Command::new(ledge_e2e::binary("ledge-node"))
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr.trim();
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.contains("[[topic]] sections cannot be used with [cluster]"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!dir.join("data/node-1").exists());
+}

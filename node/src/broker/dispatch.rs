@@ -247,13 +247,15 @@ impl<D: Disk> Broker<D> {
         let mut results = Vec::new();
         for name in request.names {
             if let Some(source) = self.cluster_source.get() {
-                let outcome = if name.starts_with("__") {
-                    Err(delete_topic_wire(&DeleteTopicError::Internal {
-                        topic: name.clone(),
-                    }))
-                } else {
-                    self.controller_admin(source, AdminRequest::DeleteTopic { name: name.clone() })
+                let outcome = match self.registry.check_deletable(&name).await {
+                    Err(error) => Err(delete_topic_wire(&error)),
+                    Ok(()) => {
+                        self.controller_admin(
+                            source,
+                            AdminRequest::DeleteTopic { name: name.clone() },
+                        )
                         .await
+                    }
                 };
                 results.push(topic_result(name, outcome));
                 continue;

@@ -435,4 +435,4 @@ impl AdminClient {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -194,6 +194,10 @@ impl<D: Disk> TopicRegistry<D> {
                 name: name.to_owned(),
                 partitions: wanted.partitions,
             });
+            self.events.emit(RegistryEvent::PartitionsHosted {
+                name: name.to_owned(),
+                hosted: wanted.hosted.iter().copied().collect(),
+            });
             return Ok(true);
         };
         let current = read(&topic.partitions).clone();
@@ -292,6 +296,10 @@ impl<D: Disk> TopicRegistry<D> {
                 after: count,
             });
         }
+        self.events.emit(RegistryEvent::PartitionsHosted {
+            name: name.to_owned(),
+            hosted: wanted.hosted.iter().copied().collect(),
+        });
         drop(store);
         Ok(true)
     }
@@ -325,5 +333,4 @@ impl<D: Disk> TopicRegistry<D> {
     }
 }
 
-#[cfg(test)]
-mod tests;
+// Tested through the broker, with the driver: `broker/materialize/tests.rs`.

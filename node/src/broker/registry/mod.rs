@@ -61,6 +61,15 @@ pub enum RegistryEvent {
         /// The topic.
         name: String,
     },
+    /// In a `[cluster]`: the partitions of a topic this node hosts changed (a topic placed
+    /// here, partitions moved here or away, its configs changed); `hosted` is the new set.
+    /// Replication follows it to start or stop replicas.
+    PartitionsHosted {
+        /// The topic.
+        name: String,
+        /// The partitions this node now holds.
+        hosted: Vec<u32>,
+    },
 }
 
 /// Events kept for a subscriber that lags; one that falls further behind is told it lagged
@@ -1368,6 +1377,31 @@ impl<D: Disk> TopicRegistry<D> {
             .ok_or_else(|| DeleteTopicError::UnknownTopic {
                 topic: name.to_string(),
             })?;
+        Self::check_unused(&store, name)?;
+        self.remove_topic_locked(&mut store, name, &topic)
+            .await
+            .map_err(|source| DeleteTopicError::Record {
+                topic: name.to_string(),
+                source,
+            })?;
+        drop(store);
+        Ok(())
+    }
+
+    /// Checks what deleting topic `name` would refuse for this node's sake (internal, or
+    /// used by a transform), without deleting it: in a `[cluster]` the controller deletes,
+    /// after this check on the node that forwards the request.
+    pub async fn check_deletable(&self, name: &str) -> Result<(), DeleteTopicError> {
+        if name.starts_with("__") {
+            return Err(DeleteTopicError::Internal {
+                topic: name.to_string(),
+            });
+        }
+        let store = self.admin.lock().await;
+        Self::check_unused(&store, name)
+    }
+
+    fn check_unused(store: &MetadataStore<D>, name: &str) -> Result<(), DeleteTopicError> {
         // A transform would lose its input (and its stored position) or fail every append.
         let users: Vec<String> = store
             .current()
@@ -1392,13 +1426,6 @@ impl<D: Disk> TopicRegistry<D> {
                 users,
             });
         }
-        self.remove_topic_locked(&mut store, name, &topic)
-            .await
-            .map_err(|source| DeleteTopicError::Record {
-                topic: name.to_string(),
-                source,
-            })?;
-        drop(store);
         Ok(())
     }
 
