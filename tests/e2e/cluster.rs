@@ -119,6 +119,16 @@ fn cluster_init_writes_a_cluster_whose_node_serves_the_cli() {
         assert!(status.success(), "ledge {args:?} failed: {stderr}");
         (stdout, stderr)
     };
+    // The controller places the topic on live nodes: wait until all 3 registered.
+    until_described(
+        "3 alive nodes and a controller",
+        &address,
+        &ca_text,
+        |cluster| {
+            cluster["controller"].as_u64().is_some()
+                && (1..=3).all(|id| node_state(cluster, id).is_some_and(|(alive, _)| alive))
+        },
+    );
     ledge(&["topic", "create", "events", "--partitions", "1"], None);
     let (_, stderr) = ledge(&["produce", "events"], Some("one\ntwo\n"));
     assert!(stderr.contains("Produced 2 records to events"), "{stderr}");

@@ -403,5 +403,21 @@ fn declared_topics_are_refused_in_a_cluster_config_in_one_line() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(!dir.join("data/node-1").exists());
+    // Nothing beyond what cluster-init wrote (the controller's bootstrap marker).
+    let mut written = Vec::new();
+    let mut pending = vec![dir.join("data/node-1")];
+    while let Some(path) = pending.pop() {
+        for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                pending.push(entry.path());
+            } else {
+                written.push(entry.path());
+            }
+        }
+    }
+    assert_eq!(
+        written,
+        vec![dir.join("data/node-1/controller/bootstrap")],
+        "the refused start wrote into the data directory"
+    );
 }
