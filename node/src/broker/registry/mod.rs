@@ -661,7 +661,7 @@ impl<D: Disk> TopicRegistry<D> {
                 topic
                     .hosted
                     .as_ref()
-                    .map_or(u64::from(topic.partitions), |hosted| hosted.len() as u64)
+                    .map_or_else(|| u64::from(topic.partitions), |hosted| hosted.len() as u64)
             })
             .sum();
         if stored_partitions > u64::from(config.partitions_max) {
