@@ -1,7 +1,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::testing::{StoreBuilder, Suite};
-use openraft::{CommittedLeaderId, EntryPayload};
+use std::io::Cursor;
+
+use openraft::{CommittedLeaderId, EntryPayload, SnapshotMeta};
 
 use super::*;
 use crate::controller::state_machine::ControllerStateMachine;
@@ -299,6 +301,92 @@ fn a_damaged_snapshot_refuses_the_start_and_a_sound_one_restores_the_image() {
             .err()
             .unwrap();
         assert!(error.to_string().contains("frame CRC mismatch"), "{error}");
+    });
+}
+
+fn create_topic_entry(index: u64, name: &str) -> ControllerEntry {
+    let mut create = entry(1, index);
+    create.payload = EntryPayload::Normal(ControllerRequest {
+        records: vec![MetadataRecord::CreateTopic {
+            name: name.to_owned(),
+            topic_id: TopicId([u8::try_from(index).unwrap(); 16]),
+            configs: BTreeMap::new(),
+            partitions: Vec::new(),
+        }],
+    });
+    create
+}
+
+/// Review finding 3: a snapshot builder holds a copy of the image from when it was made;
+/// if it finishes after a newer snapshot was stored (built later, or installed from the
+/// leader), it must not replace it. Builds and installs that run at once never mix their
+/// bytes. Method: builders taken at index 1 and 2 finish in the wrong order; then a build
+/// and an install of index 9 run concurrently; the stored snapshot is reopened each time.
+#[test]
+fn an_older_snapshot_never_replaces_a_newer_one() {
+    use openraft::storage::RaftStateMachine;
+    runtime().block_on(async {
+        let disk = SimDisk::new(13);
+        let mut machine = ControllerStateMachine::open(disk.clone(), &data_dir())
+            .await
+            .unwrap();
+        machine
+            .apply(vec![create_topic_entry(1, "first")])
+            .await
+            .unwrap();
+        let mut older = machine.get_snapshot_builder().await;
+        machine
+            .apply(vec![create_topic_entry(2, "second")])
+            .await
+            .unwrap();
+        let mut newer = machine.get_snapshot_builder().await;
+        openraft::RaftSnapshotBuilder::build_snapshot(&mut newer)
+            .await
+            .unwrap();
+        let late = openraft::RaftSnapshotBuilder::build_snapshot(&mut older)
+            .await
+            .unwrap();
+        assert_eq!(late.meta.last_log_id.map(|id| id.index), Some(1));
+        disk.crash();
+        let mut reopened = ControllerStateMachine::open(disk.clone(), &data_dir())
+            .await
+            .unwrap();
+        let (applied, _) = reopened.applied_state().await.unwrap();
+        assert_eq!(applied.map(|id| id.index), Some(2));
+        assert!(reopened.subscribe().borrow().topics.contains_key("second"));
+
+        // A build of index 2 and an install of index 9 at once: the file ends at 9.
+        let mut image = reopened.subscribe().borrow().as_ref().clone();
+        image.topics.clear();
+        let installed = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), 9)),
+            last_membership: Default::default(),
+            snapshot_id: "installed".to_owned(),
+        };
+        let mut builder = reopened.get_snapshot_builder().await;
+        let (built, install) = tokio::join!(
+            openraft::RaftSnapshotBuilder::build_snapshot(&mut builder),
+            reopened.install_snapshot(&installed, Box::new(Cursor::new(image.to_snapshot())))
+        );
+        built.unwrap();
+        install.unwrap();
+        let current = reopened.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.snapshot_id, "installed");
+        disk.crash();
+        let mut last = ControllerStateMachine::open(disk.clone(), &data_dir())
+            .await
+            .unwrap();
+        let (applied, _) = last.applied_state().await.unwrap();
+        assert_eq!(applied.map(|id| id.index), Some(9));
+        // No temporary file is left behind.
+        let names = disk
+            .list_dir(&data_dir().join(CONTROLLER_DIR_NAME))
+            .await
+            .unwrap();
+        assert!(
+            names.iter().all(|name| !name.ends_with(".tmp")),
+            "{names:?}"
+        );
     });
 }
 
