@@ -113,7 +113,8 @@ fn a_granted_vote_survives_power_loss_at_every_point() {
 #[test]
 fn a_crash_during_append_loses_no_acknowledged_entry() {
     runtime().block_on(async {
-        for crash_after in 0..40u64 {
+        // Each append is about 8 disk operations (write, sync, then the `synced` record).
+        for crash_after in 0..100u64 {
             let disk = SimDisk::new(1000 + crash_after);
             let mut store = ControllerLogStore::open(disk.clone(), &data_dir())
                 .await
@@ -217,6 +218,67 @@ fn corruption_below_the_committed_index_refuses_the_start_with_one_clear_line() 
         assert!(line.contains("refusing to start"), "{line}");
         // Nothing was cut: the file still holds all three frames.
         assert_eq!(disk.contents(&log).unwrap().len() as u64, store.log_bytes());
+    });
+}
+
+/// Review finding 5: the stored committed index lags the quorum's, so an entry above it may
+/// still have been acknowledged (synced and answered). Damage there refuses the start; only
+/// the append in flight at a crash (above the last recorded `synced` entry) is cut, even
+/// when whole frames of it follow its torn one. Method: SimDisk, bytes damaged in place.
+#[test]
+fn damage_in_an_acknowledged_entry_above_the_committed_index_refuses_the_start() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(14);
+        let mut store = ControllerLogStore::open(disk.clone(), &data_dir())
+            .await
+            .unwrap();
+        store.append_durable(vec![entry(1, 1)]).await.unwrap();
+        store
+            .append_durable(vec![entry(1, 2), entry(1, 3)])
+            .await
+            .unwrap();
+        let committed = Some(LogId::new(CommittedLeaderId::new(1, 1), 1));
+        RaftLogStorage::save_committed(&mut store, committed)
+            .await
+            .unwrap();
+        let log = data_dir().join(CONTROLLER_DIR_NAME).join(LOG_FILE);
+        let end = store.log_bytes();
+
+        // The append in flight at a crash: entries 4-6 written, entry 4's frame torn, 5 and 6
+        // whole. Never acknowledged: cut at entry 4, and the log goes on.
+        let mut batch = Vec::new();
+        for index in 4..=6 {
+            encode_frame(&mut batch, &serde_json::to_vec(&entry(1, index)).unwrap());
+        }
+        assert!(disk.append_durable(&log, &batch));
+        assert!(disk.corrupt_bit(&log, usize::try_from(end).unwrap() + FRAME_HEADER_BYTES + 5, 3));
+        let mut reopened = ControllerLogStore::open(disk.clone(), &data_dir())
+            .await
+            .unwrap();
+        assert_eq!(reopened.entries().len(), 3);
+        assert_eq!(reopened.log_bytes(), end);
+        reopened.append_durable(vec![entry(1, 4)]).await.unwrap();
+        drop(reopened);
+
+        // Entry 2 was acknowledged (synced, recorded) though not known committed: damage to it
+        // refuses the start and cuts nothing.
+        let second = usize::try_from(store.offsets[&2]).unwrap();
+        assert!(disk.corrupt_bit(&log, second + FRAME_HEADER_BYTES + 3, 1));
+        let before = disk.contents(&log).unwrap();
+        let error = ControllerLogStore::open(disk.clone(), &data_dir())
+            .await
+            .err()
+            .unwrap();
+        let line = error.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("/data/controller/log"), "{line}");
+        assert!(
+            line.contains(&format!(
+                "frame CRC mismatch at byte {second} (entry 2), at or below entry 4, which this voter synced and may have acknowledged"
+            )),
+            "{line}"
+        );
+        assert_eq!(disk.contents(&log).unwrap(), before);
     });
 }
 
