@@ -352,9 +352,9 @@ impl NodeSession {
                 };
             }
         };
-        // Bounded by the heartbeat interval, not only by `peer_request_timeout_ms` (10 s by
-        // default, above the 9 s session timeout): a heartbeat stuck on a dead controller
-        // would otherwise outlive this node's session at the new one.
+        // Bounded by the heartbeat interval, not only by `peer_request_timeout_ms` (below the
+        // session timeout, but several heartbeats long): a heartbeat stuck on a dead
+        // controller would otherwise hold up the heartbeats this node owes the new one.
         let answer = crate::clock::timeout(
             &*self.clock,
             self.heartbeat_interval,
