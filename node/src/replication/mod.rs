@@ -21,6 +21,7 @@
 pub mod fetch;
 pub mod follower;
 pub mod leader;
+pub mod manager;
 
 #[cfg(test)]
 mod simulation;
