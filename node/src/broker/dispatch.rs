@@ -40,6 +40,8 @@ use super::registry::{
 use super::transforms::{AlterTransformError, DeclaredTransform, DeployTransformError};
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
+use crate::replication::leader::AcksAllError;
+use crate::replication::manager::ReplicaRoleError;
 use crate::storage::{AppendError, Disk, ReadError};
 use crate::wasm::WasmError;
 use crate::wasm::batch::{params_list, params_map};
@@ -586,8 +588,30 @@ pub(super) fn produce_wire(error: &ProduceError) -> (ErrorCode, String) {
         ProduceError::Filter(error) => produce_filter_code(error),
         ProduceError::Partitioner(error) => partitioner_code(error),
         ProduceError::TimedOut { .. } => ErrorCode::RequestTimedOut,
+        ProduceError::Replication(error) => replica_role_code(error),
+        ProduceError::AcksAll(error) => acks_all_code(error),
     };
     (code, error.to_string())
+}
+
+/// The code of a produce or fetch replication refused before touching the log.
+fn replica_role_code(error: &ReplicaRoleError) -> ErrorCode {
+    match error {
+        ReplicaRoleError::NotLeaderOrFollower => ErrorCode::NotLeaderOrFollower,
+        ReplicaRoleError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+    }
+}
+
+/// The code of an acks=all produce appended on the leader but not confirmed.
+fn acks_all_code(error: &AcksAllError) -> ErrorCode {
+    match error {
+        AcksAllError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+        AcksAllError::NotEnoughReplicasAfterAppend { .. } => {
+            ErrorCode::NotEnoughReplicasAfterAppend
+        }
+        AcksAllError::NotLeaderOrFollower => ErrorCode::NotLeaderOrFollower,
+        AcksAllError::RequestTimedOut => ErrorCode::RequestTimedOut,
+    }
 }
 
 fn prepare_code(error: &PrepareError) -> ErrorCode {
@@ -650,6 +674,7 @@ pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
         FetchError::Read(ReadError::Corrupt { .. }) => ErrorCode::DataDamaged,
         FetchError::Read(_) | FetchError::OffsetLookup(_) => ErrorCode::StorageError,
         FetchError::Plugin(error) => fetch_plugin_code(error),
+        FetchError::Replication(error) => replica_role_code(error),
     };
     (code, error.to_string())
 }

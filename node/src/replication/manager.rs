@@ -731,7 +731,7 @@ impl<D: Disk> ReplicaManager<D> {
         &self,
         topic: &str,
         partition: u32,
-    ) -> Result<Option<watch::Receiver<i64>>, ReplicaRoleError> {
+    ) -> Result<Option<(LeaderEpoch, watch::Receiver<i64>)>, ReplicaRoleError> {
         let mut state = self.lock();
         let Some(hosted) = state.partitions.get_mut(&(topic.to_owned(), partition)) else {
             return Ok(None);
@@ -746,7 +746,10 @@ impl<D: Disk> ReplicaManager<D> {
             leader.handle_local_synced(log.high_watermark());
         }
         hosted.high_watermark.send_replace(leader.high_watermark());
-        Ok(Some(hosted.high_watermark.subscribe()))
+        Ok(Some((
+            leader.leader_epoch(),
+            hosted.high_watermark.subscribe(),
+        )))
     }
 
     /// The ISR this node's leader state works with, for tests and describe.

@@ -22,6 +22,7 @@ pub mod fetch;
 pub mod follower;
 pub mod leader;
 pub mod manager;
+pub mod peer_link;
 
 #[cfg(test)]
 mod simulation;

@@ -38,17 +38,20 @@ pub enum PeerRequestKind {
     NodeHeartbeat = 5,
     /// A follower fetches partition data from the leader.
     ReplicaFetch = 6,
+    /// A partition leader asks the active controller to change the partition's ISR.
+    AlterPartition = 8,
 }
 
 impl PeerRequestKind {
     /// Every kind, in wire order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::RaftVote,
         Self::RaftAppendEntries,
         Self::RaftInstallSnapshot,
         Self::NodeRegistration,
         Self::NodeHeartbeat,
         Self::ReplicaFetch,
+        Self::AlterPartition,
     ];
 
     /// The kind with wire number `number`.

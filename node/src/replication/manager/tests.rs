@@ -372,7 +372,7 @@ async fn leader_and_two_followers_converge_and_acks_all_is_released_at_the_high_
         assert_eq!(stored(&cluster.log(node)).await, leader, "node {node}");
     }
     // A consumer on the leader reads up to the replicated high watermark.
-    let bound = cluster.managers[&1]
+    let (_, bound) = cluster.managers[&1]
         .consumer_bound(TOPIC, 0)
         .unwrap()
         .unwrap();
