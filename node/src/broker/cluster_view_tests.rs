@@ -325,6 +325,7 @@ fn a_cluster_node_answers_from_the_metadata_image() {
             image: image_receiver,
             controller: Box::new(|| Some(5)),
             cluster_id: "c1".into(),
+            admin: None,
         }));
 
         let answer = metadata(&broker).await;
@@ -350,19 +351,18 @@ fn a_cluster_node_answers_from_the_metadata_image() {
             .map(|node| (node.node_id, node.alive, node.node_epoch))
             .collect();
         assert_eq!(nodes, vec![(5, true, 3), (7, false, 0), (8, false, 4)]);
-        // Three nodes are alive, but partitions are not replicated yet: the refusal says
-        // that, not that the cluster is too small.
+        // Only two nodes are alive (node 8 is fenced): three replicas are refused, saying why.
         let wide = create(&broker, "wide", Some(3), &[], false).await;
         assert_eq!(wide.error, ErrorCode::InvalidReplicationFactor);
         assert!(
-            wide.message.contains("does not run yet") && !wide.message.contains("live node"),
+            wide.message.contains("above the 2 live node(s)"),
             "{}",
             wide.message
         );
-        assert_eq!(
-            create(&broker, "narrow", Some(1), &[], false).await.error,
-            ErrorCode::None
-        );
+        // Topics are the controller's: without a controller client, refused, not made here.
+        let narrow = create(&broker, "narrow", Some(1), &[], false).await;
+        assert_eq!(narrow.error, ErrorCode::NotController, "{}", narrow.message);
+        assert!(broker.registry.topic("narrow").is_none());
 
         image.nodes.insert(7, registration(6, 9092, false));
         publish.send_replace(Arc::new(image));

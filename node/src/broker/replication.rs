@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::broadcast;
+
 use super::Broker;
 use super::registry::TopicRegistry;
 use crate::replication::manager::{
@@ -44,10 +46,25 @@ impl<D: Disk> Broker<D> {
             Arc::new(RegistryLogs(Arc::clone(&self.registry))),
             transport,
         );
-        self.data
-            .replication
-            .set(Arc::clone(&manager))
-            .ok()
-            .map(|()| manager)
+        self.data.replication.set(Arc::clone(&manager)).ok()?;
+        // The materializer creates a placed partition's log after the image that placed it
+        // arrived: the driver looks at the image again when the hosted set changes.
+        let mut events = self.registry.subscribe();
+        let weak = Arc::downgrade(&manager);
+        tokio::spawn(async move {
+            loop {
+                let event = events.recv().await;
+                let Some(manager) = weak.upgrade() else {
+                    return;
+                };
+                match event {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        manager.handle_hosted_changed();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Some(manager)
     }
 }

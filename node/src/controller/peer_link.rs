@@ -424,6 +424,8 @@ pub struct NodeCluster {
     /// This node's clients of the other nodes (one connection per peer: other subsystems,
     /// such as replication, share them rather than dialing again).
     pub clients: BTreeMap<NodeId, Arc<PeerClient>>,
+    /// Topic admin requests to the active controller (see `admin.rs`).
+    pub admin: Arc<super::admin::AdminClient>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -527,6 +529,18 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         controller.shutdown().await;
         return Err(error.into());
     }
+    if let Err(error) = super::admin::register_admin_handler(handlers, Arc::clone(&controller)) {
+        controller.shutdown().await;
+        return Err(error.into());
+    }
+    let admin = Arc::new(super::admin::AdminClient::new(
+        cluster.node_id,
+        cluster.controller_voters.clone(),
+        Arc::clone(&controller),
+        clients.clone(),
+        Arc::clone(&clock),
+        cluster.peer_request_timeout,
+    ));
     if !controller.is_learner() {
         let fencing = Arc::clone(&controller);
         let fencing_clock = Arc::clone(&clock);
@@ -556,6 +570,7 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         controller,
         node_epoch,
         clients,
+        admin,
         tasks,
     })
 }

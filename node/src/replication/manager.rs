@@ -226,6 +226,9 @@ pub struct ReplicaManager<D: Disk> {
     /// Wakes the driver to run the leaders' timers and ISR proposals (a follower's fetch
     /// may make it eligible to rejoin the ISR).
     tick_needed: tokio::sync::Notify,
+    /// Wakes the driver to apply the image again: the set of logs in the store changed
+    /// (a partition placed here was just created, after the image that placed it).
+    reapply: tokio::sync::Notify,
 }
 
 impl<D: Disk> ReplicaManager<D> {
@@ -253,6 +256,7 @@ impl<D: Disk> ReplicaManager<D> {
             }),
             changed: watch::channel(0).0,
             tick_needed: tokio::sync::Notify::new(),
+            reapply: tokio::sync::Notify::new(),
         })
     }
 
@@ -305,10 +309,17 @@ impl<D: Disk> ReplicaManager<D> {
                 }
                 _ = changed.changed() => {}
                 () = self.tick_needed.notified() => {}
+                () = self.reapply.notified() => apply = true,
                 () = sleep => {}
             }
         }
         self.shutdown();
+    }
+
+    /// The logs the store holds changed (partitions created or removed here): the image is
+    /// applied again, so a partition whose log appeared after its placement is replicated.
+    pub fn handle_hosted_changed(&self) {
+        self.reapply.notify_one();
     }
 
     /// Stops the fetchers and fails every pending acks=all (the node is stopping).
@@ -386,9 +397,27 @@ impl<D: Disk> ReplicaManager<D> {
                 let Some(log) = self.logs.partition_log(&key.0, key.1) else {
                     continue;
                 };
+                // A topic deleted and created again under the same name is another
+                // partition: the old one's state goes (its waiters fail).
+                let recreated = state
+                    .partitions
+                    .get(&key)
+                    .is_some_and(|hosted| hosted.topic_id != topic_id);
+                if recreated
+                    && let Some(mut old) = state.partitions.remove(&key)
+                    && let Role::Leader(leader) = &mut old.role
+                {
+                    leader.handle_partition_state(deposed_state(&old.state), now);
+                    release(leader, &mut state.waiters);
+                }
                 let new_state = replication_state(image_state);
-                let min_insync = topic_min_insync(&image, &key.0)
-                    .unwrap_or(self.settings.min_insync_replicas_default);
+                // The controller's rule for a topic without its own: the cluster default,
+                // capped at the replication factor.
+                let min_insync = topic_min_insync(&image, &key.0).unwrap_or(
+                    self.settings
+                        .min_insync_replicas_default
+                        .min(image_state.replicas.len()),
+                );
                 let entry = state.partitions.entry(key.clone());
                 let hosted = match entry {
                     std::collections::btree_map::Entry::Vacant(vacant) => {

@@ -38,19 +38,23 @@ pub enum PeerRequestKind {
     NodeHeartbeat = 5,
     /// A follower fetches partition data from the leader.
     ReplicaFetch = 6,
+    /// A node forwards a topic admin request (create, delete, configs, partitions) to the
+    /// active controller.
+    ControllerAdmin = 7,
     /// A partition leader asks the active controller to change the partition's ISR.
     AlterPartition = 8,
 }
 
 impl PeerRequestKind {
     /// Every kind, in wire order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::RaftVote,
         Self::RaftAppendEntries,
         Self::RaftInstallSnapshot,
         Self::NodeRegistration,
         Self::NodeHeartbeat,
         Self::ReplicaFetch,
+        Self::ControllerAdmin,
         Self::AlterPartition,
     ];
 
