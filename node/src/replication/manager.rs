@@ -413,11 +413,11 @@ impl<D: Disk> ReplicaManager<D> {
                 let new_state = replication_state(image_state);
                 // The controller's rule for a topic without its own: the cluster default,
                 // capped at the replication factor.
-                let min_insync = topic_min_insync(&image, &key.0).unwrap_or(
+                let min_insync = topic_min_insync(&image, &key.0).unwrap_or_else(|| {
                     self.settings
                         .min_insync_replicas_default
-                        .min(image_state.replicas.len()),
-                );
+                        .min(image_state.replicas.len())
+                });
                 let entry = state.partitions.entry(key.clone());
                 let hosted = match entry {
                     std::collections::btree_map::Entry::Vacant(vacant) => {
