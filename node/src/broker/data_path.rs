@@ -33,4 +33,11 @@ pub(super) struct DataPath<D: Disk> {
     pub(super) disk_guard: Arc<DiskGuard>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) limits: DataPathLimits,
+    /// A `[cluster]` node's metadata image, once its controller started: the leader epochs
+    /// produce and fetch are checked against (`cluster_view.rs`).
+    pub(super) cluster_image: Arc<ClusterImageCell>,
 }
+
+/// Where the data path finds the metadata image; unset on a one-node node.
+pub(super) type ClusterImageCell =
+    std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<crate::controller::MetadataImage>>>;

@@ -77,7 +77,11 @@ impl<D: Disk> DataPath<D> {
                         log_start_offset: -1,
                         records: Bytes::new(),
                     };
-                    if let Err(error) = self.leader_epoch_check(wanted.current_leader_epoch) {
+                    if let Err(error) = self.partition_leader_epoch_check(
+                        &topic.name,
+                        wanted.partition,
+                        wanted.current_leader_epoch,
+                    ) {
                         (response.error, response.message) = dispatch::leader_epoch_wire(&error);
                         any_error = true;
                         partitions.push(response);

@@ -273,6 +273,7 @@ impl<D: Disk> Broker<D> {
                 fetch_wait_max: config.fetch_wait_max,
                 fetch_bytes_max: config.fetch_bytes_max,
             },
+            cluster_image: Arc::default(),
         };
         let broker = Self {
             clock,

@@ -182,7 +182,11 @@ impl<D: Disk> DataPath<D> {
             log_start_offset: -1,
             routed: None,
         };
-        if let Err(error) = self.leader_epoch_check(request.current_leader_epoch) {
+        if let Err(error) = self.partition_leader_epoch_check(
+            topic,
+            request.partition,
+            request.current_leader_epoch,
+        ) {
             (response.error, response.message) = dispatch::leader_epoch_wire(&error);
             return response;
         }
