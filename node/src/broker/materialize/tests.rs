@@ -398,6 +398,7 @@ async fn broker_with_controller(
         BTreeMap::new(),
         clock,
         Duration::from_millis(2_000),
+        crate::controller::admin::tests::LIMITS,
     );
     let leader_of = Arc::clone(&controller);
     assert!(broker.set_cluster_source(ClusterSource {
@@ -608,6 +609,91 @@ fn placement_beyond_the_node_partition_limit_is_refused_and_others_partitions_do
         let fitting = image(6, &[("orders", 1, &[7, 7, 5, 5, 5, 5], &[])]);
         assert_eq!(node.materialize(&fitting).await, 0);
         assert_eq!(directories(&disk).await, ["orders-0", "orders-1"]);
+        // A name no node may hold (a path, a reserved one) is never made a directory.
+        let hostile = image(
+            7,
+            &[
+                ("orders", 1, &[7, 7, 5, 5, 5, 5], &[]),
+                ("../escape", 2, &[7], &[]),
+                ("__offsets_too", 3, &[7], &[]),
+            ],
+        );
+        assert_eq!(node.materialize(&hostile).await, 0);
+        assert_eq!(directories(&disk).await, ["orders-0", "orders-1"]);
+        assert!(node.registry.topic("../escape").is_none());
+        assert!(node.registry.topic("__offsets_too").is_none());
+        node.close().await;
+    });
+}
+
+// Goal: in a cluster, produce and fetch check a request's leader epoch against the image's
+// (which Metadata gives clients and which grows when the controller re-elects, as after the
+// node restarted), not the one-node epoch 0. Method: partition 0 at leader epoch 2.
+#[test]
+fn produce_and_fetch_check_the_image_leader_epoch() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(16);
+        let mut current = image(5, &[("orders", 1, &[7], &[])]);
+        current.topics.get_mut("orders").unwrap().partitions[0].leader_epoch = 2;
+        let (node, _publish) = broker(&disk, &current).await;
+        assert_eq!(node.materialize(&current).await, 0);
+        let produce_at = |epoch: Option<i32>| {
+            let node = Arc::clone(&node);
+            async move {
+                let record = Record {
+                    timestamp: 1_000_000,
+                    key: None,
+                    value: Some(Bytes::from_static(b"v")),
+                    headers: Vec::new(),
+                };
+                let request = Request::Produce(ProduceRequest {
+                    acks: Acks::All,
+                    timeout_ms: 10_000,
+                    topics: vec![ProduceTopic {
+                        name: "orders".into(),
+                        partitions: vec![ProducePartition {
+                            partition: 0,
+                            current_leader_epoch: epoch,
+                            records: encode_batch(&[record], &EncodeOptions::default()).unwrap(),
+                        }],
+                    }],
+                });
+                let Response::Produce(response) = node.handle(request).await else {
+                    panic!("wrong response")
+                };
+                response.topics[0].partitions[0].error
+            }
+        };
+        assert_eq!(produce_at(Some(2)).await, ErrorCode::None);
+        assert_eq!(produce_at(Some(0)).await, ErrorCode::FencedLeaderEpoch);
+        assert_eq!(produce_at(Some(3)).await, ErrorCode::UnknownLeaderEpoch);
+        let fetch_at = |epoch: Option<i32>| {
+            let node = Arc::clone(&node);
+            async move {
+                let request = Request::Fetch(FetchRequest {
+                    max_wait_ms: 0,
+                    min_bytes: 1,
+                    max_bytes: 1 << 20,
+                    topics: vec![FetchTopic {
+                        name: "orders".into(),
+                        partitions: vec![FetchPartition {
+                            partition: 0,
+                            current_leader_epoch: epoch,
+                            fetch_offset: 0,
+                            partition_max_bytes: 1 << 20,
+                        }],
+                    }],
+                    plugin: None,
+                });
+                let Response::Fetch(response) = node.handle(request).await else {
+                    panic!("wrong response")
+                };
+                let partition = response.topics[0].partitions[0].clone();
+                (partition.error, partition.high_watermark)
+            }
+        };
+        assert_eq!(fetch_at(Some(2)).await, (ErrorCode::None, 1));
+        assert_eq!(fetch_at(Some(1)).await.0, ErrorCode::FencedLeaderEpoch);
         node.close().await;
     });
 }
