@@ -16,6 +16,7 @@ mod node;
 mod process;
 mod produce_validation;
 mod repair_dump;
+mod replication;
 mod replication_matrix;
 mod retention;
 mod sdk_produce_consume;
