@@ -401,13 +401,13 @@ impl NodeConfig {
             let own = cluster.own_address();
             // Peers dial the address in `cluster.peers`; a node listening elsewhere would be
             // unreachable to them. An unspecified IP (0.0.0.0) listens on every address, so
-            // only its port must agree.
-            if config.listen != own
-                && !(config.listen.ip().is_unspecified() && config.listen.port() == own.port())
-            {
+            // only its port must agree. A node that advertises its peers address
+            // (`node.advertised_address`) says something in front of it (a NAT, a proxy)
+            // forwards that address to wherever it listens.
+            if !listen_reaches(config.listen, own, config.advertised_address) {
                 if listen_given {
                     return Err(ConfigError(format!(
-                        "{origin}: node.listen ({}) disagrees with this node's address in cluster.peers ({own}, node {}); peers dial that address",
+                        "{origin}: node.listen ({}) disagrees with this node's address in cluster.peers ({own}, node {}); peers dial that address (set node.advertised_address to it if something in front of the node forwards it here)",
                         config.listen, cluster.node_id
                     )));
                 }
@@ -881,6 +881,20 @@ fn duration_ms(origin: &str, key: &str, value: u64) -> Result<Duration, ConfigEr
 /// The largest fetch payload that fits in a frame with headers around it.
 fn transport_frame_room(frame_bytes_max: u32) -> u32 {
     frame_bytes_max.saturating_sub(1024 * 1024)
+}
+
+/// Whether peers dialing `own` (this node's address in `cluster.peers`) reach a node
+/// listening on `listen`: the same address, the same port on every address (`0.0.0.0`), or
+/// `own` is the node's advertised address, which something in front of it (a NAT, a proxy)
+/// forwards to wherever it listens.
+pub fn listen_reaches(
+    listen: SocketAddr,
+    own: SocketAddr,
+    advertised_address: Option<SocketAddr>,
+) -> bool {
+    listen == own
+        || (listen.ip().is_unspecified() && listen.port() == own.port())
+        || advertised_address == Some(own)
 }
 
 #[cfg(test)]

@@ -127,6 +127,14 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         Some(path) => NodeConfig::from_file(path)?,
         None => NodeConfig::default(),
     };
+    // Before the data directory is touched: a cluster's topics are the controller's, made
+    // with CreateTopics against any node, and a node reconciling its own copy at start
+    // would disagree with the others.
+    anyhow::ensure!(
+        config.cluster.is_none() || config.topics.is_empty(),
+        "[[topic]] sections cannot be used with [cluster]: a cluster's topics are the controller's; create them with `ledge topic create` against any node ({} declared)",
+        config.topics.len()
+    );
     if let Some(data_dir) = arguments.data_dir {
         // An empty path would lock `./lock` and then fail to create the directory: refuse
         // it as the config file does.
@@ -138,11 +146,12 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     if let Some(listen) = arguments.listen {
         if let Some(cluster) = &config.cluster {
-            // Peers dial the address in cluster.peers; listening elsewhere hides the node.
+            // Peers dial the address in cluster.peers; listening elsewhere hides the node,
+            // unless that address is advertised (forwarded to it by a NAT or a proxy).
             let own = cluster.own_address();
             anyhow::ensure!(
-                listen == own || (listen.ip().is_unspecified() && listen.port() == own.port()),
-                "--listen {listen} disagrees with this node's address in cluster.peers ({own}, node {}); peers dial that address",
+                ledge_node::config::listen_reaches(listen, own, config.advertised_address),
+                "--listen {listen} disagrees with this node's address in cluster.peers ({own}, node {}); peers dial that address (set node.advertised_address to it if something in front of the node forwards it here)",
                 cluster.node_id
             );
         }
@@ -346,7 +355,11 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                     image: controller.subscribe(),
                     controller: Box::new(move || leader_of.leader()),
                     cluster_id: cluster.cluster_id.clone(),
+                    admin: Some(Arc::clone(&node_cluster.admin)),
                 });
+                // The topics this node hosts follow the image from now on (it replays
+                // from the controller's store first).
+                tokio::spawn(Arc::clone(&broker).run_materializer());
             }
             Some(node_cluster)
         }

@@ -8,7 +8,7 @@ use std::process::Command;
 use ledge_e2e::{NodeOptions, NodeProcess, binary, run_cli};
 
 /// Runs `ledge-node cluster-init` with `args`; returns (success, stdout, stderr).
-fn cluster_init(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn cluster_init(args: &[&str]) -> (bool, String, String) {
     let output = Command::new(binary("ledge-node"))
         .arg("cluster-init")
         .args(args)
@@ -36,7 +36,8 @@ fn free_udp_port() -> u16 {
 fn cluster_init_writes_a_cluster_whose_node_serves_the_cli() {
     let temporary = tempfile::tempdir().unwrap();
     let dir = temporary.path().join("cluster");
-    let port = free_udp_port();
+    // Topics are the controller's, so the quorum must form: all 3 nodes run.
+    let port = free_udp_port_run(3) + 1;
     let base_port = (port - 1).to_string();
     let dir_text = dir.to_string_lossy().into_owned();
     let (success, stdout, stderr) = cluster_init(&[
@@ -95,6 +96,21 @@ fn cluster_init_writes_a_cluster_whose_node_serves_the_cli() {
     });
     assert_eq!(node.addr.to_string(), address);
     assert!(node.log().contains("node_id=1"), "{}", node.log());
+    let _others: Vec<NodeProcess> = (2..=3u16)
+        .map(|id| {
+            NodeProcess::start_with(NodeOptions {
+                data_dir: Some(dir.join(format!("data/node-{id}"))),
+                listen: Some(format!("127.0.0.1:{}", port - 1 + id).parse().unwrap()),
+                args: vec![
+                    "--config".into(),
+                    dir.join(format!("node-{id}.toml"))
+                        .to_string_lossy()
+                        .into_owned(),
+                ],
+                ..NodeOptions::default()
+            })
+        })
+        .collect();
     let ca_text = ca.to_string_lossy().into_owned();
     let ledge = |args: &[&str], stdin: Option<&str>| {
         let mut full = vec!["--server", address.as_str(), "--ca", ca_text.as_str()];
@@ -103,6 +119,16 @@ fn cluster_init_writes_a_cluster_whose_node_serves_the_cli() {
         assert!(status.success(), "ledge {args:?} failed: {stderr}");
         (stdout, stderr)
     };
+    // The controller places the topic on live nodes: wait until all 3 registered.
+    until_described(
+        "3 alive nodes and a controller",
+        &address,
+        &ca_text,
+        |cluster| {
+            cluster["controller"].as_u64().is_some()
+                && (1..=3).all(|id| node_state(cluster, id).is_some_and(|(alive, _)| alive))
+        },
+    );
     ledge(&["topic", "create", "events", "--partitions", "1"], None);
     let (_, stderr) = ledge(&["produce", "events"], Some("one\ntwo\n"));
     assert!(stderr.contains("Produced 2 records to events"), "{stderr}");
@@ -193,7 +219,7 @@ fn a_node_with_a_foreign_certificate_refuses_to_start_with_one_line() {
 
 /// `count` consecutive UDP ports, `base + 1 ..= base + count`, none bound now; returns `base`
 /// (what `cluster-init --base-port` takes).
-fn free_udp_port_run(count: u16) -> u16 {
+pub(crate) fn free_udp_port_run(count: u16) -> u16 {
     for _ in 0..100 {
         let first = free_udp_port();
         let all_free = (0..count).all(|offset| {
@@ -210,7 +236,7 @@ fn free_udp_port_run(count: u16) -> u16 {
 
 /// `ledge cluster describe --format json` against `address`, parsed; `None` while the node
 /// does not answer.
-fn describe(address: &str, ca: &str) -> Option<serde_json::Value> {
+pub(crate) fn describe(address: &str, ca: &str) -> Option<serde_json::Value> {
     let (status, stdout, _) = run_cli(
         &[
             "--server", address, "--ca", ca, "cluster", "describe", "--format", "json",
@@ -224,7 +250,7 @@ fn describe(address: &str, ca: &str) -> Option<serde_json::Value> {
 }
 
 /// A node's entry in a describe answer: (alive, node epoch).
-fn node_state(cluster: &serde_json::Value, id: u64) -> Option<(bool, u64)> {
+pub(crate) fn node_state(cluster: &serde_json::Value, id: u64) -> Option<(bool, u64)> {
     cluster["nodes"]
         .as_array()?
         .iter()
@@ -236,13 +262,13 @@ fn node_state(cluster: &serde_json::Value, id: u64) -> Option<(bool, u64)> {
     clippy::disallowed_methods,
     reason = "test deadlines, not logic under test"
 )]
-fn now() -> std::time::Instant {
+pub(crate) fn now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
 /// Polls `describe` against `address` until `condition` holds; fails after a generous
 /// deadline with the last answer.
-fn until_described(
+pub(crate) fn until_described(
     what: &str,
     address: &str,
     ca: &str,

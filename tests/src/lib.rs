@@ -9,7 +9,10 @@
 //! [`fault_proxy::FaultProxy`] puts a UDP proxy that drops, delays and blocks datagrams
 //! between clients (or nodes) and a node.
 
+pub mod cluster_harness;
 pub mod fault_proxy;
+pub mod history;
+pub mod workload;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

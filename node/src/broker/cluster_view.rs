@@ -11,9 +11,12 @@
 //!
 //! A `[cluster]` node whose controller started sets a [`ClusterSource`]: Metadata's node list
 //! and controller, and DescribeCluster's nodes (alive = registered and unfenced, with node
-//! epochs), then come from the controller's metadata image. Topic placement does not go
-//! through the controller yet: topics stay local to the node that created them, which leads
-//! them as their only replica, and CreateTopics accepts a replication factor of 1 only.
+//! epochs), then come from the controller's metadata image, and so do the topics: Metadata
+//! lists the image's topics with each partition's leader, replicas, ISR and leader epoch
+//! (log figures only for the partitions this node hosts), and DescribeCluster lists the
+//! image's offline and under-replicated partitions. Topic admin goes to the controller
+//! (`dispatch.rs`, `controller/admin.rs`); CreateTopics accepts a replication factor of 1
+//! only until partitions are replicated.
 //!
 //! Does not own: topic creation itself (`registry.rs`), or the wire codes (`dispatch.rs`).
 
@@ -36,6 +39,9 @@ pub struct ClusterSource {
     pub controller: Box<dyn Fn() -> Option<NodeId> + Send + Sync>,
     /// The cluster's id (`cluster.cluster_id`).
     pub cluster_id: String,
+    /// Topic admin through the active controller (`None`: this node has no controller
+    /// client, and topic admin is refused with `NotController`).
+    pub admin: Option<std::sync::Arc<crate::controller::admin::AdminClient>>,
 }
 
 impl std::fmt::Debug for ClusterSource {
@@ -291,17 +297,20 @@ impl<D: Disk> Broker<D> {
         if in_cluster && let Some(replication_factor) = replication_factor.filter(|rf| *rf > 1) {
             return Err(ReplicationError::NotReplicatedYet { replication_factor });
         }
-        let live_nodes = if in_cluster {
+        // In a cluster the factor is 1 until partitions are replicated (asked for or not),
+        // so the live nodes only matter to check it is not zero.
+        let live_nodes = self.cluster_nodes().len() as u32;
+        let replication_factor_default = if in_cluster {
             1
         } else {
-            self.cluster_nodes().len() as u32
+            // Kafka's default.replication.factor is min(3, nodes) here (docs/OPERATIONS.md).
+            live_nodes.min(3) as u16
         };
         check_replication(
             replication_factor,
             configs,
             live_nodes,
-            // Kafka's default.replication.factor is min(3, nodes) here (docs/OPERATIONS.md).
-            live_nodes.min(3) as u16,
+            replication_factor_default,
             self.config.topic_defaults.min_insync_replicas,
         )
     }
@@ -312,7 +321,32 @@ impl<D: Disk> Broker<D> {
         let node_id = self.config.node_id;
         let mut offline = Vec::new();
         let mut under_replicated = Vec::new();
-        for name in self.registry.topic_names() {
+        if let Some(source) = self.cluster_source.get() {
+            let image = source.image.borrow().clone();
+            for (name, topic) in &image.topics {
+                for (index, state) in topic.partitions.iter().enumerate() {
+                    let entry = ClusterPartition {
+                        topic: name.clone(),
+                        partition: u32::try_from(index).unwrap_or(u32::MAX),
+                        leader: state.leader,
+                        replicas: state.replicas.clone(),
+                        isr: state.isr.clone(),
+                    };
+                    if state.leader.is_none() {
+                        offline.push(entry);
+                    } else if state.isr.len() < state.replicas.len() {
+                        under_replicated.push(entry);
+                    }
+                }
+            }
+        }
+        // The node's own internal topics (`__consumer_offsets`) stay local in a cluster.
+        let local_names = self
+            .registry
+            .topic_names()
+            .into_iter()
+            .filter(|name| self.cluster_source.get().is_none() || name.starts_with("__"));
+        for name in local_names {
             let Some(topic) = self.registry.topic(&name) else {
                 // Deleted since the names were listed.
                 continue;
@@ -353,6 +387,72 @@ impl<D: Disk> Broker<D> {
                     .any(|node| node.node_id == node_id && node.alive)
         );
         response
+    }
+}
+
+impl<D: Disk> Broker<D> {
+    /// The image a `[cluster]` node answers topics from; `None` on a one-node node.
+    pub(super) fn cluster_image(&self) -> Option<std::sync::Arc<MetadataImage>> {
+        self.cluster_source
+            .get()
+            .map(|source| source.image.borrow().clone())
+    }
+
+    /// A Metadata topic entry from the image: each partition's placement, and the log
+    /// figures of the partitions hosted here (the others answer -1 offsets: ask their
+    /// leader).
+    pub(super) fn image_topic_metadata(
+        &self,
+        name: String,
+        topic: &crate::controller::TopicImage,
+    ) -> ledge_protocol::wire::TopicMetadata {
+        let local = self.registry.topic(&name);
+        let partitions = topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(index, state)| {
+                let number = u32::try_from(index).unwrap_or(u32::MAX);
+                let mut metadata = local
+                    .as_ref()
+                    .and_then(|local| {
+                        super::registry::TopicRegistry::partition_of(local, &name, number).ok()
+                    })
+                    .filter(|partition| partition.is_hosted())
+                    .map_or_else(
+                        || PartitionMetadata {
+                            partition: number,
+                            error: ErrorCode::None,
+                            log_start_offset: -1,
+                            high_watermark: -1,
+                            ..PartitionMetadata::default()
+                        },
+                        |partition| super::dispatch::partition_metadata(&partition),
+                    );
+                if state.leader.is_none() && metadata.error == ErrorCode::None {
+                    metadata.error = ErrorCode::PartitionOffline;
+                }
+                Placement {
+                    leader: state.leader,
+                    leader_epoch: state.leader_epoch,
+                    replicas: state.replicas.clone(),
+                    isr: state.isr.clone(),
+                }
+                .fill(&mut metadata);
+                metadata
+            })
+            .collect();
+        ledge_protocol::wire::TopicMetadata {
+            internal: name.starts_with("__"),
+            partitioner_module: topic
+                .configs
+                .get("partitioner.module")
+                .cloned()
+                .unwrap_or_default(),
+            name,
+            error: ErrorCode::None,
+            partitions,
+        }
     }
 }
 

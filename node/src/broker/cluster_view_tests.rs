@@ -326,6 +326,7 @@ fn a_cluster_node_answers_from_the_metadata_image() {
             image: image_receiver,
             controller: Box::new(|| Some(5)),
             cluster_id: "c1".into(),
+            admin: None,
         }));
 
         let answer = metadata(&broker).await;
@@ -360,10 +361,10 @@ fn a_cluster_node_answers_from_the_metadata_image() {
             "{}",
             wide.message
         );
-        assert_eq!(
-            create(&broker, "narrow", Some(1), &[], false).await.error,
-            ErrorCode::None
-        );
+        // Topics are the controller's: without a controller client, refused, not made here.
+        let narrow = create(&broker, "narrow", Some(1), &[], false).await;
+        assert_eq!(narrow.error, ErrorCode::NotController, "{}", narrow.message);
+        assert!(broker.registry.topic("narrow").is_none());
 
         image.nodes.insert(7, registration(6, 9092, false));
         publish.send_replace(Arc::new(image));

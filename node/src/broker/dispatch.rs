@@ -24,7 +24,7 @@ use ledge_protocol::wire::{
 };
 
 use super::Broker;
-use super::cluster_view::{LeaderEpochError, ReplicationError};
+use super::cluster_view::{ClusterSource, LeaderEpochError, ReplicationError};
 use super::fetch::FetchError;
 use super::metadata::MetadataError;
 use super::plugins::{
@@ -38,6 +38,7 @@ use super::registry::{
     StoreModuleError, StoreTransformError,
 };
 use super::transforms::{AlterTransformError, DeclaredTransform, DeployTransformError};
+use crate::controller::admin::{AdminError, AdminRefusal, AdminRequest};
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::storage::{AppendError, Disk, ReadError};
@@ -119,67 +120,58 @@ impl<D: Disk> Broker<D> {
     }
 
     pub(super) fn metadata(&self, request: MetadataRequest) -> MetadataResponse {
-        let names: Vec<String> = match request.topics {
-            Some(names) => names,
-            None => self.registry.topic_names(),
+        let image = self.cluster_image();
+        let names: Vec<String> = match (request.topics, &image) {
+            (Some(names), _) => names,
+            (None, None) => self.registry.topic_names(),
+            // A cluster's topics are the image's; the node's internal ones stay local.
+            (None, Some(image)) => image
+                .topics
+                .keys()
+                .cloned()
+                .chain(
+                    self.registry
+                        .topic_names()
+                        .into_iter()
+                        .filter(|name| name.starts_with("__")),
+                )
+                .collect(),
         };
         let topics = names
             .into_iter()
-            .map(|name| match self.registry.topic(&name) {
-                None => TopicMetadata {
-                    error: ErrorCode::UnknownTopicOrPartition,
-                    internal: name.starts_with("__"),
-                    name,
-                    partitions: Vec::new(),
-                    partitioner_module: String::new(),
-                },
-                Some(topic) => TopicMetadata {
-                    internal: name.starts_with("__"),
-                    partitioner_module: topic.config().partitioner_module.unwrap_or_default(),
-                    name,
-                    error: ErrorCode::None,
-                    partitions: topic
-                        .partitions()
-                        .iter()
-                        .map(|partition| match partition.online_log() {
-                            Ok(log) => {
-                                let (dirty, sealed) = log.compaction_stats();
-                                let mut metadata = PartitionMetadata {
-                                    partition: partition.key().partition,
-                                    error: ErrorCode::None,
-                                    log_start_offset: log.log_start_offset(),
-                                    high_watermark: log.high_watermark(),
-                                    size_bytes: log.size_bytes(),
-                                    segment_count: log.segment_count() as u32,
-                                    dirty_ratio_per_mille: (dirty * 1000)
-                                        .checked_div(sealed)
-                                        .map_or(0, |ratio| ratio as u16),
-                                    last_compaction_ms: log.last_compaction_ms(),
-                                    damage: log
-                                        .damage()
-                                        .map(|damage| damage.to_string())
-                                        .unwrap_or_default(),
-                                    record_count: log.record_count(),
-                                    ..PartitionMetadata::default()
-                                };
-                                self.partition_placement(true).fill(&mut metadata);
+            .map(|name| {
+                if let Some(topic) = image.as_ref().and_then(|image| image.topics.get(&name)) {
+                    return self.image_topic_metadata(name, topic);
+                }
+                let local = self
+                    .registry
+                    .topic(&name)
+                    .filter(|_| image.is_none() || name.starts_with("__"));
+                match local {
+                    None => TopicMetadata {
+                        error: ErrorCode::UnknownTopicOrPartition,
+                        internal: name.starts_with("__"),
+                        name,
+                        partitions: Vec::new(),
+                        partitioner_module: String::new(),
+                    },
+                    Some(topic) => TopicMetadata {
+                        internal: name.starts_with("__"),
+                        partitioner_module: topic.config().partitioner_module.unwrap_or_default(),
+                        name,
+                        error: ErrorCode::None,
+                        partitions: topic
+                            .partitions()
+                            .iter()
+                            .map(|partition| {
+                                let mut metadata = partition_metadata(partition);
+                                self.partition_placement(metadata.error == ErrorCode::None)
+                                    .fill(&mut metadata);
                                 metadata
-                            }
-                            Err(error) => {
-                                let mut metadata = PartitionMetadata {
-                                    partition: partition.key().partition,
-                                    error: lookup_code(&error),
-                                    log_start_offset: -1,
-                                    high_watermark: -1,
-                                    damage: error.to_string(),
-                                    ..PartitionMetadata::default()
-                                };
-                                self.partition_placement(false).fill(&mut metadata);
-                                metadata
-                            }
-                        })
-                        .collect(),
-                },
+                            })
+                            .collect(),
+                    },
+                }
             })
             .collect();
         MetadataResponse {
@@ -211,6 +203,33 @@ impl<D: Disk> Broker<D> {
                 Err(CreateTopicError::Reserved {
                     topic: topic.name.clone(),
                 })
+            } else if let Some(source) = self.cluster_source.get() {
+                // In a cluster: checked here with the same rules and errors as on one
+                // node, then decided by the controller.
+                let checked = self
+                    .registry
+                    .validate_create(&topic.name, topic.partitions, &configs)
+                    .await;
+                let outcome = match (checked, replication) {
+                    (Err(error), _) => Err(create_topic_wire(&error)),
+                    (Ok(()), Err(error)) => {
+                        Err(create_topic_wire(&CreateTopicError::Replication(error)))
+                    }
+                    (Ok(()), Ok(replication_factor)) => {
+                        self.controller_admin(
+                            source,
+                            AdminRequest::CreateTopic {
+                                name: topic.name.clone(),
+                                partitions: topic.partitions,
+                                replication_factor: Some(replication_factor),
+                                configs,
+                            },
+                        )
+                        .await
+                    }
+                };
+                results.push(topic_result(topic.name, outcome));
+                continue;
             } else {
                 self.registry
                     .create_topic(&topic.name, topic.partitions, &configs)
@@ -227,6 +246,20 @@ impl<D: Disk> Broker<D> {
     pub(super) async fn delete_topics(&self, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
         let mut results = Vec::new();
         for name in request.names {
+            if let Some(source) = self.cluster_source.get() {
+                let outcome = match self.registry.check_deletable(&name).await {
+                    Err(error) => Err(delete_topic_wire(&error)),
+                    Ok(()) => {
+                        self.controller_admin(
+                            source,
+                            AdminRequest::DeleteTopic { name: name.clone() },
+                        )
+                        .await
+                    }
+                };
+                results.push(topic_result(name, outcome));
+                continue;
+            }
             let outcome = self.delete_topic(&name).await;
             results.push(topic_result(
                 name,
@@ -285,6 +318,30 @@ impl<D: Disk> Broker<D> {
                 .into_iter()
                 .map(|entry| (entry.name, entry.value))
                 .collect();
+            if !request.validate_only
+                && let Some(source) = self.cluster_source.get()
+            {
+                let outcome = match self
+                    .registry
+                    .validate_alter(&topic.name, &set, &topic.delete)
+                    .await
+                {
+                    Err(error) => Err(alter_topic_wire(&error)),
+                    Ok(()) => {
+                        self.controller_admin(
+                            source,
+                            AdminRequest::AlterTopicConfig {
+                                name: topic.name.clone(),
+                                set,
+                                delete: topic.delete,
+                            },
+                        )
+                        .await
+                    }
+                };
+                results.push(topic_result(topic.name, outcome));
+                continue;
+            }
             let outcome = if request.validate_only {
                 self.registry
                     .validate_alter(&topic.name, &set, &topic.delete)
@@ -300,6 +357,36 @@ impl<D: Disk> Broker<D> {
             ));
         }
         AlterConfigsResponse { topics: results }
+    }
+
+    /// Has the active controller do `request`, then makes the local registry follow the
+    /// image at once (so a produce to this node right after a CreateTopics finds the
+    /// partitions it hosts), rather than waiting for the driver.
+    async fn controller_admin(
+        &self,
+        source: &ClusterSource,
+        request: AdminRequest,
+    ) -> Result<(), (ErrorCode, String)> {
+        let Some(admin) = &source.admin else {
+            return Err((
+                ErrorCode::NotController,
+                "this node has no controller client: topic admin is not available here".to_owned(),
+            ));
+        };
+        let deleted = match &request {
+            AdminRequest::DeleteTopic { name } => Some(name.clone()),
+            _ => None,
+        };
+        admin
+            .submit(request)
+            .await
+            .map_err(|error| admin_wire(&error))?;
+        let image = source.image.borrow().clone();
+        self.materialize(&image).await;
+        if let Some(name) = deleted {
+            self.groups.remove_topic(&name);
+        }
+        Ok(())
     }
 
     pub(super) async fn upload_module(&self, request: UploadModuleRequest) -> UploadModuleResponse {
@@ -456,6 +543,44 @@ impl<D: Disk> Broker<D> {
     }
 }
 
+/// A partition's Metadata entry from its local log (placement left for the caller): its
+/// offsets and log figures, or the reason it cannot be used.
+pub(super) fn partition_metadata<D: Disk>(
+    partition: &super::registry::Partition<D>,
+) -> PartitionMetadata {
+    match partition.online_log() {
+        Ok(log) => {
+            let (dirty, sealed) = log.compaction_stats();
+            PartitionMetadata {
+                partition: partition.key().partition,
+                error: ErrorCode::None,
+                log_start_offset: log.log_start_offset(),
+                high_watermark: log.high_watermark(),
+                size_bytes: log.size_bytes(),
+                segment_count: log.segment_count() as u32,
+                dirty_ratio_per_mille: (dirty * 1000)
+                    .checked_div(sealed)
+                    .map_or(0, |ratio| ratio as u16),
+                last_compaction_ms: log.last_compaction_ms(),
+                damage: log
+                    .damage()
+                    .map(|damage| damage.to_string())
+                    .unwrap_or_default(),
+                record_count: log.record_count(),
+                ..PartitionMetadata::default()
+            }
+        }
+        Err(error) => PartitionMetadata {
+            partition: partition.key().partition,
+            error: lookup_code(&error),
+            log_start_offset: -1,
+            high_watermark: -1,
+            damage: error.to_string(),
+            ..PartitionMetadata::default()
+        },
+    }
+}
+
 /// The code for a topic or partition that cannot be used.
 pub(super) fn lookup_code(error: &LookupError) -> ErrorCode {
     match error {
@@ -463,6 +588,7 @@ pub(super) fn lookup_code(error: &LookupError) -> ErrorCode {
             ErrorCode::UnknownTopicOrPartition
         }
         LookupError::Offline { .. } => ErrorCode::PartitionOffline,
+        LookupError::NotHosted { .. } => ErrorCode::NotLeaderOrFollower,
     }
 }
 
@@ -490,6 +616,23 @@ fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
         // Retriable, like any disk failure: nothing was recorded.
         CreateTopicError::PartitionNotCreated(_) => ErrorCode::StorageError,
     }
+}
+
+/// The code and message for a topic admin request the controller did not do.
+fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
+    let code = match error {
+        AdminError::Refused { refusal, .. } => match refusal {
+            AdminRefusal::InvalidReplicationFactor => ErrorCode::InvalidReplicationFactor,
+            AdminRefusal::InvalidConfig => ErrorCode::InvalidConfig,
+            AdminRefusal::InvalidPartitions => ErrorCode::InvalidPartitions,
+            AdminRefusal::TopicAlreadyExists => ErrorCode::TopicAlreadyExists,
+            AdminRefusal::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+            AdminRefusal::Internal => ErrorCode::UnknownServerError,
+        },
+        AdminError::TimedOut { .. } => ErrorCode::RequestTimedOut,
+        AdminError::Failed(_) => ErrorCode::UnknownServerError,
+    };
+    (code, error.to_string())
 }
 
 /// The code for refused replication settings: the factor itself, or a topic config

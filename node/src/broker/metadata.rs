@@ -42,6 +42,20 @@ pub struct StoredTopic {
     pub configs: BTreeMap<String, String>,
     /// Creation time, ms since the epoch.
     pub created_ms: i64,
+    /// In a `[cluster]`: the controller's id of the topic (32 hex digits), so a topic
+    /// deleted and re-created under the same name is told apart, across restarts too.
+    /// Absent on a one-node node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<String>,
+    /// In a `[cluster]`: the partitions this node is a replica of (the others have no
+    /// directory here). Absent: every partition is here (a one-node node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted: Option<std::collections::BTreeSet<u32>>,
+    /// In a `[cluster]`: the metadata-log index of the image this definition was taken
+    /// from. An image behind it (still replaying at start) must not change or remove the
+    /// topic: it may not know the topic yet, or know an older one of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_index: Option<u64>,
 }
 
 /// One topic's own file, `topics/<name>.json`.

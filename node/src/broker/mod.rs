@@ -30,6 +30,7 @@ mod dispatch;
 mod fetch;
 mod groups;
 mod maintenance;
+pub mod materialize;
 pub mod metadata;
 pub mod plugins;
 mod produce;

@@ -1325,6 +1325,9 @@ fn uploads_are_bounded_and_metadata_never_outgrows_its_read_limit() {
                     "x".repeat(metadata::METADATA_FILE_BYTES_MAX as usize),
                 )]),
                 created_ms: 0,
+                topic_id: None,
+                hosted: None,
+                image_index: None,
             },
         );
         let error = store.store(next).await.unwrap_err();

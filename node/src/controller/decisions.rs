@@ -401,12 +401,7 @@ impl ControllerLogic {
                 request.name
             )));
         }
-        let live: Vec<NodeId> = image
-            .nodes
-            .iter()
-            .filter(|(_, node)| !node.fenced)
-            .map(|(id, _)| *id)
-            .collect();
+        let live = live_nodes(image);
         let live_count = u16::try_from(live.len()).unwrap_or(u16::MAX);
         // The default is not lowered to the live nodes: a topic created during an outage
         // would silently get fewer copies than the cluster promises (Kafka refuses too).
@@ -447,29 +442,137 @@ impl ControllerLogic {
                 "{UNCLEAN_LEADER_ELECTION_KEY}={text:?}: expected true or false"
             )));
         }
-        let start = image.topics.len();
-        let partitions = (0..request.partitions)
-            .map(|partition| {
-                let first = start + usize::try_from(partition).unwrap_or(0);
-                let replicas: Vec<NodeId> = (0..usize::from(replication_factor))
-                    .filter_map(|offset| live.get((first + offset) % live.len()).copied())
-                    .collect();
-                PartitionState {
-                    isr: replicas.clone(),
-                    elr: Vec::new(),
-                    leader: replicas.first().copied(),
-                    replicas,
-                    leader_epoch: 0,
-                    partition_epoch: 0,
-                }
-            })
-            .collect();
+        let partitions = place(
+            &live,
+            image.topics.len(),
+            0..request.partitions,
+            replication_factor,
+        );
         let mut work = Work::new(image);
         work.push(MetadataRecord::CreateTopic {
             name: request.name.clone(),
             topic_id: request.topic_id,
             configs: request.configs.clone(),
             partitions,
+        })?;
+        Ok(work.records)
+    }
+
+    /// Deletes a topic (by name; the record names its id, so a replay never deletes a
+    /// newer topic of the same name).
+    pub fn delete_topic(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let topic = image
+            .topics
+            .get(name)
+            .ok_or_else(|| ControllerError::UnknownTopicOrPartition(format!("{name:?}")))?;
+        let mut work = Work::new(image);
+        work.push(MetadataRecord::DeleteTopic {
+            name: name.to_owned(),
+            topic_id: topic.topic_id,
+        })?;
+        Ok(work.records)
+    }
+
+    /// Changes a topic's config overrides: `set` keys take new values, `delete` keys return
+    /// to the default. The replication keys are checked against the topic's replication
+    /// factor as at creation; the broker checked every other key before forwarding.
+    pub fn alter_topic_config(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let topic = image
+            .topics
+            .get(name)
+            .ok_or_else(|| ControllerError::UnknownTopicOrPartition(format!("{name:?}")))?;
+        let replication_factor = topic.partitions.first().map_or(1, |state| {
+            u16::try_from(state.replicas.len()).unwrap_or(u16::MAX)
+        });
+        if let Some(text) = set.get(MIN_INSYNC_REPLICAS_KEY) {
+            let min_insync = text.parse::<u16>().map_err(|_| {
+                ControllerError::InvalidConfig(format!(
+                    "{MIN_INSYNC_REPLICAS_KEY}={text:?} is not a number from 1 to 65535"
+                ))
+            })?;
+            if min_insync == 0 || min_insync > replication_factor {
+                return Err(ControllerError::InvalidConfig(format!(
+                    "topic {name:?}: {MIN_INSYNC_REPLICAS_KEY}={min_insync} must be between 1 and the replication factor {replication_factor}"
+                )));
+            }
+        }
+        if let Some(text) = set.get(UNCLEAN_LEADER_ELECTION_KEY)
+            && text != "true"
+            && text != "false"
+        {
+            return Err(ControllerError::InvalidConfig(format!(
+                "{UNCLEAN_LEADER_ELECTION_KEY}={text:?}: expected true or false"
+            )));
+        }
+        let unchanged = set
+            .iter()
+            .all(|(key, value)| topic.configs.get(key) == Some(value))
+            && delete.iter().all(|key| !topic.configs.contains_key(key));
+        if unchanged {
+            return Ok(Vec::new());
+        }
+        let mut work = Work::new(image);
+        work.push(MetadataRecord::AlterTopicConfig {
+            topic_id: topic.topic_id,
+            set: set.clone(),
+            delete: delete.to_vec(),
+        })?;
+        Ok(work.records)
+    }
+
+    /// Grows a topic to `partitions` partitions (Kafka's CreatePartitions): the new ones get
+    /// the topic's replication factor and are placed over the live nodes as a creation
+    /// places them. Partitions are never removed.
+    pub fn create_partitions(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+        partitions: u32,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let topic = image
+            .topics
+            .get(name)
+            .ok_or_else(|| ControllerError::UnknownTopicOrPartition(format!("{name:?}")))?;
+        let current = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
+        if partitions < current {
+            return Err(ControllerError::InvalidPartitions(format!(
+                "topic {name:?} has {current} partitions; partitions can only be added, never removed"
+            )));
+        }
+        if partitions == current {
+            return Ok(Vec::new());
+        }
+        let replication_factor = topic.partitions.first().map_or(1, |state| {
+            u16::try_from(state.replicas.len()).unwrap_or(u16::MAX)
+        });
+        let live = live_nodes(image);
+        if usize::from(replication_factor) > live.len() {
+            return Err(ControllerError::InvalidReplicationFactor(format!(
+                "topic {name:?}: replication factor {replication_factor} is larger than the {} live node(s)",
+                live.len()
+            )));
+        }
+        // The start continues from the topic's own partitions, so new partitions keep
+        // spreading leaders where the existing ones left off.
+        let start = image
+            .topics
+            .keys()
+            .position(|other| other == name)
+            .unwrap_or(0);
+        let mut work = Work::new(image);
+        work.push(MetadataRecord::CreatePartitions {
+            topic_id: topic.topic_id,
+            partitions: place(&live, start, current..partitions, replication_factor),
         })?;
         Ok(work.records)
     }
@@ -641,6 +744,46 @@ impl ControllerLogic {
         }
         Ok(work.records)
     }
+}
+
+/// The registered, unfenced nodes, in id order.
+fn live_nodes(image: &MetadataImage) -> Vec<NodeId> {
+    image
+        .nodes
+        .iter()
+        .filter(|(_, node)| !node.fenced)
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// Initial states of the partitions numbered `range`: partition `p`'s replicas are
+/// `replication_factor` consecutive live nodes from `start + p` (round-robin), the first
+/// leading. `live` must hold at least `replication_factor` nodes (checked by the callers).
+fn place(
+    live: &[NodeId],
+    start: usize,
+    range: std::ops::Range<u32>,
+    replication_factor: u16,
+) -> Vec<PartitionState> {
+    range
+        .map(|partition| {
+            let first = start.wrapping_add(usize::try_from(partition).unwrap_or(0));
+            let replicas: Vec<NodeId> = (0..usize::from(replication_factor))
+                .filter_map(|offset| {
+                    live.get(first.wrapping_add(offset).checked_rem(live.len())?)
+                        .copied()
+                })
+                .collect();
+            PartitionState {
+                isr: replicas.clone(),
+                elr: Vec::new(),
+                leader: replicas.first().copied(),
+                replicas,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }
+        })
+        .collect()
 }
 
 fn is_unfenced(image: &MetadataImage, node_id: NodeId) -> bool {
@@ -903,3 +1046,6 @@ fn elect(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod topic_tests;

@@ -345,6 +345,29 @@ impl MetadataImage {
                 self.topics.remove(name);
                 Ok(())
             }
+            MetadataRecord::CreatePartitions {
+                topic_id,
+                partitions,
+            } => {
+                for state in partitions {
+                    check_partition_state(state)?;
+                }
+                let topic = self
+                    .topics
+                    .values_mut()
+                    .find(|topic| topic.topic_id == *topic_id)
+                    .ok_or_else(|| ApplyError::UnknownTopic {
+                        topic: topic_id.to_string(),
+                    })?;
+                if u32::try_from(topic.partitions.len() + partitions.len()).is_err() {
+                    return Err(ApplyError::InvalidPartitionState(format!(
+                        "topic {topic_id}: more than {} partitions",
+                        u32::MAX
+                    )));
+                }
+                topic.partitions.extend(partitions.iter().cloned());
+                Ok(())
+            }
             MetadataRecord::AlterPartition {
                 topic_id,
                 partition,

@@ -11,6 +11,7 @@
 //! - [`quorum`]: [`Controller`], openraft running over a [`ControllerTransport`]; requests to
 //!   a non-leader are answered `NotController` with the leader's id.
 
+pub mod admin;
 pub mod bootstrap;
 pub mod decisions;
 pub mod image;

@@ -472,6 +472,8 @@ pub struct NodeCluster {
     pub controller: Option<Arc<Controller>>,
     /// The node epoch the controller gave this incarnation, once registered.
     pub node_epoch: watch::Receiver<Option<NodeEpoch>>,
+    /// Topic admin requests to the active controller (see `admin.rs`).
+    pub admin: Arc<super::admin::AdminClient>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -577,6 +579,18 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         controller.shutdown().await;
         return Err(error.into());
     }
+    if let Err(error) = super::admin::register_admin_handler(handlers, Arc::clone(&controller)) {
+        controller.shutdown().await;
+        return Err(error.into());
+    }
+    let admin = Arc::new(super::admin::AdminClient::new(
+        cluster.node_id,
+        cluster.controller_voters.clone(),
+        Arc::clone(&controller),
+        clients.clone(),
+        Arc::clone(&clock),
+        cluster.peer_request_timeout,
+    ));
     if !controller.is_learner() {
         let fencing = Arc::clone(&controller);
         let fencing_clock = Arc::clone(&clock);
@@ -606,6 +620,7 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
     Ok(NodeCluster {
         controller,
         node_epoch,
+        admin,
         tasks,
     })
 }

@@ -529,7 +529,7 @@ impl Controller {
     }
 
     /// Runs one decision on the active controller and proposes its records.
-    async fn decide<T>(
+    pub(super) async fn decide<T>(
         &self,
         decision: impl FnOnce(
             &mut ControllerLogic,

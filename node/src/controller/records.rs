@@ -19,6 +19,35 @@ pub use crate::cluster::{LeaderEpoch, NodeEpoch, NodeId, PartitionEpoch};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TopicId(pub [u8; 16]);
 
+impl TopicId {
+    /// The id of a topic created by the log entry at `index`: the index (unique: every
+    /// creation is its own entry, applied after every earlier one) and a hash of the name
+    /// (FNV-1a, so two ids are told apart at a glance in a listing).
+    pub fn derive(index: u64, name: &str) -> Self {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in name.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&index.to_be_bytes());
+        bytes[8..].copy_from_slice(&hash.to_be_bytes());
+        Self(bytes)
+    }
+
+    /// Parses the 32 hex digits [`Display`](std::fmt::Display) writes.
+    pub fn parse_hex(text: &str) -> Option<Self> {
+        if text.len() != 32 || !text.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (index, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+}
+
 impl std::fmt::Display for TopicId {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for byte in self.0 {
@@ -105,6 +134,14 @@ pub enum MetadataRecord {
         name: String,
         /// The identity (a delete of an older topic of the same name is refused).
         topic_id: TopicId,
+    },
+    /// Partitions added to a topic (Kafka's CreatePartitions): the new partitions' states,
+    /// numbered from the topic's current count.
+    CreatePartitions {
+        /// The topic.
+        topic_id: TopicId,
+        /// The new partitions' initial states, in order.
+        partitions: Vec<PartitionState>,
     },
     /// A partition's ISR, leader or epochs changed.
     AlterPartition {

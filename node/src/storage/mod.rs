@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod compaction;
 pub mod disk;
+pub mod dump;
 pub mod group_commit;
 pub mod index;
 pub mod leader_epoch;

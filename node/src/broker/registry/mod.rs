@@ -26,10 +26,12 @@ use super::topic_config::{
 };
 use super::{DeclaredTopic, plugins, read, write};
 
+mod hosted;
 mod stored;
 use crate::clock::Clock;
 use crate::storage::disk::descriptors::DescriptorBudgetError;
 use crate::storage::{Disk, DiskError, LogConfig, PartitionKey, PartitionLog};
+pub use hosted::{HostTopicError, HostedTopic};
 pub use stored::{
     ModuleReference, RemoveModuleError, RemoveTransformError, SetTransformStoppedError,
     StoreModuleError, StoreTransformError,
@@ -58,6 +60,15 @@ pub enum RegistryEvent {
     TopicDeleted {
         /// The topic.
         name: String,
+    },
+    /// In a `[cluster]`: the partitions of a topic this node hosts changed (a topic placed
+    /// here, partitions moved here or away, its configs changed); `hosted` is the new set.
+    /// Replication follows it to start or stop replicas.
+    PartitionsHosted {
+        /// The topic.
+        name: String,
+        /// The partitions this node now holds.
+        hosted: Vec<u32>,
     },
 }
 
@@ -112,6 +123,8 @@ pub struct RegistryConfig {
 enum PartitionState<D: Disk> {
     Online(PartitionLog<D>),
     Offline(String),
+    /// In a `[cluster]`: another node is this partition's replica; nothing of it is here.
+    NotHosted,
 }
 
 /// One partition: its log, or why it is offline.
@@ -126,12 +139,22 @@ pub struct Partition<D: Disk> {
 pub struct Topic<D: Disk> {
     config: RwLock<TopicConfig>,
     partitions: RwLock<Vec<Arc<Partition<D>>>>,
+    /// In a `[cluster]`: the controller's topic id (hex) and the image index it was taken
+    /// at; `None` on a one-node node.
+    topic_id: RwLock<Option<(String, u64)>>,
 }
 
 /// The topic map, read and changed under its lock by the registry only.
 type TopicMap<D> = RwLock<BTreeMap<String, Arc<Topic<D>>>>;
 
 impl<D: Disk> Topic<D> {
+    /// In a `[cluster]`: the controller's id of the topic (32 hex digits).
+    pub fn topic_id(&self) -> Option<String> {
+        read(&self.topic_id)
+            .as_ref()
+            .map(|(topic_id, _)| topic_id.clone())
+    }
+
     /// The topic's config now.
     pub fn config(&self) -> TopicConfig {
         read(&self.config).clone()
@@ -161,7 +184,17 @@ impl<D: Disk> Partition<D> {
             PartitionState::Offline(reason) => Err(LookupError::Offline {
                 reason: reason.clone(),
             }),
+            PartitionState::NotHosted => Err(LookupError::NotHosted {
+                topic: self.key.topic.clone(),
+                partition: self.key.partition,
+            }),
         }
+    }
+
+    /// Whether this node holds the partition (online or offline); in a `[cluster]`, the
+    /// partitions of other nodes are not hosted.
+    pub fn is_hosted(&self) -> bool {
+        !matches!(&*read(&self.state), PartitionState::NotHosted)
     }
 }
 
@@ -189,6 +222,17 @@ pub enum LookupError {
     Offline {
         /// Why, naming the file and position.
         reason: String,
+    },
+    /// In a `[cluster]`: the partition lives on other nodes; ask its leader (Metadata says
+    /// which).
+    #[error(
+        "partition {partition} of topic {topic:?} is not on this node: refresh metadata and ask its leader"
+    )]
+    NotHosted {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
     },
 }
 
@@ -624,10 +668,13 @@ impl<D: Disk> TopicRegistry<D> {
         for name in &directories {
             let path = logs_dir.join(name);
             let known = PartitionKey::from_directory_name(name).is_some_and(|key| {
-                stored
-                    .topics
-                    .get(&key.topic)
-                    .is_some_and(|topic| key.partition < topic.partitions)
+                stored.topics.get(&key.topic).is_some_and(|topic| {
+                    key.partition < topic.partitions
+                        && topic
+                            .hosted
+                            .as_ref()
+                            .is_none_or(|hosted| hosted.contains(&key.partition))
+                })
             });
             if !known {
                 tracing::warn!(directory = %path.display(), "removing a partition directory of a deleted topic");
@@ -688,21 +735,30 @@ impl<D: Disk> TopicRegistry<D> {
                     }
                 };
                 let partitions = registry
-                    .open_partitions(name, 0..topic.partitions, &config)
+                    .open_partitions_hosted(name, 0..topic.partitions, topic.hosted.as_ref(), &config)
                     .await;
-                (name.clone(), config, partitions)
+                (
+                    name.clone(),
+                    config,
+                    partitions,
+                    topic
+                        .topic_id
+                        .clone()
+                        .map(|topic_id| (topic_id, topic.image_index.unwrap_or(0))),
+                )
             }
         });
         let opened: Vec<_> = futures_util::stream::iter(opens)
             .buffer_unordered(TOPIC_OPENS_CONCURRENT)
             .collect()
             .await;
-        for (name, config, partitions) in opened {
+        for (name, config, partitions, topic_id) in opened {
             write(&registry.topics).insert(
                 name,
                 Arc::new(Topic {
                     config: RwLock::new(config),
                     partitions: RwLock::new(partitions),
+                    topic_id: RwLock::new(topic_id),
                 }),
             );
         }
@@ -857,6 +913,19 @@ impl<D: Disk> TopicRegistry<D> {
         range: std::ops::Range<u32>,
         config: &TopicConfig,
     ) -> Vec<Arc<Partition<D>>> {
+        self.open_partitions_hosted(topic, range, None, config)
+            .await
+    }
+
+    /// Opens the partitions of `range` that `hosted` holds (all of them if `None`); the
+    /// others are [`PartitionState::NotHosted`], with nothing on disk.
+    async fn open_partitions_hosted(
+        &self,
+        topic: &str,
+        range: std::ops::Range<u32>,
+        hosted: Option<&std::collections::BTreeSet<u32>>,
+        config: &TopicConfig,
+    ) -> Vec<Arc<Partition<D>>> {
         let log_config = config.log_config(&self.config.log);
         // Opening a partition is ~20 dependent disk round trips (directory, segments,
         // checkpoint, recovery scan, index): opened one at a time, 400 partitions took
@@ -868,6 +937,13 @@ impl<D: Disk> TopicRegistry<D> {
                     topic: topic.to_string(),
                     partition: number,
                 };
+                if hosted.is_some_and(|hosted| !hosted.contains(&number)) {
+                    return Arc::new(Partition {
+                        key,
+                        state: RwLock::new(PartitionState::NotHosted),
+                        reopening: AtomicBool::new(false),
+                    });
+                }
                 let directory = self.logs_dir.join(key.directory_name());
                 let state = match PartitionLog::open(
                     self.disk.clone(),
@@ -1092,6 +1168,9 @@ impl<D: Disk> TopicRegistry<D> {
             partitions,
             configs: configs.clone(),
             created_ms: self.clock.wall_time_ms(),
+            topic_id: None,
+            hosted: None,
+            image_index: None,
         };
         let mut next = store.current().clone();
         next.topics.insert(name.to_string(), stored_topic.clone());
@@ -1115,6 +1194,7 @@ impl<D: Disk> TopicRegistry<D> {
             Arc::new(Topic {
                 config: RwLock::new(config),
                 partitions: RwLock::new(opened),
+                topic_id: RwLock::new(None),
             }),
         );
         // Under the admin lock, so subscribers see changes in the order they were made.
@@ -1297,6 +1377,31 @@ impl<D: Disk> TopicRegistry<D> {
             .ok_or_else(|| DeleteTopicError::UnknownTopic {
                 topic: name.to_string(),
             })?;
+        Self::check_unused(&store, name)?;
+        self.remove_topic_locked(&mut store, name, &topic)
+            .await
+            .map_err(|source| DeleteTopicError::Record {
+                topic: name.to_string(),
+                source,
+            })?;
+        drop(store);
+        Ok(())
+    }
+
+    /// Checks what deleting topic `name` would refuse for this node's sake (internal, or
+    /// used by a transform), without deleting it: in a `[cluster]` the controller deletes,
+    /// after this check on the node that forwards the request.
+    pub async fn check_deletable(&self, name: &str) -> Result<(), DeleteTopicError> {
+        if name.starts_with("__") {
+            return Err(DeleteTopicError::Internal {
+                topic: name.to_string(),
+            });
+        }
+        let store = self.admin.lock().await;
+        Self::check_unused(&store, name)
+    }
+
+    fn check_unused(store: &MetadataStore<D>, name: &str) -> Result<(), DeleteTopicError> {
         // A transform would lose its input (and its stored position) or fail every append.
         let users: Vec<String> = store
             .current()
@@ -1321,17 +1426,22 @@ impl<D: Disk> TopicRegistry<D> {
                 users,
             });
         }
+        Ok(())
+    }
+
+    /// Removes a topic under the `admin` lock (`store`): durable in `metadata.json` first,
+    /// then its logs are closed and its directories and topic file removed.
+    async fn remove_topic_locked(
+        &self,
+        store: &mut MetadataStore<D>,
+        name: &str,
+        topic: &Topic<D>,
+    ) -> Result<(), MetadataError> {
         // Durable first: once metadata.json no longer has the topic, a crash mid-removal is
         // finished at the next start.
         let mut next = store.current().clone();
         next.topics.remove(name);
-        store
-            .store(next)
-            .await
-            .map_err(|source| DeleteTopicError::Record {
-                topic: name.to_string(),
-                source,
-            })?;
+        store.store(next).await?;
         write(&self.topics).remove(name);
         self.events.emit(RegistryEvent::TopicDeleted {
             name: name.to_string(),
@@ -1356,7 +1466,6 @@ impl<D: Disk> TopicRegistry<D> {
         if let Err(error) = self.topic_files.remove(name).await {
             tracing::error!(topic = %name, %error, "removing a deleted topic's file failed; retried at next start");
         }
-        drop(store);
         Ok(())
     }
 

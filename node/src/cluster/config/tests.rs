@@ -293,3 +293,39 @@ fn certificate_files_are_checked_against_the_config() {
     );
     assert_eq!(error.lines().count(), 1, "{error}");
 }
+
+// Goal: a node whose `node.advertised_address` is its own address in `cluster.peers` may
+// listen elsewhere (a proxy or NAT in front of it forwards that address to it; the process
+// tests put a fault proxy there), while an advertised address that is not its peers
+// address does not lift the check. Method: parse both configs.
+#[test]
+fn a_node_advertising_its_peers_address_may_listen_elsewhere() {
+    let config = NodeConfig::from_toml(
+        &format!(
+            "[node]\nlisten = \"127.0.0.1:9999\"\nadvertised_address = \"127.0.0.1:9101\"\n{}",
+            cluster_toml("")
+        ),
+        "node.toml",
+    )
+    .unwrap();
+    assert_eq!(config.listen, "127.0.0.1:9999".parse().unwrap());
+    assert_eq!(
+        config.advertised_address,
+        Some("127.0.0.1:9101".parse().unwrap())
+    );
+    assert!(crate::config::listen_reaches(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:9101".parse().unwrap(),
+        config.advertised_address
+    ));
+
+    let error = refused(&format!(
+        "[node]\nlisten = \"127.0.0.1:9999\"\nadvertised_address = \"127.0.0.1:9102\"\n{}",
+        cluster_toml("")
+    ));
+    assert!(
+        error.contains("node.listen (127.0.0.1:9999) disagrees")
+            && error.contains("node.advertised_address"),
+        "{error}"
+    );
+}

@@ -38,17 +38,21 @@ pub enum PeerRequestKind {
     NodeHeartbeat = 5,
     /// A follower fetches partition data from the leader.
     ReplicaFetch = 6,
+    /// A node forwards a topic admin request (create, delete, configs, partitions) to the
+    /// active controller.
+    ControllerAdmin = 7,
 }
 
 impl PeerRequestKind {
     /// Every kind, in wire order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::RaftVote,
         Self::RaftAppendEntries,
         Self::RaftInstallSnapshot,
         Self::NodeRegistration,
         Self::NodeHeartbeat,
         Self::ReplicaFetch,
+        Self::ControllerAdmin,
     ];
 
     /// The kind with wire number `number`.

@@ -1,0 +1,438 @@
+//! Topic admin through the controller (issue 13): in a `[cluster]`, CreateTopics,
+//! DeleteTopics, AlterConfigs and added partitions are decisions of the active controller,
+//! recorded in the metadata log, not changes one node makes to its own registry.
+//!
+//! - [`AdminRequest`]/[`AdminReply`]: the serde bodies of peer request kind
+//!   `ControllerAdmin` (JSON, as the other controller bodies in `peer_link.rs`).
+//! - [`execute`]: the decision on the active controller (`ControllerLogic`'s pure code,
+//!   proposed through the quorum); answers the log index the change is applied at.
+//! - [`register_admin_handler`]: the accepting side on every node; a non-controller answers
+//!   `NotController { leader }`.
+//! - [`AdminClient`]: the sending side, used by the broker's admin handlers on any node. It
+//!   asks the local controller when this node is the active one, else the known leader over
+//!   the peer RPC, follows redirects, retries while no controller is known, and returns only
+//!   once the change is applied in this node's own image (so a Metadata right after a
+//!   CreateTopics on the same node sees the topic). The whole is bounded by
+//!   `cluster.peer_request_timeout_ms`.
+//!
+//! Not here: the validation a node does before forwarding (names, config keys and values,
+//! module references: `broker/dispatch.rs` with the registry's rules), and the wire codes
+//! (`broker/dispatch.rs` maps [`AdminRefusal`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::decisions::{ControllerError, CreateTopicRequest};
+use super::quorum::{Controller, ControllerRequestError};
+use super::records::{NodeId, TopicId};
+use crate::clock::{Clock, Elapsed, deadline_after, sleep, timeout_at};
+use crate::cluster::peer::service::AlreadyRegistered;
+use crate::cluster::peer::{
+    PeerClient, PeerHandlerError, PeerHandlers, PeerRequest, PeerRequestKind,
+};
+
+/// Pause before asking again while no controller is known (an election in progress) or the
+/// one asked could not be reached: one Raft election timeout, so the next try usually finds
+/// the new leader.
+pub const CONTROLLER_ADMIN_RETRY_MS: u64 = 150;
+
+/// A topic admin request, as forwarded to the active controller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// Create a topic; the controller places its partitions and draws its id.
+    CreateTopic {
+        /// The name (checked by the forwarding node).
+        name: String,
+        /// Partition count.
+        partitions: u32,
+        /// Replicas per partition; `None`: the cluster's `default_replication_factor`.
+        replication_factor: Option<u16>,
+        /// Config overrides (checked by the forwarding node).
+        configs: BTreeMap<String, String>,
+    },
+    /// Delete a topic.
+    DeleteTopic {
+        /// The name.
+        name: String,
+    },
+    /// Change a topic's config overrides.
+    AlterTopicConfig {
+        /// The name.
+        name: String,
+        /// Keys set to new values.
+        set: BTreeMap<String, String>,
+        /// Keys returned to the default.
+        delete: Vec<String>,
+    },
+    /// Grow a topic to `partitions` partitions.
+    CreatePartitions {
+        /// The name.
+        name: String,
+        /// The new partition count.
+        partitions: u32,
+    },
+}
+
+impl AdminRequest {
+    /// The topic the request is about.
+    pub fn topic(&self) -> &str {
+        match self {
+            Self::CreateTopic { name, .. }
+            | Self::DeleteTopic { name }
+            | Self::AlterTopicConfig { name, .. }
+            | Self::CreatePartitions { name, .. } => name,
+        }
+    }
+}
+
+/// Why the controller refused an admin request: the Kafka error it maps to on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRefusal {
+    /// Bad replication factor (above the live nodes, zero).
+    InvalidReplicationFactor,
+    /// A config value the controller checks (min.insync.replicas, unclean election).
+    InvalidConfig,
+    /// Bad partition count (zero, fewer than now).
+    InvalidPartitions,
+    /// The topic exists.
+    TopicAlreadyExists,
+    /// No such topic.
+    UnknownTopicOrPartition,
+    /// Anything else (a bug in a decision; the message says what).
+    Internal,
+}
+
+impl AdminRefusal {
+    fn of(error: &ControllerError) -> Self {
+        match error {
+            ControllerError::InvalidReplicationFactor(_) => Self::InvalidReplicationFactor,
+            ControllerError::InvalidConfig(_) => Self::InvalidConfig,
+            ControllerError::InvalidPartitions(_) => Self::InvalidPartitions,
+            ControllerError::TopicAlreadyExists(_) => Self::TopicAlreadyExists,
+            ControllerError::UnknownTopicOrPartition(_) => Self::UnknownTopicOrPartition,
+            _ => Self::Internal,
+        }
+    }
+}
+
+/// The controller's answer to an [`AdminRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminReply {
+    /// Done: the change is applied in the controller's image at this log index (or was
+    /// already so, for a change to nothing).
+    Done {
+        /// Wait for the local image to reach this index before answering the client.
+        applied_index: u64,
+    },
+    /// Ask `leader` instead (unknown during an election).
+    NotController {
+        /// The active controller, if known.
+        leader: Option<NodeId>,
+    },
+    /// Refused; nothing changed.
+    Refused {
+        /// The Kafka error.
+        refusal: AdminRefusal,
+        /// Why, in one line.
+        message: String,
+    },
+    /// The quorum failed (storage, shutdown).
+    Failed {
+        /// Why.
+        message: String,
+    },
+}
+
+/// Why an admin request was not done.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// The controller refused it; nothing changed.
+    #[error("{message}")]
+    Refused {
+        /// The Kafka error.
+        refusal: AdminRefusal,
+        /// Why.
+        message: String,
+    },
+    /// No answer in time: no controller known (an election, or no quorum), or the change
+    /// not yet seen here.
+    #[error(
+        "topic {topic:?}: the controller did not confirm the change within {waited_ms} ms \
+         (cluster.peer_request_timeout_ms): {last}; it may still be applied, check with \
+         `ledge topic describe`"
+    )]
+    TimedOut {
+        /// The topic.
+        topic: String,
+        /// How long it waited.
+        waited_ms: u64,
+        /// The last thing that went wrong.
+        last: String,
+    },
+    /// The controller's quorum failed.
+    #[error("controller failed: {0}")]
+    Failed(String),
+}
+
+/// Runs `request` as a decision on `controller` (which must be the active one); returns the
+/// log index the change is applied at.
+pub async fn execute(
+    controller: &Controller,
+    request: &AdminRequest,
+) -> Result<u64, ControllerRequestError> {
+    match request {
+        AdminRequest::CreateTopic {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            controller
+                .decide(|logic, image| {
+                    let request = CreateTopicRequest {
+                        name: name.clone(),
+                        // The entry this decision becomes is the next one applied.
+                        topic_id: TopicId::derive(image.last_applied_index.saturating_add(1), name),
+                        partitions: *partitions,
+                        replication_factor: *replication_factor,
+                        configs: configs.clone(),
+                    };
+                    logic
+                        .create_topic(image, &request)
+                        .map(|records| (records, ()))
+                })
+                .await?
+        }
+        AdminRequest::DeleteTopic { name } => {
+            controller
+                .decide(|logic, image| logic.delete_topic(image, name).map(|records| (records, ())))
+                .await?
+        }
+        AdminRequest::AlterTopicConfig { name, set, delete } => {
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .alter_topic_config(image, name, set, delete)
+                        .map(|records| (records, ()))
+                })
+                .await?
+        }
+        AdminRequest::CreatePartitions { name, partitions } => {
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .create_partitions(image, name, *partitions)
+                        .map(|records| (records, ()))
+                })
+                .await?
+        }
+    }
+    // The leader applies an entry before `client_write` returns, so its image holds the
+    // change now (and a change to nothing was already there).
+    Ok(controller.image().last_applied_index)
+}
+
+/// Answers `request` on the local controller.
+pub async fn answer_admin(controller: &Controller, request: &AdminRequest) -> AdminReply {
+    match execute(controller, request).await {
+        Ok(applied_index) => AdminReply::Done { applied_index },
+        Err(ControllerRequestError::NotController { leader }) => {
+            AdminReply::NotController { leader }
+        }
+        Err(ControllerRequestError::Refused(error)) => AdminReply::Refused {
+            refusal: AdminRefusal::of(&error),
+            message: error.to_string(),
+        },
+        Err(error @ ControllerRequestError::Quorum(_)) => AdminReply::Failed {
+            message: error.to_string(),
+        },
+    }
+}
+
+/// Registers the `ControllerAdmin` handler, answering through `controller`. A body that
+/// does not decode is answered `HandlerFailed` with the reason.
+pub fn register_admin_handler(
+    handlers: &PeerHandlers,
+    controller: Arc<Controller>,
+) -> Result<(), AlreadyRegistered> {
+    handlers.register(
+        PeerRequestKind::ControllerAdmin,
+        move |request: PeerRequest| {
+            let controller = Arc::clone(&controller);
+            async move {
+                let admin = decode_admin(&request)?;
+                let reply = answer_admin(&controller, &admin).await;
+                serde_json::to_vec(&reply)
+                    .map(Bytes::from)
+                    .map_err(|error| PeerHandlerError(format!("encode answer: {error}")))
+            }
+        },
+    )
+}
+
+/// The request a `ControllerAdmin` body carries, or why it does not decode.
+fn decode_admin(request: &PeerRequest) -> Result<AdminRequest, PeerHandlerError> {
+    serde_json::from_slice(&request.body).map_err(|error| {
+        PeerHandlerError(format!(
+            "invalid ControllerAdmin body from node {}: {error}",
+            request.from
+        ))
+    })
+}
+
+/// Sends admin requests to the active controller from this node.
+pub struct AdminClient {
+    node_id: NodeId,
+    voters: Vec<NodeId>,
+    local: Arc<Controller>,
+    clients: BTreeMap<NodeId, Arc<PeerClient>>,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AdminClient")
+            .field("node_id", &self.node_id)
+            .field("voters", &self.voters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminClient {
+    /// A client on node `node_id` with its controller `local`, its peer `clients`, the
+    /// `voters` to try when no leader is known, and `timeout`
+    /// (`cluster.peer_request_timeout_ms`) bounding each request end to end.
+    pub fn new(
+        node_id: NodeId,
+        voters: Vec<NodeId>,
+        local: Arc<Controller>,
+        clients: BTreeMap<NodeId, Arc<PeerClient>>,
+        clock: Arc<dyn Clock>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            node_id,
+            voters,
+            local,
+            clients,
+            clock,
+            timeout,
+        }
+    }
+
+    /// Has the active controller do `request`, and returns once this node's image holds
+    /// the change.
+    pub async fn submit(&self, request: AdminRequest) -> Result<(), AdminError> {
+        let deadline = deadline_after(self.clock.now(), self.timeout);
+        let mut last = String::from("no controller known yet");
+        let outcome = timeout_at(
+            &*self.clock,
+            deadline,
+            self.submit_until_done(&request, &mut last),
+        )
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(Elapsed) => Err(AdminError::TimedOut {
+                topic: request.topic().to_owned(),
+                waited_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+                last,
+            }),
+        }
+    }
+
+    async fn submit_until_done(
+        &self,
+        request: &AdminRequest,
+        last: &mut String,
+    ) -> Result<(), AdminError> {
+        let mut target: Option<NodeId> = None;
+        let mut next_voter = 0usize;
+        loop {
+            let asked = target
+                .or_else(|| self.local.leader())
+                .or_else(|| {
+                    let voter = self
+                        .voters
+                        .get(next_voter % self.voters.len().max(1))
+                        .copied();
+                    next_voter = next_voter.wrapping_add(1);
+                    voter
+                })
+                .unwrap_or(self.node_id);
+            target = None;
+            match self.ask(asked, request).await {
+                Ok(AdminReply::Done { applied_index }) => {
+                    *last = format!(
+                        "the change is committed at log index {applied_index} but not yet applied on this node"
+                    );
+                    self.applied(applied_index).await;
+                    return Ok(());
+                }
+                Ok(AdminReply::Refused { refusal, message }) => {
+                    return Err(AdminError::Refused { refusal, message });
+                }
+                Ok(AdminReply::Failed { message }) => return Err(AdminError::Failed(message)),
+                Ok(AdminReply::NotController {
+                    leader: Some(leader),
+                }) if leader != asked => {
+                    // Redirects are followed at once; a ping-pong between two nodes that
+                    // each name the other ends at the deadline.
+                    *last = format!("node {asked} named node {leader} as the controller");
+                    target = Some(leader);
+                    continue;
+                }
+                Ok(AdminReply::NotController { .. }) => {
+                    *last = format!("node {asked} knows no controller (an election?)");
+                }
+                Err(reason) => *last = reason,
+            }
+            sleep(
+                &*self.clock,
+                Duration::from_millis(CONTROLLER_ADMIN_RETRY_MS),
+            )
+            .await;
+        }
+    }
+
+    /// Asks node `target` (this node's controller directly, when it is the target).
+    async fn ask(&self, target: NodeId, request: &AdminRequest) -> Result<AdminReply, String> {
+        if target == self.node_id {
+            return Ok(answer_admin(&self.local, request).await);
+        }
+        let client = self
+            .clients
+            .get(&target)
+            .ok_or_else(|| format!("node {target} is not a peer of this node"))?;
+        let body = serde_json::to_vec(request).map_err(|error| format!("encode: {error}"))?;
+        let answer = client
+            .request(PeerRequestKind::ControllerAdmin, &body)
+            .await
+            .map_err(|error| error.to_string())?;
+        serde_json::from_slice(&answer)
+            .map_err(|error| format!("invalid answer from node {target}: {error}"))
+    }
+
+    /// Waits until this node's image has applied `index`.
+    async fn applied(&self, index: u64) {
+        let mut image = self.local.subscribe();
+        loop {
+            if image.borrow_and_update().last_applied_index >= index {
+                return;
+            }
+            if image.changed().await.is_err() {
+                // The controller stopped: the deadline answers.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
