@@ -472,6 +472,9 @@ pub struct NodeCluster {
     pub controller: Option<Arc<Controller>>,
     /// The node epoch the controller gave this incarnation, once registered.
     pub node_epoch: watch::Receiver<Option<NodeEpoch>>,
+    /// This node's clients of the other nodes (one connection per peer: other subsystems,
+    /// such as replication, share them rather than dialing again).
+    pub clients: BTreeMap<NodeId, Arc<PeerClient>>,
     /// Topic admin requests to the active controller (see `admin.rs`).
     pub admin: Arc<super::admin::AdminClient>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -610,7 +613,7 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         storage_id,
         voters: cluster.controller_voters.clone(),
         local: controller.clone(),
-        clients,
+        clients: clients.clone(),
         addresses,
         heartbeat_interval: cluster.node_heartbeat_interval,
         clock,
@@ -620,6 +623,7 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
     Ok(NodeCluster {
         controller,
         node_epoch,
+        clients,
         admin,
         tasks,
     })
