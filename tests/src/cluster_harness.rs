@@ -381,7 +381,7 @@ impl TestCluster {
                 self.describe_cluster_on(asked)
                     .filter(|cluster| condition(cluster))
             },
-            || format!("{:?}", self.describe_cluster_on(asked)),
+            || format!("{:?}\n{}", self.describe_cluster_on(asked), self.logs()),
         )
     }
 
@@ -416,7 +416,13 @@ impl TestCluster {
                 self.partition_state(topic, partition)
                     .filter(|state| condition(state))
             },
-            || format!("{:?}", self.partition_state(topic, partition)),
+            || {
+                format!(
+                    "{:?}\n{}",
+                    self.partition_state(topic, partition),
+                    self.logs()
+                )
+            },
         )
     }
 
