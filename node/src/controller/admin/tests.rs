@@ -34,6 +34,11 @@ impl ControllerTransport for Alone {
 /// unfenced.
 pub(crate) async fn single_voter(disk: SimDisk, data_dir: &Path, nodes: u32) -> Arc<Controller> {
     let voters = BTreeMap::from([(1, "127.0.0.1:9101".to_owned())]);
+    // As `cluster-init` does: the first start may initialize the quorum (a restart finds
+    // the membership stored and the marker consumed).
+    crate::controller::bootstrap::write_marker(&disk, data_dir, "test")
+        .await
+        .unwrap();
     let controller = Arc::new(
         Controller::start(
             ControllerConfig::new(1, voters),
@@ -57,6 +62,7 @@ pub(crate) async fn single_voter(disk: SimDisk, data_dir: &Path, nodes: u32) -> 
             node_id,
             address: format!("127.0.0.1:{}", 9100 + node_id),
             incarnation_id: u64::from(node_id),
+            storage_id: None,
         };
         let epoch = controller.register(clock.now(), request).await.unwrap();
         controller
