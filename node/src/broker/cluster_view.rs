@@ -186,13 +186,7 @@ impl<D: Disk> Broker<D> {
     /// Makes the cluster answers come from `source` (a `[cluster]` node, once its controller
     /// started). Returns `false` if a source was set already (the first one stays).
     pub fn set_cluster_source(&self, source: ClusterSource) -> bool {
-        let image = source.image.clone();
-        let set = self.cluster_source.set(source).is_ok();
-        if set {
-            // Set once, with the source: both come from the same controller.
-            let _ = self.data.cluster_image.set(image);
-        }
-        set
+        self.cluster_source.set(source).is_ok()
     }
 
     /// The live nodes, by id: this node alone, or in a cluster the registered, unfenced
@@ -464,27 +458,6 @@ impl<D: Disk> super::data_path::DataPath<D> {
         requested: Option<i32>,
     ) -> Result<(), LeaderEpochError> {
         check_leader_epoch(requested, SINGLE_NODE_LEADER_EPOCH)
-    }
-
-    /// The same check for partition `partition` of `topic`: in a `[cluster]`, against the
-    /// leader epoch the image gives it (clients send the epoch Metadata told them, which is
-    /// the image's; it grows when the controller re-elects, e.g. after the node restarted).
-    pub(super) fn partition_leader_epoch_check(
-        &self,
-        topic: &str,
-        partition: u32,
-        requested: Option<i32>,
-    ) -> Result<(), LeaderEpochError> {
-        let Some(image) = self.cluster_image.get() else {
-            return self.leader_epoch_check(requested);
-        };
-        let current = image
-            .borrow()
-            .topics
-            .get(topic)
-            .and_then(|topic| topic.partitions.get(usize::try_from(partition).ok()?))
-            .map_or(SINGLE_NODE_LEADER_EPOCH, |state| state.leader_epoch);
-        check_leader_epoch(requested, current)
     }
 }
 

@@ -37,11 +37,4 @@ pub(super) struct DataPath<D: Disk> {
     /// The replication driver of a `[cluster]` node (`replication.rs`); unset on a single
     /// node, where every partition's high watermark is its synced end.
     pub(super) replication: std::sync::OnceLock<Arc<ReplicaManager<D>>>,
-    /// A `[cluster]` node's metadata image, once its controller started: the leader epochs
-    /// produce and fetch are checked against (`cluster_view.rs`).
-    pub(super) cluster_image: Arc<ClusterImageCell>,
 }
-
-/// Where the data path finds the metadata image; unset on a one-node node.
-pub(super) type ClusterImageCell =
-    std::sync::OnceLock<tokio::sync::watch::Receiver<Arc<crate::controller::MetadataImage>>>;

@@ -131,11 +131,7 @@ impl<D: Disk> DataPath<D> {
                             wanted.current_leader_epoch,
                             *leader_epoch,
                         ),
-                        None => self.partition_leader_epoch_check(
-                            &topic.name,
-                            wanted.partition,
-                            wanted.current_leader_epoch,
-                        ),
+                        None => self.leader_epoch_check(wanted.current_leader_epoch),
                     };
                     if let Err(error) = epoch_check {
                         (response.error, response.message) = dispatch::leader_epoch_wire(&error);

@@ -275,7 +275,6 @@ impl<D: Disk> Broker<D> {
                 fetch_bytes_max: config.fetch_bytes_max,
             },
             replication: std::sync::OnceLock::new(),
-            cluster_image: Arc::default(),
         };
         let broker = Self {
             clock,

@@ -205,11 +205,7 @@ impl<D: Disk> DataPath<D> {
             PartitionRole::Leader { leader_epoch } => {
                 super::cluster_view::check_leader_epoch(request.current_leader_epoch, leader_epoch)
             }
-            PartitionRole::Unreplicated => self.partition_leader_epoch_check(
-                topic,
-                request.partition,
-                request.current_leader_epoch,
-            ),
+            PartitionRole::Unreplicated => self.leader_epoch_check(request.current_leader_epoch),
         };
         if let Err(error) = epoch_check {
             (response.error, response.message) = dispatch::leader_epoch_wire(&error);
