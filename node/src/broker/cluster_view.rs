@@ -347,7 +347,11 @@ impl<D: Disk> Broker<D> {
                 continue;
             };
             for partition in topic.partitions() {
-                let placement = self.partition_placement(partition.online_log().is_ok());
+                // As in Metadata: a controller-placed topic claims no leader before the
+                // image is known.
+                let placement = self.partition_placement(
+                    partition.online_log().is_ok() && topic.topic_id().is_none(),
+                );
                 let entry = ClusterPartition {
                     topic: name.clone(),
                     partition: partition.key().partition,

@@ -167,8 +167,13 @@ impl<D: Disk> Broker<D> {
                             .iter()
                             .map(|partition| {
                                 let mut metadata = partition_metadata(partition);
-                                self.partition_placement(metadata.error == ErrorCode::None)
-                                    .fill(&mut metadata);
+                                // A controller-placed topic before the image is known here
+                                // (a restarting node): no leader is claimed, so clients wait
+                                // for the image rather than produce to a node that may no
+                                // longer lead.
+                                let leads =
+                                    metadata.error == ErrorCode::None && topic.topic_id().is_none();
+                                self.partition_placement(leads).fill(&mut metadata);
                                 metadata
                             })
                             .collect(),

@@ -77,10 +77,17 @@ impl<D: Disk> DataPath<D> {
         topic: &str,
         partition: u32,
     ) -> Result<Option<(LeaderEpoch, watch::Receiver<i64>)>, FetchError> {
-        match self.replication.get() {
-            Some(manager) => Ok(manager.consumer_bound(topic, partition)?),
-            None => Ok(None),
+        let bound = match self.replication.get() {
+            Some(manager) => manager.consumer_bound(topic, partition)?,
+            None => None,
+        };
+        // As for produce: a controller-placed partition this node does not (yet) lead is
+        // not read by the single-node rules, or a consumer could see records the leader's
+        // log later replaces.
+        if bound.is_none() && self.placed_by_controller(topic) {
+            return Err(ReplicaRoleError::NotLeaderOrFollower.into());
         }
+        Ok(bound)
     }
 
     pub(super) async fn fetch(&self, request: FetchRequest) -> FetchResponse {

@@ -376,10 +376,26 @@ impl<D: Disk> DataPath<D> {
         partition: u32,
         acks_all: bool,
     ) -> Result<PartitionRole, ReplicaRoleError> {
-        match self.replication.get() {
-            Some(manager) => manager.role(topic, partition, acks_all),
-            None => Ok(PartitionRole::Unreplicated),
+        let role = match self.replication.get() {
+            Some(manager) => manager.role(topic, partition, acks_all)?,
+            None => PartitionRole::Unreplicated,
+        };
+        // A topic the controller placed is never served by the single-node rules: before the
+        // driver runs or registers, or after it lost its node epoch, this node does not know
+        // whether it leads, and acknowledging on its own disk alone could lose the record
+        // when it follows the real leader (its log truncated to the leader's).
+        if matches!(role, PartitionRole::Unreplicated) && self.placed_by_controller(topic) {
+            return Err(ReplicaRoleError::NotLeaderOrFollower);
         }
+        Ok(role)
+    }
+
+    /// Whether `topic` was placed by the controller (it has a topic id): its partitions
+    /// follow the replication rules only.
+    pub(super) fn placed_by_controller(&self, topic: &str) -> bool {
+        self.registry
+            .topic(topic)
+            .is_some_and(|topic| topic.topic_id().is_some())
     }
 
     /// An append error as the produce path answers it; a fenced log is reopened in the

