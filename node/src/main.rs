@@ -346,6 +346,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 data_dir: &config.data_dir,
                 clock: Arc::new(SystemClock),
                 incarnation_id: incarnation,
+                admin_limits: ledge_node::controller::admin::AdminLimits {
+                    topic_partitions_max: config.broker.topic_partitions_max,
+                },
             };
             let started = ledge_node::controller::peer_link::start_node_cluster(parts).await;
             let node_cluster = match started {

@@ -119,6 +119,16 @@ fn cluster_init_writes_a_cluster_whose_node_serves_the_cli() {
         assert!(status.success(), "ledge {args:?} failed: {stderr}");
         (stdout, stderr)
     };
+    // The controller places the topic on live nodes: wait until all 3 registered.
+    until_described(
+        "3 alive nodes and a controller",
+        &address,
+        &ca_text,
+        |cluster| {
+            cluster["controller"].as_u64().is_some()
+                && (1..=3).all(|id| node_state(cluster, id).is_some_and(|(alive, _)| alive))
+        },
+    );
     ledge(&["topic", "create", "events", "--partitions", "1"], None);
     let (_, stderr) = ledge(&["produce", "events"], Some("one\ntwo\n"));
     assert!(stderr.contains("Produced 2 records to events"), "{stderr}");
@@ -189,7 +199,21 @@ fn a_node_with_a_foreign_certificate_refuses_to_start_with_one_line() {
         assert!(stderr.starts_with("error: "), "{stderr}");
         assert!(stderr.contains(expected), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(!a.join("data/node-1").exists());
+        // The data directory holds only what cluster-init wrote (the controller bootstrap
+        // marker): the refused start touched nothing.
+        let entries = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(entries(&a.join("data/node-1")), vec!["controller"]);
+        assert_eq!(
+            entries(&a.join("data/node-1/controller")),
+            vec!["bootstrap"]
+        );
     }
 }
 
@@ -294,7 +318,7 @@ fn three_nodes_elect_a_controller_and_fence_and_readmit_a_killed_one() {
             let path = dir.join(format!("node-{id}.toml"));
             let config = std::fs::read_to_string(&path).unwrap().replace(
                 "[cluster]\n",
-                "[cluster]\nnode_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 2000\npeer_request_timeout_ms = 2000\n",
+                "[cluster]\nnode_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 2000\npeer_request_timeout_ms = 1500\n",
             );
             std::fs::write(&path, config).unwrap();
             NodeProcess::start_with(NodeOptions {

@@ -96,3 +96,73 @@ fn paused_and_all_killed_nodes_come_back() {
         },
     );
 }
+
+// Goal: the harness's bit flip damages a stopped replica's partition where it says: after
+// `flip_bit`, `ledge-repair dump` of that node stops at a damaged batch starting at the
+// offset `flip_bit` returned, with the batches before it intact. Method: an RF=1 topic
+// placed by the controller, 200 records from the SDK through the proxies, the holding node
+// stopped with SIGTERM.
+#[test]
+fn flip_bit_damages_the_batch_it_names() {
+    let mut cluster = TestCluster::start(ClusterOptions::default());
+    cluster.wait_for_all_alive();
+    cluster.runtime().block_on(async {
+        let client = cluster.client().await;
+        ledge_client::Admin::new(&client)
+            .create_topics(
+                vec![
+                    ledge_client::NewTopic::new("flipped", 1)
+                        .replication_factor(1)
+                        .config("min.insync.replicas", "1"),
+                ],
+                false,
+            )
+            .await
+            .unwrap();
+        let producer =
+            ledge_client::Producer::new(&client, ledge_client::ProducerConfig::default())
+                .await
+                .unwrap();
+        for chunk in 0..20 {
+            let mut deliveries = Vec::new();
+            for index in 0..10 {
+                let record = ledge_client::ProducerRecord::new(
+                    "flipped",
+                    format!("value-{chunk}-{index}-with-some-bytes-to-flip"),
+                )
+                .partition(0);
+                deliveries.push(producer.send(record).await.unwrap());
+            }
+            for delivery in deliveries {
+                delivery.await.unwrap();
+            }
+        }
+        producer.close().await;
+        client.close().await;
+    });
+    let holder = cluster
+        .wait_for_partition("a leader", "flipped", 0, |state| state.leader.is_some())
+        .leader
+        .unwrap();
+    cluster.terminate(holder);
+    let clean = cluster.dump(holder, "flipped", 0).unwrap();
+    assert_eq!(clean["end_offset"], 200, "{clean}");
+    let offset = cluster.flip_bit(holder, "flipped", 0);
+    let damaged = cluster.dump(holder, "flipped", 0).unwrap();
+    assert_eq!(damaged["damage"]["offset"], offset, "{damaged}");
+    assert!(offset > 0, "a batch in the middle: {damaged}");
+    let before: Vec<&serde_json::Value> = clean["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take_while(|batch| batch["base_offset"].as_i64() < Some(offset))
+        .collect();
+    assert_eq!(
+        damaged["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
+        before
+    );
+}

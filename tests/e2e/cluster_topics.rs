@@ -45,7 +45,7 @@ impl Cluster {
                 let path = dir.join(format!("node-{id}.toml"));
                 let config = std::fs::read_to_string(&path).unwrap().replace(
                     "[cluster]\n",
-                    "[cluster]\nnode_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 2000\npeer_request_timeout_ms = 5000\n",
+                    "[cluster]\nnode_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 8000\npeer_request_timeout_ms = 5000\n",
                 );
                 std::fs::write(&path, config).unwrap();
                 NodeProcess::start_with(NodeOptions {
@@ -403,5 +403,21 @@ fn declared_topics_are_refused_in_a_cluster_config_in_one_line() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(!dir.join("data/node-1").exists());
+    // Nothing beyond what cluster-init wrote (the controller's bootstrap marker).
+    let mut written = Vec::new();
+    let mut pending = vec![dir.join("data/node-1")];
+    while let Some(path) = pending.pop() {
+        for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                pending.push(entry.path());
+            } else {
+                written.push(entry.path());
+            }
+        }
+    }
+    assert_eq!(
+        written,
+        vec![dir.join("data/node-1/controller/bootstrap")],
+        "the refused start wrote into the data directory"
+    );
 }

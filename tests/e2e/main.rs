@@ -7,6 +7,7 @@ mod cluster;
 mod cluster_client;
 mod cluster_harness;
 mod cluster_topics;
+mod cluster_wiped;
 mod damage;
 mod fault_proxy;
 mod groups;

@@ -315,6 +315,7 @@ fn a_cluster_node_answers_from_the_metadata_image() {
             node_epoch,
             address: format!("127.0.0.1:{port}"),
             incarnation_id: node_epoch,
+            storage_id: None,
             fenced,
         };
         let mut image = MetadataImage::default();

@@ -5,8 +5,9 @@
 //!
 //! ```text
 //! DIR/node-1.toml ... node-3.toml   one config per node (QUIC on UDP 127.0.0.1:9101..9103)
-//! DIR/data/node-1 ... node-3        each node's data directory (DIR/data is made here, each
-//!                                   node makes its own at start)
+//! DIR/data/node-1 ... node-3        each node's data directory, holding only
+//!                                   `controller/bootstrap` (the marker that lets the voter's
+//!                                   first start initialize the controller quorum)
 //! DIR/tls/ca.pem, ca.key            the cluster CA (the key is mode 0600)
 //! DIR/tls/node-1.pem, node-1.key    each node's certificate and key
 //! ```
@@ -183,7 +184,7 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         let cert_file = tls_dir.join(format!("node-{id}.pem"));
         write_file_durable(&cert_file, node.cert_pem.as_bytes(), 0o644)?;
         let data_dir = dir.join("data").join(format!("node-{id}"));
-        if data_dir.exists() {
+        if holds_node_data(&data_dir) {
             data_dirs_kept.push(data_dir.clone());
         }
         nodes.push(InitNode {
@@ -193,6 +194,17 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
             data_dir,
             cert_file,
         });
+    }
+    // Every node is a voter (`controller_voters` lists them all): each one's first start may
+    // initialize the controller quorum. A kept data directory whose store holds a quorum
+    // already consumes the marker at its next start without using it.
+    let marker = crate::controller::bootstrap::marker_text(&cluster_id, &ids);
+    for node in &nodes {
+        let marker_path = crate::controller::bootstrap::marker_path(&node.data_dir);
+        if let Some(controller_dir) = marker_path.parent() {
+            create_dir_all_durable(controller_dir)?;
+        }
+        write_file_durable(&marker_path, marker.as_bytes(), 0o644)?;
     }
     for node in &nodes {
         let text = node_config_text(&cluster_id, node, &nodes);
@@ -204,6 +216,25 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         nodes,
         data_dirs_kept,
     })
+}
+
+/// Whether a node's data directory holds anything but the bootstrap marker an earlier
+/// `cluster-init` wrote (what a forced re-init keeps and reports).
+fn holds_node_data(data_dir: &Path) -> bool {
+    let others = |dir: &Path, ours: &[&str]| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|entry| {
+                let name = entry.file_name();
+                !ours.iter().any(|our| name == *our)
+            })
+        })
+    };
+    let controller = data_dir.join(crate::controller::store::CONTROLLER_DIR_NAME);
+    others(data_dir, &[crate::controller::store::CONTROLLER_DIR_NAME])
+        || others(
+            &controller,
+            &[crate::controller::bootstrap::BOOTSTRAP_MARKER_FILE],
+        )
 }
 
 /// The config and TLS files of a cluster found in `dir`.

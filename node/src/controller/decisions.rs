@@ -11,13 +11,24 @@
 //!   a known node (a restart, possibly with an empty disk) first loses the old incarnation's
 //!   ISR places and leaderships, exactly as fencing does, so it only rejoins an ISR when a
 //!   leader proposes it with its new epoch after it caught up (KIP-903).
+//! - A registration whose storage id differs from the node's previous one (KIP-858: its data
+//!   directory was wiped or replaced) means the node's replicas are empty: it leaves every
+//!   ISR and ELR, even as the last ISR member (the partition then stays offline until a
+//!   replica that kept its data returns, or unclean election is on), and a leadership it
+//!   still held is given to another eligible replica.
 //! - Heartbeats keep a session alive; the first unfences. A node without one for
 //!   `node_session_timeout_ms` is fenced: it leaves every ISR where others remain (the last
 //!   member stays, leaderless: the partition is offline rather than elected unclean), and its
 //!   partitions elect a new leader from the remaining ISR.
-//! - Leaders come from the ISR, among unfenced nodes. Unclean election (a live replica outside
-//!   the ISR) only where `unclean.leader.election.enable` is true for the topic (default: the
-//!   cluster's `unclean_leader_election_enable`, false).
+//! - Eligible leader replicas (KIP-966's ELR): a member fenced out of an ISR that is then
+//!   below `min.insync.replicas` is kept in the ELR: the high watermark does not move while
+//!   the ISR is that small, so it still holds every committed record. (A member the leader
+//!   shrinks out for lagging is not kept: the conservative choice.) The ELR empties when the
+//!   ISR reaches `min.insync.replicas` again.
+//! - Leaders come from the ISR, then the ELR, among unfenced nodes. A leader elected from the
+//!   ELR becomes the ISR alone (the others, ISR or ELR, keep their ELR places). Unclean
+//!   election (a live replica outside both) only where `unclean.leader.election.enable` is
+//!   true for the topic (default: the cluster's `unclean_leader_election_enable`, false).
 //! - AlterPartition (ISR shrink/expand from the leader) is checked: the sender is the current
 //!   leader with its current node epoch and leader epoch, the partition epoch matches (CAS),
 //!   and every member of the new ISR is registered with the epoch the leader saw, unfenced
@@ -28,9 +39,14 @@ use std::time::{Duration, Instant};
 
 use super::image::{ApplyError, MetadataImage};
 use super::records::{
-    LeaderEpoch, MetadataRecord, NodeEpoch, NodeId, PartitionEpoch, PartitionState, TopicId,
+    LeaderEpoch, MetadataRecord, NodeEpoch, NodeId, PartitionEpoch, PartitionState, StorageId,
+    TopicId,
 };
 use crate::clock::deadline_after;
+
+/// The node epoch an AlterPartition names for a member it keeps in the ISR without having
+/// seen it fetch in this leader epoch (no registration ever gets epoch 0).
+pub const NODE_EPOCH_NO_CLAIM: NodeEpoch = 0;
 
 /// Topic config key: the smallest ISR for which acks=all succeeds.
 pub const MIN_INSYNC_REPLICAS_KEY: &str = "min.insync.replicas";
@@ -71,6 +87,8 @@ pub struct RegisterRequest {
     pub address: String,
     /// Drawn at the node's start.
     pub incarnation_id: u64,
+    /// The node's data directory's id (`None` from a node built before storage ids).
+    pub storage_id: Option<StorageId>,
 }
 
 /// Why a request was refused; [`ControllerError::code`] names the Kafka error for the wire.
@@ -247,7 +265,19 @@ impl ControllerLogic {
         }
         let mut work = Work::new(image);
         if let Some(existing) = image.nodes.get(&request.node_id) {
-            // A new incarnation: whatever the old one had on disk may be gone.
+            // A node registered before storage ids has none to compare with: it keeps its
+            // places (the upgrade path). Otherwise another id, or none, is another disk.
+            if existing.storage_id.is_some() && existing.storage_id != request.storage_id {
+                tracing::warn!(
+                    node_id = request.node_id,
+                    previous = ?existing.storage_id.map(|id| id.to_string()),
+                    now = ?request.storage_id.map(|id| id.to_string()),
+                    "node registered with another storage id: its data directory is new, so it leaves every ISR and ELR"
+                );
+                work.forget_replica_data(request.node_id, &self.config)?;
+            }
+            // A new incarnation: it is fenced out of ISRs where others remain, as a session
+            // expiry would.
             work.remove_from_partitions(request.node_id, &self.config)?;
             if !existing.fenced {
                 work.push(MetadataRecord::FenceNode {
@@ -262,6 +292,7 @@ impl ControllerLogic {
             node_epoch,
             address: request.address.clone(),
             incarnation_id: request.incarnation_id,
+            storage_id: request.storage_id,
         })?;
         self.sessions.insert(
             request.node_id,
@@ -620,7 +651,16 @@ impl ControllerLogic {
                 .nodes
                 .get(member)
                 .ok_or_else(|| ineligible("not registered".to_owned()))?;
-            if node.node_epoch != *epoch {
+            // A member the ISR keeps may come with no claim (KIP-903's -1: the leader has
+            // not seen it fetch in this epoch yet); a member joining must name the epoch it
+            // fetched with. Refusing the first made every shrink of a new leader fail.
+            let kept_without_claim = *epoch == NODE_EPOCH_NO_CLAIM && current.isr.contains(member);
+            if *epoch == NODE_EPOCH_NO_CLAIM && !kept_without_claim {
+                return Err(ineligible(
+                    "a member joining the ISR needs the node epoch it fetched with".to_owned(),
+                ));
+            }
+            if !kept_without_claim && node.node_epoch != *epoch {
                 return Err(ineligible(format!(
                     "the leader saw epoch {epoch}, the node is now at {} (it restarted)",
                     node.node_epoch
@@ -634,15 +674,22 @@ impl ControllerLogic {
         if isr == current.isr {
             return Ok(Vec::new());
         }
+        let min_insync = image.topic_by_id(request.topic_id).map_or(1, |(_, topic)| {
+            min_insync_replicas(topic, current, &self.config)
+        });
+        // A member the leader shrinks out does not join the ELR: only fencing puts members
+        // there (the conservative half of KIP-966: a lagging follower is not a candidate).
+        let mut next = PartitionState {
+            isr,
+            partition_epoch: current.partition_epoch.saturating_add(1),
+            ..current.clone()
+        };
+        normalize_elr(&mut next, min_insync);
         let mut work = Work::new(image);
         work.push(MetadataRecord::AlterPartition {
             topic_id: request.topic_id,
             partition: request.partition,
-            state: PartitionState {
-                isr,
-                partition_epoch: current.partition_epoch.saturating_add(1),
-                ..current.clone()
-            },
+            state: next,
         })?;
         Ok(work.records)
     }
@@ -742,6 +789,7 @@ fn place(
                 .collect();
             PartitionState {
                 isr: replicas.clone(),
+                elr: Vec::new(),
                 leader: replicas.first().copied(),
                 replicas,
                 leader_epoch: 0,
@@ -784,7 +832,9 @@ impl Work {
     }
 
     /// Takes `node_id` out of every ISR where others remain and out of leadership, electing
-    /// from the rest of the ISR (Kafka's fencing; the last ISR member stays in the ISR).
+    /// from the rest of the ISR, then the ELR (Kafka's fencing; the last ISR member stays in
+    /// the ISR). A member leaving an ISR that is then below `min.insync.replicas` joins the
+    /// ELR: it holds every committed record.
     fn remove_from_partitions(
         &mut self,
         node_id: NodeId,
@@ -797,18 +847,59 @@ impl Work {
                     continue;
                 }
                 let mut next = state.clone();
+                let min_insync = min_insync_replicas(topic, state, config);
                 if next.isr.len() > 1 {
                     next.isr.retain(|member| *member != node_id);
+                    if next.isr.len() < min_insync && !next.elr.contains(&node_id) {
+                        next.elr.push(node_id);
+                    }
                 }
                 if next.leader == Some(node_id) {
-                    next.leader = elect(&self.image, &next, topic, config, Some(node_id));
-                    if let Some(leader) = next.leader
-                        && !next.isr.contains(&leader)
-                    {
-                        // Unclean: the new leader's log is the truth from now on.
-                        next.isr = vec![leader];
-                    }
-                    next.leader_epoch = next.leader_epoch.saturating_add(1);
+                    let election = elect(&self.image, &next, topic, config, Some(node_id));
+                    install_leader(&mut next, election, min_insync);
+                }
+                if next == *state {
+                    continue;
+                }
+                next.partition_epoch = next.partition_epoch.saturating_add(1);
+                changes.push((topic.topic_id, index, next));
+            }
+        }
+        for (topic_id, index, state) in changes {
+            self.push(MetadataRecord::AlterPartition {
+                topic_id,
+                partition: u32::try_from(index).unwrap_or(u32::MAX),
+                state,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Takes `node_id`, whose data directory is new (another storage id), out of every ISR
+    /// and ELR, the last ISR member included: it holds none of the committed records. Where
+    /// it led, or where nobody leads, a leader is elected from the rest (ISR, ELR, then
+    /// unclean where allowed); else the partition stays offline with an empty ISR.
+    fn forget_replica_data(
+        &mut self,
+        node_id: NodeId,
+        config: &DecisionConfig,
+    ) -> Result<(), ControllerError> {
+        let mut changes = Vec::new();
+        for topic in self.image.topics.values() {
+            for (index, state) in topic.partitions.iter().enumerate() {
+                if !state.isr.contains(&node_id)
+                    && !state.elr.contains(&node_id)
+                    && state.leader != Some(node_id)
+                {
+                    continue;
+                }
+                let min_insync = min_insync_replicas(topic, state, config);
+                let mut next = state.clone();
+                next.isr.retain(|member| *member != node_id);
+                next.elr.retain(|member| *member != node_id);
+                if next.leader == Some(node_id) || next.leader.is_none() {
+                    let election = elect(&self.image, &next, topic, config, Some(node_id));
+                    install_leader(&mut next, election, min_insync);
                 }
                 if next == *state {
                     continue;
@@ -835,15 +926,15 @@ impl Work {
                 if state.leader.is_some() {
                     continue;
                 }
-                let Some(leader) = elect(&self.image, state, topic, config, None) else {
+                let Some(election) = elect(&self.image, state, topic, config, None) else {
                     continue;
                 };
                 let mut next = state.clone();
-                if !next.isr.contains(&leader) {
-                    next.isr = vec![leader];
-                }
-                next.leader = Some(leader);
-                next.leader_epoch = next.leader_epoch.saturating_add(1);
+                install_leader(
+                    &mut next,
+                    Some(election),
+                    min_insync_replicas(topic, state, config),
+                );
                 next.partition_epoch = next.partition_epoch.saturating_add(1);
                 changes.push((topic.topic_id, index, next));
             }
@@ -859,25 +950,111 @@ impl Work {
     }
 }
 
-/// The new leader: the first unfenced ISR member in replica order (not `excluded`), or, only
-/// where unclean election is on, the first unfenced replica outside the ISR.
+/// A partition's `min.insync.replicas`: the topic's override, else the cluster default
+/// (capped at the replication factor, as [`ControllerLogic::create_topic`] caps it).
+fn min_insync_replicas(
+    topic: &super::image::TopicImage,
+    state: &PartitionState,
+    config: &DecisionConfig,
+) -> usize {
+    match topic
+        .configs
+        .get(MIN_INSYNC_REPLICAS_KEY)
+        .and_then(|text| text.parse::<usize>().ok())
+    {
+        Some(min_insync) => min_insync,
+        None => usize::from(config.min_insync_replicas).min(state.replicas.len()),
+    }
+}
+
+/// An ELR is only worth keeping while the ISR is below `min.insync.replicas`: once it is not,
+/// the high watermark moves on without the ELR members (KIP-966).
+fn normalize_elr(state: &mut PartitionState, min_insync: usize) {
+    if state.isr.len() >= min_insync {
+        state.elr.clear();
+    }
+    let isr = state.isr.clone();
+    state.elr.retain(|member| !isr.contains(member));
+}
+
+/// Where a new leader comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Election {
+    /// An ISR member: nothing else changes.
+    Isr(NodeId),
+    /// An ELR member (no ISR member could lead): it holds every committed record, and
+    /// becomes the ISR alone; the ISR members it replaces keep an ELR place.
+    Elr(NodeId),
+    /// Unclean: a replica outside both; its log is the truth from now on.
+    Unclean(NodeId),
+}
+
+/// Makes `election`'s leader the partition's (with a new leader epoch where it changes), or
+/// leaves it leaderless.
+fn install_leader(state: &mut PartitionState, election: Option<Election>, min_insync: usize) {
+    let leader = match election {
+        None => None,
+        Some(Election::Isr(leader)) => Some(leader),
+        Some(Election::Elr(leader)) => {
+            let mut elr = state.elr.clone();
+            elr.extend(
+                state
+                    .isr
+                    .iter()
+                    .filter(|m| !elr.contains(m))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+            state.isr = vec![leader];
+            state.elr = elr;
+            Some(leader)
+        }
+        Some(Election::Unclean(leader)) => {
+            state.isr = vec![leader];
+            state.elr.clear();
+            Some(leader)
+        }
+    };
+    if leader != state.leader {
+        state.leader = leader;
+        state.leader_epoch = state.leader_epoch.saturating_add(1);
+    }
+    normalize_elr(state, min_insync);
+}
+
+/// The new leader: the first unfenced ISR member in replica order (not `excluded`), else the
+/// first unfenced ELR member, or, only where unclean election is on, the first unfenced
+/// replica outside both.
 fn elect(
     image: &MetadataImage,
     state: &PartitionState,
     topic: &super::image::TopicImage,
     config: &DecisionConfig,
     excluded: Option<NodeId>,
-) -> Option<NodeId> {
+) -> Option<Election> {
     let eligible = |node: &&NodeId| Some(**node) != excluded && is_unfenced(image, **node);
-    let clean = state
+    let from = |members: &[NodeId]| {
+        state
+            .replicas
+            .iter()
+            .filter(|node| members.contains(node))
+            .find(eligible)
+            .copied()
+    };
+    if let Some(leader) = from(&state.isr) {
+        return Some(Election::Isr(leader));
+    }
+    if let Some(leader) = from(&state.elr) {
+        return Some(Election::Elr(leader));
+    }
+    if !unclean_allowed(&topic.configs, config) {
+        return None;
+    }
+    state
         .replicas
         .iter()
-        .filter(|node| state.isr.contains(node))
-        .find(eligible);
-    if clean.is_some() || !unclean_allowed(&topic.configs, config) {
-        return clean.copied();
-    }
-    state.replicas.iter().find(eligible).copied()
+        .find(eligible)
+        .map(|leader| Election::Unclean(*leader))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{MetadataRecord, NodeEpoch, NodeId, PartitionState, TopicId};
+use super::records::{MetadataRecord, NodeEpoch, NodeId, PartitionState, StorageId, TopicId};
 use crate::broker::metadata::{StoredModule, StoredTransform};
 
 /// Version of the snapshot encoding.
@@ -27,6 +27,10 @@ pub struct NodeRegistration {
     pub address: String,
     /// The start this registration belongs to.
     pub incarnation_id: u64,
+    /// The id of the data directory it registered with (`None`: a node built before
+    /// storage ids). Another id at the next registration means its replicas' data is gone.
+    #[serde(default)]
+    pub storage_id: Option<StorageId>,
     /// Fenced nodes neither lead nor join an ISR.
     pub fenced: bool,
 }
@@ -271,6 +275,7 @@ impl MetadataImage {
                 node_epoch,
                 address,
                 incarnation_id,
+                storage_id,
             } => {
                 if *node_epoch <= self.node_epoch_high {
                     return Err(ApplyError::NodeEpochNotIncreasing {
@@ -286,6 +291,7 @@ impl MetadataImage {
                         node_epoch: *node_epoch,
                         address: address.clone(),
                         incarnation_id: *incarnation_id,
+                        storage_id: *storage_id,
                         fenced: true,
                     },
                 );
@@ -499,8 +505,9 @@ impl MetadataImage {
 }
 
 /// The invariants every partition state keeps: replicas distinct and non-empty, the ISR a
-/// non-empty subset of them (Kafka never empties an ISR: the last member stays), the leader
-/// in the ISR.
+/// subset of them, non-empty while there is a leader (fencing keeps the last member; only a
+/// last member that lost its disk leaves an empty ISR behind, with no leader), the leader in
+/// the ISR, the ELR a subset of the replicas disjoint from the ISR.
 fn check_partition_state(state: &PartitionState) -> Result<(), ApplyError> {
     let invalid = |reason: String| Err(ApplyError::InvalidPartitionState(reason));
     if state.replicas.is_empty() {
@@ -516,8 +523,8 @@ fn check_partition_state(state: &PartitionState) -> Result<(), ApplyError> {
             return invalid(format!("replica {replica} listed twice"));
         }
     }
-    if state.isr.is_empty() {
-        return invalid("empty ISR".to_owned());
+    if state.isr.is_empty() && state.leader.is_some() {
+        return invalid("empty ISR with a leader".to_owned());
     }
     for (position, member) in state.isr.iter().enumerate() {
         if !state.replicas.contains(member) {
@@ -536,6 +543,22 @@ fn check_partition_state(state: &PartitionState) -> Result<(), ApplyError> {
         && !state.isr.contains(&leader)
     {
         return invalid(format!("leader {leader} is not in the ISR"));
+    }
+    for (position, member) in state.elr.iter().enumerate() {
+        if !state.replicas.contains(member) {
+            return invalid(format!("ELR member {member} is not a replica"));
+        }
+        if state.isr.contains(member) {
+            return invalid(format!("ELR member {member} is also in the ISR"));
+        }
+        if state
+            .elr
+            .iter()
+            .skip(position + 1)
+            .any(|other| other == member)
+        {
+            return invalid(format!("ELR member {member} listed twice"));
+        }
     }
     Ok(())
 }

@@ -6,11 +6,13 @@
 //!   placement, elections, ISR changes), as pure code with time passed in.
 //! - [`store`] and [`state_machine`]: openraft's log storage and state machine on the node's
 //!   `Disk`, with fdatasync before every acknowledgement and durable snapshots.
+//! - [`bootstrap`]: the marker that lets a voter's first start initialize the quorum.
 //! - [`peer_link`]: the quorum and node sessions on the node's peer RPC.
 //! - [`quorum`]: [`Controller`], openraft running over a [`ControllerTransport`]; requests to
 //!   a non-leader are answered `NotController` with the leader's id.
 
 pub mod admin;
+pub mod bootstrap;
 pub mod decisions;
 pub mod image;
 pub mod peer_link;

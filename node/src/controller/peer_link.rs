@@ -14,7 +14,11 @@
 //! Bodies are JSON (serde_json, already a dependency): the controller's messages are small
 //! and rare (Raft heartbeats every 50 ms, node heartbeats every 2 s), and JSON keeps them
 //! readable in a capture. A node's id in a registration or heartbeat is the one its
-//! certificate names (the peer layer's `from`), never one the body claims.
+//! certificate names (the peer layer's `from`), never one the body claims. A Raft message's
+//! claimed sender (the candidate of a vote, the leader of an append or snapshot) must be the
+//! certificate's node and one of `controller_voters` ([`check_raft_sender`]); otherwise it is
+//! refused with a WARN line before openraft sees it, so a learner or a compromised node
+//! cannot campaign or lead in another voter's name.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,7 +31,7 @@ use tokio::sync::watch;
 
 use super::decisions::{ControllerError, RegisterRequest};
 use super::quorum::{Controller, ControllerRequestError, RaftMessage, TransportError};
-use super::records::{NodeEpoch, NodeId};
+use super::records::{NodeEpoch, NodeId, StorageId};
 use super::{ControllerTransport, RaftReply};
 use crate::clock::{Clock, sleep};
 use crate::cluster::peer::{
@@ -77,6 +81,34 @@ impl ControllerTransport for PeerTransport {
     }
 }
 
+/// Checks that a Raft message from node `from` (its certificate's id) claims `from` as its
+/// candidate or leader, and that `from` is a voter. The reason, if not.
+pub fn check_raft_sender(
+    message: &RaftMessage,
+    from: NodeId,
+    voters: &std::collections::BTreeSet<NodeId>,
+) -> Result<(), String> {
+    let (role, vote) = match message {
+        RaftMessage::Vote(request) => ("candidate", &request.vote),
+        RaftMessage::AppendEntries(request) => ("leader", &request.vote),
+        RaftMessage::InstallSnapshot(request) => ("leader", &request.vote),
+    };
+    let claimed = vote.leader_id().voted_for();
+    if claimed != Some(super::types::raft_id(from)) {
+        return Err(format!(
+            "a {:?} from node {from} names {role} {claimed:?}, not the sender",
+            raft_kind(message)
+        ));
+    }
+    if !voters.contains(&from) {
+        return Err(format!(
+            "a {:?} from node {from}, which is not one of controller_voters {voters:?}",
+            raft_kind(message)
+        ));
+    }
+    Ok(())
+}
+
 /// A node's request to the controller (the node id is the sender's certificate's).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionRequest {
@@ -84,6 +116,9 @@ pub enum SessionRequest {
     Register {
         /// The incarnation.
         incarnation_id: u64,
+        /// The node's data directory's id (absent from a node built before storage ids).
+        #[serde(default)]
+        storage_id: Option<StorageId>,
     },
     /// Heartbeat at `node_epoch`.
     Heartbeat {
@@ -146,7 +181,10 @@ pub async fn answer_session(
     request: SessionRequest,
 ) -> SessionReply {
     match request {
-        SessionRequest::Register { incarnation_id } => {
+        SessionRequest::Register {
+            incarnation_id,
+            storage_id,
+        } => {
             let Some(address) = addresses.get(&from) else {
                 return SessionReply::Failed {
                     code: "UNKNOWN_SERVER_ERROR".to_owned(),
@@ -157,6 +195,7 @@ pub async fn answer_session(
                 node_id: from,
                 address: address.to_string(),
                 incarnation_id,
+                storage_id,
             };
             match controller.register(clock.now(), request).await {
                 Ok(node_epoch) => SessionReply::Registered { node_epoch },
@@ -212,6 +251,11 @@ pub fn register_controller_handlers(
                         raft_kind(&message)
                     )));
                 }
+                if let Err(reason) = check_raft_sender(&message, request.from, controller.voters())
+                {
+                    tracing::warn!(from = request.from, %reason, "raft message refused");
+                    return Err(PeerHandlerError(reason));
+                }
                 encode(&controller.handle_raft_message(message).await)
             }
         })?;
@@ -255,6 +299,9 @@ pub struct NodeSession {
     pub node_id: NodeId,
     /// Drawn at the node's start: a restart is a new incarnation and gets a new node epoch.
     pub incarnation_id: u64,
+    /// The data directory's id (`<data_dir>/storage-id`): another one than at the last
+    /// registration tells the controller this node's replicas are empty.
+    pub storage_id: StorageId,
     /// The controller voters, in the order to try them.
     pub voters: Vec<NodeId>,
     /// This node's controller (asked directly when it is the target, not over the network;
@@ -305,9 +352,9 @@ impl NodeSession {
                 };
             }
         };
-        // Bounded by the heartbeat interval, not only by `peer_request_timeout_ms` (10 s by
-        // default, above the 9 s session timeout): a heartbeat stuck on a dead controller
-        // would otherwise outlive this node's session at the new one.
+        // Bounded by the heartbeat interval, not only by `peer_request_timeout_ms` (below the
+        // session timeout, but several heartbeats long): a heartbeat stuck on a dead
+        // controller would otherwise hold up the heartbeats this node owes the new one.
         let answer = crate::clock::timeout(
             &*self.clock,
             self.heartbeat_interval,
@@ -349,6 +396,7 @@ impl NodeSession {
             let request = match node_epoch {
                 None => SessionRequest::Register {
                     incarnation_id: self.incarnation_id,
+                    storage_id: Some(self.storage_id),
                 },
                 Some(node_epoch) => SessionRequest::Heartbeat { node_epoch },
             };
@@ -409,6 +457,9 @@ pub enum ClusterStartError {
     /// The controller could not start.
     #[error(transparent)]
     Controller(#[from] super::quorum::ControllerStartError),
+    /// The data directory's storage id is damaged or could not be stored.
+    #[error(transparent)]
+    StorageId(#[from] crate::storage::storage_id::StorageIdError),
     /// Another controller's handlers are registered on this node already.
     #[error(transparent)]
     Handlers(#[from] crate::cluster::peer::service::AlreadyRegistered),
@@ -489,6 +540,8 @@ pub struct NodeClusterParts<'a, D> {
     pub clock: Arc<dyn Clock>,
     /// Drawn at the node's start (see [`NodeSession::incarnation_id`]).
     pub incarnation_id: u64,
+    /// What this node's controller checks of topic admin requests itself.
+    pub admin_limits: super::admin::AdminLimits,
 }
 
 /// Starts a `[cluster]` node's controller wiring on its endpoint: the controller (a voter,
@@ -507,7 +560,10 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         data_dir,
         clock,
         incarnation_id,
+        admin_limits,
     } = parts;
+    // Before anything else is stored for the cluster: the id vouches for this directory.
+    let storage_id = crate::storage::storage_id::load_or_create(&disk, data_dir).await?;
     let clients = crate::cluster::peer::peer_clients(cluster, tls, endpoint, &clock)?;
     let addresses: BTreeMap<NodeId, SocketAddr> = cluster
         .peers
@@ -529,7 +585,9 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         controller.shutdown().await;
         return Err(error.into());
     }
-    if let Err(error) = super::admin::register_admin_handler(handlers, Arc::clone(&controller)) {
+    if let Err(error) =
+        super::admin::register_admin_handler(handlers, Arc::clone(&controller), admin_limits)
+    {
         controller.shutdown().await;
         return Err(error.into());
     }
@@ -540,6 +598,7 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         clients.clone(),
         Arc::clone(&clock),
         cluster.peer_request_timeout,
+        admin_limits,
     ));
     if !controller.is_learner() {
         let fencing = Arc::clone(&controller);
@@ -557,6 +616,7 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
     let session = NodeSession {
         node_id: cluster.node_id,
         incarnation_id,
+        storage_id,
         voters: cluster.controller_voters.clone(),
         local: controller.clone(),
         clients: clients.clone(),

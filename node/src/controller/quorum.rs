@@ -206,12 +206,17 @@ pub struct Controller {
     logic: Mutex<(u64, ControllerLogic)>,
     decisions: DecisionConfig,
     node_heartbeat_interval: Duration,
+    /// `controller_voters` as configured (not the stored membership: a wiped voter has none
+    /// yet and must still accept its leader's messages).
+    voters: BTreeSet<NodeId>,
 }
 
 impl Controller {
     /// Opens the storage in `<data_dir>/controller/` and starts the voter. A voter with empty
-    /// storage initializes the quorum with `config.voters` (every voter does it with the same
-    /// membership, so whichever starts first forms the same quorum). A node not in
+    /// storage initializes the quorum with `config.voters` only if its bootstrap marker is
+    /// there (see [`super::bootstrap`]; every voter does it with the same membership, so
+    /// whichever starts first forms the same quorum); without it, it waits to be contacted by
+    /// the existing quorum, which catches it up. A node not in
     /// `config.voters` starts as a learner: it never initializes and waits for the active
     /// controller to add it ([`Self::add_registered_learners`]).
     pub async fn start<D: Disk, T: ControllerTransport>(
@@ -221,6 +226,10 @@ impl Controller {
         transport: Arc<T>,
     ) -> Result<Self, ControllerStartError> {
         let store = ControllerLogStore::open(disk.clone(), data_dir).await?;
+        let bootstrap_marker = super::bootstrap::marker_exists(&disk, data_dir)
+            .await
+            .map_err(ControllerStoreError::from)?;
+        let marker_disk = disk.clone();
         let machine = ControllerStateMachine::open(disk, data_dir).await?;
         let image = machine.subscribe();
         let raft_config = openraft::Config {
@@ -268,11 +277,25 @@ impl Controller {
             });
         }
         let learner = !config.voters.contains_key(&config.node_id);
+        if !stored_voters.is_empty() && bootstrap_marker {
+            // Stored (read back from disk just now): the marker has done its job.
+            if let Err(error) = super::bootstrap::consume_marker(&marker_disk, data_dir).await {
+                tracing::warn!(%error, "cannot remove the controller bootstrap marker");
+            }
+        }
         if stored_voters.is_empty() && !learner {
-            // Every voter proposes the same membership; a voter that already learned it
-            // from another refuses, which is fine.
-            if let Err(error) = raft.initialize(members).await {
-                tracing::debug!(%error, "controller quorum already initialized");
+            if bootstrap_marker {
+                // Every voter proposes the same membership; a voter that already learned it
+                // from another refuses, which is fine.
+                if let Err(error) = raft.initialize(members).await {
+                    tracing::debug!(%error, "controller quorum already initialized");
+                }
+            } else {
+                // A wiped voter must not start a history of its own (review finding 2).
+                tracing::info!(
+                    marker = %super::bootstrap::marker_path(data_dir).display(),
+                    "the controller store is empty and there is no bootstrap marker: not initializing the quorum; waiting to be contacted by the existing controller quorum"
+                );
             }
         }
         Ok(Self {
@@ -283,12 +306,18 @@ impl Controller {
             logic: Mutex::new((0, ControllerLogic::new(config.decisions.clone()))),
             decisions: config.decisions,
             node_heartbeat_interval: config.node_heartbeat_interval,
+            voters: config.voters.keys().copied().collect(),
         })
     }
 
     /// This voter's node id.
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// The configured `controller_voters`.
+    pub fn voters(&self) -> &BTreeSet<NodeId> {
+        &self.voters
     }
 
     /// Whether this node is a learner (not in `controller_voters`).

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::broker::metadata::{StoredModule, StoredTransform};
+pub use crate::storage::storage_id::StorageId;
 
 // The shared vocabulary of issue 13 has one definition, in `cluster`.
 pub use crate::cluster::{LeaderEpoch, NodeEpoch, NodeId, PartitionEpoch};
@@ -61,9 +62,19 @@ impl std::fmt::Display for TopicId {
 pub struct PartitionState {
     /// The assigned replicas; the first is the preferred leader.
     pub replicas: Vec<NodeId>,
-    /// The in-sync replicas: every acknowledged record is on each one's disk.
+    /// The in-sync replicas: every acknowledged record is on each one's disk. Empty only
+    /// while the partition has no leader and the last member lost its disk (see `elr`).
     pub isr: Vec<NodeId>,
-    /// The leader, or `None` while the partition is offline (no eligible ISR member).
+    /// Eligible leader replicas (KIP-966's ELR): replicas fenced out of the ISR while it
+    /// was below `min.insync.replicas`. The high watermark cannot move while the ISR is that
+    /// small, so each of them still holds every committed record and may lead when no ISR
+    /// member can. Emptied when the ISR reaches `min.insync.replicas` again; a member that
+    /// registers with another storage id (an empty disk) is removed. Disjoint from the ISR.
+    /// (`serde(default)`: records and snapshots written before ELR read as empty.)
+    #[serde(default)]
+    pub elr: Vec<NodeId>,
+    /// The leader, or `None` while the partition is offline (no eligible ISR or ELR
+    /// member).
     pub leader: Option<NodeId>,
     /// Bumped on every leader change.
     pub leader_epoch: LeaderEpoch,
@@ -86,6 +97,10 @@ pub enum MetadataRecord {
         /// Drawn by the node at each start: a retried registration of the same start is
         /// recognised and keeps its epoch.
         incarnation_id: u64,
+        /// The node's data directory's id (KIP-858); `None` from a node built before
+        /// storage ids (and in records written then).
+        #[serde(default)]
+        storage_id: Option<StorageId>,
     },
     /// The node missed its heartbeats (or was replaced by a new incarnation): it may not
     /// lead or be added to an ISR.

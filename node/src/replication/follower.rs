@@ -16,7 +16,11 @@
 //!   high watermark alone can keep a batch the new leader never had;
 //! - `OffsetOutOfRange`: a follower ahead of the leader truncates to the leader's end; one
 //!   below the leader's log start (or with an epoch the leader cannot place) drops its log
-//!   and starts over at the leader's log start;
+//!   and starts over at the leader's log start. Never below the follower's high watermark
+//!   (the leader's HW it last heard, capped at its synced end): a leader whose log ends
+//!   below what was committed has lost acknowledged records (an empty disk elected, the
+//!   KAFKA-14139 path), and following it would spread the loss. The follower stops fetching
+//!   the partition instead ([`PartitionFollower::halted`]) until a new leader epoch;
 //! - `FencedLeaderEpoch` / `NotLeaderOrFollower`: the metadata is stale; wait for the next
 //!   partition state, do not retry against the same leader epoch;
 //! - other errors (a transport failure, `UnknownLeaderEpoch`, a storage error on either
@@ -93,6 +97,28 @@ enum Phase {
     AwaitingMetadata,
     /// An error: fetch again at the instant.
     BackingOff(Instant),
+    /// The leader's log ends below this follower's high watermark: no fetch until a new
+    /// leader epoch (see [`LeaderBelowHighWatermark`]).
+    Halted,
+}
+
+/// Why a follower stopped fetching a partition: the leader answered `OffsetOutOfRange` with
+/// a log that would make the follower truncate below its high watermark, i.e. drop records
+/// that were committed (acknowledged to acks=all producers). The driver reports it; the
+/// follower keeps its log as it is and fetches again only once the controller names a new
+/// leader epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderBelowHighWatermark {
+    /// The leader that answered.
+    pub leader: NodeId,
+    /// Its leader epoch.
+    pub leader_epoch: LeaderEpoch,
+    /// The leader's log start, as answered.
+    pub leader_log_start_offset: i64,
+    /// The leader's log end, as answered.
+    pub leader_log_end_offset: i64,
+    /// The follower's high watermark the truncation would have gone below.
+    pub high_watermark: i64,
 }
 
 /// One partition replicated on this node from its leader.
@@ -106,6 +132,7 @@ pub struct PartitionFollower {
     phase: Phase,
     backoff: Duration,
     leader_high_watermark: i64,
+    halted: Option<LeaderBelowHighWatermark>,
     config: FollowerConfig,
 }
 
@@ -127,6 +154,7 @@ impl PartitionFollower {
             phase: Phase::AwaitingMetadata,
             backoff: config.backoff_initial,
             leader_high_watermark: 0,
+            halted: None,
             config,
         };
         follower.take_state(state);
@@ -153,6 +181,12 @@ impl PartitionFollower {
         self.phase == Phase::AwaitingMetadata
     }
 
+    /// Why the follower stopped fetching, if it did: the leader's log ends below this
+    /// follower's high watermark. Cleared by a new leader epoch.
+    pub fn halted(&self) -> Option<&LeaderBelowHighWatermark> {
+        self.halted.as_ref()
+    }
+
     /// A newer partition state from the controller: follow its leader in its epoch.
     pub fn handle_partition_state(&mut self, state: &PartitionState) {
         if state.leader_epoch < self.leader_epoch {
@@ -166,8 +200,14 @@ impl PartitionFollower {
         self.leader_epoch = state.leader_epoch;
         self.leader = state.leader.filter(|leader| *leader != self.local);
         let following = self.leader.is_some() && state.replicas.contains(&self.local);
+        if changed {
+            // Another leader or epoch may hold the committed records the halted one lacked.
+            self.halted = None;
+        }
         if !following {
             self.phase = Phase::AwaitingMetadata;
+        } else if self.phase == Phase::Halted && !changed {
+            // Still the leader that lacks committed records: keep waiting.
         } else if changed || self.phase == Phase::AwaitingMetadata {
             // A new leader or epoch: whatever was in flight answers for the old one and is
             // dropped by `handle_answer`'s epoch check.
@@ -249,8 +289,18 @@ impl PartitionFollower {
                 return FollowerAction::None;
             }
             ReplicaFetchError::OffsetOutOfRange => {
+                let action = out_of_range(answer, view);
+                let high_watermark = self.high_watermark(view);
+                let new_end = match action {
+                    FollowerAction::Truncate { offset }
+                    | FollowerAction::TruncateFullyAndStartAt { offset } => offset,
+                    FollowerAction::None | FollowerAction::Append { .. } => view.synced_end,
+                };
+                if new_end < high_watermark {
+                    return self.halt(answer, high_watermark);
+                }
                 self.phase = Phase::Ready;
-                return out_of_range(answer, view);
+                return action;
             }
             ReplicaFetchError::UnknownLeaderEpoch
             | ReplicaFetchError::UnknownTopicOrPartition
@@ -286,12 +336,39 @@ impl PartitionFollower {
         offset: i64,
         view: &FollowerLogView<'_>,
     ) -> FollowerAction {
-        if self.phase != Phase::AwaitingMetadata {
+        if self.phase != Phase::AwaitingMetadata && self.phase != Phase::Halted {
             self.phase = Phase::Ready;
         }
         FollowerAction::Truncate {
             offset: offset.clamp(view.log_start_offset, view.synced_end),
         }
+    }
+
+    fn halt(
+        &mut self,
+        answer: &ReplicaFetchPartitionResponse,
+        high_watermark: i64,
+    ) -> FollowerAction {
+        let halted = LeaderBelowHighWatermark {
+            leader: self.leader.unwrap_or(self.local),
+            leader_epoch: self.leader_epoch,
+            leader_log_start_offset: answer.log_start_offset,
+            leader_log_end_offset: answer.log_end_offset,
+            high_watermark,
+        };
+        tracing::error!(
+            topic = %self.topic,
+            partition = self.partition,
+            leader = halted.leader,
+            leader_epoch = halted.leader_epoch,
+            leader_log_start_offset = halted.leader_log_start_offset,
+            leader_log_end_offset = halted.leader_log_end_offset,
+            high_watermark,
+            "the leader's log ends below this replica's high watermark (it lost committed records): not truncating, not fetching this partition until a new leader epoch"
+        );
+        self.halted = Some(halted);
+        self.phase = Phase::Halted;
+        FollowerAction::None
     }
 
     fn back_off(&mut self, now: Instant) {

@@ -23,6 +23,7 @@ pub mod recovery;
 pub mod repair;
 pub mod retention;
 pub mod segment;
+pub mod storage_id;
 pub mod verify;
 
 pub use disk::{BackendChoice, Disk, DiskError, DiskFile, OpenMode, SystemDisk};

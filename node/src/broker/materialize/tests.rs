@@ -68,6 +68,7 @@ fn partitions(replicas: &[NodeId]) -> Vec<PartitionState> {
         .map(|replica| PartitionState {
             replicas: vec![*replica],
             isr: vec![*replica],
+            elr: Vec::new(),
             leader: Some(*replica),
             leader_epoch: 0,
             partition_epoch: 0,
@@ -321,6 +322,7 @@ fn describe_cluster_lists_offline_and_under_replicated_partitions_from_the_image
         states[1] = PartitionState {
             replicas: vec![5, 6],
             isr: vec![5],
+            elr: Vec::new(),
             leader: Some(5),
             leader_epoch: 1,
             partition_epoch: 1,
@@ -328,6 +330,7 @@ fn describe_cluster_lists_offline_and_under_replicated_partitions_from_the_image
         states[2] = PartitionState {
             replicas: vec![6],
             isr: vec![6],
+            elr: Vec::new(),
             leader: None,
             leader_epoch: 1,
             partition_epoch: 1,
@@ -395,6 +398,7 @@ async fn broker_with_controller(
         BTreeMap::new(),
         clock,
         Duration::from_millis(2_000),
+        crate::controller::admin::tests::LIMITS,
     );
     let leader_of = Arc::clone(&controller);
     assert!(broker.set_cluster_source(ClusterSource {
@@ -575,4 +579,49 @@ async fn produce_to(broker: &Broker<SimDisk>, topic: &str, partition: u32) -> Er
         panic!("wrong response")
     };
     response.topics[0].partitions[0].error
+}
+
+// Goal: partitions placed here beyond `limits.partitions_max` are not opened: the action
+// fails (logged, retried), nothing is created, and partitions held by other nodes do not
+// count against the limit. Method: a node allowing 3 partitions (one is
+// `__consumer_offsets`) given 3 and then 2 of a 6-partition topic.
+#[test]
+fn placement_beyond_the_node_partition_limit_is_refused_and_others_partitions_do_not_count() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(15);
+        let config = BrokerConfig {
+            node_id: NODE,
+            partitions_max: 3,
+            ..BrokerConfig::default()
+        };
+        let node = Broker::open(
+            disk.clone(),
+            Path::new(DATA),
+            config,
+            Arc::new(SimClock::new(1_000_000)),
+        )
+        .await
+        .unwrap();
+        let too_many = image(5, &[("orders", 1, &[7, 7, 7, 5, 5, 5], &[])]);
+        assert_eq!(node.materialize(&too_many).await, 1);
+        assert!(node.registry.topic("orders").is_none());
+        assert!(directories(&disk).await.is_empty());
+        let fitting = image(6, &[("orders", 1, &[7, 7, 5, 5, 5, 5], &[])]);
+        assert_eq!(node.materialize(&fitting).await, 0);
+        assert_eq!(directories(&disk).await, ["orders-0", "orders-1"]);
+        // A name no node may hold (a path, a reserved one) is never made a directory.
+        let hostile = image(
+            7,
+            &[
+                ("orders", 1, &[7, 7, 5, 5, 5, 5], &[]),
+                ("../escape", 2, &[7], &[]),
+                ("__offsets_too", 3, &[7], &[]),
+            ],
+        );
+        assert_eq!(node.materialize(&hostile).await, 0);
+        assert_eq!(directories(&disk).await, ["orders-0", "orders-1"]);
+        assert!(node.registry.topic("../escape").is_none());
+        assert!(node.registry.topic("__offsets_too").is_none());
+        node.close().await;
+    });
 }

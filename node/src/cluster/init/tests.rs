@@ -30,6 +30,11 @@ fn cluster_init_writes_configs_and_certificates_that_the_node_accepts() {
         assert_eq!(cluster.peers.len(), 3);
         assert_eq!(cluster.ca_file, root.join("tls/ca.pem"));
         assert!(config.data_dir.starts_with(&root));
+        // Each voter's first start may initialize the controller quorum.
+        assert!(
+            crate::controller::bootstrap::marker_path(&config.data_dir).is_file(),
+            "node {id}"
+        );
         data_dirs.insert(config.data_dir.clone());
         cluster.load_tls(1_900_000_000_000).unwrap();
     }

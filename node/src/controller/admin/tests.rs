@@ -9,6 +9,11 @@ use crate::controller::decisions::RegisterRequest;
 use crate::controller::quorum::{ControllerTransport, RaftMessage, RaftReply, TransportError};
 use crate::sim::SimDisk;
 
+/// The limits of the tests' controllers.
+pub(crate) const LIMITS: AdminLimits = AdminLimits {
+    topic_partitions_max: 1024,
+};
+
 /// A transport for a quorum of one: there is nobody to send to.
 pub(crate) struct Alone;
 
@@ -29,6 +34,11 @@ impl ControllerTransport for Alone {
 /// unfenced.
 pub(crate) async fn single_voter(disk: SimDisk, data_dir: &Path, nodes: u32) -> Arc<Controller> {
     let voters = BTreeMap::from([(1, "127.0.0.1:9101".to_owned())]);
+    // As `cluster-init` does: the first start may initialize the quorum (a restart finds
+    // the membership stored and the marker consumed).
+    crate::controller::bootstrap::write_marker(&disk, data_dir, "test")
+        .await
+        .unwrap();
     let controller = Arc::new(
         Controller::start(
             ControllerConfig::new(1, voters),
@@ -52,6 +62,7 @@ pub(crate) async fn single_voter(disk: SimDisk, data_dir: &Path, nodes: u32) -> 
             node_id,
             address: format!("127.0.0.1:{}", 9100 + node_id),
             incarnation_id: u64::from(node_id),
+            storage_id: None,
         };
         let epoch = controller.register(clock.now(), request).await.unwrap();
         controller
@@ -70,6 +81,7 @@ fn client(controller: Arc<Controller>, voters: Vec<NodeId>) -> AdminClient {
         BTreeMap::new(),
         Arc::new(SimClock::new(0)),
         Duration::from_millis(2_000),
+        LIMITS,
     )
 }
 
@@ -231,4 +243,50 @@ fn a_garbage_admin_body_is_refused_with_the_reason() {
     let good = create("orders", 3);
     let body = serde_json::to_vec(&good).unwrap();
     assert_eq!(decode_admin(&request(&body)).unwrap(), good);
+}
+
+// Goal: the controller checks what a peer's body could smuggle past a forwarding node's
+// checks: a name that is a path, a reserved name, a partition count above the limit, a
+// config no node can parse; each refused with its Kafka error and nothing applied.
+// Method: the answering side on a one-voter controller, as a peer request reaches it.
+#[tokio::test(start_paused = true)]
+async fn the_controller_checks_requests_itself() {
+    let controller = single_voter(SimDisk::new(5), Path::new("/data"), 1).await;
+    let cases = [
+        (create("../escape", 1), AdminRefusal::InvalidTopic),
+        (create("__consumer_offsets", 1), AdminRefusal::InvalidTopic),
+        (create("huge", 1_025), AdminRefusal::InvalidPartitions),
+        (
+            AdminRequest::CreatePartitions {
+                name: "huge".to_owned(),
+                partitions: u32::MAX,
+            },
+            AdminRefusal::InvalidPartitions,
+        ),
+        (
+            AdminRequest::CreateTopic {
+                name: "configs".to_owned(),
+                partitions: 1,
+                replication_factor: Some(1),
+                configs: BTreeMap::from([("retention.ms".to_owned(), "soon".to_owned())]),
+            },
+            AdminRefusal::InvalidConfig,
+        ),
+        (
+            AdminRequest::AlterTopicConfig {
+                name: "configs".to_owned(),
+                set: BTreeMap::from([("no.such.key".to_owned(), "1".to_owned())]),
+                delete: Vec::new(),
+            },
+            AdminRefusal::InvalidConfig,
+        ),
+    ];
+    let before = controller.image();
+    for (request, expected) in cases {
+        match answer_admin(&controller, &request, LIMITS).await {
+            AdminReply::Refused { refusal, .. } => assert_eq!(refusal, expected, "{request:?}"),
+            other => panic!("{request:?} answered {other:?}"),
+        }
+    }
+    assert_eq!(controller.image().topics, before.topics);
 }

@@ -38,12 +38,19 @@ impl Cluster {
         self.image.apply_batch(index, records).unwrap();
     }
 
-    /// Registers a start of `node_id` and heartbeats once; returns its epoch.
+    /// Registers a start of `node_id` with its data directory kept and heartbeats once;
+    /// returns its epoch.
     fn start(&mut self, node_id: NodeId, incarnation_id: u64) -> NodeEpoch {
+        self.start_with_disk(node_id, incarnation_id, u8::try_from(node_id).unwrap())
+    }
+
+    /// Registers a start of `node_id` whose data directory has storage id `[disk; 16]`.
+    fn start_with_disk(&mut self, node_id: NodeId, incarnation_id: u64, disk: u8) -> NodeEpoch {
         let request = RegisterRequest {
             node_id,
             address: format!("127.0.0.1:{}", 9100 + node_id),
             incarnation_id,
+            storage_id: Some(StorageId([disk; 16])),
         };
         let (records, epoch) = self
             .logic
@@ -134,6 +141,7 @@ fn a_restart_registers_with_a_new_larger_epoch_and_a_retry_keeps_its_epoch() {
         node_id: 1,
         address: "a".into(),
         incarnation_id: 1,
+        storage_id: Some(StorageId([1; 16])),
     };
     let (records, epoch) = cluster
         .logic
@@ -232,6 +240,83 @@ fn unclean_election_is_off_by_default_and_the_last_isr_member_leads_when_it_retu
     assert_eq!(cluster.state(topic, 0).leader, Some(leader));
 }
 
+/// B.5 #3/#4 (KIP-858 + KIP-966): the ISR has shrunk to the leader, the leader dies and
+/// comes back with an empty disk (a new storage id). It must not lead: it leaves the ISR,
+/// the partition stays offline, and no heartbeat of it elects it. Replicas that left the
+/// ISR while it was below min.insync (the ELR) keep every committed record and may lead.
+#[test]
+fn the_last_isr_member_returning_with_an_empty_disk_is_not_elected() {
+    // Case 1: the nodes die one by one. B leaves an ISR of 3 (2 remain = min.insync: no
+    // ELR); A leaves next (the ISR is then below min.insync: A keeps every committed record
+    // and joins the ELR); the leader L dies last and stays the last ISR member.
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 1, 3);
+    let leader = cluster.state(topic, 0).leader.unwrap();
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
+    let (a, b) = (others[0], others[1]);
+    cluster.pass(SESSION, &[leader, a]);
+    assert!(cluster.state(topic, 0).elr.is_empty());
+    cluster.pass(SESSION, &[leader]);
+    assert_eq!(cluster.state(topic, 0).elr, vec![a]);
+    cluster.pass(SESSION, &[]);
+    let offline = cluster.state(topic, 0);
+    assert_eq!(offline.leader, None);
+    assert_eq!(
+        (offline.isr.clone(), offline.elr.clone()),
+        (vec![leader], vec![a])
+    );
+    // L returns with an empty disk: out of the ISR, and its heartbeats do not elect it; nor
+    // do B's (B is in neither list).
+    cluster.start_with_disk(leader, 50, 200);
+    cluster.pass(Duration::from_millis(1), &[leader, b]);
+    let still = cluster.state(topic, 0);
+    assert_eq!(still.leader, None, "{still:?}");
+    assert!(still.isr.is_empty() && still.elr == vec![a], "{still:?}");
+    // A returns with its disk: it leads, from the ELR.
+    cluster.start(a, 51);
+    let back = cluster.state(topic, 0);
+    assert_eq!(back.leader, Some(a));
+    assert_eq!((back.isr, back.elr), (vec![a], vec![]));
+
+    // Case 2: the last ISR member alone held the data and returns empty: offline for good
+    // (unclean election is off), with an empty ISR; a retried registration changes nothing.
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 1, 3);
+    let state = cluster.state(topic, 0);
+    let leader = state.leader.unwrap();
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
+    let records = cluster
+        .logic
+        .alter_partition(&cluster.image, &cluster.alter(&state, topic, &[leader]))
+        .unwrap();
+    cluster.commit(&records);
+    cluster.pass(SESSION, &others);
+    assert_eq!(cluster.state(topic, 0).isr, vec![leader]);
+    cluster.start_with_disk(leader, 60, 201);
+    let wiped = cluster.state(topic, 0);
+    assert_eq!(wiped.leader, None, "{wiped:?}");
+    assert!(
+        wiped.isr.is_empty() && !wiped.elr.contains(&leader),
+        "{wiped:?}"
+    );
+    cluster.pass(Duration::from_millis(1), &[1, 2, 3]);
+    cluster.start_with_disk(leader, 60, 201);
+    assert_eq!(cluster.state(topic, 0).leader, None);
+    // A restart with the same (new) disk changes nothing more.
+    cluster.start_with_disk(leader, 61, 201);
+    assert_eq!(cluster.state(topic, 0), wiped);
+
+    // Case 3: the leader restarts quickly with an empty disk while it still leads with
+    // others in the ISR: leadership moves to an ISR member that kept its data.
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 1, 3);
+    let leader = cluster.state(topic, 0).leader.unwrap();
+    cluster.start_with_disk(leader, 70, 202);
+    let moved = cluster.state(topic, 0);
+    assert!(moved.leader.is_some_and(|new| new != leader), "{moved:?}");
+    assert!(!moved.isr.contains(&leader));
+}
+
 #[test]
 fn unclean_election_when_the_topic_enables_it_elects_a_live_replica_alone_in_the_isr() {
     let mut cluster = Cluster::new(3);
@@ -287,6 +372,35 @@ fn a_restarted_follower_leaves_the_isr_and_rejoins_only_with_its_new_epoch() {
         .unwrap();
     cluster.commit(&records);
     assert!(cluster.state(topic, 0).isr.contains(&follower));
+}
+
+/// Review finding 4: a new leader keeps ISR members it has not seen fetch yet with node
+/// epoch 0 ("no claim", `replication::leader`). That must be accepted for members already
+/// in the ISR (else every such proposal is refused and re-proposed forever), and refused for
+/// a member joining, which must name the epoch it fetched with (KIP-903).
+#[test]
+fn a_kept_isr_member_may_come_without_a_claim_and_a_joining_one_may_not() {
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 1, 3);
+    let state = cluster.state(topic, 0);
+    let leader = state.leader.unwrap();
+    let (kept, dropped) = (state.replicas[1], state.replicas[2]);
+    let mut shrink = cluster.alter(&state, topic, &[leader, kept]);
+    shrink.new_isr[1].1 = NODE_EPOCH_NO_CLAIM;
+    let records = cluster
+        .logic
+        .alter_partition(&cluster.image, &shrink)
+        .unwrap();
+    cluster.commit(&records);
+    let shrunk = cluster.state(topic, 0);
+    assert_eq!(shrunk.isr, vec![leader, kept]);
+    let mut expand = cluster.alter(&shrunk, topic, &[leader, kept, dropped]);
+    expand.new_isr[2].1 = NODE_EPOCH_NO_CLAIM;
+    assert!(matches!(
+        cluster.logic.alter_partition(&cluster.image, &expand),
+        Err(ControllerError::IneligibleReplica { node_id, reason })
+            if node_id == dropped && reason.contains("needs the node epoch")
+    ));
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub(crate) fn register(node_id: NodeId, node_epoch: NodeEpoch) -> MetadataRecord
         node_epoch,
         address: format!("127.0.0.1:{}", 9100 + node_id),
         incarnation_id: node_epoch,
+        storage_id: None,
     }
 }
 
@@ -21,6 +22,7 @@ fn partition(replicas: &[NodeId]) -> PartitionState {
     PartitionState {
         replicas: replicas.to_vec(),
         isr: replicas.to_vec(),
+        elr: Vec::new(),
         leader: replicas.first().copied(),
         leader_epoch: 0,
         partition_epoch: 0,
@@ -281,22 +283,49 @@ fn record_strategy() -> impl Strategy<Value = MetadataRecord> {
             name: format!("t{id}"),
             topic_id: topic_id(id),
         }),
-        (0u8..4, 0u32..2, replicas, 0usize..3, 0i32..3, 0i32..4).prop_map(
-            |(id, partition, replicas, isr_len, leader_epoch, partition_epoch)| {
-                let isr: Vec<NodeId> = replicas.iter().copied().take(isr_len).collect();
-                MetadataRecord::AlterPartition {
-                    topic_id: topic_id(id),
+        (
+            0u8..4,
+            0u32..2,
+            replicas,
+            0usize..3,
+            0usize..3,
+            any::<bool>(),
+            0i32..3,
+            0i32..4
+        )
+            .prop_map(
+                |(
+                    id,
                     partition,
-                    state: PartitionState {
-                        leader: isr.first().copied(),
-                        replicas,
-                        isr,
-                        leader_epoch,
-                        partition_epoch,
-                    },
+                    replicas,
+                    isr_len,
+                    elr_len,
+                    leaderless,
+                    leader_epoch,
+                    partition_epoch,
+                )| {
+                    let isr: Vec<NodeId> = replicas.iter().copied().take(isr_len).collect();
+                    // The ELR sometimes overlaps the ISR (refused), sometimes follows it.
+                    let elr: Vec<NodeId> = replicas
+                        .iter()
+                        .copied()
+                        .skip(isr_len.saturating_sub(usize::from(leaderless)))
+                        .take(elr_len)
+                        .collect();
+                    MetadataRecord::AlterPartition {
+                        topic_id: topic_id(id),
+                        partition,
+                        state: PartitionState {
+                            leader: isr.first().copied().filter(|_| !leaderless),
+                            replicas,
+                            isr,
+                            elr,
+                            leader_epoch,
+                            partition_epoch,
+                        },
+                    }
                 }
-            }
-        ),
+            ),
         (node, 0u64..20, 0i64..3).prop_map(|(node_id, node_epoch, block)| {
             MetadataRecord::AllocateProducerIds {
                 node_id,

@@ -132,6 +132,10 @@ async fn start(
     disk: SimDisk,
     incarnation_id: u64,
 ) -> NodeCluster {
+    // As `cluster-init` does: each voter's first start may initialize the quorum.
+    crate::controller::bootstrap::write_marker(&disk, Path::new("/controller-data"), "test")
+        .await
+        .unwrap();
     start_node_cluster(NodeClusterParts {
         cluster: config,
         tls,
@@ -141,6 +145,9 @@ async fn start(
         data_dir: Path::new("/controller-data"),
         clock: clock(),
         incarnation_id,
+        admin_limits: crate::controller::admin::AdminLimits {
+            topic_partitions_max: 1024,
+        },
     })
     .await
     .unwrap()
@@ -248,6 +255,14 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
             .borrow();
         assert_eq!(published, Some(registered.node_epoch));
     }
+    // Each node drew its data directory's storage id and registered with it.
+    let mut storage_ids: Vec<_> = image.nodes.values().map(|n| n.storage_id).collect();
+    storage_ids.sort_unstable();
+    storage_ids.dedup();
+    assert!(
+        storage_ids.len() == 4 && storage_ids.iter().all(Option::is_some),
+        "{storage_ids:?}"
+    );
 
     // Bad bodies, sent as node 4 to the leader: each refused with a reason, none answered.
     let (config_4, tls_4, endpoint_4) = &endpoints[3];
@@ -265,7 +280,39 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
         None,
     )))
     .unwrap();
+    // Raft messages whose claimed sender is not the certificate's node, or not a voter.
+    let vote_as = |candidate: u64| {
+        serde_json::to_vec(&RaftMessage::Vote(openraft::raft::VoteRequest::new(
+            openraft::Vote::new(1_000, candidate),
+            None,
+        )))
+        .unwrap()
+    };
+    let append_as_leader_1 = serde_json::to_vec(&RaftMessage::AppendEntries(
+        openraft::raft::AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(1_000, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        },
+    ))
+    .unwrap();
     for (kind, body, expected) in [
+        (
+            PeerRequestKind::RaftVote,
+            vote_as(2),
+            "a RaftVote from node 4 names candidate Some(2), not the sender",
+        ),
+        (
+            PeerRequestKind::RaftVote,
+            vote_as(4),
+            "a RaftVote from node 4, which is not one of controller_voters {1, 2, 3}",
+        ),
+        (
+            PeerRequestKind::RaftAppendEntries,
+            append_as_leader_1,
+            "a RaftAppendEntries from node 4 names leader Some(1), not the sender",
+        ),
         (
             PeerRequestKind::RaftVote,
             b"not json".to_vec(),
@@ -288,7 +335,11 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
         ),
         (
             PeerRequestKind::NodeHeartbeat,
-            serde_json::to_vec(&SessionRequest::Register { incarnation_id: 1 }).unwrap(),
+            serde_json::to_vec(&SessionRequest::Register {
+                incarnation_id: 1,
+                storage_id: None,
+            })
+            .unwrap(),
             "carried a NodeRegistration body",
         ),
     ] {
@@ -325,6 +376,7 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
             PeerRequestKind::NodeRegistration,
             &serde_json::to_vec(&SessionRequest::Register {
                 incarnation_id: 103,
+                storage_id: None,
             })
             .unwrap(),
         )

@@ -83,7 +83,12 @@ impl Quorum {
             snapshot_entries,
         };
         for id in 1..=voters {
-            quorum.disks.insert(id, SimDisk::new(u64::from(id)));
+            let disk = SimDisk::new(u64::from(id));
+            // As `cluster-init` does: each voter's first start may initialize the quorum.
+            crate::controller::bootstrap::write_marker(&disk, &data_dir(id), "test")
+                .await
+                .unwrap();
+            quorum.disks.insert(id, disk);
             quorum.boot(id).await;
         }
         quorum
@@ -146,6 +151,7 @@ impl Quorum {
                 node_id: *id,
                 address: self.voters[id].clone(),
                 incarnation_id: u64::from(*id),
+                storage_id: None,
             };
             let epoch = controller.register(now, request).await.unwrap();
             controller.heartbeat(now, *id, epoch).await.unwrap();
@@ -171,6 +177,7 @@ fn create_record(name: &str, byte: u8) -> Vec<MetadataRecord> {
         partitions: vec![PartitionState {
             replicas: vec![1],
             isr: vec![1],
+            elr: Vec::new(),
             leader: Some(1),
             leader_epoch: 0,
             partition_epoch: 0,
@@ -544,6 +551,7 @@ async fn registered_non_voters_follow_the_log_as_learners() {
         node_id: id,
         address: format!("127.0.0.1:{}", 9100 + id),
         incarnation_id: u64::from(id),
+        storage_id: None,
     };
     quorum
         .node(leader)
@@ -623,6 +631,74 @@ async fn registered_non_voters_follow_the_log_as_learners() {
     quorum
         .until("restarted learner 4 caught up", |quorum| {
             quorum.node(4).image() == quorum.node(next).image()
+        })
+        .await;
+}
+
+/// Review finding 2: a voter whose controller store was wiped restarts without a bootstrap
+/// marker. It must not initialize a quorum of its own (a new term-0 history; with a majority
+/// wiped, one that outvotes the committed metadata): it starts with no membership and no
+/// log, and the existing quorum catches it up as an empty voter. Method: 3 voters on the
+/// in-memory router, paused time; two of them wiped (a majority), the leader kept.
+#[tokio::test(start_paused = true)]
+async fn a_wiped_voter_does_not_initialize_a_quorum_and_is_caught_up() {
+    let mut quorum = Quorum::start(3, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    let leader = quorum.leader(&[1, 2, 3]).await;
+    quorum
+        .node(leader)
+        .propose(create_record("orders", 1))
+        .await
+        .unwrap();
+    quorum
+        .until("every voter has the topic", |quorum| {
+            (1..=3).all(|id| quorum.node(id).image().topics.contains_key("orders"))
+        })
+        .await;
+    // The markers were consumed once each store held the membership.
+    for id in 1..=3 {
+        let marker = crate::controller::bootstrap::marker_path(&data_dir(id));
+        assert_eq!(quorum.disks[&id].contents(&marker), None, "node {id}");
+    }
+    let wiped: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &wiped {
+        quorum.node(*id).shutdown().await;
+        quorum.router.nodes.lock().unwrap().remove(id);
+        quorum
+            .disks
+            .insert(*id, SimDisk::new(1_000 + u64::from(*id)));
+    }
+    for id in &wiped {
+        quorum.boot(*id).await;
+        let metrics = quorum.node(*id).metrics().borrow().clone();
+        assert_eq!(
+            (
+                metrics.membership_config.membership().voter_ids().count(),
+                metrics.last_log_index
+            ),
+            (0, None),
+            "wiped node {id} initialized a quorum of its own"
+        );
+    }
+    quorum
+        .until(
+            "the wiped voters caught up from the kept leader",
+            |quorum| {
+                wiped.iter().all(|id| {
+                    let node = quorum.node(*id);
+                    node.image().topics.contains_key("orders") && node.leader() == Some(leader)
+                })
+            },
+        )
+        .await;
+    // They are voters again: the quorum commits with them.
+    quorum
+        .node(leader)
+        .propose(create_record("after", 2))
+        .await
+        .unwrap();
+    quorum
+        .until("every voter has both topics", |quorum| {
+            (1..=3).all(|id| quorum.node(id).image().topics.len() == 2)
         })
         .await;
 }

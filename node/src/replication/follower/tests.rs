@@ -294,3 +294,74 @@ fn local_damage_truncates_to_the_last_good_batch_and_fetches_again() {
     };
     assert_eq!(follower.poll_fetch(now, &view).unwrap().fetch_offset, 17);
 }
+
+#[test]
+fn out_of_range_below_the_high_watermark_halts_instead_of_truncating() {
+    // Goal: KAFKA-14139. The follower learned HW 7 from the leader; a leader (re-elected
+    // with an empty disk) then answers OffsetOutOfRange with a log ending at 0. Truncating to
+    // 0 would drop committed records: the follower keeps its log, stops fetching, reports
+    // it, and fetches again only for a new leader epoch.
+    let now = SystemClock.now();
+    let cache = epochs(&[(1, 0)]);
+    let mut follower = PartitionFollower::new("orders".into(), 0, 2, &state(1, 4), config());
+    let view = FollowerLogView {
+        log_start_offset: 0,
+        synced_end: 10,
+        epochs: &cache,
+    };
+    follower.poll_fetch(now, &view).unwrap();
+    follower.handle_answer(now, 4, &answer(ReplicaFetchError::None), &view);
+    assert_eq!(follower.high_watermark(&view), 7);
+
+    follower.handle_partition_state(&state(3, 5));
+    follower.poll_fetch(now, &view).unwrap();
+    let mut empty = answer(ReplicaFetchError::OffsetOutOfRange);
+    empty.log_end_offset = 0;
+    assert_eq!(
+        follower.handle_answer(now, 5, &empty, &view),
+        FollowerAction::None
+    );
+    assert_eq!(
+        follower.halted(),
+        Some(&LeaderBelowHighWatermark {
+            leader: 3,
+            leader_epoch: 5,
+            leader_log_start_offset: 0,
+            leader_log_end_offset: 0,
+            high_watermark: 7,
+        })
+    );
+    assert_eq!(follower.poll_fetch(now, &view), None);
+    // Local damage found meanwhile is still cut, but does not resume fetching.
+    follower.handle_local_damage(9, &view);
+    assert_eq!(follower.poll_fetch(now, &view), None);
+    // The same leader epoch again changes nothing; a new one fetches again.
+    follower.handle_partition_state(&state(3, 5));
+    assert_eq!(follower.poll_fetch(now, &view), None);
+    follower.handle_partition_state(&state(1, 6));
+    assert_eq!(follower.halted(), None);
+    assert!(follower.poll_fetch(now, &view).is_some());
+
+    // A leader behind the follower but not below its HW is still followed (truncate to 8).
+    let mut behind = answer(ReplicaFetchError::OffsetOutOfRange);
+    behind.log_end_offset = 8;
+    assert_eq!(
+        follower.handle_answer(now, 6, &behind, &view),
+        FollowerAction::Truncate { offset: 8 }
+    );
+    // Starting over at a log start below the HW is refused the same way.
+    follower.poll_fetch(now, &view).unwrap();
+    let mut restarted = answer(ReplicaFetchError::OffsetOutOfRange);
+    restarted.log_end_offset = 3;
+    restarted.log_start_offset = 3;
+    let below_start = FollowerLogView {
+        log_start_offset: 5,
+        synced_end: 10,
+        epochs: &cache,
+    };
+    assert_eq!(
+        follower.handle_answer(now, 6, &restarted, &below_start),
+        FollowerAction::None
+    );
+    assert!(follower.halted().is_some());
+}

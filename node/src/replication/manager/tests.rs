@@ -197,6 +197,7 @@ fn initial_image() -> MetadataImage {
                 node_epoch: u64::from(node) + 100,
                 address: format!("127.0.0.1:{}", 9100 + node),
                 incarnation_id: u64::from(node),
+                storage_id: None,
                 fenced: false,
             },
         );
@@ -209,6 +210,7 @@ fn initial_image() -> MetadataImage {
             partitions: vec![crate::controller::PartitionState {
                 replicas: NODES.to_vec(),
                 isr: NODES.to_vec(),
+                elr: Vec::new(),
                 leader: Some(1),
                 leader_epoch: 0,
                 partition_epoch: 0,
