@@ -1006,7 +1006,7 @@ impl<D: Disk> ReplicaManager<D> {
         loop {
             changed.borrow_and_update();
             let now = self.clock.now();
-            let (node_epoch, mut wanted, wake, follows_any) = {
+            let (node_epoch, mut wanted, wake) = {
                 let mut guard = self.lock();
                 let state = &mut *guard;
                 let node_epoch = state.node_epoch;
@@ -1036,11 +1036,15 @@ impl<D: Disk> ReplicaManager<D> {
                         wake = Some(wake.map_or(instant, |wake| wake.min(instant)));
                     }
                 }
-                (node_epoch, wanted, wake, follows_any)
+                if !follows_any {
+                    // Leaves the map under the same lock that found nothing to follow, so a
+                    // partition that starts following this leader again gets a new fetcher
+                    // (`ensure_fetchers` would otherwise see this one still running).
+                    state.fetchers.remove(&leader);
+                    return;
+                }
+                (node_epoch, wanted, wake)
             };
-            if !follows_any {
-                return;
-            }
             let Some(node_epoch) = node_epoch else {
                 let _ = changed.changed().await;
                 continue;
