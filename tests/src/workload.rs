@@ -10,8 +10,8 @@
 //! lost mid-fetch), recording what it got.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ledge_client::{
@@ -58,6 +58,8 @@ pub struct Workload {
     /// Acknowledgements per partition.
     acknowledged: Arc<Vec<AtomicU64>>,
     failed: Arc<AtomicU64>,
+    /// The first distinct reasons sends failed for.
+    errors: Arc<Mutex<Vec<String>>>,
     producers: Vec<JoinHandle<History>>,
     consumer: JoinHandle<History>,
 }
@@ -76,6 +78,7 @@ impl Workload {
                 .collect::<Vec<_>>(),
         );
         let failed = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(Mutex::new(Vec::new()));
         let producers = (0..options.producers)
             .map(|producer| {
                 runtime.spawn(produce(
@@ -85,6 +88,7 @@ impl Workload {
                     Arc::clone(&stop),
                     Arc::clone(&acknowledged),
                     Arc::clone(&failed),
+                    Arc::clone(&errors),
                 ))
             })
             .collect();
@@ -93,6 +97,7 @@ impl Workload {
             stop,
             acknowledged,
             failed,
+            errors,
             producers,
             consumer,
         }
@@ -120,6 +125,12 @@ impl Workload {
     /// beyond those it has now: the cluster makes progress everywhere, not only on the
     /// partitions a fault spared.
     pub fn wait_for_progress(&self, what: &str, more: u64) {
+        self.wait_for_progress_explained(what, more, String::new);
+    }
+
+    /// As [`Workload::wait_for_progress`], adding what `explain` says (the cluster's state,
+    /// its nodes' logs) to the failure.
+    pub fn wait_for_progress_explained(&self, what: &str, more: u64, explain: impl Fn() -> String) {
         let targets: Vec<u64> = self
             .acknowledged_per_partition()
             .iter()
@@ -137,9 +148,11 @@ impl Workload {
             },
             || {
                 format!(
-                    "acknowledged per partition {:?} (targets {targets:?}), {} failed",
+                    "acknowledged per partition {:?} (targets {targets:?}), {} failed ({:?})\n{}",
                     self.acknowledged_per_partition(),
-                    self.failed()
+                    self.failed(),
+                    self.errors.lock().unwrap_or_else(PoisonError::into_inner),
+                    explain()
                 )
             },
         );
@@ -167,6 +180,7 @@ async fn produce(
     stop: Arc<AtomicBool>,
     acknowledged: Arc<Vec<AtomicU64>>,
     failed: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
 ) -> History {
     let mut config = ProducerConfig::default();
     config.enable_idempotence = true;
@@ -179,18 +193,31 @@ async fn produce(
     let mut history = History::default();
     let mut in_flight = VecDeque::new();
     let mut sequence = 0u64;
-    let settle = |history: &mut History, sent: Sent, result: Option<i64>| {
-        let counter = match result {
-            Some(_) => acknowledged.get(usize::try_from(sent.partition).unwrap_or(usize::MAX)),
-            None => Some(&*failed),
+    /// Distinct failure reasons kept for a report.
+    const ERRORS_KEPT_MAX: usize = 8;
+    let settle = |history: &mut History, sent: Sent, result: Result<i64, String>| {
+        let counter = match &result {
+            Ok(_) => acknowledged.get(usize::try_from(sent.partition).unwrap_or(usize::MAX)),
+            Err(error) => {
+                let mut errors = errors.lock().unwrap_or_else(PoisonError::into_inner);
+                if errors.len() < ERRORS_KEPT_MAX && !errors.contains(error) {
+                    errors.push(error.clone());
+                }
+                Some(&*failed)
+            }
         };
         if let Some(counter) = counter {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         history.sent.push(Sent {
-            acknowledged_offset: result,
+            acknowledged_offset: result.ok(),
             ..sent
         });
+    };
+    let offset_of = |answer: Result<ledge_client::RecordMetadata, ledge_client::ProduceError>| {
+        answer
+            .map_err(|error| error.to_string())
+            .and_then(|metadata| metadata.offset.ok_or_else(|| "no offset".to_string()))
     };
     while !stop.load(Ordering::Relaxed) {
         let partition = u32::try_from(sequence % u64::from(options.partitions.max(1)))
@@ -207,21 +234,19 @@ async fn produce(
         let record = ProducerRecord::new(options.topic.as_str(), value).partition(partition);
         match producer.send(record).await {
             Ok(delivery) => in_flight.push_back((sent, delivery)),
-            Err(_) => {
-                settle(&mut history, sent, None);
+            Err(error) => {
+                settle(&mut history, sent, Err(error.to_string()));
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         if in_flight.len() >= options.in_flight_max
             && let Some((sent, delivery)) = in_flight.pop_front()
         {
-            let offset = delivery.await.ok().and_then(|metadata| metadata.offset);
-            settle(&mut history, sent, offset);
+            settle(&mut history, sent, offset_of(delivery.await));
         }
     }
     while let Some((sent, delivery)) = in_flight.pop_front() {
-        let offset = delivery.await.ok().and_then(|metadata| metadata.offset);
-        settle(&mut history, sent, offset);
+        settle(&mut history, sent, offset_of(delivery.await));
     }
     producer.close().await;
     history
