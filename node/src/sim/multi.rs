@@ -18,10 +18,16 @@
 //!   once, and every record a consumer read is still at the offset it read it at.
 //!
 //! Time: each node runs on its own paused current-thread runtime, moved forward one
-//! simulated millisecond per step, in node order; the network moves with them. Raft's
-//! election timeouts are drawn from the seed (openraft draws its own random timeout in a
-//! range; each node here gets a range one millisecond wide), so a run replays from its
-//! seed. Replay: `LEDGE_SIM_SEED=<seed> cargo test -p ledge-node --lib
+//! simulated millisecond per step, in node order; the network moves with them. Everything
+//! the simulator decides comes from the seed: the node count, the fault schedule, every
+//! delay, drop and duplicate, the clients' choices, and Raft's election timeouts (openraft
+//! draws its own timeout in a range; each node here gets a range one millisecond wide).
+//! A replay is not bit-exact yet: inside a node, `tokio::select!` picks among branches
+//! ready in the same millisecond with a per-runtime random seed (fixing it needs
+//! `tokio_unstable`'s `Builder::rng_seed`, or `biased;` in `clock::timeout` and the
+//! replication driver), so two runs of a seed drift apart by a millisecond here and there
+//! after a few seconds. A structural bug (as the producer id collision below) reproduces
+//! on every run of its seed; a timing-sensitive one may need several. Replay: `LEDGE_SIM_SEED=<seed> cargo test -p ledge-node --lib
 //! sim::multi::tests::seeds -- --nocapture` (`LEDGE_SIM_TRACE=1` prints every event).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -625,7 +631,10 @@ struct Client {
 /// The run: nodes, network, clients, checkers.
 struct Run {
     seed: u64,
+    /// The clients' choices and the nodes' start parameters.
     rng: ChaCha8Rng,
+    /// The fault schedule: its own stream, so a client's timing does not move it.
+    fault_rng: ChaCha8Rng,
     now_ms: u64,
     ids: Vec<NodeId>,
     voters: Vec<NodeId>,
@@ -752,11 +761,11 @@ impl Run {
 
     fn schedule_fault(&mut self) {
         let running = self.running();
-        let choice = self.rng.random_range(0..10);
+        let choice = self.fault_rng.random_range(0..10);
         match choice {
             0 | 1 => {
                 // Isolate a partition's leader (symmetric).
-                let partition = self.rng.random_range(0..PARTITIONS);
+                let partition = self.fault_rng.random_range(0..PARTITIONS);
                 if let Some(leader) = self.image_leaders().get(&partition).copied() {
                     self.isolate(leader, true, true);
                     self.trace.record(
@@ -776,8 +785,8 @@ impl Run {
             }
             3 => {
                 // One-way: a node hears nothing, or cannot be heard.
-                let node = self.ids[self.rng.random_range(0..self.ids.len())];
-                let outbound = self.rng.random_bool(0.5);
+                let node = self.ids[self.fault_rng.random_range(0..self.ids.len())];
+                let outbound = self.fault_rng.random_bool(0.5);
                 self.isolate(node, outbound, !outbound);
                 self.trace.record(
                     self.now_ms,
@@ -798,24 +807,24 @@ impl Run {
             6 | 7 => {
                 // Power loss of one node (only while all are up: a majority stays).
                 if running.len() == self.ids.len() {
-                    let node = self.ids[self.rng.random_range(0..self.ids.len())];
+                    let node = self.ids[self.fault_rng.random_range(0..self.ids.len())];
                     let index = self.index(node);
                     self.nodes[index].crash();
                     self.summary.crashes += 1;
-                    let back = self.now_ms + self.rng.random_range(200..3_000);
+                    let back = self.now_ms + self.fault_rng.random_range(200..3_000);
                     self.restarts.push((back, node));
                     self.trace
                         .record(self.now_ms, format!("power loss node {node}"));
                 }
             }
             8 => {
-                if running.len() == self.ids.len() && self.rng.random_ratio(1, 3) {
+                if running.len() == self.ids.len() && self.fault_rng.random_ratio(1, 3) {
                     for node in &mut self.nodes {
                         node.crash();
                     }
                     self.summary.cluster_crashes += 1;
                     for index in 0..self.ids.len() {
-                        let back = self.now_ms + self.rng.random_range(50..1_500);
+                        let back = self.now_ms + self.fault_rng.random_range(50..1_500);
                         self.restarts.push((back, self.ids[index]));
                     }
                     self.trace
@@ -826,13 +835,13 @@ impl Run {
                 // A node comes back on a new, empty disk (once per run).
                 if running.len() == self.ids.len() && !self.wiped {
                     self.wiped = true;
-                    let node = self.ids[self.rng.random_range(0..self.ids.len())];
+                    let node = self.ids[self.fault_rng.random_range(0..self.ids.len())];
                     let index = self.index(node);
                     self.nodes[index].crash();
                     self.next_disk_seed += 1;
                     self.nodes[index].disk = SimDisk::new(self.next_disk_seed);
                     self.summary.wipes += 1;
-                    let back = self.now_ms + self.rng.random_range(200..2_000);
+                    let back = self.now_ms + self.fault_rng.random_range(200..2_000);
                     self.restarts.push((back, node));
                     self.trace
                         .record(self.now_ms, format!("node {node} wiped (new disk)"));
@@ -1033,6 +1042,9 @@ impl Run {
                     .map(|answer| (node.id, answer)),
             );
         }
+        // In the order the clients sent them, not the order a node finished them within
+        // the millisecond (acks=all waiters complete in a hash map's order).
+        answers.sort_by_key(|(_, answer)| answer.token);
         for (node, answer) in answers {
             let Some(client) = self.clients.iter().position(|client| {
                 client
@@ -1328,6 +1340,7 @@ pub fn run(seed: u64, options: &MultiOptions) -> Result<MultiSummary, MultiFailu
     let mut run = Run {
         seed,
         rng,
+        fault_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6661_756c_7473),
         now_ms: 0,
         ids: ids.clone(),
         voters: voters.clone(),
@@ -1375,7 +1388,7 @@ fn drive(run: &mut Run, options: &MultiOptions) -> Result<(), MultiFailure> {
         run.start_node(node)?;
     }
     let faults_from_ms = 3_000;
-    let mut next_fault_ms = faults_from_ms + run.rng.random_range(500..2_000);
+    let mut next_fault_ms = faults_from_ms + run.fault_rng.random_range(500..2_000);
     let end_ms = options.duration_ms;
     while run.now_ms < end_ms {
         run.step();
@@ -1387,7 +1400,7 @@ fn drive(run: &mut Run, options: &MultiOptions) -> Result<(), MultiFailure> {
         }
         if options.faults && run.now_ms >= next_fault_ms {
             run.schedule_fault();
-            next_fault_ms = run.now_ms + run.rng.random_range(800..3_000);
+            next_fault_ms = run.now_ms + run.fault_rng.random_range(800..3_000);
         }
     }
     // The final heal: every link, every node up, no random loss; the clients keep going
