@@ -3,7 +3,7 @@
 //! replica fetches, ISR changes) goes through one [`PeerNet`], which delays, drops,
 //! duplicates and partitions it from the seed.
 //!
-//! A node's [`PeerClient`]s are built over [`SimLink`]s (`PeerClient::simulated`), so the
+//! A node's [`PeerClient`]s are built over `SimLink`s (`PeerClient::simulated`), so the
 //! node's real controller and replication code send through the client as they do over
 //! QUIC, with the client's `peer_request_timeout_ms` bounding each request. The cluster
 //! moves the network one millisecond at a time ([`PeerNet::due`]) and hands each request
@@ -99,7 +99,7 @@ pub struct PeerNet {
     state: Arc<Mutex<NetState>>,
 }
 
-/// Percent of messages dropped when faults are on.
+/// Per mille of messages dropped when faults are on.
 const DROP_PER_MILLE: u32 = 10;
 /// Per mille of requests delivered twice when faults are on.
 const DUPLICATE_PER_MILLE: u32 = 5;
