@@ -53,7 +53,7 @@ use crate::cluster::NodeId;
 use crate::cluster::peer::{
     PeerClient, PeerHandlers, PeerLimits, PeerRequest, PeerRequestError, PeerStatus,
 };
-use crate::controller::admin::{AdminClient, register_admin_handler};
+use crate::controller::admin::{AdminClient, AdminLimits, register_admin_handler};
 use crate::controller::image::MetadataImage;
 use crate::controller::peer_link::{NodeSession, PeerTransport, register_controller_handlers};
 use crate::controller::quorum::{Controller, ControllerConfig};
@@ -371,7 +371,10 @@ impl Node {
                 addresses.clone(),
             )
             .map_err(|error| error.to_string())?;
-            register_admin_handler(&handlers, Arc::clone(&controller))
+            let admin_limits = AdminLimits {
+                topic_partitions_max: BrokerConfig::default().topic_partitions_max,
+            };
+            register_admin_handler(&handlers, Arc::clone(&controller), admin_limits)
                 .map_err(|error| error.to_string())?;
             let admin = Arc::new(AdminClient::new(
                 id,
@@ -380,6 +383,7 @@ impl Node {
                 clients.clone(),
                 Arc::clone(&clock),
                 Duration::from_millis(PEER_REQUEST_TIMEOUT_MS),
+                admin_limits,
             ));
             if !controller.is_learner() {
                 let fencing = Arc::clone(&controller);
