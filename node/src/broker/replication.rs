@@ -75,3 +75,11 @@ impl<D: Disk> Broker<D> {
         Some(manager)
     }
 }
+
+impl<D: Disk> Broker<D> {
+    /// The local log of `topic`/`partition` if this node hosts it (the whole-node
+    /// simulator's checkers compare every replica's log).
+    pub fn hosted_partition_log(&self, topic: &str, partition: u32) -> Option<PartitionLog<D>> {
+        self.registry.partition_log(topic, partition).ok()
+    }
+}

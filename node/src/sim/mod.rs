@@ -5,12 +5,16 @@
 //! - [`disk`]: `SimDisk`, a disk with power loss and faults.
 //! - [`net`], [`node`], [`workload`], [`checkers`], [`cluster`]: the whole-node simulator
 //!   (real broker on `SimDisk`, simulated network and clients, crashes, checkers).
+//! - [`multi`], [`peer_net`]: the multi-node simulator (3-5 real nodes with controller and
+//!   replication over a simulated peer network that partitions, crashes, checkers).
 
 pub mod checkers;
 pub mod cluster;
 pub mod disk;
+pub mod multi;
 pub mod net;
 pub mod node;
+pub mod peer_net;
 pub mod workload;
 
 pub use disk::SimDisk;

@@ -152,13 +152,35 @@ struct DialState {
     next_dial_at: Option<Instant>,
 }
 
+/// A link to a peer that is not QUIC: the whole-node simulator's network (`sim/multi.rs`)
+/// carries each request to the peer's handlers and the answer back, with its delays, losses
+/// and partitions. The client's timeout still bounds every request.
+pub trait PeerLink: Send + Sync + 'static {
+    /// Carries a request of `kind` to the peer and returns its answer.
+    fn exchange(
+        &self,
+        kind: PeerRequestKind,
+        body: Bytes,
+    ) -> futures_util::future::BoxFuture<'static, Result<Bytes, PeerRequestError>>;
+}
+
+/// How a client reaches its peer.
+enum Dial {
+    /// QUIC from the node's endpoint.
+    Quic {
+        endpoint: quinn::Endpoint,
+        tls: quinn::ClientConfig,
+    },
+    /// A simulated link.
+    Link(Arc<dyn PeerLink>),
+}
+
 /// One connection to one peer, and requests over it.
 pub struct PeerClient {
     node: NodeId,
     address: SocketAddr,
     server_name: String,
-    endpoint: quinn::Endpoint,
-    tls: quinn::ClientConfig,
+    dial: Dial,
     limits: PeerLimits,
     clock: Arc<dyn Clock>,
     state: tokio::sync::Mutex<DialState>,
@@ -190,8 +212,30 @@ impl PeerClient {
             node,
             address,
             server_name: node_dns_name(&tls.cluster_id, node),
-            endpoint,
-            tls: tls.config.clone(),
+            dial: Dial::Quic {
+                endpoint,
+                tls: tls.config.clone(),
+            },
+            limits,
+            clock,
+            state: tokio::sync::Mutex::new(DialState::default()),
+            next_request_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A client of node `node` over a simulated `link` (the whole-node simulator).
+    pub fn simulated(
+        node: NodeId,
+        address: SocketAddr,
+        link: Arc<dyn PeerLink>,
+        limits: PeerLimits,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            node,
+            address,
+            server_name: format!("node-{node}.simulated"),
+            dial: Dial::Link(link),
             limits,
             clock,
             state: tokio::sync::Mutex::new(DialState::default()),
@@ -240,14 +284,17 @@ impl PeerClient {
         if let Some(at) = state.next_dial_at {
             self.clock.sleep_until(at).await;
         }
-        let dialed =
-            match self
-                .endpoint
-                .connect_with(self.tls.clone(), self.address, &self.server_name)
-            {
-                Ok(connecting) => connecting.await.map_err(|error| error.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
+        let Dial::Quic { endpoint, tls } = &self.dial else {
+            return Err(PeerRequestError::Dial {
+                node: self.node,
+                address: self.address,
+                reason: "a simulated link has no QUIC connection".to_owned(),
+            });
+        };
+        let dialed = match endpoint.connect_with(tls.clone(), self.address, &self.server_name) {
+            Ok(connecting) => connecting.await.map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
         match dialed {
             Ok(connection) => {
                 tracing::debug!(node = self.node, address = %self.address, "peer dialed");
@@ -271,6 +318,9 @@ impl PeerClient {
         kind: PeerRequestKind,
         body: &[u8],
     ) -> Result<Bytes, PeerRequestError> {
+        if let Dial::Link(link) = &self.dial {
+            return link.exchange(kind, Bytes::copy_from_slice(body)).await;
+        }
         let connection = self.connection().await?;
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let answer = self.exchange_on(&connection, kind, request_id, body).await;

@@ -54,7 +54,8 @@ pub struct PeerHandlerError(pub String);
 #[error("a handler for {0:?} is registered already")]
 pub struct AlreadyRegistered(pub PeerRequestKind);
 
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, PeerHandlerError>> + Send>>;
+/// A handler's answer to come.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, PeerHandlerError>> + Send>>;
 type Handler = Arc<dyn Fn(PeerRequest) -> HandlerFuture + Send + Sync>;
 
 /// The handlers of peer requests, one per kind. Registered at any time (the controller may
@@ -96,6 +97,14 @@ impl PeerHandlers {
         let handler: Handler = Arc::new(move |request| Box::pin(handler(request)));
         handlers.insert(kind, handler);
         Ok(())
+    }
+
+    /// Answers `request` with its kind's handler, as the service does for a request off the
+    /// network (the whole-node simulator delivers requests here): `None` if no handler is
+    /// registered for the kind.
+    pub fn answer(&self, request: PeerRequest) -> Option<HandlerFuture> {
+        let handler = self.handler(request.kind)?;
+        Some(handler(request))
     }
 
     fn handler(&self, kind: PeerRequestKind) -> Option<Handler> {
