@@ -122,7 +122,8 @@ async fn produce(broker: &Broker<SimDisk>, partition: u32) -> ErrorCode {
             partitions: vec![ProducePartition {
                 partition,
                 current_leader_epoch: None,
-                records: encode_batch(&[record.clone()], &EncodeOptions::default()).unwrap(),
+                records: encode_batch(std::slice::from_ref(&record), &EncodeOptions::default())
+                    .unwrap(),
             }],
         }],
     });
