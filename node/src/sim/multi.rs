@@ -319,6 +319,15 @@ impl Node {
             let broker = Broker::open(disk.clone(), data_dir, config, Arc::clone(&clock))
                 .await
                 .map_err(|error| format!("broker open: {error}"))?;
+            // As `main.rs` does: each node hands out producer ids of its own share.
+            let mut ids: Vec<NodeId> = addresses.keys().copied().collect();
+            ids.sort_unstable();
+            if let Some(slot) = ids.iter().position(|node| *node == id) {
+                broker.set_producer_id_slot(
+                    u32::try_from(slot).unwrap_or(u32::MAX),
+                    u32::try_from(ids.len()).unwrap_or(u32::MAX),
+                );
+            }
             let broker = Arc::new(broker);
             let mut tasks = Vec::new();
             tasks.push(tokio::spawn(Arc::clone(&broker).run_group_timer()));
