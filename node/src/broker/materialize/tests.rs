@@ -418,7 +418,9 @@ async fn create_topic(
         topics: vec![CreatableTopic {
             name: name.into(),
             partitions: 6,
-            replication_factor: None,
+            // One replica each: the placement, not replication, is what is checked here
+            // (this broker runs no replication driver).
+            replication_factor: Some(1),
             configs: configs
                 .iter()
                 .map(|(name, value)| ConfigEntry {
@@ -576,4 +578,36 @@ async fn produce_to(broker: &Broker<SimDisk>, topic: &str, partition: u32) -> Er
         panic!("wrong response")
     };
     response.topics[0].partitions[0].error
+}
+
+// Goal: partitions placed here beyond `limits.partitions_max` are not opened: the action
+// fails (logged, retried), nothing is created, and partitions held by other nodes do not
+// count against the limit. Method: a node allowing 3 partitions (one is
+// `__consumer_offsets`) given 3 and then 2 of a 6-partition topic.
+#[test]
+fn placement_beyond_the_node_partition_limit_is_refused_and_others_partitions_do_not_count() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(15);
+        let config = BrokerConfig {
+            node_id: NODE,
+            partitions_max: 3,
+            ..BrokerConfig::default()
+        };
+        let node = Broker::open(
+            disk.clone(),
+            Path::new(DATA),
+            config,
+            Arc::new(SimClock::new(1_000_000)),
+        )
+        .await
+        .unwrap();
+        let too_many = image(5, &[("orders", 1, &[7, 7, 7, 5, 5, 5], &[])]);
+        assert_eq!(node.materialize(&too_many).await, 1);
+        assert!(node.registry.topic("orders").is_none());
+        assert!(directories(&disk).await.is_empty());
+        let fitting = image(6, &[("orders", 1, &[7, 7, 5, 5, 5, 5], &[])]);
+        assert_eq!(node.materialize(&fitting).await, 0);
+        assert_eq!(directories(&disk).await, ["orders-0", "orders-1"]);
+        node.close().await;
+    });
 }

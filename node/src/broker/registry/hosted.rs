@@ -66,6 +66,15 @@ pub enum HostTopicError {
         /// Why.
         source: MetadataError,
     },
+    /// Holding the partitions placed here would exceed this node's limits
+    /// (`limits.topic_partitions_max`, `limits.partitions_max`, open files).
+    #[error("topic {topic:?}: cannot hold the partitions the controller placed here: {source}")]
+    Limit {
+        /// The topic.
+        topic: String,
+        /// Which limit.
+        source: super::PartitionCountError,
+    },
     /// The data directory is read-only: nothing can be created or removed.
     #[error("topic {topic:?}: the data directory is read-only")]
     ReadOnly {
@@ -166,6 +175,12 @@ impl<D: Disk> TopicRegistry<D> {
             image_index: Some(wanted.image_index),
         };
         let Some(topic) = self.topic(name) else {
+            let adding = u32::try_from(wanted.hosted.len()).unwrap_or(u32::MAX);
+            self.check_partition_count(name, wanted.partitions, adding)
+                .map_err(|source| HostTopicError::Limit {
+                    topic: name.to_owned(),
+                    source,
+                })?;
             let opened = self
                 .open_partitions_hosted(name, 0..wanted.partitions, Some(&wanted.hosted), &config)
                 .await;
@@ -220,6 +235,14 @@ impl<D: Disk> TopicRegistry<D> {
         };
         // Newly hosted partitions first: created empty and durable before they are recorded.
         let added: Vec<u32> = wanted.hosted.difference(&hosted_now).copied().collect();
+        let adding = u32::try_from(added.len()).unwrap_or(u32::MAX);
+        if adding > 0 {
+            self.check_partition_count(name, count, adding)
+                .map_err(|source| HostTopicError::Limit {
+                    topic: name.to_owned(),
+                    source,
+                })?;
+        }
         let mut opened = BTreeMap::new();
         for number in &added {
             let mut partition = self

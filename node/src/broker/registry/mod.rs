@@ -653,10 +653,16 @@ impl<D: Disk> TopicRegistry<D> {
         let producer_ids_held = producer_id_hold::hold_marker_exists(&disk, data_dir).await?;
         // Every stored partition is opened below: a count no limit allows (a damaged or
         // hand-edited file, or a lowered limit) is refused before anything is touched.
+        // In a cluster only the hosted partitions are opened (and count).
         let stored_partitions: u64 = stored
             .topics
             .values()
-            .map(|topic| u64::from(topic.partitions))
+            .map(|topic| {
+                topic
+                    .hosted
+                    .as_ref()
+                    .map_or_else(|| u64::from(topic.partitions), |hosted| hosted.len() as u64)
+            })
             .sum();
         if stored_partitions > u64::from(config.partitions_max) {
             return Err(RegistryOpenError::TooManyPartitions {
@@ -1036,6 +1042,24 @@ impl<D: Disk> TopicRegistry<D> {
         self.partition(topic, partition)?.online_log()
     }
 
+    /// Replaces a partition's log by `log`: the handle a follower's truncation reopened
+    /// (`PartitionLog::truncate_to` closes the old one).
+    pub fn replace_partition_log(
+        &self,
+        topic: &str,
+        partition: u32,
+        log: PartitionLog<D>,
+    ) -> Result<(), LookupError> {
+        let partition = self.partition(topic, partition)?;
+        *write(&partition.state) = PartitionState::Online(log);
+        Ok(())
+    }
+
+    /// The disk the partition logs live on.
+    pub fn disk(&self) -> &D {
+        &self.disk
+    }
+
     /// One partition of a topic already looked up.
     pub fn partition_of(
         topic_entry: &Topic<D>,
@@ -1070,9 +1094,15 @@ impl<D: Disk> TopicRegistry<D> {
                 max: self.config.topic_partitions_max,
             });
         }
+        // Partitions of a cluster topic held by other nodes take nothing here.
         let total: usize = read(&self.topics)
             .values()
-            .map(|topic| read(&topic.partitions).len())
+            .map(|topic| {
+                read(&topic.partitions)
+                    .iter()
+                    .filter(|partition| partition.is_hosted())
+                    .count()
+            })
             .sum();
         if total as u64 + u64::from(adding) > u64::from(self.config.partitions_max) {
             return Err(PartitionCountError::OverNodeMax {
