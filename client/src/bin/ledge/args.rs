@@ -52,12 +52,13 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Create, list, describe, alter and delete topics
+    /// Create, list, describe, alter, delete and reassign topics
     Topic {
         #[command(subcommand)]
         command: TopicCommand,
     },
-    /// Show the cluster: its nodes, controller and unhealthy partitions
+    /// Show the cluster (nodes, controller, unhealthy partitions), elect preferred leaders,
+    /// decommission a node
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
