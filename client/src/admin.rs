@@ -1334,5 +1334,8 @@ async fn request_with_retry_to(
     }
 }
 
+mod operations;
+pub use operations::{PreferredLeaderElection, ReassignmentDescription};
+
 #[cfg(test)]
 mod tests;

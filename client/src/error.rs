@@ -498,6 +498,17 @@ pub enum AdminError {
         /// The node's explanation, verbatim.
         message: String,
     },
+    /// The node refused a cluster operation: `InvalidReplicaAssignment`,
+    /// `InvalidReplicationFactor`, `ReassignmentInProgress`, `NoReassignmentInProgress`,
+    /// `UnknownTopicOrPartition` (reassignment), `NodeInUse` (decommission), or
+    /// `InvalidRequest` on a node with no `[cluster]` section. Nothing changed.
+    #[error("{}", explain_code(*code, message))]
+    Cluster {
+        /// The node's code.
+        code: ErrorCode,
+        /// The node's explanation, verbatim.
+        message: String,
+    },
 }
 
 impl AdminError {
@@ -507,7 +518,8 @@ impl AdminError {
             Self::Topic { code, .. }
             | Self::Group { code, .. }
             | Self::Module { code, .. }
-            | Self::Transform { code, .. } => Some(*code),
+            | Self::Transform { code, .. }
+            | Self::Cluster { code, .. } => Some(*code),
             Self::Request(RequestError::Refused { code, .. }) => Some(*code),
             Self::Request(_) | Self::InvalidArgument(_) => None,
         }

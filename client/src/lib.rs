@@ -151,8 +151,8 @@ pub use admin::{
     Admin, ClusterDescription, ClusterNodeDescription, ClusterPartitionDescription, ConfigValue,
     GroupDescription, GroupListing, GroupMemberDescription, GroupPartitionOffsets, ListedOffset,
     ModuleDescription, NewTopic, OffsetResetSpec, OnError, PartitionDescription, PlannedOffset,
-    PluginKind, TopicDescription, TopicListing, TransformDescription, TransformSpec,
-    TransformState,
+    PluginKind, PreferredLeaderElection, ReassignmentDescription, TopicDescription, TopicListing,
+    TransformDescription, TransformSpec, TransformState,
 };
 pub use config::{
     CONNECT_TIMEOUT_DEFAULT, ClientConfig, IDLE_TIMEOUT_DEFAULT, METADATA_MAX_AGE_DEFAULT,

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod cluster_client;
 mod cluster_harness;
+mod cluster_ops;
 mod cluster_topics;
 mod cluster_wiped;
 mod damage;

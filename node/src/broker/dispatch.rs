@@ -102,6 +102,18 @@ impl<D: Disk> Broker<D> {
                 Response::AlterTransform(self.alter_transform(request).await)
             }
             Request::DescribeCluster(_) => Response::DescribeCluster(self.describe_cluster()),
+            Request::ElectLeaders(request) => {
+                Response::ElectLeaders(self.elect_leaders(request).await)
+            }
+            Request::AlterPartitionReassignments(request) => Response::AlterPartitionReassignments(
+                self.alter_partition_reassignments(request).await,
+            ),
+            Request::ListPartitionReassignments(request) => {
+                Response::ListPartitionReassignments(self.list_partition_reassignments(request))
+            }
+            Request::DecommissionNode(request) => {
+                Response::DecommissionNode(self.decommission_node(request).await)
+            }
             Request::ConsumerGroupHeartbeat(request) => Response::ConsumerGroupHeartbeat(
                 self.groups.heartbeat(&*self.registry, request, client_id),
             ),
@@ -369,7 +381,7 @@ impl<D: Disk> Broker<D> {
     /// Has the active controller do `request`, then makes the local registry follow the
     /// image at once (so a produce to this node right after a CreateTopics finds the
     /// partitions it hosts), rather than waiting for the driver.
-    async fn controller_admin(
+    pub(super) async fn controller_admin(
         &self,
         source: &ClusterSource,
         request: AdminRequest,
@@ -635,6 +647,10 @@ fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
             AdminRefusal::InvalidPartitions => ErrorCode::InvalidPartitions,
             AdminRefusal::TopicAlreadyExists => ErrorCode::TopicAlreadyExists,
             AdminRefusal::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+            AdminRefusal::InvalidReplicaAssignment => ErrorCode::InvalidReplicaAssignment,
+            AdminRefusal::ReassignmentInProgress => ErrorCode::ReassignmentInProgress,
+            AdminRefusal::NoReassignmentInProgress => ErrorCode::NoReassignmentInProgress,
+            AdminRefusal::NodeInUse => ErrorCode::NodeInUse,
             AdminRefusal::Internal => ErrorCode::UnknownServerError,
         },
         AdminError::TimedOut { .. } => ErrorCode::RequestTimedOut,

@@ -24,6 +24,7 @@
 //! [`PluginHost`]: plugins::PluginHost
 //! [`TransformRunner`]: transforms::TransformRunner
 
+mod cluster_ops;
 pub mod cluster_view;
 mod data_path;
 mod dispatch;

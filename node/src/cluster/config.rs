@@ -107,6 +107,12 @@ pub struct ClusterConfig {
     pub peer_in_flight_bytes_per_connection_max: u64,
     /// How long a peer request waits for its answer.
     pub peer_request_timeout: Duration,
+    /// Kafka's `auto.leader.rebalance.enable`: the active controller moves leadership back
+    /// to preferred replicas every `leader_imbalance_check_interval`.
+    pub auto_leader_rebalance_enable: bool,
+    /// How often the active controller looks for partitions not led by their preferred
+    /// replica (Kafka's `leader.imbalance.check.interval.seconds`).
+    pub leader_imbalance_check_interval: Duration,
     /// First wait after a failed dial of a peer.
     pub peer_reconnect_backoff_min: Duration,
     /// Longest wait between dials of a peer.
@@ -137,6 +143,8 @@ pub(crate) struct ClusterSection {
     peer_request_timeout_ms: Option<u64>,
     peer_reconnect_backoff_min_ms: Option<u64>,
     peer_reconnect_backoff_max_ms: Option<u64>,
+    auto_leader_rebalance_enable: Option<bool>,
+    leader_imbalance_check_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -360,6 +368,11 @@ impl ClusterConfig {
                 peer_reconnect_backoff_max.as_millis()
             )));
         }
+        let leader_imbalance_check_interval = millis(
+            "leader_imbalance_check_interval_ms",
+            section.leader_imbalance_check_interval_ms,
+            crate::controller::rebalance::LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
+        )?;
         let file = |key: &str, value: Option<PathBuf>| {
             value
                 .filter(|path| !path.as_os_str().is_empty())
@@ -385,6 +398,10 @@ impl ClusterConfig {
             peer_request_timeout,
             peer_reconnect_backoff_min,
             peer_reconnect_backoff_max,
+            auto_leader_rebalance_enable: section
+                .auto_leader_rebalance_enable
+                .unwrap_or(crate::controller::rebalance::AUTO_LEADER_REBALANCE_ENABLE_DEFAULT),
+            leader_imbalance_check_interval,
         })
     }
 

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::decisions::{ControllerError, CreateTopicRequest};
 use super::quorum::{Controller, ControllerRequestError};
+use super::reassign::ReassignRequest;
 use super::records::{NodeId, TopicId};
 use crate::clock::{Clock, Elapsed, deadline_after, sleep, timeout_at};
 use crate::cluster::peer::service::AlreadyRegistered;
@@ -75,16 +76,65 @@ pub enum AdminRequest {
         /// The new partition count.
         partitions: u32,
     },
+    /// Move leadership back to preferred replicas now (one topic, or all).
+    ElectPreferredLeaders {
+        /// The topic; `None`: every topic.
+        topic: Option<String>,
+    },
+    /// Start moving a partition to other replicas (`reassign.rs`).
+    ReassignPartition {
+        /// The topic.
+        name: String,
+        /// The partition.
+        partition: u32,
+        /// The target replicas, the preferred leader first.
+        replicas: Vec<NodeId>,
+    },
+    /// Cancel a partition's reassignment.
+    CancelReassignment {
+        /// The topic.
+        name: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// Remove a stopped node that holds no replica (`decommission.rs`).
+    DecommissionNode {
+        /// The node.
+        node_id: NodeId,
+    },
 }
 
 impl AdminRequest {
-    /// The topic the request is about.
-    pub fn topic(&self) -> &str {
+    /// The topic the request names, if any.
+    pub fn topic(&self) -> Option<&str> {
         match self {
             Self::CreateTopic { name, .. }
             | Self::DeleteTopic { name }
             | Self::AlterTopicConfig { name, .. }
-            | Self::CreatePartitions { name, .. } => name,
+            | Self::CreatePartitions { name, .. }
+            | Self::ReassignPartition { name, .. }
+            | Self::CancelReassignment { name, .. }
+            | Self::ElectPreferredLeaders { topic: Some(name) } => Some(name),
+            Self::ElectPreferredLeaders { topic: None } | Self::DecommissionNode { .. } => None,
+        }
+    }
+
+    /// What the request is about, for messages (`topic "orders"`, `node 4`).
+    pub fn subject(&self) -> String {
+        match self {
+            Self::CreateTopic { name, .. }
+            | Self::DeleteTopic { name }
+            | Self::AlterTopicConfig { name, .. }
+            | Self::CreatePartitions { name, .. }
+            | Self::ElectPreferredLeaders { topic: Some(name) } => format!("topic {name:?}"),
+            Self::ReassignPartition {
+                name, partition, ..
+            }
+            | Self::CancelReassignment { name, partition } => {
+                format!("partition {name}/{partition}")
+            }
+            Self::ElectPreferredLeaders { topic: None } => "every topic".to_owned(),
+            Self::DecommissionNode { node_id } => format!("node {node_id}"),
         }
     }
 }
@@ -104,6 +154,14 @@ pub enum AdminRefusal {
     TopicAlreadyExists,
     /// No such topic.
     UnknownTopicOrPartition,
+    /// A reassignment target that cannot be used.
+    InvalidReplicaAssignment,
+    /// The partition is already being reassigned.
+    ReassignmentInProgress,
+    /// No reassignment to cancel (or it cannot be cancelled).
+    NoReassignmentInProgress,
+    /// The node cannot be decommissioned now.
+    NodeInUse,
     /// Anything else (a bug in a decision; the message says what).
     Internal,
 }
@@ -116,6 +174,10 @@ impl AdminRefusal {
             ControllerError::InvalidPartitions(_) => Self::InvalidPartitions,
             ControllerError::TopicAlreadyExists(_) => Self::TopicAlreadyExists,
             ControllerError::UnknownTopicOrPartition(_) => Self::UnknownTopicOrPartition,
+            ControllerError::InvalidReplicaAssignment(_) => Self::InvalidReplicaAssignment,
+            ControllerError::ReassignmentInProgress(_) => Self::ReassignmentInProgress,
+            ControllerError::NoReassignmentInProgress(_) => Self::NoReassignmentInProgress,
+            ControllerError::NodeInUse(_) => Self::NodeInUse,
             _ => Self::Internal,
         }
     }
@@ -163,13 +225,13 @@ pub enum AdminError {
     /// No answer in time: no controller known (an election, or no quorum), or the change
     /// not yet seen here.
     #[error(
-        "topic {topic:?}: the controller did not confirm the change within {waited_ms} ms \
+        "{subject}: the controller did not confirm the change within {waited_ms} ms \
          (cluster.peer_request_timeout_ms): {last}; it may still be applied, check with \
-         `ledge topic describe`"
+         `ledge topic describe` or `ledge cluster describe`"
     )]
     TimedOut {
-        /// The topic.
-        topic: String,
+        /// What the request was about (`topic "orders"`).
+        subject: String,
         /// How long it waited.
         waited_ms: u64,
         /// The last thing that went wrong.
@@ -193,15 +255,18 @@ pub struct AdminLimits {
 /// The request's own problems, before any decision.
 fn check_request(request: &AdminRequest, limits: AdminLimits) -> Result<(), AdminReply> {
     let refused = |refusal, message: String| AdminReply::Refused { refusal, message };
-    let name = request.topic();
-    if let Err(error) = crate::broker::topic_config::validate_topic_name(name) {
-        return Err(refused(AdminRefusal::InvalidTopic, error.to_string()));
-    }
-    if name.starts_with("__") {
-        return Err(refused(
-            AdminRefusal::InvalidTopic,
-            format!("topic names starting with \"__\" are reserved for internal topics: {name:?}"),
-        ));
+    if let Some(name) = request.topic() {
+        if let Err(error) = crate::broker::topic_config::validate_topic_name(name) {
+            return Err(refused(AdminRefusal::InvalidTopic, error.to_string()));
+        }
+        if name.starts_with("__") {
+            return Err(refused(
+                AdminRefusal::InvalidTopic,
+                format!(
+                    "topic names starting with \"__\" are reserved for internal topics: {name:?}"
+                ),
+            ));
+        }
     }
     let partitions = match request {
         AdminRequest::CreateTopic { partitions, .. }
@@ -286,6 +351,42 @@ pub async fn execute(
                         .map(|records| (records, ()))
                 })
                 .await?
+        }
+        AdminRequest::ElectPreferredLeaders { topic } => {
+            controller
+                .elect_preferred_leaders_of(topic.as_deref())
+                .await
+                .map(drop)?;
+        }
+        AdminRequest::ReassignPartition {
+            name,
+            partition,
+            replicas,
+        } => {
+            let request = ReassignRequest {
+                topic: name.clone(),
+                partition: *partition,
+                target: replicas.clone(),
+            };
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .reassign_partition(image, &request)
+                        .map(|records| (records, ()))
+                })
+                .await?;
+        }
+        AdminRequest::CancelReassignment { name, partition } => {
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .cancel_reassignment(image, name, *partition)
+                        .map(|records| (records, ()))
+                })
+                .await?;
+        }
+        AdminRequest::DecommissionNode { node_id } => {
+            controller.decommission_node(*node_id).await?;
         }
     }
     // The leader applies an entry before `client_write` returns, so its image holds the
@@ -409,7 +510,7 @@ impl AdminClient {
         match outcome {
             Ok(result) => result,
             Err(Elapsed) => Err(AdminError::TimedOut {
-                topic: request.topic().to_owned(),
+                subject: request.subject(),
                 waited_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
                 last,
             }),

@@ -167,6 +167,19 @@ pub enum ControllerError {
         /// Why.
         reason: String,
     },
+    /// A reassignment target that cannot be used (empty, a node twice, an unknown or
+    /// fenced node).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// The partition is already moving (one reassignment at a time per partition).
+    #[error("{0}")]
+    ReassignmentInProgress(String),
+    /// No reassignment of the partition to cancel.
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
+    /// A node that cannot be decommissioned now (alive, a replica, a voter).
+    #[error("{0}")]
+    NodeInUse(String),
     /// The decision's records do not apply (a bug in the decision, reported, not applied).
     #[error("records refused by the image: {0}")]
     Refused(#[from] ApplyError),
@@ -187,6 +200,10 @@ impl ControllerError {
             Self::UnknownLeaderEpoch { .. } => "UNKNOWN_LEADER_EPOCH",
             Self::InvalidUpdateVersion { .. } => "INVALID_UPDATE_VERSION",
             Self::IneligibleReplica { .. } => "INELIGIBLE_REPLICA",
+            Self::InvalidReplicaAssignment(_) => "INVALID_REPLICA_ASSIGNMENT",
+            Self::ReassignmentInProgress(_) => "REASSIGNMENT_IN_PROGRESS",
+            Self::NoReassignmentInProgress(_) => "NO_REASSIGNMENT_IN_PROGRESS",
+            Self::NodeInUse(_) => "NODE_IN_USE",
             Self::Refused(_) => "UNKNOWN_SERVER_ERROR",
         }
     }
@@ -731,8 +748,28 @@ impl ControllerLogic {
         &self,
         image: &MetadataImage,
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        self.elect_preferred_leaders_of(image, None)
+    }
+
+    /// [`Self::elect_preferred_leaders`] for one topic (`Some`) or all of them.
+    pub fn elect_preferred_leaders_of(
+        &self,
+        image: &MetadataImage,
+        only: Option<&str>,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        if let Some(name) = only
+            && !image.topics.contains_key(name)
+        {
+            return Err(ControllerError::UnknownTopicOrPartition(format!(
+                "{name:?}"
+            )));
+        }
         let mut work = Work::new(image);
-        for topic in image.topics.values() {
+        let topics = image
+            .topics
+            .iter()
+            .filter(|(name, _)| only.is_none_or(|only| only == name.as_str()));
+        for (_, topic) in topics {
             for (index, state) in topic.partitions.iter().enumerate() {
                 let Some(&preferred) = state.replicas.first() else {
                     continue;
@@ -760,7 +797,7 @@ impl ControllerLogic {
 }
 
 /// The registered, unfenced nodes, in id order.
-fn live_nodes(image: &MetadataImage) -> Vec<NodeId> {
+pub(super) fn live_nodes(image: &MetadataImage) -> Vec<NodeId> {
     image
         .nodes
         .iter()
@@ -799,7 +836,7 @@ fn place(
         .collect()
 }
 
-fn is_unfenced(image: &MetadataImage, node_id: NodeId) -> bool {
+pub(super) fn is_unfenced(image: &MetadataImage, node_id: NodeId) -> bool {
     image.nodes.get(&node_id).is_some_and(|node| !node.fenced)
 }
 
@@ -811,20 +848,20 @@ fn unclean_allowed(image_configs: &BTreeMap<String, String>, config: &DecisionCo
 }
 
 /// Records being decided, checked against a working copy of the image as they are added.
-struct Work {
-    image: MetadataImage,
-    records: Vec<MetadataRecord>,
+pub(super) struct Work {
+    pub(super) image: MetadataImage,
+    pub(super) records: Vec<MetadataRecord>,
 }
 
 impl Work {
-    fn new(image: &MetadataImage) -> Self {
+    pub(super) fn new(image: &MetadataImage) -> Self {
         Self {
             image: image.clone(),
             records: Vec::new(),
         }
     }
 
-    fn push(&mut self, record: MetadataRecord) -> Result<(), ControllerError> {
+    pub(super) fn push(&mut self, record: MetadataRecord) -> Result<(), ControllerError> {
         let index = self.image.last_applied_index.saturating_add(1);
         self.image.apply(index, &record)?;
         self.records.push(record);
@@ -952,7 +989,7 @@ impl Work {
 
 /// A partition's `min.insync.replicas`: the topic's override, else the cluster default
 /// (capped at the replication factor, as [`ControllerLogic::create_topic`] caps it).
-fn min_insync_replicas(
+pub(super) fn min_insync_replicas(
     topic: &super::image::TopicImage,
     state: &PartitionState,
     config: &DecisionConfig,
@@ -969,7 +1006,7 @@ fn min_insync_replicas(
 
 /// An ELR is only worth keeping while the ISR is below `min.insync.replicas`: once it is not,
 /// the high watermark moves on without the ELR members (KIP-966).
-fn normalize_elr(state: &mut PartitionState, min_insync: usize) {
+pub(super) fn normalize_elr(state: &mut PartitionState, min_insync: usize) {
     if state.isr.len() >= min_insync {
         state.elr.clear();
     }
@@ -979,7 +1016,7 @@ fn normalize_elr(state: &mut PartitionState, min_insync: usize) {
 
 /// Where a new leader comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Election {
+pub(super) enum Election {
     /// An ISR member: nothing else changes.
     Isr(NodeId),
     /// An ELR member (no ISR member could lead): it holds every committed record, and
@@ -991,7 +1028,11 @@ enum Election {
 
 /// Makes `election`'s leader the partition's (with a new leader epoch where it changes), or
 /// leaves it leaderless.
-fn install_leader(state: &mut PartitionState, election: Option<Election>, min_insync: usize) {
+pub(super) fn install_leader(
+    state: &mut PartitionState,
+    election: Option<Election>,
+    min_insync: usize,
+) {
     let leader = match election {
         None => None,
         Some(Election::Isr(leader)) => Some(leader),
@@ -1025,7 +1066,7 @@ fn install_leader(state: &mut PartitionState, election: Option<Election>, min_in
 /// The new leader: the first unfenced ISR member in replica order (not `excluded`), else the
 /// first unfenced ELR member, or, only where unclean election is on, the first unfenced
 /// replica outside both.
-fn elect(
+pub(super) fn elect(
     image: &MetadataImage,
     state: &PartitionState,
     topic: &super::image::TopicImage,

@@ -64,6 +64,44 @@ pub struct MetadataImage {
     pub modules: BTreeMap<String, StoredModule>,
     /// Topic transforms.
     pub transforms: BTreeMap<String, StoredTransform>,
+    /// Partition reassignments in progress (KIP-455), in the order they started.
+    /// (`serde(default)`: snapshots written before reassignment read as none.)
+    #[serde(default)]
+    pub reassignments: Vec<PartitionReassignment>,
+}
+
+/// A partition moving to other replicas: while it lasts, the partition's replicas are
+/// `target` followed by the `original` replicas not in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionReassignment {
+    /// The topic.
+    pub topic_id: TopicId,
+    /// The partition index.
+    pub partition: u32,
+    /// The replicas it moves to, the preferred leader first.
+    pub target: Vec<NodeId>,
+    /// The replicas it had when the move started.
+    pub original: Vec<NodeId>,
+}
+
+impl PartitionReassignment {
+    /// Kafka's `adding` replicas: in the target, not in the original.
+    pub fn adding(&self) -> Vec<NodeId> {
+        self.target
+            .iter()
+            .filter(|node| !self.original.contains(node))
+            .copied()
+            .collect()
+    }
+
+    /// Kafka's `removing` replicas: in the original, not in the target.
+    pub fn removing(&self) -> Vec<NodeId> {
+        self.original
+            .iter()
+            .filter(|node| !self.target.contains(node))
+            .copied()
+            .collect()
+    }
 }
 
 impl Default for MetadataImage {
@@ -76,6 +114,7 @@ impl Default for MetadataImage {
             producer_id_next: PRODUCER_ID_FIRST,
             modules: BTreeMap::new(),
             transforms: BTreeMap::new(),
+            reassignments: Vec::new(),
         }
     }
 }
@@ -136,6 +175,25 @@ pub enum ApplyError {
         topic_id: TopicId,
         /// The partition.
         partition: u32,
+    },
+    /// A reassignment record that does not fit (one already running, none running, or a
+    /// target that is not among the partition's replicas).
+    #[error("partition {topic_id}/{partition}: {reason}")]
+    Reassignment {
+        /// The topic.
+        topic_id: TopicId,
+        /// The partition.
+        partition: u32,
+        /// What does not fit.
+        reason: String,
+    },
+    /// A node that cannot be unregistered (alive, or still a replica somewhere).
+    #[error("node {node_id} cannot be unregistered: {reason}")]
+    NodeInUse {
+        /// The node.
+        node_id: NodeId,
+        /// Why.
+        reason: String,
     },
     /// The partition-epoch compare-and-set failed.
     #[error(
@@ -343,6 +401,8 @@ impl MetadataImage {
                     }
                 }
                 self.topics.remove(name);
+                self.reassignments
+                    .retain(|reassignment| reassignment.topic_id != *topic_id);
                 Ok(())
             }
             MetadataRecord::CreatePartitions {
@@ -436,6 +496,30 @@ impl MetadataImage {
                 )?;
                 Ok(())
             }
+            MetadataRecord::StartReassignment {
+                topic_id,
+                partition,
+                target,
+                original,
+            } => self.start_reassignment(*topic_id, *partition, target, original),
+            MetadataRecord::EndReassignment {
+                topic_id,
+                partition,
+            } => {
+                let position = self
+                    .reassignment_position(*topic_id, *partition)
+                    .ok_or_else(|| ApplyError::Reassignment {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                        reason: "no reassignment is in progress".to_owned(),
+                    })?;
+                self.reassignments.remove(position);
+                Ok(())
+            }
+            MetadataRecord::UnregisterNode {
+                node_id,
+                node_epoch,
+            } => self.unregister_node(*node_id, *node_epoch),
             MetadataRecord::PutModule { name, module } => {
                 self.modules.insert(name.clone(), module.clone());
                 Ok(())
@@ -461,6 +545,98 @@ impl MetadataImage {
                     name: name.clone(),
                 }),
         }
+    }
+
+    /// The reassignment of one partition, if it is moving.
+    pub fn reassignment(
+        &self,
+        topic_id: TopicId,
+        partition: u32,
+    ) -> Option<&PartitionReassignment> {
+        self.reassignments.iter().find(|reassignment| {
+            reassignment.topic_id == topic_id && reassignment.partition == partition
+        })
+    }
+
+    fn reassignment_position(&self, topic_id: TopicId, partition: u32) -> Option<usize> {
+        self.reassignments.iter().position(|reassignment| {
+            reassignment.topic_id == topic_id && reassignment.partition == partition
+        })
+    }
+
+    fn start_reassignment(
+        &mut self,
+        topic_id: TopicId,
+        partition: u32,
+        target: &[NodeId],
+        original: &[NodeId],
+    ) -> Result<(), ApplyError> {
+        let refuse = |reason: String| {
+            Err(ApplyError::Reassignment {
+                topic_id,
+                partition,
+                reason,
+            })
+        };
+        if self.reassignment_position(topic_id, partition).is_some() {
+            return refuse("a reassignment is already in progress".to_owned());
+        }
+        let state = self
+            .partition(topic_id, partition)
+            .ok_or(ApplyError::UnknownPartition {
+                topic_id,
+                partition,
+            })?;
+        if target.is_empty() {
+            return refuse("an empty target".to_owned());
+        }
+        // The replicas already hold both sets (the AlterPartition before this record), so
+        // every node that must copy or keep serving is a replica throughout the move.
+        if let Some(missing) = target
+            .iter()
+            .chain(original)
+            .find(|node| !state.replicas.contains(node))
+        {
+            return refuse(format!(
+                "node {missing} is not among the replicas {:?}",
+                state.replicas
+            ));
+        }
+        self.reassignments.push(PartitionReassignment {
+            topic_id,
+            partition,
+            target: target.to_vec(),
+            original: original.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn unregister_node(
+        &mut self,
+        node_id: NodeId,
+        node_epoch: NodeEpoch,
+    ) -> Result<(), ApplyError> {
+        let node = self.current_node(node_id, node_epoch)?;
+        if !node.fenced {
+            return Err(ApplyError::NodeInUse {
+                node_id,
+                reason: "it is alive (not fenced)".to_owned(),
+            });
+        }
+        for (name, topic) in &self.topics {
+            if let Some(index) = topic
+                .partitions
+                .iter()
+                .position(|state| state.replicas.contains(&node_id))
+            {
+                return Err(ApplyError::NodeInUse {
+                    node_id,
+                    reason: format!("it is a replica of {name}/{index}"),
+                });
+            }
+        }
+        self.nodes.remove(&node_id);
+        Ok(())
     }
 
     fn current_node(

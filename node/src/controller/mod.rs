@@ -6,6 +6,8 @@
 //!   placement, elections, ISR changes), as pure code with time passed in.
 //! - [`store`] and [`state_machine`]: openraft's log storage and state machine on the node's
 //!   `Disk`, with fdatasync before every acknowledgement and durable snapshots.
+//! - [`reassign`], [`decommission`], [`rebalance`]: partition moves (KIP-455), removing a
+//!   node, and the active controller's preferred-leader and reassignment drivers.
 //! - [`bootstrap`]: the marker that lets a voter's first start initialize the quorum.
 //! - [`peer_link`]: the quorum and node sessions on the node's peer RPC.
 //! - [`quorum`]: [`Controller`], openraft running over a [`ControllerTransport`]; requests to
@@ -14,9 +16,12 @@
 pub mod admin;
 pub mod bootstrap;
 pub mod decisions;
+pub mod decommission;
 pub mod image;
 pub mod peer_link;
 pub mod quorum;
+pub mod reassign;
+pub mod rebalance;
 pub mod records;
 pub mod state_machine;
 pub mod store;

@@ -611,6 +611,22 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         tasks.push(tokio::spawn(async move {
             learners.run_learners(&*learners_clock).await;
         }));
+        let moves = Arc::clone(&controller);
+        let moves_clock = Arc::clone(&clock);
+        let moves_interval = cluster.node_heartbeat_interval;
+        tasks.push(tokio::spawn(async move {
+            moves.run_reassignments(&*moves_clock, moves_interval).await;
+        }));
+        if cluster.auto_leader_rebalance_enable {
+            let rebalance = Arc::clone(&controller);
+            let rebalance_clock = Arc::clone(&clock);
+            let interval = cluster.leader_imbalance_check_interval;
+            tasks.push(tokio::spawn(async move {
+                rebalance
+                    .run_leader_rebalance(&*rebalance_clock, interval)
+                    .await;
+            }));
+        }
     }
     let controller = Some(controller);
     let session = NodeSession {

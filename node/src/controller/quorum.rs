@@ -505,13 +505,66 @@ impl Controller {
         }
     }
 
+    /// On the active controller: removes from the quorum every learner whose node is no
+    /// longer registered (decommissioned, `decommission.rs`), so the leader stops sending it
+    /// the log. Voters are never removed (changing voters is out of scope). A failed removal
+    /// is retried on the next call.
+    pub async fn remove_unregistered_learners(&self) {
+        let learners: BTreeSet<u64> = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.current_leader != Some(raft_id(self.node_id)) {
+                return;
+            }
+            metrics
+                .membership_config
+                .membership()
+                .learner_ids()
+                .collect()
+        };
+        let image = self.image();
+        let gone: BTreeSet<u64> = learners
+            .into_iter()
+            .filter(|id| {
+                NodeId::try_from(*id).map_or(true, |node_id| !image.nodes.contains_key(&node_id))
+            })
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        match self
+            .raft
+            .change_membership(openraft::ChangeMembers::RemoveNodes(gone.clone()), false)
+            .await
+        {
+            Ok(_) => tracing::info!(
+                ?gone,
+                "decommissioned nodes removed from the controller quorum"
+            ),
+            Err(error) => tracing::debug!(%error, "removing learners; retried later"),
+        }
+    }
+
+    /// Whether `node_id` votes in the controller quorum (as this member last saw it).
+    pub fn is_voter(&self, node_id: NodeId) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == raft_id(node_id))
+    }
+
     /// The active controller's learner driver: on every image change (a registration), and
     /// at least every `node_heartbeat_interval` (a new leader, a failed addition), runs
-    /// [`Self::add_registered_learners`]. Runs until dropped.
+    /// [`Self::add_registered_learners`] and [`Self::remove_unregistered_learners`]. Runs
+    /// until dropped.
     pub async fn run_learners(&self, clock: &dyn Clock) {
         let mut image = self.subscribe();
         loop {
             self.add_registered_learners().await;
+            self.remove_unregistered_learners().await;
             match crate::clock::timeout(clock, self.node_heartbeat_interval, image.changed()).await
             {
                 Ok(Ok(())) | Err(crate::clock::Elapsed) => {}

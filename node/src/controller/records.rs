@@ -196,4 +196,33 @@ pub enum MetadataRecord {
         /// The name.
         name: String,
     },
+    /// A partition reassignment started (KIP-455): the partition's replicas are already the
+    /// union of `target` and `original` (an `AlterPartition` in the same entry), so the new
+    /// replicas materialize and fetch as followers while the old ones keep serving.
+    StartReassignment {
+        /// The topic.
+        topic_id: TopicId,
+        /// The partition index.
+        partition: u32,
+        /// The replicas it moves to, the preferred leader first.
+        target: Vec<NodeId>,
+        /// The replicas it had before (what a cancel returns to).
+        original: Vec<NodeId>,
+    },
+    /// A partition reassignment ended: completed (its replicas are the target now) or
+    /// cancelled (they are the original again), by an `AlterPartition` in the same entry.
+    EndReassignment {
+        /// The topic.
+        topic_id: TopicId,
+        /// The partition index.
+        partition: u32,
+    },
+    /// A decommissioned node leaves the cluster: it is fenced and holds no replica. Its
+    /// epochs are never given again (`node_epoch_high` stays).
+    UnregisterNode {
+        /// The node.
+        node_id: NodeId,
+        /// Its current epoch (the one being removed).
+        node_epoch: NodeEpoch,
+    },
 }

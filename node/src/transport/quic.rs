@@ -648,7 +648,8 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::DescribeGroups
         | ApiKey::ListModules
         | ApiKey::DescribeTransforms
-        | ApiKey::DescribeCluster => true,
+        | ApiKey::DescribeCluster
+        | ApiKey::ListPartitionReassignments => true,
         ApiKey::CreateTopics
         | ApiKey::DeleteTopics
         | ApiKey::AlterConfigs
@@ -660,7 +661,10 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::UploadModule
         | ApiKey::DeleteModule
         | ApiKey::DeployTransform
-        | ApiKey::AlterTransform => false,
+        | ApiKey::AlterTransform
+        | ApiKey::ElectLeaders
+        | ApiKey::AlterPartitionReassignments
+        | ApiKey::DecommissionNode => false,
     }
 }
 

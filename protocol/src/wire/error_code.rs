@@ -171,6 +171,18 @@ error_codes! {
     StaleNodeEpoch = 50, false;
     /// This node is not the active controller; ask the one metadata names.
     NotController = 51, true;
+    /// A reassignment's target replicas cannot be used: a node listed twice, not registered,
+    /// or not alive (Kafka's INVALID_REPLICA_ASSIGNMENT). Nothing changed.
+    InvalidReplicaAssignment = 60, false;
+    /// The partition is already being reassigned; wait for it (`ledge topic reassign NAME
+    /// --status`) or cancel it first (Kafka's REASSIGNMENT_IN_PROGRESS).
+    ReassignmentInProgress = 61, false;
+    /// There is no reassignment of the partition to cancel, or it cannot be cancelled
+    /// (Kafka's NO_REASSIGNMENT_IN_PROGRESS).
+    NoReassignmentInProgress = 62, false;
+    /// The node cannot be decommissioned now: it is alive, still a replica, or a voter of the
+    /// controller quorum; the message says which.
+    NodeInUse = 63, false;
 }
 
 impl Wire for ErrorCode {

@@ -1203,3 +1203,109 @@ wire_struct! {
         pub offline: Vec<ClusterPartition>,
     }
 }
+
+wire_struct! {
+    /// Moves leadership back to each partition's preferred replica (the first) where it is
+    /// alive and in the ISR, now (Kafka's ElectLeaders with the preferred election type).
+    pub struct ElectLeadersRequest {
+        /// One topic, or `None` for every topic.
+        pub topic: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// The partitions whose leader moved, and those still not led by their preferred replica.
+    pub struct ElectLeadersResponse {
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// Now led by their preferred replica.
+        pub moved: Vec<ClusterPartition>,
+        /// Still led by another replica (the preferred one is not alive or not in the ISR).
+        pub not_preferred: Vec<ClusterPartition>,
+    }
+}
+
+wire_struct! {
+    /// Starts (or cancels) moving one partition to other replicas (Kafka's
+    /// AlterPartitionReassignments, one partition per request).
+    pub struct AlterPartitionReassignmentsRequest {
+        /// Topic name.
+        pub topic: String,
+        /// Partition number.
+        pub partition: u32,
+        /// The target replicas, the preferred leader first; ignored by a cancel.
+        pub replicas: Vec<u32>,
+        /// Cancel the partition's reassignment instead (back to its original replicas).
+        pub cancel: bool,
+    }
+}
+
+wire_struct! {
+    /// The reassignment is started (or cancelled, or complete at once) in the metadata.
+    pub struct AlterPartitionReassignmentsResponse {
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+    }
+}
+
+wire_struct! {
+    /// Lists the reassignments in progress.
+    pub struct ListPartitionReassignmentsRequest {
+        /// One topic, or `None` for every topic.
+        pub topic: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// A partition being moved.
+    pub struct PartitionReassignment {
+        /// Topic name.
+        pub topic: String,
+        /// Partition number.
+        pub partition: u32,
+        /// Its replicas while it moves: the target, then the ones being removed.
+        pub replicas: Vec<u32>,
+        /// Being added (copying from the leader until they are in the ISR).
+        pub adding: Vec<u32>,
+        /// Being removed once every target replica is in the ISR.
+        pub removing: Vec<u32>,
+        /// The in-sync replicas now.
+        pub isr: Vec<u32>,
+        /// The leader now.
+        pub leader: Option<u32>,
+    }
+}
+
+wire_struct! {
+    /// The reassignments in progress.
+    pub struct ListPartitionReassignmentsResponse {
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// The partitions being moved.
+        pub reassignments: Vec<PartitionReassignment>,
+    }
+}
+
+wire_struct! {
+    /// Removes a stopped node that holds no replica from the cluster.
+    pub struct DecommissionNodeRequest {
+        /// The node.
+        pub node_id: u32,
+    }
+}
+
+wire_struct! {
+    /// The node is removed from the cluster's metadata.
+    pub struct DecommissionNodeResponse {
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+    }
+}

@@ -132,6 +132,10 @@ apis! {
     DescribeTransforms = 20, DescribeTransformsRequest, DescribeTransformsResponse;
     AlterTransform = 21, AlterTransformRequest, AlterTransformResponse;
     DescribeCluster = 22, DescribeClusterRequest, DescribeClusterResponse;
+    ElectLeaders = 30, ElectLeadersRequest, ElectLeadersResponse;
+    AlterPartitionReassignments = 31, AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse;
+    ListPartitionReassignments = 32, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;
+    DecommissionNode = 33, DecommissionNodeRequest, DecommissionNodeResponse;
 }
 
 /// The only version of each API so far.

@@ -52,12 +52,13 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Create, list, describe, alter and delete topics
+    /// Create, list, describe, alter, delete and reassign topics
     Topic {
         #[command(subcommand)]
         command: TopicCommand,
     },
-    /// Show the cluster: its nodes, controller and unhealthy partitions
+    /// Show the cluster (nodes, controller, unhealthy partitions), elect preferred leaders,
+    /// decommission a node
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
@@ -90,6 +91,55 @@ pub(crate) enum ClusterCommand {
     /// List the nodes (id, address, alive, node epoch), the controller, and the
     /// under-replicated and offline partitions
     Describe(ListArgs),
+    /// Move leadership back to each partition's preferred replica (the first) where it is
+    /// alive and in sync, now (the controller also does it every
+    /// cluster.leader_imbalance_check_interval_ms)
+    ElectLeaders(ElectLeadersArgs),
+    /// Remove a stopped node that holds no replica from the cluster (move its replicas
+    /// away first with `ledge topic reassign`)
+    Decommission(DecommissionArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ElectLeadersArgs {
+    /// Only this topic (default: every topic)
+    #[arg(long)]
+    pub(crate) topic: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DecommissionArgs {
+    /// The node's id
+    #[arg(long)]
+    pub(crate) node: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReassignArgs {
+    /// Topic name (not with --plan-file)
+    pub(crate) name: Option<String>,
+    /// The partition to move
+    #[arg(long)]
+    pub(crate) partition: Option<u32>,
+    /// The node ids to move it to, the preferred leader first: 2,3,4
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) replicas: Option<Vec<u32>>,
+    /// Cancel the partition's reassignment (back to its original replicas)
+    #[arg(long, conflicts_with_all = ["replicas", "status", "plan_file"])]
+    pub(crate) cancel: bool,
+    /// Show the reassignments in progress (of NAME, or of every topic)
+    #[arg(long, conflicts_with_all = ["replicas", "partition", "plan_file"])]
+    pub(crate) status: bool,
+    /// Move many partitions: a JSON file as kafka-reassign-partitions reads,
+    /// {"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[2,3]}]}
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "partition", "replicas"])]
+    pub(crate) plan_file: Option<PathBuf>,
+    /// Output format (of --status)
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +367,10 @@ pub(crate) enum TopicCommand {
     Alter(AlterArgs),
     /// Delete a topic and all its records
     Delete(DeleteArgs),
+    /// Move a partition to other nodes while it serves (--partition P --replicas 2,3,4),
+    /// cancel a move (--cancel), show moves in progress (--status), or move many
+    /// (--plan-file)
+    Reassign(ReassignArgs),
 }
 
 /// How commands that print data print it.

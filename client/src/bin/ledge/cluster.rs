@@ -9,7 +9,15 @@ use crate::output::{print, table};
 use crate::topic::node_list;
 
 pub(crate) async fn run(client: &Client, command: ClusterCommand) -> anyhow::Result<()> {
-    let ClusterCommand::Describe(arguments) = command;
+    let arguments = match command {
+        ClusterCommand::Describe(arguments) => arguments,
+        ClusterCommand::ElectLeaders(arguments) => {
+            return crate::operations::elect_leaders(&Admin::new(client), arguments).await;
+        }
+        ClusterCommand::Decommission(arguments) => {
+            return crate::operations::decommission(&Admin::new(client), arguments).await;
+        }
+    };
     let cluster = Admin::new(client)
         .describe_cluster()
         .await
@@ -86,7 +94,10 @@ pub(crate) async fn run(client: &Client, command: ClusterCommand) -> anyhow::Res
 }
 
 /// A titled table of partitions, or the title and "none".
-fn partitions_section(title: &str, partitions: &[ClusterPartitionDescription]) -> String {
+pub(crate) fn partitions_section(
+    title: &str,
+    partitions: &[ClusterPartitionDescription],
+) -> String {
     if partitions.is_empty() {
         return format!("{title}: none");
     }

@@ -9,6 +9,7 @@ mod cluster;
 mod consume;
 mod group;
 mod module;
+mod operations;
 mod output;
 mod produce;
 mod topic;

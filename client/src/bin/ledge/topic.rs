@@ -280,6 +280,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 .context("cannot delete topic")?;
             print(&format!("Deleted topic {}.", arguments.name))
         }
+        TopicCommand::Reassign(arguments) => crate::operations::reassign(&admin, arguments).await,
     }
 }
 
