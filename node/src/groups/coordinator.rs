@@ -635,6 +635,16 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Forgets every group `unloaded` selects, members and all: this node no longer
+    /// coordinates them (their `__consumer_offsets` partition is led elsewhere now; the new
+    /// coordinator rebuilds the membership from the members' next heartbeats). Returns how
+    /// many groups were forgotten.
+    pub fn unload(&mut self, mut unloaded: impl FnMut(&str) -> bool) -> usize {
+        let before = self.groups.len();
+        self.groups.retain(|group_id, _| !unloaded(group_id));
+        before - self.groups.len()
+    }
+
     fn active_groups(&self) -> usize {
         self.groups
             .values()

@@ -660,7 +660,8 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::UploadModule
         | ApiKey::DeleteModule
         | ApiKey::DeployTransform
-        | ApiKey::AlterTransform => false,
+        | ApiKey::AlterTransform
+        | ApiKey::FindCoordinator => false,
     }
 }
 
