@@ -364,6 +364,35 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 // partitions: this node loads the ones it leads, following the image.
                 tokio::spawn(Arc::clone(&broker).run_offsets_loader());
             }
+            // Partition replication: the driver follows the image, answers replica
+            // fetches as leader and fetches as follower over the same peer clients.
+            let transport = ledge_node::replication::peer_link::PeerReplicaTransport::new(
+                cluster.node_id,
+                node_cluster.clients.clone(),
+                node_cluster.controller.clone(),
+                cluster.controller_voters.clone(),
+            );
+            let settings =
+                ledge_node::replication::manager::ReplicationSettings::from_cluster(cluster);
+            if let (Some(manager), Some(controller)) = (
+                broker.start_replication(settings, Arc::new(transport)),
+                &node_cluster.controller,
+            ) {
+                if let Err(error) =
+                    ledge_node::replication::peer_link::register_replication_handlers(
+                        handlers,
+                        Arc::clone(&manager),
+                        Some(Arc::clone(controller)),
+                    )
+                {
+                    node_cluster.shutdown().await;
+                    let _ = stop.send(true);
+                    let _ = serving.await;
+                    broker.close().await;
+                    return Err(error).context("cannot start replication");
+                }
+                tokio::spawn(manager.run(controller.subscribe(), node_cluster.node_epoch.clone()));
+            }
             Some(node_cluster)
         }
         _ => None,

@@ -318,7 +318,7 @@ fn three_nodes_elect_a_controller_and_fence_and_readmit_a_killed_one() {
             let path = dir.join(format!("node-{id}.toml"));
             let config = std::fs::read_to_string(&path).unwrap().replace(
                 "[cluster]\n",
-                "[cluster]\nnode_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 2000\npeer_request_timeout_ms = 2000\n",
+                "[cluster]\nnode_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 2000\npeer_request_timeout_ms = 1500\n",
             );
             std::fs::write(&path, config).unwrap();
             NodeProcess::start_with(NodeOptions {

@@ -77,17 +77,6 @@ pub enum ReplicationError {
         /// Nodes alive now.
         live_nodes: u32,
     },
-    /// A cluster node asked for more than one replica: partitions are not replicated between
-    /// nodes yet, so each topic lives on the node that creates it.
-    #[error(
-        "replication factor {replication_factor} needs partition replication, which this \
-         version does not run yet: in a cluster each topic lives on the node that creates it; \
-         use --replication-factor 1"
-    )]
-    NotReplicatedYet {
-        /// The factor asked for.
-        replication_factor: u16,
-    },
     /// `min.insync.replicas` above the replication factor: no acks=all produce could ever
     /// succeed.
     #[error(
@@ -284,28 +273,33 @@ impl<D: Disk> Broker<D> {
         }
     }
 
-    /// Checks a CreateTopics entry's replication settings against the live nodes.
+    /// Checks a CreateTopics entry's replication settings against the live nodes. Returns
+    /// the replication factor to ask for; in a cluster, `None` (none given) leaves it to the
+    /// controller's `default_replication_factor`, which refuses it when too few nodes are
+    /// alive rather than silently keeping fewer copies.
     pub(super) fn replication_check(
         &self,
         replication_factor: Option<u16>,
         configs: &BTreeMap<String, String>,
-    ) -> Result<u16, ReplicationError> {
-        // Topics stay on this node until placement goes through the controller: one node
-        // holds them, in a cluster too, and a cluster says why more replicas are refused
-        // (its live nodes are not the limit).
-        let in_cluster = self.cluster_source.get().is_some();
-        if in_cluster && let Some(replication_factor) = replication_factor.filter(|rf| *rf > 1) {
-            return Err(ReplicationError::NotReplicatedYet { replication_factor });
-        }
-        // In a cluster the factor is 1 until partitions are replicated (asked for or not),
-        // so the live nodes only matter to check it is not zero.
+    ) -> Result<Option<u16>, ReplicationError> {
         let live_nodes = self.cluster_nodes().len() as u32;
-        let replication_factor_default = if in_cluster {
-            1
-        } else {
-            // Kafka's default.replication.factor is min(3, nodes) here (docs/OPERATIONS.md).
-            live_nodes.min(3) as u16
-        };
+        if self.cluster_source.get().is_some() {
+            let Some(replication_factor) = replication_factor else {
+                return Ok(None);
+            };
+            // Only an explicit min.insync.replicas is checked here; the cluster's default
+            // is the controller's, which caps it at the factor.
+            return check_replication(
+                Some(replication_factor),
+                configs,
+                live_nodes,
+                replication_factor,
+                1,
+            )
+            .map(Some);
+        }
+        // Kafka's default.replication.factor is min(3, nodes) here (docs/OPERATIONS.md).
+        let replication_factor_default = live_nodes.min(3) as u16;
         check_replication(
             replication_factor,
             configs,
@@ -313,6 +307,7 @@ impl<D: Disk> Broker<D> {
             replication_factor_default,
             self.config.topic_defaults.min_insync_replicas,
         )
+        .map(Some)
     }
 
     /// The DescribeCluster answer: this node, alive, and its offline partitions (a one-node

@@ -352,12 +352,11 @@ fn a_cluster_node_answers_from_the_metadata_image() {
             .map(|node| (node.node_id, node.alive, node.node_epoch))
             .collect();
         assert_eq!(nodes, vec![(5, true, 3), (7, false, 0), (8, false, 4)]);
-        // Three nodes are alive, but partitions are not replicated yet: the refusal says
-        // that, not that the cluster is too small.
+        // Only two nodes are alive (node 8 is fenced): three replicas are refused, saying why.
         let wide = create(&broker, "wide", Some(3), &[], false).await;
         assert_eq!(wide.error, ErrorCode::InvalidReplicationFactor);
         assert!(
-            wide.message.contains("does not run yet") && !wide.message.contains("live node"),
+            wide.message.contains("above the 2 live node(s)"),
             "{}",
             wide.message
         );

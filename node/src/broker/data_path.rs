@@ -13,6 +13,7 @@ use super::maintenance::DiskGuard;
 use super::plugins::PluginHost;
 use super::registry::TopicRegistry;
 use crate::clock::Clock;
+use crate::replication::manager::ReplicaManager;
 use crate::storage::Disk;
 
 /// The limits the data path applies to every request, whatever the client asks.
@@ -33,4 +34,7 @@ pub(super) struct DataPath<D: Disk> {
     pub(super) disk_guard: Arc<DiskGuard>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) limits: DataPathLimits,
+    /// The replication driver of a `[cluster]` node (`replication.rs`); unset on a single
+    /// node, where every partition's high watermark is its synced end.
+    pub(super) replication: std::sync::OnceLock<Arc<ReplicaManager<D>>>,
 }

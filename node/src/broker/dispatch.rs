@@ -42,6 +42,8 @@ use super::transforms::{AlterTransformError, DeclaredTransform, DeployTransformE
 use crate::controller::admin::{AdminError, AdminRefusal, AdminRequest};
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
+use crate::replication::leader::AcksAllError;
+use crate::replication::manager::ReplicaRoleError;
 use crate::storage::{AppendError, Disk, ReadError};
 use crate::wasm::WasmError;
 use crate::wasm::batch::{params_list, params_map};
@@ -226,7 +228,7 @@ impl<D: Disk> Broker<D> {
                             AdminRequest::CreateTopic {
                                 name: topic.name.clone(),
                                 partitions: topic.partitions,
-                                replication_factor: Some(replication_factor),
+                                replication_factor,
                                 configs,
                             },
                         )
@@ -644,9 +646,9 @@ fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
 /// (`min.insync.replicas`) that contradicts it.
 fn replication_code(error: &ReplicationError) -> ErrorCode {
     match error {
-        ReplicationError::ZeroReplicationFactor
-        | ReplicationError::AboveLiveNodes { .. }
-        | ReplicationError::NotReplicatedYet { .. } => ErrorCode::InvalidReplicationFactor,
+        ReplicationError::ZeroReplicationFactor | ReplicationError::AboveLiveNodes { .. } => {
+            ErrorCode::InvalidReplicationFactor
+        }
         ReplicationError::MinInsyncAboveReplicationFactor { .. } => ErrorCode::InvalidConfig,
     }
 }
@@ -734,8 +736,30 @@ pub(super) fn produce_wire(error: &ProduceError) -> (ErrorCode, String) {
         ProduceError::Filter(error) => produce_filter_code(error),
         ProduceError::Partitioner(error) => partitioner_code(error),
         ProduceError::TimedOut { .. } => ErrorCode::RequestTimedOut,
+        ProduceError::Replication(error) => replica_role_code(error),
+        ProduceError::AcksAll(error) => acks_all_code(error),
     };
     (code, error.to_string())
+}
+
+/// The code of a produce or fetch replication refused before touching the log.
+fn replica_role_code(error: &ReplicaRoleError) -> ErrorCode {
+    match error {
+        ReplicaRoleError::NotLeaderOrFollower => ErrorCode::NotLeaderOrFollower,
+        ReplicaRoleError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+    }
+}
+
+/// The code of an acks=all produce appended on the leader but not confirmed.
+fn acks_all_code(error: &AcksAllError) -> ErrorCode {
+    match error {
+        AcksAllError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+        AcksAllError::NotEnoughReplicasAfterAppend { .. } => {
+            ErrorCode::NotEnoughReplicasAfterAppend
+        }
+        AcksAllError::NotLeaderOrFollower => ErrorCode::NotLeaderOrFollower,
+        AcksAllError::RequestTimedOut => ErrorCode::RequestTimedOut,
+    }
 }
 
 fn prepare_code(error: &PrepareError) -> ErrorCode {
@@ -798,6 +822,7 @@ pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
         FetchError::Read(ReadError::Corrupt { .. }) => ErrorCode::DataDamaged,
         FetchError::Read(_) | FetchError::OffsetLookup(_) => ErrorCode::StorageError,
         FetchError::Plugin(error) => fetch_plugin_code(error),
+        FetchError::Replication(error) => replica_role_code(error),
     };
     (code, error.to_string())
 }

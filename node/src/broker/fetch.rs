@@ -1,5 +1,10 @@
 //! Fetch and list offsets: reads below each partition's high watermark.
 //!
+//! On a single node the high watermark is the log's synced end. In a cluster, a partition
+//! the replication driver manages is read on its leader only (a follower answers
+//! `NotLeaderOrFollower`), below the *replicated* high watermark: a consumer never sees a
+//! record that a failover could still lose, and ListOffsets' latest is that watermark too.
+//!
 //! A fetch reads whole batches below each high watermark (through the fetch plug-in, if the
 //! request names one) and, if fewer than `min_bytes` are ready, waits for any of the
 //! partitions' high watermarks to move, up to `max_wait_ms` on the node's clock.
@@ -7,6 +12,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use ledge_protocol::BatchIter;
 use ledge_protocol::wire::{
     ErrorCode, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
     ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
@@ -18,6 +24,8 @@ use super::data_path::DataPath;
 use super::dispatch;
 use super::plugins::FetchPluginError;
 use super::registry::LookupError;
+use crate::replication::LeaderEpoch;
+use crate::replication::manager::ReplicaRoleError;
 use crate::storage::{Disk, PartitionLog, ReadError};
 
 /// Why one partition of a fetch or list-offsets was not answered with data.
@@ -35,12 +43,44 @@ pub enum FetchError {
     /// The fetch plug-in refused or failed.
     #[error(transparent)]
     Plugin(#[from] FetchPluginError),
+    /// This node does not lead the partition.
+    #[error(transparent)]
+    Replication(#[from] ReplicaRoleError),
+}
+
+/// The whole batches of `bytes` that end below `high_watermark`.
+fn below_high_watermark(bytes: Bytes, high_watermark: i64) -> Bytes {
+    let mut end = 0usize;
+    for item in BatchIter::new(&bytes) {
+        let Ok((header, batch)) = item else {
+            break;
+        };
+        if header.last_offset() >= high_watermark {
+            break;
+        }
+        // Batches follow each other from the start of the read.
+        end += batch.len();
+    }
+    bytes.slice(..end)
 }
 
 impl<D: Disk> DataPath<D> {
     /// One partition's log, looked up once.
     fn online_log(&self, topic: &str, partition: u32) -> Result<PartitionLog<D>, FetchError> {
         Ok(self.registry.partition_log(topic, partition)?)
+    }
+
+    /// The leader epoch and replicated high watermark of a partition the replication
+    /// driver manages (`None`: single-node rules); refused on a non-leader.
+    fn replicated_bound(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<(LeaderEpoch, watch::Receiver<i64>)>, FetchError> {
+        match self.replication.get() {
+            Some(manager) => Ok(manager.consumer_bound(topic, partition)?),
+            None => Ok(None),
+        }
     }
 
     pub(super) async fn fetch(&self, request: FetchRequest) -> FetchResponse {
@@ -77,7 +117,23 @@ impl<D: Disk> DataPath<D> {
                         log_start_offset: -1,
                         records: Bytes::new(),
                     };
-                    if let Err(error) = self.leader_epoch_check(wanted.current_leader_epoch) {
+                    let bound = match self.replicated_bound(&topic.name, wanted.partition) {
+                        Ok(bound) => bound,
+                        Err(error) => {
+                            (response.error, response.message) = dispatch::fetch_wire(&error);
+                            any_error = true;
+                            partitions.push(response);
+                            continue;
+                        }
+                    };
+                    let epoch_check = match &bound {
+                        Some((leader_epoch, _)) => super::cluster_view::check_leader_epoch(
+                            wanted.current_leader_epoch,
+                            *leader_epoch,
+                        ),
+                        None => self.leader_epoch_check(wanted.current_leader_epoch),
+                    };
+                    if let Err(error) = epoch_check {
                         (response.error, response.message) = dispatch::leader_epoch_wire(&error);
                         any_error = true;
                         partitions.push(response);
@@ -93,21 +149,30 @@ impl<D: Disk> DataPath<D> {
                             continue;
                         }
                     };
-                    watches.push(log.subscribe_high_watermark());
+                    let replicated = bound.as_ref().map(|(_, watch)| *watch.borrow());
+                    match bound {
+                        Some((_, watch)) => watches.push(watch),
+                        None => watches.push(log.subscribe_high_watermark()),
+                    }
                     let budget =
                         (wanted.partition_max_bytes as usize).min(max_bytes.saturating_sub(total));
                     if budget == 0 && total > 0 {
-                        response.high_watermark = log.high_watermark();
+                        response.high_watermark =
+                            replicated.unwrap_or_else(|| log.high_watermark());
                         response.log_start_offset = log.log_start_offset();
                         partitions.push(response);
                         continue;
                     }
                     match log.read(wanted.fetch_offset, budget.max(1)).await {
                         Ok(read) => {
-                            total += read.bytes.len();
-                            response.high_watermark = read.high_watermark;
+                            let (records, high_watermark) = match replicated {
+                                Some(bound) => (below_high_watermark(read.bytes, bound), bound),
+                                None => (read.bytes, read.high_watermark),
+                            };
+                            total += records.len();
+                            response.high_watermark = high_watermark;
                             response.log_start_offset = read.log_start_offset;
-                            response.records = read.bytes;
+                            response.records = records;
                             if let Some(plugin) = &plugin
                                 && !response.records.is_empty()
                             {
@@ -139,7 +204,7 @@ impl<D: Disk> DataPath<D> {
                             ..
                         }) => {
                             response.error = ErrorCode::OffsetOutOfRange;
-                            response.high_watermark = high_watermark;
+                            response.high_watermark = replicated.unwrap_or(high_watermark);
                             response.log_start_offset = log_start_offset;
                             any_error = true;
                         }
@@ -197,7 +262,13 @@ impl<D: Disk> DataPath<D> {
                     Err(error) => response.error = dispatch::fetch_wire(&error).0,
                     Ok(log) => match wanted.spec {
                         OffsetSpec::Earliest => response.offset = Some(log.log_start_offset()),
-                        OffsetSpec::Latest => response.offset = Some(log.high_watermark()),
+                        OffsetSpec::Latest => {
+                            match self.replicated_bound(&topic.name, wanted.partition) {
+                                Ok(Some((_, bound))) => response.offset = Some(*bound.borrow()),
+                                Ok(None) => response.offset = Some(log.high_watermark()),
+                                Err(error) => response.error = dispatch::fetch_wire(&error).0,
+                            }
+                        }
                         OffsetSpec::Timestamp(timestamp) => {
                             match log.offset_for_timestamp(timestamp).await {
                                 Ok(found) => {

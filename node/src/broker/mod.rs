@@ -36,6 +36,7 @@ pub mod plugins;
 mod produce;
 mod producer_id_hold;
 pub mod registry;
+mod replication;
 pub mod topic_config;
 pub mod transforms;
 
@@ -273,6 +274,7 @@ impl<D: Disk> Broker<D> {
                 fetch_wait_max: config.fetch_wait_max,
                 fetch_bytes_max: config.fetch_bytes_max,
             },
+            replication: std::sync::OnceLock::new(),
         };
         let broker = Self {
             clock,

@@ -30,6 +30,8 @@ use super::maintenance::DiskGuardTrip;
 use super::plugins::{PartitionerError, ProduceFilterError};
 use super::registry::{LookupError, Partition, TopicRegistry};
 use super::topic_config::{TimestampError, TimestampType, TopicCompression, TopicConfig};
+use crate::replication::leader::AcksAllError;
+use crate::replication::manager::{PartitionRole, ReplicaRoleError};
 use crate::storage::{AppendDurability, AppendError, AppendInput, Disk};
 
 /// Why a produce to one partition was refused or failed.
@@ -71,6 +73,13 @@ pub enum ProduceError {
     /// The topic's partitioner refused or failed (a produce to `NODE_PARTITIONED`).
     #[error(transparent)]
     Partitioner(#[from] PartitionerError),
+    /// Replication refused the produce before the append: this node does not lead the
+    /// partition, or (acks=all) too few replicas are in sync.
+    #[error(transparent)]
+    Replication(#[from] ReplicaRoleError),
+    /// Appended here, but acks=all was not confirmed by the in-sync replicas.
+    #[error(transparent)]
+    AcksAll(#[from] AcksAllError),
     /// Not durable within the request's timeout.
     #[error("not durable within the request timeout of {} ms", timeout.as_millis())]
     TimedOut {
@@ -182,12 +191,28 @@ impl<D: Disk> DataPath<D> {
             log_start_offset: -1,
             routed: None,
         };
-        if let Err(error) = self.leader_epoch_check(request.current_leader_epoch) {
+        let acks_all = matches!(durability, AppendDurability::Synced);
+        let role = match self.replication_role(topic, request.partition, acks_all) {
+            Ok(role) => role,
+            Err(error) => {
+                let (code, message) = dispatch::produce_wire(&ProduceError::Replication(error));
+                response.error = code;
+                response.message = message;
+                return response;
+            }
+        };
+        let epoch_check = match role {
+            PartitionRole::Leader { leader_epoch } => {
+                super::cluster_view::check_leader_epoch(request.current_leader_epoch, leader_epoch)
+            }
+            PartitionRole::Unreplicated => self.leader_epoch_check(request.current_leader_epoch),
+        };
+        if let Err(error) = epoch_check {
             (response.error, response.message) = dispatch::leader_epoch_wire(&error);
             return response;
         }
         let outcome = self
-            .produce_to_partition(topic, request, durability, timeout)
+            .produce_to_partition(topic, request, durability, timeout, &role)
             .await;
         match outcome {
             Ok(produced) => {
@@ -211,6 +236,7 @@ impl<D: Disk> DataPath<D> {
         request: ProducePartition,
         durability: AppendDurability,
         timeout: Duration,
+        role: &PartitionRole,
     ) -> Result<Produced, ProduceError> {
         if topic.starts_with("__") {
             return Err(ProduceError::InternalTopic {
@@ -260,6 +286,8 @@ impl<D: Disk> DataPath<D> {
                 .map_err(ProduceError::InvalidTimestamp)?;
         }
         let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let partition_index = request.partition;
+        let acks_deadline = crate::clock::deadline_after(self.clock.now(), timeout);
         let work = async {
             // Every batch is prepared (and filtered) first, then all go to the writer in one
             // command: one write, one fdatasync, one wait. A batch that cannot be prepared
@@ -286,10 +314,23 @@ impl<D: Disk> DataPath<D> {
                     .await
                     .map_err(|failed| self.append_error(&partition, failed.error))?
             };
-            match refused {
-                Some(error) => Err(error),
-                None => Ok(appended.first().map_or(-1, |outcome| outcome.base_offset)),
+            if let Some(error) = refused {
+                return Err(error);
             }
+            // acks=all in a cluster: appended and synced here; answered once the in-sync
+            // replicas hold it too (the high watermark passed it), or failed.
+            if let (PartitionRole::Leader { .. }, Some(manager), Some(last)) = (
+                role,
+                self.replication.get(),
+                appended
+                    .last()
+                    .filter(|_| matches!(durability, AppendDurability::Synced)),
+            ) {
+                manager
+                    .wait_acks_all(topic, partition_index, last.last_offset + 1, acks_deadline)
+                    .await?;
+            }
+            Ok(appended.first().map_or(-1, |outcome| outcome.base_offset))
         };
         let base_offset = crate::clock::timeout(&*self.clock, timeout, work)
             .await
@@ -325,6 +366,20 @@ impl<D: Disk> DataPath<D> {
             batch,
             gaps_allowed,
         })
+    }
+
+    /// This node's replication role for a partition; a node without a replication driver
+    /// (no `[cluster]`) leaves every partition unreplicated.
+    pub(super) fn replication_role(
+        &self,
+        topic: &str,
+        partition: u32,
+        acks_all: bool,
+    ) -> Result<PartitionRole, ReplicaRoleError> {
+        match self.replication.get() {
+            Some(manager) => manager.role(topic, partition, acks_all),
+            None => Ok(PartitionRole::Unreplicated),
+        }
     }
 
     /// An append error as the produce path answers it; a fenced log is reopened in the

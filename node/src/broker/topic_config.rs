@@ -208,9 +208,10 @@ pub enum TopicConfigError {
         /// What is allowed, in words.
         allowed: &'static str,
     },
-    /// `min.insync.replicas` other than 1.
-    #[error("{key}: {value:?}: a single node has one replica, so only 1 is possible")]
-    SingleReplica {
+    /// `min.insync.replicas` not from 1 to 65535 (its bound by the replication factor is
+    /// checked with the factor).
+    #[error("{key}: {value:?}: must be a number from 1 to 65535")]
+    MinInsyncReplicas {
         /// The key.
         key: String,
         /// The value given.
@@ -413,12 +414,11 @@ impl TopicConfig {
                 self.timestamp_before_max = parse_millis_or_unlimited(key, value)?;
             }
             "min.insync.replicas" => {
-                self.min_insync_replicas = parse_positive(key, value, 1, 1).map_err(|_| {
-                    TopicConfigError::SingleReplica {
+                self.min_insync_replicas = parse_positive(key, value, 1, i64::from(u16::MAX))
+                    .map_err(|_| TopicConfigError::MinInsyncReplicas {
                         key: key.to_string(),
                         value: value.to_string(),
-                    }
-                })? as u32;
+                    })? as u32;
             }
             "retention.bytes" => {
                 self.retention_bytes = parse_unlimited(key, value)?.map(|bytes| bytes as u64)
@@ -818,7 +818,11 @@ mod tests {
             ("retention.ms", "-5", "must be -1 (unlimited)"),
             ("cleanup.policy", "keep", "must be delete, compact"),
             ("segment.bytes", "10", "segment.bytes: 10 is outside"),
-            ("min.insync.replicas", "2", "only 1 is possible"),
+            (
+                "min.insync.replicas",
+                "0",
+                "must be a number from 1 to 65535",
+            ),
         ] {
             let error =
                 TopicConfig::with_overrides(&TopicConfig::default(), &overrides(&[(key, value)]))

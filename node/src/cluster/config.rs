@@ -35,7 +35,7 @@ pub const PEER_IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT: u64 = 64 * 1024 * 102
 /// Smallest `peer_frame_bytes_max` accepted: room for a frame header and small requests.
 pub const PEER_FRAME_BYTES_MIN: u32 = 4 * 1024;
 /// Default `peer_request_timeout_ms`: how long a peer request waits for its answer.
-pub const PEER_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+pub const PEER_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// Default `peer_reconnect_backoff_min_ms`: the first wait after a failed dial.
 pub const PEER_RECONNECT_BACKOFF_MIN_MS_DEFAULT: u64 = 100;
 /// Default `peer_reconnect_backoff_max_ms`: the longest wait between dials (doubling).
@@ -47,6 +47,9 @@ pub const CLUSTER_ID_BYTES_MAX: usize = 63;
 
 // The heartbeat must fit several times in the session, or one lost heartbeat fences a node.
 const _: () = assert!(NODE_HEARTBEAT_INTERVAL_MS_DEFAULT * 2 <= NODE_SESSION_TIMEOUT_MS_DEFAULT);
+// A peer request (a registration, an ISR change, a replica fetch) must give up before a
+// session expires, or a request stuck on a dead peer outlives the session it was made for.
+const _: () = assert!(PEER_REQUEST_TIMEOUT_MS_DEFAULT < NODE_SESSION_TIMEOUT_MS_DEFAULT);
 // A follower's fetch must return well within the lag limit, or idle followers leave the ISR.
 const _: () = assert!(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT < REPLICA_LAG_TIME_MAX_MS_DEFAULT);
 const _: () = assert!(PEER_FRAME_BYTES_MIN <= PEER_FRAME_BYTES_MAX_DEFAULT);
@@ -326,6 +329,13 @@ impl ClusterConfig {
             section.peer_request_timeout_ms,
             PEER_REQUEST_TIMEOUT_MS_DEFAULT,
         )?;
+        if peer_request_timeout >= node_session_timeout {
+            return Err(error(format!(
+                "cluster.peer_request_timeout_ms ({}) must be below cluster.node_session_timeout_ms ({}): a request stuck on a dead peer would outlive the node's session",
+                peer_request_timeout.as_millis(),
+                node_session_timeout.as_millis()
+            )));
+        }
         let peer_reconnect_backoff_min = millis(
             "peer_reconnect_backoff_min_ms",
             section.peer_reconnect_backoff_min_ms,

@@ -14,7 +14,11 @@
 //! Bodies are JSON (serde_json, already a dependency): the controller's messages are small
 //! and rare (Raft heartbeats every 50 ms, node heartbeats every 2 s), and JSON keeps them
 //! readable in a capture. A node's id in a registration or heartbeat is the one its
-//! certificate names (the peer layer's `from`), never one the body claims.
+//! certificate names (the peer layer's `from`), never one the body claims. A Raft message's
+//! claimed sender (the candidate of a vote, the leader of an append or snapshot) must be the
+//! certificate's node and one of `controller_voters` ([`check_raft_sender`]); otherwise it is
+//! refused with a WARN line before openraft sees it, so a learner or a compromised node
+//! cannot campaign or lead in another voter's name.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -75,6 +79,34 @@ impl ControllerTransport for PeerTransport {
             .map_err(|error| failed(error.to_string()))?;
         serde_json::from_slice(&answer).map_err(|error| failed(format!("invalid answer: {error}")))
     }
+}
+
+/// Checks that a Raft message from node `from` (its certificate's id) claims `from` as its
+/// candidate or leader, and that `from` is a voter. The reason, if not.
+pub fn check_raft_sender(
+    message: &RaftMessage,
+    from: NodeId,
+    voters: &std::collections::BTreeSet<NodeId>,
+) -> Result<(), String> {
+    let (role, vote) = match message {
+        RaftMessage::Vote(request) => ("candidate", &request.vote),
+        RaftMessage::AppendEntries(request) => ("leader", &request.vote),
+        RaftMessage::InstallSnapshot(request) => ("leader", &request.vote),
+    };
+    let claimed = vote.leader_id().voted_for();
+    if claimed != Some(super::types::raft_id(from)) {
+        return Err(format!(
+            "a {:?} from node {from} names {role} {claimed:?}, not the sender",
+            raft_kind(message)
+        ));
+    }
+    if !voters.contains(&from) {
+        return Err(format!(
+            "a {:?} from node {from}, which is not one of controller_voters {voters:?}",
+            raft_kind(message)
+        ));
+    }
+    Ok(())
 }
 
 /// A node's request to the controller (the node id is the sender's certificate's).
@@ -219,6 +251,11 @@ pub fn register_controller_handlers(
                         raft_kind(&message)
                     )));
                 }
+                if let Err(reason) = check_raft_sender(&message, request.from, controller.voters())
+                {
+                    tracing::warn!(from = request.from, %reason, "raft message refused");
+                    return Err(PeerHandlerError(reason));
+                }
                 encode(&controller.handle_raft_message(message).await)
             }
         })?;
@@ -315,9 +352,9 @@ impl NodeSession {
                 };
             }
         };
-        // Bounded by the heartbeat interval, not only by `peer_request_timeout_ms` (10 s by
-        // default, above the 9 s session timeout): a heartbeat stuck on a dead controller
-        // would otherwise outlive this node's session at the new one.
+        // Bounded by the heartbeat interval, not only by `peer_request_timeout_ms` (below the
+        // session timeout, but several heartbeats long): a heartbeat stuck on a dead
+        // controller would otherwise hold up the heartbeats this node owes the new one.
         let answer = crate::clock::timeout(
             &*self.clock,
             self.heartbeat_interval,
@@ -435,6 +472,9 @@ pub struct NodeCluster {
     pub controller: Option<Arc<Controller>>,
     /// The node epoch the controller gave this incarnation, once registered.
     pub node_epoch: watch::Receiver<Option<NodeEpoch>>,
+    /// This node's clients of the other nodes (one connection per peer: other subsystems,
+    /// such as replication, share them rather than dialing again).
+    pub clients: BTreeMap<NodeId, Arc<PeerClient>>,
     /// Topic admin requests to the active controller (see `admin.rs`).
     pub admin: Arc<super::admin::AdminClient>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -573,7 +613,7 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         storage_id,
         voters: cluster.controller_voters.clone(),
         local: controller.clone(),
-        clients,
+        clients: clients.clone(),
         addresses,
         heartbeat_interval: cluster.node_heartbeat_interval,
         clock,
@@ -583,6 +623,7 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
     Ok(NodeCluster {
         controller,
         node_epoch,
+        clients,
         admin,
         tasks,
     })

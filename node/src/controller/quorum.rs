@@ -206,6 +206,9 @@ pub struct Controller {
     logic: Mutex<(u64, ControllerLogic)>,
     decisions: DecisionConfig,
     node_heartbeat_interval: Duration,
+    /// `controller_voters` as configured (not the stored membership: a wiped voter has none
+    /// yet and must still accept its leader's messages).
+    voters: BTreeSet<NodeId>,
 }
 
 impl Controller {
@@ -303,12 +306,18 @@ impl Controller {
             logic: Mutex::new((0, ControllerLogic::new(config.decisions.clone()))),
             decisions: config.decisions,
             node_heartbeat_interval: config.node_heartbeat_interval,
+            voters: config.voters.keys().copied().collect(),
         })
     }
 
     /// This voter's node id.
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// The configured `controller_voters`.
+    pub fn voters(&self) -> &BTreeSet<NodeId> {
+        &self.voters
     }
 
     /// Whether this node is a learner (not in `controller_voters`).

@@ -5,10 +5,21 @@
 //! snapshot is written to `<data_dir>/controller/snapshot` (one frame: the snapshot's
 //! metadata and the image, replaced atomically and durably) before openraft may purge the log
 //! entries it covers, so the log never loses an entry the snapshot does not hold.
+//!
+//! Two writers race for that file: the snapshot builder (openraft runs it in its own task,
+//! on a copy of the image taken earlier) and `install_snapshot` (a snapshot from the leader).
+//! They take one async mutex, write under temporary names of their own
+//! (`snapshot.<n>.tmp`), and never replace a stored snapshot with one whose last log id is
+//! not newer: a builder that finishes after a newer snapshot was installed leaves the file
+//! alone (review finding 3: an older snapshot could otherwise replace a newer one, and the
+//! log it had let openraft purge would be gone).
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -16,17 +27,20 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 
 use super::image::MetadataImage;
 use super::store::{
     CONTROLLER_DIR_NAME, ControllerEntry, ControllerStoreError, decode_frame, encode_frame,
-    read_whole, replace_file,
+    read_whole,
 };
 use super::types::{ControllerResponse, ControllerTypes};
-use crate::storage::disk::{Disk, create_dir_durable};
+use crate::storage::disk::{Disk, DiskFile, OpenMode, create_dir_durable};
 
 const SNAPSHOT_FILE: &str = "snapshot";
+/// Temporary snapshot files are `snapshot.<n>.tmp`; any left by a crash are removed at open.
+const SNAPSHOT_TEMPORARY_PREFIX: &str = "snapshot.";
+const SNAPSHOT_TEMPORARY_SUFFIX: &str = ".tmp";
 type RaftStorageError = StorageError<u64>;
 type Meta = SnapshotMeta<u64, openraft::BasicNode>;
 
@@ -47,6 +61,98 @@ pub struct ControllerStateMachine<D: Disk> {
     /// Every applied change is published here (decisions and readers take the latest).
     published: watch::Sender<Arc<MetadataImage>>,
     snapshots_built: u64,
+    /// The one writer of the snapshot file at a time (builders and installs).
+    snapshot_file: SnapshotFile<D>,
+}
+
+/// The snapshot file, shared by the state machine and its builders.
+struct SnapshotFile<D: Disk> {
+    disk: D,
+    dir: PathBuf,
+    lock: Arc<Mutex<()>>,
+    /// Numbers temporary files, so two writers never share one.
+    temporary_next: Arc<AtomicU64>,
+}
+
+impl<D: Disk> Clone for SnapshotFile<D> {
+    fn clone(&self) -> Self {
+        Self {
+            disk: self.disk.clone(),
+            dir: self.dir.clone(),
+            lock: Arc::clone(&self.lock),
+            temporary_next: Arc::clone(&self.temporary_next),
+        }
+    }
+}
+
+impl<D: Disk> SnapshotFile<D> {
+    /// Stores `meta` and `data` as the snapshot, durably, unless the stored one is as new or
+    /// newer (by last log id). Returns whether it was stored.
+    async fn store_if_newer(&self, meta: &Meta, data: &[u8]) -> Result<bool, ControllerStoreError> {
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let _writer = self.lock.lock().await;
+        if let Some(bytes) = read_whole(&self.disk, &path).await?
+            && let Ok((payload, _)) = decode_frame(&bytes)
+            && let Ok(stored) = serde_json::from_slice::<StoredMeta>(payload)
+            && stored.meta.last_log_id >= meta.last_log_id
+        {
+            tracing::debug!(
+                stored = ?stored.meta.last_log_id,
+                offered = ?meta.last_log_id,
+                "controller snapshot not replaced by an older one"
+            );
+            return Ok(false);
+        }
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.to_vec(),
+        };
+        let payload =
+            serde_json::to_vec(&stored).map_err(|error| ControllerStoreError::Corrupt {
+                path: path.clone(),
+                detail: format!("snapshot does not encode: {error}"),
+            })?;
+        let mut frame = Vec::new();
+        encode_frame(&mut frame, &payload);
+        let number = self.temporary_next.fetch_add(1, Ordering::Relaxed);
+        let temporary = self.dir.join(format!(
+            "{SNAPSHOT_TEMPORARY_PREFIX}{number}{SNAPSHOT_TEMPORARY_SUFFIX}"
+        ));
+        match self.disk.remove_file(&temporary).await {
+            Ok(()) => {}
+            Err(error) if error.is_not_found() => {}
+            Err(error) => return Err(error.into()),
+        }
+        let file = self.disk.open(&temporary, OpenMode::CreateNew).await?;
+        file.write_at(0, Bytes::from(frame)).await?;
+        file.sync_data().await?;
+        drop(file);
+        self.disk.rename(&temporary, &path).await?;
+        self.disk.sync_dir(&self.dir).await?;
+        Ok(true)
+    }
+
+    /// Removes temporary snapshot files a crash left behind.
+    async fn remove_temporaries(&self) -> Result<(), ControllerStoreError> {
+        for name in self.disk.list_dir(&self.dir).await? {
+            let temporary = name.starts_with(SNAPSHOT_TEMPORARY_PREFIX)
+                && name.ends_with(SNAPSHOT_TEMPORARY_SUFFIX);
+            if temporary {
+                match self.disk.remove_file(&self.dir.join(&name)).await {
+                    Ok(()) => {}
+                    Err(error) if error.is_not_found() => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The metadata part of a stored snapshot (its image is not decoded to compare).
+#[derive(Deserialize)]
+struct StoredMeta {
+    meta: Meta,
 }
 
 impl<D: Disk> ControllerStateMachine<D> {
@@ -56,6 +162,13 @@ impl<D: Disk> ControllerStateMachine<D> {
         let dir = data_dir.join(CONTROLLER_DIR_NAME);
         create_dir_durable(&disk, &dir).await?;
         let path = dir.join(SNAPSHOT_FILE);
+        let snapshot_file = SnapshotFile {
+            disk: disk.clone(),
+            dir: dir.clone(),
+            lock: Arc::new(Mutex::new(())),
+            temporary_next: Arc::new(AtomicU64::new(0)),
+        };
+        snapshot_file.remove_temporaries().await?;
         let mut machine = Self {
             disk,
             dir,
@@ -64,6 +177,7 @@ impl<D: Disk> ControllerStateMachine<D> {
             membership: StoredMembership::default(),
             published: watch::Sender::new(Arc::new(MetadataImage::default())),
             snapshots_built: 0,
+            snapshot_file,
         };
         if let Some(bytes) = read_whole(&machine.disk, &path).await? {
             let corrupt = |detail: String| ControllerStoreError::Corrupt {
@@ -98,22 +212,6 @@ impl<D: Disk> ControllerStateMachine<D> {
         self.published.send_replace(Arc::new(self.image.clone()));
         Ok(())
     }
-
-    async fn store_snapshot(&self, meta: &Meta, data: &[u8]) -> Result<(), ControllerStoreError> {
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.to_vec(),
-        };
-        let payload =
-            serde_json::to_vec(&stored).map_err(|error| ControllerStoreError::Corrupt {
-                path: self.dir.join(SNAPSHOT_FILE),
-                detail: format!("snapshot does not encode: {error}"),
-            })?;
-        let mut frame = Vec::new();
-        encode_frame(&mut frame, &payload);
-        replace_file(&self.disk, &self.dir, SNAPSHOT_FILE, frame).await?;
-        Ok(())
-    }
 }
 
 fn snapshot_error(error: impl std::error::Error + 'static) -> RaftStorageError {
@@ -126,8 +224,7 @@ pub struct ControllerSnapshotBuilder<D: Disk> {
 }
 
 struct SnapshotSource<D: Disk> {
-    disk: D,
-    dir: PathBuf,
+    file: SnapshotFile<D>,
     image: MetadataImage,
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, openraft::BasicNode>,
@@ -146,15 +243,12 @@ impl<D: Disk> RaftSnapshotBuilder<ControllerTypes> for ControllerSnapshotBuilder
             last_membership: source.membership.clone(),
             snapshot_id,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        let payload = serde_json::to_vec(&stored).map_err(snapshot_error)?;
-        let mut frame = Vec::new();
-        encode_frame(&mut frame, &payload);
-        // Durable before openraft learns of it (and may purge the log it covers).
-        replace_file(&source.disk, &source.dir, SNAPSHOT_FILE, frame)
+        // Durable before openraft learns of it (and may purge the log it covers). If a newer
+        // snapshot was installed meanwhile, the file keeps that one: it covers more of the
+        // log than this one, so whatever openraft purges up to this one is covered too.
+        source
+            .file
+            .store_if_newer(&meta, &data)
             .await
             .map_err(snapshot_error)?;
         Ok(Snapshot {
@@ -214,8 +308,7 @@ impl<D: Disk> RaftStateMachine<ControllerTypes> for ControllerStateMachine<D> {
         self.snapshots_built += 1;
         ControllerSnapshotBuilder {
             machine: SnapshotSource {
-                disk: self.disk.clone(),
-                dir: self.dir.clone(),
+                file: self.snapshot_file.clone(),
                 image: self.image.clone(),
                 last_applied: self.last_applied,
                 membership: self.membership.clone(),
@@ -235,7 +328,10 @@ impl<D: Disk> RaftStateMachine<ControllerTypes> for ControllerStateMachine<D> {
         let data = snapshot.into_inner();
         // Check it decodes before making it durable: a bad snapshot from a peer changes nothing.
         MetadataImage::from_snapshot(&data).map_err(snapshot_error)?;
-        self.store_snapshot(meta, &data)
+        // A newer stored snapshot (built here meanwhile) stays: it is of the same committed
+        // log, further on.
+        self.snapshot_file
+            .store_if_newer(meta, &data)
             .await
             .map_err(snapshot_error)?;
         self.install(meta.clone(), &data)

@@ -11,9 +11,16 @@
 //!
 //! The durability rule (openraft's downstream stores lost acknowledged entries and voted twice
 //! by answering from the page cache): `save_vote` returns, and `append` fires its callback,
-//! only after fdatasync. On open, a torn or corrupt tail above the committed index is cut (it
-//! was never acknowledged to a quorum that needs it); damage at or below the committed index
-//! refuses the start with one line naming the file, the offset and the index.
+//! only after fdatasync.
+//!
+//! The recovery rule (review finding 5): an append acknowledges its entries only after they
+//! are synced *and* `state` records the last index of that append as `synced`. So on open,
+//! damage in an entry above both `synced` and the committed index lies in the one append that
+//! was in flight at the crash (a torn write, possibly with whole frames after the torn one):
+//! it was never acknowledged, and the log is cut at the first bad frame. Damage at or below
+//! either refuses the start with one line naming the file, the byte offset and the entry:
+//! the entry may have been acknowledged, so cutting it could lose committed metadata. (A
+//! `state` written before this rule has no `synced`: the committed index alone decides.)
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -66,6 +73,10 @@ struct DurableState {
     vote: Option<Vote<u64>>,
     committed: Option<LogId<u64>>,
     last_purged: Option<LogId<u64>>,
+    /// The last index of the last append that completed (synced, then recorded here, then
+    /// acknowledged): entries up to it may have been acknowledged.
+    #[serde(default)]
+    synced: Option<u64>,
 }
 
 /// Entries in memory (the log is small: snapshots bound it), shared with the log readers
@@ -194,11 +205,21 @@ impl<D: Disk> ControllerLogStore<D> {
                     ),
                 });
             }
+            if let Some(synced) = self.state.synced
+                && next <= synced
+            {
+                return Err(ControllerStoreError::Corrupt {
+                    path: self.log.path().to_path_buf(),
+                    detail: format!(
+                        "{detail} at byte {position} (entry {next}), at or below entry {synced}, which this voter synced and may have acknowledged"
+                    ),
+                });
+            }
             tracing::warn!(
                 path = %self.log.path().display(),
                 position,
                 %detail,
-                "cutting the controller log's torn tail (never committed)"
+                "cutting the controller log's torn tail (the append in flight at the crash, never acknowledged)"
             );
             self.log.set_len(position as u64).await?;
             self.log.sync_data().await?;
@@ -228,8 +249,14 @@ impl<D: Disk> ControllerLogStore<D> {
             encode_frame(&mut buffer, &payload);
         }
         let written = buffer.len() as u64;
+        let last = entries.last().map(|entry| entry.log_id.index);
         self.log.write_at(self.end, Bytes::from(buffer)).await?;
         self.log.sync_data().await?;
+        // Recorded before the acknowledgement: recovery then knows these entries are no torn
+        // tail, and refuses rather than cuts if they are ever damaged.
+        let mut next = self.state.clone();
+        next.synced = last;
+        self.write_state(next).await?;
         self.end += written;
         self.offsets.extend(offsets);
         {
@@ -294,6 +321,13 @@ impl<D: Disk> ControllerLogStore<D> {
         let Some(&offset) = self.offsets.get(&index) else {
             return Ok(());
         };
+        if self.state.synced.is_some_and(|synced| synced >= index) {
+            // Lowered first: the entries going away are uncommitted ones a new leader
+            // replaces; after a crash between the two steps they are simply still there.
+            let mut next = self.state.clone();
+            next.synced = index.checked_sub(1);
+            self.write_state(next).await?;
+        }
         self.log.set_len(offset).await?;
         self.log.sync_data().await?;
         self.end = offset;

@@ -403,9 +403,15 @@ impl<T> PartitionLeader<T> {
                 let lagging = now.saturating_duration_since(follower.last_caught_up) > lag_max;
                 !lagging && !follower.restarted
             } else {
-                follower.synced_end.is_some_and(|end| {
-                    end >= self.high_watermark && end >= self.leader_epoch_start_offset
-                })
+                // Caught up recently too, not only once: a follower that stopped fetching
+                // keeps its last position, which may still be at the HW (the HW does not
+                // move while the ISR is below min.insync.replicas), and would be proposed
+                // back in at once after its removal, again and again.
+                let recent = now.saturating_duration_since(follower.last_caught_up) <= lag_max;
+                recent
+                    && follower.synced_end.is_some_and(|end| {
+                        end >= self.high_watermark && end >= self.leader_epoch_start_offset
+                    })
             };
             changed |= keep != in_isr;
             if keep {

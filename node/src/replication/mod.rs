@@ -21,6 +21,8 @@
 pub mod fetch;
 pub mod follower;
 pub mod leader;
+pub mod manager;
+pub mod peer_link;
 
 #[cfg(test)]
 mod simulation;

@@ -418,7 +418,9 @@ async fn create_topic(
         topics: vec![CreatableTopic {
             name: name.into(),
             partitions: 6,
-            replication_factor: None,
+            // One replica each: the placement, not replication, is what is checked here
+            // (this broker runs no replication driver).
+            replication_factor: Some(1),
             configs: configs
                 .iter()
                 .map(|(name, value)| ConfigEntry {

@@ -1042,6 +1042,24 @@ impl<D: Disk> TopicRegistry<D> {
         self.partition(topic, partition)?.online_log()
     }
 
+    /// Replaces a partition's log by `log`: the handle a follower's truncation reopened
+    /// (`PartitionLog::truncate_to` closes the old one).
+    pub fn replace_partition_log(
+        &self,
+        topic: &str,
+        partition: u32,
+        log: PartitionLog<D>,
+    ) -> Result<(), LookupError> {
+        let partition = self.partition(topic, partition)?;
+        *write(&partition.state) = PartitionState::Online(log);
+        Ok(())
+    }
+
+    /// The disk the partition logs live on.
+    pub fn disk(&self) -> &D {
+        &self.disk
+    }
+
     /// One partition of a topic already looked up.
     pub fn partition_of(
         topic_entry: &Topic<D>,

@@ -48,6 +48,7 @@ fn a_cluster_section_parses_with_its_defaults() {
     assert_eq!(cluster.replica_fetch_wait_max, Duration::from_millis(500));
     assert_eq!(cluster.node_heartbeat_interval, Duration::from_secs(2));
     assert_eq!(cluster.node_session_timeout, Duration::from_secs(9));
+    assert_eq!(cluster.peer_request_timeout, Duration::from_secs(5));
     assert_eq!(cluster.peer_frame_bytes_max, PEER_FRAME_BYTES_MAX_DEFAULT);
     assert!(cluster.warnings().is_empty());
 }
@@ -139,6 +140,27 @@ fn each_bad_cluster_section_is_refused_with_one_clear_line() {
         error.contains("cluster.replica_fetch_wait_max_ms (30000) must be below"),
         "{error}"
     );
+    // A peer request must give up before a node's session expires.
+    let error = refused(&cluster_toml("peer_request_timeout_ms = 10000"));
+    assert!(
+        error.contains(
+            "cluster.peer_request_timeout_ms (10000) must be below cluster.node_session_timeout_ms (9000)"
+        ),
+        "{error}"
+    );
+    let error = refused(&cluster_toml(
+        "node_session_timeout_ms = 4000\nnode_heartbeat_interval_ms = 1000",
+    ));
+    assert!(
+        error.contains("cluster.peer_request_timeout_ms (5000) must be below cluster.node_session_timeout_ms (4000)"),
+        "{error}"
+    );
+    NodeConfig::from_toml(
+        &cluster_toml("node_session_timeout_ms = 4000\nnode_heartbeat_interval_ms = 1000\npeer_request_timeout_ms = 3000"),
+        "node.toml",
+    )
+    .unwrap();
+
     let error = refused(&cluster_toml("node_heartbeat_interval_ms = 9000"));
     assert!(
         error.contains("cluster.node_heartbeat_interval_ms (9000) must be below"),

@@ -41,11 +41,13 @@ pub enum PeerRequestKind {
     /// A node forwards a topic admin request (create, delete, configs, partitions) to the
     /// active controller.
     ControllerAdmin = 7,
+    /// A partition leader asks the active controller to change the partition's ISR.
+    AlterPartition = 8,
 }
 
 impl PeerRequestKind {
     /// Every kind, in wire order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::RaftVote,
         Self::RaftAppendEntries,
         Self::RaftInstallSnapshot,
@@ -53,6 +55,7 @@ impl PeerRequestKind {
         Self::NodeHeartbeat,
         Self::ReplicaFetch,
         Self::ControllerAdmin,
+        Self::AlterPartition,
     ];
 
     /// The kind with wire number `number`.

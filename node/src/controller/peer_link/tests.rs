@@ -277,7 +277,39 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
         None,
     )))
     .unwrap();
+    // Raft messages whose claimed sender is not the certificate's node, or not a voter.
+    let vote_as = |candidate: u64| {
+        serde_json::to_vec(&RaftMessage::Vote(openraft::raft::VoteRequest::new(
+            openraft::Vote::new(1_000, candidate),
+            None,
+        )))
+        .unwrap()
+    };
+    let append_as_leader_1 = serde_json::to_vec(&RaftMessage::AppendEntries(
+        openraft::raft::AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(1_000, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        },
+    ))
+    .unwrap();
     for (kind, body, expected) in [
+        (
+            PeerRequestKind::RaftVote,
+            vote_as(2),
+            "a RaftVote from node 4 names candidate Some(2), not the sender",
+        ),
+        (
+            PeerRequestKind::RaftVote,
+            vote_as(4),
+            "a RaftVote from node 4, which is not one of controller_voters {1, 2, 3}",
+        ),
+        (
+            PeerRequestKind::RaftAppendEntries,
+            append_as_leader_1,
+            "a RaftAppendEntries from node 4 names leader Some(1), not the sender",
+        ),
         (
             PeerRequestKind::RaftVote,
             b"not json".to_vec(),

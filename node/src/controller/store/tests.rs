@@ -1,7 +1,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::testing::{StoreBuilder, Suite};
-use openraft::{CommittedLeaderId, EntryPayload};
+use std::io::Cursor;
+
+use openraft::{CommittedLeaderId, EntryPayload, SnapshotMeta};
 
 use super::*;
 use crate::controller::state_machine::ControllerStateMachine;
@@ -111,7 +113,8 @@ fn a_granted_vote_survives_power_loss_at_every_point() {
 #[test]
 fn a_crash_during_append_loses_no_acknowledged_entry() {
     runtime().block_on(async {
-        for crash_after in 0..40u64 {
+        // Each append is about 8 disk operations (write, sync, then the `synced` record).
+        for crash_after in 0..100u64 {
             let disk = SimDisk::new(1000 + crash_after);
             let mut store = ControllerLogStore::open(disk.clone(), &data_dir())
                 .await
@@ -218,6 +221,67 @@ fn corruption_below_the_committed_index_refuses_the_start_with_one_clear_line() 
     });
 }
 
+/// Review finding 5: the stored committed index lags the quorum's, so an entry above it may
+/// still have been acknowledged (synced and answered). Damage there refuses the start; only
+/// the append in flight at a crash (above the last recorded `synced` entry) is cut, even
+/// when whole frames of it follow its torn one. Method: SimDisk, bytes damaged in place.
+#[test]
+fn damage_in_an_acknowledged_entry_above_the_committed_index_refuses_the_start() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(14);
+        let mut store = ControllerLogStore::open(disk.clone(), &data_dir())
+            .await
+            .unwrap();
+        store.append_durable(vec![entry(1, 1)]).await.unwrap();
+        store
+            .append_durable(vec![entry(1, 2), entry(1, 3)])
+            .await
+            .unwrap();
+        let committed = Some(LogId::new(CommittedLeaderId::new(1, 1), 1));
+        RaftLogStorage::save_committed(&mut store, committed)
+            .await
+            .unwrap();
+        let log = data_dir().join(CONTROLLER_DIR_NAME).join(LOG_FILE);
+        let end = store.log_bytes();
+
+        // The append in flight at a crash: entries 4-6 written, entry 4's frame torn, 5 and 6
+        // whole. Never acknowledged: cut at entry 4, and the log goes on.
+        let mut batch = Vec::new();
+        for index in 4..=6 {
+            encode_frame(&mut batch, &serde_json::to_vec(&entry(1, index)).unwrap());
+        }
+        assert!(disk.append_durable(&log, &batch));
+        assert!(disk.corrupt_bit(&log, usize::try_from(end).unwrap() + FRAME_HEADER_BYTES + 5, 3));
+        let mut reopened = ControllerLogStore::open(disk.clone(), &data_dir())
+            .await
+            .unwrap();
+        assert_eq!(reopened.entries().len(), 3);
+        assert_eq!(reopened.log_bytes(), end);
+        reopened.append_durable(vec![entry(1, 4)]).await.unwrap();
+        drop(reopened);
+
+        // Entry 2 was acknowledged (synced, recorded) though not known committed: damage to it
+        // refuses the start and cuts nothing.
+        let second = usize::try_from(store.offsets[&2]).unwrap();
+        assert!(disk.corrupt_bit(&log, second + FRAME_HEADER_BYTES + 3, 1));
+        let before = disk.contents(&log).unwrap();
+        let error = ControllerLogStore::open(disk.clone(), &data_dir())
+            .await
+            .err()
+            .unwrap();
+        let line = error.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("/data/controller/log"), "{line}");
+        assert!(
+            line.contains(&format!(
+                "frame CRC mismatch at byte {second} (entry 2), at or below entry 4, which this voter synced and may have acknowledged"
+            )),
+            "{line}"
+        );
+        assert_eq!(disk.contents(&log).unwrap(), before);
+    });
+}
+
 #[test]
 fn a_damaged_state_file_refuses_the_start() {
     runtime().block_on(async {
@@ -299,6 +363,92 @@ fn a_damaged_snapshot_refuses_the_start_and_a_sound_one_restores_the_image() {
             .err()
             .unwrap();
         assert!(error.to_string().contains("frame CRC mismatch"), "{error}");
+    });
+}
+
+fn create_topic_entry(index: u64, name: &str) -> ControllerEntry {
+    let mut create = entry(1, index);
+    create.payload = EntryPayload::Normal(ControllerRequest {
+        records: vec![MetadataRecord::CreateTopic {
+            name: name.to_owned(),
+            topic_id: TopicId([u8::try_from(index).unwrap(); 16]),
+            configs: BTreeMap::new(),
+            partitions: Vec::new(),
+        }],
+    });
+    create
+}
+
+/// Review finding 3: a snapshot builder holds a copy of the image from when it was made;
+/// if it finishes after a newer snapshot was stored (built later, or installed from the
+/// leader), it must not replace it. Builds and installs that run at once never mix their
+/// bytes. Method: builders taken at index 1 and 2 finish in the wrong order; then a build
+/// and an install of index 9 run concurrently; the stored snapshot is reopened each time.
+#[test]
+fn an_older_snapshot_never_replaces_a_newer_one() {
+    use openraft::storage::RaftStateMachine;
+    runtime().block_on(async {
+        let disk = SimDisk::new(13);
+        let mut machine = ControllerStateMachine::open(disk.clone(), &data_dir())
+            .await
+            .unwrap();
+        machine
+            .apply(vec![create_topic_entry(1, "first")])
+            .await
+            .unwrap();
+        let mut older = machine.get_snapshot_builder().await;
+        machine
+            .apply(vec![create_topic_entry(2, "second")])
+            .await
+            .unwrap();
+        let mut newer = machine.get_snapshot_builder().await;
+        openraft::RaftSnapshotBuilder::build_snapshot(&mut newer)
+            .await
+            .unwrap();
+        let late = openraft::RaftSnapshotBuilder::build_snapshot(&mut older)
+            .await
+            .unwrap();
+        assert_eq!(late.meta.last_log_id.map(|id| id.index), Some(1));
+        disk.crash();
+        let mut reopened = ControllerStateMachine::open(disk.clone(), &data_dir())
+            .await
+            .unwrap();
+        let (applied, _) = reopened.applied_state().await.unwrap();
+        assert_eq!(applied.map(|id| id.index), Some(2));
+        assert!(reopened.subscribe().borrow().topics.contains_key("second"));
+
+        // A build of index 2 and an install of index 9 at once: the file ends at 9.
+        let mut image = reopened.subscribe().borrow().as_ref().clone();
+        image.topics.clear();
+        let installed = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), 9)),
+            last_membership: Default::default(),
+            snapshot_id: "installed".to_owned(),
+        };
+        let mut builder = reopened.get_snapshot_builder().await;
+        let (built, install) = tokio::join!(
+            openraft::RaftSnapshotBuilder::build_snapshot(&mut builder),
+            reopened.install_snapshot(&installed, Box::new(Cursor::new(image.to_snapshot())))
+        );
+        built.unwrap();
+        install.unwrap();
+        let current = reopened.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.snapshot_id, "installed");
+        disk.crash();
+        let mut last = ControllerStateMachine::open(disk.clone(), &data_dir())
+            .await
+            .unwrap();
+        let (applied, _) = last.applied_state().await.unwrap();
+        assert_eq!(applied.map(|id| id.index), Some(9));
+        // No temporary file is left behind.
+        let names = disk
+            .list_dir(&data_dir().join(CONTROLLER_DIR_NAME))
+            .await
+            .unwrap();
+        assert!(
+            names.iter().all(|name| !name.ends_with(".tmp")),
+            "{names:?}"
+        );
     });
 }
 

@@ -250,6 +250,34 @@ fn a_caught_up_follower_is_proposed_for_the_isr_in_the_current_epoch() {
 }
 
 #[test]
+fn a_removed_follower_that_stopped_fetching_is_not_proposed_back() {
+    // Goal: a follower removed for lagging, whose last position is still at the HW (the HW
+    // stays while the ISR is below min.insync.replicas), is not proposed back in until it
+    // fetches again and is caught up; before the fix the ISR flapped every poll.
+    let start = SystemClock.now();
+    let mut leader = new_leader(&[1, 2], 2, start);
+    leader.handle_local_synced(5);
+    leader.handle_fetch(start, 2, 7, 5).unwrap();
+    assert_eq!(leader.high_watermark(), 5);
+    let later = start + LAG_MAX + Duration::from_secs(1);
+    let removal = leader.poll_isr_proposal(later).unwrap();
+    assert_eq!(
+        removal.isr.iter().map(|m| m.node).collect::<Vec<_>>(),
+        vec![1]
+    );
+    leader.handle_partition_state(state(&[1], 11), later);
+    assert_eq!(leader.poll_isr_proposal(later), None);
+    // It fetches again, caught up: proposed back.
+    let back = later + Duration::from_secs(1);
+    leader.handle_fetch(back, 2, 7, 5).unwrap();
+    let expansion = leader.poll_isr_proposal(back).unwrap();
+    assert_eq!(
+        expansion.isr.iter().map(|m| m.node).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+}
+
+#[test]
 fn a_member_back_with_a_new_node_epoch_is_proposed_out_and_an_old_epoch_refused() {
     // Goal: KIP-903: an ISR member whose node epoch grew (it restarted, maybe with an
     // empty disk) is proposed for removal; a fetch with an older node epoch is refused.

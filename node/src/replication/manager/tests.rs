@@ -1,0 +1,493 @@
+//! The replication driver on paused time: three nodes' `ReplicaManager`s with real
+//! `PartitionLog`s on `SimDisk`s, fetches through the wire codec over an in-memory
+//! transport that can stop a node, and a controller made of the real pure decisions
+//! (`ControllerLogic::alter_partition`) applied to a `MetadataImage` every node watches.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use ledge_protocol::wire::replica::{
+    ReplicaFetchLimits, ReplicaFetchRequest, ReplicaFetchResponse,
+};
+use ledge_protocol::{BatchIter, EncodeOptions, Record, encode_batch};
+use tokio::sync::watch;
+
+use super::*;
+use crate::clock::SimClock;
+use crate::controller::{ControllerLogic, DecisionConfig, NodeRegistration, TopicImage};
+use crate::sim::SimDisk;
+use crate::storage::{AppendDurability, LogConfig};
+
+const TOPIC: &str = "orders";
+const NODES: [NodeId; 3] = [1, 2, 3];
+const LAG_MAX: Duration = Duration::from_secs(2);
+
+type Manager = Arc<ReplicaManager<SimDisk>>;
+
+#[derive(Default)]
+struct MapLogs {
+    logs: Mutex<BTreeMap<(String, u32), PartitionLog<SimDisk>>>,
+}
+
+impl LogStore<SimDisk> for MapLogs {
+    fn partition_log(&self, topic: &str, partition: u32) -> Option<PartitionLog<SimDisk>> {
+        self.logs
+            .lock()
+            .unwrap()
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+    }
+
+    fn replace_log(&self, topic: &str, partition: u32, log: PartitionLog<SimDisk>) {
+        self.logs
+            .lock()
+            .unwrap()
+            .insert((topic.to_owned(), partition), log);
+    }
+}
+
+/// The test controller: the real ISR decision applied to the image every node watches.
+struct TestController {
+    image: Mutex<(MetadataImage, u64)>,
+    publish: watch::Sender<Arc<MetadataImage>>,
+    logic: ControllerLogic,
+}
+
+impl TestController {
+    fn update(&self, change: impl FnOnce(&mut MetadataImage)) {
+        let mut guard = self.image.lock().unwrap();
+        change(&mut guard.0);
+        self.publish.send_replace(Arc::new(guard.0.clone()));
+    }
+
+    fn partition(&self) -> crate::controller::PartitionState {
+        let guard = self.image.lock().unwrap();
+        guard.0.topics[TOPIC].partitions[0].clone()
+    }
+}
+
+/// Fetches through the wire codec to the leader's manager; a stopped node neither sends
+/// nor answers.
+struct MemoryTransport {
+    managers: OnceLock<BTreeMap<NodeId, Manager>>,
+    stopped: Mutex<Vec<NodeId>>,
+    controller: Arc<TestController>,
+}
+
+impl MemoryTransport {
+    fn is_stopped(&self, node: NodeId) -> bool {
+        self.stopped.lock().unwrap().contains(&node)
+    }
+}
+
+impl ReplicaTransport for MemoryTransport {
+    fn fetch(
+        &self,
+        leader: NodeId,
+        request: ReplicaFetchRequest,
+    ) -> BoxFuture<'_, Result<ReplicaFetchResponse, String>> {
+        Box::pin(async move {
+            let from = request.replica_id;
+            if self.is_stopped(from) || self.is_stopped(leader) {
+                return Err(format!("node {leader} unreachable"));
+            }
+            let limits = ReplicaFetchLimits::default();
+            let frame = request.encode_frame().into_bytes();
+            let request = ReplicaFetchRequest::decode_bounded(frame, &limits).unwrap();
+            let Some(manager) = self
+                .managers
+                .get()
+                .map(|managers| Arc::clone(&managers[&leader]))
+            else {
+                return Err("the cluster is starting".to_owned());
+            };
+            let response = manager.handle_replica_fetch(from, request).await;
+            if self.is_stopped(from) || self.is_stopped(leader) {
+                return Err(format!("node {leader} unreachable"));
+            }
+            let frame = response.encode_frame().into_bytes();
+            Ok(ReplicaFetchResponse::decode_bounded(frame, &limits).unwrap())
+        })
+    }
+
+    fn alter_partition(
+        &self,
+        request: AlterPartitionRequest,
+    ) -> BoxFuture<'_, Result<AlterPartitionReply, String>> {
+        Box::pin(async move {
+            let mut guard = self.controller.image.lock().unwrap();
+            let (image, index) = &mut *guard;
+            match self.controller.logic.alter_partition(image, &request) {
+                Ok(records) => {
+                    for record in &records {
+                        *index += 1;
+                        image.apply(*index, record).unwrap();
+                    }
+                    self.controller
+                        .publish
+                        .send_replace(Arc::new(image.clone()));
+                    let partition_epoch = image
+                        .partition(request.topic_id, request.partition)
+                        .unwrap()
+                        .partition_epoch;
+                    Ok(AlterPartitionReply::Applied { partition_epoch })
+                }
+                Err(error) => Ok(AlterPartitionReply::Refused {
+                    code: error.code().to_owned(),
+                    message: error.to_string(),
+                }),
+            }
+        })
+    }
+}
+
+struct Cluster {
+    managers: BTreeMap<NodeId, Manager>,
+    logs: BTreeMap<NodeId, Arc<MapLogs>>,
+    transport: Arc<MemoryTransport>,
+    controller: Arc<TestController>,
+    _epochs: Vec<watch::Sender<Option<NodeEpoch>>>,
+}
+
+fn settings(node_id: NodeId) -> ReplicationSettings {
+    ReplicationSettings {
+        node_id,
+        min_insync_replicas_default: 2,
+        replica_lag_time_max: LAG_MAX,
+        replica_fetch_wait_max: Duration::from_millis(500),
+        replica_fetch_response_bytes_max: REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT,
+        replica_fetch_partition_bytes_max: 4096,
+    }
+}
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        batch_bytes_max: 1024,
+        commit_bytes_max: 4096,
+        recovery_read_bytes: 1024,
+        ..LogConfig::default()
+    }
+}
+
+fn batch(token: u64) -> Bytes {
+    let records = vec![Record {
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(Bytes::from(format!("record-{token}"))),
+        headers: Vec::new(),
+    }];
+    encode_batch(&records, &EncodeOptions::default()).unwrap()
+}
+
+fn initial_image() -> MetadataImage {
+    let mut image = MetadataImage {
+        last_applied_index: 10,
+        ..MetadataImage::default()
+    };
+    for node in NODES {
+        image.nodes.insert(
+            node,
+            NodeRegistration {
+                node_epoch: u64::from(node) + 100,
+                address: format!("127.0.0.1:{}", 9100 + node),
+                incarnation_id: u64::from(node),
+                storage_id: None,
+                fenced: false,
+            },
+        );
+    }
+    image.topics.insert(
+        TOPIC.to_owned(),
+        TopicImage {
+            topic_id: TopicId([7; 16]),
+            configs: BTreeMap::new(),
+            partitions: vec![crate::controller::PartitionState {
+                replicas: NODES.to_vec(),
+                isr: NODES.to_vec(),
+                elr: Vec::new(),
+                leader: Some(1),
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }],
+        },
+    );
+    image
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let image = initial_image();
+        let (publish, _) = watch::channel(Arc::new(image.clone()));
+        let controller = Arc::new(TestController {
+            image: Mutex::new((image, 10)),
+            publish,
+            logic: ControllerLogic::new(DecisionConfig::default()),
+        });
+        let transport = Arc::new(MemoryTransport {
+            managers: OnceLock::new(),
+            stopped: Mutex::new(Vec::new()),
+            controller: Arc::clone(&controller),
+        });
+        let clock: Arc<dyn Clock> = Arc::new(SimClock::new(1_700_000_000_000));
+        let mut managers = BTreeMap::new();
+        let mut all_logs = BTreeMap::new();
+        let mut epochs = Vec::new();
+        for node in NODES {
+            let disk = SimDisk::new(u64::from(node));
+            let log = PartitionLog::open(
+                disk.clone(),
+                &PathBuf::from(format!("/node-{node}/{TOPIC}-0")),
+                log_config(),
+                Arc::clone(&clock),
+            )
+            .await
+            .unwrap();
+            let logs = Arc::new(MapLogs::default());
+            logs.replace_log(TOPIC, 0, log);
+            let manager = ReplicaManager::new(
+                settings(node),
+                Arc::clone(&clock),
+                disk,
+                Arc::clone(&logs) as Arc<dyn LogStore<SimDisk>>,
+                Arc::clone(&transport) as Arc<dyn ReplicaTransport>,
+            );
+            let (epoch, epoch_watch) = watch::channel(Some(u64::from(node) + 100));
+            tokio::spawn(Arc::clone(&manager).run(controller.publish.subscribe(), epoch_watch));
+            epochs.push(epoch);
+            managers.insert(node, manager);
+            all_logs.insert(node, logs);
+        }
+        transport.managers.set(managers.clone()).ok().unwrap();
+        Self {
+            managers,
+            logs: all_logs,
+            transport,
+            controller,
+            _epochs: epochs,
+        }
+    }
+
+    fn log(&self, node: NodeId) -> PartitionLog<SimDisk> {
+        self.logs[&node].partition_log(TOPIC, 0).unwrap()
+    }
+
+    fn stop(&self, node: NodeId) {
+        self.transport.stopped.lock().unwrap().push(node);
+    }
+
+    fn resume(&self, node: NodeId) {
+        self.transport
+            .stopped
+            .lock()
+            .unwrap()
+            .retain(|n| *n != node);
+    }
+
+    /// Produces one acks=all batch on `leader` and returns its end offset and the wait.
+    async fn produce(
+        &self,
+        leader: NodeId,
+        token: u64,
+    ) -> (i64, tokio::task::JoinHandle<Result<(), AcksAllError>>) {
+        let manager = Arc::clone(&self.managers[&leader]);
+        assert!(matches!(
+            manager.role(TOPIC, 0, true),
+            Ok(PartitionRole::Leader { .. })
+        ));
+        let outcome = self
+            .log(leader)
+            .append(batch(token), AppendDurability::Synced)
+            .await
+            .unwrap();
+        let end = outcome.last_offset + 1;
+        let deadline = clock::deadline_after(SimClock::new(0).now(), Duration::from_secs(60));
+        let wait =
+            tokio::spawn(async move { manager.wait_acks_all(TOPIC, 0, end, deadline).await });
+        (end, wait)
+    }
+
+    /// Waits (in paused time, bounded) until `condition` holds.
+    async fn until(&self, what: &str, mut condition: impl FnMut(&Self) -> bool) {
+        for _ in 0..2_000 {
+            if condition(self) {
+                return;
+            }
+            clock::sleep(&SimClock::new(0), Duration::from_millis(50)).await;
+        }
+        panic!("never reached: {what}");
+    }
+}
+
+async fn stored(log: &PartitionLog<SimDisk>) -> Vec<Bytes> {
+    let mut batches = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.high_watermark() {
+        let read = log.read(offset, 1 << 16).await.unwrap();
+        if read.bytes.is_empty() {
+            break;
+        }
+        for item in BatchIter::new(&read.bytes) {
+            let (header, bytes) = item.unwrap();
+            offset = header.last_offset() + 1;
+            batches.push(read.bytes.slice_ref(bytes));
+        }
+    }
+    batches
+}
+
+// Three nodes, one leader: acks=all produces are released only once both followers have
+// synced them (checked at the moment of release), and all three logs end identical, the
+// leader's offsets and epochs kept.
+#[tokio::test(start_paused = true)]
+async fn leader_and_two_followers_converge_and_acks_all_is_released_at_the_high_watermark() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..20 {
+        let (end, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+        // Released: every ISR member has the batch on disk (and none was dropped).
+        assert_eq!(
+            cluster.managers[&1].leader_isr(TOPIC, 0),
+            Some(NODES.to_vec())
+        );
+        for node in [2, 3] {
+            assert!(
+                cluster.log(node).high_watermark() >= end,
+                "acks=all released at {end} while node {node} synced only {}",
+                cluster.log(node).high_watermark()
+            );
+        }
+    }
+    let leader = stored(&cluster.log(1)).await;
+    assert_eq!(leader.len(), 20);
+    for node in [2, 3] {
+        assert_eq!(stored(&cluster.log(node)).await, leader, "node {node}");
+    }
+    // A consumer on the leader reads up to the replicated high watermark.
+    let (_, bound) = cluster.managers[&1]
+        .consumer_bound(TOPIC, 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(*bound.borrow(), cluster.log(1).high_watermark());
+    // Followers refuse produce and consumer fetch.
+    assert_eq!(
+        cluster.managers[&2].role(TOPIC, 0, false),
+        Err(ReplicaRoleError::NotLeaderOrFollower)
+    );
+    assert!(cluster.managers[&3].consumer_bound(TOPIC, 0).is_err());
+}
+
+// A stopped follower is proposed out of the ISR after replica_lag_time_max and the
+// controller (the real decision) applies it; acks=all with min.insync.replicas = 2 then
+// succeeds with two members, and with one left is refused with NotEnoughReplicas before
+// anything is appended. The follower rejoins once it is back and caught up.
+#[tokio::test(start_paused = true)]
+async fn a_stopped_follower_leaves_the_isr_and_acks_all_follows_min_insync() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    let (_, wait) = cluster.produce(1, 0).await;
+    wait.await.unwrap().unwrap();
+    cluster.stop(3);
+    let (end, wait) = cluster.produce(1, 1).await;
+    // Released once node 3 left the ISR: node 2 alone had to sync it.
+    wait.await.unwrap().unwrap();
+    assert_eq!(cluster.controller.partition().isr, vec![1, 2]);
+    assert!(cluster.log(2).high_watermark() >= end);
+    assert!(cluster.log(3).high_watermark() < end);
+    cluster.stop(2);
+    cluster
+        .until("node 2 leaves the ISR", |cluster| {
+            cluster.controller.partition().isr == vec![1]
+        })
+        .await;
+    cluster
+        .until("the leader takes the new ISR", |cluster| {
+            cluster.managers[&1].leader_isr(TOPIC, 0) == Some(vec![1])
+        })
+        .await;
+    let log_end = cluster.log(1).log_end_offset();
+    assert_eq!(
+        cluster.managers[&1].role(TOPIC, 0, true),
+        Err(ReplicaRoleError::NotEnoughReplicas { isr: 1, min: 2 })
+    );
+    assert_eq!(cluster.log(1).log_end_offset(), log_end);
+    // acks=1 is still taken by the leader alone.
+    assert!(cluster.managers[&1].role(TOPIC, 0, false).is_ok());
+    cluster.resume(2);
+    cluster.resume(3);
+    cluster
+        .until("both followers rejoin", |cluster| {
+            cluster.controller.partition().isr == vec![1, 2, 3]
+        })
+        .await;
+    let (_, wait) = cluster.produce(1, 2).await;
+    wait.await.unwrap().unwrap();
+}
+
+// A leader whose followers stopped holds an acks=all produce; the controller moves the
+// leadership: the pending produce fails with NotLeaderOrFollower at once (never released
+// by a high watermark the deposed leader can no longer prove), the old leader follows the
+// new one and truncates the batch the new leader never had (KIP-279 diverging epoch).
+#[tokio::test(start_paused = true)]
+async fn a_deposed_leaders_pending_acks_fail_and_its_unreplicated_batch_is_truncated() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    let (_, wait) = cluster.produce(1, 0).await;
+    wait.await.unwrap().unwrap();
+    let committed = stored(&cluster.log(1)).await;
+    // Node 1 is cut off from its followers (its fetch answers are lost).
+    cluster.stop(1);
+    let outcome = cluster
+        .log(1)
+        .append(batch(1), AppendDurability::Synced)
+        .await
+        .unwrap();
+    let manager = Arc::clone(&cluster.managers[&1]);
+    let end = outcome.last_offset + 1;
+    let deadline = clock::deadline_after(SimClock::new(0).now(), Duration::from_secs(60));
+    let wait = tokio::spawn(async move { manager.wait_acks_all(TOPIC, 0, end, deadline).await });
+    // The controller elects node 2 from the ISR.
+    cluster.controller.update(|image| {
+        let partition = &mut image.topics.get_mut(TOPIC).unwrap().partitions[0];
+        partition.leader = Some(2);
+        partition.leader_epoch += 1;
+        partition.partition_epoch += 1;
+    });
+    assert_eq!(wait.await.unwrap(), Err(AcksAllError::NotLeaderOrFollower));
+    cluster.resume(1);
+    cluster
+        .until("node 2 leads", |cluster| {
+            cluster.managers[&2].role(TOPIC, 0, false).is_ok()
+        })
+        .await;
+    let (_, wait) = cluster.produce(2, 2).await;
+    wait.await.unwrap().unwrap();
+    let leader = stored(&cluster.log(2)).await;
+    assert_eq!(leader.len(), committed.len() + 1);
+    assert_eq!(leader[..committed.len()], committed[..]);
+    cluster
+        .until("node 1 truncated and caught up", |cluster| {
+            cluster.log(1).high_watermark() == cluster.log(2).high_watermark()
+        })
+        .await;
+    assert_eq!(stored(&cluster.log(1)).await, leader);
+    assert_eq!(stored(&cluster.log(3)).await, leader);
+}
