@@ -854,6 +854,11 @@ impl From<&OffsetsLogError> for ErrorCode {
             OffsetsLogError::Offline { .. } => Self::PartitionOffline,
             OffsetsLogError::Append(error) => append_code(error),
             OffsetsLogError::Encode(_) => Self::UnknownServerError,
+            OffsetsLogError::NotLeader
+            | OffsetsLogError::NotReplicated(AcksAllError::NotLeaderOrFollower) => {
+                Self::NotCoordinator
+            }
+            OffsetsLogError::NotReplicated(error) => acks_all_code(error),
         }
     }
 }

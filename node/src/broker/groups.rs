@@ -35,7 +35,9 @@ use crate::groups::placement::{
     led_offsets_partitions, offsets_partition_of,
 };
 use crate::groups::service::{GroupHost, OffsetsLogError};
-use crate::storage::{AppendDurability, AppendError, Disk};
+use crate::replication::leader::AcksAllError;
+use crate::replication::manager::ReplicaRoleError;
+use crate::storage::{AppendDurability, AppendError, AppendOutcome, Disk};
 
 /// Pause before the offsets loader retries a partition it leads but cannot load yet (the
 /// materializer has not created its log here, or it is offline).
@@ -95,6 +97,20 @@ impl<D: Disk> GroupHost for super::registry::TopicRegistry<D> {
         batch: Bytes,
         durability: AppendDurability,
     ) -> Result<i64, OffsetsLogError> {
+        self.append_to_offsets_partition(partition, batch, durability)
+            .await
+            .map(|outcome| outcome.base_offset)
+    }
+}
+
+impl<D: Disk> super::registry::TopicRegistry<D> {
+    /// Appends one batch to partition `partition` of `__consumer_offsets` on this node.
+    async fn append_to_offsets_partition(
+        &self,
+        partition: u32,
+        batch: Bytes,
+        durability: AppendDurability,
+    ) -> Result<AppendOutcome, OffsetsLogError> {
         let partition = self
             .partition(OFFSETS_TOPIC, partition)
             .map_err(|_| OffsetsLogError::Missing)?;
@@ -104,7 +120,7 @@ impl<D: Disk> GroupHost for super::registry::TopicRegistry<D> {
                 reason: error.to_string(),
             })?;
         match log.append(batch, durability).await {
-            Ok(outcome) => Ok(outcome.base_offset),
+            Ok(outcome) => Ok(outcome),
             Err(error) => {
                 // As for any append: a fenced log is reopened.
                 if matches!(error, AppendError::Fenced { .. }) {
@@ -116,7 +132,71 @@ impl<D: Disk> GroupHost for super::registry::TopicRegistry<D> {
     }
 }
 
+/// The group service's window on a broker: the registry's, plus, in a cluster, Kafka's
+/// acks=all for commits (a synced commit is answered once the in-sync replicas of its
+/// offsets partition hold it, so it survives the coordinator's death).
+struct BrokerGroupHost<'a, D: Disk> {
+    broker: &'a Broker<D>,
+}
+
+impl<D: Disk> GroupHost for BrokerGroupHost<'_, D> {
+    fn partition_counts(&self) -> BTreeMap<String, u32> {
+        self.broker.registry.partition_counts()
+    }
+
+    fn has_partition(&self, topic: &str, partition: u32) -> bool {
+        self.broker.registry.has_partition(topic, partition)
+    }
+
+    fn offsets_partition(&self, group_id: &str) -> u32 {
+        self.broker.registry.offsets_partition(group_id)
+    }
+
+    async fn transform_exists(&self, name: &str) -> bool {
+        self.broker.registry.transform_exists(name).await
+    }
+
+    async fn append_offsets_batch(
+        &self,
+        partition: u32,
+        batch: Bytes,
+        durability: AppendDurability,
+    ) -> Result<i64, OffsetsLogError> {
+        let registry = &self.broker.registry;
+        let Some(manager) = self.broker.data.replication.get() else {
+            return registry
+                .append_offsets_batch(partition, batch, durability)
+                .await;
+        };
+        let synced = matches!(durability, AppendDurability::Synced);
+        // As a produce: refused before the append when this node does not lead the
+        // partition, or (synced) while too few replicas are in sync.
+        match manager.role(OFFSETS_TOPIC, partition, synced) {
+            Ok(_) => {}
+            Err(ReplicaRoleError::NotLeaderOrFollower) => return Err(OffsetsLogError::NotLeader),
+            Err(ReplicaRoleError::NotEnoughReplicas { isr, min }) => {
+                return Err(AcksAllError::NotEnoughReplicas { isr, min }.into());
+            }
+        }
+        let timeout = self.broker.groups.limits().offsets_commit_timeout;
+        let deadline = crate::clock::deadline_after(self.broker.clock.now(), timeout);
+        let outcome = registry
+            .append_to_offsets_partition(partition, batch, durability)
+            .await?;
+        if synced {
+            manager
+                .wait_acks_all(OFFSETS_TOPIC, partition, outcome.last_offset + 1, deadline)
+                .await?;
+        }
+        Ok(outcome.base_offset)
+    }
+}
+
 impl<D: Disk> Broker<D> {
+    fn group_host(&self) -> BrokerGroupHost<'_, D> {
+        BrokerGroupHost { broker: self }
+    }
+
     /// Replays `__consumer_offsets` into the group service (at start).
     pub(super) async fn load_offsets(&self) {
         match self.registry.partition_log(OFFSETS_TOPIC, 0) {
@@ -130,12 +210,12 @@ impl<D: Disk> Broker<D> {
     /// Expires silent group members (also run on every heartbeat, and by
     /// [`Broker::run_group_timer`]).
     pub fn expire_group_members(&self) {
-        self.groups.expire_members(&*self.registry);
+        self.groups.expire_members(&self.group_host());
     }
 
     /// Expires group members on time (on the node's clock), for as long as the broker lives.
     pub async fn run_group_timer(self: Arc<Self>) {
-        self.groups.run_timer(&*self.registry).await;
+        self.groups.run_timer(&self.group_host()).await;
     }
 
     /// FindCoordinator: the node that coordinates `group_id`. On a node without `[cluster]`
@@ -296,7 +376,8 @@ impl<D: Disk> Broker<D> {
                 ..ConsumerGroupHeartbeatResponse::default()
             };
         }
-        self.groups.heartbeat(&*self.registry, request, client_id)
+        self.groups
+            .heartbeat(&self.group_host(), request, client_id)
     }
 
     /// OffsetCommit, on the group's coordinator only.
@@ -311,7 +392,7 @@ impl<D: Disk> Broker<D> {
                 topics: Vec::new(),
             };
         }
-        self.groups.offset_commit(&*self.registry, request).await
+        self.groups.offset_commit(&self.group_host(), request).await
     }
 
     /// OffsetFetch, on the group's coordinator only.
@@ -375,7 +456,7 @@ impl<D: Disk> Broker<D> {
                 Ok(()) => self
                     .groups
                     .delete_groups(
-                        &*self.registry,
+                        &self.group_host(),
                         DeleteGroupsRequest {
                             group_ids: vec![group_id.clone()],
                         },

@@ -88,6 +88,15 @@ pub enum OffsetsLogError {
     /// The commit records could not be encoded.
     #[error("encoding the commit records: {0}")]
     Encode(String),
+    /// In a cluster: this node does not lead the group's offsets partition (any more).
+    #[error(
+        "this node does not lead the group's {OFFSETS_TOPIC} partition: find the coordinator again"
+    )]
+    NotLeader,
+    /// In a cluster: the in-sync replicas of the group's offsets partition did not confirm
+    /// the commit (too few in sync, or not in time); it may or may not survive a failover.
+    #[error("the commit was not confirmed by the in-sync replicas of {OFFSETS_TOPIC}: {0}")]
+    NotReplicated(#[from] crate::replication::leader::AcksAllError),
 }
 
 /// Why a group request failed.
@@ -233,6 +242,11 @@ impl GroupService {
             skipped,
             "committed offsets loaded from {OFFSETS_TOPIC}"
         );
+    }
+
+    /// The coordinator's limits.
+    pub fn limits(&self) -> GroupLimits {
+        lock(&self.coordinator).limits().clone()
     }
 
     /// The `__consumer_offsets` partitions loaded here (cluster only).
