@@ -797,6 +797,9 @@ impl GroupService {
 }
 
 #[cfg(test)]
+mod cluster_tests;
+
+#[cfg(test)]
 mod tests {
     use std::path::Path;
 
