@@ -144,6 +144,9 @@ pub struct GroupService {
     /// In a cluster: the `__consumer_offsets` partitions loaded here (led by this node as of
     /// the last image the loader acted on). A node without `[cluster]` never sets it.
     coordinated: Mutex<BTreeSet<u32>>,
+    /// Set once a `[cluster]` node's offsets loader starts: from then on offsets are
+    /// appended only to the partitions in `coordinated` (never to a follower's copy).
+    in_cluster: std::sync::atomic::AtomicBool,
     clock: Arc<dyn Clock>,
 }
 
@@ -185,6 +188,7 @@ impl GroupService {
             coordinator: Mutex::new(GroupCoordinator::new(limits, member_salt)),
             offsets: Mutex::new(OffsetStore::default()),
             coordinated: Mutex::new(BTreeSet::new()),
+            in_cluster: std::sync::atomic::AtomicBool::new(false),
             clock,
         }
     }
@@ -288,6 +292,8 @@ impl GroupService {
     /// Forgets every group and loaded partition: a `[cluster]` node starts coordinating from
     /// the image, not from what its local `__consumer_offsets` held before it joined.
     pub fn unload_all(&self) {
+        self.in_cluster
+            .store(true, std::sync::atomic::Ordering::Release);
         lock(&self.coordinated).clear();
         lock(&self.coordinator).unload(|_| true);
         lock(&self.offsets).unload(|_| true);
@@ -535,6 +541,13 @@ impl GroupService {
         let batch = encode_batch(records, &EncodeOptions::default())
             .map_err(|error| OffsetsLogError::Encode(error.to_string()))?;
         let partition = host.offsets_partition(group_id);
+        // In a cluster only the partition's leader appends (a transform's positions included:
+        // a transform running elsewhere must not write into a follower's copy).
+        if self.in_cluster.load(std::sync::atomic::Ordering::Acquire)
+            && !self.coordinates(partition)
+        {
+            return Err(OffsetsLogError::NotLeader);
+        }
         let base_offset = host
             .append_offsets_batch(partition, batch, durability)
             .await?;

@@ -137,3 +137,41 @@ async fn unloading_an_offsets_partition_forgets_exactly_its_groups() {
     let listed = service.list_groups(ListGroupsRequest { states: Vec::new() });
     assert!(listed.groups.is_empty(), "{:?}", listed.groups);
 }
+
+// Goal: once a node coordinates from the image (a cluster), offsets are appended only to the
+// offsets partitions it has loaded: a transform position (or any commit) for a group of
+// another partition is refused with `NotLeader` and nothing is appended.
+#[tokio::test(start_paused = true)]
+async fn in_a_cluster_offsets_are_appended_only_to_loaded_partitions() {
+    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(1_000_000));
+    let service = GroupService::new(GroupLimits::default(), 7, clock);
+    let host = MemoryHost::default();
+    service.unload_all();
+    let record = Record {
+        timestamp: 0,
+        key: Some(
+            OffsetKey {
+                group: "__transform.copy".into(),
+                topic: "t".into(),
+                partition: 0,
+            }
+            .encode(),
+        ),
+        value: Some(encode_value(5, "", 0)),
+        headers: Vec::new(),
+    };
+    let refused = service
+        .append_offsets(
+            &host,
+            "__transform.copy",
+            &[record],
+            AppendDurability::Written,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(OffsetsLogError::NotLeader)),
+        "{refused:?}"
+    );
+    assert!(host.appended.lock().unwrap().is_empty());
+    assert_eq!(service.committed_offset("__transform.copy", "t", 0), None);
+}
