@@ -308,6 +308,14 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             return Err(error);
         }
     }
+    if let Some(cluster) = &config.cluster {
+        // Producer ids are drawn per node: each node takes its own share of the id space.
+        let mut ids: Vec<u32> = cluster.peers.iter().map(|peer| peer.id).collect();
+        ids.sort_unstable();
+        if let Some(slot) = ids.iter().position(|id| *id == cluster.node_id) {
+            broker.set_producer_id_slot(slot as u32, ids.len() as u32);
+        }
+    }
     let broker = Arc::new(broker);
     if !lock.read_only {
         broker.transforms().start().await;
@@ -338,6 +346,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 data_dir: &config.data_dir,
                 clock: Arc::new(SystemClock),
                 incarnation_id: incarnation,
+                admin_limits: ledge_node::controller::admin::AdminLimits {
+                    topic_partitions_max: config.broker.topic_partitions_max,
+                },
             };
             let started = ledge_node::controller::peer_link::start_node_cluster(parts).await;
             let node_cluster = match started {

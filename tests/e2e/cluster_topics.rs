@@ -45,7 +45,7 @@ impl Cluster {
                 let path = dir.join(format!("node-{id}.toml"));
                 let config = std::fs::read_to_string(&path).unwrap().replace(
                     "[cluster]\n",
-                    "[cluster]\nnode_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 2000\npeer_request_timeout_ms = 1500\n",
+                    "[cluster]\nnode_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 8000\npeer_request_timeout_ms = 5000\n",
                 );
                 std::fs::write(&path, config).unwrap();
                 NodeProcess::start_with(NodeOptions {

@@ -202,7 +202,6 @@ impl Run {
 // another ISR member is elected, producers go on through it, and the killed node, restarted,
 // truncates whatever it had beyond the new leader's log and catches up.
 #[test]
-#[ignore = "needs the replication data plane"]
 fn kill9_of_the_leader() {
     each_round("kill9_of_the_leader", |seed| {
         let mut run = Run::start(3, seed);
@@ -218,7 +217,6 @@ fn kill9_of_the_leader() {
 // Goal: kill -9 of the active controller under load: another voter takes over the metadata
 // log, partition leadership and ISR changes go on through it, nothing acknowledged is lost.
 #[test]
-#[ignore = "needs the replication data plane"]
 fn kill9_of_the_controller() {
     each_round("kill9_of_the_controller", |seed| {
         let mut run = Run::start(3, seed);
@@ -246,7 +244,6 @@ fn kill9_of_the_controller() {
 // truncated. An acknowledgement from it of a record the new leader does not have fails the
 // checker (acknowledged-present).
 #[test]
-#[ignore = "needs the replication data plane"]
 fn sigstop_of_the_leader_then_sigcont() {
     each_round("sigstop_of_the_leader_then_sigcont", |seed| {
         let mut run = Run::start(3, seed);
@@ -260,10 +257,13 @@ fn sigstop_of_the_leader_then_sigcont() {
     });
 }
 
-// Goal: two leader changes within one replication round trip (peer traffic delayed 100 ms
-// each way, plus up to 20 ms of jitter; more would stall the controller's own elections): the leader is killed, and the leader elected after it is killed as soon as it
-// is seen leading, before its followers' fetches could tell it their positions. The third
-// replica leads; nothing acknowledged is lost and the replicas converge.
+// Goal: two leader changes within one replication round trip: the leader is killed, and
+// the leader elected after it is killed as soon as it is seen leading, before its
+// followers' fetches could tell it their positions (peer traffic delayed 10 ms each way plus
+// up to 10 ms of jitter; the controller's own Raft timeouts, 50 ms for an append and
+// 150-300 ms for an election, leave no room for much more: with 100 ms each way the
+// controller quorum never commits again). The third replica leads; nothing acknowledged is
+// lost and the replicas converge.
 #[test]
 #[ignore = "needs the replication data plane"]
 fn two_leader_changes_within_one_round_trip() {
@@ -271,8 +271,8 @@ fn two_leader_changes_within_one_round_trip() {
         let mut run = Run::start(3, seed);
         run.cluster.set_peer_faults(LinkFaults::lossy(
             0.0,
-            std::time::Duration::from_millis(100),
-            std::time::Duration::from_millis(20),
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_millis(10),
         ));
         let first = run.leader();
         run.cluster.kill9(first);
@@ -288,10 +288,12 @@ fn two_leader_changes_within_one_round_trip() {
 }
 
 // Goal (KIP-966's case): the ISR shrinks to the leader alone (both followers killed), then
-// the leader, the last ISR member, is killed too. The followers, restarted, must not be
-// elected (unclean election is off): the partition has no leader until the last ISR member
-// returns, leads again, and the followers truncate to it and catch up. Five nodes, so the
-// controller keeps a majority with two and then three of them down.
+// the leader, the last ISR member, is killed too; the followers are restarted, then the
+// last ISR member. Whoever is elected (a follower fenced while the ISR was below
+// min.insync.replicas is kept in the eligible leader replicas, ELR, whose data the high
+// watermark could not pass; never a replica outside ISR and ELR: unclean election is off),
+// nothing acknowledged may be lost and the replicas converge. Five nodes, so the controller
+// keeps a majority with two and then three of them down.
 #[test]
 #[ignore = "needs the replication data plane"]
 fn the_last_isr_member_killed_and_restarted() {
@@ -317,17 +319,7 @@ fn the_last_isr_member_killed_and_restarted() {
             run.cluster.restart(*follower);
         }
         run.cluster.wait_for_alive(&followers);
-        run.cluster.wait_for_partition(
-            "no leader while the last ISR member is down",
-            TOPIC,
-            0,
-            |state| state.leader.is_none(),
-        );
         run.cluster.restart(leader);
-        run.cluster
-            .wait_for_partition("the last ISR member leads again", TOPIC, 0, |state| {
-                state.leader == Some(leader)
-            });
         run.finish("the_last_isr_member_killed_and_restarted");
     });
 }
@@ -336,7 +328,6 @@ fn the_last_isr_member_killed_and_restarted() {
 // new node epoch, is not counted in the ISR until it has copied the log again, and then
 // holds the same records as the others.
 #[test]
-#[ignore = "needs the replication data plane"]
 fn a_follower_restarted_with_an_empty_data_directory() {
     each_round(
         "a_follower_restarted_with_an_empty_data_directory",
@@ -374,7 +365,6 @@ fn a_bit_flip_in_one_replicas_segment() {
 // restarted: the cluster comes back, every acknowledged record is there on two replicas at
 // least, and producers go on.
 #[test]
-#[ignore = "needs the replication data plane"]
 fn all_nodes_killed_at_once_and_restarted() {
     each_round("all_nodes_killed_at_once_and_restarted", |seed| {
         let mut run = Run::start(3, seed);

@@ -42,7 +42,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// two seconds, and peer requests give up soon enough for the next heartbeat to try again.
 pub const FAST_CLUSTER_KEYS: &str = "node_heartbeat_interval_ms = 200\n\
 node_session_timeout_ms = 2000\n\
-peer_request_timeout_ms = 2000\n\
+peer_request_timeout_ms = 1000\n\
 replica_lag_time_max_ms = 3000\n\
 replica_fetch_wait_max_ms = 200\n";
 
@@ -381,7 +381,7 @@ impl TestCluster {
                 self.describe_cluster_on(asked)
                     .filter(|cluster| condition(cluster))
             },
-            || format!("{:?}", self.describe_cluster_on(asked)),
+            || format!("{:?}\n{}", self.describe_cluster_on(asked), self.logs()),
         )
     }
 
@@ -416,7 +416,13 @@ impl TestCluster {
                 self.partition_state(topic, partition)
                     .filter(|state| condition(state))
             },
-            || format!("{:?}", self.partition_state(topic, partition)),
+            || {
+                format!(
+                    "{:?}\n{}",
+                    self.partition_state(topic, partition),
+                    self.logs()
+                )
+            },
         )
     }
 

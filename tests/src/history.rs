@@ -271,6 +271,28 @@ pub fn check(
         *end = (*end).max(consumed.offset + 1);
     }
 
+    // Where each value is stored, to say where a misplaced record went.
+    let mut stored_at: BTreeMap<&str, Vec<(NodeId, i64)>> = BTreeMap::new();
+    for replica in replicas {
+        for (offset, value) in &replica.records {
+            stored_at
+                .entry(value.as_str())
+                .or_default()
+                .push((replica.node, *offset));
+        }
+    }
+    let whereabouts = |value: &str| match stored_at.get(value) {
+        None => "stored nowhere".to_string(),
+        Some(places) => format!(
+            "stored at {}",
+            places
+                .iter()
+                .map(|(node, offset)| format!("offset {offset} on node {node}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+
     // acknowledged-present and too-few-copies.
     for (sent, offset) in history.acknowledged() {
         let logs = by_partition
@@ -305,8 +327,10 @@ pub fn check(
             violation(
                 "too-few-copies",
                 format!(
-                    "partition {}: {:?} acknowledged at offset {offset} is on {copies} replica(s), fewer than {copies_min}",
-                    sent.partition, sent.value
+                    "partition {}: {:?} acknowledged at offset {offset} is on {copies} replica(s), fewer than {copies_min} ({})",
+                    sent.partition,
+                    sent.value,
+                    whereabouts(&sent.value)
                 ),
             );
         }

@@ -629,6 +629,7 @@ fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
 fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
     let code = match error {
         AdminError::Refused { refusal, .. } => match refusal {
+            AdminRefusal::InvalidTopic => ErrorCode::InvalidTopic,
             AdminRefusal::InvalidReplicationFactor => ErrorCode::InvalidReplicationFactor,
             AdminRefusal::InvalidConfig => ErrorCode::InvalidConfig,
             AdminRefusal::InvalidPartitions => ErrorCode::InvalidPartitions,

@@ -98,6 +98,21 @@ impl<D: Disk> Broker<D> {
         for action in actions {
             match action {
                 HostAction::Host { name, wanted } => {
+                    // The controller refuses such names; a log written by another build
+                    // must still never make a path of one.
+                    if let Err(error) = super::topic_config::validate_topic_name(&name)
+                        .map_err(|error| error.to_string())
+                        .and_then(|()| {
+                            if name.starts_with("__") {
+                                Err("reserved for internal topics".to_owned())
+                            } else {
+                                Ok(())
+                            }
+                        })
+                    {
+                        tracing::error!(topic = %name, %error, "the metadata image names a topic no node may hold; not materialized");
+                        continue;
+                    }
                     match self.registry.host_topic(&name, &wanted).await {
                         Ok(_) => {
                             tracing::info!(topic = %name, topic_id = %wanted.topic_id, partitions = wanted.partitions, hosted = ?wanted.hosted, "topic placed on this node")

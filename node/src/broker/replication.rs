@@ -31,6 +31,13 @@ impl<D: Disk> LogStore<D> for RegistryLogs<D> {
 }
 
 impl<D: Disk> Broker<D> {
+    /// In a cluster: hands out producer ids from this node's share of the id space only
+    /// (`TopicRegistry::set_producer_id_slot`), so producers of two nodes never share an id.
+    /// Call before clients are served.
+    pub fn set_producer_id_slot(&self, slot: u32, slots: u32) {
+        self.registry.set_producer_id_slot(slot, slots);
+    }
+
     /// Creates this node's replication driver over its registry and makes produce and
     /// fetch use it. The caller runs it (`ReplicaManager::run`) with the image and node
     /// epoch watches, and registers its peer handlers. `None` if one was started already.

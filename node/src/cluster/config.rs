@@ -336,6 +336,13 @@ impl ClusterConfig {
                 node_session_timeout.as_millis()
             )));
         }
+        if replica_fetch_wait_max >= peer_request_timeout {
+            return Err(error(format!(
+                "cluster.replica_fetch_wait_max_ms ({}) must be below cluster.peer_request_timeout_ms ({}): a follower's fetch held that long at the leader would time out",
+                replica_fetch_wait_max.as_millis(),
+                peer_request_timeout.as_millis()
+            )));
+        }
         let peer_reconnect_backoff_min = millis(
             "peer_reconnect_backoff_min_ms",
             section.peer_reconnect_backoff_min_ms,

@@ -92,6 +92,8 @@ impl AdminRequest {
 /// Why the controller refused an admin request: the Kafka error it maps to on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminRefusal {
+    /// A topic name no node may use (it names directories on every replica).
+    InvalidTopic,
     /// Bad replication factor (above the live nodes, zero).
     InvalidReplicationFactor,
     /// A config value the controller checks (min.insync.replicas, unclean election).
@@ -178,6 +180,61 @@ pub enum AdminError {
     Failed(String),
 }
 
+/// What the controller checks of a request itself, whoever sent it: the forwarding node
+/// checked everything already, but a body from a peer (another build, a bug) must not put
+/// a name that is a path, a partition count that exhausts memory, or a config no node can
+/// parse into the log every node applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// Most partitions a topic may have (`limits.topic_partitions_max` of the controller).
+    pub topic_partitions_max: u32,
+}
+
+/// The request's own problems, before any decision.
+fn check_request(request: &AdminRequest, limits: AdminLimits) -> Result<(), AdminReply> {
+    let refused = |refusal, message: String| AdminReply::Refused { refusal, message };
+    let name = request.topic();
+    if let Err(error) = crate::broker::topic_config::validate_topic_name(name) {
+        return Err(refused(AdminRefusal::InvalidTopic, error.to_string()));
+    }
+    if name.starts_with("__") {
+        return Err(refused(
+            AdminRefusal::InvalidTopic,
+            format!("topic names starting with \"__\" are reserved for internal topics: {name:?}"),
+        ));
+    }
+    let partitions = match request {
+        AdminRequest::CreateTopic { partitions, .. }
+        | AdminRequest::CreatePartitions { partitions, .. } => Some(*partitions),
+        _ => None,
+    };
+    if let Some(partitions) = partitions
+        && partitions > limits.topic_partitions_max
+    {
+        return Err(refused(
+            AdminRefusal::InvalidPartitions,
+            format!(
+                "{partitions} partitions exceed limits.topic_partitions_max ({}) of the controller",
+                limits.topic_partitions_max
+            ),
+        ));
+    }
+    let configs = match request {
+        AdminRequest::CreateTopic { configs, .. } => Some(configs),
+        AdminRequest::AlterTopicConfig { set, .. } => Some(set),
+        _ => None,
+    };
+    if let Some(configs) = configs {
+        let defaults = crate::broker::topic_config::TopicConfig::default();
+        if let Err(error) =
+            crate::broker::topic_config::TopicConfig::with_overrides(&defaults, configs)
+        {
+            return Err(refused(AdminRefusal::InvalidConfig, error.to_string()));
+        }
+    }
+    Ok(())
+}
+
 /// Runs `request` as a decision on `controller` (which must be the active one); returns the
 /// log index the change is applied at.
 pub async fn execute(
@@ -237,7 +294,14 @@ pub async fn execute(
 }
 
 /// Answers `request` on the local controller.
-pub async fn answer_admin(controller: &Controller, request: &AdminRequest) -> AdminReply {
+pub async fn answer_admin(
+    controller: &Controller,
+    request: &AdminRequest,
+    limits: AdminLimits,
+) -> AdminReply {
+    if let Err(refused) = check_request(request, limits) {
+        return refused;
+    }
     match execute(controller, request).await {
         Ok(applied_index) => AdminReply::Done { applied_index },
         Err(ControllerRequestError::NotController { leader }) => {
@@ -258,6 +322,7 @@ pub async fn answer_admin(controller: &Controller, request: &AdminRequest) -> Ad
 pub fn register_admin_handler(
     handlers: &PeerHandlers,
     controller: Arc<Controller>,
+    limits: AdminLimits,
 ) -> Result<(), AlreadyRegistered> {
     handlers.register(
         PeerRequestKind::ControllerAdmin,
@@ -265,7 +330,7 @@ pub fn register_admin_handler(
             let controller = Arc::clone(&controller);
             async move {
                 let admin = decode_admin(&request)?;
-                let reply = answer_admin(&controller, &admin).await;
+                let reply = answer_admin(&controller, &admin, limits).await;
                 serde_json::to_vec(&reply)
                     .map(Bytes::from)
                     .map_err(|error| PeerHandlerError(format!("encode answer: {error}")))
@@ -292,6 +357,7 @@ pub struct AdminClient {
     clients: BTreeMap<NodeId, Arc<PeerClient>>,
     clock: Arc<dyn Clock>,
     timeout: Duration,
+    limits: AdminLimits,
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -307,7 +373,8 @@ impl std::fmt::Debug for AdminClient {
 impl AdminClient {
     /// A client on node `node_id` with its controller `local`, its peer `clients`, the
     /// `voters` to try when no leader is known, and `timeout`
-    /// (`cluster.peer_request_timeout_ms`) bounding each request end to end.
+    /// (`cluster.peer_request_timeout_ms`) bounding each request end to end; `limits` are
+    /// those the local controller applies when it is the active one.
     pub fn new(
         node_id: NodeId,
         voters: Vec<NodeId>,
@@ -315,6 +382,7 @@ impl AdminClient {
         clients: BTreeMap<NodeId, Arc<PeerClient>>,
         clock: Arc<dyn Clock>,
         timeout: Duration,
+        limits: AdminLimits,
     ) -> Self {
         Self {
             node_id,
@@ -323,6 +391,7 @@ impl AdminClient {
             clients,
             clock,
             timeout,
+            limits,
         }
     }
 
@@ -404,7 +473,7 @@ impl AdminClient {
     /// Asks node `target` (this node's controller directly, when it is the target).
     async fn ask(&self, target: NodeId, request: &AdminRequest) -> Result<AdminReply, String> {
         if target == self.node_id {
-            return Ok(answer_admin(&self.local, request).await);
+            return Ok(answer_admin(&self.local, request, self.limits).await);
         }
         let client = self
             .clients

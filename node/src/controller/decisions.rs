@@ -44,6 +44,10 @@ use super::records::{
 };
 use crate::clock::deadline_after;
 
+/// The node epoch an AlterPartition names for a member it keeps in the ISR without having
+/// seen it fetch in this leader epoch (no registration ever gets epoch 0).
+pub const NODE_EPOCH_NO_CLAIM: NodeEpoch = 0;
+
 /// Topic config key: the smallest ISR for which acks=all succeeds.
 pub const MIN_INSYNC_REPLICAS_KEY: &str = "min.insync.replicas";
 /// Topic config key: whether a replica outside the ISR may be elected.
@@ -647,7 +651,16 @@ impl ControllerLogic {
                 .nodes
                 .get(member)
                 .ok_or_else(|| ineligible("not registered".to_owned()))?;
-            if node.node_epoch != *epoch {
+            // A member the ISR keeps may come with no claim (KIP-903's -1: the leader has
+            // not seen it fetch in this epoch yet); a member joining must name the epoch it
+            // fetched with. Refusing the first made every shrink of a new leader fail.
+            let kept_without_claim = *epoch == NODE_EPOCH_NO_CLAIM && current.isr.contains(member);
+            if *epoch == NODE_EPOCH_NO_CLAIM && !kept_without_claim {
+                return Err(ineligible(
+                    "a member joining the ISR needs the node epoch it fetched with".to_owned(),
+                ));
+            }
+            if !kept_without_claim && node.node_epoch != *epoch {
                 return Err(ineligible(format!(
                     "the leader saw epoch {epoch}, the node is now at {} (it restarted)",
                     node.node_epoch

@@ -540,6 +540,8 @@ pub struct NodeClusterParts<'a, D> {
     pub clock: Arc<dyn Clock>,
     /// Drawn at the node's start (see [`NodeSession::incarnation_id`]).
     pub incarnation_id: u64,
+    /// What this node's controller checks of topic admin requests itself.
+    pub admin_limits: super::admin::AdminLimits,
 }
 
 /// Starts a `[cluster]` node's controller wiring on its endpoint: the controller (a voter,
@@ -558,6 +560,7 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         data_dir,
         clock,
         incarnation_id,
+        admin_limits,
     } = parts;
     // Before anything else is stored for the cluster: the id vouches for this directory.
     let storage_id = crate::storage::storage_id::load_or_create(&disk, data_dir).await?;
@@ -582,7 +585,9 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         controller.shutdown().await;
         return Err(error.into());
     }
-    if let Err(error) = super::admin::register_admin_handler(handlers, Arc::clone(&controller)) {
+    if let Err(error) =
+        super::admin::register_admin_handler(handlers, Arc::clone(&controller), admin_limits)
+    {
         controller.shutdown().await;
         return Err(error.into());
     }
@@ -593,6 +598,7 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         clients.clone(),
         Arc::clone(&clock),
         cluster.peer_request_timeout,
+        admin_limits,
     ));
     if !controller.is_learner() {
         let fencing = Arc::clone(&controller);

@@ -398,6 +398,7 @@ async fn broker_with_controller(
         BTreeMap::new(),
         clock,
         Duration::from_millis(2_000),
+        crate::controller::admin::tests::LIMITS,
     );
     let leader_of = Arc::clone(&controller);
     assert!(broker.set_cluster_source(ClusterSource {
@@ -608,6 +609,19 @@ fn placement_beyond_the_node_partition_limit_is_refused_and_others_partitions_do
         let fitting = image(6, &[("orders", 1, &[7, 7, 5, 5, 5, 5], &[])]);
         assert_eq!(node.materialize(&fitting).await, 0);
         assert_eq!(directories(&disk).await, ["orders-0", "orders-1"]);
+        // A name no node may hold (a path, a reserved one) is never made a directory.
+        let hostile = image(
+            7,
+            &[
+                ("orders", 1, &[7, 7, 5, 5, 5, 5], &[]),
+                ("../escape", 2, &[7], &[]),
+                ("__offsets_too", 3, &[7], &[]),
+            ],
+        );
+        assert_eq!(node.materialize(&hostile).await, 0);
+        assert_eq!(directories(&disk).await, ["orders-0", "orders-1"]);
+        assert!(node.registry.topic("../escape").is_none());
+        assert!(node.registry.topic("__offsets_too").is_none());
         node.close().await;
     });
 }

@@ -159,7 +159,11 @@ impl<D: Disk> TopicRegistry<D> {
                 // or an older build may still disagree. Serving with defaults beats not
                 // serving.
                 tracing::error!(topic = %name, %error, "topic config from the controller is invalid here; using defaults");
-                self.config.topic_defaults.clone()
+                // The overrides stay the image's, so the next reconcile sees the topic as
+                // placed and does not redo (and log) this at every image change.
+                let mut config = self.config.topic_defaults.clone();
+                config.overrides = wanted.configs.clone();
+                config
             }
         };
         let stored = StoredTopic {

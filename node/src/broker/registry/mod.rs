@@ -534,6 +534,10 @@ pub struct TopicRegistry<D: Disk> {
     /// Each topic's definition beside `metadata.json`, written under the `admin` lock.
     topic_files: TopicFiles<D>,
     producer_ids: Mutex<ProducerIds>,
+    /// In a cluster, `(slot, slots)`: this node hands out only ids of the blocks of
+    /// `PRODUCER_ID_BLOCK` whose index is `slot` modulo `slots`, so two nodes never hand
+    /// out the same producer id (each keeps its own durable counter).
+    producer_id_slot: std::sync::OnceLock<(i64, i64)>,
     /// Producer ids are held back after a rebuild with a partition offline (see
     /// `producer_id_hold`).
     producer_ids_held: AtomicBool,
@@ -541,6 +545,21 @@ pub struct TopicRegistry<D: Disk> {
     read_only: bool,
     /// Topic created, grown or deleted, told after it is durable.
     events: RegistryEvents,
+}
+
+/// Whether a node in `slot` (see `TopicRegistry::set_producer_id_slot`) may hand out `id`.
+fn owns_producer_id(slot: Option<(i64, i64)>, id: i64) -> bool {
+    slot.is_none_or(|(slot, slots)| (id / PRODUCER_ID_BLOCK) % slots == slot)
+}
+
+/// The start of the first block at or above `floor` that a node in `slot` owns.
+fn owned_block_start(slot: Option<(i64, i64)>, floor: i64) -> Option<i64> {
+    let Some((slot, slots)) = slot else {
+        return Some(floor);
+    };
+    let mut block = floor.checked_add(PRODUCER_ID_BLOCK - 1)? / PRODUCER_ID_BLOCK;
+    block = block.checked_add((slot - block % slots).rem_euclid(slots))?;
+    block.checked_mul(PRODUCER_ID_BLOCK)
 }
 
 /// The first producer id to hand out after a start: above the stored reservation and above
@@ -724,6 +743,7 @@ impl<D: Disk> TopicRegistry<D> {
                 reserved_until: 0,
             }),
             producer_ids_held: AtomicBool::new(producer_ids_held),
+            producer_id_slot: std::sync::OnceLock::new(),
             read_only,
             events: RegistryEvents::default(),
         };
@@ -873,6 +893,19 @@ impl<D: Disk> TopicRegistry<D> {
         Ok(())
     }
 
+    /// In a cluster: this node is number `slot` of `slots` (its place among the sorted ids
+    /// of `cluster.peers`), and hands out only producer ids of its own blocks. Each node
+    /// keeps its own durable counter, so without this two nodes would give two producers the
+    /// same id, and one producer's batch would be deduplicated as the other's (acknowledged
+    /// at an offset that holds another record). Set once, before clients are served.
+    pub fn set_producer_id_slot(&self, slot: u32, slots: u32) {
+        if slots > 0 && slot < slots {
+            let _ = self
+                .producer_id_slot
+                .set((i64::from(slot), i64::from(slots)));
+        }
+    }
+
     fn lock_producer_ids(&self) -> std::sync::MutexGuard<'_, ProducerIds> {
         // Never held across an await; poisoning means a panic already reported.
         self.producer_ids
@@ -886,14 +919,17 @@ impl<D: Disk> TopicRegistry<D> {
         if !self.end_producer_id_hold_if_possible(false).await? {
             return Err(ProducerIdError::Held);
         }
+        let slot = self.producer_id_slot.get().copied();
         let needs_block = {
             let ids = self.lock_producer_ids();
-            ids.next >= ids.reserved_until
+            ids.next >= ids.reserved_until || !owns_producer_id(slot, ids.next)
         };
         if needs_block {
             let mut store = self.admin.lock().await;
             let mut next: StoredMetadata = store.current().clone();
-            let start = next.producer_ids_reserved_until;
+            let Some(start) = owned_block_start(slot, next.producer_ids_reserved_until) else {
+                return Err(ProducerIdError::Exhausted);
+            };
             // i64::MAX producer ids are not handed out in the life of a node; refusing beats
             // wrapping to ids that repeat.
             let Some(reserved_until) = start.checked_add(PRODUCER_ID_BLOCK) else {
@@ -902,7 +938,7 @@ impl<D: Disk> TopicRegistry<D> {
             next.producer_ids_reserved_until = reserved_until;
             store.store(next).await?;
             let mut ids = self.lock_producer_ids();
-            if ids.next >= ids.reserved_until {
+            if ids.next >= ids.reserved_until || !owns_producer_id(slot, ids.next) {
                 ids.next = start;
                 ids.reserved_until = reserved_until;
             }

@@ -161,6 +161,15 @@ fn each_bad_cluster_section_is_refused_with_one_clear_line() {
     )
     .unwrap();
 
+    let error = refused(&cluster_toml(
+        "replica_fetch_wait_max_ms = 2000\npeer_request_timeout_ms = 2000",
+    ));
+    assert!(
+        error.contains(
+            "cluster.replica_fetch_wait_max_ms (2000) must be below cluster.peer_request_timeout_ms (2000)"
+        ),
+        "{error}"
+    );
     let error = refused(&cluster_toml("node_heartbeat_interval_ms = 9000"));
     assert!(
         error.contains("cluster.node_heartbeat_interval_ms (9000) must be below"),

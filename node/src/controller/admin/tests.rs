@@ -9,6 +9,11 @@ use crate::controller::decisions::RegisterRequest;
 use crate::controller::quorum::{ControllerTransport, RaftMessage, RaftReply, TransportError};
 use crate::sim::SimDisk;
 
+/// The limits of the tests' controllers.
+pub(crate) const LIMITS: AdminLimits = AdminLimits {
+    topic_partitions_max: 1024,
+};
+
 /// A transport for a quorum of one: there is nobody to send to.
 pub(crate) struct Alone;
 
@@ -76,6 +81,7 @@ fn client(controller: Arc<Controller>, voters: Vec<NodeId>) -> AdminClient {
         BTreeMap::new(),
         Arc::new(SimClock::new(0)),
         Duration::from_millis(2_000),
+        LIMITS,
     )
 }
 
@@ -237,4 +243,50 @@ fn a_garbage_admin_body_is_refused_with_the_reason() {
     let good = create("orders", 3);
     let body = serde_json::to_vec(&good).unwrap();
     assert_eq!(decode_admin(&request(&body)).unwrap(), good);
+}
+
+// Goal: the controller checks what a peer's body could smuggle past a forwarding node's
+// checks: a name that is a path, a reserved name, a partition count above the limit, a
+// config no node can parse; each refused with its Kafka error and nothing applied.
+// Method: the answering side on a one-voter controller, as a peer request reaches it.
+#[tokio::test(start_paused = true)]
+async fn the_controller_checks_requests_itself() {
+    let controller = single_voter(SimDisk::new(5), Path::new("/data"), 1).await;
+    let cases = [
+        (create("../escape", 1), AdminRefusal::InvalidTopic),
+        (create("__consumer_offsets", 1), AdminRefusal::InvalidTopic),
+        (create("huge", 1_025), AdminRefusal::InvalidPartitions),
+        (
+            AdminRequest::CreatePartitions {
+                name: "huge".to_owned(),
+                partitions: u32::MAX,
+            },
+            AdminRefusal::InvalidPartitions,
+        ),
+        (
+            AdminRequest::CreateTopic {
+                name: "configs".to_owned(),
+                partitions: 1,
+                replication_factor: Some(1),
+                configs: BTreeMap::from([("retention.ms".to_owned(), "soon".to_owned())]),
+            },
+            AdminRefusal::InvalidConfig,
+        ),
+        (
+            AdminRequest::AlterTopicConfig {
+                name: "configs".to_owned(),
+                set: BTreeMap::from([("no.such.key".to_owned(), "1".to_owned())]),
+                delete: Vec::new(),
+            },
+            AdminRefusal::InvalidConfig,
+        ),
+    ];
+    let before = controller.image();
+    for (request, expected) in cases {
+        match answer_admin(&controller, &request, LIMITS).await {
+            AdminReply::Refused { refusal, .. } => assert_eq!(refusal, expected, "{request:?}"),
+            other => panic!("{request:?} answered {other:?}"),
+        }
+    }
+    assert_eq!(controller.image().topics, before.topics);
 }

@@ -374,6 +374,35 @@ fn a_restarted_follower_leaves_the_isr_and_rejoins_only_with_its_new_epoch() {
     assert!(cluster.state(topic, 0).isr.contains(&follower));
 }
 
+/// Review finding 4: a new leader keeps ISR members it has not seen fetch yet with node
+/// epoch 0 ("no claim", `replication::leader`). That must be accepted for members already
+/// in the ISR (else every such proposal is refused and re-proposed forever), and refused for
+/// a member joining, which must name the epoch it fetched with (KIP-903).
+#[test]
+fn a_kept_isr_member_may_come_without_a_claim_and_a_joining_one_may_not() {
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 1, 3);
+    let state = cluster.state(topic, 0);
+    let leader = state.leader.unwrap();
+    let (kept, dropped) = (state.replicas[1], state.replicas[2]);
+    let mut shrink = cluster.alter(&state, topic, &[leader, kept]);
+    shrink.new_isr[1].1 = NODE_EPOCH_NO_CLAIM;
+    let records = cluster
+        .logic
+        .alter_partition(&cluster.image, &shrink)
+        .unwrap();
+    cluster.commit(&records);
+    let shrunk = cluster.state(topic, 0);
+    assert_eq!(shrunk.isr, vec![leader, kept]);
+    let mut expand = cluster.alter(&shrunk, topic, &[leader, kept, dropped]);
+    expand.new_isr[2].1 = NODE_EPOCH_NO_CLAIM;
+    assert!(matches!(
+        cluster.logic.alter_partition(&cluster.image, &expand),
+        Err(ControllerError::IneligibleReplica { node_id, reason })
+            if node_id == dropped && reason.contains("needs the node epoch")
+    ));
+}
+
 #[test]
 fn alter_partition_checks_leader_epochs_partition_epoch_and_fenced_members() {
     let mut cluster = Cluster::new(3);

@@ -145,6 +145,9 @@ async fn start(
         data_dir: Path::new("/controller-data"),
         clock: clock(),
         incarnation_id,
+        admin_limits: crate::controller::admin::AdminLimits {
+            topic_partitions_max: 1024,
+        },
     })
     .await
     .unwrap()

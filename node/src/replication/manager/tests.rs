@@ -491,3 +491,64 @@ async fn a_deposed_leaders_pending_acks_fail_and_its_unreplicated_batch_is_trunc
     assert_eq!(stored(&cluster.log(1)).await, leader);
     assert_eq!(stored(&cluster.log(3)).await, leader);
 }
+
+// A replica fetch is answered for the sender the peer layer names (its certificate), never
+// the id its body claims; a sender the image does not know, or one with an older node epoch
+// than the image's, is refused whole (StaleNodeEpoch); an unknown partition is refused alone.
+#[tokio::test(start_paused = true)]
+async fn replica_fetches_are_answered_for_the_certified_sender_and_bad_ones_refused() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    let leader = &cluster.managers[&1];
+    let partition = |topic: &str| ledge_protocol::wire::replica::ReplicaFetchPartition {
+        topic: topic.to_owned(),
+        partition: 0,
+        current_leader_epoch: 0,
+        fetch_offset: 0,
+        last_fetched_epoch: None,
+        log_start_offset: 0,
+        partition_max_bytes: 4096,
+    };
+    let request =
+        |replica_id: NodeId, node_epoch: NodeEpoch, topics: &[&str]| ReplicaFetchRequest {
+            replica_id,
+            node_epoch,
+            max_wait_ms: 0,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            partitions: topics.iter().map(|topic| partition(topic)).collect(),
+        };
+    // The body claims node 99 (no replica); the certificate says node 2: served.
+    let answer = leader
+        .handle_replica_fetch(2, request(99, 102, &[TOPIC, "missing"]))
+        .await;
+    assert_eq!(answer.error, ReplicaFetchError::None);
+    assert_eq!(answer.partitions[0].error, ReplicaFetchError::None);
+    assert_eq!(
+        answer.partitions[1].error,
+        ReplicaFetchError::UnknownTopicOrPartition
+    );
+    // The certificate says node 99 (not registered): refused, whatever the body says.
+    let answer = leader
+        .handle_replica_fetch(99, request(2, 102, &[TOPIC]))
+        .await;
+    assert_eq!(answer.error, ReplicaFetchError::StaleNodeEpoch);
+    assert!(answer.partitions.is_empty());
+    // An older incarnation of node 3.
+    let answer = leader
+        .handle_replica_fetch(3, request(3, 50, &[TOPIC]))
+        .await;
+    assert_eq!(answer.error, ReplicaFetchError::StaleNodeEpoch);
+    // A follower is not a leader: refused per partition.
+    let answer = cluster.managers[&2]
+        .handle_replica_fetch(3, request(3, 103, &[TOPIC]))
+        .await;
+    assert_eq!(
+        answer.partitions[0].error,
+        ReplicaFetchError::NotLeaderOrFollower
+    );
+}
