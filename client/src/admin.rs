@@ -700,21 +700,45 @@ impl Admin {
         })
     }
 
-    /// Every consumer group the node knows (with members or committed offsets), sorted by id.
+    /// Every consumer group the cluster knows (with members or committed offsets), sorted by
+    /// id. In a cluster each node lists the groups it coordinates, so every live node is
+    /// asked and the answers merged.
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>, AdminError> {
         let request = Request::ListGroups(wire::ListGroupsRequest { states: Vec::new() });
-        match request_with_retry(&self.client, &request).await? {
-            Response::ListGroups(response) => Ok(response
-                .groups
-                .into_iter()
-                .map(|group| GroupListing {
-                    group_id: group.group_id,
-                    state: group.state,
-                    members: group.members,
-                })
-                .collect()),
-            other => Err(unexpected(ApiKey::ListGroups, &other).into()),
+        let nodes: Vec<std::net::SocketAddr> = match self.describe_cluster().await {
+            Ok(cluster) if cluster.nodes.len() > 1 => cluster
+                .nodes
+                .iter()
+                .filter(|node| node.alive)
+                .filter_map(|node| node.address.parse().ok())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut answers = Vec::new();
+        if nodes.is_empty() {
+            answers.push(request_with_retry(&self.client, &request).await?);
+        } else {
+            for node in nodes {
+                answers.push(request_with_retry_to(&self.client, Some(node), &request).await?);
+            }
         }
+        let mut groups = BTreeMap::new();
+        for answer in answers {
+            let Response::ListGroups(response) = answer else {
+                return Err(unexpected(ApiKey::ListGroups, &answer).into());
+            };
+            for group in response.groups {
+                groups.insert(
+                    group.group_id.clone(),
+                    GroupListing {
+                        group_id: group.group_id,
+                        state: group.state,
+                        members: group.members,
+                    },
+                );
+            }
+        }
+        Ok(groups.into_values().collect())
     }
 
     /// A group's state, members and per-partition committed offset, end offset and lag.
@@ -872,7 +896,7 @@ impl Admin {
         let request = Request::DeleteGroups(wire::DeleteGroupsRequest {
             group_ids: vec![group_id.to_string()],
         });
-        let response = match self.client.request(&request, Duration::ZERO).await? {
+        let response = match self.client.group_request(group_id, &request).await? {
             Response::DeleteGroups(response) => response,
             other => return Err(unexpected(ApiKey::DeleteGroups, &other).into()),
         };
@@ -1049,7 +1073,7 @@ impl Admin {
         let request = Request::DescribeGroups(wire::DescribeGroupsRequest {
             group_ids: vec![group_id.to_string()],
         });
-        let response = match request_with_retry(&self.client, &request).await? {
+        let response = match self.client.group_request(group_id, &request).await? {
             Response::DescribeGroups(response) => response,
             other => return Err(unexpected(ApiKey::DescribeGroups, &other).into()),
         };

@@ -55,6 +55,8 @@ struct Inner {
     /// One connection slot per node, made on first use.
     nodes: Mutex<HashMap<SocketAddr, Arc<NodeSlot>>>,
     cluster: Mutex<ClusterMetadata>,
+    /// Each group's coordinator as FindCoordinator last named it (`coordinator.rs`).
+    coordinators: Mutex<HashMap<String, SocketAddr>>,
     /// Held while a metadata refresh is in flight, so concurrent callers wait for one.
     refreshing: tokio::sync::Mutex<Option<Instant>>,
     /// Set by `close`, readable without a lock.
@@ -112,6 +114,7 @@ impl Client {
                 default_node: Mutex::new(first),
                 nodes: Mutex::new(HashMap::new()),
                 cluster: Mutex::new(ClusterMetadata::new(metadata_max_age)),
+                coordinators: Mutex::new(HashMap::new()),
                 refreshing: tokio::sync::Mutex::new(None),
                 closed: AtomicBool::new(false),
                 correlation_id: AtomicU32::new(1),
@@ -297,6 +300,24 @@ impl Client {
             routes.push(resolved.unwrap_or_else(|| (self.server_addr(), None)));
         }
         routes
+    }
+
+    /// The cached coordinator of `group_id`, if any.
+    pub(crate) fn cached_coordinator(&self, group_id: &str) -> Option<SocketAddr> {
+        lock(&self.inner.coordinators).get(group_id).copied()
+    }
+
+    /// Remembers `node` as `group_id`'s coordinator.
+    pub(crate) fn cache_coordinator(&self, group_id: &str, node: SocketAddr) {
+        lock(&self.inner.coordinators).insert(group_id.to_string(), node);
+    }
+
+    /// Forgets `node` as `group_id`'s coordinator (a newer answer may have replaced it).
+    pub(crate) fn forget_coordinator(&self, group_id: &str, node: SocketAddr) {
+        let mut coordinators = lock(&self.inner.coordinators);
+        if coordinators.get(group_id) == Some(&node) {
+            coordinators.remove(group_id);
+        }
     }
 
     /// Tells the cluster view about a partition's error in a produce or fetch answer
@@ -563,7 +584,7 @@ pub(crate) fn unexpected(api_key: ApiKey, response: &Response) -> RequestError {
     ))
 }
 
-async fn resolve(server: &str) -> Result<SocketAddr, ConnectError> {
+pub(crate) async fn resolve(server: &str) -> Result<SocketAddr, ConnectError> {
     let resolve_error = |message: String| ConnectError::Resolve {
         server: server.to_string(),
         message,

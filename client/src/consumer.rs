@@ -469,7 +469,8 @@ impl Consumer {
                     .then(|| group::heartbeat_request(&group.settings, &state, epoch))
             };
             if let Some(request) = request
-                && let Err(error) = group::leave(&self.client, &request).await
+                && let Err(error) =
+                    group::leave(&self.client, &group.settings.group_id, &request).await
             {
                 tracing::warn!(%error, "could not tell the node this member left; it is removed after its session timeout");
             }

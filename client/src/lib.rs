@@ -143,6 +143,7 @@ mod cluster;
 mod config;
 mod connection;
 mod consumer;
+mod coordinator;
 mod error;
 pub mod partitioner;
 mod producer;

@@ -271,6 +271,7 @@ struct GroupsSection {
     reconciling_heartbeat_interval_ms: Option<u64>,
     rebalance_timeout_max_ms: Option<u64>,
     offset_metadata_bytes_max: Option<usize>,
+    offsets_commit_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -636,6 +637,10 @@ impl NodeConfig {
                 )));
             }
             limits.offset_metadata_bytes_max = value;
+        }
+        if let Some(value) = groups.offsets_commit_timeout_ms {
+            limits.offsets_commit_timeout =
+                duration_ms(origin, "groups.offsets_commit_timeout_ms", value)?;
         }
         if limits.session_timeout_min > limits.session_timeout_max {
             return Err(ConfigError(format!(

@@ -371,6 +371,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 // The topics this node hosts follow the image from now on (it replays
                 // from the controller's store first).
                 tokio::spawn(Arc::clone(&broker).run_materializer());
+                // Groups are coordinated by the leaders of their `__consumer_offsets`
+                // partitions: this node loads the ones it leads, following the image.
+                tokio::spawn(Arc::clone(&broker).run_offsets_loader());
             }
             // Partition replication: the driver follows the image, answers replica
             // fetches as leader and fetches as follower over the same peer clients.

@@ -17,16 +17,16 @@ use ledge_e2e::{NodeOptions, NodeProcess, run_cli};
 use crate::cluster::{cluster_init, free_udp_port_run, node_state, now, until_described};
 
 /// A running 3-node cluster: its directory, CA and nodes (index `i` is node `i + 1`).
-struct Cluster {
+pub(crate) struct Cluster {
     dir: PathBuf,
-    ca: String,
-    nodes: Vec<NodeProcess>,
+    pub(crate) ca: String,
+    pub(crate) nodes: Vec<NodeProcess>,
     _temporary: tempfile::TempDir,
 }
 
 impl Cluster {
     /// `cluster-init --nodes 3`, short heartbeats, all nodes started and registered.
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let temporary = tempfile::tempdir().unwrap();
         let dir = temporary.path().join("cluster");
         let base_port = free_udp_port_run(3);
@@ -77,7 +77,7 @@ impl Cluster {
         cluster
     }
 
-    fn addresses(&self) -> Vec<String> {
+    pub(crate) fn addresses(&self) -> Vec<String> {
         self.nodes
             .iter()
             .map(|node| node.addr.to_string())
@@ -93,7 +93,7 @@ impl Cluster {
         (status.success(), stdout, stderr)
     }
 
-    fn ok(&self, node_id: u32, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, node_id: u32, args: &[&str]) -> String {
         let (success, stdout, stderr) = self.ledge(node_id, args);
         assert!(
             success,
@@ -123,7 +123,7 @@ impl Cluster {
 
     /// The placement (partition -> leader, replicas, isr, leader_epoch) node `node_id`
     /// describes for `topic`; `None` while it does not know the topic.
-    fn placement(&self, node_id: u32, topic: &str) -> Option<Vec<serde_json::Value>> {
+    pub(crate) fn placement(&self, node_id: u32, topic: &str) -> Option<Vec<serde_json::Value>> {
         let (success, stdout, _) =
             self.ledge(node_id, &["topic", "describe", topic, "--format", "json"]);
         if !success {
@@ -176,7 +176,7 @@ fn list_partitions(logs: &Path, topic: &str) -> BTreeSet<u32> {
 }
 
 /// Polls `condition` every 200 ms under a generous deadline.
-fn until(what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) fn until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = now() + Duration::from_secs(60);
     while !condition() {
         assert!(now() < deadline, "timed out waiting for {what}");

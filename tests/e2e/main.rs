@@ -5,6 +5,7 @@ mod broker_metadata;
 mod cli;
 mod cluster;
 mod cluster_client;
+mod cluster_groups;
 mod cluster_harness;
 mod cluster_ops;
 mod cluster_topics;

@@ -27,7 +27,6 @@ use ledge_protocol::wire::{
 use tokio::sync::Notify;
 
 use super::{Consumer, TopicPartition};
-use crate::admin::request_with_retry;
 use crate::clock;
 use crate::connection::{Client, unexpected};
 use crate::error::{CommitError, ConsumeError, RequestError};
@@ -255,7 +254,7 @@ pub(crate) async fn run_heartbeats(
             shared.wake_heartbeat.notified().await;
             continue;
         };
-        let result = match client.request(&request, Duration::ZERO).await {
+        let result = match client.group_request(&settings.group_id, &request).await {
             Ok(Response::ConsumerGroupHeartbeat(response)) => Ok(response),
             Ok(other) => Err(unexpected(ApiKey::ConsumerGroupHeartbeat, &other)),
             Err(error) => Err(error),
@@ -508,7 +507,7 @@ pub(crate) async fn commit_offsets(
             })
             .collect(),
     });
-    let response = match client.request(&request, Duration::ZERO).await? {
+    let response = match client.group_request(group_id, &request).await? {
         Response::OffsetCommit(response) => response,
         other => return Err(unexpected(ApiKey::OffsetCommit, &other).into()),
     };
@@ -544,7 +543,7 @@ pub(crate) async fn fetch_committed(
         group_id: group_id.to_string(),
         topics: partitions.map(grouped),
     });
-    let response = match request_with_retry(client, &request).await? {
+    let response = match client.group_request(group_id, &request).await? {
         Response::OffsetFetch(response) => response,
         other => return Err(unexpected(ApiKey::OffsetFetch, &other).into()),
     };
@@ -574,8 +573,12 @@ pub(crate) async fn fetch_committed(
 }
 
 /// Sends one leave heartbeat (`epoch` -1 or -2), bounded by the request timeout.
-pub(crate) async fn leave(client: &Client, request: &Request) -> Result<(), RequestError> {
-    match client.request(request, Duration::ZERO).await? {
+pub(crate) async fn leave(
+    client: &Client,
+    group_id: &str,
+    request: &Request,
+) -> Result<(), RequestError> {
+    match client.group_request(group_id, request).await? {
         Response::ConsumerGroupHeartbeat(response) => {
             if response.error != ErrorCode::None && response.error != ErrorCode::UnknownMemberId {
                 tracing::debug!(code = %response.error, "leave refused");

@@ -335,12 +335,17 @@ impl<D: Disk> Broker<D> {
                 }
             }
         }
-        // The node's own internal topics (`__consumer_offsets`) stay local in a cluster.
+        // A node's own internal topics stay local in a cluster, unless the image has them
+        // (`__consumer_offsets`, created by the controller: listed above).
+        let image = self.cluster_image();
         let local_names = self
             .registry
             .topic_names()
             .into_iter()
-            .filter(|name| self.cluster_source.get().is_none() || name.starts_with("__"));
+            .filter(|name| match &image {
+                None => true,
+                Some(image) => name.starts_with("__") && !image.topics.contains_key(name),
+            });
         for name in local_names {
             let Some(topic) = self.registry.topic(&name) else {
                 // Deleted since the names were listed.

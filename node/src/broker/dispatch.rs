@@ -26,6 +26,7 @@ use ledge_protocol::wire::{
 use super::Broker;
 use super::cluster_view::{ClusterSource, LeaderEpochError, ReplicationError};
 use super::fetch::FetchError;
+use super::groups::CoordinatorError;
 use super::metadata::MetadataError;
 use super::plugins::{
     FetchPluginError, MalformedProducedBatch, ModuleError, NamedPluginError, PartitionerError,
@@ -114,21 +115,25 @@ impl<D: Disk> Broker<D> {
             Request::DecommissionNode(request) => {
                 Response::DecommissionNode(self.decommission_node(request).await)
             }
-            Request::ConsumerGroupHeartbeat(request) => Response::ConsumerGroupHeartbeat(
-                self.groups.heartbeat(&*self.registry, request, client_id),
-            ),
+            Request::FindCoordinator(request) => {
+                Response::FindCoordinator(self.find_coordinator(request).await)
+            }
+            Request::ConsumerGroupHeartbeat(request) => {
+                Response::ConsumerGroupHeartbeat(self.group_heartbeat(request, client_id).await)
+            }
             Request::OffsetCommit(request) => {
-                Response::OffsetCommit(self.groups.offset_commit(&*self.registry, request).await)
+                Response::OffsetCommit(self.group_offset_commit(request).await)
             }
             Request::OffsetFetch(request) => {
-                Response::OffsetFetch(self.groups.offset_fetch(request))
+                Response::OffsetFetch(self.group_offset_fetch(request).await)
             }
+            // In a cluster: the groups this node coordinates (the CLI asks every node).
             Request::ListGroups(request) => Response::ListGroups(self.groups.list_groups(request)),
             Request::DescribeGroups(request) => {
-                Response::DescribeGroups(self.groups.describe_groups(request))
+                Response::DescribeGroups(self.group_describe(request).await)
             }
             Request::DeleteGroups(request) => {
-                Response::DeleteGroups(self.groups.delete_groups(&*self.registry, request).await)
+                Response::DeleteGroups(self.group_delete(request).await)
             }
         }
     }
@@ -147,7 +152,7 @@ impl<D: Disk> Broker<D> {
                     self.registry
                         .topic_names()
                         .into_iter()
-                        .filter(|name| name.starts_with("__")),
+                        .filter(|name| name.starts_with("__") && !image.topics.contains_key(name)),
                 )
                 .collect(),
         };
@@ -871,6 +876,20 @@ impl From<&OffsetsLogError> for ErrorCode {
             OffsetsLogError::Offline { .. } => Self::PartitionOffline,
             OffsetsLogError::Append(error) => append_code(error),
             OffsetsLogError::Encode(_) => Self::UnknownServerError,
+            OffsetsLogError::NotLeader
+            | OffsetsLogError::NotReplicated(AcksAllError::NotLeaderOrFollower) => {
+                Self::NotCoordinator
+            }
+            OffsetsLogError::NotReplicated(error) => acks_all_code(error),
+        }
+    }
+}
+
+impl From<&CoordinatorError> for ErrorCode {
+    fn from(error: &CoordinatorError) -> Self {
+        match error {
+            CoordinatorError::NotCoordinator { .. } => Self::NotCoordinator,
+            CoordinatorError::NotAvailable { .. } => Self::CoordinatorNotAvailable,
         }
     }
 }

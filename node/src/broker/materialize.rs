@@ -103,7 +103,10 @@ impl<D: Disk> Broker<D> {
                     if let Err(error) = super::topic_config::validate_topic_name(&name)
                         .map_err(|error| error.to_string())
                         .and_then(|()| {
-                            if name.starts_with("__") {
+                            // `__consumer_offsets` is the cluster's (the group coordinators').
+                            if name.starts_with("__")
+                                && name != crate::groups::offsets::OFFSETS_TOPIC
+                            {
                                 Err("reserved for internal topics".to_owned())
                             } else {
                                 Ok(())

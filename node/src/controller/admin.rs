@@ -259,7 +259,14 @@ fn check_request(request: &AdminRequest, limits: AdminLimits) -> Result<(), Admi
         if let Err(error) = crate::broker::topic_config::validate_topic_name(name) {
             return Err(refused(AdminRefusal::InvalidTopic, error.to_string()));
         }
-        if name.starts_with("__") {
+        // The one internal topic of the cluster's: nodes create `__consumer_offsets` for the
+        // group coordinators (`broker/groups.rs`; clients' CreateTopics of `__` names are
+        // refused by the node before forwarding). Nothing may delete, alter or grow it.
+        let offsets_topic_creation = matches!(
+            request,
+            AdminRequest::CreateTopic { name, .. } if name == crate::groups::offsets::OFFSETS_TOPIC
+        );
+        if name.starts_with("__") && !offsets_topic_creation {
             return Err(refused(
                 AdminRefusal::InvalidTopic,
                 format!(

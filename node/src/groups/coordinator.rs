@@ -41,6 +41,9 @@ pub struct GroupLimits {
     /// Largest metadata string a committed offset may carry (Kafka's
     /// `offset.metadata.max.bytes`); at most [`OFFSET_METADATA_BYTES_LIMIT`].
     pub offset_metadata_bytes_max: usize,
+    /// In a cluster: longest a commit waits for the in-sync replicas of its offsets partition
+    /// (Kafka's `offsets.commit.timeout.ms`); answered `RequestTimedOut` after it.
+    pub offsets_commit_timeout: Duration,
 }
 
 /// What the `__consumer_offsets` value format can hold in its `u16` metadata length.
@@ -58,6 +61,8 @@ impl Default for GroupLimits {
             rebalance_timeout_max: Duration::from_secs(300),
             // Kafka's default.
             offset_metadata_bytes_max: 4096,
+            // Kafka's default.
+            offsets_commit_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -633,6 +638,16 @@ impl GroupCoordinator {
         }
         self.groups.remove(group_id);
         Ok(())
+    }
+
+    /// Forgets every group `unloaded` selects, members and all: this node no longer
+    /// coordinates them (their `__consumer_offsets` partition is led elsewhere now; the new
+    /// coordinator rebuilds the membership from the members' next heartbeats). Returns how
+    /// many groups were forgotten.
+    pub fn unload(&mut self, mut unloaded: impl FnMut(&str) -> bool) -> usize {
+        let before = self.groups.len();
+        self.groups.retain(|group_id, _| !unloaded(group_id));
+        before - self.groups.len()
     }
 
     fn active_groups(&self) -> usize {

@@ -1,8 +1,10 @@
 //! Consumer groups: membership and assignment ([`coordinator`], sans-IO), assignors
 //! ([`assignor`], pure), committed offsets ([`offsets`]), and the requests over them with the
-//! timer that drives the coordinator ([`service`], the only group code that touches IO or time).
+//! timer that drives the coordinator ([`service`], the only group code that touches IO or time),
+//! and which node coordinates a group in a cluster ([`placement`], pure).
 
 pub mod assignor;
 pub mod coordinator;
 pub mod offsets;
+pub mod placement;
 pub mod service;

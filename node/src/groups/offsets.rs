@@ -171,6 +171,14 @@ impl OffsetStore {
         self.groups.remove(group);
     }
 
+    /// Forgets every group `unloaded` selects (their offsets partition moved to another
+    /// coordinator); returns how many.
+    pub fn unload(&mut self, mut unloaded: impl FnMut(&str) -> bool) -> usize {
+        let before = self.groups.len();
+        self.groups.retain(|group, _| !unloaded(group));
+        before - self.groups.len()
+    }
+
     /// Forgets every offset of a deleted topic.
     pub fn remove_topic(&mut self, topic: &str) {
         for partitions in self.groups.values_mut() {

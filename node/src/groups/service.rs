@@ -56,9 +56,15 @@ pub trait GroupHost: Send + Sync {
     /// Whether a transform named `name` exists (its position group is then its own).
     fn transform_exists(&self, name: &str) -> impl Future<Output = bool> + Send;
 
-    /// Appends one encoded batch to `__consumer_offsets`; returns its base offset.
+    /// The `__consumer_offsets` partition holding `group_id`'s commits (0 on a node without
+    /// `[cluster]`, whose topic has one partition; `groups::placement` in a cluster).
+    fn offsets_partition(&self, group_id: &str) -> u32;
+
+    /// Appends one encoded batch to partition `partition` of `__consumer_offsets`; returns
+    /// its base offset.
     fn append_offsets_batch(
         &self,
+        partition: u32,
         batch: Bytes,
         durability: AppendDurability,
     ) -> impl Future<Output = Result<i64, OffsetsLogError>> + Send;
@@ -82,6 +88,15 @@ pub enum OffsetsLogError {
     /// The commit records could not be encoded.
     #[error("encoding the commit records: {0}")]
     Encode(String),
+    /// In a cluster: this node does not lead the group's offsets partition (any more).
+    #[error(
+        "this node does not lead the group's {OFFSETS_TOPIC} partition: find the coordinator again"
+    )]
+    NotLeader,
+    /// In a cluster: the in-sync replicas of the group's offsets partition did not confirm
+    /// the commit (too few in sync, or not in time); it may or may not survive a failover.
+    #[error("the commit was not confirmed by the in-sync replicas of {OFFSETS_TOPIC}: {0}")]
+    NotReplicated(#[from] crate::replication::leader::AcksAllError),
 }
 
 /// Why a group request failed.
@@ -126,6 +141,12 @@ pub enum GroupServiceError {
 pub struct GroupService {
     coordinator: Mutex<GroupCoordinator>,
     offsets: Mutex<OffsetStore>,
+    /// In a cluster: the `__consumer_offsets` partitions loaded here (led by this node as of
+    /// the last image the loader acted on). A node without `[cluster]` never sets it.
+    coordinated: Mutex<BTreeSet<u32>>,
+    /// Set once a `[cluster]` node's offsets loader starts: from then on offsets are
+    /// appended only to the partitions in `coordinated` (never to a follower's copy).
+    in_cluster: std::sync::atomic::AtomicBool,
     clock: Arc<dyn Clock>,
 }
 
@@ -166,6 +187,8 @@ impl GroupService {
         Self {
             coordinator: Mutex::new(GroupCoordinator::new(limits, member_salt)),
             offsets: Mutex::new(OffsetStore::default()),
+            coordinated: Mutex::new(BTreeSet::new()),
+            in_cluster: std::sync::atomic::AtomicBool::new(false),
             clock,
         }
     }
@@ -223,6 +246,57 @@ impl GroupService {
             skipped,
             "committed offsets loaded from {OFFSETS_TOPIC}"
         );
+    }
+
+    /// The coordinator's limits.
+    pub fn limits(&self) -> GroupLimits {
+        lock(&self.coordinator).limits().clone()
+    }
+
+    /// The `__consumer_offsets` partitions loaded here (cluster only).
+    pub fn coordinated_partitions(&self) -> BTreeSet<u32> {
+        lock(&self.coordinated).clone()
+    }
+
+    /// Whether `__consumer_offsets` partition `partition` is loaded here (cluster only).
+    pub fn coordinates(&self, partition: u32) -> bool {
+        lock(&self.coordinated).contains(&partition)
+    }
+
+    /// Replays partition `partition` of `__consumer_offsets` (`log`), which this node now
+    /// leads, and coordinates its groups from then on (cluster only).
+    pub async fn load_partition<D: Disk>(&self, partition: u32, log: &PartitionLog<D>) {
+        self.load_offsets(log).await;
+        lock(&self.coordinated).insert(partition);
+        tracing::info!(
+            partition,
+            "coordinating the groups of {OFFSETS_TOPIC} partition {partition}"
+        );
+    }
+
+    /// Stops coordinating the groups `in_partition` selects: their offsets partition is
+    /// led elsewhere now (cluster only). Their members and committed offsets are forgotten
+    /// here; the new coordinator replays them from its copy of the partition.
+    pub fn unload_partition(&self, partition: u32, in_partition: impl Fn(&str) -> bool) {
+        lock(&self.coordinated).remove(&partition);
+        let members = lock(&self.coordinator).unload(&in_partition);
+        let offsets = lock(&self.offsets).unload(&in_partition);
+        tracing::info!(
+            partition,
+            groups_with_members = members,
+            groups_with_offsets = offsets,
+            "no longer coordinating the groups of {OFFSETS_TOPIC} partition {partition}"
+        );
+    }
+
+    /// Forgets every group and loaded partition: a `[cluster]` node starts coordinating from
+    /// the image, not from what its local `__consumer_offsets` held before it joined.
+    pub fn unload_all(&self) {
+        self.in_cluster
+            .store(true, std::sync::atomic::Ordering::Release);
+        lock(&self.coordinated).clear();
+        lock(&self.coordinator).unload(|_| true);
+        lock(&self.offsets).unload(|_| true);
     }
 
     /// Expires silent members (also run on every heartbeat, and by [`Self::run_timer`]).
@@ -448,24 +522,35 @@ impl GroupService {
             }
         }
         if !records.is_empty() {
-            self.append_offsets(host, &records, AppendDurability::Synced)
+            self.append_offsets(host, &request.group_id, &records, AppendDurability::Synced)
                 .await?;
         }
         Ok(codes)
     }
 
-    /// Appends commit (or tombstone) records with `durability`, then applies them to the
-    /// store. Transforms commit positions `Written` (synced within `flush.interval`), since
+    /// Appends commit (or tombstone) records of `group_id` with `durability` to the group's
+    /// `__consumer_offsets` partition, then applies them to the store. Transforms commit positions `Written` (synced within `flush.interval`), since
     /// losing one only repeats work that is already durable in the output.
     pub async fn append_offsets(
         &self,
         host: &impl GroupHost,
+        group_id: &str,
         records: &[Record],
         durability: AppendDurability,
     ) -> Result<(), OffsetsLogError> {
         let batch = encode_batch(records, &EncodeOptions::default())
             .map_err(|error| OffsetsLogError::Encode(error.to_string()))?;
-        let base_offset = host.append_offsets_batch(batch, durability).await?;
+        let partition = host.offsets_partition(group_id);
+        // In a cluster only the partition's leader appends (a transform's positions included:
+        // a transform running elsewhere must not write into a follower's copy).
+        if self.in_cluster.load(std::sync::atomic::Ordering::Acquire)
+            && !self.coordinates(partition)
+        {
+            return Err(OffsetsLogError::NotLeader);
+        }
+        let base_offset = host
+            .append_offsets_batch(partition, batch, durability)
+            .await?;
         let mut store = lock(&self.offsets);
         for (number, record) in records.iter().enumerate() {
             store.apply(
@@ -715,7 +800,7 @@ impl GroupService {
                     headers: Vec::new(),
                 })
                 .collect();
-            self.append_offsets(host, &tombstones, AppendDurability::Synced)
+            self.append_offsets(host, group_id, &tombstones, AppendDurability::Synced)
                 .await?;
         }
         lock(&self.coordinator).delete(group_id)?;
@@ -723,6 +808,9 @@ impl GroupService {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod cluster_tests;
 
 #[cfg(test)]
 mod tests {

@@ -664,7 +664,8 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::AlterTransform
         | ApiKey::ElectLeaders
         | ApiKey::AlterPartitionReassignments
-        | ApiKey::DecommissionNode => false,
+        | ApiKey::DecommissionNode
+        | ApiKey::FindCoordinator => false,
     }
 }
 

@@ -171,6 +171,13 @@ error_codes! {
     StaleNodeEpoch = 50, false;
     /// This node is not the active controller; ask the one metadata names.
     NotController = 51, true;
+    /// This node is not the coordinator of the group: its offsets partition is led
+    /// elsewhere. Ask FindCoordinator again and send there (Kafka's NOT_COORDINATOR).
+    NotCoordinator = 52, true;
+    /// The group's coordinator is not available: its offsets partition has no leader, or
+    /// `__consumer_offsets` is still being created. Retry after a back-off (Kafka's
+    /// COORDINATOR_NOT_AVAILABLE).
+    CoordinatorNotAvailable = 53, true;
     /// A reassignment's target replicas cannot be used: a node listed twice, not registered,
     /// or not alive (Kafka's INVALID_REPLICA_ASSIGNMENT). Nothing changed.
     InvalidReplicaAssignment = 60, false;

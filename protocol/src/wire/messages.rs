@@ -1309,3 +1309,27 @@ wire_struct! {
         pub message: String,
     }
 }
+
+wire_struct! {
+    /// Asks which node coordinates a consumer group (Kafka's FindCoordinator, key type
+    /// group).
+    pub struct FindCoordinatorRequest {
+        /// The group id.
+        pub group_id: String,
+    }
+}
+
+wire_struct! {
+    /// The node that coordinates a group: the leader of the group's `__consumer_offsets`
+    /// partition.
+    pub struct FindCoordinatorResponse {
+        /// `None` on success; `CoordinatorNotAvailable` while the partition has no leader.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// The coordinator's node id.
+        pub node_id: u32,
+        /// `host:port` of its client listener.
+        pub address: String,
+    }
+}

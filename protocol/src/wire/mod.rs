@@ -132,6 +132,7 @@ apis! {
     DescribeTransforms = 20, DescribeTransformsRequest, DescribeTransformsResponse;
     AlterTransform = 21, AlterTransformRequest, AlterTransformResponse;
     DescribeCluster = 22, DescribeClusterRequest, DescribeClusterResponse;
+    FindCoordinator = 23, FindCoordinatorRequest, FindCoordinatorResponse;
     ElectLeaders = 30, ElectLeadersRequest, ElectLeadersResponse;
     AlterPartitionReassignments = 31, AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse;
     ListPartitionReassignments = 32, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;

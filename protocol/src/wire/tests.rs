@@ -38,6 +38,9 @@ fn samples() -> Vec<Request> {
             validate_only: false,
         }),
         Request::DescribeCluster(DescribeClusterRequest {}),
+        Request::FindCoordinator(FindCoordinatorRequest {
+            group_id: "billing".into(),
+        }),
         Request::DeleteTopics(DeleteTopicsRequest {
             names: vec!["a".into(), "b".into()],
         }),
@@ -230,6 +233,12 @@ fn response_samples() -> Vec<Response> {
             error: ErrorCode::None,
             producer_id: 1000,
             producer_epoch: 0,
+        }),
+        Response::FindCoordinator(FindCoordinatorResponse {
+            error: ErrorCode::None,
+            message: String::new(),
+            node_id: 2,
+            address: "127.0.0.1:9102".into(),
         }),
         Response::DescribeCluster(DescribeClusterResponse {
             error: ErrorCode::None,

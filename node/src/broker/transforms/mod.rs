@@ -778,8 +778,9 @@ impl<D: Disk> TransformHandles<D> {
         offset: i64,
     ) -> Result<(), crate::groups::service::OffsetsLogError> {
         let now_ms = self.clock.wall_time_ms();
+        let group = position_group(name);
         let key = OffsetKey {
-            group: position_group(name),
+            group: group.clone(),
             topic: topic.to_string(),
             partition,
         };
@@ -788,6 +789,7 @@ impl<D: Disk> TransformHandles<D> {
         self.groups
             .append_offsets(
                 &*self.registry,
+                &group,
                 &[Record {
                     timestamp: now_ms,
                     key: Some(key.encode()),

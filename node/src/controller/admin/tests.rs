@@ -254,7 +254,15 @@ async fn the_controller_checks_requests_itself() {
     let controller = single_voter(SimDisk::new(5), Path::new("/data"), 1).await;
     let cases = [
         (create("../escape", 1), AdminRefusal::InvalidTopic),
-        (create("__consumer_offsets", 1), AdminRefusal::InvalidTopic),
+        // `__consumer_offsets` is created by nodes for the group coordinators; every other
+        // internal name, and any change to it, is refused.
+        (create("__internal", 1), AdminRefusal::InvalidTopic),
+        (
+            AdminRequest::DeleteTopic {
+                name: "__consumer_offsets".to_owned(),
+            },
+            AdminRefusal::InvalidTopic,
+        ),
         (create("huge", 1_025), AdminRefusal::InvalidPartitions),
         (
             AdminRequest::CreatePartitions {
