@@ -308,7 +308,6 @@ fn two_leader_changes_within_one_round_trip() {
 // nothing acknowledged may be lost and the replicas converge. Five nodes, so the controller
 // keeps a majority with two and then three of them down.
 #[test]
-#[ignore = "bug: acknowledged records lost: with 5 nodes, partition 0's followers then its leader killed and all restarted, records acknowledged at offsets 160-164 of partition 1 are stored on no replica (each holds another producer's records there); seed 1, 2 runs in 2, also after main's per-node producer id blocks"]
 fn the_last_isr_member_killed_and_restarted() {
     each_round("the_last_isr_member_killed_and_restarted", |seed| {
         let mut run = Run::start(5, seed);
@@ -391,7 +390,6 @@ fn all_nodes_killed_at_once_and_restarted() {
 // 5% of peer and client datagrams lost (so answers go missing and batches are resent), ride
 // through two leader kills in a row; the checker's exactly-once rule holds.
 #[test]
-#[ignore = "bug (intermittent, 1 run in 5): records acknowledged at offsets 310-314 of partition 0 (p0-140..148) are not at those offsets on any replica: all three hold another producer's records there (p3-220..228); seed 1"]
 fn idempotent_producers_through_failovers_write_nothing_twice() {
     each_round(
         "idempotent_producers_through_failovers_write_nothing_twice",

@@ -1474,10 +1474,10 @@ mod tests {
     }
 
     /// The swarm with power losses as well (one node, all at once, a wiped disk). Ignored
-    /// until the findings of [`MultiOptions::power_loss`] are fixed (docs/TESTING.md has
-    /// the seeds); run it with `--ignored`.
+    /// until its last finding is fixed (docs/TESTING.md has the seeds); run it with
+    /// `--ignored`.
     #[test]
-    #[ignore = "findings: a wiped node acknowledges acks=all; a replica missing acknowledged records is elected after power losses"]
+    #[ignore = "finding: after the single-node-path fix (a restarting node no longer acknowledges on its own disk), 1 failing seed in about 80 runs (seed 32 once in LEDGE_SIM_SEED_COUNT=40 twice); it does not replay alone, because runs of one seed still drift"]
     fn seeds_with_power_loss() {
         let options = MultiOptions {
             power_loss: true,
@@ -1515,10 +1515,9 @@ mod tests {
     }
 
     /// The finding of [`MultiOptions::init_producer_id`]: two producers given ids by two
-    /// nodes collide, and an acknowledged record is not in the log. Ignored until the
-    /// nodes allocate producer ids through the controller; run it with `--ignored`.
+    /// nodes collided, and an acknowledged record was not in the log. Each node now hands
+    /// out ids of its own share (as `main.rs` sets it up), so they never collide.
     #[test]
-    #[ignore = "finding: InitProducerId in a cluster hands out node-local ids that collide"]
     fn producer_ids_from_init_producer_id_do_not_collide() {
         let options = MultiOptions {
             duration_ms: 8_000,
