@@ -477,7 +477,7 @@ impl<D: Disk> Broker<D> {
 
     /// The offsets loader of a `[cluster]` node: coordinates the groups of exactly the
     /// `__consumer_offsets` partitions this node leads, following every image change (and
-    /// retrying every [`OFFSETS_LOAD_RETRY_MS`] while a led partition cannot be loaded yet).
+    /// retrying every `OFFSETS_LOAD_RETRY_MS` while a led partition cannot be loaded yet).
     /// Runs until the image's sender is gone; a node without a cluster source returns at once.
     pub async fn run_offsets_loader(self: Arc<Self>) {
         let Some(source) = self.cluster_source.get() else {

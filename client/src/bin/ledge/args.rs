@@ -133,8 +133,8 @@ pub(crate) struct ReassignArgs {
     /// Show the reassignments in progress (of NAME, or of every topic)
     #[arg(long, conflicts_with_all = ["replicas", "partition", "plan_file"])]
     pub(crate) status: bool,
-    /// Move many partitions: a JSON file as kafka-reassign-partitions reads,
-    /// {"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[2,3]}]}
+    /// Move many partitions: a JSON file as kafka-reassign-partitions reads, for example
+    /// `{"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[2,3]}]}`
     #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "partition", "replicas"])]
     pub(crate) plan_file: Option<PathBuf>,
     /// Output format (of --status)
