@@ -861,6 +861,22 @@ impl Work {
         }
     }
 
+    /// Records each changed partition state (topic id, partition index, new state) as an
+    /// `AlterPartition`, in order.
+    fn push_partition_changes(
+        &mut self,
+        changes: Vec<(TopicId, usize, PartitionState)>,
+    ) -> Result<(), ControllerError> {
+        for (topic_id, index, state) in changes {
+            self.push(MetadataRecord::AlterPartition {
+                topic_id,
+                partition: u32::try_from(index).unwrap_or(u32::MAX),
+                state,
+            })?;
+        }
+        Ok(())
+    }
+
     pub(super) fn push(&mut self, record: MetadataRecord) -> Result<(), ControllerError> {
         let index = self.image.last_applied_index.saturating_add(1);
         self.image.apply(index, &record)?;
@@ -902,14 +918,7 @@ impl Work {
                 changes.push((topic.topic_id, index, next));
             }
         }
-        for (topic_id, index, state) in changes {
-            self.push(MetadataRecord::AlterPartition {
-                topic_id,
-                partition: u32::try_from(index).unwrap_or(u32::MAX),
-                state,
-            })?;
-        }
-        Ok(())
+        self.push_partition_changes(changes)
     }
 
     /// Takes `node_id`, whose data directory is new (another storage id), out of every ISR
@@ -945,14 +954,7 @@ impl Work {
                 changes.push((topic.topic_id, index, next));
             }
         }
-        for (topic_id, index, state) in changes {
-            self.push(MetadataRecord::AlterPartition {
-                topic_id,
-                partition: u32::try_from(index).unwrap_or(u32::MAX),
-                state,
-            })?;
-        }
-        Ok(())
+        self.push_partition_changes(changes)
     }
 
     /// Elects a leader for every leaderless partition that now has an eligible replica.
@@ -976,14 +978,7 @@ impl Work {
                 changes.push((topic.topic_id, index, next));
             }
         }
-        for (topic_id, index, state) in changes {
-            self.push(MetadataRecord::AlterPartition {
-                topic_id,
-                partition: u32::try_from(index).unwrap_or(u32::MAX),
-                state,
-            })?;
-        }
-        Ok(())
+        self.push_partition_changes(changes)
     }
 }
 
