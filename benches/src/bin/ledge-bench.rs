@@ -1852,8 +1852,9 @@ struct Answered {
 /// Produces to partition 0 of `--topic` at `--rate` (open-loop, one producer, acks as given:
 /// all by default), sends SIGKILL to the process of the partition's leader after
 /// `--kill-after`, keeps producing for `--run-after-kill`, and reports the failover: from
-/// the kill to the first acknowledgement after it (which only a new leader can give), and
-/// the gap between the last acknowledgement before the kill and that first one after it.
+/// the kill to the first acknowledgement of a record sent after the old leader was dead
+/// (which only a new leader can give), and the gap between the last acknowledgement before
+/// the kill and that first one.
 async fn failover(
     config: &ClientConfig,
     args: &FailoverArgs,
@@ -1945,6 +1946,9 @@ async fn failover(
     if !status.success() {
         bail!("kill -KILL {leader_pid} (node {old_leader}) failed: {status}");
     }
+    // Only a record sent once the old leader is surely dead is surely acknowledged by the
+    // new one: the old leader may still answer records sent while `kill` runs.
+    let dead_at = now();
 
     let refused = sender.await.context("the send loop panicked")?;
     let mut answers = tokio::time::timeout(drain, collector)
@@ -1978,11 +1982,11 @@ async fn failover(
         .max();
     let first_after = answers
         .iter()
-        .filter(|answer| answer.error.is_none() && answer.at >= killed_at)
+        .filter(|answer| answer.error.is_none() && answer.due >= dead_at)
         .map(|answer| answer.at)
         .min();
     let Some(first_after) = first_after else {
-        bail!("no record was acknowledged after the kill");
+        bail!("no record sent after the kill was acknowledged: {first_error:?}");
     };
     let millis = |duration: Duration| duration.as_secs_f64() * 1000.0;
     let failover_ms = millis(first_after - killed_at);
