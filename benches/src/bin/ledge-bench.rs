@@ -32,6 +32,18 @@
 //!   producers (one partition each). The SDK sends one batch per partition entry, so this is
 //!   the workload that shows how the produce path treats several batches of one partition
 //!   in one request (issue 12 item 5). Reports records/s, MB/s and request latency.
+//! - `failover`: one producer at a fixed `--rate` (open-loop, acks=all by default) to
+//!   partition 0 of a replicated topic; after `--kill-after` the partition's leader (from
+//!   Metadata) is sent SIGKILL, its pid taken from `--node-pids ID=PID,...`, and producing
+//!   goes on for `--run-after-kill`. Reports the failover time (the kill to the first
+//!   acknowledgement after it, which only a new leader can give), the gap between the last
+//!   acknowledgement before the kill and that first one after it, the leaders and epochs
+//!   before and after, whether the killed node was also the active controller, and the
+//!   latency (due → ack) of the records acknowledged before the kill and of all of them.
+//!
+//! `--server` takes one node or a cluster's bootstrap list (`a:9101,b:9102,c:9103`); a topic
+//! a run creates gets `--replication-factor` and `--min-insync-replicas` when given.
+//! `benches/scripts/replication.sh` runs the single node against a 3-node cluster.
 //!
 //! With `--node-pid` the node's CPU time (utime + stime from `/proc/<pid>/stat`, 10 ms
 //! ticks) is read before and after the measured part and reported in total and per record;
@@ -67,6 +79,13 @@
 //! # produce-to-consume latency at 5,000 records/s of 1 KiB, acks=1
 //! $B e2e --rate 5000 --duration 30 --acks 1
 //!
+//! # a 3-node cluster (ledge-node cluster-init --nodes 3 --dir C, one node per config):
+//! # acks=all to RF=3, min.insync.replicas=2, then kill the leader at 1,000 records/s
+//! C="target/release/ledge-bench --server 127.0.0.1:9101,127.0.0.1:9102,127.0.0.1:9103 \
+//!     --ca C/tls/ca.pem --replication-factor 3 --min-insync-replicas 2"
+//! $C produce --topic rf3 --records 200000
+//! $C failover --node-pids 1=$PID1,2=$PID2,3=$PID3 --rate 1000 --kill-after 5
+//!
 //! # 8 batches of 16 records of 1 KiB per request, acks=all, in-process (no node needed)
 //! target/release/ledge-bench broker-produce --batches-per-request 8 --records-per-batch 16
 //! ```
@@ -87,8 +106,8 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ledge_client::{
     ASSIGNOR_DEFAULT, Acks, Admin, Client, ClientConfig, Compression, Consumer, ConsumerConfig,
-    DeliveryFuture, ErrorCode, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
-    TopicPartition, Trust,
+    DeliveryFuture, ErrorCode, NewTopic, OffsetReset, PartitionDescription, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition, Trust,
 };
 use ledge_node::clock::{Clock, SystemClock};
 use serde_json::json;
@@ -118,7 +137,8 @@ const USER_HZ: u64 = 100;
 #[derive(Debug, Parser)]
 #[command(name = "ledge-bench", version, about)]
 struct Cli {
-    /// `host:port` of the node.
+    /// `host:port` of the node, or a comma-separated bootstrap list of a cluster's nodes
+    /// (`a:9101,b:9102,c:9103`); the SDK sends each partition's requests to its leader.
     #[arg(long, global = true, default_value = "127.0.0.1:9092")]
     server: String,
     /// The node's CA certificate (the node writes it to `<data-dir>/tls/ca.pem`).
@@ -137,6 +157,22 @@ struct Cli {
     /// total and per record.
     #[arg(long, global = true)]
     node_pid: Option<u32>,
+    /// Replication factor of a topic this run creates (a cluster's `default_replication_factor`
+    /// without it; a single node takes only 1).
+    #[arg(long, global = true)]
+    replication_factor: Option<u16>,
+    /// `min.insync.replicas` of a topic this run creates (the node's default without it).
+    #[arg(long, global = true)]
+    min_insync_replicas: Option<u16>,
+    /// The client's QUIC idle timeout, in milliseconds: how long a connection to a node that
+    /// went silent (kill -9) is waited on before it is made again (the SDK's default 10 s
+    /// without it).
+    #[arg(long, global = true)]
+    idle_timeout_ms: Option<u64>,
+    /// The client's longest wait for a QUIC handshake, in milliseconds (a dead bootstrap
+    /// server costs this much; the SDK's default 10 s without it).
+    #[arg(long, global = true)]
+    connect_timeout_ms: Option<u64>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -152,6 +188,9 @@ enum Workload {
     E2e(E2eArgs),
     /// Members of one consumer group read a pre-filled topic: total records/s.
     Group(GroupArgs),
+    /// Produce at a fixed rate to a replicated partition, kill -9 its leader's process and
+    /// measure the time to the first acknowledgement from the new leader.
+    Failover(FailoverArgs),
     /// In this process, no network: a broker on `--data-dir` answers produce requests that
     /// each carry `--batches-per-request` batches for one partition (what a client that packs
     /// several batches per partition entry sends; the SDK sends one batch per entry).
@@ -328,6 +367,38 @@ struct E2eArgs {
 }
 
 #[derive(Debug, Args)]
+struct FailoverArgs {
+    /// Topic of one partition; created (with `--replication-factor`, `--min-insync-replicas`)
+    /// if it does not exist.
+    #[arg(long, default_value = "ledge-bench-failover")]
+    topic: String,
+    /// The cluster's node processes on this machine, `ID=PID,...` (`1=4711,2=4712,3=4713`):
+    /// the partition's leader is looked up in Metadata and its process is sent SIGKILL.
+    #[arg(long, required = true)]
+    node_pids: String,
+    /// Records per second (open-loop).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds of steady producing before the leader is killed.
+    #[arg(long, value_parser = parse_seconds, default_value = "5")]
+    kill_after: Duration,
+    /// Seconds of producing after the kill (must cover the failover).
+    #[arg(long, value_parser = parse_seconds, default_value = "20")]
+    run_after_kill: Duration,
+    /// Bytes of each record's value.
+    #[arg(long, default_value_t = 1024)]
+    record_bytes: usize,
+    /// Longest wait for the last acknowledgements (and for Metadata to name the new leader)
+    /// once sending has stopped.
+    #[arg(long, default_value_t = 60)]
+    drain_timeout_secs: u64,
+    #[command(flatten)]
+    producer: ProducerArgs,
+    #[command(flatten)]
+    payload: PayloadArgs,
+}
+
+#[derive(Debug, Args)]
 struct GroupArgs {
     /// A pre-filled topic to read.
     #[arg(long, default_value = "ledge-bench")]
@@ -420,6 +491,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut config = ClientConfig::new(cli.server.clone(), trust);
     config.client_id = "ledge-bench".into();
+    if let Some(millis) = cli.idle_timeout_ms {
+        config.idle_timeout = Duration::from_millis(millis);
+    }
+    if let Some(millis) = cli.connect_timeout_ms {
+        config.connect_timeout = Duration::from_millis(millis);
+    }
     let output = Output {
         json: cli.json,
         quiet: cli.quiet,
@@ -427,10 +504,15 @@ async fn main() -> anyhow::Result<()> {
     let cpu = CpuMeter {
         node_pid: cli.node_pid,
     };
+    let topic_settings = TopicSettings {
+        replication_factor: cli.replication_factor,
+        min_insync_replicas: cli.min_insync_replicas,
+    };
     let mut report = match &cli.workload {
-        Workload::Produce(args) => produce(&config, args, &output, &cpu).await?,
+        Workload::Produce(args) => produce(&config, args, &topic_settings, &output, &cpu).await?,
         Workload::Consume(args) => consume(&config, args, &output, &cpu).await?,
-        Workload::E2e(args) => e2e(&config, args, &output, &cpu).await?,
+        Workload::E2e(args) => e2e(&config, args, &topic_settings, &output, &cpu).await?,
+        Workload::Failover(args) => failover(&config, args, &topic_settings, &output).await?,
         Workload::Group(args) => group(&config, args, &output, &cpu).await?,
         Workload::BrokerProduce(args) => broker_produce(args, &output, &cpu).await?,
     };
@@ -448,6 +530,7 @@ async fn main() -> anyhow::Result<()> {
 async fn produce(
     config: &ClientConfig,
     args: &ProduceArgs,
+    topic_settings: &TopicSettings,
     output: &Output,
     cpu: &CpuMeter,
 ) -> anyhow::Result<Report> {
@@ -461,7 +544,8 @@ async fn produce(
         bail!("--rate must be at least 1");
     }
     let admin_client = connect(config).await?;
-    let partitions = ensure_topic(&admin_client, &args.topic, args.partitions).await?;
+    let partitions =
+        ensure_topic(&admin_client, &args.topic, args.partitions, topic_settings).await?;
     let producer_config = args.producer.config(5)?;
 
     // Connect every producer (and get its producer id) before the clock starts.
@@ -844,11 +928,36 @@ async fn collect(
     Ok((latency, errors, first_error))
 }
 
+/// How a topic this run creates is replicated (`None`: the node's default).
+#[derive(Debug, Clone, Copy)]
+struct TopicSettings {
+    replication_factor: Option<u16>,
+    min_insync_replicas: Option<u16>,
+}
+
+impl TopicSettings {
+    fn new_topic(self, topic: &str, partitions: u32) -> NewTopic {
+        let mut new_topic = NewTopic::new(topic, partitions);
+        if let Some(factor) = self.replication_factor {
+            new_topic = new_topic.replication_factor(factor);
+        }
+        if let Some(min_insync) = self.min_insync_replicas {
+            new_topic = new_topic.config("min.insync.replicas", min_insync.to_string());
+        }
+        new_topic
+    }
+}
+
 /// Creates `topic` with `partitions` unless it exists; returns its partition count.
-async fn ensure_topic(client: &Client, topic: &str, partitions: u32) -> anyhow::Result<u32> {
+async fn ensure_topic(
+    client: &Client,
+    topic: &str,
+    partitions: u32,
+    settings: &TopicSettings,
+) -> anyhow::Result<u32> {
     let admin = Admin::new(client);
     match admin
-        .create_topics(vec![NewTopic::new(topic, partitions)], false)
+        .create_topics(vec![settings.new_topic(topic, partitions)], false)
         .await
     {
         Ok(()) => Ok(partitions),
@@ -1149,6 +1258,7 @@ impl ConsumerJob {
 async fn e2e(
     config: &ClientConfig,
     args: &E2eArgs,
+    topic_settings: &TopicSettings,
     output: &Output,
     cpu: &CpuMeter,
 ) -> anyhow::Result<Report> {
@@ -1162,7 +1272,8 @@ async fn e2e(
         bail!("--duration must be above 0");
     }
     let admin_client = connect(config).await?;
-    let partitions = ensure_topic(&admin_client, &args.topic, args.partitions).await?;
+    let partitions =
+        ensure_topic(&admin_client, &args.topic, args.partitions, topic_settings).await?;
     admin_client.close().await;
 
     // The consumer first, positioned at the end, so it sees exactly this run's records.
@@ -1709,7 +1820,7 @@ async fn broker_produce(
             ("requests per producer", args.requests.into()),
             ("batches per request", args.batches_per_request.into()),
             ("records per batch", args.records_per_batch.into()),
-            ("record bytes", args.record_bytes.into()),
+            ("record_bytes", json!(args.record_bytes)),
             ("acks", acks_name(args.acks).into()),
         ],
         records: delivered,
@@ -1725,6 +1836,310 @@ async fn broker_produce(
         errors,
         first_error,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// failover
+
+/// When one record of a `failover` run was due and when its answer reached this program.
+struct Answered {
+    due: Instant,
+    at: Instant,
+    /// `None`: acknowledged; otherwise why the record failed.
+    error: Option<String>,
+}
+
+/// Produces to partition 0 of `--topic` at `--rate` (open-loop, one producer, acks as given:
+/// all by default), sends SIGKILL to the process of the partition's leader after
+/// `--kill-after`, keeps producing for `--run-after-kill`, and reports the failover: from
+/// the kill to the first acknowledgement of a record sent after the old leader was dead
+/// (which only a new leader can give), and the gap between the last acknowledgement before
+/// the kill and that first one.
+async fn failover(
+    config: &ClientConfig,
+    args: &FailoverArgs,
+    topic_settings: &TopicSettings,
+    output: &Output,
+) -> anyhow::Result<Report> {
+    if args.rate == 0 {
+        bail!("--rate must be at least 1");
+    }
+    let pids = parse_node_pids(&args.node_pids)?;
+    let admin_client = connect(config).await?;
+    ensure_topic(&admin_client, &args.topic, 1, topic_settings).await?;
+    let admin = Admin::new(&admin_client);
+    // A topic just created may be described before its leader is.
+    let drain = Duration::from_secs(args.drain_timeout_secs);
+    let patience = now() + drain;
+    let (before, old_leader) = loop {
+        let partition = first_partition(&admin, &args.topic).await?;
+        if let Some(leader) = partition.leader {
+            break (partition, leader);
+        }
+        if now() >= patience {
+            bail!("partition 0 of {} has no leader", args.topic);
+        }
+        tokio::time::sleep(SETTLE_CHECK_INTERVAL).await;
+    };
+    let Some(&leader_pid) = pids.get(&old_leader) else {
+        bail!("partition 0's leader is node {old_leader}, which --node-pids does not name");
+    };
+    let controller = admin
+        .describe_cluster()
+        .await
+        .context("describing the cluster")?
+        .controller;
+    admin_client.close().await;
+
+    let producer_config = args.producer.config(0)?;
+    let client = connect(config).await?;
+    let producer = Producer::new(&client, producer_config.clone())
+        .await
+        .context("creating a producer")?;
+    let payloads = args.payload.pool(args.record_bytes);
+    let total = records_in(args.rate, args.kill_after + args.run_after_kill);
+    let acked = Arc::new(AtomicU64::new(0));
+    let progress = output.progress_bar(Some(total), "failover");
+    let ticker = spawn_ticker(progress.clone(), acked.clone());
+    let started = now();
+    let schedule = Schedule {
+        epoch: started + PACED_START_DELAY,
+        rate: args.rate,
+    };
+    let kill_due = schedule.epoch + args.kill_after;
+
+    let (deliveries, incoming) = mpsc::channel(DELIVERY_QUEUE);
+    let collector = tokio::spawn(collect_answers(incoming, acked.clone()));
+    let topic = args.topic.clone();
+    let runtime = tokio::runtime::Handle::current();
+    // The paced send loop on a thread of its own, as `ProducerJob` (see `pause_until`).
+    let sender = tokio::task::spawn_blocking(move || {
+        runtime.block_on(async move {
+            let mut refused = Vec::new();
+            for index in 0..total {
+                let due = schedule.due(index);
+                pause_until(due);
+                let payload = payloads[(index as usize) % payloads.len()].clone();
+                let record = ProducerRecord::new(topic.clone(), payload).partition(0);
+                match producer.send(record).await {
+                    // The collector only stops once this sender is dropped.
+                    Ok(delivery) => drop(deliveries.send((due, delivery)).await),
+                    Err(error) => refused.push((due, now(), error.to_string())),
+                }
+            }
+            drop(deliveries);
+            producer.flush().await;
+            producer.close().await;
+            client.close().await;
+            refused
+        })
+    });
+
+    tokio::time::sleep_until(tokio::time::Instant::from_std(kill_due)).await;
+    // Taken before `kill` runs, so the figures include its fork and exec (a millisecond or
+    // two): they err long, never short.
+    let killed_at = now();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &leader_pid.to_string()])
+        .status()
+        .context("running kill")?;
+    if !status.success() {
+        bail!("kill -KILL {leader_pid} (node {old_leader}) failed: {status}");
+    }
+    // Only a record sent once the old leader is surely dead is surely acknowledged by the
+    // new one: the old leader may still answer records sent while `kill` runs.
+    let dead_at = now();
+
+    let refused = sender.await.context("the send loop panicked")?;
+    let mut answers = tokio::time::timeout(drain, collector)
+        .await
+        .context("acknowledgements still missing after --drain-timeout-secs")?
+        .context("the collector panicked")??;
+    ticker.abort();
+    progress.finish_and_clear();
+    for (due, at, error) in refused {
+        answers.push(Answered {
+            due,
+            at,
+            error: Some(error),
+        });
+    }
+    answers.sort_by_key(|answer| answer.at);
+    let failed: Vec<&str> = answers
+        .iter()
+        .filter_map(|answer| answer.error.as_deref())
+        .collect();
+    let errors = failed.len() as u64;
+    let first_error = failed.first().map(|error| (*error).to_string());
+
+    // Metadata from the survivors: who leads now.
+    let after = new_leader(config, &args.topic, old_leader, drain).await?;
+
+    let last_before = answers
+        .iter()
+        .filter(|answer| answer.error.is_none() && answer.at < killed_at)
+        .map(|answer| answer.at)
+        .max();
+    let first_after = answers
+        .iter()
+        .filter(|answer| answer.error.is_none() && answer.due >= dead_at)
+        .map(|answer| answer.at)
+        .min();
+    let Some(first_after) = first_after else {
+        bail!("no record sent after the kill was acknowledged: {first_error:?}");
+    };
+    let millis = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    let failover_ms = millis(first_after - killed_at);
+    let gap_ms = last_before.map(|last| millis(first_after - last));
+
+    let mut before_kill = new_histogram()?;
+    let mut all = new_histogram()?;
+    let mut delivered = 0;
+    for answer in answers.iter().filter(|answer| answer.error.is_none()) {
+        delivered += 1;
+        let latency = micros(answer.at.saturating_duration_since(answer.due));
+        all.saturating_record(latency);
+        if answer.at < killed_at {
+            before_kill.saturating_record(latency);
+        }
+    }
+    let mut parameters = vec![
+        ("server", json!(config.server)),
+        ("topic", json!(args.topic)),
+        ("rate", json!(args.rate)),
+        ("record_bytes", json!(args.record_bytes)),
+        ("kill_after_s", json!(args.kill_after.as_secs_f64())),
+        ("run_after_kill_s", json!(args.run_after_kill.as_secs_f64())),
+        ("replication_factor", json!(before.replicas.len())),
+        ("idle_timeout_ms", json!(config.idle_timeout.as_millis())),
+        (
+            "connect_timeout_ms",
+            json!(config.connect_timeout.as_millis()),
+        ),
+    ];
+    parameters.extend(args.producer.parameters(&producer_config));
+    Ok(Report {
+        workload: "failover",
+        parameters,
+        records: delivered,
+        bytes: delivered * args.record_bytes as u64,
+        elapsed: now() - started,
+        latencies: vec![
+            Latency {
+                label: "latency (due → ack), acked before the kill",
+                key: "before_kill_latency_us",
+                histogram: before_kill,
+            },
+            Latency {
+                label: "latency (due → ack), all",
+                key: "latency_us",
+                histogram: all,
+            },
+        ],
+        results: vec![
+            ("failover_ms", json!(failover_ms)),
+            ("ack_gap_ms", json!(gap_ms)),
+            ("old_leader", json!(old_leader)),
+            ("old_leader_epoch", json!(before.leader_epoch)),
+            ("new_leader", json!(after.leader)),
+            ("new_leader_epoch", json!(after.leader_epoch)),
+            ("isr_after", json!(after.isr)),
+            ("controller_before", json!(controller)),
+            ("killed_controller", json!(controller == Some(old_leader))),
+        ],
+        cpu: CpuSpent {
+            node: None,
+            bench: None,
+        },
+        errors,
+        first_error,
+    })
+}
+
+/// `1=4711,2=4712` as node id → process id.
+fn parse_node_pids(text: &str) -> anyhow::Result<BTreeMap<u32, u32>> {
+    let mut pids = BTreeMap::new();
+    for pair in text.split(',').filter(|pair| !pair.trim().is_empty()) {
+        let Some((node, pid)) = pair.split_once('=') else {
+            bail!("--node-pids: {pair:?} is not ID=PID");
+        };
+        let node: u32 = node
+            .trim()
+            .parse()
+            .with_context(|| format!("--node-pids: node id {node:?}"))?;
+        let pid: u32 = pid
+            .trim()
+            .parse()
+            .with_context(|| format!("--node-pids: pid {pid:?}"))?;
+        pids.insert(node, pid);
+    }
+    Ok(pids)
+}
+
+/// Partition 0 of `topic` as Metadata describes it.
+async fn first_partition(admin: &Admin, topic: &str) -> anyhow::Result<PartitionDescription> {
+    let described = admin
+        .describe_topics(vec![topic.to_string()])
+        .await
+        .with_context(|| format!("describing topic {topic}"))?;
+    described
+        .into_iter()
+        .flat_map(|description| description.partitions)
+        .find(|partition| partition.partition == 0)
+        .with_context(|| format!("topic {topic} has no partition 0"))
+}
+
+/// Partition 0 of `topic` once Metadata names a leader other than `old_leader`, asked anew
+/// every [`SETTLE_CHECK_INTERVAL`] for at most `patience`.
+async fn new_leader(
+    config: &ClientConfig,
+    topic: &str,
+    old_leader: u32,
+    patience: Duration,
+) -> anyhow::Result<PartitionDescription> {
+    let deadline = now() + patience;
+    let client = connect(config).await?;
+    let admin = Admin::new(&client);
+    loop {
+        if let Ok(partition) = first_partition(&admin, topic).await
+            && partition.leader.is_some_and(|leader| leader != old_leader)
+        {
+            client.close().await;
+            return Ok(partition);
+        }
+        if now() >= deadline {
+            bail!("Metadata named no new leader of {topic} within {patience:?}");
+        }
+        tokio::time::sleep(SETTLE_CHECK_INTERVAL).await;
+    }
+}
+
+/// Awaits each delivery and notes when its answer came, whatever it was.
+async fn collect_answers(
+    mut incoming: mpsc::Receiver<(Instant, DeliveryFuture)>,
+    acked: Arc<AtomicU64>,
+) -> anyhow::Result<Vec<Answered>> {
+    let mut answers = Vec::new();
+    let mut pending = FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some(answer) = pending.next(), if !pending.is_empty() => {
+                acked.fetch_add(1, Ordering::Relaxed);
+                answers.push(answer);
+            }
+            next = incoming.recv(), if open => match next {
+                Some((due, delivery)) => pending.push(async move {
+                    let error = delivery.await.err().map(|error| error.to_string());
+                    Answered { due, at: now(), error }
+                }),
+                None => open = false,
+            },
+            else => break,
+        }
+    }
+    Ok(answers)
 }
 
 // ---------------------------------------------------------------------------------------------
