@@ -12,128 +12,29 @@ use ledge_client::{
     Acks, Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig,
     ProducerRecord, TopicPartition, Trust,
 };
-use ledge_e2e::{NodeOptions, NodeProcess, run_cli};
 
-use crate::cluster::{cluster_init, free_udp_port_run, node_state, now, until_described};
+use crate::cluster_topics::{Cluster, until};
 
-/// A running 3-node cluster (index `i` is node `i + 1`).
-struct Cluster {
-    ca: String,
-    nodes: Vec<NodeProcess>,
-    _temporary: tempfile::TempDir,
+/// The 3-node cluster of `cluster_topics`, with sessions short enough that a killed node is
+/// fenced within seconds.
+fn start_cluster() -> Cluster {
+    Cluster::start_with_keys(
+        "node_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 3000\npeer_request_timeout_ms = 2500\n",
+    )
 }
 
-impl Cluster {
-    /// `cluster-init --nodes 3`, short heartbeats and sessions, all started and registered.
-    fn start() -> Self {
-        let temporary = tempfile::tempdir().unwrap();
-        let dir = temporary.path().join("cluster");
-        let base_port = free_udp_port_run(3);
-        let (success, _, stderr) = cluster_init(&[
-            "--nodes",
-            "3",
-            "--dir",
-            &dir.to_string_lossy(),
-            "--base-port",
-            &base_port.to_string(),
-        ]);
-        assert!(success, "cluster-init failed: {stderr}");
-        let ca = dir.join("tls/ca.pem").to_string_lossy().into_owned();
-        let nodes: Vec<NodeProcess> = (1..=3u16)
-            .map(|id| {
-                let path = dir.join(format!("node-{id}.toml"));
-                let config = std::fs::read_to_string(&path).unwrap().replace(
-                    "[cluster]\n",
-                    "[cluster]\nnode_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 3000\npeer_request_timeout_ms = 2500\n",
-                );
-                std::fs::write(&path, config).unwrap();
-                NodeProcess::start_with(NodeOptions {
-                    data_dir: Some(dir.join(format!("data/node-{id}"))),
-                    listen: Some(format!("127.0.0.1:{}", base_port + id).parse().unwrap()),
-                    args: vec!["--config".into(), path.to_string_lossy().into_owned()],
-                    ..NodeOptions::default()
-                })
-            })
-            .collect();
-        let cluster = Self {
-            ca,
-            nodes,
-            _temporary: temporary,
-        };
-        for address in cluster.addresses() {
-            until_described(
-                "3 alive nodes and a controller",
-                &address,
-                &cluster.ca,
-                |described| {
-                    described["controller"].as_u64().is_some()
-                        && (1..=3)
-                            .all(|id| node_state(described, id).is_some_and(|(alive, _)| alive))
-                },
-            );
-        }
-        cluster
-    }
-
-    fn addresses(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .map(|node| node.addr.to_string())
-            .collect()
-    }
-
-    fn ledge(&self, node_id: u32, args: &[&str]) -> (bool, String, String) {
-        let address = self.nodes[node_id as usize - 1].addr.to_string();
-        let mut full = vec!["--server", address.as_str(), "--ca", self.ca.as_str()];
-        full.extend_from_slice(args);
-        let (status, stdout, stderr) = run_cli(&full, None);
-        (status.success(), stdout, stderr)
-    }
-
-    fn ok(&self, node_id: u32, args: &[&str]) -> String {
-        let (success, stdout, stderr) = self.ledge(node_id, args);
-        assert!(
-            success,
-            "ledge {args:?} against node {node_id} failed:\n{stderr}"
-        );
-        stdout
-    }
-
-    /// Requires a non-zero exit with exactly one `error: ` line, and returns it.
-    fn fails(&self, node_id: u32, args: &[&str]) -> String {
-        let (success, _, stderr) = self.ledge(node_id, args);
-        assert!(!success, "ledge {args:?} should have failed");
-        let stderr = stderr.trim().to_string();
-        assert!(
-            stderr.starts_with("error: "),
-            "not an error line: {stderr:?}"
-        );
-        assert_eq!(stderr.lines().count(), 1, "more than one line: {stderr:?}");
-        stderr
-    }
-
-    /// Partition 0 of `topic` as node `node_id` describes it (replicas, isr, leader).
-    fn partition(&self, node_id: u32, topic: &str) -> serde_json::Value {
-        let described: serde_json::Value = serde_json::from_str(
-            &self.ok(node_id, &["topic", "describe", topic, "--format", "json"]),
-        )
-        .unwrap();
-        let partition = &described["partitions"][0];
-        serde_json::json!({
-            "replicas": partition["replicas"],
-            "isr": partition["isr"],
-            "leader": partition["leader"],
-        })
-    }
-}
-
-/// Polls `condition` every 200 ms under a generous deadline.
-fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = now() + Duration::from_secs(60);
-    while !condition() {
-        assert!(now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// Partition 0 of `topic` as node `node_id` describes it (replicas, isr, leader).
+fn partition(cluster: &Cluster, node_id: u32, topic: &str) -> serde_json::Value {
+    let described: serde_json::Value = serde_json::from_str(
+        &cluster.ok(node_id, &["topic", "describe", topic, "--format", "json"]),
+    )
+    .unwrap();
+    let partition = &described["partitions"][0];
+    serde_json::json!({
+        "replicas": partition["replicas"],
+        "isr": partition["isr"],
+        "leader": partition["leader"],
+    })
 }
 
 // Goal (issue 13 item 3, KIP-455): an RF=2 partition on {1,2} moved to {2,3} while an
@@ -148,13 +49,13 @@ fn until(what: &str, mut condition: impl FnMut() -> bool) {
             move's leader change; a data-plane finding reported to the lead (passed on d532234); \
             run with --ignored"]
 fn a_partition_moved_while_producing_keeps_every_acknowledged_record() {
-    let mut cluster = Cluster::start();
+    let mut cluster = start_cluster();
     cluster.ok(
         1,
         &["topic", "create", "moving", "--partitions", "1", "-r", "2"],
     );
     until("the partition placed on {1,2} with both in sync", || {
-        cluster.partition(1, "moving")
+        partition(&cluster, 1, "moving")
             == serde_json::json!({"replicas": [1, 2], "isr": [1, 2], "leader": 1})
     });
 
@@ -205,7 +106,7 @@ fn a_partition_moved_while_producing_keeps_every_acknowledged_record() {
     };
 
     until("some records acknowledged before the move", || {
-        cluster.partition(1, "moving")["leader"] == 1
+        partition(&cluster, 1, "moving")["leader"] == 1
             && serde_json::from_str::<serde_json::Value>(
                 &cluster.ok(1, &["topic", "describe", "moving", "--format", "json"]),
             )
@@ -228,7 +129,7 @@ fn a_partition_moved_while_producing_keeps_every_acknowledged_record() {
     );
     assert!(started.contains("Reassigning moving/0 to 2,3"), "{started}");
     until("the move to complete", || {
-        cluster.partition(2, "moving")
+        partition(&cluster, 2, "moving")
             == serde_json::json!({"replicas": [2, 3], "isr": [2, 3], "leader": 2})
             && cluster
                 .ok(2, &["topic", "reassign", "--status"])
@@ -245,11 +146,11 @@ fn a_partition_moved_while_producing_keeps_every_acknowledged_record() {
     // every read below.)
     cluster.nodes[1].kill9();
     until("node 3 to lead", || {
-        cluster.partition(3, "moving")["leader"] == 3
+        partition(&cluster, 3, "moving")["leader"] == 3
     });
     cluster.nodes[1].restart();
     until("node 2 back in the ISR, node 3 leading", || {
-        let partition = cluster.partition(3, "moving");
+        let partition = partition(&cluster, 3, "moving");
         partition["leader"] == 3
             && partition["isr"]
                 .as_array()
@@ -308,15 +209,15 @@ fn a_partition_moved_while_producing_keeps_every_acknowledged_record() {
 // completes within milliseconds.)
 #[test]
 fn bad_operations_are_refused_in_one_line_and_change_nothing() {
-    let cluster = Cluster::start();
+    let cluster = start_cluster();
     cluster.ok(
         1,
         &["topic", "create", "fixed", "--partitions", "1", "-r", "2"],
     );
     until("placed", || {
-        cluster.partition(1, "fixed")["replicas"] == serde_json::json!([1, 2])
+        partition(&cluster, 1, "fixed")["replicas"] == serde_json::json!([1, 2])
     });
-    let before = cluster.partition(1, "fixed");
+    let before = partition(&cluster, 1, "fixed");
     let reassign = |replicas: &str| {
         cluster.fails(
             2,
@@ -369,7 +270,7 @@ fn bad_operations_are_refused_in_one_line_and_change_nothing() {
         cluster.fails(3, &["cluster", "elect-leaders", "--topic", "nope"]),
         "error: cannot elect preferred leaders: unknown topic or partition \"nope\" (UnknownTopicOrPartition)"
     );
-    assert_eq!(cluster.partition(1, "fixed"), before);
+    assert_eq!(partition(&cluster, 1, "fixed"), before);
     let elected = cluster.ok(2, &["cluster", "elect-leaders", "--format", "json"]);
     let elected: serde_json::Value = serde_json::from_str(&elected).unwrap();
     assert_eq!(elected["moved"], serde_json::json!([]), "{elected}");

@@ -27,6 +27,13 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// `cluster-init --nodes 3`, short heartbeats, all nodes started and registered.
     pub(crate) fn start() -> Self {
+        Self::start_with_keys(
+            "node_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 8000\npeer_request_timeout_ms = 5000\n",
+        )
+    }
+
+    /// [`Cluster::start`] with `cluster_keys` (TOML lines) added to each node's `[cluster]`.
+    pub(crate) fn start_with_keys(cluster_keys: &str) -> Self {
         let temporary = tempfile::tempdir().unwrap();
         let dir = temporary.path().join("cluster");
         let base_port = free_udp_port_run(3);
@@ -43,10 +50,9 @@ impl Cluster {
         let nodes: Vec<NodeProcess> = (1..=3u16)
             .map(|id| {
                 let path = dir.join(format!("node-{id}.toml"));
-                let config = std::fs::read_to_string(&path).unwrap().replace(
-                    "[cluster]\n",
-                    "[cluster]\nnode_heartbeat_interval_ms = 200\nnode_session_timeout_ms = 8000\npeer_request_timeout_ms = 5000\n",
-                );
+                let config = std::fs::read_to_string(&path)
+                    .unwrap()
+                    .replace("[cluster]\n", &format!("[cluster]\n{cluster_keys}"));
                 std::fs::write(&path, config).unwrap();
                 NodeProcess::start_with(NodeOptions {
                     data_dir: Some(dir.join(format!("data/node-{id}"))),
@@ -85,7 +91,7 @@ impl Cluster {
     }
 
     /// `ledge --server <node id's address> args...`: (success, stdout, stderr).
-    fn ledge(&self, node_id: u32, args: &[&str]) -> (bool, String, String) {
+    pub(crate) fn ledge(&self, node_id: u32, args: &[&str]) -> (bool, String, String) {
         let address = self.nodes[node_id as usize - 1].addr.to_string();
         let mut full = vec!["--server", address.as_str(), "--ca", self.ca.as_str()];
         full.extend_from_slice(args);
@@ -103,7 +109,7 @@ impl Cluster {
     }
 
     /// Requires a non-zero exit with exactly one `error: ` line, and returns it.
-    fn fails(&self, node_id: u32, args: &[&str]) -> String {
+    pub(crate) fn fails(&self, node_id: u32, args: &[&str]) -> String {
         let (success, _, stderr) = self.ledge(node_id, args);
         assert!(!success, "ledge {args:?} should have failed");
         let stderr = stderr.trim().to_string();
