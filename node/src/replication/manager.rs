@@ -3,7 +3,9 @@
 //! it hosts, and drives the pure state machines of this module with real logs, the node's
 //! clock and a [`ReplicaTransport`].
 //!
-//! - Leader at epoch E (the image names this node): the log's leader epoch is set to E
+//! - Leader at epoch E (the image names this node, and holds this node's registration at
+//!   its current node epoch, so it is not an image from before the node's start): the
+//!   log's leader epoch is set to E
 //!   (durably, `PartitionLog::set_leader_epoch`) *before* anything is acknowledged, then a
 //!   [`PartitionLeader`] seeded with the image's ISR and partition epoch and the log's
 //!   synced end answers replica fetches ([`ReplicaManager::handle_replica_fetch`], a long
@@ -402,6 +404,21 @@ impl<D: Disk> ReplicaManager<D> {
                 self.bump();
                 return;
             };
+            // An image that does not yet hold this incarnation's registration is older than
+            // the registration, so older than this node's start: its leaders are what the
+            // controller decided before the restart (a restarted leader would "lead" at its
+            // old epoch and acknowledge what the real leader then truncates). The node leads
+            // only from an image that holds its registration at its node epoch: that image
+            // holds every change the controller made before (or at) the registration, the
+            // fencing of the old incarnation included.
+            let image_current = image_holds_registration(&image, local, node_epoch);
+            if !image_current {
+                tracing::debug!(
+                    node_epoch,
+                    image_index = image.last_applied_index,
+                    "the image does not hold this node's registration yet: leading nothing"
+                );
+            }
             for (key, (topic_id, image_state)) in placed {
                 let Some(log) = self.logs.partition_log(&key.0, key.1) else {
                     continue;
@@ -449,7 +466,7 @@ impl<D: Disk> ReplicaManager<D> {
                     std::collections::btree_map::Entry::Occupied(occupied) => occupied.into_mut(),
                 };
                 hosted.topic_id = topic_id;
-                let leads = new_state.leader == Some(local);
+                let leads = new_state.leader == Some(local) && image_current;
                 let same_epoch = hosted.state.leader_epoch == new_state.leader_epoch;
                 match &mut hosted.role {
                     // A leader whose epoch and node epoch still hold takes the new ISR.
@@ -1232,6 +1249,15 @@ fn replication_state(state: &crate::controller::PartitionState) -> PartitionStat
         leader_epoch: state.leader_epoch,
         partition_epoch: state.partition_epoch,
     }
+}
+
+/// Whether `image` holds the registration of `node` at `node_epoch`: only such an image may
+/// make the node a leader (see `ReplicaManager::apply`).
+fn image_holds_registration(image: &MetadataImage, node: NodeId, node_epoch: NodeEpoch) -> bool {
+    image
+        .nodes
+        .get(&node)
+        .is_some_and(|registration| registration.node_epoch == node_epoch)
 }
 
 /// A state that deposes any leader: no leader, a newer epoch.

@@ -587,6 +587,82 @@ async fn an_acks_all_wait_from_a_lost_leadership_fails_even_when_the_node_leads_
     );
 }
 
+// A restarted node (node epoch 105) whose image still holds its old registration (101) and
+// names it leader at epoch 0 does not lead from that image: produce is refused and its log's
+// leader epoch is left alone. Once the image holds the registration at 105 (and the
+// controller's re-election), it leads in the epoch that image names.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_never_leads_from_an_image_older_than_its_registration() {
+    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(1_700_000_000_000));
+    let disk = SimDisk::new(1);
+    let log = PartitionLog::open(
+        disk.clone(),
+        &PathBuf::from(format!("/node-1/{TOPIC}-0")),
+        log_config(),
+        Arc::clone(&clock),
+    )
+    .await
+    .unwrap();
+    log.append(batch(1), AppendDurability::Synced)
+        .await
+        .unwrap();
+    let logs = Arc::new(MapLogs::default());
+    logs.replace_log(TOPIC, 0, log.clone());
+    let (publish, _) = watch::channel(Arc::new(initial_image()));
+    let transport = Arc::new(MemoryTransport {
+        managers: OnceLock::new(),
+        stopped: Mutex::new(Vec::new()),
+        controller: Arc::new(TestController {
+            image: Mutex::new((initial_image(), 10)),
+            publish,
+            logic: ControllerLogic::new(DecisionConfig::default()),
+        }),
+    });
+    let manager = ReplicaManager::new(
+        settings(1),
+        Arc::clone(&clock),
+        disk,
+        Arc::clone(&logs) as Arc<dyn LogStore<SimDisk>>,
+        transport as Arc<dyn ReplicaTransport>,
+    );
+    let restarted: NodeEpoch = 105;
+    // The image replayed from before the restart: node 1 registered at 101, leader at 0.
+    let stale = initial_image();
+    assert_eq!(stale.nodes[&1].node_epoch, 101);
+    assert_eq!(stale.topics[TOPIC].partitions[0].leader, Some(1));
+    manager.apply(Arc::new(stale), Some(restarted)).await;
+    assert_eq!(
+        manager.role(TOPIC, 0, false),
+        Err(ReplicaRoleError::NotLeaderOrFollower)
+    );
+    assert_eq!(
+        manager.role(TOPIC, 0, true),
+        Err(ReplicaRoleError::NotLeaderOrFollower)
+    );
+    assert!(manager.consumer_bound(TOPIC, 0).is_err());
+    assert_eq!(
+        log.leader_epoch(),
+        0,
+        "no leader epoch was written from the stale image"
+    );
+    // The image catches up: the registration at 105 and the controller's new epoch.
+    let mut current = initial_image();
+    current.last_applied_index += 2;
+    current.nodes.get_mut(&1).unwrap().node_epoch = restarted;
+    let partition = &mut current.topics.get_mut(TOPIC).unwrap().partitions[0];
+    partition.leader_epoch = 1;
+    partition.partition_epoch = 1;
+    manager.apply(Arc::new(current), Some(restarted)).await;
+    assert!(matches!(
+        manager.role(TOPIC, 0, false),
+        Ok(PartitionRole::Leader {
+            leader_epoch: 1,
+            ..
+        })
+    ));
+    assert_eq!(logs.partition_log(TOPIC, 0).unwrap().leader_epoch(), 1);
+}
+
 // A replica fetch is answered for the sender the peer layer names (its certificate), never
 // the id its body claims; a sender the image does not know, or one with an older node epoch
 // than the image's, is refused whole (StaleNodeEpoch); an unknown partition is refused alone.
