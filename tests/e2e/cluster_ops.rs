@@ -44,10 +44,6 @@ fn partition(cluster: &Cluster, node_id: u32, topic: &str) -> serde_json::Value 
 // was killed (node 2 restarted catches up from node 3).
 // Method: the real binaries; a producer thread; every wait a bounded poll.
 #[test]
-#[ignore = "intermittent after merging main at 6245465: the idempotent producer got \
-            OutOfOrderSequenceNumber (expected 91, received 93) from the new leader at the \
-            move's leader change; a data-plane finding reported to the lead (passed on d532234); \
-            run with --ignored"]
 fn a_partition_moved_while_producing_keeps_every_acknowledged_record() {
     let mut cluster = start_cluster();
     cluster.ok(
