@@ -185,9 +185,21 @@ impl<D: Disk> GroupHost for BrokerGroupHost<'_, D> {
         }
         let timeout = self.broker.groups.limits().offsets_commit_timeout;
         let deadline = crate::clock::deadline_after(self.broker.clock.now(), timeout);
+        // As a produce: the append holds the partition's append gate (a follower's write
+        // never lands before it).
+        let gate = match leadership {
+            Some(leadership) => Some(
+                manager
+                    .leader_append(OFFSETS_TOPIC, partition, leadership)
+                    .await
+                    .map_err(|_| OffsetsLogError::NotLeader)?,
+            ),
+            None => None,
+        };
         let outcome = registry
             .append_to_offsets_partition(partition, batch, durability)
             .await?;
+        drop(gate);
         if let (true, Some(leadership)) = (synced, leadership) {
             manager
                 .wait_acks_all(

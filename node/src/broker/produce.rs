@@ -310,6 +310,16 @@ impl<D: Disk> DataPath<D> {
             let appended = if inputs.is_empty() {
                 Vec::new()
             } else {
+                // In a cluster the append holds the partition's append gate, checked to
+                // still be this leadership's: a follower's write never lands before it.
+                let _gate = match (role, self.replication.get()) {
+                    (PartitionRole::Leader { leadership, .. }, Some(manager)) => Some(
+                        manager
+                            .leader_append(topic, partition_index, *leadership)
+                            .await?,
+                    ),
+                    _ => None,
+                };
                 log.append_batches(inputs, durability)
                     .await
                     .map_err(|failed| self.append_error(&partition, failed.error))?

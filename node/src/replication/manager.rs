@@ -208,6 +208,14 @@ struct Hosted {
     /// No ISR proposal before this instant (after a refusal).
     proposal_not_before: Option<Instant>,
     proposal_backoff: Duration,
+    /// Orders the log's writers by role (Kafka's `leaderIsrUpdateLock`): a produce appends
+    /// holding it shared, after checking under it that its leadership still holds
+    /// ([`ReplicaManager::leader_append`]); a follower appends and truncates holding it
+    /// exclusively. A produce accepted just before the node stopped leading can then only
+    /// land before the follower's first write, at the end of its own epoch, where the
+    /// diverging-epoch answer finds and cuts it; never after the new leader's batches,
+    /// where it would sit at an offset the leader holds another record at, unseen.
+    append_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 struct ManagerState {
@@ -459,6 +467,7 @@ impl<D: Disk> ReplicaManager<D> {
                             state: new_state.clone(),
                             role: Role::Follower(follower),
                             high_watermark: watch::channel(log.high_watermark().min(0)).0,
+                            append_gate: Arc::default(),
                             proposal_not_before: None,
                             proposal_backoff: REPLICA_BACKOFF_INITIAL,
                         })
@@ -740,6 +749,42 @@ impl<D: Disk> ReplicaManager<D> {
             leader_epoch: leader.leader_epoch(),
             leadership,
         })
+    }
+
+    /// Lets a produce of `leadership` (from [`Self::role`]) append to the log: the returned
+    /// guard holds off follower writes to it until dropped (drop it once the append is
+    /// done). Refused with `NotLeaderOrFollower` if the leadership ended since the role
+    /// check.
+    pub async fn leader_append(
+        &self,
+        topic: &str,
+        partition: u32,
+        leadership: u64,
+    ) -> Result<tokio::sync::OwnedRwLockReadGuard<()>, ReplicaRoleError> {
+        let key = (topic.to_owned(), partition);
+        let gate = {
+            let state = self.lock();
+            let hosted = state
+                .partitions
+                .get(&key)
+                .ok_or(ReplicaRoleError::NotLeaderOrFollower)?;
+            Arc::clone(&hosted.append_gate)
+        };
+        let guard = Arc::clone(&gate).read_owned().await;
+        let state = self.lock();
+        match state.partitions.get(&key) {
+            Some(Hosted {
+                role: Role::Leader(leader, current),
+                append_gate,
+                ..
+            }) if *current == leadership
+                && !leader.is_deposed()
+                && Arc::ptr_eq(append_gate, &gate) =>
+            {
+                Ok(guard)
+            }
+            _ => Err(ReplicaRoleError::NotLeaderOrFollower),
+        }
     }
 
     /// Waits until the high watermark of `topic`/`partition` reaches `end_offset` (an
@@ -1168,16 +1213,18 @@ impl<D: Disk> ReplicaManager<D> {
         let Some(log) = self.logs.partition_log(&key.0, key.1) else {
             return;
         };
-        let action = {
+        let (action, gate) = {
             let mut state = self.lock();
             let Some(Hosted {
                 role: Role::Follower(follower),
                 high_watermark,
+                append_gate,
                 ..
             }) = state.partitions.get_mut(key)
             else {
                 return;
             };
+            let gate = Arc::clone(append_gate);
             let epochs = log.leader_epochs();
             let view = FollowerLogView {
                 log_start_offset: log.log_start_offset(),
@@ -1186,7 +1233,12 @@ impl<D: Disk> ReplicaManager<D> {
             };
             let action = follower.handle_answer(now, fetch_epoch, answer, &view);
             high_watermark.send_replace(follower.high_watermark(&view));
-            action
+            (action, gate)
+        };
+        // Produce appends accepted while this node led finish first (see `append_gate`).
+        let _writing = match action {
+            FollowerAction::None => None,
+            _ => Some(gate.write_owned().await),
         };
         let failed = match action {
             FollowerAction::None => false,

@@ -663,6 +663,67 @@ async fn a_restarted_node_never_leads_from_an_image_older_than_its_registration(
     assert_eq!(logs.partition_log(TOPIC, 0).unwrap().leader_epoch(), 1);
 }
 
+// A produce that passed its checks while node 1 led appends while node 1 is deposed and
+// node 2 writes new records: holding the append gate, its batch lands before any of node
+// 2's on node 1 (the follower waits), so the diverging-epoch answer cuts it and the logs
+// converge; after the gate, the old leadership can append nothing more.
+#[tokio::test(start_paused = true)]
+async fn a_produce_append_of_a_deposed_leader_lands_before_the_followers_writes() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    let (_, wait) = cluster.produce(1, 0).await;
+    wait.await.unwrap().unwrap();
+    let Ok(PartitionRole::Leader { leadership, .. }) = cluster.managers[&1].role(TOPIC, 0, true)
+    else {
+        panic!("node 1 does not lead");
+    };
+    let gate = cluster.managers[&1]
+        .leader_append(TOPIC, 0, leadership)
+        .await
+        .unwrap();
+    cluster.controller.update(|image| {
+        let partition = &mut image.topics.get_mut(TOPIC).unwrap().partitions[0];
+        partition.leader = Some(2);
+        partition.leader_epoch += 1;
+        partition.partition_epoch += 1;
+    });
+    cluster
+        .until("node 2 leads", |cluster| {
+            cluster.managers[&2].role(TOPIC, 0, false).is_ok()
+        })
+        .await;
+    // Node 2 writes a record; node 1's fetcher has every chance to fetch it meanwhile.
+    let (_, new_leader_wait) = cluster.produce(2, 1).await;
+    clock::sleep(&SimClock::new(0), Duration::from_secs(1)).await;
+    // The produce accepted by node 1's old leadership lands now, then lets go of the gate.
+    cluster
+        .log(1)
+        .append(batch(2), AppendDurability::Synced)
+        .await
+        .unwrap();
+    drop(gate);
+    assert_eq!(
+        cluster.managers[&1]
+            .leader_append(TOPIC, 0, leadership)
+            .await
+            .err(),
+        Some(ReplicaRoleError::NotLeaderOrFollower)
+    );
+    new_leader_wait.await.unwrap().unwrap();
+    cluster
+        .until("node 1 holds exactly node 2's log", |cluster| {
+            cluster.log(1).high_watermark() == cluster.log(2).high_watermark()
+        })
+        .await;
+    let leader = stored(&cluster.log(2)).await;
+    assert_eq!(stored(&cluster.log(1)).await, leader);
+    assert!(!leader.contains(&batch(2)));
+}
+
 // A replica fetch is answered for the sender the peer layer names (its certificate), never
 // the id its body claims; a sender the image does not know, or one with an older node epoch
 // than the image's, is refused whole (StaleNodeEpoch); an unknown partition is refused alone.
