@@ -79,6 +79,22 @@ pub enum RepairError {
     },
 }
 
+/// Where damage was seen before [`truncate_at_damage`] looks for it: what the open or a
+/// verified read found beyond the scan's checks (a leader epoch the checkpoint does not
+/// give, a segment shorter than its recovery point, a read the disk could not serve).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DamageHint {
+    /// The open's report (`OpenError::Corrupt`): the batch at `position` of `segment`.
+    At {
+        /// The segment file.
+        segment: PathBuf,
+        /// File position.
+        position: u64,
+    },
+    /// A verified read's report (`BatchDamage`): every offset from this one on is suspect.
+    FromOffset(i64),
+}
+
 /// What [`truncate_at_damage`] found and did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DamageRepairReport {
@@ -95,10 +111,8 @@ pub struct DamageRepairReport {
 }
 
 /// Cuts the partition in `directory` at its first damaged batch (CRC, framing, offsets
-/// that do not continue, a sealed segment ending short of its successor), the batch at
-/// `reported` (segment path and position, as `OpenError::Corrupt` names it) counting as
-/// damaged too: what open checks beyond the scan (a leader epoch the checkpoint does not
-/// give, a segment shorter than its recovery point) is only known from its error. The log
+/// that do not continue, a sealed segment ending short of its successor), the batch the
+/// `hint` names counting as damaged too (see [`DamageHint`]). The log
 /// then ends at the last batch that verifies, and its leader-epoch checkpoint is cut to
 /// match. Nothing is deleted unseen: the damaged segment's tail is copied to
 /// `<segment>.<position>.damaged` and later segments are renamed `<segment>.damaged` (their
@@ -111,7 +125,7 @@ pub struct DamageRepairReport {
 pub async fn truncate_at_damage<D: Disk>(
     disk: &D,
     directory: &Path,
-    reported: Option<(&Path, u64)>,
+    hint: Option<&DamageHint>,
     config: &LogConfig,
 ) -> Result<DamageRepairReport, RepairError> {
     let mut bases = segment_bases(disk, directory).await?;
@@ -121,12 +135,38 @@ pub async fn truncate_at_damage<D: Disk>(
         let path = directory.join(segment::segment_file_name(base));
         let file = disk.open(&path, OpenMode::Read).await?;
         let file_len = file.len().await?;
-        let limit = match reported {
-            Some((reported_path, position)) if reported_path == path => position.min(file_len),
+        let limit = match hint {
+            Some(DamageHint::At { segment, position }) if *segment == path => {
+                (*position).min(file_len)
+            }
             _ => file_len,
         };
+        let from_offset = match hint {
+            Some(DamageHint::FromOffset(offset)) => Some(*offset),
+            _ => None,
+        };
+        // The first batch holding the hinted offset or a later one.
+        let mut hinted: Option<(u64, i64)> = None;
         let (valid_end, next_offset, problem) =
-            scan_segment(&file, base, limit, config, &mut |_, _, _| Ok(())).await?;
+            scan_segment(&file, base, limit, config, &mut |header, position, _| {
+                if hinted.is_none()
+                    && from_offset.is_some_and(|offset| header.last_offset() >= offset)
+                {
+                    hinted = Some((position, header.base_offset));
+                }
+                Ok(())
+            })
+            .await?;
+        if let Some((position, first_offset)) = hinted {
+            found = Some((
+                base,
+                path,
+                position,
+                first_offset,
+                "reported damaged by a verified read".to_owned(),
+            ));
+            break;
+        }
         let successor = bases.get(number + 1).copied();
         let reason = if let Some((_, reason)) = problem {
             Some(reason)

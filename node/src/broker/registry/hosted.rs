@@ -409,6 +409,42 @@ impl<D: Disk> TopicRegistry<D> {
         }
     }
 
+    /// Takes an online partition offline as `Damaged`: a verified read found the batch at
+    /// `offset` bad while serving it (issue 13 item 4). Its log is closed, so nothing more
+    /// is served or appended from it; the replication driver then reports it to the
+    /// controller and repairs it from the leader ([`Self::repair_damaged`]). Only in a
+    /// `[cluster]` (the driver calls it); returns whether the partition was online.
+    pub async fn mark_damaged(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        reason: &str,
+    ) -> bool {
+        let Ok(entry) = self.partition(topic, partition) else {
+            return false;
+        };
+        let log = {
+            let mut state = write(&entry.state);
+            let PartitionState::Online(log) = &*state else {
+                return false;
+            };
+            let log = log.clone();
+            *state = PartitionState::Damaged {
+                reason: format!(
+                    "damaged batch at offset {offset} found while serving it: {reason}"
+                ),
+                hint: crate::storage::repair::DamageHint::FromOffset(offset),
+            };
+            log
+        };
+        tracing::error!(partition = %entry.key, offset, %reason, "partition taken offline: a batch failed its checks while being served; repaired from another replica if one holds it (docs/OPERATIONS.md, \"A damaged replica\")");
+        if let Err(error) = log.close().await {
+            tracing::warn!(partition = %entry.key, %error, "closing the damaged log failed");
+        }
+        true
+    }
+
     /// Cuts a damaged partition's log at its last batch that verifies
     /// (`storage::repair::truncate_at_damage`: the cut bytes are kept in `.damaged` files,
     /// the leader-epoch checkpoint follows) and opens it again: online, ending where its
@@ -427,10 +463,8 @@ impl<D: Disk> TopicRegistry<D> {
         if self.read_only {
             return Err(RepairPartitionError::ReadOnly(key));
         }
-        let (segment, position) = match &*read(&entry.state) {
-            PartitionState::Damaged {
-                segment, position, ..
-            } => (segment.clone(), *position),
+        let hint = match &*read(&entry.state) {
+            PartitionState::Damaged { hint, .. } => hint.clone(),
             _ => return Err(RepairPartitionError::NotDamaged(key)),
         };
         if entry
@@ -439,7 +473,7 @@ impl<D: Disk> TopicRegistry<D> {
         {
             return Err(RepairPartitionError::Busy(key));
         }
-        let outcome = self.cut_and_reopen(&entry, &segment, position).await;
+        let outcome = self.cut_and_reopen(&entry, &hint).await;
         entry
             .reopening
             .store(false, std::sync::atomic::Ordering::SeqCst);
@@ -449,8 +483,7 @@ impl<D: Disk> TopicRegistry<D> {
     async fn cut_and_reopen(
         &self,
         entry: &Partition<D>,
-        segment: &std::path::Path,
-        position: u64,
+        hint: &crate::storage::repair::DamageHint,
     ) -> Result<crate::storage::repair::DamageRepairReport, RepairPartitionError> {
         let key = entry.key.clone();
         let log_config = self.topic(&key.topic).map_or_else(
@@ -461,7 +494,7 @@ impl<D: Disk> TopicRegistry<D> {
         let report = match crate::storage::repair::truncate_at_damage(
             &self.disk,
             &directory,
-            Some((segment, position)),
+            Some(hint),
             &log_config,
         )
         .await
@@ -506,8 +539,10 @@ impl<D: Disk> TopicRegistry<D> {
                     crate::storage::OpenError::Corrupt { path, position, .. } => {
                         PartitionState::Damaged {
                             reason: source.to_string(),
-                            segment: path.clone(),
-                            position: *position,
+                            hint: crate::storage::repair::DamageHint::At {
+                                segment: path.clone(),
+                                position: *position,
+                            },
                         }
                     }
                     other => PartitionState::Offline(other.to_string()),

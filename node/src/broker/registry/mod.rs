@@ -129,8 +129,7 @@ enum PartitionState<D: Disk> {
     /// ([`TopicRegistry::repair_damaged`]).
     Damaged {
         reason: String,
-        segment: PathBuf,
-        position: u64,
+        hint: crate::storage::repair::DamageHint,
     },
     /// In a `[cluster]`: another node is this partition's replica; nothing of it is here.
     NotHosted,
@@ -1021,8 +1020,10 @@ impl<D: Disk> TopicRegistry<D> {
                         tracing::error!(partition = %key, %error, "partition offline: its log is damaged; repaired from the leader if another replica leads it (docs/OPERATIONS.md, \"A damaged replica\")");
                         PartitionState::Damaged {
                             reason: error.to_string(),
-                            segment: path,
-                            position,
+                            hint: crate::storage::repair::DamageHint::At {
+                                segment: path,
+                                position,
+                            },
                         }
                     }
                     Err(error) => {
