@@ -609,3 +609,5 @@ fn producer_id_blocks_never_overlap_and_need_a_current_node_epoch() {
         Err(ControllerError::StaleNodeEpoch { .. })
     ));
 }
+
+mod controlled_shutdown;
