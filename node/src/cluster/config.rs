@@ -125,6 +125,11 @@ pub struct ClusterConfig {
     pub peer_reconnect_backoff_min: Duration,
     /// Longest wait between dials of a peer.
     pub peer_reconnect_backoff_max: Duration,
+    /// Kafka's `controlled.shutdown.enable`: on SIGTERM the node first asks the controller
+    /// to move its leaderships away.
+    pub controlled_shutdown_enable: bool,
+    /// Longest a stopping node waits for its leaderships to move.
+    pub controlled_shutdown_timeout: Duration,
 }
 
 /// The TOML form of `[cluster]`.
@@ -153,6 +158,8 @@ pub(crate) struct ClusterSection {
     peer_reconnect_backoff_max_ms: Option<u64>,
     auto_leader_rebalance_enable: Option<bool>,
     leader_imbalance_check_interval_ms: Option<u64>,
+    controlled_shutdown_enable: Option<bool>,
+    controlled_shutdown_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -381,6 +388,11 @@ impl ClusterConfig {
             section.leader_imbalance_check_interval_ms,
             crate::controller::rebalance::LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
         )?;
+        let controlled_shutdown_timeout = millis(
+            "controlled_shutdown_timeout_ms",
+            section.controlled_shutdown_timeout_ms,
+            crate::controller::shutdown::CONTROLLED_SHUTDOWN_TIMEOUT_MS_DEFAULT,
+        )?;
         let file = |key: &str, value: Option<PathBuf>| {
             value
                 .filter(|path| !path.as_os_str().is_empty())
@@ -410,6 +422,10 @@ impl ClusterConfig {
                 .auto_leader_rebalance_enable
                 .unwrap_or(crate::controller::rebalance::AUTO_LEADER_REBALANCE_ENABLE_DEFAULT),
             leader_imbalance_check_interval,
+            controlled_shutdown_enable: section
+                .controlled_shutdown_enable
+                .unwrap_or(crate::controller::shutdown::CONTROLLED_SHUTDOWN_ENABLE_DEFAULT),
+            controlled_shutdown_timeout,
         })
     }
 
