@@ -858,7 +858,15 @@ impl ControllerLogic {
         next.isr.retain(|member| *member != request.node_id);
         next.elr.retain(|member| *member != request.node_id);
         if next.leader == Some(request.node_id) {
-            let election = elect(image, &next, topic, &self.config, Some(request.node_id));
+            let shutting_down = self.nodes_in_controlled_shutdown(image);
+            let election = elect(
+                image,
+                &next,
+                topic,
+                &self.config,
+                Some(request.node_id),
+                &shutting_down,
+            );
             install_leader(&mut next, election, min_insync);
         }
         if next == *current {

@@ -454,7 +454,7 @@ impl<D: Disk> ReplicaManager<D> {
                         // Its log is closed: whatever role it had ends here, and nothing
                         // pending is acknowledged.
                         if let Some(mut old) = state.partitions.remove(&key)
-                            && let Role::Leader(leader) = &mut old.role
+                            && let Role::Leader(leader, _) = &mut old.role
                         {
                             leader.handle_partition_state(deposed_state(&old.state), now);
                             release(leader, &mut state.waiters);

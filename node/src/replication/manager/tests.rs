@@ -806,7 +806,7 @@ async fn a_restarted_node_never_leads_from_an_image_older_than_its_registration(
     log.append(batch(1), AppendDurability::Synced)
         .await
         .unwrap();
-    let logs = Arc::new(MapLogs::default());
+    let logs = Arc::new(MapLogs::new(1, disk.clone(), Arc::clone(&clock)));
     logs.replace_log(TOPIC, 0, log.clone());
     let (publish, _) = watch::channel(Arc::new(initial_image()));
     let transport = Arc::new(MemoryTransport {
