@@ -405,6 +405,10 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // The readiness line: printed only once the listener is up (the e2e harness waits on it).
     println!("ledge-node listening on {address}");
     wait_for_signal().await;
+    if let Some(node_cluster) = &node_cluster {
+        // Leaderships move to other in-sync replicas while this node still serves.
+        node_cluster.controlled_shutdown().await;
+    }
     tracing::info!("shutting down: finishing requests in flight, then syncing logs");
     if let Some(node_cluster) = node_cluster {
         node_cluster.shutdown().await;

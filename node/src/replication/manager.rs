@@ -41,9 +41,10 @@ use tokio::sync::{oneshot, watch};
 use super::fetch::{self, FetchPlan, LeaderLogView};
 use super::follower::{self, FollowerAction, FollowerConfig, FollowerLogView, PartitionFollower};
 use super::leader::{AcksAllError, IsrProposal, LeaderConfig, PartitionLeader};
+use super::repair::{self as damage_repair, RepairDecision};
 use super::{LeaderEpoch, NodeEpoch, NodeId, PartitionEpoch, PartitionState};
 use crate::clock::{self, Clock};
-use crate::controller::decisions::AlterPartitionRequest;
+use crate::controller::decisions::{AlterPartitionRequest, ReplicaDamagedRequest};
 use crate::controller::{MetadataImage, TopicId};
 use crate::storage::{Disk, PartitionLog};
 
@@ -114,6 +115,21 @@ pub trait LogStore<D: Disk>: Send + Sync + 'static {
     fn partition_log(&self, topic: &str, partition: u32) -> Option<PartitionLog<D>>;
     /// Replaces the log of `topic`/`partition` by `log` (the handle `truncate_to` returned).
     fn replace_log(&self, topic: &str, partition: u32, log: PartitionLog<D>);
+    /// Why `topic`/`partition` is offline with a damaged log a repair can cut, if it is
+    /// (`broker::registry`'s `Damaged` state).
+    fn damaged(&self, topic: &str, partition: u32) -> Option<String>;
+    /// Takes the online log of `topic`/`partition` offline as damaged from `offset` on (a
+    /// batch failed its checks while being served); whether it was online.
+    fn mark_damaged<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        offset: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, bool>;
+    /// Cuts a damaged log at its last good batch and brings it back online
+    /// (`storage::repair::truncate_at_damage`); why not, if it stays offline.
+    fn repair<'a>(&'a self, topic: &'a str, partition: u32) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// The controller's answer to an ISR change.
@@ -151,6 +167,12 @@ pub trait ReplicaTransport: Send + Sync + 'static {
     fn alter_partition(
         &self,
         request: AlterPartitionRequest,
+    ) -> BoxFuture<'_, Result<AlterPartitionReply, String>>;
+    /// Tells the active controller this node's replica of a partition is damaged (it leaves
+    /// the ISR and ELR; see `replication::repair`).
+    fn report_damaged(
+        &self,
+        request: ReplicaDamagedRequest,
     ) -> BoxFuture<'_, Result<AlterPartitionReply, String>>;
 }
 
@@ -228,6 +250,10 @@ struct ManagerState {
     next_token: u64,
     /// Leader nodes with a running fetcher task.
     fetchers: BTreeMap<NodeId, tokio::task::JoinHandle<()>>,
+    /// Damaged replicas with a report to the controller or a repair in flight.
+    repairing: std::collections::BTreeSet<PartitionKey>,
+    /// Why each damaged replica waits, as last logged (logged again when it changes).
+    repair_waits: BTreeMap<PartitionKey, String>,
 }
 
 /// The replication driver of one node. See the module documentation.
@@ -272,6 +298,8 @@ impl<D: Disk> ReplicaManager<D> {
                 waiters: HashMap::new(),
                 next_token: 0,
                 fetchers: BTreeMap::new(),
+                repairing: std::collections::BTreeSet::new(),
+                repair_waits: BTreeMap::new(),
             }),
             changed: watch::channel(0).0,
             tick_needed: tokio::sync::Notify::new(),
@@ -358,6 +386,7 @@ impl<D: Disk> ReplicaManager<D> {
         let now = self.clock.now();
         let local = self.settings.node_id;
         let mut becoming = Vec::new();
+        let mut damaged = Vec::new();
         {
             let mut guard = self.lock();
             let state = &mut *guard;
@@ -429,6 +458,17 @@ impl<D: Disk> ReplicaManager<D> {
             }
             for (key, (topic_id, image_state)) in placed {
                 let Some(log) = self.logs.partition_log(&key.0, key.1) else {
+                    if self.logs.damaged(&key.0, key.1).is_some() {
+                        // Its log is closed: whatever role it had ends here, and nothing
+                        // pending is acknowledged.
+                        if let Some(mut old) = state.partitions.remove(&key)
+                            && let Role::Leader(leader, _) = &mut old.role
+                        {
+                            leader.handle_partition_state(deposed_state(&old.state), now);
+                            release(leader, &mut state.waiters);
+                        }
+                        damaged.push((key.clone(), topic_id, image_state.clone()));
+                    }
                     continue;
                 };
                 // A topic deleted and created again under the same name is another
@@ -558,8 +598,92 @@ impl<D: Disk> ReplicaManager<D> {
             hosted.proposal_backoff = REPLICA_BACKOFF_INITIAL;
             tracing::info!(topic = %key.0, partition = key.1, leader_epoch = leader_state.leader_epoch, "leading");
         }
+        if let Some(node_epoch) = node_epoch {
+            self.handle_damaged(&image, node_epoch, damaged);
+        }
         self.ensure_fetchers();
         self.bump();
+    }
+
+    /// Damaged replicas placed here (issue 13 item 4): each is repaired, reported to the
+    /// controller, or left offline, by [`damage_repair::decide`]; one report or repair per
+    /// partition at a time, each waking the driver to look again when it ends.
+    fn handle_damaged(
+        self: &Arc<Self>,
+        image: &MetadataImage,
+        node_epoch: NodeEpoch,
+        damaged: Vec<(PartitionKey, TopicId, crate::controller::PartitionState)>,
+    ) {
+        let local = self.settings.node_id;
+        let mut state = self.lock();
+        state
+            .repair_waits
+            .retain(|key, _| damaged.iter().any(|(damaged, _, _)| damaged == key));
+        for (key, topic_id, partition_state) in damaged {
+            if state.repairing.contains(&key) {
+                continue;
+            }
+            match damage_repair::decide(local, Some(node_epoch), image, &partition_state) {
+                RepairDecision::Wait(reason) => {
+                    if state.repair_waits.get(&key) != Some(&reason) {
+                        tracing::error!(topic = %key.0, partition = key.1, %reason, "damaged replica stays offline");
+                        state.repair_waits.insert(key, reason);
+                    }
+                }
+                RepairDecision::Report => {
+                    state.repair_waits.remove(&key);
+                    state.repairing.insert(key.clone());
+                    let request = ReplicaDamagedRequest {
+                        node_id: local,
+                        node_epoch,
+                        topic_id,
+                        partition: key.1,
+                    };
+                    let manager = Arc::clone(self);
+                    tokio::spawn(async move { manager.report_damaged(key, request).await });
+                }
+                RepairDecision::Repair { leader } => {
+                    state.repair_waits.remove(&key);
+                    state.repairing.insert(key.clone());
+                    let manager = Arc::clone(self);
+                    tokio::spawn(async move { manager.repair_replica(key, leader).await });
+                }
+            }
+        }
+    }
+
+    /// Asks the controller to drop this damaged replica from the ISR and ELR; the image
+    /// that does so brings the repair.
+    async fn report_damaged(self: Arc<Self>, key: PartitionKey, request: ReplicaDamagedRequest) {
+        tracing::warn!(topic = %key.0, partition = key.1, "damaged replica asks the controller to drop it from the ISR and ELR before it cuts its log");
+        let pause = match self.transport.report_damaged(request).await {
+            // The image saying so may already be here, or still on its way: look again
+            // shortly either way.
+            Ok(AlterPartitionReply::Applied { .. }) => REPLICA_BACKOFF_INITIAL,
+            Ok(refusal) => {
+                tracing::info!(topic = %key.0, partition = key.1, ?refusal, "damage report refused; retried after a back-off");
+                REPLICA_BACKOFF_MAX
+            }
+            Err(error) => {
+                tracing::info!(topic = %key.0, partition = key.1, %error, "damage report not delivered; retried after a back-off");
+                REPLICA_BACKOFF_MAX
+            }
+        };
+        clock::sleep(&*self.clock, pause).await;
+        self.lock().repairing.remove(&key);
+        self.reapply.notify_one();
+    }
+
+    /// Cuts a damaged replica's log at its last good batch; the next look at the image
+    /// makes it a follower of `leader`, which refetches the rest.
+    async fn repair_replica(self: Arc<Self>, key: PartitionKey, leader: NodeId) {
+        tracing::warn!(topic = %key.0, partition = key.1, leader, "repairing a damaged replica: its log is cut at the last good batch, then the rest is fetched from the leader");
+        if let Err(error) = self.logs.repair(&key.0, key.1).await {
+            tracing::error!(topic = %key.0, partition = key.1, %error, "damaged replica not repaired; retried after a back-off while it stays repairable");
+            clock::sleep(&*self.clock, REPLICA_BACKOFF_MAX).await;
+        }
+        self.lock().repairing.remove(&key);
+        self.reapply.notify_one();
     }
 
     /// Starts a fetcher task for every leader some follower here fetches from.
@@ -1038,6 +1162,22 @@ impl<D: Disk> ReplicaManager<D> {
                     Ok(read) => {
                         if let Some(damage) = &read.damage {
                             tracing::error!(topic = %wanted.topic, partition = wanted.partition, offset = damage.offset, reason = %damage.reason, "damaged batch not served to a follower");
+                            // This node stops leading from bad bytes: the log goes offline
+                            // as damaged, and the driver reports it so the controller
+                            // elects another ISR member (the verified prefix read above
+                            // is still good to serve).
+                            if self
+                                .logs
+                                .mark_damaged(
+                                    &wanted.topic,
+                                    wanted.partition,
+                                    damage.offset,
+                                    &damage.reason,
+                                )
+                                .await
+                            {
+                                self.reapply.notify_one();
+                            }
                         }
                         if read.damage.is_some() && read.bytes.is_empty() {
                             plan = FetchPlan::Refuse(ReplicaFetchError::StorageError);
@@ -1093,6 +1233,7 @@ impl<D: Disk> ReplicaManager<D> {
         loop {
             changed.borrow_and_update();
             let now = self.clock.now();
+            let mut damaged = Vec::new();
             let (node_epoch, mut wanted, wake) = {
                 let mut guard = self.lock();
                 let state = &mut *guard;
@@ -1111,6 +1252,12 @@ impl<D: Disk> ReplicaManager<D> {
                     let Some(log) = self.logs.partition_log(&key.0, key.1) else {
                         continue;
                     };
+                    if let Some(damage) = log.damage() {
+                        // The verifier found a bad batch in this replica: it is repaired
+                        // like one found at start (reported, cut, refetched).
+                        damaged.push((key.clone(), damage));
+                        continue;
+                    }
                     let epochs = log.leader_epochs();
                     let view = FollowerLogView {
                         log_start_offset: log.log_start_offset(),
@@ -1132,6 +1279,15 @@ impl<D: Disk> ReplicaManager<D> {
                 }
                 (node_epoch, wanted, wake)
             };
+            for (key, damage) in damaged {
+                if self
+                    .logs
+                    .mark_damaged(&key.0, key.1, damage.first_offset, &damage.reason)
+                    .await
+                {
+                    self.reapply.notify_one();
+                }
+            }
             let Some(node_epoch) = node_epoch else {
                 let _ = changed.changed().await;
                 continue;

@@ -32,7 +32,7 @@ mod stored;
 use crate::clock::Clock;
 use crate::storage::disk::descriptors::DescriptorBudgetError;
 use crate::storage::{Disk, DiskError, LogConfig, PartitionKey, PartitionLog};
-pub use hosted::{HostTopicError, HostedTopic};
+pub use hosted::{HostTopicError, HostedTopic, RepairPartitionError};
 pub use stored::{
     ModuleReference, RemoveModuleError, RemoveTransformError, SetTransformStoppedError,
     StoreModuleError, StoreTransformError,
@@ -124,6 +124,14 @@ pub struct RegistryConfig {
 enum PartitionState<D: Disk> {
     Online(PartitionLog<D>),
     Offline(String),
+    /// In a `[cluster]`: offline because its log is damaged (`OpenError::Corrupt` at
+    /// `segment`/`position`). Served like `Offline`; the replication driver may cut it at
+    /// its last good batch and refetch the rest from the leader
+    /// ([`TopicRegistry::repair_damaged`]).
+    Damaged {
+        reason: String,
+        hint: crate::storage::repair::DamageHint,
+    },
     /// In a `[cluster]`: another node is this partition's replica; nothing of it is here.
     NotHosted,
 }
@@ -182,9 +190,11 @@ impl<D: Disk> Partition<D> {
     pub fn online_log(&self) -> Result<PartitionLog<D>, LookupError> {
         match &*read(&self.state) {
             PartitionState::Online(log) => Ok(log.clone()),
-            PartitionState::Offline(reason) => Err(LookupError::Offline {
-                reason: reason.clone(),
-            }),
+            PartitionState::Offline(reason) | PartitionState::Damaged { reason, .. } => {
+                Err(LookupError::Offline {
+                    reason: reason.clone(),
+                })
+            }
             PartitionState::NotHosted => Err(LookupError::NotHosted {
                 topic: self.key.topic.clone(),
                 partition: self.key.partition,
@@ -1014,6 +1024,26 @@ impl<D: Disk> TopicRegistry<D> {
                 .await
                 {
                     Ok(log) => PartitionState::Online(log),
+                    // A replica placed by the controller: its leader may hold the records.
+                    Err(crate::storage::OpenError::Corrupt {
+                        path,
+                        position,
+                        reason,
+                    }) if hosted.is_some() => {
+                        let error = crate::storage::OpenError::Corrupt {
+                            path: path.clone(),
+                            position,
+                            reason,
+                        };
+                        tracing::error!(partition = %key, %error, "partition offline: its log is damaged; repaired from the leader if another replica leads it (docs/OPERATIONS.md, \"A damaged replica\")");
+                        PartitionState::Damaged {
+                            reason: error.to_string(),
+                            hint: crate::storage::repair::DamageHint::At {
+                                segment: path,
+                                position,
+                            },
+                        }
+                    }
                     Err(error) => {
                         tracing::error!(partition = %key, %error, "partition offline");
                         PartitionState::Offline(error.to_string())
@@ -1038,7 +1068,9 @@ impl<D: Disk> TopicRegistry<D> {
         let mut offline = Vec::new();
         for (name, topic) in topics.iter() {
             for partition in read(&topic.partitions).iter() {
-                if let PartitionState::Offline(reason) = &*read(&partition.state) {
+                if let PartitionState::Offline(reason) | PartitionState::Damaged { reason, .. } =
+                    &*read(&partition.state)
+                {
                     offline.push((name.clone(), partition.key.partition, reason.clone()));
                 }
             }
