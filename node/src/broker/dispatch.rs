@@ -564,11 +564,13 @@ impl<D: Disk> Broker<D> {
                 producer_epoch: 0,
             },
             Err(error) => {
-                if !matches!(
-                    error,
-                    ProducerIdError::Held | ProducerIdError::Controller(_)
-                ) {
-                    tracing::error!(%error, "no producer id handed out");
+                match &error {
+                    ProducerIdError::Held => {}
+                    // Retriable (an election, a partition): the client asks again.
+                    ProducerIdError::Controller(_) => {
+                        tracing::info!(%error, "no producer id handed out yet");
+                    }
+                    _ => tracing::error!(%error, "no producer id handed out"),
                 }
                 InitProducerIdResponse {
                     error: producer_id_code(&error),
