@@ -65,6 +65,12 @@ const _: () = assert!(
         <= PEER_FRAME_BYTES_MAX_DEFAULT / 2
 );
 const _: () = assert!(
+    crate::controller::quorum::CONTROLLER_RAFT_HEARTBEAT_MS_DEFAULT
+        < crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT
+        && crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT
+            < crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MAX_MS_DEFAULT
+);
+const _: () = assert!(
     crate::replication::manager::REPLICA_FETCH_PARTITION_BYTES_MAX_DEFAULT
         <= crate::replication::manager::REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT
 );
@@ -138,6 +144,11 @@ pub struct ClusterConfig {
     /// Most bytes of records in one replica fetch answer (Kafka's
     /// `replica.fetch.response.max.bytes`).
     pub replica_fetch_response_bytes_max: u32,
+    /// How often the active controller's Raft leader heartbeats the other voters.
+    pub controller_heartbeat_interval: Duration,
+    /// A voter that hears no leader for a random time in this range campaigns (openraft's
+    /// election timeout; KRaft's `controller.quorum.election.timeout.ms`).
+    pub controller_election_timeout: (Duration, Duration),
 }
 
 /// The TOML form of `[cluster]`.
@@ -170,6 +181,9 @@ pub(crate) struct ClusterSection {
     controlled_shutdown_timeout_ms: Option<u64>,
     replica_fetch_partition_bytes_max: Option<u32>,
     replica_fetch_response_bytes_max: Option<u32>,
+    controller_heartbeat_interval_ms: Option<u64>,
+    controller_election_timeout_min_ms: Option<u64>,
+    controller_election_timeout_max_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -422,6 +436,31 @@ impl ClusterConfig {
                 peer_frame_bytes_max / 2
             )));
         }
+        let controller_heartbeat_interval = millis(
+            "controller_heartbeat_interval_ms",
+            section.controller_heartbeat_interval_ms,
+            crate::controller::quorum::CONTROLLER_RAFT_HEARTBEAT_MS_DEFAULT,
+        )?;
+        let controller_election_timeout_min = millis(
+            "controller_election_timeout_min_ms",
+            section.controller_election_timeout_min_ms,
+            crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT,
+        )?;
+        let controller_election_timeout_max = millis(
+            "controller_election_timeout_max_ms",
+            section.controller_election_timeout_max_ms,
+            crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MAX_MS_DEFAULT,
+        )?;
+        if controller_heartbeat_interval >= controller_election_timeout_min
+            || controller_election_timeout_min >= controller_election_timeout_max
+        {
+            return Err(error(format!(
+                "cluster.controller_heartbeat_interval_ms ({}) < cluster.controller_election_timeout_min_ms ({}) < cluster.controller_election_timeout_max_ms ({}) does not hold: voters would campaign while the controller is alive, or all at the same moment",
+                controller_heartbeat_interval.as_millis(),
+                controller_election_timeout_min.as_millis(),
+                controller_election_timeout_max.as_millis()
+            )));
+        }
         let file = |key: &str, value: Option<PathBuf>| {
             value
                 .filter(|path| !path.as_os_str().is_empty())
@@ -457,6 +496,11 @@ impl ClusterConfig {
             controlled_shutdown_timeout,
             replica_fetch_partition_bytes_max,
             replica_fetch_response_bytes_max,
+            controller_heartbeat_interval,
+            controller_election_timeout: (
+                controller_election_timeout_min,
+                controller_election_timeout_max,
+            ),
         })
     }
 
@@ -540,4 +584,4 @@ fn ids(ids: impl Iterator<Item = NodeId>) -> String {
 mod tests;
 
 #[cfg(test)]
-mod replica_fetch_tests;
+mod tuning_tests;

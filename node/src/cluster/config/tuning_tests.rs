@@ -1,5 +1,7 @@
-//! `cluster.replica_fetch_partition_bytes_max` and `cluster.replica_fetch_response_bytes_max`
-//! (Kafka's `replica.fetch.max.bytes` and `replica.fetch.response.max.bytes`).
+//! The `[cluster]` tuning keys: `replica_fetch_partition_bytes_max` and
+//! `replica_fetch_response_bytes_max` (Kafka's `replica.fetch.max.bytes` and
+//! `replica.fetch.response.max.bytes`), and the controller quorum's Raft timings
+//! (`controller_heartbeat_interval_ms`, `controller_election_timeout_min_ms` / `_max_ms`).
 
 use super::*;
 use crate::config::NodeConfig;
@@ -70,4 +72,49 @@ fn replica_fetch_limits_that_cannot_work_are_refused_in_one_line() {
     );
     // Lowering both together works.
     parse("peer_frame_bytes_max = 4194304\nreplica_fetch_response_bytes_max = 2097152").unwrap();
+}
+
+// Goal: the controller quorum's Raft timings default to openraft's (50 ms heartbeat,
+// 150-300 ms election timeout), can be raised for slow links (with 100 ms one-way delay the
+// defaults never let the controller commit again), reach the controller's settings, and
+// an order that cannot work is refused in one line.
+#[test]
+fn the_controller_raft_timings_have_their_defaults_are_read_and_checked() {
+    let cluster = parse("").unwrap();
+    assert_eq!(
+        cluster.controller_heartbeat_interval,
+        Duration::from_millis(50)
+    );
+    assert_eq!(
+        cluster.controller_election_timeout,
+        (Duration::from_millis(150), Duration::from_millis(300))
+    );
+    let cluster = parse(
+        "controller_heartbeat_interval_ms = 250\ncontroller_election_timeout_min_ms = 1000\ncontroller_election_timeout_max_ms = 2000",
+    )
+    .unwrap();
+    let config = crate::controller::peer_link::controller_config(&cluster);
+    assert_eq!(config.raft_heartbeat, Duration::from_millis(250));
+    assert_eq!(
+        config.election_timeout,
+        (Duration::from_secs(1), Duration::from_secs(2))
+    );
+    for extra in [
+        "controller_heartbeat_interval_ms = 150",
+        "controller_election_timeout_min_ms = 300",
+        "controller_election_timeout_max_ms = 100",
+    ] {
+        let error = parse(extra).unwrap_err().to_string();
+        assert_eq!(error.lines().count(), 1, "{error}");
+        assert!(
+            error.contains("does not hold: voters would campaign"),
+            "{extra}: {error}"
+        );
+    }
+    assert_eq!(
+        parse("controller_election_timeout_min_ms = 0")
+            .unwrap_err()
+            .to_string(),
+        "node.toml: cluster.controller_election_timeout_min_ms must be positive"
+    );
 }
