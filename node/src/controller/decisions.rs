@@ -250,6 +250,20 @@ pub struct AlterPartitionRequest {
     pub new_isr: Vec<(NodeId, NodeEpoch)>,
 }
 
+/// A replica reports its copy of a partition damaged (issue 13 item 4): it holds fewer
+/// records than it did, and cuts its log once the controller no longer counts on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaDamagedRequest {
+    /// The sender (the damaged replica; its certificate's node id).
+    pub node_id: NodeId,
+    /// The sender's node epoch.
+    pub node_epoch: NodeEpoch,
+    /// The topic.
+    pub topic_id: TopicId,
+    /// The partition.
+    pub partition: u32,
+}
+
 /// The controller's decision-making state: the replicated image is passed in; the only state
 /// kept here is the heartbeat sessions and the controlled-shutdown marks, which (as in KRaft)
 /// live on the active controller only and start afresh, with a full timeout, on a new one.
@@ -787,6 +801,81 @@ impl ControllerLogic {
             ..current.clone()
         };
         normalize_elr(&mut next, min_insync);
+        let mut work = Work::new(image);
+        work.push(MetadataRecord::AlterPartition {
+            topic_id: request.topic_id,
+            partition: request.partition,
+            state: next,
+        })?;
+        Ok(work.records)
+    }
+
+    /// A replica whose log is damaged leaves the partition's ISR and ELR, so no election picks
+    /// it for records it is about to give up (Kafka's analogue: a broker reporting a log
+    /// directory offline). Where it led, a leader is elected from the rest (ISR, ELR, then
+    /// unclean where allowed). Unlike fencing, it does not join the ELR when the ISR drops
+    /// below `min.insync.replicas`: it no longer holds the committed records. Refused for
+    /// the last ISR member (the only copy the controller knows of: it stays in the ISR,
+    /// offline, rather than leave the partition with none) and for a stale node epoch.
+    pub fn replica_damaged(
+        &self,
+        image: &MetadataImage,
+        request: &ReplicaDamagedRequest,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let name = format!("{}/{}", request.topic_id, request.partition);
+        let sender = image
+            .nodes
+            .get(&request.node_id)
+            .ok_or(ControllerError::UnknownNode {
+                node_id: request.node_id,
+            })?;
+        if sender.node_epoch != request.node_epoch {
+            return Err(ControllerError::StaleNodeEpoch {
+                node_id: request.node_id,
+                current: sender.node_epoch,
+                given: request.node_epoch,
+            });
+        }
+        let (_, topic) = image
+            .topic_by_id(request.topic_id)
+            .ok_or_else(|| ControllerError::UnknownTopicOrPartition(name.clone()))?;
+        let current = image
+            .partition(request.topic_id, request.partition)
+            .ok_or_else(|| ControllerError::UnknownTopicOrPartition(name.clone()))?;
+        if !current.replicas.contains(&request.node_id) {
+            return Err(ControllerError::IneligibleReplica {
+                node_id: request.node_id,
+                reason: format!("not a replica of {name}"),
+            });
+        }
+        if current.isr == [request.node_id] {
+            return Err(ControllerError::IneligibleReplica {
+                node_id: request.node_id,
+                reason: format!(
+                    "the only in-sync replica of {name}: no other holds its records, so it stays in the ISR"
+                ),
+            });
+        }
+        let min_insync = min_insync_replicas(topic, current, &self.config);
+        let mut next = current.clone();
+        next.isr.retain(|member| *member != request.node_id);
+        next.elr.retain(|member| *member != request.node_id);
+        if next.leader == Some(request.node_id) {
+            let shutting_down = self.nodes_in_controlled_shutdown(image);
+            let election = elect(
+                image,
+                &next,
+                topic,
+                &self.config,
+                Some(request.node_id),
+                &shutting_down,
+            );
+            install_leader(&mut next, election, min_insync);
+        }
+        if next == *current {
+            return Ok(Vec::new());
+        }
+        next.partition_epoch = next.partition_epoch.saturating_add(1);
         let mut work = Work::new(image);
         work.push(MetadataRecord::AlterPartition {
             topic_id: request.topic_id,

@@ -42,7 +42,7 @@ use tokio::sync::{Mutex, watch};
 
 use super::decisions::{
     AlterPartitionRequest, ControllerError, ControllerLogic, CreateTopicRequest, DecisionConfig,
-    RegisterRequest,
+    RegisterRequest, ReplicaDamagedRequest,
 };
 use super::image::MetadataImage;
 use super::records::{MetadataRecord, NodeEpoch, NodeId};
@@ -446,6 +446,19 @@ impl Controller {
         self.decide(|logic, image| {
             logic
                 .alter_partition(image, &request)
+                .map(|records| (records, ()))
+        })
+        .await
+    }
+
+    /// A replica reports its copy of a partition damaged: it leaves the ISR and ELR.
+    pub async fn replica_damaged(
+        &self,
+        request: ReplicaDamagedRequest,
+    ) -> Result<(), ControllerRequestError> {
+        self.decide(|logic, image| {
+            logic
+                .replica_damaged(image, &request)
                 .map(|records| (records, ()))
         })
         .await
