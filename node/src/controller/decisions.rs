@@ -554,12 +554,13 @@ impl ControllerLogic {
                 "{UNCLEAN_LEADER_ELECTION_KEY}={text:?}: expected true or false"
             )));
         }
-        let partitions = place(
+        let mut partitions = place(
             &live,
             image.topics.len(),
             0..request.partitions,
             replication_factor,
         );
+        lead_elsewhere(&mut partitions, &self.nodes_in_controlled_shutdown(image));
         let mut work = Work::new(image);
         work.push(MetadataRecord::CreateTopic {
             name: request.name.clone(),
@@ -681,10 +682,12 @@ impl ControllerLogic {
             .keys()
             .position(|other| other == name)
             .unwrap_or(0);
+        let mut placed = place(&live, start, current..partitions, replication_factor);
+        lead_elsewhere(&mut placed, &self.nodes_in_controlled_shutdown(image));
         let mut work = Work::new(image);
         work.push(MetadataRecord::CreatePartitions {
             topic_id: topic.topic_id,
-            partitions: place(&live, start, current..partitions, replication_factor),
+            partitions: placed,
         })?;
         Ok(work.records)
     }
@@ -1017,6 +1020,24 @@ pub fn leaderships(image: &MetadataImage, node_id: NodeId) -> u32 {
         .filter(|state| state.leader == Some(node_id))
         .count();
     u32::try_from(led).unwrap_or(u32::MAX)
+}
+
+/// New partitions whose first replica is in controlled shutdown are led by their next
+/// replica instead (it would have to give the leadership up at once); the replicas, and so
+/// the preferred leader, stay as placed.
+fn lead_elsewhere(partitions: &mut [PartitionState], ineligible: &BTreeSet<NodeId>) {
+    for state in partitions {
+        if state
+            .leader
+            .is_some_and(|leader| ineligible.contains(&leader))
+            && let Some(other) = state
+                .replicas
+                .iter()
+                .find(|node| !ineligible.contains(node))
+        {
+            state.leader = Some(*other);
+        }
+    }
 }
 
 pub(super) fn is_unfenced(image: &MetadataImage, node_id: NodeId) -> bool {

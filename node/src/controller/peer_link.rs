@@ -594,6 +594,8 @@ pub fn controller_config(
         .collect();
     let mut config = super::ControllerConfig::new(cluster.node_id, voters);
     config.node_heartbeat_interval = cluster.node_heartbeat_interval;
+    config.raft_heartbeat = cluster.controller_heartbeat_interval;
+    config.election_timeout = cluster.controller_election_timeout;
     config.decisions = super::DecisionConfig {
         default_replication_factor: u16::try_from(cluster.default_replication_factor)
             .unwrap_or(u16::MAX),

@@ -92,8 +92,8 @@ impl ReplicationSettings {
             min_insync_replicas_default: cluster.min_insync_replicas as usize,
             replica_lag_time_max: cluster.replica_lag_time_max,
             replica_fetch_wait_max: cluster.replica_fetch_wait_max,
-            replica_fetch_response_bytes_max: REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT,
-            replica_fetch_partition_bytes_max: REPLICA_FETCH_PARTITION_BYTES_MAX_DEFAULT,
+            replica_fetch_response_bytes_max: cluster.replica_fetch_response_bytes_max,
+            replica_fetch_partition_bytes_max: cluster.replica_fetch_partition_bytes_max,
         }
     }
 

@@ -217,3 +217,28 @@ fn a_reassignment_completing_does_not_elect_a_node_in_shutdown() {
     let state = cluster.state(topic, 0);
     assert_ne!(state.leader, Some(2), "{state:?}");
 }
+
+// Goal: a partition created while its first replica shuts down is led by another replica
+// from the start (the stopping node would only have to give it up), and leaderships_left
+// stays 0.
+#[test]
+fn a_topic_created_during_a_controlled_shutdown_is_not_led_by_the_stopping_node() {
+    let mut cluster = Cluster::new(3);
+    cluster.shut_down(1);
+    let topic = cluster.create("late", 3, 3);
+    for partition in 0..3 {
+        let state = cluster.state(topic, partition);
+        assert_ne!(state.leader, Some(1), "partition {partition}: {state:?}");
+        assert!(state.leader.is_some());
+    }
+    assert_eq!(cluster.shut_down(1), 0);
+    let single = cluster.create("single", 3, 1);
+    // RF=1 on node 1 alone: no other replica can lead, so node 1 is placed as leader and the
+    // next request gives it up (leaderless, as the last ISR member).
+    let on_node_1 = (0..3)
+        .find(|p| cluster.state(single, *p).replicas == vec![1])
+        .expect("one partition on node 1");
+    assert_eq!(cluster.state(single, on_node_1).leader, Some(1));
+    assert_eq!(cluster.shut_down(1), 0);
+    assert_eq!(cluster.state(single, on_node_1).leader, None);
+}
