@@ -22,10 +22,15 @@ use crate::config::{ConfigError, DURATION_MS_MAX};
 pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 30_000;
 /// Default `replica_fetch_wait_max_ms` (Kafka's `replica.fetch.wait.max.ms`).
 pub const REPLICA_FETCH_WAIT_MAX_MS_DEFAULT: u64 = 500;
-/// Default `node_heartbeat_interval_ms` (KRaft's `broker.heartbeat.interval.ms`).
-pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 2_000;
-/// Default `node_session_timeout_ms` (KRaft's `broker.session.timeout.ms`).
-pub const NODE_SESSION_TIMEOUT_MS_DEFAULT: u64 = 9_000;
+/// Default `node_heartbeat_interval_ms` (KRaft's `broker.heartbeat.interval.ms`, 2 s there):
+/// six heartbeats per session, so a node is fenced only after six in a row went missing.
+pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 250;
+/// Default `node_session_timeout_ms` (KRaft's `broker.session.timeout.ms`, 9 s there). It
+/// bounds failover: a dead leader is replaced about this long after its last heartbeat, and
+/// issue 13 asks for the first acknowledged produce on the new leader within 2 s of the kill.
+/// Shorter fences healthy nodes that stall (a debug build on a loaded 2-core machine stalls
+/// for hundreds of milliseconds); see docs/OPERATIONS.md, "Failover time".
+pub const NODE_SESSION_TIMEOUT_MS_DEFAULT: u64 = 1_500;
 /// Default `peer_frame_bytes_max`: the largest peer request or response frame. Replica
 /// fetches carry record batches, so it is larger than a client request needs.
 pub const PEER_FRAME_BYTES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
@@ -34,8 +39,9 @@ pub const PEER_FRAME_BYTES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
 pub const PEER_IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Smallest `peer_frame_bytes_max` accepted: room for a frame header and small requests.
 pub const PEER_FRAME_BYTES_MIN: u32 = 4 * 1024;
-/// Default `peer_request_timeout_ms`: how long a peer request waits for its answer.
-pub const PEER_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Default `peer_request_timeout_ms`: how long a peer request waits for its answer. Below
+/// the session timeout (checked), and twice the longest a replica fetch is held at the leader.
+pub const PEER_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 1_000;
 /// Default `peer_reconnect_backoff_min_ms`: the first wait after a failed dial.
 pub const PEER_RECONNECT_BACKOFF_MIN_MS_DEFAULT: u64 = 100;
 /// Default `peer_reconnect_backoff_max_ms`: the longest wait between dials (doubling).
@@ -52,6 +58,8 @@ const _: () = assert!(NODE_HEARTBEAT_INTERVAL_MS_DEFAULT * 2 <= NODE_SESSION_TIM
 const _: () = assert!(PEER_REQUEST_TIMEOUT_MS_DEFAULT < NODE_SESSION_TIMEOUT_MS_DEFAULT);
 // A follower's fetch must return well within the lag limit, or idle followers leave the ISR.
 const _: () = assert!(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT < REPLICA_LAG_TIME_MAX_MS_DEFAULT);
+// A follower's fetch held at the leader must come back before its peer request times out.
+const _: () = assert!(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT < PEER_REQUEST_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(PEER_FRAME_BYTES_MIN <= PEER_FRAME_BYTES_MAX_DEFAULT);
 // One largest frame must fit in a connection's budget, or it could never be read.
 const _: () =
@@ -117,6 +125,11 @@ pub struct ClusterConfig {
     pub peer_reconnect_backoff_min: Duration,
     /// Longest wait between dials of a peer.
     pub peer_reconnect_backoff_max: Duration,
+    /// Kafka's `controlled.shutdown.enable`: on SIGTERM the node first asks the controller
+    /// to move its leaderships away.
+    pub controlled_shutdown_enable: bool,
+    /// Longest a stopping node waits for its leaderships to move.
+    pub controlled_shutdown_timeout: Duration,
 }
 
 /// The TOML form of `[cluster]`.
@@ -145,6 +158,8 @@ pub(crate) struct ClusterSection {
     peer_reconnect_backoff_max_ms: Option<u64>,
     auto_leader_rebalance_enable: Option<bool>,
     leader_imbalance_check_interval_ms: Option<u64>,
+    controlled_shutdown_enable: Option<bool>,
+    controlled_shutdown_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -373,6 +388,11 @@ impl ClusterConfig {
             section.leader_imbalance_check_interval_ms,
             crate::controller::rebalance::LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
         )?;
+        let controlled_shutdown_timeout = millis(
+            "controlled_shutdown_timeout_ms",
+            section.controlled_shutdown_timeout_ms,
+            crate::controller::shutdown::CONTROLLED_SHUTDOWN_TIMEOUT_MS_DEFAULT,
+        )?;
         let file = |key: &str, value: Option<PathBuf>| {
             value
                 .filter(|path| !path.as_os_str().is_empty())
@@ -402,6 +422,10 @@ impl ClusterConfig {
                 .auto_leader_rebalance_enable
                 .unwrap_or(crate::controller::rebalance::AUTO_LEADER_REBALANCE_ENABLE_DEFAULT),
             leader_imbalance_check_interval,
+            controlled_shutdown_enable: section
+                .controlled_shutdown_enable
+                .unwrap_or(crate::controller::shutdown::CONTROLLED_SHUTDOWN_ENABLE_DEFAULT),
+            controlled_shutdown_timeout,
         })
     }
 

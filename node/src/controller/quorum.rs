@@ -404,6 +404,20 @@ impl Controller {
         .await
     }
 
+    /// A node in controlled shutdown asks to have its leaderships moved (also its
+    /// heartbeat); returns how many partitions it still leads once the change is committed.
+    pub async fn controlled_shutdown(
+        &self,
+        now: Instant,
+        node_id: NodeId,
+        node_epoch: NodeEpoch,
+    ) -> Result<u32, ControllerRequestError> {
+        self.decide(|logic, image| {
+            logic.handle_controlled_shutdown(image, now, node_id, node_epoch)
+        })
+        .await
+    }
+
     /// Fences the nodes whose sessions expired by `now` (the driver calls this on the
     /// active controller every heartbeat interval).
     pub async fn poll_fencing(&self, now: Instant) -> Result<(), ControllerRequestError> {

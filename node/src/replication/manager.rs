@@ -3,7 +3,9 @@
 //! it hosts, and drives the pure state machines of this module with real logs, the node's
 //! clock and a [`ReplicaTransport`].
 //!
-//! - Leader at epoch E (the image names this node): the log's leader epoch is set to E
+//! - Leader at epoch E (the image names this node, and holds this node's registration at
+//!   its current node epoch, so it is not an image from before the node's start): the
+//!   log's leader epoch is set to E
 //!   (durably, `PartitionLog::set_leader_epoch`) *before* anything is acknowledged, then a
 //!   [`PartitionLeader`] seeded with the image's ISR and partition epoch and the log's
 //!   synced end answers replica fetches ([`ReplicaManager::handle_replica_fetch`], a long
@@ -183,6 +185,11 @@ pub enum PartitionRole {
     Leader {
         /// The leader epoch.
         leader_epoch: LeaderEpoch,
+        /// Which of this node's leaderships of the partition (a number the driver gives
+        /// each leader state it installs): an acks=all wait is bound to the leadership its
+        /// append was accepted in ([`ReplicaManager::wait_acks_all`]), so it never completes
+        /// in a later one, whose log may hold other records at those offsets.
+        leadership: u64,
     },
 }
 
@@ -209,7 +216,8 @@ enum Role {
     BecomingLeader {
         leader_epoch: LeaderEpoch,
     },
-    Leader(Box<PartitionLeader<u64>>),
+    /// Leading, in the leadership numbered by the second field.
+    Leader(Box<PartitionLeader<u64>>, u64),
     Follower(PartitionFollower),
 }
 
@@ -226,6 +234,8 @@ struct Hosted {
 
 struct ManagerState {
     image: Arc<MetadataImage>,
+    /// The last leadership number given ([`PartitionRole::Leader::leadership`]).
+    leadership_last: u64,
     node_epoch: Option<NodeEpoch>,
     partitions: BTreeMap<PartitionKey, Hosted>,
     waiters: HashMap<u64, oneshot::Sender<Result<(), AcksAllError>>>,
@@ -274,6 +284,7 @@ impl<D: Disk> ReplicaManager<D> {
             transport,
             state: Mutex::new(ManagerState {
                 image: Arc::new(MetadataImage::default()),
+                leadership_last: 0,
                 node_epoch: None,
                 partitions: BTreeMap::new(),
                 waiters: HashMap::new(),
@@ -394,7 +405,7 @@ impl<D: Disk> ReplicaManager<D> {
                 .collect();
             for key in gone {
                 if let Some(mut hosted) = state.partitions.remove(&key)
-                    && let Role::Leader(leader) = &mut hosted.role
+                    && let Role::Leader(leader, _) = &mut hosted.role
                 {
                     leader.handle_partition_state(
                         PartitionState {
@@ -412,7 +423,7 @@ impl<D: Disk> ReplicaManager<D> {
                 // Not registered: nothing is led or fetched until the controller gives this
                 // incarnation its epoch.
                 for hosted in state.partitions.values_mut() {
-                    if let Role::Leader(leader) = &mut hosted.role {
+                    if let Role::Leader(leader, _) = &mut hosted.role {
                         leader.handle_partition_state(deposed_state(&hosted.state), now);
                         release(leader, &mut state.waiters);
                     }
@@ -422,13 +433,28 @@ impl<D: Disk> ReplicaManager<D> {
                 self.bump();
                 return;
             };
+            // An image that does not yet hold this incarnation's registration is older than
+            // the registration, so older than this node's start: its leaders are what the
+            // controller decided before the restart (a restarted leader would "lead" at its
+            // old epoch and acknowledge what the real leader then truncates). The node leads
+            // only from an image that holds its registration at its node epoch: that image
+            // holds every change the controller made before (or at) the registration, the
+            // fencing of the old incarnation included.
+            let image_current = image_holds_registration(&image, local, node_epoch);
+            if !image_current {
+                tracing::debug!(
+                    node_epoch,
+                    image_index = image.last_applied_index,
+                    "the image does not hold this node's registration yet: leading nothing"
+                );
+            }
             for (key, (topic_id, image_state)) in placed {
                 let Some(log) = self.logs.partition_log(&key.0, key.1) else {
                     if self.logs.damaged(&key.0, key.1).is_some() {
                         // Its log is closed: whatever role it had ends here, and nothing
                         // pending is acknowledged.
                         if let Some(mut old) = state.partitions.remove(&key)
-                            && let Role::Leader(leader) = &mut old.role
+                            && let Role::Leader(leader, _) = &mut old.role
                         {
                             leader.handle_partition_state(deposed_state(&old.state), now);
                             release(leader, &mut state.waiters);
@@ -445,7 +471,7 @@ impl<D: Disk> ReplicaManager<D> {
                     .is_some_and(|hosted| hosted.topic_id != topic_id);
                 if recreated
                     && let Some(mut old) = state.partitions.remove(&key)
-                    && let Role::Leader(leader) = &mut old.role
+                    && let Role::Leader(leader, _) = &mut old.role
                 {
                     leader.handle_partition_state(deposed_state(&old.state), now);
                     release(leader, &mut state.waiters);
@@ -480,11 +506,11 @@ impl<D: Disk> ReplicaManager<D> {
                     std::collections::btree_map::Entry::Occupied(occupied) => occupied.into_mut(),
                 };
                 hosted.topic_id = topic_id;
-                let leads = new_state.leader == Some(local);
+                let leads = new_state.leader == Some(local) && image_current;
                 let same_epoch = hosted.state.leader_epoch == new_state.leader_epoch;
                 match &mut hosted.role {
                     // A leader whose epoch and node epoch still hold takes the new ISR.
-                    Role::Leader(leader) if leads && same_epoch && !epoch_changed => {
+                    Role::Leader(leader, _) if leads && same_epoch && !epoch_changed => {
                         leader.handle_partition_state(new_state.clone(), now);
                         release(leader, &mut state.waiters);
                         hosted.high_watermark.send_replace(leader.high_watermark());
@@ -492,7 +518,7 @@ impl<D: Disk> ReplicaManager<D> {
                     Role::BecomingLeader { leader_epoch }
                         if leads && *leader_epoch == new_state.leader_epoch && !epoch_changed => {}
                     role => {
-                        if let Role::Leader(leader) = role {
+                        if let Role::Leader(leader, _) = role {
                             // Deposed: nothing pending is acknowledged from here on.
                             leader.handle_partition_state(deposed_state(&new_state), now);
                             release(leader, &mut state.waiters);
@@ -557,7 +583,8 @@ impl<D: Disk> ReplicaManager<D> {
                 now,
             );
             hosted.high_watermark.send_replace(leader.high_watermark());
-            hosted.role = Role::Leader(Box::new(leader));
+            state.leadership_last += 1;
+            hosted.role = Role::Leader(Box::new(leader), state.leadership_last);
             hosted.proposal_not_before = None;
             hosted.proposal_backoff = REPLICA_BACKOFF_INITIAL;
             tracing::info!(topic = %key.0, partition = key.1, leader_epoch = leader_state.leader_epoch, "leading");
@@ -682,7 +709,7 @@ impl<D: Disk> ReplicaManager<D> {
             let state = &mut *guard;
             let node_epoch = state.node_epoch;
             for (key, hosted) in &mut state.partitions {
-                let Role::Leader(leader) = &mut hosted.role else {
+                let Role::Leader(leader, _) = &mut hosted.role else {
                     continue;
                 };
                 if let Some(log) = self.logs.partition_log(&key.0, key.1) {
@@ -770,7 +797,7 @@ impl<D: Disk> ReplicaManager<D> {
         let Some(hosted) = state.partitions.get_mut(&key) else {
             return;
         };
-        let Role::Leader(leader) = &mut hosted.role else {
+        let Role::Leader(leader, _) = &mut hosted.role else {
             return;
         };
         match reply {
@@ -818,9 +845,10 @@ impl<D: Disk> ReplicaManager<D> {
         let Some(hosted) = state.partitions.get_mut(&(topic.to_owned(), partition)) else {
             return Ok(PartitionRole::Unreplicated);
         };
-        let Role::Leader(leader) = &mut hosted.role else {
+        let Role::Leader(leader, leadership) = &mut hosted.role else {
             return Err(ReplicaRoleError::NotLeaderOrFollower);
         };
+        let leadership = *leadership;
         if acks_all {
             match leader.check_acks_all() {
                 Ok(()) => {}
@@ -834,16 +862,27 @@ impl<D: Disk> ReplicaManager<D> {
         }
         Ok(PartitionRole::Leader {
             leader_epoch: leader.leader_epoch(),
+            leadership,
         })
     }
 
     /// Waits until the high watermark of `topic`/`partition` reaches `end_offset` (an
     /// acks=all produce whose last offset is `end_offset - 1`, appended and synced here), or
     /// fails: the ISR fell below the minimum, this node stopped leading, or `deadline`.
+    ///
+    /// The wait belongs to `leadership`, the one [`Self::role`] named when the produce was
+    /// accepted (Kafka's delayed produce is likewise answered `NotLeaderOrFollower` when its
+    /// partition's leadership changes). If this node stopped leading since, even to lead
+    /// again in a later leadership or epoch, it fails with `NotLeaderOrFollower` (retriable:
+    /// the SDK resends the same sequence to the leader, whose producer state, rebuilt from the
+    /// batches, deduplicates it if it holds it): in between, the log may have been truncated
+    /// as a follower's, so `end_offset` may now hold other records, and a later leadership's
+    /// high watermark passing it says nothing about this append.
     pub async fn wait_acks_all(
         &self,
         topic: &str,
         partition: u32,
+        leadership: u64,
         end_offset: i64,
         deadline: Instant,
     ) -> Result<(), AcksAllError> {
@@ -854,9 +893,12 @@ impl<D: Disk> ReplicaManager<D> {
             let Some(hosted) = state.partitions.get_mut(&key) else {
                 return Err(AcksAllError::NotLeaderOrFollower);
             };
-            let Role::Leader(leader) = &mut hosted.role else {
+            let Role::Leader(leader, current) = &mut hosted.role else {
                 return Err(AcksAllError::NotLeaderOrFollower);
             };
+            if *current != leadership || leader.is_deposed() {
+                return Err(AcksAllError::NotLeaderOrFollower);
+            }
             if let Some(log) = self.logs.partition_log(topic, partition) {
                 leader.handle_local_synced(log.high_watermark());
             }
@@ -889,7 +931,7 @@ impl<D: Disk> ReplicaManager<D> {
         let Some(hosted) = state.partitions.get_mut(&(topic.to_owned(), partition)) else {
             return Ok(None);
         };
-        let Role::Leader(leader) = &mut hosted.role else {
+        let Role::Leader(leader, _) = &mut hosted.role else {
             return Err(ReplicaRoleError::NotLeaderOrFollower);
         };
         if leader.is_deposed() {
@@ -909,7 +951,7 @@ impl<D: Disk> ReplicaManager<D> {
     pub fn leader_isr(&self, topic: &str, partition: u32) -> Option<Vec<NodeId>> {
         let state = self.lock();
         match &state.partitions.get(&(topic.to_owned(), partition))?.role {
-            Role::Leader(leader) => Some(leader.isr().to_vec()),
+            Role::Leader(leader, _) => Some(leader.isr().to_vec()),
             _ => None,
         }
     }
@@ -1030,7 +1072,7 @@ impl<D: Disk> ReplicaManager<D> {
                 return (refuse(ReplicaFetchError::UnknownLeaderEpoch), None);
             }
             let (partition_state, high_watermark) = match &mut hosted.role {
-                Role::Leader(leader) if !leader.is_deposed() => {
+                Role::Leader(leader, _) if !leader.is_deposed() => {
                     leader.handle_local_synced(log.high_watermark());
                     (hosted.state.clone(), leader.high_watermark())
                 }
@@ -1123,7 +1165,7 @@ impl<D: Disk> ReplicaManager<D> {
             if let Some(hosted) = state
                 .partitions
                 .get_mut(&(wanted.topic.clone(), wanted.partition))
-                && let Role::Leader(leader) = &mut hosted.role
+                && let Role::Leader(leader, _) = &mut hosted.role
             {
                 let now = self.clock.now();
                 if let Err(error) = leader.handle_fetch(now, from, node_epoch, wanted.fetch_offset)
@@ -1374,6 +1416,15 @@ fn replication_state(state: &crate::controller::PartitionState) -> PartitionStat
         leader_epoch: state.leader_epoch,
         partition_epoch: state.partition_epoch,
     }
+}
+
+/// Whether `image` holds the registration of `node` at `node_epoch`: only such an image may
+/// make the node a leader (see `ReplicaManager::apply`).
+fn image_holds_registration(image: &MetadataImage, node: NodeId, node_epoch: NodeEpoch) -> bool {
+    image
+        .nodes
+        .get(&node)
+        .is_some_and(|registration| registration.node_epoch == node_epoch)
 }
 
 /// A state that deposes any leader: no leader, a newer epoch.

@@ -27,6 +27,7 @@ use super::topic_config::{
 use super::{DeclaredTopic, plugins, read, write};
 
 mod hosted;
+pub mod producer_blocks;
 mod stored;
 use crate::clock::Clock;
 use crate::storage::disk::descriptors::DescriptorBudgetError;
@@ -492,6 +493,9 @@ pub enum ProducerIdError {
     /// The hold marker could not be removed.
     #[error("could not end the producer id hold: {0}")]
     Disk(#[from] DiskError),
+    /// In a cluster: the controller gave no block of ids (retriable).
+    #[error(transparent)]
+    Controller(#[from] producer_blocks::BlockError),
 }
 
 /// Why the registry could not open the data directory.
@@ -544,6 +548,8 @@ pub struct TopicRegistry<D: Disk> {
     /// Each topic's definition beside `metadata.json`, written under the `admin` lock.
     topic_files: TopicFiles<D>,
     producer_ids: Mutex<ProducerIds>,
+    /// In a cluster: ids from the controller's blocks ([`Self::allocate_cluster_producer_id`]).
+    cluster_producer_ids: Arc<producer_blocks::ProducerIdBlocks>,
     /// In a cluster, `(slot, slots)`: this node hands out only ids of the blocks of
     /// `PRODUCER_ID_BLOCK` whose index is `slot` modulo `slots`, so two nodes never hand
     /// out the same producer id (each keeps its own durable counter).
@@ -754,6 +760,7 @@ impl<D: Disk> TopicRegistry<D> {
             }),
             producer_ids_held: AtomicBool::new(producer_ids_held),
             producer_id_slot: std::sync::OnceLock::new(),
+            cluster_producer_ids: Arc::default(),
             read_only,
             events: RegistryEvents::default(),
         };
@@ -921,6 +928,17 @@ impl<D: Disk> TopicRegistry<D> {
         self.producer_ids
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// In a cluster: hands out the next producer id from the blocks the active controller
+    /// gives this node through `source` (recorded in the metadata log before they are used:
+    /// unique across nodes and restarts; see `producer_blocks`). The local reservation and
+    /// its hold play no part: they guard the single-node counter.
+    pub async fn allocate_cluster_producer_id(
+        &self,
+        source: Arc<dyn producer_blocks::ProducerIdBlockSource>,
+    ) -> Result<i64, ProducerIdError> {
+        Ok(self.cluster_producer_ids.allocate(source).await?)
     }
 
     /// Hands out the next producer id, reserving (durably) a new block when the current one

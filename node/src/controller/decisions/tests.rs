@@ -682,3 +682,5 @@ fn a_damaged_replica_leaves_the_isr_and_the_elr_and_is_not_elected() {
     ));
     assert_eq!(cluster.state(topic, 0), out);
 }
+
+mod controlled_shutdown;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::clock::sleep;
+
 use super::*;
 use crate::broker::{Broker, BrokerConfig};
 use crate::clock::{Clock, SystemClock};

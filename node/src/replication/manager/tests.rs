@@ -496,10 +496,9 @@ impl Cluster {
         token: u64,
     ) -> (i64, tokio::task::JoinHandle<Result<(), AcksAllError>>) {
         let manager = Arc::clone(&self.managers[&leader]);
-        assert!(matches!(
-            manager.role(TOPIC, 0, true),
-            Ok(PartitionRole::Leader { .. })
-        ));
+        let Ok(PartitionRole::Leader { leadership, .. }) = manager.role(TOPIC, 0, true) else {
+            panic!("node {leader} does not lead");
+        };
         let outcome = self
             .log(leader)
             .append(batch(token), AppendDurability::Synced)
@@ -507,8 +506,11 @@ impl Cluster {
             .unwrap();
         let end = outcome.last_offset + 1;
         let deadline = clock::deadline_after(SimClock::new(0).now(), Duration::from_secs(60));
-        let wait =
-            tokio::spawn(async move { manager.wait_acks_all(TOPIC, 0, end, deadline).await });
+        let wait = tokio::spawn(async move {
+            manager
+                .wait_acks_all(TOPIC, 0, leadership, end, deadline)
+                .await
+        });
         (end, wait)
     }
 
@@ -655,6 +657,10 @@ async fn a_deposed_leaders_pending_acks_fail_and_its_unreplicated_batch_is_trunc
     let committed = stored(&cluster.log(1)).await;
     // Node 1 is cut off from its followers (its fetch answers are lost).
     cluster.stop(1);
+    let Ok(PartitionRole::Leader { leadership, .. }) = cluster.managers[&1].role(TOPIC, 0, true)
+    else {
+        panic!("node 1 does not lead");
+    };
     let outcome = cluster
         .log(1)
         .append(batch(1), AppendDurability::Synced)
@@ -663,7 +669,11 @@ async fn a_deposed_leaders_pending_acks_fail_and_its_unreplicated_batch_is_trunc
     let manager = Arc::clone(&cluster.managers[&1]);
     let end = outcome.last_offset + 1;
     let deadline = clock::deadline_after(SimClock::new(0).now(), Duration::from_secs(60));
-    let wait = tokio::spawn(async move { manager.wait_acks_all(TOPIC, 0, end, deadline).await });
+    let wait = tokio::spawn(async move {
+        manager
+            .wait_acks_all(TOPIC, 0, leadership, end, deadline)
+            .await
+    });
     // The controller elects node 2 from the ISR.
     cluster.controller.update(|image| {
         let partition = &mut image.topics.get_mut(TOPIC).unwrap().partitions[0];
@@ -690,6 +700,167 @@ async fn a_deposed_leaders_pending_acks_fail_and_its_unreplicated_batch_is_trunc
         .await;
     assert_eq!(stored(&cluster.log(1)).await, leader);
     assert_eq!(stored(&cluster.log(3)).await, leader);
+}
+
+// An acks=all produce accepted in one leadership whose wait starts only after the node lost
+// and regained the leadership (deposed, truncated as a follower, elected again): the wait
+// fails with NotLeaderOrFollower at once, and is never answered by the new leadership's
+// high watermark, which passes offsets that now hold other records.
+#[tokio::test(start_paused = true)]
+async fn an_acks_all_wait_from_a_lost_leadership_fails_even_when_the_node_leads_again() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    let Ok(PartitionRole::Leader { leadership, .. }) = cluster.managers[&1].role(TOPIC, 0, true)
+    else {
+        panic!("node 1 does not lead");
+    };
+    // The produce's append lands on node 1 alone (its followers are cut off) ...
+    cluster.stop(1);
+    let outcome = cluster
+        .log(1)
+        .append(batch(10), AppendDurability::Synced)
+        .await
+        .unwrap();
+    let end = outcome.last_offset + 1;
+    // ... node 2 is elected and writes its own record at that offset ...
+    cluster.controller.update(|image| {
+        let partition = &mut image.topics.get_mut(TOPIC).unwrap().partitions[0];
+        partition.leader = Some(2);
+        partition.leader_epoch += 1;
+        partition.partition_epoch += 1;
+    });
+    cluster.resume(1);
+    cluster
+        .until("node 2 leads", |cluster| {
+            cluster.managers[&2].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    let (_, wait) = cluster.produce(2, 20).await;
+    wait.await.unwrap().unwrap();
+    cluster
+        .until("node 1 truncated to node 2's log", |cluster| {
+            cluster.log(1).high_watermark() == cluster.log(2).high_watermark()
+        })
+        .await;
+    // ... and node 1 leads again, in a later epoch, with node 2's record at `end - 1`.
+    cluster.controller.update(|image| {
+        let partition = &mut image.topics.get_mut(TOPIC).unwrap().partitions[0];
+        partition.leader = Some(1);
+        partition.leader_epoch += 1;
+        partition.partition_epoch += 1;
+    });
+    cluster
+        .until("node 1 leads again", |cluster| {
+            matches!(
+                cluster.managers[&1].role(TOPIC, 0, true),
+                Ok(PartitionRole::Leader { leadership: now, .. }) if now != leadership
+            )
+        })
+        .await;
+    let (_, wait) = cluster.produce(1, 30).await;
+    wait.await.unwrap().unwrap();
+    assert!(
+        cluster.managers[&1]
+            .consumer_bound(TOPIC, 0)
+            .unwrap()
+            .unwrap()
+            .1
+            .borrow()
+            .ge(&end)
+    );
+    // The first produce's wait: its leadership is gone, whatever the high watermark says.
+    let deadline = clock::deadline_after(SimClock::new(0).now(), Duration::from_secs(60));
+    assert_eq!(
+        cluster.managers[&1]
+            .wait_acks_all(TOPIC, 0, leadership, end, deadline)
+            .await,
+        Err(AcksAllError::NotLeaderOrFollower)
+    );
+    let leader = stored(&cluster.log(1)).await;
+    assert!(
+        !leader.contains(&batch(10)),
+        "the unreplicated append was truncated"
+    );
+}
+
+// A restarted node (node epoch 105) whose image still holds its old registration (101) and
+// names it leader at epoch 0 does not lead from that image: produce is refused and its log's
+// leader epoch is left alone. Once the image holds the registration at 105 (and the
+// controller's re-election), it leads in the epoch that image names.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_never_leads_from_an_image_older_than_its_registration() {
+    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(1_700_000_000_000));
+    let disk = SimDisk::new(1);
+    let log = PartitionLog::open(
+        disk.clone(),
+        &PathBuf::from(format!("/node-1/{TOPIC}-0")),
+        log_config(),
+        Arc::clone(&clock),
+    )
+    .await
+    .unwrap();
+    log.append(batch(1), AppendDurability::Synced)
+        .await
+        .unwrap();
+    let logs = Arc::new(MapLogs::new(1, disk.clone(), Arc::clone(&clock)));
+    logs.replace_log(TOPIC, 0, log.clone());
+    let (publish, _) = watch::channel(Arc::new(initial_image()));
+    let transport = Arc::new(MemoryTransport {
+        managers: OnceLock::new(),
+        stopped: Mutex::new(Vec::new()),
+        controller: Arc::new(TestController {
+            image: Mutex::new((initial_image(), 10)),
+            publish,
+            logic: ControllerLogic::new(DecisionConfig::default()),
+        }),
+    });
+    let manager = ReplicaManager::new(
+        settings(1),
+        Arc::clone(&clock),
+        disk,
+        Arc::clone(&logs) as Arc<dyn LogStore<SimDisk>>,
+        transport as Arc<dyn ReplicaTransport>,
+    );
+    let restarted: NodeEpoch = 105;
+    // The image replayed from before the restart: node 1 registered at 101, leader at 0.
+    let stale = initial_image();
+    assert_eq!(stale.nodes[&1].node_epoch, 101);
+    assert_eq!(stale.topics[TOPIC].partitions[0].leader, Some(1));
+    manager.apply(Arc::new(stale), Some(restarted)).await;
+    assert_eq!(
+        manager.role(TOPIC, 0, false),
+        Err(ReplicaRoleError::NotLeaderOrFollower)
+    );
+    assert_eq!(
+        manager.role(TOPIC, 0, true),
+        Err(ReplicaRoleError::NotLeaderOrFollower)
+    );
+    assert!(manager.consumer_bound(TOPIC, 0).is_err());
+    assert_eq!(
+        log.leader_epoch(),
+        0,
+        "no leader epoch was written from the stale image"
+    );
+    // The image catches up: the registration at 105 and the controller's new epoch.
+    let mut current = initial_image();
+    current.last_applied_index += 2;
+    current.nodes.get_mut(&1).unwrap().node_epoch = restarted;
+    let partition = &mut current.topics.get_mut(TOPIC).unwrap().partitions[0];
+    partition.leader_epoch = 1;
+    partition.partition_epoch = 1;
+    manager.apply(Arc::new(current), Some(restarted)).await;
+    assert!(matches!(
+        manager.role(TOPIC, 0, false),
+        Ok(PartitionRole::Leader {
+            leader_epoch: 1,
+            ..
+        })
+    ));
+    assert_eq!(logs.partition_log(TOPIC, 0).unwrap().leader_epoch(), 1);
 }
 
 // A replica fetch is answered for the sender the peer layer names (its certificate), never
