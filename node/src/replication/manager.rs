@@ -1162,19 +1162,30 @@ impl<D: Disk> ReplicaManager<D> {
                     Ok(read) => {
                         if let Some(damage) = &read.damage {
                             tracing::error!(topic = %wanted.topic, partition = wanted.partition, offset = damage.offset, reason = %damage.reason, "damaged batch not served to a follower");
-                            // This node stops leading from bad bytes: the log goes offline
-                            // as damaged, and the driver reports it so the controller
-                            // elects another ISR member (the verified prefix read above
-                            // is still good to serve).
-                            if self
-                                .logs
-                                .mark_damaged(
-                                    &wanted.topic,
-                                    wanted.partition,
-                                    damage.offset,
-                                    &damage.reason,
-                                )
-                                .await
+                            // This node stops leading from bad bytes when another ISR
+                            // member holds the records: the log goes offline as damaged,
+                            // and the driver reports it so the controller elects that
+                            // member (the verified prefix read above is still good to
+                            // serve). The only in-sync copy stays online for its intact
+                            // ranges, as on a single node.
+                            let local = self.settings.node_id;
+                            let others_in_sync = self
+                                .lock()
+                                .partitions
+                                .get(&(wanted.topic.clone(), wanted.partition))
+                                .is_some_and(|hosted| {
+                                    hosted.state.isr.iter().any(|member| *member != local)
+                                });
+                            if others_in_sync
+                                && self
+                                    .logs
+                                    .mark_damaged(
+                                        &wanted.topic,
+                                        wanted.partition,
+                                        damage.offset,
+                                        &damage.reason,
+                                    )
+                                    .await
                             {
                                 self.reapply.notify_one();
                             }

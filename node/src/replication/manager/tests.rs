@@ -1113,3 +1113,100 @@ async fn a_leader_that_meets_a_damaged_batch_while_serving_hands_over_and_is_rep
     }
     assert_eq!(kept_aside(&cluster.disks[&1], 1).await.len(), 1);
 }
+
+// Goal (issue 13 item 4): a follower in the ISR whose log the background verifier reports
+// damaged in a sealed segment stops using it, reports itself so the controller drops it
+// from the ISR (it is never counted with records it is about to give up), is cut at the
+// damaged batch (the later segment kept aside) and refetches, then rejoins the ISR with the
+// leader's log.
+#[tokio::test(start_paused = true)]
+async fn a_follower_the_verifier_finds_damaged_leaves_the_isr_before_it_is_cut() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    // Enough batches that the first segment (4 KiB) is sealed.
+    for token in 0..80 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    let follower = cluster.log(3);
+    assert!(
+        follower.segment_count() >= 2,
+        "the first segment is not sealed"
+    );
+    let position = inside_batch(10) - ledge_protocol::BATCH_HEADER_BYTES - 3;
+    assert!(cluster.disks[&3].corrupt_bit(&first_segment(3), inside_batch(10), 4));
+    follower.report_damage(crate::storage::verify::SegmentDamage {
+        path: first_segment(3),
+        segment_base: 0,
+        position: position as u64,
+        first_offset: 10,
+        reason: "CRC-32C mismatch (test)".to_owned(),
+        found_ms: 0,
+    });
+    let mut left_the_isr = false;
+    cluster
+        .until(
+            "node 3 repaired, caught up and back in the ISR",
+            |cluster| {
+                let isr = cluster.controller.partition().isr;
+                left_the_isr |= !isr.contains(&3);
+                left_the_isr && isr.len() == 3
+            },
+        )
+        .await;
+    cluster
+        .until("node 3 has the leader's log", |cluster| {
+            cluster.log(3).high_watermark() == cluster.log(1).high_watermark()
+        })
+        .await;
+    assert_eq!(stored(&cluster.log(3)).await, stored(&cluster.log(1)).await);
+    // The damaged segment's tail and the later segment(s), kept aside.
+    assert!(kept_aside(&cluster.disks[&3], 3).await.len() >= 2);
+}
+
+// Goal (issue 13 item 4): a leader that is the only ISR member and meets a damaged batch
+// while serving a follower serves the verified prefix only and keeps the partition online
+// for its intact ranges (no other copy to hand over to), as a single node does.
+#[tokio::test(start_paused = true)]
+async fn the_only_in_sync_leader_meeting_a_damaged_batch_stays_online() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..3 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    cluster.stop(2);
+    cluster.stop(3);
+    cluster
+        .until("node 1 alone in the ISR", |cluster| {
+            cluster.controller.partition().isr == vec![1]
+        })
+        .await;
+    for token in 3..8 {
+        cluster
+            .log(1)
+            .append(batch(token), AppendDurability::Synced)
+            .await
+            .unwrap();
+    }
+    assert!(cluster.disks[&1].corrupt_bit(&first_segment(1), inside_batch(5), 6));
+    cluster.resume(3);
+    // Node 3 gets the batches before the damaged one, and the answer that carried them was
+    // made after the leader met the damage.
+    cluster
+        .until("node 3 has the verified prefix", |cluster| {
+            cluster.log(3).high_watermark() == 5
+        })
+        .await;
+    assert!(cluster.logs[&1].partition_log(TOPIC, 0).is_some());
+    assert_eq!(cluster.logs[&1].damaged(TOPIC, 0), None);
+    assert_eq!(cluster.controller.partition().leader, Some(1));
+}
