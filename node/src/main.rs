@@ -318,7 +318,11 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     let broker = Arc::new(broker);
     if !lock.read_only {
-        broker.transforms().start().await;
+        // In a cluster transforms start once linked to it (`start_plugin_cluster`): they run
+        // only where their input partitions are led.
+        if config.cluster.is_none() {
+            broker.transforms().start().await;
+        }
         tokio::spawn(Arc::clone(&broker).run_retention());
     }
     tokio::spawn(Arc::clone(&broker).run_group_timer());
@@ -374,6 +378,15 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 // Groups are coordinated by the leaders of their `__consumer_offsets`
                 // partitions: this node loads the ones it leads, following the image.
                 tokio::spawn(Arc::clone(&broker).run_offsets_loader());
+                // Modules and transforms follow the image; transforms run on leaders.
+                let plugins = ledge_node::broker::plugin_cluster::PluginClusterParts {
+                    handlers,
+                    clients: node_cluster.clients.clone(),
+                    run_transforms: !lock.read_only,
+                };
+                if let Err(error) = broker.start_plugin_cluster(plugins).await {
+                    tracing::error!(%error, "cannot start plug-ins in the cluster");
+                }
             }
             // Partition replication: the driver follows the image, answers replica
             // fetches as leader and fetches as follower over the same peer clients.

@@ -414,6 +414,21 @@ impl<D: Disk> Broker<D> {
     }
 
     pub(super) async fn upload_module(&self, request: UploadModuleRequest) -> UploadModuleResponse {
+        if self.cluster_source.get().is_some() {
+            // In a cluster: stored here, recorded by the controller (`plugin_cluster.rs`).
+            return match self.upload_module_in_cluster(request).await {
+                Ok(hash) => UploadModuleResponse {
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    hash,
+                },
+                Err((error, message)) => UploadModuleResponse {
+                    error,
+                    message,
+                    hash: String::new(),
+                },
+            };
+        }
         match self.plugins.upload_module(request).await {
             Ok(hash) => UploadModuleResponse {
                 error: ErrorCode::None,
@@ -451,6 +466,21 @@ impl<D: Disk> Broker<D> {
     }
 
     pub(super) async fn delete_module(&self, request: DeleteModuleRequest) -> DeleteModuleResponse {
+        if self.cluster_source.get().is_some() {
+            let outcome = self
+                .plugin_admin(AdminRequest::DeleteModule { name: request.name })
+                .await;
+            return match outcome {
+                Ok(()) => DeleteModuleResponse {
+                    error: ErrorCode::None,
+                    message: String::new(),
+                },
+                Err(error) => {
+                    let (error, message) = admin_wire(&error);
+                    DeleteModuleResponse { error, message }
+                }
+            };
+        }
         match self.plugins.delete_module(&request.name).await {
             Ok(()) => DeleteModuleResponse {
                 error: ErrorCode::None,
@@ -643,7 +673,7 @@ fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
 }
 
 /// The code and message for a topic admin request the controller did not do.
-fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
+pub(super) fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
     let code = match error {
         AdminError::Refused { refusal, .. } => match refusal {
             AdminRefusal::InvalidTopic => ErrorCode::InvalidTopic,
@@ -656,6 +686,12 @@ fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
             AdminRefusal::ReassignmentInProgress => ErrorCode::ReassignmentInProgress,
             AdminRefusal::NoReassignmentInProgress => ErrorCode::NoReassignmentInProgress,
             AdminRefusal::NodeInUse => ErrorCode::NodeInUse,
+            // As on one node (`module_code`, `AlterTransformError`).
+            AdminRefusal::ModuleNotFound | AdminRefusal::TransformNotFound => {
+                ErrorCode::ModuleNotFound
+            }
+            AdminRefusal::ModuleInUse => ErrorCode::ModuleInUse,
+            AdminRefusal::InvalidRequest => ErrorCode::InvalidRequest,
             AdminRefusal::Internal => ErrorCode::UnknownServerError,
         },
         AdminError::TimedOut { .. } => ErrorCode::RequestTimedOut,
@@ -1015,6 +1051,7 @@ impl From<&DeployTransformError> for ErrorCode {
             | DeployTransformError::ForbiddenOutput(_) => Self::InvalidTopic,
             DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,
             DeployTransformError::Module(error) => module_code(error),
+            DeployTransformError::Controller(error) => admin_wire(error).0,
             DeployTransformError::Topic(error) => create_topic_code(error),
             DeployTransformError::Record(StoreTransformError { source, .. }) => {
                 metadata_code(source)
@@ -1031,6 +1068,7 @@ impl From<&AlterTransformError> for ErrorCode {
                 Self::ModuleNotFound
             }
             AlterTransformError::UnknownAction(_) => Self::InvalidRequest,
+            AlterTransformError::Controller(error) => admin_wire(error).0,
             AlterTransformError::Stopped(SetTransformStoppedError::Record(
                 StoreTransformError { source, .. },
             ))

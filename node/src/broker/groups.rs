@@ -135,7 +135,7 @@ impl<D: Disk> super::registry::TopicRegistry<D> {
 /// The group service's window on a broker: the registry's, plus, in a cluster, Kafka's
 /// acks=all for commits (a synced commit is answered once the in-sync replicas of its
 /// offsets partition hold it, so it survives the coordinator's death).
-struct BrokerGroupHost<'a, D: Disk> {
+pub(super) struct BrokerGroupHost<'a, D: Disk> {
     broker: &'a Broker<D>,
 }
 
@@ -193,7 +193,7 @@ impl<D: Disk> GroupHost for BrokerGroupHost<'_, D> {
 }
 
 impl<D: Disk> Broker<D> {
-    fn group_host(&self) -> BrokerGroupHost<'_, D> {
+    pub(super) fn group_host(&self) -> BrokerGroupHost<'_, D> {
         BrokerGroupHost { broker: self }
     }
 

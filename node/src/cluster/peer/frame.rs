@@ -43,11 +43,14 @@ pub enum PeerRequestKind {
     ControllerAdmin = 7,
     /// A partition leader asks the active controller to change the partition's ISR.
     AlterPartition = 8,
+    /// Plug-ins in a cluster (`broker/plugin_cluster.rs`): module bytes by digest, a
+    /// transform's output to its partition's leader, its positions at its coordinator.
+    Plugins = 9,
 }
 
 impl PeerRequestKind {
     /// Every kind, in wire order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::RaftVote,
         Self::RaftAppendEntries,
         Self::RaftInstallSnapshot,
@@ -56,6 +59,7 @@ impl PeerRequestKind {
         Self::ReplicaFetch,
         Self::ControllerAdmin,
         Self::AlterPartition,
+        Self::Plugins,
     ];
 
     /// The kind with wire number `number`.
