@@ -265,7 +265,7 @@ impl<D: Disk> Broker<D> {
 
     /// The coordinator of `group_id` (node, offsets partition) in the current image; creates
     /// `__consumer_offsets` through the controller first if the image has none.
-    async fn lookup_coordinator(
+    pub(super) async fn lookup_coordinator(
         &self,
         source: &ClusterSource,
         group_id: &str,

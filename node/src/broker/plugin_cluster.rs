@@ -305,19 +305,13 @@ impl<D: Disk> TransformLink for BrokerLink<D> {
         partition: u32,
         offset: i64,
     ) -> BoxFuture<'static, Result<(), LinkError>> {
-        let (offsets_partition, coordinator) = coordinator_in(&self.image(), &transform);
         let broker = self.broker.clone();
         let clients = self.clients.clone();
         let node_id = self.node_id;
         Box::pin(async move {
-            let Some(coordinator) = coordinator else {
-                return Err(LinkError::NoLeader {
-                    topic: OFFSETS_TOPIC.to_owned(),
-                    partition: offsets_partition,
-                });
-            };
+            let broker = broker.upgrade().ok_or(LinkError::Closed)?;
+            let coordinator = broker.position_coordinator(&transform).await?;
             if coordinator == node_id {
-                let broker = broker.upgrade().ok_or(LinkError::Closed)?;
                 return broker
                     .commit_position_here(&transform, &topic, partition, offset)
                     .await
@@ -339,19 +333,13 @@ impl<D: Disk> TransformLink for BrokerLink<D> {
         transform: String,
         topic: String,
     ) -> BoxFuture<'static, Result<BTreeMap<u32, i64>, LinkError>> {
-        let (offsets_partition, coordinator) = coordinator_in(&self.image(), &transform);
         let broker = self.broker.clone();
         let clients = self.clients.clone();
         let node_id = self.node_id;
         Box::pin(async move {
-            let Some(coordinator) = coordinator else {
-                return Err(LinkError::NoLeader {
-                    topic: OFFSETS_TOPIC.to_owned(),
-                    partition: offsets_partition,
-                });
-            };
+            let broker = broker.upgrade().ok_or(LinkError::Closed)?;
+            let coordinator = broker.position_coordinator(&transform).await?;
             if coordinator == node_id {
-                let broker = broker.upgrade().ok_or(LinkError::Closed)?;
                 return broker
                     .positions_here(&transform, &topic)
                     .await
@@ -382,6 +370,27 @@ impl<D: Disk> TransformLink for BrokerLink<D> {
 }
 
 impl<D: Disk> Broker<D> {
+    /// The node coordinating transform `transform`'s positions (the leader of its
+    /// `__consumer_offsets` partition); the topic is created through the controller first
+    /// if the image has none yet (as a consumer group's FindCoordinator does).
+    async fn position_coordinator(&self, transform: &str) -> Result<NodeId, LinkError> {
+        let Some(source) = self.cluster_source.get() else {
+            return Ok(self.config.node_id);
+        };
+        let group = position_group(transform);
+        match self.lookup_coordinator(source, &group).await {
+            Ok((node, _)) => Ok(node),
+            Err(error) => {
+                let (partition, _) = coordinator_in(&source.image.borrow(), transform);
+                tracing::debug!(%error, "no coordinator for transform positions");
+                Err(LinkError::NoLeader {
+                    topic: OFFSETS_TOPIC.to_owned(),
+                    partition,
+                })
+            }
+        }
+    }
+
     /// In a `[cluster]`, after the cluster source is set: registers the `Plugins` peer
     /// handler, links the transform runner to the cluster and starts it (unless
     /// `run_transforms` is false), and spawns the mirror of modules and transforms.
