@@ -378,3 +378,167 @@ fn modules_and_transforms_follow_the_controller_and_a_transform_survives_kill_9(
         assert_eq!(described.state, "running", "{described:#?}");
     });
 }
+
+/// A partitioner that sends record `i` of each batch to partition `i % 3`.
+const ROUND_ROBIN_PARTITIONER: &str = r#"(module
+  (memory (export "memory") 1)
+  (func $ensure (param $bytes i32)
+    (local $need i32)
+    (local.set $need (i32.shr_u (i32.add (local.get $bytes) (i32.const 65535)) (i32.const 16)))
+    (if (i32.gt_u (local.get $need) (memory.size))
+      (then (drop (memory.grow (i32.sub (local.get $need) (memory.size)))))))
+  (func (export "ledge_abi_version") (result i32) (i32.const 1))
+  (func (export "ledge_alloc") (param $len i32) (result i32)
+    (call $ensure (i32.add (i32.const 1024) (i32.add (i32.mul (local.get $len) (i32.const 6)) (i32.const 65536))))
+    (i32.const 1024))
+  (func (export "ledge_init") (param i32 i32) (result i64)
+    (i32.store8 (i32.const 0) (i32.const 0)) (i64.const 1))
+  (func (export "ledge_partitioner") (param $p i32) (param $l i32) (result i64)
+    (local $n i32) (local $i i32) (local $out i32) (local $e i32)
+    (local.set $out (i32.add (local.get $p) (local.get $l)))
+    (local.set $n (i32.load (local.get $p)))
+    (i32.store (local.get $out) (local.get $n))
+    (local.set $e (i32.add (local.get $out) (i32.const 4)))
+    (block $done (loop $each
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (i32.store8 (local.get $e) (i32.const 4))
+      (i32.store (i32.add (local.get $e) (i32.const 1)) (i32.rem_u (local.get $i) (i32.const 3)))
+      (local.set $e (i32.add (local.get $e) (i32.const 5)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $each)))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
+            (i64.extend_i32_u (i32.sub (local.get $e) (local.get $out))))))"#;
+
+// Goal (issue 13 item 3, produce-side plug-ins): a produce to NODE_PARTITIONED sent to any
+// node of a cluster is partitioned there by the topic's partitioner and each partition's
+// records are appended on that partition's leader (acks=all), wherever it is.
+// Method: the real binaries, 3 nodes, RF=3, the 3 partitions led by the 3 nodes; a WAT
+// partitioner sending record i to partition i % 3; one produce through each node; the
+// records read back from each partition.
+#[test]
+fn a_node_partitioned_produce_to_any_node_lands_on_each_partitions_leader() {
+    let cluster = Cluster::start();
+    let module = Bytes::from(ledge_e2e::wat_to_wasm(ROUND_ROBIN_PARTITIONER));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let raw1 = raw_at(&cluster, 1).await;
+        let Response::UploadModule(uploaded) = call(
+            &raw1,
+            Request::UploadModule(UploadModuleRequest {
+                name: "spread".into(),
+                kind: "partitioner".parse().unwrap(),
+                module,
+                params: Vec::new(),
+            }),
+        )
+        .await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(uploaded.error, ErrorCode::None, "{}", uploaded.message);
+    });
+    cluster.ok(
+        2,
+        &[
+            "topic",
+            "create",
+            "spread",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+            "--config",
+            "partitioner.module=spread",
+        ],
+    );
+    let leaders: BTreeSet<u64> = cluster
+        .placement(1, "spread")
+        .unwrap()
+        .iter()
+        .filter_map(|partition| partition["leader"].as_u64())
+        .collect();
+    assert_eq!(leaders.len(), 3, "one leader per node: {leaders:?}");
+    let addresses = cluster.addresses();
+    runtime.block_on(async {
+        for node_id in 1..=3u32 {
+            let raw = raw_at(&cluster, node_id).await;
+            let records: Vec<ledge_protocol::Record> = (0..30)
+                .map(|n| ledge_protocol::Record {
+                    timestamp: 1,
+                    key: None,
+                    value: Some(Bytes::from(format!("node{node_id}-{n}"))),
+                    headers: Vec::new(),
+                })
+                .collect();
+            let batch =
+                ledge_protocol::encode_batch(&records, &ledge_protocol::EncodeOptions::default())
+                    .unwrap();
+            let Response::Produce(produced) = call(
+                &raw,
+                Request::Produce(ProduceRequest {
+                    acks: Acks::All,
+                    timeout_ms: 10_000,
+                    topics: vec![ProduceTopic {
+                        name: "spread".into(),
+                        partitions: vec![ProducePartition {
+                            current_leader_epoch: None,
+                            partition: NODE_PARTITIONED,
+                            records: batch,
+                        }],
+                    }],
+                }),
+            )
+            .await
+            else {
+                panic!("wrong response")
+            };
+            let answer = &produced.topics[0].partitions[0];
+            assert_eq!(
+                answer.error,
+                ErrorCode::None,
+                "node {node_id}: {}",
+                answer.message
+            );
+            let routed = answer.routed.clone().expect("routing");
+            assert_eq!(
+                routed.record_partitions,
+                (0..30).map(|n| n % 3).collect::<Vec<u32>>()
+            );
+            assert_eq!(routed.base_offsets.len(), 3, "{routed:?}");
+        }
+        // Each partition holds exactly its 10 records of each produce.
+        let client = client_at(&cluster, &addresses).await;
+        for partition in 0..3u32 {
+            let mut config = ConsumerConfig::default();
+            config.auto_offset_reset = OffsetReset::Earliest;
+            let mut consumer = Consumer::new(&client, config);
+            consumer.assign(vec![TopicPartition::new("spread", partition)]);
+            let mut values = BTreeSet::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while values.len() < 30 && tokio::time::Instant::now() < deadline {
+                for record in consumer
+                    .poll(Duration::from_millis(300), 1000)
+                    .await
+                    .expect("poll")
+                {
+                    values.insert(
+                        String::from_utf8_lossy(record.value.as_deref().unwrap_or_default())
+                            .into_owned(),
+                    );
+                }
+            }
+            let expected: BTreeSet<String> = (1..=3)
+                .flat_map(|node_id| {
+                    (0..30)
+                        .filter(move |n| n % 3 == partition)
+                        .map(move |n| format!("node{node_id}-{n}"))
+                })
+                .collect();
+            assert_eq!(values, expected, "partition {partition}");
+        }
+    });
+}

@@ -38,7 +38,7 @@ use super::registry::{
     ProducerIdError, RemoveModuleError, RemoveTransformError, SetTransformStoppedError,
     StoreModuleError, StoreTransformError,
 };
-use super::transforms::{AlterTransformError, DeclaredTransform, DeployTransformError};
+use super::transforms::{AlterTransformError, DeclaredTransform, DeployTransformError, LinkError};
 use crate::controller::admin::{AdminError, AdminRefusal, AdminRequest};
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
@@ -997,6 +997,13 @@ fn partitioner_code(error: &PartitionerError) -> ErrorCode {
         PartitionerError::Encode(_) | PartitionerError::EncodedHeader(_) => {
             ErrorCode::UnknownServerError
         }
+        PartitionerError::Leader { source, .. } => match source {
+            // The leader's own answer (NotEnoughReplicas, a timeout, a refused record).
+            LinkError::Refused { code, .. } => *code,
+            LinkError::NoLeader { .. } => ErrorCode::NotLeaderOrFollower,
+            LinkError::Unreachable { .. } => ErrorCode::RequestTimedOut,
+            LinkError::Closed => ErrorCode::UnknownServerError,
+        },
     }
 }
 

@@ -104,6 +104,11 @@ pub enum PluginPeerReply {
     NoModule,
     /// Done.
     Done,
+    /// Appended at this base offset (and held by the in-sync replicas).
+    Appended {
+        /// The batch's first offset.
+        base_offset: i64,
+    },
     /// Committed positions, by partition.
     Positions {
         /// By partition.
@@ -276,7 +281,7 @@ impl<D: Disk> TransformLink for BrokerLink<D> {
         topic: String,
         partition: u32,
         batch: Bytes,
-    ) -> BoxFuture<'static, Result<(), LinkError>> {
+    ) -> BoxFuture<'static, Result<i64, LinkError>> {
         let leader = self.leader(&topic, partition);
         let broker = self.broker.clone();
         let clients = self.clients.clone();
@@ -293,8 +298,15 @@ impl<D: Disk> TransformLink for BrokerLink<D> {
                     .map_err(|refusal| Self::refused(node_id, refusal));
             }
             let request = PluginPeerRequest::AppendOutput { topic, partition };
-            let (reply, _) = Self::ask(&clients, leader, &request, &batch).await?;
-            expect_done(leader, reply)
+            match Self::ask(&clients, leader, &request, &batch).await? {
+                (PluginPeerReply::Appended { base_offset }, _) => Ok(base_offset),
+                (reply, _) => expect_done(leader, reply).and_then(|()| {
+                    Err(LinkError::Unreachable {
+                        node: leader,
+                        reason: "answered Done to an append".to_owned(),
+                    })
+                }),
+            }
         })
     }
 
@@ -419,7 +431,9 @@ impl<D: Disk> Broker<D> {
             image: source.image.clone(),
             clients: parts.clients.clone(),
         };
-        self.transforms.set_link(Arc::new(link));
+        let link: Arc<dyn TransformLink> = Arc::new(link);
+        self.transforms.set_link(Arc::clone(&link));
+        self.plugins.set_leader_router(link);
         // The registry's copy first, so the runner starts what the image holds.
         let image = source.image.borrow().clone();
         self.mirror_plugins(&image, &parts.clients).await;
@@ -457,7 +471,9 @@ impl<D: Disk> Broker<D> {
             PluginPeerRequest::AppendOutput { topic, partition } => (
                 self.append_here(&topic, partition, payload)
                     .await
-                    .map_or_else(refused, |()| PluginPeerReply::Done),
+                    .map_or_else(refused, |base_offset| PluginPeerReply::Appended {
+                        base_offset,
+                    }),
                 Bytes::new(),
             ),
             PluginPeerRequest::CommitPosition {
@@ -490,7 +506,7 @@ impl<D: Disk> Broker<D> {
         topic: &str,
         partition: u32,
         batch: Bytes,
-    ) -> Result<(), (ErrorCode, String)> {
+    ) -> Result<i64, (ErrorCode, String)> {
         let request = ProduceRequest {
             acks: Acks::All,
             timeout_ms: PLUGIN_PEER_ACKS_WAIT_MS,
@@ -510,7 +526,7 @@ impl<D: Disk> Broker<D> {
             .flat_map(|topic| topic.partitions)
             .next();
         match answer {
-            Some(answer) if answer.error == ErrorCode::None => Ok(()),
+            Some(answer) if answer.error == ErrorCode::None => Ok(answer.base_offset),
             Some(answer) => Err((answer.error, answer.message)),
             None => Err((
                 ErrorCode::UnknownServerError,

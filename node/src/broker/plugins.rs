@@ -263,6 +263,15 @@ pub enum PartitionerError {
     /// The encoded batch's header did not parse.
     #[error("{0}")]
     EncodedHeader(BatchError),
+    /// In a cluster: a partition's leader did not take its records (those of other
+    /// partitions may be appended).
+    #[error("partition {partition}: {source}")]
+    Leader {
+        /// The partition.
+        partition: u32,
+        /// Why.
+        source: super::transforms::LinkError,
+    },
 }
 
 /// The module kinds `partitioner.module` may name.
@@ -381,6 +390,9 @@ pub struct PluginHost<D: Disk> {
     registry: Arc<TopicRegistry<D>>,
     clock: Arc<dyn Clock>,
     limits: WasmLimits,
+    /// In a `[cluster]`: where a node-partitioned produce sends each partition's records
+    /// (its leader); unset on one node, where they are appended here.
+    leaders: std::sync::OnceLock<Arc<dyn super::transforms::TransformLink>>,
     /// Hashes of modules stored but not yet recorded (a cluster upload or deploy waiting for
     /// the controller), with how many holds each has: garbage collection keeps their files.
     held: Arc<Mutex<BTreeMap<String, usize>>>,
@@ -463,7 +475,19 @@ impl<D: Disk> PluginHost<D> {
             clock,
             limits,
             held: Arc::new(Mutex::new(BTreeMap::new())),
+            leaders: std::sync::OnceLock::new(),
         }
+    }
+
+    /// In a `[cluster]`: a node-partitioned produce sends each partition's records to its
+    /// leader through `router` from now on.
+    pub(crate) fn set_leader_router(&self, router: Arc<dyn super::transforms::TransformLink>) {
+        let _ = self.leaders.set(router);
+    }
+
+    /// Whether a node-partitioned produce goes to the partitions' leaders (a cluster).
+    pub(crate) fn routes_to_leaders(&self) -> bool {
+        self.leaders.get().is_some()
     }
 
     /// Keeps the files of module `hash` until the hold is dropped.
@@ -896,7 +920,10 @@ impl<D: Disk> PluginHost<D> {
                 return Err(PartitionerError::Idempotent.into());
             }
             let mut batch = records.slice_ref(raw);
-            if let Some(filter) = &config.produce_filter_module {
+            // In a cluster the filter runs on each partition's leader, in its produce path.
+            if let Some(filter) = &config.produce_filter_module
+                && !self.routes_to_leaders()
+            {
                 batch = self
                     .filter_produced_batch(filter, batch, partition_count)
                     .await?
@@ -955,6 +982,29 @@ impl<D: Disk> PluginHost<D> {
                 routing.record_partitions.push(u32::MAX);
                 next_offset += 1;
             }
+        }
+        if let Some(leaders) = self.leaders.get() {
+            // Each partition's records to its leader, acks=all, through its produce path
+            // (role and epoch checks, produce filter, timestamps, the ISR wait).
+            let appends = per_partition
+                .into_iter()
+                .map(|(partition, records)| async move {
+                    let options = EncodeOptions {
+                        compression: codec,
+                        ..EncodeOptions::default()
+                    };
+                    let batch = ledge_protocol::encode_batch(&records, &options)
+                        .map_err(PartitionerError::Encode)?;
+                    let offset = leaders
+                        .append(topic.to_string(), partition, batch)
+                        .await
+                        .map_err(|source| PartitionerError::Leader { partition, source })?;
+                    Ok::<_, ProduceError>(PartitionOffset { partition, offset })
+                });
+            for result in futures_util::future::join_all(appends).await {
+                routing.base_offsets.push(result?);
+            }
+            return Ok((routing, None));
         }
         let append_time = (config.timestamp_type
             == super::topic_config::TimestampType::LogAppendTime)

@@ -61,13 +61,15 @@ pub trait TransformLink: Send + Sync {
     fn leader(&self, topic: &str, partition: u32) -> Option<NodeId>;
 
     /// Appends `batch` (one record batch, no producer id) to `topic`/`partition` on its
-    /// leader with `acks=all`: answered once the partition's in-sync replicas hold it.
+    /// leader with `acks=all` (through the leader's produce path: its role and epoch checks,
+    /// the topic's produce filter); answered with the batch's base offset once the
+    /// partition's in-sync replicas hold it.
     fn append(
         &self,
         topic: String,
         partition: u32,
         batch: Bytes,
-    ) -> BoxFuture<'static, Result<(), LinkError>>;
+    ) -> BoxFuture<'static, Result<i64, LinkError>>;
 
     /// Commits transform `transform`'s position in `topic`/`partition` at its coordinator,
     /// durably (acks=all on its `__consumer_offsets` partition).
