@@ -757,6 +757,9 @@ impl<D: Disk> Broker<D> {
 }
 
 #[cfg(test)]
+mod leader_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
