@@ -135,6 +135,14 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         "[[topic]] sections cannot be used with [cluster]: a cluster's topics are the controller's; create them with `ledge topic create` against any node ({} declared)",
         config.topics.len()
     );
+    // Likewise modules and transforms: the controller's in a cluster (`ledge module upload`,
+    // `ledge transform deploy` against any node).
+    anyhow::ensure!(
+        config.cluster.is_none() || (config.modules.is_empty() && config.transforms.is_empty()),
+        "[[module]] and [[transform]] sections cannot be used with [cluster]: a cluster's modules and transforms are the controller's; use `ledge module upload` and `ledge transform deploy` against any node ({} module(s), {} transform(s) declared)",
+        config.modules.len(),
+        config.transforms.len()
+    );
     if let Some(data_dir) = arguments.data_dir {
         // An empty path would lock `./lock` and then fail to create the directory: refuse
         // it as the config file does.

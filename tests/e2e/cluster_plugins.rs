@@ -376,6 +376,32 @@ fn modules_and_transforms_follow_the_controller_and_a_transform_survives_kill_9(
             "{described:#?}"
         );
         assert_eq!(described.state, "running", "{described:#?}");
+        // Removed through one survivor: gone on the other as well.
+        let Response::AlterTransform(removed) = call(
+            &raw,
+            Request::AlterTransform(AlterTransformRequest {
+                name: "keep".into(),
+                action: "remove".into(),
+            }),
+        )
+        .await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(removed.error, ErrorCode::None, "{}", removed.message);
+        let other = (1..=3u32)
+            .find(|id| *id != victim && *id != survivor)
+            .unwrap();
+        let raw_other = raw_at(&cluster, other).await;
+        let mut gone = describe(&raw_other, "keep").await;
+        for _ in 0..100 {
+            if gone.error == ErrorCode::ModuleNotFound {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            gone = describe(&raw_other, "keep").await;
+        }
+        assert_eq!(gone.error, ErrorCode::ModuleNotFound, "{gone:#?}");
     });
 }
 
@@ -440,6 +466,15 @@ fn a_node_partitioned_produce_to_any_node_lands_on_each_partitions_leader() {
             panic!("wrong response")
         };
         assert_eq!(uploaded.error, ErrorCode::None, "{}", uploaded.message);
+        // Node 2 checks the topic config below against its copy of the names, which
+        // follows the controller's log a moment behind node 1.
+        let raw2 = raw_at(&cluster, 2).await;
+        for _ in 0..100 {
+            if modules(&raw2).await.contains_key("spread") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     });
     cluster.ok(
         2,

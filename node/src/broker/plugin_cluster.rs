@@ -22,7 +22,7 @@
 //! Peer body layout (both directions): a 4-byte big-endian length, that many bytes of
 //! JSON (the request or reply), then the payload (a batch, module bytes, or nothing).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -92,6 +92,11 @@ pub enum PluginPeerRequest {
         transform: String,
         /// Its input topic.
         topic: String,
+    },
+    /// Forget a removed transform's positions; only its coordinator does.
+    DeletePositions {
+        /// The transform.
+        transform: String,
     },
 }
 
@@ -370,6 +375,25 @@ impl<D: Disk> TransformLink for BrokerLink<D> {
         })
     }
 
+    fn delete_positions(&self, transform: String) -> BoxFuture<'static, Result<(), LinkError>> {
+        let broker = self.broker.clone();
+        let clients = self.clients.clone();
+        let node_id = self.node_id;
+        Box::pin(async move {
+            let broker = broker.upgrade().ok_or(LinkError::Closed)?;
+            let coordinator = broker.position_coordinator(&transform).await?;
+            if coordinator == node_id {
+                return broker
+                    .delete_positions_here(&transform)
+                    .await
+                    .map_err(|refusal| Self::refused(node_id, refusal));
+            }
+            let request = PluginPeerRequest::DeletePositions { transform };
+            let (reply, _) = Self::ask(&clients, coordinator, &request, &[]).await?;
+            expect_done(coordinator, reply)
+        })
+    }
+
     fn admin(&self, request: AdminRequest) -> BoxFuture<'static, Result<(), AdminError>> {
         let broker = self.broker.clone();
         Box::pin(async move {
@@ -436,7 +460,7 @@ impl<D: Disk> Broker<D> {
         self.plugins.set_leader_router(link);
         // The registry's copy first, so the runner starts what the image holds.
         let image = source.image.borrow().clone();
-        self.mirror_plugins(&image, &parts.clients).await;
+        self.mirror_plugins(&image, &parts.clients, false).await;
         if parts.run_transforms {
             self.transforms.start().await;
         }
@@ -483,6 +507,12 @@ impl<D: Disk> Broker<D> {
                 offset,
             } => (
                 self.commit_position_here(&transform, &topic, partition, offset)
+                    .await
+                    .map_or_else(refused, |()| PluginPeerReply::Done),
+                Bytes::new(),
+            ),
+            PluginPeerRequest::DeletePositions { transform } => (
+                self.delete_positions_here(&transform)
                     .await
                     .map_or_else(refused, |()| PluginPeerReply::Done),
                 Bytes::new(),
@@ -571,6 +601,19 @@ impl<D: Disk> Broker<D> {
             .map_err(|error| (ErrorCode::from(&error), error.to_string()))
     }
 
+    /// Forgets a removed transform's positions, as its coordinator (tombstones in its
+    /// offsets partition), so a transform deployed again under the name starts afresh.
+    async fn delete_positions_here(&self, transform: &str) -> Result<(), (ErrorCode, String)> {
+        let group = position_group(transform);
+        self.check_coordinator(&group)
+            .await
+            .map_err(|error| (ErrorCode::from(&error), error.to_string()))?;
+        match self.groups.delete_group(&self.group_host(), &group).await {
+            Ok(()) | Err(crate::groups::service::GroupServiceError::NotFound(_)) => Ok(()),
+            Err(error) => Err((ErrorCode::from(&error), error.to_string())),
+        }
+    }
+
     /// A transform's committed positions, as its coordinator.
     async fn positions_here(
         &self,
@@ -602,7 +645,7 @@ impl<D: Disk> Broker<D> {
         // Topics (an output topic a deploy created) first, then modules and transforms.
         self.materialize(&image).await;
         // The bytes of what this node just sent are here; nothing to fetch.
-        self.mirror_plugins(&image, &BTreeMap::new()).await;
+        self.mirror_plugins(&image, &BTreeMap::new(), true).await;
         Ok(())
     }
 
@@ -628,12 +671,39 @@ impl<D: Disk> Broker<D> {
     /// module it names that are not here (from the nodes in `clients`), mirrors the names
     /// and definitions into the registry, forgets the positions of removed transforms it
     /// coordinates, and has the runner follow. Returns how many steps failed (retried).
+    ///
+    /// `collect_garbage`: remove module files the image no longer names. Only after an
+    /// admin change this node made, whose image holds every record up to that change: an
+    /// image still replaying at start lacks later records, and removing the files they name
+    /// on every node at once (a coordinated restart) would lose the module everywhere.
     async fn mirror_plugins(
         &self,
         image: &MetadataImage,
         clients: &BTreeMap<NodeId, Arc<PeerClient>>,
+        collect_garbage: bool,
     ) -> usize {
+        if image.last_applied_index == 0 {
+            // Nothing replayed yet: keep the copy from the last run until the image says.
+            return 0;
+        }
         let mut failed = 0;
+        // Names first (a topic config naming a module is checked against them here), then
+        // the bytes they need.
+        match self
+            .registry
+            .mirror_plugins(&image.modules, &image.transforms)
+            .await
+        {
+            Ok(changed) => {
+                if changed && collect_garbage {
+                    self.plugins.collect_module_garbage().await;
+                }
+            }
+            Err(error) => {
+                failed += 1;
+                tracing::error!(%error, "cannot record the cluster's modules and transforms here; retried");
+            }
+        }
         let wanted: BTreeMap<&str, crate::wasm::PluginKind> = image
             .modules
             .values()
@@ -650,39 +720,6 @@ impl<D: Disk> Broker<D> {
             }
             if !self.fetch_module(image, clients, hash, kind).await {
                 failed += 1;
-            }
-        }
-        let removed: BTreeSet<String> = self
-            .registry
-            .transforms()
-            .await
-            .into_keys()
-            .filter(|name| !image.transforms.contains_key(name))
-            .collect();
-        match self
-            .registry
-            .mirror_plugins(&image.modules, &image.transforms)
-            .await
-        {
-            Ok(changed) => {
-                if changed {
-                    self.plugins.collect_module_garbage().await;
-                }
-            }
-            Err(error) => {
-                failed += 1;
-                tracing::error!(%error, "cannot record the cluster's modules and transforms here; retried");
-            }
-        }
-        for name in removed {
-            let group = position_group(&name);
-            if self.check_coordinator(&group).await.is_ok() {
-                match self.groups.delete_group(&self.group_host(), &group).await {
-                    Ok(()) | Err(crate::groups::service::GroupServiceError::NotFound(_)) => {}
-                    Err(error) => {
-                        tracing::warn!(transform = %name, %error, "removing transform positions failed");
-                    }
-                }
             }
         }
         failed += self.transforms.follow_definitions().await;
@@ -739,7 +776,7 @@ impl<D: Disk> Broker<D> {
         let mut image = source.image.clone();
         loop {
             let current = image.borrow_and_update().clone();
-            let failed = self.mirror_plugins(&current, &clients).await;
+            let failed = self.mirror_plugins(&current, &clients, false).await;
             self.transforms.refresh();
             if failed == 0 {
                 if image.changed().await.is_err() {

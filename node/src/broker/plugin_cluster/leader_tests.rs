@@ -91,6 +91,14 @@ impl TransformLink for MovableLeaders {
         Box::pin(async move { Ok(positions) })
     }
 
+    fn delete_positions(&self, _transform: String) -> BoxFuture<'static, Result<(), LinkError>> {
+        let positions = Arc::clone(&self.positions);
+        Box::pin(async move {
+            positions.lock().unwrap().clear();
+            Ok(())
+        })
+    }
+
     fn admin(&self, _request: AdminRequest) -> BoxFuture<'static, Result<(), AdminError>> {
         Box::pin(async { Err(AdminError::Failed("no controller in this test".into())) })
     }

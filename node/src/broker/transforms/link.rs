@@ -89,6 +89,9 @@ pub trait TransformLink: Send + Sync {
         topic: String,
     ) -> BoxFuture<'static, Result<BTreeMap<u32, i64>, LinkError>>;
 
+    /// Forgets transform `transform`'s positions at its coordinator (after its removal).
+    fn delete_positions(&self, transform: String) -> BoxFuture<'static, Result<(), LinkError>>;
+
     /// Has the active controller do `request`; returns once this node's registry holds the
     /// change (topics materialized, modules and transforms mirrored).
     fn admin(&self, request: AdminRequest) -> BoxFuture<'static, Result<(), AdminError>>;

@@ -730,13 +730,17 @@ impl<D: Disk> TransformRunner<D> {
 
     async fn remove(&self, name: &str) -> Result<(), AlterTransformError> {
         if let Some(link) = self.handles.link.get() {
-            // The coordinator of its positions forgets them when its mirror sees it go.
-            return link
-                .admin(crate::controller::admin::AdminRequest::DeleteTransform {
-                    name: name.to_string(),
-                })
-                .await
-                .map_err(AlterTransformError::Controller);
+            link.admin(crate::controller::admin::AdminRequest::DeleteTransform {
+                name: name.to_string(),
+            })
+            .await
+            .map_err(AlterTransformError::Controller)?;
+            // Then its positions, at their coordinator. Kept if that fails (logged): a
+            // transform deployed again under this name would resume from them.
+            if let Err(error) = link.delete_positions(name.to_string()).await {
+                tracing::warn!(transform = %name, %error, "removing transform positions failed; a transform deployed again under this name resumes from them");
+            }
+            return Ok(());
         }
         self.handles.registry.remove_transform(name).await?;
         self.running().remove(name);
