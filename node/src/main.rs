@@ -135,6 +135,14 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         "[[topic]] sections cannot be used with [cluster]: a cluster's topics are the controller's; create them with `ledge topic create` against any node ({} declared)",
         config.topics.len()
     );
+    // Likewise modules and transforms: the controller's in a cluster (`ledge module upload`,
+    // `ledge transform deploy` against any node).
+    anyhow::ensure!(
+        config.cluster.is_none() || (config.modules.is_empty() && config.transforms.is_empty()),
+        "[[module]] and [[transform]] sections cannot be used with [cluster]: a cluster's modules and transforms are the controller's; use `ledge module upload` and `ledge transform deploy` against any node ({} module(s), {} transform(s) declared)",
+        config.modules.len(),
+        config.transforms.len()
+    );
     if let Some(data_dir) = arguments.data_dir {
         // An empty path would lock `./lock` and then fail to create the directory: refuse
         // it as the config file does.
@@ -312,7 +320,11 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // producer_blocks.rs`) once the cluster source is set below.
     let broker = Arc::new(broker);
     if !lock.read_only {
-        broker.transforms().start().await;
+        // In a cluster transforms start once linked to it (`start_plugin_cluster`): they run
+        // only where their input partitions are led.
+        if config.cluster.is_none() {
+            broker.transforms().start().await;
+        }
         tokio::spawn(Arc::clone(&broker).run_retention());
     }
     tokio::spawn(Arc::clone(&broker).run_group_timer());
@@ -368,6 +380,15 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 // Groups are coordinated by the leaders of their `__consumer_offsets`
                 // partitions: this node loads the ones it leads, following the image.
                 tokio::spawn(Arc::clone(&broker).run_offsets_loader());
+                // Modules and transforms follow the image; transforms run on leaders.
+                let plugins = ledge_node::broker::plugin_cluster::PluginClusterParts {
+                    handlers,
+                    clients: node_cluster.clients.clone(),
+                    run_transforms: !lock.read_only,
+                };
+                if let Err(error) = broker.start_plugin_cluster(plugins).await {
+                    tracing::error!(%error, "cannot start plug-ins in the cluster");
+                }
             }
             // Partition replication: the driver follows the image, answers replica
             // fetches as leader and fetches as follower over the same peer clients.

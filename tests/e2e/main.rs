@@ -8,6 +8,7 @@ mod cluster_client;
 mod cluster_groups;
 mod cluster_harness;
 mod cluster_ops;
+mod cluster_plugins;
 mod cluster_topics;
 mod cluster_wiped;
 mod damage;

@@ -485,7 +485,7 @@ fn hostile_modules_are_contained_while_another_topic_keeps_flowing() {
 /// A filter that keeps every record but traps on any input containing `on!` (a poison
 /// record found by its content, so it is still found when the batch is split; three bytes,
 /// because a single byte also turns up in timestamps and lengths).
-const KEEP_UNLESS_BANG: &str = r#"(module
+pub(crate) const KEEP_UNLESS_BANG: &str = r#"(module
   (memory (export "memory") 1)
   (func $ensure (param $bytes i32)
     (local $need i32)

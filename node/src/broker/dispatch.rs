@@ -38,7 +38,7 @@ use super::registry::{
     ProducerIdError, RemoveModuleError, RemoveTransformError, SetTransformStoppedError,
     StoreModuleError, StoreTransformError,
 };
-use super::transforms::{AlterTransformError, DeclaredTransform, DeployTransformError};
+use super::transforms::{AlterTransformError, DeclaredTransform, DeployTransformError, LinkError};
 use crate::controller::admin::{AdminError, AdminRefusal, AdminRequest};
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
@@ -414,6 +414,21 @@ impl<D: Disk> Broker<D> {
     }
 
     pub(super) async fn upload_module(&self, request: UploadModuleRequest) -> UploadModuleResponse {
+        if self.cluster_source.get().is_some() {
+            // In a cluster: stored here, recorded by the controller (`plugin_cluster.rs`).
+            return match self.upload_module_in_cluster(request).await {
+                Ok(hash) => UploadModuleResponse {
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    hash,
+                },
+                Err((error, message)) => UploadModuleResponse {
+                    error,
+                    message,
+                    hash: String::new(),
+                },
+            };
+        }
         match self.plugins.upload_module(request).await {
             Ok(hash) => UploadModuleResponse {
                 error: ErrorCode::None,
@@ -451,6 +466,21 @@ impl<D: Disk> Broker<D> {
     }
 
     pub(super) async fn delete_module(&self, request: DeleteModuleRequest) -> DeleteModuleResponse {
+        if self.cluster_source.get().is_some() {
+            let outcome = self
+                .plugin_admin(AdminRequest::DeleteModule { name: request.name })
+                .await;
+            return match outcome {
+                Ok(()) => DeleteModuleResponse {
+                    error: ErrorCode::None,
+                    message: String::new(),
+                },
+                Err(error) => {
+                    let (error, message) = admin_wire(&error);
+                    DeleteModuleResponse { error, message }
+                }
+            };
+        }
         match self.plugins.delete_module(&request.name).await {
             Ok(()) => DeleteModuleResponse {
                 error: ErrorCode::None,
@@ -658,7 +688,7 @@ fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
 }
 
 /// The code and message for a topic admin request the controller did not do.
-fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
+pub(super) fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
     let code = match error {
         AdminError::Refused { refusal, .. } => match refusal {
             AdminRefusal::InvalidTopic => ErrorCode::InvalidTopic,
@@ -671,6 +701,11 @@ fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
             AdminRefusal::ReassignmentInProgress => ErrorCode::ReassignmentInProgress,
             AdminRefusal::NoReassignmentInProgress => ErrorCode::NoReassignmentInProgress,
             AdminRefusal::NodeInUse => ErrorCode::NodeInUse,
+            // As on one node (`module_code`, `AlterTransformError`).
+            AdminRefusal::ModuleNotFound | AdminRefusal::TransformNotFound => {
+                ErrorCode::ModuleNotFound
+            }
+            AdminRefusal::ModuleInUse => ErrorCode::ModuleInUse,
             AdminRefusal::InvalidRequest => ErrorCode::InvalidRequest,
             AdminRefusal::Internal => ErrorCode::UnknownServerError,
         },
@@ -979,6 +1014,13 @@ fn partitioner_code(error: &PartitionerError) -> ErrorCode {
         PartitionerError::Encode(_) | PartitionerError::EncodedHeader(_) => {
             ErrorCode::UnknownServerError
         }
+        PartitionerError::Leader { source, .. } => match source {
+            // The leader's own answer (NotEnoughReplicas, a timeout, a refused record).
+            LinkError::Refused { code, .. } => *code,
+            LinkError::NoLeader { .. } => ErrorCode::NotLeaderOrFollower,
+            LinkError::Unreachable { .. } => ErrorCode::RequestTimedOut,
+            LinkError::Closed => ErrorCode::UnknownServerError,
+        },
     }
 }
 
@@ -1033,6 +1075,7 @@ impl From<&DeployTransformError> for ErrorCode {
             | DeployTransformError::ForbiddenOutput(_) => Self::InvalidTopic,
             DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,
             DeployTransformError::Module(error) => module_code(error),
+            DeployTransformError::Controller(error) => admin_wire(error).0,
             DeployTransformError::Topic(error) => create_topic_code(error),
             DeployTransformError::Record(StoreTransformError { source, .. }) => {
                 metadata_code(source)
@@ -1049,6 +1092,7 @@ impl From<&AlterTransformError> for ErrorCode {
                 Self::ModuleNotFound
             }
             AlterTransformError::UnknownAction(_) => Self::InvalidRequest,
+            AlterTransformError::Controller(error) => admin_wire(error).0,
             AlterTransformError::Stopped(SetTransformStoppedError::Record(
                 StoreTransformError { source, .. },
             ))

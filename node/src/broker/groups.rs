@@ -135,7 +135,7 @@ impl<D: Disk> super::registry::TopicRegistry<D> {
 /// The group service's window on a broker: the registry's, plus, in a cluster, Kafka's
 /// acks=all for commits (a synced commit is answered once the in-sync replicas of its
 /// offsets partition hold it, so it survives the coordinator's death).
-struct BrokerGroupHost<'a, D: Disk> {
+pub(super) struct BrokerGroupHost<'a, D: Disk> {
     broker: &'a Broker<D>,
 }
 
@@ -216,7 +216,7 @@ impl<D: Disk> GroupHost for BrokerGroupHost<'_, D> {
 }
 
 impl<D: Disk> Broker<D> {
-    fn group_host(&self) -> BrokerGroupHost<'_, D> {
+    pub(super) fn group_host(&self) -> BrokerGroupHost<'_, D> {
         BrokerGroupHost { broker: self }
     }
 
@@ -288,7 +288,7 @@ impl<D: Disk> Broker<D> {
 
     /// The coordinator of `group_id` (node, offsets partition) in the current image; creates
     /// `__consumer_offsets` through the controller first if the image has none.
-    async fn lookup_coordinator(
+    pub(super) async fn lookup_coordinator(
         &self,
         source: &ClusterSource,
         group_id: &str,

@@ -33,6 +33,7 @@ mod groups;
 mod maintenance;
 pub mod materialize;
 pub mod metadata;
+pub mod plugin_cluster;
 pub mod plugins;
 mod produce;
 mod producer_id_hold;

@@ -263,6 +263,15 @@ pub enum PartitionerError {
     /// The encoded batch's header did not parse.
     #[error("{0}")]
     EncodedHeader(BatchError),
+    /// In a cluster: a partition's leader did not take its records (those of other
+    /// partitions may be appended).
+    #[error("partition {partition}: {source}")]
+    Leader {
+        /// The partition.
+        partition: u32,
+        /// Why.
+        source: super::transforms::LinkError,
+    },
 }
 
 /// The module kinds `partitioner.module` may name.
@@ -381,6 +390,59 @@ pub struct PluginHost<D: Disk> {
     registry: Arc<TopicRegistry<D>>,
     clock: Arc<dyn Clock>,
     limits: WasmLimits,
+    /// In a `[cluster]`: where a node-partitioned produce sends each partition's records
+    /// (its leader); unset on one node, where they are appended here.
+    leaders: std::sync::OnceLock<Arc<dyn super::transforms::TransformLink>>,
+    /// Hashes of modules stored but not yet recorded (a cluster upload or deploy waiting for
+    /// the controller), with how many holds each has: garbage collection keeps their files.
+    held: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+/// Keeps a stored module's files from garbage collection until dropped.
+pub(crate) struct ModuleHold {
+    hash: String,
+    held: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl Drop for ModuleHold {
+    fn drop(&mut self) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.hash) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.hash);
+            }
+        }
+    }
+}
+
+/// Why module bytes fetched from a peer were not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchedModuleError {
+    /// More bytes than any module may have.
+    #[error("module {hash} arrived with {bytes} bytes, more than wasm.module_bytes_max ({max})")]
+    TooLarge {
+        /// The digest asked for.
+        hash: String,
+        /// What arrived.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not the ones asked for.
+    #[error("module {hash}: the bytes that arrived have digest {actual}; refused")]
+    DigestMismatch {
+        /// The digest asked for.
+        hash: String,
+        /// The digest of what arrived.
+        actual: String,
+    },
+    /// Storing or compiling them failed.
+    #[error(transparent)]
+    Store(#[from] ModuleStoreError),
 }
 
 /// Why a plug-in could not be instantiated.
@@ -412,7 +474,69 @@ impl<D: Disk> PluginHost<D> {
             registry,
             clock,
             limits,
+            held: Arc::new(Mutex::new(BTreeMap::new())),
+            leaders: std::sync::OnceLock::new(),
         }
+    }
+
+    /// In a `[cluster]`: a node-partitioned produce sends each partition's records to its
+    /// leader through `router` from now on.
+    pub(crate) fn set_leader_router(&self, router: Arc<dyn super::transforms::TransformLink>) {
+        let _ = self.leaders.set(router);
+    }
+
+    /// Whether a node-partitioned produce goes to the partitions' leaders (a cluster).
+    pub(crate) fn routes_to_leaders(&self) -> bool {
+        self.leaders.get().is_some()
+    }
+
+    /// Keeps the files of module `hash` until the hold is dropped.
+    pub(crate) fn hold(&self, hash: &str) -> ModuleHold {
+        *self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(hash.to_string())
+            .or_default() += 1;
+        ModuleHold {
+            hash: hash.to_string(),
+            held: Arc::clone(&self.held),
+        }
+    }
+
+    /// The intact stored bytes of module `hash`, if this node has them (for a peer).
+    pub(crate) async fn stored_module_bytes(
+        &self,
+        hash: &str,
+    ) -> Result<Option<Bytes>, crate::storage::DiskError> {
+        self.modules.stored_bytes(hash).await
+    }
+
+    /// Stores module bytes a peer sent for digest `hash`: refused unless they are at most
+    /// `wasm.module_bytes_max` and their SHA-256 is `hash`; then checked and compiled as
+    /// any upload is. A node never stores or runs bytes under another digest.
+    pub(crate) async fn store_fetched_module(
+        &self,
+        hash: &str,
+        bytes: Bytes,
+        kind: PluginKind,
+    ) -> Result<(), FetchedModuleError> {
+        if bytes.len() > self.limits.module_bytes_max {
+            return Err(FetchedModuleError::TooLarge {
+                hash: hash.to_string(),
+                bytes: bytes.len(),
+                max: self.limits.module_bytes_max,
+            });
+        }
+        let actual = crate::wasm::content_hash(&bytes);
+        if actual != hash {
+            return Err(FetchedModuleError::DigestMismatch {
+                hash: hash.to_string(),
+                actual,
+            });
+        }
+        self.modules.put(bytes, kind).await?;
+        Ok(())
     }
 
     /// The node-wide budget of opened-batch bytes.
@@ -514,6 +638,23 @@ impl<D: Disk> PluginHost<D> {
 
     /// Checks, compiles and stores a module under a name (an upload); returns its hash.
     pub async fn upload_module(&self, request: UploadModuleRequest) -> Result<String, ModuleError> {
+        let name = request.name.clone();
+        let (stored, _hold) = self.prepare_module(request).await?;
+        let hash = stored.hash.clone();
+        self.registry
+            .store_module(&name, stored, self.limits.modules_max)
+            .await?;
+        self.collect_module_garbage().await;
+        Ok(hash)
+    }
+
+    /// Everything an upload does but recording the name: checks the name, the parameters
+    /// and the topic configs naming it, then checks, compiles and stores the bytes. The
+    /// hold keeps the files until the name is recorded (in a cluster, by the controller).
+    pub(crate) async fn prepare_module(
+        &self,
+        request: UploadModuleRequest,
+    ) -> Result<(StoredModule, ModuleHold), ModuleError> {
         validate_module_name(&request.name).map_err(ModuleError::InvalidName)?;
         let kind = request.kind;
         let params = params_map(&request.params).map_err(ModuleError::Params)?;
@@ -540,13 +681,9 @@ impl<D: Disk> PluginHost<D> {
         self.registry
             .check_module_room(&request.name, modules_max)
             .await?;
+        let hold = self.hold(&crate::wasm::content_hash(&request.module));
         let stored = self.store_module(request.module, kind, params).await?;
-        let hash = stored.hash.clone();
-        self.registry
-            .store_module(&request.name, stored, modules_max)
-            .await?;
-        self.collect_module_garbage().await;
-        Ok(hash)
+        Ok((stored, hold))
     }
 
     /// Checks, compiles and stores a module, and checks `params` by instantiating it.
@@ -589,7 +726,14 @@ impl<D: Disk> PluginHost<D> {
 
     /// Removes module files no name or transform refers to.
     pub(crate) async fn collect_module_garbage(&self) {
-        let keep = self.registry.referenced_module_hashes().await;
+        let mut keep = self.registry.referenced_module_hashes().await;
+        keep.extend(
+            self.held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .keys()
+                .cloned(),
+        );
         if let Err(error) = self.modules.retain(&keep).await {
             tracing::warn!(%error, "removing unused module files failed");
         }
@@ -776,7 +920,10 @@ impl<D: Disk> PluginHost<D> {
                 return Err(PartitionerError::Idempotent.into());
             }
             let mut batch = records.slice_ref(raw);
-            if let Some(filter) = &config.produce_filter_module {
+            // In a cluster the filter runs on each partition's leader, in its produce path.
+            if let Some(filter) = &config.produce_filter_module
+                && !self.routes_to_leaders()
+            {
                 batch = self
                     .filter_produced_batch(filter, batch, partition_count)
                     .await?
@@ -835,6 +982,29 @@ impl<D: Disk> PluginHost<D> {
                 routing.record_partitions.push(u32::MAX);
                 next_offset += 1;
             }
+        }
+        if let Some(leaders) = self.leaders.get() {
+            // Each partition's records to its leader, acks=all, through its produce path
+            // (role and epoch checks, produce filter, timestamps, the ISR wait).
+            let appends = per_partition
+                .into_iter()
+                .map(|(partition, records)| async move {
+                    let options = EncodeOptions {
+                        compression: codec,
+                        ..EncodeOptions::default()
+                    };
+                    let batch = ledge_protocol::encode_batch(&records, &options)
+                        .map_err(PartitionerError::Encode)?;
+                    let offset = leaders
+                        .append(topic.to_string(), partition, batch)
+                        .await
+                        .map_err(|source| PartitionerError::Leader { partition, source })?;
+                    Ok::<_, ProduceError>(PartitionOffset { partition, offset })
+                });
+            for result in futures_util::future::join_all(appends).await {
+                routing.base_offsets.push(result?);
+            }
+            return Ok((routing, None));
         }
         let append_time = (config.timestamp_type
             == super::topic_config::TimestampType::LogAppendTime)

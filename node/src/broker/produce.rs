@@ -192,7 +192,12 @@ impl<D: Disk> DataPath<D> {
             routed: None,
         };
         let acks_all = matches!(durability, AppendDurability::Synced);
+        // In a cluster a node-partitioned produce is partitioned here and each partition's
+        // records go to its leader (`plugins.rs`), whose produce path checks its role.
+        let partitioned_here =
+            request.partition == NODE_PARTITIONED && self.plugins.routes_to_leaders();
         let role = match self.replication_role(topic, request.partition, acks_all) {
+            _ if partitioned_here => PartitionRole::Unreplicated,
             Ok(role) => role,
             Err(error) => {
                 let (code, message) = dispatch::produce_wire(&ProduceError::Replication(error));

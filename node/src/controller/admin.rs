@@ -111,6 +111,31 @@ pub enum AdminRequest {
         /// Ids in the block, 1 to [`PRODUCER_ID_BLOCK_COUNT_MAX`].
         count: u32,
     },
+    /// Record a named module (its bytes are already stored on the forwarding node; the
+    /// others fetch them by digest).
+    PutModule {
+        /// The name.
+        name: String,
+        /// Digest, kind, size, parameters.
+        module: crate::broker::metadata::StoredModule,
+    },
+    /// Remove a named module.
+    DeleteModule {
+        /// The name.
+        name: String,
+    },
+    /// Record a transform's definition (deploy, pause, resume, stop).
+    PutTransform {
+        /// The name.
+        name: String,
+        /// The definition.
+        transform: crate::broker::metadata::StoredTransform,
+    },
+    /// Remove a transform.
+    DeleteTransform {
+        /// The name.
+        name: String,
+    },
 }
 
 /// The most producer ids one AllocateProducerIds may ask for: a peer's body must not use up
@@ -130,7 +155,11 @@ impl AdminRequest {
             | Self::ElectPreferredLeaders { topic: Some(name) } => Some(name),
             Self::ElectPreferredLeaders { topic: None }
             | Self::DecommissionNode { .. }
-            | Self::AllocateProducerIds { .. } => None,
+            | Self::AllocateProducerIds { .. }
+            | Self::PutModule { .. }
+            | Self::DeleteModule { .. }
+            | Self::PutTransform { .. }
+            | Self::DeleteTransform { .. } => None,
         }
     }
 
@@ -151,6 +180,12 @@ impl AdminRequest {
             Self::ElectPreferredLeaders { topic: None } => "every topic".to_owned(),
             Self::DecommissionNode { node_id } => format!("node {node_id}"),
             Self::AllocateProducerIds { count } => format!("a block of {count} producer ids"),
+            Self::PutModule { name, .. } | Self::DeleteModule { name } => {
+                format!("module {name:?}")
+            }
+            Self::PutTransform { name, .. } | Self::DeleteTransform { name } => {
+                format!("transform {name:?}")
+            }
         }
     }
 }
@@ -178,7 +213,14 @@ pub enum AdminRefusal {
     NoReassignmentInProgress,
     /// The node cannot be decommissioned now.
     NodeInUse,
-    /// A request no controller can do (a producer id block of 0 or too many ids).
+    /// No module of that name.
+    ModuleNotFound,
+    /// A topic config names the module.
+    ModuleInUse,
+    /// No transform of that name.
+    TransformNotFound,
+    /// A request no controller can do (a producer id block of 0 or too many ids; a module
+    /// or transform request that cannot be recorded as asked).
     InvalidRequest,
     /// Anything else (a bug in a decision; the message says what).
     Internal,
@@ -196,6 +238,10 @@ impl AdminRefusal {
             ControllerError::ReassignmentInProgress(_) => Self::ReassignmentInProgress,
             ControllerError::NoReassignmentInProgress(_) => Self::NoReassignmentInProgress,
             ControllerError::NodeInUse(_) => Self::NodeInUse,
+            ControllerError::ModuleNotFound(_) => Self::ModuleNotFound,
+            ControllerError::ModuleInUse(_) => Self::ModuleInUse,
+            ControllerError::TransformNotFound(_) => Self::TransformNotFound,
+            ControllerError::InvalidPluginRequest(_) => Self::InvalidRequest,
             _ => Self::Internal,
         }
     }
@@ -451,6 +497,42 @@ pub async fn execute(
                 })
                 .await?;
             return Ok(Executed::ProducerIds(first));
+        }
+        AdminRequest::PutModule { name, module } => {
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .put_module(image, name, module)
+                        .map(|records| (records, ()))
+                })
+                .await?;
+        }
+        AdminRequest::DeleteModule { name } => {
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .delete_module(image, name)
+                        .map(|records| (records, ()))
+                })
+                .await?;
+        }
+        AdminRequest::PutTransform { name, transform } => {
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .put_transform(image, name, transform)
+                        .map(|records| (records, ()))
+                })
+                .await?;
+        }
+        AdminRequest::DeleteTransform { name } => {
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .delete_transform(image, name)
+                        .map(|records| (records, ()))
+                })
+                .await?;
         }
     }
     // The leader applies an entry before `client_write` returns, so its image holds the

@@ -187,6 +187,19 @@ pub enum ControllerError {
     /// A node that cannot be decommissioned now (alive, a replica, a voter).
     #[error("{0}")]
     NodeInUse(String),
+    /// No named module of that name (`plugins.rs`).
+    #[error("no module named {0:?}")]
+    ModuleNotFound(String),
+    /// A topic config names the module for a key its kind does not fit, or at all (delete).
+    #[error("{0}")]
+    ModuleInUse(String),
+    /// No transform of that name.
+    #[error("no transform named {0:?}")]
+    TransformNotFound(String),
+    /// A module or transform request that cannot be recorded as asked (a name, a topic, a
+    /// version another deploy took first).
+    #[error("{0}")]
+    InvalidPluginRequest(String),
     /// The decision's records do not apply (a bug in the decision, reported, not applied).
     #[error("records refused by the image: {0}")]
     Refused(#[from] ApplyError),
@@ -211,6 +224,10 @@ impl ControllerError {
             Self::ReassignmentInProgress(_) => "REASSIGNMENT_IN_PROGRESS",
             Self::NoReassignmentInProgress(_) => "NO_REASSIGNMENT_IN_PROGRESS",
             Self::NodeInUse(_) => "NODE_IN_USE",
+            Self::ModuleNotFound(_) => "MODULE_NOT_FOUND",
+            Self::ModuleInUse(_) => "MODULE_IN_USE",
+            Self::TransformNotFound(_) => "TRANSFORM_NOT_FOUND",
+            Self::InvalidPluginRequest(_) => "INVALID_REQUEST",
             Self::Refused(_) => "UNKNOWN_SERVER_ERROR",
         }
     }
@@ -1318,6 +1335,8 @@ pub(super) fn elect(
         .find(eligible)
         .map(|leader| Election::Unclean(*leader))
 }
+
+mod plugins;
 
 #[cfg(test)]
 mod tests;

@@ -203,6 +203,19 @@ impl<D: Disk> ModuleStore<D> {
         self.put(Bytes::from(bytes), kind).await
     }
 
+    /// The stored bytes of the module with `hash`, if this node has them intact (a file
+    /// whose content hash differs is treated as absent: it is never handed on).
+    pub async fn stored_bytes(&self, hash: &str) -> Result<Option<Bytes>, DiskError> {
+        // Only a digest names a file: anything else could be a path.
+        if hash.len() != 64 || !hash.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let bytes = read_whole(&self.disk, &self.modules_dir.join(format!("{hash}.wasm"))).await?;
+        Ok(bytes
+            .filter(|bytes| content_hash(bytes) == hash)
+            .map(Bytes::from))
+    }
+
     /// Removes module files (and their compiled forms) whose hash is not in `keep`.
     pub async fn retain(&self, keep: &BTreeSet<String>) -> Result<(), DiskError> {
         for (directory, suffix) in [(&self.modules_dir, ".wasm"), (&self.compiled_dir, ".cwasm")] {

@@ -287,6 +287,29 @@ impl<D: Disk> TopicRegistry<D> {
     }
 }
 
+impl<D: Disk> TopicRegistry<D> {
+    /// In a `[cluster]`: makes the named modules and transform definitions exactly those of
+    /// the controller's image (`metadata.json` keeps a copy, so the plug-in host and the
+    /// transform runner read them as on one node). The image was checked by the controller,
+    /// so nothing is refused here. Returns whether anything changed.
+    pub async fn mirror_plugins(
+        &self,
+        modules: &BTreeMap<String, StoredModule>,
+        transforms: &BTreeMap<String, StoredTransform>,
+    ) -> Result<bool, MetadataError> {
+        let mut store = self.admin.lock().await;
+        let current = store.current();
+        if current.modules == *modules && current.transforms == *transforms {
+            return Ok(false);
+        }
+        let mut next = current.clone();
+        next.modules = modules.clone();
+        next.transforms = transforms.clone();
+        store.store(next).await?;
+        Ok(true)
+    }
+}
+
 /// `Ok` if `modules` can take `name` within `modules_max`; otherwise how many it keeps.
 fn room_for(
     modules: &BTreeMap<String, StoredModule>,

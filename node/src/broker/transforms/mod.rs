@@ -26,12 +26,15 @@
 //! commit); `route.rs` where outcomes go (pure); `bisect.rs` the isolation of failing records.
 
 mod bisect;
+mod link;
 mod route;
 mod task;
 
+pub use link::{LinkError, TransformLink};
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -115,6 +118,9 @@ pub enum DeployTransformError {
     /// `metadata.json` did not take the definition.
     #[error(transparent)]
     Record(#[from] StoreTransformError),
+    /// In a cluster: the controller did not record the definition (or an output topic).
+    #[error(transparent)]
+    Controller(crate::controller::admin::AdminError),
 }
 
 /// A transform asked for by name that does not exist.
@@ -137,6 +143,9 @@ pub enum AppendRecordsError {
     /// The partition log refused or failed the append.
     #[error(transparent)]
     Append(AppendError),
+    /// In a cluster: the output partition's leader did not take it.
+    #[error(transparent)]
+    Leader(LinkError),
 }
 
 /// Why a transform could not be paused, resumed or removed.
@@ -151,6 +160,9 @@ pub enum AlterTransformError {
     /// Removing it failed (no such transform, `metadata.json`).
     #[error(transparent)]
     Remove(#[from] RemoveTransformError),
+    /// In a cluster: the controller did not record the change.
+    #[error(transparent)]
+    Controller(crate::controller::admin::AdminError),
 }
 
 /// Limits and tuning of transforms; `[transforms]` in the node config.
@@ -237,6 +249,9 @@ pub(crate) struct TransformHandles<D: Disk> {
     limits: TransformLimits,
     /// The running transforms; a task that stops its transform tells the others here.
     running: Mutex<BTreeMap<String, RunningTransform>>,
+    /// In a `[cluster]`: where tasks run, outputs go, positions are kept and definitions
+    /// change (set before the runner starts); unset on one node.
+    link: OnceLock<Arc<dyn TransformLink>>,
 }
 
 /// The transform service: deploys, alters, describes and reconciles transforms, and runs
@@ -289,12 +304,13 @@ async fn drive_runner<D: Disk>(
 pub(crate) struct RunningTransform {
     version: watch::Sender<Arc<TransformVersion>>,
     stats: Arc<TransformStats>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// By input partition: every partition on one node, the ones it leads in a cluster.
+    tasks: BTreeMap<u32, tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for RunningTransform {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.values() {
             task.abort();
         }
     }
@@ -345,6 +361,7 @@ impl<D: Disk> TransformRunner<D> {
                 clock,
                 limits,
                 running: Mutex::new(BTreeMap::new()),
+                link: OnceLock::new(),
             }),
             started: AtomicBool::new(false),
             wake: Arc::new(Notify::new()),
@@ -421,7 +438,7 @@ impl<D: Disk> TransformRunner<D> {
             RunningTransform {
                 version: sender,
                 stats: Arc::new(TransformStats::default()),
-                tasks: Vec::new(),
+                tasks: BTreeMap::new(),
             },
         );
         drop(running);
@@ -478,10 +495,20 @@ impl<D: Disk> TransformRunner<D> {
                 self.handles.limits.transforms_max,
             ));
         }
+        // Held until the definition naming it is recorded: a garbage collection meanwhile
+        // (another module's delete, the cluster mirror) must not remove the files.
+        let _hold = self
+            .handles
+            .plugins
+            .hold(&crate::wasm::content_hash(&declared.module));
         let module = self
             .handles
             .plugins
-            .store_module(declared.module, declared.kind, declared.params.clone())
+            .store_module(
+                declared.module.clone(),
+                declared.kind,
+                declared.params.clone(),
+            )
             .await?;
         let plugin = self
             .handles
@@ -490,6 +517,20 @@ impl<D: Disk> TransformRunner<D> {
             .await
             .map_err(ModuleError::Instantiate)?;
         let input_partitions = input.partition_count();
+        if let Some(link) = self.handles.link.get() {
+            return self
+                .deploy_in_cluster(
+                    link.as_ref(),
+                    &name,
+                    &declared,
+                    module,
+                    output,
+                    dead_letter_topic,
+                    existing,
+                    input_partitions,
+                )
+                .await;
+        }
         if self.handles.registry.topic(&output).is_none() {
             match self
                 .handles
@@ -545,6 +586,117 @@ impl<D: Disk> TransformRunner<D> {
         Ok(version)
     }
 
+    /// The cluster half of [`Self::deploy`]: output topics and the definition go through
+    /// the controller; every node's mirror then runs the new version where it leads.
+    #[allow(clippy::too_many_arguments)]
+    async fn deploy_in_cluster(
+        &self,
+        link: &dyn TransformLink,
+        name: &str,
+        declared: &DeclaredTransform,
+        module: super::metadata::StoredModule,
+        output: String,
+        dead_letter_topic: String,
+        existing: Option<StoredTransform>,
+        input_partitions: u32,
+    ) -> Result<u32, DeployTransformError> {
+        use crate::controller::admin::{AdminError, AdminRefusal, AdminRequest};
+        let mut created = vec![(output.clone(), input_partitions)];
+        if declared.on_error == OnError::DeadLetter {
+            created.push((dead_letter_topic.clone(), 1));
+        }
+        for (topic, partitions) in created {
+            if self.handles.registry.topic(&topic).is_some() {
+                continue;
+            }
+            let request = AdminRequest::CreateTopic {
+                name: topic,
+                partitions,
+                replication_factor: None,
+                configs: BTreeMap::new(),
+            };
+            match link.admin(request).await {
+                Ok(())
+                | Err(AdminError::Refused {
+                    refusal: AdminRefusal::TopicAlreadyExists,
+                    ..
+                }) => {}
+                Err(error) => return Err(DeployTransformError::Controller(error)),
+            }
+        }
+        let version = match &existing {
+            None => 1,
+            Some(existing) => existing.version.checked_add(1).ok_or_else(|| {
+                DeployTransformError::VersionsExhausted {
+                    name: name.to_string(),
+                    version: existing.version,
+                }
+            })?,
+        };
+        let definition = StoredTransform {
+            module,
+            input: declared.input.clone(),
+            output,
+            dead_letter_topic,
+            on_error: declared.on_error,
+            version,
+            stopped: None,
+        };
+        link.admin(AdminRequest::PutTransform {
+            name: name.to_string(),
+            transform: definition,
+        })
+        .await
+        .map_err(DeployTransformError::Controller)?;
+        tracing::info!(transform = %name, version, "transform deployed through the controller");
+        Ok(version)
+    }
+
+    /// In a `[cluster]`: sets how transforms reach the cluster. Call once, before
+    /// [`Self::start`]; `false` if a link was set already.
+    pub fn set_link(&self, link: Arc<dyn TransformLink>) -> bool {
+        self.handles.link.set(link).is_ok()
+    }
+
+    /// Wakes the driver to compare the running tasks with the leaders (after an image
+    /// change).
+    pub fn refresh(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Makes the running transforms match the stored definitions (in a cluster, the
+    /// registry mirrors the controller's): launches new ones and new versions or states,
+    /// stops removed ones. Returns how many could not be launched (their module is not
+    /// here yet, or does not instantiate): the caller retries.
+    pub async fn follow_definitions(&self) -> usize {
+        let stored = self.handles.registry.transforms().await;
+        let mut failed = 0;
+        for (name, definition) in &stored {
+            let current = self
+                .running()
+                .get(name)
+                .map(|running| running.version.borrow().definition.clone());
+            if current.as_ref() == Some(definition) {
+                continue;
+            }
+            match self
+                .handles
+                .plugins
+                .plugin(&definition.module, definition.module.params.clone())
+                .await
+            {
+                Ok(plugin) => self.launch(name, definition.clone(), plugin),
+                Err(error) => {
+                    failed += 1;
+                    tracing::warn!(transform = %name, %error, "transform cannot start here yet; retried");
+                }
+            }
+        }
+        self.running().retain(|name, _| stored.contains_key(name));
+        self.wake.notify_one();
+        failed
+    }
+
     /// Pauses, resumes or removes transform `name` (`action`: pause, resume, remove).
     pub async fn alter(&self, name: &str, action: &str) -> Result<(), AlterTransformError> {
         match action {
@@ -577,6 +729,19 @@ impl<D: Disk> TransformRunner<D> {
     }
 
     async fn remove(&self, name: &str) -> Result<(), AlterTransformError> {
+        if let Some(link) = self.handles.link.get() {
+            link.admin(crate::controller::admin::AdminRequest::DeleteTransform {
+                name: name.to_string(),
+            })
+            .await
+            .map_err(AlterTransformError::Controller)?;
+            // Then its positions, at their coordinator. Kept if that fails (logged): a
+            // transform deployed again under this name would resume from them.
+            if let Err(error) = link.delete_positions(name.to_string()).await {
+                tracing::warn!(transform = %name, %error, "removing transform positions failed; a transform deployed again under this name resumes from them");
+            }
+            return Ok(());
+        }
         self.handles.registry.remove_transform(name).await?;
         self.running().remove(name);
         let handles = &self.handles;
@@ -605,16 +770,34 @@ impl<D: Disk> TransformRunner<D> {
         } else {
             names
         };
-        names
-            .into_iter()
-            .map(|name| match stored.get(&name) {
-                None => Err(UnknownTransform { name }),
-                Some(definition) => Ok(self.describe_transform(&name, definition)),
-            })
-            .collect()
+        let mut described = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(definition) = stored.get(&name) else {
+                described.push(Err(UnknownTransform { name }));
+                continue;
+            };
+            let committed = match self.handles.link.get() {
+                None => self
+                    .handles
+                    .groups
+                    .committed_offsets(&position_group(&name), &definition.input),
+                // In a cluster: from the coordinator (unknown while it cannot be asked).
+                Some(link) => link
+                    .positions(name.clone(), definition.input.clone())
+                    .await
+                    .unwrap_or_default(),
+            };
+            described.push(Ok(self.describe_transform(&name, definition, &committed)));
+        }
+        described
     }
 
-    fn describe_transform(&self, name: &str, definition: &StoredTransform) -> TransformDescription {
+    fn describe_transform(
+        &self,
+        name: &str,
+        definition: &StoredTransform,
+        committed: &BTreeMap<u32, i64>,
+    ) -> TransformDescription {
         let running = self.running();
         let stats = running.get(name).map(|running| Arc::clone(&running.stats));
         drop(running);
@@ -645,11 +828,6 @@ impl<D: Disk> TransformRunner<D> {
             state,
             ..TransformDescription::default()
         };
-        let group = position_group(name);
-        let committed = self
-            .handles
-            .groups
-            .committed_offsets(&group, &definition.input);
         let live = stats.as_ref().map(|stats| {
             stats
                 .positions
@@ -662,7 +840,17 @@ impl<D: Disk> TransformRunner<D> {
                 .handles
                 .registry
                 .partition_log(&definition.input, partition);
-            let Ok(log) = log else { continue };
+            let Ok(log) = log else {
+                // In a cluster this node may hold no copy of the partition: its committed
+                // position is still known (lag is counted where a copy is).
+                if let Some(offset) = committed.get(&partition) {
+                    description.positions.push(PartitionOffset {
+                        partition,
+                        offset: *offset,
+                    });
+                }
+                continue;
+            };
             let position = live
                 .as_ref()
                 .and_then(|live| live.get(&partition).copied())
@@ -727,14 +915,37 @@ impl<D: Disk> TransformHandles<D> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts a task for each partition of a running transform's input that has none (all
-    /// of them for a transform just launched; the new ones after its input grew).
+    /// Starts a task for each partition of a running transform's input that should have
+    /// one and has none (all of them on one node; in a cluster the ones this node leads),
+    /// and ends the tasks of partitions this node stopped leading: the task moves with the
+    /// leadership, and the new leader's task resumes from the committed position.
     fn start_missing_tasks(self: &Arc<Self>) {
+        let link = self.link.get();
         let mut running = self.running();
         for (name, transform) in running.iter_mut() {
             let input = transform.version.borrow().definition.input.clone();
             let partitions = self.registry.partition_count(&input);
-            for partition in (transform.tasks.len() as u32)..partitions {
+            let runs_here = |partition: u32| {
+                link.is_none_or(|link| link.leader(&input, partition) == Some(link.node_id()))
+            };
+            transform.tasks.retain(|partition, task| {
+                let keep = *partition < partitions && runs_here(*partition);
+                if !keep {
+                    task.abort();
+                    transform
+                        .stats
+                        .positions
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(partition);
+                    tracing::info!(transform = %name, partition, "transform task stops here (the partition is led elsewhere)");
+                }
+                keep
+            });
+            for partition in 0..partitions {
+                if transform.tasks.contains_key(&partition) || !runs_here(partition) {
+                    continue;
+                }
                 let task = PartitionTask {
                     handles: Arc::clone(self),
                     name: name.clone(),
@@ -742,8 +953,9 @@ impl<D: Disk> TransformHandles<D> {
                     versions: transform.version.subscribe(),
                     stats: Arc::clone(&transform.stats),
                     in_flight: None,
+                    committed: None,
                 };
-                transform.tasks.push(tokio::spawn(task.run()));
+                transform.tasks.insert(partition, tokio::spawn(task.run()));
             }
         }
     }
@@ -754,6 +966,21 @@ impl<D: Disk> TransformHandles<D> {
         name: &str,
         stopped: Option<StoppedReason>,
     ) -> Result<(), AlterTransformError> {
+        if let Some(link) = self.link.get() {
+            // In a cluster the state is the controller's; the mirror hands it to the tasks
+            // on every node that runs this transform.
+            let Some(mut definition) = self.registry.transform(name).await else {
+                return Err(SetTransformStoppedError::NotFound(name.to_string()).into());
+            };
+            definition.stopped = stopped;
+            return link
+                .admin(crate::controller::admin::AdminRequest::PutTransform {
+                    name: name.to_string(),
+                    transform: definition,
+                })
+                .await
+                .map_err(AlterTransformError::Controller);
+        }
         let definition = self.registry.set_transform_stopped(name, stopped).await?;
         if let Some(running) = self.running().get(name) {
             let plugin = Arc::clone(&running.version.borrow().plugin);
@@ -764,10 +991,24 @@ impl<D: Disk> TransformHandles<D> {
         Ok(())
     }
 
-    /// The committed position of a transform in one input partition.
-    fn transform_position(&self, name: &str, topic: &str, partition: u32) -> Option<i64> {
-        self.groups
-            .committed_offset(&position_group(name), topic, partition)
+    /// The committed position of a transform in one input partition: from the local
+    /// group service, or in a cluster from the coordinator of its positions.
+    async fn transform_position(
+        &self,
+        name: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<i64>, LinkError> {
+        match self.link.get() {
+            None => Ok(self
+                .groups
+                .committed_offset(&position_group(name), topic, partition)),
+            Some(link) => Ok(link
+                .positions(name.to_string(), topic.to_string())
+                .await?
+                .get(&partition)
+                .copied()),
+        }
     }
 
     async fn commit_transform_position(
@@ -776,7 +1017,15 @@ impl<D: Disk> TransformHandles<D> {
         topic: &str,
         partition: u32,
         offset: i64,
-    ) -> Result<(), crate::groups::service::OffsetsLogError> {
+    ) -> Result<(), task::CommitError> {
+        if let Some(link) = self.link.get() {
+            // At the coordinator, synced and held by the ISR of its offsets partition: the
+            // node that leads the input next resumes from it, whatever dies.
+            return link
+                .commit_position(name.to_string(), topic.to_string(), partition, offset)
+                .await
+                .map_err(task::CommitError::Cluster);
+        }
         let now_ms = self.clock.wall_time_ms();
         let group = position_group(name);
         let key = OffsetKey {
@@ -799,6 +1048,7 @@ impl<D: Disk> TransformHandles<D> {
                 AppendDurability::Written,
             )
             .await
+            .map_err(task::CommitError::Local)
     }
 
     /// Appends records to a partition with `acks=all`, in batches of bounded size.
@@ -808,8 +1058,6 @@ impl<D: Disk> TransformHandles<D> {
         partition: u32,
         records: Vec<Record>,
     ) -> Result<(), AppendRecordsError> {
-        let target = self.registry.partition(topic, partition)?;
-        let log = target.online_log()?;
         let limit = self.limits.output_batch_bytes.max(1);
         let mut chunk: Vec<Record> = Vec::new();
         let mut chunk_bytes = 0usize;
@@ -835,6 +1083,19 @@ impl<D: Disk> TransformHandles<D> {
         if !chunk.is_empty() {
             pending.push(chunk);
         }
+        if let Some(link) = self.link.get() {
+            // To the partition's leader, acks=all; in order, so a failure leaves a prefix.
+            for records in pending {
+                let batch = encode_batch(&records, &EncodeOptions::default())
+                    .map_err(AppendRecordsError::Encode)?;
+                link.append(topic.to_string(), partition, batch)
+                    .await
+                    .map_err(AppendRecordsError::Leader)?;
+            }
+            return Ok(());
+        }
+        let target = self.registry.partition(topic, partition)?;
+        let log = target.online_log()?;
         let appends = pending.into_iter().map(|records| {
             let log = log.clone();
             let target = &target;

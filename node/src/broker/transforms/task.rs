@@ -13,7 +13,7 @@ use tokio::task::JoinError;
 
 use super::bisect::bisect;
 use super::route::{IterationOutput, Route, Routed};
-use super::{OnError, TransformHandles, TransformStats, TransformVersion};
+use super::{LinkError, OnError, TransformHandles, TransformStats, TransformVersion};
 use crate::broker::metadata::{StoppedReason, StoredTransform};
 use crate::broker::registry::LookupError;
 use crate::groups::service::OffsetsLogError;
@@ -44,10 +44,24 @@ pub(super) enum TaskError {
     },
     /// Committing the position failed.
     #[error("committing the position: {0}")]
-    Commit(OffsetsLogError),
+    Commit(CommitError),
+    /// Reading the committed position from its coordinator failed (in a cluster).
+    #[error("reading the committed position: {0}")]
+    Position(LinkError),
     /// The task writing the previous chunk failed.
     #[error("transform write task failed: {0}")]
     WriteTask(JoinError),
+}
+
+/// Why a position was not committed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommitError {
+    /// On one node: the local `__consumer_offsets` did not take it.
+    #[error(transparent)]
+    Local(OffsetsLogError),
+    /// In a cluster: the coordinator of the transform's positions did not take it.
+    #[error(transparent)]
+    Cluster(LinkError),
 }
 
 /// The task of one input partition of a running transform.
@@ -61,6 +75,10 @@ pub(super) struct PartitionTask<D: Disk> {
     /// The previous chunk's output being made durable (then its position committed) while
     /// the next chunk is read and run: the module never waits for an fdatasync.
     pub(super) in_flight: Option<InFlight>,
+    /// The position this task last committed (read from the coordinator when `None`): in
+    /// a cluster the coordinator is often another node, asked once per task, not per
+    /// iteration.
+    pub(super) committed: Option<i64>,
 }
 
 /// A chunk being written.
@@ -158,7 +176,11 @@ impl<D: Disk> PartitionTask<D> {
     async fn settle(&mut self) -> Result<(), TaskError> {
         match self.in_flight.take() {
             None => Ok(()),
-            Some(in_flight) => in_flight.write.await.map_err(TaskError::WriteTask)?,
+            Some(in_flight) => {
+                in_flight.write.await.map_err(TaskError::WriteTask)??;
+                self.committed = Some(in_flight.next_position);
+                Ok(())
+            }
         }
     }
 
@@ -187,14 +209,23 @@ impl<D: Disk> PartitionTask<D> {
             .registry
             .partition_log(input, self.partition)
             .map_err(TaskError::InputUnavailable)?;
-        let start = pending_position.unwrap_or_else(|| {
-            let start = handles
-                .transform_position(&self.name, input, self.partition)
-                .unwrap_or_else(|| log.log_start_offset())
-                .max(log.log_start_offset());
-            set_position(&self.stats, self.partition, start);
-            start
-        });
+        let start = match pending_position {
+            Some(start) => start,
+            None => {
+                let committed = match self.committed {
+                    Some(committed) => Some(committed),
+                    None => handles
+                        .transform_position(&self.name, input, self.partition)
+                        .await
+                        .map_err(TaskError::Position)?,
+                };
+                let start = committed
+                    .unwrap_or_else(|| log.log_start_offset())
+                    .max(log.log_start_offset());
+                set_position(&self.stats, self.partition, start);
+                start
+            }
+        };
         let watch = log.subscribe_high_watermark();
         let read = match log.read(start, handles.limits.read_bytes_max).await {
             Ok(read) => read,

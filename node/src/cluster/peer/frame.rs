@@ -45,6 +45,9 @@ pub enum PeerRequestKind {
     AlterPartition = 8,
     /// A replica tells the active controller its copy of a partition is damaged.
     ReplicaDamaged = 9,
+    /// Plug-ins in a cluster (`broker/plugin_cluster.rs`): module bytes by digest, a
+    /// transform's output to its partition's leader, its positions at its coordinator.
+    Plugins = 10,
 }
 
 impl PeerRequestKind {
@@ -59,6 +62,7 @@ impl PeerRequestKind {
         Self::ControllerAdmin,
         Self::AlterPartition,
         Self::ReplicaDamaged,
+        Self::Plugins,
     ];
 
     /// The kind with wire number `number`.
