@@ -52,7 +52,7 @@ pub enum PeerRequestKind {
 
 impl PeerRequestKind {
     /// Every kind, in wire order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::RaftVote,
         Self::RaftAppendEntries,
         Self::RaftInstallSnapshot,
