@@ -421,16 +421,19 @@ impl Client {
 
     /// Returns once one of `partitions` (topic, partition, the leader epoch its request
     /// carried) has a leader other than `node`, checking every
-    /// [`ClientConfig::leader_check_interval`] with a metadata refresh that asks `node` last.
-    /// Raced against a request to `node`, this is how a dead leader is left behind as soon as
-    /// the cluster has elected another, without waiting for QUIC's idle timeout: a node that
-    /// was kill -9ed sends nothing that would end the connection.
+    /// [`ClientConfig::leader_check_interval`] after `expected_wait` (the wait the request
+    /// itself asks the node for: a fetch's long poll) with a metadata refresh that asks `node`
+    /// last. Raced against a request to `node`, this is how a dead leader is left behind as
+    /// soon as the cluster has elected another, without waiting for QUIC's idle timeout: a
+    /// node that was kill -9ed sends nothing that would end the connection.
     pub(crate) async fn leader_moved_away(
         &self,
         node: SocketAddr,
         partitions: &[(&str, u32, Option<i32>)],
+        expected_wait: Duration,
     ) {
         let interval = self.inner.config.leader_check_interval;
+        tokio::time::sleep(expected_wait).await;
         loop {
             tokio::time::sleep(interval).await;
             self.refresh_metadata(Some(node)).await;

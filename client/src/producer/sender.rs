@@ -438,7 +438,7 @@ impl Sender {
                         let answer = tokio::select! {
                             biased;
                             answer = client.request_to(node, &request, Duration::ZERO) => answer,
-                            () = client.leader_moved_away(node, &led) => {
+                            () = client.leader_moved_away(node, &led, Duration::ZERO) => {
                                 Err(RequestError::LeaderMoved { node: node.to_string() })
                             }
                         };
