@@ -51,7 +51,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// A connection that hears nothing from the node for this long is considered lost and
     /// made again; keep-alives go out at a quarter of it. This is how a `kill -9`ed node is
-    /// noticed. Default 10 s.
+    /// noticed by requests that are not about a partition (admin, groups); produce and fetch
+    /// move to a new leader sooner ([`ClientConfig::leader_check_interval`]). Default 10 s.
     pub idle_timeout: Duration,
     /// Largest response frame accepted, and largest request sent. Default 64 MiB
     /// (`wire::FRAME_BYTES_MAX_DEFAULT`, the node's default too).

@@ -6,8 +6,12 @@
 //! bidirectional stream per request), and the cluster view ([`ClusterMetadata`]) that says
 //! which node leads each partition. [`Client::connect`] bootstraps from the configured list,
 //! trying each node in order within the connect timeout; requests that are not about a
-//! partition (admin, groups, metadata) go to that node, and to the next known one after it is
-//! lost. Every Metadata answer updates the cluster view, whoever asked for it.
+//! partition (admin, groups) go to that node, and to the next known one after it is lost.
+//! The client's own metadata refreshes ask any live known node, hedged
+//! ([`Client::refresh_metadata`]), and the one that answers becomes the default node. Every
+//! Metadata answer updates the cluster view, whoever asked for it; every node that cannot be
+//! reached is reported to it. A produce or fetch waiting on a leader also watches for the
+//! leader to move ([`Client::leader_moved_away`]).
 //!
 //! Does not own: retries. A request that fails because the connection broke or timed out
 //! returns a retriable [`RequestError`] and drops the connection, so the next request
