@@ -308,14 +308,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             return Err(error);
         }
     }
-    if let Some(cluster) = &config.cluster {
-        // Producer ids are drawn per node: each node takes its own share of the id space.
-        let mut ids: Vec<u32> = cluster.peers.iter().map(|peer| peer.id).collect();
-        ids.sort_unstable();
-        if let Some(slot) = ids.iter().position(|id| *id == cluster.node_id) {
-            broker.set_producer_id_slot(slot as u32, ids.len() as u32);
-        }
-    }
+    // In a cluster, producer ids come from the controller's blocks (`broker/registry/
+    // producer_blocks.rs`) once the cluster source is set below.
     let broker = Arc::new(broker);
     if !lock.read_only {
         broker.transforms().start().await;
@@ -411,6 +405,10 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // The readiness line: printed only once the listener is up (the e2e harness waits on it).
     println!("ledge-node listening on {address}");
     wait_for_signal().await;
+    if let Some(node_cluster) = &node_cluster {
+        // Leaderships move to other in-sync replicas while this node still serves.
+        node_cluster.controlled_shutdown().await;
+    }
     tracing::info!("shutting down: finishing requests in flight, then syncing logs");
     if let Some(node_cluster) = node_cluster {
         node_cluster.shutdown().await;

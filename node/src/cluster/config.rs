@@ -68,6 +68,22 @@ const _: () =
     assert!(PEER_FRAME_BYTES_MAX_DEFAULT as u64 <= PEER_IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT);
 const _: () =
     assert!(PEER_RECONNECT_BACKOFF_MIN_MS_DEFAULT <= PEER_RECONNECT_BACKOFF_MAX_MS_DEFAULT);
+// A replica fetch answer's records take at most half a peer frame: the rest is room for its
+// per-partition headers and a first batch larger than the budget (always sent).
+const _: () = assert!(
+    crate::replication::manager::REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT
+        <= PEER_FRAME_BYTES_MAX_DEFAULT / 2
+);
+const _: () = assert!(
+    crate::controller::quorum::CONTROLLER_RAFT_HEARTBEAT_MS_DEFAULT
+        < crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT
+        && crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT
+            < crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MAX_MS_DEFAULT
+);
+const _: () = assert!(
+    crate::replication::manager::REPLICA_FETCH_PARTITION_BYTES_MAX_DEFAULT
+        <= crate::replication::manager::REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT
+);
 
 /// One node of the cluster as every node's config lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +143,22 @@ pub struct ClusterConfig {
     pub peer_reconnect_backoff_min: Duration,
     /// Longest wait between dials of a peer.
     pub peer_reconnect_backoff_max: Duration,
+    /// Kafka's `controlled.shutdown.enable`: on SIGTERM the node first asks the controller
+    /// to move its leaderships away.
+    pub controlled_shutdown_enable: bool,
+    /// Longest a stopping node waits for its leaderships to move.
+    pub controlled_shutdown_timeout: Duration,
+    /// Most bytes of records per partition in one replica fetch (Kafka's
+    /// `replica.fetch.max.bytes`).
+    pub replica_fetch_partition_bytes_max: u32,
+    /// Most bytes of records in one replica fetch answer (Kafka's
+    /// `replica.fetch.response.max.bytes`).
+    pub replica_fetch_response_bytes_max: u32,
+    /// How often the active controller's Raft leader heartbeats the other voters.
+    pub controller_heartbeat_interval: Duration,
+    /// A voter that hears no leader for a random time in this range campaigns (openraft's
+    /// election timeout; KRaft's `controller.quorum.election.timeout.ms`).
+    pub controller_election_timeout: (Duration, Duration),
 }
 
 /// The TOML form of `[cluster]`.
@@ -155,6 +187,13 @@ pub(crate) struct ClusterSection {
     peer_reconnect_backoff_max_ms: Option<u64>,
     auto_leader_rebalance_enable: Option<bool>,
     leader_imbalance_check_interval_ms: Option<u64>,
+    controlled_shutdown_enable: Option<bool>,
+    controlled_shutdown_timeout_ms: Option<u64>,
+    replica_fetch_partition_bytes_max: Option<u32>,
+    replica_fetch_response_bytes_max: Option<u32>,
+    controller_heartbeat_interval_ms: Option<u64>,
+    controller_election_timeout_min_ms: Option<u64>,
+    controller_election_timeout_max_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -383,6 +422,55 @@ impl ClusterConfig {
             section.leader_imbalance_check_interval_ms,
             crate::controller::rebalance::LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
         )?;
+        let controlled_shutdown_timeout = millis(
+            "controlled_shutdown_timeout_ms",
+            section.controlled_shutdown_timeout_ms,
+            crate::controller::shutdown::CONTROLLED_SHUTDOWN_TIMEOUT_MS_DEFAULT,
+        )?;
+        let replica_fetch_partition_bytes_max = section
+            .replica_fetch_partition_bytes_max
+            .unwrap_or(crate::replication::manager::REPLICA_FETCH_PARTITION_BYTES_MAX_DEFAULT);
+        let replica_fetch_response_bytes_max = section
+            .replica_fetch_response_bytes_max
+            .unwrap_or(crate::replication::manager::REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT);
+        if replica_fetch_partition_bytes_max == 0 {
+            return Err(error(
+                "cluster.replica_fetch_partition_bytes_max must be positive".into(),
+            ));
+        }
+        if replica_fetch_response_bytes_max < replica_fetch_partition_bytes_max
+            || replica_fetch_response_bytes_max > peer_frame_bytes_max / 2
+        {
+            return Err(error(format!(
+                "cluster.replica_fetch_response_bytes_max ({replica_fetch_response_bytes_max}) must be between cluster.replica_fetch_partition_bytes_max ({replica_fetch_partition_bytes_max}) and half of cluster.peer_frame_bytes_max ({}): the answer's headers and a first batch above the budget need the other half",
+                peer_frame_bytes_max / 2
+            )));
+        }
+        let controller_heartbeat_interval = millis(
+            "controller_heartbeat_interval_ms",
+            section.controller_heartbeat_interval_ms,
+            crate::controller::quorum::CONTROLLER_RAFT_HEARTBEAT_MS_DEFAULT,
+        )?;
+        let controller_election_timeout_min = millis(
+            "controller_election_timeout_min_ms",
+            section.controller_election_timeout_min_ms,
+            crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT,
+        )?;
+        let controller_election_timeout_max = millis(
+            "controller_election_timeout_max_ms",
+            section.controller_election_timeout_max_ms,
+            crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MAX_MS_DEFAULT,
+        )?;
+        if controller_heartbeat_interval >= controller_election_timeout_min
+            || controller_election_timeout_min >= controller_election_timeout_max
+        {
+            return Err(error(format!(
+                "cluster.controller_heartbeat_interval_ms ({}) < cluster.controller_election_timeout_min_ms ({}) < cluster.controller_election_timeout_max_ms ({}) does not hold: voters would campaign while the controller is alive, or all at the same moment",
+                controller_heartbeat_interval.as_millis(),
+                controller_election_timeout_min.as_millis(),
+                controller_election_timeout_max.as_millis()
+            )));
+        }
         let file = |key: &str, value: Option<PathBuf>| {
             value
                 .filter(|path| !path.as_os_str().is_empty())
@@ -412,6 +500,17 @@ impl ClusterConfig {
                 .auto_leader_rebalance_enable
                 .unwrap_or(crate::controller::rebalance::AUTO_LEADER_REBALANCE_ENABLE_DEFAULT),
             leader_imbalance_check_interval,
+            controlled_shutdown_enable: section
+                .controlled_shutdown_enable
+                .unwrap_or(crate::controller::shutdown::CONTROLLED_SHUTDOWN_ENABLE_DEFAULT),
+            controlled_shutdown_timeout,
+            replica_fetch_partition_bytes_max,
+            replica_fetch_response_bytes_max,
+            controller_heartbeat_interval,
+            controller_election_timeout: (
+                controller_election_timeout_min,
+                controller_election_timeout_max,
+            ),
         })
     }
 
@@ -493,3 +592,6 @@ fn ids(ids: impl Iterator<Item = NodeId>) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tuning_tests;
