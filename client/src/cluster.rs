@@ -20,7 +20,9 @@
 //!   created); `UnknownLeaderEpoch` changes nothing (the node is behind; retry it later).
 //! - A Metadata answer whose leader epoch for a partition is *older* than the cached one
 //!   comes from a node that has not heard of the latest election: that partition keeps its
-//!   cached route, and the view stays due for refresh.
+//!   cached route, and the view stays due for refresh. Unless the answer's topic id differs
+//!   from the cached one (KIP-516): the topic was deleted and created again under the same
+//!   name, its epochs started over, and what was cached about the old topic is dropped.
 //! - A node that cannot be reached (a handshake that timed out, a connection lost, a request
 //!   unanswered) forgets every leader on that node and asks for a refresh. It is then skipped
 //!   as a source of metadata for a backoff that doubles with each failure in a row
@@ -82,6 +84,9 @@ pub(crate) struct ClusterMetadata {
     controller: Option<NodeId>,
     /// By topic, then partition: looked up by `&str` on every send, so no key is allocated.
     partitions: HashMap<String, BTreeMap<u32, Leadership>>,
+    /// Each topic's id as the last answer gave it (KIP-516): an answer with another id is
+    /// about a topic created again under the same name, whose epochs start over.
+    topic_ids: HashMap<String, String>,
     /// Topics whose routes are kept; a refresh asks for all of them.
     topics: BTreeSet<String>,
     fetched_at: Option<Instant>,
@@ -97,6 +102,7 @@ impl ClusterMetadata {
             unreachable: BTreeMap::new(),
             controller: None,
             partitions: HashMap::new(),
+            topic_ids: HashMap::new(),
             topics: BTreeSet::new(),
             fetched_at: None,
             refresh_requested: false,
@@ -119,13 +125,23 @@ impl ClusterMetadata {
         for topic in &response.topics {
             if topic.error == ErrorCode::UnknownTopicOrPartition {
                 self.partitions.remove(&topic.name);
+                self.topic_ids.remove(&topic.name);
                 continue;
             }
             if topic.error != ErrorCode::None {
                 continue;
             }
             self.topics.insert(topic.name.clone());
-            let known = self.partitions.remove(&topic.name).unwrap_or_default();
+            let mut known = self.partitions.remove(&topic.name).unwrap_or_default();
+            if !topic.topic_id.is_empty() {
+                let previous = self
+                    .topic_ids
+                    .insert(topic.name.clone(), topic.topic_id.clone());
+                if previous.is_some_and(|previous| previous != topic.topic_id) {
+                    // Recreated: the cached epochs are the old topic's, not newer news.
+                    known.clear();
+                }
+            }
             // Partitions not in the answer are gone (the topic was recreated smaller).
             let mut partitions = BTreeMap::new();
             for partition in &topic.partitions {

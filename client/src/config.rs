@@ -51,7 +51,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// A connection that hears nothing from the node for this long is considered lost and
     /// made again; keep-alives go out at a quarter of it. This is how a `kill -9`ed node is
-    /// noticed. Default 10 s.
+    /// noticed by requests that are not about a partition (admin, groups); produce and fetch
+    /// move to a new leader sooner ([`ClientConfig::leader_check_interval`]). Default 10 s.
     pub idle_timeout: Duration,
     /// Largest response frame accepted, and largest request sent. Default 64 MiB
     /// (`wire::FRAME_BYTES_MAX_DEFAULT`, the node's default too).
@@ -60,11 +61,13 @@ pub struct ClientConfig {
     /// and at once after an answer that says it is stale. Default 5 minutes (Kafka's
     /// `metadata.max.age.ms`, 300000).
     pub metadata_max_age: Duration,
-    /// While a produce waits for its answer, the client asks another node for metadata this
-    /// often; once a partition of the request has a new leader (the old one died or was
-    /// deposed), the request is given up and sent to the new leader. This bounds how long a
-    /// dead leader holds a send up after the cluster elected another, independently of
-    /// [`ClientConfig::idle_timeout`]. Default 250 ms.
+    /// While a produce waits for its answer (a fetch: once its long poll is over), the client
+    /// asks another node for metadata this often; once a partition of the request has a new
+    /// leader (the old one died or was deposed), the request is given up and sent to the new
+    /// leader. This bounds how long a dead leader holds a send up after the cluster elected
+    /// another, independently of [`ClientConfig::idle_timeout`]: QUIC hears nothing from a
+    /// kill -9ed node. The refreshes are shared by every waiting request, so a slow cluster
+    /// costs at most one metadata request per interval. Default 100 ms.
     pub leader_check_interval: Duration,
     /// Kernel send and receive buffer for the UDP socket. Loopback drops datagrams with the
     /// usual small default under bursts. Default 4 MiB.
@@ -80,7 +83,7 @@ pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Default [`ClientConfig::metadata_max_age`].
 pub const METADATA_MAX_AGE_DEFAULT: Duration = Duration::from_secs(300);
 /// Default [`ClientConfig::leader_check_interval`].
-pub const LEADER_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_millis(250);
+pub const LEADER_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_millis(100);
 /// Default [`ClientConfig::socket_buffer_bytes`].
 pub const SOCKET_BUFFER_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 

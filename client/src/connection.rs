@@ -6,8 +6,12 @@
 //! bidirectional stream per request), and the cluster view ([`ClusterMetadata`]) that says
 //! which node leads each partition. [`Client::connect`] bootstraps from the configured list,
 //! trying each node in order within the connect timeout; requests that are not about a
-//! partition (admin, groups, metadata) go to that node, and to the next known one after it is
-//! lost. Every Metadata answer updates the cluster view, whoever asked for it.
+//! partition (admin, groups) go to that node, and to the next known one after it is lost.
+//! The client's own metadata refreshes ask any live known node, hedged
+//! ([`Client::refresh_metadata`]), and the one that answers becomes the default node. Every
+//! Metadata answer updates the cluster view, whoever asked for it; every node that cannot be
+//! reached is reported to it. A produce or fetch waiting on a leader also watches for the
+//! leader to move ([`Client::leader_moved_away`]).
 //!
 //! Does not own: retries. A request that fails because the connection broke or timed out
 //! returns a retriable [`RequestError`] and drops the connection, so the next request
@@ -421,16 +425,19 @@ impl Client {
 
     /// Returns once one of `partitions` (topic, partition, the leader epoch its request
     /// carried) has a leader other than `node`, checking every
-    /// [`ClientConfig::leader_check_interval`] with a metadata refresh that asks `node` last.
-    /// Raced against a request to `node`, this is how a dead leader is left behind as soon as
-    /// the cluster has elected another, without waiting for QUIC's idle timeout: a node that
-    /// was kill -9ed sends nothing that would end the connection.
+    /// [`ClientConfig::leader_check_interval`] after `expected_wait` (the wait the request
+    /// itself asks the node for: a fetch's long poll) with a metadata refresh that asks `node`
+    /// last. Raced against a request to `node`, this is how a dead leader is left behind as
+    /// soon as the cluster has elected another, without waiting for QUIC's idle timeout: a
+    /// node that was kill -9ed sends nothing that would end the connection.
     pub(crate) async fn leader_moved_away(
         &self,
         node: SocketAddr,
         partitions: &[(&str, u32, Option<i32>)],
+        expected_wait: Duration,
     ) {
         let interval = self.inner.config.leader_check_interval;
+        tokio::time::sleep(expected_wait).await;
         loop {
             tokio::time::sleep(interval).await;
             self.refresh_metadata(Some(node)).await;

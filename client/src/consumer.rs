@@ -1376,12 +1376,38 @@ async fn fetch_from_leaders(
         }
     }
     let fetches = by_node.into_iter().map(|(node, topics)| {
+        // What the leader check compares: each partition and the epoch its fetch carries.
+        let led: Vec<(String, u32, Option<i32>)> = topics
+            .iter()
+            .flat_map(|topic| {
+                topic.partitions.iter().map(|partition| {
+                    (
+                        topic.name.clone(),
+                        partition.partition,
+                        partition.current_leader_epoch,
+                    )
+                })
+            })
+            .collect();
         let request = Request::Fetch(FetchRequest {
             topics,
             ..request.clone()
         });
         async move {
-            match client.request_to(node, &request, max_wait).await? {
+            let led: Vec<(&str, u32, Option<i32>)> = led
+                .iter()
+                .map(|(topic, partition, epoch)| (topic.as_str(), *partition, *epoch))
+                .collect();
+            // A dead leader never answers, and QUIC notices only at the idle timeout: give
+            // up on it once the cluster names another (a fetch is safe to send again).
+            let answer = tokio::select! {
+                biased;
+                answer = client.request_to(node, &request, max_wait) => answer?,
+                () = client.leader_moved_away(node, &led, max_wait) => {
+                    return Err(RequestError::LeaderMoved { node: node.to_string() });
+                }
+            };
+            match answer {
                 Response::Fetch(response) => Ok(response),
                 other => Err(unexpected(ApiKey::Fetch, &other)),
             }

@@ -111,6 +111,55 @@ fn a_leader_move_drops_the_route_until_the_refresh() {
     assert!(view.needs_refresh(now));
 }
 
+/// [`answer`] for a topic with id `topic_id`.
+fn answer_with_id(
+    topic_id: &str,
+    nodes: &[u32],
+    partitions: &[(Option<u32>, i32)],
+) -> MetadataResponse {
+    let mut response = answer(nodes, partitions);
+    for topic in &mut response.topics {
+        topic.topic_id = topic_id.to_string();
+    }
+    response
+}
+
+// Goal (review finding 8, KIP-516): a topic deleted and created again under the same name
+// (a new topic id) is routed by the new answer although its leader epochs started over,
+// instead of by the old topic's routes kept as "newer"; the same id with an older epoch is
+// still a stale answer.
+#[test]
+fn a_topic_created_again_under_its_name_is_not_routed_by_the_old_ones_routes() {
+    let now = crate::clock::now();
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    view.handle_metadata(
+        &answer_with_id("aa", &[1, 2, 3], &[(Some(1), 7), (Some(2), 4)]),
+        now,
+    );
+    view.handle_metadata(
+        &answer_with_id("aa", &[1, 2, 3], &[(Some(3), 6), (Some(3), 4)]),
+        now,
+    );
+    assert_eq!(
+        leader(&view, 0),
+        Some((1, 7)),
+        "same topic, older epoch: stale"
+    );
+    assert!(view.needs_refresh(now));
+
+    view.handle_metadata(
+        &answer_with_id("bb", &[1, 2, 3], &[(Some(3), 0), (Some(2), 0)]),
+        now,
+    );
+    assert_eq!(leader(&view, 0), Some((3, 0)));
+    assert_eq!(leader(&view, 1), Some((2, 0)));
+    assert!(!view.needs_refresh(now));
+
+    // A node that answers without ids (a single node) changes nothing about them.
+    view.handle_metadata(&answer(&[1, 2, 3], &[(Some(3), 1), (Some(2), 0)]), now);
+    assert_eq!(leader(&view, 0), Some((3, 1)));
+}
+
 // Goal: a node that disappears takes its routes with it: one that cannot be reached forgets
 // the leaders on it, and an answer that no longer lists the node leaves its partitions without
 // a route even if a partition still names it (the address is unknown).

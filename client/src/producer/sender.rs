@@ -438,7 +438,7 @@ impl Sender {
                         let answer = tokio::select! {
                             biased;
                             answer = client.request_to(node, &request, Duration::ZERO) => answer,
-                            () = client.leader_moved_away(node, &led) => {
+                            () = client.leader_moved_away(node, &led, Duration::ZERO) => {
                                 Err(RequestError::LeaderMoved { node: node.to_string() })
                             }
                         };
@@ -646,16 +646,7 @@ impl Sender {
                 %error,
                 "resending batch"
             );
-            // A new leader is known (that is why the request was given up): no reason to wait.
-            let leader_moved = matches!(
-                error,
-                ProduceError::Request(RequestError::LeaderMoved { .. })
-            );
-            batch.retry_at = if overtaken || leader_moved {
-                now
-            } else {
-                now + backoff_wait
-            };
+            batch.retry_at = resend_at(&error, overtaken, now, backoff_wait);
             batch.last_error = Some(error);
             state.retries.insert(batch.order, batch);
             return;
@@ -1012,6 +1003,26 @@ fn is_retriable(error: &ProduceError) -> bool {
         ProduceError::Node { code, .. } => code.is_retriable(),
         ProduceError::Request(error) => error.is_retriable(),
         _ => false,
+    }
+}
+
+/// When a batch that failed at `now` with retriable `error` goes again: at once when it was
+/// only overtaken, or when it was given up because its partition's leader moved (the new
+/// leader is known, that is why); after `backoff_wait` otherwise.
+fn resend_at(
+    error: &ProduceError,
+    overtaken: bool,
+    now: Instant,
+    backoff_wait: Duration,
+) -> Instant {
+    let leader_moved = matches!(
+        error,
+        ProduceError::Request(RequestError::LeaderMoved { .. })
+    );
+    if overtaken || leader_moved {
+        now
+    } else {
+        now + backoff_wait
     }
 }
 

@@ -447,6 +447,7 @@ impl<D: Disk> Broker<D> {
             })
             .collect();
         ledge_protocol::wire::TopicMetadata {
+            topic_id: topic.topic_id.to_string(),
             internal: name.starts_with("__"),
             partitioner_module: topic
                 .configs

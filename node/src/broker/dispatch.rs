@@ -173,8 +173,10 @@ impl<D: Disk> Broker<D> {
                         name,
                         partitions: Vec::new(),
                         partitioner_module: String::new(),
+                        topic_id: String::new(),
                     },
                     Some(topic) => TopicMetadata {
+                        topic_id: topic.topic_id().unwrap_or_default(),
                         internal: name.starts_with("__"),
                         partitioner_module: topic.config().partitioner_module.unwrap_or_default(),
                         name,

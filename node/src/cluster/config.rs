@@ -23,14 +23,16 @@ pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 30_000;
 /// Default `replica_fetch_wait_max_ms` (Kafka's `replica.fetch.wait.max.ms`).
 pub const REPLICA_FETCH_WAIT_MAX_MS_DEFAULT: u64 = 500;
 /// Default `node_heartbeat_interval_ms` (KRaft's `broker.heartbeat.interval.ms`, 2 s there):
-/// six heartbeats per session, so a node is fenced only after six in a row went missing.
-pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 250;
+/// six heartbeats per session, so a node is fenced only after six in a row went missing. The
+/// active controller also looks for expired sessions this often, so a dead node is fenced
+/// between `session - heartbeat` and `session + heartbeat` after it died.
+pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 200;
 /// Default `node_session_timeout_ms` (KRaft's `broker.session.timeout.ms`, 9 s there). It
 /// bounds failover: a dead leader is replaced about this long after its last heartbeat, and
 /// issue 13 asks for the first acknowledged produce on the new leader within 2 s of the kill.
 /// Shorter fences healthy nodes that stall (a debug build on a loaded 2-core machine stalls
 /// for hundreds of milliseconds); see docs/OPERATIONS.md, "Failover time".
-pub const NODE_SESSION_TIMEOUT_MS_DEFAULT: u64 = 1_500;
+pub const NODE_SESSION_TIMEOUT_MS_DEFAULT: u64 = 1_200;
 /// Default `peer_frame_bytes_max`: the largest peer request or response frame. Replica
 /// fetches carry record batches, so it is larger than a client request needs.
 pub const PEER_FRAME_BYTES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;

@@ -167,6 +167,7 @@ fn response_samples() -> Vec<Response> {
             controller_id: Some(2),
             topics: vec![TopicMetadata {
                 partitioner_module: String::new(),
+                topic_id: "000000000000000100000000000000ab".into(),
                 name: "orders".into(),
                 error: ErrorCode::None,
                 internal: false,

@@ -1,4 +1,5 @@
-//! Sender tests: splitting a batch the node refused as too large.
+//! Sender tests: splitting a batch the node refused as too large; when a failed batch goes
+//! again.
 
 use std::sync::Arc;
 
@@ -201,4 +202,36 @@ fn a_batch_resent_to_a_new_leader_keeps_its_bytes_and_carries_the_epoch() {
     assert!(!is_retriable(&node_error(
         ErrorCode::InvalidReplicationFactor
     )));
+}
+
+// Goal: a batch given up because its partition's leader moved is resent at once (the new
+// leader is known) and counts as retriable; one that was overtaken too; any other retriable
+// failure (a lost connection, a handshake timeout) waits for the backoff.
+#[test]
+fn a_batch_whose_leader_moved_is_resent_at_once() {
+    let now = clock::now();
+    let backoff_wait = Duration::from_millis(400);
+    let moved = ProduceError::Request(RequestError::LeaderMoved {
+        node: "127.0.0.1:9101".into(),
+    });
+    assert!(is_retriable(&moved));
+    assert_eq!(resend_at(&moved, false, now, backoff_wait), now);
+
+    let lost = ProduceError::Request(RequestError::ConnectionLost("reset".into()));
+    assert!(is_retriable(&lost));
+    assert_eq!(
+        resend_at(&lost, false, now, backoff_wait),
+        now + backoff_wait
+    );
+    assert_eq!(resend_at(&lost, true, now, backoff_wait), now, "overtaken");
+
+    let unreachable = ProduceError::Request(RequestError::Connect(ConnectError::TimedOut {
+        server: "127.0.0.1:9101".into(),
+        timeout: Duration::from_secs(10),
+    }));
+    assert!(is_retriable(&unreachable));
+    assert_eq!(
+        resend_at(&unreachable, false, now, backoff_wait),
+        now + backoff_wait
+    );
 }
