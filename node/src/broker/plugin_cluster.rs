@@ -3,8 +3,8 @@
 //! - **Modules and transforms are the controller's.** Uploads, deletes, deploys, pauses,
 //!   resumes, stops and removals become `PutModule`/`DeleteModule`/`PutTransform`/
 //!   `DeleteTransform` records (`controller/decisions/plugins.rs`). Every node mirrors the
-//!   image's modules and transforms into its `metadata.json` ([`Broker::mirror_plugins`],
-//!   driven by [`Broker::run_plugin_mirror`]), so the plug-in host and the transform runner
+//!   image's modules and transforms into its `metadata.json` (`Broker::mirror_plugins`,
+//!   driven by `Broker::run_plugin_mirror`), so the plug-in host and the transform runner
 //!   read them as on one node.
 //! - **Module bytes travel by digest.** The node that takes an upload (or a deploy) stores
 //!   and compiles the bytes before it asks the controller; a node whose image names a
