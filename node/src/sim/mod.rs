@@ -19,6 +19,26 @@ pub mod workload;
 
 pub use disk::SimDisk;
 
+/// A simulated node's runtime: one thread, time paused (moved only by the simulator), and
+/// tokio's own random choices seeded with `seed`.
+///
+/// Tokio draws from a per-runtime generator wherever it picks among equals: the branch a
+/// `tokio::select!` without `biased;` polls first, and the shard of a `watch` channel's
+/// waiters a receiver parks on, which orders the wake-ups when a value is sent (a leader's
+/// high watermark waking the parked replica fetches). Unseeded, two runs of one seed
+/// answer those fetches in different orders and drift apart. `Builder::rng_seed` is
+/// behind `tokio_unstable` (set in `.cargo/config.toml`); a build without it runs
+/// unseeded, and `sim::multi::tests::one_seed_replays_exactly` is ignored there.
+pub fn node_runtime(seed: u64) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_time().start_paused(true);
+    #[cfg(tokio_unstable)]
+    builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
+    #[cfg(not(tokio_unstable))]
+    let _ = seed;
+    builder.build()
+}
+
 /// The seeds a randomized simulation test runs: the one in `LEDGE_SIM_SEED` if set (to
 /// replay a failure), otherwise `count` seeds (or `LEDGE_SIM_SEED_COUNT`, for a longer
 /// campaign) starting from `first`.

@@ -1,0 +1,116 @@
+//! How a node's services are put together once its broker is open: one sequence, used by
+//! the binary (`main.rs`) and the multi-node simulator (`sim/multi.rs`), so the simulator
+//! runs what production runs. A copy of this wiring in the simulator once missed a step
+//! (each node's share of producer ids) and the simulator found a "bug" production did
+//! not have, while production's own steps went untested.
+//!
+//! What differs between the two is passed in: the disk, the clock, the peer clients (QUIC
+//! or simulated links), the storage id and incarnation id (system randomness or the
+//! seed), and openraft's election timeout (the simulator gives each node its own).
+//!
+//! The order, as the binary runs it:
+//! 1. [`assign_producer_id_share`], before any client is served;
+//! 2. [`start_broker_drivers`]: transforms, retention, the group timer, the verifier;
+//! 3. the binary starts serving clients and peers;
+//! 4. [`start_cluster_services`]: the controller and the node's session, the broker's
+//!    view of the cluster, the materializer, the offsets loader, replication.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::broker::Broker;
+use crate::broker::cluster_view::ClusterSource;
+use crate::cluster::config::ClusterConfig;
+use crate::controller::peer_link::{
+    ClusterStartError, NodeCluster, NodeClusterLinks, start_node_cluster_over,
+};
+use crate::replication::manager::ReplicationSettings;
+use crate::replication::peer_link::{PeerReplicaTransport, register_replication_handlers};
+use crate::storage::Disk;
+
+/// Why a node's cluster services did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AssemblyError {
+    /// The controller or the node's session did not start.
+    #[error("cannot start the controller: {0}")]
+    Controller(#[from] ClusterStartError),
+    /// Replication's peer handlers could not be registered.
+    #[error("cannot start replication: {0}")]
+    Replication(#[from] crate::cluster::peer::service::AlreadyRegistered),
+}
+
+/// In a cluster, each node hands out producer ids from its own share of the id space
+/// (its place among the sorted peer ids), so producers given ids by two nodes never share
+/// one. Call before clients are served.
+pub fn assign_producer_id_share<D: Disk>(broker: &Broker<D>, cluster: &ClusterConfig) {
+    let mut ids: Vec<u32> = cluster.peers.iter().map(|peer| peer.id).collect();
+    ids.sort_unstable();
+    if let Some(slot) = ids.iter().position(|id| *id == cluster.node_id) {
+        broker.set_producer_id_slot(
+            u32::try_from(slot).unwrap_or(u32::MAX),
+            u32::try_from(ids.len()).unwrap_or(u32::MAX),
+        );
+    }
+}
+
+/// The broker's own drivers. On a read-only data directory, transforms and retention do
+/// not run (they would write).
+pub async fn start_broker_drivers<D: Disk>(broker: &Arc<Broker<D>>, read_only: bool) {
+    if !read_only {
+        broker.transforms().start().await;
+        tokio::spawn(Arc::clone(broker).run_retention());
+    }
+    tokio::spawn(Arc::clone(broker).run_group_timer());
+    tokio::spawn(Arc::clone(broker).run_verifier());
+}
+
+/// Starts a `[cluster]` node's services over `links` (made by the caller: QUIC clients in
+/// the binary, simulated links in the simulator): the controller wiring
+/// ([`start_node_cluster_over`]), then the broker's view of the cluster, the materializer
+/// (the topics this node hosts follow the image), the offsets loader (groups are
+/// coordinated by the leaders of their `__consumer_offsets` partitions), and partition
+/// replication (the driver answers replica fetches as leader and fetches as follower over
+/// the same peer clients). On an error, whatever started is stopped.
+pub async fn start_cluster_services<D: Disk>(
+    broker: &Arc<Broker<D>>,
+    links: NodeClusterLinks<'_>,
+    disk: D,
+    data_dir: &Path,
+) -> Result<NodeCluster, AssemblyError> {
+    let cluster = links.cluster;
+    let handlers = links.handlers;
+    let node_cluster = start_node_cluster_over(links, disk, data_dir).await?;
+    let Some(controller) = node_cluster.controller.clone() else {
+        return Ok(node_cluster);
+    };
+    let leader_of = Arc::clone(&controller);
+    broker.set_cluster_source(ClusterSource {
+        image: controller.subscribe(),
+        controller: Box::new(move || leader_of.leader()),
+        cluster_id: cluster.cluster_id.clone(),
+        admin: Some(Arc::clone(&node_cluster.admin)),
+    });
+    // The materializer replays the image from the controller's store first.
+    tokio::spawn(Arc::clone(broker).run_materializer());
+    tokio::spawn(Arc::clone(broker).run_offsets_loader());
+    let transport = PeerReplicaTransport::new(
+        cluster.node_id,
+        node_cluster.clients.clone(),
+        Some(Arc::clone(&controller)),
+        cluster.controller_voters.clone(),
+    );
+    let settings = ReplicationSettings::from_cluster(cluster);
+    // `None`: replication was started on this broker already (not in one node start).
+    if let Some(manager) = broker.start_replication(settings, Arc::new(transport)) {
+        if let Err(error) = register_replication_handlers(
+            handlers,
+            Arc::clone(&manager),
+            Some(Arc::clone(&controller)),
+        ) {
+            node_cluster.shutdown().await;
+            return Err(error.into());
+        }
+        tokio::spawn(manager.run(controller.subscribe(), node_cluster.node_epoch.clone()));
+    }
+    Ok(node_cluster)
+}
