@@ -105,6 +105,8 @@ pub struct PeerNet {
     state: Arc<Mutex<NetState>>,
 }
 
+/// Bytes of each message's body `LEDGE_SIM_TRACE=wire` prints.
+const WIRE_PRINT_BYTES_MAX: usize = 300;
 /// Per mille of messages dropped when faults are on.
 const DROP_PER_MILLE: u32 = 10;
 /// Per mille of requests delivered twice when faults are on.
@@ -285,8 +287,17 @@ impl NetState {
         };
         described.hash(&mut self.wire);
         if self.print {
+            // Peer bodies are JSON: their start says what the message is about.
+            let start = match &leg {
+                Leg::Request { body, .. }
+                | Leg::Answer {
+                    result: Ok(body), ..
+                } => String::from_utf8_lossy(&body[..body.len().min(WIRE_PRINT_BYTES_MAX)])
+                    .into_owned(),
+                Leg::Answer { result: Err(_), .. } => String::new(),
+            };
             eprintln!(
-                "{:>7} ms   wire {from} → {to} #{sequence} at {deliver_at_ms}: {described}",
+                "{:>7} ms   wire {from} → {to} #{sequence} at {deliver_at_ms}: {described} {start}",
                 self.now_ms
             );
         }
