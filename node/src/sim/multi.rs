@@ -1472,15 +1472,24 @@ mod tests {
     /// the replayed (stale) image, leads partition 1 at leader epoch 1 on its empty log
     /// (stamping epoch 1 at offset 0), then follows the real leader (epoch 2) and its log
     /// refuses every batch (`its leader epoch 0 is below the log's latest 1`): it never
-    /// rejoins the ISR. Ignored until fixed (replication/manager.rs, storage/log/writer.rs).
+    /// rejoins the ISR. Seed 180: the same start (node 1 leads partition 0 at the stale
+    /// epoch 0 on its empty log and appends a record nobody acknowledged), then a power
+    /// loss: back as a follower it fetches from its high watermark (0) while its log takes
+    /// batches only at its end (1), and refuses every one. Ignored until fixed
+    /// (replication/manager.rs, replication/follower.rs, storage/log/writer.rs).
     #[test]
-    #[ignore = "finding: a wiped node leads on a stale image while its controller catches up, then cannot follow (seed 13)"]
+    #[ignore = "finding: a wiped node leads on a stale image while its controller catches up, then cannot follow (seeds 13, 180)"]
     fn bug_wiped_node_leads_on_stale_image_then_cannot_follow() {
         let options = MultiOptions {
             power_loss: true,
             ..MultiOptions::default()
         };
-        run(13, &options).unwrap_or_else(|failure| panic!("{failure}"));
+        let failures: Vec<String> = [13, 180]
+            .into_iter()
+            .filter_map(|seed| run(seed, &options).err())
+            .map(|failure| failure.to_string())
+            .collect();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
     /// A seed replays exactly: two runs of one seed (network faults, partitions and power
