@@ -4,9 +4,12 @@
 //! A pure state machine (no IO, time passed in), in quinn's `handle_*` shape: the
 //! [`crate::Client`] feeds it every Metadata answer ([`ClusterMetadata::handle_metadata`]),
 //! every partition error that means "your metadata is stale"
-//! ([`ClusterMetadata::handle_partition_error`]) and every lost connection
-//! ([`ClusterMetadata::handle_node_lost`]), and asks it where to send a partition's produce or
-//! fetch ([`ClusterMetadata::route`]) and whether to ask for metadata again
+//! ([`ClusterMetadata::handle_partition_error`]), every node it could not reach
+//! ([`ClusterMetadata::handle_node_unreachable`]) and every node that answered
+//! ([`ClusterMetadata::handle_node_answered`]), and asks it where to send a partition's produce
+//! or fetch ([`ClusterMetadata::route`]), whether a request still out went to a deposed leader
+//! ([`ClusterMetadata::leader_moved`]), which nodes to ask for metadata
+//! ([`ClusterMetadata::metadata_nodes`]) and whether to ask again
 //! ([`ClusterMetadata::needs_refresh`]).
 //!
 //! Rules (Kafka's client, KIP-320):
@@ -18,13 +21,29 @@
 //! - A Metadata answer whose leader epoch for a partition is *older* than the cached one
 //!   comes from a node that has not heard of the latest election: that partition keeps its
 //!   cached route, and the view stays due for refresh.
-//! - A lost connection forgets every leader on that node and asks for a refresh.
+//! - A node that cannot be reached (a handshake that timed out, a connection lost, a request
+//!   unanswered) forgets every leader on that node and asks for a refresh. It is then skipped
+//!   as a source of metadata for a backoff that doubles with each failure in a row
+//!   ([`NODE_BACKOFF_MIN`] to [`NODE_BACKOFF_MAX`], librdkafka's `reconnect.backoff.ms` and
+//!   `reconnect.backoff.max.ms`), until it answers again.
+//! - An answer that still names an unreachable node as a partition's leader (the cluster has
+//!   not fenced it yet) leaves the view due for refresh, so the client keeps asking until the
+//!   election is visible instead of trusting the dead route until `max_age`.
+//! - Metadata is asked of any live known node ([`ClusterMetadata::metadata_nodes`]): the
+//!   bootstrap list and every node learned from answers, those not backing off first (Kafka's
+//!   "least loaded node").
 //! - The whole view is refreshed at least every `max_age` (Kafka's `metadata.max.age.ms`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ledge_protocol::wire::{ErrorCode, MetadataResponse};
+
+/// The first wait before a node that could not be reached is asked for metadata again.
+pub(crate) const NODE_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The longest such wait: the backoff doubles with each failure in a row up to this.
+pub(crate) const NODE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A node id, as the cluster numbers its nodes.
 pub(crate) type NodeId = u32;
@@ -47,10 +66,19 @@ struct Leadership {
     leader_epoch: i32,
 }
 
+/// A node that failed to answer, and until when it is not asked for metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Unreachable {
+    failures: u32,
+    until: Instant,
+}
+
 /// The cluster as this client last heard it. See the module docs for the rules.
 #[derive(Debug)]
 pub(crate) struct ClusterMetadata {
     nodes: BTreeMap<NodeId, String>,
+    /// Addresses (as the nodes list them, `ip:port`) that failed and have not answered since.
+    unreachable: BTreeMap<String, Unreachable>,
     controller: Option<NodeId>,
     /// By topic, then partition: looked up by `&str` on every send, so no key is allocated.
     partitions: HashMap<String, BTreeMap<u32, Leadership>>,
@@ -66,6 +94,7 @@ impl ClusterMetadata {
     pub(crate) fn new(max_age: Duration) -> Self {
         Self {
             nodes: BTreeMap::new(),
+            unreachable: BTreeMap::new(),
             controller: None,
             partitions: HashMap::new(),
             topics: BTreeSet::new(),
@@ -116,8 +145,16 @@ impl ClusterMetadata {
             }
             self.partitions.insert(topic.name.clone(), partitions);
         }
+        // A leader we could not reach is most likely dead and not fenced yet: keep asking.
+        let names_unreachable_leader = self
+            .partitions
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter_map(|leadership| leadership.leader)
+            .filter_map(|leader| self.nodes.get(&leader))
+            .any(|address| self.unreachable.contains_key(address));
         self.fetched_at = Some(now);
-        self.refresh_requested = stale_answer;
+        self.refresh_requested = stale_answer || names_unreachable_leader;
     }
 
     /// Takes in a partition's error from a produce or fetch answer.
@@ -138,8 +175,16 @@ impl ClusterMetadata {
         }
     }
 
-    /// Takes in a lost connection to the node at `address`.
-    pub(crate) fn handle_node_lost(&mut self, address: &str) {
+    /// Takes in a node at `address` that could not be reached at `now`: a handshake that
+    /// failed or timed out, a connection lost, a request unanswered.
+    pub(crate) fn handle_node_unreachable(&mut self, address: &str, now: Instant) {
+        let failures = self
+            .unreachable
+            .get(address)
+            .map_or(1, |known| known.failures.saturating_add(1));
+        let until = now + node_backoff(failures);
+        self.unreachable
+            .insert(address.to_string(), Unreachable { failures, until });
         let lost: Vec<NodeId> = self
             .nodes
             .iter()
@@ -157,6 +202,43 @@ impl ClusterMetadata {
         self.refresh_requested = true;
     }
 
+    /// Takes in an answer from the node at `address`: it is reachable again.
+    pub(crate) fn handle_node_answered(&mut self, address: &str) {
+        self.unreachable.remove(address);
+    }
+
+    /// Where to ask for metadata at `now`, best first: `preferred` (the node that answered
+    /// last), then the nodes the last answer listed, then `bootstrap`; among them first those
+    /// that never failed, then those whose backoff is over, then those still backing off
+    /// (soonest over first), and `avoid` (a node a request is stuck on) last of all.
+    pub(crate) fn metadata_nodes(
+        &self,
+        now: Instant,
+        preferred: &str,
+        bootstrap: &[String],
+        avoid: Option<&str>,
+    ) -> Vec<String> {
+        let mut candidates: Vec<String> = Vec::new();
+        let known = std::iter::once(preferred)
+            .chain(self.nodes.values().map(String::as_str))
+            .chain(bootstrap.iter().map(String::as_str));
+        for address in known {
+            if !candidates.iter().any(|candidate| candidate == address) {
+                candidates.push(address.to_string());
+            }
+        }
+        // A stable sort: the order above breaks ties.
+        candidates.sort_by_key(|address| {
+            let avoided = avoid == Some(address.as_str());
+            let health = match self.unreachable.get(address) {
+                None => (0, None),
+                Some(failed) if failed.until <= now => (1, None),
+                Some(failed) => (2, Some(failed.until)),
+            };
+            (avoided, health)
+        });
+        candidates
+    }
     /// Keeps `topic`'s routes from now on; a topic not known yet makes the view due.
     pub(crate) fn track(&mut self, topic: &str) {
         if !self.topics.contains(topic) {
@@ -190,10 +272,24 @@ impl ClusterMetadata {
         self.topics.iter().cloned().collect()
     }
 
-    /// Every known node's address, by node id: where to ask for metadata when the usual node
-    /// is gone.
-    pub(crate) fn node_addresses(&self) -> Vec<String> {
-        self.nodes.values().cloned().collect()
+    /// Whether `topic`/`partition`, whose request went to `node` with `leader_epoch` (none
+    /// when no leader was known), now has another leader: a newer epoch, or a route to another
+    /// node. A request still waiting on the old one is then not worth waiting for. An address
+    /// that is a host name (not `ip:port`) is compared by epoch only: resolving it is IO.
+    pub(crate) fn leader_moved(
+        &self,
+        topic: &str,
+        partition: u32,
+        node: SocketAddr,
+        leader_epoch: Option<i32>,
+    ) -> bool {
+        self.route(topic, partition).is_some_and(|route| {
+            leader_epoch.is_some_and(|sent| route.leader_epoch > sent)
+                || route
+                    .address
+                    .parse::<SocketAddr>()
+                    .is_ok_and(|address| address != node)
+        })
     }
 
     /// The active controller, if the last answer named one.
@@ -204,6 +300,14 @@ impl ClusterMetadata {
     pub(crate) fn controller(&self) -> Option<NodeId> {
         self.controller
     }
+}
+
+/// How long a node is skipped after `failures` failures in a row.
+fn node_backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    NODE_BACKOFF_MIN
+        .saturating_mul(1u32 << exponent)
+        .min(NODE_BACKOFF_MAX)
 }
 
 #[cfg(test)]

@@ -60,6 +60,12 @@ pub struct ClientConfig {
     /// and at once after an answer that says it is stale. Default 5 minutes (Kafka's
     /// `metadata.max.age.ms`, 300000).
     pub metadata_max_age: Duration,
+    /// While a produce waits for its answer, the client asks another node for metadata this
+    /// often; once a partition of the request has a new leader (the old one died or was
+    /// deposed), the request is given up and sent to the new leader. This bounds how long a
+    /// dead leader holds a send up after the cluster elected another, independently of
+    /// [`ClientConfig::idle_timeout`]. Default 250 ms.
+    pub leader_check_interval: Duration,
     /// Kernel send and receive buffer for the UDP socket. Loopback drops datagrams with the
     /// usual small default under bursts. Default 4 MiB.
     pub socket_buffer_bytes: usize,
@@ -73,6 +79,8 @@ pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Default [`ClientConfig::metadata_max_age`].
 pub const METADATA_MAX_AGE_DEFAULT: Duration = Duration::from_secs(300);
+/// Default [`ClientConfig::leader_check_interval`].
+pub const LEADER_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_millis(250);
 /// Default [`ClientConfig::socket_buffer_bytes`].
 pub const SOCKET_BUFFER_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 
@@ -90,6 +98,7 @@ impl ClientConfig {
             idle_timeout: IDLE_TIMEOUT_DEFAULT,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             metadata_max_age: METADATA_MAX_AGE_DEFAULT,
+            leader_check_interval: LEADER_CHECK_INTERVAL_DEFAULT,
             socket_buffer_bytes: SOCKET_BUFFER_BYTES_DEFAULT,
         }
     }

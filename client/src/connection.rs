@@ -34,6 +34,11 @@ use crate::error::{ConnectError, RequestError};
 /// `NotLeaderOrFollower` answers costs one refresh (Kafka's `retry.backoff.ms` default).
 const METADATA_REFRESH_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long a metadata request may go unanswered before the next node is asked too. A live
+/// node answers from memory in a few milliseconds even on a loaded machine; a dead one never
+/// does, and waiting for the connect or request timeout would stall every send behind it.
+const METADATA_HEDGE_DELAY: Duration = Duration::from_millis(200);
+
 /// A handle on the cluster: cheap to clone, shared by everything built from it.
 ///
 /// [`Client::connect`] makes the first connection eagerly, so a wrong address, CA or server
@@ -216,7 +221,7 @@ impl Client {
         let api_key = request.api_key();
         let (correlation_id, frame) = self.encode(request)?;
         let timeout = self.inner.config.request_timeout.saturating_add(extra_wait);
-        let connection = self.connection_to(node, &node.to_string()).await?;
+        let connection = self.connection_for_request(node).await?;
         let limit = self.inner.config.frame_bytes_max as usize;
         let answer = tokio::time::timeout(timeout, exchange(&connection, frame, limit)).await;
         let bytes = match answer {
@@ -234,6 +239,7 @@ impl Client {
                 return Err(RequestError::TimedOut(timeout));
             }
         };
+        lock(&self.inner.cluster).handle_node_answered(&node.to_string());
         let (header, response) = wire::decode_response(api_key, Bytes::from(bytes))
             .map_err(|error| RequestError::MalformedResponse(format!("{api_key:?}: {error}")))?;
         if header.correlation_id != correlation_id {
@@ -277,7 +283,7 @@ impl Client {
                 })
         };
         if missing {
-            self.refresh_metadata().await;
+            self.refresh_metadata(None).await;
         }
         let known: Vec<Option<Route>> = {
             let cluster = lock(&self.inner.cluster);
@@ -326,47 +332,144 @@ impl Client {
         lock(&self.inner.cluster).handle_partition_error(topic, partition, code);
     }
 
-    /// Asks the default node (then the others) for metadata of the tracked topics, at most
-    /// once per [`METADATA_REFRESH_BACKOFF`]; concurrent callers share one refresh. Failures
-    /// are left for the requests that follow: they go to the default node and fail or
-    /// succeed on their own.
-    async fn refresh_metadata(&self) {
+    /// Asks for metadata of the tracked topics, at most once per
+    /// [`METADATA_REFRESH_BACKOFF`]; concurrent callers share one refresh. The nodes are asked
+    /// in [`ClusterMetadata::metadata_nodes`]' order (live nodes first, `avoid` last), hedged:
+    /// when one has not answered within [`METADATA_HEDGE_DELAY`] or failed, the next is asked
+    /// too, and the first answer wins and becomes the default node. A dead node thus costs
+    /// that delay, not a connect or request timeout. Failures are left for the requests that
+    /// follow: they go to the default node and fail or succeed on their own.
+    async fn refresh_metadata(&self, avoid: Option<SocketAddr>) {
         let mut last = self.inner.refreshing.lock().await;
-        let now = clock::now();
         // Another caller refreshed while this one waited for the lock, or one failed just now.
-        if last.is_some_and(|last| now.saturating_duration_since(last) < METADATA_REFRESH_BACKOFF) {
+        if last.is_some_and(|last| {
+            clock::now().saturating_duration_since(last) < METADATA_REFRESH_BACKOFF
+        }) {
             return;
         }
-        *last = Some(now);
         let topics = lock(&self.inner.cluster).tracked_topics();
         let request = Request::Metadata(wire::MetadataRequest {
             topics: Some(topics),
         });
-        if let Err(error) = self.request(&request, Duration::ZERO).await {
-            tracing::debug!(%error, "metadata refresh failed");
+        let candidates = self.metadata_nodes(avoid).await;
+        let mut candidates = candidates.into_iter();
+        let mut attempts = futures_util::stream::FuturesUnordered::new();
+        let attempt = |node: SocketAddr| {
+            let request = &request;
+            async move { (node, self.request_to(node, request, Duration::ZERO).await) }
+        };
+        if let Some(node) = candidates.next() {
+            attempts.push(attempt(node));
+        }
+        while !attempts.is_empty() {
+            tokio::select! {
+                Some((node, answer)) = futures_util::StreamExt::next(&mut attempts) => {
+                    match answer {
+                        Ok(_) => {
+                            *lock(&self.inner.default_node) = node;
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::debug!(%node, %error, "metadata refresh failed");
+                            if let Some(next) = candidates.next() {
+                                attempts.push(attempt(next));
+                            }
+                        }
+                    }
+                }
+                () = tokio::time::sleep(METADATA_HEDGE_DELAY), if !candidates.as_slice().is_empty() => {
+                    if let Some(next) = candidates.next() {
+                        attempts.push(attempt(next));
+                    }
+                }
+            }
+        }
+        *last = Some(clock::now());
+    }
+
+    /// Where to ask for metadata, best first (see [`ClusterMetadata::metadata_nodes`]).
+    async fn metadata_nodes(&self, avoid: Option<SocketAddr>) -> Vec<SocketAddr> {
+        let preferred = self.server_addr().to_string();
+        let bootstrap: Vec<String> = self
+            .inner
+            .bootstrap
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let avoid = avoid.map(|node| node.to_string());
+        let ordered = lock(&self.inner.cluster).metadata_nodes(
+            clock::now(),
+            &preferred,
+            &bootstrap,
+            avoid.as_deref(),
+        );
+        let mut nodes = Vec::with_capacity(ordered.len());
+        for address in ordered {
+            // Nodes list their addresses as `ip:port`: parsed without a lookup.
+            let resolved = match address.parse::<SocketAddr>() {
+                Ok(address) => Some(address),
+                Err(_) => resolve(&address).await.ok(),
+            };
+            if let Some(resolved) = resolved
+                && !nodes.contains(&resolved)
+            {
+                nodes.push(resolved);
+            }
+        }
+        nodes
+    }
+
+    /// Returns once one of `partitions` (topic, partition, the leader epoch its request
+    /// carried) has a leader other than `node`, checking every
+    /// [`ClientConfig::leader_check_interval`] with a metadata refresh that asks `node` last.
+    /// Raced against a request to `node`, this is how a dead leader is left behind as soon as
+    /// the cluster has elected another, without waiting for QUIC's idle timeout: a node that
+    /// was kill -9ed sends nothing that would end the connection.
+    pub(crate) async fn leader_moved_away(
+        &self,
+        node: SocketAddr,
+        partitions: &[(&str, u32, Option<i32>)],
+    ) {
+        let interval = self.inner.config.leader_check_interval;
+        loop {
+            tokio::time::sleep(interval).await;
+            self.refresh_metadata(Some(node)).await;
+            let cluster = lock(&self.inner.cluster);
+            if partitions.iter().any(|(topic, partition, leader_epoch)| {
+                cluster.leader_moved(topic, *partition, node, *leader_epoch)
+            }) {
+                return;
+            }
         }
     }
 
-    /// Moves the default node on from `failed` (if it still is the default) to the next
-    /// candidate: the bootstrap list, then every node the cluster view knows, in order.
+    /// Moves the default node on from `failed` (if it still is the default) to the best other
+    /// candidate (see [`ClusterMetadata::metadata_nodes`]).
     fn next_default_node(&self, failed: SocketAddr) {
-        let mut candidates = self.inner.bootstrap.clone();
-        for address in lock(&self.inner.cluster).node_addresses() {
-            if let Ok(address) = address.parse::<SocketAddr>()
-                && !candidates.contains(&address)
-            {
-                candidates.push(address);
-            }
-        }
+        let bootstrap: Vec<String> = self
+            .inner
+            .bootstrap
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let failed_name = failed.to_string();
+        let candidates = lock(&self.inner.cluster).metadata_nodes(
+            clock::now(),
+            &failed_name,
+            &bootstrap,
+            Some(&failed_name),
+        );
+        let next = candidates
+            .iter()
+            .filter_map(|candidate| candidate.parse::<SocketAddr>().ok())
+            .find(|candidate| *candidate != failed);
         let mut default = lock(&self.inner.default_node);
-        if *default != failed || candidates.is_empty() {
+        if *default != failed {
             return;
         }
-        let at = candidates.iter().position(|candidate| *candidate == failed);
-        let next = at.map_or(0, |at| (at + 1) % candidates.len());
-        if let Some(next) = candidates.get(next) {
-            tracing::debug!(%failed, next = %next, "default node lost; trying the next");
-            *default = *next;
+        if let Some(next) = next {
+            tracing::debug!(%failed, %next, "default node lost; trying the next");
+            *default = next;
         }
     }
 
@@ -379,7 +482,7 @@ impl Client {
     ) -> Result<(), RequestError> {
         let (_, mut frame) = self.encode(request)?;
         let timeout = self.inner.config.request_timeout;
-        let connection = self.connection_to(node, &node.to_string()).await?;
+        let connection = self.connection_for_request(node).await?;
         let sent = tokio::time::timeout(timeout, async {
             let (mut send, recv) = connection.open_bi().await.map_err(connection_lost)?;
             // The answer is never read; tell the node so it can drop it.
@@ -425,6 +528,21 @@ impl Client {
             });
         }
         Ok((correlation_id, frame.into_chunks()))
+    }
+
+    /// The connection for a request to `node`; a node that cannot be reached is reported to
+    /// the cluster view (its leaderships are in doubt, and it backs off as a metadata source).
+    async fn connection_for_request(
+        &self,
+        node: SocketAddr,
+    ) -> Result<quinn::Connection, ConnectError> {
+        let connected = self.connection_to(node, &node.to_string()).await;
+        if let Err(error) = &connected
+            && !matches!(error, ConnectError::Closed)
+        {
+            lock(&self.inner.cluster).handle_node_unreachable(&node.to_string(), clock::now());
+        }
+        connected
     }
 
     /// The live connection to `node`, or a new one; `server` names it in errors.
@@ -496,7 +614,7 @@ impl Client {
             }
         }
         connection.close(0u32.into(), b"request failed; reconnecting");
-        lock(&self.inner.cluster).handle_node_lost(&node.to_string());
+        lock(&self.inner.cluster).handle_node_unreachable(&node.to_string(), clock::now());
     }
 }
 

@@ -98,6 +98,14 @@ pub enum RequestError {
     /// No answer within the request timeout; the connection is dropped and made again.
     #[error("no answer within {0:?}")]
     TimedOut(Duration),
+    /// While the request waited for its answer, the cluster elected another leader for one of
+    /// its partitions (the node died or was deposed). The request may or may not have been
+    /// carried out there; the producer sends it again to the new leader.
+    #[error("no answer from {node} before its partition's leadership moved to another node")]
+    LeaderMoved {
+        /// The node the request went to.
+        node: String,
+    },
     /// The node refused the frame itself (unknown API, unsupported version, too large, ...).
     #[error("node refused the request: {}", explain_code(*code, message))]
     Refused {
@@ -124,7 +132,7 @@ impl RequestError {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Connect(error) => error.is_retriable(),
-            Self::ConnectionLost(_) | Self::TimedOut(_) => true,
+            Self::ConnectionLost(_) | Self::TimedOut(_) | Self::LeaderMoved { .. } => true,
             Self::Refused { code, .. } => code.is_retriable(),
             Self::FrameTooLarge { .. } | Self::MalformedResponse(_) => false,
         }

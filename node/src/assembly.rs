@@ -9,10 +9,9 @@
 //! seed), and openraft's election timeout (the simulator gives each node its own).
 //!
 //! The order, as the binary runs it:
-//! 1. [`assign_producer_id_share`], before any client is served;
-//! 2. [`start_broker_drivers`]: transforms, retention, the group timer, the verifier;
-//! 3. the binary starts serving clients and peers;
-//! 4. [`start_cluster_services`]: the controller and the node's session, the broker's
+//! 1. [`start_broker_drivers`]: transforms, retention, the group timer, the verifier;
+//! 2. the binary starts serving clients and peers;
+//! 3. [`start_cluster_services`]: the controller and the node's session, the broker's
 //!    view of the cluster, the materializer, the offsets loader, replication.
 
 use std::path::Path;
@@ -20,7 +19,6 @@ use std::sync::Arc;
 
 use crate::broker::Broker;
 use crate::broker::cluster_view::ClusterSource;
-use crate::cluster::config::ClusterConfig;
 use crate::controller::peer_link::{
     ClusterStartError, NodeCluster, NodeClusterLinks, start_node_cluster_over,
 };
@@ -37,20 +35,6 @@ pub enum AssemblyError {
     /// Replication's peer handlers could not be registered.
     #[error("cannot start replication: {0}")]
     Replication(#[from] crate::cluster::peer::service::AlreadyRegistered),
-}
-
-/// In a cluster, each node hands out producer ids from its own share of the id space
-/// (its place among the sorted peer ids), so producers given ids by two nodes never share
-/// one. Call before clients are served.
-pub fn assign_producer_id_share<D: Disk>(broker: &Broker<D>, cluster: &ClusterConfig) {
-    let mut ids: Vec<u32> = cluster.peers.iter().map(|peer| peer.id).collect();
-    ids.sort_unstable();
-    if let Some(slot) = ids.iter().position(|id| *id == cluster.node_id) {
-        broker.set_producer_id_slot(
-            u32::try_from(slot).unwrap_or(u32::MAX),
-            u32::try_from(ids.len()).unwrap_or(u32::MAX),
-        );
-    }
 }
 
 /// The broker's own drivers. On a read-only data directory, transforms and retention do

@@ -313,9 +313,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         }
     }
     // The node's services are built by `ledge_node::assembly`, which the simulator runs too.
-    if let Some(cluster) = &config.cluster {
-        assembly::assign_producer_id_share(&broker, cluster);
-    }
+    // In a cluster, producer ids come from the controller's blocks (`broker/registry/
+    // producer_blocks.rs`) once the cluster source is set below.
     let broker = Arc::new(broker);
     assembly::start_broker_drivers(&broker, lock.read_only).await;
     let mut server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?;
@@ -379,6 +378,10 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // The readiness line: printed only once the listener is up (the e2e harness waits on it).
     println!("ledge-node listening on {address}");
     wait_for_signal().await;
+    if let Some(node_cluster) = &node_cluster {
+        // Leaderships move to other in-sync replicas while this node still serves.
+        node_cluster.controlled_shutdown().await;
+    }
     tracing::info!("shutting down: finishing requests in flight, then syncing logs");
     if let Some(node_cluster) = node_cluster {
         node_cluster.shutdown().await;

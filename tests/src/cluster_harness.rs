@@ -40,11 +40,15 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// `[cluster]` keys added to every generated config: a dead node is fenced within about
 /// two seconds, and peer requests give up soon enough for the next heartbeat to try again.
+/// A SIGTERM'd node waits at most 5 s for its controlled shutdown: with a live controller it
+/// takes well under a second, and the last node of [`TestCluster::terminate_all`] has no
+/// controller and would otherwise wait the default 30 s.
 pub const FAST_CLUSTER_KEYS: &str = "node_heartbeat_interval_ms = 200\n\
 node_session_timeout_ms = 2000\n\
 peer_request_timeout_ms = 1000\n\
 replica_lag_time_max_ms = 3000\n\
-replica_fetch_wait_max_ms = 200\n";
+replica_fetch_wait_max_ms = 200\n\
+controlled_shutdown_timeout_ms = 5000\n";
 
 #[expect(
     clippy::disallowed_methods,

@@ -111,28 +111,23 @@ fn a_leader_move_drops_the_route_until_the_refresh() {
     assert!(view.needs_refresh(now));
 }
 
-// Goal: a node that disappears takes its routes with it: a lost connection forgets the
-// leaders on it, and an answer that no longer lists the node leaves its partitions without a
-// route even if a partition still names it (the address is unknown).
+// Goal: a node that disappears takes its routes with it: one that cannot be reached forgets
+// the leaders on it, and an answer that no longer lists the node leaves its partitions without
+// a route even if a partition still names it (the address is unknown).
 #[test]
 fn a_node_that_disappears_loses_its_routes() {
     let now = crate::clock::now();
     let mut view = ClusterMetadata::new(MAX_AGE);
     view.handle_metadata(&answer(&[1, 2], &[(Some(1), 0), (Some(2), 0)]), now);
 
-    view.handle_node_lost("10.0.0.1:9092");
+    view.handle_node_unreachable("10.0.0.1:9092", now);
     assert_eq!(leader(&view, 0), None);
     assert_eq!(leader(&view, 1), Some((2, 0)));
     assert!(view.needs_refresh(now));
-    assert_eq!(
-        view.node_addresses(),
-        vec!["10.0.0.1:9092".to_string(), "10.0.0.2:9092".to_string()]
-    );
 
     // The controller has not fenced node 1 yet, but the answer lists only node 2.
     view.handle_metadata(&answer(&[2], &[(Some(1), 0), (Some(2), 0)]), now);
     assert_eq!(leader(&view, 0), None, "node 1 has no address any more");
-    assert_eq!(view.node_addresses(), vec!["10.0.0.2:9092".to_string()]);
     // Once elected elsewhere, the partition routes again.
     view.handle_metadata(&answer(&[2], &[(Some(2), 1), (Some(2), 0)]), now);
     assert_eq!(leader(&view, 0), Some((2, 1)));
@@ -198,4 +193,170 @@ fn topics_come_grow_and_go() {
     nodeless.nodes.clear();
     view.handle_metadata(&nodeless, now);
     assert_eq!(leader(&view, 0), Some((1, 0)));
+}
+
+fn address(node_id: u32) -> String {
+    format!("10.0.0.{node_id}:9092")
+}
+
+fn socket(node_id: u32) -> SocketAddr {
+    address(node_id).parse().expect("a socket address")
+}
+
+// Goal (the bug behind kill9_of_the_controller): a leader that cannot be reached, and that the
+// next answer still names (the cluster has not fenced it yet), keeps the view due for refresh,
+// so the client asks again until the election shows, instead of trusting the dead route
+// until max_age. Once another leader is named the view is fresh again, even though the dead
+// node stays unreachable.
+#[test]
+fn an_answer_that_still_names_an_unreachable_leader_leaves_the_view_due() {
+    let now = crate::clock::now();
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    view.handle_metadata(&answer(&[1, 2, 3], &[(Some(1), 4), (Some(2), 0)]), now);
+    assert!(!view.needs_refresh(now));
+
+    view.handle_node_unreachable(&address(1), now);
+    assert!(view.needs_refresh(now));
+    // Node 2 has not heard of node 1's death: same leader, same epoch.
+    view.handle_metadata(&answer(&[1, 2, 3], &[(Some(1), 4), (Some(2), 0)]), now);
+    assert_eq!(
+        leader(&view, 0),
+        Some((1, 4)),
+        "the answer is the best we know"
+    );
+    assert!(
+        view.needs_refresh(now),
+        "but it names a node we cannot reach"
+    );
+    assert!(view.needs_refresh(now + Duration::from_millis(1)));
+
+    view.handle_metadata(&answer(&[2, 3], &[(Some(3), 5), (Some(2), 0)]), now);
+    assert_eq!(leader(&view, 0), Some((3, 5)));
+    assert!(!view.needs_refresh(now));
+}
+
+// Goal: an unreachable node that answers again is trusted again: an answer that names it is
+// fresh.
+#[test]
+fn a_node_that_answers_again_is_trusted_again() {
+    let now = crate::clock::now();
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    view.handle_metadata(&answer(&[1, 2], &[(Some(1), 0)]), now);
+    view.handle_node_unreachable(&address(1), now);
+    view.handle_node_answered(&address(1));
+    view.handle_metadata(&answer(&[1, 2], &[(Some(1), 0)]), now);
+    assert!(!view.needs_refresh(now));
+    assert_eq!(leader(&view, 0), Some((1, 0)));
+}
+
+// Goal: metadata is asked of the preferred node first, then the known nodes and the bootstrap
+// list (deduplicated, in that order); nodes that failed go after those that never did, those
+// still backing off last (soonest over first), and a node a request is stuck on after all.
+#[test]
+fn metadata_is_asked_of_live_nodes_first() {
+    let now = crate::clock::now();
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    let bootstrap = vec![address(1), address(4)];
+    assert_eq!(
+        view.metadata_nodes(now, &address(1), &bootstrap, None),
+        vec![address(1), address(4)],
+        "before any answer: the default node, then the bootstrap list"
+    );
+    view.handle_metadata(&answer(&[1, 2, 3], &[(Some(1), 0)]), now);
+    assert_eq!(
+        view.metadata_nodes(now, &address(2), &bootstrap, None),
+        vec![address(2), address(1), address(3), address(4)]
+    );
+
+    // Node 1 fails once (backs off for NODE_BACKOFF_MIN), node 2 twice (twice as long).
+    view.handle_node_unreachable(&address(1), now);
+    view.handle_node_unreachable(&address(2), now);
+    view.handle_node_unreachable(&address(2), now);
+    assert_eq!(
+        view.metadata_nodes(now, &address(2), &bootstrap, None),
+        vec![address(3), address(4), address(1), address(2)]
+    );
+    assert_eq!(
+        view.metadata_nodes(now, &address(2), &bootstrap, Some(&address(3))),
+        vec![address(4), address(1), address(2), address(3)],
+        "the node a request is stuck on is asked last"
+    );
+    // Node 1's backoff is over, node 2's not yet: node 1 may be tried before it.
+    let later = now + NODE_BACKOFF_MIN;
+    assert_eq!(
+        view.metadata_nodes(later, &address(2), &bootstrap, None),
+        vec![address(3), address(4), address(1), address(2)]
+    );
+    // Node 2's too: both are "failed, backoff over", in the preferred order.
+    let later = now + NODE_BACKOFF_MIN * 2;
+    assert_eq!(
+        view.metadata_nodes(later, &address(2), &bootstrap, None),
+        vec![address(3), address(4), address(2), address(1)]
+    );
+}
+
+// Goal: the backoff of a node that keeps failing doubles from NODE_BACKOFF_MIN up to
+// NODE_BACKOFF_MAX, and an answer resets it.
+#[test]
+fn the_backoff_of_a_failing_node_doubles_up_to_its_maximum() {
+    assert_eq!(node_backoff(1), NODE_BACKOFF_MIN);
+    assert_eq!(node_backoff(2), NODE_BACKOFF_MIN * 2);
+    assert_eq!(node_backoff(3), NODE_BACKOFF_MIN * 4);
+    assert_eq!(node_backoff(64), NODE_BACKOFF_MAX);
+    assert_eq!(node_backoff(u32::MAX), NODE_BACKOFF_MAX);
+
+    let now = crate::clock::now();
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    let bootstrap = vec![address(1), address(2)];
+    for _ in 0..3 {
+        view.handle_node_unreachable(&address(1), now);
+    }
+    let backing_off = now + NODE_BACKOFF_MIN * 3;
+    assert_eq!(
+        view.metadata_nodes(backing_off, &address(1), &bootstrap, None),
+        vec![address(2), address(1)],
+        "after three failures node 1 backs off for 4 x the minimum"
+    );
+    view.handle_node_answered(&address(1));
+    assert_eq!(
+        view.metadata_nodes(now, &address(1), &bootstrap, None),
+        vec![address(1), address(2)]
+    );
+}
+
+// Goal: a request still out to a node is given up only when one of its partitions has a
+// newer leader epoch or a leader elsewhere; the same leader, an unknown leader, or a request
+// that was sent without an epoch to the node that now leads keep it waiting.
+#[test]
+fn a_request_is_given_up_only_when_its_leader_moved() {
+    let now = crate::clock::now();
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    view.handle_metadata(&answer(&[1, 2, 3], &[(Some(1), 4), (None, 2)]), now);
+    assert!(!view.leader_moved("t", 0, socket(1), Some(4)));
+    assert!(
+        !view.leader_moved("t", 1, socket(1), Some(2)),
+        "no leader known"
+    );
+    assert!(
+        !view.leader_moved("other", 0, socket(1), Some(2)),
+        "unknown topic"
+    );
+
+    view.handle_metadata(&answer(&[1, 2, 3], &[(Some(2), 5), (None, 2)]), now);
+    assert!(
+        view.leader_moved("t", 0, socket(1), Some(4)),
+        "elected elsewhere"
+    );
+    assert!(!view.leader_moved("t", 0, socket(2), Some(5)));
+    assert!(
+        !view.leader_moved("t", 0, socket(2), None),
+        "sent to the right node"
+    );
+    assert!(
+        view.leader_moved("t", 0, socket(1), None),
+        "sent to a node that does not lead"
+    );
+    // The same node re-elected (its epoch bumped): the old request was fenced anyway.
+    view.handle_metadata(&answer(&[1, 2, 3], &[(Some(2), 6), (None, 2)]), now);
+    assert!(view.leader_moved("t", 0, socket(2), Some(5)));
 }

@@ -423,12 +423,26 @@ impl Sender {
                 let client = client.clone();
                 async move {
                     let request = produce_request(acks, timeout_ms, &group);
-                    let batches: Vec<SentBatch> =
-                        group.into_iter().map(|(batch, _)| batch).collect();
+                    let (batches, leader_epochs): (Vec<SentBatch>, Vec<Option<i32>>) =
+                        group.into_iter().unzip();
                     let result = if acks == Acks::None {
                         client.send_only(node, &request).await.map(|()| None)
                     } else {
-                        match client.request_to(node, &request, Duration::ZERO).await {
+                        let led: Vec<(&str, u32, Option<i32>)> = batches
+                            .iter()
+                            .zip(&leader_epochs)
+                            .map(|(batch, epoch)| (&*batch.key.topic, batch.key.partition, *epoch))
+                            .collect();
+                        // A dead leader never answers, and QUIC notices only at the idle
+                        // timeout: give up on it as soon as the cluster names another.
+                        let answer = tokio::select! {
+                            biased;
+                            answer = client.request_to(node, &request, Duration::ZERO) => answer,
+                            () = client.leader_moved_away(node, &led) => {
+                                Err(RequestError::LeaderMoved { node: node.to_string() })
+                            }
+                        };
+                        match answer {
                             Ok(Response::Produce(response)) => Ok(Some(response)),
                             Ok(other) => Err(unexpected(wire::ApiKey::Produce, &other)),
                             Err(error) => Err(error),
@@ -632,7 +646,16 @@ impl Sender {
                 %error,
                 "resending batch"
             );
-            batch.retry_at = if overtaken { now } else { now + backoff_wait };
+            // A new leader is known (that is why the request was given up): no reason to wait.
+            let leader_moved = matches!(
+                error,
+                ProduceError::Request(RequestError::LeaderMoved { .. })
+            );
+            batch.retry_at = if overtaken || leader_moved {
+                now
+            } else {
+                now + backoff_wait
+            };
             batch.last_error = Some(error);
             state.retries.insert(batch.order, batch);
             return;

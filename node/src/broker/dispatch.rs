@@ -547,15 +547,30 @@ impl<D: Disk> Broker<D> {
                 producer_epoch: -1,
             };
         }
-        match self.registry.allocate_producer_id().await {
+        // In a cluster the ids come from the controller's blocks, unique across nodes;
+        // alone, from this node's durable counter.
+        let cluster_admin = self
+            .cluster_source
+            .get()
+            .and_then(|source| source.admin.clone());
+        let allocated = match cluster_admin {
+            Some(admin) => self.registry.allocate_cluster_producer_id(admin).await,
+            None => self.registry.allocate_producer_id().await,
+        };
+        match allocated {
             Ok(producer_id) => InitProducerIdResponse {
                 error: ErrorCode::None,
                 producer_id,
                 producer_epoch: 0,
             },
             Err(error) => {
-                if !matches!(error, ProducerIdError::Held) {
-                    tracing::error!(%error, "no producer id handed out");
+                match &error {
+                    ProducerIdError::Held => {}
+                    // Retriable (an election, a partition): the client asks again.
+                    ProducerIdError::Controller(_) => {
+                        tracing::info!(%error, "no producer id handed out yet");
+                    }
+                    _ => tracing::error!(%error, "no producer id handed out"),
                 }
                 InitProducerIdResponse {
                     error: producer_id_code(&error),
@@ -656,6 +671,7 @@ fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
             AdminRefusal::ReassignmentInProgress => ErrorCode::ReassignmentInProgress,
             AdminRefusal::NoReassignmentInProgress => ErrorCode::NoReassignmentInProgress,
             AdminRefusal::NodeInUse => ErrorCode::NodeInUse,
+            AdminRefusal::InvalidRequest => ErrorCode::InvalidRequest,
             AdminRefusal::Internal => ErrorCode::UnknownServerError,
         },
         AdminError::TimedOut { .. } => ErrorCode::RequestTimedOut,
@@ -715,6 +731,8 @@ pub(super) fn producer_id_code(error: &ProducerIdError) -> ErrorCode {
             ErrorCode::StorageError
         }
         ProducerIdError::Record(source) => metadata_code(source),
+        // No controller reachable now (an election, a partition): retriable.
+        ProducerIdError::Controller(_) => ErrorCode::CoordinatorNotAvailable,
     }
 }
 

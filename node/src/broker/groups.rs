@@ -36,7 +36,7 @@ use crate::groups::placement::{
 };
 use crate::groups::service::{GroupHost, OffsetsLogError};
 use crate::replication::leader::AcksAllError;
-use crate::replication::manager::ReplicaRoleError;
+use crate::replication::manager::{PartitionRole, ReplicaRoleError};
 use crate::storage::{AppendDurability, AppendError, AppendOutcome, Disk};
 
 /// Pause before the offsets loader retries a partition it leads but cannot load yet (the
@@ -171,21 +171,44 @@ impl<D: Disk> GroupHost for BrokerGroupHost<'_, D> {
         let synced = matches!(durability, AppendDurability::Synced);
         // As a produce: refused before the append when this node does not lead the
         // partition, or (synced) while too few replicas are in sync.
-        match manager.role(OFFSETS_TOPIC, partition, synced) {
-            Ok(_) => {}
+        let leadership = match manager.role(OFFSETS_TOPIC, partition, synced) {
+            Ok(PartitionRole::Leader { leadership, .. }) => Some(leadership),
+            Ok(PartitionRole::Unreplicated) => None,
             Err(ReplicaRoleError::NotLeaderOrFollower) => return Err(OffsetsLogError::NotLeader),
             Err(ReplicaRoleError::NotEnoughReplicas { isr, min }) => {
                 return Err(AcksAllError::NotEnoughReplicas { isr, min }.into());
             }
+        };
+        // A synced commit waits for the high watermark of the leadership that accepted it.
+        if synced && leadership.is_none() {
+            return Err(OffsetsLogError::NotLeader);
         }
         let timeout = self.broker.groups.limits().offsets_commit_timeout;
         let deadline = crate::clock::deadline_after(self.broker.clock.now(), timeout);
+        // As a produce: the append holds the partition's append gate (a follower's write
+        // never lands before it).
+        let gate = match leadership {
+            Some(leadership) => Some(
+                manager
+                    .leader_append(OFFSETS_TOPIC, partition, leadership)
+                    .await
+                    .map_err(|_| OffsetsLogError::NotLeader)?,
+            ),
+            None => None,
+        };
         let outcome = registry
             .append_to_offsets_partition(partition, batch, durability)
             .await?;
-        if synced {
+        drop(gate);
+        if let (true, Some(leadership)) = (synced, leadership) {
             manager
-                .wait_acks_all(OFFSETS_TOPIC, partition, outcome.last_offset + 1, deadline)
+                .wait_acks_all(
+                    OFFSETS_TOPIC,
+                    partition,
+                    leadership,
+                    outcome.last_offset + 1,
+                    deadline,
+                )
                 .await?;
         }
         Ok(outcome.base_offset)

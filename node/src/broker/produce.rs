@@ -202,7 +202,7 @@ impl<D: Disk> DataPath<D> {
             }
         };
         let epoch_check = match role {
-            PartitionRole::Leader { leader_epoch } => {
+            PartitionRole::Leader { leader_epoch, .. } => {
                 super::cluster_view::check_leader_epoch(request.current_leader_epoch, leader_epoch)
             }
             PartitionRole::Unreplicated => self.leader_epoch_check(request.current_leader_epoch),
@@ -310,6 +310,16 @@ impl<D: Disk> DataPath<D> {
             let appended = if inputs.is_empty() {
                 Vec::new()
             } else {
+                // In a cluster the append holds the partition's append gate, checked to
+                // still be this leadership's: a follower's write never lands before it.
+                let _gate = match (role, self.replication.get()) {
+                    (PartitionRole::Leader { leadership, .. }, Some(manager)) => Some(
+                        manager
+                            .leader_append(topic, partition_index, *leadership)
+                            .await?,
+                    ),
+                    _ => None,
+                };
                 log.append_batches(inputs, durability)
                     .await
                     .map_err(|failed| self.append_error(&partition, failed.error))?
@@ -319,7 +329,10 @@ impl<D: Disk> DataPath<D> {
             }
             // acks=all in a cluster: appended and synced here; answered once the in-sync
             // replicas hold it too (the high watermark passed it), or failed.
-            if let (PartitionRole::Leader { .. }, Some(manager), Some(last)) = (
+            // The wait is bound to the leadership the role check saw: one lost (and maybe
+            // regained) since the check fails it rather than let a later leadership's high
+            // watermark answer for this append.
+            if let (PartitionRole::Leader { leadership, .. }, Some(manager), Some(last)) = (
                 role,
                 self.replication.get(),
                 appended
@@ -327,7 +340,13 @@ impl<D: Disk> DataPath<D> {
                     .filter(|_| matches!(durability, AppendDurability::Synced)),
             ) {
                 manager
-                    .wait_acks_all(topic, partition_index, last.last_offset + 1, acks_deadline)
+                    .wait_acks_all(
+                        topic,
+                        partition_index,
+                        *leadership,
+                        last.last_offset + 1,
+                        acks_deadline,
+                    )
                     .await?;
             }
             Ok(appended.first().map_or(-1, |outcome| outcome.base_offset))

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::Broker;
@@ -27,6 +28,30 @@ impl<D: Disk> LogStore<D> for RegistryLogs<D> {
         if let Err(error) = self.0.replace_partition_log(topic, partition, log) {
             tracing::warn!(topic, partition, %error, "truncated log not replaced: the partition is gone");
         }
+    }
+
+    fn damaged(&self, topic: &str, partition: u32) -> Option<String> {
+        self.0.damaged_partition(topic, partition)
+    }
+
+    fn mark_damaged<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        offset: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(self.0.mark_damaged(topic, partition, offset, reason))
+    }
+
+    fn repair<'a>(&'a self, topic: &'a str, partition: u32) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .repair_damaged(topic, partition)
+                .await
+                .map(|_| ())
+                .map_err(|error| error.to_string())
+        })
     }
 }
 

@@ -22,10 +22,15 @@ use crate::config::{ConfigError, DURATION_MS_MAX};
 pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 30_000;
 /// Default `replica_fetch_wait_max_ms` (Kafka's `replica.fetch.wait.max.ms`).
 pub const REPLICA_FETCH_WAIT_MAX_MS_DEFAULT: u64 = 500;
-/// Default `node_heartbeat_interval_ms` (KRaft's `broker.heartbeat.interval.ms`).
-pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 2_000;
-/// Default `node_session_timeout_ms` (KRaft's `broker.session.timeout.ms`).
-pub const NODE_SESSION_TIMEOUT_MS_DEFAULT: u64 = 9_000;
+/// Default `node_heartbeat_interval_ms` (KRaft's `broker.heartbeat.interval.ms`, 2 s there):
+/// six heartbeats per session, so a node is fenced only after six in a row went missing.
+pub const NODE_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 250;
+/// Default `node_session_timeout_ms` (KRaft's `broker.session.timeout.ms`, 9 s there). It
+/// bounds failover: a dead leader is replaced about this long after its last heartbeat, and
+/// issue 13 asks for the first acknowledged produce on the new leader within 2 s of the kill.
+/// Shorter fences healthy nodes that stall (a debug build on a loaded 2-core machine stalls
+/// for hundreds of milliseconds); see docs/OPERATIONS.md, "Failover time".
+pub const NODE_SESSION_TIMEOUT_MS_DEFAULT: u64 = 1_500;
 /// Default `peer_frame_bytes_max`: the largest peer request or response frame. Replica
 /// fetches carry record batches, so it is larger than a client request needs.
 pub const PEER_FRAME_BYTES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
@@ -34,8 +39,9 @@ pub const PEER_FRAME_BYTES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
 pub const PEER_IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Smallest `peer_frame_bytes_max` accepted: room for a frame header and small requests.
 pub const PEER_FRAME_BYTES_MIN: u32 = 4 * 1024;
-/// Default `peer_request_timeout_ms`: how long a peer request waits for its answer.
-pub const PEER_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Default `peer_request_timeout_ms`: how long a peer request waits for its answer. Below
+/// the session timeout (checked), and twice the longest a replica fetch is held at the leader.
+pub const PEER_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 1_000;
 /// Default `peer_reconnect_backoff_min_ms`: the first wait after a failed dial.
 pub const PEER_RECONNECT_BACKOFF_MIN_MS_DEFAULT: u64 = 100;
 /// Default `peer_reconnect_backoff_max_ms`: the longest wait between dials (doubling).
@@ -52,12 +58,30 @@ const _: () = assert!(NODE_HEARTBEAT_INTERVAL_MS_DEFAULT * 2 <= NODE_SESSION_TIM
 const _: () = assert!(PEER_REQUEST_TIMEOUT_MS_DEFAULT < NODE_SESSION_TIMEOUT_MS_DEFAULT);
 // A follower's fetch must return well within the lag limit, or idle followers leave the ISR.
 const _: () = assert!(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT < REPLICA_LAG_TIME_MAX_MS_DEFAULT);
+// A follower's fetch held at the leader must come back before its peer request times out.
+const _: () = assert!(REPLICA_FETCH_WAIT_MAX_MS_DEFAULT < PEER_REQUEST_TIMEOUT_MS_DEFAULT);
 const _: () = assert!(PEER_FRAME_BYTES_MIN <= PEER_FRAME_BYTES_MAX_DEFAULT);
 // One largest frame must fit in a connection's budget, or it could never be read.
 const _: () =
     assert!(PEER_FRAME_BYTES_MAX_DEFAULT as u64 <= PEER_IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT);
 const _: () =
     assert!(PEER_RECONNECT_BACKOFF_MIN_MS_DEFAULT <= PEER_RECONNECT_BACKOFF_MAX_MS_DEFAULT);
+// A replica fetch answer's records take at most half a peer frame: the rest is room for its
+// per-partition headers and a first batch larger than the budget (always sent).
+const _: () = assert!(
+    crate::replication::manager::REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT
+        <= PEER_FRAME_BYTES_MAX_DEFAULT / 2
+);
+const _: () = assert!(
+    crate::controller::quorum::CONTROLLER_RAFT_HEARTBEAT_MS_DEFAULT
+        < crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT
+        && crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT
+            < crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MAX_MS_DEFAULT
+);
+const _: () = assert!(
+    crate::replication::manager::REPLICA_FETCH_PARTITION_BYTES_MAX_DEFAULT
+        <= crate::replication::manager::REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT
+);
 
 /// One node of the cluster as every node's config lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +141,22 @@ pub struct ClusterConfig {
     pub peer_reconnect_backoff_min: Duration,
     /// Longest wait between dials of a peer.
     pub peer_reconnect_backoff_max: Duration,
+    /// Kafka's `controlled.shutdown.enable`: on SIGTERM the node first asks the controller
+    /// to move its leaderships away.
+    pub controlled_shutdown_enable: bool,
+    /// Longest a stopping node waits for its leaderships to move.
+    pub controlled_shutdown_timeout: Duration,
+    /// Most bytes of records per partition in one replica fetch (Kafka's
+    /// `replica.fetch.max.bytes`).
+    pub replica_fetch_partition_bytes_max: u32,
+    /// Most bytes of records in one replica fetch answer (Kafka's
+    /// `replica.fetch.response.max.bytes`).
+    pub replica_fetch_response_bytes_max: u32,
+    /// How often the active controller's Raft leader heartbeats the other voters.
+    pub controller_heartbeat_interval: Duration,
+    /// A voter that hears no leader for a random time in this range campaigns (openraft's
+    /// election timeout; KRaft's `controller.quorum.election.timeout.ms`).
+    pub controller_election_timeout: (Duration, Duration),
 }
 
 /// The TOML form of `[cluster]`.
@@ -145,6 +185,13 @@ pub(crate) struct ClusterSection {
     peer_reconnect_backoff_max_ms: Option<u64>,
     auto_leader_rebalance_enable: Option<bool>,
     leader_imbalance_check_interval_ms: Option<u64>,
+    controlled_shutdown_enable: Option<bool>,
+    controlled_shutdown_timeout_ms: Option<u64>,
+    replica_fetch_partition_bytes_max: Option<u32>,
+    replica_fetch_response_bytes_max: Option<u32>,
+    controller_heartbeat_interval_ms: Option<u64>,
+    controller_election_timeout_min_ms: Option<u64>,
+    controller_election_timeout_max_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -373,6 +420,55 @@ impl ClusterConfig {
             section.leader_imbalance_check_interval_ms,
             crate::controller::rebalance::LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
         )?;
+        let controlled_shutdown_timeout = millis(
+            "controlled_shutdown_timeout_ms",
+            section.controlled_shutdown_timeout_ms,
+            crate::controller::shutdown::CONTROLLED_SHUTDOWN_TIMEOUT_MS_DEFAULT,
+        )?;
+        let replica_fetch_partition_bytes_max = section
+            .replica_fetch_partition_bytes_max
+            .unwrap_or(crate::replication::manager::REPLICA_FETCH_PARTITION_BYTES_MAX_DEFAULT);
+        let replica_fetch_response_bytes_max = section
+            .replica_fetch_response_bytes_max
+            .unwrap_or(crate::replication::manager::REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT);
+        if replica_fetch_partition_bytes_max == 0 {
+            return Err(error(
+                "cluster.replica_fetch_partition_bytes_max must be positive".into(),
+            ));
+        }
+        if replica_fetch_response_bytes_max < replica_fetch_partition_bytes_max
+            || replica_fetch_response_bytes_max > peer_frame_bytes_max / 2
+        {
+            return Err(error(format!(
+                "cluster.replica_fetch_response_bytes_max ({replica_fetch_response_bytes_max}) must be between cluster.replica_fetch_partition_bytes_max ({replica_fetch_partition_bytes_max}) and half of cluster.peer_frame_bytes_max ({}): the answer's headers and a first batch above the budget need the other half",
+                peer_frame_bytes_max / 2
+            )));
+        }
+        let controller_heartbeat_interval = millis(
+            "controller_heartbeat_interval_ms",
+            section.controller_heartbeat_interval_ms,
+            crate::controller::quorum::CONTROLLER_RAFT_HEARTBEAT_MS_DEFAULT,
+        )?;
+        let controller_election_timeout_min = millis(
+            "controller_election_timeout_min_ms",
+            section.controller_election_timeout_min_ms,
+            crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MIN_MS_DEFAULT,
+        )?;
+        let controller_election_timeout_max = millis(
+            "controller_election_timeout_max_ms",
+            section.controller_election_timeout_max_ms,
+            crate::controller::quorum::CONTROLLER_ELECTION_TIMEOUT_MAX_MS_DEFAULT,
+        )?;
+        if controller_heartbeat_interval >= controller_election_timeout_min
+            || controller_election_timeout_min >= controller_election_timeout_max
+        {
+            return Err(error(format!(
+                "cluster.controller_heartbeat_interval_ms ({}) < cluster.controller_election_timeout_min_ms ({}) < cluster.controller_election_timeout_max_ms ({}) does not hold: voters would campaign while the controller is alive, or all at the same moment",
+                controller_heartbeat_interval.as_millis(),
+                controller_election_timeout_min.as_millis(),
+                controller_election_timeout_max.as_millis()
+            )));
+        }
         let file = |key: &str, value: Option<PathBuf>| {
             value
                 .filter(|path| !path.as_os_str().is_empty())
@@ -402,6 +498,17 @@ impl ClusterConfig {
                 .auto_leader_rebalance_enable
                 .unwrap_or(crate::controller::rebalance::AUTO_LEADER_REBALANCE_ENABLE_DEFAULT),
             leader_imbalance_check_interval,
+            controlled_shutdown_enable: section
+                .controlled_shutdown_enable
+                .unwrap_or(crate::controller::shutdown::CONTROLLED_SHUTDOWN_ENABLE_DEFAULT),
+            controlled_shutdown_timeout,
+            replica_fetch_partition_bytes_max,
+            replica_fetch_response_bytes_max,
+            controller_heartbeat_interval,
+            controller_election_timeout: (
+                controller_election_timeout_min,
+                controller_election_timeout_max,
+            ),
         })
     }
 
@@ -483,3 +590,6 @@ fn ids(ids: impl Iterator<Item = NodeId>) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tuning_tests;

@@ -102,7 +102,20 @@ pub enum AdminRequest {
         /// The node.
         node_id: NodeId,
     },
+    /// Hand a block of `count` producer ids to the sending node (KIP-730's
+    /// AllocateProducerIds): recorded in the metadata log before the answer, so no id is
+    /// ever given twice, across nodes and restarts. The node is the sender's certificate's
+    /// (or this node, asked locally), never a body's, and must be registered; the block is
+    /// recorded under its current node epoch.
+    AllocateProducerIds {
+        /// Ids in the block, 1 to [`PRODUCER_ID_BLOCK_COUNT_MAX`].
+        count: u32,
+    },
 }
+
+/// The most producer ids one AllocateProducerIds may ask for: a peer's body must not use up
+/// the id space (i64) in a few requests.
+pub const PRODUCER_ID_BLOCK_COUNT_MAX: u32 = 1_000_000;
 
 impl AdminRequest {
     /// The topic the request names, if any.
@@ -115,7 +128,9 @@ impl AdminRequest {
             | Self::ReassignPartition { name, .. }
             | Self::CancelReassignment { name, .. }
             | Self::ElectPreferredLeaders { topic: Some(name) } => Some(name),
-            Self::ElectPreferredLeaders { topic: None } | Self::DecommissionNode { .. } => None,
+            Self::ElectPreferredLeaders { topic: None }
+            | Self::DecommissionNode { .. }
+            | Self::AllocateProducerIds { .. } => None,
         }
     }
 
@@ -135,6 +150,7 @@ impl AdminRequest {
             }
             Self::ElectPreferredLeaders { topic: None } => "every topic".to_owned(),
             Self::DecommissionNode { node_id } => format!("node {node_id}"),
+            Self::AllocateProducerIds { count } => format!("a block of {count} producer ids"),
         }
     }
 }
@@ -162,6 +178,8 @@ pub enum AdminRefusal {
     NoReassignmentInProgress,
     /// The node cannot be decommissioned now.
     NodeInUse,
+    /// A request no controller can do (a producer id block of 0 or too many ids).
+    InvalidRequest,
     /// Anything else (a bug in a decision; the message says what).
     Internal,
 }
@@ -191,6 +209,12 @@ pub enum AdminReply {
     Done {
         /// Wait for the local image to reach this index before answering the client.
         applied_index: u64,
+    },
+    /// A producer id block, recorded in the metadata log: ids `first_producer_id` to
+    /// `first_producer_id + count - 1` belong to the asking node.
+    ProducerIds {
+        /// The block's first id.
+        first_producer_id: i64,
     },
     /// Ask `leader` instead (unknown during an election).
     NotController {
@@ -275,6 +299,16 @@ fn check_request(request: &AdminRequest, limits: AdminLimits) -> Result<(), Admi
             ));
         }
     }
+    if let AdminRequest::AllocateProducerIds { count } = request
+        && !(1..=PRODUCER_ID_BLOCK_COUNT_MAX).contains(count)
+    {
+        return Err(refused(
+            AdminRefusal::InvalidRequest,
+            format!(
+                "a block of {count} producer ids: a block holds 1 to {PRODUCER_ID_BLOCK_COUNT_MAX}"
+            ),
+        ));
+    }
     let partitions = match request {
         AdminRequest::CreateTopic { partitions, .. }
         | AdminRequest::CreatePartitions { partitions, .. } => Some(*partitions),
@@ -307,12 +341,22 @@ fn check_request(request: &AdminRequest, limits: AdminLimits) -> Result<(), Admi
     Ok(())
 }
 
-/// Runs `request` as a decision on `controller` (which must be the active one); returns the
-/// log index the change is applied at.
+/// What a decision did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Executed {
+    /// The change is applied in the controller's image at this log index.
+    Applied(u64),
+    /// A producer id block starting at this id was recorded.
+    ProducerIds(i64),
+}
+
+/// Runs `request` from node `from` as a decision on `controller` (which must be the active
+/// one).
 pub async fn execute(
     controller: &Controller,
+    from: NodeId,
     request: &AdminRequest,
-) -> Result<u64, ControllerRequestError> {
+) -> Result<Executed, ControllerRequestError> {
     match request {
         AdminRequest::CreateTopic {
             name,
@@ -395,23 +439,41 @@ pub async fn execute(
         AdminRequest::DecommissionNode { node_id } => {
             controller.decommission_node(*node_id).await?;
         }
+        AdminRequest::AllocateProducerIds { count } => {
+            let first = controller
+                .decide(|logic, image| {
+                    let node_epoch = image
+                        .nodes
+                        .get(&from)
+                        .map(|node| node.node_epoch)
+                        .ok_or(ControllerError::UnknownNode { node_id: from })?;
+                    logic.allocate_producer_ids(image, from, node_epoch, *count)
+                })
+                .await?;
+            return Ok(Executed::ProducerIds(first));
+        }
     }
     // The leader applies an entry before `client_write` returns, so its image holds the
     // change now (and a change to nothing was already there).
-    Ok(controller.image().last_applied_index)
+    Ok(Executed::Applied(controller.image().last_applied_index))
 }
 
-/// Answers `request` on the local controller.
+/// Answers `request` from node `from` (the sender's certificate's id, or this node) on the
+/// local controller.
 pub async fn answer_admin(
     controller: &Controller,
+    from: NodeId,
     request: &AdminRequest,
     limits: AdminLimits,
 ) -> AdminReply {
     if let Err(refused) = check_request(request, limits) {
         return refused;
     }
-    match execute(controller, request).await {
-        Ok(applied_index) => AdminReply::Done { applied_index },
+    match execute(controller, from, request).await {
+        Ok(Executed::Applied(applied_index)) => AdminReply::Done { applied_index },
+        Ok(Executed::ProducerIds(first_producer_id)) => {
+            AdminReply::ProducerIds { first_producer_id }
+        }
         Err(ControllerRequestError::NotController { leader }) => {
             AdminReply::NotController { leader }
         }
@@ -438,7 +500,7 @@ pub fn register_admin_handler(
             let controller = Arc::clone(&controller);
             async move {
                 let admin = decode_admin(&request)?;
-                let reply = answer_admin(&controller, &admin, limits).await;
+                let reply = answer_admin(&controller, request.from, &admin, limits).await;
                 serde_json::to_vec(&reply)
                     .map(Bytes::from)
                     .map_err(|error| PeerHandlerError(format!("encode answer: {error}")))
@@ -506,6 +568,26 @@ impl AdminClient {
     /// Has the active controller do `request`, and returns once this node's image holds
     /// the change.
     pub async fn submit(&self, request: AdminRequest) -> Result<(), AdminError> {
+        self.submit_for_answer(request).await.map(drop)
+    }
+
+    /// Has the active controller hand this node a block of `count` producer ids, recorded
+    /// in the metadata log; returns the block's first id. Bounded by
+    /// `cluster.peer_request_timeout_ms` like every admin request.
+    pub async fn allocate_producer_ids(&self, count: u32) -> Result<i64, AdminError> {
+        match self
+            .submit_for_answer(AdminRequest::AllocateProducerIds { count })
+            .await?
+        {
+            Some(first_producer_id) => Ok(first_producer_id),
+            None => Err(AdminError::Failed(
+                "the controller answered a producer id request without a block".to_owned(),
+            )),
+        }
+    }
+
+    /// [`Self::submit`], returning the first id of a producer id block if the answer is one.
+    async fn submit_for_answer(&self, request: AdminRequest) -> Result<Option<i64>, AdminError> {
         let deadline = deadline_after(self.clock.now(), self.timeout);
         let mut last = String::from("no controller known yet");
         let outcome = timeout_at(
@@ -528,7 +610,7 @@ impl AdminClient {
         &self,
         request: &AdminRequest,
         last: &mut String,
-    ) -> Result<(), AdminError> {
+    ) -> Result<Option<i64>, AdminError> {
         let mut target: Option<NodeId> = None;
         let mut next_voter = 0usize;
         loop {
@@ -550,7 +632,10 @@ impl AdminClient {
                         "the change is committed at log index {applied_index} but not yet applied on this node"
                     );
                     self.applied(applied_index).await;
-                    return Ok(());
+                    return Ok(None);
+                }
+                Ok(AdminReply::ProducerIds { first_producer_id }) => {
+                    return Ok(Some(first_producer_id));
                 }
                 Ok(AdminReply::Refused { refusal, message }) => {
                     return Err(AdminError::Refused { refusal, message });
@@ -581,7 +666,7 @@ impl AdminClient {
     /// Asks node `target` (this node's controller directly, when it is the target).
     async fn ask(&self, target: NodeId, request: &AdminRequest) -> Result<AdminReply, String> {
         if target == self.node_id {
-            return Ok(answer_admin(&self.local, request, self.limits).await);
+            return Ok(answer_admin(&self.local, self.node_id, request, self.limits).await);
         }
         let client = self
             .clients

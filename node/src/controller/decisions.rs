@@ -33,8 +33,15 @@
 //!   leader with its current node epoch and leader epoch, the partition epoch matches (CAS),
 //!   and every member of the new ISR is registered with the epoch the leader saw, unfenced
 //!   (KIP-497/903).
+//! - Controlled shutdown (KIP-631's shape, KIP-841's eligibility): a node about to stop asks
+//!   to have its leaderships moved ([`ControllerLogic::handle_controlled_shutdown`], which
+//!   also counts as a heartbeat). It is marked "in controlled shutdown" (in memory, like the
+//!   sessions: the node repeats the request every heartbeat, so a new active controller
+//!   learns it again) and leaves its partitions as fencing makes it leave them. While marked
+//!   it is elected nowhere and no ISR change may add it, so its followers' catch-up does not
+//!   pull it back in. A registration of a new incarnation clears the mark.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use super::image::{ApplyError, MetadataImage};
@@ -243,14 +250,31 @@ pub struct AlterPartitionRequest {
     pub new_isr: Vec<(NodeId, NodeEpoch)>,
 }
 
+/// A replica reports its copy of a partition damaged (issue 13 item 4): it holds fewer
+/// records than it did, and cuts its log once the controller no longer counts on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaDamagedRequest {
+    /// The sender (the damaged replica; its certificate's node id).
+    pub node_id: NodeId,
+    /// The sender's node epoch.
+    pub node_epoch: NodeEpoch,
+    /// The topic.
+    pub topic_id: TopicId,
+    /// The partition.
+    pub partition: u32,
+}
+
 /// The controller's decision-making state: the replicated image is passed in; the only state
-/// kept here is the heartbeat sessions, which (as in KRaft) live on the active controller
-/// only and start afresh, with a full timeout, on a new one.
+/// kept here is the heartbeat sessions and the controlled-shutdown marks, which (as in KRaft)
+/// live on the active controller only and start afresh, with a full timeout, on a new one.
 #[derive(Debug)]
 pub struct ControllerLogic {
     config: DecisionConfig,
     /// Per node: the epoch that heartbeated and when its session expires.
     sessions: BTreeMap<NodeId, (NodeEpoch, Instant)>,
+    /// Nodes in controlled shutdown, with the epoch that asked (a later epoch is a new
+    /// incarnation, no longer shutting down).
+    controlled_shutdown: BTreeMap<NodeId, NodeEpoch>,
 }
 
 impl ControllerLogic {
@@ -259,7 +283,30 @@ impl ControllerLogic {
         Self {
             config,
             sessions: BTreeMap::new(),
+            controlled_shutdown: BTreeMap::new(),
         }
+    }
+
+    /// The nodes in controlled shutdown at their current epoch in `image`: elected nowhere,
+    /// added to no ISR.
+    pub fn nodes_in_controlled_shutdown(&self, image: &MetadataImage) -> BTreeSet<NodeId> {
+        self.controlled_shutdown
+            .iter()
+            .filter(|(node_id, epoch)| {
+                image
+                    .nodes
+                    .get(node_id)
+                    .is_some_and(|node| node.node_epoch == **epoch)
+            })
+            .map(|(node_id, _)| *node_id)
+            .collect()
+    }
+
+    /// A working copy of `image` whose elections skip the nodes in controlled shutdown.
+    pub(super) fn work(&self, image: &MetadataImage) -> Work {
+        let mut work = Work::new(image);
+        work.ineligible = self.nodes_in_controlled_shutdown(image);
+        work
     }
 
     /// The settings.
@@ -280,7 +327,9 @@ impl ControllerLogic {
         {
             return Ok((Vec::new(), existing.node_epoch));
         }
-        let mut work = Work::new(image);
+        // A new incarnation is not shutting down, whatever the last one asked.
+        self.controlled_shutdown.remove(&request.node_id);
+        let mut work = self.work(image);
         if let Some(existing) = image.nodes.get(&request.node_id) {
             // A node registered before storage ids has none to compare with: it keeps its
             // places (the upgrade path). Otherwise another id, or none, is another disk.
@@ -351,7 +400,7 @@ impl ControllerLogic {
         if !node.fenced {
             return Ok(Vec::new());
         }
-        let mut work = Work::new(image);
+        let mut work = self.work(image);
         work.push(MetadataRecord::UnfenceNode {
             node_id,
             node_epoch,
@@ -367,7 +416,7 @@ impl ControllerLogic {
         image: &MetadataImage,
         now: Instant,
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
-        let mut work = Work::new(image);
+        let mut work = self.work(image);
         for (node_id, node) in &image.nodes {
             if node.fenced {
                 continue;
@@ -390,6 +439,48 @@ impl ControllerLogic {
             work.remove_from_partitions(*node_id, &self.config)?;
         }
         Ok(work.records)
+    }
+
+    /// A node asks to stop after its leaderships moved (Kafka's controlled shutdown): it is
+    /// marked in controlled shutdown, its session is extended (the request is also its
+    /// heartbeat), and it leaves every partition as fencing makes it leave them (out of the
+    /// ISR where others remain, into the ELR where the ISR drops below
+    /// `min.insync.replicas`, a new leader from the rest; where it is the last ISR member the
+    /// partition goes leaderless). Answers the records and how many partitions it still leads
+    /// once they are applied. A fenced node is not unfenced by this. Repeating the request
+    /// changes nothing more.
+    pub fn handle_controlled_shutdown(
+        &mut self,
+        image: &MetadataImage,
+        now: Instant,
+        node_id: NodeId,
+        node_epoch: NodeEpoch,
+    ) -> Result<(Vec<MetadataRecord>, u32), ControllerError> {
+        let node = image
+            .nodes
+            .get(&node_id)
+            .ok_or(ControllerError::UnknownNode { node_id })?;
+        if node.node_epoch != node_epoch {
+            return Err(ControllerError::StaleNodeEpoch {
+                node_id,
+                current: node.node_epoch,
+                given: node_epoch,
+            });
+        }
+        self.sessions.insert(
+            node_id,
+            (
+                node_epoch,
+                deadline_after(now, self.config.node_session_timeout),
+            ),
+        );
+        if self.controlled_shutdown.insert(node_id, node_epoch) != Some(node_epoch) {
+            tracing::info!(node_id, node_epoch, "node in controlled shutdown");
+        }
+        let mut work = self.work(image);
+        work.remove_from_partitions(node_id, &self.config)?;
+        let leaderships_left = leaderships(&work.image, node_id);
+        Ok((work.records, leaderships_left))
     }
 
     /// When [`Self::poll_fencing`] next has something to do.
@@ -463,12 +554,13 @@ impl ControllerLogic {
                 "{UNCLEAN_LEADER_ELECTION_KEY}={text:?}: expected true or false"
             )));
         }
-        let partitions = place(
+        let mut partitions = place(
             &live,
             image.topics.len(),
             0..request.partitions,
             replication_factor,
         );
+        lead_elsewhere(&mut partitions, &self.nodes_in_controlled_shutdown(image));
         let mut work = Work::new(image);
         work.push(MetadataRecord::CreateTopic {
             name: request.name.clone(),
@@ -590,10 +682,12 @@ impl ControllerLogic {
             .keys()
             .position(|other| other == name)
             .unwrap_or(0);
+        let mut placed = place(&live, start, current..partitions, replication_factor);
+        lead_elsewhere(&mut placed, &self.nodes_in_controlled_shutdown(image));
         let mut work = Work::new(image);
         work.push(MetadataRecord::CreatePartitions {
             topic_id: topic.topic_id,
-            partitions: place(&live, start, current..partitions, replication_factor),
+            partitions: placed,
         })?;
         Ok(work.records)
     }
@@ -686,6 +780,11 @@ impl ControllerLogic {
             if node.fenced {
                 return Err(ineligible("fenced".to_owned()));
             }
+            // KIP-841: a node in controlled shutdown is on its way out; adding it back as it
+            // catches up would hand the leaderships it is shedding straight back.
+            if self.controlled_shutdown.get(member) == Some(&node.node_epoch) {
+                return Err(ineligible("in controlled shutdown".to_owned()));
+            }
         }
         let isr: Vec<NodeId> = request.new_isr.iter().map(|(member, _)| *member).collect();
         if isr == current.isr {
@@ -702,6 +801,81 @@ impl ControllerLogic {
             ..current.clone()
         };
         normalize_elr(&mut next, min_insync);
+        let mut work = Work::new(image);
+        work.push(MetadataRecord::AlterPartition {
+            topic_id: request.topic_id,
+            partition: request.partition,
+            state: next,
+        })?;
+        Ok(work.records)
+    }
+
+    /// A replica whose log is damaged leaves the partition's ISR and ELR, so no election picks
+    /// it for records it is about to give up (Kafka's analogue: a broker reporting a log
+    /// directory offline). Where it led, a leader is elected from the rest (ISR, ELR, then
+    /// unclean where allowed). Unlike fencing, it does not join the ELR when the ISR drops
+    /// below `min.insync.replicas`: it no longer holds the committed records. Refused for
+    /// the last ISR member (the only copy the controller knows of: it stays in the ISR,
+    /// offline, rather than leave the partition with none) and for a stale node epoch.
+    pub fn replica_damaged(
+        &self,
+        image: &MetadataImage,
+        request: &ReplicaDamagedRequest,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let name = format!("{}/{}", request.topic_id, request.partition);
+        let sender = image
+            .nodes
+            .get(&request.node_id)
+            .ok_or(ControllerError::UnknownNode {
+                node_id: request.node_id,
+            })?;
+        if sender.node_epoch != request.node_epoch {
+            return Err(ControllerError::StaleNodeEpoch {
+                node_id: request.node_id,
+                current: sender.node_epoch,
+                given: request.node_epoch,
+            });
+        }
+        let (_, topic) = image
+            .topic_by_id(request.topic_id)
+            .ok_or_else(|| ControllerError::UnknownTopicOrPartition(name.clone()))?;
+        let current = image
+            .partition(request.topic_id, request.partition)
+            .ok_or_else(|| ControllerError::UnknownTopicOrPartition(name.clone()))?;
+        if !current.replicas.contains(&request.node_id) {
+            return Err(ControllerError::IneligibleReplica {
+                node_id: request.node_id,
+                reason: format!("not a replica of {name}"),
+            });
+        }
+        if current.isr == [request.node_id] {
+            return Err(ControllerError::IneligibleReplica {
+                node_id: request.node_id,
+                reason: format!(
+                    "the only in-sync replica of {name}: no other holds its records, so it stays in the ISR"
+                ),
+            });
+        }
+        let min_insync = min_insync_replicas(topic, current, &self.config);
+        let mut next = current.clone();
+        next.isr.retain(|member| *member != request.node_id);
+        next.elr.retain(|member| *member != request.node_id);
+        if next.leader == Some(request.node_id) {
+            let shutting_down = self.nodes_in_controlled_shutdown(image);
+            let election = elect(
+                image,
+                &next,
+                topic,
+                &self.config,
+                Some(request.node_id),
+                &shutting_down,
+            );
+            install_leader(&mut next, election, min_insync);
+        }
+        if next == *current {
+            return Ok(Vec::new());
+        }
+        next.partition_epoch = next.partition_epoch.saturating_add(1);
         let mut work = Work::new(image);
         work.push(MetadataRecord::AlterPartition {
             topic_id: request.topic_id,
@@ -764,7 +938,7 @@ impl ControllerLogic {
                 "{name:?}"
             )));
         }
-        let mut work = Work::new(image);
+        let mut work = self.work(image);
         let topics = image
             .topics
             .iter()
@@ -777,6 +951,7 @@ impl ControllerLogic {
                 if state.leader == Some(preferred)
                     || !state.isr.contains(&preferred)
                     || !is_unfenced(image, preferred)
+                    || work.ineligible.contains(&preferred)
                 {
                     continue;
                 }
@@ -836,6 +1011,35 @@ fn place(
         .collect()
 }
 
+/// How many partitions `node_id` leads in `image`.
+pub fn leaderships(image: &MetadataImage, node_id: NodeId) -> u32 {
+    let led = image
+        .topics
+        .values()
+        .flat_map(|topic| &topic.partitions)
+        .filter(|state| state.leader == Some(node_id))
+        .count();
+    u32::try_from(led).unwrap_or(u32::MAX)
+}
+
+/// New partitions whose first replica is in controlled shutdown are led by their next
+/// replica instead (it would have to give the leadership up at once); the replicas, and so
+/// the preferred leader, stay as placed.
+fn lead_elsewhere(partitions: &mut [PartitionState], ineligible: &BTreeSet<NodeId>) {
+    for state in partitions {
+        if state
+            .leader
+            .is_some_and(|leader| ineligible.contains(&leader))
+            && let Some(other) = state
+                .replicas
+                .iter()
+                .find(|node| !ineligible.contains(node))
+        {
+            state.leader = Some(*other);
+        }
+    }
+}
+
 pub(super) fn is_unfenced(image: &MetadataImage, node_id: NodeId) -> bool {
     image.nodes.get(&node_id).is_some_and(|node| !node.fenced)
 }
@@ -851,6 +1055,8 @@ fn unclean_allowed(image_configs: &BTreeMap<String, String>, config: &DecisionCo
 pub(super) struct Work {
     pub(super) image: MetadataImage,
     pub(super) records: Vec<MetadataRecord>,
+    /// Nodes no election may pick (in controlled shutdown; see [`ControllerLogic::work`]).
+    pub(super) ineligible: BTreeSet<NodeId>,
 }
 
 impl Work {
@@ -858,6 +1064,7 @@ impl Work {
         Self {
             image: image.clone(),
             records: Vec::new(),
+            ineligible: BTreeSet::new(),
         }
     }
 
@@ -908,7 +1115,14 @@ impl Work {
                     }
                 }
                 if next.leader == Some(node_id) {
-                    let election = elect(&self.image, &next, topic, config, Some(node_id));
+                    let election = elect(
+                        &self.image,
+                        &next,
+                        topic,
+                        config,
+                        Some(node_id),
+                        &self.ineligible,
+                    );
                     install_leader(&mut next, election, min_insync);
                 }
                 if next == *state {
@@ -944,7 +1158,14 @@ impl Work {
                 next.isr.retain(|member| *member != node_id);
                 next.elr.retain(|member| *member != node_id);
                 if next.leader == Some(node_id) || next.leader.is_none() {
-                    let election = elect(&self.image, &next, topic, config, Some(node_id));
+                    let election = elect(
+                        &self.image,
+                        &next,
+                        topic,
+                        config,
+                        Some(node_id),
+                        &self.ineligible,
+                    );
                     install_leader(&mut next, election, min_insync);
                 }
                 if next == *state {
@@ -965,7 +1186,9 @@ impl Work {
                 if state.leader.is_some() {
                     continue;
                 }
-                let Some(election) = elect(&self.image, state, topic, config, None) else {
+                let Some(election) =
+                    elect(&self.image, state, topic, config, None, &self.ineligible)
+                else {
                     continue;
                 };
                 let mut next = state.clone();
@@ -1058,17 +1281,20 @@ pub(super) fn install_leader(
     normalize_elr(state, min_insync);
 }
 
-/// The new leader: the first unfenced ISR member in replica order (not `excluded`), else the
-/// first unfenced ELR member, or, only where unclean election is on, the first unfenced
-/// replica outside both.
+/// The new leader: the first unfenced ISR member in replica order (not `excluded`, not in
+/// `ineligible`), else the first such ELR member, or, only where unclean election is on, the
+/// first such replica outside both.
 pub(super) fn elect(
     image: &MetadataImage,
     state: &PartitionState,
     topic: &super::image::TopicImage,
     config: &DecisionConfig,
     excluded: Option<NodeId>,
+    ineligible: &BTreeSet<NodeId>,
 ) -> Option<Election> {
-    let eligible = |node: &&NodeId| Some(**node) != excluded && is_unfenced(image, **node);
+    let eligible = |node: &&NodeId| {
+        Some(**node) != excluded && !ineligible.contains(*node) && is_unfenced(image, **node)
+    };
     let from = |members: &[NodeId]| {
         state
             .replicas

@@ -8,6 +8,7 @@
 //!   `Disk`, with fdatasync before every acknowledgement and durable snapshots.
 //! - [`reassign`], [`decommission`], [`rebalance`]: partition moves (KIP-455), removing a
 //!   node, and the active controller's preferred-leader and reassignment drivers.
+//! - [`shutdown`]: controlled shutdown, the node's side (leaderships moved before it stops).
 //! - [`bootstrap`]: the marker that lets a voter's first start initialize the quorum.
 //! - [`peer_link`]: the quorum and node sessions on the node's peer RPC.
 //! - [`quorum`]: [`Controller`], openraft running over a [`ControllerTransport`]; requests to
@@ -23,6 +24,7 @@ pub mod quorum;
 pub mod reassign;
 pub mod rebalance;
 pub mod records;
+pub mod shutdown;
 pub mod state_machine;
 pub mod store;
 pub mod types;

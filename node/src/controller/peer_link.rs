@@ -9,7 +9,8 @@
 //!   bytes never panic the node.
 //! - [`NodeSession`]: the driver on every node (voter or not) that registers with the active
 //!   controller, follows `NotController { leader }` redirects and heartbeats every
-//!   `node_heartbeat_interval_ms` on the node's clock.
+//!   `node_heartbeat_interval_ms` on the node's clock; during a controlled shutdown
+//!   (`shutdown.rs`) its heartbeats ask the controller to move the node's leaderships away.
 //!
 //! Bodies are JSON (serde_json, already a dependency): the controller's messages are small
 //! and rare (Raft heartbeats every 50 ms, node heartbeats every 2 s), and JSON keeps them
@@ -33,7 +34,7 @@ use super::decisions::{ControllerError, RegisterRequest};
 use super::quorum::{Controller, ControllerRequestError, RaftMessage, TransportError};
 use super::records::{NodeEpoch, NodeId, StorageId};
 use super::{ControllerTransport, RaftReply};
-use crate::clock::{Clock, sleep};
+use crate::clock::Clock;
 use crate::cluster::peer::{
     PeerClient, PeerHandlerError, PeerHandlers, PeerRequest, PeerRequestKind,
 };
@@ -125,6 +126,24 @@ pub enum SessionRequest {
         /// The epoch registration gave.
         node_epoch: NodeEpoch,
     },
+    /// The node is stopping: move its leaderships away (also a heartbeat at `node_epoch`).
+    /// Answered `ShutdownProgress`. A new variant, so an older peer's messages still decode.
+    ControlledShutdown {
+        /// The epoch registration gave.
+        node_epoch: NodeEpoch,
+    },
+}
+
+impl SessionRequest {
+    /// The peer request kind that carries it (a controlled shutdown is a heartbeat).
+    pub fn kind(&self) -> PeerRequestKind {
+        match self {
+            Self::Register { .. } => PeerRequestKind::NodeRegistration,
+            Self::Heartbeat { .. } | Self::ControlledShutdown { .. } => {
+                PeerRequestKind::NodeHeartbeat
+            }
+        }
+    }
 }
 
 /// The controller's answer to a [`SessionRequest`].
@@ -137,6 +156,12 @@ pub enum SessionReply {
     },
     /// The heartbeat extended the session.
     HeartbeatAccepted,
+    /// A controlled shutdown was accepted (and extended the session): partitions the node
+    /// still leads in the committed image (0: it may stop).
+    ShutdownProgress {
+        /// Partitions still led.
+        leaderships_left: u32,
+    },
     /// Ask `leader` instead (unknown during an election).
     NotController {
         /// The active controller, if known.
@@ -208,6 +233,15 @@ pub async fn answer_session(
                 Err(error) => reply_of(error),
             }
         }
+        SessionRequest::ControlledShutdown { node_epoch } => {
+            match controller
+                .controlled_shutdown(clock.now(), from, node_epoch)
+                .await
+            {
+                Ok(leaderships_left) => SessionReply::ShutdownProgress { leaderships_left },
+                Err(error) => reply_of(error),
+            }
+        }
     }
 }
 
@@ -274,10 +308,7 @@ pub fn register_controller_handlers(
             let addresses = Arc::clone(&addresses);
             async move {
                 let session: SessionRequest = decode(&request)?;
-                let expected = match session {
-                    SessionRequest::Register { .. } => PeerRequestKind::NodeRegistration,
-                    SessionRequest::Heartbeat { .. } => PeerRequestKind::NodeHeartbeat,
-                };
+                let expected = session.kind();
                 if expected != request.kind {
                     return Err(PeerHandlerError(format!(
                         "a {:?} request carried a {expected:?} body",
@@ -339,10 +370,7 @@ impl NodeSession {
         let Some(client) = self.clients.get(&target) else {
             return SessionReply::NotController { leader: None };
         };
-        let kind = match request {
-            SessionRequest::Register { .. } => PeerRequestKind::NodeRegistration,
-            SessionRequest::Heartbeat { .. } => PeerRequestKind::NodeHeartbeat,
-        };
+        let kind = request.kind();
         let body = match serde_json::to_vec(request) {
             Ok(body) => body,
             Err(error) => {
@@ -388,6 +416,18 @@ impl NodeSession {
 
     /// Registers and heartbeats until dropped; publishes the node epoch on `epoch`.
     pub async fn run(self, epoch: watch::Sender<Option<NodeEpoch>>) {
+        let (_never, link) = super::shutdown::shutdown_channel();
+        self.run_with_shutdown(epoch, link).await;
+    }
+
+    /// [`Self::run`], and once `shutdown.requested` turns true, every heartbeat asks for a
+    /// controlled shutdown instead (the first at once), publishing each answer on
+    /// `shutdown.progress`.
+    pub async fn run_with_shutdown(
+        self,
+        epoch: watch::Sender<Option<NodeEpoch>>,
+        mut shutdown: super::shutdown::ShutdownLink,
+    ) {
         let mut target_index = 0usize;
         let mut target = self.voters.first().copied().unwrap_or(self.node_id);
         let mut node_epoch: Option<NodeEpoch> = None;
@@ -398,6 +438,9 @@ impl NodeSession {
                     incarnation_id: self.incarnation_id,
                     storage_id: Some(self.storage_id),
                 },
+                Some(node_epoch) if *shutdown.requested.borrow_and_update() => {
+                    SessionRequest::ControlledShutdown { node_epoch }
+                }
                 Some(node_epoch) => SessionRequest::Heartbeat { node_epoch },
             };
             match self.ask(target, &request).await {
@@ -410,6 +453,10 @@ impl NodeSession {
                     continue;
                 }
                 SessionReply::HeartbeatAccepted => redirects = 0,
+                SessionReply::ShutdownProgress { leaderships_left } => {
+                    redirects = 0;
+                    shutdown.progress.send_replace(Some(leaderships_left));
+                }
                 SessionReply::NotController {
                     leader: Some(leader),
                 } if leader != target && redirects < SESSION_REDIRECTS_MAX => {
@@ -443,7 +490,14 @@ impl NodeSession {
                     }
                 }
             }
-            sleep(&*self.clock, self.heartbeat_interval).await;
+            // A controlled shutdown asked for meanwhile goes out at once, not a heartbeat
+            // interval later.
+            let requested = async {
+                if shutdown.requested.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let _ = crate::clock::timeout(&*self.clock, self.heartbeat_interval, requested).await;
         }
     }
 }
@@ -478,9 +532,37 @@ pub struct NodeCluster {
     /// Topic admin requests to the active controller (see `admin.rs`).
     pub admin: Arc<super::admin::AdminClient>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    node_id: NodeId,
+    clock: Arc<dyn Clock>,
+    /// `cluster.controlled_shutdown_enable`.
+    controlled_shutdown_enable: bool,
+    /// `cluster.controlled_shutdown_timeout_ms`.
+    controlled_shutdown_timeout: Duration,
+    shutdown: super::shutdown::ShutdownHandle,
 }
 
 impl NodeCluster {
+    /// Before the node stops: asks the active controller to move this node's leaderships
+    /// away and waits until they have moved, at most `controlled_shutdown_timeout_ms` (see
+    /// `shutdown.rs`); `None` when `controlled_shutdown_enable` is false.
+    pub async fn controlled_shutdown(&self) -> Option<super::shutdown::ShutdownOutcome> {
+        if !self.controlled_shutdown_enable {
+            tracing::info!("controlled shutdown is disabled (cluster.controlled_shutdown_enable)");
+            return None;
+        }
+        let controller = self.controller.as_ref()?;
+        Some(
+            self.shutdown
+                .run(
+                    self.node_id,
+                    controller.subscribe(),
+                    &*self.clock,
+                    self.controlled_shutdown_timeout,
+                )
+                .await,
+        )
+    }
+
     /// Stops the session and the fencing timer, then the controller.
     pub async fn shutdown(mut self) {
         for task in &self.tasks {
@@ -512,6 +594,8 @@ pub fn controller_config(
         .collect();
     let mut config = super::ControllerConfig::new(cluster.node_id, voters);
     config.node_heartbeat_interval = cluster.node_heartbeat_interval;
+    config.raft_heartbeat = cluster.controller_heartbeat_interval;
+    config.election_timeout = cluster.controller_election_timeout;
     config.decisions = super::DecisionConfig {
         default_replication_factor: u16::try_from(cluster.default_replication_factor)
             .unwrap_or(u16::MAX),
@@ -695,16 +779,24 @@ pub async fn start_node_cluster_over<D: crate::storage::disk::Disk>(
         clients: clients.clone(),
         addresses,
         heartbeat_interval: cluster.node_heartbeat_interval,
-        clock,
+        clock: Arc::clone(&clock),
     };
     let (epoch, node_epoch) = watch::channel(None);
-    tasks.push(tokio::spawn(session.run(epoch)));
+    let (shutdown, shutdown_link) = super::shutdown::shutdown_channel();
+    tasks.push(tokio::spawn(
+        session.run_with_shutdown(epoch, shutdown_link),
+    ));
     Ok(NodeCluster {
         controller,
         node_epoch,
         clients,
         admin,
         tasks,
+        node_id: cluster.node_id,
+        clock,
+        controlled_shutdown_enable: cluster.controlled_shutdown_enable,
+        controlled_shutdown_timeout: cluster.controlled_shutdown_timeout,
+        shutdown,
     })
 }
 

@@ -42,7 +42,7 @@ use tokio::sync::{Mutex, watch};
 
 use super::decisions::{
     AlterPartitionRequest, ControllerError, ControllerLogic, CreateTopicRequest, DecisionConfig,
-    RegisterRequest,
+    RegisterRequest, ReplicaDamagedRequest,
 };
 use super::image::MetadataImage;
 use super::records::{MetadataRecord, NodeEpoch, NodeId};
@@ -404,6 +404,20 @@ impl Controller {
         .await
     }
 
+    /// A node in controlled shutdown asks to have its leaderships moved (also its
+    /// heartbeat); returns how many partitions it still leads once the change is committed.
+    pub async fn controlled_shutdown(
+        &self,
+        now: Instant,
+        node_id: NodeId,
+        node_epoch: NodeEpoch,
+    ) -> Result<u32, ControllerRequestError> {
+        self.decide(|logic, image| {
+            logic.handle_controlled_shutdown(image, now, node_id, node_epoch)
+        })
+        .await
+    }
+
     /// Fences the nodes whose sessions expired by `now` (the driver calls this on the
     /// active controller every heartbeat interval).
     pub async fn poll_fencing(&self, now: Instant) -> Result<(), ControllerRequestError> {
@@ -432,6 +446,19 @@ impl Controller {
         self.decide(|logic, image| {
             logic
                 .alter_partition(image, &request)
+                .map(|records| (records, ()))
+        })
+        .await
+    }
+
+    /// A replica reports its copy of a partition damaged: it leaves the ISR and ELR.
+    pub async fn replica_damaged(
+        &self,
+        request: ReplicaDamagedRequest,
+    ) -> Result<(), ControllerRequestError> {
+        self.decide(|logic, image| {
+            logic
+                .replica_damaged(image, &request)
                 .map(|records| (records, ()))
         })
         .await

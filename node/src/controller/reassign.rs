@@ -236,7 +236,15 @@ fn end(
         // The leader is removed (or there is none): elect from what stays. The removed
         // leader is not a candidate even though it is still unfenced.
         excluded => {
-            let election = elect(&work.image, &next, &topic, logic.config(), excluded);
+            let ineligible = logic.nodes_in_controlled_shutdown(&work.image);
+            let election = elect(
+                &work.image,
+                &next,
+                &topic,
+                logic.config(),
+                excluded,
+                &ineligible,
+            );
             install_leader(&mut next, election, min_insync);
         }
     }

@@ -362,6 +362,12 @@ impl<T> PartitionLeader<T> {
         for (node, follower) in &mut self.followers {
             if !state.isr.contains(node) {
                 follower.restarted = false;
+                if self.state.isr.contains(node) {
+                    // It left the ISR (fenced, or it reported its log damaged): what it
+                    // fetched before may be gone, so it rejoins only on a fetch after this.
+                    follower.synced_end = None;
+                    follower.previous_fetch = None;
+                }
             } else if !self.state.isr.contains(node) {
                 // Just added: its lag is measured from now on.
                 follower.last_caught_up = follower.last_caught_up.max(now);

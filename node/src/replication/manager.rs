@@ -3,7 +3,9 @@
 //! it hosts, and drives the pure state machines of this module with real logs, the node's
 //! clock and a [`ReplicaTransport`].
 //!
-//! - Leader at epoch E (the image names this node): the log's leader epoch is set to E
+//! - Leader at epoch E (the image names this node, and holds this node's registration at
+//!   its current node epoch, so it is not an image from before the node's start): the
+//!   log's leader epoch is set to E
 //!   (durably, `PartitionLog::set_leader_epoch`) *before* anything is acknowledged, then a
 //!   [`PartitionLeader`] seeded with the image's ISR and partition epoch and the log's
 //!   synced end answers replica fetches ([`ReplicaManager::handle_replica_fetch`], a long
@@ -39,9 +41,10 @@ use tokio::sync::{oneshot, watch};
 use super::fetch::{self, FetchPlan, LeaderLogView};
 use super::follower::{self, FollowerAction, FollowerConfig, FollowerLogView, PartitionFollower};
 use super::leader::{AcksAllError, IsrProposal, LeaderConfig, PartitionLeader};
+use super::repair::{self as damage_repair, RepairDecision};
 use super::{LeaderEpoch, NodeEpoch, NodeId, PartitionEpoch, PartitionState};
 use crate::clock::{self, Clock};
-use crate::controller::decisions::AlterPartitionRequest;
+use crate::controller::decisions::{AlterPartitionRequest, ReplicaDamagedRequest};
 use crate::controller::{MetadataImage, TopicId};
 use crate::storage::{Disk, PartitionLog};
 
@@ -89,8 +92,8 @@ impl ReplicationSettings {
             min_insync_replicas_default: cluster.min_insync_replicas as usize,
             replica_lag_time_max: cluster.replica_lag_time_max,
             replica_fetch_wait_max: cluster.replica_fetch_wait_max,
-            replica_fetch_response_bytes_max: REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT,
-            replica_fetch_partition_bytes_max: REPLICA_FETCH_PARTITION_BYTES_MAX_DEFAULT,
+            replica_fetch_response_bytes_max: cluster.replica_fetch_response_bytes_max,
+            replica_fetch_partition_bytes_max: cluster.replica_fetch_partition_bytes_max,
         }
     }
 
@@ -112,6 +115,21 @@ pub trait LogStore<D: Disk>: Send + Sync + 'static {
     fn partition_log(&self, topic: &str, partition: u32) -> Option<PartitionLog<D>>;
     /// Replaces the log of `topic`/`partition` by `log` (the handle `truncate_to` returned).
     fn replace_log(&self, topic: &str, partition: u32, log: PartitionLog<D>);
+    /// Why `topic`/`partition` is offline with a damaged log a repair can cut, if it is
+    /// (`broker::registry`'s `Damaged` state).
+    fn damaged(&self, topic: &str, partition: u32) -> Option<String>;
+    /// Takes the online log of `topic`/`partition` offline as damaged from `offset` on (a
+    /// batch failed its checks while being served); whether it was online.
+    fn mark_damaged<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        offset: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, bool>;
+    /// Cuts a damaged log at its last good batch and brings it back online
+    /// (`storage::repair::truncate_at_damage`); why not, if it stays offline.
+    fn repair<'a>(&'a self, topic: &'a str, partition: u32) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// The controller's answer to an ISR change.
@@ -150,6 +168,12 @@ pub trait ReplicaTransport: Send + Sync + 'static {
         &self,
         request: AlterPartitionRequest,
     ) -> BoxFuture<'_, Result<AlterPartitionReply, String>>;
+    /// Tells the active controller this node's replica of a partition is damaged (it leaves
+    /// the ISR and ELR; see `replication::repair`).
+    fn report_damaged(
+        &self,
+        request: ReplicaDamagedRequest,
+    ) -> BoxFuture<'_, Result<AlterPartitionReply, String>>;
 }
 
 /// What this node is for a partition, as produce and fetch need it.
@@ -161,6 +185,11 @@ pub enum PartitionRole {
     Leader {
         /// The leader epoch.
         leader_epoch: LeaderEpoch,
+        /// Which of this node's leaderships of the partition (a number the driver gives
+        /// each leader state it installs): an acks=all wait is bound to the leadership its
+        /// append was accepted in ([`ReplicaManager::wait_acks_all`]), so it never completes
+        /// in a later one, whose log may hold other records at those offsets.
+        leadership: u64,
     },
 }
 
@@ -187,7 +216,8 @@ enum Role {
     BecomingLeader {
         leader_epoch: LeaderEpoch,
     },
-    Leader(Box<PartitionLeader<u64>>),
+    /// Leading, in the leadership numbered by the second field.
+    Leader(Box<PartitionLeader<u64>>, u64),
     Follower(PartitionFollower),
 }
 
@@ -200,16 +230,30 @@ struct Hosted {
     /// No ISR proposal before this instant (after a refusal).
     proposal_not_before: Option<Instant>,
     proposal_backoff: Duration,
+    /// Orders the log's writers by role (Kafka's `leaderIsrUpdateLock`): a produce appends
+    /// holding it shared, after checking under it that its leadership still holds
+    /// ([`ReplicaManager::leader_append`]); a follower appends and truncates holding it
+    /// exclusively. A produce accepted just before the node stopped leading can then only
+    /// land before the follower's first write, at the end of its own epoch, where the
+    /// diverging-epoch answer finds and cuts it; never after the new leader's batches,
+    /// where it would sit at an offset the leader holds another record at, unseen.
+    append_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 struct ManagerState {
     image: Arc<MetadataImage>,
+    /// The last leadership number given ([`PartitionRole::Leader::leadership`]).
+    leadership_last: u64,
     node_epoch: Option<NodeEpoch>,
     partitions: BTreeMap<PartitionKey, Hosted>,
     waiters: HashMap<u64, oneshot::Sender<Result<(), AcksAllError>>>,
     next_token: u64,
     /// Leader nodes with a running fetcher task.
     fetchers: BTreeMap<NodeId, tokio::task::JoinHandle<()>>,
+    /// Damaged replicas with a report to the controller or a repair in flight.
+    repairing: std::collections::BTreeSet<PartitionKey>,
+    /// Why each damaged replica waits, as last logged (logged again when it changes).
+    repair_waits: BTreeMap<PartitionKey, String>,
 }
 
 /// The replication driver of one node. See the module documentation.
@@ -248,11 +292,14 @@ impl<D: Disk> ReplicaManager<D> {
             transport,
             state: Mutex::new(ManagerState {
                 image: Arc::new(MetadataImage::default()),
+                leadership_last: 0,
                 node_epoch: None,
                 partitions: BTreeMap::new(),
                 waiters: HashMap::new(),
                 next_token: 0,
                 fetchers: BTreeMap::new(),
+                repairing: std::collections::BTreeSet::new(),
+                repair_waits: BTreeMap::new(),
             }),
             changed: watch::channel(0).0,
             tick_needed: tokio::sync::Notify::new(),
@@ -339,6 +386,7 @@ impl<D: Disk> ReplicaManager<D> {
         let now = self.clock.now();
         let local = self.settings.node_id;
         let mut becoming = Vec::new();
+        let mut damaged = Vec::new();
         {
             let mut guard = self.lock();
             let state = &mut *guard;
@@ -365,7 +413,7 @@ impl<D: Disk> ReplicaManager<D> {
                 .collect();
             for key in gone {
                 if let Some(mut hosted) = state.partitions.remove(&key)
-                    && let Role::Leader(leader) = &mut hosted.role
+                    && let Role::Leader(leader, _) = &mut hosted.role
                 {
                     leader.handle_partition_state(
                         PartitionState {
@@ -383,7 +431,7 @@ impl<D: Disk> ReplicaManager<D> {
                 // Not registered: nothing is led or fetched until the controller gives this
                 // incarnation its epoch.
                 for hosted in state.partitions.values_mut() {
-                    if let Role::Leader(leader) = &mut hosted.role {
+                    if let Role::Leader(leader, _) = &mut hosted.role {
                         leader.handle_partition_state(deposed_state(&hosted.state), now);
                         release(leader, &mut state.waiters);
                     }
@@ -393,8 +441,34 @@ impl<D: Disk> ReplicaManager<D> {
                 self.bump();
                 return;
             };
+            // An image that does not yet hold this incarnation's registration is older than
+            // the registration, so older than this node's start: its leaders are what the
+            // controller decided before the restart (a restarted leader would "lead" at its
+            // old epoch and acknowledge what the real leader then truncates). The node leads
+            // only from an image that holds its registration at its node epoch: that image
+            // holds every change the controller made before (or at) the registration, the
+            // fencing of the old incarnation included.
+            let image_current = image_holds_registration(&image, local, node_epoch);
+            if !image_current {
+                tracing::debug!(
+                    node_epoch,
+                    image_index = image.last_applied_index,
+                    "the image does not hold this node's registration yet: leading nothing"
+                );
+            }
             for (key, (topic_id, image_state)) in placed {
                 let Some(log) = self.logs.partition_log(&key.0, key.1) else {
+                    if self.logs.damaged(&key.0, key.1).is_some() {
+                        // Its log is closed: whatever role it had ends here, and nothing
+                        // pending is acknowledged.
+                        if let Some(mut old) = state.partitions.remove(&key)
+                            && let Role::Leader(leader, _) = &mut old.role
+                        {
+                            leader.handle_partition_state(deposed_state(&old.state), now);
+                            release(leader, &mut state.waiters);
+                        }
+                        damaged.push((key.clone(), topic_id, image_state.clone()));
+                    }
                     continue;
                 };
                 // A topic deleted and created again under the same name is another
@@ -405,7 +479,7 @@ impl<D: Disk> ReplicaManager<D> {
                     .is_some_and(|hosted| hosted.topic_id != topic_id);
                 if recreated
                     && let Some(mut old) = state.partitions.remove(&key)
-                    && let Role::Leader(leader) = &mut old.role
+                    && let Role::Leader(leader, _) = &mut old.role
                 {
                     leader.handle_partition_state(deposed_state(&old.state), now);
                     release(leader, &mut state.waiters);
@@ -433,6 +507,7 @@ impl<D: Disk> ReplicaManager<D> {
                             state: new_state.clone(),
                             role: Role::Follower(follower),
                             high_watermark: watch::channel(log.high_watermark().min(0)).0,
+                            append_gate: Arc::default(),
                             proposal_not_before: None,
                             proposal_backoff: REPLICA_BACKOFF_INITIAL,
                         })
@@ -440,11 +515,11 @@ impl<D: Disk> ReplicaManager<D> {
                     std::collections::btree_map::Entry::Occupied(occupied) => occupied.into_mut(),
                 };
                 hosted.topic_id = topic_id;
-                let leads = new_state.leader == Some(local);
+                let leads = new_state.leader == Some(local) && image_current;
                 let same_epoch = hosted.state.leader_epoch == new_state.leader_epoch;
                 match &mut hosted.role {
                     // A leader whose epoch and node epoch still hold takes the new ISR.
-                    Role::Leader(leader) if leads && same_epoch && !epoch_changed => {
+                    Role::Leader(leader, _) if leads && same_epoch && !epoch_changed => {
                         leader.handle_partition_state(new_state.clone(), now);
                         release(leader, &mut state.waiters);
                         hosted.high_watermark.send_replace(leader.high_watermark());
@@ -452,7 +527,7 @@ impl<D: Disk> ReplicaManager<D> {
                     Role::BecomingLeader { leader_epoch }
                         if leads && *leader_epoch == new_state.leader_epoch && !epoch_changed => {}
                     role => {
-                        if let Role::Leader(leader) = role {
+                        if let Role::Leader(leader, _) = role {
                             // Deposed: nothing pending is acknowledged from here on.
                             leader.handle_partition_state(deposed_state(&new_state), now);
                             release(leader, &mut state.waiters);
@@ -517,13 +592,98 @@ impl<D: Disk> ReplicaManager<D> {
                 now,
             );
             hosted.high_watermark.send_replace(leader.high_watermark());
-            hosted.role = Role::Leader(Box::new(leader));
+            state.leadership_last += 1;
+            hosted.role = Role::Leader(Box::new(leader), state.leadership_last);
             hosted.proposal_not_before = None;
             hosted.proposal_backoff = REPLICA_BACKOFF_INITIAL;
             tracing::info!(topic = %key.0, partition = key.1, leader_epoch = leader_state.leader_epoch, "leading");
         }
+        if let Some(node_epoch) = node_epoch {
+            self.handle_damaged(&image, node_epoch, damaged);
+        }
         self.ensure_fetchers();
         self.bump();
+    }
+
+    /// Damaged replicas placed here (issue 13 item 4): each is repaired, reported to the
+    /// controller, or left offline, by [`damage_repair::decide`]; one report or repair per
+    /// partition at a time, each waking the driver to look again when it ends.
+    fn handle_damaged(
+        self: &Arc<Self>,
+        image: &MetadataImage,
+        node_epoch: NodeEpoch,
+        damaged: Vec<(PartitionKey, TopicId, crate::controller::PartitionState)>,
+    ) {
+        let local = self.settings.node_id;
+        let mut state = self.lock();
+        state
+            .repair_waits
+            .retain(|key, _| damaged.iter().any(|(damaged, _, _)| damaged == key));
+        for (key, topic_id, partition_state) in damaged {
+            if state.repairing.contains(&key) {
+                continue;
+            }
+            match damage_repair::decide(local, Some(node_epoch), image, &partition_state) {
+                RepairDecision::Wait(reason) => {
+                    if state.repair_waits.get(&key) != Some(&reason) {
+                        tracing::error!(topic = %key.0, partition = key.1, %reason, "damaged replica stays offline");
+                        state.repair_waits.insert(key, reason);
+                    }
+                }
+                RepairDecision::Report => {
+                    state.repair_waits.remove(&key);
+                    state.repairing.insert(key.clone());
+                    let request = ReplicaDamagedRequest {
+                        node_id: local,
+                        node_epoch,
+                        topic_id,
+                        partition: key.1,
+                    };
+                    let manager = Arc::clone(self);
+                    tokio::spawn(async move { manager.report_damaged(key, request).await });
+                }
+                RepairDecision::Repair { leader } => {
+                    state.repair_waits.remove(&key);
+                    state.repairing.insert(key.clone());
+                    let manager = Arc::clone(self);
+                    tokio::spawn(async move { manager.repair_replica(key, leader).await });
+                }
+            }
+        }
+    }
+
+    /// Asks the controller to drop this damaged replica from the ISR and ELR; the image
+    /// that does so brings the repair.
+    async fn report_damaged(self: Arc<Self>, key: PartitionKey, request: ReplicaDamagedRequest) {
+        tracing::warn!(topic = %key.0, partition = key.1, "damaged replica asks the controller to drop it from the ISR and ELR before it cuts its log");
+        let pause = match self.transport.report_damaged(request).await {
+            // The image saying so may already be here, or still on its way: look again
+            // shortly either way.
+            Ok(AlterPartitionReply::Applied { .. }) => REPLICA_BACKOFF_INITIAL,
+            Ok(refusal) => {
+                tracing::info!(topic = %key.0, partition = key.1, ?refusal, "damage report refused; retried after a back-off");
+                REPLICA_BACKOFF_MAX
+            }
+            Err(error) => {
+                tracing::info!(topic = %key.0, partition = key.1, %error, "damage report not delivered; retried after a back-off");
+                REPLICA_BACKOFF_MAX
+            }
+        };
+        clock::sleep(&*self.clock, pause).await;
+        self.lock().repairing.remove(&key);
+        self.reapply.notify_one();
+    }
+
+    /// Cuts a damaged replica's log at its last good batch; the next look at the image
+    /// makes it a follower of `leader`, which refetches the rest.
+    async fn repair_replica(self: Arc<Self>, key: PartitionKey, leader: NodeId) {
+        tracing::warn!(topic = %key.0, partition = key.1, leader, "repairing a damaged replica: its log is cut at the last good batch, then the rest is fetched from the leader");
+        if let Err(error) = self.logs.repair(&key.0, key.1).await {
+            tracing::error!(topic = %key.0, partition = key.1, %error, "damaged replica not repaired; retried after a back-off while it stays repairable");
+            clock::sleep(&*self.clock, REPLICA_BACKOFF_MAX).await;
+        }
+        self.lock().repairing.remove(&key);
+        self.reapply.notify_one();
     }
 
     /// Starts a fetcher task for every leader some follower here fetches from.
@@ -558,7 +718,7 @@ impl<D: Disk> ReplicaManager<D> {
             let state = &mut *guard;
             let node_epoch = state.node_epoch;
             for (key, hosted) in &mut state.partitions {
-                let Role::Leader(leader) = &mut hosted.role else {
+                let Role::Leader(leader, _) = &mut hosted.role else {
                     continue;
                 };
                 if let Some(log) = self.logs.partition_log(&key.0, key.1) {
@@ -646,7 +806,7 @@ impl<D: Disk> ReplicaManager<D> {
         let Some(hosted) = state.partitions.get_mut(&key) else {
             return;
         };
-        let Role::Leader(leader) = &mut hosted.role else {
+        let Role::Leader(leader, _) = &mut hosted.role else {
             return;
         };
         match reply {
@@ -694,9 +854,10 @@ impl<D: Disk> ReplicaManager<D> {
         let Some(hosted) = state.partitions.get_mut(&(topic.to_owned(), partition)) else {
             return Ok(PartitionRole::Unreplicated);
         };
-        let Role::Leader(leader) = &mut hosted.role else {
+        let Role::Leader(leader, leadership) = &mut hosted.role else {
             return Err(ReplicaRoleError::NotLeaderOrFollower);
         };
+        let leadership = *leadership;
         if acks_all {
             match leader.check_acks_all() {
                 Ok(()) => {}
@@ -710,16 +871,63 @@ impl<D: Disk> ReplicaManager<D> {
         }
         Ok(PartitionRole::Leader {
             leader_epoch: leader.leader_epoch(),
+            leadership,
         })
+    }
+
+    /// Lets a produce of `leadership` (from [`Self::role`]) append to the log: the returned
+    /// guard holds off follower writes to it until dropped (drop it once the append is
+    /// done). Refused with `NotLeaderOrFollower` if the leadership ended since the role
+    /// check.
+    pub async fn leader_append(
+        &self,
+        topic: &str,
+        partition: u32,
+        leadership: u64,
+    ) -> Result<tokio::sync::OwnedRwLockReadGuard<()>, ReplicaRoleError> {
+        let key = (topic.to_owned(), partition);
+        let gate = {
+            let state = self.lock();
+            let hosted = state
+                .partitions
+                .get(&key)
+                .ok_or(ReplicaRoleError::NotLeaderOrFollower)?;
+            Arc::clone(&hosted.append_gate)
+        };
+        let guard = Arc::clone(&gate).read_owned().await;
+        let state = self.lock();
+        match state.partitions.get(&key) {
+            Some(Hosted {
+                role: Role::Leader(leader, current),
+                append_gate,
+                ..
+            }) if *current == leadership
+                && !leader.is_deposed()
+                && Arc::ptr_eq(append_gate, &gate) =>
+            {
+                Ok(guard)
+            }
+            _ => Err(ReplicaRoleError::NotLeaderOrFollower),
+        }
     }
 
     /// Waits until the high watermark of `topic`/`partition` reaches `end_offset` (an
     /// acks=all produce whose last offset is `end_offset - 1`, appended and synced here), or
     /// fails: the ISR fell below the minimum, this node stopped leading, or `deadline`.
+    ///
+    /// The wait belongs to `leadership`, the one [`Self::role`] named when the produce was
+    /// accepted (Kafka's delayed produce is likewise answered `NotLeaderOrFollower` when its
+    /// partition's leadership changes). If this node stopped leading since, even to lead
+    /// again in a later leadership or epoch, it fails with `NotLeaderOrFollower` (retriable:
+    /// the SDK resends the same sequence to the leader, whose producer state, rebuilt from the
+    /// batches, deduplicates it if it holds it): in between, the log may have been truncated
+    /// as a follower's, so `end_offset` may now hold other records, and a later leadership's
+    /// high watermark passing it says nothing about this append.
     pub async fn wait_acks_all(
         &self,
         topic: &str,
         partition: u32,
+        leadership: u64,
         end_offset: i64,
         deadline: Instant,
     ) -> Result<(), AcksAllError> {
@@ -730,9 +938,12 @@ impl<D: Disk> ReplicaManager<D> {
             let Some(hosted) = state.partitions.get_mut(&key) else {
                 return Err(AcksAllError::NotLeaderOrFollower);
             };
-            let Role::Leader(leader) = &mut hosted.role else {
+            let Role::Leader(leader, current) = &mut hosted.role else {
                 return Err(AcksAllError::NotLeaderOrFollower);
             };
+            if *current != leadership || leader.is_deposed() {
+                return Err(AcksAllError::NotLeaderOrFollower);
+            }
             if let Some(log) = self.logs.partition_log(topic, partition) {
                 leader.handle_local_synced(log.high_watermark());
             }
@@ -765,7 +976,7 @@ impl<D: Disk> ReplicaManager<D> {
         let Some(hosted) = state.partitions.get_mut(&(topic.to_owned(), partition)) else {
             return Ok(None);
         };
-        let Role::Leader(leader) = &mut hosted.role else {
+        let Role::Leader(leader, _) = &mut hosted.role else {
             return Err(ReplicaRoleError::NotLeaderOrFollower);
         };
         if leader.is_deposed() {
@@ -785,7 +996,7 @@ impl<D: Disk> ReplicaManager<D> {
     pub fn leader_isr(&self, topic: &str, partition: u32) -> Option<Vec<NodeId>> {
         let state = self.lock();
         match &state.partitions.get(&(topic.to_owned(), partition))?.role {
-            Role::Leader(leader) => Some(leader.isr().to_vec()),
+            Role::Leader(leader, _) => Some(leader.isr().to_vec()),
             _ => None,
         }
     }
@@ -906,7 +1117,7 @@ impl<D: Disk> ReplicaManager<D> {
                 return (refuse(ReplicaFetchError::UnknownLeaderEpoch), None);
             }
             let (partition_state, high_watermark) = match &mut hosted.role {
-                Role::Leader(leader) if !leader.is_deposed() => {
+                Role::Leader(leader, _) if !leader.is_deposed() => {
                     leader.handle_local_synced(log.high_watermark());
                     (hosted.state.clone(), leader.high_watermark())
                 }
@@ -951,6 +1162,33 @@ impl<D: Disk> ReplicaManager<D> {
                     Ok(read) => {
                         if let Some(damage) = &read.damage {
                             tracing::error!(topic = %wanted.topic, partition = wanted.partition, offset = damage.offset, reason = %damage.reason, "damaged batch not served to a follower");
+                            // This node stops leading from bad bytes when another ISR
+                            // member holds the records: the log goes offline as damaged,
+                            // and the driver reports it so the controller elects that
+                            // member (the verified prefix read above is still good to
+                            // serve). The only in-sync copy stays online for its intact
+                            // ranges, as on a single node.
+                            let local = self.settings.node_id;
+                            let others_in_sync = self
+                                .lock()
+                                .partitions
+                                .get(&(wanted.topic.clone(), wanted.partition))
+                                .is_some_and(|hosted| {
+                                    hosted.state.isr.iter().any(|member| *member != local)
+                                });
+                            if others_in_sync
+                                && self
+                                    .logs
+                                    .mark_damaged(
+                                        &wanted.topic,
+                                        wanted.partition,
+                                        damage.offset,
+                                        &damage.reason,
+                                    )
+                                    .await
+                            {
+                                self.reapply.notify_one();
+                            }
                         }
                         if read.damage.is_some() && read.bytes.is_empty() {
                             plan = FetchPlan::Refuse(ReplicaFetchError::StorageError);
@@ -972,7 +1210,7 @@ impl<D: Disk> ReplicaManager<D> {
             if let Some(hosted) = state
                 .partitions
                 .get_mut(&(wanted.topic.clone(), wanted.partition))
-                && let Role::Leader(leader) = &mut hosted.role
+                && let Role::Leader(leader, _) = &mut hosted.role
             {
                 let now = self.clock.now();
                 if let Err(error) = leader.handle_fetch(now, from, node_epoch, wanted.fetch_offset)
@@ -1006,6 +1244,7 @@ impl<D: Disk> ReplicaManager<D> {
         loop {
             changed.borrow_and_update();
             let now = self.clock.now();
+            let mut damaged = Vec::new();
             let (node_epoch, mut wanted, wake) = {
                 let mut guard = self.lock();
                 let state = &mut *guard;
@@ -1024,6 +1263,12 @@ impl<D: Disk> ReplicaManager<D> {
                     let Some(log) = self.logs.partition_log(&key.0, key.1) else {
                         continue;
                     };
+                    if let Some(damage) = log.damage() {
+                        // The verifier found a bad batch in this replica: it is repaired
+                        // like one found at start (reported, cut, refetched).
+                        damaged.push((key.clone(), damage));
+                        continue;
+                    }
                     let epochs = log.leader_epochs();
                     let view = FollowerLogView {
                         log_start_offset: log.log_start_offset(),
@@ -1045,6 +1290,15 @@ impl<D: Disk> ReplicaManager<D> {
                 }
                 (node_epoch, wanted, wake)
             };
+            for (key, damage) in damaged {
+                if self
+                    .logs
+                    .mark_damaged(&key.0, key.1, damage.first_offset, &damage.reason)
+                    .await
+                {
+                    self.reapply.notify_one();
+                }
+            }
             let Some(node_epoch) = node_epoch else {
                 let _ = changed.changed().await;
                 continue;
@@ -1126,16 +1380,18 @@ impl<D: Disk> ReplicaManager<D> {
         let Some(log) = self.logs.partition_log(&key.0, key.1) else {
             return;
         };
-        let action = {
+        let (action, gate) = {
             let mut state = self.lock();
             let Some(Hosted {
                 role: Role::Follower(follower),
                 high_watermark,
+                append_gate,
                 ..
             }) = state.partitions.get_mut(key)
             else {
                 return;
             };
+            let gate = Arc::clone(append_gate);
             let epochs = log.leader_epochs();
             let view = FollowerLogView {
                 log_start_offset: log.log_start_offset(),
@@ -1144,7 +1400,12 @@ impl<D: Disk> ReplicaManager<D> {
             };
             let action = follower.handle_answer(now, fetch_epoch, answer, &view);
             high_watermark.send_replace(follower.high_watermark(&view));
-            action
+            (action, gate)
+        };
+        // Produce appends accepted while this node led finish first (see `append_gate`).
+        let _writing = match action {
+            FollowerAction::None => None,
+            _ => Some(gate.write_owned().await),
         };
         let failed = match action {
             FollowerAction::None => false,
@@ -1207,6 +1468,15 @@ fn replication_state(state: &crate::controller::PartitionState) -> PartitionStat
         leader_epoch: state.leader_epoch,
         partition_epoch: state.partition_epoch,
     }
+}
+
+/// Whether `image` holds the registration of `node` at `node_epoch`: only such an image may
+/// make the node a leader (see `ReplicaManager::apply`).
+fn image_holds_registration(image: &MetadataImage, node: NodeId, node_epoch: NodeEpoch) -> bool {
+    image
+        .nodes
+        .get(&node)
+        .is_some_and(|registration| registration.node_epoch == node_epoch)
 }
 
 /// A state that deposes any leader: no leader, a newer epoch.

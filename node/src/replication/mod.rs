@@ -23,6 +23,7 @@ pub mod follower;
 pub mod leader;
 pub mod manager;
 pub mod peer_link;
+pub mod repair;
 
 #[cfg(test)]
 mod simulation;

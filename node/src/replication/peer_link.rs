@@ -2,7 +2,8 @@
 //! - [`PeerReplicaTransport`]: the [`ReplicaTransport`] of a `[cluster]` node: replica
 //!   fetches as `PeerRequestKind::ReplicaFetch` (the replica wire codec) to the leader's
 //!   node, ISR changes as `PeerRequestKind::AlterPartition` (JSON, like the controller's
-//!   other node requests) to the active controller, following `NotController` redirects;
+//!   other node requests) to the active controller, following `NotController` redirects,
+//!   and damage reports of a replica as `PeerRequestKind::ReplicaDamaged` the same way;
 //! - [`register_replication_handlers`]: the accepting side of both. The follower or leader
 //!   a request speaks for is the sender's certificate's node id, never one its body claims.
 //!   A body that does not decode is answered `HandlerFailed` with the reason.
@@ -22,7 +23,7 @@ use super::{LeaderEpoch, NodeEpoch, NodeId, PartitionEpoch};
 use crate::cluster::peer::{
     PeerClient, PeerHandlerError, PeerHandlers, PeerRequest, PeerRequestKind,
 };
-use crate::controller::decisions::AlterPartitionRequest;
+use crate::controller::decisions::{AlterPartitionRequest, ReplicaDamagedRequest};
 use crate::controller::{Controller, ControllerRequestError, TopicId};
 use crate::storage::Disk;
 
@@ -45,6 +46,23 @@ pub struct AlterPartitionBody {
     pub partition_epoch: PartitionEpoch,
     /// The new ISR with each member's node epoch.
     pub new_isr: Vec<(NodeId, NodeEpoch)>,
+}
+
+/// A damaged replica's report on the wire; the replica is the sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaDamagedBody {
+    /// The sender's node epoch.
+    pub node_epoch: NodeEpoch,
+    /// The topic.
+    pub topic_id: TopicId,
+    /// The partition.
+    pub partition: u32,
+}
+
+/// What is asked of the active controller.
+enum ControllerAsk {
+    AlterPartition(AlterPartitionRequest),
+    ReplicaDamaged(ReplicaDamagedRequest),
 }
 
 /// Replica fetches and ISR changes over the peer RPC.
@@ -77,28 +95,48 @@ impl PeerReplicaTransport {
     async fn ask_controller(
         &self,
         target: NodeId,
-        request: &AlterPartitionRequest,
+        request: &ControllerAsk,
     ) -> Result<AlterPartitionReply, String> {
         if target == self.node_id
             && let Some(controller) = &self.controller
         {
-            return Ok(answer_alter_partition(controller, request.clone()).await);
+            return Ok(match request {
+                ControllerAsk::AlterPartition(request) => {
+                    answer_alter_partition(controller, request.clone()).await
+                }
+                ControllerAsk::ReplicaDamaged(request) => {
+                    answer_replica_damaged(controller, request.clone()).await
+                }
+            });
         }
         let client = self
             .clients
             .get(&target)
             .ok_or_else(|| format!("node {target} is not a peer"))?;
-        let body = AlterPartitionBody {
-            node_epoch: request.node_epoch,
-            topic_id: request.topic_id,
-            partition: request.partition,
-            leader_epoch: request.leader_epoch,
-            partition_epoch: request.partition_epoch,
-            new_isr: request.new_isr.clone(),
+        let (kind, body) = match request {
+            ControllerAsk::AlterPartition(request) => (
+                PeerRequestKind::AlterPartition,
+                serde_json::to_vec(&AlterPartitionBody {
+                    node_epoch: request.node_epoch,
+                    topic_id: request.topic_id,
+                    partition: request.partition,
+                    leader_epoch: request.leader_epoch,
+                    partition_epoch: request.partition_epoch,
+                    new_isr: request.new_isr.clone(),
+                }),
+            ),
+            ControllerAsk::ReplicaDamaged(request) => (
+                PeerRequestKind::ReplicaDamaged,
+                serde_json::to_vec(&ReplicaDamagedBody {
+                    node_epoch: request.node_epoch,
+                    topic_id: request.topic_id,
+                    partition: request.partition,
+                }),
+            ),
         };
-        let body = serde_json::to_vec(&body).map_err(|error| error.to_string())?;
+        let body = body.map_err(|error| error.to_string())?;
         let answer = client
-            .request(PeerRequestKind::AlterPartition, &body)
+            .request(kind, &body)
             .await
             .map_err(|error| error.to_string())?;
         serde_json::from_slice(&answer)
@@ -132,7 +170,21 @@ impl ReplicaTransport for PeerReplicaTransport {
         &self,
         request: AlterPartitionRequest,
     ) -> BoxFuture<'_, Result<AlterPartitionReply, String>> {
-        Box::pin(async move {
+        Box::pin(self.to_controller(ControllerAsk::AlterPartition(request)))
+    }
+
+    fn report_damaged(
+        &self,
+        request: ReplicaDamagedRequest,
+    ) -> BoxFuture<'_, Result<AlterPartitionReply, String>> {
+        Box::pin(self.to_controller(ControllerAsk::ReplicaDamaged(request)))
+    }
+}
+
+impl PeerReplicaTransport {
+    /// Asks the active controller, following `NotController` redirects.
+    async fn to_controller(&self, request: ControllerAsk) -> Result<AlterPartitionReply, String> {
+        {
             let mut target = self
                 .controller
                 .as_ref()
@@ -152,7 +204,7 @@ impl ReplicaTransport for PeerReplicaTransport {
                 }
             }
             Ok(reply)
-        })
+        }
     }
 }
 
@@ -176,6 +228,33 @@ pub async fn answer_alter_partition(
                 },
             }
         }
+        Err(ControllerRequestError::NotController { leader }) => {
+            AlterPartitionReply::NotController { leader }
+        }
+        Err(error) => AlterPartitionReply::Refused {
+            code: error.code().to_owned(),
+            message: error.to_string(),
+        },
+    }
+}
+
+/// Answers a damaged replica's report on the local controller.
+pub async fn answer_replica_damaged(
+    controller: &Controller,
+    request: ReplicaDamagedRequest,
+) -> AlterPartitionReply {
+    let topic_id = request.topic_id;
+    let partition = request.partition;
+    match controller.replica_damaged(request).await {
+        Ok(()) => match controller.image().partition(topic_id, partition) {
+            Some(state) => AlterPartitionReply::Applied {
+                partition_epoch: state.partition_epoch,
+            },
+            None => AlterPartitionReply::Refused {
+                code: "UNKNOWN_TOPIC_OR_PARTITION".to_owned(),
+                message: format!("partition {topic_id}/{partition} is gone"),
+            },
+        },
         Err(ControllerRequestError::NotController { leader }) => {
             AlterPartitionReply::NotController { leader }
         }
@@ -213,6 +292,7 @@ pub fn register_replication_handlers<D: Disk>(
         },
     )?;
     if let Some(controller) = controller {
+        let damage_controller = Arc::clone(&controller);
         handlers.register(
             PeerRequestKind::AlterPartition,
             move |request: PeerRequest| {
@@ -235,6 +315,36 @@ pub fn register_replication_handlers<D: Disk>(
                             leader_epoch: body.leader_epoch,
                             partition_epoch: body.partition_epoch,
                             new_isr: body.new_isr,
+                        },
+                    )
+                    .await;
+                    serde_json::to_vec(&reply)
+                        .map(Bytes::from)
+                        .map_err(|error| PeerHandlerError(format!("encode answer: {error}")))
+                }
+            },
+        )?;
+        handlers.register(
+            PeerRequestKind::ReplicaDamaged,
+            move |request: PeerRequest| {
+                let controller = Arc::clone(&damage_controller);
+                async move {
+                    let body: ReplicaDamagedBody =
+                        serde_json::from_slice(&request.body).map_err(|error| {
+                            PeerHandlerError(format!(
+                                "invalid ReplicaDamaged body from node {}: {error}",
+                                request.from
+                            ))
+                        })?;
+                    // The replica reported on is the sender's certificate's, never one a
+                    // body could name.
+                    let reply = answer_replica_damaged(
+                        &controller,
+                        ReplicaDamagedRequest {
+                            node_id: request.from,
+                            node_epoch: body.node_epoch,
+                            topic_id: body.topic_id,
+                            partition: body.partition,
                         },
                     )
                     .await;

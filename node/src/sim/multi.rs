@@ -374,7 +374,6 @@ impl Node {
                 .await
                 .map_err(|error| format!("broker open: {error}"))?;
             // From here on, what `main.rs` does (`crate::assembly`), over simulated links.
-            assembly::assign_producer_id_share(&broker, cluster);
             let broker = Arc::new(broker);
             assembly::start_broker_drivers(&broker, false).await;
             // Drawn from the seed (a node's first start on a disk keeps it).
@@ -1466,20 +1465,20 @@ mod tests {
         assert!(failures.is_empty(), "failing seeds: {failures:?}");
     }
 
-    /// Pinned finding (docs/TESTING.md, "The multi-node simulator"): node 3 of 3, the
-    /// leader of partition 1, is isolated, then comes back on a wiped disk. While its
-    /// controller replays the metadata log from the others, its replication driver follows
-    /// the replayed (stale) image, leads partition 1 at leader epoch 1 on its empty log
-    /// (stamping epoch 1 at offset 0), then follows the real leader (epoch 2) and its log
-    /// refuses every batch (`its leader epoch 0 is below the log's latest 1`): it never
-    /// rejoins the ISR. Seed 180: the same start (node 1 leads partition 0 at the stale
-    /// epoch 0 on its empty log and appends a record nobody acknowledged), then a power
-    /// loss: back as a follower it fetches from its high watermark (0) while its log takes
-    /// batches only at its end (1), and refuses every one. Ignored until fixed
-    /// (replication/manager.rs, replication/follower.rs, storage/log/writer.rs).
+    /// The finding of seeds 13 and 180 (docs/TESTING.md, "The multi-node simulator"),
+    /// fixed by h5/fence's rule that a node leads only from an image holding its own
+    /// registration. Seed 13: node 3 of 3, the leader of partition 1, is isolated, then
+    /// comes back on a wiped disk. While its controller replayed the metadata log from the
+    /// others, its replication driver followed the replayed (stale) image, led partition 1
+    /// at leader epoch 1 on its empty log (stamping epoch 1 at offset 0), then followed the
+    /// real leader (epoch 2) and its log refused every batch (`its leader epoch 0 is below
+    /// the log's latest 1`): it never rejoined the ISR. Seed 180: the same start (node 1
+    /// led partition 0 at the stale epoch 0 on its empty log and appended a record nobody
+    /// acknowledged), then a power loss: back as a follower it fetched from its high
+    /// watermark (0) while its log takes batches only at its end (1), and refused every
+    /// one.
     #[test]
-    #[ignore = "finding: a wiped node leads on a stale image while its controller catches up, then cannot follow (seeds 13, 180)"]
-    fn bug_wiped_node_leads_on_stale_image_then_cannot_follow() {
+    fn wiped_node_does_not_lead_on_a_stale_image_and_rejoins_the_isr() {
         let options = MultiOptions {
             power_loss: true,
             ..MultiOptions::default()

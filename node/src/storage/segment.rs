@@ -29,7 +29,13 @@ pub enum PartitionFile {
     LeaderEpochCheckpoint,
     /// `*.tmp`: an unfinished write of ours, safe to delete.
     Temporary,
+    /// `*.damaged`: bytes a replica's repair cut from its log, kept for forensics
+    /// ([`DAMAGED_FILE_SUFFIX`], `storage::repair::truncate_at_damage`); never read.
+    Damaged,
 }
+
+/// Suffix of the files a replica's repair keeps the cut bytes in; the operator removes them.
+pub const DAMAGED_FILE_SUFFIX: &str = ".damaged";
 
 /// Name of the checkpoint file in a partition directory.
 pub const CHECKPOINT_FILE_NAME: &str = "checkpoint";
@@ -44,6 +50,9 @@ pub fn parse_file_name(name: &str) -> Option<PartitionFile> {
     }
     if name.ends_with(".tmp") {
         return Some(PartitionFile::Temporary);
+    }
+    if name.ends_with(DAMAGED_FILE_SUFFIX) {
+        return Some(PartitionFile::Damaged);
     }
     let (stem, extension) = name.split_once('.')?;
     if stem.len() != 20 || !stem.bytes().all(|byte| byte.is_ascii_digit()) {
@@ -240,6 +249,10 @@ mod tests {
             Some(PartitionFile::Checkpoint)
         );
         assert_eq!(parse_file_name("x.tmp"), Some(PartitionFile::Temporary));
+        assert_eq!(
+            parse_file_name("00000000000000000000.log.128.damaged"),
+            Some(PartitionFile::Damaged)
+        );
         assert_eq!(
             parse_file_name("leader-epoch-checkpoint"),
             Some(PartitionFile::LeaderEpochCheckpoint)

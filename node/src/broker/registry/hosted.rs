@@ -25,7 +25,7 @@ use super::{
     MetadataError, Partition, PartitionState, RegistryEvent, StoredTopic, Topic, TopicConfig,
     TopicRegistry, read, remove_tree, write,
 };
-use crate::storage::{Disk, PartitionKey};
+use crate::storage::{Disk, PartitionKey, PartitionLog};
 
 /// A topic as the controller's image places it on this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -250,7 +250,12 @@ impl<D: Disk> TopicRegistry<D> {
         let mut opened = BTreeMap::new();
         for number in &added {
             let mut partition = self
-                .open_partitions_hosted(name, *number..number.saturating_add(1), None, &config)
+                .open_partitions_hosted(
+                    name,
+                    *number..number.saturating_add(1),
+                    Some(&wanted.hosted),
+                    &config,
+                )
                 .await;
             if let Some(partition) = partition.pop() {
                 opened.insert(*number, partition);
@@ -357,6 +362,194 @@ impl<D: Disk> TopicRegistry<D> {
                 source,
             })?;
         Ok(true)
+    }
+}
+
+/// Why [`TopicRegistry::repair_damaged`] did not bring a partition back.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairPartitionError {
+    /// No such partition.
+    #[error(transparent)]
+    Lookup(#[from] super::LookupError),
+    /// The partition is not offline for damage a repair can cut.
+    #[error("partition {0} is not offline for a damaged log")]
+    NotDamaged(PartitionKey),
+    /// Another repair or reopen of it is running.
+    #[error("partition {0} is being repaired or reopened")]
+    Busy(PartitionKey),
+    /// Nothing can be cut on a read-only data directory.
+    #[error("partition {0}: the data directory is read-only")]
+    ReadOnly(PartitionKey),
+    /// The cut failed; the partition stays offline (retried while repairable).
+    #[error("partition {key}: cutting the log at its damage failed: {source}")]
+    Cut {
+        /// The partition.
+        key: PartitionKey,
+        /// Why.
+        source: crate::storage::repair::RepairError,
+    },
+    /// The log does not open after the cut.
+    #[error("partition {key}: the log still does not open after the cut: {source}")]
+    Reopen {
+        /// The partition.
+        key: PartitionKey,
+        /// Why.
+        source: crate::storage::OpenError,
+    },
+}
+
+impl<D: Disk> TopicRegistry<D> {
+    /// Why `topic`/`partition` is offline for a damaged log that
+    /// [`Self::repair_damaged`] can cut; `None` if it is not.
+    pub fn damaged_partition(&self, topic: &str, partition: u32) -> Option<String> {
+        let partition = self.partition(topic, partition).ok()?;
+        match &*read(&partition.state) {
+            PartitionState::Damaged { reason, .. } => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    /// Takes an online partition offline as `Damaged`: a verified read found the batch at
+    /// `offset` bad while serving it (issue 13 item 4). Its log is closed, so nothing more
+    /// is served or appended from it; the replication driver then reports it to the
+    /// controller and repairs it from the leader ([`Self::repair_damaged`]). Only in a
+    /// `[cluster]` (the driver calls it); returns whether the partition was online.
+    pub async fn mark_damaged(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        reason: &str,
+    ) -> bool {
+        let Ok(entry) = self.partition(topic, partition) else {
+            return false;
+        };
+        let log = {
+            let mut state = write(&entry.state);
+            let PartitionState::Online(log) = &*state else {
+                return false;
+            };
+            let log = log.clone();
+            *state = PartitionState::Damaged {
+                reason: format!(
+                    "damaged batch at offset {offset} found while serving it: {reason}"
+                ),
+                hint: crate::storage::repair::DamageHint::FromOffset(offset),
+            };
+            log
+        };
+        tracing::error!(partition = %entry.key, offset, %reason, "partition taken offline: a batch failed its checks while being served; repaired from another replica if one holds it (docs/OPERATIONS.md, \"A damaged replica\")");
+        if let Err(error) = log.close().await {
+            tracing::warn!(partition = %entry.key, %error, "closing the damaged log failed");
+        }
+        true
+    }
+
+    /// Cuts a damaged partition's log at its last batch that verifies
+    /// (`storage::repair::truncate_at_damage`: the cut bytes are kept in `.damaged` files,
+    /// the leader-epoch checkpoint follows) and opens it again: online, ending where its
+    /// good records end, for the replication driver to refetch the rest from the leader.
+    /// Only the driver calls it, once the controller no longer counts this replica as
+    /// holding the records (see `replication::manager`). Damage met again at the reopen
+    /// (further back than the first report) leaves it `Damaged` at the new place; damage no
+    /// cut can remove (a checkpoint, a segment header) leaves it plainly offline.
+    pub async fn repair_damaged(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<crate::storage::repair::DamageRepairReport, RepairPartitionError> {
+        let entry = self.partition(topic, partition)?;
+        let key = entry.key.clone();
+        if self.read_only {
+            return Err(RepairPartitionError::ReadOnly(key));
+        }
+        let hint = match &*read(&entry.state) {
+            PartitionState::Damaged { hint, .. } => hint.clone(),
+            _ => return Err(RepairPartitionError::NotDamaged(key)),
+        };
+        if entry
+            .reopening
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(RepairPartitionError::Busy(key));
+        }
+        let outcome = self.cut_and_reopen(&entry, &hint).await;
+        entry
+            .reopening
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        outcome
+    }
+
+    async fn cut_and_reopen(
+        &self,
+        entry: &Partition<D>,
+        hint: &crate::storage::repair::DamageHint,
+    ) -> Result<crate::storage::repair::DamageRepairReport, RepairPartitionError> {
+        let key = entry.key.clone();
+        let log_config = self.topic(&key.topic).map_or_else(
+            || self.config.log.clone(),
+            |topic| read(&topic.config).log_config(&self.config.log),
+        );
+        let directory = self.logs_dir.join(key.directory_name());
+        let report = match crate::storage::repair::truncate_at_damage(
+            &self.disk,
+            &directory,
+            Some(hint),
+            &log_config,
+        )
+        .await
+        {
+            Ok(report) => report,
+            Err(source) => {
+                if matches!(source, crate::storage::repair::RepairError::NoDamage(_)) {
+                    let reason = format!(
+                        "{}; no damaged batch to cut: {source}",
+                        self.damaged_partition(&key.topic, key.partition)
+                            .unwrap_or_default()
+                    );
+                    *write(&entry.state) = PartitionState::Offline(reason);
+                }
+                return Err(RepairPartitionError::Cut { key, source });
+            }
+        };
+        tracing::warn!(
+            partition = %key,
+            segment = %report.segment.display(),
+            position = report.damage_position,
+            reason = %report.reason,
+            new_end_offset = report.new_end_offset,
+            kept_aside = ?report.kept_aside,
+            "damaged replica cut at its last good batch; the rest is fetched from the leader"
+        );
+        match PartitionLog::open(
+            self.disk.clone(),
+            &directory,
+            log_config,
+            Arc::clone(&self.clock),
+        )
+        .await
+        {
+            Ok(log) => {
+                *write(&entry.state) = PartitionState::Online(log);
+                Ok(report)
+            }
+            Err(source) => {
+                tracing::error!(partition = %key, error = %source, "partition still offline after its damage was cut");
+                *write(&entry.state) = match &source {
+                    crate::storage::OpenError::Corrupt { path, position, .. } => {
+                        PartitionState::Damaged {
+                            reason: source.to_string(),
+                            hint: crate::storage::repair::DamageHint::At {
+                                segment: path.clone(),
+                                position: *position,
+                            },
+                        }
+                    }
+                    other => PartitionState::Offline(other.to_string()),
+                };
+                Err(RepairPartitionError::Reopen { key, source })
+            }
+        }
     }
 }
 

@@ -27,11 +27,12 @@ use super::topic_config::{
 use super::{DeclaredTopic, plugins, read, write};
 
 mod hosted;
+pub mod producer_blocks;
 mod stored;
 use crate::clock::Clock;
 use crate::storage::disk::descriptors::DescriptorBudgetError;
 use crate::storage::{Disk, DiskError, LogConfig, PartitionKey, PartitionLog};
-pub use hosted::{HostTopicError, HostedTopic};
+pub use hosted::{HostTopicError, HostedTopic, RepairPartitionError};
 pub use stored::{
     ModuleReference, RemoveModuleError, RemoveTransformError, SetTransformStoppedError,
     StoreModuleError, StoreTransformError,
@@ -123,6 +124,14 @@ pub struct RegistryConfig {
 enum PartitionState<D: Disk> {
     Online(PartitionLog<D>),
     Offline(String),
+    /// In a `[cluster]`: offline because its log is damaged (`OpenError::Corrupt` at
+    /// `segment`/`position`). Served like `Offline`; the replication driver may cut it at
+    /// its last good batch and refetch the rest from the leader
+    /// ([`TopicRegistry::repair_damaged`]).
+    Damaged {
+        reason: String,
+        hint: crate::storage::repair::DamageHint,
+    },
     /// In a `[cluster]`: another node is this partition's replica; nothing of it is here.
     NotHosted,
 }
@@ -181,9 +190,11 @@ impl<D: Disk> Partition<D> {
     pub fn online_log(&self) -> Result<PartitionLog<D>, LookupError> {
         match &*read(&self.state) {
             PartitionState::Online(log) => Ok(log.clone()),
-            PartitionState::Offline(reason) => Err(LookupError::Offline {
-                reason: reason.clone(),
-            }),
+            PartitionState::Offline(reason) | PartitionState::Damaged { reason, .. } => {
+                Err(LookupError::Offline {
+                    reason: reason.clone(),
+                })
+            }
             PartitionState::NotHosted => Err(LookupError::NotHosted {
                 topic: self.key.topic.clone(),
                 partition: self.key.partition,
@@ -482,6 +493,9 @@ pub enum ProducerIdError {
     /// The hold marker could not be removed.
     #[error("could not end the producer id hold: {0}")]
     Disk(#[from] DiskError),
+    /// In a cluster: the controller gave no block of ids (retriable).
+    #[error(transparent)]
+    Controller(#[from] producer_blocks::BlockError),
 }
 
 /// Why the registry could not open the data directory.
@@ -534,6 +548,8 @@ pub struct TopicRegistry<D: Disk> {
     /// Each topic's definition beside `metadata.json`, written under the `admin` lock.
     topic_files: TopicFiles<D>,
     producer_ids: Mutex<ProducerIds>,
+    /// In a cluster: ids from the controller's blocks ([`Self::allocate_cluster_producer_id`]).
+    cluster_producer_ids: Arc<producer_blocks::ProducerIdBlocks>,
     /// In a cluster, `(slot, slots)`: this node hands out only ids of the blocks of
     /// `PRODUCER_ID_BLOCK` whose index is `slot` modulo `slots`, so two nodes never hand
     /// out the same producer id (each keeps its own durable counter).
@@ -744,6 +760,7 @@ impl<D: Disk> TopicRegistry<D> {
             }),
             producer_ids_held: AtomicBool::new(producer_ids_held),
             producer_id_slot: std::sync::OnceLock::new(),
+            cluster_producer_ids: Arc::default(),
             read_only,
             events: RegistryEvents::default(),
         };
@@ -913,6 +930,17 @@ impl<D: Disk> TopicRegistry<D> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// In a cluster: hands out the next producer id from the blocks the active controller
+    /// gives this node through `source` (recorded in the metadata log before they are used:
+    /// unique across nodes and restarts; see `producer_blocks`). The local reservation and
+    /// its hold play no part: they guard the single-node counter.
+    pub async fn allocate_cluster_producer_id(
+        &self,
+        source: Arc<dyn producer_blocks::ProducerIdBlockSource>,
+    ) -> Result<i64, ProducerIdError> {
+        Ok(self.cluster_producer_ids.allocate(source).await?)
+    }
+
     /// Hands out the next producer id, reserving (durably) a new block when the current one
     /// is used up.
     pub async fn allocate_producer_id(&self) -> Result<i64, ProducerIdError> {
@@ -996,6 +1024,26 @@ impl<D: Disk> TopicRegistry<D> {
                 .await
                 {
                     Ok(log) => PartitionState::Online(log),
+                    // A replica placed by the controller: its leader may hold the records.
+                    Err(crate::storage::OpenError::Corrupt {
+                        path,
+                        position,
+                        reason,
+                    }) if hosted.is_some() => {
+                        let error = crate::storage::OpenError::Corrupt {
+                            path: path.clone(),
+                            position,
+                            reason,
+                        };
+                        tracing::error!(partition = %key, %error, "partition offline: its log is damaged; repaired from the leader if another replica leads it (docs/OPERATIONS.md, \"A damaged replica\")");
+                        PartitionState::Damaged {
+                            reason: error.to_string(),
+                            hint: crate::storage::repair::DamageHint::At {
+                                segment: path,
+                                position,
+                            },
+                        }
+                    }
                     Err(error) => {
                         tracing::error!(partition = %key, %error, "partition offline");
                         PartitionState::Offline(error.to_string())
@@ -1020,7 +1068,9 @@ impl<D: Disk> TopicRegistry<D> {
         let mut offline = Vec::new();
         for (name, topic) in topics.iter() {
             for partition in read(&topic.partitions).iter() {
-                if let PartitionState::Offline(reason) = &*read(&partition.state) {
+                if let PartitionState::Offline(reason) | PartitionState::Damaged { reason, .. } =
+                    &*read(&partition.state)
+                {
                     offline.push((name.clone(), partition.key.partition, reason.clone()));
                 }
             }

@@ -46,9 +46,9 @@ fn a_cluster_section_parses_with_its_defaults() {
     assert!(!cluster.unclean_leader_election_enable);
     assert_eq!(cluster.replica_lag_time_max, Duration::from_secs(30));
     assert_eq!(cluster.replica_fetch_wait_max, Duration::from_millis(500));
-    assert_eq!(cluster.node_heartbeat_interval, Duration::from_secs(2));
-    assert_eq!(cluster.node_session_timeout, Duration::from_secs(9));
-    assert_eq!(cluster.peer_request_timeout, Duration::from_secs(5));
+    assert_eq!(cluster.node_heartbeat_interval, Duration::from_millis(250));
+    assert_eq!(cluster.node_session_timeout, Duration::from_millis(1_500));
+    assert_eq!(cluster.peer_request_timeout, Duration::from_millis(1_000));
     assert_eq!(cluster.peer_frame_bytes_max, PEER_FRAME_BYTES_MAX_DEFAULT);
     assert!(cluster.warnings().is_empty());
 }
@@ -144,15 +144,28 @@ fn each_bad_cluster_section_is_refused_with_one_clear_line() {
     let error = refused(&cluster_toml("peer_request_timeout_ms = 10000"));
     assert!(
         error.contains(
-            "cluster.peer_request_timeout_ms (10000) must be below cluster.node_session_timeout_ms (9000)"
+            "cluster.peer_request_timeout_ms (10000) must be below cluster.node_session_timeout_ms (1500)"
         ),
         "{error}"
     );
+    // The default peer request timeout against a shorter session.
+    let error = refused(&cluster_toml("node_session_timeout_ms = 800"));
+    assert!(
+        error.contains("cluster.peer_request_timeout_ms (1000) must be below cluster.node_session_timeout_ms (800)"),
+        "{error}"
+    );
+    // The default fetch wait against a shorter peer request timeout.
+    let error = refused(&cluster_toml("peer_request_timeout_ms = 400"));
+    assert!(
+        error.contains("cluster.replica_fetch_wait_max_ms (500) must be below cluster.peer_request_timeout_ms (400)"),
+        "{error}"
+    );
+    // The default heartbeat against a session no longer than it.
     let error = refused(&cluster_toml(
-        "node_session_timeout_ms = 4000\nnode_heartbeat_interval_ms = 1000",
+        "node_session_timeout_ms = 250\npeer_request_timeout_ms = 200\nreplica_fetch_wait_max_ms = 100",
     ));
     assert!(
-        error.contains("cluster.peer_request_timeout_ms (5000) must be below cluster.node_session_timeout_ms (4000)"),
+        error.contains("cluster.node_heartbeat_interval_ms (250) must be below cluster.node_session_timeout_ms (250)"),
         "{error}"
     );
     NodeConfig::from_toml(
@@ -162,7 +175,7 @@ fn each_bad_cluster_section_is_refused_with_one_clear_line() {
     .unwrap();
 
     let error = refused(&cluster_toml(
-        "replica_fetch_wait_max_ms = 2000\npeer_request_timeout_ms = 2000",
+        "replica_fetch_wait_max_ms = 2000\npeer_request_timeout_ms = 2000\nnode_session_timeout_ms = 3000",
     ));
     assert!(
         error.contains(
@@ -170,9 +183,9 @@ fn each_bad_cluster_section_is_refused_with_one_clear_line() {
         ),
         "{error}"
     );
-    let error = refused(&cluster_toml("node_heartbeat_interval_ms = 9000"));
+    let error = refused(&cluster_toml("node_heartbeat_interval_ms = 1500"));
     assert!(
-        error.contains("cluster.node_heartbeat_interval_ms (9000) must be below"),
+        error.contains("cluster.node_heartbeat_interval_ms (1500) must be below"),
         "{error}"
     );
     let error = refused(&cluster_toml(

@@ -43,11 +43,13 @@ pub enum PeerRequestKind {
     ControllerAdmin = 7,
     /// A partition leader asks the active controller to change the partition's ISR.
     AlterPartition = 8,
+    /// A replica tells the active controller its copy of a partition is damaged.
+    ReplicaDamaged = 9,
 }
 
 impl PeerRequestKind {
     /// Every kind, in wire order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::RaftVote,
         Self::RaftAppendEntries,
         Self::RaftInstallSnapshot,
@@ -56,6 +58,7 @@ impl PeerRequestKind {
         Self::ReplicaFetch,
         Self::ControllerAdmin,
         Self::AlterPartition,
+        Self::ReplicaDamaged,
     ];
 
     /// The kind with wire number `number`.

@@ -291,10 +291,58 @@ async fn the_controller_checks_requests_itself() {
     ];
     let before = controller.image();
     for (request, expected) in cases {
-        match answer_admin(&controller, &request, LIMITS).await {
+        match answer_admin(&controller, 2, &request, LIMITS).await {
             AdminReply::Refused { refusal, .. } => assert_eq!(refusal, expected, "{request:?}"),
             other => panic!("{request:?} answered {other:?}"),
         }
     }
     assert_eq!(controller.image().topics, before.topics);
+}
+
+// Goal (KIP-730): producer id blocks come from the metadata log, one after the other, for
+// the node that asks (the certificate's id, never a body's), recorded before the answer;
+// an unregistered node, an empty block and an oversized one are refused with nothing
+// recorded. Method: one voter; asked locally (node 1) and as a peer would be (node 2, 99).
+#[tokio::test(start_paused = true)]
+async fn producer_id_blocks_are_recorded_for_the_asking_node_and_never_overlap() {
+    let controller = single_voter(SimDisk::new(1), Path::new("/data"), 3).await;
+    let admin = client(Arc::clone(&controller), vec![1]);
+    let first = admin.allocate_producer_ids(1_000).await.unwrap();
+    assert_eq!(first, crate::controller::image::PRODUCER_ID_FIRST);
+    assert_eq!(controller.image().producer_id_next, first + 1_000);
+    let from_peer = answer_admin(
+        &controller,
+        2,
+        &AdminRequest::AllocateProducerIds { count: 500 },
+        LIMITS,
+    )
+    .await;
+    assert_eq!(
+        from_peer,
+        AdminReply::ProducerIds {
+            first_producer_id: first + 1_000
+        }
+    );
+    let next = admin.allocate_producer_ids(10).await.unwrap();
+    assert_eq!(next, first + 1_500);
+    let before = controller.image().producer_id_next;
+    assert_eq!(before, first + 1_510);
+    for (from, count, expected) in [
+        (99, 10, AdminRefusal::Internal),
+        (2, 0, AdminRefusal::InvalidRequest),
+        (
+            2,
+            PRODUCER_ID_BLOCK_COUNT_MAX + 1,
+            AdminRefusal::InvalidRequest,
+        ),
+    ] {
+        let request = AdminRequest::AllocateProducerIds { count };
+        match answer_admin(&controller, from, &request, LIMITS).await {
+            AdminReply::Refused { refusal, message } => {
+                assert_eq!(refusal, expected, "{message}");
+            }
+            other => panic!("node {from}, {count} ids: answered {other:?}"),
+        }
+    }
+    assert_eq!(controller.image().producer_id_next, before);
 }

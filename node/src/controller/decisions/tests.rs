@@ -609,3 +609,78 @@ fn producer_id_blocks_never_overlap_and_need_a_current_node_epoch() {
         Err(ControllerError::StaleNodeEpoch { .. })
     ));
 }
+
+/// Goal: a replica reporting its copy damaged (issue 13 item 4) leaves the ISR and the ELR
+/// and never joins the ELR (it no longer holds the committed records); where it led, another
+/// ISR member leads; the last ISR member's report is refused (it stays, offline, the only
+/// copy); a stale node epoch is refused; a repeat changes nothing.
+#[test]
+fn a_damaged_replica_leaves_the_isr_and_the_elr_and_is_not_elected() {
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 1, 3);
+    let state = cluster.state(topic, 0);
+    let leader = state.leader.unwrap();
+    let report = |cluster: &Cluster, node_id: NodeId| ReplicaDamagedRequest {
+        node_id,
+        node_epoch: cluster.image.nodes[&node_id].node_epoch,
+        topic_id: topic,
+        partition: 0,
+    };
+    // The leader reports: another ISR member leads, in a new leader epoch; with 2 of 3 left
+    // (= min.insync) nobody is in the ELR, the damaged node least of all.
+    let records = cluster
+        .logic
+        .replica_damaged(&cluster.image, &report(&cluster, leader))
+        .unwrap();
+    cluster.commit(&records);
+    let after = cluster.state(topic, 0);
+    assert!(
+        !after.isr.contains(&leader) && !after.elr.contains(&leader),
+        "{after:?}"
+    );
+    let new_leader = after.leader.unwrap();
+    assert_ne!(new_leader, leader);
+    assert_eq!(after.leader_epoch, state.leader_epoch + 1);
+    assert_eq!(after.partition_epoch, state.partition_epoch + 1);
+    // A repeat changes nothing; a stale epoch is refused.
+    assert!(
+        cluster
+            .logic
+            .replica_damaged(&cluster.image, &report(&cluster, leader))
+            .unwrap()
+            .is_empty()
+    );
+    let mut stale = report(&cluster, leader);
+    stale.node_epoch -= 1;
+    assert!(matches!(
+        cluster.logic.replica_damaged(&cluster.image, &stale),
+        Err(ControllerError::StaleNodeEpoch { .. })
+    ));
+    // A follower fenced out of an ISR below min.insync sits in the ELR; its damage report
+    // takes it out of the ELR too, so it cannot be elected from there.
+    let follower = after
+        .isr
+        .iter()
+        .copied()
+        .find(|id| *id != new_leader)
+        .unwrap();
+    cluster.pass(SESSION, &[new_leader, leader]);
+    let fenced = cluster.state(topic, 0);
+    assert_eq!(fenced.elr, vec![follower], "{fenced:?}");
+    cluster.start(follower, 70);
+    let records = cluster
+        .logic
+        .replica_damaged(&cluster.image, &report(&cluster, follower))
+        .unwrap();
+    cluster.commit(&records);
+    let out = cluster.state(topic, 0);
+    assert!(out.elr.is_empty() && out.isr == vec![new_leader], "{out:?}");
+    // The last ISR member's report is refused: the only copy stays where it is.
+    assert!(matches!(
+        cluster.logic.replica_damaged(&cluster.image, &report(&cluster, new_leader)),
+        Err(ControllerError::IneligibleReplica { reason, .. }) if reason.contains("only in-sync")
+    ));
+    assert_eq!(cluster.state(topic, 0), out);
+}
+
+mod controlled_shutdown;

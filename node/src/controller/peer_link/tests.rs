@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::clock::sleep;
+
 use super::*;
 use crate::broker::{Broker, BrokerConfig};
 use crate::clock::{Clock, SystemClock};
@@ -342,6 +344,11 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
             .unwrap(),
             "carried a NodeRegistration body",
         ),
+        (
+            PeerRequestKind::NodeRegistration,
+            serde_json::to_vec(&SessionRequest::ControlledShutdown { node_epoch: 1 }).unwrap(),
+            "carried a NodeHeartbeat body",
+        ),
     ] {
         let error = raw.request(kind, &body).await.unwrap_err();
         assert!(
@@ -423,6 +430,17 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
     })
     .await;
     drop(learner);
+    // Node 4 stops with a controlled shutdown: its session asks the new controller over
+    // QUIC (`ControlledShutdown` in place of a heartbeat); it leads nothing, so the first
+    // `ShutdownProgress { leaderships_left: 0 }` ends the wait.
+    let outcome = running[3].as_ref().unwrap().controlled_shutdown().await;
+    assert!(
+        matches!(
+            outcome,
+            Some(crate::controller::shutdown::ShutdownOutcome::Moved { leaderships: 0, .. })
+        ),
+        "{outcome:?}"
+    );
     for node in running.into_iter().flatten() {
         node.shutdown().await;
     }

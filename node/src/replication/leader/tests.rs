@@ -439,3 +439,27 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_member_the_controller_removes_is_proposed_back_only_after_a_new_fetch() {
+    // Goal (issue 13 item 4): a caught-up member the controller takes out of the ISR on its
+    // own (it reported its log damaged, or it was fenced) is not proposed back from the
+    // position it fetched before: its log may since have been cut. Before, the leader put
+    // a damaged replica back at once, and its report and the leader's expansion alternated.
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1, 2, 3], 2, now);
+    leader.handle_local_synced(10);
+    leader.handle_fetch(now, 2, 7, 10).unwrap();
+    leader.handle_fetch(now, 3, 8, 10).unwrap();
+    leader.handle_partition_state(state(&[1, 2], 11), now);
+    assert_eq!(leader.poll_isr_proposal(now), None);
+    // After the repair it fetches from where its log now ends, then catches up.
+    leader.handle_fetch(now, 3, 8, 4).unwrap();
+    assert_eq!(leader.poll_isr_proposal(now), None);
+    leader.handle_fetch(now, 3, 8, 10).unwrap();
+    let expansion = leader.poll_isr_proposal(now).unwrap();
+    assert_eq!(
+        expansion.isr.iter().map(|m| m.node).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+}

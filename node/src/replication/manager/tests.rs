@@ -20,6 +20,7 @@ use super::*;
 use crate::clock::SimClock;
 use crate::controller::{ControllerLogic, DecisionConfig, NodeRegistration, TopicImage};
 use crate::sim::SimDisk;
+use crate::storage::repair::DamageHint;
 use crate::storage::{AppendDurability, LogConfig};
 
 const TOPIC: &str = "orders";
@@ -28,9 +29,58 @@ const LAG_MAX: Duration = Duration::from_secs(2);
 
 type Manager = Arc<ReplicaManager<SimDisk>>;
 
-#[derive(Default)]
+/// The partition logs of one node, as the registry holds them: online, or offline as
+/// damaged (a failed open, or a batch that failed its checks while served), repaired with
+/// the storage's own `truncate_at_damage`.
 struct MapLogs {
     logs: Mutex<BTreeMap<(String, u32), PartitionLog<SimDisk>>>,
+    damaged: Mutex<BTreeMap<(String, u32), (String, DamageHint)>>,
+    node: NodeId,
+    disk: SimDisk,
+    clock: Arc<dyn Clock>,
+}
+
+impl MapLogs {
+    fn new(node: NodeId, disk: SimDisk, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            logs: Mutex::new(BTreeMap::new()),
+            damaged: Mutex::new(BTreeMap::new()),
+            node,
+            disk,
+            clock,
+        }
+    }
+
+    /// Opens `topic`/`partition` from `directory` as a restart would: online, or damaged
+    /// with the open's report.
+    async fn open(&self, topic: &str, partition: u32, directory: &std::path::Path) {
+        let key = (topic.to_owned(), partition);
+        match PartitionLog::open(
+            self.disk.clone(),
+            directory,
+            log_config(),
+            Arc::clone(&self.clock),
+        )
+        .await
+        {
+            Ok(log) => {
+                self.logs.lock().unwrap().insert(key, log);
+            }
+            Err(error) => {
+                let crate::storage::OpenError::Corrupt { path, position, .. } = &error else {
+                    panic!("open failed: {error}");
+                };
+                let hint = DamageHint::At {
+                    segment: path.clone(),
+                    position: *position,
+                };
+                self.damaged
+                    .lock()
+                    .unwrap()
+                    .insert(key, (error.to_string(), hint));
+            }
+        }
+    }
 }
 
 impl LogStore<SimDisk> for MapLogs {
@@ -48,6 +98,56 @@ impl LogStore<SimDisk> for MapLogs {
             .unwrap()
             .insert((topic.to_owned(), partition), log);
     }
+
+    fn damaged(&self, topic: &str, partition: u32) -> Option<String> {
+        self.damaged
+            .lock()
+            .unwrap()
+            .get(&(topic.to_owned(), partition))
+            .map(|(reason, _)| reason.clone())
+    }
+
+    fn mark_damaged<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: u32,
+        offset: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let key = (topic.to_owned(), partition);
+            let Some(log) = self.logs.lock().unwrap().remove(&key) else {
+                return false;
+            };
+            self.damaged
+                .lock()
+                .unwrap()
+                .insert(key, (reason.to_owned(), DamageHint::FromOffset(offset)));
+            log.close().await.unwrap();
+            true
+        })
+    }
+
+    fn repair<'a>(&'a self, topic: &'a str, partition: u32) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let key = (topic.to_owned(), partition);
+            let Some((_, hint)) = self.damaged.lock().unwrap().get(&key).cloned() else {
+                return Err("not damaged".to_owned());
+            };
+            let directory = PathBuf::from(format!("/node-{}/{topic}-{partition}", self.node));
+            crate::storage::repair::truncate_at_damage(
+                &self.disk,
+                &directory,
+                Some(&hint),
+                &log_config(),
+            )
+            .await
+            .map_err(|error| error.to_string())?;
+            self.damaged.lock().unwrap().remove(&key);
+            self.open(topic, partition, &directory).await;
+            Ok(())
+        })
+    }
 }
 
 /// The test controller: the real ISR decision applied to the image every node watches.
@@ -62,6 +162,41 @@ impl TestController {
         let mut guard = self.image.lock().unwrap();
         change(&mut guard.0);
         self.publish.send_replace(Arc::new(guard.0.clone()));
+    }
+
+    /// Runs one decision of the real controller logic on the image and publishes it.
+    fn decide(
+        &self,
+        decision: impl FnOnce(
+            &ControllerLogic,
+            &MetadataImage,
+        ) -> Result<
+            Vec<crate::controller::MetadataRecord>,
+            crate::controller::ControllerError,
+        >,
+        topic_id: TopicId,
+        partition: u32,
+    ) -> Result<AlterPartitionReply, String> {
+        let mut guard = self.image.lock().unwrap();
+        let (image, index) = &mut *guard;
+        match decision(&self.logic, image) {
+            Ok(records) => {
+                for record in &records {
+                    *index += 1;
+                    image.apply(*index, record).unwrap();
+                }
+                self.publish.send_replace(Arc::new(image.clone()));
+                let partition_epoch = image
+                    .partition(topic_id, partition)
+                    .unwrap()
+                    .partition_epoch;
+                Ok(AlterPartitionReply::Applied { partition_epoch })
+            }
+            Err(error) => Ok(AlterPartitionReply::Refused {
+                code: error.code().to_owned(),
+                message: error.to_string(),
+            }),
+        }
     }
 
     fn partition(&self) -> crate::controller::PartitionState {
@@ -114,6 +249,24 @@ impl ReplicaTransport for MemoryTransport {
         })
     }
 
+    fn report_damaged(
+        &self,
+        request: ReplicaDamagedRequest,
+    ) -> BoxFuture<'_, Result<AlterPartitionReply, String>> {
+        Box::pin(async move {
+            if self.is_stopped(request.node_id) {
+                return Err("the controller is unreachable".to_owned());
+            }
+            let topic_id = request.topic_id;
+            let partition = request.partition;
+            self.controller.decide(
+                |logic, image| logic.replica_damaged(image, &request),
+                topic_id,
+                partition,
+            )
+        })
+    }
+
     fn alter_partition(
         &self,
         request: AlterPartitionRequest,
@@ -150,7 +303,8 @@ struct Cluster {
     logs: BTreeMap<NodeId, Arc<MapLogs>>,
     transport: Arc<MemoryTransport>,
     controller: Arc<TestController>,
-    _epochs: Vec<watch::Sender<Option<NodeEpoch>>>,
+    epochs: BTreeMap<NodeId, watch::Sender<Option<NodeEpoch>>>,
+    disks: BTreeMap<NodeId, SimDisk>,
 }
 
 fn settings(node_id: NodeId) -> ReplicationSettings {
@@ -237,7 +391,8 @@ impl Cluster {
         let clock: Arc<dyn Clock> = Arc::new(SimClock::new(1_700_000_000_000));
         let mut managers = BTreeMap::new();
         let mut all_logs = BTreeMap::new();
-        let mut epochs = Vec::new();
+        let mut epochs = BTreeMap::new();
+        let mut disks = BTreeMap::new();
         for node in NODES {
             let disk = SimDisk::new(u64::from(node));
             let log = PartitionLog::open(
@@ -248,18 +403,19 @@ impl Cluster {
             )
             .await
             .unwrap();
-            let logs = Arc::new(MapLogs::default());
+            let logs = Arc::new(MapLogs::new(node, disk.clone(), Arc::clone(&clock)));
             logs.replace_log(TOPIC, 0, log);
             let manager = ReplicaManager::new(
                 settings(node),
                 Arc::clone(&clock),
-                disk,
+                disk.clone(),
                 Arc::clone(&logs) as Arc<dyn LogStore<SimDisk>>,
                 Arc::clone(&transport) as Arc<dyn ReplicaTransport>,
             );
             let (epoch, epoch_watch) = watch::channel(Some(u64::from(node) + 100));
             tokio::spawn(Arc::clone(&manager).run(controller.publish.subscribe(), epoch_watch));
-            epochs.push(epoch);
+            epochs.insert(node, epoch);
+            disks.insert(node, disk.clone());
             managers.insert(node, manager);
             all_logs.insert(node, logs);
         }
@@ -269,12 +425,56 @@ impl Cluster {
             logs: all_logs,
             transport,
             controller,
-            _epochs: epochs,
+            epochs,
+            disks,
         }
     }
 
     fn log(&self, node: NodeId) -> PartitionLog<SimDisk> {
         self.logs[&node].partition_log(TOPIC, 0).unwrap()
+    }
+
+    /// Node `node` restarts with `damage` done to its disk while it was down: its log is
+    /// closed, damaged, and opened again as a restart opens it (online, or offline as
+    /// damaged), and the node registers a new incarnation with the real controller decision
+    /// (which takes it out of the ISR where others remain, KIP-903) and heartbeats.
+    async fn restart_with(&self, node: NodeId, damage: impl FnOnce(&SimDisk)) {
+        self.stop(node);
+        let key = (TOPIC.to_owned(), 0);
+        let log = self.logs[&node].logs.lock().unwrap().remove(&key).unwrap();
+        log.close().await.unwrap();
+        damage(&self.disks[&node]);
+        let directory = PathBuf::from(format!("/node-{node}/{TOPIC}-0"));
+        self.logs[&node].open(TOPIC, 0, &directory).await;
+        let now = SimClock::new(0).now();
+        let mut logic = ControllerLogic::new(DecisionConfig::default());
+        let request = crate::controller::decisions::RegisterRequest {
+            node_id: node,
+            address: format!("127.0.0.1:{}", 9100 + node),
+            incarnation_id: 1_000 + u64::from(node),
+            storage_id: None,
+        };
+        let epoch = {
+            let mut guard = self.controller.image.lock().unwrap();
+            let (image, index) = &mut *guard;
+            image.node_epoch_high = image.node_epoch_high.max(200);
+            let (mut records, epoch) = logic.handle_register(image, now, &request).unwrap();
+            let mut apply = |image: &mut MetadataImage, records: &[_]| {
+                for record in records {
+                    *index += 1;
+                    image.apply(*index, record).unwrap();
+                }
+            };
+            apply(image, &records);
+            records = logic.handle_heartbeat(image, now, node, epoch).unwrap();
+            apply(image, &records);
+            self.controller
+                .publish
+                .send_replace(Arc::new(image.clone()));
+            epoch
+        };
+        self.epochs[&node].send_replace(Some(epoch));
+        self.resume(node);
     }
 
     fn stop(&self, node: NodeId) {
@@ -296,10 +496,9 @@ impl Cluster {
         token: u64,
     ) -> (i64, tokio::task::JoinHandle<Result<(), AcksAllError>>) {
         let manager = Arc::clone(&self.managers[&leader]);
-        assert!(matches!(
-            manager.role(TOPIC, 0, true),
-            Ok(PartitionRole::Leader { .. })
-        ));
+        let Ok(PartitionRole::Leader { leadership, .. }) = manager.role(TOPIC, 0, true) else {
+            panic!("node {leader} does not lead");
+        };
         let outcome = self
             .log(leader)
             .append(batch(token), AppendDurability::Synced)
@@ -307,8 +506,11 @@ impl Cluster {
             .unwrap();
         let end = outcome.last_offset + 1;
         let deadline = clock::deadline_after(SimClock::new(0).now(), Duration::from_secs(60));
-        let wait =
-            tokio::spawn(async move { manager.wait_acks_all(TOPIC, 0, end, deadline).await });
+        let wait = tokio::spawn(async move {
+            manager
+                .wait_acks_all(TOPIC, 0, leadership, end, deadline)
+                .await
+        });
         (end, wait)
     }
 
@@ -455,6 +657,10 @@ async fn a_deposed_leaders_pending_acks_fail_and_its_unreplicated_batch_is_trunc
     let committed = stored(&cluster.log(1)).await;
     // Node 1 is cut off from its followers (its fetch answers are lost).
     cluster.stop(1);
+    let Ok(PartitionRole::Leader { leadership, .. }) = cluster.managers[&1].role(TOPIC, 0, true)
+    else {
+        panic!("node 1 does not lead");
+    };
     let outcome = cluster
         .log(1)
         .append(batch(1), AppendDurability::Synced)
@@ -463,7 +669,11 @@ async fn a_deposed_leaders_pending_acks_fail_and_its_unreplicated_batch_is_trunc
     let manager = Arc::clone(&cluster.managers[&1]);
     let end = outcome.last_offset + 1;
     let deadline = clock::deadline_after(SimClock::new(0).now(), Duration::from_secs(60));
-    let wait = tokio::spawn(async move { manager.wait_acks_all(TOPIC, 0, end, deadline).await });
+    let wait = tokio::spawn(async move {
+        manager
+            .wait_acks_all(TOPIC, 0, leadership, end, deadline)
+            .await
+    });
     // The controller elects node 2 from the ISR.
     cluster.controller.update(|image| {
         let partition = &mut image.topics.get_mut(TOPIC).unwrap().partitions[0];
@@ -490,6 +700,228 @@ async fn a_deposed_leaders_pending_acks_fail_and_its_unreplicated_batch_is_trunc
         .await;
     assert_eq!(stored(&cluster.log(1)).await, leader);
     assert_eq!(stored(&cluster.log(3)).await, leader);
+}
+
+// An acks=all produce accepted in one leadership whose wait starts only after the node lost
+// and regained the leadership (deposed, truncated as a follower, elected again): the wait
+// fails with NotLeaderOrFollower at once, and is never answered by the new leadership's
+// high watermark, which passes offsets that now hold other records.
+#[tokio::test(start_paused = true)]
+async fn an_acks_all_wait_from_a_lost_leadership_fails_even_when_the_node_leads_again() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    let Ok(PartitionRole::Leader { leadership, .. }) = cluster.managers[&1].role(TOPIC, 0, true)
+    else {
+        panic!("node 1 does not lead");
+    };
+    // The produce's append lands on node 1 alone (its followers are cut off) ...
+    cluster.stop(1);
+    let outcome = cluster
+        .log(1)
+        .append(batch(10), AppendDurability::Synced)
+        .await
+        .unwrap();
+    let end = outcome.last_offset + 1;
+    // ... node 2 is elected and writes its own record at that offset ...
+    cluster.controller.update(|image| {
+        let partition = &mut image.topics.get_mut(TOPIC).unwrap().partitions[0];
+        partition.leader = Some(2);
+        partition.leader_epoch += 1;
+        partition.partition_epoch += 1;
+    });
+    cluster.resume(1);
+    cluster
+        .until("node 2 leads", |cluster| {
+            cluster.managers[&2].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    let (_, wait) = cluster.produce(2, 20).await;
+    wait.await.unwrap().unwrap();
+    cluster
+        .until("node 1 truncated to node 2's log", |cluster| {
+            cluster.log(1).high_watermark() == cluster.log(2).high_watermark()
+        })
+        .await;
+    // ... and node 1 leads again, in a later epoch, with node 2's record at `end - 1`.
+    cluster.controller.update(|image| {
+        let partition = &mut image.topics.get_mut(TOPIC).unwrap().partitions[0];
+        partition.leader = Some(1);
+        partition.leader_epoch += 1;
+        partition.partition_epoch += 1;
+    });
+    cluster
+        .until("node 1 leads again", |cluster| {
+            matches!(
+                cluster.managers[&1].role(TOPIC, 0, true),
+                Ok(PartitionRole::Leader { leadership: now, .. }) if now != leadership
+            )
+        })
+        .await;
+    let (_, wait) = cluster.produce(1, 30).await;
+    wait.await.unwrap().unwrap();
+    assert!(
+        cluster.managers[&1]
+            .consumer_bound(TOPIC, 0)
+            .unwrap()
+            .unwrap()
+            .1
+            .borrow()
+            .ge(&end)
+    );
+    // The first produce's wait: its leadership is gone, whatever the high watermark says.
+    let deadline = clock::deadline_after(SimClock::new(0).now(), Duration::from_secs(60));
+    assert_eq!(
+        cluster.managers[&1]
+            .wait_acks_all(TOPIC, 0, leadership, end, deadline)
+            .await,
+        Err(AcksAllError::NotLeaderOrFollower)
+    );
+    let leader = stored(&cluster.log(1)).await;
+    assert!(
+        !leader.contains(&batch(10)),
+        "the unreplicated append was truncated"
+    );
+}
+
+// A restarted node (node epoch 105) whose image still holds its old registration (101) and
+// names it leader at epoch 0 does not lead from that image: produce is refused and its log's
+// leader epoch is left alone. Once the image holds the registration at 105 (and the
+// controller's re-election), it leads in the epoch that image names.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_never_leads_from_an_image_older_than_its_registration() {
+    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(1_700_000_000_000));
+    let disk = SimDisk::new(1);
+    let log = PartitionLog::open(
+        disk.clone(),
+        &PathBuf::from(format!("/node-1/{TOPIC}-0")),
+        log_config(),
+        Arc::clone(&clock),
+    )
+    .await
+    .unwrap();
+    log.append(batch(1), AppendDurability::Synced)
+        .await
+        .unwrap();
+    let logs = Arc::new(MapLogs::new(1, disk.clone(), Arc::clone(&clock)));
+    logs.replace_log(TOPIC, 0, log.clone());
+    let (publish, _) = watch::channel(Arc::new(initial_image()));
+    let transport = Arc::new(MemoryTransport {
+        managers: OnceLock::new(),
+        stopped: Mutex::new(Vec::new()),
+        controller: Arc::new(TestController {
+            image: Mutex::new((initial_image(), 10)),
+            publish,
+            logic: ControllerLogic::new(DecisionConfig::default()),
+        }),
+    });
+    let manager = ReplicaManager::new(
+        settings(1),
+        Arc::clone(&clock),
+        disk,
+        Arc::clone(&logs) as Arc<dyn LogStore<SimDisk>>,
+        transport as Arc<dyn ReplicaTransport>,
+    );
+    let restarted: NodeEpoch = 105;
+    // The image replayed from before the restart: node 1 registered at 101, leader at 0.
+    let stale = initial_image();
+    assert_eq!(stale.nodes[&1].node_epoch, 101);
+    assert_eq!(stale.topics[TOPIC].partitions[0].leader, Some(1));
+    manager.apply(Arc::new(stale), Some(restarted)).await;
+    assert_eq!(
+        manager.role(TOPIC, 0, false),
+        Err(ReplicaRoleError::NotLeaderOrFollower)
+    );
+    assert_eq!(
+        manager.role(TOPIC, 0, true),
+        Err(ReplicaRoleError::NotLeaderOrFollower)
+    );
+    assert!(manager.consumer_bound(TOPIC, 0).is_err());
+    assert_eq!(
+        log.leader_epoch(),
+        0,
+        "no leader epoch was written from the stale image"
+    );
+    // The image catches up: the registration at 105 and the controller's new epoch.
+    let mut current = initial_image();
+    current.last_applied_index += 2;
+    current.nodes.get_mut(&1).unwrap().node_epoch = restarted;
+    let partition = &mut current.topics.get_mut(TOPIC).unwrap().partitions[0];
+    partition.leader_epoch = 1;
+    partition.partition_epoch = 1;
+    manager.apply(Arc::new(current), Some(restarted)).await;
+    assert!(matches!(
+        manager.role(TOPIC, 0, false),
+        Ok(PartitionRole::Leader {
+            leader_epoch: 1,
+            ..
+        })
+    ));
+    assert_eq!(logs.partition_log(TOPIC, 0).unwrap().leader_epoch(), 1);
+}
+
+// A produce that passed its checks while node 1 led appends while node 1 is deposed and
+// node 2 writes new records: holding the append gate, its batch lands before any of node
+// 2's on node 1 (the follower waits), so the diverging-epoch answer cuts it and the logs
+// converge; after the gate, the old leadership can append nothing more.
+#[tokio::test(start_paused = true)]
+async fn a_produce_append_of_a_deposed_leader_lands_before_the_followers_writes() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    let (_, wait) = cluster.produce(1, 0).await;
+    wait.await.unwrap().unwrap();
+    let Ok(PartitionRole::Leader { leadership, .. }) = cluster.managers[&1].role(TOPIC, 0, true)
+    else {
+        panic!("node 1 does not lead");
+    };
+    let gate = cluster.managers[&1]
+        .leader_append(TOPIC, 0, leadership)
+        .await
+        .unwrap();
+    cluster.controller.update(|image| {
+        let partition = &mut image.topics.get_mut(TOPIC).unwrap().partitions[0];
+        partition.leader = Some(2);
+        partition.leader_epoch += 1;
+        partition.partition_epoch += 1;
+    });
+    cluster
+        .until("node 2 leads", |cluster| {
+            cluster.managers[&2].role(TOPIC, 0, false).is_ok()
+        })
+        .await;
+    // Node 2 writes a record; node 1's fetcher has every chance to fetch it meanwhile.
+    let (_, new_leader_wait) = cluster.produce(2, 1).await;
+    clock::sleep(&SimClock::new(0), Duration::from_secs(1)).await;
+    // The produce accepted by node 1's old leadership lands now, then lets go of the gate.
+    cluster
+        .log(1)
+        .append(batch(2), AppendDurability::Synced)
+        .await
+        .unwrap();
+    drop(gate);
+    assert_eq!(
+        cluster.managers[&1]
+            .leader_append(TOPIC, 0, leadership)
+            .await
+            .err(),
+        Some(ReplicaRoleError::NotLeaderOrFollower)
+    );
+    new_leader_wait.await.unwrap().unwrap();
+    cluster
+        .until("node 1 holds exactly node 2's log", |cluster| {
+            cluster.log(1).high_watermark() == cluster.log(2).high_watermark()
+        })
+        .await;
+    let leader = stored(&cluster.log(2)).await;
+    assert_eq!(stored(&cluster.log(1)).await, leader);
+    assert!(!leader.contains(&batch(2)));
 }
 
 // A replica fetch is answered for the sender the peer layer names (its certificate), never
@@ -551,4 +983,230 @@ async fn replica_fetches_are_answered_for_the_certified_sender_and_bad_ones_refu
         answer.partitions[0].error,
         ReplicaFetchError::NotLeaderOrFollower
     );
+}
+
+/// The path of a node's first segment.
+fn first_segment(node: NodeId) -> PathBuf {
+    PathBuf::from(format!("/node-{node}/{TOPIC}-0/00000000000000000000.log"))
+}
+
+/// Byte `byte` of the records of batch `index` (every test batch has the same size) in a
+/// segment: past the batch header, so the CRC covers it.
+fn inside_batch(index: usize) -> usize {
+    16 + index * batch(0).len() + ledge_protocol::BATCH_HEADER_BYTES + 3
+}
+
+/// The names of the kept-aside files in a node's partition directory.
+async fn kept_aside(disk: &SimDisk, node: NodeId) -> Vec<String> {
+    use crate::storage::Disk;
+    disk.list_dir(&PathBuf::from(format!("/node-{node}/{TOPIC}-0")))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|name| name.ends_with(".damaged"))
+        .collect()
+}
+
+// Goal (issue 13 item 4): a follower restarted with a bit flipped in an acknowledged batch
+// opens offline as damaged; its registration took it out of the ISR, so it cuts its log at
+// the last good batch (the cut bytes kept aside), refetches the rest from the leader while
+// producers go on, and rejoins the ISR only once caught up, with a log equal to the
+// leader's. Method: three managers on paused time, the real controller decisions.
+#[tokio::test(start_paused = true)]
+async fn a_follower_restarted_with_a_flipped_bit_is_cut_and_refetches_from_the_leader() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..10 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    cluster
+        .restart_with(3, |disk| {
+            assert!(disk.corrupt_bit(&first_segment(3), inside_batch(3), 0));
+        })
+        .await;
+    assert!(cluster.logs[&3].damaged(TOPIC, 0).is_some());
+    assert_eq!(cluster.controller.partition().isr, vec![1, 2]);
+    for token in 10..15 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    cluster
+        .until(
+            "node 3 repaired, caught up and back in the ISR",
+            |cluster| cluster.controller.partition().isr.len() == 3,
+        )
+        .await;
+    // Back in the ISR means every acknowledged batch is on its disk, the damaged one too.
+    let leader = stored(&cluster.log(1)).await;
+    assert_eq!(leader.len(), 15);
+    cluster
+        .until("node 3 has the leader's log", |cluster| {
+            cluster.log(3).high_watermark() == cluster.log(1).high_watermark()
+        })
+        .await;
+    assert_eq!(stored(&cluster.log(3)).await, leader);
+    let kept = kept_aside(&cluster.disks[&3], 3).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+}
+
+// Goal (issue 13 item 4): a leader whose verified read meets a damaged batch while serving
+// a follower never serves it: it takes the partition offline, reports the damage, the
+// controller elects another ISR member, and the old leader cuts its log at the damage and
+// refetches from the new one; every acknowledged batch survives on all three nodes.
+#[tokio::test(start_paused = true)]
+async fn a_leader_that_meets_a_damaged_batch_while_serving_hands_over_and_is_repaired() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..3 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    // Node 3 misses batches 3-7 (it leaves the ISR; node 2 has them all).
+    cluster.stop(3);
+    for token in 3..8 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    let acknowledged = stored(&cluster.log(2)).await;
+    assert_eq!(acknowledged.len(), 8);
+    assert!(cluster.disks[&1].corrupt_bit(&first_segment(1), inside_batch(5), 2));
+    cluster.resume(3);
+    cluster
+        .until("node 2 leads", |cluster| {
+            cluster.controller.partition().leader == Some(2)
+        })
+        .await;
+    let after = cluster.controller.partition();
+    assert!(
+        !after.isr.contains(&1) && !after.elr.contains(&1),
+        "{after:?}"
+    );
+    cluster
+        .until("all three back in the ISR", |cluster| {
+            cluster.controller.partition().isr.len() == 3
+        })
+        .await;
+    cluster
+        .until("all three logs equal", |cluster| {
+            [1, 3].iter().all(|node| {
+                cluster.logs[node]
+                    .partition_log(TOPIC, 0)
+                    .is_some_and(|log| log.high_watermark() == cluster.log(2).high_watermark())
+            })
+        })
+        .await;
+    for node in NODES {
+        assert_eq!(
+            stored(&cluster.log(node)).await,
+            acknowledged,
+            "node {node}"
+        );
+    }
+    assert_eq!(kept_aside(&cluster.disks[&1], 1).await.len(), 1);
+}
+
+// Goal (issue 13 item 4): a follower in the ISR whose log the background verifier reports
+// damaged in a sealed segment stops using it, reports itself so the controller drops it
+// from the ISR (it is never counted with records it is about to give up), is cut at the
+// damaged batch (the later segment kept aside) and refetches, then rejoins the ISR with the
+// leader's log.
+#[tokio::test(start_paused = true)]
+async fn a_follower_the_verifier_finds_damaged_leaves_the_isr_before_it_is_cut() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    // Enough batches that the first segment (4 KiB) is sealed.
+    for token in 0..80 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    let follower = cluster.log(3);
+    assert!(
+        follower.segment_count() >= 2,
+        "the first segment is not sealed"
+    );
+    let position = inside_batch(10) - ledge_protocol::BATCH_HEADER_BYTES - 3;
+    assert!(cluster.disks[&3].corrupt_bit(&first_segment(3), inside_batch(10), 4));
+    follower.report_damage(crate::storage::verify::SegmentDamage {
+        path: first_segment(3),
+        segment_base: 0,
+        position: position as u64,
+        first_offset: 10,
+        reason: "CRC-32C mismatch (test)".to_owned(),
+        found_ms: 0,
+    });
+    let mut left_the_isr = false;
+    cluster
+        .until(
+            "node 3 repaired, caught up and back in the ISR",
+            |cluster| {
+                let isr = cluster.controller.partition().isr;
+                left_the_isr |= !isr.contains(&3);
+                left_the_isr && isr.len() == 3
+            },
+        )
+        .await;
+    cluster
+        .until("node 3 has the leader's log", |cluster| {
+            cluster.log(3).high_watermark() == cluster.log(1).high_watermark()
+        })
+        .await;
+    assert_eq!(stored(&cluster.log(3)).await, stored(&cluster.log(1)).await);
+    // The damaged segment's tail and the later segment(s), kept aside.
+    assert!(kept_aside(&cluster.disks[&3], 3).await.len() >= 2);
+}
+
+// Goal (issue 13 item 4): a leader that is the only ISR member and meets a damaged batch
+// while serving a follower serves the verified prefix only and keeps the partition online
+// for its intact ranges (no other copy to hand over to), as a single node does.
+#[tokio::test(start_paused = true)]
+async fn the_only_in_sync_leader_meeting_a_damaged_batch_stays_online() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..3 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    cluster.stop(2);
+    cluster.stop(3);
+    cluster
+        .until("node 1 alone in the ISR", |cluster| {
+            cluster.controller.partition().isr == vec![1]
+        })
+        .await;
+    for token in 3..8 {
+        cluster
+            .log(1)
+            .append(batch(token), AppendDurability::Synced)
+            .await
+            .unwrap();
+    }
+    assert!(cluster.disks[&1].corrupt_bit(&first_segment(1), inside_batch(5), 6));
+    cluster.resume(3);
+    // Node 3 gets the batches before the damaged one, and the answer that carried them was
+    // made after the leader met the damage.
+    cluster
+        .until("node 3 has the verified prefix", |cluster| {
+            cluster.log(3).high_watermark() == 5
+        })
+        .await;
+    assert!(cluster.logs[&1].partition_log(TOPIC, 0).is_some());
+    assert_eq!(cluster.logs[&1].damaged(TOPIC, 0), None);
+    assert_eq!(cluster.controller.partition().leader, Some(1));
 }

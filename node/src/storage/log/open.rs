@@ -140,6 +140,8 @@ pub(super) async fn open_files<D: Disk>(
             // Loaded after the segments (`load_leader_epochs`).
             Some(PartitionFile::LeaderEpochCheckpoint) => {}
             Some(PartitionFile::Temporary) => disk.remove_file(&path).await?,
+            // Kept for the operator (a replica's repair cut them off); never part of the log.
+            Some(PartitionFile::Damaged) => {}
             None => return Err(OpenError::ForeignFile { path }),
         }
     }
