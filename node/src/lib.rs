@@ -7,6 +7,8 @@
 //! - [`clock`]: the one place real time is read.
 //! - [`controller`]: the cluster's metadata log (KRaft's records) replicated by a quorum on
 //!   openraft, with its image and the controller's decisions as pure code.
+//! - [`assembly`]: how a node's services are put together once its broker is open, one
+//!   sequence for the binary and the multi-node simulator.
 //! - `sim` (tests and the `sim` feature): a simulated disk with crashes, torn writes, EIO
 //!   and ENOSPC, driven by a seed.
 //!
@@ -15,6 +17,7 @@
 //! into one buffer, stamps base offsets, writes it with one `write`, syncs with one
 //! `fdatasync`, advances the high watermark and acknowledges every append in the group.
 
+pub mod assembly;
 pub mod broker;
 pub mod clock;
 pub mod cluster;

@@ -7,11 +7,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use ledge_node::assembly;
 use ledge_node::broker::Broker;
 use ledge_node::clock::{Clock, SystemClock};
+use ledge_node::cluster::peer::peer_clients;
 use ledge_node::config::NodeConfig;
+use ledge_node::controller::peer_link::{ClusterStartError, NodeClusterLinks};
 use ledge_node::storage::disk::descriptors;
 use ledge_node::storage::disk::lock::lock_data_dir;
+use ledge_node::storage::storage_id;
 use ledge_node::storage::{BackendChoice, Disk, SystemDisk};
 use ledge_node::transport::quic::{self, QuicServer};
 use ledge_node::transport::tls;
@@ -316,19 +320,11 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             return Err(error);
         }
     }
+    // The node's services are built by `ledge_node::assembly`, which the simulator runs too.
     // In a cluster, producer ids come from the controller's blocks (`broker/registry/
     // producer_blocks.rs`) once the cluster source is set below.
     let broker = Arc::new(broker);
-    if !lock.read_only {
-        // In a cluster transforms start once linked to it (`start_plugin_cluster`): they run
-        // only where their input partitions are led.
-        if config.cluster.is_none() {
-            broker.transforms().start().await;
-        }
-        tokio::spawn(Arc::clone(&broker).run_retention());
-    }
-    tokio::spawn(Arc::clone(&broker).run_group_timer());
-    tokio::spawn(Arc::clone(&broker).run_verifier());
+    assembly::start_broker_drivers(&broker, lock.read_only, config.cluster.is_some()).await;
     let mut server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?;
     let endpoint = server.endpoint();
     let peer_handlers = peers.as_ref().map(|peers| Arc::clone(peers.handlers()));
@@ -342,23 +338,28 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // serves; forming the quorum waits for the other voters in the background.
     let node_cluster = match (&config.cluster, &cluster_tls_loaded, &peer_handlers) {
         (Some(cluster), Some((cluster_tls, incarnation)), Some(handlers)) => {
-            let incarnation = *incarnation;
-            let parts = ledge_node::controller::peer_link::NodeClusterParts {
-                cluster,
-                tls: cluster_tls,
-                endpoint: &endpoint,
-                handlers,
-                disk: controller_disk,
-                data_dir: &config.data_dir,
-                clock: Arc::new(SystemClock),
-                incarnation_id: incarnation,
-                admin_limits: ledge_node::controller::admin::AdminLimits {
-                    topic_partitions_max: config.broker.topic_partitions_max,
-                },
-            };
-            let started = ledge_node::controller::peer_link::start_node_cluster(parts).await;
-            let node_cluster = match started {
-                Ok(node_cluster) => node_cluster,
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            // Before anything else is stored for the cluster: the id vouches for this
+            // directory.
+            let links = match storage_id::load_or_create(&controller_disk, &config.data_dir)
+                .await
+                .map_err(ClusterStartError::from)
+                .and_then(|storage_id| {
+                    let clients = peer_clients(cluster, cluster_tls, &endpoint, &clock)?;
+                    Ok(NodeClusterLinks {
+                        cluster,
+                        clients,
+                        storage_id,
+                        handlers,
+                        clock,
+                        incarnation_id: *incarnation,
+                        admin_limits: ledge_node::controller::admin::AdminLimits {
+                            topic_partitions_max: config.broker.topic_partitions_max,
+                        },
+                        election_timeout: None,
+                    })
+                }) {
+                Ok(links) => links,
                 Err(error) => {
                     let _ = stop.send(true);
                     let _ = serving.await;
@@ -366,59 +367,23 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                     return Err(error).context("cannot start the controller");
                 }
             };
-            if let Some(controller) = &node_cluster.controller {
-                let leader_of = Arc::clone(controller);
-                broker.set_cluster_source(ledge_node::broker::cluster_view::ClusterSource {
-                    image: controller.subscribe(),
-                    controller: Box::new(move || leader_of.leader()),
-                    cluster_id: cluster.cluster_id.clone(),
-                    admin: Some(Arc::clone(&node_cluster.admin)),
-                });
-                // The topics this node hosts follow the image from now on (it replays
-                // from the controller's store first).
-                tokio::spawn(Arc::clone(&broker).run_materializer());
-                // Groups are coordinated by the leaders of their `__consumer_offsets`
-                // partitions: this node loads the ones it leads, following the image.
-                tokio::spawn(Arc::clone(&broker).run_offsets_loader());
-                // Modules and transforms follow the image; transforms run on leaders.
-                let plugins = ledge_node::broker::plugin_cluster::PluginClusterParts {
-                    handlers,
-                    clients: node_cluster.clients.clone(),
-                    run_transforms: !lock.read_only,
-                };
-                if let Err(error) = broker.start_plugin_cluster(plugins).await {
-                    tracing::error!(%error, "cannot start plug-ins in the cluster");
-                }
-            }
-            // Partition replication: the driver follows the image, answers replica
-            // fetches as leader and fetches as follower over the same peer clients.
-            let transport = ledge_node::replication::peer_link::PeerReplicaTransport::new(
-                cluster.node_id,
-                node_cluster.clients.clone(),
-                node_cluster.controller.clone(),
-                cluster.controller_voters.clone(),
-            );
-            let settings =
-                ledge_node::replication::manager::ReplicationSettings::from_cluster(cluster);
-            if let (Some(manager), Some(controller)) = (
-                broker.start_replication(settings, Arc::new(transport)),
-                &node_cluster.controller,
-            ) {
-                if let Err(error) =
-                    ledge_node::replication::peer_link::register_replication_handlers(
-                        handlers,
-                        Arc::clone(&manager),
-                        Some(Arc::clone(controller)),
-                    )
-                {
-                    node_cluster.shutdown().await;
+            let started = assembly::start_cluster_services(
+                &broker,
+                links,
+                controller_disk,
+                &config.data_dir,
+                !lock.read_only,
+            )
+            .await;
+            let node_cluster = match started {
+                Ok(node_cluster) => node_cluster,
+                Err(error) => {
                     let _ = stop.send(true);
                     let _ = serving.await;
                     broker.close().await;
-                    return Err(error).context("cannot start replication");
+                    return Err(error.into());
                 }
-                tokio::spawn(manager.run(controller.subscribe(), node_cluster.node_epoch.clone()));
-            }
+            };
             Some(node_cluster)
         }
         _ => None,

@@ -628,9 +628,9 @@ pub struct NodeClusterParts<'a, D> {
     pub admin_limits: super::admin::AdminLimits,
 }
 
-/// Starts a `[cluster]` node's controller wiring on its endpoint: the controller (a voter,
-/// or a learner on a non-voter) over the peer RPC with its handlers in `handlers`, its fencing timer, and the
-/// node's registration and heartbeats. Returns at once: forming the quorum and registering
+/// Starts a `[cluster]` node's controller wiring on its endpoint: loads (or draws) the
+/// data directory's storage id, makes the QUIC peer clients, then
+/// [`start_node_cluster_over`] them. Returns at once: forming the quorum and registering
 /// happen in the background (a node whose peers are down still serves).
 pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
     parts: NodeClusterParts<'_, D>,
@@ -649,6 +649,60 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
     // Before anything else is stored for the cluster: the id vouches for this directory.
     let storage_id = crate::storage::storage_id::load_or_create(&disk, data_dir).await?;
     let clients = crate::cluster::peer::peer_clients(cluster, tls, endpoint, &clock)?;
+    let links = NodeClusterLinks {
+        cluster,
+        clients,
+        storage_id,
+        handlers,
+        clock,
+        incarnation_id,
+        admin_limits,
+        election_timeout: None,
+    };
+    start_node_cluster_over(links, disk, data_dir).await
+}
+
+/// What [`start_node_cluster_over`] needs: the peer clients made (over QUIC by
+/// [`start_node_cluster`], over the simulated network by `sim/multi.rs`) and the storage
+/// id loaded.
+pub struct NodeClusterLinks<'a> {
+    /// The `[cluster]` section.
+    pub cluster: &'a crate::cluster::config::ClusterConfig,
+    /// A client of each other node.
+    pub clients: BTreeMap<NodeId, Arc<PeerClient>>,
+    /// The data directory's storage id.
+    pub storage_id: StorageId,
+    /// The peer handler registry the node serves.
+    pub handlers: &'a PeerHandlers,
+    /// The node's clock.
+    pub clock: Arc<dyn Clock>,
+    /// Drawn at the node's start (see [`NodeSession::incarnation_id`]).
+    pub incarnation_id: u64,
+    /// What this node's controller checks of topic admin requests itself.
+    pub admin_limits: super::admin::AdminLimits,
+    /// openraft's election timeout range (`None`: [`super::ControllerConfig`]'s). The
+    /// simulator gives each node its own from the seed.
+    pub election_timeout: Option<(Duration, Duration)>,
+}
+
+/// The controller (a voter, or a learner on a non-voter) over the peer clients with its
+/// handlers in `links.handlers`, the active controller's timers (fencing, learners,
+/// reassignments, leader rebalance), and the node's registration and heartbeats.
+pub async fn start_node_cluster_over<D: crate::storage::disk::Disk>(
+    links: NodeClusterLinks<'_>,
+    disk: D,
+    data_dir: &std::path::Path,
+) -> Result<NodeCluster, ClusterStartError> {
+    let NodeClusterLinks {
+        cluster,
+        clients,
+        storage_id,
+        handlers,
+        clock,
+        incarnation_id,
+        admin_limits,
+        election_timeout,
+    } = links;
     let addresses: BTreeMap<NodeId, SocketAddr> = cluster
         .peers
         .iter()
@@ -658,8 +712,11 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
     // Every node runs a controller: a voter, or (not in `controller_voters`) a learner the
     // active controller adds once it registers, so every node holds the metadata image.
     let transport = Arc::new(PeerTransport::new(clients.clone()));
-    let controller =
-        Arc::new(Controller::start(controller_config(cluster), disk, data_dir, transport).await?);
+    let mut config = controller_config(cluster);
+    if let Some(election_timeout) = election_timeout {
+        config.election_timeout = election_timeout;
+    }
+    let controller = Arc::new(Controller::start(config, disk, data_dir, transport).await?);
     if let Err(error) = register_controller_handlers(
         handlers,
         Arc::clone(&controller),

@@ -146,10 +146,7 @@ impl SimNode {
         if self.running.is_some() {
             return Ok(());
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
+        let runtime = crate::sim::node_runtime(u64::from(self.id))
             .map_err(|error| format!("cannot build the node's runtime: {error}"))?;
         let disk = self.disk.clone();
         let config = self.config.clone();

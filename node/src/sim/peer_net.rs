@@ -15,6 +15,7 @@
 //! gets a connection error (the dropped answer channel), as a reset would.
 
 use std::collections::BTreeSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -91,6 +92,11 @@ struct NetState {
     /// seeing a reset.
     lost: Vec<AnswerSender>,
     stats: PeerNetStats,
+    /// Digest of every message put on the wire (time, ends, kind, bytes): two runs of a
+    /// seed that send one byte differently get different digests.
+    wire: DefaultHasher,
+    /// Print every message as it is sent (`LEDGE_SIM_TRACE=wire`).
+    print: bool,
 }
 
 /// The network between the nodes of one run.
@@ -99,6 +105,8 @@ pub struct PeerNet {
     state: Arc<Mutex<NetState>>,
 }
 
+/// Bytes of each message's body `LEDGE_SIM_TRACE=wire` prints.
+const WIRE_PRINT_BYTES_MAX: usize = 300;
 /// Per mille of messages dropped when faults are on.
 const DROP_PER_MILLE: u32 = 10;
 /// Per mille of requests delivered twice when faults are on.
@@ -123,6 +131,8 @@ impl PeerNet {
                 next_sequence: 0,
                 lost: Vec::new(),
                 stats: PeerNetStats::default(),
+                wire: DefaultHasher::new(),
+                print: std::env::var("LEDGE_SIM_TRACE").is_ok_and(|value| value == "wire"),
             })),
         }
     }
@@ -163,6 +173,11 @@ impl PeerNet {
     /// The cut links.
     pub fn cuts(&self) -> BTreeSet<(NodeId, NodeId)> {
         self.lock().cut.clone()
+    }
+
+    /// The digest of every message sent so far (see `NetState::wire`).
+    pub fn wire_digest(&self) -> u64 {
+        self.lock().wire.finish()
     }
 
     /// The counts so far.
@@ -256,6 +271,36 @@ impl NetState {
         let deliver_at_ms = self.now_ms + self.delay();
         let sequence = self.next_sequence;
         self.next_sequence += 1;
+        (self.now_ms, deliver_at_ms, from, to).hash(&mut self.wire);
+        let described = match &leg {
+            Leg::Request { kind, body, .. } => {
+                format!("{kind:?} {} bytes {:016x}", body.len(), bytes_digest(body))
+            }
+            Leg::Answer {
+                result: Ok(body), ..
+            } => {
+                format!("answer {} bytes {:016x}", body.len(), bytes_digest(body))
+            }
+            Leg::Answer {
+                result: Err(error), ..
+            } => format!("answer error {error}"),
+        };
+        described.hash(&mut self.wire);
+        if self.print {
+            // Peer bodies are JSON: their start says what the message is about.
+            let start = match &leg {
+                Leg::Request { body, .. }
+                | Leg::Answer {
+                    result: Ok(body), ..
+                } => String::from_utf8_lossy(&body[..body.len().min(WIRE_PRINT_BYTES_MAX)])
+                    .into_owned(),
+                Leg::Answer { result: Err(_), .. } => String::new(),
+            };
+            eprintln!(
+                "{:>7} ms   wire {from} → {to} #{sequence} at {deliver_at_ms}: {described} {start}",
+                self.now_ms
+            );
+        }
         self.in_flight.push(InFlight {
             deliver_at_ms,
             sequence,
@@ -264,6 +309,12 @@ impl NetState {
             leg,
         });
     }
+}
+
+fn bytes_digest(bytes: &Bytes) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// One node's link to one peer.
