@@ -209,6 +209,12 @@ pub struct Controller {
     /// `controller_voters` as configured (not the stored membership: a wiped voter has none
     /// yet and must still accept its leader's messages).
     voters: BTreeSet<NodeId>,
+    /// Set at a start that found an empty store and no bootstrap marker (a voter whose
+    /// store was wiped, or a hand-made voter never started): it grants no vote until it has
+    /// accepted a leader (a committed vote is stored). Before its store was lost it may have
+    /// voted in the current term; voting again there could elect a second controller in
+    /// one term (simulator seed 274 with 5 nodes).
+    votes_withheld: std::sync::atomic::AtomicBool,
 }
 
 impl Controller {
@@ -307,6 +313,9 @@ impl Controller {
             decisions: config.decisions,
             node_heartbeat_interval: config.node_heartbeat_interval,
             voters: config.voters.keys().copied().collect(),
+            votes_withheld: std::sync::atomic::AtomicBool::new(
+                stored_voters.is_empty() && !learner && !bootstrap_marker,
+            ),
         })
     }
 
@@ -350,13 +359,38 @@ impl Controller {
         self.raft.metrics()
     }
 
+    /// The refusal a voter that lost its store answers a vote request with, while it has
+    /// not accepted a leader yet (see `votes_withheld`); `None` once it may vote.
+    fn withheld_vote(&self) -> Option<VoteResponse<u64>> {
+        use std::sync::atomic::Ordering;
+        if !self.votes_withheld.load(Ordering::Acquire) {
+            return None;
+        }
+        let vote = self.raft.metrics().borrow().vote;
+        if vote.is_committed() {
+            self.votes_withheld.store(false, Ordering::Release);
+            tracing::info!(%vote, "accepted a controller leader after starting with an empty store: granting votes again");
+            return None;
+        }
+        Some(VoteResponse {
+            vote,
+            vote_granted: false,
+            last_log_id: None,
+        })
+    }
+
     /// Answers a Raft message from another controller.
     pub async fn handle_raft_message(&self, message: RaftMessage) -> RaftReply {
         match message {
             RaftMessage::AppendEntries(request) => {
                 RaftReply::AppendEntries(self.raft.append_entries(request).await)
             }
-            RaftMessage::Vote(request) => RaftReply::Vote(self.raft.vote(request).await),
+            RaftMessage::Vote(request) => {
+                if let Some(refusal) = self.withheld_vote() {
+                    return RaftReply::Vote(Ok(refusal));
+                }
+                RaftReply::Vote(self.raft.vote(request).await)
+            }
             RaftMessage::InstallSnapshot(request) => {
                 RaftReply::InstallSnapshot(self.raft.install_snapshot(request).await)
             }
