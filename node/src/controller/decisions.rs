@@ -716,19 +716,7 @@ impl ControllerLogic {
         request: &AlterPartitionRequest,
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
         let name = format!("{}/{}", request.topic_id, request.partition);
-        let sender = image
-            .nodes
-            .get(&request.node_id)
-            .ok_or(ControllerError::UnknownNode {
-                node_id: request.node_id,
-            })?;
-        if sender.node_epoch != request.node_epoch {
-            return Err(ControllerError::StaleNodeEpoch {
-                node_id: request.node_id,
-                current: sender.node_epoch,
-                given: request.node_epoch,
-            });
-        }
+        check_sender(image, request.node_id, request.node_epoch)?;
         let current = image
             .partition(request.topic_id, request.partition)
             .ok_or_else(|| ControllerError::UnknownTopicOrPartition(name.clone()))?;
@@ -840,19 +828,7 @@ impl ControllerLogic {
         request: &ReplicaDamagedRequest,
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
         let name = format!("{}/{}", request.topic_id, request.partition);
-        let sender = image
-            .nodes
-            .get(&request.node_id)
-            .ok_or(ControllerError::UnknownNode {
-                node_id: request.node_id,
-            })?;
-        if sender.node_epoch != request.node_epoch {
-            return Err(ControllerError::StaleNodeEpoch {
-                node_id: request.node_id,
-                current: sender.node_epoch,
-                given: request.node_epoch,
-            });
-        }
+        check_sender(image, request.node_id, request.node_epoch)?;
         let (_, topic) = image
             .topic_by_id(request.topic_id)
             .ok_or_else(|| ControllerError::UnknownTopicOrPartition(name.clone()))?;
@@ -1220,6 +1196,27 @@ impl Work {
         }
         self.push_partition_changes(changes)
     }
+}
+
+/// Refuses a request from a node the image does not hold at `node_epoch` (unknown, or a
+/// stale incarnation): only the sender's current incarnation may change its partitions.
+fn check_sender(
+    image: &MetadataImage,
+    node_id: NodeId,
+    node_epoch: NodeEpoch,
+) -> Result<(), ControllerError> {
+    let sender = image
+        .nodes
+        .get(&node_id)
+        .ok_or(ControllerError::UnknownNode { node_id })?;
+    if sender.node_epoch != node_epoch {
+        return Err(ControllerError::StaleNodeEpoch {
+            node_id,
+            current: sender.node_epoch,
+            given: node_epoch,
+        });
+    }
+    Ok(())
 }
 
 /// A partition's `min.insync.replicas`: the topic's override, else the cluster default
