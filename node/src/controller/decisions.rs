@@ -396,17 +396,7 @@ impl ControllerLogic {
         node_id: NodeId,
         node_epoch: NodeEpoch,
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
-        let node = image
-            .nodes
-            .get(&node_id)
-            .ok_or(ControllerError::UnknownNode { node_id })?;
-        if node.node_epoch != node_epoch {
-            return Err(ControllerError::StaleNodeEpoch {
-                node_id,
-                current: node.node_epoch,
-                given: node_epoch,
-            });
-        }
+        let node = check_sender(image, node_id, node_epoch)?;
         self.sessions.insert(
             node_id,
             (
@@ -473,17 +463,7 @@ impl ControllerLogic {
         node_id: NodeId,
         node_epoch: NodeEpoch,
     ) -> Result<(Vec<MetadataRecord>, u32), ControllerError> {
-        let node = image
-            .nodes
-            .get(&node_id)
-            .ok_or(ControllerError::UnknownNode { node_id })?;
-        if node.node_epoch != node_epoch {
-            return Err(ControllerError::StaleNodeEpoch {
-                node_id,
-                current: node.node_epoch,
-                given: node_epoch,
-            });
-        }
+        check_sender(image, node_id, node_epoch)?;
         self.sessions.insert(
             node_id,
             (
@@ -887,17 +867,7 @@ impl ControllerLogic {
         node_epoch: NodeEpoch,
         count: u32,
     ) -> Result<(Vec<MetadataRecord>, i64), ControllerError> {
-        let node = image
-            .nodes
-            .get(&node_id)
-            .ok_or(ControllerError::UnknownNode { node_id })?;
-        if node.node_epoch != node_epoch {
-            return Err(ControllerError::StaleNodeEpoch {
-                node_id,
-                current: node.node_epoch,
-                given: node_epoch,
-            });
-        }
+        check_sender(image, node_id, node_epoch)?;
         let first_producer_id = image.producer_id_next;
         let mut work = Work::new(image);
         work.push(MetadataRecord::AllocateProducerIds {
@@ -1204,7 +1174,7 @@ fn check_sender(
     image: &MetadataImage,
     node_id: NodeId,
     node_epoch: NodeEpoch,
-) -> Result<(), ControllerError> {
+) -> Result<&super::image::NodeRegistration, ControllerError> {
     let sender = image
         .nodes
         .get(&node_id)
@@ -1216,7 +1186,7 @@ fn check_sender(
             given: node_epoch,
         });
     }
-    Ok(())
+    Ok(sender)
 }
 
 /// A partition's `min.insync.replicas`: the topic's override, else the cluster default
