@@ -216,4 +216,4 @@ pub fn api_versions_fallback(correlation_id: i32) -> Result<Bytes, EncodeError> 
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -133,3 +133,6 @@ impl KafkaListener {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

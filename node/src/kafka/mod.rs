@@ -29,6 +29,9 @@ pub mod errors;
 pub mod handlers;
 pub mod listener;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

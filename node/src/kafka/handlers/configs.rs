@@ -86,7 +86,11 @@ pub async fn describe_configs<D: Disk>(
                 result.error_message = message(&reason);
             }
             Ok(described) => {
-                let wanted = resource.configuration_keys.as_ref();
+                // Null or empty asks for every key, as on Kafka.
+                let wanted = resource
+                    .configuration_keys
+                    .as_ref()
+                    .filter(|keys| !keys.is_empty());
                 result.configs = described
                     .into_iter()
                     .filter(|(name, _)| {

@@ -175,9 +175,17 @@ pub async fn init_producer_id<D: Disk>(
     let mut response = InitProducerIdResponse::default();
     response.producer_id = ProducerId(-1);
     response.producer_epoch = -1;
-    if request.transactional_id.is_some() {
-        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
-        return response;
+    match request.transactional_id.as_ref().map(|id| id.0.as_str()) {
+        None => {}
+        // Kafka's answer to an empty transactional id.
+        Some("") => {
+            response.error_code = ResponseError::InvalidRequest.code();
+            return response;
+        }
+        Some(_) => {
+            response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+            return response;
+        }
     }
     match ask!(
         broker,
