@@ -34,7 +34,7 @@
 //! (`one_seed_replays_exactly`). Replay: `LEDGE_SIM_SEED=<seed> cargo test -p ledge-node --lib
 //! sim::multi::tests::seeds -- --nocapture` (`LEDGE_SIM_TRACE=1` prints every event; `LEDGE_SIM_TRACE=wire` every peer message too).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -633,6 +633,9 @@ struct Run {
     consumed: BTreeMap<(u32, i64), Bytes>,
     /// Leader of each (partition, leader epoch) any node's image named.
     epoch_leaders: BTreeMap<(u32, i32), NodeId>,
+    /// Partition epochs already traced, per partition: each new one is one trace event
+    /// (leader, ISR, ELR), so a failure's trace shows how the controller moved the partition.
+    traced_partition_epochs: BTreeSet<(NodeId, u32, i32)>,
     restarts: Vec<(u64, NodeId)>,
     wiped: bool,
     next_disk_seed: u64,
@@ -725,6 +728,23 @@ impl Run {
                 continue;
             };
             for (partition, state) in topic.partitions.iter().enumerate() {
+                if self
+                    .traced_partition_epochs
+                    .insert((node.id, partition as u32, state.partition_epoch))
+                {
+                    self.trace.record(
+                        self.now_ms,
+                        format!(
+                            "partition {partition} epoch {} (node {}'s image): leader {:?} leader epoch {} isr {:?} elr {:?}",
+                            state.partition_epoch,
+                            node.id,
+                            state.leader,
+                            state.leader_epoch,
+                            state.isr,
+                            state.elr
+                        ),
+                    );
+                }
                 let Some(leader) = state.leader else { continue };
                 let key = (partition as u32, state.leader_epoch);
                 match self.epoch_leaders.get(&key) {
@@ -1353,6 +1373,7 @@ pub fn run(seed: u64, options: &MultiOptions) -> Result<MultiSummary, MultiFailu
         acknowledged: BTreeMap::new(),
         consumed: BTreeMap::new(),
         epoch_leaders: BTreeMap::new(),
+        traced_partition_epochs: BTreeSet::new(),
         restarts: Vec::new(),
         wiped: false,
         next_disk_seed: seed.wrapping_mul(31).wrapping_add(1_000),
