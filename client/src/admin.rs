@@ -1261,7 +1261,15 @@ pub(crate) async fn list_offsets(
         if attempt > 0 {
             tokio::time::sleep(LIST_OFFSETS_ROUTING_BACKOFF).await;
         }
-        let answers = list_offsets_from_leaders(client, &pending).await?;
+        let answers = match list_offsets_from_leaders(client, &pending).await {
+            // A leader the cluster fenced while it was asked: its routes are dropped, so the
+            // next round asks the new leaders.
+            Err(RequestError::NodeLost { node }) if attempt + 1 < LIST_OFFSETS_ROUTING_ATTEMPTS => {
+                tracing::debug!(%node, "ListOffsets leader left the cluster; routing again");
+                continue;
+            }
+            answers => answers?,
+        };
         pending.clear();
         for (partition, result) in answers {
             if let Err(code) = result {
@@ -1384,6 +1392,8 @@ async fn request_with_retry_to(
     loop {
         let answer = client.request_to_live(node, request, Duration::ZERO).await;
         match answer {
+            // Sending to it again is pointless: the caller routes again.
+            Err(error @ RequestError::NodeLost { .. }) => return Err(error),
             Err(error) if error.is_retriable() && clock::now() + wait < deadline => {
                 tracing::debug!(%error, "retrying {:?}", request.api_key());
                 tokio::time::sleep(wait).await;
