@@ -230,6 +230,32 @@ mod tests {
         );
     }
 
+    // Goal: the failures that mean "no answer from the node" are the ones that move a
+    // request on, and a closed client is not one of them (it sends nothing anywhere).
+    #[test]
+    fn no_answer_is_a_silent_node_and_never_a_closed_client() {
+        use crate::error::{ConnectError, RequestError};
+        let silent = [
+            RequestError::NodeLost { node: "n".into() },
+            RequestError::ConnectionLost("reset".into()),
+            RequestError::TimedOut(Duration::from_secs(1)),
+            RequestError::Connect(ConnectError::TimedOut {
+                server: "n".into(),
+                timeout: Duration::from_secs(1),
+            }),
+        ];
+        for error in silent {
+            assert!(error.is_no_answer(), "{error}");
+            assert!(error.is_retriable(), "{error}");
+        }
+        assert!(!RequestError::Connect(ConnectError::Closed).is_no_answer());
+        let refused = RequestError::Refused {
+            code: ErrorCode::NotCoordinator,
+            message: String::new(),
+        };
+        assert!(!refused.is_no_answer(), "an answer, judged by its code");
+    }
+
     // Goal: a budget too short for even the first backoff gives up at once, whatever failed.
     #[test]
     fn an_empty_budget_gives_up_at_once() {
