@@ -50,6 +50,11 @@ const METADATA_REFRESH_BACKOFF: Duration = Duration::from_millis(100);
 /// does, and waiting for the connect or request timeout would stall every send behind it.
 const METADATA_HEDGE_DELAY: Duration = Duration::from_millis(200);
 
+/// Least time [`Client::close`] gives the endpoint to send its close frames.
+const CLOSE_WAIT_MIN: Duration = Duration::from_millis(50);
+/// Most time [`Client::close`] waits for the nodes to hear it: a dead node never answers.
+const CLOSE_WAIT_MAX: Duration = Duration::from_secs(1);
+
 /// A handle on the cluster: cheap to clone, shared by everything built from it.
 ///
 /// [`Client::connect`] makes the first connection eagerly, so a wrong address, CA or server
@@ -207,19 +212,29 @@ impl Client {
         }
     }
 
-    /// Closes every connection and the endpoint, waiting briefly for the nodes to hear it.
+    /// Closes every connection, waiting briefly (three round trips, 50 ms to 1 s) for the
+    /// nodes to hear it.
     /// Every later request, including one a producer or consumer started just before (a
     /// prefetch), fails with [`ConnectError::Closed`] instead of connecting again.
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         let slots: Vec<Arc<NodeSlot>> = lock(&self.inner.nodes).values().cloned().collect();
+        let mut round_trip_max = Duration::ZERO;
         for slot in slots {
             if let Some(connection) = slot.connection.lock().await.take() {
+                round_trip_max = round_trip_max.max(connection.rtt());
                 connection.close(0u32.into(), b"client closed");
             }
         }
-        // Bounded: a dead node cannot acknowledge the close.
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+        // The close frames leave with the endpoint's next transmission; a few round trips of
+        // the closed connections also cover a resend when a node's packets cross them. The
+        // endpoint going idle is not waited for beyond that: it also waits out the closing
+        // period of handshakes given up (a dead bootstrap server the hedged connect left
+        // behind, three probe timeouts at the initial RTT, seconds), which no node hears.
+        let wait = round_trip_max
+            .saturating_mul(3)
+            .clamp(CLOSE_WAIT_MIN, CLOSE_WAIT_MAX);
+        let _ = tokio::time::timeout(wait, self.inner.endpoint.wait_idle()).await;
     }
 
     /// Whether [`Client::close`] was called: every request fails from then on.
