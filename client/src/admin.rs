@@ -3,9 +3,14 @@
 //! modules (upload, list, delete) and topic transforms (deploy, describe, pause, resume,
 //! remove).
 //!
-//! Read-only calls (list, describe, list offsets) are retried on retriable failures within the
-//! request timeout; calls that change something are sent once, because a resend after a lost
-//! answer could report `TopicAlreadyExists` for a topic this very call created.
+//! Every call goes to the client's default node and is sent again, within the request
+//! timeout, to the next live node when that node does not answer or the cluster stops
+//! listing it as alive (`Client::request_with_failover`, rules in `cluster/failover.rs`).
+//! Read-only calls (list, describe, list offsets) are also sent again after any retriable
+//! refusal. Calls that change something are sent again only when no answer came or the node
+//! said it did nothing: the resend of a call whose answer was lost may find its own effect,
+//! and then reports it as the Java AdminClient does (a CreateTopics answered
+//! `TopicAlreadyExists` for a topic this very call created).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +26,7 @@ use ledge_protocol::wire::{
 pub use ledge_protocol::{OnError, PluginKind};
 
 use crate::clock;
+use crate::cluster::failover::RequestKind;
 use crate::connection::{Client, unexpected};
 use crate::consumer::{
     CommittedOffset, OffsetAndMetadata, TopicPartition, commit_offsets, fetch_committed, flatten,
@@ -489,7 +495,11 @@ impl Admin {
                 .collect(),
             validate_only,
         });
-        match self.client.request(&request, Duration::ZERO).await? {
+        match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::CreateTopics(response) => first_error(response.topics),
             other => Err(unexpected(ApiKey::CreateTopics, &other).into()),
         }
@@ -499,7 +509,11 @@ impl Admin {
     /// reads from or writes to one of them (the message names the transform).
     pub async fn delete_topics(&self, names: Vec<String>) -> Result<(), AdminError> {
         let request = Request::DeleteTopics(wire::DeleteTopicsRequest { names });
-        match self.client.request(&request, Duration::ZERO).await? {
+        match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::DeleteTopics(response) => first_error(response.topics),
             other => Err(unexpected(ApiKey::DeleteTopics, &other).into()),
         }
@@ -625,7 +639,11 @@ impl Admin {
             }],
             validate_only,
         });
-        match self.client.request(&request, Duration::ZERO).await? {
+        match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::AlterConfigs(response) => first_error(response.topics),
             other => Err(unexpected(ApiKey::AlterConfigs, &other).into()),
         }
@@ -719,7 +737,7 @@ impl Admin {
             answers.push(request_with_retry(&self.client, &request).await?);
         } else {
             for node in nodes {
-                answers.push(request_with_retry_to(&self.client, Some(node), &request).await?);
+                answers.push(request_with_retry_to(&self.client, node, &request).await?);
             }
         }
         let mut groups = BTreeMap::new();
@@ -931,7 +949,11 @@ impl Admin {
             module: module.into(),
             params: plugin_params(params),
         });
-        let response = match self.client.request(&request, Duration::ZERO).await? {
+        let response = match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::UploadModule(response) => response,
             other => return Err(unexpected(ApiKey::UploadModule, &other).into()),
         };
@@ -975,7 +997,11 @@ impl Admin {
         let request = Request::DeleteModule(wire::DeleteModuleRequest {
             name: name.to_string(),
         });
-        let response = match self.client.request(&request, Duration::ZERO).await? {
+        let response = match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::DeleteModule(response) => response,
             other => return Err(unexpected(ApiKey::DeleteModule, &other).into()),
         };
@@ -1004,7 +1030,11 @@ impl Admin {
             on_error: spec.on_error,
             dead_letter_topic: spec.dead_letter_topic.unwrap_or_default(),
         });
-        let response = match self.client.request(&request, Duration::ZERO).await? {
+        let response = match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::DeployTransform(response) => response,
             other => return Err(unexpected(ApiKey::DeployTransform, &other).into()),
         };
@@ -1055,7 +1085,11 @@ impl Admin {
             name: name.to_string(),
             action: action.to_string(),
         });
-        let response = match self.client.request(&request, Duration::ZERO).await? {
+        let response = match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::AlterTransform(response) => response,
             other => return Err(unexpected(ApiKey::AlterTransform, &other).into()),
         };
@@ -1227,7 +1261,15 @@ pub(crate) async fn list_offsets(
         if attempt > 0 {
             tokio::time::sleep(LIST_OFFSETS_ROUTING_BACKOFF).await;
         }
-        let answers = list_offsets_from_leaders(client, &pending).await?;
+        let answers = match list_offsets_from_leaders(client, &pending).await {
+            // A leader the cluster fenced while it was asked: its routes are dropped, so the
+            // next round asks the new leaders.
+            Err(RequestError::NodeLost { node }) if attempt + 1 < LIST_OFFSETS_ROUTING_ATTEMPTS => {
+                tracing::debug!(%node, "ListOffsets leader left the cluster; routing again");
+                continue;
+            }
+            answers => answers?,
+        };
         pending.clear();
         for (partition, result) in answers {
             if let Err(code) = result {
@@ -1300,7 +1342,7 @@ async fn list_offsets_from_leaders(
     }
     let requests = by_node.into_iter().map(|(node, topics)| async move {
         let request = Request::ListOffsets(wire::ListOffsetsRequest { topics });
-        match request_with_retry_to(client, Some(node), &request).await? {
+        match request_with_retry_to(client, node, &request).await? {
             Response::ListOffsets(response) => Ok(response),
             other => Err(unexpected(ApiKey::ListOffsets, &other)),
         }
@@ -1325,29 +1367,33 @@ async fn list_offsets_from_leaders(
     Ok(listed)
 }
 
-/// Sends a request that changes nothing, resending after retriable failures until the
-/// client's request timeout has passed.
+/// Sends a request that changes nothing to the default node, resending after retriable
+/// failures (to the next live node when the default is lost) until the client's request
+/// timeout has passed.
 pub(crate) async fn request_with_retry(
     client: &Client,
     request: &Request,
 ) -> Result<Response, RequestError> {
-    request_with_retry_to(client, None, request).await
+    client
+        .request_with_failover(RequestKind::Read, request)
+        .await
 }
 
-/// [`request_with_retry`] to `node`, or to the default node when `None`.
+/// [`request_with_retry`] to `node` only (a partition's leader, a node asked for the groups it
+/// coordinates): resent to the same node after retriable failures, each try given up once
+/// the cluster stops listing the node as alive.
 async fn request_with_retry_to(
     client: &Client,
-    node: Option<std::net::SocketAddr>,
+    node: std::net::SocketAddr,
     request: &Request,
 ) -> Result<Response, RequestError> {
     let deadline = clock::now() + client.config().request_timeout;
     let mut wait = Duration::from_millis(50);
     loop {
-        let answer = match node {
-            Some(node) => client.request_to(node, request, Duration::ZERO).await,
-            None => client.request(request, Duration::ZERO).await,
-        };
+        let answer = client.request_to_live(node, request, Duration::ZERO).await;
         match answer {
+            // Sending to it again is pointless: the caller routes again.
+            Err(error @ RequestError::NodeLost { .. }) => return Err(error),
             Err(error) if error.is_retriable() && clock::now() + wait < deadline => {
                 tracing::debug!(%error, "retrying {:?}", request.api_key());
                 tokio::time::sleep(wait).await;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 mod broker_metadata;
 mod cli;
+mod client_failover;
 mod cluster;
 mod cluster_client;
 mod cluster_groups;
