@@ -254,6 +254,9 @@ struct ManagerState {
     repairing: std::collections::BTreeSet<PartitionKey>,
     /// Why each damaged replica waits, as last logged (logged again when it changes).
     repair_waits: BTreeMap<PartitionKey, String>,
+    /// Verifier damage a leader here has handled, by partition and first damaged offset, so
+    /// the leader's timers handle each once (the only in-sync leader keeps its damage).
+    leader_damage_seen: std::collections::BTreeSet<(PartitionKey, i64)>,
 }
 
 /// The replication driver of one node. See the module documentation.
@@ -300,6 +303,7 @@ impl<D: Disk> ReplicaManager<D> {
                 fetchers: BTreeMap::new(),
                 repairing: std::collections::BTreeSet::new(),
                 repair_waits: BTreeMap::new(),
+                leader_damage_seen: std::collections::BTreeSet::new(),
             }),
             changed: watch::channel(0).0,
             tick_needed: tokio::sync::Notify::new(),
@@ -712,6 +716,7 @@ impl<D: Disk> ReplicaManager<D> {
     fn tick(self: &Arc<Self>) -> Option<Instant> {
         let now = self.clock.now();
         let mut proposals = Vec::new();
+        let mut verifier_damage = Vec::new();
         let mut wake: Option<Instant> = None;
         {
             let mut guard = self.lock();
@@ -723,6 +728,11 @@ impl<D: Disk> ReplicaManager<D> {
                 };
                 if let Some(log) = self.logs.partition_log(&key.0, key.1) {
                     leader.handle_local_synced(log.high_watermark());
+                    // The verifier found a bad batch in a sealed segment this node serves
+                    // from: handled as a read that met it (once per damage).
+                    if let Some(damage) = log.damage() {
+                        verifier_damage.push((key.clone(), damage));
+                    }
                 }
                 leader.handle_timeout(now);
                 release(leader, &mut state.waiters);
@@ -743,6 +753,16 @@ impl<D: Disk> ReplicaManager<D> {
                     wake = Some(wake.map_or(instant, |wake| wake.min(instant)));
                 }
             }
+            let seen: std::collections::BTreeSet<(PartitionKey, i64)> = verifier_damage
+                .iter()
+                .map(|(key, damage)| (key.clone(), damage.first_offset))
+                .collect();
+            verifier_damage.retain(|(key, damage)| {
+                !state
+                    .leader_damage_seen
+                    .contains(&(key.clone(), damage.first_offset))
+            });
+            state.leader_damage_seen = seen;
             if let Some(node_epoch) = node_epoch {
                 for (key, topic_id, proposal) in proposals {
                     let request =
@@ -753,6 +773,14 @@ impl<D: Disk> ReplicaManager<D> {
                     );
                 }
             }
+        }
+        for (key, damage) in verifier_damage {
+            let manager = Arc::clone(self);
+            tokio::spawn(async move {
+                manager
+                    .handle_leader_damage(&key.0, key.1, damage.first_offset, &damage.reason)
+                    .await
+            });
         }
         wake
     }
@@ -992,6 +1020,47 @@ impl<D: Disk> ReplicaManager<D> {
         )))
     }
 
+    /// A partition this node leads met a batch that failed its checks at `offset` while
+    /// being served (a consumer's or a follower's verified read; the bytes were not served)
+    /// or its background verifier found one (issue 13 item 4, `replication::repair`'s
+    /// [`on_leader_damage`](damage_repair::on_leader_damage)). When another ISR member
+    /// holds the records, the log goes offline as damaged: pending acks=all waits fail,
+    /// reads answer `NotLeaderOrFollower`, and the next look at the image reports the
+    /// damage so the controller elects that member; then this replica is cut at the damage
+    /// and refetches as a follower, as one damaged at start does. The only ISR member keeps
+    /// leading and serves its intact ranges. Returns which of the two it did.
+    pub async fn handle_leader_damage(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        reason: &str,
+    ) -> damage_repair::LeaderDamageAction {
+        let local = self.settings.node_id;
+        let action = self
+            .lock()
+            .partitions
+            .get(&(topic.to_owned(), partition))
+            .map_or(damage_repair::LeaderDamageAction::KeepLeading, |hosted| {
+                damage_repair::on_leader_damage(local, &hosted.state.isr)
+            });
+        match action {
+            damage_repair::LeaderDamageAction::HandOver => {
+                if self
+                    .logs
+                    .mark_damaged(topic, partition, offset, reason)
+                    .await
+                {
+                    self.reapply.notify_one();
+                }
+            }
+            damage_repair::LeaderDamageAction::KeepLeading => {
+                tracing::error!(topic, partition, offset, %reason, "damaged batch met by the only in-sync replica: it keeps leading and serves the intact ranges only; reads at the damage fail until the partition is restored (docs/OPERATIONS.md, \"A damaged replica\")");
+            }
+        }
+        action
+    }
+
     /// The ISR this node's leader state works with, for tests and describe.
     pub fn leader_isr(&self, topic: &str, partition: u32) -> Option<Vec<NodeId>> {
         let state = self.lock();
@@ -1162,33 +1231,14 @@ impl<D: Disk> ReplicaManager<D> {
                     Ok(read) => {
                         if let Some(damage) = &read.damage {
                             tracing::error!(topic = %wanted.topic, partition = wanted.partition, offset = damage.offset, reason = %damage.reason, "damaged batch not served to a follower");
-                            // This node stops leading from bad bytes when another ISR
-                            // member holds the records: the log goes offline as damaged,
-                            // and the driver reports it so the controller elects that
-                            // member (the verified prefix read above is still good to
-                            // serve). The only in-sync copy stays online for its intact
-                            // ranges, as on a single node.
-                            let local = self.settings.node_id;
-                            let others_in_sync = self
-                                .lock()
-                                .partitions
-                                .get(&(wanted.topic.clone(), wanted.partition))
-                                .is_some_and(|hosted| {
-                                    hosted.state.isr.iter().any(|member| *member != local)
-                                });
-                            if others_in_sync
-                                && self
-                                    .logs
-                                    .mark_damaged(
-                                        &wanted.topic,
-                                        wanted.partition,
-                                        damage.offset,
-                                        &damage.reason,
-                                    )
-                                    .await
-                            {
-                                self.reapply.notify_one();
-                            }
+                            // The verified prefix read above is still good to serve.
+                            self.handle_leader_damage(
+                                &wanted.topic,
+                                wanted.partition,
+                                damage.offset,
+                                &damage.reason,
+                            )
+                            .await;
                         }
                         if read.damage.is_some() && read.bytes.is_empty() {
                             plan = FetchPlan::Refuse(ReplicaFetchError::StorageError);

@@ -1210,3 +1210,129 @@ async fn the_only_in_sync_leader_meeting_a_damaged_batch_stays_online() {
     assert_eq!(cluster.logs[&1].damaged(TOPIC, 0), None);
     assert_eq!(cluster.controller.partition().leader, Some(1));
 }
+
+// Goal (issue 13 item 4, damage found on the read path): a leader whose consumer read meets
+// a damaged batch never serves it and hands over: the verified read stops before the bad
+// batch, the leader takes its log offline (acks=all and reads refused at once), the
+// controller elects another ISR member and drops it from the ISR, and the old leader is
+// cut at the damage, refetches and rejoins the ISR with the same batches as the others.
+// Method: the broker's consumer path (`broker::fetch`'s `leader_read`) is the verified
+// read plus `handle_leader_damage`, called here the same way on three managers.
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_consumer_read_meets_a_damaged_batch_hands_over_and_is_repaired() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..8 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    let acknowledged = stored(&cluster.log(2)).await;
+    assert!(cluster.disks[&1].corrupt_bit(&first_segment(1), inside_batch(5), 1));
+    // A consumer reading from the start: the intact prefix only, and the damage named.
+    let read = cluster.log(1).read_verified(0, 1 << 20).await.unwrap();
+    let damage = read.damage.expect("the flipped batch is found");
+    assert_eq!(damage.offset, 5);
+    assert_eq!(read.end_offset, 5);
+    let action = cluster.managers[&1]
+        .handle_leader_damage(TOPIC, 0, damage.offset, &damage.reason)
+        .await;
+    assert_eq!(action, damage_repair::LeaderDamageAction::HandOver);
+    // Offline at once: nothing more is served or acknowledged from the damaged log.
+    assert!(cluster.logs[&1].damaged(TOPIC, 0).is_some());
+    cluster
+        .until("another ISR member leads", |cluster| {
+            cluster
+                .controller
+                .partition()
+                .leader
+                .is_some_and(|leader| leader != 1)
+        })
+        .await;
+    // Not a leader's bound any more (the broker answers `NotLeaderOrFollower` for a placed
+    // partition without one).
+    assert!(!matches!(
+        cluster.managers[&1].consumer_bound(TOPIC, 0),
+        Ok(Some(_))
+    ));
+    let after = cluster.controller.partition();
+    assert!(
+        !after.isr.contains(&1) && !after.elr.contains(&1),
+        "{after:?}"
+    );
+    cluster
+        .until("node 1 repaired and back in the ISR", |cluster| {
+            cluster.controller.partition().isr.len() == 3
+        })
+        .await;
+    let leader = cluster.controller.partition().leader.unwrap();
+    cluster
+        .until("node 1 has the new leader's log", |cluster| {
+            cluster.logs[&1]
+                .partition_log(TOPIC, 0)
+                .is_some_and(|log| log.high_watermark() == cluster.log(leader).high_watermark())
+        })
+        .await;
+    assert_eq!(stored(&cluster.log(1)).await, acknowledged);
+    assert_eq!(kept_aside(&cluster.disks[&1], 1).await.len(), 1);
+}
+
+// Goal (issue 13 item 4): a leader whose background verifier finds a damaged batch in a
+// sealed segment hands over even if nobody reads it: its timers see the damage, the log goes
+// offline, the controller elects another ISR member, and the old leader is cut, refetches
+// and rejoins with the others' log.
+#[tokio::test(start_paused = true)]
+async fn a_leader_the_verifier_finds_damaged_hands_over_and_is_repaired() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..80 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    let leader_log = cluster.log(1);
+    assert!(
+        leader_log.segment_count() >= 2,
+        "the first segment is not sealed"
+    );
+    let position = inside_batch(10) - ledge_protocol::BATCH_HEADER_BYTES - 3;
+    assert!(cluster.disks[&1].corrupt_bit(&first_segment(1), inside_batch(10), 4));
+    leader_log.report_damage(crate::storage::verify::SegmentDamage {
+        path: first_segment(1),
+        segment_base: 0,
+        position: position as u64,
+        first_offset: 10,
+        reason: "CRC-32C mismatch (test)".to_owned(),
+        found_ms: 0,
+    });
+    let mut handed_over = false;
+    cluster
+        .until(
+            "node 1 handed over, repaired and back in the ISR",
+            |cluster| {
+                let partition = cluster.controller.partition();
+                handed_over |= partition.leader != Some(1) && !partition.isr.contains(&1);
+                handed_over && partition.isr.len() == 3
+            },
+        )
+        .await;
+    let leader = cluster.controller.partition().leader.unwrap();
+    cluster
+        .until("node 1 has the new leader's log", |cluster| {
+            cluster.logs[&1]
+                .partition_log(TOPIC, 0)
+                .is_some_and(|log| log.high_watermark() == cluster.log(leader).high_watermark())
+        })
+        .await;
+    assert_eq!(
+        stored(&cluster.log(1)).await,
+        stored(&cluster.log(leader)).await
+    );
+    assert!(kept_aside(&cluster.disks[&1], 1).await.len() >= 2);
+}
