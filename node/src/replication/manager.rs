@@ -38,6 +38,7 @@ use ledge_protocol::wire::replica::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
+use super::checkpoint::{self, HighWatermarks};
 use super::fetch::{self, FetchPlan, LeaderLogView};
 use super::follower::{self, FollowerAction, FollowerConfig, FollowerLogView, PartitionFollower};
 use super::leader::{AcksAllError, IsrProposal, LeaderConfig, PartitionLeader};
@@ -82,6 +83,9 @@ pub struct ReplicationSettings {
     pub replica_fetch_response_bytes_max: u32,
     /// Most bytes of records per partition in one replica fetch.
     pub replica_fetch_partition_bytes_max: u32,
+    /// `cluster.high_watermark_checkpoint_interval_ms`: how often the high-watermark
+    /// checkpoint is written, at most (`replication::checkpoint`).
+    pub high_watermark_checkpoint_interval: Duration,
 }
 
 impl ReplicationSettings {
@@ -94,6 +98,7 @@ impl ReplicationSettings {
             replica_fetch_wait_max: cluster.replica_fetch_wait_max,
             replica_fetch_response_bytes_max: cluster.replica_fetch_response_bytes_max,
             replica_fetch_partition_bytes_max: cluster.replica_fetch_partition_bytes_max,
+            high_watermark_checkpoint_interval: cluster.high_watermark_checkpoint_interval,
         }
     }
 
@@ -257,6 +262,12 @@ struct ManagerState {
     /// Verifier damage a leader here has handled, by partition and first damaged offset, so
     /// the leader's timers handle each once (the only in-sync leader keeps its damage).
     leader_damage_seen: std::collections::BTreeSet<(PartitionKey, i64)>,
+    /// High watermarks read from the checkpoint at start, for partitions not hosted yet:
+    /// each seeds its partition's state once, when the partition is first hosted.
+    checkpoint_seeds: HighWatermarks,
+    /// Where the checkpoint is written (`None`: not written, as on a read-only data
+    /// directory or before [`ReplicaManager::load_high_watermark_checkpoint`]).
+    checkpoint_directory: Option<std::path::PathBuf>,
 }
 
 /// The replication driver of one node. See the module documentation.
@@ -304,6 +315,8 @@ impl<D: Disk> ReplicaManager<D> {
                 repairing: std::collections::BTreeSet::new(),
                 repair_waits: BTreeMap::new(),
                 leader_damage_seen: std::collections::BTreeSet::new(),
+                checkpoint_seeds: HighWatermarks::new(),
+                checkpoint_directory: None,
             }),
             changed: watch::channel(0).0,
             tick_needed: tokio::sync::Notify::new(),
@@ -326,6 +339,16 @@ impl<D: Disk> ReplicaManager<D> {
         mut image: watch::Receiver<Arc<MetadataImage>>,
         mut node_epoch: watch::Receiver<Option<NodeEpoch>>,
     ) {
+        let checkpoint_directory = self.lock().checkpoint_directory.clone();
+        if let Some(directory) = checkpoint_directory {
+            tokio::spawn(run_checkpointer(
+                Arc::downgrade(&self),
+                Arc::clone(&self.clock),
+                self.disk.clone(),
+                directory,
+                self.settings.high_watermark_checkpoint_interval,
+            ));
+        }
         let mut changed = self.changed.subscribe();
         let mut apply = true;
         loop {
@@ -365,6 +388,62 @@ impl<D: Disk> ReplicaManager<D> {
             }
         }
         self.shutdown();
+    }
+
+    /// Reads the high-watermark checkpoint in `data_dir` (`replication::checkpoint`), so
+    /// each partition starts from the high watermark it had before a restart, not 0; and,
+    /// if `writable`, has [`Self::run`] keep it up to date. Call before `run`. A missing
+    /// file is a new node's; a damaged one is a warning and every partition starts from 0,
+    /// as without one.
+    pub async fn load_high_watermark_checkpoint(&self, data_dir: &std::path::Path, writable: bool) {
+        let seeds = match checkpoint::load(&self.disk, data_dir).await {
+            Ok(Some(seeds)) => {
+                tracing::info!(partitions = seeds.len(), "high-watermark checkpoint read");
+                seeds
+            }
+            Ok(None) => HighWatermarks::new(),
+            Err(error) => {
+                tracing::warn!(%error, "high-watermark checkpoint not used: every partition starts from high watermark 0, as without one (consumers wait until the in-sync replicas have fetched); it is written again within cluster.high_watermark_checkpoint_interval_ms");
+                HighWatermarks::new()
+            }
+        };
+        let mut state = self.lock();
+        state.checkpoint_seeds = seeds;
+        if writable {
+            state.checkpoint_directory = Some(data_dir.to_path_buf());
+        }
+    }
+
+    /// The high watermark of every partition hosted here (leader or follower), by topic id,
+    /// as the checkpoint stores them; with the values read at start for partitions the
+    /// image still places here but whose logs are not hosted yet (they would otherwise be
+    /// lost from the file by a write before they are).
+    pub fn high_watermarks(&self) -> HighWatermarks {
+        let state = self.lock();
+        let local = self.settings.node_id;
+        let mut high_watermarks = HighWatermarks::new();
+        for (key, hosted) in &state.partitions {
+            let high_watermark = *hosted.high_watermark.borrow();
+            if high_watermark > 0 {
+                high_watermarks.insert((hosted.topic_id, key.1), high_watermark);
+            }
+        }
+        for (&(topic_id, partition), &high_watermark) in &state.checkpoint_seeds {
+            let placed = state.image.topics.is_empty()
+                || state.image.topics.values().any(|topic| {
+                    topic.topic_id == topic_id
+                        && usize::try_from(partition)
+                            .ok()
+                            .and_then(|index| topic.partitions.get(index))
+                            .is_some_and(|placement| placement.replicas.contains(&local))
+                });
+            if placed {
+                high_watermarks
+                    .entry((topic_id, partition))
+                    .or_insert(high_watermark);
+            }
+        }
+        high_watermarks
     }
 
     /// The logs the store holds changed (partitions created or removed here): the image is
@@ -496,21 +575,36 @@ impl<D: Disk> ReplicaManager<D> {
                         .min_insync_replicas_default
                         .min(image_state.replicas.len())
                 });
+                // A partition hosted for the first time since the start takes the high
+                // watermark checkpointed before (capped at what its log holds now), so a
+                // restarted node neither hides committed records from consumers nor answers
+                // `ListOffsets` latest with 0 until the ISR has fetched again.
+                let seeded = if state.partitions.contains_key(&key) {
+                    0
+                } else {
+                    state
+                        .checkpoint_seeds
+                        .remove(&(topic_id, key.1))
+                        .map_or(0, |checkpointed| {
+                            checkpointed.min(log.high_watermark()).max(0)
+                        })
+                };
                 let entry = state.partitions.entry(key.clone());
                 let hosted = match entry {
                     std::collections::btree_map::Entry::Vacant(vacant) => {
-                        let follower = PartitionFollower::new(
+                        let mut follower = PartitionFollower::new(
                             key.0.clone(),
                             key.1,
                             local,
                             &new_state,
                             self.settings.follower_config(),
                         );
+                        follower.handle_known_high_watermark(seeded);
                         vacant.insert(Hosted {
                             topic_id,
                             state: new_state.clone(),
                             role: Role::Follower(follower),
-                            high_watermark: watch::channel(log.high_watermark().min(0)).0,
+                            high_watermark: watch::channel(seeded).0,
                             append_gate: Arc::default(),
                             proposal_not_before: None,
                             proposal_backoff: REPLICA_BACKOFF_INITIAL,
@@ -1504,6 +1598,35 @@ impl<D: Disk> ReplicaManager<D> {
             Err(error) => {
                 tracing::error!(topic = %key.0, partition = key.1, offset, %error, "follower truncation failed");
                 true
+            }
+        }
+    }
+}
+
+/// Writes the high-watermark checkpoint of `manager` into `directory` every `interval`
+/// when a value changed, until the manager is gone. A failed write is a warning and is
+/// tried again at the next interval (the file on disk stays the previous, older one: lower
+/// values, still safe).
+async fn run_checkpointer<D: Disk>(
+    manager: std::sync::Weak<ReplicaManager<D>>,
+    clock: Arc<dyn Clock>,
+    disk: D,
+    directory: std::path::PathBuf,
+    interval: Duration,
+) {
+    let mut written: Option<HighWatermarks> = None;
+    loop {
+        clock::sleep(&*clock, interval).await;
+        let Some(current) = manager.upgrade().map(|manager| manager.high_watermarks()) else {
+            return;
+        };
+        if written.as_ref() == Some(&current) {
+            continue;
+        }
+        match checkpoint::store(&disk, &directory, &current).await {
+            Ok(()) => written = Some(current),
+            Err(error) => {
+                tracing::warn!(%error, "high-watermark checkpoint not written; tried again at the next interval");
             }
         }
     }

@@ -315,6 +315,7 @@ fn settings(node_id: NodeId) -> ReplicationSettings {
         replica_fetch_wait_max: Duration::from_millis(500),
         replica_fetch_response_bytes_max: REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT,
         replica_fetch_partition_bytes_max: 4096,
+        high_watermark_checkpoint_interval: Duration::from_secs(5),
     }
 }
 
@@ -1335,4 +1336,144 @@ async fn a_leader_the_verifier_finds_damaged_hands_over_and_is_repaired() {
         stored(&cluster.log(leader)).await
     );
     assert!(kept_aside(&cluster.disks[&1], 1).await.len() >= 2);
+}
+
+/// A new driver for node `node` over its log, as a restart makes one (nothing in memory),
+/// with the checkpoint in `/node-<node>` read first if `checkpoint` (written back if
+/// `writable`); the image is applied, not followed.
+async fn restarted_manager(
+    cluster: &Cluster,
+    node: NodeId,
+    checkpoint: bool,
+    writable: bool,
+) -> Manager {
+    let manager = ReplicaManager::new(
+        settings(node),
+        Arc::new(SimClock::new(0)),
+        cluster.disks[&node].clone(),
+        Arc::clone(&cluster.logs[&node]) as Arc<dyn LogStore<SimDisk>>,
+        Arc::clone(&cluster.transport) as Arc<dyn ReplicaTransport>,
+    );
+    if checkpoint {
+        manager
+            .load_high_watermark_checkpoint(&PathBuf::from(format!("/node-{node}")), writable)
+            .await;
+    }
+    let image = Arc::clone(&cluster.controller.publish.borrow());
+    manager.apply(image, Some(u64::from(node) + 100)).await;
+    manager
+}
+
+/// The replicated high watermark `manager` serves consumers of the partition with.
+fn consumer_high_watermark(manager: &Manager) -> i64 {
+    let (_, bound) = manager
+        .consumer_bound(TOPIC, 0)
+        .unwrap()
+        .expect("a leader's bound");
+    *bound.borrow()
+}
+
+// Goal (issue 13, high-watermark checkpoint): a leader restarted as the last ISR member
+// (the ISR below min.insync.replicas, so its high watermark cannot move) serves the records
+// committed before its restart. Without the checkpoint it starts from 0 and serves nothing
+// (and `ListOffsets` latest answers 0): the gap this closes. Method: the checkpoint as the
+// driver writes it, then a fresh driver over the same log, with and without reading it.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_leader_starts_from_its_checkpointed_high_watermark() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..10 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    // Node 1's checkpoint writer, as `run` starts it on a writable data directory.
+    tokio::spawn(run_checkpointer(
+        Arc::downgrade(&cluster.managers[&1]),
+        Arc::new(SimClock::new(0)),
+        cluster.disks[&1].clone(),
+        PathBuf::from("/node-1"),
+        Duration::from_secs(5),
+    ));
+    clock::sleep(&SimClock::new(0), Duration::from_secs(6)).await;
+    let written = checkpoint::load(&cluster.disks[&1], &PathBuf::from("/node-1"))
+        .await
+        .unwrap()
+        .expect("written");
+    assert_eq!(written.get(&(TopicId([7; 16]), 0)), Some(&10));
+    cluster.stop(2);
+    cluster.stop(3);
+    cluster
+        .until("node 1 alone in the ISR", |cluster| {
+            cluster.controller.partition().isr == vec![1]
+        })
+        .await;
+    cluster.managers[&1].shutdown();
+
+    let without = restarted_manager(&cluster, 1, false, false).await;
+    assert_eq!(consumer_high_watermark(&without), 0);
+    let with = restarted_manager(&cluster, 1, true, false).await;
+    assert_eq!(consumer_high_watermark(&with), 10);
+    // Capped at what the log holds: a value above it (a log cut since) is not trusted.
+    checkpoint::store(
+        &cluster.disks[&1],
+        &PathBuf::from("/node-1"),
+        &HighWatermarks::from([((TopicId([7; 16]), 0), 1_000)]),
+    )
+    .await
+    .unwrap();
+    let capped = restarted_manager(&cluster, 1, true, false).await;
+    assert_eq!(consumer_high_watermark(&capped), 10);
+}
+
+// Goal: a damaged checkpoint never stops a start: the driver warns, starts every partition
+// from 0 (as without a file), and writes a good checkpoint again at its next interval.
+// Method: a file with a bad checksum in node 1's data directory, then a fresh driver that
+// reads it and runs.
+#[tokio::test(start_paused = true)]
+async fn a_damaged_checkpoint_falls_back_to_zero_and_is_written_again() {
+    use crate::storage::{Disk, DiskFile, OpenMode};
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..4 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    cluster.stop(2);
+    cluster.stop(3);
+    cluster
+        .until("node 1 alone in the ISR", |cluster| {
+            cluster.controller.partition().isr == vec![1]
+        })
+        .await;
+    cluster.managers[&1].shutdown();
+    let path = PathBuf::from("/node-1").join(checkpoint::HIGH_WATERMARK_CHECKPOINT_FILE);
+    let disk = &cluster.disks[&1];
+    let file = disk.open(&path, OpenMode::CreateNew).await.unwrap();
+    file.write_at(
+        0,
+        Bytes::from_static(b"ledge-high-watermarks 1 1 0000\ngarbage\n"),
+    )
+    .await
+    .unwrap();
+    file.sync_data().await.unwrap();
+    drop(file);
+    let restarted = restarted_manager(&cluster, 1, true, true).await;
+    assert_eq!(consumer_high_watermark(&restarted), 0);
+    let (_epoch_sender, epoch) = watch::channel(Some(101));
+    tokio::spawn(Arc::clone(&restarted).run(cluster.controller.publish.subscribe(), epoch));
+    // The next write replaces the damaged file with a good one (no partition above 0).
+    clock::sleep(&SimClock::new(0), Duration::from_secs(6)).await;
+    let loaded = checkpoint::load(disk, &PathBuf::from("/node-1"))
+        .await
+        .expect("a good checkpoint again")
+        .expect("written");
+    assert_eq!(loaded, HighWatermarks::new());
 }
