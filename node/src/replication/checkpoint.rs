@@ -41,6 +41,11 @@ pub const HIGH_WATERMARK_CHECKPOINT_BYTES_MAX: usize = 64 << 20;
 /// `replica.high.watermark.checkpoint.interval.ms`).
 pub const HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 5_000;
 
+/// Default `cluster.damaged_retention_ms`: 7 days, time to look at the cut bytes of a
+/// repaired replica (`replication::manager`'s housekeeping deletes them after it, once the
+/// replica is healthy).
+pub const DAMAGED_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+
 const MAGIC: &str = "ledge-high-watermarks";
 const FORMAT_VERSION: u32 = 1;
 

@@ -86,6 +86,9 @@ pub struct ReplicationSettings {
     /// `cluster.high_watermark_checkpoint_interval_ms`: how often the high-watermark
     /// checkpoint is written, at most (`replication::checkpoint`).
     pub high_watermark_checkpoint_interval: Duration,
+    /// `cluster.damaged_retention_ms`: how long a healthy replica's `.damaged` files (the
+    /// bytes a repair cut) are kept before they are deleted.
+    pub damaged_retention: Duration,
 }
 
 impl ReplicationSettings {
@@ -99,6 +102,7 @@ impl ReplicationSettings {
             replica_fetch_response_bytes_max: cluster.replica_fetch_response_bytes_max,
             replica_fetch_partition_bytes_max: cluster.replica_fetch_partition_bytes_max,
             high_watermark_checkpoint_interval: cluster.high_watermark_checkpoint_interval,
+            damaged_retention: cluster.damaged_retention,
         }
     }
 
@@ -268,6 +272,9 @@ struct ManagerState {
     /// Where the checkpoint is written (`None`: not written, as on a read-only data
     /// directory or before [`ReplicaManager::load_high_watermark_checkpoint`]).
     checkpoint_directory: Option<std::path::PathBuf>,
+    /// Each `.damaged` file in a hosted partition's directory, with when this process first
+    /// saw it (the retention of [`ReplicationSettings::damaged_retention`] counts from then).
+    damaged_files_seen: BTreeMap<std::path::PathBuf, Instant>,
 }
 
 /// The replication driver of one node. See the module documentation.
@@ -317,6 +324,7 @@ impl<D: Disk> ReplicaManager<D> {
                 leader_damage_seen: std::collections::BTreeSet::new(),
                 checkpoint_seeds: HighWatermarks::new(),
                 checkpoint_directory: None,
+                damaged_files_seen: BTreeMap::new(),
             }),
             changed: watch::channel(0).0,
             tick_needed: tokio::sync::Notify::new(),
@@ -341,7 +349,7 @@ impl<D: Disk> ReplicaManager<D> {
     ) {
         let checkpoint_directory = self.lock().checkpoint_directory.clone();
         if let Some(directory) = checkpoint_directory {
-            tokio::spawn(run_checkpointer(
+            tokio::spawn(run_housekeeping(
                 Arc::downgrade(&self),
                 Arc::clone(&self.clock),
                 self.disk.clone(),
@@ -444,6 +452,69 @@ impl<D: Disk> ReplicaManager<D> {
             }
         }
         high_watermarks
+    }
+
+    /// Deletes the `.damaged` files (the bytes a repair cut, `storage::repair`) of each
+    /// hosted partition whose replica is healthy again, once they are older than
+    /// `damaged_retention`: healthy is in the ISR (it caught up with the leader after its
+    /// repair, or leads) with no damage the verifier reported since. Age counts from when
+    /// this process first saw the file (the repair, or the start for files an earlier run
+    /// left), so a restart only ever keeps them longer. Each deletion is logged.
+    pub async fn remove_expired_damaged_files(&self) {
+        let now = self.clock.now();
+        let local = self.settings.node_id;
+        let hosted: Vec<(PartitionKey, bool)> = self
+            .lock()
+            .partitions
+            .iter()
+            .map(|(key, hosted)| (key.clone(), hosted.state.isr.contains(&local)))
+            .collect();
+        let mut present = std::collections::BTreeSet::new();
+        for (key, in_isr) in hosted {
+            let Some(log) = self.logs.partition_log(&key.0, key.1) else {
+                continue;
+            };
+            let directory = log.directory().to_path_buf();
+            let Ok(names) = self.disk.list_dir(&directory).await else {
+                continue;
+            };
+            let healthy = in_isr && log.damage().is_none();
+            let mut removed = false;
+            for name in names
+                .iter()
+                .filter(|name| name.ends_with(crate::storage::segment::DAMAGED_FILE_SUFFIX))
+            {
+                let path = directory.join(name);
+                let first_seen = *self
+                    .lock()
+                    .damaged_files_seen
+                    .entry(path.clone())
+                    .or_insert(now);
+                present.insert(path.clone());
+                if !healthy
+                    || now.saturating_duration_since(first_seen) < self.settings.damaged_retention
+                {
+                    continue;
+                }
+                match self.disk.remove_file(&path).await {
+                    Ok(()) => {
+                        tracing::info!(topic = %key.0, partition = key.1, file = %path.display(), retention_ms = self.settings.damaged_retention.as_millis(), "deleted the bytes a repair cut: the replica is healthy again and cluster.damaged_retention_ms has passed");
+                        present.remove(&path);
+                        removed = true;
+                    }
+                    Err(error) => {
+                        tracing::warn!(file = %path.display(), %error, "could not delete a .damaged file; tried again later");
+                    }
+                }
+            }
+            if removed && let Err(error) = self.disk.sync_dir(&directory).await {
+                tracing::warn!(directory = %directory.display(), %error, "syncing a partition directory after deleting .damaged files failed");
+            }
+        }
+        // Files gone (deleted here, with their partition, or by hand) are forgotten.
+        self.lock()
+            .damaged_files_seen
+            .retain(|path, _| present.contains(path));
     }
 
     /// The logs the store holds changed (partitions created or removed here): the image is
@@ -1603,11 +1674,13 @@ impl<D: Disk> ReplicaManager<D> {
     }
 }
 
-/// Writes the high-watermark checkpoint of `manager` into `directory` every `interval`
-/// when a value changed, until the manager is gone. A failed write is a warning and is
-/// tried again at the next interval (the file on disk stays the previous, older one: lower
-/// values, still safe).
-async fn run_checkpointer<D: Disk>(
+/// The driver's housekeeping on a writable data directory, every `interval` until the
+/// manager is gone: writes the high-watermark checkpoint of `manager` into `directory` when
+/// a value changed (a failed write is a warning and is tried again at the next interval; the
+/// file on disk stays the previous, older one: lower values, still safe), and deletes the
+/// `.damaged` files of healthy replicas past their retention
+/// ([`ReplicaManager::remove_expired_damaged_files`]).
+async fn run_housekeeping<D: Disk>(
     manager: std::sync::Weak<ReplicaManager<D>>,
     clock: Arc<dyn Clock>,
     disk: D,
@@ -1620,15 +1693,18 @@ async fn run_checkpointer<D: Disk>(
         let Some(current) = manager.upgrade().map(|manager| manager.high_watermarks()) else {
             return;
         };
-        if written.as_ref() == Some(&current) {
-            continue;
-        }
-        match checkpoint::store(&disk, &directory, &current).await {
-            Ok(()) => written = Some(current),
-            Err(error) => {
-                tracing::warn!(%error, "high-watermark checkpoint not written; tried again at the next interval");
+        if written.as_ref() != Some(&current) {
+            match checkpoint::store(&disk, &directory, &current).await {
+                Ok(()) => written = Some(current),
+                Err(error) => {
+                    tracing::warn!(%error, "high-watermark checkpoint not written; tried again at the next interval");
+                }
             }
         }
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
+        manager.remove_expired_damaged_files().await;
     }
 }
 

@@ -307,6 +307,9 @@ struct Cluster {
     disks: BTreeMap<NodeId, SimDisk>,
 }
 
+/// The tests' `damaged_retention`: short, so paused time does not run the cluster for days.
+const DAMAGED_RETENTION: Duration = Duration::from_secs(600);
+
 fn settings(node_id: NodeId) -> ReplicationSettings {
     ReplicationSettings {
         node_id,
@@ -316,6 +319,7 @@ fn settings(node_id: NodeId) -> ReplicationSettings {
         replica_fetch_response_bytes_max: REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT,
         replica_fetch_partition_bytes_max: 4096,
         high_watermark_checkpoint_interval: Duration::from_secs(5),
+        damaged_retention: DAMAGED_RETENTION,
     }
 }
 
@@ -1391,7 +1395,7 @@ async fn a_restarted_leader_starts_from_its_checkpointed_high_watermark() {
         wait.await.unwrap().unwrap();
     }
     // Node 1's checkpoint writer, as `run` starts it on a writable data directory.
-    tokio::spawn(run_checkpointer(
+    tokio::spawn(run_housekeeping(
         Arc::downgrade(&cluster.managers[&1]),
         Arc::new(SimClock::new(0)),
         cluster.disks[&1].clone(),
@@ -1476,4 +1480,78 @@ async fn a_damaged_checkpoint_falls_back_to_zero_and_is_written_again() {
         .expect("a good checkpoint again")
         .expect("written");
     assert_eq!(loaded, HighWatermarks::new());
+}
+
+// Goal (issue 13, `.damaged` cleanup): the bytes a repair cut are kept for
+// `damaged_retention` (10 minutes here) and deleted only once the replica is healthy again (in
+// the ISR): not before the retention, and not while the replica is out of the ISR however
+// old they are. Method: a follower repaired from a flipped bit, then the housekeeping step
+// on paused time.
+#[tokio::test(start_paused = true)]
+async fn a_repaired_replicas_damaged_files_go_after_their_retention_once_it_is_healthy() {
+    let minute = Duration::from_secs(60);
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..10 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    cluster
+        .restart_with(3, |disk| {
+            assert!(disk.corrupt_bit(&first_segment(3), inside_batch(3), 0));
+        })
+        .await;
+    cluster
+        .until("node 3 repaired and back in the ISR", |cluster| {
+            cluster.controller.partition().isr.len() == 3
+        })
+        .await;
+    let disk = &cluster.disks[&3];
+    let manager = &cluster.managers[&3];
+    assert_eq!(kept_aside(disk, 3).await.len(), 1);
+    // First seen now; kept for the retention.
+    manager.remove_expired_damaged_files().await;
+    clock::sleep(&SimClock::new(0), 6 * minute).await;
+    manager.remove_expired_damaged_files().await;
+    assert_eq!(
+        kept_aside(disk, 3).await.len(),
+        1,
+        "deleted before its retention"
+    );
+    // Out of the ISR (stopped): kept, however old.
+    cluster.stop(3);
+    cluster
+        .until("node 3 out of the ISR", |cluster| {
+            !cluster.controller.partition().isr.contains(&3)
+        })
+        .await;
+    clock::sleep(&SimClock::new(0), 6 * minute).await;
+    manager.remove_expired_damaged_files().await;
+    assert_eq!(
+        kept_aside(disk, 3).await.len(),
+        1,
+        "deleted while the replica is out of the ISR"
+    );
+    // Back in the ISR: deleted.
+    cluster.resume(3);
+    cluster
+        .until("node 3 back in the ISR", |cluster| {
+            cluster.controller.partition().isr.len() == 3
+        })
+        .await;
+    cluster
+        .until("node 3's manager sees itself in the ISR", |cluster| {
+            cluster.managers[&3]
+                .lock()
+                .partitions
+                .values()
+                .all(|hosted| hosted.state.isr.contains(&3))
+        })
+        .await;
+    manager.remove_expired_damaged_files().await;
+    assert!(kept_aside(disk, 3).await.is_empty());
 }
