@@ -896,7 +896,9 @@ pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
     let code = match error {
         FetchError::Lookup(error) => lookup_code(error),
         FetchError::Read(ReadError::OffsetOutOfRange { .. }) => ErrorCode::OffsetOutOfRange,
-        FetchError::Read(ReadError::Corrupt { .. }) => ErrorCode::DataDamaged,
+        FetchError::Read(ReadError::Corrupt { .. }) | FetchError::Damaged { .. } => {
+            ErrorCode::DataDamaged
+        }
         FetchError::Read(_) | FetchError::OffsetLookup(_) => ErrorCode::StorageError,
         FetchError::Plugin(error) => fetch_plugin_code(error),
         FetchError::Replication(error) => replica_role_code(error),

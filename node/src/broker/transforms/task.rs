@@ -31,6 +31,10 @@ pub(super) enum TaskError {
     /// Reading the input failed.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// In a cluster: this node does not lead the input partition now (the task ends when
+    /// the runner sees the new leader).
+    #[error("reading the input: {0}")]
+    NotLeading(LinkError),
     /// A stored input batch's framing does not parse.
     #[error("input batch unreadable: {0}")]
     Unreadable(BatchError),
@@ -226,9 +230,28 @@ impl<D: Disk> PartitionTask<D> {
                 start
             }
         };
-        let watch = log.subscribe_high_watermark();
+        // In a cluster, input is read only below the replicated high watermark (what an
+        // acks=all consumer may see): a record above it may be truncated by a failover, and
+        // output made from it would stay while its input is gone.
+        let bound = match handles.link.get() {
+            Some(link) => link
+                .read_bound(input, self.partition)
+                .map_err(TaskError::NotLeading)?,
+            None => None,
+        };
+        let watch = match &bound {
+            Some(bound) => bound.clone(),
+            None => log.subscribe_high_watermark(),
+        };
         let read = match log.read(start, handles.limits.read_bytes_max).await {
-            Ok(read) => read,
+            Ok(mut read) => {
+                if let Some(bound) = &bound {
+                    let high_watermark = *bound.borrow();
+                    read.bytes =
+                        crate::broker::fetch::below_high_watermark(read.bytes, high_watermark);
+                }
+                read
+            }
             Err(ReadError::OffsetOutOfRange {
                 log_start_offset, ..
             }) if start < log_start_offset => {
