@@ -331,6 +331,39 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// A topic to grow (Kafka's CreatePartitionsTopic).
+    pub struct CreatePartitionsTopic {
+        /// Topic name.
+        pub name: String,
+        /// The new total partition count; must be above the current one.
+        pub count: u32,
+        /// The replicas of each new partition, the preferred leader first, in partition
+        /// order; empty to let the node (the controller in a cluster) place them like a
+        /// creation does. When given, one entry per new partition, each as long as the
+        /// topic's replication factor.
+        pub assignments: Vec<Vec<u32>>,
+    }
+}
+
+wire_struct! {
+    /// Adds partitions to topics (Kafka's CreatePartitions). Partitions are never removed.
+    pub struct CreatePartitionsRequest {
+        /// Topics to grow.
+        pub topics: Vec<CreatePartitionsTopic>,
+        /// Check only; add nothing.
+        pub validate_only: bool,
+    }
+}
+
+wire_struct! {
+    /// Per-topic outcomes of CreatePartitions.
+    pub struct CreatePartitionsResponse {
+        /// One per requested topic, in request order.
+        pub topics: Vec<TopicResult>,
+    }
+}
+
+wire_struct! {
     /// Asks for topics' configs.
     pub struct DescribeConfigsRequest {
         /// Topic names.
