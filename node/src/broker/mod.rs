@@ -265,6 +265,7 @@ impl<D: Disk> Broker<D> {
             Arc::clone(&groups),
             Arc::clone(&clock),
             config.transforms.clone(),
+            config.node_id,
         );
         let disk_guard = Arc::new(maintenance::DiskGuard::new(
             data_dir,

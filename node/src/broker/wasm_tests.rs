@@ -1464,6 +1464,23 @@ fn a_running_transform_picks_up_partitions_added_to_its_input() {
         let status = wait_for(&broker, "copy", |d| d.lag == 0 && d.records_in == 4).await;
         assert_eq!(status.state, "running");
         assert_eq!(status.positions.len(), 2);
+        // Each input partition, the new one too, with the node running it and its own
+        // counters.
+        let per_partition: Vec<(u32, u32, i64, u64, u64, u64)> = status
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.partition,
+                    p.node_id,
+                    p.position,
+                    p.lag,
+                    p.records_in,
+                    p.records_out,
+                )
+            })
+            .collect();
+        assert_eq!(per_partition, [(0, 1, 2, 0, 2, 2), (1, 1, 2, 0, 2, 2)]);
         let mut out: Vec<String> = read_all(&broker, "events.copy", 0)
             .await
             .iter()

@@ -1156,6 +1156,33 @@ wire_struct! {
         pub busy_us: u64,
         /// Per input partition: next input offset to process.
         pub positions: Vec<PartitionOffset>,
+        /// The input partitions this node runs (every one on a node alone; in a cluster the
+        /// ones it leads), with this node's figures for each. A client asks each
+        /// partition's leader for its own.
+        pub partitions: Vec<TransformPartitionStatus>,
+    }
+}
+
+wire_struct! {
+    /// One input partition of a transform as the node running it sees it.
+    pub struct TransformPartitionStatus {
+        /// Input partition.
+        pub partition: u32,
+        /// The node running it (the one answering).
+        pub node_id: u32,
+        /// Next input offset to process.
+        pub position: i64,
+        /// Records of the partition not processed yet (its high watermark here less the
+        /// position).
+        pub lag: u64,
+        /// Records read from it since this node started running it.
+        pub records_in: u64,
+        /// Records written to the output from it since then.
+        pub records_out: u64,
+        /// Records of it sent to the dead-letter topic (or skipped) since then.
+        pub records_dead: u64,
+        /// Time spent inside the module on it since then, µs.
+        pub busy_us: u64,
     }
 }
 

@@ -250,6 +250,32 @@ fn response_samples() -> Vec<Response> {
             producer_id: 1000,
             producer_epoch: 0,
         }),
+        Response::DescribeTransforms(DescribeTransformsResponse {
+            transforms: vec![TransformDescription {
+                name: "keep".into(),
+                kind: PluginKind::Filter,
+                input: "raw".into(),
+                output: "kept".into(),
+                state: "running".into(),
+                version: 2,
+                records_in: 7,
+                positions: vec![PartitionOffset {
+                    partition: 1,
+                    offset: 5,
+                }],
+                partitions: vec![TransformPartitionStatus {
+                    partition: 1,
+                    node_id: 3,
+                    position: 5,
+                    lag: 2,
+                    records_in: 7,
+                    records_out: 6,
+                    records_dead: 1,
+                    busy_us: 900,
+                }],
+                ..TransformDescription::default()
+            }],
+        }),
         Response::CreatePartitions(CreatePartitionsResponse {
             topics: vec![
                 TopicResult {
