@@ -18,6 +18,7 @@ use ledge_e2e::cluster_harness::{
     CONDITION_TIMEOUT, ClusterOptions, FAST_CLUSTER_KEYS, TestCluster, poll_until,
 };
 use ledge_e2e::history::{ReplicaLog, check};
+use ledge_e2e::run_cli;
 use ledge_e2e::workload::{Workload, WorkloadOptions};
 
 const TOPIC: &str = "growing";
@@ -32,6 +33,19 @@ fn describe_transform(cluster: &TestCluster, ids: &[u32]) -> Option<serde_json::
         &cluster.cli_on(ids, &["transform", "describe", "copy", "--format", "json"])?,
     )
     .ok()
+}
+
+/// The one error line of a `ledge` command against the cluster that must fail.
+fn cli_error(cluster: &TestCluster, args: &[&str]) -> String {
+    let server = cluster.bootstrap();
+    let ca = cluster.ca_file.to_string_lossy().into_owned();
+    let mut full = vec!["--server", server.as_str(), "--ca", ca.as_str()];
+    full.extend_from_slice(args);
+    let (status, _, stderr) = run_cli(&full, None);
+    assert!(!status.success(), "ledge {args:?} should have failed");
+    let stderr = stderr.trim().to_string();
+    assert_eq!(stderr.lines().count(), 1, "more than one line: {stderr:?}");
+    stderr
 }
 
 fn partition_entries(described: &serde_json::Value) -> Vec<serde_json::Value> {
@@ -119,6 +133,30 @@ fn partitions_added_under_load_are_led_in_sync_and_run_the_transform() {
         distinct.len() > 1,
         "new leaders spread over the nodes: {leaders:?}"
     );
+    // Refusals, one line each: by the controller, and (validate_only) by the node asked.
+    for (args, expected) in [
+        (
+            vec!["-p", "4"],
+            "cannot shrink growing from 6 to 4 partitions: Kafka and Ledge only add partitions (InvalidPartitions)",
+        ),
+        (
+            vec!["-p", "7", "--replica-assignment", "1:2"],
+            "growing/6: 2 replica(s) [1, 2], but the topic's replication factor is 3 (InvalidReplicaAssignment)",
+        ),
+        (
+            vec![
+                "-p",
+                "7",
+                "--replica-assignment",
+                "1:1:2",
+                "--validate-only",
+            ],
+            "node 1 is listed twice",
+        ),
+    ] {
+        let error = cli_error(&cluster, &[&["topic", "alter", TOPIC][..], &args].concat());
+        assert!(error.contains(expected), "{args:?}: {error}");
+    }
     workload.wait_for_progress("after the growth", 50);
 
     // Keyed records from a producer that sees 6 partitions.

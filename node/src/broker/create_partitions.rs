@@ -1,8 +1,9 @@
 //! CreatePartitions (Kafka's semantics): grow topics to a new total partition count,
 //! optionally with the replicas of each new partition. Alone, the registry opens the new
-//! partitions' logs; in a `[cluster]` the node checks what it can and forwards to the active
-//! controller (as CreateTopics does), which places the new partitions with the topic's
-//! replication factor and elects their leaders. The error enum of this operation becomes
+//! partitions' logs; in a `[cluster]` the node forwards to the active controller (as
+//! CreateTopics does), which places the new partitions with the topic's replication factor
+//! and elects their leaders (a `validate_only` request is answered here with the
+//! controller's rules on this node's image). The error enum of this operation becomes
 //! wire codes in `dispatch.rs`.
 //!
 //! What grows with the topic, unchanged: a running transform reading it starts tasks for
@@ -59,33 +60,31 @@ impl<D: Disk> Broker<D> {
                     topic: topic.name.clone(),
                 }))
             } else if let Some(source) = self.cluster_source.get() {
-                // The controller's own rules on this node's image: a `validate_only` answer
-                // is the one the controller would give, and a request it would refuse is
-                // not sent.
-                let image = source.image.borrow().clone();
-                let checked = plan_new_partitions(
-                    &image,
-                    &topic.name,
-                    topic.count,
-                    &topic.assignments,
-                    &Default::default(),
-                )
-                .map(drop)
-                .map_err(|error| controller_wire(&error));
-                match checked {
-                    Err(refused) => Err(refused),
-                    Ok(()) if request.validate_only => Ok(()),
-                    Ok(()) => {
-                        self.controller_admin(
-                            source,
-                            AdminRequest::CreatePartitions {
-                                name: topic.name.clone(),
-                                partitions: topic.count,
-                                assignments: topic.assignments,
-                            },
-                        )
-                        .await
-                    }
+                if request.validate_only {
+                    // The controller's own rules on this node's image: the answer the
+                    // controller would give, with nothing sent.
+                    let image = source.image.borrow().clone();
+                    plan_new_partitions(
+                        &image,
+                        &topic.name,
+                        topic.count,
+                        &topic.assignments,
+                        &Default::default(),
+                    )
+                    .map(drop)
+                    .map_err(|error| controller_wire(&error))
+                } else {
+                    // Decided on the controller's image, not this node's, which may lag
+                    // (a topic created through another node a moment ago).
+                    self.controller_admin(
+                        source,
+                        AdminRequest::CreatePartitions {
+                            name: topic.name.clone(),
+                            partitions: topic.count,
+                            assignments: topic.assignments,
+                        },
+                    )
+                    .await
                 }
             } else {
                 self.add_partitions_alone(
