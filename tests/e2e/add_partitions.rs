@@ -12,35 +12,17 @@ use ledge_client::{
     Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig,
     ProducerRecord, TopicPartition, Trust,
 };
-use ledge_e2e::{NodeProcess, run_cli};
+use ledge_e2e::NodeProcess;
 
-/// Runs `ledge` against `node`; returns (success, stdout, stderr).
-fn ledge(node: &NodeProcess, args: &[&str]) -> (bool, String, String) {
-    let address = node.addr.to_string();
-    let ca = node.ca_file.to_string_lossy().into_owned();
-    let mut full = vec!["--server", address.as_str(), "--ca", ca.as_str()];
-    full.extend_from_slice(args);
-    let (status, stdout, stderr) = run_cli(&full, None);
-    (status.success(), stdout, stderr)
-}
-
-fn ok(node: &NodeProcess, args: &[&str]) -> String {
-    let (success, stdout, stderr) = ledge(node, args);
-    assert!(success, "ledge {args:?} failed:\n{stderr}");
-    stdout
-}
-
-/// The one error line of a command that must fail.
-fn fails(node: &NodeProcess, args: &[&str]) -> String {
-    let (success, _, stderr) = ledge(node, args);
-    assert!(!success, "ledge {args:?} should have failed");
-    let stderr = stderr.trim().to_string();
-    assert_eq!(stderr.lines().count(), 1, "more than one line: {stderr:?}");
-    stderr
-}
+use crate::cli::{fails, ok};
 
 fn described(node: &NodeProcess, topic: &str) -> serde_json::Value {
-    serde_json::from_str(&ok(node, &["topic", "describe", topic, "--format", "json"])).unwrap()
+    serde_json::from_str(&ok(
+        node,
+        &["topic", "describe", topic, "--format", "json"],
+        None,
+    ))
+    .unwrap()
 }
 
 fn retention(described: &serde_json::Value) -> String {
@@ -53,12 +35,17 @@ fn retention(described: &serde_json::Value) -> String {
         .unwrap()
 }
 
-/// Sends `key-<n>` -> `<round>-<n>` for `0..count` and returns each record's (partition,
-/// offset) as acknowledged.
-async fn send_keyed(producer: &Producer, round: &str, count: u32) -> Vec<(String, u32, i64)> {
+/// Sends `key-<n>` -> `<round>-<n>` to `topic` for `0..count` and returns each record's key,
+/// partition and offset as acknowledged.
+pub(crate) async fn send_keyed(
+    producer: &Producer,
+    topic: &str,
+    round: &str,
+    count: u32,
+) -> Vec<(String, u32, i64)> {
     let mut deliveries = Vec::new();
     for n in 0..count {
-        let record = ProducerRecord::new("orders", format!("{round}-{n}")).key(format!("key-{n}"));
+        let record = ProducerRecord::new(topic, format!("{round}-{n}")).key(format!("key-{n}"));
         deliveries.push((
             format!("key-{n}"),
             producer.send(record).await.expect("send"),
@@ -80,7 +67,11 @@ async fn send_keyed(producer: &Producer, round: &str, count: u32) -> Vec<(String
 #[test]
 fn topic_alter_adds_partitions_and_keyed_records_follow_the_new_count() {
     let node = NodeProcess::start();
-    ok(&node, &["topic", "create", "orders", "--partitions", "2"]);
+    ok(
+        &node,
+        &["topic", "create", "orders", "--partitions", "2"],
+        None,
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -91,7 +82,7 @@ fn topic_alter_adds_partitions_and_keyed_records_follow_the_new_count() {
     let producer = runtime
         .block_on(Producer::new(&client, ProducerConfig::default()))
         .expect("producer");
-    let before = runtime.block_on(send_keyed(&producer, "before", 40));
+    let before = runtime.block_on(send_keyed(&producer, "orders", "before", 40));
     for (key, partition, _) in &before {
         assert_eq!(*partition, partition_for_key(key.as_bytes(), 2), "{key}");
     }
@@ -109,6 +100,7 @@ fn topic_alter_adds_partitions_and_keyed_records_follow_the_new_count() {
             "--format",
             "json",
         ],
+        None,
     ))
     .unwrap();
     assert_eq!(altered["partitions"], 5, "{altered}");
@@ -120,7 +112,11 @@ fn topic_alter_adds_partitions_and_keyed_records_follow_the_new_count() {
         assert_eq!(partition["leader"], 1, "{partition}");
     }
 
-    let shrink = fails(&node, &["topic", "alter", "orders", "--partitions", "3"]);
+    let shrink = fails(
+        &node,
+        &["topic", "alter", "orders", "--partitions", "3"],
+        None,
+    );
     assert!(
         shrink.contains(
             "cannot shrink orders from 5 to 3 partitions: Kafka and Ledge only add partitions (InvalidPartitions)"
@@ -139,12 +135,14 @@ fn topic_alter_adds_partitions_and_keyed_records_follow_the_new_count() {
             "--config",
             "retention.ms=60000",
         ],
+        None,
     );
     assert!(both.contains("already has 5 partitions"), "{both}");
     assert_eq!(retention(&described(&node, "orders")), "3600000");
     let validated = ok(
         &node,
         &["topic", "alter", "orders", "-p", "6", "--validate-only"],
+        None,
     );
     assert!(
         validated.contains("Valid change of topic orders: 6 partitions."),
@@ -161,7 +159,7 @@ fn topic_alter_adds_partitions_and_keyed_records_follow_the_new_count() {
     // The producer's cached count is older than its metadata_max_age now: its next sends
     // look the topic up again and hash over 5.
     std::thread::sleep(Duration::from_millis(400));
-    let after = runtime.block_on(send_keyed(&producer, "after", 40));
+    let after = runtime.block_on(send_keyed(&producer, "orders", "after", 40));
     for (key, partition, _) in &after {
         assert_eq!(*partition, partition_for_key(key.as_bytes(), 5), "{key}");
     }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use ledge_client::partitioner::partition_for_key;
 use ledge_client::{
     Admin, Consumer, ConsumerConfig, NewTopic, OffsetReset, PluginKind, Producer, ProducerConfig,
-    ProducerRecord, TopicPartition, TransformSpec,
+    TopicPartition, TransformSpec,
 };
 use ledge_e2e::cluster_harness::{
     CONDITION_TIMEOUT, ClusterOptions, FAST_CLUSTER_KEYS, TestCluster, poll_until,
@@ -164,19 +164,8 @@ fn partitions_added_under_load_are_led_in_sync_and_run_the_transform() {
         let producer = Producer::new(&client, ProducerConfig::default())
             .await
             .expect("producer");
-        let mut deliveries = Vec::new();
-        for n in 0..KEYED {
-            let record = ProducerRecord::new(TOPIC, format!("keyed-{n}")).key(format!("key-{n}"));
-            deliveries.push((
-                format!("key-{n}"),
-                producer.send(record).await.expect("send"),
-            ));
-        }
-        let mut acknowledged = Vec::new();
-        for (key, delivery) in deliveries {
-            let metadata = delivery.await.expect("acknowledged");
-            acknowledged.push((key, metadata.partition, metadata.offset.expect("acks=all")));
-        }
+        let acknowledged =
+            crate::add_partitions::send_keyed(&producer, TOPIC, "keyed", KEYED).await;
         producer.close().await;
         acknowledged
     });
