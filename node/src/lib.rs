@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod groups;
+pub mod kafka;
 pub mod replication;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
