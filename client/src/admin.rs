@@ -72,6 +72,39 @@ impl NewTopic {
     }
 }
 
+/// Partitions to add to a topic, for [`Admin::create_partitions`] (Kafka's
+/// `NewPartitions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPartitions {
+    /// The topic.
+    pub topic: String,
+    /// The new total partition count: more than the topic has (partitions are never
+    /// removed).
+    pub total_count: u32,
+    /// The replicas of each new partition (node ids, the preferred leader first), in
+    /// partition order; empty to let the cluster place them as a creation does.
+    pub assignments: Vec<Vec<u32>>,
+}
+
+impl NewPartitions {
+    /// Grow `topic` to `total_count` partitions, placed by the cluster (Kafka's
+    /// `NewPartitions.increaseTo`).
+    pub fn increase_to(topic: impl Into<String>, total_count: u32) -> Self {
+        Self {
+            topic: topic.into(),
+            total_count,
+            assignments: Vec::new(),
+        }
+    }
+
+    /// Places each new partition on the nodes given, one list per new partition, each as
+    /// long as the topic's replication factor.
+    pub fn assignments(mut self, assignments: Vec<Vec<u32>>) -> Self {
+        self.assignments = assignments;
+        self
+    }
+}
+
 /// A topic in [`Admin::list_topics`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicListing {
@@ -458,6 +491,9 @@ pub struct TransformDescription {
     pub busy: Duration,
     /// Per input partition, the next input offset to process.
     pub positions: BTreeMap<u32, i64>,
+    /// Per input partition: the node running it and its figures there. In a cluster the
+    /// counters above are the sums over these (see [`TransformPartitionStatus`]).
+    pub partitions: Vec<TransformPartition>,
 }
 
 /// Creates, deletes and describes topics and consumer groups; manages WASM modules and
@@ -502,6 +538,35 @@ impl Admin {
         {
             Response::CreateTopics(response) => first_error(response.topics),
             other => Err(unexpected(ApiKey::CreateTopics, &other).into()),
+        }
+    }
+
+    /// Adds partitions to topics (Kafka's `createPartitions`). With `validate_only` the node
+    /// checks the request and adds nothing. Fails with the first topic the node refused:
+    /// `InvalidPartitions` (a count not above the current one, or over the node's
+    /// `limits.topic_partitions_max`), `UnknownTopicOrPartition`, `InvalidReplicaAssignment`,
+    /// `InternalTopic`; the others in the call may have grown. Keyed records map to other
+    /// partitions afterwards: producers hash keys over the new count once their metadata is
+    /// refreshed (`metadata_max_age`), as in Kafka.
+    pub async fn create_partitions(
+        &self,
+        topics: Vec<NewPartitions>,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let request = Request::CreatePartitions(wire::CreatePartitionsRequest {
+            topics: topics
+                .into_iter()
+                .map(|topic| wire::CreatePartitionsTopic {
+                    name: topic.topic,
+                    count: topic.total_count,
+                    assignments: topic.assignments,
+                })
+                .collect(),
+            validate_only,
+        });
+        match self.client.request(&request, Duration::ZERO).await? {
+            Response::CreatePartitions(response) => first_error(response.topics),
+            other => Err(unexpected(ApiKey::CreatePartitions, &other).into()),
         }
     }
 
@@ -1055,14 +1120,23 @@ impl Admin {
         names: Vec<String>,
     ) -> Result<Vec<TransformDescription>, AdminError> {
         let request = Request::DescribeTransforms(wire::DescribeTransformsRequest { names });
-        match request_with_retry(&self.client, &request).await? {
-            Response::DescribeTransforms(response) => response
-                .transforms
-                .into_iter()
-                .map(transform_description)
-                .collect(),
-            other => Err(unexpected(ApiKey::DescribeTransforms, &other).into()),
-        }
+        let response = match request_with_retry(&self.client, &request).await? {
+            Response::DescribeTransforms(response) => response,
+            other => return Err(unexpected(ApiKey::DescribeTransforms, &other).into()),
+        };
+        let own: BTreeMap<String, Vec<wire::TransformPartitionStatus>> = response
+            .transforms
+            .iter()
+            .map(|transform| (transform.name.clone(), transform.partitions.clone()))
+            .collect();
+        let mut described = response
+            .transforms
+            .into_iter()
+            .map(transform_description)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.locate_transform_partitions(&mut described, own)
+            .await?;
+        Ok(described)
     }
 
     /// Pauses a transform: it stops before its next batch and keeps its positions.
@@ -1187,6 +1261,8 @@ fn transform_description(
             .into_iter()
             .map(|position| (position.partition, position.offset))
             .collect(),
+        // Filled from the partitions' leaders (`transform_partitions.rs`).
+        partitions: Vec::new(),
     })
 }
 
@@ -1406,6 +1482,8 @@ async fn request_with_retry_to(
 
 mod operations;
 pub use operations::{PreferredLeaderElection, ReassignmentDescription};
+mod transform_partitions;
+pub use transform_partitions::{TransformPartition, TransformPartitionStatus};
 
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,9 @@ use tokio::task::JoinError;
 
 use super::bisect::bisect;
 use super::route::{IterationOutput, Route, Routed};
-use super::{LinkError, OnError, TransformHandles, TransformStats, TransformVersion};
+use super::{
+    LinkError, OnError, PartitionCounters, TransformHandles, TransformStats, TransformVersion,
+};
 use crate::broker::metadata::{StoppedReason, StoredTransform};
 use crate::broker::registry::LookupError;
 use crate::groups::service::OffsetsLogError;
@@ -357,16 +359,21 @@ impl<D: Disk> PartitionTask<D> {
                     .await
                 }
             };
-            self.stats.busy_us.fetch_add(
-                u64::try_from(
-                    handles
-                        .clock
-                        .now()
-                        .saturating_duration_since(began)
-                        .as_micros(),
-                )
-                .unwrap_or(u64::MAX),
-                Ordering::Relaxed,
+            let busy_us = u64::try_from(
+                handles
+                    .clock
+                    .now()
+                    .saturating_duration_since(began)
+                    .as_micros(),
+            )
+            .unwrap_or(u64::MAX);
+            self.stats.busy_us.fetch_add(busy_us, Ordering::Relaxed);
+            self.stats.count(
+                self.partition,
+                PartitionCounters {
+                    busy_us,
+                    ..PartitionCounters::default()
+                },
             );
             let records = opened.records.get(range).unwrap_or_default();
             let route = Route {
@@ -450,6 +457,15 @@ async fn write_chunk<D: Disk>(
     stats
         .records_dead
         .fetch_add(output.failed, Ordering::Relaxed);
+    stats.count(
+        partition,
+        PartitionCounters {
+            records_in: output.records_in,
+            records_out: output.records_out,
+            records_dead: output.failed,
+            busy_us: 0,
+        },
+    );
     if let Some(message) = output.last_error.clone() {
         stats.set_error(message);
     }
