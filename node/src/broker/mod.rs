@@ -29,7 +29,7 @@ pub mod cluster_view;
 mod data_path;
 mod dispatch;
 mod fetch;
-mod groups;
+pub(crate) mod groups;
 mod maintenance;
 pub mod materialize;
 pub mod metadata;

@@ -1205,6 +1205,26 @@ impl ClassicGroups {
         Ok(())
     }
 
+    /// Each member's metadata for its most preferred protocol (what a consumer subscribes
+    /// to, whether or not a generation has selected a protocol yet).
+    pub fn member_metadata(&self, group_id: &str) -> Vec<Bytes> {
+        self.groups
+            .get(group_id)
+            .map(|group| {
+                group
+                    .members
+                    .values()
+                    .filter_map(|member| {
+                        member
+                            .protocols
+                            .first()
+                            .map(|(_, metadata)| metadata.clone())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Whether the group has members (or member ids handed out and not yet used).
     pub fn has_members(&self, group_id: &str) -> bool {
         self.groups

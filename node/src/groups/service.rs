@@ -896,7 +896,7 @@ impl GroupService {
 }
 
 mod classic;
-pub use classic::{ClassicCommit, DescribedAnyGroup, ListedAnyGroup};
+pub use classic::{ClassicCommit, DescribedAnyGroup, ListedAnyGroup, OffsetDeleteRefusal};
 
 /// A classic group as the QUIC DescribeGroups shows it: its protocol as the assignor, its
 /// generation as the epoch, and (for `consumer` groups) what each member subscribes to and

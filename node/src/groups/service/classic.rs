@@ -353,11 +353,13 @@ impl GroupService {
                 topics.extend(member.subscribed_topics);
             }
         }
-        if let Some(group) = lock(&self.classic).describe(group_id)
-            && group.protocol_type == CONSUMER_PROTOCOL_TYPE
+        let classic = lock(&self.classic);
+        if classic
+            .describe(group_id)
+            .is_some_and(|group| group.protocol_type == CONSUMER_PROTOCOL_TYPE)
         {
-            for member in group.members {
-                if let Ok(subscription) = decode_subscription(&member.metadata) {
+            for metadata in classic.member_metadata(group_id) {
+                if let Ok(subscription) = decode_subscription(&metadata) {
                     topics.extend(subscription.topics);
                 }
             }
@@ -582,6 +584,86 @@ impl GroupService {
         for key in removed {
             members.remove(key);
         }
+    }
+}
+
+/// Why OffsetDelete kept one partition's committed offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetDeleteRefusal {
+    /// An active member subscribes to its topic (Kafka's GROUP_SUBSCRIBED_TO_TOPIC).
+    Subscribed,
+    /// The topic has no such partition.
+    UnknownPartition,
+}
+
+impl GroupService {
+    /// OffsetDelete: tombstones for the committed offsets of `partitions`, except those of
+    /// topics the group's members subscribe to. Per partition, in order, why it was kept.
+    pub async fn delete_offsets(
+        &self,
+        host: &impl GroupHost,
+        group_id: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<Option<OffsetDeleteRefusal>>, GroupServiceError> {
+        self.check_not_transform_group(host, group_id).await?;
+        let committed: BTreeSet<(String, u32)> = match lock(&self.offsets).group(group_id) {
+            Some(offsets) => offsets.keys().cloned().collect(),
+            None if lock(&self.classic).contains(group_id)
+                || lock(&self.coordinator).describe(group_id).is_some() =>
+            {
+                BTreeSet::new()
+            }
+            None => return Err(GroupServiceError::NotFound(group_id.to_string())),
+        };
+        let subscribed = self.subscribed_topics(group_id);
+        let now_ms = self.clock.wall_time_ms();
+        let mut refusals = Vec::with_capacity(partitions.len());
+        let mut tombstones = Vec::new();
+        for (topic, partition) in partitions {
+            if subscribed.contains(topic) {
+                refusals.push(Some(OffsetDeleteRefusal::Subscribed));
+            } else if !host.has_partition(topic, *partition) {
+                refusals.push(Some(OffsetDeleteRefusal::UnknownPartition));
+            } else {
+                refusals.push(None);
+                if committed.contains(&(topic.clone(), *partition)) {
+                    tombstones.push(ledge_protocol::Record {
+                        timestamp: now_ms,
+                        key: Some(
+                            crate::groups::offsets::OffsetKey {
+                                group: group_id.to_string(),
+                                topic: topic.clone(),
+                                partition: *partition,
+                            }
+                            .encode(),
+                        ),
+                        value: None,
+                        headers: Vec::new(),
+                    });
+                }
+            }
+        }
+        if !tombstones.is_empty() {
+            self.append_offsets(
+                host,
+                group_id,
+                &tombstones,
+                crate::storage::AppendDurability::Synced,
+            )
+            .await?;
+        }
+        Ok(refusals)
+    }
+
+    /// DeleteGroups for one group: refused for a transform's position group while the
+    /// transform exists, and for a group with members.
+    pub async fn delete_group_checked(
+        &self,
+        host: &impl GroupHost,
+        group_id: &str,
+    ) -> Result<(), GroupServiceError> {
+        self.check_not_transform_group(host, group_id).await?;
+        self.delete_group(host, group_id).await
     }
 }
 
