@@ -59,6 +59,8 @@ pub struct NodeConfig {
     pub sealed_segment_files_open_max: u64,
     /// The `[cluster]` section; `None` is a one-node cluster (node 1), as before clusters.
     pub cluster: Option<ClusterConfig>,
+    /// The Kafka listener (`[kafka]`).
+    pub kafka: crate::kafka::KafkaSettings,
 }
 
 /// A `[[module]]` table: a named module read from a file at start.
@@ -118,6 +120,7 @@ impl Default for NodeConfig {
             sealed_segment_files_open_max:
                 crate::storage::disk::descriptors::SEALED_SEGMENT_FILES_OPEN_MAX_DEFAULT,
             cluster: None,
+            kafka: crate::kafka::KafkaSettings::default(),
         }
     }
 }
@@ -145,6 +148,7 @@ struct FileConfig {
     #[serde(default)]
     transform: Vec<toml::Spanned<TransformSection>>,
     cluster: Option<ClusterSection>,
+    kafka: Option<crate::kafka::KafkaSection>,
 }
 
 #[derive(Deserialize, Default)]
@@ -430,6 +434,9 @@ impl NodeConfig {
             config.disk_backend = backend
                 .parse()
                 .map_err(|error| ConfigError(format!("{origin}: node.disk_backend: {error}")))?;
+        }
+        if let Some(section) = file.kafka {
+            config.kafka = section.settings(origin).map_err(ConfigError)?;
         }
         let tls = file.tls.unwrap_or_default();
         config.tls_cert = tls.cert;

@@ -24,11 +24,7 @@ pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod groups;
-// TEMPORARY until the Kafka listener's skeleton is merged from main: its `kafka/mod.rs` then
-// declares `groups`.
-pub mod kafka {
-    pub mod groups;
-}
+pub mod kafka;
 pub mod replication;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

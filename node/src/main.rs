@@ -13,6 +13,7 @@ use ledge_node::clock::{Clock, SystemClock};
 use ledge_node::cluster::peer::peer_clients;
 use ledge_node::config::NodeConfig;
 use ledge_node::controller::peer_link::{ClusterStartError, NodeClusterLinks};
+use ledge_node::kafka::listener::KafkaListener;
 use ledge_node::storage::disk::descriptors;
 use ledge_node::storage::disk::lock::lock_data_dir;
 use ledge_node::storage::storage_id;
@@ -36,6 +37,10 @@ struct Arguments {
     /// UDP address to listen on (overrides the config file) [default: 127.0.0.1:9092].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// TCP address of the Kafka listener (overrides the config file; turns the listener on)
+    /// [default: the --listen address, on TCP].
+    #[arg(long, value_name = "ADDR")]
+    kafka_listen: Option<SocketAddr>,
     /// TLS certificate chain, PEM (with --tls-key); default: a generated dev CA.
     #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -180,6 +185,10 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     if let Some(backend) = arguments.disk_backend {
         config.disk_backend = backend;
     }
+    if let Some(kafka_listen) = arguments.kafka_listen {
+        config.kafka.enabled = true;
+        config.kafka.listen = Some(kafka_listen);
+    }
     // Checks that need no disk come first, so a mistake in flags or a busy port leaves no
     // data directory behind (issue 11, bug 2): TLS flags and the operator's certificate
     // files, the disk backend, the open-file limit, the listen port.
@@ -262,6 +271,13 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     descriptors::set_sealed_segment_files_open_max(config.sealed_segment_files_open_max);
     let socket = quic::bind_socket(config.listen, &config.transport)?;
+    // The Kafka port too is checked before the data directory is touched.
+    let kafka = if config.kafka.enabled {
+        let address = config.kafka.listen_address(config.listen);
+        Some(KafkaListener::bind(address, config.kafka.clone())?)
+    } else {
+        None
+    };
     // Metadata lists this node at the address it really listens on (port 0 is resolved),
     // unless clients must reach it through something in between (node.advertised_address).
     config.broker.advertised_address = match config.advertised_address {
@@ -333,6 +349,30 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     let address = server.local_addr().context("reading the bound address")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let kafka_serving = match kafka {
+        Some(mut kafka) => {
+            let address = kafka
+                .local_addr()
+                .context("reading the Kafka listener's address")?;
+            // Listening on every address (0.0.0.0): clients are given the host QUIC
+            // advertises, on the Kafka port.
+            if config.kafka.advertised_listen.is_none() && address.ip().is_unspecified() {
+                let host = config
+                    .broker
+                    .advertised_address
+                    .rsplit_once(':')
+                    .map_or(config.broker.advertised_address.as_str(), |(host, _)| host);
+                kafka.advertise(format!("{host}:{}", address.port()));
+            }
+            tracing::info!(%address, advertised = %kafka.advertised(), "kafka listener up");
+            // Before the readiness line, so whoever waits on that has read this one too.
+            println!("ledge-node kafka listening on {address}");
+            Some(tokio::spawn(
+                kafka.serve(Arc::clone(&broker), stopped.clone()),
+            ))
+        }
+        None => None,
+    };
     let serving = tokio::spawn(server.serve(Arc::clone(&broker), stopped));
     // The controller quorum and this node's registration run over the endpoint that now
     // serves; forming the quorum waits for the other voters in the background.
@@ -401,6 +441,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     let _ = stop.send(true);
     let _ = serving.await;
+    if let Some(kafka_serving) = kafka_serving {
+        let _ = kafka_serving.await;
+    }
     broker.close().await;
     tracing::info!("shutdown complete");
     drop(lock);

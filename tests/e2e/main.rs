@@ -16,6 +16,7 @@ mod fault_proxy;
 mod groups;
 mod groups_more;
 mod in_flight;
+mod kafka_clients;
 mod node;
 mod process;
 mod produce_validation;

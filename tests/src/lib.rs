@@ -89,6 +89,8 @@ pub struct NodeProcess {
     child: Option<Child>,
     /// The UDP address it listens on.
     pub addr: SocketAddr,
+    /// The TCP address of its Kafka listener, if it runs one.
+    pub kafka_addr: Option<SocketAddr>,
     /// Its data directory.
     pub data_dir: PathBuf,
     /// The dev CA it generated (`<data-dir>/tls/ca.pem`).
@@ -138,6 +140,7 @@ impl NodeProcess {
             addr: options
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
+            kafka_addr: None,
             ca_file: data_dir.join("tls").join("ca.pem"),
             log_file: data_dir.with_extension("log"),
             data_dir,
@@ -206,16 +209,26 @@ impl NodeProcess {
             .expect("open node log");
         let (ready_sender, ready) = mpsc::channel();
         std::thread::spawn(move || {
+            // The node prints its Kafka address (if it listens for Kafka) before the ready
+            // line.
+            let mut kafka = None;
             for line in BufReader::new(output_reader).lines() {
                 let Ok(line) = line else { break };
                 let _ = writeln!(log, "{line}");
+                if let Some(address) = line.strip_prefix("ledge-node kafka listening on ") {
+                    kafka = Some(address.trim().to_string());
+                }
                 if let Some(address) = line.strip_prefix("ledge-node listening on ") {
-                    let _ = ready_sender.send(address.trim().to_string());
+                    let _ = ready_sender.send((address.trim().to_string(), kafka.take()));
                 }
             }
         });
         match ready.recv_timeout(READY_TIMEOUT) {
-            Ok(address) => self.addr = address.parse().expect("node prints a socket address"),
+            Ok((address, kafka)) => {
+                self.addr = address.parse().expect("node prints a socket address");
+                self.kafka_addr =
+                    kafka.map(|kafka| kafka.parse().expect("node prints a socket address"));
+            }
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -18,6 +18,16 @@
 //!   later wipe of the store cannot meet a marker left behind.
 //!
 //! The marker lives inside `controller/`, so wiping the store wipes it too.
+//!
+//! The rejoin marker (`controller/rejoining`) is the other side: a voter that starts with an
+//! empty store and no bootstrap marker writes it, durably, before it answers any Raft message,
+//! and grants no vote while it exists. It may have voted, and held committed entries, before
+//! its store was lost; with an empty log it would grant its vote to any candidate, so a
+//! lagging voter could win with it and lose what the wiped voter and one other had committed
+//! (simulator seeds 622 and 1375: a wiped voter, then a power loss, then a majority without
+//! the committed entries). The node removes the marker once it has caught up (see
+//! [`super::quorum::caught_up_after_rejoin`]); a power loss before that finds the marker
+//! again, so the vote stays withheld across restarts.
 
 use std::path::{Path, PathBuf};
 
@@ -46,18 +56,60 @@ pub fn marker_text(cluster_id: &str, voters: &[u32]) -> String {
     )
 }
 
+/// The rejoin marker's file name inside `<data_dir>/controller/`.
+pub const REJOIN_MARKER_FILE: &str = "rejoining";
+
+/// Where the rejoin marker of the node with `data_dir` is.
+pub fn rejoin_marker_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(CONTROLLER_DIR_NAME).join(REJOIN_MARKER_FILE)
+}
+
+/// Writes the rejoin marker, durably.
+pub async fn write_rejoin_marker<D: Disk>(disk: &D, data_dir: &Path) -> Result<(), DiskError> {
+    write_file(
+        disk,
+        data_dir,
+        &rejoin_marker_path(data_dir),
+        "This voter started with an empty controller store: it grants no vote until it has caught up with the controller quorum; the node removes this file then.\n",
+    )
+    .await
+}
+
+/// Whether the rejoin marker of the node with `data_dir` exists.
+pub async fn rejoin_marker_exists<D: Disk>(disk: &D, data_dir: &Path) -> Result<bool, DiskError> {
+    file_exists(disk, &rejoin_marker_path(data_dir)).await
+}
+
+/// Removes the rejoin marker durably, if it exists.
+pub async fn consume_rejoin_marker<D: Disk>(disk: &D, data_dir: &Path) -> Result<(), DiskError> {
+    match disk.remove_file(&rejoin_marker_path(data_dir)).await {
+        Ok(()) => disk.sync_dir(&data_dir.join(CONTROLLER_DIR_NAME)).await,
+        Err(error) if error.is_not_found() => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 /// Writes the marker for the node with `data_dir` on `disk`, durably (the directories
 /// created and synced, the file synced).
 pub async fn write_marker<D: Disk>(disk: &D, data_dir: &Path, text: &str) -> Result<(), DiskError> {
+    write_file(disk, data_dir, &marker_path(data_dir), text).await
+}
+
+/// Writes `path` (a file in `<data_dir>/controller/`) with `text`, durably.
+async fn write_file<D: Disk>(
+    disk: &D,
+    data_dir: &Path,
+    path: &Path,
+    text: &str,
+) -> Result<(), DiskError> {
     let dir = data_dir.join(CONTROLLER_DIR_NAME);
     create_dir_durable(disk, &dir).await?;
-    let path = marker_path(data_dir);
-    match disk.remove_file(&path).await {
+    match disk.remove_file(path).await {
         Ok(()) => {}
         Err(error) if error.is_not_found() => {}
         Err(error) => return Err(error),
     }
-    let file = disk.open(&path, OpenMode::CreateNew).await?;
+    let file = disk.open(path, OpenMode::CreateNew).await?;
     file.write_at(0, Bytes::copy_from_slice(text.as_bytes()))
         .await?;
     file.sync_data().await?;
@@ -66,7 +118,11 @@ pub async fn write_marker<D: Disk>(disk: &D, data_dir: &Path, text: &str) -> Res
 
 /// Whether the marker of the node with `data_dir` exists.
 pub async fn marker_exists<D: Disk>(disk: &D, data_dir: &Path) -> Result<bool, DiskError> {
-    match disk.open(&marker_path(data_dir), OpenMode::Read).await {
+    file_exists(disk, &marker_path(data_dir)).await
+}
+
+async fn file_exists<D: Disk>(disk: &D, path: &Path) -> Result<bool, DiskError> {
+    match disk.open(path, OpenMode::Read).await {
         Ok(_) => Ok(true),
         Err(error) if error.is_not_found() => Ok(false),
         Err(error) => Err(error),

@@ -79,8 +79,11 @@ impl Default for DecisionConfig {
             default_replication_factor: 3,
             min_insync_replicas: 2,
             unclean_leader_election_enable: false,
-            // `node_session_timeout_ms = 9000` (cluster-design.md).
-            node_session_timeout: Duration::from_millis(9_000),
+            // The node's default `cluster.node_session_timeout_ms`, so tests built on the
+            // default decide as a node with the default config does.
+            node_session_timeout: Duration::from_millis(
+                crate::cluster::config::NODE_SESSION_TIMEOUT_MS_DEFAULT,
+            ),
         }
     }
 }

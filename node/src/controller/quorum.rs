@@ -209,12 +209,14 @@ pub struct Controller {
     /// `controller_voters` as configured (not the stored membership: a wiped voter has none
     /// yet and must still accept its leader's messages).
     voters: BTreeSet<NodeId>,
-    /// Set at a start that found an empty store and no bootstrap marker (a voter whose
-    /// store was wiped, or a hand-made voter never started): it grants no vote until it has
-    /// accepted a leader (a committed vote is stored). Before its store was lost it may have
-    /// voted in the current term; voting again there could elect a second controller in
-    /// one term (simulator seed 274 with 5 nodes).
-    votes_withheld: std::sync::atomic::AtomicBool,
+    /// Set while the rejoin marker exists (see [`super::bootstrap`]): a voter that started
+    /// with an empty store and no bootstrap marker (its store was wiped, or a hand-made
+    /// voter never started) grants no vote until it has caught up
+    /// ([`caught_up_after_rejoin`]). Before its store was lost it may have voted in the
+    /// current term (voting again there could elect a second controller in one term:
+    /// simulator seed 274 with 5 nodes) and held committed entries a majority without it
+    /// lacks (seeds 622 and 1375).
+    votes_withheld: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Controller {
@@ -304,6 +306,31 @@ impl Controller {
                 );
             }
         }
+        let rejoin_marker = super::bootstrap::rejoin_marker_exists(&marker_disk, data_dir)
+            .await
+            .map_err(ControllerStoreError::from)?;
+        let rejoining =
+            !learner && (rejoin_marker || (stored_voters.is_empty() && !bootstrap_marker));
+        if rejoining && !rejoin_marker {
+            // Durable before any Raft message is answered: a power loss before catching up
+            // must find it again.
+            super::bootstrap::write_rejoin_marker(&marker_disk, data_dir)
+                .await
+                .map_err(ControllerStoreError::from)?;
+        }
+        let votes_withheld = Arc::new(std::sync::atomic::AtomicBool::new(rejoining));
+        if rejoining {
+            tracing::info!(
+                marker = %super::bootstrap::rejoin_marker_path(data_dir).display(),
+                "this voter lost its controller store: it grants no vote until it has caught up with the controller quorum"
+            );
+            tokio::spawn(release_votes_once_caught_up(
+                raft.metrics(),
+                marker_disk,
+                data_dir.to_path_buf(),
+                votes_withheld.clone(),
+            ));
+        }
         Ok(Self {
             node_id: config.node_id,
             learner,
@@ -313,9 +340,7 @@ impl Controller {
             decisions: config.decisions,
             node_heartbeat_interval: config.node_heartbeat_interval,
             voters: config.voters.keys().copied().collect(),
-            votes_withheld: std::sync::atomic::AtomicBool::new(
-                stored_voters.is_empty() && !learner && !bootstrap_marker,
-            ),
+            votes_withheld,
         })
     }
 
@@ -360,18 +385,15 @@ impl Controller {
     }
 
     /// The refusal a voter that lost its store answers a vote request with, while it has
-    /// not accepted a leader yet (see `votes_withheld`); `None` once it may vote.
+    /// not caught up yet (see `votes_withheld`); `None` once it may vote.
     fn withheld_vote(&self) -> Option<VoteResponse<u64>> {
-        use std::sync::atomic::Ordering;
-        if !self.votes_withheld.load(Ordering::Acquire) {
+        if !self
+            .votes_withheld
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
             return None;
         }
         let vote = self.raft.metrics().borrow().vote;
-        if vote.is_committed() {
-            self.votes_withheld.store(false, Ordering::Release);
-            tracing::info!(%vote, "accepted a controller leader after starting with an empty store: granting votes again");
-            return None;
-        }
         Some(VoteResponse {
             vote,
             vote_granted: false,
@@ -688,6 +710,52 @@ impl Controller {
             .result
             .map_err(|error| ControllerRequestError::Refused(ControllerError::Refused(error)))?;
         Ok(output)
+    }
+}
+
+/// Whether a voter that lost its store has caught up, so it may vote again: it has accepted
+/// a leader (a committed vote) and applied an entry of that leader's term. A Raft leader's
+/// first entry in its term follows every entry committed before the term (the leader holds
+/// them all), so the voter's log now holds everything it may have helped commit before its
+/// store was lost; entries committed later it stores durably as any voter does.
+pub fn caught_up_after_rejoin(
+    vote: &openraft::Vote<u64>,
+    last_applied: Option<&openraft::LogId<u64>>,
+) -> bool {
+    vote.is_committed()
+        && last_applied.is_some_and(|applied| applied.leader_id.term >= vote.leader_id.term)
+}
+
+/// Watches a rejoining voter until [`caught_up_after_rejoin`] holds, then removes its rejoin
+/// marker durably and lets it vote. Ends with the controller (its metrics sender dropped).
+async fn release_votes_once_caught_up<D: Disk>(
+    mut metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    disk: D,
+    data_dir: std::path::PathBuf,
+    votes_withheld: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        let caught_up = {
+            let metrics = metrics.borrow_and_update();
+            caught_up_after_rejoin(&metrics.vote, metrics.last_applied.as_ref())
+                .then(|| (metrics.vote, metrics.last_applied))
+        };
+        if let Some((vote, applied)) = caught_up {
+            match super::bootstrap::consume_rejoin_marker(&disk, &data_dir).await {
+                Ok(()) => {
+                    votes_withheld.store(false, std::sync::atomic::Ordering::Release);
+                    tracing::info!(%vote, applied = ?applied, "caught up with the controller quorum after starting with an empty store: granting votes again");
+                    return;
+                }
+                // Keep withholding: the marker would withhold again after a restart anyway.
+                Err(error) => {
+                    tracing::warn!(%error, "cannot remove the controller rejoin marker; still withholding votes")
+                }
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

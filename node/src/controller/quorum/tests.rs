@@ -702,3 +702,21 @@ async fn a_wiped_voter_does_not_initialize_a_quorum_and_is_caught_up() {
         })
         .await;
 }
+
+// Goal: a voter that lost its store votes again only once it holds an entry of its
+// leader's term, never on a vote alone. Method: the pure rule over votes and applied ids.
+#[test]
+fn a_rejoining_voter_is_caught_up_only_with_an_entry_of_its_leaders_term() {
+    use openraft::{CommittedLeaderId, LogId, Vote};
+    let applied = |term: u64, index: u64| LogId::new(CommittedLeaderId::new(term, 1), index);
+    let uncommitted = Vote::new(7, 3);
+    let committed = Vote::new_committed(7, 3);
+    // No leader accepted yet, whatever was applied.
+    assert!(!caught_up_after_rejoin(&uncommitted, Some(&applied(7, 40))));
+    // A leader accepted but nothing applied, or only entries of earlier terms.
+    assert!(!caught_up_after_rejoin(&committed, None));
+    assert!(!caught_up_after_rejoin(&committed, Some(&applied(6, 39))));
+    // An entry of the leader's term (or a later one) applied.
+    assert!(caught_up_after_rejoin(&committed, Some(&applied(7, 40))));
+    assert!(caught_up_after_rejoin(&committed, Some(&applied(8, 41))));
+}

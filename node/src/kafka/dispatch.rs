@@ -1,0 +1,126 @@
+//! Answers decoded Kafka requests: one arm per served API (the table in
+//! [`apis`](super::apis)), each calling its handler in [`handlers`](super::handlers).
+
+use std::sync::Arc;
+
+use super::KafkaSettings;
+use super::apis::{KafkaRequest, KafkaResponse};
+use super::codec::DecodedRequest;
+use super::groups;
+use super::handlers::{self, NodeAddresses};
+use crate::broker::Broker;
+use crate::storage::Disk;
+
+/// The Kafka listener's view of the node: the broker, and where clients reach this node.
+pub struct KafkaService<D: Disk> {
+    broker: Arc<Broker<D>>,
+    settings: KafkaSettings,
+    /// `host:port` Metadata lists for this node.
+    advertised: String,
+}
+
+impl<D: Disk> KafkaService<D> {
+    /// A service over `broker`; Metadata lists this node at `advertised` (`host:port`).
+    pub fn new(broker: Arc<Broker<D>>, settings: KafkaSettings, advertised: String) -> Self {
+        Self {
+            broker,
+            settings,
+            advertised,
+        }
+    }
+
+    /// The listener's settings.
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+
+    /// Answers one request; `None` when Kafka sends no answer (a produce with acks=0).
+    pub async fn handle(&self, request: DecodedRequest) -> Option<KafkaResponse> {
+        let DecodedRequest {
+            header,
+            version,
+            body,
+            ..
+        } = request;
+        let client_id = header.client_id.as_deref().unwrap_or_default();
+        let broker = &*self.broker;
+        let addresses = NodeAddresses {
+            own: &self.advertised,
+        };
+        // One exhaustive match: a row added to the table without an arm does not compile.
+        Some(match body {
+            KafkaRequest::ApiVersions(_) => {
+                KafkaResponse::ApiVersions(handlers::cluster::api_versions())
+            }
+            KafkaRequest::Metadata(request) => KafkaResponse::Metadata(
+                handlers::cluster::metadata(broker, &addresses, request, version).await,
+            ),
+            KafkaRequest::DescribeCluster(request) => KafkaResponse::DescribeCluster(
+                handlers::cluster::describe_cluster(broker, &addresses, request).await,
+            ),
+            KafkaRequest::Produce(request) => KafkaResponse::Produce(
+                handlers::produce::produce(broker, client_id, request, version).await?,
+            ),
+            KafkaRequest::Fetch(request) => {
+                KafkaResponse::Fetch(handlers::fetch::fetch(broker, request, version).await)
+            }
+            KafkaRequest::ListOffsets(request) => {
+                KafkaResponse::ListOffsets(handlers::fetch::list_offsets(broker, request).await)
+            }
+            KafkaRequest::InitProducerId(request) => KafkaResponse::InitProducerId(
+                handlers::produce::init_producer_id(broker, request).await,
+            ),
+            KafkaRequest::CreateTopics(request) => KafkaResponse::CreateTopics(
+                handlers::topics::create_topics(broker, request, version).await,
+            ),
+            KafkaRequest::DeleteTopics(request) => {
+                KafkaResponse::DeleteTopics(handlers::topics::delete_topics(broker, request).await)
+            }
+            KafkaRequest::DescribeConfigs(request) => KafkaResponse::DescribeConfigs(
+                handlers::configs::describe_configs(broker, request).await,
+            ),
+            KafkaRequest::AlterConfigs(request) => {
+                KafkaResponse::AlterConfigs(handlers::configs::alter_configs(broker, request).await)
+            }
+            KafkaRequest::IncrementalAlterConfigs(request) => {
+                KafkaResponse::IncrementalAlterConfigs(
+                    handlers::configs::incremental_alter_configs(broker, request).await,
+                )
+            }
+            // Groups (kafka/groups.rs): one arm per API.
+            KafkaRequest::FindCoordinator(request) => KafkaResponse::FindCoordinator(
+                groups::find_coordinator(broker, &self.advertised, request, version).await,
+            ),
+            KafkaRequest::JoinGroup(request) => KafkaResponse::JoinGroup(
+                groups::join_group(broker, client_id, "", request, version).await,
+            ),
+            KafkaRequest::SyncGroup(request) => {
+                KafkaResponse::SyncGroup(groups::sync_group(broker, request).await)
+            }
+            KafkaRequest::Heartbeat(request) => {
+                KafkaResponse::Heartbeat(groups::heartbeat(broker, request).await)
+            }
+            KafkaRequest::LeaveGroup(request) => {
+                KafkaResponse::LeaveGroup(groups::leave_group(broker, request, version).await)
+            }
+            KafkaRequest::OffsetCommit(request) => {
+                KafkaResponse::OffsetCommit(groups::offset_commit(broker, request).await)
+            }
+            KafkaRequest::OffsetFetch(request) => {
+                KafkaResponse::OffsetFetch(groups::offset_fetch(broker, request, version).await)
+            }
+            KafkaRequest::OffsetDelete(request) => {
+                KafkaResponse::OffsetDelete(groups::offset_delete(broker, request).await)
+            }
+            KafkaRequest::ListGroups(request) => {
+                KafkaResponse::ListGroups(groups::list_groups(broker, request).await)
+            }
+            KafkaRequest::DescribeGroups(request) => KafkaResponse::DescribeGroups(
+                groups::describe_groups(broker, request, version).await,
+            ),
+            KafkaRequest::DeleteGroups(request) => {
+                KafkaResponse::DeleteGroups(groups::delete_groups(broker, request).await)
+            }
+        })
+    }
+}

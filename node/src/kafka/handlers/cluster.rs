@@ -1,0 +1,198 @@
+//! ApiVersions, Metadata and DescribeCluster: what the node serves and where partitions are
+//! led. In a cluster the answers are the controller image's (leaders, leader epochs,
+//! replicas, ISR), as the native Metadata gives them.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{
+    ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse,
+    MetadataRequest, MetadataResponse, TopicName, describe_cluster_response, metadata_response,
+};
+use ledge_protocol::wire::{self, DescribeClusterRequest as NativeDescribeCluster, ErrorCode};
+
+use super::{NodeAddresses, ask, broker_id, message, text, topic_name, topic_uuid};
+use crate::broker::Broker;
+use crate::kafka::codec::api_version_list;
+use crate::kafka::errors::kafka_code;
+use crate::storage::Disk;
+
+/// The served APIs and versions.
+pub fn api_versions() -> ApiVersionsResponse {
+    let mut response = ApiVersionsResponse::default();
+    response.api_keys = api_version_list();
+    response
+}
+
+/// Metadata: brokers, cluster id, controller, and the topics asked for (all for a null
+/// list, or an empty one at version 0). Topics are never created by Metadata: a client's
+/// `allow_auto_topic_creation` finds UNKNOWN_TOPIC_OR_PARTITION (create them with
+/// CreateTopics).
+pub async fn metadata<D: Disk>(
+    broker: &Broker<D>,
+    addresses: &NodeAddresses<'_>,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let mut by_id_only = Vec::new();
+    let names = match request.topics {
+        None => None,
+        Some(topics) if version == 0 && topics.is_empty() => None,
+        Some(topics) => Some(
+            topics
+                .into_iter()
+                .filter_map(|topic| match topic.name {
+                    Some(name) => Some(topic_name(&name)),
+                    None => {
+                        by_id_only.push(topic.topic_id);
+                        None
+                    }
+                })
+                .collect(),
+        ),
+    };
+    let mut response = MetadataResponse::default();
+    let native = match ask!(
+        broker,
+        "",
+        Metadata(wire::MetadataRequest { topics: names })
+    ) {
+        Ok(native) => native,
+        Err(api) => {
+            tracing::error!(?api, "kafka metadata: the broker answered another API");
+            response.controller_id = BrokerId(-1);
+            return response;
+        }
+    };
+    let cluster_id = cluster_id(broker).await;
+    let own_id = native.node_id;
+    response.brokers = native
+        .nodes
+        .iter()
+        .map(|node| {
+            let (host, port) = addresses.kafka_address(own_id, node.node_id, &node.address);
+            let mut entry = metadata_response::MetadataResponseBroker::default();
+            entry.node_id = BrokerId(broker_id(node.node_id));
+            entry.host = host;
+            entry.port = port;
+            entry
+        })
+        .collect();
+    if version >= 2 {
+        response.cluster_id = (!cluster_id.is_empty()).then(|| text(cluster_id));
+    }
+    response.controller_id = BrokerId(native.controller_id.map_or(-1, broker_id));
+    response.topics = native
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let mut entry = metadata_response::MetadataResponseTopic::default();
+            entry.error_code = kafka_code(topic.error);
+            entry.name = Some(TopicName(text(topic.name)));
+            if version >= 10 {
+                entry.topic_id = topic_uuid(&topic.topic_id);
+            }
+            entry.is_internal = topic.internal;
+            entry.partitions = topic
+                .partitions
+                .into_iter()
+                .map(|partition| {
+                    let mut entry = metadata_response::MetadataResponsePartition::default();
+                    entry.error_code = match partition.leader {
+                        // No replica leads it now: Kafka's answer while an election is due.
+                        None => ResponseError::LeaderNotAvailable.code(),
+                        Some(_) => kafka_code(partition.error),
+                    };
+                    entry.partition_index = i32::try_from(partition.partition).unwrap_or(-1);
+                    entry.leader_id = BrokerId(partition.leader.map_or(-1, broker_id));
+                    entry.leader_epoch = partition.leader_epoch;
+                    entry.replica_nodes = ids(&partition.replicas);
+                    entry.isr_nodes = ids(&partition.isr);
+                    entry
+                })
+                .collect();
+            entry
+        })
+        .chain(by_id_only.into_iter().map(|topic_id| {
+            let mut entry = metadata_response::MetadataResponseTopic::default();
+            entry.error_code = ResponseError::UnknownTopicId.code();
+            entry.topic_id = topic_id;
+            entry
+        }))
+        .collect();
+    response
+}
+
+/// DescribeCluster: the cluster id, controller and every registered node (fenced ones too,
+/// marked so at version 2+, which the node does not serve yet).
+pub async fn describe_cluster<D: Disk>(
+    broker: &Broker<D>,
+    addresses: &NodeAddresses<'_>,
+    request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let mut response = DescribeClusterResponse::default();
+    response.endpoint_type = request.endpoint_type;
+    // 1 is brokers; 2 (controllers) is answered as Kafka's brokers answer it.
+    if request.endpoint_type != 1 {
+        response.error_code = ResponseError::UnsupportedEndpointType.code();
+        response.error_message = Some(text("only the broker endpoint type (1) is served"));
+        return response;
+    }
+    let native = match ask!(broker, "", DescribeCluster(NativeDescribeCluster {})) {
+        Ok(native) => native,
+        Err(api) => {
+            tracing::error!(
+                ?api,
+                "kafka describe cluster: the broker answered another API"
+            );
+            response.error_code = ResponseError::UnknownServerError.code();
+            return response;
+        }
+    };
+    response.error_code = kafka_code(native.error);
+    response.error_message = message(&native.message);
+    let own_id = own_node_id(broker).await;
+    response.cluster_id = text(native.cluster_id);
+    response.controller_id = BrokerId(native.controller_id.map_or(-1, broker_id));
+    response.brokers = native
+        .nodes
+        .iter()
+        .filter(|node| node.alive)
+        .map(|node| {
+            let (host, port) = addresses.kafka_address(own_id, node.node_id, &node.address);
+            let mut entry = describe_cluster_response::DescribeClusterBroker::default();
+            entry.broker_id = BrokerId(broker_id(node.node_id));
+            entry.host = host;
+            entry.port = port;
+            entry
+        })
+        .collect();
+    response
+}
+
+/// The cluster's id, empty for a node without a `[cluster]` section.
+async fn cluster_id<D: Disk>(broker: &Broker<D>) -> String {
+    match ask!(broker, "", DescribeCluster(NativeDescribeCluster {})) {
+        Ok(native) if native.error == ErrorCode::None => native.cluster_id,
+        _ => String::new(),
+    }
+}
+
+/// This node's id, as Metadata names it.
+async fn own_node_id<D: Disk>(broker: &Broker<D>) -> u32 {
+    match ask!(
+        broker,
+        "",
+        Metadata(wire::MetadataRequest {
+            topics: Some(Vec::new())
+        })
+    ) {
+        Ok(native) => native.node_id,
+        Err(_) => 0,
+    }
+}
+
+fn ids(nodes: &[u32]) -> Vec<BrokerId> {
+    nodes
+        .iter()
+        .map(|node| BrokerId(broker_id(*node)))
+        .collect()
+}

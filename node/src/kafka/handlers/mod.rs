@@ -1,0 +1,91 @@
+//! Per-API handlers: each translates a Kafka request into the node's own request, has the
+//! [`Broker`](crate::broker::Broker) answer it (so produce filters, partitioners,
+//! idempotence, acks and replication apply exactly as on QUIC), and translates the answer
+//! back. The translations are plain functions over values.
+
+pub mod cluster;
+pub mod configs;
+pub mod fetch;
+pub mod produce;
+pub mod topics;
+
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
+
+/// Where Kafka clients reach the nodes.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeAddresses<'a> {
+    /// This node's advertised Kafka address, `host:port`.
+    pub own: &'a str,
+}
+
+impl NodeAddresses<'_> {
+    /// The Kafka `(host, port)` of `node_id`, whose native (QUIC) address is `address`.
+    /// Other nodes are listed at their registered address: a node's Kafka listener defaults
+    /// to its QUIC address and port (TCP and UDP port spaces are separate), so that is
+    /// where their Kafka clients find them (docs/KAFKA-COMPAT.md, "Known gaps").
+    pub fn kafka_address(&self, own_id: u32, node_id: u32, address: &str) -> (StrBytes, i32) {
+        if node_id == own_id {
+            split_host_port(self.own)
+        } else {
+            split_host_port(address)
+        }
+    }
+}
+
+/// `host:port` (`[v6]:port` too) as Kafka's separate host and port; port -1 if missing.
+pub fn split_host_port(address: &str) -> (StrBytes, i32) {
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().unwrap_or(-1)),
+        None => (address, -1),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (StrBytes::from_string(host.to_owned()), port)
+}
+
+/// A node id as Kafka's `i32` (ids above `i32::MAX` do not occur: the cluster config bounds
+/// them; -1 would be read as "none").
+pub fn broker_id(node_id: u32) -> i32 {
+    i32::try_from(node_id).unwrap_or(-1)
+}
+
+/// A topic name as text.
+pub fn topic_name(name: &TopicName) -> String {
+    name.0.as_str().to_owned()
+}
+
+/// A `String` as Kafka's.
+pub fn text(value: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(value.into())
+}
+
+/// An error message, `None` when empty.
+pub fn message(value: &str) -> Option<StrBytes> {
+    (!value.is_empty()).then(|| text(value))
+}
+
+/// A topic id in the node's text form (32 hex digits, KIP-516) as Kafka's UUID; nil if none.
+pub fn topic_uuid(topic_id: &str) -> uuid::Uuid {
+    u128::from_str_radix(topic_id, 16)
+        .ok()
+        .filter(|_| topic_id.len() == 32)
+        .map_or(uuid::Uuid::nil(), uuid::Uuid::from_u128)
+}
+
+/// Asks the broker and takes the answer of the same API; `Err` carries the API of an answer
+/// of another kind (which `Broker::handle_from` never gives).
+macro_rules! ask {
+    ($broker:expr, $client_id:expr, $kind:ident($request:expr)) => {
+        match $broker
+            .handle_from($client_id, ledge_protocol::wire::Request::$kind($request))
+            .await
+        {
+            ledge_protocol::wire::Response::$kind(response) => Ok(response),
+            other => Err(other.api_key()),
+        }
+    };
+}
+pub(crate) use ask;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+//! Produce and InitProducerId over the node's produce path: the batches go to the broker as
+//! the raw bytes the client sent (record batch v2 only; magic 0/1, bad CRCs and lying record
+//! counts are refused there as on QUIC), so `acks`, idempotence (the producer's sequence
+//! window, a retried duplicate answered with its original offsets), produce filters,
+//! partitioners and replication all apply.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+    produce_response,
+};
+use ledge_protocol::wire::{self, Acks};
+
+use super::{ask, message, text, topic_name};
+use crate::broker::Broker;
+use crate::kafka::errors::{NONE, kafka_code, produce_code};
+use crate::storage::Disk;
+
+/// A produce's acks as the node's; `None` for a value Kafka refuses.
+fn acks(value: i16) -> Option<Acks> {
+    match value {
+        0 => Some(Acks::None),
+        1 => Some(Acks::Leader),
+        -1 => Some(Acks::All),
+        _ => None,
+    }
+}
+
+/// Where one requested partition's answer comes from.
+enum Outcome {
+    /// Refused here, before the broker: this code and message.
+    Refused(i16, &'static str),
+    /// The broker's answer.
+    Broker,
+}
+
+/// Produce; `None` for acks=0, which Kafka does not answer.
+pub async fn produce<D: Disk>(
+    broker: &Broker<D>,
+    client_id: &str,
+    request: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
+    let answered = request.acks != 0;
+    // Checked once for the whole request, answered per partition as Kafka does.
+    let refusal = match (acks(request.acks), &request.transactional_id) {
+        (None, _) => Some((
+            ResponseError::InvalidRequiredAcks.code(),
+            "acks must be 0, 1 or -1",
+        )),
+        (Some(_), Some(_)) => Some((
+            ResponseError::TransactionalIdAuthorizationFailed.code(),
+            "transactions are not supported by this node",
+        )),
+        (Some(_), None) => None,
+    };
+    let mut plan = Vec::new();
+    let mut native = wire::ProduceRequest {
+        acks: acks(request.acks).unwrap_or_default(),
+        timeout_ms: u32::try_from(request.timeout_ms).unwrap_or(0),
+        topics: Vec::new(),
+    };
+    for topic in &request.topic_data {
+        let mut partitions = Vec::new();
+        let mut outcomes = Vec::new();
+        for partition in &topic.partition_data {
+            let index = u32::try_from(partition.index).ok();
+            let outcome = match (refusal, index, &partition.records) {
+                (Some((code, text)), _, _) => Outcome::Refused(code, text),
+                (None, None, _) => Outcome::Refused(
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    "negative partition index",
+                ),
+                (None, Some(_), None) => Outcome::Refused(
+                    ResponseError::CorruptMessage.code(),
+                    "null records: a produce carries record batches",
+                ),
+                (None, Some(index), Some(records)) => {
+                    partitions.push(wire::ProducePartition {
+                        partition: index,
+                        // Kafka's produce carries no leader epoch; the leader checks its own.
+                        current_leader_epoch: None,
+                        records: records.clone(),
+                    });
+                    Outcome::Broker
+                }
+            };
+            outcomes.push((partition.index, outcome));
+        }
+        if !partitions.is_empty() {
+            native.topics.push(wire::ProduceTopic {
+                name: topic_name(&topic.name),
+                partitions,
+            });
+        }
+        plan.push((topic.name.clone(), outcomes));
+    }
+    let native_topics = if native.topics.is_empty() {
+        Vec::new()
+    } else {
+        match ask!(broker, client_id, Produce(native)) {
+            Ok(response) => response.topics,
+            Err(api) => {
+                tracing::error!(?api, "kafka produce: the broker answered another API");
+                Vec::new()
+            }
+        }
+    };
+    if !answered {
+        return None;
+    }
+    // The broker answers the topics and partitions it was given, in order.
+    let mut native_topics = native_topics.into_iter();
+    let mut response = ProduceResponse::default();
+    for (name, outcomes) in plan {
+        let mut answers = if outcomes
+            .iter()
+            .any(|(_, outcome)| matches!(outcome, Outcome::Broker))
+        {
+            native_topics
+                .next()
+                .map(|topic| topic.partitions)
+                .unwrap_or_default()
+                .into_iter()
+        } else {
+            Vec::new().into_iter()
+        };
+        let mut topic = produce_response::TopicProduceResponse::default();
+        topic.name = name;
+        for (index, outcome) in outcomes {
+            let mut partition = produce_response::PartitionProduceResponse::default();
+            partition.index = index;
+            partition.base_offset = -1;
+            partition.log_append_time_ms = -1;
+            partition.log_start_offset = -1;
+            match outcome {
+                Outcome::Refused(code, reason) => {
+                    partition.error_code = code;
+                    if version >= 8 {
+                        partition.error_message = Some(text(reason));
+                    }
+                }
+                Outcome::Broker => match answers.next() {
+                    Some(answer) => {
+                        partition.error_code = produce_code(answer.error);
+                        partition.base_offset = answer.base_offset;
+                        partition.log_append_time_ms = answer.log_append_time_ms;
+                        partition.log_start_offset = answer.log_start_offset;
+                        if version >= 8 {
+                            partition.error_message = message(&answer.message);
+                        }
+                    }
+                    None => {
+                        // The broker's answer is missing (it answered another API): the
+                        // batch may or may not be written, so a retriable error.
+                        partition.error_code = ResponseError::KafkaStorageError.code();
+                    }
+                },
+            }
+            topic.partition_responses.push(partition);
+        }
+        response.responses.push(topic);
+    }
+    Some(response)
+}
+
+/// InitProducerId for an idempotent producer: a fresh producer id and epoch 0. A
+/// transactional id is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients
+/// report as fatal at once (transactions are not supported; a retriable code would have
+/// them retry forever).
+pub async fn init_producer_id<D: Disk>(
+    broker: &Broker<D>,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let mut response = InitProducerIdResponse::default();
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
+    match request.transactional_id.as_ref().map(|id| id.0.as_str()) {
+        None => {}
+        // Kafka's answer to an empty transactional id.
+        Some("") => {
+            response.error_code = ResponseError::InvalidRequest.code();
+            return response;
+        }
+        Some(_) => {
+            response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+            return response;
+        }
+    }
+    match ask!(
+        broker,
+        "",
+        InitProducerId(wire::InitProducerIdRequest {
+            transactional_id: None
+        })
+    ) {
+        Ok(native) => {
+            response.error_code = kafka_code(native.error);
+            if response.error_code == NONE {
+                response.producer_id = ProducerId(native.producer_id);
+                response.producer_epoch = native.producer_epoch;
+            }
+        }
+        Err(api) => {
+            tracing::error!(
+                ?api,
+                "kafka init producer id: the broker answered another API"
+            );
+            response.error_code = ResponseError::CoordinatorNotAvailable.code();
+        }
+    }
+    response
+}

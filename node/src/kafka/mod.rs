@@ -1,0 +1,215 @@
+//! The Kafka listener: Kafka's wire protocol on TCP, in front of the same broker the QUIC
+//! listener serves (topics, produce filters and partitioners, idempotence, replication).
+//!
+//! How a request flows:
+//! 1. [`listener`] accepts a TCP connection (at most `kafka.connections_max`) and runs one
+//!    [`connection`] driver for it.
+//! 2. The driver reads a length-prefixed frame, refusing a length over
+//!    `kafka.frame_bytes_max` before allocating anything, and decodes it with [`codec`]
+//!    (the `kafka-protocol` crate, generated from Kafka's schemas): the request header v1 or
+//!    v2 by the (API, version) pair, then the body. Which APIs and versions are served is the
+//!    one table in [`apis`].
+//! 3. [`dispatch`] answers the request: each API's handler translates it into the node's
+//!    own request, asks the [`Broker`](crate::broker::Broker), and translates the answer
+//!    back ([`handlers`]); the node's error codes become Kafka's in [`errors`] and nowhere
+//!    else.
+//! 4. The driver writes responses in request order (Kafka clients pipeline and rely on it).
+//!    Requests of one connection are processed one at a time, as Kafka's own broker does, so
+//!    an idempotent producer's batches are appended in the order it sent them.
+//!
+//! A frame that does not decode closes the connection, as Kafka does; other connections are
+//! not affected. ApiVersions at a version the node does not serve is answered (version 0,
+//! UNSUPPORTED_VERSION and the served ranges) so the client can pick one (KIP-511).
+
+pub mod apis;
+pub mod codec;
+pub mod connection;
+pub mod dispatch;
+pub mod errors;
+pub mod groups;
+pub mod handlers;
+pub mod listener;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Default `[kafka] frame_bytes_max`: 16 MiB. Kafka's own `socket.request.max.bytes` is 100
+/// MiB, far more than an edge box should buffer per request; producers send at most
+/// `max.request.size` (1 MiB by default) and Ledge's `max.message.bytes` defaults below this,
+/// so 16 MiB leaves room for large batches and many partitions in one produce.
+pub const FRAME_BYTES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
+/// Default `[kafka] connections_max`.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// Default `[kafka] requests_in_flight_per_connection_max`: requests read ahead of the one
+/// being answered. Clients pipeline (Kafka's Java producer up to 5, librdkafka many more);
+/// beyond this the node stops reading the connection until answers go out.
+pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX_DEFAULT: usize = 32;
+/// Default `[kafka] in_flight_bytes_max`: request frames read and not yet answered, over
+/// all Kafka connections.
+pub const IN_FLIGHT_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
+/// Default `[kafka] in_flight_bytes_per_connection_max`.
+pub const IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// The `[kafka]` section (docs/OPERATIONS.md, "Kafka listener").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// Serve Kafka clients at all (`[kafka] enabled`).
+    pub enabled: bool,
+    /// TCP address to listen on; `None`: the node's QUIC listen address (TCP and UDP ports
+    /// are separate spaces, so both can be 9092).
+    pub listen: Option<SocketAddr>,
+    /// `host:port` Metadata gives clients for this node; `None`: the bound address.
+    pub advertised_listen: Option<String>,
+    /// Most open Kafka connections; more are accepted and closed at once.
+    pub connections_max: usize,
+    /// Largest request frame (its 4-byte length prefix excluded).
+    pub frame_bytes_max: u32,
+    /// Requests read ahead per connection while one is being answered.
+    pub requests_in_flight_per_connection_max: usize,
+    /// Bytes of request frames held over all Kafka connections.
+    pub in_flight_bytes_max: u64,
+    /// Bytes of request frames one connection may hold.
+    pub in_flight_bytes_per_connection_max: u64,
+    /// How long a graceful shutdown waits for requests being answered.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            advertised_listen: None,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
+            requests_in_flight_per_connection_max: REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX_DEFAULT,
+            in_flight_bytes_max: IN_FLIGHT_BYTES_MAX_DEFAULT,
+            in_flight_bytes_per_connection_max: IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Smallest `[kafka] frame_bytes_max`: a Metadata or ApiVersions request must fit.
+pub const FRAME_BYTES_MAX_MIN: u32 = 64 * 1024;
+/// Largest `[kafka] frame_bytes_max`: 1 GiB, as Kafka's own cap on a request.
+pub const FRAME_BYTES_MAX_LIMIT: u32 = 1024 * 1024 * 1024;
+/// Largest `[kafka] connections_max`.
+pub const CONNECTIONS_MAX_LIMIT: usize = 1_000_000;
+/// Largest `[kafka] requests_in_flight_per_connection_max`.
+pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_LIMIT: usize = 4096;
+/// Largest `[kafka] shutdown_grace_ms`: ten minutes.
+pub const SHUTDOWN_GRACE_MS_MAX: u64 = 10 * 60 * 1000;
+
+/// The `[kafka]` section as written in the config file.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    enabled: Option<bool>,
+    listen: Option<String>,
+    advertised_listen: Option<String>,
+    connections_max: Option<usize>,
+    frame_bytes_max: Option<u32>,
+    requests_in_flight_per_connection_max: Option<usize>,
+    in_flight_bytes_max: Option<u64>,
+    in_flight_bytes_per_connection_max: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
+}
+
+impl KafkaSection {
+    /// Checks the section; errors name the key (`origin: kafka.<key>: ...`).
+    pub fn settings(self, origin: &str) -> Result<KafkaSettings, String> {
+        let mut settings = KafkaSettings::default();
+        let range = |key: &str, value: u64, min: u64, max: u64| {
+            if value < min || value > max {
+                Err(format!(
+                    "{origin}: kafka.{key} must be {min}..={max}, got {value}"
+                ))
+            } else {
+                Ok(value)
+            }
+        };
+        if let Some(enabled) = self.enabled {
+            settings.enabled = enabled;
+        }
+        if let Some(listen) = self.listen {
+            settings.listen = Some(listen.parse().map_err(|_| {
+                format!(
+                    "{origin}: kafka.listen: {listen:?} is not an address like 127.0.0.1:9092 (turn the listener off with kafka.enabled = false)"
+                )
+            })?);
+        }
+        if let Some(advertised) = self.advertised_listen {
+            let port = advertised
+                .rsplit_once(':')
+                .and_then(|(host, port)| (!host.is_empty()).then_some(port))
+                .and_then(|port| port.parse::<u16>().ok());
+            if port.is_none() {
+                return Err(format!(
+                    "{origin}: kafka.advertised_listen: {advertised:?} is not host:port"
+                ));
+            }
+            settings.advertised_listen = Some(advertised);
+        }
+        if let Some(value) = self.connections_max {
+            settings.connections_max = range(
+                "connections_max",
+                value as u64,
+                1,
+                CONNECTIONS_MAX_LIMIT as u64,
+            )? as usize;
+        }
+        if let Some(value) = self.frame_bytes_max {
+            settings.frame_bytes_max = range(
+                "frame_bytes_max",
+                value.into(),
+                FRAME_BYTES_MAX_MIN.into(),
+                FRAME_BYTES_MAX_LIMIT.into(),
+            )? as u32;
+        }
+        if let Some(value) = self.requests_in_flight_per_connection_max {
+            settings.requests_in_flight_per_connection_max = range(
+                "requests_in_flight_per_connection_max",
+                value as u64,
+                1,
+                REQUESTS_IN_FLIGHT_PER_CONNECTION_LIMIT as u64,
+            )? as usize;
+        }
+        let limit = crate::transport::budget::IN_FLIGHT_BYTES_LIMIT;
+        if let Some(value) = self.in_flight_bytes_max {
+            settings.in_flight_bytes_max = range("in_flight_bytes_max", value, 1, limit)?;
+        }
+        if let Some(value) = self.in_flight_bytes_per_connection_max {
+            settings.in_flight_bytes_per_connection_max =
+                range("in_flight_bytes_per_connection_max", value, 1, limit)?;
+        }
+        if let Some(value) = self.shutdown_grace_ms {
+            settings.shutdown_grace =
+                Duration::from_millis(range("shutdown_grace_ms", value, 0, SHUTDOWN_GRACE_MS_MAX)?);
+        }
+        if settings.in_flight_bytes_per_connection_max > settings.in_flight_bytes_max {
+            return Err(format!(
+                "{origin}: kafka.in_flight_bytes_per_connection_max ({}) exceeds kafka.in_flight_bytes_max ({})",
+                settings.in_flight_bytes_per_connection_max, settings.in_flight_bytes_max
+            ));
+        }
+        // A frame that can never be reserved would close every connection that sends one.
+        if u64::from(settings.frame_bytes_max) > settings.in_flight_bytes_per_connection_max {
+            return Err(format!(
+                "{origin}: kafka.frame_bytes_max ({}) exceeds kafka.in_flight_bytes_per_connection_max ({}): such a request could never be read",
+                settings.frame_bytes_max, settings.in_flight_bytes_per_connection_max
+            ));
+        }
+        Ok(settings)
+    }
+}
+
+impl KafkaSettings {
+    /// The TCP address to listen on, given the node's QUIC listen address.
+    pub fn listen_address(&self, quic_listen: SocketAddr) -> SocketAddr {
+        self.listen.unwrap_or(quic_listen)
+    }
+}

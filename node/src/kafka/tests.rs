@@ -1,0 +1,637 @@
+//! The Kafka service over a broker on the simulated disk: every served API at every served
+//! version answers and encodes, and the semantics clients rely on (fetch inside a batch,
+//! idempotent retries, acks=0, bad batches refused with Kafka's codes).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    self as kafka, ApiKey, ProducerId, RequestHeader, TopicName, create_topics_request,
+    fetch_request, list_offsets_request, metadata_request, produce_request,
+};
+use kafka_protocol::protocol::StrBytes;
+use ledge_protocol::{EncodeOptions, Record, encode_batch};
+
+use super::KafkaSettings;
+use super::apis::{KafkaRequest, KafkaResponse, SERVED};
+use super::codec::{DecodedRequest, encode_response};
+use super::dispatch::KafkaService;
+use crate::broker::{Broker, BrokerConfig};
+use crate::clock::SimClock;
+use crate::sim::SimDisk;
+
+const ADVERTISED: &str = "127.0.0.1:19092";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+async fn service() -> KafkaService<SimDisk> {
+    let broker = Broker::open(
+        SimDisk::new(14),
+        Path::new("/data"),
+        BrokerConfig::default(),
+        Arc::new(SimClock::new(1_000_000)),
+    )
+    .await
+    .unwrap();
+    KafkaService::new(
+        Arc::new(broker),
+        KafkaSettings::default(),
+        ADVERTISED.to_owned(),
+    )
+}
+
+fn name(text: &str) -> TopicName {
+    TopicName(StrBytes::from_string(text.to_owned()))
+}
+
+fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_owned())
+}
+
+/// Asks `service` at `version` and checks the answer encodes at that version and decodes
+/// back to itself, as a client reads it.
+async fn ask(
+    service: &KafkaService<SimDisk>,
+    version: i16,
+    body: KafkaRequest,
+) -> Option<KafkaResponse> {
+    let api = body.api_key();
+    let mut header = RequestHeader::default();
+    header.correlation_id = 9;
+    header.request_api_key = api as i16;
+    header.request_api_version = version;
+    let response = service
+        .handle(DecodedRequest {
+            header,
+            api,
+            version,
+            body,
+        })
+        .await?;
+    let frame = encode_response(9, version, &response)
+        .unwrap_or_else(|error| panic!("{api:?} v{version}: {error}"));
+    let (correlation_id, mut body) = super::codec::tests::split_response(api, version, &frame);
+    assert_eq!(correlation_id, 9);
+    let decoded = KafkaResponse::decode(api, version, &mut body)
+        .unwrap()
+        .unwrap_or_else(|error| panic!("{api:?} v{version} response: {error}"));
+    assert!(body.is_empty(), "{api:?} v{version}: trailing bytes");
+    Some(decoded)
+}
+
+async fn create_topic(service: &KafkaService<SimDisk>, topic: &str, partitions: i32) {
+    let mut creatable = create_topics_request::CreatableTopic::default();
+    creatable.name = name(topic);
+    creatable.num_partitions = partitions;
+    creatable.replication_factor = -1;
+    let mut request = kafka::CreateTopicsRequest::default();
+    request.topics = vec![creatable];
+    let Some(KafkaResponse::CreateTopics(response)) =
+        ask(service, 7, KafkaRequest::CreateTopics(request)).await
+    else {
+        panic!("no answer");
+    };
+    assert_eq!(response.topics[0].error_code, 0, "{response:?}");
+}
+
+fn batch(count: usize, options: &EncodeOptions) -> Bytes {
+    let records: Vec<Record> = (0..count)
+        .map(|number| Record {
+            timestamp: 1_000 + number as i64,
+            key: Some(Bytes::from(format!("key-{number}"))),
+            value: Some(Bytes::from(format!("value-{number}"))),
+            headers: Vec::new(),
+        })
+        .collect();
+    encode_batch(&records, options).unwrap()
+}
+
+fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> KafkaRequest {
+    let mut data = produce_request::PartitionProduceData::default();
+    data.index = partition;
+    data.records = Some(records);
+    let mut topic_data = produce_request::TopicProduceData::default();
+    topic_data.name = name(topic);
+    topic_data.partition_data = vec![data];
+    let mut request = kafka::ProduceRequest::default();
+    request.acks = acks;
+    request.timeout_ms = 30_000;
+    request.topic_data = vec![topic_data];
+    KafkaRequest::Produce(request)
+}
+
+/// (error code, base offset) of the one partition of a produce answer.
+async fn produce(
+    service: &KafkaService<SimDisk>,
+    version: i16,
+    request: KafkaRequest,
+) -> (i16, i64) {
+    let Some(KafkaResponse::Produce(response)) = ask(service, version, request).await else {
+        panic!("no produce answer");
+    };
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
+
+fn fetch_request(topic: &str, partition: i32, offset: i64) -> kafka::FetchRequest {
+    let mut fetch_partition = fetch_request::FetchPartition::default();
+    fetch_partition.partition = partition;
+    fetch_partition.fetch_offset = offset;
+    fetch_partition.partition_max_bytes = 1024 * 1024;
+    let mut fetch_topic = fetch_request::FetchTopic::default();
+    fetch_topic.topic = name(topic);
+    fetch_topic.partitions = vec![fetch_partition];
+    let mut request = kafka::FetchRequest::default();
+    request.max_wait_ms = 0;
+    request.max_bytes = 1024 * 1024;
+    request.topics = vec![fetch_topic];
+    request
+}
+
+/// A request of `api` that reaches the broker with real content (topic `t` exists).
+fn realistic_request(api: ApiKey, version: i16) -> KafkaRequest {
+    match api {
+        ApiKey::Metadata => {
+            let mut topic = metadata_request::MetadataRequestTopic::default();
+            topic.name = Some(name("t"));
+            let mut unknown = metadata_request::MetadataRequestTopic::default();
+            unknown.name = Some(name("missing"));
+            let mut request = kafka::MetadataRequest::default();
+            request.topics = Some(vec![topic, unknown]);
+            KafkaRequest::Metadata(request)
+        }
+        ApiKey::Produce => produce_request("t", 0, batch(3, &EncodeOptions::default()), -1),
+        ApiKey::Fetch => KafkaRequest::Fetch(fetch_request("t", 0, 0)),
+        ApiKey::ListOffsets => {
+            let mut partition = list_offsets_request::ListOffsetsPartition::default();
+            partition.partition_index = 0;
+            partition.timestamp = -1;
+            let mut topic = list_offsets_request::ListOffsetsTopic::default();
+            topic.name = name("t");
+            topic.partitions = vec![partition];
+            let mut request = kafka::ListOffsetsRequest::default();
+            request.topics = vec![topic];
+            KafkaRequest::ListOffsets(request)
+        }
+        ApiKey::CreateTopics => {
+            let mut creatable = create_topics_request::CreatableTopic::default();
+            creatable.name = name(&format!("created-{version}"));
+            creatable.num_partitions = 2;
+            creatable.replication_factor = 1;
+            let mut request = kafka::CreateTopicsRequest::default();
+            request.topics = vec![creatable];
+            KafkaRequest::CreateTopics(request)
+        }
+        ApiKey::DeleteTopics => {
+            let mut request = kafka::DeleteTopicsRequest::default();
+            if version >= 6 {
+                let mut state = kafka::delete_topics_request::DeleteTopicState::default();
+                state.name = Some(name("missing"));
+                request.topics = vec![state];
+            } else {
+                request.topic_names = vec![name("missing")];
+            }
+            KafkaRequest::DeleteTopics(request)
+        }
+        ApiKey::DescribeConfigs => {
+            let mut resource = kafka::describe_configs_request::DescribeConfigsResource::default();
+            resource.resource_type = 2;
+            resource.resource_name = text("t");
+            let mut request = kafka::DescribeConfigsRequest::default();
+            request.resources = vec![resource];
+            KafkaRequest::DescribeConfigs(request)
+        }
+        ApiKey::AlterConfigs => {
+            let mut config = kafka::alter_configs_request::AlterableConfig::default();
+            config.name = text("retention.ms");
+            config.value = Some(text("3600000"));
+            let mut resource = kafka::alter_configs_request::AlterConfigsResource::default();
+            resource.resource_type = 2;
+            resource.resource_name = text("t");
+            resource.configs = vec![config];
+            let mut request = kafka::AlterConfigsRequest::default();
+            request.resources = vec![resource];
+            KafkaRequest::AlterConfigs(request)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let mut config = kafka::incremental_alter_configs_request::AlterableConfig::default();
+            config.name = text("retention.ms");
+            config.config_operation = 0;
+            config.value = Some(text("7200000"));
+            let mut resource =
+                kafka::incremental_alter_configs_request::AlterConfigsResource::default();
+            resource.resource_type = 2;
+            resource.resource_name = text("t");
+            resource.configs = vec![config];
+            let mut request = kafka::IncrementalAlterConfigsRequest::default();
+            request.resources = vec![resource];
+            KafkaRequest::IncrementalAlterConfigs(request)
+        }
+        ApiKey::DescribeCluster => {
+            let mut request = kafka::DescribeClusterRequest::default();
+            request.endpoint_type = 1;
+            KafkaRequest::DescribeCluster(request)
+        }
+        other => super::codec::tests::default_request(other),
+    }
+}
+
+#[test]
+fn every_served_api_and_version_answers_and_encodes() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 2).await;
+        for served in SERVED {
+            for version in served.min..=served.max {
+                let request = realistic_request(served.api, version);
+                let answer = ask(&service, version, request).await;
+                assert!(answer.is_some(), "{:?} v{version}", served.api);
+            }
+        }
+    });
+}
+
+#[test]
+fn metadata_lists_this_node_and_its_leaders() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 2).await;
+        let Some(KafkaResponse::Metadata(metadata)) =
+            ask(&service, 12, realistic_request(ApiKey::Metadata, 12)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(metadata.brokers.len(), 1);
+        assert_eq!(metadata.brokers[0].host.as_str(), "127.0.0.1");
+        assert_eq!(metadata.brokers[0].port, 19092);
+        assert_eq!(metadata.controller_id, metadata.brokers[0].node_id);
+        let topic = &metadata.topics[0];
+        assert_eq!(topic.name.as_ref().unwrap().0.as_str(), "t");
+        assert_eq!(topic.error_code, 0);
+        assert_eq!(topic.partitions.len(), 2);
+        for partition in &topic.partitions {
+            assert_eq!(partition.leader_id, metadata.brokers[0].node_id);
+            assert_eq!(partition.isr_nodes, vec![metadata.brokers[0].node_id]);
+            assert!(partition.leader_epoch >= 0);
+        }
+        assert_eq!(
+            metadata.topics[1].error_code, 3,
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+    });
+}
+
+#[test]
+fn fetch_from_inside_a_batch_returns_that_batch() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 1).await;
+        let (error, base) = produce(
+            &service,
+            9,
+            produce_request("t", 0, batch(10, &EncodeOptions::default()), -1),
+        )
+        .await;
+        assert_eq!((error, base), (0, 0));
+        let Some(KafkaResponse::Fetch(response)) =
+            ask(&service, 12, KafkaRequest::Fetch(fetch_request("t", 0, 5))).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(response.session_id, 0, "no fetch sessions");
+        let partition = &response.responses[0].partitions[0];
+        assert_eq!(partition.error_code, 0);
+        assert_eq!(partition.high_watermark, 10);
+        assert_eq!(partition.last_stable_offset, 10);
+        let records = partition.records.clone().unwrap();
+        // A batch starts with its base offset (8 bytes, big-endian).
+        let base_offset = i64::from_be_bytes(records[..8].try_into().unwrap());
+        assert_eq!(base_offset, 0, "the batch holding offset 5, whole");
+        assert_eq!(records.len(), batch(10, &EncodeOptions::default()).len());
+    });
+}
+
+#[test]
+fn idempotent_retry_gets_its_original_offsets() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 1).await;
+        let mut request = kafka::InitProducerIdRequest::default();
+        // Null: an idempotent producer (the codec's default is the empty string).
+        request.transactional_id = None;
+        let Some(KafkaResponse::InitProducerId(init)) =
+            ask(&service, 4, KafkaRequest::InitProducerId(request)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(init.error_code, 0);
+        assert!(init.producer_id.0 >= 0);
+        let options = |sequence| EncodeOptions {
+            producer_id: init.producer_id.0,
+            producer_epoch: init.producer_epoch,
+            base_sequence: sequence,
+            ..EncodeOptions::default()
+        };
+        let first = batch(4, &options(0));
+        let second = batch(4, &options(4));
+        assert_eq!(
+            produce(&service, 9, produce_request("t", 0, first.clone(), -1)).await,
+            (0, 0)
+        );
+        assert_eq!(
+            produce(&service, 9, produce_request("t", 0, second, -1)).await,
+            (0, 4)
+        );
+        // The first batch again (its answer was lost): its original offset, no error.
+        assert_eq!(
+            produce(&service, 9, produce_request("t", 0, first, -1)).await,
+            (0, 0)
+        );
+        // A gap in the sequence is Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER.
+        let gap = batch(1, &options(20));
+        assert_eq!(
+            produce(&service, 9, produce_request("t", 0, gap, -1))
+                .await
+                .0,
+            45
+        );
+    });
+}
+
+#[test]
+fn acks_zero_is_written_and_not_answered() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 1).await;
+        let answer = ask(
+            &service,
+            9,
+            produce_request("t", 0, batch(2, &EncodeOptions::default()), 0),
+        )
+        .await;
+        assert!(answer.is_none());
+        // A long poll: the records are readable once the log has flushed them.
+        let mut request = fetch_request("t", 0, 0);
+        request.max_wait_ms = 5_000;
+        request.min_bytes = 1;
+        let Some(KafkaResponse::Fetch(response)) =
+            ask(&service, 12, KafkaRequest::Fetch(request)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(response.responses[0].partitions[0].high_watermark, 2);
+    });
+}
+
+#[test]
+fn bad_batches_get_kafkas_codes() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 1).await;
+        let good = batch(3, &EncodeOptions::default());
+        // Magic 1 (byte 16 of a batch): refused, never an unknown server error.
+        let mut old_magic = BytesMut::from(&good[..]);
+        old_magic[16] = 1;
+        let (code, _) = produce(&service, 9, produce_request("t", 0, old_magic.freeze(), -1)).await;
+        assert!(code == 2 || code == 87 || code == 43, "magic 1: {code}");
+        // A flipped byte in the records: the CRC fails, CORRUPT_MESSAGE.
+        let mut corrupt = BytesMut::from(&good[..]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let (code, _) = produce(&service, 9, produce_request("t", 0, corrupt.freeze(), -1)).await;
+        assert_eq!(code, 2, "bad CRC");
+        // Bad acks, a negative partition, a transactional produce.
+        assert_eq!(
+            produce(&service, 9, produce_request("t", 0, good.clone(), 2))
+                .await
+                .0,
+            21
+        );
+        assert_eq!(
+            produce(&service, 9, produce_request("t", -1, good.clone(), -1))
+                .await
+                .0,
+            3
+        );
+        let KafkaRequest::Produce(mut transactional) = produce_request("t", 0, good, -1) else {
+            unreachable!()
+        };
+        transactional.transactional_id = Some(kafka::TransactionalId(text("tx")));
+        let (code, _) = produce(&service, 9, KafkaRequest::Produce(transactional)).await;
+        assert_eq!(code, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
+        // Nothing of it was written.
+        let Some(KafkaResponse::Fetch(response)) =
+            ask(&service, 12, KafkaRequest::Fetch(fetch_request("t", 0, 0))).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(response.responses[0].partitions[0].high_watermark, 0);
+    });
+}
+
+#[test]
+fn transactional_init_producer_id_is_refused() {
+    runtime().block_on(async {
+        let service = service().await;
+        let mut request = kafka::InitProducerIdRequest::default();
+        request.transactional_id = Some(kafka::TransactionalId(text("tx")));
+        let Some(KafkaResponse::InitProducerId(response)) =
+            ask(&service, 4, KafkaRequest::InitProducerId(request)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(response.error_code, 53);
+        assert_eq!(response.producer_id, ProducerId(-1));
+    });
+}
+
+#[test]
+fn fetch_sessions_are_not_held() {
+    runtime().block_on(async {
+        let service = service().await;
+        let mut request = fetch_request("t", 0, 0);
+        request.session_id = 77;
+        request.session_epoch = 3;
+        let Some(KafkaResponse::Fetch(response)) =
+            ask(&service, 12, KafkaRequest::Fetch(request)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(response.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
+    });
+}
+
+#[test]
+fn list_offsets_earliest_latest_and_by_time() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 1).await;
+        produce(
+            &service,
+            9,
+            produce_request("t", 0, batch(5, &EncodeOptions::default()), -1),
+        )
+        .await;
+        for (timestamp, offset) in [(-2, 0), (-1, 5), (1_002, 2), (9_999_999, -1)] {
+            let KafkaRequest::ListOffsets(mut request) = realistic_request(ApiKey::ListOffsets, 6)
+            else {
+                unreachable!()
+            };
+            request.topics[0].partitions[0].timestamp = timestamp;
+            let Some(KafkaResponse::ListOffsets(response)) =
+                ask(&service, 6, KafkaRequest::ListOffsets(request)).await
+            else {
+                panic!("no answer");
+            };
+            let partition = &response.topics[0].partitions[0];
+            assert_eq!(partition.error_code, 0, "{timestamp}");
+            assert_eq!(partition.offset, offset, "{timestamp}");
+        }
+    });
+}
+
+#[test]
+fn create_topics_defaults_and_refusals() {
+    runtime().block_on(async {
+        let service = service().await;
+        let mut defaults = create_topics_request::CreatableTopic::default();
+        defaults.name = name("defaults");
+        defaults.num_partitions = -1;
+        defaults.replication_factor = -1;
+        let mut assigned = create_topics_request::CreatableTopic::default();
+        assigned.name = name("assigned");
+        assigned.num_partitions = -1;
+        assigned.replication_factor = -1;
+        assigned.assignments = vec![Default::default()];
+        let mut zero = create_topics_request::CreatableTopic::default();
+        zero.name = name("zero");
+        zero.num_partitions = 0;
+        zero.replication_factor = 1;
+        let mut request = kafka::CreateTopicsRequest::default();
+        request.topics = vec![defaults, assigned, zero];
+        let Some(KafkaResponse::CreateTopics(response)) =
+            ask(&service, 7, KafkaRequest::CreateTopics(request)).await
+        else {
+            panic!("no answer");
+        };
+        let codes: Vec<i16> = response
+            .topics
+            .iter()
+            .map(|topic| topic.error_code)
+            .collect();
+        assert_eq!(codes, vec![0, 39, 37]);
+        assert_eq!(response.topics[0].num_partitions, 1);
+        // Again: it exists.
+        create_topic(&service, "again", 1).await;
+        let mut again = create_topics_request::CreatableTopic::default();
+        again.name = name("again");
+        again.num_partitions = 1;
+        again.replication_factor = -1;
+        let mut request = kafka::CreateTopicsRequest::default();
+        request.topics = vec![again];
+        let Some(KafkaResponse::CreateTopics(response)) =
+            ask(&service, 7, KafkaRequest::CreateTopics(request)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(response.topics[0].error_code, 36, "TOPIC_ALREADY_EXISTS");
+    });
+}
+
+/// (config name -> (value, source)) of topic `t`.
+async fn topic_configs(
+    service: &KafkaService<SimDisk>,
+) -> std::collections::BTreeMap<String, (String, i8)> {
+    let Some(KafkaResponse::DescribeConfigs(response)) =
+        ask(service, 4, realistic_request(ApiKey::DescribeConfigs, 4)).await
+    else {
+        panic!("no answer");
+    };
+    assert_eq!(response.results[0].error_code, 0);
+    response.results[0]
+        .configs
+        .iter()
+        .map(|config| {
+            (
+                config.name.as_str().to_owned(),
+                (
+                    config
+                        .value
+                        .as_ref()
+                        .map(|value| value.as_str().to_owned())
+                        .unwrap(),
+                    config.config_source,
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn alter_configs_replaces_and_incremental_alters() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 1).await;
+        // Incremental: set retention.ms, append compact to cleanup.policy.
+        let KafkaRequest::IncrementalAlterConfigs(mut request) =
+            realistic_request(ApiKey::IncrementalAlterConfigs, 1)
+        else {
+            unreachable!()
+        };
+        let mut append = kafka::incremental_alter_configs_request::AlterableConfig::default();
+        append.name = text("cleanup.policy");
+        append.config_operation = 2;
+        append.value = Some(text("compact"));
+        request.resources[0].configs.push(append);
+        let Some(KafkaResponse::IncrementalAlterConfigs(response)) =
+            ask(&service, 1, KafkaRequest::IncrementalAlterConfigs(request)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(response.responses[0].error_code, 0, "{response:?}");
+        let configs = topic_configs(&service).await;
+        assert_eq!(configs["retention.ms"], ("7200000".to_owned(), 1));
+        assert_eq!(configs["cleanup.policy"], ("compact,delete".to_owned(), 1));
+        // AlterConfigs names only retention.ms: cleanup.policy goes back to its default.
+        let Some(KafkaResponse::AlterConfigs(response)) =
+            ask(&service, 2, realistic_request(ApiKey::AlterConfigs, 2)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(response.responses[0].error_code, 0, "{response:?}");
+        let configs = topic_configs(&service).await;
+        assert_eq!(configs["retention.ms"], ("3600000".to_owned(), 1));
+        assert_eq!(configs["cleanup.policy"].1, 5, "default again");
+        // An unknown key is INVALID_CONFIG, a broker resource INVALID_REQUEST.
+        let KafkaRequest::AlterConfigs(mut request) = realistic_request(ApiKey::AlterConfigs, 2)
+        else {
+            unreachable!()
+        };
+        request.resources[0].configs[0].name = text("no.such.key");
+        let Some(KafkaResponse::AlterConfigs(response)) =
+            ask(&service, 2, KafkaRequest::AlterConfigs(request)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(response.responses[0].error_code, 40, "{response:?}");
+        let KafkaRequest::DescribeConfigs(mut request) =
+            realistic_request(ApiKey::DescribeConfigs, 4)
+        else {
+            unreachable!()
+        };
+        request.resources[0].resource_type = 4;
+        let Some(KafkaResponse::DescribeConfigs(response)) =
+            ask(&service, 4, KafkaRequest::DescribeConfigs(request)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(response.results[0].error_code, 42);
+    });
+}
