@@ -276,6 +276,7 @@ struct GroupsSection {
     rebalance_timeout_max_ms: Option<u64>,
     offset_metadata_bytes_max: Option<usize>,
     offsets_commit_timeout_ms: Option<u64>,
+    initial_rebalance_delay_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -648,6 +649,10 @@ impl NodeConfig {
         if let Some(value) = groups.offsets_commit_timeout_ms {
             limits.offsets_commit_timeout =
                 duration_ms(origin, "groups.offsets_commit_timeout_ms", value)?;
+        }
+        if let Some(value) = groups.initial_rebalance_delay_ms {
+            limits.initial_rebalance_delay =
+                duration_ms(origin, "groups.initial_rebalance_delay_ms", value)?;
         }
         if limits.session_timeout_min > limits.session_timeout_max {
             return Err(ConfigError(format!(

@@ -20,6 +20,7 @@ mod groups;
 mod groups_more;
 mod in_flight;
 mod kafka_clients;
+mod kafka_groups;
 mod node;
 mod process;
 mod produce_validation;

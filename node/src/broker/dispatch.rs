@@ -42,6 +42,7 @@ use super::registry::{
 use super::transforms::{AlterTransformError, DeclaredTransform, DeployTransformError, LinkError};
 use crate::controller::admin::{AdminError, AdminRefusal, AdminRequest};
 use crate::controller::decisions::ControllerError;
+use crate::groups::classic::ClassicError;
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::replication::leader::AcksAllError;
@@ -993,6 +994,30 @@ impl From<&GroupServiceError> for ErrorCode {
             GroupServiceError::MetadataTooLong { .. } => Self::InvalidRequest,
             GroupServiceError::NotFound(_) => Self::GroupIdNotFound,
             GroupServiceError::OffsetsLog(error) => error.into(),
+            GroupServiceError::Classic(error) => error.into(),
+            GroupServiceError::ClassicGroupInUse { .. } => Self::InconsistentGroupProtocol,
+        }
+    }
+}
+
+/// Classic (Kafka JoinGroup) refusals as QUIC sees them (a QUIC commit or describe touching a
+/// classic group); the Kafka listener maps them to Kafka's own codes in `kafka::groups`.
+impl From<&ClassicError> for ErrorCode {
+    fn from(error: &ClassicError) -> Self {
+        match error {
+            ClassicError::InvalidGroupId(_) => Self::InvalidGroupId,
+            ClassicError::InconsistentGroupProtocol(_) => Self::InconsistentGroupProtocol,
+            ClassicError::InvalidSessionTimeout { .. } => Self::InvalidRequest,
+            ClassicError::UnknownMember { .. }
+            | ClassicError::MemberIdRequired { .. }
+            | ClassicError::IllegalGeneration { .. }
+            | ClassicError::RebalanceInProgress(_) => Self::UnknownMemberId,
+            ClassicError::FencedInstanceId { .. } => Self::FencedInstanceId,
+            ClassicError::GroupFull { .. } | ClassicError::TooManyGroups(_) => {
+                Self::GroupMaxSizeReached
+            }
+            ClassicError::NonEmptyGroup(_) => Self::NonEmptyGroup,
+            ClassicError::GroupRemoved(_) => Self::NotCoordinator,
         }
     }
 }

@@ -135,7 +135,7 @@ impl<D: Disk> super::registry::TopicRegistry<D> {
 /// The group service's window on a broker: the registry's, plus, in a cluster, Kafka's
 /// acks=all for commits (a synced commit is answered once the in-sync replicas of its
 /// offsets partition hold it, so it survives the coordinator's death).
-pub(super) struct BrokerGroupHost<'a, D: Disk> {
+pub(crate) struct BrokerGroupHost<'a, D: Disk> {
     broker: &'a Broker<D>,
 }
 
@@ -216,7 +216,7 @@ impl<D: Disk> GroupHost for BrokerGroupHost<'_, D> {
 }
 
 impl<D: Disk> Broker<D> {
-    pub(super) fn group_host(&self) -> BrokerGroupHost<'_, D> {
+    pub(crate) fn group_host(&self) -> BrokerGroupHost<'_, D> {
         BrokerGroupHost { broker: self }
     }
 
@@ -384,6 +384,65 @@ impl<D: Disk> Broker<D> {
             });
         }
         Ok(())
+    }
+
+    /// The group service, once this node is known to coordinate `group_id` (the Kafka
+    /// listener's group handlers, `kafka/groups.rs`).
+    pub(crate) async fn coordinated_group_service(
+        &self,
+        group_id: &str,
+    ) -> Result<&crate::groups::service::GroupService, CoordinatorError> {
+        self.check_coordinator(group_id).await?;
+        Ok(&self.groups)
+    }
+
+    /// Every group this node coordinates, classic and KIP-848 (Kafka's ListGroups is asked
+    /// of every node and merged by the client).
+    pub(crate) async fn coordinated_groups_listing(
+        &self,
+    ) -> Vec<crate::groups::service::ListedAnyGroup> {
+        self.groups.list_any_groups()
+    }
+
+    /// The coordinator of `group_id` for Kafka's FindCoordinator: (node id, host, port).
+    /// This node is reached at `own_address` (its advertised Kafka `host:port`); another node
+    /// at its registered address, where its Kafka listener defaults to (TCP and UDP port
+    /// spaces are separate).
+    pub(crate) async fn group_coordinator_address(
+        &self,
+        group_id: &str,
+        own_address: &str,
+    ) -> Result<(u32, String, i32), CoordinatorError> {
+        let own = self.config.node_id;
+        let (node_id, address) = match self.cluster_source.get() {
+            None => (own, own_address.to_string()),
+            Some(source) => {
+                let (node, _) = self.lookup_coordinator(source, group_id).await?;
+                if node == own {
+                    (own, own_address.to_string())
+                } else {
+                    let image = source.image.borrow().clone();
+                    let address = image
+                        .nodes
+                        .get(&node)
+                        .map(|registration| registration.address.clone())
+                        .ok_or_else(|| CoordinatorError::NotAvailable {
+                            group_id: group_id.to_string(),
+                            reason: format!("its node {node} is not registered"),
+                        })?;
+                    (node, address)
+                }
+            }
+        };
+        let (host, port) = match address.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse().unwrap_or(-1)),
+            None => (address.as_str(), -1),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Ok((node_id, host, port))
     }
 
     /// ConsumerGroupHeartbeat, on the group's coordinator only.

@@ -30,7 +30,7 @@ pub mod create_partitions;
 mod data_path;
 mod dispatch;
 mod fetch;
-mod groups;
+pub(crate) mod groups;
 mod maintenance;
 pub mod materialize;
 pub mod metadata;

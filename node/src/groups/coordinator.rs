@@ -41,6 +41,11 @@ pub struct GroupLimits {
     /// Largest metadata string a committed offset may carry (Kafka's
     /// `offset.metadata.max.bytes`); at most [`OFFSET_METADATA_BYTES_LIMIT`].
     pub offset_metadata_bytes_max: usize,
+    /// How long a classic group that was empty waits for more members before its first
+    /// rebalance completes (Kafka's `group.initial.rebalance.delay.ms`), so consumers that
+    /// start together share one rebalance; each new member extends it by this much, up to
+    /// the rebalance timeout.
+    pub initial_rebalance_delay: Duration,
     /// In a cluster: longest a commit waits for the in-sync replicas of its offsets partition
     /// (Kafka's `offsets.commit.timeout.ms`); answered `RequestTimedOut` after it.
     pub offsets_commit_timeout: Duration,
@@ -61,6 +66,8 @@ impl Default for GroupLimits {
             rebalance_timeout_max: Duration::from_secs(300),
             // Kafka's default.
             offset_metadata_bytes_max: 4096,
+            // Kafka's default.
+            initial_rebalance_delay: Duration::from_secs(3),
             // Kafka's default.
             offsets_commit_timeout: Duration::from_secs(5),
         }

@@ -27,6 +27,7 @@ use ledge_protocol::wire::{
 use ledge_protocol::{BatchIter, EncodeOptions, Record, decode_batch, encode_batch};
 
 use super::assignor::TopicPartition;
+use super::classic::{ClassicError, ClassicGroups, Completion, Token};
 use super::coordinator::{CommitRefusal, GroupCoordinator, GroupError, GroupLimits, Heartbeat};
 use super::offsets::{OFFSETS_TOPIC, OffsetKey, OffsetStore, encode_value};
 use crate::clock::Clock;
@@ -135,11 +136,35 @@ pub enum GroupServiceError {
     /// `__consumer_offsets` did not take the commit.
     #[error(transparent)]
     OffsetsLog(#[from] OffsetsLogError),
+    /// The classic group protocol refused it.
+    #[error(transparent)]
+    Classic(#[from] ClassicError),
+    /// A KIP-848 member asked to join a classic group that has members.
+    #[error(
+        "group {group_id:?} is a classic group with {members} Kafka (JoinGroup) members; a KIP-848 member can join it once they have left, or use another group id"
+    )]
+    ClassicGroupInUse {
+        /// The group.
+        group_id: String,
+        /// Its classic members.
+        members: usize,
+    },
 }
 
 /// Consumer groups: membership, committed offsets and the timer that expires members.
 pub struct GroupService {
     coordinator: Mutex<GroupCoordinator>,
+    /// Classic (JoinGroup) groups; never locked while `coordinator` is held by the same
+    /// thread, except in the order classic → coordinator.
+    classic: Mutex<ClassicGroups>,
+    /// The held JoinGroup/SyncGroup requests, by token; at most two per classic member.
+    classic_waiters:
+        Mutex<std::collections::HashMap<Token, tokio::sync::oneshot::Sender<Completion>>>,
+    classic_next_token: std::sync::atomic::AtomicU64,
+    /// Classic members of KIP-848 groups, by (group, member).
+    classic_in_consumer: Mutex<BTreeMap<(String, String), classic::ClassicConsumerMember>>,
+    /// Wakes the group timer when a request may have added an earlier deadline.
+    timer_wake: tokio::sync::Notify,
     offsets: Mutex<OffsetStore>,
     /// In a cluster: the `__consumer_offsets` partitions loaded here (led by this node as of
     /// the last image the loader acted on). A node without `[cluster]` never sets it.
@@ -185,7 +210,12 @@ impl GroupService {
     /// An empty service; `member_salt` keeps member ids unique across restarts.
     pub fn new(limits: GroupLimits, member_salt: u64, clock: Arc<dyn Clock>) -> Self {
         Self {
-            coordinator: Mutex::new(GroupCoordinator::new(limits, member_salt)),
+            coordinator: Mutex::new(GroupCoordinator::new(limits.clone(), member_salt)),
+            classic: Mutex::new(ClassicGroups::new(limits, member_salt)),
+            classic_waiters: Mutex::new(std::collections::HashMap::new()),
+            classic_next_token: std::sync::atomic::AtomicU64::new(0),
+            classic_in_consumer: Mutex::new(BTreeMap::new()),
+            timer_wake: tokio::sync::Notify::new(),
             offsets: Mutex::new(OffsetStore::default()),
             coordinated: Mutex::new(BTreeSet::new()),
             in_cluster: std::sync::atomic::AtomicBool::new(false),
@@ -280,10 +310,18 @@ impl GroupService {
     pub fn unload_partition(&self, partition: u32, in_partition: impl Fn(&str) -> bool) {
         lock(&self.coordinated).remove(&partition);
         let members = lock(&self.coordinator).unload(&in_partition);
+        let classic_members = {
+            let mut classic = lock(&self.classic);
+            let count = classic.unload(&in_partition);
+            self.deliver(&mut classic);
+            count
+        };
+        lock(&self.classic_in_consumer).retain(|(group_id, _), _| !in_partition(group_id));
         let offsets = lock(&self.offsets).unload(&in_partition);
         tracing::info!(
             partition,
             groups_with_members = members,
+            classic_groups = classic_members,
             groups_with_offsets = offsets,
             "no longer coordinating the groups of {OFFSETS_TOPIC} partition {partition}"
         );
@@ -296,6 +334,12 @@ impl GroupService {
             .store(true, std::sync::atomic::Ordering::Release);
         lock(&self.coordinated).clear();
         lock(&self.coordinator).unload(|_| true);
+        {
+            let mut classic = lock(&self.classic);
+            classic.unload(|_| true);
+            self.deliver(&mut classic);
+        }
+        lock(&self.classic_in_consumer).clear();
         lock(&self.offsets).unload(|_| true);
     }
 
@@ -304,7 +348,14 @@ impl GroupService {
         let counts = host.partition_counts();
         let now = self.clock.now();
         let removed = lock(&self.coordinator).handle_timeout(now, &counts);
-        for (group, member) in removed {
+        self.forget_expired_consumer_members(&removed);
+        let classic_removed = {
+            let mut classic = lock(&self.classic);
+            let removed = classic.handle_timeout(now);
+            self.deliver(&mut classic);
+            removed
+        };
+        for (group, member) in removed.into_iter().chain(classic_removed) {
             tracing::info!(
                 group,
                 member,
@@ -316,13 +367,22 @@ impl GroupService {
     /// Expires group members on time, on the node's clock, for as long as it is polled.
     pub async fn run_timer(&self, host: &impl GroupHost) {
         loop {
-            let wait = lock(&self.coordinator)
-                .poll_timeout()
+            let consumer_deadline = lock(&self.coordinator).poll_timeout();
+            let classic_deadline = lock(&self.classic).poll_timeout();
+            let wait = consumer_deadline
+                .into_iter()
+                .chain(classic_deadline)
+                .min()
                 .map_or(GROUP_TIMER_WAIT_MAX, |deadline| {
                     deadline.saturating_duration_since(self.clock.now())
                 })
                 .min(GROUP_TIMER_WAIT_MAX);
-            crate::clock::sleep(&*self.clock, wait + GROUP_TIMER_SLACK).await;
+            // A classic join may add a deadline sooner than the one slept for (the initial
+            // rebalance delay): it wakes the timer to recompute.
+            tokio::select! {
+                () = crate::clock::sleep(&*self.clock, wait + GROUP_TIMER_SLACK) => {}
+                () = self.timer_wake.notified() => {}
+            }
             self.expire_members(host);
         }
     }
@@ -359,6 +419,16 @@ impl GroupService {
         // No consumer may ever join a transform's position group: its commits would move
         // the transform's positions. Refused by name, whether or not the transform exists.
         if let Some(refusal) = transform_group_refusal(&request.group_id) {
+            return ConsumerGroupHeartbeatResponse {
+                error: ErrorCode::from(&refusal),
+                message: refusal.to_string(),
+                ..ConsumerGroupHeartbeatResponse::default()
+            };
+        }
+        if request.member_id.is_empty()
+            && request.member_epoch == 0
+            && let Err(refusal) = self.check_not_classic(&request.group_id)
+        {
             return ConsumerGroupHeartbeatResponse {
                 error: ErrorCode::from(&refusal),
                 message: refusal.to_string(),
@@ -416,7 +486,7 @@ impl GroupService {
         host: &impl GroupHost,
         request: OffsetCommitRequest,
     ) -> OffsetCommitResponse {
-        match self.try_offset_commit(host, &request).await {
+        match self.try_offset_commit(host, &request, true).await {
             Ok(codes) => {
                 let mut codes = codes.into_iter();
                 OffsetCommitResponse {
@@ -448,10 +518,13 @@ impl GroupService {
     }
 
     /// Checks and appends a commit; returns each partition's code, in request order.
+    /// `consumer_checks`: the member is checked by the KIP-848 coordinator (epoch and
+    /// assignment); false when the classic checks already passed.
     async fn try_offset_commit(
         &self,
         host: &impl GroupHost,
         request: &OffsetCommitRequest,
+        consumer_checks: bool,
     ) -> Result<Vec<ErrorCode>, GroupServiceError> {
         self.check_not_transform_group(host, &request.group_id)
             .await?;
@@ -465,6 +538,12 @@ impl GroupService {
                     .map(|partition| (topic.name.clone(), partition.partition))
             })
             .collect();
+        // An administrative commit (no member) is for empty groups only, classic groups
+        // included. (Checked before the coordinator is locked: the lock order is classic,
+        // then coordinator.)
+        let administrative_commit_of_classic_group = consumer_checks
+            && request.member_id.is_empty()
+            && lock(&self.classic).has_members(&request.group_id);
         let verdicts = {
             let coordinator = lock(&self.coordinator);
             // The stored value keeps at most a 16-bit length: longer metadata would be cut
@@ -484,12 +563,19 @@ impl GroupService {
                     limit,
                 });
             }
-            coordinator.validate_commit(
-                &request.group_id,
-                &request.member_id,
-                request.member_epoch,
-                &partitions,
-            )?
+            if !consumer_checks {
+                vec![None; partitions.len()]
+            } else {
+                if administrative_commit_of_classic_group {
+                    return Err(GroupError::NonEmptyGroup(request.group_id.clone()).into());
+                }
+                coordinator.validate_commit(
+                    &request.group_id,
+                    &request.member_id,
+                    request.member_epoch,
+                    &partitions,
+                )?
+            }
         };
         let now_ms = self.clock.wall_time_ms();
         let mut records = Vec::new();
@@ -650,30 +736,10 @@ impl GroupService {
 
     /// Groups with members or committed offsets.
     pub fn list_groups(&self, request: ListGroupsRequest) -> ListGroupsResponse {
-        let mut groups: BTreeMap<String, ListedGroup> = BTreeMap::new();
-        for group_id in lock(&self.offsets).group_ids() {
-            groups.insert(
-                group_id.clone(),
-                ListedGroup {
-                    group_id: group_id.clone(),
-                    state: "Empty".into(),
-                    members: 0,
-                },
-            );
-        }
-        for (group_id, state, members) in lock(&self.coordinator).list() {
-            groups.insert(
-                group_id.clone(),
-                ListedGroup {
-                    group_id,
-                    state: state.into(),
-                    members: members as u32,
-                },
-            );
-        }
         ListGroupsResponse {
-            groups: groups
-                .into_values()
+            groups: self
+                .list_any_groups()
+                .into_iter()
                 .filter(|group| {
                     request.states.is_empty()
                         || request
@@ -681,18 +747,34 @@ impl GroupService {
                             .iter()
                             .any(|state| state.eq_ignore_ascii_case(&group.state))
                 })
+                .map(|group| ListedGroup {
+                    group_id: group.group_id,
+                    state: group.state,
+                    members: u32::try_from(group.members).unwrap_or(u32::MAX),
+                })
                 .collect(),
         }
     }
 
     /// Groups' members and assignments.
     pub fn describe_groups(&self, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+        let classic = lock(&self.classic);
         let coordinator = lock(&self.coordinator);
         let store = lock(&self.offsets);
         let groups = request
             .group_ids
             .into_iter()
             .map(|group_id| match coordinator.describe(&group_id) {
+                // A classic group (Kafka clients), unless the KIP-848 group of this id has
+                // members: its members' consumer-protocol metadata shows what they hold.
+                description
+                    if description
+                        .as_ref()
+                        .is_none_or(|described| described.members.is_empty())
+                        && classic.contains(&group_id) =>
+                {
+                    describe_classic(group_id, &classic)
+                }
                 Some(description) => DescribedGroup {
                     group_id,
                     error: ErrorCode::None,
@@ -771,14 +853,17 @@ impl GroupService {
         group_id: &str,
     ) -> Result<(), GroupServiceError> {
         let keys: Vec<(String, u32)> = {
+            let classic = lock(&self.classic);
             let coordinator = lock(&self.coordinator);
-            if coordinator.has_members(group_id) {
+            if coordinator.has_members(group_id) || classic.has_members(group_id) {
                 return Err(GroupError::NonEmptyGroup(group_id.to_string()).into());
             }
             let store = lock(&self.offsets);
             match store.group(group_id) {
                 Some(offsets) => offsets.keys().cloned().collect(),
-                None if coordinator.describe(group_id).is_some() => Vec::new(),
+                None if coordinator.describe(group_id).is_some() || classic.contains(group_id) => {
+                    Vec::new()
+                }
                 None => return Err(GroupServiceError::NotFound(group_id.to_string())),
             }
         };
@@ -803,12 +888,62 @@ impl GroupService {
             self.append_offsets(host, group_id, &tombstones, AppendDurability::Synced)
                 .await?;
         }
+        lock(&self.classic).delete(group_id)?;
         lock(&self.coordinator).delete(group_id)?;
         lock(&self.offsets).remove_group(group_id);
         Ok(())
     }
 }
 
+mod classic;
+pub use classic::{ClassicCommit, DescribedAnyGroup, ListedAnyGroup, OffsetDeleteRefusal};
+
+/// A classic group as the QUIC DescribeGroups shows it: its protocol as the assignor, its
+/// generation as the epoch, and (for `consumer` groups) what each member subscribes to and
+/// was assigned, read from the consumer protocol.
+fn describe_classic(group_id: String, classic: &ClassicGroups) -> DescribedGroup {
+    let Some(group) = classic.describe(&group_id) else {
+        return DescribedGroup {
+            group_id,
+            ..DescribedGroup::default()
+        };
+    };
+    let consumer = group.protocol_type == super::consumer_protocol::CONSUMER_PROTOCOL_TYPE;
+    DescribedGroup {
+        group_id,
+        error: ErrorCode::None,
+        message: String::new(),
+        state: group.state.name().into(),
+        assignor: group.protocol_name,
+        group_epoch: group.generation,
+        members: group
+            .members
+            .into_iter()
+            .map(|member| {
+                let subscribed_topics = consumer
+                    .then(|| super::consumer_protocol::decode_subscription(&member.metadata).ok())
+                    .flatten()
+                    .map(|subscription| subscription.topics)
+                    .unwrap_or_default();
+                let assignment = consumer
+                    .then(|| super::consumer_protocol::decode_assignment(&member.assignment).ok())
+                    .flatten()
+                    .unwrap_or_default();
+                DescribedMember {
+                    member_id: member.member_id,
+                    instance_id: member.instance_id,
+                    client_id: member.client_id,
+                    member_epoch: group.generation,
+                    subscribed_topics,
+                    assignment: grouped(&assignment),
+                }
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod classic_tests;
 #[cfg(test)]
 mod cluster_tests;
 

@@ -131,6 +131,17 @@ kafka_apis! {
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, 0..=1;
     DescribeCluster: DescribeClusterRequest, DescribeClusterResponse, 0..=1;
     // Groups (kafka/groups.rs): one row per API here, one arm in dispatch.rs.
+    FindCoordinator: FindCoordinatorRequest, FindCoordinatorResponse, 0..=5;
+    JoinGroup: JoinGroupRequest, JoinGroupResponse, 0..=9;
+    SyncGroup: SyncGroupRequest, SyncGroupResponse, 0..=5;
+    Heartbeat: HeartbeatRequest, HeartbeatResponse, 0..=4;
+    LeaveGroup: LeaveGroupRequest, LeaveGroupResponse, 0..=5;
+    OffsetCommit: OffsetCommitRequest, OffsetCommitResponse, 2..=9;
+    OffsetFetch: OffsetFetchRequest, OffsetFetchResponse, 1..=9;
+    OffsetDelete: OffsetDeleteRequest, OffsetDeleteResponse, 0..=0;
+    ListGroups: ListGroupsRequest, ListGroupsResponse, 0..=5;
+    DescribeGroups: DescribeGroupsRequest, DescribeGroupsResponse, 0..=5;
+    DeleteGroups: DeleteGroupsRequest, DeleteGroupsResponse, 0..=2;
 }
 
 /// The served range of `api`, if it is served.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::KafkaSettings;
 use super::apis::{KafkaRequest, KafkaResponse};
 use super::codec::DecodedRequest;
+use super::groups;
 use super::handlers::{self, NodeAddresses};
 use crate::broker::Broker;
 use crate::storage::Disk;
@@ -85,7 +86,41 @@ impl<D: Disk> KafkaService<D> {
                 KafkaResponse::IncrementalAlterConfigs(
                     handlers::configs::incremental_alter_configs(broker, request).await,
                 )
-            } // Groups (kafka/groups.rs): one arm per API.
+            }
+            // Groups (kafka/groups.rs): one arm per API.
+            KafkaRequest::FindCoordinator(request) => KafkaResponse::FindCoordinator(
+                groups::find_coordinator(broker, &self.advertised, request, version).await,
+            ),
+            KafkaRequest::JoinGroup(request) => KafkaResponse::JoinGroup(
+                groups::join_group(broker, client_id, "", request, version).await,
+            ),
+            KafkaRequest::SyncGroup(request) => {
+                KafkaResponse::SyncGroup(groups::sync_group(broker, request).await)
+            }
+            KafkaRequest::Heartbeat(request) => {
+                KafkaResponse::Heartbeat(groups::heartbeat(broker, request).await)
+            }
+            KafkaRequest::LeaveGroup(request) => {
+                KafkaResponse::LeaveGroup(groups::leave_group(broker, request, version).await)
+            }
+            KafkaRequest::OffsetCommit(request) => {
+                KafkaResponse::OffsetCommit(groups::offset_commit(broker, request).await)
+            }
+            KafkaRequest::OffsetFetch(request) => {
+                KafkaResponse::OffsetFetch(groups::offset_fetch(broker, request, version).await)
+            }
+            KafkaRequest::OffsetDelete(request) => {
+                KafkaResponse::OffsetDelete(groups::offset_delete(broker, request).await)
+            }
+            KafkaRequest::ListGroups(request) => {
+                KafkaResponse::ListGroups(groups::list_groups(broker, request).await)
+            }
+            KafkaRequest::DescribeGroups(request) => KafkaResponse::DescribeGroups(
+                groups::describe_groups(broker, request, version).await,
+            ),
+            KafkaRequest::DeleteGroups(request) => {
+                KafkaResponse::DeleteGroups(groups::delete_groups(broker, request).await)
+            }
         })
     }
 }

@@ -26,6 +26,7 @@ pub mod codec;
 pub mod connection;
 pub mod dispatch;
 pub mod errors;
+pub mod groups;
 pub mod handlers;
 pub mod listener;
 

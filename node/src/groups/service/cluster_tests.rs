@@ -17,7 +17,7 @@ const PARTITIONS: u32 = 8;
 /// An in-memory host: one topic `t` of 4 partitions, `PARTITIONS` offsets partitions; it
 /// records which offsets partition each batch went to and numbers them per partition.
 #[derive(Default)]
-struct MemoryHost {
+pub(super) struct MemoryHost {
     appended: StdMutex<Vec<u32>>,
 }
 

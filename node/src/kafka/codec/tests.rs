@@ -46,6 +46,17 @@ pub(crate) fn default_request(api: ApiKey) -> KafkaRequest {
             KafkaRequest::IncrementalAlterConfigs(Default::default())
         }
         ApiKey::DescribeCluster => KafkaRequest::DescribeCluster(Default::default()),
+        ApiKey::FindCoordinator => KafkaRequest::FindCoordinator(Default::default()),
+        ApiKey::JoinGroup => KafkaRequest::JoinGroup(Default::default()),
+        ApiKey::SyncGroup => KafkaRequest::SyncGroup(Default::default()),
+        ApiKey::Heartbeat => KafkaRequest::Heartbeat(Default::default()),
+        ApiKey::LeaveGroup => KafkaRequest::LeaveGroup(Default::default()),
+        ApiKey::OffsetCommit => KafkaRequest::OffsetCommit(Default::default()),
+        ApiKey::OffsetFetch => KafkaRequest::OffsetFetch(Default::default()),
+        ApiKey::OffsetDelete => KafkaRequest::OffsetDelete(Default::default()),
+        ApiKey::ListGroups => KafkaRequest::ListGroups(Default::default()),
+        ApiKey::DescribeGroups => KafkaRequest::DescribeGroups(Default::default()),
+        ApiKey::DeleteGroups => KafkaRequest::DeleteGroups(Default::default()),
         other => panic!("add {other:?} to default_request"),
     }
 }
