@@ -181,6 +181,13 @@ fn consumer_rides_through_the_loss_of_its_coordinator(loss: Loss) {
     let mut cluster = TestCluster::start(ClusterOptions::default());
     cluster.wait_for_all_alive();
     let client = cluster.runtime().block_on(patient_client(&cluster));
+    cluster.runtime().block_on(create_topic(&client));
+    // Produced only once every replica is in sync: the setup is not what is under test.
+    for partition in 0..PARTITIONS {
+        cluster.wait_for_partition("a leader and a full ISR", TOPIC, partition, |state| {
+            state.leader.is_some() && state.isr.len() == 3
+        });
+    }
     let expected = cluster.runtime().block_on(produce(&client));
 
     let progress = Arc::new(Mutex::new(Progress::default()));
@@ -285,17 +292,20 @@ impl Progress {
     }
 }
 
-/// Produces [`RECORDS`] records over the partitions of a new RF=3 topic; returns their
-/// (partition, offset).
-async fn produce(client: &Client) -> BTreeSet<(u32, i64)> {
-    let admin = Admin::new(client);
-    admin
+/// Creates the RF=3 topic.
+async fn create_topic(client: &Client) {
+    Admin::new(client)
         .create_topics(
             vec![NewTopic::new(TOPIC, PARTITIONS).replication_factor(3)],
             false,
         )
         .await
         .expect("create the topic");
+}
+
+/// Produces [`RECORDS`] records over the topic's partitions; returns their (partition,
+/// offset).
+async fn produce(client: &Client) -> BTreeSet<(u32, i64)> {
     let producer = Producer::new(client, ProducerConfig::default())
         .await
         .expect("producer");
@@ -307,7 +317,9 @@ async fn produce(client: &Client) -> BTreeSet<(u32, i64)> {
     }
     let mut written = BTreeSet::new();
     for delivery in deliveries {
-        let metadata = delivery.await.expect("acknowledged");
+        let metadata = delivery
+            .await
+            .unwrap_or_else(|error| panic!("a setup record not acknowledged: {error}"));
         written.insert((metadata.partition, metadata.offset.expect("an offset")));
     }
     producer.close().await;
