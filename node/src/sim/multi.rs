@@ -1505,12 +1505,7 @@ mod tests {
             power_loss: true,
             ..MultiOptions::default()
         };
-        let failures: Vec<String> = [13, 180]
-            .into_iter()
-            .filter_map(|seed| run(seed, &options).err())
-            .map(|failure| failure.to_string())
-            .collect();
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert_seeds_pass(&[13, 180], &options);
     }
 
     /// The finding of seed 274 with 5 nodes: node 2, a controller voter, came back on a
@@ -1548,12 +1543,7 @@ mod tests {
             power_loss: true,
             ..MultiOptions::default()
         };
-        let failures: Vec<String> = [622, 1375]
-            .into_iter()
-            .filter_map(|seed| run(seed, &options).err())
-            .map(|failure| failure.to_string())
-            .collect();
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert_seeds_pass(&[622, 1375], &options);
     }
 
     /// Findings of the first 10,000-seed campaign still open (docs/TESTING.md): every one has
@@ -1574,9 +1564,14 @@ mod tests {
             power_loss: true,
             ..MultiOptions::default()
         };
-        let failures: Vec<String> = [5232, 5626, 1109, 7707]
-            .into_iter()
-            .filter_map(|seed| run(seed, &options).err())
+        assert_seeds_pass(&[5232, 5626, 1109, 7707], &options);
+    }
+
+    /// Runs `seeds` and fails with every failing seed's report.
+    fn assert_seeds_pass(seeds: &[u64], options: &MultiOptions) {
+        let failures: Vec<String> = seeds
+            .iter()
+            .filter_map(|seed| run(*seed, options).err())
             .map(|failure| failure.to_string())
             .collect();
         assert!(failures.is_empty(), "{}", failures.join("\n"));
