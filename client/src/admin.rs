@@ -3,9 +3,14 @@
 //! modules (upload, list, delete) and topic transforms (deploy, describe, pause, resume,
 //! remove).
 //!
-//! Read-only calls (list, describe, list offsets) are retried on retriable failures within the
-//! request timeout; calls that change something are sent once, because a resend after a lost
-//! answer could report `TopicAlreadyExists` for a topic this very call created.
+//! Every call goes to the client's default node and is sent again, within the request
+//! timeout, to the next live node when that node does not answer or the cluster stops
+//! listing it as alive (`Client::request_with_failover`, rules in `cluster/failover.rs`).
+//! Read-only calls (list, describe, list offsets) are also sent again after any retriable
+//! refusal. Calls that change something are sent again only when no answer came or the node
+//! said it did nothing: the resend of a call whose answer was lost may find its own effect,
+//! and then reports it as the Java AdminClient does (a CreateTopics answered
+//! `TopicAlreadyExists` for a topic this very call created).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +26,7 @@ use ledge_protocol::wire::{
 pub use ledge_protocol::{OnError, PluginKind};
 
 use crate::clock;
+use crate::cluster::failover::RequestKind;
 use crate::connection::{Client, unexpected};
 use crate::consumer::{
     CommittedOffset, OffsetAndMetadata, TopicPartition, commit_offsets, fetch_committed, flatten,
@@ -62,6 +68,39 @@ impl NewTopic {
     /// Adds a config.
     pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.configs.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// Partitions to add to a topic, for [`Admin::create_partitions`] (Kafka's
+/// `NewPartitions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPartitions {
+    /// The topic.
+    pub topic: String,
+    /// The new total partition count: more than the topic has (partitions are never
+    /// removed).
+    pub total_count: u32,
+    /// The replicas of each new partition (node ids, the preferred leader first), in
+    /// partition order; empty to let the cluster place them as a creation does.
+    pub assignments: Vec<Vec<u32>>,
+}
+
+impl NewPartitions {
+    /// Grow `topic` to `total_count` partitions, placed by the cluster (Kafka's
+    /// `NewPartitions.increaseTo`).
+    pub fn increase_to(topic: impl Into<String>, total_count: u32) -> Self {
+        Self {
+            topic: topic.into(),
+            total_count,
+            assignments: Vec::new(),
+        }
+    }
+
+    /// Places each new partition on the nodes given, one list per new partition, each as
+    /// long as the topic's replication factor.
+    pub fn assignments(mut self, assignments: Vec<Vec<u32>>) -> Self {
+        self.assignments = assignments;
         self
     }
 }
@@ -452,6 +491,9 @@ pub struct TransformDescription {
     pub busy: Duration,
     /// Per input partition, the next input offset to process.
     pub positions: BTreeMap<u32, i64>,
+    /// Per input partition: the node running it and its figures there. In a cluster the
+    /// counters above are the sums over these (see [`TransformPartitionStatus`]).
+    pub partitions: Vec<TransformPartition>,
 }
 
 /// Creates, deletes and describes topics and consumer groups; manages WASM modules and
@@ -489,9 +531,42 @@ impl Admin {
                 .collect(),
             validate_only,
         });
-        match self.client.request(&request, Duration::ZERO).await? {
+        match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::CreateTopics(response) => first_error(response.topics),
             other => Err(unexpected(ApiKey::CreateTopics, &other).into()),
+        }
+    }
+
+    /// Adds partitions to topics (Kafka's `createPartitions`). With `validate_only` the node
+    /// checks the request and adds nothing. Fails with the first topic the node refused:
+    /// `InvalidPartitions` (a count not above the current one, or over the node's
+    /// `limits.topic_partitions_max`), `UnknownTopicOrPartition`, `InvalidReplicaAssignment`,
+    /// `InternalTopic`; the others in the call may have grown. Keyed records map to other
+    /// partitions afterwards: producers hash keys over the new count once their metadata is
+    /// refreshed (`metadata_max_age`), as in Kafka.
+    pub async fn create_partitions(
+        &self,
+        topics: Vec<NewPartitions>,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let request = Request::CreatePartitions(wire::CreatePartitionsRequest {
+            topics: topics
+                .into_iter()
+                .map(|topic| wire::CreatePartitionsTopic {
+                    name: topic.topic,
+                    count: topic.total_count,
+                    assignments: topic.assignments,
+                })
+                .collect(),
+            validate_only,
+        });
+        match self.client.request(&request, Duration::ZERO).await? {
+            Response::CreatePartitions(response) => first_error(response.topics),
+            other => Err(unexpected(ApiKey::CreatePartitions, &other).into()),
         }
     }
 
@@ -499,7 +574,11 @@ impl Admin {
     /// reads from or writes to one of them (the message names the transform).
     pub async fn delete_topics(&self, names: Vec<String>) -> Result<(), AdminError> {
         let request = Request::DeleteTopics(wire::DeleteTopicsRequest { names });
-        match self.client.request(&request, Duration::ZERO).await? {
+        match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::DeleteTopics(response) => first_error(response.topics),
             other => Err(unexpected(ApiKey::DeleteTopics, &other).into()),
         }
@@ -625,7 +704,11 @@ impl Admin {
             }],
             validate_only,
         });
-        match self.client.request(&request, Duration::ZERO).await? {
+        match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::AlterConfigs(response) => first_error(response.topics),
             other => Err(unexpected(ApiKey::AlterConfigs, &other).into()),
         }
@@ -719,7 +802,7 @@ impl Admin {
             answers.push(request_with_retry(&self.client, &request).await?);
         } else {
             for node in nodes {
-                answers.push(request_with_retry_to(&self.client, Some(node), &request).await?);
+                answers.push(request_with_retry_to(&self.client, node, &request).await?);
             }
         }
         let mut groups = BTreeMap::new();
@@ -931,7 +1014,11 @@ impl Admin {
             module: module.into(),
             params: plugin_params(params),
         });
-        let response = match self.client.request(&request, Duration::ZERO).await? {
+        let response = match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::UploadModule(response) => response,
             other => return Err(unexpected(ApiKey::UploadModule, &other).into()),
         };
@@ -975,7 +1062,11 @@ impl Admin {
         let request = Request::DeleteModule(wire::DeleteModuleRequest {
             name: name.to_string(),
         });
-        let response = match self.client.request(&request, Duration::ZERO).await? {
+        let response = match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::DeleteModule(response) => response,
             other => return Err(unexpected(ApiKey::DeleteModule, &other).into()),
         };
@@ -1004,7 +1095,11 @@ impl Admin {
             on_error: spec.on_error,
             dead_letter_topic: spec.dead_letter_topic.unwrap_or_default(),
         });
-        let response = match self.client.request(&request, Duration::ZERO).await? {
+        let response = match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::DeployTransform(response) => response,
             other => return Err(unexpected(ApiKey::DeployTransform, &other).into()),
         };
@@ -1025,14 +1120,23 @@ impl Admin {
         names: Vec<String>,
     ) -> Result<Vec<TransformDescription>, AdminError> {
         let request = Request::DescribeTransforms(wire::DescribeTransformsRequest { names });
-        match request_with_retry(&self.client, &request).await? {
-            Response::DescribeTransforms(response) => response
-                .transforms
-                .into_iter()
-                .map(transform_description)
-                .collect(),
-            other => Err(unexpected(ApiKey::DescribeTransforms, &other).into()),
-        }
+        let response = match request_with_retry(&self.client, &request).await? {
+            Response::DescribeTransforms(response) => response,
+            other => return Err(unexpected(ApiKey::DescribeTransforms, &other).into()),
+        };
+        let own: BTreeMap<String, Vec<wire::TransformPartitionStatus>> = response
+            .transforms
+            .iter()
+            .map(|transform| (transform.name.clone(), transform.partitions.clone()))
+            .collect();
+        let mut described = response
+            .transforms
+            .into_iter()
+            .map(transform_description)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.locate_transform_partitions(&mut described, own)
+            .await?;
+        Ok(described)
     }
 
     /// Pauses a transform: it stops before its next batch and keeps its positions.
@@ -1055,7 +1159,11 @@ impl Admin {
             name: name.to_string(),
             action: action.to_string(),
         });
-        let response = match self.client.request(&request, Duration::ZERO).await? {
+        let response = match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::AlterTransform(response) => response,
             other => return Err(unexpected(ApiKey::AlterTransform, &other).into()),
         };
@@ -1153,6 +1261,8 @@ fn transform_description(
             .into_iter()
             .map(|position| (position.partition, position.offset))
             .collect(),
+        // Filled from the partitions' leaders (`transform_partitions.rs`).
+        partitions: Vec::new(),
     })
 }
 
@@ -1227,7 +1337,15 @@ pub(crate) async fn list_offsets(
         if attempt > 0 {
             tokio::time::sleep(LIST_OFFSETS_ROUTING_BACKOFF).await;
         }
-        let answers = list_offsets_from_leaders(client, &pending).await?;
+        let answers = match list_offsets_from_leaders(client, &pending).await {
+            // A leader the cluster fenced while it was asked: its routes are dropped, so the
+            // next round asks the new leaders.
+            Err(RequestError::NodeLost { node }) if attempt + 1 < LIST_OFFSETS_ROUTING_ATTEMPTS => {
+                tracing::debug!(%node, "ListOffsets leader left the cluster; routing again");
+                continue;
+            }
+            answers => answers?,
+        };
         pending.clear();
         for (partition, result) in answers {
             if let Err(code) = result {
@@ -1300,7 +1418,7 @@ async fn list_offsets_from_leaders(
     }
     let requests = by_node.into_iter().map(|(node, topics)| async move {
         let request = Request::ListOffsets(wire::ListOffsetsRequest { topics });
-        match request_with_retry_to(client, Some(node), &request).await? {
+        match request_with_retry_to(client, node, &request).await? {
             Response::ListOffsets(response) => Ok(response),
             other => Err(unexpected(ApiKey::ListOffsets, &other)),
         }
@@ -1325,29 +1443,33 @@ async fn list_offsets_from_leaders(
     Ok(listed)
 }
 
-/// Sends a request that changes nothing, resending after retriable failures until the
-/// client's request timeout has passed.
+/// Sends a request that changes nothing to the default node, resending after retriable
+/// failures (to the next live node when the default is lost) until the client's request
+/// timeout has passed.
 pub(crate) async fn request_with_retry(
     client: &Client,
     request: &Request,
 ) -> Result<Response, RequestError> {
-    request_with_retry_to(client, None, request).await
+    client
+        .request_with_failover(RequestKind::Read, request)
+        .await
 }
 
-/// [`request_with_retry`] to `node`, or to the default node when `None`.
+/// [`request_with_retry`] to `node` only (a partition's leader, a node asked for the groups it
+/// coordinates): resent to the same node after retriable failures, each try given up once
+/// the cluster stops listing the node as alive.
 async fn request_with_retry_to(
     client: &Client,
-    node: Option<std::net::SocketAddr>,
+    node: std::net::SocketAddr,
     request: &Request,
 ) -> Result<Response, RequestError> {
     let deadline = clock::now() + client.config().request_timeout;
     let mut wait = Duration::from_millis(50);
     loop {
-        let answer = match node {
-            Some(node) => client.request_to(node, request, Duration::ZERO).await,
-            None => client.request(request, Duration::ZERO).await,
-        };
+        let answer = client.request_to_live(node, request, Duration::ZERO).await;
         match answer {
+            // Sending to it again is pointless: the caller routes again.
+            Err(error @ RequestError::NodeLost { .. }) => return Err(error),
             Err(error) if error.is_retriable() && clock::now() + wait < deadline => {
                 tracing::debug!(%error, "retrying {:?}", request.api_key());
                 tokio::time::sleep(wait).await;
@@ -1360,6 +1482,8 @@ async fn request_with_retry_to(
 
 mod operations;
 pub use operations::{PreferredLeaderElection, ReassignmentDescription};
+mod transform_partitions;
+pub use transform_partitions::{TransformPartition, TransformPartitionStatus};
 
 #[cfg(test)]
 mod tests;

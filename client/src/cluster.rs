@@ -35,6 +35,12 @@
 //!   bootstrap list and every node learned from answers, those not backing off first (Kafka's
 //!   "least loaded node").
 //! - The whole view is refreshed at least every `max_age` (Kafka's `metadata.max.age.ms`).
+//! - A node that an answer listed and a later one no longer lists has left the cluster (the
+//!   controller fenced it: it stopped heartbeating, it was killed or stopped, or it shut
+//!   down): [`ClusterMetadata::node_left`], until an answer lists it again. A request still
+//!   waiting on such a node is not worth waiting for (`Client::request_to_live`). A node
+//!   never listed is never said to have left: it may advertise another address than the one
+//!   the client reached it at.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -79,6 +85,9 @@ struct Unreachable {
 #[derive(Debug)]
 pub(crate) struct ClusterMetadata {
     nodes: BTreeMap<NodeId, String>,
+    /// Addresses (as the nodes list them) that an earlier answer listed and the latest one
+    /// did not: nodes the cluster fenced, until an answer lists them again.
+    departed: BTreeSet<String>,
     /// Addresses (as the nodes list them, `ip:port`) that failed and have not answered since.
     unreachable: BTreeMap<String, Unreachable>,
     controller: Option<NodeId>,
@@ -99,6 +108,7 @@ impl ClusterMetadata {
     pub(crate) fn new(max_age: Duration) -> Self {
         Self {
             nodes: BTreeMap::new(),
+            departed: BTreeSet::new(),
             unreachable: BTreeMap::new(),
             controller: None,
             partitions: HashMap::new(),
@@ -114,11 +124,20 @@ impl ClusterMetadata {
     pub(crate) fn handle_metadata(&mut self, response: &MetadataResponse, now: Instant) {
         // An answer without nodes (a node that lists none) must not erase what we know.
         if !response.nodes.is_empty() {
-            self.nodes = response
+            let nodes: BTreeMap<NodeId, String> = response
                 .nodes
                 .iter()
                 .map(|node| (node.node_id, node.address.clone()))
                 .collect();
+            for address in self.nodes.values() {
+                if !nodes.values().any(|listed| listed == address) {
+                    self.departed.insert(address.clone());
+                }
+            }
+            for address in nodes.values() {
+                self.departed.remove(address);
+            }
+            self.nodes = nodes;
         }
         self.controller = response.controller_id;
         let mut stale_answer = false;
@@ -308,6 +327,14 @@ impl ClusterMetadata {
         })
     }
 
+    /// Whether the node at `node` has left the cluster: an earlier answer listed it among the
+    /// live nodes and the latest one does not (see the module docs).
+    pub(crate) fn node_left(&self, node: SocketAddr) -> bool {
+        self.departed
+            .iter()
+            .any(|address| address.parse::<SocketAddr>() == Ok(node))
+    }
+
     /// The active controller, if the last answer named one.
     #[cfg_attr(
         not(test),
@@ -325,6 +352,8 @@ fn node_backoff(failures: u32) -> Duration {
         .saturating_mul(1u32 << exponent)
         .min(NODE_BACKOFF_MAX)
 }
+
+pub(crate) mod failover;
 
 #[cfg(test)]
 mod tests;

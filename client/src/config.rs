@@ -44,15 +44,20 @@ pub struct ClientConfig {
     /// Sent with every request, for the node's logs. Default `ledge-client`.
     pub client_id: String,
     /// Longest wait for one answer, on top of any wait the request asks the node for (a
-    /// fetch's long poll). The node is also told this timeout for acks=all produces.
-    /// Default 30 s (Kafka's `request.timeout.ms`).
+    /// fetch's long poll). The node is also told this timeout for acks=all produces. Admin
+    /// and group requests, which are sent again to another node when one does not answer,
+    /// start no new try after this long from the first (Kafka's `default.api.timeout.ms`
+    /// plays that part there). Default 30 s (Kafka's `request.timeout.ms`).
     pub request_timeout: Duration,
     /// Longest wait for a QUIC handshake. Default 10 s.
     pub connect_timeout: Duration,
     /// A connection that hears nothing from the node for this long is considered lost and
-    /// made again; keep-alives go out at a quarter of it. This is how a `kill -9`ed node is
-    /// noticed by requests that are not about a partition (admin, groups); produce and fetch
-    /// move to a new leader sooner ([`ClientConfig::leader_check_interval`]). Default 10 s.
+    /// made again; keep-alives go out at a quarter of it. A `kill -9`ed or stopped node is
+    /// noticed sooner in a cluster: produce and fetch move to a new leader, and admin and
+    /// group requests to another node, once the cluster fences it
+    /// ([`ClientConfig::leader_check_interval`]); this timeout is what is left for a node the
+    /// cluster still lists as alive but this client cannot reach, and for a single node.
+    /// Default 10 s.
     pub idle_timeout: Duration,
     /// Largest response frame accepted, and largest request sent. Default 64 MiB
     /// (`wire::FRAME_BYTES_MAX_DEFAULT`, the node's default too).
@@ -67,7 +72,10 @@ pub struct ClientConfig {
     /// leader. This bounds how long a dead leader holds a send up after the cluster elected
     /// another, independently of [`ClientConfig::idle_timeout`]: QUIC hears nothing from a
     /// kill -9ed node. The refreshes are shared by every waiting request, so a slow cluster
-    /// costs at most one metadata request per interval. Default 100 ms.
+    /// costs at most one metadata request per interval. Admin and group requests (and any
+    /// request to the default node) are watched the same way: once another node's metadata
+    /// no longer lists the node they wait on as alive (the controller fenced it), they are
+    /// given up and sent to another node. Default 100 ms.
     pub leader_check_interval: Duration,
     /// Kernel send and receive buffer for the UDP socket. Loopback drops datagrams with the
     /// usual small default under bursts. Default 4 MiB.

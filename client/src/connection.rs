@@ -5,17 +5,23 @@
 //! (opened lazily, on the first request for that node), the request/response exchange (one
 //! bidirectional stream per request), and the cluster view ([`ClusterMetadata`]) that says
 //! which node leads each partition. [`Client::connect`] bootstraps from the configured list,
-//! trying each node in order within the connect timeout; requests that are not about a
-//! partition (admin, groups) go to that node, and to the next known one after it is lost.
+//! hedged: the next node is tried too when one has not answered within a short delay or
+//! failed, each within the connect timeout. Requests that are not about a partition (admin,
+//! FindCoordinator) go to the node that answered first (the default node), and to the next
+//! known one after it is lost: it does not answer, or the cluster stops listing it as alive
+//! while a request waits on it ([`Client::request_to_live`]); group requests go to the
+//! group's coordinator (`coordinator.rs`) under the same rule.
 //! The client's own metadata refreshes ask any live known node, hedged
 //! ([`Client::refresh_metadata`]), and the one that answers becomes the default node. Every
 //! Metadata answer updates the cluster view, whoever asked for it; every node that cannot be
 //! reached is reported to it. A produce or fetch waiting on a leader also watches for the
 //! leader to move ([`Client::leader_moved_away`]).
 //!
-//! Does not own: retries. A request that fails because the connection broke or timed out
-//! returns a retriable [`RequestError`] and drops the connection, so the next request
-//! reconnects; the producer and consumer decide whether to send again. After
+//! Does not own: retries of produce and fetch. A request that fails because the connection
+//! broke or timed out returns a retriable [`RequestError`] and drops the connection, so the
+//! next request reconnects; the producer and consumer decide whether to send again. Admin
+//! and group requests are sent again here ([`Client::request_with_failover`],
+//! `coordinator.rs`), under the pure rules of `cluster/failover.rs`. After
 //! [`Client::close`] nothing reconnects: requests fail with [`ConnectError::Closed`].
 
 use std::collections::HashMap;
@@ -30,6 +36,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::clock;
+use crate::cluster::failover::{Attempt, Decision, RequestKind, Retries};
 use crate::cluster::{ClusterMetadata, Route};
 use crate::config::{ClientConfig, Trust};
 use crate::error::{ConnectError, RequestError};
@@ -42,6 +49,11 @@ const METADATA_REFRESH_BACKOFF: Duration = Duration::from_millis(100);
 /// node answers from memory in a few milliseconds even on a loaded machine; a dead one never
 /// does, and waiting for the connect or request timeout would stall every send behind it.
 const METADATA_HEDGE_DELAY: Duration = Duration::from_millis(200);
+
+/// Least time [`Client::close`] gives the endpoint to send its close frames.
+const CLOSE_WAIT_MIN: Duration = Duration::from_millis(50);
+/// Most time [`Client::close`] waits for the nodes to hear it: a dead node never answers.
+const CLOSE_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// A handle on the cluster: cheap to clone, shared by everything built from it.
 ///
@@ -129,18 +141,47 @@ impl Client {
                 correlation_id: AtomicU32::new(1),
             }),
         };
-        for (server, address) in bootstrap {
-            match client.connection_to(address, &server).await {
-                Ok(_) => {
-                    *lock(&client.inner.default_node) = address;
-                    return Ok(client);
+        // Hedged, as metadata refreshes are: a bootstrap server that is down (kill -9ed,
+        // stopped) answers nothing, and waiting for its handshake to time out would stall
+        // every command behind the first dead name in the list.
+        let mut servers = bootstrap.into_iter();
+        let mut attempts = futures_util::stream::FuturesUnordered::new();
+        let attempt = |(server, address): (String, SocketAddr)| {
+            let client = &client;
+            async move {
+                let connected = client.connection_to(address, &server).await;
+                (server, address, connected)
+            }
+        };
+        if let Some(first) = servers.next() {
+            attempts.push(attempt(first));
+        }
+        while !attempts.is_empty() {
+            tokio::select! {
+                Some((server, address, connected)) = futures_util::StreamExt::next(&mut attempts) => {
+                    match connected {
+                        Ok(_) => {
+                            *lock(&client.inner.default_node) = address;
+                            drop(attempts);
+                            return Ok(client);
+                        }
+                        Err(error) => {
+                            tracing::debug!(%server, %error, "bootstrap server did not answer");
+                            failures.push((server, error));
+                            if let Some(next) = servers.next() {
+                                attempts.push(attempt(next));
+                            }
+                        }
+                    }
                 }
-                Err(error) => {
-                    tracing::debug!(%server, %error, "bootstrap server did not answer");
-                    failures.push((server, error));
+                () = tokio::time::sleep(METADATA_HEDGE_DELAY), if !servers.as_slice().is_empty() => {
+                    if let Some(next) = servers.next() {
+                        attempts.push(attempt(next));
+                    }
                 }
             }
         }
+        drop(attempts);
         client
             .inner
             .endpoint
@@ -171,19 +212,29 @@ impl Client {
         }
     }
 
-    /// Closes every connection and the endpoint, waiting briefly for the nodes to hear it.
+    /// Closes every connection, waiting briefly (three round trips, 50 ms to 1 s) for the
+    /// nodes to hear it.
     /// Every later request, including one a producer or consumer started just before (a
     /// prefetch), fails with [`ConnectError::Closed`] instead of connecting again.
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         let slots: Vec<Arc<NodeSlot>> = lock(&self.inner.nodes).values().cloned().collect();
+        let mut round_trip_max = Duration::ZERO;
         for slot in slots {
             if let Some(connection) = slot.connection.lock().await.take() {
+                round_trip_max = round_trip_max.max(connection.rtt());
                 connection.close(0u32.into(), b"client closed");
             }
         }
-        // Bounded: a dead node cannot acknowledge the close.
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+        // The close frames leave with the endpoint's next transmission; a few round trips of
+        // the closed connections also cover a resend when a node's packets cross them. The
+        // endpoint going idle is not waited for beyond that: it also waits out the closing
+        // period of handshakes given up (a dead bootstrap server the hedged connect left
+        // behind, three probe timeouts at the initial RTT, seconds), which no node hears.
+        let wait = round_trip_max
+            .saturating_mul(3)
+            .clamp(CLOSE_WAIT_MIN, CLOSE_WAIT_MAX);
+        let _ = tokio::time::timeout(wait, self.inner.endpoint.wait_idle()).await;
     }
 
     /// Whether [`Client::close`] was called: every request fails from then on.
@@ -193,25 +244,96 @@ impl Client {
 
     /// Sends `request` to the default node and waits for its answer, allowing `extra_wait`
     /// beyond the request timeout for a wait the request itself asks for (a fetch's long
-    /// poll). A lost connection moves the default to the next known node.
+    /// poll). A node that does not answer, or that the cluster stops listing as alive while
+    /// the request waits ([`Client::request_to_live`]), moves the default to the next known
+    /// node. One try: see [`Client::request_with_failover`] for a request sent again there.
     pub(crate) async fn request(
         &self,
         request: &Request,
         extra_wait: Duration,
     ) -> Result<Response, RequestError> {
         let node = self.server_addr();
-        let answer = self.request_to(node, request, extra_wait).await;
+        let answer = self.request_to_live(node, request, extra_wait).await;
         if let Err(error) = &answer
-            && matches!(
-                error,
-                RequestError::Connect(_)
-                    | RequestError::ConnectionLost(_)
-                    | RequestError::TimedOut(_)
-            )
+            && error.is_no_answer()
         {
             self.next_default_node(node);
         }
         answer
+    }
+
+    /// Sends `request` to the default node and, when no answer comes or the answer says to
+    /// ask elsewhere or again, sends it again (to the next node when the default is lost),
+    /// within the request timeout: the rules of `cluster/failover.rs`, which also say what
+    /// a resent write may answer. The last outcome is returned when the budget runs out.
+    pub(crate) async fn request_with_failover(
+        &self,
+        kind: RequestKind,
+        request: &Request,
+    ) -> Result<Response, RequestError> {
+        let mut retries = Retries::new(kind, clock::now(), self.inner.config.request_timeout);
+        loop {
+            let node = self.server_addr();
+            let answer = self.request_to_live(node, request, Duration::ZERO).await;
+            let attempt = match &answer {
+                Ok(_) => Attempt::Final,
+                Err(RequestError::Refused { code, .. }) => Attempt::answered(*code),
+                Err(error) if error.is_no_answer() => Attempt::NoAnswer,
+                Err(_) => Attempt::Final,
+            };
+            match retries.handle_attempt(attempt, clock::now()) {
+                Decision::GiveUp => {
+                    if attempt == Attempt::NoAnswer {
+                        self.next_default_node(node);
+                    }
+                    return answer;
+                }
+                Decision::RetryAfter { wait, move_on } => {
+                    if move_on {
+                        self.next_default_node(node);
+                    }
+                    if let Err(error) = &answer {
+                        tracing::debug!(
+                            %node,
+                            %error,
+                            tries = retries.tries(),
+                            "sending {:?} again",
+                            request.api_key()
+                        );
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// [`Client::request_to`], given up with [`RequestError::NodeLost`] as soon as the
+    /// cluster stops listing `node` as alive while the request waits (checked every
+    /// [`ClientConfig::leader_check_interval`] after `extra_wait`, with a metadata refresh
+    /// that asks `node` last). A node that was kill -9ed or stopped sends nothing that would
+    /// end the connection, so without this the request would wait for QUIC's idle timeout;
+    /// the controller fences such a node within its session timeout. The connection is
+    /// dropped and the node backed off, as for any node that cannot be reached.
+    pub(crate) async fn request_to_live(
+        &self,
+        node: SocketAddr,
+        request: &Request,
+        extra_wait: Duration,
+    ) -> Result<Response, RequestError> {
+        let answer = tokio::select! {
+            answer = self.request_to(node, request, extra_wait) => Some(answer),
+            () = self.node_left(node, extra_wait) => None,
+        };
+        match answer {
+            Some(answer) => answer,
+            None => {
+                tracing::debug!(%node, "node left the cluster while a request waited on it");
+                self.abandon(node).await;
+                Err(RequestError::NodeLost {
+                    node: node.to_string(),
+                })
+            }
+        }
     }
 
     /// Sends `request` to the node at `node` and waits for its answer (see
@@ -450,9 +572,38 @@ impl Client {
         }
     }
 
+    /// Returns once the cluster no longer lists `node` as alive
+    /// ([`ClusterMetadata::node_left`]), checking every
+    /// [`ClientConfig::leader_check_interval`] after `expected_wait` with a metadata refresh
+    /// that asks `node` last. Never returns while it is listed: raced against a request.
+    async fn node_left(&self, node: SocketAddr, expected_wait: Duration) {
+        let interval = self.inner.config.leader_check_interval;
+        tokio::time::sleep(expected_wait).await;
+        loop {
+            tokio::time::sleep(interval).await;
+            self.refresh_metadata(Some(node)).await;
+            if lock(&self.inner.cluster).node_left(node) {
+                return;
+            }
+        }
+    }
+
+    /// Gives up on `node`: closes its connection, so the next request to it connects anew,
+    /// and reports it unreachable to the cluster view (its routes are dropped and it backs
+    /// off as a metadata source).
+    async fn abandon(&self, node: SocketAddr) {
+        let slot = lock(&self.inner.nodes).get(&node).cloned();
+        if let Some(slot) = slot
+            && let Some(connection) = slot.connection.lock().await.take()
+        {
+            connection.close(0u32.into(), b"node left the cluster");
+        }
+        lock(&self.inner.cluster).handle_node_unreachable(&node.to_string(), clock::now());
+    }
+
     /// Moves the default node on from `failed` (if it still is the default) to the best other
     /// candidate (see [`ClusterMetadata::metadata_nodes`]).
-    fn next_default_node(&self, failed: SocketAddr) {
+    pub(crate) fn next_default_node(&self, failed: SocketAddr) {
         let bootstrap: Vec<String> = self
             .inner
             .bootstrap

@@ -3,9 +3,14 @@
 //!
 //! [`Client::group_request`] finds the coordinator (asking the default node), caches its
 //! address per group, and forgets it and finds it again when the answer says
-//! `NotCoordinator` or `CoordinatorNotAvailable` or the connection to it is lost, retrying
-//! within the request timeout (as partition routing does with `NotLeaderOrFollower`,
-//! `cluster.rs`). A node without `[cluster]` names itself; a node older than FindCoordinator
+//! `NotCoordinator` or `CoordinatorNotAvailable`, or when no answer comes: the connection
+//! failed or broke, the request timed out, or the cluster stopped listing the node as alive
+//! while the request waited (`Client::request_to_live`: a coordinator that was kill -9ed or
+//! stopped is left as soon as the controller fences it, not after QUIC's idle timeout). It
+//! retries with a doubling backoff within the request timeout, under the rules of
+//! `cluster/failover.rs` (a commit is resent only when no answer came or the node did
+//! nothing; it carries the same offsets and member epoch, so it stores the same thing or is
+//! refused). A node without `[cluster]` names itself; a node older than FindCoordinator
 //! refuses the API and the request goes to the default node as before.
 
 use std::net::SocketAddr;
@@ -14,14 +19,20 @@ use std::time::Duration;
 use ledge_protocol::wire::{ApiKey, ErrorCode, FindCoordinatorRequest, Request, Response};
 
 use crate::clock;
+use crate::cluster::failover::{Attempt, Decision, RequestKind, Retries};
 use crate::connection::{Client, resolve, unexpected};
 use crate::error::RequestError;
 
-/// First pause before asking again after a refusal that names no coordinator yet (it grows
-/// to [`GROUP_RETRY_BACKOFF_MAX`]).
-const GROUP_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// Longest pause between two tries of a group request.
-const GROUP_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// What a group request does, for which answers are worth a resend (`cluster/failover.rs`):
+/// an offset commit and a group deletion change something; heartbeats (the coordinator
+/// answers a repeated one from the member's state and epoch), offset fetches and group
+/// descriptions do not.
+fn group_request_kind(request: &Request) -> RequestKind {
+    match request {
+        Request::OffsetCommit(_) | Request::DeleteGroups(_) => RequestKind::Write,
+        _ => RequestKind::Read,
+    }
+}
 
 /// The group-level error of a group response: what says "ask another coordinator".
 /// DescribeGroups and DeleteGroups answer per group; a request for one group is judged by
@@ -43,15 +54,6 @@ fn group_error(response: &Response) -> ErrorCode {
     }
 }
 
-/// Whether `code` means the request went to the wrong node or too early: find the
-/// coordinator again and retry.
-pub(crate) fn is_coordinator_error(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable
-    )
-}
-
 impl Client {
     /// Sends `request`, about group `group_id`, to the group's coordinator; see the module
     /// docs. Returns the last answer when the request timeout runs out.
@@ -60,41 +62,45 @@ impl Client {
         group_id: &str,
         request: &Request,
     ) -> Result<Response, RequestError> {
-        let deadline = clock::now() + self.config().request_timeout;
-        let mut backoff = GROUP_RETRY_BACKOFF_MIN;
+        let mut retries = Retries::new(
+            group_request_kind(request),
+            clock::now(),
+            self.config().request_timeout,
+        );
         loop {
-            let answer = match self.coordinator(group_id).await {
-                Ok(node) => {
-                    let answer = self.request_to(node, request, Duration::ZERO).await;
-                    let stale = match &answer {
-                        Ok(response) => is_coordinator_error(group_error(response)),
-                        Err(
-                            RequestError::Connect(_)
-                            | RequestError::ConnectionLost(_)
-                            | RequestError::TimedOut(_),
-                        ) => true,
-                        Err(_) => false,
-                    };
-                    if stale {
-                        self.forget_coordinator(group_id, node);
-                    }
-                    answer
+            let (answer, node) = match self.coordinator(group_id).await {
+                Ok(node) => (
+                    self.request_to_live(node, request, Duration::ZERO).await,
+                    Some(node),
+                ),
+                Err(error) => (Err(error), None),
+            };
+            let attempt = match &answer {
+                Ok(response) => Attempt::answered(group_error(response)),
+                Err(RequestError::Refused { code, .. }) => Attempt::answered(*code),
+                Err(error) if error.is_no_answer() => Attempt::NoAnswer,
+                Err(_) => Attempt::Final,
+            };
+            let lost = matches!(attempt, Attempt::NoAnswer | Attempt::NotTheNode { .. });
+            if lost && let Some(node) = node {
+                self.forget_coordinator(group_id, node);
+                if attempt == Attempt::NoAnswer {
+                    // FindCoordinator goes to the default node: not to this one again.
+                    self.next_default_node(node);
                 }
-                Err(error) => Err(error),
-            };
-            let retry = match &answer {
-                Ok(response) => is_coordinator_error(group_error(response)),
-                Err(error) => error.is_retriable(),
-            };
-            if !retry || clock::now() + backoff >= deadline {
-                return answer;
             }
-            tracing::debug!(
-                group_id,
-                "group request to a stale coordinator; finding it again"
-            );
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(GROUP_RETRY_BACKOFF_MAX);
+            match retries.handle_attempt(attempt, clock::now()) {
+                Decision::GiveUp => return answer,
+                Decision::RetryAfter { wait, .. } => {
+                    tracing::debug!(
+                        group_id,
+                        ?attempt,
+                        tries = retries.tries(),
+                        "group request not answered by a coordinator; sending it again"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
     }
 
@@ -136,10 +142,25 @@ impl Client {
 mod tests {
     use ledge_protocol::wire::{
         ConsumerGroupHeartbeatResponse, DescribeGroupsResponse, DescribedGroup,
-        OffsetCommitResponse,
+        OffsetCommitRequest, OffsetCommitResponse,
     };
 
     use super::*;
+
+    /// Whether `code` sends the group request to FindCoordinator again.
+    fn is_coordinator_error(code: ErrorCode) -> bool {
+        matches!(Attempt::answered(code), Attempt::NotTheNode { .. })
+    }
+
+    // Goal: commits and deletions are writes (resent only when nothing was done), the rest
+    // of the group requests reads.
+    #[test]
+    fn commits_and_deletions_are_writes() {
+        let commit = Request::OffsetCommit(OffsetCommitRequest::default());
+        assert_eq!(group_request_kind(&commit), RequestKind::Write);
+        let fetch = Request::OffsetFetch(ledge_protocol::wire::OffsetFetchRequest::default());
+        assert_eq!(group_request_kind(&fetch), RequestKind::Read);
+    }
 
     // Goal: the answers that mean "wrong or not yet a coordinator" are recognized in every
     // group response, and only those send the client to FindCoordinator again.

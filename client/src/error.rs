@@ -106,6 +106,14 @@ pub enum RequestError {
         /// The node the request went to.
         node: String,
     },
+    /// While the request waited for its answer, the cluster stopped listing the node as alive
+    /// (it was killed, stopped or cut off, and the controller fenced it). The request may or
+    /// may not have been carried out there; the client sends it again to another node.
+    #[error("no answer from {node} before the cluster stopped listing it as alive")]
+    NodeLost {
+        /// The node the request went to.
+        node: String,
+    },
     /// The node refused the frame itself (unknown API, unsupported version, too large, ...).
     #[error("node refused the request: {}", explain_code(*code, message))]
     Refused {
@@ -132,9 +140,29 @@ impl RequestError {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Connect(error) => error.is_retriable(),
-            Self::ConnectionLost(_) | Self::TimedOut(_) | Self::LeaderMoved { .. } => true,
+            Self::ConnectionLost(_)
+            | Self::TimedOut(_)
+            | Self::LeaderMoved { .. }
+            | Self::NodeLost { .. } => true,
             Self::Refused { code, .. } => code.is_retriable(),
             Self::FrameTooLarge { .. } | Self::MalformedResponse(_) => false,
+        }
+    }
+
+    /// Whether the node did not answer at all (no connection, a connection lost, no answer in
+    /// time, the node left the cluster): the request is worth sending to another node. Not
+    /// after [`crate::Client::close`]: a closed client sends nothing anywhere.
+    pub(crate) fn is_no_answer(&self) -> bool {
+        match self {
+            Self::Connect(ConnectError::Closed) => false,
+            _ => matches!(
+                self,
+                Self::Connect(_)
+                    | Self::ConnectionLost(_)
+                    | Self::TimedOut(_)
+                    | Self::LeaderMoved { .. }
+                    | Self::NodeLost { .. }
+            ),
         }
     }
 }

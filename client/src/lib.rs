@@ -19,8 +19,9 @@
 //! - [`Consumer::subscribe`] with [`ConsumerConfig::group_id`]: a member of a consumer group;
 //!   the node spreads the partitions over the members and moves them as members come and go
 //!   ([`RebalanceListener`]); [`Consumer::commit`] stores progress durably in the group.
-//! - [`Admin`]: topics and their configs; groups, their lag, offset resets; WASM plug-ins:
-//!   named modules ([`Admin::upload_module`]) for fetches ([`FetchPlugin`]) and topic configs
+//! - [`Admin`]: topics, their configs and added partitions ([`Admin::create_partitions`]);
+//!   groups, their lag, offset resets; WASM plug-ins: named modules
+//!   ([`Admin::upload_module`]) for fetches ([`FetchPlugin`]) and topic configs
 //!   (`partitioner.module`, `produce.filter.module`), and topic transforms
 //!   ([`Admin::deploy_transform`]) the node runs from one topic to another.
 //!
@@ -151,9 +152,10 @@ mod producer;
 pub use admin::{
     Admin, ClusterDescription, ClusterNodeDescription, ClusterPartitionDescription, ConfigValue,
     GroupDescription, GroupListing, GroupMemberDescription, GroupPartitionOffsets, ListedOffset,
-    ModuleDescription, NewTopic, OffsetResetSpec, OnError, PartitionDescription, PlannedOffset,
-    PluginKind, PreferredLeaderElection, ReassignmentDescription, TopicDescription, TopicListing,
-    TransformDescription, TransformSpec, TransformState,
+    ModuleDescription, NewPartitions, NewTopic, OffsetResetSpec, OnError, PartitionDescription,
+    PlannedOffset, PluginKind, PreferredLeaderElection, ReassignmentDescription, TopicDescription,
+    TopicListing, TransformDescription, TransformPartition, TransformPartitionStatus,
+    TransformSpec, TransformState,
 };
 pub use config::{
     CONNECT_TIMEOUT_DEFAULT, ClientConfig, IDLE_TIMEOUT_DEFAULT, LEADER_CHECK_INTERVAL_DEFAULT,

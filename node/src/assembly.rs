@@ -106,6 +106,11 @@ pub async fn start_cluster_services<D: Disk>(
     let settings = ReplicationSettings::from_cluster(cluster);
     // `None`: replication was started on this broker already (not in one node start).
     if let Some(manager) = broker.start_replication(settings, Arc::new(transport)) {
+        // The checkpoint is written only where the node writes its data directory, which is
+        // where it runs transforms (`run_transforms` is false on a read-only one).
+        manager
+            .load_high_watermark_checkpoint(data_dir, run_transforms)
+            .await;
         if let Err(error) = register_replication_handlers(
             handlers,
             Arc::clone(&manager),

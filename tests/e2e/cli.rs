@@ -17,14 +17,14 @@ fn ledge(node: &NodeProcess, args: &[&str], stdin: Option<&str>) -> (bool, Strin
 }
 
 /// Runs `ledge` and requires success.
-fn ok(node: &NodeProcess, args: &[&str], stdin: Option<&str>) -> String {
+pub(crate) fn ok(node: &NodeProcess, args: &[&str], stdin: Option<&str>) -> String {
     let (success, stdout, stderr) = ledge(node, args, stdin);
     assert!(success, "ledge {args:?} failed:\n{stderr}");
     stdout
 }
 
 /// Runs `ledge` and requires one readable error line and a non-zero exit.
-fn fails(node: &NodeProcess, args: &[&str], stdin: Option<&str>) -> String {
+pub(crate) fn fails(node: &NodeProcess, args: &[&str], stdin: Option<&str>) -> String {
     let (success, _, stderr) = ledge(node, args, stdin);
     assert!(!success, "ledge {args:?} should have failed");
     let stderr = stderr.trim().to_string();

@@ -220,3 +220,134 @@ fn kafka_listener_can_be_turned_off() {
     assert_eq!(node.kafka_addr, None);
     assert!(!node.log().contains("kafka listener up"));
 }
+
+/// A 3-node cluster from `cluster-init`: each node's Kafka listener on its own port, and
+/// kcat's metadata from any node names every node's Kafka address and the leaders and ISRs
+/// the controller placed; records produced through kcat (to each partition's leader, as
+/// librdkafka routes them) are read back through another node's bootstrap.
+#[test]
+fn kafka_cluster_metadata_and_produce_through_the_leaders() {
+    let Some(kcat) = kcat() else {
+        missing("kcat");
+        return;
+    };
+    let cluster = crate::cluster_topics::Cluster::start();
+    let kafka: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            node.kafka_addr
+                .expect("each node listens for Kafka")
+                .to_string()
+        })
+        .collect();
+    // cluster-init gives each node its QUIC port number on TCP.
+    for (node, kafka) in cluster.nodes.iter().zip(&kafka) {
+        assert_eq!(kafka, &node.addr.to_string());
+    }
+    cluster.ok(
+        1,
+        &[
+            "topic",
+            "create",
+            "spread",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+        ],
+    );
+    let deadline = crate::cluster::now() + std::time::Duration::from_secs(60);
+    let placement = loop {
+        let placement = cluster.placement(2, "spread");
+        let ready = placement.as_ref().is_some_and(|partitions| {
+            partitions.len() == 3
+                && partitions.iter().all(|partition| {
+                    partition["leader"].as_u64().is_some()
+                        && partition["isr"]
+                            .as_array()
+                            .is_some_and(|isr| isr.len() == 3)
+                })
+        });
+        if ready {
+            break placement.expect("checked");
+        }
+        assert!(crate::cluster::now() < deadline, "placement: {placement:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let listing = run_kcat(&kcat, &["-b", &kafka[1], "-L", "-J", "-t", "spread"], "");
+    let metadata: serde_json::Value = serde_json::from_str(&listing).expect("kcat -J is JSON");
+    let mut brokers: Vec<String> = metadata["brokers"]
+        .as_array()
+        .expect("brokers")
+        .iter()
+        .map(|broker| broker["name"].as_str().expect("name").to_owned())
+        .collect();
+    brokers.sort();
+    let mut expected = kafka.clone();
+    expected.sort();
+    assert_eq!(brokers, expected, "{listing}");
+    let partitions = metadata["topics"][0]["partitions"]
+        .as_array()
+        .expect("partitions");
+    assert_eq!(partitions.len(), 3, "{listing}");
+    for partition in partitions {
+        let index = partition["partition"].as_u64().expect("partition");
+        let placed = placement
+            .iter()
+            .find(|placed| placed["partition"].as_u64() == Some(index))
+            .expect("placed");
+        assert_eq!(partition["leader"], placed["leader"], "{listing}");
+        let mut isr: Vec<u64> = partition["isrs"]
+            .as_array()
+            .expect("isrs")
+            .iter()
+            .filter_map(|entry| entry["id"].as_u64())
+            .collect();
+        isr.sort_unstable();
+        assert_eq!(isr, vec![1, 2, 3], "{listing}");
+    }
+    for partition in 0..3 {
+        let lines: Vec<String> = (0..20).map(|n| format!("p{partition}-{n}")).collect();
+        let part = partition.to_string();
+        run_kcat(
+            &kcat,
+            &[
+                "-b",
+                &kafka[0],
+                "-P",
+                "-t",
+                "spread",
+                "-p",
+                &part,
+                "-X",
+                "acks=all",
+                "-X",
+                "enable.idempotence=true",
+            ],
+            &(lines.join("\n") + "\n"),
+        );
+        let consumed = run_kcat(
+            &kcat,
+            &[
+                "-b",
+                &kafka[2],
+                "-C",
+                "-t",
+                "spread",
+                "-p",
+                &part,
+                "-o",
+                "beginning",
+                "-e",
+                "-q",
+            ],
+            "",
+        );
+        assert_eq!(
+            consumed.lines().collect::<Vec<_>>(),
+            lines,
+            "partition {partition}"
+        );
+    }
+}

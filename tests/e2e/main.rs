@@ -1,13 +1,16 @@
 //! End-to-end tests (one binary): real `ledge-node` processes on loopback.
 // The whole binary is test code: an unwrap that fails is a failed test.
 #![allow(clippy::unwrap_used)]
+mod add_partitions;
 mod broker_metadata;
 mod cli;
+mod client_failover;
 mod cluster;
 mod cluster_client;
 mod cluster_groups;
 mod cluster_harness;
 mod cluster_ops;
+mod cluster_partitions;
 mod cluster_plugins;
 mod cluster_topics;
 mod cluster_wiped;

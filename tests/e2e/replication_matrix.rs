@@ -55,6 +55,8 @@ struct Run {
     workload: Workload,
     replication_factor: u16,
     min_insync: u16,
+    /// Reads of consumers the scenario ran itself, checked with the workload's.
+    extra_consumed: Vec<ledge_e2e::history::Consumed>,
 }
 
 impl Run {
@@ -110,6 +112,7 @@ impl Run {
             workload,
             replication_factor,
             min_insync,
+            extra_consumed: Vec::new(),
         }
     }
 
@@ -178,7 +181,10 @@ impl Run {
             );
         }
         self.progress("after healing");
-        let history = self.workload.finish(self.cluster.runtime());
+        let mut history = self.workload.finish(self.cluster.runtime());
+        history
+            .consumed
+            .extend(std::mem::take(&mut self.extra_consumed));
         self.cluster.runtime().block_on(self.client.close());
         let node_logs = self.cluster.logs();
         self.cluster.terminate_all();
@@ -380,6 +386,127 @@ fn a_bit_flip_in_one_replicas_segment() {
         run.progress("with the damaged follower back");
         run.finish("a_bit_flip_in_one_replicas_segment");
     });
+}
+
+// Goal (issue 13 item 4, damage found on the read path): a bit flipped in the LEADER's
+// segment while it runs is never served: a consumer reading from the start makes the leader
+// read the flipped batch (the flip is written through the page cache the node reads from),
+// its verified read stops there, it hands the leadership to another ISR member and leaves the
+// ISR, and the consumer gets every record intact from the new leader. The old leader is cut
+// at the damage (the cut bytes kept in a `.damaged` file), refetches, rejoins the ISR, and
+// its final dump equals the others (the history checker, with this consumer's reads too).
+#[test]
+fn a_bit_flip_in_the_leaders_segment_while_it_serves() {
+    each_round(
+        "a_bit_flip_in_the_leaders_segment_while_it_serves",
+        |seed| {
+            let mut run = Run::start(3, seed);
+            let leader = run.leader();
+            let damaged = flip_bit_live(&run.cluster, leader, TOPIC, 0);
+            eprintln!("flipped a bit in leader {leader}'s batch at offset {damaged} while it runs");
+            let target = damaged + 1;
+            let consumed = run.cluster.runtime().block_on(async {
+                let mut config = ledge_client::ConsumerConfig::default();
+                config.auto_offset_reset = ledge_client::OffsetReset::None;
+                let mut consumer = ledge_client::Consumer::new(&run.client, config);
+                let partition = ledge_client::TopicPartition::new(TOPIC, 0);
+                consumer.assign(vec![partition.clone()]);
+                consumer.seek(&partition, 0).expect("seek");
+                let mut consumed = Vec::new();
+                let mut next = 0;
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+                while next < target {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the consumer is stuck at offset {next} of {target}"
+                    );
+                    match consumer
+                        .poll(std::time::Duration::from_millis(200), 1_000)
+                        .await
+                    {
+                        Ok(records) => {
+                            for record in records {
+                                assert_eq!(record.offset, next, "offsets are dense from 0");
+                                next = record.offset + 1;
+                                consumed.push(ledge_e2e::history::Consumed {
+                                    partition: record.partition,
+                                    offset: record.offset,
+                                    value: String::from_utf8_lossy(
+                                        record.value.as_deref().unwrap_or_default(),
+                                    )
+                                    .into_owned(),
+                                });
+                            }
+                        }
+                        Err(error @ ledge_client::ConsumeError::CorruptBatch { .. }) => {
+                            panic!("the damaged batch was served: {error}")
+                        }
+                        // The leader handing over: the consumer looks the new one up.
+                        Err(error) => {
+                            eprintln!("consumer: {error}");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                consumed
+            });
+            run.new_leader(&[leader]);
+            let partition_dir = run
+                .cluster
+                .data_dir(leader)
+                .join("logs")
+                .join(format!("{TOPIC}-0"));
+            crate::cluster_topics::until("the damaged leader's repair", || {
+                std::fs::read_dir(&partition_dir).is_ok_and(|entries| {
+                    entries
+                        .flatten()
+                        .any(|entry| entry.file_name().to_string_lossy().ends_with(".damaged"))
+                })
+            });
+            run.extra_consumed.extend(consumed);
+            run.progress("with the damaged leader repaired");
+            run.finish("a_bit_flip_in_the_leaders_segment_while_it_serves");
+        },
+    );
+}
+
+/// Flips one bit inside a batch of `topic`'s `partition` on node `id` while it runs: a batch
+/// in the middle of the first half of its newest segment (long synced and replicated), 70
+/// bytes in (past the 61-byte header, inside the CRC-covered records), written in place so
+/// the node's own reads (through the page cache) see it. Returns the batch's base offset.
+fn flip_bit_live(cluster: &TestCluster, id: NodeId, topic: &str, partition: u32) -> i64 {
+    use std::os::unix::fs::FileExt;
+    // The segment file header (`storage::segment::SEGMENT_HEADER_BYTES`).
+    const SEGMENT_HEADER_BYTES: usize = 16;
+    let segment = cluster
+        .segments(id, topic, partition)
+        .pop()
+        .expect("a segment");
+    let bytes = std::fs::read(&segment).expect("read the segment");
+    let half = bytes.len() / 2;
+    let mut batches = Vec::new();
+    let mut position = SEGMENT_HEADER_BYTES;
+    while position < half {
+        let Ok(header) = ledge_protocol::BatchHeader::parse(&bytes[position..]) else {
+            break;
+        };
+        batches.push((position, header.base_offset, header.total_bytes()));
+        position += header.total_bytes();
+    }
+    let (position, base_offset, total) = batches[batches.len() / 2];
+    assert!(total > 70, "batch too short to flip inside");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment)
+        .expect("open the segment");
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, (position + 70) as u64)
+        .expect("read the byte");
+    byte[0] ^= 0x10;
+    file.write_all_at(&byte, (position + 70) as u64)
+        .expect("write the byte");
+    base_offset
 }
 
 // Goal: every node killed at once (as a coordinated power loss looks to processes) and

@@ -1,11 +1,10 @@
 //! Cluster operations (issue 13): preferred-leader election, partition reassignment and its
 //! status, decommissioning a node. Any node answers; it forwards to the active controller.
 
-use std::time::Duration;
-
 use ledge_protocol::wire::{self, ApiKey, ErrorCode, Request, Response};
 
 use super::{Admin, ClusterPartitionDescription, request_with_retry, unexpected};
+use crate::cluster::failover::RequestKind;
 use crate::error::AdminError;
 
 /// What [`Admin::elect_preferred_leaders`] did.
@@ -114,7 +113,11 @@ impl Admin {
                 replicas,
                 cancel,
             });
-        match self.client.request(&request, Duration::ZERO).await? {
+        match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::AlterPartitionReassignments(response) => {
                 refused(response.error, response.message)
             }
@@ -155,7 +158,11 @@ impl Admin {
     /// still holds replicas (the message lists them), or votes in the controller quorum.
     pub async fn decommission_node(&self, node_id: u32) -> Result<(), AdminError> {
         let request = Request::DecommissionNode(wire::DecommissionNodeRequest { node_id });
-        match self.client.request(&request, Duration::ZERO).await? {
+        match self
+            .client
+            .request_with_failover(RequestKind::Write, &request)
+            .await?
+        {
             Response::DecommissionNode(response) => refused(response.error, response.message),
             other => Err(unexpected(ApiKey::DecommissionNode, &other).into()),
         }

@@ -37,6 +37,7 @@ fn described(name: &str) -> wire::TransformDescription {
                 offset: 3,
             },
         ],
+        partitions: Vec::new(),
     }
 }
 

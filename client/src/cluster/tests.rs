@@ -409,3 +409,34 @@ fn a_request_is_given_up_only_when_its_leader_moved() {
     view.handle_metadata(&answer(&[1, 2, 3], &[(Some(2), 6), (None, 2)]), now);
     assert!(view.leader_moved("t", 0, socket(2), Some(5)));
 }
+
+// Goal: a node that an answer listed and a later one omits has left the cluster (it was
+// fenced), until an answer lists it again; a node never listed (reached at an address it
+// does not advertise) never counts as left, and an answer without nodes changes nothing.
+#[test]
+fn a_node_the_cluster_stops_listing_has_left_until_it_is_listed_again() {
+    let start = crate::clock::now();
+    let mut view = ClusterMetadata::new(MAX_AGE);
+    assert!(!view.node_left(socket(1)));
+    view.handle_metadata(&answer(&[1, 2, 3], &[(Some(1), 1)]), start);
+    assert!((1..=3).all(|id| !view.node_left(socket(id))));
+
+    view.handle_metadata(&answer(&[2, 3], &[(Some(2), 2)]), start);
+    assert!(view.node_left(socket(1)), "fenced: no longer listed");
+    assert!(!view.node_left(socket(2)));
+    assert!(!view.node_left(socket(9)), "never listed");
+
+    let mut empty = answer(&[], &[(Some(2), 2)]);
+    empty.nodes.clear();
+    view.handle_metadata(&empty, start);
+    assert!(
+        view.node_left(socket(1)),
+        "an answer without nodes says nothing"
+    );
+
+    view.handle_metadata(&answer(&[1, 2, 3], &[(Some(2), 2)]), start);
+    assert!(
+        !view.node_left(socket(1)),
+        "back: registered and unfenced again"
+    );
+}

@@ -25,6 +25,7 @@ use ledge_protocol::wire::{
 
 use super::Broker;
 use super::cluster_view::{ClusterSource, LeaderEpochError, ReplicationError};
+use super::create_partitions::CreatePartitionsError;
 use super::fetch::FetchError;
 use super::groups::CoordinatorError;
 use super::metadata::MetadataError;
@@ -34,12 +35,13 @@ use super::plugins::{
 };
 use super::produce::{PrepareError, ProduceError};
 use super::registry::{
-    AlterTopicError, CreateTopicError, DeleteTopicError, LookupError, PartitionCountError,
-    ProducerIdError, RemoveModuleError, RemoveTransformError, SetTransformStoppedError,
-    StoreModuleError, StoreTransformError,
+    AddPartitionsError, AlterTopicError, CreateTopicError, DeleteTopicError, LookupError,
+    PartitionCountError, ProducerIdError, RemoveModuleError, RemoveTransformError,
+    SetTransformStoppedError, StoreModuleError, StoreTransformError,
 };
 use super::transforms::{AlterTransformError, DeclaredTransform, DeployTransformError, LinkError};
 use crate::controller::admin::{AdminError, AdminRefusal, AdminRequest};
+use crate::controller::decisions::ControllerError;
 use crate::groups::classic::ClassicError;
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
@@ -115,6 +117,9 @@ impl<D: Disk> Broker<D> {
             }
             Request::DecommissionNode(request) => {
                 Response::DecommissionNode(self.decommission_node(request).await)
+            }
+            Request::CreatePartitions(request) => {
+                Response::CreatePartitions(self.create_partitions(request).await)
             }
             Request::FindCoordinator(request) => {
                 Response::FindCoordinator(self.find_coordinator(request).await)
@@ -690,32 +695,61 @@ fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
     }
 }
 
+/// The code and message for a topic that did not grow.
+pub(super) fn create_partitions_wire(error: &CreatePartitionsError) -> (ErrorCode, String) {
+    let code = match error {
+        CreatePartitionsError::Internal { .. } => ErrorCode::InternalTopic,
+        CreatePartitionsError::Assignment(_) => ErrorCode::InvalidReplicaAssignment,
+        // Kafka's POLICY_VIOLATION has no Ledge code; the request as sent cannot succeed.
+        CreatePartitionsError::Declared { .. } => ErrorCode::InvalidRequest,
+        CreatePartitionsError::Registry(error) => match error {
+            AddPartitionsError::UnknownTopic { .. } => ErrorCode::UnknownTopicOrPartition,
+            AddPartitionsError::Shrink { .. } | AddPartitionsError::Unchanged { .. } => {
+                ErrorCode::InvalidPartitions
+            }
+            AddPartitionsError::PartitionCount(error) => partition_count_code(error),
+            AddPartitionsError::Record { source, .. } => metadata_code(source),
+            // Retriable, like any disk failure: nothing was recorded.
+            AddPartitionsError::PartitionNotCreated(_) => ErrorCode::StorageError,
+        },
+    };
+    (code, error.to_string())
+}
+
+/// The code and message for a decision the controller would refuse, checked on this node
+/// (as the controller answers it once forwarded).
+pub(super) fn controller_wire(error: &ControllerError) -> (ErrorCode, String) {
+    (refusal_code(AdminRefusal::of(error)), error.to_string())
+}
+
 /// The code and message for a topic admin request the controller did not do.
 pub(super) fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
     let code = match error {
-        AdminError::Refused { refusal, .. } => match refusal {
-            AdminRefusal::InvalidTopic => ErrorCode::InvalidTopic,
-            AdminRefusal::InvalidReplicationFactor => ErrorCode::InvalidReplicationFactor,
-            AdminRefusal::InvalidConfig => ErrorCode::InvalidConfig,
-            AdminRefusal::InvalidPartitions => ErrorCode::InvalidPartitions,
-            AdminRefusal::TopicAlreadyExists => ErrorCode::TopicAlreadyExists,
-            AdminRefusal::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
-            AdminRefusal::InvalidReplicaAssignment => ErrorCode::InvalidReplicaAssignment,
-            AdminRefusal::ReassignmentInProgress => ErrorCode::ReassignmentInProgress,
-            AdminRefusal::NoReassignmentInProgress => ErrorCode::NoReassignmentInProgress,
-            AdminRefusal::NodeInUse => ErrorCode::NodeInUse,
-            // As on one node (`module_code`, `AlterTransformError`).
-            AdminRefusal::ModuleNotFound | AdminRefusal::TransformNotFound => {
-                ErrorCode::ModuleNotFound
-            }
-            AdminRefusal::ModuleInUse => ErrorCode::ModuleInUse,
-            AdminRefusal::InvalidRequest => ErrorCode::InvalidRequest,
-            AdminRefusal::Internal => ErrorCode::UnknownServerError,
-        },
+        AdminError::Refused { refusal, .. } => refusal_code(*refusal),
         AdminError::TimedOut { .. } => ErrorCode::RequestTimedOut,
         AdminError::Failed(_) => ErrorCode::UnknownServerError,
     };
     (code, error.to_string())
+}
+
+fn refusal_code(refusal: AdminRefusal) -> ErrorCode {
+    match refusal {
+        AdminRefusal::InvalidTopic => ErrorCode::InvalidTopic,
+        AdminRefusal::InvalidReplicationFactor => ErrorCode::InvalidReplicationFactor,
+        AdminRefusal::InvalidConfig => ErrorCode::InvalidConfig,
+        AdminRefusal::InvalidPartitions => ErrorCode::InvalidPartitions,
+        AdminRefusal::TopicAlreadyExists => ErrorCode::TopicAlreadyExists,
+        AdminRefusal::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+        AdminRefusal::InvalidReplicaAssignment => ErrorCode::InvalidReplicaAssignment,
+        AdminRefusal::ReassignmentInProgress => ErrorCode::ReassignmentInProgress,
+        AdminRefusal::NoReassignmentInProgress => ErrorCode::NoReassignmentInProgress,
+        AdminRefusal::NodeInUse => ErrorCode::NodeInUse,
+        // As on one node (`module_code`, `AlterTransformError`).
+        AdminRefusal::ModuleNotFound | AdminRefusal::TransformNotFound => ErrorCode::ModuleNotFound,
+        AdminRefusal::ModuleInUse => ErrorCode::ModuleInUse,
+        AdminRefusal::InvalidRequest => ErrorCode::InvalidRequest,
+        AdminRefusal::Internal => ErrorCode::UnknownServerError,
+    }
 }
 
 /// The code for refused replication settings: the factor itself, or a topic config
@@ -897,7 +931,9 @@ pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
     let code = match error {
         FetchError::Lookup(error) => lookup_code(error),
         FetchError::Read(ReadError::OffsetOutOfRange { .. }) => ErrorCode::OffsetOutOfRange,
-        FetchError::Read(ReadError::Corrupt { .. }) => ErrorCode::DataDamaged,
+        FetchError::Read(ReadError::Corrupt { .. }) | FetchError::Damaged { .. } => {
+            ErrorCode::DataDamaged
+        }
         FetchError::Read(_) | FetchError::OffsetLookup(_) => ErrorCode::StorageError,
         FetchError::Plugin(error) => fetch_plugin_code(error),
         FetchError::Replication(error) => replica_role_code(error),

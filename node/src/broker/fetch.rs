@@ -5,6 +5,10 @@
 //! `NotLeaderOrFollower`), below the *replicated* high watermark: a consumer never sees a
 //! record that a failover could still lose, and ListOffsets' latest is that watermark too.
 //!
+//! On a cluster leader every batch is checked before it is served (`leader_read`); a bad
+//! one hands the leadership over when another ISR member holds the records
+//! (`ReplicaManager::handle_leader_damage`).
+//!
 //! A fetch reads whole batches below each high watermark (through the fetch plug-in, if the
 //! request names one) and, if fewer than `min_bytes` are ready, waits for any of the
 //! partitions' high watermarks to move, up to `max_wait_ms` on the node's clock.
@@ -26,7 +30,8 @@ use super::plugins::FetchPluginError;
 use super::registry::LookupError;
 use crate::replication::LeaderEpoch;
 use crate::replication::manager::ReplicaRoleError;
-use crate::storage::{Disk, PartitionLog, ReadError};
+use crate::replication::repair::LeaderDamageAction;
+use crate::storage::{Disk, PartitionLog, ReadBatches, ReadError};
 
 /// Why one partition of a fetch or list-offsets was not answered with data.
 #[derive(Debug, thiserror::Error)]
@@ -46,10 +51,22 @@ pub enum FetchError {
     /// This node does not lead the partition.
     #[error(transparent)]
     Replication(#[from] ReplicaRoleError),
+    /// The batch at `offset` failed its checks on the only in-sync replica: nothing from it
+    /// on is served until the partition is restored.
+    #[error(
+        "the batch at offset {offset} failed its checks ({reason}); no other in-sync replica \
+         holds it: restore the partition (docs/OPERATIONS.md, \"A damaged replica\")"
+    )]
+    Damaged {
+        /// The first offset of the bad batch.
+        offset: i64,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The whole batches of `bytes` that end below `high_watermark`.
-fn below_high_watermark(bytes: Bytes, high_watermark: i64) -> Bytes {
+pub(super) fn below_high_watermark(bytes: Bytes, high_watermark: i64) -> Bytes {
     let mut end = 0usize;
     for item in BatchIter::new(&bytes) {
         let Ok((header, batch)) = item else {
@@ -71,8 +88,9 @@ impl<D: Disk> DataPath<D> {
     }
 
     /// The leader epoch and replicated high watermark of a partition the replication
-    /// driver manages (`None`: single-node rules); refused on a non-leader.
-    fn replicated_bound(
+    /// driver manages (`None`: single-node rules); refused on a non-leader. Consumer
+    /// fetches and transform tasks (`plugin_cluster.rs`) read below it.
+    pub(super) fn replicated_bound(
         &self,
         topic: &str,
         partition: u32,
@@ -88,6 +106,56 @@ impl<D: Disk> DataPath<D> {
             return Err(ReplicaRoleError::NotLeaderOrFollower.into());
         }
         Ok(bound)
+    }
+
+    /// A consumer read on a partition this node leads in a cluster: every batch is checked
+    /// (CRC, framing, offsets, leader epoch) before it is served, as a follower's read is,
+    /// so a bit flipped on this disk since the append is never handed out. At a bad batch
+    /// the intact prefix is served; with nothing intact before it, the read fails:
+    /// `NotLeaderOrFollower` when this node hands the leadership to another ISR member (the
+    /// consumer finds the new leader and reads the intact copy there), the damage itself
+    /// (`DataDamaged`) when it is the only in-sync copy (see `replication::repair`).
+    async fn leader_read(
+        &self,
+        log: &PartitionLog<D>,
+        topic: &str,
+        partition: u32,
+        from_offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadBatches, FetchError> {
+        let read = log
+            .read_verified(from_offset, max_bytes)
+            .await
+            .map_err(FetchError::Read)?;
+        let high_watermark = log.high_watermark();
+        let log_start_offset = log.log_start_offset();
+        if let Some(damage) = read.damage {
+            tracing::error!(topic, partition, offset = damage.offset, reason = %damage.reason, "damaged batch not served to a consumer");
+            let action = match self.replication.get() {
+                Some(manager) => {
+                    manager
+                        .handle_leader_damage(topic, partition, damage.offset, &damage.reason)
+                        .await
+                }
+                None => LeaderDamageAction::KeepLeading,
+            };
+            if read.bytes.is_empty() {
+                return Err(match action {
+                    LeaderDamageAction::HandOver => {
+                        FetchError::Replication(ReplicaRoleError::NotLeaderOrFollower)
+                    }
+                    LeaderDamageAction::KeepLeading => FetchError::Damaged {
+                        offset: damage.offset,
+                        reason: damage.reason,
+                    },
+                });
+            }
+        }
+        Ok(ReadBatches {
+            bytes: read.bytes,
+            high_watermark,
+            log_start_offset,
+        })
     }
 
     pub(super) async fn fetch(&self, request: FetchRequest) -> FetchResponse {
@@ -170,7 +238,23 @@ impl<D: Disk> DataPath<D> {
                         partitions.push(response);
                         continue;
                     }
-                    match log.read(wanted.fetch_offset, budget.max(1)).await {
+                    let read = match replicated {
+                        Some(_) => {
+                            self.leader_read(
+                                &log,
+                                &topic.name,
+                                wanted.partition,
+                                wanted.fetch_offset,
+                                budget.max(1),
+                            )
+                            .await
+                        }
+                        None => log
+                            .read(wanted.fetch_offset, budget.max(1))
+                            .await
+                            .map_err(FetchError::Read),
+                    };
+                    match read {
                         Ok(read) => {
                             let (records, high_watermark) = match replicated {
                                 Some(bound) => (below_high_watermark(read.bytes, bound), bound),
@@ -205,11 +289,11 @@ impl<D: Disk> DataPath<D> {
                                 }
                             }
                         }
-                        Err(ReadError::OffsetOutOfRange {
+                        Err(FetchError::Read(ReadError::OffsetOutOfRange {
                             log_start_offset,
                             high_watermark,
                             ..
-                        }) => {
+                        })) => {
                             response.error = ErrorCode::OffsetOutOfRange;
                             response.high_watermark = replicated.unwrap_or(high_watermark);
                             response.log_start_offset = log_start_offset;
@@ -217,7 +301,7 @@ impl<D: Disk> DataPath<D> {
                         }
                         Err(error) => {
                             tracing::error!(topic = %topic.name, partition = wanted.partition, %error, "fetch read failed");
-                            let (code, message) = dispatch::fetch_wire(&FetchError::Read(error));
+                            let (code, message) = dispatch::fetch_wire(&error);
                             response.error = code;
                             response.message = message;
                             any_error = true;

@@ -438,7 +438,7 @@ async fn read_whole<F: DiskFile>(file: &F, path: &Path) -> Result<Vec<u8>, Metad
 
 /// Replaces `<directory>/<name>` with `bytes` so a crash leaves the old or the new file,
 /// never a mix: written to `<name>.tmp`, synced, renamed over, and the directory synced.
-async fn write_durable<D: Disk>(
+pub(crate) async fn write_durable<D: Disk>(
     disk: &D,
     directory: &Path,
     name: &str,

@@ -26,6 +26,7 @@
 
 mod cluster_ops;
 pub mod cluster_view;
+pub mod create_partitions;
 mod data_path;
 mod dispatch;
 mod fetch;
@@ -200,6 +201,10 @@ pub struct Broker<D: Disk> {
     /// The controller's metadata image, once a `[cluster]` node started its controller
     /// (`cluster_view.rs`); unset on a one-node node.
     cluster_source: std::sync::OnceLock<cluster_view::ClusterSource>,
+    /// Topics the config file declares (`[[topic]]`), by name: where, and with how many
+    /// partitions. Their counts are the file's, so CreatePartitions refuses them (a count
+    /// grown over the wire would make the next start refuse the file as a shrink).
+    declared_topics: std::sync::Mutex<BTreeMap<String, (String, u32)>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -260,6 +265,7 @@ impl<D: Disk> Broker<D> {
             Arc::clone(&groups),
             Arc::clone(&clock),
             config.transforms.clone(),
+            config.node_id,
         );
         let disk_guard = Arc::new(maintenance::DiskGuard::new(
             data_dir,
@@ -288,6 +294,7 @@ impl<D: Disk> Broker<D> {
             plugins,
             transforms,
             cluster_source: std::sync::OnceLock::new(),
+            declared_topics: std::sync::Mutex::new(BTreeMap::new()),
         };
         if broker.topic(OFFSETS_TOPIC).is_none() {
             if read_only {
@@ -325,6 +332,13 @@ impl<D: Disk> Broker<D> {
     /// Creates declared topics that are missing, adds partitions and applies config
     /// overrides to existing ones; refuses impossible changes (fewer partitions).
     pub async fn reconcile(&self, declared: &[DeclaredTopic]) -> Result<(), BrokerError> {
+        *self
+            .declared_topics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = declared
+            .iter()
+            .map(|topic| (topic.name.clone(), (topic.origin.clone(), topic.partitions)))
+            .collect();
         Ok(self.registry.reconcile(declared).await?)
     }
 
@@ -377,6 +391,8 @@ impl<D: Disk> Broker<D> {
 
 #[cfg(test)]
 mod cluster_view_tests;
+#[cfg(test)]
+mod create_partitions_tests;
 #[cfg(test)]
 mod produce_fuzz_tests;
 #[cfg(test)]

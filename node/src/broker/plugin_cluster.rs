@@ -281,6 +281,22 @@ impl<D: Disk> TransformLink for BrokerLink<D> {
         leader_in(&self.image(), topic, partition)
     }
 
+    fn read_bound(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<tokio::sync::watch::Receiver<i64>>, LinkError> {
+        let broker = self.broker.upgrade().ok_or(LinkError::Closed)?;
+        match broker.data.replicated_bound(topic, partition) {
+            Ok(bound) => Ok(bound.map(|(_, high_watermark)| high_watermark)),
+            Err(error) => Err(LinkError::Refused {
+                node: self.node_id,
+                code: super::dispatch::fetch_wire(&error).0,
+                message: error.to_string(),
+            }),
+        }
+    }
+
     fn append(
         &self,
         topic: String,

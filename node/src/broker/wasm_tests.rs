@@ -778,6 +778,34 @@ fn produce_hooks_filter_with_offset_gaps_and_partition_on_the_node() {
             topics: Some(vec!["routed".into()]),
         });
         assert_eq!(metadata.topics[0].partitioner_module, "rr");
+        // Grown over the wire, the topic's partitioner is called with the new count at once
+        // (issue 13 item 5): records go to the new partitions too.
+        let Response::CreatePartitions(grown) = broker
+            .handle(Request::CreatePartitions(CreatePartitionsRequest {
+                topics: vec![CreatePartitionsTopic {
+                    name: "routed".into(),
+                    count: 5,
+                    assignments: Vec::new(),
+                }],
+                validate_only: false,
+            }))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(grown.topics[0].error, ErrorCode::None, "{grown:?}");
+        let response = produce(&broker, "routed", NODE_PARTITIONED, values(&numbered(7, 7))).await;
+        assert_eq!(response.error, ErrorCode::None, "{}", response.message);
+        assert_eq!(
+            response.routed.unwrap().record_partitions,
+            vec![0, 1, 2, 3, 4, 0, 1]
+        );
+        let on_new: Vec<String> = read_all(&broker, "routed", 4)
+            .await
+            .iter()
+            .map(|record| text(&record.value))
+            .collect();
+        assert_eq!(on_new, ["v11"]);
         let refused = produce(&broker, "routed", NODE_PARTITIONED, idempotent(0, 2)).await;
         assert_eq!(refused.error, ErrorCode::InvalidRequest);
         let no_partitioner = produce(
@@ -1464,6 +1492,23 @@ fn a_running_transform_picks_up_partitions_added_to_its_input() {
         let status = wait_for(&broker, "copy", |d| d.lag == 0 && d.records_in == 4).await;
         assert_eq!(status.state, "running");
         assert_eq!(status.positions.len(), 2);
+        // Each input partition, the new one too, with the node running it and its own
+        // counters.
+        let per_partition: Vec<(u32, u32, i64, u64, u64, u64)> = status
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.partition,
+                    p.node_id,
+                    p.position,
+                    p.lag,
+                    p.records_in,
+                    p.records_out,
+                )
+            })
+            .collect();
+        assert_eq!(per_partition, [(0, 1, 2, 0, 2, 2), (1, 1, 2, 0, 2, 2)]);
         let mut out: Vec<String> = read_all(&broker, "events.copy", 0)
             .await
             .iter()

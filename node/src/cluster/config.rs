@@ -154,6 +154,12 @@ pub struct ClusterConfig {
     /// Most bytes of records in one replica fetch answer (Kafka's
     /// `replica.fetch.response.max.bytes`).
     pub replica_fetch_response_bytes_max: u32,
+    /// How often the replicated high watermarks are written to the data directory's
+    /// checkpoint, at most (Kafka's `replica.high.watermark.checkpoint.interval.ms`).
+    pub high_watermark_checkpoint_interval: Duration,
+    /// How long the cut bytes of a repaired replica (`.damaged` files) are kept once the
+    /// replica is healthy again, before the node deletes them.
+    pub damaged_retention: Duration,
     /// How often the active controller's Raft leader heartbeats the other voters.
     pub controller_heartbeat_interval: Duration,
     /// A voter that hears no leader for a random time in this range campaigns (openraft's
@@ -190,6 +196,8 @@ pub(crate) struct ClusterSection {
     controlled_shutdown_enable: Option<bool>,
     controlled_shutdown_timeout_ms: Option<u64>,
     replica_fetch_partition_bytes_max: Option<u32>,
+    high_watermark_checkpoint_interval_ms: Option<u64>,
+    damaged_retention_ms: Option<u64>,
     replica_fetch_response_bytes_max: Option<u32>,
     controller_heartbeat_interval_ms: Option<u64>,
     controller_election_timeout_min_ms: Option<u64>,
@@ -427,6 +435,16 @@ impl ClusterConfig {
             section.controlled_shutdown_timeout_ms,
             crate::controller::shutdown::CONTROLLED_SHUTDOWN_TIMEOUT_MS_DEFAULT,
         )?;
+        let high_watermark_checkpoint_interval = millis(
+            "high_watermark_checkpoint_interval_ms",
+            section.high_watermark_checkpoint_interval_ms,
+            crate::replication::checkpoint::HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS_DEFAULT,
+        )?;
+        let damaged_retention = millis(
+            "damaged_retention_ms",
+            section.damaged_retention_ms,
+            crate::replication::checkpoint::DAMAGED_RETENTION_MS_DEFAULT,
+        )?;
         let replica_fetch_partition_bytes_max = section
             .replica_fetch_partition_bytes_max
             .unwrap_or(crate::replication::manager::REPLICA_FETCH_PARTITION_BYTES_MAX_DEFAULT);
@@ -506,6 +524,8 @@ impl ClusterConfig {
             controlled_shutdown_timeout,
             replica_fetch_partition_bytes_max,
             replica_fetch_response_bytes_max,
+            high_watermark_checkpoint_interval,
+            damaged_retention,
             controller_heartbeat_interval,
             controller_election_timeout: (
                 controller_election_timeout_min,

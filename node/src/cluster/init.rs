@@ -4,7 +4,8 @@
 //! Layout for `--nodes 3 --dir DIR --base-port 9100`:
 //!
 //! ```text
-//! DIR/node-1.toml ... node-3.toml   one config per node (QUIC on UDP 127.0.0.1:9101..9103)
+//! DIR/node-1.toml ... node-3.toml   one config per node (QUIC on UDP 127.0.0.1:9101..9103,
+//!                                   Kafka on TCP 127.0.0.1:9101..9103)
 //! DIR/data/node-1 ... node-3        each node's data directory, holding only
 //!                                   `controller/bootstrap` (the marker that lets the voter's
 //!                                   first start initialize the controller quorum)
@@ -309,6 +310,10 @@ fn node_config_text(cluster_id: &str, node: &InitNode, nodes: &[InitNode]) -> St
         "data_dir = {}",
         quoted(&node.data_dir.to_string_lossy())
     );
+    let _ = writeln!(text, "listen = {}\n", quoted(&node.address.to_string()));
+    // Each node's own Kafka port: TCP on its QUIC port (separate port spaces), which is also
+    // where the other nodes' Metadata answers send Kafka clients.
+    let _ = writeln!(text, "[kafka]");
     let _ = writeln!(text, "listen = {}\n", quoted(&node.address.to_string()));
     let _ = writeln!(text, "[cluster]");
     let _ = writeln!(text, "node_id = {}", node.id);

@@ -75,6 +75,10 @@ pub enum AdminRequest {
         name: String,
         /// The new partition count.
         partitions: u32,
+        /// The replicas of each new partition (the preferred leader first); empty: placed
+        /// like a creation places them. Absent in bodies from older builds.
+        #[serde(default)]
+        assignments: Vec<Vec<NodeId>>,
     },
     /// Move leadership back to preferred replicas now (one topic, or all).
     ElectPreferredLeaders {
@@ -227,7 +231,8 @@ pub enum AdminRefusal {
 }
 
 impl AdminRefusal {
-    fn of(error: &ControllerError) -> Self {
+    /// The refusal a decision's error becomes.
+    pub fn of(error: &ControllerError) -> Self {
         match error {
             ControllerError::InvalidReplicationFactor(_) => Self::InvalidReplicationFactor,
             ControllerError::InvalidConfig(_) => Self::InvalidConfig,
@@ -440,11 +445,15 @@ pub async fn execute(
                 })
                 .await?
         }
-        AdminRequest::CreatePartitions { name, partitions } => {
+        AdminRequest::CreatePartitions {
+            name,
+            partitions,
+            assignments,
+        } => {
             controller
                 .decide(|logic, image| {
                     logic
-                        .create_partitions(image, name, *partitions)
+                        .create_partitions(image, name, *partitions, assignments)
                         .map(|records| (records, ()))
                 })
                 .await?

@@ -645,48 +645,25 @@ impl ControllerLogic {
 
     /// Grows a topic to `partitions` partitions (Kafka's CreatePartitions): the new ones get
     /// the topic's replication factor and are placed over the live nodes as a creation
-    /// places them. Partitions are never removed.
+    /// places them, or on the `assignments` given (see [`plan_new_partitions`]). Partitions
+    /// are never removed.
     pub fn create_partitions(
         &self,
         image: &MetadataImage,
         name: &str,
         partitions: u32,
+        assignments: &[Vec<NodeId>],
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
-        let topic = image
-            .topics
-            .get(name)
-            .ok_or_else(|| ControllerError::UnknownTopicOrPartition(format!("{name:?}")))?;
-        let current = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
-        if partitions < current {
-            return Err(ControllerError::InvalidPartitions(format!(
-                "topic {name:?} has {current} partitions; partitions can only be added, never removed"
-            )));
-        }
-        if partitions == current {
-            return Ok(Vec::new());
-        }
-        let replication_factor = topic.partitions.first().map_or(1, |state| {
-            u16::try_from(state.replicas.len()).unwrap_or(u16::MAX)
-        });
-        let live = live_nodes(image);
-        if usize::from(replication_factor) > live.len() {
-            return Err(ControllerError::InvalidReplicationFactor(format!(
-                "topic {name:?}: replication factor {replication_factor} is larger than the {} live node(s)",
-                live.len()
-            )));
-        }
-        // The start continues from the topic's own partitions, so new partitions keep
-        // spreading leaders where the existing ones left off.
-        let start = image
-            .topics
-            .keys()
-            .position(|other| other == name)
-            .unwrap_or(0);
-        let mut placed = place(&live, start, current..partitions, replication_factor);
-        lead_elsewhere(&mut placed, &self.nodes_in_controlled_shutdown(image));
+        let (topic_id, placed) = plan_new_partitions(
+            image,
+            name,
+            partitions,
+            assignments,
+            &self.nodes_in_controlled_shutdown(image),
+        )?;
         let mut work = Work::new(image);
         work.push(MetadataRecord::CreatePartitions {
-            topic_id: topic.topic_id,
+            topic_id,
             partitions: placed,
         })?;
         Ok(work.records)
@@ -938,6 +915,106 @@ impl ControllerLogic {
 }
 
 /// The registered, unfenced nodes, in id order.
+/// The initial states of the partitions that grow topic `name` to `partitions` (Kafka's
+/// CreatePartitions rules), and the topic's id; pure, so a node answering a
+/// `validate_only` request runs the controller's own checks on its image.
+///
+/// Refused: an unknown topic; a count not above the current one (`InvalidPartitions`:
+/// partitions are only ever added); a replication factor the live nodes cannot hold; and
+/// `assignments` (when not empty) that are not one list per new partition, each of the
+/// topic's replication factor, of distinct registered live nodes
+/// (`InvalidReplicaAssignment`). Each assigned partition is led by its first replica, or
+/// the next one not in `ineligible` (controlled shutdown).
+pub fn plan_new_partitions(
+    image: &MetadataImage,
+    name: &str,
+    partitions: u32,
+    assignments: &[Vec<NodeId>],
+    ineligible: &BTreeSet<NodeId>,
+) -> Result<(TopicId, Vec<PartitionState>), ControllerError> {
+    let topic = image
+        .topics
+        .get(name)
+        .ok_or_else(|| ControllerError::UnknownTopicOrPartition(format!("{name:?}")))?;
+    let current = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);
+    if partitions < current {
+        return Err(ControllerError::InvalidPartitions(format!(
+            "cannot shrink {name} from {current} to {partitions} partitions: Kafka and Ledge only add partitions"
+        )));
+    }
+    if partitions == current {
+        return Err(ControllerError::InvalidPartitions(format!(
+            "topic {name} already has {current} partitions; ask for more to add some"
+        )));
+    }
+    let replication_factor = topic.partitions.first().map_or(1, |state| {
+        u16::try_from(state.replicas.len()).unwrap_or(u16::MAX)
+    });
+    let adding = partitions - current;
+    let mut placed = if assignments.is_empty() {
+        let live = live_nodes(image);
+        if usize::from(replication_factor) > live.len() {
+            return Err(ControllerError::InvalidReplicationFactor(format!(
+                "topic {name:?}: replication factor {replication_factor} is larger than the {} live node(s)",
+                live.len()
+            )));
+        }
+        // The start continues from the topic's own partitions, so new partitions keep
+        // spreading leaders where the existing ones left off.
+        let start = image
+            .topics
+            .keys()
+            .position(|other| other == name)
+            .unwrap_or(0);
+        place(&live, start, current..partitions, replication_factor)
+    } else {
+        if u32::try_from(assignments.len()).ok() != Some(adding) {
+            return Err(ControllerError::InvalidReplicaAssignment(format!(
+                "topic {name}: {} assignment(s) given for {adding} new partition(s) ({current} to {partitions}); give one per new partition, or none",
+                assignments.len()
+            )));
+        }
+        let mut placed = Vec::with_capacity(assignments.len());
+        for (offset, replicas) in assignments.iter().enumerate() {
+            let partition = u64::from(current) + offset as u64;
+            if replicas.len() != usize::from(replication_factor) {
+                return Err(ControllerError::InvalidReplicaAssignment(format!(
+                    "{name}/{partition}: {} replica(s) {replicas:?}, but the topic's replication factor is {replication_factor}",
+                    replicas.len()
+                )));
+            }
+            for (position, node) in replicas.iter().enumerate() {
+                if replicas[..position].contains(node) {
+                    return Err(ControllerError::InvalidReplicaAssignment(format!(
+                        "{name}/{partition}: node {node} is listed twice in {replicas:?}"
+                    )));
+                }
+                if !image.nodes.contains_key(node) {
+                    return Err(ControllerError::InvalidReplicaAssignment(format!(
+                        "{name}/{partition}: node {node} is not registered in the cluster"
+                    )));
+                }
+                if !is_unfenced(image, *node) {
+                    return Err(ControllerError::InvalidReplicaAssignment(format!(
+                        "{name}/{partition}: node {node} is not alive, so it could not create its copy"
+                    )));
+                }
+            }
+            placed.push(PartitionState {
+                isr: replicas.clone(),
+                elr: Vec::new(),
+                leader: replicas.first().copied(),
+                replicas: replicas.clone(),
+                leader_epoch: 0,
+                partition_epoch: 0,
+            });
+        }
+        placed
+    };
+    lead_elsewhere(&mut placed, ineligible);
+    Ok((topic.topic_id, placed))
+}
+
 pub(super) fn live_nodes(image: &MetadataImage) -> Vec<NodeId> {
     image
         .nodes

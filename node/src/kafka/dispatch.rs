@@ -1,5 +1,5 @@
 //! Answers decoded Kafka requests: one arm per served API (the table in
-//! [`apis`](super::apis)), each calling its handler in [`handlers`](super::handlers).
+//! [`apis`](super::apis)), each calling its handler in [`handlers`].
 
 use std::sync::Arc;
 

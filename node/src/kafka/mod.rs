@@ -213,3 +213,60 @@ impl KafkaSettings {
         self.listen.unwrap_or(quic_listen)
     }
 }
+
+#[cfg(test)]
+mod settings_tests {
+    use crate::config::NodeConfig;
+
+    fn parse(text: &str) -> Result<NodeConfig, String> {
+        NodeConfig::from_toml(text, "node.toml").map_err(|error| error.0)
+    }
+
+    #[test]
+    fn defaults_listen_beside_quic() {
+        let config = parse("").unwrap();
+        assert!(config.kafka.enabled);
+        let quic = "127.0.0.1:9092".parse().unwrap();
+        assert_eq!(config.kafka.listen_address(quic), quic);
+        assert_eq!(config.kafka.frame_bytes_max, super::FRAME_BYTES_MAX_DEFAULT);
+    }
+
+    #[test]
+    fn the_section_is_read_and_checked() {
+        let config = parse(
+            "[kafka]\nlisten = \"0.0.0.0:19092\"\nadvertised_listen = \"broker.example:19092\"\nconnections_max = 10\nframe_bytes_max = 1048576\nrequests_in_flight_per_connection_max = 4\nshutdown_grace_ms = 500\n",
+        )
+        .unwrap();
+        assert_eq!(config.kafka.listen, Some("0.0.0.0:19092".parse().unwrap()));
+        assert_eq!(
+            config.kafka.advertised_listen.as_deref(),
+            Some("broker.example:19092")
+        );
+        assert_eq!(config.kafka.connections_max, 10);
+        assert_eq!(config.kafka.frame_bytes_max, 1_048_576);
+        assert_eq!(config.kafka.requests_in_flight_per_connection_max, 4);
+        assert!(!parse("[kafka]\nenabled = false\n").unwrap().kafka.enabled);
+        for (text, key) in [
+            ("[kafka]\nlisten = \"\"\n", "kafka.listen"),
+            ("[kafka]\nlisten = \"nine\"\n", "kafka.listen"),
+            (
+                "[kafka]\nadvertised_listen = \"host\"\n",
+                "kafka.advertised_listen",
+            ),
+            ("[kafka]\nconnections_max = 0\n", "kafka.connections_max"),
+            ("[kafka]\nframe_bytes_max = 10\n", "kafka.frame_bytes_max"),
+            (
+                "[kafka]\nrequests_in_flight_per_connection_max = 0\n",
+                "kafka.requests_in_flight_per_connection_max",
+            ),
+            (
+                "[kafka]\nin_flight_bytes_per_connection_max = 100000\n",
+                "kafka.frame_bytes_max",
+            ),
+            ("[kafka]\nlisten_port = 1\n", "listen_port"),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+    }
+}

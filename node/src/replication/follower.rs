@@ -171,6 +171,13 @@ impl PartitionFollower {
         self.leader_epoch
     }
 
+    /// A high watermark this node knew before this follower state existed (the
+    /// checkpoint's, after a restart): committed records, so the follower treats it as one a
+    /// leader reported (never truncates below it; see [`Self::halted`]).
+    pub fn handle_known_high_watermark(&mut self, high_watermark: i64) {
+        self.leader_high_watermark = self.leader_high_watermark.max(high_watermark);
+    }
+
     /// The HW as the leader last reported it, capped at the follower's synced end.
     pub fn high_watermark(&self, view: &FollowerLogView<'_>) -> i64 {
         self.leader_high_watermark.min(view.synced_end)

@@ -38,6 +38,7 @@ use ledge_protocol::wire::replica::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
+use super::checkpoint::{self, HighWatermarks};
 use super::fetch::{self, FetchPlan, LeaderLogView};
 use super::follower::{self, FollowerAction, FollowerConfig, FollowerLogView, PartitionFollower};
 use super::leader::{AcksAllError, IsrProposal, LeaderConfig, PartitionLeader};
@@ -82,6 +83,12 @@ pub struct ReplicationSettings {
     pub replica_fetch_response_bytes_max: u32,
     /// Most bytes of records per partition in one replica fetch.
     pub replica_fetch_partition_bytes_max: u32,
+    /// `cluster.high_watermark_checkpoint_interval_ms`: how often the high-watermark
+    /// checkpoint is written, at most (`replication::checkpoint`).
+    pub high_watermark_checkpoint_interval: Duration,
+    /// `cluster.damaged_retention_ms`: how long a healthy replica's `.damaged` files (the
+    /// bytes a repair cut) are kept before they are deleted.
+    pub damaged_retention: Duration,
 }
 
 impl ReplicationSettings {
@@ -94,6 +101,8 @@ impl ReplicationSettings {
             replica_fetch_wait_max: cluster.replica_fetch_wait_max,
             replica_fetch_response_bytes_max: cluster.replica_fetch_response_bytes_max,
             replica_fetch_partition_bytes_max: cluster.replica_fetch_partition_bytes_max,
+            high_watermark_checkpoint_interval: cluster.high_watermark_checkpoint_interval,
+            damaged_retention: cluster.damaged_retention,
         }
     }
 
@@ -254,6 +263,18 @@ struct ManagerState {
     repairing: std::collections::BTreeSet<PartitionKey>,
     /// Why each damaged replica waits, as last logged (logged again when it changes).
     repair_waits: BTreeMap<PartitionKey, String>,
+    /// Verifier damage a leader here has handled, by partition and first damaged offset, so
+    /// the leader's timers handle each once (the only in-sync leader keeps its damage).
+    leader_damage_seen: std::collections::BTreeSet<(PartitionKey, i64)>,
+    /// High watermarks read from the checkpoint at start, for partitions not hosted yet:
+    /// each seeds its partition's state once, when the partition is first hosted.
+    checkpoint_seeds: HighWatermarks,
+    /// Where the checkpoint is written (`None`: not written, as on a read-only data
+    /// directory or before [`ReplicaManager::load_high_watermark_checkpoint`]).
+    checkpoint_directory: Option<std::path::PathBuf>,
+    /// Each `.damaged` file in a hosted partition's directory, with when this process first
+    /// saw it (the retention of [`ReplicationSettings::damaged_retention`] counts from then).
+    damaged_files_seen: BTreeMap<std::path::PathBuf, Instant>,
 }
 
 /// The replication driver of one node. See the module documentation.
@@ -300,6 +321,10 @@ impl<D: Disk> ReplicaManager<D> {
                 fetchers: BTreeMap::new(),
                 repairing: std::collections::BTreeSet::new(),
                 repair_waits: BTreeMap::new(),
+                leader_damage_seen: std::collections::BTreeSet::new(),
+                checkpoint_seeds: HighWatermarks::new(),
+                checkpoint_directory: None,
+                damaged_files_seen: BTreeMap::new(),
             }),
             changed: watch::channel(0).0,
             tick_needed: tokio::sync::Notify::new(),
@@ -322,6 +347,16 @@ impl<D: Disk> ReplicaManager<D> {
         mut image: watch::Receiver<Arc<MetadataImage>>,
         mut node_epoch: watch::Receiver<Option<NodeEpoch>>,
     ) {
+        let checkpoint_directory = self.lock().checkpoint_directory.clone();
+        if let Some(directory) = checkpoint_directory {
+            tokio::spawn(run_housekeeping(
+                Arc::downgrade(&self),
+                Arc::clone(&self.clock),
+                self.disk.clone(),
+                directory,
+                self.settings.high_watermark_checkpoint_interval,
+            ));
+        }
         let mut changed = self.changed.subscribe();
         let mut apply = true;
         loop {
@@ -361,6 +396,125 @@ impl<D: Disk> ReplicaManager<D> {
             }
         }
         self.shutdown();
+    }
+
+    /// Reads the high-watermark checkpoint in `data_dir` (`replication::checkpoint`), so
+    /// each partition starts from the high watermark it had before a restart, not 0; and,
+    /// if `writable`, has [`Self::run`] keep it up to date. Call before `run`. A missing
+    /// file is a new node's; a damaged one is a warning and every partition starts from 0,
+    /// as without one.
+    pub async fn load_high_watermark_checkpoint(&self, data_dir: &std::path::Path, writable: bool) {
+        let seeds = match checkpoint::load(&self.disk, data_dir).await {
+            Ok(Some(seeds)) => {
+                tracing::info!(partitions = seeds.len(), "high-watermark checkpoint read");
+                seeds
+            }
+            Ok(None) => HighWatermarks::new(),
+            Err(error) => {
+                tracing::warn!(%error, "high-watermark checkpoint not used: every partition starts from high watermark 0, as without one (consumers wait until the in-sync replicas have fetched); it is written again within cluster.high_watermark_checkpoint_interval_ms");
+                HighWatermarks::new()
+            }
+        };
+        let mut state = self.lock();
+        state.checkpoint_seeds = seeds;
+        if writable {
+            state.checkpoint_directory = Some(data_dir.to_path_buf());
+        }
+    }
+
+    /// The high watermark of every partition hosted here (leader or follower), by topic id,
+    /// as the checkpoint stores them; with the values read at start for partitions the
+    /// image still places here but whose logs are not hosted yet (they would otherwise be
+    /// lost from the file by a write before they are).
+    pub fn high_watermarks(&self) -> HighWatermarks {
+        let state = self.lock();
+        let local = self.settings.node_id;
+        let mut high_watermarks = HighWatermarks::new();
+        for (key, hosted) in &state.partitions {
+            let high_watermark = *hosted.high_watermark.borrow();
+            if high_watermark > 0 {
+                high_watermarks.insert((hosted.topic_id, key.1), high_watermark);
+            }
+        }
+        for (&(topic_id, partition), &high_watermark) in &state.checkpoint_seeds {
+            let placed = state.image.topics.is_empty()
+                || state.image.topics.values().any(|topic| {
+                    topic.topic_id == topic_id
+                        && usize::try_from(partition)
+                            .ok()
+                            .and_then(|index| topic.partitions.get(index))
+                            .is_some_and(|placement| placement.replicas.contains(&local))
+                });
+            if placed {
+                high_watermarks
+                    .entry((topic_id, partition))
+                    .or_insert(high_watermark);
+            }
+        }
+        high_watermarks
+    }
+
+    /// Deletes the `.damaged` files (the bytes a repair cut, `storage::repair`) of each
+    /// hosted partition whose replica is healthy again, once they are older than
+    /// `damaged_retention`: healthy is in the ISR (it caught up with the leader after its
+    /// repair, or leads) with no damage the verifier reported since. Age counts from when
+    /// this process first saw the file (the repair, or the start for files an earlier run
+    /// left), so a restart only ever keeps them longer. Each deletion is logged.
+    pub async fn remove_expired_damaged_files(&self) {
+        let now = self.clock.now();
+        let local = self.settings.node_id;
+        let hosted: Vec<(PartitionKey, bool)> = self
+            .lock()
+            .partitions
+            .iter()
+            .map(|(key, hosted)| (key.clone(), hosted.state.isr.contains(&local)))
+            .collect();
+        let mut present = std::collections::BTreeSet::new();
+        for (key, in_isr) in hosted {
+            let Some(log) = self.logs.partition_log(&key.0, key.1) else {
+                continue;
+            };
+            let directory = log.directory().to_path_buf();
+            let Ok(names) = self.disk.list_dir(&directory).await else {
+                continue;
+            };
+            let healthy = in_isr && log.damage().is_none();
+            let mut removed = false;
+            for name in names
+                .iter()
+                .filter(|name| name.ends_with(crate::storage::segment::DAMAGED_FILE_SUFFIX))
+            {
+                let path = directory.join(name);
+                let first_seen = *self
+                    .lock()
+                    .damaged_files_seen
+                    .entry(path.clone())
+                    .or_insert(now);
+                present.insert(path.clone());
+                if !healthy
+                    || now.saturating_duration_since(first_seen) < self.settings.damaged_retention
+                {
+                    continue;
+                }
+                match self.disk.remove_file(&path).await {
+                    Ok(()) => {
+                        tracing::info!(topic = %key.0, partition = key.1, file = %path.display(), retention_ms = self.settings.damaged_retention.as_millis(), "deleted the bytes a repair cut: the replica is healthy again and cluster.damaged_retention_ms has passed");
+                        present.remove(&path);
+                        removed = true;
+                    }
+                    Err(error) => {
+                        tracing::warn!(file = %path.display(), %error, "could not delete a .damaged file; tried again later");
+                    }
+                }
+            }
+            if removed && let Err(error) = self.disk.sync_dir(&directory).await {
+                tracing::warn!(directory = %directory.display(), %error, "syncing a partition directory after deleting .damaged files failed");
+            }
+        }
+        // Files gone (deleted here, with their partition, or by hand) are forgotten.
+        self.lock()
+            .damaged_files_seen
+            .retain(|path, _| present.contains(path));
     }
 
     /// The logs the store holds changed (partitions created or removed here): the image is
@@ -492,21 +646,36 @@ impl<D: Disk> ReplicaManager<D> {
                         .min_insync_replicas_default
                         .min(image_state.replicas.len())
                 });
+                // A partition hosted for the first time since the start takes the high
+                // watermark checkpointed before (capped at what its log holds now), so a
+                // restarted node neither hides committed records from consumers nor answers
+                // `ListOffsets` latest with 0 until the ISR has fetched again.
+                let seeded = if state.partitions.contains_key(&key) {
+                    0
+                } else {
+                    state
+                        .checkpoint_seeds
+                        .remove(&(topic_id, key.1))
+                        .map_or(0, |checkpointed| {
+                            checkpointed.min(log.high_watermark()).max(0)
+                        })
+                };
                 let entry = state.partitions.entry(key.clone());
                 let hosted = match entry {
                     std::collections::btree_map::Entry::Vacant(vacant) => {
-                        let follower = PartitionFollower::new(
+                        let mut follower = PartitionFollower::new(
                             key.0.clone(),
                             key.1,
                             local,
                             &new_state,
                             self.settings.follower_config(),
                         );
+                        follower.handle_known_high_watermark(seeded);
                         vacant.insert(Hosted {
                             topic_id,
                             state: new_state.clone(),
                             role: Role::Follower(follower),
-                            high_watermark: watch::channel(log.high_watermark().min(0)).0,
+                            high_watermark: watch::channel(seeded).0,
                             append_gate: Arc::default(),
                             proposal_not_before: None,
                             proposal_backoff: REPLICA_BACKOFF_INITIAL,
@@ -712,6 +881,7 @@ impl<D: Disk> ReplicaManager<D> {
     fn tick(self: &Arc<Self>) -> Option<Instant> {
         let now = self.clock.now();
         let mut proposals = Vec::new();
+        let mut verifier_damage = Vec::new();
         let mut wake: Option<Instant> = None;
         {
             let mut guard = self.lock();
@@ -723,6 +893,11 @@ impl<D: Disk> ReplicaManager<D> {
                 };
                 if let Some(log) = self.logs.partition_log(&key.0, key.1) {
                     leader.handle_local_synced(log.high_watermark());
+                    // The verifier found a bad batch in a sealed segment this node serves
+                    // from: handled as a read that met it (once per damage).
+                    if let Some(damage) = log.damage() {
+                        verifier_damage.push((key.clone(), damage));
+                    }
                 }
                 leader.handle_timeout(now);
                 release(leader, &mut state.waiters);
@@ -743,6 +918,16 @@ impl<D: Disk> ReplicaManager<D> {
                     wake = Some(wake.map_or(instant, |wake| wake.min(instant)));
                 }
             }
+            let seen: std::collections::BTreeSet<(PartitionKey, i64)> = verifier_damage
+                .iter()
+                .map(|(key, damage)| (key.clone(), damage.first_offset))
+                .collect();
+            verifier_damage.retain(|(key, damage)| {
+                !state
+                    .leader_damage_seen
+                    .contains(&(key.clone(), damage.first_offset))
+            });
+            state.leader_damage_seen = seen;
             if let Some(node_epoch) = node_epoch {
                 for (key, topic_id, proposal) in proposals {
                     let request =
@@ -753,6 +938,14 @@ impl<D: Disk> ReplicaManager<D> {
                     );
                 }
             }
+        }
+        for (key, damage) in verifier_damage {
+            let manager = Arc::clone(self);
+            tokio::spawn(async move {
+                manager
+                    .handle_leader_damage(&key.0, key.1, damage.first_offset, &damage.reason)
+                    .await
+            });
         }
         wake
     }
@@ -992,6 +1185,47 @@ impl<D: Disk> ReplicaManager<D> {
         )))
     }
 
+    /// A partition this node leads met a batch that failed its checks at `offset` while
+    /// being served (a consumer's or a follower's verified read; the bytes were not served)
+    /// or its background verifier found one (issue 13 item 4, `replication::repair`'s
+    /// [`on_leader_damage`](damage_repair::on_leader_damage)). When another ISR member
+    /// holds the records, the log goes offline as damaged: pending acks=all waits fail,
+    /// reads answer `NotLeaderOrFollower`, and the next look at the image reports the
+    /// damage so the controller elects that member; then this replica is cut at the damage
+    /// and refetches as a follower, as one damaged at start does. The only ISR member keeps
+    /// leading and serves its intact ranges. Returns which of the two it did.
+    pub async fn handle_leader_damage(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        reason: &str,
+    ) -> damage_repair::LeaderDamageAction {
+        let local = self.settings.node_id;
+        let action = self
+            .lock()
+            .partitions
+            .get(&(topic.to_owned(), partition))
+            .map_or(damage_repair::LeaderDamageAction::KeepLeading, |hosted| {
+                damage_repair::on_leader_damage(local, &hosted.state.isr)
+            });
+        match action {
+            damage_repair::LeaderDamageAction::HandOver => {
+                if self
+                    .logs
+                    .mark_damaged(topic, partition, offset, reason)
+                    .await
+                {
+                    self.reapply.notify_one();
+                }
+            }
+            damage_repair::LeaderDamageAction::KeepLeading => {
+                tracing::error!(topic, partition, offset, %reason, "damaged batch met by the only in-sync replica: it keeps leading and serves the intact ranges only; reads at the damage fail until the partition is restored (docs/OPERATIONS.md, \"A damaged replica\")");
+            }
+        }
+        action
+    }
+
     /// The ISR this node's leader state works with, for tests and describe.
     pub fn leader_isr(&self, topic: &str, partition: u32) -> Option<Vec<NodeId>> {
         let state = self.lock();
@@ -1162,33 +1396,14 @@ impl<D: Disk> ReplicaManager<D> {
                     Ok(read) => {
                         if let Some(damage) = &read.damage {
                             tracing::error!(topic = %wanted.topic, partition = wanted.partition, offset = damage.offset, reason = %damage.reason, "damaged batch not served to a follower");
-                            // This node stops leading from bad bytes when another ISR
-                            // member holds the records: the log goes offline as damaged,
-                            // and the driver reports it so the controller elects that
-                            // member (the verified prefix read above is still good to
-                            // serve). The only in-sync copy stays online for its intact
-                            // ranges, as on a single node.
-                            let local = self.settings.node_id;
-                            let others_in_sync = self
-                                .lock()
-                                .partitions
-                                .get(&(wanted.topic.clone(), wanted.partition))
-                                .is_some_and(|hosted| {
-                                    hosted.state.isr.iter().any(|member| *member != local)
-                                });
-                            if others_in_sync
-                                && self
-                                    .logs
-                                    .mark_damaged(
-                                        &wanted.topic,
-                                        wanted.partition,
-                                        damage.offset,
-                                        &damage.reason,
-                                    )
-                                    .await
-                            {
-                                self.reapply.notify_one();
-                            }
+                            // The verified prefix read above is still good to serve.
+                            self.handle_leader_damage(
+                                &wanted.topic,
+                                wanted.partition,
+                                damage.offset,
+                                &damage.reason,
+                            )
+                            .await;
                         }
                         if read.damage.is_some() && read.bytes.is_empty() {
                             plan = FetchPlan::Refuse(ReplicaFetchError::StorageError);
@@ -1456,6 +1671,40 @@ impl<D: Disk> ReplicaManager<D> {
                 true
             }
         }
+    }
+}
+
+/// The driver's housekeeping on a writable data directory, every `interval` until the
+/// manager is gone: writes the high-watermark checkpoint of `manager` into `directory` when
+/// a value changed (a failed write is a warning and is tried again at the next interval; the
+/// file on disk stays the previous, older one: lower values, still safe), and deletes the
+/// `.damaged` files of healthy replicas past their retention
+/// ([`ReplicaManager::remove_expired_damaged_files`]).
+async fn run_housekeeping<D: Disk>(
+    manager: std::sync::Weak<ReplicaManager<D>>,
+    clock: Arc<dyn Clock>,
+    disk: D,
+    directory: std::path::PathBuf,
+    interval: Duration,
+) {
+    let mut written: Option<HighWatermarks> = None;
+    loop {
+        clock::sleep(&*clock, interval).await;
+        let Some(current) = manager.upgrade().map(|manager| manager.high_watermarks()) else {
+            return;
+        };
+        if written.as_ref() != Some(&current) {
+            match checkpoint::store(&disk, &directory, &current).await {
+                Ok(()) => written = Some(current),
+                Err(error) => {
+                    tracing::warn!(%error, "high-watermark checkpoint not written; tried again at the next interval");
+                }
+            }
+        }
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
+        manager.remove_expired_damaged_files().await;
     }
 }
 

@@ -18,6 +18,7 @@
 //! the messages are `ledge_protocol::wire::replica`. See docs/ARCHITECTURE.md,
 //! "Replication".
 
+pub mod checkpoint;
 pub mod fetch;
 pub mod follower;
 pub mod leader;

@@ -12,6 +12,15 @@
 //! (`ReplicaTransport::report_damaged`), then repairs once the image says so.
 //!
 //! [`decide`] is the rule, pure: the image and this node's registration in, what to do out.
+//!
+//! A *leader* that meets a bad batch while serving (a consumer fetch, a follower's fetch) or
+//! whose background verifier reports one takes [`on_leader_damage`]'s rule first: it hands
+//! over (takes its log offline as damaged, which fails its pending acks=all waits, and the
+//! driver then reports it, so the controller elects another ISR member) when another ISR
+//! member holds the records; as the only ISR member it keeps leading and serves the intact
+//! ranges only (Kafka's choice for the last replica: no other copy to fail over to, and an
+//! offline partition would refuse the good records too). Reads at or past the damage then
+//! fail with `DataDamaged` until an operator restores the segment.
 
 use super::{NodeEpoch, NodeId};
 use crate::controller::{MetadataImage, PartitionState};
@@ -74,6 +83,26 @@ pub fn decide(
         None => RepairDecision::Wait(
             "no replica leads the partition: nothing to refetch from until one does".into(),
         ),
+    }
+}
+
+/// What a leader does about a damaged batch it met while serving or its verifier found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaderDamageAction {
+    /// Another ISR member holds the records: take the log offline as damaged; the driver
+    /// reports it, the controller elects that member, and this replica is then cut at the
+    /// damage and refetches ([`decide`]).
+    HandOver,
+    /// This node is the only ISR member: it keeps leading and serves its intact ranges only.
+    KeepLeading,
+}
+
+/// The rule for a leader `local` whose partition's ISR (as the image says) is `isr`.
+pub fn on_leader_damage(local: NodeId, isr: &[NodeId]) -> LeaderDamageAction {
+    if isr.iter().any(|member| *member != local) {
+        LeaderDamageAction::HandOver
+    } else {
+        LeaderDamageAction::KeepLeading
     }
 }
 
@@ -158,5 +187,17 @@ mod tests {
             decide(Some(12), &state(&[], &[], None)),
             RepairDecision::Wait(_)
         ));
+    }
+
+    // Goal: a damaged leader hands over exactly when another ISR member holds the records;
+    // the only in-sync copy keeps leading (and serving its intact ranges).
+    #[test]
+    fn a_damaged_leader_hands_over_only_to_another_isr_member() {
+        assert_eq!(on_leader_damage(3, &[1, 3]), LeaderDamageAction::HandOver);
+        assert_eq!(on_leader_damage(3, &[3, 2]), LeaderDamageAction::HandOver);
+        assert_eq!(on_leader_damage(3, &[3]), LeaderDamageAction::KeepLeading);
+        // An ISR that does not name the leader (a stale image) still has others to elect.
+        assert_eq!(on_leader_damage(3, &[1]), LeaderDamageAction::HandOver);
+        assert_eq!(on_leader_damage(3, &[]), LeaderDamageAction::KeepLeading);
     }
 }

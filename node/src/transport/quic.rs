@@ -665,6 +665,7 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::ElectLeaders
         | ApiKey::AlterPartitionReassignments
         | ApiKey::DecommissionNode
+        | ApiKey::CreatePartitions
         | ApiKey::FindCoordinator => false,
     }
 }

@@ -331,6 +331,39 @@ wire_struct! {
 }
 
 wire_struct! {
+    /// A topic to grow (Kafka's CreatePartitionsTopic).
+    pub struct CreatePartitionsTopic {
+        /// Topic name.
+        pub name: String,
+        /// The new total partition count; must be above the current one.
+        pub count: u32,
+        /// The replicas of each new partition, the preferred leader first, in partition
+        /// order; empty to let the node (the controller in a cluster) place them like a
+        /// creation does. When given, one entry per new partition, each as long as the
+        /// topic's replication factor.
+        pub assignments: Vec<Vec<u32>>,
+    }
+}
+
+wire_struct! {
+    /// Adds partitions to topics (Kafka's CreatePartitions). Partitions are never removed.
+    pub struct CreatePartitionsRequest {
+        /// Topics to grow.
+        pub topics: Vec<CreatePartitionsTopic>,
+        /// Check only; add nothing.
+        pub validate_only: bool,
+    }
+}
+
+wire_struct! {
+    /// Per-topic outcomes of CreatePartitions.
+    pub struct CreatePartitionsResponse {
+        /// One per requested topic, in request order.
+        pub topics: Vec<TopicResult>,
+    }
+}
+
+wire_struct! {
     /// Asks for topics' configs.
     pub struct DescribeConfigsRequest {
         /// Topic names.
@@ -1123,6 +1156,33 @@ wire_struct! {
         pub busy_us: u64,
         /// Per input partition: next input offset to process.
         pub positions: Vec<PartitionOffset>,
+        /// The input partitions this node runs (every one on a node alone; in a cluster the
+        /// ones it leads), with this node's figures for each. A client asks each
+        /// partition's leader for its own.
+        pub partitions: Vec<TransformPartitionStatus>,
+    }
+}
+
+wire_struct! {
+    /// One input partition of a transform as the node running it sees it.
+    pub struct TransformPartitionStatus {
+        /// Input partition.
+        pub partition: u32,
+        /// The node running it (the one answering).
+        pub node_id: u32,
+        /// Next input offset to process.
+        pub position: i64,
+        /// Records of the partition not processed yet (its high watermark here less the
+        /// position).
+        pub lag: u64,
+        /// Records read from it since this node started running it.
+        pub records_in: u64,
+        /// Records written to the output from it since then.
+        pub records_out: u64,
+        /// Records of it sent to the dead-letter topic (or skipped) since then.
+        pub records_dead: u64,
+        /// Time spent inside the module on it since then, µs.
+        pub busy_us: u64,
     }
 }
 

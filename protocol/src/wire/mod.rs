@@ -133,6 +133,7 @@ apis! {
     AlterTransform = 21, AlterTransformRequest, AlterTransformResponse;
     DescribeCluster = 22, DescribeClusterRequest, DescribeClusterResponse;
     FindCoordinator = 23, FindCoordinatorRequest, FindCoordinatorResponse;
+    CreatePartitions = 24, CreatePartitionsRequest, CreatePartitionsResponse;
     ElectLeaders = 30, ElectLeadersRequest, ElectLeadersResponse;
     AlterPartitionReassignments = 31, AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse;
     ListPartitionReassignments = 32, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;

@@ -38,6 +38,21 @@ fn samples() -> Vec<Request> {
             validate_only: false,
         }),
         Request::DescribeCluster(DescribeClusterRequest {}),
+        Request::CreatePartitions(CreatePartitionsRequest {
+            topics: vec![
+                CreatePartitionsTopic {
+                    name: "orders".into(),
+                    count: 6,
+                    assignments: Vec::new(),
+                },
+                CreatePartitionsTopic {
+                    name: "payments".into(),
+                    count: 3,
+                    assignments: vec![vec![1, 2, 3], vec![2, 3, 1]],
+                },
+            ],
+            validate_only: true,
+        }),
         Request::FindCoordinator(FindCoordinatorRequest {
             group_id: "billing".into(),
         }),
@@ -234,6 +249,46 @@ fn response_samples() -> Vec<Response> {
             error: ErrorCode::None,
             producer_id: 1000,
             producer_epoch: 0,
+        }),
+        Response::DescribeTransforms(DescribeTransformsResponse {
+            transforms: vec![TransformDescription {
+                name: "keep".into(),
+                kind: PluginKind::Filter,
+                input: "raw".into(),
+                output: "kept".into(),
+                state: "running".into(),
+                version: 2,
+                records_in: 7,
+                positions: vec![PartitionOffset {
+                    partition: 1,
+                    offset: 5,
+                }],
+                partitions: vec![TransformPartitionStatus {
+                    partition: 1,
+                    node_id: 3,
+                    position: 5,
+                    lag: 2,
+                    records_in: 7,
+                    records_out: 6,
+                    records_dead: 1,
+                    busy_us: 900,
+                }],
+                ..TransformDescription::default()
+            }],
+        }),
+        Response::CreatePartitions(CreatePartitionsResponse {
+            topics: vec![
+                TopicResult {
+                    name: "orders".into(),
+                    error: ErrorCode::None,
+                    message: String::new(),
+                },
+                TopicResult {
+                    name: "payments".into(),
+                    error: ErrorCode::InvalidPartitions,
+                    message: "cannot shrink".into(),
+                },
+            ],
         }),
         Response::FindCoordinator(FindCoordinatorResponse {
             error: ErrorCode::None,
@@ -560,4 +615,54 @@ fn large_payloads_are_sent_as_their_own_chunks() {
     assert_eq!(joined, encode_response(3, &response).to_vec());
     let (_, decoded) = decode_response(ApiKey::Fetch, Bytes::from(joined)).unwrap();
     assert_eq!(decoded, Some(response));
+}
+
+// Goal: a CreatePartitions body that lies is refused with InvalidRequest, keeping the
+// correlation id: an assignment list claiming more entries than the frame holds (no
+// allocation), a body cut inside an assignment, and trailing bytes after the flag.
+#[test]
+fn bad_create_partitions_bodies_are_refused() {
+    let request = Request::CreatePartitions(CreatePartitionsRequest {
+        topics: vec![CreatePartitionsTopic {
+            name: "t".into(),
+            count: 3,
+            assignments: vec![vec![1, 2]],
+        }],
+        validate_only: false,
+    });
+    let frame = encode_request(41, "c", &request).to_vec();
+    // The body ends with: assignments count (u32 1), one list (u32 2, u32 1, u32 2), the
+    // validate_only flag.
+    let outer_count_at = frame.len() - 1 - 4 * 3 - 4;
+    assert_eq!(
+        frame[outer_count_at..outer_count_at + 4],
+        1u32.to_be_bytes()
+    );
+    let mut claims_many = frame.clone();
+    claims_many[outer_count_at..outer_count_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    let mut cut = frame.clone();
+    cut.truncate(frame.len() - 3);
+    let mut trailing = frame.clone();
+    trailing.push(0);
+    for (what, bytes) in [
+        ("too many", claims_many),
+        ("cut", cut),
+        ("trailing", trailing),
+    ] {
+        let error = decode_request(Bytes::from(bytes)).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidRequest, "{what}");
+        assert_eq!(error.header.unwrap().correlation_id, 41, "{what}");
+        assert!(
+            error.message.starts_with("CreatePartitions request"),
+            "{what}: {}",
+            error.message
+        );
+    }
+    let mut bad_flag = frame;
+    let last = bad_flag.len() - 1;
+    bad_flag[last] = 2;
+    assert_eq!(
+        decode_request(Bytes::from(bad_flag)).unwrap_err().code,
+        ErrorCode::InvalidRequest
+    );
 }

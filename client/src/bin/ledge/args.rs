@@ -363,7 +363,7 @@ pub(crate) enum TopicCommand {
     List(ListArgs),
     /// Show a topic's partitions (start and end offsets) and configs
     Describe(DescribeArgs),
-    /// Change a topic's configs
+    /// Change a topic's configs, or add partitions (--partitions N)
     Alter(AlterArgs),
     /// Delete a topic and all its records
     Delete(DeleteArgs),
@@ -442,10 +442,18 @@ pub(crate) struct DescribeArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("change").required(true).multiple(true).args(["configs", "delete_configs"]))]
+#[command(group = clap::ArgGroup::new("change").required(true).multiple(true).args(["partitions", "configs", "delete_configs"]))]
 pub(crate) struct AlterArgs {
     /// Topic name
     pub(crate) name: String,
+    /// Grow the topic to N partitions in all (more than now: partitions are only added;
+    /// keyed records then map to other partitions, as in Kafka)
+    #[arg(long, short, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) partitions: Option<u32>,
+    /// With --partitions in a cluster: the nodes of each new partition, the preferred leader
+    /// first, e.g. 1:2:3 (repeatable, once per new partition; default: placed by the cluster)
+    #[arg(long = "replica-assignment", value_name = "N:N:...", value_parser = parse_replica_list, requires = "partitions")]
+    pub(crate) replica_assignments: Vec<Vec<u32>>,
     /// Set config KEY=VALUE (repeatable)
     #[arg(long = "config", short, value_name = "KEY=VALUE", value_parser = parse_config)]
     pub(crate) configs: Vec<(String, String)>,
@@ -455,6 +463,20 @@ pub(crate) struct AlterArgs {
     /// Only check that the change is valid
     #[arg(long)]
     pub(crate) validate_only: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+/// `1:2:3`: node ids of one partition's replicas.
+fn parse_replica_list(text: &str) -> Result<Vec<u32>, String> {
+    text.split(':')
+        .map(|node| {
+            node.trim().parse::<u32>().map_err(|_| {
+                format!("{node:?} in {text:?} is not a node id (expected N:N:..., e.g. 1:2:3)")
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Args)]
@@ -1013,6 +1035,35 @@ mod tests {
         assert!(Cli::try_parse_from(["ledge", "topic", "alter", "t"]).is_err());
         assert!(
             Cli::try_parse_from(["ledge", "topic", "alter", "t", "--delete-config", "a.b"]).is_ok()
+        );
+        assert!(Cli::try_parse_from(["ledge", "topic", "alter", "t", "--partitions", "4"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["ledge", "topic", "alter", "t", "--partitions", "0"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "ledge",
+                "topic",
+                "alter",
+                "t",
+                "--replica-assignment",
+                "1:2"
+            ])
+            .is_err(),
+            "an assignment needs --partitions"
+        );
+        assert!(
+            Cli::try_parse_from([
+                "ledge",
+                "topic",
+                "alter",
+                "t",
+                "-p",
+                "3",
+                "--replica-assignment",
+                "1:x"
+            ])
+            .is_err()
         );
         assert!(
             Cli::try_parse_from(["ledge", "--ca", "x.pem", "--insecure", "topic", "list"]).is_err()

@@ -1,10 +1,10 @@
 //! `ledge topic ...`: create, list, describe, alter, delete.
 
 use anyhow::Context;
-use ledge_client::{Admin, Client, NewTopic, PartitionDescription};
+use ledge_client::{Admin, Client, NewPartitions, NewTopic, PartitionDescription};
 use serde_json::json;
 
-use crate::args::{Format, TopicCommand};
+use crate::args::{AlterArgs, Format, TopicCommand};
 use crate::output::{format_time, human_bytes, print, table};
 
 pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Result<()> {
@@ -244,35 +244,7 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
                 }
             }
         }
-        TopicCommand::Alter(arguments) => {
-            let name = arguments.name;
-            admin
-                .alter_configs(
-                    &name,
-                    arguments.configs.clone(),
-                    arguments.delete_configs.clone(),
-                    arguments.validate_only,
-                )
-                .await
-                .context("cannot alter topic")?;
-            let mut changes: Vec<String> = arguments
-                .configs
-                .iter()
-                .map(|(key, value)| format!("{key}={value}"))
-                .collect();
-            changes.extend(
-                arguments
-                    .delete_configs
-                    .iter()
-                    .map(|key| format!("{key} (reset to default)")),
-            );
-            let verb = if arguments.validate_only {
-                "Valid change of"
-            } else {
-                "Updated"
-            };
-            print(&format!("{verb} topic {name}: {}.", changes.join(", ")))
-        }
+        TopicCommand::Alter(arguments) => alter(&admin, arguments).await,
         TopicCommand::Delete(arguments) => {
             admin
                 .delete_topics(vec![arguments.name.clone()])
@@ -282,6 +254,84 @@ pub(crate) async fn run(client: &Client, command: TopicCommand) -> anyhow::Resul
         }
         TopicCommand::Reassign(arguments) => crate::operations::reassign(&admin, arguments).await,
     }
+}
+
+/// `topic alter`: added partitions and config changes. With both, both are checked first
+/// (`validate_only`), so a refused one leaves the other undone too.
+async fn alter(admin: &Admin, arguments: AlterArgs) -> anyhow::Result<()> {
+    let name = arguments.name;
+    let grow = arguments.partitions.map(|count| {
+        NewPartitions::increase_to(name.clone(), count)
+            .assignments(arguments.replica_assignments.clone())
+    });
+    let configs_change = !arguments.configs.is_empty() || !arguments.delete_configs.is_empty();
+    let alter_configs = |validate_only| {
+        admin.alter_configs(
+            &name,
+            arguments.configs.clone(),
+            arguments.delete_configs.clone(),
+            validate_only,
+        )
+    };
+    if let Some(grow) = &grow
+        && configs_change
+        && !arguments.validate_only
+    {
+        admin
+            .create_partitions(vec![grow.clone()], true)
+            .await
+            .context("cannot add partitions")?;
+        alter_configs(true).await.context("cannot alter topic")?;
+    }
+    if let Some(grow) = &grow {
+        admin
+            .create_partitions(vec![grow.clone()], arguments.validate_only)
+            .await
+            .context("cannot add partitions")?;
+    }
+    if configs_change {
+        alter_configs(arguments.validate_only)
+            .await
+            .context("cannot alter topic")?;
+    }
+    if arguments.format == Format::Json {
+        let set: serde_json::Map<String, serde_json::Value> = arguments
+            .configs
+            .iter()
+            .map(|(key, value)| (key.clone(), json!(value)))
+            .collect();
+        return print(&serde_json::to_string(&json!({
+            "topic": name,
+            "partitions": arguments.partitions,
+            "replica_assignments": arguments.replica_assignments,
+            "set": set,
+            "deleted": arguments.delete_configs,
+            "changed": !arguments.validate_only,
+        }))?);
+    }
+    let mut changes: Vec<String> = arguments
+        .partitions
+        .map(|count| format!("{count} partitions"))
+        .into_iter()
+        .collect();
+    changes.extend(
+        arguments
+            .configs
+            .iter()
+            .map(|(key, value)| format!("{key}={value}")),
+    );
+    changes.extend(
+        arguments
+            .delete_configs
+            .iter()
+            .map(|key| format!("{key} (reset to default)")),
+    );
+    let verb = if arguments.validate_only {
+        "Valid change of"
+    } else {
+        "Updated"
+    };
+    print(&format!("{verb} topic {name}: {}.", changes.join(", ")))
 }
 
 /// Node ids as `1,2,3`, or `-` for none.

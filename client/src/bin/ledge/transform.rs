@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use ledge_client::{Admin, Client, TransformDescription, TransformSpec};
+use ledge_client::{
+    Admin, Client, TransformDescription, TransformPartition, TransformPartitionStatus,
+    TransformSpec,
+};
 use serde_json::json;
 
 use crate::args::{Format, TransformCommand, TransformDeployArgs};
@@ -165,7 +168,7 @@ fn describe_text(transform: &TransformDescription) -> String {
         (
             "Records",
             format!(
-                "{} in, {} out, {} dead (since the node started)",
+                "{} in, {} out, {} dead (since the nodes running it started)",
                 transform.records_in, transform.records_out, transform.records_dead
             ),
         ),
@@ -189,17 +192,109 @@ fn describe_text(transform: &TransformDescription) -> String {
     for (label, value) in fields {
         text.push_str(&format!("  {:<width$} {value}\n", format!("{label}:")));
     }
-    if transform.positions.is_empty() {
+    if transform.partitions.is_empty() && transform.positions.is_empty() {
         text.push_str("\nNo input partitions.");
         return text;
     }
-    let mut positions = table(&["PARTITION", "POSITION"], &[0, 1]);
-    for (partition, offset) in &transform.positions {
-        positions.add_row(vec![partition.to_string(), offset.to_string()]);
+    if transform.partitions.is_empty() {
+        let mut positions = table(&["PARTITION", "POSITION"], &[0, 1]);
+        for (partition, offset) in &transform.positions {
+            positions.add_row(vec![partition.to_string(), offset.to_string()]);
+        }
+        text.push('\n');
+        text.push_str(&positions.to_string());
+        return text;
+    }
+    // One row per input partition, from the node running it (its leader in a cluster).
+    let mut partitions = table(
+        &[
+            "PARTITION",
+            "NODE",
+            "STATUS",
+            "POSITION",
+            "LAG",
+            "IN",
+            "OUT",
+            "DEAD",
+            "BUSY",
+        ],
+        &[0, 1, 3, 4, 5, 6, 7],
+    );
+    let mut unreachable = Vec::new();
+    for entry in &transform.partitions {
+        let node = entry
+            .node
+            .map_or_else(|| "-".to_string(), |node| node.to_string());
+        let mut row = vec![
+            entry.partition.to_string(),
+            node,
+            entry.status.as_str().to_string(),
+        ];
+        match &entry.status {
+            TransformPartitionStatus::Running {
+                position,
+                lag,
+                records_in,
+                records_out,
+                records_dead,
+                busy,
+            } => row.extend([
+                position.to_string(),
+                lag.to_string(),
+                records_in.to_string(),
+                records_out.to_string(),
+                records_dead.to_string(),
+                human_duration(*busy),
+            ]),
+            status => {
+                if let TransformPartitionStatus::Unreachable(why) = status {
+                    unreachable.push(format!("partition {}: {why}", entry.partition));
+                }
+                let position = transform
+                    .positions
+                    .get(&entry.partition)
+                    .map_or_else(|| "-".to_string(), i64::to_string);
+                row.push(position);
+                row.extend(std::iter::repeat_n("-".to_string(), 5));
+            }
+        }
+        partitions.add_row(row);
     }
     text.push('\n');
-    text.push_str(&positions.to_string());
+    text.push_str(&partitions.to_string());
+    if !unreachable.is_empty() {
+        text.push_str("\n\n");
+        text.push_str(&unreachable.join("\n"));
+    }
     text
+}
+
+fn partition_json(entry: &TransformPartition) -> serde_json::Value {
+    let mut value = json!({
+        "partition": entry.partition,
+        "node": entry.node,
+        "status": entry.status.as_str(),
+    });
+    match &entry.status {
+        TransformPartitionStatus::Running {
+            position,
+            lag,
+            records_in,
+            records_out,
+            records_dead,
+            busy,
+        } => {
+            value["position"] = json!(position);
+            value["lag"] = json!(lag);
+            value["records_in"] = json!(records_in);
+            value["records_out"] = json!(records_out);
+            value["records_dead"] = json!(records_dead);
+            value["busy_us"] = json!(u64::try_from(busy.as_micros()).unwrap_or(u64::MAX));
+        }
+        TransformPartitionStatus::Unreachable(why) => value["error"] = json!(why),
+        _ => {}
+    }
+    value
 }
 
 fn describe_json(transform: &TransformDescription) -> serde_json::Value {
@@ -225,6 +320,7 @@ fn describe_json(transform: &TransformDescription) -> serde_json::Value {
             "partition": partition,
             "offset": offset,
         })).collect::<Vec<_>>(),
+        "partitions": transform.partitions.iter().map(partition_json).collect::<Vec<_>>(),
     })
 }
 
@@ -267,6 +363,27 @@ mod tests {
             lag: 7,
             busy: Duration::from_micros(1500),
             positions: BTreeMap::from([(0, 3), (1, 5)]),
+            partitions: vec![
+                TransformPartition {
+                    partition: 0,
+                    node: Some(2),
+                    status: TransformPartitionStatus::Running {
+                        position: 3,
+                        lag: 4,
+                        records_in: 6,
+                        records_out: 3,
+                        records_dead: 1,
+                        busy: Duration::from_micros(900),
+                    },
+                },
+                TransformPartition {
+                    partition: 1,
+                    node: Some(3),
+                    status: TransformPartitionStatus::Unreachable(
+                        "node 3 did not answer: connection refused".into(),
+                    ),
+                },
+            ],
         }
     }
 
@@ -296,6 +413,9 @@ mod tests {
             "1.5 ms",
             "paused by an operator",
             "PARTITION",
+            "NODE",
+            "unreachable",
+            "partition 1: node 3 did not answer: connection refused",
         ] {
             assert!(
                 text.contains(expected),
@@ -307,6 +427,24 @@ mod tests {
         assert_eq!(json["busy_us"], 1500);
         assert_eq!(json["positions"][1], json!({"partition": 1, "offset": 5}));
         assert_eq!(json["params"], json!({"threshold": "1000"}));
+        assert_eq!(
+            json["partitions"][0],
+            json!({"partition": 0, "node": 2, "status": "running", "position": 3, "lag": 4,
+                   "records_in": 6, "records_out": 3, "records_dead": 1, "busy_us": 900})
+        );
+        assert_eq!(json["partitions"][1]["status"], "unreachable");
+        assert_eq!(json["partitions"][1]["node"], 3);
+        // The row of the partition whose node did not answer still shows the node and the
+        // known position, and no figures.
+        let text = describe_text(&described());
+        let row = text
+            .lines()
+            .find(|line| line.trim_start().starts_with("1 "))
+            .unwrap_or_else(|| panic!("no row for partition 1:\n{text}"));
+        assert!(
+            row.contains('3') && row.contains("unreachable") && row.contains('5'),
+            "{row}"
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ struct MovableLeaders {
     broker: Mutex<Weak<Broker<SimDisk>>>,
     leaders: Mutex<BTreeMap<u32, NodeId>>,
     positions: Arc<Mutex<BTreeMap<u32, i64>>>,
+    /// Replicated high watermarks of input partitions, where the test sets one.
+    bounds: Mutex<BTreeMap<u32, tokio::sync::watch::Sender<i64>>>,
 }
 
 impl TransformLink for MovableLeaders {
@@ -46,6 +48,22 @@ impl TransformLink for MovableLeaders {
         } else {
             Some(THIS_NODE)
         }
+    }
+
+    fn read_bound(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<tokio::sync::watch::Receiver<i64>>, LinkError> {
+        if topic != "in" {
+            return Ok(None);
+        }
+        Ok(self
+            .bounds
+            .lock()
+            .unwrap()
+            .get(&partition)
+            .map(tokio::sync::watch::Sender::subscribe))
     }
 
     fn append(
@@ -144,52 +162,98 @@ async fn until(broker: &Broker<SimDisk>, what: &str, done: impl Fn() -> bool) {
     panic!("never: {what}");
 }
 
+/// A broker on a simulated disk with topics `in` and `out` (2 partitions each) and the
+/// `copy` transform (in -> out), recorded before the runner starts (as a node's mirror
+/// does), then linked to `link` and started.
+async fn broker_with_copy(link: &Arc<MovableLeaders>) -> Arc<Broker<SimDisk>> {
+    let disk = SimDisk::new(13);
+    let mut config = BrokerConfig::default();
+    config.transforms.idle_wait = Duration::from_millis(20);
+    config.transforms.retry_backoff = Duration::from_millis(20);
+    let broker = Arc::new(
+        Broker::open(
+            disk.clone(),
+            Path::new("/data"),
+            config,
+            Arc::new(SimClock::new(1_000_000)),
+        )
+        .await
+        .unwrap(),
+    );
+    for name in ["in", "out"] {
+        broker
+            .registry
+            .create_topic(name, 2, &BTreeMap::new())
+            .await
+            .unwrap();
+    }
+    broker
+        .transforms()
+        .deploy(DeclaredTransform {
+            name: "copy".into(),
+            kind: PluginKind::Filter,
+            module: Bytes::from(Wat::default().module()),
+            input: "in".into(),
+            output: "out".into(),
+            params: BTreeMap::new(),
+            on_error: OnError::Skip,
+            dead_letter_topic: String::new(),
+        })
+        .await
+        .unwrap();
+    *link.broker.lock().unwrap() = Arc::downgrade(&broker);
+    assert!(broker.transforms().set_link(link.clone()));
+    broker.transforms().start().await;
+    broker
+}
+
+// Goal (issue 13, a transform on a leader): a task reads its input only below the
+// replicated high watermark, never the leader's own log end: records a failover may still
+// truncate are not transformed (their output would outlive them). Method: the link gives
+// input partition 0 a replicated high watermark of 5 while the log holds 10 records; the
+// task commits 5 and has written exactly those; raised to 10, the rest follows. Without the
+// bound the task reads all 10 at once and never stops at 5.
+#[test]
+fn a_transform_reads_its_input_only_below_the_replicated_high_watermark() {
+    runtime().block_on(async {
+        let link = Arc::new(MovableLeaders {
+            broker: Mutex::new(Weak::new()),
+            leaders: Mutex::new(BTreeMap::from([(0, THIS_NODE), (1, OTHER_NODE)])),
+            positions: Arc::new(Mutex::new(BTreeMap::new())),
+            bounds: Mutex::new(BTreeMap::from([(0, tokio::sync::watch::channel(5).0)])),
+        });
+        let broker = broker_with_copy(&link).await;
+        for values in [0..5, 5..10] {
+            let produced =
+                super::super::tests::produce(&broker, "in", 0, batch(values), Acks::All).await;
+            assert_eq!(produced.error, ErrorCode::None, "{}", produced.message);
+        }
+        assert_eq!(end_of(&broker, "in", 0), 10);
+        until(&broker, "the records below the bound transformed", || {
+            link.positions.lock().unwrap().get(&0) == Some(&5)
+        })
+        .await;
+        assert_eq!(end_of(&broker, "out", 0), 5);
+        link.bounds.lock().unwrap()[&0].send_replace(10);
+        until(&broker, "the rest transformed once replicated", || {
+            link.positions.lock().unwrap().get(&0) == Some(&10)
+        })
+        .await;
+        assert_eq!(end_of(&broker, "out", 0), 10);
+        broker.transforms().stop();
+    });
+}
+
 #[test]
 fn transform_tasks_run_where_the_input_is_led_and_resume_from_the_committed_position() {
     runtime().block_on(async {
-        let disk = SimDisk::new(13);
-        let mut config = BrokerConfig::default();
-        config.transforms.idle_wait = Duration::from_millis(20);
-        config.transforms.retry_backoff = Duration::from_millis(20);
-        let broker = Arc::new(
-            Broker::open(
-                disk.clone(),
-                Path::new("/data"),
-                config,
-                Arc::new(SimClock::new(1_000_000)),
-            )
-            .await
-            .unwrap(),
-        );
-        for name in ["in", "out"] {
-            broker
-                .registry
-                .create_topic(name, 2, &BTreeMap::new())
-                .await
-                .unwrap();
-        }
-        // Recorded before the runner starts (as a node's mirror does), then linked.
-        broker
-            .transforms()
-            .deploy(DeclaredTransform {
-                name: "copy".into(),
-                kind: PluginKind::Filter,
-                module: Bytes::from(Wat::default().module()),
-                input: "in".into(),
-                output: "out".into(),
-                params: BTreeMap::new(),
-                on_error: OnError::Skip,
-                dead_letter_topic: String::new(),
-            })
-            .await
-            .unwrap();
         let link = Arc::new(MovableLeaders {
-            broker: Mutex::new(Arc::downgrade(&broker)),
+            broker: Mutex::new(Weak::new()),
             leaders: Mutex::new(BTreeMap::from([(0, THIS_NODE), (1, OTHER_NODE)])),
             positions: Arc::new(Mutex::new(BTreeMap::new())),
+            bounds: Mutex::new(BTreeMap::new()),
         });
-        assert!(broker.transforms().set_link(link.clone()));
-        broker.transforms().start().await;
+        let broker = broker_with_copy(&link).await;
         for partition in 0..2 {
             let produced =
                 super::super::tests::produce(&broker, "in", partition, batch(0..10), Acks::All)

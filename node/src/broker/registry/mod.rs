@@ -347,6 +347,26 @@ pub enum AddPartitionsError {
         /// The name.
         topic: String,
     },
+    /// Fewer partitions than now: partitions are never removed (Kafka's rule).
+    #[error(
+        "cannot shrink {topic} from {current} to {asked} partitions: Kafka and Ledge only add partitions"
+    )]
+    Shrink {
+        /// The topic.
+        topic: String,
+        /// Its partitions now.
+        current: u32,
+        /// The count asked for.
+        asked: u32,
+    },
+    /// As many partitions as now: nothing to add (Kafka refuses it too).
+    #[error("topic {topic} already has {current} partitions; ask for more to add some")]
+    Unchanged {
+        /// The topic.
+        topic: String,
+        /// Its partitions now.
+        current: u32,
+    },
     /// The partition count is refused.
     #[error(transparent)]
     PartitionCount(#[from] PartitionCountError),
@@ -1353,7 +1373,50 @@ impl<D: Disk> TopicRegistry<D> {
         Some(failed)
     }
 
-    /// Grows a topic to `partitions` partitions.
+    /// Checks what [`Self::add_partitions`] would do, without changing anything
+    /// (`validate_only`).
+    pub fn validate_add_partitions(
+        &self,
+        name: &str,
+        partitions: u32,
+    ) -> Result<(), AddPartitionsError> {
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| AddPartitionsError::UnknownTopic {
+                topic: name.to_string(),
+            })?;
+        self.check_add_partitions(&topic, name, partitions)
+            .map(drop)
+    }
+
+    /// The topic's partition count now, if growing it to `partitions` is allowed: more
+    /// than now, within the limits.
+    fn check_add_partitions(
+        &self,
+        topic: &Topic<D>,
+        name: &str,
+        partitions: u32,
+    ) -> Result<u32, AddPartitionsError> {
+        let current = read(&topic.partitions).len() as u32;
+        if partitions < current {
+            return Err(AddPartitionsError::Shrink {
+                topic: name.to_string(),
+                current,
+                asked: partitions,
+            });
+        }
+        if partitions == current {
+            return Err(AddPartitionsError::Unchanged {
+                topic: name.to_string(),
+                current,
+            });
+        }
+        self.check_partition_count(name, partitions, partitions - current)?;
+        Ok(current)
+    }
+
+    /// Grows a topic to `partitions` partitions (more than now: partitions are never
+    /// removed).
     pub async fn add_partitions(
         &self,
         name: &str,
@@ -1364,8 +1427,7 @@ impl<D: Disk> TopicRegistry<D> {
         };
         let mut store = self.admin.lock().await;
         let topic = self.topic(name).ok_or_else(unknown)?;
-        let current = read(&topic.partitions).len() as u32;
-        self.check_partition_count(name, partitions, partitions.saturating_sub(current))?;
+        let current = self.check_add_partitions(&topic, name, partitions)?;
         let config = read(&topic.config).clone();
         let added = self
             .open_partitions(name, current..partitions, &config)

@@ -60,6 +60,18 @@ pub trait TransformLink: Send + Sync {
     /// partition).
     fn leader(&self, topic: &str, partition: u32) -> Option<NodeId>;
 
+    /// How far a task may read `topic`/`partition` here, as a watch: the replicated high
+    /// watermark where this node leads it (a record above it is on too few replicas and a
+    /// failover may still truncate it, so output made from it could outlive its input, as
+    /// a consumer fetch never sees it either); `None` where replication does not manage the
+    /// partition (the log's own high watermark then). Refused where this node does not lead
+    /// it.
+    fn read_bound(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<tokio::sync::watch::Receiver<i64>>, LinkError>;
+
     /// Appends `batch` (one record batch, no producer id) to `topic`/`partition` on its
     /// leader with `acks=all` (through the leader's produce path: its role and epoch checks,
     /// the topic's produce filter); answered with the batch's base offset once the

@@ -38,7 +38,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ledge_protocol::wire::{ErrorCode, PartitionOffset, TransformDescription};
+use ledge_protocol::wire::{
+    ErrorCode, PartitionOffset, TransformDescription, TransformPartitionStatus,
+};
 use ledge_protocol::{EncodeError, EncodeOptions, Record, encode_batch};
 use tokio::sync::{Notify, broadcast, watch};
 
@@ -218,10 +220,35 @@ struct TransformStats {
     busy_us: AtomicU64,
     last_error: Mutex<String>,
     positions: Mutex<BTreeMap<u32, i64>>,
+    /// The same counters per input partition, for a describe that shows each partition
+    /// with the node running it.
+    partitions: Mutex<BTreeMap<u32, PartitionCounters>>,
     breaker: Mutex<BreakerWindow>,
 }
 
+/// A transform's counters for one input partition on this node.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PartitionCounters {
+    records_in: u64,
+    records_out: u64,
+    records_dead: u64,
+    busy_us: u64,
+}
+
 impl TransformStats {
+    /// Adds to the counters of `partition` (the transform's totals are counted apart).
+    fn count(&self, partition: u32, add: PartitionCounters) {
+        let mut partitions = self
+            .partitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counters = partitions.entry(partition).or_default();
+        counters.records_in = counters.records_in.saturating_add(add.records_in);
+        counters.records_out = counters.records_out.saturating_add(add.records_out);
+        counters.records_dead = counters.records_dead.saturating_add(add.records_dead);
+        counters.busy_us = counters.busy_us.saturating_add(add.busy_us);
+    }
+
     fn set_error(&self, message: String) {
         *self
             .last_error
@@ -247,6 +274,8 @@ pub(crate) struct TransformHandles<D: Disk> {
     groups: Arc<GroupService>,
     clock: Arc<dyn Clock>,
     limits: TransformLimits,
+    /// This node's id (`node_id` of the config), named in each partition a describe shows.
+    node_id: u32,
     /// The running transforms; a task that stops its transform tells the others here.
     running: Mutex<BTreeMap<String, RunningTransform>>,
     /// In a `[cluster]`: where tasks run, outputs go, positions are kept and definitions
@@ -352,6 +381,7 @@ impl<D: Disk> TransformRunner<D> {
         groups: Arc<GroupService>,
         clock: Arc<dyn Clock>,
         limits: TransformLimits,
+        node_id: u32,
     ) -> Self {
         Self {
             handles: Arc::new(TransformHandles {
@@ -360,6 +390,7 @@ impl<D: Disk> TransformRunner<D> {
                 groups,
                 clock,
                 limits,
+                node_id,
                 running: Mutex::new(BTreeMap::new()),
                 link: OnceLock::new(),
             }),
@@ -800,7 +831,21 @@ impl<D: Disk> TransformRunner<D> {
     ) -> TransformDescription {
         let running = self.running();
         let stats = running.get(name).map(|running| Arc::clone(&running.stats));
+        let runs_here: std::collections::BTreeSet<u32> = running
+            .get(name)
+            .map(|running| running.tasks.keys().copied().collect())
+            .unwrap_or_default();
         drop(running);
+        let counters = stats
+            .as_ref()
+            .map(|stats| {
+                stats
+                    .partitions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .unwrap_or_default();
         let (state, mut last_error) = match &definition.stopped {
             Some(stopped) => (stopped.state.clone(), stopped.reason.clone()),
             None if stats.is_some() => ("running".to_string(), String::new()),
@@ -857,13 +902,25 @@ impl<D: Disk> TransformRunner<D> {
                 .or_else(|| committed.get(&partition).copied())
                 .unwrap_or_else(|| log.log_start_offset());
             // A stored position can be anything `__consumer_offsets` holds: no overflow.
-            description.lag = description.lag.saturating_add(
-                u64::try_from(log.high_watermark().saturating_sub(position)).unwrap_or(0),
-            );
+            let lag = u64::try_from(log.high_watermark().saturating_sub(position)).unwrap_or(0);
+            description.lag = description.lag.saturating_add(lag);
             description.positions.push(PartitionOffset {
                 partition,
                 offset: position,
             });
+            if runs_here.contains(&partition) {
+                let counters = counters.get(&partition).copied().unwrap_or_default();
+                description.partitions.push(TransformPartitionStatus {
+                    partition,
+                    node_id: self.handles.node_id,
+                    position,
+                    lag,
+                    records_in: counters.records_in,
+                    records_out: counters.records_out,
+                    records_dead: counters.records_dead,
+                    busy_us: counters.busy_us,
+                });
+            }
         }
         if let Some(stats) = stats {
             description.records_in = stats.records_in.load(Ordering::Relaxed);

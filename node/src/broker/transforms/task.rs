@@ -13,7 +13,9 @@ use tokio::task::JoinError;
 
 use super::bisect::bisect;
 use super::route::{IterationOutput, Route, Routed};
-use super::{LinkError, OnError, TransformHandles, TransformStats, TransformVersion};
+use super::{
+    LinkError, OnError, PartitionCounters, TransformHandles, TransformStats, TransformVersion,
+};
 use crate::broker::metadata::{StoppedReason, StoredTransform};
 use crate::broker::registry::LookupError;
 use crate::groups::service::OffsetsLogError;
@@ -31,6 +33,10 @@ pub(super) enum TaskError {
     /// Reading the input failed.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// In a cluster: this node does not lead the input partition now (the task ends when
+    /// the runner sees the new leader).
+    #[error("reading the input: {0}")]
+    NotLeading(LinkError),
     /// A stored input batch's framing does not parse.
     #[error("input batch unreadable: {0}")]
     Unreadable(BatchError),
@@ -226,9 +232,28 @@ impl<D: Disk> PartitionTask<D> {
                 start
             }
         };
-        let watch = log.subscribe_high_watermark();
+        // In a cluster, input is read only below the replicated high watermark (what an
+        // acks=all consumer may see): a record above it may be truncated by a failover, and
+        // output made from it would stay while its input is gone.
+        let bound = match handles.link.get() {
+            Some(link) => link
+                .read_bound(input, self.partition)
+                .map_err(TaskError::NotLeading)?,
+            None => None,
+        };
+        let watch = match &bound {
+            Some(bound) => bound.clone(),
+            None => log.subscribe_high_watermark(),
+        };
         let read = match log.read(start, handles.limits.read_bytes_max).await {
-            Ok(read) => read,
+            Ok(mut read) => {
+                if let Some(bound) = &bound {
+                    let high_watermark = *bound.borrow();
+                    read.bytes =
+                        crate::broker::fetch::below_high_watermark(read.bytes, high_watermark);
+                }
+                read
+            }
             Err(ReadError::OffsetOutOfRange {
                 log_start_offset, ..
             }) if start < log_start_offset => {
@@ -334,16 +359,21 @@ impl<D: Disk> PartitionTask<D> {
                     .await
                 }
             };
-            self.stats.busy_us.fetch_add(
-                u64::try_from(
-                    handles
-                        .clock
-                        .now()
-                        .saturating_duration_since(began)
-                        .as_micros(),
-                )
-                .unwrap_or(u64::MAX),
-                Ordering::Relaxed,
+            let busy_us = u64::try_from(
+                handles
+                    .clock
+                    .now()
+                    .saturating_duration_since(began)
+                    .as_micros(),
+            )
+            .unwrap_or(u64::MAX);
+            self.stats.busy_us.fetch_add(busy_us, Ordering::Relaxed);
+            self.stats.count(
+                self.partition,
+                PartitionCounters {
+                    busy_us,
+                    ..PartitionCounters::default()
+                },
             );
             let records = opened.records.get(range).unwrap_or_default();
             let route = Route {
@@ -427,6 +457,15 @@ async fn write_chunk<D: Disk>(
     stats
         .records_dead
         .fetch_add(output.failed, Ordering::Relaxed);
+    stats.count(
+        partition,
+        PartitionCounters {
+            records_in: output.records_in,
+            records_out: output.records_out,
+            records_dead: output.failed,
+            busy_us: 0,
+        },
+    );
     if let Some(message) = output.last_error.clone() {
         stats.set_error(message);
     }

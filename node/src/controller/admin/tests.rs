@@ -150,6 +150,7 @@ async fn admin_requests_are_decided_and_applied_before_the_answer() {
         .submit(AdminRequest::CreatePartitions {
             name: "orders".to_owned(),
             partitions: 8,
+            assignments: Vec::new(),
         })
         .await
         .unwrap();
@@ -268,6 +269,7 @@ async fn the_controller_checks_requests_itself() {
             AdminRequest::CreatePartitions {
                 name: "huge".to_owned(),
                 partitions: u32::MAX,
+                assignments: Vec::new(),
             },
             AdminRefusal::InvalidPartitions,
         ),

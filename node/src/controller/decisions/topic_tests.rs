@@ -136,13 +136,13 @@ fn config_changes_are_checked_against_the_replication_factor() {
 }
 
 // Goal: added partitions keep the topic's replication factor, are placed round-robin over
-// the live nodes (every node leads some), number on from the current count; shrinking is
-// refused and growing to the current count proposes nothing.
+// the live nodes (every node leads some), number on from the current count; shrinking, and
+// growing to the current count, are refused with InvalidPartitions (Kafka's rule).
 #[test]
 fn added_partitions_are_placed_like_created_ones() {
     let (logic, mut image) = cluster(3);
     create(&logic, &mut image, "orders", 2);
-    let records = logic.create_partitions(&image, "orders", 6).unwrap();
+    let records = logic.create_partitions(&image, "orders", 6, &[]).unwrap();
     commit(&mut image, &records);
     let partitions = &image.topics["orders"].partitions;
     assert_eq!(partitions.len(), 6);
@@ -154,19 +154,77 @@ fn added_partitions_are_placed_like_created_ones() {
         *leaders.entry(state.leader.unwrap()).or_insert(0) += 1;
     }
     assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
-    assert!(
-        logic
-            .create_partitions(&image, "orders", 6)
-            .unwrap()
-            .is_empty()
-    );
-    let error = logic.create_partitions(&image, "orders", 3).unwrap_err();
+    let error = logic
+        .create_partitions(&image, "orders", 6, &[])
+        .unwrap_err();
     assert!(matches!(error, ControllerError::InvalidPartitions(_)));
-    assert!(error.to_string().contains("never removed"), "{error}");
+    assert!(error.to_string().contains("already has 6"), "{error}");
+    let error = logic
+        .create_partitions(&image, "orders", 3, &[])
+        .unwrap_err();
+    assert!(matches!(error, ControllerError::InvalidPartitions(_)));
+    assert_eq!(
+        error.to_string(),
+        "cannot shrink orders from 6 to 3 partitions: Kafka and Ledge only add partitions"
+    );
     assert!(matches!(
-        logic.create_partitions(&image, "missing", 3),
+        logic.create_partitions(&image, "missing", 3, &[]),
         Err(ControllerError::UnknownTopicOrPartition(_))
     ));
+}
+
+// Goal: explicit assignments place each new partition on the nodes named, led by the first;
+// a wrong count of lists, a list of another length than the replication factor, a node
+// listed twice, an unregistered or a fenced node are refused with InvalidReplicaAssignment
+// and propose nothing.
+#[test]
+fn added_partitions_follow_valid_assignments_and_refuse_bad_ones() {
+    let (logic, mut image) = cluster(3);
+    let request = CreateTopicRequest {
+        name: "orders".to_owned(),
+        topic_id: TopicId::derive(1, "orders"),
+        partitions: 1,
+        replication_factor: Some(2),
+        configs: BTreeMap::new(),
+    };
+    let records = logic.create_topic(&image, &request).unwrap();
+    commit(&mut image, &records);
+    let bad: [(&[Vec<u32>], &str); 4] = [
+        (
+            &[vec![1, 2]],
+            "1 assignment(s) given for 2 new partition(s)",
+        ),
+        (&[vec![1, 2], vec![3]], "1 replica(s) [3]"),
+        (&[vec![1, 2], vec![3, 3]], "node 3 is listed twice"),
+        (&[vec![1, 2], vec![3, 9]], "node 9 is not registered"),
+    ];
+    for (assignments, expected) in bad {
+        let error = logic
+            .create_partitions(&image, "orders", 3, assignments)
+            .unwrap_err();
+        assert!(
+            matches!(error, ControllerError::InvalidReplicaAssignment(_)),
+            "{error}"
+        );
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+    let records = logic
+        .create_partitions(&image, "orders", 3, &[vec![3, 1], vec![2, 3]])
+        .unwrap();
+    commit(&mut image, &records);
+    let partitions = &image.topics["orders"].partitions;
+    assert_eq!(partitions.len(), 3);
+    assert_eq!(partitions[1].replicas, vec![3, 1]);
+    assert_eq!(partitions[1].leader, Some(3));
+    assert_eq!(partitions[1].isr, vec![3, 1]);
+    assert_eq!(partitions[2].replicas, vec![2, 3]);
+    assert_eq!(partitions[2].leader, Some(2));
+
+    image.nodes.get_mut(&2).unwrap().fenced = true;
+    let error = logic
+        .create_partitions(&image, "orders", 4, &[vec![2, 1]])
+        .unwrap_err();
+    assert!(error.to_string().contains("node 2 is not alive"), "{error}");
 }
 
 // Goal: topic ids parse back from their text and differ by index and name.

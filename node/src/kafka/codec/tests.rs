@@ -275,3 +275,43 @@ fn a_metadata_request_claiming_two_billion_topics_is_an_error() {
     let error = decode_request(frame.freeze()).unwrap_err();
     assert!(matches!(error, DecodeError::Body { .. }), "{error}");
 }
+
+/// Flexible versions (request header v2): a tagged field whose size runs past the frame,
+/// and a tagged-field count far beyond it, are errors.
+#[test]
+fn bad_tagged_fields_are_errors() {
+    let prefix = |frame: &mut BytesMut| {
+        frame.put_i16(ApiKey::Metadata as i16);
+        frame.put_i16(12);
+        frame.put_i32(1);
+        frame.put_i16(-1); // null client id
+    };
+    // One tagged field (tag 0) claiming 100 bytes, with 2 present.
+    let mut frame = BytesMut::new();
+    prefix(&mut frame);
+    frame.put_slice(&[1, 0, 100, 0xaa, 0xbb]);
+    assert!(matches!(
+        decode_request(frame.freeze()),
+        Err(DecodeError::Header { .. })
+    ));
+    // 2^32 - 1 tagged fields announced, none present.
+    let mut frame = BytesMut::new();
+    prefix(&mut frame);
+    frame.put_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    assert!(matches!(
+        decode_request(frame.freeze()),
+        Err(DecodeError::Header { .. })
+    ));
+    // A valid header, then a body whose tagged section claims more than is left.
+    let mut frame = BytesMut::new();
+    prefix(&mut frame);
+    frame.put_u8(0); // header: no tagged fields
+    frame.put_u8(1); // topics: compact array of 0 entries
+    frame.put_u8(0); // allow_auto_topic_creation
+    frame.put_u8(0); // include_topic_authorized_operations
+    frame.put_slice(&[1, 5, 200]); // one tagged field, tag 5, 200 bytes: absent
+    assert!(matches!(
+        decode_request(frame.freeze()),
+        Err(DecodeError::Body { .. })
+    ));
+}

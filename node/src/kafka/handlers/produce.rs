@@ -26,6 +26,32 @@ fn acks(value: i16) -> Option<Acks> {
     }
 }
 
+/// Bytes of a batch before its `magic` byte, and of the fields before its length counts.
+const MAGIC_AT: usize = 16;
+const LENGTH_AT: usize = 8;
+const LOG_OVERHEAD: usize = 12;
+
+/// Whether a batch in `records` has a magic byte other than 2: a message set of Kafka
+/// before 0.11, which Kafka answers INVALID_RECORD on Produce v3+ (a client would retry
+/// the node's CORRUPT_MESSAGE in vain). Framing errors are left to the node's checks.
+fn old_format(records: &[u8]) -> bool {
+    let mut position = 0usize;
+    while let Some(magic) = records.get(position + MAGIC_AT) {
+        if *magic != 2 {
+            return true;
+        }
+        let Some(length) = records
+            .get(position + LENGTH_AT..position + LOG_OVERHEAD)
+            .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok())
+            .and_then(|bytes| usize::try_from(i32::from_be_bytes(bytes)).ok())
+        else {
+            return false;
+        };
+        position = position.saturating_add(LOG_OVERHEAD).saturating_add(length);
+    }
+    false
+}
+
 /// Where one requested partition's answer comes from.
 enum Outcome {
     /// Refused here, before the broker: this code and message.
@@ -74,6 +100,10 @@ pub async fn produce<D: Disk>(
                 (None, Some(_), None) => Outcome::Refused(
                     ResponseError::CorruptMessage.code(),
                     "null records: a produce carries record batches",
+                ),
+                (None, Some(_), Some(records)) if old_format(records) => Outcome::Refused(
+                    ResponseError::InvalidRecord.code(),
+                    "only record batch v2 (magic 2) is accepted",
                 ),
                 (None, Some(index), Some(records)) => {
                     partitions.push(wire::ProducePartition {

@@ -307,6 +307,9 @@ struct Cluster {
     disks: BTreeMap<NodeId, SimDisk>,
 }
 
+/// The tests' `damaged_retention`: short, so paused time does not run the cluster for days.
+const DAMAGED_RETENTION: Duration = Duration::from_secs(600);
+
 fn settings(node_id: NodeId) -> ReplicationSettings {
     ReplicationSettings {
         node_id,
@@ -315,6 +318,8 @@ fn settings(node_id: NodeId) -> ReplicationSettings {
         replica_fetch_wait_max: Duration::from_millis(500),
         replica_fetch_response_bytes_max: REPLICA_FETCH_RESPONSE_BYTES_MAX_DEFAULT,
         replica_fetch_partition_bytes_max: 4096,
+        high_watermark_checkpoint_interval: Duration::from_secs(5),
+        damaged_retention: DAMAGED_RETENTION,
     }
 }
 
@@ -1209,4 +1214,344 @@ async fn the_only_in_sync_leader_meeting_a_damaged_batch_stays_online() {
     assert!(cluster.logs[&1].partition_log(TOPIC, 0).is_some());
     assert_eq!(cluster.logs[&1].damaged(TOPIC, 0), None);
     assert_eq!(cluster.controller.partition().leader, Some(1));
+}
+
+// Goal (issue 13 item 4, damage found on the read path): a leader whose consumer read meets
+// a damaged batch never serves it and hands over: the verified read stops before the bad
+// batch, the leader takes its log offline (acks=all and reads refused at once), the
+// controller elects another ISR member and drops it from the ISR, and the old leader is
+// cut at the damage, refetches and rejoins the ISR with the same batches as the others.
+// Method: the broker's consumer path (`broker::fetch`'s `leader_read`) is the verified
+// read plus `handle_leader_damage`, called here the same way on three managers.
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_consumer_read_meets_a_damaged_batch_hands_over_and_is_repaired() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..8 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    let acknowledged = stored(&cluster.log(2)).await;
+    assert!(cluster.disks[&1].corrupt_bit(&first_segment(1), inside_batch(5), 1));
+    // A consumer reading from the start: the intact prefix only, and the damage named.
+    let read = cluster.log(1).read_verified(0, 1 << 20).await.unwrap();
+    let damage = read.damage.expect("the flipped batch is found");
+    assert_eq!(damage.offset, 5);
+    assert_eq!(read.end_offset, 5);
+    let action = cluster.managers[&1]
+        .handle_leader_damage(TOPIC, 0, damage.offset, &damage.reason)
+        .await;
+    assert_eq!(action, damage_repair::LeaderDamageAction::HandOver);
+    // Offline at once: nothing more is served or acknowledged from the damaged log.
+    assert!(cluster.logs[&1].damaged(TOPIC, 0).is_some());
+    cluster
+        .until("another ISR member leads", |cluster| {
+            cluster
+                .controller
+                .partition()
+                .leader
+                .is_some_and(|leader| leader != 1)
+        })
+        .await;
+    // Not a leader's bound any more (the broker answers `NotLeaderOrFollower` for a placed
+    // partition without one).
+    assert!(!matches!(
+        cluster.managers[&1].consumer_bound(TOPIC, 0),
+        Ok(Some(_))
+    ));
+    let after = cluster.controller.partition();
+    assert!(
+        !after.isr.contains(&1) && !after.elr.contains(&1),
+        "{after:?}"
+    );
+    cluster
+        .until("node 1 repaired and back in the ISR", |cluster| {
+            cluster.controller.partition().isr.len() == 3
+        })
+        .await;
+    let leader = cluster.controller.partition().leader.unwrap();
+    cluster
+        .until("node 1 has the new leader's log", |cluster| {
+            cluster.logs[&1]
+                .partition_log(TOPIC, 0)
+                .is_some_and(|log| log.high_watermark() == cluster.log(leader).high_watermark())
+        })
+        .await;
+    assert_eq!(stored(&cluster.log(1)).await, acknowledged);
+    assert_eq!(kept_aside(&cluster.disks[&1], 1).await.len(), 1);
+}
+
+// Goal (issue 13 item 4): a leader whose background verifier finds a damaged batch in a
+// sealed segment hands over even if nobody reads it: its timers see the damage, the log goes
+// offline, the controller elects another ISR member, and the old leader is cut, refetches
+// and rejoins with the others' log.
+#[tokio::test(start_paused = true)]
+async fn a_leader_the_verifier_finds_damaged_hands_over_and_is_repaired() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..80 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    let leader_log = cluster.log(1);
+    assert!(
+        leader_log.segment_count() >= 2,
+        "the first segment is not sealed"
+    );
+    let position = inside_batch(10) - ledge_protocol::BATCH_HEADER_BYTES - 3;
+    assert!(cluster.disks[&1].corrupt_bit(&first_segment(1), inside_batch(10), 4));
+    leader_log.report_damage(crate::storage::verify::SegmentDamage {
+        path: first_segment(1),
+        segment_base: 0,
+        position: position as u64,
+        first_offset: 10,
+        reason: "CRC-32C mismatch (test)".to_owned(),
+        found_ms: 0,
+    });
+    let mut handed_over = false;
+    cluster
+        .until(
+            "node 1 handed over, repaired and back in the ISR",
+            |cluster| {
+                let partition = cluster.controller.partition();
+                handed_over |= partition.leader != Some(1) && !partition.isr.contains(&1);
+                handed_over && partition.isr.len() == 3
+            },
+        )
+        .await;
+    let leader = cluster.controller.partition().leader.unwrap();
+    cluster
+        .until("node 1 has the new leader's log", |cluster| {
+            cluster.logs[&1]
+                .partition_log(TOPIC, 0)
+                .is_some_and(|log| log.high_watermark() == cluster.log(leader).high_watermark())
+        })
+        .await;
+    assert_eq!(
+        stored(&cluster.log(1)).await,
+        stored(&cluster.log(leader)).await
+    );
+    assert!(kept_aside(&cluster.disks[&1], 1).await.len() >= 2);
+}
+
+/// A new driver for node `node` over its log, as a restart makes one (nothing in memory),
+/// with the checkpoint in `/node-<node>` read first if `checkpoint` (written back if
+/// `writable`); the image is applied, not followed.
+async fn restarted_manager(
+    cluster: &Cluster,
+    node: NodeId,
+    checkpoint: bool,
+    writable: bool,
+) -> Manager {
+    let manager = ReplicaManager::new(
+        settings(node),
+        Arc::new(SimClock::new(0)),
+        cluster.disks[&node].clone(),
+        Arc::clone(&cluster.logs[&node]) as Arc<dyn LogStore<SimDisk>>,
+        Arc::clone(&cluster.transport) as Arc<dyn ReplicaTransport>,
+    );
+    if checkpoint {
+        manager
+            .load_high_watermark_checkpoint(&PathBuf::from(format!("/node-{node}")), writable)
+            .await;
+    }
+    let image = Arc::clone(&cluster.controller.publish.borrow());
+    manager.apply(image, Some(u64::from(node) + 100)).await;
+    manager
+}
+
+/// The replicated high watermark `manager` serves consumers of the partition with.
+fn consumer_high_watermark(manager: &Manager) -> i64 {
+    let (_, bound) = manager
+        .consumer_bound(TOPIC, 0)
+        .unwrap()
+        .expect("a leader's bound");
+    *bound.borrow()
+}
+
+// Goal (issue 13, high-watermark checkpoint): a leader restarted as the last ISR member
+// (the ISR below min.insync.replicas, so its high watermark cannot move) serves the records
+// committed before its restart. Without the checkpoint it starts from 0 and serves nothing
+// (and `ListOffsets` latest answers 0): the gap this closes. Method: the checkpoint as the
+// driver writes it, then a fresh driver over the same log, with and without reading it.
+#[tokio::test(start_paused = true)]
+async fn a_restarted_leader_starts_from_its_checkpointed_high_watermark() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..10 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    // Node 1's checkpoint writer, as `run` starts it on a writable data directory.
+    tokio::spawn(run_housekeeping(
+        Arc::downgrade(&cluster.managers[&1]),
+        Arc::new(SimClock::new(0)),
+        cluster.disks[&1].clone(),
+        PathBuf::from("/node-1"),
+        Duration::from_secs(5),
+    ));
+    clock::sleep(&SimClock::new(0), Duration::from_secs(6)).await;
+    let written = checkpoint::load(&cluster.disks[&1], &PathBuf::from("/node-1"))
+        .await
+        .unwrap()
+        .expect("written");
+    assert_eq!(written.get(&(TopicId([7; 16]), 0)), Some(&10));
+    cluster.stop(2);
+    cluster.stop(3);
+    cluster
+        .until("node 1 alone in the ISR", |cluster| {
+            cluster.controller.partition().isr == vec![1]
+        })
+        .await;
+    cluster.managers[&1].shutdown();
+
+    let without = restarted_manager(&cluster, 1, false, false).await;
+    assert_eq!(consumer_high_watermark(&without), 0);
+    let with = restarted_manager(&cluster, 1, true, false).await;
+    assert_eq!(consumer_high_watermark(&with), 10);
+    // Capped at what the log holds: a value above it (a log cut since) is not trusted.
+    checkpoint::store(
+        &cluster.disks[&1],
+        &PathBuf::from("/node-1"),
+        &HighWatermarks::from([((TopicId([7; 16]), 0), 1_000)]),
+    )
+    .await
+    .unwrap();
+    let capped = restarted_manager(&cluster, 1, true, false).await;
+    assert_eq!(consumer_high_watermark(&capped), 10);
+}
+
+// Goal: a damaged checkpoint never stops a start: the driver warns, starts every partition
+// from 0 (as without a file), and writes a good checkpoint again at its next interval.
+// Method: a file with a bad checksum in node 1's data directory, then a fresh driver that
+// reads it and runs.
+#[tokio::test(start_paused = true)]
+async fn a_damaged_checkpoint_falls_back_to_zero_and_is_written_again() {
+    use crate::storage::{Disk, DiskFile, OpenMode};
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..4 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    cluster.stop(2);
+    cluster.stop(3);
+    cluster
+        .until("node 1 alone in the ISR", |cluster| {
+            cluster.controller.partition().isr == vec![1]
+        })
+        .await;
+    cluster.managers[&1].shutdown();
+    let path = PathBuf::from("/node-1").join(checkpoint::HIGH_WATERMARK_CHECKPOINT_FILE);
+    let disk = &cluster.disks[&1];
+    let file = disk.open(&path, OpenMode::CreateNew).await.unwrap();
+    file.write_at(
+        0,
+        Bytes::from_static(b"ledge-high-watermarks 1 1 0000\ngarbage\n"),
+    )
+    .await
+    .unwrap();
+    file.sync_data().await.unwrap();
+    drop(file);
+    let restarted = restarted_manager(&cluster, 1, true, true).await;
+    assert_eq!(consumer_high_watermark(&restarted), 0);
+    let (_epoch_sender, epoch) = watch::channel(Some(101));
+    tokio::spawn(Arc::clone(&restarted).run(cluster.controller.publish.subscribe(), epoch));
+    // The next write replaces the damaged file with a good one (no partition above 0).
+    clock::sleep(&SimClock::new(0), Duration::from_secs(6)).await;
+    let loaded = checkpoint::load(disk, &PathBuf::from("/node-1"))
+        .await
+        .expect("a good checkpoint again")
+        .expect("written");
+    assert_eq!(loaded, HighWatermarks::new());
+}
+
+// Goal (issue 13, `.damaged` cleanup): the bytes a repair cut are kept for
+// `damaged_retention` (10 minutes here) and deleted only once the replica is healthy again (in
+// the ISR): not before the retention, and not while the replica is out of the ISR however
+// old they are. Method: a follower repaired from a flipped bit, then the housekeeping step
+// on paused time.
+#[tokio::test(start_paused = true)]
+async fn a_repaired_replicas_damaged_files_go_after_their_retention_once_it_is_healthy() {
+    let minute = Duration::from_secs(60);
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..10 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    cluster
+        .restart_with(3, |disk| {
+            assert!(disk.corrupt_bit(&first_segment(3), inside_batch(3), 0));
+        })
+        .await;
+    cluster
+        .until("node 3 repaired and back in the ISR", |cluster| {
+            cluster.controller.partition().isr.len() == 3
+        })
+        .await;
+    let disk = &cluster.disks[&3];
+    let manager = &cluster.managers[&3];
+    assert_eq!(kept_aside(disk, 3).await.len(), 1);
+    // First seen now; kept for the retention.
+    manager.remove_expired_damaged_files().await;
+    clock::sleep(&SimClock::new(0), 6 * minute).await;
+    manager.remove_expired_damaged_files().await;
+    assert_eq!(
+        kept_aside(disk, 3).await.len(),
+        1,
+        "deleted before its retention"
+    );
+    // Out of the ISR (stopped): kept, however old.
+    cluster.stop(3);
+    cluster
+        .until("node 3 out of the ISR", |cluster| {
+            !cluster.controller.partition().isr.contains(&3)
+        })
+        .await;
+    clock::sleep(&SimClock::new(0), 6 * minute).await;
+    manager.remove_expired_damaged_files().await;
+    assert_eq!(
+        kept_aside(disk, 3).await.len(),
+        1,
+        "deleted while the replica is out of the ISR"
+    );
+    // Back in the ISR: deleted.
+    cluster.resume(3);
+    cluster
+        .until("node 3 back in the ISR", |cluster| {
+            cluster.controller.partition().isr.len() == 3
+        })
+        .await;
+    cluster
+        .until("node 3's manager sees itself in the ISR", |cluster| {
+            cluster.managers[&3]
+                .lock()
+                .partitions
+                .values()
+                .all(|hosted| hosted.state.isr.contains(&3))
+        })
+        .await;
+    manager.remove_expired_damaged_files().await;
+    assert!(kept_aside(disk, 3).await.is_empty());
 }
