@@ -126,6 +126,7 @@ kafka_apis! {
     InitProducerId: InitProducerIdRequest, InitProducerIdResponse, 0..=5;
     CreateTopics: CreateTopicsRequest, CreateTopicsResponse, 2..=7;
     DeleteTopics: DeleteTopicsRequest, DeleteTopicsResponse, 1..=6;
+    CreatePartitions: CreatePartitionsRequest, CreatePartitionsResponse, 0..=3;
     DescribeConfigs: DescribeConfigsRequest, DescribeConfigsResponse, 1..=4;
     AlterConfigs: AlterConfigsRequest, AlterConfigsResponse, 0..=2;
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, 0..=1;

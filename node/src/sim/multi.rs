@@ -728,10 +728,11 @@ impl Run {
                 continue;
             };
             for (partition, state) in topic.partitions.iter().enumerate() {
-                if self
-                    .traced_partition_epochs
-                    .insert((node.id, partition as u32, state.partition_epoch))
-                {
+                if self.traced_partition_epochs.insert((
+                    node.id,
+                    partition as u32,
+                    state.partition_epoch,
+                )) {
                     self.trace.record(
                         self.now_ms,
                         format!(
