@@ -8,7 +8,7 @@ import sys
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 BOOTSTRAP = sys.argv[1]
@@ -130,6 +130,12 @@ admin.alter_configs([resource])
 described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, TOPIC)])
 check("3600000" in repr(described), f"retention.ms altered: {described!r:.300}")
 passed("admin alter_configs, describe_configs")
+
+# Grow the topic.
+admin.create_partitions({TOPIC: NewPartitions(total_count=PARTITIONS + 2)})
+described = admin.describe_topics([TOPIC])
+check(len(described[0]["partitions"]) == PARTITIONS + 2, f"grown: {described!r:.300}")
+passed("admin create_partitions, describe_topics")
 
 # Delete.
 admin.delete_topics([TOPIC])

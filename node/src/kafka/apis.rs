@@ -12,7 +12,9 @@
 //! The group APIs (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch,
 //! OffsetDelete, ListGroups, DescribeGroups, DeleteGroups, FindCoordinator,
 //! ConsumerGroupHeartbeat, ConsumerGroupDescribe) are served by `kafka/groups.rs`: each gets a
-//! row here, in the marked section, and one arm in `dispatch.rs`. An API without a row is
+//! row here, in the marked section, one arm in `dispatch.rs`, and an entry in the tests'
+//! `default_request` (`codec/tests.rs`; the every-version tests then cover it, and
+//! `realistic_request` in `kafka/tests.rs` can give it real content). An API without a row is
 //! neither advertised nor decoded: a request for it closes the connection, as Kafka does for
 //! an API it does not know.
 
@@ -126,6 +128,7 @@ kafka_apis! {
     InitProducerId: InitProducerIdRequest, InitProducerIdResponse, 0..=5;
     CreateTopics: CreateTopicsRequest, CreateTopicsResponse, 2..=7;
     DeleteTopics: DeleteTopicsRequest, DeleteTopicsResponse, 1..=6;
+    CreatePartitions: CreatePartitionsRequest, CreatePartitionsResponse, 0..=3;
     DescribeConfigs: DescribeConfigsRequest, DescribeConfigsResponse, 1..=4;
     AlterConfigs: AlterConfigsRequest, AlterConfigsResponse, 0..=2;
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, 0..=1;

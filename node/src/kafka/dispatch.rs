@@ -73,6 +73,9 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::CreateTopics(request) => KafkaResponse::CreateTopics(
                 handlers::topics::create_topics(broker, request, version).await,
             ),
+            KafkaRequest::CreatePartitions(request) => KafkaResponse::CreatePartitions(
+                handlers::topics::create_partitions(broker, request).await,
+            ),
             KafkaRequest::DeleteTopics(request) => {
                 KafkaResponse::DeleteTopics(handlers::topics::delete_topics(broker, request).await)
             }

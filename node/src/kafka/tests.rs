@@ -234,6 +234,14 @@ fn realistic_request(api: ApiKey, version: i16) -> KafkaRequest {
             request.resources = vec![resource];
             KafkaRequest::IncrementalAlterConfigs(request)
         }
+        ApiKey::CreatePartitions => {
+            let mut topic = kafka::create_partitions_request::CreatePartitionsTopic::default();
+            topic.name = name("t");
+            topic.count = 3 + i32::from(version);
+            let mut request = kafka::CreatePartitionsRequest::default();
+            request.topics = vec![topic];
+            KafkaRequest::CreatePartitions(request)
+        }
         ApiKey::DescribeCluster => {
             let mut request = kafka::DescribeClusterRequest::default();
             request.endpoint_type = 1;
@@ -655,5 +663,38 @@ fn alter_configs_replaces_and_incremental_alters() {
             panic!("no answer");
         };
         assert_eq!(response.results[0].error_code, 42);
+    });
+}
+
+#[test]
+fn create_partitions_grows_and_never_shrinks() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 2).await;
+        let grow = |count| {
+            let mut topic = kafka::create_partitions_request::CreatePartitionsTopic::default();
+            topic.name = name("t");
+            topic.count = count;
+            let mut request = kafka::CreatePartitionsRequest::default();
+            request.topics = vec![topic];
+            KafkaRequest::CreatePartitions(request)
+        };
+        let code = |answer: Option<KafkaResponse>| match answer {
+            Some(KafkaResponse::CreatePartitions(response)) => response.results[0].error_code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code(ask(&service, 3, grow(4)).await), 0);
+        assert_eq!(
+            code(ask(&service, 3, grow(3)).await),
+            37,
+            "INVALID_PARTITIONS"
+        );
+        assert_eq!(code(ask(&service, 3, grow(-1)).await), 37);
+        let Some(KafkaResponse::Metadata(metadata)) =
+            ask(&service, 12, realistic_request(ApiKey::Metadata, 12)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(metadata.topics[0].partitions.len(), 4);
     });
 }

@@ -40,6 +40,7 @@ pub(crate) fn default_request(api: ApiKey) -> KafkaRequest {
         ApiKey::InitProducerId => KafkaRequest::InitProducerId(Default::default()),
         ApiKey::CreateTopics => KafkaRequest::CreateTopics(Default::default()),
         ApiKey::DeleteTopics => KafkaRequest::DeleteTopics(Default::default()),
+        ApiKey::CreatePartitions => KafkaRequest::CreatePartitions(Default::default()),
         ApiKey::DescribeConfigs => KafkaRequest::DescribeConfigs(Default::default()),
         ApiKey::AlterConfigs => KafkaRequest::AlterConfigs(Default::default()),
         ApiKey::IncrementalAlterConfigs => {

@@ -1,10 +1,11 @@
-//! CreateTopics and DeleteTopics over the node's topic admin (on one node, its registry; in
+//! CreateTopics, CreatePartitions and DeleteTopics over the node's topic admin (on one node, its registry; in
 //! a cluster, the controller, with the same checks).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    TopicName, create_topics_response, delete_topics_response,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName, create_partitions_response,
+    create_topics_response, delete_topics_response,
 };
 use ledge_protocol::wire::{self, ConfigEntry};
 
@@ -170,6 +171,70 @@ pub async fn delete_topics<D: Disk>(
         }
         result.name = name;
         response.responses.push(result);
+    }
+    response
+}
+
+/// CreatePartitions: grows each topic to `count` partitions in all (never shrinks), with
+/// the replicas of each new partition given or placed by the node (the controller in a
+/// cluster).
+pub async fn create_partitions<D: Disk>(
+    broker: &Broker<D>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut response = CreatePartitionsResponse::default();
+    for topic in request.topics {
+        let mut result = create_partitions_response::CreatePartitionsTopicResult::default();
+        result.name = topic.name.clone();
+        let Some(count) = u32::try_from(topic.count).ok().filter(|count| *count > 0) else {
+            result.error_code = ResponseError::InvalidPartitions.code();
+            result.error_message = Some(text("the partition count must be at least 1"));
+            response.results.push(result);
+            continue;
+        };
+        let assignments: Option<Vec<Vec<u32>>> = topic
+            .assignments
+            .unwrap_or_default()
+            .into_iter()
+            .map(|assignment| {
+                assignment
+                    .broker_ids
+                    .into_iter()
+                    .map(|id| u32::try_from(id.0).ok())
+                    .collect()
+            })
+            .collect();
+        let Some(assignments) = assignments else {
+            result.error_code = ResponseError::InvalidReplicaAssignment.code();
+            result.error_message = Some(text("a negative node id in an assignment"));
+            response.results.push(result);
+            continue;
+        };
+        let native = wire::CreatePartitionsRequest {
+            topics: vec![wire::CreatePartitionsTopic {
+                name: topic_name(&topic.name),
+                count,
+                assignments,
+            }],
+            validate_only: request.validate_only,
+        };
+        match ask!(broker, "", CreatePartitions(native)) {
+            Ok(native) => match native.topics.into_iter().next() {
+                Some(outcome) => {
+                    result.error_code = kafka_code(outcome.error);
+                    result.error_message = message(&outcome.message);
+                }
+                None => result.error_code = ResponseError::UnknownServerError.code(),
+            },
+            Err(api) => {
+                tracing::error!(
+                    ?api,
+                    "kafka create partitions: the broker answered another API"
+                );
+                result.error_code = ResponseError::UnknownServerError.code();
+            }
+        }
+        response.results.push(result);
     }
     response
 }
