@@ -548,8 +548,14 @@ fn idempotent_producers_through_failovers_write_nothing_twice() {
                 run.new_leader(&[leader]);
                 run.cluster.restart(leader);
                 run.progress("after a failover");
+                // Every node must agree: the node just restarted describes the partition
+                // from its image of before the kill (itself leader, the ISR full) until it
+                // has caught up with the controller, which once let this wait pass and the
+                // next round kill that node again before it had refetched (CI, seed 1).
                 run.cluster
-                    .wait_for_partition("a full ISR", TOPIC, 0, |state| state.isr.len() == 3);
+                    .wait_for_partition_everywhere("a full ISR", TOPIC, 0, |state| {
+                        state.isr.len() == 3
+                    });
             }
             run.finish("idempotent_producers_through_failovers_write_nothing_twice");
         },

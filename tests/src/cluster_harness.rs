@@ -338,7 +338,54 @@ impl TestCluster {
 
     /// The state of `topic`'s `partition` as the serving nodes describe it.
     pub fn partition_state(&self, topic: &str, partition: u32) -> Option<PartitionState> {
-        let described = self.describe_topic(topic)?;
+        Self::partition_state_from(self.describe_topic(topic)?, partition)
+    }
+
+    /// Waits until every serving node, each asked alone, describes `topic`'s `partition`
+    /// in a state that meets `condition`; answers the first node's. Unlike
+    /// [`Self::wait_for_partition`] (any one node's answer), a node just restarted cannot
+    /// satisfy it from the image it had before it stopped: the others must agree.
+    pub fn wait_for_partition_everywhere(
+        &self,
+        what: &str,
+        topic: &str,
+        partition: u32,
+        condition: impl Fn(&PartitionState) -> bool,
+    ) -> PartitionState {
+        let states = || -> Vec<Option<PartitionState>> {
+            self.serving()
+                .into_iter()
+                .map(|id| {
+                    let described = serde_json::from_str(
+                        &self.cli_on(&[id], &["topic", "describe", topic, "--format", "json"])?,
+                    )
+                    .ok()?;
+                    Self::partition_state_from(described, partition)
+                })
+                .collect()
+        };
+        poll_until(
+            what,
+            CONDITION_TIMEOUT,
+            || {
+                let states = states();
+                if states.is_empty()
+                    || !states
+                        .iter()
+                        .all(|state| state.as_ref().is_some_and(&condition))
+                {
+                    return None;
+                }
+                states.into_iter().next().flatten()
+            },
+            || format!("{:?}\n{}", states(), self.logs()),
+        )
+    }
+
+    fn partition_state_from(
+        described: serde_json::Value,
+        partition: u32,
+    ) -> Option<PartitionState> {
         let entry = described["partitions"]
             .as_array()?
             .iter()
