@@ -28,6 +28,7 @@ use super::cluster_view::{ClusterSource, LeaderEpochError, ReplicationError};
 use super::create_partitions::CreatePartitionsError;
 use super::fetch::FetchError;
 use super::groups::CoordinatorError;
+use super::log_edges::LogEdgeError;
 use super::metadata::MetadataError;
 use super::plugins::{
     FetchPluginError, MalformedProducedBatch, ModuleError, NamedPluginError, PartitionerError,
@@ -47,7 +48,7 @@ use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::replication::leader::AcksAllError;
 use crate::replication::manager::ReplicaRoleError;
-use crate::storage::{AppendError, Disk, ReadError};
+use crate::storage::{AppendError, DeleteError, Disk, ReadError};
 use crate::wasm::WasmError;
 use crate::wasm::batch::{params_list, params_map};
 
@@ -937,6 +938,25 @@ pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
         FetchError::Read(_) | FetchError::OffsetLookup(_) => ErrorCode::StorageError,
         FetchError::Plugin(error) => fetch_plugin_code(error),
         FetchError::Replication(error) => replica_role_code(error),
+    };
+    (code, error.to_string())
+}
+
+/// The code and message for a partition whose leader epochs or log start were not answered
+/// (`log_edges.rs`: Kafka's ListOffsets epochs, OffsetForLeaderEpoch, DeleteRecords).
+pub(super) fn log_edge_wire(error: &LogEdgeError) -> (ErrorCode, String) {
+    let code = match error {
+        LogEdgeError::Partition(error) => fetch_wire(error).0,
+        LogEdgeError::LeaderEpoch(error) => leader_epoch_wire(error).0,
+        LogEdgeError::BeyondHighWatermark { .. } => ErrorCode::OffsetOutOfRange,
+        // Fenced or closing: the log is leaving this node; the client finds the new leader.
+        LogEdgeError::Delete(DeleteError::Fenced { .. } | DeleteError::Closed) => {
+            ErrorCode::NotLeaderOrFollower
+        }
+        LogEdgeError::Delete(DeleteError::BeyondHighWatermark { .. }) => {
+            ErrorCode::OffsetOutOfRange
+        }
+        LogEdgeError::Delete(DeleteError::Disk(_)) => ErrorCode::StorageError,
     };
     (code, error.to_string())
 }

@@ -31,6 +31,7 @@ mod data_path;
 mod dispatch;
 mod fetch;
 pub(crate) mod groups;
+pub mod log_edges;
 mod maintenance;
 pub mod materialize;
 pub mod metadata;

@@ -64,9 +64,9 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::Fetch(request) => {
                 KafkaResponse::Fetch(handlers::fetch::fetch(broker, request, version).await)
             }
-            KafkaRequest::ListOffsets(request) => {
-                KafkaResponse::ListOffsets(handlers::fetch::list_offsets(broker, request).await)
-            }
+            KafkaRequest::ListOffsets(request) => KafkaResponse::ListOffsets(
+                handlers::fetch::list_offsets(broker, request, version).await,
+            ),
             KafkaRequest::InitProducerId(request) => KafkaResponse::InitProducerId(
                 handlers::produce::init_producer_id(broker, request).await,
             ),
@@ -90,6 +90,12 @@ impl<D: Disk> KafkaService<D> {
                     handlers::configs::incremental_alter_configs(broker, request).await,
                 )
             }
+            KafkaRequest::OffsetForLeaderEpoch(request) => KafkaResponse::OffsetForLeaderEpoch(
+                handlers::log_edges::offset_for_leader_epoch(broker, request).await,
+            ),
+            KafkaRequest::DeleteRecords(request) => KafkaResponse::DeleteRecords(
+                handlers::log_edges::delete_records(broker, request).await,
+            ),
             // Groups (kafka/groups.rs): one arm per API.
             KafkaRequest::FindCoordinator(request) => KafkaResponse::FindCoordinator(
                 groups::find_coordinator(broker, &self.advertised, request, version).await,

@@ -47,6 +47,8 @@ pub(crate) fn default_request(api: ApiKey) -> KafkaRequest {
             KafkaRequest::IncrementalAlterConfigs(Default::default())
         }
         ApiKey::DescribeCluster => KafkaRequest::DescribeCluster(Default::default()),
+        ApiKey::OffsetForLeaderEpoch => KafkaRequest::OffsetForLeaderEpoch(Default::default()),
+        ApiKey::DeleteRecords => KafkaRequest::DeleteRecords(Default::default()),
         ApiKey::FindCoordinator => KafkaRequest::FindCoordinator(Default::default()),
         ApiKey::JoinGroup => KafkaRequest::JoinGroup(Default::default()),
         ApiKey::SyncGroup => KafkaRequest::SyncGroup(Default::default()),

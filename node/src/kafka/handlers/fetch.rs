@@ -15,8 +15,10 @@ use kafka_protocol::messages::{
 };
 use ledge_protocol::wire::{self, OffsetSpec};
 
+use super::log_edges::current_leader_epoch;
 use super::{ask, topic_name};
 use crate::broker::Broker;
+use crate::broker::log_edges::PartitionEpochs;
 use crate::kafka::errors::kafka_code;
 use crate::storage::Disk;
 
@@ -24,8 +26,12 @@ use crate::storage::Disk;
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 
-/// A requested partition: its index, and `Err` with the code it is refused with here.
-type PartitionPlan = (i32, Result<(), i16>);
+/// The first ListOffsets version whose answer carries a leader epoch.
+const LEADER_EPOCH_VERSION: i16 = 4;
+
+/// A requested partition: its index, and its leader epochs (with the spec asked), or `Err`
+/// with the code it is refused with here.
+type PartitionPlan = (i32, Result<(OffsetSpec, PartitionEpochs), i16>);
 
 /// Fetch.
 pub async fn fetch<D: Disk>(
@@ -127,12 +133,15 @@ pub async fn fetch<D: Disk>(
     response
 }
 
-/// ListOffsets: earliest (-2), latest (-1) or the first offset at or after a timestamp.
-/// The leader epoch of the offset is not tracked per offset here: answered -1 ("unknown"),
-/// so clients skip the offset validation that would need it.
+/// ListOffsets: earliest (-2), latest (-1) or the first offset at or after a timestamp,
+/// with the leader epoch of that offset (KIP-320; the latest epoch for "latest", as Kafka)
+/// from the leader's epoch checkpoint, -1 when the log has none yet. The client's
+/// `current_leader_epoch` (v4+) is checked first: FENCED_LEADER_EPOCH or
+/// UNKNOWN_LEADER_EPOCH, as Kafka.
 pub async fn list_offsets<D: Disk>(
     broker: &Broker<D>,
     request: ListOffsetsRequest,
+    version: i16,
 ) -> ListOffsetsResponse {
     let mut native = wire::ListOffsetsRequest { topics: Vec::new() };
     let mut plan: Vec<(TopicName, Vec<PartitionPlan>)> = Vec::new();
@@ -149,13 +158,20 @@ pub async fn list_offsets<D: Disk>(
             let outcome = match (u32::try_from(partition.partition_index), spec) {
                 (Err(_), _) => Err(ResponseError::UnknownTopicOrPartition.code()),
                 (Ok(_), None) => Err(ResponseError::InvalidRequest.code()),
-                (Ok(index), Some(spec)) => {
-                    partitions.push(wire::ListOffsetsPartition {
-                        partition: index,
-                        spec,
-                    });
-                    Ok(())
-                }
+                (Ok(index), Some(spec)) => match broker.partition_epochs(
+                    &topic_name(&topic.name),
+                    index,
+                    current_leader_epoch(partition.current_leader_epoch),
+                ) {
+                    Err((code, _)) => Err(kafka_code(code)),
+                    Ok(epochs) => {
+                        partitions.push(wire::ListOffsetsPartition {
+                            partition: index,
+                            spec,
+                        });
+                        Ok((spec, epochs))
+                    }
+                },
             };
             outcomes.push((partition.partition_index, outcome));
         }
@@ -200,11 +216,15 @@ pub async fn list_offsets<D: Disk>(
             partition.leader_epoch = -1;
             match outcome {
                 Err(code) => partition.error_code = code,
-                Ok(()) => match answers.next() {
+                Ok((spec, view)) => match answers.next() {
                     Some(answer) => {
                         partition.error_code = kafka_code(answer.error);
                         partition.offset = answer.offset.unwrap_or(-1);
                         partition.timestamp = answer.timestamp.unwrap_or(-1);
+                        // The field exists from v4 on (an older answer cannot carry it).
+                        if version >= LEADER_EPOCH_VERSION {
+                            partition.leader_epoch = offset_epoch(&view, spec, answer.offset);
+                        }
                     }
                     None => partition.error_code = ResponseError::UnknownServerError.code(),
                 },
@@ -214,4 +234,15 @@ pub async fn list_offsets<D: Disk>(
         response.topics.push(topic);
     }
     response
+}
+
+/// The leader epoch ListOffsets answers with an offset: the latest epoch for "latest" (as
+/// Kafka), else the epoch of the batch holding the offset; -1 when unknown.
+fn offset_epoch(view: &PartitionEpochs, spec: OffsetSpec, offset: Option<i64>) -> i32 {
+    let epoch = match (spec, offset) {
+        (OffsetSpec::Latest, _) => view.epochs.latest_epoch(),
+        (_, Some(offset)) => view.epochs.epoch_at(offset),
+        (_, None) => None,
+    };
+    epoch.unwrap_or(-1)
 }

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod configs;
 pub mod fetch;
+pub mod log_edges;
 pub mod produce;
 pub mod topics;
 

@@ -1,0 +1,152 @@
+//! The two ends of a partition's log as Kafka clients ask about them: its leader epochs
+//! (KIP-320: ListOffsets' epochs, OffsetForLeaderEpoch) and moving its start
+//! (DeleteRecords). Both are answered by the partition's leader only, as Kafka does, after
+//! checking the client's `current_leader_epoch`.
+//!
+//! DeleteRecords moves the leader's log start with `PartitionLog::delete_before`, the same
+//! durable path retention takes (the checkpoint first, then the files). In a cluster the
+//! followers follow it through the replica fetch answer's `log_start_offset`
+//! (`replication::manager`), as Kafka's followers do.
+
+use ledge_protocol::wire::ErrorCode;
+
+use super::Broker;
+use super::cluster_view::{LeaderEpochError, check_leader_epoch};
+use super::dispatch;
+use super::fetch::FetchError;
+use crate::storage::leader_epoch::LeaderEpochCache;
+use crate::storage::{DeleteError, Disk, PartitionLog};
+
+/// A partition's leader epochs as its leader knows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionEpochs {
+    /// The partition's current leader epoch.
+    pub leader_epoch: i32,
+    /// The leader-epoch checkpoint of the leader's log (epoch -> start offset).
+    pub epochs: LeaderEpochCache,
+    /// The first offset readers may see.
+    pub log_start_offset: i64,
+    /// The offset after the last batch of the leader's log.
+    pub log_end_offset: i64,
+}
+
+/// Why a partition's epochs or log start could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum LogEdgeError {
+    /// No such partition here, or this node does not lead it.
+    #[error(transparent)]
+    Partition(#[from] FetchError),
+    /// The client's `current_leader_epoch` is not the partition's.
+    #[error(transparent)]
+    LeaderEpoch(#[from] LeaderEpochError),
+    /// DeleteRecords asked for an offset past the high watermark (or a negative one other
+    /// than -1, "the high watermark").
+    #[error("cannot delete before offset {requested}: the high watermark is {high_watermark}")]
+    BeyondHighWatermark {
+        /// The offset asked for.
+        requested: i64,
+        /// The partition's (replicated) high watermark.
+        high_watermark: i64,
+    },
+    /// The log refused to move its start.
+    #[error(transparent)]
+    Delete(#[from] DeleteError),
+}
+
+/// Kafka's "up to the high watermark" in DeleteRecords.
+pub const DELETE_TO_HIGH_WATERMARK: i64 = -1;
+
+impl<D: Disk> Broker<D> {
+    /// The leader's log of a partition, its current leader epoch and high watermark, after
+    /// checking the client's `current_leader_epoch`.
+    fn led_log(
+        &self,
+        topic: &str,
+        partition: u32,
+        current_leader_epoch: Option<i32>,
+    ) -> Result<(PartitionLog<D>, i32, i64), LogEdgeError> {
+        let log = self
+            .registry
+            .partition_log(topic, partition)
+            .map_err(FetchError::from)?;
+        let (leader_epoch, high_watermark) = match self.data.replicated_bound(topic, partition)? {
+            Some((leader_epoch, bound)) => (leader_epoch, *bound.borrow()),
+            None => (
+                super::cluster_view::SINGLE_NODE_LEADER_EPOCH,
+                log.high_watermark(),
+            ),
+        };
+        check_leader_epoch(current_leader_epoch, leader_epoch)?;
+        Ok((log, leader_epoch, high_watermark))
+    }
+
+    fn partition_epochs_checked(
+        &self,
+        topic: &str,
+        partition: u32,
+        current_leader_epoch: Option<i32>,
+    ) -> Result<PartitionEpochs, LogEdgeError> {
+        let (log, leader_epoch, _) = self.led_log(topic, partition, current_leader_epoch)?;
+        Ok(PartitionEpochs {
+            leader_epoch,
+            epochs: log.leader_epochs(),
+            log_start_offset: log.log_start_offset(),
+            log_end_offset: log.log_end_offset(),
+        })
+    }
+
+    /// A partition's leader epochs, answered by its leader (`current_leader_epoch`: the
+    /// client's, checked as Kafka does; `None` skips the check). `Err` is the wire code.
+    pub fn partition_epochs(
+        &self,
+        topic: &str,
+        partition: u32,
+        current_leader_epoch: Option<i32>,
+    ) -> Result<PartitionEpochs, (ErrorCode, String)> {
+        self.partition_epochs_checked(topic, partition, current_leader_epoch)
+            .map_err(|error| dispatch::log_edge_wire(&error))
+    }
+
+    async fn delete_records_checked(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+    ) -> Result<i64, LogEdgeError> {
+        let (log, _, high_watermark) = self.led_log(topic, partition, None)?;
+        let target = if offset == DELETE_TO_HIGH_WATERMARK {
+            high_watermark
+        } else {
+            offset
+        };
+        if target < 0 || target > high_watermark {
+            return Err(LogEdgeError::BeyondHighWatermark {
+                requested: offset,
+                high_watermark,
+            });
+        }
+        let start = log.delete_before(target).await?;
+        tracing::info!(
+            topic,
+            partition,
+            log_start_offset = start,
+            "records deleted (DeleteRecords)"
+        );
+        Ok(start)
+    }
+
+    /// DeleteRecords on one partition: moves its log start up to `offset` (-1: the high
+    /// watermark) on its leader, durably, and returns the new log start (Kafka's low
+    /// watermark). An offset at or below the log start changes nothing. `Err` is the wire
+    /// code.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+    ) -> Result<i64, (ErrorCode, String)> {
+        self.delete_records_checked(topic, partition, offset)
+            .await
+            .map_err(|error| dispatch::log_edge_wire(&error))
+    }
+}
