@@ -4,7 +4,8 @@ Scenarios (docs/KAFKA-COMPAT.md): the admin client creates a topic; an idempoten
 producer writes dense offsets; two consumers of one group split the partitions, one leaves,
 the other takes over, every record is consumed once, and a new member starts at the
 commits; a manual commit of a chosen offset is read back; seek, from inside a batch and with
-a leader epoch (librdkafka validates that position with OffsetForLeaderEpoch); watermarks;
+a leader epoch (librdkafka validates that position with OffsetForLeaderEpoch, and resets a
+position in an epoch the log never had); watermarks;
 DeleteRecords moves the log start. Each consumer polls on its own thread, as separate
 processes would. Every wait is bounded.
 
@@ -247,7 +248,13 @@ def main():
     reader.seek(TopicPartition(TOPIC, 2, 3, leader_epoch=leader_epoch))
     message = next_message()
     check(message.offset() == 3 and message.value() == b"14", f"seek with an epoch: {message.offset()}")
-    passed("seek into a batch, seek with a leader epoch")
+    # A position in an epoch the log never had: OffsetForLeaderEpoch answers it undefined,
+    # librdkafka detects a truncation and resets by auto.offset.reset (earliest) instead of
+    # fetching from 15 (which it would do unvalidated if the API were not served).
+    reader.seek(TopicPartition(TOPIC, 2, 15, leader_epoch=leader_epoch + 5))
+    message = next_message()
+    check(message.offset() == 0, f"truncation detected and reset to earliest: {message.offset()}")
+    passed("seek into a batch, seek with a leader epoch (validated: OffsetForLeaderEpoch)")
 
     # Timestamps: the first record at or after a time before everything is offset 0.
     found = reader.offsets_for_times([TopicPartition(TOPIC, 0, 0)], timeout=WAIT_SECONDS)

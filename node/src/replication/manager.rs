@@ -1595,7 +1595,7 @@ impl<D: Disk> ReplicaManager<D> {
         let Some(log) = self.logs.partition_log(&key.0, key.1) else {
             return;
         };
-        let (action, gate) = {
+        let (action, gate, current_epoch) = {
             let mut state = self.lock();
             let Some(Hosted {
                 role: Role::Follower(follower),
@@ -1613,16 +1613,19 @@ impl<D: Disk> ReplicaManager<D> {
                 synced_end: log.high_watermark(),
                 epochs: &epochs,
             };
+            // Only an answer of the epoch the follower follows moves its log start below.
+            let current_epoch = fetch_epoch == follower.leader_epoch();
             let action = follower.handle_answer(now, fetch_epoch, answer, &view);
             high_watermark.send_replace(follower.high_watermark(&view));
-            (action, gate)
+            (action, gate, current_epoch)
         };
         // Produce appends accepted while this node led finish first (see `append_gate`).
         let _writing = match action {
             FollowerAction::None => None,
             _ => Some(gate.write_owned().await),
         };
-        let failed = match action {
+        let keeps_log = matches!(action, FollowerAction::None | FollowerAction::Append { .. });
+        let mut failed = match action {
             FollowerAction::None => false,
             FollowerAction::Append { records } => match log.append_as_follower(records).await {
                 Ok(_) => false,
@@ -1643,6 +1646,9 @@ impl<D: Disk> ReplicaManager<D> {
                 }
             }
         };
+        if !failed && keeps_log && current_epoch {
+            failed = follow_log_start(key, &log, answer.log_start_offset).await;
+        }
         if failed {
             let mut state = self.lock();
             if let Some(Hosted {
@@ -1670,6 +1676,30 @@ impl<D: Disk> ReplicaManager<D> {
                 tracing::error!(topic = %key.0, partition = key.1, offset, %error, "follower truncation failed");
                 true
             }
+        }
+    }
+}
+
+/// Moves a follower's log start up to its leader's (DeleteRecords or retention on the
+/// leader), as Kafka's followers do, but never past what this replica holds synced: the
+/// rest follows on later fetches. Returns whether it failed (the follower then retries).
+async fn follow_log_start<D: Disk>(
+    key: &PartitionKey,
+    log: &PartitionLog<D>,
+    leader_log_start_offset: i64,
+) -> bool {
+    let target = leader_log_start_offset.min(log.high_watermark());
+    if target <= log.log_start_offset() {
+        return false;
+    }
+    match log.delete_before(target).await {
+        Ok(start) => {
+            tracing::info!(topic = %key.0, partition = key.1, log_start_offset = start, "follower log start follows the leader's");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(topic = %key.0, partition = key.1, target, %error, "follower could not move its log start");
+            true
         }
     }
 }
