@@ -7,6 +7,7 @@ use super::writer::Writer;
 use super::{Segment, SegmentFile};
 use crate::storage::checkpoint::Checkpoint;
 use crate::storage::disk::{Disk, descriptors};
+use crate::storage::leader_epoch::{self, LeaderEpochIoError};
 
 impl<D: Disk> Writer<D> {
     /// Moves the log start up to `offset` (retention, DeleteRecords): the checkpoint first,
@@ -80,6 +81,15 @@ impl<D: Disk> Writer<D> {
         drop(removing);
         if !doomed.is_empty() {
             self.disk.sync_dir(&self.shared.directory).await?;
+        }
+        // The epochs follow the new start, as the next open would make them (and as Kafka's
+        // cache does): OffsetForLeaderEpoch never answers an offset below the log.
+        let mut epochs = self.shared.read_state().epochs.clone();
+        if epochs.truncate_from_start(offset) {
+            leader_epoch::store(&self.disk, &self.shared.directory, &epochs)
+                .await
+                .map_err(|LeaderEpochIoError::Disk(error)| DeleteError::Disk(error))?;
+            self.shared.write_state().epochs = epochs;
         }
         Ok(offset)
     }

@@ -854,6 +854,47 @@ fn delete_before_moves_log_start_and_removes_segments() {
     });
 }
 
+// Goal: moving the log start (DeleteRecords, retention) moves the leader-epoch checkpoint
+// with it, durably: the epochs wholly below the start go, the one holding it starts at it
+// (as Kafka's cache does, and as a reopen would make it), so OffsetForLeaderEpoch never
+// answers an offset below the log.
+#[test]
+fn delete_before_moves_the_leader_epochs_with_the_log_start() {
+    use crate::storage::leader_epoch::EpochEntry;
+    runtime().block_on(async {
+        let disk = SimDisk::new(8);
+        let log = PartitionLog::open(disk.clone(), Path::new(DIR), small_config(), clock())
+            .await
+            .unwrap();
+        for tag in 0..5 {
+            log.append(batch(tag, 2, 0), AppendDurability::Synced)
+                .await
+                .unwrap();
+        }
+        log.set_leader_epoch(3).await.unwrap();
+        for tag in 5..10 {
+            log.append(batch(tag, 2, 0), AppendDurability::Synced)
+                .await
+                .unwrap();
+        }
+        let entry = |epoch, start_offset| EpochEntry {
+            epoch,
+            start_offset,
+        };
+        assert_eq!(log.leader_epochs().entries(), &[entry(0, 0), entry(3, 10)]);
+        assert_eq!(log.delete_before(4).await.unwrap(), 4);
+        assert_eq!(log.leader_epochs().entries(), &[entry(0, 4), entry(3, 10)]);
+        assert_eq!(log.delete_before(12).await.unwrap(), 12);
+        assert_eq!(log.leader_epochs().entries(), &[entry(3, 12)]);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(disk, Path::new(DIR), small_config(), clock())
+            .await
+            .unwrap();
+        assert_eq!(log.leader_epochs().entries(), &[entry(3, 12)]);
+        assert_eq!(log.log_start_offset(), 12);
+    });
+}
+
 // Goal: a full disk fails the append with a clear error, rolls back, keeps the log
 // readable and writable once space returns, and loses nothing acknowledged.
 #[test]
