@@ -1595,7 +1595,7 @@ impl<D: Disk> ReplicaManager<D> {
         let Some(log) = self.logs.partition_log(&key.0, key.1) else {
             return;
         };
-        let (action, gate, current_epoch) = {
+        let (action, gate, follow_bound) = {
             let mut state = self.lock();
             let Some(Hosted {
                 role: Role::Follower(follower),
@@ -1613,11 +1613,17 @@ impl<D: Disk> ReplicaManager<D> {
                 synced_end: log.high_watermark(),
                 epochs: &epochs,
             };
-            // Only an answer of the epoch the follower follows moves its log start below.
+            // Only an answer of the epoch the follower follows moves its log start, and
+            // never past the follower's high watermark (records it holds as the leader does).
             let current_epoch = fetch_epoch == follower.leader_epoch();
             let action = follower.handle_answer(now, fetch_epoch, answer, &view);
-            high_watermark.send_replace(follower.high_watermark(&view));
-            (action, gate, current_epoch)
+            let follower_high_watermark = follower.high_watermark(&view);
+            high_watermark.send_replace(follower_high_watermark);
+            (
+                action,
+                gate,
+                current_epoch.then_some(follower_high_watermark),
+            )
         };
         // Produce appends accepted while this node led finish first (see `append_gate`).
         let _writing = match action {
@@ -1646,8 +1652,11 @@ impl<D: Disk> ReplicaManager<D> {
                 }
             }
         };
-        if !failed && keeps_log && current_epoch {
-            failed = follow_log_start(key, &log, answer.log_start_offset).await;
+        if let Some(bound) = follow_bound
+            && !failed
+            && keeps_log
+        {
+            failed = follow_log_start(key, &log, answer.log_start_offset.min(bound)).await;
         }
         if failed {
             let mut state = self.lock();
@@ -1680,15 +1689,12 @@ impl<D: Disk> ReplicaManager<D> {
     }
 }
 
-/// Moves a follower's log start up to its leader's (DeleteRecords or retention on the
-/// leader), as Kafka's followers do, but never past what this replica holds synced: the
-/// rest follows on later fetches. Returns whether it failed (the follower then retries).
-async fn follow_log_start<D: Disk>(
-    key: &PartitionKey,
-    log: &PartitionLog<D>,
-    leader_log_start_offset: i64,
-) -> bool {
-    let target = leader_log_start_offset.min(log.high_watermark());
+/// Moves a follower's log start up to `target`: its leader's (DeleteRecords or retention on
+/// the leader), as Kafka's followers do, bounded by the follower's high watermark and never
+/// past what this replica holds synced: the rest follows on later fetches. Returns whether
+/// it failed (the follower then retries).
+async fn follow_log_start<D: Disk>(key: &PartitionKey, log: &PartitionLog<D>, target: i64) -> bool {
+    let target = target.min(log.high_watermark());
     if target <= log.log_start_offset() {
         return false;
     }
