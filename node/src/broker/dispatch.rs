@@ -146,6 +146,9 @@ impl<D: Disk> Broker<D> {
 
     pub(super) fn metadata(&self, request: MetadataRequest) -> MetadataResponse {
         let image = self.cluster_image();
+        let current = image
+            .as_ref()
+            .is_some_and(|image| self.image_is_current(image));
         let names: Vec<String> = match (request.topics, &image) {
             (Some(names), _) => names,
             (None, None) => self.registry.topic_names(),
@@ -166,7 +169,7 @@ impl<D: Disk> Broker<D> {
             .into_iter()
             .map(|name| {
                 if let Some(topic) = image.as_ref().and_then(|image| image.topics.get(&name)) {
-                    return self.image_topic_metadata(name, topic);
+                    return self.image_topic_metadata(name, topic, current);
                 }
                 let local = self
                     .registry

@@ -49,6 +49,7 @@ pub fn kafka_code(code: ErrorCode) -> i16 {
         ErrorCode::ShuttingDown | ErrorCode::NotLeaderOrFollower => {
             ResponseError::NotLeaderOrFollower
         }
+        ErrorCode::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
         ErrorCode::InvalidGroupId => ResponseError::InvalidGroupId,
         ErrorCode::GroupIdNotFound => ResponseError::GroupIdNotFound,
         ErrorCode::UnknownMemberId => ResponseError::UnknownMemberId,
