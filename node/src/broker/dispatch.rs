@@ -940,6 +940,7 @@ pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
         FetchError::Read(_) | FetchError::OffsetLookup(_) => ErrorCode::StorageError,
         FetchError::Plugin(error) => fetch_plugin_code(error),
         FetchError::Replication(error) => replica_role_code(error),
+        FetchError::OffsetNotAvailable { .. } => ErrorCode::OffsetNotAvailable,
     };
     (code, error.to_string())
 }

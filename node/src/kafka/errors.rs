@@ -50,6 +50,7 @@ pub fn kafka_code(code: ErrorCode) -> i16 {
             ResponseError::NotLeaderOrFollower
         }
         ErrorCode::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
+        ErrorCode::OffsetNotAvailable => ResponseError::OffsetNotAvailable,
         ErrorCode::InvalidGroupId => ResponseError::InvalidGroupId,
         ErrorCode::GroupIdNotFound => ResponseError::GroupIdNotFound,
         ErrorCode::UnknownMemberId => ResponseError::UnknownMemberId,

@@ -194,6 +194,11 @@ error_codes! {
     /// or has not registered this incarnation): it names no leader for the partition. Ask
     /// again after a back-off, or ask another node (Kafka's LEADER_NOT_AVAILABLE).
     LeaderNotAvailable = 64, true;
+    /// The partition's new leader has not yet learnt a high watermark of its own leader
+    /// epoch, so an end offset (or a timestamp lookup at the end) could be below one
+    /// answered before the election: ask again shortly (Kafka's OFFSET_NOT_AVAILABLE,
+    /// KIP-207).
+    OffsetNotAvailable = 65, true;
 }
 
 impl Wire for ErrorCode {
