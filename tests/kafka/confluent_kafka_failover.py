@@ -1,6 +1,6 @@
 """confluent-kafka (librdkafka) on a 3-node cluster: DeleteRecords and leader epochs across
 a failover. Run in two phases by the e2e test `kafka_delete_records_and_epochs_survive_a_failover`
-(tests/e2e/kafka_more_clients.rs), which kills the partition's leader between them.
+(tests/e2e/kafka_confluent_aiokafka.rs), which kills the partition's leader between them.
 
   before BOOTSTRAP TOPIC: produce 20 records (acks=all, idempotent); a group consumer
       commits offset 15 (with the records' leader epoch); delete_records before 8; one more
