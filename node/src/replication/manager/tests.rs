@@ -991,6 +991,49 @@ async fn replica_fetches_are_answered_for_the_certified_sender_and_bad_ones_refu
 }
 
 /// The path of a node's first segment.
+// DeleteRecords in a cluster: the leader moves its log start; each follower moves its own
+// up to it through its fetches (Kafka's followers do the same with the fetch answer's log
+// start), its leader-epoch checkpoint with it, and a follower that was stopped follows once
+// it is back. Without this, records deleted on the leader came back on a failover.
+#[tokio::test(start_paused = true)]
+async fn followers_follow_the_leaders_log_start() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    for token in 0..10 {
+        let (_, wait) = cluster.produce(1, token).await;
+        wait.await.unwrap().unwrap();
+    }
+    cluster.stop(3);
+    assert_eq!(cluster.log(1).delete_before(4).await.unwrap(), 4);
+    cluster
+        .until("node 2 follows the leader's log start", |cluster| {
+            cluster.log(2).log_start_offset() == 4
+        })
+        .await;
+    let epochs = cluster.log(2).leader_epochs();
+    assert_eq!(
+        epochs.entries().first().map(|entry| entry.start_offset),
+        Some(4)
+    );
+    cluster.resume(3);
+    cluster
+        .until("node 3 follows once it is back", |cluster| {
+            cluster.log(3).log_start_offset() == 4
+        })
+        .await;
+    for node in [2, 3] {
+        assert_eq!(
+            stored(&cluster.log(node)).await,
+            stored(&cluster.log(1)).await,
+            "node {node} holds the leader's records from the new start"
+        );
+    }
+}
+
 fn first_segment(node: NodeId) -> PathBuf {
     PathBuf::from(format!("/node-{node}/{TOPIC}-0/00000000000000000000.log"))
 }
