@@ -125,6 +125,9 @@ kafka_apis! {
     Produce: ProduceRequest, ProduceResponse, 3..=11;
     Fetch: FetchRequest, FetchResponse, 4..=12;
     ListOffsets: ListOffsetsRequest, ListOffsetsResponse, 1..=6;
+    // Log ends (handlers/log_edges.rs): KIP-320 position validation, DeleteRecords.
+    OffsetForLeaderEpoch: OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, 2..=4;
+    DeleteRecords: DeleteRecordsRequest, DeleteRecordsResponse, 0..=2;
     InitProducerId: InitProducerIdRequest, InitProducerIdResponse, 0..=5;
     CreateTopics: CreateTopicsRequest, CreateTopicsResponse, 2..=7;
     DeleteTopics: DeleteTopicsRequest, DeleteTopicsResponse, 1..=6;
@@ -133,9 +136,6 @@ kafka_apis! {
     AlterConfigs: AlterConfigsRequest, AlterConfigsResponse, 0..=2;
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, 0..=1;
     DescribeCluster: DescribeClusterRequest, DescribeClusterResponse, 0..=1;
-    // Log ends (handlers/log_edges.rs): KIP-320 position validation, DeleteRecords.
-    OffsetForLeaderEpoch: OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, 2..=4;
-    DeleteRecords: DeleteRecordsRequest, DeleteRecordsResponse, 0..=2;
     // Groups (kafka/groups.rs): one row per API here, one arm in dispatch.rs.
     FindCoordinator: FindCoordinatorRequest, FindCoordinatorResponse, 0..=5;
     JoinGroup: JoinGroupRequest, JoinGroupResponse, 0..=9;

@@ -271,6 +271,285 @@ fn every_served_api_and_version_answers_and_encodes() {
     });
 }
 
+fn list_offsets_request(
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+    current_leader_epoch: i32,
+) -> KafkaRequest {
+    let mut wanted = list_offsets_request::ListOffsetsPartition::default();
+    wanted.partition_index = partition;
+    wanted.timestamp = timestamp;
+    wanted.current_leader_epoch = current_leader_epoch;
+    let mut topic_data = list_offsets_request::ListOffsetsTopic::default();
+    topic_data.name = name(topic);
+    topic_data.partitions = vec![wanted];
+    let mut request = kafka::ListOffsetsRequest::default();
+    request.topics = vec![topic_data];
+    KafkaRequest::ListOffsets(request)
+}
+
+/// (error code, offset, leader epoch) of the one partition of a ListOffsets answer.
+async fn list_offsets(
+    service: &KafkaService<SimDisk>,
+    version: i16,
+    request: KafkaRequest,
+) -> (i16, i64, i32) {
+    let Some(KafkaResponse::ListOffsets(response)) = ask(service, version, request).await else {
+        panic!("no ListOffsets answer");
+    };
+    let partition = &response.topics[0].partitions[0];
+    (
+        partition.error_code,
+        partition.offset,
+        partition.leader_epoch,
+    )
+}
+
+fn offset_for_leader_epoch_request(
+    topic: &str,
+    partition: i32,
+    leader_epoch: i32,
+    current_leader_epoch: i32,
+) -> kafka::OffsetForLeaderEpochRequest {
+    let mut wanted = kafka::offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
+    wanted.partition = partition;
+    wanted.leader_epoch = leader_epoch;
+    wanted.current_leader_epoch = current_leader_epoch;
+    let mut topic_data = kafka::offset_for_leader_epoch_request::OffsetForLeaderTopic::default();
+    topic_data.topic = name(topic);
+    topic_data.partitions = vec![wanted];
+    let mut request = kafka::OffsetForLeaderEpochRequest::default();
+    request.replica_id = kafka::BrokerId(-1);
+    request.topics = vec![topic_data];
+    request
+}
+
+/// (error code, leader epoch, end offset) of the one partition of an OffsetForLeaderEpoch
+/// answer.
+async fn epoch_end(
+    service: &KafkaService<SimDisk>,
+    version: i16,
+    request: kafka::OffsetForLeaderEpochRequest,
+) -> (i16, i32, i64) {
+    let Some(KafkaResponse::OffsetForLeaderEpoch(response)) = ask(
+        service,
+        version,
+        KafkaRequest::OffsetForLeaderEpoch(request),
+    )
+    .await
+    else {
+        panic!("no OffsetForLeaderEpoch answer");
+    };
+    let partition = &response.topics[0].partitions[0];
+    (
+        partition.error_code,
+        partition.leader_epoch,
+        partition.end_offset,
+    )
+}
+
+fn delete_records_request(topic: &str, partition: i32, offset: i64) -> kafka::DeleteRecordsRequest {
+    let mut wanted = kafka::delete_records_request::DeleteRecordsPartition::default();
+    wanted.partition_index = partition;
+    wanted.offset = offset;
+    let mut topic_data = kafka::delete_records_request::DeleteRecordsTopic::default();
+    topic_data.name = name(topic);
+    topic_data.partitions = vec![wanted];
+    let mut request = kafka::DeleteRecordsRequest::default();
+    request.timeout_ms = 30_000;
+    request.topics = vec![topic_data];
+    request
+}
+
+/// (error code, low watermark) of the one partition of a DeleteRecords answer.
+async fn delete_records(
+    service: &KafkaService<SimDisk>,
+    version: i16,
+    request: kafka::DeleteRecordsRequest,
+) -> (i16, i64) {
+    let Some(KafkaResponse::DeleteRecords(response)) =
+        ask(service, version, KafkaRequest::DeleteRecords(request)).await
+    else {
+        panic!("no DeleteRecords answer");
+    };
+    let partition = &response.topics[0].partitions[0];
+    (partition.error_code, partition.low_watermark)
+}
+
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+// Goal (KIP-320): ListOffsets answers the leader epoch of the offset it returns (v4+; the
+// latest epoch for "latest", -1 on a log without batches), still encodes at v1-3 where the
+// field does not exist, and checks the client's current_leader_epoch as Kafka does.
+#[test]
+fn list_offsets_answers_leader_epochs_and_checks_the_current_one() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 2).await;
+        let (error, _) = produce(
+            &service,
+            9,
+            produce_request("t", 0, batch(10, &EncodeOptions::default()), -1),
+        )
+        .await;
+        assert_eq!(error, 0);
+        // A single node leads at epoch 0 and stamps it on its batches.
+        assert_eq!(
+            list_offsets(&service, 6, list_offsets_request("t", 0, -1, -1)).await,
+            (0, 10, 0)
+        );
+        assert_eq!(
+            list_offsets(&service, 6, list_offsets_request("t", 0, -2, 0)).await,
+            (0, 0, 0)
+        );
+        assert_eq!(
+            list_offsets(&service, 4, list_offsets_request("t", 0, 0, 0)).await,
+            (0, 0, 0)
+        );
+        // No batch yet: no epoch known.
+        assert_eq!(
+            list_offsets(&service, 6, list_offsets_request("t", 1, -1, -1)).await,
+            (0, 0, -1)
+        );
+        // Before v4 the answer has no epoch field; it still encodes.
+        for version in 1..4 {
+            assert_eq!(
+                list_offsets(&service, version, list_offsets_request("t", 0, -1, -1)).await,
+                (0, 10, -1)
+            );
+        }
+        // A client that heard of a newer epoch than this leader's: Kafka's retriable error.
+        let (error, offset, epoch) =
+            list_offsets(&service, 6, list_offsets_request("t", 0, -1, 1)).await;
+        assert_eq!((error, offset, epoch), (UNKNOWN_LEADER_EPOCH, -1, -1));
+        let (error, ..) =
+            list_offsets(&service, 6, list_offsets_request("missing", 0, -1, -1)).await;
+        assert_eq!(error, UNKNOWN_TOPIC_OR_PARTITION);
+    });
+}
+
+// Goal (KIP-320): OffsetForLeaderEpoch is answered from the partition's leader-epoch
+// checkpoint: the latest epoch ends at the log end, an unknown newer one is undefined,
+// the current_leader_epoch is checked, an unknown partition is UNKNOWN_TOPIC_OR_PARTITION;
+// a log without batches knows no epoch.
+#[test]
+fn offset_for_leader_epoch_answers_from_the_epoch_checkpoint() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 2).await;
+        produce(
+            &service,
+            9,
+            produce_request("t", 0, batch(10, &EncodeOptions::default()), -1),
+        )
+        .await;
+        produce(
+            &service,
+            9,
+            produce_request("t", 0, batch(5, &EncodeOptions::default()), -1),
+        )
+        .await;
+        for version in 2..=4 {
+            assert_eq!(
+                epoch_end(
+                    &service,
+                    version,
+                    offset_for_leader_epoch_request("t", 0, 0, 0)
+                )
+                .await,
+                (0, 0, 15)
+            );
+        }
+        assert_eq!(
+            epoch_end(&service, 4, offset_for_leader_epoch_request("t", 0, 3, -1)).await,
+            (0, -1, -1),
+            "an epoch newer than any the log has is undefined"
+        );
+        assert_eq!(
+            epoch_end(&service, 4, offset_for_leader_epoch_request("t", 0, 0, 2)).await,
+            (UNKNOWN_LEADER_EPOCH, -1, -1)
+        );
+        assert_eq!(
+            epoch_end(&service, 4, offset_for_leader_epoch_request("t", 1, 0, -1)).await,
+            (0, -1, -1),
+            "no batch, no epoch"
+        );
+        assert_eq!(
+            epoch_end(&service, 4, offset_for_leader_epoch_request("t", 7, 0, -1))
+                .await
+                .0,
+            UNKNOWN_TOPIC_OR_PARTITION
+        );
+        assert_eq!(
+            epoch_end(&service, 4, offset_for_leader_epoch_request("t", -1, 0, -1))
+                .await
+                .0,
+            UNKNOWN_TOPIC_OR_PARTITION
+        );
+    });
+}
+
+// Goal: DeleteRecords moves the log start durably through the log's own path: the low
+// watermark is answered, ListOffsets' earliest follows, a fetch below it is out of range,
+// an offset past the high watermark is OFFSET_OUT_OF_RANGE and moves nothing, -1 means the
+// high watermark, and an offset below the start changes nothing.
+#[test]
+fn delete_records_moves_the_log_start() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 1).await;
+        for _ in 0..3 {
+            produce(
+                &service,
+                9,
+                produce_request("t", 0, batch(4, &EncodeOptions::default()), -1),
+            )
+            .await;
+        }
+        assert_eq!(
+            delete_records(&service, 2, delete_records_request("t", 0, 5)).await,
+            (0, 5)
+        );
+        assert_eq!(
+            list_offsets(&service, 6, list_offsets_request("t", 0, -2, -1)).await,
+            (0, 5, 0)
+        );
+        let Some(KafkaResponse::Fetch(fetched)) =
+            ask(&service, 12, KafkaRequest::Fetch(fetch_request("t", 0, 0))).await
+        else {
+            panic!("no answer");
+        };
+        let partition = &fetched.responses[0].partitions[0];
+        assert_eq!(partition.error_code, OFFSET_OUT_OF_RANGE);
+        assert_eq!(partition.log_start_offset, 5);
+        assert_eq!(
+            delete_records(&service, 1, delete_records_request("t", 0, 13)).await,
+            (OFFSET_OUT_OF_RANGE, -1)
+        );
+        assert_eq!(
+            delete_records(&service, 0, delete_records_request("t", 0, 2)).await,
+            (0, 5)
+        );
+        assert_eq!(
+            delete_records(&service, 2, delete_records_request("t", 0, -1)).await,
+            (0, 12)
+        );
+        assert_eq!(
+            list_offsets(&service, 6, list_offsets_request("t", 0, -2, -1)).await,
+            (0, 12, 0)
+        );
+        assert_eq!(
+            delete_records(&service, 2, delete_records_request("missing", 0, 1))
+                .await
+                .0,
+            UNKNOWN_TOPIC_OR_PARTITION
+        );
+    });
+}
+
 #[test]
 fn metadata_lists_this_node_and_its_leaders() {
     runtime().block_on(async {
@@ -701,284 +980,5 @@ fn create_partitions_grows_and_never_shrinks() {
             panic!("no answer");
         };
         assert_eq!(metadata.topics[0].partitions.len(), 4);
-    });
-}
-
-fn list_offsets_request(
-    topic: &str,
-    partition: i32,
-    timestamp: i64,
-    current_leader_epoch: i32,
-) -> KafkaRequest {
-    let mut wanted = list_offsets_request::ListOffsetsPartition::default();
-    wanted.partition_index = partition;
-    wanted.timestamp = timestamp;
-    wanted.current_leader_epoch = current_leader_epoch;
-    let mut topic_data = list_offsets_request::ListOffsetsTopic::default();
-    topic_data.name = name(topic);
-    topic_data.partitions = vec![wanted];
-    let mut request = kafka::ListOffsetsRequest::default();
-    request.topics = vec![topic_data];
-    KafkaRequest::ListOffsets(request)
-}
-
-/// (error code, offset, leader epoch) of the one partition of a ListOffsets answer.
-async fn list_offsets(
-    service: &KafkaService<SimDisk>,
-    version: i16,
-    request: KafkaRequest,
-) -> (i16, i64, i32) {
-    let Some(KafkaResponse::ListOffsets(response)) = ask(service, version, request).await else {
-        panic!("no ListOffsets answer");
-    };
-    let partition = &response.topics[0].partitions[0];
-    (
-        partition.error_code,
-        partition.offset,
-        partition.leader_epoch,
-    )
-}
-
-fn offset_for_leader_epoch_request(
-    topic: &str,
-    partition: i32,
-    leader_epoch: i32,
-    current_leader_epoch: i32,
-) -> kafka::OffsetForLeaderEpochRequest {
-    let mut wanted = kafka::offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
-    wanted.partition = partition;
-    wanted.leader_epoch = leader_epoch;
-    wanted.current_leader_epoch = current_leader_epoch;
-    let mut topic_data = kafka::offset_for_leader_epoch_request::OffsetForLeaderTopic::default();
-    topic_data.topic = name(topic);
-    topic_data.partitions = vec![wanted];
-    let mut request = kafka::OffsetForLeaderEpochRequest::default();
-    request.replica_id = kafka::BrokerId(-1);
-    request.topics = vec![topic_data];
-    request
-}
-
-/// (error code, leader epoch, end offset) of the one partition of an OffsetForLeaderEpoch
-/// answer.
-async fn epoch_end(
-    service: &KafkaService<SimDisk>,
-    version: i16,
-    request: kafka::OffsetForLeaderEpochRequest,
-) -> (i16, i32, i64) {
-    let Some(KafkaResponse::OffsetForLeaderEpoch(response)) = ask(
-        service,
-        version,
-        KafkaRequest::OffsetForLeaderEpoch(request),
-    )
-    .await
-    else {
-        panic!("no OffsetForLeaderEpoch answer");
-    };
-    let partition = &response.topics[0].partitions[0];
-    (
-        partition.error_code,
-        partition.leader_epoch,
-        partition.end_offset,
-    )
-}
-
-fn delete_records_request(topic: &str, partition: i32, offset: i64) -> kafka::DeleteRecordsRequest {
-    let mut wanted = kafka::delete_records_request::DeleteRecordsPartition::default();
-    wanted.partition_index = partition;
-    wanted.offset = offset;
-    let mut topic_data = kafka::delete_records_request::DeleteRecordsTopic::default();
-    topic_data.name = name(topic);
-    topic_data.partitions = vec![wanted];
-    let mut request = kafka::DeleteRecordsRequest::default();
-    request.timeout_ms = 30_000;
-    request.topics = vec![topic_data];
-    request
-}
-
-/// (error code, low watermark) of the one partition of a DeleteRecords answer.
-async fn delete_records(
-    service: &KafkaService<SimDisk>,
-    version: i16,
-    request: kafka::DeleteRecordsRequest,
-) -> (i16, i64) {
-    let Some(KafkaResponse::DeleteRecords(response)) =
-        ask(service, version, KafkaRequest::DeleteRecords(request)).await
-    else {
-        panic!("no DeleteRecords answer");
-    };
-    let partition = &response.topics[0].partitions[0];
-    (partition.error_code, partition.low_watermark)
-}
-
-const UNKNOWN_LEADER_EPOCH: i16 = 75;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const OFFSET_OUT_OF_RANGE: i16 = 1;
-
-// Goal (KIP-320): ListOffsets answers the leader epoch of the offset it returns (v4+; the
-// latest epoch for "latest", -1 on a log without batches), still encodes at v1-3 where the
-// field does not exist, and checks the client's current_leader_epoch as Kafka does.
-#[test]
-fn list_offsets_answers_leader_epochs_and_checks_the_current_one() {
-    runtime().block_on(async {
-        let service = service().await;
-        create_topic(&service, "t", 2).await;
-        let (error, _) = produce(
-            &service,
-            9,
-            produce_request("t", 0, batch(10, &EncodeOptions::default()), -1),
-        )
-        .await;
-        assert_eq!(error, 0);
-        // A single node leads at epoch 0 and stamps it on its batches.
-        assert_eq!(
-            list_offsets(&service, 6, list_offsets_request("t", 0, -1, -1)).await,
-            (0, 10, 0)
-        );
-        assert_eq!(
-            list_offsets(&service, 6, list_offsets_request("t", 0, -2, 0)).await,
-            (0, 0, 0)
-        );
-        assert_eq!(
-            list_offsets(&service, 4, list_offsets_request("t", 0, 0, 0)).await,
-            (0, 0, 0)
-        );
-        // No batch yet: no epoch known.
-        assert_eq!(
-            list_offsets(&service, 6, list_offsets_request("t", 1, -1, -1)).await,
-            (0, 0, -1)
-        );
-        // Before v4 the answer has no epoch field; it still encodes.
-        for version in 1..4 {
-            assert_eq!(
-                list_offsets(&service, version, list_offsets_request("t", 0, -1, -1)).await,
-                (0, 10, -1)
-            );
-        }
-        // A client that heard of a newer epoch than this leader's: Kafka's retriable error.
-        let (error, offset, epoch) =
-            list_offsets(&service, 6, list_offsets_request("t", 0, -1, 1)).await;
-        assert_eq!((error, offset, epoch), (UNKNOWN_LEADER_EPOCH, -1, -1));
-        let (error, ..) =
-            list_offsets(&service, 6, list_offsets_request("missing", 0, -1, -1)).await;
-        assert_eq!(error, UNKNOWN_TOPIC_OR_PARTITION);
-    });
-}
-
-// Goal (KIP-320): OffsetForLeaderEpoch is answered from the partition's leader-epoch
-// checkpoint: the latest epoch ends at the log end, an unknown newer one is undefined,
-// the current_leader_epoch is checked, an unknown partition is UNKNOWN_TOPIC_OR_PARTITION;
-// a log without batches knows no epoch.
-#[test]
-fn offset_for_leader_epoch_answers_from_the_epoch_checkpoint() {
-    runtime().block_on(async {
-        let service = service().await;
-        create_topic(&service, "t", 2).await;
-        produce(
-            &service,
-            9,
-            produce_request("t", 0, batch(10, &EncodeOptions::default()), -1),
-        )
-        .await;
-        produce(
-            &service,
-            9,
-            produce_request("t", 0, batch(5, &EncodeOptions::default()), -1),
-        )
-        .await;
-        for version in 2..=4 {
-            assert_eq!(
-                epoch_end(
-                    &service,
-                    version,
-                    offset_for_leader_epoch_request("t", 0, 0, 0)
-                )
-                .await,
-                (0, 0, 15)
-            );
-        }
-        assert_eq!(
-            epoch_end(&service, 4, offset_for_leader_epoch_request("t", 0, 3, -1)).await,
-            (0, -1, -1),
-            "an epoch newer than any the log has is undefined"
-        );
-        assert_eq!(
-            epoch_end(&service, 4, offset_for_leader_epoch_request("t", 0, 0, 2)).await,
-            (UNKNOWN_LEADER_EPOCH, -1, -1)
-        );
-        assert_eq!(
-            epoch_end(&service, 4, offset_for_leader_epoch_request("t", 1, 0, -1)).await,
-            (0, -1, -1),
-            "no batch, no epoch"
-        );
-        assert_eq!(
-            epoch_end(&service, 4, offset_for_leader_epoch_request("t", 7, 0, -1))
-                .await
-                .0,
-            UNKNOWN_TOPIC_OR_PARTITION
-        );
-        assert_eq!(
-            epoch_end(&service, 4, offset_for_leader_epoch_request("t", -1, 0, -1))
-                .await
-                .0,
-            UNKNOWN_TOPIC_OR_PARTITION
-        );
-    });
-}
-
-// Goal: DeleteRecords moves the log start durably through the log's own path: the low
-// watermark is answered, ListOffsets' earliest follows, a fetch below it is out of range,
-// an offset past the high watermark is OFFSET_OUT_OF_RANGE and moves nothing, -1 means the
-// high watermark, and an offset below the start changes nothing.
-#[test]
-fn delete_records_moves_the_log_start() {
-    runtime().block_on(async {
-        let service = service().await;
-        create_topic(&service, "t", 1).await;
-        for _ in 0..3 {
-            produce(
-                &service,
-                9,
-                produce_request("t", 0, batch(4, &EncodeOptions::default()), -1),
-            )
-            .await;
-        }
-        assert_eq!(
-            delete_records(&service, 2, delete_records_request("t", 0, 5)).await,
-            (0, 5)
-        );
-        assert_eq!(
-            list_offsets(&service, 6, list_offsets_request("t", 0, -2, -1)).await,
-            (0, 5, 0)
-        );
-        let Some(KafkaResponse::Fetch(fetched)) =
-            ask(&service, 12, KafkaRequest::Fetch(fetch_request("t", 0, 0))).await
-        else {
-            panic!("no answer");
-        };
-        let partition = &fetched.responses[0].partitions[0];
-        assert_eq!(partition.error_code, OFFSET_OUT_OF_RANGE);
-        assert_eq!(partition.log_start_offset, 5);
-        assert_eq!(
-            delete_records(&service, 1, delete_records_request("t", 0, 13)).await,
-            (OFFSET_OUT_OF_RANGE, -1)
-        );
-        assert_eq!(
-            delete_records(&service, 0, delete_records_request("t", 0, 2)).await,
-            (0, 5)
-        );
-        assert_eq!(
-            delete_records(&service, 2, delete_records_request("t", 0, -1)).await,
-            (0, 12)
-        );
-        assert_eq!(
-            list_offsets(&service, 6, list_offsets_request("t", 0, -2, -1)).await,
-            (0, 12, 0)
-        );
-        assert_eq!(
-            delete_records(&service, 2, delete_records_request("missing", 0, 1))
-                .await
-                .0,
-            UNKNOWN_TOPIC_OR_PARTITION
-        );
     });
 }

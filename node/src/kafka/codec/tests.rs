@@ -37,6 +37,8 @@ pub(crate) fn default_request(api: ApiKey) -> KafkaRequest {
         ApiKey::Produce => KafkaRequest::Produce(Default::default()),
         ApiKey::Fetch => KafkaRequest::Fetch(Default::default()),
         ApiKey::ListOffsets => KafkaRequest::ListOffsets(Default::default()),
+        ApiKey::OffsetForLeaderEpoch => KafkaRequest::OffsetForLeaderEpoch(Default::default()),
+        ApiKey::DeleteRecords => KafkaRequest::DeleteRecords(Default::default()),
         ApiKey::InitProducerId => KafkaRequest::InitProducerId(Default::default()),
         ApiKey::CreateTopics => KafkaRequest::CreateTopics(Default::default()),
         ApiKey::DeleteTopics => KafkaRequest::DeleteTopics(Default::default()),
@@ -47,8 +49,6 @@ pub(crate) fn default_request(api: ApiKey) -> KafkaRequest {
             KafkaRequest::IncrementalAlterConfigs(Default::default())
         }
         ApiKey::DescribeCluster => KafkaRequest::DescribeCluster(Default::default()),
-        ApiKey::OffsetForLeaderEpoch => KafkaRequest::OffsetForLeaderEpoch(Default::default()),
-        ApiKey::DeleteRecords => KafkaRequest::DeleteRecords(Default::default()),
         ApiKey::FindCoordinator => KafkaRequest::FindCoordinator(Default::default()),
         ApiKey::JoinGroup => KafkaRequest::JoinGroup(Default::default()),
         ApiKey::SyncGroup => KafkaRequest::SyncGroup(Default::default()),
