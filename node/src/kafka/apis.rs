@@ -143,7 +143,7 @@ kafka_apis! {
     OffsetFetch: OffsetFetchRequest, OffsetFetchResponse, 1..=9;
     OffsetDelete: OffsetDeleteRequest, OffsetDeleteResponse, 0..=0;
     ListGroups: ListGroupsRequest, ListGroupsResponse, 0..=5;
-    DescribeGroups: DescribeGroupsRequest, DescribeGroupsResponse, 0..=5;
+    DescribeGroups: DescribeGroupsRequest, DescribeGroupsResponse, 0..=6;
     DeleteGroups: DeleteGroupsRequest, DeleteGroupsResponse, 0..=2;
 }
 

@@ -666,6 +666,71 @@ fn alter_configs_replaces_and_incremental_alters() {
     });
 }
 
+/// DescribeConfigs with `include_synonyms` lists each value's own source as its first synonym
+/// (what `kafka-configs --describe` prints); without it, none.
+#[test]
+fn describe_configs_synonyms_name_the_source() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 1).await;
+        let Some(KafkaResponse::IncrementalAlterConfigs(response)) = ask(
+            &service,
+            1,
+            realistic_request(ApiKey::IncrementalAlterConfigs, 1),
+        )
+        .await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(response.responses[0].error_code, 0, "{response:?}");
+        for include_synonyms in [true, false] {
+            let KafkaRequest::DescribeConfigs(mut request) =
+                realistic_request(ApiKey::DescribeConfigs, 4)
+            else {
+                unreachable!()
+            };
+            request.include_synonyms = include_synonyms;
+            let Some(KafkaResponse::DescribeConfigs(response)) =
+                ask(&service, 4, KafkaRequest::DescribeConfigs(request)).await
+            else {
+                panic!("no answer");
+            };
+            let synonyms = |key: &str| -> Vec<(String, String, i8)> {
+                let config = response.results[0]
+                    .configs
+                    .iter()
+                    .find(|config| config.name.as_str() == key)
+                    .expect("key described");
+                config
+                    .synonyms
+                    .iter()
+                    .map(|synonym| {
+                        (
+                            synonym.name.as_str().to_owned(),
+                            synonym.value.as_deref().unwrap_or_default().to_owned(),
+                            synonym.source,
+                        )
+                    })
+                    .collect()
+            };
+            if include_synonyms {
+                assert_eq!(
+                    synonyms("retention.ms"),
+                    [("retention.ms".to_owned(), "7200000".to_owned(), 1)],
+                    "set on the topic: DYNAMIC_TOPIC_CONFIG"
+                );
+                assert_eq!(
+                    synonyms("cleanup.policy"),
+                    [("cleanup.policy".to_owned(), "delete".to_owned(), 5)],
+                    "the default: DEFAULT_CONFIG"
+                );
+            } else {
+                assert_eq!(synonyms("retention.ms"), []);
+            }
+        }
+    });
+}
+
 #[test]
 fn create_partitions_grows_and_never_shrinks() {
     runtime().block_on(async {
