@@ -21,6 +21,8 @@ const REQUIRE_CLIENTS: &str = "LEDGE_REQUIRE_KAFKA_CLIENTS";
 /// A tool that has not finished by then is killed and fails the test. The tools' own
 /// timeouts (the admin client's 60 s, the console consumer's `--timeout-ms`) come first.
 const TOOL_RUN_MAX: Duration = Duration::from_secs(180);
+/// The short differential run starts two servers and runs about 25 tools on each.
+const DIFFERENTIAL_RUN_MAX: Duration = Duration::from_secs(600);
 /// The Kafka version `tests/kafka/java/pom.xml` pins.
 const KAFKA_VERSION: &str = "4.1.1";
 
@@ -56,17 +58,43 @@ struct ToolRun {
 /// Runs the tool whose main class is `class` with `args` (and `stdin`), in a small JVM (the
 /// machine's cores are shared), killing it after [`TOOL_RUN_MAX`].
 fn tool(lib: &Path, class: &str, args: &[&str], stdin: &str) -> ToolRun {
-    let mut child = Command::new("java")
+    let mut command = Command::new("java");
+    command
         .args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
         .arg("-cp")
         .arg(lib.join("*"))
         .arg(class)
-        .args(args)
+        .args(args);
+    let run = run_bounded(command, stdin, TOOL_RUN_MAX);
+    assert!(
+        run.success.is_some(),
+        "{class} {args:?} still running after {TOOL_RUN_MAX:?}:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    ToolRun {
+        success: run.success == Some(true),
+        stdout: run.stdout,
+        stderr: run.stderr,
+    }
+}
+
+/// What a bounded run printed; `success` is `None` if it was stopped at its deadline.
+struct BoundedRun {
+    success: Option<bool>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `command` with `stdin`; past `run_max` it gets SIGTERM (so a script can stop what
+/// it started), then SIGKILL.
+fn run_bounded(mut command: Command, stdin: &str, run_max: Duration) -> BoundedRun {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn java");
+        .expect("spawn");
     let mut input = child.stdin.take().expect("piped stdin");
     input.write_all(stdin.as_bytes()).expect("write stdin");
     drop(input);
@@ -83,29 +111,31 @@ fn tool(lib: &Path, class: &str, args: &[&str], stdin: &str) -> ToolRun {
         text
     });
     let started = crate::cluster::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for java") {
-            break Some(status);
+    let success = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break Some(status.success());
         }
-        if started.elapsed() > TOOL_RUN_MAX {
+        if started.elapsed() > run_max {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let terminated = crate::cluster::now();
+            while terminated.elapsed() < Duration::from_secs(30)
+                && child.try_wait().ok().flatten().is_none()
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = child.kill();
             let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let run = ToolRun {
-        success: status.is_some_and(|status| status.success()),
+    BoundedRun {
+        success,
         stdout: stdout.join().expect("stdout reader"),
         stderr: stderr.join().expect("stderr reader"),
-    };
-    assert!(
-        status.is_some(),
-        "{class} {args:?} still running after {TOOL_RUN_MAX:?}:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
-    run
+    }
 }
 
 /// Runs a tool that must succeed; its stdout.
@@ -528,6 +558,37 @@ fn kafka_java_console_groups_and_perf_test() {
         .filter_map(|line| line.rsplit(':').next()?.parse::<i64>().ok())
         .sum();
     assert_eq!(total, 2000, "{offsets}");
+}
+
+/// The short differential run (`tests/kafka/differential.py --short`): kafka-topics,
+/// kafka-configs and kafka-producer-perf-test against this node and against a real Kafka 4.1
+/// broker (single-node KRaft on loopback, from the same jars), with every difference either
+/// equal after normalizing or one of the script's known differences (docs/KAFKA-COMPAT.md).
+#[test]
+fn kafka_java_differential_short() {
+    let Some(lib) = kafka_java_lib() else {
+        missing("the Kafka Java tools");
+        return;
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent");
+    let mut command = Command::new("python3");
+    command
+        .arg(workspace.join("tests/kafka/differential.py"))
+        .arg("--short")
+        .arg("--lib")
+        .arg(&lib)
+        .arg("--ledge-node")
+        .arg(ledge_e2e::binary("ledge-node"));
+    let run = run_bounded(command, "", DIFFERENTIAL_RUN_MAX);
+    assert!(
+        run.success == Some(true) && run.stdout.contains(" same, 0 different"),
+        "differential run ({:?}):\n{}\n{}",
+        run.success,
+        run.stdout,
+        run.stderr
+    );
 }
 
 /// Reports missing jars: a failure where `.ci/run` installed them, else a loud skip.
