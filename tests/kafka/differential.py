@@ -182,12 +182,6 @@ def _(target, scenario, text):
     return text.replace("min.insync.replicas=1,", "") if target == "kafka" else text
 
 
-@known("no DescribeTopicPartitions", "Ledge does not serve DescribeTopicPartitions (API 75), "
-       "so the admin client falls back to Metadata and kafka-topics prints Elr: N/A")
-def _(target, scenario, text):
-    return text.replace("Elr: N/A LastKnownElr: N/A", "Elr: LastKnownElr:")
-
-
 @known("no broker default synonyms", "Kafka lists the broker-level default (log.*) as a second "
        "config synonym; Ledge's topic defaults are built in, not broker settings")
 def _(target, scenario, text):
