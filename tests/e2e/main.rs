@@ -21,6 +21,7 @@ mod groups_more;
 mod in_flight;
 mod kafka_clients;
 mod kafka_groups;
+mod kafka_java;
 mod node;
 mod process;
 mod produce_validation;
