@@ -22,6 +22,7 @@ mod in_flight;
 mod kafka_clients;
 mod kafka_confluent_aiokafka;
 mod kafka_groups;
+mod kafka_java;
 mod node;
 mod process;
 mod produce_validation;

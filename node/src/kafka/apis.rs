@@ -136,6 +136,7 @@ kafka_apis! {
     AlterConfigs: AlterConfigsRequest, AlterConfigsResponse, 0..=2;
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, 0..=1;
     DescribeCluster: DescribeClusterRequest, DescribeClusterResponse, 0..=1;
+    DescribeTopicPartitions: DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, 0..=0;
     // Groups (kafka/groups.rs): one row per API here, one arm in dispatch.rs.
     FindCoordinator: FindCoordinatorRequest, FindCoordinatorResponse, 0..=5;
     JoinGroup: JoinGroupRequest, JoinGroupResponse, 0..=9;
@@ -146,7 +147,7 @@ kafka_apis! {
     OffsetFetch: OffsetFetchRequest, OffsetFetchResponse, 1..=9;
     OffsetDelete: OffsetDeleteRequest, OffsetDeleteResponse, 0..=0;
     ListGroups: ListGroupsRequest, ListGroupsResponse, 0..=5;
-    DescribeGroups: DescribeGroupsRequest, DescribeGroupsResponse, 0..=5;
+    DescribeGroups: DescribeGroupsRequest, DescribeGroupsResponse, 0..=6;
     DeleteGroups: DeleteGroupsRequest, DeleteGroupsResponse, 0..=2;
 }
 

@@ -58,6 +58,11 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::DescribeCluster(request) => KafkaResponse::DescribeCluster(
                 handlers::cluster::describe_cluster(broker, &addresses, request).await,
             ),
+            KafkaRequest::DescribeTopicPartitions(request) => {
+                KafkaResponse::DescribeTopicPartitions(
+                    handlers::cluster::describe_topic_partitions(broker, &addresses, request).await,
+                )
+            }
             KafkaRequest::Produce(request) => KafkaResponse::Produce(
                 handlers::produce::produce(broker, client_id, request, version).await?,
             ),

@@ -950,6 +950,71 @@ fn alter_configs_replaces_and_incremental_alters() {
     });
 }
 
+/// DescribeConfigs with `include_synonyms` lists each value's own source as its first synonym
+/// (what `kafka-configs --describe` prints); without it, none.
+#[test]
+fn describe_configs_synonyms_name_the_source() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 1).await;
+        let Some(KafkaResponse::IncrementalAlterConfigs(response)) = ask(
+            &service,
+            1,
+            realistic_request(ApiKey::IncrementalAlterConfigs, 1),
+        )
+        .await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(response.responses[0].error_code, 0, "{response:?}");
+        for include_synonyms in [true, false] {
+            let KafkaRequest::DescribeConfigs(mut request) =
+                realistic_request(ApiKey::DescribeConfigs, 4)
+            else {
+                unreachable!()
+            };
+            request.include_synonyms = include_synonyms;
+            let Some(KafkaResponse::DescribeConfigs(response)) =
+                ask(&service, 4, KafkaRequest::DescribeConfigs(request)).await
+            else {
+                panic!("no answer");
+            };
+            let synonyms = |key: &str| -> Vec<(String, String, i8)> {
+                let config = response.results[0]
+                    .configs
+                    .iter()
+                    .find(|config| config.name.as_str() == key)
+                    .expect("key described");
+                config
+                    .synonyms
+                    .iter()
+                    .map(|synonym| {
+                        (
+                            synonym.name.as_str().to_owned(),
+                            synonym.value.as_deref().unwrap_or_default().to_owned(),
+                            synonym.source,
+                        )
+                    })
+                    .collect()
+            };
+            if include_synonyms {
+                assert_eq!(
+                    synonyms("retention.ms"),
+                    [("retention.ms".to_owned(), "7200000".to_owned(), 1)],
+                    "set on the topic: DYNAMIC_TOPIC_CONFIG"
+                );
+                assert_eq!(
+                    synonyms("cleanup.policy"),
+                    [("cleanup.policy".to_owned(), "delete".to_owned(), 5)],
+                    "the default: DEFAULT_CONFIG"
+                );
+            } else {
+                assert_eq!(synonyms("retention.ms"), []);
+            }
+        }
+    });
+}
+
 #[test]
 fn create_partitions_grows_and_never_shrinks() {
     runtime().block_on(async {
@@ -980,5 +1045,104 @@ fn create_partitions_grows_and_never_shrinks() {
             panic!("no answer");
         };
         assert_eq!(metadata.topics[0].partitions.len(), 4);
+    });
+}
+
+/// DescribeTopicPartitions lists topics sorted by name, stops at the partition limit with a
+/// cursor to the next partition, resumes from that cursor, answers an unknown topic with
+/// UNKNOWN_TOPIC_OR_PARTITION, and reports empty ELR lists (what `kafka-topics --describe`
+/// prints as `Elr:`).
+#[test]
+fn describe_topic_partitions_pages_by_cursor() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "b", 3).await;
+        create_topic(&service, "a", 2).await;
+        let describe = |names: &[&str], limit: i32, cursor: Option<(&str, i32)>| {
+            let mut request = kafka::DescribeTopicPartitionsRequest::default();
+            request.topics = names
+                .iter()
+                .map(|topic| {
+                    let mut entry =
+                        kafka::describe_topic_partitions_request::TopicRequest::default();
+                    entry.name = name(topic);
+                    entry
+                })
+                .collect();
+            request.response_partition_limit = limit;
+            request.cursor = cursor.map(|(topic, partition)| {
+                let mut entry = kafka::describe_topic_partitions_request::Cursor::default();
+                entry.topic_name = name(topic);
+                entry.partition_index = partition;
+                entry
+            });
+            KafkaRequest::DescribeTopicPartitions(request)
+        };
+        let listed = |response: &kafka::DescribeTopicPartitionsResponse| -> Vec<(String, i32)> {
+            response
+                .topics
+                .iter()
+                .flat_map(|topic| {
+                    let topic_name = topic.name.as_ref().unwrap().0.as_str().to_owned();
+                    topic
+                        .partitions
+                        .iter()
+                        .map(move |partition| (topic_name.clone(), partition.partition_index))
+                })
+                .collect()
+        };
+        let Some(KafkaResponse::DescribeTopicPartitions(first)) =
+            ask(&service, 0, describe(&["b", "a"], 3, None)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(
+            listed(&first),
+            [
+                ("a".to_owned(), 0),
+                ("a".to_owned(), 1),
+                ("b".to_owned(), 0)
+            ]
+        );
+        let cursor = first.next_cursor.as_ref().expect("more to come");
+        assert_eq!(
+            (cursor.topic_name.0.as_str(), cursor.partition_index),
+            ("b", 1)
+        );
+        let partition = &first.topics[0].partitions[0];
+        assert_eq!(partition.leader_id.0, 1);
+        assert_eq!(partition.eligible_leader_replicas, Some(Vec::new()));
+        let Some(KafkaResponse::DescribeTopicPartitions(rest)) =
+            ask(&service, 0, describe(&["b", "a"], 3, Some(("b", 1)))).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(listed(&rest), [("b".to_owned(), 1), ("b".to_owned(), 2)]);
+        assert!(rest.next_cursor.is_none());
+        // No names: every topic. An unknown name: its error, no partitions.
+        let Some(KafkaResponse::DescribeTopicPartitions(all)) =
+            ask(&service, 0, describe(&[], 100, None)).await
+        else {
+            panic!("no answer");
+        };
+        // Internal topics (the node's __consumer_offsets) are listed too, marked so.
+        let user_partitions: usize = all
+            .topics
+            .iter()
+            .filter(|topic| !topic.is_internal)
+            .map(|topic| topic.partitions.len())
+            .sum();
+        assert_eq!(user_partitions, 5, "{all:?}");
+        let Some(KafkaResponse::DescribeTopicPartitions(unknown)) =
+            ask(&service, 0, describe(&["missing"], 100, None)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(unknown.topics.len(), 1);
+        assert_eq!(
+            unknown.topics[0].error_code, 3,
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        assert!(unknown.topics[0].partitions.is_empty());
     });
 }

@@ -49,6 +49,9 @@ pub(crate) fn default_request(api: ApiKey) -> KafkaRequest {
             KafkaRequest::IncrementalAlterConfigs(Default::default())
         }
         ApiKey::DescribeCluster => KafkaRequest::DescribeCluster(Default::default()),
+        ApiKey::DescribeTopicPartitions => {
+            KafkaRequest::DescribeTopicPartitions(Default::default())
+        }
         ApiKey::FindCoordinator => KafkaRequest::FindCoordinator(Default::default()),
         ApiKey::JoinGroup => KafkaRequest::JoinGroup(Default::default()),
         ApiKey::SyncGroup => KafkaRequest::SyncGroup(Default::default()),

@@ -5,7 +5,9 @@
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     ApiVersionsResponse, BrokerId, DescribeClusterRequest, DescribeClusterResponse,
-    MetadataRequest, MetadataResponse, TopicName, describe_cluster_response, metadata_response,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, MetadataRequest,
+    MetadataResponse, TopicName, describe_cluster_response, describe_topic_partitions_response,
+    metadata_request, metadata_response,
 };
 use ledge_protocol::wire::{self, DescribeClusterRequest as NativeDescribeCluster, ErrorCode};
 
@@ -118,6 +120,84 @@ pub async fn metadata<D: Disk>(
             entry
         }))
         .collect();
+    response
+}
+
+/// The most partitions one DescribeTopicPartitions answer lists, whatever the client asks:
+/// Kafka's `max.request.partition.size.limit` default. The rest come by cursor.
+pub const DESCRIBE_TOPIC_PARTITIONS_PARTITIONS_MAX: usize = 2000;
+
+/// DescribeTopicPartitions (KIP-966), what Kafka 4's admin client asks before Metadata for
+/// `describeTopics`: the Metadata answer's topics (all of them for an empty list), sorted by
+/// name, from the request's cursor on, at most `response_partition_limit` partitions (capped
+/// at [`DESCRIBE_TOPIC_PARTITIONS_PARTITIONS_MAX`]), with a cursor to the next partition when
+/// more remain. The node has no eligible leader replicas (ELR): both lists are empty.
+pub async fn describe_topic_partitions<D: Disk>(
+    broker: &Broker<D>,
+    addresses: &NodeAddresses<'_>,
+    request: DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    let mut asked = MetadataRequest::default();
+    asked.topics = (!request.topics.is_empty()).then(|| {
+        request
+            .topics
+            .iter()
+            .map(|topic| {
+                let mut entry = metadata_request::MetadataRequestTopic::default();
+                entry.name = Some(topic.name.clone());
+                entry
+            })
+            .collect()
+    });
+    let mut topics = metadata(broker, addresses, asked, 12).await.topics;
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    let limit = usize::try_from(request.response_partition_limit)
+        .unwrap_or(0)
+        .clamp(1, DESCRIBE_TOPIC_PARTITIONS_PARTITIONS_MAX);
+    let mut response = DescribeTopicPartitionsResponse::default();
+    let mut listed = 0;
+    for topic in topics {
+        let name = topic.name.clone().unwrap_or_default();
+        let first_partition = match &request.cursor {
+            Some(cursor) if name.0 < cursor.topic_name.0 => continue,
+            Some(cursor) if name == cursor.topic_name => cursor.partition_index,
+            _ => 0,
+        };
+        let mut entry =
+            describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic::default();
+        entry.error_code = topic.error_code;
+        entry.name = topic.name;
+        entry.topic_id = topic.topic_id;
+        entry.is_internal = topic.is_internal;
+        for partition in topic.partitions {
+            if partition.partition_index < first_partition {
+                continue;
+            }
+            if listed == limit {
+                let mut cursor = describe_topic_partitions_response::Cursor::default();
+                cursor.topic_name = name.clone();
+                cursor.partition_index = partition.partition_index;
+                response.next_cursor = Some(cursor);
+                break;
+            }
+            listed += 1;
+            let mut described =
+                describe_topic_partitions_response::DescribeTopicPartitionsResponsePartition::default();
+            described.error_code = partition.error_code;
+            described.partition_index = partition.partition_index;
+            described.leader_id = partition.leader_id;
+            described.leader_epoch = partition.leader_epoch;
+            described.replica_nodes = partition.replica_nodes;
+            described.isr_nodes = partition.isr_nodes;
+            described.eligible_leader_replicas = Some(Vec::new());
+            described.last_known_elr = Some(Vec::new());
+            entry.partitions.push(described);
+        }
+        response.topics.push(entry);
+        if response.next_cursor.is_some() {
+            break;
+        }
+    }
     response
 }
 

@@ -70,6 +70,7 @@ pub async fn describe_configs<D: Disk>(
     request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
     let mut response = DescribeConfigsResponse::default();
+    let include_synonyms = request.include_synonyms;
     for resource in request.resources {
         let mut result = describe_configs_response::DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
@@ -106,6 +107,17 @@ pub async fn describe_configs<D: Disk>(
                         } else {
                             SOURCE_TOPIC
                         };
+                        // The value's own source, first as on Kafka (`kafka-configs
+                        // --describe` prints them). Kafka lists a broker-level default
+                        // after it; the node's topic defaults are built in, not settings.
+                        if include_synonyms {
+                            let mut synonym =
+                                describe_configs_response::DescribeConfigsSynonym::default();
+                            synonym.name = entry.name.clone();
+                            synonym.value = entry.value.clone();
+                            synonym.source = entry.config_source;
+                            entry.synonyms = vec![synonym];
+                        }
                         entry
                     })
                     .collect();
