@@ -1546,6 +1546,25 @@ mod tests {
         assert_seeds_pass(&[622, 1375], &options);
     }
 
+    /// Findings of the first 10,000-seed campaign (seventh session): a follower cut off from
+    /// its leader was shrunk out of the ISR by that leader, leaving the leader alone in it, and
+    /// a member the leader shrank out did not join the ELR (only fenced ones did). The leader
+    /// then came back on a wiped disk and left the ISR (a new storage id): the ISR was empty,
+    /// the ELR too, and the partition stayed offline after the final heal although the
+    /// follower held every committed record (seed 1283: partition 1, leader 3, follower 1
+    /// shrunk out by a one-way cut; seed 7707, 4 nodes: partition 0, leader 1, follower 3
+    /// shrunk out while it was down after a power loss). As in Kafka (KIP-966), a member
+    /// shrunk out of an ISR that drops below `min.insync.replicas` now joins the ELR
+    /// (`ControllerLogic::alter_partition`), and is elected when the leader comes back empty.
+    #[test]
+    fn a_follower_shrunk_out_below_min_insync_leads_after_the_leader_is_wiped() {
+        let options = MultiOptions {
+            power_loss: true,
+            ..MultiOptions::default()
+        };
+        assert_seeds_pass(&[1283, 7707], &options);
+    }
+
     /// Findings of the first 10,000-seed campaign still open (docs/TESTING.md): every one has
     /// a node back on a wiped disk next to another fault. Seed 5232: a voter that led the
     /// controller in term 1 was isolated while the others elected a term-2 controller and
@@ -1554,9 +1573,14 @@ mod tests {
     /// second history was committed (two nodes' images disagree on partition epoch 2) and two
     /// records were acknowledged at one offset. The answer is KIP-853's: a voter's
     /// acknowledgements count only under its storage id, or a rejoining voter first learns the
-    /// current term from enough voters and refuses older leaders. Seed 5626: acknowledged
-    /// twice with consistent controller images (a partition-level cause, not found yet).
-    /// Seeds 1109 and 7707: after the final heal the ISR stays empty (liveness).
+    /// current term from enough voters and refuses older leaders. Seeds 5626 and 1109 (as
+    /// they replay on the debug build of the seventh session) are the same finding: the
+    /// old term-1 controller and the wiped voter committed a second history (openraft warns
+    /// "follower log is reverted" on the wiped voter), and a node that had applied the
+    /// other one either kept its stale image (5626: node 2 still leads partition 1 at
+    /// partition epoch 0 and its ISR changes are refused, so partition 0's ISR stays short)
+    /// or had its Raft core fail openraft's assertion `Some(log_id) <= self.committed()`
+    /// (1109).
     #[test]
     #[ignore = "open findings of the 10,000-seed campaign: a wiped disk next to another fault"]
     fn bug_wiped_disk_campaign_findings() {
@@ -1564,7 +1588,7 @@ mod tests {
             power_loss: true,
             ..MultiOptions::default()
         };
-        assert_seeds_pass(&[5232, 5626, 1109, 7707], &options);
+        assert_seeds_pass(&[5232, 5626, 1109], &options);
     }
 
     /// Runs `seeds` and fails with every failing seed's report.
