@@ -1328,19 +1328,26 @@ pub(crate) async fn list_offsets(
 ) -> Result<BTreeMap<TopicPartition, Result<ListedOffset, ErrorCode>>, RequestError> {
     let mut listed = BTreeMap::new();
     let mut pending = specs.clone();
+    // A new leader answers OffsetNotAvailable until its high watermark reaches its leader
+    // epoch (KIP-207; a follower's next fetch moves it): asked again until the request
+    // timeout has passed.
+    let settle_deadline = clock::now() + client.config().request_timeout;
     // Each partition is asked of its leader. An answer that says the leader moved is asked
     // again after the cluster view is refreshed, a bounded number of times.
-    for attempt in 0..LIST_OFFSETS_ROUTING_ATTEMPTS {
+    let mut attempt = 0;
+    loop {
         if pending.is_empty() {
             break;
         }
         if attempt > 0 {
             tokio::time::sleep(LIST_OFFSETS_ROUTING_BACKOFF).await;
         }
+        attempt += 1;
+        let routing_left = attempt < LIST_OFFSETS_ROUTING_ATTEMPTS;
         let answers = match list_offsets_from_leaders(client, &pending).await {
             // A leader the cluster fenced while it was asked: its routes are dropped, so the
             // next round asks the new leaders.
-            Err(RequestError::NodeLost { node }) if attempt + 1 < LIST_OFFSETS_ROUTING_ATTEMPTS => {
+            Err(RequestError::NodeLost { node }) if routing_left => {
                 tracing::debug!(%node, "ListOffsets leader left the cluster; routing again");
                 continue;
             }
@@ -1356,7 +1363,9 @@ pub(crate) async fn list_offsets(
                         | ErrorCode::FencedLeaderEpoch
                         | ErrorCode::UnknownLeaderEpoch
                 );
-                if moved && attempt + 1 < LIST_OFFSETS_ROUTING_ATTEMPTS {
+                let settling =
+                    code == ErrorCode::OffsetNotAvailable && clock::now() < settle_deadline;
+                if (moved && routing_left) || settling {
                     if let Some(spec) = specs.iter().find(|(known, _)| *known == partition) {
                         pending.push(spec.clone());
                     }

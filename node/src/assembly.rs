@@ -83,6 +83,7 @@ pub async fn start_cluster_services<D: Disk>(
         controller: Box::new(move || leader_of.leader()),
         cluster_id: cluster.cluster_id.clone(),
         admin: Some(Arc::clone(&node_cluster.admin)),
+        node_epoch: node_cluster.node_epoch.clone(),
     });
     // The materializer replays the image from the controller's store first.
     tokio::spawn(Arc::clone(broker).run_materializer());

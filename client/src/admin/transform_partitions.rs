@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ledge_protocol::wire::{self, ApiKey, ErrorCode, Request, Response};
 
-use super::{Admin, TransformDescription, metadata};
+use super::{Admin, TransformDescription, TransformState, metadata};
 use crate::connection::unexpected;
 use crate::error::RequestError;
 
@@ -70,8 +70,17 @@ impl TransformPartitionStatus {
     }
 }
 
-/// The partitions one node reported running, by transform name.
-type NodeAnswer = Result<BTreeMap<String, Vec<wire::TransformPartitionStatus>>, String>;
+/// What one node reported of a transform: its state and last error there, and the
+/// partitions it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NodeReport {
+    state: String,
+    last_error: String,
+    partitions: Vec<wire::TransformPartitionStatus>,
+}
+
+/// What one node reported, by transform name.
+type NodeAnswer = Result<BTreeMap<String, NodeReport>, String>;
 
 impl Admin {
     /// Fills each transform's `partitions` from the leaders of its input partitions, and in
@@ -116,6 +125,17 @@ impl Admin {
             .collect();
         let mut answers: BTreeMap<u32, NodeAnswer> = BTreeMap::new();
         if alone {
+            let own = own
+                .into_iter()
+                .map(|(name, partitions)| {
+                    let report = NodeReport {
+                        state: String::new(),
+                        last_error: String::new(),
+                        partitions,
+                    };
+                    (name, report)
+                })
+                .collect();
             answers.insert(metadata.node_id, Ok(own));
         } else {
             let names: Vec<String> = described
@@ -159,8 +179,11 @@ impl Admin {
                         }
                         Some((_, Some(Ok(reported)))) => reported
                             .get(&transform.name)
-                            .and_then(|partitions| {
-                                partitions.iter().find(|entry| entry.partition == partition)
+                            .and_then(|report| {
+                                report
+                                    .partitions
+                                    .iter()
+                                    .find(|entry| entry.partition == partition)
                             })
                             .map_or(TransformPartitionStatus::NotRunning, |entry| {
                                 TransformPartitionStatus::Running {
@@ -182,6 +205,17 @@ impl Admin {
                 .collect();
             if !alone {
                 sum_over_partitions(transform);
+                let mut running_on: Vec<u32> = leaders.iter().flatten().copied().collect();
+                running_on.sort_unstable();
+                running_on.dedup();
+                let reports: Vec<(u32, &NodeReport)> = running_on
+                    .into_iter()
+                    .filter_map(|node| {
+                        let report = answers.get(&node)?.as_ref().ok()?.get(&transform.name)?;
+                        Some((node, report))
+                    })
+                    .collect();
+                merge_node_states(transform, &reports);
             }
         }
         Ok(())
@@ -208,11 +242,51 @@ impl Admin {
             Ok(Response::DescribeTransforms(response)) => Ok(response
                 .transforms
                 .into_iter()
-                .map(|transform| (transform.name, transform.partitions))
+                .map(|transform| {
+                    let report = NodeReport {
+                        state: transform.state,
+                        last_error: transform.last_error,
+                        partitions: transform.partitions,
+                    };
+                    (transform.name, report)
+                })
                 .collect()),
             Ok(other) => Err(unexpected(ApiKey::DescribeTransforms, &other).to_string()),
             Err(error) => Err(format!("node {node_id} did not answer: {error}")),
         }
+    }
+}
+
+/// In a cluster a transform stops on the node whose task failed (`on_error = stop`), not on
+/// the node asked: the state shown is the worst the leaders of its input partitions report
+/// (failed, then paused, then running), and its last error theirs, naming the node. A
+/// leader that did not answer changes nothing; the node asked's word stays when no leader
+/// reports worse.
+fn merge_node_states(transform: &mut TransformDescription, reports: &[(u32, &NodeReport)]) {
+    let severity = |state: TransformState| match state {
+        TransformState::Failed => 2,
+        TransformState::Paused => 1,
+        TransformState::Running => 0,
+    };
+    let worst = reports
+        .iter()
+        .filter_map(|(node, report)| {
+            let state: TransformState = report.state.parse().ok()?;
+            Some((severity(state), *node, state, report))
+        })
+        .max_by_key(|(severity, node, ..)| (*severity, std::cmp::Reverse(*node)));
+    let Some((worst_severity, node, state, report)) = worst else {
+        return;
+    };
+    if worst_severity > severity(transform.state) {
+        transform.state = state;
+        transform.last_error =
+            (!report.last_error.is_empty()).then(|| format!("node {node}: {}", report.last_error));
+    } else if worst_severity == severity(transform.state)
+        && transform.last_error.is_none()
+        && !report.last_error.is_empty()
+    {
+        transform.last_error = Some(format!("node {node}: {}", report.last_error));
     }
 }
 
@@ -262,7 +336,7 @@ fn sum_over_partitions(transform: &mut TransformDescription) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::{OnError, PluginKind, TransformState};
+    use crate::admin::{OnError, PluginKind};
 
     fn transform(partitions: Vec<TransformPartitionStatus>) -> TransformDescription {
         TransformDescription {
@@ -332,5 +406,63 @@ mod tests {
         ]);
         sum_over_partitions(&mut paused);
         assert_eq!((paused.records_in, paused.lag), (100, 50));
+    }
+
+    fn report(state: &str, last_error: &str) -> NodeReport {
+        NodeReport {
+            state: state.into(),
+            last_error: last_error.into(),
+            partitions: Vec::new(),
+        }
+    }
+
+    /// Goal: in a cluster the state shown is the worst any leader of the input reports,
+    /// with that node's error named; the node asked's word stays when no leader reports
+    /// worse, and an unknown state changes nothing.
+    #[test]
+    fn the_state_shown_is_the_worst_a_leader_reports() {
+        let failed = report("failed", "module trapped at offset 7");
+        let paused = report("paused", "paused by an operator");
+        let running = report("running", "");
+        let mut one_failed = transform(Vec::new());
+        merge_node_states(
+            &mut one_failed,
+            &[(1, &running), (3, &failed), (2, &paused)],
+        );
+        assert_eq!(one_failed.state, TransformState::Failed);
+        assert_eq!(
+            one_failed.last_error.as_deref(),
+            Some("node 3: module trapped at offset 7")
+        );
+
+        let mut all_running = transform(Vec::new());
+        merge_node_states(&mut all_running, &[(1, &running), (2, &running)]);
+        assert_eq!(
+            (all_running.state, all_running.last_error),
+            (TransformState::Running, None)
+        );
+
+        let mut asked_paused = transform(Vec::new());
+        asked_paused.state = TransformState::Paused;
+        asked_paused.last_error = Some("paused by an operator".into());
+        merge_node_states(
+            &mut asked_paused,
+            &[(1, &running), (2, &report("bogus", "x"))],
+        );
+        assert_eq!(asked_paused.state, TransformState::Paused);
+        assert_eq!(
+            asked_paused.last_error.as_deref(),
+            Some("paused by an operator")
+        );
+
+        let mut record_error = transform(Vec::new());
+        merge_node_states(
+            &mut record_error,
+            &[(2, &report("running", "bad record at 9"))],
+        );
+        assert_eq!(
+            (record_error.state, record_error.last_error.as_deref()),
+            (TransformState::Running, Some("node 2: bad record at 9"))
+        );
     }
 }

@@ -42,6 +42,11 @@ pub struct ClusterSource {
     /// Topic admin through the active controller (`None`: this node has no controller
     /// client, and topic admin is refused with `NotController`).
     pub admin: Option<std::sync::Arc<crate::controller::admin::AdminClient>>,
+    /// This incarnation's node epoch once the controller registered it (`None` before).
+    /// Leaders are named only from an image holding that registration, as the node leads
+    /// only from one (`replication/manager.rs`): an older image is what the controller
+    /// decided before this node's restart.
+    pub node_epoch: tokio::sync::watch::Receiver<Option<crate::controller::NodeEpoch>>,
 }
 
 impl std::fmt::Debug for ClusterSource {
@@ -402,13 +407,32 @@ impl<D: Disk> Broker<D> {
             .map(|source| source.image.borrow().clone())
     }
 
+    /// Whether `image` holds this node's registration at its current node epoch: only then
+    /// does Metadata name leaders from it. Right after a restart the image is replayed from
+    /// the local store and names the leaders of before (this node among them); a client sent
+    /// there would wait on a node that no longer leads.
+    pub(super) fn image_is_current(&self, image: &MetadataImage) -> bool {
+        let Some(source) = self.cluster_source.get() else {
+            return true;
+        };
+        let Some(node_epoch) = *source.node_epoch.borrow() else {
+            return false;
+        };
+        image
+            .nodes
+            .get(&self.config.node_id)
+            .is_some_and(|registration| registration.node_epoch == node_epoch)
+    }
+
     /// A Metadata topic entry from the image: each partition's placement, and the log
     /// figures of the partitions hosted here (the others answer -1 offsets: ask their
-    /// leader).
+    /// leader). From an image that is not current ([`Self::image_is_current`]) no leader is
+    /// named: each partition answers `LeaderNotAvailable`, which clients retry.
     pub(super) fn image_topic_metadata(
         &self,
         name: String,
         topic: &crate::controller::TopicImage,
+        current: bool,
     ) -> ledge_protocol::wire::TopicMetadata {
         let local = self.registry.topic(&name);
         let partitions = topic
@@ -433,11 +457,13 @@ impl<D: Disk> Broker<D> {
                         },
                         |partition| super::dispatch::partition_metadata(&partition),
                     );
-                if state.leader.is_none() && metadata.error == ErrorCode::None {
+                if !current {
+                    metadata.error = ErrorCode::LeaderNotAvailable;
+                } else if state.leader.is_none() && metadata.error == ErrorCode::None {
                     metadata.error = ErrorCode::PartitionOffline;
                 }
                 Placement {
-                    leader: state.leader,
+                    leader: state.leader.filter(|_| current),
                     leader_epoch: state.leader_epoch,
                     replicas: state.replicas.clone(),
                     isr: state.isr.clone(),

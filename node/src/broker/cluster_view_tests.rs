@@ -327,6 +327,7 @@ fn a_cluster_node_answers_from_the_metadata_image() {
             controller: Box::new(|| Some(5)),
             cluster_id: "c1".into(),
             admin: None,
+            node_epoch: tokio::sync::watch::channel(None).1,
         }));
 
         let answer = metadata(&broker).await;

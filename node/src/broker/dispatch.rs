@@ -146,6 +146,9 @@ impl<D: Disk> Broker<D> {
 
     pub(super) fn metadata(&self, request: MetadataRequest) -> MetadataResponse {
         let image = self.cluster_image();
+        let current = image
+            .as_ref()
+            .is_some_and(|image| self.image_is_current(image));
         let names: Vec<String> = match (request.topics, &image) {
             (Some(names), _) => names,
             (None, None) => self.registry.topic_names(),
@@ -166,7 +169,7 @@ impl<D: Disk> Broker<D> {
             .into_iter()
             .map(|name| {
                 if let Some(topic) = image.as_ref().and_then(|image| image.topics.get(&name)) {
-                    return self.image_topic_metadata(name, topic);
+                    return self.image_topic_metadata(name, topic, current);
                 }
                 let local = self
                     .registry
@@ -937,6 +940,7 @@ pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
         FetchError::Read(_) | FetchError::OffsetLookup(_) => ErrorCode::StorageError,
         FetchError::Plugin(error) => fetch_plugin_code(error),
         FetchError::Replication(error) => replica_role_code(error),
+        FetchError::OffsetNotAvailable { .. } => ErrorCode::OffsetNotAvailable,
     };
     (code, error.to_string())
 }

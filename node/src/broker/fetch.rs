@@ -51,6 +51,17 @@ pub enum FetchError {
     /// This node does not lead the partition.
     #[error(transparent)]
     Replication(#[from] ReplicaRoleError),
+    /// The leader's high watermark has not reached the start of its leader epoch yet
+    /// (KIP-207): an end offset answered now could go backwards.
+    #[error(
+        "the leader was elected recently and its high watermark ({high_watermark}) has not          reached the start of its leader epoch ({epoch_start_offset}) yet; ask again shortly"
+    )]
+    OffsetNotAvailable {
+        /// The leader's high watermark.
+        high_watermark: i64,
+        /// Its log end when its leader epoch began.
+        epoch_start_offset: i64,
+    },
     /// The batch at `offset` failed its checks on the only in-sync replica: nothing from it
     /// on is served until the partition is restored.
     #[error(
@@ -338,6 +349,32 @@ impl<D: Disk> DataPath<D> {
         }
     }
 
+    /// The end a consumer may read to (the replicated high watermark of a partition this
+    /// node leads in a cluster, the log's high watermark by the single-node rules), and the
+    /// KIP-207 refusal to answer it with while a new leader's high watermark lags the start
+    /// of its leader epoch.
+    fn fetchable_end(
+        &self,
+        topic: &str,
+        partition: u32,
+        log: &PartitionLog<D>,
+    ) -> Result<(i64, Option<FetchError>), FetchError> {
+        let Some((_, bound)) = self.replicated_bound(topic, partition)? else {
+            return Ok((log.high_watermark(), None));
+        };
+        let high_watermark = *bound.borrow();
+        let lagging = self
+            .replication
+            .get()
+            .and_then(|manager| manager.leader_epoch_start_offset(topic, partition))
+            .filter(|epoch_start_offset| high_watermark < *epoch_start_offset)
+            .map(|epoch_start_offset| FetchError::OffsetNotAvailable {
+                high_watermark,
+                epoch_start_offset,
+            });
+        Ok((high_watermark, lagging))
+    }
+
     pub(super) async fn list_offsets(&self, request: ListOffsetsRequest) -> ListOffsetsResponse {
         let mut topics = Vec::new();
         for topic in request.topics {
@@ -354,14 +391,32 @@ impl<D: Disk> DataPath<D> {
                     Ok(log) => match wanted.spec {
                         OffsetSpec::Earliest => response.offset = Some(log.log_start_offset()),
                         OffsetSpec::Latest => {
-                            match self.replicated_bound(&topic.name, wanted.partition) {
-                                Ok(Some((_, bound))) => response.offset = Some(*bound.borrow()),
-                                Ok(None) => response.offset = Some(log.high_watermark()),
-                                Err(error) => response.error = dispatch::fetch_wire(&error).0,
+                            match self.fetchable_end(&topic.name, wanted.partition, &log) {
+                                Ok((end, None)) => response.offset = Some(end),
+                                Ok((_, Some(lagging))) | Err(lagging) => {
+                                    response.error = dispatch::fetch_wire(&lagging).0;
+                                }
                             }
                         }
                         OffsetSpec::Timestamp(timestamp) => {
+                            let end = match self.fetchable_end(&topic.name, wanted.partition, &log)
+                            {
+                                Ok(end) => end,
+                                Err(error) => {
+                                    response.error = dispatch::fetch_wire(&error).0;
+                                    partitions.push(response);
+                                    continue;
+                                }
+                            };
                             match log.offset_for_timestamp(timestamp).await {
+                                // Kafka's rule: a record at or above the fetchable end is not
+                                // answered (a consumer could not read it yet), and while the
+                                // leader's high watermark lags it is "ask again".
+                                Ok(Some((offset, _))) if offset >= end.0 => {
+                                    if let Some(lagging) = end.1 {
+                                        response.error = dispatch::fetch_wire(&lagging).0;
+                                    }
+                                }
                                 Ok(found) => {
                                     response.offset = found.map(|(offset, _)| offset);
                                     response.timestamp = found.map(|(_, timestamp)| timestamp);

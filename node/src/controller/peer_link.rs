@@ -43,7 +43,8 @@ use crate::cluster::peer::{
 pub fn raft_kind(message: &RaftMessage) -> PeerRequestKind {
     match message {
         RaftMessage::AppendEntries(_) => PeerRequestKind::RaftAppendEntries,
-        RaftMessage::Vote(_) => PeerRequestKind::RaftVote,
+        // A survey of votes is about elections: it travels as one.
+        RaftMessage::Vote(_) | RaftMessage::ReadVote => PeerRequestKind::RaftVote,
         RaftMessage::InstallSnapshot(_) => PeerRequestKind::RaftInstallSnapshot,
     }
 }
@@ -89,17 +90,21 @@ pub fn check_raft_sender(
     from: NodeId,
     voters: &std::collections::BTreeSet<NodeId>,
 ) -> Result<(), String> {
-    let (role, vote) = match message {
-        RaftMessage::Vote(request) => ("candidate", &request.vote),
-        RaftMessage::AppendEntries(request) => ("leader", &request.vote),
-        RaftMessage::InstallSnapshot(request) => ("leader", &request.vote),
+    let claim = match message {
+        RaftMessage::Vote(request) => Some(("candidate", &request.vote)),
+        RaftMessage::AppendEntries(request) => Some(("leader", &request.vote)),
+        RaftMessage::InstallSnapshot(request) => Some(("leader", &request.vote)),
+        // Claims nobody; only a voter may ask.
+        RaftMessage::ReadVote => None,
     };
-    let claimed = vote.leader_id().voted_for();
-    if claimed != Some(super::types::raft_id(from)) {
-        return Err(format!(
-            "a {:?} from node {from} names {role} {claimed:?}, not the sender",
-            raft_kind(message)
-        ));
+    if let Some((role, vote)) = claim {
+        let claimed = vote.leader_id().voted_for();
+        if claimed != Some(super::types::raft_id(from)) {
+            return Err(format!(
+                "a {:?} from node {from} names {role} {claimed:?}, not the sender",
+                raft_kind(message)
+            ));
+        }
     }
     if !voters.contains(&from) {
         return Err(format!(
@@ -290,7 +295,11 @@ pub fn register_controller_handlers(
                     tracing::warn!(from = request.from, %reason, "raft message refused");
                     return Err(PeerHandlerError(reason));
                 }
-                encode(&controller.handle_raft_message(message).await)
+                match controller.handle_raft_message(message).await {
+                    Ok(reply) => encode(&reply),
+                    // The sender sees a failed request and retries, as after a lost one.
+                    Err(refused) => Err(PeerHandlerError(refused.to_string())),
+                }
             }
         })?;
     }

@@ -111,6 +111,9 @@ pub enum RaftMessage {
     Vote(VoteRequest<u64>),
     /// A chunk of a snapshot for a follower too far behind the log.
     InstallSnapshot(InstallSnapshotRequest<ControllerTypes>),
+    /// A voter back on an empty store asks another voter for its current vote (the term
+    /// survey of [`Controller::handle_raft_message`]). Changes nothing on the voter asked.
+    ReadVote,
 }
 
 /// The answer to a [`RaftMessage`].
@@ -122,7 +125,66 @@ pub enum RaftReply {
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     /// To `InstallSnapshot`.
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// To `ReadVote`: the vote the voter's Raft core holds (in memory, so never below the
+    /// one it has stored or answered with).
+    CurrentVote(Result<openraft::Vote<u64>, RaftError<u64>>),
 }
+
+/// Why a controller did not answer a Raft message: the sender should treat it as a message
+/// that did not arrive, and retry.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftRefused {
+    /// This voter is back on an empty store and has not yet learnt the current term from
+    /// enough other voters; until then it accepts no leader (it may have helped a newer one
+    /// before its store was lost, and would otherwise help an older one commit a second
+    /// history: simulator seed 5232).
+    #[error(
+        "this voter restarted on an empty controller store and has not learnt the current term yet: {answered} of the {needed} other voters it must ask answered"
+    )]
+    TermUnknown {
+        /// Other voters that answered the survey.
+        answered: usize,
+        /// Other voters that must answer.
+        needed: usize,
+    },
+}
+
+/// How many other voters a voter back on an empty store must hear from before it accepts a
+/// leader, in a quorum of `voters`: every elected leader's majority holds at least
+/// `voters / 2` voters besides this one, so any `voters - voters / 2` others include one of
+/// them, and the highest term they answer is at least the term of every leader elected so
+/// far. Never more than the other voters there are.
+pub fn term_survey_answers_needed(voters: usize) -> usize {
+    (voters - voters / 2).min(voters.saturating_sub(1))
+}
+
+/// The highest of the votes other voters answered a term survey with (by term; a committed
+/// vote wins a tie, as it names the term's elected leader).
+pub fn highest_surveyed_vote(
+    votes: impl IntoIterator<Item = openraft::Vote<u64>>,
+) -> Option<openraft::Vote<u64>> {
+    votes
+        .into_iter()
+        .max_by_key(|vote| (vote.leader_id().term, vote.is_committed()))
+}
+
+/// Whether a rejoining voter must refuse a leader whose vote is `leader`, once its survey
+/// found `floor`: a leader of an older term than any other voter has seen was deposed, even
+/// if it does not know yet.
+pub fn leader_older_than_survey(leader: &openraft::Vote<u64>, floor: &openraft::Vote<u64>) -> bool {
+    leader.leader_id().term < floor.leader_id().term
+}
+
+/// Sends a message to another voter, as the controller's transport does (boxed: the
+/// controller is not generic over its transport).
+type RaftSender = Arc<
+    dyn Fn(
+            NodeId,
+            RaftMessage,
+        ) -> futures_util::future::BoxFuture<'static, Result<RaftReply, TransportError>>
+        + Send
+        + Sync,
+>;
 
 /// A message could not be delivered (the peer is down, partitioned, or the connection broke).
 #[derive(Clone, Debug, thiserror::Error)]
@@ -217,6 +279,14 @@ pub struct Controller {
     /// simulator seed 274 with 5 nodes) and held committed entries a majority without it
     /// lacks (seeds 622 and 1375).
     votes_withheld: Arc<std::sync::atomic::AtomicBool>,
+    /// While `votes_withheld`: the highest vote a survey of other voters found (`None`
+    /// until one completes). A leader of an older term is refused: before its store was
+    /// lost this voter may have voted for, or appended from, a newer leader, and an empty
+    /// store would otherwise accept the deposed one and help it commit a second history
+    /// (simulator seed 5232). The lock is held across a survey, so one runs at a time.
+    term_floor: Mutex<Option<openraft::Vote<u64>>>,
+    /// Reaches the other voters, for the survey.
+    send: RaftSender,
 }
 
 impl Controller {
@@ -253,6 +323,13 @@ impl Controller {
         }
         .validate()
         .map_err(|error| ControllerStartError::Raft(error.to_string()))?;
+        let send: RaftSender = {
+            let transport = Arc::clone(&transport);
+            Arc::new(move |target, message| {
+                let transport = Arc::clone(&transport);
+                Box::pin(async move { transport.send(target, message).await })
+            })
+        };
         let network = NetworkFactory { transport };
         let raft = Raft::new(
             raft_id(config.node_id),
@@ -341,6 +418,8 @@ impl Controller {
             node_heartbeat_interval: config.node_heartbeat_interval,
             voters: config.voters.keys().copied().collect(),
             votes_withheld,
+            term_floor: Mutex::new(None),
+            send,
         })
     }
 
@@ -401,22 +480,95 @@ impl Controller {
         })
     }
 
-    /// Answers a Raft message from another controller.
-    pub async fn handle_raft_message(&self, message: RaftMessage) -> RaftReply {
-        match message {
+    /// While this voter is rejoining (see `votes_withheld`), the highest vote the other
+    /// voters hold: learnt once by asking them all at once ([`RaftMessage::ReadVote`]) and
+    /// kept. Refused while fewer than [`term_survey_answers_needed`] answer; the leader
+    /// retries, which runs the survey again. `None` once the voter is not rejoining.
+    async fn rejoin_term_floor(&self) -> Result<Option<openraft::Vote<u64>>, RaftRefused> {
+        if !self
+            .votes_withheld
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(None);
+        }
+        let mut floor = self.term_floor.lock().await;
+        if let Some(known) = *floor {
+            return Ok(Some(known));
+        }
+        let others: Vec<NodeId> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|id| *id != self.node_id)
+            .collect();
+        let needed = term_survey_answers_needed(self.voters.len());
+        let answers = futures_util::future::join_all(
+            others
+                .iter()
+                .map(|target| (self.send)(*target, RaftMessage::ReadVote)),
+        )
+        .await;
+        let votes: Vec<openraft::Vote<u64>> = answers
+            .into_iter()
+            .filter_map(|answer| match answer {
+                Ok(RaftReply::CurrentVote(Ok(vote))) => Some(vote),
+                _ => None,
+            })
+            .collect();
+        if votes.len() < needed {
+            return Err(RaftRefused::TermUnknown {
+                answered: votes.len(),
+                needed,
+            });
+        }
+        let found = highest_surveyed_vote(votes).unwrap_or_default();
+        tracing::info!(vote = %found, "rejoining voter learnt the current term from the other voters: it accepts no leader of an older term");
+        *floor = Some(found);
+        Ok(Some(found))
+    }
+
+    /// Answers a Raft message from another controller, or refuses it as if it had not
+    /// arrived (a rejoining voter that cannot learn the current term yet).
+    pub async fn handle_raft_message(
+        &self,
+        message: RaftMessage,
+    ) -> Result<RaftReply, RaftRefused> {
+        Ok(match message {
             RaftMessage::AppendEntries(request) => {
+                if let Some(floor) = self.rejoin_term_floor().await?
+                    && leader_older_than_survey(&request.vote, &floor)
+                {
+                    // What a voter that had kept its store would answer: the deposed leader
+                    // learns the newer term and steps down.
+                    return Ok(RaftReply::AppendEntries(Ok(
+                        AppendEntriesResponse::HigherVote(floor),
+                    )));
+                }
                 RaftReply::AppendEntries(self.raft.append_entries(request).await)
             }
             RaftMessage::Vote(request) => {
                 if let Some(refusal) = self.withheld_vote() {
-                    return RaftReply::Vote(Ok(refusal));
+                    return Ok(RaftReply::Vote(Ok(refusal)));
                 }
                 RaftReply::Vote(self.raft.vote(request).await)
             }
             RaftMessage::InstallSnapshot(request) => {
+                if let Some(floor) = self.rejoin_term_floor().await?
+                    && leader_older_than_survey(&request.vote, &floor)
+                {
+                    return Ok(RaftReply::InstallSnapshot(Ok(InstallSnapshotResponse {
+                        vote: floor,
+                    })));
+                }
                 RaftReply::InstallSnapshot(self.raft.install_snapshot(request).await)
             }
-        }
+            RaftMessage::ReadVote => RaftReply::CurrentVote(
+                self.raft
+                    .with_raft_state(|state| *state.vote_ref())
+                    .await
+                    .map_err(RaftError::Fatal),
+            ),
+        })
     }
 
     /// Proposes records as one log entry; returns once they are committed and applied here.

@@ -49,6 +49,8 @@ pub fn kafka_code(code: ErrorCode) -> i16 {
         ErrorCode::ShuttingDown | ErrorCode::NotLeaderOrFollower => {
             ResponseError::NotLeaderOrFollower
         }
+        ErrorCode::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
+        ErrorCode::OffsetNotAvailable => ResponseError::OffsetNotAvailable,
         ErrorCode::InvalidGroupId => ResponseError::InvalidGroupId,
         ErrorCode::GroupIdNotFound => ResponseError::GroupIdNotFound,
         ErrorCode::UnknownMemberId => ResponseError::UnknownMemberId,

@@ -1158,6 +1158,19 @@ impl<D: Disk> ReplicaManager<D> {
         }
     }
 
+    /// The log end at which this node's leader epoch of a partition began (`None` where it
+    /// does not lead): until the high watermark reaches it, the leader does not know the
+    /// high watermark its predecessor may have answered (KIP-207).
+    pub fn leader_epoch_start_offset(&self, topic: &str, partition: u32) -> Option<i64> {
+        let state = self.lock();
+        match &state.partitions.get(&(topic.to_owned(), partition))?.role {
+            Role::Leader(leader, _) if !leader.is_deposed() => {
+                Some(leader.leader_epoch_start_offset())
+            }
+            _ => None,
+        }
+    }
+
     /// The replicated high watermark of a partition this node leads, and a watch of it
     /// (consumers read below it); `None` for a partition replication does not manage.
     pub fn consumer_bound(

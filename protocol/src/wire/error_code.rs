@@ -190,6 +190,15 @@ error_codes! {
     /// The node cannot be decommissioned now: it is alive, still a replica, or a voter of the
     /// controller quorum; the message says which.
     NodeInUse = 63, false;
+    /// The node answering has not caught up with the cluster's metadata yet (it restarted,
+    /// or has not registered this incarnation): it names no leader for the partition. Ask
+    /// again after a back-off, or ask another node (Kafka's LEADER_NOT_AVAILABLE).
+    LeaderNotAvailable = 64, true;
+    /// The partition's new leader has not yet learnt a high watermark of its own leader
+    /// epoch, so an end offset (or a timestamp lookup at the end) could be below one
+    /// answered before the election: ask again shortly (Kafka's OFFSET_NOT_AVAILABLE,
+    /// KIP-207).
+    OffsetNotAvailable = 65, true;
 }
 
 impl Wire for ErrorCode {

@@ -546,6 +546,8 @@ fn replication_error_codes_are_stable() {
         (49, ErrorCode::InvalidReplicationFactor, false),
         (50, ErrorCode::StaleNodeEpoch, false),
         (51, ErrorCode::NotController, true),
+        (64, ErrorCode::LeaderNotAvailable, true),
+        (65, ErrorCode::OffsetNotAvailable, true),
     ];
     for (number, code, retriable) in expected {
         assert_eq!(code as u16, number, "{code}");

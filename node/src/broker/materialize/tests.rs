@@ -57,6 +57,7 @@ async fn broker(
         controller: Box::new(|| Some(5)),
         cluster_id: "c1".into(),
         admin: None,
+        node_epoch: tokio::sync::watch::channel(Some(NODE_EPOCH)).1,
     }));
     (Arc::new(broker), publish)
 }
@@ -79,11 +80,25 @@ fn partitions(replicas: &[NodeId]) -> Vec<PartitionState> {
 /// A topic of a test image: name, topic id byte, each partition's replica, configs.
 type TopicSpec<'a> = (&'a str, u8, &'a [NodeId], &'a [(&'a str, &'a str)]);
 
+/// Node 7's node epoch in the test images (they hold its registration, as a current image
+/// does).
+const NODE_EPOCH: crate::controller::NodeEpoch = 3;
+
 fn image(index: u64, topics: &[TopicSpec<'_>]) -> MetadataImage {
     let mut image = MetadataImage {
         last_applied_index: index,
         ..MetadataImage::default()
     };
+    image.nodes.insert(
+        NODE,
+        crate::controller::NodeRegistration {
+            node_epoch: NODE_EPOCH,
+            address: "127.0.0.1:9107".into(),
+            incarnation_id: 1,
+            storage_id: None,
+            fenced: false,
+        },
+    );
     for (name, id, replicas, configs) in topics {
         image.topics.insert(
             (*name).to_owned(),
@@ -421,6 +436,7 @@ async fn broker_with_controller(
         controller: Box::new(move || leader_of.leader()),
         cluster_id: "c1".into(),
         admin: Some(Arc::new(admin)),
+        node_epoch: tokio::sync::watch::channel(Some(controller.image().nodes[&1].node_epoch)).1,
     }));
     (Arc::new(broker), controller)
 }
@@ -638,6 +654,55 @@ fn placement_beyond_the_node_partition_limit_is_refused_and_others_partitions_do
         assert_eq!(directories(&disk).await, ["orders-0", "orders-1"]);
         assert!(node.registry.topic("../escape").is_none());
         assert!(node.registry.topic("__offsets_too").is_none());
+        node.close().await;
+    });
+}
+
+// Goal (issue 13): a node names leaders only from an image that holds its own registration
+// at its node epoch. Right after a restart its image is replayed from the local store and
+// names the leaders of before (this node among them): Metadata then answers each partition
+// LeaderNotAvailable with no leader, which clients retry; once the image holds the
+// registration, the leaders are named. Method: node 7's broker, its node epoch 3, fed an
+// image without its registration, then one with it at an older epoch, then the current one.
+#[test]
+fn metadata_names_no_leader_from_an_image_older_than_the_registration() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(17);
+        let current = image(10, &[("orders", 1, &[7, 5], &[])]);
+        let mut replayed = current.clone();
+        replayed.nodes.remove(&NODE);
+        let (node, publish) = broker(&disk, &replayed).await;
+        node.materialize(&replayed).await;
+        let answer = |node: Arc<Broker<SimDisk>>| async move {
+            let Response::Metadata(metadata) = node
+                .handle(Request::Metadata(MetadataRequest {
+                    topics: Some(vec!["orders".into()]),
+                }))
+                .await
+            else {
+                panic!("wrong response")
+            };
+            metadata.topics[0]
+                .partitions
+                .iter()
+                .map(|partition| (partition.error, partition.leader))
+                .collect::<Vec<_>>()
+        };
+        let none = vec![
+            (ErrorCode::LeaderNotAvailable, None),
+            (ErrorCode::LeaderNotAvailable, None),
+        ];
+        assert_eq!(answer(Arc::clone(&node)).await, none);
+        // The registration of an earlier incarnation is no better.
+        let mut earlier = current.clone();
+        earlier.nodes.get_mut(&NODE).unwrap().node_epoch = NODE_EPOCH - 1;
+        publish.send(Arc::new(earlier)).unwrap();
+        assert_eq!(answer(Arc::clone(&node)).await, none);
+        publish.send(Arc::new(current)).unwrap();
+        assert_eq!(
+            answer(Arc::clone(&node)).await,
+            vec![(ErrorCode::None, Some(7)), (ErrorCode::None, Some(5))]
+        );
         node.close().await;
     });
 }

@@ -15,6 +15,8 @@ struct Router {
     nodes: Mutex<BTreeMap<NodeId, Arc<Controller>>>,
     /// Isolated nodes: nothing reaches them or leaves them.
     isolated: Mutex<BTreeSet<NodeId>>,
+    /// Cut links, both ways (the lower id first).
+    cut_links: Mutex<BTreeSet<(NodeId, NodeId)>>,
 }
 
 impl Router {
@@ -22,13 +24,24 @@ impl Router {
         self.isolated.lock().unwrap().insert(node);
     }
 
+    fn cut_link(&self, a: NodeId, b: NodeId) {
+        self.cut_links.lock().unwrap().insert((a.min(b), a.max(b)));
+    }
+
     fn heal(&self) {
         self.isolated.lock().unwrap().clear();
+        self.cut_links.lock().unwrap().clear();
     }
 
     fn cut(&self, from: NodeId, to: NodeId) -> bool {
         let isolated = self.isolated.lock().unwrap();
-        isolated.contains(&from) || isolated.contains(&to)
+        isolated.contains(&from)
+            || isolated.contains(&to)
+            || self
+                .cut_links
+                .lock()
+                .unwrap()
+                .contains(&(from.min(to), from.max(to)))
     }
 }
 
@@ -52,7 +65,10 @@ impl ControllerTransport for Link {
         }
         let controller = self.router.nodes.lock().unwrap().get(&target).cloned();
         let controller = controller.ok_or_else(|| dropped("not running"))?;
-        let reply = controller.handle_raft_message(message).await;
+        let reply = controller
+            .handle_raft_message(message)
+            .await
+            .map_err(|refused| dropped(&refused.to_string()))?;
         // A partition that started during the call drops the answer.
         if self.router.cut(self.from, target) {
             return Err(dropped("partitioned"));
@@ -456,14 +472,16 @@ async fn a_voter_never_grants_a_vote_below_one_it_granted_across_a_power_loss() 
             )),
         })
     };
-    let RaftReply::Vote(Ok(first)) = quorum.node(1).handle_raft_message(ask(3)).await else {
+    let RaftReply::Vote(Ok(first)) = quorum.node(1).handle_raft_message(ask(3)).await.unwrap()
+    else {
         panic!("vote request failed");
     };
     assert!(first.vote_granted, "{first:?}");
     quorum.node(1).shutdown().await;
     quorum.disks[&1].crash();
     quorum.boot(1).await;
-    let RaftReply::Vote(Ok(second)) = quorum.node(1).handle_raft_message(ask(2)).await else {
+    let RaftReply::Vote(Ok(second)) = quorum.node(1).handle_raft_message(ask(2)).await.unwrap()
+    else {
         panic!("vote request failed");
     };
     assert!(
@@ -719,4 +737,108 @@ fn a_rejoining_voter_is_caught_up_only_with_an_entry_of_its_leaders_term() {
     // An entry of the leader's term (or a later one) applied.
     assert!(caught_up_after_rejoin(&committed, Some(&applied(7, 40))));
     assert!(caught_up_after_rejoin(&committed, Some(&applied(8, 41))));
+}
+
+// Goal: a voter back on a wiped disk never helps a deposed controller commit (simulator seed
+// 5232: two controller histories). Method: 3 voters on the in-memory router, paused time. The
+// first leader is cut off; the other two elect a new one and commit `kept`. One of them is
+// wiped and comes back reachable only from the deposed leader (the new one is isolated), which
+// then proposes `lost`. An empty store knows no term and would accept the deposed leader's
+// appends; the rejoining voter first asks the other voters for their votes and, once the new
+// leader answers, refuses the older term. Whatever each proposal was answered, an
+// acknowledged one is on every voter at the end, and `kept` always is.
+#[tokio::test(start_paused = true)]
+async fn a_wiped_voter_does_not_help_a_deposed_controller_commit() {
+    let mut quorum = Quorum::start(3, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    let deposed = quorum.leader(&[1, 2, 3]).await;
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != deposed).collect();
+    for id in &others {
+        quorum.router.cut_link(deposed, *id);
+    }
+    let next = quorum.leader(&others).await;
+    quorum
+        .node(next)
+        .propose(create_record("kept", 1))
+        .await
+        .unwrap();
+    quorum
+        .until("both of the majority applied kept", |quorum| {
+            others
+                .iter()
+                .all(|id| quorum.node(*id).image().topics.contains_key("kept"))
+        })
+        .await;
+    let (wiped, keeper) = (others[0], others[1]);
+    quorum.node(wiped).shutdown().await;
+    quorum.router.nodes.lock().unwrap().remove(&wiped);
+    quorum
+        .disks
+        .insert(wiped, SimDisk::new(2_000 + u64::from(wiped)));
+    quorum.router.heal();
+    quorum.router.isolate(keeper);
+    quorum.boot(wiped).await;
+    let deposed_node = quorum.node(deposed);
+    let write = tokio::spawn(async move { deposed_node.propose(create_record("lost", 2)).await });
+    // Give the deposed leader time to try (it retries its appends every heartbeat).
+    sleep(&SimClock::new(0), Duration::from_secs(3)).await;
+    quorum.router.heal();
+    quorum
+        .until("every voter follows one leader and holds kept", |quorum| {
+            let leaders: BTreeSet<Option<NodeId>> =
+                (1..=3).map(|id| quorum.node(id).leader()).collect();
+            leaders.len() == 1
+                && !leaders.contains(&None)
+                && (1..=3).all(|id| quorum.node(id).image().topics.contains_key("kept"))
+        })
+        .await;
+    let outcome = write.await.unwrap();
+    if outcome.is_ok() {
+        quorum
+            .until("the acknowledged write is on every voter", |quorum| {
+                (1..=3).all(|id| quorum.node(id).image().topics.contains_key("lost"))
+            })
+            .await;
+    }
+    for id in 1..=3 {
+        assert!(
+            quorum.node(id).image().topics.contains_key("kept"),
+            "node {id}"
+        );
+    }
+}
+
+// Goal: the survey's size and rules. Method: the pure functions.
+#[test]
+fn a_rejoining_voter_asks_enough_voters_and_refuses_older_leaders() {
+    use openraft::Vote;
+    // Others asked, for 1..=5 voters: every elected majority keeps one of them.
+    let needed: Vec<usize> = (1..=5).map(term_survey_answers_needed).collect();
+    assert_eq!(needed, vec![0, 1, 2, 2, 3]);
+    for voters in 1..=9usize {
+        let majority_without_self = voters / 2 + 1 - 1;
+        let others = voters - 1;
+        let asked = term_survey_answers_needed(voters);
+        assert!(asked <= others);
+        if voters > 1 {
+            assert!(asked + majority_without_self > others, "{voters} voters");
+        }
+    }
+    let floor = highest_surveyed_vote([
+        Vote::new(4, 2),
+        Vote::new_committed(5, 3),
+        Vote::new(5, 1),
+        Vote::new_committed(3, 1),
+    ])
+    .unwrap();
+    assert_eq!(floor, Vote::new_committed(5, 3));
+    assert_eq!(highest_surveyed_vote([]), None);
+    assert!(leader_older_than_survey(&Vote::new_committed(4, 1), &floor));
+    assert!(!leader_older_than_survey(
+        &Vote::new_committed(5, 3),
+        &floor
+    ));
+    assert!(!leader_older_than_survey(
+        &Vote::new_committed(6, 1),
+        &floor
+    ));
 }

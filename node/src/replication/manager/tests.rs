@@ -1555,3 +1555,69 @@ async fn a_repaired_replicas_damaged_files_go_after_their_retention_once_it_is_h
     manager.remove_expired_damaged_files().await;
     assert!(kept_aside(disk, 3).await.is_empty());
 }
+
+// Goal (KIP-207): a new leader whose high watermark lags the start of its leader epoch says
+// so (ListOffsets answers OffsetNotAvailable then), and stops lagging once a follower has
+// fetched up to that start. Method: node 2 holds a batch beyond the committed end (fetched
+// from node 1, never acknowledged) when node 1 and node 3 stop and node 2 is elected; node 3
+// comes back and fetches.
+#[tokio::test(start_paused = true)]
+async fn a_new_leaders_high_watermark_lags_its_epoch_start_until_a_follower_fetches() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    let (committed_end, wait) = cluster.produce(1, 0).await;
+    wait.await.unwrap().unwrap();
+    cluster
+        .until("node 2 knows the high watermark", |cluster| {
+            cluster.managers[&2]
+                .high_watermarks()
+                .get(&(TopicId([7; 16]), 0))
+                .is_some_and(|known| *known >= committed_end)
+        })
+        .await;
+    assert_eq!(
+        cluster.managers[&1].leader_epoch_start_offset(TOPIC, 0),
+        Some(0)
+    );
+    assert_eq!(
+        cluster.managers[&2].leader_epoch_start_offset(TOPIC, 0),
+        None
+    );
+    cluster.stop(1);
+    cluster.stop(3);
+    // A batch node 2 fetched from node 1 whose high watermark never reached it.
+    let fetched = cluster
+        .log(2)
+        .append(batch(1), AppendDurability::Synced)
+        .await
+        .unwrap();
+    let epoch_start = fetched.last_offset + 1;
+    cluster.controller.update(|image| {
+        let partition = &mut image.topics.get_mut(TOPIC).unwrap().partitions[0];
+        partition.leader = Some(2);
+        partition.leader_epoch += 1;
+        partition.partition_epoch += 1;
+    });
+    cluster
+        .until("node 2 leads", |cluster| {
+            cluster.managers[&2].leader_epoch_start_offset(TOPIC, 0) == Some(epoch_start)
+        })
+        .await;
+    let (_, bound) = cluster.managers[&2]
+        .consumer_bound(TOPIC, 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(*bound.borrow(), committed_end, "lags its epoch start");
+    cluster.resume(3);
+    cluster
+        .until("node 3 fetched up to the epoch start", |cluster| {
+            cluster.managers[&2]
+                .consumer_bound(TOPIC, 0)
+                .is_ok_and(|bound| bound.is_some_and(|(_, hw)| *hw.borrow() >= epoch_start))
+        })
+        .await;
+}
