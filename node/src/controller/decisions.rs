@@ -20,11 +20,12 @@
 //!   `node_session_timeout_ms` is fenced: it leaves every ISR where others remain (the last
 //!   member stays, leaderless: the partition is offline rather than elected unclean), and its
 //!   partitions elect a new leader from the remaining ISR.
-//! - Eligible leader replicas (KIP-966's ELR): a member fenced out of an ISR that is then
-//!   below `min.insync.replicas` is kept in the ELR: the high watermark does not move while
-//!   the ISR is that small, so it still holds every committed record. (A member the leader
-//!   shrinks out for lagging is not kept: the conservative choice.) The ELR empties when the
-//!   ISR reaches `min.insync.replicas` again.
+//! - Eligible leader replicas (KIP-966's ELR): a member fenced or shrunk out of an ISR that
+//!   is then below `min.insync.replicas` is kept in the ELR: the high watermark does not move
+//!   while the ISR is that small, so it still holds every committed record. (A member the
+//!   leader shrinks out for lagging counts too, as in Kafka: the leader's high watermark
+//!   counted it until the shrink.) A replica whose disk is new or whose log is damaged leaves
+//!   it. The ELR empties when the ISR reaches `min.insync.replicas` again.
 //! - Leaders come from the ISR, then the ELR, among unfenced nodes. A leader elected from the
 //!   ELR becomes the ISR alone (the others, ISR or ELR, keep their ELR places). Unclean
 //!   election (a live replica outside both) only where `unclean.leader.election.enable` is
@@ -758,10 +759,25 @@ impl ControllerLogic {
         let min_insync = image.topic_by_id(request.topic_id).map_or(1, |(_, topic)| {
             min_insync_replicas(topic, current, &self.config)
         });
-        // A member the leader shrinks out does not join the ELR: only fencing puts members
-        // there (the conservative half of KIP-966: a lagging follower is not a candidate).
+        // A member the leader shrinks out while the ISR drops below `min.insync.replicas`
+        // joins the ELR, as a fenced one does (KIP-966; Kafka's `PartitionChangeBuilder`
+        // puts every member leaving such an ISR there, whatever the reason). It holds every
+        // committed record: the leader's high watermark counted it until the controller
+        // took it out (the maximal ISR), and does not move while the ISR is that small.
+        // Without it, a follower cut off from its leader and shrunk out left an ISR of the
+        // leader alone with no ELR, and when that leader came back on a wiped disk the
+        // partition had no replica to elect although the follower held every record (seeds
+        // 1283 and 7707). A member whose disk is new leaves the ELR at its registration
+        // (`forget_replica_data`), and a damaged one on its report.
+        let mut elr = current.elr.clone();
+        for member in &current.isr {
+            if !isr.contains(member) && !elr.contains(member) {
+                elr.push(*member);
+            }
+        }
         let mut next = PartitionState {
             isr,
+            elr,
             partition_epoch: current.partition_epoch.saturating_add(1),
             ..current.clone()
         };

@@ -111,6 +111,40 @@ impl Cluster {
         self.image.partition(topic_id, partition).unwrap().clone()
     }
 
+    /// Leaves partition 0 of `topic` with its leader alone in the ISR and nobody in the
+    /// ELR, so no other replica holds every committed record: the last follower in replica
+    /// order is shrunk out of an ISR that stays at min.insync (2 of 3: the HW moves on
+    /// without it), then the other one reports its copy damaged. Returns the leader.
+    fn leave_the_leader_alone_in_the_isr(&mut self, topic: TopicId) -> NodeId {
+        let state = self.state(topic, 0);
+        let leader = state.leader.unwrap();
+        let others: Vec<NodeId> = state
+            .replicas
+            .iter()
+            .copied()
+            .filter(|id| *id != leader)
+            .collect();
+        let records = self
+            .logic
+            .alter_partition(
+                &self.image,
+                &self.alter(&state, topic, &[leader, others[0]]),
+            )
+            .unwrap();
+        self.commit(&records);
+        let damaged = ReplicaDamagedRequest {
+            node_id: others[0],
+            node_epoch: self.image.nodes[&others[0]].node_epoch,
+            topic_id: topic,
+            partition: 0,
+        };
+        let records = self.logic.replica_damaged(&self.image, &damaged).unwrap();
+        self.commit(&records);
+        let alone = self.state(topic, 0);
+        assert_eq!((alone.isr, alone.elr), (vec![leader], vec![]));
+        leader
+    }
+
     fn alter(
         &self,
         state: &PartitionState,
@@ -214,19 +248,14 @@ fn after_a_controller_change_every_node_gets_a_full_session_before_it_is_fenced(
 
 /// B.5 #1: the ISR has shrunk to the leader, the leader dies: with unclean election off
 /// (the default) the partition goes offline rather than electing a replica missing acked
-/// records; when the last ISR member returns, it leads again.
+/// records; when the last ISR member returns, it leads again. (The others are out of the
+/// ELR too: a follower merely shrunk out of an ISR below min.insync would hold every
+/// committed record and lead from the ELR.)
 #[test]
 fn unclean_election_is_off_by_default_and_the_last_isr_member_leads_when_it_returns() {
     let mut cluster = Cluster::new(3);
     let topic = cluster.create("orders", 1, 3);
-    let state = cluster.state(topic, 0);
-    let leader = state.leader.unwrap();
-    let request = cluster.alter(&state, topic, &[leader]);
-    let records = cluster
-        .logic
-        .alter_partition(&cluster.image, &request)
-        .unwrap();
-    cluster.commit(&records);
+    let leader = cluster.leave_the_leader_alone_in_the_isr(topic);
     let others: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
     cluster.pass(SESSION, &others);
     let offline = cluster.state(topic, 0);
@@ -280,16 +309,11 @@ fn the_last_isr_member_returning_with_an_empty_disk_is_not_elected() {
 
     // Case 2: the last ISR member alone held the data and returns empty: offline for good
     // (unclean election is off), with an empty ISR; a retried registration changes nothing.
+    // (A follower merely shrunk out of the leader's ISR would hold the data: seed 1283.)
     let mut cluster = Cluster::new(3);
     let topic = cluster.create("orders", 1, 3);
-    let state = cluster.state(topic, 0);
-    let leader = state.leader.unwrap();
+    let leader = cluster.leave_the_leader_alone_in_the_isr(topic);
     let others: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
-    let records = cluster
-        .logic
-        .alter_partition(&cluster.image, &cluster.alter(&state, topic, &[leader]))
-        .unwrap();
-    cluster.commit(&records);
     cluster.pass(SESSION, &others);
     assert_eq!(cluster.state(topic, 0).isr, vec![leader]);
     cluster.start_with_disk(leader, 60, 201);
@@ -317,12 +341,56 @@ fn the_last_isr_member_returning_with_an_empty_disk_is_not_elected() {
     assert!(!moved.isr.contains(&leader));
 }
 
+/// KIP-966 (Kafka's `PartitionChangeBuilder`): a member the leader shrinks out while the
+/// ISR drops below min.insync joins the ELR, as a fenced one does: the leader's high
+/// watermark counted it until the shrink and does not move after, so it holds every
+/// committed record. The finding of simulator seeds 1283 and 7707: a follower cut off from
+/// its leader was shrunk out, leaving the leader alone in the ISR with no ELR; the leader
+/// came back on a wiped disk and left the ISR, and the partition had nobody to elect for
+/// good although the follower held every record. Now the follower leads. A member shrunk
+/// out of an ISR that stays at min.insync does not join (the HW moves on without it).
 #[test]
-fn unclean_election_when_the_topic_enables_it_elects_a_live_replica_alone_in_the_isr() {
+fn a_member_shrunk_out_below_min_insync_joins_the_elr_and_leads_after_a_wiped_leader() {
     let mut cluster = Cluster::new(3);
-    let topic = cluster
-        .create_with("logs", 1, 3, &[(UNCLEAN_LEADER_ELECTION_KEY, "true")])
+    let topic = cluster.create("orders", 1, 3);
+    let state = cluster.state(topic, 0);
+    let leader = state.leader.unwrap();
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
+    let (a, b) = (others[0], others[1]);
+    // B lags: the ISR stays at min.insync (2), so the HW moves on without B: no ELR.
+    let records = cluster
+        .logic
+        .alter_partition(&cluster.image, &cluster.alter(&state, topic, &[leader, a]))
         .unwrap();
+    cluster.commit(&records);
+    let shrunk = cluster.state(topic, 0);
+    assert_eq!(
+        (shrunk.isr.clone(), shrunk.elr.clone()),
+        (vec![leader, a], vec![])
+    );
+    // A lags too: the ISR drops below min.insync and A keeps an ELR place.
+    let records = cluster
+        .logic
+        .alter_partition(&cluster.image, &cluster.alter(&shrunk, topic, &[leader]))
+        .unwrap();
+    cluster.commit(&records);
+    let alone = cluster.state(topic, 0);
+    // B stays out: it may miss records the HW passed while A and the leader were the ISR.
+    assert_eq!(
+        (alone.isr.clone(), alone.elr.clone()),
+        (vec![leader], vec![a])
+    );
+    assert!(!alone.elr.contains(&b));
+    // The leader comes back on a wiped disk: A, which holds every committed record, leads.
+    cluster.start_with_disk(leader, 80, 210);
+    let moved = cluster.state(topic, 0);
+    assert_eq!(moved.leader, Some(a), "{moved:?}");
+    assert_eq!((moved.isr, moved.elr), (vec![a], vec![]));
+    assert!(moved.leader_epoch > alone.leader_epoch);
+
+    // Two members shrunk out at once both join; an expansion back to min.insync empties it.
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 1, 3);
     let state = cluster.state(topic, 0);
     let leader = state.leader.unwrap();
     let records = cluster
@@ -330,6 +398,31 @@ fn unclean_election_when_the_topic_enables_it_elects_a_live_replica_alone_in_the
         .alter_partition(&cluster.image, &cluster.alter(&state, topic, &[leader]))
         .unwrap();
     cluster.commit(&records);
+    let alone = cluster.state(topic, 0);
+    let mut elr = alone.elr.clone();
+    elr.sort_unstable();
+    let mut expected: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
+    expected.sort_unstable();
+    assert_eq!(elr, expected);
+    let back = expected[0];
+    let records = cluster
+        .logic
+        .alter_partition(
+            &cluster.image,
+            &cluster.alter(&alone, topic, &[leader, back]),
+        )
+        .unwrap();
+    cluster.commit(&records);
+    assert!(cluster.state(topic, 0).elr.is_empty());
+}
+
+#[test]
+fn unclean_election_when_the_topic_enables_it_elects_a_live_replica_alone_in_the_isr() {
+    let mut cluster = Cluster::new(3);
+    let topic = cluster
+        .create_with("logs", 1, 3, &[(UNCLEAN_LEADER_ELECTION_KEY, "true")])
+        .unwrap();
+    let leader = cluster.leave_the_leader_alone_in_the_isr(topic);
     let others: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
     cluster.pass(SESSION, &others);
     let elected = cluster.state(topic, 0);

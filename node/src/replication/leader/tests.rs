@@ -68,6 +68,37 @@ fn the_high_watermark_stays_while_the_isr_is_below_min_insync() {
     assert_eq!(leader.high_watermark(), 5);
 }
 
+/// The invariant the controller's ELR rule rests on (`alter_partition`: a member the leader
+/// shrinks out of an ISR that drops below min.insync.replicas joins the ELR): the shrunk
+/// member holds every offset below the high watermark, before the shrink (the HW is the
+/// lowest synced end over the ISR), while it is in flight (the maximal ISR still counts the
+/// member) and after it (the HW does not move while the ISR is below the minimum), however
+/// far the leader's own log goes on.
+#[test]
+fn a_member_shrunk_out_below_min_insync_holds_the_high_watermark() {
+    let start = SystemClock.now();
+    let mut leader = new_leader(&[1, 2], 2, start);
+    leader.handle_local_synced(10);
+    leader.handle_fetch(start, 2, 7, 6).unwrap();
+    assert_eq!(leader.high_watermark(), 6);
+    // Follower 2 stops fetching; the leader's log goes on.
+    leader.handle_local_synced(20);
+    let due = leader.poll_timeout().unwrap();
+    let proposal = leader.poll_isr_proposal(due).unwrap();
+    assert_eq!(
+        proposal.isr,
+        vec![IsrMember {
+            node: 1,
+            node_epoch: 100
+        }]
+    );
+    leader.handle_local_synced(30);
+    assert_eq!(leader.high_watermark(), 6, "in flight: 2 still counts");
+    leader.handle_partition_state(state(&[1], 11), due);
+    leader.handle_local_synced(40);
+    assert_eq!(leader.high_watermark(), 6, "below min.insync: the HW stays");
+}
+
 #[test]
 fn acks_all_is_refused_before_the_append_when_the_isr_is_too_small() {
     // Goal: NotEnoughReplicas before the append; nothing to wait for.
