@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.protocol.transaction import InitProducerIdRequest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from scenario_checks import check, passed, wait_for_async
 
 BOOTSTRAP = sys.argv[1]
 TOPIC = "aio-orders"
@@ -29,23 +30,8 @@ PARTITIONS = 4
 WAIT_SECONDS = 60
 
 
-def check(condition, what):
-    if not condition:
-        print(f"FAIL: {what}", flush=True)
-        sys.exit(1)
-
-
-def passed(scenario):
-    print(f"pass: {scenario}", flush=True)
-
-
 async def wait_for(what, condition):
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.1)
-    check(False, f"timed out waiting for {what}")
+    await wait_for_async(what, condition, WAIT_SECONDS)
 
 
 async def produce(producer, start, count):

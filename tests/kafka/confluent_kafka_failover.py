@@ -19,16 +19,11 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from scenario_checks import check
 
 PHASE, BOOTSTRAP, TOPIC = sys.argv[1], sys.argv[2], sys.argv[3]
 GROUP = "failover-group"
 WAIT_SECONDS = 60
-
-
-def check(condition, what):
-    if not condition:
-        print(f"FAIL: {what}", flush=True)
-        sys.exit(1)
 
 
 def produce(count, start):

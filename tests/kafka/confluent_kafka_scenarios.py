@@ -20,6 +20,9 @@ import time
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+import scenario_checks
+from scenario_checks import check, passed
+
 BOOTSTRAP = sys.argv[1]
 TOPIC = "confluent-orders"
 GROUP = "confluent-group"
@@ -27,23 +30,8 @@ PARTITIONS = 4
 WAIT_SECONDS = 60
 
 
-def check(condition, what):
-    if not condition:
-        print(f"FAIL: {what}", flush=True)
-        sys.exit(1)
-
-
-def passed(scenario):
-    print(f"pass: {scenario}", flush=True)
-
-
 def wait_for(what, condition):
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    check(False, f"timed out waiting for {what}")
+    scenario_checks.wait_for(what, condition, WAIT_SECONDS)
 
 
 class Delivered:

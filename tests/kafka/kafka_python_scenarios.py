@@ -10,21 +10,12 @@ import time
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from scenario_checks import check, passed
 
 BOOTSTRAP = sys.argv[1]
 TOPIC = "orders"
 PARTITIONS = 3
 RECORDS = 200
-
-
-def check(condition, what):
-    if not condition:
-        print(f"FAIL: {what}", flush=True)
-        sys.exit(1)
-
-
-def passed(scenario):
-    print(f"pass: {scenario}", flush=True)
 
 
 def consume_all(consumer, expected, deadline_s=30):
