@@ -316,6 +316,12 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
             "a RaftAppendEntries from node 4 names leader Some(1), not the sender",
         ),
         (
+            // A vote survey (a rejoining voter's) from a node that is not a voter.
+            PeerRequestKind::RaftVote,
+            serde_json::to_vec(&RaftMessage::ReadVote).unwrap(),
+            "a RaftVote from node 4, which is not one of controller_voters {1, 2, 3}",
+        ),
+        (
             PeerRequestKind::RaftVote,
             b"not json".to_vec(),
             "invalid RaftVote body from node 4",
