@@ -418,10 +418,11 @@ impl<D: Disk> Broker<D> {
         let Some(node_epoch) = *source.node_epoch.borrow() else {
             return false;
         };
-        image
-            .nodes
-            .get(&self.config.node_id)
-            .is_some_and(|registration| registration.node_epoch == node_epoch)
+        crate::replication::manager::image_holds_registration(
+            image,
+            self.config.node_id,
+            node_epoch,
+        )
     }
 
     /// A Metadata topic entry from the image: each partition's placement, and the log

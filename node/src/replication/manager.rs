@@ -1770,7 +1770,11 @@ fn replication_state(state: &crate::controller::PartitionState) -> PartitionStat
 
 /// Whether `image` holds the registration of `node` at `node_epoch`: only such an image may
 /// make the node a leader (see `ReplicaManager::apply`).
-fn image_holds_registration(image: &MetadataImage, node: NodeId, node_epoch: NodeEpoch) -> bool {
+pub(crate) fn image_holds_registration(
+    image: &MetadataImage,
+    node: NodeId,
+    node_epoch: NodeEpoch,
+) -> bool {
     image
         .nodes
         .get(&node)
