@@ -266,7 +266,11 @@ class Servers:
                 "group.initial.rebalance.delay.ms=3000",
                 "",
             ]))
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # Kafka's own Uuid.randomUuid() redraws an id whose text starts with '-':
+        # the storage tool's argument parser would read it as an option.
+        cluster_id = "-"
+        while cluster_id.startswith("-"):
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
             [self.args.java, *JVM_OPTIONS, "-cp", self.classpath(), "kafka.tools.StorageTool",
              "format", "-t", cluster_id, "-c", properties],
