@@ -288,6 +288,8 @@ pub struct ReplicaDamagedRequest {
 /// The controller's decision-making state: the replicated image is passed in; the only state
 /// kept here is the heartbeat sessions and the controlled-shutdown marks, which (as in KRaft)
 /// live on the active controller only and start afresh, with a full timeout, on a new one.
+/// One exception: the previous active controller's node, which the new one heard as its
+/// Raft leader until it went silent ([`Self::with_predecessor`]).
 #[derive(Debug)]
 pub struct ControllerLogic {
     config: DecisionConfig,
@@ -296,6 +298,9 @@ pub struct ControllerLogic {
     /// Nodes in controlled shutdown, with the epoch that asked (a later epoch is a new
     /// incarnation, no longer shutting down).
     controlled_shutdown: BTreeMap<NodeId, NodeEpoch>,
+    /// The node that led the quorum before this controller, and when this controller last
+    /// accepted its appends.
+    predecessor: Option<(NodeId, Instant)>,
 }
 
 impl ControllerLogic {
@@ -305,7 +310,21 @@ impl ControllerLogic {
             config,
             sessions: BTreeMap::new(),
             controlled_shutdown: BTreeMap::new(),
+            predecessor: None,
         }
+    }
+
+    /// Logic of a controller that, as a voter, last accepted appends from `node` (the active
+    /// controller before it) at `heard`. That node's session, until it heartbeats here, ends
+    /// one `node_session_timeout` after `heard` instead of one after this controller took
+    /// over: a leader that died with the active controller on its node is then replaced as
+    /// fast as one that died alone, not an election later. Raft heartbeats arrive every
+    /// `controller_raft_heartbeat_ms`, so silence since `heard` is evidence the node stopped
+    /// or was cut off; a live node that was cut off from this controller would miss its own
+    /// heartbeats here as well, and one that stepped down was heard just now.
+    pub fn with_predecessor(mut self, node: NodeId, heard: Instant) -> Self {
+        self.predecessor = Some((node, heard));
+        self
     }
 
     /// The nodes in controlled shutdown at their current epoch in `image`: elected nowhere,
@@ -421,7 +440,8 @@ impl ControllerLogic {
     }
 
     /// Fences every unfenced node whose session expired by `now` (a node with no session yet,
-    /// as after a controller change, gets one that starts now) and elects new leaders.
+    /// as after a controller change, gets one that starts now, or when the predecessor was
+    /// last heard) and elects new leaders.
     pub fn poll_fencing(
         &mut self,
         image: &MetadataImage,
@@ -432,9 +452,13 @@ impl ControllerLogic {
             if node.fenced {
                 continue;
             }
+            let session_start = match self.predecessor {
+                Some((predecessor, heard)) if predecessor == *node_id => heard.min(now),
+                _ => now,
+            };
             let fresh = (
                 node.node_epoch,
-                deadline_after(now, self.config.node_session_timeout),
+                deadline_after(session_start, self.config.node_session_timeout),
             );
             let session = self.sessions.entry(*node_id).or_insert(fresh);
             if session.0 != node.node_epoch {

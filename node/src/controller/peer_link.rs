@@ -279,8 +279,10 @@ pub fn register_controller_handlers(
         PeerRequestKind::RaftInstallSnapshot,
     ] {
         let controller = Arc::clone(&controller);
+        let clock = Arc::clone(&clock);
         handlers.register(kind, move |request: PeerRequest| {
             let controller = Arc::clone(&controller);
+            let clock = Arc::clone(&clock);
             async move {
                 let message: RaftMessage = decode(&request)?;
                 if raft_kind(&message) != request.kind {
@@ -295,7 +297,7 @@ pub fn register_controller_handlers(
                     tracing::warn!(from = request.from, %reason, "raft message refused");
                     return Err(PeerHandlerError(reason));
                 }
-                match controller.handle_raft_message(message).await {
+                match controller.handle_raft_message(clock.now(), message).await {
                     Ok(reply) => encode(&reply),
                     // The sender sees a failed request and retries, as after a lost one.
                     Err(refused) => Err(PeerHandlerError(refused.to_string())),

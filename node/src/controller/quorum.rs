@@ -287,6 +287,11 @@ pub struct Controller {
     term_floor: Mutex<Option<openraft::Vote<u64>>>,
     /// Reaches the other voters, for the survey.
     send: RaftSender,
+    /// The leader whose appends this node last accepted, and when (Raft heartbeats are
+    /// appends, every `controller_raft_heartbeat_ms`). Taken by the first term this node
+    /// leads: that leader's node session then ends one session timeout after it was last
+    /// heard, not one after this node took over (see [`ControllerLogic::with_predecessor`]).
+    last_leader_heard: std::sync::Mutex<Option<(NodeId, Instant)>>,
 }
 
 impl Controller {
@@ -420,6 +425,7 @@ impl Controller {
             votes_withheld,
             term_floor: Mutex::new(None),
             send,
+            last_leader_heard: std::sync::Mutex::new(None),
         })
     }
 
@@ -527,10 +533,11 @@ impl Controller {
         Ok(Some(found))
     }
 
-    /// Answers a Raft message from another controller, or refuses it as if it had not
-    /// arrived (a rejoining voter that cannot learn the current term yet).
+    /// Answers a Raft message from another controller, received at `now`, or refuses it as
+    /// if it had not arrived (a rejoining voter that cannot learn the current term yet).
     pub async fn handle_raft_message(
         &self,
+        now: Instant,
         message: RaftMessage,
     ) -> Result<RaftReply, RaftRefused> {
         Ok(match message {
@@ -544,7 +551,22 @@ impl Controller {
                         AppendEntriesResponse::HigherVote(floor),
                     )));
                 }
-                RaftReply::AppendEntries(self.raft.append_entries(request).await)
+                let leader = request
+                    .vote
+                    .leader_id()
+                    .voted_for()
+                    .and_then(|id| NodeId::try_from(id).ok());
+                let reply = self.raft.append_entries(request).await;
+                if let (Some(leader), Ok(answer)) = (leader, &reply)
+                    && !matches!(answer, AppendEntriesResponse::HigherVote(_))
+                {
+                    // Accepted as the leader (a conflict too is an answer to the leader).
+                    *self
+                        .last_leader_heard
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((leader, now));
+                }
+                RaftReply::AppendEntries(reply)
             }
             RaftMessage::Vote(request) => {
                 if let Some(refusal) = self.withheld_vote() {
@@ -839,7 +861,8 @@ impl Controller {
         };
         if guard.0 != term {
             // A new term: the image must include everything committed before deciding, and
-            // heartbeat sessions start afresh (KRaft does the same on a new active controller).
+            // heartbeat sessions start afresh (KRaft does the same on a new active controller),
+            // except the previous controller's, which this node heard until it went silent.
             self.raft.ensure_linearizable().await.map_err(|error| {
                 ControllerRequestError::NotController {
                     leader: match error {
@@ -850,7 +873,18 @@ impl Controller {
                     },
                 }
             })?;
-            *guard = (term, ControllerLogic::new(self.decisions.clone()));
+            let mut logic = ControllerLogic::new(self.decisions.clone());
+            let predecessor = self
+                .last_leader_heard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some((leader, heard)) = predecessor
+                && leader != self.node_id
+            {
+                logic = logic.with_predecessor(leader, heard);
+            }
+            *guard = (term, logic);
         }
         let image = self.image();
         let (records, output) = decision(&mut guard.1, &image)?;

@@ -246,6 +246,55 @@ fn after_a_controller_change_every_node_gets_a_full_session_before_it_is_fenced(
     assert!(cluster.image.nodes.values().all(|node| node.fenced));
 }
 
+#[test]
+fn a_new_controller_fences_its_silent_predecessor_one_session_after_it_was_last_heard() {
+    let mut cluster = Cluster::new(3);
+    let topic = cluster.create("orders", 3, 3);
+    // Node 1 was the active controller; node 2 last accepted its appends at `heard`, won the
+    // election 400 ms later and took over.
+    let heard = cluster.now;
+    cluster.now += Duration::from_millis(400);
+    cluster.logic = ControllerLogic::new(config()).with_predecessor(1, heard);
+    cluster.pass(Duration::ZERO, &[2, 3]);
+    assert!(cluster.image.nodes.values().all(|node| !node.fenced));
+    // Node 1's session ends one session after it was heard, the others' one after the
+    // takeover.
+    assert_eq!(
+        cluster.logic.poll_timeout(&cluster.image),
+        Some(heard + SESSION)
+    );
+    cluster.pass(SESSION - Duration::from_millis(401), &[2, 3]);
+    assert!(!cluster.image.nodes[&1].fenced);
+    cluster.pass(Duration::from_millis(1), &[2, 3]);
+    assert!(cluster.image.nodes[&1].fenced);
+    assert!(!cluster.image.nodes[&2].fenced && !cluster.image.nodes[&3].fenced);
+    for partition in 0..3 {
+        assert_ne!(cluster.state(topic, partition).leader, Some(1));
+    }
+}
+
+#[test]
+fn a_predecessor_that_heartbeats_to_the_new_controller_keeps_a_full_session() {
+    let mut cluster = Cluster::new(3);
+    let heard = cluster.now;
+    cluster.now += SESSION;
+    // Stepped down and alive: it heartbeats here before the first fencing poll.
+    cluster.logic = ControllerLogic::new(config()).with_predecessor(1, heard);
+    cluster.pass(Duration::ZERO, &[1, 2, 3]);
+    cluster.pass(SESSION - Duration::from_millis(1), &[]);
+    assert!(cluster.image.nodes.values().all(|node| !node.fenced));
+    // A predecessor heard "later" than now (clocks are one here, but never trust that)
+    // gets no more than a full session either.
+    let mut cluster = Cluster::new(2);
+    let later = cluster.now + SESSION;
+    cluster.logic = ControllerLogic::new(config()).with_predecessor(1, later);
+    cluster.pass(Duration::ZERO, &[]);
+    assert_eq!(
+        cluster.logic.poll_timeout(&cluster.image),
+        Some(cluster.now + SESSION)
+    );
+}
+
 /// B.5 #1: the ISR has shrunk to the leader, the leader dies: with unclean election off
 /// (the default) the partition goes offline rather than electing a replica missing acked
 /// records; when the last ISR member returns, it leads again. (The others are out of the

@@ -66,7 +66,7 @@ impl ControllerTransport for Link {
         let controller = self.router.nodes.lock().unwrap().get(&target).cloned();
         let controller = controller.ok_or_else(|| dropped("not running"))?;
         let reply = controller
-            .handle_raft_message(message)
+            .handle_raft_message(tokio::time::Instant::now().into_std(), message)
             .await
             .map_err(|refused| dropped(&refused.to_string()))?;
         // A partition that started during the call drops the answer.
@@ -449,6 +449,37 @@ async fn a_node_that_stops_heartbeating_is_fenced_through_the_quorum() {
     }
 }
 
+/// The active controller's node dies with it: the new controller fences it one session
+/// after it last heard it as its Raft leader, not one session after the election (the
+/// failover of a leader on the controller's node then takes as long as any other's).
+#[tokio::test(start_paused = true)]
+async fn a_new_controller_fences_its_dead_predecessor_one_session_after_it_was_last_heard() {
+    let quorum = Quorum::start(3, CONTROLLER_SNAPSHOT_ENTRIES_DEFAULT).await;
+    let old = quorum.leader(&[1, 2, 3]).await;
+    quorum.register_all(old).await;
+    let clock = SimClock::new(0);
+    // Nothing runs between the two lines: every append the others accepted was heard by now.
+    quorum.router.isolate(old);
+    let cut = clock.now();
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != old).collect();
+    let new = quorum.leader(&others).await;
+    let controller = quorum.node(new);
+    let session = controller.decisions.node_session_timeout;
+    for id in &others {
+        let epoch = controller.image().nodes[id].node_epoch;
+        controller.heartbeat(clock.now(), *id, epoch).await.unwrap();
+    }
+    let took_over = clock.now();
+    assert!(took_over > cut, "an election takes time");
+    controller.poll_fencing(took_over).await.unwrap();
+    assert!(!controller.image().nodes[&old].fenced);
+    // One session after the cut: a full session after the takeover would still be running.
+    controller.poll_fencing(cut + session).await.unwrap();
+    let image = controller.image();
+    assert!(image.nodes[&old].fenced, "{:?}", image.nodes[&old]);
+    assert!(others.iter().all(|id| !image.nodes[id].fenced));
+}
+
 /// B.5 #7 through openraft: a voter grants its vote, loses power, restarts, and refuses a
 /// vote that does not beat the one it granted. (openraft's default leader id is (term, node
 /// id), totally ordered, so a higher node id in the same term is a later vote it may grant;
@@ -472,7 +503,11 @@ async fn a_voter_never_grants_a_vote_below_one_it_granted_across_a_power_loss() 
             )),
         })
     };
-    let RaftReply::Vote(Ok(first)) = quorum.node(1).handle_raft_message(ask(3)).await.unwrap()
+    let RaftReply::Vote(Ok(first)) = quorum
+        .node(1)
+        .handle_raft_message(tokio::time::Instant::now().into_std(), ask(3))
+        .await
+        .unwrap()
     else {
         panic!("vote request failed");
     };
@@ -480,7 +515,11 @@ async fn a_voter_never_grants_a_vote_below_one_it_granted_across_a_power_loss() 
     quorum.node(1).shutdown().await;
     quorum.disks[&1].crash();
     quorum.boot(1).await;
-    let RaftReply::Vote(Ok(second)) = quorum.node(1).handle_raft_message(ask(2)).await.unwrap()
+    let RaftReply::Vote(Ok(second)) = quorum
+        .node(1)
+        .handle_raft_message(tokio::time::Instant::now().into_std(), ask(2))
+        .await
+        .unwrap()
     else {
         panic!("vote request failed");
     };
