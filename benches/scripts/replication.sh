@@ -12,7 +12,9 @@
 # then, on the cluster only:
 #   3. failover: ledge-bench failover at 1,000 records/s, the partition's leader kill -9'd
 #      after 5 s; the killed node is restarted and seen alive before the next repetition.
-#      Once with every default (node and client), then on a fresh cluster whose session
+#      With every default (node and client) twice per repetition: the leader placed on the
+#      active controller's node (`--leader-on controller`), then on another node; then on a
+#      fresh cluster whose session
 #      settings are lowered ($fast_settings below), with the client's defaults and with its
 #      idle and connect timeouts lowered ($fast_client): what bounds the default figure.
 #
@@ -168,15 +170,16 @@ bench_cluster() { # label, ledge-bench arguments...
 }
 
 # One failover repetition: kill the leader, then restart it and wait for a healthy cluster.
-failover_round() { # label, topic, extra ledge-bench arguments...
-    local label=$1 topic=$2
-    shift 2
+failover_round() { # label, topic, --leader-on value, extra ledge-bench arguments...
+    local label=$1 topic=$2 leader_on=$3
+    shift 3
     local pid_list=
     for id in 1 2 3; do
         pid_list+="${pid_list:+,}$id=${cluster_pids[$id]}"
     done
     # shellcheck disable=SC2068 # the extra arguments are words on purpose
     bench_cluster "$label" $@ failover --topic "$topic" --node-pids "$pid_list" --rate 1000 \
+        --leader-on "$leader_on" \
         --kill-after 5 --run-after-kill "$after_kill"
     local killed
     killed=$(tail -n1 "$out/results.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["old_leader"])')
@@ -217,9 +220,13 @@ done
 kill -TERM "$single_pid" && wait "$single_pid" 2>/dev/null || true
 single_pid=
 
+# Each repetition kills a leader on the active controller's node (the controller dies too)
+# and one elsewhere: the two failovers differ by a controller election.
 for rep in $(seq 1 "$failovers"); do
-    log "failover $rep (default settings)"
-    failover_round "failover-default" "f-default-$rep"
+    log "failover $rep (default settings, the leader on the controller's node)"
+    failover_round "failover-default" "f-default-c-$rep" controller
+    log "failover $rep (default settings, the leader on another node)"
+    failover_round "failover-default" "f-default-o-$rep" not-controller
 done
 stop_cluster
 
@@ -227,10 +234,10 @@ log "a fresh cluster with lowered session settings"
 start_cluster fast "$fast_settings"
 for rep in $(seq 1 "$failovers"); do
     log "failover $rep (lowered session settings, client defaults)"
-    failover_round "failover-fast-node" "f-fast-node-$rep"
+    failover_round "failover-fast-node" "f-fast-node-$rep" any
     log "failover $rep (lowered session settings and client timeouts)"
     # shellcheck disable=SC2086
-    failover_round "failover-fast" "f-fast-$rep" $fast_client
+    failover_round "failover-fast" "f-fast-$rep" any $fast_client
 done
 stop_cluster
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
@@ -267,9 +274,18 @@ for label in ("single-e2e", "rf3-e2e"):
         print(f"{label} at 1,000 records/s: produce→consume p50 ms {', '.join(f'{v:.2f}' for v in p50)}; "
               f"p99 ms {', '.join(f'{v:.2f}' for v in p99)}; ack p99 ms {', '.join(f'{v:.2f}' for v in ack)}")
 print()
+groups = []
 for label in ("failover-default", "failover-fast-node", "failover-fast"):
-    if label in by:
-        runs = by[label]
+    runs = by.get(label, [])
+    if label == "failover-default":
+        groups.append((label + ", leader on the controller's node",
+                       [r for r in runs if r["killed_controller"]]))
+        groups.append((label + ", leader on another node",
+                       [r for r in runs if not r["killed_controller"]]))
+    else:
+        groups.append((label, runs))
+for label, runs in groups:
+    if runs:
         failover = ", ".join("%.0f" % r["failover_ms"] for r in runs)
         gap = ", ".join("%.0f" % (r["ack_gap_ms"] or 0) for r in runs)
         controller = ", ".join(str(r["killed_controller"]) for r in runs)

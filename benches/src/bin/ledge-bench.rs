@@ -366,6 +366,17 @@ struct E2eArgs {
     drain_timeout_secs: u64,
 }
 
+/// Where `failover` wants the killed leader (`--leader-on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LeaderOn {
+    /// Wherever the partition's leader is.
+    Any,
+    /// On the active controller's node.
+    Controller,
+    /// On a node that is not the active controller.
+    NotController,
+}
+
 #[derive(Debug, Args)]
 struct FailoverArgs {
     /// Topic of one partition; created (with `--replication-factor`, `--min-insync-replicas`)
@@ -379,6 +390,12 @@ struct FailoverArgs {
     /// Records per second (open-loop).
     #[arg(long, default_value_t = 1000)]
     rate: u64,
+    /// Where the partition's leader must be when it is killed: on the active controller's
+    /// node (its death then also costs a controller election), on another node, or wherever
+    /// it is. When it is not there, the partition's replicas are reordered (a reassignment
+    /// to the same nodes) and its preferred leader elected before producing starts.
+    #[arg(long, value_enum, default_value_t = LeaderOn::Any)]
+    leader_on: LeaderOn,
     /// Seconds of steady producing before the leader is killed.
     #[arg(long, value_parser = parse_seconds, default_value = "5")]
     kill_after: Duration,
@@ -1881,14 +1898,27 @@ async fn failover(
         }
         tokio::time::sleep(SETTLE_CHECK_INTERVAL).await;
     };
-    let Some(&leader_pid) = pids.get(&old_leader) else {
-        bail!("partition 0's leader is node {old_leader}, which --node-pids does not name");
-    };
     let controller = admin
         .describe_cluster()
         .await
         .context("describing the cluster")?
         .controller;
+    let (before, old_leader, controller) = match place_leader(
+        &admin,
+        &args.topic,
+        args.leader_on,
+        old_leader,
+        controller,
+        patience,
+    )
+    .await?
+    {
+        Some(placed) => placed,
+        None => (before, old_leader, controller),
+    };
+    let Some(&leader_pid) = pids.get(&old_leader) else {
+        bail!("partition 0's leader is node {old_leader}, which --node-pids does not name");
+    };
     admin_client.close().await;
 
     let producer_config = args.producer.config(0)?;
@@ -2046,6 +2076,7 @@ async fn failover(
             ("isr_after", json!(after.isr)),
             ("controller_before", json!(controller)),
             ("killed_controller", json!(controller == Some(old_leader))),
+            ("leader_on", json!(format!("{:?}", args.leader_on))),
         ],
         cpu: CpuSpent {
             node: None,
@@ -2087,6 +2118,90 @@ async fn first_partition(admin: &Admin, topic: &str) -> anyhow::Result<Partition
         .flat_map(|description| description.partitions)
         .find(|partition| partition.partition == 0)
         .with_context(|| format!("topic {topic} has no partition 0"))
+}
+
+/// Moves partition 0 of `topic`'s leadership where `want` asks (see `--leader-on`): reorders
+/// its replicas with the wanted node first and elects the preferred leader, until the
+/// partition's leader and the active controller stand as wanted (or `patience` ends).
+/// `None` when they already did; otherwise the partition, its leader and the controller.
+async fn place_leader(
+    admin: &Admin,
+    topic: &str,
+    want: LeaderOn,
+    leader: u32,
+    controller: Option<u32>,
+    patience: Instant,
+) -> anyhow::Result<Option<(PartitionDescription, u32, Option<u32>)>> {
+    let placed = |leader: u32, controller: Option<u32>| match want {
+        LeaderOn::Any => true,
+        LeaderOn::Controller => controller == Some(leader),
+        LeaderOn::NotController => controller.is_some() && controller != Some(leader),
+    };
+    if placed(leader, controller) {
+        return Ok(None);
+    }
+    loop {
+        let Some(active) = controller_now(admin).await? else {
+            if now() >= patience {
+                bail!("the cluster has no active controller");
+            }
+            tokio::time::sleep(SETTLE_CHECK_INTERVAL).await;
+            continue;
+        };
+        let partition = first_partition(admin, topic).await?;
+        if let Some(leader) = partition.leader
+            && placed(leader, Some(active))
+        {
+            return Ok(Some((partition, leader, Some(active))));
+        }
+        if now() >= patience {
+            bail!(
+                "could not place partition 0's leader ({:?}) as --leader-on {want:?} asks (controller {active})",
+                partition.leader
+            );
+        }
+        let target = match want {
+            LeaderOn::Controller => Some(active),
+            _ => partition
+                .replicas
+                .iter()
+                .copied()
+                .find(|node| *node != active),
+        };
+        let Some(target) = target.filter(|node| partition.replicas.contains(node)) else {
+            bail!(
+                "partition 0 of {topic} has no replica where --leader-on {want:?} asks (replicas {:?}, controller {active})",
+                partition.replicas
+            );
+        };
+        if partition.replicas.first() != Some(&target) {
+            let mut replicas = vec![target];
+            replicas.extend(
+                partition
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|node| *node != target),
+            );
+            admin
+                .reassign_partition(topic, 0, replicas)
+                .await
+                .with_context(|| format!("reordering the replicas of {topic}/0"))?;
+        }
+        // The reordering lands through the controller; the election may find it not there
+        // yet, and is asked again.
+        let _ = admin.elect_preferred_leaders(Some(topic)).await;
+        tokio::time::sleep(SETTLE_CHECK_INTERVAL).await;
+    }
+}
+
+/// The active controller, as the cluster describes it now.
+async fn controller_now(admin: &Admin) -> anyhow::Result<Option<u32>> {
+    Ok(admin
+        .describe_cluster()
+        .await
+        .context("describing the cluster")?
+        .controller)
 }
 
 /// Partition 0 of `topic` once Metadata names a leader other than `old_leader`, asked anew
