@@ -139,7 +139,13 @@ fn run_bounded(mut command: Command, stdin: &str, run_max: Duration) -> BoundedR
 }
 
 /// Runs a tool that must succeed; its stdout.
-fn tool_ok(node: &NodeProcess, lib: &Path, class: &str, args: &[&str], stdin: &str) -> String {
+pub(crate) fn tool_ok(
+    node: &NodeProcess,
+    lib: &Path,
+    class: &str,
+    args: &[&str],
+    stdin: &str,
+) -> String {
     let run = tool(lib, class, args, stdin);
     assert!(
         run.success,

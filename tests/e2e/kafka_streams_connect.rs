@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use ledge_e2e::NodeProcess;
 
-use crate::kafka_java::{kafka_java_lib, missing};
+use crate::kafka_java::{kafka_java_lib, missing, tool_ok};
 
 /// How long a scenario waits for records to come out of Streams or Connect; the JVMs start
 /// in a few seconds and the group's first rebalance waits `groups.initial_rebalance_delay_ms`.
@@ -41,6 +41,19 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 
 fn now() -> std::time::Instant {
     crate::cluster::now()
+}
+
+/// Prints how long the scenario has run at each step (the JVMs dominate a run's time).
+struct Phases(std::time::Instant);
+
+impl Phases {
+    fn start() -> Self {
+        Self(now())
+    }
+
+    fn mark(&self, step: &str) {
+        eprintln!("{:>6.1} s  {step}", self.0.elapsed().as_secs_f64());
+    }
 }
 
 /// `kcat` on the PATH.
@@ -61,7 +74,9 @@ fn run_kcat(kcat: &Path, args: &[&str], stdin: &str) -> String {
         .spawn()
         .expect("spawn kcat");
     let mut input = child.stdin.take().expect("piped stdin");
-    input.write_all(stdin.as_bytes()).expect("write kcat's stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .expect("write kcat's stdin");
     drop(input);
     let output = child.wait_with_output().expect("wait for kcat");
     assert!(
@@ -318,7 +333,9 @@ fn kafka_streams_tutorial_topology_survives_a_restart() {
         .to_string();
     let work = tempfile::tempdir().expect("temporary directory");
     let classes = work.path().join("classes");
+    let phases = Phases::start();
     compile_streams_app(&lib, &classes);
+    phases.mark("compiled the app");
 
     let first = orders(0, 40, 5);
     let second = orders(40, 24, 7);
@@ -332,7 +349,9 @@ fn kafka_streams_tutorial_topology_survives_a_restart() {
             &work.path().join(log),
         )
     };
-    // What the topology must produce for `orders`, after `before` (counts carry on).
+    // What the topology must have produced once it has seen `orders`: the high-value ones
+    // and the upper-cased ones (sorted: two input partitions interleave), and per customer
+    // the count updates 1, 2, ... n in order (one per order: the app has no record cache).
     let expected = |orders: &[&Order]| {
         let high: Vec<String> = orders
             .iter()
@@ -371,17 +390,25 @@ fn kafka_streams_tutorial_topology_survives_a_restart() {
         app.output(),
         node.log()
     );
+    phases.mark("app running");
     produce_orders(&kcat, &kafka, &first);
     let all_first: Vec<&Order> = first.iter().collect();
     let (high, upper, counts) = expected(&all_first);
     let count_updates = first.len();
     let counted = wait_for_records(&kcat, &kafka, "order-counts", count_updates);
-    let failure = |what: &str, app: &Jvm| format!("{what}\n{}\nnode log:\n{}", app.output(), node.log());
-    assert_eq!(counts_by_customer(&counted), counts, "{}", failure("counts", &app));
+    let failure =
+        |what: &str, app: &Jvm| format!("{what}\n{}\nnode log:\n{}", app.output(), node.log());
+    assert_eq!(
+        counts_by_customer(&counted),
+        counts,
+        "{}",
+        failure("counts", &app)
+    );
     let high_seen = wait_for_records(&kcat, &kafka, "high-value-orders", high.len());
     assert_eq!(sorted(high_seen), high, "{}", failure("high value", &app));
     let upper_seen = wait_for_records(&kcat, &kafka, "orders-upper", upper.len());
     assert_eq!(sorted(upper_seen), upper, "{}", failure("upper", &app));
+    phases.mark("first orders processed");
 
     // The internal topics, created by the app through CreateTopics: one repartition topic
     // (groupBy) and one changelog (count), with as many partitions as the input.
@@ -406,11 +433,11 @@ fn kafka_streams_tutorial_topology_survives_a_restart() {
         .find(|name| name.ends_with("-changelog"))
         .unwrap_or_else(|| panic!("no changelog topic: {listed}"))
         .to_string();
-    let configs = Command::new("java")
-        .args(["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp"])
-        .arg(lib.join("*"))
-        .args([
-            "kafka.admin.ConfigCommand",
+    let configs = tool_ok(
+        &node,
+        &lib,
+        "kafka.admin.ConfigCommand",
+        &[
             "--bootstrap-server",
             &kafka,
             "--describe",
@@ -418,10 +445,9 @@ fn kafka_streams_tutorial_topology_survives_a_restart() {
             "topics",
             "--entity-name",
             &changelog,
-        ])
-        .output()
-        .expect("run kafka-configs");
-    let configs = String::from_utf8_lossy(&configs.stdout);
+        ],
+        "",
+    );
     assert!(
         configs
             .lines()
@@ -429,23 +455,46 @@ fn kafka_streams_tutorial_topology_survives_a_restart() {
         "{changelog}: {configs}"
     );
 
+    phases.mark("internal topics checked");
     // A clean stop commits the offsets; the restart gets an empty state directory.
     assert!(
-        app.stop(Some("stop")).is_some_and(|status| status.success()),
+        app.stop(Some("stop"))
+            .is_some_and(|status| status.success()),
         "{}",
         app.output()
     );
-    assert!(app.lines().iter().any(|line| line == "closed"), "{}", app.output());
+    assert!(
+        app.lines().iter().any(|line| line == "closed"),
+        "{}",
+        app.output()
+    );
+    phases.mark("app stopped");
     produce_orders(&kcat, &kafka, &second);
     let mut app = start_app("state-2", "streams-2.log");
     let all: Vec<&Order> = first.iter().chain(&second).collect();
     let (high, upper, counts) = expected(&all);
     let counted = wait_for_records(&kcat, &kafka, "order-counts", all.len());
-    assert_eq!(counts_by_customer(&counted), counts, "{}", failure("counts after the restart", &app));
+    assert_eq!(
+        counts_by_customer(&counted),
+        counts,
+        "{}",
+        failure("counts after the restart", &app)
+    );
     let high_seen = wait_for_records(&kcat, &kafka, "high-value-orders", high.len());
-    assert_eq!(sorted(high_seen), high, "{}", failure("high value after the restart", &app));
+    assert_eq!(
+        sorted(high_seen),
+        high,
+        "{}",
+        failure("high value after the restart", &app)
+    );
     let upper_seen = wait_for_records(&kcat, &kafka, "orders-upper", upper.len());
-    assert_eq!(sorted(upper_seen), upper, "{}", failure("upper after the restart", &app));
+    assert_eq!(
+        sorted(upper_seen),
+        upper,
+        "{}",
+        failure("upper after the restart", &app)
+    );
+    phases.mark("restarted app processed the new orders");
     // The counts came back from the changelog: the store was restored, not rebuilt from the
     // orders (those before the committed offsets are never read again).
     let restored: u64 = app
@@ -455,12 +504,18 @@ fn kafka_streams_tutorial_topology_survives_a_restart() {
         .filter_map(|rest| rest.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
     let customers_before = expected(&all_first).2.len() as u64;
-    assert!(restored >= customers_before, "restored {restored}: {}", app.output());
     assert!(
-        app.stop(Some("stop")).is_some_and(|status| status.success()),
+        restored >= customers_before,
+        "restored {restored}: {}",
+        app.output()
+    );
+    assert!(
+        app.stop(Some("stop"))
+            .is_some_and(|status| status.success()),
         "{}",
         app.output()
     );
+    phases.mark("restarted app stopped");
     // Nothing more came out after the last read.
     assert_eq!(read_topic(&kcat, &kafka, "order-counts").len(), all.len());
 }
@@ -678,7 +733,12 @@ impl ConnectSetup {
         );
         let records: Vec<String> = read_topic(&self.kcat, &self.kafka, "lines")
             .into_iter()
-            .map(|record| record.split_once('\t').map(|(_, value)| value.to_owned()).unwrap_or(record))
+            .map(|record| {
+                record
+                    .split_once('\t')
+                    .map(|(_, value)| value.to_owned())
+                    .unwrap_or(record)
+            })
             .collect();
         assert_eq!(records, expected, "topic lines\n{}", worker.output());
     }
@@ -722,8 +782,10 @@ fn kafka_connect_standalone_file_source_and_sink_resume() {
     const STANDALONE: &str = "org.apache.kafka.connect.cli.ConnectStandalone";
 
     append_lines(&setup.source, &FIRST_LINES);
+    let phases = Phases::start();
     let mut worker = setup.start_worker(STANDALONE, &files, "standalone-1.log");
     setup.check_flow(&worker, &FIRST_LINES);
+    phases.mark("first lines through");
     assert!(
         worker.stop(None).is_some(),
         "the worker did not stop\n{}",
@@ -731,9 +793,11 @@ fn kafka_connect_standalone_file_source_and_sink_resume() {
     );
 
     append_lines(&setup.source, &LATER_LINES);
+    phases.mark("worker stopped");
     let worker = setup.start_worker(STANDALONE, &files, "standalone-2.log");
     let all: Vec<&str> = FIRST_LINES.iter().chain(&LATER_LINES).copied().collect();
     setup.check_flow(&worker, &all);
+    phases.mark("restarted worker: the new lines through");
 }
 
 /// A distributed worker: its config, offset and status topics created as compacted topics on
@@ -769,6 +833,7 @@ fn kafka_connect_distributed_file_source_and_sink_resume() {
     const DISTRIBUTED: &str = "org.apache.kafka.connect.cli.ConnectDistributed";
 
     append_lines(&setup.source, &FIRST_LINES);
+    let phases = Phases::start();
     let mut worker = setup.start_worker(DISTRIBUTED, &[&worker_file], "distributed-1.log");
     for (name, settings) in setup.connectors() {
         let config: serde_json::Map<String, serde_json::Value> = settings
@@ -788,12 +853,31 @@ fn kafka_connect_distributed_file_source_and_sink_resume() {
         };
         assert_eq!(status, 201, "{name}: {answer}\n{}", worker.output());
     }
+    phases.mark("connectors created");
     setup.check_flow(&worker, &FIRST_LINES);
+    phases.mark("first lines through");
     let (status, listed) = rest(&curl, port, "GET", "/connectors", None);
     assert_eq!(status, 200, "{listed}");
     let mut names: Vec<String> = serde_json::from_str(&listed).expect("a JSON list");
     names.sort();
     assert_eq!(names, ["file-sink", "file-source"]);
+    // The worker's group, as `kafka-groups --list` shows it: protocol type `connect` on the
+    // node's classic group coordinator.
+    let groups = tool_ok(
+        &setup.node,
+        &setup.lib,
+        "org.apache.kafka.tools.GroupsCommand",
+        &["--bootstrap-server", &setup.kafka, "--list"],
+        "",
+    );
+    assert!(
+        groups
+            .lines()
+            .any(|line| line.split_whitespace().collect::<Vec<_>>()
+                == ["ledge-connect", "Classic", "connect"]),
+        "{groups}"
+    );
+    phases.mark("group listed");
 
     // The internal topics, created by the worker through CreateTopics: the config topic has
     // one partition (Connect checks that, and that all three are compacted, at start-up).
@@ -815,9 +899,11 @@ fn kafka_connect_distributed_file_source_and_sink_resume() {
         worker.output()
     );
     append_lines(&setup.source, &LATER_LINES);
+    phases.mark("worker stopped");
     let worker = setup.start_worker(DISTRIBUTED, &[&worker_file], "distributed-2.log");
     let all: Vec<&str> = FIRST_LINES.iter().chain(&LATER_LINES).copied().collect();
     setup.check_flow(&worker, &all);
+    phases.mark("restarted worker: the new lines through");
     let (status, state) = rest(&curl, port, "GET", "/connectors/file-source/status", None);
     assert_eq!(status, 200, "{state}");
     let state: serde_json::Value = serde_json::from_str(&state).expect("a JSON status");
