@@ -520,6 +520,52 @@ fn kafka_streams_tutorial_topology_survives_a_restart() {
     assert_eq!(read_topic(&kcat, &kafka, "order-counts").len(), all.len());
 }
 
+/// The same app with `processing.guarantee=exactly_once_v2`: transactions are not served, and
+/// the app must be told so at once (its transactional producer's FindCoordinator is refused
+/// with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which is fatal), not retry forever.
+#[test]
+fn kafka_streams_exactly_once_fails_at_once() {
+    let Some(lib) = kafka_java_lib() else {
+        missing("the Kafka Java jars");
+        return;
+    };
+    let node = NodeProcess::start();
+    let kafka = node
+        .kafka_addr
+        .expect("the Kafka listener is on by default")
+        .to_string();
+    let work = tempfile::tempdir().expect("temporary directory");
+    let classes = work.path().join("classes");
+    compile_streams_app(&lib, &classes);
+    let phases = Phases::start();
+    let mut app = Jvm::start(
+        &lib,
+        Some(&classes),
+        &[],
+        "OrdersStreamsApp",
+        &[
+            &kafka,
+            &work.path().join("state").to_string_lossy(),
+            "exactly_once_v2",
+        ],
+        &work.path().join("streams.log"),
+    );
+    assert!(
+        app.wait_for_line(|line| line.starts_with("failed ")),
+        "{}\nnode log:\n{}",
+        app.output(),
+        node.log()
+    );
+    phases.mark("the app failed");
+    assert!(
+        app.output()
+            .contains("TransactionalIdAuthorizationException"),
+        "{}",
+        app.output()
+    );
+    assert!(app.stop(Some("stop")).is_some(), "{}", app.output());
+}
+
 /// A free TCP port on loopback for a Connect worker's REST listener.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

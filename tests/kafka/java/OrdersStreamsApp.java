@@ -30,7 +30,8 @@ import org.apache.kafka.streams.processor.StateRestoreListener;
  * (groupBy + count), each to an output topic. The tutorial's stream-stream join needs a
  * customers stream the tutorial never defines, so it is left out.
  *
- * <p>Usage: {@code OrdersStreamsApp BOOTSTRAP STATE_DIR}. It creates its input and output
+ * <p>Usage: {@code OrdersStreamsApp BOOTSTRAP STATE_DIR [GUARANTEE]}, the processing guarantee
+ * {@code at_least_once} unless given. It creates its input and output
  * topics if missing (Admin.createTopics), runs until a line "stop" (or end of input) on stdin,
  * then closes cleanly, committing its offsets. It prints one line per event the test reads:
  * {@code state RUNNING}, {@code restored STORE PARTITION RECORDS}, {@code closed}.
@@ -56,8 +57,8 @@ public final class OrdersStreamsApp {
     }
 
     public static void main(String[] args) throws Exception {
-        if (args.length != 2) {
-            System.err.println("usage: OrdersStreamsApp BOOTSTRAP STATE_DIR");
+        if (args.length != 2 && args.length != 3) {
+            System.err.println("usage: OrdersStreamsApp BOOTSTRAP STATE_DIR [GUARANTEE]");
             System.exit(2);
         }
         String bootstrap = args[0];
@@ -68,7 +69,9 @@ public final class OrdersStreamsApp {
         props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         props.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
         props.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
-        props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.AT_LEAST_ONCE);
+        props.put(
+            StreamsConfig.PROCESSING_GUARANTEE_CONFIG,
+            args.length == 3 ? args[2] : StreamsConfig.AT_LEAST_ONCE);
         props.put(StreamsConfig.STATE_DIR_CONFIG, args[1]);
         // No record cache: every count update reaches the output topic, so the test can check
         // the whole sequence 1, 2, ... n per customer, not only the last value.
