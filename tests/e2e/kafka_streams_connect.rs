@@ -5,7 +5,8 @@
 //!   with `javac` here against the jars): filter, mapValues, groupBy + count into a KTable,
 //!   each to an output topic, with `processing.guarantee=at_least_once`; stopped and restarted
 //!   with an empty state directory, so its counts must come back from the changelog topic and
-//!   its input resume from the committed offsets.
+//!   its input resume from the committed offsets. With `exactly_once_v2` it must fail at once
+//!   (transactions are not served).
 //! - Connect: a standalone worker and then a distributed one (its config, offset and status
 //!   topics compacted topics on the node, its workers a `connect` group on the node's classic
 //!   group coordinator, connectors created through the REST API as the tutorial does), each
@@ -13,8 +14,8 @@
 //!   another file); the worker is stopped, lines appended, the worker restarted: only the new
 //!   lines flow.
 //!
-//! The records are produced and read back with kcat (no JVM start-up per read). `.ci/run`
-//! installs the jars and kcat and sets `LEDGE_REQUIRE_KAFKA_CLIENTS=1`: there a missing one
+//! The records are produced and read back with kcat (no JVM start-up per read), Connect's REST
+//! API is driven with curl. `.ci/run` installs the jars, kcat and curl and sets `LEDGE_REQUIRE_KAFKA_CLIENTS=1`: there a missing one
 //! fails the test; elsewhere it is reported ("skipped: ...") and the test returns.
 
 use std::collections::BTreeMap;
