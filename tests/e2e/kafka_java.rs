@@ -27,7 +27,7 @@ const DIFFERENTIAL_RUN_MAX: Duration = Duration::from_secs(600);
 const KAFKA_VERSION: &str = "4.1.1";
 
 /// The Kafka jars: `LEDGE_KAFKA_JAVA_LIB`, else where `.ci/run` copies them.
-fn kafka_java_lib() -> Option<PathBuf> {
+pub(crate) fn kafka_java_lib() -> Option<PathBuf> {
     let lib = std::env::var_os("LEDGE_KAFKA_JAVA_LIB")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -139,7 +139,13 @@ fn run_bounded(mut command: Command, stdin: &str, run_max: Duration) -> BoundedR
 }
 
 /// Runs a tool that must succeed; its stdout.
-fn tool_ok(node: &NodeProcess, lib: &Path, class: &str, args: &[&str], stdin: &str) -> String {
+pub(crate) fn tool_ok(
+    node: &NodeProcess,
+    lib: &Path,
+    class: &str,
+    args: &[&str],
+    stdin: &str,
+) -> String {
     let run = tool(lib, class, args, stdin);
     assert!(
         run.success,
@@ -592,7 +598,7 @@ fn kafka_java_differential_short() {
 }
 
 /// Reports missing jars: a failure where `.ci/run` installed them, else a loud skip.
-fn missing(client: &str) {
+pub(crate) fn missing(client: &str) {
     if std::env::var_os(REQUIRE_CLIENTS).is_some_and(|value| value == "1") {
         panic!("{client} missing and {REQUIRE_CLIENTS}=1: .ci/run should have installed them");
     }

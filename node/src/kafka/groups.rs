@@ -36,8 +36,10 @@ use crate::groups::service::{
 };
 use crate::storage::Disk;
 
-/// FindCoordinator's key type for groups (1 is transactions, not served).
+/// FindCoordinator's key type for groups.
 const KEY_TYPE_GROUP: i8 = 0;
+/// FindCoordinator's key type for transactional ids (not served).
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// JoinGroup (v0-v9).
 pub async fn join_group<D: Disk>(
@@ -570,9 +572,12 @@ pub async fn offset_delete<D: Disk>(
 
 pub use crate::groups::service::OffsetDeleteRefusal;
 
-/// FindCoordinator (v0-v6; a batch of keys from v4). Only group keys are served:
-/// transactions are out of scope, so a transaction key is answered as Kafka answers a
-/// coordinator it cannot provide.
+/// FindCoordinator (v0-v6; a batch of keys from v4). Only group keys are served.
+/// Transactions are out of scope: a transaction key gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+/// as InitProducerId with a transactional id does, which clients treat as fatal (the Java
+/// producer's `initTransactions` throws at once; with COORDINATOR_NOT_AVAILABLE, retriable, it
+/// retried until `max.block.ms` and a Streams app with `exactly_once_v2` retried forever).
+/// Other key types are answered as Kafka answers a coordinator it cannot provide.
 pub async fn find_coordinator<D: Disk>(
     broker: &Broker<D>,
     own_address: &str,
@@ -589,7 +594,12 @@ pub async fn find_coordinator<D: Disk>(
     for key in keys {
         let mut answer = find_coordinator_response::Coordinator::default();
         answer.key = key.clone();
-        if request.key_type != KEY_TYPE_GROUP {
+        if request.key_type == KEY_TYPE_TRANSACTION {
+            answer.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+            answer.error_message = Some(text("transactions are not supported"));
+            answer.node_id = BrokerId(-1);
+            answer.port = -1;
+        } else if request.key_type != KEY_TYPE_GROUP {
             answer.error_code = ResponseError::CoordinatorNotAvailable.code();
             answer.error_message = Some(text(
                 "only group coordinators are served (transactions are not supported)",

@@ -84,6 +84,40 @@ fn commit_code(response: &OffsetCommitResponse) -> i16 {
     response.topics[0].partitions[0].error_code
 }
 
+// Goal: a transactional producer's FindCoordinator (key type 1) is refused with a code clients
+// treat as fatal, in the single-key (v3) and batched (v4) forms; a group key in the same
+// batch is still found.
+#[tokio::test(start_paused = true)]
+async fn a_transaction_coordinator_is_refused_as_unauthorized() {
+    let broker = broker().await;
+    let mut find = FindCoordinatorRequest::default();
+    find.key_type = 1;
+    find.key = text("orders-app-1");
+    let single = find_coordinator(&broker, "127.0.0.1:9092", find.clone(), 3).await;
+    assert_eq!(
+        single.error_code,
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
+    assert_eq!((single.node_id.0, single.port), (-1, -1));
+    find.coordinator_keys = vec![text("orders-app-1"), text("orders-app-2")];
+    let batched = find_coordinator(&broker, "127.0.0.1:9092", find.clone(), 4).await;
+    assert_eq!(batched.coordinators.len(), 2);
+    for coordinator in &batched.coordinators {
+        assert_eq!(
+            coordinator.error_code,
+            ResponseError::TransactionalIdAuthorizationFailed.code()
+        );
+    }
+    find.key_type = 0;
+    let groups = find_coordinator(&broker, "127.0.0.1:9092", find, 4).await;
+    assert!(
+        groups
+            .coordinators
+            .iter()
+            .all(|found| found.error_code == 0)
+    );
+}
+
 // Goal: one consumer's whole life with the group handlers at the versions kafka-python and
 // the Java client use: FindCoordinator, JoinGroup (MEMBER_ID_REQUIRED, then the held join
 // answered after the initial delay by the group timer), SyncGroup, Heartbeat, OffsetCommit
