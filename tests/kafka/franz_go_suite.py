@@ -41,7 +41,7 @@ TIMEOUT = {"short": "4m", "full": "6m"}
 OUTPUT_TAIL_CHARS = 30000
 
 RESULT = re.compile(r"^--- (PASS|FAIL|SKIP): (\S+) ")
-TIMED_OUT_RUNNING = re.compile(r"^\t(Test\S+) \(")
+TIMED_OUT_RUNNING = re.compile(r"^\s+(Test\S+) \(")
 
 
 def read_allow_list():
