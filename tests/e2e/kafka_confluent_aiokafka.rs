@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use ledge_e2e::NodeProcess;
 
-fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
@@ -22,7 +22,7 @@ fn workspace() -> PathBuf {
 }
 
 /// A Python that imports `module`: `LEDGE_KAFKA_PYTHON`, else the venv `.ci/run` makes.
-fn python_with(module: &str) -> Option<PathBuf> {
+pub(crate) fn python_with(module: &str) -> Option<PathBuf> {
     let python = std::env::var_os("LEDGE_KAFKA_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/kafka-venv/bin/python"));

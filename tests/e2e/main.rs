@@ -21,6 +21,8 @@ mod groups_more;
 mod in_flight;
 mod kafka_clients;
 mod kafka_confluent_aiokafka;
+mod kafka_faust;
+mod kafka_franz_go;
 mod kafka_groups;
 mod kafka_java;
 mod kafka_streams_connect;

@@ -36,10 +36,11 @@ use crate::groups::service::{
 };
 use crate::storage::Disk;
 
-/// FindCoordinator's key type for groups.
+/// FindCoordinator's key types: groups (served), transactions (KIP-98, not served) and share
+/// groups (KIP-932, not served); any other is a malformed request.
 const KEY_TYPE_GROUP: i8 = 0;
-/// FindCoordinator's key type for transactional ids (not served).
 const KEY_TYPE_TRANSACTION: i8 = 1;
+const KEY_TYPE_SHARE: i8 = 2;
 
 /// JoinGroup (v0-v9).
 pub async fn join_group<D: Disk>(
@@ -573,11 +574,12 @@ pub async fn offset_delete<D: Disk>(
 pub use crate::groups::service::OffsetDeleteRefusal;
 
 /// FindCoordinator (v0-v6; a batch of keys from v4). Only group keys are served.
-/// Transactions are out of scope: a transaction key gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-/// as InitProducerId with a transactional id does, which clients treat as fatal (the Java
-/// producer's `initTransactions` throws at once; with COORDINATOR_NOT_AVAILABLE, retriable, it
-/// retried until `max.block.ms` and a Streams app with `exactly_once_v2` retried forever).
-/// Other key types are answered as Kafka answers a coordinator it cannot provide.
+/// Transactions are out of scope: a transaction key is answered
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Kafka's answer to a client that may not use that
+/// transactional id and what InitProducerId and Produce answer here too, so a transactional
+/// producer fails at once (a retriable code kept franz-go's retrying until its caller gave
+/// up). A share-group key gets COORDINATOR_NOT_AVAILABLE; an unknown key type
+/// INVALID_REQUEST, as Kafka does.
 pub async fn find_coordinator<D: Disk>(
     broker: &Broker<D>,
     own_address: &str,
@@ -594,16 +596,24 @@ pub async fn find_coordinator<D: Disk>(
     for key in keys {
         let mut answer = find_coordinator_response::Coordinator::default();
         answer.key = key.clone();
-        if request.key_type == KEY_TYPE_TRANSACTION {
-            answer.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
-            answer.error_message = Some(text("transactions are not supported"));
-            answer.node_id = BrokerId(-1);
-            answer.port = -1;
-        } else if request.key_type != KEY_TYPE_GROUP {
-            answer.error_code = ResponseError::CoordinatorNotAvailable.code();
-            answer.error_message = Some(text(
-                "only group coordinators are served (transactions are not supported)",
-            ));
+        let refusal = match request.key_type {
+            KEY_TYPE_GROUP => None,
+            KEY_TYPE_TRANSACTION => Some((
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "transactions are not supported by this node",
+            )),
+            KEY_TYPE_SHARE => Some((
+                ResponseError::CoordinatorNotAvailable,
+                "share groups are not supported by this node",
+            )),
+            _ => Some((
+                ResponseError::InvalidRequest,
+                "unknown coordinator key type",
+            )),
+        };
+        if let Some((error, message)) = refusal {
+            answer.error_code = error.code();
+            answer.error_message = Some(text(message));
             answer.node_id = BrokerId(-1);
             answer.port = -1;
         } else {

@@ -84,38 +84,49 @@ fn commit_code(response: &OffsetCommitResponse) -> i16 {
     response.topics[0].partitions[0].error_code
 }
 
-// Goal: a transactional producer's FindCoordinator (key type 1) is refused with a code clients
-// treat as fatal, in the single-key (v3) and batched (v4) forms; a group key in the same
-// batch is still found.
+// Goal: FindCoordinator refuses what it does not serve with the code that makes each
+// client stop or retry as it should: a transaction key is TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+// (not retriable: a transactional producer fails at once instead of retrying until its
+// caller gives up), a share-group key COORDINATOR_NOT_AVAILABLE, an unknown key type
+// INVALID_REQUEST; unbatched (v3) and batched (v4) alike, a group key beside them served.
 #[tokio::test(start_paused = true)]
-async fn a_transaction_coordinator_is_refused_as_unauthorized() {
+async fn find_coordinator_refuses_transaction_share_and_unknown_keys() {
     let broker = broker().await;
-    let mut find = FindCoordinatorRequest::default();
-    find.key_type = 1;
-    find.key = text("orders-app-1");
-    let single = find_coordinator(&broker, "127.0.0.1:9092", find.clone(), 3).await;
-    assert_eq!(
-        single.error_code,
-        ResponseError::TransactionalIdAuthorizationFailed.code()
-    );
-    assert_eq!((single.node_id.0, single.port), (-1, -1));
-    find.coordinator_keys = vec![text("orders-app-1"), text("orders-app-2")];
-    let batched = find_coordinator(&broker, "127.0.0.1:9092", find.clone(), 4).await;
-    assert_eq!(batched.coordinators.len(), 2);
-    for coordinator in &batched.coordinators {
-        assert_eq!(
-            coordinator.error_code,
-            ResponseError::TransactionalIdAuthorizationFailed.code()
-        );
+    let cases = [
+        (
+            KEY_TYPE_TRANSACTION,
+            ResponseError::TransactionalIdAuthorizationFailed.code(),
+        ),
+        (
+            KEY_TYPE_SHARE,
+            ResponseError::CoordinatorNotAvailable.code(),
+        ),
+        (7, ResponseError::InvalidRequest.code()),
+        (-1, ResponseError::InvalidRequest.code()),
+    ];
+    for (key_type, code) in cases {
+        let mut find = FindCoordinatorRequest::default();
+        find.key_type = key_type;
+        find.key = text("txn-1");
+        let single = find_coordinator(&broker, "127.0.0.1:9092", find.clone(), 3).await;
+        assert_eq!(single.error_code, code, "key type {key_type}, v3");
+        assert_eq!((single.node_id, single.port), (BrokerId(-1), -1));
+        assert!(single.error_message.is_some());
+
+        find.coordinator_keys = vec![text("txn-1"), text("txn-2")];
+        let batched = find_coordinator(&broker, "127.0.0.1:9092", find, 4).await;
+        assert_eq!(batched.coordinators.len(), 2);
+        for answer in &batched.coordinators {
+            assert_eq!(answer.error_code, code, "key type {key_type}, v4");
+            assert_eq!((answer.node_id, answer.port), (BrokerId(-1), -1));
+        }
     }
-    find.key_type = 0;
-    let groups = find_coordinator(&broker, "127.0.0.1:9092", find, 4).await;
-    assert!(
-        groups
-            .coordinators
-            .iter()
-            .all(|found| found.error_code == 0)
-    );
+    let mut find = FindCoordinatorRequest::default();
+    find.key_type = KEY_TYPE_GROUP;
+    find.key = text("txn-1");
+    let group = find_coordinator(&broker, "127.0.0.1:9092", find, 3).await;
+    assert_eq!(group.error_code, 0);
+    assert_eq!((group.host.as_str(), group.port), ("127.0.0.1", 9092));
 }
 
 // Goal: one consumer's whole life with the group handlers at the versions kafka-python and
