@@ -971,6 +971,7 @@ impl From<&GroupError> for ErrorCode {
     fn from(error: &GroupError) -> Self {
         match error {
             GroupError::InvalidGroupId(_) => Self::InvalidGroupId,
+            GroupError::InvalidMemberId(_) => Self::InvalidRequest,
             GroupError::UnknownMember { .. } => Self::UnknownMemberId,
             GroupError::InconsistentAssignor(_) => Self::InconsistentGroupProtocol,
             GroupError::GroupFull { .. } | GroupError::TooManyGroups(_) => {

@@ -149,6 +149,9 @@ kafka_apis! {
     ListGroups: ListGroupsRequest, ListGroupsResponse, 0..=5;
     DescribeGroups: DescribeGroupsRequest, DescribeGroupsResponse, 0..=6;
     DeleteGroups: DeleteGroupsRequest, DeleteGroupsResponse, 0..=2;
+    // KIP-848 groups (kafka/consumer_groups.rs).
+    ConsumerGroupHeartbeat: ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, 0..=1;
+    ConsumerGroupDescribe: ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, 0..=1;
 }
 
 /// The served range of `api`, if it is served.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::KafkaSettings;
 use super::apis::{KafkaRequest, KafkaResponse};
 use super::codec::DecodedRequest;
+use super::consumer_groups;
 use super::groups;
 use super::handlers::{self, NodeAddresses};
 use crate::broker::Broker;
@@ -135,6 +136,14 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::DeleteGroups(request) => {
                 KafkaResponse::DeleteGroups(groups::delete_groups(broker, request).await)
             }
+            // KIP-848 groups (kafka/consumer_groups.rs).
+            KafkaRequest::ConsumerGroupHeartbeat(request) => KafkaResponse::ConsumerGroupHeartbeat(
+                consumer_groups::consumer_group_heartbeat(broker, client_id, request, version)
+                    .await,
+            ),
+            KafkaRequest::ConsumerGroupDescribe(request) => KafkaResponse::ConsumerGroupDescribe(
+                consumer_groups::consumer_group_describe(broker, request, version).await,
+            ),
         })
     }
 }
