@@ -158,6 +158,7 @@ const CONSOLE_CONSUMER: &str = "org.apache.kafka.tools.consumer.ConsoleConsumer"
 const CONSUMER_GROUPS: &str = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
 const PRODUCER_PERF: &str = "org.apache.kafka.tools.ProducerPerformance";
 const OFFSETS: &str = "org.apache.kafka.tools.GetOffsetShell";
+const TRANSACTIONS: &str = "org.apache.kafka.tools.TransactionsCommand";
 
 /// The rows of a `kafka-consumer-groups --describe` table for `topic`, split on whitespace.
 fn group_rows(table: &str, topic: &str) -> Vec<Vec<String>> {
@@ -558,6 +559,42 @@ fn kafka_java_console_groups_and_perf_test() {
         .filter_map(|line| line.rsplit(':').next()?.parse::<i64>().ok())
         .sum();
     assert_eq!(total, 2000, "{offsets}");
+
+    // `kafka-transactions describe-producers` (DescribeProducers): the perf test's one
+    // idempotent producer on each partition, its last sequence the partition's record count
+    // less one, a real timestamp, no coordinator epoch and no open transaction.
+    let mut written = 0;
+    for partition in ["0", "1"] {
+        let described = tool_ok(
+            &node,
+            &lib,
+            TRANSACTIONS,
+            &with(&[
+                "describe-producers",
+                "--topic",
+                "perf",
+                "--partition",
+                partition,
+            ]),
+            "",
+        );
+        let rows: Vec<Vec<&str>> = described
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().collect())
+            .filter(|fields: &Vec<&str>| !fields.is_empty())
+            .collect();
+        assert_eq!(rows.len(), 1, "one producer:\n{described}");
+        let row = &rows[0];
+        assert_eq!(row.len(), 6, "{described}");
+        assert_eq!((row[1], row[2], row[5]), ("0", "-1", "None"), "{described}");
+        assert!(
+            row[4].parse::<i64>().is_ok_and(|time| time > 0),
+            "{described}"
+        );
+        written += row[3].parse::<i64>().expect("a sequence") + 1;
+    }
+    assert_eq!(written, 2000);
 }
 
 /// The short differential run (`tests/kafka/differential.py --short`): kafka-topics,

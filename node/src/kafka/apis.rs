@@ -137,6 +137,8 @@ kafka_apis! {
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, 0..=1;
     DescribeCluster: DescribeClusterRequest, DescribeClusterResponse, 0..=1;
     DescribeTopicPartitions: DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, 0..=0;
+    // Idempotent producers' state (handlers/producers.rs).
+    DescribeProducers: DescribeProducersRequest, DescribeProducersResponse, 0..=0;
     // Groups (kafka/groups.rs): one row per API here, one arm in dispatch.rs.
     FindCoordinator: FindCoordinatorRequest, FindCoordinatorResponse, 0..=5;
     JoinGroup: JoinGroupRequest, JoinGroupResponse, 0..=9;

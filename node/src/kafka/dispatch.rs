@@ -102,6 +102,9 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::DeleteRecords(request) => KafkaResponse::DeleteRecords(
                 handlers::log_edges::delete_records(broker, request).await,
             ),
+            KafkaRequest::DescribeProducers(request) => KafkaResponse::DescribeProducers(
+                handlers::producers::describe_producers(broker, request).await,
+            ),
             // Groups (kafka/groups.rs): one arm per API.
             KafkaRequest::FindCoordinator(request) => KafkaResponse::FindCoordinator(
                 groups::find_coordinator(broker, &self.advertised, request, version).await,

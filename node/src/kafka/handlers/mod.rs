@@ -8,6 +8,7 @@ pub mod configs;
 pub mod fetch;
 pub mod log_edges;
 pub mod produce;
+pub mod producers;
 pub mod topics;
 
 use kafka_protocol::messages::TopicName;
