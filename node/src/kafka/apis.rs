@@ -10,8 +10,9 @@
 //! node never sets differs from nothing, but 12 is what every client in the matrix asks for).
 //!
 //! The group APIs (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch,
-//! OffsetDelete, ListGroups, DescribeGroups, DeleteGroups, FindCoordinator,
-//! ConsumerGroupHeartbeat, ConsumerGroupDescribe) are served by `kafka/groups.rs`: each gets a
+//! OffsetDelete, ListGroups, DescribeGroups, DeleteGroups, FindCoordinator) are served by
+//! `kafka/groups.rs`, the KIP-848 ones (ConsumerGroupHeartbeat, ConsumerGroupDescribe) by
+//! `kafka/consumer_groups.rs`: each gets a
 //! row here, in the marked section, one arm in `dispatch.rs`, and an entry in the tests'
 //! `default_request` (`codec/tests.rs`; the every-version tests then cover it, and
 //! `realistic_request` in `kafka/tests.rs` can give it real content). An API without a row is
