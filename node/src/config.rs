@@ -277,6 +277,7 @@ struct GroupsSection {
     offset_metadata_bytes_max: Option<usize>,
     offsets_commit_timeout_ms: Option<u64>,
     initial_rebalance_delay_ms: Option<u64>,
+    consumer_session_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -657,6 +658,18 @@ impl NodeConfig {
         if limits.session_timeout_min > limits.session_timeout_max {
             return Err(ConfigError(format!(
                 "{origin}: groups.session_timeout_min_ms must not exceed groups.session_timeout_max_ms"
+            )));
+        }
+        if let Some(value) = groups.consumer_session_timeout_ms {
+            limits.consumer_session_timeout =
+                duration_ms(origin, "groups.consumer_session_timeout_ms", value)?;
+        }
+        if limits.consumer_session_timeout < limits.session_timeout_min
+            || limits.consumer_session_timeout > limits.session_timeout_max
+        {
+            return Err(ConfigError(format!(
+                "{origin}: groups.consumer_session_timeout_ms ({} ms) must be within groups.session_timeout_min_ms..=groups.session_timeout_max_ms",
+                limits.consumer_session_timeout.as_millis()
             )));
         }
         if let Some(defaults) = file.topic_defaults {

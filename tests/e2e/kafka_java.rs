@@ -164,6 +164,7 @@ const CONSOLE_CONSUMER: &str = "org.apache.kafka.tools.consumer.ConsoleConsumer"
 const CONSUMER_GROUPS: &str = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
 const PRODUCER_PERF: &str = "org.apache.kafka.tools.ProducerPerformance";
 const OFFSETS: &str = "org.apache.kafka.tools.GetOffsetShell";
+const TRANSACTIONS: &str = "org.apache.kafka.tools.TransactionsCommand";
 
 /// The rows of a `kafka-consumer-groups --describe` table for `topic`, split on whitespace.
 fn group_rows(table: &str, topic: &str) -> Vec<Vec<String>> {
@@ -564,6 +565,42 @@ fn kafka_java_console_groups_and_perf_test() {
         .filter_map(|line| line.rsplit(':').next()?.parse::<i64>().ok())
         .sum();
     assert_eq!(total, 2000, "{offsets}");
+
+    // `kafka-transactions describe-producers` (DescribeProducers): the perf test's one
+    // idempotent producer on each partition, its last sequence the partition's record count
+    // less one, a real timestamp, no coordinator epoch and no open transaction.
+    let mut written = 0;
+    for partition in ["0", "1"] {
+        let described = tool_ok(
+            &node,
+            &lib,
+            TRANSACTIONS,
+            &with(&[
+                "describe-producers",
+                "--topic",
+                "perf",
+                "--partition",
+                partition,
+            ]),
+            "",
+        );
+        let rows: Vec<Vec<&str>> = described
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().collect())
+            .filter(|fields: &Vec<&str>| !fields.is_empty())
+            .collect();
+        assert_eq!(rows.len(), 1, "one producer:\n{described}");
+        let row = &rows[0];
+        assert_eq!(row.len(), 6, "{described}");
+        assert_eq!((row[1], row[2], row[5]), ("0", "-1", "None"), "{described}");
+        assert!(
+            row[4].parse::<i64>().is_ok_and(|time| time > 0),
+            "{described}"
+        );
+        written += row[3].parse::<i64>().expect("a sequence") + 1;
+    }
+    assert_eq!(written, 2000);
 }
 
 /// The short differential run (`tests/kafka/differential.py --short`): kafka-topics,
@@ -603,4 +640,204 @@ pub(crate) fn missing(client: &str) {
         panic!("{client} missing and {REQUIRE_CLIENTS}=1: .ci/run should have installed them");
     }
     eprintln!("skipped: {client} not installed (.ci/run installs them)");
+}
+
+/// Longest wait for one line of `Kip848Group.java` (its own steps time out after 60 s).
+const KIP848_LINE_MAX: Duration = Duration::from_secs(120);
+
+// Goal (issue 14, KIP-848 over the Kafka wire): Kafka 4.1's Java consumer with
+// `group.protocol=consumer` (ConsumerGroupHeartbeat, server-side assignment) joins a group
+// alone and reads everything; a second one joins and the partitions split (each owned
+// once), which `kafka-consumer-groups --describe` (ConsumerGroupDescribe) shows with offsets,
+// members and state; the second leaves and the first takes over; a native QUIC member
+// (`ledge consume --group`) joins the same group and takes partitions from the Java member,
+// which gets them back once the QUIC member is killed; every record is read, and the
+// commits leave no lag. `tests/kafka/java/Kip848Group.java` is compiled here with javac.
+#[test]
+fn kafka_java_kip848_consumer_group() {
+    use std::io::BufRead;
+    let Some(lib) = kafka_java_lib() else {
+        missing("the Kafka Java client");
+        return;
+    };
+    let node = NodeProcess::start();
+    let kafka = node
+        .kafka_addr
+        .expect("the Kafka listener is on by default")
+        .to_string();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf();
+    let classes = lib
+        .parent()
+        .expect("lib has a parent")
+        .join("kip848-classes");
+    let compiled = Command::new("javac")
+        .arg("-cp")
+        .arg(lib.join("*"))
+        .arg("-d")
+        .arg(&classes)
+        .arg(workspace.join("tests/kafka/java/Kip848Group.java"))
+        .output()
+        .expect("run javac");
+    assert!(
+        compiled.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let address = node.addr.to_string();
+    let ca = node.ca_file.to_string_lossy().into_owned();
+    let ledge = |args: &[&str]| {
+        let mut full = vec!["--server", address.as_str(), "--ca", ca.as_str()];
+        full.extend_from_slice(args);
+        ledge_e2e::run_cli(&full, None)
+    };
+    let (created, _, stderr) = ledge(&["topic", "create", "kip848", "--partitions", "4"]);
+    assert!(created.success(), "{stderr}");
+
+    let class_path = std::env::join_paths([lib.join("*"), classes.clone()]).expect("class path");
+    let mut java = Command::new("java")
+        .args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
+        .arg("-cp")
+        .arg(&class_path)
+        .args(["Kip848Group", kafka.as_str(), "kip848", "4", "kip848-group"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the Java consumers");
+    let mut to_java = java.stdin.take().expect("piped stdin");
+    // Java's stdout and stderr lines, in one channel (stderr ones marked), so a failure shows
+    // both in order.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = std::io::BufReader::new(java.stdout.take().expect("piped stdout"));
+    let stdout_tx = lines_tx.clone();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if stdout_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = std::io::BufReader::new(java.stderr.take().expect("piped stderr"));
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if lines_tx.send(format!("STDERR {line}")).is_err() {
+                break;
+            }
+        }
+    });
+    let mut transcript = Vec::new();
+    let started = crate::cluster::now();
+    // The next line starting with `prefix` (after any PRODUCED lines); on anything else, or
+    // silence, the test fails with the transcript, Java's stderr and the node's log.
+    let mut next = |prefix: &str, java: &mut std::process::Child| -> String {
+        loop {
+            let line = lines.recv_timeout(KIP848_LINE_MAX).ok();
+            if let Some(line) = &line {
+                // With --nocapture: when each step happened.
+                eprintln!("{:>7.1} s  {line}", started.elapsed().as_secs_f64());
+                transcript.push(line.clone());
+                if line.starts_with(prefix) {
+                    return line.clone();
+                }
+                if line.starts_with("PRODUCED") || line.starts_with("STDERR") {
+                    continue;
+                }
+            }
+            let _ = java.kill();
+            let _ = java.wait();
+            panic!(
+                "expected {prefix}, got {line:?}; so far {transcript:?}\nnode log:\n{}",
+                node.log()
+            );
+        }
+    };
+    assert_eq!(next("A_ALL", &mut java), "A_ALL 4 40");
+    assert_eq!(next("SPLIT", &mut java), "SPLIT 2 2 WAIT");
+
+    let group = [
+        "--bootstrap-server",
+        kafka.as_str(),
+        "--group",
+        "kip848-group",
+    ];
+    let describe = |extra: &[&str]| {
+        let mut args = vec!["--describe"];
+        args.extend_from_slice(&group);
+        args.extend_from_slice(extra);
+        tool_ok(&node, &lib, CONSUMER_GROUPS, &args, "")
+    };
+    let offsets = describe(&[]);
+    let rows = group_rows(&offsets, "kip848");
+    assert_eq!(rows.len(), 4, "{offsets}");
+    let owners: std::collections::BTreeSet<&str> =
+        rows.iter().map(|row| row[row.len() - 1].as_str()).collect();
+    assert_eq!(
+        owners,
+        ["kip848-a", "kip848-b"].into(),
+        "each partition listed with its member's client id:\n{offsets}"
+    );
+    let members = describe(&["--members", "--verbose"]);
+    let member_rows: Vec<&str> = members
+        .lines()
+        .filter(|line| line.starts_with("kip848-group "))
+        .collect();
+    assert_eq!(member_rows.len(), 2, "{members}");
+    assert!(
+        member_rows.iter().all(|row| row.contains("kip848:")),
+        "each member's assignment is listed:\n{members}"
+    );
+    let state = describe(&["--state"]);
+    assert!(
+        state.contains("Stable") && state.contains("cooperative-sticky"),
+        "{state}"
+    );
+    writeln!(to_java, "go").expect("tell Java to go on");
+
+    assert_eq!(next("TAKEOVER", &mut java), "TAKEOVER 4 60");
+    assert_eq!(next("QUIC", &mut java), "QUIC WAIT");
+    let mut quic_member = Command::new(ledge_e2e::binary("ledge"))
+        .args(["--server", &address, "--ca", &ca])
+        .args([
+            "consume",
+            "kip848",
+            "--group",
+            "kip848-group",
+            "--session-timeout-ms",
+            "3000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the QUIC member");
+    writeln!(to_java, "go").expect("tell Java to go on");
+    let shared = next("SHARED", &mut java);
+    quic_member.kill().expect("kill the QUIC member");
+    let _ = quic_member.wait();
+    assert!(
+        ["SHARED 1 WAIT", "SHARED 2 WAIT", "SHARED 3 WAIT"].contains(&shared.as_str()),
+        "{shared}"
+    );
+    writeln!(to_java, "go").expect("tell Java to go on");
+    assert_eq!(next("ALL_BACK", &mut java), "ALL_BACK 4 80");
+    assert_eq!(next("DONE", &mut java), "DONE");
+    drop(to_java);
+    let status = java.wait().expect("wait for Java");
+    assert!(status.success(), "Java exited with {status}");
+
+    // Every partition committed at its end: no lag.
+    let offsets = describe(&[]);
+    let rows = group_rows(&offsets, "kip848");
+    assert_eq!(rows.len(), 4, "{offsets}");
+    let committed: i64 = rows
+        .iter()
+        .map(|row| {
+            assert_eq!(row[3], row[4], "committed = log end:\n{offsets}");
+            assert_eq!(row[5], "0", "no lag:\n{offsets}");
+            row[3].parse::<i64>().expect("an offset")
+        })
+        .sum();
+    assert_eq!(committed, 80, "{offsets}");
 }

@@ -170,12 +170,6 @@ def _(target, scenario, text):
     return re.sub(r"(Error while executing topic command :).*", r"\1 <message>", text)
 
 
-@known("no topic ids on one node", "a one-node Ledge has no topic ids (Metadata answers the "
-       "nil id, so kafka-topics prints no TopicId)")
-def _(target, scenario, text):
-    return text.replace("TopicId: <id> ", "") if target == "kafka" else text
-
-
 @known("min.insync.replicas on new topics", "Kafka 4.1 stores min.insync.replicas=1 on every "
        "topic it creates (eligible leader replicas, KIP-966); Ledge keeps only what was set")
 def _(target, scenario, text):

@@ -48,6 +48,7 @@ use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::replication::leader::AcksAllError;
 use crate::replication::manager::ReplicaRoleError;
+use crate::storage::log::ProducersError;
 use crate::storage::{AppendError, DeleteError, Disk, ReadError};
 use crate::wasm::WasmError;
 use crate::wasm::batch::{params_list, params_map};
@@ -961,6 +962,9 @@ pub(super) fn log_edge_wire(error: &LogEdgeError) -> (ErrorCode, String) {
             ErrorCode::OffsetOutOfRange
         }
         LogEdgeError::Delete(DeleteError::Disk(_)) => ErrorCode::StorageError,
+        // Closing: the log is leaving this node.
+        LogEdgeError::Producers(ProducersError::Closed) => ErrorCode::NotLeaderOrFollower,
+        LogEdgeError::Producers(ProducersError::ReadOnly(_)) => ErrorCode::StorageError,
     };
     (code, error.to_string())
 }
@@ -971,6 +975,7 @@ impl From<&GroupError> for ErrorCode {
     fn from(error: &GroupError) -> Self {
         match error {
             GroupError::InvalidGroupId(_) => Self::InvalidGroupId,
+            GroupError::InvalidMemberId(_) => Self::InvalidRequest,
             GroupError::UnknownMember { .. } => Self::UnknownMemberId,
             GroupError::InconsistentAssignor(_) => Self::InconsistentGroupProtocol,
             GroupError::GroupFull { .. } | GroupError::TooManyGroups(_) => {

@@ -15,6 +15,7 @@ use super::cluster_view::{LeaderEpochError, check_leader_epoch};
 use super::dispatch;
 use super::fetch::FetchError;
 use crate::storage::leader_epoch::LeaderEpochCache;
+use crate::storage::log::ProducersError;
 use crate::storage::{DeleteError, Disk, PartitionLog};
 
 /// A partition's leader epochs as its leader knows them.
@@ -51,6 +52,23 @@ pub enum LogEdgeError {
     /// The log refused to move its start.
     #[error(transparent)]
     Delete(#[from] DeleteError),
+    /// The log's producer table could not be read.
+    #[error(transparent)]
+    Producers(#[from] ProducersError),
+}
+
+/// One idempotent producer of a partition as Kafka's DescribeProducers shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerDescription {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its current epoch.
+    pub producer_epoch: i16,
+    /// The last sequence it wrote here.
+    pub last_sequence: i32,
+    /// The max timestamp of its last batch here; -1 when that batch is no longer readable
+    /// (below the log start, or not yet under the high watermark).
+    pub last_timestamp: i64,
 }
 
 /// Kafka's "up to the high watermark" in DeleteRecords.
@@ -93,6 +111,40 @@ impl<D: Disk> Broker<D> {
             log_start_offset: log.log_start_offset(),
             log_end_offset: log.log_end_offset(),
         })
+    }
+
+    async fn describe_producers_checked(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<ProducerDescription>, LogEdgeError> {
+        let (log, _, _) = self.led_log(topic, partition, None)?;
+        let mut described = Vec::new();
+        for (producer_id, entry) in log.producers().await? {
+            // Every remembered producer has at least one batch (an entry is made by one).
+            let Some(last) = entry.batches.back() else {
+                continue;
+            };
+            described.push(ProducerDescription {
+                producer_id,
+                producer_epoch: entry.epoch,
+                last_sequence: last.last_sequence,
+                last_timestamp: batch_max_timestamp(&log, last.base_offset).await,
+            });
+        }
+        Ok(described)
+    }
+
+    /// The idempotent producers of a partition (Kafka's DescribeProducers), answered by its
+    /// leader only, from the leader log's own producer table. `Err` is the wire code.
+    pub async fn describe_producers(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Vec<ProducerDescription>, (ErrorCode, String)> {
+        self.describe_producers_checked(topic, partition)
+            .await
+            .map_err(|error| dispatch::log_edge_wire(&error))
     }
 
     /// A partition's leader epochs, answered by its leader (`current_leader_epoch`: the
@@ -149,4 +201,20 @@ impl<D: Disk> Broker<D> {
             .await
             .map_err(|error| dispatch::log_edge_wire(&error))
     }
+}
+
+/// The max timestamp of the batch at `base_offset` (the producer table keeps offsets, not
+/// times, so the batch is read back: at most one batch, its header only is parsed); -1 when
+/// it cannot be read.
+async fn batch_max_timestamp<D: Disk>(log: &PartitionLog<D>, base_offset: i64) -> i64 {
+    let Ok(read) = log
+        .read(base_offset, ledge_protocol::BATCH_HEADER_BYTES)
+        .await
+    else {
+        return -1;
+    };
+    ledge_protocol::BatchHeader::parse(&read.bytes)
+        .ok()
+        .filter(|header| header.base_offset == base_offset)
+        .map_or(-1, |header| header.max_timestamp)
 }

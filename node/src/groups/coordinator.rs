@@ -49,10 +49,19 @@ pub struct GroupLimits {
     /// In a cluster: longest a commit waits for the in-sync replicas of its offsets partition
     /// (Kafka's `offsets.commit.timeout.ms`); answered `RequestTimedOut` after it.
     pub offsets_commit_timeout: Duration,
+    /// The session timeout of KIP-848 members that join over the Kafka wire, whose
+    /// ConsumerGroupHeartbeat carries none (Kafka's `group.consumer.session.timeout.ms`): a
+    /// member silent this long is removed. Within `session_timeout_min..=session_timeout_max`.
+    pub consumer_session_timeout: Duration,
 }
 
 /// What the `__consumer_offsets` value format can hold in its `u16` metadata length.
 pub const OFFSET_METADATA_BYTES_LIMIT: usize = u16::MAX as usize;
+
+/// Longest member id a client may choose (KIP-1082: Kafka 4 consumers generate their own, a
+/// 22-character UUID); longer ones are refused so a client cannot make the node keep
+/// arbitrarily long keys.
+pub const CLIENT_MEMBER_ID_BYTES_MAX: usize = 255;
 
 impl Default for GroupLimits {
     fn default() -> Self {
@@ -70,6 +79,8 @@ impl Default for GroupLimits {
             initial_rebalance_delay: Duration::from_secs(3),
             // Kafka's default.
             offsets_commit_timeout: Duration::from_secs(5),
+            // Kafka's default.
+            consumer_session_timeout: Duration::from_secs(45),
         }
     }
 }
@@ -79,8 +90,11 @@ impl Default for GroupLimits {
 pub struct Heartbeat {
     /// The group.
     pub group_id: String,
-    /// Empty to join.
+    /// Empty to join (the coordinator names the member), or the client's own id.
     pub member_id: String,
+    /// The client chose `member_id` itself (KIP-1082, ConsumerGroupHeartbeat v1): epoch 0
+    /// with an id the group does not know joins under that id instead of being refused.
+    pub member_id_from_client: bool,
     /// 0 join, -1 leave, -2 static leave, else the member's epoch.
     pub member_epoch: i32,
     /// Static membership id.
@@ -120,6 +134,9 @@ pub enum GroupError {
     /// Empty or oversized group id.
     #[error("invalid group id {0:?}: 1 to 255 characters")]
     InvalidGroupId(String),
+    /// A member id the client chose is longer than [`CLIENT_MEMBER_ID_BYTES_MAX`].
+    #[error("member id {0:?} is longer than {CLIENT_MEMBER_ID_BYTES_MAX} bytes")]
+    InvalidMemberId(String),
     /// The member is not in the group (expired, left, replaced): rejoin.
     #[error("member {member_id:?} is not in group {group_id:?}; rejoin with an empty member id")]
     UnknownMember {
@@ -227,8 +244,12 @@ pub struct MemberDescription {
     pub member_epoch: i32,
     /// Resolved subscription.
     pub subscribed_topics: Vec<String>,
+    /// The subscription pattern, if it subscribes by one.
+    pub subscribed_pattern: Option<String>,
     /// Current assignment.
     pub assignment: BTreeSet<TopicPartition>,
+    /// What the assignor wants it to own once reconciliation is done.
+    pub target: BTreeSet<TopicPartition>,
 }
 
 /// A group as describe shows it.
@@ -240,8 +261,29 @@ pub struct GroupDescription {
     pub assignor: String,
     /// Group epoch.
     pub group_epoch: i32,
+    /// The group epoch the target assignment was computed at.
+    pub assignment_epoch: i32,
     /// Members.
     pub members: Vec<MemberDescription>,
+}
+
+/// A member's own declarations and holdings, as [`GroupCoordinator::member_state`] gives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberState {
+    /// The topics it subscribes to by name, as it sent them.
+    pub subscribed_topics: Vec<String>,
+    /// Its subscription pattern.
+    pub subscribed_pattern: Option<String>,
+    /// Its rebalance timeout.
+    pub rebalance_timeout: Duration,
+    /// Its static id.
+    pub instance_id: Option<String>,
+    /// What it reported owning.
+    pub owned: BTreeSet<TopicPartition>,
+    /// What it was last told to own.
+    pub assigned: BTreeSet<TopicPartition>,
+    /// Its epoch.
+    pub member_epoch: i32,
 }
 
 /// Every consumer group this node coordinates.
@@ -327,8 +369,24 @@ impl GroupCoordinator {
         if !self.groups.contains_key(&group_id) && self.active_groups() >= limits.groups_max {
             return Err(GroupError::TooManyGroups(limits.groups_max));
         }
-        let joining = heartbeat.member_id.is_empty();
-        let fresh_id = joining.then(|| self.new_member_id());
+        // A client-chosen id joins when the group does not know it; a known one at epoch 0
+        // is that member rejoining (it gave up what it owned).
+        let client_id_joins = heartbeat.member_id_from_client
+            && heartbeat.member_epoch == 0
+            && !heartbeat.member_id.is_empty()
+            && self
+                .groups
+                .get(&group_id)
+                .is_none_or(|group| !group.members.contains_key(&heartbeat.member_id));
+        if client_id_joins && heartbeat.member_id.len() > CLIENT_MEMBER_ID_BYTES_MAX {
+            return Err(GroupError::InvalidMemberId(heartbeat.member_id.clone()));
+        }
+        let joining = heartbeat.member_id.is_empty() || client_id_joins;
+        let fresh_id = if client_id_joins {
+            Some(heartbeat.member_id.clone())
+        } else {
+            heartbeat.member_id.is_empty().then(|| self.new_member_id())
+        };
         let group = self
             .groups
             .entry(group_id.clone())
@@ -621,6 +679,7 @@ impl GroupCoordinator {
                 .map(|assignor| assignor.name().to_string())
                 .unwrap_or_default(),
             group_epoch: group.group_epoch,
+            assignment_epoch: group.target_epoch,
             members: group
                 .members
                 .iter()
@@ -632,10 +691,33 @@ impl GroupCoordinator {
                     subscribed_topics: group_subscription(member, &group.topics_seen)
                         .into_iter()
                         .collect(),
+                    subscribed_pattern: member.pattern.as_ref().map(|(text, _)| text.clone()),
                     assignment: member.assigned.clone(),
+                    target: group.target.get(id).cloned().unwrap_or_default(),
                 })
                 .collect(),
         })
+    }
+
+    /// What a member last declared and holds, for a client that sends only what changed
+    /// (Kafka's ConsumerGroupHeartbeat); `None` if the group has no such member.
+    pub fn member_state(&self, group_id: &str, member_id: &str) -> Option<MemberState> {
+        let group = self.groups.get(group_id)?;
+        let member = group.members.get(member_id)?;
+        Some(MemberState {
+            subscribed_topics: member.subscribed_topics.iter().cloned().collect(),
+            subscribed_pattern: member.pattern.as_ref().map(|(text, _)| text.clone()),
+            rebalance_timeout: member.rebalance_timeout,
+            instance_id: member.instance_id.clone(),
+            owned: member.owned.clone(),
+            assigned: member.assigned.clone(),
+            member_epoch: member.member_epoch,
+        })
+    }
+
+    /// The assignor a group uses (`None` before its first member named one).
+    pub fn group_assignor(&self, group_id: &str) -> Option<Assignor> {
+        self.groups.get(group_id).and_then(|group| group.assignor)
     }
 
     /// Forgets an empty group's membership state (its offsets are deleted by the caller).

@@ -450,6 +450,7 @@ impl GroupService {
         let heartbeat = Heartbeat {
             group_id: request.group_id,
             member_id: request.member_id,
+            member_id_from_client: false,
             member_epoch: request.member_epoch,
             instance_id: request.instance_id,
             client_id: client_id.to_string(),
@@ -897,6 +898,10 @@ impl GroupService {
 
 mod classic;
 pub use classic::{ClassicCommit, DescribedAnyGroup, ListedAnyGroup, OffsetDeleteRefusal};
+mod kafka_consumer;
+pub use kafka_consumer::{
+    ConsumerGroupView, DEFAULT_SERVER_ASSIGNOR, KafkaConsumerHeartbeat, KafkaConsumerReply,
+};
 
 /// A classic group as the QUIC DescribeGroups shows it: its protocol as the assignor, its
 /// generation as the epoch, and (for `consumer` groups) what each member subscribes to and

@@ -10,8 +10,9 @@
 //! node never sets differs from nothing, but 12 is what every client in the matrix asks for).
 //!
 //! The group APIs (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch,
-//! OffsetDelete, ListGroups, DescribeGroups, DeleteGroups, FindCoordinator,
-//! ConsumerGroupHeartbeat, ConsumerGroupDescribe) are served by `kafka/groups.rs`: each gets a
+//! OffsetDelete, ListGroups, DescribeGroups, DeleteGroups, FindCoordinator) are served by
+//! `kafka/groups.rs`, the KIP-848 ones (ConsumerGroupHeartbeat, ConsumerGroupDescribe) by
+//! `kafka/consumer_groups.rs`: each gets a
 //! row here, in the marked section, one arm in `dispatch.rs`, and an entry in the tests'
 //! `default_request` (`codec/tests.rs`; the every-version tests then cover it, and
 //! `realistic_request` in `kafka/tests.rs` can give it real content). An API without a row is
@@ -137,6 +138,8 @@ kafka_apis! {
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, 0..=1;
     DescribeCluster: DescribeClusterRequest, DescribeClusterResponse, 0..=1;
     DescribeTopicPartitions: DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, 0..=0;
+    // Idempotent producers' state (handlers/producers.rs).
+    DescribeProducers: DescribeProducersRequest, DescribeProducersResponse, 0..=0;
     // Groups (kafka/groups.rs): one row per API here, one arm in dispatch.rs.
     FindCoordinator: FindCoordinatorRequest, FindCoordinatorResponse, 0..=5;
     JoinGroup: JoinGroupRequest, JoinGroupResponse, 0..=9;
@@ -149,6 +152,9 @@ kafka_apis! {
     ListGroups: ListGroupsRequest, ListGroupsResponse, 0..=5;
     DescribeGroups: DescribeGroupsRequest, DescribeGroupsResponse, 0..=6;
     DeleteGroups: DeleteGroupsRequest, DeleteGroupsResponse, 0..=2;
+    // KIP-848 groups (kafka/consumer_groups.rs).
+    ConsumerGroupHeartbeat: ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, 0..=1;
+    ConsumerGroupDescribe: ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, 0..=1;
 }
 
 /// The served range of `api`, if it is served.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::KafkaSettings;
 use super::apis::{KafkaRequest, KafkaResponse};
 use super::codec::DecodedRequest;
+use super::consumer_groups;
 use super::groups;
 use super::handlers::{self, NodeAddresses};
 use crate::broker::Broker;
@@ -101,6 +102,9 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::DeleteRecords(request) => KafkaResponse::DeleteRecords(
                 handlers::log_edges::delete_records(broker, request).await,
             ),
+            KafkaRequest::DescribeProducers(request) => KafkaResponse::DescribeProducers(
+                handlers::producers::describe_producers(broker, request).await,
+            ),
             // Groups (kafka/groups.rs): one arm per API.
             KafkaRequest::FindCoordinator(request) => KafkaResponse::FindCoordinator(
                 groups::find_coordinator(broker, &self.advertised, request, version).await,
@@ -135,6 +139,14 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::DeleteGroups(request) => {
                 KafkaResponse::DeleteGroups(groups::delete_groups(broker, request).await)
             }
+            // KIP-848 groups (kafka/consumer_groups.rs).
+            KafkaRequest::ConsumerGroupHeartbeat(request) => KafkaResponse::ConsumerGroupHeartbeat(
+                consumer_groups::consumer_group_heartbeat(broker, client_id, request, version)
+                    .await,
+            ),
+            KafkaRequest::ConsumerGroupDescribe(request) => KafkaResponse::ConsumerGroupDescribe(
+                consumer_groups::consumer_group_describe(broker, request, version).await,
+            ),
         })
     }
 }

@@ -846,6 +846,7 @@ pub fn service_code(error: &GroupServiceError) -> i16 {
                     ResponseError::InvalidGroupId
                 }
             }
+            GroupError::InvalidMemberId(_) => ResponseError::InvalidRequest,
             GroupError::UnknownMember { .. } => ResponseError::UnknownMemberId,
             // A classic member of a KIP-848 group names its epoch as its generation.
             GroupError::FencedEpoch { .. } => ResponseError::IllegalGeneration,

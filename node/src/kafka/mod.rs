@@ -24,6 +24,7 @@
 pub mod apis;
 pub mod codec;
 pub mod connection;
+pub mod consumer_groups;
 pub mod dispatch;
 pub mod errors;
 pub mod groups;

@@ -1146,3 +1146,98 @@ fn describe_topic_partitions_pages_by_cursor() {
         assert!(unknown.topics[0].partitions.is_empty());
     });
 }
+
+// Goal (DescribeProducers): each partition lists the idempotent producers its leader's
+// producer table holds, with epoch, last sequence and the max timestamp of the producer's
+// last batch there (coordinator epoch and transaction start -1: no transactions); a
+// partition written only by a plain producer lists none; a partition, topic or negative
+// index that does not exist is UNKNOWN_TOPIC_OR_PARTITION.
+#[test]
+fn describe_producers_lists_each_partitions_idempotent_producers() {
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 2).await;
+        let mut producers = Vec::new();
+        for _ in 0..2 {
+            let mut request = kafka::InitProducerIdRequest::default();
+            request.transactional_id = None;
+            let Some(KafkaResponse::InitProducerId(init)) =
+                ask(&service, 4, KafkaRequest::InitProducerId(request)).await
+            else {
+                panic!("no answer");
+            };
+            assert_eq!(init.error_code, 0);
+            producers.push((init.producer_id.0, init.producer_epoch));
+        }
+        let options = |(producer_id, producer_epoch): (i64, i16), sequence| EncodeOptions {
+            producer_id,
+            producer_epoch,
+            base_sequence: sequence,
+            ..EncodeOptions::default()
+        };
+        for (records, producer, sequence) in [
+            (4, producers[0], 0),
+            (4, producers[0], 4),
+            (3, producers[1], 0),
+        ] {
+            let written = produce(
+                &service,
+                9,
+                produce_request("t", 0, batch(records, &options(producer, sequence)), -1),
+            )
+            .await;
+            assert_eq!(written.0, 0);
+        }
+        let plain = produce(
+            &service,
+            9,
+            produce_request("t", 1, batch(2, &EncodeOptions::default()), -1),
+        )
+        .await;
+        assert_eq!(plain.0, 0);
+
+        let mut asked = kafka::describe_producers_request::TopicRequest::default();
+        asked.name = name("t");
+        asked.partition_indexes = vec![0, 1, 7, -1];
+        let mut missing = kafka::describe_producers_request::TopicRequest::default();
+        missing.name = name("nope");
+        missing.partition_indexes = vec![0];
+        let mut request = kafka::DescribeProducersRequest::default();
+        request.topics = vec![asked, missing];
+        let Some(KafkaResponse::DescribeProducers(response)) =
+            ask(&service, 0, KafkaRequest::DescribeProducers(request)).await
+        else {
+            panic!("no answer");
+        };
+        let partitions = &response.topics[0].partitions;
+        assert_eq!(partitions[0].error_code, 0);
+        let states: Vec<(i64, i32, i32, i64, i32, i64)> = partitions[0]
+            .active_producers
+            .iter()
+            .map(|state| {
+                (
+                    state.producer_id.0,
+                    state.producer_epoch,
+                    state.last_sequence,
+                    state.last_timestamp,
+                    state.coordinator_epoch,
+                    state.current_txn_start_offset,
+                )
+            })
+            .collect();
+        // `batch` stamps records 1000, 1001, ...: a batch's max timestamp is its last one.
+        assert_eq!(
+            states,
+            [
+                (producers[0].0, i32::from(producers[0].1), 7, 1_003, -1, -1),
+                (producers[1].0, i32::from(producers[1].1), 2, 1_002, -1, -1),
+            ]
+        );
+        assert_eq!(partitions[1].error_code, 0);
+        assert!(partitions[1].active_producers.is_empty());
+        let unknown = kafka_protocol::ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(partitions[2].error_code, unknown);
+        assert_eq!(partitions[3].error_code, unknown);
+        assert_eq!(response.topics[1].partitions[0].error_code, unknown);
+    });
+}

@@ -109,6 +109,11 @@ impl ProducerStates {
         self.producers.get(&producer_id)
     }
 
+    /// Every producer remembered, by id.
+    pub fn entries(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(id, entry)| (*id, entry))
+    }
+
     /// Judges a batch against what its producer wrote before.
     pub fn check(&self, header: &BatchHeader) -> SequenceCheck {
         if header.producer_id < 0 {

@@ -706,3 +706,24 @@ fn metadata_names_no_leader_from_an_image_older_than_the_registration() {
         node.close().await;
     });
 }
+
+// Goal (DescribeProducers on a cluster node): a partition led by another node answers
+// NOT_LEADER_OR_FOLLOWER, as Kafka's brokers do, so the admin client asks the leader.
+// (What a leader answers is `kafka::tests::describe_producers_lists_each_partitions_idempotent_producers`;
+// this harness runs no replication driver, so no partition is led here.)
+#[test]
+fn describe_producers_of_a_partition_led_elsewhere_is_not_leader_or_follower() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(61);
+        let placed = image(10, &[("orders", 1, &[7, 5], &[])]);
+        let (node, _publish) = broker(&disk, &placed).await;
+        assert_eq!(node.materialize(&placed).await, 0);
+        let elsewhere = node.describe_producers("orders", 1).await.unwrap_err();
+        assert_eq!(
+            elsewhere.0,
+            ErrorCode::NotLeaderOrFollower,
+            "{}",
+            elsewhere.1
+        );
+    });
+}

@@ -26,6 +26,7 @@ fn heartbeat(client: &Client, assignor: &str, subscribed: &[&str]) -> Heartbeat 
     Heartbeat {
         group_id: "g".into(),
         member_id: client.member_id.clone(),
+        member_id_from_client: false,
         member_epoch: client.epoch,
         instance_id: client.instance_id.clone(),
         client_id: "test".into(),

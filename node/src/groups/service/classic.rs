@@ -415,6 +415,7 @@ impl GroupService {
         let heartbeat = Heartbeat {
             group_id: join.group_id.clone(),
             member_id: join.member_id.clone(),
+            member_id_from_client: false,
             member_epoch: previous.as_ref().map_or(0, |member| member.epoch),
             instance_id: join.instance_id.clone(),
             client_id: join.client_id.clone(),
@@ -521,6 +522,7 @@ impl GroupService {
             Heartbeat {
                 group_id: group_id.to_string(),
                 member_id: member_id.to_string(),
+                member_id_from_client: false,
                 member_epoch: member.epoch,
                 instance_id: member.instance_id.clone(),
                 client_id: member.client_id.clone(),

@@ -63,6 +63,9 @@ pub(crate) fn default_request(api: ApiKey) -> KafkaRequest {
         ApiKey::ListGroups => KafkaRequest::ListGroups(Default::default()),
         ApiKey::DescribeGroups => KafkaRequest::DescribeGroups(Default::default()),
         ApiKey::DeleteGroups => KafkaRequest::DeleteGroups(Default::default()),
+        ApiKey::DescribeProducers => KafkaRequest::DescribeProducers(Default::default()),
+        ApiKey::ConsumerGroupHeartbeat => KafkaRequest::ConsumerGroupHeartbeat(Default::default()),
+        ApiKey::ConsumerGroupDescribe => KafkaRequest::ConsumerGroupDescribe(Default::default()),
         other => panic!("add {other:?} to default_request"),
     }
 }

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
 };
 use ledge_protocol::wire::{self, DescribeClusterRequest as NativeDescribeCluster, ErrorCode};
 
-use super::{NodeAddresses, ask, broker_id, message, text, topic_name, topic_uuid};
+use super::{NodeAddresses, ask, broker_id, kafka_topic_id, message, text, topic_name};
 use crate::broker::Broker;
 use crate::kafka::codec::api_version_list;
 use crate::kafka::errors::kafka_code;
@@ -88,10 +88,11 @@ pub async fn metadata<D: Disk>(
         .map(|topic| {
             let mut entry = metadata_response::MetadataResponseTopic::default();
             entry.error_code = kafka_code(topic.error);
-            entry.name = Some(TopicName(text(topic.name)));
-            if version >= 10 {
-                entry.topic_id = topic_uuid(&topic.topic_id);
+            // An unknown topic has the nil id, as on Kafka.
+            if version >= 10 && topic.error == ErrorCode::None {
+                entry.topic_id = kafka_topic_id(&topic.topic_id, &topic.name);
             }
+            entry.name = Some(TopicName(text(topic.name)));
             entry.is_internal = topic.internal;
             entry.partitions = topic
                 .partitions

@@ -8,6 +8,7 @@ pub mod configs;
 pub mod fetch;
 pub mod log_edges;
 pub mod produce;
+pub mod producers;
 pub mod topics;
 
 use kafka_protocol::messages::TopicName;
@@ -71,6 +72,28 @@ pub fn topic_uuid(topic_id: &str) -> uuid::Uuid {
         .ok()
         .filter(|_| topic_id.len() == 32)
         .map_or(uuid::Uuid::nil(), uuid::Uuid::from_u128)
+}
+
+/// The topic id Kafka clients see for topic `name` whose node id is `topic_id`: the
+/// controller's id in a cluster; on a node without `[cluster]`, which has none, an id derived
+/// from the name. Kafka 4 clients need one: KIP-848 assignments name topics only by id, and
+/// the Java consumer resolves them through Metadata. Derived from the name, it is stable
+/// across restarts, but a topic deleted and created again under the same name keeps it
+/// (docs/KAFKA-COMPAT.md, "Known gaps").
+pub fn kafka_topic_id(topic_id: &str, name: &str) -> uuid::Uuid {
+    if !topic_id.is_empty() {
+        return topic_uuid(topic_id);
+    }
+    // Two FNV-1a hashes of the name, from different offset bases, fill the 128 bits; the
+    // high half is never 0, so the id is never Kafka's reserved nil (0) or metadata id (1).
+    let fnv = |basis: u64| {
+        name.bytes().fold(basis, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let high = fnv(0xcbf2_9ce4_8422_2325).max(1);
+    let low = fnv(0x8422_2325_cbf2_9ce4);
+    uuid::Uuid::from_u128((u128::from(high) << 64) | u128::from(low))
 }
 
 /// Asks the broker and takes the answer of the same API; `Err` carries the API of an answer

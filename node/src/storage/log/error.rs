@@ -244,6 +244,17 @@ pub enum DeleteError {
     Closed,
 }
 
+/// Why a partition's producer table could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducersError {
+    /// The log was closed (or its writer stopped).
+    #[error("partition log is closed")]
+    Closed,
+    /// A log opened read-only does not rebuild its producer table (nothing is appended).
+    #[error("partition log {0} is read-only: its idempotent producers are not loaded")]
+    ReadOnly(PathBuf),
+}
+
 /// Why a partition log could not be opened. Each names the file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

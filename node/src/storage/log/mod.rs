@@ -65,7 +65,7 @@ pub use config::{
 };
 pub use error::{
     AppendBatchesError, AppendError, CompactError, DeleteError, LeaderEpochError, OpenError,
-    ReadError, TruncateError,
+    ProducersError, ReadError, TruncateError,
 };
 pub(in crate::storage) use open::{remove_segment_files, scan_segment, write_checkpoint};
 pub use read::ReadBatches;
@@ -269,6 +269,11 @@ enum Command {
     TruncateTo {
         offset: i64,
         reply: oneshot::Sender<Result<bool, TruncateError>>,
+    },
+    Producers {
+        reply: oneshot::Sender<
+            Result<Vec<(i64, crate::storage::producers::ProducerEntry)>, ProducersError>,
+        >,
     },
     ReplaceSegment {
         base: i64,
@@ -582,6 +587,20 @@ impl<D: Disk> PartitionLog<D> {
             .await
             .map_err(|_| DeleteError::Closed)?;
         outcome.await.map_err(|_| DeleteError::Closed)?
+    }
+
+    /// The idempotent producers this partition remembers, by id, as of everything written
+    /// (Kafka's DescribeProducers): the writer's own table, so a batch being written is
+    /// either wholly in it or not at all.
+    pub async fn producers(
+        &self,
+    ) -> Result<Vec<(i64, crate::storage::producers::ProducerEntry)>, ProducersError> {
+        let (reply, outcome) = oneshot::channel();
+        self.commands
+            .send(Command::Producers { reply })
+            .await
+            .map_err(|_| ProducersError::Closed)?;
+        outcome.await.map_err(|_| ProducersError::Closed)?
     }
 
     /// Reopens a log, typically one fenced by a failed sync: stops its writer, cuts the

@@ -10,7 +10,9 @@ use ledge_protocol::{BATCH_HEADER_BYTES, BATCH_LENGTH_PREFIX_BYTES, BatchHeader}
 use tokio::sync::{mpsc, watch};
 
 use super::config::LogConfig;
-use super::error::{AppendError, DeleteError, LeaderEpochError, OpenError, TruncateError};
+use super::error::{
+    AppendError, DeleteError, LeaderEpochError, OpenError, ProducersError, TruncateError,
+};
 use super::roll::create_segment;
 use super::writer::Writer;
 use super::{Command, LogState, PartitionLog, ReadFile, Segment, SegmentFile, Shared};
@@ -1108,6 +1110,9 @@ pub(super) async fn refuse_writes(directory: PathBuf, mut commands: mpsc::Receiv
             }
             Command::TruncateTo { reply, .. } => {
                 let _ = reply.send(Err(TruncateError::Disk(read_only_error(&directory))));
+            }
+            Command::Producers { reply } => {
+                let _ = reply.send(Err(ProducersError::ReadOnly(directory.clone())));
             }
             Command::Close { reply } => {
                 let _ = reply.send(Ok(()));

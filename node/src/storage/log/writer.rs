@@ -446,6 +446,13 @@ impl<D: Disk> Writer<D> {
                     let _ = reply.send(self.shutdown().await);
                     return;
                 }
+                Command::Producers { reply } => {
+                    let _ = reply.send(Ok(self
+                        .producers
+                        .entries()
+                        .map(|(id, entry)| (id, entry.clone()))
+                        .collect()));
+                }
                 Command::SetLeaderEpoch { epoch, reply } => {
                     let _ = reply.send(self.set_leader_epoch(epoch).await);
                 }
