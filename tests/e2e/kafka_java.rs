@@ -27,7 +27,7 @@ const DIFFERENTIAL_RUN_MAX: Duration = Duration::from_secs(600);
 const KAFKA_VERSION: &str = "4.1.1";
 
 /// The Kafka jars: `LEDGE_KAFKA_JAVA_LIB`, else where `.ci/run` copies them.
-fn kafka_java_lib() -> Option<PathBuf> {
+pub(crate) fn kafka_java_lib() -> Option<PathBuf> {
     let lib = std::env::var_os("LEDGE_KAFKA_JAVA_LIB")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -49,15 +49,15 @@ fn kafka_java_lib() -> Option<PathBuf> {
 }
 
 /// What one tool run printed.
-struct ToolRun {
-    success: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct ToolRun {
+    pub(crate) success: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs the tool whose main class is `class` with `args` (and `stdin`), in a small JVM (the
 /// machine's cores are shared), killing it after [`TOOL_RUN_MAX`].
-fn tool(lib: &Path, class: &str, args: &[&str], stdin: &str) -> ToolRun {
+pub(crate) fn tool(lib: &Path, class: &str, args: &[&str], stdin: &str) -> ToolRun {
     let mut command = Command::new("java");
     command
         .args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
@@ -139,7 +139,13 @@ fn run_bounded(mut command: Command, stdin: &str, run_max: Duration) -> BoundedR
 }
 
 /// Runs a tool that must succeed; its stdout.
-fn tool_ok(node: &NodeProcess, lib: &Path, class: &str, args: &[&str], stdin: &str) -> String {
+pub(crate) fn tool_ok(
+    node: &NodeProcess,
+    lib: &Path,
+    class: &str,
+    args: &[&str],
+    stdin: &str,
+) -> String {
     let run = tool(lib, class, args, stdin);
     assert!(
         run.success,
@@ -151,10 +157,10 @@ fn tool_ok(node: &NodeProcess, lib: &Path, class: &str, args: &[&str], stdin: &s
     run.stdout
 }
 
-const TOPICS: &str = "org.apache.kafka.tools.TopicCommand";
+pub(crate) const TOPICS: &str = "org.apache.kafka.tools.TopicCommand";
 const CONFIGS: &str = "kafka.admin.ConfigCommand";
-const CONSOLE_PRODUCER: &str = "org.apache.kafka.tools.ConsoleProducer";
-const CONSOLE_CONSUMER: &str = "org.apache.kafka.tools.consumer.ConsoleConsumer";
+pub(crate) const CONSOLE_PRODUCER: &str = "org.apache.kafka.tools.ConsoleProducer";
+pub(crate) const CONSOLE_CONSUMER: &str = "org.apache.kafka.tools.consumer.ConsoleConsumer";
 const CONSUMER_GROUPS: &str = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
 const PRODUCER_PERF: &str = "org.apache.kafka.tools.ProducerPerformance";
 const OFFSETS: &str = "org.apache.kafka.tools.GetOffsetShell";

@@ -23,6 +23,7 @@ mod kafka_clients;
 mod kafka_confluent_aiokafka;
 mod kafka_groups;
 mod kafka_java;
+mod kafka_tls;
 mod node;
 mod process;
 mod produce_validation;

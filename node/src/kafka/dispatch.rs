@@ -11,21 +11,40 @@ use super::handlers::{self, NodeAddresses};
 use crate::broker::Broker;
 use crate::storage::Disk;
 
+/// Which of the node's Kafka sockets a connection came in on: Metadata answered there lists
+/// every node at its address of the same kind, as Kafka's brokers answer per listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// `kafka.listen`.
+    Plaintext,
+    /// `kafka.tls_listen`.
+    Tls,
+}
+
 /// The Kafka listener's view of the node: the broker, and where clients reach this node.
 pub struct KafkaService<D: Disk> {
     broker: Arc<Broker<D>>,
     settings: KafkaSettings,
     /// `host:port` Metadata lists for this node.
     advertised: String,
+    /// The socket this service answers on.
+    kind: ListenerKind,
 }
 
 impl<D: Disk> KafkaService<D> {
-    /// A service over `broker`; Metadata lists this node at `advertised` (`host:port`).
-    pub fn new(broker: Arc<Broker<D>>, settings: KafkaSettings, advertised: String) -> Self {
+    /// A service over `broker` for the `kind` socket; Metadata lists this node at
+    /// `advertised` (`host:port`).
+    pub fn new(
+        broker: Arc<Broker<D>>,
+        settings: KafkaSettings,
+        advertised: String,
+        kind: ListenerKind,
+    ) -> Self {
         Self {
             broker,
             settings,
             advertised,
+            kind,
         }
     }
 
@@ -46,6 +65,7 @@ impl<D: Disk> KafkaService<D> {
         let broker = &*self.broker;
         let addresses = NodeAddresses {
             own: &self.advertised,
+            kind: self.kind,
         };
         // One exhaustive match: a row added to the table without an arm does not compile.
         Some(match body {

@@ -52,6 +52,13 @@ pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX_DEFAULT: usize = 32;
 pub const IN_FLIGHT_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Default `[kafka] in_flight_bytes_per_connection_max`.
 pub const IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Default `[kafka] tls_handshake_timeout_ms`: a TLS client that has not finished its
+/// handshake 10 s after connecting is cut off, so a peer that opens TCP and sends nothing
+/// (or trickles) cannot hold one of `kafka.connections_max` slots. A handshake on loopback
+/// takes about a millisecond, across a continent a few round trips.
+pub const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Largest `[kafka] tls_handshake_timeout_ms`: five minutes.
+pub const TLS_HANDSHAKE_TIMEOUT_MS_MAX: u64 = 5 * 60 * 1000;
 
 /// The `[kafka]` section (docs/OPERATIONS.md, "Kafka listener").
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +70,14 @@ pub struct KafkaSettings {
     pub listen: Option<SocketAddr>,
     /// `host:port` Metadata gives clients for this node; `None`: the bound address.
     pub advertised_listen: Option<String>,
+    /// TCP address of the TLS listener (`[kafka] tls_listen`); `None`: no TLS listener.
+    /// It presents the certificate the QUIC listener presents.
+    pub tls_listen: Option<SocketAddr>,
+    /// `host:port` Metadata gives clients of the TLS listener for this node; `None`: the
+    /// bound TLS address.
+    pub advertised_tls_listen: Option<String>,
+    /// How long a TLS client has to finish its handshake after connecting.
+    pub tls_handshake_timeout: Duration,
     /// Most open Kafka connections; more are accepted and closed at once.
     pub connections_max: usize,
     /// Largest request frame (its 4-byte length prefix excluded).
@@ -83,6 +98,9 @@ impl Default for KafkaSettings {
             enabled: true,
             listen: None,
             advertised_listen: None,
+            tls_listen: None,
+            advertised_tls_listen: None,
+            tls_handshake_timeout: Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT),
             connections_max: CONNECTIONS_MAX_DEFAULT,
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             requests_in_flight_per_connection_max: REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX_DEFAULT,
@@ -111,6 +129,9 @@ pub struct KafkaSection {
     enabled: Option<bool>,
     listen: Option<String>,
     advertised_listen: Option<String>,
+    tls_listen: Option<String>,
+    advertised_tls_listen: Option<String>,
+    tls_handshake_timeout_ms: Option<u64>,
     connections_max: Option<usize>,
     frame_bytes_max: Option<u32>,
     requests_in_flight_per_connection_max: Option<usize>,
@@ -143,16 +164,26 @@ impl KafkaSection {
             })?);
         }
         if let Some(advertised) = self.advertised_listen {
-            let port = advertised
-                .rsplit_once(':')
-                .and_then(|(host, port)| (!host.is_empty()).then_some(port))
-                .and_then(|port| port.parse::<u16>().ok());
-            if port.is_none() {
-                return Err(format!(
-                    "{origin}: kafka.advertised_listen: {advertised:?} is not host:port"
-                ));
-            }
-            settings.advertised_listen = Some(advertised);
+            settings.advertised_listen = Some(host_port(origin, "advertised_listen", advertised)?);
+        }
+        if let Some(listen) = self.tls_listen {
+            settings.tls_listen = Some(listen.parse().map_err(|_| {
+                format!(
+                    "{origin}: kafka.tls_listen: {listen:?} is not an address like 127.0.0.1:9093"
+                )
+            })?);
+        }
+        if let Some(advertised) = self.advertised_tls_listen {
+            settings.advertised_tls_listen =
+                Some(host_port(origin, "advertised_tls_listen", advertised)?);
+        }
+        if let Some(value) = self.tls_handshake_timeout_ms {
+            settings.tls_handshake_timeout = Duration::from_millis(range(
+                "tls_handshake_timeout_ms",
+                value,
+                1,
+                TLS_HANDSHAKE_TIMEOUT_MS_MAX,
+            )?);
         }
         if let Some(value) = self.connections_max {
             settings.connections_max = range(
@@ -207,6 +238,20 @@ impl KafkaSection {
     }
 }
 
+/// Checks that `address` is `host:port`; the error names `kafka.<key>`.
+fn host_port(origin: &str, key: &str, address: String) -> Result<String, String> {
+    let port = address
+        .rsplit_once(':')
+        .and_then(|(host, port)| (!host.is_empty()).then_some(port))
+        .and_then(|port| port.parse::<u16>().ok());
+    match port {
+        Some(_) => Ok(address),
+        None => Err(format!(
+            "{origin}: kafka.{key}: {address:?} is not host:port"
+        )),
+    }
+}
+
 impl KafkaSettings {
     /// The TCP address to listen on, given the node's QUIC listen address.
     pub fn listen_address(&self, quic_listen: SocketAddr) -> SocketAddr {
@@ -245,6 +290,21 @@ mod settings_tests {
         assert_eq!(config.kafka.connections_max, 10);
         assert_eq!(config.kafka.frame_bytes_max, 1_048_576);
         assert_eq!(config.kafka.requests_in_flight_per_connection_max, 4);
+        // The TLS listener is off unless asked for.
+        assert_eq!(config.kafka.tls_listen, None);
+        let tls = parse(
+            "[kafka]\ntls_listen = \"0.0.0.0:19093\"\nadvertised_tls_listen = \"broker.example:19093\"\ntls_handshake_timeout_ms = 2500\n",
+        )
+        .unwrap();
+        assert_eq!(tls.kafka.tls_listen, Some("0.0.0.0:19093".parse().unwrap()));
+        assert_eq!(
+            tls.kafka.advertised_tls_listen.as_deref(),
+            Some("broker.example:19093")
+        );
+        assert_eq!(
+            tls.kafka.tls_handshake_timeout,
+            std::time::Duration::from_millis(2500)
+        );
         assert!(!parse("[kafka]\nenabled = false\n").unwrap().kafka.enabled);
         for (text, key) in [
             ("[kafka]\nlisten = \"\"\n", "kafka.listen"),
@@ -254,6 +314,15 @@ mod settings_tests {
                 "kafka.advertised_listen",
             ),
             ("[kafka]\nconnections_max = 0\n", "kafka.connections_max"),
+            ("[kafka]\ntls_listen = \"tls\"\n", "kafka.tls_listen"),
+            (
+                "[kafka]\nadvertised_tls_listen = \":9093\"\n",
+                "kafka.advertised_tls_listen",
+            ),
+            (
+                "[kafka]\ntls_handshake_timeout_ms = 0\n",
+                "kafka.tls_handshake_timeout_ms",
+            ),
             ("[kafka]\nframe_bytes_max = 10\n", "kafka.frame_bytes_max"),
             (
                 "[kafka]\nrequests_in_flight_per_connection_max = 0\n",

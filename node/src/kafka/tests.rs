@@ -44,6 +44,7 @@ async fn service() -> KafkaService<SimDisk> {
         Arc::new(broker),
         KafkaSettings::default(),
         ADVERTISED.to_owned(),
+        crate::kafka::dispatch::ListenerKind::Plaintext,
     )
 }
 

@@ -18,6 +18,8 @@ use kafka_protocol::protocol::StrBytes;
 pub struct NodeAddresses<'a> {
     /// This node's advertised Kafka address, `host:port`.
     pub own: &'a str,
+    /// The socket the request came in on.
+    pub kind: crate::kafka::dispatch::ListenerKind,
 }
 
 impl NodeAddresses<'_> {
