@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::codec::{self, DecodedRequest};
 use super::dispatch::KafkaService;
+use crate::clock::Clock;
 use crate::storage::Disk;
 use crate::transport::budget::{ConnectionBudget, Reservation};
 
@@ -31,10 +32,12 @@ enum Incoming {
 
 /// Serves one connection (plaintext TCP or TLS over it) until the client closes it, a
 /// frame does not decode, or the node shuts down (the request being answered is finished
-/// first). `remote` is the client's address, for the logs.
+/// first), or it sends no request for `kafka.connections_max_idle_ms` of `clock`'s time.
+/// `remote` is the client's address, for the logs.
 pub(crate) async fn serve_connection<D: Disk, S>(
     stream: S,
     remote: Option<SocketAddr>,
+    clock: Arc<dyn Clock>,
     service: Arc<KafkaService<D>>,
     budget: ConnectionBudget,
     mut shutdown: watch::Receiver<bool>,
@@ -52,10 +55,21 @@ pub(crate) async fn serve_connection<D: Disk, S>(
         settings.frame_bytes_max,
         budget,
     ));
+    let idle_max = settings.connections_max_idle;
     loop {
+        // Idle: no request read since the last one was answered (Kafka's
+        // `connections.max.idle.ms`); a client that still wants the connection sends one.
         let next = tokio::select! {
-            next = requests.recv() => next,
+            next = crate::clock::timeout(&*clock, idle_max, requests.recv()) => next,
             _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let Ok(next) = next else {
+            tracing::debug!(
+                ?remote,
+                idle_ms = idle_max.as_millis(),
+                "kafka connection closed: idle for kafka.connections_max_idle_ms"
+            );
+            break;
         };
         let Some(next) = next else { break };
         let frame = match next {

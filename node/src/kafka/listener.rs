@@ -3,7 +3,8 @@
 //! QUIC listener presents). Both share one limit of `kafka.connections_max` connections and
 //! one bytes-in-flight budget; each connection gets one
 //! [`connection`](super::connection) driver. A TLS connection holds its slot during the
-//! handshake, which must finish within `kafka.tls_handshake_timeout_ms`.
+//! handshake, which must finish within `kafka.tls_handshake_timeout_ms`, and is closed
+//! after `kafka.connections_max_idle_ms` without a request.
 //!
 //! A graceful shutdown stops accepting, lets requests being answered finish (up to
 //! `shutdown_grace`), then closes every connection.
@@ -243,6 +244,7 @@ impl KafkaListener {
             let _ = stream.set_nodelay(true);
             let connection = Accepted {
                 permit,
+                clock: broker.clock(),
                 budget: budget.connection(),
                 shutdown: shutdown.clone(),
                 remote,
@@ -300,6 +302,7 @@ impl KafkaListener {
 struct Accepted {
     /// One of `kafka.connections_max`, held until the connection ends.
     permit: OwnedSemaphorePermit,
+    clock: Arc<dyn crate::clock::Clock>,
     budget: ConnectionBudget,
     shutdown: watch::Receiver<bool>,
     remote: SocketAddr,
@@ -314,6 +317,7 @@ impl Accepted {
         serve_connection(
             stream,
             Some(self.remote),
+            self.clock,
             service,
             self.budget,
             self.shutdown,

@@ -57,6 +57,12 @@ pub const IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
 /// (or trickles) cannot hold one of `kafka.connections_max` slots. A handshake on loopback
 /// takes about a millisecond, across a continent a few round trips.
 pub const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default `[kafka] connections_max_idle_ms`: Kafka's `connections.max.idle.ms` (10 min).
+/// Clients reconnect on demand, so closing an idle connection costs a reconnect; keeping
+/// it costs a slot of `kafka.connections_max` and a socket.
+pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 600_000;
+/// Largest `[kafka] connections_max_idle_ms`: one day.
+pub const CONNECTIONS_MAX_IDLE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// Largest `[kafka] tls_handshake_timeout_ms`: five minutes.
 pub const TLS_HANDSHAKE_TIMEOUT_MS_MAX: u64 = 5 * 60 * 1000;
 
@@ -80,6 +86,9 @@ pub struct KafkaSettings {
     pub tls_handshake_timeout: Duration,
     /// Most open Kafka connections; more are accepted and closed at once.
     pub connections_max: usize,
+    /// A connection that sends no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub connections_max_idle: Duration,
     /// Largest request frame (its 4-byte length prefix excluded).
     pub frame_bytes_max: u32,
     /// Requests read ahead per connection while one is being answered.
@@ -102,6 +111,7 @@ impl Default for KafkaSettings {
             advertised_tls_listen: None,
             tls_handshake_timeout: Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT),
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_max_idle: Duration::from_millis(CONNECTIONS_MAX_IDLE_MS_DEFAULT),
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             requests_in_flight_per_connection_max: REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX_DEFAULT,
             in_flight_bytes_max: IN_FLIGHT_BYTES_MAX_DEFAULT,
@@ -133,6 +143,7 @@ pub struct KafkaSection {
     advertised_tls_listen: Option<String>,
     tls_handshake_timeout_ms: Option<u64>,
     connections_max: Option<usize>,
+    connections_max_idle_ms: Option<u64>,
     frame_bytes_max: Option<u32>,
     requests_in_flight_per_connection_max: Option<usize>,
     in_flight_bytes_max: Option<u64>,
@@ -192,6 +203,14 @@ impl KafkaSection {
                 1,
                 CONNECTIONS_MAX_LIMIT as u64,
             )? as usize;
+        }
+        if let Some(value) = self.connections_max_idle_ms {
+            settings.connections_max_idle = Duration::from_millis(range(
+                "connections_max_idle_ms",
+                value,
+                1,
+                CONNECTIONS_MAX_IDLE_MS_MAX,
+            )?);
         }
         if let Some(value) = self.frame_bytes_max {
             settings.frame_bytes_max = range(
@@ -290,6 +309,17 @@ mod settings_tests {
         assert_eq!(config.kafka.connections_max, 10);
         assert_eq!(config.kafka.frame_bytes_max, 1_048_576);
         assert_eq!(config.kafka.requests_in_flight_per_connection_max, 4);
+        assert_eq!(
+            config.kafka.connections_max_idle,
+            std::time::Duration::from_millis(super::CONNECTIONS_MAX_IDLE_MS_DEFAULT)
+        );
+        assert_eq!(
+            parse("[kafka]\nconnections_max_idle_ms = 1500\n")
+                .unwrap()
+                .kafka
+                .connections_max_idle,
+            std::time::Duration::from_millis(1500)
+        );
         // The TLS listener is off unless asked for.
         assert_eq!(config.kafka.tls_listen, None);
         let tls = parse(
@@ -314,6 +344,10 @@ mod settings_tests {
                 "kafka.advertised_listen",
             ),
             ("[kafka]\nconnections_max = 0\n", "kafka.connections_max"),
+            (
+                "[kafka]\nconnections_max_idle_ms = 0\n",
+                "kafka.connections_max_idle_ms",
+            ),
             ("[kafka]\ntls_listen = \"tls\"\n", "kafka.tls_listen"),
             (
                 "[kafka]\nadvertised_tls_listen = \":9093\"\n",

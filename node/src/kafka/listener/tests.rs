@@ -448,3 +448,63 @@ fn a_busy_tls_port_is_one_clear_error() {
     assert!(message.contains(&address.to_string()), "{message}");
     assert!(message.contains("tls_listen"), "{message}");
 }
+
+// Goal: a connection that sends no request for kafka.connections_max_idle_ms is closed
+// (Kafka's connections.max.idle.ms), one that keeps sending is not, and the closed one's
+// slot is free again. Method: a 1 s idle limit and one connection allowed; an active
+// connection sends a request every 100 ms for about a second and is answered every time;
+// once it stops, the node closes it (the read finds the end, bounded by 30 s); then a new
+// connection is served.
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let settings = KafkaSettings {
+        connections_max: 1,
+        connections_max_idle: std::time::Duration::from_millis(1000),
+        ..KafkaSettings::default()
+    };
+    let running = start(settings).await;
+    let clock = crate::clock::SystemClock;
+    let mut active = TcpStream::connect(running.address).await.unwrap();
+    for correlation in 0..10 {
+        active
+            .write_all(&prefixed(ApiKey::ApiVersions, 3, correlation))
+            .await
+            .unwrap();
+        let answer = read_response(&mut active)
+            .await
+            .expect("an active connection stays open");
+        assert_eq!(
+            split_response(ApiKey::ApiVersions, 3, &answer).0,
+            correlation
+        );
+        crate::clock::sleep(&clock, std::time::Duration::from_millis(100)).await;
+    }
+    let cut = crate::clock::timeout(
+        &clock,
+        std::time::Duration::from_secs(30),
+        closed(&mut active),
+    )
+    .await;
+    assert!(
+        matches!(cut, Ok(true)),
+        "the idle connection was not closed"
+    );
+    let mut served = None;
+    for attempt in 0..50 {
+        let mut next = TcpStream::connect(running.address).await.unwrap();
+        let _ = next
+            .write_all(&prefixed(ApiKey::ApiVersions, 3, attempt))
+            .await;
+        if let Some(answer) = read_response(&mut next).await {
+            served = Some(answer);
+            break;
+        }
+        crate::clock::sleep(&clock, std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        served.is_some(),
+        "no connection served after the idle one closed"
+    );
+    let _ = running.stop.send(true);
+    running.serving.await.unwrap();
+}
