@@ -366,6 +366,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     let address = server.local_addr().context("reading the bound address")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // What this node registers with the controller, so the other nodes' Metadata answers
+    // send Kafka clients here (none of either: Kafka is off on this node).
+    let mut kafka_listeners = ledge_node::controller::records::KafkaListeners::default();
     let kafka_serving = match kafka {
         Some(mut kafka) => {
             let address = kafka
@@ -400,6 +403,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 broker.close().await;
                 return Err(error.into());
             }
+            kafka_listeners.plaintext = Some(kafka.advertised());
+            kafka_listeners.tls = kafka.advertised_tls();
             tracing::info!(%address, advertised = %kafka.advertised(), "kafka listener up");
             // Before the readiness line, so whoever waits on that has read this one too.
             println!("ledge-node kafka listening on {address}");
@@ -437,6 +442,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                             topic_partitions_max: config.broker.topic_partitions_max,
                         },
                         election_timeout: None,
+                        kafka_listeners: Some(kafka_listeners.clone()),
                     })
                 }) {
                 Ok(links) => links,

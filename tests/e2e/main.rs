@@ -20,6 +20,7 @@ mod groups;
 mod groups_more;
 mod in_flight;
 mod kafka_clients;
+mod kafka_cluster_ports;
 mod kafka_confluent_aiokafka;
 mod kafka_groups;
 mod kafka_java;

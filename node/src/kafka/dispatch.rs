@@ -1,6 +1,7 @@
 //! Answers decoded Kafka requests: one arm per served API (the table in
 //! [`apis`](super::apis)), each calling its handler in [`handlers`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::KafkaSettings;
@@ -63,9 +64,23 @@ impl<D: Disk> KafkaService<D> {
         } = request;
         let client_id = header.client_id.as_deref().unwrap_or_default();
         let broker = &*self.broker;
+        // Only the answers that name nodes read the registrations.
+        let names_nodes = matches!(
+            body,
+            KafkaRequest::Metadata(_)
+                | KafkaRequest::DescribeCluster(_)
+                | KafkaRequest::DescribeTopicPartitions(_)
+                | KafkaRequest::FindCoordinator(_)
+        );
+        let registered = if names_nodes {
+            broker.registered_kafka_listeners()
+        } else {
+            BTreeMap::new()
+        };
         let addresses = NodeAddresses {
             own: &self.advertised,
             kind: self.kind,
+            registered: &registered,
         };
         // One exhaustive match: a row added to the table without an arm does not compile.
         Some(match body {
@@ -123,7 +138,7 @@ impl<D: Disk> KafkaService<D> {
             ),
             // Groups (kafka/groups.rs): one arm per API.
             KafkaRequest::FindCoordinator(request) => KafkaResponse::FindCoordinator(
-                groups::find_coordinator(broker, &self.advertised, request, version).await,
+                groups::find_coordinator(broker, &addresses, request, version).await,
             ),
             KafkaRequest::JoinGroup(request) => KafkaResponse::JoinGroup(
                 groups::join_group(broker, client_id, "", request, version).await,

@@ -56,6 +56,17 @@ pub enum KafkaListenError {
         /// The TLS socket's address.
         addr: SocketAddr,
     },
+    /// The address Metadata would give clients for this node is a wildcard (0.0.0.0 or
+    /// `::`), which no client can connect to.
+    #[error(
+        "the Kafka listener would advertise {address}, which clients cannot reach: set [kafka] {key} to this node's routable host:port (or node.advertised_address, whose host a wildcard listener advertises)"
+    )]
+    AdvertisedUnspecified {
+        /// The key to set (`advertised_listen` or `advertised_tls_listen`).
+        key: &'static str,
+        /// The unreachable address.
+        address: String,
+    },
     /// The certificate and key do not make a TLS server configuration.
     #[error("the Kafka TLS listener cannot use the node's certificate: {0}")]
     Certificate(String),
@@ -158,9 +169,21 @@ impl KafkaListener {
         Ok(())
     }
 
-    /// Refuses a TLS socket without a certificate: the node checks this before it
-    /// announces the listener, so the mistake is one start-up error.
+    /// Refuses a TLS socket without a certificate, and an advertised address no client can
+    /// reach (a wildcard host): the node checks this before it announces the listener, so
+    /// either mistake is one start-up error.
     pub fn check(&self) -> Result<(), KafkaListenError> {
+        let advertised = [
+            ("advertised_listen", Some(self.advertised())),
+            ("advertised_tls_listen", self.advertised_tls()),
+        ];
+        for (key, address) in advertised {
+            if let Some(address) = address
+                && advertises_a_wildcard(&address)
+            {
+                return Err(KafkaListenError::AdvertisedUnspecified { key, address });
+            }
+        }
         match &self.tls {
             Some(TlsSocket {
                 listener,
@@ -324,6 +347,17 @@ impl Accepted {
         )
         .await;
     }
+}
+
+/// Whether `host:port` names the wildcard address (`0.0.0.0`, `[::]`).
+pub fn advertises_a_wildcard(address: &str) -> bool {
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
 }
 
 fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {

@@ -264,6 +264,9 @@ fn host_port(origin: &str, key: &str, address: String) -> Result<String, String>
         .and_then(|(host, port)| (!host.is_empty()).then_some(port))
         .and_then(|port| port.parse::<u16>().ok());
     match port {
+        Some(_) if listener::advertises_a_wildcard(&address) => Err(format!(
+            "{origin}: kafka.{key}: {address:?} is a wildcard address clients cannot connect to; give this node's routable host:port"
+        )),
         Some(_) => Ok(address),
         None => Err(format!(
             "{origin}: kafka.{key}: {address:?} is not host:port"
@@ -342,6 +345,14 @@ mod settings_tests {
             (
                 "[kafka]\nadvertised_listen = \"host\"\n",
                 "kafka.advertised_listen",
+            ),
+            (
+                "[kafka]\nadvertised_listen = \"0.0.0.0:9092\"\n",
+                "kafka.advertised_listen",
+            ),
+            (
+                "[kafka]\nadvertised_tls_listen = \"[::]:9093\"\n",
+                "kafka.advertised_tls_listen",
             ),
             ("[kafka]\nconnections_max = 0\n", "kafka.connections_max"),
             (

@@ -508,3 +508,21 @@ async fn idle_connections_are_closed() {
     let _ = running.stop.send(true);
     running.serving.await.unwrap();
 }
+
+#[test]
+fn a_wildcard_advertised_address_is_one_clear_error() {
+    // Listening on every address without saying which one clients use: Metadata would
+    // send them to 0.0.0.0, so the node refuses to start.
+    let listener =
+        KafkaListener::bind("0.0.0.0:0".parse().unwrap(), KafkaSettings::default()).unwrap();
+    let message = listener.check().unwrap_err().to_string();
+    assert!(message.contains("0.0.0.0:"), "{message}");
+    assert!(message.contains("advertised_listen"), "{message}");
+    // Given a routable address, it starts.
+    let mut listener = listener;
+    listener.advertise("broker.example:9092".to_owned());
+    listener.check().unwrap();
+    assert!(advertises_a_wildcard("[::]:9092"));
+    assert!(!advertises_a_wildcard("[::1]:9092"));
+    assert!(!advertises_a_wildcard("broker.example:9092"));
+}
