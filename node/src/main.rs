@@ -41,6 +41,10 @@ struct Arguments {
     /// [default: the --listen address, on TCP].
     #[arg(long, value_name = "ADDR")]
     kafka_listen: Option<SocketAddr>,
+    /// TCP address of the Kafka TLS listener (overrides the config file; turns the Kafka
+    /// listener on); it presents the node's QUIC certificate [default: no TLS listener].
+    #[arg(long, value_name = "ADDR")]
+    kafka_tls_listen: Option<SocketAddr>,
     /// TLS certificate chain, PEM (with --tls-key); default: a generated dev CA.
     #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -189,6 +193,10 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         config.kafka.enabled = true;
         config.kafka.listen = Some(kafka_listen);
     }
+    if let Some(kafka_tls_listen) = arguments.kafka_tls_listen {
+        config.kafka.enabled = true;
+        config.kafka.tls_listen = Some(kafka_tls_listen);
+    }
     // Checks that need no disk come first, so a mistake in flags or a busy port leaves no
     // data directory behind (issue 11, bug 2): TLS flags and the operator's certificate
     // files, the disk backend, the open-file limit, the listen port.
@@ -196,6 +204,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // (`ledge-peer/0`, mTLS) on the one endpoint.
     let mut peers = None;
     let mut cluster_tls_loaded = None;
+    // The certificate the Kafka TLS listener presents: the one QUIC presents.
+    let mut kafka_certificate = None;
     let operator_tls = if let Some(cluster) = &config.cluster {
         for warning in cluster.warnings() {
             tracing::warn!("{warning}");
@@ -227,14 +237,20 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             &config.transport,
         )?;
         peers = Some(Arc::new(service));
+        kafka_certificate = Some(tls::ServerTls {
+            chain: cluster_tls.chain.clone(),
+            key: cluster_tls.key.clone_key(),
+            dev_ca: None,
+        });
         cluster_tls_loaded = Some((cluster_tls, incarnation_id()?));
         Some(server_config)
     } else {
         match tls::TlsSource::from_flags(config.tls_cert.as_deref(), config.tls_key.as_deref())? {
-            tls::TlsSource::Files { cert, key } => Some(quic::server_config(
-                tls::load(&cert, &key, None)?,
-                &config.transport,
-            )?),
+            tls::TlsSource::Files { cert, key } => {
+                let loaded = tls::load(&cert, &key, None)?;
+                kafka_certificate = Some(loaded.duplicate());
+                Some(quic::server_config(loaded, &config.transport)?)
+            }
             tls::TlsSource::DevCa => None,
         }
     };
@@ -298,6 +314,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             if let Some(ca) = &dev.dev_ca {
                 tracing::info!(ca = %ca.display(), "clients verify this node with --ca {}", ca.display());
             }
+            kafka_certificate = Some(dev.duplicate());
             quic::server_config(dev, &config.transport)?
         }
     };
@@ -349,24 +366,52 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     let address = server.local_addr().context("reading the bound address")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // What this node registers with the controller, so the other nodes' Metadata answers
+    // send Kafka clients here (none of either: Kafka is off on this node).
+    let mut kafka_listeners = ledge_node::controller::records::KafkaListeners::default();
     let kafka_serving = match kafka {
         Some(mut kafka) => {
             let address = kafka
                 .local_addr()
                 .context("reading the Kafka listener's address")?;
+            let tls_address = kafka
+                .local_tls_addr()
+                .transpose()
+                .context("reading the Kafka TLS listener's address")?;
             // Listening on every address (0.0.0.0): clients are given the host QUIC
             // advertises, on the Kafka port.
+            let quic_host = config
+                .broker
+                .advertised_address
+                .rsplit_once(':')
+                .map_or(config.broker.advertised_address.as_str(), |(host, _)| host)
+                .to_owned();
             if config.kafka.advertised_listen.is_none() && address.ip().is_unspecified() {
-                let host = config
-                    .broker
-                    .advertised_address
-                    .rsplit_once(':')
-                    .map_or(config.broker.advertised_address.as_str(), |(host, _)| host);
-                kafka.advertise(format!("{host}:{}", address.port()));
+                kafka.advertise(format!("{quic_host}:{}", address.port()));
             }
+            if let Some(tls_address) = tls_address {
+                if config.kafka.advertised_tls_listen.is_none() && tls_address.ip().is_unspecified()
+                {
+                    kafka.advertise_tls(format!("{quic_host}:{}", tls_address.port()));
+                }
+                if let Some(certificate) = kafka_certificate.take() {
+                    kafka.present(certificate)?;
+                }
+            }
+            if let Err(error) = kafka.check() {
+                let _ = stop.send(true);
+                broker.close().await;
+                return Err(error.into());
+            }
+            kafka_listeners.plaintext = Some(kafka.advertised());
+            kafka_listeners.tls = kafka.advertised_tls();
             tracing::info!(%address, advertised = %kafka.advertised(), "kafka listener up");
             // Before the readiness line, so whoever waits on that has read this one too.
             println!("ledge-node kafka listening on {address}");
+            if let Some(tls_address) = tls_address {
+                tracing::info!(address = %tls_address, advertised = ?kafka.advertised_tls(), "kafka TLS listener up");
+                println!("ledge-node kafka tls listening on {tls_address}");
+            }
             Some(tokio::spawn(
                 kafka.serve(Arc::clone(&broker), stopped.clone()),
             ))
@@ -397,6 +442,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                             topic_partitions_max: config.broker.topic_partitions_max,
                         },
                         election_timeout: None,
+                        kafka_listeners: Some(kafka_listeners.clone()),
                     })
                 }) {
                 Ok(links) => links,

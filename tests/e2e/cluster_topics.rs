@@ -34,6 +34,11 @@ impl Cluster {
 
     /// [`Cluster::start`] with `cluster_keys` (TOML lines) added to each node's `[cluster]`.
     pub(crate) fn start_with_keys(cluster_keys: &str) -> Self {
+        Self::start_edited(cluster_keys, |config| config)
+    }
+
+    /// [`Cluster::start_with_keys`], each node's config text then passed through `edit`.
+    pub(crate) fn start_edited(cluster_keys: &str, edit: impl Fn(String) -> String) -> Self {
         let temporary = tempfile::tempdir().unwrap();
         let dir = temporary.path().join("cluster");
         let base_port = free_udp_port_run(3);
@@ -50,9 +55,11 @@ impl Cluster {
         let nodes: Vec<NodeProcess> = (1..=3u16)
             .map(|id| {
                 let path = dir.join(format!("node-{id}.toml"));
-                let config = std::fs::read_to_string(&path)
-                    .unwrap()
-                    .replace("[cluster]\n", &format!("[cluster]\n{cluster_keys}"));
+                let config = edit(
+                    std::fs::read_to_string(&path)
+                        .unwrap()
+                        .replace("[cluster]\n", &format!("[cluster]\n{cluster_keys}")),
+                );
                 std::fs::write(&path, config).unwrap();
                 NodeProcess::start_with(NodeOptions {
                     data_dir: Some(dir.join(format!("data/node-{id}"))),

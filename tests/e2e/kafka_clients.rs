@@ -24,7 +24,7 @@ fn workspace() -> PathBuf {
 }
 
 /// Reports a missing client: a failure where `.ci/run` installed them, else a loud skip.
-fn missing(client: &str) {
+pub(crate) fn missing(client: &str) {
     if std::env::var_os(REQUIRE_CLIENTS).is_some_and(|value| value == "1") {
         panic!("{client} is missing and {REQUIRE_CLIENTS}=1: .ci/run should have installed it");
     }
@@ -32,7 +32,7 @@ fn missing(client: &str) {
 }
 
 /// `kcat` on the PATH.
-fn kcat() -> Option<PathBuf> {
+pub(crate) fn kcat() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|directory| directory.join("kcat"))
@@ -63,7 +63,7 @@ fn ledge(node: &NodeProcess, args: &[&str]) {
 }
 
 /// Runs kcat with `args` (and `stdin`); its stdout, after checking it succeeded.
-fn run_kcat(kcat: &Path, args: &[&str], stdin: &str) -> String {
+pub(crate) fn run_kcat(kcat: &Path, args: &[&str], stdin: &str) -> String {
     use std::io::Write;
     let mut child = Command::new(kcat)
         .args(args)

@@ -49,15 +49,15 @@ pub(crate) fn kafka_java_lib() -> Option<PathBuf> {
 }
 
 /// What one tool run printed.
-struct ToolRun {
-    success: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct ToolRun {
+    pub(crate) success: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs the tool whose main class is `class` with `args` (and `stdin`), in a small JVM (the
 /// machine's cores are shared), killing it after [`TOOL_RUN_MAX`].
-fn tool(lib: &Path, class: &str, args: &[&str], stdin: &str) -> ToolRun {
+pub(crate) fn tool(lib: &Path, class: &str, args: &[&str], stdin: &str) -> ToolRun {
     let mut command = Command::new("java");
     command
         .args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"])
@@ -157,10 +157,10 @@ pub(crate) fn tool_ok(
     run.stdout
 }
 
-const TOPICS: &str = "org.apache.kafka.tools.TopicCommand";
+pub(crate) const TOPICS: &str = "org.apache.kafka.tools.TopicCommand";
 const CONFIGS: &str = "kafka.admin.ConfigCommand";
-const CONSOLE_PRODUCER: &str = "org.apache.kafka.tools.ConsoleProducer";
-const CONSOLE_CONSUMER: &str = "org.apache.kafka.tools.consumer.ConsoleConsumer";
+pub(crate) const CONSOLE_PRODUCER: &str = "org.apache.kafka.tools.ConsoleProducer";
+pub(crate) const CONSOLE_CONSUMER: &str = "org.apache.kafka.tools.consumer.ConsoleConsumer";
 const CONSUMER_GROUPS: &str = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
 const PRODUCER_PERF: &str = "org.apache.kafka.tools.ProducerPerformance";
 const OFFSETS: &str = "org.apache.kafka.tools.GetOffsetShell";

@@ -91,6 +91,8 @@ pub struct NodeProcess {
     pub addr: SocketAddr,
     /// The TCP address of its Kafka listener, if it runs one.
     pub kafka_addr: Option<SocketAddr>,
+    /// The TCP address of its Kafka TLS listener, if it runs one.
+    pub kafka_tls_addr: Option<SocketAddr>,
     /// Its data directory.
     pub data_dir: PathBuf,
     /// The dev CA it generated (`<data-dir>/tls/ca.pem`).
@@ -141,6 +143,7 @@ impl NodeProcess {
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
             kafka_addr: None,
+            kafka_tls_addr: None,
             ca_file: data_dir.join("tls").join("ca.pem"),
             log_file: data_dir.with_extension("log"),
             data_dir,
@@ -212,22 +215,32 @@ impl NodeProcess {
             // The node prints its Kafka address (if it listens for Kafka) before the ready
             // line.
             let mut kafka = None;
+            let mut kafka_tls = None;
             for line in BufReader::new(output_reader).lines() {
                 let Ok(line) = line else { break };
                 let _ = writeln!(log, "{line}");
                 if let Some(address) = line.strip_prefix("ledge-node kafka listening on ") {
                     kafka = Some(address.trim().to_string());
                 }
+                if let Some(address) = line.strip_prefix("ledge-node kafka tls listening on ") {
+                    kafka_tls = Some(address.trim().to_string());
+                }
                 if let Some(address) = line.strip_prefix("ledge-node listening on ") {
-                    let _ = ready_sender.send((address.trim().to_string(), kafka.take()));
+                    let _ = ready_sender.send((
+                        address.trim().to_string(),
+                        kafka.take(),
+                        kafka_tls.take(),
+                    ));
                 }
             }
         });
         match ready.recv_timeout(READY_TIMEOUT) {
-            Ok((address, kafka)) => {
+            Ok((address, kafka, kafka_tls)) => {
                 self.addr = address.parse().expect("node prints a socket address");
                 self.kafka_addr =
                     kafka.map(|kafka| kafka.parse().expect("node prints a socket address"));
+                self.kafka_tls_addr =
+                    kafka_tls.map(|kafka| kafka.parse().expect("node prints a socket address"));
             }
             Err(_) => {
                 let _ = child.kill();

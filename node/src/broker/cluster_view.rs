@@ -194,6 +194,28 @@ impl<D: Disk> Broker<D> {
         self.cluster_source.set(source).is_ok()
     }
 
+    /// This node's id (`node.node_id`, or `[cluster] node_id`).
+    pub fn own_node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// Where each registered node listens for Kafka clients, as it registered it (`None`
+    /// for a registration from a node built before nodes said so). Empty on a one-node
+    /// node.
+    pub fn registered_kafka_listeners(
+        &self,
+    ) -> BTreeMap<NodeId, Option<crate::controller::records::KafkaListeners>> {
+        let Some(source) = self.cluster_source.get() else {
+            return BTreeMap::new();
+        };
+        let image = source.image.borrow().clone();
+        image
+            .nodes
+            .iter()
+            .map(|(node_id, registration)| (*node_id, registration.kafka_listeners.clone()))
+            .collect()
+    }
+
     /// The live nodes, by id: this node alone, or in a cluster the registered, unfenced
     /// nodes of the image and this node (it is answering, so clients can reach it, even
     /// before it registered).

@@ -317,6 +317,7 @@ fn a_cluster_node_answers_from_the_metadata_image() {
             incarnation_id: node_epoch,
             storage_id: None,
             fenced,
+            kafka_listeners: None,
         };
         let mut image = MetadataImage::default();
         image.nodes.insert(5, registration(3, 9105, false));

@@ -23,6 +23,8 @@ use ledge_protocol::wire::{
     TopicMetadata, TopicResult, TransformDescription, UploadModuleRequest, UploadModuleResponse,
 };
 
+use ledge_protocol::BatchError;
+
 use super::Broker;
 use super::cluster_view::{ClusterSource, LeaderEpochError, ReplicationError};
 use super::create_partitions::CreatePartitionsError;
@@ -846,7 +848,8 @@ pub(super) fn produce_wire(error: &ProduceError) -> (ErrorCode, String) {
         ProduceError::InternalTopic { .. } => ErrorCode::InternalTopic,
         ProduceError::DiskFull { .. } => ErrorCode::DiskFull,
         ProduceError::Lookup(error) => lookup_code(error),
-        ProduceError::NoBatches | ProduceError::MalformedBatch(_) => ErrorCode::CorruptMessage,
+        ProduceError::NoBatches => ErrorCode::CorruptMessage,
+        ProduceError::MalformedBatch(error) => batch_code(error),
         ProduceError::InvalidTimestamp(_) => ErrorCode::InvalidTimestamp,
         ProduceError::Prepare(error) => prepare_code(error),
         ProduceError::Append(error) => append_code(error),
@@ -894,8 +897,26 @@ fn prepare_code(error: &PrepareError) -> ErrorCode {
 /// cannot fix.
 fn undecodable_batch_code(error: &ledge_protocol::DecodeError) -> ErrorCode {
     match error {
-        ledge_protocol::DecodeError::Batch(_) => ErrorCode::CorruptMessage,
+        ledge_protocol::DecodeError::Batch(error) => batch_code(error),
         _ => ErrorCode::InvalidRecord,
+    }
+}
+
+/// The error code for a batch refused by its header: framing and CRC failures are damage in
+/// transit (`CorruptMessage`, retriable); a header whose fields disagree under an intact CRC
+/// (a record count that lies, offsets that overflow, an unknown codec) was written so by the
+/// producer (`InvalidRecord`, as Kafka's `LogValidator` answers it), and the same bytes would
+/// fail again. The CRC is checked before the fields (`validate_batch`), so a field error
+/// never hides damage.
+fn batch_code(error: &BatchError) -> ErrorCode {
+    match error {
+        BatchError::BadLastOffsetDelta { .. }
+        | BatchError::BadMagic(_)
+        | BatchError::BadRecordCount(_)
+        | BatchError::OffsetOverflow { .. }
+        | BatchError::TimestampOrder { .. }
+        | BatchError::UnknownCompression(_) => ErrorCode::InvalidRecord,
+        _ => ErrorCode::CorruptMessage,
     }
 }
 
@@ -914,7 +935,7 @@ fn wasm_error_code(error: &WasmError) -> ErrorCode {
 /// service's offsets log alike.
 fn append_code(error: &AppendError) -> ErrorCode {
     match error {
-        AppendError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+        AppendError::InvalidBatch(error) => batch_code(error),
         // Records that do not match their (intact) header: the same bytes will fail
         // again, so the code is not a retriable one.
         AppendError::InvalidRecords(_) => ErrorCode::InvalidRecord,

@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 
 use super::image::{ApplyError, MetadataImage};
 use super::records::{
-    LeaderEpoch, MetadataRecord, NodeEpoch, NodeId, PartitionEpoch, PartitionState, StorageId,
-    TopicId,
+    KafkaListeners, LeaderEpoch, MetadataRecord, NodeEpoch, NodeId, PartitionEpoch, PartitionState,
+    StorageId, TopicId,
 };
 use crate::clock::deadline_after;
 
@@ -100,6 +100,8 @@ pub struct RegisterRequest {
     pub incarnation_id: u64,
     /// The node's data directory's id (`None` from a node built before storage ids).
     pub storage_id: Option<StorageId>,
+    /// Where it listens for Kafka clients (`None` from a node built before it said so).
+    pub kafka_listeners: Option<KafkaListeners>,
 }
 
 /// Why a request was refused; [`ControllerError::code`] names the Kafka error for the wire.
@@ -399,6 +401,7 @@ impl ControllerLogic {
             address: request.address.clone(),
             incarnation_id: request.incarnation_id,
             storage_id: request.storage_id,
+            kafka_listeners: request.kafka_listeners.clone(),
         })?;
         self.sessions.insert(
             request.node_id,

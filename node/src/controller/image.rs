@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{MetadataRecord, NodeEpoch, NodeId, PartitionState, StorageId, TopicId};
+use super::records::{
+    KafkaListeners, MetadataRecord, NodeEpoch, NodeId, PartitionState, StorageId, TopicId,
+};
 use crate::broker::metadata::{StoredModule, StoredTransform};
 
 /// Version of the snapshot encoding.
@@ -31,6 +33,10 @@ pub struct NodeRegistration {
     /// storage ids). Another id at the next registration means its replicas' data is gone.
     #[serde(default)]
     pub storage_id: Option<StorageId>,
+    /// Where it listens for Kafka clients (`None`: registered by a node built before that
+    /// was registered; see [`MetadataRecord::RegisterNode`]).
+    #[serde(default)]
+    pub kafka_listeners: Option<KafkaListeners>,
     /// Fenced nodes neither lead nor join an ISR.
     pub fenced: bool,
 }
@@ -334,6 +340,7 @@ impl MetadataImage {
                 address,
                 incarnation_id,
                 storage_id,
+                kafka_listeners,
             } => {
                 if *node_epoch <= self.node_epoch_high {
                     return Err(ApplyError::NodeEpochNotIncreasing {
@@ -350,6 +357,7 @@ impl MetadataImage {
                         address: address.clone(),
                         incarnation_id: *incarnation_id,
                         storage_id: *storage_id,
+                        kafka_listeners: kafka_listeners.clone(),
                         fenced: true,
                     },
                 );

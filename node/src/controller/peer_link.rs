@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use super::decisions::{ControllerError, RegisterRequest};
 use super::quorum::{Controller, ControllerRequestError, RaftMessage, TransportError};
-use super::records::{NodeEpoch, NodeId, StorageId};
+use super::records::{KafkaListeners, NodeEpoch, NodeId, StorageId};
 use super::{ControllerTransport, RaftReply};
 use crate::clock::Clock;
 use crate::cluster::peer::{
@@ -125,6 +125,10 @@ pub enum SessionRequest {
         /// The node's data directory's id (absent from a node built before storage ids).
         #[serde(default)]
         storage_id: Option<StorageId>,
+        /// Where the node listens for Kafka clients (absent from a node built before it
+        /// said so).
+        #[serde(default)]
+        kafka_listeners: Option<KafkaListeners>,
     },
     /// Heartbeat at `node_epoch`.
     Heartbeat {
@@ -214,6 +218,7 @@ pub async fn answer_session(
         SessionRequest::Register {
             incarnation_id,
             storage_id,
+            kafka_listeners,
         } => {
             let Some(address) = addresses.get(&from) else {
                 return SessionReply::Failed {
@@ -226,6 +231,7 @@ pub async fn answer_session(
                 address: address.to_string(),
                 incarnation_id,
                 storage_id,
+                kafka_listeners,
             };
             match controller.register(clock.now(), request).await {
                 Ok(node_epoch) => SessionReply::Registered { node_epoch },
@@ -344,6 +350,8 @@ pub struct NodeSession {
     /// The data directory's id (`<data_dir>/storage-id`): another one than at the last
     /// registration tells the controller this node's replicas are empty.
     pub storage_id: StorageId,
+    /// Where this node listens for Kafka clients, registered with the controller.
+    pub kafka_listeners: Option<KafkaListeners>,
     /// The controller voters, in the order to try them.
     pub voters: Vec<NodeId>,
     /// This node's controller (asked directly when it is the target, not over the network;
@@ -448,6 +456,7 @@ impl NodeSession {
                 None => SessionRequest::Register {
                     incarnation_id: self.incarnation_id,
                     storage_id: Some(self.storage_id),
+                    kafka_listeners: self.kafka_listeners.clone(),
                 },
                 Some(node_epoch) if *shutdown.requested.borrow_and_update() => {
                     SessionRequest::ControlledShutdown { node_epoch }
@@ -669,6 +678,7 @@ pub async fn start_node_cluster<D: crate::storage::disk::Disk>(
         incarnation_id,
         admin_limits,
         election_timeout: None,
+        kafka_listeners: None,
     };
     start_node_cluster_over(links, disk, data_dir).await
 }
@@ -694,6 +704,9 @@ pub struct NodeClusterLinks<'a> {
     /// openraft's election timeout range (`None`: [`super::ControllerConfig`]'s). The
     /// simulator gives each node its own from the seed.
     pub election_timeout: Option<(Duration, Duration)>,
+    /// Where this node listens for Kafka clients (`None`: it does not say, as the
+    /// simulator's nodes).
+    pub kafka_listeners: Option<KafkaListeners>,
 }
 
 /// The controller (a voter, or a learner on a non-voter) over the peer clients with its
@@ -713,6 +726,7 @@ pub async fn start_node_cluster_over<D: crate::storage::disk::Disk>(
         incarnation_id,
         admin_limits,
         election_timeout,
+        kafka_listeners,
     } = links;
     let addresses: BTreeMap<NodeId, SocketAddr> = cluster
         .peers
@@ -785,6 +799,7 @@ pub async fn start_node_cluster_over<D: crate::storage::disk::Disk>(
         node_id: cluster.node_id,
         incarnation_id,
         storage_id,
+        kafka_listeners,
         voters: cluster.controller_voters.clone(),
         local: controller.clone(),
         clients: clients.clone(),

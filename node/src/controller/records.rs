@@ -82,6 +82,16 @@ pub struct PartitionState {
     pub partition_epoch: PartitionEpoch,
 }
 
+/// Where a node listens for Kafka clients, as it registered it: the `host:port` its
+/// Metadata answers give for itself on each listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaListeners {
+    /// The plaintext listener's advertised address; `None` when the node has none.
+    pub plaintext: Option<String>,
+    /// The TLS listener's advertised address; `None` when the node has none.
+    pub tls: Option<String>,
+}
+
 /// A record of the metadata log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataRecord {
@@ -101,6 +111,11 @@ pub enum MetadataRecord {
         /// storage ids (and in records written then).
         #[serde(default)]
         storage_id: Option<StorageId>,
+        /// Where it listens for Kafka clients; `None` from a node built before nodes
+        /// registered it (and in records written then): such a node is taken to listen for
+        /// Kafka at `address` on TCP, the default `[kafka] listen`.
+        #[serde(default)]
+        kafka_listeners: Option<KafkaListeners>,
     },
     /// The node missed its heartbeats (or was replaced by a new incarnation): it may not
     /// lead or be added to an ISR.

@@ -11,13 +11,14 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::{mpsc, watch};
 
 use super::codec::{self, DecodedRequest};
 use super::dispatch::KafkaService;
+use crate::clock::Clock;
 use crate::storage::Disk;
 use crate::transport::budget::{ConnectionBudget, Reservation};
 
@@ -29,30 +30,46 @@ enum Incoming {
     ApiVersionsFallback { correlation_id: i32 },
 }
 
-/// Serves one connection until the client closes it, a frame does not decode, or the
-/// node shuts down (the request being answered is finished first).
-pub(crate) async fn serve_connection<D: Disk>(
-    stream: TcpStream,
+/// Serves one connection (plaintext TCP or TLS over it) until the client closes it, a
+/// frame does not decode, or the node shuts down (the request being answered is finished
+/// first), or it sends no request for `kafka.connections_max_idle_ms` of `clock`'s time.
+/// `remote` is the client's address, for the logs.
+pub(crate) async fn serve_connection<D: Disk, S>(
+    stream: S,
+    remote: Option<SocketAddr>,
+    clock: Arc<dyn Clock>,
     service: Arc<KafkaService<D>>,
     budget: ConnectionBudget,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let remote = stream.peer_addr().ok();
-    let _ = stream.set_nodelay(true);
-    let (reader, mut writer) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (reader, mut writer) = tokio::io::split(stream);
     let settings = service.settings();
     let (incoming, mut requests) =
         mpsc::channel(settings.requests_in_flight_per_connection_max.max(1));
     let reading = tokio::spawn(read_requests(
         reader,
+        remote,
         incoming,
         settings.frame_bytes_max,
         budget,
     ));
+    let idle_max = settings.connections_max_idle;
     loop {
+        // Idle: no request read since the last one was answered (Kafka's
+        // `connections.max.idle.ms`); a client that still wants the connection sends one.
         let next = tokio::select! {
-            next = requests.recv() => next,
+            next = crate::clock::timeout(&*clock, idle_max, requests.recv()) => next,
             _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let Ok(next) = next else {
+            tracing::debug!(
+                ?remote,
+                idle_ms = idle_max.as_millis(),
+                "kafka connection closed: idle for kafka.connections_max_idle_ms"
+            );
+            break;
         };
         let Some(next) = next else { break };
         let frame = match next {
@@ -89,13 +106,13 @@ pub(crate) async fn serve_connection<D: Disk>(
 }
 
 /// Reads and decodes frames until the stream ends or a frame is refused.
-async fn read_requests(
-    mut reader: OwnedReadHalf,
+async fn read_requests<S: AsyncRead>(
+    mut reader: ReadHalf<S>,
+    remote: Option<SocketAddr>,
     incoming: mpsc::Sender<Incoming>,
     frame_bytes_max: u32,
     budget: ConnectionBudget,
 ) {
-    let remote = reader.peer_addr().ok();
     loop {
         // An error: the client closed the connection (or it broke), nothing more to read.
         let Ok(length) = reader.read_i32().await else {

@@ -1,6 +1,7 @@
 //! Answers decoded Kafka requests: one arm per served API (the table in
 //! [`apis`](super::apis)), each calling its handler in [`handlers`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::KafkaSettings;
@@ -12,21 +13,40 @@ use super::handlers::{self, NodeAddresses};
 use crate::broker::Broker;
 use crate::storage::Disk;
 
+/// Which of the node's Kafka sockets a connection came in on: Metadata answered there lists
+/// every node at its address of the same kind, as Kafka's brokers answer per listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// `kafka.listen`.
+    Plaintext,
+    /// `kafka.tls_listen`.
+    Tls,
+}
+
 /// The Kafka listener's view of the node: the broker, and where clients reach this node.
 pub struct KafkaService<D: Disk> {
     broker: Arc<Broker<D>>,
     settings: KafkaSettings,
     /// `host:port` Metadata lists for this node.
     advertised: String,
+    /// The socket this service answers on.
+    kind: ListenerKind,
 }
 
 impl<D: Disk> KafkaService<D> {
-    /// A service over `broker`; Metadata lists this node at `advertised` (`host:port`).
-    pub fn new(broker: Arc<Broker<D>>, settings: KafkaSettings, advertised: String) -> Self {
+    /// A service over `broker` for the `kind` socket; Metadata lists this node at
+    /// `advertised` (`host:port`).
+    pub fn new(
+        broker: Arc<Broker<D>>,
+        settings: KafkaSettings,
+        advertised: String,
+        kind: ListenerKind,
+    ) -> Self {
         Self {
             broker,
             settings,
             advertised,
+            kind,
         }
     }
 
@@ -45,8 +65,23 @@ impl<D: Disk> KafkaService<D> {
         } = request;
         let client_id = header.client_id.as_deref().unwrap_or_default();
         let broker = &*self.broker;
+        // Only the answers that name nodes read the registrations.
+        let names_nodes = matches!(
+            body,
+            KafkaRequest::Metadata(_)
+                | KafkaRequest::DescribeCluster(_)
+                | KafkaRequest::DescribeTopicPartitions(_)
+                | KafkaRequest::FindCoordinator(_)
+        );
+        let registered = if names_nodes {
+            broker.registered_kafka_listeners()
+        } else {
+            BTreeMap::new()
+        };
         let addresses = NodeAddresses {
             own: &self.advertised,
+            kind: self.kind,
+            registered: &registered,
         };
         // One exhaustive match: a row added to the table without an arm does not compile.
         Some(match body {
@@ -107,7 +142,7 @@ impl<D: Disk> KafkaService<D> {
             ),
             // Groups (kafka/groups.rs): one arm per API.
             KafkaRequest::FindCoordinator(request) => KafkaResponse::FindCoordinator(
-                groups::find_coordinator(broker, &self.advertised, request, version).await,
+                groups::find_coordinator(broker, &addresses, request, version).await,
             ),
             KafkaRequest::JoinGroup(request) => KafkaResponse::JoinGroup(
                 groups::join_group(broker, client_id, "", request, version).await,

@@ -582,7 +582,7 @@ pub use crate::groups::service::OffsetDeleteRefusal;
 /// INVALID_REQUEST, as Kafka does.
 pub async fn find_coordinator<D: Disk>(
     broker: &Broker<D>,
-    own_address: &str,
+    addresses: &crate::kafka::handlers::NodeAddresses<'_>,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
@@ -617,14 +617,29 @@ pub async fn find_coordinator<D: Disk>(
             answer.node_id = BrokerId(-1);
             answer.port = -1;
         } else {
-            match broker
-                .group_coordinator_address(key.as_str(), own_address)
+            // The broker names another node at its registered (QUIC) address; clients go
+            // to its Kafka listener of the kind this request came in on.
+            let found = broker
+                .group_coordinator_address(key.as_str(), addresses.own)
                 .await
-            {
-                Ok((node_id, host, port)) => {
+                .map(|(node_id, host, port)| {
+                    let registered = format!("{host}:{port}");
+                    let kafka = addresses.kafka_address(broker.own_node_id(), node_id, &registered);
+                    (node_id, kafka)
+                });
+            match found {
+                Ok((node_id, Some((host, port)))) => {
                     answer.node_id = BrokerId(i32::try_from(node_id).unwrap_or(-1));
-                    answer.host = text(host);
+                    answer.host = host;
                     answer.port = port;
+                }
+                Ok((node_id, None)) => {
+                    answer.error_code = ResponseError::CoordinatorNotAvailable.code();
+                    answer.error_message = Some(text(format!(
+                        "the group's coordinator, node {node_id}, has no Kafka listener of this kind (plaintext or TLS)"
+                    )));
+                    answer.node_id = BrokerId(-1);
+                    answer.port = -1;
                 }
                 Err(error) => {
                     answer.error_code = coordinator_code(&error);

@@ -1,25 +1,33 @@
-//! The Kafka listener's TCP socket and accept loop: at most `kafka.connections_max`
-//! connections, one [`connection`](super::connection) driver each; a graceful shutdown
-//! stops accepting, lets requests being answered finish (up to `shutdown_grace`), then
-//! closes every connection.
+//! The Kafka listener's TCP sockets and accept loop: the plaintext socket (`kafka.listen`)
+//! and, when configured, the TLS socket (`kafka.tls_listen`, presenting the certificate the
+//! QUIC listener presents). Both share one limit of `kafka.connections_max` connections and
+//! one bytes-in-flight budget; each connection gets one
+//! [`connection`](super::connection) driver. A TLS connection holds its slot during the
+//! handshake, which must finish within `kafka.tls_handshake_timeout_ms`, and is closed
+//! after `kafka.connections_max_idle_ms` without a request.
+//!
+//! A graceful shutdown stops accepting, lets requests being answered finish (up to
+//! `shutdown_grace`), then closes every connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
 use super::KafkaSettings;
 use super::connection::serve_connection;
-use super::dispatch::KafkaService;
+use super::dispatch::{KafkaService, ListenerKind};
 use crate::broker::Broker;
 use crate::storage::Disk;
-use crate::transport::budget::InFlightBudget;
+use crate::transport::budget::{ConnectionBudget, InFlightBudget};
+use crate::transport::tls::ServerTls;
 
 /// Why the Kafka listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaListenError {
-    /// Binding the TCP socket failed (most often: the port is in use).
+    /// Binding the plaintext TCP socket failed (most often: the port is in use).
     // The OS error is in the message, not a `source`, so a `{:#}` chain prints it once.
     #[error(
         "cannot listen for Kafka clients on {addr} (TCP): {cause}; choose another address with [kafka] listen or --kafka-listen, or turn the listener off with [kafka] enabled = false"
@@ -30,31 +38,86 @@ pub enum KafkaListenError {
         /// The operating system's error.
         cause: std::io::Error,
     },
+    /// Binding the TLS socket failed.
+    #[error(
+        "cannot listen for Kafka TLS clients on {addr} (TCP): {cause}; choose another address with [kafka] tls_listen or --kafka-tls-listen"
+    )]
+    BindTls {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        cause: std::io::Error,
+    },
+    /// A TLS socket is bound but no certificate was given to present on it.
+    #[error(
+        "the Kafka TLS listener on {addr} has no certificate: give the node one (--tls-cert and --tls-key, or a [cluster] certificate), or remove [kafka] tls_listen"
+    )]
+    NoCertificate {
+        /// The TLS socket's address.
+        addr: SocketAddr,
+    },
+    /// The address Metadata would give clients for this node is a wildcard (0.0.0.0 or
+    /// `::`), which no client can connect to.
+    #[error(
+        "the Kafka listener would advertise {address}, which clients cannot reach: set [kafka] {key} to this node's routable host:port (or node.advertised_address, whose host a wildcard listener advertises)"
+    )]
+    AdvertisedUnspecified {
+        /// The key to set (`advertised_listen` or `advertised_tls_listen`).
+        key: &'static str,
+        /// The unreachable address.
+        address: String,
+    },
+    /// The certificate and key do not make a TLS server configuration.
+    #[error("the Kafka TLS listener cannot use the node's certificate: {0}")]
+    Certificate(String),
 }
 
-/// A bound Kafka listener.
+/// The TLS socket and, once given, what it presents.
+struct TlsSocket {
+    listener: std::net::TcpListener,
+    acceptor: Option<TlsAcceptor>,
+}
+
+/// A bound Kafka listener: the plaintext socket, and the TLS socket if configured.
 pub struct KafkaListener {
     listener: std::net::TcpListener,
+    tls: Option<TlsSocket>,
     settings: KafkaSettings,
 }
 
 impl KafkaListener {
-    /// Binds the TCP socket. Needs no runtime and no disk, so the node does it before it
-    /// touches its data directory: a busy port is one clear error at start.
+    /// Binds the plaintext socket at `addr` and, with `settings.tls_listen`, the TLS socket.
+    /// Needs no runtime and no disk, so the node does it before it touches its data
+    /// directory: a busy port is one clear error at start.
     pub fn bind(addr: SocketAddr, settings: KafkaSettings) -> Result<Self, KafkaListenError> {
-        let bind_error = |cause| KafkaListenError::Bind { addr, cause };
-        let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-        listener.set_nonblocking(true).map_err(bind_error)?;
-        Ok(Self { listener, settings })
+        let listener = bind_socket(addr).map_err(|cause| KafkaListenError::Bind { addr, cause })?;
+        let tls = match settings.tls_listen {
+            None => None,
+            Some(addr) => Some(TlsSocket {
+                listener: bind_socket(addr)
+                    .map_err(|cause| KafkaListenError::BindTls { addr, cause })?,
+                acceptor: None,
+            }),
+        };
+        Ok(Self {
+            listener,
+            tls,
+            settings,
+        })
     }
 
-    /// The bound address (the real port when asked for port 0).
+    /// The bound plaintext address (the real port when asked for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// The `host:port` Metadata gives clients for this node: `advertised_listen`, else the
-    /// bound address.
+    /// The bound TLS address, if there is a TLS socket.
+    pub fn local_tls_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.tls.as_ref().map(|tls| tls.listener.local_addr())
+    }
+
+    /// The `host:port` Metadata gives plaintext clients for this node: `advertised_listen`,
+    /// else the bound address.
     pub fn advertised(&self) -> String {
         match &self.settings.advertised_listen {
             Some(advertised) => advertised.clone(),
@@ -64,21 +127,97 @@ impl KafkaListener {
         }
     }
 
-    /// Sets the `host:port` Metadata gives clients for this node.
+    /// The `host:port` Metadata gives TLS clients for this node: `advertised_tls_listen`,
+    /// else the bound TLS address; `None` without a TLS socket.
+    pub fn advertised_tls(&self) -> Option<String> {
+        let tls = self.tls.as_ref()?;
+        Some(match &self.settings.advertised_tls_listen {
+            Some(advertised) => advertised.clone(),
+            None => tls
+                .listener
+                .local_addr()
+                .map_or_else(|_| String::new(), |address| address.to_string()),
+        })
+    }
+
+    /// Sets the `host:port` Metadata gives plaintext clients for this node.
     pub fn advertise(&mut self, address: String) {
         self.settings.advertised_listen = Some(address);
     }
 
-    /// Serves until `shutdown` turns true.
-    pub async fn serve<D: Disk>(self, broker: Arc<Broker<D>>, mut shutdown: watch::Receiver<bool>) {
-        let advertised = self.advertised();
-        let local = self.local_addr().ok();
-        let listener = match TcpListener::from_std(self.listener) {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::error!(?local, %error, "kafka listener cannot start");
-                return;
+    /// Sets the `host:port` Metadata gives TLS clients for this node.
+    pub fn advertise_tls(&mut self, address: String) {
+        self.settings.advertised_tls_listen = Some(address);
+    }
+
+    /// Gives the TLS socket the certificate chain and key to present (the QUIC listener's).
+    /// TLS 1.2 and 1.3, no ALPN and no client certificates, as Kafka's `SSL` listeners by
+    /// default. Without a TLS socket it does nothing.
+    pub fn present(&mut self, certificate: ServerTls) -> Result<(), KafkaListenError> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(());
+        };
+        let failed = |error: rustls::Error| KafkaListenError::Certificate(error.to_string());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(failed)?
+            .with_no_client_auth()
+            .with_single_cert(certificate.chain, certificate.key)
+            .map_err(failed)?;
+        tls.acceptor = Some(TlsAcceptor::from(Arc::new(config)));
+        Ok(())
+    }
+
+    /// Refuses a TLS socket without a certificate, and an advertised address no client can
+    /// reach (a wildcard host): the node checks this before it announces the listener, so
+    /// either mistake is one start-up error.
+    pub fn check(&self) -> Result<(), KafkaListenError> {
+        let advertised = [
+            ("advertised_listen", Some(self.advertised())),
+            ("advertised_tls_listen", self.advertised_tls()),
+        ];
+        for (key, address) in advertised {
+            if let Some(address) = address
+                && advertises_a_wildcard(&address)
+            {
+                return Err(KafkaListenError::AdvertisedUnspecified { key, address });
             }
+        }
+        match &self.tls {
+            Some(TlsSocket {
+                listener,
+                acceptor: None,
+            }) => Err(KafkaListenError::NoCertificate {
+                addr: listener
+                    .local_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Serves until `shutdown` turns true. A TLS socket without a certificate
+    /// ([`check`](Self::check)) is not served.
+    pub async fn serve<D: Disk>(self, broker: Arc<Broker<D>>, mut shutdown: watch::Receiver<bool>) {
+        if let Err(error) = self.check() {
+            tracing::error!(%error, "kafka TLS listener not started");
+        }
+        let advertised = self.advertised();
+        let advertised_tls = self.advertised_tls();
+        let local = self.local_addr().ok();
+        let Some(listener) = from_std(self.listener, local) else {
+            return;
+        };
+        let (tls_listener, acceptor) = match self.tls {
+            Some(TlsSocket {
+                listener,
+                acceptor: Some(acceptor),
+            }) => {
+                let local = listener.local_addr().ok();
+                (from_std(listener, local), Some(acceptor))
+            }
+            _ => (None, None),
         };
         let settings = self.settings;
         let connections = Arc::new(Semaphore::new(settings.connections_max));
@@ -87,11 +226,25 @@ impl KafkaListener {
             settings.in_flight_bytes_per_connection_max,
         );
         let grace = settings.shutdown_grace;
-        let service = Arc::new(KafkaService::new(Arc::clone(&broker), settings, advertised));
+        let plain_service = Arc::new(KafkaService::new(
+            Arc::clone(&broker),
+            settings.clone(),
+            advertised,
+            ListenerKind::Plaintext,
+        ));
+        let tls_service = advertised_tls.map(|advertised| {
+            Arc::new(KafkaService::new(
+                Arc::clone(&broker),
+                settings.clone(),
+                advertised,
+                ListenerKind::Tls,
+            ))
+        });
         let mut tasks = tokio::task::JoinSet::new();
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let (accepted, over_tls) = tokio::select! {
+                accepted = listener.accept() => (accepted, false),
+                accepted = accept(tls_listener.as_ref()) => (accepted, true),
                 _ = shutdown.wait_for(|stop| *stop) => break,
             };
             // Reap finished connections so the set does not grow with every one served.
@@ -107,19 +260,53 @@ impl KafkaListener {
                 }
             };
             let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                tracing::warn!(%remote, limit = service.settings().connections_max, "kafka connection refused: kafka.connections_max reached");
+                tracing::warn!(%remote, limit = settings.connections_max, "kafka connection refused: kafka.connections_max reached");
                 drop(stream);
                 continue;
             };
-            let service = Arc::clone(&service);
-            let budget = budget.connection();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                let _permit = permit;
-                serve_connection(stream, service, budget, shutdown).await;
-            });
+            let _ = stream.set_nodelay(true);
+            let connection = Accepted {
+                permit,
+                clock: broker.clock(),
+                budget: budget.connection(),
+                shutdown: shutdown.clone(),
+                remote,
+            };
+            match (over_tls, &acceptor, &tls_service) {
+                (true, Some(acceptor), Some(service)) => {
+                    let acceptor = acceptor.clone();
+                    let service = Arc::clone(service);
+                    let clock = broker.clock();
+                    tasks.spawn(async move {
+                        let handshake = settings.tls_handshake_timeout;
+                        let stream = match crate::clock::timeout(
+                            &*clock,
+                            handshake,
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::info!(%remote, %error, "kafka TLS connection closed: handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(%remote, timeout_ms = handshake.as_millis(), "kafka TLS connection closed: handshake not finished within kafka.tls_handshake_timeout_ms");
+                                return;
+                            }
+                        };
+                        connection.serve(stream, service).await;
+                    });
+                }
+                _ => {
+                    let service = Arc::clone(&plain_service);
+                    tasks.spawn(connection.serve(stream, service));
+                }
+            }
         }
         drop(listener);
+        drop(tls_listener);
         // Connections finish the request they are answering, then close.
         let drained = async { while tasks.join_next().await.is_some() {} };
         if crate::clock::timeout(&*broker.clock(), grace, drained)
@@ -131,6 +318,69 @@ impl KafkaListener {
                 "kafka listener: shutdown grace over; closing connections with requests unanswered"
             );
         }
+    }
+}
+
+/// An accepted connection with its share of the listener's limits.
+struct Accepted {
+    /// One of `kafka.connections_max`, held until the connection ends.
+    permit: OwnedSemaphorePermit,
+    clock: Arc<dyn crate::clock::Clock>,
+    budget: ConnectionBudget,
+    shutdown: watch::Receiver<bool>,
+    remote: SocketAddr,
+}
+
+impl Accepted {
+    async fn serve<D: Disk, S>(self, stream: S, service: Arc<KafkaService<D>>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let _permit = self.permit;
+        serve_connection(
+            stream,
+            Some(self.remote),
+            self.clock,
+            service,
+            self.budget,
+            self.shutdown,
+        )
+        .await;
+    }
+}
+
+/// Whether `host:port` names the wildcard address (`0.0.0.0`, `[::]`).
+pub fn advertises_a_wildcard(address: &str) -> bool {
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+}
+
+fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+fn from_std(listener: std::net::TcpListener, local: Option<SocketAddr>) -> Option<TcpListener> {
+    match TcpListener::from_std(listener) {
+        Ok(listener) => Some(listener),
+        Err(error) => {
+            tracing::error!(?local, %error, "kafka listener cannot start");
+            None
+        }
+    }
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 

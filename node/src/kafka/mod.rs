@@ -53,6 +53,19 @@ pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX_DEFAULT: usize = 32;
 pub const IN_FLIGHT_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Default `[kafka] in_flight_bytes_per_connection_max`.
 pub const IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Default `[kafka] tls_handshake_timeout_ms`: a TLS client that has not finished its
+/// handshake 10 s after connecting is cut off, so a peer that opens TCP and sends nothing
+/// (or trickles) cannot hold one of `kafka.connections_max` slots. A handshake on loopback
+/// takes about a millisecond, across a continent a few round trips.
+pub const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default `[kafka] connections_max_idle_ms`: Kafka's `connections.max.idle.ms` (10 min).
+/// Clients reconnect on demand, so closing an idle connection costs a reconnect; keeping
+/// it costs a slot of `kafka.connections_max` and a socket.
+pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 600_000;
+/// Largest `[kafka] connections_max_idle_ms`: one day.
+pub const CONNECTIONS_MAX_IDLE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+/// Largest `[kafka] tls_handshake_timeout_ms`: five minutes.
+pub const TLS_HANDSHAKE_TIMEOUT_MS_MAX: u64 = 5 * 60 * 1000;
 
 /// The `[kafka]` section (docs/OPERATIONS.md, "Kafka listener").
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,8 +77,19 @@ pub struct KafkaSettings {
     pub listen: Option<SocketAddr>,
     /// `host:port` Metadata gives clients for this node; `None`: the bound address.
     pub advertised_listen: Option<String>,
+    /// TCP address of the TLS listener (`[kafka] tls_listen`); `None`: no TLS listener.
+    /// It presents the certificate the QUIC listener presents.
+    pub tls_listen: Option<SocketAddr>,
+    /// `host:port` Metadata gives clients of the TLS listener for this node; `None`: the
+    /// bound TLS address.
+    pub advertised_tls_listen: Option<String>,
+    /// How long a TLS client has to finish its handshake after connecting.
+    pub tls_handshake_timeout: Duration,
     /// Most open Kafka connections; more are accepted and closed at once.
     pub connections_max: usize,
+    /// A connection that sends no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub connections_max_idle: Duration,
     /// Largest request frame (its 4-byte length prefix excluded).
     pub frame_bytes_max: u32,
     /// Requests read ahead per connection while one is being answered.
@@ -84,7 +108,11 @@ impl Default for KafkaSettings {
             enabled: true,
             listen: None,
             advertised_listen: None,
+            tls_listen: None,
+            advertised_tls_listen: None,
+            tls_handshake_timeout: Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT),
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_max_idle: Duration::from_millis(CONNECTIONS_MAX_IDLE_MS_DEFAULT),
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             requests_in_flight_per_connection_max: REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX_DEFAULT,
             in_flight_bytes_max: IN_FLIGHT_BYTES_MAX_DEFAULT,
@@ -112,7 +140,11 @@ pub struct KafkaSection {
     enabled: Option<bool>,
     listen: Option<String>,
     advertised_listen: Option<String>,
+    tls_listen: Option<String>,
+    advertised_tls_listen: Option<String>,
+    tls_handshake_timeout_ms: Option<u64>,
     connections_max: Option<usize>,
+    connections_max_idle_ms: Option<u64>,
     frame_bytes_max: Option<u32>,
     requests_in_flight_per_connection_max: Option<usize>,
     in_flight_bytes_max: Option<u64>,
@@ -144,16 +176,26 @@ impl KafkaSection {
             })?);
         }
         if let Some(advertised) = self.advertised_listen {
-            let port = advertised
-                .rsplit_once(':')
-                .and_then(|(host, port)| (!host.is_empty()).then_some(port))
-                .and_then(|port| port.parse::<u16>().ok());
-            if port.is_none() {
-                return Err(format!(
-                    "{origin}: kafka.advertised_listen: {advertised:?} is not host:port"
-                ));
-            }
-            settings.advertised_listen = Some(advertised);
+            settings.advertised_listen = Some(host_port(origin, "advertised_listen", advertised)?);
+        }
+        if let Some(listen) = self.tls_listen {
+            settings.tls_listen = Some(listen.parse().map_err(|_| {
+                format!(
+                    "{origin}: kafka.tls_listen: {listen:?} is not an address like 127.0.0.1:9093"
+                )
+            })?);
+        }
+        if let Some(advertised) = self.advertised_tls_listen {
+            settings.advertised_tls_listen =
+                Some(host_port(origin, "advertised_tls_listen", advertised)?);
+        }
+        if let Some(value) = self.tls_handshake_timeout_ms {
+            settings.tls_handshake_timeout = Duration::from_millis(range(
+                "tls_handshake_timeout_ms",
+                value,
+                1,
+                TLS_HANDSHAKE_TIMEOUT_MS_MAX,
+            )?);
         }
         if let Some(value) = self.connections_max {
             settings.connections_max = range(
@@ -162,6 +204,14 @@ impl KafkaSection {
                 1,
                 CONNECTIONS_MAX_LIMIT as u64,
             )? as usize;
+        }
+        if let Some(value) = self.connections_max_idle_ms {
+            settings.connections_max_idle = Duration::from_millis(range(
+                "connections_max_idle_ms",
+                value,
+                1,
+                CONNECTIONS_MAX_IDLE_MS_MAX,
+            )?);
         }
         if let Some(value) = self.frame_bytes_max {
             settings.frame_bytes_max = range(
@@ -208,6 +258,23 @@ impl KafkaSection {
     }
 }
 
+/// Checks that `address` is `host:port`; the error names `kafka.<key>`.
+fn host_port(origin: &str, key: &str, address: String) -> Result<String, String> {
+    let port = address
+        .rsplit_once(':')
+        .and_then(|(host, port)| (!host.is_empty()).then_some(port))
+        .and_then(|port| port.parse::<u16>().ok());
+    match port {
+        Some(_) if listener::advertises_a_wildcard(&address) => Err(format!(
+            "{origin}: kafka.{key}: {address:?} is a wildcard address clients cannot connect to; give this node's routable host:port"
+        )),
+        Some(_) => Ok(address),
+        None => Err(format!(
+            "{origin}: kafka.{key}: {address:?} is not host:port"
+        )),
+    }
+}
+
 impl KafkaSettings {
     /// The TCP address to listen on, given the node's QUIC listen address.
     pub fn listen_address(&self, quic_listen: SocketAddr) -> SocketAddr {
@@ -246,6 +313,32 @@ mod settings_tests {
         assert_eq!(config.kafka.connections_max, 10);
         assert_eq!(config.kafka.frame_bytes_max, 1_048_576);
         assert_eq!(config.kafka.requests_in_flight_per_connection_max, 4);
+        assert_eq!(
+            config.kafka.connections_max_idle,
+            std::time::Duration::from_millis(super::CONNECTIONS_MAX_IDLE_MS_DEFAULT)
+        );
+        assert_eq!(
+            parse("[kafka]\nconnections_max_idle_ms = 1500\n")
+                .unwrap()
+                .kafka
+                .connections_max_idle,
+            std::time::Duration::from_millis(1500)
+        );
+        // The TLS listener is off unless asked for.
+        assert_eq!(config.kafka.tls_listen, None);
+        let tls = parse(
+            "[kafka]\ntls_listen = \"0.0.0.0:19093\"\nadvertised_tls_listen = \"broker.example:19093\"\ntls_handshake_timeout_ms = 2500\n",
+        )
+        .unwrap();
+        assert_eq!(tls.kafka.tls_listen, Some("0.0.0.0:19093".parse().unwrap()));
+        assert_eq!(
+            tls.kafka.advertised_tls_listen.as_deref(),
+            Some("broker.example:19093")
+        );
+        assert_eq!(
+            tls.kafka.tls_handshake_timeout,
+            std::time::Duration::from_millis(2500)
+        );
         assert!(!parse("[kafka]\nenabled = false\n").unwrap().kafka.enabled);
         for (text, key) in [
             ("[kafka]\nlisten = \"\"\n", "kafka.listen"),
@@ -254,7 +347,28 @@ mod settings_tests {
                 "[kafka]\nadvertised_listen = \"host\"\n",
                 "kafka.advertised_listen",
             ),
+            (
+                "[kafka]\nadvertised_listen = \"0.0.0.0:9092\"\n",
+                "kafka.advertised_listen",
+            ),
+            (
+                "[kafka]\nadvertised_tls_listen = \"[::]:9093\"\n",
+                "kafka.advertised_tls_listen",
+            ),
             ("[kafka]\nconnections_max = 0\n", "kafka.connections_max"),
+            (
+                "[kafka]\nconnections_max_idle_ms = 0\n",
+                "kafka.connections_max_idle_ms",
+            ),
+            ("[kafka]\ntls_listen = \"tls\"\n", "kafka.tls_listen"),
+            (
+                "[kafka]\nadvertised_tls_listen = \":9093\"\n",
+                "kafka.advertised_tls_listen",
+            ),
+            (
+                "[kafka]\ntls_handshake_timeout_ms = 0\n",
+                "kafka.tls_handshake_timeout_ms",
+            ),
             ("[kafka]\nframe_bytes_max = 10\n", "kafka.frame_bytes_max"),
             (
                 "[kafka]\nrequests_in_flight_per_connection_max = 0\n",

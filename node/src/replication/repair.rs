@@ -122,6 +122,7 @@ mod tests {
                     incarnation_id: 0,
                     storage_id: None,
                     fenced: false,
+                    kafka_listeners: None,
                 },
             );
         }

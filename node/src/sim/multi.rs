@@ -411,6 +411,7 @@ impl Node {
                     Duration::from_millis(election_timeout_ms),
                     Duration::from_millis(election_timeout_ms + 1),
                 )),
+                kafka_listeners: None,
             };
             let node_cluster =
                 assembly::start_cluster_services(&broker, links, disk.clone(), data_dir, true)

@@ -24,6 +24,18 @@ pub struct ServerTls {
     pub dev_ca: Option<PathBuf>,
 }
 
+impl ServerTls {
+    /// A copy, for a second listener presenting the same certificate (the Kafka TLS
+    /// listener beside QUIC).
+    pub fn duplicate(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            dev_ca: self.dev_ca.clone(),
+        }
+    }
+}
+
 /// Why TLS material could not be loaded or made.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -97,6 +97,7 @@ fn image(index: u64, topics: &[TopicSpec<'_>]) -> MetadataImage {
             incarnation_id: 1,
             storage_id: None,
             fenced: false,
+            kafka_listeners: None,
         },
     );
     for (name, id, replicas, configs) in topics {

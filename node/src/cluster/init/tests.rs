@@ -21,6 +21,7 @@ fn cluster_init_writes_configs_and_certificates_that_the_node_accepts() {
     assert_eq!(mode(&root.join("tls/ca.key")), 0o600);
     assert_eq!(mode(&root.join("tls/node-2.key")), 0o600);
     let mut data_dirs = std::collections::BTreeSet::new();
+    let mut kafka_listens = std::collections::BTreeSet::new();
     for id in 1..=3u32 {
         let config = NodeConfig::from_file(&root.join(format!("node-{id}.toml"))).unwrap();
         let cluster = config.cluster.clone().unwrap();
@@ -29,6 +30,7 @@ fn cluster_init_writes_configs_and_certificates_that_the_node_accepts() {
         assert_eq!(config.listen.port(), 9200 + u16::try_from(id).unwrap());
         // Its own Kafka port, the same number on TCP.
         assert_eq!(config.kafka.listen, Some(config.listen));
+        kafka_listens.insert(config.kafka.listen);
         assert_eq!(cluster.peers.len(), 3);
         assert_eq!(cluster.ca_file, root.join("tls/ca.pem"));
         assert!(config.data_dir.starts_with(&root));
@@ -41,6 +43,8 @@ fn cluster_init_writes_configs_and_certificates_that_the_node_accepts() {
         cluster.load_tls(1_900_000_000_000).unwrap();
     }
     assert_eq!(data_dirs.len(), 3);
+    // Each local node its own Kafka port (issue 14).
+    assert_eq!(kafka_listens.len(), 3, "{kafka_listens:?}");
     let text = report.render();
     assert!(
         text.contains(&format!(

@@ -63,6 +63,7 @@ pub(crate) async fn single_voter(disk: SimDisk, data_dir: &Path, nodes: u32) -> 
             address: format!("127.0.0.1:{}", 9100 + node_id),
             incarnation_id: u64::from(node_id),
             storage_id: None,
+            kafka_listeners: None,
         };
         let epoch = controller.register(clock.now(), request).await.unwrap();
         controller

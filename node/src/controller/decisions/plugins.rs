@@ -235,6 +235,7 @@ mod tests {
             address: "127.0.0.1:9101".into(),
             incarnation_id: 1,
             storage_id: None,
+            kafka_listeners: None,
         };
         let now = SystemClock.now();
         let (records, epoch) = logic.handle_register(&image, now, &request).unwrap();

@@ -51,6 +51,7 @@ impl Cluster {
             address: format!("127.0.0.1:{}", 9100 + node_id),
             incarnation_id,
             storage_id: Some(StorageId([disk; 16])),
+            kafka_listeners: None,
         };
         let (records, epoch) = self
             .logic
@@ -176,6 +177,7 @@ fn a_restart_registers_with_a_new_larger_epoch_and_a_retry_keeps_its_epoch() {
         address: "a".into(),
         incarnation_id: 1,
         storage_id: Some(StorageId([1; 16])),
+        kafka_listeners: None,
     };
     let (records, epoch) = cluster
         .logic

@@ -14,6 +14,7 @@ fn cluster(nodes: u32) -> (ControllerLogic, MetadataImage) {
             address: format!("127.0.0.1:{}", 9100 + node_id),
             incarnation_id: u64::from(node_id),
             storage_id: None,
+            kafka_listeners: None,
         };
         let (records, epoch) = logic.handle_register(&image, now, &request).unwrap();
         commit(&mut image, &records);

@@ -15,6 +15,7 @@ pub(crate) fn register(node_id: NodeId, node_epoch: NodeEpoch) -> MetadataRecord
         address: format!("127.0.0.1:{}", 9100 + node_id),
         incarnation_id: node_epoch,
         storage_id: None,
+        kafka_listeners: None,
     }
 }
 
@@ -379,4 +380,44 @@ proptest! {
             prop_assert_eq!(&MetadataImage::from_snapshot(&image.to_snapshot()).unwrap(), &image);
         }
     }
+}
+
+// Goal: a RegisterNode record written before nodes registered their Kafka listeners (no
+// `kafka_listeners` field) still decodes, as "not said" (the old same-port assumption),
+// and a new one round-trips. Method: the records' serde_json form, as the log stores them.
+#[test]
+fn register_node_records_without_kafka_listeners_still_decode() {
+    let old = r#"{"RegisterNode":{"node_id":2,"node_epoch":5,"address":"127.0.0.1:9102","incarnation_id":7,"storage_id":null}}"#;
+    let record: MetadataRecord = serde_json::from_str(old).unwrap();
+    let MetadataRecord::RegisterNode {
+        kafka_listeners, ..
+    } = &record
+    else {
+        panic!("{record:?}");
+    };
+    assert_eq!(kafka_listeners, &None);
+    let new = MetadataRecord::RegisterNode {
+        node_id: 2,
+        node_epoch: 6,
+        address: "127.0.0.1:9102".into(),
+        incarnation_id: 8,
+        storage_id: None,
+        kafka_listeners: Some(KafkaListeners {
+            plaintext: Some("127.0.0.1:19102".into()),
+            tls: None,
+        }),
+    };
+    let text = serde_json::to_string(&new).unwrap();
+    assert_eq!(serde_json::from_str::<MetadataRecord>(&text).unwrap(), new);
+    let mut image = MetadataImage::default();
+    image.apply(1, &record).unwrap();
+    assert_eq!(image.nodes[&2].kafka_listeners, None);
+    image.apply(2, &new).unwrap();
+    assert_eq!(
+        image.nodes[&2]
+            .kafka_listeners
+            .as_ref()
+            .and_then(|listeners| listeners.plaintext.as_deref()),
+        Some("127.0.0.1:19102")
+    );
 }

@@ -346,6 +346,7 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
             serde_json::to_vec(&SessionRequest::Register {
                 incarnation_id: 1,
                 storage_id: None,
+                kafka_listeners: None,
             })
             .unwrap(),
             "carried a NodeRegistration body",
@@ -390,6 +391,7 @@ async fn voters_form_a_quorum_over_quic_and_fence_a_lost_controller() {
             &serde_json::to_vec(&SessionRequest::Register {
                 incarnation_id: 103,
                 storage_id: None,
+                kafka_listeners: None,
             })
             .unwrap(),
         )

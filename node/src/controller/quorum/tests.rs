@@ -168,6 +168,7 @@ impl Quorum {
                 address: self.voters[id].clone(),
                 incarnation_id: u64::from(*id),
                 storage_id: None,
+                kafka_listeners: None,
             };
             let epoch = controller.register(now, request).await.unwrap();
             controller.heartbeat(now, *id, epoch).await.unwrap();
@@ -609,6 +610,7 @@ async fn registered_non_voters_follow_the_log_as_learners() {
         address: format!("127.0.0.1:{}", 9100 + id),
         incarnation_id: u64::from(id),
         storage_id: None,
+        kafka_listeners: None,
     };
     quorum
         .node(leader)

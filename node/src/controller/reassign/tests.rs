@@ -36,6 +36,7 @@ impl Cluster {
                 address: format!("127.0.0.1:{}", 9100 + node_id),
                 incarnation_id: u64::from(node_id),
                 storage_id: Some(StorageId([u8::try_from(node_id).unwrap(); 16])),
+                kafka_listeners: None,
             };
             let (records, _) = cluster
                 .logic

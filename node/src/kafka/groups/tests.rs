@@ -141,11 +141,17 @@ async fn a_consumer_joins_commits_describes_and_leaves() {
 
     let mut find = FindCoordinatorRequest::default();
     find.key = text("g");
-    let found = find_coordinator(&broker, "127.0.0.1:9092", find.clone(), 3).await;
+    let registered = BTreeMap::new();
+    let addresses = crate::kafka::handlers::NodeAddresses {
+        own: "127.0.0.1:9092",
+        kind: crate::kafka::dispatch::ListenerKind::Plaintext,
+        registered: &registered,
+    };
+    let found = find_coordinator(&broker, &addresses, find.clone(), 3).await;
     assert_eq!(found.error_code, 0);
     assert_eq!((found.host.as_str(), found.port), ("127.0.0.1", 9092));
     find.coordinator_keys = vec![text("g"), text("h")];
-    let batched = find_coordinator(&broker, "127.0.0.1:9092", find, 4).await;
+    let batched = find_coordinator(&broker, &addresses, find, 4).await;
     assert_eq!(batched.coordinators.len(), 2);
 
     let first = join_group(&broker, "consumer-1", "/127.0.0.1", join_request(""), 5).await;

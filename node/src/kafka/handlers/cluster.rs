@@ -69,13 +69,13 @@ pub async fn metadata<D: Disk>(
     response.brokers = native
         .nodes
         .iter()
-        .map(|node| {
-            let (host, port) = addresses.kafka_address(own_id, node.node_id, &node.address);
+        .filter_map(|node| {
+            let (host, port) = addresses.kafka_address(own_id, node.node_id, &node.address)?;
             let mut entry = metadata_response::MetadataResponseBroker::default();
             entry.node_id = BrokerId(broker_id(node.node_id));
             entry.host = host;
             entry.port = port;
-            entry
+            Some(entry)
         })
         .collect();
     if version >= 2 {
@@ -237,13 +237,13 @@ pub async fn describe_cluster<D: Disk>(
         .nodes
         .iter()
         .filter(|node| node.alive)
-        .map(|node| {
-            let (host, port) = addresses.kafka_address(own_id, node.node_id, &node.address);
+        .filter_map(|node| {
+            let (host, port) = addresses.kafka_address(own_id, node.node_id, &node.address)?;
             let mut entry = describe_cluster_response::DescribeClusterBroker::default();
             entry.broker_id = BrokerId(broker_id(node.node_id));
             entry.host = host;
             entry.port = port;
-            entry
+            Some(entry)
         })
         .collect();
     response

@@ -11,27 +11,49 @@ pub mod produce;
 pub mod producers;
 pub mod topics;
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
+
+use crate::controller::records::KafkaListeners;
+use crate::kafka::dispatch::ListenerKind;
 
 /// Where Kafka clients reach the nodes.
 #[derive(Clone, Copy, Debug)]
 pub struct NodeAddresses<'a> {
     /// This node's advertised Kafka address, `host:port`.
     pub own: &'a str,
+    /// The socket the request came in on.
+    pub kind: ListenerKind,
+    /// The other nodes' Kafka listeners, as they registered them with the controller.
+    pub registered: &'a BTreeMap<u32, Option<KafkaListeners>>,
 }
 
 impl NodeAddresses<'_> {
-    /// The Kafka `(host, port)` of `node_id`, whose native (QUIC) address is `address`.
-    /// Other nodes are listed at their registered address: a node's Kafka listener defaults
-    /// to its QUIC address and port (TCP and UDP port spaces are separate), so that is
-    /// where their Kafka clients find them (docs/KAFKA-COMPAT.md, "Known gaps").
-    pub fn kafka_address(&self, own_id: u32, node_id: u32, address: &str) -> (StrBytes, i32) {
+    /// The Kafka `(host, port)` of `node_id`, whose native (QUIC) address is `address`, on
+    /// the listener kind the request came in on; `None` when that node has no such
+    /// listener (Kafka leaves a broker without the client's listener out of Metadata).
+    /// A node registered without its Kafka listeners (built before nodes said so) is
+    /// taken to listen for plaintext Kafka at its QUIC address and port on TCP, the
+    /// default `[kafka] listen`.
+    pub fn kafka_address(
+        &self,
+        own_id: u32,
+        node_id: u32,
+        address: &str,
+    ) -> Option<(StrBytes, i32)> {
         if node_id == own_id {
-            split_host_port(self.own)
-        } else {
-            split_host_port(address)
+            return Some(split_host_port(self.own));
         }
+        let registered = self.registered.get(&node_id).cloned().flatten();
+        let listener = match (registered, self.kind) {
+            (Some(listeners), ListenerKind::Plaintext) => listeners.plaintext,
+            (Some(listeners), ListenerKind::Tls) => listeners.tls,
+            (None, ListenerKind::Plaintext) => Some(address.to_owned()),
+            (None, ListenerKind::Tls) => None,
+        };
+        listener.map(|listener| split_host_port(&listener))
     }
 }
 

@@ -29,3 +29,59 @@ fn topics_without_a_controller_id_get_a_stable_derived_one() {
     assert_ne!(kafka_topic_id("", ""), uuid::Uuid::nil());
     assert!(kafka_topic_id("", "").as_u128() >> 64 != 0);
 }
+
+// Goal: another node is listed at the Kafka listener it registered, of the kind the request
+// came in on; a node registered without its listeners (an old record) at its QUIC address
+// on TCP for plaintext and not at all for TLS; a node without the listener kind not at all.
+#[test]
+fn other_nodes_are_listed_at_their_registered_kafka_listeners() {
+    let registered = BTreeMap::from([
+        (
+            2,
+            Some(KafkaListeners {
+                plaintext: Some("10.0.0.2:19092".to_owned()),
+                tls: Some("broker2.example:19093".to_owned()),
+            }),
+        ),
+        (3, None),
+        (
+            4,
+            Some(KafkaListeners {
+                plaintext: Some("10.0.0.4:9092".to_owned()),
+                tls: None,
+            }),
+        ),
+    ]);
+    let plaintext = NodeAddresses {
+        own: "10.0.0.1:29092",
+        kind: ListenerKind::Plaintext,
+        registered: &registered,
+    };
+    let tls = NodeAddresses {
+        own: "10.0.0.1:29093",
+        kind: ListenerKind::Tls,
+        registered: &registered,
+    };
+    assert_eq!(
+        plaintext.kafka_address(1, 1, "10.0.0.1:9092"),
+        Some((text("10.0.0.1"), 29092))
+    );
+    assert_eq!(
+        plaintext.kafka_address(1, 2, "10.0.0.2:9092"),
+        Some((text("10.0.0.2"), 19092))
+    );
+    assert_eq!(
+        tls.kafka_address(1, 2, "10.0.0.2:9092"),
+        Some((text("broker2.example"), 19093))
+    );
+    assert_eq!(
+        plaintext.kafka_address(1, 3, "10.0.0.3:9092"),
+        Some((text("10.0.0.3"), 9092))
+    );
+    assert_eq!(tls.kafka_address(1, 3, "10.0.0.3:9092"), None);
+    assert_eq!(tls.kafka_address(1, 4, "10.0.0.4:9092"), None);
+    assert_eq!(
+        tls.kafka_address(1, 1, "10.0.0.1:9092"),
+        Some((text("10.0.0.1"), 29093))
+    );
+}

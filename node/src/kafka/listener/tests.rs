@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, MetadataResponse};
 use kafka_protocol::protocol::Decodable;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -25,6 +25,11 @@ struct Running {
 }
 
 async fn start(settings: KafkaSettings) -> Running {
+    let listener = KafkaListener::bind("127.0.0.1:0".parse().unwrap(), settings).unwrap();
+    start_listener(listener).await
+}
+
+async fn start_listener(listener: KafkaListener) -> Running {
     let broker = Broker::open(
         SimDisk::new(7),
         Path::new("/data"),
@@ -33,7 +38,6 @@ async fn start(settings: KafkaSettings) -> Running {
     )
     .await
     .unwrap();
-    let listener = KafkaListener::bind("127.0.0.1:0".parse().unwrap(), settings).unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = watch::channel(false);
     let serving = tokio::spawn(listener.serve(Arc::new(broker), stopped));
@@ -54,7 +58,7 @@ fn prefixed(api: ApiKey, version: i16, correlation_id: i32) -> Bytes {
 }
 
 /// Reads one response frame, length prefix included; `None` at the end of the stream.
-async fn read_response(stream: &mut TcpStream) -> Option<Bytes> {
+async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Bytes> {
     let mut length = [0u8; 4];
     stream.read_exact(&mut length).await.ok()?;
     let mut body = vec![0u8; i32::from_be_bytes(length) as usize];
@@ -65,7 +69,7 @@ async fn read_response(stream: &mut TcpStream) -> Option<Bytes> {
 }
 
 /// Whether the node closed the connection: the next read finds its end.
-async fn closed(stream: &mut TcpStream) -> bool {
+async fn closed<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
     let mut byte = [0u8; 1];
     matches!(stream.read(&mut byte).await, Ok(0) | Err(_))
 }
@@ -208,4 +212,317 @@ fn a_busy_port_is_one_clear_error() {
     assert!(message.contains(&address.to_string()), "{message}");
     assert!(message.contains("[kafka] listen"), "{message}");
     assert!(message.contains("enabled = false"), "{message}");
+}
+
+/// A running listener with a TLS socket presenting a development certificate, and a
+/// connector that trusts that certificate's CA.
+struct TlsRunning {
+    running: Running,
+    tls_address: SocketAddr,
+    connector: tokio_rustls::TlsConnector,
+    _certificates: tempfile::TempDir,
+}
+
+async fn start_tls(settings: KafkaSettings) -> TlsRunning {
+    let certificates = tempfile::tempdir().unwrap();
+    let certificate = crate::transport::tls::load_or_generate_dev(certificates.path()).unwrap();
+    let ca = std::fs::read(certificates.path().join("tls/ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let settings = KafkaSettings {
+        tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..settings
+    };
+    let mut listener = KafkaListener::bind("127.0.0.1:0".parse().unwrap(), settings).unwrap();
+    listener.present(certificate).unwrap();
+    let tls_address = listener.local_tls_addr().unwrap().unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsRunning {
+        running: start_listener(listener).await,
+        tls_address,
+        connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+        _certificates: certificates,
+    }
+}
+
+impl TlsRunning {
+    async fn connect(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.tls_address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        self.connector.connect(name, tcp).await.unwrap()
+    }
+
+    async fn stop(self) {
+        let _ = self.running.stop.send(true);
+        self.running.serving.await.unwrap();
+    }
+}
+
+use rustls::pki_types::pem::PemObject;
+
+// Goal: a Kafka client verifying the node's certificate gets the same answers over TLS as
+// over plaintext, and Metadata asked over TLS lists the node at its TLS address (a client
+// bootstrapped over TLS must be sent to a TLS port). Method: tokio-rustls as the client,
+// trusting only the dev CA; pipelined ApiVersions and Metadata.
+#[tokio::test]
+async fn tls_round_trip_lists_the_tls_address() {
+    let tls = start_tls(KafkaSettings::default()).await;
+    let mut stream = tls.connect().await;
+    let mut batch = BytesMut::new();
+    batch.put_slice(&prefixed(ApiKey::ApiVersions, 3, 1));
+    batch.put_slice(&prefixed(ApiKey::Metadata, 12, 2));
+    stream.write_all(&batch).await.unwrap();
+    let first = read_response(&mut stream).await.unwrap();
+    let (correlation, mut body) = split_response(ApiKey::ApiVersions, 3, &first);
+    assert_eq!(correlation, 1);
+    ApiVersionsResponse::decode(&mut body, 3).unwrap();
+    let second = read_response(&mut stream).await.unwrap();
+    let (correlation, mut body) = split_response(ApiKey::Metadata, 12, &second);
+    assert_eq!(correlation, 2);
+    let metadata = MetadataResponse::decode(&mut body, 12).unwrap();
+    assert_eq!(metadata.brokers.len(), 1);
+    assert_eq!(metadata.brokers[0].port, i32::from(tls.tls_address.port()));
+    // The plaintext socket still lists its own port.
+    let mut plain = TcpStream::connect(tls.running.address).await.unwrap();
+    plain
+        .write_all(&prefixed(ApiKey::Metadata, 12, 3))
+        .await
+        .unwrap();
+    let answer = read_response(&mut plain).await.unwrap();
+    let (_, mut body) = split_response(ApiKey::Metadata, 12, &answer);
+    let metadata = MetadataResponse::decode(&mut body, 12).unwrap();
+    assert_eq!(
+        metadata.brokers[0].port,
+        i32::from(tls.running.address.port())
+    );
+    tls.stop().await;
+}
+
+// Goal: what is not TLS on the TLS port (random bytes, a plaintext Kafka request, a
+// ClientHello cut short) closes that connection only; TLS and plaintext clients already
+// connected keep being answered. Method: each bad input on a fresh TCP connection, then a
+// request on each healthy connection.
+#[tokio::test]
+async fn garbage_on_the_tls_port_closes_that_connection_only() {
+    let settings = KafkaSettings {
+        tls_handshake_timeout: std::time::Duration::from_secs(30),
+        ..KafkaSettings::default()
+    };
+    let tls = start_tls(settings).await;
+    let mut healthy_tls = tls.connect().await;
+    let mut healthy_plain = TcpStream::connect(tls.running.address).await.unwrap();
+    let mut random = vec![0u8; 4096];
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for byte in &mut random {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *byte = state as u8;
+    }
+    let bad_inputs: Vec<Vec<u8>> = vec![
+        random,
+        prefixed(ApiKey::ApiVersions, 3, 7).to_vec(),
+        // A TLS handshake record header announcing 16 KiB, then the connection's end.
+        vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01],
+    ];
+    for (index, bytes) in bad_inputs.iter().enumerate() {
+        let mut stream = TcpStream::connect(tls.tls_address).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        stream.shutdown().await.unwrap();
+        // Whatever the node writes back (a TLS alert at most) ends with the close.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        assert!(rest.len() < 64, "bad input {index}: answered {rest:?}");
+        let correlation = index as i32;
+        healthy_tls
+            .write_all(&prefixed(ApiKey::ApiVersions, 3, correlation))
+            .await
+            .unwrap();
+        let answer = read_response(&mut healthy_tls).await.unwrap();
+        assert_eq!(
+            split_response(ApiKey::ApiVersions, 3, &answer).0,
+            correlation
+        );
+        healthy_plain
+            .write_all(&prefixed(ApiKey::ApiVersions, 3, correlation))
+            .await
+            .unwrap();
+        let answer = read_response(&mut healthy_plain).await.unwrap();
+        assert_eq!(
+            split_response(ApiKey::ApiVersions, 3, &answer).0,
+            correlation
+        );
+    }
+    tls.stop().await;
+}
+
+// Goal: a client that opens TCP to the TLS port and never finishes the handshake is cut off
+// after kafka.tls_handshake_timeout_ms and gives its slot back. Method: one connection
+// allowed; a silent TCP connection takes it; the node closes it (the read finds the end);
+// then a TLS client is served.
+#[tokio::test]
+async fn a_silent_tls_client_is_cut_off_after_the_handshake_timeout() {
+    let settings = KafkaSettings {
+        connections_max: 1,
+        tls_handshake_timeout: std::time::Duration::from_millis(200),
+        ..KafkaSettings::default()
+    };
+    let tls = start_tls(settings).await;
+    let mut silent = TcpStream::connect(tls.tls_address).await.unwrap();
+    // Bounded so a listener that never cuts it off fails instead of hanging.
+    let cut = crate::clock::timeout(
+        &crate::clock::SystemClock,
+        std::time::Duration::from_secs(30),
+        closed(&mut silent),
+    )
+    .await;
+    assert!(
+        matches!(cut, Ok(true)),
+        "the silent connection was not closed"
+    );
+    let mut served = None;
+    for attempt in 0..50 {
+        let tcp = TcpStream::connect(tls.tls_address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let Ok(mut stream) = tls.connector.connect(name, tcp).await else {
+            crate::clock::sleep(
+                &crate::clock::SystemClock,
+                std::time::Duration::from_millis(20),
+            )
+            .await;
+            continue;
+        };
+        let _ = stream
+            .write_all(&prefixed(ApiKey::ApiVersions, 3, attempt))
+            .await;
+        if let Some(answer) = read_response(&mut stream).await {
+            served = Some(answer);
+            break;
+        }
+    }
+    assert!(served.is_some(), "no TLS client served after the cut-off");
+    tls.stop().await;
+}
+
+#[test]
+fn a_tls_socket_without_a_certificate_is_one_clear_error() {
+    let settings = KafkaSettings {
+        tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..KafkaSettings::default()
+    };
+    let listener = KafkaListener::bind("127.0.0.1:0".parse().unwrap(), settings).unwrap();
+    let tls_address = listener.local_tls_addr().unwrap().unwrap();
+    let error = listener.check().unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, KafkaListenError::NoCertificate { .. }),
+        "{message}"
+    );
+    assert!(message.contains(&tls_address.to_string()), "{message}");
+    assert!(message.contains("tls_listen"), "{message}");
+    // Without a TLS socket there is nothing to present and nothing to refuse.
+    let plain =
+        KafkaListener::bind("127.0.0.1:0".parse().unwrap(), KafkaSettings::default()).unwrap();
+    plain.check().unwrap();
+}
+
+#[test]
+fn a_busy_tls_port_is_one_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let settings = KafkaSettings {
+        tls_listen: Some(address),
+        ..KafkaSettings::default()
+    };
+    let Err(error) = KafkaListener::bind("127.0.0.1:0".parse().unwrap(), settings) else {
+        panic!("bound a busy port");
+    };
+    let message = error.to_string();
+    assert!(message.contains(&address.to_string()), "{message}");
+    assert!(message.contains("tls_listen"), "{message}");
+}
+
+// Goal: a connection that sends no request for kafka.connections_max_idle_ms is closed
+// (Kafka's connections.max.idle.ms), one that keeps sending is not, and the closed one's
+// slot is free again. Method: a 1 s idle limit and one connection allowed; an active
+// connection sends a request every 100 ms for about a second and is answered every time;
+// once it stops, the node closes it (the read finds the end, bounded by 30 s); then a new
+// connection is served.
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let settings = KafkaSettings {
+        connections_max: 1,
+        connections_max_idle: std::time::Duration::from_millis(1000),
+        ..KafkaSettings::default()
+    };
+    let running = start(settings).await;
+    let clock = crate::clock::SystemClock;
+    let mut active = TcpStream::connect(running.address).await.unwrap();
+    for correlation in 0..10 {
+        active
+            .write_all(&prefixed(ApiKey::ApiVersions, 3, correlation))
+            .await
+            .unwrap();
+        let answer = read_response(&mut active)
+            .await
+            .expect("an active connection stays open");
+        assert_eq!(
+            split_response(ApiKey::ApiVersions, 3, &answer).0,
+            correlation
+        );
+        crate::clock::sleep(&clock, std::time::Duration::from_millis(100)).await;
+    }
+    let cut = crate::clock::timeout(
+        &clock,
+        std::time::Duration::from_secs(30),
+        closed(&mut active),
+    )
+    .await;
+    assert!(
+        matches!(cut, Ok(true)),
+        "the idle connection was not closed"
+    );
+    let mut served = None;
+    for attempt in 0..50 {
+        let mut next = TcpStream::connect(running.address).await.unwrap();
+        let _ = next
+            .write_all(&prefixed(ApiKey::ApiVersions, 3, attempt))
+            .await;
+        if let Some(answer) = read_response(&mut next).await {
+            served = Some(answer);
+            break;
+        }
+        crate::clock::sleep(&clock, std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        served.is_some(),
+        "no connection served after the idle one closed"
+    );
+    let _ = running.stop.send(true);
+    running.serving.await.unwrap();
+}
+
+#[test]
+fn a_wildcard_advertised_address_is_one_clear_error() {
+    // Listening on every address without saying which one clients use: Metadata would
+    // send them to 0.0.0.0, so the node refuses to start.
+    let listener =
+        KafkaListener::bind("0.0.0.0:0".parse().unwrap(), KafkaSettings::default()).unwrap();
+    let message = listener.check().unwrap_err().to_string();
+    assert!(message.contains("0.0.0.0:"), "{message}");
+    assert!(message.contains("advertised_listen"), "{message}");
+    // Given a routable address, it starts.
+    let mut listener = listener;
+    listener.advertise("broker.example:9092".to_owned());
+    listener.check().unwrap();
+    assert!(advertises_a_wildcard("[::]:9092"));
+    assert!(!advertises_a_wildcard("[::1]:9092"));
+    assert!(!advertises_a_wildcard("broker.example:9092"));
 }

@@ -358,6 +358,7 @@ fn initial_image() -> MetadataImage {
                 incarnation_id: u64::from(node),
                 storage_id: None,
                 fenced: false,
+                kafka_listeners: None,
             },
         );
     }
@@ -458,6 +459,7 @@ impl Cluster {
             address: format!("127.0.0.1:{}", 9100 + node),
             incarnation_id: 1_000 + u64::from(node),
             storage_id: None,
+            kafka_listeners: None,
         };
         let epoch = {
             let mut guard = self.controller.image.lock().unwrap();
