@@ -66,7 +66,7 @@ impl ControllerTransport for Link {
         let controller = self.router.nodes.lock().unwrap().get(&target).cloned();
         let controller = controller.ok_or_else(|| dropped("not running"))?;
         let reply = controller
-            .handle_raft_message(tokio::time::Instant::now().into_std(), message)
+            .handle_raft_message(SimClock::new(0).now(), message)
             .await
             .map_err(|refused| dropped(&refused.to_string()))?;
         // A partition that started during the call drops the answer.
@@ -506,7 +506,7 @@ async fn a_voter_never_grants_a_vote_below_one_it_granted_across_a_power_loss() 
     };
     let RaftReply::Vote(Ok(first)) = quorum
         .node(1)
-        .handle_raft_message(tokio::time::Instant::now().into_std(), ask(3))
+        .handle_raft_message(SimClock::new(0).now(), ask(3))
         .await
         .unwrap()
     else {
@@ -518,7 +518,7 @@ async fn a_voter_never_grants_a_vote_below_one_it_granted_across_a_power_loss() 
     quorum.boot(1).await;
     let RaftReply::Vote(Ok(second)) = quorum
         .node(1)
-        .handle_raft_message(tokio::time::Instant::now().into_std(), ask(2))
+        .handle_raft_message(SimClock::new(0).now(), ask(2))
         .await
         .unwrap()
     else {

@@ -92,6 +92,12 @@ fn commit_code(response: &OffsetCommitResponse) -> i16 {
 #[tokio::test(start_paused = true)]
 async fn find_coordinator_refuses_transaction_share_and_unknown_keys() {
     let broker = broker().await;
+    let registered = BTreeMap::new();
+    let addresses = crate::kafka::handlers::NodeAddresses {
+        own: "127.0.0.1:9092",
+        kind: crate::kafka::dispatch::ListenerKind::Plaintext,
+        registered: &registered,
+    };
     let cases = [
         (
             KEY_TYPE_TRANSACTION,
@@ -108,13 +114,13 @@ async fn find_coordinator_refuses_transaction_share_and_unknown_keys() {
         let mut find = FindCoordinatorRequest::default();
         find.key_type = key_type;
         find.key = text("txn-1");
-        let single = find_coordinator(&broker, "127.0.0.1:9092", find.clone(), 3).await;
+        let single = find_coordinator(&broker, &addresses, find.clone(), 3).await;
         assert_eq!(single.error_code, code, "key type {key_type}, v3");
         assert_eq!((single.node_id, single.port), (BrokerId(-1), -1));
         assert!(single.error_message.is_some());
 
         find.coordinator_keys = vec![text("txn-1"), text("txn-2")];
-        let batched = find_coordinator(&broker, "127.0.0.1:9092", find, 4).await;
+        let batched = find_coordinator(&broker, &addresses, find, 4).await;
         assert_eq!(batched.coordinators.len(), 2);
         for answer in &batched.coordinators {
             assert_eq!(answer.error_code, code, "key type {key_type}, v4");
@@ -124,7 +130,7 @@ async fn find_coordinator_refuses_transaction_share_and_unknown_keys() {
     let mut find = FindCoordinatorRequest::default();
     find.key_type = KEY_TYPE_GROUP;
     find.key = text("txn-1");
-    let group = find_coordinator(&broker, "127.0.0.1:9092", find, 3).await;
+    let group = find_coordinator(&broker, &addresses, find, 3).await;
     assert_eq!(group.error_code, 0);
     assert_eq!((group.host.as_str(), group.port), ("127.0.0.1", 9092));
 }
