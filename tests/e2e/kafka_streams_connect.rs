@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use ledge_e2e::NodeProcess;
 
+use crate::kafka_clients::{kcat, run_kcat};
 use crate::kafka_java::{kafka_java_lib, missing, tool_ok};
 
 /// How long a scenario waits for records to come out of Streams or Connect; the JVMs start
@@ -55,37 +56,6 @@ impl Phases {
     fn mark(&self, step: &str) {
         eprintln!("{:>6.1} s  {step}", self.0.elapsed().as_secs_f64());
     }
-}
-
-/// `kcat` on the PATH.
-fn kcat() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|directory| directory.join("kcat"))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Runs kcat with `args` and `stdin`; its stdout, after checking it succeeded.
-fn run_kcat(kcat: &Path, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(kcat)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kcat");
-    let mut input = child.stdin.take().expect("piped stdin");
-    input
-        .write_all(stdin.as_bytes())
-        .expect("write kcat's stdin");
-    drop(input);
-    let output = child.wait_with_output().expect("wait for kcat");
-    assert!(
-        output.status.success(),
-        "kcat {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("kcat prints UTF-8 here")
 }
 
 /// Every record of `topic` as `key\tvalue` lines, in offset order per partition.
