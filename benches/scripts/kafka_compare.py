@@ -40,7 +40,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -50,6 +49,9 @@ import time
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The differential run's helpers: children that die with this script, a free loopback port.
+sys.path.insert(0, os.path.join(ROOT, "tests", "kafka"))
+from differential import die_with_parent, free_port  # noqa: E402
 # A tool run still going after this is killed (the tools' own timeouts come first).
 TOOL_RUN_MAX_S = 600
 SERVER_START_MAX_S = 120
@@ -59,17 +61,6 @@ TOOL_JVM = ["-Xmx512m"]
 # What kafka-server-start.sh gives the broker.
 BROKER_JVM = ["-Xmx1g", "-Xms1g"]
 E2E_RATE = 5000
-
-
-def die_with_parent():
-    import ctypes
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def log(message):
