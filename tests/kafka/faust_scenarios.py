@@ -18,7 +18,8 @@ table (it logs "Worker ready"). `restart-backlog` sends them while the worker is
 that it finds them when it starts: that reproduces a race in Faust's recovery (on Kafka's
 broker as on Ledge, docs/KAFKA-COMPAT.md, "Faust") that processes some orders twice or
 never, and fails about one run in three; tests/kafka/faust_restart_race.py tallies it.
-`LEDGE_FAUST_LOG_LEVEL=debug` logs the workers' aiokafka requests and answers.
+`LEDGE_FAUST_LOG_LEVEL=debug` logs the workers' aiokafka requests and answers; Faust's own
+`DEVLOG=1` adds the records its consumer drops as already read (`DROPPED MESSAGE`).
 """
 
 import atexit
