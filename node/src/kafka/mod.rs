@@ -27,6 +27,7 @@ pub mod connection;
 pub mod consumer_groups;
 pub mod dispatch;
 pub mod errors;
+pub mod fetch_sessions;
 pub mod groups;
 pub mod handlers;
 pub mod listener;
