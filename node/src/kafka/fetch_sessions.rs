@@ -520,7 +520,8 @@ impl FetchSessionCache {
             cache.sessions.len() < cache.limits.sessions_max
                 && cache.partitions_cached + size <= cache.limits.partitions_max
         };
-        if !room(self) && !(self.try_evict(now, size) && room(self)) {
+        let has_room = room(self) || (self.try_evict(now, size) && room(self));
+        if !has_room {
             self.counters.refused += 1;
             return NO_SESSION_ID;
         }
