@@ -629,9 +629,7 @@ fn kafka_java_console_groups_and_perf_test() {
     let log = node.log();
     let incremental: Vec<u64> = log
         .lines()
-        .filter(|line| {
-            line.contains("kafka fetch session closed") && line.contains("by_client=true")
-        })
+        .filter(|line| line.contains("kafka fetch session closed") && line.contains("reason=Final"))
         .filter_map(|line| {
             let (_, count) = line.split_once("incremental_fetches=")?;
             count.split_whitespace().next()?.parse().ok()

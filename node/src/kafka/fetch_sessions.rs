@@ -213,6 +213,21 @@ pub struct SessionSummary {
     pub partitions: usize,
     /// Incremental fetches it served.
     pub incremental_fetches: u64,
+    /// Why it was closed.
+    pub reason: CloseReason,
+}
+
+/// Why a request closed its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// An incremental request forgot its last partition.
+    Emptied,
+    /// A full fetch with the FINAL epoch (a client closing, as Java's consumer does).
+    Final,
+    /// An incremental request grew it past `partitions_max`.
+    OverPartitionBudget,
+    /// A full fetch with epoch 0 named it (the client starts over, after an error).
+    Reopened,
 }
 
 /// How to answer: the session id to send, and which of the plan's partitions to include.
@@ -342,6 +357,11 @@ impl FetchSessionCache {
                 session_id,
                 partitions: session.partitions.len(),
                 incremental_fetches: session.incremental_fetches,
+                reason: if epoch == FINAL_EPOCH {
+                    CloseReason::Final
+                } else {
+                    CloseReason::Reopened
+                },
             });
             let kind = if epoch == FINAL_EPOCH {
                 FetchKind::Sessionless
@@ -379,6 +399,7 @@ impl FetchSessionCache {
                 session_id,
                 partitions: 0,
                 incremental_fetches: session.incremental_fetches,
+                reason: CloseReason::Emptied,
             };
             self.remove(session_id);
             return Ok(FetchPlan {
@@ -400,6 +421,7 @@ impl FetchSessionCache {
                 session_id,
                 partitions: session.partitions.len(),
                 incremental_fetches: session.incremental_fetches,
+                reason: CloseReason::OverPartitionBudget,
             };
             return Ok(FetchPlan {
                 kind: FetchKind::Sessionless,

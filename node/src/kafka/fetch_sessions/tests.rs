@@ -239,7 +239,10 @@ fn forgetting_every_partition_closes_the_session() {
         .unwrap();
     assert_eq!(plan.kind, FetchKind::Sessionless);
     assert!(plan.partitions.is_empty());
-    assert_eq!(plan.closed.map(|closed| closed.session_id), Some(id));
+    assert_eq!(
+        plan.closed.map(|closed| (closed.session_id, closed.reason)),
+        Some((id, CloseReason::Emptied))
+    );
     assert_eq!(
         cache.handle_answer(now, &plan, &[]).session_id,
         NO_SESSION_ID
@@ -267,7 +270,8 @@ fn final_and_initial_epochs_close_the_named_session() {
         Some(SessionSummary {
             session_id: id,
             partitions: 2,
-            incremental_fetches: 1
+            incremental_fetches: 1,
+            reason: CloseReason::Final,
         })
     );
     assert_eq!(
@@ -281,7 +285,10 @@ fn final_and_initial_epochs_close_the_named_session() {
     let plan = cache
         .handle_request(now, request(id, INITIAL_EPOCH, &[("a", 0, 5)], &[]))
         .unwrap();
-    assert_eq!(plan.closed.map(|closed| closed.session_id), Some(id));
+    assert_eq!(
+        plan.closed.map(|closed| (closed.session_id, closed.reason)),
+        Some((id, CloseReason::Reopened))
+    );
     let answer = cache.handle_answer(now, &plan, &[outcome(0, 10)]);
     assert_ne!(answer.session_id, NO_SESSION_ID);
     assert_ne!(answer.session_id, id);
@@ -435,6 +442,10 @@ fn the_partition_budget_bounds_creation_and_growth() {
         .unwrap();
     assert_eq!(plan.kind, FetchKind::Sessionless);
     assert_eq!(plan.partitions.len(), 5);
+    assert_eq!(
+        plan.closed.map(|closed| closed.reason),
+        Some(CloseReason::OverPartitionBudget)
+    );
     assert_eq!((cache.len(), cache.partitions_cached()), (0, 0));
 }
 

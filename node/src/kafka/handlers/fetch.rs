@@ -26,8 +26,8 @@ use crate::broker::Broker;
 use crate::broker::log_edges::PartitionEpochs;
 use crate::kafka::errors::{fetch_session_code, kafka_code};
 use crate::kafka::fetch_sessions::{
-    FINAL_EPOCH, FetchKind, FetchPlan, FetchSessionCache, PartitionFetch, PartitionOutcome,
-    SessionPartition, SessionRequest,
+    FetchKind, FetchPlan, FetchSessionCache, PartitionFetch, PartitionOutcome, SessionPartition,
+    SessionRequest,
 };
 use crate::storage::Disk;
 
@@ -112,12 +112,11 @@ pub async fn fetch<D: Disk>(
         }
     };
     if let Some(closed) = plan.closed {
-        let by_client = request.session_epoch == FINAL_EPOCH;
         tracing::info!(
             session_id = closed.session_id,
             partitions = closed.partitions,
             incremental_fetches = closed.incremental_fetches,
-            by_client,
+            reason = ?closed.reason,
             "kafka fetch session closed"
         );
     }
