@@ -891,6 +891,57 @@ fn fetch_sessions_carry_only_changes() {
 }
 
 #[test]
+fn an_idle_incremental_fetch_of_many_partitions_is_small() {
+    // What sessions save: a consumer of 100 idle partitions sends and receives every one in
+    // a full fetch, and almost nothing in an incremental one (v12 encodings compared).
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 100).await;
+        let all: Vec<(i32, i64)> = (0..100).map(|index| (index, 0)).collect();
+        let encoded = |body: KafkaRequest| {
+            let mut out = BytesMut::new();
+            body.encode(&mut out, 12).unwrap();
+            out.len()
+        };
+        let response_size = |response: kafka::FetchResponse| {
+            let mut out = BytesMut::new();
+            KafkaResponse::Fetch(response).encode(&mut out, 12).unwrap();
+            out.len()
+        };
+        let mut full_request = fetch_request("t", 0, 0);
+        full_request.session_epoch = 0;
+        full_request.topics[0].partitions = (0..100)
+            .map(|index| {
+                let mut partition = fetch_request::FetchPartition::default();
+                partition.partition = index;
+                partition
+            })
+            .collect();
+        let full_request_bytes = encoded(KafkaRequest::Fetch(full_request));
+        let full = session_fetch(&service, (0, 0), &all, &[]).await;
+        let id = full.session_id;
+        assert_eq!(fetched(&full).len(), 100);
+        let full_response_bytes = response_size(full);
+        let mut idle_request = fetch_request("t", 0, 0);
+        idle_request.session_id = id;
+        idle_request.session_epoch = 1;
+        idle_request.topics.clear();
+        let idle_request_bytes = encoded(KafkaRequest::Fetch(idle_request));
+        let idle = session_fetch(&service, (id, 1), &[], &[]).await;
+        assert_eq!(idle.session_id, id);
+        assert_eq!(fetched(&idle), []);
+        let idle_response_bytes = response_size(idle);
+        eprintln!(
+            "100 idle partitions, Fetch v12: full request {full_request_bytes} B, response \
+             {full_response_bytes} B; incremental request {idle_request_bytes} B, response \
+             {idle_response_bytes} B"
+        );
+        assert!(idle_request_bytes * 20 < full_request_bytes);
+        assert!(idle_response_bytes * 20 < full_response_bytes);
+    });
+}
+
+#[test]
 fn fetches_without_sessions_stay_full() {
     // FINAL from the start (librdkafka, aiokafka), a v6 fetch (no session fields), and an
     // unknown session id: every partition answered, session id 0, or the id refused.
