@@ -55,8 +55,9 @@ pub const FETCH_SESSIONS_MAX_DEFAULT: usize = 1000;
 /// Largest `[kafka] fetch_sessions_max`.
 pub const FETCH_SESSIONS_MAX_LIMIT: usize = 1_000_000;
 /// Default `[kafka] fetch_session_partitions_max`: cached partitions over all sessions. A
-/// cached partition takes about 100 bytes plus its topic name, so the default bounds the
-/// cache near 20 MB; 1000 consumers of 100 partitions each fit.
+/// cached partition takes about 150 bytes plus twice its topic name (the map key and the
+/// read order each hold one), so the default bounds the cache near 20 MB for 20-character
+/// names; 1000 consumers of 100 partitions each fit.
 pub const FETCH_SESSION_PARTITIONS_MAX_DEFAULT: usize = 100_000;
 /// Largest `[kafka] fetch_session_partitions_max`.
 pub const FETCH_SESSION_PARTITIONS_MAX_LIMIT: usize = 100_000_000;
