@@ -638,6 +638,31 @@ impl FetchSessionCache {
     }
 }
 
+#[cfg(test)]
+impl FetchSessionCache {
+    /// Panics unless the indexes agree with the sessions and the bounds hold.
+    pub(crate) fn check_invariants(&self) {
+        assert!(self.sessions.len() <= self.limits.sessions_max);
+        assert!(self.partitions_cached <= self.limits.partitions_max);
+        assert_eq!(self.by_last_used.len(), self.sessions.len());
+        assert_eq!(self.by_size.len(), self.sessions.len());
+        let mut total = 0;
+        for (id, session) in &self.sessions {
+            assert!(*id > 0);
+            assert!(session.epoch > 0);
+            assert_eq!(session.indexed_size, session.partitions.len());
+            assert_eq!(session.order.len(), session.partitions.len());
+            assert!(self.by_last_used.contains(&(session.last_used, *id)));
+            assert!(self.by_size.contains(&(session.indexed_size, *id)));
+            for (place, key) in &session.order {
+                assert_eq!(session.partitions.get(key).map(|(at, _)| *at), Some(*place));
+            }
+            total += session.indexed_size;
+        }
+        assert_eq!(total, self.partitions_cached);
+    }
+}
+
 impl FetchSession {
     /// Adds `key` at the back, or updates its request in place (Kafka's `update`).
     fn upsert(&mut self, key: &SessionPartition, request: PartitionFetch) {

@@ -2,6 +2,7 @@
 //! rules for creating, continuing and closing sessions, what an incremental answer keeps,
 //! and the cache's bounds (sessions, partitions, idle expiry, eviction).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -499,4 +500,144 @@ fn session_ids_are_positive_and_distinct() {
         .collect();
     assert_eq!(ids.len(), 500);
     assert!(ids.iter().all(|id| *id > 0));
+}
+
+/// A client's model of its session: id, the epoch it sends next, the partitions it holds.
+type ClientView = (i32, i32, BTreeSet<(String, i32)>);
+
+/// One step a client (or time) can take against the cache.
+#[derive(Clone, Debug)]
+enum Step {
+    /// A full fetch (epoch 0 or FINAL) naming one of the known sessions or none.
+    Full {
+        session: usize,
+        fin: bool,
+        partitions: Vec<(u8, i32)>,
+    },
+    /// An incremental fetch of a known session with its expected epoch or a wrong one.
+    Incremental {
+        session: usize,
+        right_epoch: bool,
+        added: Vec<(u8, i32)>,
+        forgotten: Vec<(u8, i32)>,
+        records: bool,
+    },
+    /// Time passes.
+    Wait { seconds: u64 },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    let partitions = || proptest::collection::vec((0u8..3, 0i32..4), 0..6);
+    prop_oneof![
+        (0usize..4, any::<bool>(), partitions()).prop_map(|(session, fin, partitions)| {
+            Step::Full {
+                session,
+                fin,
+                partitions,
+            }
+        }),
+        (
+            0usize..4,
+            any::<bool>(),
+            partitions(),
+            partitions(),
+            any::<bool>()
+        )
+            .prop_map(|(session, right_epoch, added, forgotten, records)| {
+                Step::Incremental {
+                    session,
+                    right_epoch,
+                    added,
+                    forgotten,
+                    records,
+                }
+            }),
+        (0u64..200).prop_map(|seconds| Step::Wait { seconds }),
+    ]
+}
+
+proptest::proptest! {
+    /// Any sequence of full and incremental fetches, right and wrong epochs, and waits keeps
+    /// the cache's indexes consistent and its bounds held, and a served incremental fetch
+    /// reads exactly the partitions the client's own model of its session holds.
+    #[test]
+    fn random_fetches_keep_the_cache_consistent(
+        steps in proptest::collection::vec(step(), 1..60)
+    ) {
+        let topics = ["a", "b", "c"];
+        let mut now = start();
+        let mut cache = FetchSessionCache::new(
+            FetchSessionLimits {
+                sessions_max: 3,
+                partitions_max: 20,
+                idle_max: Duration::from_secs(300),
+                eviction_min: Duration::from_secs(120),
+            },
+            11,
+        );
+        // The clients' view: per slot, (session id, next epoch, partitions it holds).
+        let mut clients: Vec<Option<ClientView>> = vec![None; 4];
+        for step in steps {
+            match step {
+                Step::Wait { seconds } => now += Duration::from_secs(seconds),
+                Step::Full { session, fin, partitions } => {
+                    let id = clients[session].as_ref().map_or(0, |client| client.0);
+                    let listed: Vec<(&str, i32, i64)> = partitions
+                        .iter()
+                        .map(|(topic, partition)| (topics[usize::from(*topic)], *partition, 0))
+                        .collect();
+                    let epoch = if fin { FINAL_EPOCH } else { INITIAL_EPOCH };
+                    let plan = cache.handle_request(now, request(id, epoch, &listed, &[])).unwrap();
+                    let outcomes = vec![outcome(0, 10); plan.partitions.len()];
+                    let answer = cache.handle_answer(now, &plan, &outcomes);
+                    clients[session] = (answer.session_id != NO_SESSION_ID).then(|| {
+                        let held = listed.iter().map(|(topic, partition, _)| ((*topic).to_owned(), *partition)).collect();
+                        (answer.session_id, 1, held)
+                    });
+                }
+                Step::Incremental { session, right_epoch, added, forgotten, records } => {
+                    let Some((id, epoch, held)) = clients[session].clone() else {
+                        continue;
+                    };
+                    let sent_epoch = if right_epoch { epoch } else { next_epoch(epoch) };
+                    let added: Vec<(&str, i32, i64)> = added
+                        .iter()
+                        .map(|(topic, partition)| (topics[usize::from(*topic)], *partition, 0))
+                        .collect();
+                    let forgotten: Vec<(&str, i32)> = forgotten
+                        .iter()
+                        .map(|(topic, partition)| (topics[usize::from(*topic)], *partition))
+                        .collect();
+                    match cache.handle_request(now, request(id, sent_epoch, &added, &forgotten)) {
+                        Err(_) => clients[session] = None,
+                        Ok(plan) => {
+                            proptest::prop_assert!(right_epoch);
+                            let mut expected = held.clone();
+                            for (topic, partition, _) in &added {
+                                expected.insert(((*topic).to_owned(), *partition));
+                            }
+                            for (topic, partition) in &forgotten {
+                                expected.remove(&((*topic).to_owned(), *partition));
+                            }
+                            let read: BTreeSet<(String, i32)> = plan
+                                .partitions
+                                .iter()
+                                .map(|(key, _)| (key.topic.clone(), key.partition))
+                                .collect();
+                            if let FetchKind::Incremental { .. } = plan.kind {
+                                proptest::prop_assert_eq!(&read, &expected);
+                            }
+                            let size = if records { 10 } else { 0 };
+                            let outcomes = vec![outcome(size, 10); plan.partitions.len()];
+                            let answer = cache.handle_answer(now, &plan, &outcomes);
+                            clients[session] = (answer.session_id != NO_SESSION_ID)
+                                .then(|| (id, next_epoch(sent_epoch), expected));
+                        }
+                    }
+                }
+            }
+            cache.check_invariants();
+        }
+    }
 }
