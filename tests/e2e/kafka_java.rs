@@ -601,6 +601,44 @@ fn kafka_java_console_groups_and_perf_test() {
         written += row[3].parse::<i64>().expect("a sequence") + 1;
     }
     assert_eq!(written, 2000);
+
+    // Fetch sessions (KIP-227): the console consumer reads the 2,000 records one batch per
+    // partition per fetch (max.partition.fetch.bytes=1), so it fetches several times. Its
+    // first fetch opens a session, the later ones are incremental, and on close it sends
+    // FINAL; the node logs the session's incremental fetch count when it closes.
+    let consumed = tool_ok(
+        &node,
+        &lib,
+        CONSOLE_CONSUMER,
+        &with(&[
+            "--topic",
+            "perf",
+            "--group",
+            "perf-readers",
+            "--from-beginning",
+            "--max-messages",
+            "2000",
+            "--timeout-ms",
+            "60000",
+            "--consumer-property",
+            "max.partition.fetch.bytes=1",
+        ]),
+        "",
+    );
+    assert_eq!(consumed.lines().count(), 2000);
+    let log = node.log();
+    let incremental: Vec<u64> = log
+        .lines()
+        .filter(|line| line.contains("kafka fetch session closed") && line.contains("reason=Final"))
+        .filter_map(|line| {
+            let (_, count) = line.split_once("incremental_fetches=")?;
+            count.split_whitespace().next()?.parse().ok()
+        })
+        .collect();
+    assert!(
+        incremental.iter().any(|count| *count >= 2),
+        "the Java consumer's session closed after incremental fetches: {incremental:?}\nnode log:\n{log}"
+    );
 }
 
 /// The short differential run (`tests/kafka/differential.py --short`): kafka-topics,

@@ -2,12 +2,13 @@
 //! [`apis`](super::apis)), each calling its handler in [`handlers`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::KafkaSettings;
 use super::apis::{KafkaRequest, KafkaResponse};
 use super::codec::DecodedRequest;
 use super::consumer_groups;
+use super::fetch_sessions::FetchSessionCache;
 use super::groups;
 use super::handlers::{self, NodeAddresses};
 use crate::broker::Broker;
@@ -23,9 +24,13 @@ pub enum ListenerKind {
     Tls,
 }
 
-/// The Kafka listener's view of the node: the broker, and where clients reach this node.
+/// The Kafka listener's view of the node: the broker, where clients reach this node, and
+/// the node's fetch sessions.
 pub struct KafkaService<D: Disk> {
     broker: Arc<Broker<D>>,
+    /// The node's fetch session cache, shared by its plaintext and TLS services (a client
+    /// may reconnect on either; Kafka's cache is one per broker too).
+    fetch_sessions: Arc<Mutex<FetchSessionCache>>,
     settings: KafkaSettings,
     /// `host:port` Metadata lists for this node.
     advertised: String,
@@ -34,16 +39,18 @@ pub struct KafkaService<D: Disk> {
 }
 
 impl<D: Disk> KafkaService<D> {
-    /// A service over `broker` for the `kind` socket; Metadata lists this node at
-    /// `advertised` (`host:port`).
+    /// A service over `broker` for the `kind` socket, with the node's `fetch_sessions`;
+    /// Metadata lists this node at `advertised` (`host:port`).
     pub fn new(
         broker: Arc<Broker<D>>,
+        fetch_sessions: Arc<Mutex<FetchSessionCache>>,
         settings: KafkaSettings,
         advertised: String,
         kind: ListenerKind,
     ) -> Self {
         Self {
             broker,
+            fetch_sessions,
             settings,
             advertised,
             kind,
@@ -102,9 +109,9 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::Produce(request) => KafkaResponse::Produce(
                 handlers::produce::produce(broker, client_id, request, version).await?,
             ),
-            KafkaRequest::Fetch(request) => {
-                KafkaResponse::Fetch(handlers::fetch::fetch(broker, request, version).await)
-            }
+            KafkaRequest::Fetch(request) => KafkaResponse::Fetch(
+                handlers::fetch::fetch(broker, &self.fetch_sessions, request, version).await,
+            ),
             KafkaRequest::ListOffsets(request) => KafkaResponse::ListOffsets(
                 handlers::fetch::list_offsets(broker, request, version).await,
             ),

@@ -10,6 +10,8 @@
 use kafka_protocol::ResponseError;
 use ledge_protocol::wire::ErrorCode;
 
+use super::fetch_sessions::FetchSessionError;
+
 /// No error.
 pub const NONE: i16 = 0;
 
@@ -98,6 +100,17 @@ pub fn produce_code(code: ErrorCode) -> i16 {
     }
 }
 
+/// Kafka's top-level Fetch code for a refused session (KIP-227). Clients react to each by
+/// starting over with a full fetch.
+pub fn fetch_session_code(error: FetchSessionError) -> i16 {
+    match error {
+        FetchSessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
+        FetchSessionError::SessionIdNotFound => ResponseError::FetchSessionIdNotFound,
+        FetchSessionError::TopicIdMismatch => ResponseError::FetchSessionTopicIdError,
+    }
+    .code()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +149,12 @@ mod tests {
         assert_eq!(kafka_code(ErrorCode::NotEnoughReplicas), 19);
         assert_eq!(kafka_code(ErrorCode::OutOfOrderSequenceNumber), 45);
         assert_eq!(kafka_code(ErrorCode::None), NONE);
+    }
+
+    #[test]
+    fn fetch_session_codes_are_kafkas() {
+        assert_eq!(fetch_session_code(FetchSessionError::SessionIdNotFound), 70);
+        assert_eq!(fetch_session_code(FetchSessionError::InvalidEpoch), 71);
+        assert_eq!(fetch_session_code(FetchSessionError::TopicIdMismatch), 106);
     }
 }

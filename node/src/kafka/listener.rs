@@ -10,7 +10,7 @@
 //! `shutdown_grace`), then closes every connection.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use super::KafkaSettings;
 use super::connection::serve_connection;
 use super::dispatch::{KafkaService, ListenerKind};
+use super::fetch_sessions::FetchSessionCache;
 use crate::broker::Broker;
 use crate::storage::Disk;
 use crate::transport::budget::{ConnectionBudget, InFlightBudget};
@@ -226,8 +227,17 @@ impl KafkaListener {
             settings.in_flight_bytes_per_connection_max,
         );
         let grace = settings.shutdown_grace;
+        // Seeded by the start time, so ids differ from one run to the next: a client holding
+        // an id from before a restart is told FETCH_SESSION_ID_NOT_FOUND, not handed another
+        // client's session. Ids are not secrets (Kafka draws them from a plain PRNG too).
+        let seed = broker.clock().wall_time_ms().unsigned_abs();
+        let fetch_sessions = Arc::new(Mutex::new(FetchSessionCache::new(
+            settings.fetch_sessions,
+            seed,
+        )));
         let plain_service = Arc::new(KafkaService::new(
             Arc::clone(&broker),
+            Arc::clone(&fetch_sessions),
             settings.clone(),
             advertised,
             ListenerKind::Plaintext,
@@ -235,6 +245,7 @@ impl KafkaListener {
         let tls_service = advertised_tls.map(|advertised| {
             Arc::new(KafkaService::new(
                 Arc::clone(&broker),
+                Arc::clone(&fetch_sessions),
                 settings.clone(),
                 advertised,
                 ListenerKind::Tls,

@@ -27,6 +27,7 @@ pub mod connection;
 pub mod consumer_groups;
 pub mod dispatch;
 pub mod errors;
+pub mod fetch_sessions;
 pub mod groups;
 pub mod handlers;
 pub mod listener;
@@ -36,6 +37,8 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use fetch_sessions::FetchSessionLimits;
 
 /// Default `[kafka] frame_bytes_max`: 16 MiB. Kafka's own `socket.request.max.bytes` is 100
 /// MiB, far more than an edge box should buffer per request; producers send at most
@@ -100,6 +103,8 @@ pub struct KafkaSettings {
     pub in_flight_bytes_per_connection_max: u64,
     /// How long a graceful shutdown waits for requests being answered.
     pub shutdown_grace: Duration,
+    /// Bounds of the fetch session cache (`fetch_sessions_max`, `fetch_session_*`).
+    pub fetch_sessions: FetchSessionLimits,
 }
 
 impl Default for KafkaSettings {
@@ -118,6 +123,7 @@ impl Default for KafkaSettings {
             in_flight_bytes_max: IN_FLIGHT_BYTES_MAX_DEFAULT,
             in_flight_bytes_per_connection_max: IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT,
             shutdown_grace: Duration::from_secs(10),
+            fetch_sessions: FetchSessionLimits::default(),
         }
     }
 }
@@ -150,6 +156,10 @@ pub struct KafkaSection {
     in_flight_bytes_max: Option<u64>,
     in_flight_bytes_per_connection_max: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    fetch_sessions_max: Option<usize>,
+    fetch_session_partitions_max: Option<usize>,
+    fetch_session_idle_max_ms: Option<u64>,
+    fetch_session_eviction_min_ms: Option<u64>,
 }
 
 impl KafkaSection {
@@ -240,6 +250,40 @@ impl KafkaSection {
         if let Some(value) = self.shutdown_grace_ms {
             settings.shutdown_grace =
                 Duration::from_millis(range("shutdown_grace_ms", value, 0, SHUTDOWN_GRACE_MS_MAX)?);
+        }
+        let sessions = &mut settings.fetch_sessions;
+        if let Some(value) = self.fetch_sessions_max {
+            sessions.sessions_max = range(
+                "fetch_sessions_max",
+                value as u64,
+                0,
+                fetch_sessions::FETCH_SESSIONS_MAX_LIMIT as u64,
+            )? as usize;
+        }
+        if let Some(value) = self.fetch_session_partitions_max {
+            sessions.partitions_max = range(
+                "fetch_session_partitions_max",
+                value as u64,
+                1,
+                fetch_sessions::FETCH_SESSION_PARTITIONS_MAX_LIMIT as u64,
+            )? as usize;
+        }
+        let duration_limit = fetch_sessions::FETCH_SESSION_DURATION_MS_LIMIT;
+        if let Some(value) = self.fetch_session_idle_max_ms {
+            sessions.idle_max = Duration::from_millis(range(
+                "fetch_session_idle_max_ms",
+                value,
+                1,
+                duration_limit,
+            )?);
+        }
+        if let Some(value) = self.fetch_session_eviction_min_ms {
+            sessions.eviction_min = Duration::from_millis(range(
+                "fetch_session_eviction_min_ms",
+                value,
+                0,
+                duration_limit,
+            )?);
         }
         if settings.in_flight_bytes_per_connection_max > settings.in_flight_bytes_max {
             return Err(format!(
@@ -340,6 +384,25 @@ mod settings_tests {
             std::time::Duration::from_millis(2500)
         );
         assert!(!parse("[kafka]\nenabled = false\n").unwrap().kafka.enabled);
+        assert_eq!(
+            config.kafka.fetch_sessions,
+            super::FetchSessionLimits::default()
+        );
+        let sessions = parse(
+            "[kafka]\nfetch_sessions_max = 0\nfetch_session_partitions_max = 500\nfetch_session_idle_max_ms = 9000\nfetch_session_eviction_min_ms = 0\n",
+        )
+        .unwrap()
+        .kafka
+        .fetch_sessions;
+        assert_eq!(
+            sessions,
+            super::FetchSessionLimits {
+                sessions_max: 0,
+                partitions_max: 500,
+                idle_max: std::time::Duration::from_millis(9000),
+                eviction_min: std::time::Duration::ZERO,
+            }
+        );
         for (text, key) in [
             ("[kafka]\nlisten = \"\"\n", "kafka.listen"),
             ("[kafka]\nlisten = \"nine\"\n", "kafka.listen"),
@@ -379,6 +442,22 @@ mod settings_tests {
                 "kafka.frame_bytes_max",
             ),
             ("[kafka]\nlisten_port = 1\n", "listen_port"),
+            (
+                "[kafka]\nfetch_sessions_max = 2000000\n",
+                "kafka.fetch_sessions_max",
+            ),
+            (
+                "[kafka]\nfetch_session_partitions_max = 0\n",
+                "kafka.fetch_session_partitions_max",
+            ),
+            (
+                "[kafka]\nfetch_session_idle_max_ms = 0\n",
+                "kafka.fetch_session_idle_max_ms",
+            ),
+            (
+                "[kafka]\nfetch_session_eviction_min_ms = 86400001\n",
+                "kafka.fetch_session_eviction_min_ms",
+            ),
         ] {
             let error = parse(text).unwrap_err();
             assert!(error.contains(key), "{text}: {error}");

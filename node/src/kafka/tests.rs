@@ -17,6 +17,7 @@ use super::KafkaSettings;
 use super::apis::{KafkaRequest, KafkaResponse, SERVED};
 use super::codec::{DecodedRequest, encode_response};
 use super::dispatch::KafkaService;
+use super::fetch_sessions::FetchSessionCache;
 use crate::broker::{Broker, BrokerConfig};
 use crate::clock::SimClock;
 use crate::sim::SimDisk;
@@ -42,6 +43,10 @@ async fn service() -> KafkaService<SimDisk> {
     .unwrap();
     KafkaService::new(
         Arc::new(broker),
+        Arc::new(std::sync::Mutex::new(FetchSessionCache::new(
+            KafkaSettings::default().fetch_sessions,
+            5,
+        ))),
         KafkaSettings::default(),
         ADVERTISED.to_owned(),
         crate::kafka::dispatch::ListenerKind::Plaintext,
@@ -772,19 +777,191 @@ fn transactional_init_producer_id_is_refused() {
     });
 }
 
+/// (partition, records bytes) per topic of a fetch answer, in answer order.
+fn fetched(response: &kafka::FetchResponse) -> Vec<(String, i32, usize)> {
+    response
+        .responses
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|partition| {
+                (
+                    topic.topic.0.to_string(),
+                    partition.partition_index,
+                    partition.records.as_ref().map_or(0, Bytes::len),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A fetch at v12 with the given session fields, partitions (topic `t`, index, offset) and
+/// forgotten partitions of `t`.
+async fn session_fetch(
+    service: &KafkaService<SimDisk>,
+    session: (i32, i32),
+    partitions: &[(i32, i64)],
+    forgotten: &[i32],
+) -> kafka::FetchResponse {
+    let mut request = fetch_request("t", 0, 0);
+    request.session_id = session.0;
+    request.session_epoch = session.1;
+    request.topics[0].partitions = partitions
+        .iter()
+        .map(|(index, offset)| {
+            let mut partition = fetch_request::FetchPartition::default();
+            partition.partition = *index;
+            partition.fetch_offset = *offset;
+            partition.partition_max_bytes = 1024 * 1024;
+            partition
+        })
+        .collect();
+    if partitions.is_empty() {
+        request.topics.clear();
+    }
+    if !forgotten.is_empty() {
+        let mut topic = fetch_request::ForgottenTopic::default();
+        topic.topic = name("t");
+        topic.partitions = forgotten.to_vec();
+        request.forgotten_topics_data = vec![topic];
+    }
+    let Some(KafkaResponse::Fetch(response)) = ask(service, 12, KafkaRequest::Fetch(request)).await
+    else {
+        panic!("no answer");
+    };
+    response
+}
+
 #[test]
-fn fetch_sessions_are_not_held() {
+fn fetch_sessions_carry_only_changes() {
+    // A consumer's session as the Java client drives it (KIP-227): a full fetch opens it,
+    // incremental fetches list only changed partitions and get only partitions with news,
+    // a replayed epoch is refused, forgotten partitions are no longer read, and FINAL closes.
     runtime().block_on(async {
         let service = service().await;
-        let mut request = fetch_request("t", 0, 0);
-        request.session_id = 77;
-        request.session_epoch = 3;
-        let Some(KafkaResponse::Fetch(response)) =
-            ask(&service, 12, KafkaRequest::Fetch(request)).await
+        create_topic(&service, "t", 3).await;
+        produce(
+            &service,
+            9,
+            produce_request("t", 0, batch(5, &EncodeOptions::default()), -1),
+        )
+        .await;
+        let full = session_fetch(&service, (0, 0), &[(0, 0), (1, 0), (2, 0)], &[]).await;
+        assert_eq!(full.error_code, 0);
+        let id = full.session_id;
+        assert!(id > 0, "a session was created: {full:?}");
+        let listed = fetched(&full);
+        assert_eq!(listed.len(), 3, "a full answer lists every partition");
+        assert!(listed[0].2 > 0 && listed[1].2 == 0 && listed[2].2 == 0);
+
+        // The client moved t-0 to offset 5; nothing is new anywhere: an empty answer.
+        let quiet = session_fetch(&service, (id, 1), &[(0, 5)], &[]).await;
+        assert_eq!((quiet.error_code, quiet.session_id), (0, id));
+        assert_eq!(fetched(&quiet), []);
+
+        // Records land on t-1: only t-1 is answered, though the request lists nothing.
+        produce(
+            &service,
+            9,
+            produce_request("t", 1, batch(2, &EncodeOptions::default()), -1),
+        )
+        .await;
+        let news = session_fetch(&service, (id, 2), &[], &[]).await;
+        let listed = fetched(&news);
+        assert_eq!(listed.len(), 1, "{news:?}");
+        assert_eq!((listed[0].1, listed[0].2 > 0), (1, true));
+        assert_eq!(news.responses[0].partitions[0].high_watermark, 2);
+
+        // The same epoch again (a duplicate): INVALID_FETCH_SESSION_EPOCH, nothing answered.
+        let replay = session_fetch(&service, (id, 2), &[], &[]).await;
+        assert_eq!(replay.error_code, 71, "INVALID_FETCH_SESSION_EPOCH");
+        assert_eq!((replay.session_id, fetched(&replay)), (0, vec![]));
+
+        // Forget t-1 and t-2, move t-0 to the start: t-0 is read again, from the session.
+        let forgot = session_fetch(&service, (id, 3), &[(0, 0)], &[1, 2]).await;
+        let listed = fetched(&forgot);
+        assert_eq!(listed.len(), 1, "{forgot:?}");
+        assert_eq!((listed[0].1, listed[0].2 > 0), (0, true));
+
+        // FINAL (the Java consumer's close): no session in the answer, and the id is gone.
+        let closed = session_fetch(&service, (id, -1), &[], &[]).await;
+        assert_eq!((closed.error_code, closed.session_id), (0, 0));
+        let gone = session_fetch(&service, (id, 4), &[], &[]).await;
+        assert_eq!(gone.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
+    });
+}
+
+#[test]
+fn an_idle_incremental_fetch_of_many_partitions_is_small() {
+    // What sessions save: a consumer of 100 idle partitions sends and receives every one in
+    // a full fetch, and almost nothing in an incremental one (v12 encodings compared).
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 100).await;
+        let all: Vec<(i32, i64)> = (0..100).map(|index| (index, 0)).collect();
+        let encoded = |body: KafkaRequest| {
+            let mut out = BytesMut::new();
+            body.encode(&mut out, 12).unwrap();
+            out.len()
+        };
+        let response_size = |response: kafka::FetchResponse| {
+            let mut out = BytesMut::new();
+            KafkaResponse::Fetch(response).encode(&mut out, 12).unwrap();
+            out.len()
+        };
+        let mut full_request = fetch_request("t", 0, 0);
+        full_request.session_epoch = 0;
+        full_request.topics[0].partitions = (0..100)
+            .map(|index| {
+                let mut partition = fetch_request::FetchPartition::default();
+                partition.partition = index;
+                partition
+            })
+            .collect();
+        let full_request_bytes = encoded(KafkaRequest::Fetch(full_request));
+        let full = session_fetch(&service, (0, 0), &all, &[]).await;
+        let id = full.session_id;
+        assert_eq!(fetched(&full).len(), 100);
+        let full_response_bytes = response_size(full);
+        let mut idle_request = fetch_request("t", 0, 0);
+        idle_request.session_id = id;
+        idle_request.session_epoch = 1;
+        idle_request.topics.clear();
+        let idle_request_bytes = encoded(KafkaRequest::Fetch(idle_request));
+        let idle = session_fetch(&service, (id, 1), &[], &[]).await;
+        assert_eq!(idle.session_id, id);
+        assert_eq!(fetched(&idle), []);
+        let idle_response_bytes = response_size(idle);
+        eprintln!(
+            "100 idle partitions, Fetch v12: full request {full_request_bytes} B, response \
+             {full_response_bytes} B; incremental request {idle_request_bytes} B, response \
+             {idle_response_bytes} B"
+        );
+        assert!(idle_request_bytes * 20 < full_request_bytes);
+        assert!(idle_response_bytes * 20 < full_response_bytes);
+    });
+}
+
+#[test]
+fn fetches_without_sessions_stay_full() {
+    // FINAL from the start (librdkafka, aiokafka), a v6 fetch (no session fields), and an
+    // unknown session id: every partition answered, session id 0, or the id refused.
+    runtime().block_on(async {
+        let service = service().await;
+        create_topic(&service, "t", 2).await;
+        let sessionless = session_fetch(&service, (0, -1), &[(0, 0), (1, 0)], &[]).await;
+        assert_eq!((sessionless.error_code, sessionless.session_id), (0, 0));
+        assert_eq!(fetched(&sessionless).len(), 2);
+        let mut old = fetch_request("t", 0, 0);
+        old.session_epoch = 0;
+        let Some(KafkaResponse::Fetch(response)) = ask(&service, 6, KafkaRequest::Fetch(old)).await
         else {
             panic!("no answer");
         };
-        assert_eq!(response.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
+        assert_eq!((response.error_code, response.session_id), (0, 0));
+        assert_eq!(fetched(&response).len(), 1);
+        let unknown = session_fetch(&service, (77, 3), &[(0, 0)], &[]).await;
+        assert_eq!(unknown.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
+        assert_eq!(fetched(&unknown), []);
     });
 }
 

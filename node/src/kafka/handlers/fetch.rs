@@ -5,21 +5,30 @@
 //! large batch cannot stall a consumer). No transactions: the last stable offset is the high
 //! watermark, so read_committed and read_uncommitted read the same records.
 //!
-//! Fetch sessions (KIP-227): every answer carries session id 0, "no session", so clients
-//! send full fetches, as they do against a broker whose session cache is full.
+//! Fetch sessions (KIP-227, from v7): the session fields go through the broker-wide
+//! [`FetchSessionCache`] before the read (which partitions to read: those listed, or for an
+//! incremental fetch every partition of the session) and after it (which partitions to
+//! answer, and the session id). The cache's rules are Kafka's (`kafka/fetch_sessions.rs`).
+
+use std::sync::{Mutex, PoisonError};
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
     fetch_response, list_offsets_response,
 };
+use kafka_protocol::protocol::StrBytes;
 use ledge_protocol::wire::{self, OffsetSpec};
 
 use super::log_edges::current_leader_epoch;
 use super::{ask, topic_name};
 use crate::broker::Broker;
 use crate::broker::log_edges::PartitionEpochs;
-use crate::kafka::errors::kafka_code;
+use crate::kafka::errors::{fetch_session_code, kafka_code};
+use crate::kafka::fetch_sessions::{
+    FetchKind, FetchPlan, FetchSessionCache, PartitionFetch, PartitionOutcome, SessionPartition,
+    SessionRequest,
+};
 use crate::storage::Disk;
 
 /// Kafka's "earliest" and "latest" ListOffsets timestamps.
@@ -29,22 +38,141 @@ const EARLIEST_TIMESTAMP: i64 = -2;
 /// The first ListOffsets version whose answer carries a leader epoch.
 const LEADER_EPOCH_VERSION: i16 = 4;
 
+/// The first Fetch version with session fields (KIP-227).
+const SESSION_VERSION: i16 = 7;
+/// The first Fetch version that names topics by id (a session keeps to one or the other).
+const TOPIC_ID_VERSION: i16 = 13;
+
 /// A requested partition: its index, and its leader epochs (with the spec asked), or `Err`
 /// with the code it is refused with here.
 type PartitionPlan = (i32, Result<(OffsetSpec, PartitionEpochs), i16>);
 
-/// Fetch.
+/// Fetch, with or within a fetch session.
 pub async fn fetch<D: Disk>(
     broker: &Broker<D>,
+    sessions: &Mutex<FetchSessionCache>,
     request: FetchRequest,
     version: i16,
 ) -> FetchResponse {
     let mut response = FetchResponse::default();
-    if version >= 7 && request.session_id != 0 {
-        // The node never hands out a session id, so a client cannot hold one.
-        response.error_code = ResponseError::FetchSessionIdNotFound.code();
+    let asked: Vec<(SessionPartition, PartitionFetch)> = request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|partition| {
+                (
+                    SessionPartition {
+                        topic: topic_name(&topic.topic),
+                        partition: partition.partition,
+                    },
+                    PartitionFetch {
+                        fetch_offset: partition.fetch_offset,
+                        partition_max_bytes: partition.partition_max_bytes,
+                        current_leader_epoch: partition.current_leader_epoch,
+                        log_start_offset: partition.log_start_offset,
+                        last_fetched_epoch: partition.last_fetched_epoch,
+                    },
+                )
+            })
+        })
+        .collect();
+    let plan = if version < SESSION_VERSION {
+        // Before v7 there are no session fields: Kafka reads them as (0, FINAL).
+        FetchPlan {
+            kind: FetchKind::Sessionless,
+            partitions: asked,
+            closed: None,
+        }
+    } else {
+        let forgotten = request
+            .forgotten_topics_data
+            .iter()
+            .flat_map(|topic| {
+                topic.partitions.iter().map(|partition| SessionPartition {
+                    topic: topic_name(&topic.topic),
+                    partition: *partition,
+                })
+            })
+            .collect();
+        let session_request = SessionRequest {
+            session_id: request.session_id,
+            epoch: request.session_epoch,
+            uses_topic_ids: version >= TOPIC_ID_VERSION,
+            partitions: asked,
+            forgotten,
+        };
+        let planned = lock(sessions).handle_request(broker.clock().now(), session_request);
+        match planned {
+            Ok(plan) => plan,
+            Err(error) => {
+                tracing::debug!(session_id = request.session_id, epoch = request.session_epoch, %error, "kafka fetch: session refused");
+                response.error_code = fetch_session_code(error);
+                return response;
+            }
+        }
+    };
+    if let Some(closed) = plan.closed {
+        tracing::info!(
+            session_id = closed.session_id,
+            partitions = closed.partitions,
+            incremental_fetches = closed.incremental_fetches,
+            reason = ?closed.reason,
+            "kafka fetch session closed"
+        );
+    }
+    let (error_code, answers) = read(broker, &plan.partitions, &request).await;
+    response.error_code = error_code;
+    let outcomes: Vec<PartitionOutcome> = answers
+        .iter()
+        .map(|answer| PartitionOutcome {
+            records_bytes: answer.records.as_ref().map_or(0, bytes::Bytes::len),
+            high_watermark: answer.high_watermark,
+            log_start_offset: answer.log_start_offset,
+            error_code: answer.error_code,
+        })
+        .collect();
+    let settled = lock(sessions).handle_answer(broker.clock().now(), &plan, &outcomes);
+    if let Some(error) = settled.error {
+        response.error_code = fetch_session_code(error);
         return response;
     }
+    response.session_id = settled.session_id;
+    // One topic entry per run of consecutive partitions of a topic, as Kafka's
+    // `FetchResponse.of` builds it from the session's order.
+    let kept = plan
+        .partitions
+        .iter()
+        .zip(answers)
+        .zip(settled.include)
+        .filter_map(|(((key, _), answer), include)| include.then_some((&key.topic, answer)));
+    for (topic, answer) in kept {
+        match response.responses.last_mut() {
+            Some(last) if last.topic.0.as_str() == topic.as_str() => last.partitions.push(answer),
+            _ => {
+                let mut entry = fetch_response::FetchableTopicResponse::default();
+                entry.topic = TopicName(StrBytes::from_string(topic.clone()));
+                entry.partitions.push(answer);
+                response.responses.push(entry);
+            }
+        }
+    }
+    response
+}
+
+/// The cache; a handler that panicked holding it left it consistent (each call changes
+/// it only after its checks), so a poisoned lock is used as is.
+fn lock(sessions: &Mutex<FetchSessionCache>) -> std::sync::MutexGuard<'_, FetchSessionCache> {
+    sessions.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reads `partitions` in order with the request's wait and size bounds; the top-level
+/// error code and one answer per partition. A negative partition index is answered
+/// UNKNOWN_TOPIC_OR_PARTITION here.
+async fn read<D: Disk>(
+    broker: &Broker<D>,
+    partitions: &[(SessionPartition, PartitionFetch)],
+    request: &FetchRequest,
+) -> (i16, Vec<fetch_response::PartitionData>) {
     let mut native = wire::FetchRequest {
         max_wait_ms: u32::try_from(request.max_wait_ms).unwrap_or(0),
         min_bytes: u32::try_from(request.min_bytes).unwrap_or(0),
@@ -52,68 +180,57 @@ pub async fn fetch<D: Disk>(
         topics: Vec::new(),
         plugin: None,
     };
-    // Per requested partition: answered by the broker, or refused here (negative index).
-    let mut plan: Vec<(TopicName, Vec<(i32, bool)>)> = Vec::new();
-    for topic in &request.topics {
-        let mut partitions = Vec::new();
-        let mut outcomes = Vec::new();
-        for partition in &topic.partitions {
-            let index = u32::try_from(partition.partition).ok();
-            if let Some(index) = index {
-                partitions.push(wire::FetchPartition {
-                    partition: index,
-                    current_leader_epoch: (partition.current_leader_epoch >= 0)
-                        .then_some(partition.current_leader_epoch),
-                    fetch_offset: partition.fetch_offset,
-                    partition_max_bytes: u32::try_from(partition.partition_max_bytes).unwrap_or(0),
-                });
+    // Per partition: sent to the broker, or refused here.
+    let mut sent = Vec::with_capacity(partitions.len());
+    for (key, fetch) in partitions {
+        let index = u32::try_from(key.partition).ok();
+        if let Some(index) = index {
+            let wanted = wire::FetchPartition {
+                partition: index,
+                current_leader_epoch: (fetch.current_leader_epoch >= 0)
+                    .then_some(fetch.current_leader_epoch),
+                fetch_offset: fetch.fetch_offset,
+                partition_max_bytes: u32::try_from(fetch.partition_max_bytes).unwrap_or(0),
+            };
+            match native.topics.last_mut() {
+                Some(topic) if topic.name == key.topic => topic.partitions.push(wanted),
+                _ => native.topics.push(wire::FetchTopic {
+                    name: key.topic.clone(),
+                    partitions: vec![wanted],
+                }),
             }
-            outcomes.push((partition.partition, index.is_some()));
         }
-        if !partitions.is_empty() {
-            native.topics.push(wire::FetchTopic {
-                name: topic_name(&topic.topic),
-                partitions,
-            });
-        }
-        plan.push((topic.topic.clone(), outcomes));
+        sent.push(index.is_some());
     }
+    let mut error_code = 0;
     let native_topics = if native.topics.is_empty() {
         Vec::new()
     } else {
         match ask!(broker, "", Fetch(native)) {
             Ok(native) => {
-                response.error_code = kafka_code(native.error);
+                error_code = kafka_code(native.error);
                 native.topics
             }
             Err(api) => {
                 tracing::error!(?api, "kafka fetch: the broker answered another API");
-                response.error_code = ResponseError::UnknownServerError.code();
+                error_code = ResponseError::UnknownServerError.code();
                 Vec::new()
             }
         }
     };
-    let mut native_topics = native_topics.into_iter();
-    for (name, outcomes) in plan {
-        let mut answers = if outcomes.iter().any(|(_, asked)| *asked) {
-            native_topics
-                .next()
-                .map(|topic| topic.partitions)
-                .unwrap_or_default()
-                .into_iter()
-        } else {
-            Vec::new().into_iter()
-        };
-        let mut topic = fetch_response::FetchableTopicResponse::default();
-        topic.topic = name;
-        for (index, asked) in outcomes {
+    // The broker answers every partition sent, in order.
+    let mut native_answers = native_topics.into_iter().flat_map(|topic| topic.partitions);
+    let answers = partitions
+        .iter()
+        .zip(sent)
+        .map(|((key, _), sent)| {
             let mut partition = fetch_response::PartitionData::default();
-            partition.partition_index = index;
+            partition.partition_index = key.partition;
             partition.high_watermark = -1;
             partition.last_stable_offset = -1;
             partition.log_start_offset = -1;
             partition.preferred_read_replica = BrokerId(-1);
-            match asked.then(|| answers.next()).flatten() {
+            match sent.then(|| native_answers.next()).flatten() {
                 Some(answer) => {
                     partition.error_code = kafka_code(answer.error);
                     partition.high_watermark = answer.high_watermark;
@@ -126,11 +243,10 @@ pub async fn fetch<D: Disk>(
                     partition.records = Some(bytes::Bytes::new());
                 }
             }
-            topic.partitions.push(partition);
-        }
-        response.responses.push(topic);
-    }
-    response
+            partition
+        })
+        .collect();
+    (error_code, answers)
 }
 
 /// ListOffsets: earliest (-2), latest (-1) or the first offset at or after a timestamp,
