@@ -1,5 +1,6 @@
 //! Coverage-guided fuzz targets for the decoders that read bytes Ledge does not control: Kafka
-//! request frames, record batches, native protocol frames and the Kafka consumer protocol.
+//! request frames, record batches, native protocol frames, the Kafka consumer protocol, and the
+//! files a node reads when it starts.
 //!
 //! Each target is a function `run(&[u8])` in its module that feeds the bytes to the real
 //! decoder and checks an oracle when it accepts them (a re-encode that decodes to the same
@@ -22,6 +23,8 @@ pub mod kafka_request;
 pub mod native_frame;
 pub mod record_batch;
 pub mod seeds;
+#[cfg(feature = "node")]
+pub mod storage_files;
 
 /// A fuzz target: its name (the `fuzz_targets/<name>.rs` binary and `corpus/<name>/`) and the
 /// function it runs on one input.
@@ -58,6 +61,12 @@ pub const TARGETS: &[Target] = &[
         name: "consumer_protocol",
         run: consumer_protocol::run,
         seeds: seeds::consumer_protocol,
+    },
+    #[cfg(feature = "node")]
+    Target {
+        name: "storage_files",
+        run: storage_files::run,
+        seeds: seeds::storage_files,
     },
 ];
 

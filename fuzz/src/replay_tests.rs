@@ -107,6 +107,7 @@ fn seeds_are_accepted_and_replay() {
                     ledge_node::groups::consumer_protocol::decode_subscription(seed).is_ok()
                         || ledge_node::groups::consumer_protocol::decode_assignment(seed).is_ok()
                 }
+                "storage_files" => storage_file_accepted(seed),
                 other => panic!("add {other} to seeds_are_accepted_and_replay"),
             };
             assert!(
@@ -114,6 +115,34 @@ fn seeds_are_accepted_and_replay() {
                 "{} seed {index} is refused by its decoder",
                 target.name
             );
+        }
+    }
+}
+
+/// Whether the loader `storage_files` picks for `seed` accepts it.
+fn storage_file_accepted(seed: &[u8]) -> bool {
+    use ledge_node::storage::{checkpoint, leader_epoch, producers, recovery, segment};
+
+    let Some((&selector, content)) = seed.split_first() else {
+        return false;
+    };
+    match selector % 4 {
+        0 => checkpoint::Checkpoint::decode(content).is_ok(),
+        1 => leader_epoch::LeaderEpochCache::decode(content).is_ok(),
+        2 => producers::ProducerStates::decode_snapshot(content)
+            .is_some_and(|states| !states.is_empty()),
+        _ => {
+            let header = segment::SEGMENT_HEADER_BYTES as usize;
+            segment::check_segment_header(content).is_ok()
+                && recovery::scan(
+                    &content[header..],
+                    segment::SEGMENT_HEADER_BYTES,
+                    0,
+                    false,
+                    &mut |_, _, _| Ok(()),
+                )
+                .stop
+                    == recovery::ScanStop::End
         }
     }
 }

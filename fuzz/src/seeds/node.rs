@@ -178,3 +178,55 @@ fn encoded_with_version<T: Encodable>(message: &T, version: i16) -> Option<Vec<u
     message.encode(&mut out, version).ok()?;
     Some(out.to_vec())
 }
+
+/// Start-up files as the node writes them, behind the selector byte `storage_files` reads:
+/// a two-slot checkpoint, a leader-epoch file, a producer snapshot with two producers, and a
+/// segment (header, then batches from [`record_batches`] stamped at consecutive offsets).
+pub fn storage_files() -> Vec<Vec<u8>> {
+    use ledge_node::storage::checkpoint::Checkpoint;
+    use ledge_node::storage::leader_epoch::LeaderEpochCache;
+    use ledge_node::storage::producers::ProducerStates;
+    use ledge_node::storage::segment::segment_header;
+    use ledge_protocol::{
+        BatchHeader, set_base_offset, set_partition_leader_epoch, validate_batch,
+    };
+
+    let mut files = Vec::new();
+    let checkpoint = |sequence| Checkpoint {
+        sequence,
+        log_start_offset: 10,
+        recovery_segment: 0,
+        recovery_position: 4_096,
+    };
+    files.push([&[0u8][..], &checkpoint(1).encode(), &checkpoint(2).encode()].concat());
+
+    let mut epochs = LeaderEpochCache::new();
+    for (epoch, start_offset) in [(0, 0), (3, 120), (4, 500)] {
+        epochs
+            .assign(epoch, start_offset)
+            .expect("ascending epochs");
+    }
+    files.push([&[1u8][..], &epochs.encode()].concat());
+
+    let mut producers = ProducerStates::default();
+    let mut next_offset = 0;
+    let mut segment = segment_header().to_vec();
+    for batch in record_batches().into_iter().take(8) {
+        let mut batch = batch;
+        // Payloads of two batches are not one stored batch; keep single ones.
+        if validate_batch(&batch).is_err() {
+            continue;
+        }
+        // Stamped as a single node's log stamps them: its offsets, leader epoch 0.
+        set_base_offset(&mut batch, next_offset).expect("a valid batch takes an offset");
+        set_partition_leader_epoch(&mut batch, 0).expect("a valid batch takes an epoch");
+        let stamped: BatchHeader = validate_batch(&batch).expect("stamped batch");
+        producers.record(&stamped, next_offset, 100);
+        next_offset = stamped.last_offset() + 1;
+        segment.extend_from_slice(&batch);
+    }
+    files.push([&[2u8][..], &producers.encode_snapshot()].concat());
+    files.push([&[3u8][..], &segment].concat());
+    files.push([&[7u8][..], &segment].concat());
+    files
+}
