@@ -43,7 +43,7 @@ pub fn run(data: &[u8]) {
 
 fn check_checkpoint(content: &[u8]) {
     // Spread the content over the two slots so both are reached from short inputs.
-    let mut file = vec![0u8; 2 * CHECKPOINT_SLOT_BYTES];
+    let mut file = [0u8; 2 * CHECKPOINT_SLOT_BYTES];
     let (first, second) = content.split_at(content.len() / 2);
     for (slot, part) in [first, second].into_iter().enumerate() {
         let start = slot * CHECKPOINT_SLOT_BYTES;
