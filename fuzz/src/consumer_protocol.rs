@@ -8,9 +8,10 @@
 //! - Differential: where the generated decoder reads the input (at its version, capped at the
 //!   newest the schema has) and no partition is negative, the node's decoder reads it too, to
 //!   the same topics and partitions.
-//! - Where the node's decoder reads it, the generated decoder does too at the versions the node
-//!   reads (0-1 for a subscription, 0 for an assignment), except for a negative user-data
-//!   length other than -1, which the node reads as null as Kafka's Java reader does.
+//! - Where the node's decoder reads a subscription, the generated decoder does too at the
+//!   versions the node reads (0-1), except for a negative user-data length other than -1, which
+//!   the node reads as null as Kafka's Java reader does. (An assignment is read only as far as
+//!   its partitions, so the user data after them is not checked by the node.)
 //! - Round trip: what the node decoded, encoded by the node (`encode_subscription`,
 //!   `encode_assignment`), decodes to the same value with both decoders.
 

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::{TARGETS, Target};
 
-/// Pseudo-random inputs per target in the default run (about 5 s per target in a debug build
-/// on the 2-core CI machine).
+/// Pseudo-random inputs per target in the default run: with the corpora, the whole replay takes
+/// 3-5 s in a debug build on the loaded 2-core machine.
 const REPLAY_CASES_DEFAULT: u64 = 4_000;
 
 /// Largest input the mutator builds; libFuzzer's default `-max_len` is 4096.
