@@ -79,11 +79,22 @@ macro_rules! kafka_apis {
                 }
             }
 
-            /// Encodes the body as a client would (tests).
-            #[cfg(test)]
+            /// Encodes the body as a client would (tests, and the fuzz crate's round trip
+            /// with the `kafka-request-encode` feature).
+            #[cfg(any(test, feature = "kafka-request-encode"))]
             pub fn encode(&self, out: &mut BytesMut, version: i16) -> Result<(), String> {
                 match self {
                     $(Self::$name(body) => body.encode(out, version).map_err(|error| error.to_string()),)*
+                }
+            }
+
+            /// An empty request of `api` (every field at its default); `None` for an API
+            /// without a row. Seeds for the fuzz crate.
+            #[cfg(any(test, feature = "kafka-request-encode"))]
+            pub fn default_for(api: ApiKey) -> Option<Self> {
+                match api {
+                    $(ApiKey::$name => Some(Self::$name(Default::default())),)*
+                    _ => None,
                 }
             }
         }
