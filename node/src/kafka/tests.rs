@@ -87,7 +87,8 @@ async fn ask(
     Some(decoded)
 }
 
-async fn create_topic(service: &KafkaService<SimDisk>, topic: &str, partitions: i32) {
+/// Creates `topic` with CreateTopics v7 and returns the id its answer gives.
+async fn create_topic(service: &KafkaService<SimDisk>, topic: &str, partitions: i32) -> uuid::Uuid {
     let mut creatable = create_topics_request::CreatableTopic::default();
     creatable.name = name(topic);
     creatable.num_partitions = partitions;
@@ -100,6 +101,7 @@ async fn create_topic(service: &KafkaService<SimDisk>, topic: &str, partitions: 
         panic!("no answer");
     };
     assert_eq!(response.topics[0].error_code, 0, "{response:?}");
+    response.topics[0].topic_id
 }
 
 fn batch(count: usize, options: &EncodeOptions) -> Bytes {
@@ -1245,5 +1247,97 @@ fn describe_producers_lists_each_partitions_idempotent_producers() {
         assert_eq!(partitions[2].error_code, unknown);
         assert_eq!(partitions[3].error_code, unknown);
         assert_eq!(response.topics[1].partitions[0].error_code, unknown);
+    });
+}
+
+/// The id Metadata v12 gives `topic`, and its error code.
+async fn metadata_topic_id(service: &KafkaService<SimDisk>, topic: &str) -> (i16, uuid::Uuid) {
+    let mut entry = metadata_request::MetadataRequestTopic::default();
+    entry.name = Some(name(topic));
+    let mut request = kafka::MetadataRequest::default();
+    request.topics = Some(vec![entry]);
+    let Some(KafkaResponse::Metadata(response)) =
+        ask(service, 12, KafkaRequest::Metadata(request)).await
+    else {
+        panic!("no answer");
+    };
+    (response.topics[0].error_code, response.topics[0].topic_id)
+}
+
+/// DeleteTopics v6 of one topic by name or id: (error code, name, id) of the answer.
+async fn delete_topic(
+    service: &KafkaService<SimDisk>,
+    topic: Option<&str>,
+    id: uuid::Uuid,
+) -> (i16, Option<String>, uuid::Uuid) {
+    let mut state = kafka::delete_topics_request::DeleteTopicState::default();
+    state.name = topic.map(name);
+    state.topic_id = id;
+    let mut request = kafka::DeleteTopicsRequest::default();
+    request.topics = vec![state];
+    let Some(KafkaResponse::DeleteTopics(response)) =
+        ask(service, 6, KafkaRequest::DeleteTopics(request)).await
+    else {
+        panic!("no answer");
+    };
+    let result = &response.responses[0];
+    (
+        result.error_code,
+        result.name.as_ref().map(|name| name.0.as_str().to_owned()),
+        result.topic_id,
+    )
+}
+
+// Goal (issue 14): a topic's id is drawn when it is created, not derived from its name: a
+// topic deleted and created again under the same name has another id, as on Kafka; every
+// API that carries ids gives the same one (CreateTopics v7, Metadata v12,
+// DescribeTopicPartitions), and DeleteTopics v6 deletes by it, answering UNKNOWN_TOPIC_ID
+// for an id no topic has.
+#[test]
+fn topic_ids_are_drawn_at_creation_and_served_everywhere() {
+    runtime().block_on(async {
+        let service = service().await;
+        let first = create_topic(&service, "t", 2).await;
+        assert_ne!(first, uuid::Uuid::nil());
+        assert_eq!(first.get_version_num(), 4, "a random (v4) UUID: {first}");
+        assert_eq!(metadata_topic_id(&service, "t").await, (0, first));
+        let mut request = kafka::DescribeTopicPartitionsRequest::default();
+        let mut entry = kafka::describe_topic_partitions_request::TopicRequest::default();
+        entry.name = name("t");
+        request.topics = vec![entry];
+        request.response_partition_limit = 10;
+        let Some(KafkaResponse::DescribeTopicPartitions(described)) =
+            ask(&service, 0, KafkaRequest::DescribeTopicPartitions(request)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(described.topics[0].topic_id, first);
+
+        let unknown = uuid::Uuid::from_u128(first.as_u128() ^ 1);
+        assert_eq!(
+            delete_topic(&service, None, unknown).await,
+            (100, None, unknown),
+            "UNKNOWN_TOPIC_ID"
+        );
+        assert_eq!(metadata_topic_id(&service, "t").await, (0, first));
+        assert_eq!(
+            delete_topic(&service, None, first).await,
+            (0, Some("t".to_owned()), first),
+            "deleted by id, named in the answer"
+        );
+        assert_eq!(
+            metadata_topic_id(&service, "t").await,
+            (3, uuid::Uuid::nil()),
+            "gone: UNKNOWN_TOPIC_OR_PARTITION, nil id"
+        );
+
+        let second = create_topic(&service, "t", 2).await;
+        assert_ne!(second, first, "a recreated topic is another topic");
+        assert_eq!(metadata_topic_id(&service, "t").await, (0, second));
+        assert_eq!(
+            delete_topic(&service, Some("t"), uuid::Uuid::nil()).await,
+            (0, Some("t".to_owned()), second),
+            "deleted by name, its id in the answer"
+        );
     });
 }
