@@ -32,17 +32,21 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn service() -> KafkaService<SimDisk> {
+    service_with(KafkaSettings::default(), BrokerConfig::default()).await
+}
+
+async fn service_with(settings: KafkaSettings, config: BrokerConfig) -> KafkaService<SimDisk> {
     let broker = Broker::open(
         SimDisk::new(14),
         Path::new("/data"),
-        BrokerConfig::default(),
+        config,
         Arc::new(SimClock::new(1_000_000)),
     )
     .await
     .unwrap();
     KafkaService::new(
         Arc::new(broker),
-        KafkaSettings::default(),
+        settings,
         ADVERTISED.to_owned(),
         crate::kafka::dispatch::ListenerKind::Plaintext,
     )
@@ -558,8 +562,12 @@ fn metadata_lists_this_node_and_its_leaders() {
     runtime().block_on(async {
         let service = service().await;
         create_topic(&service, "t", 2).await;
+        let KafkaRequest::Metadata(mut request) = realistic_request(ApiKey::Metadata, 12) else {
+            panic!("not a Metadata request");
+        };
+        request.allow_auto_topic_creation = false;
         let Some(KafkaResponse::Metadata(metadata)) =
-            ask(&service, 12, realistic_request(ApiKey::Metadata, 12)).await
+            ask(&service, 12, KafkaRequest::Metadata(request)).await
         else {
             panic!("no answer");
         };
@@ -1256,6 +1264,7 @@ async fn metadata_topic_id(service: &KafkaService<SimDisk>, topic: &str) -> (i16
     entry.name = Some(name(topic));
     let mut request = kafka::MetadataRequest::default();
     request.topics = Some(vec![entry]);
+    request.allow_auto_topic_creation = false;
     let Some(KafkaResponse::Metadata(response)) =
         ask(service, 12, KafkaRequest::Metadata(request)).await
     else {
@@ -1339,5 +1348,136 @@ fn topic_ids_are_drawn_at_creation_and_served_everywhere() {
             (0, Some("t".to_owned()), second),
             "deleted by name, its id in the answer"
         );
+    });
+}
+
+/// Metadata at `version` for `topics` (`allow_auto_topic_creation` as given; versions
+/// before 4 have no such field and always allow it): each topic's (error code, partition
+/// count).
+async fn metadata_of(
+    service: &KafkaService<SimDisk>,
+    version: i16,
+    topics: &[&str],
+    allow_auto_topic_creation: bool,
+) -> Vec<(i16, usize)> {
+    let mut request = kafka::MetadataRequest::default();
+    request.topics = Some(
+        topics
+            .iter()
+            .map(|topic| {
+                let mut entry = metadata_request::MetadataRequestTopic::default();
+                entry.name = Some(name(topic));
+                entry
+            })
+            .collect(),
+    );
+    request.allow_auto_topic_creation = allow_auto_topic_creation;
+    let Some(KafkaResponse::Metadata(response)) =
+        ask(service, version, KafkaRequest::Metadata(request)).await
+    else {
+        panic!("no answer");
+    };
+    response
+        .topics
+        .iter()
+        .map(|topic| {
+            if topic.error_code != 0 {
+                assert_eq!(topic.topic_id, uuid::Uuid::nil(), "{topic:?}");
+            }
+            (topic.error_code, topic.partitions.len())
+        })
+        .collect()
+}
+
+// Goal (issue 14): Metadata creates a missing topic it names as Kafka's
+// `auto.create.topics.enable=true` does: LEADER_NOT_AVAILABLE in that answer, the topic with
+// `kafka.auto_create_topic_partitions` partitions in the next; not when the request does not
+// allow it, nor for a name starting with `__`; an invalid name answers
+// INVALID_TOPIC_EXCEPTION whether or not creation is allowed; before v4 (no such field)
+// creation is always allowed; a request for all topics creates nothing.
+#[test]
+fn metadata_creates_missing_topics_as_kafka() {
+    runtime().block_on(async {
+        let service = service().await;
+        assert_eq!(
+            metadata_of(&service, 12, &["auto", "bad name!", "__mine"], true).await,
+            vec![(5, 0), (17, 0), (3, 0)],
+            "LEADER_NOT_AVAILABLE, INVALID_TOPIC_EXCEPTION, UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        assert_eq!(
+            metadata_of(
+                &service,
+                12,
+                &["auto", "manual", "bad name!", "__mine"],
+                false
+            )
+            .await,
+            vec![(0, 1), (3, 0), (17, 0), (3, 0)],
+            "created with one partition; nothing more created"
+        );
+        assert_ne!(
+            metadata_topic_id(&service, "auto").await.1,
+            uuid::Uuid::nil()
+        );
+        assert_eq!(
+            metadata_of(&service, 3, &["old-client"], false).await,
+            vec![(5, 0)]
+        );
+        assert_eq!(
+            metadata_of(&service, 3, &["old-client"], false).await,
+            vec![(0, 1)]
+        );
+
+        let mut request = kafka::MetadataRequest::default();
+        request.topics = None;
+        request.allow_auto_topic_creation = true;
+        let Some(KafkaResponse::Metadata(all)) =
+            ask(&service, 12, KafkaRequest::Metadata(request)).await
+        else {
+            panic!("no answer");
+        };
+        let mut listed: Vec<&str> = all
+            .topics
+            .iter()
+            .map(|topic| topic.name.as_ref().unwrap().0.as_str())
+            .filter(|topic| !topic.starts_with("__"))
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(listed, vec!["auto", "old-client"]);
+    });
+}
+
+// Goal (issue 14): `kafka.auto_create_topics = false` creates nothing (UNKNOWN_TOPIC_OR_PARTITION,
+// as before), `kafka.auto_create_topic_partitions` sets the new topic's partition count, and
+// the node's partition limit applies to auto-created topics as to CreateTopics: refused
+// (INVALID_PARTITIONS in the Metadata answer), nothing created.
+#[test]
+fn metadata_auto_creation_follows_the_settings_and_limits() {
+    runtime().block_on(async {
+        let off = KafkaSettings {
+            auto_create_topics: false,
+            ..KafkaSettings::default()
+        };
+        let service = service_with(off, BrokerConfig::default()).await;
+        assert_eq!(metadata_of(&service, 12, &["x"], true).await, vec![(3, 0)]);
+        assert_eq!(metadata_of(&service, 12, &["x"], true).await, vec![(3, 0)]);
+
+        let three = KafkaSettings {
+            auto_create_topic_partitions: 3,
+            ..KafkaSettings::default()
+        };
+        let config = BrokerConfig {
+            partitions_max: 4,
+            ..BrokerConfig::default()
+        };
+        let service = service_with(three, config).await;
+        assert_eq!(metadata_of(&service, 12, &["x"], true).await, vec![(5, 0)]);
+        assert_eq!(metadata_of(&service, 12, &["x"], true).await, vec![(0, 3)]);
+        assert_eq!(
+            metadata_of(&service, 12, &["y"], true).await,
+            vec![(37, 0)],
+            "3 more partitions would pass partitions_max (4)"
+        );
+        assert_eq!(metadata_of(&service, 12, &["y"], false).await, vec![(3, 0)]);
     });
 }
