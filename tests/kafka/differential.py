@@ -176,7 +176,11 @@ def _(target, scenario, text):
 @known("min.insync.replicas on new topics", "Kafka 4.1 stores min.insync.replicas=1 on every "
        "topic it creates (eligible leader replicas, KIP-966); Ledge keeps only what was set")
 def _(target, scenario, text):
-    return text.replace("min.insync.replicas=1,", "") if target == "kafka" else text
+    if target != "kafka":
+        return text
+    # First among others ("...=1,"), or last (alone after "Configs:", or after a comma).
+    text = text.replace("min.insync.replicas=1,", "")
+    return re.sub(r",?\s*min\.insync\.replicas=1$", "", text, flags=re.MULTILINE)
 
 
 @known("no broker default synonyms", "Kafka lists the broker-level default (log.*) as a second "
