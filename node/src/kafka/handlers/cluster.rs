@@ -33,7 +33,7 @@ const AUTO_CREATION_FIELD_VERSION: i16 = 4;
 /// list, or an empty one at version 0). A topic asked for by name that does not exist is
 /// created as Kafka's `auto.create.topics.enable` does when `auto_create_partitions` is
 /// `Some` (`[kafka] auto_create_topics`) and the request allows it
-/// (`allow_auto_topic_creation`, always on before v4): see [`auto_create_topic`]. A name
+/// (`allow_auto_topic_creation`, always on before v4): see `auto_create_topic`. A name
 /// that is not a valid topic name answers INVALID_TOPIC_EXCEPTION either way, as on Kafka.
 pub async fn metadata<D: Disk>(
     broker: &Broker<D>,
