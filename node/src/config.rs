@@ -872,6 +872,13 @@ impl NodeConfig {
             .log
             .validate()
             .map_err(|error| ConfigError(format!("{origin}: [log] {error}")))?;
+        // Every auto-created topic would be refused otherwise.
+        if config.kafka.auto_create_topic_partitions > config.broker.topic_partitions_max {
+            return Err(ConfigError(format!(
+                "{origin}: kafka.auto_create_topic_partitions ({}) exceeds limits.topic_partitions_max ({})",
+                config.kafka.auto_create_topic_partitions, config.broker.topic_partitions_max
+            )));
+        }
         Ok(config)
     }
 }

@@ -642,7 +642,8 @@ fn kafka_java_console_groups_and_perf_test() {
 }
 
 /// The short differential run (`tests/kafka/differential.py --short`): kafka-topics,
-/// kafka-configs and kafka-producer-perf-test against this node and against a real Kafka 4.1
+/// kafka-configs, kafka-producer-perf-test and a producer to a missing topic (created by its
+/// Metadata) against this node and against a real Kafka 4.1
 /// broker (single-node KRaft on loopback, from the same jars), with every difference either
 /// equal after normalizing or one of the script's known differences (docs/KAFKA-COMPAT.md).
 #[test]

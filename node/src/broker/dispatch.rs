@@ -189,7 +189,7 @@ impl<D: Disk> Broker<D> {
                         topic_id: String::new(),
                     },
                     Some(topic) => TopicMetadata {
-                        topic_id: topic.topic_id().unwrap_or_default(),
+                        topic_id: topic.id().unwrap_or_default(),
                         internal: name.starts_with("__"),
                         partitioner_module: topic.config().partitioner_module.unwrap_or_default(),
                         name,
@@ -699,6 +699,8 @@ fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
         CreateTopicError::Record { source, .. } => metadata_code(source),
         // Retriable, like any disk failure: nothing was recorded.
         CreateTopicError::PartitionNotCreated(_) => ErrorCode::StorageError,
+        // Nothing was created; another try draws again.
+        CreateTopicError::NoTopicId { .. } => ErrorCode::UnknownServerError,
     }
 }
 

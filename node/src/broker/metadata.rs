@@ -56,6 +56,65 @@ pub struct StoredTopic {
     /// topic: it may not know the topic yet, or know an older one of the same name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_index: Option<u64>,
+    /// A topic the node created itself (every topic on a node without `[cluster]`, a
+    /// cluster node's internal topics): its id (32 hex digits), a random UUID (v4) drawn at
+    /// creation ([`new_topic_id`]), so a topic deleted and created again under the same name
+    /// is another topic to Kafka clients (KIP-516), across restarts too. Absent on a topic of
+    /// the controller (`topic_id`), and in files of builds before 2026-12 ([`legacy_topic_id`]
+    /// fills it at the next start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_topic_id: Option<String>,
+}
+
+/// How many times [`new_topic_id`] draws before giving up. A draw is refused only when Kafka
+/// would refuse it (1 time in 64), so this many refusals in a row means the generator is
+/// broken, not unlucky.
+pub const TOPIC_ID_DRAWS_MAX: u32 = 16;
+
+/// A new topic id in the stored text form (32 hex digits): a UUID v4 of the 16 bytes `draw`
+/// gives (`None` when the generator fails). As Kafka's `Uuid.randomUuid`, an id whose
+/// base64 text starts with `-` (first 6 bits `111110`) is drawn again: Kafka's tools read
+/// such an id as an option. A v4 id is never Kafka's reserved nil (0) or metadata id (1):
+/// its version bits are set. `None` if no acceptable id came in [`TOPIC_ID_DRAWS_MAX`] draws.
+pub fn new_topic_id(mut draw: impl FnMut() -> Option<[u8; 16]>) -> Option<String> {
+    for _ in 0..TOPIC_ID_DRAWS_MAX {
+        let id = uuid::Builder::from_random_bytes(draw()?).into_uuid();
+        if id.as_bytes()[0] >> 2 != 0b11_1110 {
+            return Some(topic_id_text(id.as_u128()));
+        }
+    }
+    None
+}
+
+/// [`new_topic_id`] from the system's random generator.
+pub fn random_topic_id() -> Option<String> {
+    new_topic_id(|| {
+        let mut bytes = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .ok()
+            .map(|()| bytes)
+    })
+}
+
+/// A topic id as stored and sent on the native protocol: 32 lowercase hex digits.
+pub fn topic_id_text(id: u128) -> String {
+    format!("{id:032x}")
+}
+
+/// The id builds before 2026-12 gave Kafka clients for a one-node topic `name` (they stored
+/// none): two FNV-1a hashes of the name, from different offset bases, fill the 128 bits; the
+/// high half is never 0, so the id is never Kafka's nil (0) or metadata id (1). A topic
+/// stored without an id is given this one once, at start, and keeps it: clients that knew
+/// the topic before the upgrade see the same id after it.
+pub fn legacy_topic_id(name: &str) -> String {
+    let fnv = |basis: u64| {
+        name.bytes().fold(basis, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let high = fnv(0xcbf2_9ce4_8422_2325).max(1);
+    let low = fnv(0x8422_2325_cbf2_9ce4);
+    topic_id_text((u128::from(high) << 64) | u128::from(low))
 }
 
 /// One topic's own file, `topics/<name>.json`.

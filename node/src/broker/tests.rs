@@ -2299,3 +2299,114 @@ fn a_bad_batch_in_the_middle_fails_the_partition_and_stops_there() {
         assert_eq!(next.base_offset, 2);
     });
 }
+
+/// The id the broker's Metadata gives `topic`.
+async fn topic_id_of(broker: &Broker<SimDisk>, topic: &str) -> String {
+    let answer = metadata(broker, Some(vec![topic.to_owned()])).await;
+    assert_eq!(answer.topics[0].error, ErrorCode::None);
+    answer.topics[0].topic_id.clone()
+}
+
+// Goal (issue 14): a topic's id is stored with the topic: it survives a restart, and one
+// rebuilt from its topic file (metadata.json lost) keeps it too.
+#[test]
+fn a_topic_id_survives_restarts_and_rebuilds() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(46);
+        let id = {
+            let broker = broker(&disk).await;
+            create(&broker, "t", 1, &[]).await;
+            let id = topic_id_of(&broker, "t").await;
+            assert_eq!(id.len(), 32, "{id}");
+            broker.close().await;
+            id
+        };
+        let restarted = broker(&disk).await;
+        assert_eq!(topic_id_of(&restarted, "t").await, id);
+        restarted.close().await;
+        disk.remove_file(&Path::new(DATA).join(metadata::METADATA_FILE_NAME))
+            .await
+            .unwrap();
+        let rebuilt = broker(&disk).await;
+        assert_eq!(
+            topic_id_of(&rebuilt, "t").await,
+            id,
+            "rebuilt from the topic file"
+        );
+    });
+}
+
+// Goal (issue 14): a data directory of a build that stored no topic ids starts, each topic
+// gets the id that build showed Kafka clients (derived from the name), and that id is
+// stored, in metadata.json and the topic file.
+#[test]
+fn topics_stored_without_an_id_get_their_old_id_once() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(47);
+        let old_topic = r#""partitions": 1, "configs": {}, "created_ms": 5"#;
+        write_file(
+            &disk,
+            &Path::new(DATA).join(metadata::METADATA_FILE_NAME),
+            format!(
+                r#"{{"version": 1, "topics": {{"old": {{{old_topic}}}}}, "producer_ids_reserved_until": 1000}}"#
+            )
+            .as_bytes(),
+        )
+        .await;
+        write_file(
+            &disk,
+            &Path::new(DATA).join("topics/old.json"),
+            format!(r#"{{"version": 1, "name": "old", {old_topic}}}"#).as_bytes(),
+        )
+        .await;
+        let broker = broker(&disk).await;
+        let expected = metadata::legacy_topic_id("old");
+        assert_eq!(topic_id_of(&broker, "old").await, expected);
+        assert_eq!(
+            crate::kafka::handlers::kafka_topic_id(&expected, "old"),
+            crate::kafka::handlers::kafka_topic_id("", "old"),
+            "the id Kafka clients were given before"
+        );
+        broker.close().await;
+        let (store, _) = metadata::MetadataStore::load(disk.clone(), Path::new(DATA))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.current().topics["old"].local_topic_id.as_deref(),
+            Some(expected.as_str())
+        );
+        let files = metadata::TopicFiles::open(disk.clone(), Path::new(DATA))
+            .await
+            .unwrap()
+            .load_all()
+            .await
+            .unwrap();
+        assert_eq!(files["old"].local_topic_id.as_deref(), Some(expected.as_str()));
+    });
+}
+
+// Goal: topic ids are drawn as Kafka's `Uuid.randomUuid`: version 4, and an id whose base64
+// text would start with '-' is drawn again; a generator that fails, or gives only refused
+// ids, yields no id rather than a bad one.
+#[test]
+fn new_topic_ids_are_v4_and_never_start_with_a_dash() {
+    let id = |text: &str| u128::from_str_radix(text, 16).unwrap();
+    let mut draws = [[0xf8u8; 16], [0x12; 16]].into_iter();
+    let drawn = metadata::new_topic_id(|| draws.next()).unwrap();
+    assert_eq!(
+        &drawn[..2],
+        "12",
+        "the '-' draw (0xf8: 111110..) was refused: {drawn}"
+    );
+    assert_eq!(uuid::Uuid::from_u128(id(&drawn)).get_version_num(), 4);
+    assert_eq!(metadata::new_topic_id(|| None), None);
+    let mut refused = 0;
+    let none = metadata::new_topic_id(|| {
+        refused += 1;
+        Some([0xfb; 16])
+    });
+    assert_eq!((none, refused), (None, metadata::TOPIC_ID_DRAWS_MAX));
+    let random = metadata::random_topic_id().unwrap();
+    assert_ne!(random, metadata::random_topic_id().unwrap());
+    assert_eq!(metadata::topic_id_text(1), format!("{:032x}", 1));
+}

@@ -1356,6 +1356,7 @@ fn uploads_are_bounded_and_metadata_never_outgrows_its_read_limit() {
                 topic_id: None,
                 hosted: None,
                 image_index: None,
+                local_topic_id: None,
             },
         );
         let error = store.store(next).await.unwrap_err();

@@ -10,7 +10,7 @@
 //! ids to names and back (KIP-848 names topics by id only), and maps the service's errors to
 //! Kafka's codes in [`heartbeat_code`], the one place for them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use kafka_protocol::ResponseError;
@@ -20,10 +20,9 @@ use kafka_protocol::messages::{
     consumer_group_heartbeat_response,
 };
 use kafka_protocol::protocol::StrBytes;
-use ledge_protocol::wire;
 
 use super::groups::{coordinator_code, service_code};
-use super::handlers::{ask, kafka_topic_id, text};
+use super::handlers::{TopicIds, kafka_topic_id, text};
 use crate::broker::Broker;
 use crate::groups::assignor::{Assignor, TopicPartition};
 use crate::groups::coordinator::GroupError;
@@ -40,39 +39,7 @@ const CLIENT_MEMBER_ID_VERSION: i16 = 1;
 /// The server assignors a member may name: Kafka's two, and the node's other names.
 const SERVER_ASSIGNORS: &str = "uniform, range, cooperative-sticky, round-robin";
 
-/// Topic names by Kafka topic id and back, for the topics clients can see.
-struct TopicIds {
-    by_name: BTreeMap<String, uuid::Uuid>,
-    by_id: BTreeMap<uuid::Uuid, String>,
-}
-
 impl TopicIds {
-    async fn of<D: Disk>(broker: &Broker<D>) -> Self {
-        let topics = match ask!(broker, "", Metadata(wire::MetadataRequest { topics: None })) {
-            Ok(native) => native.topics,
-            Err(api) => {
-                tracing::error!(
-                    ?api,
-                    "kafka consumer group: the broker answered another API"
-                );
-                Vec::new()
-            }
-        };
-        let by_name: BTreeMap<String, uuid::Uuid> = topics
-            .into_iter()
-            .filter(|topic| topic.error == wire::ErrorCode::None)
-            .map(|topic| {
-                let id = kafka_topic_id(&topic.topic_id, &topic.name);
-                (topic.name, id)
-            })
-            .collect();
-        let by_id = by_name
-            .iter()
-            .map(|(name, id)| (*id, name.clone()))
-            .collect();
-        Self { by_name, by_id }
-    }
-
     /// Partitions named by topic id as (name, partition); ids of unknown topics (deleted
     /// meanwhile) and negative partitions are left out: nobody can own them.
     fn partitions_by_name<'a>(

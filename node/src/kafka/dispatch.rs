@@ -96,7 +96,16 @@ impl<D: Disk> KafkaService<D> {
                 KafkaResponse::ApiVersions(handlers::cluster::api_versions())
             }
             KafkaRequest::Metadata(request) => KafkaResponse::Metadata(
-                handlers::cluster::metadata(broker, &addresses, request, version).await,
+                handlers::cluster::metadata(
+                    broker,
+                    &addresses,
+                    request,
+                    version,
+                    self.settings
+                        .auto_create_topics
+                        .then_some(self.settings.auto_create_topic_partitions),
+                )
+                .await,
             ),
             KafkaRequest::DescribeCluster(request) => KafkaResponse::DescribeCluster(
                 handlers::cluster::describe_cluster(broker, &addresses, request).await,

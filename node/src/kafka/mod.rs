@@ -103,9 +103,20 @@ pub struct KafkaSettings {
     pub in_flight_bytes_per_connection_max: u64,
     /// How long a graceful shutdown waits for requests being answered.
     pub shutdown_grace: Duration,
+    /// Create a missing topic a Metadata request names, if the request allows it (Kafka's
+    /// `auto.create.topics.enable`, `[kafka] auto_create_topics`).
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created that way (Kafka's `num.partitions`).
+    pub auto_create_topic_partitions: u32,
     /// Bounds of the fetch session cache (`fetch_sessions_max`, `fetch_session_*`).
     pub fetch_sessions: FetchSessionLimits,
 }
+
+/// `[kafka] auto_create_topics` default: on, as Kafka's `auto.create.topics.enable`, so a
+/// Kafka producer to a topic nobody created works as against Kafka.
+pub const AUTO_CREATE_TOPICS_DEFAULT: bool = true;
+/// `[kafka] auto_create_topic_partitions` default: Kafka's `num.partitions` default.
+pub const AUTO_CREATE_TOPIC_PARTITIONS_DEFAULT: u32 = 1;
 
 impl Default for KafkaSettings {
     fn default() -> Self {
@@ -123,6 +134,8 @@ impl Default for KafkaSettings {
             in_flight_bytes_max: IN_FLIGHT_BYTES_MAX_DEFAULT,
             in_flight_bytes_per_connection_max: IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT,
             shutdown_grace: Duration::from_secs(10),
+            auto_create_topics: AUTO_CREATE_TOPICS_DEFAULT,
+            auto_create_topic_partitions: AUTO_CREATE_TOPIC_PARTITIONS_DEFAULT,
             fetch_sessions: FetchSessionLimits::default(),
         }
     }
@@ -156,6 +169,8 @@ pub struct KafkaSection {
     in_flight_bytes_max: Option<u64>,
     in_flight_bytes_per_connection_max: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    auto_create_topics: Option<bool>,
+    auto_create_topic_partitions: Option<u32>,
     fetch_sessions_max: Option<usize>,
     fetch_session_partitions_max: Option<usize>,
     fetch_session_idle_max_ms: Option<u64>,
@@ -250,6 +265,18 @@ impl KafkaSection {
         if let Some(value) = self.shutdown_grace_ms {
             settings.shutdown_grace =
                 Duration::from_millis(range("shutdown_grace_ms", value, 0, SHUTDOWN_GRACE_MS_MAX)?);
+        }
+        if let Some(enabled) = self.auto_create_topics {
+            settings.auto_create_topics = enabled;
+        }
+        if let Some(value) = self.auto_create_topic_partitions {
+            // The upper bound is `limits.topic_partitions_max`, checked with the whole file.
+            settings.auto_create_topic_partitions = range(
+                "auto_create_topic_partitions",
+                value.into(),
+                1,
+                u32::MAX.into(),
+            )? as u32;
         }
         let sessions = &mut settings.fetch_sessions;
         if let Some(value) = self.fetch_sessions_max {
@@ -384,6 +411,13 @@ mod settings_tests {
             std::time::Duration::from_millis(2500)
         );
         assert!(!parse("[kafka]\nenabled = false\n").unwrap().kafka.enabled);
+        assert!(config.kafka.auto_create_topics, "on by default, as Kafka");
+        assert_eq!(config.kafka.auto_create_topic_partitions, 1);
+        let auto = parse("[kafka]\nauto_create_topics = false\nauto_create_topic_partitions = 6\n")
+            .unwrap();
+        assert!(!auto.kafka.auto_create_topics);
+        assert_eq!(auto.kafka.auto_create_topic_partitions, 6);
+
         assert_eq!(
             config.kafka.fetch_sessions,
             super::FetchSessionLimits::default()
@@ -442,6 +476,14 @@ mod settings_tests {
                 "kafka.frame_bytes_max",
             ),
             ("[kafka]\nlisten_port = 1\n", "listen_port"),
+            (
+                "[kafka]\nauto_create_topic_partitions = 0\n",
+                "kafka.auto_create_topic_partitions",
+            ),
+            (
+                "[kafka]\nauto_create_topic_partitions = 9\n[limits]\ntopic_partitions_max = 8\n",
+                "kafka.auto_create_topic_partitions (9) exceeds limits.topic_partitions_max (8)",
+            ),
             (
                 "[kafka]\nfetch_sessions_max = 2000000\n",
                 "kafka.fetch_sessions_max",

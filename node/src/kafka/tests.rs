@@ -33,10 +33,14 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn service() -> KafkaService<SimDisk> {
+    service_with(KafkaSettings::default(), BrokerConfig::default()).await
+}
+
+async fn service_with(settings: KafkaSettings, config: BrokerConfig) -> KafkaService<SimDisk> {
     let broker = Broker::open(
         SimDisk::new(14),
         Path::new("/data"),
-        BrokerConfig::default(),
+        config,
         Arc::new(SimClock::new(1_000_000)),
     )
     .await
@@ -47,7 +51,7 @@ async fn service() -> KafkaService<SimDisk> {
             KafkaSettings::default().fetch_sessions,
             5,
         ))),
-        KafkaSettings::default(),
+        settings,
         ADVERTISED.to_owned(),
         crate::kafka::dispatch::ListenerKind::Plaintext,
     )
@@ -92,7 +96,8 @@ async fn ask(
     Some(decoded)
 }
 
-async fn create_topic(service: &KafkaService<SimDisk>, topic: &str, partitions: i32) {
+/// Creates `topic` with CreateTopics v7 and returns the id its answer gives.
+async fn create_topic(service: &KafkaService<SimDisk>, topic: &str, partitions: i32) -> uuid::Uuid {
     let mut creatable = create_topics_request::CreatableTopic::default();
     creatable.name = name(topic);
     creatable.num_partitions = partitions;
@@ -105,6 +110,7 @@ async fn create_topic(service: &KafkaService<SimDisk>, topic: &str, partitions: 
         panic!("no answer");
     };
     assert_eq!(response.topics[0].error_code, 0, "{response:?}");
+    response.topics[0].topic_id
 }
 
 fn batch(count: usize, options: &EncodeOptions) -> Bytes {
@@ -561,8 +567,12 @@ fn metadata_lists_this_node_and_its_leaders() {
     runtime().block_on(async {
         let service = service().await;
         create_topic(&service, "t", 2).await;
+        let KafkaRequest::Metadata(mut request) = realistic_request(ApiKey::Metadata, 12) else {
+            panic!("not a Metadata request");
+        };
+        request.allow_auto_topic_creation = false;
         let Some(KafkaResponse::Metadata(metadata)) =
-            ask(&service, 12, realistic_request(ApiKey::Metadata, 12)).await
+            ask(&service, 12, KafkaRequest::Metadata(request)).await
         else {
             panic!("no answer");
         };
@@ -1422,5 +1432,229 @@ fn describe_producers_lists_each_partitions_idempotent_producers() {
         assert_eq!(partitions[2].error_code, unknown);
         assert_eq!(partitions[3].error_code, unknown);
         assert_eq!(response.topics[1].partitions[0].error_code, unknown);
+    });
+}
+
+/// The id Metadata v12 gives `topic`, and its error code.
+async fn metadata_topic_id(service: &KafkaService<SimDisk>, topic: &str) -> (i16, uuid::Uuid) {
+    let mut entry = metadata_request::MetadataRequestTopic::default();
+    entry.name = Some(name(topic));
+    let mut request = kafka::MetadataRequest::default();
+    request.topics = Some(vec![entry]);
+    request.allow_auto_topic_creation = false;
+    let Some(KafkaResponse::Metadata(response)) =
+        ask(service, 12, KafkaRequest::Metadata(request)).await
+    else {
+        panic!("no answer");
+    };
+    (response.topics[0].error_code, response.topics[0].topic_id)
+}
+
+/// DeleteTopics v6 of one topic by name or id: (error code, name, id) of the answer.
+async fn delete_topic(
+    service: &KafkaService<SimDisk>,
+    topic: Option<&str>,
+    id: uuid::Uuid,
+) -> (i16, Option<String>, uuid::Uuid) {
+    let mut state = kafka::delete_topics_request::DeleteTopicState::default();
+    state.name = topic.map(name);
+    state.topic_id = id;
+    let mut request = kafka::DeleteTopicsRequest::default();
+    request.topics = vec![state];
+    let Some(KafkaResponse::DeleteTopics(response)) =
+        ask(service, 6, KafkaRequest::DeleteTopics(request)).await
+    else {
+        panic!("no answer");
+    };
+    let result = &response.responses[0];
+    (
+        result.error_code,
+        result.name.as_ref().map(|name| name.0.as_str().to_owned()),
+        result.topic_id,
+    )
+}
+
+// Goal (issue 14): a topic's id is drawn when it is created, not derived from its name: a
+// topic deleted and created again under the same name has another id, as on Kafka; every
+// API that carries ids gives the same one (CreateTopics v7, Metadata v12,
+// DescribeTopicPartitions), and DeleteTopics v6 deletes by it, answering UNKNOWN_TOPIC_ID
+// for an id no topic has.
+#[test]
+fn topic_ids_are_drawn_at_creation_and_served_everywhere() {
+    runtime().block_on(async {
+        let service = service().await;
+        let first = create_topic(&service, "t", 2).await;
+        assert_ne!(first, uuid::Uuid::nil());
+        assert_eq!(first.get_version_num(), 4, "a random (v4) UUID: {first}");
+        assert_eq!(metadata_topic_id(&service, "t").await, (0, first));
+        let mut request = kafka::DescribeTopicPartitionsRequest::default();
+        let mut entry = kafka::describe_topic_partitions_request::TopicRequest::default();
+        entry.name = name("t");
+        request.topics = vec![entry];
+        request.response_partition_limit = 10;
+        let Some(KafkaResponse::DescribeTopicPartitions(described)) =
+            ask(&service, 0, KafkaRequest::DescribeTopicPartitions(request)).await
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(described.topics[0].topic_id, first);
+
+        let unknown = uuid::Uuid::from_u128(first.as_u128() ^ 1);
+        assert_eq!(
+            delete_topic(&service, None, unknown).await,
+            (100, None, unknown),
+            "UNKNOWN_TOPIC_ID"
+        );
+        assert_eq!(metadata_topic_id(&service, "t").await, (0, first));
+        assert_eq!(
+            delete_topic(&service, None, first).await,
+            (0, Some("t".to_owned()), first),
+            "deleted by id, named in the answer"
+        );
+        assert_eq!(
+            metadata_topic_id(&service, "t").await,
+            (3, uuid::Uuid::nil()),
+            "gone: UNKNOWN_TOPIC_OR_PARTITION, nil id"
+        );
+
+        let second = create_topic(&service, "t", 2).await;
+        assert_ne!(second, first, "a recreated topic is another topic");
+        assert_eq!(metadata_topic_id(&service, "t").await, (0, second));
+        assert_eq!(
+            delete_topic(&service, Some("t"), uuid::Uuid::nil()).await,
+            (0, Some("t".to_owned()), second),
+            "deleted by name, its id in the answer"
+        );
+    });
+}
+
+/// Metadata at `version` for `topics` (`allow_auto_topic_creation` as given; versions
+/// before 4 have no such field and always allow it): each topic's (error code, partition
+/// count).
+async fn metadata_of(
+    service: &KafkaService<SimDisk>,
+    version: i16,
+    topics: &[&str],
+    allow_auto_topic_creation: bool,
+) -> Vec<(i16, usize)> {
+    let mut request = kafka::MetadataRequest::default();
+    request.topics = Some(
+        topics
+            .iter()
+            .map(|topic| {
+                let mut entry = metadata_request::MetadataRequestTopic::default();
+                entry.name = Some(name(topic));
+                entry
+            })
+            .collect(),
+    );
+    request.allow_auto_topic_creation = allow_auto_topic_creation;
+    let Some(KafkaResponse::Metadata(response)) =
+        ask(service, version, KafkaRequest::Metadata(request)).await
+    else {
+        panic!("no answer");
+    };
+    response
+        .topics
+        .iter()
+        .map(|topic| {
+            if topic.error_code != 0 {
+                assert_eq!(topic.topic_id, uuid::Uuid::nil(), "{topic:?}");
+            }
+            (topic.error_code, topic.partitions.len())
+        })
+        .collect()
+}
+
+// Goal (issue 14): Metadata creates a missing topic it names as Kafka's
+// `auto.create.topics.enable=true` does: LEADER_NOT_AVAILABLE in that answer, the topic with
+// `kafka.auto_create_topic_partitions` partitions in the next; not when the request does not
+// allow it, nor for a name starting with `__`; an invalid name answers
+// INVALID_TOPIC_EXCEPTION whether or not creation is allowed; before v4 (no such field)
+// creation is always allowed; a request for all topics creates nothing.
+#[test]
+fn metadata_creates_missing_topics_as_kafka() {
+    runtime().block_on(async {
+        let service = service().await;
+        assert_eq!(
+            metadata_of(&service, 12, &["auto", "bad name!", "__mine"], true).await,
+            vec![(5, 0), (17, 0), (3, 0)],
+            "LEADER_NOT_AVAILABLE, INVALID_TOPIC_EXCEPTION, UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        assert_eq!(
+            metadata_of(
+                &service,
+                12,
+                &["auto", "manual", "bad name!", "__mine"],
+                false
+            )
+            .await,
+            vec![(0, 1), (3, 0), (17, 0), (3, 0)],
+            "created with one partition; nothing more created"
+        );
+        assert_ne!(
+            metadata_topic_id(&service, "auto").await.1,
+            uuid::Uuid::nil()
+        );
+        assert_eq!(
+            metadata_of(&service, 3, &["old-client"], false).await,
+            vec![(5, 0)]
+        );
+        assert_eq!(
+            metadata_of(&service, 3, &["old-client"], false).await,
+            vec![(0, 1)]
+        );
+
+        let mut request = kafka::MetadataRequest::default();
+        request.topics = None;
+        request.allow_auto_topic_creation = true;
+        let Some(KafkaResponse::Metadata(all)) =
+            ask(&service, 12, KafkaRequest::Metadata(request)).await
+        else {
+            panic!("no answer");
+        };
+        let mut listed: Vec<&str> = all
+            .topics
+            .iter()
+            .map(|topic| topic.name.as_ref().unwrap().0.as_str())
+            .filter(|topic| !topic.starts_with("__"))
+            .collect();
+        listed.sort_unstable();
+        assert_eq!(listed, vec!["auto", "old-client"]);
+    });
+}
+
+// Goal (issue 14): `kafka.auto_create_topics = false` creates nothing (UNKNOWN_TOPIC_OR_PARTITION,
+// as before), `kafka.auto_create_topic_partitions` sets the new topic's partition count, and
+// the node's partition limit applies to auto-created topics as to CreateTopics: refused
+// (INVALID_PARTITIONS in the Metadata answer), nothing created.
+#[test]
+fn metadata_auto_creation_follows_the_settings_and_limits() {
+    runtime().block_on(async {
+        let off = KafkaSettings {
+            auto_create_topics: false,
+            ..KafkaSettings::default()
+        };
+        let service = service_with(off, BrokerConfig::default()).await;
+        assert_eq!(metadata_of(&service, 12, &["x"], true).await, vec![(3, 0)]);
+        assert_eq!(metadata_of(&service, 12, &["x"], true).await, vec![(3, 0)]);
+
+        let three = KafkaSettings {
+            auto_create_topic_partitions: 3,
+            ..KafkaSettings::default()
+        };
+        let config = BrokerConfig {
+            partitions_max: 4,
+            ..BrokerConfig::default()
+        };
+        let service = service_with(three, config).await;
+        assert_eq!(metadata_of(&service, 12, &["x"], true).await, vec![(5, 0)]);
+        assert_eq!(metadata_of(&service, 12, &["x"], true).await, vec![(0, 3)]);
+        assert_eq!(
+            metadata_of(&service, 12, &["y"], true).await,
+            vec![(37, 0)],
+            "3 more partitions would pass partitions_max (4)"
+        );
+        assert_eq!(metadata_of(&service, 12, &["y"], false).await, vec![(3, 0)]);
     });
 }

@@ -226,10 +226,10 @@ wire_struct! {
         /// The topic's partitioner module (`partitioner.module`), empty if none: producers
         /// send records without an explicit partition to [`NODE_PARTITIONED`].
         pub partitioner_module: String,
-        /// The topic's id in a cluster (32 hex digits): a topic deleted and created again
-        /// under the same name gets a new one, so a client can tell its partitions' leader
-        /// epochs (restarting at 0) from stale answers about the old topic (KIP-516). Empty
-        /// where the node has no id for it (a single node, an unknown topic).
+        /// The topic's id (32 hex digits; the controller's in a cluster, the node's own on a
+        /// single node): a topic deleted and created again under the same name gets a new
+        /// one, so a client can tell its partitions' leader epochs (restarting at 0) from
+        /// stale answers about the old topic (KIP-516). Empty for an unknown topic.
         pub topic_id: String,
     }
 }

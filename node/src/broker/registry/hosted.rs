@@ -177,6 +177,7 @@ impl<D: Disk> TopicRegistry<D> {
             topic_id: Some(wanted.topic_id.clone()),
             hosted: Some(wanted.hosted.clone()),
             image_index: Some(wanted.image_index),
+            local_topic_id: None,
         };
         let Some(topic) = self.topic(name) else {
             let adding = u32::try_from(wanted.hosted.len()).unwrap_or(u32::MAX);
@@ -207,6 +208,7 @@ impl<D: Disk> TopicRegistry<D> {
                         wanted.topic_id.clone(),
                         wanted.image_index,
                     ))),
+                    local_id: None,
                 }),
             );
             self.events.emit(RegistryEvent::TopicCreated {

@@ -151,6 +151,9 @@ pub struct Topic<D: Disk> {
     /// In a `[cluster]`: the controller's topic id (hex) and the image index it was taken
     /// at; `None` on a one-node node.
     topic_id: RwLock<Option<(String, u64)>>,
+    /// A topic this node created ([`StoredTopic::local_topic_id`]): its id (hex); `None` on
+    /// a topic of the controller.
+    local_id: Option<String>,
 }
 
 /// The topic map, read and changed under its lock by the registry only.
@@ -162,6 +165,12 @@ impl<D: Disk> Topic<D> {
         read(&self.topic_id)
             .as_ref()
             .map(|(topic_id, _)| topic_id.clone())
+    }
+
+    /// The topic's id as clients see it (32 hex digits): the controller's for a topic it
+    /// placed, else the one this node drew when it created the topic.
+    pub fn id(&self) -> Option<String> {
+        self.topic_id().or_else(|| self.local_id.clone())
     }
 
     /// The topic's config now.
@@ -323,6 +332,12 @@ pub enum CreateTopicError {
     /// failed); nothing was recorded.
     #[error(transparent)]
     PartitionNotCreated(PartitionNotCreated),
+    /// The system's random generator gave no topic id; nothing was created.
+    #[error("could not draw an id for topic {topic:?}: the system random generator failed")]
+    NoTopicId {
+        /// The topic.
+        topic: String,
+    },
 }
 
 /// A new partition whose log could not be created, so the topic change it belonged to was
@@ -705,6 +720,14 @@ impl<D: Disk> TopicRegistry<D> {
             // partition has been seen online, even across a crash.
             producer_id_hold::write_hold_marker(&disk, data_dir).await?;
         }
+        // Topics stored by a build that gave them no id get the one that build showed Kafka
+        // clients, stored below with everything else (on a read-only filesystem it is
+        // derived again at each start, the same).
+        for (name, topic) in &mut stored.topics {
+            if topic.topic_id.is_none() && topic.local_topic_id.is_none() {
+                topic.local_topic_id = Some(metadata::legacy_topic_id(name));
+            }
+        }
         let producer_ids_held = producer_id_hold::hold_marker_exists(&disk, data_dir).await?;
         // Every stored partition is opened below: a count no limit allows (a damaged or
         // hand-edited file, or a lowered limit) is refused before anything is touched.
@@ -808,6 +831,7 @@ impl<D: Disk> TopicRegistry<D> {
                         .topic_id
                         .clone()
                         .map(|topic_id| (topic_id, topic.image_index.unwrap_or(0))),
+                    topic.local_topic_id.clone(),
                 )
             }
         });
@@ -815,13 +839,14 @@ impl<D: Disk> TopicRegistry<D> {
             .buffer_unordered(TOPIC_OPENS_CONCURRENT)
             .collect()
             .await;
-        for (name, config, partitions, topic_id) in opened {
+        for (name, config, partitions, topic_id, local_id) in opened {
             write(&registry.topics).insert(
                 name,
                 Arc::new(Topic {
                     config: RwLock::new(config),
                     partitions: RwLock::new(partitions),
                     topic_id: RwLock::new(topic_id),
+                    local_id,
                 }),
             );
         }
@@ -1293,6 +1318,9 @@ impl<D: Disk> TopicRegistry<D> {
         plugins::check_module_references(&config, &store.current().modules)
             .map_err(CreateTopicError::ModuleReference)?;
         self.check_partition_count(name, partitions, partitions)?;
+        let local_id = metadata::random_topic_id().ok_or_else(|| CreateTopicError::NoTopicId {
+            topic: name.to_string(),
+        })?;
         let opened = self.open_partitions(name, 0..partitions, &config).await;
         // A partition whose first segment could not be written or synced must not be
         // acknowledged: after a power loss it would be an acknowledged topic with a partition
@@ -1307,6 +1335,7 @@ impl<D: Disk> TopicRegistry<D> {
             topic_id: None,
             hosted: None,
             image_index: None,
+            local_topic_id: Some(local_id.clone()),
         };
         let mut next = store.current().clone();
         next.topics.insert(name.to_string(), stored_topic.clone());
@@ -1331,6 +1360,7 @@ impl<D: Disk> TopicRegistry<D> {
                 config: RwLock::new(config),
                 partitions: RwLock::new(opened),
                 topic_id: RwLock::new(None),
+                local_id: Some(local_id),
             }),
         );
         // Under the admin lock, so subscribers see changes in the order they were made.

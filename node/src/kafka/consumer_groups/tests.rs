@@ -63,24 +63,32 @@ fn beat(member_id: &str, epoch: i32) -> ConsumerGroupHeartbeatRequest {
     request
 }
 
+/// The id Kafka clients are given for topic `t`, as Metadata lists it.
+async fn t_id(broker: &Broker<SimDisk>) -> uuid::Uuid {
+    let id = TopicIds::of(broker).await.by_name["t"];
+    assert_ne!(id, uuid::Uuid::nil());
+    id
+}
+
 fn owning(
     mut request: ConsumerGroupHeartbeatRequest,
+    topic_id: uuid::Uuid,
     partitions: &[i32],
 ) -> ConsumerGroupHeartbeatRequest {
     let mut owned = OwnedTopic::default();
-    owned.topic_id = kafka_topic_id("", "t");
+    owned.topic_id = topic_id;
     owned.partitions = partitions.to_vec();
     request.topic_partitions = Some(vec![owned]);
     request
 }
 
 /// The partitions of `t` an answer assigns; `None` when it sends no assignment.
-fn assigned(response: &ConsumerGroupHeartbeatResponse) -> Option<Vec<i32>> {
+fn assigned(response: &ConsumerGroupHeartbeatResponse, topic_id: uuid::Uuid) -> Option<Vec<i32>> {
     response.assignment.as_ref().map(|assignment| {
         assignment
             .topic_partitions
             .iter()
-            .inspect(|topic| assert_eq!(topic.topic_id, kafka_topic_id("", "t")))
+            .inspect(|topic| assert_eq!(topic.topic_id, topic_id))
             .flat_map(|topic| topic.partitions.clone())
             .collect()
     })
@@ -109,25 +117,31 @@ async fn describe(
 #[tokio::test(start_paused = true)]
 async fn a_kafka_member_and_a_quic_member_share_a_group() {
     let broker = broker().await;
+    let t = t_id(&broker).await;
     let joined = consumer_group_heartbeat(&broker, "java", join("kafka-1"), 1).await;
     assert_eq!(joined.error_code, 0, "{:?}", joined.error_message);
     assert_eq!(joined.member_id.as_deref(), Some("kafka-1"));
     assert!(joined.member_epoch > 0);
     assert!(joined.heartbeat_interval_ms > 0);
-    assert_eq!(assigned(&joined), Some(vec![0, 1]));
+    assert_eq!(assigned(&joined, t), Some(vec![0, 1]));
     let epoch = joined.member_epoch;
 
-    let acked =
-        consumer_group_heartbeat(&broker, "java", owning(beat("kafka-1", epoch), &[0, 1]), 1).await;
+    let acked = consumer_group_heartbeat(
+        &broker,
+        "java",
+        owning(beat("kafka-1", epoch), t, &[0, 1]),
+        1,
+    )
+    .await;
     assert_eq!(acked.error_code, 0);
     assert_eq!(acked.member_epoch, epoch);
     assert_eq!(
-        assigned(&acked),
+        assigned(&acked, t),
         None,
         "an unchanged assignment is not sent again"
     );
     let quiet = consumer_group_heartbeat(&broker, "java", beat("kafka-1", epoch), 1).await;
-    assert_eq!((quiet.error_code, assigned(&quiet)), (0, None));
+    assert_eq!((quiet.error_code, assigned(&quiet, t)), (0, None));
 
     let native_join = NativeHeartbeat {
         group_id: "g".into(),
@@ -153,11 +167,12 @@ async fn a_kafka_member_and_a_quic_member_share_a_group() {
     let revoked = consumer_group_heartbeat(&broker, "java", beat("kafka-1", epoch), 1).await;
     assert_eq!(revoked.error_code, 0);
     assert!(revoked.member_epoch > epoch);
-    let kept = assigned(&revoked).expect("a changed assignment is sent");
+    let kept = assigned(&revoked, t).expect("a changed assignment is sent");
     assert_eq!(kept.len(), 1);
     let epoch = revoked.member_epoch;
     let released =
-        consumer_group_heartbeat(&broker, "java", owning(beat("kafka-1", epoch), &kept), 1).await;
+        consumer_group_heartbeat(&broker, "java", owning(beat("kafka-1", epoch), t, &kept), 1)
+            .await;
     assert_eq!(released.error_code, 0);
 
     let Response::ConsumerGroupHeartbeat(quic) = broker
@@ -223,7 +238,7 @@ async fn a_kafka_member_and_a_quic_member_share_a_group() {
     leave.member_epoch = -1;
     let left = consumer_group_heartbeat(&broker, "java", leave, 1).await;
     assert_eq!((left.error_code, left.member_epoch), (0, -1));
-    assert_eq!(assigned(&left), None);
+    assert_eq!(assigned(&left, t), None);
     let Response::ConsumerGroupHeartbeat(quic) = broker
         .handle(Request::ConsumerGroupHeartbeat(NativeHeartbeat {
             member_id: quic.member_id.clone(),
@@ -392,7 +407,7 @@ fn malformed_heartbeats_are_invalid_requests() {
         message(&no_timeout, 1),
         "RebalanceTimeoutMs must be provided in first request."
     );
-    let with_owned = owning(join("m"), &[0]);
+    let with_owned = owning(join("m"), uuid::Uuid::nil(), &[0]);
     assert_eq!(
         message(&with_owned, 1),
         "TopicPartitions must be empty when (re-)joining."

@@ -13,6 +13,7 @@ use ledge_protocol::wire::{self, DescribeClusterRequest as NativeDescribeCluster
 
 use super::{NodeAddresses, ask, broker_id, kafka_topic_id, message, text, topic_name};
 use crate::broker::Broker;
+use crate::broker::topic_config::validate_topic_name;
 use crate::kafka::codec::api_version_list;
 use crate::kafka::errors::kafka_code;
 use crate::storage::Disk;
@@ -24,16 +25,25 @@ pub fn api_versions() -> ApiVersionsResponse {
     response
 }
 
+/// The first Metadata version with `allow_auto_topic_creation`; older requests always allow
+/// it.
+const AUTO_CREATION_FIELD_VERSION: i16 = 4;
+
 /// Metadata: brokers, cluster id, controller, and the topics asked for (all for a null
-/// list, or an empty one at version 0). Topics are never created by Metadata: a client's
-/// `allow_auto_topic_creation` finds UNKNOWN_TOPIC_OR_PARTITION (create them with
-/// CreateTopics).
+/// list, or an empty one at version 0). A topic asked for by name that does not exist is
+/// created as Kafka's `auto.create.topics.enable` does when `auto_create_partitions` is
+/// `Some` (`[kafka] auto_create_topics`) and the request allows it
+/// (`allow_auto_topic_creation`, always on before v4): see `auto_create_topic`. A name
+/// that is not a valid topic name answers INVALID_TOPIC_EXCEPTION either way, as on Kafka.
 pub async fn metadata<D: Disk>(
     broker: &Broker<D>,
     addresses: &NodeAddresses<'_>,
     request: MetadataRequest,
     version: i16,
+    auto_create_partitions: Option<u32>,
 ) -> MetadataResponse {
+    let auto_create_partitions = auto_create_partitions
+        .filter(|_| version < AUTO_CREATION_FIELD_VERSION || request.allow_auto_topic_creation);
     let mut by_id_only = Vec::new();
     let names = match request.topics {
         None => None,
@@ -52,7 +62,9 @@ pub async fn metadata<D: Disk>(
         ),
     };
     let mut response = MetadataResponse::default();
-    let native = match ask!(
+    // Only topics asked for by name are created, never on a request for all topics.
+    let auto_create_partitions = auto_create_partitions.filter(|_| names.is_some());
+    let mut native = match ask!(
         broker,
         "",
         Metadata(wire::MetadataRequest { topics: names })
@@ -64,6 +76,18 @@ pub async fn metadata<D: Disk>(
             return response;
         }
     };
+    for topic in &mut native.topics {
+        if topic.error != ErrorCode::UnknownTopicOrPartition {
+            continue;
+        }
+        topic.error = if validate_topic_name(&topic.name).is_err() {
+            ErrorCode::InvalidTopic
+        } else if let Some(partitions) = auto_create_partitions {
+            auto_create_topic(broker, &topic.name, partitions).await
+        } else {
+            ErrorCode::UnknownTopicOrPartition
+        };
+    }
     let cluster_id = cluster_id(broker).await;
     let own_id = native.node_id;
     response.brokers = native
@@ -124,6 +148,50 @@ pub async fn metadata<D: Disk>(
     response
 }
 
+/// Creates missing topic `name` (a valid topic name) with `partitions` partitions for a
+/// Metadata request, through the path CreateTopics takes (the registry's checks and limits
+/// on one node, the controller in a cluster), and gives the code Metadata answers for it:
+/// LEADER_NOT_AVAILABLE once it is created (or if another request just created it), as
+/// Kafka answers while its new topic's leaders are elected, so clients ask again; a name
+/// starting with `__` is the node's (internal topics are never created by a client):
+/// UNKNOWN_TOPIC_OR_PARTITION; a refusal (a partition limit, a read-only node) its own code,
+/// which clients log and retry until `max.block.ms`.
+async fn auto_create_topic<D: Disk>(broker: &Broker<D>, name: &str, partitions: u32) -> ErrorCode {
+    if name.starts_with("__") {
+        return ErrorCode::UnknownTopicOrPartition;
+    }
+    let request = wire::CreateTopicsRequest {
+        topics: vec![wire::CreatableTopic {
+            name: name.to_owned(),
+            partitions,
+            replication_factor: None,
+            configs: Vec::new(),
+        }],
+        validate_only: false,
+    };
+    let outcome = match ask!(broker, "", CreateTopics(request)) {
+        Ok(answer) => answer.topics.into_iter().next(),
+        Err(api) => {
+            tracing::error!(?api, "kafka metadata: the broker answered another API");
+            return ErrorCode::UnknownServerError;
+        }
+    };
+    match outcome {
+        Some(outcome) if outcome.error == ErrorCode::None => {
+            tracing::info!(topic = %name, partitions, "topic created by a Kafka Metadata request (kafka.auto_create_topics)");
+            ErrorCode::LeaderNotAvailable
+        }
+        Some(outcome) if outcome.error == ErrorCode::TopicAlreadyExists => {
+            ErrorCode::LeaderNotAvailable
+        }
+        Some(outcome) => {
+            tracing::warn!(topic = %name, error = ?outcome.error, message = %outcome.message, "a Kafka Metadata request's topic was not created");
+            outcome.error
+        }
+        None => ErrorCode::UnknownServerError,
+    }
+}
+
 /// The most partitions one DescribeTopicPartitions answer lists, whatever the client asks:
 /// Kafka's `max.request.partition.size.limit` default. The rest come by cursor.
 pub const DESCRIBE_TOPIC_PARTITIONS_PARTITIONS_MAX: usize = 2000;
@@ -150,7 +218,8 @@ pub async fn describe_topic_partitions<D: Disk>(
             })
             .collect()
     });
-    let mut topics = metadata(broker, addresses, asked, 12).await.topics;
+    // DescribeTopicPartitions creates nothing (it has no `allow_auto_topic_creation`).
+    let mut topics = metadata(broker, addresses, asked, 12, None).await.topics;
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     let limit = usize::try_from(request.response_partition_limit)
         .unwrap_or(0)

@@ -97,25 +97,17 @@ pub fn topic_uuid(topic_id: &str) -> uuid::Uuid {
 }
 
 /// The topic id Kafka clients see for topic `name` whose node id is `topic_id`: the
-/// controller's id in a cluster; on a node without `[cluster]`, which has none, an id derived
-/// from the name. Kafka 4 clients need one: KIP-848 assignments name topics only by id, and
-/// the Java consumer resolves them through Metadata. Derived from the name, it is stable
-/// across restarts, but a topic deleted and created again under the same name keeps it
-/// (docs/KAFKA-COMPAT.md, "Known gaps").
+/// controller's id in a cluster, the node's own (drawn at creation) on a node without
+/// `[cluster]`. Kafka 4 clients need one: KIP-848 assignments name topics only by id, and
+/// the Java consumer resolves them through Metadata. A topic the broker names without an id
+/// (none it lists; a topic left in an assignment after its deletion) gets the id builds
+/// before 2026-12 derived from its name, which no Metadata answer gives any more, so
+/// clients find it unknown.
 pub fn kafka_topic_id(topic_id: &str, name: &str) -> uuid::Uuid {
-    if !topic_id.is_empty() {
-        return topic_uuid(topic_id);
+    if topic_id.is_empty() {
+        return topic_uuid(&crate::broker::metadata::legacy_topic_id(name));
     }
-    // Two FNV-1a hashes of the name, from different offset bases, fill the 128 bits; the
-    // high half is never 0, so the id is never Kafka's reserved nil (0) or metadata id (1).
-    let fnv = |basis: u64| {
-        name.bytes().fold(basis, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-    };
-    let high = fnv(0xcbf2_9ce4_8422_2325).max(1);
-    let low = fnv(0x8422_2325_cbf2_9ce4);
-    uuid::Uuid::from_u128((u128::from(high) << 64) | u128::from(low))
+    topic_uuid(topic_id)
 }
 
 /// Asks the broker and takes the answer of the same API; `Err` carries the API of an answer
@@ -132,6 +124,50 @@ macro_rules! ask {
     };
 }
 pub(crate) use ask;
+
+/// Topic names by Kafka topic id and back, for the topics clients can see: what requests
+/// that name topics by id (KIP-516) are resolved with.
+pub struct TopicIds {
+    /// Each listed topic's id.
+    pub by_name: BTreeMap<String, uuid::Uuid>,
+    /// Each listed topic by its id.
+    pub by_id: BTreeMap<uuid::Uuid, String>,
+}
+
+impl TopicIds {
+    /// The ids of every topic the broker's Metadata lists now.
+    pub async fn of<D: crate::storage::Disk>(broker: &crate::broker::Broker<D>) -> Self {
+        let topics = match ask!(
+            broker,
+            "",
+            Metadata(ledge_protocol::wire::MetadataRequest { topics: None })
+        ) {
+            Ok(native) => native.topics,
+            Err(api) => {
+                tracing::error!(?api, "kafka topic ids: the broker answered another API");
+                Vec::new()
+            }
+        };
+        let by_name: BTreeMap<String, uuid::Uuid> = topics
+            .into_iter()
+            .filter(|topic| topic.error == ledge_protocol::wire::ErrorCode::None)
+            .map(|topic| {
+                let id = kafka_topic_id(&topic.topic_id, &topic.name);
+                (topic.name, id)
+            })
+            .collect();
+        let by_id = by_name
+            .iter()
+            .map(|(name, id)| (*id, name.clone()))
+            .collect();
+        Self { by_name, by_id }
+    }
+
+    /// The name of the topic with id `id`, if one has it.
+    pub fn name_of(&self, id: &uuid::Uuid) -> Option<&str> {
+        self.by_id.get(id).map(String::as_str)
+    }
+}
 
 #[cfg(test)]
 mod tests;

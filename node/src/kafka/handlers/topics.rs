@@ -9,13 +9,36 @@ use kafka_protocol::messages::{
 };
 use ledge_protocol::wire::{self, ConfigEntry};
 
-use super::{ask, message, text, topic_name};
+use super::{TopicIds, ask, message, text, topic_name, topic_uuid};
 use crate::broker::Broker;
 use crate::kafka::errors::kafka_code;
 use crate::storage::Disk;
 
 /// Partitions of a topic created without a count (-1): Kafka's `num.partitions` default.
 pub const DEFAULT_PARTITIONS: u32 = 1;
+
+/// The first CreateTopics version whose answer carries the topic's id (KIP-516).
+const TOPIC_ID_VERSION: i16 = 7;
+
+/// The id of topic `name` just created, as Metadata gives it; nil if Metadata does not list
+/// it (deleted meanwhile, or in a cluster, not in this node's image yet), as Kafka answers
+/// a topic whose id it does not know.
+async fn created_topic_id<D: Disk>(broker: &Broker<D>, name: &TopicName) -> uuid::Uuid {
+    let request = wire::MetadataRequest {
+        topics: Some(vec![topic_name(name)]),
+    };
+    match ask!(broker, "", Metadata(request)) {
+        Ok(native) => native
+            .topics
+            .into_iter()
+            .find(|topic| topic.error == wire::ErrorCode::None && !topic.topic_id.is_empty())
+            .map_or(uuid::Uuid::nil(), |topic| topic_uuid(&topic.topic_id)),
+        Err(api) => {
+            tracing::error!(?api, "kafka create topics: the broker answered another API");
+            uuid::Uuid::nil()
+        }
+    }
+}
 
 /// CreateTopics. `-1` partitions is [`DEFAULT_PARTITIONS`], `-1` replication the cluster's
 /// default. Manual replica assignments are refused (INVALID_REPLICA_ASSIGNMENT): the node
@@ -101,6 +124,12 @@ pub async fn create_topics<D: Disk>(
                         result.replication_factor =
                             factor.map_or(-1, |factor| i16::try_from(factor).unwrap_or(i16::MAX));
                     }
+                    if outcome.error == wire::ErrorCode::None
+                        && version >= TOPIC_ID_VERSION
+                        && !request.validate_only
+                    {
+                        result.topic_id = created_topic_id(broker, &topic.name).await;
+                    }
                 }
                 None => result.error_code = ResponseError::UnknownServerError.code(),
             },
@@ -114,8 +143,9 @@ pub async fn create_topics<D: Disk>(
     response
 }
 
-/// DeleteTopics, by name (topic ids, version 6, are answered UNKNOWN_TOPIC_ID when no name
-/// comes with them).
+/// DeleteTopics, by name or (version 6) by topic id: an id is resolved to its topic's name
+/// first; an id no topic has is answered UNKNOWN_TOPIC_ID, as Kafka. Each answer carries
+/// the deleted topic's id and name, however it was asked for.
 pub async fn delete_topics<D: Disk>(
     broker: &Broker<D>,
     request: DeleteTopicsRequest,
@@ -132,9 +162,25 @@ pub async fn delete_topics<D: Disk>(
             .into_iter()
             .map(|topic| (topic.name, topic.topic_id)),
     );
-    let names: Vec<String> = asked
+    let ids = TopicIds::of(broker).await;
+    // Each asked topic as (name to delete, its id), or the code it is refused with here.
+    let resolved: Vec<Result<(String, uuid::Uuid), ResponseError>> = asked
         .iter()
-        .filter_map(|(name, _)| name.as_ref().map(topic_name))
+        .map(|(name, id)| match name {
+            Some(name) => {
+                let name = topic_name(name);
+                let id = ids.by_name.get(&name).copied().unwrap_or(*id);
+                Ok((name, id))
+            }
+            None => ids
+                .name_of(id)
+                .map(|name| (name.to_owned(), *id))
+                .ok_or(ResponseError::UnknownTopicId),
+        })
+        .collect();
+    let names: Vec<String> = resolved
+        .iter()
+        .filter_map(|resolved| resolved.as_ref().ok().map(|(name, _)| name.clone()))
         .collect();
     let mut outcomes = if names.is_empty() {
         Vec::new()
@@ -153,23 +199,27 @@ pub async fn delete_topics<D: Disk>(
     }
     .into_iter();
     let mut response = DeleteTopicsResponse::default();
-    for (name, topic_id) in asked {
+    for ((asked_name, asked_id), resolved) in asked.into_iter().zip(resolved) {
         let mut result = delete_topics_response::DeletableTopicResult::default();
-        result.topic_id = topic_id;
-        match &name {
-            None => {
-                result.error_code = ResponseError::UnknownTopicId.code();
-                result.error_message = Some(text("topics are deleted by name on this node"));
+        match resolved {
+            Err(error) => {
+                result.error_code = error.code();
+                result.error_message = Some(text("no topic has this id"));
+                result.name = asked_name;
+                result.topic_id = asked_id;
             }
-            Some(_) => match outcomes.next() {
-                Some(outcome) => {
-                    result.error_code = kafka_code(outcome.error);
-                    result.error_message = message(&outcome.message);
+            Ok((name, id)) => {
+                match outcomes.next() {
+                    Some(outcome) => {
+                        result.error_code = kafka_code(outcome.error);
+                        result.error_message = message(&outcome.message);
+                    }
+                    None => result.error_code = ResponseError::UnknownServerError.code(),
                 }
-                None => result.error_code = ResponseError::UnknownServerError.code(),
-            },
+                result.name = Some(TopicName(text(name)));
+                result.topic_id = id;
+            }
         }
-        result.name = name;
         response.responses.push(result);
     }
     response
