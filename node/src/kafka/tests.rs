@@ -17,6 +17,7 @@ use super::KafkaSettings;
 use super::apis::{KafkaRequest, KafkaResponse, SERVED};
 use super::codec::{DecodedRequest, encode_response};
 use super::dispatch::KafkaService;
+use crate::broker::sequencing::SequencingHold;
 use crate::broker::{Broker, BrokerConfig};
 use crate::clock::SimClock;
 use crate::sim::SimDisk;
@@ -48,7 +49,7 @@ async fn service() -> KafkaService<SimDisk> {
     )
 }
 
-fn name(text: &str) -> TopicName {
+pub(super) fn name(text: &str) -> TopicName {
     TopicName(StrBytes::from_string(text.to_owned()))
 }
 
@@ -58,7 +59,7 @@ fn text(value: &str) -> StrBytes {
 
 /// Asks `service` at `version` and checks the answer encodes at that version and decodes
 /// back to itself, as a client reads it.
-async fn ask(
+pub(super) async fn ask(
     service: &KafkaService<SimDisk>,
     version: i16,
     body: KafkaRequest,
@@ -69,12 +70,15 @@ async fn ask(
     header.request_api_key = api as i16;
     header.request_api_version = version;
     let response = service
-        .handle(DecodedRequest {
-            header,
-            api,
-            version,
-            body,
-        })
+        .handle(
+            DecodedRequest {
+                header,
+                api,
+                version,
+                body,
+            },
+            SequencingHold::unobserved(),
+        )
         .await?;
     let frame = encode_response(9, version, &response)
         .unwrap_or_else(|error| panic!("{api:?} v{version}: {error}"));
@@ -87,7 +91,7 @@ async fn ask(
     Some(decoded)
 }
 
-async fn create_topic(service: &KafkaService<SimDisk>, topic: &str, partitions: i32) {
+pub(super) async fn create_topic(service: &KafkaService<SimDisk>, topic: &str, partitions: i32) {
     let mut creatable = create_topics_request::CreatableTopic::default();
     creatable.name = name(topic);
     creatable.num_partitions = partitions;
@@ -102,7 +106,7 @@ async fn create_topic(service: &KafkaService<SimDisk>, topic: &str, partitions: 
     assert_eq!(response.topics[0].error_code, 0, "{response:?}");
 }
 
-fn batch(count: usize, options: &EncodeOptions) -> Bytes {
+pub(super) fn batch(count: usize, options: &EncodeOptions) -> Bytes {
     let records: Vec<Record> = (0..count)
         .map(|number| Record {
             timestamp: 1_000 + number as i64,
@@ -114,7 +118,12 @@ fn batch(count: usize, options: &EncodeOptions) -> Bytes {
     encode_batch(&records, options).unwrap()
 }
 
-fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> KafkaRequest {
+pub(super) fn produce_request(
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> KafkaRequest {
     let mut data = produce_request::PartitionProduceData::default();
     data.index = partition;
     data.records = Some(records);
@@ -129,7 +138,7 @@ fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> Ka
 }
 
 /// (error code, base offset) of the one partition of a produce answer.
-async fn produce(
+pub(super) async fn produce(
     service: &KafkaService<SimDisk>,
     version: i16,
     request: KafkaRequest,
@@ -272,7 +281,7 @@ fn every_served_api_and_version_answers_and_encodes() {
     });
 }
 
-fn list_offsets_request(
+pub(super) fn list_offsets_request(
     topic: &str,
     partition: i32,
     timestamp: i64,
@@ -291,7 +300,7 @@ fn list_offsets_request(
 }
 
 /// (error code, offset, leader epoch) of the one partition of a ListOffsets answer.
-async fn list_offsets(
+pub(super) async fn list_offsets(
     service: &KafkaService<SimDisk>,
     version: i16,
     request: KafkaRequest,
