@@ -19,8 +19,9 @@ use ledge_protocol::wire::{
     DeployTransformRequest, DeployTransformResponse, DescribeConfigsRequest,
     DescribeConfigsResponse, DescribeTransformsRequest, DescribeTransformsResponse, ErrorCode,
     InitProducerIdRequest, InitProducerIdResponse, ListModulesResponse, MetadataRequest,
-    MetadataResponse, ModuleDescription, PartitionMetadata, Request, Response, TopicConfigs,
-    TopicMetadata, TopicResult, TransformDescription, UploadModuleRequest, UploadModuleResponse,
+    MetadataResponse, ModuleDescription, PartitionMetadata, ProduceRequest, ProduceResponse,
+    Request, Response, TopicConfigs, TopicMetadata, TopicResult, TransformDescription,
+    UploadModuleRequest, UploadModuleResponse,
 };
 
 use ledge_protocol::BatchError;
@@ -42,6 +43,7 @@ use super::registry::{
     PartitionCountError, ProducerIdError, RemoveModuleError, RemoveTransformError,
     SetTransformStoppedError, StoreModuleError, StoreTransformError,
 };
+use super::sequencing::SequencingHold;
 use super::transforms::{AlterTransformError, DeclaredTransform, DeployTransformError, LinkError};
 use crate::controller::admin::{AdminError, AdminRefusal, AdminRequest};
 use crate::controller::decisions::ControllerError;
@@ -59,6 +61,17 @@ impl<D: Disk> Broker<D> {
     /// Answers one request from a caller without a client id (tests, the bench tools).
     pub async fn handle(&self, request: Request) -> Response {
         self.handle_from("", request).await
+    }
+
+    /// Answers a produce, dropping `sequencing` once every batch of it is queued in its
+    /// partition's writer (or refused): a produce started after that cannot overtake it.
+    /// A Kafka connection pipelines its produces this way (`kafka/connection.rs`).
+    pub async fn produce_sequenced(
+        &self,
+        request: ProduceRequest,
+        sequencing: SequencingHold,
+    ) -> ProduceResponse {
+        self.data.produce(request, sequencing).await
     }
 
     /// Answers one request; `client_id` is the one its request header names (DescribeGroups
@@ -88,7 +101,11 @@ impl<D: Disk> Broker<D> {
             Request::InitProducerId(request) => {
                 Response::InitProducerId(self.init_producer_id(request).await)
             }
-            Request::Produce(request) => Response::Produce(self.data.produce(request).await),
+            Request::Produce(request) => Response::Produce(
+                self.data
+                    .produce(request, SequencingHold::unobserved())
+                    .await,
+            ),
             Request::Fetch(request) => Response::Fetch(self.data.fetch(request).await),
             Request::ListOffsets(request) => {
                 Response::ListOffsets(self.data.list_offsets(request).await)

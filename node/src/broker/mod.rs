@@ -5,7 +5,8 @@
 //!   producer ids; emits [`registry::RegistryEvent`]s. Its state is private: the other
 //!   services call its methods.
 //! - `data_path.rs` (`DataPath`), with `produce.rs` and `fetch.rs`: the data path over the
-//!   registry's partition logs.
+//!   registry's partition logs; `sequencing.rs`: when a produce is sequenced (queued in
+//!   order in its partitions' writers), for callers that pipeline produces.
 //! - `maintenance.rs`: retention, compaction, the disk guard and the background verifier.
 //! - `groups.rs` (the `GroupHost` handle, implemented by the registry, that the group
 //!   service `groups/service.rs` reaches the node through), `plugins.rs` ([`PluginHost`]:
@@ -41,6 +42,7 @@ mod produce;
 mod producer_id_hold;
 pub mod registry;
 mod replication;
+pub mod sequencing;
 pub mod topic_config;
 pub mod transforms;
 

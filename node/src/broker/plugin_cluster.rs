@@ -565,7 +565,10 @@ impl<D: Disk> Broker<D> {
                 }],
             }],
         };
-        let response = self.data.produce(request).await;
+        let response = self
+            .data
+            .produce(request, super::sequencing::SequencingHold::unobserved())
+            .await;
         let answer = response
             .topics
             .into_iter()

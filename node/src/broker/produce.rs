@@ -29,6 +29,7 @@ use super::dispatch;
 use super::maintenance::DiskGuardTrip;
 use super::plugins::{PartitionerError, ProduceFilterError};
 use super::registry::{LookupError, Partition, TopicRegistry};
+use super::sequencing::SequencingHold;
 use super::topic_config::{TimestampError, TimestampType, TopicCompression, TopicConfig};
 use crate::replication::leader::AcksAllError;
 use crate::replication::manager::{PartitionRole, ReplicaRoleError};
@@ -154,24 +155,41 @@ pub(super) fn prepare_batch(
 }
 
 impl<D: Disk> DataPath<D> {
-    pub(super) async fn produce(&self, request: ProduceRequest) -> ProduceResponse {
+    /// Answers a produce; `sequencing` (and each partition's clone) is dropped once that
+    /// partition's batches are queued in its writer or refused (`sequencing.rs`).
+    pub(super) async fn produce(
+        &self,
+        request: ProduceRequest,
+        sequencing: SequencingHold,
+    ) -> ProduceResponse {
         let durability = match request.acks {
             Acks::All => AppendDurability::Synced,
             Acks::Leader | Acks::None => AppendDurability::Written,
         };
         let timeout = Duration::from_millis(u64::from(request.timeout_ms))
             .min(self.limits.produce_timeout_max);
-        let topics = request.topics.into_iter().map(|topic| async move {
-            let name = topic.name;
-            let partitions =
-                join_all(topic.partitions.into_iter().map(|partition| {
-                    self.produce_partition(&name, partition, durability, timeout)
-                }))
+        let topics = join_all(request.topics.into_iter().map(|topic| {
+            // Each partition's clone is made here, before the original is dropped below.
+            let holds: Vec<_> = topic
+                .partitions
+                .iter()
+                .map(|_| sequencing.clone())
+                .collect();
+            async move {
+                let name = topic.name;
+                let partitions = join_all(topic.partitions.into_iter().zip(holds).map(
+                    |(partition, hold)| {
+                        self.produce_partition(&name, partition, durability, timeout, hold)
+                    },
+                ))
                 .await;
-            ProduceTopicResponse { name, partitions }
-        });
+                ProduceTopicResponse { name, partitions }
+            }
+        }));
+        // Only the partitions' clones say when this produce is sequenced.
+        drop(sequencing);
         ProduceResponse {
-            topics: join_all(topics).await,
+            topics: topics.await,
         }
     }
 
@@ -181,6 +199,7 @@ impl<D: Disk> DataPath<D> {
         request: ProducePartition,
         durability: AppendDurability,
         timeout: Duration,
+        sequencing: SequencingHold,
     ) -> ProducePartitionResponse {
         let mut response = ProducePartitionResponse {
             partition: request.partition,
@@ -217,7 +236,7 @@ impl<D: Disk> DataPath<D> {
             return response;
         }
         let outcome = self
-            .produce_to_partition(topic, request, durability, timeout, &role)
+            .produce_to_partition(topic, request, durability, timeout, &role, sequencing)
             .await;
         match outcome {
             Ok(produced) => {
@@ -242,6 +261,7 @@ impl<D: Disk> DataPath<D> {
         durability: AppendDurability,
         timeout: Duration,
         role: &PartitionRole,
+        sequencing: SequencingHold,
     ) -> Result<Produced, ProduceError> {
         if topic.starts_with("__") {
             return Err(ProduceError::InternalTopic {
@@ -253,6 +273,9 @@ impl<D: Disk> DataPath<D> {
         }
         let timed_out = |_| ProduceError::TimedOut { timeout };
         if request.partition == NODE_PARTITIONED {
+            // Sequenced only when answered: its partitions are chosen and written by the
+            // partitioner, which reports no earlier point.
+            let _sequencing = sequencing;
             let work = self
                 .plugins
                 .produce_node_partitioned(topic, request.records, durability);
@@ -325,7 +348,14 @@ impl<D: Disk> DataPath<D> {
                     ),
                     _ => None,
                 };
-                log.append_batches(inputs, durability)
+                let queued = log
+                    .enqueue_batches(inputs, durability)
+                    .await
+                    .map_err(|failed| self.append_error(&partition, failed.error))?;
+                // Queued in the writer: a produce started after this cannot overtake them.
+                drop(sequencing);
+                queued
+                    .outcomes()
                     .await
                     .map_err(|failed| self.append_error(&partition, failed.error))?
             };

@@ -1110,7 +1110,7 @@ fn topic_configs_refuse_missing_and_wrong_kind_modules() {
                         records: values(&numbered(0, 4)),
                     }],
                 }],
-            })
+            }, sequencing::SequencingHold::unobserved())
             .await;
         assert_eq!(
             routed.topics[0].partitions[0].error,

@@ -1,23 +1,40 @@
 //! One Kafka connection: a reader task that frames and decodes requests, and the loop that
-//! answers them one at a time, in order, writing each response before taking the next
-//! request (Kafka's broker does the same: clients pipeline and match answers by order).
+//! answers them, writing the responses strictly in request order (Kafka clients match
+//! answers by order; the correlation ids go back in the order they came).
+//!
+//! Produces are pipelined: once a produce is sequenced (its batches queued in their
+//! partitions' writers, in order, so no later append can overtake them; see
+//! [`sequencing`](crate::broker::sequencing)), the next produce starts while the first
+//! waits for its fdatasync, and the produces in flight share the writers' group commits.
+//! Every other request is serial, as Kafka's broker serializes a connection: it starts only
+//! once every request before it is answered, and the request after it only once it is
+//! answered, so e.g. an OffsetCommit or Fetch after a Produce sees that produce done. The
+//! rule is [`may_start`]; the loop only drives it.
 //!
 //! Memory: a frame's length is checked against `frame_bytes_max` and reserved from the
 //! listener's bytes-in-flight budget before a byte of it is buffered; at most
-//! `requests_in_flight_per_connection_max` decoded requests wait behind the one being
-//! answered. A frame that does not decode ends the reading: requests before it are still
-//! answered, then the connection closes.
+//! `requests_in_flight_per_connection_max` requests are read and not yet answered
+//! (started or waiting their turn): beyond, the connection is not read until answers go
+//! out. A frame that does not decode ends the reading: requests before it are still
+//! answered, then the connection closes. A response that cannot be written (the client
+//! went away) or encoded ends the answering: the requests already started still run to
+//! their end (a produce is appended or refused whole, never cut off mid-way), their
+//! answers are dropped, and the connection closes.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use super::codec::{self, DecodedRequest};
+use super::apis::KafkaRequest;
+use super::codec::{self, DecodedRequest, EncodeError};
 use super::dispatch::KafkaService;
+use crate::broker::sequencing::{Sequenced, SequencingHold, sequencing};
 use crate::clock::Clock;
 use crate::storage::Disk;
 use crate::transport::budget::{ConnectionBudget, Reservation};
@@ -30,10 +47,53 @@ enum Incoming {
     ApiVersionsFallback { correlation_id: i32 },
 }
 
+impl Incoming {
+    fn order(&self) -> Order {
+        match self {
+            Self::Request(request, _) if matches!(request.body, KafkaRequest::Produce(_)) => {
+                Order::Pipelined
+            }
+            Self::Request(..) | Self::ApiVersionsFallback { .. } => Order::Serial,
+        }
+    }
+}
+
+/// How a request is ordered against the requests around it on its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Order {
+    /// A produce: starts once every earlier request is sequenced.
+    Pipelined,
+    /// Anything else: starts once every earlier request is answered.
+    Serial,
+}
+
+/// Whether the next request, of `order`, may start now, with `started` requests started
+/// and not yet answered, the latest of which is sequenced if `latest_sequenced` (a serial
+/// request counts as sequenced only once answered), and at most `started_max` started at
+/// once. Requests start in order, each only after the one before it is sequenced, so the
+/// latest being sequenced means every earlier one is.
+fn may_start(order: Order, started: usize, latest_sequenced: bool, started_max: usize) -> bool {
+    if started == 0 {
+        return true;
+    }
+    match order {
+        Order::Pipelined => latest_sequenced && started < started_max,
+        Order::Serial => false,
+    }
+}
+
+/// A request read and not yet answered, with the permit that counts it against
+/// `requests_in_flight_per_connection_max`.
+type Read = (Incoming, OwnedSemaphorePermit);
+
+/// A started request's outcome: the response frame to write (`None`: nothing to write, an
+/// acks=0 produce), and the permit to release once it is written.
+type Answered = (Option<Result<Bytes, EncodeError>>, OwnedSemaphorePermit);
+
 /// Serves one connection (plaintext TCP or TLS over it) until the client closes it, a
-/// frame does not decode, or the node shuts down (the request being answered is finished
-/// first), or it sends no request for `kafka.connections_max_idle_ms` of `clock`'s time.
-/// `remote` is the client's address, for the logs.
+/// frame does not decode, or the node shuts down (the requests started are finished and
+/// answered first), or it sends no request for `kafka.connections_max_idle_ms` of `clock`'s
+/// time. `remote` is the client's address, for the logs.
 pub(crate) async fn serve_connection<D: Disk, S>(
     stream: S,
     remote: Option<SocketAddr>,
@@ -46,74 +106,175 @@ pub(crate) async fn serve_connection<D: Disk, S>(
 {
     let (reader, mut writer) = tokio::io::split(stream);
     let settings = service.settings();
-    let (incoming, mut requests) =
-        mpsc::channel(settings.requests_in_flight_per_connection_max.max(1));
+    let requests_max = settings.requests_in_flight_per_connection_max.max(1);
+    let (incoming, mut requests) = mpsc::channel(requests_max);
     let reading = tokio::spawn(read_requests(
         reader,
         remote,
         incoming,
+        Arc::new(Semaphore::new(requests_max)),
         settings.frame_bytes_max,
         budget,
     ));
     let idle_max = settings.connections_max_idle;
+    // Started and not yet answered, in request order.
+    let mut started = FuturesOrdered::new();
+    // The latest started request's sequencing, until it completes.
+    let mut latest: Option<Sequenced> = None;
+    // Read, waiting for its turn to start.
+    let mut waiting: Option<Read> = None;
+    let mut reading_open = true;
+    // Shutting down, or the answers cannot go out: start nothing more.
+    let mut stopping = false;
+    // Whether answers can still be written (false after a failed write or encode).
+    let mut writable = true;
     loop {
-        // Idle: no request read since the last one was answered (Kafka's
-        // `connections.max.idle.ms`); a client that still wants the connection sends one.
-        let next = tokio::select! {
-            next = crate::clock::timeout(&*clock, idle_max, requests.recv()) => next,
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        };
-        let Ok(next) = next else {
-            tracing::debug!(
-                ?remote,
-                idle_ms = idle_max.as_millis(),
-                "kafka connection closed: idle for kafka.connections_max_idle_ms"
-            );
+        if let Some((next, permit)) = waiting.take() {
+            if !stopping && may_start(next.order(), started.len(), latest.is_none(), requests_max) {
+                let (hold, sequenced) = sequencing();
+                latest = Some(sequenced);
+                started.push_back(answer(&service, next, permit, hold));
+            } else if !stopping {
+                waiting = Some((next, permit));
+            }
+        }
+        if started.is_empty() && (stopping || (waiting.is_none() && !reading_open)) {
             break;
-        };
-        let Some(next) = next else { break };
-        let frame = match next {
-            Incoming::Request(request, reservation) => {
-                let correlation_id = request.header.correlation_id;
-                let version = request.version;
-                let answer = service.handle(*request).await;
-                drop(reservation);
-                match answer {
-                    // acks=0 produce: Kafka sends nothing back.
-                    None => continue,
-                    Some(response) => codec::encode_response(correlation_id, version, &response),
-                }
-            }
-            Incoming::ApiVersionsFallback { correlation_id } => {
-                codec::api_versions_fallback(correlation_id)
-            }
-        };
-        match frame {
-            Ok(frame) => {
-                if let Err(error) = writer.write_all(&frame).await {
-                    tracing::debug!(?remote, %error, "kafka connection: write failed");
-                    break;
-                }
-            }
-            Err(error) => {
-                tracing::error!(?remote, %error, "kafka connection closed: response did not encode");
+        }
+        if started.is_empty() {
+            // Idle: no request read since the last one was answered (Kafka's
+            // `connections.max.idle.ms`); a client that still wants the connection sends one.
+            let next = tokio::select! {
+                next = crate::clock::timeout(&*clock, idle_max, requests.recv()) => next,
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
+            let Ok(next) = next else {
+                tracing::debug!(
+                    ?remote,
+                    idle_ms = idle_max.as_millis(),
+                    "kafka connection closed: idle for kafka.connections_max_idle_ms"
+                );
                 break;
+            };
+            match next {
+                Some(next) => waiting = Some(next),
+                None => reading_open = false,
             }
+            continue;
+        }
+        let event = tokio::select! {
+            biased;
+            () = stop_requested(&mut shutdown), if !stopping => Event::Stop,
+            Some(answered) = started.next() => Event::Answered(answered),
+            () = sequenced(&mut latest), if latest.is_some() => Event::Sequenced,
+            next = requests.recv(), if waiting.is_none() && reading_open && !stopping => {
+                Event::Read(next)
+            }
+        };
+        match event {
+            Event::Stop => stopping = true,
+            Event::Answered((frame, permit)) => {
+                if writable && !write_answer(&mut writer, remote, frame).await {
+                    writable = false;
+                    stopping = true;
+                }
+                drop(permit);
+            }
+            Event::Sequenced => latest = None,
+            Event::Read(Some(next)) => waiting = Some(next),
+            Event::Read(None) => reading_open = false,
         }
     }
     reading.abort();
     let _ = writer.shutdown().await;
 }
 
+/// What woke the answering loop while requests are started.
+enum Event {
+    /// The node is shutting down.
+    Stop,
+    /// The earliest started request is answered.
+    Answered(Answered),
+    /// The latest started request is sequenced.
+    Sequenced,
+    /// The reader's next request; `None` once it stopped reading.
+    Read(Option<Read>),
+}
+
+/// Completes once the node shuts down (or can no longer say it will).
+async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Answers one request; the hold is dropped when it is sequenced (`KafkaService::handle`).
+async fn answer<D: Disk>(
+    service: &KafkaService<D>,
+    incoming: Incoming,
+    permit: OwnedSemaphorePermit,
+    sequencing: SequencingHold,
+) -> Answered {
+    let frame = match incoming {
+        Incoming::Request(request, reservation) => {
+            let correlation_id = request.header.correlation_id;
+            let version = request.version;
+            let response = service.handle(*request, sequencing).await;
+            drop(reservation);
+            // acks=0 produce: Kafka sends nothing back.
+            response.map(|response| codec::encode_response(correlation_id, version, &response))
+        }
+        Incoming::ApiVersionsFallback { correlation_id } => {
+            Some(codec::api_versions_fallback(correlation_id))
+        }
+    };
+    (frame, permit)
+}
+
+/// Writes one answer; false if the connection cannot take more (the write failed, or the
+/// response did not encode, so no later answer may go out in its place).
+async fn write_answer<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    remote: Option<SocketAddr>,
+    frame: Option<Result<Bytes, EncodeError>>,
+) -> bool {
+    match frame {
+        None => true,
+        Some(Ok(frame)) => match writer.write_all(&frame).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(?remote, %error, "kafka connection: write failed");
+                false
+            }
+        },
+        Some(Err(error)) => {
+            tracing::error!(?remote, %error, "kafka connection closed: response did not encode");
+            false
+        }
+    }
+}
+
+/// Completes when the latest started request is sequenced; never, if there is none.
+async fn sequenced(latest: &mut Option<Sequenced>) {
+    match latest {
+        Some(sequenced) => sequenced.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Reads and decodes frames until the stream ends or a frame is refused.
 async fn read_requests<S: AsyncRead>(
     mut reader: ReadHalf<S>,
     remote: Option<SocketAddr>,
-    incoming: mpsc::Sender<Incoming>,
+    incoming: mpsc::Sender<Read>,
+    requests: Arc<Semaphore>,
     frame_bytes_max: u32,
     budget: ConnectionBudget,
 ) {
     loop {
+        // One of `requests_in_flight_per_connection_max` before the next frame is read;
+        // the answering loop releases it once the request is answered.
+        let Ok(permit) = Arc::clone(&requests).acquire_owned().await else {
+            return;
+        };
         // An error: the client closed the connection (or it broke), nothing more to read.
         let Ok(length) = reader.read_i32().await else {
             return;
@@ -148,7 +309,7 @@ async fn read_requests<S: AsyncRead>(
                 }
             },
         };
-        if incoming.send(next).await.is_err() {
+        if incoming.send((next, permit)).await.is_err() {
             return;
         }
     }
@@ -161,15 +322,4 @@ fn frame_bytes(length: i32, frame_bytes_max: u32) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::frame_bytes;
-
-    #[test]
-    fn frame_lengths_are_checked_before_allocation() {
-        assert_eq!(frame_bytes(-1, 100), None);
-        assert_eq!(frame_bytes(i32::MIN, 100), None);
-        assert_eq!(frame_bytes(101, 100), None);
-        assert_eq!(frame_bytes(100, 100), Some(100));
-        assert_eq!(frame_bytes(0, 100), Some(0));
-    }
-}
+mod tests;

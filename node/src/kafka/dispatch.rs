@@ -12,6 +12,7 @@ use super::fetch_sessions::FetchSessionCache;
 use super::groups;
 use super::handlers::{self, NodeAddresses};
 use crate::broker::Broker;
+use crate::broker::sequencing::SequencingHold;
 use crate::storage::Disk;
 
 /// Which of the node's Kafka sockets a connection came in on: Metadata answered there lists
@@ -63,7 +64,14 @@ impl<D: Disk> KafkaService<D> {
     }
 
     /// Answers one request; `None` when Kafka sends no answer (a produce with acks=0).
-    pub async fn handle(&self, request: DecodedRequest) -> Option<KafkaResponse> {
+    /// `sequencing` is dropped when the request is sequenced: a produce's once its batches
+    /// are queued in their partitions' writers, any other request's once it is answered
+    /// (see [`sequencing`](crate::broker::sequencing)).
+    pub async fn handle(
+        &self,
+        request: DecodedRequest,
+        sequencing: SequencingHold,
+    ) -> Option<KafkaResponse> {
         let DecodedRequest {
             header,
             version,
@@ -91,6 +99,7 @@ impl<D: Disk> KafkaService<D> {
             registered: &registered,
         };
         // One exhaustive match: a row added to the table without an arm does not compile.
+        // Every arm but Produce leaves `sequencing` here, dropped once the answer is made.
         Some(match body {
             KafkaRequest::ApiVersions(_) => {
                 KafkaResponse::ApiVersions(handlers::cluster::api_versions())
@@ -116,7 +125,7 @@ impl<D: Disk> KafkaService<D> {
                 )
             }
             KafkaRequest::Produce(request) => KafkaResponse::Produce(
-                handlers::produce::produce(broker, client_id, request, version).await?,
+                handlers::produce::produce(broker, request, version, sequencing).await?,
             ),
             KafkaRequest::Fetch(request) => KafkaResponse::Fetch(
                 handlers::fetch::fetch(broker, &self.fetch_sessions, request, version).await,

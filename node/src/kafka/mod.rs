@@ -47,8 +47,9 @@ use fetch_sessions::FetchSessionLimits;
 pub const FRAME_BYTES_MAX_DEFAULT: u32 = 16 * 1024 * 1024;
 /// Default `[kafka] connections_max`.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
-/// Default `[kafka] requests_in_flight_per_connection_max`: requests read ahead of the one
-/// being answered. Clients pipeline (Kafka's Java producer up to 5, librdkafka many more);
+/// Default `[kafka] requests_in_flight_per_connection_max`: requests of one connection read
+/// and not yet answered, whether started (produces pipelined behind one another) or waiting
+/// their turn. Clients pipeline (Kafka's Java producer up to 5, librdkafka many more);
 /// beyond this the node stops reading the connection until answers go out.
 pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX_DEFAULT: usize = 32;
 /// Default `[kafka] in_flight_bytes_max`: request frames read and not yet answered, over
@@ -95,7 +96,8 @@ pub struct KafkaSettings {
     pub connections_max_idle: Duration,
     /// Largest request frame (its 4-byte length prefix excluded).
     pub frame_bytes_max: u32,
-    /// Requests read ahead per connection while one is being answered.
+    /// Requests of one connection read and not yet answered (started, as pipelined
+    /// produces are, or waiting their turn); beyond, the connection is not read.
     pub requests_in_flight_per_connection_max: usize,
     /// Bytes of request frames held over all Kafka connections.
     pub in_flight_bytes_max: u64,

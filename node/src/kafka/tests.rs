@@ -18,6 +18,7 @@ use super::apis::{KafkaRequest, KafkaResponse, SERVED};
 use super::codec::{DecodedRequest, encode_response};
 use super::dispatch::KafkaService;
 use super::fetch_sessions::FetchSessionCache;
+use crate::broker::sequencing::SequencingHold;
 use crate::broker::{Broker, BrokerConfig};
 use crate::clock::SimClock;
 use crate::sim::SimDisk;
@@ -57,7 +58,7 @@ async fn service_with(settings: KafkaSettings, config: BrokerConfig) -> KafkaSer
     )
 }
 
-fn name(text: &str) -> TopicName {
+pub(super) fn name(text: &str) -> TopicName {
     TopicName(StrBytes::from_string(text.to_owned()))
 }
 
@@ -67,7 +68,7 @@ fn text(value: &str) -> StrBytes {
 
 /// Asks `service` at `version` and checks the answer encodes at that version and decodes
 /// back to itself, as a client reads it.
-async fn ask(
+pub(super) async fn ask(
     service: &KafkaService<SimDisk>,
     version: i16,
     body: KafkaRequest,
@@ -78,12 +79,15 @@ async fn ask(
     header.request_api_key = api as i16;
     header.request_api_version = version;
     let response = service
-        .handle(DecodedRequest {
-            header,
-            api,
-            version,
-            body,
-        })
+        .handle(
+            DecodedRequest {
+                header,
+                api,
+                version,
+                body,
+            },
+            SequencingHold::unobserved(),
+        )
         .await?;
     let frame = encode_response(9, version, &response)
         .unwrap_or_else(|error| panic!("{api:?} v{version}: {error}"));
@@ -97,7 +101,11 @@ async fn ask(
 }
 
 /// Creates `topic` with CreateTopics v7 and returns the id its answer gives.
-async fn create_topic(service: &KafkaService<SimDisk>, topic: &str, partitions: i32) -> uuid::Uuid {
+pub(super) async fn create_topic(
+    service: &KafkaService<SimDisk>,
+    topic: &str,
+    partitions: i32,
+) -> uuid::Uuid {
     let mut creatable = create_topics_request::CreatableTopic::default();
     creatable.name = name(topic);
     creatable.num_partitions = partitions;
@@ -113,7 +121,7 @@ async fn create_topic(service: &KafkaService<SimDisk>, topic: &str, partitions: 
     response.topics[0].topic_id
 }
 
-fn batch(count: usize, options: &EncodeOptions) -> Bytes {
+pub(super) fn batch(count: usize, options: &EncodeOptions) -> Bytes {
     let records: Vec<Record> = (0..count)
         .map(|number| Record {
             timestamp: 1_000 + number as i64,
@@ -125,7 +133,12 @@ fn batch(count: usize, options: &EncodeOptions) -> Bytes {
     encode_batch(&records, options).unwrap()
 }
 
-fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> KafkaRequest {
+pub(super) fn produce_request(
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> KafkaRequest {
     let mut data = produce_request::PartitionProduceData::default();
     data.index = partition;
     data.records = Some(records);
@@ -140,7 +153,7 @@ fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> Ka
 }
 
 /// (error code, base offset) of the one partition of a produce answer.
-async fn produce(
+pub(super) async fn produce(
     service: &KafkaService<SimDisk>,
     version: i16,
     request: KafkaRequest,
@@ -283,7 +296,7 @@ fn every_served_api_and_version_answers_and_encodes() {
     });
 }
 
-fn list_offsets_request(
+pub(super) fn list_offsets_request(
     topic: &str,
     partition: i32,
     timestamp: i64,
@@ -302,7 +315,7 @@ fn list_offsets_request(
 }
 
 /// (error code, offset, leader epoch) of the one partition of a ListOffsets answer.
-async fn list_offsets(
+pub(super) async fn list_offsets(
     service: &KafkaService<SimDisk>,
     version: i16,
     request: KafkaRequest,

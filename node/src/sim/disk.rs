@@ -36,6 +36,8 @@ pub const SECTOR_BYTES: usize = 512;
 #[derive(Clone)]
 pub struct SimDisk {
     inner: Arc<Mutex<SimState>>,
+    /// True while every `sync_data` waits before it starts ([`SimDisk::hold_syncs`]).
+    syncs_held: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for SimDisk {
@@ -118,7 +120,20 @@ impl SimDisk {
                 syncs: 0,
                 storage_refusals: 0,
             })),
+            syncs_held: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Makes every `sync_data` wait, before it starts, until [`SimDisk::release_syncs`]: a
+    /// slow disk, for tests of what runs while an fdatasync is in flight (a held sync is
+    /// not counted by [`SimDisk::sync_count`] until it runs).
+    pub fn hold_syncs(&self) {
+        self.syncs_held.send_replace(true);
+    }
+
+    /// Lets held and later syncs run.
+    pub fn release_syncs(&self) {
+        self.syncs_held.send_replace(false);
     }
 
     fn state(&self) -> MutexGuard<'_, SimState> {
@@ -559,6 +574,13 @@ impl DiskFile for SimFile {
 
     async fn sync_data(&self) -> Result<(), DiskError> {
         tokio::task::yield_now().await;
+        // The sender lives in the disk this handle holds, so the wait ends only on release.
+        let _ = self
+            .disk
+            .syncs_held
+            .subscribe()
+            .wait_for(|held| !held)
+            .await;
         let mut state = self.disk.state();
         state
             .check_handle(self.generation)

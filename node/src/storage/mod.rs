@@ -29,6 +29,6 @@ pub mod verify;
 pub use disk::{BackendChoice, Disk, DiskError, DiskFile, OpenMode, SystemDisk};
 pub use log::{
     AppendBatchesError, AppendDurability, AppendError, AppendInput, AppendOutcome, DeleteError,
-    LogConfig, OpenError, PartitionLog, ReadBatches, ReadError,
+    LogConfig, OpenError, PartitionLog, QueuedBatches, ReadBatches, ReadError,
 };
 pub use partition_key::PartitionKey;

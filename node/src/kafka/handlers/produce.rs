@@ -13,6 +13,7 @@ use ledge_protocol::wire::{self, Acks};
 
 use super::{ask, message, text, topic_name};
 use crate::broker::Broker;
+use crate::broker::sequencing::SequencingHold;
 use crate::kafka::errors::{NONE, kafka_code, produce_code};
 use crate::storage::Disk;
 
@@ -60,12 +61,14 @@ enum Outcome {
     Broker,
 }
 
-/// Produce; `None` for acks=0, which Kafka does not answer.
+/// Produce; `None` for acks=0, which Kafka does not answer. `sequencing` is dropped once
+/// every batch is queued in its partition's writer or refused (see
+/// [`sequencing`](crate::broker::sequencing)): the connection starts its next produce then.
 pub async fn produce<D: Disk>(
     broker: &Broker<D>,
-    client_id: &str,
     request: ProduceRequest,
     version: i16,
+    sequencing: SequencingHold,
 ) -> Option<ProduceResponse> {
     let answered = request.acks != 0;
     // Checked once for the whole request, answered per partition as Kafka does.
@@ -128,13 +131,7 @@ pub async fn produce<D: Disk>(
     let native_topics = if native.topics.is_empty() {
         Vec::new()
     } else {
-        match ask!(broker, client_id, Produce(native)) {
-            Ok(response) => response.topics,
-            Err(api) => {
-                tracing::error!(?api, "kafka produce: the broker answered another API");
-                Vec::new()
-            }
-        }
+        broker.produce_sequenced(native, sequencing).await.topics
     };
     if !answered {
         return None;
@@ -181,8 +178,8 @@ pub async fn produce<D: Disk>(
                         }
                     }
                     None => {
-                        // The broker's answer is missing (it answered another API): the
-                        // batch may or may not be written, so a retriable error.
+                        // The broker answers every partition it is given; were one
+                        // missing, its batch may or may not be written: a retriable error.
                         partition.error_code = ResponseError::KafkaStorageError.code();
                     }
                 },

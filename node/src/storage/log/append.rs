@@ -100,6 +100,21 @@ impl<D: Disk> PartitionLog<D> {
         self.append_chain(batches, durability, false).await
     }
 
+    /// [`append_batches`](Self::append_batches) in two steps: returns once the batches are
+    /// checked and queued in the partition's writer (sequenced: an append queued after
+    /// this returns is written after them, and their producer sequences are checked in
+    /// that order), before they are written or synced; [`QueuedBatches::outcomes`] then
+    /// waits for the durability asked. A caller that must keep its appends in order (a
+    /// Kafka connection's pipelined produces) starts the next one after this returns, so
+    /// several appends can share one write and one fdatasync.
+    pub async fn enqueue_batches(
+        &self,
+        batches: Vec<AppendInput>,
+        durability: AppendDurability,
+    ) -> Result<QueuedBatches, AppendBatchesError> {
+        self.enqueue_chain(batches, durability, false).await
+    }
+
     /// Appends a leader's batches on a follower, as they are on the leader: their base
     /// offsets and leader epochs are kept (not stamped), each must continue the log (its
     /// base offset is the log end, its epoch not below the latest), and each is checked
@@ -147,6 +162,20 @@ impl<D: Disk> PartitionLog<D> {
         durability: AppendDurability,
         follower: bool,
     ) -> Result<Vec<AppendOutcome>, AppendBatchesError> {
+        self.enqueue_chain(batches, durability, follower)
+            .await?
+            .outcomes()
+            .await
+    }
+
+    /// Checks `batches` and queues those before the first that fails its checks in the
+    /// writer, as one chain.
+    async fn enqueue_chain(
+        &self,
+        batches: Vec<AppendInput>,
+        durability: AppendDurability,
+        follower: bool,
+    ) -> Result<QueuedBatches, AppendBatchesError> {
         let count = batches.len();
         let fail = |index, error, appended| AppendBatchesError {
             index,
@@ -187,19 +216,11 @@ impl<D: Disk> PartitionLog<D> {
                 return Err(fail(0, AppendError::Closed, Vec::new()));
             }
         }
-        let mut appended = Vec::with_capacity(outcomes.len());
-        for (index, outcome) in outcomes.into_iter().enumerate() {
-            // Answers come in order; the writer drops those after a failure unanswered.
-            match outcome.await {
-                Ok(Ok(done)) => appended.push(done),
-                Ok(Err(error)) => return Err(fail(index, error, appended)),
-                Err(_) => return Err(fail(index, AppendError::Closed, appended)),
-            }
-        }
-        match invalid {
-            Some((index, error)) => Err(fail(index, error, appended)),
-            None => Ok(appended),
-        }
+        Ok(QueuedBatches {
+            count,
+            outcomes,
+            invalid,
+        })
     }
 
     /// The batch size limit and decode limits of the current configuration.
@@ -218,6 +239,46 @@ impl<D: Disk> PartitionLog<D> {
                 reason: reason.clone(),
             }),
             None => Ok(()),
+        }
+    }
+}
+
+/// Batches queued in a partition's writer by [`PartitionLog::enqueue_batches`], not yet
+/// answered. Dropping it does not withdraw them: they are written (and synced, as asked)
+/// all the same, and only their answers are lost.
+#[must_use = "the batches are appended whether or not the outcome is awaited"]
+pub struct QueuedBatches {
+    /// How many batches the caller gave (queued or not).
+    count: usize,
+    /// The writer's answer for each queued batch, in order.
+    outcomes: Vec<oneshot::Receiver<Result<AppendOutcome, AppendError>>>,
+    /// The first batch that failed its checks, and why: none from it on was queued.
+    invalid: Option<(usize, AppendError)>,
+}
+
+impl QueuedBatches {
+    /// Waits for the writer's answers: the outcome of every batch, or the first failure,
+    /// with the outcomes of those before it (as [`PartitionLog::append_batches`]).
+    pub async fn outcomes(self) -> Result<Vec<AppendOutcome>, AppendBatchesError> {
+        let count = self.count;
+        let fail = |index, error, appended| AppendBatchesError {
+            index,
+            count,
+            error,
+            appended,
+        };
+        let mut appended = Vec::with_capacity(self.outcomes.len());
+        for (index, outcome) in self.outcomes.into_iter().enumerate() {
+            // Answers come in order; the writer drops those after a failure unanswered.
+            match outcome.await {
+                Ok(Ok(done)) => appended.push(done),
+                Ok(Err(error)) => return Err(fail(index, error, appended)),
+                Err(_) => return Err(fail(index, AppendError::Closed, appended)),
+            }
+        }
+        match self.invalid {
+            Some((index, error)) => Err(fail(index, error, appended)),
+            None => Ok(appended),
         }
     }
 }

@@ -57,7 +57,7 @@ mod roll;
 mod truncate;
 mod writer;
 
-pub use append::{AppendDurability, AppendInput, AppendOutcome};
+pub use append::{AppendDurability, AppendInput, AppendOutcome, QueuedBatches};
 pub use compact::CompactionReport;
 pub use config::{
     APPEND_DECODE_LIMITS, BATCH_BYTES_MAX_DEFAULT, COMMIT_BYTES_MAX_DEFAULT, LogConfig,
