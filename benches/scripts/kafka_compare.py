@@ -29,6 +29,10 @@ Each repetition measures every server in turn, on fresh single-partition topics:
 and on `ledge` only, Ledge's native QUIC path with `ledge-bench` (same record size, acks=all):
   5. produce (closed loop, one producer) and e2e at 5,000 records/s (linger 0),
 so the Kafka listener can be compared with the QUIC path in the same repetition.
+With `--ledge-serial`, a fourth server, `ledge-serial`: the same build with
+`[kafka] requests_in_flight_per_connection_max = 1`, so a connection's produces are answered one
+at a time (no pipelining, as before issue 14's pipelining); measured for both producers
+(1 and 3), to show what pipelining is worth in the same repetition.
 
 Results: results.jsonl (one line per measurement), summary.md (medians and ratios of the
 same repetition), the servers' logs, machine.txt.
@@ -52,6 +56,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The differential run's helpers: children that die with this script, a free loopback port.
 sys.path.insert(0, os.path.join(ROOT, "tests", "kafka"))
 from differential import die_with_parent, free_port  # noqa: E402
+# `--ledge-serial`: a Kafka connection reads its next request only once the previous one is
+# answered, as before produce pipelining; the same node and build otherwise.
+SERIAL_CONFIG = "[kafka]\nrequests_in_flight_per_connection_max = 1\n"
 # A tool run still going after this is killed (the tools' own timeouts come first).
 TOOL_RUN_MAX_S = 600
 SERVER_START_MAX_S = 120
@@ -88,12 +95,18 @@ class Servers:
     def classpath(self):
         return os.path.join(self.args.lib, "*")
 
-    def start_ledge(self):
+    def start_ledge(self, name="ledge", config=None):
         port = free_port()
-        data = os.path.join(self.out, "ledge-data")
-        log_path = os.path.join(self.out, "ledge.log")
+        data = os.path.join(self.out, f"{name}-data")
+        log_path = os.path.join(self.out, f"{name}.log")
+        command = [self.args.ledge_node, "--data-dir", data, "--listen", f"127.0.0.1:{port}"]
+        if config is not None:
+            config_path = os.path.join(self.out, f"{name}.toml")
+            with open(config_path, "w") as out:
+                out.write(config)
+            command += ["--config", config_path]
         process = subprocess.Popen(
-            [self.args.ledge_node, "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
+            command,
             stdout=open(log_path, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent)
         self.processes.append(process)
@@ -349,13 +362,13 @@ def summarize(out, rows):
     ]:
         lines.append(f"\n| {measure} ({unit}) | per repetition | median |")
         lines.append("|---|---|---|")
-        for server in ("ledge", "kafka", "kafka-fsync"):
+        for server in ("ledge", "ledge-serial", "kafka", "kafka-fsync"):
             values = series(server, measure, key)
             if values:
                 lines.append(f"| {server} | {fmt(values, digits)} | "
                              f"{statistics.median(values):,.{digits}f} |")
         ledge = series("ledge", measure, key)
-        for other in ("kafka", "kafka-fsync"):
+        for other in ("kafka", "kafka-fsync", "ledge-serial"):
             theirs = series(other, measure, key)
             if ledge and len(theirs) == len(ledge):
                 ratios = [a / b for a, b in zip(ledge, theirs)]
@@ -390,6 +403,10 @@ def main():
     parser.add_argument("--e2e-seconds", type=int, default=10)
     parser.add_argument("--e2e-warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="1 repetition, short runs")
+    parser.add_argument("--ledge-serial", action="store_true",
+                        help="also a Ledge node answering one request per connection at a "
+                             "time (requests_in_flight_per_connection_max = 1: no produce "
+                             "pipelining), for both producers")
     parser.add_argument("--ledge-node", default=os.path.join(ROOT, "target/release/ledge-node"))
     parser.add_argument("--ledge-bench", default=os.path.join(ROOT, "target/release/ledge-bench"))
     parser.add_argument("--lib", default=os.path.join(ROOT, "target/kafka-java/lib"))
@@ -441,6 +458,9 @@ def main():
             "kafka": servers.start_kafka("kafka", []),
             "kafka-fsync": servers.start_kafka("kafka-fsync", ["log.flush.interval.messages=1"]),
         }
+        if args.ledge_serial:
+            log("starting ledge-serial ([kafka] requests_in_flight_per_connection_max = 1)")
+            targets["ledge-serial"] = servers.start_ledge("ledge-serial", SERIAL_CONFIG)
         for rep in range(1, args.reps + 1):
             for name, target in targets.items():
                 bootstrap = target["bootstrap"]
@@ -448,6 +468,12 @@ def main():
                 topic = f"java-{rep}"
                 create_topic(bootstrap, topic)
                 record(name, "java-produce", rep, java_produce(args, bootstrap, topic))
+                if name == "ledge-serial":
+                    # Only the produce paths differ (pipelining); the rest would repeat ledge.
+                    topic = f"rdkafka-{rep}"
+                    create_topic(bootstrap, topic)
+                    record(name, "rdkafka-produce", rep, rdkafka_produce(args, bootstrap, topic))
+                    continue
                 record(name, "java-consume", rep, java_consume(args, bootstrap, topic))
                 topic = f"rdkafka-{rep}"
                 create_topic(bootstrap, topic)
@@ -475,7 +501,7 @@ def main():
     print(summary)
     log(f"results in {args.out}")
     # The servers' data is large and of no further use.
-    for name in ("ledge-data", "kafka/logs", "kafka-fsync/logs"):
+    for name in ("ledge-data", "ledge-serial-data", "kafka/logs", "kafka-fsync/logs"):
         shutil.rmtree(os.path.join(args.out, name), ignore_errors=True)
 
 

@@ -34,13 +34,7 @@ pub const FUZZ_DECODE_LIMITS: DecodeLimits = DecodeLimits {
     headers_max: 1 << 12,
 };
 
-const CODECS: [Compression; 5] = [
-    Compression::None,
-    Compression::Gzip,
-    Compression::Snappy,
-    Compression::Lz4,
-    Compression::Zstd,
-];
+const CODECS: [Compression; 5] = Compression::ALL;
 
 /// Runs one input: as a produce payload, and again as one batch whose length field and CRC-32C
 /// are made to match it. A producer can always send a correct CRC (it is no secret), and this

@@ -19,13 +19,7 @@ mod node;
 #[cfg(feature = "node")]
 pub use node::{consumer_protocol, kafka_frame, kafka_requests, storage_files};
 
-const CODECS: [Compression; 5] = [
-    Compression::None,
-    Compression::Gzip,
-    Compression::Snappy,
-    Compression::Lz4,
-    Compression::Zstd,
-];
+const CODECS: [Compression; 5] = Compression::ALL;
 
 /// A few records with the shapes producers send: keyed, null key, tombstone, headers
 /// (repeated key, null value), timestamps out of order.

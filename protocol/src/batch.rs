@@ -172,6 +172,9 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Every codec, in attribute-bit order (tests and fuzzers walk all of them).
+    pub const ALL: [Self; 5] = [Self::None, Self::Gzip, Self::Snappy, Self::Lz4, Self::Zstd];
+
     /// Reads the codec from a batch's `attributes`.
     pub fn from_attributes(attributes: i16) -> Result<Self, BatchError> {
         match attributes & ATTRIBUTES_COMPRESSION_MASK {

@@ -18,13 +18,7 @@ use crate::{
     RecordIter, decode_batch, decompress_records, encode_batch, validate_batch,
 };
 
-const CODECS: [Compression; 5] = [
-    Compression::None,
-    Compression::Gzip,
-    Compression::Snappy,
-    Compression::Lz4,
-    Compression::Zstd,
-];
+const CODECS: [Compression; 5] = Compression::ALL;
 
 const BASE_OFFSET: i64 = 4_242;
 const PARTITION_LEADER_EPOCH: i32 = 17;

@@ -31,13 +31,7 @@ const TOPICS: [(&str, &[(&str, &str)]); 3] = [
         &[("message.timestamp.type", "LogAppendTime")],
     ),
 ];
-const CODECS: [Compression; 5] = [
-    Compression::None,
-    Compression::Gzip,
-    Compression::Snappy,
-    Compression::Lz4,
-    Compression::Zstd,
-];
+const CODECS: [Compression; 5] = Compression::ALL;
 
 async fn open(disk: &SimDisk) -> Broker<SimDisk> {
     Broker::open(

@@ -1,12 +1,6 @@
 use super::*;
 
-const CODECS: [Compression; 5] = [
-    Compression::None,
-    Compression::Gzip,
-    Compression::Snappy,
-    Compression::Lz4,
-    Compression::Zstd,
-];
+const CODECS: [Compression; 5] = Compression::ALL;
 
 fn compressed(compression: Compression, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
