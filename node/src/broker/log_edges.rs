@@ -29,6 +29,8 @@ pub struct PartitionEpochs {
     pub log_start_offset: i64,
     /// The offset after the last batch of the leader's log.
     pub log_end_offset: i64,
+    /// The partition's high watermark (replicated, in a cluster).
+    pub high_watermark: i64,
 }
 
 /// Why a partition's epochs or log start could not be answered.
@@ -104,12 +106,14 @@ impl<D: Disk> Broker<D> {
         partition: u32,
         current_leader_epoch: Option<i32>,
     ) -> Result<PartitionEpochs, LogEdgeError> {
-        let (log, leader_epoch, _) = self.led_log(topic, partition, current_leader_epoch)?;
+        let (log, leader_epoch, high_watermark) =
+            self.led_log(topic, partition, current_leader_epoch)?;
         Ok(PartitionEpochs {
             leader_epoch,
             epochs: log.leader_epochs(),
             log_start_offset: log.log_start_offset(),
             log_end_offset: log.log_end_offset(),
+            high_watermark,
         })
     }
 

@@ -4,8 +4,9 @@
 //! With a session the node remembers what the client asked for each partition and what it
 //! last answered, so the client sends only partitions whose request changed (and the ones it
 //! stops reading, `forgotten_topics_data`), and the node answers only partitions with
-//! records, a moved high watermark or log start offset, or an error. The rules are Kafka's
-//! (`core/src/main/scala/kafka/server/FetchSession.scala`, `FetchMetadata.java`):
+//! records, a moved high watermark or log start offset, an error, or a diverging epoch. The
+//! rules are Kafka's (`core/src/main/scala/kafka/server/FetchSession.scala`,
+//! `FetchMetadata.java`):
 //!
 //! - session id 0 and epoch 0: a full fetch; once answered, a session is created if the
 //!   cache has room (or can evict one, below) and its id is answered; 0 otherwise.
@@ -139,6 +140,8 @@ pub struct PartitionOutcome {
     pub log_start_offset: i64,
     /// The partition's error code (0: none).
     pub error_code: i16,
+    /// The answer is a diverging epoch (Fetch v12+): the fetcher must truncate.
+    pub diverging: bool,
 }
 
 /// A fetch request's session fields and partitions.
@@ -724,6 +727,10 @@ impl FetchSession {
             // Answered every time; -1 makes the first good answer after it go out too.
             include = true;
             cached.high_watermark = -1;
+        }
+        if outcome.diverging {
+            // Answered every time, to trigger the fetcher's truncation (Kafka's rule).
+            include = true;
         }
         if outcome.records_bytes > 0 {
             // To the back: partitions that got nothing go first next time.

@@ -38,16 +38,25 @@ async fn service() -> KafkaService<SimDisk> {
 }
 
 async fn service_with(settings: KafkaSettings, config: BrokerConfig) -> KafkaService<SimDisk> {
-    let broker = Broker::open(
+    service_on(Arc::new(broker(config).await), settings)
+}
+
+async fn broker(config: BrokerConfig) -> Broker<SimDisk> {
+    Broker::open(
         SimDisk::new(14),
         Path::new("/data"),
         config,
         Arc::new(SimClock::new(1_000_000)),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// A plaintext service over `broker` (a test that reaches under the Kafka API keeps a
+/// clone of it).
+fn service_on(broker: Arc<Broker<SimDisk>>, settings: KafkaSettings) -> KafkaService<SimDisk> {
     KafkaService::new(
-        Arc::new(broker),
+        broker,
         Arc::new(std::sync::Mutex::new(FetchSessionCache::new(
             KafkaSettings::default().fetch_sessions,
             5,
@@ -985,6 +994,121 @@ fn fetches_without_sessions_stay_full() {
         let unknown = session_fetch(&service, (77, 3), &[(0, 0)], &[]).await;
         assert_eq!(unknown.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
         assert_eq!(fetched(&unknown), []);
+    });
+}
+
+/// A fetch of t-0 from `offset` naming `last_fetched_epoch`, with the given
+/// session fields (`(0, -1)`: none).
+fn epoch_fetch(offset: i64, last_fetched_epoch: i32, session: (i32, i32)) -> kafka::FetchRequest {
+    let mut request = fetch_request("t", 0, offset);
+    request.topics[0].partitions[0].last_fetched_epoch = last_fetched_epoch;
+    (request.session_id, request.session_epoch) = session;
+    request
+}
+
+async fn fetch_answer(
+    service: &KafkaService<SimDisk>,
+    version: i16,
+    request: kafka::FetchRequest,
+) -> kafka::FetchResponse {
+    let Some(KafkaResponse::Fetch(response)) =
+        ask(service, version, KafkaRequest::Fetch(request)).await
+    else {
+        panic!("no fetch answer");
+    };
+    response
+}
+
+/// The one partition of a fetch answer: (error code, diverging (epoch, end offset),
+/// records bytes, high watermark).
+fn diverging_of(response: &kafka::FetchResponse) -> (i16, (i32, i64), usize, i64) {
+    assert_eq!(response.error_code, 0, "{response:?}");
+    let partition = &response.responses[0].partitions[0];
+    (
+        partition.error_code,
+        (
+            partition.diverging_epoch.epoch,
+            partition.diverging_epoch.end_offset,
+        ),
+        partition.records.as_ref().map_or(0, Bytes::len),
+        partition.high_watermark,
+    )
+}
+
+// Goal (KIP-320, Fetch v12+): a fetch naming a last fetched epoch that ends on the leader
+// before the fetch offset, or that the leader never had, is answered with the leader's
+// OffsetForLeaderEpoch answer for it as `diverging_epoch` and no records, in a session's
+// incremental fetches too; a consistent one is read; an epoch newer than any is
+// OFFSET_OUT_OF_RANGE; before v12 the field does not exist and nothing is checked.
+#[test]
+fn a_fetch_whose_last_epoch_diverges_is_answered_with_its_end() {
+    runtime().block_on(async {
+        let broker = Arc::new(broker(BrokerConfig::default()).await);
+        let service = service_on(Arc::clone(&broker), KafkaSettings::default());
+        create_topic(&service, "t", 1).await;
+        let (error, _) = produce(
+            &service,
+            9,
+            produce_request("t", 0, batch(10, &EncodeOptions::default()), -1),
+        )
+        .await;
+        assert_eq!(error, 0);
+        // A new leader epoch from offset 10 on, as a leader change stamps it.
+        let log = broker.hosted_partition_log("t", 0).unwrap();
+        log.set_leader_epoch(3).await.unwrap();
+        let (error, base) = produce(
+            &service,
+            9,
+            produce_request("t", 0, batch(5, &EncodeOptions::default()), -1),
+        )
+        .await;
+        assert_eq!((error, base), (0, 10));
+        assert_eq!(
+            epoch_end(&service, 4, offset_for_leader_epoch_request("t", 0, 0, -1)).await,
+            (0, 0, 10),
+            "epoch 0 ends at 10 here"
+        );
+
+        // The fetcher wrote epoch 0 up to 12: its log diverges at 10.
+        let answer = fetch_answer(&service, 12, epoch_fetch(12, 0, (0, -1))).await;
+        assert_eq!(diverging_of(&answer), (0, (0, 10), 0, 15));
+        // It has epoch 2, which this leader never had: epoch 0's end.
+        let answer = fetch_answer(&service, 12, epoch_fetch(10, 2, (0, -1))).await;
+        assert_eq!(diverging_of(&answer), (0, (0, 10), 0, 15));
+        // Consistent: epoch 0 up to 10, epoch 3 up to 12: records, no diverging epoch.
+        for (offset, epoch) in [(10, 0), (12, 3), (15, 3)] {
+            let answer = fetch_answer(&service, 12, epoch_fetch(offset, epoch, (0, -1))).await;
+            let (error, diverging, records, high_watermark) = diverging_of(&answer);
+            assert_eq!((error, diverging, high_watermark), (0, (-1, -1), 15));
+            assert_eq!(records > 0, offset < 15, "offset {offset}");
+        }
+        // An epoch newer than the leader's latest cannot be placed.
+        let answer = fetch_answer(&service, 12, epoch_fetch(12, 4, (0, -1))).await;
+        assert_eq!(diverging_of(&answer).0, OFFSET_OUT_OF_RANGE);
+        // The client's current_leader_epoch is still checked first.
+        let mut newer = epoch_fetch(12, 0, (0, -1));
+        newer.topics[0].partitions[0].current_leader_epoch = 1;
+        let answer = fetch_answer(&service, 12, newer).await;
+        assert_eq!(diverging_of(&answer).0, UNKNOWN_LEADER_EPOCH);
+        // v11 has no last_fetched_epoch: read as asked.
+        let answer = fetch_answer(&service, 11, epoch_fetch(12, 0, (0, -1))).await;
+        let (error, diverging, records, _) = diverging_of(&answer);
+        assert_eq!((error, diverging), (0, (-1, -1)));
+        assert!(records > 0);
+
+        // In a session: the full fetch and every incremental one (which lists nothing, so
+        // nothing else about the partition changed) answer the diverging epoch.
+        let full = fetch_answer(&service, 12, epoch_fetch(12, 0, (0, 0))).await;
+        assert_eq!(diverging_of(&full), (0, (0, 10), 0, 15));
+        let id = full.session_id;
+        assert!(id > 0, "a session was created: {full:?}");
+        for epoch in 1..=2 {
+            let mut incremental = epoch_fetch(12, 0, (id, epoch));
+            incremental.topics.clear();
+            let answer = fetch_answer(&service, 12, incremental).await;
+            assert_eq!(answer.session_id, id);
+            assert_eq!(diverging_of(&answer), (0, (0, 10), 0, 15), "epoch {epoch}");
+        }
     });
 }
 

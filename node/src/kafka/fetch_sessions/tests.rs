@@ -45,6 +45,7 @@ fn outcome(records_bytes: usize, high_watermark: i64) -> PartitionOutcome {
         high_watermark,
         log_start_offset: 0,
         error_code: 0,
+        diverging: false,
     }
 }
 
@@ -182,6 +183,33 @@ fn an_incremental_answer_keeps_only_partitions_with_news() {
         .map(|((key, _), _)| key.partition)
         .collect();
     assert_eq!(included, [3]);
+}
+
+#[test]
+fn a_diverging_epoch_is_answered_in_every_incremental_fetch() {
+    // Kafka's rule: a partition answered with a diverging epoch (no records, nothing else
+    // moved) is always included, so the fetcher learns it must truncate.
+    let now = start();
+    let mut cache = FetchSessionCache::new(limits(), 7);
+    let id = open(&mut cache, now, &[("a", 0, 12), ("a", 1, 0)]);
+    let diverging = PartitionOutcome {
+        diverging: true,
+        ..outcome(0, 10)
+    };
+    for epoch in 1..=2 {
+        let plan = cache
+            .handle_request(now, request(id, epoch, &[], &[]))
+            .unwrap();
+        let answer = cache.handle_answer(now, &plan, &[diverging, outcome(0, 10)]);
+        let included: Vec<i32> = plan
+            .partitions
+            .iter()
+            .zip(&answer.include)
+            .filter(|(_, include)| **include)
+            .map(|((key, _), _)| key.partition)
+            .collect();
+        assert_eq!(included, [0], "epoch {epoch}");
+    }
 }
 
 #[test]

@@ -9,6 +9,15 @@
 //! [`FetchSessionCache`] before the read (which partitions to read: those listed, or for an
 //! incremental fetch every partition of the session) and after it (which partitions to
 //! answer, and the session id). The cache's rules are Kafka's (`kafka/fetch_sessions.rs`).
+//!
+//! Diverging epochs (KIP-320, Fetch v12+): a partition that names its `last_fetched_epoch`
+//! is checked against the leader's epoch checkpoint before it is read, as Kafka's
+//! `Partition.readRecords` does. Where that epoch ends here comes from OffsetForLeaderEpoch's
+//! answer (`log_edges::epoch_end_offset`); if it ends before the fetch offset, or the
+//! largest epoch here at or below it is an older one, the partition is answered with
+//! `diverging_epoch` (that epoch and end) and no records, and the fetch does not wait. An
+//! epoch that cannot be placed, or a fetch offset below the log start, is
+//! OFFSET_OUT_OF_RANGE. Before v12 the field does not exist and nothing is checked.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -20,7 +29,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use ledge_protocol::wire::{self, OffsetSpec};
 
-use super::log_edges::current_leader_epoch;
+use super::log_edges::{
+    UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET, current_leader_epoch, epoch_end_offset,
+};
 use super::{ask, topic_name};
 use crate::broker::Broker;
 use crate::broker::log_edges::PartitionEpochs;
@@ -42,6 +53,10 @@ const LEADER_EPOCH_VERSION: i16 = 4;
 const SESSION_VERSION: i16 = 7;
 /// The first Fetch version that names topics by id (a session keeps to one or the other).
 const TOPIC_ID_VERSION: i16 = 13;
+
+/// The first Fetch version that carries `last_fetched_epoch` (and answers
+/// `diverging_epoch`).
+const LAST_FETCHED_EPOCH_VERSION: i16 = 12;
 
 /// A requested partition: its index, and its leader epochs (with the spec asked), or `Err`
 /// with the code it is refused with here.
@@ -120,7 +135,7 @@ pub async fn fetch<D: Disk>(
             "kafka fetch session closed"
         );
     }
-    let (error_code, answers) = read(broker, &plan.partitions, &request).await;
+    let (error_code, answers) = read(broker, &plan.partitions, &request, version).await;
     response.error_code = error_code;
     let outcomes: Vec<PartitionOutcome> = answers
         .iter()
@@ -129,6 +144,7 @@ pub async fn fetch<D: Disk>(
             high_watermark: answer.high_watermark,
             log_start_offset: answer.log_start_offset,
             error_code: answer.error_code,
+            diverging: is_diverging(answer),
         })
         .collect();
     let settled = lock(sessions).handle_answer(broker.clock().now(), &plan, &outcomes);
@@ -167,11 +183,14 @@ fn lock(sessions: &Mutex<FetchSessionCache>) -> std::sync::MutexGuard<'_, FetchS
 
 /// Reads `partitions` in order with the request's wait and size bounds; the top-level
 /// error code and one answer per partition. A negative partition index is answered
-/// UNKNOWN_TOPIC_OR_PARTITION here.
+/// UNKNOWN_TOPIC_OR_PARTITION here. So is (v12+) a partition whose `last_fetched_epoch`
+/// diverges from the leader's log (its diverging epoch) or cannot be checked (its error),
+/// and then the fetch does not wait, as Kafka's.
 async fn read<D: Disk>(
     broker: &Broker<D>,
     partitions: &[(SessionPartition, PartitionFetch)],
     request: &FetchRequest,
+    version: i16,
 ) -> (i16, Vec<fetch_response::PartitionData>) {
     let mut native = wire::FetchRequest {
         max_wait_ms: u32::try_from(request.max_wait_ms).unwrap_or(0),
@@ -180,27 +199,44 @@ async fn read<D: Disk>(
         topics: Vec::new(),
         plugin: None,
     };
-    // Per partition: sent to the broker, or refused here.
-    let mut sent = Vec::with_capacity(partitions.len());
+    // Per partition: `None` when sent to the broker, else its answer made here.
+    let mut early = Vec::with_capacity(partitions.len());
+    let mut epoch_answered = false;
     for (key, fetch) in partitions {
-        let index = u32::try_from(key.partition).ok();
-        if let Some(index) = index {
-            let wanted = wire::FetchPartition {
-                partition: index,
-                current_leader_epoch: (fetch.current_leader_epoch >= 0)
-                    .then_some(fetch.current_leader_epoch),
-                fetch_offset: fetch.fetch_offset,
-                partition_max_bytes: u32::try_from(fetch.partition_max_bytes).unwrap_or(0),
-            };
-            match native.topics.last_mut() {
-                Some(topic) if topic.name == key.topic => topic.partitions.push(wanted),
-                _ => native.topics.push(wire::FetchTopic {
-                    name: key.topic.clone(),
-                    partitions: vec![wanted],
-                }),
-            }
+        let Ok(index) = u32::try_from(key.partition) else {
+            early.push(Some(refused(
+                key.partition,
+                ResponseError::UnknownTopicOrPartition.code(),
+            )));
+            continue;
+        };
+        if version >= LAST_FETCHED_EPOCH_VERSION
+            && fetch.last_fetched_epoch >= 0
+            && let Some(answer) = epoch_answer(broker, key, index, fetch)
+        {
+            early.push(Some(answer));
+            epoch_answered = true;
+            continue;
         }
-        sent.push(index.is_some());
+        let wanted = wire::FetchPartition {
+            partition: index,
+            current_leader_epoch: current_leader_epoch(fetch.current_leader_epoch),
+            fetch_offset: fetch.fetch_offset,
+            partition_max_bytes: u32::try_from(fetch.partition_max_bytes).unwrap_or(0),
+        };
+        match native.topics.last_mut() {
+            Some(topic) if topic.name == key.topic => topic.partitions.push(wanted),
+            _ => native.topics.push(wire::FetchTopic {
+                name: key.topic.clone(),
+                partitions: vec![wanted],
+            }),
+        }
+        early.push(None);
+    }
+    if epoch_answered {
+        // Kafka answers a diverging (or refused) epoch at once, with whatever the other
+        // partitions have now.
+        native.max_wait_ms = 0;
     }
     let mut error_code = 0;
     let native_topics = if native.topics.is_empty() {
@@ -222,31 +258,130 @@ async fn read<D: Disk>(
     let mut native_answers = native_topics.into_iter().flat_map(|topic| topic.partitions);
     let answers = partitions
         .iter()
-        .zip(sent)
-        .map(|((key, _), sent)| {
-            let mut partition = fetch_response::PartitionData::default();
-            partition.partition_index = key.partition;
-            partition.high_watermark = -1;
-            partition.last_stable_offset = -1;
-            partition.log_start_offset = -1;
-            partition.preferred_read_replica = BrokerId(-1);
-            match sent.then(|| native_answers.next()).flatten() {
+        .zip(early)
+        .map(|((key, _), early)| {
+            if let Some(answer) = early {
+                return answer;
+            }
+            match native_answers.next() {
                 Some(answer) => {
-                    partition.error_code = kafka_code(answer.error);
+                    let mut partition = refused(key.partition, kafka_code(answer.error));
                     partition.high_watermark = answer.high_watermark;
                     partition.last_stable_offset = answer.high_watermark;
                     partition.log_start_offset = answer.log_start_offset;
                     partition.records = Some(answer.records);
+                    partition
                 }
-                None => {
-                    partition.error_code = ResponseError::UnknownTopicOrPartition.code();
-                    partition.records = Some(bytes::Bytes::new());
-                }
+                None => refused(key.partition, ResponseError::UnknownTopicOrPartition.code()),
             }
-            partition
         })
         .collect();
     (error_code, answers)
+}
+
+/// A partition's answer with `error_code`, no records and Kafka's "unknown" offsets.
+fn refused(partition_index: i32, error_code: i16) -> fetch_response::PartitionData {
+    let mut partition = fetch_response::PartitionData::default();
+    partition.partition_index = partition_index;
+    partition.error_code = error_code;
+    partition.high_watermark = -1;
+    partition.last_stable_offset = -1;
+    partition.log_start_offset = -1;
+    partition.preferred_read_replica = BrokerId(-1);
+    partition.records = Some(bytes::Bytes::new());
+    partition
+}
+
+/// Whether `answer` is a diverging-epoch answer (Kafka's `FetchResponse.isDivergingEpoch`).
+fn is_diverging(answer: &fetch_response::PartitionData) -> bool {
+    answer.diverging_epoch.epoch >= 0 || answer.diverging_epoch.end_offset >= 0
+}
+
+/// The answer for a partition that names its `last_fetched_epoch`, when the leader's log
+/// says it is not to be read: its error (this node does not lead it, the client's
+/// `current_leader_epoch` is off, or [`EpochCheck::OutOfRange`]) or its diverging epoch.
+/// `None`: read it.
+fn epoch_answer<D: Disk>(
+    broker: &Broker<D>,
+    key: &SessionPartition,
+    index: u32,
+    fetch: &PartitionFetch,
+) -> Option<fetch_response::PartitionData> {
+    let view = match broker.partition_epochs(
+        &key.topic,
+        index,
+        current_leader_epoch(fetch.current_leader_epoch),
+    ) {
+        Ok(view) => view,
+        Err((code, _)) => return Some(refused(key.partition, kafka_code(code))),
+    };
+    match check_last_fetched_epoch(&view, fetch.last_fetched_epoch, fetch.fetch_offset) {
+        EpochCheck::Read => None,
+        EpochCheck::OutOfRange => Some(refused(
+            key.partition,
+            ResponseError::OffsetOutOfRange.code(),
+        )),
+        EpochCheck::Diverging { epoch, end_offset } => {
+            tracing::debug!(
+                topic = %key.topic,
+                partition = key.partition,
+                last_fetched_epoch = fetch.last_fetched_epoch,
+                fetch_offset = fetch.fetch_offset,
+                epoch,
+                end_offset,
+                "kafka fetch: diverging epoch"
+            );
+            let mut partition = refused(key.partition, 0);
+            partition.high_watermark = view.high_watermark;
+            partition.last_stable_offset = view.high_watermark;
+            partition.log_start_offset = view.log_start_offset;
+            partition.diverging_epoch.epoch = epoch;
+            partition.diverging_epoch.end_offset = end_offset;
+            Some(partition)
+        }
+    }
+}
+
+/// What the leader's epoch checkpoint says of a fetch that names its last fetched epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EpochCheck {
+    /// The fetcher's log agrees with the leader's up to the fetch offset: read.
+    Read,
+    /// The fetcher's log diverges: answer where its last fetched epoch ends here (the
+    /// largest epoch here at or below it, and that epoch's end offset), with no records.
+    Diverging {
+        /// The epoch.
+        epoch: i32,
+        /// Where it ends here.
+        end_offset: i64,
+    },
+    /// The epoch cannot be placed here (newer than the latest, or no epochs at all), or the
+    /// fetch offset is below the log start.
+    OutOfRange,
+}
+
+/// Kafka's `Partition.readRecords` check of `last_fetched_epoch` against the leader's log:
+/// where that epoch ends here is OffsetForLeaderEpoch's answer for it; undefined is out of
+/// range, then so is a fetch offset below the log start (diverging or not), then the log
+/// diverges if the answer's epoch is older than the one asked or it ends before the fetch
+/// offset.
+fn check_last_fetched_epoch(
+    view: &PartitionEpochs,
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+) -> EpochCheck {
+    let (epoch, end_offset) =
+        epoch_end_offset(&view.epochs, last_fetched_epoch, view.log_end_offset);
+    if epoch == UNDEFINED_EPOCH || end_offset == UNDEFINED_EPOCH_OFFSET {
+        return EpochCheck::OutOfRange;
+    }
+    if fetch_offset < view.log_start_offset {
+        return EpochCheck::OutOfRange;
+    }
+    if epoch < last_fetched_epoch || end_offset < fetch_offset {
+        return EpochCheck::Diverging { epoch, end_offset };
+    }
+    EpochCheck::Read
 }
 
 /// ListOffsets: earliest (-2), latest (-1) or the first offset at or after a timestamp,
@@ -361,4 +496,92 @@ fn offset_epoch(view: &PartitionEpochs, spec: OffsetSpec, offset: Option<i64>) -
         (_, None) => None,
     };
     epoch.unwrap_or(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::leader_epoch::LeaderEpochCache;
+
+    /// A leader log of epochs 1 from 0, 3 from 10 and 5 from 25, ending at 40, starting at
+    /// `log_start_offset`.
+    fn view(log_start_offset: i64) -> PartitionEpochs {
+        let (epochs, refused) = LeaderEpochCache::from_batches([(1, 0), (3, 10), (5, 25)]);
+        assert!(refused.is_empty());
+        PartitionEpochs {
+            leader_epoch: 5,
+            epochs,
+            log_start_offset,
+            log_end_offset: 40,
+            high_watermark: 38,
+        }
+    }
+
+    // Goal: the last fetched epoch is checked as Kafka's `Partition.readRecords`: a log
+    // that agrees is read; one whose epoch ends here before the fetch offset, or that has
+    // an epoch this leader never had, diverges at OffsetForLeaderEpoch's answer; an epoch
+    // that cannot be placed, or an offset below the log start, is out of range.
+    #[test]
+    fn the_last_fetched_epoch_is_checked_as_kafka() {
+        let leader = view(0);
+        // Agrees: the epoch ends at or after the fetch offset.
+        assert_eq!(check_last_fetched_epoch(&leader, 3, 25), EpochCheck::Read);
+        assert_eq!(check_last_fetched_epoch(&leader, 3, 12), EpochCheck::Read);
+        assert_eq!(check_last_fetched_epoch(&leader, 5, 40), EpochCheck::Read);
+        // Epoch 3 ends at 25 here; the fetcher is past it.
+        assert_eq!(
+            check_last_fetched_epoch(&leader, 3, 27),
+            EpochCheck::Diverging {
+                epoch: 3,
+                end_offset: 25
+            }
+        );
+        // The latest epoch ends at the log end: a fetcher past it diverges too.
+        assert_eq!(
+            check_last_fetched_epoch(&leader, 5, 41),
+            EpochCheck::Diverging {
+                epoch: 5,
+                end_offset: 40
+            }
+        );
+        // Epoch 4 was never this leader's: the largest below it (3) and its end.
+        assert_eq!(
+            check_last_fetched_epoch(&leader, 4, 20),
+            EpochCheck::Diverging {
+                epoch: 3,
+                end_offset: 25
+            }
+        );
+        // Older than every epoch here: Kafka answers the epoch itself, ending where the
+        // first known one starts (0 here), so any later offset diverges.
+        assert_eq!(
+            check_last_fetched_epoch(&leader, 0, 5),
+            EpochCheck::Diverging {
+                epoch: 0,
+                end_offset: 0
+            }
+        );
+        // Newer than the latest: cannot be placed.
+        assert_eq!(
+            check_last_fetched_epoch(&leader, 6, 40),
+            EpochCheck::OutOfRange
+        );
+        // Below the log start, diverging or not.
+        let moved = view(12);
+        assert_eq!(
+            check_last_fetched_epoch(&moved, 3, 11),
+            EpochCheck::OutOfRange
+        );
+        assert_eq!(check_last_fetched_epoch(&moved, 3, 12), EpochCheck::Read);
+        // No epochs at all (a log without batches).
+        let empty = PartitionEpochs {
+            epochs: LeaderEpochCache::new(),
+            log_end_offset: 0,
+            ..leader
+        };
+        assert_eq!(
+            check_last_fetched_epoch(&empty, 0, 0),
+            EpochCheck::OutOfRange
+        );
+    }
 }

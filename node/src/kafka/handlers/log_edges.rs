@@ -15,8 +15,8 @@ use crate::storage::Disk;
 use crate::storage::leader_epoch::LeaderEpochCache;
 
 /// Kafka's "no epoch" and "no offset" in OffsetForLeaderEpoch answers.
-const UNDEFINED_EPOCH: i32 = -1;
-const UNDEFINED_EPOCH_OFFSET: i64 = -1;
+pub const UNDEFINED_EPOCH: i32 = -1;
+pub const UNDEFINED_EPOCH_OFFSET: i64 = -1;
 
 /// Where leader epoch `requested` ends in a log whose end offset is `log_end_offset`, as
 /// Kafka's `LeaderEpochFileCache.endOffsetFor` answers it: the latest epoch ends at the log
