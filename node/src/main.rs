@@ -37,10 +37,11 @@ struct Arguments {
     /// UDP address to listen on (overrides the config file) [default: 127.0.0.1:9092].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// TCP address of the Kafka listener (overrides the config file; turns the listener on)
+    /// TCP address of the Kafka plaintext listener, or `off` for none (Kafka over TLS only,
+    /// with --kafka-tls-listen); overrides the config file and turns Kafka on
     /// [default: the --listen address, on TCP].
-    #[arg(long, value_name = "ADDR")]
-    kafka_listen: Option<SocketAddr>,
+    #[arg(long, value_name = "ADDR|off")]
+    kafka_listen: Option<ledge_node::kafka::PlaintextListen>,
     /// TCP address of the Kafka TLS listener (overrides the config file; turns the Kafka
     /// listener on); it presents the node's QUIC certificate [default: no TLS listener].
     #[arg(long, value_name = "ADDR")]
@@ -191,7 +192,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     if let Some(kafka_listen) = arguments.kafka_listen {
         config.kafka.enabled = true;
-        config.kafka.listen = Some(kafka_listen);
+        config.kafka.listen = kafka_listen;
     }
     if let Some(kafka_tls_listen) = arguments.kafka_tls_listen {
         config.kafka.enabled = true;
@@ -373,6 +374,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         Some(mut kafka) => {
             let address = kafka
                 .local_addr()
+                .transpose()
                 .context("reading the Kafka listener's address")?;
             let tls_address = kafka
                 .local_tls_addr()
@@ -386,7 +388,10 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 .rsplit_once(':')
                 .map_or(config.broker.advertised_address.as_str(), |(host, _)| host)
                 .to_owned();
-            if config.kafka.advertised_listen.is_none() && address.ip().is_unspecified() {
+            if let Some(address) = address
+                && config.kafka.advertised_listen.is_none()
+                && address.ip().is_unspecified()
+            {
                 kafka.advertise(format!("{quic_host}:{}", address.port()));
             }
             if let Some(tls_address) = tls_address {
@@ -403,11 +408,13 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 broker.close().await;
                 return Err(error.into());
             }
-            kafka_listeners.plaintext = Some(kafka.advertised());
+            kafka_listeners.plaintext = kafka.advertised();
             kafka_listeners.tls = kafka.advertised_tls();
-            tracing::info!(%address, advertised = %kafka.advertised(), "kafka listener up");
-            // Before the readiness line, so whoever waits on that has read this one too.
-            println!("ledge-node kafka listening on {address}");
+            // Before the readiness line, so whoever waits on that has read these too.
+            if let Some(address) = address {
+                tracing::info!(%address, advertised = ?kafka.advertised(), "kafka listener up");
+                println!("ledge-node kafka listening on {address}");
+            }
             if let Some(tls_address) = tls_address {
                 tracing::info!(address = %tls_address, advertised = ?kafka.advertised_tls(), "kafka TLS listener up");
                 println!("ledge-node kafka tls listening on {tls_address}");

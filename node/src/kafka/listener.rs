@@ -1,6 +1,7 @@
-//! The Kafka listener's TCP sockets and accept loop: the plaintext socket (`kafka.listen`)
-//! and, when configured, the TLS socket (`kafka.tls_listen`, presenting the certificate the
-//! QUIC listener presents). Both share one limit of `kafka.connections_max` connections and
+//! The Kafka listener's TCP sockets and accept loop: the plaintext socket (`kafka.listen`,
+//! unless `"off"`) and, when configured, the TLS socket (`kafka.tls_listen`, presenting the
+//! certificate the QUIC listener presents); at least one of the two. Both share one limit
+//! of `kafka.connections_max` connections and
 //! one bytes-in-flight budget; each connection gets one
 //! [`connection`](super::connection) driver. A TLS connection holds its slot during the
 //! handshake, which must finish within `kafka.tls_handshake_timeout_ms`, and is closed
@@ -31,7 +32,7 @@ pub enum KafkaListenError {
     /// Binding the plaintext TCP socket failed (most often: the port is in use).
     // The OS error is in the message, not a `source`, so a `{:#}` chain prints it once.
     #[error(
-        "cannot listen for Kafka clients on {addr} (TCP): {cause}; choose another address with [kafka] listen or --kafka-listen, or turn the listener off with [kafka] enabled = false"
+        "cannot listen for Kafka clients on {addr} (TCP): {cause}; choose another address with [kafka] listen or --kafka-listen, turn the plaintext listener off with listen = \"off\", or turn Kafka off with [kafka] enabled = false"
     )]
     Bind {
         /// The address.
@@ -48,6 +49,21 @@ pub enum KafkaListenError {
         addr: SocketAddr,
         /// The operating system's error.
         cause: std::io::Error,
+    },
+    /// Kafka is on (`kafka.enabled`) with neither listener: the plaintext one is off and
+    /// there is no TLS one.
+    #[error(
+        "Kafka would listen nowhere: [kafka] listen = \"off\" and no [kafka] tls_listen; give tls_listen an address (or --kafka-tls-listen), give listen one, or turn Kafka off with [kafka] enabled = false"
+    )]
+    NoListener,
+    /// `kafka.advertised_listen` is set for a plaintext listener that is off (Kafka refuses
+    /// an advertised listener it does not listen on, too).
+    #[error(
+        "[kafka] advertised_listen ({address}) is set but the plaintext listener is off (listen = \"off\"): remove it, or give listen an address"
+    )]
+    AdvertisedWithoutListener {
+        /// The advertised address.
+        address: String,
     },
     /// A TLS socket is bound but no certificate was given to present on it.
     #[error(
@@ -79,19 +95,39 @@ struct TlsSocket {
     acceptor: Option<TlsAcceptor>,
 }
 
-/// A bound Kafka listener: the plaintext socket, and the TLS socket if configured.
+/// A bound Kafka listener: the plaintext socket unless it is off, and the TLS socket if
+/// configured (at least one of them).
 pub struct KafkaListener {
-    listener: std::net::TcpListener,
+    listener: Option<std::net::TcpListener>,
     tls: Option<TlsSocket>,
     settings: KafkaSettings,
 }
 
 impl KafkaListener {
-    /// Binds the plaintext socket at `addr` and, with `settings.tls_listen`, the TLS socket.
+    /// Binds the plaintext socket at `addr` (`None`: the plaintext listener is off) and,
+    /// with `settings.tls_listen`, the TLS socket; neither is [`KafkaListenError::NoListener`].
     /// Needs no runtime and no disk, so the node does it before it touches its data
-    /// directory: a busy port is one clear error at start.
-    pub fn bind(addr: SocketAddr, settings: KafkaSettings) -> Result<Self, KafkaListenError> {
-        let listener = bind_socket(addr).map_err(|cause| KafkaListenError::Bind { addr, cause })?;
+    /// directory: a busy port (or no listener at all) is one clear error at start.
+    pub fn bind(
+        addr: Option<SocketAddr>,
+        settings: KafkaSettings,
+    ) -> Result<Self, KafkaListenError> {
+        if addr.is_none() {
+            if settings.tls_listen.is_none() {
+                return Err(KafkaListenError::NoListener);
+            }
+            if let Some(address) = &settings.advertised_listen {
+                return Err(KafkaListenError::AdvertisedWithoutListener {
+                    address: address.clone(),
+                });
+            }
+        }
+        let listener = match addr {
+            None => None,
+            Some(addr) => {
+                Some(bind_socket(addr).map_err(|cause| KafkaListenError::Bind { addr, cause })?)
+            }
+        };
         let tls = match settings.tls_listen {
             None => None,
             Some(addr) => Some(TlsSocket {
@@ -107,9 +143,12 @@ impl KafkaListener {
         })
     }
 
-    /// The bound plaintext address (the real port when asked for port 0).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    /// The bound plaintext address (the real port when asked for port 0), if there is a
+    /// plaintext socket.
+    pub fn local_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.listener
+            .as_ref()
+            .map(std::net::TcpListener::local_addr)
     }
 
     /// The bound TLS address, if there is a TLS socket.
@@ -118,14 +157,15 @@ impl KafkaListener {
     }
 
     /// The `host:port` Metadata gives plaintext clients for this node: `advertised_listen`,
-    /// else the bound address.
-    pub fn advertised(&self) -> String {
-        match &self.settings.advertised_listen {
+    /// else the bound address; `None` without a plaintext socket.
+    pub fn advertised(&self) -> Option<String> {
+        let listener = self.listener.as_ref()?;
+        Some(match &self.settings.advertised_listen {
             Some(advertised) => advertised.clone(),
-            None => self
+            None => listener
                 .local_addr()
                 .map_or_else(|_| String::new(), |address| address.to_string()),
-        }
+        })
     }
 
     /// The `host:port` Metadata gives TLS clients for this node: `advertised_tls_listen`,
@@ -175,7 +215,7 @@ impl KafkaListener {
     /// either mistake is one start-up error.
     pub fn check(&self) -> Result<(), KafkaListenError> {
         let advertised = [
-            ("advertised_listen", Some(self.advertised())),
+            ("advertised_listen", self.advertised()),
             ("advertised_tls_listen", self.advertised_tls()),
         ];
         for (key, address) in advertised {
@@ -206,9 +246,15 @@ impl KafkaListener {
         }
         let advertised = self.advertised();
         let advertised_tls = self.advertised_tls();
-        let local = self.local_addr().ok();
-        let Some(listener) = from_std(self.listener, local) else {
-            return;
+        let listener = match self.listener {
+            Some(listener) => {
+                let local = listener.local_addr().ok();
+                let Some(listener) = from_std(listener, local) else {
+                    return;
+                };
+                Some(listener)
+            }
+            None => None,
         };
         let (tls_listener, acceptor) = match self.tls {
             Some(TlsSocket {
@@ -235,13 +281,15 @@ impl KafkaListener {
             settings.fetch_sessions,
             seed,
         )));
-        let plain_service = Arc::new(KafkaService::new(
-            Arc::clone(&broker),
-            Arc::clone(&fetch_sessions),
-            settings.clone(),
-            advertised,
-            ListenerKind::Plaintext,
-        ));
+        let plain_service = advertised.map(|advertised| {
+            Arc::new(KafkaService::new(
+                Arc::clone(&broker),
+                Arc::clone(&fetch_sessions),
+                settings.clone(),
+                advertised,
+                ListenerKind::Plaintext,
+            ))
+        });
         let tls_service = advertised_tls.map(|advertised| {
             Arc::new(KafkaService::new(
                 Arc::clone(&broker),
@@ -254,7 +302,7 @@ impl KafkaListener {
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             let (accepted, over_tls) = tokio::select! {
-                accepted = listener.accept() => (accepted, false),
+                accepted = accept(listener.as_ref()) => (accepted, false),
                 accepted = accept(tls_listener.as_ref()) => (accepted, true),
                 _ = shutdown.wait_for(|stop| *stop) => break,
             };
@@ -283,8 +331,8 @@ impl KafkaListener {
                 shutdown: shutdown.clone(),
                 remote,
             };
-            match (over_tls, &acceptor, &tls_service) {
-                (true, Some(acceptor), Some(service)) => {
+            match (over_tls, &acceptor, &tls_service, &plain_service) {
+                (true, Some(acceptor), Some(service), _) => {
                     let acceptor = acceptor.clone();
                     let service = Arc::clone(service);
                     let clock = broker.clock();
@@ -310,10 +358,12 @@ impl KafkaListener {
                         connection.serve(stream, service).await;
                     });
                 }
-                _ => {
-                    let service = Arc::clone(&plain_service);
+                (false, _, _, Some(service)) => {
+                    let service = Arc::clone(service);
                     tasks.spawn(connection.serve(stream, service));
                 }
+                // Never: a socket is accepted on only when its service exists.
+                _ => drop(stream),
             }
         }
         drop(listener);

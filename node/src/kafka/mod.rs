@@ -36,6 +36,7 @@ pub mod listener;
 mod tests;
 
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use fetch_sessions::FetchSessionLimits;
@@ -74,11 +75,10 @@ pub const TLS_HANDSHAKE_TIMEOUT_MS_MAX: u64 = 5 * 60 * 1000;
 /// The `[kafka]` section (docs/OPERATIONS.md, "Kafka listener").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KafkaSettings {
-    /// Serve Kafka clients at all (`[kafka] enabled`).
+    /// Serve Kafka clients at all (`[kafka] enabled`): the master switch of both listeners.
     pub enabled: bool,
-    /// TCP address to listen on; `None`: the node's QUIC listen address (TCP and UDP ports
-    /// are separate spaces, so both can be 9092).
-    pub listen: Option<SocketAddr>,
+    /// Where the plaintext listener listens, or that there is none (`[kafka] listen`).
+    pub listen: PlaintextListen,
     /// `host:port` Metadata gives clients for this node; `None`: the bound address.
     pub advertised_listen: Option<String>,
     /// TCP address of the TLS listener (`[kafka] tls_listen`); `None`: no TLS listener.
@@ -124,7 +124,7 @@ impl Default for KafkaSettings {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: None,
+            listen: PlaintextListen::QuicAddress,
             advertised_listen: None,
             tls_listen: None,
             advertised_tls_listen: None,
@@ -140,6 +140,43 @@ impl Default for KafkaSettings {
             auto_create_topic_partitions: AUTO_CREATE_TOPIC_PARTITIONS_DEFAULT,
             fetch_sessions: FetchSessionLimits::default(),
         }
+    }
+}
+
+/// The `[kafka] listen` (and `--kafka-listen`) value that turns the plaintext listener off.
+pub const LISTEN_OFF: &str = "off";
+
+/// `[kafka] listen` / `--kafka-listen`: where the plaintext Kafka listener listens. Kafka
+/// lists its listeners (`listeners=SSL://:9093` has no plaintext one); Ledge has at most
+/// one of each kind, the plaintext one on unless `"off"`, the TLS one off unless
+/// `tls_listen` names an address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PlaintextListen {
+    /// The node's QUIC listen address, on TCP (TCP and UDP ports are separate spaces, so
+    /// both can be 9092): the default.
+    #[default]
+    QuicAddress,
+    /// This TCP address.
+    At(SocketAddr),
+    /// No plaintext listener (`"off"`): Kafka clients connect to the TLS one.
+    Off,
+}
+
+/// A `[kafka] listen` / `--kafka-listen` value that is neither an address nor `"off"`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an address like 127.0.0.1:9092, or \"off\" for no plaintext listener")]
+pub struct PlaintextListenError(String);
+
+impl FromStr for PlaintextListen {
+    type Err = PlaintextListenError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == LISTEN_OFF {
+            return Ok(Self::Off);
+        }
+        text.parse()
+            .map(Self::At)
+            .map_err(|_| PlaintextListenError(text.to_owned()))
     }
 }
 
@@ -196,11 +233,11 @@ impl KafkaSection {
             settings.enabled = enabled;
         }
         if let Some(listen) = self.listen {
-            settings.listen = Some(listen.parse().map_err(|_| {
+            settings.listen = listen.parse().map_err(|error| {
                 format!(
-                    "{origin}: kafka.listen: {listen:?} is not an address like 127.0.0.1:9092 (turn the listener off with kafka.enabled = false)"
+                    "{origin}: kafka.listen: {error} (turn Kafka off altogether with kafka.enabled = false)"
                 )
-            })?);
+            })?;
         }
         if let Some(advertised) = self.advertised_listen {
             settings.advertised_listen = Some(host_port(origin, "advertised_listen", advertised)?);
@@ -349,9 +386,14 @@ fn host_port(origin: &str, key: &str, address: String) -> Result<String, String>
 }
 
 impl KafkaSettings {
-    /// The TCP address to listen on, given the node's QUIC listen address.
-    pub fn listen_address(&self, quic_listen: SocketAddr) -> SocketAddr {
-        self.listen.unwrap_or(quic_listen)
+    /// The TCP address of the plaintext listener, given the node's QUIC listen address;
+    /// `None` when it is off.
+    pub fn listen_address(&self, quic_listen: SocketAddr) -> Option<SocketAddr> {
+        match self.listen {
+            PlaintextListen::QuicAddress => Some(quic_listen),
+            PlaintextListen::At(address) => Some(address),
+            PlaintextListen::Off => None,
+        }
     }
 }
 
@@ -368,8 +410,39 @@ mod settings_tests {
         let config = parse("").unwrap();
         assert!(config.kafka.enabled);
         let quic = "127.0.0.1:9092".parse().unwrap();
-        assert_eq!(config.kafka.listen_address(quic), quic);
+        assert_eq!(config.kafka.listen_address(quic), Some(quic));
         assert_eq!(config.kafka.frame_bytes_max, super::FRAME_BYTES_MAX_DEFAULT);
+    }
+
+    // Goal: `listen = "off"` turns the plaintext listener off and leaves Kafka (the TLS
+    // listener) on; the same words parse for `--kafka-listen`; anything else is refused
+    // with a message that names both forms.
+    #[test]
+    fn the_plaintext_listener_can_be_turned_off() {
+        use super::PlaintextListen;
+        let config =
+            parse("[kafka]\nlisten = \"off\"\ntls_listen = \"127.0.0.1:19093\"\n").unwrap();
+        assert!(config.kafka.enabled);
+        assert_eq!(config.kafka.listen, PlaintextListen::Off);
+        let quic = "127.0.0.1:9092".parse().unwrap();
+        assert_eq!(config.kafka.listen_address(quic), None);
+        assert_eq!(
+            config.kafka.tls_listen,
+            Some("127.0.0.1:19093".parse().unwrap())
+        );
+        // The command line's parser is the same `FromStr`.
+        assert_eq!("off".parse::<PlaintextListen>(), Ok(PlaintextListen::Off));
+        assert_eq!(
+            "127.0.0.1:19092".parse::<PlaintextListen>(),
+            Ok(PlaintextListen::At("127.0.0.1:19092".parse().unwrap()))
+        );
+        for wrong in ["Off", "none", "false", ""] {
+            let error = wrong.parse::<PlaintextListen>().unwrap_err().to_string();
+            assert!(error.contains("\"off\""), "{wrong}: {error}");
+        }
+        let error = parse("[kafka]\nlisten = \"no\"\n").unwrap_err();
+        assert!(error.contains("kafka.listen"), "{error}");
+        assert!(error.contains("\"off\""), "{error}");
     }
 
     #[test]
@@ -378,7 +451,10 @@ mod settings_tests {
             "[kafka]\nlisten = \"0.0.0.0:19092\"\nadvertised_listen = \"broker.example:19092\"\nconnections_max = 10\nframe_bytes_max = 1048576\nrequests_in_flight_per_connection_max = 4\nshutdown_grace_ms = 500\n",
         )
         .unwrap();
-        assert_eq!(config.kafka.listen, Some("0.0.0.0:19092".parse().unwrap()));
+        assert_eq!(
+            config.kafka.listen,
+            super::PlaintextListen::At("0.0.0.0:19092".parse().unwrap())
+        );
         assert_eq!(
             config.kafka.advertised_listen.as_deref(),
             Some("broker.example:19092")

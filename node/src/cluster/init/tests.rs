@@ -29,8 +29,11 @@ fn cluster_init_writes_configs_and_certificates_that_the_node_accepts() {
         assert_eq!(cluster.cluster_id, report.cluster_id);
         assert_eq!(config.listen.port(), 9200 + u16::try_from(id).unwrap());
         // Its own Kafka port, the same number on TCP.
-        assert_eq!(config.kafka.listen, Some(config.listen));
-        kafka_listens.insert(config.kafka.listen);
+        assert_eq!(
+            config.kafka.listen,
+            crate::kafka::PlaintextListen::At(config.listen)
+        );
+        kafka_listens.insert(config.kafka.listen_address(config.listen));
         assert_eq!(cluster.peers.len(), 3);
         assert_eq!(cluster.ca_file, root.join("tls/ca.pem"));
         assert!(config.data_dir.starts_with(&root));

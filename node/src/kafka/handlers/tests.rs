@@ -32,7 +32,8 @@ fn topics_without_a_controller_id_get_a_stable_derived_one() {
 
 // Goal: another node is listed at the Kafka listener it registered, of the kind the request
 // came in on; a node registered without its listeners (an old record) at its QUIC address
-// on TCP for plaintext and not at all for TLS; a node without the listener kind not at all.
+// on TCP for plaintext and not at all for TLS; a node without the listener kind (no TLS
+// listener, or its plaintext one off) not at all.
 #[test]
 fn other_nodes_are_listed_at_their_registered_kafka_listeners() {
     let registered = BTreeMap::from([
@@ -49,6 +50,13 @@ fn other_nodes_are_listed_at_their_registered_kafka_listeners() {
             Some(KafkaListeners {
                 plaintext: Some("10.0.0.4:9092".to_owned()),
                 tls: None,
+            }),
+        ),
+        (
+            5,
+            Some(KafkaListeners {
+                plaintext: None,
+                tls: Some("broker5.example:9093".to_owned()),
             }),
         ),
     ]);
@@ -80,6 +88,11 @@ fn other_nodes_are_listed_at_their_registered_kafka_listeners() {
     );
     assert_eq!(tls.kafka_address(1, 3, "10.0.0.3:9092"), None);
     assert_eq!(tls.kafka_address(1, 4, "10.0.0.4:9092"), None);
+    assert_eq!(plaintext.kafka_address(1, 5, "10.0.0.5:9092"), None);
+    assert_eq!(
+        tls.kafka_address(1, 5, "10.0.0.5:9092"),
+        Some((text("broker5.example"), 9093))
+    );
     assert_eq!(
         tls.kafka_address(1, 1, "10.0.0.1:9092"),
         Some((text("10.0.0.1"), 29093))

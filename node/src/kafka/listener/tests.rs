@@ -15,17 +15,29 @@ use tokio::sync::watch;
 use super::*;
 use crate::broker::BrokerConfig;
 use crate::clock::SimClock;
+use crate::kafka::PlaintextListen;
 use crate::kafka::codec::tests::{default_request, request_frame, split_response};
 use crate::sim::SimDisk;
 
 struct Running {
-    address: SocketAddr,
+    /// The plaintext socket's address; `None` when it is off.
+    address: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<()>,
 }
 
+impl Running {
+    fn plain(&self) -> SocketAddr {
+        self.address.expect("a plaintext socket")
+    }
+}
+
+fn any_port() -> Option<SocketAddr> {
+    Some("127.0.0.1:0".parse().unwrap())
+}
+
 async fn start(settings: KafkaSettings) -> Running {
-    let listener = KafkaListener::bind("127.0.0.1:0".parse().unwrap(), settings).unwrap();
+    let listener = KafkaListener::bind(any_port(), settings).unwrap();
     start_listener(listener).await
 }
 
@@ -38,7 +50,7 @@ async fn start_listener(listener: KafkaListener) -> Running {
     )
     .await
     .unwrap();
-    let address = listener.local_addr().unwrap();
+    let address = listener.local_addr().transpose().unwrap();
     let (stop, stopped) = watch::channel(false);
     let serving = tokio::spawn(listener.serve(Arc::new(broker), stopped));
     Running {
@@ -77,7 +89,7 @@ async fn closed<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let running = start(KafkaSettings::default()).await;
-    let mut stream = TcpStream::connect(running.address).await.unwrap();
+    let mut stream = TcpStream::connect(running.plain()).await.unwrap();
     // Three requests in one write, the slow one (Metadata) in the middle.
     let mut batch = BytesMut::new();
     batch.put_slice(&prefixed(ApiKey::ApiVersions, 3, 1));
@@ -92,7 +104,7 @@ async fn pipelined_requests_are_answered_in_order() {
     let (correlation, mut body) = split_response(ApiKey::Metadata, 12, &second);
     assert_eq!(correlation, 2);
     let metadata = MetadataResponse::decode(&mut body, 12).unwrap();
-    assert_eq!(metadata.brokers[0].port, i32::from(running.address.port()));
+    assert_eq!(metadata.brokers[0].port, i32::from(running.plain().port()));
     let third = read_response(&mut stream).await.unwrap();
     assert_eq!(split_response(ApiKey::ApiVersions, 0, &third).0, 3);
     let _ = running.stop.send(true);
@@ -106,7 +118,7 @@ async fn bad_frames_close_their_connection_only() {
         ..KafkaSettings::default()
     };
     let running = start(settings).await;
-    let mut healthy = TcpStream::connect(running.address).await.unwrap();
+    let mut healthy = TcpStream::connect(running.plain()).await.unwrap();
     let bad_frames: Vec<Vec<u8>> = vec![
         // A negative length.
         (-1i32).to_be_bytes().to_vec(),
@@ -131,7 +143,7 @@ async fn bad_frames_close_their_connection_only() {
         },
     ];
     for (index, bytes) in bad_frames.iter().enumerate() {
-        let mut stream = TcpStream::connect(running.address).await.unwrap();
+        let mut stream = TcpStream::connect(running.plain()).await.unwrap();
         stream.write_all(bytes).await.unwrap();
         assert!(closed(&mut stream).await, "bad frame {index}: still open");
         // The other connection is still served.
@@ -152,7 +164,7 @@ async fn bad_frames_close_their_connection_only() {
 #[tokio::test]
 async fn requests_before_a_bad_frame_are_answered() {
     let running = start(KafkaSettings::default()).await;
-    let mut stream = TcpStream::connect(running.address).await.unwrap();
+    let mut stream = TcpStream::connect(running.plain()).await.unwrap();
     let mut bytes = BytesMut::new();
     bytes.put_slice(&prefixed(ApiKey::ApiVersions, 3, 11));
     bytes.put_i32(-5);
@@ -171,19 +183,19 @@ async fn connections_beyond_the_limit_are_closed() {
         ..KafkaSettings::default()
     };
     let running = start(settings).await;
-    let mut first = TcpStream::connect(running.address).await.unwrap();
+    let mut first = TcpStream::connect(running.plain()).await.unwrap();
     first
         .write_all(&prefixed(ApiKey::ApiVersions, 3, 1))
         .await
         .unwrap();
     read_response(&mut first).await.unwrap();
-    let mut second = TcpStream::connect(running.address).await.unwrap();
+    let mut second = TcpStream::connect(running.plain()).await.unwrap();
     assert!(closed(&mut second).await, "over the limit");
     // Once the first is gone, a new connection is served.
     drop(first);
     let mut served = None;
     for attempt in 0..50 {
-        let mut third = TcpStream::connect(running.address).await.unwrap();
+        let mut third = TcpStream::connect(running.plain()).await.unwrap();
         let _ = third
             .write_all(&prefixed(ApiKey::ApiVersions, 3, attempt))
             .await;
@@ -205,7 +217,7 @@ async fn connections_beyond_the_limit_are_closed() {
 fn a_busy_port_is_one_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap();
-    let Err(error) = KafkaListener::bind(address, KafkaSettings::default()) else {
+    let Err(error) = KafkaListener::bind(Some(address), KafkaSettings::default()) else {
         panic!("bound a busy port");
     };
     let message = error.to_string();
@@ -224,6 +236,11 @@ struct TlsRunning {
 }
 
 async fn start_tls(settings: KafkaSettings) -> TlsRunning {
+    start_tls_with(any_port(), settings).await
+}
+
+/// [`start_tls`] with the plaintext socket at `plaintext` (`None`: off).
+async fn start_tls_with(plaintext: Option<SocketAddr>, settings: KafkaSettings) -> TlsRunning {
     let certificates = tempfile::tempdir().unwrap();
     let certificate = crate::transport::tls::load_or_generate_dev(certificates.path()).unwrap();
     let ca = std::fs::read(certificates.path().join("tls/ca.pem")).unwrap();
@@ -235,7 +252,7 @@ async fn start_tls(settings: KafkaSettings) -> TlsRunning {
         tls_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..settings
     };
-    let mut listener = KafkaListener::bind("127.0.0.1:0".parse().unwrap(), settings).unwrap();
+    let mut listener = KafkaListener::bind(plaintext, settings).unwrap();
     listener.present(certificate).unwrap();
     let tls_address = listener.local_tls_addr().unwrap().unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -290,7 +307,7 @@ async fn tls_round_trip_lists_the_tls_address() {
     assert_eq!(metadata.brokers.len(), 1);
     assert_eq!(metadata.brokers[0].port, i32::from(tls.tls_address.port()));
     // The plaintext socket still lists its own port.
-    let mut plain = TcpStream::connect(tls.running.address).await.unwrap();
+    let mut plain = TcpStream::connect(tls.running.plain()).await.unwrap();
     plain
         .write_all(&prefixed(ApiKey::Metadata, 12, 3))
         .await
@@ -300,9 +317,78 @@ async fn tls_round_trip_lists_the_tls_address() {
     let metadata = MetadataResponse::decode(&mut body, 12).unwrap();
     assert_eq!(
         metadata.brokers[0].port,
-        i32::from(tls.running.address.port())
+        i32::from(tls.running.plain().port())
     );
     tls.stop().await;
+}
+
+// Goal: with `kafka.listen = "off"` and a TLS listener, Kafka is served on the TLS port
+// only: Metadata there lists the TLS address, and nothing listens for plaintext Kafka where
+// the plaintext listener would default to (the QUIC address, on TCP). Method: a UDP socket
+// stands for the node's QUIC socket; a TCP connect to its address is refused.
+#[tokio::test]
+async fn with_plaintext_off_only_the_tls_port_serves() {
+    let quic = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let quic_address = quic.local_addr().unwrap();
+    let settings = KafkaSettings {
+        listen: PlaintextListen::Off,
+        ..KafkaSettings::default()
+    };
+    let plaintext = settings.listen_address(quic_address);
+    assert_eq!(plaintext, None);
+    let tls = start_tls_with(plaintext, settings).await;
+    assert_eq!(tls.running.address, None);
+    let mut stream = tls.connect().await;
+    stream
+        .write_all(&prefixed(ApiKey::Metadata, 12, 1))
+        .await
+        .unwrap();
+    let answer = read_response(&mut stream).await.unwrap();
+    let (correlation, mut body) = split_response(ApiKey::Metadata, 12, &answer);
+    assert_eq!(correlation, 1);
+    let metadata = MetadataResponse::decode(&mut body, 12).unwrap();
+    assert_eq!(metadata.brokers.len(), 1);
+    assert_eq!(metadata.brokers[0].port, i32::from(tls.tls_address.port()));
+    let refused = TcpStream::connect(quic_address).await;
+    assert!(
+        refused.is_err(),
+        "something listens for plaintext Kafka on {quic_address}"
+    );
+    drop(quic);
+    tls.stop().await;
+}
+
+// Goal: Kafka on with neither listener (plaintext "off", no tls_listen), or an advertised
+// plaintext address with the plaintext listener off, is one clear start-up error naming
+// the keys to change.
+#[test]
+fn no_listener_at_all_is_one_clear_error() {
+    let off = KafkaSettings {
+        listen: PlaintextListen::Off,
+        ..KafkaSettings::default()
+    };
+    let Err(error) = KafkaListener::bind(None, off.clone()) else {
+        panic!("bound no listener");
+    };
+    let message = error.to_string();
+    assert!(matches!(error, KafkaListenError::NoListener), "{message}");
+    for key in ["listen = \"off\"", "tls_listen", "enabled = false"] {
+        assert!(message.contains(key), "{key}: {message}");
+    }
+    let advertised = KafkaSettings {
+        tls_listen: any_port(),
+        advertised_listen: Some("broker.example:9092".to_owned()),
+        ..off
+    };
+    let Err(error) = KafkaListener::bind(None, advertised) else {
+        panic!("advertised a plaintext listener that is off");
+    };
+    let message = error.to_string();
+    assert!(
+        matches!(error, KafkaListenError::AdvertisedWithoutListener { .. }),
+        "{message}"
+    );
+    assert!(message.contains("advertised_listen"), "{message}");
 }
 
 // Goal: what is not TLS on the TLS port (random bytes, a plaintext Kafka request, a
@@ -317,7 +403,7 @@ async fn garbage_on_the_tls_port_closes_that_connection_only() {
     };
     let tls = start_tls(settings).await;
     let mut healthy_tls = tls.connect().await;
-    let mut healthy_plain = TcpStream::connect(tls.running.address).await.unwrap();
+    let mut healthy_plain = TcpStream::connect(tls.running.plain()).await.unwrap();
     let mut random = vec![0u8; 4096];
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     for byte in &mut random {
@@ -417,7 +503,7 @@ fn a_tls_socket_without_a_certificate_is_one_clear_error() {
         tls_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..KafkaSettings::default()
     };
-    let listener = KafkaListener::bind("127.0.0.1:0".parse().unwrap(), settings).unwrap();
+    let listener = KafkaListener::bind(any_port(), settings).unwrap();
     let tls_address = listener.local_tls_addr().unwrap().unwrap();
     let error = listener.check().unwrap_err();
     let message = error.to_string();
@@ -428,8 +514,7 @@ fn a_tls_socket_without_a_certificate_is_one_clear_error() {
     assert!(message.contains(&tls_address.to_string()), "{message}");
     assert!(message.contains("tls_listen"), "{message}");
     // Without a TLS socket there is nothing to present and nothing to refuse.
-    let plain =
-        KafkaListener::bind("127.0.0.1:0".parse().unwrap(), KafkaSettings::default()).unwrap();
+    let plain = KafkaListener::bind(any_port(), KafkaSettings::default()).unwrap();
     plain.check().unwrap();
 }
 
@@ -441,7 +526,7 @@ fn a_busy_tls_port_is_one_clear_error() {
         tls_listen: Some(address),
         ..KafkaSettings::default()
     };
-    let Err(error) = KafkaListener::bind("127.0.0.1:0".parse().unwrap(), settings) else {
+    let Err(error) = KafkaListener::bind(any_port(), settings) else {
         panic!("bound a busy port");
     };
     let message = error.to_string();
@@ -464,7 +549,7 @@ async fn idle_connections_are_closed() {
     };
     let running = start(settings).await;
     let clock = crate::clock::SystemClock;
-    let mut active = TcpStream::connect(running.address).await.unwrap();
+    let mut active = TcpStream::connect(running.plain()).await.unwrap();
     for correlation in 0..10 {
         active
             .write_all(&prefixed(ApiKey::ApiVersions, 3, correlation))
@@ -491,7 +576,7 @@ async fn idle_connections_are_closed() {
     );
     let mut served = None;
     for attempt in 0..50 {
-        let mut next = TcpStream::connect(running.address).await.unwrap();
+        let mut next = TcpStream::connect(running.plain()).await.unwrap();
         let _ = next
             .write_all(&prefixed(ApiKey::ApiVersions, 3, attempt))
             .await;
@@ -514,7 +599,7 @@ fn a_wildcard_advertised_address_is_one_clear_error() {
     // Listening on every address without saying which one clients use: Metadata would
     // send them to 0.0.0.0, so the node refuses to start.
     let listener =
-        KafkaListener::bind("0.0.0.0:0".parse().unwrap(), KafkaSettings::default()).unwrap();
+        KafkaListener::bind(Some("0.0.0.0:0".parse().unwrap()), KafkaSettings::default()).unwrap();
     let message = listener.check().unwrap_err().to_string();
     assert!(message.contains("0.0.0.0:"), "{message}");
     assert!(message.contains("advertised_listen"), "{message}");
