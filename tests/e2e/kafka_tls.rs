@@ -129,6 +129,89 @@ fn kafka_tls_kcat_lists_produces_and_consumes() {
     assert_eq!(again.trim(), "secret-29");
 }
 
+// Goal: with the plaintext listener off (`--kafka-listen off`), Kafka is served over TLS
+// only: the node announces no plaintext Kafka address, nothing accepts TCP at the address
+// plaintext would default to (the QUIC address), and kcat lists, produces and consumes
+// over TLS, Metadata naming the TLS port.
+#[test]
+fn kafka_tls_only_serves_kcat_without_a_plaintext_listener() {
+    let Some(kcat) = kcat() else {
+        missing("kcat");
+        return;
+    };
+    let node = NodeProcess::start_with(NodeOptions {
+        args: ["--kafka-listen", "off", "--kafka-tls-listen", "127.0.0.1:0"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..NodeOptions::default()
+    });
+    assert_eq!(
+        node.kafka_addr, None,
+        "no plaintext Kafka listener announced"
+    );
+    assert!(
+        std::net::TcpStream::connect(node.addr).is_err(),
+        "something accepts TCP at the QUIC address {}",
+        node.addr
+    );
+    let tls = node
+        .kafka_tls_addr
+        .expect("--kafka-tls-listen starts the TLS listener")
+        .to_string();
+    let ca = node.ca_file.to_string_lossy().into_owned();
+    let ssl_ca = format!("ssl.ca.location={ca}");
+    let run = |args: &[&str], stdin: &str| {
+        let mut all = vec![
+            "-b",
+            tls.as_str(),
+            "-X",
+            "security.protocol=ssl",
+            "-X",
+            ssl_ca.as_str(),
+        ];
+        all.extend_from_slice(args);
+        run_kcat(&kcat, &all, stdin)
+    };
+    let listing = run(&["-L", "-J"], "");
+    let metadata: serde_json::Value = serde_json::from_str(&listing).expect("kcat -J is JSON");
+    let brokers = metadata["brokers"].as_array().expect("brokers");
+    assert_eq!(brokers.len(), 1, "{listing}");
+    assert_eq!(brokers[0]["name"], tls, "{listing}");
+    let (status, _, stderr) = ledge_e2e::run_cli(
+        &[
+            "--server",
+            &node.addr.to_string(),
+            "--ca",
+            &ca,
+            "topic",
+            "create",
+            "tls-only",
+        ],
+        None,
+    );
+    assert!(status.success(), "{stderr}");
+    let lines: Vec<String> = (0..10).map(|number| format!("only-{number}")).collect();
+    run(
+        &["-P", "-t", "tls-only", "-p", "0", "-X", "acks=all"],
+        &(lines.join("\n") + "\n"),
+    );
+    let consumed = run(
+        &[
+            "-C",
+            "-t",
+            "tls-only",
+            "-p",
+            "0",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ],
+        "",
+    );
+    assert_eq!(consumed.lines().collect::<Vec<_>>(), lines);
+}
+
 // Goal: Kafka's own Java client and tools work over TLS with the node's CA given as a PEM
 // trust store (`ssl.truststore.type=PEM`, KIP-651): `kafka-topics --create/--describe`,
 // the console producer (acks=all) and the console consumer in a group. Method: the tools'
