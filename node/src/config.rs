@@ -239,6 +239,7 @@ struct LimitsSection {
     fetch_wait_max_ms: Option<u64>,
     fetch_bytes_max: Option<u32>,
     produce_timeout_max_ms: Option<u64>,
+    delete_records_timeout_max_ms: Option<u64>,
     topic_partitions_max: Option<u32>,
     partitions_max: Option<u32>,
     disk_usage_bytes_max: Option<u64>,
@@ -529,6 +530,10 @@ impl NodeConfig {
         if let Some(value) = limits.produce_timeout_max_ms {
             broker.produce_timeout_max =
                 duration_ms(origin, "limits.produce_timeout_max_ms", value)?;
+        }
+        if let Some(value) = limits.delete_records_timeout_max_ms {
+            broker.delete_records_timeout_max =
+                duration_ms(origin, "limits.delete_records_timeout_max_ms", value)?;
         }
         if let Some(value) = limits.topic_partitions_max {
             broker.topic_partitions_max = value;
@@ -955,6 +960,7 @@ in_flight_bytes_per_connection_max = 67108864
 quic_stream_receive_window_bytes = 1048576
 quic_connection_receive_window_bytes = 4194304
 quic_send_window_bytes = 2097152
+delete_records_timeout_max_ms = 45000
 
 [log]
 flush_interval_ms = 200
@@ -990,6 +996,10 @@ segment.bytes = 4194304
             4 << 20
         );
         assert_eq!(config.transport.quic_send_window_bytes, 2 << 20);
+        assert_eq!(
+            config.broker.delete_records_timeout_max,
+            Duration::from_secs(45)
+        );
         assert_eq!(config.broker.log.flush_interval, Duration::from_millis(200));
         assert!(!config.broker.log.sync_for_readers);
         assert_eq!(

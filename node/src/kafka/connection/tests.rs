@@ -23,6 +23,7 @@ use crate::kafka::KafkaSettings;
 use crate::kafka::apis::KafkaRequest;
 use crate::kafka::codec::tests::{request_frame, split_response};
 use crate::kafka::dispatch::{KafkaService, ListenerKind};
+use crate::kafka::fetch_sessions::FetchSessionCache;
 use crate::kafka::tests::{
     batch, create_topic, list_offsets, list_offsets_request, produce, produce_request,
 };
@@ -83,6 +84,10 @@ async fn connect(settings: KafkaSettings) -> Connection {
     .unwrap();
     let service = Arc::new(KafkaService::new(
         Arc::new(broker),
+        Arc::new(std::sync::Mutex::new(FetchSessionCache::new(
+            settings.fetch_sessions,
+            5,
+        ))),
         settings,
         "127.0.0.1:9092".to_owned(),
         ListenerKind::Plaintext,
