@@ -960,7 +960,6 @@ in_flight_bytes_per_connection_max = 67108864
 quic_stream_receive_window_bytes = 1048576
 quic_connection_receive_window_bytes = 4194304
 quic_send_window_bytes = 2097152
-delete_records_timeout_max_ms = 45000
 
 [log]
 flush_interval_ms = 200
@@ -996,10 +995,6 @@ segment.bytes = 4194304
             4 << 20
         );
         assert_eq!(config.transport.quic_send_window_bytes, 2 << 20);
-        assert_eq!(
-            config.broker.delete_records_timeout_max,
-            Duration::from_secs(45)
-        );
         assert_eq!(config.broker.log.flush_interval, Duration::from_millis(200));
         assert!(!config.broker.log.sync_for_readers);
         assert_eq!(
@@ -1025,6 +1020,23 @@ segment.bytes = 4194304
             config.topics[1].origin.contains("line 30"),
             "{}",
             config.topics[1].origin
+        );
+    }
+
+    #[test]
+    fn the_delete_records_timeout_cap_is_read_with_its_default() {
+        // Goal: `limits.delete_records_timeout_max_ms` reaches the broker, and its default is
+        // the documented one (docs/OPERATIONS.md).
+        let default = NodeConfig::from_toml("", "empty.toml").unwrap();
+        assert_eq!(
+            default.broker.delete_records_timeout_max,
+            Duration::from_secs(300)
+        );
+        let text = "[limits]\ndelete_records_timeout_max_ms = 45000\n";
+        let config = NodeConfig::from_toml(text, "edge.toml").unwrap();
+        assert_eq!(
+            config.broker.delete_records_timeout_max,
+            Duration::from_secs(45)
         );
     }
 
