@@ -1097,6 +1097,54 @@ async fn delete_records_is_answered_once_the_followers_moved_their_log_start() {
     assert_eq!(wait.await.unwrap(), Ok(4));
 }
 
+// A follower's fetch waiting at the leader (nothing new to read) is answered as soon as the
+// leader's log start moves, with the new log start, not at the end of its wait: the
+// followers move theirs, and DeleteRecords is answered, within a round trip rather than
+// `replica_fetch_wait_max`. Measured on the paused (simulated) clock.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_replica_fetch_is_answered_when_the_leaders_log_start_moves() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    cluster.produced(10).await;
+    let end = cluster.log(1).high_watermark();
+    let request = ReplicaFetchRequest {
+        replica_id: 3,
+        node_epoch: 103,
+        max_wait_ms: 500,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        partitions: vec![ledge_protocol::wire::replica::ReplicaFetchPartition {
+            topic: TOPIC.to_owned(),
+            partition: 0,
+            current_leader_epoch: 0,
+            fetch_offset: end,
+            last_fetched_epoch: Some(0),
+            log_start_offset: 0,
+            partition_max_bytes: 4096,
+        }],
+    };
+    let clock = SimClock::new(0);
+    let started = clock.now();
+    let leader = Arc::clone(&cluster.managers[&1]);
+    let fetch = tokio::spawn(async move { leader.handle_replica_fetch(3, request).await });
+    clock::sleep(&clock, Duration::from_millis(10)).await;
+    assert!(!fetch.is_finished(), "nothing new: the fetch waits");
+    let wait = cluster.delete_records(1, 4, Duration::from_secs(30)).await;
+    let answer = fetch.await.unwrap();
+    assert!(
+        clock.now() < started + Duration::from_millis(500),
+        "answered only at the end of its wait"
+    );
+    assert_eq!(answer.partitions[0].error, ReplicaFetchError::None);
+    assert_eq!(answer.partitions[0].log_start_offset, 4);
+    assert!(answer.partitions[0].records.is_empty());
+    assert_eq!(wait.await.unwrap(), Ok(4));
+}
+
 // A follower down but still live in the controller's image (Kafka's alive broker) holds
 // DeleteRecords back, in the ISR or not: while it is live the wait stays pending (here
 // past the time it is shrunk out of the ISR); once the controller fences it, the answer
