@@ -239,6 +239,7 @@ struct LimitsSection {
     fetch_wait_max_ms: Option<u64>,
     fetch_bytes_max: Option<u32>,
     produce_timeout_max_ms: Option<u64>,
+    delete_records_timeout_max_ms: Option<u64>,
     topic_partitions_max: Option<u32>,
     partitions_max: Option<u32>,
     disk_usage_bytes_max: Option<u64>,
@@ -529,6 +530,10 @@ impl NodeConfig {
         if let Some(value) = limits.produce_timeout_max_ms {
             broker.produce_timeout_max =
                 duration_ms(origin, "limits.produce_timeout_max_ms", value)?;
+        }
+        if let Some(value) = limits.delete_records_timeout_max_ms {
+            broker.delete_records_timeout_max =
+                duration_ms(origin, "limits.delete_records_timeout_max_ms", value)?;
         }
         if let Some(value) = limits.topic_partitions_max {
             broker.topic_partitions_max = value;
@@ -1015,6 +1020,23 @@ segment.bytes = 4194304
             config.topics[1].origin.contains("line 30"),
             "{}",
             config.topics[1].origin
+        );
+    }
+
+    #[test]
+    fn the_delete_records_timeout_cap_is_read_with_its_default() {
+        // Goal: `limits.delete_records_timeout_max_ms` reaches the broker, and its default is
+        // the documented one (docs/OPERATIONS.md).
+        let default = NodeConfig::from_toml("", "empty.toml").unwrap();
+        assert_eq!(
+            default.broker.delete_records_timeout_max,
+            Duration::from_secs(300)
+        );
+        let text = "[limits]\ndelete_records_timeout_max_ms = 45000\n";
+        let config = NodeConfig::from_toml(text, "edge.toml").unwrap();
+        assert_eq!(
+            config.broker.delete_records_timeout_max,
+            Duration::from_secs(45)
         );
     }
 

@@ -50,7 +50,7 @@ use crate::controller::decisions::ControllerError;
 use crate::groups::classic::ClassicError;
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
-use crate::replication::leader::AcksAllError;
+use crate::replication::leader::{AcksAllError, LowWatermarkError};
 use crate::replication::manager::ReplicaRoleError;
 use crate::storage::log::ProducersError;
 use crate::storage::{AppendError, DeleteError, Disk, ReadError};
@@ -1005,6 +1005,12 @@ pub(super) fn log_edge_wire(error: &LogEdgeError) -> (ErrorCode, String) {
         // Closing: the log is leaving this node.
         LogEdgeError::Producers(ProducersError::Closed) => ErrorCode::NotLeaderOrFollower,
         LogEdgeError::Producers(ProducersError::ReadOnly(_)) => ErrorCode::StorageError,
+        LogEdgeError::LowWatermark(LowWatermarkError::NotLeaderOrFollower) => {
+            ErrorCode::NotLeaderOrFollower
+        }
+        LogEdgeError::LowWatermark(LowWatermarkError::RequestTimedOut) => {
+            ErrorCode::RequestTimedOut
+        }
     };
     (code, error.to_string())
 }

@@ -6,7 +6,12 @@
 //! DeleteRecords moves the leader's log start with `PartitionLog::delete_before`, the same
 //! durable path retention takes (the checkpoint first, then the files). In a cluster the
 //! followers follow it through the replica fetch answer's `log_start_offset`
-//! (`replication::manager`), as Kafka's followers do.
+//! (`replication::manager`), as Kafka's followers do, and report theirs in their next fetch;
+//! the answer waits, up to the request's timeout, until the low watermark (the lowest log
+//! start over the leader and its live followers) reaches the offset, as Kafka's
+//! `DelayedDeleteRecords` does (`ReplicaManager::wait_low_watermark`).
+
+use std::time::Duration;
 
 use ledge_protocol::wire::ErrorCode;
 
@@ -14,6 +19,8 @@ use super::Broker;
 use super::cluster_view::{LeaderEpochError, check_leader_epoch};
 use super::dispatch;
 use super::fetch::FetchError;
+use crate::replication::leader::LowWatermarkError;
+use crate::replication::manager::PartitionRole;
 use crate::storage::leader_epoch::LeaderEpochCache;
 use crate::storage::log::ProducersError;
 use crate::storage::{DeleteError, Disk, PartitionLog};
@@ -57,6 +64,10 @@ pub enum LogEdgeError {
     /// The log's producer table could not be read.
     #[error(transparent)]
     Producers(#[from] ProducersError),
+    /// The leader's log start moved, but the live followers' did not follow in time, or
+    /// this node stopped leading meanwhile.
+    #[error(transparent)]
+    LowWatermark(#[from] LowWatermarkError),
 }
 
 /// One idempotent producer of a partition as Kafka's DescribeProducers shows it.
@@ -168,8 +179,25 @@ impl<D: Disk> Broker<D> {
         topic: &str,
         partition: u32,
         offset: i64,
+        timeout: Duration,
     ) -> Result<i64, LogEdgeError> {
+        let deadline = crate::clock::deadline_after(
+            self.clock.now(),
+            timeout.min(self.config.delete_records_timeout_max),
+        );
         let (log, _, high_watermark) = self.led_log(topic, partition, None)?;
+        // The leadership the wait below belongs to, taken before the move: one lost since
+        // fails the wait rather than let a later leadership's followers answer for it.
+        let leadership = match self.data.replication.get() {
+            Some(manager) => match manager
+                .role(topic, partition, false)
+                .map_err(FetchError::from)?
+            {
+                PartitionRole::Leader { leadership, .. } => Some((manager, leadership)),
+                PartitionRole::Unreplicated => None,
+            },
+            None => None,
+        };
         let target = if offset == DELETE_TO_HIGH_WATERMARK {
             high_watermark
         } else {
@@ -188,20 +216,31 @@ impl<D: Disk> Broker<D> {
             log_start_offset = start,
             "records deleted (DeleteRecords)"
         );
-        Ok(start)
+        match leadership {
+            // Kafka's answer: the low watermark once it reaches the offset asked for (the
+            // leader's own start is already there; a no-op delete waits for it too).
+            Some((manager, leadership)) => Ok(manager
+                .wait_low_watermark(topic, partition, leadership, target, deadline)
+                .await?),
+            None => Ok(start),
+        }
     }
 
     /// DeleteRecords on one partition: moves its log start up to `offset` (-1: the high
-    /// watermark) on its leader, durably, and returns the new log start (Kafka's low
-    /// watermark). An offset at or below the log start changes nothing. `Err` is the wire
-    /// code.
+    /// watermark) on its leader, durably, and returns Kafka's low watermark: the new log
+    /// start on a single node or an unreplicated partition; in a cluster, the lowest log
+    /// start over the leader and its live followers, once that reaches the offset (waited
+    /// for up to `timeout`, capped by `limits.delete_records_timeout_max_ms`; then
+    /// `RequestTimedOut`, the leader's move staying done). An offset at or below the log
+    /// start changes nothing. `Err` is the wire code.
     pub async fn delete_records(
         &self,
         topic: &str,
         partition: u32,
         offset: i64,
+        timeout: Duration,
     ) -> Result<i64, (ErrorCode, String)> {
-        self.delete_records_checked(topic, partition, offset)
+        self.delete_records_checked(topic, partition, offset, timeout)
             .await
             .map_err(|error| dispatch::log_edge_wire(&error))
     }

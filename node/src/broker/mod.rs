@@ -92,6 +92,9 @@ pub struct BrokerConfig {
     pub fetch_bytes_max: u32,
     /// Longest a produce may wait for durability, whatever the client asks.
     pub produce_timeout_max: Duration,
+    /// Longest a DeleteRecords may wait for the followers' log starts (the low watermark),
+    /// whatever the client asks.
+    pub delete_records_timeout_max: Duration,
     /// Consumer-group limits.
     pub groups: GroupLimits,
     /// How often retention (`retention.ms`, `retention.bytes`) is enforced and compacted
@@ -128,6 +131,7 @@ impl Default for BrokerConfig {
             fetch_wait_max: Duration::from_secs(30),
             fetch_bytes_max: 50 * 1024 * 1024,
             produce_timeout_max: Duration::from_secs(300),
+            delete_records_timeout_max: Duration::from_secs(300),
             groups: GroupLimits::default(),
             // Kafka checks every 5 minutes; a small edge disk cannot wait that long.
             retention_check_interval: Duration::from_secs(10),

@@ -19,7 +19,15 @@
 //! - acks=all: refused before the append with `NotEnoughReplicas` when the ISR is already
 //!   below `min.insync.replicas`; after it, answered once the HW passes the batch, or failed
 //!   with `NotEnoughReplicasAfterAppend` if the ISR falls below the minimum first, with
-//!   `NotLeaderOrFollower` if this node stops leading, or `RequestTimedOut` at its deadline.
+//!   `NotLeaderOrFollower` if this node stops leading, or `RequestTimedOut` at its deadline;
+//! - DeleteRecords (Kafka's `DelayedDeleteRecords`): the low watermark is the lowest log start
+//!   over the leader and every follower whose node is live (registered and not fenced: Kafka's
+//!   `Partition.lowWatermarkIfLeader` counts the alive brokers, in the ISR or not); a
+//!   follower's log start is the one its latest fetch carried, unknown (which holds the low
+//!   watermark back, as Kafka's `UnknownOffset` -1 does) until it fetches in this leader
+//!   epoch. A wait is answered with the low watermark once it reaches the wait's offset,
+//!   failed with `NotLeaderOrFollower` if this node stops leading, or `RequestTimedOut` at its
+//!   deadline.
 //!
 //! Proposals are outputs ([`PartitionLeader::poll_isr_proposal`]); the controller applies
 //! them with a compare-and-set on the partition epoch, and the new state comes back through
@@ -27,9 +35,9 @@
 //!
 //! Who calls it: the node's replication driver, one per led partition: on every follower
 //! fetch the leader answered with records, on every local sync, on metadata changes, on
-//! produce requests with acks=all, and at [`PartitionLeader::poll_timeout`].
+//! produce requests with acks=all and DeleteRecords, and at [`PartitionLeader::poll_timeout`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::{LeaderEpoch, NodeEpoch, NodeId, PartitionEpoch, PartitionState};
@@ -94,6 +102,18 @@ pub enum AcksAllError {
     RequestTimedOut,
 }
 
+/// Why a DeleteRecords wait for the low watermark was not answered with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LowWatermarkError {
+    /// This node no longer leads the partition: refresh metadata and retry at the leader
+    /// (the leader's log start already moved; the new leader's followed it if it fetched).
+    #[error("this node no longer leads the partition")]
+    NotLeaderOrFollower,
+    /// The request's deadline passed before every live replica moved its log start there.
+    #[error("the live replicas did not move their log start before the request timed out")]
+    RequestTimedOut,
+}
+
 /// Why a follower's fetch does not count as its position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FetchPositionError {
@@ -125,6 +145,8 @@ struct FollowerProgress {
     /// Its synced log end as of its latest fetch; `None` until it fetches in this leader
     /// epoch (a new leader knows nothing of its followers, and must not guess).
     synced_end: Option<i64>,
+    /// Its log start as of its latest fetch; `None` until it fetches in this leader epoch.
+    log_start_offset: Option<i64>,
     /// Its node epoch as of its latest fetch, if it fetched.
     node_epoch: Option<NodeEpoch>,
     /// The last time it was caught up (Kafka's `lastCaughtUpTimeMs`).
@@ -140,6 +162,13 @@ struct FollowerProgress {
 struct Waiter<T> {
     token: T,
     end_offset: i64,
+    deadline: Instant,
+}
+
+/// A DeleteRecords wait: answered once the low watermark reaches `offset`.
+struct LowWatermarkWaiter<T> {
+    token: T,
+    offset: i64,
     deadline: Instant,
 }
 
@@ -160,6 +189,13 @@ pub struct PartitionLeader<T> {
     in_flight: Option<IsrProposal>,
     waiters: Vec<Waiter<T>>,
     released: VecDeque<(T, Result<(), AcksAllError>)>,
+    /// The leader's own log start, as last told (it only moves up).
+    log_start_offset: i64,
+    /// Followers whose node the controller fenced or does not know (Kafka's brokers that
+    /// are not alive): their log start does not hold the low watermark back.
+    fenced: BTreeSet<NodeId>,
+    low_watermark_waiters: Vec<LowWatermarkWaiter<T>>,
+    low_watermark_released: VecDeque<(T, Result<i64, LowWatermarkError>)>,
     /// This node stopped leading (a newer leader epoch or another leader).
     deposed: bool,
 }
@@ -198,6 +234,10 @@ impl<T> PartitionLeader<T> {
             in_flight: None,
             waiters: Vec::new(),
             released: VecDeque::new(),
+            log_start_offset: 0,
+            fenced: BTreeSet::new(),
+            low_watermark_waiters: Vec::new(),
+            low_watermark_released: VecDeque::new(),
         };
         leader.update_high_watermark();
         leader
@@ -235,6 +275,20 @@ impl<T> PartitionLeader<T> {
             .and_then(|follower| follower.synced_end)
     }
 
+    /// The low watermark (Kafka's `lowWatermarkIfLeader`): the lowest log start over the
+    /// leader and every follower not fenced; `None` while one of those has not fetched in
+    /// this leader epoch.
+    pub fn low_watermark(&self) -> Option<i64> {
+        let mut low = self.log_start_offset;
+        for (node, follower) in &self.followers {
+            if self.fenced.contains(node) {
+                continue;
+            }
+            low = low.min(follower.log_start_offset?);
+        }
+        Some(low)
+    }
+
     /// Checks an acks=all produce before its append: refused while the ISR is below
     /// `min.insync.replicas` (nothing is appended then) or when this node does not lead.
     pub fn check_acks_all(&self) -> Result<(), AcksAllError> {
@@ -260,6 +314,41 @@ impl<T> PartitionLeader<T> {
             deadline,
         });
         self.release_waiters();
+    }
+
+    /// Registers a DeleteRecords wait: the leader's log start moved to (or past) `offset`; it
+    /// is answered (see [`Self::poll_low_watermark_released`]) with the low watermark once
+    /// that reaches `offset`, or failed.
+    pub fn handle_delete_records(&mut self, token: T, offset: i64, deadline: Instant) {
+        self.low_watermark_waiters.push(LowWatermarkWaiter {
+            token,
+            offset,
+            deadline,
+        });
+        self.release_low_watermark_waiters();
+    }
+
+    /// The leader's own log start moved to `log_start_offset` (DeleteRecords, retention).
+    pub fn handle_local_log_start(&mut self, log_start_offset: i64) {
+        self.log_start_offset = self.log_start_offset.max(log_start_offset);
+        self.release_low_watermark_waiters();
+    }
+
+    /// The nodes the controller fenced or does not know (they are not alive): a follower
+    /// among them no longer holds the low watermark back until it is live again.
+    pub fn handle_fenced_nodes(&mut self, fenced: BTreeSet<NodeId>) {
+        self.fenced = fenced;
+        self.release_low_watermark_waiters();
+    }
+
+    /// A follower's log start as its fetch carried it (the same fetch
+    /// [`Self::handle_fetch`] took as its position; Kafka's `updateFollowerFetchState`
+    /// takes both): it moves the low watermark, which may answer DeleteRecords waits.
+    pub fn handle_follower_log_start(&mut self, node: NodeId, log_start_offset: i64) {
+        if let Some(follower) = self.followers.get_mut(&node) {
+            follower.log_start_offset = Some(log_start_offset);
+            self.release_low_watermark_waiters();
+        }
     }
 
     /// The leader's own log synced up to `synced_end` (a group commit finished).
@@ -375,6 +464,8 @@ impl<T> PartitionLeader<T> {
         }
         self.state = state;
         self.update_high_watermark();
+        // A replica removed by a reassignment no longer holds the low watermark back.
+        self.release_low_watermark_waiters();
     }
 
     /// The controller refused the proposal in flight (a stale partition epoch, a member's
@@ -449,10 +540,19 @@ impl<T> PartitionLeader<T> {
         self.released.pop_front()
     }
 
-    /// When [`Self::handle_timeout`] must next run: the earliest waiter deadline, or the
-    /// moment an ISR member's lag exceeds the limit.
+    /// The next DeleteRecords wait answered (with the low watermark) or failed.
+    pub fn poll_low_watermark_released(&mut self) -> Option<(T, Result<i64, LowWatermarkError>)> {
+        self.low_watermark_released.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] must next run: the earliest waiter deadline (acks=all
+    /// or DeleteRecords), or the moment an ISR member's lag exceeds the limit.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let deadlines = self.waiters.iter().map(|waiter| waiter.deadline);
+        let deadlines = self.waiters.iter().map(|waiter| waiter.deadline).chain(
+            self.low_watermark_waiters
+                .iter()
+                .map(|waiter| waiter.deadline),
+        );
         let lags = self
             .followers
             .iter()
@@ -480,6 +580,20 @@ impl<T> PartitionLeader<T> {
                 let waiter = self.waiters.swap_remove(index);
                 self.released
                     .push_back((waiter.token, Err(AcksAllError::RequestTimedOut)));
+            } else {
+                index += 1;
+            }
+        }
+        let mut index = 0;
+        while index < self.low_watermark_waiters.len() {
+            if self
+                .low_watermark_waiters
+                .get(index)
+                .is_some_and(|waiter| waiter.deadline <= now)
+            {
+                let waiter = self.low_watermark_waiters.swap_remove(index);
+                self.low_watermark_released
+                    .push_back((waiter.token, Err(LowWatermarkError::RequestTimedOut)));
             } else {
                 index += 1;
             }
@@ -547,6 +661,35 @@ impl<T> PartitionLeader<T> {
         for waiter in self.waiters.drain(..) {
             self.released.push_back((waiter.token, Err(error)));
         }
+        // Deposed: the next leader's followers are not this one's to count.
+        for waiter in self.low_watermark_waiters.drain(..) {
+            self.low_watermark_released
+                .push_back((waiter.token, Err(LowWatermarkError::NotLeaderOrFollower)));
+        }
+    }
+
+    fn release_low_watermark_waiters(&mut self) {
+        if self.deposed {
+            self.fail_all(AcksAllError::NotLeaderOrFollower);
+            return;
+        }
+        let Some(low_watermark) = self.low_watermark() else {
+            return;
+        };
+        let mut index = 0;
+        while index < self.low_watermark_waiters.len() {
+            if self
+                .low_watermark_waiters
+                .get(index)
+                .is_some_and(|waiter| waiter.offset <= low_watermark)
+            {
+                let waiter = self.low_watermark_waiters.remove(index);
+                self.low_watermark_released
+                    .push_back((waiter.token, Ok(low_watermark)));
+            } else {
+                index += 1;
+            }
+        }
     }
 }
 
@@ -554,6 +697,7 @@ impl FollowerProgress {
     fn unknown(now: Instant) -> Self {
         Self {
             synced_end: None,
+            log_start_offset: None,
             node_epoch: None,
             // A new leader gives every ISR member a full lag period to fetch (Kafka does the
             // same), rather than shrinking the ISR at once.

@@ -10,8 +10,10 @@
 //!   [`PartitionLeader`] seeded with the image's ISR and partition epoch and the log's
 //!   synced end answers replica fetches ([`ReplicaManager::handle_replica_fetch`], a long
 //!   poll woken by appends and high watermark moves), holds acks=all produces until the
-//!   high watermark passes them ([`ReplicaManager::wait_acks_all`]) and proposes ISR
-//!   changes to the controller (with a back-off after a refusal).
+//!   high watermark passes them ([`ReplicaManager::wait_acks_all`]), holds DeleteRecords
+//!   until every live follower moved its log start past the deleted offset
+//!   ([`ReplicaManager::wait_low_watermark`]) and proposes ISR changes to the controller
+//!   (with a back-off after a refusal).
 //! - Follower: a [`PartitionFollower`] fetched for by one fetcher task per leader node, many
 //!   partitions per request; its answers are carried out on the log (`append_as_follower`,
 //!   which syncs before the new end is reported; `truncate_to`, whose reopened log replaces
@@ -26,7 +28,7 @@
 //! Locking: one `std::sync::Mutex` over every partition's state, never held across an
 //! `await`; log IO happens outside it, with the state re-checked after.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -41,7 +43,7 @@ use tokio::sync::{oneshot, watch};
 use super::checkpoint::{self, HighWatermarks};
 use super::fetch::{self, FetchPlan, LeaderLogView};
 use super::follower::{self, FollowerAction, FollowerConfig, FollowerLogView, PartitionFollower};
-use super::leader::{AcksAllError, IsrProposal, LeaderConfig, PartitionLeader};
+use super::leader::{AcksAllError, IsrProposal, LeaderConfig, LowWatermarkError, PartitionLeader};
 use super::repair::{self as damage_repair, RepairDecision};
 use super::{LeaderEpoch, NodeEpoch, NodeId, PartitionEpoch, PartitionState};
 use crate::clock::{self, Clock};
@@ -220,6 +222,14 @@ pub enum ReplicaRoleError {
 
 type PartitionKey = (String, u32);
 
+/// A request waiting on a leader state's output, by the token it gave the leader state.
+enum Waiting {
+    /// An acks=all produce ([`ReplicaManager::wait_acks_all`]).
+    AcksAll(oneshot::Sender<Result<(), AcksAllError>>),
+    /// A DeleteRecords ([`ReplicaManager::wait_low_watermark`]).
+    LowWatermark(oneshot::Sender<Result<i64, LowWatermarkError>>),
+}
+
 enum Role {
     /// Setting the log's leader epoch; nothing is acknowledged or served yet.
     BecomingLeader {
@@ -255,17 +265,17 @@ struct ManagerState {
     leadership_last: u64,
     node_epoch: Option<NodeEpoch>,
     partitions: BTreeMap<PartitionKey, Hosted>,
-    waiters: HashMap<u64, oneshot::Sender<Result<(), AcksAllError>>>,
+    waiters: HashMap<u64, Waiting>,
     next_token: u64,
     /// Leader nodes with a running fetcher task.
     fetchers: BTreeMap<NodeId, tokio::task::JoinHandle<()>>,
     /// Damaged replicas with a report to the controller or a repair in flight.
-    repairing: std::collections::BTreeSet<PartitionKey>,
+    repairing: BTreeSet<PartitionKey>,
     /// Why each damaged replica waits, as last logged (logged again when it changes).
     repair_waits: BTreeMap<PartitionKey, String>,
     /// Verifier damage a leader here has handled, by partition and first damaged offset, so
     /// the leader's timers handle each once (the only in-sync leader keeps its damage).
-    leader_damage_seen: std::collections::BTreeSet<(PartitionKey, i64)>,
+    leader_damage_seen: BTreeSet<(PartitionKey, i64)>,
     /// High watermarks read from the checkpoint at start, for partitions not hosted yet:
     /// each seeds its partition's state once, when the partition is first hosted.
     checkpoint_seeds: HighWatermarks,
@@ -319,9 +329,9 @@ impl<D: Disk> ReplicaManager<D> {
                 waiters: HashMap::new(),
                 next_token: 0,
                 fetchers: BTreeMap::new(),
-                repairing: std::collections::BTreeSet::new(),
+                repairing: BTreeSet::new(),
                 repair_waits: BTreeMap::new(),
-                leader_damage_seen: std::collections::BTreeSet::new(),
+                leader_damage_seen: BTreeSet::new(),
                 checkpoint_seeds: HighWatermarks::new(),
                 checkpoint_directory: None,
                 damaged_files_seen: BTreeMap::new(),
@@ -469,7 +479,7 @@ impl<D: Disk> ReplicaManager<D> {
             .iter()
             .map(|(key, hosted)| (key.clone(), hosted.state.isr.contains(&local)))
             .collect();
-        let mut present = std::collections::BTreeSet::new();
+        let mut present = BTreeSet::new();
         for (key, in_isr) in hosted {
             let Some(log) = self.logs.partition_log(&key.0, key.1) else {
                 continue;
@@ -523,14 +533,22 @@ impl<D: Disk> ReplicaManager<D> {
         self.reapply.notify_one();
     }
 
-    /// Stops the fetchers and fails every pending acks=all (the node is stopping).
+    /// Stops the fetchers and fails every pending acks=all and DeleteRecords wait (the node
+    /// is stopping).
     pub fn shutdown(&self) {
         let mut state = self.lock();
         for (_, task) in std::mem::take(&mut state.fetchers) {
             task.abort();
         }
         for (_, waiter) in state.waiters.drain() {
-            let _ = waiter.send(Err(AcksAllError::NotLeaderOrFollower));
+            match waiter {
+                Waiting::AcksAll(waiter) => {
+                    let _ = waiter.send(Err(AcksAllError::NotLeaderOrFollower));
+                }
+                Waiting::LowWatermark(waiter) => {
+                    let _ = waiter.send(Err(LowWatermarkError::NotLeaderOrFollower));
+                }
+            }
         }
     }
 
@@ -690,6 +708,7 @@ impl<D: Disk> ReplicaManager<D> {
                     // A leader whose epoch and node epoch still hold takes the new ISR.
                     Role::Leader(leader, _) if leads && same_epoch && !epoch_changed => {
                         leader.handle_partition_state(new_state.clone(), now);
+                        leader.handle_fenced_nodes(fenced_replicas(&image, &new_state.replicas));
                         release(leader, &mut state.waiters);
                         hosted.high_watermark.send_replace(leader.high_watermark());
                     }
@@ -748,7 +767,7 @@ impl<D: Disk> ReplicaManager<D> {
                 continue;
             }
             let known_high_watermark = *hosted.high_watermark.borrow();
-            let leader = PartitionLeader::new(
+            let mut leader = PartitionLeader::new(
                 local,
                 node_epoch,
                 hosted.state.clone(),
@@ -761,6 +780,8 @@ impl<D: Disk> ReplicaManager<D> {
                 now,
             );
             hosted.high_watermark.send_replace(leader.high_watermark());
+            leader.handle_local_log_start(log.log_start_offset());
+            leader.handle_fenced_nodes(fenced_replicas(&state.image, &hosted.state.replicas));
             state.leadership_last += 1;
             hosted.role = Role::Leader(Box::new(leader), state.leadership_last);
             hosted.proposal_not_before = None;
@@ -893,6 +914,7 @@ impl<D: Disk> ReplicaManager<D> {
                 };
                 if let Some(log) = self.logs.partition_log(&key.0, key.1) {
                     leader.handle_local_synced(log.high_watermark());
+                    leader.handle_local_log_start(log.log_start_offset());
                     // The verifier found a bad batch in a sealed segment this node serves
                     // from: handled as a read that met it (once per damage).
                     if let Some(damage) = log.damage() {
@@ -918,7 +940,7 @@ impl<D: Disk> ReplicaManager<D> {
                     wake = Some(wake.map_or(instant, |wake| wake.min(instant)));
                 }
             }
-            let seen: std::collections::BTreeSet<(PartitionKey, i64)> = verifier_damage
+            let seen: BTreeSet<(PartitionKey, i64)> = verifier_damage
                 .iter()
                 .map(|(key, damage)| (key.clone(), damage.first_offset))
                 .collect();
@@ -1143,7 +1165,7 @@ impl<D: Disk> ReplicaManager<D> {
             let token = state.next_token;
             state.next_token += 1;
             let (sender, receiver) = oneshot::channel();
-            state.waiters.insert(token, sender);
+            state.waiters.insert(token, Waiting::AcksAll(sender));
             leader.handle_acks_all_append(token, end_offset, deadline);
             release(leader, &mut state.waiters);
             hosted.high_watermark.send_replace(leader.high_watermark());
@@ -1155,6 +1177,53 @@ impl<D: Disk> ReplicaManager<D> {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(AcksAllError::NotLeaderOrFollower),
             Err(clock::Elapsed) => Err(AcksAllError::RequestTimedOut),
+        }
+    }
+
+    /// Waits until the low watermark of `topic`/`partition` (the lowest log start over this
+    /// leader and its live followers, [`PartitionLeader::low_watermark`]) reaches `offset`,
+    /// and answers it: a DeleteRecords whose move of the leader's log start to `offset` is
+    /// durable here (Kafka's `DelayedDeleteRecords`). Fails with `NotLeaderOrFollower` if
+    /// this node stopped leading since `leadership` (from [`Self::role`]), with
+    /// `RequestTimedOut` at `deadline`.
+    pub async fn wait_low_watermark(
+        &self,
+        topic: &str,
+        partition: u32,
+        leadership: u64,
+        offset: i64,
+        deadline: Instant,
+    ) -> Result<i64, LowWatermarkError> {
+        let receiver = {
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            let Some(hosted) = state.partitions.get_mut(&(topic.to_owned(), partition)) else {
+                return Err(LowWatermarkError::NotLeaderOrFollower);
+            };
+            let Role::Leader(leader, current) = &mut hosted.role else {
+                return Err(LowWatermarkError::NotLeaderOrFollower);
+            };
+            if *current != leadership || leader.is_deposed() {
+                return Err(LowWatermarkError::NotLeaderOrFollower);
+            }
+            if let Some(log) = self.logs.partition_log(topic, partition) {
+                leader.handle_local_log_start(log.log_start_offset());
+            }
+            let token = state.next_token;
+            state.next_token += 1;
+            let (sender, receiver) = oneshot::channel();
+            state.waiters.insert(token, Waiting::LowWatermark(sender));
+            leader.handle_delete_records(token, offset, deadline);
+            release(leader, &mut state.waiters);
+            receiver
+        };
+        // The leader's log start moved: waiting fetches answer it now, so the followers move
+        // theirs without waiting out `replica_fetch_wait_max`; the driver takes the deadline.
+        self.bump();
+        match clock::timeout_at(&*self.clock, deadline, receiver).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(LowWatermarkError::NotLeaderOrFollower),
+            Err(clock::Elapsed) => Err(LowWatermarkError::RequestTimedOut),
         }
     }
 
@@ -1250,8 +1319,9 @@ impl<D: Disk> ReplicaManager<D> {
 
     /// Answers a replica fetch from node `from` (the sender's certificate's id, never the
     /// body's): per partition the fetch plan and a verified read, the follower's position
-    /// taken (which moves the HW and releases acks=all), and, when nothing is new, a wait
-    /// of up to `replica_fetch_wait_max` for an append or a HW move.
+    /// taken with its log start (which moves the HW and the low watermark, releasing acks=all
+    /// and DeleteRecords waits), and, when nothing is new, a wait of up to
+    /// `replica_fetch_wait_max` for an append, a HW move or a log start move.
     pub async fn handle_replica_fetch(
         &self,
         from: NodeId,
@@ -1276,7 +1346,7 @@ impl<D: Disk> ReplicaManager<D> {
             .max_bytes
             .min(self.settings.replica_fetch_response_bytes_max) as usize;
         let mut changed = self.changed.subscribe();
-        let mut first_high_watermarks: Option<Vec<i64>> = None;
+        let mut first_bounds: Option<Vec<(i64, i64)>> = None;
         loop {
             changed.borrow_and_update();
             let mut log_watches = Vec::new();
@@ -1293,11 +1363,14 @@ impl<D: Disk> ReplicaManager<D> {
                 log_watches.extend(log_watch);
                 partitions.push(answer);
             }
-            let high_watermarks: Vec<i64> = partitions.iter().map(|p| p.high_watermark).collect();
-            let moved = first_high_watermarks
-                .as_ref()
-                .is_some_and(|first| *first != high_watermarks);
-            first_high_watermarks.get_or_insert(high_watermarks);
+            // A moved high watermark or log start is news for the follower (it moves its own
+            // log start, which answers a DeleteRecords waiting for the low watermark).
+            let bounds: Vec<(i64, i64)> = partitions
+                .iter()
+                .map(|p| (p.high_watermark, p.log_start_offset))
+                .collect();
+            let moved = first_bounds.as_ref().is_some_and(|first| *first != bounds);
+            first_bounds.get_or_insert(bounds);
             if answer_now || moved || self.clock.now() >= deadline || partitions.is_empty() {
                 return ReplicaFetchResponse {
                     error: ReplicaFetchError::None,
@@ -1441,9 +1514,14 @@ impl<D: Disk> ReplicaManager<D> {
                 && let Role::Leader(leader, _) = &mut hosted.role
             {
                 let now = self.clock.now();
-                if let Err(error) = leader.handle_fetch(now, from, node_epoch, wanted.fetch_offset)
-                {
-                    tracing::debug!(topic = %wanted.topic, partition = wanted.partition, %error, "fetch not counted as a position");
+                match leader.handle_fetch(now, from, node_epoch, wanted.fetch_offset) {
+                    Ok(()) => {
+                        leader.handle_local_log_start(log.log_start_offset());
+                        leader.handle_follower_log_start(from, wanted.log_start_offset);
+                    }
+                    Err(error) => {
+                        tracing::debug!(topic = %wanted.topic, partition = wanted.partition, %error, "fetch not counted as a position");
+                    }
                 }
                 release(leader, &mut state.waiters);
                 self.tick_needed.notify_one();
@@ -1802,16 +1880,34 @@ fn topic_min_insync(image: &MetadataImage, topic: &str) -> Option<usize> {
         .ok()
 }
 
-/// Hands every acks=all outcome the leader state released to its waiting produce.
-fn release(
-    leader: &mut PartitionLeader<u64>,
-    waiters: &mut HashMap<u64, oneshot::Sender<Result<(), AcksAllError>>>,
-) {
+/// Hands every acks=all and DeleteRecords outcome the leader state released to its waiting
+/// request.
+fn release(leader: &mut PartitionLeader<u64>, waiters: &mut HashMap<u64, Waiting>) {
     while let Some((token, outcome)) = leader.poll_released() {
-        if let Some(waiter) = waiters.remove(&token) {
+        if let Some(Waiting::AcksAll(waiter)) = waiters.remove(&token) {
             let _ = waiter.send(outcome);
         }
     }
+    while let Some((token, outcome)) = leader.poll_low_watermark_released() {
+        if let Some(Waiting::LowWatermark(waiter)) = waiters.remove(&token) {
+            let _ = waiter.send(outcome);
+        }
+    }
+}
+
+/// The replicas among `replicas` whose node `image` does not hold as live (fenced, or not
+/// registered): Kafka's low watermark skips the brokers that are not alive.
+fn fenced_replicas(image: &MetadataImage, replicas: &[NodeId]) -> BTreeSet<NodeId> {
+    replicas
+        .iter()
+        .copied()
+        .filter(|node| {
+            image
+                .nodes
+                .get(node)
+                .is_none_or(|registration| registration.fenced)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! or a seek with an epoch) and DeleteRecords, over the broker's view of a partition's log
 //! ends (`broker::log_edges`). Both are answered by the partition's leader only.
 
+use std::time::Duration;
+
+use futures_util::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, OffsetForLeaderEpochRequest,
@@ -90,33 +93,46 @@ pub async fn offset_for_leader_epoch<D: Disk>(
 }
 
 /// DeleteRecords: each partition's log start moved up to the given offset (-1: the high
-/// watermark) on its leader; the answer is the new log start (the low watermark).
-/// `timeout_ms` is not waited on: the leader answers once its own move is durable, and its
-/// followers follow on their next fetch.
+/// watermark) on its leader; the answer is the low watermark: in a cluster once every live
+/// follower moved its log start there too, each partition waiting up to `timeout_ms` (a
+/// negative one is 0: answered at once if the followers are already there), then
+/// REQUEST_TIMED_OUT with low watermark -1, the leader's move staying done (Kafka's
+/// `DelayedDeleteRecords` answers the low watermark it had at the delete; clients read only
+/// the error). The partitions are handled together, so the request waits `timeout_ms` once,
+/// as Kafka's one delayed operation per request does, not once per partition.
 pub async fn delete_records<D: Disk>(
     broker: &Broker<D>,
     request: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let mut response = DeleteRecordsResponse::default();
-    for topic in request.topics {
+    let topics = request.topics.into_iter().map(|topic| async move {
         let name = topic_name(&topic.name);
         let mut result = delete_records_response::DeleteRecordsTopicResult::default();
         result.name = topic.name;
-        for wanted in topic.partitions {
-            let mut answer = delete_records_response::DeleteRecordsPartitionResult::default();
-            answer.partition_index = wanted.partition_index;
-            answer.low_watermark = -1;
-            match u32::try_from(wanted.partition_index) {
-                Err(_) => answer.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                Ok(index) => match broker.delete_records(&name, index, wanted.offset).await {
-                    Ok(start) => answer.low_watermark = start,
-                    Err((code, _)) => answer.error_code = kafka_code(code),
-                },
+        let partitions = topic.partitions.into_iter().map(|wanted| {
+            let name = &name;
+            async move {
+                let mut answer = delete_records_response::DeleteRecordsPartitionResult::default();
+                answer.partition_index = wanted.partition_index;
+                answer.low_watermark = -1;
+                match u32::try_from(wanted.partition_index) {
+                    Err(_) => answer.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                    Ok(index) => match broker
+                        .delete_records(name, index, wanted.offset, timeout)
+                        .await
+                    {
+                        Ok(low_watermark) => answer.low_watermark = low_watermark,
+                        Err((code, _)) => answer.error_code = kafka_code(code),
+                    },
+                }
+                answer
             }
-            result.partitions.push(answer);
-        }
-        response.topics.push(result);
-    }
+        });
+        result.partitions = join_all(partitions).await;
+        result
+    });
+    response.topics = join_all(topics).await;
     response
 }
 

@@ -494,3 +494,117 @@ fn a_member_the_controller_removes_is_proposed_back_only_after_a_new_fetch() {
         vec![1, 2, 3]
     );
 }
+
+fn low_watermark_released(
+    leader: &mut PartitionLeader<u32>,
+) -> Vec<(u32, Result<i64, LowWatermarkError>)> {
+    std::iter::from_fn(|| leader.poll_low_watermark_released()).collect()
+}
+
+/// A follower's fetch as the driver takes it: its position, then its log start.
+fn fetch(leader: &mut PartitionLeader<u32>, now: Instant, node: NodeId, end: i64, start: i64) {
+    leader
+        .handle_fetch(now, node, u64::from(node) + 5, end)
+        .unwrap();
+    leader.handle_follower_log_start(node, start);
+}
+
+#[test]
+fn delete_records_is_answered_once_every_follower_moved_its_log_start() {
+    // Goal: a DeleteRecords wait is answered with the low watermark (the lowest log start
+    // over the leader and its followers) only once that reaches the offset, not when the
+    // leader alone moved (Kafka's `DelayedDeleteRecords`); a follower that has not fetched in
+    // this leader epoch holds it back (its log start is unknown).
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1, 2, 3], 2, now);
+    leader.handle_local_synced(10);
+    assert_eq!(leader.low_watermark(), None);
+    fetch(&mut leader, now, 2, 10, 0);
+    leader.handle_local_log_start(6);
+    leader.handle_delete_records(1, 6, now + Duration::from_secs(30));
+    assert!(low_watermark_released(&mut leader).is_empty());
+    fetch(&mut leader, now, 2, 10, 6);
+    assert_eq!(leader.low_watermark(), None);
+    assert!(low_watermark_released(&mut leader).is_empty());
+    fetch(&mut leader, now, 3, 10, 4);
+    assert_eq!(leader.low_watermark(), Some(4));
+    assert!(low_watermark_released(&mut leader).is_empty());
+    fetch(&mut leader, now, 3, 10, 6);
+    assert_eq!(low_watermark_released(&mut leader), vec![(1, Ok(6))]);
+    // A delete at or below the low watermark is answered at once, with the low watermark.
+    leader.handle_delete_records(2, 3, now + Duration::from_secs(30));
+    assert_eq!(low_watermark_released(&mut leader), vec![(2, Ok(6))]);
+}
+
+#[test]
+fn the_low_watermark_counts_live_followers_in_the_isr_or_not_and_skips_fenced_ones() {
+    // Goal: Kafka's `lowWatermarkIfLeader` counts every replica whose broker is alive, ISR
+    // member or not: a live follower out of the ISR still holds a DeleteRecords wait back;
+    // once the controller fences its node (or it is unregistered), it no longer does, and
+    // it counts again once it is live.
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1, 2], 2, now);
+    leader.handle_local_synced(10);
+    leader.handle_local_log_start(5);
+    fetch(&mut leader, now, 2, 10, 5);
+    fetch(&mut leader, now, 3, 2, 0);
+    leader.handle_delete_records(7, 5, now + Duration::from_secs(30));
+    assert!(low_watermark_released(&mut leader).is_empty());
+    leader.handle_fenced_nodes(BTreeSet::from([3]));
+    assert_eq!(low_watermark_released(&mut leader), vec![(7, Ok(5))]);
+    leader.handle_fenced_nodes(BTreeSet::new());
+    assert_eq!(leader.low_watermark(), Some(0));
+}
+
+#[test]
+fn a_delete_records_wait_times_out_at_its_deadline_and_fails_when_deposed() {
+    // Goal: poll_timeout names a DeleteRecords deadline and handle_timeout fails the wait
+    // there with RequestTimedOut; a deposed leader fails its waits with
+    // NotLeaderOrFollower and answers none after.
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1, 2, 3], 2, now);
+    leader.handle_local_synced(10);
+    leader.handle_local_log_start(5);
+    fetch(&mut leader, now, 2, 10, 0);
+    fetch(&mut leader, now, 3, 10, 0);
+    let deadline = now + Duration::from_secs(5);
+    leader.handle_delete_records(1, 5, deadline);
+    leader.handle_delete_records(2, 5, now + Duration::from_secs(60));
+    assert_eq!(leader.poll_timeout(), Some(deadline));
+    leader.handle_timeout(deadline - Duration::from_millis(1));
+    assert!(low_watermark_released(&mut leader).is_empty());
+    leader.handle_timeout(deadline);
+    assert_eq!(
+        low_watermark_released(&mut leader),
+        vec![(1, Err(LowWatermarkError::RequestTimedOut))]
+    );
+    let mut newer = state(&[1, 2, 3], 12);
+    newer.leader_epoch = 6;
+    leader.handle_partition_state(newer, now);
+    assert_eq!(
+        low_watermark_released(&mut leader),
+        vec![(2, Err(LowWatermarkError::NotLeaderOrFollower))]
+    );
+    leader.handle_delete_records(3, 0, now + Duration::from_secs(60));
+    assert_eq!(
+        low_watermark_released(&mut leader),
+        vec![(3, Err(LowWatermarkError::NotLeaderOrFollower))]
+    );
+}
+
+#[test]
+fn a_replica_removed_by_a_reassignment_no_longer_holds_the_low_watermark_back() {
+    // Goal: the low watermark is over the partition's current replicas: one a reassignment
+    // removed stops holding a DeleteRecords wait back.
+    let now = SystemClock.now();
+    let mut leader = new_leader(&[1, 2, 3], 2, now);
+    leader.handle_local_synced(10);
+    leader.handle_local_log_start(5);
+    fetch(&mut leader, now, 2, 10, 5);
+    leader.handle_delete_records(4, 5, now + Duration::from_secs(60));
+    assert!(low_watermark_released(&mut leader).is_empty());
+    let mut moved = state(&[1, 2], 11);
+    moved.replicas = vec![1, 2];
+    leader.handle_partition_state(moved, now);
+    assert_eq!(low_watermark_released(&mut leader), vec![(4, Ok(5))]);
+}

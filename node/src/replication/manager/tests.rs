@@ -1036,6 +1036,183 @@ async fn followers_follow_the_leaders_log_start() {
     }
 }
 
+impl Cluster {
+    /// DeleteRecords on `leader` as the broker runs it: the leadership taken, the leader's
+    /// log start moved durably to `offset`, then the wait for the low watermark, spawned.
+    async fn delete_records(
+        &self,
+        leader: NodeId,
+        offset: i64,
+        timeout: Duration,
+    ) -> tokio::task::JoinHandle<Result<i64, LowWatermarkError>> {
+        let manager = Arc::clone(&self.managers[&leader]);
+        let Ok(PartitionRole::Leader { leadership, .. }) = manager.role(TOPIC, 0, false) else {
+            panic!("node {leader} does not lead");
+        };
+        assert!(self.log(leader).delete_before(offset).await.unwrap() >= offset);
+        let deadline = clock::deadline_after(SimClock::new(0).now(), timeout);
+        tokio::spawn(async move {
+            manager
+                .wait_low_watermark(TOPIC, 0, leadership, offset, deadline)
+                .await
+        })
+    }
+
+    /// Sets whether the controller holds `node` as fenced, in the image every node watches.
+    fn set_fenced(&self, node: NodeId, fenced: bool) {
+        self.controller.update(|image| {
+            image.nodes.get_mut(&node).unwrap().fenced = fenced;
+        });
+    }
+
+    async fn produced(&self, count: u64) {
+        for token in 0..count {
+            let (_, wait) = self.produce(1, token).await;
+            wait.await.unwrap().unwrap();
+        }
+    }
+}
+
+// DeleteRecords on a 3-replica partition (Kafka's `DelayedDeleteRecords`): the answer comes
+// only once both followers moved their log start to the offset (durably: their fetches
+// report it after `delete_before`), and it is the low watermark. Before, the leader
+// answered as soon as its own move was durable.
+#[tokio::test(start_paused = true)]
+async fn delete_records_is_answered_once_the_followers_moved_their_log_start() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    cluster.produced(10).await;
+    let wait = cluster.delete_records(1, 4, Duration::from_secs(30)).await;
+    assert_eq!(wait.await.unwrap(), Ok(4));
+    // Checked at the moment of the answer: every replica's log starts there.
+    for node in NODES {
+        assert_eq!(cluster.log(node).log_start_offset(), 4, "node {node}");
+    }
+    // A delete the replicas already passed is answered at once with the low watermark.
+    let wait = cluster.delete_records(1, 2, Duration::ZERO).await;
+    assert_eq!(wait.await.unwrap(), Ok(4));
+}
+
+// A follower's fetch waiting at the leader (nothing new to read) is answered as soon as the
+// leader's log start moves, with the new log start, not at the end of its wait: the
+// followers move theirs, and DeleteRecords is answered, within a round trip rather than
+// `replica_fetch_wait_max`. Measured on the paused (simulated) clock.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_replica_fetch_is_answered_when_the_leaders_log_start_moves() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    cluster.produced(10).await;
+    let end = cluster.log(1).high_watermark();
+    let request = ReplicaFetchRequest {
+        replica_id: 3,
+        node_epoch: 103,
+        max_wait_ms: 500,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        partitions: vec![ledge_protocol::wire::replica::ReplicaFetchPartition {
+            topic: TOPIC.to_owned(),
+            partition: 0,
+            current_leader_epoch: 0,
+            fetch_offset: end,
+            last_fetched_epoch: Some(0),
+            log_start_offset: 0,
+            partition_max_bytes: 4096,
+        }],
+    };
+    let clock = SimClock::new(0);
+    let started = clock.now();
+    let leader = Arc::clone(&cluster.managers[&1]);
+    let fetch = tokio::spawn(async move { leader.handle_replica_fetch(3, request).await });
+    clock::sleep(&clock, Duration::from_millis(10)).await;
+    assert!(!fetch.is_finished(), "nothing new: the fetch waits");
+    let wait = cluster.delete_records(1, 4, Duration::from_secs(30)).await;
+    let answer = fetch.await.unwrap();
+    assert!(
+        clock.now() < started + Duration::from_millis(500),
+        "answered only at the end of its wait"
+    );
+    assert_eq!(answer.partitions[0].error, ReplicaFetchError::None);
+    assert_eq!(answer.partitions[0].log_start_offset, 4);
+    assert!(answer.partitions[0].records.is_empty());
+    assert_eq!(wait.await.unwrap(), Ok(4));
+}
+
+// A follower down but still live in the controller's image (Kafka's alive broker) holds
+// DeleteRecords back, in the ISR or not: while it is live the wait stays pending (here
+// past the time it is shrunk out of the ISR); once the controller fences it, the answer
+// comes without it. Back and unfenced, it follows the leader's log start.
+#[tokio::test(start_paused = true)]
+async fn a_live_follower_out_of_the_isr_holds_delete_records_back_until_it_is_fenced() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    cluster.produced(10).await;
+    cluster.stop(3);
+    let wait = cluster.delete_records(1, 4, Duration::from_secs(60)).await;
+    cluster
+        .until("node 2 follows the leader's log start", |cluster| {
+            cluster.log(2).log_start_offset() == 4
+        })
+        .await;
+    cluster
+        .until("node 3 leaves the ISR", |cluster| {
+            cluster.managers[&1].leader_isr(TOPIC, 0) == Some(vec![1, 2])
+        })
+        .await;
+    assert!(!wait.is_finished(), "answered while node 3 is live");
+    assert_eq!(cluster.log(3).log_start_offset(), 0);
+    cluster.set_fenced(3, true);
+    assert_eq!(wait.await.unwrap(), Ok(4));
+    assert_eq!(cluster.log(3).log_start_offset(), 0);
+    cluster.set_fenced(3, false);
+    cluster.resume(3);
+    cluster
+        .until("node 3 follows once it is back", |cluster| {
+            cluster.log(3).log_start_offset() == 4
+        })
+        .await;
+}
+
+// A live follower that cannot follow (unreachable) makes DeleteRecords time out at its
+// deadline (simulated time) with RequestTimedOut; the leader's move stays done, and a
+// deposed leader's pending wait fails with NotLeaderOrFollower.
+#[tokio::test(start_paused = true)]
+async fn delete_records_times_out_without_the_followers_and_fails_when_deposed() {
+    let cluster = Cluster::start().await;
+    cluster
+        .until("node 1 leads", |cluster| {
+            cluster.managers[&1].role(TOPIC, 0, true).is_ok()
+        })
+        .await;
+    cluster.produced(10).await;
+    cluster.stop(3);
+    let wait = cluster.delete_records(1, 4, Duration::from_secs(5)).await;
+    assert_eq!(wait.await.unwrap(), Err(LowWatermarkError::RequestTimedOut));
+    assert_eq!(cluster.log(1).log_start_offset(), 4);
+    let wait = cluster.delete_records(1, 6, Duration::from_secs(600)).await;
+    cluster.controller.update(|image| {
+        let partition = &mut image.topics.get_mut(TOPIC).unwrap().partitions[0];
+        partition.leader = Some(2);
+        partition.leader_epoch += 1;
+        partition.partition_epoch += 1;
+    });
+    assert_eq!(
+        wait.await.unwrap(),
+        Err(LowWatermarkError::NotLeaderOrFollower)
+    );
+}
+
 fn first_segment(node: NodeId) -> PathBuf {
     PathBuf::from(format!("/node-{node}/{TOPIC}-0/00000000000000000000.log"))
 }
