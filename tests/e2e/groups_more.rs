@@ -569,8 +569,11 @@ fn a_fenced_sdk_consumer_rejoins_under_its_member_id() {
 
         // Another member joins; the answer telling the consumer to give a partition up goes
         // to the test's heartbeat in its name.
-        let other = heartbeat(&raw, &heartbeat_request("fencing", "", 0, "fenced", &[], 20_000))
-            .await;
+        let other = heartbeat(
+            &raw,
+            &heartbeat_request("fencing", "", 0, "fenced", &[], 20_000),
+        )
+        .await;
         assert_eq!(other.error, ErrorCode::None, "{}", other.message);
         let mut steal = heartbeat_request("fencing", &member_id, epoch, "fenced", &both, 20_000);
         if let Request::ConsumerGroupHeartbeat(request) = &mut steal {
@@ -588,7 +591,10 @@ fn a_fenced_sdk_consumer_rejoins_under_its_member_id() {
         let (mut other_epoch, mut other_owned) = (other.member_epoch, other.assignment);
         let deadline = now() + SETTLE_TIMEOUT;
         let settled = loop {
-            consumer.poll(Duration::from_millis(200), 500).await.unwrap();
+            consumer
+                .poll(Duration::from_millis(200), 500)
+                .await
+                .unwrap();
             let answer = heartbeat(
                 &raw,
                 &heartbeat_request(
@@ -642,7 +648,11 @@ fn a_fenced_sdk_consumer_rejoins_under_its_member_id() {
         let mut offsets = Vec::new();
         let deadline = now() + SETTLE_TIMEOUT;
         while offsets.len() < usize::try_from(end - start).unwrap() && now() < deadline {
-            for record in consumer.poll(Duration::from_millis(200), 500).await.unwrap() {
+            for record in consumer
+                .poll(Duration::from_millis(200), 500)
+                .await
+                .unwrap()
+            {
                 assert_eq!(record.partition, kept[0].partition, "only its partition");
                 offsets.push(record.offset);
             }

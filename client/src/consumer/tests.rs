@@ -240,14 +240,15 @@ fn a_fenced_member_rejoins_under_its_id_at_epoch_zero() {
     state.target.insert(TopicPartition::new("orders", 0));
     group::handle_refused_membership(&mut state, ErrorCode::FencedMemberEpoch);
     assert!(state.lost && state.target.is_empty());
-    let Request::ConsumerGroupHeartbeat(rejoin) = group::heartbeat_request(
-        &settings,
-        &state,
-        state.member_epoch,
-    ) else {
+    let Request::ConsumerGroupHeartbeat(rejoin) =
+        group::heartbeat_request(&settings, &state, state.member_epoch)
+    else {
         panic!("not a heartbeat");
     };
-    assert_eq!((rejoin.member_id.as_str(), rejoin.member_epoch), ("member-1", 0));
+    assert_eq!(
+        (rejoin.member_id.as_str(), rejoin.member_epoch),
+        ("member-1", 0)
+    );
     state.lost = false;
     group::handle_refused_membership(&mut state, ErrorCode::UnknownMemberId);
     assert!(state.lost && state.member_id.is_empty() && state.member_epoch == 0);

@@ -837,7 +837,11 @@ impl GroupCoordinator {
 /// assignment: the answer that moved it on was lost, and it holds nothing it should not.
 /// Epoch 0 from a known member is a rejoin after it gave up its partitions (KIP-848; Kafka
 /// 4.1 fences it unless its previous epoch is 0, fixed in KAFKA-19233), and is taken.
-fn epoch_is_valid(member: &Member, received: i32, owned: Option<&BTreeSet<TopicPartition>>) -> bool {
+fn epoch_is_valid(
+    member: &Member,
+    received: i32,
+    owned: Option<&BTreeSet<TopicPartition>>,
+) -> bool {
     if received == 0 || received == member.member_epoch {
         return true;
     }

@@ -790,7 +790,14 @@ fn a_newer_epoch_is_fenced_and_the_member_rejoins_at_epoch_zero() {
     // The rejoin: same id, epoch 0, its partitions given up.
     clients[0].epoch = 0;
     clients[0].owned.clear();
-    step(&mut coordinator, now, &mut clients[0], "range", &["t"], &counts);
+    step(
+        &mut coordinator,
+        now,
+        &mut clients[0],
+        "range",
+        &["t"],
+        &counts,
+    );
     settle(&mut coordinator, now, &mut clients, "range", &counts);
     assert_eq!(all_owned(&clients), [2, 2]);
     assert!(clients[0].epoch > 0);
@@ -806,7 +813,11 @@ fn classic_members_are_not_epoch_checked() {
     let (client, current) = lose_an_answer(&mut coordinator, now);
     let mut stale = heartbeat(&client, "range", &["t"]);
     stale.member_epoch = client.epoch - 1;
-    assert!(coordinator.handle_heartbeat(now, stale.clone(), &counts).is_err());
+    assert!(
+        coordinator
+            .handle_heartbeat(now, stale.clone(), &counts)
+            .is_err()
+    );
     stale.protocol = MemberProtocol::Classic;
     let reply = coordinator.handle_heartbeat(now, stale, &counts).unwrap();
     assert_eq!(reply.member_epoch, current);

@@ -277,7 +277,11 @@ async fn commit_code(
     entry.committed_offset = offset;
     topic.partitions = vec![entry];
     commit.topics = vec![topic];
-    crate::kafka::groups::offset_commit(broker, commit).await.topics[0].partitions[0].error_code
+    crate::kafka::groups::offset_commit(broker, commit)
+        .await
+        .topics[0]
+        .partitions[0]
+        .error_code
 }
 
 // Goal: Kafka's epoch fencing over the wire. A Kafka member whose answer moving it to a new
@@ -293,9 +297,13 @@ async fn a_kafka_member_behind_the_coordinator_is_fenced_unless_at_its_previous_
     let joined = consumer_group_heartbeat(&broker, "java", join("kafka-1"), 1).await;
     assert_eq!(assigned(&joined, t), Some(vec![0, 1]));
     let first = joined.member_epoch;
-    let acked =
-        consumer_group_heartbeat(&broker, "java", owning(beat("kafka-1", first), t, &[0, 1]), 1)
-            .await;
+    let acked = consumer_group_heartbeat(
+        &broker,
+        "java",
+        owning(beat("kafka-1", first), t, &[0, 1]),
+        1,
+    )
+    .await;
     assert_eq!(acked.error_code, 0);
     // A second member makes the first give one partition up, at a new epoch.
     let second = consumer_group_heartbeat(&broker, "java", join("kafka-2"), 1).await;
@@ -313,10 +321,17 @@ async fn a_kafka_member_behind_the_coordinator_is_fenced_unless_at_its_previous_
         null_owned.error_code,
         ResponseError::FencedMemberEpoch.code()
     );
-    let owns_more =
-        consumer_group_heartbeat(&broker, "java", owning(beat("kafka-1", first), t, &[0, 1]), 1)
-            .await;
-    assert_eq!(owns_more.error_code, ResponseError::FencedMemberEpoch.code());
+    let owns_more = consumer_group_heartbeat(
+        &broker,
+        "java",
+        owning(beat("kafka-1", first), t, &[0, 1]),
+        1,
+    )
+    .await;
+    assert_eq!(
+        owns_more.error_code,
+        ResponseError::FencedMemberEpoch.code()
+    );
     let within =
         consumer_group_heartbeat(&broker, "java", owning(beat("kafka-1", first), t, &kept), 1)
             .await;
@@ -331,11 +346,13 @@ async fn a_kafka_member_behind_the_coordinator_is_fenced_unless_at_its_previous_
         commit_code(&broker, "kafka-1", current + 1, kept[0], 3).await,
         ResponseError::StaleMemberEpoch.code()
     );
-    assert_eq!(commit_code(&broker, "kafka-1", current, kept[0], 3).await, 0);
+    assert_eq!(
+        commit_code(&broker, "kafka-1", current, kept[0], 3).await,
+        0
+    );
 
     // Fenced for an epoch ahead, it gives everything up and rejoins under its id.
-    let ahead =
-        consumer_group_heartbeat(&broker, "java", beat("kafka-1", current + 1), 1).await;
+    let ahead = consumer_group_heartbeat(&broker, "java", beat("kafka-1", current + 1), 1).await;
     assert_eq!(ahead.error_code, ResponseError::FencedMemberEpoch.code());
     let rejoined = consumer_group_heartbeat(&broker, "java", join("kafka-1"), 1).await;
     assert_eq!(rejoined.error_code, 0, "{:?}", rejoined.error_message);
