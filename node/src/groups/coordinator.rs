@@ -10,7 +10,10 @@
 //! computes a new target. A member is given a target partition only once no other member
 //! owns it or has been told to own it, so a partition never has two owners; a member told
 //! to give partitions up reports them gone in its next heartbeat, which frees them. This
-//! makes every assignor incremental: only partitions that move are revoked.
+//! makes every assignor incremental: only partitions that move are revoked. A member's
+//! epoch moves to the group epoch when its assignment changes; a heartbeat at another epoch
+//! is fenced as Kafka fences it (`epoch_is_valid`), so a member that missed an answer either
+//! catches up (its previous epoch, owning nothing it should not) or rejoins at epoch 0.
 //!
 //! Invariant (checked by `check_invariants` in tests after every step): no partition is in
 //! two members' `owned ∪ assigned` (what it holds, and what it was last told to hold).
