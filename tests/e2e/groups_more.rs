@@ -526,6 +526,145 @@ fn count(assignment: &[TopicPartitions]) -> usize {
     assignment.iter().map(|topic| topic.partitions.len()).sum()
 }
 
+/// Goal: an SDK consumer the node fences (its heartbeat comes at its previous epoch while it
+/// owns a partition its new assignment lacks: the answer that moved it on never reached it)
+/// drops what it owns and rejoins under the same member id at epoch 0, without waiting for a
+/// session timeout: the group shows its two members (no stale third entry holding
+/// partitions), the other member gets its partition, and the consumer reads on from the
+/// committed offset of the partition it keeps: nothing skipped, nothing read twice. Method:
+/// the consumer heartbeats every 3 s; a raw member joins and, right after, a raw heartbeat
+/// in the consumer's name takes the answer that moves the consumer to a new epoch.
+#[test]
+fn a_fenced_sdk_consumer_rejoins_under_its_member_id() {
+    let node = start_node();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        let admin = Admin::new(&client);
+        create_topic(&client, "fenced", 2).await;
+        produce_numbered(&client, "fenced", 0, 100).await;
+        let raw = RawClient::connect(&node).await;
+        let mut config = group_config("fencing", Duration::from_secs(20));
+        config.heartbeat_interval = Some(Duration::from_secs(3));
+        let mut consumer = Consumer::new(&client, config);
+        consumer.subscribe(vec!["fenced".into()]).unwrap();
+        let mut read = 0;
+        let deadline = now() + SETTLE_TIMEOUT;
+        while read < 100 && now() < deadline {
+            read += consumer
+                .poll(Duration::from_millis(200), 500)
+                .await
+                .unwrap()
+                .len();
+        }
+        assert_eq!(read, 100);
+        consumer.commit().await.unwrap();
+        let member_id = consumer.member_id();
+        let alone = wait_for_members(&admin, "fencing", &[2]).await;
+        let epoch = alone.members[0].member_epoch;
+        let both = vec![TopicPartitions {
+            topic: "fenced".into(),
+            partitions: vec![0, 1],
+        }];
+        assert_eq!(assignment_of(&alone, &member_id).len(), 2);
+
+        // Another member joins; the answer telling the consumer to give a partition up goes
+        // to the test's heartbeat in its name.
+        let other = heartbeat(
+            &raw,
+            &heartbeat_request("fencing", "", 0, "fenced", &[], 20_000),
+        )
+        .await;
+        assert_eq!(other.error, ErrorCode::None, "{}", other.message);
+        let mut steal = heartbeat_request("fencing", &member_id, epoch, "fenced", &both, 20_000);
+        if let Request::ConsumerGroupHeartbeat(request) = &mut steal {
+            // The consumer's own rebalance timeout (max_poll_interval), so it is not expired
+            // for a revocation it never heard of before its next heartbeat.
+            request.rebalance_timeout_ms = 300_000;
+        }
+        let stolen = heartbeat(&raw, &steal).await;
+        assert_eq!(stolen.error, ErrorCode::None, "{}", stolen.message);
+        assert!(stolen.member_epoch > epoch);
+        assert_eq!(count(&stolen.assignment), 1);
+
+        // The consumer's next heartbeat (old epoch, owning both) is fenced; it rejoins. The
+        // raw member heartbeats until it has the partition the consumer gave up.
+        let (mut other_epoch, mut other_owned) = (other.member_epoch, other.assignment);
+        let deadline = now() + SETTLE_TIMEOUT;
+        let settled = loop {
+            consumer
+                .poll(Duration::from_millis(200), 500)
+                .await
+                .unwrap();
+            let answer = heartbeat(
+                &raw,
+                &heartbeat_request(
+                    "fencing",
+                    &other.member_id,
+                    other_epoch,
+                    "fenced",
+                    &other_owned,
+                    20_000,
+                ),
+            )
+            .await;
+            assert_eq!(answer.error, ErrorCode::None, "{}", answer.message);
+            (other_epoch, other_owned) = (answer.member_epoch, answer.assignment);
+            let description = admin.describe_group("fencing").await.unwrap();
+            let settled = description.members.len() == 2
+                && count(&other_owned) == 1
+                && consumer.assignment().len() == 1;
+            if settled || now() > deadline {
+                break description;
+            }
+        };
+        let ids: BTreeSet<&str> = settled
+            .members
+            .iter()
+            .map(|member| member.member_id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            BTreeSet::from([member_id.as_str(), other.member_id.as_str()]),
+            "{settled:#?}"
+        );
+        assert_eq!(consumer.member_id(), member_id, "rejoined under its id");
+        assert_eq!(count(&other_owned), 1);
+        let kept = consumer.assignment();
+        assert_eq!(kept.len(), 1, "{settled:#?}");
+
+        // It reads on from its partition's committed offset: nothing skipped or repeated.
+        let before = committed(&raw, "fencing").await;
+        let start = before[&(kept[0].topic.clone(), kept[0].partition)];
+        produce_numbered(&client, "fenced", 100, 100).await;
+        let end = admin
+            .describe_group("fencing")
+            .await
+            .unwrap()
+            .partitions
+            .iter()
+            .find(|offsets| offsets.partition == kept[0])
+            .and_then(|offsets| offsets.end_offset)
+            .unwrap();
+        let mut offsets = Vec::new();
+        let deadline = now() + SETTLE_TIMEOUT;
+        while offsets.len() < usize::try_from(end - start).unwrap() && now() < deadline {
+            for record in consumer
+                .poll(Duration::from_millis(200), 500)
+                .await
+                .unwrap()
+            {
+                assert_eq!(record.partition, kept[0].partition, "only its partition");
+                offsets.push(record.offset);
+            }
+        }
+        assert_eq!(offsets, (start..end).collect::<Vec<_>>());
+        consumer.commit().await.unwrap();
+        let after = committed(&raw, "fencing").await;
+        assert_eq!(after[&(kept[0].topic.clone(), kept[0].partition)], end);
+        consumer.close().await.unwrap();
+    });
+}
+
 /// Goal: a member removed for its session timeout cannot commit: the node refuses with
 /// `UnknownMemberId`, a live member committing with an epoch it was never given gets
 /// `FencedMemberEpoch`, and the committed offsets stay as they were; the SDK refuses a commit

@@ -301,10 +301,10 @@ pub(crate) async fn run_heartbeats(
                     group_id = %settings.group_id,
                     code = %response.error,
                     message = %response.message,
-                    "member removed from the group; rejoining"
+                    "member removed from the group or fenced; rejoining"
                 );
                 let mut state = shared.lock();
-                forget_membership(&mut state);
+                handle_refused_membership(&mut state, response.error);
                 drop(state);
                 shared.changed.notify_one();
                 Duration::ZERO
@@ -402,6 +402,22 @@ impl Membership {
             }
             _ => (self.member_id.clone(), self.member_epoch),
         }
+    }
+}
+
+/// The node refused the member's heartbeat: `UnknownMemberId` (it is gone) or
+/// `FencedMemberEpoch` (its epoch is not the node's: newer, or older than its previous one, or
+/// its previous one while it owns more than it is assigned). Either way what it owns is lost.
+/// A fenced member is still known to the node, so it rejoins under the same id at epoch 0 as
+/// Kafka's consumer does: the node takes it back at once (a new member would wait while the
+/// old place held its partitions until its session timeout). A gone member joins afresh.
+pub(crate) fn handle_refused_membership(state: &mut Membership, code: ErrorCode) {
+    if code == ErrorCode::FencedMemberEpoch && !state.member_id.is_empty() {
+        state.member_epoch = 0;
+        state.target.clear();
+        state.lost = true;
+    } else {
+        forget_membership(state);
     }
 }
 

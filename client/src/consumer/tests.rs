@@ -219,3 +219,37 @@ fn a_removed_member_commits_as_itself_until_it_rejoins() {
     state.member_epoch = 9;
     assert_eq!(state.commit_identity(), ("member-2".into(), 9));
 }
+
+/// A fenced member (FencedMemberEpoch) loses what it owns and rejoins under the same id at
+/// epoch 0, as Kafka's consumer does, so the node replaces its old place at once; a member the
+/// node no longer knows (UnknownMemberId) joins afresh with an empty id.
+#[test]
+fn a_fenced_member_rejoins_under_its_id_at_epoch_zero() {
+    let settings = GroupSettings {
+        group_id: "g".into(),
+        instance_id: None,
+        assignor: "uniform".into(),
+        session_timeout: Duration::from_secs(10),
+        max_poll_interval: Duration::from_secs(300),
+        heartbeat_interval: None,
+    };
+    let shared = GroupShared::new(Subscription::Topics(vec!["orders".into()]));
+    let mut state = shared.lock();
+    state.member_id = "member-1".into();
+    state.member_epoch = 7;
+    state.target.insert(TopicPartition::new("orders", 0));
+    group::handle_refused_membership(&mut state, ErrorCode::FencedMemberEpoch);
+    assert!(state.lost && state.target.is_empty());
+    let Request::ConsumerGroupHeartbeat(rejoin) =
+        group::heartbeat_request(&settings, &state, state.member_epoch)
+    else {
+        panic!("not a heartbeat");
+    };
+    assert_eq!(
+        (rejoin.member_id.as_str(), rejoin.member_epoch),
+        ("member-1", 0)
+    );
+    state.lost = false;
+    group::handle_refused_membership(&mut state, ErrorCode::UnknownMemberId);
+    assert!(state.lost && state.member_id.is_empty() && state.member_epoch == 0);
+}

@@ -1032,6 +1032,9 @@ impl From<&GroupError> for ErrorCode {
             GroupError::NonEmptyGroup(_) => Self::NonEmptyGroup,
             GroupError::UnknownGroup(_) => Self::GroupIdNotFound,
             GroupError::FencedEpoch { .. } => Self::FencedMemberEpoch,
+            // Native commits use `CommitEpochRule::NotNewer`, which never answers this; the
+            // nearest native code if one ever does.
+            GroupError::StaleEpoch { .. } => Self::FencedMemberEpoch,
         }
     }
 }

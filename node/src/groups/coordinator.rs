@@ -10,7 +10,10 @@
 //! computes a new target. A member is given a target partition only once no other member
 //! owns it or has been told to own it, so a partition never has two owners; a member told
 //! to give partitions up reports them gone in its next heartbeat, which frees them. This
-//! makes every assignor incremental: only partitions that move are revoked.
+//! makes every assignor incremental: only partitions that move are revoked. A member's
+//! epoch moves to the group epoch when its assignment changes; a heartbeat at another epoch
+//! is fenced as Kafka fences it (`epoch_is_valid`), so a member that missed an answer either
+//! catches up (its previous epoch, owning nothing it should not) or rejoins at epoch 0.
 //!
 //! Invariant (checked by `check_invariants` in tests after every step): no partition is in
 //! two members' `owned ∪ assigned` (what it holds, and what it was last told to hold).
@@ -113,6 +116,38 @@ pub struct Heartbeat {
     pub assignor: String,
     /// What the member owns now.
     pub owned: BTreeSet<TopicPartition>,
+    /// The client left its owned partitions out (Kafka's null: "unchanged since my last
+    /// heartbeat"); `owned` is then the coordinator's own record. Such a heartbeat at the
+    /// member's previous epoch is fenced, as Kafka fences it.
+    pub owned_omitted: bool,
+    /// Which protocol the member speaks, which decides how its epoch is checked.
+    pub protocol: MemberProtocol,
+}
+
+/// The protocol a member speaks to the coordinator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MemberProtocol {
+    /// KIP-848 heartbeats (QUIC members, Kafka's ConsumerGroupHeartbeat): the epoch is
+    /// checked as Kafka's `throwIfConsumerGroupMemberEpochIsInvalid` checks it.
+    #[default]
+    Consumer,
+    /// A classic member (JoinGroup, SyncGroup, Heartbeat) of a KIP-848 group: the service
+    /// checks its generation against what it was last told, so the coordinator does not
+    /// check the epoch (Kafka skips the check for classic members too).
+    Classic,
+}
+
+/// How a commit's member epoch is checked against the member's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitEpochRule {
+    /// Kafka's rule for KIP-848 members (`ConsumerGroup.validateOffsetCommit`): the epoch
+    /// must be the member's current one, else [`GroupError::StaleEpoch`].
+    Current,
+    /// The native rule: any epoch up to the member's current one, since every partition
+    /// is then checked to be held by the member (a newer epoch is
+    /// [`GroupError::FencedEpoch`]). The SDK commits with the epoch of the latest answer it
+    /// had, which a heartbeat may have moved on while the commit travelled.
+    NotNewer,
 }
 
 /// The answer to a heartbeat.
@@ -176,9 +211,25 @@ pub enum GroupError {
     /// The group does not exist.
     #[error("group {0:?} does not exist")]
     UnknownGroup(String),
-    /// The member's epoch is newer than the coordinator's view: it must rejoin.
-    #[error("member epoch {received} is not valid for {member_id:?} (current {current})")]
+    /// The member's epoch is newer than the coordinator's, or older and neither its
+    /// previous one nor with owned partitions within its assignment: it must give up its
+    /// partitions and rejoin at epoch 0.
+    #[error(
+        "member epoch {received} is fenced for {member_id:?} (current {current}); give up \
+         the partitions and rejoin"
+    )]
     FencedEpoch {
+        /// Member.
+        member_id: String,
+        /// Current epoch.
+        current: i32,
+        /// Epoch received.
+        received: i32,
+    },
+    /// A commit under [`CommitEpochRule::Current`] names an epoch other than the member's
+    /// (Kafka's STALE_MEMBER_EPOCH): retry with the epoch of the latest heartbeat answer.
+    #[error("member epoch {received} of {member_id:?} is stale (current {current})")]
+    StaleEpoch {
         /// Member.
         member_id: String,
         /// Current epoch.
@@ -209,6 +260,10 @@ struct Member {
     owned: BTreeSet<TopicPartition>,
     assigned: BTreeSet<TopicPartition>,
     member_epoch: i32,
+    /// The epoch before the latest bump (Kafka's `previousMemberEpoch`): a heartbeat at it
+    /// is taken when what it reports owning is within `assigned`, since the answer that
+    /// carried the bump may have been lost.
+    previous_epoch: i32,
     revoke_deadline: Option<Instant>,
 }
 
@@ -453,6 +508,7 @@ impl GroupCoordinator {
                             owned: BTreeSet::new(),
                             assigned: BTreeSet::new(),
                             member_epoch: 0,
+                            previous_epoch: 0,
                             revoke_deadline: None,
                         },
                     );
@@ -469,12 +525,15 @@ impl GroupCoordinator {
                 member_id,
             });
         };
-        if heartbeat.member_epoch > member.member_epoch {
-            return Err(GroupError::FencedEpoch {
-                member_id,
-                current: member.member_epoch,
-                received: heartbeat.member_epoch,
-            });
+        if !joining && heartbeat.protocol == MemberProtocol::Consumer {
+            let owned = (!heartbeat.owned_omitted).then_some(&heartbeat.owned);
+            if !epoch_is_valid(member, heartbeat.member_epoch, owned) {
+                return Err(GroupError::FencedEpoch {
+                    member_id,
+                    current: member.member_epoch,
+                    received: heartbeat.member_epoch,
+                });
+            }
         }
         member.last_seen = now;
         member.session_timeout = heartbeat.session_timeout;
@@ -600,14 +659,15 @@ impl GroupCoordinator {
             .min()
     }
 
-    /// Checks a member's commit: the member must exist with an epoch not newer than its
-    /// current one, and hold each partition (assigned or still owned). An empty member id
-    /// is an administrative commit, allowed only when the group has no members.
+    /// Checks a member's commit: the member must exist with an epoch `rule` accepts, and
+    /// hold each partition (assigned or still owned). An empty member id is an
+    /// administrative commit, allowed only when the group has no members.
     pub fn validate_commit(
         &self,
         group_id: &str,
         member_id: &str,
         member_epoch: i32,
+        rule: CommitEpochRule,
         partitions: &[TopicPartition],
     ) -> Result<Vec<Option<CommitRefusal>>, GroupError> {
         if group_id.is_empty() || group_id.len() > 255 {
@@ -626,12 +686,22 @@ impl GroupCoordinator {
                 member_id: member_id.to_string(),
             });
         };
-        if member_epoch > member.member_epoch || member_epoch < 0 {
-            return Err(GroupError::FencedEpoch {
-                member_id: member_id.to_string(),
-                current: member.member_epoch,
-                received: member_epoch,
-            });
+        match rule {
+            CommitEpochRule::Current if member_epoch != member.member_epoch => {
+                return Err(GroupError::StaleEpoch {
+                    member_id: member_id.to_string(),
+                    current: member.member_epoch,
+                    received: member_epoch,
+                });
+            }
+            CommitEpochRule::NotNewer if member_epoch > member.member_epoch || member_epoch < 0 => {
+                return Err(GroupError::FencedEpoch {
+                    member_id: member_id.to_string(),
+                    current: member.member_epoch,
+                    received: member_epoch,
+                });
+            }
+            _ => {}
         }
         Ok(partitions
             .iter()
@@ -764,6 +834,25 @@ impl GroupCoordinator {
     }
 }
 
+/// Kafka's `throwIfConsumerGroupMemberEpochIsInvalid`: an epoch newer than the member's is
+/// fenced; an older one is taken only if it is the member's previous epoch and the member
+/// reported what it owns (`owned`, `None` when the client left it out) within its current
+/// assignment: the answer that moved it on was lost, and it holds nothing it should not.
+/// Epoch 0 from a known member is a rejoin after it gave up its partitions (KIP-848; Kafka
+/// 4.1 fences it unless its previous epoch is 0, fixed in KAFKA-19233), and is taken.
+fn epoch_is_valid(
+    member: &Member,
+    received: i32,
+    owned: Option<&BTreeSet<TopicPartition>>,
+) -> bool {
+    if received == 0 || received == member.member_epoch {
+        return true;
+    }
+    received < member.member_epoch
+        && received == member.previous_epoch
+        && owned.is_some_and(|owned| owned.is_subset(&member.assigned))
+}
+
 /// `node_keys` names the node's config keys that set the bounds, so the operator knows what
 /// to change if the client's value is the right one.
 fn check_timeout(
@@ -878,7 +967,10 @@ fn reconcile_member(
         .collect();
     if assignment != member.assigned || member.member_epoch == 0 {
         member.assigned = assignment.clone();
-        member.member_epoch = group_epoch;
+        if member.member_epoch != group_epoch {
+            member.previous_epoch = member.member_epoch;
+            member.member_epoch = group_epoch;
+        }
     }
     if member
         .owned

@@ -28,7 +28,10 @@ use ledge_protocol::{BatchIter, EncodeOptions, Record, decode_batch, encode_batc
 
 use super::assignor::TopicPartition;
 use super::classic::{ClassicError, ClassicGroups, Completion, Token};
-use super::coordinator::{CommitRefusal, GroupCoordinator, GroupError, GroupLimits, Heartbeat};
+use super::coordinator::{
+    CommitEpochRule, CommitRefusal, GroupCoordinator, GroupError, GroupLimits, Heartbeat,
+    MemberProtocol,
+};
 use super::offsets::{OFFSETS_TOPIC, OffsetKey, OffsetStore, encode_value};
 use crate::clock::Clock;
 use crate::storage::{AppendDurability, AppendError, Disk, PartitionLog};
@@ -459,7 +462,10 @@ impl GroupService {
             subscribed_topics: request.subscribed_topics,
             subscribed_pattern: request.subscribed_pattern,
             assignor: request.assignor,
+            // The native heartbeat always carries what the member owns.
             owned,
+            owned_omitted: false,
+            protocol: MemberProtocol::Consumer,
         };
         let mut coordinator = lock(&self.coordinator);
         coordinator.handle_timeout(now, &counts);
@@ -487,7 +493,10 @@ impl GroupService {
         host: &impl GroupHost,
         request: OffsetCommitRequest,
     ) -> OffsetCommitResponse {
-        match self.try_offset_commit(host, &request, true).await {
+        match self
+            .try_offset_commit(host, &request, Some(CommitEpochRule::NotNewer))
+            .await
+        {
             Ok(codes) => {
                 let mut codes = codes.into_iter();
                 OffsetCommitResponse {
@@ -519,13 +528,13 @@ impl GroupService {
     }
 
     /// Checks and appends a commit; returns each partition's code, in request order.
-    /// `consumer_checks`: the member is checked by the KIP-848 coordinator (epoch and
-    /// assignment); false when the classic checks already passed.
+    /// `consumer_checks`: the member is checked by the KIP-848 coordinator (its epoch by
+    /// this rule, and its assignment); `None` when the classic checks already passed.
     async fn try_offset_commit(
         &self,
         host: &impl GroupHost,
         request: &OffsetCommitRequest,
-        consumer_checks: bool,
+        consumer_checks: Option<CommitEpochRule>,
     ) -> Result<Vec<ErrorCode>, GroupServiceError> {
         self.check_not_transform_group(host, &request.group_id)
             .await?;
@@ -542,7 +551,7 @@ impl GroupService {
         // An administrative commit (no member) is for empty groups only, classic groups
         // included. (Checked before the coordinator is locked: the lock order is classic,
         // then coordinator.)
-        let administrative_commit_of_classic_group = consumer_checks
+        let administrative_commit_of_classic_group = consumer_checks.is_some()
             && request.member_id.is_empty()
             && lock(&self.classic).has_members(&request.group_id);
         let verdicts = {
@@ -564,18 +573,18 @@ impl GroupService {
                     limit,
                 });
             }
-            if !consumer_checks {
-                vec![None; partitions.len()]
-            } else {
-                if administrative_commit_of_classic_group {
+            match consumer_checks {
+                None => vec![None; partitions.len()],
+                Some(_) if administrative_commit_of_classic_group => {
                     return Err(GroupError::NonEmptyGroup(request.group_id.clone()).into());
                 }
-                coordinator.validate_commit(
+                Some(rule) => coordinator.validate_commit(
                     &request.group_id,
                     &request.member_id,
                     request.member_epoch,
+                    rule,
                     &partitions,
-                )?
+                )?,
             }
         };
         let now_ms = self.clock.wall_time_ms();

@@ -865,6 +865,8 @@ pub fn service_code(error: &GroupServiceError) -> i16 {
             GroupError::UnknownMember { .. } => ResponseError::UnknownMemberId,
             // A classic member of a KIP-848 group names its epoch as its generation.
             GroupError::FencedEpoch { .. } => ResponseError::IllegalGeneration,
+            // A KIP-848 member's commit at another epoch than its current one.
+            GroupError::StaleEpoch { .. } => ResponseError::StaleMemberEpoch,
             GroupError::InconsistentAssignor(_) => ResponseError::InconsistentGroupProtocol,
             GroupError::GroupFull { .. } | GroupError::TooManyGroups(_) => {
                 ResponseError::GroupMaxSizeReached

@@ -36,6 +36,8 @@ fn heartbeat(client: &Client, assignor: &str, subscribed: &[&str]) -> Heartbeat 
         subscribed_pattern: None,
         assignor: assignor.into(),
         owned: client.owned.clone(),
+        owned_omitted: false,
+        protocol: MemberProtocol::Consumer,
     }
 }
 
@@ -307,29 +309,36 @@ fn commits_are_validated_against_membership() {
             "g",
             &clients[0].member_id,
             clients[0].epoch,
+            CommitEpochRule::NotNewer,
             &[mine, theirs],
         )
         .unwrap();
     assert_eq!(verdict, [None, Some(CommitRefusal::NotAssigned)]);
     assert!(matches!(
-        coordinator.validate_commit("g", "nobody", 1, &[]),
+        coordinator.validate_commit("g", "nobody", 1, CommitEpochRule::NotNewer, &[]),
         Err(GroupError::UnknownMember { .. })
     ));
     assert!(matches!(
-        coordinator.validate_commit("g", &clients[0].member_id, clients[0].epoch + 5, &[]),
+        coordinator.validate_commit(
+            "g",
+            &clients[0].member_id,
+            clients[0].epoch + 5,
+            CommitEpochRule::NotNewer,
+            &[]
+        ),
         Err(GroupError::FencedEpoch { .. })
     ));
     assert!(matches!(
-        coordinator.validate_commit("g", "", 0, &[]),
+        coordinator.validate_commit("g", "", 0, CommitEpochRule::NotNewer, &[]),
         Err(GroupError::NonEmptyGroup(_))
     ));
     assert!(
         coordinator
-            .validate_commit("other", "", 0, &[("t".into(), 0)])
+            .validate_commit("other", "", 0, CommitEpochRule::Current, &[("t".into(), 0)])
             .is_ok()
     );
     assert!(matches!(
-        coordinator.validate_commit("", "", 0, &[]),
+        coordinator.validate_commit("", "", 0, CommitEpochRule::NotNewer, &[]),
         Err(GroupError::InvalidGroupId(_))
     ));
 }
@@ -640,4 +649,210 @@ fn moving_members_heartbeat_faster() {
         revoking.heartbeat_interval,
         limits.reconciling_heartbeat_interval
     );
+}
+
+/// Two members sharing `t`'s 4 partitions, settled, after the second joined: the first
+/// member's epoch moved on (its assignment shrank), so it has a previous epoch.
+fn two_settled_members(coordinator: &mut GroupCoordinator, now: Instant) -> Vec<Client> {
+    let counts = topics(&[("t", 4)]);
+    let mut clients = vec![join(coordinator, now, "range", &counts, None)];
+    settle(coordinator, now, &mut clients, "range", &counts);
+    clients.push(join(coordinator, now, "range", &counts, None));
+    settle(coordinator, now, &mut clients, "range", &counts);
+    assert_eq!(all_owned(&clients), [2, 2]);
+    clients
+}
+
+/// The first member's epoch moves on while its client does not hear of it (the answer was
+/// lost): the second member leaves, so the first is given all 4 partitions at a new epoch.
+/// Returns (the client as it still is, the epoch the coordinator moved it to).
+fn lose_an_answer(coordinator: &mut GroupCoordinator, now: Instant) -> (Client, i32) {
+    let counts = topics(&[("t", 4)]);
+    let mut clients = two_settled_members(coordinator, now);
+    let leaving = clients.remove(1);
+    let mut leave = heartbeat(&leaving, "range", &["t"]);
+    leave.member_epoch = -1;
+    coordinator.handle_heartbeat(now, leave, &counts).unwrap();
+    let client = clients.remove(0);
+    let reply = coordinator
+        .handle_heartbeat(now, heartbeat(&client, "range", &["t"]), &counts)
+        .unwrap();
+    assert!(reply.member_epoch > client.epoch, "the epoch moved on");
+    assert_eq!(reply.assignment.len(), 4);
+    (client, reply.member_epoch)
+}
+
+// Goal: Kafka's epoch fencing (`throwIfConsumerGroupMemberEpochIsInvalid`): a member at its
+// previous epoch whose answer was lost is taken back when it owns only what it is assigned,
+// and answered with its current epoch and assignment.
+#[test]
+fn the_previous_epoch_owning_within_the_assignment_is_accepted() {
+    let now = crate::clock::ManualClock::new(0).now();
+    let counts = topics(&[("t", 4)]);
+    let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
+    let (client, current) = lose_an_answer(&mut coordinator, now);
+    // The client heartbeats again at its old epoch, owning its 2 (a subset of the 4).
+    let reply = coordinator
+        .handle_heartbeat(now, heartbeat(&client, "range", &["t"]), &counts)
+        .unwrap();
+    assert_eq!(reply.member_epoch, current);
+    assert_eq!(reply.assignment.len(), 4);
+    coordinator.check_invariants();
+}
+
+// Goal: a member at its previous epoch that owns a partition its current assignment does
+// not have is fenced: its view is too old to trust.
+#[test]
+fn the_previous_epoch_owning_more_than_the_assignment_is_fenced() {
+    let now = crate::clock::ManualClock::new(0).now();
+    let counts = topics(&[("t", 4)]);
+    let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
+    let mut clients = vec![join(&mut coordinator, now, "range", &counts, None)];
+    settle(&mut coordinator, now, &mut clients, "range", &counts);
+    let first_epoch = clients[0].epoch;
+    // A second member joins; the first is told (at a new epoch) to give up 2 partitions,
+    // and that answer is lost.
+    let _second = join(&mut coordinator, now, "range", &counts, None);
+    let reply = coordinator
+        .handle_heartbeat(now, heartbeat(&clients[0], "range", &["t"]), &counts)
+        .unwrap();
+    assert!(reply.member_epoch > first_epoch);
+    assert_eq!(reply.assignment.len(), 2);
+    // The client, still at its old epoch and owning all 4, is fenced.
+    assert_eq!(
+        coordinator.handle_heartbeat(now, heartbeat(&clients[0], "range", &["t"]), &counts),
+        Err(GroupError::FencedEpoch {
+            member_id: clients[0].member_id.clone(),
+            current: reply.member_epoch,
+            received: first_epoch,
+        })
+    );
+    // Owning only what it kept, it is accepted.
+    let mut trimmed = heartbeat(&clients[0], "range", &["t"]);
+    trimmed.owned = reply.assignment.clone();
+    assert!(coordinator.handle_heartbeat(now, trimmed, &counts).is_ok());
+    coordinator.check_invariants();
+}
+
+// Goal: an epoch behind the coordinator's that is not the previous one is fenced, and so is
+// the previous one when the client left its owned partitions out (Kafka's null list).
+#[test]
+fn an_older_epoch_than_the_previous_one_is_fenced() {
+    let now = crate::clock::ManualClock::new(0).now();
+    let counts = topics(&[("t", 4)]);
+    let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
+    let (mut client, current) = lose_an_answer(&mut coordinator, now);
+    let previous = client.epoch;
+    // Its epoch moves once more (a member joins, the first is told to give up 2).
+    let _third = join(&mut coordinator, now, "range", &counts, None);
+    client.epoch = current;
+    client.owned = coordinator
+        .member_state("g", &client.member_id)
+        .unwrap()
+        .assigned;
+    let reply = coordinator
+        .handle_heartbeat(now, heartbeat(&client, "range", &["t"]), &counts)
+        .unwrap();
+    assert!(reply.member_epoch > current);
+    client.owned = reply.assignment;
+    client.epoch = previous;
+    assert!(matches!(
+        coordinator.handle_heartbeat(now, heartbeat(&client, "range", &["t"]), &counts),
+        Err(GroupError::FencedEpoch { received, .. }) if received == previous
+    ));
+    client.epoch = current;
+    let mut omitted = heartbeat(&client, "range", &["t"]);
+    omitted.owned_omitted = true;
+    assert!(matches!(
+        coordinator.handle_heartbeat(now, omitted.clone(), &counts),
+        Err(GroupError::FencedEpoch { received, .. }) if received == current
+    ));
+    // The same heartbeat reporting what it owns is the lost-answer case, and is taken.
+    omitted.owned_omitted = false;
+    assert!(coordinator.handle_heartbeat(now, omitted, &counts).is_ok());
+    coordinator.check_invariants();
+}
+
+// Goal: an epoch ahead of the coordinator's is fenced; a fenced member rejoins under its
+// id at epoch 0 (KIP-848) reporting what it still owns, and is given an assignment.
+#[test]
+fn a_newer_epoch_is_fenced_and_the_member_rejoins_at_epoch_zero() {
+    let now = crate::clock::ManualClock::new(0).now();
+    let counts = topics(&[("t", 4)]);
+    let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
+    let mut clients = two_settled_members(&mut coordinator, now);
+    let current = clients[0].epoch;
+    clients[0].epoch = current + 1;
+    assert!(matches!(
+        coordinator.handle_heartbeat(now, heartbeat(&clients[0], "range", &["t"]), &counts),
+        Err(GroupError::FencedEpoch { received, .. }) if received == current + 1
+    ));
+    // The rejoin: same id, epoch 0, its partitions given up.
+    clients[0].epoch = 0;
+    clients[0].owned.clear();
+    step(
+        &mut coordinator,
+        now,
+        &mut clients[0],
+        "range",
+        &["t"],
+        &counts,
+    );
+    settle(&mut coordinator, now, &mut clients, "range", &counts);
+    assert_eq!(all_owned(&clients), [2, 2]);
+    assert!(clients[0].epoch > 0);
+}
+
+// Goal: a classic member of a KIP-848 group is not epoch-checked by the coordinator (the
+// service checks its generation), as Kafka skips the check for classic members.
+#[test]
+fn classic_members_are_not_epoch_checked() {
+    let now = crate::clock::ManualClock::new(0).now();
+    let counts = topics(&[("t", 4)]);
+    let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
+    let (client, current) = lose_an_answer(&mut coordinator, now);
+    let mut stale = heartbeat(&client, "range", &["t"]);
+    stale.member_epoch = client.epoch - 1;
+    assert!(
+        coordinator
+            .handle_heartbeat(now, stale.clone(), &counts)
+            .is_err()
+    );
+    stale.protocol = MemberProtocol::Classic;
+    let reply = coordinator.handle_heartbeat(now, stale, &counts).unwrap();
+    assert_eq!(reply.member_epoch, current);
+}
+
+// Goal: commits per rule. Kafka's (`Current`): only the member's current epoch, an older or
+// newer one is STALE_MEMBER_EPOCH. The native one (`NotNewer`): any epoch up to the current
+// one, each partition checked to be the member's; a newer one is fenced.
+#[test]
+fn commit_epochs_are_checked_per_rule() {
+    let now = crate::clock::ManualClock::new(0).now();
+    let mut coordinator = GroupCoordinator::new(GroupLimits::default(), 1);
+    let (client, current) = lose_an_answer(&mut coordinator, now);
+    let mine: Vec<TopicPartition> = client.owned.iter().cloned().collect();
+    let member = client.member_id.as_str();
+    assert_eq!(
+        coordinator.validate_commit("g", member, current, CommitEpochRule::Current, &mine),
+        Ok(vec![None; mine.len()])
+    );
+    for epoch in [client.epoch, current + 1] {
+        assert_eq!(
+            coordinator.validate_commit("g", member, epoch, CommitEpochRule::Current, &mine),
+            Err(GroupError::StaleEpoch {
+                member_id: member.to_string(),
+                current,
+                received: epoch,
+            })
+        );
+    }
+    assert_eq!(
+        coordinator.validate_commit("g", member, client.epoch, CommitEpochRule::NotNewer, &mine),
+        Ok(vec![None; mine.len()])
+    );
+    assert!(matches!(
+        coordinator.validate_commit("g", member, current + 1, CommitEpochRule::NotNewer, &mine),
+        Err(GroupError::FencedEpoch { .. })
+    ));
 }

@@ -24,7 +24,7 @@ use crate::groups::classic::{
 use crate::groups::consumer_protocol::{
     CONSUMER_PROTOCOL_TYPE, ConsumerSubscription, decode_subscription, encode_assignment,
 };
-use crate::groups::coordinator::{GroupError, Heartbeat};
+use crate::groups::coordinator::{CommitEpochRule, GroupError, Heartbeat, MemberProtocol};
 
 /// A classic member of a KIP-848 group, as the service remembers it between its requests:
 /// what it asked for at its last JoinGroup and what it was given.
@@ -271,16 +271,40 @@ impl GroupService {
         commits: Vec<ClassicCommit>,
     ) -> Result<Vec<ledge_protocol::wire::ErrorCode>, GroupServiceError> {
         let request = commit_request(group_id, member_id, generation, commits);
-        if !member_id.is_empty() && self.in_consumer_group(group_id, member_id) {
-            return self.try_offset_commit(host, &request, true).await;
+        let classic_member = (!member_id.is_empty())
+            .then(|| {
+                lock(&self.classic_in_consumer)
+                    .get(&(group_id.to_string(), member_id.to_string()))
+                    .map(|member| member.epoch)
+            })
+            .flatten();
+        if let Some(epoch) = classic_member {
+            // A classic member of a KIP-848 group: its generation is the epoch its last
+            // JoinGroup answered (Kafka's ILLEGAL_GENERATION otherwise); the coordinator then
+            // checks that it holds each partition.
+            if generation != epoch {
+                return Err(ClassicError::IllegalGeneration {
+                    group_id: group_id.to_string(),
+                    current: epoch,
+                    received: generation,
+                }
+                .into());
+            }
+            return self
+                .try_offset_commit(host, &request, Some(CommitEpochRule::NotNewer))
+                .await;
         }
         if lock(&self.coordinator).has_members(group_id) {
-            // A commit from outside the KIP-848 group (a simple consumer, or a stale member):
-            // the KIP-848 rules answer it (allowed only while the group is empty).
-            return self.try_offset_commit(host, &request, true).await;
+            // A KIP-848 member over the Kafka wire, or a commit from outside the group (a
+            // simple consumer, or a stale member): Kafka's KIP-848 rules answer it, the
+            // member's current epoch and no other (STALE_MEMBER_EPOCH), and a commit without
+            // a member only while the group is empty.
+            return self
+                .try_offset_commit(host, &request, Some(CommitEpochRule::Current))
+                .await;
         }
         lock(&self.classic).validate_offset_commit(group_id, member_id, instance_id, generation)?;
-        self.try_offset_commit(host, &request, false).await
+        self.try_offset_commit(host, &request, None).await
     }
 
     /// Every group with members or committed offsets, of both kinds.
@@ -425,6 +449,8 @@ impl GroupService {
             subscribed_pattern: None,
             assignor: group_assignor,
             owned,
+            owned_omitted: false,
+            protocol: MemberProtocol::Classic,
         };
         coordinator.handle_timeout(now, &counts);
         let reply = match coordinator.handle_heartbeat(now, heartbeat, &counts) {
@@ -532,6 +558,8 @@ impl GroupService {
                 subscribed_pattern: None,
                 assignor,
                 owned: member.assignment.clone(),
+                owned_omitted: false,
+                protocol: MemberProtocol::Classic,
             },
             &counts,
         );

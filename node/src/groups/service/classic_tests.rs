@@ -175,7 +175,7 @@ fn partitions(assignment: &[TopicPartitions]) -> Vec<u32> {
 // joins a KIP-848 group that has a QUIC member. It gets nothing while the QUIC member still
 // holds every partition, is told RebalanceInProgress once the QUIC member gave half up, then
 // rejoins and gets that half through SyncGroup in the consumer protocol; it commits its own
-// partitions and not the QUIC member's. A QUIC member cannot join a classic group with
+// partitions and not the QUIC member's, and only at its generation. A QUIC member cannot join a classic group with
 // members.
 #[tokio::test(start_paused = true)]
 async fn a_classic_member_and_a_quic_member_share_one_group() {
@@ -271,6 +271,24 @@ async fn a_classic_member_and_a_quic_member_share_one_group() {
         codes,
         vec![ErrorCode::None, ErrorCode::PartitionNotAssigned]
     );
+    // At another generation than its JoinGroup answered: ILLEGAL_GENERATION, as Kafka
+    // answers a classic member of a consumer group.
+    assert!(matches!(
+        service
+            .classic_offset_commit(
+                &host,
+                "mixed",
+                &rejoined.member_id,
+                None,
+                rejoined.generation - 1,
+                commit(mine[0], 11),
+            )
+            .await,
+        Err(GroupServiceError::Classic(
+            ClassicError::IllegalGeneration { .. }
+        ))
+    ));
+    assert_eq!(service.committed_offset("mixed", "t", mine[0]), Some(10));
     let described = service.describe_groups(DescribeGroupsRequest {
         group_ids: vec!["mixed".into()],
     });

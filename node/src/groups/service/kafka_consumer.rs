@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::{GroupHost, GroupService, GroupServiceError, lock, transform_group_refusal};
 use crate::groups::assignor::{Assignor, TopicPartition};
-use crate::groups::coordinator::{GroupDescription, Heartbeat};
+use crate::groups::coordinator::{GroupDescription, Heartbeat, MemberProtocol};
 
 /// The assignor of a group whose first member names none: Kafka's default server assignor
 /// (`group.consumer.assignors` starts with `uniform`), the node's cooperative-sticky one.
@@ -134,10 +134,12 @@ impl GroupService {
                 .unwrap_or_default(),
             subscribed_pattern,
             assignor,
+            owned_omitted: request.owned.is_none(),
             owned: request
                 .owned
                 .or_else(|| known.as_ref().map(|member| member.owned.clone()))
                 .unwrap_or_default(),
+            protocol: MemberProtocol::Consumer,
         };
         let result = coordinator.handle_heartbeat(now, heartbeat, &counts);
         drop(coordinator);

@@ -255,6 +255,112 @@ async fn a_kafka_member_and_a_quic_member_share_a_group() {
     assert_eq!(after.error_code, ResponseError::UnknownMemberId.code());
 }
 
+/// An OffsetCommit of `offset` for partition `partition` of `t` by `member_id` at `epoch`:
+/// the partition's code.
+async fn commit_code(
+    broker: &Broker<SimDisk>,
+    member_id: &str,
+    epoch: i32,
+    partition: i32,
+    offset: i64,
+) -> i16 {
+    let mut commit = kafka_protocol::messages::OffsetCommitRequest::default();
+    commit.group_id = GroupId(text("g"));
+    commit.member_id = text(member_id);
+    commit.generation_id_or_member_epoch = epoch;
+    let mut topic =
+        kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic::default();
+    topic.name = TopicName(text("t"));
+    let mut entry =
+        kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition::default();
+    entry.partition_index = partition;
+    entry.committed_offset = offset;
+    topic.partitions = vec![entry];
+    commit.topics = vec![topic];
+    crate::kafka::groups::offset_commit(broker, commit)
+        .await
+        .topics[0]
+        .partitions[0]
+        .error_code
+}
+
+// Goal: Kafka's epoch fencing over the wire. A Kafka member whose answer moving it to a new
+// epoch was lost heartbeats again at its previous epoch: FENCED_MEMBER_EPOCH (110) when it
+// leaves its owned partitions out (null) or owns more than its new assignment, accepted
+// (answered with the new epoch) when it owns only what it kept. Its commit at the previous
+// epoch is STALE_MEMBER_EPOCH (113), at the current one accepted. A fenced member rejoins
+// under its id at epoch 0 (KIP-848).
+#[tokio::test(start_paused = true)]
+async fn a_kafka_member_behind_the_coordinator_is_fenced_unless_at_its_previous_epoch() {
+    let broker = broker().await;
+    let t = t_id(&broker).await;
+    let joined = consumer_group_heartbeat(&broker, "java", join("kafka-1"), 1).await;
+    assert_eq!(assigned(&joined, t), Some(vec![0, 1]));
+    let first = joined.member_epoch;
+    let acked = consumer_group_heartbeat(
+        &broker,
+        "java",
+        owning(beat("kafka-1", first), t, &[0, 1]),
+        1,
+    )
+    .await;
+    assert_eq!(acked.error_code, 0);
+    // A second member makes the first give one partition up, at a new epoch.
+    let second = consumer_group_heartbeat(&broker, "java", join("kafka-2"), 1).await;
+    assert_eq!(second.error_code, 0);
+    let moved = consumer_group_heartbeat(&broker, "java", beat("kafka-1", first), 1).await;
+    assert_eq!(moved.error_code, 0);
+    let current = moved.member_epoch;
+    assert!(current > first);
+    let kept = assigned(&moved, t).expect("a changed assignment is sent");
+    assert_eq!(kept.len(), 1);
+
+    // That answer is lost: the member is still at `first`, owning both.
+    let null_owned = consumer_group_heartbeat(&broker, "java", beat("kafka-1", first), 1).await;
+    assert_eq!(
+        null_owned.error_code,
+        ResponseError::FencedMemberEpoch.code()
+    );
+    let owns_more = consumer_group_heartbeat(
+        &broker,
+        "java",
+        owning(beat("kafka-1", first), t, &[0, 1]),
+        1,
+    )
+    .await;
+    assert_eq!(
+        owns_more.error_code,
+        ResponseError::FencedMemberEpoch.code()
+    );
+    let within =
+        consumer_group_heartbeat(&broker, "java", owning(beat("kafka-1", first), t, &kept), 1)
+            .await;
+    assert_eq!(within.error_code, 0, "{:?}", within.error_message);
+    assert_eq!(within.member_epoch, current);
+
+    assert_eq!(
+        commit_code(&broker, "kafka-1", first, kept[0], 3).await,
+        ResponseError::StaleMemberEpoch.code()
+    );
+    assert_eq!(
+        commit_code(&broker, "kafka-1", current + 1, kept[0], 3).await,
+        ResponseError::StaleMemberEpoch.code()
+    );
+    assert_eq!(
+        commit_code(&broker, "kafka-1", current, kept[0], 3).await,
+        0
+    );
+
+    // Fenced for an epoch ahead, it gives everything up and rejoins under its id.
+    let ahead = consumer_group_heartbeat(&broker, "java", beat("kafka-1", current + 1), 1).await;
+    assert_eq!(ahead.error_code, ResponseError::FencedMemberEpoch.code());
+    let rejoined = consumer_group_heartbeat(&broker, "java", join("kafka-1"), 1).await;
+    assert_eq!(rejoined.error_code, 0, "{:?}", rejoined.error_message);
+    assert_eq!(rejoined.member_id.as_deref(), Some("kafka-1"));
+    assert!(rejoined.member_epoch >= current);
+    assert_eq!(describe(&broker, "g", 1).await.members.len(), 2);
+}
+
 // Goal: each way a heartbeat is refused gets Kafka's code: UNKNOWN_MEMBER_ID for an id the
 // group does not know, FENCED_MEMBER_EPOCH for an epoch ahead of the coordinator's,
 // UNSUPPORTED_ASSIGNOR for an assignor the node lacks or one other than the group's,
