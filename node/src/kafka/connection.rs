@@ -7,16 +7,16 @@
 //! [`sequencing`](crate::broker::sequencing)), the next produce starts while the first
 //! waits for its fdatasync, and the produces in flight share the writers' group commits.
 //! Every other request is serial, as Kafka's broker serializes a connection: it starts only
-//! once every request before it is answered (its answer made, though maybe not yet
-//! written), and the request after it only once it is answered, so e.g. an OffsetCommit or
-//! Fetch after a Produce sees that produce done. The rule is [`may_start`]; the loop only
-//! drives it.
+//! once every request before it is answered and its answer written, and the request after
+//! it only once its own answer is written, so e.g. an OffsetCommit or Fetch after a Produce
+//! sees that produce done, and at most one answer that may be large (a Fetch's) is held at
+//! a time. The rule is [`may_start`]; the loop only drives it.
 //!
-//! Answers are written by the loop's own write, one at a time in request order, while the
-//! loop keeps driving the started requests: a client slow to read its answers (or not
-//! reading them for a while) holds back only the writes, so the produces started behind a
-//! write still reach their writers' queues, and requests read meanwhile still start by
-//! [`may_start`].
+//! Answers are written one at a time, in request order, by a write the loop polls beside
+//! the started requests rather than awaits: a client slow to read its answers (or not
+//! reading them for a while) holds back only the writes, so the produces started before or
+//! during a write still reach their writers' queues, and a produce read meanwhile still
+//! starts by [`may_start`].
 //!
 //! Memory: a frame's length is checked against `frame_bytes_max` and reserved from the
 //! listener's bytes-in-flight budget before a byte of it is buffered; at most
@@ -77,15 +77,16 @@ enum Order {
     Serial,
 }
 
-/// Whether the next request, of `order`, may start now, with `started` requests started
-/// and not yet answered, the latest of which is sequenced if `latest_sequenced` (a serial
-/// request counts as sequenced only once answered). Requests start in order, each only
-/// after the one before it is sequenced, so the latest being sequenced means every earlier
-/// one is. How many may be started at once needs no check here: a request holds one of the
-/// reader's `requests_in_flight_per_connection_max` permits from before it is read until
-/// its answer is written, so the started ones and the one asking are already within it.
-fn may_start(order: Order, started: usize, latest_sequenced: bool) -> bool {
-    if started == 0 {
+/// Whether the next request, of `order`, may start now, with `unfinished` requests started
+/// and not yet answered or their answers not yet written, the latest of which is sequenced
+/// if `latest_sequenced` (a serial request counts as sequenced only once answered).
+/// Requests start in order, each only after the one before it is sequenced, so the latest
+/// being sequenced means every earlier one is. How many may be unfinished at once needs no
+/// check here: a request holds one of the reader's `requests_in_flight_per_connection_max`
+/// permits from before it is read until its answer is written, so the unfinished ones and
+/// the one asking are already within it.
+fn may_start(order: Order, unfinished: usize, latest_sequenced: bool) -> bool {
+    if unfinished == 0 {
         return true;
     }
     match order {
@@ -142,7 +143,8 @@ pub(crate) async fn serve_connection<D: Disk, S>(
     let mut stopping = false;
     loop {
         if let Some((next, permit)) = waiting.take() {
-            if !stopping && may_start(next.order(), started.len(), latest.is_none()) {
+            let unfinished = started.len() + answers.len();
+            if !stopping && may_start(next.order(), unfinished, latest.is_none()) {
                 let (hold, sequenced) = sequencing();
                 latest = Some(sequenced);
                 started.push_back(answer(&service, next, permit, hold));
@@ -283,6 +285,11 @@ impl<S: AsyncWrite + Send + 'static> Answers<S> {
         self.writing.is_none() && self.queued.is_empty()
     }
 
+    /// Answers given and not yet written (or dropped), the one being written included.
+    fn len(&self) -> usize {
+        self.queued.len() + usize::from(self.writing.is_some())
+    }
+
     /// Queues the next answer in request order, and starts writing it if nothing is being
     /// written; after a failed write it is dropped, releasing its permit.
     fn push(&mut self, answered: Answered) {
@@ -292,6 +299,7 @@ impl<S: AsyncWrite + Send + 'static> Answers<S> {
         }
     }
 
+    /// Starts writing the first queued answer, unless a write is under way.
     fn write_next(&mut self) {
         if self.writing.is_some() {
             return;

@@ -885,3 +885,68 @@ fn a_produce_behind_a_blocked_write_is_still_appended() {
         connection.serving.await.unwrap();
     });
 }
+
+#[test]
+fn a_request_behind_a_blocked_write_waits_for_it() {
+    // The stream holds 16 bytes each way and the client reads nothing: produce 1's answer
+    // waits for the client. A CreateTopics sent meanwhile is not a produce, so it starts
+    // only once that answer is written (a Fetch's answer, which may be large, is never
+    // held beside others for a client that does not read): its topic does not exist
+    // before the client reads, and does after.
+    runtime().block_on(async {
+        let setup = Setup {
+            stream_bytes: 16,
+            ..Setup::default()
+        };
+        let mut connection = connect_with(KafkaSettings::default(), setup).await;
+        let records = batch(RECORDS_PER_BATCH, &EncodeOptions::default());
+        let disk = connection.disk.clone();
+        let before = disk.used_bytes();
+        connection
+            .client
+            .write_all(&produce_frame(1, TOPIC, records.clone(), 1))
+            .await
+            .unwrap();
+        assert!(runs_until(|| disk.used_bytes() - before >= records.len() as u64).await);
+        settle().await;
+        let mut creatable = create_topics_request::CreatableTopic::default();
+        creatable.name = name("created");
+        creatable.num_partitions = 1;
+        creatable.replication_factor = -1;
+        let mut create = CreateTopicsRequest::default();
+        create.topics = vec![creatable];
+        connection
+            .client
+            .write_all(&prefixed(
+                ApiKey::CreateTopics,
+                7,
+                2,
+                &KafkaRequest::CreateTopics(create),
+            ))
+            .await
+            .unwrap();
+        settle().await;
+        let unknown_topic = 3;
+        assert_eq!(
+            list_offsets(
+                &connection.service,
+                LIST_OFFSETS_VERSION,
+                list_offsets_request("created", 0, LATEST, -1)
+            )
+            .await
+            .0,
+            unknown_topic,
+            "started before the answer ahead of it was written"
+        );
+        assert_eq!(
+            produce_answer(&mut connection.client).await,
+            (1, 0, WARM_UP)
+        );
+        let frame = read_response(&mut connection.client).await.unwrap();
+        let (correlation_id, _) = split_response(ApiKey::CreateTopics, 7, &frame);
+        assert_eq!(correlation_id, 2);
+        assert_eq!(log_end_of(&connection.service, "created", 0).await, 0);
+        let _ = connection.stop.send(true);
+        connection.serving.await.unwrap();
+    });
+}
