@@ -92,8 +92,9 @@ fn frame_lengths_are_checked_before_allocation() {
 #[test]
 fn produces_start_once_sequenced_and_everything_else_alone() {
     // The rule alone: a produce starts behind a sequenced one (the bound on how many are
-    // started is the reader's permits, not this rule); a request that is not a produce starts only on an idle connection, and nothing starts behind
-    // it (it counts as sequenced only once answered).
+    // unfinished is the reader's permits, not this rule); a request that is not a produce
+    // starts only when nothing is unfinished (started, or its answer not yet written), and
+    // nothing starts behind it (it counts as sequenced only once answered).
     assert!(may_start(Order::Pipelined, 0, false));
     assert!(may_start(Order::Serial, 0, false));
     assert!(may_start(Order::Pipelined, 3, true));
