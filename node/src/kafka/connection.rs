@@ -7,20 +7,30 @@
 //! [`sequencing`](crate::broker::sequencing)), the next produce starts while the first
 //! waits for its fdatasync, and the produces in flight share the writers' group commits.
 //! Every other request is serial, as Kafka's broker serializes a connection: it starts only
-//! once every request before it is answered, and the request after it only once it is
-//! answered, so e.g. an OffsetCommit or Fetch after a Produce sees that produce done. The
-//! rule is [`may_start`]; the loop only drives it.
+//! once every request before it is answered and its answer written, and the request after
+//! it only once its own answer is written, so e.g. an OffsetCommit or Fetch after a Produce
+//! sees that produce done, and at most one answer that may be large (a Fetch's) is held at
+//! a time. The rule is [`may_start`]; the loop only drives it.
+//!
+//! Answers are written one at a time, in request order, by a write the loop polls beside
+//! the started requests rather than awaits: a client slow to read its answers (or not
+//! reading them for a while) holds back only the writes, so the produces started before or
+//! during a write still reach their writers' queues, and a produce read meanwhile still
+//! starts by [`may_start`].
 //!
 //! Memory: a frame's length is checked against `frame_bytes_max` and reserved from the
 //! listener's bytes-in-flight budget before a byte of it is buffered; at most
-//! `requests_in_flight_per_connection_max` requests are read and not yet answered
-//! (started or waiting their turn): beyond, the connection is not read until answers go
-//! out. A frame that does not decode ends the reading: requests before it are still
-//! answered, then the connection closes. A response that cannot be written (the client
-//! went away) or encoded ends the answering: the requests already started still run to
-//! their end (a produce is appended or refused whole, never cut off mid-way), their
-//! answers are dropped, and the connection closes.
+//! `requests_in_flight_per_connection_max` requests are read and not yet written back
+//! (started, waiting their turn, or answered and waiting for the write before them):
+//! beyond, the connection is not read until answers go out. A frame that does not decode
+//! ends the reading: requests before it are still answered, then the connection closes. A
+//! response that cannot be written (the client went away) or encoded ends the answering:
+//! the requests already started still run to their end (a produce is appended or refused
+//! whole, never cut off mid-way), their answers are dropped, and the connection closes.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -28,7 +38,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::apis::KafkaRequest;
@@ -67,17 +77,20 @@ enum Order {
     Serial,
 }
 
-/// Whether the next request, of `order`, may start now, with `started` requests started
-/// and not yet answered, the latest of which is sequenced if `latest_sequenced` (a serial
-/// request counts as sequenced only once answered), and at most `started_max` started at
-/// once. Requests start in order, each only after the one before it is sequenced, so the
-/// latest being sequenced means every earlier one is.
-fn may_start(order: Order, started: usize, latest_sequenced: bool, started_max: usize) -> bool {
-    if started == 0 {
+/// Whether the next request, of `order`, may start now, with `unfinished` requests started
+/// and not yet answered or their answers not yet written, the latest of which is sequenced
+/// if `latest_sequenced` (a serial request counts as sequenced only once answered).
+/// Requests start in order, each only after the one before it is sequenced, so the latest
+/// being sequenced means every earlier one is. How many may be unfinished at once needs no
+/// check here: a request holds one of the reader's `requests_in_flight_per_connection_max`
+/// permits from before it is read until its answer is written, so the unfinished ones and
+/// the one asking are already within it.
+fn may_start(order: Order, unfinished: usize, latest_sequenced: bool) -> bool {
+    if unfinished == 0 {
         return true;
     }
     match order {
-        Order::Pipelined => latest_sequenced && started < started_max,
+        Order::Pipelined => latest_sequenced,
         Order::Serial => false,
     }
 }
@@ -87,7 +100,7 @@ fn may_start(order: Order, started: usize, latest_sequenced: bool, started_max: 
 type Read = (Incoming, OwnedSemaphorePermit);
 
 /// A started request's outcome: the response frame to write (`None`: nothing to write, an
-/// acks=0 produce), and the permit to release once it is written.
+/// acks=0 produce), and the permit to release once it is written (or dropped).
 type Answered = (Option<Result<Bytes, EncodeError>>, OwnedSemaphorePermit);
 
 /// Serves one connection (plaintext TCP or TLS over it) until the client closes it, a
@@ -104,7 +117,7 @@ pub(crate) async fn serve_connection<D: Disk, S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (reader, mut writer) = tokio::io::split(stream);
+    let (reader, writer) = tokio::io::split(stream);
     let settings = service.settings();
     let requests_max = settings.requests_in_flight_per_connection_max.max(1);
     let (incoming, mut requests) = mpsc::channel(requests_max);
@@ -124,13 +137,14 @@ pub(crate) async fn serve_connection<D: Disk, S>(
     // Read, waiting for its turn to start.
     let mut waiting: Option<Read> = None;
     let mut reading_open = true;
+    // Answered, waiting to be written, in request order.
+    let mut answers = Answers::new(writer, remote);
     // Shutting down, or the answers cannot go out: start nothing more.
     let mut stopping = false;
-    // Whether answers can still be written (false after a failed write or encode).
-    let mut writable = true;
     loop {
         if let Some((next, permit)) = waiting.take() {
-            if !stopping && may_start(next.order(), started.len(), latest.is_none(), requests_max) {
+            let unfinished = started.len() + answers.len();
+            if !stopping && may_start(next.order(), unfinished, latest.is_none()) {
                 let (hold, sequenced) = sequencing();
                 latest = Some(sequenced);
                 started.push_back(answer(&service, next, permit, hold));
@@ -138,10 +152,12 @@ pub(crate) async fn serve_connection<D: Disk, S>(
                 waiting = Some((next, permit));
             }
         }
-        if started.is_empty() && (stopping || (waiting.is_none() && !reading_open)) {
+        // Nothing started and every answer written.
+        let quiet = started.is_empty() && answers.is_empty();
+        if quiet && (stopping || (waiting.is_none() && !reading_open)) {
             break;
         }
-        if started.is_empty() {
+        if quiet {
             // Idle: no request read since the last one was answered (Kafka's
             // `connections.max.idle.ms`); a client that still wants the connection sends one.
             let next = tokio::select! {
@@ -162,10 +178,13 @@ pub(crate) async fn serve_connection<D: Disk, S>(
             }
             continue;
         }
+        // Not quiet: a request is started or an answer is being written, so at least one of
+        // the two branches below is enabled.
         let event = tokio::select! {
             biased;
             () = stop_requested(&mut shutdown), if !stopping => Event::Stop,
-            Some(answered) = started.next() => Event::Answered(answered),
+            Some(answered) = started.next(), if !started.is_empty() => Event::Answered(answered),
+            written = answers.written(), if !answers.is_empty() => Event::Written(written),
             () = sequenced(&mut latest), if latest.is_some() => Event::Sequenced,
             next = requests.recv(), if waiting.is_none() && reading_open && !stopping => {
                 Event::Read(next)
@@ -173,28 +192,29 @@ pub(crate) async fn serve_connection<D: Disk, S>(
         };
         match event {
             Event::Stop => stopping = true,
-            Event::Answered((frame, permit)) => {
-                if writable && !write_answer(&mut writer, remote, frame).await {
-                    writable = false;
-                    stopping = true;
-                }
-                drop(permit);
-            }
+            Event::Answered(answered) => answers.push(answered),
+            Event::Written(true) => {}
+            Event::Written(false) => stopping = true,
             Event::Sequenced => latest = None,
             Event::Read(Some(next)) => waiting = Some(next),
             Event::Read(None) => reading_open = false,
         }
     }
     reading.abort();
-    let _ = writer.shutdown().await;
+    if let Some(mut writer) = answers.writer.take() {
+        let _ = writer.shutdown().await;
+    }
 }
 
-/// What woke the answering loop while requests are started.
+/// What woke the answering loop while requests are started or answers are being written.
 enum Event {
     /// The node is shutting down.
     Stop,
     /// The earliest started request is answered.
     Answered(Answered),
+    /// The answer being written went out (true), or could not (false: the client went
+    /// away, or it did not encode).
+    Written(bool),
     /// The latest started request is sequenced.
     Sequenced,
     /// The reader's next request; `None` once it stopped reading.
@@ -227,6 +247,95 @@ async fn answer<D: Disk>(
         }
     };
     (frame, permit)
+}
+
+/// A write under way: it gives the writer back, and whether the answer went out.
+type Writing<S> = Pin<Box<dyn Future<Output = (WriteHalf<S>, bool)> + Send>>;
+
+/// The answers ready and not yet written, in request order, and the one write under way.
+/// The write is a future of its own, so the loop keeps driving the started requests while
+/// a client is slow to read. Each answer keeps its permit until written, so there are at
+/// most `requests_in_flight_per_connection_max` of them.
+struct Answers<S> {
+    /// The writer, while no write is under way.
+    writer: Option<WriteHalf<S>>,
+    /// The write under way, if any; it owns the writer meanwhile.
+    writing: Option<Writing<S>>,
+    /// Ready, behind the write under way.
+    queued: VecDeque<Answered>,
+    /// False once a write failed or an answer did not encode: later answers are dropped,
+    /// as no answer may go out in another's place.
+    writable: bool,
+    remote: Option<SocketAddr>,
+}
+
+impl<S: AsyncWrite + Send + 'static> Answers<S> {
+    fn new(writer: WriteHalf<S>, remote: Option<SocketAddr>) -> Self {
+        Self {
+            writer: Some(writer),
+            writing: None,
+            queued: VecDeque::new(),
+            writable: true,
+            remote,
+        }
+    }
+
+    /// Whether every answer given is written (or dropped) and no write is under way.
+    fn is_empty(&self) -> bool {
+        self.writing.is_none() && self.queued.is_empty()
+    }
+
+    /// Answers given and not yet written (or dropped), the one being written included.
+    fn len(&self) -> usize {
+        self.queued.len() + usize::from(self.writing.is_some())
+    }
+
+    /// Queues the next answer in request order, and starts writing it if nothing is being
+    /// written; after a failed write it is dropped, releasing its permit.
+    fn push(&mut self, answered: Answered) {
+        if self.writable {
+            self.queued.push_back(answered);
+            self.write_next();
+        }
+    }
+
+    /// Starts writing the first queued answer, unless a write is under way.
+    fn write_next(&mut self) {
+        if self.writing.is_some() {
+            return;
+        }
+        let Some(mut writer) = self.writer.take() else {
+            return;
+        };
+        let Some((frame, permit)) = self.queued.pop_front() else {
+            self.writer = Some(writer);
+            return;
+        };
+        let remote = self.remote;
+        self.writing = Some(Box::pin(async move {
+            let written = write_answer(&mut writer, remote, frame).await;
+            drop(permit);
+            (writer, written)
+        }));
+    }
+
+    /// Completes when the write under way ends, true if its answer went out, and starts the
+    /// next; never, if none is under way. Cancel-safe: the write stays where it is.
+    async fn written(&mut self) -> bool {
+        let Some(writing) = self.writing.as_mut() else {
+            return std::future::pending().await;
+        };
+        let (writer, written) = writing.await;
+        self.writing = None;
+        self.writer = Some(writer);
+        if written {
+            self.write_next();
+        } else {
+            self.writable = false;
+            self.queued.clear();
+        }
+        written
+    }
 }
 
 /// Writes one answer; false if the connection cannot take more (the write failed, or the

@@ -368,7 +368,8 @@ impl KafkaListener {
         }
         drop(listener);
         drop(tls_listener);
-        // Connections finish the request they are answering, then close.
+        // Connections finish the requests they have started (several produces may be in
+        // flight on one), write their answers, then close.
         let drained = async { while tasks.join_next().await.is_some() {} };
         if crate::clock::timeout(&*broker.clock(), grace, drained)
             .await

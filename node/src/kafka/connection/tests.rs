@@ -2,8 +2,14 @@
 //! held: produces written back to back on one connection are all sequenced before the first
 //! is durable and share its group commits, and are answered in order; a failed produce
 //! answers only itself; other requests stay serial; a client that goes away or a shutdown
-//! never cuts an append short. Time never moves (a manual clock), so only progress can make
-//! a condition hold.
+//! never cuts an append short; a client that does not read its answers holds back only the
+//! writes. Time never moves (a manual clock), so only progress can make a condition hold.
+//!
+//! The one place where a produce's path can be overtaken by a later produce's is the
+//! topic's produce filter: its calls run on tokio's blocking pool (the node's
+//! `PluginExecutor`), so a slow call for one produce lets a later produce's fast call end
+//! first. A filter that spins on a marked record (`SPIN_ON_MARKER`) makes that happen;
+//! the tests then check the order the connection promises, never how long anything took.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,19 +22,26 @@ use ledge_protocol::EncodeOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 
+use kafka_protocol::messages::{CreateTopicsRequest, create_topics_request, produce_request};
+use kafka_protocol::protocol::StrBytes;
+use ledge_protocol::wire::UploadModuleRequest;
+use ledge_protocol::{Record, encode_batch};
+
 use super::{Order, frame_bytes, may_start, serve_connection};
 use crate::broker::{Broker, BrokerConfig};
 use crate::clock::{Clock, ManualClock};
 use crate::kafka::KafkaSettings;
-use crate::kafka::apis::KafkaRequest;
+use crate::kafka::apis::{KafkaRequest, KafkaResponse};
 use crate::kafka::codec::tests::{request_frame, split_response};
 use crate::kafka::dispatch::{KafkaService, ListenerKind};
 use crate::kafka::fetch_sessions::FetchSessionCache;
 use crate::kafka::tests::{
-    batch, create_topic, list_offsets, list_offsets_request, produce, produce_request,
+    ask, batch, create_topic, list_offsets, list_offsets_request, name, produce, produce_request,
 };
 use crate::sim::SimDisk;
 use crate::transport::budget::InFlightBudget;
+use crate::wasm::PluginKind;
+use crate::wasm::runtime::tests::Wat;
 
 const TOPIC: &str = "t";
 const RECORDS_PER_BATCH: usize = 4;
@@ -38,6 +51,34 @@ const LIST_OFFSETS_VERSION: i16 = 6;
 const WARM_UP: i64 = RECORDS_PER_BATCH as i64;
 /// ListOffsets' "latest" timestamp.
 const LATEST: i64 = -1;
+/// A topic whose produce filter is `SLOW_FILTER` (with `Setup::filtered`).
+const FILTERED: &str = "filtered";
+const FILTERED_PARTITIONS: i32 = 2;
+/// The produce filter that spins on marked records.
+const SLOW_FILTER: &str = "slow";
+/// Values starting with this make `SLOW_FILTER` spin; the others pass at once.
+const MARKER: &str = "SLOW";
+/// A filter call's fuel per record in these tests: room for `SPIN_ON_MARKER`'s loop (eight
+/// instructions a turn) in a call over one record.
+const FUEL_PER_RECORD: u64 = 1_000_000_000;
+/// Before a filter call answers (keeping every record): if the input holds `MARKER`'s
+/// four bytes (the little-endian i32 0x574F4C53, "SLOW"), counts down from 100,000,000
+/// once (about 800,000,000 fuel: well within `FUEL_PER_RECORD`, and a long while on the
+/// blocking pool next to an unmarked call).
+const SPIN_ON_MARKER: &str = r#"
+    (local.set $k (local.get $p))
+    (block $scanned (loop $scan
+      (br_if $scanned (i32.gt_u (i32.add (local.get $k) (i32.const 4)) (local.get $out)))
+      (if (i32.eq (i32.load (local.get $k)) (i32.const 0x574F4C53))
+        (then
+          (local.set $k (i32.const 100000000))
+          (block $spun (loop $spin
+            (br_if $spun (i32.eqz (local.get $k)))
+            (local.set $k (i32.sub (local.get $k) (i32.const 1)))
+            (br $spin)))
+          (br $scanned)))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br $scan)))"#;
 
 #[test]
 fn frame_lengths_are_checked_before_allocation() {
@@ -50,16 +91,16 @@ fn frame_lengths_are_checked_before_allocation() {
 
 #[test]
 fn produces_start_once_sequenced_and_everything_else_alone() {
-    // The rule alone: a produce starts behind a sequenced one up to the bound; a request
-    // that is not a produce starts only on an idle connection, and nothing starts behind
-    // it (it counts as sequenced only once answered).
-    assert!(may_start(Order::Pipelined, 0, false, 5));
-    assert!(may_start(Order::Serial, 0, false, 5));
-    assert!(may_start(Order::Pipelined, 3, true, 5));
-    assert!(!may_start(Order::Pipelined, 3, false, 5));
-    assert!(!may_start(Order::Pipelined, 5, true, 5));
-    assert!(!may_start(Order::Serial, 1, true, 5));
-    assert!(!may_start(Order::Serial, 1, false, 5));
+    // The rule alone: a produce starts behind a sequenced one (the bound on how many are
+    // unfinished is the reader's permits, not this rule); a request that is not a produce
+    // starts only when nothing is unfinished (started, or its answer not yet written), and
+    // nothing starts behind it (it counts as sequenced only once answered).
+    assert!(may_start(Order::Pipelined, 0, false));
+    assert!(may_start(Order::Serial, 0, false));
+    assert!(may_start(Order::Pipelined, 3, true));
+    assert!(!may_start(Order::Pipelined, 3, false));
+    assert!(!may_start(Order::Serial, 1, true));
+    assert!(!may_start(Order::Serial, 1, false));
 }
 
 /// One connection served over an in-memory stream, with the disk and service behind it.
@@ -71,17 +112,60 @@ struct Connection {
     serving: tokio::task::JoinHandle<()>,
 }
 
+/// What a test's connection is served with beyond the defaults.
+struct Setup {
+    /// Bytes the in-memory stream buffers each way; a client that does not read blocks the
+    /// node's writes beyond them.
+    stream_bytes: usize,
+    /// Whether `FILTERED` exists, with `SLOW_FILTER` as its produce filter.
+    filtered: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            stream_bytes: 1 << 20,
+            filtered: false,
+        }
+    }
+}
+
 async fn connect(settings: KafkaSettings) -> Connection {
+    connect_with(settings, Setup::default()).await
+}
+
+async fn connect_with(settings: KafkaSettings, setup: Setup) -> Connection {
     let disk = SimDisk::new(5);
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_000_000));
-    let broker = Broker::open(
-        disk.clone(),
-        Path::new("/data"),
-        BrokerConfig::default(),
-        Arc::clone(&clock),
-    )
-    .await
-    .unwrap();
+    let mut config = BrokerConfig::default();
+    // The filter's calls run on tokio's blocking pool, as on the node (the default).
+    assert_eq!(
+        config.plugin_executor,
+        crate::wasm::PluginExecutor::BlockingPool
+    );
+    // Room for the marked record's spin: a call's share of this is per record.
+    config.wasm.fuel_per_batch = FUEL_PER_RECORD * config.wasm.batch_records_max as u64;
+    let broker = Broker::open(disk.clone(), Path::new("/data"), config, Arc::clone(&clock))
+        .await
+        .unwrap();
+    if setup.filtered {
+        broker
+            .plugins()
+            .upload_module(UploadModuleRequest {
+                name: SLOW_FILTER.to_owned(),
+                kind: PluginKind::Filter,
+                module: Bytes::from(
+                    Wat {
+                        before: SPIN_ON_MARKER,
+                        ..Wat::default()
+                    }
+                    .module(),
+                ),
+                params: vec![],
+            })
+            .await
+            .unwrap();
+    }
     let service = Arc::new(KafkaService::new(
         Arc::new(broker),
         Arc::new(std::sync::Mutex::new(FetchSessionCache::new(
@@ -99,11 +183,23 @@ async fn connect(settings: KafkaSettings) -> Connection {
     let answer = produce(
         &service,
         PRODUCE_VERSION,
-        produce_request(TOPIC, 0, warm_up, -1),
+        produce_request(TOPIC, 0, warm_up.clone(), -1),
     )
     .await;
     assert_eq!(answer, (0, 0));
-    let (client, server) = tokio::io::duplex(1 << 20);
+    if setup.filtered {
+        create_filtered_topic(&service).await;
+        for partition in 0..FILTERED_PARTITIONS {
+            let answer = produce(
+                &service,
+                PRODUCE_VERSION,
+                produce_request(FILTERED, partition, warm_up.clone(), -1),
+            )
+            .await;
+            assert_eq!(answer, (0, 0));
+        }
+    }
+    let (client, server) = tokio::io::duplex(setup.stream_bytes);
     let (stop, stopped) = watch::channel(false);
     let budget = InFlightBudget::new(64 << 20, 16 << 20).connection();
     let serving = tokio::spawn(serve_connection(
@@ -121,6 +217,26 @@ async fn connect(settings: KafkaSettings) -> Connection {
         stop,
         serving,
     }
+}
+
+/// Creates `FILTERED` with `SLOW_FILTER` as its produce filter, as a Kafka client would.
+async fn create_filtered_topic(service: &KafkaService<SimDisk>) {
+    let mut filter = create_topics_request::CreatableTopicConfig::default();
+    filter.name = StrBytes::from_static_str("produce.filter.module");
+    filter.value = Some(StrBytes::from_static_str(SLOW_FILTER));
+    let mut topic = create_topics_request::CreatableTopic::default();
+    topic.name = name(FILTERED);
+    topic.num_partitions = FILTERED_PARTITIONS;
+    topic.replication_factor = -1;
+    topic.configs = vec![filter];
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    let Some(KafkaResponse::CreateTopics(response)) =
+        ask(service, 7, KafkaRequest::CreateTopics(request)).await
+    else {
+        panic!("no CreateTopics answer");
+    };
+    assert_eq!(response.topics[0].error_code, 0, "{response:?}");
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -146,6 +262,84 @@ fn produce_frame(correlation_id: i32, topic: &str, records: Bytes, acks: i16) ->
         correlation_id,
         &produce_request(topic, 0, records, acks),
     )
+}
+
+/// A produce of `batches` ((partition, records)) to `topic`, framed.
+fn produce_frame_to(
+    correlation_id: i32,
+    topic: &str,
+    batches: &[(i32, Bytes)],
+    acks: i16,
+) -> Bytes {
+    let mut request = kafka_protocol::messages::ProduceRequest::default();
+    request.acks = acks;
+    request.timeout_ms = 30_000;
+    let mut topic_data = produce_request::TopicProduceData::default();
+    topic_data.name = name(topic);
+    for (partition, records) in batches {
+        let mut data = produce_request::PartitionProduceData::default();
+        data.index = *partition;
+        data.records = Some(records.clone());
+        topic_data.partition_data.push(data);
+    }
+    request.topic_data = vec![topic_data];
+    prefixed(
+        ApiKey::Produce,
+        PRODUCE_VERSION,
+        correlation_id,
+        &KafkaRequest::Produce(request),
+    )
+}
+
+/// A batch of `RECORDS_PER_BATCH` records whose values start with `MARKER` if `marked`.
+fn filtered_batch(marked: bool, options: &EncodeOptions) -> Bytes {
+    let prefix = if marked { MARKER } else { "fast" };
+    let records: Vec<Record> = (0..RECORDS_PER_BATCH)
+        .map(|number| Record {
+            timestamp: 1_000 + number as i64,
+            key: Some(Bytes::from(format!("key-{number}"))),
+            value: Some(Bytes::from(format!("{prefix}-{number}"))),
+            headers: Vec::new(),
+        })
+        .collect();
+    encode_batch(&records, options).unwrap()
+}
+
+/// (correlation id, [(partition, error code, base offset)]) of the next response, a produce
+/// to one topic.
+async fn produce_answers(client: &mut DuplexStream) -> (i32, Vec<(i32, i16, i64)>) {
+    let frame = read_response(client).await.expect("a produce answer");
+    let (correlation_id, mut body) = split_response(ApiKey::Produce, PRODUCE_VERSION, &frame);
+    let response = ProduceResponse::decode(&mut body, PRODUCE_VERSION).unwrap();
+    let partitions = response.responses[0]
+        .partition_responses
+        .iter()
+        .map(|partition| (partition.index, partition.error_code, partition.base_offset))
+        .collect();
+    (correlation_id, partitions)
+}
+
+/// A new idempotent producer's (id, epoch), from InitProducerId.
+async fn init_producer(service: &KafkaService<SimDisk>) -> (i64, i16) {
+    let mut init = kafka_protocol::messages::InitProducerIdRequest::default();
+    init.transactional_id = None;
+    let Some(KafkaResponse::InitProducerId(init)) =
+        ask(service, 4, KafkaRequest::InitProducerId(init)).await
+    else {
+        panic!("no InitProducerId answer");
+    };
+    assert_eq!(init.error_code, 0);
+    (init.producer_id.0, init.producer_epoch)
+}
+
+/// Options for the idempotent producer's batch starting at `sequence`.
+fn idempotent((producer_id, producer_epoch): (i64, i16), sequence: usize) -> EncodeOptions {
+    EncodeOptions {
+        producer_id,
+        producer_epoch,
+        base_sequence: i32::try_from(sequence).unwrap(),
+        ..EncodeOptions::default()
+    }
 }
 
 /// Reads one response frame, length prefix included; `None` at the end of the stream.
@@ -192,10 +386,15 @@ fn nothing_answered(client: &mut DuplexStream) -> bool {
 
 /// The latest offset of the topic's partition 0, asked of the service directly.
 async fn log_end(service: &KafkaService<SimDisk>) -> i64 {
+    log_end_of(service, TOPIC, 0).await
+}
+
+/// The latest offset of `topic`'s `partition`, asked of the service directly.
+async fn log_end_of(service: &KafkaService<SimDisk>, topic: &str, partition: i32) -> i64 {
     let (code, offset, _) = list_offsets(
         service,
         LIST_OFFSETS_VERSION,
-        list_offsets_request(TOPIC, 0, LATEST, -1),
+        list_offsets_request(topic, partition, LATEST, -1),
     )
     .await;
     assert_eq!(code, 0);
@@ -313,24 +512,11 @@ fn idempotent_produces_in_flight_keep_their_sequence_order() {
     // consecutive offsets, the retry its original offset, the gap OUT_OF_ORDER_SEQUENCE.
     runtime().block_on(async {
         let mut connection = connect(KafkaSettings::default()).await;
-        let mut init = kafka_protocol::messages::InitProducerIdRequest::default();
-        init.transactional_id = None;
-        let Some(crate::kafka::apis::KafkaResponse::InitProducerId(init)) =
-            crate::kafka::tests::ask(&connection.service, 4, KafkaRequest::InitProducerId(init))
-                .await
-        else {
-            panic!("no InitProducerId answer");
-        };
-        assert_eq!(init.error_code, 0);
+        let producer = init_producer(&connection.service).await;
         let sequenced = |sequence: usize| {
             batch(
                 RECORDS_PER_BATCH,
-                &EncodeOptions {
-                    producer_id: init.producer_id.0,
-                    producer_epoch: init.producer_epoch,
-                    base_sequence: i32::try_from(sequence * RECORDS_PER_BATCH).unwrap(),
-                    ..EncodeOptions::default()
-                },
+                &idempotent(producer, sequence * RECORDS_PER_BATCH),
             )
         };
         connection.disk.hold_syncs();
@@ -375,6 +561,80 @@ fn idempotent_produces_in_flight_keep_their_sequence_order() {
         assert_eq!(
             log_end(&connection.service).await,
             WARM_UP + 5 * batch_offsets
+        );
+        let _ = connection.stop.send(true);
+        connection.serving.await.unwrap();
+    });
+}
+
+#[test]
+fn a_produce_behind_a_slow_filter_call_keeps_its_sequence_order() {
+    // An idempotent producer's produce A (sequence 0) whose filter call spins, and right
+    // behind it on the connection produce B (the next sequence) whose call is quick: B
+    // starts only once A is queued in the partition's writer, so both are appended, in
+    // order. Were B started before A is sequenced, its quick call would reach the writer
+    // first, out of sequence.
+    runtime().block_on(async {
+        let setup = Setup {
+            filtered: true,
+            ..Setup::default()
+        };
+        let mut connection = connect_with(KafkaSettings::default(), setup).await;
+        let producer = init_producer(&connection.service).await;
+        let slow = filtered_batch(true, &idempotent(producer, 0));
+        let fast = filtered_batch(false, &idempotent(producer, RECORDS_PER_BATCH));
+        let mut frames = BytesMut::new();
+        frames.put_slice(&produce_frame_to(1, FILTERED, &[(0, slow)], -1));
+        frames.put_slice(&produce_frame_to(2, FILTERED, &[(0, fast)], -1));
+        connection.client.write_all(&frames).await.unwrap();
+        assert_eq!(
+            produce_answers(&mut connection.client).await,
+            (1, vec![(0, 0, WARM_UP)])
+        );
+        assert_eq!(
+            produce_answers(&mut connection.client).await,
+            (2, vec![(0, 0, WARM_UP + RECORDS_PER_BATCH as i64)])
+        );
+        assert_eq!(
+            log_end_of(&connection.service, FILTERED, 0).await,
+            WARM_UP + 2 * RECORDS_PER_BATCH as i64
+        );
+        let _ = connection.stop.send(true);
+        connection.serving.await.unwrap();
+    });
+}
+
+#[test]
+fn a_produce_is_sequenced_only_once_every_partition_is() {
+    // Produce A to partitions 0 (a slow filter call) and 1 (a quick one), then B to
+    // partition 0 with the producer's next sequence there: B waits for A's partition 0,
+    // not just for its first partition to be queued, so both keep their sequence order.
+    runtime().block_on(async {
+        let setup = Setup {
+            filtered: true,
+            ..Setup::default()
+        };
+        let mut connection = connect_with(KafkaSettings::default(), setup).await;
+        let producer = init_producer(&connection.service).await;
+        let a = [
+            (0, filtered_batch(true, &idempotent(producer, 0))),
+            (1, filtered_batch(false, &idempotent(producer, 0))),
+        ];
+        let b = [(
+            0,
+            filtered_batch(false, &idempotent(producer, RECORDS_PER_BATCH)),
+        )];
+        let mut frames = BytesMut::new();
+        frames.put_slice(&produce_frame_to(1, FILTERED, &a, -1));
+        frames.put_slice(&produce_frame_to(2, FILTERED, &b, -1));
+        connection.client.write_all(&frames).await.unwrap();
+        assert_eq!(
+            produce_answers(&mut connection.client).await,
+            (1, vec![(0, 0, WARM_UP), (1, 0, WARM_UP)])
+        );
+        assert_eq!(
+            produce_answers(&mut connection.client).await,
+            (2, vec![(0, 0, WARM_UP + RECORDS_PER_BATCH as i64)])
         );
         let _ = connection.stop.send(true);
         connection.serving.await.unwrap();
@@ -464,6 +724,48 @@ fn produces_in_flight_are_appended_when_the_client_goes_away() {
 }
 
 #[test]
+fn a_produce_still_filtering_when_the_client_goes_away_is_appended() {
+    // Produce 1 (no filter) waits for a held sync; produce 2, started behind it, is still
+    // in its slow filter call, short of its writer, when the client hangs up. Released,
+    // produce 1's answer cannot be written; produce 2 still runs to its end and its
+    // records land, then the connection closes.
+    runtime().block_on(async {
+        let setup = Setup {
+            filtered: true,
+            ..Setup::default()
+        };
+        let Connection {
+            disk,
+            service,
+            mut client,
+            serving,
+            stop: _stop,
+        } = connect_with(KafkaSettings::default(), setup).await;
+        let records = batch(RECORDS_PER_BATCH, &EncodeOptions::default());
+        let slow = filtered_batch(true, &EncodeOptions::default());
+        disk.hold_syncs();
+        let mut frames = BytesMut::new();
+        frames.put_slice(&produce_frame(1, TOPIC, records.clone(), -1));
+        frames.put_slice(&produce_frame_to(2, FILTERED, &[(0, slow)], -1));
+        client.write_all(&frames).await.unwrap();
+        let before = disk.used_bytes();
+        assert!(runs_until(|| disk.used_bytes() - before >= records.len() as u64).await);
+        drop(client);
+        // Produce 2 starts (produce 1 is sequenced) and its filter call begins.
+        settle().await;
+        assert!(!serving.is_finished(), "held until durable");
+        disk.release_syncs();
+        serving.await.unwrap();
+        assert_eq!(log_end(&service).await, WARM_UP + RECORDS_PER_BATCH as i64);
+        assert_eq!(
+            log_end_of(&service, FILTERED, 0).await,
+            WARM_UP + RECORDS_PER_BATCH as i64,
+            "the started produce ran to its end"
+        );
+    });
+}
+
+#[test]
 fn shutdown_answers_the_produces_in_flight_first() {
     // A shutdown while three pipelined produces wait for a held sync: the three are
     // answered, in order, before the connection closes.
@@ -534,6 +836,117 @@ fn requests_in_flight_are_bounded_per_connection() {
                 )
             );
         }
+        let _ = connection.stop.send(true);
+        connection.serving.await.unwrap();
+    });
+}
+
+#[test]
+fn a_produce_behind_a_blocked_write_is_still_appended() {
+    // The stream holds 16 bytes each way and the client reads nothing: produce 1's answer
+    // does not fit, so its write waits for the client. Produce 2, sent meanwhile, is still
+    // read, started and appended before the client reads a byte; then both answers come,
+    // in order.
+    runtime().block_on(async {
+        let setup = Setup {
+            stream_bytes: 16,
+            ..Setup::default()
+        };
+        let mut connection = connect_with(KafkaSettings::default(), setup).await;
+        let records = batch(RECORDS_PER_BATCH, &EncodeOptions::default());
+        let disk = connection.disk.clone();
+        let before = disk.used_bytes();
+        let batch_bytes = records.len() as u64;
+        connection
+            .client
+            .write_all(&produce_frame(1, TOPIC, records.clone(), 1))
+            .await
+            .unwrap();
+        assert!(runs_until(|| disk.used_bytes() - before >= batch_bytes).await);
+        // Produce 1 is answered and its write fills the stream.
+        settle().await;
+        connection
+            .client
+            .write_all(&produce_frame(2, TOPIC, records.clone(), 1))
+            .await
+            .unwrap();
+        assert!(
+            runs_until(|| disk.used_bytes() - before >= 2 * batch_bytes).await,
+            "a produce read while an answer's write is blocked is appended"
+        );
+        assert_eq!(
+            produce_answer(&mut connection.client).await,
+            (1, 0, WARM_UP)
+        );
+        assert_eq!(
+            produce_answer(&mut connection.client).await,
+            (2, 0, WARM_UP + RECORDS_PER_BATCH as i64)
+        );
+        let _ = connection.stop.send(true);
+        connection.serving.await.unwrap();
+    });
+}
+
+#[test]
+fn a_request_behind_a_blocked_write_waits_for_it() {
+    // The stream holds 16 bytes each way and the client reads nothing: produce 1's answer
+    // waits for the client. A CreateTopics sent meanwhile is not a produce, so it starts
+    // only once that answer is written (a Fetch's answer, which may be large, is never
+    // held beside others for a client that does not read): its topic does not exist
+    // before the client reads, and does after.
+    runtime().block_on(async {
+        let setup = Setup {
+            stream_bytes: 16,
+            ..Setup::default()
+        };
+        let mut connection = connect_with(KafkaSettings::default(), setup).await;
+        let records = batch(RECORDS_PER_BATCH, &EncodeOptions::default());
+        let disk = connection.disk.clone();
+        let before = disk.used_bytes();
+        connection
+            .client
+            .write_all(&produce_frame(1, TOPIC, records.clone(), 1))
+            .await
+            .unwrap();
+        assert!(runs_until(|| disk.used_bytes() - before >= records.len() as u64).await);
+        settle().await;
+        let mut creatable = create_topics_request::CreatableTopic::default();
+        creatable.name = name("created");
+        creatable.num_partitions = 1;
+        creatable.replication_factor = -1;
+        let mut create = CreateTopicsRequest::default();
+        create.topics = vec![creatable];
+        connection
+            .client
+            .write_all(&prefixed(
+                ApiKey::CreateTopics,
+                7,
+                2,
+                &KafkaRequest::CreateTopics(create),
+            ))
+            .await
+            .unwrap();
+        settle().await;
+        let unknown_topic = 3;
+        assert_eq!(
+            list_offsets(
+                &connection.service,
+                LIST_OFFSETS_VERSION,
+                list_offsets_request("created", 0, LATEST, -1)
+            )
+            .await
+            .0,
+            unknown_topic,
+            "started before the answer ahead of it was written"
+        );
+        assert_eq!(
+            produce_answer(&mut connection.client).await,
+            (1, 0, WARM_UP)
+        );
+        let frame = read_response(&mut connection.client).await.unwrap();
+        let (correlation_id, _) = split_response(ApiKey::CreateTopics, 7, &frame);
+        assert_eq!(correlation_id, 2);
+        assert_eq!(log_end_of(&connection.service, "created", 0).await, 0);
         let _ = connection.stop.send(true);
         connection.serving.await.unwrap();
     });
