@@ -10,13 +10,13 @@
 //! once every request before it is answered and its answer written, and the request after
 //! it only once its own answer is written, so e.g. an OffsetCommit or Fetch after a Produce
 //! sees that produce done, and at most one answer that may be large (a Fetch's) is held at
-//! a time. The rule is [`may_start`]; the loop only drives it.
+//! a time. The rule is `may_start`; the loop only drives it.
 //!
 //! Answers are written one at a time, in request order, by a write the loop polls beside
 //! the started requests rather than awaits: a client slow to read its answers (or not
 //! reading them for a while) holds back only the writes, so the produces started before or
 //! during a write still reach their writers' queues, and a produce read meanwhile still
-//! starts by [`may_start`].
+//! starts by `may_start`.
 //!
 //! Memory: a frame's length is checked against `frame_bytes_max` and reserved from the
 //! listener's bytes-in-flight budget before a byte of it is buffered; at most
