@@ -457,9 +457,14 @@ fn pipelined_produces_share_a_sync_and_are_answered_in_order() {
 fn a_failed_produce_answers_only_itself_in_its_place() {
     // Good produces around one to an unknown topic, one with a corrupt batch and one with
     // acks=0, all pipelined behind a held sync: each failure gets its own error in its
-    // place, acks=0 gets no answer, the good ones their offsets in order.
+    // place, acks=0 gets no answer, the good ones their offsets in order. Six requests in
+    // flight, one more than the default window.
     runtime().block_on(async {
-        let mut connection = connect(KafkaSettings::default()).await;
+        let mut connection = connect(KafkaSettings {
+            requests_in_flight_per_connection_max: 6,
+            ..KafkaSettings::default()
+        })
+        .await;
         let records = batch(RECORDS_PER_BATCH, &EncodeOptions::default());
         let mut corrupt = BytesMut::from(&records[..]);
         let last = corrupt.len() - 1;
