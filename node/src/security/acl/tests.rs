@@ -923,7 +923,7 @@ fn cli_names_parse_and_print() {
             name: "Reed".into()
         })
     );
-    assert_eq!("Any".parse::<AclOperation>().is_err(), true);
+    assert!("Any".parse::<AclOperation>().is_err());
     for kind in ResourceType::ALL {
         assert_eq!(kind.to_string().parse(), Ok(kind));
     }
@@ -987,10 +987,19 @@ fn topic(name: &str, pattern: PatternType) -> AclBinding {
     acl(Topic, name, pattern, "User:u", "*", Read, Allow)
 }
 
+/// A filter's resource type, name and pattern type, a binding, and whether they match.
+type FilterCase = (
+    Option<ResourceType>,
+    Option<&'static str>,
+    PatternTypeFilter,
+    AclBinding,
+    bool,
+);
+
 #[test]
 fn resource_pattern_filter_matching() {
     use PatternTypeFilter as F;
-    let cases: &[(Option<ResourceType>, Option<&str>, F, AclBinding, bool)] = &[
+    let cases: &[FilterCase] = &[
         (
             Some(Topic),
             Some("Name"),
@@ -1230,17 +1239,29 @@ fn list_and_remove_matching() {
 
 // --- Property: the index agrees with a scan of every binding ---------------------------
 
+/// One authorize call's arguments.
+struct Request<'a> {
+    principal: &'a str,
+    host: IpAddr,
+    operation: AclOperation,
+    kind: ResourceType,
+    name: &'a str,
+}
+
 /// Kafka's rules written as plainly as possible, over every binding.
 fn naive(
     acls: &[AclBinding],
     super_users: &[String],
     allow_everyone: bool,
-    principal: &str,
-    host: IpAddr,
-    operation: AclOperation,
-    kind: ResourceType,
-    name: &str,
+    request: &Request<'_>,
 ) -> Outcome {
+    let Request {
+        principal,
+        host,
+        operation,
+        kind,
+        name,
+    } = *request;
     if super_users.iter().any(|s| s == principal) {
         return A;
     }
@@ -1344,9 +1365,8 @@ proptest! {
         for (principal, host, operation, kind, name) in requests {
             let host = IpAddr::from(host);
             let decision = authorizer.authorize(principal, host, operation, kind, &name);
-            let expected = naive(
-                &model, &super_users, allow_everyone, principal, host, operation, kind, &name,
-            );
+            let request = Request { principal, host, operation, kind, name: &name };
+            let expected = naive(&model, &super_users, allow_everyone, &request);
             prop_assert_eq!(decision.outcome, expected, "{} {} {} {:?}", principal, operation, kind, name);
             // The binding named applies to the request and has the decision's permission.
             if let Some(binding) = decision.binding() {
