@@ -1405,3 +1405,99 @@ proptest! {
         prop_assert_eq!(listed, expected);
     }
 }
+
+#[test]
+fn removing_one_prefix_keeps_others_of_the_same_length() {
+    let ab = acl(Topic, "ab", Prefixed, "User:u", "*", Read, Allow);
+    let cd = acl(Topic, "cd", Prefixed, "User:u", "*", Read, Allow);
+    let mut authorizer = authorizer(&[ab.clone(), cd.clone()]);
+    assert!(authorizer.remove(&ab));
+    assert!(
+        authorizer
+            .authorize("User:u", LOCAL, Read, Topic, "cdx")
+            .is_allowed()
+    );
+    assert_eq!(
+        authorizer
+            .authorize("User:u", LOCAL, Read, Topic, "abx")
+            .rule,
+        DecisionRule::NoAclForResource
+    );
+    // Two bindings on one prefix: removing one keeps the prefix.
+    let cd_write = acl(Topic, "cd", Prefixed, "User:u", "*", Write, Allow);
+    assert!(authorizer.add(cd_write.clone()).unwrap());
+    assert!(authorizer.remove(&cd));
+    assert!(
+        authorizer
+            .authorize("User:u", LOCAL, Write, Topic, "cdx")
+            .is_allowed()
+    );
+}
+
+#[test]
+fn ledge_resource_types_are_their_own_resources() {
+    let authorizer = authorizer(&[
+        acl(
+            ResourceType::Module,
+            "geo",
+            Prefixed,
+            "User:dev",
+            "*",
+            Alter,
+            Allow,
+        ),
+        acl(
+            ResourceType::Transform,
+            "*",
+            Literal,
+            "User:ops",
+            "*",
+            Describe,
+            Allow,
+        ),
+        acl(
+            Cluster,
+            CLUSTER_NAME,
+            Literal,
+            "User:admin",
+            "*",
+            Alter,
+            Allow,
+        ),
+    ]);
+    assert!(
+        authorizer
+            .authorize("User:dev", LOCAL, Alter, ResourceType::Module, "geo-v2")
+            .is_allowed()
+    );
+    assert!(
+        !authorizer
+            .authorize("User:dev", LOCAL, Alter, Topic, "geo-v2")
+            .is_allowed()
+    );
+    assert!(
+        !authorizer
+            .authorize("User:dev", LOCAL, Alter, ResourceType::Transform, "geo")
+            .is_allowed()
+    );
+    assert!(
+        authorizer
+            .authorize("User:ops", LOCAL, Describe, ResourceType::Transform, "t")
+            .is_allowed()
+    );
+    assert!(
+        authorizer
+            .authorize("User:admin", LOCAL, Alter, Cluster, CLUSTER_NAME)
+            .is_allowed()
+    );
+    assert!(
+        authorizer
+            .authorize("User:admin", LOCAL, Describe, Cluster, CLUSTER_NAME)
+            .is_allowed()
+    );
+    assert!(
+        !authorizer
+            .authorize("User:admin", LOCAL, Alter, ResourceType::Module, "m")
+            .is_allowed()
+    );
+}
