@@ -1,0 +1,3 @@
+//! Security building blocks of issue 15: pure parts (no IO) the listeners use once wired.
+
+pub mod acl;
