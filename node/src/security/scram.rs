@@ -173,20 +173,14 @@ impl ScramMechanism {
     }
 
     fn check_iterations(self, iterations: u32) -> Result<NonZeroU32, CredentialError> {
-        if !(self.iterations_min()..=self.iterations_max()).contains(&iterations) {
-            return Err(CredentialError::IterationsOutOfRange {
+        NonZeroU32::new(iterations)
+            .filter(|_| (self.iterations_min()..=self.iterations_max()).contains(&iterations))
+            .ok_or_else(|| CredentialError::IterationsOutOfRange {
                 mechanism: self.name(),
                 iterations,
                 min: self.iterations_min(),
                 max: self.iterations_max(),
-            });
-        }
-        NonZeroU32::new(iterations).ok_or(CredentialError::IterationsOutOfRange {
-            mechanism: self.name(),
-            iterations,
-            min: self.iterations_min(),
-            max: self.iterations_max(),
-        })
+            })
     }
 }
 
