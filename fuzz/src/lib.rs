@@ -1,6 +1,6 @@
 //! Coverage-guided fuzz targets for the decoders that read bytes Ledge does not control: Kafka
-//! request frames, record batches, native protocol frames, the Kafka consumer protocol, and the
-//! files a node reads when it starts.
+//! request frames, record batches, native protocol frames, the Kafka consumer protocol, the
+//! files a node reads when it starts, and SASL (SCRAM, PLAIN) messages.
 //!
 //! Each target is a function `run(&[u8])` in its module that feeds the bytes to the real
 //! decoder and checks an oracle when it accepts them (a re-encode that decodes to the same
@@ -22,6 +22,8 @@ pub mod consumer_protocol;
 pub mod kafka_request;
 pub mod native_frame;
 pub mod record_batch;
+#[cfg(feature = "node")]
+pub mod sasl;
 pub mod seeds;
 #[cfg(feature = "node")]
 pub mod storage_files;
@@ -67,6 +69,12 @@ pub const TARGETS: &[Target] = &[
         name: "storage_files",
         run: storage_files::run,
         seeds: seeds::storage_files,
+    },
+    #[cfg(feature = "node")]
+    Target {
+        name: "sasl",
+        run: sasl::run,
+        seeds: seeds::sasl,
     },
 ];
 

@@ -108,6 +108,7 @@ fn seeds_are_accepted_and_replay() {
                         || ledge_node::groups::consumer_protocol::decode_assignment(seed).is_ok()
                 }
                 "storage_files" => storage_file_accepted(seed),
+                "sasl" => crate::sasl::accepted(seed),
                 other => panic!("add {other} to seeds_are_accepted_and_replay"),
             };
             assert!(

@@ -17,7 +17,7 @@ use ledge_protocol::{
 #[cfg(feature = "node")]
 mod node;
 #[cfg(feature = "node")]
-pub use node::{consumer_protocol, kafka_frame, kafka_requests, storage_files};
+pub use node::{consumer_protocol, kafka_frame, kafka_requests, sasl, storage_files};
 
 const CODECS: [Compression; 5] = Compression::ALL;
 

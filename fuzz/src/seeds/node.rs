@@ -230,3 +230,46 @@ pub fn storage_files() -> Vec<Vec<u8>> {
     files.push([&[7u8][..], &segment].concat());
     files
 }
+
+/// SASL messages for the `sasl` target, for both SCRAM mechanisms: client-first in the shapes
+/// clients send (gs2 flags `n` and `y`, an authzid, escaped names, extensions), client-final
+/// answering `sasl::CLIENT_FIRST` (well formed, wrong proof), and PLAIN messages.
+pub fn sasl() -> Vec<Vec<u8>> {
+    use ledge_node::security::scram::ScramMechanism;
+
+    let with = |selector: u8, message: &[u8]| [&[selector][..], message].concat();
+    let mut seeds = Vec::new();
+    for (index, mechanism) in ScramMechanism::ALL.into_iter().enumerate() {
+        let base = 3 * index as u8;
+        for first in [
+            &b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"[..],
+            b"y,,n=user,r=abc",
+            b"n,a=a=2Cb=3D,n=a=2Cb=3D,r=abc",
+            b"n,,n=alice,r=x,tokenauth=false,foo=bar",
+        ] {
+            seeds.push(with(base, first));
+        }
+        let server_first = crate::sasl::server_first(mechanism);
+        let nonce = server_first
+            .split(|&b| b == b',')
+            .next()
+            .and_then(|r| r.strip_prefix(b"r="))
+            .unwrap()
+            .to_vec();
+        // Base64 of an all-zero proof of the digest's length.
+        let zeros = match mechanism {
+            ScramMechanism::Sha256 => format!("{}=", "A".repeat(43)),
+            ScramMechanism::Sha512 => format!("{}==", "A".repeat(86)),
+        };
+        let nonce = String::from_utf8(nonce).unwrap();
+        for last in [
+            format!("c=biws,r={nonce},p={zeros}"),
+            format!("c=biws,r={nonce},ext=value,p={zeros}"),
+        ] {
+            seeds.push(with(base + 1, last.as_bytes()));
+        }
+        seeds.push(with(base + 2, b"\0user\0pencil"));
+        seeds.push(with(base + 2, "user\0user\0p\u{e9}ncil".as_bytes()));
+    }
+    seeds
+}

@@ -1,3 +1,4 @@
 //! Security building blocks of issue 15: pure parts (no IO) the listeners use once wired.
 
 pub mod acl;
+pub mod scram;
