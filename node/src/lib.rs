@@ -26,6 +26,7 @@ pub mod controller;
 pub mod groups;
 pub mod kafka;
 pub mod replication;
+pub mod security;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;
