@@ -311,9 +311,7 @@ const JAVA_END: &str = r"(?:\z|[\x{85}\x{2028}\x{2029}]\z)";
 /// `(DEFAULT)|RULE:((\\.|[^\\/])*)/((\\.|[^\\/])*)/([LU]?).*?|(.*?)`.
 fn rule_pattern() -> String {
     let dot = JAVA_DOT;
-    format!(
-        r"(DEFAULT)|RULE:((\\{dot}|[^\\/])*)/((\\{dot}|[^\\/])*)/([LU]?){dot}*?|({dot}*?)"
-    )
+    format!(r"(DEFAULT)|RULE:((\\{dot}|[^\\/])*)/((\\{dot}|[^\\/])*)/([LU]?){dot}*?|({dot}*?)")
 }
 
 /// Kafka's `RULE_SPLITTER`: `\s*(RULE_PATTERN)\s*(,\s*|$)`.
@@ -327,8 +325,7 @@ static RULE_SPLITTER: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Kafka's `RULE_PARSER` used with `lookingAt`: anchored at the start only.
 static RULE_PARSER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(r"\A(?:{})", rule_pattern()))
-        .expect("Kafka's rule parser is a valid regex")
+    Regex::new(&format!(r"\A(?:{})", rule_pattern())).expect("Kafka's rule parser is a valid regex")
 });
 
 impl Default for PrincipalMappingRules {
@@ -475,7 +472,10 @@ fn split_rules(rules: &str) -> Vec<&str> {
 }
 
 /// Kafka's `parseRules` for one entry: `None` for an empty entry.
-fn parse_rule(rule: &str, limits: &PrincipalMappingLimits) -> Result<Option<Rule>, RulesParseError> {
+fn parse_rule(
+    rule: &str,
+    limits: &PrincipalMappingLimits,
+) -> Result<Option<Rule>, RulesParseError> {
     let Some(captures) = RULE_PARSER.captures(rule) else {
         // Unreachable: the last alternative matches the empty string. Kept as Kafka's
         // "Invalid rule" rather than a panic.
@@ -497,7 +497,9 @@ fn parse_rule(rule: &str, limits: &PrincipalMappingLimits) -> Result<Option<Rule
     let Some(pattern) = captures.get(2) else {
         return Ok(None);
     };
-    let replacement = captures.get(4).map_or("", |replacement| replacement.as_str());
+    let replacement = captures
+        .get(4)
+        .map_or("", |replacement| replacement.as_str());
     let case = match captures.get(6).map(|case| case.as_str()) {
         Some("L") => CaseConversion::Lower,
         Some("U") => CaseConversion::Upper,
@@ -516,6 +518,18 @@ fn parse_rule(rule: &str, limits: &PrincipalMappingLimits) -> Result<Option<Rule
             .map_err(|error| invalid_pattern(error.to_string()))
     };
     let find = build(pattern)?;
+    // `a*+` is possessive in Java and `(a*)+` in the `regex` crate: refuse rather than
+    // match differently.
+    let ast = regex_syntax::ast::parse::Parser::new()
+        .parse(pattern)
+        .map_err(|error| invalid_pattern(error.to_string()))?;
+    if has_stacked_repetition(&ast) {
+        return Err(invalid_pattern(
+            "a quantifier directly after another (Java's possessive `*+` `++` `?+` `{n}+`) \
+             is not supported"
+                .to_owned(),
+        ));
+    }
     // Anchor the parsed pattern rather than its text, so that a trailing `(?x)` comment or
     // an unbalanced flag group cannot swallow the anchors.
     let hir = regex_syntax::ParserBuilder::new()
@@ -550,6 +564,20 @@ fn parse_rule(rule: &str, limits: &PrincipalMappingLimits) -> Result<Option<Rule
     }))))
 }
 
+/// Whether a repetition applies directly to another repetition (`a*+`, `a{2}+`).
+fn has_stacked_repetition(ast: &regex_syntax::ast::Ast) -> bool {
+    use regex_syntax::ast::Ast;
+    match ast {
+        Ast::Repetition(repetition) => {
+            matches!(*repetition.ast, Ast::Repetition(_)) || has_stacked_repetition(&repetition.ast)
+        }
+        Ast::Group(group) => has_stacked_repetition(&group.ast),
+        Ast::Alternation(alternation) => alternation.asts.iter().any(has_stacked_repetition),
+        Ast::Concat(concat) => concat.asts.iter().any(has_stacked_repetition),
+        _ => false,
+    }
+}
+
 const BACKSLASH: u16 = b'\\' as u16;
 const DOLLAR: u16 = b'$' as u16;
 
@@ -561,10 +589,7 @@ fn ascii_digit(unit: u16) -> Option<usize> {
 /// Kafka's `Rule.escapeLiteralBackReferences` (taken from Apache NiFi), on UTF-16 units as in
 /// Java, with its behaviour when several references need an escape: each `\` is inserted at
 /// the reference's index in the original string, not in the string already rewritten.
-fn escape_literal_back_references(
-    unescaped: &str,
-    group_count: usize,
-) -> Result<Vec<u16>, String> {
+fn escape_literal_back_references(unescaped: &str, group_count: usize) -> Result<Vec<u16>, String> {
     let original: Vec<u16> = unescaped.encode_utf16().collect();
     if group_count == 0 {
         return Ok(original);
@@ -574,14 +599,21 @@ fn escape_literal_back_references(
     // Successive finds of `\$(\d+)` in the original string.
     while index < original.len() {
         if original[index] != DOLLAR
-            || original.get(index + 1).and_then(|&unit| ascii_digit(unit)).is_none()
+            || original
+                .get(index + 1)
+                .and_then(|&unit| ascii_digit(unit))
+                .is_none()
         {
             index += 1;
             continue;
         }
         let group_start = index + 1;
         let mut group_end = group_start;
-        while original.get(group_end).and_then(|&unit| ascii_digit(unit)).is_some() {
+        while original
+            .get(group_end)
+            .and_then(|&unit| ascii_digit(unit))
+            .is_some()
+        {
             group_end += 1;
         }
         index = group_end;
@@ -667,8 +699,7 @@ fn parse_replacement(
                         "capturing group name {{{name}}} starts with digit character"
                     ));
                 }
-                let Some(&(group, _)) = group_names.iter().find(|(_, known)| *known == name)
-                else {
+                let Some(&(group, _)) = group_names.iter().find(|(_, known)| *known == name) else {
                     return Err(format!("No group with name {{{name}}}"));
                 };
                 cursor += 1;
