@@ -249,7 +249,9 @@ pub enum MappingError {
 /// `RULE:pattern/replacement/` optionally followed by `L` (lower-case the result) or `U`
 /// (upper-case it). Inside pattern and replacement a `\` escapes the next character, so `\/`
 /// is a `/` that does not end the part; a `,` needs no escape inside a `RULE:` that is
-/// otherwise well formed. Empty entries are ignored; the empty string is no rules at all
+/// otherwise well formed. A line break is not a separator by itself: as in Kafka, a rule
+/// followed by a line break without a comma is dropped without an error (its text matches
+/// no entry of the splitter). Empty entries are ignored; the empty string is no rules at all
 /// (every name then fails). A rule matches when its pattern matches the whole name; the
 /// result is then Java's `name.replaceAll(pattern, replacement)`.
 ///
