@@ -445,32 +445,24 @@ impl fmt::Display for PrincipalMappingRules {
 
 /// Kafka's `splitRules`: the trimmed string, then group 1 of every successive find of the
 /// splitter, with `java.util.regex.Matcher.find`'s stepping (after an empty match the next
-/// search starts one character later).
-fn split_rules(rules: &str) -> Vec<&str> {
+/// search starts one character later). Lazy, so that parsing stops at the first bad rule
+/// (each find may scan to the end of the string).
+fn split_rules(rules: &str) -> impl Iterator<Item = &str> {
     // Java's `String.trim`: every character up to U+0020.
     let rules = rules.trim_matches(|c: char| c <= ' ');
-    let mut split = Vec::new();
     let mut previous: Option<(usize, usize)> = None;
-    loop {
+    std::iter::from_fn(move || {
         let mut from = previous.map_or(0, |(_, end)| end);
         if let Some((start, end)) = previous
             && start == end
         {
-            match rules[from..].chars().next() {
-                Some(c) => from += c.len_utf8(),
-                None => break,
-            }
+            from += rules[from..].chars().next()?.len_utf8();
         }
-        let Some(captures) = RULE_SPLITTER.captures_at(rules, from) else {
-            break;
-        };
-        let Some(whole) = captures.get(0) else {
-            break;
-        };
-        split.push(captures.get(1).map_or("", |rule| rule.as_str()));
+        let captures = RULE_SPLITTER.captures_at(rules, from)?;
+        let whole = captures.get(0)?;
         previous = Some((whole.start(), whole.end()));
-    }
-    split
+        Some(captures.get(1).map_or("", |rule| rule.as_str()))
+    })
 }
 
 /// Kafka's `parseRules` for one entry: `None` for an empty entry.
