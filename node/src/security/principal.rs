@@ -828,7 +828,8 @@ pub fn subject_dn_rfc2253(der_certificate: &[u8]) -> Result<String, SubjectDnErr
 /// - attribute types `CN` `C` `L` `ST` `O` `OU` `STREET` `DC` `UID` by keyword, every other
 ///   (`emailAddress`, `serialNumber`, `title`, ...) as its dotted OID;
 /// - string values (PrintableString, T61String, IA5String, GeneralString as ISO-8859-1,
-///   BMPString as UTF-16, UTF8String) with `,` `=` `+` `<` `>` `#` `;` `"` `\` escaped by a
+///   BMPString as UTF-16, UTF8String, as current JDKs decode them: checked with Java 25;
+///   Java 17 decodes every one of them as UTF-8, which differs for non-ASCII bytes) with `,` `=` `+` `<` `>` `#` `;` `"` `\` escaped by a
 ///   `\`, NUL written `\00`, and leading and trailing spaces and carriage returns escaped by
 ///   a `\`; other values (and every value of a dotted-OID type) as `#` and the lower-case hex
 ///   of the value's DER encoding.

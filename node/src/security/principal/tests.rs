@@ -680,6 +680,29 @@ mod dn {
 
     /// A DER `Name` rcgen cannot write: repeated `DC`s and a multi-valued relative name
     /// (its attributes in the order given, which DER's SET OF sorting also gives here).
+    /// A DER `Name` with values rcgen cannot write: carriage returns at both ends, a
+    /// T61String byte above ASCII (ISO-8859-1 in Java), a non-string `CN` value, a
+    /// GeneralString and an odd-length BMPString.
+    pub(super) fn unusual_values_name() -> Vec<u8> {
+        let raw = |oid: &[u8], tag: u8, value: &[u8]| {
+            tlv(
+                0x31,
+                &tlv(0x30, &[tlv(0x06, oid), tlv(tag, value)].concat()),
+            )
+        };
+        tlv(
+            0x30,
+            &[
+                raw(OID_OU, 0x0c, b"\r a \r"),
+                raw(OID_OU, 0x14, &[b'c', b'a', b'f', 0xe9]),
+                raw(OID_CN, 0x02, &[0x01]),
+                raw(OID_OU, 0x1b, b"gen"),
+                raw(OID_OU, 0x1e, &[0x00, b'a', 0x00]),
+            ]
+            .concat(),
+        )
+    }
+
     pub(super) fn multi_valued_name() -> Vec<u8> {
         tlv(
             0x30,
@@ -787,4 +810,14 @@ proptest! {
         der[at] = byte;
         let _ = subject_dn_rfc2253(&der);
     }
+}
+/// Expected: Temurin 25's `X500Principal.getName()` for the same DER (`testdata/Dn.java`).
+/// OpenJDK 17 decodes T61String and BMPString bytes as UTF-8 instead and printed
+/// `OU=\00a\00,OU=gen,CN=#020101,OU=caf\u{FFFD},...` for the first and fourth.
+#[test]
+fn unusual_subject_values_are_what_java_prints() {
+    assert_eq!(
+        distinguished_name_rfc2253(&dn::unusual_values_name()).unwrap(),
+        "OU=a\u{FFFD},OU=gen,CN=#020101,OU=caf\u{e9},OU=\\\r\\ a\\ \\\r"
+    );
 }
