@@ -261,7 +261,9 @@ pub enum MappingError {
 /// rewriting, Kafka inserts each escape at its position in the original replacement, so
 /// every one after the first lands one character earlier per escape already inserted (the
 /// rule is then usually refused as [`RulesParseError::InvalidReplacement`], as it would fail
-/// every time in Kafka). Positions and case conversion work on UTF-16 units as in Java.
+/// every time in Kafka). That rewriting counts UTF-16 units, as Java does. After an empty
+/// match, `replaceAll`'s next find starts one character later where Java steps one UTF-16
+/// unit (which differs only around characters outside the Basic Multilingual Plane).
 #[derive(Clone, Debug)]
 pub struct PrincipalMappingRules {
     rules: Vec<Rule>,
