@@ -1,4 +1,5 @@
 //! Security building blocks of issue 15: pure parts (no IO) the listeners use once wired.
 
 pub mod acl;
+pub mod principal;
 pub mod scram;
