@@ -33,12 +33,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ledge_protocol::wire::{self, ApiKey, ErrorCode, Request, Response};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::clock;
 use crate::cluster::failover::{Attempt, Decision, RequestKind, Retries};
 use crate::cluster::{ClusterMetadata, Route};
-use crate::config::{ClientConfig, Trust};
+use crate::config::{ClientCertificate, ClientConfig, Trust};
 use crate::error::{ConnectError, RequestError};
 
 /// Least time between two metadata refreshes that errors asked for, so a burst of
@@ -908,6 +908,20 @@ fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, Conn
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_error)?;
+    let client_certificate = config
+        .client_certificate
+        .as_ref()
+        .map(load_client_certificate)
+        .transpose()?;
+    let with_client_auth = |builder: rustls::ConfigBuilder<
+        rustls::ClientConfig,
+        rustls::client::WantsClientCert,
+    >| match client_certificate {
+        None => Ok(builder.with_no_client_auth()),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|error| ConnectError::Tls(format!("client certificate: {error}"))),
+    };
     let mut crypto = match &config.trust {
         Trust::CaFile(path) => {
             let pem = std::fs::read(path).map_err(|error| ConnectError::CaFile {
@@ -921,18 +935,19 @@ fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, Conn
                 },
                 None => ConnectError::NoCertificate { path: path.clone() },
             })?;
-            builder.with_root_certificates(roots).with_no_client_auth()
+            with_client_auth(builder.with_root_certificates(roots))?
         }
         Trust::CaPem(pem) => {
             let roots = root_store(pem).map_err(|message| {
                 ConnectError::Tls(message.unwrap_or_else(|| "CA PEM holds no certificate".into()))
             })?;
-            builder.with_root_certificates(roots).with_no_client_auth()
+            with_client_auth(builder.with_root_certificates(roots))?
         }
-        Trust::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { provider }))
-            .with_no_client_auth(),
+        Trust::Insecure => with_client_auth(
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { provider })),
+        )?,
     };
     crypto.alpn_protocols = vec![wire::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
@@ -945,6 +960,48 @@ fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, Conn
     let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
     client_config.transport_config(Arc::new(transport));
     Ok(client_config)
+}
+
+/// Reads a client certificate chain and its key; refuses a key file its group or others can
+/// read, as the node does its own keys.
+fn load_client_certificate(
+    certificate: &ClientCertificate,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConnectError> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |path: &std::path::Path, message: String| ConnectError::ClientCertificate {
+        path: path.to_path_buf(),
+        message,
+    };
+    let pem = std::fs::read(&certificate.cert)
+        .map_err(|error| failed(&certificate.cert, error.to_string()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|error| failed(&certificate.cert, error.to_string()))?;
+    if chain.is_empty() {
+        return Err(failed(
+            &certificate.cert,
+            "contains no PEM certificate".into(),
+        ));
+    }
+    let key = &certificate.key;
+    let mode = std::fs::metadata(key)
+        .map_err(|error| failed(key, error.to_string()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o044 != 0 {
+        return Err(failed(
+            key,
+            format!(
+                "private key file is readable by its group or by others (mode {mode:04o}); restrict it with `chmod 600 {}`",
+                key.display()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(key).map_err(|error| failed(key, error.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|error| failed(key, format!("no usable private key: {error}")))?;
+    Ok((chain, key))
 }
 
 /// The certificates in `pem`; `Err(None)` when there are none.

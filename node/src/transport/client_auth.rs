@@ -86,6 +86,9 @@ pub struct ClientAuthenticator {
     crls: Vec<CertificateRevocationListDer<'static>>,
     rules: PrincipalMappingRules,
     anonymous: AnonymousAccess,
+    /// `sasl_mechanisms` is not empty: an anonymous Kafka connection may still
+    /// authenticate with SASL.
+    sasl_enabled: bool,
 }
 
 impl ClientAuthenticator {
@@ -104,6 +107,7 @@ impl ClientAuthenticator {
             crls: Vec::new(),
             rules: security.principal_mapping_rules.clone(),
             anonymous,
+            sasl_enabled: !security.sasl_mechanisms.is_empty(),
         };
         if security.client_auth == ClientAuth::None {
             return Ok(authenticator);
@@ -172,6 +176,13 @@ impl ClientAuthenticator {
     /// Whether a connection that proved nothing may send requests.
     pub fn anonymous_allowed(&self) -> bool {
         self.anonymous.allowed()
+    }
+
+    /// Whether an anonymous Kafka connection may go on: anonymous clients are allowed, or
+    /// it may still authenticate with SASL (the Kafka connection then refuses every request
+    /// but the SASL ones until it does).
+    pub fn anonymous_may_authenticate(&self) -> bool {
+        self.anonymous.allowed() || self.sasl_enabled
     }
 
     /// The rustls verifier for a listener; `peer_roots` (the cluster CA, on the QUIC

@@ -266,13 +266,17 @@ fn parse_key(bytes: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
 
 /// Loads an operator's certificate chain and key (PEM). `dev_ca` is recorded as is.
 pub fn load(cert: &Path, key: &Path, dev_ca: Option<PathBuf>) -> Result<ServerTls, TlsError> {
+    // A key others can read is refused whatever the files hold.
+    check_private_key_file(key).map_err(|error| match error {
+        KeyFileError::Io { path, cause } => TlsError::Io { path, cause },
+        readable => TlsError::KeyReadable(readable),
+    })?;
     let cert_bytes = std::fs::read(cert).map_err(io_error(cert))?;
     let chain = parse_chain(&cert_bytes).map_err(|message| TlsError::Pem {
         path: cert.to_path_buf(),
         message,
     })?;
     let key_bytes = std::fs::read(key).map_err(io_error(key))?;
-    check_private_key_file(key)?;
     let key = parse_key(&key_bytes).map_err(|message| TlsError::Pem {
         path: key.to_path_buf(),
         message,
