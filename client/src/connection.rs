@@ -740,7 +740,7 @@ impl Client {
                 });
             }
             Ok(Err(error)) => {
-                let mut message = error.to_string();
+                let mut message = explain_client_certificate_alert(error.to_string());
                 if message.contains("UnknownIssuer") {
                     message.push_str(
                         " (the node's certificate is not signed by the trusted CA; trust the \
@@ -850,7 +850,30 @@ async fn exchange(
 }
 
 fn connection_lost(error: impl std::fmt::Display) -> RequestError {
-    RequestError::ConnectionLost(error.to_string())
+    RequestError::ConnectionLost(explain_client_certificate_alert(error.to_string()))
+}
+
+/// Adds what to do to a TLS alert about the client's certificate. With TLS 1.3 the client
+/// finishes its handshake before the node checks its certificate, so the node's refusal
+/// arrives as a lost connection on the first request: alert 116 (certificate_required) when
+/// none was given, 42/44/45/48 when the one given was refused.
+fn explain_client_certificate_alert(mut message: String) -> String {
+    let hint = if message.contains("error 116") {
+        Some("the node requires a client certificate: pass --cert FILE --key FILE (ClientConfig::client_certificate)")
+    } else if ["error 42:", "error 44:", "error 45:", "error 48:"]
+        .iter()
+        .any(|alert| message.contains(alert))
+    {
+        Some("the node refused the client certificate: it must be signed by the node's client CA ([security] client_ca), unexpired and not revoked")
+    } else {
+        None
+    };
+    if let Some(hint) = hint {
+        message.push_str(" (");
+        message.push_str(hint);
+        message.push(')');
+    }
+    message
 }
 
 pub(crate) fn unexpected(api_key: ApiKey, response: &Response) -> RequestError {
