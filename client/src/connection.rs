@@ -823,15 +823,21 @@ async fn exchange(
         error,
         connection_broken: true,
     };
+    // A stream error says only "connection lost"; the connection's close reason says why
+    // (a TLS alert about the client certificate, the node's reason for closing).
+    let connection_lost = |error: &dyn std::fmt::Display| match connection.close_reason() {
+        Some(reason) => connection_lost(reason),
+        None => connection_lost(error),
+    };
     let (mut send, mut recv) = connection
         .open_bi()
         .await
-        .map_err(|error| broken(connection_lost(error)))?;
+        .map_err(|error| broken(connection_lost(&error)))?;
     send.write_all_chunks(&mut frame)
         .await
-        .map_err(|error| broken(connection_lost(error)))?;
+        .map_err(|error| broken(connection_lost(&error)))?;
     send.finish()
-        .map_err(|error| broken(connection_lost(error)))?;
+        .map_err(|error| broken(connection_lost(&error)))?;
     recv.read_to_end(limit).await.map_err(|error| match error {
         quinn::ReadToEndError::TooLong => ExchangeError {
             error: RequestError::MalformedResponse(format!(
@@ -845,7 +851,7 @@ async fn exchange(
             error: RequestError::ConnectionLost(format!("node reset the stream (code {code})")),
             connection_broken: false,
         },
-        other => broken(connection_lost(other)),
+        other => broken(connection_lost(&other)),
     })
 }
 
@@ -856,13 +862,16 @@ fn connection_lost(error: impl std::fmt::Display) -> RequestError {
 /// Adds what to do to a TLS alert about the client's certificate. With TLS 1.3 the client
 /// finishes its handshake before the node checks its certificate, so the node's refusal
 /// arrives as a lost connection on the first request: alert 116 (certificate_required) when
-/// none was given, 42/44/45/48 when the one given was refused.
+/// none was given; when the one given was refused, bad_certificate (42),
+/// unsupported_certificate (43), certificate_revoked (44), certificate_expired (45),
+/// certificate_unknown (46), unknown_ca (48), access_denied (49) or decrypt_error (51: a
+/// signature that does not verify, e.g. another CA of the same name).
 fn explain_client_certificate_alert(mut message: String) -> String {
     let hint = if message.contains("error 116") {
         Some("the node requires a client certificate: pass --cert FILE --key FILE (ClientConfig::client_certificate)")
-    } else if ["error 42:", "error 44:", "error 45:", "error 48:"]
+    } else if [42, 43, 44, 45, 46, 48, 49, 51]
         .iter()
-        .any(|alert| message.contains(alert))
+        .any(|alert| message.contains(&format!("error {alert}:")))
     {
         Some("the node refused the client certificate: it must be signed by the node's client CA ([security] client_ca), unexpired and not revoked")
     } else {

@@ -208,3 +208,70 @@ fn an_issued_client_certificate_opens_a_node_that_requires_one() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+// Goal (issue 15): on QUIC, a certificate from another CA is refused in the handshake and
+// the CLI says the node refused it; with client_auth = "optional" and allow_anonymous =
+// false, a client without a certificate is turned away after the handshake with a reason it
+// prints, and one with a certificate is served.
+#[test]
+fn foreign_certificates_and_anonymous_clients_are_turned_away() {
+    let node = NodeProcess::start_with(NodeOptions {
+        config: Some(
+            "[security]\nclient_auth = \"optional\"\nallow_anonymous = false\n".into(),
+        ),
+        ..NodeOptions::default()
+    });
+    // Another node's development CA signs a certificate this node must refuse.
+    let other = NodeProcess::start();
+    let out = tempfile::tempdir().unwrap();
+    for (data_dir, name) in [(&node.data_dir, "alice"), (&other.data_dir, "mallory")] {
+        let issued = Command::new(binary("ledge-node"))
+            .args(["cert", "issue", "--name", name])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--out")
+            .arg(out.path())
+            .output()
+            .unwrap();
+        assert!(
+            issued.status.success(),
+            "{}",
+            String::from_utf8_lossy(&issued.stderr)
+        );
+    }
+    let server = node.addr.to_string();
+    let ca = node.ca_file.to_string_lossy().into_owned();
+    let cli_as = |name: Option<&str>| {
+        let mut args = vec!["--server".to_string(), server.clone(), "--ca".into(), ca.clone()];
+        if let Some(name) = name {
+            for (flag, extension) in [("--cert", "pem"), ("--key", "key")] {
+                args.push(flag.into());
+                args.push(
+                    out.path()
+                        .join(format!("{name}.{extension}"))
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+        args.extend(["topic".into(), "list".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(&args, None)
+    };
+    let (status, stdout, stderr) = cli_as(Some("alice"));
+    assert!(status.success(), "{stdout}{stderr}");
+    let (status, _, stderr) = cli_as(Some("mallory"));
+    assert!(!status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("the node refused the client certificate"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = cli_as(None);
+    assert!(!status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("authentication required: this node accepts no anonymous clients"),
+        "{stderr}"
+    );
+}
