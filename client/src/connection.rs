@@ -868,12 +868,16 @@ fn connection_lost(error: impl std::fmt::Display) -> RequestError {
 /// signature that does not verify, e.g. another CA of the same name).
 fn explain_client_certificate_alert(mut message: String) -> String {
     let hint = if message.contains("error 116") {
-        Some("the node requires a client certificate: pass --cert FILE --key FILE (ClientConfig::client_certificate)")
+        Some(
+            "the node requires a client certificate: pass --cert FILE --key FILE (ClientConfig::client_certificate)",
+        )
     } else if [42, 43, 44, 45, 46, 48, 49, 51]
         .iter()
         .any(|alert| message.contains(&format!("error {alert}:")))
     {
-        Some("the node refused the client certificate: it must be signed by the node's client CA ([security] client_ca), unexpired and not revoked")
+        Some(
+            "the node refused the client certificate: it must be signed by the node's client CA ([security] client_ca), unexpired and not revoked",
+        )
     } else {
         None
     };

@@ -12,13 +12,13 @@ use ledge_node::broker::Broker;
 use ledge_node::clock::{Clock, SystemClock};
 use ledge_node::cluster::peer::peer_clients;
 use ledge_node::config::NodeConfig;
+use ledge_node::config::security::{ClientListener, anonymous_access_summary};
 use ledge_node::controller::peer_link::{ClusterStartError, NodeClusterLinks};
 use ledge_node::kafka::listener::KafkaListener;
 use ledge_node::storage::disk::descriptors;
 use ledge_node::storage::disk::lock::lock_data_dir;
 use ledge_node::storage::storage_id;
 use ledge_node::storage::{BackendChoice, Disk, SystemDisk};
-use ledge_node::config::security::{ClientListener, anonymous_access_summary};
 use ledge_node::transport::client_auth::ClientAuthenticator;
 use ledge_node::transport::quic::{self, QuicServer};
 use ledge_node::transport::tls;
@@ -267,8 +267,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         for warning in cluster.warnings() {
             tracing::warn!("{warning}");
         }
-        tls::check_private_key_file(&cluster.key_file)
-            .context("cluster.key_file")?;
+        tls::check_private_key_file(&cluster.key_file).context("cluster.key_file")?;
         let cluster_tls = cluster.load_tls(SystemClock.wall_time_ms())?;
         tracing::info!(
             node_id = cluster.node_id,

@@ -79,7 +79,8 @@ fn a_node_beyond_loopback_needs_an_explicit_choice_about_anonymous_clients() {
         ..NodeOptions::default()
     });
     assert!(
-        open.log().contains("anonymous clients: accepted on every listener"),
+        open.log()
+            .contains("anonymous clients: accepted on every listener"),
         "{}",
         open.log()
     );
@@ -125,8 +126,11 @@ fn private_keys_are_written_private_and_readable_ones_are_refused() {
         ),
         "{stderr}"
     );
-    std::fs::set_permissions(tls.join("server.key"), std::fs::Permissions::from_mode(0o644))
-        .unwrap();
+    std::fs::set_permissions(
+        tls.join("server.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let (success, stderr) = node_refusing(&[
         "--data-dir",
         &node.data_dir.to_string_lossy(),
@@ -216,9 +220,7 @@ fn an_issued_client_certificate_opens_a_node_that_requires_one() {
 #[test]
 fn foreign_certificates_and_anonymous_clients_are_turned_away() {
     let node = NodeProcess::start_with(NodeOptions {
-        config: Some(
-            "[security]\nclient_auth = \"optional\"\nallow_anonymous = false\n".into(),
-        ),
+        config: Some("[security]\nclient_auth = \"optional\"\nallow_anonymous = false\n".into()),
         ..NodeOptions::default()
     });
     // Another node's development CA signs a certificate this node must refuse.
@@ -242,7 +244,12 @@ fn foreign_certificates_and_anonymous_clients_are_turned_away() {
     let server = node.addr.to_string();
     let ca = node.ca_file.to_string_lossy().into_owned();
     let cli_as = |name: Option<&str>| {
-        let mut args = vec!["--server".to_string(), server.clone(), "--ca".into(), ca.clone()];
+        let mut args = vec![
+            "--server".to_string(),
+            server.clone(),
+            "--ca".into(),
+            ca.clone(),
+        ];
         if let Some(name) = name {
             for (flag, extension) in [("--cert", "pem"), ("--key", "key")] {
                 args.push(flag.into());

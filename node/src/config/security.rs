@@ -316,7 +316,7 @@ impl SecurityConfig {
     /// Whether authorization checks run: `authorization`, or when unset, exactly when
     /// anonymous clients are not allowed.
     pub fn authorization_enabled(&self, access: &AnonymousAccess) -> bool {
-        self.authorization.unwrap_or(!access.allowed())
+        self.authorization.unwrap_or_else(|| !access.allowed())
     }
 
     /// Makes relative paths relative to `base` (the config file's directory).
@@ -379,7 +379,10 @@ mod tests {
         // The default rules: an issued certificate's subject is a short user name, any other
         // subject is the whole distinguished name.
         let rules = &config.principal_mapping_rules;
-        assert_eq!(rules.principal("CN=alice").unwrap().to_string(), "User:alice");
+        assert_eq!(
+            rules.principal("CN=alice").unwrap().to_string(),
+            "User:alice"
+        );
         assert_eq!(
             rules.principal("CN=alice,O=Acme").unwrap().to_string(),
             "User:CN=alice,O=Acme"
@@ -406,7 +409,10 @@ super_users = ["User:admin", "User:CN=ops,O=Acme"]
         assert_eq!(config.client_ca, Some(PathBuf::from("clients-ca.pem")));
         assert_eq!(config.client_crls.len(), 2);
         assert_eq!(
-            config.principal_mapping_rules.apply("CN=Bob,OU=Ops").unwrap(),
+            config
+                .principal_mapping_rules
+                .apply("CN=Bob,OU=Ops")
+                .unwrap(),
             "bob@ops"
         );
         assert_eq!(
@@ -429,7 +435,10 @@ super_users = ["User:admin", "User:CN=ops,O=Acme"]
                 "security.client_auth: \"yes\" must be \"none\", \"optional\" or \"required\"",
             ),
             ("[security]\nclient_auth = true\n", "client_auth"),
-            ("[security]\nclient_ca = \"\"\n", "security.client_ca: must not be empty"),
+            (
+                "[security]\nclient_ca = \"\"\n",
+                "security.client_ca: must not be empty",
+            ),
             (
                 "[security]\nclient_crls = [\"\"]\n",
                 "security.client_crls: a path must not be empty",
@@ -469,7 +478,10 @@ super_users = ["User:admin", "User:CN=ops,O=Acme"]
                 "[security]\nsuper_users = [\"User:\"]\n",
                 "security.super_users: \"User:\" needs a type and a name",
             ),
-            ("[security]\nsuperusers = []\n", "unknown field `superusers`"),
+            (
+                "[security]\nsuperusers = []\n",
+                "unknown field `superusers`",
+            ),
             (
                 "[security]\nallow_anonymous = false\nsasl_mechanisms = []\n",
                 "security.allow_anonymous = false, but no client can authenticate",

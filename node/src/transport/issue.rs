@@ -208,8 +208,7 @@ fn validate_name(name: &str) -> Result<(), IssueError> {
 /// A positive 16-byte serial number (RFC 5280 allows up to 20).
 fn random_serial() -> Result<rcgen::SerialNumber, ()> {
     let mut bytes = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| ())?;
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| ())?;
     bytes[0] = (bytes[0] & 0x7f) | 0x01;
     Ok(rcgen::SerialNumber::from_slice(&bytes))
 }
@@ -305,7 +304,16 @@ mod tests {
         for good in ["alice", "svc.orders-1", "bob@example", "A_1"] {
             validate_name(good).unwrap();
         }
-        for bad in ["", ".hidden", "-x", "a/b", "a,O=x", "a b", "ä", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "a,O=x",
+            "a b",
+            "ä",
+            &"x".repeat(65),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }
@@ -317,8 +325,8 @@ mod tests {
         let data_dir = tempfile::tempdir().unwrap();
         crate::transport::tls::load_or_generate_dev(data_dir.path()).unwrap();
         let out = tempfile::tempdir().unwrap();
-        let issued = issue_client_certificate(data_dir.path(), "alice", out.path(), 30, NOW)
-            .unwrap();
+        let issued =
+            issue_client_certificate(data_dir.path(), "alice", out.path(), 30, NOW).unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&issued.key), 0o600);
@@ -341,7 +349,10 @@ mod tests {
         let error = issue_client_certificate(data_dir.path(), "alice", out.path(), 30, NOW)
             .unwrap_err()
             .to_string();
-        assert!(error.contains("alice.pem exists; not overwritten"), "{error}");
+        assert!(
+            error.contains("alice.pem exists; not overwritten"),
+            "{error}"
+        );
         assert_eq!(std::fs::read(&issued.key).unwrap(), key_before);
     }
 
@@ -363,7 +374,10 @@ mod tests {
         let error = issue_client_certificate(data_dir.path(), "alice", out.path(), 30, NOW)
             .unwrap_err()
             .to_string();
-        assert!(error.contains("readable by its group or by others (mode 0640)"), "{error}");
+        assert!(
+            error.contains("readable by its group or by others (mode 0640)"),
+            "{error}"
+        );
         // A CA key that is not ca.pem's key signs nothing that verifies: refused, nothing
         // written.
         std::fs::set_permissions(&ca_key, std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -352,8 +352,7 @@ fn server_config_with(
     limits: &TransportLimits,
     peer_roots: Option<Arc<rustls::RootCertStore>>,
 ) -> Result<quinn::ServerConfig, TransportError> {
-    let verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> = match &peer_roots
-    {
+    let verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> = match &peer_roots {
         None => None,
         Some(roots) => {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -553,8 +552,7 @@ async fn serve_connection<D: Disk>(
         let budget = budget.clone();
         let identity = Arc::clone(&identity);
         tokio::spawn(async move {
-            let answered =
-                serve_stream(send, receive, &identity, &broker, &limits, &budget).await;
+            let answered = serve_stream(send, receive, &identity, &broker, &limits, &budget).await;
             in_flight.send_modify(|count| *count -= 1);
             // The answer's bytes stay counted until the client has acknowledged them: quinn
             // holds them until then, and a client that never reads keeps them there.

@@ -632,16 +632,14 @@ async fn start_mtls(security: crate::config::SecurityConfig) -> MtlsRunning {
     {
         roots.add(certificate.unwrap()).unwrap();
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    // rustls checks the certificate against the real time in the handshake.
+    let now = crate::clock::Clock::wall_time_ms(&crate::clock::SystemClock) / 1000;
     crate::transport::issue::issue_client_certificate(
         directory.path(),
         "alice",
         directory.path(),
         1,
-        i64::try_from(now).unwrap(),
+        now,
     )
     .unwrap();
     let authenticator = Arc::new(
@@ -739,12 +737,11 @@ async fn required_client_certificates_refuse_clients_without_one_and_map_alice()
     let mtls = start_mtls(security).await;
     assert!(!mtls.answered(false).await, "served without a certificate");
     assert!(mtls.answered(true).await, "alice was not served");
-    let alice = rustls::pki_types::CertificateDer::pem_file_iter(
-        mtls.directory.path().join("alice.pem"),
-    )
-    .unwrap()
-    .map(Result::unwrap)
-    .collect::<Vec<_>>();
+    let alice =
+        rustls::pki_types::CertificateDer::pem_file_iter(mtls.directory.path().join("alice.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>();
     let remote: SocketAddr = "192.0.2.1:50000".parse().unwrap();
     let identity = identify(remote, Some(&alice), Some(&mtls.authenticator)).unwrap();
     assert_eq!(identity.principal.to_string(), "User:alice");
@@ -767,7 +764,10 @@ async fn an_unmapped_subject_is_refused_and_optional_lets_anonymous_through() {
     };
     let mtls = start_mtls(security).await;
     assert!(!mtls.answered(true).await, "an unmapped subject was served");
-    assert!(mtls.answered(false).await, "anonymous refused with optional");
+    assert!(
+        mtls.answered(false).await,
+        "anonymous refused with optional"
+    );
     let identity = identify(
         "127.0.0.1:1".parse().unwrap(),
         None,

@@ -188,7 +188,9 @@ fn a_verified_subject_becomes_the_connections_principal() {
     assert_eq!(identity.host, HOST);
     // Any other subject: the full distinguished name (Kafka's DEFAULT).
     let (bob, _) = ca.issue("bob", Some("Acme"), 2, 2099);
-    let identity = auth.identify(Some(&[bob.clone()]), HOST).unwrap();
+    let identity = auth
+        .identify(Some(std::slice::from_ref(&bob)), HOST)
+        .unwrap();
     assert_eq!(identity.principal.to_string(), "User:O=Acme,CN=bob");
     // No rule matching: an error naming the subject.
     let strict = authenticator(
@@ -199,7 +201,9 @@ fn a_verified_subject_becomes_the_connections_principal() {
     );
     let error = strict.identify(Some(&[bob]), HOST).unwrap_err();
     assert!(
-        error.to_string().contains("\"O=Acme,CN=bob\" maps to no principal"),
+        error
+            .to_string()
+            .contains("\"O=Acme,CN=bob\" maps to no principal"),
         "{error}"
     );
     // With client_auth = "none" a certificate (a cluster peer's) is not mapped.
