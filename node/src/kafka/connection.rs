@@ -27,11 +27,19 @@
 //! response that cannot be written (the client went away) or encoded ends the answering:
 //! the requests already started still run to their end (a produce is appended or refused
 //! whole, never cut off mid-way), their answers are dropped, and the connection closes.
+//!
+//! Authentication: the connection's [`SaslSession`] sees each request just before it
+//! starts (requests start in order, and the SASL ones only alone, so it sees them in the
+//! client's order) and says whether to serve it, answer it itself (a step of a SASL
+//! exchange), or close the connection (`kafka/sasl.rs`). After a SaslHandshake v0 the reader
+//! takes the next frames as raw SASL tokens, not requests, until the exchange ends.
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -43,9 +51,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::apis::KafkaRequest;
 use super::codec::{self, DecodedRequest, EncodeError};
-use super::dispatch::KafkaService;
+use super::dispatch::{KafkaService, ListenerKind};
+use super::sasl::{Admission, RawAnswer, SaslSession};
 use crate::broker::sequencing::{Sequenced, SequencingHold, sequencing};
 use crate::clock::Clock;
+use crate::security::identity::ClientIdentity;
 use crate::storage::Disk;
 use crate::transport::budget::{ConnectionBudget, Reservation};
 
@@ -55,6 +65,10 @@ enum Incoming {
     Request(Box<DecodedRequest>, Reservation),
     /// ApiVersions at a version the node does not serve: answer the fallback.
     ApiVersionsFallback { correlation_id: i32 },
+    /// A raw SASL token (after SaslHandshake v0), with its frame's reservation.
+    SaslToken(Bytes, Reservation),
+    /// Answered already (by the SASL session): the frame to write.
+    Ready(Result<Bytes, EncodeError>),
 }
 
 impl Incoming {
@@ -63,7 +77,10 @@ impl Incoming {
             Self::Request(request, _) if matches!(request.body, KafkaRequest::Produce(_)) => {
                 Order::Pipelined
             }
-            Self::Request(..) | Self::ApiVersionsFallback { .. } => Order::Serial,
+            Self::Request(..)
+            | Self::ApiVersionsFallback { .. }
+            | Self::SaslToken(..)
+            | Self::Ready(_) => Order::Serial,
         }
     }
 }
@@ -121,6 +138,15 @@ pub(crate) async fn serve_connection<D: Disk, S>(
     let settings = service.settings();
     let requests_max = settings.requests_in_flight_per_connection_max.max(1);
     let (incoming, mut requests) = mpsc::channel(requests_max);
+    let host = remote.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |remote| remote.ip());
+    let mut sasl = SaslSession::new(
+        Arc::clone(service.sasl()),
+        service.kind() == ListenerKind::Tls,
+        ClientIdentity::anonymous(host),
+        settings.sasl_session_lifetime,
+    );
+    // Set while the next frames are raw SASL tokens (after SaslHandshake v0).
+    let raw_tokens = Arc::new(AtomicBool::new(false));
     let reading = tokio::spawn(read_requests(
         reader,
         remote,
@@ -128,6 +154,7 @@ pub(crate) async fn serve_connection<D: Disk, S>(
         Arc::new(Semaphore::new(requests_max)),
         settings.frame_bytes_max,
         budget,
+        Arc::clone(&raw_tokens),
     ));
     let idle_max = settings.connections_max_idle;
     // Started and not yet answered, in request order.
@@ -145,9 +172,16 @@ pub(crate) async fn serve_connection<D: Disk, S>(
         if let Some((next, permit)) = waiting.take() {
             let unfinished = started.len() + answers.len();
             if !stopping && may_start(next.order(), unfinished, latest.is_none()) {
-                let (hold, sequenced) = sequencing();
-                latest = Some(sequenced);
-                started.push_back(answer(&service, next, permit, hold));
+                let (admitted, close) = admit(&mut sasl, next, clock.now());
+                // Before the answer goes out: the client sends its next frame only after.
+                raw_tokens.store(sasl.expects_raw_tokens(), AtomicOrdering::Release);
+                if let Some(next) = admitted {
+                    let (hold, sequenced) = sequencing();
+                    latest = Some(sequenced);
+                    started.push_back(answer(&service, next, permit, hold));
+                }
+                // Closing: what is started is answered, nothing more is read or started.
+                stopping |= close;
             } else if !stopping {
                 waiting = Some((next, permit));
             }
@@ -206,6 +240,38 @@ pub(crate) async fn serve_connection<D: Disk, S>(
     }
 }
 
+/// Puts a request to the connection's SASL session before it starts: the request to start
+/// (the request itself, or its answer when the session gave one), `None` to drop it, and
+/// whether to close the connection after it.
+fn admit(sasl: &mut SaslSession, incoming: Incoming, now: std::time::Instant) -> (Option<Incoming>, bool) {
+    match incoming {
+        Incoming::Request(request, reservation) => {
+            let answered = |response| {
+                Incoming::Ready(codec::encode_response(
+                    request.header.correlation_id,
+                    request.version,
+                    &response,
+                ))
+            };
+            match sasl.admit(&request, now) {
+                Admission::Serve => (Some(Incoming::Request(request, reservation)), false),
+                Admission::Answer(response) => (Some(answered(response)), false),
+                Admission::AnswerAndClose(response) => (Some(answered(response)), true),
+                Admission::Close => (None, true),
+            }
+        }
+        Incoming::ApiVersionsFallback { .. } => {
+            let serve = sasl.may_serve(kafka_protocol::messages::ApiKey::ApiVersions, now);
+            (serve.then_some(incoming), !serve)
+        }
+        Incoming::SaslToken(token, _reservation) => match sasl.raw_token(&token, now) {
+            RawAnswer::Answer(frame) => (Some(Incoming::Ready(Ok(frame))), false),
+            RawAnswer::Close => (None, true),
+        },
+        Incoming::Ready(_) => (Some(incoming), false),
+    }
+}
+
 /// What woke the answering loop while requests are started or answers are being written.
 enum Event {
     /// The node is shutting down.
@@ -245,6 +311,9 @@ async fn answer<D: Disk>(
         Incoming::ApiVersionsFallback { correlation_id } => {
             Some(codec::api_versions_fallback(correlation_id))
         }
+        Incoming::Ready(frame) => Some(frame),
+        // Never: the SASL session answers raw tokens before they start.
+        Incoming::SaslToken(..) => None,
     };
     (frame, permit)
 }
@@ -377,6 +446,7 @@ async fn read_requests<S: AsyncRead>(
     requests: Arc<Semaphore>,
     frame_bytes_max: u32,
     budget: ConnectionBudget,
+    raw_tokens: Arc<AtomicBool>,
 ) {
     loop {
         // One of `requests_in_flight_per_connection_max` before the next frame is read;
@@ -408,7 +478,18 @@ async fn read_requests<S: AsyncRead>(
         if reader.read_exact(&mut frame).await.is_err() {
             return;
         }
-        let next = match codec::decode_request(Bytes::from(frame)) {
+        let frame = Bytes::from(frame);
+        if raw_tokens.load(AtomicOrdering::Acquire) {
+            if incoming
+                .send((Incoming::SaslToken(frame, reservation), permit))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        let next = match codec::decode_request(frame) {
             Ok(request) => Incoming::Request(Box::new(request), reservation),
             Err(error) => match error.api_versions_fallback() {
                 Some(correlation_id) => Incoming::ApiVersionsFallback { correlation_id },

@@ -21,6 +21,7 @@ use super::KafkaSettings;
 use super::connection::serve_connection;
 use super::dispatch::{KafkaService, ListenerKind};
 use super::fetch_sessions::FetchSessionCache;
+use super::sasl::KafkaSasl;
 use crate::broker::Broker;
 use crate::storage::Disk;
 use crate::transport::budget::{ConnectionBudget, InFlightBudget};
@@ -101,6 +102,8 @@ pub struct KafkaListener {
     listener: Option<std::net::TcpListener>,
     tls: Option<TlsSocket>,
     settings: KafkaSettings,
+    /// SASL on both sockets (PLAIN only on the TLS one); off unless [`KafkaListener::sasl`].
+    sasl: Arc<KafkaSasl>,
 }
 
 impl KafkaListener {
@@ -140,6 +143,7 @@ impl KafkaListener {
             listener,
             tls,
             settings,
+            sasl: Arc::new(KafkaSasl::off()),
         })
     }
 
@@ -189,6 +193,12 @@ impl KafkaListener {
     /// Sets the `host:port` Metadata gives TLS clients for this node.
     pub fn advertise_tls(&mut self, address: String) {
         self.settings.advertised_tls_listen = Some(address);
+    }
+
+    /// Authenticates clients on both sockets as `sasl` says (mechanisms, credentials, whether
+    /// anonymous clients are served). Without it SASL is off and every client is served.
+    pub fn sasl(&mut self, sasl: KafkaSasl) {
+        self.sasl = Arc::new(sasl);
     }
 
     /// Gives the TLS socket the certificate chain and key to present (the QUIC listener's).
@@ -267,6 +277,7 @@ impl KafkaListener {
             _ => (None, None),
         };
         let settings = self.settings;
+        let sasl = self.sasl;
         let connections = Arc::new(Semaphore::new(settings.connections_max));
         let budget = InFlightBudget::new(
             settings.in_flight_bytes_max,
@@ -288,7 +299,8 @@ impl KafkaListener {
                 settings.clone(),
                 advertised,
                 ListenerKind::Plaintext,
-            ))
+            )
+            .with_sasl(Arc::clone(&sasl)))
         });
         let tls_service = advertised_tls.map(|advertised| {
             Arc::new(KafkaService::new(
@@ -297,7 +309,8 @@ impl KafkaListener {
                 settings.clone(),
                 advertised,
                 ListenerKind::Tls,
-            ))
+            )
+            .with_sasl(Arc::clone(&sasl)))
         });
         let mut tasks = tokio::task::JoinSet::new();
         loop {

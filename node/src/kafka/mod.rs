@@ -31,6 +31,7 @@ pub mod fetch_sessions;
 pub mod groups;
 pub mod handlers;
 pub mod listener;
+pub mod sasl;
 
 #[cfg(test)]
 mod tests;
@@ -72,6 +73,14 @@ pub const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 600_000;
 /// Largest `[kafka] connections_max_idle_ms`: one day.
 pub const CONNECTIONS_MAX_IDLE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+/// Default `[kafka] sasl_session_lifetime_ms`: 0, sessions never expire (Kafka's
+/// `connections.max.reauth.ms` default). Set it to bound how long a connection keeps a
+/// principal whose password changed or whose user was deleted: clients that support KIP-368
+/// (SaslAuthenticate v1+) re-authenticate on the same connection before it runs out, others
+/// are disconnected at their next request after it and reconnect.
+pub const SASL_SESSION_LIFETIME_MS_DEFAULT: u64 = 0;
+/// Largest `[kafka] sasl_session_lifetime_ms`: 30 days.
+pub const SASL_SESSION_LIFETIME_MS_MAX: u64 = 30 * 24 * 60 * 60 * 1000;
 /// Largest `[kafka] tls_handshake_timeout_ms`: five minutes.
 pub const TLS_HANDSHAKE_TIMEOUT_MS_MAX: u64 = 5 * 60 * 1000;
 
@@ -115,6 +124,9 @@ pub struct KafkaSettings {
     pub auto_create_topic_partitions: u32,
     /// Bounds of the fetch session cache (`fetch_sessions_max`, `fetch_session_*`).
     pub fetch_sessions: FetchSessionLimits,
+    /// How long a SASL authentication holds before the client must re-authenticate (KIP-368,
+    /// Kafka's `connections.max.reauth.ms`); zero: forever.
+    pub sasl_session_lifetime: Duration,
 }
 
 /// `[kafka] auto_create_topics` default: on, as Kafka's `auto.create.topics.enable`, so a
@@ -142,6 +154,7 @@ impl Default for KafkaSettings {
             auto_create_topics: AUTO_CREATE_TOPICS_DEFAULT,
             auto_create_topic_partitions: AUTO_CREATE_TOPIC_PARTITIONS_DEFAULT,
             fetch_sessions: FetchSessionLimits::default(),
+            sasl_session_lifetime: Duration::from_millis(SASL_SESSION_LIFETIME_MS_DEFAULT),
         }
     }
 }
@@ -217,6 +230,7 @@ pub struct KafkaSection {
     fetch_session_partitions_max: Option<usize>,
     fetch_session_idle_max_ms: Option<u64>,
     fetch_session_eviction_min_ms: Option<u64>,
+    sasl_session_lifetime_ms: Option<u64>,
 }
 
 impl KafkaSection {
@@ -352,6 +366,14 @@ impl KafkaSection {
                 value,
                 0,
                 duration_limit,
+            )?);
+        }
+        if let Some(value) = self.sasl_session_lifetime_ms {
+            settings.sasl_session_lifetime = Duration::from_millis(range(
+                "sasl_session_lifetime_ms",
+                value,
+                0,
+                SASL_SESSION_LIFETIME_MS_MAX,
             )?);
         }
         if settings.in_flight_bytes_per_connection_max > settings.in_flight_bytes_max {
@@ -492,6 +514,18 @@ mod settings_tests {
             std::time::Duration::from_millis(2500)
         );
         assert!(!parse("[kafka]\nenabled = false\n").unwrap().kafka.enabled);
+        assert_eq!(
+            config.kafka.sasl_session_lifetime,
+            std::time::Duration::ZERO,
+            "no re-authentication by default, as Kafka"
+        );
+        assert_eq!(
+            parse("[kafka]\nsasl_session_lifetime_ms = 3600000\n")
+                .unwrap()
+                .kafka
+                .sasl_session_lifetime,
+            std::time::Duration::from_secs(3600)
+        );
         assert!(config.kafka.auto_create_topics, "on by default, as Kafka");
         assert_eq!(config.kafka.auto_create_topic_partitions, 1);
         let auto = parse("[kafka]\nauto_create_topics = false\nauto_create_topic_partitions = 6\n")
@@ -580,6 +614,10 @@ mod settings_tests {
             (
                 "[kafka]\nfetch_session_eviction_min_ms = 86400001\n",
                 "kafka.fetch_session_eviction_min_ms",
+            ),
+            (
+                "[kafka]\nsasl_session_lifetime_ms = 2592000001\n",
+                "kafka.sasl_session_lifetime_ms",
             ),
         ] {
             let error = parse(text).unwrap_err();
