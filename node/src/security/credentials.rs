@@ -41,17 +41,22 @@ pub(crate) mod fixture {
             }
         }
 
-        /// Adds `user` with `password` for `mechanism` (a fixed salt per user and mechanism).
+        /// Adds `user` with `password` for `mechanism`: a salt of
+        /// [`SCRAM_SALT_BYTES`](crate::security::scram::SCRAM_SALT_BYTES), as the node makes
+        /// them and as decoys have (fixed per user and mechanism).
         pub(crate) fn with_user(
             mut self,
             user: &str,
             password: &str,
             mechanism: ScramMechanism,
         ) -> Self {
-            let salt = format!("salt-of-{user}-{}", mechanism.name());
-            let credential =
-                ScramCredential::new(mechanism, password, salt.as_bytes(), FIXTURE_ITERATIONS)
-                    .expect("fixture credential");
+            let seed = ring::digest::digest(
+                &ring::digest::SHA256,
+                format!("{user}\0{}", mechanism.name()).as_bytes(),
+            );
+            let salt = &seed.as_ref()[..crate::security::scram::SCRAM_SALT_BYTES];
+            let credential = ScramCredential::new(mechanism, password, salt, FIXTURE_ITERATIONS)
+                .expect("fixture credential");
             self.credentials
                 .insert((user.to_owned(), mechanism), credential);
             self
