@@ -728,4 +728,4 @@ pub fn authenticate_outside_exchange() -> SaslAuthenticateResponse {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

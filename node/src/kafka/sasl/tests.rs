@@ -20,10 +20,10 @@ use crate::security::credentials::fixture::{FIXTURE_ITERATIONS, MapCredentials};
 
 const SHA256: SaslMechanism = SaslMechanism::Scram(ScramMechanism::Sha256);
 const SHA512: SaslMechanism = SaslMechanism::Scram(ScramMechanism::Sha512);
-const ALICE_PASSWORD: &str = "alice-secret";
+pub(crate) const ALICE_PASSWORD: &str = "alice-secret";
 const BOB_PASSWORD: &str = "bob-secret";
 
-fn credentials() -> Arc<MapCredentials> {
+pub(crate) fn credentials() -> Arc<MapCredentials> {
     let mut map = MapCredentials::new();
     for mechanism in ScramMechanism::ALL {
         map = map
@@ -33,15 +33,20 @@ fn credentials() -> Arc<MapCredentials> {
     Arc::new(map)
 }
 
-fn sasl(allow_anonymous: bool) -> Arc<KafkaSasl> {
-    Arc::new(KafkaSasl::with_seed(
+pub(crate) fn sasl(allow_anonymous: bool) -> Arc<KafkaSasl> {
+    Arc::new(sasl_settings(allow_anonymous))
+}
+
+/// SASL with every mechanism over [`credentials`] (alice, bob).
+pub(crate) fn sasl_settings(allow_anonymous: bool) -> KafkaSasl {
+    KafkaSasl::with_seed(
         KafkaSaslSettings {
             mechanisms: SASL_MECHANISMS_ALL.to_vec(),
             allow_anonymous,
         },
         credentials(),
         11,
-    ))
+    )
 }
 
 /// A fixed point in time (tests never read the real clock).
@@ -121,14 +126,14 @@ fn send(
 }
 
 /// A SCRAM client: client-first, then client-final for the server's first message.
-struct ScramClient {
+pub(crate) struct ScramClient {
     mechanism: ScramMechanism,
     bare: String,
     nonce: String,
 }
 
 impl ScramClient {
-    fn new(mechanism: ScramMechanism, user: &str) -> Self {
+    pub(crate) fn new(mechanism: ScramMechanism, user: &str) -> Self {
         let nonce = "fyko+d2lbbFgONRv9qkxdawL".to_owned();
         Self {
             mechanism,
@@ -137,13 +142,13 @@ impl ScramClient {
         }
     }
 
-    fn first(&self) -> Vec<u8> {
+    pub(crate) fn first(&self) -> Vec<u8> {
         format!("n,,{}", self.bare).into_bytes()
     }
 
     /// client-final for `server_first`, with `password`; checks the server's nonce extends
     /// the client's.
-    fn last(&self, server_first: &[u8], password: &str) -> Vec<u8> {
+    pub(crate) fn last(&self, server_first: &[u8], password: &str) -> Vec<u8> {
         let server_first = std::str::from_utf8(server_first).unwrap();
         let mut fields = server_first.split(',');
         let nonce = fields.next().unwrap().strip_prefix("r=").unwrap();
