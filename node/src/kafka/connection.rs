@@ -243,7 +243,11 @@ pub(crate) async fn serve_connection<D: Disk, S>(
 /// Puts a request to the connection's SASL session before it starts: the request to start
 /// (the request itself, or its answer when the session gave one), `None` to drop it, and
 /// whether to close the connection after it.
-fn admit(sasl: &mut SaslSession, incoming: Incoming, now: std::time::Instant) -> (Option<Incoming>, bool) {
+fn admit(
+    sasl: &mut SaslSession,
+    incoming: Incoming,
+    now: std::time::Instant,
+) -> (Option<Incoming>, bool) {
     match incoming {
         Incoming::Request(request, reservation) => {
             let answered = |response| {

@@ -197,8 +197,8 @@ impl KafkaListener {
 
     /// Authenticates clients on both sockets as `sasl` says (mechanisms, credentials, whether
     /// anonymous clients are served). Without it SASL is off and every client is served.
-    pub fn sasl(&mut self, sasl: KafkaSasl) {
-        self.sasl = Arc::new(sasl);
+    pub fn sasl(&mut self, sasl: Arc<KafkaSasl>) {
+        self.sasl = sasl;
     }
 
     /// Gives the TLS socket the certificate chain and key to present (the QUIC listener's).
@@ -293,24 +293,28 @@ impl KafkaListener {
             seed,
         )));
         let plain_service = advertised.map(|advertised| {
-            Arc::new(KafkaService::new(
-                Arc::clone(&broker),
-                Arc::clone(&fetch_sessions),
-                settings.clone(),
-                advertised,
-                ListenerKind::Plaintext,
+            Arc::new(
+                KafkaService::new(
+                    Arc::clone(&broker),
+                    Arc::clone(&fetch_sessions),
+                    settings.clone(),
+                    advertised,
+                    ListenerKind::Plaintext,
+                )
+                .with_sasl(Arc::clone(&sasl)),
             )
-            .with_sasl(Arc::clone(&sasl)))
         });
         let tls_service = advertised_tls.map(|advertised| {
-            Arc::new(KafkaService::new(
-                Arc::clone(&broker),
-                Arc::clone(&fetch_sessions),
-                settings.clone(),
-                advertised,
-                ListenerKind::Tls,
+            Arc::new(
+                KafkaService::new(
+                    Arc::clone(&broker),
+                    Arc::clone(&fetch_sessions),
+                    settings.clone(),
+                    advertised,
+                    ListenerKind::Tls,
+                )
+                .with_sasl(Arc::clone(&sasl)),
             )
-            .with_sasl(Arc::clone(&sasl)))
         });
         let mut tasks = tokio::task::JoinSet::new();
         loop {

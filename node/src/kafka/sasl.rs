@@ -35,6 +35,7 @@
 //! Every failure is logged with the name the client gave, its address and the mechanism;
 //! never a password, proof, nonce or key.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,27 @@ pub struct KafkaSasl {
     credentials: Option<Arc<dyn CredentialLookup>>,
     /// Server nonces: a CSPRNG seeded from the system's random source.
     random: Mutex<ChaCha20Rng>,
+    counts: Counters,
+}
+
+/// How many exchanges ended how, over the listener's life.
+#[derive(Debug, Default)]
+struct Counters {
+    authentications: AtomicU64,
+    reauthentications: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// A snapshot of a listener's SASL outcomes (for metrics and tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaslCounts {
+    /// Exchanges that authenticated a connection for the first time.
+    pub authentications: u64,
+    /// Exchanges that re-authenticated a connection (KIP-368).
+    pub reauthentications: u64,
+    /// Exchanges that failed (wrong password, unknown user, bad message, unsupported
+    /// mechanism, another principal on re-authentication).
+    pub failures: u64,
 }
 
 impl KafkaSasl {
@@ -124,6 +146,7 @@ impl KafkaSasl {
             settings,
             credentials: Some(credentials),
             random: Mutex::new(ChaCha20Rng::from_seed(seed)),
+            counts: Counters::default(),
         })
     }
 
@@ -134,6 +157,7 @@ impl KafkaSasl {
             credentials: None,
             // Never drawn from: there is no exchange without mechanisms.
             random: Mutex::new(ChaCha20Rng::from_seed([0; 32])),
+            counts: Counters::default(),
         }
     }
 
@@ -161,12 +185,22 @@ impl KafkaSasl {
             settings,
             credentials: Some(credentials),
             random: Mutex::new(ChaCha20Rng::seed_from_u64(seed)),
+            counts: Counters::default(),
         }
     }
 
     /// The settings.
     pub fn settings(&self) -> &KafkaSaslSettings {
         &self.settings
+    }
+
+    /// The outcomes of the exchanges so far.
+    pub fn counts(&self) -> SaslCounts {
+        SaslCounts {
+            authentications: self.counts.authentications.load(Ordering::Relaxed),
+            reauthentications: self.counts.reauthentications.load(Ordering::Relaxed),
+            failures: self.counts.failures.load(Ordering::Relaxed),
+        }
     }
 
     /// The mechanisms offered on a connection (PLAIN only over TLS).
@@ -244,7 +278,10 @@ enum Step {
     Exchange(Exchange),
     /// Re-authentication asked for another mechanism than the connection's: the next token
     /// fails with this message (Kafka's `REAUTH_BAD_MECHANISM`).
-    BadReauthenticationMechanism { message: String },
+    BadReauthenticationMechanism {
+        mechanism: &'static str,
+        message: String,
+    },
     /// An exchange failed: nothing more is served (the connection is closing).
     Failed,
 }
@@ -330,7 +367,9 @@ impl SaslSession {
         let refusal = if !matches!(self.step, Step::Idle) {
             Some("a request other than SaslAuthenticate during SASL authentication")
         } else if self.expires.is_some_and(|expires| now > expires) {
-            Some("the SASL session expired (kafka.sasl_session_lifetime_ms) and the client did not re-authenticate")
+            Some(
+                "the SASL session expired (kafka.sasl_session_lifetime_ms) and the client did not re-authenticate",
+            )
         } else if !self.identity.is_authenticated()
             && !self.sasl.settings.allow_anonymous
             && api != ApiKey::ApiVersions
@@ -358,11 +397,7 @@ impl SaslSession {
     fn handshake(&mut self, version: i16, requested: &str, now: Instant) -> Admission {
         let offered = self.sasl.offered(self.over_tls);
         if !matches!(self.step, Step::Idle) {
-            self.log_failure(
-                requested,
-                None,
-                "SaslHandshake during SASL authentication",
-            );
+            self.log_failure(requested, None, "SaslHandshake during SASL authentication");
             self.step = Step::Failed;
             return Admission::AnswerAndClose(handshake_response(
                 ResponseError::IllegalSaslState,
@@ -412,6 +447,7 @@ impl SaslSession {
             && previous != mechanism
         {
             self.step = Step::BadReauthenticationMechanism {
+                mechanism: mechanism.name(),
                 message: format!(
                     "SASL mechanism '{}' requested by client is not supported for re-authentication of mechanism '{}'",
                     mechanism.name(),
@@ -447,9 +483,10 @@ impl SaslSession {
                 framing: Framing::Requests,
                 ..
             }) => {}
-            Step::BadReauthenticationMechanism { message } => {
-                let message = message.clone();
-                self.log_failure("", None, &message);
+            Step::BadReauthenticationMechanism { mechanism, message } => {
+                let (mechanism, message) = (*mechanism, message.clone());
+                let name = self.identity.principal.name().to_owned();
+                self.log_failure(mechanism, Some(&name), &message);
                 self.step = Step::Failed;
                 return Admission::AnswerAndClose(authenticate_failed(&message));
             }
@@ -603,11 +640,7 @@ impl SaslSession {
             Err(failure) => Err(failure),
         };
         if let Err(failure) = &result {
-            self.log_failure(
-                mechanism.name(),
-                username.as_deref(),
-                &failure.reason,
-            );
+            self.log_failure(mechanism.name(), username.as_deref(), &failure.reason);
             self.step = Step::Failed;
         }
         result
@@ -638,6 +671,12 @@ impl SaslSession {
             SaslMechanism::Plain => AuthMethod::SaslPlain,
             SaslMechanism::Scram(mechanism) => AuthMethod::SaslScram(mechanism),
         };
+        let counter = if reauthentication {
+            &self.sasl.counts.reauthentications
+        } else {
+            &self.sasl.counts.authentications
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             principal = %principal,
             client = %self.identity.host,
@@ -657,6 +696,7 @@ impl SaslSession {
     }
 
     fn log_failure(&self, mechanism: &str, username: Option<&str>, reason: &str) {
+        self.sasl.counts.failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             principal = username.map(|name| format!("User:{name}")).as_deref().unwrap_or("(none given)"),
             client = %self.identity.host,

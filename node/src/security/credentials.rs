@@ -36,8 +36,11 @@ pub(crate) mod fixture {
         pub(crate) fn new() -> Self {
             Self {
                 credentials: HashMap::new(),
-                decoys: DecoyCredentials::new([3; crate::security::scram::DECOY_SECRET_BYTES], FIXTURE_ITERATIONS)
-                    .expect("fixture iterations are in range"),
+                decoys: DecoyCredentials::new(
+                    [3; crate::security::scram::DECOY_SECRET_BYTES],
+                    FIXTURE_ITERATIONS,
+                )
+                .expect("fixture iterations are in range"),
             }
         }
 

@@ -595,6 +595,7 @@ async fn idle_connections_are_closed() {
 }
 
 mod sasl;
+mod sasl_clients;
 
 #[test]
 fn a_wildcard_advertised_address_is_one_clear_error() {

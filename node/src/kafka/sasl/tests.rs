@@ -26,9 +26,11 @@ const BOB_PASSWORD: &str = "bob-secret";
 pub(crate) fn credentials() -> Arc<MapCredentials> {
     let mut map = MapCredentials::new();
     for mechanism in ScramMechanism::ALL {
-        map = map
-            .with_user("alice", ALICE_PASSWORD, mechanism)
-            .with_user("bob", BOB_PASSWORD, mechanism);
+        map = map.with_user("alice", ALICE_PASSWORD, mechanism).with_user(
+            "bob",
+            BOB_PASSWORD,
+            mechanism,
+        );
     }
     Arc::new(map)
 }
@@ -314,7 +316,10 @@ fn a_changed_or_replayed_nonce_fails() {
     let mut second_connection = session_with(shared, false, Duration::ZERO);
     handshake_ok(&mut second_connection, 1, "SCRAM-SHA-256", now);
     let (fresh, _) = send(&mut second_connection, 2, &client.first(), now);
-    assert_ne!(fresh.auth_bytes, server_first.auth_bytes, "a new server nonce");
+    assert_ne!(
+        fresh.auth_bytes, server_first.auth_bytes,
+        "a new server nonce"
+    );
     let (response, open) = send(&mut second_connection, 2, &recorded, now);
     failed(&response);
     assert!(!open);
@@ -362,7 +367,12 @@ fn an_unknown_user_is_indistinguishable_from_a_wrong_password() {
         let salt = BASE64
             .decode(fields[1].strip_prefix("s=").unwrap())
             .unwrap();
-        (fields.len(), fields[0].len(), salt.len(), fields[2].to_owned())
+        (
+            fields.len(),
+            fields[0].len(),
+            salt.len(),
+            fields[2].to_owned(),
+        )
     };
     for mechanism in ScramMechanism::ALL {
         let mut outcomes = Vec::new();
@@ -478,13 +488,16 @@ fn requests_before_authentication_are_refused_unless_anonymous_is_allowed() {
 
     let mut allowing = session_with(sasl(true), false, Duration::ZERO);
     assert_eq!(allowing.admit(&metadata(), now), Admission::Serve);
-    assert_eq!(
-        allowing.identity().principal.to_string(),
-        "User:ANONYMOUS"
-    );
+    assert_eq!(allowing.identity().principal.to_string(), "User:ANONYMOUS");
     // It may still authenticate later.
-    let (response, open) =
-        scram_exchange(&mut allowing, ScramMechanism::Sha256, "bob", BOB_PASSWORD, 2, now);
+    let (response, open) = scram_exchange(
+        &mut allowing,
+        ScramMechanism::Sha256,
+        "bob",
+        BOB_PASSWORD,
+        2,
+        now,
+    );
     assert_eq!(response.error_code, 0);
     assert!(open);
     assert_eq!(allowing.identity().principal.to_string(), "User:bob");
@@ -517,12 +530,24 @@ fn reauthentication_as_another_user_or_mechanism_is_refused() {
     let lifetime = Duration::from_secs(60);
     let start = t0();
     let mut session = session_with(sasl(false), false, lifetime);
-    let (response, _) =
-        scram_exchange(&mut session, ScramMechanism::Sha256, "alice", ALICE_PASSWORD, 2, start);
+    let (response, _) = scram_exchange(
+        &mut session,
+        ScramMechanism::Sha256,
+        "alice",
+        ALICE_PASSWORD,
+        2,
+        start,
+    );
     assert_eq!(response.error_code, 0);
     let later = start + Duration::from_secs(30);
-    let (response, open) =
-        scram_exchange(&mut session, ScramMechanism::Sha256, "bob", BOB_PASSWORD, 2, later);
+    let (response, open) = scram_exchange(
+        &mut session,
+        ScramMechanism::Sha256,
+        "bob",
+        BOB_PASSWORD,
+        2,
+        later,
+    );
     assert_eq!(
         failed(&response),
         "Cannot change principals during re-authentication from User.alice: User.bob"
@@ -532,7 +557,14 @@ fn reauthentication_as_another_user_or_mechanism_is_refused() {
     assert_eq!(session.admit(&metadata(), later), Admission::Close);
 
     let mut session = session_with(sasl(false), false, lifetime);
-    scram_exchange(&mut session, ScramMechanism::Sha256, "alice", ALICE_PASSWORD, 2, start);
+    scram_exchange(
+        &mut session,
+        ScramMechanism::Sha256,
+        "alice",
+        ALICE_PASSWORD,
+        2,
+        start,
+    );
     handshake_ok(&mut session, 1, "SCRAM-SHA-512", later);
     let client = ScramClient::new(ScramMechanism::Sha512, "alice");
     let (response, open) = send(&mut session, 2, &client.first(), later);
@@ -551,14 +583,29 @@ fn an_expired_session_closes_and_reauthentication_renews_it() {
     let lifetime = Duration::from_secs(60);
     let start = t0();
     let mut session = session_with(sasl(false), false, lifetime);
-    let (response, _) =
-        scram_exchange(&mut session, ScramMechanism::Sha512, "alice", ALICE_PASSWORD, 1, start);
+    let (response, _) = scram_exchange(
+        &mut session,
+        ScramMechanism::Sha512,
+        "alice",
+        ALICE_PASSWORD,
+        1,
+        start,
+    );
     assert_eq!(response.session_lifetime_ms, 60_000);
-    assert_eq!(session.admit(&metadata(), start + lifetime), Admission::Serve);
+    assert_eq!(
+        session.admit(&metadata(), start + lifetime),
+        Admission::Serve
+    );
     // Re-authenticated halfway: the session now runs to 1.5 lifetimes.
     let half = start + lifetime / 2;
-    let (response, open) =
-        scram_exchange(&mut session, ScramMechanism::Sha512, "alice", ALICE_PASSWORD, 2, half);
+    let (response, open) = scram_exchange(
+        &mut session,
+        ScramMechanism::Sha512,
+        "alice",
+        ALICE_PASSWORD,
+        2,
+        half,
+    );
     assert_eq!(response.error_code, 0, "{response:?}");
     assert!(open);
     assert_eq!(response.session_lifetime_ms, 60_000);
@@ -569,22 +616,50 @@ fn an_expired_session_closes_and_reauthentication_renews_it() {
 
     // Expired, then a handshake: re-authentication is still allowed, as in Kafka.
     let mut session = session_with(sasl(false), false, lifetime);
-    scram_exchange(&mut session, ScramMechanism::Sha256, "bob", BOB_PASSWORD, 2, start);
+    scram_exchange(
+        &mut session,
+        ScramMechanism::Sha256,
+        "bob",
+        BOB_PASSWORD,
+        2,
+        start,
+    );
     let late = start + lifetime * 3;
-    let (response, open) =
-        scram_exchange(&mut session, ScramMechanism::Sha256, "bob", BOB_PASSWORD, 2, late);
+    let (response, open) = scram_exchange(
+        &mut session,
+        ScramMechanism::Sha256,
+        "bob",
+        BOB_PASSWORD,
+        2,
+        late,
+    );
     assert_eq!(response.error_code, 0);
     assert!(open);
-    assert_eq!(session.admit(&metadata(), late + Duration::from_secs(1)), Admission::Serve);
+    assert_eq!(
+        session.admit(&metadata(), late + Duration::from_secs(1)),
+        Admission::Serve
+    );
 
     // v0 carries no lifetime, and without a lifetime sessions never expire.
     let mut session = session_with(sasl(false), false, lifetime);
-    let (response, _) =
-        scram_exchange(&mut session, ScramMechanism::Sha256, "bob", BOB_PASSWORD, 0, start);
+    let (response, _) = scram_exchange(
+        &mut session,
+        ScramMechanism::Sha256,
+        "bob",
+        BOB_PASSWORD,
+        0,
+        start,
+    );
     assert_eq!(response.session_lifetime_ms, 0);
     let mut forever = session_with(sasl(false), false, Duration::ZERO);
-    let (response, _) =
-        scram_exchange(&mut forever, ScramMechanism::Sha256, "bob", BOB_PASSWORD, 2, start);
+    let (response, _) = scram_exchange(
+        &mut forever,
+        ScramMechanism::Sha256,
+        "bob",
+        BOB_PASSWORD,
+        2,
+        start,
+    );
     assert_eq!(response.session_lifetime_ms, 0);
     let far = start + Duration::from_secs(365 * 24 * 3600);
     assert_eq!(forever.admit(&metadata(), far), Admission::Serve);
@@ -597,24 +672,54 @@ fn an_expired_session_closes_and_reauthentication_renews_it() {
 fn handshakes_outside_an_exchange_go_to_the_service() {
     let now = t0();
     let mut off = session_with(Arc::new(KafkaSasl::off()), false, Duration::ZERO);
-    assert_eq!(off.admit(&handshake(1, "SCRAM-SHA-256"), now), Admission::Serve);
+    assert_eq!(
+        off.admit(&handshake(1, "SCRAM-SHA-256"), now),
+        Admission::Serve
+    );
     assert_eq!(off.admit(&authenticate(2, b"x"), now), Admission::Serve);
     assert_eq!(off.admit(&metadata(), now), Admission::Serve);
 
     let mut no_lifetime = session(false);
-    scram_exchange(&mut no_lifetime, ScramMechanism::Sha256, "bob", BOB_PASSWORD, 2, now);
+    scram_exchange(
+        &mut no_lifetime,
+        ScramMechanism::Sha256,
+        "bob",
+        BOB_PASSWORD,
+        2,
+        now,
+    );
     assert_eq!(
         no_lifetime.admit(&handshake(1, "SCRAM-SHA-256"), now),
         Admission::Serve
     );
-    assert_eq!(no_lifetime.admit(&authenticate(2, b"x"), now), Admission::Serve);
+    assert_eq!(
+        no_lifetime.admit(&authenticate(2, b"x"), now),
+        Admission::Serve
+    );
 
     let mut soon = session_with(sasl(false), false, Duration::from_secs(60));
-    scram_exchange(&mut soon, ScramMechanism::Sha256, "bob", BOB_PASSWORD, 2, now);
+    scram_exchange(
+        &mut soon,
+        ScramMechanism::Sha256,
+        "bob",
+        BOB_PASSWORD,
+        2,
+        now,
+    );
     let first = now + Duration::from_secs(5);
-    scram_exchange(&mut soon, ScramMechanism::Sha256, "bob", BOB_PASSWORD, 2, first);
+    scram_exchange(
+        &mut soon,
+        ScramMechanism::Sha256,
+        "bob",
+        BOB_PASSWORD,
+        2,
+        first,
+    );
     assert_eq!(
-        soon.admit(&handshake(1, "SCRAM-SHA-256"), first + Duration::from_millis(500)),
+        soon.admit(
+            &handshake(1, "SCRAM-SHA-256"),
+            first + Duration::from_millis(500)
+        ),
         Admission::Serve
     );
 
@@ -660,7 +765,10 @@ fn plain_failures_never_echo_the_password() {
             &b"\0alice\0hunter2-wrong"[..],
             "Authentication failed: Invalid username or password",
         ),
-        (&b"\0\0hunter2-wrong"[..], "Authentication failed: username not specified"),
+        (
+            &b"\0\0hunter2-wrong"[..],
+            "Authentication failed: username not specified",
+        ),
         (
             &b"bob\0alice\0hunter2-wrong"[..],
             "Authentication failed: Client requested an authorization id that is different from username",
@@ -691,8 +799,14 @@ fn scram_authenticates_with_both_hashes() {
         for version in [0, 1, 2] {
             let mut session = session(false);
             assert_eq!(session.admit(&api_versions(), now), Admission::Serve);
-            let (response, open) =
-                scram_exchange(&mut session, mechanism, "alice", ALICE_PASSWORD, version, now);
+            let (response, open) = scram_exchange(
+                &mut session,
+                mechanism,
+                "alice",
+                ALICE_PASSWORD,
+                version,
+                now,
+            );
             assert_eq!(response.error_code, 0, "{response:?}");
             assert!(open);
             assert!(response.auth_bytes.starts_with(b"v="));
@@ -736,10 +850,7 @@ fn a_v0_handshake_exchanges_raw_tokens() {
 
     let mut session = session_with(sasl(false), true, Duration::ZERO);
     handshake_ok(&mut session, 0, "PLAIN", now);
-    assert_eq!(
-        session.raw_token(b"\0alice\0wrong", now),
-        RawAnswer::Close
-    );
+    assert_eq!(session.raw_token(b"\0alice\0wrong", now), RawAnswer::Close);
     assert!(!session.expects_raw_tokens());
     assert!(!session.identity().is_authenticated());
 
@@ -755,11 +866,8 @@ fn a_v0_handshake_exchanges_raw_tokens() {
 // Goal: PLAIN finds a user who has only a SCRAM-SHA-512 credential.
 #[test]
 fn plain_checks_a_sha512_only_user() {
-    let credentials = Arc::new(MapCredentials::new().with_user(
-        "dave",
-        "dave-secret",
-        ScramMechanism::Sha512,
-    ));
+    let credentials =
+        Arc::new(MapCredentials::new().with_user("dave", "dave-secret", ScramMechanism::Sha512));
     let sasl = Arc::new(KafkaSasl::with_seed(
         KafkaSaslSettings {
             mechanisms: vec![SaslMechanism::Plain],

@@ -4,8 +4,7 @@
 //! closed, and SASL off answering as Kafka's non-SASL listener.
 
 use kafka_protocol::messages::{
-    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
-    SaslHandshakeResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -16,7 +15,7 @@ use crate::security::scram::ScramMechanism;
 
 async fn start_sasl(allow_anonymous: bool) -> Running {
     let mut listener = KafkaListener::bind(any_port(), KafkaSettings::default()).unwrap();
-    listener.sasl(sasl_settings(allow_anonymous));
+    listener.sasl(Arc::new(sasl_settings(allow_anonymous)));
     start_listener(listener).await
 }
 
@@ -143,7 +142,11 @@ async fn scram_over_sasl_authenticate_and_over_raw_tokens() {
     let handshake = handshake_answer(&mut stream, 1).await;
     assert_eq!(handshake.error_code, 0);
     let offered: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
-    assert_eq!(offered, ["SCRAM-SHA-256", "SCRAM-SHA-512"], "no PLAIN on plaintext");
+    assert_eq!(
+        offered,
+        ["SCRAM-SHA-256", "SCRAM-SHA-512"],
+        "no PLAIN on plaintext"
+    );
     let client = ScramClient::new(ScramMechanism::Sha512, "alice");
     stream
         .write_all(&authenticate_frame(2, &client.first()))
