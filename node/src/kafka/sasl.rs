@@ -275,7 +275,7 @@ enum Step {
     /// No exchange under way.
     Idle,
     /// After a handshake.
-    Exchange(Exchange),
+    Exchange(Box<Exchange>),
     /// Re-authentication asked for another mechanism than the connection's: the next token
     /// fails with this message (Kafka's `REAUTH_BAD_MECHANISM`).
     BadReauthenticationMechanism {
@@ -336,10 +336,7 @@ impl SaslSession {
     pub fn expects_raw_tokens(&self) -> bool {
         matches!(
             &self.step,
-            Step::Exchange(Exchange {
-                framing: Framing::Raw,
-                ..
-            })
+            Step::Exchange(exchange) if exchange.framing == Framing::Raw
         )
     }
 
@@ -467,22 +464,19 @@ impl SaslSession {
             }
             SaslMechanism::Plain => None,
         };
-        self.step = Step::Exchange(Exchange {
+        self.step = Step::Exchange(Box::new(Exchange {
             mechanism,
             framing,
             reauthentication: previous.is_some(),
             scram,
             username: None,
-        });
+        }));
         Admission::Answer(handshake_response_ok(&offered))
     }
 
     fn authenticate(&mut self, version: i16, token: &[u8], now: Instant) -> Admission {
         match &self.step {
-            Step::Exchange(Exchange {
-                framing: Framing::Requests,
-                ..
-            }) => {}
+            Step::Exchange(exchange) if exchange.framing == Framing::Requests => {}
             Step::BadReauthenticationMechanism { mechanism, message } => {
                 let (mechanism, message) = (*mechanism, message.clone());
                 let name = self.identity.principal.name().to_owned();
