@@ -893,3 +893,99 @@ fn mechanism_names_are_kafkas() {
     assert_eq!(mechanism_from_name("plain"), None);
     assert_eq!(mechanism_from_name("GSSAPI"), None);
 }
+
+// --- Arbitrary input ----------------------------------------------------------------------
+
+/// One thing a client (or the clock) does.
+#[derive(Clone, Debug)]
+enum Op {
+    Handshake(i16, usize),
+    Authenticate(i16, Vec<u8>),
+    Raw(Vec<u8>),
+    Metadata,
+    ApiVersions,
+    Advance(u64),
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0i16..=1, 0usize..6).prop_map(|(version, mechanism)| Op::Handshake(version, mechanism)),
+        (0i16..=2, proptest::collection::vec(any::<u8>(), 0..200))
+            .prop_map(|(version, token)| Op::Authenticate(version, token)),
+        proptest::collection::vec(any::<u8>(), 0..200).prop_map(Op::Raw),
+        // Tokens shaped like SCRAM and PLAIN messages, to get past the first parse.
+        "[a-z]{1,8}"
+            .prop_map(|user| Op::Authenticate(2, format!("n,,n={user},r=abc").into_bytes())),
+        "[a-z]{1,8}".prop_map(|user| Op::Authenticate(2, format!("\0{user}\0pw").into_bytes())),
+        Just(Op::Metadata),
+        Just(Op::ApiVersions),
+        (0u64..3000).prop_map(Op::Advance),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    // Goal: whatever a client sends, in whatever order, the session never panics, never
+    // authenticates without a password, serves nothing once it said to close, and never
+    // serves an unauthenticated request other than ApiVersions when anonymous clients are
+    // not allowed.
+    #[test]
+    fn arbitrary_sequences_never_authenticate_or_serve_after_a_close(
+        over_tls: bool,
+        allow_anonymous: bool,
+        lifetime_ms in proptest::prelude::prop_oneof![proptest::prelude::Just(0u64), 1u64..5000],
+        ops in proptest::collection::vec(op(), 0..24),
+    ) {
+        const MECHANISMS: [&str; 6] =
+            ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN", "GSSAPI", "", "scram-sha-256"];
+        let mut session = session_with(
+            sasl(allow_anonymous),
+            over_tls,
+            Duration::from_millis(lifetime_ms),
+        );
+        let mut now = t0();
+        let mut closed = false;
+        for op in ops {
+            let verdict = match op {
+                Op::Handshake(version, mechanism) => {
+                    Some(session.admit(&handshake(version, MECHANISMS[mechanism]), now))
+                }
+                Op::Authenticate(version, token) => {
+                    Some(session.admit(&authenticate(version, &token), now))
+                }
+                Op::Raw(token) => {
+                    if session.expects_raw_tokens() {
+                        match session.raw_token(&token, now) {
+                            RawAnswer::Answer(_) => None,
+                            RawAnswer::Close => Some(Admission::Close),
+                        }
+                    } else {
+                        None
+                    }
+                }
+                Op::Metadata => {
+                    let verdict = session.admit(&metadata(), now);
+                    if !allow_anonymous && !session.identity().is_authenticated() {
+                        proptest::prop_assert_ne!(&verdict, &Admission::Serve);
+                    }
+                    Some(verdict)
+                }
+                Op::ApiVersions => Some(session.admit(&api_versions(), now)),
+                Op::Advance(ms) => {
+                    now += Duration::from_millis(ms);
+                    None
+                }
+            };
+            match verdict {
+                Some(Admission::Close | Admission::AnswerAndClose(_)) => closed = true,
+                Some(Admission::Serve | Admission::Answer(_)) => {
+                    proptest::prop_assert!(!closed, "served after a close");
+                }
+                None => {}
+            }
+            proptest::prop_assert!(!session.identity().is_authenticated());
+        }
+    }
+}
