@@ -39,7 +39,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering as AtomicOrdering};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -145,16 +145,18 @@ pub(crate) async fn serve_connection<D: Disk, S>(
         ClientIdentity::anonymous(host),
         settings.sasl_session_lifetime,
     );
-    // Set while the next frames are raw SASL tokens (after SaslHandshake v0).
-    let raw_tokens = Arc::new(AtomicBool::new(false));
+    let framing = Arc::new(Framing {
+        raw_tokens: AtomicBool::new(false),
+        frame_bytes_max: AtomicU32::new(0),
+    });
+    framing.follow(&sasl, settings);
     let reading = tokio::spawn(read_requests(
         reader,
         remote,
         incoming,
         Arc::new(Semaphore::new(requests_max)),
-        settings.frame_bytes_max,
         budget,
-        Arc::clone(&raw_tokens),
+        Arc::clone(&framing),
     ));
     let idle_max = settings.connections_max_idle;
     // Started and not yet answered, in request order.
@@ -174,7 +176,7 @@ pub(crate) async fn serve_connection<D: Disk, S>(
             if !stopping && may_start(next.order(), unfinished, latest.is_none()) {
                 let (admitted, close) = admit(&mut sasl, next, clock.now());
                 // Before the answer goes out: the client sends its next frame only after.
-                raw_tokens.store(sasl.expects_raw_tokens(), AtomicOrdering::Release);
+                framing.follow(&sasl, settings);
                 if let Some(next) = admitted {
                     let (hold, sequenced) = sequencing();
                     latest = Some(sequenced);
@@ -237,6 +239,31 @@ pub(crate) async fn serve_connection<D: Disk, S>(
     reading.abort();
     if let Some(mut writer) = answers.writer.take() {
         let _ = writer.shutdown().await;
+    }
+}
+
+/// How the reader reads the next frame, as the connection's SASL state says; the answering
+/// loop updates it after each request it starts, before that request's answer goes out.
+struct Framing {
+    /// The next frames are raw SASL tokens (an exchange after SaslHandshake v0).
+    raw_tokens: AtomicBool,
+    /// Largest frame: `kafka.frame_bytes_max`, or at most `kafka.sasl_receive_bytes_max`
+    /// before authentication (Kafka's `sasl.server.max.receive.size`).
+    frame_bytes_max: AtomicU32,
+}
+
+impl Framing {
+    fn follow(&self, sasl: &SaslSession, settings: &super::KafkaSettings) {
+        self.raw_tokens
+            .store(sasl.expects_raw_tokens(), AtomicOrdering::Release);
+        let limit = if sasl.receive_limited() {
+            settings
+                .frame_bytes_max
+                .min(settings.sasl_receive_bytes_max)
+        } else {
+            settings.frame_bytes_max
+        };
+        self.frame_bytes_max.store(limit, AtomicOrdering::Release);
     }
 }
 
@@ -448,9 +475,8 @@ async fn read_requests<S: AsyncRead>(
     remote: Option<SocketAddr>,
     incoming: mpsc::Sender<Read>,
     requests: Arc<Semaphore>,
-    frame_bytes_max: u32,
     budget: ConnectionBudget,
-    raw_tokens: Arc<AtomicBool>,
+    framing: Arc<Framing>,
 ) {
     loop {
         // One of `requests_in_flight_per_connection_max` before the next frame is read;
@@ -462,12 +488,13 @@ async fn read_requests<S: AsyncRead>(
         let Ok(length) = reader.read_i32().await else {
             return;
         };
+        let frame_bytes_max = framing.frame_bytes_max.load(AtomicOrdering::Acquire);
         let Some(bytes) = frame_bytes(length, frame_bytes_max) else {
             tracing::warn!(
                 ?remote,
                 length,
                 frame_bytes_max,
-                "kafka connection closed: request frame length outside 0..=kafka.frame_bytes_max"
+                "kafka connection closed: request frame length outside 0..=kafka.frame_bytes_max (kafka.sasl_receive_bytes_max before authentication)"
             );
             return;
         };
@@ -483,7 +510,7 @@ async fn read_requests<S: AsyncRead>(
             return;
         }
         let frame = Bytes::from(frame);
-        if raw_tokens.load(AtomicOrdering::Acquire) {
+        if framing.raw_tokens.load(AtomicOrdering::Acquire) {
             if incoming
                 .send((Incoming::SaslToken(frame, reservation), permit))
                 .await

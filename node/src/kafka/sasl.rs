@@ -340,6 +340,19 @@ impl SaslSession {
         )
     }
 
+    /// Whether the pre-authentication receive limit (`kafka.sasl_receive_bytes_max`) applies
+    /// to the next frame: during a first exchange, and before authentication when anonymous
+    /// clients are not allowed (Kafka's `sasl.server.max.receive.size`: before and during the
+    /// initial authentication).
+    pub fn receive_limited(&self) -> bool {
+        match &self.step {
+            Step::Exchange(exchange) => !exchange.reauthentication,
+            Step::Idle => !self.identity.is_authenticated() && !self.sasl.settings.allow_anonymous,
+            Step::BadReauthenticationMechanism { .. } => false,
+            Step::Failed => true,
+        }
+    }
+
     /// Decides about a request about to start, at `now`.
     pub fn admit(&mut self, request: &DecodedRequest, now: Instant) -> Admission {
         match &request.body {

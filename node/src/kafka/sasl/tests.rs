@@ -885,6 +885,39 @@ fn plain_checks_a_sha512_only_user() {
     assert_eq!(session.identity().principal.to_string(), "User:dave");
 }
 
+// Goal: the pre-authentication receive limit applies before authentication when anonymous
+// clients are refused and during a first exchange, and not once authenticated (nor during a
+// re-authentication), nor to an anonymous connection that is served.
+#[test]
+fn the_receive_limit_applies_until_authenticated() {
+    let now = t0();
+    let mut refusing = session_with(sasl(false), false, Duration::from_secs(60));
+    assert!(refusing.receive_limited());
+    handshake_ok(&mut refusing, 1, "SCRAM-SHA-256", now);
+    assert!(refusing.receive_limited());
+    let client = ScramClient::new(ScramMechanism::Sha256, "alice");
+    let (first, _) = send(&mut refusing, 2, &client.first(), now);
+    send(
+        &mut refusing,
+        2,
+        &client.last(&first.auth_bytes, ALICE_PASSWORD),
+        now,
+    );
+    assert!(!refusing.receive_limited());
+    handshake_ok(
+        &mut refusing,
+        1,
+        "SCRAM-SHA-256",
+        now + Duration::from_secs(2),
+    );
+    assert!(!refusing.receive_limited(), "re-authenticating");
+
+    let mut allowing = session_with(sasl(true), false, Duration::ZERO);
+    assert!(!allowing.receive_limited());
+    handshake_ok(&mut allowing, 1, "SCRAM-SHA-512", now);
+    assert!(allowing.receive_limited(), "during a first exchange");
+}
+
 #[test]
 fn mechanism_names_are_kafkas() {
     assert_eq!(mechanism_from_name("SCRAM-SHA-256"), Some(SHA256));

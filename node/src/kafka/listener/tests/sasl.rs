@@ -220,3 +220,80 @@ async fn with_sasl_off_a_handshake_is_an_illegal_state() {
     let _ = running.stop.send(true);
     running.serving.await.unwrap();
 }
+
+/// ApiVersions v3 whose client software name makes it `bytes` long or more.
+fn large_api_versions(correlation_id: i32, bytes: usize) -> Bytes {
+    let mut body = kafka_protocol::messages::ApiVersionsRequest::default();
+    body.client_software_name = StrBytes::from_string("x".repeat(bytes));
+    body.client_software_version = StrBytes::from_static_str("1");
+    with_length(request_frame(
+        ApiKey::ApiVersions,
+        3,
+        correlation_id,
+        &KafkaRequest::ApiVersions(body),
+    ))
+}
+
+// Goal: before authentication, when anonymous clients are refused, a frame over
+// `kafka.sasl_receive_bytes_max` (512 KiB, Kafka's `sasl.server.max.receive.size`) closes
+// the connection before it is buffered; once authenticated, or where anonymous clients are
+// served, `kafka.frame_bytes_max` applies. Method: ApiVersions (served before
+// authentication) made 600 KiB long by its client software name.
+#[tokio::test]
+async fn frames_before_authentication_are_bounded_by_sasl_receive_bytes_max() {
+    const LARGE: usize = 600 * 1024;
+    let refusing = start_sasl(false).await;
+    let mut stream = TcpStream::connect(refusing.plain()).await.unwrap();
+    stream
+        .write_all(&large_api_versions(1, LARGE))
+        .await
+        .unwrap_or(());
+    assert!(
+        closed(&mut stream).await,
+        "a large frame before authentication"
+    );
+
+    let mut stream = TcpStream::connect(refusing.plain()).await.unwrap();
+    stream
+        .write_all(&handshake_frame(1, 1, "SCRAM-SHA-256"))
+        .await
+        .unwrap();
+    handshake_answer(&mut stream, 1).await;
+    let client = ScramClient::new(ScramMechanism::Sha256, "alice");
+    stream
+        .write_all(&authenticate_frame(2, &client.first()))
+        .await
+        .unwrap();
+    let first = authenticate_answer(&mut stream).await;
+    stream
+        .write_all(&authenticate_frame(
+            3,
+            &client.last(&first.auth_bytes, ALICE_PASSWORD),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(authenticate_answer(&mut stream).await.error_code, 0);
+    stream
+        .write_all(&large_api_versions(4, LARGE))
+        .await
+        .unwrap();
+    let answer = read_response(&mut stream)
+        .await
+        .expect("answered once authenticated");
+    assert_eq!(split_response(ApiKey::ApiVersions, 3, &answer).0, 4);
+    let _ = refusing.stop.send(true);
+    refusing.serving.await.unwrap();
+
+    let allowing = start_sasl(true).await;
+    let mut stream = TcpStream::connect(allowing.plain()).await.unwrap();
+    stream
+        .write_all(&large_api_versions(1, LARGE))
+        .await
+        .unwrap();
+    let answer = read_response(&mut stream)
+        .await
+        .expect("answered: anonymous allowed");
+    assert_eq!(split_response(ApiKey::ApiVersions, 3, &answer).0, 1);
+    let _ = allowing.stop.send(true);
+    allowing.serving.await.unwrap();
+}
