@@ -61,6 +61,9 @@ use crate::security::scram::{
 /// ILLEGAL_SASL_STATE.
 pub const REAUTHENTICATION_INTERVAL_MIN: Duration = Duration::from_secs(1);
 
+/// Longest user name, in characters, a failure log line repeats (the rest is cut).
+pub const LOGGED_NAME_CHARS_MAX: usize = 128;
+
 /// Every mechanism the listener implements, in the order Kafka's documentation lists them.
 pub const SASL_MECHANISMS_ALL: [SaslMechanism; 3] = [
     SaslMechanism::Scram(ScramMechanism::Sha256),
@@ -702,10 +705,27 @@ impl SaslSession {
         Ok(())
     }
 
+    /// Logs a failed exchange. `mechanism` and `username` are the client's words: a
+    /// mechanism the listener does not know is logged by its length only, and a name is cut
+    /// at [`LOGGED_NAME_CHARS_MAX`] characters (the log quotes and escapes both).
     fn log_failure(&self, mechanism: &str, username: Option<&str>, reason: &str) {
         self.sasl.counts.failures.fetch_add(1, Ordering::Relaxed);
+        let mechanism = match mechanism_from_name(mechanism) {
+            Some(known) => known.name().to_owned(),
+            None => format!("(unknown, {} bytes)", mechanism.len()),
+        };
+        let principal = username.map_or_else(
+            || "(none given)".to_owned(),
+            |name| {
+                let mut shown: String = name.chars().take(LOGGED_NAME_CHARS_MAX).collect();
+                if shown.len() < name.len() {
+                    shown.push_str("...");
+                }
+                format!("User:{shown}")
+            },
+        );
         tracing::warn!(
-            principal = username.map(|name| format!("User:{name}")).as_deref().unwrap_or("(none given)"),
+            principal,
             client = %self.identity.host,
             mechanism,
             reason,

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -1021,4 +1022,96 @@ proptest::proptest! {
             proptest::prop_assert!(!session.identity().is_authenticated());
         }
     }
+}
+
+/// Log lines written while a test runs.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+// Goal: a failed authentication is logged with the name the client gave, its address and
+// the mechanism, and no log line holds a password, a proof or a nonce; a name the client
+// made huge or a made-up mechanism is not repeated in full.
+#[test]
+fn failures_are_logged_with_user_address_and_mechanism_and_no_secret() {
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let now = t0();
+    let mut scram = session(false);
+    handshake_ok(&mut scram, 1, "SCRAM-SHA-256", now);
+    let client = ScramClient::new(ScramMechanism::Sha256, "alice");
+    let (first, _) = send(&mut scram, 2, &client.first(), now);
+    let last = client.last(&first.auth_bytes, "wrong-password-123");
+    send(&mut scram, 2, &last, now);
+    let mut plain = session_with(sasl(false), true, Duration::ZERO);
+    handshake_ok(&mut plain, 1, "PLAIN", now);
+    send(&mut plain, 2, b"\0bob\0plain-password-456", now);
+    let mut long = session(false);
+    let odd = "X".repeat(5000);
+    long.admit(&handshake(1, &odd), now);
+    let mut success = session(false);
+    let (done, _) = scram_exchange(
+        &mut success,
+        ScramMechanism::Sha512,
+        "bob",
+        BOB_PASSWORD,
+        2,
+        now,
+    );
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("kafka SASL authentication failed"))
+        .collect();
+    assert_eq!(failures.len(), 3, "{text}");
+    assert!(failures[0].contains("User:alice"), "{}", failures[0]);
+    assert!(failures[0].contains("192.0.2.7"), "{}", failures[0]);
+    assert!(failures[0].contains("SCRAM-SHA-256"), "{}", failures[0]);
+    assert!(failures[1].contains("User:bob") && failures[1].contains("PLAIN"));
+    assert!(
+        failures[2].contains("(unknown, 5000 bytes)"),
+        "{}",
+        failures[2]
+    );
+    assert!(
+        text.contains("kafka SASL authentication succeeded"),
+        "{text}"
+    );
+    let secrets = [
+        "wrong-password-123".to_owned(),
+        "plain-password-456".to_owned(),
+        BOB_PASSWORD.to_owned(),
+        String::from_utf8(last.clone()).unwrap(),
+        client.nonce.clone(),
+        String::from_utf8_lossy(&first.auth_bytes).into_owned(),
+        String::from_utf8_lossy(&done.auth_bytes).into_owned(),
+    ];
+    for secret in &secrets {
+        assert!(!text.contains(secret.as_str()), "{secret} logged: {text}");
+    }
+    assert!(!text.contains(&odd[..200]));
 }
