@@ -284,7 +284,13 @@ fn admit(
                     &response,
                 ))
             };
-            match sasl.admit(&request, now) {
+            // Only a SASL token may cost CPU; every other request is decided at once.
+            let admission = if matches!(request.body, KafkaRequest::SaslAuthenticate(_)) {
+                costly(|| sasl.admit(&request, now))
+            } else {
+                sasl.admit(&request, now)
+            };
+            match admission {
                 Admission::Serve => (Some(Incoming::Request(request, reservation)), false),
                 Admission::Answer(response) => (Some(answered(response)), false),
                 Admission::AnswerAndClose(response) => (Some(answered(response)), true),
@@ -295,11 +301,25 @@ fn admit(
             let serve = sasl.may_serve(kafka_protocol::messages::ApiKey::ApiVersions, now);
             (serve.then_some(incoming), !serve)
         }
-        Incoming::SaslToken(token, _reservation) => match sasl.raw_token(&token, now) {
+        Incoming::SaslToken(token, _reservation) => match costly(|| sasl.raw_token(&token, now)) {
             RawAnswer::Answer(frame) => (Some(Incoming::Ready(Ok(frame))), false),
             RawAnswer::Close => (None, true),
         },
         Incoming::Ready(_) => (Some(incoming), false),
+    }
+}
+
+/// Runs `work`, which may take milliseconds of CPU (a SASL PLAIN password is one PBKDF2 of up
+/// to 16,384 iterations), telling a multi-threaded runtime so that it moves this worker's
+/// other tasks elsewhere meanwhile (the node's runtime is one); on another runtime (tests)
+/// it just runs it.
+fn costly<T>(work: impl FnOnce() -> T) -> T {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_threaded {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
     }
 }
 
