@@ -391,20 +391,29 @@ impl SaslSession {
         } else {
             None
         };
-        match refusal {
-            None => true,
-            Some(reason) => {
-                tracing::warn!(
-                    principal = %self.identity.principal,
-                    client = %self.identity.host,
-                    api = ?api,
-                    reason,
-                    "kafka connection closed"
-                );
-                self.step = Step::Failed;
-                false
-            }
+        let Some(reason) = refusal else {
+            return true;
+        };
+        if self.expires.is_some_and(|expires| now > expires) {
+            // Routine for a client that cannot re-authenticate: it reconnects.
+            tracing::info!(
+                principal = %self.identity.principal,
+                client = %self.identity.host,
+                api = ?api,
+                reason,
+                "kafka connection closed"
+            );
+        } else {
+            tracing::warn!(
+                principal = %self.identity.principal,
+                client = %self.identity.host,
+                api = ?api,
+                reason,
+                "kafka connection closed"
+            );
         }
+        self.step = Step::Failed;
+        false
     }
 
     fn handshake(&mut self, version: i16, requested: &str, now: Instant) -> Admission {

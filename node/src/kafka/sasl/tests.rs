@@ -1052,6 +1052,71 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
 // made huge or a made-up mechanism is not repeated in full.
 #[test]
 fn failures_are_logged_with_user_address_and_mechanism_and_no_secret() {
+    // tracing's per-call-site interest cache is process-wide: other tests logging from the
+    // same call sites on other threads can leave them disabled for this test's thread-local
+    // subscriber. So the test runs alone, in a child process of this test binary.
+    const CHILD: &str = "LEDGE_SASL_LOG_TEST_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "kafka::sasl::tests::failures_are_logged_with_user_address_and_mechanism_and_no_secret",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("1 passed"),
+            "the child ran the test"
+        );
+        return;
+    }
+    /// What the scenario sent: the final SCRAM message, the client, its server-first, the
+    /// successful exchange's server-final.
+    struct Sent {
+        last: Vec<u8>,
+        client: ScramClient,
+        first: SaslAuthenticateResponse,
+        done: SaslAuthenticateResponse,
+    }
+    let odd = "X".repeat(5000);
+    let scenario = || {
+        let now = t0();
+        let mut scram = session(false);
+        handshake_ok(&mut scram, 1, "SCRAM-SHA-256", now);
+        let client = ScramClient::new(ScramMechanism::Sha256, "alice");
+        let (first, _) = send(&mut scram, 2, &client.first(), now);
+        let last = client.last(&first.auth_bytes, "wrong-password-123");
+        send(&mut scram, 2, &last, now);
+        let mut plain = session_with(sasl(false), true, Duration::ZERO);
+        handshake_ok(&mut plain, 1, "PLAIN", now);
+        send(&mut plain, 2, b"\0bob\0plain-password-456", now);
+        let mut long = session(false);
+        long.admit(&handshake(1, &odd), now);
+        let mut success = session(false);
+        let (done, _) = scram_exchange(
+            &mut success,
+            ScramMechanism::Sha512,
+            "bob",
+            BOB_PASSWORD,
+            2,
+            now,
+        );
+        Sent {
+            last,
+            client,
+            first,
+            done,
+        }
+    };
     let logs = CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
@@ -1059,29 +1124,12 @@ fn failures_are_logged_with_user_address_and_mechanism_and_no_secret() {
         .with_max_level(tracing::Level::DEBUG)
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
-    let now = t0();
-    let mut scram = session(false);
-    handshake_ok(&mut scram, 1, "SCRAM-SHA-256", now);
-    let client = ScramClient::new(ScramMechanism::Sha256, "alice");
-    let (first, _) = send(&mut scram, 2, &client.first(), now);
-    let last = client.last(&first.auth_bytes, "wrong-password-123");
-    send(&mut scram, 2, &last, now);
-    let mut plain = session_with(sasl(false), true, Duration::ZERO);
-    handshake_ok(&mut plain, 1, "PLAIN", now);
-    send(&mut plain, 2, b"\0bob\0plain-password-456", now);
-    let mut long = session(false);
-    let odd = "X".repeat(5000);
-    long.admit(&handshake(1, &odd), now);
-    let mut success = session(false);
-    let (done, _) = scram_exchange(
-        &mut success,
-        ScramMechanism::Sha512,
-        "bob",
-        BOB_PASSWORD,
-        2,
-        now,
-    );
-
+    let Sent {
+        last,
+        client,
+        first,
+        done,
+    } = scenario();
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let failures: Vec<&str> = text
         .lines()
