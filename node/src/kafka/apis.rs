@@ -166,6 +166,10 @@ kafka_apis! {
     // KIP-848 groups (kafka/consumer_groups.rs).
     ConsumerGroupHeartbeat: ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, 0..=1;
     ConsumerGroupDescribe: ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, 0..=1;
+    // SASL (kafka/sasl.rs): the connection answers them during an exchange, the service
+    // outside one (ILLEGAL_SASL_STATE, as Kafka's KafkaApis).
+    SaslHandshake: SaslHandshakeRequest, SaslHandshakeResponse, 0..=1;
+    SaslAuthenticate: SaslAuthenticateRequest, SaslAuthenticateResponse, 0..=2;
 }
 
 /// The served range of `api`, if it is served.

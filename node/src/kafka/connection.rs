@@ -27,11 +27,18 @@
 //! response that cannot be written (the client went away) or encoded ends the answering:
 //! the requests already started still run to their end (a produce is appended or refused
 //! whole, never cut off mid-way), their answers are dropped, and the connection closes.
+//!
+//! Authentication: the connection's [`SaslSession`] sees each request just before it
+//! starts (requests start in order, and the SASL ones only alone, so it sees them in the
+//! client's order) and says whether to serve it, answer it itself (a step of a SASL
+//! exchange), or close the connection (`kafka/sasl.rs`). After a SaslHandshake v0 the reader
+//! takes the next frames as raw SASL tokens, not requests, until the exchange ends.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering as AtomicOrdering};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -43,7 +50,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::apis::KafkaRequest;
 use super::codec::{self, DecodedRequest, EncodeError};
-use super::dispatch::KafkaService;
+use super::dispatch::{KafkaService, ListenerKind};
+use super::sasl::{Admission, RawAnswer, SaslSession};
 use crate::broker::sequencing::{Sequenced, SequencingHold, sequencing};
 use crate::clock::Clock;
 use crate::storage::Disk;
@@ -55,6 +63,10 @@ enum Incoming {
     Request(Box<DecodedRequest>, Reservation),
     /// ApiVersions at a version the node does not serve: answer the fallback.
     ApiVersionsFallback { correlation_id: i32 },
+    /// A raw SASL token (after SaslHandshake v0), with its frame's reservation.
+    SaslToken(Bytes, Reservation),
+    /// Answered already (by the SASL session): the frame to write.
+    Ready(Result<Bytes, EncodeError>),
 }
 
 impl Incoming {
@@ -63,7 +75,10 @@ impl Incoming {
             Self::Request(request, _) if matches!(request.body, KafkaRequest::Produce(_)) => {
                 Order::Pipelined
             }
-            Self::Request(..) | Self::ApiVersionsFallback { .. } => Order::Serial,
+            Self::Request(..)
+            | Self::ApiVersionsFallback { .. }
+            | Self::SaslToken(..)
+            | Self::Ready(_) => Order::Serial,
         }
     }
 }
@@ -124,13 +139,24 @@ pub(crate) async fn serve_connection<D: Disk, S>(
     let settings = service.settings();
     let requests_max = settings.requests_in_flight_per_connection_max.max(1);
     let (incoming, mut requests) = mpsc::channel(requests_max);
+    let mut sasl = SaslSession::new(
+        Arc::clone(service.sasl()),
+        service.kind() == ListenerKind::Tls,
+        identity,
+        settings.sasl_session_lifetime,
+    );
+    let framing = Arc::new(Framing {
+        raw_tokens: AtomicBool::new(false),
+        frame_bytes_max: AtomicU32::new(0),
+    });
+    framing.follow(&sasl, settings);
     let reading = tokio::spawn(read_requests(
         reader,
         remote,
         incoming,
         Arc::new(Semaphore::new(requests_max)),
-        settings.frame_bytes_max,
         budget,
+        Arc::clone(&framing),
     ));
     let idle_max = settings.connections_max_idle;
     // Started and not yet answered, in request order.
@@ -148,9 +174,16 @@ pub(crate) async fn serve_connection<D: Disk, S>(
         if let Some((next, permit)) = waiting.take() {
             let unfinished = started.len() + answers.len();
             if !stopping && may_start(next.order(), unfinished, latest.is_none()) {
-                let (hold, sequenced) = sequencing();
-                latest = Some(sequenced);
-                started.push_back(answer(&service, next, permit, hold));
+                let (admitted, close) = admit(&mut sasl, next, clock.now());
+                // Before the answer goes out: the client sends its next frame only after.
+                framing.follow(&sasl, settings);
+                if let Some(next) = admitted {
+                    let (hold, sequenced) = sequencing();
+                    latest = Some(sequenced);
+                    started.push_back(answer(&service, next, permit, hold));
+                }
+                // Closing: what is started is answered, nothing more is read or started.
+                stopping |= close;
             } else if !stopping {
                 waiting = Some((next, permit));
             }
@@ -209,6 +242,87 @@ pub(crate) async fn serve_connection<D: Disk, S>(
     }
 }
 
+/// How the reader reads the next frame, as the connection's SASL state says; the answering
+/// loop updates it after each request it starts, before that request's answer goes out.
+struct Framing {
+    /// The next frames are raw SASL tokens (an exchange after SaslHandshake v0).
+    raw_tokens: AtomicBool,
+    /// Largest frame: `kafka.frame_bytes_max`, or at most `kafka.sasl_receive_bytes_max`
+    /// before authentication (Kafka's `sasl.server.max.receive.size`).
+    frame_bytes_max: AtomicU32,
+}
+
+impl Framing {
+    fn follow(&self, sasl: &SaslSession, settings: &super::KafkaSettings) {
+        self.raw_tokens
+            .store(sasl.expects_raw_tokens(), AtomicOrdering::Release);
+        let limit = if sasl.receive_limited() {
+            settings
+                .frame_bytes_max
+                .min(settings.sasl_receive_bytes_max)
+        } else {
+            settings.frame_bytes_max
+        };
+        self.frame_bytes_max.store(limit, AtomicOrdering::Release);
+    }
+}
+
+/// Puts a request to the connection's SASL session before it starts: the request to start
+/// (the request itself, or its answer when the session gave one), `None` to drop it, and
+/// whether to close the connection after it.
+fn admit(
+    sasl: &mut SaslSession,
+    incoming: Incoming,
+    now: std::time::Instant,
+) -> (Option<Incoming>, bool) {
+    match incoming {
+        Incoming::Request(request, reservation) => {
+            let answered = |response| {
+                Incoming::Ready(codec::encode_response(
+                    request.header.correlation_id,
+                    request.version,
+                    &response,
+                ))
+            };
+            // Only a SASL token may cost CPU; every other request is decided at once.
+            let admission = if matches!(request.body, KafkaRequest::SaslAuthenticate(_)) {
+                costly(|| sasl.admit(&request, now))
+            } else {
+                sasl.admit(&request, now)
+            };
+            match admission {
+                Admission::Serve => (Some(Incoming::Request(request, reservation)), false),
+                Admission::Answer(response) => (Some(answered(response)), false),
+                Admission::AnswerAndClose(response) => (Some(answered(response)), true),
+                Admission::Close => (None, true),
+            }
+        }
+        Incoming::ApiVersionsFallback { .. } => {
+            let serve = sasl.may_serve(kafka_protocol::messages::ApiKey::ApiVersions, now);
+            (serve.then_some(incoming), !serve)
+        }
+        Incoming::SaslToken(token, _reservation) => match costly(|| sasl.raw_token(&token, now)) {
+            RawAnswer::Answer(frame) => (Some(Incoming::Ready(Ok(frame))), false),
+            RawAnswer::Close => (None, true),
+        },
+        Incoming::Ready(_) => (Some(incoming), false),
+    }
+}
+
+/// Runs `work`, which may take milliseconds of CPU (a SASL PLAIN password is one PBKDF2 of up
+/// to 16,384 iterations), telling a multi-threaded runtime so that it moves this worker's
+/// other tasks elsewhere meanwhile (the node's runtime is one); on another runtime (tests)
+/// it just runs it.
+fn costly<T>(work: impl FnOnce() -> T) -> T {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_threaded {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 /// What woke the answering loop while requests are started or answers are being written.
 enum Event {
     /// The node is shutting down.
@@ -248,6 +362,9 @@ async fn answer<D: Disk>(
         Incoming::ApiVersionsFallback { correlation_id } => {
             Some(codec::api_versions_fallback(correlation_id))
         }
+        Incoming::Ready(frame) => Some(frame),
+        // Never: the SASL session answers raw tokens before they start.
+        Incoming::SaslToken(..) => None,
     };
     (frame, permit)
 }
@@ -378,8 +495,8 @@ async fn read_requests<S: AsyncRead>(
     remote: Option<SocketAddr>,
     incoming: mpsc::Sender<Read>,
     requests: Arc<Semaphore>,
-    frame_bytes_max: u32,
     budget: ConnectionBudget,
+    framing: Arc<Framing>,
 ) {
     loop {
         // One of `requests_in_flight_per_connection_max` before the next frame is read;
@@ -391,12 +508,13 @@ async fn read_requests<S: AsyncRead>(
         let Ok(length) = reader.read_i32().await else {
             return;
         };
+        let frame_bytes_max = framing.frame_bytes_max.load(AtomicOrdering::Acquire);
         let Some(bytes) = frame_bytes(length, frame_bytes_max) else {
             tracing::warn!(
                 ?remote,
                 length,
                 frame_bytes_max,
-                "kafka connection closed: request frame length outside 0..=kafka.frame_bytes_max"
+                "kafka connection closed: request frame length outside 0..=kafka.frame_bytes_max (kafka.sasl_receive_bytes_max before authentication)"
             );
             return;
         };
@@ -411,7 +529,18 @@ async fn read_requests<S: AsyncRead>(
         if reader.read_exact(&mut frame).await.is_err() {
             return;
         }
-        let next = match codec::decode_request(Bytes::from(frame)) {
+        let frame = Bytes::from(frame);
+        if framing.raw_tokens.load(AtomicOrdering::Acquire) {
+            if incoming
+                .send((Incoming::SaslToken(frame, reservation), permit))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        let next = match codec::decode_request(frame) {
             Ok(request) => Incoming::Request(Box::new(request), reservation),
             Err(error) => match error.api_versions_fallback() {
                 Some(correlation_id) => Incoming::ApiVersionsFallback { correlation_id },

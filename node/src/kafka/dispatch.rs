@@ -11,6 +11,7 @@ use super::consumer_groups;
 use super::fetch_sessions::FetchSessionCache;
 use super::groups;
 use super::handlers::{self, NodeAddresses};
+use super::sasl::{self, KafkaSasl};
 use crate::broker::Broker;
 use crate::broker::sequencing::SequencingHold;
 use crate::storage::Disk;
@@ -37,6 +38,8 @@ pub struct KafkaService<D: Disk> {
     advertised: String,
     /// The socket this service answers on.
     kind: ListenerKind,
+    /// SASL on this socket (off unless [`KafkaService::with_sasl`]).
+    sasl: Arc<KafkaSasl>,
 }
 
 impl<D: Disk> KafkaService<D> {
@@ -55,7 +58,24 @@ impl<D: Disk> KafkaService<D> {
             settings,
             advertised,
             kind,
+            sasl: Arc::new(KafkaSasl::off()),
         }
+    }
+
+    /// This service with SASL as `sasl` says (the listener's, shared by its sockets).
+    pub fn with_sasl(mut self, sasl: Arc<KafkaSasl>) -> Self {
+        self.sasl = sasl;
+        self
+    }
+
+    /// SASL on this socket.
+    pub fn sasl(&self) -> &Arc<KafkaSasl> {
+        &self.sasl
+    }
+
+    /// The socket this service answers on.
+    pub fn kind(&self) -> ListenerKind {
+        self.kind
     }
 
     /// The listener's settings.
@@ -207,6 +227,14 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::ConsumerGroupDescribe(request) => KafkaResponse::ConsumerGroupDescribe(
                 consumer_groups::consumer_group_describe(broker, request, version).await,
             ),
+            // SASL outside an exchange (kafka/sasl.rs decides which reach here): as Kafka's
+            // KafkaApis, ILLEGAL_SASL_STATE.
+            KafkaRequest::SaslHandshake(_) => {
+                KafkaResponse::SaslHandshake(sasl::handshake_outside_exchange())
+            }
+            KafkaRequest::SaslAuthenticate(_) => {
+                KafkaResponse::SaslAuthenticate(sasl::authenticate_outside_exchange())
+            }
         })
     }
 }

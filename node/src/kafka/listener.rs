@@ -21,6 +21,7 @@ use super::KafkaSettings;
 use super::connection::serve_connection;
 use super::dispatch::{KafkaService, ListenerKind};
 use super::fetch_sessions::FetchSessionCache;
+use super::sasl::KafkaSasl;
 use crate::broker::Broker;
 use crate::security::identity::ClientIdentity;
 use crate::storage::Disk;
@@ -106,6 +107,8 @@ pub struct KafkaListener {
     /// Client certificates on the TLS socket and anonymous access; `None`: every client is
     /// anonymous and allowed (tests).
     client_auth: Option<Arc<ClientAuthenticator>>,
+    /// SASL on both sockets (PLAIN only on the TLS one); off unless [`KafkaListener::sasl`].
+    sasl: Arc<KafkaSasl>,
 }
 
 impl KafkaListener {
@@ -146,6 +149,7 @@ impl KafkaListener {
             tls,
             settings,
             client_auth: None,
+            sasl: Arc::new(KafkaSasl::off()),
         })
     }
 
@@ -195,6 +199,12 @@ impl KafkaListener {
     /// Sets the `host:port` Metadata gives TLS clients for this node.
     pub fn advertise_tls(&mut self, address: String) {
         self.settings.advertised_tls_listen = Some(address);
+    }
+
+    /// Authenticates clients on both sockets as `sasl` says (mechanisms, credentials, whether
+    /// anonymous clients are served). Without it SASL is off and every client is served.
+    pub fn sasl(&mut self, sasl: Arc<KafkaSasl>) {
+        self.sasl = sasl;
     }
 
     /// Gives the TLS socket the certificate chain and key to present (the QUIC listener's).
@@ -301,6 +311,7 @@ impl KafkaListener {
         };
         let settings = self.settings;
         let client_auth = self.client_auth;
+        let sasl = self.sasl;
         let connections = Arc::new(Semaphore::new(settings.connections_max));
         let budget = InFlightBudget::new(
             settings.in_flight_bytes_max,
@@ -316,22 +327,28 @@ impl KafkaListener {
             seed,
         )));
         let plain_service = advertised.map(|advertised| {
-            Arc::new(KafkaService::new(
-                Arc::clone(&broker),
-                Arc::clone(&fetch_sessions),
-                settings.clone(),
-                advertised,
-                ListenerKind::Plaintext,
-            ))
+            Arc::new(
+                KafkaService::new(
+                    Arc::clone(&broker),
+                    Arc::clone(&fetch_sessions),
+                    settings.clone(),
+                    advertised,
+                    ListenerKind::Plaintext,
+                )
+                .with_sasl(Arc::clone(&sasl)),
+            )
         });
         let tls_service = advertised_tls.map(|advertised| {
-            Arc::new(KafkaService::new(
-                Arc::clone(&broker),
-                Arc::clone(&fetch_sessions),
-                settings.clone(),
-                advertised,
-                ListenerKind::Tls,
-            ))
+            Arc::new(
+                KafkaService::new(
+                    Arc::clone(&broker),
+                    Arc::clone(&fetch_sessions),
+                    settings.clone(),
+                    advertised,
+                    ListenerKind::Tls,
+                )
+                .with_sasl(Arc::clone(&sasl)),
+            )
         });
         let mut tasks = tokio::task::JoinSet::new();
         loop {

@@ -31,6 +31,7 @@ pub mod fetch_sessions;
 pub mod groups;
 pub mod handlers;
 pub mod listener;
+pub mod sasl;
 
 #[cfg(test)]
 mod tests;
@@ -72,6 +73,21 @@ pub const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 600_000;
 /// Largest `[kafka] connections_max_idle_ms`: one day.
 pub const CONNECTIONS_MAX_IDLE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+/// Default `[kafka] sasl_session_lifetime_ms`: 0, sessions never expire (Kafka's
+/// `connections.max.reauth.ms` default). Set it to bound how long a connection keeps a
+/// principal whose password changed or whose user was deleted: clients that support KIP-368
+/// (SaslAuthenticate v1+) re-authenticate on the same connection before it runs out, others
+/// are disconnected at their next request after it and reconnect.
+pub const SASL_SESSION_LIFETIME_MS_DEFAULT: u64 = 0;
+/// Default `[kafka] sasl_receive_bytes_max`: Kafka's `sasl.server.max.receive.size` (512
+/// KiB). A SASL message is well under 4 KiB and ApiVersions a few hundred bytes, so a client
+/// that has not authenticated cannot make the node buffer more than this per request.
+pub const SASL_RECEIVE_BYTES_MAX_DEFAULT: u32 = 512 * 1024;
+/// Smallest `[kafka] sasl_receive_bytes_max`: room for a SASL message of
+/// `SASL_MESSAGE_BYTES_MAX_DEFAULT` (4 KiB) and its request header.
+pub const SASL_RECEIVE_BYTES_MAX_MIN: u32 = 8 * 1024;
+/// Largest `[kafka] sasl_session_lifetime_ms`: 30 days.
+pub const SASL_SESSION_LIFETIME_MS_MAX: u64 = 30 * 24 * 60 * 60 * 1000;
 /// Largest `[kafka] tls_handshake_timeout_ms`: five minutes.
 pub const TLS_HANDSHAKE_TIMEOUT_MS_MAX: u64 = 5 * 60 * 1000;
 
@@ -115,6 +131,12 @@ pub struct KafkaSettings {
     pub auto_create_topic_partitions: u32,
     /// Bounds of the fetch session cache (`fetch_sessions_max`, `fetch_session_*`).
     pub fetch_sessions: FetchSessionLimits,
+    /// How long a SASL authentication holds before the client must re-authenticate (KIP-368,
+    /// Kafka's `connections.max.reauth.ms`); zero: forever.
+    pub sasl_session_lifetime: Duration,
+    /// Largest request frame before authentication, when anonymous clients are not allowed,
+    /// and during a first SASL exchange (Kafka's `sasl.server.max.receive.size`).
+    pub sasl_receive_bytes_max: u32,
 }
 
 /// `[kafka] auto_create_topics` default: on, as Kafka's `auto.create.topics.enable`, so a
@@ -142,6 +164,8 @@ impl Default for KafkaSettings {
             auto_create_topics: AUTO_CREATE_TOPICS_DEFAULT,
             auto_create_topic_partitions: AUTO_CREATE_TOPIC_PARTITIONS_DEFAULT,
             fetch_sessions: FetchSessionLimits::default(),
+            sasl_session_lifetime: Duration::from_millis(SASL_SESSION_LIFETIME_MS_DEFAULT),
+            sasl_receive_bytes_max: SASL_RECEIVE_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -217,6 +241,8 @@ pub struct KafkaSection {
     fetch_session_partitions_max: Option<usize>,
     fetch_session_idle_max_ms: Option<u64>,
     fetch_session_eviction_min_ms: Option<u64>,
+    sasl_session_lifetime_ms: Option<u64>,
+    sasl_receive_bytes_max: Option<u32>,
 }
 
 impl KafkaSection {
@@ -353,6 +379,22 @@ impl KafkaSection {
                 0,
                 duration_limit,
             )?);
+        }
+        if let Some(value) = self.sasl_session_lifetime_ms {
+            settings.sasl_session_lifetime = Duration::from_millis(range(
+                "sasl_session_lifetime_ms",
+                value,
+                0,
+                SASL_SESSION_LIFETIME_MS_MAX,
+            )?);
+        }
+        if let Some(value) = self.sasl_receive_bytes_max {
+            settings.sasl_receive_bytes_max = range(
+                "sasl_receive_bytes_max",
+                value.into(),
+                SASL_RECEIVE_BYTES_MAX_MIN.into(),
+                FRAME_BYTES_MAX_LIMIT.into(),
+            )? as u32;
         }
         if settings.in_flight_bytes_per_connection_max > settings.in_flight_bytes_max {
             return Err(format!(
@@ -492,6 +534,26 @@ mod settings_tests {
             std::time::Duration::from_millis(2500)
         );
         assert!(!parse("[kafka]\nenabled = false\n").unwrap().kafka.enabled);
+        assert_eq!(
+            config.kafka.sasl_session_lifetime,
+            std::time::Duration::ZERO,
+            "no re-authentication by default, as Kafka"
+        );
+        assert_eq!(
+            parse("[kafka]\nsasl_session_lifetime_ms = 3600000\n")
+                .unwrap()
+                .kafka
+                .sasl_session_lifetime,
+            std::time::Duration::from_secs(3600)
+        );
+        assert_eq!(config.kafka.sasl_receive_bytes_max, 512 * 1024);
+        assert_eq!(
+            parse("[kafka]\nsasl_receive_bytes_max = 65536\n")
+                .unwrap()
+                .kafka
+                .sasl_receive_bytes_max,
+            65536
+        );
         assert!(config.kafka.auto_create_topics, "on by default, as Kafka");
         assert_eq!(config.kafka.auto_create_topic_partitions, 1);
         let auto = parse("[kafka]\nauto_create_topics = false\nauto_create_topic_partitions = 6\n")
@@ -580,6 +642,14 @@ mod settings_tests {
             (
                 "[kafka]\nfetch_session_eviction_min_ms = 86400001\n",
                 "kafka.fetch_session_eviction_min_ms",
+            ),
+            (
+                "[kafka]\nsasl_session_lifetime_ms = 2592000001\n",
+                "kafka.sasl_session_lifetime_ms",
+            ),
+            (
+                "[kafka]\nsasl_receive_bytes_max = 100\n",
+                "kafka.sasl_receive_bytes_max",
             ),
         ] {
             let error = parse(text).unwrap_err();

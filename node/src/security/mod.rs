@@ -1,6 +1,7 @@
 //! Security building blocks of issue 15: pure parts (no IO) the listeners use once wired.
 
 pub mod acl;
+pub mod credentials;
 pub mod identity;
 pub mod principal;
 pub mod scram;

@@ -66,6 +66,8 @@ pub(crate) fn default_request(api: ApiKey) -> KafkaRequest {
         ApiKey::DescribeProducers => KafkaRequest::DescribeProducers(Default::default()),
         ApiKey::ConsumerGroupHeartbeat => KafkaRequest::ConsumerGroupHeartbeat(Default::default()),
         ApiKey::ConsumerGroupDescribe => KafkaRequest::ConsumerGroupDescribe(Default::default()),
+        ApiKey::SaslHandshake => KafkaRequest::SaslHandshake(Default::default()),
+        ApiKey::SaslAuthenticate => KafkaRequest::SaslAuthenticate(Default::default()),
         other => panic!("add {other:?} to default_request"),
     }
 }

@@ -594,6 +594,9 @@ async fn idle_connections_are_closed() {
     running.serving.await.unwrap();
 }
 
+mod sasl;
+mod sasl_clients;
+
 #[test]
 fn a_wildcard_advertised_address_is_one_clear_error() {
     // Listening on every address without saying which one clients use: Metadata would
