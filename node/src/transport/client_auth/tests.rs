@@ -270,7 +270,7 @@ fn a_cluster_endpoint_trusts_peers_beside_the_client_ca() {
     let clients = TestCa::new("Clients CA");
     clients.write(&directory.path().join("ca.pem"));
     let cluster = TestCa::new("Cluster CA");
-    let mut peer_roots = rustls::RootCertStore::empty();
+    let mut peer_roots = RootCertStore::empty();
     peer_roots.add(cluster.certificate.der().clone()).unwrap();
     let (alice, _) = clients.issue("alice", None, 1, 2099);
     let (peer, _) = cluster.issue("node-2", None, 2, 2099);
