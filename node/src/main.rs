@@ -602,21 +602,25 @@ fn issue_certificate(
 /// The listeners the node will serve clients on, as configured (before binding: port 0 is
 /// still 0, which does not change whether an address is loopback).
 fn client_listeners(config: &NodeConfig) -> Vec<ClientListener> {
+    let required = config.security.client_auth == ledge_node::config::ClientAuth::Required;
     let mut listeners = vec![ClientListener {
         kind: "QUIC",
         address: config.listen,
+        certificate_required: required,
     }];
     if config.kafka.enabled {
         if let Some(address) = config.kafka.listen_address(config.listen) {
             listeners.push(ClientListener {
                 kind: "Kafka plaintext",
                 address,
+                certificate_required: false,
             });
         }
         if let Some(address) = config.kafka.tls_listen {
             listeners.push(ClientListener {
                 kind: "Kafka TLS",
                 address,
+                certificate_required: required,
             });
         }
     }

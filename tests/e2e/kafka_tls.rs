@@ -312,3 +312,83 @@ fn kafka_tls_java_client_and_tools() {
         unverified.stderr
     );
 }
+
+// Goal (issue 15, mTLS on the Kafka listener with a real client): with `[security]
+// client_auth = "required"`, kcat presenting a certificate from `ledge-node cert issue`
+// (`ssl.certificate.location`/`ssl.key.location`, the tutorial's `SSL` client settings)
+// lists the cluster over TLS, and kcat without one is refused.
+#[test]
+fn kafka_tls_kcat_with_a_client_certificate_when_the_node_requires_one() {
+    let Some(kcat) = kcat() else {
+        missing("kcat");
+        return;
+    };
+    let node = NodeProcess::start_with(NodeOptions {
+        args: vec!["--kafka-tls-listen".to_owned(), "127.0.0.1:0".to_owned()],
+        config: Some("[security]\nclient_auth = \"required\"\n".into()),
+        ..NodeOptions::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let issued = std::process::Command::new(ledge_e2e::binary("ledge-node"))
+        .args(["cert", "issue", "--name", "alice"])
+        .arg("--data-dir")
+        .arg(&node.data_dir)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let tls = node.kafka_tls_addr.expect("a TLS listener").to_string();
+    let ca = format!("ssl.ca.location={}", node.ca_file.display());
+    let certificate = format!(
+        "ssl.certificate.location={}",
+        out.path().join("alice.pem").display()
+    );
+    let key = format!(
+        "ssl.key.location={}",
+        out.path().join("alice.key").display()
+    );
+    let listing = run_kcat(
+        &kcat,
+        &[
+            "-b",
+            &tls,
+            "-X",
+            "security.protocol=ssl",
+            "-X",
+            &ca,
+            "-X",
+            &certificate,
+            "-X",
+            &key,
+            "-L",
+            "-J",
+        ],
+        "",
+    );
+    let metadata: serde_json::Value = serde_json::from_str(&listing).expect("kcat -J is JSON");
+    assert_eq!(metadata["brokers"][0]["name"], tls, "{listing}");
+    let refused = std::process::Command::new(&kcat)
+        .args([
+            "-b",
+            &tls,
+            "-X",
+            "security.protocol=ssl",
+            "-X",
+            &ca,
+            "-L",
+            "-m",
+            "3",
+        ])
+        .output()
+        .expect("run kcat");
+    assert!(
+        !refused.status.success(),
+        "kcat without a certificate was served: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+}

@@ -256,6 +256,9 @@ pub struct ClientListener {
     pub kind: &'static str,
     /// Where it binds.
     pub address: SocketAddr,
+    /// Whether its TLS handshake requires a client certificate (`client_auth = "required"`
+    /// on QUIC and Kafka TLS), so no anonymous client gets through it whatever the rule.
+    pub certificate_required: bool,
 }
 
 /// Who may connect without authenticating, decided at start.
@@ -332,20 +335,30 @@ impl SecurityConfig {
 
 /// The one start-up line saying which listeners accept anonymous clients.
 pub fn anonymous_access_summary(access: &AnonymousAccess, listeners: &[ClientListener]) -> String {
-    let names = listeners
-        .iter()
-        .map(|listener| format!("{} {}", listener.kind, listener.address))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let names = |listeners: &mut dyn Iterator<Item = &ClientListener>| {
+        listeners
+            .map(|listener| format!("{} {}", listener.kind, listener.address))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let all = names(&mut listeners.iter());
+    let open = names(
+        &mut listeners
+            .iter()
+            .filter(|listener| !listener.certificate_required),
+    );
     match access {
+        AnonymousAccess::Never => format!(
+            "anonymous clients: refused on every listener ({all}); clients must authenticate"
+        ),
+        _ if open.is_empty() => {
+            format!("anonymous clients: none, every listener requires a client certificate ({all})")
+        }
         AnonymousAccess::LoopbackOnly => format!(
-            "anonymous clients: loopback only, no authentication required ({names}); set [security] to serve other addresses"
+            "anonymous clients: loopback only, no authentication required ({open}); set [security] to serve other addresses"
         ),
         AnonymousAccess::Everywhere => format!(
-            "anonymous clients: accepted on every listener ({names}) because [security] allow_anonymous = true"
-        ),
-        AnonymousAccess::Never => format!(
-            "anonymous clients: refused on every listener ({names}); clients must authenticate"
+            "anonymous clients: accepted on every listener that requires no client certificate ({open}) because [security] allow_anonymous = true"
         ),
     }
 }
@@ -502,6 +515,7 @@ super_users = ["User:admin", "User:CN=ops,O=Acme"]
         ClientListener {
             kind,
             address: address.parse().unwrap(),
+            certificate_required: false,
         }
     }
 
@@ -550,9 +564,23 @@ super_users = ["User:admin", "User:CN=ops,O=Acme"]
             ..SecurityConfig::default()
         };
         assert!(!explicit.authorization_enabled(&access));
+        assert_eq!(
+            anonymous_access_summary(&AnonymousAccess::LoopbackOnly, &loopback),
+            "anonymous clients: loopback only, no authentication required (QUIC 127.0.0.1:9092, Kafka plaintext [::1]:9092); set [security] to serve other addresses"
+        );
+        // A listener that requires certificates lets no anonymous client through: the line
+        // leaves it out, and says so when that is every listener.
+        let mut quic_required = loopback.clone();
+        quic_required[0].certificate_required = true;
+        assert_eq!(
+            anonymous_access_summary(&AnonymousAccess::LoopbackOnly, &quic_required),
+            "anonymous clients: loopback only, no authentication required (Kafka plaintext [::1]:9092); set [security] to serve other addresses"
+        );
+        quic_required[1].certificate_required = true;
         assert!(
-            anonymous_access_summary(&AnonymousAccess::LoopbackOnly, &loopback)
-                .contains("loopback only, no authentication")
+            anonymous_access_summary(&AnonymousAccess::Everywhere, &quic_required).starts_with(
+                "anonymous clients: none, every listener requires a client certificate"
+            )
         );
     }
 }

@@ -1077,6 +1077,15 @@ mod tests {
         assert!(
             Cli::try_parse_from(["ledge", "--ca", "x.pem", "--insecure", "topic", "list"]).is_err()
         );
+        // A client certificate needs its key, and the key its certificate.
+        assert!(Cli::try_parse_from(["ledge", "--cert", "a.pem", "topic", "list"]).is_err());
+        assert!(Cli::try_parse_from(["ledge", "topic", "list", "--key", "a.key"]).is_err());
+        let cli = Cli::try_parse_from([
+            "ledge", "topic", "list", "--cert", "a.pem", "--key", "a.key",
+        ])
+        .unwrap();
+        assert_eq!(cli.cert, Some(PathBuf::from("a.pem")));
+        assert_eq!(cli.key, Some(PathBuf::from("a.key")));
         assert!(
             Cli::try_parse_from(["ledge", "consume", "t", "--from-beginning", "--offset", "3"])
                 .is_err()

@@ -259,3 +259,36 @@ fn missing_or_bad_ca_and_crl_files_are_named() {
         "{error}"
     );
 }
+
+// Goal: on a cluster node's endpoint (clients and peers share it), certificates from the
+// cluster CA stay trusted beside `client_ca`, so peers connect whatever `client_auth` says,
+// while a third CA is still refused; with `client_auth = "none"` the verifier lets clients
+// without a certificate through, as before `[security]` existed.
+#[test]
+fn a_cluster_endpoint_trusts_peers_beside_the_client_ca() {
+    let directory = tempfile::tempdir().unwrap();
+    let clients = TestCa::new("Clients CA");
+    clients.write(&directory.path().join("ca.pem"));
+    let cluster = TestCa::new("Cluster CA");
+    let mut peer_roots = RootCertStore::empty();
+    peer_roots.add(cluster.certificate.der().clone()).unwrap();
+    let (alice, _) = clients.issue("alice", None, 1, 2099);
+    let (peer, _) = cluster.issue("node-2", None, 2, 2099);
+    let (stranger, _) = TestCa::new("Third CA").issue("eve", None, 3, 2099);
+    for mode in [ClientAuth::Required, ClientAuth::Optional] {
+        let auth = authenticator(directory.path(), mode, &[], None);
+        let verifier = auth.verifier(Some(&peer_roots)).unwrap().unwrap();
+        assert_eq!(
+            verifier.client_auth_mandatory(),
+            mode == ClientAuth::Required
+        );
+        verifier.verify_client_cert(&alice, &[], now()).unwrap();
+        verifier.verify_client_cert(&peer, &[], now()).unwrap();
+        assert!(verifier.verify_client_cert(&stranger, &[], now()).is_err());
+    }
+    let none = authenticator(directory.path(), ClientAuth::None, &[], None);
+    let verifier = none.verifier(Some(&peer_roots)).unwrap().unwrap();
+    assert!(!verifier.client_auth_mandatory());
+    verifier.verify_client_cert(&peer, &[], now()).unwrap();
+    assert!(verifier.verify_client_cert(&alice, &[], now()).is_err());
+}
