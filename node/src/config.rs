@@ -226,6 +226,7 @@ struct TlsSection {
 #[serde(deny_unknown_fields)]
 struct LimitsSection {
     connections_max: Option<usize>,
+    connections_per_address_max: Option<usize>,
     requests_in_flight_per_connection_max: Option<u32>,
     frame_bytes_max: Option<u32>,
     idle_timeout_ms: Option<u64>,
@@ -452,6 +453,15 @@ impl NodeConfig {
                 )));
             }
             transport.connections_max = value;
+        }
+        if let Some(value) = limits.connections_per_address_max {
+            let limit = crate::transport::address_limit::CONNECTIONS_PER_ADDRESS_MAX_LIMIT;
+            if value == 0 || value > limit {
+                return Err(ConfigError(format!(
+                    "{origin}: limits.connections_per_address_max must be 1..={limit}, got {value}"
+                )));
+            }
+            transport.connections_per_address_max = value;
         }
         if let Some(value) = limits.requests_in_flight_per_connection_max {
             if value == 0 {
@@ -953,6 +963,7 @@ disk_backend = "std"
 
 [limits]
 connections_max = 10
+connections_per_address_max = 3
 frame_bytes_max = 16777216
 fetch_bytes_max = 8388608
 in_flight_bytes_max = 536870912
@@ -984,6 +995,7 @@ segment.bytes = 4194304
         assert_eq!(config.listen.port(), 9093);
         assert_eq!(config.disk_backend, BackendChoice::Std);
         assert_eq!(config.transport.connections_max, 10);
+        assert_eq!(config.transport.connections_per_address_max, 3);
         assert_eq!(config.transport.in_flight_bytes_max, 512 * 1024 * 1024);
         assert_eq!(
             config.transport.in_flight_bytes_per_connection_max,
@@ -1017,7 +1029,7 @@ segment.bytes = 4194304
             Some("4194304")
         );
         assert!(
-            config.topics[1].origin.contains("line 30"),
+            config.topics[1].origin.contains("line 31"),
             "{}",
             config.topics[1].origin
         );
@@ -1188,6 +1200,10 @@ on_error = "skip"
             (
                 "[limits]\nconnections_max = 0\n".to_string(),
                 "limits.connections_max must be 1..=1000000",
+            ),
+            (
+                "[limits]\nconnections_per_address_max = 0\n".to_string(),
+                "limits.connections_per_address_max must be 1..=1000000, got 0",
             ),
             (
                 "[limits]\nrequests_in_flight_per_connection_max = 0\n".to_string(),

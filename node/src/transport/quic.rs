@@ -1,7 +1,8 @@
 //! The QUIC listener: quinn + rustls (ring), ALPN `ledge/1`, one request per bidirectional
 //! stream.
 //!
-//! Limits, all configurable: connections (beyond it a connection attempt is refused),
+//! Limits, all configurable: connections, in all and from one IP address (beyond either a
+//! connection attempt is refused, [`super::address_limit`]),
 //! requests in flight per connection (QUIC's stream limit, so a client that opens thousands
 //! of streams is held back by flow control rather than served out of memory), frame size (a
 //! larger request is answered `FrameTooLarge` and its stream stopped), QUIC's receive and
@@ -23,6 +24,10 @@ use bytes::Bytes;
 use ledge_protocol::wire::{self, ApiKey, ErrorCode, Request, Response};
 use tokio::sync::{Semaphore, watch};
 
+use super::address_limit::{
+    AddressLimit, CONNECTIONS_PER_ADDRESS_MAX_DEFAULT, REFUSAL_LOG_INTERVAL, RefusalLog,
+    address_key,
+};
 use super::budget::{
     BudgetError, ConnectionBudget, IN_FLIGHT_BYTES_MAX_DEFAULT,
     IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT, InFlightBudget, Reservation,
@@ -37,6 +42,9 @@ use crate::storage::Disk;
 pub struct TransportLimits {
     /// Most open connections.
     pub connections_max: usize,
+    /// Most open connections from one IP address (`limits.connections_per_address_max`),
+    /// counted from the first packet, as `connections_max` is.
+    pub connections_per_address_max: usize,
     /// Most requests (streams) in flight per connection.
     pub requests_in_flight_per_connection_max: u32,
     /// Largest request frame.
@@ -66,6 +74,7 @@ impl Default for TransportLimits {
     fn default() -> Self {
         Self {
             connections_max: 1024,
+            connections_per_address_max: CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
             requests_in_flight_per_connection_max: 256,
             frame_bytes_max: wire::FRAME_BYTES_MAX_DEFAULT,
             idle_timeout: Duration::from_secs(60),
@@ -172,6 +181,9 @@ impl QuicServer {
     /// period for requests in flight, and closes every connection.
     pub async fn serve<D: Disk>(self, broker: Arc<Broker<D>>, mut shutdown: watch::Receiver<bool>) {
         let connections = Arc::new(Semaphore::new(self.limits.connections_max));
+        let per_address = AddressLimit::new(self.limits.connections_per_address_max);
+        let refused_per_address = RefusalLog::new(REFUSAL_LOG_INTERVAL);
+        let refused_node_wide = RefusalLog::new(REFUSAL_LOG_INTERVAL);
         let budget = InFlightBudget::new(
             self.limits.in_flight_bytes_max,
             self.limits.in_flight_bytes_per_connection_max,
@@ -185,8 +197,21 @@ impl QuicServer {
                 _ = shutdown.wait_for(|stop| *stop) => break,
             };
             let Some(incoming) = incoming else { break };
+            let remote = incoming.remote_address();
+            let address_permit = match per_address.try_acquire(address_key(remote)) {
+                Ok(permit) => permit,
+                Err(reached) => {
+                    if let Some(suppressed) = refused_per_address.admit(broker.clock().now()) {
+                        tracing::warn!(%remote, limit = reached.max, suppressed, "connection refused: limits.connections_per_address_max reached for this address");
+                    }
+                    incoming.refuse();
+                    continue;
+                }
+            };
             let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                tracing::warn!(remote = %incoming.remote_address(), limit = self.limits.connections_max, "connection refused: connections.max reached");
+                if let Some(suppressed) = refused_node_wide.admit(broker.clock().now()) {
+                    tracing::warn!(%remote, limit = self.limits.connections_max, suppressed, "connection refused: limits.connections_max reached");
+                }
                 incoming.refuse();
                 continue;
             };
@@ -197,8 +222,7 @@ impl QuicServer {
             let budget = budget.connection();
             let peers = self.peers.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                let remote = incoming.remote_address();
+                let _permits = (permit, address_permit);
                 let connection = match incoming.await {
                     Ok(connection) => connection,
                     Err(error) => {
