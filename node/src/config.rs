@@ -161,6 +161,8 @@ struct WasmSection {
     batch_records_max: Option<usize>,
     idle_instances_max: Option<usize>,
     modules_max: Option<usize>,
+    compiles_concurrent_max: Option<usize>,
+    idle_instance_bytes_max: Option<usize>,
     module_params_bytes_max: Option<usize>,
     opened_batch_bytes_max: Option<usize>,
 }
@@ -763,6 +765,19 @@ impl NodeConfig {
         if let Some(value) = wasm.modules_max {
             limits.modules_max = positive("modules_max", value as u64)? as usize;
         }
+        if let Some(value) = wasm.compiles_concurrent_max {
+            let limit = crate::wasm::runtime::COMPILES_CONCURRENT_MAX_LIMIT;
+            if value == 0 || value > limit {
+                return Err(ConfigError(format!(
+                    "{origin}: wasm.compiles_concurrent_max must be 1..={limit}, got {value}"
+                )));
+            }
+            limits.compiles_concurrent_max = value;
+        }
+        if let Some(value) = wasm.idle_instance_bytes_max {
+            // 0 keeps no instance warm: every call instantiates afresh.
+            limits.idle_instance_bytes_max = value;
+        }
         if let Some(value) = wasm.module_params_bytes_max {
             limits.module_params_bytes_max =
                 positive("module_params_bytes_max", value as u64)? as usize;
@@ -1101,6 +1116,8 @@ segment.bytes = 4194304
 [wasm]
 fuel_per_batch = 5000
 batch_records_max = 64
+compiles_concurrent_max = 2
+idle_instance_bytes_max = 1048576
 
 [transforms]
 breaker_error_ratio = 0.9
@@ -1122,6 +1139,8 @@ on_error = "skip"
         let config = NodeConfig::from_toml(text, "t.toml").unwrap();
         assert_eq!(config.broker.wasm.fuel_per_batch, 5000);
         assert_eq!(config.broker.wasm.batch_records_max, 64);
+        assert_eq!(config.broker.wasm.compiles_concurrent_max, 2);
+        assert_eq!(config.broker.wasm.idle_instance_bytes_max, 1024 * 1024);
         assert_eq!(config.broker.transforms.breaker_error_ratio, 0.9);
         assert_eq!(config.modules[0].kind, PluginKind::Partitioner);
         assert_eq!(config.modules[0].params["null_key_partition"], "1");
@@ -1140,6 +1159,10 @@ on_error = "skip"
                 "wasm.fuel_per_batch must be positive",
             ),
             ("[wasm]\nfuel = 1\n", "unknown field `fuel`"),
+            (
+                "[wasm]\ncompiles_concurrent_max = 0\n",
+                "wasm.compiles_concurrent_max must be 1..=64, got 0",
+            ),
             (
                 "[transforms]\nbreaker_error_ratio = 2.0\n",
                 "breaker_error_ratio must be within",

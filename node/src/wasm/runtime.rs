@@ -38,6 +38,17 @@ pub struct WasmLimits {
     pub idle_instances_max: usize,
     /// Named modules the node keeps (uploads of new names are refused beyond).
     pub modules_max: usize,
+    /// Module compiles that run at once, node-wide (`wasm.compiles_concurrent_max`): a
+    /// compile cannot be interrupted (fuel meters guest code, not the compiler) and takes
+    /// about 1.4 CPU-seconds per MB of module, so uploads wait their turn for one of these
+    /// slots instead of taking every core. Each compile runs on one thread (wasmtime is
+    /// built without its parallel-compilation feature).
+    pub compiles_concurrent_max: usize,
+    /// Bytes of the linear memories of idle instances kept warm over every cached plug-in,
+    /// node-wide (`wasm.idle_instance_bytes_max`): an instance given back beyond it is
+    /// dropped rather than kept, so the plug-in cache cannot hold
+    /// plug-ins x `idle_instances_max` x `memory_bytes_max`.
+    pub idle_instance_bytes_max: usize,
     /// Bytes of parameter names and values one module or transform may have; they are kept
     /// in `metadata.json`, so this bounds what an upload can add to it.
     pub module_params_bytes_max: usize,
@@ -56,6 +67,16 @@ pub const OPENED_BATCH_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
 /// 32-bit semaphore acquisition.
 pub const OPENED_BATCH_BYTES_MAX_LIMIT: usize = u32::MAX as usize;
 
+/// Default of [`WasmLimits::compiles_concurrent_max`]: one, so uploads (each up to
+/// `module_bytes_max`, 16 MiB: about 20 CPU-seconds) take at most one core of an edge box
+/// and requests keep the others.
+pub const COMPILES_CONCURRENT_MAX_DEFAULT: usize = 1;
+/// Largest [`WasmLimits::compiles_concurrent_max`].
+pub const COMPILES_CONCURRENT_MAX_LIMIT: usize = 64;
+/// Default of [`WasmLimits::idle_instance_bytes_max`]: 256 MiB, four instances at the
+/// default `memory_bytes_max` (64 MiB); real filters use a few pages, so hundreds fit.
+pub const IDLE_INSTANCE_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
+
 impl Default for WasmLimits {
     fn default() -> Self {
         Self {
@@ -67,6 +88,8 @@ impl Default for WasmLimits {
             batch_records_max: 1024,
             idle_instances_max: 4,
             modules_max: 1024,
+            compiles_concurrent_max: COMPILES_CONCURRENT_MAX_DEFAULT,
+            idle_instance_bytes_max: IDLE_INSTANCE_BYTES_MAX_DEFAULT,
             module_params_bytes_max: 16 * 1024,
             opened_batch_bytes_max: OPENED_BATCH_BYTES_MAX_DEFAULT,
         }
@@ -122,6 +145,10 @@ pub struct WasmEngine {
     limits: WasmLimits,
     /// Where compiles, instantiations and guest calls run.
     executor: PluginExecutor,
+    /// One permit per compile that may run at once (`compiles_concurrent_max`).
+    compile_slots: Arc<tokio::sync::Semaphore>,
+    /// Bytes of linear memory held by idle pooled instances, over every plug-in.
+    idle_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for WasmEngine {
@@ -176,10 +203,15 @@ impl WasmEngine {
         let mut config = Config::new();
         config.consume_fuel(true);
         let engine = Engine::new(&config).map_err(|error| WasmError::Engine(error.to_string()))?;
+        let compile_slots = Arc::new(tokio::sync::Semaphore::new(
+            limits.compiles_concurrent_max.max(1),
+        ));
         Ok(Self {
             engine,
             limits,
             executor: PluginExecutor::default(),
+            compile_slots,
+            idle_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         })
     }
 
@@ -221,6 +253,42 @@ impl WasmEngine {
             .precompile_compatibility_hash()
             .hash(&mut hasher);
         format!("{:016x}", hasher.finish())
+    }
+
+    /// [`compile`](Self::compile) on the engine's executor, once one of the
+    /// `compiles_concurrent_max` compile slots is free (a module over `module_bytes_max` is
+    /// refused at once, without waiting).
+    pub async fn compile_in_turn(
+        &self,
+        bytes: Bytes,
+        kind: PluginKind,
+    ) -> Result<(Arc<PluginModule>, Vec<u8>), WasmError> {
+        if bytes.len() > self.limits.module_bytes_max {
+            return Err(WasmError::ModuleTooLarge {
+                size: bytes.len(),
+                limit: self.limits.module_bytes_max,
+            });
+        }
+        let _slot = Arc::clone(&self.compile_slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| WasmError::Engine("compile slots closed".into()))?;
+        let engine = self.clone();
+        self.executor
+            .run(move || engine.compile(&bytes, kind))
+            .await
+            .map_err(|error| WasmError::Engine(format!("compile task failed: {error}")))?
+    }
+
+    /// The compile slots (`compiles_concurrent_max`), for tests that hold one.
+    #[cfg(test)]
+    pub(crate) fn compile_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.compile_slots
+    }
+
+    /// Bytes of linear memory idle pooled instances hold now, over every plug-in.
+    pub fn idle_instance_bytes(&self) -> usize {
+        self.idle_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Compiles and checks a module of `kind`: size, no imports, the ABI's exports with the
@@ -592,7 +660,41 @@ pub struct Plugin {
     module: Arc<PluginModule>,
     params: Vec<(String, String)>,
     encoded_params: Vec<u8>,
-    idle: Mutex<Vec<PluginInstance>>,
+    idle: Mutex<Vec<(PluginInstance, IdleCharge)>>,
+}
+
+/// An idle instance's share of the engine's `idle_instance_bytes_max`, given back when the
+/// instance leaves the pool (checked out, or dropped with its plug-in).
+struct IdleCharge {
+    bytes: usize,
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl IdleCharge {
+    /// Charges `bytes` to `counter` if it stays within `max`.
+    fn take(
+        counter: &Arc<std::sync::atomic::AtomicUsize>,
+        bytes: usize,
+        max: usize,
+    ) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|total| *total <= max)
+            })
+            .ok()?;
+        Some(Self {
+            bytes,
+            counter: Arc::clone(counter),
+        })
+    }
+}
+
+impl Drop for IdleCharge {
+    fn drop(&mut self) {
+        self.counter
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -662,20 +764,40 @@ impl Plugin {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop();
         match pooled {
-            Some(instance) => Ok(instance),
+            Some((instance, _charge)) => Ok(instance),
             None => self.fresh_instance(),
         }
     }
 
+    /// Keeps `instance` for the next call if this plug-in keeps fewer than
+    /// `idle_instances_max` and its memory fits in the engine's `idle_instance_bytes_max`;
+    /// drops it otherwise.
     fn release(&self, mut instance: PluginInstance) {
         instance.store.data_mut().refused = false;
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if idle.len() < self.engine.limits.idle_instances_max {
-            idle.push(instance);
+        if idle.len() >= self.engine.limits.idle_instances_max {
+            return;
         }
+        let bytes = instance.memory.data_size(&instance.store);
+        let limits = &self.engine.limits;
+        if let Some(charge) = IdleCharge::take(
+            &self.engine.idle_bytes,
+            bytes,
+            limits.idle_instance_bytes_max,
+        ) {
+            idle.push((instance, charge));
+        }
+    }
+
+    /// Idle instances this plug-in keeps now.
+    pub fn idle_instances(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Runs one guest call over `record_count` records (a Kafka v2 records region, at most

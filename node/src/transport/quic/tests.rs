@@ -12,9 +12,9 @@ use crate::clock::{Clock, SimClock};
 async fn shutdown_waits_for_requests_up_to_its_grace() {
     let clock = SimClock::new(1_000_000);
     for (grace, unfinished) in [(Duration::from_secs(10), 0), (Duration::from_secs(1), 1)] {
-        let in_flight = std::sync::Arc::new(watch::Sender::new(1usize));
+        let in_flight = Arc::new(watch::Sender::new(1usize));
         let request = tokio::spawn({
-            let in_flight = std::sync::Arc::clone(&in_flight);
+            let in_flight = Arc::clone(&in_flight);
             async move {
                 crate::clock::sleep(&clock, Duration::from_secs(5)).await;
                 in_flight.send_modify(|count| *count -= 1);
