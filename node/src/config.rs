@@ -163,6 +163,8 @@ struct WasmSection {
     modules_max: Option<usize>,
     compiles_concurrent_max: Option<usize>,
     idle_instance_bytes_max: Option<usize>,
+    fetch_fuel_per_second: Option<u64>,
+    fetch_fuel_per_connection_per_second: Option<u64>,
     module_params_bytes_max: Option<usize>,
     opened_batch_bytes_max: Option<usize>,
 }
@@ -774,6 +776,22 @@ impl NodeConfig {
             }
             limits.compiles_concurrent_max = value;
         }
+        let fuel_rate = |key: &str, value: u64| {
+            let limit = crate::wasm::fuel_budget::FETCH_FUEL_PER_SECOND_LIMIT;
+            if value == 0 || value > limit {
+                return Err(ConfigError(format!(
+                    "{origin}: wasm.{key} must be 1..={limit}, got {value}"
+                )));
+            }
+            Ok(value)
+        };
+        if let Some(value) = wasm.fetch_fuel_per_second {
+            limits.fetch_fuel_per_second = fuel_rate("fetch_fuel_per_second", value)?;
+        }
+        if let Some(value) = wasm.fetch_fuel_per_connection_per_second {
+            limits.fetch_fuel_per_connection_per_second =
+                fuel_rate("fetch_fuel_per_connection_per_second", value)?;
+        }
         if let Some(value) = wasm.idle_instance_bytes_max {
             // 0 keeps no instance warm: every call instantiates afresh.
             limits.idle_instance_bytes_max = value;
@@ -1118,6 +1136,8 @@ fuel_per_batch = 5000
 batch_records_max = 64
 compiles_concurrent_max = 2
 idle_instance_bytes_max = 1048576
+fetch_fuel_per_second = 3000000000
+fetch_fuel_per_connection_per_second = 1000000000
 
 [transforms]
 breaker_error_ratio = 0.9
@@ -1141,6 +1161,11 @@ on_error = "skip"
         assert_eq!(config.broker.wasm.batch_records_max, 64);
         assert_eq!(config.broker.wasm.compiles_concurrent_max, 2);
         assert_eq!(config.broker.wasm.idle_instance_bytes_max, 1024 * 1024);
+        assert_eq!(config.broker.wasm.fetch_fuel_per_second, 3_000_000_000);
+        assert_eq!(
+            config.broker.wasm.fetch_fuel_per_connection_per_second,
+            1_000_000_000
+        );
         assert_eq!(config.broker.transforms.breaker_error_ratio, 0.9);
         assert_eq!(config.modules[0].kind, PluginKind::Partitioner);
         assert_eq!(config.modules[0].params["null_key_partition"], "1");
@@ -1162,6 +1187,10 @@ on_error = "skip"
             (
                 "[wasm]\ncompiles_concurrent_max = 0\n",
                 "wasm.compiles_concurrent_max must be 1..=64, got 0",
+            ),
+            (
+                "[wasm]\nfetch_fuel_per_connection_per_second = 0\n",
+                "wasm.fetch_fuel_per_connection_per_second must be 1..=",
             ),
             (
                 "[transforms]\nbreaker_error_ratio = 2.0\n",

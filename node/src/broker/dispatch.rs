@@ -75,6 +75,17 @@ impl<D: Disk> Broker<D> {
         self.data.produce(request, sequencing).await
     }
 
+    /// Answers a fetch whose plug-in calls (if it names a plug-in) draw on `fuel`, one
+    /// connection's account from [`PluginHost::fetch_fuel_account`](super::plugins::PluginHost::fetch_fuel_account)
+    /// (`handle` draws on the node's budget alone).
+    pub async fn fetch_metered(
+        &self,
+        request: ledge_protocol::wire::FetchRequest,
+        fuel: &crate::wasm::fuel_budget::FuelAccount,
+    ) -> ledge_protocol::wire::FetchResponse {
+        self.data.fetch_metered(request, fuel).await
+    }
+
     /// Answers one request; `client_id` is the one its request header names (DescribeGroups
     /// reports it for group members).
     pub async fn handle_from(&self, client_id: &str, request: Request) -> Response {
@@ -1173,6 +1184,7 @@ fn fetch_plugin_code(error: &FetchPluginError) -> ErrorCode {
         FetchPluginError::StoredBatch(_) => ErrorCode::CorruptMessage,
         FetchPluginError::Failed { error, .. } => wasm_error_code(error),
         FetchPluginError::RecordFailed { .. } => ErrorCode::ModuleFailed,
+        FetchPluginError::FuelSpent(_) => ErrorCode::TooManyRequests,
         FetchPluginError::Placeholder(_) | FetchPluginError::Reencode(_) => {
             ErrorCode::UnknownServerError
         }

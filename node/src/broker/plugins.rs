@@ -22,9 +22,10 @@ use super::topic_config::{ModuleNameError, validate_module_name};
 use crate::clock::Clock;
 use crate::storage::{AppendDurability, AppendError, Disk};
 use crate::wasm::batch::{
-    OpenBatchError, OpenedBatchBudget, ParamsError, apply_one_to_one, open_batch, params_list,
-    params_map,
+    MeteredRunError, OpenBatchError, OpenedBatchBudget, ParamsError, apply_one_to_one, open_batch,
+    params_list, params_map,
 };
+use crate::wasm::fuel_budget::{FetchFuel, FuelAccount, FuelExhausted};
 use crate::wasm::{
     ModuleStore, ModuleStoreError, Outcome, Plugin, PluginKind, WasmError, WasmLimits,
 };
@@ -195,6 +196,10 @@ pub enum FetchPluginError {
         /// Why.
         error: WasmError,
     },
+    /// A fuel budget of fetch plug-ins is spent (`wasm.fetch_fuel_per_second`, or the
+    /// connection's share): retriable.
+    #[error(transparent)]
+    FuelSpent(FuelExhausted),
     /// The plug-in answered a record with an error.
     #[error(
         "fetch plug-in failed the record at offset {offset}: {message} (seek past it to go on)"
@@ -387,6 +392,8 @@ pub struct PluginHost<D: Disk> {
     /// By module hash, kind and parameters; starts over beyond [`PLUGIN_CACHE_MAX`].
     instantiated: Mutex<HashMap<String, Arc<Plugin>>>,
     budget: OpenedBatchBudget,
+    /// What fetch plug-ins may burn per second, node-wide and per connection.
+    fetch_fuel: FetchFuel,
     registry: Arc<TopicRegistry<D>>,
     clock: Arc<dyn Clock>,
     limits: WasmLimits,
@@ -471,6 +478,10 @@ impl<D: Disk> PluginHost<D> {
             modules,
             instantiated: Mutex::new(HashMap::new()),
             budget: OpenedBatchBudget::new(limits.opened_batch_bytes_max),
+            fetch_fuel: FetchFuel::new(
+                limits.fetch_fuel_per_second,
+                limits.fetch_fuel_per_connection_per_second,
+            ),
             registry,
             clock,
             limits,
@@ -542,6 +553,22 @@ impl<D: Disk> PluginHost<D> {
     /// The node-wide budget of opened-batch bytes.
     pub(crate) fn budget(&self) -> &OpenedBatchBudget {
         &self.budget
+    }
+
+    /// A fetch fuel account for one connection: its own share of
+    /// `wasm.fetch_fuel_per_connection_per_second`, drawing on the node's too.
+    pub fn fetch_fuel_account(&self) -> FuelAccount {
+        self.fetch_fuel.account()
+    }
+
+    /// The node-wide fetch fuel account alone (fetches not made over a client connection).
+    pub(crate) fn node_fetch_fuel(&self) -> FuelAccount {
+        self.fetch_fuel.node_only()
+    }
+
+    /// The clock plug-in budgets are kept on.
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.clock
     }
 
     fn instantiated(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Plugin>>> {
@@ -804,12 +831,14 @@ impl<D: Disk> PluginHost<D> {
 
     /// Runs a fetch plug-in over the batches read from one partition; dropped records
     /// leave offset gaps (empty batches where a whole batch went), so positions advance.
+    /// Each plug-in call is admitted by `fuel` first and charged what it burned.
     pub(crate) async fn apply_fetch_plugin(
         &self,
         plugin: &Arc<Plugin>,
         bytes: Bytes,
         partition: u32,
         partition_count: u32,
+        fuel: &FuelAccount,
     ) -> Result<Bytes, FetchPluginError> {
         let mut out = BytesMut::with_capacity(bytes.len());
         for item in BatchIter::new(&bytes) {
@@ -832,12 +861,22 @@ impl<D: Disk> PluginHost<D> {
                     continue;
                 }
             };
+            let meter = Some((fuel, self.clock()));
             let outcomes = opened
-                .run(plugin, 0..opened.records.len(), partition, partition_count)
+                .run_metered(
+                    plugin,
+                    0..opened.records.len(),
+                    partition,
+                    partition_count,
+                    meter,
+                )
                 .await
-                .map_err(|error| FetchPluginError::Failed {
-                    base_offset: header.base_offset,
-                    error,
+                .map_err(|error| match error {
+                    MeteredRunError::Wasm(error) => FetchPluginError::Failed {
+                        base_offset: header.base_offset,
+                        error,
+                    },
+                    MeteredRunError::Budget(error) => FetchPluginError::FuelSpent(error),
                 })?;
             if outcomes.iter().all(|outcome| *outcome == Outcome::Keep) {
                 out.extend_from_slice(raw);

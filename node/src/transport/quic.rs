@@ -36,6 +36,7 @@ use super::tls::ServerTls;
 use crate::broker::Broker;
 use crate::cluster::peer::{CLOSE_PEER_REFUSED, PEER_ALPN, PeerService};
 use crate::storage::Disk;
+use crate::wasm::fuel_budget::FuelAccount;
 
 /// Transport limits (see docs/OPERATIONS.md).
 #[derive(Clone, Debug)]
@@ -433,6 +434,8 @@ async fn serve_connection<D: Disk>(
     budget: ConnectionBudget,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // What this connection's fetch plug-ins may burn (wasm.fetch_fuel_per_connection_per_second).
+    let fuel = Arc::new(broker.plugins().fetch_fuel_account());
     loop {
         let stream = tokio::select! {
             stream = connection.accept_bi() => stream,
@@ -463,8 +466,9 @@ async fn serve_connection<D: Disk>(
         let in_flight = Arc::clone(&in_flight);
         let limits = Arc::clone(&limits);
         let budget = budget.clone();
+        let fuel = Arc::clone(&fuel);
         tokio::spawn(async move {
-            let answered = serve_stream(send, receive, &broker, &limits, &budget).await;
+            let answered = serve_stream(send, receive, &broker, &limits, &budget, &fuel).await;
             in_flight.send_modify(|count| *count -= 1);
             // The answer's bytes stay counted until the client has acknowledged them: quinn
             // holds them until then, and a client that never reads keeps them there.
@@ -488,6 +492,7 @@ async fn serve_stream<D: Disk>(
     broker: &Broker<D>,
     limits: &TransportLimits,
     budget: &ConnectionBudget,
+    fuel: &FuelAccount,
 ) -> Option<(quinn::SendStream, Reservation)> {
     let frame = match read_frame(&mut receive, limits, budget).await {
         Ok(frame) => frame,
@@ -525,7 +530,12 @@ async fn serve_stream<D: Disk>(
                 return Some((send, reservation));
             }
             let api = request.api_key();
-            let response = match broker.handle_from(&header.client_id, request).await {
+            let handled = match request {
+                // Its plug-in calls draw on this connection's fuel account.
+                Request::Fetch(fetch) => Response::Fetch(broker.fetch_metered(fetch, fuel).await),
+                request => broker.handle_from(&header.client_id, request).await,
+            };
+            let response = match handled {
                 Response::ApiVersions(mut versions) => {
                     // The largest frame this connection can send: a frame over its share of
                     // bytes in flight is refused however large `frame_bytes_max` is.

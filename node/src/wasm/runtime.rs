@@ -49,6 +49,12 @@ pub struct WasmLimits {
     /// dropped rather than kept, so the plug-in cache cannot hold
     /// plug-ins x `idle_instances_max` x `memory_bytes_max`.
     pub idle_instance_bytes_max: usize,
+    /// Fuel fetch plug-ins may burn per second over the whole node
+    /// (`wasm.fetch_fuel_per_second`, [`super::fuel_budget`]).
+    pub fetch_fuel_per_second: u64,
+    /// Fuel one connection's fetch plug-ins may burn per second
+    /// (`wasm.fetch_fuel_per_connection_per_second`).
+    pub fetch_fuel_per_connection_per_second: u64,
     /// Bytes of parameter names and values one module or transform may have; they are kept
     /// in `metadata.json`, so this bounds what an upload can add to it.
     pub module_params_bytes_max: usize,
@@ -90,6 +96,9 @@ impl Default for WasmLimits {
             modules_max: 1024,
             compiles_concurrent_max: COMPILES_CONCURRENT_MAX_DEFAULT,
             idle_instance_bytes_max: IDLE_INSTANCE_BYTES_MAX_DEFAULT,
+            fetch_fuel_per_second: super::fuel_budget::FETCH_FUEL_PER_SECOND_DEFAULT,
+            fetch_fuel_per_connection_per_second:
+                super::fuel_budget::FETCH_FUEL_PER_CONNECTION_PER_SECOND_DEFAULT,
             module_params_bytes_max: 16 * 1024,
             opened_batch_bytes_max: OPENED_BATCH_BYTES_MAX_DEFAULT,
         }
