@@ -184,19 +184,8 @@ impl<D: Disk> DataPath<D> {
         request: FetchRequest,
         fuel: &FuelAccount,
     ) -> FetchResponse {
-        let plugin = match self.plugins.fetch_plugin(&request.plugin).await {
-            Ok(plugin) => plugin,
-            Err(error) => {
-                tracing::debug!(%error, "fetch plug-in refused");
-                let (error, message) = dispatch::fetch_wire(&FetchError::Plugin(error));
-                return FetchResponse {
-                    error,
-                    message,
-                    topics: Vec::new(),
-                };
-            }
-        };
-        if plugin.is_some()
+        // Checked before the plug-in is looked up: instantiating one burns fuel too.
+        if request.plugin.is_some()
             && let Err(spent) = fuel.admit(self.clock.now())
         {
             tracing::debug!(%spent, "fetch refused: plug-in fuel spent");
@@ -208,6 +197,18 @@ impl<D: Disk> DataPath<D> {
                 topics: Vec::new(),
             };
         }
+        let plugin = match self.plugins.fetch_plugin(&request.plugin, fuel).await {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                tracing::debug!(%error, "fetch plug-in refused");
+                let (error, message) = dispatch::fetch_wire(&FetchError::Plugin(error));
+                return FetchResponse {
+                    error,
+                    message,
+                    topics: Vec::new(),
+                };
+            }
+        };
         let max_bytes = request.max_bytes.min(self.limits.fetch_bytes_max) as usize;
         let wait =
             Duration::from_millis(u64::from(request.max_wait_ms)).min(self.limits.fetch_wait_max);

@@ -583,6 +583,17 @@ impl<D: Disk> PluginHost<D> {
         module: &StoredModule,
         params: BTreeMap<String, String>,
     ) -> Result<Arc<Plugin>, PluginError> {
+        self.plugin_metered(module, params, None).await
+    }
+
+    /// [`plugin`](Self::plugin); instantiating it (a cache miss) is charged to `fuel`, if
+    /// given, for the fuel `ledge_init` burned (all of its budget if it ran out).
+    async fn plugin_metered(
+        &self,
+        module: &StoredModule,
+        params: BTreeMap<String, String>,
+        fuel: Option<&FuelAccount>,
+    ) -> Result<Arc<Plugin>, PluginError> {
         let key = format!(
             "{}/{}/{}",
             module.hash,
@@ -592,6 +603,30 @@ impl<D: Disk> PluginHost<D> {
         if let Some(plugin) = self.instantiated().get(&key) {
             return Ok(Arc::clone(plugin));
         }
+        let made = self.instantiate(module, params).await;
+        if let Some(fuel) = fuel {
+            let burned = match &made {
+                Ok(plugin) => plugin.init_fuel_used(),
+                Err(PluginError::Instantiate(WasmError::OutOfFuel(budget))) => *budget,
+                Err(_) => 0,
+            };
+            fuel.charge(self.clock.now(), burned);
+        }
+        let plugin = made?;
+        let mut cache = self.instantiated();
+        if cache.len() >= PLUGIN_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&plugin));
+        Ok(plugin)
+    }
+
+    /// Instantiates `module` with `params` on the plug-in executor (not cached).
+    async fn instantiate(
+        &self,
+        module: &StoredModule,
+        params: BTreeMap<String, String>,
+    ) -> Result<Arc<Plugin>, PluginError> {
         let compiled = self.modules.get(&module.hash, module.kind).await?;
         let engine = self.modules.engine().clone();
         let params: Vec<(String, String)> = params.into_iter().collect();
@@ -599,13 +634,7 @@ impl<D: Disk> PluginHost<D> {
         let plugin = executor
             .run(move || Plugin::new(&engine, compiled, params))
             .await??;
-        let plugin = Arc::new(plugin);
-        let mut cache = self.instantiated();
-        if cache.len() >= PLUGIN_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key, Arc::clone(&plugin));
-        Ok(plugin)
+        Ok(Arc::new(plugin))
     }
 
     /// The named module, with its default parameters overridden by `overrides`, as a
@@ -616,6 +645,19 @@ impl<D: Disk> PluginHost<D> {
         overrides: BTreeMap<String, String>,
         kinds: &'static [PluginKind],
         purpose: &'static str,
+    ) -> Result<Arc<Plugin>, NamedPluginError> {
+        self.named_plugin_metered(name, overrides, kinds, purpose, None)
+            .await
+    }
+
+    /// [`named_plugin`](Self::named_plugin), instantiating it charged to `fuel`.
+    async fn named_plugin_metered(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        kinds: &'static [PluginKind],
+        purpose: &'static str,
+        fuel: Option<&FuelAccount>,
     ) -> Result<Arc<Plugin>, NamedPluginError> {
         let module =
             self.registry
@@ -634,7 +676,7 @@ impl<D: Disk> PluginHost<D> {
         }
         let mut params = module.params.clone();
         params.extend(overrides);
-        Ok(self.plugin(&module, params).await?)
+        Ok(self.plugin_metered(&module, params, fuel).await?)
     }
 
     /// Stores `bytes` as the module `name` (the config file's `[[module]]`); unchanged
@@ -896,21 +938,24 @@ impl<D: Disk> PluginHost<D> {
         Ok(out.freeze())
     }
 
-    /// The fetch plug-in a request names, if any.
+    /// The fetch plug-in a request names, if any; instantiating it (parameters not seen
+    /// before: `ledge_init` runs) is charged to `fuel`.
     pub(crate) async fn fetch_plugin(
         &self,
         plugin: &Option<PluginRef>,
+        fuel: &FuelAccount,
     ) -> Result<Option<Arc<Plugin>>, FetchPluginError> {
         let Some(plugin) = plugin else {
             return Ok(None);
         };
         let overrides = params_map(&plugin.params).map_err(FetchPluginError::Params)?;
         Ok(Some(
-            self.named_plugin(
+            self.named_plugin_metered(
                 &plugin.module,
                 overrides,
                 &[PluginKind::Filter, PluginKind::Map, PluginKind::FilterMap],
                 "a fetch",
+                Some(fuel),
             )
             .await?,
         ))

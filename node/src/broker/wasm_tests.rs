@@ -1669,3 +1669,66 @@ fn fetch_plugins_spend_at_most_their_fuel_budgets() {
         broker.close().await;
     });
 }
+
+// Goal: instantiating a fetch plug-in for parameters not seen before (its `ledge_init` runs)
+// is charged to the fetch fuel budget too, so a client cannot burn CPU by asking for a
+// plug-in with new parameters each time. Method: a module whose init loops whenever it is
+// given parameters; each fetch names new ones and burns its whole init budget (5M) until the
+// connection's 8M are spent.
+#[test]
+fn instantiating_fetch_plugins_spends_the_fuel_budget() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(42);
+        let mut limited = config();
+        limited.plugin_executor = crate::wasm::PluginExecutor::Inline;
+        limited.wasm.fetch_fuel_per_second = 1_000_000_000;
+        limited.wasm.fetch_fuel_per_connection_per_second = 8_000_000;
+        let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
+        let broker = Broker::open(disk.clone(), Path::new(DATA), limited, clock.clone())
+            .await
+            .unwrap();
+        create(&broker, "t", 1, &[]).await;
+        produce(&broker, "t", 0, values(&numbered(0, 1))).await;
+        let uploaded = broker
+            .upload_module(UploadModuleRequest {
+                name: "slow-init".into(),
+                kind: crate::wasm::PluginKind::Filter,
+                module: Bytes::from(
+                    Wat {
+                        // No parameters encode to a few bytes; any parameter to more.
+                        init: "(if (i32.gt_u (local.get $l) (i32.const 8)) (then (loop $spin (br $spin)))) (i32.store8 (i32.const 0) (i32.const 0)) (i64.const 1)",
+                        ..Wat::default()
+                    }
+                    .module(),
+                ),
+                params: vec![],
+            })
+            .await;
+        assert_eq!(uploaded.error, ErrorCode::None, "{}", uploaded.message);
+        let account = broker.plugins().fetch_fuel_account();
+        let with_params = |value: usize| {
+            Some(PluginRef {
+                module: "slow-init".into(),
+                params: vec![PluginParam {
+                    key: "k".into(),
+                    value: value.to_string(),
+                }],
+            })
+        };
+        for value in 0..2 {
+            let response = fetch_metered(&broker, "t", with_params(value), &account).await;
+            assert_ne!(response.error, ErrorCode::None, "init ran out of fuel");
+            assert_ne!(response.error, ErrorCode::TooManyRequests, "{response:?}");
+        }
+        let response = fetch_metered(&broker, "t", with_params(2), &account).await;
+        assert_eq!(response.error, ErrorCode::TooManyRequests, "{response:?}");
+        assert!(
+            response
+                .message
+                .contains("wasm.fetch_fuel_per_connection_per_second"),
+            "{}",
+            response.message
+        );
+        broker.close().await;
+    });
+}

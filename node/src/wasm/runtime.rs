@@ -670,6 +670,8 @@ pub struct Plugin {
     params: Vec<(String, String)>,
     encoded_params: Vec<u8>,
     idle: Mutex<Vec<(PluginInstance, IdleCharge)>>,
+    /// Fuel `ledge_init` burned when the plug-in was made.
+    init_fuel_used: u64,
 }
 
 /// An idle instance's share of the engine's `idle_instance_bytes_max`, given back when the
@@ -720,7 +722,7 @@ impl std::fmt::Debug for Plugin {
 pub struct BatchRun {
     /// One per input record, in order.
     pub outcomes: Vec<Outcome>,
-    /// Fuel the call burned.
+    /// Fuel the call burned (with `ledge_init`'s, when no idle instance was at hand).
     pub fuel_used: u64,
 }
 
@@ -739,10 +741,14 @@ impl Plugin {
             params,
             encoded_params,
             idle: Mutex::new(Vec::new()),
+            init_fuel_used: 0,
         };
-        let instance = plugin.fresh_instance()?;
+        let (instance, init_fuel_used) = plugin.fresh_instance()?;
         plugin.release(instance);
-        Ok(plugin)
+        Ok(Self {
+            init_fuel_used,
+            ..plugin
+        })
     }
 
     /// The module.
@@ -760,22 +766,30 @@ impl Plugin {
         &self.engine.limits
     }
 
-    fn fresh_instance(&self) -> Result<PluginInstance, WasmError> {
+    /// A new instance, initialised, with the fuel `ledge_init` burned.
+    fn fresh_instance(&self) -> Result<(PluginInstance, u64), WasmError> {
         let mut instance = PluginInstance::new(&self.engine, &self.module)?;
         instance.initialize(&self.engine, &self.encoded_params)?;
-        Ok(instance)
+        let init_fuel = instance.fuel_used();
+        Ok((instance, init_fuel))
     }
 
-    fn checkout(&self) -> Result<PluginInstance, WasmError> {
+    /// An idle instance, or a new one; with the fuel initialising it burned (0 if idle).
+    fn checkout(&self) -> Result<(PluginInstance, u64), WasmError> {
         let pooled = self
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop();
         match pooled {
-            Some((instance, _charge)) => Ok(instance),
+            Some((instance, _charge)) => Ok((instance, 0)),
             None => self.fresh_instance(),
         }
+    }
+
+    /// Fuel `ledge_init` burned when this plug-in was made.
+    pub fn init_fuel_used(&self) -> u64 {
+        self.init_fuel_used
     }
 
     /// Keeps `instance` for the next call if this plug-in keeps fewer than
@@ -821,9 +835,10 @@ impl Plugin {
             .map_err(|_| WasmError::Garbage("too many records".into()))?;
         let mut input = Vec::new();
         abi::encode_input(header, count, records, &mut input);
-        let mut instance = self.checkout()?;
+        let (mut instance, init_fuel) = self.checkout()?;
         let output = instance.process(&self.engine, &input, record_count)?;
-        let fuel_used = instance.fuel_used();
+        // A call without an idle instance also paid for initialising one.
+        let fuel_used = instance.fuel_used().saturating_add(init_fuel);
         let outcomes = abi::decode_output(
             self.module.kind,
             Bytes::from(output),
