@@ -163,6 +163,7 @@ struct WasmSection {
     modules_max: Option<usize>,
     compiles_concurrent_max: Option<usize>,
     idle_instance_bytes_max: Option<usize>,
+    calls_concurrent_max: Option<usize>,
     fetch_fuel_per_second: Option<u64>,
     fetch_fuel_per_connection_per_second: Option<u64>,
     module_params_bytes_max: Option<usize>,
@@ -776,6 +777,15 @@ impl NodeConfig {
             }
             limits.compiles_concurrent_max = value;
         }
+        if let Some(value) = wasm.calls_concurrent_max {
+            let limit = crate::wasm::runtime::CALLS_CONCURRENT_MAX_LIMIT;
+            if value == 0 || value > limit {
+                return Err(ConfigError(format!(
+                    "{origin}: wasm.calls_concurrent_max must be 1..={limit}, got {value}"
+                )));
+            }
+            limits.calls_concurrent_max = value;
+        }
         let fuel_rate = |key: &str, value: u64| {
             let limit = crate::wasm::fuel_budget::FETCH_FUEL_PER_SECOND_LIMIT;
             if value == 0 || value > limit {
@@ -1135,6 +1145,7 @@ segment.bytes = 4194304
 fuel_per_batch = 5000
 batch_records_max = 64
 compiles_concurrent_max = 2
+calls_concurrent_max = 3
 idle_instance_bytes_max = 1048576
 fetch_fuel_per_second = 3000000000
 fetch_fuel_per_connection_per_second = 1000000000
@@ -1160,6 +1171,7 @@ on_error = "skip"
         assert_eq!(config.broker.wasm.fuel_per_batch, 5000);
         assert_eq!(config.broker.wasm.batch_records_max, 64);
         assert_eq!(config.broker.wasm.compiles_concurrent_max, 2);
+        assert_eq!(config.broker.wasm.calls_concurrent_max, 3);
         assert_eq!(config.broker.wasm.idle_instance_bytes_max, 1024 * 1024);
         assert_eq!(config.broker.wasm.fetch_fuel_per_second, 3_000_000_000);
         assert_eq!(

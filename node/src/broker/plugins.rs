@@ -630,9 +630,9 @@ impl<D: Disk> PluginHost<D> {
         let compiled = self.modules.get(&module.hash, module.kind).await?;
         let engine = self.modules.engine().clone();
         let params: Vec<(String, String)> = params.into_iter().collect();
-        let executor = engine.executor();
-        let plugin = executor
-            .run(move || Plugin::new(&engine, compiled, params))
+        let caller = engine.clone();
+        let plugin = caller
+            .run_call(move || Plugin::new(&engine, compiled, params))
             .await??;
         Ok(Arc::new(plugin))
     }

@@ -49,6 +49,11 @@ pub struct WasmLimits {
     /// dropped rather than kept, so the plug-in cache cannot hold
     /// plug-ins x `idle_instances_max` x `memory_bytes_max`.
     pub idle_instance_bytes_max: usize,
+    /// Guest calls and instantiations running at once, node-wide
+    /// (`wasm.calls_concurrent_max`): each holds a thread of the blocking pool and an
+    /// instance of up to `memory_bytes_max`, so this bounds plug-ins' threads, CPU and
+    /// in-use instance memory together; further calls wait their turn.
+    pub calls_concurrent_max: usize,
     /// Fuel fetch plug-ins may burn per second over the whole node
     /// (`wasm.fetch_fuel_per_second`, [`super::fuel_budget`]).
     pub fetch_fuel_per_second: u64,
@@ -79,6 +84,12 @@ pub const OPENED_BATCH_BYTES_MAX_LIMIT: usize = u32::MAX as usize;
 pub const COMPILES_CONCURRENT_MAX_DEFAULT: usize = 1;
 /// Largest [`WasmLimits::compiles_concurrent_max`].
 pub const COMPILES_CONCURRENT_MAX_LIMIT: usize = 64;
+/// Default of [`WasmLimits::calls_concurrent_max`]: 8, a few per core of an edge box, so
+/// instances in use hold at most 512 MiB at the default `memory_bytes_max` and plug-ins
+/// never take all of tokio's blocking threads (512).
+pub const CALLS_CONCURRENT_MAX_DEFAULT: usize = 8;
+/// Largest [`WasmLimits::calls_concurrent_max`].
+pub const CALLS_CONCURRENT_MAX_LIMIT: usize = 1024;
 /// Default of [`WasmLimits::idle_instance_bytes_max`]: 256 MiB, four instances at the
 /// default `memory_bytes_max` (64 MiB); real filters use a few pages, so hundreds fit.
 pub const IDLE_INSTANCE_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
@@ -96,6 +107,7 @@ impl Default for WasmLimits {
             modules_max: 1024,
             compiles_concurrent_max: COMPILES_CONCURRENT_MAX_DEFAULT,
             idle_instance_bytes_max: IDLE_INSTANCE_BYTES_MAX_DEFAULT,
+            calls_concurrent_max: CALLS_CONCURRENT_MAX_DEFAULT,
             fetch_fuel_per_second: super::fuel_budget::FETCH_FUEL_PER_SECOND_DEFAULT,
             fetch_fuel_per_connection_per_second:
                 super::fuel_budget::FETCH_FUEL_PER_CONNECTION_PER_SECOND_DEFAULT,
@@ -156,6 +168,9 @@ pub struct WasmEngine {
     executor: PluginExecutor,
     /// One permit per compile that may run at once (`compiles_concurrent_max`).
     compile_slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per guest call or instantiation that may run at once
+    /// (`calls_concurrent_max`).
+    call_slots: Arc<tokio::sync::Semaphore>,
     /// Bytes of linear memory held by idle pooled instances, over every plug-in.
     idle_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -215,11 +230,15 @@ impl WasmEngine {
         let compile_slots = Arc::new(tokio::sync::Semaphore::new(
             limits.compiles_concurrent_max.max(1),
         ));
+        let call_slots = Arc::new(tokio::sync::Semaphore::new(
+            limits.calls_concurrent_max.max(1),
+        ));
         Ok(Self {
             engine,
             limits,
             executor: PluginExecutor::default(),
             compile_slots,
+            call_slots,
             idle_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         })
     }
@@ -287,6 +306,24 @@ impl WasmEngine {
             .run(move || engine.compile(&bytes, kind))
             .await
             .map_err(|error| WasmError::Engine(format!("compile task failed: {error}")))?
+    }
+
+    /// Runs guest work (a call, an instantiation) on the executor once one of the
+    /// `calls_concurrent_max` call slots is free; an error only if the blocking task failed.
+    pub async fn run_call<T, F>(&self, work: F) -> Result<T, tokio::task::JoinError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        // Never closed, so the permit is always granted.
+        let _slot = Arc::clone(&self.call_slots).acquire_owned().await.ok();
+        self.executor.run(work).await
+    }
+
+    /// The call slots (`calls_concurrent_max`), for tests that hold one.
+    #[cfg(test)]
+    pub(crate) fn call_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.call_slots
     }
 
     /// The compile slots (`compiles_concurrent_max`), for tests that hold one.
@@ -852,7 +889,7 @@ impl Plugin {
         })
     }
 
-    /// [`run`](Self::run) on the engine's [`PluginExecutor`].
+    /// [`run`](Self::run) on the engine's [`PluginExecutor`], in one of its call slots.
     pub async fn run_on_executor(
         self: &Arc<Self>,
         header: InputHeader,
@@ -860,9 +897,8 @@ impl Plugin {
         record_count: usize,
     ) -> Result<BatchRun, WasmError> {
         let plugin = Arc::clone(self);
-        let executor = self.engine.executor;
-        executor
-            .run(move || plugin.run(&header, &records, record_count))
+        self.engine
+            .run_call(move || plugin.run(&header, &records, record_count))
             .await
             .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
     }

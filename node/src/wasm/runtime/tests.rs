@@ -478,3 +478,37 @@ fn idle_instances_fit_in_the_node_wide_byte_budget() {
     assert_eq!(over.idle_instances(), 1);
     assert!(engine.idle_instance_bytes() <= one + one / 2);
 }
+
+// Goal: guest calls wait for one of wasm.calls_concurrent_max slots, so plug-ins hold at most
+// that many blocking threads and instances in use at once (CPU and memory), whatever the
+// number of produces, fetches and transforms calling them. Method: hold the only slot; a
+// call stays pending however often it is polled (work runs inline, so without the slot it
+// would finish on the first poll); freed, it finishes.
+#[test]
+fn calls_wait_for_one_of_the_call_slots() {
+    use futures_util::FutureExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let engine = WasmEngine::new(WasmLimits {
+            calls_concurrent_max: 1,
+            fuel_per_batch: 20_000_000,
+            memory_bytes_max: 4 * 1024 * 1024,
+            ..WasmLimits::default()
+        })
+        .unwrap()
+        .with_executor(PluginExecutor::Inline);
+        let plugin = Arc::new(plugin(&engine, &Wat::default(), PluginKind::Filter).unwrap());
+        let held = Arc::clone(engine.call_slots()).try_acquire_owned().unwrap();
+        let (region, count) = records(&["a"]);
+        let mut call = std::pin::pin!(plugin.run_on_executor(header(1), region, count));
+        for _ in 0..10 {
+            assert!((&mut call).now_or_never().is_none(), "waits for the slot");
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        let run = call.await.unwrap();
+        assert_eq!(run.outcomes, vec![Outcome::Keep]);
+    });
+}
