@@ -25,6 +25,7 @@
 //! [`PluginHost`]: plugins::PluginHost
 //! [`TransformRunner`]: transforms::TransformRunner
 
+pub(crate) mod client_text;
 mod cluster_ops;
 pub mod cluster_view;
 pub mod create_partitions;
@@ -396,6 +397,8 @@ impl<D: Disk> Broker<D> {
     }
 }
 
+#[cfg(test)]
+mod client_text_tests;
 #[cfg(test)]
 mod cluster_view_tests;
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The QUIC listener: quinn + rustls (ring), ALPN `ledge/1`, one request per bidirectional
 //! stream.
 //!
-//! Limits, all configurable: connections (beyond it a connection attempt is refused),
+//! Limits, all configurable: connections, in all and from one IP address (beyond either a
+//! connection attempt is refused, [`super::address_limit`]),
 //! requests in flight per connection (QUIC's stream limit, so a client that opens thousands
 //! of streams is held back by flow control rather than served out of memory), frame size (a
 //! larger request is answered `FrameTooLarge` and its stream stopped), QUIC's receive and
@@ -23,6 +24,10 @@ use bytes::Bytes;
 use ledge_protocol::wire::{self, ApiKey, ErrorCode, Request, Response};
 use tokio::sync::{Semaphore, watch};
 
+use super::address_limit::{
+    AddressLimit, CONNECTIONS_PER_ADDRESS_MAX_DEFAULT, REFUSAL_LOG_INTERVAL, RefusalLog,
+    address_key,
+};
 use super::budget::{
     BudgetError, ConnectionBudget, IN_FLIGHT_BYTES_MAX_DEFAULT,
     IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT, InFlightBudget, Reservation,
@@ -33,6 +38,7 @@ use crate::broker::Broker;
 use crate::cluster::peer::{CLOSE_PEER_REFUSED, PEER_ALPN, PeerService};
 use crate::security::identity::ClientIdentity;
 use crate::storage::Disk;
+use crate::wasm::fuel_budget::FuelAccount;
 
 /// QUIC application close code: the client proved no identity and this node accepts no
 /// anonymous clients (`[security] allow_anonymous = false`).
@@ -46,6 +52,9 @@ pub const CLOSE_NO_PRINCIPAL: u32 = 0x4c11;
 pub struct TransportLimits {
     /// Most open connections.
     pub connections_max: usize,
+    /// Most open connections from one IP address (`limits.connections_per_address_max`),
+    /// counted from the first packet, as `connections_max` is.
+    pub connections_per_address_max: usize,
     /// Most requests (streams) in flight per connection.
     pub requests_in_flight_per_connection_max: u32,
     /// Largest request frame.
@@ -75,6 +84,7 @@ impl Default for TransportLimits {
     fn default() -> Self {
         Self {
             connections_max: 1024,
+            connections_per_address_max: CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
             requests_in_flight_per_connection_max: 256,
             frame_bytes_max: wire::FRAME_BYTES_MAX_DEFAULT,
             idle_timeout: Duration::from_secs(60),
@@ -193,6 +203,9 @@ impl QuicServer {
     /// period for requests in flight, and closes every connection.
     pub async fn serve<D: Disk>(self, broker: Arc<Broker<D>>, mut shutdown: watch::Receiver<bool>) {
         let connections = Arc::new(Semaphore::new(self.limits.connections_max));
+        let per_address = AddressLimit::new(self.limits.connections_per_address_max);
+        let refused_per_address = RefusalLog::new(REFUSAL_LOG_INTERVAL);
+        let refused_node_wide = RefusalLog::new(REFUSAL_LOG_INTERVAL);
         let budget = InFlightBudget::new(
             self.limits.in_flight_bytes_max,
             self.limits.in_flight_bytes_per_connection_max,
@@ -206,8 +219,21 @@ impl QuicServer {
                 _ = shutdown.wait_for(|stop| *stop) => break,
             };
             let Some(incoming) = incoming else { break };
+            let remote = incoming.remote_address();
+            let address_permit = match per_address.try_acquire(address_key(remote)) {
+                Ok(permit) => permit,
+                Err(reached) => {
+                    if let Some(suppressed) = refused_per_address.admit(broker.clock().now()) {
+                        tracing::warn!(%remote, limit = reached.max, suppressed, "connection refused: limits.connections_per_address_max reached for this address");
+                    }
+                    incoming.refuse();
+                    continue;
+                }
+            };
             let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                tracing::warn!(remote = %incoming.remote_address(), limit = self.limits.connections_max, "connection refused: connections.max reached");
+                if let Some(suppressed) = refused_node_wide.admit(broker.clock().now()) {
+                    tracing::warn!(%remote, limit = self.limits.connections_max, suppressed, "connection refused: limits.connections_max reached");
+                }
                 incoming.refuse();
                 continue;
             };
@@ -219,8 +245,7 @@ impl QuicServer {
             let peers = self.peers.clone();
             let client_auth = self.client_auth.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                let remote = incoming.remote_address();
+                let _permits = (permit, address_permit);
                 let connection = match incoming.await {
                     Ok(connection) => connection,
                     Err(error) => {
@@ -520,6 +545,8 @@ async fn serve_connection<D: Disk>(
     budget: ConnectionBudget,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // What this connection's fetch plug-ins may burn (wasm.fetch_fuel_per_connection_per_second).
+    let fuel = Arc::new(broker.plugins().fetch_fuel_account());
     loop {
         let stream = tokio::select! {
             stream = connection.accept_bi() => stream,
@@ -551,8 +578,10 @@ async fn serve_connection<D: Disk>(
         let limits = Arc::clone(&limits);
         let budget = budget.clone();
         let identity = Arc::clone(&identity);
+        let fuel = Arc::clone(&fuel);
         tokio::spawn(async move {
-            let answered = serve_stream(send, receive, &identity, &broker, &limits, &budget).await;
+            let answered =
+                serve_stream(send, receive, &identity, &broker, &limits, &budget, &fuel).await;
             in_flight.send_modify(|count| *count -= 1);
             // The answer's bytes stay counted until the client has acknowledged them: quinn
             // holds them until then, and a client that never reads keeps them there.
@@ -577,6 +606,7 @@ async fn serve_stream<D: Disk>(
     broker: &Broker<D>,
     limits: &TransportLimits,
     budget: &ConnectionBudget,
+    fuel: &FuelAccount,
 ) -> Option<(quinn::SendStream, Reservation)> {
     let frame = match read_frame(&mut receive, limits, budget).await {
         Ok(frame) => frame,
@@ -614,7 +644,10 @@ async fn serve_stream<D: Disk>(
                 return Some((send, reservation));
             }
             let api = request.api_key();
-            let response = match broker.handle_as(identity, &header.client_id, request).await {
+            let handled = broker
+                .handle_as(identity, &header.client_id, request, fuel)
+                .await;
+            let response = match handled {
                 Response::ApiVersions(mut versions) => {
                     // The largest frame this connection can send: a frame over its share of
                     // bytes in flight is refused however large `frame_bytes_max` is.
