@@ -331,6 +331,27 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
+    // SASL users, ACLs and the decoy secret (`security.json`; in a cluster the controller's).
+    let security_mode = if config.cluster.is_some() {
+        ledge_node::security::store::StoreMode::Cluster
+    } else {
+        ledge_node::security::store::StoreMode::OneNode
+    };
+    let security = match ledge_node::security::store::SecurityStore::open(
+        &config.data_dir,
+        security_mode,
+        lock.read_only,
+        ledge_node::security::acl::AuthorizerConfig::default(),
+        ledge_node::security::records::SecurityLimits::default(),
+        random_decoy_secret()?,
+    ) {
+        Ok(store) => store,
+        Err(error) => {
+            broker.close().await;
+            return Err(error.into());
+        }
+    };
+    broker.set_security_store(Arc::new(security));
     for (topic, partition, reason) in broker.offline_partitions() {
         tracing::error!(topic, partition, reason, "partition offline");
     }
@@ -600,4 +621,12 @@ async fn deploy_declared_transforms<D: Disk>(
     }
     broker.transforms().reconcile(declared).await?;
     Ok(())
+}
+
+/// A fresh decoy secret for a new `security.json`, from the system's secure generator.
+fn random_decoy_secret() -> anyhow::Result<[u8; ledge_node::security::scram::DECOY_SECRET_BYTES]> {
+    let mut secret = [0u8; ledge_node::security::scram::DECOY_SECRET_BYTES];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    Ok(secret)
 }

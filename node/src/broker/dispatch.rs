@@ -52,6 +52,7 @@ use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::replication::leader::{AcksAllError, LowWatermarkError};
 use crate::replication::manager::ReplicaRoleError;
+use crate::security::records::SecurityRefusal;
 use crate::storage::log::ProducersError;
 use crate::storage::{AppendError, DeleteError, Disk, ReadError};
 use crate::wasm::WasmError;
@@ -774,7 +775,20 @@ fn refusal_code(refusal: AdminRefusal) -> ErrorCode {
         AdminRefusal::ModuleNotFound | AdminRefusal::TransformNotFound => ErrorCode::ModuleNotFound,
         AdminRefusal::ModuleInUse => ErrorCode::ModuleInUse,
         AdminRefusal::InvalidRequest => ErrorCode::InvalidRequest,
+        AdminRefusal::Security(refusal) => security_refusal_code(refusal),
         AdminRefusal::Internal => ErrorCode::UnknownServerError,
+    }
+}
+
+/// The native code of a refused user or ACL change.
+pub(super) fn security_refusal_code(refusal: SecurityRefusal) -> ErrorCode {
+    match refusal {
+        SecurityRefusal::UnacceptableCredential => ErrorCode::UnacceptableCredential,
+        SecurityRefusal::UnsupportedSaslMechanism => ErrorCode::UnsupportedSaslMechanism,
+        SecurityRefusal::ResourceNotFound => ErrorCode::ResourceNotFound,
+        SecurityRefusal::DuplicateResource => ErrorCode::DuplicateResource,
+        SecurityRefusal::LimitExceeded => ErrorCode::PolicyViolation,
+        SecurityRefusal::InvalidRequest => ErrorCode::InvalidRequest,
     }
 }
 

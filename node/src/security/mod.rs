@@ -3,4 +3,6 @@
 pub mod acl;
 pub mod identity;
 pub mod principal;
+pub mod records;
 pub mod scram;
+pub mod store;
