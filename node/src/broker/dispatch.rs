@@ -781,7 +781,7 @@ fn refusal_code(refusal: AdminRefusal) -> ErrorCode {
 }
 
 /// The native code of a refused user or ACL change.
-pub(super) fn security_refusal_code(refusal: SecurityRefusal) -> ErrorCode {
+pub(crate) fn security_refusal_code(refusal: SecurityRefusal) -> ErrorCode {
     match refusal {
         SecurityRefusal::UnacceptableCredential => ErrorCode::UnacceptableCredential,
         SecurityRefusal::UnsupportedSaslMechanism => ErrorCode::UnsupportedSaslMechanism,
@@ -1255,5 +1255,15 @@ impl From<&AlterTransformError> for ErrorCode {
                 metadata_code(source)
             }
         }
+    }
+}
+
+/// The native code of a user or ACL change that was not made.
+pub(crate) fn security_write_code(error: &crate::security::store::SecurityWriteError) -> ErrorCode {
+    use crate::security::store::SecurityWriteError;
+    match error {
+        SecurityWriteError::Refused { refusal, .. } => security_refusal_code(*refusal),
+        SecurityWriteError::ReadOnly | SecurityWriteError::Persist => ErrorCode::StorageError,
+        SecurityWriteError::Controller(_) => ErrorCode::UnknownServerError,
     }
 }

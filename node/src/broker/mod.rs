@@ -29,7 +29,7 @@ mod cluster_ops;
 pub mod cluster_view;
 pub mod create_partitions;
 mod data_path;
-mod dispatch;
+pub(crate) mod dispatch;
 mod fetch;
 pub(crate) mod groups;
 pub mod log_edges;

@@ -166,6 +166,12 @@ kafka_apis! {
     // KIP-848 groups (kafka/consumer_groups.rs).
     ConsumerGroupHeartbeat: ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, 0..=1;
     ConsumerGroupDescribe: ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, 0..=1;
+    // SCRAM users and ACLs (handlers/security.rs). ACL v0 is below kafka-protocol's floor.
+    DescribeAcls: DescribeAclsRequest, DescribeAclsResponse, 1..=3;
+    CreateAcls: CreateAclsRequest, CreateAclsResponse, 1..=3;
+    DeleteAcls: DeleteAclsRequest, DeleteAclsResponse, 1..=3;
+    DescribeUserScramCredentials: DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse, 0..=0;
+    AlterUserScramCredentials: AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, 0..=0;
 }
 
 /// The served range of `api`, if it is served.

@@ -207,6 +207,26 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::ConsumerGroupDescribe(request) => KafkaResponse::ConsumerGroupDescribe(
                 consumer_groups::consumer_group_describe(broker, request, version).await,
             ),
+            // SCRAM users and ACLs (handlers/security.rs).
+            KafkaRequest::DescribeAcls(request) => KafkaResponse::DescribeAcls(
+                handlers::security::describe_acls(broker, request).await,
+            ),
+            KafkaRequest::CreateAcls(request) => {
+                KafkaResponse::CreateAcls(handlers::security::create_acls(broker, request).await)
+            }
+            KafkaRequest::DeleteAcls(request) => {
+                KafkaResponse::DeleteAcls(handlers::security::delete_acls(broker, request).await)
+            }
+            KafkaRequest::DescribeUserScramCredentials(request) => {
+                KafkaResponse::DescribeUserScramCredentials(
+                    handlers::security::describe_user_scram_credentials(broker, request).await,
+                )
+            }
+            KafkaRequest::AlterUserScramCredentials(request) => {
+                KafkaResponse::AlterUserScramCredentials(
+                    handlers::security::alter_user_scram_credentials(broker, request).await,
+                )
+            }
         })
     }
 }

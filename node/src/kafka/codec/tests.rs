@@ -66,6 +66,15 @@ pub(crate) fn default_request(api: ApiKey) -> KafkaRequest {
         ApiKey::DescribeProducers => KafkaRequest::DescribeProducers(Default::default()),
         ApiKey::ConsumerGroupHeartbeat => KafkaRequest::ConsumerGroupHeartbeat(Default::default()),
         ApiKey::ConsumerGroupDescribe => KafkaRequest::ConsumerGroupDescribe(Default::default()),
+        ApiKey::DescribeAcls => KafkaRequest::DescribeAcls(Default::default()),
+        ApiKey::CreateAcls => KafkaRequest::CreateAcls(Default::default()),
+        ApiKey::DeleteAcls => KafkaRequest::DeleteAcls(Default::default()),
+        ApiKey::DescribeUserScramCredentials => {
+            KafkaRequest::DescribeUserScramCredentials(Default::default())
+        }
+        ApiKey::AlterUserScramCredentials => {
+            KafkaRequest::AlterUserScramCredentials(Default::default())
+        }
         other => panic!("add {other:?} to default_request"),
     }
 }
