@@ -222,6 +222,9 @@ impl<D: Disk> KafkaService<D> {
                     handlers::security::describe_user_scram_credentials(broker, request).await,
                 )
             }
+            KafkaRequest::DescribeClientQuotas(_) => {
+                KafkaResponse::DescribeClientQuotas(handlers::security::describe_client_quotas())
+            }
             KafkaRequest::AlterUserScramCredentials(request) => {
                 KafkaResponse::AlterUserScramCredentials(
                     handlers::security::alter_user_scram_credentials(broker, request).await,

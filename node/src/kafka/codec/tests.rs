@@ -72,6 +72,7 @@ pub(crate) fn default_request(api: ApiKey) -> KafkaRequest {
         ApiKey::DescribeUserScramCredentials => {
             KafkaRequest::DescribeUserScramCredentials(Default::default())
         }
+        ApiKey::DescribeClientQuotas => KafkaRequest::DescribeClientQuotas(Default::default()),
         ApiKey::AlterUserScramCredentials => {
             KafkaRequest::AlterUserScramCredentials(Default::default())
         }
