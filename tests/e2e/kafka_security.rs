@@ -78,15 +78,18 @@ fn kafka_tools_manage_users_and_acls_durably() {
     );
     // Too many iterations (the tool itself refuses too few): the node's
     // UNACCEPTABLE_CREDENTIAL, reported by the tool.
-    let weak = with(&node, &[
-        "--alter",
-        "--add-config",
-        "SCRAM-SHA-512=[iterations=20000,password=x]",
-        "--entity-type",
-        "users",
-        "--entity-name",
-        "bob",
-    ]);
+    let weak = with(
+        &node,
+        &[
+            "--alter",
+            "--add-config",
+            "SCRAM-SHA-512=[iterations=20000,password=x]",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            "bob",
+        ],
+    );
     let weak: Vec<&str> = weak.iter().map(String::as_str).collect();
     let refused = tool(&lib, CONFIGS, &weak, "");
     assert!(!refused.success, "{}", refused.stdout);

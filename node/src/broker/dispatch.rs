@@ -140,6 +140,24 @@ impl<D: Disk> Broker<D> {
             Request::DecommissionNode(request) => {
                 Response::DecommissionNode(self.decommission_node(request).await)
             }
+            // SASL users and ACLs (`security_admin.rs`).
+            Request::AlterUserScramCredentials(request) => Response::AlterUserScramCredentials(
+                self.alter_user_scram_credentials(request).await,
+            ),
+            Request::DescribeUserScramCredentials(request) => {
+                Response::DescribeUserScramCredentials(
+                    self.describe_user_scram_credentials(request),
+                )
+            }
+            Request::CreateAcls(request) => {
+                Response::CreateAcls(self.create_acls_request(request).await)
+            }
+            Request::DescribeAcls(request) => {
+                Response::DescribeAcls(self.describe_acls_request(request))
+            }
+            Request::DeleteAcls(request) => {
+                Response::DeleteAcls(self.delete_acls_request(request).await)
+            }
             Request::CreatePartitions(request) => {
                 Response::CreatePartitions(self.create_partitions(request).await)
             }

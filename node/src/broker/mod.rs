@@ -42,6 +42,7 @@ mod produce;
 mod producer_id_hold;
 pub mod registry;
 mod replication;
+mod security_admin;
 pub mod sequencing;
 pub mod topic_config;
 pub mod transforms;

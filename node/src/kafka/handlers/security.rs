@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, CreateAclsRequest,
-    CreateAclsResponse, DeleteAclsRequest, DescribeClientQuotasResponse, DeleteAclsResponse, DescribeAclsRequest,
-    DescribeAclsResponse, DescribeUserScramCredentialsRequest,
+    CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse, DescribeAclsRequest,
+    DescribeAclsResponse, DescribeClientQuotasResponse, DescribeUserScramCredentialsRequest,
     DescribeUserScramCredentialsResponse, alter_user_scram_credentials_response,
     create_acls_response, delete_acls_response, describe_acls_response,
     describe_user_scram_credentials_response,
