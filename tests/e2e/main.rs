@@ -4,6 +4,7 @@
 mod add_partitions;
 mod broker_metadata;
 mod cli;
+mod cli_security;
 mod client_failover;
 mod cluster;
 mod cluster_client;
