@@ -13,6 +13,7 @@ mod cluster_harness;
 mod cluster_ops;
 mod cluster_partitions;
 mod cluster_plugins;
+mod cluster_security;
 mod cluster_topics;
 mod cluster_wiped;
 mod damage;

@@ -77,7 +77,7 @@ impl<D: Disk> Broker<D> {
     fn store_or_refuse(&self) -> Result<&SecurityStore, (ErrorCode, String)> {
         self.security_store()
             .map(|store| &**store)
-            .ok_or((ErrorCode::InvalidRequest, NO_STORE.to_owned()))
+            .ok_or_else(|| (ErrorCode::InvalidRequest, NO_STORE.to_owned()))
     }
 
     pub(super) async fn alter_user_scram_credentials(
