@@ -306,7 +306,7 @@ impl SecurityStore {
                     ..SecurityData::default()
                 };
                 if !read_only {
-                    write_file_durable(&path, &encode_file(&data), SECURITY_FILE_MODE)?;
+                    write_secure(&path, &encode_file(&data))?;
                 }
                 data
             }
@@ -317,7 +317,7 @@ impl SecurityStore {
                 // A file without one (written by hand): use the fresh one, kept from now on.
                 data.decoy_secret = Some(DecoySecret(fresh_secret));
                 if !read_only {
-                    write_file_durable(&path, &encode_file(&data), SECURITY_FILE_MODE)?;
+                    write_secure(&path, &encode_file(&data))?;
                 }
                 DecoySecret(fresh_secret)
             }
@@ -559,10 +559,7 @@ impl SecurityStore {
             })?;
         let bytes = encode_file(&snapshot.data);
         let path = self.path.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            write_file_durable(&path, &bytes, SECURITY_FILE_MODE)
-        })
-        .await;
+        let written = tokio::task::spawn_blocking(move || write_secure(&path, &bytes)).await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -646,6 +643,21 @@ impl SecurityStore {
             }
         }
     }
+}
+
+/// Writes `security.json` durably with mode 0600. A temporary file left by someone else
+/// (with wider permissions) is removed first: opening it would keep its mode, and the
+/// rename would then give `security.json` that mode.
+fn write_secure(path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(cause) if cause.kind() == std::io::ErrorKind::NotFound => {}
+        Err(cause) => return Err(DiskError::new("remove", &temporary, cause)),
+    }
+    write_file_durable(path, bytes, SECURITY_FILE_MODE)
 }
 
 fn encode_file(data: &SecurityData) -> Vec<u8> {

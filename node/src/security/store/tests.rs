@@ -340,3 +340,25 @@ async fn in_a_cluster_the_files_users_are_not_served() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn a_stale_wide_temporary_file_does_not_widen_the_store() {
+    // Goal: a `security.json.tmp` left with mode 0644 (by another tool) is not reused, so
+    // the renamed file keeps mode 0600 and the next start is not refused.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let temporary = dir.path().join("security.json.tmp");
+    std::fs::write(&temporary, b"stale").unwrap();
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o644)).unwrap();
+    store
+        .alter_users(vec![("alice".into(), upsert("pw", 4096))])
+        .await;
+    let mode = std::fs::metadata(dir.path().join(SECURITY_FILE))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, SECURITY_FILE_MODE);
+    drop(store);
+    assert!(open(dir.path()).is_ok());
+}
