@@ -330,3 +330,204 @@ impl<D: Disk> Broker<D> {
         DeleteAclsResponse { results }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use ledge_protocol::wire::{Request, Response, ScramDeletion, ScramUpsertion};
+
+    use super::*;
+    use crate::broker::BrokerConfig;
+    use crate::clock::SimClock;
+    use crate::security::acl::AuthorizerConfig;
+    use crate::security::records::SecurityLimits;
+    use crate::security::store::StoreMode;
+    use crate::sim::SimDisk;
+
+    async fn broker(with_store: bool) -> (Broker<SimDisk>, tempfile::TempDir) {
+        let broker = Broker::open(
+            SimDisk::new(9),
+            Path::new("/data"),
+            BrokerConfig::default(),
+            Arc::new(SimClock::new(1_000_000)),
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        if with_store {
+            let store = SecurityStore::open(
+                dir.path(),
+                StoreMode::OneNode,
+                false,
+                AuthorizerConfig::default(),
+                SecurityLimits::default(),
+                [1; 32],
+            )
+            .unwrap();
+            broker.set_security_store(Arc::new(store));
+        }
+        (broker, dir)
+    }
+
+    fn upsertion(name: &str, mechanism: &str) -> ScramUpsertion {
+        let mut salted = [0u8; 32];
+        ring::pbkdf2::derive(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            NonZeroU32::new(4096).unwrap(),
+            b"salt",
+            b"pw",
+            &mut salted,
+        );
+        ScramUpsertion {
+            name: name.into(),
+            mechanism: mechanism.into(),
+            iterations: 4096,
+            salt: Bytes::from_static(b"salt"),
+            salted_password: Bytes::copy_from_slice(&salted),
+        }
+    }
+
+    async fn alter(
+        broker: &Broker<SimDisk>,
+        request: AlterUserScramCredentialsRequest,
+    ) -> Vec<(String, ErrorCode)> {
+        let Response::AlterUserScramCredentials(response) = broker
+            .handle(Request::AlterUserScramCredentials(request))
+            .await
+        else {
+            panic!("wrong response");
+        };
+        response
+            .results
+            .into_iter()
+            .map(|result| (result.name, result.error))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn users_are_answered_one_by_one_in_request_order() {
+        // Goal: the native API applies Kafka's per-user rules: a good user is stored, a user
+        // named twice is DuplicateResource, an unknown mechanism UnsupportedSaslMechanism, a
+        // deletion of nothing ResourceNotFound; answers come in request order.
+        let (broker, _dir) = broker(true).await;
+        let request = AlterUserScramCredentialsRequest {
+            deletions: vec![
+                ScramDeletion {
+                    name: "ghost".into(),
+                    mechanism: "SCRAM-SHA-256".into(),
+                },
+                ScramDeletion {
+                    name: "twice".into(),
+                    mechanism: "SCRAM-SHA-256".into(),
+                },
+            ],
+            upsertions: vec![
+                upsertion("alice", "SCRAM-SHA-256"),
+                upsertion("twice", "SCRAM-SHA-256"),
+                upsertion("md5", "MD5"),
+            ],
+        };
+        assert_eq!(
+            alter(&broker, request).await,
+            vec![
+                ("ghost".to_owned(), ErrorCode::ResourceNotFound),
+                ("twice".to_owned(), ErrorCode::DuplicateResource),
+                ("alice".to_owned(), ErrorCode::None),
+                ("md5".to_owned(), ErrorCode::UnsupportedSaslMechanism),
+            ]
+        );
+        let Response::DescribeUserScramCredentials(described) = broker
+            .handle(Request::DescribeUserScramCredentials(
+                DescribeUserScramCredentialsRequest {
+                    users: vec!["alice".into(), "nobody".into()],
+                },
+            ))
+            .await
+        else {
+            panic!("wrong response");
+        };
+        assert_eq!(described.users[0].credentials[0].iterations, 4096);
+        assert_eq!(described.users[1].error, ErrorCode::ResourceNotFound);
+    }
+
+    #[tokio::test]
+    async fn acl_requests_validate_each_binding_and_filter() {
+        // Goal: a bad binding is refused alone with its reason; a bad filter is refused; a
+        // delete answers what it removed.
+        let (broker, _dir) = broker(true).await;
+        let good = AclBindingWire {
+            resource_type: 2,
+            resource_name: "orders".into(),
+            pattern_type: 3,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: 3,
+            permission: 3,
+        };
+        let bad = AclBindingWire {
+            resource_type: 4,
+            resource_name: "not-the-cluster".into(),
+            ..good.clone()
+        };
+        let Response::CreateAcls(created) = broker
+            .handle(Request::CreateAcls(CreateAclsRequest {
+                bindings: vec![good.clone(), bad],
+            }))
+            .await
+        else {
+            panic!("wrong response");
+        };
+        assert_eq!(created.results[0].error, ErrorCode::None);
+        assert_eq!(created.results[1].error, ErrorCode::InvalidRequest);
+        assert!(created.results[1].message.contains("kafka-cluster"));
+        let any = AclFilterWire {
+            resource_type: 1,
+            resource_name: None,
+            pattern_type: 1,
+            principal: None,
+            host: None,
+            operation: 1,
+            permission: 1,
+        };
+        let unknown = AclFilterWire {
+            operation: 0,
+            ..any.clone()
+        };
+        let Response::DescribeAcls(described) = broker
+            .handle(Request::DescribeAcls(DescribeAclsRequest {
+                filter: unknown,
+            }))
+            .await
+        else {
+            panic!("wrong response");
+        };
+        assert_eq!(described.error, ErrorCode::InvalidRequest);
+        let Response::DeleteAcls(deleted) = broker
+            .handle(Request::DeleteAcls(DeleteAclsRequest {
+                filters: vec![any],
+            }))
+            .await
+        else {
+            panic!("wrong response");
+        };
+        assert_eq!(deleted.results[0].bindings, vec![good]);
+    }
+
+    #[tokio::test]
+    async fn without_a_store_every_user_is_refused() {
+        // Goal: no store is never a silent success.
+        let (broker, _dir) = broker(false).await;
+        let request = AlterUserScramCredentialsRequest {
+            deletions: Vec::new(),
+            upsertions: vec![upsertion("alice", "SCRAM-SHA-256")],
+        };
+        assert_eq!(
+            alter(&broker, request).await,
+            vec![("alice".to_owned(), ErrorCode::InvalidRequest)]
+        );
+    }
+}
