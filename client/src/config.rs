@@ -24,6 +24,17 @@ pub enum Trust {
     Insecure,
 }
 
+/// A client certificate the client presents to the node (mTLS), for nodes with
+/// `[security] client_auth = "optional"` or `"required"`: `ledge-node cert issue` writes
+/// one. The key file must not be readable by its group or others (mode 0600).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// Certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
+}
+
 /// Where the node is and how to talk to it.
 ///
 /// Build one with [`ClientConfig::new`] and change fields as needed; every limit has a
@@ -41,6 +52,8 @@ pub struct ClientConfig {
     pub server_name: String,
     /// How to verify the node's certificate.
     pub trust: Trust,
+    /// The client certificate to present, if any. Default `None`.
+    pub client_certificate: Option<ClientCertificate>,
     /// Sent with every request, for the node's logs. Default `ledge-client`.
     pub client_id: String,
     /// Longest wait for one answer, on top of any wait the request asks the node for (a
@@ -103,6 +116,7 @@ impl ClientConfig {
             server: server.into(),
             server_name: "localhost".into(),
             trust,
+            client_certificate: None,
             client_id: "ledge-client".into(),
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,

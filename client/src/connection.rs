@@ -33,12 +33,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ledge_protocol::wire::{self, ApiKey, ErrorCode, Request, Response};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::clock;
 use crate::cluster::failover::{Attempt, Decision, RequestKind, Retries};
 use crate::cluster::{ClusterMetadata, Route};
-use crate::config::{ClientConfig, Trust};
+use crate::config::{ClientCertificate, ClientConfig, Trust};
 use crate::error::{ConnectError, RequestError};
 
 /// Least time between two metadata refreshes that errors asked for, so a burst of
@@ -740,7 +740,7 @@ impl Client {
                 });
             }
             Ok(Err(error)) => {
-                let mut message = error.to_string();
+                let mut message = explain_client_certificate_alert(error.to_string());
                 if message.contains("UnknownIssuer") {
                     message.push_str(
                         " (the node's certificate is not signed by the trusted CA; trust the \
@@ -823,15 +823,21 @@ async fn exchange(
         error,
         connection_broken: true,
     };
+    // A stream error says only "connection lost"; the connection's close reason says why
+    // (a TLS alert about the client certificate, the node's reason for closing).
+    let connection_lost = |error: &dyn std::fmt::Display| match connection.close_reason() {
+        Some(reason) => connection_lost(reason),
+        None => connection_lost(error),
+    };
     let (mut send, mut recv) = connection
         .open_bi()
         .await
-        .map_err(|error| broken(connection_lost(error)))?;
+        .map_err(|error| broken(connection_lost(&error)))?;
     send.write_all_chunks(&mut frame)
         .await
-        .map_err(|error| broken(connection_lost(error)))?;
+        .map_err(|error| broken(connection_lost(&error)))?;
     send.finish()
-        .map_err(|error| broken(connection_lost(error)))?;
+        .map_err(|error| broken(connection_lost(&error)))?;
     recv.read_to_end(limit).await.map_err(|error| match error {
         quinn::ReadToEndError::TooLong => ExchangeError {
             error: RequestError::MalformedResponse(format!(
@@ -845,12 +851,42 @@ async fn exchange(
             error: RequestError::ConnectionLost(format!("node reset the stream (code {code})")),
             connection_broken: false,
         },
-        other => broken(connection_lost(other)),
+        other => broken(connection_lost(&other)),
     })
 }
 
 fn connection_lost(error: impl std::fmt::Display) -> RequestError {
-    RequestError::ConnectionLost(error.to_string())
+    RequestError::ConnectionLost(explain_client_certificate_alert(error.to_string()))
+}
+
+/// Adds what to do to a TLS alert about the client's certificate. With TLS 1.3 the client
+/// finishes its handshake before the node checks its certificate, so the node's refusal
+/// arrives as a lost connection on the first request: alert 116 (certificate_required) when
+/// none was given; when the one given was refused, bad_certificate (42),
+/// unsupported_certificate (43), certificate_revoked (44), certificate_expired (45),
+/// certificate_unknown (46), unknown_ca (48), access_denied (49) or decrypt_error (51: a
+/// signature that does not verify, e.g. another CA of the same name).
+fn explain_client_certificate_alert(mut message: String) -> String {
+    let hint = if message.contains("error 116") {
+        Some(
+            "the node requires a client certificate: pass --cert FILE --key FILE (ClientConfig::client_certificate)",
+        )
+    } else if [42, 43, 44, 45, 46, 48, 49, 51]
+        .iter()
+        .any(|alert| message.contains(&format!("error {alert}:")))
+    {
+        Some(
+            "the node refused the client certificate: it must be signed by the node's client CA ([security] client_ca), unexpired and not revoked",
+        )
+    } else {
+        None
+    };
+    if let Some(hint) = hint {
+        message.push_str(" (");
+        message.push_str(hint);
+        message.push(')');
+    }
+    message
 }
 
 pub(crate) fn unexpected(api_key: ApiKey, response: &Response) -> RequestError {
@@ -908,6 +944,20 @@ fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, Conn
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_error)?;
+    let client_certificate = config
+        .client_certificate
+        .as_ref()
+        .map(load_client_certificate)
+        .transpose()?;
+    let with_client_auth = |builder: rustls::ConfigBuilder<
+        rustls::ClientConfig,
+        rustls::client::WantsClientCert,
+    >| match client_certificate {
+        None => Ok(builder.with_no_client_auth()),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|error| ConnectError::Tls(format!("client certificate: {error}"))),
+    };
     let mut crypto = match &config.trust {
         Trust::CaFile(path) => {
             let pem = std::fs::read(path).map_err(|error| ConnectError::CaFile {
@@ -921,18 +971,19 @@ fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, Conn
                 },
                 None => ConnectError::NoCertificate { path: path.clone() },
             })?;
-            builder.with_root_certificates(roots).with_no_client_auth()
+            with_client_auth(builder.with_root_certificates(roots))?
         }
         Trust::CaPem(pem) => {
             let roots = root_store(pem).map_err(|message| {
                 ConnectError::Tls(message.unwrap_or_else(|| "CA PEM holds no certificate".into()))
             })?;
-            builder.with_root_certificates(roots).with_no_client_auth()
+            with_client_auth(builder.with_root_certificates(roots))?
         }
-        Trust::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { provider }))
-            .with_no_client_auth(),
+        Trust::Insecure => with_client_auth(
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate { provider })),
+        )?,
     };
     crypto.alpn_protocols = vec![wire::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
@@ -945,6 +996,48 @@ fn quic_client_config(config: &ClientConfig) -> Result<quinn::ClientConfig, Conn
     let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
     client_config.transport_config(Arc::new(transport));
     Ok(client_config)
+}
+
+/// Reads a client certificate chain and its key; refuses a key file its group or others can
+/// read, as the node does its own keys.
+fn load_client_certificate(
+    certificate: &ClientCertificate,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConnectError> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |path: &std::path::Path, message: String| ConnectError::ClientCertificate {
+        path: path.to_path_buf(),
+        message,
+    };
+    let pem = std::fs::read(&certificate.cert)
+        .map_err(|error| failed(&certificate.cert, error.to_string()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|error| failed(&certificate.cert, error.to_string()))?;
+    if chain.is_empty() {
+        return Err(failed(
+            &certificate.cert,
+            "contains no PEM certificate".into(),
+        ));
+    }
+    let key = &certificate.key;
+    let mode = std::fs::metadata(key)
+        .map_err(|error| failed(key, error.to_string()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o044 != 0 {
+        return Err(failed(
+            key,
+            format!(
+                "private key file is readable by its group or by others (mode {mode:04o}); restrict it with `chmod 600 {}`",
+                key.display()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(key).map_err(|error| failed(key, error.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|error| failed(key, format!("no usable private key: {error}")))?;
+    Ok((chain, key))
 }
 
 /// The certificates in `pem`; `Err(None)` when there are none.

@@ -32,6 +32,15 @@ pub enum ConnectError {
         /// The file.
         path: PathBuf,
     },
+    /// The client certificate or its key could not be used (unreadable, not PEM, a key file
+    /// others can read).
+    #[error("client certificate: {}: {message}", path.display())]
+    ClientCertificate {
+        /// The certificate or key file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The TLS configuration was refused (an unusable certificate, say).
     #[error("TLS configuration: {0}")]
     Tls(String),

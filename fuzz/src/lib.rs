@@ -17,10 +17,13 @@
 #![allow(clippy::unwrap_used)]
 
 #[cfg(feature = "node")]
+pub mod config_toml;
+#[cfg(feature = "node")]
 pub mod consumer_protocol;
 #[cfg(feature = "node")]
 pub mod kafka_request;
 pub mod native_frame;
+pub mod plugin_output;
 pub mod record_batch;
 #[cfg(feature = "node")]
 pub mod sasl;
@@ -75,6 +78,17 @@ pub const TARGETS: &[Target] = &[
         name: "sasl",
         run: sasl::run,
         seeds: seeds::sasl,
+    },
+    Target {
+        name: "plugin_output",
+        run: plugin_output::run,
+        seeds: seeds::plugin_outputs,
+    },
+    #[cfg(feature = "node")]
+    Target {
+        name: "config_toml",
+        run: config_toml::run,
+        seeds: config_toml::seeds,
     },
 ];
 

@@ -109,6 +109,12 @@ fn seeds_are_accepted_and_replay() {
                 }
                 "storage_files" => storage_file_accepted(seed),
                 "sasl" => crate::sasl::accepted(seed),
+                "plugin_output" => plugin_output_accepted(seed),
+                "config_toml" => ledge_node::config::NodeConfig::from_toml(
+                    &String::from_utf8_lossy(seed),
+                    crate::config_toml::ORIGIN,
+                )
+                .is_ok(),
                 other => panic!("add {other} to seeds_are_accepted_and_replay"),
             };
             assert!(
@@ -117,6 +123,25 @@ fn seeds_are_accepted_and_replay() {
                 target.name
             );
         }
+    }
+}
+
+/// Whether the decoder `plugin_output` picks for `seed` accepts it.
+fn plugin_output_accepted(seed: &[u8]) -> bool {
+    use ledge_protocol::wasm_abi::{self, PluginKind};
+
+    match seed {
+        [selector, rest @ ..] if selector & crate::plugin_output::INIT_SELECTOR != 0 => {
+            wasm_abi::decode_init_result(rest).is_ok()
+        }
+        [selector, partitions, output @ ..] => wasm_abi::decode_output(
+            PluginKind::ALL[usize::from(*selector) % PluginKind::ALL.len()],
+            output,
+            crate::plugin_output::declared_count(output),
+            u32::from(*partitions),
+        )
+        .is_ok(),
+        _ => false,
     }
 }
 

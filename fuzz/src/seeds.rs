@@ -238,3 +238,66 @@ pub fn native_frames() -> Vec<Vec<u8>> {
     );
     frames
 }
+
+/// Plug-in outputs of every kind a guest returns (selector byte, partition count, output),
+/// and `ledge_init` results (`INIT_SELECTOR`, then the result).
+pub fn plugin_outputs() -> Vec<Vec<u8>> {
+    use crate::plugin_output::{INIT_SELECTOR, encode_output};
+    use ledge_protocol::wasm_abi::{OutputEntry, OutputRecordView, PluginKind};
+
+    let record = |timestamp, key: Option<&'static [u8]>| OutputRecordView {
+        timestamp,
+        key,
+        value: Some(b"{\"amount\":42}"),
+        headers: vec![("trace", Some(&b"abc"[..])), ("empty", None)],
+    };
+    let by_kind: [(PluginKind, Vec<OutputEntry<'static>>); 5] = [
+        (
+            PluginKind::Filter,
+            vec![
+                OutputEntry::Keep,
+                OutputEntry::Drop,
+                OutputEntry::Error("bad record"),
+            ],
+        ),
+        (
+            PluginKind::Map,
+            vec![
+                OutputEntry::Records(vec![record(None, Some(b"alice"))]),
+                OutputEntry::Keep,
+                OutputEntry::Error("cannot map"),
+            ],
+        ),
+        (
+            PluginKind::FilterMap,
+            vec![
+                OutputEntry::Records(vec![record(Some(1_796_544_000_000), None)]),
+                OutputEntry::Drop,
+            ],
+        ),
+        (
+            PluginKind::FlatMap,
+            vec![
+                OutputEntry::Records(vec![record(None, None), record(Some(0), Some(b"k"))]),
+                OutputEntry::Records(Vec::new()),
+                OutputEntry::Drop,
+            ],
+        ),
+        (
+            PluginKind::Partitioner,
+            vec![
+                OutputEntry::Partition(0),
+                OutputEntry::Partition(2),
+                OutputEntry::Error("no key"),
+            ],
+        ),
+    ];
+    let mut seeds = Vec::new();
+    for (kind, entries) in by_kind {
+        seeds.push([&[kind.number(), 3][..], &encode_output(&entries)].concat());
+        seeds.push([&[kind.number(), 3][..], &encode_output(&entries[..1])].concat());
+    }
+    seeds.push(vec![INIT_SELECTOR, 0]);
+    seeds.push([&[INIT_SELECTOR, 1][..], &5u32.to_le_bytes(), b"nope!"].concat());
+    seeds
+}

@@ -23,6 +23,10 @@ use crate::transport::budget::IN_FLIGHT_BYTES_LIMIT;
 use crate::transport::quic::TransportLimits;
 use crate::wasm::PluginKind;
 
+pub mod security;
+
+pub use security::{ClientAuth, SaslMechanism, SecurityConfig};
+
 /// Default listen address (UDP).
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:9092";
 /// Default data directory, relative to the working directory.
@@ -61,6 +65,8 @@ pub struct NodeConfig {
     pub cluster: Option<ClusterConfig>,
     /// The Kafka listener (`[kafka]`).
     pub kafka: crate::kafka::KafkaSettings,
+    /// Authentication and authorization (`[security]`).
+    pub security: SecurityConfig,
 }
 
 /// A `[[module]]` table: a named module read from a file at start.
@@ -121,6 +127,7 @@ impl Default for NodeConfig {
                 crate::storage::disk::descriptors::SEALED_SEGMENT_FILES_OPEN_MAX_DEFAULT,
             cluster: None,
             kafka: crate::kafka::KafkaSettings::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -149,6 +156,7 @@ struct FileConfig {
     transform: Vec<toml::Spanned<TransformSection>>,
     cluster: Option<ClusterSection>,
     kafka: Option<crate::kafka::KafkaSection>,
+    security: Option<security::SecuritySection>,
 }
 
 #[derive(Deserialize, Default)]
@@ -360,6 +368,7 @@ impl NodeConfig {
         if let Some(cluster) = &mut config.cluster {
             cluster.resolve_paths(base);
         }
+        config.security.resolve_paths(base);
         Ok(config)
     }
 
@@ -439,6 +448,9 @@ impl NodeConfig {
         }
         if let Some(section) = file.kafka {
             config.kafka = section.settings(origin).map_err(ConfigError)?;
+        }
+        if let Some(section) = file.security {
+            config.security = section.settings(origin)?;
         }
         let tls = file.tls.unwrap_or_default();
         config.tls_cert = tls.cert;

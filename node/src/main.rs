@@ -12,12 +12,14 @@ use ledge_node::broker::Broker;
 use ledge_node::clock::{Clock, SystemClock};
 use ledge_node::cluster::peer::peer_clients;
 use ledge_node::config::NodeConfig;
+use ledge_node::config::security::{ClientListener, anonymous_access_summary};
 use ledge_node::controller::peer_link::{ClusterStartError, NodeClusterLinks};
 use ledge_node::kafka::listener::KafkaListener;
 use ledge_node::storage::disk::descriptors;
 use ledge_node::storage::disk::lock::lock_data_dir;
 use ledge_node::storage::storage_id;
 use ledge_node::storage::{BackendChoice, Disk, SystemDisk};
+use ledge_node::transport::client_auth::ClientAuthenticator;
 use ledge_node::transport::quic::{self, QuicServer};
 use ledge_node::transport::tls;
 
@@ -78,6 +80,30 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Client certificates signed by the node's development CA.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum CertCommand {
+    /// Sign OUT/NAME.pem and OUT/NAME.key (mode 0600) with the development CA in
+    /// DIR/tls/ (subject CN=NAME, for client authentication: principal User:NAME under the
+    /// default [security] principal_mapping_rules). Existing files are never overwritten.
+    Issue {
+        /// The node's data directory, holding tls/ca.pem and tls/ca.key.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The client's name (letters, digits, '.', '_', '-', '@').
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// Directory to write NAME.pem and NAME.key into (created if missing).
+        #[arg(long, value_name = "OUTDIR")]
+        out: PathBuf,
+        /// Validity in days from today (UTC), 1..=3650.
+        #[arg(long, value_name = "N", default_value_t = ledge_node::transport::issue::CLIENT_CERTIFICATE_DAYS_DEFAULT)]
+        days: u32,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,6 +119,28 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let mut arguments = Arguments::parse();
+    if let Some(Command::Cert(CertCommand::Issue {
+        data_dir,
+        name,
+        out,
+        days,
+    })) = &arguments.command
+    {
+        return match issue_certificate(data_dir, name, out, *days) {
+            Ok(issued) => {
+                println!(
+                    "wrote {} and {} (principal User:{name} under the default [security] principal_mapping_rules)",
+                    issued.certificate.display(),
+                    issued.key.display()
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::ClusterInit {
         nodes,
         dir,
@@ -198,6 +246,12 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         config.kafka.enabled = true;
         config.kafka.tls_listen = Some(kafka_tls_listen);
     }
+    // Anonymous clients (issue 15): with `[security] allow_anonymous` unset, only while every
+    // listener is on loopback. Decided from the configured addresses, before anything is
+    // bound or written.
+    let listeners = client_listeners(&config);
+    let anonymous = config.security.anonymous_access(&listeners)?;
+    tracing::info!("{}", anonymous_access_summary(&anonymous, &listeners));
     // Checks that need no disk come first, so a mistake in flags or a busy port leaves no
     // data directory behind (issue 11, bug 2): TLS flags and the operator's certificate
     // files, the disk backend, the open-file limit, the listen port.
@@ -207,10 +261,13 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     let mut cluster_tls_loaded = None;
     // The certificate the Kafka TLS listener presents: the one QUIC presents.
     let mut kafka_certificate = None;
+    // Client certificates and anonymous access, for QUIC and the Kafka TLS listener.
+    let mut client_auth = None;
     let operator_tls = if let Some(cluster) = &config.cluster {
         for warning in cluster.warnings() {
             tracing::warn!("{warning}");
         }
+        tls::check_private_key_file(&cluster.key_file).context("cluster.key_file")?;
         let cluster_tls = cluster.load_tls(SystemClock.wall_time_ms())?;
         tracing::info!(
             node_id = cluster.node_id,
@@ -228,15 +285,20 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             Arc::new(ledge_node::cluster::peer::PeerHandlers::default()),
             Arc::new(SystemClock),
         )?;
-        let server_config = quic::cluster_server_config(
+        // The node's CA, for client certificates by default, is the cluster CA.
+        let authenticator =
+            ClientAuthenticator::load(&config.security, Some(&cluster.ca_file), anonymous.clone())?;
+        let server_config = quic::client_auth_server_config(
             tls::ServerTls {
                 chain: cluster_tls.chain.clone(),
                 key: cluster_tls.key.clone_key(),
                 dev_ca: None,
             },
-            service.roots(),
             &config.transport,
+            &authenticator,
+            Some(&service.roots()),
         )?;
+        client_auth = Some(Arc::new(authenticator));
         peers = Some(Arc::new(service));
         kafka_certificate = Some(tls::ServerTls {
             chain: cluster_tls.chain.clone(),
@@ -250,7 +312,18 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             tls::TlsSource::Files { cert, key } => {
                 let loaded = tls::load(&cert, &key, None)?;
                 kafka_certificate = Some(loaded.duplicate());
-                Some(quic::server_config(loaded, &config.transport)?)
+                // Operator certificates: no CA of the node's own, so `client_ca` is needed
+                // for client certificates.
+                let authenticator =
+                    ClientAuthenticator::load(&config.security, None, anonymous.clone())?;
+                let server_config = quic::client_auth_server_config(
+                    loaded,
+                    &config.transport,
+                    &authenticator,
+                    None,
+                )?;
+                client_auth = Some(Arc::new(authenticator));
+                Some(server_config)
             }
             tls::TlsSource::DevCa => None,
         }
@@ -316,9 +389,15 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 tracing::info!(ca = %ca.display(), "clients verify this node with --ca {}", ca.display());
             }
             kafka_certificate = Some(dev.duplicate());
-            quic::server_config(dev, &config.transport)?
+            let authenticator =
+                ClientAuthenticator::load(&config.security, dev.dev_ca.as_deref(), anonymous)?;
+            let server_config =
+                quic::client_auth_server_config(dev, &config.transport, &authenticator, None)?;
+            client_auth = Some(Arc::new(authenticator));
+            server_config
         }
     };
+    let client_auth = client_auth.context("client authentication was not set up")?;
     let reset_key = quic::load_or_create_reset_key(&config.data_dir)?;
     // Refuse a partition count the open-file limit cannot hold before opening any: opens
     // failing one by one with EMFILE took partitions offline and then the node down.
@@ -380,7 +459,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // producer_blocks.rs`) once the cluster source is set below.
     let broker = Arc::new(broker);
     assembly::start_broker_drivers(&broker, lock.read_only, config.cluster.is_some()).await;
-    let mut server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?;
+    let mut server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?
+        .with_client_auth(Arc::clone(&client_auth));
     let endpoint = server.endpoint();
     let peer_handlers = peers.as_ref().map(|peers| Arc::clone(peers.handlers()));
     if let Some(peers) = peers {
@@ -421,7 +501,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                     kafka.advertise_tls(format!("{quic_host}:{}", tls_address.port()));
                 }
                 if let Some(certificate) = kafka_certificate.take() {
-                    kafka.present(certificate)?;
+                    kafka.present_with_client_auth(certificate, Some(&client_auth))?;
                 }
             }
             if let Err(error) = kafka.check() {
@@ -441,7 +521,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 println!("ledge-node kafka tls listening on {tls_address}");
             }
             Some(tokio::spawn(
-                kafka.serve(Arc::clone(&broker), stopped.clone()),
+                kafka
+                    .with_client_auth(Arc::clone(&client_auth))
+                    .serve(Arc::clone(&broker), stopped.clone()),
             ))
         }
         None => None,
@@ -522,6 +604,44 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     tracing::info!("shutdown complete");
     drop(lock);
     Ok(())
+}
+
+/// `ledge-node cert issue`.
+fn issue_certificate(
+    data_dir: &std::path::Path,
+    name: &str,
+    out: &std::path::Path,
+    days: u32,
+) -> anyhow::Result<ledge_node::transport::issue::Issued> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let now = SystemClock.wall_time_ms().div_euclid(1000);
+    Ok(ledge_node::transport::issue::issue_client_certificate(
+        data_dir, name, out, days, now,
+    )?)
+}
+
+/// The listeners the node will serve clients on, as configured (before binding: port 0 is
+/// still 0, which does not change whether an address is loopback).
+fn client_listeners(config: &NodeConfig) -> Vec<ClientListener> {
+    let mut listeners = vec![ClientListener {
+        kind: "QUIC",
+        address: config.listen,
+    }];
+    if config.kafka.enabled {
+        if let Some(address) = config.kafka.listen_address(config.listen) {
+            listeners.push(ClientListener {
+                kind: "Kafka plaintext",
+                address,
+            });
+        }
+        if let Some(address) = config.kafka.tls_listen {
+            listeners.push(ClientListener {
+                kind: "Kafka TLS",
+                address,
+            });
+        }
+    }
+    listeners
 }
 
 /// A fresh incarnation id for this start: a restart registers as a new incarnation and gets

@@ -39,4 +39,5 @@ mod replication;
 mod replication_matrix;
 mod retention;
 mod sdk_produce_consume;
+mod security;
 mod wasm;

@@ -106,10 +106,12 @@ type Answered = (Option<Result<Bytes, EncodeError>>, OwnedSemaphorePermit);
 /// Serves one connection (plaintext TCP or TLS over it) until the client closes it, a
 /// frame does not decode, or the node shuts down (the requests started are finished and
 /// answered first), or it sends no request for `kafka.connections_max_idle_ms` of `clock`'s
-/// time. `remote` is the client's address, for the logs.
+/// time. `remote` is the client's address, for the logs; `identity` is who the listener
+/// found the client to be (a verified client certificate's principal, or anonymous).
 pub(crate) async fn serve_connection<D: Disk, S>(
     stream: S,
     remote: Option<SocketAddr>,
+    identity: crate::security::identity::ClientIdentity,
     clock: Arc<dyn Clock>,
     service: Arc<KafkaService<D>>,
     budget: ConnectionBudget,
@@ -117,6 +119,7 @@ pub(crate) async fn serve_connection<D: Disk, S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    tracing::debug!(?remote, principal = %identity.principal, method = ?identity.method, "kafka connection identified");
     let (reader, writer) = tokio::io::split(stream);
     let settings = service.settings();
     let requests_max = settings.requests_in_flight_per_connection_max.max(1);

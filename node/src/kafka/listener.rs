@@ -22,8 +22,10 @@ use super::connection::serve_connection;
 use super::dispatch::{KafkaService, ListenerKind};
 use super::fetch_sessions::FetchSessionCache;
 use crate::broker::Broker;
+use crate::security::identity::ClientIdentity;
 use crate::storage::Disk;
 use crate::transport::budget::{ConnectionBudget, InFlightBudget};
+use crate::transport::client_auth::ClientAuthenticator;
 use crate::transport::tls::ServerTls;
 
 /// Why the Kafka listener could not start.
@@ -101,6 +103,9 @@ pub struct KafkaListener {
     listener: Option<std::net::TcpListener>,
     tls: Option<TlsSocket>,
     settings: KafkaSettings,
+    /// Client certificates on the TLS socket and anonymous access; `None`: every client is
+    /// anonymous and allowed (tests).
+    client_auth: Option<Arc<ClientAuthenticator>>,
 }
 
 impl KafkaListener {
@@ -140,6 +145,7 @@ impl KafkaListener {
             listener,
             tls,
             settings,
+            client_auth: None,
         })
     }
 
@@ -195,19 +201,46 @@ impl KafkaListener {
     /// TLS 1.2 and 1.3, no ALPN and no client certificates, as Kafka's `SSL` listeners by
     /// default. Without a TLS socket it does nothing.
     pub fn present(&mut self, certificate: ServerTls) -> Result<(), KafkaListenError> {
+        self.present_with_client_auth(certificate, None)
+    }
+
+    /// As [`present`](Self::present), asking for client certificates as `client_auth` says
+    /// (`[security] client_auth`: Kafka's `ssl.client.auth`).
+    pub fn present_with_client_auth(
+        &mut self,
+        certificate: ServerTls,
+        client_auth: Option<&ClientAuthenticator>,
+    ) -> Result<(), KafkaListenError> {
         let Some(tls) = &mut self.tls else {
             return Ok(());
         };
         let failed = |error: rustls::Error| KafkaListenError::Certificate(error.to_string());
+        let verifier = match client_auth {
+            Some(client_auth) => client_auth
+                .verifier(None)
+                .map_err(|error| KafkaListenError::Certificate(error.to_string()))?,
+            None => None,
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(failed)?
-            .with_no_client_auth()
+            .map_err(failed)?;
+        let builder = match verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
             .with_single_cert(certificate.chain, certificate.key)
             .map_err(failed)?;
         tls.acceptor = Some(TlsAcceptor::from(Arc::new(config)));
         Ok(())
+    }
+
+    /// Identifies clients with `client_auth` (a verified certificate's principal on the TLS
+    /// socket) and closes anonymous ones that could never authenticate.
+    pub fn with_client_auth(mut self, client_auth: Arc<ClientAuthenticator>) -> Self {
+        self.client_auth = Some(client_auth);
+        self
     }
 
     /// Refuses a TLS socket without a certificate, and an advertised address no client can
@@ -267,6 +300,7 @@ impl KafkaListener {
             _ => (None, None),
         };
         let settings = self.settings;
+        let client_auth = self.client_auth;
         let connections = Arc::new(Semaphore::new(settings.connections_max));
         let budget = InFlightBudget::new(
             settings.in_flight_bytes_max,
@@ -336,6 +370,7 @@ impl KafkaListener {
                     let acceptor = acceptor.clone();
                     let service = Arc::clone(service);
                     let clock = broker.clock();
+                    let client_auth = client_auth.clone();
                     tasks.spawn(async move {
                         let handshake = settings.tls_handshake_timeout;
                         let stream = match crate::clock::timeout(
@@ -355,12 +390,20 @@ impl KafkaListener {
                                 return;
                             }
                         };
-                        connection.serve(stream, service).await;
+                        let certificates = stream.get_ref().1.peer_certificates();
+                        let Some(identity) =
+                            identify(remote, certificates, client_auth.as_deref())
+                        else {
+                            return;
+                        };
+                        connection.serve(stream, identity, service).await;
                     });
                 }
                 (false, _, _, Some(service)) => {
                     let service = Arc::clone(service);
-                    tasks.spawn(connection.serve(stream, service));
+                    if let Some(identity) = identify(remote, None, client_auth.as_deref()) {
+                        tasks.spawn(connection.serve(stream, identity, service));
+                    }
                 }
                 // Never: a socket is accepted on only when its service exists.
                 _ => drop(stream),
@@ -394,20 +437,53 @@ struct Accepted {
 }
 
 impl Accepted {
-    async fn serve<D: Disk, S>(self, stream: S, service: Arc<KafkaService<D>>)
-    where
+    async fn serve<D: Disk, S>(
+        self,
+        stream: S,
+        identity: ClientIdentity,
+        service: Arc<KafkaService<D>>,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     {
         let _permit = self.permit;
         serve_connection(
             stream,
             Some(self.remote),
+            identity,
             self.clock,
             service,
             self.budget,
             self.shutdown,
         )
         .await;
+    }
+}
+
+/// A Kafka connection's identity from its verified client certificate (TLS), or anonymous;
+/// `None` (the connection is dropped, with a log line) when the certificate's subject maps
+/// to no principal, or the client is anonymous where it may not be and has no SASL to
+/// authenticate with.
+fn identify(
+    remote: SocketAddr,
+    certificates: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    client_auth: Option<&ClientAuthenticator>,
+) -> Option<ClientIdentity> {
+    let Some(client_auth) = client_auth else {
+        return Some(ClientIdentity::anonymous(remote.ip()));
+    };
+    match client_auth.identify(certificates, remote.ip()) {
+        Ok(identity) if identity.is_authenticated() || client_auth.anonymous_may_authenticate() => {
+            Some(identity)
+        }
+        Ok(_) => {
+            tracing::info!(%remote, "kafka connection closed: anonymous clients are not allowed ([security] allow_anonymous = false), it presented no client certificate and SASL is off");
+            None
+        }
+        Err(error) => {
+            // The subject is in the certificate, not a secret; it says which rule is missing.
+            tracing::warn!(%remote, %error, "kafka connection closed: client certificate maps to no principal");
+            None
+        }
     }
 }
 

@@ -1,5 +1,8 @@
-//! Network edges: the QUIC listener of the native protocol and its TLS material.
+//! Network edges: the QUIC listener of the native protocol, its TLS material, and client
+//! certificates (verification, identity, issuing).
 
 pub mod budget;
+pub mod client_auth;
+pub mod issue;
 pub mod quic;
 pub mod tls;

@@ -27,10 +27,19 @@ use super::budget::{
     BudgetError, ConnectionBudget, IN_FLIGHT_BYTES_MAX_DEFAULT,
     IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT, InFlightBudget, Reservation,
 };
+use super::client_auth::ClientAuthenticator;
 use super::tls::ServerTls;
 use crate::broker::Broker;
 use crate::cluster::peer::{CLOSE_PEER_REFUSED, PEER_ALPN, PeerService};
+use crate::security::identity::ClientIdentity;
 use crate::storage::Disk;
+
+/// QUIC application close code: the client proved no identity and this node accepts no
+/// anonymous clients (`[security] allow_anonymous = false`).
+pub const CLOSE_AUTHENTICATION_REQUIRED: u32 = 0x4c10;
+/// QUIC application close code: the client certificate verified but no
+/// `[security] principal_mapping_rules` rule maps its subject.
+pub const CLOSE_NO_PRINCIPAL: u32 = 0x4c11;
 
 /// Transport limits (see docs/OPERATIONS.md).
 #[derive(Clone, Debug)]
@@ -104,6 +113,9 @@ pub struct QuicServer {
     limits: TransportLimits,
     /// Serves connections on the peer ALPN; `None` outside a cluster.
     peers: Option<Arc<PeerService>>,
+    /// Client certificates and anonymous access; `None`: every client is anonymous and
+    /// allowed (tests, tools).
+    client_auth: Option<Arc<ClientAuthenticator>>,
 }
 
 impl QuicServer {
@@ -148,7 +160,16 @@ impl QuicServer {
             endpoint,
             limits,
             peers: None,
+            client_auth: None,
         })
+    }
+
+    /// Identifies clients with `client_auth` (their verified certificates, mapped to
+    /// principals) and refuses anonymous ones it does not allow. The server config must
+    /// come from [`client_auth_server_config`] with the same authenticator.
+    pub fn with_client_auth(mut self, client_auth: Arc<ClientAuthenticator>) -> Self {
+        self.client_auth = Some(client_auth);
+        self
     }
 
     /// Serves peer connections (ALPN `ledge-peer/0`) with `peers`; the server config must
@@ -196,6 +217,7 @@ impl QuicServer {
             let shutdown = shutdown.clone();
             let budget = budget.connection();
             let peers = self.peers.clone();
+            let client_auth = self.client_auth.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let remote = incoming.remote_address();
@@ -217,7 +239,19 @@ impl QuicServer {
                     }
                     return;
                 }
-                serve_connection(connection, broker, in_flight, limits, budget, shutdown).await;
+                let Some(identity) = identify(&connection, client_auth.as_deref()) else {
+                    return;
+                };
+                serve_connection(
+                    connection,
+                    Arc::new(identity),
+                    broker,
+                    in_flight,
+                    limits,
+                    budget,
+                    shutdown,
+                )
+                .await;
             });
         }
         // Graceful: no new connections or streams; let requests in flight finish.
@@ -297,27 +331,62 @@ pub fn cluster_server_config(
     server_config_with(tls, limits, Some(roots))
 }
 
+/// The QUIC server config with client certificates as `client_auth` says
+/// (`[security] client_auth`, `client_ca`, `client_crls`); with `peer_roots` (a cluster
+/// node), also the peer ALPN, and peers' certificates trusted beside the client CA.
+pub fn client_auth_server_config(
+    tls: ServerTls,
+    limits: &TransportLimits,
+    client_auth: &ClientAuthenticator,
+    peer_roots: Option<&rustls::RootCertStore>,
+) -> Result<quinn::ServerConfig, TransportError> {
+    let verifier = client_auth
+        .verifier(peer_roots)
+        .map_err(|error| TransportError::Tls(error.to_string()))?;
+    let peer_alpn = peer_roots.is_some();
+    server_config_verified(tls, limits, verifier, peer_alpn)
+}
+
 fn server_config_with(
     tls: ServerTls,
     limits: &TransportLimits,
     peer_roots: Option<Arc<rustls::RootCertStore>>,
 ) -> Result<quinn::ServerConfig, TransportError> {
+    let verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> = match &peer_roots {
+        None => None,
+        Some(roots) => {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            Some(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::clone(roots),
+                    provider,
+                )
+                .allow_unauthenticated()
+                .build()
+                .map_err(|error| TransportError::Tls(error.to_string()))?,
+            )
+        }
+    };
+    server_config_verified(tls, limits, verifier, peer_roots.is_some())
+}
+
+fn server_config_verified(
+    tls: ServerTls,
+    limits: &TransportLimits,
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    peer_alpn: bool,
+) -> Result<quinn::ServerConfig, TransportError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|error| TransportError::Tls(error.to_string()))?;
     let mut alpn = vec![wire::ALPN.to_vec()];
-    let builder = match peer_roots {
+    if peer_alpn {
+        alpn.push(PEER_ALPN.to_vec());
+    }
+    let builder = match verifier {
         None => builder.with_no_client_auth(),
-        Some(roots) => {
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider)
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|error| TransportError::Tls(error.to_string()))?;
-            alpn.push(PEER_ALPN.to_vec());
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
     };
     let mut crypto = builder
         .with_single_cert(tls.chain, tls.key)
@@ -401,8 +470,50 @@ fn log_handshake_failure(remote: SocketAddr, error: &quinn::ConnectionError) {
     }
 }
 
+/// The identity of a client connection (its verified certificate's principal, or
+/// anonymous); `None` after closing a connection that may not go on: a certificate whose
+/// subject no rule maps, or an anonymous client where none is allowed.
+fn identify(
+    connection: &quinn::Connection,
+    client_auth: Option<&ClientAuthenticator>,
+) -> Option<ClientIdentity> {
+    let remote = connection.remote_address();
+    let Some(client_auth) = client_auth else {
+        return Some(ClientIdentity::anonymous(remote.ip()));
+    };
+    let certificates = connection.peer_identity().and_then(|identity| {
+        identity
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()
+    });
+    match client_auth.identify(certificates.as_deref().map(Vec::as_slice), remote.ip()) {
+        Ok(identity) if identity.is_authenticated() || client_auth.anonymous_allowed() => {
+            tracing::debug!(%remote, principal = %identity.principal, method = ?identity.method, "client identified");
+            Some(identity)
+        }
+        Ok(_) => {
+            tracing::info!(%remote, "connection closed: anonymous clients are not allowed ([security] allow_anonymous = false) and it presented no client certificate");
+            connection.close(
+                CLOSE_AUTHENTICATION_REQUIRED.into(),
+                b"authentication required: this node accepts no anonymous clients; present a client certificate (--cert FILE --key FILE)",
+            );
+            None
+        }
+        Err(error) => {
+            // The subject is in the certificate, not a secret; it says which rule is missing.
+            tracing::warn!(%remote, %error, "connection closed: client certificate maps to no principal");
+            connection.close(
+                CLOSE_NO_PRINCIPAL.into(),
+                b"client certificate refused: its subject maps to no principal ([security] principal_mapping_rules)",
+            );
+            None
+        }
+    }
+}
+
 async fn serve_connection<D: Disk>(
     connection: quinn::Connection,
+    identity: Arc<ClientIdentity>,
     broker: Arc<Broker<D>>,
     in_flight: Arc<watch::Sender<usize>>,
     limits: Arc<TransportLimits>,
@@ -439,8 +550,9 @@ async fn serve_connection<D: Disk>(
         let in_flight = Arc::clone(&in_flight);
         let limits = Arc::clone(&limits);
         let budget = budget.clone();
+        let identity = Arc::clone(&identity);
         tokio::spawn(async move {
-            let answered = serve_stream(send, receive, &broker, &limits, &budget).await;
+            let answered = serve_stream(send, receive, &identity, &broker, &limits, &budget).await;
             in_flight.send_modify(|count| *count -= 1);
             // The answer's bytes stay counted until the client has acknowledged them: quinn
             // holds them until then, and a client that never reads keeps them there.
@@ -461,6 +573,7 @@ const REQUEST_FIRST_BYTES: usize = 16 * 1024;
 async fn serve_stream<D: Disk>(
     mut send: quinn::SendStream,
     mut receive: quinn::RecvStream,
+    identity: &ClientIdentity,
     broker: &Broker<D>,
     limits: &TransportLimits,
     budget: &ConnectionBudget,
@@ -501,7 +614,7 @@ async fn serve_stream<D: Disk>(
                 return Some((send, reservation));
             }
             let api = request.api_key();
-            let response = match broker.handle_from(&header.client_id, request).await {
+            let response = match broker.handle_as(identity, &header.client_id, request).await {
                 Response::ApiVersions(mut versions) => {
                     // The largest frame this connection can send: a frame over its share of
                     // bytes in flight is refused however large `frame_bytes_max` is.

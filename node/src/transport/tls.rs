@@ -79,6 +79,52 @@ pub enum TlsError {
     /// Only one of certificate and key was given.
     #[error("--tls-cert and --tls-key must be given together")]
     Incomplete,
+    /// A private key file others than its owner can read.
+    #[error(transparent)]
+    KeyReadable(#[from] KeyFileError),
+}
+
+/// A private key file that the group or other users can read: the node refuses it, as ssh
+/// does, rather than serve with a key others may have copied.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The mode lets the group or others read it.
+    #[error(
+        "{}: private key file is readable by its group or by others (mode {mode:04o}); restrict it with `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    Readable {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Its metadata could not be read.
+    #[error("{}: {cause}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        cause: std::io::Error,
+    },
+}
+
+/// Refuses a private key file that its group or other users can read (mode bits `0o044`).
+pub fn check_private_key_file(path: &Path) -> Result<(), KeyFileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path).map_err(|cause| KeyFileError::Io {
+        path: path.to_path_buf(),
+        cause,
+    })?;
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o044 != 0 {
+        return Err(KeyFileError::Readable {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
@@ -169,6 +215,11 @@ pub fn load_or_generate_dev(data_dir: &Path) -> Result<ServerTls, TlsError> {
             None
         }
     };
+    check_private_key_file(&key).or_else(|error| match error {
+        // A missing or unreadable key is reported with the rest of the damaged set.
+        KeyFileError::Io { .. } => Ok(()),
+        readable => Err(readable),
+    })?;
     let private_key = match std::fs::read(&key) {
         Ok(bytes) => parse_key(&bytes)
             .map_err(|problem| note(&key, problem))
@@ -215,6 +266,11 @@ fn parse_key(bytes: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
 
 /// Loads an operator's certificate chain and key (PEM). `dev_ca` is recorded as is.
 pub fn load(cert: &Path, key: &Path, dev_ca: Option<PathBuf>) -> Result<ServerTls, TlsError> {
+    // A key others can read is refused whatever the files hold.
+    check_private_key_file(key).map_err(|error| match error {
+        KeyFileError::Io { path, cause } => TlsError::Io { path, cause },
+        readable => TlsError::KeyReadable(readable),
+    })?;
     let cert_bytes = std::fs::read(cert).map_err(io_error(cert))?;
     let chain = parse_chain(&cert_bytes).map_err(|message| TlsError::Pem {
         path: cert.to_path_buf(),
@@ -228,22 +284,32 @@ pub fn load(cert: &Path, key: &Path, dev_ca: Option<PathBuf>) -> Result<ServerTl
     Ok(ServerTls { chain, key, dev_ca })
 }
 
-fn generate(directory: &Path) -> Result<(), TlsError> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    let failed = |error: rcgen::Error| TlsError::Generate(error.to_string());
-    create_dir_all_durable(directory)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+/// The development CA's subject common name.
+pub const DEV_CA_COMMON_NAME: &str = "Ledge development CA";
+
+/// The development CA's certificate parameters: what [`generate`] signs it with, and what an
+/// issuer of client certificates must repeat (its subject and key identifier method), since
+/// rcgen cannot read them back from `ca.pem`.
+pub(crate) fn dev_ca_params() -> Result<rcgen::CertificateParams, rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "Ledge development CA");
+        .push(DnType::CommonName, DEV_CA_COMMON_NAME);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    Ok(ca_params)
+}
+
+fn generate(directory: &Path) -> Result<(), TlsError> {
+    use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
+    let failed = |error: rcgen::Error| TlsError::Generate(error.to_string());
+    create_dir_all_durable(directory)?;
+    let ca_params = dev_ca_params().map_err(failed)?;
     let ca_key = KeyPair::generate().map_err(failed)?;
     let ca_cert = ca_params.self_signed(&ca_key).map_err(failed)?;
     let mut server_params = CertificateParams::new(vec![

@@ -44,6 +44,15 @@ pub(crate) struct Cli {
     #[arg(long, global = true, conflicts_with = "ca", help_heading = CONNECTION)]
     pub(crate) insecure: bool,
 
+    /// Client certificate (PEM) to present to the node, for nodes that authenticate clients
+    /// by certificate ([security] client_auth); with --key. `ledge-node cert issue` writes one
+    #[arg(long, global = true, env = "LEDGE_CERT", value_name = "FILE", requires = "key", help_heading = CONNECTION)]
+    pub(crate) cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert; must not be readable by group or others (chmod 600)
+    #[arg(long, global = true, env = "LEDGE_KEY", value_name = "FILE", requires = "cert", help_heading = CONNECTION)]
+    pub(crate) key: Option<PathBuf>,
+
     /// Name the node's certificate must be issued for
     #[arg(long, global = true, value_name = "NAME", default_value = "localhost", help_heading = CONNECTION)]
     pub(crate) server_name: String,

@@ -74,6 +74,12 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
     let trust = trust(cli.ca.as_deref(), cli.insecure)?;
     let mut config = ClientConfig::new(cli.server.clone(), trust);
     config.server_name = cli.server_name.clone();
+    if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
+        config.client_certificate = Some(ledge_client::ClientCertificate {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
     config.client_id = "ledge-cli".into();
     config.connect_timeout = CONNECT_TIMEOUT;
     let client = Client::connect(config).await.with_context(|| {

@@ -205,6 +205,7 @@ async fn connect_with(settings: KafkaSettings, setup: Setup) -> Connection {
     let serving = tokio::spawn(serve_connection(
         server,
         None,
+        crate::security::identity::ClientIdentity::anonymous([127, 0, 0, 1].into()),
         clock,
         Arc::clone(&service),
         budget,

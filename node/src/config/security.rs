@@ -1,0 +1,558 @@
+//! The `[security]` section: client certificates, principal mapping, SASL mechanisms,
+//! anonymous access, authorization and super users (issue 15). Every value is checked when
+//! the file is read, and an error names the key; see docs/OPERATIONS.md.
+//!
+//! [`SecurityConfig::anonymous_access`] applies the start-up rule for anonymous clients
+//! (listeners on loopback only, unless `allow_anonymous` says otherwise); it is pure, so the
+//! node calls it with the addresses it is about to serve on before it touches its data
+//! directory.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::security::principal::{KafkaPrincipal, PrincipalMappingRules};
+use crate::security::scram::ScramMechanism;
+
+/// Default `principal_mapping_rules`: a subject of exactly `CN=name` (what
+/// `ledge-node cert issue --name name` writes) is `User:name`; any other subject is its full
+/// RFC 2253 distinguished name, as Kafka's `DEFAULT`. Kafka's own default is `DEFAULT` alone:
+/// this is the one difference, so issued certificates get short principals.
+pub const PRINCIPAL_MAPPING_RULES_DEFAULT: &str = "RULE:^CN=([^,]+)$/$1/,DEFAULT";
+
+/// Whether QUIC and the Kafka TLS listener ask for client certificates
+/// (`[security] client_auth`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No client certificates are asked for (Kafka's `ssl.client.auth=none`).
+    #[default]
+    None,
+    /// A certificate is verified if the client presents one; a client without one is
+    /// anonymous (Kafka's `requested`).
+    Optional,
+    /// Every client must present a certificate that verifies, or the handshake fails
+    /// (Kafka's `required`).
+    Required,
+}
+
+impl ClientAuth {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Optional => "optional",
+            Self::Required => "required",
+        }
+    }
+}
+
+impl FromStr for ClientAuth {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "none" => Ok(Self::None),
+            "optional" => Ok(Self::Optional),
+            "required" => Ok(Self::Required),
+            other => Err(format!(
+                "{other:?} must be \"none\", \"optional\" or \"required\""
+            )),
+        }
+    }
+}
+
+/// A SASL mechanism a client may use (`[security] sasl_mechanisms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    Scram(ScramMechanism),
+    /// `PLAIN`, offered and accepted on TLS connections only.
+    Plain,
+}
+
+impl SaslMechanism {
+    /// The SASL name, as Kafka spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scram(mechanism) => mechanism.name(),
+            Self::Plain => "PLAIN",
+        }
+    }
+}
+
+impl fmt::Display for SaslMechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SaslMechanism {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "PLAIN" {
+            return Ok(Self::Plain);
+        }
+        ScramMechanism::from_name(text)
+            .map(Self::Scram)
+            .ok_or_else(|| {
+                format!(
+                    "unknown SASL mechanism {text:?}; known: \"SCRAM-SHA-256\", \"SCRAM-SHA-512\", \"PLAIN\" (names are case-sensitive)"
+                )
+            })
+    }
+}
+
+/// Default `sasl_mechanisms`: both SCRAM hashes and PLAIN.
+pub const SASL_MECHANISMS_DEFAULT: [SaslMechanism; 3] = [
+    SaslMechanism::Scram(ScramMechanism::Sha256),
+    SaslMechanism::Scram(ScramMechanism::Sha512),
+    SaslMechanism::Plain,
+];
+
+/// The `[security]` section, checked.
+#[derive(Clone, Debug)]
+pub struct SecurityConfig {
+    /// `client_auth`: client certificates on QUIC and the Kafka TLS listener.
+    pub client_auth: ClientAuth,
+    /// `client_ca`: the CA client certificates must lead to (PEM, one or more
+    /// certificates); `None`: the node's CA (`<data-dir>/tls/ca.pem` for the development CA,
+    /// `cluster.ca_file` in a cluster). Relative paths are relative to the config file.
+    pub client_ca: Option<PathBuf>,
+    /// `client_crls`: PEM certificate revocation lists checked for client certificates.
+    pub client_crls: Vec<PathBuf>,
+    /// `principal_mapping_rules`, parsed.
+    pub principal_mapping_rules: PrincipalMappingRules,
+    /// `sasl_mechanisms`: what a client may use; empty turns SASL off.
+    pub sasl_mechanisms: Vec<SaslMechanism>,
+    /// `allow_anonymous`; `None`: anonymous clients only while every listener is on
+    /// loopback ([`SecurityConfig::anonymous_access`]).
+    pub allow_anonymous: Option<bool>,
+    /// `authorization`; `None`: on exactly when anonymous clients are not allowed
+    /// ([`SecurityConfig::authorization_enabled`]).
+    pub authorization: Option<bool>,
+    /// `super_users`: principals every authorization check allows.
+    pub super_users: Vec<KafkaPrincipal>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            client_auth: ClientAuth::None,
+            client_ca: None,
+            client_crls: Vec::new(),
+            principal_mapping_rules: PrincipalMappingRules::parse(PRINCIPAL_MAPPING_RULES_DEFAULT)
+                .expect("the default principal mapping rules parse"),
+            sasl_mechanisms: SASL_MECHANISMS_DEFAULT.to_vec(),
+            allow_anonymous: None,
+            authorization: None,
+            super_users: Vec::new(),
+        }
+    }
+}
+
+/// The `[security]` table as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SecuritySection {
+    client_auth: Option<String>,
+    client_ca: Option<PathBuf>,
+    client_crls: Option<Vec<PathBuf>>,
+    principal_mapping_rules: Option<String>,
+    sasl_mechanisms: Option<Vec<String>>,
+    allow_anonymous: Option<bool>,
+    authorization: Option<bool>,
+    super_users: Option<Vec<String>>,
+}
+
+impl SecuritySection {
+    /// Checks every key; `origin` names the file in errors.
+    pub(super) fn settings(self, origin: &str) -> Result<SecurityConfig, ConfigError> {
+        let error = |key: &str, message: String| {
+            ConfigError(format!("{origin}: security.{key}: {message}"))
+        };
+        let mut config = SecurityConfig::default();
+        if let Some(value) = self.client_auth {
+            config.client_auth = value
+                .parse()
+                .map_err(|message| error("client_auth", message))?;
+        }
+        if let Some(path) = self.client_ca {
+            if path.as_os_str().is_empty() {
+                return Err(error("client_ca", "must not be empty".into()));
+            }
+            config.client_ca = Some(path);
+        }
+        if let Some(paths) = self.client_crls {
+            if paths.iter().any(|path| path.as_os_str().is_empty()) {
+                return Err(error("client_crls", "a path must not be empty".into()));
+            }
+            config.client_crls = paths;
+        }
+        if let Some(rules) = self.principal_mapping_rules {
+            config.principal_mapping_rules = PrincipalMappingRules::parse(&rules)
+                .map_err(|cause| error("principal_mapping_rules", cause.to_string()))?;
+            if config.principal_mapping_rules.is_empty() {
+                return Err(error(
+                    "principal_mapping_rules",
+                    "no rules: every client certificate would be refused; write DEFAULT for the full distinguished name".into(),
+                ));
+            }
+        }
+        if let Some(names) = self.sasl_mechanisms {
+            let mut mechanisms = Vec::with_capacity(names.len());
+            for name in &names {
+                let mechanism: SaslMechanism = name
+                    .parse()
+                    .map_err(|message| error("sasl_mechanisms", message))?;
+                if mechanisms.contains(&mechanism) {
+                    return Err(error(
+                        "sasl_mechanisms",
+                        format!("{name:?} is listed twice"),
+                    ));
+                }
+                mechanisms.push(mechanism);
+            }
+            config.sasl_mechanisms = mechanisms;
+        }
+        config.allow_anonymous = self.allow_anonymous;
+        config.authorization = self.authorization;
+        if let Some(users) = self.super_users {
+            for user in &users {
+                let principal: KafkaPrincipal = user.parse().map_err(
+                    |cause: crate::security::principal::PrincipalParseError| {
+                        error("super_users", cause.to_string())
+                    },
+                )?;
+                if principal.principal_type().is_empty() || principal.name().is_empty() {
+                    return Err(error(
+                        "super_users",
+                        format!("{user:?} needs a type and a name, like \"User:admin\""),
+                    ));
+                }
+                config.super_users.push(principal);
+            }
+        }
+        if config.allow_anonymous == Some(false)
+            && config.client_auth == ClientAuth::None
+            && config.sasl_mechanisms.is_empty()
+        {
+            return Err(ConfigError(format!(
+                "{origin}: security.allow_anonymous = false, but no client can authenticate: client_auth = \"none\" and sasl_mechanisms is empty; set client_auth = \"required\" (or \"optional\"), or list SASL mechanisms"
+            )));
+        }
+        Ok(config)
+    }
+}
+
+/// A listener the node serves clients on, for the anonymous-access rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientListener {
+    /// What it is, for messages: `QUIC`, `Kafka plaintext`, `Kafka TLS`.
+    pub kind: &'static str,
+    /// Where it binds.
+    pub address: SocketAddr,
+}
+
+/// Who may connect without authenticating, decided at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnonymousAccess {
+    /// `allow_anonymous` unset and every listener on loopback: anonymous clients from this
+    /// machine only.
+    LoopbackOnly,
+    /// `allow_anonymous = true`: anonymous clients on every listener.
+    Everywhere,
+    /// `allow_anonymous = false`: every connection must authenticate.
+    Never,
+}
+
+impl AnonymousAccess {
+    /// Whether a connection that proved nothing may send requests.
+    pub fn allowed(&self) -> bool {
+        !matches!(self, Self::Never)
+    }
+}
+
+/// The node must not start: `allow_anonymous` is unset and a listener is not on loopback.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refusing to start: the {} listener on {} is not on a loopback address and no authentication is configured, so anyone who can reach it could use the node anonymously; either set [security] allow_anonymous = true to allow that explicitly, or set allow_anonymous = false with client_auth = \"required\" (client certificates, see `ledge-node cert issue`) or SASL users; or listen on 127.0.0.1",
+    listener.kind,
+    listener.address
+)]
+pub struct AnonymousRefused {
+    /// The first listener not on loopback.
+    pub listener: ClientListener,
+}
+
+impl SecurityConfig {
+    /// The start-up rule for anonymous clients over the listeners the node is about to serve
+    /// (docs/OPERATIONS.md, "Security"): with `allow_anonymous` unset, anonymous clients are
+    /// accepted only if every listener binds a loopback address, and a listener elsewhere
+    /// refuses the start.
+    pub fn anonymous_access(
+        &self,
+        listeners: &[ClientListener],
+    ) -> Result<AnonymousAccess, AnonymousRefused> {
+        match self.allow_anonymous {
+            Some(true) => Ok(AnonymousAccess::Everywhere),
+            Some(false) => Ok(AnonymousAccess::Never),
+            None => match listeners
+                .iter()
+                .find(|listener| !listener.address.ip().is_loopback())
+            {
+                Some(listener) => Err(AnonymousRefused {
+                    listener: listener.clone(),
+                }),
+                None => Ok(AnonymousAccess::LoopbackOnly),
+            },
+        }
+    }
+
+    /// Whether authorization checks run: `authorization`, or when unset, exactly when
+    /// anonymous clients are not allowed.
+    pub fn authorization_enabled(&self, access: &AnonymousAccess) -> bool {
+        self.authorization.unwrap_or_else(|| !access.allowed())
+    }
+
+    /// Makes relative paths relative to `base` (the config file's directory).
+    pub(super) fn resolve_paths(&mut self, base: &Path) {
+        if let Some(path) = &mut self.client_ca {
+            *path = base.join(&*path);
+        }
+        for path in &mut self.client_crls {
+            *path = base.join(&*path);
+        }
+    }
+}
+
+/// The one start-up line saying which listeners accept anonymous clients.
+pub fn anonymous_access_summary(access: &AnonymousAccess, listeners: &[ClientListener]) -> String {
+    let names = listeners
+        .iter()
+        .map(|listener| format!("{} {}", listener.kind, listener.address))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match access {
+        AnonymousAccess::LoopbackOnly => format!(
+            "anonymous clients: loopback only, no authentication required ({names}); set [security] to serve other addresses"
+        ),
+        AnonymousAccess::Everywhere => format!(
+            "anonymous clients: accepted on every listener ({names}) because [security] allow_anonymous = true"
+        ),
+        AnonymousAccess::Never => format!(
+            "anonymous clients: refused on every listener ({names}); clients must authenticate"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+
+    fn parse(text: &str) -> Result<SecurityConfig, String> {
+        NodeConfig::from_toml(text, "t.toml")
+            .map(|config| config.security)
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = parse("").unwrap();
+        assert_eq!(config.client_auth, ClientAuth::None);
+        assert_eq!(config.client_ca, None);
+        assert!(config.client_crls.is_empty());
+        assert_eq!(
+            config.principal_mapping_rules.to_string(),
+            "[RULE:^CN=([^,]+)$/$1, DEFAULT]"
+        );
+        let names: Vec<_> = config.sasl_mechanisms.iter().map(|m| m.name()).collect();
+        assert_eq!(names, ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]);
+        assert_eq!(config.allow_anonymous, None);
+        assert_eq!(config.authorization, None);
+        assert!(config.super_users.is_empty());
+        // The default rules: an issued certificate's subject is a short user name, any other
+        // subject is the whole distinguished name.
+        let rules = &config.principal_mapping_rules;
+        assert_eq!(
+            rules.principal("CN=alice").unwrap().to_string(),
+            "User:alice"
+        );
+        assert_eq!(
+            rules.principal("CN=alice,O=Acme").unwrap().to_string(),
+            "User:CN=alice,O=Acme"
+        );
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let config = parse(
+            r#"
+[security]
+client_auth = "required"
+client_ca = "clients-ca.pem"
+client_crls = ["a.crl", "b.crl"]
+principal_mapping_rules = "RULE:^CN=(.*?),OU=(.*)$/$1@$2/L,DEFAULT"
+sasl_mechanisms = ["SCRAM-SHA-512"]
+allow_anonymous = false
+authorization = true
+super_users = ["User:admin", "User:CN=ops,O=Acme"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.client_auth, ClientAuth::Required);
+        assert_eq!(config.client_ca, Some(PathBuf::from("clients-ca.pem")));
+        assert_eq!(config.client_crls.len(), 2);
+        assert_eq!(
+            config
+                .principal_mapping_rules
+                .apply("CN=Bob,OU=Ops")
+                .unwrap(),
+            "bob@ops"
+        );
+        assert_eq!(
+            config.sasl_mechanisms,
+            [SaslMechanism::Scram(ScramMechanism::Sha512)]
+        );
+        assert_eq!(config.allow_anonymous, Some(false));
+        assert_eq!(config.authorization, Some(true));
+        assert_eq!(config.super_users[1].name(), "CN=ops,O=Acme");
+        // Empty list: SASL off.
+        let config = parse("[security]\nsasl_mechanisms = []\n").unwrap();
+        assert!(config.sasl_mechanisms.is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_key() {
+        for (text, expected) in [
+            (
+                "[security]\nclient_auth = \"yes\"\n",
+                "security.client_auth: \"yes\" must be \"none\", \"optional\" or \"required\"",
+            ),
+            ("[security]\nclient_auth = true\n", "client_auth"),
+            (
+                "[security]\nclient_ca = \"\"\n",
+                "security.client_ca: must not be empty",
+            ),
+            (
+                "[security]\nclient_crls = [\"\"]\n",
+                "security.client_crls: a path must not be empty",
+            ),
+            ("[security]\nclient_crls = \"a.crl\"\n", "client_crls"),
+            (
+                "[security]\nprincipal_mapping_rules = \"RULE:(a/b\"\n",
+                "security.principal_mapping_rules: invalid principal mapping rule",
+            ),
+            (
+                "[security]\nprincipal_mapping_rules = \"RULE:^(.*)$/$/\"\n",
+                "security.principal_mapping_rules: invalid principal mapping rule",
+            ),
+            (
+                "[security]\nprincipal_mapping_rules = \"\"\n",
+                "security.principal_mapping_rules: no rules",
+            ),
+            (
+                "[security]\nsasl_mechanisms = [\"GSSAPI\"]\n",
+                "security.sasl_mechanisms: unknown SASL mechanism \"GSSAPI\"",
+            ),
+            (
+                "[security]\nsasl_mechanisms = [\"scram-sha-256\"]\n",
+                "security.sasl_mechanisms: unknown SASL mechanism \"scram-sha-256\"",
+            ),
+            (
+                "[security]\nsasl_mechanisms = [\"PLAIN\", \"PLAIN\"]\n",
+                "security.sasl_mechanisms: \"PLAIN\" is listed twice",
+            ),
+            ("[security]\nallow_anonymous = \"no\"\n", "allow_anonymous"),
+            ("[security]\nauthorization = 1\n", "authorization"),
+            (
+                "[security]\nsuper_users = [\"admin\"]\n",
+                "security.super_users: expected a string in format principalType:principalName but got `admin`",
+            ),
+            (
+                "[security]\nsuper_users = [\"User:\"]\n",
+                "security.super_users: \"User:\" needs a type and a name",
+            ),
+            (
+                "[security]\nsuperusers = []\n",
+                "unknown field `superusers`",
+            ),
+            (
+                "[security]\nallow_anonymous = false\nsasl_mechanisms = []\n",
+                "security.allow_anonymous = false, but no client can authenticate",
+            ),
+        ] {
+            let error = parse(text).expect_err(text);
+            assert!(
+                error.contains(expected) && error.starts_with("t.toml"),
+                "expected {expected:?} in: {error}"
+            );
+        }
+        // With a way to authenticate, `false` is accepted.
+        parse("[security]\nallow_anonymous = false\nsasl_mechanisms = []\nclient_auth = \"required\"\n")
+            .unwrap();
+    }
+
+    fn listener(kind: &'static str, address: &str) -> ClientListener {
+        ClientListener {
+            kind,
+            address: address.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn anonymous_clients_need_loopback_listeners_or_an_explicit_choice() {
+        let loopback = [
+            listener("QUIC", "127.0.0.1:9092"),
+            listener("Kafka plaintext", "[::1]:9092"),
+        ];
+        let exposed = [
+            listener("QUIC", "127.0.0.1:9092"),
+            listener("Kafka TLS", "0.0.0.0:9093"),
+        ];
+        let unset = SecurityConfig::default();
+        let access = unset.anonymous_access(&loopback).unwrap();
+        assert_eq!(access, AnonymousAccess::LoopbackOnly);
+        assert!(!unset.authorization_enabled(&access));
+        let refused = unset.anonymous_access(&exposed).unwrap_err();
+        assert_eq!(refused.listener, exposed[1]);
+        let message = refused.to_string();
+        for part in [
+            "Kafka TLS listener on 0.0.0.0:9093",
+            "allow_anonymous = true",
+            "allow_anonymous = false with client_auth = \"required\"",
+        ] {
+            assert!(message.contains(part), "{part:?} in {message}");
+        }
+        let allowed = SecurityConfig {
+            allow_anonymous: Some(true),
+            ..SecurityConfig::default()
+        };
+        let access = allowed.anonymous_access(&exposed).unwrap();
+        assert_eq!(access, AnonymousAccess::Everywhere);
+        assert!(!allowed.authorization_enabled(&access));
+        let closed = SecurityConfig {
+            allow_anonymous: Some(false),
+            ..SecurityConfig::default()
+        };
+        let access = closed.anonymous_access(&exposed).unwrap();
+        assert_eq!(access, AnonymousAccess::Never);
+        assert!(!access.allowed());
+        assert!(closed.authorization_enabled(&access));
+        let explicit = SecurityConfig {
+            allow_anonymous: Some(false),
+            authorization: Some(false),
+            ..SecurityConfig::default()
+        };
+        assert!(!explicit.authorization_enabled(&access));
+        assert!(
+            anonymous_access_summary(&AnonymousAccess::LoopbackOnly, &loopback)
+                .contains("loopback only, no authentication")
+        );
+    }
+}
