@@ -420,7 +420,15 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         &config.data_dir,
         security_mode,
         lock.read_only,
-        ledge_node::security::acl::AuthorizerConfig::default(),
+        ledge_node::security::acl::AuthorizerConfig {
+            super_users: config
+                .security
+                .super_users
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            ..ledge_node::security::acl::AuthorizerConfig::default()
+        },
         ledge_node::security::records::SecurityLimits::default(),
         random_decoy_secret()?,
     ) {
