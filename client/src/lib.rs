@@ -149,6 +149,8 @@ mod error;
 pub mod partitioner;
 mod producer;
 
+/// SASL users and ACLs: [`Admin::create_user`], [`Admin::create_acls`] and their kin.
+pub use admin::security;
 pub use admin::{
     Admin, ClusterDescription, ClusterNodeDescription, ClusterPartitionDescription, ConfigValue,
     GroupDescription, GroupListing, GroupMemberDescription, GroupPartitionOffsets, ListedOffset,

@@ -53,6 +53,7 @@ use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::replication::leader::{AcksAllError, LowWatermarkError};
 use crate::replication::manager::ReplicaRoleError;
+use crate::security::records::SecurityRefusal;
 use crate::storage::log::ProducersError;
 use crate::storage::{AppendError, DeleteError, Disk, ReadError};
 use crate::wasm::WasmError;
@@ -170,6 +171,24 @@ impl<D: Disk> Broker<D> {
             }
             Request::DecommissionNode(request) => {
                 Response::DecommissionNode(self.decommission_node(request).await)
+            }
+            // SASL users and ACLs (`security_admin.rs`).
+            Request::AlterUserScramCredentials(request) => Response::AlterUserScramCredentials(
+                self.alter_user_scram_credentials(request).await,
+            ),
+            Request::DescribeUserScramCredentials(request) => {
+                Response::DescribeUserScramCredentials(
+                    self.describe_user_scram_credentials(request),
+                )
+            }
+            Request::CreateAcls(request) => {
+                Response::CreateAcls(self.create_acls_request(request).await)
+            }
+            Request::DescribeAcls(request) => {
+                Response::DescribeAcls(self.describe_acls_request(request))
+            }
+            Request::DeleteAcls(request) => {
+                Response::DeleteAcls(self.delete_acls_request(request).await)
             }
             Request::CreatePartitions(request) => {
                 Response::CreatePartitions(self.create_partitions(request).await)
@@ -806,7 +825,20 @@ fn refusal_code(refusal: AdminRefusal) -> ErrorCode {
         AdminRefusal::ModuleNotFound | AdminRefusal::TransformNotFound => ErrorCode::ModuleNotFound,
         AdminRefusal::ModuleInUse => ErrorCode::ModuleInUse,
         AdminRefusal::InvalidRequest => ErrorCode::InvalidRequest,
+        AdminRefusal::Security(refusal) => security_refusal_code(refusal),
         AdminRefusal::Internal => ErrorCode::UnknownServerError,
+    }
+}
+
+/// The native code of a refused user or ACL change.
+pub(crate) fn security_refusal_code(refusal: SecurityRefusal) -> ErrorCode {
+    match refusal {
+        SecurityRefusal::UnacceptableCredential => ErrorCode::UnacceptableCredential,
+        SecurityRefusal::UnsupportedSaslMechanism => ErrorCode::UnsupportedSaslMechanism,
+        SecurityRefusal::ResourceNotFound => ErrorCode::ResourceNotFound,
+        SecurityRefusal::DuplicateResource => ErrorCode::DuplicateResource,
+        SecurityRefusal::LimitExceeded => ErrorCode::PolicyViolation,
+        SecurityRefusal::InvalidRequest => ErrorCode::InvalidRequest,
     }
 }
 
@@ -1274,5 +1306,15 @@ impl From<&AlterTransformError> for ErrorCode {
                 metadata_code(source)
             }
         }
+    }
+}
+
+/// The native code of a user or ACL change that was not made.
+pub(crate) fn security_write_code(error: &crate::security::store::SecurityWriteError) -> ErrorCode {
+    use crate::security::store::SecurityWriteError;
+    match error {
+        SecurityWriteError::Refused { refusal, .. } => security_refusal_code(*refusal),
+        SecurityWriteError::ReadOnly | SecurityWriteError::Persist => ErrorCode::StorageError,
+        SecurityWriteError::Controller(_) => ErrorCode::UnknownServerError,
     }
 }

@@ -597,7 +597,7 @@ impl SaslSession {
                                     credentials.scram_credential(&need.username, scram_mechanism);
                                 exchange.username = Some(need.username);
                                 scram
-                                    .server_first(credential.as_ref(), credentials.decoys())
+                                    .server_first(credential.as_ref(), &credentials.decoys())
                                     .map(|first| (Bytes::from(first), None))
                                     .map_err(|error| Failure {
                                         client: generic.clone(),
@@ -635,7 +635,7 @@ impl SaslSession {
                             &message,
                             credential.as_ref(),
                             ScramMechanism::Sha256,
-                            credentials.decoys(),
+                            &credentials.decoys(),
                         )
                         .map(|user| (Bytes::new(), Some(user)))
                         .map_err(|error| Failure {

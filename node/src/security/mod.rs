@@ -4,4 +4,6 @@ pub mod acl;
 pub mod credentials;
 pub mod identity;
 pub mod principal;
+pub mod records;
 pub mod scram;
+pub mod store;

@@ -795,7 +795,9 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::ListModules
         | ApiKey::DescribeTransforms
         | ApiKey::DescribeCluster
-        | ApiKey::ListPartitionReassignments => true,
+        | ApiKey::ListPartitionReassignments
+        | ApiKey::DescribeUserScramCredentials
+        | ApiKey::DescribeAcls => true,
         ApiKey::CreateTopics
         | ApiKey::DeleteTopics
         | ApiKey::AlterConfigs
@@ -812,7 +814,10 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::AlterPartitionReassignments
         | ApiKey::DecommissionNode
         | ApiKey::CreatePartitions
-        | ApiKey::FindCoordinator => false,
+        | ApiKey::FindCoordinator
+        | ApiKey::AlterUserScramCredentials
+        | ApiKey::CreateAcls
+        | ApiKey::DeleteAcls => false,
     }
 }
 
