@@ -18,7 +18,7 @@ pub trait CredentialLookup: Send + Sync {
 
 impl CredentialLookup for crate::security::store::SecurityStore {
     fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
-        crate::security::store::SecurityStore::scram_credential(self, user, mechanism)
+        Self::scram_credential(self, user, mechanism)
     }
 
     fn decoys(&self) -> Arc<DecoyCredentials> {
