@@ -45,7 +45,7 @@ pub(crate) struct Cli {
     pub(crate) insecure: bool,
 
     /// Client certificate (PEM) to present to the node, for nodes that authenticate clients
-    /// by certificate ([security] client_auth); with --key. `ledge-node cert issue` writes one
+    /// by certificate (`[security] client_auth`); with --key. `ledge-node cert issue` writes one
     #[arg(long, global = true, env = "LEDGE_CERT", value_name = "FILE", requires = "key", help_heading = CONNECTION)]
     pub(crate) cert: Option<PathBuf>,
 
