@@ -159,7 +159,7 @@ impl Default for KafkaSettings {
             tls_handshake_timeout: Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT),
             connections_max: CONNECTIONS_MAX_DEFAULT,
             connections_per_address_max:
-                crate::transport::address_limit::CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
+                crate::transport::address_limit::KAFKA_CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
             connections_max_idle: Duration::from_millis(CONNECTIONS_MAX_IDLE_MS_DEFAULT),
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             requests_in_flight_per_connection_max: REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX_DEFAULT,
@@ -519,7 +519,10 @@ mod settings_tests {
             Some("broker.example:19092")
         );
         assert_eq!(config.kafka.connections_max, 10);
-        assert_eq!(config.kafka.connections_per_address_max, 64);
+        assert_eq!(
+            config.kafka.connections_per_address_max,
+            crate::transport::address_limit::KAFKA_CONNECTIONS_PER_ADDRESS_MAX_DEFAULT
+        );
         assert_eq!(
             parse("[kafka]\nconnections_per_address_max = 7\n")
                 .unwrap()

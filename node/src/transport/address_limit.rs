@@ -20,13 +20,18 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Default `limits.connections_per_address_max` and `kafka.connections_per_address_max`:
-/// 64, a sixteenth of the default `connections_max` (1024), so at least 16 addresses are
+/// Default `limits.connections_per_address_max` (QUIC): 64, a sixteenth of the default `connections_max` (1024), so at least 16 addresses are
 /// needed to fill a node. One application host rarely needs more: the SDK keeps one
 /// connection per node, a Kafka client one per broker plus its coordinator, so 64 leaves
 /// room for dozens of client processes on one host. Clients behind one NAT share an
 /// address: raise it there.
 pub const CONNECTIONS_PER_ADDRESS_MAX_DEFAULT: usize = 64;
+/// Default `kafka.connections_per_address_max`: 512, half the default `kafka.connections_max`,
+/// so one address can never hold every slot (the lock-out of issue 15) while the clients of
+/// one host still fit: Kafka client test suites and stream apps open hundreds of connections
+/// from one address (franz-go's integration suite went past 64 and timed out), and Kafka's own
+/// `max.connections.per.ip` has no limit by default.
+pub const KAFKA_CONNECTIONS_PER_ADDRESS_MAX_DEFAULT: usize = 512;
 /// Largest `connections_per_address_max` (as `connections_max`'s own limit).
 pub const CONNECTIONS_PER_ADDRESS_MAX_LIMIT: usize = 1_000_000;
 /// A listener logs one refusal of a kind at most this often; the line says how many it left
