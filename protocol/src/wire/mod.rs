@@ -138,6 +138,8 @@ apis! {
     AlterPartitionReassignments = 31, AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse;
     ListPartitionReassignments = 32, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;
     DecommissionNode = 33, DecommissionNodeRequest, DecommissionNodeResponse;
+    SaslHandshake = 45, SaslHandshakeRequest, SaslHandshakeResponse;
+    SaslAuthenticate = 46, SaslAuthenticateRequest, SaslAuthenticateResponse;
 }
 
 /// The only version of each API so far.
