@@ -4,4 +4,5 @@ pub mod acl;
 pub mod credentials;
 pub mod identity;
 pub mod principal;
+pub mod sasl;
 pub mod scram;

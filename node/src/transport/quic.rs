@@ -779,7 +779,9 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::AlterPartitionReassignments
         | ApiKey::DecommissionNode
         | ApiKey::CreatePartitions
-        | ApiKey::FindCoordinator => false,
+        | ApiKey::FindCoordinator
+        | ApiKey::SaslHandshake
+        | ApiKey::SaslAuthenticate => false,
     }
 }
 
