@@ -514,7 +514,9 @@ fn identify(
             .ok()
     });
     match client_auth.identify(certificates.as_deref().map(Vec::as_slice), remote.ip()) {
-        Ok(identity) if ConnectionAuth::may_start(&identity, anonymous_allowed, sasl.as_deref()) => {
+        Ok(identity)
+            if ConnectionAuth::may_start(&identity, anonymous_allowed, sasl.as_deref()) =>
+        {
             tracing::debug!(%remote, principal = %identity.principal, method = ?identity.method, "client identified");
             Some(ConnectionAuth::new(identity, anonymous_allowed, sasl))
         }
@@ -685,7 +687,10 @@ async fn serve_stream<D: Disk>(
                 return Some((send, reservation));
             }
             let api = request.api_key();
-            let response = match broker.handle_as(&identity, &header.client_id, request).await {
+            let response = match broker
+                .handle_as(&identity, &header.client_id, request)
+                .await
+            {
                 Response::ApiVersions(mut versions) => {
                     // The largest frame this connection can send: a frame over its share of
                     // bytes in flight is refused however large `frame_bytes_max` is.
