@@ -631,10 +631,18 @@ async fn serve_stream<D: Disk>(
         Ok((header, request)) => {
             // Admitted one at a time against the connection's state: a request on a stream
             // opened while an exchange runs never slips through with a stale identity.
-            let admission = auth
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .admit(&request);
+            // A SaslAuthenticate may cost milliseconds of CPU (PLAIN is one PBKDF2): the
+            // runtime is told, as the Kafka listener does.
+            let admit = || {
+                auth.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .admit(&request)
+            };
+            let admission = if matches!(request, Request::SaslAuthenticate(_)) {
+                crate::kafka::connection::costly(admit)
+            } else {
+                admit()
+            };
             let identity = match admission {
                 Admission::Serve(identity) => identity,
                 Admission::Answer(response) => {

@@ -159,7 +159,8 @@ async fn wrong_passwords_unknown_users_and_anonymous_clients_are_refused() {
 
 // Goal: the SDK authenticates with each mechanism and its requests are then served; a
 // failed exchange closes the connection with CLOSE_AUTHENTICATION_FAILED after its answer.
-#[tokio::test]
+// A multi-threaded runtime, as the node's: SaslAuthenticate runs in `block_in_place` there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_authenticates_with_each_mechanism() {
     let directory = tempfile::tempdir().unwrap();
     let node = closed_node(directory.path()).await;
