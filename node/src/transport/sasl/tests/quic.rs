@@ -30,11 +30,17 @@ struct Node {
     address: std::net::SocketAddr,
     ca: std::path::PathBuf,
     _stop: watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<()>,
 }
 
 /// A node on 127.0.0.1 that accepts no anonymous clients, with SASL on (the fixture's users
 /// alice and bob).
 async fn closed_node(directory: &Path) -> Node {
+    closed_node_at(directory, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// [`closed_node`] on `address`, with the TLS material in `directory` (made once).
+async fn closed_node_at(directory: &Path, address: std::net::SocketAddr) -> Node {
     let server_tls = tls::load_or_generate_dev(directory).unwrap();
     let transport = TransportLimits::default();
     let authenticator = Arc::new(
@@ -43,7 +49,7 @@ async fn closed_node(directory: &Path) -> Node {
     );
     let server_config =
         client_auth_server_config(server_tls, &transport, &authenticator, None).unwrap();
-    let socket = bind_socket("127.0.0.1:0".parse().unwrap(), &transport).unwrap();
+    let socket = bind_socket(address, &transport).unwrap();
     let server = QuicServer::new(socket, server_config, transport, [9; 32])
         .unwrap()
         .with_client_auth(authenticator)
@@ -58,11 +64,12 @@ async fn closed_node(directory: &Path) -> Node {
     .await
     .unwrap();
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(server.serve(Arc::new(broker), stopped));
+    let serving = tokio::spawn(server.serve(Arc::new(broker), stopped));
     Node {
         address,
         ca: directory.join("tls").join("ca.pem"),
         _stop: stop,
+        serving,
     }
 }
 
@@ -234,4 +241,33 @@ async fn a_concurrent_stream_during_authentication_is_refused() {
     let (header, answer) = ask(&connection, &metadata()).await;
     assert_eq!(header.error, ErrorCode::None);
     assert_eq!(answer.map(|a| a.api_key()), Some(ApiKey::Metadata));
+}
+
+// Goal: the SDK authenticates again on every new connection: after the node restarts (every
+// connection closed, a fresh listener on the same port that knows nothing of the old
+// connections), the same client's next requests are served, which they would not be
+// (AuthenticationRequired) on a connection that skipped the exchange.
+#[tokio::test]
+async fn the_sdk_authenticates_again_after_a_reconnect() {
+    let directory = tempfile::tempdir().unwrap();
+    let node = closed_node(directory.path()).await;
+    let credentials = SaslCredentials::new("bob", "bob-secret");
+    let client = Client::connect(config(&node, Some(credentials)))
+        .await
+        .unwrap();
+    let admin = ledge_client::Admin::new(&client);
+    admin.list_topics().await.unwrap();
+    let address = node.address;
+    node._stop.send(true).unwrap();
+    node.serving.await.unwrap();
+    let _restarted = closed_node_at(directory.path(), address).await;
+    // The first try may meet the old, closed connection; the client reconnects.
+    let mut outcome = admin.list_topics().await.map(|_| ());
+    for _ in 0..3 {
+        if outcome.is_ok() {
+            break;
+        }
+        outcome = admin.list_topics().await.map(|_| ());
+    }
+    outcome.unwrap();
 }
