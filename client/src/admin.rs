@@ -1490,6 +1490,7 @@ async fn request_with_retry_to(
 }
 
 mod operations;
+pub mod security;
 pub use operations::{PreferredLeaderElection, ReassignmentDescription};
 mod transform_partitions;
 pub use transform_partitions::{TransformPartition, TransformPartitionStatus};

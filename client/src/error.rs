@@ -568,6 +568,19 @@ pub enum AdminError {
         /// The node's explanation, verbatim.
         message: String,
     },
+    /// The node refused a user or ACL change: `UnacceptableCredential` (a bad name or
+    /// iterations), `UnsupportedSaslMechanism`, `ResourceNotFound` (no such user or
+    /// credential), `DuplicateResource`, `PolicyViolation` (a limit), `InvalidRequest` (a bad
+    /// ACL binding or filter).
+    #[error("{subject}: {}", explain_code(*code, message))]
+    Security {
+        /// What was refused (`user alice`, `ACL`).
+        subject: String,
+        /// The node's code.
+        code: ErrorCode,
+        /// The node's explanation, verbatim.
+        message: String,
+    },
 }
 
 impl AdminError {
@@ -578,7 +591,8 @@ impl AdminError {
             | Self::Group { code, .. }
             | Self::Module { code, .. }
             | Self::Transform { code, .. }
-            | Self::Cluster { code, .. } => Some(*code),
+            | Self::Cluster { code, .. }
+            | Self::Security { code, .. } => Some(*code),
             Self::Request(RequestError::Refused { code, .. }) => Some(*code),
             Self::Request(_) | Self::InvalidArgument(_) => None,
         }

@@ -150,6 +150,8 @@ pub mod partitioner;
 mod producer;
 pub mod sasl;
 
+/// SASL users and ACLs: [`Admin::create_user`], [`Admin::create_acls`] and their kin.
+pub use admin::security;
 pub use admin::{
     Admin, ClusterDescription, ClusterNodeDescription, ClusterPartitionDescription, ConfigValue,
     GroupDescription, GroupListing, GroupMemberDescription, GroupPartitionOffsets, ListedOffset,

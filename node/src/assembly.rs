@@ -85,6 +85,11 @@ pub async fn start_cluster_services<D: Disk>(
         admin: Some(Arc::clone(&node_cluster.admin)),
         node_epoch: node_cluster.node_epoch.clone(),
     });
+    // Users and ACLs are the controller's: changes go through it, the view follows the image.
+    if let Some(store) = broker.security_store() {
+        store.link_cluster(Arc::clone(&node_cluster.admin), controller.subscribe());
+        tokio::spawn(Arc::clone(store).follow_image());
+    }
     // The materializer replays the image from the controller's store first.
     tokio::spawn(Arc::clone(broker).run_materializer());
     tokio::spawn(Arc::clone(broker).run_offsets_loader());

@@ -169,6 +169,11 @@ struct WasmSection {
     batch_records_max: Option<usize>,
     idle_instances_max: Option<usize>,
     modules_max: Option<usize>,
+    compiles_concurrent_max: Option<usize>,
+    idle_instance_bytes_max: Option<usize>,
+    calls_concurrent_max: Option<usize>,
+    fetch_fuel_per_second: Option<u64>,
+    fetch_fuel_per_connection_per_second: Option<u64>,
     module_params_bytes_max: Option<usize>,
     opened_batch_bytes_max: Option<usize>,
 }
@@ -234,6 +239,7 @@ struct TlsSection {
 #[serde(deny_unknown_fields)]
 struct LimitsSection {
     connections_max: Option<usize>,
+    connections_per_address_max: Option<usize>,
     requests_in_flight_per_connection_max: Option<u32>,
     frame_bytes_max: Option<u32>,
     idle_timeout_ms: Option<u64>,
@@ -464,6 +470,15 @@ impl NodeConfig {
                 )));
             }
             transport.connections_max = value;
+        }
+        if let Some(value) = limits.connections_per_address_max {
+            let limit = crate::transport::address_limit::CONNECTIONS_PER_ADDRESS_MAX_LIMIT;
+            if value == 0 || value > limit {
+                return Err(ConfigError(format!(
+                    "{origin}: limits.connections_per_address_max must be 1..={limit}, got {value}"
+                )));
+            }
+            transport.connections_per_address_max = value;
         }
         if let Some(value) = limits.requests_in_flight_per_connection_max {
             if value == 0 {
@@ -765,6 +780,44 @@ impl NodeConfig {
         if let Some(value) = wasm.modules_max {
             limits.modules_max = positive("modules_max", value as u64)? as usize;
         }
+        if let Some(value) = wasm.compiles_concurrent_max {
+            let limit = crate::wasm::runtime::COMPILES_CONCURRENT_MAX_LIMIT;
+            if value == 0 || value > limit {
+                return Err(ConfigError(format!(
+                    "{origin}: wasm.compiles_concurrent_max must be 1..={limit}, got {value}"
+                )));
+            }
+            limits.compiles_concurrent_max = value;
+        }
+        if let Some(value) = wasm.calls_concurrent_max {
+            let limit = crate::wasm::runtime::CALLS_CONCURRENT_MAX_LIMIT;
+            if value == 0 || value > limit {
+                return Err(ConfigError(format!(
+                    "{origin}: wasm.calls_concurrent_max must be 1..={limit}, got {value}"
+                )));
+            }
+            limits.calls_concurrent_max = value;
+        }
+        let fuel_rate = |key: &str, value: u64| {
+            let limit = crate::wasm::fuel_budget::FETCH_FUEL_PER_SECOND_LIMIT;
+            if value == 0 || value > limit {
+                return Err(ConfigError(format!(
+                    "{origin}: wasm.{key} must be 1..={limit}, got {value}"
+                )));
+            }
+            Ok(value)
+        };
+        if let Some(value) = wasm.fetch_fuel_per_second {
+            limits.fetch_fuel_per_second = fuel_rate("fetch_fuel_per_second", value)?;
+        }
+        if let Some(value) = wasm.fetch_fuel_per_connection_per_second {
+            limits.fetch_fuel_per_connection_per_second =
+                fuel_rate("fetch_fuel_per_connection_per_second", value)?;
+        }
+        if let Some(value) = wasm.idle_instance_bytes_max {
+            // 0 keeps no instance warm: every call instantiates afresh.
+            limits.idle_instance_bytes_max = value;
+        }
         if let Some(value) = wasm.module_params_bytes_max {
             limits.module_params_bytes_max =
                 positive("module_params_bytes_max", value as u64)? as usize;
@@ -965,6 +1018,7 @@ disk_backend = "std"
 
 [limits]
 connections_max = 10
+connections_per_address_max = 3
 frame_bytes_max = 16777216
 fetch_bytes_max = 8388608
 in_flight_bytes_max = 536870912
@@ -996,6 +1050,7 @@ segment.bytes = 4194304
         assert_eq!(config.listen.port(), 9093);
         assert_eq!(config.disk_backend, BackendChoice::Std);
         assert_eq!(config.transport.connections_max, 10);
+        assert_eq!(config.transport.connections_per_address_max, 3);
         assert_eq!(config.transport.in_flight_bytes_max, 512 * 1024 * 1024);
         assert_eq!(
             config.transport.in_flight_bytes_per_connection_max,
@@ -1029,7 +1084,7 @@ segment.bytes = 4194304
             Some("4194304")
         );
         assert!(
-            config.topics[1].origin.contains("line 30"),
+            config.topics[1].origin.contains("line 31"),
             "{}",
             config.topics[1].origin
         );
@@ -1101,6 +1156,11 @@ segment.bytes = 4194304
 [wasm]
 fuel_per_batch = 5000
 batch_records_max = 64
+compiles_concurrent_max = 2
+calls_concurrent_max = 3
+idle_instance_bytes_max = 1048576
+fetch_fuel_per_second = 3000000000
+fetch_fuel_per_connection_per_second = 1000000000
 
 [transforms]
 breaker_error_ratio = 0.9
@@ -1122,6 +1182,14 @@ on_error = "skip"
         let config = NodeConfig::from_toml(text, "t.toml").unwrap();
         assert_eq!(config.broker.wasm.fuel_per_batch, 5000);
         assert_eq!(config.broker.wasm.batch_records_max, 64);
+        assert_eq!(config.broker.wasm.compiles_concurrent_max, 2);
+        assert_eq!(config.broker.wasm.calls_concurrent_max, 3);
+        assert_eq!(config.broker.wasm.idle_instance_bytes_max, 1024 * 1024);
+        assert_eq!(config.broker.wasm.fetch_fuel_per_second, 3_000_000_000);
+        assert_eq!(
+            config.broker.wasm.fetch_fuel_per_connection_per_second,
+            1_000_000_000
+        );
         assert_eq!(config.broker.transforms.breaker_error_ratio, 0.9);
         assert_eq!(config.modules[0].kind, PluginKind::Partitioner);
         assert_eq!(config.modules[0].params["null_key_partition"], "1");
@@ -1140,6 +1208,14 @@ on_error = "skip"
                 "wasm.fuel_per_batch must be positive",
             ),
             ("[wasm]\nfuel = 1\n", "unknown field `fuel`"),
+            (
+                "[wasm]\ncompiles_concurrent_max = 0\n",
+                "wasm.compiles_concurrent_max must be 1..=64, got 0",
+            ),
+            (
+                "[wasm]\nfetch_fuel_per_connection_per_second = 0\n",
+                "wasm.fetch_fuel_per_connection_per_second must be 1..=",
+            ),
             (
                 "[transforms]\nbreaker_error_ratio = 2.0\n",
                 "breaker_error_ratio must be within",
@@ -1200,6 +1276,10 @@ on_error = "skip"
             (
                 "[limits]\nconnections_max = 0\n".to_string(),
                 "limits.connections_max must be 1..=1000000",
+            ),
+            (
+                "[limits]\nconnections_per_address_max = 0\n".to_string(),
+                "limits.connections_per_address_max must be 1..=1000000, got 0",
             ),
             (
                 "[limits]\nrequests_in_flight_per_connection_max = 0\n".to_string(),

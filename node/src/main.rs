@@ -251,6 +251,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // bound or written.
     let listeners = client_listeners(&config);
     let anonymous = config.security.anonymous_access(&listeners)?;
+    let anonymous_allowed = anonymous.allowed();
     tracing::info!("{}", anonymous_access_summary(&anonymous, &listeners));
     // Checks that need no disk come first, so a mistake in flags or a busy port leaves no
     // data directory behind (issue 11, bug 2): TLS flags and the operator's certificate
@@ -410,6 +411,36 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
+    // SASL users, ACLs and the decoy secret (`security.json`; in a cluster the controller's).
+    let security_mode = if config.cluster.is_some() {
+        ledge_node::security::store::StoreMode::Cluster
+    } else {
+        ledge_node::security::store::StoreMode::OneNode
+    };
+    let security = match ledge_node::security::store::SecurityStore::open(
+        &config.data_dir,
+        security_mode,
+        lock.read_only,
+        ledge_node::security::acl::AuthorizerConfig {
+            super_users: config
+                .security
+                .super_users
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            ..ledge_node::security::acl::AuthorizerConfig::default()
+        },
+        ledge_node::security::records::SecurityLimits::default(),
+        random_decoy_secret()?,
+    ) {
+        Ok(store) => store,
+        Err(error) => {
+            broker.close().await;
+            return Err(error.into());
+        }
+    };
+    let security = Arc::new(security);
+    broker.set_security_store(Arc::clone(&security));
     for (topic, partition, reason) in broker.offline_partitions() {
         tracing::error!(topic, partition, reason, "partition offline");
     }
@@ -483,6 +514,26 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                     kafka.present_with_client_auth(certificate, Some(&client_auth))?;
                 }
             }
+            // SASL (issue 15): the `[security]` mechanisms, credentials from the store.
+            let sasl_settings = ledge_node::kafka::sasl::KafkaSaslSettings {
+                mechanisms: config
+                    .security
+                    .sasl_mechanisms
+                    .iter()
+                    .map(|mechanism| {
+                        ledge_node::kafka::sasl::mechanism_from_name(mechanism.name()).with_context(
+                            || format!("SASL mechanism {} is not served", mechanism.name()),
+                        )
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                allow_anonymous: anonymous_allowed,
+            };
+            let credentials: Arc<dyn ledge_node::security::credentials::CredentialLookup> =
+                Arc::clone(&security) as _;
+            kafka.sasl(Arc::new(
+                ledge_node::kafka::sasl::KafkaSasl::new(sasl_settings, credentials)
+                    .context("setting up SASL on the Kafka listener")?,
+            ));
             if let Err(error) = kafka.check() {
                 let _ = stop.send(true);
                 broker.close().await;
@@ -724,4 +775,12 @@ async fn deploy_declared_transforms<D: Disk>(
     }
     broker.transforms().reconcile(declared).await?;
     Ok(())
+}
+
+/// A fresh decoy secret for a new `security.json`, from the system's secure generator.
+fn random_decoy_secret() -> anyhow::Result<[u8; ledge_node::security::scram::DECOY_SECRET_BYTES]> {
+    let mut secret = [0u8; ledge_node::security::scram::DECOY_SECRET_BYTES];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    Ok(secret)
 }

@@ -31,6 +31,7 @@ const SASL_NOT_ON_THIS_PATH: &str =
     "SASL requests are answered by the connection's listener, not on this path";
 
 use super::Broker;
+use super::client_text::{client_text, without_paths};
 use super::cluster_view::{ClusterSource, LeaderEpochError, ReplicationError};
 use super::create_partitions::CreatePartitionsError;
 use super::fetch::FetchError;
@@ -56,6 +57,7 @@ use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, OffsetsLogError};
 use crate::replication::leader::{AcksAllError, LowWatermarkError};
 use crate::replication::manager::ReplicaRoleError;
+use crate::security::records::SecurityRefusal;
 use crate::storage::log::ProducersError;
 use crate::storage::{AppendError, DeleteError, Disk, ReadError};
 use crate::wasm::WasmError;
@@ -79,16 +81,34 @@ impl<D: Disk> Broker<D> {
     }
 
     /// Answers one request from a client connection whose identity the listener
-    /// established (`identity`: its principal and address). This is where authorization
-    /// checks belong (issue 15); until they exist, every identity is answered alike.
+    /// established (`identity`: its principal and address), a fetch's plug-in calls drawing
+    /// on `fuel` (the connection's account from
+    /// [`PluginHost::fetch_fuel_account`](super::plugins::PluginHost::fetch_fuel_account)).
+    /// This is where authorization checks belong (issue 15); until they exist, every
+    /// identity is answered alike.
     pub async fn handle_as(
         &self,
         identity: &crate::security::identity::ClientIdentity,
         client_id: &str,
         request: Request,
+        fuel: &crate::wasm::fuel_budget::FuelAccount,
     ) -> Response {
         tracing::trace!(principal = %identity.principal, host = %identity.host, api = ?request.api_key(), "request");
-        self.handle_from(client_id, request).await
+        match request {
+            Request::Fetch(fetch) => Response::Fetch(self.fetch_metered(fetch, fuel).await),
+            request => self.handle_from(client_id, request).await,
+        }
+    }
+
+    /// Answers a fetch whose plug-in calls (if it names a plug-in) draw on `fuel`, one
+    /// connection's account from [`PluginHost::fetch_fuel_account`](super::plugins::PluginHost::fetch_fuel_account)
+    /// (`handle` draws on the node's budget alone).
+    pub async fn fetch_metered(
+        &self,
+        request: ledge_protocol::wire::FetchRequest,
+        fuel: &crate::wasm::fuel_budget::FuelAccount,
+    ) -> ledge_protocol::wire::FetchResponse {
+        self.data.fetch_metered(request, fuel).await
     }
 
     /// Answers one request; `client_id` is the one its request header names (DescribeGroups
@@ -173,6 +193,24 @@ impl<D: Disk> Broker<D> {
                     auth_bytes: bytes::Bytes::new(),
                     session_lifetime_ms: 0,
                 })
+            }
+            // SASL users and ACLs (`security_admin.rs`).
+            Request::AlterUserScramCredentials(request) => Response::AlterUserScramCredentials(
+                self.alter_user_scram_credentials(request).await,
+            ),
+            Request::DescribeUserScramCredentials(request) => {
+                Response::DescribeUserScramCredentials(
+                    self.describe_user_scram_credentials(request),
+                )
+            }
+            Request::CreateAcls(request) => {
+                Response::CreateAcls(self.create_acls_request(request).await)
+            }
+            Request::DescribeAcls(request) => {
+                Response::DescribeAcls(self.describe_acls_request(request))
+            }
+            Request::DeleteAcls(request) => {
+                Response::DeleteAcls(self.delete_acls_request(request).await)
             }
             Request::CreatePartitions(request) => {
                 Response::CreatePartitions(self.create_partitions(request).await)
@@ -589,7 +627,7 @@ impl<D: Disk> Broker<D> {
             },
             Err(error) => DeployTransformResponse {
                 error: ErrorCode::from(&error),
-                message: error.to_string(),
+                message: client_text(&error),
                 version: 0,
             },
         }
@@ -607,7 +645,7 @@ impl<D: Disk> Broker<D> {
             .map(|described| match described {
                 Ok(description) => description,
                 Err(unknown) => TransformDescription {
-                    last_error: unknown.to_string(),
+                    last_error: client_text(&unknown),
                     name: unknown.name,
                     error: ErrorCode::ModuleNotFound,
                     ..TransformDescription::default()
@@ -628,7 +666,7 @@ impl<D: Disk> Broker<D> {
             },
             Err(error) => AlterTransformResponse {
                 error: ErrorCode::from(&error),
-                message: error.to_string(),
+                message: client_text(&error),
             },
         }
     }
@@ -700,7 +738,7 @@ pub(super) fn partition_metadata<D: Disk>(
                 last_compaction_ms: log.last_compaction_ms(),
                 damage: log
                     .damage()
-                    .map(|damage| damage.to_string())
+                    .map(|damage| without_paths(&damage.to_string()))
                     .unwrap_or_default(),
                 record_count: log.record_count(),
                 ..PartitionMetadata::default()
@@ -711,7 +749,7 @@ pub(super) fn partition_metadata<D: Disk>(
             error: lookup_code(&error),
             log_start_offset: -1,
             high_watermark: -1,
-            damage: error.to_string(),
+            damage: client_text(&error),
             ..PartitionMetadata::default()
         },
     }
@@ -734,7 +772,7 @@ fn partition_count_code(_: &PartitionCountError) -> ErrorCode {
 
 /// The code and message for a topic that was not created.
 pub(super) fn create_topic_wire(error: &CreateTopicError) -> (ErrorCode, String) {
-    (create_topic_code(error), error.to_string())
+    (create_topic_code(error), client_text(error))
 }
 
 fn create_topic_code(error: &CreateTopicError) -> ErrorCode {
@@ -774,13 +812,13 @@ pub(super) fn create_partitions_wire(error: &CreatePartitionsError) -> (ErrorCod
             AddPartitionsError::PartitionNotCreated(_) => ErrorCode::StorageError,
         },
     };
-    (code, error.to_string())
+    (code, client_text(error))
 }
 
 /// The code and message for a decision the controller would refuse, checked on this node
 /// (as the controller answers it once forwarded).
 pub(super) fn controller_wire(error: &ControllerError) -> (ErrorCode, String) {
-    (refusal_code(AdminRefusal::of(error)), error.to_string())
+    (refusal_code(AdminRefusal::of(error)), client_text(error))
 }
 
 /// The code and message for a topic admin request the controller did not do.
@@ -790,7 +828,7 @@ pub(super) fn admin_wire(error: &AdminError) -> (ErrorCode, String) {
         AdminError::TimedOut { .. } => ErrorCode::RequestTimedOut,
         AdminError::Failed(_) => ErrorCode::UnknownServerError,
     };
-    (code, error.to_string())
+    (code, client_text(error))
 }
 
 fn refusal_code(refusal: AdminRefusal) -> ErrorCode {
@@ -809,7 +847,20 @@ fn refusal_code(refusal: AdminRefusal) -> ErrorCode {
         AdminRefusal::ModuleNotFound | AdminRefusal::TransformNotFound => ErrorCode::ModuleNotFound,
         AdminRefusal::ModuleInUse => ErrorCode::ModuleInUse,
         AdminRefusal::InvalidRequest => ErrorCode::InvalidRequest,
+        AdminRefusal::Security(refusal) => security_refusal_code(refusal),
         AdminRefusal::Internal => ErrorCode::UnknownServerError,
+    }
+}
+
+/// The native code of a refused user or ACL change.
+pub(crate) fn security_refusal_code(refusal: SecurityRefusal) -> ErrorCode {
+    match refusal {
+        SecurityRefusal::UnacceptableCredential => ErrorCode::UnacceptableCredential,
+        SecurityRefusal::UnsupportedSaslMechanism => ErrorCode::UnsupportedSaslMechanism,
+        SecurityRefusal::ResourceNotFound => ErrorCode::ResourceNotFound,
+        SecurityRefusal::DuplicateResource => ErrorCode::DuplicateResource,
+        SecurityRefusal::LimitExceeded => ErrorCode::PolicyViolation,
+        SecurityRefusal::InvalidRequest => ErrorCode::InvalidRequest,
     }
 }
 
@@ -830,7 +881,7 @@ pub(super) fn leader_epoch_wire(error: &LeaderEpochError) -> (ErrorCode, String)
         LeaderEpochError::Fenced { .. } => ErrorCode::FencedLeaderEpoch,
         LeaderEpochError::Unknown { .. } => ErrorCode::UnknownLeaderEpoch,
     };
-    (code, error.to_string())
+    (code, client_text(error))
 }
 
 /// The code and message for a topic whose configs were not changed.
@@ -842,7 +893,7 @@ pub(super) fn alter_topic_wire(error: &AlterTopicError) -> (ErrorCode, String) {
         | AlterTopicError::ModuleReference(_) => ErrorCode::InvalidConfig,
         AlterTopicError::Record { source, .. } => metadata_code(source),
     };
-    (code, error.to_string())
+    (code, client_text(error))
 }
 
 /// The code and message for a topic that was not deleted.
@@ -853,7 +904,7 @@ pub(super) fn delete_topic_wire(error: &DeleteTopicError) -> (ErrorCode, String)
         DeleteTopicError::InUse { .. } => ErrorCode::TopicInUse,
         DeleteTopicError::Record { source, .. } => metadata_code(source),
     };
-    (code, error.to_string())
+    (code, client_text(error))
 }
 
 /// The code for a producer id that was not handed out. Every cause is `StorageError`
@@ -913,7 +964,7 @@ pub(super) fn produce_wire(error: &ProduceError) -> (ErrorCode, String) {
         ProduceError::Replication(error) => replica_role_code(error),
         ProduceError::AcksAll(error) => acks_all_code(error),
     };
-    (code, error.to_string())
+    (code, client_text(error))
 }
 
 /// The code of a produce or fetch replication refused before touching the log.
@@ -1019,7 +1070,7 @@ pub(super) fn fetch_wire(error: &FetchError) -> (ErrorCode, String) {
         FetchError::Replication(error) => replica_role_code(error),
         FetchError::OffsetNotAvailable { .. } => ErrorCode::OffsetNotAvailable,
     };
-    (code, error.to_string())
+    (code, client_text(error))
 }
 
 /// The code and message for a partition whose leader epochs or log start were not answered
@@ -1047,7 +1098,7 @@ pub(super) fn log_edge_wire(error: &LogEdgeError) -> (ErrorCode, String) {
             ErrorCode::RequestTimedOut
         }
     };
-    (code, error.to_string())
+    (code, client_text(error))
 }
 
 // The group service (`crate::groups::service`).
@@ -1207,6 +1258,7 @@ fn fetch_plugin_code(error: &FetchPluginError) -> ErrorCode {
         FetchPluginError::StoredBatch(_) => ErrorCode::CorruptMessage,
         FetchPluginError::Failed { error, .. } => wasm_error_code(error),
         FetchPluginError::RecordFailed { .. } => ErrorCode::ModuleFailed,
+        FetchPluginError::FuelSpent(_) => ErrorCode::TooManyRequests,
         FetchPluginError::Placeholder(_) | FetchPluginError::Reencode(_) => {
             ErrorCode::UnknownServerError
         }
@@ -1215,7 +1267,7 @@ fn fetch_plugin_code(error: &FetchPluginError) -> ErrorCode {
 
 /// The code and message for a module that was not uploaded or deleted.
 pub(super) fn module_wire(error: &ModuleError) -> (ErrorCode, String) {
-    (module_code(error), error.to_string())
+    (module_code(error), client_text(error))
 }
 
 fn module_code(error: &ModuleError) -> ErrorCode {
@@ -1276,5 +1328,15 @@ impl From<&AlterTransformError> for ErrorCode {
                 metadata_code(source)
             }
         }
+    }
+}
+
+/// The native code of a user or ACL change that was not made.
+pub(crate) fn security_write_code(error: &crate::security::store::SecurityWriteError) -> ErrorCode {
+    use crate::security::store::SecurityWriteError;
+    match error {
+        SecurityWriteError::Refused { refusal, .. } => security_refusal_code(*refusal),
+        SecurityWriteError::ReadOnly | SecurityWriteError::Persist => ErrorCode::StorageError,
+        SecurityWriteError::Controller(_) => ErrorCode::UnknownServerError,
     }
 }

@@ -32,6 +32,7 @@ use crate::replication::LeaderEpoch;
 use crate::replication::manager::ReplicaRoleError;
 use crate::replication::repair::LeaderDamageAction;
 use crate::storage::{Disk, PartitionLog, ReadBatches, ReadError};
+use crate::wasm::fuel_budget::FuelAccount;
 
 /// Why one partition of a fetch or list-offsets was not answered with data.
 #[derive(Debug, thiserror::Error)]
@@ -169,8 +170,34 @@ impl<D: Disk> DataPath<D> {
         })
     }
 
+    /// A fetch whose plug-in calls draw on the node's fetch fuel budget alone.
     pub(super) async fn fetch(&self, request: FetchRequest) -> FetchResponse {
-        let plugin = match self.plugins.fetch_plugin(&request.plugin).await {
+        let fuel = self.plugins.node_fetch_fuel();
+        self.fetch_metered(request, &fuel).await
+    }
+
+    /// A fetch whose plug-in calls, if it names a plug-in, draw on `fuel` (a connection's
+    /// account): refused `TooManyRequests` when it is spent before the first call, and a
+    /// partition whose call finds it spent is answered so.
+    pub(super) async fn fetch_metered(
+        &self,
+        request: FetchRequest,
+        fuel: &FuelAccount,
+    ) -> FetchResponse {
+        // Checked before the plug-in is looked up: instantiating one burns fuel too.
+        if request.plugin.is_some()
+            && let Err(spent) = fuel.admit(self.clock.now())
+        {
+            tracing::debug!(%spent, "fetch refused: plug-in fuel spent");
+            let error = FetchError::Plugin(FetchPluginError::FuelSpent(spent));
+            let (error, message) = dispatch::fetch_wire(&error);
+            return FetchResponse {
+                error,
+                message,
+                topics: Vec::new(),
+            };
+        }
+        let plugin = match self.plugins.fetch_plugin(&request.plugin, fuel).await {
             Ok(plugin) => plugin,
             Err(error) => {
                 tracing::debug!(%error, "fetch plug-in refused");
@@ -286,6 +313,7 @@ impl<D: Disk> DataPath<D> {
                                         std::mem::take(&mut response.records),
                                         wanted.partition,
                                         partition_count,
+                                        fuel,
                                     )
                                     .await
                                 {

@@ -279,7 +279,7 @@ impl<D: Disk> Broker<D> {
             },
             Err(error) => FindCoordinatorResponse {
                 error: ErrorCode::from(&error),
-                message: error.to_string(),
+                message: crate::broker::client_text::client_text(&error),
                 node_id: 0,
                 address: String::new(),
             },
@@ -454,7 +454,7 @@ impl<D: Disk> Broker<D> {
         if let Err(error) = self.check_coordinator(&request.group_id).await {
             return ConsumerGroupHeartbeatResponse {
                 error: ErrorCode::from(&error),
-                message: error.to_string(),
+                message: crate::broker::client_text::client_text(&error),
                 ..ConsumerGroupHeartbeatResponse::default()
             };
         }
@@ -470,7 +470,7 @@ impl<D: Disk> Broker<D> {
         if let Err(error) = self.check_coordinator(&request.group_id).await {
             return OffsetCommitResponse {
                 error: ErrorCode::from(&error),
-                message: error.to_string(),
+                message: crate::broker::client_text::client_text(&error),
                 topics: Vec::new(),
             };
         }
@@ -485,7 +485,7 @@ impl<D: Disk> Broker<D> {
         if let Err(error) = self.check_coordinator(&request.group_id).await {
             return OffsetFetchResponse {
                 error: ErrorCode::from(&error),
-                message: error.to_string(),
+                message: crate::broker::client_text::client_text(&error),
                 topics: Vec::new(),
             };
         }
@@ -519,7 +519,7 @@ impl<D: Disk> Broker<D> {
             .filter_map(|group_id| match refused.remove(&group_id) {
                 Some(error) => Some(DescribedGroup {
                     error: ErrorCode::from(&error),
-                    message: error.to_string(),
+                    message: crate::broker::client_text::client_text(&error),
                     group_id,
                     ..DescribedGroup::default()
                 }),
@@ -548,7 +548,7 @@ impl<D: Disk> Broker<D> {
                     .pop(),
                 Err(error) => Some(GroupResult {
                     error: ErrorCode::from(&error),
-                    message: error.to_string(),
+                    message: crate::broker::client_text::client_text(&error),
                     group_id: group_id.clone(),
                 }),
             };

@@ -320,7 +320,7 @@ impl<D: Disk> MetadataStore<D> {
                 let current: StoredMetadata =
                     serde_json::from_slice(&bytes).map_err(|error| MetadataError::Invalid {
                         path: path.clone(),
-                        message: error.to_string(),
+                        message: crate::broker::client_text::client_text(&error),
                     })?;
                 if current.version != FORMAT_VERSION {
                     return Err(MetadataError::Invalid {

@@ -25,11 +25,12 @@
 //! [`PluginHost`]: plugins::PluginHost
 //! [`TransformRunner`]: transforms::TransformRunner
 
+pub(crate) mod client_text;
 mod cluster_ops;
 pub mod cluster_view;
 pub mod create_partitions;
 mod data_path;
-mod dispatch;
+pub(crate) mod dispatch;
 mod fetch;
 pub(crate) mod groups;
 pub mod log_edges;
@@ -42,6 +43,7 @@ mod produce;
 mod producer_id_hold;
 pub mod registry;
 mod replication;
+mod security_admin;
 pub mod sequencing;
 pub mod topic_config;
 pub mod transforms;
@@ -212,6 +214,10 @@ pub struct Broker<D: Disk> {
     /// partitions. Their counts are the file's, so CreatePartitions refuses them (a count
     /// grown over the wire would make the next start refuse the file as a shrink).
     declared_topics: std::sync::Mutex<BTreeMap<String, (String, u32)>>,
+    /// SASL users, ACLs and the decoy secret (`security/store.rs`), installed by the node
+    /// once opened; unset in tests and the simulator that do not use it (the user and ACL
+    /// requests are then refused).
+    security: std::sync::OnceLock<Arc<crate::security::store::SecurityStore>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -302,6 +308,7 @@ impl<D: Disk> Broker<D> {
             transforms,
             cluster_source: std::sync::OnceLock::new(),
             declared_topics: std::sync::Mutex::new(BTreeMap::new()),
+            security: std::sync::OnceLock::new(),
         };
         if broker.topic(OFFSETS_TOPIC).is_none() {
             if read_only {
@@ -375,6 +382,16 @@ impl<D: Disk> Broker<D> {
         &self.plugins
     }
 
+    /// Installs the security store (once; a second store is ignored).
+    pub fn set_security_store(&self, store: Arc<crate::security::store::SecurityStore>) {
+        let _ = self.security.set(store);
+    }
+
+    /// The security store, once installed: credentials for SASL, the authorizer.
+    pub fn security_store(&self) -> Option<&Arc<crate::security::store::SecurityStore>> {
+        self.security.get()
+    }
+
     /// The transform runner: deploy, alter, describe, reconcile and run transforms.
     pub fn transforms(&self) -> &transforms::TransformRunner<D> {
         &self.transforms
@@ -396,6 +413,8 @@ impl<D: Disk> Broker<D> {
     }
 }
 
+#[cfg(test)]
+mod client_text_tests;
 #[cfg(test)]
 mod cluster_view_tests;
 #[cfg(test)]

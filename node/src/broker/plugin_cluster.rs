@@ -292,7 +292,7 @@ impl<D: Disk> TransformLink for BrokerLink<D> {
             Err(error) => Err(LinkError::Refused {
                 node: self.node_id,
                 code: super::dispatch::fetch_wire(&error).0,
-                message: error.to_string(),
+                message: crate::broker::client_text::client_text(&error),
             }),
         }
     }

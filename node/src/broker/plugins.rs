@@ -22,9 +22,10 @@ use super::topic_config::{ModuleNameError, validate_module_name};
 use crate::clock::Clock;
 use crate::storage::{AppendDurability, AppendError, Disk};
 use crate::wasm::batch::{
-    OpenBatchError, OpenedBatchBudget, ParamsError, apply_one_to_one, open_batch, params_list,
-    params_map,
+    MeteredRunError, OpenBatchError, OpenedBatchBudget, ParamsError, apply_one_to_one, open_batch,
+    params_list, params_map,
 };
+use crate::wasm::fuel_budget::{FetchFuel, FuelAccount, FuelExhausted};
 use crate::wasm::{
     ModuleStore, ModuleStoreError, Outcome, Plugin, PluginKind, WasmError, WasmLimits,
 };
@@ -195,6 +196,10 @@ pub enum FetchPluginError {
         /// Why.
         error: WasmError,
     },
+    /// A fuel budget of fetch plug-ins is spent (`wasm.fetch_fuel_per_second`, or the
+    /// connection's share): retriable.
+    #[error(transparent)]
+    FuelSpent(FuelExhausted),
     /// The plug-in answered a record with an error.
     #[error(
         "fetch plug-in failed the record at offset {offset}: {message} (seek past it to go on)"
@@ -387,6 +392,8 @@ pub struct PluginHost<D: Disk> {
     /// By module hash, kind and parameters; starts over beyond [`PLUGIN_CACHE_MAX`].
     instantiated: Mutex<HashMap<String, Arc<Plugin>>>,
     budget: OpenedBatchBudget,
+    /// What fetch plug-ins may burn per second, node-wide and per connection.
+    fetch_fuel: FetchFuel,
     registry: Arc<TopicRegistry<D>>,
     clock: Arc<dyn Clock>,
     limits: WasmLimits,
@@ -471,6 +478,10 @@ impl<D: Disk> PluginHost<D> {
             modules,
             instantiated: Mutex::new(HashMap::new()),
             budget: OpenedBatchBudget::new(limits.opened_batch_bytes_max),
+            fetch_fuel: FetchFuel::new(
+                limits.fetch_fuel_per_second,
+                limits.fetch_fuel_per_connection_per_second,
+            ),
             registry,
             clock,
             limits,
@@ -544,6 +555,22 @@ impl<D: Disk> PluginHost<D> {
         &self.budget
     }
 
+    /// A fetch fuel account for one connection: its own share of
+    /// `wasm.fetch_fuel_per_connection_per_second`, drawing on the node's too.
+    pub fn fetch_fuel_account(&self) -> FuelAccount {
+        self.fetch_fuel.account()
+    }
+
+    /// The node-wide fetch fuel account alone (fetches not made over a client connection).
+    pub(crate) fn node_fetch_fuel(&self) -> FuelAccount {
+        self.fetch_fuel.node_only()
+    }
+
+    /// The clock plug-in budgets are kept on.
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
     fn instantiated(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Plugin>>> {
         self.instantiated
             .lock()
@@ -556,6 +583,17 @@ impl<D: Disk> PluginHost<D> {
         module: &StoredModule,
         params: BTreeMap<String, String>,
     ) -> Result<Arc<Plugin>, PluginError> {
+        self.plugin_metered(module, params, None).await
+    }
+
+    /// [`plugin`](Self::plugin); instantiating it (a cache miss) is charged to `fuel`, if
+    /// given, for the fuel `ledge_init` burned (all of its budget if it ran out).
+    async fn plugin_metered(
+        &self,
+        module: &StoredModule,
+        params: BTreeMap<String, String>,
+        fuel: Option<&FuelAccount>,
+    ) -> Result<Arc<Plugin>, PluginError> {
         let key = format!(
             "{}/{}/{}",
             module.hash,
@@ -565,20 +603,38 @@ impl<D: Disk> PluginHost<D> {
         if let Some(plugin) = self.instantiated().get(&key) {
             return Ok(Arc::clone(plugin));
         }
-        let compiled = self.modules.get(&module.hash, module.kind).await?;
-        let engine = self.modules.engine().clone();
-        let params: Vec<(String, String)> = params.into_iter().collect();
-        let executor = engine.executor();
-        let plugin = executor
-            .run(move || Plugin::new(&engine, compiled, params))
-            .await??;
-        let plugin = Arc::new(plugin);
+        let made = self.instantiate(module, params).await;
+        if let Some(fuel) = fuel {
+            let burned = match &made {
+                Ok(plugin) => plugin.init_fuel_used(),
+                Err(PluginError::Instantiate(WasmError::OutOfFuel(budget))) => *budget,
+                Err(_) => 0,
+            };
+            fuel.charge(self.clock.now(), burned);
+        }
+        let plugin = made?;
         let mut cache = self.instantiated();
         if cache.len() >= PLUGIN_CACHE_MAX {
             cache.clear();
         }
         cache.insert(key, Arc::clone(&plugin));
         Ok(plugin)
+    }
+
+    /// Instantiates `module` with `params` on the plug-in executor (not cached).
+    async fn instantiate(
+        &self,
+        module: &StoredModule,
+        params: BTreeMap<String, String>,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        let compiled = self.modules.get(&module.hash, module.kind).await?;
+        let engine = self.modules.engine().clone();
+        let params: Vec<(String, String)> = params.into_iter().collect();
+        let caller = engine.clone();
+        let plugin = caller
+            .run_call(move || Plugin::new(&engine, compiled, params))
+            .await??;
+        Ok(Arc::new(plugin))
     }
 
     /// The named module, with its default parameters overridden by `overrides`, as a
@@ -589,6 +645,19 @@ impl<D: Disk> PluginHost<D> {
         overrides: BTreeMap<String, String>,
         kinds: &'static [PluginKind],
         purpose: &'static str,
+    ) -> Result<Arc<Plugin>, NamedPluginError> {
+        self.named_plugin_metered(name, overrides, kinds, purpose, None)
+            .await
+    }
+
+    /// [`named_plugin`](Self::named_plugin), instantiating it charged to `fuel`.
+    async fn named_plugin_metered(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        kinds: &'static [PluginKind],
+        purpose: &'static str,
+        fuel: Option<&FuelAccount>,
     ) -> Result<Arc<Plugin>, NamedPluginError> {
         let module =
             self.registry
@@ -607,7 +676,7 @@ impl<D: Disk> PluginHost<D> {
         }
         let mut params = module.params.clone();
         params.extend(overrides);
-        Ok(self.plugin(&module, params).await?)
+        Ok(self.plugin_metered(&module, params, fuel).await?)
     }
 
     /// Stores `bytes` as the module `name` (the config file's `[[module]]`); unchanged
@@ -804,12 +873,14 @@ impl<D: Disk> PluginHost<D> {
 
     /// Runs a fetch plug-in over the batches read from one partition; dropped records
     /// leave offset gaps (empty batches where a whole batch went), so positions advance.
+    /// Each plug-in call is admitted by `fuel` first and charged what it burned.
     pub(crate) async fn apply_fetch_plugin(
         &self,
         plugin: &Arc<Plugin>,
         bytes: Bytes,
         partition: u32,
         partition_count: u32,
+        fuel: &FuelAccount,
     ) -> Result<Bytes, FetchPluginError> {
         let mut out = BytesMut::with_capacity(bytes.len());
         for item in BatchIter::new(&bytes) {
@@ -832,12 +903,22 @@ impl<D: Disk> PluginHost<D> {
                     continue;
                 }
             };
+            let meter = Some((fuel, self.clock()));
             let outcomes = opened
-                .run(plugin, 0..opened.records.len(), partition, partition_count)
+                .run_metered(
+                    plugin,
+                    0..opened.records.len(),
+                    partition,
+                    partition_count,
+                    meter,
+                )
                 .await
-                .map_err(|error| FetchPluginError::Failed {
-                    base_offset: header.base_offset,
-                    error,
+                .map_err(|error| match error {
+                    MeteredRunError::Wasm(error) => FetchPluginError::Failed {
+                        base_offset: header.base_offset,
+                        error,
+                    },
+                    MeteredRunError::Budget(error) => FetchPluginError::FuelSpent(error),
                 })?;
             if outcomes.iter().all(|outcome| *outcome == Outcome::Keep) {
                 out.extend_from_slice(raw);
@@ -857,21 +938,24 @@ impl<D: Disk> PluginHost<D> {
         Ok(out.freeze())
     }
 
-    /// The fetch plug-in a request names, if any.
+    /// The fetch plug-in a request names, if any; instantiating it (parameters not seen
+    /// before: `ledge_init` runs) is charged to `fuel`.
     pub(crate) async fn fetch_plugin(
         &self,
         plugin: &Option<PluginRef>,
+        fuel: &FuelAccount,
     ) -> Result<Option<Arc<Plugin>>, FetchPluginError> {
         let Some(plugin) = plugin else {
             return Ok(None);
         };
         let overrides = params_map(&plugin.params).map_err(FetchPluginError::Params)?;
         Ok(Some(
-            self.named_plugin(
+            self.named_plugin_metered(
                 &plugin.module,
                 overrides,
                 &[PluginKind::Filter, PluginKind::Map, PluginKind::FilterMap],
                 "a fetch",
+                Some(fuel),
             )
             .await?,
         ))

@@ -1566,3 +1566,169 @@ fn dropping_the_broker_ends_its_transform_tasks_and_releases_their_handles() {
         );
     });
 }
+
+/// A fetch of partition 0 of `topic` from offset 0 through `plugin`, its plug-in calls
+/// drawing on `fuel` (as a QUIC connection's fetches do).
+async fn fetch_metered(
+    broker: &Broker<SimDisk>,
+    topic: &str,
+    plugin: Option<PluginRef>,
+    fuel: &crate::wasm::fuel_budget::FuelAccount,
+) -> FetchResponse {
+    let request = FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            name: topic.into(),
+            partitions: vec![FetchPartition {
+                current_leader_epoch: None,
+                partition: 0,
+                fetch_offset: 0,
+                partition_max_bytes: 1 << 20,
+            }],
+        }],
+        plugin,
+    };
+    broker.fetch_metered(request, fuel).await
+}
+
+// Goal: fetches naming a looping plug-in cannot burn more than their connection's share of
+// fuel a second (wasm.fetch_fuel_per_connection_per_second), nor all connections together
+// more than the node's (wasm.fetch_fuel_per_second); once spent, a fetch naming a plug-in is
+// answered TooManyRequests (retriable) naming the key, fetches without one are served, and
+// the budget comes back with time (issue 15: 8 fetches with a looping plug-in burned 6.3
+// CPU-seconds in 4.9 s). Method: each call of the looping plug-in burns exactly its fuel
+// (5M); a manual clock, so no fuel comes back until the test moves time; plug-in work runs
+// inline.
+#[test]
+fn fetch_plugins_spend_at_most_their_fuel_budgets() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(41);
+        let mut limited = config();
+        limited.plugin_executor = crate::wasm::PluginExecutor::Inline;
+        limited.wasm.batch_records_max = 1;
+        limited.wasm.fetch_fuel_per_second = 12_000_000;
+        limited.wasm.fetch_fuel_per_connection_per_second = 8_000_000;
+        let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
+        let broker = Broker::open(disk.clone(), Path::new(DATA), limited, clock.clone())
+            .await
+            .unwrap();
+        create(&broker, "t", 1, &[]).await;
+        produce(&broker, "t", 0, values(&numbered(0, 1))).await;
+        let uploaded = broker
+            .upload_module(UploadModuleRequest {
+                name: "spin".into(),
+                kind: crate::wasm::PluginKind::Filter,
+                module: Bytes::from(
+                    Wat {
+                        before: "(loop $spin (br $spin))",
+                        ..Wat::default()
+                    }
+                    .module(),
+                ),
+                params: vec![],
+            })
+            .await;
+        assert_eq!(uploaded.error, ErrorCode::None, "{}", uploaded.message);
+        let greedy = broker.plugins().fetch_fuel_account();
+        let other = broker.plugins().fetch_fuel_account();
+        let ran_out = |response: &FetchResponse| {
+            response.error == ErrorCode::None
+                && response.topics[0].partitions[0].error == ErrorCode::ModuleFailed
+        };
+        let refused = |response: &FetchResponse, key: &str| {
+            response.error == ErrorCode::TooManyRequests && response.message.contains(key)
+        };
+        // 8M for the connection: two calls of 5M start (the second goes 2M into debt).
+        for _ in 0..2 {
+            let response = fetch_metered(&broker, "t", named("spin"), &greedy).await;
+            assert!(ran_out(&response), "{response:?}");
+        }
+        let response = fetch_metered(&broker, "t", named("spin"), &greedy).await;
+        assert!(
+            refused(&response, "wasm.fetch_fuel_per_connection_per_second"),
+            "{response:?}"
+        );
+        // Another connection has its own share, but the node's 12M are spent after its first.
+        let response = fetch_metered(&broker, "t", named("spin"), &other).await;
+        assert!(ran_out(&response), "{response:?}");
+        let response = fetch_metered(&broker, "t", named("spin"), &other).await;
+        assert!(
+            refused(&response, "wasm.fetch_fuel_per_second"),
+            "{response:?}"
+        );
+        // A fetch without a plug-in spends no fuel and is served.
+        let plain = fetch_metered(&broker, "t", None, &greedy).await;
+        assert_eq!(plain.error, ErrorCode::None, "{}", plain.message);
+        assert!(!plain.topics[0].partitions[0].records.is_empty());
+        // A second later both budgets have refilled enough to start a call again.
+        clock.advance_ms(1000);
+        let response = fetch_metered(&broker, "t", named("spin"), &greedy).await;
+        assert!(ran_out(&response), "{response:?}");
+        broker.close().await;
+    });
+}
+
+// Goal: instantiating a fetch plug-in for parameters not seen before (its `ledge_init` runs)
+// is charged to the fetch fuel budget too, so a client cannot burn CPU by asking for a
+// plug-in with new parameters each time. Method: a module whose init loops whenever it is
+// given parameters; each fetch names new ones and burns its whole init budget (5M) until the
+// connection's 8M are spent.
+#[test]
+fn instantiating_fetch_plugins_spends_the_fuel_budget() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(42);
+        let mut limited = config();
+        limited.plugin_executor = crate::wasm::PluginExecutor::Inline;
+        limited.wasm.fetch_fuel_per_second = 1_000_000_000;
+        limited.wasm.fetch_fuel_per_connection_per_second = 8_000_000;
+        let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
+        let broker = Broker::open(disk.clone(), Path::new(DATA), limited, clock.clone())
+            .await
+            .unwrap();
+        create(&broker, "t", 1, &[]).await;
+        produce(&broker, "t", 0, values(&numbered(0, 1))).await;
+        let uploaded = broker
+            .upload_module(UploadModuleRequest {
+                name: "slow-init".into(),
+                kind: crate::wasm::PluginKind::Filter,
+                module: Bytes::from(
+                    Wat {
+                        // No parameters encode to a few bytes; any parameter to more.
+                        init: "(if (i32.gt_u (local.get $l) (i32.const 8)) (then (loop $spin (br $spin)))) (i32.store8 (i32.const 0) (i32.const 0)) (i64.const 1)",
+                        ..Wat::default()
+                    }
+                    .module(),
+                ),
+                params: vec![],
+            })
+            .await;
+        assert_eq!(uploaded.error, ErrorCode::None, "{}", uploaded.message);
+        let account = broker.plugins().fetch_fuel_account();
+        let with_params = |value: usize| {
+            Some(PluginRef {
+                module: "slow-init".into(),
+                params: vec![PluginParam {
+                    key: "k".into(),
+                    value: value.to_string(),
+                }],
+            })
+        };
+        for value in 0..2 {
+            let response = fetch_metered(&broker, "t", with_params(value), &account).await;
+            assert_ne!(response.error, ErrorCode::None, "init ran out of fuel");
+            assert_ne!(response.error, ErrorCode::TooManyRequests, "{response:?}");
+        }
+        let response = fetch_metered(&broker, "t", with_params(2), &account).await;
+        assert_eq!(response.error, ErrorCode::TooManyRequests, "{response:?}");
+        assert!(
+            response
+                .message
+                .contains("wasm.fetch_fuel_per_connection_per_second"),
+            "{}",
+            response.message
+        );
+        broker.close().await;
+    });
+}

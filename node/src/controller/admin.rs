@@ -140,6 +140,28 @@ pub enum AdminRequest {
         /// The name.
         name: String,
     },
+    /// Change one SASL user's SCRAM credentials (issue 15; `security/records.rs`).
+    AlterUser {
+        /// The user name.
+        user: String,
+        /// The change.
+        alteration: crate::security::records::UserAlteration,
+    },
+    /// Add ACL bindings (validated by the forwarding node; checked again), all or none.
+    CreateAcls {
+        /// The bindings.
+        bindings: Vec<crate::security::acl::AclBinding>,
+    },
+    /// Remove ACL bindings (those of them still there).
+    DeleteAcls {
+        /// The bindings.
+        bindings: Vec<crate::security::acl::AclBinding>,
+    },
+    /// Set the cluster's decoy secret if it has none (the first one offered is kept).
+    SetDecoySecret {
+        /// A node's secret.
+        secret: crate::security::records::DecoySecret,
+    },
 }
 
 /// The most producer ids one AllocateProducerIds may ask for: a peer's body must not use up
@@ -163,7 +185,11 @@ impl AdminRequest {
             | Self::PutModule { .. }
             | Self::DeleteModule { .. }
             | Self::PutTransform { .. }
-            | Self::DeleteTransform { .. } => None,
+            | Self::DeleteTransform { .. }
+            | Self::AlterUser { .. }
+            | Self::CreateAcls { .. }
+            | Self::DeleteAcls { .. }
+            | Self::SetDecoySecret { .. } => None,
         }
     }
 
@@ -190,6 +216,11 @@ impl AdminRequest {
             Self::PutTransform { name, .. } | Self::DeleteTransform { name } => {
                 format!("transform {name:?}")
             }
+            Self::AlterUser { user, .. } => format!("user {user:?}"),
+            Self::CreateAcls { bindings } | Self::DeleteAcls { bindings } => {
+                format!("{} ACL(s)", bindings.len())
+            }
+            Self::SetDecoySecret { .. } => "the decoy secret".to_owned(),
         }
     }
 }
@@ -226,6 +257,8 @@ pub enum AdminRefusal {
     /// A request no controller can do (a producer id block of 0 or too many ids; a module
     /// or transform request that cannot be recorded as asked).
     InvalidRequest,
+    /// A user or ACL change refused (issue 15): the kind says which Kafka error.
+    Security(crate::security::records::SecurityRefusal),
     /// Anything else (a bug in a decision; the message says what).
     Internal,
 }
@@ -247,6 +280,7 @@ impl AdminRefusal {
             ControllerError::ModuleInUse(_) => Self::ModuleInUse,
             ControllerError::TransformNotFound(_) => Self::TransformNotFound,
             ControllerError::InvalidPluginRequest(_) => Self::InvalidRequest,
+            ControllerError::Security { refusal, .. } => Self::Security(*refusal),
             _ => Self::Internal,
         }
     }
@@ -539,6 +573,42 @@ pub async fn execute(
                 .decide(|logic, image| {
                     logic
                         .delete_transform(image, name)
+                        .map(|records| (records, ()))
+                })
+                .await?;
+        }
+        AdminRequest::AlterUser { user, alteration } => {
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .alter_user(image, user, alteration)
+                        .map(|records| (records, ()))
+                })
+                .await?;
+        }
+        AdminRequest::CreateAcls { bindings } => {
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .create_acls(image, bindings)
+                        .map(|records| (records, ()))
+                })
+                .await?;
+        }
+        AdminRequest::DeleteAcls { bindings } => {
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .delete_acls(image, bindings)
+                        .map(|records| (records, ()))
+                })
+                .await?;
+        }
+        AdminRequest::SetDecoySecret { secret } => {
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .set_decoy_secret(image, secret)
                         .map(|records| (records, ()))
                 })
                 .await?;

@@ -206,6 +206,14 @@ pub enum ControllerError {
     /// version another deploy took first).
     #[error("{0}")]
     InvalidPluginRequest(String),
+    /// A user or ACL change refused (issue 15, `decisions/security.rs`).
+    #[error("{message}")]
+    Security {
+        /// The kind, for the wire code.
+        refusal: crate::security::records::SecurityRefusal,
+        /// Why, in one line (never a secret).
+        message: String,
+    },
     /// The decision's records do not apply (a bug in the decision, reported, not applied).
     #[error("records refused by the image: {0}")]
     Refused(#[from] ApplyError),
@@ -234,6 +242,7 @@ impl ControllerError {
             Self::ModuleInUse(_) => "MODULE_IN_USE",
             Self::TransformNotFound(_) => "TRANSFORM_NOT_FOUND",
             Self::InvalidPluginRequest(_) => "INVALID_REQUEST",
+            Self::Security { refusal, .. } => refusal.kafka_name(),
             Self::Refused(_) => "UNKNOWN_SERVER_ERROR",
         }
     }
@@ -1427,6 +1436,7 @@ pub(super) fn elect(
 }
 
 mod plugins;
+mod security;
 
 #[cfg(test)]
 mod tests;

@@ -74,6 +74,10 @@ pub struct MetadataImage {
     /// (`serde(default)`: snapshots written before reassignment read as none.)
     #[serde(default)]
     pub reassignments: Vec<PartitionReassignment>,
+    /// SCRAM users, ACL bindings and the cluster's decoy secret (issue 15).
+    /// (`serde(default)`: snapshots written before the security store read as empty.)
+    #[serde(default)]
+    pub security: crate::security::records::SecurityData,
 }
 
 /// A partition moving to other replicas: while it lasts, the partition's replicas are
@@ -121,6 +125,7 @@ impl Default for MetadataImage {
             modules: BTreeMap::new(),
             transforms: BTreeMap::new(),
             reassignments: Vec::new(),
+            security: crate::security::records::SecurityData::default(),
         }
     }
 }
@@ -225,6 +230,12 @@ pub enum ApplyError {
         expected: i64,
         /// The first id of the block.
         given: i64,
+    },
+    /// A security record that does not fit the users, ACLs or decoy secret.
+    #[error("security: {reason}")]
+    Security {
+        /// Why.
+        reason: String,
     },
     /// No module or transform of that name.
     #[error("unknown {kind} {name:?}")]
@@ -552,6 +563,13 @@ impl MetadataImage {
                     kind: "transform".to_owned(),
                     name: name.clone(),
                 }),
+            MetadataRecord::Security(record) => {
+                self.security
+                    .apply(record)
+                    .map_err(|error| ApplyError::Security {
+                        reason: error.to_string(),
+                    })
+            }
         }
     }
 

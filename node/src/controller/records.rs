@@ -240,4 +240,6 @@ pub enum MetadataRecord {
         /// Its current epoch (the one being removed).
         node_epoch: NodeEpoch,
     },
+    /// A change to the SCRAM users, ACLs or decoy secret (issue 15; `security/records.rs`).
+    Security(crate::security::records::SecurityRecord),
 }

@@ -424,7 +424,7 @@ impl GroupService {
         if let Some(refusal) = transform_group_refusal(&request.group_id) {
             return ConsumerGroupHeartbeatResponse {
                 error: ErrorCode::from(&refusal),
-                message: refusal.to_string(),
+                message: crate::broker::client_text::client_text(&refusal),
                 ..ConsumerGroupHeartbeatResponse::default()
             };
         }
@@ -434,7 +434,7 @@ impl GroupService {
         {
             return ConsumerGroupHeartbeatResponse {
                 error: ErrorCode::from(&refusal),
-                message: refusal.to_string(),
+                message: crate::broker::client_text::client_text(&refusal),
                 ..ConsumerGroupHeartbeatResponse::default()
             };
         }
@@ -481,7 +481,7 @@ impl GroupService {
             },
             Err(error) => ConsumerGroupHeartbeatResponse {
                 error: ErrorCode::from(&error),
-                message: error.to_string(),
+                message: crate::broker::client_text::client_text(&error),
                 ..ConsumerGroupHeartbeatResponse::default()
             },
         }
@@ -521,7 +521,7 @@ impl GroupService {
             }
             Err(error) => OffsetCommitResponse {
                 error: ErrorCode::from(&error),
-                message: error.to_string(),
+                message: crate::broker::client_text::client_text(&error),
                 topics: Vec::new(),
             },
         }
@@ -817,7 +817,7 @@ impl GroupService {
                 None => {
                     let error = GroupServiceError::NotFound(group_id.clone());
                     DescribedGroup {
-                        message: error.to_string(),
+                        message: crate::broker::client_text::client_text(&error),
                         group_id,
                         error: ErrorCode::from(&error),
                         ..DescribedGroup::default()
@@ -849,7 +849,7 @@ impl GroupService {
                 Err(error) => GroupResult {
                     group_id,
                     error: ErrorCode::from(&error),
-                    message: error.to_string(),
+                    message: crate::broker::client_text::client_text(&error),
                 },
             });
         }

@@ -170,6 +170,15 @@ kafka_apis! {
     // outside one (ILLEGAL_SASL_STATE, as Kafka's KafkaApis).
     SaslHandshake: SaslHandshakeRequest, SaslHandshakeResponse, 0..=1;
     SaslAuthenticate: SaslAuthenticateRequest, SaslAuthenticateResponse, 0..=2;
+    // SCRAM users and ACLs (handlers/security.rs). ACL v0 is below kafka-protocol's floor.
+    DescribeAcls: DescribeAclsRequest, DescribeAclsResponse, 1..=3;
+    CreateAcls: CreateAclsRequest, CreateAclsResponse, 1..=3;
+    DeleteAcls: DeleteAclsRequest, DeleteAclsResponse, 1..=3;
+    DescribeUserScramCredentials: DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse, 0..=0;
+    AlterUserScramCredentials: AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, 0..=0;
+    // No client quotas exist yet: answered with none, so `kafka-configs --describe
+    // --entity-type users` (which asks for quotas first) shows the SCRAM credentials.
+    DescribeClientQuotas: DescribeClientQuotasRequest, DescribeClientQuotasResponse, 0..=1;
 }
 
 /// The served range of `api`, if it is served.

@@ -174,7 +174,7 @@ pub async fn consumer_group_heartbeat<D: Disk>(
         Ok(service) => service,
         Err(error) => {
             response.error_code = coordinator_code(&error);
-            response.error_message = Some(text(error.to_string()));
+            response.error_message = Some(text(crate::broker::client_text::client_text(&error)));
             return response;
         }
     };
@@ -227,7 +227,7 @@ pub async fn consumer_group_heartbeat<D: Disk>(
         }
         Err(error) => {
             response.error_code = heartbeat_code(&error);
-            response.error_message = Some(text(error.to_string()));
+            response.error_message = Some(text(crate::broker::client_text::client_text(&error)));
         }
     }
     response
@@ -250,7 +250,8 @@ pub async fn consumer_group_describe<D: Disk>(
             Ok(service) => service,
             Err(error) => {
                 described.error_code = coordinator_code(&error);
-                described.error_message = Some(text(error.to_string()));
+                described.error_message =
+                    Some(text(crate::broker::client_text::client_text(&error)));
                 response.groups.push(described);
                 continue;
             }

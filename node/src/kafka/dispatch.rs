@@ -235,6 +235,29 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::SaslAuthenticate(_) => {
                 KafkaResponse::SaslAuthenticate(sasl::authenticate_outside_exchange())
             }
+            // SCRAM users and ACLs (handlers/security.rs).
+            KafkaRequest::DescribeAcls(request) => KafkaResponse::DescribeAcls(
+                handlers::security::describe_acls(broker, request).await,
+            ),
+            KafkaRequest::CreateAcls(request) => {
+                KafkaResponse::CreateAcls(handlers::security::create_acls(broker, request).await)
+            }
+            KafkaRequest::DeleteAcls(request) => {
+                KafkaResponse::DeleteAcls(handlers::security::delete_acls(broker, request).await)
+            }
+            KafkaRequest::DescribeUserScramCredentials(request) => {
+                KafkaResponse::DescribeUserScramCredentials(
+                    handlers::security::describe_user_scram_credentials(broker, request).await,
+                )
+            }
+            KafkaRequest::DescribeClientQuotas(_) => {
+                KafkaResponse::DescribeClientQuotas(handlers::security::describe_client_quotas())
+            }
+            KafkaRequest::AlterUserScramCredentials(request) => {
+                KafkaResponse::AlterUserScramCredentials(
+                    handlers::security::alter_user_scram_credentials(broker, request).await,
+                )
+            }
         })
     }
 }

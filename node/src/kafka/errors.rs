@@ -70,6 +70,11 @@ pub fn kafka_code(code: ErrorCode) -> i16 {
             ResponseError::PolicyViolation
         }
         ErrorCode::InvalidTimestamp => ResponseError::InvalidTimestamp,
+        ErrorCode::UnacceptableCredential => ResponseError::UnacceptableCredential,
+        ErrorCode::UnsupportedSaslMechanism => ResponseError::UnsupportedSaslMechanism,
+        ErrorCode::ResourceNotFound => ResponseError::ResourceNotFound,
+        ErrorCode::DuplicateResource => ResponseError::DuplicateResource,
+        ErrorCode::PolicyViolation => ResponseError::PolicyViolation,
         ErrorCode::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
         ErrorCode::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
         ErrorCode::NotEnoughReplicas => ResponseError::NotEnoughReplicas,

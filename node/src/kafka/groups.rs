@@ -643,7 +643,8 @@ pub async fn find_coordinator<D: Disk>(
                 }
                 Err(error) => {
                     answer.error_code = coordinator_code(&error);
-                    answer.error_message = Some(text(error.to_string()));
+                    answer.error_message =
+                        Some(text(crate::broker::client_text::client_text(&error)));
                     answer.node_id = BrokerId(-1);
                     answer.port = -1;
                 }
@@ -715,7 +716,8 @@ pub async fn describe_groups<D: Disk>(
             Err(error) => {
                 described.error_code = coordinator_code(&error);
                 if version >= 6 {
-                    described.error_message = Some(text(error.to_string()));
+                    described.error_message =
+                        Some(text(crate::broker::client_text::client_text(&error)));
                 }
             }
             Ok(service) => fill_described(&mut described, service, group_id.0.as_str(), version),

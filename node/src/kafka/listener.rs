@@ -1,9 +1,9 @@
 //! The Kafka listener's TCP sockets and accept loop: the plaintext socket (`kafka.listen`,
 //! unless `"off"`) and, when configured, the TLS socket (`kafka.tls_listen`, presenting the
 //! certificate the QUIC listener presents); at least one of the two. Both share one limit
-//! of `kafka.connections_max` connections and
-//! one bytes-in-flight budget; each connection gets one
-//! [`connection`](super::connection) driver. A TLS connection holds its slot during the
+//! of `kafka.connections_max` connections, one of `kafka.connections_per_address_max` per
+//! client IP address ([`crate::transport::address_limit`]), and one bytes-in-flight
+//! budget; each connection gets one [`connection`](super::connection) driver. A TLS connection holds its slot during the
 //! handshake, which must finish within `kafka.tls_handshake_timeout_ms`, and is closed
 //! after `kafka.connections_max_idle_ms` without a request.
 //!
@@ -25,6 +25,9 @@ use super::sasl::KafkaSasl;
 use crate::broker::Broker;
 use crate::security::identity::ClientIdentity;
 use crate::storage::Disk;
+use crate::transport::address_limit::{
+    AddressLimit, AddressPermit, REFUSAL_LOG_INTERVAL, RefusalLog, address_key,
+};
 use crate::transport::budget::{ConnectionBudget, InFlightBudget};
 use crate::transport::client_auth::ClientAuthenticator;
 use crate::transport::tls::ServerTls;
@@ -313,6 +316,9 @@ impl KafkaListener {
         let client_auth = self.client_auth;
         let sasl = self.sasl;
         let connections = Arc::new(Semaphore::new(settings.connections_max));
+        let per_address = AddressLimit::new(settings.connections_per_address_max);
+        let refused_per_address = RefusalLog::new(REFUSAL_LOG_INTERVAL);
+        let refused_node_wide = RefusalLog::new(REFUSAL_LOG_INTERVAL);
         let budget = InFlightBudget::new(
             settings.in_flight_bytes_max,
             settings.in_flight_bytes_per_connection_max,
@@ -369,14 +375,27 @@ impl KafkaListener {
                     continue;
                 }
             };
+            let address_permit = match per_address.try_acquire(address_key(remote)) {
+                Ok(permit) => permit,
+                Err(reached) => {
+                    if let Some(suppressed) = refused_per_address.admit(broker.clock().now()) {
+                        tracing::warn!(%remote, limit = reached.max, suppressed, "kafka connection closed: kafka.connections_per_address_max reached for this address");
+                    }
+                    drop(stream);
+                    continue;
+                }
+            };
             let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                tracing::warn!(%remote, limit = settings.connections_max, "kafka connection refused: kafka.connections_max reached");
+                if let Some(suppressed) = refused_node_wide.admit(broker.clock().now()) {
+                    tracing::warn!(%remote, limit = settings.connections_max, suppressed, "kafka connection refused: kafka.connections_max reached");
+                }
                 drop(stream);
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let connection = Accepted {
                 permit,
+                address_permit,
                 clock: broker.clock(),
                 budget: budget.connection(),
                 shutdown: shutdown.clone(),
@@ -447,6 +466,8 @@ impl KafkaListener {
 struct Accepted {
     /// One of `kafka.connections_max`, held until the connection ends.
     permit: OwnedSemaphorePermit,
+    /// One of `kafka.connections_per_address_max` of its address, held as long.
+    address_permit: AddressPermit,
     clock: Arc<dyn crate::clock::Clock>,
     budget: ConnectionBudget,
     shutdown: watch::Receiver<bool>,
@@ -462,7 +483,7 @@ impl Accepted {
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     {
-        let _permit = self.permit;
+        let _permits = (self.permit, self.address_permit);
         serve_connection(
             stream,
             Some(self.remote),

@@ -110,6 +110,9 @@ pub struct KafkaSettings {
     pub tls_handshake_timeout: Duration,
     /// Most open Kafka connections; more are accepted and closed at once.
     pub connections_max: usize,
+    /// Most open Kafka connections from one IP address, plaintext and TLS together
+    /// (`kafka.connections_per_address_max`, Kafka's `max.connections.per.ip`).
+    pub connections_per_address_max: usize,
     /// A connection that sends no request for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub connections_max_idle: Duration,
@@ -155,6 +158,8 @@ impl Default for KafkaSettings {
             advertised_tls_listen: None,
             tls_handshake_timeout: Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT),
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_per_address_max:
+                crate::transport::address_limit::CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
             connections_max_idle: Duration::from_millis(CONNECTIONS_MAX_IDLE_MS_DEFAULT),
             frame_bytes_max: FRAME_BYTES_MAX_DEFAULT,
             requests_in_flight_per_connection_max: REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX_DEFAULT,
@@ -229,6 +234,7 @@ pub struct KafkaSection {
     advertised_tls_listen: Option<String>,
     tls_handshake_timeout_ms: Option<u64>,
     connections_max: Option<usize>,
+    connections_per_address_max: Option<usize>,
     connections_max_idle_ms: Option<u64>,
     frame_bytes_max: Option<u32>,
     requests_in_flight_per_connection_max: Option<usize>,
@@ -296,6 +302,14 @@ impl KafkaSection {
                 value as u64,
                 1,
                 CONNECTIONS_MAX_LIMIT as u64,
+            )? as usize;
+        }
+        if let Some(value) = self.connections_per_address_max {
+            settings.connections_per_address_max = range(
+                "connections_per_address_max",
+                value as u64,
+                1,
+                crate::transport::address_limit::CONNECTIONS_PER_ADDRESS_MAX_LIMIT as u64,
             )? as usize;
         }
         if let Some(value) = self.connections_max_idle_ms {
@@ -505,6 +519,14 @@ mod settings_tests {
             Some("broker.example:19092")
         );
         assert_eq!(config.kafka.connections_max, 10);
+        assert_eq!(config.kafka.connections_per_address_max, 64);
+        assert_eq!(
+            parse("[kafka]\nconnections_per_address_max = 7\n")
+                .unwrap()
+                .kafka
+                .connections_per_address_max,
+            7
+        );
         assert_eq!(config.kafka.frame_bytes_max, 1_048_576);
         assert_eq!(config.kafka.requests_in_flight_per_connection_max, 4);
         assert_eq!(
@@ -596,6 +618,10 @@ mod settings_tests {
                 "kafka.advertised_tls_listen",
             ),
             ("[kafka]\nconnections_max = 0\n", "kafka.connections_max"),
+            (
+                "[kafka]\nconnections_per_address_max = 0\n",
+                "kafka.connections_per_address_max",
+            ),
             (
                 "[kafka]\nconnections_max_idle_ms = 0\n",
                 "kafka.connections_max_idle_ms",

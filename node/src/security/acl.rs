@@ -885,7 +885,7 @@ struct IndexedAcl {
 }
 
 /// The bindings of one resource type.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct TypeIndex {
     /// LITERAL bindings by resource name (including `*`).
     literal: BTreeMap<String, Vec<IndexedAcl>>,
@@ -900,7 +900,7 @@ struct TypeIndex {
 /// The ACLs of a node and Kafka's rules over them. Pure: the node stores the bindings
 /// ([`AclBinding`] is `serde`), feeds them in with [`Authorizer::add`] and asks
 /// [`Authorizer::authorize`] per request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Authorizer {
     super_users: BTreeSet<String>,
     allow_everyone_if_no_acl_found: bool,

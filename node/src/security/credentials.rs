@@ -2,6 +2,8 @@
 //! security store. The Kafka listener's SASL exchange (`kafka/sasl.rs`) takes a
 //! [`CredentialLookup`]; the durable store of users implements it.
 
+use std::sync::Arc;
+
 use crate::security::scram::{DecoyCredentials, ScramCredential, ScramMechanism};
 
 /// The credentials SASL authentication checks against.
@@ -11,7 +13,17 @@ pub trait CredentialLookup: Send + Sync {
 
     /// The stand-ins for names without a credential, so an exchange for an unknown user looks
     /// like one for a known user with a wrong password (see [`DecoyCredentials`]).
-    fn decoys(&self) -> &DecoyCredentials;
+    fn decoys(&self) -> Arc<DecoyCredentials>;
+}
+
+impl CredentialLookup for crate::security::store::SecurityStore {
+    fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
+        Self::scram_credential(self, user, mechanism)
+    }
+
+    fn decoys(&self) -> Arc<DecoyCredentials> {
+        self.decoy()
+    }
 }
 
 /// Credentials held in a map: a test fixture (real credentials made from real passwords, so
@@ -25,7 +37,7 @@ pub(crate) mod fixture {
     /// Users and their credentials, by name and mechanism.
     pub(crate) struct MapCredentials {
         credentials: HashMap<(String, ScramMechanism), ScramCredential>,
-        decoys: DecoyCredentials,
+        decoys: Arc<DecoyCredentials>,
     }
 
     /// Iterations of the fixture's credentials and decoys: Kafka's minimum, the cheapest.
@@ -36,11 +48,13 @@ pub(crate) mod fixture {
         pub(crate) fn new() -> Self {
             Self {
                 credentials: HashMap::new(),
-                decoys: DecoyCredentials::new(
-                    [3; crate::security::scram::DECOY_SECRET_BYTES],
-                    FIXTURE_ITERATIONS,
-                )
-                .expect("fixture iterations are in range"),
+                decoys: Arc::new(
+                    DecoyCredentials::new(
+                        [3; crate::security::scram::DECOY_SECRET_BYTES],
+                        FIXTURE_ITERATIONS,
+                    )
+                    .expect("fixture iterations are in range"),
+                ),
             }
         }
 
@@ -75,8 +89,8 @@ pub(crate) mod fixture {
             self.credentials.get(&(user.to_owned(), mechanism)).cloned()
         }
 
-        fn decoys(&self) -> &DecoyCredentials {
-            &self.decoys
+        fn decoys(&self) -> Arc<DecoyCredentials> {
+            Arc::clone(&self.decoys)
         }
     }
 }

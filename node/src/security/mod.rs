@@ -4,5 +4,7 @@ pub mod acl;
 pub mod credentials;
 pub mod identity;
 pub mod principal;
+pub mod records;
 pub mod sasl;
 pub mod scram;
+pub mod store;

@@ -184,7 +184,7 @@ impl SaslExchange {
                     let credential = credentials.scram_credential(&need.username, scram_mechanism);
                     self.username = Some(need.username);
                     scram
-                        .server_first(credential.as_ref(), credentials.decoys())
+                        .server_first(credential.as_ref(), &credentials.decoys())
                         .map(|first| ExchangeStep::Continue(Bytes::from(first)))
                         .map_err(|error| fail(error.to_string()))
                 } else {
@@ -217,7 +217,7 @@ impl SaslExchange {
                     &message,
                     credential.as_ref(),
                     ScramMechanism::Sha256,
-                    credentials.decoys(),
+                    &credentials.decoys(),
                 )
                 .map(|user| ExchangeStep::Complete {
                     reply: Bytes::new(),

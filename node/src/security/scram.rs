@@ -73,12 +73,17 @@ pub const DECOY_SECRET_BYTES: usize = 32;
 /// Kafka's SCRAM extension for delegation-token authentication (`ScramLoginModule.TOKEN_AUTH_CONFIG`).
 pub const TOKEN_AUTH_EXTENSION: &str = "tokenauth";
 
-/// A SCRAM mechanism: the hash behind HMAC, PBKDF2 and `H()`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A SCRAM mechanism: the hash behind HMAC, PBKDF2 and `H()`. Stored (`security.json`, the
+/// metadata log) by its SASL name.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum ScramMechanism {
     /// `SCRAM-SHA-256` (RFC 7677).
+    #[serde(rename = "SCRAM-SHA-256")]
     Sha256,
     /// `SCRAM-SHA-512`.
+    #[serde(rename = "SCRAM-SHA-512")]
     Sha512,
 }
 

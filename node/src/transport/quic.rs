@@ -1,7 +1,8 @@
 //! The QUIC listener: quinn + rustls (ring), ALPN `ledge/1`, one request per bidirectional
 //! stream.
 //!
-//! Limits, all configurable: connections (beyond it a connection attempt is refused),
+//! Limits, all configurable: connections, in all and from one IP address (beyond either a
+//! connection attempt is refused, [`super::address_limit`]),
 //! requests in flight per connection (QUIC's stream limit, so a client that opens thousands
 //! of streams is held back by flow control rather than served out of memory), frame size (a
 //! larger request is answered `FrameTooLarge` and its stream stopped), QUIC's receive and
@@ -23,6 +24,10 @@ use bytes::Bytes;
 use ledge_protocol::wire::{self, ApiKey, ErrorCode, Request, Response};
 use tokio::sync::{Semaphore, watch};
 
+use super::address_limit::{
+    AddressLimit, CONNECTIONS_PER_ADDRESS_MAX_DEFAULT, REFUSAL_LOG_INTERVAL, RefusalLog,
+    address_key,
+};
 use super::budget::{
     BudgetError, ConnectionBudget, IN_FLIGHT_BYTES_MAX_DEFAULT,
     IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT, InFlightBudget, Reservation,
@@ -35,6 +40,7 @@ use crate::cluster::peer::{CLOSE_PEER_REFUSED, PEER_ALPN, PeerService};
 use crate::security::identity::ClientIdentity;
 use crate::security::sasl::SaslServer;
 use crate::storage::Disk;
+use crate::wasm::fuel_budget::FuelAccount;
 
 /// QUIC application close code: the client proved no identity and this node accepts no
 /// anonymous clients (`[security] allow_anonymous = false`).
@@ -53,6 +59,9 @@ pub const AUTHENTICATION_FAILURE_CLOSE_WAIT: Duration = Duration::from_secs(2);
 pub struct TransportLimits {
     /// Most open connections.
     pub connections_max: usize,
+    /// Most open connections from one IP address (`limits.connections_per_address_max`),
+    /// counted from the first packet, as `connections_max` is.
+    pub connections_per_address_max: usize,
     /// Most requests (streams) in flight per connection.
     pub requests_in_flight_per_connection_max: u32,
     /// Largest request frame.
@@ -82,6 +91,7 @@ impl Default for TransportLimits {
     fn default() -> Self {
         Self {
             connections_max: 1024,
+            connections_per_address_max: CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
             requests_in_flight_per_connection_max: 256,
             frame_bytes_max: wire::FRAME_BYTES_MAX_DEFAULT,
             idle_timeout: Duration::from_secs(60),
@@ -212,6 +222,9 @@ impl QuicServer {
     /// period for requests in flight, and closes every connection.
     pub async fn serve<D: Disk>(self, broker: Arc<Broker<D>>, mut shutdown: watch::Receiver<bool>) {
         let connections = Arc::new(Semaphore::new(self.limits.connections_max));
+        let per_address = AddressLimit::new(self.limits.connections_per_address_max);
+        let refused_per_address = RefusalLog::new(REFUSAL_LOG_INTERVAL);
+        let refused_node_wide = RefusalLog::new(REFUSAL_LOG_INTERVAL);
         let budget = InFlightBudget::new(
             self.limits.in_flight_bytes_max,
             self.limits.in_flight_bytes_per_connection_max,
@@ -225,8 +238,21 @@ impl QuicServer {
                 _ = shutdown.wait_for(|stop| *stop) => break,
             };
             let Some(incoming) = incoming else { break };
+            let remote = incoming.remote_address();
+            let address_permit = match per_address.try_acquire(address_key(remote)) {
+                Ok(permit) => permit,
+                Err(reached) => {
+                    if let Some(suppressed) = refused_per_address.admit(broker.clock().now()) {
+                        tracing::warn!(%remote, limit = reached.max, suppressed, "connection refused: limits.connections_per_address_max reached for this address");
+                    }
+                    incoming.refuse();
+                    continue;
+                }
+            };
             let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                tracing::warn!(remote = %incoming.remote_address(), limit = self.limits.connections_max, "connection refused: connections.max reached");
+                if let Some(suppressed) = refused_node_wide.admit(broker.clock().now()) {
+                    tracing::warn!(%remote, limit = self.limits.connections_max, suppressed, "connection refused: limits.connections_max reached");
+                }
                 incoming.refuse();
                 continue;
             };
@@ -239,8 +265,7 @@ impl QuicServer {
             let client_auth = self.client_auth.clone();
             let sasl = self.sasl.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                let remote = incoming.remote_address();
+                let _permits = (permit, address_permit);
                 let connection = match incoming.await {
                     Ok(connection) => connection,
                     Err(error) => {
@@ -549,6 +574,8 @@ async fn serve_connection<D: Disk>(
     budget: ConnectionBudget,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // What this connection's fetch plug-ins may burn (wasm.fetch_fuel_per_connection_per_second).
+    let fuel = Arc::new(broker.plugins().fetch_fuel_account());
     loop {
         let stream = tokio::select! {
             stream = connection.accept_bi() => stream,
@@ -581,9 +608,19 @@ async fn serve_connection<D: Disk>(
         let budget = budget.clone();
         let auth = Arc::clone(&auth);
         let connection = connection.clone();
+        let fuel = Arc::clone(&fuel);
         tokio::spawn(async move {
-            let answered =
-                serve_stream(send, receive, &connection, &auth, &broker, &limits, &budget).await;
+            let answered = serve_stream(
+                send,
+                receive,
+                &connection,
+                &auth,
+                &broker,
+                &limits,
+                &budget,
+                &fuel,
+            )
+            .await;
             in_flight.send_modify(|count| *count -= 1);
             // The answer's bytes stay counted until the client has acknowledged them: quinn
             // holds them until then, and a client that never reads keeps them there.
@@ -609,6 +646,7 @@ async fn serve_stream<D: Disk>(
     broker: &Broker<D>,
     limits: &TransportLimits,
     budget: &ConnectionBudget,
+    fuel: &FuelAccount,
 ) -> Option<(quinn::SendStream, Reservation)> {
     let frame = match read_frame(&mut receive, limits, budget).await {
         Ok(frame) => frame,
@@ -695,10 +733,10 @@ async fn serve_stream<D: Disk>(
                 return Some((send, reservation));
             }
             let api = request.api_key();
-            let response = match broker
-                .handle_as(&identity, &header.client_id, request)
-                .await
-            {
+            let handled = broker
+                .handle_as(&identity, &header.client_id, request, fuel)
+                .await;
+            let response = match handled {
                 Response::ApiVersions(mut versions) => {
                     // The largest frame this connection can send: a frame over its share of
                     // bytes in flight is refused however large `frame_bytes_max` is.
@@ -846,7 +884,9 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::ListModules
         | ApiKey::DescribeTransforms
         | ApiKey::DescribeCluster
-        | ApiKey::ListPartitionReassignments => true,
+        | ApiKey::ListPartitionReassignments
+        | ApiKey::DescribeUserScramCredentials
+        | ApiKey::DescribeAcls => true,
         ApiKey::CreateTopics
         | ApiKey::DeleteTopics
         | ApiKey::AlterConfigs
@@ -864,6 +904,9 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::DecommissionNode
         | ApiKey::CreatePartitions
         | ApiKey::FindCoordinator
+        | ApiKey::AlterUserScramCredentials
+        | ApiKey::CreateAcls
+        | ApiKey::DeleteAcls
         | ApiKey::SaslHandshake
         | ApiKey::SaslAuthenticate => false,
     }

@@ -14,6 +14,7 @@ use ledge_protocol::{
 };
 
 use super::abi::{AbiError, record_spans};
+use super::fuel_budget::{FuelAccount, FuelExhausted};
 use super::{InputHeader, Outcome, OutputRecord, Plugin, WasmError};
 
 /// Why a stored batch could not be opened for a plug-in.
@@ -182,6 +183,25 @@ impl OpenedBatch {
         partition: u32,
         partition_count: u32,
     ) -> Result<Vec<Outcome>, WasmError> {
+        self.run_metered(plugin, range, partition, partition_count, None)
+            .await
+            .map_err(|error| match error {
+                MeteredRunError::Wasm(error) => error,
+                // Never: no meter, no budget to spend.
+                MeteredRunError::Budget(error) => WasmError::Engine(error.to_string()),
+            })
+    }
+
+    /// [`run`](Self::run), each call admitted by `meter`'s fuel account first and charged
+    /// the fuel it burned (a call that ran out of fuel burned its whole share).
+    pub(crate) async fn run_metered(
+        &self,
+        plugin: &Arc<Plugin>,
+        range: std::ops::Range<usize>,
+        partition: u32,
+        partition_count: u32,
+        meter: Option<(&FuelAccount, &dyn crate::clock::Clock)>,
+    ) -> Result<Vec<Outcome>, MeteredRunError> {
         let chunk = plugin.limits().batch_records_max.max(1);
         let mut outcomes = Vec::with_capacity(range.len());
         let mut start = range.start;
@@ -196,9 +216,22 @@ impl OpenedBatch {
                 base_offset: self.header.base_offset,
                 base_timestamp: self.header.base_timestamp,
             };
+            if let Some((account, clock)) = meter {
+                account
+                    .admit(clock.now())
+                    .map_err(MeteredRunError::Budget)?;
+            }
             let run = plugin
                 .run_on_executor(header, self.region.slice(first.0..last.1), end - start)
-                .await?;
+                .await;
+            if let Some((account, clock)) = meter {
+                match &run {
+                    Ok(run) => account.charge(clock.now(), run.fuel_used),
+                    Err(WasmError::OutOfFuel(fuel)) => account.charge(clock.now(), *fuel),
+                    Err(_) => {}
+                }
+            }
+            let run = run.map_err(MeteredRunError::Wasm)?;
             outcomes.extend(run.outcomes);
             start = end;
         }
@@ -238,6 +271,15 @@ impl OpenedBatch {
             encode_batch_with_deltas(&records, &deltas, self.header.last_offset_delta, &options)
         }
     }
+}
+
+/// Why a metered plug-in run stopped.
+#[derive(Debug)]
+pub(crate) enum MeteredRunError {
+    /// The plug-in failed.
+    Wasm(WasmError),
+    /// A fuel budget is spent: the call was not started.
+    Budget(FuelExhausted),
 }
 
 /// A module's output record as a record to encode; a missing timestamp is the input's.

@@ -3,6 +3,7 @@
 //!
 //! - [`abi`]: the byte formats between host and guest (pure).
 //! - [`batch`]: stored batches opened for a plug-in call under the node-wide budget.
+//! - [`fuel_budget`]: what fetch plug-ins may burn per second, per node and per connection.
 //! - [`executor`]: where compiles, instantiations and guest calls run (blocking pool, or
 //!   inline in the simulator).
 //! - [`runtime`]: the wasmtime engine, module checks, pooled instances, limits.
@@ -11,6 +12,7 @@
 pub mod abi;
 pub mod batch;
 pub mod executor;
+pub mod fuel_budget;
 pub mod runtime;
 pub mod store;
 

@@ -38,6 +38,28 @@ pub struct WasmLimits {
     pub idle_instances_max: usize,
     /// Named modules the node keeps (uploads of new names are refused beyond).
     pub modules_max: usize,
+    /// Module compiles that run at once, node-wide (`wasm.compiles_concurrent_max`): a
+    /// compile cannot be interrupted (fuel meters guest code, not the compiler) and takes
+    /// about 1.4 CPU-seconds per MB of module, so uploads wait their turn for one of these
+    /// slots instead of taking every core. Each compile runs on one thread (wasmtime is
+    /// built without its parallel-compilation feature).
+    pub compiles_concurrent_max: usize,
+    /// Bytes of the linear memories of idle instances kept warm over every cached plug-in,
+    /// node-wide (`wasm.idle_instance_bytes_max`): an instance given back beyond it is
+    /// dropped rather than kept, so the plug-in cache cannot hold
+    /// plug-ins x `idle_instances_max` x `memory_bytes_max`.
+    pub idle_instance_bytes_max: usize,
+    /// Guest calls and instantiations running at once, node-wide
+    /// (`wasm.calls_concurrent_max`): each holds a thread of the blocking pool and an
+    /// instance of up to `memory_bytes_max`, so this bounds plug-ins' threads, CPU and
+    /// in-use instance memory together; further calls wait their turn.
+    pub calls_concurrent_max: usize,
+    /// Fuel fetch plug-ins may burn per second over the whole node
+    /// (`wasm.fetch_fuel_per_second`, [`super::fuel_budget`]).
+    pub fetch_fuel_per_second: u64,
+    /// Fuel one connection's fetch plug-ins may burn per second
+    /// (`wasm.fetch_fuel_per_connection_per_second`).
+    pub fetch_fuel_per_connection_per_second: u64,
     /// Bytes of parameter names and values one module or transform may have; they are kept
     /// in `metadata.json`, so this bounds what an upload can add to it.
     pub module_params_bytes_max: usize,
@@ -56,6 +78,22 @@ pub const OPENED_BATCH_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
 /// 32-bit semaphore acquisition.
 pub const OPENED_BATCH_BYTES_MAX_LIMIT: usize = u32::MAX as usize;
 
+/// Default of [`WasmLimits::compiles_concurrent_max`]: one, so uploads (each up to
+/// `module_bytes_max`, 16 MiB: about 20 CPU-seconds) take at most one core of an edge box
+/// and requests keep the others.
+pub const COMPILES_CONCURRENT_MAX_DEFAULT: usize = 1;
+/// Largest [`WasmLimits::compiles_concurrent_max`].
+pub const COMPILES_CONCURRENT_MAX_LIMIT: usize = 64;
+/// Default of [`WasmLimits::calls_concurrent_max`]: 8, a few per core of an edge box, so
+/// instances in use hold at most 512 MiB at the default `memory_bytes_max` and plug-ins
+/// never take all of tokio's blocking threads (512).
+pub const CALLS_CONCURRENT_MAX_DEFAULT: usize = 8;
+/// Largest [`WasmLimits::calls_concurrent_max`].
+pub const CALLS_CONCURRENT_MAX_LIMIT: usize = 1024;
+/// Default of [`WasmLimits::idle_instance_bytes_max`]: 256 MiB, four instances at the
+/// default `memory_bytes_max` (64 MiB); real filters use a few pages, so hundreds fit.
+pub const IDLE_INSTANCE_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
+
 impl Default for WasmLimits {
     fn default() -> Self {
         Self {
@@ -67,6 +105,12 @@ impl Default for WasmLimits {
             batch_records_max: 1024,
             idle_instances_max: 4,
             modules_max: 1024,
+            compiles_concurrent_max: COMPILES_CONCURRENT_MAX_DEFAULT,
+            idle_instance_bytes_max: IDLE_INSTANCE_BYTES_MAX_DEFAULT,
+            calls_concurrent_max: CALLS_CONCURRENT_MAX_DEFAULT,
+            fetch_fuel_per_second: super::fuel_budget::FETCH_FUEL_PER_SECOND_DEFAULT,
+            fetch_fuel_per_connection_per_second:
+                super::fuel_budget::FETCH_FUEL_PER_CONNECTION_PER_SECOND_DEFAULT,
             module_params_bytes_max: 16 * 1024,
             opened_batch_bytes_max: OPENED_BATCH_BYTES_MAX_DEFAULT,
         }
@@ -122,6 +166,13 @@ pub struct WasmEngine {
     limits: WasmLimits,
     /// Where compiles, instantiations and guest calls run.
     executor: PluginExecutor,
+    /// One permit per compile that may run at once (`compiles_concurrent_max`).
+    compile_slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per guest call or instantiation that may run at once
+    /// (`calls_concurrent_max`).
+    call_slots: Arc<tokio::sync::Semaphore>,
+    /// Bytes of linear memory held by idle pooled instances, over every plug-in.
+    idle_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for WasmEngine {
@@ -176,10 +227,19 @@ impl WasmEngine {
         let mut config = Config::new();
         config.consume_fuel(true);
         let engine = Engine::new(&config).map_err(|error| WasmError::Engine(error.to_string()))?;
+        let compile_slots = Arc::new(tokio::sync::Semaphore::new(
+            limits.compiles_concurrent_max.max(1),
+        ));
+        let call_slots = Arc::new(tokio::sync::Semaphore::new(
+            limits.calls_concurrent_max.max(1),
+        ));
         Ok(Self {
             engine,
             limits,
             executor: PluginExecutor::default(),
+            compile_slots,
+            call_slots,
+            idle_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         })
     }
 
@@ -221,6 +281,60 @@ impl WasmEngine {
             .precompile_compatibility_hash()
             .hash(&mut hasher);
         format!("{:016x}", hasher.finish())
+    }
+
+    /// [`compile`](Self::compile) on the engine's executor, once one of the
+    /// `compiles_concurrent_max` compile slots is free (a module over `module_bytes_max` is
+    /// refused at once, without waiting).
+    pub async fn compile_in_turn(
+        &self,
+        bytes: Bytes,
+        kind: PluginKind,
+    ) -> Result<(Arc<PluginModule>, Vec<u8>), WasmError> {
+        if bytes.len() > self.limits.module_bytes_max {
+            return Err(WasmError::ModuleTooLarge {
+                size: bytes.len(),
+                limit: self.limits.module_bytes_max,
+            });
+        }
+        let _slot = Arc::clone(&self.compile_slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| WasmError::Engine("compile slots closed".into()))?;
+        let engine = self.clone();
+        self.executor
+            .run(move || engine.compile(&bytes, kind))
+            .await
+            .map_err(|error| WasmError::Engine(format!("compile task failed: {error}")))?
+    }
+
+    /// Runs guest work (a call, an instantiation) on the executor once one of the
+    /// `calls_concurrent_max` call slots is free; an error only if the blocking task failed.
+    pub async fn run_call<T, F>(&self, work: F) -> Result<T, tokio::task::JoinError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        // Never closed, so the permit is always granted.
+        let _slot = Arc::clone(&self.call_slots).acquire_owned().await.ok();
+        self.executor.run(work).await
+    }
+
+    /// The call slots (`calls_concurrent_max`), for tests that hold one.
+    #[cfg(test)]
+    pub(crate) fn call_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.call_slots
+    }
+
+    /// The compile slots (`compiles_concurrent_max`), for tests that hold one.
+    #[cfg(test)]
+    pub(crate) fn compile_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.compile_slots
+    }
+
+    /// Bytes of linear memory idle pooled instances hold now, over every plug-in.
+    pub fn idle_instance_bytes(&self) -> usize {
+        self.idle_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Compiles and checks a module of `kind`: size, no imports, the ABI's exports with the
@@ -592,7 +706,43 @@ pub struct Plugin {
     module: Arc<PluginModule>,
     params: Vec<(String, String)>,
     encoded_params: Vec<u8>,
-    idle: Mutex<Vec<PluginInstance>>,
+    idle: Mutex<Vec<(PluginInstance, IdleCharge)>>,
+    /// Fuel `ledge_init` burned when the plug-in was made.
+    init_fuel_used: u64,
+}
+
+/// An idle instance's share of the engine's `idle_instance_bytes_max`, given back when the
+/// instance leaves the pool (checked out, or dropped with its plug-in).
+struct IdleCharge {
+    bytes: usize,
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl IdleCharge {
+    /// Charges `bytes` to `counter` if it stays within `max`.
+    fn take(
+        counter: &Arc<std::sync::atomic::AtomicUsize>,
+        bytes: usize,
+        max: usize,
+    ) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|total| *total <= max)
+            })
+            .ok()?;
+        Some(Self {
+            bytes,
+            counter: Arc::clone(counter),
+        })
+    }
+}
+
+impl Drop for IdleCharge {
+    fn drop(&mut self) {
+        self.counter
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -609,7 +759,7 @@ impl std::fmt::Debug for Plugin {
 pub struct BatchRun {
     /// One per input record, in order.
     pub outcomes: Vec<Outcome>,
-    /// Fuel the call burned.
+    /// Fuel the call burned (with `ledge_init`'s, when no idle instance was at hand).
     pub fuel_used: u64,
 }
 
@@ -628,10 +778,14 @@ impl Plugin {
             params,
             encoded_params,
             idle: Mutex::new(Vec::new()),
+            init_fuel_used: 0,
         };
-        let instance = plugin.fresh_instance()?;
+        let (instance, init_fuel_used) = plugin.fresh_instance()?;
         plugin.release(instance);
-        Ok(plugin)
+        Ok(Self {
+            init_fuel_used,
+            ..plugin
+        })
     }
 
     /// The module.
@@ -649,33 +803,61 @@ impl Plugin {
         &self.engine.limits
     }
 
-    fn fresh_instance(&self) -> Result<PluginInstance, WasmError> {
+    /// A new instance, initialised, with the fuel `ledge_init` burned.
+    fn fresh_instance(&self) -> Result<(PluginInstance, u64), WasmError> {
         let mut instance = PluginInstance::new(&self.engine, &self.module)?;
         instance.initialize(&self.engine, &self.encoded_params)?;
-        Ok(instance)
+        let init_fuel = instance.fuel_used();
+        Ok((instance, init_fuel))
     }
 
-    fn checkout(&self) -> Result<PluginInstance, WasmError> {
+    /// An idle instance, or a new one; with the fuel initialising it burned (0 if idle).
+    fn checkout(&self) -> Result<(PluginInstance, u64), WasmError> {
         let pooled = self
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop();
         match pooled {
-            Some(instance) => Ok(instance),
+            Some((instance, _charge)) => Ok((instance, 0)),
             None => self.fresh_instance(),
         }
     }
 
+    /// Fuel `ledge_init` burned when this plug-in was made.
+    pub fn init_fuel_used(&self) -> u64 {
+        self.init_fuel_used
+    }
+
+    /// Keeps `instance` for the next call if this plug-in keeps fewer than
+    /// `idle_instances_max` and its memory fits in the engine's `idle_instance_bytes_max`;
+    /// drops it otherwise.
     fn release(&self, mut instance: PluginInstance) {
         instance.store.data_mut().refused = false;
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if idle.len() < self.engine.limits.idle_instances_max {
-            idle.push(instance);
+        if idle.len() >= self.engine.limits.idle_instances_max {
+            return;
         }
+        let bytes = instance.memory.data_size(&instance.store);
+        let limits = &self.engine.limits;
+        if let Some(charge) = IdleCharge::take(
+            &self.engine.idle_bytes,
+            bytes,
+            limits.idle_instance_bytes_max,
+        ) {
+            idle.push((instance, charge));
+        }
+    }
+
+    /// Idle instances this plug-in keeps now.
+    pub fn idle_instances(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Runs one guest call over `record_count` records (a Kafka v2 records region, at most
@@ -690,9 +872,10 @@ impl Plugin {
             .map_err(|_| WasmError::Garbage("too many records".into()))?;
         let mut input = Vec::new();
         abi::encode_input(header, count, records, &mut input);
-        let mut instance = self.checkout()?;
+        let (mut instance, init_fuel) = self.checkout()?;
         let output = instance.process(&self.engine, &input, record_count)?;
-        let fuel_used = instance.fuel_used();
+        // A call without an idle instance also paid for initialising one.
+        let fuel_used = instance.fuel_used().saturating_add(init_fuel);
         let outcomes = abi::decode_output(
             self.module.kind,
             Bytes::from(output),
@@ -706,7 +889,7 @@ impl Plugin {
         })
     }
 
-    /// [`run`](Self::run) on the engine's [`PluginExecutor`].
+    /// [`run`](Self::run) on the engine's [`PluginExecutor`], in one of its call slots.
     pub async fn run_on_executor(
         self: &Arc<Self>,
         header: InputHeader,
@@ -714,9 +897,8 @@ impl Plugin {
         record_count: usize,
     ) -> Result<BatchRun, WasmError> {
         let plugin = Arc::clone(self);
-        let executor = self.engine.executor;
-        executor
-            .run(move || plugin.run(&header, &records, record_count))
+        self.engine
+            .run_call(move || plugin.run(&header, &records, record_count))
             .await
             .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
     }

@@ -122,13 +122,7 @@ impl<D: Disk> ModuleStore<D> {
         bytes: Bytes,
         kind: PluginKind,
     ) -> Result<Arc<PluginModule>, ModuleStoreError> {
-        let engine = self.engine.clone();
-        let input = bytes.clone();
-        let executor = engine.executor();
-        let (module, compiled) = executor
-            .run(move || engine.compile(&input, kind))
-            .await
-            .map_err(|error| WasmError::Engine(format!("compile task failed: {error}")))??;
+        let (module, compiled) = self.engine.compile_in_turn(bytes.clone(), kind).await?;
         let hash = module.hash().to_string();
         let name = format!("{hash}.wasm");
         if read_whole(&self.disk, &self.modules_dir.join(&name))

@@ -199,8 +199,19 @@ error_codes! {
     /// answered before the election: ask again shortly (Kafka's OFFSET_NOT_AVAILABLE,
     /// KIP-207).
     OffsetNotAvailable = 65, true;
+    /// A user name or SCRAM credential that cannot be stored: empty or too long a name,
+    /// iterations outside 4096..=16384, a salt or key of the wrong length (Kafka's
+    /// UNACCEPTABLE_CREDENTIAL).
+    UnacceptableCredential = 70, false;
     /// Not a SCRAM mechanism the node knows (Kafka's UNSUPPORTED_SASL_MECHANISM).
     UnsupportedSaslMechanism = 71, false;
+    /// No such user credential (Kafka's RESOURCE_NOT_FOUND).
+    ResourceNotFound = 72, false;
+    /// The same user twice in one request (Kafka's DUPLICATE_RESOURCE).
+    DuplicateResource = 73, false;
+    /// A limit on users or ACLs would be exceeded (Kafka's POLICY_VIOLATION); the message
+    /// names it.
+    PolicyViolation = 74, false;
     /// The node accepts no anonymous clients and this connection has not authenticated:
     /// authenticate first (SaslHandshake and SaslAuthenticate, or a client certificate).
     /// Only ApiVersions and the SASL requests are answered until then.

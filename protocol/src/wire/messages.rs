@@ -1399,6 +1399,226 @@ wire_struct! {
     }
 }
 
+// SASL users and ACLs (issue 15). Mechanisms travel by SASL name (`SCRAM-SHA-256`); ACL
+// fields by Kafka's codes (`AclOperation`, `AclPermissionType`, `PatternType`,
+// `ResourceType`, with Ledge's module 64 and transform 65), as CreateAcls carries them.
+
+wire_struct! {
+    /// Sets a user's credential for one mechanism. The client salts and hashes the
+    /// password (`SaltedPassword = Hi(password, salt, iterations)`, as Kafka's clients do for
+    /// AlterUserScramCredentials): the password never travels, and the node stores only
+    /// keys derived from the salted password.
+    pub struct ScramUpsertion {
+        /// The user name.
+        pub name: String,
+        /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+        pub mechanism: String,
+        /// PBKDF2 iterations, 4096..=16384.
+        pub iterations: u32,
+        /// The salt.
+        pub salt: Bytes,
+        /// `Hi(password, salt, iterations)`.
+        pub salted_password: Bytes,
+    }
+}
+
+wire_struct! {
+    /// Removes a user's credential for one mechanism.
+    pub struct ScramDeletion {
+        /// The user name.
+        pub name: String,
+        /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+        pub mechanism: String,
+    }
+}
+
+wire_struct! {
+    /// Changes SASL users: at most one change per user per request.
+    pub struct AlterUserScramCredentialsRequest {
+        /// Credentials to remove.
+        pub deletions: Vec<ScramDeletion>,
+        /// Credentials to set.
+        pub upsertions: Vec<ScramUpsertion>,
+    }
+}
+
+wire_struct! {
+    /// One user's outcome.
+    pub struct UserResult {
+        /// The user name.
+        pub name: String,
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+    }
+}
+
+wire_struct! {
+    /// Each user's outcome.
+    pub struct AlterUserScramCredentialsResponse {
+        /// One per user named in the request.
+        pub results: Vec<UserResult>,
+    }
+}
+
+wire_struct! {
+    /// Describes SASL users.
+    pub struct DescribeUserScramCredentialsRequest {
+        /// The users; empty: every user.
+        pub users: Vec<String>,
+    }
+}
+
+wire_struct! {
+    /// One credential of a user: never a key, only the mechanism and its iterations.
+    pub struct ScramCredentialInfo {
+        /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+        pub mechanism: String,
+        /// PBKDF2 iterations.
+        pub iterations: u32,
+    }
+}
+
+wire_struct! {
+    /// A user and its credentials.
+    pub struct UserScramDescription {
+        /// The user name.
+        pub name: String,
+        /// `None`, or `ResourceNotFound` for a user without credentials.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// Its credentials, by mechanism.
+        pub credentials: Vec<ScramCredentialInfo>,
+    }
+}
+
+wire_struct! {
+    /// The users asked for, sorted by name when all were asked for.
+    pub struct DescribeUserScramCredentialsResponse {
+        /// The users.
+        pub users: Vec<UserScramDescription>,
+    }
+}
+
+wire_struct! {
+    /// One ACL, with Kafka's codes.
+    pub struct AclBindingWire {
+        /// Resource type code (2 topic, 3 group, 4 cluster, 5 transactional id, 64 module,
+        /// 65 transform).
+        pub resource_type: i8,
+        /// Resource name (`kafka-cluster` for the cluster, `*` for every resource).
+        pub resource_name: String,
+        /// Pattern type code (3 literal, 4 prefixed).
+        pub pattern_type: i8,
+        /// `Type:name`, e.g. `User:alice`.
+        pub principal: String,
+        /// `*` or an IP address.
+        pub host: String,
+        /// Operation code (Kafka's `AclOperation`).
+        pub operation: i8,
+        /// Permission code (2 deny, 3 allow).
+        pub permission: i8,
+    }
+}
+
+wire_struct! {
+    /// A filter over ACLs, with Kafka's codes: 1 (ANY) in a code field and `None` in a
+    /// text field match every value; pattern type 2 (MATCH) matches the bindings that
+    /// apply to the named resource.
+    pub struct AclFilterWire {
+        /// Resource type code, or 1.
+        pub resource_type: i8,
+        /// Resource name, or `None`.
+        pub resource_name: Option<String>,
+        /// Pattern type code, 1 or 2.
+        pub pattern_type: i8,
+        /// Principal, or `None`.
+        pub principal: Option<String>,
+        /// Host, or `None`.
+        pub host: Option<String>,
+        /// Operation code, or 1.
+        pub operation: i8,
+        /// Permission code, or 1.
+        pub permission: i8,
+    }
+}
+
+wire_struct! {
+    /// Adds ACLs.
+    pub struct CreateAclsRequest {
+        /// The bindings.
+        pub bindings: Vec<AclBindingWire>,
+    }
+}
+
+wire_struct! {
+    /// One binding's outcome.
+    pub struct AclResult {
+        /// `None` on success (also when it existed already).
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+    }
+}
+
+wire_struct! {
+    /// Each binding's outcome, in request order.
+    pub struct CreateAclsResponse {
+        /// One per binding.
+        pub results: Vec<AclResult>,
+    }
+}
+
+wire_struct! {
+    /// Lists the ACLs a filter matches.
+    pub struct DescribeAclsRequest {
+        /// The filter.
+        pub filter: AclFilterWire,
+    }
+}
+
+wire_struct! {
+    /// The matching ACLs, by resource type, pattern type and name.
+    pub struct DescribeAclsResponse {
+        /// `None`, or why the filter was refused.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// The bindings.
+        pub bindings: Vec<AclBindingWire>,
+    }
+}
+
+wire_struct! {
+    /// Removes the ACLs each filter matches.
+    pub struct DeleteAclsRequest {
+        /// The filters.
+        pub filters: Vec<AclFilterWire>,
+    }
+}
+
+wire_struct! {
+    /// What one filter removed.
+    pub struct DeleteAclsResult {
+        /// `None`, or why nothing was removed.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// The bindings it removed.
+        pub bindings: Vec<AclBindingWire>,
+    }
+}
+
+wire_struct! {
+    /// Each filter's outcome, in request order.
+    pub struct DeleteAclsResponse {
+        /// One per filter.
+        pub results: Vec<DeleteAclsResult>,
+    }
+}
+
 wire_struct! {
     /// Starts SASL authentication on a connection (Kafka's SaslHandshake, v1 semantics): the
     /// mechanism the client will use. Then SaslAuthenticate requests carry the exchange.

@@ -138,6 +138,11 @@ apis! {
     AlterPartitionReassignments = 31, AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse;
     ListPartitionReassignments = 32, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse;
     DecommissionNode = 33, DecommissionNodeRequest, DecommissionNodeResponse;
+    AlterUserScramCredentials = 40, AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse;
+    DescribeUserScramCredentials = 41, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse;
+    CreateAcls = 42, CreateAclsRequest, CreateAclsResponse;
+    DescribeAcls = 43, DescribeAclsRequest, DescribeAclsResponse;
+    DeleteAcls = 44, DeleteAclsRequest, DeleteAclsResponse;
     SaslHandshake = 45, SaslHandshakeRequest, SaslHandshakeResponse;
     SaslAuthenticate = 46, SaslAuthenticateRequest, SaslAuthenticateResponse;
 }

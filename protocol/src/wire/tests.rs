@@ -7,7 +7,50 @@ use super::*;
 use crate::{OnError, PluginKind};
 
 fn samples() -> Vec<Request> {
+    let binding = AclBindingWire {
+        resource_type: 2,
+        resource_name: "orders".into(),
+        pattern_type: 3,
+        principal: "User:alice".into(),
+        host: "*".into(),
+        operation: 3,
+        permission: 3,
+    };
+    let filter = AclFilterWire {
+        resource_type: 1,
+        resource_name: Some("orders".into()),
+        pattern_type: 2,
+        principal: None,
+        host: None,
+        operation: 1,
+        permission: 1,
+    };
     vec![
+        Request::AlterUserScramCredentials(AlterUserScramCredentialsRequest {
+            deletions: vec![ScramDeletion {
+                name: "bob".into(),
+                mechanism: "SCRAM-SHA-512".into(),
+            }],
+            upsertions: vec![ScramUpsertion {
+                name: "alice".into(),
+                mechanism: "SCRAM-SHA-256".into(),
+                iterations: 8192,
+                salt: Bytes::from_static(b"salt"),
+                salted_password: Bytes::from_static(&[7; 32]),
+            }],
+        }),
+        Request::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest {
+            users: vec!["alice".into()],
+        }),
+        Request::CreateAcls(CreateAclsRequest {
+            bindings: vec![binding],
+        }),
+        Request::DescribeAcls(DescribeAclsRequest {
+            filter: filter.clone(),
+        }),
+        Request::DeleteAcls(DeleteAclsRequest {
+            filters: vec![filter],
+        }),
         Request::ApiVersions(ApiVersionsRequest {
             client_software_name: "ledge-cli".into(),
             client_software_version: "0.1".into(),

@@ -25,7 +25,9 @@ const CONNECTION: &str = "Connection options";
   ledge module upload high-value --module high_value_orders.wasm --kind filter --param threshold=1000
   ledge consume orders --from-beginning --filter high-value --param threshold=500
   ledge transform deploy high-value --module high_value_orders.wasm --kind filter --input orders
-  ledge transform describe high-value")]
+  ledge transform describe high-value
+  ledge user create alice --mechanism SCRAM-SHA-256 --password-stdin < alice.password
+  ledge acl add --allow-principal User:alice --operation Read --topic orders")]
 pub(crate) struct Cli {
     /// Node address (host:port, UDP), or a comma-separated bootstrap list of a cluster's nodes
     /// (A,B,C): the first that answers is used, and the rest of the cluster is learnt from it
@@ -43,7 +45,7 @@ pub(crate) struct Cli {
     pub(crate) insecure: bool,
 
     /// Client certificate (PEM) to present to the node, for nodes that authenticate clients
-    /// by certificate ([security] client_auth); with --key. `ledge-node cert issue` writes one
+    /// by certificate (`[security] client_auth`); with --key. `ledge-node cert issue` writes one
     #[arg(long, global = true, env = "LEDGE_CERT", value_name = "FILE", requires = "key", help_heading = CONNECTION)]
     pub(crate) cert: Option<PathBuf>,
 
@@ -108,6 +110,133 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TransformCommand,
     },
+    /// Create, list and delete SASL users (SCRAM credentials)
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Add, list and remove ACLs (kafka-acls syntax)
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserCommand {
+    /// Create a user, or set its password for one mechanism; the password is read from
+    /// standard input and never sent (only a salted hash of it is)
+    Create(UserCreateArgs),
+    /// List users with their mechanisms and iterations
+    List(ListArgs),
+    /// Delete a user's credential for one mechanism, or all of them
+    Delete(UserDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UserCreateArgs {
+    /// User name (the principal User:NAME)
+    pub(crate) name: String,
+    /// SCRAM mechanism
+    #[arg(long, value_name = "MECHANISM", default_value = "SCRAM-SHA-256", value_parser = ["SCRAM-SHA-256", "SCRAM-SHA-512"])]
+    pub(crate) mechanism: String,
+    /// Read the password from standard input (its first line)
+    #[arg(long, required = true)]
+    pub(crate) password_stdin: bool,
+    /// PBKDF2 iterations, 4096 to 16384
+    #[arg(long, default_value_t = ledge_client::security::SCRAM_ITERATIONS_DEFAULT)]
+    pub(crate) iterations: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UserDeleteArgs {
+    /// User name
+    pub(crate) name: String,
+    /// Only this mechanism's credential [default: every credential the user has]
+    #[arg(long, value_name = "MECHANISM", value_parser = ["SCRAM-SHA-256", "SCRAM-SHA-512"])]
+    pub(crate) mechanism: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AclCommand {
+    /// Add ACLs: each principal x operation x resource x host
+    Add(AclArgs),
+    /// List ACLs (all, or those the options match)
+    List(AclListArgs),
+    /// Remove the ACLs the options match
+    Remove(AclArgs),
+}
+
+/// The ACL options, as kafka-acls names them.
+#[derive(Debug, Clone, Args, Default)]
+pub(crate) struct AclArgs {
+    /// Principal allowed (Type:name, e.g. User:alice; User:* for everyone); repeatable
+    #[arg(long, value_name = "PRINCIPAL")]
+    pub(crate) allow_principal: Vec<String>,
+    /// Principal denied; repeatable
+    #[arg(long, value_name = "PRINCIPAL")]
+    pub(crate) deny_principal: Vec<String>,
+    /// Host (IP address) the ACL applies to; repeatable [default: *, every host]
+    #[arg(long, value_name = "HOST")]
+    pub(crate) host: Vec<String>,
+    /// Operation (Read, Write, Create, Delete, Alter, Describe, DescribeConfigs,
+    /// AlterConfigs, ClusterAction, IdempotentWrite, All); repeatable [default: All for add,
+    /// any for remove]
+    #[arg(long, value_name = "OPERATION")]
+    pub(crate) operation: Vec<String>,
+    /// Topic (or prefix, or *); repeatable
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) topic: Vec<String>,
+    /// Consumer group; repeatable
+    #[arg(long, value_name = "GROUP")]
+    pub(crate) group: Vec<String>,
+    /// The cluster resource (kafka-cluster)
+    #[arg(long)]
+    pub(crate) cluster: bool,
+    /// Transactional id; repeatable
+    #[arg(long, value_name = "ID")]
+    pub(crate) transactional_id: Vec<String>,
+    /// Named WASM module; repeatable
+    #[arg(long, value_name = "MODULE")]
+    pub(crate) module: Vec<String>,
+    /// Topic transform; repeatable
+    #[arg(long, value_name = "TRANSFORM")]
+    pub(crate) transform: Vec<String>,
+    /// How resource names match: literal (the name, or * for all) or prefixed
+    #[arg(long, value_name = "TYPE", default_value = "literal")]
+    pub(crate) resource_pattern_type: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AclListArgs {
+    /// Only ACLs of this principal
+    #[arg(long, value_name = "PRINCIPAL")]
+    pub(crate) principal: Option<String>,
+    /// Topic; repeatable
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) topic: Vec<String>,
+    /// Consumer group; repeatable
+    #[arg(long, value_name = "GROUP")]
+    pub(crate) group: Vec<String>,
+    /// The cluster resource
+    #[arg(long)]
+    pub(crate) cluster: bool,
+    /// Transactional id; repeatable
+    #[arg(long, value_name = "ID")]
+    pub(crate) transactional_id: Vec<String>,
+    /// Named WASM module; repeatable
+    #[arg(long, value_name = "MODULE")]
+    pub(crate) module: Vec<String>,
+    /// Topic transform; repeatable
+    #[arg(long, value_name = "TRANSFORM")]
+    pub(crate) transform: Vec<String>,
+    /// How resource names match: any (exact name, any pattern type), match (every ACL that
+    /// applies to the named resource), literal or prefixed
+    #[arg(long, value_name = "TYPE", default_value = "any")]
+    pub(crate) resource_pattern_type: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Subcommand)]

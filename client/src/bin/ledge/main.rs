@@ -12,6 +12,7 @@ mod module;
 mod operations;
 mod output;
 mod produce;
+mod security;
 mod topic;
 mod transform;
 
@@ -108,6 +109,8 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Group { command } => group::run(&client, command).await,
         Command::Module { command } => module::run(&client, command).await,
         Command::Transform { command } => transform::run(&client, command).await,
+        Command::User { command } => security::run_user(&client, command).await,
+        Command::Acl { command } => security::run_acl(&client, command).await,
     };
     client.close().await;
     result

@@ -935,7 +935,7 @@ impl<D: Disk> TransformRunner<D> {
                     .clone();
             }
         }
-        description.last_error = last_error;
+        description.last_error = crate::broker::client_text::without_paths(&last_error);
         description
     }
 

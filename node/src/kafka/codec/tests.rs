@@ -68,6 +68,16 @@ pub(crate) fn default_request(api: ApiKey) -> KafkaRequest {
         ApiKey::ConsumerGroupDescribe => KafkaRequest::ConsumerGroupDescribe(Default::default()),
         ApiKey::SaslHandshake => KafkaRequest::SaslHandshake(Default::default()),
         ApiKey::SaslAuthenticate => KafkaRequest::SaslAuthenticate(Default::default()),
+        ApiKey::DescribeAcls => KafkaRequest::DescribeAcls(Default::default()),
+        ApiKey::CreateAcls => KafkaRequest::CreateAcls(Default::default()),
+        ApiKey::DeleteAcls => KafkaRequest::DeleteAcls(Default::default()),
+        ApiKey::DescribeUserScramCredentials => {
+            KafkaRequest::DescribeUserScramCredentials(Default::default())
+        }
+        ApiKey::DescribeClientQuotas => KafkaRequest::DescribeClientQuotas(Default::default()),
+        ApiKey::AlterUserScramCredentials => {
+            KafkaRequest::AlterUserScramCredentials(Default::default())
+        }
         other => panic!("add {other:?} to default_request"),
     }
 }

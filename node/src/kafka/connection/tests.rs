@@ -119,6 +119,9 @@ struct Setup {
     stream_bytes: usize,
     /// Whether `FILTERED` exists, with `SLOW_FILTER` as its produce filter.
     filtered: bool,
+    /// The connection's share of a bytes-in-flight budget (`None`: one of its own, 64 MiB
+    /// with a 16 MiB share).
+    budget: Option<crate::transport::budget::ConnectionBudget>,
 }
 
 impl Default for Setup {
@@ -126,6 +129,7 @@ impl Default for Setup {
         Self {
             stream_bytes: 1 << 20,
             filtered: false,
+            budget: None,
         }
     }
 }
@@ -201,7 +205,9 @@ async fn connect_with(settings: KafkaSettings, setup: Setup) -> Connection {
     }
     let (client, server) = tokio::io::duplex(setup.stream_bytes);
     let (stop, stopped) = watch::channel(false);
-    let budget = InFlightBudget::new(64 << 20, 16 << 20).connection();
+    let budget = setup
+        .budget
+        .unwrap_or_else(|| InFlightBudget::new(64 << 20, 16 << 20).connection());
     let serving = tokio::spawn(serve_connection(
         server,
         None,
@@ -955,5 +961,46 @@ fn a_request_behind_a_blocked_write_waits_for_it() {
         assert_eq!(log_end_of(&connection.service, "created", 0).await, 0);
         let _ = connection.stop.send(true);
         connection.serving.await.unwrap();
+    });
+}
+
+// Goal: request frames clients start and never finish pin at most kafka.in_flight_bytes_max
+// over all connections (issue 15: unfinished 48 MiB requests pinned 852 MiB): a frame's
+// length is reserved whole before a byte of it is buffered, so another connection's request
+// waits for room, holding nothing, instead of the node allocating past the budget, and is
+// answered once the unfinished frame's connection goes. Method: a 1000-byte budget; one
+// connection announces a 990-byte frame and sends nothing more.
+#[test]
+fn unfinished_frames_hold_the_bytes_budget_and_no_more() {
+    runtime().block_on(async {
+        let budget = InFlightBudget::new(1000, 1000);
+        let setup = || Setup {
+            budget: Some(budget.connection()),
+            ..Setup::default()
+        };
+        let mut stalled = connect_with(KafkaSettings::default(), setup()).await;
+        stalled
+            .client
+            .write_all(&990i32.to_be_bytes())
+            .await
+            .unwrap();
+        settle().await;
+        let mut waiting = connect_with(KafkaSettings::default(), setup()).await;
+        let versions = KafkaRequest::ApiVersions(Default::default());
+        waiting
+            .client
+            .write_all(&prefixed(ApiKey::ApiVersions, 3, 7, &versions))
+            .await
+            .unwrap();
+        settle().await;
+        assert!(
+            nothing_answered(&mut waiting.client),
+            "its frame does not fit beside the unfinished one"
+        );
+        drop(stalled.client);
+        assert!(
+            runs_until(|| !nothing_answered(&mut waiting.client)).await,
+            "answered once the unfinished frame is gone"
+        );
     });
 }

@@ -780,3 +780,68 @@ async fn an_unmapped_subject_is_refused_and_optional_lets_anonymous_through() {
     assert!(!identity.is_authenticated());
     mtls.stop().await;
 }
+
+/// A plaintext connection to `to` from the loopback address `from` (any 127.0.0.0/8 address
+/// is this host's on Linux), so a test can be two clients.
+async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Sends ApiVersions on `stream`; whether it was answered.
+async fn served<S: AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: &mut S, id: i32) -> bool {
+    let _ = stream
+        .write_all(&prefixed(ApiKey::ApiVersions, 3, id))
+        .await;
+    read_response(stream).await.is_some()
+}
+
+// Goal: one address cannot hold more than kafka.connections_per_address_max connections,
+// counted over the plaintext and TLS listeners together, while another address is still
+// served and the address gets its slot back when a connection ends (issue 15: ~1,019 held
+// connections from one client locked every other client out). Method: two loopback source
+// addresses (127.0.0.1, 127.0.0.2), a node-wide limit far above the per-address one.
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let settings = KafkaSettings {
+        connections_max: 10,
+        connections_per_address_max: 2,
+        ..KafkaSettings::default()
+    };
+    let tls = start_tls(settings).await;
+    let plain = tls.running.plain();
+    let mut first = connect_from("127.0.0.1", plain).await;
+    assert!(served(&mut first, 1).await);
+    let mut second = tls.connect().await;
+    assert!(
+        served(&mut second, 2).await,
+        "TLS connection inside the share"
+    );
+    let mut third = connect_from("127.0.0.1", plain).await;
+    // Closed at once, unanswered (not idle-timed-out later: that would answer this first).
+    assert!(
+        !served(&mut third, 4).await,
+        "a third from the same address"
+    );
+    let mut other = connect_from("127.0.0.2", plain).await;
+    assert!(served(&mut other, 3).await, "another address is served");
+    // Once one ends, the address may connect again.
+    drop(first);
+    let mut again = None;
+    for attempt in 0..50 {
+        let mut next = connect_from("127.0.0.1", plain).await;
+        if served(&mut next, 10 + attempt).await {
+            again = Some(next);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        again.is_some(),
+        "served after a connection of its own ended"
+    );
+    tls.stop().await;
+}

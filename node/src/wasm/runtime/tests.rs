@@ -391,3 +391,124 @@ fn compiled_modules_load_back_and_keep_their_kind_checks() {
     assert!(wrong.is_err());
     assert_eq!(engine.compatibility_key(), engine.compatibility_key());
 }
+
+// Goal: a compile waits for one of wasm.compiles_concurrent_max slots (issue 15: a 5 MB
+// module took 6.9 CPU-seconds to compile and uploads were not limited, so a few uploads
+// could take every core), and a module over wasm.module_bytes_max is refused without
+// waiting. Method: hold the only slot; the compile stays pending however often it is polled
+// (work runs inline, so without the slot it would finish on the first poll); freed, it
+// finishes.
+#[test]
+fn compiles_wait_for_one_of_the_compile_slots() {
+    use futures_util::FutureExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let engine = WasmEngine::new(WasmLimits {
+            compiles_concurrent_max: 1,
+            module_bytes_max: 64 * 1024,
+            ..WasmLimits::default()
+        })
+        .unwrap()
+        .with_executor(PluginExecutor::Inline);
+        let held = Arc::clone(engine.compile_slots())
+            .try_acquire_owned()
+            .unwrap();
+        let bytes = Bytes::from(Wat::default().module());
+        let mut compile = std::pin::pin!(engine.compile_in_turn(bytes, PluginKind::Filter));
+        for _ in 0..10 {
+            assert!(
+                (&mut compile).now_or_never().is_none(),
+                "waits for the slot"
+            );
+            tokio::task::yield_now().await;
+        }
+        let too_large = Bytes::from(vec![0u8; 64 * 1024 + 1]);
+        let refused = engine
+            .compile_in_turn(too_large, PluginKind::Filter)
+            .now_or_never()
+            .expect("refused without waiting for a slot");
+        assert!(
+            matches!(refused, Err(WasmError::ModuleTooLarge { .. })),
+            "{refused:?}"
+        );
+        drop(held);
+        let (module, _) = compile.await.unwrap();
+        assert_eq!(module.kind(), PluginKind::Filter);
+    });
+}
+
+// Goal: idle instances kept warm over all plug-ins hold at most wasm.idle_instance_bytes_max
+// of linear memory (issue 15: 16 cached plug-ins added 1 GiB); an instance that does not fit
+// is dropped, not kept, and a plug-in dropped from the cache gives its share back.
+#[test]
+fn idle_instances_fit_in_the_node_wide_byte_budget() {
+    let probe = engine();
+    let first = plugin(&probe, &Wat::default(), PluginKind::Filter).unwrap();
+    // What one idle instance of this module holds after `ledge_init`.
+    let one = probe.idle_instance_bytes();
+    assert!(one > 0);
+    assert_eq!(first.idle_instances(), 1);
+    drop(first);
+    assert_eq!(
+        probe.idle_instance_bytes(),
+        0,
+        "given back with its plug-in"
+    );
+
+    let engine = WasmEngine::new(WasmLimits {
+        fuel_per_batch: 20_000_000,
+        memory_bytes_max: 4 * 1024 * 1024,
+        // Room for one instance, not two.
+        idle_instance_bytes_max: one + one / 2,
+        ..WasmLimits::default()
+    })
+    .unwrap();
+    let kept = plugin(&engine, &Wat::default(), PluginKind::Filter).unwrap();
+    let over = plugin(&engine, &Wat::default(), PluginKind::Filter).unwrap();
+    assert_eq!(kept.idle_instances(), 1);
+    assert_eq!(over.idle_instances(), 0, "no room: dropped");
+    assert_eq!(engine.idle_instance_bytes(), one);
+    // It still runs (on a fresh instance), and keeps one once there is room.
+    drop(kept);
+    let (region, count) = records(&["a"]);
+    let run = over.run(&header(1), &region, count).unwrap();
+    assert_eq!(run.outcomes, vec![Outcome::Keep]);
+    assert_eq!(over.idle_instances(), 1);
+    assert!(engine.idle_instance_bytes() <= one + one / 2);
+}
+
+// Goal: guest calls wait for one of wasm.calls_concurrent_max slots, so plug-ins hold at most
+// that many blocking threads and instances in use at once (CPU and memory), whatever the
+// number of produces, fetches and transforms calling them. Method: hold the only slot; a
+// call stays pending however often it is polled (work runs inline, so without the slot it
+// would finish on the first poll); freed, it finishes.
+#[test]
+fn calls_wait_for_one_of_the_call_slots() {
+    use futures_util::FutureExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let engine = WasmEngine::new(WasmLimits {
+            calls_concurrent_max: 1,
+            fuel_per_batch: 20_000_000,
+            memory_bytes_max: 4 * 1024 * 1024,
+            ..WasmLimits::default()
+        })
+        .unwrap()
+        .with_executor(PluginExecutor::Inline);
+        let plugin = Arc::new(plugin(&engine, &Wat::default(), PluginKind::Filter).unwrap());
+        let held = Arc::clone(engine.call_slots()).try_acquire_owned().unwrap();
+        let (region, count) = records(&["a"]);
+        let mut call = std::pin::pin!(plugin.run_on_executor(header(1), region, count));
+        for _ in 0..10 {
+            assert!((&mut call).now_or_never().is_none(), "waits for the slot");
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        let run = call.await.unwrap();
+        assert_eq!(run.outcomes, vec![Outcome::Keep]);
+    });
+}
