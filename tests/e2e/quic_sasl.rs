@@ -1,9 +1,5 @@
 //! SASL on QUIC, end to end: a node with `allow_anonymous = false` and a user made with
 //! `ledge user create`, driven by the CLI with `--user` and each password source.
-//!
-//! Needs `ledge user create` and the security store (h11/secstore) and the node wiring
-//! `QuicServer::with_sasl` to the store: register it in `e2e/main.rs` (`mod quic_sasl;`) once
-//! both are merged.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
