@@ -135,4 +135,35 @@ fn the_cli_authenticates_with_sasl_where_anonymous_clients_are_refused() {
         assert!(success, "{mechanism}: {stderr}");
         assert!(stdout.contains("orders"), "{mechanism}: {stdout}");
     }
+
+    // An authenticated user creates another: both passwords on standard input, alice's
+    // first; bob then authenticates with his (SCRAM-SHA-256, what `user create` made).
+    let (success, _, stderr) = ledge(
+        &node,
+        &[
+            "--user",
+            "alice",
+            "--password-stdin",
+            "user",
+            "create",
+            "bob",
+            "--password-stdin",
+        ],
+        Some("alice-secret\nbob-secret\n"),
+    );
+    assert!(success, "{stderr}");
+    let (success, stdout, stderr) = ledge_with_env(
+        &node,
+        &[
+            "--user",
+            "bob",
+            "--sasl-mechanism",
+            "SCRAM-SHA-256",
+            "topic",
+            "list",
+        ],
+        Some("bob-secret"),
+    );
+    assert!(success, "{stderr}");
+    assert!(stdout.contains("orders"), "{stdout}");
 }
