@@ -610,17 +610,12 @@ async fn serve_connection<D: Disk>(
         let connection = connection.clone();
         let fuel = Arc::clone(&fuel);
         tokio::spawn(async move {
-            let answered = serve_stream(
-                send,
-                receive,
-                &connection,
-                &auth,
-                &broker,
-                &limits,
-                &budget,
-                &fuel,
-            )
-            .await;
+            let shared = StreamShared {
+                connection: &connection,
+                auth: &auth,
+                fuel: &fuel,
+            };
+            let answered = serve_stream(send, receive, shared, &broker, &limits, &budget).await;
             in_flight.send_modify(|count| *count -= 1);
             // The answer's bytes stay counted until the client has acknowledged them: quinn
             // holds them until then, and a client that never reads keeps them there.
@@ -636,18 +631,30 @@ async fn serve_connection<D: Disk>(
 /// so one reservation covers them whole, and a stream that sends nothing holds little.
 const REQUEST_FIRST_BYTES: usize = 16 * 1024;
 
+/// What every request stream of one client connection shares.
+struct StreamShared<'a> {
+    connection: &'a quinn::Connection,
+    /// The connection's authentication state (`transport/sasl.rs`).
+    auth: &'a std::sync::Mutex<ConnectionAuth>,
+    /// What the connection's fetch plug-ins may burn.
+    fuel: &'a FuelAccount,
+}
+
 /// Reads, answers and writes one request; returns the stream and the reservation that
 /// covers the answer, to be held until the client has acknowledged it.
 async fn serve_stream<D: Disk>(
     mut send: quinn::SendStream,
     mut receive: quinn::RecvStream,
-    connection: &quinn::Connection,
-    auth: &std::sync::Mutex<ConnectionAuth>,
+    shared: StreamShared<'_>,
     broker: &Broker<D>,
     limits: &TransportLimits,
     budget: &ConnectionBudget,
-    fuel: &FuelAccount,
 ) -> Option<(quinn::SendStream, Reservation)> {
+    let StreamShared {
+        connection,
+        auth,
+        fuel,
+    } = shared;
     let frame = match read_frame(&mut receive, limits, budget).await {
         Ok(frame) => frame,
         Err(ReadFrameError::Refused { code, message }) => {
