@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use ledge_protocol::wire::FRAME_BYTES_MAX_DEFAULT;
 
+use crate::sasl::SaslCredentials;
+
 /// Default node address.
 pub const SERVER_DEFAULT: &str = "127.0.0.1:9092";
 
@@ -54,6 +56,11 @@ pub struct ClientConfig {
     pub trust: Trust,
     /// The client certificate to present, if any. Default `None`.
     pub client_certificate: Option<ClientCertificate>,
+    /// A user and password to authenticate every connection with, by SASL (SCRAM-SHA-512
+    /// unless [`SaslCredentials::with_mechanism`] says otherwise), before its first request
+    /// and again on every reconnect. Default `None`: the connection is anonymous, or its
+    /// client certificate's principal. Its `Debug` never shows the password.
+    pub sasl: Option<SaslCredentials>,
     /// Sent with every request, for the node's logs. Default `ledge-client`.
     pub client_id: String,
     /// Longest wait for one answer, on top of any wait the request asks the node for (a
@@ -117,6 +124,7 @@ impl ClientConfig {
             server_name: "localhost".into(),
             trust,
             client_certificate: None,
+            sasl: None,
             client_id: "ledge-client".into(),
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,

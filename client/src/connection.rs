@@ -40,6 +40,7 @@ use crate::cluster::failover::{Attempt, Decision, RequestKind, Retries};
 use crate::cluster::{ClusterMetadata, Route};
 use crate::config::{ClientCertificate, ClientConfig, Trust};
 use crate::error::{ConnectError, RequestError};
+use crate::sasl::{self, SaslCredentials, SaslMechanism, ScramClient};
 
 /// Least time between two metadata refreshes that errors asked for, so a burst of
 /// `NotLeaderOrFollower` answers costs one refresh (Kafka's `retry.backoff.ms` default).
@@ -754,8 +755,119 @@ impl Client {
             }
         };
         tracing::debug!(server = %node, "connected");
+        if let Some(credentials) = &config.sasl {
+            // Before the connection is shared: no request goes out on it unauthenticated.
+            let authenticated = tokio::time::timeout(
+                config.request_timeout,
+                self.authenticate(&connection, credentials),
+            )
+            .await;
+            let failure = match authenticated {
+                Ok(Ok(())) => None,
+                Ok(Err(message)) => Some(message),
+                Err(_) => Some(format!(
+                    "no answer within the request timeout ({:?})",
+                    config.request_timeout
+                )),
+            };
+            if let Some(message) = failure {
+                connection.close(0u32.into(), b"SASL authentication failed");
+                return Err(ConnectError::Authentication {
+                    server: server.to_string(),
+                    user: credentials.user.clone(),
+                    mechanism: credentials.mechanism.name().to_owned(),
+                    message,
+                });
+            }
+            tracing::debug!(server = %node, user = %credentials.user, mechanism = %credentials.mechanism, "authenticated");
+        }
         *current = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// Runs the SASL exchange for `credentials` on a new connection: SaslHandshake, then one
+    /// SaslAuthenticate per client message. The error is a message for
+    /// [`ConnectError::Authentication`] (never the password).
+    async fn authenticate(
+        &self,
+        connection: &quinn::Connection,
+        credentials: &SaslCredentials,
+    ) -> Result<(), String> {
+        let mechanism = credentials.mechanism;
+        let handshake = Request::SaslHandshake(wire::SaslHandshakeRequest {
+            mechanism: mechanism.name().to_owned(),
+        });
+        match self.sasl_request(connection, &handshake).await? {
+            Response::SaslHandshake(answer) if answer.error == ErrorCode::None => {}
+            Response::SaslHandshake(answer) => {
+                return Err(format!(
+                    "{}: {} (the node enables: {})",
+                    answer.error,
+                    answer.message,
+                    answer.mechanisms.join(", ")
+                ));
+            }
+            other => return Err(unexpected(ApiKey::SaslHandshake, &other).to_string()),
+        }
+        let (mut scram, first) = match mechanism {
+            SaslMechanism::Plain => (None, sasl::plain_message(credentials)),
+            SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
+                let nonce = ScramClient::random_nonce().map_err(|error| error.to_string())?;
+                let (client, first) =
+                    ScramClient::start(credentials, nonce).map_err(|error| error.to_string())?;
+                (Some(client), first)
+            }
+        };
+        let mut message = first;
+        // SCRAM: client-first, client-final; PLAIN: one message.
+        for step in 0.. {
+            let request = Request::SaslAuthenticate(wire::SaslAuthenticateRequest {
+                auth_bytes: Bytes::from(std::mem::take(&mut message)),
+            });
+            let answer = match self.sasl_request(connection, &request).await? {
+                Response::SaslAuthenticate(answer) => answer,
+                other => return Err(unexpected(ApiKey::SaslAuthenticate, &other).to_string()),
+            };
+            if answer.error != ErrorCode::None {
+                return Err(format!("{}: {}", answer.error, answer.message));
+            }
+            let Some(client) = scram.as_mut() else {
+                return Ok(());
+            };
+            if step == 0 {
+                message = client
+                    .handle_server_first(&answer.auth_bytes)
+                    .map_err(|error| error.to_string())?;
+            } else {
+                return client
+                    .handle_server_final(&answer.auth_bytes)
+                    .map_err(|error| error.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// One request of the SASL exchange on `connection`.
+    async fn sasl_request(
+        &self,
+        connection: &quinn::Connection,
+        request: &Request,
+    ) -> Result<Response, String> {
+        let api_key = request.api_key();
+        let (correlation_id, frame) = self.encode(request).map_err(|error| error.to_string())?;
+        let limit = self.inner.config.frame_bytes_max as usize;
+        let bytes = exchange(connection, frame, limit)
+            .await
+            .map_err(|error| error.error.to_string())?;
+        let (header, response) = wire::decode_response(api_key, Bytes::from(bytes))
+            .map_err(|error| format!("malformed {api_key:?} answer: {error}"))?;
+        if header.correlation_id != correlation_id {
+            return Err(format!(
+                "{api_key:?}: correlation id {} answers request {correlation_id}",
+                header.correlation_id
+            ));
+        }
+        response.ok_or_else(|| format!("{}: {}", header.error, header.message))
     }
 
     /// Forgets `connection` to `node` if it is still the current one, so the next request

@@ -76,6 +76,20 @@ pub enum ConnectError {
         /// Each server's failure.
         reasons: String,
     },
+    /// SASL authentication failed: a wrong password or an unknown user (the node does not
+    /// tell them apart), a mechanism the node does not enable, or a node that could not prove
+    /// it knows the user's credential. Not worth retrying with the same credentials.
+    #[error("authentication as user {user:?} with {mechanism} failed at {server}: {message}")]
+    Authentication {
+        /// The address.
+        server: String,
+        /// The user name given (never the password).
+        user: String,
+        /// The SASL mechanism.
+        mechanism: String,
+        /// The node's or the client's explanation.
+        message: String,
+    },
     /// No answer within the connect timeout: the node is not running there, or is restarting.
     #[error("no answer from {server} within {timeout:?}: is ledge-node running there?")]
     TimedOut {

@@ -148,6 +148,7 @@ mod coordinator;
 mod error;
 pub mod partitioner;
 mod producer;
+pub mod sasl;
 
 /// SASL users and ACLs: [`Admin::create_user`], [`Admin::create_acls`] and their kin.
 pub use admin::security;
@@ -181,6 +182,7 @@ pub use producer::{
     IDEMPOTENT_IN_FLIGHT_MAX, MAX_REQUEST_SIZE_DEFAULT, Producer, ProducerConfig, ProducerRecord,
     RecordMetadata,
 };
+pub use sasl::{SaslCredentials, SaslMechanism};
 
 /// The trait of [`Consumer::stream`]'s return value (from `futures-core`), re-exported so
 /// callers can name and poll it without depending on `futures` themselves.

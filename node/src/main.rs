@@ -471,6 +471,29 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     assembly::start_broker_drivers(&broker, lock.read_only, config.cluster.is_some()).await;
     let mut server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?
         .with_client_auth(Arc::clone(&client_auth));
+    // SASL on QUIC (issue 15): the `[security]` mechanisms, credentials from the store; an
+    // empty list turns it off.
+    if !config.security.sasl_mechanisms.is_empty() {
+        let credentials: Arc<dyn ledge_node::security::credentials::CredentialLookup> =
+            Arc::clone(&security) as _;
+        server = server.with_sasl(Arc::new(
+            ledge_node::security::sasl::SaslServer::new(
+                config
+                    .security
+                    .sasl_mechanisms
+                    .iter()
+                    .map(|mechanism| {
+                        ledge_node::security::sasl::mechanism_from_name(mechanism.name())
+                            .with_context(|| {
+                                format!("SASL mechanism {} is not served", mechanism.name())
+                            })
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                credentials,
+            )
+            .context("setting up SASL on QUIC")?,
+        ));
+    }
     let endpoint = server.endpoint();
     let peer_handlers = peers.as_ref().map(|peers| Arc::clone(peers.handlers()));
     if let Some(peers) = peers {

@@ -26,6 +26,10 @@ use ledge_protocol::wire::{
 
 use ledge_protocol::BatchError;
 
+/// The answer to a SASL request that reached the broker: the listener serves SASL.
+const SASL_NOT_ON_THIS_PATH: &str =
+    "SASL requests are answered by the connection's listener, not on this path";
+
 use super::Broker;
 use super::client_text::{client_text, without_paths};
 use super::cluster_view::{ClusterSource, LeaderEpochError, ReplicationError};
@@ -171,6 +175,24 @@ impl<D: Disk> Broker<D> {
             }
             Request::DecommissionNode(request) => {
                 Response::DecommissionNode(self.decommission_node(request).await)
+            }
+            // The QUIC listener answers the SASL requests itself (`transport/sasl.rs`): they
+            // change the connection's identity, which the broker does not hold. One that
+            // reaches the broker came from elsewhere (the simulator, a test): no exchange.
+            Request::SaslHandshake(_) => {
+                Response::SaslHandshake(ledge_protocol::wire::SaslHandshakeResponse {
+                    error: ErrorCode::IllegalSaslState,
+                    message: SASL_NOT_ON_THIS_PATH.to_owned(),
+                    mechanisms: Vec::new(),
+                })
+            }
+            Request::SaslAuthenticate(_) => {
+                Response::SaslAuthenticate(ledge_protocol::wire::SaslAuthenticateResponse {
+                    error: ErrorCode::IllegalSaslState,
+                    message: SASL_NOT_ON_THIS_PATH.to_owned(),
+                    auth_bytes: bytes::Bytes::new(),
+                    session_lifetime_ms: 0,
+                })
             }
             // SASL users and ACLs (`security_admin.rs`).
             Request::AlterUserScramCredentials(request) => Response::AlterUserScramCredentials(

@@ -313,7 +313,7 @@ fn admit(
 /// to 16,384 iterations), telling a multi-threaded runtime so that it moves this worker's
 /// other tasks elsewhere meanwhile (the node's runtime is one); on another runtime (tests)
 /// it just runs it.
-fn costly<T>(work: impl FnOnce() -> T) -> T {
+pub(crate) fn costly<T>(work: impl FnOnce() -> T) -> T {
     let multi_threaded = tokio::runtime::Handle::try_current()
         .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if multi_threaded {

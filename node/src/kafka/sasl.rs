@@ -35,26 +35,23 @@
 //! Every failure is logged with the name the client gave, its address and the mechanism;
 //! never a password, proof, nonce or key.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, SaslAuthenticateResponse, SaslHandshakeResponse};
 use kafka_protocol::protocol::StrBytes;
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 
 use super::apis::{KafkaRequest, KafkaResponse};
 use super::codec::DecodedRequest;
 use crate::security::credentials::CredentialLookup;
 use crate::security::identity::{AuthMethod, ClientIdentity};
 use crate::security::principal::KafkaPrincipal;
-use crate::security::scram::{
-    AuthenticatedUser, PlainError, SASL_MESSAGE_BYTES_MAX_DEFAULT, SaslMechanism, ScramMechanism,
-    ScramServer, authenticate_plain, parse_plain,
-};
+use crate::security::sasl::{ExchangeStep, SaslExchange, SaslServer};
+pub use crate::security::sasl::{SASL_MECHANISMS_ALL, SaslSetupError, mechanism_from_name};
+use crate::security::scram::{AuthenticatedUser, SaslMechanism};
 
 /// Shortest time between the starts of two re-authentications of one connection (Kafka's
 /// `KafkaChannel.MIN_REAUTH_INTERVAL_ONE_SECOND_NANOS`); a SaslHandshake sooner is answered
@@ -63,20 +60,6 @@ pub const REAUTHENTICATION_INTERVAL_MIN: Duration = Duration::from_secs(1);
 
 /// Longest user name, in characters, a failure log line repeats (the rest is cut).
 pub const LOGGED_NAME_CHARS_MAX: usize = 128;
-
-/// Every mechanism the listener implements, in the order Kafka's documentation lists them.
-pub const SASL_MECHANISMS_ALL: [SaslMechanism; 3] = [
-    SaslMechanism::Scram(ScramMechanism::Sha256),
-    SaslMechanism::Scram(ScramMechanism::Sha512),
-    SaslMechanism::Plain,
-];
-
-/// The mechanism named `name` (exact, as Kafka compares), if the listener implements it.
-pub fn mechanism_from_name(name: &str) -> Option<SaslMechanism> {
-    SASL_MECHANISMS_ALL
-        .into_iter()
-        .find(|mechanism| mechanism.name() == name)
-}
 
 /// What a listener allows (from `[security] sasl_mechanisms` and `allow_anonymous`, once
 /// wired).
@@ -99,20 +82,11 @@ impl KafkaSaslSettings {
     }
 }
 
-/// Why SASL could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum SaslSetupError {
-    /// The system's random source failed (SCRAM nonces need it).
-    #[error("cannot seed the SASL nonce generator from the system's random source")]
-    Random,
-}
-
 /// A listener's SASL configuration, shared by its connections.
 pub struct KafkaSasl {
     settings: KafkaSaslSettings,
-    credentials: Option<Arc<dyn CredentialLookup>>,
-    /// Server nonces: a CSPRNG seeded from the system's random source.
-    random: Mutex<ChaCha20Rng>,
+    /// Mechanisms, credentials and nonces (`security/sasl.rs`); `None` with SASL off.
+    server: Option<SaslServer>,
     counts: Counters,
 }
 
@@ -142,13 +116,9 @@ impl KafkaSasl {
         settings: KafkaSaslSettings,
         credentials: Arc<dyn CredentialLookup>,
     ) -> Result<Self, SaslSetupError> {
-        let mut seed = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
-            .map_err(|_| SaslSetupError::Random)?;
         Ok(Self {
+            server: Some(SaslServer::new(settings.mechanisms.clone(), credentials)?),
             settings,
-            credentials: Some(credentials),
-            random: Mutex::new(ChaCha20Rng::from_seed(seed)),
             counts: Counters::default(),
         })
     }
@@ -157,9 +127,7 @@ impl KafkaSasl {
     pub fn off() -> Self {
         Self {
             settings: KafkaSaslSettings::off(),
-            credentials: None,
-            // Never drawn from: there is no exchange without mechanisms.
-            random: Mutex::new(ChaCha20Rng::from_seed([0; 32])),
+            server: None,
             counts: Counters::default(),
         }
     }
@@ -185,9 +153,12 @@ impl KafkaSasl {
         seed: u64,
     ) -> Self {
         Self {
+            server: Some(SaslServer::with_seed(
+                settings.mechanisms.clone(),
+                credentials,
+                seed,
+            )),
             settings,
-            credentials: Some(credentials),
-            random: Mutex::new(ChaCha20Rng::seed_from_u64(seed)),
             counts: Counters::default(),
         }
     }
@@ -208,7 +179,7 @@ impl KafkaSasl {
 
     /// The mechanisms offered on a connection (PLAIN only over TLS).
     fn offered(&self, over_tls: bool) -> Vec<SaslMechanism> {
-        if self.credentials.is_none() {
+        if self.server.is_none() {
             return Vec::new();
         }
         self.settings
@@ -267,10 +238,8 @@ struct Exchange {
     framing: Framing,
     /// Re-authenticating a connection that authenticated before.
     reauthentication: bool,
-    /// The SCRAM server, for SCRAM; `None` for PLAIN.
-    scram: Option<ScramServer>,
-    /// The name the client gave, once it gave one (for the logs).
-    username: Option<String>,
+    /// The mechanism's steps (`security/sasl.rs`).
+    steps: SaslExchange,
 }
 
 #[derive(Debug)]
@@ -478,23 +447,19 @@ impl SaslSession {
             };
             return Admission::Answer(handshake_response_ok(&offered));
         }
-        let scram = match mechanism {
-            SaslMechanism::Scram(scram) => {
-                let mut random = self
-                    .sasl
-                    .random
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                Some(ScramServer::new(scram, &mut *random))
-            }
-            SaslMechanism::Plain => None,
+        // Nothing is offered without a server, so a chosen mechanism always has one.
+        let Some(server) = self.sasl.server.as_ref() else {
+            self.step = Step::Failed;
+            return Admission::AnswerAndClose(handshake_response(
+                ResponseError::UnsupportedSaslMechanism,
+                &offered,
+            ));
         };
         self.step = Step::Exchange(Box::new(Exchange {
             mechanism,
             framing,
             reauthentication: previous.is_some(),
-            scram,
-            username: None,
+            steps: server.start(mechanism),
         }));
         Admission::Answer(handshake_response_ok(&offered))
     }
@@ -571,7 +536,7 @@ impl SaslSession {
                 reason: "no exchange".to_owned(),
             });
         };
-        let Some(credentials) = self.sasl.credentials.clone() else {
+        let Some(server) = self.sasl.server.as_ref() else {
             return Err(Failure {
                 client: "Unexpected SASL token".to_owned(),
                 reason: "no credentials".to_owned(),
@@ -587,70 +552,19 @@ impl SaslSession {
             "Authentication failed during {during} due to invalid credentials with SASL mechanism {}",
             mechanism.name()
         );
-        let outcome: Result<(Bytes, Option<AuthenticatedUser>), Failure> =
-            match (&mut exchange.scram, mechanism) {
-                (Some(scram), SaslMechanism::Scram(scram_mechanism)) => {
-                    if exchange.username.is_none() {
-                        match scram.handle_client_first(token) {
-                            Ok(need) => {
-                                let credential =
-                                    credentials.scram_credential(&need.username, scram_mechanism);
-                                exchange.username = Some(need.username);
-                                scram
-                                    .server_first(credential.as_ref(), &credentials.decoys())
-                                    .map(|first| (Bytes::from(first), None))
-                                    .map_err(|error| Failure {
-                                        client: generic.clone(),
-                                        reason: error.to_string(),
-                                    })
-                            }
-                            Err(error) => Err(Failure {
-                                client: generic.clone(),
-                                reason: error.to_string(),
-                            }),
-                        }
-                    } else {
-                        scram
-                            .handle_client_final(token)
-                            .map(|(last, user)| (Bytes::from(last), Some(user)))
-                            .map_err(|error| Failure {
-                                client: generic.clone(),
-                                reason: error.to_string(),
-                            })
-                    }
-                }
-                _ => match parse_plain(token, SASL_MESSAGE_BYTES_MAX_DEFAULT) {
-                    Ok(message) => {
-                        exchange.username = Some(message.username.clone());
-                        // PLAIN checks the password against the SCRAM-SHA-256 credential, or
-                        // the SCRAM-SHA-512 one if the user has only that; one PBKDF2 either
-                        // way, a decoy's for an unknown user.
-                        let credential = credentials
-                            .scram_credential(&message.username, ScramMechanism::Sha256)
-                            .or_else(|| {
-                                credentials
-                                    .scram_credential(&message.username, ScramMechanism::Sha512)
-                            });
-                        authenticate_plain(
-                            &message,
-                            credential.as_ref(),
-                            ScramMechanism::Sha256,
-                            &credentials.decoys(),
-                        )
-                        .map(|user| (Bytes::new(), Some(user)))
-                        .map_err(|error| Failure {
-                            client: plain_client_message(&error, &generic),
-                            reason: error.to_string(),
-                        })
-                    }
-                    Err(error) => Err(Failure {
-                        client: plain_client_message(&error, &generic),
-                        reason: error.to_string(),
-                    }),
-                },
-            };
+        let outcome: Result<(Bytes, Option<AuthenticatedUser>), Failure> = exchange
+            .steps
+            .step(token, server.credentials(), &generic)
+            .map(|step| match step {
+                ExchangeStep::Continue(reply) => (reply, None),
+                ExchangeStep::Complete { reply, user } => (reply, Some(user)),
+            })
+            .map_err(|failure| Failure {
+                client: failure.client,
+                reason: failure.reason,
+            });
         let reauthentication = exchange.reauthentication;
-        let username = exchange.username.clone();
+        let username = exchange.steps.username().map(str::to_owned);
         let result = match outcome {
             Ok((reply, None)) => return Ok((reply, false)),
             Ok((reply, Some(user))) => self
@@ -740,21 +654,6 @@ impl SaslSession {
             reason,
             "kafka SASL authentication failed"
         );
-    }
-}
-
-/// What a client is told when PLAIN fails: Kafka's `PlainSaslServer` messages for a missing
-/// or wrong username or password (the same for an unknown user and a wrong password), the
-/// generic one for a malformed message (Kafka's `SaslException` case).
-fn plain_client_message(error: &PlainError, generic: &str) -> String {
-    match error {
-        PlainError::MessageTooLarge { .. } | PlainError::Tokens { .. } | PlainError::NotUtf8 => {
-            generic.to_owned()
-        }
-        PlainError::UsernameMissing
-        | PlainError::PasswordMissing
-        | PlainError::AuthorizationIdMismatch
-        | PlainError::InvalidCredentials => error.to_string(),
     }
 }
 

@@ -5,5 +5,6 @@ pub mod credentials;
 pub mod identity;
 pub mod principal;
 pub mod records;
+pub mod sasl;
 pub mod scram;
 pub mod store;

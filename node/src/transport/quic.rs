@@ -33,10 +33,12 @@ use super::budget::{
     IN_FLIGHT_BYTES_PER_CONNECTION_MAX_DEFAULT, InFlightBudget, Reservation,
 };
 use super::client_auth::ClientAuthenticator;
+use super::sasl::{Admission, ConnectionAuth};
 use super::tls::ServerTls;
 use crate::broker::Broker;
 use crate::cluster::peer::{CLOSE_PEER_REFUSED, PEER_ALPN, PeerService};
 use crate::security::identity::ClientIdentity;
+use crate::security::sasl::SaslServer;
 use crate::storage::Disk;
 use crate::wasm::fuel_budget::FuelAccount;
 
@@ -46,6 +48,11 @@ pub const CLOSE_AUTHENTICATION_REQUIRED: u32 = 0x4c10;
 /// QUIC application close code: the client certificate verified but no
 /// `[security] principal_mapping_rules` rule maps its subject.
 pub const CLOSE_NO_PRINCIPAL: u32 = 0x4c11;
+/// QUIC application close code: SASL authentication failed (after its answer was sent).
+pub const CLOSE_AUTHENTICATION_FAILED: u32 = 0x4c12;
+/// Longest wait, after a failed SASL exchange, for the client to acknowledge the answer
+/// before the connection is closed (closing drops what the client has not received).
+pub const AUTHENTICATION_FAILURE_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Transport limits (see docs/OPERATIONS.md).
 #[derive(Clone, Debug)]
@@ -126,6 +133,9 @@ pub struct QuicServer {
     /// Client certificates and anonymous access; `None`: every client is anonymous and
     /// allowed (tests, tools).
     client_auth: Option<Arc<ClientAuthenticator>>,
+    /// SASL on client connections; `None`: SASL off (a SaslHandshake is answered
+    /// `UnsupportedSaslMechanism`).
+    sasl: Option<Arc<SaslServer>>,
 }
 
 impl QuicServer {
@@ -171,6 +181,7 @@ impl QuicServer {
             limits,
             peers: None,
             client_auth: None,
+            sasl: None,
         })
     }
 
@@ -179,6 +190,14 @@ impl QuicServer {
     /// come from [`client_auth_server_config`] with the same authenticator.
     pub fn with_client_auth(mut self, client_auth: Arc<ClientAuthenticator>) -> Self {
         self.client_auth = Some(client_auth);
+        self
+    }
+
+    /// Lets client connections authenticate with SASL (`transport/sasl.rs`): an anonymous
+    /// connection may then go on where anonymous clients are not allowed, limited to the
+    /// SASL requests and ApiVersions until it authenticated.
+    pub fn with_sasl(mut self, sasl: Arc<SaslServer>) -> Self {
+        self.sasl = Some(sasl);
         self
     }
 
@@ -244,6 +263,7 @@ impl QuicServer {
             let budget = budget.connection();
             let peers = self.peers.clone();
             let client_auth = self.client_auth.clone();
+            let sasl = self.sasl.clone();
             tokio::spawn(async move {
                 let _permits = (permit, address_permit);
                 let connection = match incoming.await {
@@ -264,12 +284,12 @@ impl QuicServer {
                     }
                     return;
                 }
-                let Some(identity) = identify(&connection, client_auth.as_deref()) else {
+                let Some(auth) = identify(&connection, client_auth.as_deref(), sasl) else {
                     return;
                 };
                 serve_connection(
                     connection,
-                    Arc::new(identity),
+                    Arc::new(std::sync::Mutex::new(auth)),
                     broker,
                     in_flight,
                     limits,
@@ -495,29 +515,38 @@ fn log_handshake_failure(remote: SocketAddr, error: &quinn::ConnectionError) {
     }
 }
 
-/// The identity of a client connection (its verified certificate's principal, or
-/// anonymous); `None` after closing a connection that may not go on: a certificate whose
-/// subject no rule maps, or an anonymous client where none is allowed.
+/// The authentication state a client connection starts with (its verified certificate's
+/// principal, or anonymous); `None` after closing a connection that may not go on: a
+/// certificate whose subject no rule maps, or an anonymous client where none is allowed and
+/// SASL is off.
 fn identify(
     connection: &quinn::Connection,
     client_auth: Option<&ClientAuthenticator>,
-) -> Option<ClientIdentity> {
+    sasl: Option<Arc<SaslServer>>,
+) -> Option<ConnectionAuth> {
     let remote = connection.remote_address();
     let Some(client_auth) = client_auth else {
-        return Some(ClientIdentity::anonymous(remote.ip()));
+        return Some(ConnectionAuth::new(
+            ClientIdentity::anonymous(remote.ip()),
+            true,
+            sasl,
+        ));
     };
+    let anonymous_allowed = client_auth.anonymous_allowed();
     let certificates = connection.peer_identity().and_then(|identity| {
         identity
             .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
             .ok()
     });
     match client_auth.identify(certificates.as_deref().map(Vec::as_slice), remote.ip()) {
-        Ok(identity) if identity.is_authenticated() || client_auth.anonymous_allowed() => {
+        Ok(identity)
+            if ConnectionAuth::may_start(&identity, anonymous_allowed, sasl.as_deref()) =>
+        {
             tracing::debug!(%remote, principal = %identity.principal, method = ?identity.method, "client identified");
-            Some(identity)
+            Some(ConnectionAuth::new(identity, anonymous_allowed, sasl))
         }
         Ok(_) => {
-            tracing::info!(%remote, "connection closed: anonymous clients are not allowed ([security] allow_anonymous = false) and it presented no client certificate");
+            tracing::info!(%remote, "connection closed: anonymous clients are not allowed ([security] allow_anonymous = false), SASL is off and it presented no client certificate");
             connection.close(
                 CLOSE_AUTHENTICATION_REQUIRED.into(),
                 b"authentication required: this node accepts no anonymous clients; present a client certificate (--cert FILE --key FILE)",
@@ -538,7 +567,7 @@ fn identify(
 
 async fn serve_connection<D: Disk>(
     connection: quinn::Connection,
-    identity: Arc<ClientIdentity>,
+    auth: Arc<std::sync::Mutex<ConnectionAuth>>,
     broker: Arc<Broker<D>>,
     in_flight: Arc<watch::Sender<usize>>,
     limits: Arc<TransportLimits>,
@@ -577,11 +606,16 @@ async fn serve_connection<D: Disk>(
         let in_flight = Arc::clone(&in_flight);
         let limits = Arc::clone(&limits);
         let budget = budget.clone();
-        let identity = Arc::clone(&identity);
+        let auth = Arc::clone(&auth);
+        let connection = connection.clone();
         let fuel = Arc::clone(&fuel);
         tokio::spawn(async move {
-            let answered =
-                serve_stream(send, receive, &identity, &broker, &limits, &budget, &fuel).await;
+            let shared = StreamShared {
+                connection: &connection,
+                auth: &auth,
+                fuel: &fuel,
+            };
+            let answered = serve_stream(send, receive, shared, &broker, &limits, &budget).await;
             in_flight.send_modify(|count| *count -= 1);
             // The answer's bytes stay counted until the client has acknowledged them: quinn
             // holds them until then, and a client that never reads keeps them there.
@@ -597,17 +631,30 @@ async fn serve_connection<D: Disk>(
 /// so one reservation covers them whole, and a stream that sends nothing holds little.
 const REQUEST_FIRST_BYTES: usize = 16 * 1024;
 
+/// What every request stream of one client connection shares.
+struct StreamShared<'a> {
+    connection: &'a quinn::Connection,
+    /// The connection's authentication state (`transport/sasl.rs`).
+    auth: &'a std::sync::Mutex<ConnectionAuth>,
+    /// What the connection's fetch plug-ins may burn.
+    fuel: &'a FuelAccount,
+}
+
 /// Reads, answers and writes one request; returns the stream and the reservation that
 /// covers the answer, to be held until the client has acknowledged it.
 async fn serve_stream<D: Disk>(
     mut send: quinn::SendStream,
     mut receive: quinn::RecvStream,
-    identity: &ClientIdentity,
+    shared: StreamShared<'_>,
     broker: &Broker<D>,
     limits: &TransportLimits,
     budget: &ConnectionBudget,
-    fuel: &FuelAccount,
 ) -> Option<(quinn::SendStream, Reservation)> {
+    let StreamShared {
+        connection,
+        auth,
+        fuel,
+    } = shared;
     let frame = match read_frame(&mut receive, limits, budget).await {
         Ok(frame) => frame,
         Err(ReadFrameError::Refused { code, message }) => {
@@ -627,6 +674,55 @@ async fn serve_stream<D: Disk>(
     let (frame, mut reservation) = frame;
     let reply = match wire::decode_request(frame) {
         Ok((header, request)) => {
+            // Admitted one at a time against the connection's state: a request on a stream
+            // opened while an exchange runs never slips through with a stale identity.
+            // A SaslAuthenticate may cost milliseconds of CPU (PLAIN is one PBKDF2): the
+            // runtime is told, as the Kafka listener does.
+            let admit = || {
+                auth.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .admit(&request)
+            };
+            let admission = if matches!(request, Request::SaslAuthenticate(_)) {
+                crate::kafka::connection::costly(admit)
+            } else {
+                admit()
+            };
+            let identity = match admission {
+                Admission::Serve(identity) => identity,
+                Admission::Answer(response) => {
+                    let reply = wire::encode_response_frame(header.correlation_id, &response);
+                    respond(&mut send, reply.into_chunks()).await;
+                    return Some((send, reservation));
+                }
+                Admission::AnswerAndClose(response) => {
+                    let reply = wire::encode_response_frame(header.correlation_id, &response);
+                    respond(&mut send, reply.into_chunks()).await;
+                    // The client should read the answer before the connection goes.
+                    let clock = broker.clock();
+                    let _ = crate::clock::timeout(
+                        &*clock,
+                        AUTHENTICATION_FAILURE_CLOSE_WAIT,
+                        send.stopped(),
+                    )
+                    .await;
+                    connection.close(
+                        CLOSE_AUTHENTICATION_FAILED.into(),
+                        b"SASL authentication failed",
+                    );
+                    return None;
+                }
+                Admission::Refuse { code, message } => {
+                    tracing::debug!(remote = %connection.remote_address(), ?code, api = ?request.api_key(), "request refused before authentication");
+                    let reply = vec![wire::encode_error_response(
+                        header.correlation_id,
+                        code,
+                        &message,
+                    )];
+                    respond(&mut send, reply).await;
+                    return Some((send, reservation));
+                }
+            };
             // A fetch's answer is reserved before it is read from disk, so that unread
             // answers cannot pile up beyond the budget while they are being built.
             let answer_bytes_expected = answer_bytes_expected(&request, limits);
@@ -645,7 +741,7 @@ async fn serve_stream<D: Disk>(
             }
             let api = request.api_key();
             let handled = broker
-                .handle_as(identity, &header.client_id, request, fuel)
+                .handle_as(&identity, &header.client_id, request, fuel)
                 .await;
             let response = match handled {
                 Response::ApiVersions(mut versions) => {
@@ -817,7 +913,9 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::FindCoordinator
         | ApiKey::AlterUserScramCredentials
         | ApiKey::CreateAcls
-        | ApiKey::DeleteAcls => false,
+        | ApiKey::DeleteAcls
+        | ApiKey::SaslHandshake
+        | ApiKey::SaslAuthenticate => false,
     }
 }
 

@@ -212,6 +212,18 @@ error_codes! {
     /// A limit on users or ACLs would be exceeded (Kafka's POLICY_VIOLATION); the message
     /// names it.
     PolicyViolation = 74, false;
+    /// The node accepts no anonymous clients and this connection has not authenticated:
+    /// authenticate first (SaslHandshake and SaslAuthenticate, or a client certificate).
+    /// Only ApiVersions and the SASL requests are answered until then.
+    AuthenticationRequired = 75, false;
+    /// SASL authentication failed: a wrong password or an unknown user (the two are not
+    /// told apart), or a malformed message. The node closes the connection after this answer
+    /// (Kafka's SASL_AUTHENTICATION_FAILED).
+    SaslAuthenticationFailed = 76, false;
+    /// A SASL request out of order: SaslAuthenticate without a SaslHandshake, a second
+    /// SaslHandshake during an exchange, or after the connection authenticated (QUIC
+    /// connections authenticate once; Kafka's ILLEGAL_SASL_STATE).
+    IllegalSaslState = 77, false;
 }
 
 impl Wire for ErrorCode {

@@ -1618,3 +1618,51 @@ wire_struct! {
         pub results: Vec<DeleteAclsResult>,
     }
 }
+
+wire_struct! {
+    /// Starts SASL authentication on a connection (Kafka's SaslHandshake, v1 semantics): the
+    /// mechanism the client will use. Then SaslAuthenticate requests carry the exchange.
+    pub struct SaslHandshakeRequest {
+        /// `SCRAM-SHA-256`, `SCRAM-SHA-512` or `PLAIN`.
+        pub mechanism: String,
+    }
+}
+
+wire_struct! {
+    /// The mechanisms the node enables, and whether the chosen one is among them.
+    pub struct SaslHandshakeResponse {
+        /// `None`; `UnsupportedSaslMechanism` (the connection is then closed);
+        /// `IllegalSaslState` (an exchange is under way, or the connection authenticated).
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// The mechanisms enabled on this listener (`[security] sasl_mechanisms`).
+        pub mechanisms: Vec<String>,
+    }
+}
+
+wire_struct! {
+    /// One client message of the exchange (SCRAM client-first or client-final, or PLAIN's
+    /// one message), as Kafka's SaslAuthenticate carries it.
+    pub struct SaslAuthenticateRequest {
+        /// The SASL message.
+        pub auth_bytes: Bytes,
+    }
+}
+
+wire_struct! {
+    /// The node's reply to one client message.
+    pub struct SaslAuthenticateResponse {
+        /// `None`; `SaslAuthenticationFailed` (the connection is then closed);
+        /// `IllegalSaslState` (no exchange under way).
+        pub error: ErrorCode,
+        /// Explanation when `error` is set; never tells an unknown user from a wrong
+        /// password, never repeats a secret.
+        pub message: String,
+        /// The server's SASL message (SCRAM server-first or server-final; empty for PLAIN).
+        pub auth_bytes: Bytes,
+        /// Once the exchange completed: how long the authentication holds, in ms; 0 means
+        /// for the connection's life (QUIC connections do not re-authenticate).
+        pub session_lifetime_ms: u64,
+    }
+}

@@ -143,6 +143,8 @@ apis! {
     CreateAcls = 42, CreateAclsRequest, CreateAclsResponse;
     DescribeAcls = 43, DescribeAclsRequest, DescribeAclsResponse;
     DeleteAcls = 44, DeleteAclsRequest, DeleteAclsResponse;
+    SaslHandshake = 45, SaslHandshakeRequest, SaslHandshakeResponse;
+    SaslAuthenticate = 46, SaslAuthenticateRequest, SaslAuthenticateResponse;
 }
 
 /// The only version of each API so far.

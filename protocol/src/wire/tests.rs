@@ -81,6 +81,12 @@ fn samples() -> Vec<Request> {
             validate_only: false,
         }),
         Request::DescribeCluster(DescribeClusterRequest {}),
+        Request::SaslHandshake(SaslHandshakeRequest {
+            mechanism: "SCRAM-SHA-512".into(),
+        }),
+        Request::SaslAuthenticate(SaslAuthenticateRequest {
+            auth_bytes: Bytes::from_static(b"n,,n=alice,r=abc"),
+        }),
         Request::CreatePartitions(CreatePartitionsRequest {
             topics: vec![
                 CreatePartitionsTopic {
@@ -205,6 +211,17 @@ fn upload_module_frame(kind_number: u8) -> Vec<u8> {
 
 fn response_samples() -> Vec<Response> {
     vec![
+        Response::SaslHandshake(SaslHandshakeResponse {
+            error: ErrorCode::UnsupportedSaslMechanism,
+            message: "not enabled".into(),
+            mechanisms: vec!["SCRAM-SHA-256".into(), "PLAIN".into()],
+        }),
+        Response::SaslAuthenticate(SaslAuthenticateResponse {
+            error: ErrorCode::None,
+            message: String::new(),
+            auth_bytes: Bytes::from_static(b"v=abc"),
+            session_lifetime_ms: 0,
+        }),
         Response::ApiVersions(ApiVersionsResponse {
             apis: supported_api_versions(),
             node_version: "0.1.0".into(),
@@ -574,6 +591,19 @@ fn error_codes_are_stable_and_unknown_codes_degrade() {
     assert!(ErrorCode::RequestTimedOut.is_retriable());
     assert!(!ErrorCode::InvalidTopic.is_retriable());
     assert_eq!(ErrorCode::CorruptMessage.to_string(), "CorruptMessage");
+    // The SASL codes docs/PROTOCOL.md publishes; none is worth retrying unchanged.
+    for (code, number) in [
+        (ErrorCode::UnsupportedSaslMechanism, 71),
+        (ErrorCode::AuthenticationRequired, 75),
+        (ErrorCode::SaslAuthenticationFailed, 76),
+        (ErrorCode::IllegalSaslState, 77),
+    ] {
+        assert_eq!(code as u16, number);
+        assert_eq!(ErrorCode::from_u16(number), code);
+        assert!(!code.is_retriable());
+    }
+    assert_eq!(ApiKey::from_u16(45), Some(ApiKey::SaslHandshake));
+    assert_eq!(ApiKey::from_u16(46), Some(ApiKey::SaslAuthenticate));
 }
 
 // Goal: the replication codes keep the numbers docs/PROTOCOL.md publishes, and the ones a

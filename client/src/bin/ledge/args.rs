@@ -53,6 +53,21 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "LEDGE_KEY", value_name = "FILE", requires = "cert", help_heading = CONNECTION)]
     pub(crate) key: Option<PathBuf>,
 
+    /// User to authenticate as, by SASL (for nodes with [security] allow_anonymous = false);
+    /// the password comes from the LEDGE_PASSWORD environment variable or --password-stdin
+    #[arg(long, global = true, value_name = "NAME", help_heading = CONNECTION)]
+    pub(crate) user: Option<String>,
+
+    /// Read --user's password from the first line of standard input (instead of
+    /// LEDGE_PASSWORD)
+    #[arg(long, global = true, requires = "user", help_heading = CONNECTION)]
+    pub(crate) password_stdin: bool,
+
+    /// SASL mechanism for --user: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (PLAIN sends the
+    /// password itself, inside TLS)
+    #[arg(long, global = true, value_name = "MECHANISM", default_value = "SCRAM-SHA-512", value_parser = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"], help_heading = CONNECTION)]
+    pub(crate) sasl_mechanism: String,
+
     /// Name the node's certificate must be issued for
     #[arg(long, global = true, value_name = "NAME", default_value = "localhost", help_heading = CONNECTION)]
     pub(crate) server_name: String,
@@ -1215,6 +1230,32 @@ mod tests {
         .unwrap();
         assert_eq!(cli.cert, Some(PathBuf::from("a.pem")));
         assert_eq!(cli.key, Some(PathBuf::from("a.key")));
+        // --password-stdin belongs to --user; the mechanism is one of three.
+        assert!(Cli::try_parse_from(["ledge", "--password-stdin", "topic", "list"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "ledge",
+                "--user",
+                "a",
+                "--sasl-mechanism",
+                "MD5",
+                "topic",
+                "list"
+            ])
+            .is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "ledge",
+            "topic",
+            "list",
+            "--user",
+            "alice",
+            "--password-stdin",
+        ])
+        .unwrap();
+        assert_eq!(cli.user.as_deref(), Some("alice"));
+        assert!(cli.password_stdin);
+        assert_eq!(cli.sasl_mechanism, "SCRAM-SHA-512");
         assert!(
             Cli::try_parse_from(["ledge", "consume", "t", "--from-beginning", "--offset", "3"])
                 .is_err()

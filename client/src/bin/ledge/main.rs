@@ -80,15 +80,27 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             key: key.clone(),
         });
     }
+    config.sasl = sasl_credentials(
+        &cli,
+        std::env::var(PASSWORD_ENV).ok(),
+        &mut std::io::stdin().lock(),
+    )?;
     config.client_id = "ledge-cli".into();
     config.connect_timeout = CONNECT_TIMEOUT;
-    let client = Client::connect(config).await.with_context(|| {
-        if cli.server.contains(',') {
-            format!("cannot reach any node of {}", cli.server)
-        } else {
-            format!("cannot reach the node at {}", cli.server)
+    let client = match Client::connect(config).await {
+        Ok(client) => client,
+        // Its own line: it names the user and mechanism (never the password).
+        Err(error @ ledge_client::ConnectError::Authentication { .. }) => bail!(error),
+        Err(error) => {
+            return Err(error).with_context(|| {
+                if cli.server.contains(',') {
+                    format!("cannot reach any node of {}", cli.server)
+                } else {
+                    format!("cannot reach the node at {}", cli.server)
+                }
+            });
         }
-    })?;
+    };
     let result = match cli.command {
         Command::Topic { command } => topic::run(&client, command).await,
         Command::Cluster { command } => cluster::run(&client, command).await,
@@ -102,6 +114,49 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
     };
     client.close().await;
     result
+}
+
+/// The environment variable `--user`'s password is read from.
+const PASSWORD_ENV: &str = "LEDGE_PASSWORD";
+
+/// `--user`'s credentials: the password from `env_password` (LEDGE_PASSWORD) or, with
+/// `--password-stdin`, the first line of `stdin` (without its line end). Exactly one source:
+/// both, or neither, is an error. The password is never printed.
+fn sasl_credentials(
+    cli: &Cli,
+    env_password: Option<String>,
+    stdin: &mut dyn std::io::BufRead,
+) -> anyhow::Result<Option<ledge_client::SaslCredentials>> {
+    let Some(user) = &cli.user else {
+        return Ok(None);
+    };
+    let password = match (env_password, cli.password_stdin) {
+        (Some(_), true) => bail!(
+            "--user {user}: give the password one way, {PASSWORD_ENV} or --password-stdin, not both"
+        ),
+        (None, false) => {
+            bail!("--user {user} needs a password: set {PASSWORD_ENV} or pass --password-stdin")
+        }
+        (Some(password), false) => password,
+        (None, true) => {
+            let mut line = String::new();
+            stdin
+                .read_line(&mut line)
+                .context("--password-stdin: cannot read standard input")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                bail!("--password-stdin: standard input held no password (an empty first line)");
+            }
+            password.to_owned()
+        }
+    };
+    let mechanism: ledge_client::SaslMechanism = cli
+        .sasl_mechanism
+        .parse()
+        .map_err(|message: String| anyhow::anyhow!(message))?;
+    Ok(Some(
+        ledge_client::SaslCredentials::new(user.clone(), password).with_mechanism(mechanism),
+    ))
 }
 
 /// Reads the files a command sends, before connecting: a wrong path is reported as such even
@@ -219,5 +274,58 @@ mod tests {
         );
         let plain = anyhow::Error::new(std::io::Error::other("disk\nfull")).context("cannot write");
         assert_eq!(error_line(&plain), "cannot write: disk full");
+    }
+
+    /// Goal: `--user` takes its password from exactly one source, refuses none or both, and
+    /// no error repeats the password; `--password-stdin` reads one line only.
+    #[test]
+    fn user_passwords_come_from_one_source() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["ledge"];
+            all.extend_from_slice(args);
+            all.extend_from_slice(&["topic", "list"]);
+            Cli::try_parse_from(all).unwrap()
+        };
+        let mut no_input: &[u8] = b"";
+        let anonymous = parse(&[]);
+        assert!(
+            sasl_credentials(&anonymous, Some("ignored".into()), &mut no_input)
+                .unwrap()
+                .is_none()
+        );
+        let from_env = parse(&["--user", "alice"]);
+        let credentials = sasl_credentials(&from_env, Some("s3cret".into()), &mut no_input)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            credentials,
+            ledge_client::SaslCredentials::new("alice", "s3cret")
+        );
+        let none = sasl_credentials(&from_env, None, &mut no_input).unwrap_err();
+        assert!(none.to_string().contains("LEDGE_PASSWORD"), "{none}");
+
+        let from_stdin = parse(&[
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--sasl-mechanism",
+            "PLAIN",
+        ]);
+        let mut input: &[u8] = b"line-one\r\nrecords follow\n";
+        let credentials = sasl_credentials(&from_stdin, None, &mut input)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            credentials,
+            ledge_client::SaslCredentials::new("alice", "line-one")
+                .with_mechanism(ledge_client::SaslMechanism::Plain)
+        );
+        assert_eq!(input, b"records follow\n");
+        let both =
+            sasl_credentials(&from_stdin, Some("env-secret".into()), &mut no_input).unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        assert!(!both.to_string().contains("env-secret"));
+        let mut empty: &[u8] = b"\n";
+        assert!(sasl_credentials(&from_stdin, None, &mut empty).is_err());
     }
 }

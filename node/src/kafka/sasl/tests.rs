@@ -18,6 +18,7 @@ use ring::{digest, hmac, pbkdf2};
 
 use super::*;
 use crate::security::credentials::fixture::{FIXTURE_ITERATIONS, MapCredentials};
+use crate::security::scram::ScramMechanism;
 
 const SHA256: SaslMechanism = SaslMechanism::Scram(ScramMechanism::Sha256);
 const SHA512: SaslMechanism = SaslMechanism::Scram(ScramMechanism::Sha512);
