@@ -252,6 +252,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     let listeners = client_listeners(&config);
     let anonymous = config.security.anonymous_access(&listeners)?;
     let anonymous_allowed = anonymous.allowed();
+    let authorization = config.security.authorization_enabled(&anonymous);
     tracing::info!("{}", anonymous_access_summary(&anonymous, &listeners));
     // Checks that need no disk come first, so a mistake in flags or a busy port leaves no
     // data directory behind (issue 11, bug 2): TLS flags and the operator's certificate
@@ -417,19 +418,20 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     } else {
         ledge_node::security::store::StoreMode::OneNode
     };
+    let authorizer_config = ledge_node::security::acl::AuthorizerConfig {
+        super_users: config
+            .security
+            .super_users
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        ..ledge_node::security::acl::AuthorizerConfig::default()
+    };
     let security = match ledge_node::security::store::SecurityStore::open(
         &config.data_dir,
         security_mode,
         lock.read_only,
-        ledge_node::security::acl::AuthorizerConfig {
-            super_users: config
-                .security
-                .super_users
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            ..ledge_node::security::acl::AuthorizerConfig::default()
-        },
+        authorizer_config.clone(),
         ledge_node::security::records::SecurityLimits::default(),
         random_decoy_secret()?,
     ) {
@@ -441,6 +443,18 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     };
     let security = Arc::new(security);
     broker.set_security_store(Arc::clone(&security));
+    if authorization {
+        broker.enforce_authorization(authorizer_config);
+    }
+    tracing::info!(
+        authorization,
+        "requests are {} against the ACLs",
+        if authorization {
+            "checked"
+        } else {
+            "not checked"
+        }
+    );
     for (topic, partition, reason) in broker.offline_partitions() {
         tracing::error!(topic, partition, reason, "partition offline");
     }

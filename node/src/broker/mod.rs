@@ -218,6 +218,9 @@ pub struct Broker<D: Disk> {
     /// once opened; unset in tests and the simulator that do not use it (the user and ACL
     /// requests are then refused).
     security: std::sync::OnceLock<Arc<crate::security::store::SecurityStore>>,
+    /// Whether requests are checked against the ACLs (`[security] authorization`, resolved
+    /// at start); set once by the node, off until then.
+    authorization: std::sync::OnceLock<crate::security::acl::AuthorizerConfig>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -309,6 +312,7 @@ impl<D: Disk> Broker<D> {
             cluster_source: std::sync::OnceLock::new(),
             declared_topics: std::sync::Mutex::new(BTreeMap::new()),
             security: std::sync::OnceLock::new(),
+            authorization: std::sync::OnceLock::new(),
         };
         if broker.topic(OFFSETS_TOPIC).is_none() {
             if read_only {
@@ -385,6 +389,28 @@ impl<D: Disk> Broker<D> {
     /// Installs the security store (once; a second store is ignored).
     pub fn set_security_store(&self, store: Arc<crate::security::store::SecurityStore>) {
         let _ = self.security.set(store);
+    }
+
+    /// Turns authorization on (once; the node does it at start when `[security]
+    /// authorization` resolves to on): from now on every request is checked against the
+    /// security store's ACLs, with `config`'s super users (the store's own settings decide
+    /// when the store is installed; `config` decides while none is, denying all else).
+    pub fn enforce_authorization(&self, config: crate::security::acl::AuthorizerConfig) {
+        let _ = self.authorization.set(config);
+    }
+
+    /// What a request from `identity` may do, as of now: every check allows while
+    /// authorization is off; with it on, checks read the ACLs (see `security/access.rs`).
+    pub fn access(
+        &self,
+        identity: &crate::security::identity::ClientIdentity,
+    ) -> crate::security::access::Access {
+        use crate::security::access::Access;
+        match (self.authorization.get(), self.security.get()) {
+            (None, _) => Access::unrestricted(identity.clone()),
+            (Some(_), Some(store)) => Access::enforced(identity.clone(), store.authorizer()),
+            (Some(config), None) => Access::without_acls(identity.clone(), config.clone()),
+        }
     }
 
     /// The security store, once installed: credentials for SASL, the authorizer.

@@ -2,8 +2,8 @@
 //! SaslHandshake (v0-v1) names a mechanism, then the exchange's tokens come either as
 //! SaslAuthenticate requests (after a v1 handshake) or as raw length-prefixed tokens with no
 //! request header (after a v0 handshake, Kafka 0.10's framing). Mechanisms: SCRAM-SHA-256,
-//! SCRAM-SHA-512 (driven by [`ScramServer`]) and PLAIN (checked against the stored SCRAM
-//! credential by [`authenticate_plain`]); PLAIN is offered and accepted only on the TLS
+//! SCRAM-SHA-512 (driven by [`ScramServer`](crate::security::scram::ScramServer)) and PLAIN (checked against the stored SCRAM
+//! credential by [`authenticate_plain`](crate::security::scram::authenticate_plain)); PLAIN is offered and accepted only on the TLS
 //! listener. A completed exchange makes the connection's [`ClientIdentity`]
 //! (`User:<name>`).
 //!

@@ -924,6 +924,17 @@ impl Authorizer {
         })
     }
 
+    /// An authorizer with no ACLs and no super users: it denies everything.
+    pub fn deny_all() -> Self {
+        Self {
+            super_users: BTreeSet::new(),
+            allow_everyone_if_no_acl_found: false,
+            max_acls: 0,
+            by_type: BTreeMap::new(),
+            len: 0,
+        }
+    }
+
     /// How many bindings it holds.
     pub fn len(&self) -> usize {
         self.len
@@ -1126,6 +1137,81 @@ impl Authorizer {
                 outcome: Outcome::Denied,
                 rule: DecisionRule::NoAclForResource,
             },
+        }
+    }
+}
+
+impl Authorizer {
+    /// May `principal` from `host` perform `operation` on *at least one* resource of
+    /// `resource_type`? Kafka's `Authorizer.authorizeByResourceType`, which InitProducerId
+    /// without a transactional id asks as (Write, Topic) (KIP-679: an idempotent producer
+    /// needs Write on some topic). As Kafka's default method:
+    /// 1. allowed if [`Authorizer::authorize`] allows the operation on a resource named
+    ///    `hardcode` (super users, `allow_everyone_if_no_acl_found`, `*` and matching
+    ///    prefixes);
+    /// 2. else, over the bindings of this type that match the principal (or `User:*`) and
+    ///    host and name exactly this operation or `All` (no implication): a DENY on the
+    ///    literal `*` denies; an ALLOW on the literal `*` allows; else allowed when some
+    ///    ALLOWed literal name has no DENY on the same literal name nor on a prefix of it, or
+    ///    some ALLOWed prefix has no DENYed prefix that is a prefix of it.
+    pub fn authorize_on_some_resource(
+        &self,
+        principal: &str,
+        host: IpAddr,
+        operation: AclOperation,
+        resource_type: ResourceType,
+    ) -> Outcome {
+        if self
+            .authorize(principal, host, operation, resource_type, "hardcode")
+            .is_allowed()
+        {
+            return Outcome::Allowed;
+        }
+        let Some(index) = self.by_type.get(&resource_type) else {
+            return Outcome::Denied;
+        };
+        let host = host.to_canonical();
+        let relevant = |acl: &IndexedAcl, permission: AclPermission| {
+            acl.binding.permission == permission
+                && (acl.binding.operation == operation
+                    || acl.binding.operation == AclOperation::All)
+                && acl_matches_request(acl, principal, host)
+        };
+        fn names_with<'a>(
+            map: &'a BTreeMap<String, Vec<IndexedAcl>>,
+            relevant: impl Fn(&IndexedAcl) -> bool,
+        ) -> BTreeSet<&'a str> {
+            map.iter()
+                .filter(|(_, acls)| acls.iter().any(&relevant))
+                .map(|(name, _)| name.as_str())
+                .collect()
+        }
+        let allows = |acl: &IndexedAcl| relevant(acl, AclPermission::Allow);
+        let denies = |acl: &IndexedAcl| relevant(acl, AclPermission::Deny);
+        let denied_literal = names_with(&index.literal, denies);
+        if denied_literal.contains(WILDCARD) {
+            return Outcome::Denied;
+        }
+        let allowed_literal = names_with(&index.literal, allows);
+        if allowed_literal.contains(WILDCARD) {
+            return Outcome::Allowed;
+        }
+        let denied_prefixes = names_with(&index.prefixed, denies);
+        let under_denied_prefix = |name: &str| {
+            denied_prefixes
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        };
+        let literal_allowed = allowed_literal
+            .iter()
+            .any(|name| !denied_literal.contains(name) && !under_denied_prefix(name));
+        let prefix_allowed = names_with(&index.prefixed, allows)
+            .iter()
+            .any(|prefix| !under_denied_prefix(prefix));
+        if literal_allowed || prefix_allowed {
+            Outcome::Allowed
+        } else {
+            Outcome::Denied
         }
     }
 }

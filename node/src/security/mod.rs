@@ -1,5 +1,6 @@
 //! Security building blocks of issue 15: pure parts (no IO) the listeners use once wired.
 
+pub mod access;
 pub mod acl;
 pub mod credentials;
 pub mod identity;

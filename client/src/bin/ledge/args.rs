@@ -53,7 +53,7 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "LEDGE_KEY", value_name = "FILE", requires = "cert", help_heading = CONNECTION)]
     pub(crate) key: Option<PathBuf>,
 
-    /// User to authenticate as, by SASL (for nodes with [security] allow_anonymous = false);
+    /// User to authenticate as, by SASL (for nodes with security.allow_anonymous = false);
     /// the password comes from the LEDGE_PASSWORD environment variable or --password-stdin
     #[arg(long, global = true, value_name = "NAME", help_heading = CONNECTION)]
     pub(crate) user: Option<String>,

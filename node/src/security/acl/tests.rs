@@ -1501,3 +1501,108 @@ fn ledge_resource_types_are_their_own_resources() {
             .is_allowed()
     );
 }
+
+/// Kafka's `authorizeByResourceType` cases (`BaseAuthorizerTest.testAuthorizeByResourceType*`),
+/// as InitProducerId without a transactional id asks them: Write on some topic.
+#[test]
+fn authorize_on_some_resource_follows_kafkas_by_resource_type() {
+    let alice = user("alice");
+    let some_write = |authorizer: &Authorizer| {
+        authorizer.authorize_on_some_resource(&alice, HOST1, Write, Topic)
+    };
+    // No ACL: denied (allow_everyone_if_no_acl_found is off).
+    assert_eq!(some_write(&authorizer(&[])), Outcome::Denied);
+    // With allow_everyone_if_no_acl_found: allowed (the `hardcode` probe).
+    let open = authorizer_with(
+        AuthorizerConfig {
+            allow_everyone_if_no_acl_found: true,
+            ..AuthorizerConfig::default()
+        },
+        &[],
+    );
+    assert_eq!(some_write(&open), Outcome::Allowed);
+    // Super user.
+    let su = authorizer_with(
+        AuthorizerConfig {
+            super_users: vec![alice.clone()],
+            ..AuthorizerConfig::default()
+        },
+        &[],
+    );
+    assert_eq!(some_write(&su), Outcome::Allowed);
+    // One literal allow.
+    let one = acl(Topic, "orders", Literal, &alice, "*", Write, Allow);
+    assert_eq!(some_write(&authorizer(&[one.clone()])), Outcome::Allowed);
+    // Another principal's allow, another host's, another operation's: denied. No
+    // implication: Read does not count, and neither does Describe.
+    let bob = acl(Topic, "orders", Literal, &user("bob"), "*", Write, Allow);
+    let other_host = acl(
+        Topic,
+        "orders",
+        Literal,
+        &alice,
+        "192.168.1.2",
+        Write,
+        Allow,
+    );
+    let read = acl(Topic, "orders", Literal, &alice, "*", Read, Allow);
+    for binding in [bob, other_host, read] {
+        assert_eq!(
+            some_write(&authorizer(&[binding.clone()])),
+            Outcome::Denied,
+            "{binding}"
+        );
+    }
+    // `All` and `User:*` count.
+    let all = acl(Topic, "orders", Literal, &alice, "*", All, Allow);
+    let everyone = acl(
+        Topic,
+        "orders",
+        Literal,
+        WILDCARD_PRINCIPAL,
+        "*",
+        Write,
+        Allow,
+    );
+    assert_eq!(some_write(&authorizer(&[all])), Outcome::Allowed);
+    assert_eq!(some_write(&authorizer(&[everyone])), Outcome::Allowed);
+    // A deny on the same literal name cancels that allow; a deny on another name does not.
+    let deny_orders = acl(Topic, "orders", Literal, &alice, "*", Write, Deny);
+    let deny_other = acl(Topic, "payments", Literal, &alice, "*", Write, Deny);
+    assert_eq!(
+        some_write(&authorizer(&[one.clone(), deny_orders])),
+        Outcome::Denied
+    );
+    assert_eq!(
+        some_write(&authorizer(&[one.clone(), deny_other])),
+        Outcome::Allowed
+    );
+    // A denied prefix covering the allowed literal name cancels it.
+    let deny_prefix = acl(Topic, "ord", Prefixed, &alice, "*", Write, Deny);
+    assert_eq!(
+        some_write(&authorizer(&[one.clone(), deny_prefix.clone()])),
+        Outcome::Denied
+    );
+    // An allowed prefix under a shorter denied prefix is cancelled; one beside it is not.
+    let allow_prefix = acl(Topic, "orders-", Prefixed, &alice, "*", Write, Allow);
+    let allow_other_prefix = acl(Topic, "pay", Prefixed, &alice, "*", Write, Allow);
+    assert_eq!(
+        some_write(&authorizer(&[allow_prefix, deny_prefix.clone()])),
+        Outcome::Denied
+    );
+    assert_eq!(
+        some_write(&authorizer(&[allow_other_prefix, deny_prefix])),
+        Outcome::Allowed
+    );
+    // A deny on the literal `*` denies whatever is allowed; an allow on it allows.
+    let deny_all = acl(Topic, WILDCARD, Literal, &alice, "*", Write, Deny);
+    assert_eq!(
+        some_write(&authorizer(&[one.clone(), deny_all])),
+        Outcome::Denied
+    );
+    let allow_all = acl(Topic, WILDCARD, Literal, &alice, "*", Write, Allow);
+    assert_eq!(some_write(&authorizer(&[allow_all])), Outcome::Allowed);
+    // Other resource types do not count.
+    let group = acl(Group, "orders", Literal, &alice, "*", Write, Allow);
+    assert_eq!(some_write(&authorizer(&[group])), Outcome::Denied);
+}

@@ -1,0 +1,267 @@
+//! What one request's caller may do: the one place handlers ask "may this client do that?".
+//!
+//! A listener hands each request its connection's [`ClientIdentity`]; the broker turns it
+//! into an [`Access`] ([`Broker::access`](crate::broker::Broker::access)) holding the
+//! identity and, when authorization is on (`[security] authorization`), the ACLs as of the
+//! request's start. Handlers call [`Access::check`] (a denial is an error naming principal,
+//! operation and resource, and a line in the audit log), [`Access::allows_silently`] (for
+//! "all topics" listings, which Kafka filters without logging each omission) and
+//! [`Access::allows_on_some`] (InitProducerId without a transactional id).
+//!
+//! With authorization off every check allows: the identity is still there for the logs.
+//! With authorization on and no ACLs installed (no security store: a test, the simulator),
+//! every check denies except for super users: fail closed.
+
+use std::sync::Arc;
+
+use super::acl::{AclOperation, Authorizer, AuthorizerConfig, Outcome, ResourceType};
+use super::identity::ClientIdentity;
+
+/// A refused operation: `User:alice may not Write Topic:orders`. The text names no secret
+/// and no server path, so it may be sent to the client as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{principal} may not {operation} {resource_type}:{resource_name}")]
+pub struct Denied {
+    /// The caller's principal, `Type:name`.
+    pub principal: String,
+    /// The operation's name (`Write`).
+    pub operation: &'static str,
+    /// The resource type's name (`Topic`).
+    pub resource_type: &'static str,
+    /// The resource's name (`orders`; `kafka-cluster` for the cluster).
+    pub resource_name: String,
+}
+
+/// One request's caller and what it may do (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct Access {
+    identity: ClientIdentity,
+    /// `None`: authorization is off, every check allows.
+    authorizer: Option<Arc<Authorizer>>,
+}
+
+impl Access {
+    /// `identity` with authorization off: every check allows.
+    pub fn unrestricted(identity: ClientIdentity) -> Self {
+        Self {
+            identity,
+            authorizer: None,
+        }
+    }
+
+    /// `identity` checked against `authorizer`'s ACLs.
+    pub fn enforced(identity: ClientIdentity, authorizer: Arc<Authorizer>) -> Self {
+        Self {
+            identity,
+            authorizer: Some(authorizer),
+        }
+    }
+
+    /// `identity` with authorization on but no ACLs to read: every check denies (super
+    /// users of `config` aside; settings the authorizer refuses deny everyone).
+    pub fn without_acls(identity: ClientIdentity, config: AuthorizerConfig) -> Self {
+        match Authorizer::new(config) {
+            Ok(authorizer) => Self::enforced(identity, Arc::new(authorizer)),
+            Err(error) => {
+                tracing::error!(%error, "authorizer settings refused; denying every request");
+                Self {
+                    identity,
+                    authorizer: Some(Arc::new(Authorizer::deny_all())),
+                }
+            }
+        }
+    }
+
+    /// Whose request this is.
+    pub fn identity(&self) -> &ClientIdentity {
+        &self.identity
+    }
+
+    /// Whether checks consult ACLs (authorization on).
+    pub fn is_enforced(&self) -> bool {
+        self.authorizer.is_some()
+    }
+
+    /// May the caller perform `operation` on `(resource_type, resource_name)`? A denial is
+    /// logged (target `ledge::audit`) and returned as [`Denied`].
+    pub fn check(
+        &self,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        resource_name: &str,
+    ) -> Result<(), Denied> {
+        if self.decide(operation, resource_type, resource_name) {
+            return Ok(());
+        }
+        let denied = self.denied(operation, resource_type, resource_name);
+        tracing::info!(
+            target: "ledge::audit",
+            event = "authorization",
+            outcome = "denied",
+            principal = %self.identity.principal,
+            host = %self.identity.host,
+            operation = operation.name(),
+            resource_type = resource_type.name(),
+            resource_name,
+            "request denied"
+        );
+        Err(denied)
+    }
+
+    /// [`Access::check`] as a bool.
+    pub fn allows(
+        &self,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        resource_name: &str,
+    ) -> bool {
+        self.check(operation, resource_type, resource_name).is_ok()
+    }
+
+    /// Like [`Access::allows`], without an audit line for a denial: for listings ("all
+    /// topics", ListGroups) that leave out what the caller may not see, as Kafka does
+    /// (`logIfDenied = false`).
+    pub fn allows_silently(
+        &self,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        resource_name: &str,
+    ) -> bool {
+        self.decide(operation, resource_type, resource_name)
+    }
+
+    /// May the caller perform `operation` on at least one resource of `resource_type`
+    /// ([`Authorizer::authorize_on_some_resource`]; not logged when denied, as Kafka's).
+    pub fn allows_on_some(&self, operation: AclOperation, resource_type: ResourceType) -> bool {
+        match &self.authorizer {
+            None => true,
+            Some(authorizer) => {
+                authorizer.authorize_on_some_resource(
+                    &self.principal_text(),
+                    self.identity.host,
+                    operation,
+                    resource_type,
+                ) == Outcome::Allowed
+            }
+        }
+    }
+
+    /// The [`Denied`] error for `operation` on the resource, for a caller that decided
+    /// itself (with [`Access::allows_on_some`], say).
+    pub fn denied(
+        &self,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        resource_name: &str,
+    ) -> Denied {
+        Denied {
+            principal: self.principal_text(),
+            operation: operation.name(),
+            resource_type: resource_type.name(),
+            resource_name: resource_name.to_owned(),
+        }
+    }
+
+    fn decide(
+        &self,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        resource_name: &str,
+    ) -> bool {
+        match &self.authorizer {
+            None => true,
+            Some(authorizer) => authorizer
+                .authorize(
+                    &self.principal_text(),
+                    self.identity.host,
+                    operation,
+                    resource_type,
+                    resource_name,
+                )
+                .is_allowed(),
+        }
+    }
+
+    fn principal_text(&self) -> String {
+        self.identity.principal.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::security::acl::{AclBinding, AclPermission, CLUSTER_NAME, PatternType};
+    use crate::security::identity::AuthMethod;
+    use crate::security::principal::KafkaPrincipal;
+
+    fn alice() -> ClientIdentity {
+        ClientIdentity {
+            principal: "User:alice".parse::<KafkaPrincipal>().unwrap(),
+            host: IpAddr::from([10, 0, 0, 7]),
+            method: AuthMethod::Certificate,
+        }
+    }
+
+    fn authorizer(bindings: &[AclBinding]) -> Arc<Authorizer> {
+        let mut authorizer = Authorizer::new(AuthorizerConfig::default()).unwrap();
+        for binding in bindings {
+            authorizer.add(binding.clone()).unwrap();
+        }
+        Arc::new(authorizer)
+    }
+
+    fn allow(operation: AclOperation, resource_type: ResourceType, name: &str) -> AclBinding {
+        AclBinding::new(
+            resource_type,
+            name,
+            PatternType::Literal,
+            "User:alice",
+            "*",
+            operation,
+            AclPermission::Allow,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn unrestricted_access_allows_everything() {
+        let access = Access::unrestricted(alice());
+        assert!(!access.is_enforced());
+        assert!(access.allows(AclOperation::Alter, ResourceType::Cluster, CLUSTER_NAME));
+        assert!(access.allows_on_some(AclOperation::Write, ResourceType::Topic));
+    }
+
+    #[test]
+    fn enforced_access_follows_the_acls_and_names_the_denial() {
+        let access = Access::enforced(
+            alice(),
+            authorizer(&[allow(AclOperation::Write, ResourceType::Topic, "orders")]),
+        );
+        assert!(access.is_enforced());
+        assert!(access.allows(AclOperation::Write, ResourceType::Topic, "orders"));
+        assert!(access.allows_silently(AclOperation::Describe, ResourceType::Topic, "orders"));
+        assert!(access.allows_on_some(AclOperation::Write, ResourceType::Topic));
+        let denied = access
+            .check(AclOperation::Read, ResourceType::Topic, "orders")
+            .unwrap_err();
+        assert_eq!(denied.to_string(), "User:alice may not Read Topic:orders");
+        assert!(!access.allows_silently(AclOperation::Write, ResourceType::Topic, "payments"));
+        assert!(!access.allows_on_some(AclOperation::Write, ResourceType::Group));
+    }
+
+    #[test]
+    fn without_acls_denies_all_but_super_users() {
+        let access = Access::without_acls(alice(), AuthorizerConfig::default());
+        assert!(!access.allows(AclOperation::Describe, ResourceType::Topic, "orders"));
+        let super_user = Access::without_acls(
+            alice(),
+            AuthorizerConfig {
+                super_users: vec!["User:alice".to_owned()],
+                ..AuthorizerConfig::default()
+            },
+        );
+        assert!(super_user.allows(AclOperation::Alter, ResourceType::Cluster, CLUSTER_NAME));
+    }
+}
