@@ -1177,10 +1177,10 @@ impl Authorizer {
                     || acl.binding.operation == AclOperation::All)
                 && acl_matches_request(acl, principal, host)
         };
-        fn names_with<'a>(
-            map: &'a BTreeMap<String, Vec<IndexedAcl>>,
+        fn names_with(
+            map: &BTreeMap<String, Vec<IndexedAcl>>,
             relevant: impl Fn(&IndexedAcl) -> bool,
-        ) -> BTreeSet<&'a str> {
+        ) -> BTreeSet<&str> {
             map.iter()
                 .filter(|(_, acls)| acls.iter().any(&relevant))
                 .map(|(name, _)| name.as_str())

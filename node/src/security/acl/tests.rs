@@ -1532,7 +1532,10 @@ fn authorize_on_some_resource_follows_kafkas_by_resource_type() {
     assert_eq!(some_write(&su), Outcome::Allowed);
     // One literal allow.
     let one = acl(Topic, "orders", Literal, &alice, "*", Write, Allow);
-    assert_eq!(some_write(&authorizer(&[one.clone()])), Outcome::Allowed);
+    assert_eq!(
+        some_write(&authorizer(std::slice::from_ref(&one))),
+        Outcome::Allowed
+    );
     // Another principal's allow, another host's, another operation's: denied. No
     // implication: Read does not count, and neither does Describe.
     let bob = acl(Topic, "orders", Literal, &user("bob"), "*", Write, Allow);
@@ -1548,7 +1551,7 @@ fn authorize_on_some_resource_follows_kafkas_by_resource_type() {
     let read = acl(Topic, "orders", Literal, &alice, "*", Read, Allow);
     for binding in [bob, other_host, read] {
         assert_eq!(
-            some_write(&authorizer(&[binding.clone()])),
+            some_write(&authorizer(std::slice::from_ref(&binding))),
             Outcome::Denied,
             "{binding}"
         );
