@@ -146,6 +146,36 @@ impl Access {
         }
     }
 
+    /// Records an administrative change this caller asked for (a topic created, an ACL
+    /// removed, a module uploaded, offsets reset...), in the audit log (target
+    /// `ledge::audit`): `action` names it (`CreateTopics`), `resource_type`/`resource_name`
+    /// what it changed, `outcome` whether it was done (`Err` with the error text if not).
+    /// Call it once per resource changed, after the change was decided.
+    pub fn record_change(
+        &self,
+        action: &str,
+        resource_type: ResourceType,
+        resource_name: &str,
+        outcome: Result<(), &str>,
+    ) {
+        let (result, error) = match outcome {
+            Ok(()) => ("done", ""),
+            Err(error) => ("failed", error),
+        };
+        tracing::info!(
+            target: "ledge::audit",
+            event = "change",
+            action,
+            outcome = result,
+            error,
+            principal = %self.identity.principal,
+            host = %self.identity.host,
+            resource_type = resource_type.name(),
+            resource_name,
+            "administrative change"
+        );
+    }
+
     /// The [`Denied`] error for `operation` on the resource, for a caller that decided
     /// itself (with [`Access::allows_on_some`], say).
     pub fn denied(
