@@ -383,6 +383,19 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // this function returns (the process ends): one node per data directory.
     let lock = lock_data_dir(&config.data_dir, SystemClock.wall_time_ms())?;
     tracing::info!(backend = disk.backend_name(), data_dir = %config.data_dir.display(), read_only = lock.read_only, "data directory locked");
+    if config.cluster.is_some() && !lock.read_only {
+        // The controller log holds the cluster's SCRAM credentials: node user only.
+        let narrowed = ledge_node::controller::store::restrict_controller_dir(&config.data_dir)
+            .with_context(|| {
+                format!(
+                    "cannot restrict {} to mode 0700",
+                    config.data_dir.join("controller").display()
+                )
+            })?;
+        if narrowed {
+            tracing::warn!(data_dir = %config.data_dir.display(), "the controller directory was readable by other users; narrowed to mode 0700");
+        }
+    }
     let server_config = match operator_tls {
         Some(server_config) => server_config,
         None => {

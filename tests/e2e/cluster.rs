@@ -96,6 +96,9 @@ fn cluster_init_writes_a_cluster_whose_node_serves_the_cli() {
     });
     assert_eq!(node.addr.to_string(), address);
     assert!(node.log().contains("node_id=1"), "{}", node.log());
+    // The controller log holds SCRAM credentials: node user only (cluster-init made the
+    // directory for the bootstrap marker; the node narrows it at start).
+    assert_eq!(mode(&dir.join("data/node-1/controller")), 0o700);
     let _others: Vec<NodeProcess> = (2..=3u16)
         .map(|id| {
             NodeProcess::start_with(NodeOptions {

@@ -38,6 +38,39 @@ use crate::storage::disk::{Disk, DiskError, DiskFile, OpenMode, create_dir_durab
 
 /// The controller's directory under the node's data directory.
 pub const CONTROLLER_DIR_NAME: &str = "controller";
+/// Permission bits of the controller's directory: its log holds the cluster's SCRAM
+/// credentials (salted, as `security.json` does on a single node), so only the node's user
+/// may list or read it.
+pub const CONTROLLER_DIR_MODE: u32 = 0o700;
+
+/// Creates `<data_dir>/controller` with [`CONTROLLER_DIR_MODE`], or narrows an existing one
+/// to it (directories made before this rule were 0755). Blocking: call at start, before the
+/// store opens. Returns whether an existing directory's mode was narrowed.
+pub fn restrict_controller_dir(data_dir: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = data_dir.join(CONTROLLER_DIR_NAME);
+    match std::fs::metadata(&dir) {
+        Ok(metadata) => {
+            if metadata.permissions().mode() & 0o777 == CONTROLLER_DIR_MODE {
+                return Ok(false);
+            }
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(CONTROLLER_DIR_MODE))?;
+            Ok(true)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(CONTROLLER_DIR_MODE)
+                .create(&dir)?;
+            // The new entry is durable once its parent is synced; the store's
+            // `create_dir_durable` finds it present, so sync here.
+            std::fs::File::open(data_dir)?.sync_all()?;
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// Largest log entry or state frame read back, in bytes: a decision's records are a few KiB;
 /// a length above this is damage, not an entry.
 pub const CONTROLLER_FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;

@@ -532,3 +532,18 @@ fn reading_an_inverted_or_empty_range_answers_nothing() {
         );
     });
 }
+
+#[test]
+fn the_controller_directory_is_made_or_narrowed_to_the_node_user_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let data_dir = tempfile::tempdir().unwrap();
+    let dir = data_dir.path().join(CONTROLLER_DIR_NAME);
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert!(!restrict_controller_dir(data_dir.path()).unwrap());
+    assert_eq!(mode(&dir), 0o700);
+    // An older directory (0755) is narrowed, once.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(restrict_controller_dir(data_dir.path()).unwrap());
+    assert_eq!(mode(&dir), 0o700);
+    assert!(!restrict_controller_dir(data_dir.path()).unwrap());
+}
