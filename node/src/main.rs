@@ -438,6 +438,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             .iter()
             .map(ToString::to_string)
             .collect(),
+        max_acls: config.security.acls_max,
         ..ledge_node::security::acl::AuthorizerConfig::default()
     };
     let security = match ledge_node::security::store::SecurityStore::open(
@@ -445,7 +446,10 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         security_mode,
         lock.read_only,
         authorizer_config.clone(),
-        ledge_node::security::records::SecurityLimits::default(),
+        ledge_node::security::records::SecurityLimits {
+            users_max: config.security.users_max,
+            acls_max: config.security.acls_max,
+        },
         random_decoy_secret()?,
     ) {
         Ok(store) => store,

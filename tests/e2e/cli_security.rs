@@ -334,3 +334,43 @@ fn base64_decode(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Goal: `security.users_max` and `security.acls_max` bound what the node stores; past
+/// them `ledge user create` and `ledge acl add` fail with one line naming the limit.
+#[test]
+fn the_configured_user_and_acl_limits_are_enforced() {
+    let node = NodeProcess::start_with(ledge_e2e::NodeOptions {
+        config: Some("[security]\nusers_max = 1\nacls_max = 1\n".into()),
+        ..ledge_e2e::NodeOptions::default()
+    });
+    ok(
+        &node,
+        &["user", "create", "alice", "--password-stdin"],
+        Some("a\n"),
+    );
+    let refused = fails(
+        &node,
+        &["user", "create", "bob", "--password-stdin"],
+        Some("b\n"),
+    );
+    assert!(refused.contains("the limit is 1"), "{refused}");
+    let acl = |topic: &str| {
+        vec![
+            "acl".to_owned(),
+            "add".to_owned(),
+            "--allow-principal".to_owned(),
+            "User:alice".to_owned(),
+            "--operation".to_owned(),
+            "Read".to_owned(),
+            "--topic".to_owned(),
+            topic.to_owned(),
+        ]
+    };
+    let first = acl("orders");
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    ok(&node, &first, None);
+    let second = acl("payments");
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    let refused = fails(&node, &second, None);
+    assert!(refused.contains("the limit is 1"), "{refused}");
+}

@@ -137,7 +137,17 @@ pub struct SecurityConfig {
     pub authorization: Option<bool>,
     /// `super_users`: principals every authorization check allows.
     pub super_users: Vec<KafkaPrincipal>,
+    /// `users_max`: most SASL users the node stores
+    /// (default [`USERS_MAX_DEFAULT`](crate::security::records::USERS_MAX_DEFAULT)).
+    pub users_max: usize,
+    /// `acls_max`: most ACL bindings the node stores
+    /// (default [`DEFAULT_MAX_ACLS`](crate::security::acl::DEFAULT_MAX_ACLS)).
+    pub acls_max: usize,
 }
+
+/// The largest `users_max` and `acls_max` accepted: every user and binding is held in memory
+/// and in one file (`security.json`) rewritten on each change.
+pub const SECURITY_ENTRIES_MAX: usize = 1_000_000;
 
 impl Default for SecurityConfig {
     fn default() -> Self {
@@ -151,6 +161,8 @@ impl Default for SecurityConfig {
             allow_anonymous: None,
             authorization: None,
             super_users: Vec::new(),
+            users_max: crate::security::records::USERS_MAX_DEFAULT,
+            acls_max: crate::security::acl::DEFAULT_MAX_ACLS,
         }
     }
 }
@@ -167,6 +179,8 @@ pub(super) struct SecuritySection {
     allow_anonymous: Option<bool>,
     authorization: Option<bool>,
     super_users: Option<Vec<String>>,
+    users_max: Option<usize>,
+    acls_max: Option<usize>,
 }
 
 impl SecuritySection {
@@ -235,6 +249,20 @@ impl SecuritySection {
                     ));
                 }
                 config.super_users.push(principal);
+            }
+        }
+        for (key, value, field) in [
+            ("users_max", self.users_max, &mut config.users_max),
+            ("acls_max", self.acls_max, &mut config.acls_max),
+        ] {
+            if let Some(value) = value {
+                if !(1..=SECURITY_ENTRIES_MAX).contains(&value) {
+                    return Err(error(
+                        key,
+                        format!("{value} is out of range 1..={SECURITY_ENTRIES_MAX}"),
+                    ));
+                }
+                *field = value;
             }
         }
         if config.allow_anonymous == Some(false)
@@ -415,6 +443,8 @@ sasl_mechanisms = ["SCRAM-SHA-512"]
 allow_anonymous = false
 authorization = true
 super_users = ["User:admin", "User:CN=ops,O=Acme"]
+users_max = 50
+acls_max = 2000
 "#,
         )
         .unwrap();
@@ -435,6 +465,7 @@ super_users = ["User:admin", "User:CN=ops,O=Acme"]
         assert_eq!(config.allow_anonymous, Some(false));
         assert_eq!(config.authorization, Some(true));
         assert_eq!(config.super_users[1].name(), "CN=ops,O=Acme");
+        assert_eq!((config.users_max, config.acls_max), (50, 2000));
         // Empty list: SASL off.
         let config = parse("[security]\nsasl_mechanisms = []\n").unwrap();
         assert!(config.sasl_mechanisms.is_empty());
@@ -483,6 +514,9 @@ super_users = ["User:admin", "User:CN=ops,O=Acme"]
             ),
             ("[security]\nallow_anonymous = \"no\"\n", "allow_anonymous"),
             ("[security]\nauthorization = 1\n", "authorization"),
+            ("[security]\nusers_max = 0\n", "users_max"),
+            ("[security]\nacls_max = 1000001\n", "acls_max"),
+            ("[security]\nacls_max = -1\n", "acls_max"),
             (
                 "[security]\nsuper_users = [\"admin\"]\n",
                 "security.super_users: expected a string in format principalType:principalName but got `admin`",
