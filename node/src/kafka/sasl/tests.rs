@@ -1026,11 +1026,8 @@ proptest::proptest! {
 }
 
 /// An audit log on a manual clock whose lines a test reads.
-fn audit() -> (
-    Arc<crate::security::audit::AuditLog>,
-    crate::security::audit::AuditQueue,
-) {
-    let (log, queue) = crate::security::audit::AuditLog::with_queue(
+fn audit() -> (Arc<AuditLog>, crate::security::audit::AuditQueue) {
+    let (log, queue) = AuditLog::with_queue(
         &crate::security::audit::AuditSettings::default(),
         Arc::new(crate::clock::ManualClock::new(1_796_655_267_000)),
     );
