@@ -605,7 +605,10 @@ audit_queue_events_max = 100
                 "[security]\naudit_log_bytes_max = 100\n",
                 "security.audit_log_bytes_max: 100 is below the least, 4096 bytes",
             ),
-            ("[security]\naudit_log_bytes_max = -1\n", "audit_log_bytes_max"),
+            (
+                "[security]\naudit_log_bytes_max = -1\n",
+                "audit_log_bytes_max",
+            ),
             (
                 "[security]\naudit_events_per_second_max = 0\n",
                 "security.audit_events_per_second_max: must be at least 1",

@@ -570,9 +570,9 @@ fn refused_certificate(error: &std::io::Error) -> Option<String> {
         refused @ rustls::Error::InvalidCertificate(_) => {
             Some(format!("client certificate refused: {refused}"))
         }
-        rustls::Error::NoCertificatesPresented => Some(
-            "no client certificate, and security.client_auth = \"required\"".to_owned(),
-        ),
+        rustls::Error::NoCertificatesPresented => {
+            Some("no client certificate, and security.client_auth = \"required\"".to_owned())
+        }
         _ => None,
     }
 }

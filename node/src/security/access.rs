@@ -358,4 +358,3 @@ mod tests {
         assert_eq!(failed["resource_type"], "Cluster");
     }
 }
-

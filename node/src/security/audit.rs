@@ -376,7 +376,12 @@ struct Line<'a> {
 
 /// A summary line: `suppressed` events of `kind` left out by the rate limit, `dropped`
 /// lines (of any kind) lost to a full queue, since the previous summary.
-pub fn summary_line(wall_ms: i64, kind: Option<AuditKind>, suppressed: u64, dropped: u64) -> String {
+pub fn summary_line(
+    wall_ms: i64,
+    kind: Option<AuditKind>,
+    suppressed: u64,
+    dropped: u64,
+) -> String {
     let line = Line {
         time: rfc3339_ms(wall_ms),
         event: "audit_suppressed",
@@ -475,7 +480,11 @@ pub struct AuditLimiter {
 
 impl AuditLimiter {
     /// Full buckets at `now`; rates of zero are taken as one.
-    pub fn new(events_per_second_max: u32, source_events_per_second_max: u32, now: Instant) -> Self {
+    pub fn new(
+        events_per_second_max: u32,
+        source_events_per_second_max: u32,
+        now: Instant,
+    ) -> Self {
         let rate = events_per_second_max.max(1);
         Self {
             rate,
@@ -647,7 +656,11 @@ impl AuditLog {
         };
         let log = Arc::new(log);
         let weak = Arc::downgrade(&log);
-        tokio::spawn(summaries(weak, Arc::clone(&log.clock), settings.summary_interval));
+        tokio::spawn(summaries(
+            weak,
+            Arc::clone(&log.clock),
+            settings.summary_interval,
+        ));
         Ok(log)
     }
 
@@ -821,7 +834,9 @@ impl FileWriter {
     }
 
     fn try_write(&mut self, line: &str) -> std::io::Result<()> {
-        let bytes = u64::try_from(line.len()).unwrap_or(u64::MAX).saturating_add(1);
+        let bytes = u64::try_from(line.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
         if self.file.is_none() {
             let (file, size) = open_append(&self.path)?;
             self.file = Some(file);

@@ -599,7 +599,9 @@ fn identify(
         }
         Ok(_) => {
             tracing::info!(%remote, "connection closed: anonymous clients are not allowed ([security] allow_anonymous = false), SASL is off and it presented no client certificate");
-            audit_failure("no client certificate; anonymous clients are not allowed and SASL is off");
+            audit_failure(
+                "no client certificate; anonymous clients are not allowed and SASL is off",
+            );
             connection.close(
                 CLOSE_AUTHENTICATION_REQUIRED.into(),
                 b"authentication required: this node accepts no anonymous clients; present a client certificate (--cert FILE --key FILE)",

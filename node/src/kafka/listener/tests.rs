@@ -48,7 +48,7 @@ async fn start_listener(listener: KafkaListener) -> Running {
 /// [`start_listener`] with `audit` installed in the broker.
 async fn start_listener_with_audit(
     listener: KafkaListener,
-    audit: Option<Arc<crate::security::audit::AuditLog>>,
+    audit: Option<Arc<AuditLog>>,
 ) -> Running {
     let broker = Broker::open(
         SimDisk::new(7),
@@ -676,7 +676,7 @@ async fn start_mtls(security: crate::config::SecurityConfig) -> MtlsRunning {
         .unwrap();
     let tls_address = listener.local_tls_addr().unwrap().unwrap();
     let listener = listener.with_client_auth(Arc::clone(&authenticator));
-    let (audit, queue) = crate::security::audit::AuditLog::with_queue(
+    let (audit, queue) = AuditLog::with_queue(
         &crate::security::audit::AuditSettings::default(),
         Arc::new(crate::clock::ManualClock::new(1_000_000)),
     );
@@ -700,7 +700,11 @@ impl MtlsRunning {
             if !lines.is_empty() {
                 break;
             }
-            crate::clock::sleep(&crate::clock::SystemClock, std::time::Duration::from_millis(10)).await;
+            crate::clock::sleep(
+                &crate::clock::SystemClock,
+                std::time::Duration::from_millis(10),
+            )
+            .await;
         }
         lines
     }
@@ -780,11 +784,17 @@ async fn required_client_certificates_refuse_clients_without_one_and_map_alice()
     assert_eq!(event["method"], "certificate");
     assert_eq!(event["host"], "127.0.0.1");
     assert!(
-        event["error"].as_str().unwrap().contains("no client certificate"),
+        event["error"]
+            .as_str()
+            .unwrap()
+            .contains("no client certificate"),
         "{event}"
     );
     assert!(mtls.answered(true).await, "alice was not served");
-    assert!(mtls.audit.drain().is_empty(), "alice's connection is no failure");
+    assert!(
+        mtls.audit.drain().is_empty(),
+        "alice's connection is no failure"
+    );
     let alice =
         rustls::pki_types::CertificateDer::pem_file_iter(mtls.directory.path().join("alice.pem"))
             .unwrap()

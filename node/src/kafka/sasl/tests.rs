@@ -1075,7 +1075,11 @@ fn a_wrong_password_is_one_audit_event_without_the_password() {
     send(&mut plain, 2, b"\0alice\0plain-password-456", now);
     let lines = queue.drain();
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("\"listener\":\"kafka-tls\""), "{}", lines[0]);
+    assert!(
+        lines[0].contains("\"listener\":\"kafka-tls\""),
+        "{}",
+        lines[0]
+    );
     assert!(lines[0].contains("\"method\":\"PLAIN\""), "{}", lines[0]);
     assert!(!lines[0].contains("plain-password-456"), "{}", lines[0]);
 

@@ -28,12 +28,7 @@ fn failure(name: &str, host: [u8; 4]) -> AuditEvent {
 }
 
 fn denial() -> AuditEvent {
-    AuditEvent::authorization_denied(
-        &alice(),
-        AclOperation::Write,
-        ResourceType::Topic,
-        "orders",
-    )
+    AuditEvent::authorization_denied(&alice(), AclOperation::Write, ResourceType::Topic, "orders")
 }
 
 fn parse(line: &str) -> serde_json::Map<String, serde_json::Value> {
@@ -55,7 +50,8 @@ fn the_limiter_allows_a_burst_then_the_rate_and_counts_the_rest() {
         .count();
     assert_eq!(admitted, 4, "the burst is the rate");
     // Another kind still has its own bucket.
-    let change = AuditEvent::admin_change(&alice(), "CreateTopics", ResourceType::Topic, "t", Ok(()));
+    let change =
+        AuditEvent::admin_change(&alice(), "CreateTopics", ResourceType::Topic, "t", Ok(()));
     assert!(limiter.admit(&change, clock.now()));
     // A quarter of a second gives one token back.
     clock.advance_ms(250);
@@ -105,7 +101,11 @@ fn the_sources_tracked_are_bounded() {
     assert_eq!(limiter.sources_tracked(), AUDIT_SOURCES_TRACKED_MAX);
     clock.advance_ms(2_000);
     limiter.admit(&failure("later", [203, 0, 113, 9]), clock.now());
-    assert_eq!(limiter.sources_tracked(), 1, "refilled sources were forgotten");
+    assert_eq!(
+        limiter.sources_tracked(),
+        1,
+        "refilled sources were forgotten"
+    );
 }
 
 // Goal: each kind's line is one JSON object with every field, in a stable order; a

@@ -320,7 +320,10 @@ fn a_wrong_password_is_one_audit_event_without_the_password() {
         let (log, queue) = audit();
         let mut connection = closed_node_connection().with_audit(Some(Arc::clone(&log)));
         let admission = run_exchange(&mut connection, mechanism, "alice", "wrong-password-9");
-        assert!(matches!(admission, Admission::AnswerAndClose(_)), "{admission:?}");
+        assert!(
+            matches!(admission, Admission::AnswerAndClose(_)),
+            "{admission:?}"
+        );
         connection.admit(&metadata());
         let lines = queue.drain();
         assert_eq!(lines.len(), 1, "{mechanism:?}: {lines:?}");
