@@ -41,6 +41,15 @@ async fn closed_node(directory: &Path) -> Node {
 
 /// [`closed_node`] on `address`, with the TLS material in `directory` (made once).
 async fn closed_node_at(directory: &Path, address: std::net::SocketAddr) -> Node {
+    closed_node_with(directory, address, None).await
+}
+
+/// [`closed_node_at`] with `audit` installed in its broker.
+async fn closed_node_with(
+    directory: &Path,
+    address: std::net::SocketAddr,
+    audit: Option<Arc<crate::security::audit::AuditLog>>,
+) -> Node {
     let server_tls = tls::load_or_generate_dev(directory).unwrap();
     let transport = TransportLimits::default();
     let authenticator = Arc::new(
@@ -63,6 +72,9 @@ async fn closed_node_at(directory: &Path, address: std::net::SocketAddr) -> Node
     )
     .await
     .unwrap();
+    if let Some(audit) = audit {
+        broker.set_audit_log(audit);
+    }
     let (stop, stopped) = watch::channel(false);
     let serving = tokio::spawn(server.serve(Arc::new(broker), stopped));
     Node {
@@ -270,4 +282,43 @@ async fn the_sdk_authenticates_again_after_a_reconnect() {
         outcome = admin.list_topics().await.map(|_| ());
     }
     outcome.unwrap();
+}
+
+// Goal (audit log): through the real QUIC listener, the SDK with a wrong password is exactly
+// one `authentication_failure` line in the broker's audit log (listener `quic`, the claimed
+// user, the mechanism), without the password; a connection that sends a request without
+// authenticating is one line naming no user.
+#[tokio::test]
+async fn a_wrong_password_over_quic_is_one_audit_line() {
+    let directory = tempfile::tempdir().unwrap();
+    let (log, queue) = crate::security::audit::AuditLog::with_queue(
+        &crate::security::audit::AuditSettings::default(),
+        Arc::new(crate::clock::ManualClock::new(1_796_655_267_000)),
+    );
+    let node = closed_node_with(
+        directory.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(Arc::new(log)),
+    )
+    .await;
+    let credentials = SaslCredentials::new("alice", "not-alices-password-7");
+    Client::connect(config(&node, Some(credentials)))
+        .await
+        .unwrap_err();
+    let lines = queue.drain();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let event: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(event["event"], "authentication_failure");
+    assert_eq!(event["listener"], "quic");
+    assert_eq!(event["principal"], "User:alice");
+    assert_eq!(event["method"], "SCRAM-SHA-512");
+    assert_eq!(event["host"], "127.0.0.1");
+    assert!(!lines[0].contains("not-alices-password-7"), "{}", lines[0]);
+
+    let connection = raw_connection(&node).await;
+    let (header, _) = ask(&connection, &metadata()).await;
+    assert_eq!(header.error, ErrorCode::AuthenticationRequired);
+    let lines = queue.drain();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("\"principal\":null"), "{}", lines[0]);
 }
