@@ -97,7 +97,9 @@ fn a_wrong_password_lands_in_the_audit_log() {
         eprintln!("skipped the Kafka part: kafka-python not installed (.ci/run installs it)");
         return;
     };
-    let kafka = node.kafka_addr.expect("the Kafka listener is on by default");
+    let kafka = node
+        .kafka_addr
+        .expect("the Kafka listener is on by default");
     let script =
         crate::kafka_confluent_aiokafka::workspace().join("tests/kafka/kafka_python_sasl.py");
     let arguments = serde_json::json!({
@@ -131,7 +133,11 @@ fn a_wrong_password_lands_in_the_audit_log() {
         assert_eq!(event["method"], "SCRAM-SHA-256");
     }
     let text = std::fs::read_to_string(&path).unwrap();
-    for secret in ["wrong-password-42", "kafka-wrong-password-43", "alice-secret"] {
+    for secret in [
+        "wrong-password-42",
+        "kafka-wrong-password-43",
+        "alice-secret",
+    ] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
 }

@@ -55,9 +55,8 @@ async fn closed_node_with(
     let server_tls = tls::load_or_generate_dev(directory).unwrap();
     let transport = TransportLimits::default();
     let ca = directory.join("tls").join("ca.pem");
-    let authenticator = Arc::new(
-        ClientAuthenticator::load(security, Some(&ca), AnonymousAccess::Never).unwrap(),
-    );
+    let authenticator =
+        Arc::new(ClientAuthenticator::load(security, Some(&ca), AnonymousAccess::Never).unwrap());
     let server_config =
         client_auth_server_config(server_tls, &transport, &authenticator, None).unwrap();
     let socket = bind_socket(address, &transport).unwrap();
@@ -368,7 +367,10 @@ async fn a_refused_client_certificate_is_one_audit_line() {
     assert_eq!(event["method"], "certificate");
     assert_eq!(event["principal"], serde_json::Value::Null);
     assert!(
-        event["error"].as_str().unwrap().contains("no client certificate"),
+        event["error"]
+            .as_str()
+            .unwrap()
+            .contains("no client certificate"),
         "{event}"
     );
 }
