@@ -345,3 +345,33 @@ async fn the_started_log_writes_the_file() {
     log.record(&denial());
     assert!(!off.path().join(AUDIT_LOG_FILE).exists());
 }
+
+// Goal: once the node installed its audit log in the broker, every `Access` the broker
+// makes records its denials there (and with authorization on and no security store, a
+// denial is still recorded).
+#[tokio::test]
+async fn the_broker_hands_its_audit_log_to_every_access() {
+    let broker = crate::broker::Broker::open(
+        crate::sim::SimDisk::new(3),
+        Path::new("/data"),
+        crate::broker::BrokerConfig::default(),
+        Arc::new(crate::clock::SimClock::new(1_000_000)),
+    )
+    .await
+    .unwrap();
+    let (log, queue) = AuditLog::with_queue(
+        &AuditSettings::default(),
+        Arc::new(ManualClock::new(1_796_655_267_000)),
+    );
+    broker.set_audit_log(Arc::new(log));
+    broker.enforce_authorization(crate::security::acl::AuthorizerConfig::default());
+    let access = broker.access(&alice());
+    access
+        .check(AclOperation::Alter, ResourceType::Cluster, CLUSTER_NAME)
+        .unwrap_err();
+    access.record_change("CreateTopics", ResourceType::Topic, "orders", Ok(()));
+    let lines = queue.drain();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(parse(&lines[0])["event"], "authorization_denied");
+    assert_eq!(parse(&lines[1])["event"], "admin_change");
+}
