@@ -460,6 +460,20 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     };
     let security = Arc::new(security);
     broker.set_security_store(Arc::clone(&security));
+    // The audit log (`<data-dir>/audit.log`, issue 15): authentication failures, denials and
+    // administrative changes, rate limited.
+    match ledge_node::security::audit::AuditLog::start(
+        &config.security.audit,
+        &config.data_dir,
+        lock.read_only,
+        broker.clock(),
+    ) {
+        Ok(audit) => broker.set_audit_log(audit),
+        Err(error) => {
+            broker.close().await;
+            return Err(error.into());
+        }
+    }
     if authorization {
         broker.enforce_authorization(authorizer_config);
     }

@@ -221,6 +221,9 @@ pub struct Broker<D: Disk> {
     /// Whether requests are checked against the ACLs (`[security] authorization`, resolved
     /// at start); set once by the node, off until then.
     authorization: std::sync::OnceLock<crate::security::acl::AuthorizerConfig>,
+    /// The audit log (`security/audit.rs`), installed by the node at start; unset in tests
+    /// and the simulator (audit events then go to the node's log only).
+    audit: std::sync::OnceLock<Arc<crate::security::audit::AuditLog>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -313,6 +316,7 @@ impl<D: Disk> Broker<D> {
             declared_topics: std::sync::Mutex::new(BTreeMap::new()),
             security: std::sync::OnceLock::new(),
             authorization: std::sync::OnceLock::new(),
+            audit: std::sync::OnceLock::new(),
         };
         if broker.topic(OFFSETS_TOPIC).is_none() {
             if read_only {
@@ -406,11 +410,23 @@ impl<D: Disk> Broker<D> {
         identity: &crate::security::identity::ClientIdentity,
     ) -> crate::security::access::Access {
         use crate::security::access::Access;
-        match (self.authorization.get(), self.security.get()) {
+        let access = match (self.authorization.get(), self.security.get()) {
             (None, _) => Access::unrestricted(identity.clone()),
             (Some(_), Some(store)) => Access::enforced(identity.clone(), store.authorizer()),
             (Some(config), None) => Access::without_acls(identity.clone(), config.clone()),
-        }
+        };
+        access.with_audit(self.audit.get().cloned())
+    }
+
+    /// Installs the audit log (once; a second is ignored): denials, administrative changes
+    /// and the listeners' authentication failures are recorded there from now on.
+    pub fn set_audit_log(&self, audit: Arc<crate::security::audit::AuditLog>) {
+        let _ = self.audit.set(audit);
+    }
+
+    /// The audit log, once installed.
+    pub fn audit_log(&self) -> Option<&Arc<crate::security::audit::AuditLog>> {
+        self.audit.get()
     }
 
     /// The security store, once installed: credentials for SASL, the authorizer.

@@ -15,6 +15,10 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::security::audit::{
+    AUDIT_LOG_BYTES_MAX_MIN, AUDIT_QUEUE_EVENTS_MAX_MAX, AUDIT_SUMMARY_INTERVAL_MS_MAX,
+    AUDIT_SUMMARY_INTERVAL_MS_MIN, AuditSettings,
+};
 use crate::security::principal::{KafkaPrincipal, PrincipalMappingRules};
 use crate::security::scram::ScramMechanism;
 
@@ -143,6 +147,10 @@ pub struct SecurityConfig {
     /// `acls_max`: most ACL bindings the node stores
     /// (default [`DEFAULT_MAX_ACLS`](crate::security::acl::DEFAULT_MAX_ACLS)).
     pub acls_max: usize,
+    /// `audit_log`, `audit_log_bytes_max`, `audit_events_per_second_max`,
+    /// `audit_source_events_per_second_max`, `audit_summary_interval_ms`,
+    /// `audit_queue_events_max`: the audit log (`security/audit.rs`).
+    pub audit: AuditSettings,
 }
 
 /// The largest `users_max` and `acls_max` accepted: every user and binding is held in memory
@@ -163,6 +171,7 @@ impl Default for SecurityConfig {
             super_users: Vec::new(),
             users_max: crate::security::records::USERS_MAX_DEFAULT,
             acls_max: crate::security::acl::DEFAULT_MAX_ACLS,
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -181,6 +190,12 @@ pub(super) struct SecuritySection {
     super_users: Option<Vec<String>>,
     users_max: Option<usize>,
     acls_max: Option<usize>,
+    audit_log: Option<bool>,
+    audit_log_bytes_max: Option<u64>,
+    audit_events_per_second_max: Option<u32>,
+    audit_source_events_per_second_max: Option<u32>,
+    audit_summary_interval_ms: Option<u64>,
+    audit_queue_events_max: Option<usize>,
 }
 
 impl SecuritySection {
@@ -264,6 +279,65 @@ impl SecuritySection {
                 }
                 *field = value;
             }
+        }
+        if let Some(file) = self.audit_log {
+            config.audit.file = file;
+        }
+        if let Some(bytes) = self.audit_log_bytes_max {
+            if bytes < AUDIT_LOG_BYTES_MAX_MIN {
+                return Err(error(
+                    "audit_log_bytes_max",
+                    format!("{bytes} is below the least, {AUDIT_LOG_BYTES_MAX_MIN} bytes"),
+                ));
+            }
+            config.audit.file_bytes_max = bytes;
+        }
+        if let Some(rate) = self.audit_events_per_second_max {
+            if rate == 0 {
+                return Err(error(
+                    "audit_events_per_second_max",
+                    "must be at least 1 (audit_log = false turns the file off)".into(),
+                ));
+            }
+            config.audit.events_per_second_max = rate;
+        }
+        if let Some(rate) = self.audit_source_events_per_second_max {
+            if rate == 0 {
+                return Err(error(
+                    "audit_source_events_per_second_max",
+                    "must be at least 1".into(),
+                ));
+            }
+            config.audit.source_events_per_second_max = rate;
+        }
+        if config.audit.source_events_per_second_max > config.audit.events_per_second_max {
+            return Err(error(
+                "audit_source_events_per_second_max",
+                format!(
+                    "{} is more than audit_events_per_second_max ({}): one source could use every line",
+                    config.audit.source_events_per_second_max, config.audit.events_per_second_max
+                ),
+            ));
+        }
+        if let Some(ms) = self.audit_summary_interval_ms {
+            if !(AUDIT_SUMMARY_INTERVAL_MS_MIN..=AUDIT_SUMMARY_INTERVAL_MS_MAX).contains(&ms) {
+                return Err(error(
+                    "audit_summary_interval_ms",
+                    format!(
+                        "{ms} must be between {AUDIT_SUMMARY_INTERVAL_MS_MIN} and {AUDIT_SUMMARY_INTERVAL_MS_MAX}"
+                    ),
+                ));
+            }
+            config.audit.summary_interval = std::time::Duration::from_millis(ms);
+        }
+        if let Some(events) = self.audit_queue_events_max {
+            if !(1..=AUDIT_QUEUE_EVENTS_MAX_MAX).contains(&events) {
+                return Err(error(
+                    "audit_queue_events_max",
+                    format!("{events} must be between 1 and {AUDIT_QUEUE_EVENTS_MAX_MAX}"),
+                ));
+            }
+            config.audit.queue_events_max = events;
         }
         if config.allow_anonymous == Some(false)
             && config.client_auth == ClientAuth::None
@@ -417,6 +491,16 @@ mod tests {
         assert_eq!(config.allow_anonymous, None);
         assert_eq!(config.authorization, None);
         assert!(config.super_users.is_empty());
+        assert_eq!(config.audit, AuditSettings::default());
+        assert!(config.audit.file);
+        assert_eq!(config.audit.file_bytes_max, 64 * 1024 * 1024);
+        assert_eq!(config.audit.events_per_second_max, 100);
+        assert_eq!(config.audit.source_events_per_second_max, 10);
+        assert_eq!(
+            config.audit.summary_interval,
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(config.audit.queue_events_max, 4096);
         // The default rules: an issued certificate's subject is a short user name, any other
         // subject is the whole distinguished name.
         let rules = &config.principal_mapping_rules;
@@ -445,6 +529,12 @@ authorization = true
 super_users = ["User:admin", "User:CN=ops,O=Acme"]
 users_max = 50
 acls_max = 2000
+audit_log = false
+audit_log_bytes_max = 1048576
+audit_events_per_second_max = 50
+audit_source_events_per_second_max = 5
+audit_summary_interval_ms = 60000
+audit_queue_events_max = 100
 "#,
         )
         .unwrap();
@@ -466,6 +556,17 @@ acls_max = 2000
         assert_eq!(config.authorization, Some(true));
         assert_eq!(config.super_users[1].name(), "CN=ops,O=Acme");
         assert_eq!((config.users_max, config.acls_max), (50, 2000));
+        assert_eq!(
+            config.audit,
+            AuditSettings {
+                file: false,
+                file_bytes_max: 1_048_576,
+                events_per_second_max: 50,
+                source_events_per_second_max: 5,
+                summary_interval: std::time::Duration::from_secs(60),
+                queue_events_max: 100,
+            }
+        );
         // Empty list: SASL off.
         let config = parse("[security]\nsasl_mechanisms = []\n").unwrap();
         assert!(config.sasl_mechanisms.is_empty());
@@ -532,6 +633,35 @@ acls_max = 2000
             (
                 "[security]\nallow_anonymous = false\nsasl_mechanisms = []\n",
                 "security.allow_anonymous = false, but no client can authenticate",
+            ),
+            ("[security]\naudit_log = \"yes\"\n", "audit_log"),
+            (
+                "[security]\naudit_log_bytes_max = 100\n",
+                "security.audit_log_bytes_max: 100 is below the least, 4096 bytes",
+            ),
+            (
+                "[security]\naudit_log_bytes_max = -1\n",
+                "audit_log_bytes_max",
+            ),
+            (
+                "[security]\naudit_events_per_second_max = 0\n",
+                "security.audit_events_per_second_max: must be at least 1",
+            ),
+            (
+                "[security]\naudit_source_events_per_second_max = 0\n",
+                "security.audit_source_events_per_second_max: must be at least 1",
+            ),
+            (
+                "[security]\naudit_events_per_second_max = 5\n",
+                "security.audit_source_events_per_second_max: 10 is more than audit_events_per_second_max (5)",
+            ),
+            (
+                "[security]\naudit_summary_interval_ms = 10\n",
+                "security.audit_summary_interval_ms: 10 must be between 100 and 86400000",
+            ),
+            (
+                "[security]\naudit_queue_events_max = 0\n",
+                "security.audit_queue_events_max: 0 must be between 1 and 1048576",
             ),
         ] {
             let error = parse(text).expect_err(text);

@@ -144,7 +144,8 @@ pub(crate) async fn serve_connection<D: Disk, S>(
         service.kind() == ListenerKind::Tls,
         identity,
         settings.sasl_session_lifetime,
-    );
+    )
+    .with_audit(service.audit_log());
     let framing = Arc::new(Framing {
         raw_tokens: AtomicBool::new(false),
         frame_bytes_max: AtomicU32::new(0),

@@ -83,6 +83,11 @@ impl<D: Disk> KafkaService<D> {
         &self.settings
     }
 
+    /// The node's audit log, once installed (authentication failures are recorded there).
+    pub fn audit_log(&self) -> Option<Arc<crate::security::audit::AuditLog>> {
+        self.broker.audit_log().cloned()
+    }
+
     /// Answers one request; `None` when Kafka sends no answer (a produce with acks=0).
     /// `sequencing` is dropped when the request is sequenced: a produce's once its batches
     /// are queued in their partitions' writers, any other request's once it is answered

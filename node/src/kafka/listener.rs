@@ -23,6 +23,7 @@ use super::dispatch::{KafkaService, ListenerKind};
 use super::fetch_sessions::FetchSessionCache;
 use super::sasl::KafkaSasl;
 use crate::broker::Broker;
+use crate::security::audit::{AuditEvent, AuditListener, AuditLog};
 use crate::security::identity::ClientIdentity;
 use crate::storage::Disk;
 use crate::transport::address_limit::{
@@ -407,6 +408,7 @@ impl KafkaListener {
                     let service = Arc::clone(service);
                     let clock = broker.clock();
                     let client_auth = client_auth.clone();
+                    let audit = broker.audit_log().cloned();
                     tasks.spawn(async move {
                         let handshake = settings.tls_handshake_timeout;
                         let stream = match crate::clock::timeout(
@@ -419,6 +421,18 @@ impl KafkaListener {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(error)) => {
                                 tracing::info!(%remote, %error, "kafka TLS connection closed: handshake failed");
+                                if let Some(reason) = refused_certificate(&error) {
+                                    crate::security::audit::record(
+                                        audit.as_deref(),
+                                        &AuditEvent::authentication_failure(
+                                            AuditListener::KafkaTls,
+                                            remote.ip(),
+                                            None,
+                                            "certificate",
+                                            &reason,
+                                        ),
+                                    );
+                                }
                                 return;
                             }
                             Err(_) => {
@@ -427,9 +441,13 @@ impl KafkaListener {
                             }
                         };
                         let certificates = stream.get_ref().1.peer_certificates();
-                        let Some(identity) =
-                            identify(remote, certificates, client_auth.as_deref())
-                        else {
+                        let Some(identity) = identify(
+                            remote,
+                            certificates,
+                            client_auth.as_deref(),
+                            AuditListener::KafkaTls,
+                            audit.as_deref(),
+                        ) else {
                             return;
                         };
                         connection.serve(stream, identity, service).await;
@@ -437,7 +455,13 @@ impl KafkaListener {
                 }
                 (false, _, _, Some(service)) => {
                     let service = Arc::clone(service);
-                    if let Some(identity) = identify(remote, None, client_auth.as_deref()) {
+                    if let Some(identity) = identify(
+                        remote,
+                        None,
+                        client_auth.as_deref(),
+                        AuditListener::Kafka,
+                        broker.audit_log().map(|audit| &**audit),
+                    ) {
                         tasks.spawn(connection.serve(stream, identity, service));
                     }
                 }
@@ -505,9 +529,17 @@ fn identify(
     remote: SocketAddr,
     certificates: Option<&[rustls::pki_types::CertificateDer<'static>]>,
     client_auth: Option<&ClientAuthenticator>,
+    listener: AuditListener,
+    audit: Option<&AuditLog>,
 ) -> Option<ClientIdentity> {
     let Some(client_auth) = client_auth else {
         return Some(ClientIdentity::anonymous(remote.ip()));
+    };
+    let audit_failure = |method: &str, reason: &str| {
+        crate::security::audit::record(
+            audit,
+            &AuditEvent::authentication_failure(listener, remote.ip(), None, method, reason),
+        );
     };
     match client_auth.identify(certificates, remote.ip()) {
         Ok(identity) if identity.is_authenticated() || client_auth.anonymous_may_authenticate() => {
@@ -515,13 +547,33 @@ fn identify(
         }
         Ok(_) => {
             tracing::info!(%remote, "kafka connection closed: anonymous clients are not allowed ([security] allow_anonymous = false), it presented no client certificate and SASL is off");
+            audit_failure(
+                "none",
+                "no client certificate; anonymous clients are not allowed and SASL is off",
+            );
             None
         }
         Err(error) => {
             // The subject is in the certificate, not a secret; it says which rule is missing.
             tracing::warn!(%remote, %error, "kafka connection closed: client certificate maps to no principal");
+            audit_failure("certificate", &error.to_string());
             None
         }
+    }
+}
+
+/// Why the TLS handshake refused the client's certificate, if that is why `error` ended it
+/// (rustls's client-certificate verifier: a certificate that does not verify, or none where
+/// `security.client_auth = "required"`); `None` for other handshake failures.
+fn refused_certificate(error: &std::io::Error) -> Option<String> {
+    match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        refused @ rustls::Error::InvalidCertificate(_) => {
+            Some(format!("client certificate refused: {refused}"))
+        }
+        rustls::Error::NoCertificatesPresented => {
+            Some("no client certificate, and security.client_auth = \"required\"".to_owned())
+        }
+        _ => None,
     }
 }
 

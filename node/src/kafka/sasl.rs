@@ -33,7 +33,9 @@
 //!   re-authenticate, SaslAuthenticate v0 or raw tokens, reconnects).
 //!
 //! Every failure is logged with the name the client gave, its address and the mechanism;
-//! never a password, proof, nonce or key.
+//! never a password, proof, nonce or key. Each is also one `authentication_failure` event in
+//! the audit log ([`SaslSession::with_audit`]; `security/audit.rs`), as is a connection
+//! closed for sending other requests before authenticating.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +48,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::apis::{KafkaRequest, KafkaResponse};
 use super::codec::DecodedRequest;
+use crate::security::audit::{AuditEvent, AuditListener, AuditLog};
 use crate::security::credentials::CredentialLookup;
 use crate::security::identity::{AuthMethod, ClientIdentity};
 use crate::security::principal::KafkaPrincipal;
@@ -270,6 +273,8 @@ pub struct SaslSession {
     /// When the latest re-authentication started.
     reauthentication_started: Option<Instant>,
     step: Step,
+    /// Where failures are recorded (`None`: the node's log only).
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// Why one step of an exchange failed: what the client is told, and what the log says.
@@ -296,7 +301,35 @@ impl SaslSession {
             expires: None,
             reauthentication_started: None,
             step: Step::Idle,
+            audit: None,
         }
+    }
+
+    /// Records authentication failures in `audit` (an `authentication_failure` event each;
+    /// rate limited) besides the node's log.
+    pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Records one authentication failure in the audit log: `principal` the name the client
+    /// claimed (none: it claimed none), `method` the mechanism as logged.
+    fn audit_failure(&self, principal: Option<&str>, method: &str, reason: &str) {
+        let listener = if self.over_tls {
+            AuditListener::KafkaTls
+        } else {
+            AuditListener::Kafka
+        };
+        crate::security::audit::record(
+            self.audit.as_deref(),
+            &AuditEvent::authentication_failure(
+                listener,
+                self.identity.host,
+                principal,
+                method,
+                reason,
+            ),
+        );
     }
 
     /// Who the connection is now.
@@ -380,6 +413,10 @@ impl SaslSession {
                 reason,
                 "kafka connection closed"
             );
+            // After a failed exchange, the failure was recorded already.
+            if !self.identity.is_authenticated() && !matches!(self.step, Step::Failed) {
+                self.audit_failure(None, "none", reason);
+            }
         }
         self.step = Step::Failed;
         false
@@ -485,6 +522,7 @@ impl SaslSession {
                         client = %self.identity.host,
                         "kafka connection closed: SaslAuthenticate before SaslHandshake"
                     );
+                    self.audit_failure(None, "none", "SaslAuthenticate before SaslHandshake");
                     self.step = Step::Failed;
                     return Admission::Close;
                 }
@@ -654,6 +692,7 @@ impl SaslSession {
             reason,
             "kafka SASL authentication failed"
         );
+        self.audit_failure(username, &mechanism, reason);
     }
 }
 

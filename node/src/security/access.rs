@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use super::acl::{AclOperation, Authorizer, AuthorizerConfig, Outcome, ResourceType};
+use super::audit::{AuditEvent, AuditLog};
 use super::identity::ClientIdentity;
 
 /// A refused operation: `User:alice may not Write Topic:orders`. The text names no secret
@@ -38,6 +39,9 @@ pub struct Access {
     identity: ClientIdentity,
     /// `None`: authorization is off, every check allows.
     authorizer: Option<Arc<Authorizer>>,
+    /// Where denials and changes are recorded; `None`: the node's log only, unlimited
+    /// (tests, the simulator).
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl Access {
@@ -46,6 +50,7 @@ impl Access {
         Self {
             identity,
             authorizer: None,
+            audit: None,
         }
     }
 
@@ -54,6 +59,7 @@ impl Access {
         Self {
             identity,
             authorizer: Some(authorizer),
+            audit: None,
         }
     }
 
@@ -67,9 +73,17 @@ impl Access {
                 Self {
                     identity,
                     authorizer: Some(Arc::new(Authorizer::deny_all())),
+                    audit: None,
                 }
             }
         }
+    }
+
+    /// Records denials and changes in `audit` (rate limited; [`AuditLog`]) instead of the
+    /// node's log alone.
+    pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// Whose request this is.
@@ -83,7 +97,8 @@ impl Access {
     }
 
     /// May the caller perform `operation` on `(resource_type, resource_name)`? A denial is
-    /// logged (target `ledge::audit`) and returned as [`Denied`].
+    /// recorded in the audit log (an `authorization_denied` event, rate limited; target
+    /// `ledge::audit` in the node's log) and returned as [`Denied`].
     pub fn check(
         &self,
         operation: AclOperation,
@@ -94,16 +109,14 @@ impl Access {
             return Ok(());
         }
         let denied = self.denied(operation, resource_type, resource_name);
-        tracing::info!(
-            target: "ledge::audit",
-            event = "authorization",
-            outcome = "denied",
-            principal = %self.identity.principal,
-            host = %self.identity.host,
-            operation = operation.name(),
-            resource_type = resource_type.name(),
-            resource_name,
-            "request denied"
+        super::audit::record(
+            self.audit.as_deref(),
+            &AuditEvent::authorization_denied(
+                &self.identity,
+                operation,
+                resource_type,
+                resource_name,
+            ),
         );
         Err(denied)
     }
@@ -147,8 +160,8 @@ impl Access {
     }
 
     /// Records an administrative change this caller asked for (a topic created, an ACL
-    /// removed, a module uploaded, offsets reset...), in the audit log (target
-    /// `ledge::audit`): `action` names it (`CreateTopics`), `resource_type`/`resource_name`
+    /// removed, a module uploaded, offsets reset...), in the audit log (an `admin_change`
+    /// event, rate limited; target `ledge::audit` in the node's log): `action` names it (`CreateTopics`), `resource_type`/`resource_name`
     /// what it changed, `outcome` whether it was done (`Err` with the error text if not).
     /// Call it once per resource changed, after the change was decided.
     pub fn record_change(
@@ -158,21 +171,15 @@ impl Access {
         resource_name: &str,
         outcome: Result<(), &str>,
     ) {
-        let (result, error) = match outcome {
-            Ok(()) => ("done", ""),
-            Err(error) => ("failed", error),
-        };
-        tracing::info!(
-            target: "ledge::audit",
-            event = "change",
-            action,
-            outcome = result,
-            error,
-            principal = %self.identity.principal,
-            host = %self.identity.host,
-            resource_type = resource_type.name(),
-            resource_name,
-            "administrative change"
+        super::audit::record(
+            self.audit.as_deref(),
+            &AuditEvent::admin_change(
+                &self.identity,
+                action,
+                resource_type,
+                resource_name,
+                outcome,
+            ),
         );
     }
 
@@ -293,5 +300,61 @@ mod tests {
             },
         );
         assert!(super_user.allows(AclOperation::Alter, ResourceType::Cluster, CLUSTER_NAME));
+    }
+
+    // Goal: a denial through `check` is one `authorization_denied` line in the audit log
+    // naming principal, host, operation and resource; a silent check (a listing) and an
+    // allowed one add nothing; a change through `record_change` is one `admin_change` line
+    // with its outcome and error.
+    #[test]
+    fn denials_and_changes_go_to_the_audit_log() {
+        use crate::security::audit::{AuditLog, AuditSettings};
+        let (log, queue) = AuditLog::with_queue(
+            &AuditSettings::default(),
+            Arc::new(crate::clock::ManualClock::new(1_796_655_267_000)),
+        );
+        let log = Arc::new(log);
+        let access = Access::enforced(
+            alice(),
+            authorizer(&[allow(AclOperation::Write, ResourceType::Topic, "orders")]),
+        )
+        .with_audit(Some(Arc::clone(&log)));
+        assert!(access.allows(AclOperation::Write, ResourceType::Topic, "orders"));
+        assert!(!access.allows_silently(AclOperation::Read, ResourceType::Topic, "orders"));
+        assert!(queue.drain().is_empty());
+        access
+            .check(AclOperation::Read, ResourceType::Topic, "orders")
+            .unwrap_err();
+        let lines = queue.drain();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let fields: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(fields["event"], "authorization_denied");
+        assert_eq!(fields["principal"], "User:alice");
+        assert_eq!(fields["host"], "10.0.0.7");
+        assert_eq!(fields["method"], "certificate");
+        assert_eq!(fields["operation"], "Read");
+        assert_eq!(fields["resource_type"], "Topic");
+        assert_eq!(fields["resource_name"], "orders");
+        assert_eq!(fields["outcome"], "denied");
+
+        access.record_change("CreateTopics", ResourceType::Topic, "payments", Ok(()));
+        access.record_change(
+            "DeleteAcls",
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+            Err("security store is read-only"),
+        );
+        let lines = queue.drain();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let created: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(created["event"], "admin_change");
+        assert_eq!(created["operation"], "CreateTopics");
+        assert_eq!(created["resource_name"], "payments");
+        assert_eq!(created["outcome"], "done");
+        assert_eq!(created["error"], serde_json::Value::Null);
+        let failed: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(failed["outcome"], "failed");
+        assert_eq!(failed["error"], "security store is read-only");
+        assert_eq!(failed["resource_type"], "Cluster");
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod acl;
+pub mod audit;
 pub mod credentials;
 pub mod identity;
 pub mod principal;

@@ -264,12 +264,13 @@ impl QuicServer {
             let peers = self.peers.clone();
             let client_auth = self.client_auth.clone();
             let sasl = self.sasl.clone();
+            let audit = broker.audit_log().cloned();
             tokio::spawn(async move {
                 let _permits = (permit, address_permit);
                 let connection = match incoming.await {
                     Ok(connection) => connection,
                     Err(error) => {
-                        log_handshake_failure(remote, &error);
+                        log_handshake_failure(remote, &error, audit.as_deref());
                         return;
                     }
                 };
@@ -284,7 +285,7 @@ impl QuicServer {
                     }
                     return;
                 }
-                let Some(auth) = identify(&connection, client_auth.as_deref(), sasl) else {
+                let Some(auth) = identify(&connection, client_auth.as_deref(), sasl, audit) else {
                     return;
                 };
                 serve_connection(
@@ -501,18 +502,57 @@ fn negotiated_alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
 
 /// A handshake this node refused on TLS grounds (a certificate not from the cluster CA, no
 /// common ALPN) is a misconfiguration worth a warning; lost or timed-out handshakes are not.
-fn log_handshake_failure(remote: SocketAddr, error: &quinn::ConnectionError) {
+/// A client certificate this node refused (see [`refused_certificate_alert`]) is also an
+/// authentication failure in the audit log.
+fn log_handshake_failure(
+    remote: SocketAddr,
+    error: &quinn::ConnectionError,
+    audit: Option<&crate::security::audit::AuditLog>,
+) {
     // QUIC carries TLS alerts as transport error codes 0x100..=0x1ff (RFC 9001, 4.8).
-    let refused_by_tls = matches!(
-        error,
-        quinn::ConnectionError::TransportError(transport)
-            if (0x100..=0x1ff).contains(&u64::from(transport.code))
-    );
-    if refused_by_tls {
-        tracing::warn!(%remote, %error, "connection refused in the TLS handshake");
-    } else {
-        tracing::debug!(%remote, %error, "handshake failed");
+    let alert = match error {
+        quinn::ConnectionError::TransportError(transport) => {
+            let code = u64::from(transport.code);
+            (0x100..=0x1ff).contains(&code).then(|| code - 0x100)
+        }
+        _ => None,
+    };
+    match alert {
+        Some(alert) => {
+            tracing::warn!(%remote, %error, "connection refused in the TLS handshake");
+            if let Some(reason) = refused_certificate_alert(alert) {
+                crate::security::audit::record(
+                    audit,
+                    &crate::security::audit::AuditEvent::authentication_failure(
+                        crate::security::audit::AuditListener::Quic,
+                        remote.ip(),
+                        None,
+                        "certificate",
+                        reason,
+                    ),
+                );
+            }
+        }
+        None => tracing::debug!(%remote, %error, "handshake failed"),
     }
+}
+
+/// Why a client certificate was refused, for the TLS alert this node sent (RFC 8446, 6.2):
+/// the alerts rustls's client-certificate verifier ends a handshake with; `None` for other
+/// alerts (no common ALPN, a protocol error).
+pub fn refused_certificate_alert(alert: u64) -> Option<&'static str> {
+    Some(match alert {
+        42 => "client certificate refused: bad certificate",
+        43 => "client certificate refused: unsupported certificate",
+        44 => "client certificate refused: revoked",
+        45 => "client certificate refused: expired or not yet valid",
+        46 => "client certificate refused: unknown or unusable",
+        48 => "client certificate refused: not issued by security.client_ca",
+        49 => "client certificate refused: access denied",
+        51 => "client certificate refused: its signature does not verify",
+        116 => "no client certificate, and security.client_auth = \"required\"",
+        _ => return None,
+    })
 }
 
 /// The authentication state a client connection starts with (its verified certificate's
@@ -523,14 +563,26 @@ fn identify(
     connection: &quinn::Connection,
     client_auth: Option<&ClientAuthenticator>,
     sasl: Option<Arc<SaslServer>>,
+    audit: Option<Arc<crate::security::audit::AuditLog>>,
 ) -> Option<ConnectionAuth> {
     let remote = connection.remote_address();
     let Some(client_auth) = client_auth else {
-        return Some(ConnectionAuth::new(
-            ClientIdentity::anonymous(remote.ip()),
-            true,
-            sasl,
-        ));
+        return Some(
+            ConnectionAuth::new(ClientIdentity::anonymous(remote.ip()), true, sasl)
+                .with_audit(audit),
+        );
+    };
+    let audit_failure = |reason: &str| {
+        crate::security::audit::record(
+            audit.as_deref(),
+            &crate::security::audit::AuditEvent::authentication_failure(
+                crate::security::audit::AuditListener::Quic,
+                remote.ip(),
+                None,
+                "certificate",
+                reason,
+            ),
+        );
     };
     let anonymous_allowed = client_auth.anonymous_allowed();
     let certificates = connection.peer_identity().and_then(|identity| {
@@ -543,10 +595,13 @@ fn identify(
             if ConnectionAuth::may_start(&identity, anonymous_allowed, sasl.as_deref()) =>
         {
             tracing::debug!(%remote, principal = %identity.principal, method = ?identity.method, "client identified");
-            Some(ConnectionAuth::new(identity, anonymous_allowed, sasl))
+            Some(ConnectionAuth::new(identity, anonymous_allowed, sasl).with_audit(audit.clone()))
         }
         Ok(_) => {
             tracing::info!(%remote, "connection closed: anonymous clients are not allowed ([security] allow_anonymous = false), SASL is off and it presented no client certificate");
+            audit_failure(
+                "no client certificate; anonymous clients are not allowed and SASL is off",
+            );
             connection.close(
                 CLOSE_AUTHENTICATION_REQUIRED.into(),
                 b"authentication required: this node accepts no anonymous clients; present a client certificate (--cert FILE --key FILE)",
@@ -556,6 +611,7 @@ fn identify(
         Err(error) => {
             // The subject is in the certificate, not a secret; it says which rule is missing.
             tracing::warn!(%remote, %error, "connection closed: client certificate maps to no principal");
+            audit_failure(&error.to_string());
             connection.close(
                 CLOSE_NO_PRINCIPAL.into(),
                 b"client certificate refused: its subject maps to no principal ([security] principal_mapping_rules)",

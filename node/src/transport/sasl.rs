@@ -26,7 +26,9 @@
 //!   stays.
 //!
 //! Failures are logged with the name the client gave (cut at [`LOGGED_NAME_CHARS_MAX`]),
-//! its address and the mechanism; never a password, proof, nonce or key.
+//! its address and the mechanism; never a password, proof, nonce or key. Each is also one
+//! `authentication_failure` event in the audit log ([`ConnectionAuth::with_audit`];
+//! `security/audit.rs`), as is each request refused `AuthenticationRequired`.
 
 use std::sync::Arc;
 
@@ -35,6 +37,7 @@ use ledge_protocol::wire::{
     ErrorCode, Request, Response, SaslAuthenticateResponse, SaslHandshakeResponse,
 };
 
+use crate::security::audit::{AuditEvent, AuditListener, AuditLog};
 use crate::security::identity::{AuthMethod, ClientIdentity};
 use crate::security::principal::KafkaPrincipal;
 use crate::security::sasl::{ExchangeStep, SaslExchange, SaslServer, mechanism_from_name};
@@ -78,6 +81,8 @@ pub struct ConnectionAuth {
     anonymous_allowed: bool,
     identity: Arc<ClientIdentity>,
     step: Step,
+    /// Where failures are recorded (`None`: the node's log only).
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// What an anonymous client is told when anonymous clients are not allowed.
@@ -97,7 +102,28 @@ impl ConnectionAuth {
             anonymous_allowed,
             identity: Arc::new(identity),
             step: Step::Idle,
+            audit: None,
         }
+    }
+
+    /// Records authentication failures in `audit` (an `authentication_failure` event each;
+    /// rate limited) besides the node's log.
+    pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    fn audit_failure(&self, principal: Option<&str>, method: &str, reason: &str) {
+        crate::security::audit::record(
+            self.audit.as_deref(),
+            &AuditEvent::authentication_failure(
+                AuditListener::Quic,
+                self.identity.host,
+                principal,
+                method,
+                reason,
+            ),
+        );
     }
 
     /// Whether a connection that starts as `identity` may go on at all: it proved a
@@ -136,10 +162,17 @@ impl ConnectionAuth {
             _ if self.identity.is_authenticated() || self.anonymous_allowed => {
                 Admission::Serve(Arc::clone(&self.identity))
             }
-            _ => Admission::Refuse {
-                code: ErrorCode::AuthenticationRequired,
-                message: AUTHENTICATION_REQUIRED.into(),
-            },
+            _ => {
+                self.audit_failure(
+                    None,
+                    "none",
+                    "a request before authentication, and anonymous clients are not allowed",
+                );
+                Admission::Refuse {
+                    code: ErrorCode::AuthenticationRequired,
+                    message: AUTHENTICATION_REQUIRED.into(),
+                }
+            }
         }
     }
 
@@ -285,13 +318,15 @@ impl ConnectionAuth {
                 format!("User:{shown}")
             },
         );
+        let mechanism = shown_mechanism(mechanism);
         tracing::warn!(
             principal,
             client = %self.identity.host,
-            mechanism = shown_mechanism(mechanism),
+            mechanism,
             reason,
             "quic SASL authentication failed"
         );
+        self.audit_failure(username, &mechanism, reason);
     }
 }
 

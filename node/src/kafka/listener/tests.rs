@@ -42,6 +42,14 @@ async fn start(settings: KafkaSettings) -> Running {
 }
 
 async fn start_listener(listener: KafkaListener) -> Running {
+    start_listener_with_audit(listener, None).await
+}
+
+/// [`start_listener`] with `audit` installed in the broker.
+async fn start_listener_with_audit(
+    listener: KafkaListener,
+    audit: Option<Arc<AuditLog>>,
+) -> Running {
     let broker = Broker::open(
         SimDisk::new(7),
         Path::new("/data"),
@@ -50,6 +58,9 @@ async fn start_listener(listener: KafkaListener) -> Running {
     )
     .await
     .unwrap();
+    if let Some(audit) = audit {
+        broker.set_audit_log(audit);
+    }
     let address = listener.local_addr().transpose().unwrap();
     let (stop, stopped) = watch::channel(false);
     let serving = tokio::spawn(listener.serve(Arc::new(broker), stopped));
@@ -623,6 +634,8 @@ struct MtlsRunning {
     roots: rustls::RootCertStore,
     authenticator: Arc<ClientAuthenticator>,
     directory: tempfile::TempDir,
+    /// The broker's audit log's lines.
+    audit: crate::security::audit::AuditQueue,
 }
 
 async fn start_mtls(security: crate::config::SecurityConfig) -> MtlsRunning {
@@ -663,16 +676,39 @@ async fn start_mtls(security: crate::config::SecurityConfig) -> MtlsRunning {
         .unwrap();
     let tls_address = listener.local_tls_addr().unwrap().unwrap();
     let listener = listener.with_client_auth(Arc::clone(&authenticator));
+    let (audit, queue) = AuditLog::with_queue(
+        &crate::security::audit::AuditSettings::default(),
+        Arc::new(crate::clock::ManualClock::new(1_000_000)),
+    );
     MtlsRunning {
-        running: start_listener(listener).await,
+        running: start_listener_with_audit(listener, Some(Arc::new(audit))).await,
         tls_address,
         roots,
         authenticator,
         directory,
+        audit: queue,
     }
 }
 
 impl MtlsRunning {
+    /// The audit lines written so far, once there is at least one (the listener records a
+    /// refusal after the client may have seen the connection close).
+    async fn audit_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for _ in 0..500 {
+            lines.extend(self.audit.drain());
+            if !lines.is_empty() {
+                break;
+            }
+            crate::clock::sleep(
+                &crate::clock::SystemClock,
+                std::time::Duration::from_millis(10),
+            )
+            .await;
+        }
+        lines
+    }
+
     /// Connects, presenting alice's certificate if `as_alice`; the TLS 1.3 client finishes
     /// its handshake before the node has checked its certificate, so a refusal shows as a
     /// closed connection on the first read.
@@ -739,14 +775,40 @@ async fn required_client_certificates_refuse_clients_without_one_and_map_alice()
     };
     let mtls = start_mtls(security).await;
     assert!(!mtls.answered(false).await, "served without a certificate");
+    // The refusal is one authentication failure in the audit log.
+    let lines = mtls.audit_lines().await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let event: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(event["event"], "authentication_failure");
+    assert_eq!(event["listener"], "kafka-tls");
+    assert_eq!(event["method"], "certificate");
+    assert_eq!(event["host"], "127.0.0.1");
+    assert!(
+        event["error"]
+            .as_str()
+            .unwrap()
+            .contains("no client certificate"),
+        "{event}"
+    );
     assert!(mtls.answered(true).await, "alice was not served");
+    assert!(
+        mtls.audit.drain().is_empty(),
+        "alice's connection is no failure"
+    );
     let alice =
         rustls::pki_types::CertificateDer::pem_file_iter(mtls.directory.path().join("alice.pem"))
             .unwrap()
             .map(Result::unwrap)
             .collect::<Vec<_>>();
     let remote: SocketAddr = "192.0.2.1:50000".parse().unwrap();
-    let identity = identify(remote, Some(&alice), Some(&mtls.authenticator)).unwrap();
+    let identity = identify(
+        remote,
+        Some(&alice),
+        Some(&mtls.authenticator),
+        AuditListener::KafkaTls,
+        None,
+    )
+    .unwrap();
     assert_eq!(identity.principal.to_string(), "User:alice");
     assert_eq!(identity.host, remote.ip());
     mtls.stop().await;
@@ -767,6 +829,15 @@ async fn an_unmapped_subject_is_refused_and_optional_lets_anonymous_through() {
     };
     let mtls = start_mtls(security).await;
     assert!(!mtls.answered(true).await, "an unmapped subject was served");
+    let lines = mtls.audit_lines().await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let event: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(event["event"], "authentication_failure");
+    assert_eq!(event["method"], "certificate");
+    assert!(
+        event["error"].as_str().unwrap().contains("CN=alice"),
+        "{event}"
+    );
     assert!(
         mtls.answered(false).await,
         "anonymous refused with optional"
@@ -775,6 +846,8 @@ async fn an_unmapped_subject_is_refused_and_optional_lets_anonymous_through() {
         "127.0.0.1:1".parse().unwrap(),
         None,
         Some(&mtls.authenticator),
+        AuditListener::KafkaTls,
+        None,
     )
     .unwrap();
     assert!(!identity.is_authenticated());

@@ -1025,6 +1025,72 @@ proptest::proptest! {
     }
 }
 
+/// An audit log on a manual clock whose lines a test reads.
+fn audit() -> (Arc<AuditLog>, crate::security::audit::AuditQueue) {
+    let (log, queue) = AuditLog::with_queue(
+        &crate::security::audit::AuditSettings::default(),
+        Arc::new(crate::clock::ManualClock::new(1_796_655_267_000)),
+    );
+    (Arc::new(log), queue)
+}
+
+// Goal: a wrong password on the Kafka listener (SCRAM on plaintext, PLAIN on TLS) is exactly
+// one `authentication_failure` line in the audit log naming the claimed user, the host, the
+// listener and the mechanism, without the password, the nonce or the proof; a request on
+// the failed connection adds nothing; a request before authentication where anonymous
+// clients are refused is one line naming no user.
+#[test]
+fn a_wrong_password_is_one_audit_event_without_the_password() {
+    let now = t0();
+    for mechanism in ScramMechanism::ALL {
+        let (log, queue) = audit();
+        let mut session = session(false).with_audit(Some(log));
+        handshake_ok(&mut session, 1, mechanism.name(), now);
+        let client = ScramClient::new(mechanism, "alice");
+        let (first, _) = send(&mut session, 2, &client.first(), now);
+        let last = client.last(&first.auth_bytes, "wrong-password-123");
+        let (_, open) = send(&mut session, 2, &last, now);
+        assert!(!open);
+        assert_eq!(session.admit(&metadata(), now), Admission::Close);
+        let lines = queue.drain();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        let fields: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(fields["event"], "authentication_failure");
+        assert_eq!(fields["principal"], "User:alice");
+        assert_eq!(fields["host"], "192.0.2.7");
+        assert_eq!(fields["listener"], "kafka");
+        assert_eq!(fields["method"], mechanism.name());
+        let last = String::from_utf8(last).unwrap();
+        let (_, proof) = last.rsplit_once(",p=").unwrap();
+        let nonce = String::from_utf8(client.first()).unwrap();
+        let (_, nonce) = nonce.rsplit_once("r=").unwrap();
+        for secret in ["wrong-password-123", ALICE_PASSWORD, proof, nonce] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+        }
+    }
+    let (log, queue) = audit();
+    let mut plain = session_with(sasl(false), true, Duration::ZERO).with_audit(Some(log));
+    handshake_ok(&mut plain, 1, "PLAIN", now);
+    send(&mut plain, 2, b"\0alice\0plain-password-456", now);
+    let lines = queue.drain();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("\"listener\":\"kafka-tls\""),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("\"method\":\"PLAIN\""), "{}", lines[0]);
+    assert!(!lines[0].contains("plain-password-456"), "{}", lines[0]);
+
+    let (log, queue) = audit();
+    let mut anonymous = session(false).with_audit(Some(log));
+    assert_eq!(anonymous.admit(&metadata(), now), Admission::Close);
+    let lines = queue.drain();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("\"principal\":null"), "{}", lines[0]);
+}
+
 /// Log lines written while a test runs.
 #[derive(Clone, Default)]
 struct CapturedLogs(Arc<Mutex<Vec<u8>>>);

@@ -296,3 +296,53 @@ fn anonymous_connections_go_on_only_when_they_may_authenticate() {
 }
 
 mod quic;
+
+/// An audit log on a manual clock whose lines a test reads.
+fn audit() -> (
+    Arc<crate::security::audit::AuditLog>,
+    crate::security::audit::AuditQueue,
+) {
+    let (log, queue) = crate::security::audit::AuditLog::with_queue(
+        &crate::security::audit::AuditSettings::default(),
+        Arc::new(crate::clock::ManualClock::new(1_796_655_267_000)),
+    );
+    (Arc::new(log), queue)
+}
+
+// Goal: a wrong password on QUIC is exactly one `authentication_failure` line in the audit
+// log, naming the claimed user, the host, the listener and the mechanism, and holding
+// neither the password nor the exchange's nonce or proof; requests refused afterwards on
+// the failed connection add nothing; a request before authentication on a node that
+// refuses anonymous clients is one line too.
+#[test]
+fn a_wrong_password_is_one_audit_event_without_the_password() {
+    for mechanism in SASL_MECHANISMS_ALL {
+        let (log, queue) = audit();
+        let mut connection = closed_node_connection().with_audit(Some(Arc::clone(&log)));
+        let admission = run_exchange(&mut connection, mechanism, "alice", "wrong-password-9");
+        assert!(
+            matches!(admission, Admission::AnswerAndClose(_)),
+            "{admission:?}"
+        );
+        connection.admit(&metadata());
+        let lines = queue.drain();
+        assert_eq!(lines.len(), 1, "{mechanism:?}: {lines:?}");
+        let line = &lines[0];
+        let fields: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(fields["event"], "authentication_failure");
+        assert_eq!(fields["principal"], "User:alice");
+        assert_eq!(fields["host"], "192.0.2.7");
+        assert_eq!(fields["listener"], "quic");
+        assert_eq!(fields["method"], mechanism.name());
+        assert_eq!(fields["outcome"], "failed");
+        for secret in ["wrong-password-9", "alice-secret", "client-nonce-1", "p="] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+        }
+    }
+    let (log, queue) = audit();
+    let mut connection = closed_node_connection().with_audit(Some(log));
+    connection.admit(&metadata());
+    let lines = queue.drain();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("\"principal\":null"), "{}", lines[0]);
+}

@@ -41,12 +41,22 @@ async fn closed_node(directory: &Path) -> Node {
 
 /// [`closed_node`] on `address`, with the TLS material in `directory` (made once).
 async fn closed_node_at(directory: &Path, address: std::net::SocketAddr) -> Node {
+    closed_node_with(directory, address, None, &SecurityConfig::default()).await
+}
+
+/// [`closed_node_at`] with `audit` installed in its broker and `security`'s client
+/// certificate settings (the node's development CA is the client CA).
+async fn closed_node_with(
+    directory: &Path,
+    address: std::net::SocketAddr,
+    audit: Option<Arc<crate::security::audit::AuditLog>>,
+    security: &SecurityConfig,
+) -> Node {
     let server_tls = tls::load_or_generate_dev(directory).unwrap();
     let transport = TransportLimits::default();
-    let authenticator = Arc::new(
-        ClientAuthenticator::load(&SecurityConfig::default(), None, AnonymousAccess::Never)
-            .unwrap(),
-    );
+    let ca = directory.join("tls").join("ca.pem");
+    let authenticator =
+        Arc::new(ClientAuthenticator::load(security, Some(&ca), AnonymousAccess::Never).unwrap());
     let server_config =
         client_auth_server_config(server_tls, &transport, &authenticator, None).unwrap();
     let socket = bind_socket(address, &transport).unwrap();
@@ -63,6 +73,9 @@ async fn closed_node_at(directory: &Path, address: std::net::SocketAddr) -> Node
     )
     .await
     .unwrap();
+    if let Some(audit) = audit {
+        broker.set_audit_log(audit);
+    }
     let (stop, stopped) = watch::channel(false);
     let serving = tokio::spawn(server.serve(Arc::new(broker), stopped));
     Node {
@@ -270,4 +283,94 @@ async fn the_sdk_authenticates_again_after_a_reconnect() {
         outcome = admin.list_topics().await.map(|_| ());
     }
     outcome.unwrap();
+}
+
+// Goal (audit log): through the real QUIC listener, the SDK with a wrong password is exactly
+// one `authentication_failure` line in the broker's audit log (listener `quic`, the claimed
+// user, the mechanism), without the password; a connection that sends a request without
+// authenticating is one line naming no user.
+#[tokio::test]
+async fn a_wrong_password_over_quic_is_one_audit_line() {
+    let directory = tempfile::tempdir().unwrap();
+    let (log, queue) = crate::security::audit::AuditLog::with_queue(
+        &crate::security::audit::AuditSettings::default(),
+        Arc::new(crate::clock::ManualClock::new(1_796_655_267_000)),
+    );
+    let node = closed_node_with(
+        directory.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(Arc::new(log)),
+        &SecurityConfig::default(),
+    )
+    .await;
+    let credentials = SaslCredentials::new("alice", "not-alices-password-7");
+    Client::connect(config(&node, Some(credentials)))
+        .await
+        .unwrap_err();
+    let lines = queue.drain();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let event: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(event["event"], "authentication_failure");
+    assert_eq!(event["listener"], "quic");
+    assert_eq!(event["principal"], "User:alice");
+    assert_eq!(event["method"], "SCRAM-SHA-512");
+    assert_eq!(event["host"], "127.0.0.1");
+    assert!(!lines[0].contains("not-alices-password-7"), "{}", lines[0]);
+
+    let connection = raw_connection(&node).await;
+    let (header, _) = ask(&connection, &metadata()).await;
+    assert_eq!(header.error, ErrorCode::AuthenticationRequired);
+    let lines = queue.drain();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("\"principal\":null"), "{}", lines[0]);
+}
+
+// Goal (audit log): with client_auth = "required", a QUIC client without a certificate is
+// refused in the TLS handshake, and that refusal is one `authentication_failure` line
+// (listener `quic`, method `certificate`), recorded from the alert the node sent.
+#[tokio::test]
+async fn a_refused_client_certificate_is_one_audit_line() {
+    let directory = tempfile::tempdir().unwrap();
+    let (log, queue) = crate::security::audit::AuditLog::with_queue(
+        &crate::security::audit::AuditSettings::default(),
+        Arc::new(crate::clock::ManualClock::new(1_796_655_267_000)),
+    );
+    let security = SecurityConfig {
+        client_auth: crate::config::ClientAuth::Required,
+        ..SecurityConfig::default()
+    };
+    let node = closed_node_with(
+        directory.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(Arc::new(log)),
+        &security,
+    )
+    .await;
+    // The client may finish its side of the handshake before the node refuses: whether
+    // its connect or its first request fails is not the point.
+    let refused = Client::connect(config(&node, None)).await;
+    if let Ok(client) = refused {
+        let _ = client.api_versions().await;
+    }
+    let mut lines = Vec::new();
+    for _ in 0..500 {
+        lines.extend(queue.drain());
+        if !lines.is_empty() {
+            break;
+        }
+        crate::clock::sleep(&SystemClock, std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let event: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(event["event"], "authentication_failure");
+    assert_eq!(event["listener"], "quic");
+    assert_eq!(event["method"], "certificate");
+    assert_eq!(event["principal"], serde_json::Value::Null);
+    assert!(
+        event["error"]
+            .as_str()
+            .unwrap()
+            .contains("no client certificate"),
+        "{event}"
+    );
 }
