@@ -173,6 +173,16 @@ struct Cli {
     /// server costs this much; the SDK's default 10 s without it).
     #[arg(long, global = true)]
     connect_timeout_ms: Option<u64>,
+    /// A client certificate to present (mTLS), for nodes with `client_auth` set; with `--key`.
+    #[arg(long, global = true, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key of `--cert` (mode 0600).
+    #[arg(long, global = true, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Authenticate as this user by SASL SCRAM-SHA-512, the password from the
+    /// `LEDGE_PASSWORD` environment variable.
+    #[arg(long, global = true)]
+    user: Option<String>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -513,6 +523,17 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(millis) = cli.connect_timeout_ms {
         config.connect_timeout = Duration::from_millis(millis);
+    }
+    if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
+        config.client_certificate = Some(ledge_client::ClientCertificate {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    if let Some(user) = &cli.user {
+        let password = std::env::var("LEDGE_PASSWORD")
+            .map_err(|_| anyhow::anyhow!("--user {user} needs the password in LEDGE_PASSWORD"))?;
+        config.sasl = Some(ledge_client::SaslCredentials::new(user.clone(), password));
     }
     let output = Output {
         json: cli.json,
