@@ -87,6 +87,9 @@ pub(super) async fn ask(
     header.correlation_id = 9;
     header.request_api_key = api as i16;
     header.request_api_version = version;
+    let access = service.access(&crate::security::identity::ClientIdentity::anonymous(
+        std::net::IpAddr::from([127, 0, 0, 1]),
+    ));
     let response = service
         .handle(
             DecodedRequest {
@@ -95,9 +98,11 @@ pub(super) async fn ask(
                 version,
                 body,
             },
+            &access,
             SequencingHold::unobserved(),
         )
-        .await?;
+        .await
+        .answer()?;
     let frame = encode_response(9, version, &response)
         .unwrap_or_else(|error| panic!("{api:?} v{version}: {error}"));
     let (correlation_id, mut body) = super::codec::tests::split_response(api, version, &frame);
