@@ -120,7 +120,11 @@ impl<'a> Decisions<'a> {
     }
 
     /// Decisions that log nothing ("all" listings, which leave out what is denied).
-    pub fn silent(access: &'a Access, operation: AclOperation, resource_type: ResourceType) -> Self {
+    pub fn silent(
+        access: &'a Access,
+        operation: AclOperation,
+        resource_type: ResourceType,
+    ) -> Self {
         Self {
             silent: true,
             ..Self::new(access, operation, resource_type)
@@ -332,15 +336,13 @@ pub async fn create_partitions<D: Disk>(
             );
         }
     }
-    response
-        .results
-        .extend(denied.into_iter().map(|topic| {
-            let mut result = create_partitions_response::CreatePartitionsTopicResult::default();
-            result.name = topic.name;
-            result.error_code = ResponseError::TopicAuthorizationFailed.code();
-            result.error_message = None;
-            result
-        }));
+    response.results.extend(denied.into_iter().map(|topic| {
+        let mut result = create_partitions_response::CreatePartitionsTopicResult::default();
+        result.name = topic.name;
+        result.error_code = ResponseError::TopicAuthorizationFailed.code();
+        result.error_message = None;
+        result
+    }));
     response
 }
 
@@ -530,28 +532,29 @@ pub async fn offset_commit<D: Disk>(
     mut request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group_id = request.group_id.0.to_string();
-    let answer = |topics: Vec<kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic>,
-                  code: i16| {
-        topics
-            .into_iter()
-            .map(|topic| {
-                let mut answer = offset_commit_response::OffsetCommitResponseTopic::default();
-                answer.name = topic.name;
-                answer.partitions = topic
-                    .partitions
-                    .into_iter()
-                    .map(|partition| {
-                        let mut entry =
-                            offset_commit_response::OffsetCommitResponsePartition::default();
-                        entry.partition_index = partition.partition_index;
-                        entry.error_code = code;
-                        entry
-                    })
-                    .collect();
-                answer
-            })
-            .collect::<Vec<_>>()
-    };
+    let answer =
+        |topics: Vec<kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic>,
+         code: i16| {
+            topics
+                .into_iter()
+                .map(|topic| {
+                    let mut answer = offset_commit_response::OffsetCommitResponseTopic::default();
+                    answer.name = topic.name;
+                    answer.partitions = topic
+                        .partitions
+                        .into_iter()
+                        .map(|partition| {
+                            let mut entry =
+                                offset_commit_response::OffsetCommitResponsePartition::default();
+                            entry.partition_index = partition.partition_index;
+                            entry.error_code = code;
+                            entry
+                        })
+                        .collect();
+                    answer
+                })
+                .collect::<Vec<_>>()
+        };
     if !access.allows(AclOperation::Read, ResourceType::Group, &group_id) {
         let mut response = OffsetCommitResponse::default();
         response.topics = answer(
@@ -573,7 +576,13 @@ pub async fn offset_commit<D: Disk>(
         let outcome = failed.map_or(Ok(()), |partition| {
             change_outcome(partition.error_code, None)
         });
-        record(access, "OffsetCommit", ResourceType::Group, &group_id, outcome);
+        record(
+            access,
+            "OffsetCommit",
+            ResourceType::Group,
+            &group_id,
+            outcome,
+        );
     }
     response.topics.extend(answer(
         denied,
@@ -609,7 +618,13 @@ pub async fn offset_delete<D: Disk>(
         (0, None) => Ok(()),
         (0, Some(code)) | (code, _) => change_outcome(code, None),
     };
-    record(access, "OffsetDelete", ResourceType::Group, &group_id, outcome);
+    record(
+        access,
+        "OffsetDelete",
+        ResourceType::Group,
+        &group_id,
+        outcome,
+    );
     if response.error_code == 0 {
         response.topics.extend(denied.into_iter().map(|topic| {
             let mut answer = offset_delete_response::OffsetDeleteResponseTopic::default();
@@ -657,4 +672,13 @@ pub async fn delete_groups<D: Disk>(
         result
     }));
     response
+}
+
+/// An access that allows everything (authorization off), for tests that call handlers
+/// directly.
+#[cfg(test)]
+pub(crate) fn unrestricted() -> Access {
+    Access::unrestricted(crate::security::identity::ClientIdentity::anonymous(
+        std::net::IpAddr::from([127, 0, 0, 1]),
+    ))
 }

@@ -274,10 +274,13 @@ pub async fn consumer_group_describe<D: Disk>(
     version: i16,
 ) -> ConsumerGroupDescribeResponse {
     let mut response = ConsumerGroupDescribeResponse::default();
-    let (allowed, denied): (Vec<_>, Vec<_>) =
-        request.group_ids.into_iter().partition(|group_id| {
-            access.allows(AclOperation::Describe, ResourceType::Group, group_id.0.as_str())
-        });
+    let (allowed, denied): (Vec<_>, Vec<_>) = request.group_ids.into_iter().partition(|group_id| {
+        access.allows(
+            AclOperation::Describe,
+            ResourceType::Group,
+            group_id.0.as_str(),
+        )
+    });
     for group_id in denied {
         let mut described = consumer_group_describe_response::DescribedGroup::default();
         described.group_id = group_id;

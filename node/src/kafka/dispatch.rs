@@ -186,8 +186,7 @@ impl<D: Disk> KafkaService<D> {
                 )
             }
             KafkaRequest::Produce(request) => {
-                match handlers::produce::produce(broker, access, request, version, sequencing)
-                    .await
+                match handlers::produce::produce(broker, access, request, version, sequencing).await
                 {
                     handlers::produce::Produced::Answered(response) => {
                         KafkaResponse::Produce(response)
@@ -218,9 +217,9 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::DescribeConfigs(request) => KafkaResponse::DescribeConfigs(
                 authorize::describe_configs(broker, access, request).await,
             ),
-            KafkaRequest::AlterConfigs(request) => KafkaResponse::AlterConfigs(
-                authorize::alter_configs(broker, access, request).await,
-            ),
+            KafkaRequest::AlterConfigs(request) => {
+                KafkaResponse::AlterConfigs(authorize::alter_configs(broker, access, request).await)
+            }
             KafkaRequest::IncrementalAlterConfigs(request) => {
                 KafkaResponse::IncrementalAlterConfigs(
                     authorize::incremental_alter_configs(broker, access, request).await,
@@ -242,33 +241,33 @@ impl<D: Disk> KafkaService<D> {
             KafkaRequest::JoinGroup(request) => KafkaResponse::JoinGroup(
                 groups::join_group(broker, access, client_id, "", request, version).await,
             ),
-            KafkaRequest::SyncGroup(request) => KafkaResponse::SyncGroup(
-                groups::sync_group(broker, access, request, version).await,
-            ),
+            KafkaRequest::SyncGroup(request) => {
+                KafkaResponse::SyncGroup(groups::sync_group(broker, access, request, version).await)
+            }
             KafkaRequest::Heartbeat(request) => {
                 KafkaResponse::Heartbeat(groups::heartbeat(broker, access, request).await)
             }
             KafkaRequest::LeaveGroup(request) => KafkaResponse::LeaveGroup(
                 groups::leave_group(broker, access, request, version).await,
             ),
-            KafkaRequest::OffsetCommit(request) => KafkaResponse::OffsetCommit(
-                authorize::offset_commit(broker, access, request).await,
-            ),
+            KafkaRequest::OffsetCommit(request) => {
+                KafkaResponse::OffsetCommit(authorize::offset_commit(broker, access, request).await)
+            }
             KafkaRequest::OffsetFetch(request) => KafkaResponse::OffsetFetch(
                 groups::offset_fetch(broker, access, request, version).await,
             ),
-            KafkaRequest::OffsetDelete(request) => KafkaResponse::OffsetDelete(
-                authorize::offset_delete(broker, access, request).await,
-            ),
+            KafkaRequest::OffsetDelete(request) => {
+                KafkaResponse::OffsetDelete(authorize::offset_delete(broker, access, request).await)
+            }
             KafkaRequest::ListGroups(request) => {
                 KafkaResponse::ListGroups(groups::list_groups(broker, access, request).await)
             }
             KafkaRequest::DescribeGroups(request) => KafkaResponse::DescribeGroups(
                 groups::describe_groups(broker, access, request, version).await,
             ),
-            KafkaRequest::DeleteGroups(request) => KafkaResponse::DeleteGroups(
-                authorize::delete_groups(broker, access, request).await,
-            ),
+            KafkaRequest::DeleteGroups(request) => {
+                KafkaResponse::DeleteGroups(authorize::delete_groups(broker, access, request).await)
+            }
             // KIP-848 groups (kafka/consumer_groups.rs).
             KafkaRequest::ConsumerGroupHeartbeat(request) => KafkaResponse::ConsumerGroupHeartbeat(
                 consumer_groups::consumer_group_heartbeat(
@@ -308,8 +307,7 @@ impl<D: Disk> KafkaService<D> {
             ),
             KafkaRequest::AlterUserScramCredentials(request) => {
                 KafkaResponse::AlterUserScramCredentials(
-                    handlers::security::alter_user_scram_credentials(broker, access, request)
-                        .await,
+                    handlers::security::alter_user_scram_credentials(broker, access, request).await,
                 )
             }
         })

@@ -865,7 +865,11 @@ pub async fn describe_groups<D: Disk>(
     let mut response = DescribeGroupsResponse::default();
     let (allowed, denied): (Vec<GroupId>, Vec<GroupId>) =
         request.groups.into_iter().partition(|group_id| {
-            access.allows(AclOperation::Describe, ResourceType::Group, group_id.0.as_str())
+            access.allows(
+                AclOperation::Describe,
+                ResourceType::Group,
+                group_id.0.as_str(),
+            )
         });
     for group_id in denied {
         let mut described = describe_groups_response::DescribedGroup::default();
@@ -873,7 +877,8 @@ pub async fn describe_groups<D: Disk>(
         described.error_code = ResponseError::GroupAuthorizationFailed.code();
         response.groups.push(described);
     }
-    let operations = version >= DESCRIBE_OPERATIONS_VERSION && request.include_authorized_operations;
+    let operations =
+        version >= DESCRIBE_OPERATIONS_VERSION && request.include_authorized_operations;
     for group_id in allowed {
         let mut described = describe_groups_response::DescribedGroup::default();
         described.group_id = group_id.clone();

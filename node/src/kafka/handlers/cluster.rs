@@ -128,11 +128,9 @@ pub async fn metadata<D: Disk>(
         topic.error = if validate_topic_name(&topic.name).is_err() {
             ErrorCode::InvalidTopic
         } else if let Some(partitions) = auto_create_partitions {
-            let on_cluster = *create_on_cluster.get_or_insert_with(|| {
-                cluster_allows_silently(access, AclOperation::Create)
-            });
-            if on_cluster || access.allows(AclOperation::Create, ResourceType::Topic, &topic.name)
-            {
+            let on_cluster = *create_on_cluster
+                .get_or_insert_with(|| cluster_allows_silently(access, AclOperation::Create));
+            if on_cluster || access.allows(AclOperation::Create, ResourceType::Topic, &topic.name) {
                 auto_create_topic(broker, access, &topic.name, partitions).await
             } else {
                 create_denied.push(topic.name.clone());
@@ -254,7 +252,11 @@ async fn auto_create_topic<D: Disk>(
 }
 
 /// [`auto_create_topic`]'s creation.
-async fn create_missing_topic<D: Disk>(broker: &Broker<D>, name: &str, partitions: u32) -> ErrorCode {
+async fn create_missing_topic<D: Disk>(
+    broker: &Broker<D>,
+    name: &str,
+    partitions: u32,
+) -> ErrorCode {
     let request = wire::CreateTopicsRequest {
         topics: vec![wire::CreatableTopic {
             name: name.to_owned(),
@@ -320,11 +322,12 @@ pub async fn describe_topic_partitions<D: Disk>(
             .collect()
     });
     // DescribeTopicPartitions creates nothing (it has no `allow_auto_topic_creation`).
-    let (mut topics, denied): (Vec<_>, Vec<_>) = metadata(broker, access, addresses, asked, 12, None)
-        .await
-        .topics
-        .into_iter()
-        .partition(|topic| topic.error_code != ResponseError::TopicAuthorizationFailed.code());
+    let (mut topics, denied): (Vec<_>, Vec<_>) =
+        metadata(broker, access, addresses, asked, 12, None)
+            .await
+            .topics
+            .into_iter()
+            .partition(|topic| topic.error_code != ResponseError::TopicAuthorizationFailed.code());
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     let limit = usize::try_from(request.response_partition_limit)
         .unwrap_or(0)

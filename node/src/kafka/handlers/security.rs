@@ -34,7 +34,9 @@ use crate::broker::dispatch::security_write_code;
 use crate::kafka::authorize::{CLUSTER_DENIED, cluster_allows, record};
 use crate::kafka::errors::kafka_code;
 use crate::security::access::Access;
-use crate::security::acl::{AclBinding, AclBindingFilter, AclOperation, CLUSTER_NAME, ResourceType};
+use crate::security::acl::{
+    AclBinding, AclBindingFilter, AclOperation, CLUSTER_NAME, ResourceType,
+};
 use crate::security::records::{StoredCredential, UserAlteration, UserError, validate_iterations};
 use crate::security::scram::{ScramCredential, ScramMechanism};
 use crate::security::store::{SecurityStore, SecurityWriteError};
@@ -205,7 +207,10 @@ pub async fn alter_user_scram_credentials<D: Disk>(
         let (code, error) = if allowed {
             (ResponseError::SecurityDisabled.code(), NO_STORE)
         } else {
-            (ResponseError::ClusterAuthorizationFailed.code(), CLUSTER_DENIED)
+            (
+                ResponseError::ClusterAuthorizationFailed.code(),
+                CLUSTER_DENIED,
+            )
         };
         let users: BTreeSet<String> = request
             .deletions
