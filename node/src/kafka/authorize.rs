@@ -682,3 +682,6 @@ pub(crate) fn unrestricted() -> Access {
         std::net::IpAddr::from([127, 0, 0, 1]),
     ))
 }
+
+#[cfg(test)]
+mod tests;

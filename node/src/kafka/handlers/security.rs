@@ -587,4 +587,4 @@ pub fn describe_client_quotas(access: &Access) -> DescribeClientQuotasResponse {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -30,6 +30,15 @@ const DUPLICATE_RESOURCE: i16 = 92;
 const UNACCEPTABLE_CREDENTIAL: i16 = 93;
 
 async fn broker(with_store: bool) -> (Broker<SimDisk>, tempfile::TempDir) {
+    broker_with(with_store.then(AuthorizerConfig::default)).await
+}
+
+/// A broker on the simulated disk with, for `Some(config)`, a security store in a temporary
+/// directory whose authorizer has `config` (super users...); the directory lives as long as
+/// the second value.
+pub(crate) async fn broker_with(
+    authorizer: Option<AuthorizerConfig>,
+) -> (Broker<SimDisk>, tempfile::TempDir) {
     let broker = Broker::open(
         SimDisk::new(5),
         Path::new("/data"),
@@ -39,12 +48,12 @@ async fn broker(with_store: bool) -> (Broker<SimDisk>, tempfile::TempDir) {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    if with_store {
+    if let Some(authorizer) = authorizer {
         let store = SecurityStore::open(
             dir.path(),
             StoreMode::OneNode,
             false,
-            AuthorizerConfig::default(),
+            authorizer,
             SecurityLimits::default(),
             [3; 32],
         )
