@@ -824,7 +824,8 @@ fn row_for(api: ApiKey) -> Option<Row> {
     })
 }
 
-/// A node with authorization on: topic `orders` (2 partitions, one record), group
+/// A node with authorization on: topics `orders` (2 partitions, one record) and
+/// `payments`, group
 /// `g-orders` with a committed offset, super user `User:root`, and `bindings` installed.
 async fn node(bindings: Vec<AclBinding>) -> (KafkaService<SimDisk>, tempfile::TempDir) {
     let config = AuthorizerConfig {
@@ -836,6 +837,7 @@ async fn node(bindings: Vec<AclBinding>) -> (KafkaService<SimDisk>, tempfile::Te
     let service = service_on(Arc::clone(&broker), KafkaSettings::default());
     // Set up before authorization is on.
     create_topic(&service, TOPIC, 2).await;
+    create_topic(&service, "payments", 1).await;
     let setup = service.access(&identity("setup"));
     let produced = ask_as(
         &service,
@@ -951,4 +953,197 @@ async fn every_served_api_is_authorized_as_kafka() {
         }
     }
     assert!(missing.is_empty(), "served APIs without a row: {missing:?}");
+}
+
+fn metadata_request(topics: Option<&[&str]>, version: i16) -> KafkaRequest {
+    let mut request = kafka::MetadataRequest::default();
+    request.topics = topics.map(|topics| {
+        topics
+            .iter()
+            .map(|topic| {
+                let mut entry = metadata_request::MetadataRequestTopic::default();
+                entry.name = Some(name(topic));
+                entry
+            })
+            .collect()
+    });
+    request.allow_auto_topic_creation = false;
+    request.include_topic_authorized_operations = true;
+    request.include_cluster_authorized_operations = version <= 10;
+    KafkaRequest::Metadata(request)
+}
+
+async fn metadata(
+    service: &KafkaService<SimDisk>,
+    user: &str,
+    topics: Option<&[&str]>,
+    version: i16,
+) -> kafka::MetadataResponse {
+    let access = service.access(&identity(user));
+    match ask_as(service, &access, version, metadata_request(topics, version)).await {
+        Reply::Answer(KafkaResponse::Metadata(response)) => response,
+        other => panic!("no metadata answer: {other:?}"),
+    }
+}
+
+// Goal: Metadata for all topics lists only the topics the caller may describe, silently;
+// a topic it may not describe is TOPIC_AUTHORIZATION_FAILED with the nil id and no
+// partitions whether it exists or not (the two answers are identical but for the name), so
+// Metadata reveals no existence; the bitfields are the caller's real operations.
+#[tokio::test(flavor = "current_thread")]
+async fn metadata_lists_only_describable_topics_and_hides_existence() {
+    let read_orders = Need(AclOperation::Read, ResourceType::Topic, TOPIC)
+        .binding(PatternType::Literal, AclPermission::Allow);
+    let (service, _dir) = node(vec![read_orders]).await;
+
+    let all = metadata(&service, "alice", None, 12).await;
+    let listed: Vec<_> = all
+        .topics
+        .iter()
+        .map(|topic| topic.name.as_ref().unwrap().0.to_string())
+        .collect();
+    assert_eq!(listed, vec![TOPIC.to_owned()]);
+    assert_eq!(all.topics[0].error_code, 0);
+    assert_eq!(all.topics[0].partitions.len(), 2);
+    // Read implies Describe: bits 3 (Read) and 8 (Describe), nothing else.
+    assert_eq!(
+        all.topics[0].topic_authorized_operations,
+        (1 << 3) | (1 << 8)
+    );
+    // The super user sees every topic, with every topic operation.
+    let root = metadata(&service, "root", None, 12).await;
+    let names: Vec<_> = root
+        .topics
+        .iter()
+        .map(|topic| topic.name.as_ref().unwrap().0.to_string())
+        .collect();
+    assert!(names.contains(&"payments".to_owned()) && names.contains(&TOPIC.to_owned()));
+    assert!(
+        root.topics
+            .iter()
+            .all(|t| t.topic_authorized_operations == 3576)
+    );
+
+    let asked = metadata(&service, "alice", Some(&["payments", "nowhere"]), 12).await;
+    assert_eq!(asked.topics.len(), 2);
+    for topic in &asked.topics {
+        assert_eq!(topic.error_code, TOPIC_DENIED, "{topic:?}");
+        assert!(topic.topic_id.is_nil());
+        assert!(topic.partitions.is_empty());
+        assert!(!topic.is_internal);
+        assert_eq!(topic.topic_authorized_operations, i32::MIN);
+    }
+    let mut existing = asked.topics[0].clone();
+    existing.name = asked.topics[1].name.clone();
+    assert_eq!(existing, asked.topics[1]);
+
+    // v10 with the cluster bitfield: 0 without Describe on the cluster, the super user's
+    // every cluster operation.
+    assert_eq!(
+        metadata(&service, "alice", None, 10)
+            .await
+            .cluster_authorized_operations,
+        0
+    );
+    assert_eq!(
+        metadata(&service, "root", None, 10)
+            .await
+            .cluster_authorized_operations,
+        8096
+    );
+}
+
+// Goal: Metadata creates a missing topic only for a caller with Create on the cluster or on
+// the topic; without, it is TOPIC_AUTHORIZATION_FAILED and not created.
+#[tokio::test(flavor = "current_thread")]
+async fn metadata_auto_creation_needs_create() {
+    let describe_all = AclBinding::new(
+        ResourceType::Topic,
+        "*",
+        PatternType::Literal,
+        "User:alice",
+        "*",
+        AclOperation::Describe,
+        AclPermission::Allow,
+    )
+    .unwrap();
+    let create_fresh = AclBinding::new(
+        ResourceType::Topic,
+        "fresh",
+        PatternType::Literal,
+        "User:alice",
+        "*",
+        AclOperation::Create,
+        AclPermission::Allow,
+    )
+    .unwrap();
+    let (service, _dir) = node(vec![describe_all, create_fresh]).await;
+    let access = service.access(&identity("alice"));
+    let mut ask = |topic: &'static str| {
+        let mut request = kafka::MetadataRequest::default();
+        let mut entry = metadata_request::MetadataRequestTopic::default();
+        entry.name = Some(name(topic));
+        request.topics = Some(vec![entry]);
+        request.allow_auto_topic_creation = true;
+        let service = &service;
+        let access = access.clone();
+        async move {
+            match ask_as(service, &access, 12, KafkaRequest::Metadata(request)).await {
+                Reply::Answer(KafkaResponse::Metadata(response)) => response.topics[0].error_code,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    // LEADER_NOT_AVAILABLE: created, ask again.
+    assert_eq!(ask("fresh").await, 5);
+    assert_eq!(ask("fresh").await, 0);
+    assert_eq!(ask("other").await, TOPIC_DENIED);
+    assert_eq!(ask("other").await, TOPIC_DENIED);
+}
+
+// Goal: a produce with acks=0 that is denied closes the connection (Kafka's answer: the
+// client reads no response), one that is allowed is not answered; the records of a denied
+// produce are not written.
+#[tokio::test(flavor = "current_thread")]
+async fn a_denied_acks_zero_produce_closes_the_connection() {
+    let write = Need(AclOperation::Write, ResourceType::Topic, TOPIC)
+        .binding(PatternType::Literal, AclPermission::Allow);
+    let (service, _dir) = node(vec![write]).await;
+    let records = || produce_request(TOPIC, 1, batch(3, &EncodeOptions::default()), 0);
+    let bob = service.access(&identity("bob"));
+    assert!(matches!(
+        ask_as(&service, &bob, 9, records()).await,
+        Reply::Close
+    ));
+    let alice = service.access(&identity("alice"));
+    assert!(matches!(
+        ask_as(&service, &alice, 9, records()).await,
+        Reply::Nothing
+    ));
+}
+
+// Goal: an idempotent producer without IdempotentWrite on the cluster gets a producer id
+// once it may write to at least one topic (Kafka 4's rule, KIP-679), and
+// CLUSTER_AUTHORIZATION_FAILED before.
+#[tokio::test(flavor = "current_thread")]
+async fn init_producer_id_needs_write_on_some_topic() {
+    let write = Need(AclOperation::Write, ResourceType::Topic, TOPIC)
+        .binding(PatternType::Prefixed, AclPermission::Allow);
+    let (service, _dir) = node(vec![write]).await;
+    let mut request = kafka::InitProducerIdRequest::default();
+    request.transactional_id = None;
+    request.transaction_timeout_ms = 60_000;
+    let code = |user: &'static str| {
+        let access = service.access(&identity(user));
+        let request = KafkaRequest::InitProducerId(request.clone());
+        let service = &service;
+        async move {
+            match ask_as(service, &access, 4, request).await {
+                Reply::Answer(KafkaResponse::InitProducerId(response)) => response.error_code,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(code("alice").await, 0);
+    assert_eq!(code("bob").await, CLUSTER_DENIED);
 }
