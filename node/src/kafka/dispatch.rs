@@ -3,7 +3,7 @@
 //!
 //! Each request comes with its caller's [`Access`] (the connection's identity as of the
 //! request, and the ACLs when authorization is on); every arm hands it to its handler, or
-//! to the wrapper in [`authorize`](super::authorize) that checks the request first. Only
+//! to the wrapper in [`authorize`] that checks the request first. Only
 //! ApiVersions and SaslHandshake/SaslAuthenticate check nothing, as on Kafka.
 
 use std::collections::BTreeMap;

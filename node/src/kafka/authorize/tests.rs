@@ -1079,7 +1079,7 @@ async fn metadata_auto_creation_needs_create() {
     .unwrap();
     let (service, _dir) = node(vec![describe_all, create_fresh]).await;
     let access = service.access(&identity("alice"));
-    let mut ask = |topic: &'static str| {
+    let ask = |topic: &'static str| {
         let mut request = kafka::MetadataRequest::default();
         let mut entry = metadata_request::MetadataRequestTopic::default();
         entry.name = Some(name(topic));
