@@ -50,7 +50,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::apis::KafkaRequest;
 use super::codec::{self, DecodedRequest, EncodeError};
-use super::dispatch::{KafkaService, ListenerKind};
+use super::dispatch::{KafkaService, ListenerKind, Reply};
 use super::sasl::{Admission, RawAnswer, SaslSession};
 use crate::broker::sequencing::{Sequenced, SequencingHold, sequencing};
 use crate::clock::Clock;
@@ -114,9 +114,20 @@ fn may_start(order: Order, unfinished: usize, latest_sequenced: bool) -> bool {
 /// `requests_in_flight_per_connection_max`.
 type Read = (Incoming, OwnedSemaphorePermit);
 
-/// A started request's outcome: the response frame to write (`None`: nothing to write, an
-/// acks=0 produce), and the permit to release once it is written (or dropped).
-type Answered = (Option<Result<Bytes, EncodeError>>, OwnedSemaphorePermit);
+/// A started request's outcome: what to write, and the permit to release once it is
+/// written (or dropped).
+type Answered = (Frame, OwnedSemaphorePermit);
+
+/// What a started request has the connection write.
+enum Frame {
+    /// This response frame (or the error it failed to encode with).
+    Write(Result<Bytes, EncodeError>),
+    /// Nothing: an acks=0 produce.
+    Nothing,
+    /// Nothing, and close the connection: an acks=0 produce that was denied (Kafka's
+    /// answer, as the client reads no response to learn of it).
+    Close,
+}
 
 /// Serves one connection (plaintext TCP or TLS over it) until the client closes it, a
 /// frame does not decode, or the node shuts down (the requests started are finished and
@@ -181,7 +192,10 @@ pub(crate) async fn serve_connection<D: Disk, S>(
                 if let Some(next) = admitted {
                     let (hold, sequenced) = sequencing();
                     latest = Some(sequenced);
-                    started.push_back(answer(&service, next, permit, hold));
+                    // Who the request is from, as of its start (after any re-authentication
+                    // it follows), and what that principal may do.
+                    let access = service.access(sasl.identity());
+                    started.push_back(answer(&service, next, access, permit, hold));
                 }
                 // Closing: what is started is answered, nothing more is read or started.
                 stopping |= close;
@@ -344,10 +358,12 @@ async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Answers one request; the hold is dropped when it is sequenced (`KafkaService::handle`).
+/// Answers one request from the caller `access` describes; the hold is dropped when it is
+/// sequenced (`KafkaService::handle`).
 async fn answer<D: Disk>(
     service: &KafkaService<D>,
     incoming: Incoming,
+    access: crate::security::access::Access,
     permit: OwnedSemaphorePermit,
     sequencing: SequencingHold,
 ) -> Answered {
@@ -355,17 +371,23 @@ async fn answer<D: Disk>(
         Incoming::Request(request, reservation) => {
             let correlation_id = request.header.correlation_id;
             let version = request.version;
-            let response = service.handle(*request, sequencing).await;
+            let reply = service.handle(*request, &access, sequencing).await;
             drop(reservation);
-            // acks=0 produce: Kafka sends nothing back.
-            response.map(|response| codec::encode_response(correlation_id, version, &response))
+            match reply {
+                Reply::Answer(response) => {
+                    Frame::Write(codec::encode_response(correlation_id, version, &response))
+                }
+                // acks=0 produce: Kafka sends nothing back.
+                Reply::Nothing => Frame::Nothing,
+                Reply::Close => Frame::Close,
+            }
         }
         Incoming::ApiVersionsFallback { correlation_id } => {
-            Some(codec::api_versions_fallback(correlation_id))
+            Frame::Write(codec::api_versions_fallback(correlation_id))
         }
-        Incoming::Ready(frame) => Some(frame),
+        Incoming::Ready(frame) => Frame::Write(frame),
         // Never: the SASL session answers raw tokens before they start.
-        Incoming::SaslToken(..) => None,
+        Incoming::SaslToken(..) => Frame::Nothing,
     };
     (frame, permit)
 }
@@ -459,23 +481,31 @@ impl<S: AsyncWrite + Send + 'static> Answers<S> {
     }
 }
 
-/// Writes one answer; false if the connection cannot take more (the write failed, or the
-/// response did not encode, so no later answer may go out in its place).
+/// Writes one answer; false if the connection cannot take more (the write failed, the
+/// response did not encode, so no later answer may go out in its place, or the request
+/// closes the connection).
 async fn write_answer<W: AsyncWrite + Unpin>(
     writer: &mut W,
     remote: Option<SocketAddr>,
-    frame: Option<Result<Bytes, EncodeError>>,
+    frame: Frame,
 ) -> bool {
     match frame {
-        None => true,
-        Some(Ok(frame)) => match writer.write_all(&frame).await {
+        Frame::Nothing => true,
+        Frame::Close => {
+            tracing::debug!(
+                ?remote,
+                "kafka connection closed: a produce with acks=0 was denied"
+            );
+            false
+        }
+        Frame::Write(Ok(frame)) => match writer.write_all(&frame).await {
             Ok(()) => true,
             Err(error) => {
                 tracing::debug!(?remote, %error, "kafka connection: write failed");
                 false
             }
         },
-        Some(Err(error)) => {
+        Frame::Write(Err(error)) => {
             tracing::error!(?remote, %error, "kafka connection closed: response did not encode");
             false
         }

@@ -9,6 +9,13 @@
 //! `GroupMetadataManager` does (INVALID_REQUEST with Kafka's own messages), translates topic
 //! ids to names and back (KIP-848 names topics by id only), and maps the service's errors to
 //! Kafka's codes in [`heartbeat_code`], the one place for them.
+//!
+//! Authorization (Kafka 4.0, with KAFKA-18813): ConsumerGroupHeartbeat needs Read on the
+//! group, then Describe on every topic subscribed to by name (any denied: the whole request
+//! is TOPIC_AUTHORIZATION_FAILED); ConsumerGroupDescribe needs Describe on each group, then
+//! Describe on every topic in its members' assignments (any denied: that group is
+//! TOPIC_AUTHORIZATION_FAILED, its description withheld). Topics a regex subscription
+//! resolves to are not filtered by the member's permissions (docs/KAFKA-COMPAT.md).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -27,6 +34,9 @@ use crate::broker::Broker;
 use crate::groups::assignor::{Assignor, TopicPartition};
 use crate::groups::coordinator::GroupError;
 use crate::groups::service::{GroupServiceError, KafkaConsumerHeartbeat};
+use crate::kafka::authorize::{Decisions, authorized_operations};
+use crate::security::access::Access;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::storage::Disk;
 
 /// The member type ConsumerGroupDescribe v1 gives a member that joined with JoinGroup.
@@ -159,11 +169,32 @@ pub fn check_heartbeat(
 /// ConsumerGroupHeartbeat (v0-v1): join, heartbeat, acknowledge an assignment, leave.
 pub async fn consumer_group_heartbeat<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     client_id: &str,
     request: ConsumerGroupHeartbeatRequest,
     version: i16,
 ) -> ConsumerGroupHeartbeatResponse {
     let mut response = ConsumerGroupHeartbeatResponse::default();
+    if !access.allows(
+        AclOperation::Read,
+        ResourceType::Group,
+        request.group_id.0.as_str(),
+    ) {
+        response.error_code = ResponseError::GroupAuthorizationFailed.code();
+        return response;
+    }
+    if let Some(names) = &request.subscribed_topic_names {
+        let mut describe = Decisions::new(access, AclOperation::Describe, ResourceType::Topic);
+        // Every name is checked (each denial logged), as Kafka's `filterByAuthorized`.
+        let denied = names
+            .iter()
+            .filter(|name| !describe.allows(name.0.as_str()))
+            .count();
+        if denied > 0 {
+            response.error_code = ResponseError::TopicAuthorizationFailed.code();
+            return response;
+        }
+    }
     if let Err((error, message)) = check_heartbeat(&request, version) {
         response.error_code = error.code();
         response.error_message = Some(text(message));
@@ -238,12 +269,28 @@ pub async fn consumer_group_heartbeat<D: Disk>(
 /// and the admin client then asks DescribeGroups.
 pub async fn consumer_group_describe<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: ConsumerGroupDescribeRequest,
     version: i16,
 ) -> ConsumerGroupDescribeResponse {
     let mut response = ConsumerGroupDescribeResponse::default();
+    let (allowed, denied): (Vec<_>, Vec<_>) = request.group_ids.into_iter().partition(|group_id| {
+        access.allows(
+            AclOperation::Describe,
+            ResourceType::Group,
+            group_id.0.as_str(),
+        )
+    });
+    for group_id in denied {
+        let mut described = consumer_group_describe_response::DescribedGroup::default();
+        described.group_id = group_id;
+        described.error_code = ResponseError::GroupAuthorizationFailed.code();
+        described.error_message = Some(text("Group authorization failed."));
+        response.groups.push(described);
+    }
+    let mut describe_topics = Decisions::new(access, AclOperation::Describe, ResourceType::Topic);
     let topics = TopicIds::of(broker).await;
-    for group_id in request.group_ids {
+    for group_id in allowed {
         let mut described = consumer_group_describe_response::DescribedGroup::default();
         described.group_id = group_id.clone();
         let service = match broker.coordinated_group_service(group_id.0.as_str()).await {
@@ -266,6 +313,27 @@ pub async fn consumer_group_describe<D: Disk>(
             continue;
         };
         let group = view.group;
+        let assigned_denied = group
+            .members
+            .iter()
+            .flat_map(|member| member.assignment.iter().chain(member.target.iter()))
+            .map(|(topic, _)| topic.clone())
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .filter(|topic| !describe_topics.allows(topic))
+            .count();
+        if assigned_denied > 0 {
+            described.error_code = ResponseError::TopicAuthorizationFailed.code();
+            described.error_message = Some(text(
+                "The group has topics in its assignment that the caller may not describe.",
+            ));
+            response.groups.push(described);
+            continue;
+        }
+        if request.include_authorized_operations {
+            described.authorized_operations =
+                authorized_operations(access, ResourceType::Group, group_id.0.as_str());
+        }
         described.group_state = text(group.state);
         described.group_epoch = group.group_epoch;
         described.assignment_epoch = group.assignment_epoch;

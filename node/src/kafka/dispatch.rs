@@ -1,11 +1,17 @@
 //! Answers decoded Kafka requests: one arm per served API (the table in
 //! [`apis`](super::apis)), each calling its handler in [`handlers`].
+//!
+//! Each request comes with its caller's [`Access`] (the connection's identity as of the
+//! request, and the ACLs when authorization is on); every arm hands it to its handler, or
+//! to the wrapper in [`authorize`] that checks the request first. Only
+//! ApiVersions and SaslHandshake/SaslAuthenticate check nothing, as on Kafka.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::KafkaSettings;
 use super::apis::{KafkaRequest, KafkaResponse};
+use super::authorize;
 use super::codec::DecodedRequest;
 use super::consumer_groups;
 use super::fetch_sessions::FetchSessionCache;
@@ -14,7 +20,30 @@ use super::handlers::{self, NodeAddresses};
 use super::sasl::{self, KafkaSasl};
 use crate::broker::Broker;
 use crate::broker::sequencing::SequencingHold;
+use crate::security::access::Access;
+use crate::security::identity::ClientIdentity;
 use crate::storage::Disk;
+
+/// What the connection does with a request's outcome.
+#[derive(Debug)]
+pub enum Reply {
+    /// Send this answer.
+    Answer(KafkaResponse),
+    /// Send nothing (a produce with acks=0).
+    Nothing,
+    /// Send nothing and close the connection (a produce with acks=0 that was denied).
+    Close,
+}
+
+impl Reply {
+    /// The answer to send, if any.
+    pub fn answer(self) -> Option<KafkaResponse> {
+        match self {
+            Self::Answer(response) => Some(response),
+            Self::Nothing | Self::Close => None,
+        }
+    }
+}
 
 /// Which of the node's Kafka sockets a connection came in on: Metadata answered there lists
 /// every node at its address of the same kind, as Kafka's brokers answer per listener.
@@ -88,15 +117,23 @@ impl<D: Disk> KafkaService<D> {
         self.broker.audit_log().cloned()
     }
 
-    /// Answers one request; `None` when Kafka sends no answer (a produce with acks=0).
-    /// `sequencing` is dropped when the request is sequenced: a produce's once its batches
-    /// are queued in their partitions' writers, any other request's once it is answered
-    /// (see [`sequencing`](crate::broker::sequencing)).
+    /// What a request from `identity` may do, as of now (one per request: an `Arc` clone).
+    pub fn access(&self, identity: &ClientIdentity) -> Access {
+        self.broker.access(identity)
+    }
+
+    /// Answers one request from the caller `access` describes: [`Reply::Nothing`] when
+    /// Kafka sends no answer (a produce with acks=0), [`Reply::Close`] when Kafka closes the
+    /// connection instead (an acks=0 produce that was denied). `sequencing` is dropped when
+    /// the request is sequenced: a produce's once its batches are queued in their
+    /// partitions' writers, any other request's once it is answered (see
+    /// [`sequencing`](crate::broker::sequencing)).
     pub async fn handle(
         &self,
         request: DecodedRequest,
+        access: &Access,
         sequencing: SequencingHold,
-    ) -> Option<KafkaResponse> {
+    ) -> Reply {
         let DecodedRequest {
             header,
             version,
@@ -125,13 +162,14 @@ impl<D: Disk> KafkaService<D> {
         };
         // One exhaustive match: a row added to the table without an arm does not compile.
         // Every arm but Produce leaves `sequencing` here, dropped once the answer is made.
-        Some(match body {
+        Reply::Answer(match body {
             KafkaRequest::ApiVersions(_) => {
                 KafkaResponse::ApiVersions(handlers::cluster::api_versions())
             }
             KafkaRequest::Metadata(request) => KafkaResponse::Metadata(
                 handlers::cluster::metadata(
                     broker,
+                    access,
                     &addresses,
                     request,
                     version,
@@ -142,95 +180,108 @@ impl<D: Disk> KafkaService<D> {
                 .await,
             ),
             KafkaRequest::DescribeCluster(request) => KafkaResponse::DescribeCluster(
-                handlers::cluster::describe_cluster(broker, &addresses, request).await,
+                handlers::cluster::describe_cluster(broker, access, &addresses, request).await,
             ),
             KafkaRequest::DescribeTopicPartitions(request) => {
                 KafkaResponse::DescribeTopicPartitions(
-                    handlers::cluster::describe_topic_partitions(broker, &addresses, request).await,
+                    handlers::cluster::describe_topic_partitions(
+                        broker, access, &addresses, request,
+                    )
+                    .await,
                 )
             }
-            KafkaRequest::Produce(request) => KafkaResponse::Produce(
-                handlers::produce::produce(broker, request, version, sequencing).await?,
-            ),
+            KafkaRequest::Produce(request) => {
+                match handlers::produce::produce(broker, access, request, version, sequencing).await
+                {
+                    handlers::produce::Produced::Answered(response) => {
+                        KafkaResponse::Produce(response)
+                    }
+                    handlers::produce::Produced::Unanswered => return Reply::Nothing,
+                    handlers::produce::Produced::Close => return Reply::Close,
+                }
+            }
             KafkaRequest::Fetch(request) => KafkaResponse::Fetch(
-                handlers::fetch::fetch(broker, &self.fetch_sessions, request, version).await,
+                handlers::fetch::fetch(broker, access, &self.fetch_sessions, request, version)
+                    .await,
             ),
             KafkaRequest::ListOffsets(request) => KafkaResponse::ListOffsets(
-                handlers::fetch::list_offsets(broker, request, version).await,
+                authorize::list_offsets(broker, access, request, version).await,
             ),
             KafkaRequest::InitProducerId(request) => KafkaResponse::InitProducerId(
-                handlers::produce::init_producer_id(broker, request).await,
+                handlers::produce::init_producer_id(broker, access, request).await,
             ),
             KafkaRequest::CreateTopics(request) => KafkaResponse::CreateTopics(
-                handlers::topics::create_topics(broker, request, version).await,
+                handlers::topics::create_topics(broker, access, request, version).await,
             ),
             KafkaRequest::CreatePartitions(request) => KafkaResponse::CreatePartitions(
-                handlers::topics::create_partitions(broker, request).await,
+                authorize::create_partitions(broker, access, request).await,
             ),
-            KafkaRequest::DeleteTopics(request) => {
-                KafkaResponse::DeleteTopics(handlers::topics::delete_topics(broker, request).await)
-            }
+            KafkaRequest::DeleteTopics(request) => KafkaResponse::DeleteTopics(
+                handlers::topics::delete_topics(broker, access, request).await,
+            ),
             KafkaRequest::DescribeConfigs(request) => KafkaResponse::DescribeConfigs(
-                handlers::configs::describe_configs(broker, request).await,
+                authorize::describe_configs(broker, access, request).await,
             ),
             KafkaRequest::AlterConfigs(request) => {
-                KafkaResponse::AlterConfigs(handlers::configs::alter_configs(broker, request).await)
+                KafkaResponse::AlterConfigs(authorize::alter_configs(broker, access, request).await)
             }
             KafkaRequest::IncrementalAlterConfigs(request) => {
                 KafkaResponse::IncrementalAlterConfigs(
-                    handlers::configs::incremental_alter_configs(broker, request).await,
+                    authorize::incremental_alter_configs(broker, access, request).await,
                 )
             }
             KafkaRequest::OffsetForLeaderEpoch(request) => KafkaResponse::OffsetForLeaderEpoch(
-                handlers::log_edges::offset_for_leader_epoch(broker, request).await,
+                authorize::offset_for_leader_epoch(broker, access, request).await,
             ),
             KafkaRequest::DeleteRecords(request) => KafkaResponse::DeleteRecords(
-                handlers::log_edges::delete_records(broker, request).await,
+                authorize::delete_records(broker, access, request).await,
             ),
             KafkaRequest::DescribeProducers(request) => KafkaResponse::DescribeProducers(
-                handlers::producers::describe_producers(broker, request).await,
+                handlers::producers::describe_producers(broker, access, request).await,
             ),
             // Groups (kafka/groups.rs): one arm per API.
             KafkaRequest::FindCoordinator(request) => KafkaResponse::FindCoordinator(
-                groups::find_coordinator(broker, &addresses, request, version).await,
+                groups::find_coordinator(broker, access, &addresses, request, version).await,
             ),
             KafkaRequest::JoinGroup(request) => KafkaResponse::JoinGroup(
-                groups::join_group(broker, client_id, "", request, version).await,
+                groups::join_group(broker, access, client_id, "", request, version).await,
             ),
             KafkaRequest::SyncGroup(request) => {
-                KafkaResponse::SyncGroup(groups::sync_group(broker, request).await)
+                KafkaResponse::SyncGroup(groups::sync_group(broker, access, request, version).await)
             }
             KafkaRequest::Heartbeat(request) => {
-                KafkaResponse::Heartbeat(groups::heartbeat(broker, request).await)
+                KafkaResponse::Heartbeat(groups::heartbeat(broker, access, request).await)
             }
-            KafkaRequest::LeaveGroup(request) => {
-                KafkaResponse::LeaveGroup(groups::leave_group(broker, request, version).await)
-            }
+            KafkaRequest::LeaveGroup(request) => KafkaResponse::LeaveGroup(
+                groups::leave_group(broker, access, request, version).await,
+            ),
             KafkaRequest::OffsetCommit(request) => {
-                KafkaResponse::OffsetCommit(groups::offset_commit(broker, request).await)
+                KafkaResponse::OffsetCommit(authorize::offset_commit(broker, access, request).await)
             }
-            KafkaRequest::OffsetFetch(request) => {
-                KafkaResponse::OffsetFetch(groups::offset_fetch(broker, request, version).await)
-            }
+            KafkaRequest::OffsetFetch(request) => KafkaResponse::OffsetFetch(
+                groups::offset_fetch(broker, access, request, version).await,
+            ),
             KafkaRequest::OffsetDelete(request) => {
-                KafkaResponse::OffsetDelete(groups::offset_delete(broker, request).await)
+                KafkaResponse::OffsetDelete(authorize::offset_delete(broker, access, request).await)
             }
             KafkaRequest::ListGroups(request) => {
-                KafkaResponse::ListGroups(groups::list_groups(broker, request).await)
+                KafkaResponse::ListGroups(groups::list_groups(broker, access, request).await)
             }
             KafkaRequest::DescribeGroups(request) => KafkaResponse::DescribeGroups(
-                groups::describe_groups(broker, request, version).await,
+                groups::describe_groups(broker, access, request, version).await,
             ),
             KafkaRequest::DeleteGroups(request) => {
-                KafkaResponse::DeleteGroups(groups::delete_groups(broker, request).await)
+                KafkaResponse::DeleteGroups(authorize::delete_groups(broker, access, request).await)
             }
             // KIP-848 groups (kafka/consumer_groups.rs).
             KafkaRequest::ConsumerGroupHeartbeat(request) => KafkaResponse::ConsumerGroupHeartbeat(
-                consumer_groups::consumer_group_heartbeat(broker, client_id, request, version)
-                    .await,
+                consumer_groups::consumer_group_heartbeat(
+                    broker, access, client_id, request, version,
+                )
+                .await,
             ),
             KafkaRequest::ConsumerGroupDescribe(request) => KafkaResponse::ConsumerGroupDescribe(
-                consumer_groups::consumer_group_describe(broker, request, version).await,
+                consumer_groups::consumer_group_describe(broker, access, request, version).await,
             ),
             // SASL outside an exchange (kafka/sasl.rs decides which reach here): as Kafka's
             // KafkaApis, ILLEGAL_SASL_STATE.
@@ -242,25 +293,26 @@ impl<D: Disk> KafkaService<D> {
             }
             // SCRAM users and ACLs (handlers/security.rs).
             KafkaRequest::DescribeAcls(request) => KafkaResponse::DescribeAcls(
-                handlers::security::describe_acls(broker, request).await,
+                handlers::security::describe_acls(broker, access, request).await,
             ),
-            KafkaRequest::CreateAcls(request) => {
-                KafkaResponse::CreateAcls(handlers::security::create_acls(broker, request).await)
-            }
-            KafkaRequest::DeleteAcls(request) => {
-                KafkaResponse::DeleteAcls(handlers::security::delete_acls(broker, request).await)
-            }
+            KafkaRequest::CreateAcls(request) => KafkaResponse::CreateAcls(
+                handlers::security::create_acls(broker, access, request).await,
+            ),
+            KafkaRequest::DeleteAcls(request) => KafkaResponse::DeleteAcls(
+                handlers::security::delete_acls(broker, access, request).await,
+            ),
             KafkaRequest::DescribeUserScramCredentials(request) => {
                 KafkaResponse::DescribeUserScramCredentials(
-                    handlers::security::describe_user_scram_credentials(broker, request).await,
+                    handlers::security::describe_user_scram_credentials(broker, access, request)
+                        .await,
                 )
             }
-            KafkaRequest::DescribeClientQuotas(_) => {
-                KafkaResponse::DescribeClientQuotas(handlers::security::describe_client_quotas())
-            }
+            KafkaRequest::DescribeClientQuotas(_) => KafkaResponse::DescribeClientQuotas(
+                handlers::security::describe_client_quotas(access),
+            ),
             KafkaRequest::AlterUserScramCredentials(request) => {
                 KafkaResponse::AlterUserScramCredentials(
-                    handlers::security::alter_user_scram_credentials(broker, request).await,
+                    handlers::security::alter_user_scram_credentials(broker, access, request).await,
                 )
             }
         })

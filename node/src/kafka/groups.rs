@@ -7,6 +7,15 @@
 //! service's errors become Kafka's codes in [`service_code`] and [`classic_code`], and nowhere
 //! else: group errors have Kafka codes the node's own wire codes lack (ILLEGAL_GENERATION,
 //! REBALANCE_IN_PROGRESS, MEMBER_ID_REQUIRED).
+//!
+//! Authorization (Kafka's `KafkaApis`), before the coordinator is looked for: JoinGroup,
+//! SyncGroup, Heartbeat and LeaveGroup need Read on the group (GROUP_AUTHORIZATION_FAILED for
+//! the whole request); FindCoordinator Describe on each key's group (or transactional id);
+//! OffsetFetch Describe on the group, then on each topic asked for (the all-topics form
+//! leaves out, silently, the topics the caller may not describe); ListGroups lists the
+//! groups the caller may describe (all of them with Describe on the cluster);
+//! DescribeGroups needs Describe on each group. OffsetCommit, OffsetDelete and DeleteGroups
+//! are checked in `kafka/authorize.rs` before these handlers run.
 
 use std::time::Duration;
 
@@ -34,7 +43,24 @@ use crate::groups::coordinator::GroupError;
 use crate::groups::service::{
     ClassicCommit, DescribedAnyGroup, GroupService, GroupServiceError, OffsetsLogError,
 };
+use crate::kafka::authorize::{Decisions, authorized_operations, cluster_allows_silently};
+use crate::security::access::Access;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::storage::Disk;
+
+/// The first JoinGroup version whose `protocol_name` may be null.
+const JOIN_NULL_PROTOCOL_VERSION: i16 = 7;
+/// The first SyncGroup version that carries the protocol type and name.
+const SYNC_PROTOCOL_VERSION: i16 = 5;
+/// The first DescribeGroups version with `include_authorized_operations`.
+const DESCRIBE_OPERATIONS_VERSION: i16 = 3;
+/// The first OffsetFetch version with a top-level error code.
+const OFFSET_FETCH_ERROR_VERSION: i16 = 2;
+
+/// Whether the caller may read `group_id` (Kafka's check for the classic group APIs).
+fn may_read_group(access: &Access, group_id: &str) -> bool {
+    access.allows(AclOperation::Read, ResourceType::Group, group_id)
+}
 
 /// FindCoordinator's key types: groups (served), transactions (KIP-98, not served) and share
 /// groups (KIP-932, not served); any other is a malformed request.
@@ -45,6 +71,7 @@ const KEY_TYPE_SHARE: i8 = 2;
 /// JoinGroup (v0-v9).
 pub async fn join_group<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     client_id: &str,
     client_host: &str,
     request: JoinGroupRequest,
@@ -52,6 +79,14 @@ pub async fn join_group<D: Disk>(
 ) -> JoinGroupResponse {
     let mut response = JoinGroupResponse::default();
     let group_id = request.group_id.0.to_string();
+    if !may_read_group(access, &group_id) {
+        response.error_code = ResponseError::GroupAuthorizationFailed.code();
+        response.generation_id = -1;
+        if version >= JOIN_NULL_PROTOCOL_VERSION {
+            response.protocol_name = None;
+        }
+        return response;
+    }
     let service = match broker.coordinated_group_service(&group_id).await {
         Ok(service) => service,
         Err(error) => {
@@ -112,10 +147,23 @@ pub async fn join_group<D: Disk>(
 /// SyncGroup (v0-v5).
 pub async fn sync_group<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: SyncGroupRequest,
+    version: i16,
 ) -> SyncGroupResponse {
     let mut response = SyncGroupResponse::default();
     let group_id = request.group_id.0.to_string();
+    // Kafka checks the protocol fields first, then the group.
+    if version >= SYNC_PROTOCOL_VERSION
+        && (request.protocol_type.is_none() || request.protocol_name.is_none())
+    {
+        response.error_code = ResponseError::InconsistentGroupProtocol.code();
+        return response;
+    }
+    if !may_read_group(access, &group_id) {
+        response.error_code = ResponseError::GroupAuthorizationFailed.code();
+        return response;
+    }
     let service = match broker.coordinated_group_service(&group_id).await {
         Ok(service) => service,
         Err(error) => {
@@ -150,10 +198,15 @@ pub async fn sync_group<D: Disk>(
 /// Heartbeat (v0-v4).
 pub async fn heartbeat<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: HeartbeatRequest,
 ) -> HeartbeatResponse {
     let mut response = HeartbeatResponse::default();
     let group_id = request.group_id.0.to_string();
+    if !may_read_group(access, &group_id) {
+        response.error_code = ResponseError::GroupAuthorizationFailed.code();
+        return response;
+    }
     let service = match broker.coordinated_group_service(&group_id).await {
         Ok(service) => service,
         Err(error) => {
@@ -176,11 +229,16 @@ pub async fn heartbeat<D: Disk>(
 /// LeaveGroup (v0-v5; a batch of members from v3).
 pub async fn leave_group<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
     let mut response = LeaveGroupResponse::default();
     let group_id = request.group_id.0.to_string();
+    if !may_read_group(access, &group_id) {
+        response.error_code = ResponseError::GroupAuthorizationFailed.code();
+        return response;
+    }
     let service = match broker.coordinated_group_service(&group_id).await {
         Ok(service) => service,
         Err(error) => {
@@ -350,6 +408,7 @@ fn set_commit_code(
 /// OffsetFetch (v1-v9; one group before v8, a batch of groups from v8).
 pub async fn offset_fetch<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
@@ -362,7 +421,8 @@ pub async fn offset_fetch<D: Disk>(
                     .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
                     .collect()
             });
-            let (code, fetched) = fetch_group(broker, group.group_id.0.as_str(), topics).await;
+            let (code, fetched) =
+                fetch_group(broker, access, group.group_id.0.as_str(), topics).await;
             let mut answer = offset_fetch_response::OffsetFetchResponseGroup::default();
             answer.group_id = group.group_id;
             answer.error_code = code;
@@ -373,12 +433,13 @@ pub async fn offset_fetch<D: Disk>(
                     topic.name = TopicName(text(name));
                     topic.partitions = partitions
                         .into_iter()
-                        .map(|(partition_index, offset, metadata)| {
+                        .map(|(partition_index, offset, metadata, code)| {
                             let mut entry =
                                 offset_fetch_response::OffsetFetchResponsePartitions::default();
                             entry.partition_index = partition_index;
                             entry.committed_offset = offset;
                             entry.metadata = Some(text(metadata));
+                            entry.error_code = code;
                             entry
                         })
                         .collect();
@@ -395,10 +456,12 @@ pub async fn offset_fetch<D: Disk>(
             .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
             .collect()
     });
-    let (code, fetched) = fetch_group(broker, request.group_id.0.as_str(), topics).await;
+    let (code, fetched) = fetch_group(broker, access, request.group_id.0.as_str(), topics).await;
     // v2+ carries a top-level error; v1 only per partition, so a coordinator error is put on
-    // every partition asked for there.
-    response.error_code = code;
+    // every partition asked for there (a denied group has none: v1's answer is empty).
+    if version >= OFFSET_FETCH_ERROR_VERSION {
+        response.error_code = code;
+    }
     response.topics = fetched
         .into_iter()
         .map(|(name, partitions)| {
@@ -406,12 +469,13 @@ pub async fn offset_fetch<D: Disk>(
             topic.name = TopicName(text(name));
             topic.partitions = partitions
                 .into_iter()
-                .map(|(partition_index, offset, metadata)| {
+                .map(|(partition_index, offset, metadata, partition_code)| {
                     let mut entry = offset_fetch_response::OffsetFetchResponsePartition::default();
                     entry.partition_index = partition_index;
                     entry.committed_offset = offset;
                     entry.metadata = Some(text(metadata));
-                    if version < 2 {
+                    entry.error_code = partition_code;
+                    if version < OFFSET_FETCH_ERROR_VERSION && partition_code == 0 {
                         entry.error_code = code;
                     }
                     entry
@@ -423,11 +487,63 @@ pub async fn offset_fetch<D: Disk>(
     response
 }
 
-type FetchedTopics = Vec<(String, Vec<(i32, i64, String)>)>;
+type FetchedTopics = Vec<(String, Vec<(i32, i64, String, i16)>)>;
 
 /// One group's committed offsets: (error code, topics with (partition, offset or -1,
-/// metadata)). `topics` None asks for every committed offset of the group.
+/// metadata, error code)). `topics` None asks for every committed offset of the group.
+///
+/// Authorization (Kafka's `handleOffsetFetchRequest`): Describe on the group (denied:
+/// GROUP_AUTHORIZATION_FAILED and no topics), then Describe on each topic asked for, before
+/// the coordinator is asked (a denied topic's partitions are TOPIC_AUTHORIZATION_FAILED
+/// with offset -1, after the others); every committed offset is asked for with `topics`
+/// None, and the topics the caller may not describe are left out, silently.
 async fn fetch_group<D: Disk>(
+    broker: &Broker<D>,
+    access: &Access,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> (i16, FetchedTopics) {
+    if !access.allows(AclOperation::Describe, ResourceType::Group, group_id) {
+        return (ResponseError::GroupAuthorizationFailed.code(), Vec::new());
+    }
+    let mut describe = Decisions::new(access, AclOperation::Describe, ResourceType::Topic);
+    let all_topics = topics.is_none();
+    let (topics, denied) = match topics {
+        None => (None, Vec::new()),
+        Some(mut topics) => {
+            let denied = describe.take_denied(&mut topics, |(name, _)| name.as_str());
+            (Some(topics), denied)
+        }
+    };
+    let denied: FetchedTopics = denied
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|partition| {
+                    (
+                        partition,
+                        -1,
+                        String::new(),
+                        ResponseError::TopicAuthorizationFailed.code(),
+                    )
+                })
+                .collect();
+            (name, partitions)
+        })
+        .collect();
+    let (code, mut fetched) = fetch_authorized(broker, group_id, topics).await;
+    if all_topics {
+        fetched.retain(|(name, _)| {
+            access.allows_silently(AclOperation::Describe, ResourceType::Topic, name)
+        });
+    }
+    fetched.extend(denied);
+    (code, fetched)
+}
+
+/// [`fetch_group`] once authorized.
+async fn fetch_authorized<D: Disk>(
     broker: &Broker<D>,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
@@ -442,7 +558,7 @@ async fn fetch_group<D: Disk>(
                 .map(|(name, partitions)| {
                     let partitions = partitions
                         .into_iter()
-                        .map(|partition| (partition, -1, String::new()))
+                        .map(|partition| (partition, -1, String::new(), 0))
                         .collect();
                     (name, partitions)
                 })
@@ -481,6 +597,7 @@ async fn fetch_group<D: Disk>(
                         i32::try_from(partition.partition).unwrap_or(-1),
                         partition.offset.unwrap_or(-1),
                         partition.metadata,
+                        0,
                     )
                 })
                 .collect();
@@ -580,8 +697,13 @@ pub use crate::groups::service::OffsetDeleteRefusal;
 /// producer fails at once (a retriable code kept franz-go's retrying until its caller gave
 /// up). A share-group key gets COORDINATOR_NOT_AVAILABLE; an unknown key type
 /// INVALID_REQUEST, as Kafka does.
+///
+/// Authorization first, per key: Describe on the group (GROUP_AUTHORIZATION_FAILED) or on
+/// the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); before v4 the one key's
+/// answer is the whole response's.
 pub async fn find_coordinator<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     addresses: &crate::kafka::handlers::NodeAddresses<'_>,
     request: FindCoordinatorRequest,
     version: i16,
@@ -597,6 +719,26 @@ pub async fn find_coordinator<D: Disk>(
         let mut answer = find_coordinator_response::Coordinator::default();
         answer.key = key.clone();
         let refusal = match request.key_type {
+            KEY_TYPE_GROUP
+                if !access.allows(AclOperation::Describe, ResourceType::Group, key.as_str()) =>
+            {
+                Some((
+                    ResponseError::GroupAuthorizationFailed,
+                    "Group authorization failed.",
+                ))
+            }
+            KEY_TYPE_TRANSACTION
+                if !access.allows(
+                    AclOperation::Describe,
+                    ResourceType::TransactionalId,
+                    key.as_str(),
+                ) =>
+            {
+                Some((
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    "Transactional Id authorization failed.",
+                ))
+            }
             KEY_TYPE_GROUP => None,
             KEY_TYPE_TRANSACTION => Some((
                 ResponseError::TransactionalIdAuthorizationFailed,
@@ -665,15 +807,22 @@ pub async fn find_coordinator<D: Disk>(
 }
 
 /// ListGroups (v0-v5; states filter v4+, types filter v5+).
+///
+/// Only the groups the caller may describe are listed (all of them with Describe on the
+/// cluster), the others left out silently: never an authorization error.
 pub async fn list_groups<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: ListGroupsRequest,
 ) -> ListGroupsResponse {
     let mut response = ListGroupsResponse::default();
+    let every_group = cluster_allows_silently(access, AclOperation::Describe);
+    let mut describe = Decisions::silent(access, AclOperation::Describe, ResourceType::Group);
     response.groups = broker
         .coordinated_groups_listing()
         .await
         .into_iter()
+        .filter(|group| every_group || describe.allows(&group.group_id))
         .filter(|group| {
             request.states_filter.is_empty()
                 || request
@@ -703,13 +852,34 @@ pub async fn list_groups<D: Disk>(
 /// DescribeGroups (v0-v6): classic groups as Kafka keeps them (opaque metadata and
 /// assignments); KIP-848 groups in the consumer protocol, as Kafka 4 describes a consumer
 /// group to a classic client; a group with only offsets as Empty; an unknown one Dead.
+///
+/// Describe on each group: a denied one is GROUP_AUTHORIZATION_FAILED with no state, members
+/// or operations, listed first. v3+ with `include_authorized_operations`: each group
+/// described without error carries the caller's operations on it.
 pub async fn describe_groups<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
     let mut response = DescribeGroupsResponse::default();
-    for group_id in request.groups {
+    let (allowed, denied): (Vec<GroupId>, Vec<GroupId>) =
+        request.groups.into_iter().partition(|group_id| {
+            access.allows(
+                AclOperation::Describe,
+                ResourceType::Group,
+                group_id.0.as_str(),
+            )
+        });
+    for group_id in denied {
+        let mut described = describe_groups_response::DescribedGroup::default();
+        described.group_id = group_id;
+        described.error_code = ResponseError::GroupAuthorizationFailed.code();
+        response.groups.push(described);
+    }
+    let operations =
+        version >= DESCRIBE_OPERATIONS_VERSION && request.include_authorized_operations;
+    for group_id in allowed {
         let mut described = describe_groups_response::DescribedGroup::default();
         described.group_id = group_id.clone();
         match broker.coordinated_group_service(group_id.0.as_str()).await {
@@ -721,6 +891,10 @@ pub async fn describe_groups<D: Disk>(
                 }
             }
             Ok(service) => fill_described(&mut described, service, group_id.0.as_str(), version),
+        }
+        if operations && described.error_code == 0 {
+            described.authorized_operations =
+                authorized_operations(access, ResourceType::Group, group_id.0.as_str());
         }
         response.groups.push(described);
     }

@@ -22,6 +22,7 @@
 //! UNSUPPORTED_VERSION and the served ranges) so the client can pick one (KIP-511).
 
 pub mod apis;
+pub mod authorize;
 pub mod codec;
 pub mod connection;
 pub mod consumer_groups;

@@ -54,7 +54,10 @@ async fn broker(config: BrokerConfig) -> Broker<SimDisk> {
 
 /// A plaintext service over `broker` (a test that reaches under the Kafka API keeps a
 /// clone of it).
-fn service_on(broker: Arc<Broker<SimDisk>>, settings: KafkaSettings) -> KafkaService<SimDisk> {
+pub(super) fn service_on(
+    broker: Arc<Broker<SimDisk>>,
+    settings: KafkaSettings,
+) -> KafkaService<SimDisk> {
     KafkaService::new(
         broker,
         Arc::new(std::sync::Mutex::new(FetchSessionCache::new(
@@ -82,12 +85,25 @@ pub(super) async fn ask(
     version: i16,
     body: KafkaRequest,
 ) -> Option<KafkaResponse> {
+    let access = service.access(&crate::security::identity::ClientIdentity::anonymous(
+        std::net::IpAddr::from([127, 0, 0, 1]),
+    ));
+    ask_as(service, &access, version, body).await.answer()
+}
+
+/// [`ask`] from the caller `access` describes; the service's whole reply.
+pub(super) async fn ask_as(
+    service: &KafkaService<SimDisk>,
+    access: &crate::security::access::Access,
+    version: i16,
+    body: KafkaRequest,
+) -> super::dispatch::Reply {
     let api = body.api_key();
     let mut header = RequestHeader::default();
     header.correlation_id = 9;
     header.request_api_key = api as i16;
     header.request_api_version = version;
-    let response = service
+    let reply = service
         .handle(
             DecodedRequest {
                 header,
@@ -95,9 +111,13 @@ pub(super) async fn ask(
                 version,
                 body,
             },
+            access,
             SequencingHold::unobserved(),
         )
-        .await?;
+        .await;
+    let super::dispatch::Reply::Answer(response) = reply else {
+        return reply;
+    };
     let frame = encode_response(9, version, &response)
         .unwrap_or_else(|error| panic!("{api:?} v{version}: {error}"));
     let (correlation_id, mut body) = super::codec::tests::split_response(api, version, &frame);
@@ -106,7 +126,7 @@ pub(super) async fn ask(
         .unwrap()
         .unwrap_or_else(|error| panic!("{api:?} v{version} response: {error}"));
     assert!(body.is_empty(), "{api:?} v{version}: trailing bytes");
-    Some(decoded)
+    super::dispatch::Reply::Answer(decoded)
 }
 
 /// Creates `topic` with CreateTopics v7 and returns the id its answer gives.

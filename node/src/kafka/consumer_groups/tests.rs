@@ -18,6 +18,7 @@ use super::*;
 use crate::broker::{BrokerConfig, DeclaredTopic};
 use crate::clock::{Clock, SimClock};
 use crate::groups::consumer_protocol::{ConsumerSubscription, encode_subscription};
+use crate::kafka::authorize::unrestricted as open;
 use crate::sim::SimDisk;
 
 async fn broker() -> Arc<Broker<SimDisk>> {
@@ -101,7 +102,7 @@ async fn describe(
 ) -> consumer_group_describe_response::DescribedGroup {
     let mut request = ConsumerGroupDescribeRequest::default();
     request.group_ids = vec![GroupId(text(group))];
-    consumer_group_describe(broker, request, version)
+    consumer_group_describe(broker, &open(), request, version)
         .await
         .groups
         .remove(0)
@@ -118,7 +119,7 @@ async fn describe(
 async fn a_kafka_member_and_a_quic_member_share_a_group() {
     let broker = broker().await;
     let t = t_id(&broker).await;
-    let joined = consumer_group_heartbeat(&broker, "java", join("kafka-1"), 1).await;
+    let joined = consumer_group_heartbeat(&broker, &open(), "java", join("kafka-1"), 1).await;
     assert_eq!(joined.error_code, 0, "{:?}", joined.error_message);
     assert_eq!(joined.member_id.as_deref(), Some("kafka-1"));
     assert!(joined.member_epoch > 0);
@@ -128,6 +129,7 @@ async fn a_kafka_member_and_a_quic_member_share_a_group() {
 
     let acked = consumer_group_heartbeat(
         &broker,
+        &open(),
         "java",
         owning(beat("kafka-1", epoch), t, &[0, 1]),
         1,
@@ -140,7 +142,7 @@ async fn a_kafka_member_and_a_quic_member_share_a_group() {
         None,
         "an unchanged assignment is not sent again"
     );
-    let quiet = consumer_group_heartbeat(&broker, "java", beat("kafka-1", epoch), 1).await;
+    let quiet = consumer_group_heartbeat(&broker, &open(), "java", beat("kafka-1", epoch), 1).await;
     assert_eq!((quiet.error_code, assigned(&quiet, t)), (0, None));
 
     let native_join = NativeHeartbeat {
@@ -164,15 +166,21 @@ async fn a_kafka_member_and_a_quic_member_share_a_group() {
         "both partitions are still owned"
     );
 
-    let revoked = consumer_group_heartbeat(&broker, "java", beat("kafka-1", epoch), 1).await;
+    let revoked =
+        consumer_group_heartbeat(&broker, &open(), "java", beat("kafka-1", epoch), 1).await;
     assert_eq!(revoked.error_code, 0);
     assert!(revoked.member_epoch > epoch);
     let kept = assigned(&revoked, t).expect("a changed assignment is sent");
     assert_eq!(kept.len(), 1);
     let epoch = revoked.member_epoch;
-    let released =
-        consumer_group_heartbeat(&broker, "java", owning(beat("kafka-1", epoch), t, &kept), 1)
-            .await;
+    let released = consumer_group_heartbeat(
+        &broker,
+        &open(),
+        "java",
+        owning(beat("kafka-1", epoch), t, &kept),
+        1,
+    )
+    .await;
     assert_eq!(released.error_code, 0);
 
     let Response::ConsumerGroupHeartbeat(quic) = broker
@@ -236,7 +244,7 @@ async fn a_kafka_member_and_a_quic_member_share_a_group() {
 
     let mut leave = beat("kafka-1", -1);
     leave.member_epoch = -1;
-    let left = consumer_group_heartbeat(&broker, "java", leave, 1).await;
+    let left = consumer_group_heartbeat(&broker, &open(), "java", leave, 1).await;
     assert_eq!((left.error_code, left.member_epoch), (0, -1));
     assert_eq!(assigned(&left, t), None);
     let Response::ConsumerGroupHeartbeat(quic) = broker
@@ -251,7 +259,7 @@ async fn a_kafka_member_and_a_quic_member_share_a_group() {
         panic!("wrong response")
     };
     assert_eq!(quic.assignment[0].partitions, vec![0, 1]);
-    let after = consumer_group_heartbeat(&broker, "java", beat("kafka-1", epoch), 1).await;
+    let after = consumer_group_heartbeat(&broker, &open(), "java", beat("kafka-1", epoch), 1).await;
     assert_eq!(after.error_code, ResponseError::UnknownMemberId.code());
 }
 
@@ -294,11 +302,12 @@ async fn commit_code(
 async fn a_kafka_member_behind_the_coordinator_is_fenced_unless_at_its_previous_epoch() {
     let broker = broker().await;
     let t = t_id(&broker).await;
-    let joined = consumer_group_heartbeat(&broker, "java", join("kafka-1"), 1).await;
+    let joined = consumer_group_heartbeat(&broker, &open(), "java", join("kafka-1"), 1).await;
     assert_eq!(assigned(&joined, t), Some(vec![0, 1]));
     let first = joined.member_epoch;
     let acked = consumer_group_heartbeat(
         &broker,
+        &open(),
         "java",
         owning(beat("kafka-1", first), t, &[0, 1]),
         1,
@@ -306,9 +315,9 @@ async fn a_kafka_member_behind_the_coordinator_is_fenced_unless_at_its_previous_
     .await;
     assert_eq!(acked.error_code, 0);
     // A second member makes the first give one partition up, at a new epoch.
-    let second = consumer_group_heartbeat(&broker, "java", join("kafka-2"), 1).await;
+    let second = consumer_group_heartbeat(&broker, &open(), "java", join("kafka-2"), 1).await;
     assert_eq!(second.error_code, 0);
-    let moved = consumer_group_heartbeat(&broker, "java", beat("kafka-1", first), 1).await;
+    let moved = consumer_group_heartbeat(&broker, &open(), "java", beat("kafka-1", first), 1).await;
     assert_eq!(moved.error_code, 0);
     let current = moved.member_epoch;
     assert!(current > first);
@@ -316,13 +325,15 @@ async fn a_kafka_member_behind_the_coordinator_is_fenced_unless_at_its_previous_
     assert_eq!(kept.len(), 1);
 
     // That answer is lost: the member is still at `first`, owning both.
-    let null_owned = consumer_group_heartbeat(&broker, "java", beat("kafka-1", first), 1).await;
+    let null_owned =
+        consumer_group_heartbeat(&broker, &open(), "java", beat("kafka-1", first), 1).await;
     assert_eq!(
         null_owned.error_code,
         ResponseError::FencedMemberEpoch.code()
     );
     let owns_more = consumer_group_heartbeat(
         &broker,
+        &open(),
         "java",
         owning(beat("kafka-1", first), t, &[0, 1]),
         1,
@@ -332,9 +343,14 @@ async fn a_kafka_member_behind_the_coordinator_is_fenced_unless_at_its_previous_
         owns_more.error_code,
         ResponseError::FencedMemberEpoch.code()
     );
-    let within =
-        consumer_group_heartbeat(&broker, "java", owning(beat("kafka-1", first), t, &kept), 1)
-            .await;
+    let within = consumer_group_heartbeat(
+        &broker,
+        &open(),
+        "java",
+        owning(beat("kafka-1", first), t, &kept),
+        1,
+    )
+    .await;
     assert_eq!(within.error_code, 0, "{:?}", within.error_message);
     assert_eq!(within.member_epoch, current);
 
@@ -352,9 +368,10 @@ async fn a_kafka_member_behind_the_coordinator_is_fenced_unless_at_its_previous_
     );
 
     // Fenced for an epoch ahead, it gives everything up and rejoins under its id.
-    let ahead = consumer_group_heartbeat(&broker, "java", beat("kafka-1", current + 1), 1).await;
+    let ahead =
+        consumer_group_heartbeat(&broker, &open(), "java", beat("kafka-1", current + 1), 1).await;
     assert_eq!(ahead.error_code, ResponseError::FencedMemberEpoch.code());
-    let rejoined = consumer_group_heartbeat(&broker, "java", join("kafka-1"), 1).await;
+    let rejoined = consumer_group_heartbeat(&broker, &open(), "java", join("kafka-1"), 1).await;
     assert_eq!(rejoined.error_code, 0, "{:?}", rejoined.error_message);
     assert_eq!(rejoined.member_id.as_deref(), Some("kafka-1"));
     assert!(rejoined.member_epoch >= current);
@@ -372,26 +389,31 @@ async fn refused_heartbeats_get_kafkas_codes() {
     let broker = broker().await;
     let code = |response: ConsumerGroupHeartbeatResponse| response.error_code;
 
-    let unknown = consumer_group_heartbeat(&broker, "java", beat("nobody", 3), 1).await;
+    let unknown = consumer_group_heartbeat(&broker, &open(), "java", beat("nobody", 3), 1).await;
     assert_eq!(code(unknown), ResponseError::UnknownMemberId.code());
     let mut leave_unknown = beat("nobody", -1);
     leave_unknown.member_epoch = -1;
     assert_eq!(
-        code(consumer_group_heartbeat(&broker, "java", leave_unknown, 1).await),
+        code(consumer_group_heartbeat(&broker, &open(), "java", leave_unknown, 1).await),
         ResponseError::UnknownMemberId.code()
     );
 
-    let joined = consumer_group_heartbeat(&broker, "java", join("kafka-1"), 1).await;
+    let joined = consumer_group_heartbeat(&broker, &open(), "java", join("kafka-1"), 1).await;
     assert_eq!(joined.error_code, 0);
-    let ahead =
-        consumer_group_heartbeat(&broker, "java", beat("kafka-1", joined.member_epoch + 1), 1)
-            .await;
+    let ahead = consumer_group_heartbeat(
+        &broker,
+        &open(),
+        "java",
+        beat("kafka-1", joined.member_epoch + 1),
+        1,
+    )
+    .await;
     assert_eq!(ahead.error_code, ResponseError::FencedMemberEpoch.code());
     assert!(ahead.error_message.is_some());
 
     let mut unknown_assignor = join("kafka-2");
     unknown_assignor.server_assignor = Some(text("magic"));
-    let refused = consumer_group_heartbeat(&broker, "java", unknown_assignor, 1).await;
+    let refused = consumer_group_heartbeat(&broker, &open(), "java", unknown_assignor, 1).await;
     assert_eq!(
         refused.error_code,
         ResponseError::UnsupportedAssignor.code()
@@ -400,7 +422,7 @@ async fn refused_heartbeats_get_kafkas_codes() {
     let mut other_assignor = join("kafka-2");
     other_assignor.server_assignor = Some(text("range"));
     assert_eq!(
-        code(consumer_group_heartbeat(&broker, "java", other_assignor, 1).await),
+        code(consumer_group_heartbeat(&broker, &open(), "java", other_assignor, 1).await),
         ResponseError::UnsupportedAssignor.code()
     );
 
@@ -409,19 +431,19 @@ async fn refused_heartbeats_get_kafkas_codes() {
     bad_regex.subscribed_topic_names = None;
     bad_regex.subscribed_topic_regex = Some(text("t("));
     assert_eq!(
-        code(consumer_group_heartbeat(&broker, "java", bad_regex, 1).await),
+        code(consumer_group_heartbeat(&broker, &open(), "java", bad_regex, 1).await),
         ResponseError::InvalidRegularExpression.code()
     );
 
     let mut slow = join("kafka-4");
     slow.rebalance_timeout_ms = i32::MAX;
     assert_eq!(
-        code(consumer_group_heartbeat(&broker, "java", slow, 1).await),
+        code(consumer_group_heartbeat(&broker, &open(), "java", slow, 1).await),
         ResponseError::InvalidRequest.code()
     );
     let long_id = "x".repeat(crate::groups::coordinator::CLIENT_MEMBER_ID_BYTES_MAX + 1);
     assert_eq!(
-        code(consumer_group_heartbeat(&broker, "java", join(&long_id), 1).await),
+        code(consumer_group_heartbeat(&broker, &open(), "java", join(&long_id), 1).await),
         ResponseError::InvalidRequest.code()
     );
 
@@ -445,7 +467,7 @@ async fn refused_heartbeats_get_kafkas_codes() {
     let held = {
         let broker = Arc::clone(&broker);
         tokio::spawn(async move {
-            crate::kafka::groups::join_group(&broker, "old", "", classic_join, 3)
+            crate::kafka::groups::join_group(&broker, &open(), "old", "", classic_join, 3)
                 .await
                 .error_code
         })
@@ -453,13 +475,13 @@ async fn refused_heartbeats_get_kafkas_codes() {
     tokio::task::yield_now().await;
     let mut into_classic = join("kafka-5");
     into_classic.group_id = GroupId(text("classic"));
-    let refused = consumer_group_heartbeat(&broker, "java", into_classic, 1).await;
+    let refused = consumer_group_heartbeat(&broker, &open(), "java", into_classic, 1).await;
     assert_eq!(refused.error_code, ResponseError::GroupIdNotFound.code());
 
     let mut transform = join("kafka-6");
     transform.group_id = GroupId(text("__transform.enrich"));
     assert_eq!(
-        code(consumer_group_heartbeat(&broker, "java", transform, 1).await),
+        code(consumer_group_heartbeat(&broker, &open(), "java", transform, 1).await),
         ResponseError::GroupAuthorizationFailed.code()
     );
     held.abort();
@@ -467,7 +489,7 @@ async fn refused_heartbeats_get_kafkas_codes() {
     // v0: the coordinator names the member.
     let mut v0 = join("");
     v0.group_id = GroupId(text("v0"));
-    let named = consumer_group_heartbeat(&broker, "java", v0, 0).await;
+    let named = consumer_group_heartbeat(&broker, &open(), "java", v0, 0).await;
     assert_eq!(named.error_code, 0);
     assert!(!named.member_id.unwrap().is_empty());
 }
@@ -557,7 +579,7 @@ async fn describe_tells_consumer_groups_from_the_rest() {
         Some("Group nobody is not a consumer group.")
     );
 
-    let joined = consumer_group_heartbeat(&broker, "java", join("kafka-1"), 1).await;
+    let joined = consumer_group_heartbeat(&broker, &open(), "java", join("kafka-1"), 1).await;
     assert_eq!(joined.error_code, 0);
     let mut protocol = JoinGroupRequestProtocol::default();
     protocol.name = text("range");
@@ -571,7 +593,8 @@ async fn describe_tells_consumer_groups_from_the_rest() {
     classic_join.rebalance_timeout_ms = 10_000;
     classic_join.protocol_type = text("consumer");
     classic_join.protocols = vec![protocol];
-    let classic = crate::kafka::groups::join_group(&broker, "old", "", classic_join, 3).await;
+    let classic =
+        crate::kafka::groups::join_group(&broker, &open(), "old", "", classic_join, 3).await;
     assert_eq!(classic.error_code, 0);
     let described = describe(&broker, "g", 1).await;
     assert_eq!(described.error_code, 0);

@@ -20,6 +20,7 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use super::*;
 use crate::broker::{BrokerConfig, DeclaredTopic};
 use crate::clock::{Clock, SimClock};
+use crate::kafka::authorize::unrestricted as open;
 use crate::sim::SimDisk;
 
 async fn broker() -> Arc<Broker<SimDisk>> {
@@ -114,13 +115,13 @@ async fn find_coordinator_refuses_transaction_share_and_unknown_keys() {
         let mut find = FindCoordinatorRequest::default();
         find.key_type = key_type;
         find.key = text("txn-1");
-        let single = find_coordinator(&broker, &addresses, find.clone(), 3).await;
+        let single = find_coordinator(&broker, &open(), &addresses, find.clone(), 3).await;
         assert_eq!(single.error_code, code, "key type {key_type}, v3");
         assert_eq!((single.node_id, single.port), (BrokerId(-1), -1));
         assert!(single.error_message.is_some());
 
         find.coordinator_keys = vec![text("txn-1"), text("txn-2")];
-        let batched = find_coordinator(&broker, &addresses, find, 4).await;
+        let batched = find_coordinator(&broker, &open(), &addresses, find, 4).await;
         assert_eq!(batched.coordinators.len(), 2);
         for answer in &batched.coordinators {
             assert_eq!(answer.error_code, code, "key type {key_type}, v4");
@@ -130,7 +131,7 @@ async fn find_coordinator_refuses_transaction_share_and_unknown_keys() {
     let mut find = FindCoordinatorRequest::default();
     find.key_type = KEY_TYPE_GROUP;
     find.key = text("txn-1");
-    let group = find_coordinator(&broker, &addresses, find, 3).await;
+    let group = find_coordinator(&broker, &open(), &addresses, find, 3).await;
     assert_eq!(group.error_code, 0);
     assert_eq!((group.host.as_str(), group.port), ("127.0.0.1", 9092));
 }
@@ -153,19 +154,28 @@ async fn a_consumer_joins_commits_describes_and_leaves() {
         kind: crate::kafka::dispatch::ListenerKind::Plaintext,
         registered: &registered,
     };
-    let found = find_coordinator(&broker, &addresses, find.clone(), 3).await;
+    let found = find_coordinator(&broker, &open(), &addresses, find.clone(), 3).await;
     assert_eq!(found.error_code, 0);
     assert_eq!((found.host.as_str(), found.port), ("127.0.0.1", 9092));
     find.coordinator_keys = vec![text("g"), text("h")];
-    let batched = find_coordinator(&broker, &addresses, find, 4).await;
+    let batched = find_coordinator(&broker, &open(), &addresses, find, 4).await;
     assert_eq!(batched.coordinators.len(), 2);
 
-    let first = join_group(&broker, "consumer-1", "/127.0.0.1", join_request(""), 5).await;
+    let first = join_group(
+        &broker,
+        &open(),
+        "consumer-1",
+        "/127.0.0.1",
+        join_request(""),
+        5,
+    )
+    .await;
     assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
     let member_id = first.member_id.to_string();
     assert!(member_id.starts_with("consumer-1-"));
     let joined = join_group(
         &broker,
+        &open(),
         "consumer-1",
         "/127.0.0.1",
         join_request(&member_id),
@@ -186,7 +196,7 @@ async fn a_consumer_joins_commits_describes_and_leaves() {
     sync.generation_id = 1;
     sync.member_id = text(member_id.clone());
     sync.assignments = vec![assignment];
-    let synced = sync_group(&broker, sync).await;
+    let synced = sync_group(&broker, &open(), sync, 3).await;
     assert_eq!(synced.error_code, 0);
     assert_eq!(synced.assignment, Bytes::from_static(b"the leader's bytes"));
 
@@ -194,10 +204,13 @@ async fn a_consumer_joins_commits_describes_and_leaves() {
     beat.group_id = group("g");
     beat.generation_id = 1;
     beat.member_id = text(member_id.clone());
-    assert_eq!(heartbeat(&broker, beat.clone()).await.error_code, 0);
+    assert_eq!(
+        heartbeat(&broker, &open(), beat.clone()).await.error_code,
+        0
+    );
     beat.generation_id = 0;
     assert_eq!(
-        heartbeat(&broker, beat).await.error_code,
+        heartbeat(&broker, &open(), beat).await.error_code,
         ResponseError::IllegalGeneration.code()
     );
 
@@ -214,14 +227,14 @@ async fn a_consumer_joins_commits_describes_and_leaves() {
     let mut fetch = OffsetFetchRequest::default();
     fetch.group_id = group("g");
     fetch.topics = None;
-    let fetched = offset_fetch(&broker, fetch, 5).await;
+    let fetched = offset_fetch(&broker, &open(), fetch, 5).await;
     assert_eq!(fetched.topics[0].partitions[0].committed_offset, 42);
     let mut batched_fetch = OffsetFetchRequest::default();
     let mut fetch_group = OffsetFetchRequestGroup::default();
     fetch_group.group_id = group("g");
     fetch_group.topics = None;
     batched_fetch.groups = vec![fetch_group];
-    let fetched = offset_fetch(&broker, batched_fetch, 8).await;
+    let fetched = offset_fetch(&broker, &open(), batched_fetch, 8).await;
     assert_eq!(
         fetched.groups[0].topics[0].partitions[0].committed_offset,
         42
@@ -229,7 +242,7 @@ async fn a_consumer_joins_commits_describes_and_leaves() {
 
     let mut describe = DescribeGroupsRequest::default();
     describe.groups = vec![group("g"), group("nobody")];
-    let described = describe_groups(&broker, describe, 5).await;
+    let described = describe_groups(&broker, &open(), describe, 5).await;
     assert_eq!(described.groups[0].group_state.as_str(), "Stable");
     assert_eq!(described.groups[0].protocol_data.as_str(), "range");
     assert_eq!(
@@ -240,7 +253,7 @@ async fn a_consumer_joins_commits_describes_and_leaves() {
 
     let mut list = ListGroupsRequest::default();
     list.states_filter = vec![text("Stable")];
-    let listed = list_groups(&broker, list.clone()).await;
+    let listed = list_groups(&broker, &open(), list.clone()).await;
     assert_eq!(listed.groups.len(), 1);
     assert_eq!(listed.groups[0].protocol_type.as_str(), "consumer");
 
@@ -257,17 +270,22 @@ async fn a_consumer_joins_commits_describes_and_leaves() {
     let mut leaving = MemberIdentity::default();
     leaving.member_id = text(member_id.clone());
     leave.members = vec![leaving];
-    let left = leave_group(&broker, leave, 3).await;
+    let left = leave_group(&broker, &open(), leave, 3).await;
     assert_eq!(left.error_code, 0);
     assert_eq!(left.members[0].error_code, 0);
-    assert!(list_groups(&broker, list).await.groups.is_empty());
+    assert!(list_groups(&broker, &open(), list).await.groups.is_empty());
 
     let deleted = delete_groups(&broker, delete).await;
     assert_eq!(deleted.results[0].error_code, 0);
     let mut fetch = OffsetFetchRequest::default();
     fetch.group_id = group("g");
     fetch.topics = None;
-    assert!(offset_fetch(&broker, fetch, 5).await.topics.is_empty());
+    assert!(
+        offset_fetch(&broker, &open(), fetch, 5)
+            .await
+            .topics
+            .is_empty()
+    );
     timer.abort();
 }
 
@@ -304,21 +322,26 @@ async fn a_simple_consumer_commits_and_offsets_are_deleted() {
     let mut fetch = OffsetFetchRequest::default();
     fetch.group_id = group("g");
     fetch.topics = None;
-    assert!(offset_fetch(&broker, fetch, 5).await.topics.is_empty());
+    assert!(
+        offset_fetch(&broker, &open(), fetch, 5)
+            .await
+            .topics
+            .is_empty()
+    );
 
     // A member subscribed to `t` (its join held in the initial delay) protects its offsets.
     let commit_again = offset_commit(&broker, commit_request("", -1, 11)).await;
     assert_eq!(commit_code(&commit_again), 0);
     let joining = {
         let broker = Arc::clone(&broker);
-        tokio::spawn(
-            async move { join_group(&broker, "c", "/127.0.0.1", join_request(""), 3).await },
-        )
+        tokio::spawn(async move {
+            join_group(&broker, &open(), "c", "/127.0.0.1", join_request(""), 3).await
+        })
     };
     loop {
         let mut describe = DescribeGroupsRequest::default();
         describe.groups = vec![group("g")];
-        if !describe_groups(&broker, describe, 5).await.groups[0]
+        if !describe_groups(&broker, &open(), describe, 5).await.groups[0]
             .members
             .is_empty()
         {

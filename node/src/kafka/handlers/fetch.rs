@@ -35,11 +35,14 @@ use super::log_edges::{
 use super::{ask, topic_name};
 use crate::broker::Broker;
 use crate::broker::log_edges::PartitionEpochs;
+use crate::kafka::authorize::{Decisions, cluster_allows};
 use crate::kafka::errors::{fetch_session_code, kafka_code};
 use crate::kafka::fetch_sessions::{
     FetchKind, FetchPlan, FetchSessionCache, PartitionFetch, PartitionOutcome, SessionPartition,
     SessionRequest,
 };
+use crate::security::access::Access;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::storage::Disk;
 
 /// Kafka's "earliest" and "latest" ListOffsets timestamps.
@@ -63,8 +66,15 @@ const LAST_FETCHED_EPOCH_VERSION: i16 = 12;
 type PartitionPlan = (i32, Result<(OffsetSpec, PartitionEpochs), i16>);
 
 /// Fetch, with or within a fetch session.
+///
+/// Authorization (Kafka's `handleFetchRequest`): a consumer needs Read on each topic it
+/// reads (the session's partitions included); a denied topic's partitions are
+/// TOPIC_AUTHORIZATION_FAILED before their existence is looked at. A follower's fetch
+/// (`replica_id` >= 0) needs ClusterAction on the cluster, and without it every partition
+/// is TOPIC_AUTHORIZATION_FAILED, as Kafka answers it.
 pub async fn fetch<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     sessions: &Mutex<FetchSessionCache>,
     request: FetchRequest,
     version: i16,
@@ -135,7 +145,7 @@ pub async fn fetch<D: Disk>(
             "kafka fetch session closed"
         );
     }
-    let (error_code, answers) = read(broker, &plan.partitions, &request, version).await;
+    let (error_code, answers) = read(broker, access, &plan.partitions, &request, version).await;
     response.error_code = error_code;
     let outcomes: Vec<PartitionOutcome> = answers
         .iter()
@@ -188,6 +198,7 @@ fn lock(sessions: &Mutex<FetchSessionCache>) -> std::sync::MutexGuard<'_, FetchS
 /// and then the fetch does not wait, as Kafka's.
 async fn read<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     partitions: &[(SessionPartition, PartitionFetch)],
     request: &FetchRequest,
     version: i16,
@@ -202,7 +213,18 @@ async fn read<D: Disk>(
     // Per partition: `None` when sent to the broker, else its answer made here.
     let mut early = Vec::with_capacity(partitions.len());
     let mut epoch_answered = false;
+    let follower = request.replica_id.0 >= 0;
+    let follower_denied =
+        follower && !partitions.is_empty() && !cluster_allows(access, AclOperation::ClusterAction);
+    let mut read_topics = Decisions::new(access, AclOperation::Read, ResourceType::Topic);
     for (key, fetch) in partitions {
+        if follower_denied || (!follower && !read_topics.allows(&key.topic)) {
+            early.push(Some(refused(
+                key.partition,
+                ResponseError::TopicAuthorizationFailed.code(),
+            )));
+            continue;
+        }
         let Ok(index) = u32::try_from(key.partition) else {
             early.push(Some(refused(
                 key.partition,

@@ -14,8 +14,23 @@ use ledge_protocol::wire::{self, Acks};
 use super::{ask, message, text, topic_name};
 use crate::broker::Broker;
 use crate::broker::sequencing::SequencingHold;
+use crate::kafka::authorize::{Decisions, cluster_allows_silently};
 use crate::kafka::errors::{NONE, kafka_code, produce_code};
+use crate::security::access::Access;
+use crate::security::acl::{AclOperation, CLUSTER_NAME, ResourceType};
 use crate::storage::Disk;
+
+/// What a produce comes to.
+#[derive(Debug)]
+pub enum Produced {
+    /// The answer (acks 1 or -1).
+    Answered(ProduceResponse),
+    /// Nothing to send back: acks=0.
+    Unanswered,
+    /// acks=0 and a partition was denied: Kafka closes the connection (the client has no
+    /// other way to learn its records were refused).
+    Close,
+}
 
 /// A produce's acks as the node's; `None` for a value Kafka refuses.
 fn acks(value: i16) -> Option<Acks> {
@@ -61,16 +76,32 @@ enum Outcome {
     Broker,
 }
 
-/// Produce; `None` for acks=0, which Kafka does not answer. `sequencing` is dropped once
-/// every batch is queued in its partition's writer or refused (see
+/// Produce; [`Produced::Unanswered`] for acks=0, which Kafka does not answer. `sequencing`
+/// is dropped once every batch is queued in its partition's writer or refused (see
 /// [`sequencing`](crate::broker::sequencing)): the connection starts its next produce then.
+///
+/// Authorization (Kafka's `handleProduceRequest`): Write on each topic, nothing else (no
+/// IdempotentWrite on the cluster since KIP-679); a denied topic's partitions are
+/// TOPIC_AUTHORIZATION_FAILED before their existence is looked at, and are not written. A
+/// transactional id is checked for Write (and refused anyway: the node has no
+/// transactions). With acks=0 a denial closes the connection, as on Kafka.
 pub async fn produce<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: ProduceRequest,
     version: i16,
     sequencing: SequencingHold,
-) -> Option<ProduceResponse> {
+) -> Produced {
     let answered = request.acks != 0;
+    let mut denied_any = false;
+    if let Some(id) = &request.transactional_id {
+        denied_any |= !access.allows(
+            AclOperation::Write,
+            ResourceType::TransactionalId,
+            id.0.as_str(),
+        );
+    }
+    let mut write = Decisions::new(access, AclOperation::Write, ResourceType::Topic);
     // Checked once for the whole request, answered per partition as Kafka does.
     let refusal = match (acks(request.acks), &request.transactional_id) {
         (None, _) => Some((
@@ -92,10 +123,16 @@ pub async fn produce<D: Disk>(
     for topic in &request.topic_data {
         let mut partitions = Vec::new();
         let mut outcomes = Vec::new();
+        let topic_denied = !write.allows(topic.name.0.as_str());
+        denied_any |= topic_denied;
         for partition in &topic.partition_data {
             let index = u32::try_from(partition.index).ok();
             let outcome = match (refusal, index, &partition.records) {
                 (Some((code, text)), _, _) => Outcome::Refused(code, text),
+                (None, _, _) if topic_denied => Outcome::Refused(
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    "Topic authorization failed.",
+                ),
                 (None, None, _) => Outcome::Refused(
                     ResponseError::UnknownTopicOrPartition.code(),
                     "negative partition index",
@@ -134,7 +171,11 @@ pub async fn produce<D: Disk>(
         broker.produce_sequenced(native, sequencing).await.topics
     };
     if !answered {
-        return None;
+        return if denied_any {
+            Produced::Close
+        } else {
+            Produced::Unanswered
+        };
     }
     // The broker answers the topics and partitions it was given, in order.
     let mut native_topics = native_topics.into_iter();
@@ -188,21 +229,42 @@ pub async fn produce<D: Disk>(
         }
         response.responses.push(topic);
     }
-    Some(response)
+    Produced::Answered(response)
 }
 
 /// InitProducerId for an idempotent producer: a fresh producer id and epoch 0. A
 /// transactional id is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients
 /// report as fatal at once (transactions are not supported; a retriable code would have
 /// them retry forever).
+///
+/// Authorization (Kafka's `handleInitProducerIdRequest`): with a transactional id, Write on
+/// it; without, IdempotentWrite on the cluster or Write on at least one topic, else
+/// CLUSTER_AUTHORIZATION_FAILED.
 pub async fn init_producer_id<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
     response.producer_id = ProducerId(-1);
     response.producer_epoch = -1;
     match request.transactional_id.as_ref().map(|id| id.0.as_str()) {
+        Some(id) if !access.allows(AclOperation::Write, ResourceType::TransactionalId, id) => {
+            response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+            return response;
+        }
+        None if !cluster_allows_silently(access, AclOperation::IdempotentWrite)
+            && !access.allows_on_some(AclOperation::Write, ResourceType::Topic) =>
+        {
+            // Neither check logs (Kafka's); the denial is logged once, as the cluster's.
+            let _ = access.check(
+                AclOperation::IdempotentWrite,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            );
+            response.error_code = ResponseError::ClusterAuthorizationFailed.code();
+            return response;
+        }
         None => {}
         // Kafka's answer to an empty transactional id.
         Some("") => {

@@ -12,26 +12,39 @@ use kafka_protocol::messages::{
 
 use super::{message, topic_name};
 use crate::broker::Broker;
+use crate::kafka::authorize::Decisions;
 use crate::kafka::errors::kafka_code;
+use crate::security::access::Access;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::storage::Disk;
 
 /// Kafka's "no transaction coordinator epoch" and "no open transaction".
 const NO_COORDINATOR_EPOCH: i32 = -1;
 const NO_TRANSACTION_START_OFFSET: i64 = -1;
 
-/// DescribeProducers (v0).
+/// DescribeProducers (v0). Authorization (Kafka's `handleDescribeProducersRequest`): Read
+/// (not Describe) on each topic; a denied topic's partitions are TOPIC_AUTHORIZATION_FAILED,
+/// before their existence is looked at.
 pub async fn describe_producers<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: DescribeProducersRequest,
 ) -> DescribeProducersResponse {
     let mut response = DescribeProducersResponse::default();
+    let mut read = Decisions::new(access, AclOperation::Read, ResourceType::Topic);
     for topic in request.topics {
         let name = topic_name(&topic.name);
+        let denied = !read.allows(&name);
         let mut result = describe_producers_response::TopicResponse::default();
         result.name = topic.name;
         for index in topic.partition_indexes {
             let mut answer = describe_producers_response::PartitionResponse::default();
             answer.partition_index = index;
+            if denied {
+                answer.error_code = ResponseError::TopicAuthorizationFailed.code();
+                result.partitions.push(answer);
+                continue;
+            }
             let Ok(partition) = u32::try_from(index) else {
                 answer.error_code = ResponseError::UnknownTopicOrPartition.code();
                 result.partitions.push(answer);

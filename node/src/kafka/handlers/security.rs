@@ -9,8 +9,12 @@
 //! the salted password. Each user's answer is its own: at most one change per user per
 //! request (DUPLICATE_RESOURCE otherwise), as in Kafka.
 //!
-//! Not yet: authorization of these requests (Kafka asks Alter/Describe on the cluster); a node
-//! without a security store (tests) answers SECURITY_DISABLED.
+//! Authorization, checked before anything else as Kafka's `AclApis` and `ControllerApis`:
+//! DescribeAcls and DescribeUserScramCredentials need Describe on the cluster, CreateAcls,
+//! DeleteAcls and AlterUserScramCredentials Alter on the cluster, DescribeClientQuotas
+//! DescribeConfigs on the cluster; a denial is CLUSTER_AUTHORIZATION_FAILED in each
+//! response's own shape. Each ACL and user changed is a recorded change. A node without a
+//! security store (tests) answers SECURITY_DISABLED.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,8 +31,12 @@ use kafka_protocol::messages::{
 use super::{message, text};
 use crate::broker::Broker;
 use crate::broker::dispatch::security_write_code;
+use crate::kafka::authorize::{CLUSTER_DENIED, cluster_allows, record};
 use crate::kafka::errors::kafka_code;
-use crate::security::acl::{AclBinding, AclBindingFilter};
+use crate::security::access::Access;
+use crate::security::acl::{
+    AclBinding, AclBindingFilter, AclOperation, CLUSTER_NAME, ResourceType,
+};
 use crate::security::records::{StoredCredential, UserAlteration, UserError, validate_iterations};
 use crate::security::scram::{ScramCredential, ScramMechanism};
 use crate::security::store::{SecurityStore, SecurityWriteError};
@@ -68,10 +76,30 @@ fn kafka_type(mechanism: ScramMechanism) -> i8 {
 /// (each at most once), with their mechanisms and iteration counts.
 pub async fn describe_user_scram_credentials<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
     let mut response = DescribeUserScramCredentialsResponse::default();
     response.error_message = None;
+    if !cluster_allows(access, AclOperation::Describe) {
+        // Kafka's error response: the top-level error, and each user asked for with it
+        // (the user itself left unset).
+        let denied = ResponseError::ClusterAuthorizationFailed.code();
+        response.error_code = denied;
+        response.error_message = message(CLUSTER_DENIED);
+        response.results = request
+            .users
+            .unwrap_or_default()
+            .iter()
+            .map(|_| {
+                let mut result = describe_user_scram_credentials_response::DescribeUserScramCredentialsResult::default();
+                result.error_code = denied;
+                result.error_message = message(CLUSTER_DENIED);
+                result
+            })
+            .collect();
+        return response;
+    }
     let Some(store) = store(broker) else {
         response.error_code = ResponseError::SecurityDisabled.code();
         response.error_message = message(NO_STORE);
@@ -159,9 +187,11 @@ fn upsertion(
 /// on its own (Kafka's `ScramControlManager.alterCredentials`).
 pub async fn alter_user_scram_credentials<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
     let mut response = AlterUserScramCredentialsResponse::default();
+    let allowed = cluster_allows(access, AclOperation::Alter);
     let mut answer = |user: &str, code: i16, error: &str| {
         let mut result =
             alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default();
@@ -170,7 +200,18 @@ pub async fn alter_user_scram_credentials<D: Disk>(
         result.error_message = message(error);
         response.results.push(result);
     };
-    let Some(store) = store(broker) else {
+    let store = store(broker).filter(|_| allowed);
+    let Some(store) = store else {
+        // Denied (Kafka's error response: each distinct user, sorted, with the error), or
+        // no store.
+        let (code, error) = if allowed {
+            (ResponseError::SecurityDisabled.code(), NO_STORE)
+        } else {
+            (
+                ResponseError::ClusterAuthorizationFailed.code(),
+                CLUSTER_DENIED,
+            )
+        };
         let users: BTreeSet<String> = request
             .deletions
             .iter()
@@ -183,7 +224,7 @@ pub async fn alter_user_scram_credentials<D: Disk>(
             )
             .collect();
         for user in users {
-            answer(&user, ResponseError::SecurityDisabled.code(), NO_STORE);
+            answer(&user, code, error);
         }
         return response;
     };
@@ -226,10 +267,22 @@ pub async fn alter_user_scram_credentials<D: Disk>(
         }
     }
     for (name, result) in store.alter_users(accepted).await {
+        // Users are not an ACL resource: the change is the cluster's, naming the user.
+        let action = format!("AlterUserScramCredentials User:{name}");
         match result {
-            Ok(()) => answer(&name, 0, ""),
+            Ok(()) => {
+                record(access, &action, ResourceType::Cluster, CLUSTER_NAME, Ok(()));
+                answer(&name, 0, "");
+            }
             Err(error) => {
                 let (code, text) = write_error(&error);
+                record(
+                    access,
+                    &action,
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                    Err(text.clone()),
+                );
                 answer(&name, code, &text);
             }
         }
@@ -245,9 +298,24 @@ pub async fn alter_user_scram_credentials<D: Disk>(
 /// stored together.
 pub async fn create_acls<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: CreateAclsRequest,
 ) -> CreateAclsResponse {
     let mut response = CreateAclsResponse::default();
+    if !cluster_allows(access, AclOperation::Alter) {
+        // Kafka's error response: every creation with the error.
+        response.results = request
+            .creations
+            .iter()
+            .map(|_| {
+                let mut result = create_acls_response::AclCreationResult::default();
+                result.error_code = ResponseError::ClusterAuthorizationFailed.code();
+                result.error_message = message(CLUSTER_DENIED);
+                result
+            })
+            .collect();
+        return response;
+    }
     let mut results: Vec<(i16, String)> = Vec::with_capacity(request.creations.len());
     let mut valid: Vec<(usize, AclBinding)> = Vec::new();
     for creation in &request.creations {
@@ -275,10 +343,19 @@ pub async fn create_acls<D: Disk>(
                 .await
                 .map_err(|error| write_error(&error)),
         };
-        if let Err(error) = outcome {
+        if let Err(error) = &outcome {
             for (index, _) in &valid {
                 results[*index] = error.clone();
             }
+        }
+        for (_, binding) in &valid {
+            record(
+                access,
+                "CreateAcls",
+                binding.resource_type,
+                &binding.resource_name,
+                outcome.clone().map_err(|(_, error)| error),
+            );
         }
     }
     response.results = results
@@ -319,10 +396,16 @@ fn filter_of(
 /// DescribeAcls: the bindings the filter matches, grouped by resource pattern.
 pub async fn describe_acls<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: DescribeAclsRequest,
 ) -> DescribeAclsResponse {
     let mut response = DescribeAclsResponse::default();
     response.error_message = None;
+    if !cluster_allows(access, AclOperation::Describe) {
+        response.error_code = ResponseError::ClusterAuthorizationFailed.code();
+        response.error_message = message(CLUSTER_DENIED);
+        return response;
+    }
     let filter = filter_of(
         request.resource_type_filter,
         request
@@ -378,9 +461,24 @@ pub async fn describe_acls<D: Disk>(
 /// DeleteAcls: per filter, the bindings it matched and removed.
 pub async fn delete_acls<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: DeleteAclsRequest,
 ) -> DeleteAclsResponse {
     let mut response = DeleteAclsResponse::default();
+    if !cluster_allows(access, AclOperation::Alter) {
+        // Kafka's error response: every filter with the error.
+        response.filter_results = request
+            .filters
+            .iter()
+            .map(|_| {
+                let mut result = delete_acls_response::DeleteAclsFilterResult::default();
+                result.error_code = ResponseError::ClusterAuthorizationFailed.code();
+                result.error_message = message(CLUSTER_DENIED);
+                result
+            })
+            .collect();
+        return response;
+    }
     let mut results: Vec<Result<Vec<AclBinding>, (i16, String)>> = Vec::new();
     let mut valid: Vec<(usize, AclBindingFilter)> = Vec::new();
     for filter in &request.filters {
@@ -416,6 +514,15 @@ pub async fn delete_acls<D: Disk>(
         match outcome {
             Ok(matched) => {
                 for ((index, _), bindings) in valid.iter().zip(matched) {
+                    for binding in &bindings {
+                        record(
+                            access,
+                            "DeleteAcls",
+                            binding.resource_type,
+                            &binding.resource_name,
+                            Ok(()),
+                        );
+                    }
                     results[*index] = Ok(bindings);
                 }
             }
@@ -463,12 +570,21 @@ pub async fn delete_acls<D: Disk>(
 /// DescribeClientQuotas: Ledge has no client quotas yet, so every filter matches none (an
 /// empty list, not an error: `kafka-configs --describe --entity-type users` asks for quotas
 /// before it shows SCRAM credentials).
-pub fn describe_client_quotas() -> DescribeClientQuotasResponse {
+///
+/// Authorization: DescribeConfigs on the cluster, else CLUSTER_AUTHORIZATION_FAILED with no
+/// entries (Kafka's `handleDescribeClientQuotasRequest`).
+pub fn describe_client_quotas(access: &Access) -> DescribeClientQuotasResponse {
     let mut response = DescribeClientQuotasResponse::default();
     response.error_message = None;
+    if !cluster_allows(access, AclOperation::DescribeConfigs) {
+        response.error_code = ResponseError::ClusterAuthorizationFailed.code();
+        response.error_message = message(CLUSTER_DENIED);
+        response.entries = None;
+        return response;
+    }
     response.entries = Some(Vec::new());
     response
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -11,8 +11,18 @@ use ledge_protocol::wire::{self, ConfigEntry};
 
 use super::{TopicIds, ask, message, text, topic_name, topic_uuid};
 use crate::broker::Broker;
+use crate::kafka::authorize::{Decisions, change_outcome, cluster_allows_silently, record};
 use crate::kafka::errors::kafka_code;
+use crate::security::access::Access;
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::storage::Disk;
+
+/// The message Kafka's controller gives a topic it may not create.
+const CREATE_DENIED: &str = "Authorization failed.";
+
+/// The first CreateTopics version with `topic_config_error_code` (and the created topic's
+/// partitions and replication factor).
+const CONFIGS_VERSION: i16 = 5;
 
 /// Partitions of a topic created without a count (-1): Kafka's `num.partitions` default.
 pub const DEFAULT_PARTITIONS: u32 = 1;
@@ -43,17 +53,37 @@ async fn created_topic_id<D: Disk>(broker: &Broker<D>, name: &TopicName) -> uuid
 /// CreateTopics. `-1` partitions is [`DEFAULT_PARTITIONS`], `-1` replication the cluster's
 /// default. Manual replica assignments are refused (INVALID_REPLICA_ASSIGNMENT): the node
 /// places replicas itself.
+///
+/// Authorization (Kafka's `ControllerApis.createTopics`): Create on the cluster (not logged
+/// when denied), else Create on each topic: a denied topic is TOPIC_AUTHORIZATION_FAILED
+/// and never reaches the broker, so its existence is not revealed. A topic created by a
+/// caller without DescribeConfigs on it has `topic_config_error_code`
+/// TOPIC_AUTHORIZATION_FAILED and its partitions and replication factor withheld. Each
+/// topic created (or not) is a recorded change.
 pub async fn create_topics<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
     let mut response = CreateTopicsResponse::default();
+    let create_on_cluster = cluster_allows_silently(access, AclOperation::Create);
+    let mut create = Decisions::new(access, AclOperation::Create, ResourceType::Topic);
+    let mut describe_configs =
+        Decisions::silent(access, AclOperation::DescribeConfigs, ResourceType::Topic);
     for topic in request.topics {
         let mut result = create_topics_response::CreatableTopicResult::default();
         result.name = topic.name.clone();
         result.num_partitions = -1;
         result.replication_factor = -1;
+        let name = topic_name(&topic.name);
+        if !create_on_cluster && !create.allows(&name) {
+            result.error_code = ResponseError::TopicAuthorizationFailed.code();
+            result.error_message = Some(text(CREATE_DENIED));
+            response.topics.push(result);
+            continue;
+        }
+        let configs_visible = describe_configs.allows(&name);
         let partitions = match topic.num_partitions {
             -1 => Ok(DEFAULT_PARTITIONS),
             count => u32::try_from(count).ok().filter(|count| *count > 0).ok_or((
@@ -119,7 +149,13 @@ pub async fn create_topics<D: Disk>(
                 Some(outcome) => {
                     result.error_code = kafka_code(outcome.error);
                     result.error_message = message(&outcome.message);
-                    if outcome.error == wire::ErrorCode::None && version >= 5 {
+                    if outcome.error == wire::ErrorCode::None
+                        && version >= CONFIGS_VERSION
+                        && !configs_visible
+                    {
+                        result.topic_config_error_code =
+                            ResponseError::TopicAuthorizationFailed.code();
+                    } else if outcome.error == wire::ErrorCode::None && version >= CONFIGS_VERSION {
                         result.num_partitions = i32::try_from(partitions).unwrap_or(-1);
                         result.replication_factor =
                             factor.map_or(-1, |factor| i16::try_from(factor).unwrap_or(i16::MAX));
@@ -138,6 +174,15 @@ pub async fn create_topics<D: Disk>(
                 result.error_code = ResponseError::UnknownServerError.code();
             }
         }
+        if !request.validate_only {
+            record(
+                access,
+                "CreateTopics",
+                ResourceType::Topic,
+                &name,
+                change_outcome(result.error_code, result.error_message.as_ref()),
+            );
+        }
         response.topics.push(result);
     }
     response
@@ -146,8 +191,16 @@ pub async fn create_topics<D: Disk>(
 /// DeleteTopics, by name or (version 6) by topic id: an id is resolved to its topic's name
 /// first; an id no topic has is answered UNKNOWN_TOPIC_ID, as Kafka. Each answer carries
 /// the deleted topic's id and name, however it was asked for.
+///
+/// Authorization (Kafka's `ControllerApis.deleteTopics`), after ids are resolved: Delete on
+/// the cluster (not logged when denied) allows every topic; else a topic needs Describe and
+/// Delete. Without Describe it is TOPIC_AUTHORIZATION_FAILED whether or not it exists, with
+/// the nil id (asked by name) or no name (asked by id); with Describe but not Delete,
+/// TOPIC_AUTHORIZATION_FAILED with its name and id. Each topic deleted (or not) is a
+/// recorded change.
 pub async fn delete_topics<D: Disk>(
     broker: &Broker<D>,
+    access: &Access,
     request: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
     // Versions 1-5 list names; 6 lists (name, id) pairs.
@@ -163,19 +216,41 @@ pub async fn delete_topics<D: Disk>(
             .map(|topic| (topic.name, topic.topic_id)),
     );
     let ids = TopicIds::of(broker).await;
-    // Each asked topic as (name to delete, its id), or the code it is refused with here.
-    let resolved: Vec<Result<(String, uuid::Uuid), ResponseError>> = asked
+    let delete_on_cluster = cluster_allows_silently(access, AclOperation::Delete);
+    let mut describe = Decisions::new(access, AclOperation::Describe, ResourceType::Topic);
+    let mut delete = Decisions::new(access, AclOperation::Delete, ResourceType::Topic);
+    // Each asked topic as (name to delete, its id), or the code it is refused with here
+    // (with the name and id to answer).
+    let resolved: Vec<Result<(String, uuid::Uuid), Refused>> = asked
         .iter()
-        .map(|(name, id)| match name {
-            Some(name) => {
-                let name = topic_name(name);
-                let id = ids.by_name.get(&name).copied().unwrap_or(*id);
-                Ok((name, id))
+        .map(|(name, id)| {
+            let by_name = name.is_some();
+            let (name, id) = match name {
+                Some(name) => {
+                    let name = topic_name(name);
+                    let id = ids.by_name.get(&name).copied().unwrap_or(*id);
+                    (name, id)
+                }
+                None => match ids.name_of(id) {
+                    Some(name) => (name.to_owned(), *id),
+                    None => return Err(Refused::UnknownId),
+                },
+            };
+            if delete_on_cluster {
+                return Ok((name, id));
             }
-            None => ids
-                .name_of(id)
-                .map(|name| (name.to_owned(), *id))
-                .ok_or(ResponseError::UnknownTopicId),
+            if !describe.allows(&name) {
+                // Neither the id of a named topic nor the name of an id is revealed.
+                return Err(if by_name {
+                    Refused::Hidden(Some(name), uuid::Uuid::nil())
+                } else {
+                    Refused::Hidden(None, id)
+                });
+            }
+            if !delete.allows(&name) {
+                return Err(Refused::Hidden(Some(name), id));
+            }
+            Ok((name, id))
         })
         .collect();
     let names: Vec<String> = resolved
@@ -202,11 +277,16 @@ pub async fn delete_topics<D: Disk>(
     for ((asked_name, asked_id), resolved) in asked.into_iter().zip(resolved) {
         let mut result = delete_topics_response::DeletableTopicResult::default();
         match resolved {
-            Err(error) => {
-                result.error_code = error.code();
+            Err(Refused::UnknownId) => {
+                result.error_code = ResponseError::UnknownTopicId.code();
                 result.error_message = Some(text("no topic has this id"));
                 result.name = asked_name;
                 result.topic_id = asked_id;
+            }
+            Err(Refused::Hidden(name, id)) => {
+                result.error_code = ResponseError::TopicAuthorizationFailed.code();
+                result.name = name.map(|name| TopicName(text(name)));
+                result.topic_id = id;
             }
             Ok((name, id)) => {
                 match outcomes.next() {
@@ -216,6 +296,13 @@ pub async fn delete_topics<D: Disk>(
                     }
                     None => result.error_code = ResponseError::UnknownServerError.code(),
                 }
+                record(
+                    access,
+                    "DeleteTopics",
+                    ResourceType::Topic,
+                    &name,
+                    change_outcome(result.error_code, result.error_message.as_ref()),
+                );
                 result.name = Some(TopicName(text(name)));
                 result.topic_id = id;
             }
@@ -223,6 +310,14 @@ pub async fn delete_topics<D: Disk>(
         response.responses.push(result);
     }
     response
+}
+
+/// Why DeleteTopics refused a topic before asking the broker.
+enum Refused {
+    /// Asked by an id no topic has (before authorization, as Kafka: ids are not secret).
+    UnknownId,
+    /// Not authorized: TOPIC_AUTHORIZATION_FAILED with this name and id.
+    Hidden(Option<String>, uuid::Uuid),
 }
 
 /// CreatePartitions: grows each topic to `count` partitions in all (never shrinks), with

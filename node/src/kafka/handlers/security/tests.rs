@@ -16,6 +16,7 @@ use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
 use super::*;
 use crate::broker::BrokerConfig;
 use crate::clock::SimClock;
+use crate::kafka::authorize::unrestricted as open;
 use crate::security::acl::AuthorizerConfig;
 use crate::security::acl::{AclOperation, AclPermission, PatternType, ResourceType};
 use crate::security::records::SecurityLimits;
@@ -30,6 +31,15 @@ const DUPLICATE_RESOURCE: i16 = 92;
 const UNACCEPTABLE_CREDENTIAL: i16 = 93;
 
 async fn broker(with_store: bool) -> (Broker<SimDisk>, tempfile::TempDir) {
+    broker_with(with_store.then(AuthorizerConfig::default)).await
+}
+
+/// A broker on the simulated disk with, for `Some(config)`, a security store in a temporary
+/// directory whose authorizer has `config` (super users...); the directory lives as long as
+/// the second value.
+pub(crate) async fn broker_with(
+    authorizer: Option<AuthorizerConfig>,
+) -> (Broker<SimDisk>, tempfile::TempDir) {
     let broker = Broker::open(
         SimDisk::new(5),
         Path::new("/data"),
@@ -39,12 +49,12 @@ async fn broker(with_store: bool) -> (Broker<SimDisk>, tempfile::TempDir) {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    if with_store {
+    if let Some(authorizer) = authorizer {
         let store = SecurityStore::open(
             dir.path(),
             StoreMode::OneNode,
             false,
-            AuthorizerConfig::default(),
+            authorizer,
             SecurityLimits::default(),
             [3; 32],
         )
@@ -107,7 +117,7 @@ async fn an_upserted_user_is_described_and_its_keys_match_the_password() {
     let (broker, _dir) = broker(true).await;
     let mut request = AlterUserScramCredentialsRequest::default();
     request.upsertions.push(upsertion("alice", 1, 8192));
-    let response = alter_user_scram_credentials(&broker, request).await;
+    let response = alter_user_scram_credentials(&broker, &open(), request).await;
     assert_eq!(codes(&response), vec![("alice".to_owned(), 0)]);
     let stored = broker
         .security_store()
@@ -118,9 +128,12 @@ async fn an_upserted_user_is_described_and_its_keys_match_the_password() {
         ScramCredential::new(ScramMechanism::Sha256, "alice-secret", b"kafka-salt", 8192).unwrap();
     assert_eq!(stored, expected);
 
-    let response =
-        describe_user_scram_credentials(&broker, DescribeUserScramCredentialsRequest::default())
-            .await;
+    let response = describe_user_scram_credentials(
+        &broker,
+        &open(),
+        DescribeUserScramCredentialsRequest::default(),
+    )
+    .await;
     assert_eq!(response.error_code, 0);
     let [result] = response.results.as_slice() else {
         panic!("one user: {response:?}");
@@ -147,7 +160,7 @@ async fn alterations_are_refused_with_kafkas_codes_per_user() {
     request.upsertions.push(upsertion("md5", 9, 4096));
     request.deletions.push(deletion("ghost", 2));
     request.upsertions.push(upsertion("good", 1, 4096));
-    let response = alter_user_scram_credentials(&broker, request).await;
+    let response = alter_user_scram_credentials(&broker, &open(), request).await;
     assert_eq!(
         codes(&response),
         vec![
@@ -193,7 +206,7 @@ async fn describing_unknown_and_repeated_users_answers_per_user() {
         user
     };
     request.users = Some(vec![name("nobody"), name("dup"), name("dup")]);
-    let response = describe_user_scram_credentials(&broker, request).await;
+    let response = describe_user_scram_credentials(&broker, &open(), request).await;
     let results: Vec<(String, i16, String)> = response
         .results
         .iter()
@@ -250,7 +263,7 @@ async fn acls_are_created_described_and_deleted() {
         creation("alice", "orders"),
         creation("User:bob", "orders"),
     ];
-    let response = create_acls(&broker, request).await;
+    let response = create_acls(&broker, &open(), request).await;
     let created: Vec<i16> = response.results.iter().map(|r| r.error_code).collect();
     assert_eq!(created, vec![0, INVALID_REQUEST, 0]);
     assert_eq!(
@@ -270,7 +283,7 @@ async fn acls_are_created_described_and_deleted() {
     describe.resource_name_filter = None;
     describe.principal_filter = None;
     describe.host_filter = None;
-    let described = describe_acls(&broker, describe.clone()).await;
+    let described = describe_acls(&broker, &open(), describe.clone()).await;
     assert_eq!(described.error_code, 0);
     let [resource] = described.resources.as_slice() else {
         panic!("one resource: {described:?}");
@@ -295,7 +308,7 @@ async fn acls_are_created_described_and_deleted() {
     let mut bad = filter.clone();
     bad.operation = 0; // UNKNOWN
     delete.filters = vec![filter, bad];
-    let deleted = delete_acls(&broker, delete).await;
+    let deleted = delete_acls(&broker, &open(), delete).await;
     assert_eq!(deleted.filter_results[0].error_code, 0);
     let removed: Vec<&str> = deleted.filter_results[0]
         .matching_acls
@@ -305,7 +318,7 @@ async fn acls_are_created_described_and_deleted() {
     assert_eq!(removed, vec!["User:bob"]);
     assert_eq!(deleted.filter_results[1].error_code, INVALID_REQUEST);
 
-    let described = describe_acls(&broker, describe).await;
+    let described = describe_acls(&broker, &open(), describe).await;
     assert_eq!(described.resources[0].acls.len(), 1);
 }
 
@@ -315,13 +328,13 @@ async fn a_node_without_a_store_answers_security_disabled() {
     let (broker, _dir) = broker(false).await;
     let mut request = AlterUserScramCredentialsRequest::default();
     request.upsertions.push(upsertion("alice", 1, 4096));
-    let response = alter_user_scram_credentials(&broker, request).await;
+    let response = alter_user_scram_credentials(&broker, &open(), request).await;
     assert_eq!(
         codes(&response),
         vec![("alice".to_owned(), SECURITY_DISABLED)]
     );
     let mut request = CreateAclsRequest::default();
     request.creations = vec![creation("User:alice", "orders")];
-    let response = create_acls(&broker, request).await;
+    let response = create_acls(&broker, &open(), request).await;
     assert_eq!(response.results[0].error_code, SECURITY_DISABLED);
 }
