@@ -172,7 +172,10 @@ mod tests {
         assert_eq!(kafka_code(ErrorCode::GroupAuthorizationFailed), 30);
         assert_eq!(kafka_code(ErrorCode::ClusterAuthorizationFailed), 31);
         assert_eq!(kafka_code(ErrorCode::ResourceAuthorizationFailed), 31);
-        assert_eq!(kafka_code(ErrorCode::TransactionalIdAuthorizationFailed), 53);
+        assert_eq!(
+            kafka_code(ErrorCode::TransactionalIdAuthorizationFailed),
+            53
+        );
     }
 
     #[test]
