@@ -433,6 +433,8 @@ impl<D: Disk> Broker<D> {
 }
 
 #[cfg(test)]
+mod authorize_tests;
+#[cfg(test)]
 mod client_text_tests;
 #[cfg(test)]
 mod cluster_view_tests;
