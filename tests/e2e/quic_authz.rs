@@ -8,12 +8,7 @@ use ledge_e2e::{NodeOptions, NodeProcess, binary, run_cli};
 
 /// `ledge --server ... --ca ... --user USER ARGS` with the password in `LEDGE_PASSWORD` and
 /// `stdin` as standard input: (success, stdout, stderr).
-fn ledge_as(
-    node: &NodeProcess,
-    user: &str,
-    args: &[&str],
-    stdin: &str,
-) -> (bool, String, String) {
+fn ledge_as(node: &NodeProcess, user: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
     let mut child = Command::new(binary("ledge"))
         .arg("--server")
         .arg(node.addr.to_string())
@@ -76,7 +71,9 @@ fn the_cli_is_refused_without_an_acl_and_served_once_one_is_added() {
         assert!(status.success(), "{stderr}");
     }
     let (status, _, stderr) = run_cli(
-        &["--server", &server, "--ca", &ca, "topic", "create", "orders"],
+        &[
+            "--server", &server, "--ca", &ca, "topic", "create", "orders",
+        ],
         None,
     );
     assert!(status.success(), "{stderr}");
@@ -126,7 +123,13 @@ fn the_cli_is_refused_without_an_acl_and_served_once_one_is_added() {
     let (success, stdout, stderr) = ledge_as(
         &node,
         "admin",
-        &["consume", "orders", "--from-beginning", "--max-messages", "2"],
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+        ],
         "",
     );
     assert!(success, "{stderr}");

@@ -843,6 +843,9 @@ fn module_parameters_are_shown_only_to_callers_who_may_alter_the_module() {
     });
 }
 
+/// When a wait is over: the transform's description and the records in its output.
+type Done = Box<dyn Fn(&TransformDescription, i64) -> bool>;
+
 async fn describe_t2(broker: &Broker<SimDisk>) -> TransformDescription {
     broker
         .describe_transforms(DescribeTransformsRequest {
@@ -912,7 +915,7 @@ fn a_transform_runs_with_its_deployers_permissions() {
         let stored = broker.registry.transform("t2").await.unwrap();
         assert_eq!(stored.deployer.as_deref(), Some(ALICE));
 
-        let wait = |done: Box<dyn Fn(&TransformDescription, i64) -> bool>| {
+        let wait = |done: Done| {
             let broker = Arc::clone(&broker);
             async move {
                 // A liveness bound on the paused clock, not a timing claim.
