@@ -2,7 +2,7 @@
 //! before the unchecked service that answers it ([`Broker::handle_from`]).
 //!
 //! [`Broker::handle_as`] turns the connection's identity into an [`Access`] and calls
-//! [`Broker::handle_authorized`], one exhaustive match over [`Request`]: a new request kind
+//! `Broker::handle_authorized`, one exhaustive match over [`Request`]: a new request kind
 //! without a rule here does not compile. The rules follow Kafka's (docs/research/
 //! kafka-authorization-per-api.md) where a request has a Kafka twin, and docs/SECURITY.md
 //! lists them all:
