@@ -35,6 +35,7 @@ mod kafka_tls;
 mod node;
 mod process;
 mod produce_validation;
+mod quic_authz;
 mod quic_sasl;
 mod repair_dump;
 mod replication;

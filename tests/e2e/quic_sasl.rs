@@ -42,11 +42,16 @@ fn ledge(node: &NodeProcess, args: &[&str], stdin: Option<&str>) -> (bool, Strin
     (status.success(), stdout, stderr)
 }
 
-/// A node on `data_dir` that accepts no anonymous clients (SASL on by default).
+/// A node on `data_dir` that accepts no anonymous clients (SASL on by default). That turns
+/// authorization on: alice and bob are super users, as authentication is what this file
+/// tests (`quic_authz.rs` tests ACLs).
 fn closed_node(data_dir: &Path) -> NodeProcess {
     NodeProcess::start_with(NodeOptions {
         data_dir: Some(data_dir.to_path_buf()),
-        config: Some("[security]\nallow_anonymous = false\n[kafka]\nenabled = false\n".into()),
+        config: Some(
+            "[security]\nallow_anonymous = false\nsuper_users = [\"User:alice\", \"User:bob\"]\n[kafka]\nenabled = false\n"
+                .into(),
+        ),
         ..NodeOptions::default()
     })
 }

@@ -31,6 +31,7 @@ const SASL_NOT_ON_THIS_PATH: &str =
     "SASL requests are answered by the connection's listener, not on this path";
 
 use super::Broker;
+use super::authorize::Refusal;
 use super::client_text::{client_text, without_paths};
 use super::cluster_view::{ClusterSource, LeaderEpochError, ReplicationError};
 use super::create_partitions::CreatePartitionsError;
@@ -84,20 +85,21 @@ impl<D: Disk> Broker<D> {
     /// established (`identity`: its principal and address), a fetch's plug-in calls drawing
     /// on `fuel` (the connection's account from
     /// [`PluginHost::fetch_fuel_account`](super::plugins::PluginHost::fetch_fuel_account)).
-    /// This is where authorization checks belong (issue 15); until they exist, every
-    /// identity is answered alike.
+    /// Every request is authorized here (`authorize.rs`) when `[security] authorization` is
+    /// on: a denied item is answered with its authorization code, and a whole request whose
+    /// answer has no message field is refused with a frame-level [`Refusal`] (the listener
+    /// sends it as the response header's error).
     pub async fn handle_as(
         &self,
         identity: &crate::security::identity::ClientIdentity,
         client_id: &str,
         request: Request,
         fuel: &crate::wasm::fuel_budget::FuelAccount,
-    ) -> Response {
+    ) -> Result<Response, Refusal> {
         tracing::trace!(principal = %identity.principal, host = %identity.host, api = ?request.api_key(), "request");
-        match request {
-            Request::Fetch(fetch) => Response::Fetch(self.fetch_metered(fetch, fuel).await),
-            request => self.handle_from(client_id, request).await,
-        }
+        let access = self.access(identity);
+        self.handle_authorized(&access, client_id, request, fuel)
+            .await
     }
 
     /// Answers a fetch whose plug-in calls (if it names a plug-in) draw on `fuel`, one
@@ -155,7 +157,7 @@ impl<D: Disk> Broker<D> {
                 Response::DeleteModule(self.delete_module(request).await)
             }
             Request::DeployTransform(request) => {
-                Response::DeployTransform(self.deploy_transform_request(request).await)
+                Response::DeployTransform(self.deploy_transform_request(request, None).await)
             }
             Request::DescribeTransforms(request) => {
                 Response::DescribeTransforms(self.describe_transforms(request).await)
@@ -601,20 +603,24 @@ impl<D: Disk> Broker<D> {
     pub(super) async fn deploy_transform_request(
         &self,
         request: DeployTransformRequest,
+        deployer: Option<String>,
     ) -> DeployTransformResponse {
         let result = match params_map(&request.params) {
             Ok(params) => {
                 self.transforms
-                    .deploy(DeclaredTransform {
-                        kind: request.kind,
-                        on_error: request.on_error,
-                        params,
-                        name: request.name,
-                        module: request.module,
-                        input: request.input,
-                        output: request.output,
-                        dead_letter_topic: request.dead_letter_topic,
-                    })
+                    .deploy_as(
+                        DeclaredTransform {
+                            kind: request.kind,
+                            on_error: request.on_error,
+                            params,
+                            name: request.name,
+                            module: request.module,
+                            input: request.input,
+                            output: request.output,
+                            dead_letter_topic: request.dead_letter_topic,
+                        },
+                        deployer,
+                    )
                     .await
             }
             Err(error) => Err(DeployTransformError::Params(error)),

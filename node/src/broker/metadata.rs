@@ -180,6 +180,12 @@ pub struct StoredTransform {
     /// Why it is stopped, if it is (paused by an operator, the circuit breaker, or the
     /// `stop` policy); survives restarts.
     pub stopped: Option<StoppedReason>,
+    /// The principal that deployed it (`User:alice`), whose permissions it reads and
+    /// writes with when authorization is on. `None`: declared in the config file, deployed
+    /// with authorization off, or stored before deployers were recorded; it runs as the
+    /// node itself, unrestricted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployer: Option<String>,
 }
 
 /// What a transform does with a record its module fails: shared with the client and the

@@ -25,6 +25,7 @@
 //! [`PluginHost`]: plugins::PluginHost
 //! [`TransformRunner`]: transforms::TransformRunner
 
+pub mod authorize;
 pub(crate) mod client_text;
 mod cluster_ops;
 pub mod cluster_view;
@@ -214,13 +215,9 @@ pub struct Broker<D: Disk> {
     /// partitions. Their counts are the file's, so CreatePartitions refuses them (a count
     /// grown over the wire would make the next start refuse the file as a shrink).
     declared_topics: std::sync::Mutex<BTreeMap<String, (String, u32)>>,
-    /// SASL users, ACLs and the decoy secret (`security/store.rs`), installed by the node
-    /// once opened; unset in tests and the simulator that do not use it (the user and ACL
-    /// requests are then refused).
-    security: std::sync::OnceLock<Arc<crate::security::store::SecurityStore>>,
-    /// Whether requests are checked against the ACLs (`[security] authorization`, resolved
-    /// at start); set once by the node, off until then.
-    authorization: std::sync::OnceLock<crate::security::acl::AuthorizerConfig>,
+    /// The security store and whether requests are checked against its ACLs, shared with
+    /// the transform runner (a transform runs with its deployer's permissions).
+    policy: Arc<authorize::AccessPolicy>,
     /// The audit log (`security/audit.rs`), installed by the node at start; unset in tests
     /// and the simulator (audit events then go to the node's log only).
     audit: std::sync::OnceLock<Arc<crate::security::audit::AuditLog>>,
@@ -278,6 +275,7 @@ impl<D: Disk> Broker<D> {
             member_salt,
             Arc::clone(&clock),
         ));
+        let policy = Arc::new(authorize::AccessPolicy::default());
         let transforms = transforms::TransformRunner::new(
             Arc::clone(&registry),
             Arc::clone(&plugins),
@@ -285,6 +283,7 @@ impl<D: Disk> Broker<D> {
             Arc::clone(&clock),
             config.transforms.clone(),
             config.node_id,
+            Arc::clone(&policy),
         );
         let disk_guard = Arc::new(maintenance::DiskGuard::new(
             data_dir,
@@ -314,8 +313,7 @@ impl<D: Disk> Broker<D> {
             transforms,
             cluster_source: std::sync::OnceLock::new(),
             declared_topics: std::sync::Mutex::new(BTreeMap::new()),
-            security: std::sync::OnceLock::new(),
-            authorization: std::sync::OnceLock::new(),
+            policy,
             audit: std::sync::OnceLock::new(),
         };
         if broker.topic(OFFSETS_TOPIC).is_none() {
@@ -392,7 +390,7 @@ impl<D: Disk> Broker<D> {
 
     /// Installs the security store (once; a second store is ignored).
     pub fn set_security_store(&self, store: Arc<crate::security::store::SecurityStore>) {
-        let _ = self.security.set(store);
+        let _ = self.policy.security.set(store);
     }
 
     /// Turns authorization on (once; the node does it at start when `[security]
@@ -400,7 +398,7 @@ impl<D: Disk> Broker<D> {
     /// security store's ACLs, with `config`'s super users (the store's own settings decide
     /// when the store is installed; `config` decides while none is, denying all else).
     pub fn enforce_authorization(&self, config: crate::security::acl::AuthorizerConfig) {
-        let _ = self.authorization.set(config);
+        let _ = self.policy.authorization.set(config);
     }
 
     /// What a request from `identity` may do, as of now: every check allows while
@@ -409,12 +407,7 @@ impl<D: Disk> Broker<D> {
         &self,
         identity: &crate::security::identity::ClientIdentity,
     ) -> crate::security::access::Access {
-        use crate::security::access::Access;
-        let access = match (self.authorization.get(), self.security.get()) {
-            (None, _) => Access::unrestricted(identity.clone()),
-            (Some(_), Some(store)) => Access::enforced(identity.clone(), store.authorizer()),
-            (Some(config), None) => Access::without_acls(identity.clone(), config.clone()),
-        };
+        let access = self.policy.access(identity);
         access.with_audit(self.audit.get().cloned())
     }
 
@@ -431,7 +424,7 @@ impl<D: Disk> Broker<D> {
 
     /// The security store, once installed: credentials for SASL, the authorizer.
     pub fn security_store(&self) -> Option<&Arc<crate::security::store::SecurityStore>> {
-        self.security.get()
+        self.policy.security.get()
     }
 
     /// The transform runner: deploy, alter, describe, reconcile and run transforms.
@@ -455,6 +448,8 @@ impl<D: Disk> Broker<D> {
     }
 }
 
+#[cfg(test)]
+mod authorize_tests;
 #[cfg(test)]
 mod client_text_tests;
 #[cfg(test)]

@@ -87,6 +87,16 @@ pub fn kafka_code(code: ErrorCode) -> i16 {
         ErrorCode::InvalidReplicaAssignment => ResponseError::InvalidReplicaAssignment,
         ErrorCode::ReassignmentInProgress => ResponseError::ReassignmentInProgress,
         ErrorCode::NoReassignmentInProgress => ResponseError::NoReassignmentInProgress,
+        ErrorCode::TopicAuthorizationFailed => ResponseError::TopicAuthorizationFailed,
+        ErrorCode::GroupAuthorizationFailed => ResponseError::GroupAuthorizationFailed,
+        // A module or transform has no Kafka twin; the refusal is the cluster's as far as a
+        // Kafka client can tell (not retriable, an authorization error).
+        ErrorCode::ClusterAuthorizationFailed | ErrorCode::ResourceAuthorizationFailed => {
+            ResponseError::ClusterAuthorizationFailed
+        }
+        ErrorCode::TransactionalIdAuthorizationFailed => {
+            ResponseError::TransactionalIdAuthorizationFailed
+        }
         // UnknownServerError, and codes added to the node after this table.
         _ => ResponseError::UnknownServerError,
     };
@@ -154,6 +164,18 @@ mod tests {
         assert_eq!(kafka_code(ErrorCode::NotEnoughReplicas), 19);
         assert_eq!(kafka_code(ErrorCode::OutOfOrderSequenceNumber), 45);
         assert_eq!(kafka_code(ErrorCode::None), NONE);
+    }
+
+    #[test]
+    fn authorization_codes_are_kafkas() {
+        assert_eq!(kafka_code(ErrorCode::TopicAuthorizationFailed), 29);
+        assert_eq!(kafka_code(ErrorCode::GroupAuthorizationFailed), 30);
+        assert_eq!(kafka_code(ErrorCode::ClusterAuthorizationFailed), 31);
+        assert_eq!(kafka_code(ErrorCode::ResourceAuthorizationFailed), 31);
+        assert_eq!(
+            kafka_code(ErrorCode::TransactionalIdAuthorizationFailed),
+            53
+        );
     }
 
     #[test]

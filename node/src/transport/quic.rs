@@ -800,14 +800,25 @@ async fn serve_stream<D: Disk>(
                 .handle_as(&identity, &header.client_id, request, fuel)
                 .await;
             let response = match handled {
-                Response::ApiVersions(mut versions) => {
+                // A whole request refused by authorization whose answer has no message
+                // field: the header carries the code and the text.
+                Err(refusal) => {
+                    let reply = vec![wire::encode_error_response(
+                        header.correlation_id,
+                        refusal.code,
+                        &refusal.message,
+                    )];
+                    respond(&mut send, reply).await;
+                    return Some((send, reservation));
+                }
+                Ok(Response::ApiVersions(mut versions)) => {
                     // The largest frame this connection can send: a frame over its share of
                     // bytes in flight is refused however large `frame_bytes_max` is.
                     let share = u32::try_from(budget.reservation_bytes_max()).unwrap_or(u32::MAX);
                     versions.frame_bytes_max = limits.frame_bytes_max.min(share);
                     Response::ApiVersions(versions)
                 }
-                other => other,
+                Ok(other) => other,
             };
             // Record batches go out as their own chunks, straight from the read buffers.
             let chunks =

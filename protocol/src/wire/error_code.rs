@@ -224,6 +224,36 @@ error_codes! {
     /// SaslHandshake during an exchange, or after the connection authenticated (QUIC
     /// connections authenticate once; Kafka's ILLEGAL_SASL_STATE).
     IllegalSaslState = 77, false;
+    /// The caller may not do this to the topic (Kafka's TOPIC_AUTHORIZATION_FAILED). The
+    /// message names the principal, operation and topic (`User:alice may not Write
+    /// Topic:orders`). A topic the caller may not see gets this answer whether or not it
+    /// exists.
+    TopicAuthorizationFailed = 78, false;
+    /// The caller may not do this to the group (Kafka's GROUP_AUTHORIZATION_FAILED).
+    GroupAuthorizationFailed = 79, false;
+    /// The caller may not do this to the cluster (Kafka's CLUSTER_AUTHORIZATION_FAILED).
+    ClusterAuthorizationFailed = 80, false;
+    /// The caller may not use the transactional id (Kafka's
+    /// TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+    TransactionalIdAuthorizationFailed = 81, false;
+    /// The caller may not do this to a Ledge resource: a module or a transform (neither
+    /// has a Kafka twin). The message names principal, operation and resource.
+    ResourceAuthorizationFailed = 82, false;
+}
+
+impl ErrorCode {
+    /// Whether the code is an authorization failure (the caller lacks a permission; the
+    /// message names principal, operation and resource).
+    pub fn is_authorization_failure(self) -> bool {
+        matches!(
+            self,
+            Self::TopicAuthorizationFailed
+                | Self::GroupAuthorizationFailed
+                | Self::ClusterAuthorizationFailed
+                | Self::TransactionalIdAuthorizationFailed
+                | Self::ResourceAuthorizationFailed
+        )
+    }
 }
 
 impl Wire for ErrorCode {

@@ -602,6 +602,21 @@ fn error_codes_are_stable_and_unknown_codes_degrade() {
         assert_eq!(ErrorCode::from_u16(number), code);
         assert!(!code.is_retriable());
     }
+    // The authorization codes (issue 15): Kafka's meanings, never retriable, recognised as
+    // authorization failures.
+    for (code, number) in [
+        (ErrorCode::TopicAuthorizationFailed, 78),
+        (ErrorCode::GroupAuthorizationFailed, 79),
+        (ErrorCode::ClusterAuthorizationFailed, 80),
+        (ErrorCode::TransactionalIdAuthorizationFailed, 81),
+        (ErrorCode::ResourceAuthorizationFailed, 82),
+    ] {
+        assert_eq!(code as u16, number);
+        assert_eq!(ErrorCode::from_u16(number), code);
+        assert!(!code.is_retriable());
+        assert!(code.is_authorization_failure());
+    }
+    assert!(!ErrorCode::AuthenticationRequired.is_authorization_failure());
     assert_eq!(ApiKey::from_u16(45), Some(ApiKey::SaslHandshake));
     assert_eq!(ApiKey::from_u16(46), Some(ApiKey::SaslAuthenticate));
 }

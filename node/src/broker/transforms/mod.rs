@@ -219,6 +219,9 @@ struct TransformStats {
     records_dead: AtomicU64,
     busy_us: AtomicU64,
     last_error: Mutex<String>,
+    /// Why the transform waits for a permission its deployer lacks (empty: it does not):
+    /// `User:alice may not Write Topic:out`. Shown as state `denied`.
+    denied: Mutex<String>,
     positions: Mutex<BTreeMap<u32, i64>>,
     /// The same counters per input partition, for a describe that shows each partition
     /// with the node running it.
@@ -256,6 +259,21 @@ impl TransformStats {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = message;
     }
 
+    /// Records whether the deployer lacks a permission (`Some(text)`) or no longer does;
+    /// true when that changed.
+    fn set_denied(&self, denied: Option<&str>) -> bool {
+        let mut current = self
+            .denied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = denied.unwrap_or_default();
+        if *current == next {
+            return false;
+        }
+        next.clone_into(&mut current);
+        true
+    }
+
     /// Adds a chunk's counts to the breaker window; the reason to pause, when it trips.
     fn breaker_trips(&self, records: u64, failed: u64, limits: &TransformLimits) -> Option<String> {
         self.breaker
@@ -281,6 +299,8 @@ pub(crate) struct TransformHandles<D: Disk> {
     /// In a `[cluster]`: where tasks run, outputs go, positions are kept and definitions
     /// change (set before the runner starts); unset on one node.
     link: OnceLock<Arc<dyn TransformLink>>,
+    /// The ACLs a transform's deployer is checked against before each chunk (the broker's).
+    policy: Arc<super::authorize::AccessPolicy>,
 }
 
 /// The transform service: deploys, alters, describes and reconciles transforms, and runs
@@ -382,6 +402,7 @@ impl<D: Disk> TransformRunner<D> {
         clock: Arc<dyn Clock>,
         limits: TransformLimits,
         node_id: u32,
+        policy: Arc<super::authorize::AccessPolicy>,
     ) -> Self {
         Self {
             handles: Arc::new(TransformHandles {
@@ -393,6 +414,7 @@ impl<D: Disk> TransformRunner<D> {
                 node_id,
                 running: Mutex::new(BTreeMap::new()),
                 link: OnceLock::new(),
+                policy,
             }),
             started: AtomicBool::new(false),
             wake: Arc::new(Notify::new()),
@@ -482,8 +504,20 @@ impl<D: Disk> TransformRunner<D> {
         self.running().clear();
     }
 
-    /// Deploys a transform or a new version of one; returns the version.
+    /// Deploys a transform or a new version of one, to run as the node itself (the config
+    /// file's, and deploys with authorization off); returns the version.
     pub async fn deploy(&self, declared: DeclaredTransform) -> Result<u32, DeployTransformError> {
+        self.deploy_as(declared, None).await
+    }
+
+    /// Deploys a transform or a new version of one that reads and writes with the
+    /// permissions of `deployer` (a principal, `User:alice`; `None`: the node itself,
+    /// unrestricted); returns the version. The caller checked that `deployer` may.
+    pub async fn deploy_as(
+        &self,
+        declared: DeclaredTransform,
+        deployer: Option<String>,
+    ) -> Result<u32, DeployTransformError> {
         let name = declared.name.clone();
         validate_module_name(&name).map_err(DeployTransformError::InvalidName)?;
         let Some(input) = self.handles.registry.topic(&declared.input) else {
@@ -559,6 +593,7 @@ impl<D: Disk> TransformRunner<D> {
                     dead_letter_topic,
                     existing,
                     input_partitions,
+                    deployer,
                 )
                 .await;
         }
@@ -605,6 +640,7 @@ impl<D: Disk> TransformRunner<D> {
             version,
             // A new version starts running; an operator deploys a fix to resume.
             stopped: None,
+            deployer,
         };
         self.handles
             .registry
@@ -630,6 +666,7 @@ impl<D: Disk> TransformRunner<D> {
         dead_letter_topic: String,
         existing: Option<StoredTransform>,
         input_partitions: u32,
+        deployer: Option<String>,
     ) -> Result<u32, DeployTransformError> {
         use crate::controller::admin::{AdminError, AdminRefusal, AdminRequest};
         let mut created = vec![(output.clone(), input_partitions)];
@@ -672,6 +709,7 @@ impl<D: Disk> TransformRunner<D> {
             on_error: declared.on_error,
             version,
             stopped: None,
+            deployer,
         };
         link.admin(AdminRequest::PutTransform {
             name: name.to_string(),
@@ -846,8 +884,25 @@ impl<D: Disk> TransformRunner<D> {
                     .clone()
             })
             .unwrap_or_default();
+        let denied = stats
+            .as_ref()
+            .map(|stats| {
+                stats
+                    .denied
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .unwrap_or_default();
         let (state, mut last_error) = match &definition.stopped {
             Some(stopped) => (stopped.state.clone(), stopped.reason.clone()),
+            // Waiting for a permission its deployer lost: nothing is read or written.
+            None if !denied.is_empty() => (
+                "denied".to_string(),
+                format!(
+                    "{denied} (a transform reads and writes with the permissions of its deployer; it resumes once they are granted)"
+                ),
+            ),
             None if stats.is_some() => ("running".to_string(), String::new()),
             None => (
                 "failed".to_string(),

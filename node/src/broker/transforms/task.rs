@@ -122,6 +122,24 @@ impl<D: Disk> PartitionTask<D> {
                 continue;
             }
             let handles = Arc::clone(&self.handles);
+            // Runs with its deployer's permissions, checked before each chunk: a revoked
+            // Read or Write pauses it (state `denied`) until they are granted again.
+            if let Err(denied) = handles.policy.transform_permits(&version.definition) {
+                let _ = self.settle().await;
+                if self.stats.set_denied(Some(&denied)) {
+                    tracing::warn!(transform = %self.name, partition = self.partition, %denied, "transform waits: its deployer lacks a permission");
+                }
+                let backoff = handles.limits.retry_backoff;
+                tokio::select! {
+                    biased;
+                    () = crate::clock::sleep(&*handles.clock, backoff) => {}
+                    changed = self.versions.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+            if self.stats.set_denied(None) {
+                tracing::info!(transform = %self.name, partition = self.partition, "transform resumes: its deployer's permissions allow it again");
+            }
             let pending_position = self.in_flight.as_ref().map(|write| write.next_position);
             let step = self.process(&handles, &version, pending_position).await;
             let step = match step {

@@ -272,6 +272,7 @@ mod tests {
             on_error: OnError::DeadLetter,
             version,
             stopped: None,
+            deployer: None,
         }
     }
 
