@@ -5,6 +5,7 @@ pub mod acl;
 pub mod credentials;
 pub mod identity;
 pub mod principal;
+pub mod quota;
 pub mod records;
 pub mod sasl;
 pub mod scram;
