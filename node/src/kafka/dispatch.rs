@@ -40,6 +40,9 @@ pub struct KafkaService<D: Disk> {
     kind: ListenerKind,
     /// SASL on this socket (off unless [`KafkaService::with_sasl`]).
     sasl: Arc<KafkaSasl>,
+    /// Client quotas and per-principal connection limits (none unless
+    /// [`KafkaService::with_quotas`]; enforced by `connection.rs`).
+    quotas: Option<Arc<crate::security::quota::ClientQuotaManager>>,
 }
 
 impl<D: Disk> KafkaService<D> {
@@ -59,7 +62,19 @@ impl<D: Disk> KafkaService<D> {
             advertised,
             kind,
             sasl: Arc::new(KafkaSasl::off()),
+            quotas: None,
         }
+    }
+
+    /// This service with the node's client quotas (shared with the QUIC listener).
+    pub fn with_quotas(mut self, quotas: Arc<crate::security::quota::ClientQuotaManager>) -> Self {
+        self.quotas = Some(quotas);
+        self
+    }
+
+    /// The node's client quotas, if enforced.
+    pub fn quotas(&self) -> Option<&Arc<crate::security::quota::ClientQuotaManager>> {
+        self.quotas.as_ref()
     }
 
     /// This service with SASL as `sasl` says (the listener's, shared by its sockets).
@@ -86,10 +101,12 @@ impl<D: Disk> KafkaService<D> {
     /// Answers one request; `None` when Kafka sends no answer (a produce with acks=0).
     /// `sequencing` is dropped when the request is sequenced: a produce's once its batches
     /// are queued in their partitions' writers, any other request's once it is answered
-    /// (see [`sequencing`](crate::broker::sequencing)).
+    /// (see [`sequencing`](crate::broker::sequencing)). `identity` is the connection's
+    /// caller.
     pub async fn handle(
         &self,
         request: DecodedRequest,
+        identity: &crate::security::identity::ClientIdentity,
         sequencing: SequencingHold,
     ) -> Option<KafkaResponse> {
         let DecodedRequest {
@@ -250,9 +267,14 @@ impl<D: Disk> KafkaService<D> {
                     handlers::security::describe_user_scram_credentials(broker, request).await,
                 )
             }
-            KafkaRequest::DescribeClientQuotas(_) => {
-                KafkaResponse::DescribeClientQuotas(handlers::security::describe_client_quotas())
-            }
+            // Client quotas (handlers/quotas.rs).
+            KafkaRequest::DescribeClientQuotas(request) => KafkaResponse::DescribeClientQuotas(
+                handlers::quotas::describe_client_quotas(broker, &broker.access(identity), &request),
+            ),
+            KafkaRequest::AlterClientQuotas(request) => KafkaResponse::AlterClientQuotas(
+                handlers::quotas::alter_client_quotas(broker, &broker.access(identity), request)
+                    .await,
+            ),
             KafkaRequest::AlterUserScramCredentials(request) => {
                 KafkaResponse::AlterUserScramCredentials(
                     handlers::security::alter_user_scram_credentials(broker, request).await,

@@ -95,6 +95,7 @@ pub(super) async fn ask(
                 version,
                 body,
             },
+            &crate::security::identity::ClientIdentity::anonymous([127, 0, 0, 1].into()),
             SequencingHold::unobserved(),
         )
         .await?;

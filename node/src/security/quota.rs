@@ -54,7 +54,7 @@ pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
 pub const DEFAULT_ENTITY_NAME: &str = "<default>";
 
 /// Which bytes a quota limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum QuotaKind {
     /// Produce request bytes (`producer_byte_rate`).
     Produce,
