@@ -114,6 +114,9 @@ pub const SASL_MECHANISMS_DEFAULT: [SaslMechanism; 3] = [
     SaslMechanism::Plain,
 ];
 
+/// Largest `connections_per_principal_max` (as `connections_max`'s own limit).
+pub const CONNECTIONS_PER_PRINCIPAL_MAX_LIMIT: usize = 1_000_000;
+
 /// The `[security]` section, checked.
 #[derive(Clone, Debug)]
 pub struct SecurityConfig {
@@ -137,6 +140,9 @@ pub struct SecurityConfig {
     pub authorization: Option<bool>,
     /// `super_users`: principals every authorization check allows.
     pub super_users: Vec<KafkaPrincipal>,
+    /// `connections_per_principal_max`: connections one authenticated principal may hold
+    /// on the node, QUIC and Kafka together; 0 is unlimited; super users are exempt.
+    pub connections_per_principal_max: usize,
 }
 
 impl Default for SecurityConfig {
@@ -151,6 +157,8 @@ impl Default for SecurityConfig {
             allow_anonymous: None,
             authorization: None,
             super_users: Vec::new(),
+            connections_per_principal_max:
+                crate::security::quota::CONNECTIONS_PER_PRINCIPAL_MAX_DEFAULT,
         }
     }
 }
@@ -167,6 +175,7 @@ pub(super) struct SecuritySection {
     allow_anonymous: Option<bool>,
     authorization: Option<bool>,
     super_users: Option<Vec<String>>,
+    connections_per_principal_max: Option<usize>,
 }
 
 impl SecuritySection {
@@ -236,6 +245,15 @@ impl SecuritySection {
                 }
                 config.super_users.push(principal);
             }
+        }
+        if let Some(max) = self.connections_per_principal_max {
+            if max > CONNECTIONS_PER_PRINCIPAL_MAX_LIMIT {
+                return Err(error(
+                    "connections_per_principal_max",
+                    format!("{max} is above {CONNECTIONS_PER_PRINCIPAL_MAX_LIMIT}"),
+                ));
+            }
+            config.connections_per_principal_max = max;
         }
         if config.allow_anonymous == Some(false)
             && config.client_auth == ClientAuth::None
@@ -389,6 +407,7 @@ mod tests {
         assert_eq!(config.allow_anonymous, None);
         assert_eq!(config.authorization, None);
         assert!(config.super_users.is_empty());
+        assert_eq!(config.connections_per_principal_max, 256);
         // The default rules: an issued certificate's subject is a short user name, any other
         // subject is the whole distinguished name.
         let rules = &config.principal_mapping_rules;
@@ -415,9 +434,11 @@ sasl_mechanisms = ["SCRAM-SHA-512"]
 allow_anonymous = false
 authorization = true
 super_users = ["User:admin", "User:CN=ops,O=Acme"]
+connections_per_principal_max = 0
 "#,
         )
         .unwrap();
+        assert_eq!(config.connections_per_principal_max, 0);
         assert_eq!(config.client_auth, ClientAuth::Required);
         assert_eq!(config.client_ca, Some(PathBuf::from("clients-ca.pem")));
         assert_eq!(config.client_crls.len(), 2);
