@@ -1025,7 +1025,8 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::DescribeCluster
         | ApiKey::ListPartitionReassignments
         | ApiKey::DescribeUserScramCredentials
-        | ApiKey::DescribeAcls => true,
+        | ApiKey::DescribeAcls
+        | ApiKey::DescribeClientQuotas => true,
         ApiKey::CreateTopics
         | ApiKey::DeleteTopics
         | ApiKey::AlterConfigs
@@ -1046,6 +1047,7 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::AlterUserScramCredentials
         | ApiKey::CreateAcls
         | ApiKey::DeleteAcls
+        | ApiKey::AlterClientQuotas
         | ApiKey::SaslHandshake
         | ApiKey::SaslAuthenticate => false,
     }
