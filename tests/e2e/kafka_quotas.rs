@@ -113,4 +113,27 @@ fn kafka_configs_sets_a_user_quota_and_a_kafka_python_producer_is_throttled() {
     .unwrap();
     let throttle_max = report["throttle_max"].as_f64().unwrap();
     assert!(throttle_max > 0.0, "no throttle seen: {stdout}");
+    // The native CLI sees and changes the same quotas.
+    let set = crate::cli::ok(
+        &node,
+        &["quota", "set", "--user", "bob", "--producer-byte-rate", "1048576"],
+        None,
+    );
+    assert!(set.contains("Set producer_byte_rate=1048576 for user bob."), "{set}");
+    let listed = crate::cli::ok(&node, &["quota", "list", "--format", "json"], None);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([
+            {"user": null, "default": true, "producer_byte_rate": 1024, "consumer_byte_rate": null},
+            {"user": "alice", "default": false, "producer_byte_rate": null, "consumer_byte_rate": 4096},
+            {"user": "bob", "default": false, "producer_byte_rate": 1048576, "consumer_byte_rate": null},
+        ])
+    );
+    let table = crate::cli::ok(&node, &["quota", "list"], None);
+    assert!(table.lines().any(|line| line.trim_start().starts_with("<default>")), "{table}");
+    crate::cli::ok(&node, &["quota", "remove", "--default"], None);
+    let described = configs(&node, &["--describe", "--entity-type", "users"]);
+    assert!(!described.contains("producer_byte_rate=1024"), "{described}");
+    assert!(described.contains("producer_byte_rate=1048576"), "{described}");
 }
