@@ -87,7 +87,13 @@ fn kafka_configs_sets_a_user_quota_and_a_kafka_python_producer_is_throttled() {
     assert!(described.contains("producer_byte_rate=1024"), "{described}");
     let described = configs(
         &node,
-        &["--describe", "--entity-type", "users", "--entity-name", "alice"],
+        &[
+            "--describe",
+            "--entity-type",
+            "users",
+            "--entity-name",
+            "alice",
+        ],
     );
     assert!(described.contains("consumer_byte_rate=4096"), "{described}");
     // 16 kB at 1 kB/s: the node answers with throttle times and the client records them.
@@ -116,10 +122,20 @@ fn kafka_configs_sets_a_user_quota_and_a_kafka_python_producer_is_throttled() {
     // The native CLI sees and changes the same quotas.
     let set = crate::cli::ok(
         &node,
-        &["quota", "set", "--user", "bob", "--producer-byte-rate", "1048576"],
+        &[
+            "quota",
+            "set",
+            "--user",
+            "bob",
+            "--producer-byte-rate",
+            "1048576",
+        ],
         None,
     );
-    assert!(set.contains("Set producer_byte_rate=1048576 for user bob."), "{set}");
+    assert!(
+        set.contains("Set producer_byte_rate=1048576 for user bob."),
+        "{set}"
+    );
     let listed = crate::cli::ok(&node, &["quota", "list", "--format", "json"], None);
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(
@@ -131,9 +147,20 @@ fn kafka_configs_sets_a_user_quota_and_a_kafka_python_producer_is_throttled() {
         ])
     );
     let table = crate::cli::ok(&node, &["quota", "list"], None);
-    assert!(table.lines().any(|line| line.trim_start().starts_with("<default>")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|line| line.trim_start().starts_with("<default>")),
+        "{table}"
+    );
     crate::cli::ok(&node, &["quota", "remove", "--default"], None);
     let described = configs(&node, &["--describe", "--entity-type", "users"]);
-    assert!(!described.contains("producer_byte_rate=1024"), "{described}");
-    assert!(described.contains("producer_byte_rate=1048576"), "{described}");
+    assert!(
+        !described.contains("producer_byte_rate=1024"),
+        "{described}"
+    );
+    assert!(
+        described.contains("producer_byte_rate=1048576"),
+        "{described}"
+    );
 }

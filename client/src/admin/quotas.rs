@@ -82,9 +82,8 @@ impl Admin {
 
     /// Every entity with a quota: the default user first, then users by name.
     pub async fn list_quotas(&self) -> Result<Vec<ClientQuota>, AdminError> {
-        let request = Request::DescribeClientQuotas(wire::DescribeClientQuotasRequest {
-            users: Vec::new(),
-        });
+        let request =
+            Request::DescribeClientQuotas(wire::DescribeClientQuotasRequest { users: Vec::new() });
         let response = match request_with_retry(&self.client, &request).await? {
             Response::DescribeClientQuotas(response) => response,
             other => return Err(unexpected(ApiKey::DescribeClientQuotas, &other).into()),

@@ -63,7 +63,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<QuotaSettings, ConfigError> {
-        toml::from_str::<QuotaSection>(text).unwrap().settings("test.toml")
+        toml::from_str::<QuotaSection>(text)
+            .unwrap()
+            .settings("test.toml")
     }
 
     #[test]

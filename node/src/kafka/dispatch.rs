@@ -268,9 +268,13 @@ impl<D: Disk> KafkaService<D> {
                 )
             }
             // Client quotas (handlers/quotas.rs).
-            KafkaRequest::DescribeClientQuotas(request) => KafkaResponse::DescribeClientQuotas(
-                handlers::quotas::describe_client_quotas(broker, &broker.access(identity), &request),
-            ),
+            KafkaRequest::DescribeClientQuotas(request) => {
+                KafkaResponse::DescribeClientQuotas(handlers::quotas::describe_client_quotas(
+                    broker,
+                    &broker.access(identity),
+                    &request,
+                ))
+            }
             KafkaRequest::AlterClientQuotas(request) => KafkaResponse::AlterClientQuotas(
                 handlers::quotas::alter_client_quotas(broker, &broker.access(identity), request)
                     .await,

@@ -271,7 +271,10 @@ impl ByteRate {
     pub fn record(&mut self, settings: &QuotaSettings, bytes: u64, now: Instant) {
         let window = settings.window();
         if self.samples.is_empty() {
-            self.samples.push(Sample { start: now, bytes: 0.0 });
+            self.samples.push(Sample {
+                start: now,
+                bytes: 0.0,
+            });
             self.current = 0;
         }
         let complete = self
@@ -280,7 +283,10 @@ impl ByteRate {
             .is_none_or(|sample| now.saturating_duration_since(sample.start) >= window);
         if complete {
             self.current = (self.current + 1) % settings.samples();
-            let fresh = Sample { start: now, bytes: 0.0 };
+            let fresh = Sample {
+                start: now,
+                bytes: 0.0,
+            };
             if self.current >= self.samples.len() {
                 self.samples.push(fresh);
                 self.current = self.samples.len() - 1;
@@ -299,7 +305,10 @@ impl ByteRate {
         let span = settings.span();
         for sample in &mut self.samples {
             if now.saturating_duration_since(sample.start) >= span {
-                *sample = Sample { start: now, bytes: 0.0 };
+                *sample = Sample {
+                    start: now,
+                    bytes: 0.0,
+                };
             }
         }
         let total: f64 = self.samples.iter().map(|sample| sample.bytes).sum();
@@ -418,7 +427,9 @@ impl QuotaTracker {
 
 /// A principal holds its limit of connections already (`security.connections_per_principal_max`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{principal} holds {held} connections to this node already, its limit of {max} (security.connections_per_principal_max)")]
+#[error(
+    "{principal} holds {held} connections to this node already, its limit of {max} (security.connections_per_principal_max)"
+)]
 pub struct PrincipalLimitReached {
     /// The principal, `User:alice`.
     pub principal: String,
@@ -487,7 +498,10 @@ impl ClientQuotaManager {
             .and_then(|store| store.quota_for(name, kind));
         if quota.is_none() {
             // The common case: no lock taken unless a rate may have to be forgotten.
-            let mut tracker = self.tracker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut tracker = self
+                .tracker
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if tracker.tracked() > 0 {
                 tracker.record(name, kind, bytes, None, now);
             }

@@ -492,9 +492,9 @@ impl SecurityStore {
         read(&self.snapshot).data.quotas.quota_for(name, kind)
     }
 
-    /// Applies each entity's quota changes (a key set to a value, or removed with `None`;
-    /// at most one entry per entity: the caller refuses duplicates first). Each entity's
-    /// answer is its own, as Kafka's AlterClientQuotas; on one node every accepted change is
+    /// Applies each entity's quota changes (a key set to a value, or removed with `None`),
+    /// in order (an entity named twice gets both, the later last). Each entity's answer is
+    /// its own, as Kafka's AlterClientQuotas; on one node every accepted change is
     /// written in one file write. With `validate_only` nothing is stored.
     pub async fn alter_quotas(
         &self,

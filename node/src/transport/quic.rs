@@ -38,7 +38,9 @@ use super::tls::ServerTls;
 use crate::broker::Broker;
 use crate::cluster::peer::{CLOSE_PEER_REFUSED, PEER_ALPN, PeerService};
 use crate::security::identity::ClientIdentity;
-use crate::security::quota::{ClientQuotaManager, PrincipalLimitReached, PrincipalPermit, QuotaKind};
+use crate::security::quota::{
+    ClientQuotaManager, PrincipalLimitReached, PrincipalPermit, QuotaKind,
+};
 use crate::security::sasl::SaslServer;
 use crate::storage::Disk;
 use crate::wasm::fuel_budget::FuelAccount;

@@ -1202,7 +1202,11 @@ fn a_principal_past_its_connection_limit_is_closed_and_super_users_are_exempt() 
             },
         )
         .await;
-        first.client.write_all(&list_offsets_frame(1)).await.unwrap();
+        first
+            .client
+            .write_all(&list_offsets_frame(1))
+            .await
+            .unwrap();
         assert_eq!(list_offsets_answer(&mut first.client).await, Some(1));
         assert_eq!(quotas.connections_of("User:alice"), 1);
         let (mut second, serving) = serve_another(&first, certified("alice"));
@@ -1210,7 +1214,11 @@ fn a_principal_past_its_connection_limit_is_closed_and_super_users_are_exempt() 
         assert_eq!(list_offsets_answer(&mut second).await, None);
         serving.await.unwrap();
         // The first is still served.
-        first.client.write_all(&list_offsets_frame(3)).await.unwrap();
+        first
+            .client
+            .write_all(&list_offsets_frame(3))
+            .await
+            .unwrap();
         assert_eq!(list_offsets_answer(&mut first.client).await, Some(3));
         // Super users and anonymous clients are not counted.
         let mut held = Vec::new();

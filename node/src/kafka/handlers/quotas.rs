@@ -81,7 +81,10 @@ fn changes_of(
         // Kafka's check of a Long quota: a whole number (within 1e-6).
         let value = op.value;
         let whole = value.round();
-        if !value.is_finite() || (value - whole).abs() > 1e-6 || whole < 1.0 || whole > i64::MAX as f64
+        if !value.is_finite()
+            || (value - whole).abs() > 1e-6
+            || whole < 1.0
+            || whole > i64::MAX as f64
         {
             return Err(format!(
                 "{key} must be a whole number of bytes per second from 1 to {}, not {value}",
@@ -119,7 +122,11 @@ pub async fn alter_client_quotas<D: Disk>(
     let mut decided: Vec<Result<(QuotaEntity, Vec<(QuotaKind, Option<u64>)>), (i16, String)>> =
         Vec::with_capacity(request.entries.len());
     let denied = access
-        .check(AclOperation::AlterConfigs, ResourceType::Cluster, CLUSTER_NAME)
+        .check(
+            AclOperation::AlterConfigs,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        )
         .err();
     for entry in &request.entries {
         let result = if let Some(denied) = &denied {
@@ -161,9 +168,7 @@ pub async fn alter_client_quotas<D: Disk>(
                     .iter()
                     .map(|(_, entity, changes)| (entity.clone(), changes.clone()))
                     .collect();
-                let results = store
-                    .alter_quotas(alterations, request.validate_only)
-                    .await;
+                let results = store.alter_quotas(alterations, request.validate_only).await;
                 for ((index, _, _), (entity, result)) in valid.iter().zip(results) {
                     let name = match &entity {
                         QuotaEntity::User(name) => name.as_str(),
@@ -274,11 +279,7 @@ pub fn describe_client_quotas<D: Disk>(
         }
     }
     let Some(store) = broker.security_store() else {
-        return fail(
-            response,
-            ResponseError::SecurityDisabled.code(),
-            NO_STORE,
-        );
+        return fail(response, ResponseError::SecurityDisabled.code(), NO_STORE);
     };
     let quotas = store.quotas();
     let entries = if other_type || (request.strict && user.is_none()) {
@@ -309,7 +310,10 @@ fn matching(quotas: &ClientQuotas, user: Option<&Match>) -> Vec<(QuotaEntity, Qu
         .collect()
 }
 
-fn describe_entry(entity: &QuotaEntity, values: &QuotaValues) -> describe_client_quotas_response::EntryData {
+fn describe_entry(
+    entity: &QuotaEntity,
+    values: &QuotaValues,
+) -> describe_client_quotas_response::EntryData {
     let mut entry = describe_client_quotas_response::EntryData::default();
     let mut part = describe_client_quotas_response::EntityData::default();
     part.entity_type = text(USER_ENTITY);

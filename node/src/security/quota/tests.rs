@@ -63,7 +63,13 @@ fn windows_roll_and_old_bytes_expire() {
     );
     // 5 s later, 1000 more: 11000 over 10 s = 1100 B/s, 100 / 1000 * 10 s = 1 s.
     assert_eq!(
-        tracker.record("alice", QuotaKind::Produce, 1_000, Some(1_000), t0 + secs(5)),
+        tracker.record(
+            "alice",
+            QuotaKind::Produce,
+            1_000,
+            Some(1_000),
+            t0 + secs(5)
+        ),
         Duration::from_millis(1_000)
     );
     // At 12 s the first sample has expired: 1001 bytes over 10 s, within the quota.
@@ -121,8 +127,16 @@ fn the_number_of_tracked_rates_is_bounded_and_the_idlest_is_evicted() {
     };
     let mut tracker = QuotaTracker::new(settings);
     // Alice bursts to twice her quota.
-    assert!(!tracker.record("alice", QuotaKind::Produce, 20_000, Some(1_000), t0).is_zero());
-    assert!(!tracker.record("bob", QuotaKind::Produce, 20_000, Some(1_000), t0 + secs(1)).is_zero());
+    assert!(
+        !tracker
+            .record("alice", QuotaKind::Produce, 20_000, Some(1_000), t0)
+            .is_zero()
+    );
+    assert!(
+        !tracker
+            .record("bob", QuotaKind::Produce, 20_000, Some(1_000), t0 + secs(1))
+            .is_zero()
+    );
     tracker.record("carol", QuotaKind::Produce, 1, Some(1_000), t0 + secs(2));
     assert_eq!(tracker.tracked(), 2);
     // Alice was evicted: her burst no longer counts.
@@ -132,5 +146,15 @@ fn the_number_of_tracked_rates_is_bounded_and_the_idlest_is_evicted() {
     );
     assert_eq!(tracker.tracked(), 2);
     // Carol (more recent than Bob) is kept; Bob was evicted for Alice.
-    assert!(!tracker.record("carol", QuotaKind::Produce, 20_000, Some(1_000), t0 + secs(3)).is_zero());
+    assert!(
+        !tracker
+            .record(
+                "carol",
+                QuotaKind::Produce,
+                20_000,
+                Some(1_000),
+                t0 + secs(3)
+            )
+            .is_zero()
+    );
 }

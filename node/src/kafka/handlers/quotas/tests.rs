@@ -86,8 +86,7 @@ async fn alter(
     let mut request = AlterClientQuotasRequest::default();
     request.entries = entries;
     request.validate_only = validate_only;
-    let response =
-        alter_client_quotas(broker, &broker.access(&identity("admin")), request).await;
+    let response = alter_client_quotas(broker, &broker.access(&identity("admin")), request).await;
     response
         .entries
         .into_iter()
@@ -254,7 +253,10 @@ async fn validate_only_stores_nothing_and_bad_entries_are_refused_alone() {
                 vec![op("producer_byte_rate", 1024.0, false)],
             ),
             entry(
-                vec![entity("user", Some("alice")), entity("client-id", Some("app"))],
+                vec![
+                    entity("user", Some("alice")),
+                    entity("client-id", Some("app")),
+                ],
                 vec![op("producer_byte_rate", 1024.0, false)],
             ),
             entry(
@@ -289,8 +291,16 @@ async fn validate_only_stores_nothing_and_bad_entries_are_refused_alone() {
             0
         ]
     );
-    assert!(results[0].1.contains("user quotas only"), "{}", results[0].1);
-    assert!(results[2].1.contains("request_percentage"), "{}", results[2].1);
+    assert!(
+        results[0].1.contains("user quotas only"),
+        "{}",
+        results[0].1
+    );
+    assert!(
+        results[2].1.contains("request_percentage"),
+        "{}",
+        results[2].1
+    );
     assert!(results[3].1.contains("whole number"), "{}", results[3].1);
     assert_eq!(
         describe(&broker, vec![], false),
@@ -315,8 +325,12 @@ async fn the_quota_apis_need_cluster_alter_configs_and_describe_configs() {
         vec![entity("user", Some("alice"))],
         vec![op("producer_byte_rate", 1024.0, false)],
     )];
-    let response =
-        alter_client_quotas(&broker, &broker.access(&identity("mallory")), request.clone()).await;
+    let response = alter_client_quotas(
+        &broker,
+        &broker.access(&identity("mallory")),
+        request.clone(),
+    )
+    .await;
     assert_eq!(response.entries[0].error_code, CLUSTER_AUTHORIZATION_FAILED);
     let denied = describe_client_quotas(
         &broker,

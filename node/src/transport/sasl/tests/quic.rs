@@ -305,7 +305,10 @@ async fn a_principal_past_its_connection_limit_is_closed_on_quic() {
     .await;
     let alice = || Some(SaslCredentials::new("alice", "alice-secret"));
     let first = Client::connect(config(&node, alice())).await.unwrap();
-    ledge_client::Admin::new(&first).list_topics().await.unwrap();
+    ledge_client::Admin::new(&first)
+        .list_topics()
+        .await
+        .unwrap();
     assert_eq!(quotas.connections_of("User:alice"), 1);
     let second = Client::connect(config(&node, alice())).await.unwrap();
     let error = ledge_client::Admin::new(&second)
@@ -316,10 +319,16 @@ async fn a_principal_past_its_connection_limit_is_closed_on_quic() {
         error.to_string().contains("connections_per_principal_max"),
         "{error}"
     );
-    ledge_client::Admin::new(&first).list_topics().await.unwrap();
-    let bob = Client::connect(config(&node, Some(SaslCredentials::new("bob", "bob-secret"))))
+    ledge_client::Admin::new(&first)
+        .list_topics()
         .await
         .unwrap();
+    let bob = Client::connect(config(
+        &node,
+        Some(SaslCredentials::new("bob", "bob-secret")),
+    ))
+    .await
+    .unwrap();
     ledge_client::Admin::new(&bob).list_topics().await.unwrap();
     first.close().await;
     second.close().await;
@@ -333,5 +342,8 @@ async fn a_principal_past_its_connection_limit_is_closed_on_quic() {
         again.close().await;
         tokio::task::yield_now().await;
     }
-    assert!(served, "alice is served again once her first connection is gone");
+    assert!(
+        served,
+        "alice is served again once her first connection is gone"
+    );
 }
