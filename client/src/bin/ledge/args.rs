@@ -130,7 +130,7 @@ pub(crate) enum Command {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum QuotaCommand {
-    /// Set a user's (or the default user's) byte rates
+    /// Set a user's (ledge quota set alice ...) or the default user's (--default) byte rates
     Set(QuotaSetArgs),
     /// List every user with a quota, the default user first
     List(ListArgs),
@@ -141,8 +141,8 @@ pub(crate) enum QuotaCommand {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("entity").required(true).args(["user", "default"])))]
 pub(crate) struct QuotaSetArgs {
-    /// The user (the principal User:NAME)
-    #[arg(long, value_name = "NAME")]
+    /// The user (the principal User:USER; positional: the global --user is who connects)
+    #[arg(value_name = "USER")]
     pub(crate) user: Option<String>,
     /// The default user: every user without a quota of its own
     #[arg(long)]
@@ -159,7 +159,7 @@ pub(crate) struct QuotaSetArgs {
 #[command(group(clap::ArgGroup::new("entity").required(true).args(["user", "default"])))]
 pub(crate) struct QuotaRemoveArgs {
     /// The user
-    #[arg(long, value_name = "NAME")]
+    #[arg(value_name = "USER")]
     pub(crate) user: Option<String>,
     /// The default user
     #[arg(long)]

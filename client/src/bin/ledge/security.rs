@@ -453,7 +453,7 @@ pub(crate) async fn run_quota(client: &Client, command: QuotaCommand) -> anyhow:
                     print(&serde_json::to_string(&quotas)?)
                 }
                 Format::Table if quotas.is_empty() => print(
-                    "No quotas. Set one with: ledge quota set --user NAME --producer-byte-rate BYTES",
+                    "No quotas. Set one with: ledge quota set USER --producer-byte-rate BYTES",
                 ),
                 Format::Table => {
                     let mut output =
