@@ -122,14 +122,7 @@ fn kafka_configs_sets_a_user_quota_and_a_kafka_python_producer_is_throttled() {
     // The native CLI sees and changes the same quotas.
     let set = crate::cli::ok(
         &node,
-        &[
-            "quota",
-            "set",
-            "--user",
-            "bob",
-            "--producer-byte-rate",
-            "1048576",
-        ],
+        &["quota", "set", "bob", "--producer-byte-rate", "1048576"],
         None,
     );
     assert!(
