@@ -64,7 +64,7 @@ pub enum QuotaKind {
 
 impl QuotaKind {
     /// Both kinds.
-    pub const ALL: [QuotaKind; 2] = [QuotaKind::Produce, QuotaKind::Fetch];
+    pub const ALL: [Self; 2] = [Self::Produce, Self::Fetch];
 
     /// Kafka's config key.
     pub fn key(self) -> &'static str {
@@ -79,6 +79,9 @@ impl QuotaKind {
         Self::ALL.into_iter().find(|kind| kind.key() == key)
     }
 }
+
+/// Changes to one entity's quotas: each key set to bytes per second, or removed (`None`).
+pub type QuotaChanges = Vec<(QuotaKind, Option<u64>)>;
 
 /// One entity's quotas in bytes per second; `None`: not set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

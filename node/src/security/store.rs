@@ -29,7 +29,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::acl::{AclBinding, AclBindingFilter, Authorizer, AuthorizerConfig};
-use super::quota::{ClientQuotas, QuotaEntity, QuotaKind};
+use super::quota::{ClientQuotas, QuotaChanges, QuotaEntity, QuotaKind};
 use super::records::{
     DecoySecret, QuotaError, SecurityData, SecurityLimits, SecurityRecord, SecurityRefusal,
     UserAlteration, UserError, acl_refusal, decide_create_acls, decide_delete_acls,
@@ -498,7 +498,7 @@ impl SecurityStore {
     /// written in one file write. With `validate_only` nothing is stored.
     pub async fn alter_quotas(
         &self,
-        alterations: Vec<(QuotaEntity, Vec<(QuotaKind, Option<u64>)>)>,
+        alterations: Vec<(QuotaEntity, QuotaChanges)>,
         validate_only: bool,
     ) -> Vec<(QuotaEntity, Result<(), SecurityWriteError>)> {
         if let Some(link) = self.cluster.get() {

@@ -662,6 +662,10 @@ impl ConnectionQuota {
     }
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the connection's own state and the listener's shared parts, each passed once"
+)]
 async fn serve_connection<D: Disk>(
     connection: quinn::Connection,
     auth: Arc<std::sync::Mutex<ConnectionAuth>>,

@@ -25,7 +25,7 @@ use crate::broker::dispatch::security_write_code;
 use crate::kafka::errors::kafka_code;
 use crate::security::access::Access;
 use crate::security::acl::{AclOperation, CLUSTER_NAME, ResourceType};
-use crate::security::quota::{ClientQuotas, QuotaEntity, QuotaKind, QuotaValues};
+use crate::security::quota::{ClientQuotas, QuotaChanges, QuotaEntity, QuotaKind, QuotaValues};
 use crate::storage::Disk;
 
 /// Kafka's entity type for users.
@@ -119,7 +119,7 @@ pub async fn alter_client_quotas<D: Disk>(
 ) -> AlterClientQuotasResponse {
     let mut response = AlterClientQuotasResponse::default();
     // Per entry: the entity and changes, or the error to answer.
-    let mut decided: Vec<Result<(QuotaEntity, Vec<(QuotaKind, Option<u64>)>), (i16, String)>> =
+    let mut decided: Vec<Result<(QuotaEntity, QuotaChanges), (i16, String)>> =
         Vec::with_capacity(request.entries.len());
     let denied = access
         .check(
@@ -141,7 +141,7 @@ pub async fn alter_client_quotas<D: Disk>(
         };
         decided.push(result);
     }
-    let valid: Vec<(usize, QuotaEntity, Vec<(QuotaKind, Option<u64>)>)> = decided
+    let valid: Vec<(usize, QuotaEntity, QuotaChanges)> = decided
         .iter()
         .enumerate()
         .filter_map(|(index, result)| {
