@@ -458,8 +458,9 @@ pub(crate) async fn run_quota(client: &Client, command: QuotaCommand) -> anyhow:
                 Format::Table => {
                     let mut output =
                         table(&["USER", PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE], &[1, 2]);
-                    let shown =
-                        |value: Option<u64>| value.map_or("-".to_owned(), |v| v.to_string());
+                    let shown = |value: Option<u64>| {
+                        value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+                    };
                     for quota in &quotas {
                         output.add_row(vec![
                             quota.user.clone().unwrap_or_else(|| "<default>".to_owned()),

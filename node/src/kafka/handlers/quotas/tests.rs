@@ -110,12 +110,15 @@ fn component(entity_type: &str, match_type: i8, name: Option<&str>) -> Component
     data
 }
 
-/// (user name or `None` for the default, [(key, value)]) per entry, or the error code.
+/// One described entry: the user name (`None`: the default user) and its (key, value)s.
+type Described = (Option<String>, Vec<(String, f64)>);
+
+/// Each described entry, or the error code.
 fn describe(
     broker: &Broker<SimDisk>,
     components: Vec<ComponentData>,
     strict: bool,
-) -> Result<Vec<(Option<String>, Vec<(String, f64)>)>, i16> {
+) -> Result<Vec<Described>, i16> {
     let mut request = DescribeClientQuotasRequest::default();
     request.components = components;
     request.strict = strict;
