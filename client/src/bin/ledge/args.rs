@@ -139,11 +139,11 @@ pub(crate) enum QuotaCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("entity").required(true).args(["user", "default"])))]
+#[command(group(clap::ArgGroup::new("entity").required(true).args(["name", "default"])))]
 pub(crate) struct QuotaSetArgs {
     /// The user (the principal User:USER; positional: the global --user is who connects)
     #[arg(value_name = "USER")]
-    pub(crate) user: Option<String>,
+    pub(crate) name: Option<String>,
     /// The default user: every user without a quota of its own
     #[arg(long)]
     pub(crate) default: bool,
@@ -156,11 +156,11 @@ pub(crate) struct QuotaSetArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("entity").required(true).args(["user", "default"])))]
+#[command(group(clap::ArgGroup::new("entity").required(true).args(["name", "default"])))]
 pub(crate) struct QuotaRemoveArgs {
     /// The user
     #[arg(value_name = "USER")]
-    pub(crate) user: Option<String>,
+    pub(crate) name: Option<String>,
     /// The default user
     #[arg(long)]
     pub(crate) default: bool,

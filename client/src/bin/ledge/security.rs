@@ -422,7 +422,7 @@ pub(crate) async fn run_quota(client: &Client, command: QuotaCommand) -> anyhow:
                 anyhow::bail!("give --producer-byte-rate, --consumer-byte-rate or both");
             }
             admin
-                .alter_quota(arguments.user.as_deref(), &set, &[])
+                .alter_quota(arguments.name.as_deref(), &set, &[])
                 .await
                 .context("cannot set quota")?;
             let values: Vec<String> = set
@@ -432,7 +432,7 @@ pub(crate) async fn run_quota(client: &Client, command: QuotaCommand) -> anyhow:
             print(&format!(
                 "Set {} for {}.",
                 values.join(", "),
-                entity(&arguments.user)
+                entity(&arguments.name)
             ))
         }
         QuotaCommand::List(arguments) => {
@@ -481,13 +481,13 @@ pub(crate) async fn run_quota(client: &Client, command: QuotaCommand) -> anyhow:
                 remove.push(CONSUMER_BYTE_RATE);
             }
             admin
-                .alter_quota(arguments.user.as_deref(), &[], &remove)
+                .alter_quota(arguments.name.as_deref(), &[], &remove)
                 .await
                 .context("cannot remove quota")?;
             print(&format!(
                 "Removed {} of {}.",
                 remove.join(", "),
-                entity(&arguments.user)
+                entity(&arguments.name)
             ))
         }
     }
