@@ -1490,6 +1490,7 @@ async fn request_with_retry_to(
 }
 
 mod operations;
+pub mod quotas;
 pub mod security;
 pub use operations::{PreferredLeaderElection, ReassignmentDescription};
 mod transform_partitions;

@@ -151,6 +151,7 @@ mod producer;
 pub mod sasl;
 
 /// SASL users and ACLs: [`Admin::create_user`], [`Admin::create_acls`] and their kin.
+pub use admin::quotas;
 pub use admin::security;
 pub use admin::{
     Admin, ClusterDescription, ClusterNodeDescription, ClusterPartitionDescription, ConfigValue,

@@ -23,6 +23,7 @@ use crate::transport::budget::IN_FLIGHT_BYTES_LIMIT;
 use crate::transport::quic::TransportLimits;
 use crate::wasm::PluginKind;
 
+pub mod quota;
 pub mod security;
 
 pub use security::{ClientAuth, SaslMechanism, SecurityConfig};
@@ -67,6 +68,8 @@ pub struct NodeConfig {
     pub kafka: crate::kafka::KafkaSettings,
     /// Authentication and authorization (`[security]`).
     pub security: SecurityConfig,
+    /// How client byte-rate quotas are measured (`[quota]`).
+    pub quota: crate::security::quota::QuotaSettings,
 }
 
 /// A `[[module]]` table: a named module read from a file at start.
@@ -128,6 +131,7 @@ impl Default for NodeConfig {
             cluster: None,
             kafka: crate::kafka::KafkaSettings::default(),
             security: SecurityConfig::default(),
+            quota: crate::security::quota::QuotaSettings::default(),
         }
     }
 }
@@ -157,6 +161,7 @@ struct FileConfig {
     cluster: Option<ClusterSection>,
     kafka: Option<crate::kafka::KafkaSection>,
     security: Option<security::SecuritySection>,
+    quota: Option<quota::QuotaSection>,
 }
 
 #[derive(Deserialize, Default)]
@@ -457,6 +462,9 @@ impl NodeConfig {
         }
         if let Some(section) = file.security {
             config.security = section.settings(origin)?;
+        }
+        if let Some(section) = file.quota {
+            config.quota = section.settings(origin)?;
         }
         let tls = file.tls.unwrap_or_default();
         config.tls_cert = tls.cert;

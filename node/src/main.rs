@@ -449,6 +449,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         ledge_node::security::records::SecurityLimits {
             users_max: config.security.users_max,
             acls_max: config.security.acls_max,
+            ..ledge_node::security::records::SecurityLimits::default()
         },
         random_decoy_secret()?,
     ) {
@@ -514,8 +515,16 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // producer_blocks.rs`) once the cluster source is set below.
     let broker = Arc::new(broker);
     assembly::start_broker_drivers(&broker, lock.read_only, config.cluster.is_some()).await;
+    // Client quotas and per-principal connection limits (issue 15), one for both listeners.
+    let quotas = Arc::new(ledge_node::security::quota::ClientQuotaManager::new(
+        config.quota,
+        Some(Arc::clone(&security)),
+        config.security.connections_per_principal_max,
+        config.security.super_users.iter().map(ToString::to_string),
+    ));
     let mut server = QuicServer::new(socket, server_config, config.transport.clone(), reset_key)?
-        .with_client_auth(Arc::clone(&client_auth));
+        .with_client_auth(Arc::clone(&client_auth))
+        .with_quotas(Arc::clone(&quotas));
     // SASL on QUIC (issue 15): the `[security]` mechanisms, credentials from the store; an
     // empty list turns it off.
     if !config.security.sasl_mechanisms.is_empty() {
@@ -602,6 +611,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 ledge_node::kafka::sasl::KafkaSasl::new(sasl_settings, credentials)
                     .context("setting up SASL on the Kafka listener")?,
             ));
+            kafka.quotas(Arc::clone(&quotas));
             if let Err(error) = kafka.check() {
                 let _ = stop.send(true);
                 broker.close().await;

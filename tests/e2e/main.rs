@@ -29,6 +29,7 @@ mod kafka_faust;
 mod kafka_franz_go;
 mod kafka_groups;
 mod kafka_java;
+mod kafka_quotas;
 mod kafka_security;
 mod kafka_streams_connect;
 mod kafka_tls;

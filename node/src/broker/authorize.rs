@@ -891,6 +891,65 @@ impl<D: Disk> Broker<D> {
                     }
                 }
             }
+            // Client quotas: AlterConfigs / DescribeConfigs on the cluster, as Kafka's
+            // AlterClientQuotas / DescribeClientQuotas.
+            Request::AlterClientQuotas(request) => {
+                if let Err(denial) = access.check(
+                    AclOperation::AlterConfigs,
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                ) {
+                    let (error, message) = answer(&denial, ResourceType::Cluster);
+                    let results = request
+                        .entries
+                        .into_iter()
+                        .map(|entry| ledge_protocol::wire::ClientQuotaResult {
+                            user: entry.user,
+                            error,
+                            message: message.clone(),
+                        })
+                        .collect();
+                    return Ok(Response::AlterClientQuotas(
+                        ledge_protocol::wire::AlterClientQuotasResponse { results },
+                    ));
+                }
+                let validate_only = request.validate_only;
+                let response = self.alter_client_quotas_request(request).await;
+                if !validate_only {
+                    for result in &response.results {
+                        let user = result.user.as_deref().unwrap_or("<default>");
+                        record(
+                            access,
+                            &format!("AlterClientQuotas user {user}"),
+                            ResourceType::Cluster,
+                            CLUSTER_NAME,
+                            outcome_of(result.error, &result.message),
+                        );
+                    }
+                }
+                Response::AlterClientQuotas(response)
+            }
+            Request::DescribeClientQuotas(request) => {
+                match access.check(
+                    AclOperation::DescribeConfigs,
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                ) {
+                    Ok(()) => Response::DescribeClientQuotas(
+                        self.describe_client_quotas_request(&request),
+                    ),
+                    Err(denial) => {
+                        let (error, message) = answer(&denial, ResourceType::Cluster);
+                        Response::DescribeClientQuotas(
+                            ledge_protocol::wire::DescribeClientQuotasResponse {
+                                error,
+                                message,
+                                entries: Vec::new(),
+                            },
+                        )
+                    }
+                }
+            }
             Request::CreateAcls(request) => {
                 if let Err(denial) =
                     access.check(AclOperation::Alter, ResourceType::Cluster, CLUSTER_NAME)

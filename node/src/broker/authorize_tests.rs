@@ -446,6 +446,24 @@ fn sample(api: ApiKey) -> (Request, Vec<Grant>) {
             }),
             vec![(Describe, Cluster, cluster)],
         ),
+        ApiKey::AlterClientQuotas => (
+            Request::AlterClientQuotas(AlterClientQuotasRequest {
+                entries: vec![ClientQuotaAlteration {
+                    user: Some("alice".into()),
+                    ops: vec![ClientQuotaOp {
+                        key: "producer_byte_rate".into(),
+                        value: 1_048_576,
+                        remove: false,
+                    }],
+                }],
+                validate_only: false,
+            }),
+            vec![(AlterConfigs, Cluster, cluster)],
+        ),
+        ApiKey::DescribeClientQuotas => (
+            Request::DescribeClientQuotas(DescribeClientQuotasRequest { users: Vec::new() }),
+            vec![(DescribeConfigs, Cluster, cluster)],
+        ),
         ApiKey::CreateAcls => (
             Request::CreateAcls(CreateAclsRequest {
                 bindings: vec![carol_binding()],
@@ -543,6 +561,10 @@ fn denied(answer: &Result<Response, Refusal>) -> bool {
             )
             .collect(),
         Response::OffsetFetch(answer) => vec![answer.error],
+        Response::AlterClientQuotas(answer) => {
+            answer.results.iter().map(|result| result.error).collect()
+        }
+        Response::DescribeClientQuotas(answer) => vec![answer.error],
         Response::ListGroups(answer) => {
             return !answer.groups.iter().any(|group| group.group_id == "g");
         }

@@ -214,6 +214,13 @@ impl<D: Disk> Broker<D> {
             Request::DeleteAcls(request) => {
                 Response::DeleteAcls(self.delete_acls_request(request).await)
             }
+            // Client quotas (`quota_admin.rs`).
+            Request::AlterClientQuotas(request) => {
+                Response::AlterClientQuotas(self.alter_client_quotas_request(request).await)
+            }
+            Request::DescribeClientQuotas(request) => {
+                Response::DescribeClientQuotas(self.describe_client_quotas_request(&request))
+            }
             Request::CreatePartitions(request) => {
                 Response::CreatePartitions(self.create_partitions(request).await)
             }

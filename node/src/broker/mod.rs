@@ -42,6 +42,7 @@ pub mod plugin_cluster;
 pub mod plugins;
 mod produce;
 mod producer_id_hold;
+mod quota_admin;
 pub mod registry;
 mod replication;
 mod security_admin;

@@ -118,6 +118,9 @@ pub const SASL_MECHANISMS_DEFAULT: [SaslMechanism; 3] = [
     SaslMechanism::Plain,
 ];
 
+/// Largest `connections_per_principal_max` (as `connections_max`'s own limit).
+pub const CONNECTIONS_PER_PRINCIPAL_MAX_LIMIT: usize = 1_000_000;
+
 /// The `[security]` section, checked.
 #[derive(Clone, Debug)]
 pub struct SecurityConfig {
@@ -151,6 +154,9 @@ pub struct SecurityConfig {
     /// `audit_source_events_per_second_max`, `audit_summary_interval_ms`,
     /// `audit_queue_events_max`: the audit log (`security/audit.rs`).
     pub audit: AuditSettings,
+    /// `connections_per_principal_max`: connections one authenticated principal may hold
+    /// on the node, QUIC and Kafka together; 0 is unlimited; super users are exempt.
+    pub connections_per_principal_max: usize,
 }
 
 /// The largest `users_max` and `acls_max` accepted: every user and binding is held in memory
@@ -172,6 +178,8 @@ impl Default for SecurityConfig {
             users_max: crate::security::records::USERS_MAX_DEFAULT,
             acls_max: crate::security::acl::DEFAULT_MAX_ACLS,
             audit: AuditSettings::default(),
+            connections_per_principal_max:
+                crate::security::quota::CONNECTIONS_PER_PRINCIPAL_MAX_DEFAULT,
         }
     }
 }
@@ -196,6 +204,7 @@ pub(super) struct SecuritySection {
     audit_source_events_per_second_max: Option<u32>,
     audit_summary_interval_ms: Option<u64>,
     audit_queue_events_max: Option<usize>,
+    connections_per_principal_max: Option<usize>,
 }
 
 impl SecuritySection {
@@ -338,6 +347,15 @@ impl SecuritySection {
                 ));
             }
             config.audit.queue_events_max = events;
+        }
+        if let Some(max) = self.connections_per_principal_max {
+            if max > CONNECTIONS_PER_PRINCIPAL_MAX_LIMIT {
+                return Err(error(
+                    "connections_per_principal_max",
+                    format!("{max} is above {CONNECTIONS_PER_PRINCIPAL_MAX_LIMIT}"),
+                ));
+            }
+            config.connections_per_principal_max = max;
         }
         if config.allow_anonymous == Some(false)
             && config.client_auth == ClientAuth::None
@@ -501,6 +519,7 @@ mod tests {
             std::time::Duration::from_secs(10)
         );
         assert_eq!(config.audit.queue_events_max, 4096);
+        assert_eq!(config.connections_per_principal_max, 256);
         // The default rules: an issued certificate's subject is a short user name, any other
         // subject is the whole distinguished name.
         let rules = &config.principal_mapping_rules;
@@ -535,9 +554,11 @@ audit_events_per_second_max = 50
 audit_source_events_per_second_max = 5
 audit_summary_interval_ms = 60000
 audit_queue_events_max = 100
+connections_per_principal_max = 0
 "#,
         )
         .unwrap();
+        assert_eq!(config.connections_per_principal_max, 0);
         assert_eq!(config.client_auth, ClientAuth::Required);
         assert_eq!(config.client_ca, Some(PathBuf::from("clients-ca.pem")));
         assert_eq!(config.client_crls.len(), 2);

@@ -162,6 +162,14 @@ pub enum AdminRequest {
         /// A node's secret.
         secret: crate::security::records::DecoySecret,
     },
+    /// Change one entity's client quotas (issue 15; `security/quota.rs`): each key set to a
+    /// value, or removed with `None`.
+    AlterClientQuota {
+        /// The user, or the default user.
+        entity: crate::security::quota::QuotaEntity,
+        /// The changes.
+        changes: Vec<(crate::security::quota::QuotaKind, Option<u64>)>,
+    },
 }
 
 /// The most producer ids one AllocateProducerIds may ask for: a peer's body must not use up
@@ -189,7 +197,8 @@ impl AdminRequest {
             | Self::AlterUser { .. }
             | Self::CreateAcls { .. }
             | Self::DeleteAcls { .. }
-            | Self::SetDecoySecret { .. } => None,
+            | Self::SetDecoySecret { .. }
+            | Self::AlterClientQuota { .. } => None,
         }
     }
 
@@ -221,6 +230,7 @@ impl AdminRequest {
                 format!("{} ACL(s)", bindings.len())
             }
             Self::SetDecoySecret { .. } => "the decoy secret".to_owned(),
+            Self::AlterClientQuota { entity, .. } => format!("client quotas of {entity}"),
         }
     }
 }
@@ -609,6 +619,15 @@ pub async fn execute(
                 .decide(|logic, image| {
                     logic
                         .set_decoy_secret(image, secret)
+                        .map(|records| (records, ()))
+                })
+                .await?;
+        }
+        AdminRequest::AlterClientQuota { entity, changes } => {
+            controller
+                .decide(|logic, image| {
+                    logic
+                        .alter_client_quota(image, entity, changes)
                         .map(|records| (records, ()))
                 })
                 .await?;

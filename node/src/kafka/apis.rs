@@ -176,9 +176,9 @@ kafka_apis! {
     DeleteAcls: DeleteAclsRequest, DeleteAclsResponse, 1..=3;
     DescribeUserScramCredentials: DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse, 0..=0;
     AlterUserScramCredentials: AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, 0..=0;
-    // No client quotas exist yet: answered with none, so `kafka-configs --describe
-    // --entity-type users` (which asks for quotas first) shows the SCRAM credentials.
+    // Client quotas, users only (handlers/quotas.rs); enforced in connection.rs.
     DescribeClientQuotas: DescribeClientQuotasRequest, DescribeClientQuotasResponse, 0..=1;
+    AlterClientQuotas: AlterClientQuotasRequest, AlterClientQuotasResponse, 0..=1;
 }
 
 /// The served range of `api`, if it is served.

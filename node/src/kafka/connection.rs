@@ -28,6 +28,17 @@
 //! the requests already started still run to their end (a produce is appended or refused
 //! whole, never cut off mid-way), their answers are dropped, and the connection closes.
 //!
+//! Quotas (issue 15, KIP-219): with the node's [`ClientQuotaManager`], a Produce's request
+//! bytes and a Fetch's response bytes are recorded against the connection's principal
+//! once answered; over its quota, the answer carries Kafka's `throttle_time_ms` and the
+//! connection is muted (no further request starts) until that time has passed on the
+//! node's clock, as Kafka's broker mutes the channel (for every version: older clients
+//! that do not back off themselves are held back the same way). An acks=0 produce mutes
+//! without an answer. Once the connection's principal is authenticated (a client
+//! certificate, or SASL), it takes one of the principal's
+//! `security.connections_per_principal_max` slots (super users exempt); a principal at its
+//! limit has the connection closed before any request of it is served.
+//!
 //! Authentication: the connection's [`SaslSession`] sees each request just before it
 //! starts (requests start in order, and the SASL ones only alone, so it sees them in the
 //! client's order) and says whether to serve it, answer it itself (a step of a SASL
@@ -54,6 +65,8 @@ use super::dispatch::{KafkaService, ListenerKind, Reply};
 use super::sasl::{Admission, RawAnswer, SaslSession};
 use crate::broker::sequencing::{Sequenced, SequencingHold, sequencing};
 use crate::clock::Clock;
+use crate::security::identity::ClientIdentity;
+use crate::security::quota::{ClientQuotaManager, PrincipalPermit, QuotaKind};
 use crate::storage::Disk;
 use crate::transport::budget::{ConnectionBudget, Reservation};
 
@@ -129,6 +142,9 @@ enum Frame {
     Close,
 }
 
+/// A started request's outcome and how long its client is throttled (zero: not at all).
+type Throttled = (Answered, std::time::Duration);
+
 /// Serves one connection (plaintext TCP or TLS over it) until the client closes it, a
 /// frame does not decode, or the node shuts down (the requests started are finished and
 /// answered first), or it sends no request for `kafka.connections_max_idle_ms` of `clock`'s
@@ -137,7 +153,7 @@ enum Frame {
 pub(crate) async fn serve_connection<D: Disk, S>(
     stream: S,
     remote: Option<SocketAddr>,
-    identity: crate::security::identity::ClientIdentity,
+    identity: ClientIdentity,
     clock: Arc<dyn Clock>,
     service: Arc<KafkaService<D>>,
     budget: ConnectionBudget,
@@ -182,23 +198,46 @@ pub(crate) async fn serve_connection<D: Disk, S>(
     let mut answers = Answers::new(writer, remote);
     // Shutting down, or the answers cannot go out: start nothing more.
     let mut stopping = false;
+    // Throttled (KIP-219): no request starts before this time of `clock`'s.
+    let mut muted_until: Option<std::time::Instant> = None;
+    // The authenticated principal's connection slot (`None` inside: not counted).
+    let mut principal_slot: Option<(ClientIdentity, Option<PrincipalPermit>)> = None;
     loop {
+        if muted_until.is_some_and(|until| clock.now() >= until) {
+            muted_until = None;
+        }
         if let Some((next, permit)) = waiting.take() {
             let unfinished = started.len() + answers.len();
-            if !stopping && may_start(next.order(), unfinished, latest.is_none()) {
+            if !stopping
+                && muted_until.is_none()
+                && may_start(next.order(), unfinished, latest.is_none())
+            {
                 let (admitted, close) = admit(&mut sasl, next, clock.now());
                 // Before the answer goes out: the client sends its next frame only after.
                 framing.follow(&sasl, settings);
-                if let Some(next) = admitted {
+                let over_limit = !principal_admitted(
+                    service.quotas(),
+                    sasl.identity(),
+                    &mut principal_slot,
+                    remote,
+                );
+                if let Some(next) = admitted.filter(|_| !over_limit) {
                     let (hold, sequenced) = sequencing();
                     latest = Some(sequenced);
                     // Who the request is from, as of its start (after any re-authentication
                     // it follows), and what that principal may do.
                     let access = service.access(sasl.identity());
-                    started.push_back(answer(&service, next, access, permit, hold));
+                    started.push_back(answer(
+                        &service,
+                        next,
+                        access,
+                        Arc::clone(&clock),
+                        permit,
+                        hold,
+                    ));
                 }
                 // Closing: what is started is answered, nothing more is read or started.
-                stopping |= close;
+                stopping |= close || over_limit;
             } else if !stopping {
                 waiting = Some((next, permit));
             }
@@ -207,6 +246,14 @@ pub(crate) async fn serve_connection<D: Disk, S>(
         let quiet = started.is_empty() && answers.is_empty();
         if quiet && (stopping || (waiting.is_none() && !reading_open)) {
             break;
+        }
+        if let Some(until) = muted_until.filter(|_| quiet && waiting.is_some()) {
+            // Throttled with the next request read: wait out the throttle.
+            tokio::select! {
+                () = clock.sleep_until(until) => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+            continue;
         }
         if quiet {
             // Idle: no request read since the last one was answered (Kafka's
@@ -240,10 +287,20 @@ pub(crate) async fn serve_connection<D: Disk, S>(
             next = requests.recv(), if waiting.is_none() && reading_open && !stopping => {
                 Event::Read(next)
             }
+            () = unmuted(&*clock, muted_until), if muted_until.is_some() && waiting.is_some() => {
+                Event::Unmuted
+            }
         };
         match event {
             Event::Stop => stopping = true,
-            Event::Answered(answered) => answers.push(answered),
+            Event::Answered((answered, throttle)) => {
+                if !throttle.is_zero() {
+                    let until = crate::clock::deadline_after(clock.now(), throttle);
+                    muted_until = Some(muted_until.map_or(until, |muted| muted.max(until)));
+                }
+                answers.push(answered);
+            }
+            Event::Unmuted => {}
             Event::Written(true) => {}
             Event::Written(false) => stopping = true,
             Event::Sequenced => latest = None,
@@ -342,8 +399,10 @@ pub(crate) fn costly<T>(work: impl FnOnce() -> T) -> T {
 enum Event {
     /// The node is shutting down.
     Stop,
-    /// The earliest started request is answered.
-    Answered(Answered),
+    /// The earliest started request is answered, with its throttle time.
+    Answered(Throttled),
+    /// The throttle time is over.
+    Unmuted,
     /// The answer being written went out (true), or could not (false: the client went
     /// away, or it did not encode).
     Written(bool),
@@ -358,28 +417,141 @@ async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
+/// Completes once `clock` reaches `until`; never without one.
+async fn unmuted(clock: &dyn Clock, until: Option<std::time::Instant>) {
+    match until {
+        Some(until) => clock.sleep_until(until).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether the connection may go on as `identity`: takes the principal's connection slot
+/// the first time it is authenticated (and again if re-authentication changed it); false,
+/// with a log line, when the principal holds its `security.connections_per_principal_max`
+/// connections already.
+fn principal_admitted(
+    quotas: Option<&Arc<ClientQuotaManager>>,
+    identity: &ClientIdentity,
+    slot: &mut Option<(ClientIdentity, Option<PrincipalPermit>)>,
+    remote: Option<SocketAddr>,
+) -> bool {
+    let Some(quotas) = quotas else {
+        return true;
+    };
+    if !identity.is_authenticated()
+        || slot
+            .as_ref()
+            .is_some_and(|(held, _)| held.principal == identity.principal)
+    {
+        return true;
+    }
+    // Re-authenticated as another principal: the old slot goes first.
+    *slot = None;
+    match quotas.connect(identity) {
+        Ok(permit) => {
+            *slot = Some((identity.clone(), permit));
+            true
+        }
+        Err(reached) => {
+            tracing::warn!(?remote, %reached, "kafka connection closed: security.connections_per_principal_max reached for this principal");
+            false
+        }
+    }
+}
+
+/// Records a Produce's request bytes or a Fetch's response bytes against `identity`'s
+/// quota and sets the throttle time in the response; returns the frame to write and the
+/// throttle time. The response is encoded again only when throttled.
+fn throttled(
+    quotas: &ClientQuotaManager,
+    identity: &ClientIdentity,
+    now: std::time::Instant,
+    correlation_id: i32,
+    version: i16,
+    request_bytes: usize,
+    response: Option<super::apis::KafkaResponse>,
+) -> (Option<Result<Bytes, EncodeError>>, std::time::Duration) {
+    use super::apis::KafkaResponse;
+    let Some(mut response) = response else {
+        // acks=0: the request's bytes still count, and the connection is still muted.
+        let throttle = quotas.record(identity, QuotaKind::Produce, request_bytes as u64, now);
+        return (None, throttle);
+    };
+    let frame = codec::encode_response(correlation_id, version, &response);
+    let (kind, bytes) = match (&response, &frame) {
+        (KafkaResponse::Produce(_), _) => (QuotaKind::Produce, request_bytes),
+        (KafkaResponse::Fetch(_), Ok(frame)) => (QuotaKind::Fetch, frame.len()),
+        _ => return (Some(frame), std::time::Duration::ZERO),
+    };
+    let throttle = quotas.record(identity, kind, bytes as u64, now);
+    if throttle.is_zero() {
+        return (Some(frame), throttle);
+    }
+    let throttle_ms = i32::try_from(throttle.as_millis()).unwrap_or(i32::MAX);
+    match &mut response {
+        KafkaResponse::Produce(produce) => {
+            produce.throttle_time_ms = produce.throttle_time_ms.max(throttle_ms);
+        }
+        KafkaResponse::Fetch(fetch) => {
+            fetch.throttle_time_ms = fetch.throttle_time_ms.max(throttle_ms);
+        }
+        _ => {}
+    }
+    tracing::debug!(principal = %identity.principal, ?kind, throttle_ms, "kafka client throttled: over its byte-rate quota");
+    (
+        Some(codec::encode_response(correlation_id, version, &response)),
+        throttle,
+    )
+}
+
 /// Answers one request from the caller `access` describes; the hold is dropped when it is
 /// sequenced (`KafkaService::handle`).
 async fn answer<D: Disk>(
     service: &KafkaService<D>,
     incoming: Incoming,
     access: crate::security::access::Access,
+    clock: Arc<dyn Clock>,
     permit: OwnedSemaphorePermit,
     sequencing: SequencingHold,
-) -> Answered {
+) -> Throttled {
+    let mut throttle = std::time::Duration::ZERO;
     let frame = match incoming {
         Incoming::Request(request, reservation) => {
             let correlation_id = request.header.correlation_id;
             let version = request.version;
+            let request_bytes = reservation.bytes();
+            let quota_counted = matches!(
+                request.body,
+                KafkaRequest::Produce(_) | KafkaRequest::Fetch(_)
+            );
             let reply = service.handle(*request, &access, sequencing).await;
             drop(reservation);
-            match reply {
-                Reply::Answer(response) => {
-                    Frame::Write(codec::encode_response(correlation_id, version, &response))
-                }
+            let response = match reply {
+                Reply::Answer(response) => Some(response),
                 // acks=0 produce: Kafka sends nothing back.
-                Reply::Nothing => Frame::Nothing,
-                Reply::Close => Frame::Close,
+                Reply::Nothing => None,
+                Reply::Close => return ((Frame::Close, permit), throttle),
+            };
+            let frame = match service.quotas().filter(|_| quota_counted) {
+                Some(quotas) => {
+                    let (frame, throttled_for) = throttled(
+                        quotas,
+                        access.identity(),
+                        clock.now(),
+                        correlation_id,
+                        version,
+                        request_bytes,
+                        response,
+                    );
+                    throttle = throttled_for;
+                    frame
+                }
+                None => response
+                    .map(|response| codec::encode_response(correlation_id, version, &response)),
+            };
+            match frame {
+                Some(frame) => Frame::Write(frame),
+                None => Frame::Nothing,
             }
         }
         Incoming::ApiVersionsFallback { correlation_id } => {
@@ -389,7 +561,7 @@ async fn answer<D: Disk>(
         // Never: the SASL session answers raw tokens before they start.
         Incoming::SaslToken(..) => Frame::Nothing,
     };
-    (frame, permit)
+    ((frame, permit), throttle)
 }
 
 /// A write under way: it gives the writer back, and whether the answer went out.

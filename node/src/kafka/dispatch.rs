@@ -69,6 +69,9 @@ pub struct KafkaService<D: Disk> {
     kind: ListenerKind,
     /// SASL on this socket (off unless [`KafkaService::with_sasl`]).
     sasl: Arc<KafkaSasl>,
+    /// Client quotas and per-principal connection limits (none unless
+    /// [`KafkaService::with_quotas`]; enforced by `connection.rs`).
+    quotas: Option<Arc<crate::security::quota::ClientQuotaManager>>,
 }
 
 impl<D: Disk> KafkaService<D> {
@@ -88,7 +91,19 @@ impl<D: Disk> KafkaService<D> {
             advertised,
             kind,
             sasl: Arc::new(KafkaSasl::off()),
+            quotas: None,
         }
+    }
+
+    /// This service with the node's client quotas (shared with the QUIC listener).
+    pub fn with_quotas(mut self, quotas: Arc<crate::security::quota::ClientQuotaManager>) -> Self {
+        self.quotas = Some(quotas);
+        self
+    }
+
+    /// The node's client quotas, if enforced.
+    pub fn quotas(&self) -> Option<&Arc<crate::security::quota::ClientQuotaManager>> {
+        self.quotas.as_ref()
     }
 
     /// This service with SASL as `sasl` says (the listener's, shared by its sockets).
@@ -307,8 +322,12 @@ impl<D: Disk> KafkaService<D> {
                         .await,
                 )
             }
-            KafkaRequest::DescribeClientQuotas(_) => KafkaResponse::DescribeClientQuotas(
-                handlers::security::describe_client_quotas(access),
+            // Client quotas (handlers/quotas.rs).
+            KafkaRequest::DescribeClientQuotas(request) => KafkaResponse::DescribeClientQuotas(
+                handlers::quotas::describe_client_quotas(broker, access, &request),
+            ),
+            KafkaRequest::AlterClientQuotas(request) => KafkaResponse::AlterClientQuotas(
+                handlers::quotas::alter_client_quotas(broker, access, request).await,
             ),
             KafkaRequest::AlterUserScramCredentials(request) => {
                 KafkaResponse::AlterUserScramCredentials(

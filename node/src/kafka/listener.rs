@@ -113,6 +113,8 @@ pub struct KafkaListener {
     client_auth: Option<Arc<ClientAuthenticator>>,
     /// SASL on both sockets (PLAIN only on the TLS one); off unless [`KafkaListener::sasl`].
     sasl: Arc<KafkaSasl>,
+    /// The node's client quotas (shared with QUIC); `None`: none enforced.
+    quotas: Option<Arc<crate::security::quota::ClientQuotaManager>>,
 }
 
 impl KafkaListener {
@@ -154,6 +156,7 @@ impl KafkaListener {
             settings,
             client_auth: None,
             sasl: Arc::new(KafkaSasl::off()),
+            quotas: None,
         })
     }
 
@@ -209,6 +212,12 @@ impl KafkaListener {
     /// anonymous clients are served). Without it SASL is off and every client is served.
     pub fn sasl(&mut self, sasl: Arc<KafkaSasl>) {
         self.sasl = sasl;
+    }
+
+    /// Enforces the node's client quotas and per-principal connection limits on both
+    /// sockets (`kafka/connection.rs`).
+    pub fn quotas(&mut self, quotas: Arc<crate::security::quota::ClientQuotaManager>) {
+        self.quotas = Some(quotas);
     }
 
     /// Gives the TLS socket the certificate chain and key to present (the QUIC listener's).
@@ -316,6 +325,11 @@ impl KafkaListener {
         let settings = self.settings;
         let client_auth = self.client_auth;
         let sasl = self.sasl;
+        let quotas = self.quotas;
+        let with_quotas = |service: KafkaService<D>| match &quotas {
+            Some(quotas) => service.with_quotas(Arc::clone(quotas)),
+            None => service,
+        };
         let connections = Arc::new(Semaphore::new(settings.connections_max));
         let per_address = AddressLimit::new(settings.connections_per_address_max);
         let refused_per_address = RefusalLog::new(REFUSAL_LOG_INTERVAL);
@@ -334,7 +348,7 @@ impl KafkaListener {
             seed,
         )));
         let plain_service = advertised.map(|advertised| {
-            Arc::new(
+            Arc::new(with_quotas(
                 KafkaService::new(
                     Arc::clone(&broker),
                     Arc::clone(&fetch_sessions),
@@ -343,10 +357,10 @@ impl KafkaListener {
                     ListenerKind::Plaintext,
                 )
                 .with_sasl(Arc::clone(&sasl)),
-            )
+            ))
         });
         let tls_service = advertised_tls.map(|advertised| {
-            Arc::new(
+            Arc::new(with_quotas(
                 KafkaService::new(
                     Arc::clone(&broker),
                     Arc::clone(&fetch_sessions),
@@ -355,7 +369,7 @@ impl KafkaListener {
                     ListenerKind::Tls,
                 )
                 .with_sasl(Arc::clone(&sasl)),
-            )
+            ))
         });
         let mut tasks = tokio::task::JoinSet::new();
         loop {

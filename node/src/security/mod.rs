@@ -6,6 +6,7 @@ pub mod audit;
 pub mod credentials;
 pub mod identity;
 pub mod principal;
+pub mod quota;
 pub mod records;
 pub mod sasl;
 pub mod scram;

@@ -21,6 +21,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
 use super::acl::{AclBinding, AclError};
+use super::quota::{ClientQuotas, QuotaEntity, QuotaKind, QuotaValues};
 use super::scram::{CredentialError, DECOY_SECRET_BYTES, ScramCredential, ScramMechanism};
 
 /// Longest user name, in bytes. Kafka sets no limit; a SCRAM `client-first-message` must fit
@@ -148,6 +149,10 @@ pub struct SecurityData {
     /// The decoy secret (`None` until one is set: a cluster's first node sets it).
     #[serde(default)]
     pub decoy_secret: Option<DecoySecret>,
+    /// Client quotas: produce/fetch bytes per second per user and for the default user
+    /// (`security/quota.rs`).
+    #[serde(default, skip_serializing_if = "ClientQuotas::is_empty")]
+    pub quotas: ClientQuotas,
     /// How many records were applied: a cheap "did anything change" for readers that follow
     /// the metadata image.
     #[serde(default)]
@@ -190,6 +195,14 @@ pub enum SecurityRecord {
         /// The secret.
         secret: DecoySecret,
     },
+    /// Sets one entity's client quotas to `values` (empty values remove the entity; Kafka's
+    /// `ClientQuotaRecord`).
+    SetClientQuota {
+        /// The user, or the default user.
+        entity: QuotaEntity,
+        /// Every value of the entity after the change.
+        values: QuotaValues,
+    },
 }
 
 /// Why a record does not fit the data (a bug or a damaged log; decisions never make one).
@@ -225,6 +238,9 @@ pub enum SecurityApplyError {
     /// The decoy secret is set already.
     #[error("the decoy secret is already set")]
     DecoySecretSet,
+    /// A quota that breaks the rules.
+    #[error("{0}")]
+    Quota(QuotaError),
 }
 
 impl SecurityData {
@@ -286,6 +302,13 @@ impl SecurityData {
                     return Err(SecurityApplyError::DecoySecretSet);
                 }
                 self.decoy_secret = Some(secret.clone());
+            }
+            SecurityRecord::SetClientQuota { entity, values } => {
+                validate_quota_entity(entity).map_err(SecurityApplyError::Quota)?;
+                for (kind, value) in values.entries() {
+                    validate_quota_value(kind, value).map_err(SecurityApplyError::Quota)?;
+                }
+                self.quotas.put(entity.clone(), *values);
             }
         }
         self.changes = self.changes.wrapping_add(1);
@@ -481,6 +504,8 @@ pub struct SecurityLimits {
     pub users_max: usize,
     /// Most ACL bindings (`acl::DEFAULT_MAX_ACLS`).
     pub acls_max: usize,
+    /// Most entities with a client quota ([`QUOTA_ENTITIES_MAX_DEFAULT`]).
+    pub quota_entities_max: usize,
 }
 
 impl Default for SecurityLimits {
@@ -488,6 +513,7 @@ impl Default for SecurityLimits {
         Self {
             users_max: USERS_MAX_DEFAULT,
             acls_max: super::acl::DEFAULT_MAX_ACLS,
+            quota_entities_max: QUOTA_ENTITIES_MAX_DEFAULT,
         }
     }
 }
@@ -576,6 +602,102 @@ pub fn decide_delete_acls(data: &SecurityData, bindings: &[AclBinding]) -> Vec<S
             binding: binding.clone(),
         })
         .collect()
+}
+
+/// Default most entities (users, and the default user) with a client quota: bounds the
+/// store's memory as [`USERS_MAX_DEFAULT`] does.
+pub const QUOTA_ENTITIES_MAX_DEFAULT: usize = 10_000;
+/// Largest quota value, bytes per second (Kafka's `Long`, kept within `i64` so every
+/// client can read it back).
+pub const QUOTA_VALUE_MAX: u64 = i64::MAX as u64;
+
+/// Why a client quota change was refused (Kafka answers each with INVALID_REQUEST, a limit
+/// with POLICY_VIOLATION).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaError {
+    /// A user name that cannot be stored.
+    #[error("quota entity: {0}")]
+    Name(UserError),
+    /// A value of zero or beyond [`QUOTA_VALUE_MAX`].
+    #[error("{key} must be a whole number of bytes per second from 1 to {max}, not {value}")]
+    Value {
+        /// The key.
+        key: &'static str,
+        /// Given.
+        value: String,
+        /// [`QUOTA_VALUE_MAX`].
+        max: u64,
+    },
+    /// A new entity past the limit.
+    #[error("too many client quota entities: the limit is {max}")]
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl QuotaError {
+    /// The refusal this error is.
+    pub fn refusal(&self) -> SecurityRefusal {
+        match self {
+            Self::TooMany { .. } => SecurityRefusal::LimitExceeded,
+            Self::Name(_) | Self::Value { .. } => SecurityRefusal::InvalidRequest,
+        }
+    }
+}
+
+/// Checks a quota entity's user name as a SCRAM user name is checked.
+pub fn validate_quota_entity(entity: &QuotaEntity) -> Result<(), QuotaError> {
+    match entity {
+        QuotaEntity::User(name) => validate_user_name(name).map_err(QuotaError::Name),
+        QuotaEntity::DefaultUser => Ok(()),
+    }
+}
+
+/// Checks a quota value: 1 to [`QUOTA_VALUE_MAX`] bytes per second.
+pub fn validate_quota_value(kind: QuotaKind, value: u64) -> Result<(), QuotaError> {
+    if value == 0 || value > QUOTA_VALUE_MAX {
+        return Err(QuotaError::Value {
+            key: kind.key(),
+            value: value.to_string(),
+            max: QUOTA_VALUE_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// The record that applies `changes` (each key set to a value, or removed with `None`) to
+/// `entity`'s quotas, none when nothing changes, or why not.
+pub fn decide_quota_alteration(
+    data: &SecurityData,
+    entity: &QuotaEntity,
+    changes: &[(QuotaKind, Option<u64>)],
+    limits: SecurityLimits,
+) -> Result<Vec<SecurityRecord>, QuotaError> {
+    validate_quota_entity(entity)?;
+    let before = data.quotas.values(entity);
+    let mut values = before;
+    for (kind, value) in changes {
+        if let Some(value) = value {
+            validate_quota_value(*kind, *value)?;
+        }
+        values.set(*kind, *value);
+    }
+    if values == before {
+        return Ok(Vec::new());
+    }
+    if before.is_empty()
+        && matches!(entity, QuotaEntity::User(_))
+        && data.quotas.len() >= limits.quota_entities_max
+    {
+        return Err(QuotaError::TooMany {
+            max: limits.quota_entities_max,
+        });
+    }
+    Ok(vec![SecurityRecord::SetClientQuota {
+        entity: entity.clone(),
+        values,
+    }])
 }
 
 /// The record that sets the decoy secret, when none is set (the first one offered wins).

@@ -29,9 +29,11 @@ use std::sync::{Arc, OnceLock, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::acl::{AclBinding, AclBindingFilter, Authorizer, AuthorizerConfig};
+use super::quota::{ClientQuotas, QuotaChanges, QuotaEntity, QuotaKind};
 use super::records::{
-    DecoySecret, SecurityData, SecurityLimits, SecurityRecord, SecurityRefusal, UserAlteration,
-    UserError, acl_refusal, decide_create_acls, decide_delete_acls, decide_user_alteration,
+    DecoySecret, QuotaError, SecurityData, SecurityLimits, SecurityRecord, SecurityRefusal,
+    UserAlteration, UserError, acl_refusal, decide_create_acls, decide_delete_acls,
+    decide_quota_alteration, decide_user_alteration,
 };
 use super::scram::{
     DECOY_SECRET_BYTES, DecoyCredentials, SCRAM_ITERATIONS_MIN, ScramCredential, ScramMechanism,
@@ -138,6 +140,12 @@ impl SecurityWriteError {
 
 impl From<UserError> for SecurityWriteError {
     fn from(error: UserError) -> Self {
+        Self::refused(error.refusal(), error.to_string())
+    }
+}
+
+impl From<QuotaError> for SecurityWriteError {
+    fn from(error: QuotaError) -> Self {
         Self::refused(error.refusal(), error.to_string())
     }
 }
@@ -464,6 +472,83 @@ impl SecurityStore {
             }
         }
         if !accepted.is_empty()
+            && let Err(error) = self.commit(data).await
+        {
+            for index in accepted {
+                results[index].1 = Err(error.clone());
+            }
+        }
+        results
+    }
+
+    /// Every client quota, as of now.
+    pub fn quotas(&self) -> ClientQuotas {
+        self.snapshot().data.quotas.clone()
+    }
+
+    /// The quota of `kind` for the user `name` (its own, else the default user's; `None`:
+    /// unlimited). Cheap: every produce and fetch of a tracked principal asks.
+    pub fn quota_for(&self, name: &str, kind: QuotaKind) -> Option<u64> {
+        read(&self.snapshot).data.quotas.quota_for(name, kind)
+    }
+
+    /// Applies each entity's quota changes (a key set to a value, or removed with `None`),
+    /// in order (an entity named twice gets both, the later last). Each entity's answer is
+    /// its own, as Kafka's AlterClientQuotas; on one node every accepted change is
+    /// written in one file write. With `validate_only` nothing is stored.
+    pub async fn alter_quotas(
+        &self,
+        alterations: Vec<(QuotaEntity, QuotaChanges)>,
+        validate_only: bool,
+    ) -> Vec<(QuotaEntity, Result<(), SecurityWriteError>)> {
+        if let Some(link) = self.cluster.get() {
+            let mut results = Vec::with_capacity(alterations.len());
+            for (entity, changes) in alterations {
+                let result = if validate_only {
+                    decide_quota_alteration(
+                        &self.snapshot().data,
+                        &entity,
+                        &changes,
+                        SecurityLimits::default(),
+                    )
+                    .map(|_| ())
+                    .map_err(SecurityWriteError::from)
+                } else {
+                    let result = link
+                        .admin
+                        .submit(AdminRequest::AlterClientQuota {
+                            entity: entity.clone(),
+                            changes,
+                        })
+                        .await
+                        .map_err(SecurityWriteError::from);
+                    self.refresh_from_image(&link.image.borrow().clone());
+                    result
+                };
+                results.push((entity, result));
+            }
+            return results;
+        }
+        let _change = self.change.lock().await;
+        let mut data = self.snapshot().data.clone();
+        let mut results = Vec::with_capacity(alterations.len());
+        let mut accepted = Vec::new();
+        for (entity, changes) in alterations {
+            let decided = decide_quota_alteration(&data, &entity, &changes, self.limits)
+                .map_err(SecurityWriteError::from)
+                .and_then(|records| self.apply_all(&mut data, &records).map(|()| records));
+            match decided {
+                Ok(records) => {
+                    if !records.is_empty() {
+                        accepted.push(results.len());
+                    }
+                    results.push((entity, Ok(())));
+                }
+                Err(error) => results.push((entity, Err(error))),
+            }
+        }
+        if !accepted.is_empty()
+            && !validate_only
             && let Err(error) = self.commit(data).await
         {
             for index in accepted {

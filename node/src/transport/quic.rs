@@ -38,6 +38,9 @@ use super::tls::ServerTls;
 use crate::broker::Broker;
 use crate::cluster::peer::{CLOSE_PEER_REFUSED, PEER_ALPN, PeerService};
 use crate::security::identity::ClientIdentity;
+use crate::security::quota::{
+    ClientQuotaManager, PrincipalLimitReached, PrincipalPermit, QuotaKind,
+};
 use crate::security::sasl::SaslServer;
 use crate::storage::Disk;
 use crate::wasm::fuel_budget::FuelAccount;
@@ -50,6 +53,9 @@ pub const CLOSE_AUTHENTICATION_REQUIRED: u32 = 0x4c10;
 pub const CLOSE_NO_PRINCIPAL: u32 = 0x4c11;
 /// QUIC application close code: SASL authentication failed (after its answer was sent).
 pub const CLOSE_AUTHENTICATION_FAILED: u32 = 0x4c12;
+/// QUIC application close code: the connection's principal holds its
+/// `security.connections_per_principal_max` connections already.
+pub const CLOSE_PRINCIPAL_LIMIT: u32 = 0x4c13;
 /// Longest wait, after a failed SASL exchange, for the client to acknowledge the answer
 /// before the connection is closed (closing drops what the client has not received).
 pub const AUTHENTICATION_FAILURE_CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -136,6 +142,8 @@ pub struct QuicServer {
     /// SASL on client connections; `None`: SASL off (a SaslHandshake is answered
     /// `UnsupportedSaslMechanism`).
     sasl: Option<Arc<SaslServer>>,
+    /// Client quotas and per-principal connection limits; `None`: none enforced.
+    quotas: Option<Arc<ClientQuotaManager>>,
 }
 
 impl QuicServer {
@@ -182,7 +190,18 @@ impl QuicServer {
             peers: None,
             client_auth: None,
             sasl: None,
+            quotas: None,
         })
+    }
+
+    /// Enforces the node's client quotas (shared with the Kafka listener): a Produce's or
+    /// Fetch's answer over its principal's byte rate is held back by the throttle time, and
+    /// the connection's next Produce/Fetch waits until it has passed; a principal past
+    /// `security.connections_per_principal_max` has the connection closed
+    /// ([`CLOSE_PRINCIPAL_LIMIT`]).
+    pub fn with_quotas(mut self, quotas: Arc<ClientQuotaManager>) -> Self {
+        self.quotas = Some(quotas);
+        self
     }
 
     /// Identifies clients with `client_auth` (their verified certificates, mapped to
@@ -265,6 +284,7 @@ impl QuicServer {
             let client_auth = self.client_auth.clone();
             let sasl = self.sasl.clone();
             let audit = broker.audit_log().cloned();
+            let quotas = self.quotas.clone();
             tokio::spawn(async move {
                 let _permits = (permit, address_permit);
                 let connection = match incoming.await {
@@ -291,6 +311,7 @@ impl QuicServer {
                 serve_connection(
                     connection,
                     Arc::new(std::sync::Mutex::new(auth)),
+                    Arc::new(ConnectionQuota::new(quotas)),
                     broker,
                     in_flight,
                     limits,
@@ -621,9 +642,90 @@ fn identify(
     }
 }
 
+/// One connection's share of the client quotas: its principal's connection slot and until
+/// when it is throttled.
+struct ConnectionQuota {
+    quotas: Option<Arc<ClientQuotaManager>>,
+    state: std::sync::Mutex<QuotaState>,
+}
+
+#[derive(Default)]
+struct QuotaState {
+    /// The authenticated principal holding a slot (`None` inside: not counted).
+    slot: Option<(ClientIdentity, Option<PrincipalPermit>)>,
+    /// No Produce or Fetch of the connection is served before this time of the clock's.
+    muted_until: Option<std::time::Instant>,
+}
+
+impl ConnectionQuota {
+    fn new(quotas: Option<Arc<ClientQuotaManager>>) -> Self {
+        Self {
+            quotas,
+            state: std::sync::Mutex::new(QuotaState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, QuotaState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes the principal's connection slot the first time `identity` is authenticated
+    /// (again if it changed); the error when the principal holds its limit already.
+    fn admit(&self, identity: &ClientIdentity) -> Result<(), PrincipalLimitReached> {
+        let Some(quotas) = &self.quotas else {
+            return Ok(());
+        };
+        let mut state = self.state();
+        if !identity.is_authenticated()
+            || state
+                .slot
+                .as_ref()
+                .is_some_and(|(held, _)| held.principal == identity.principal)
+        {
+            return Ok(());
+        }
+        state.slot = None;
+        let permit = quotas.connect(identity)?;
+        state.slot = Some((identity.clone(), permit));
+        Ok(())
+    }
+
+    fn muted_until(&self) -> Option<std::time::Instant> {
+        self.state().muted_until
+    }
+
+    /// Records `bytes` of `kind` for `identity` and returns the throttle time, muting the
+    /// connection's Produce and Fetch requests until it has passed.
+    fn record(
+        &self,
+        identity: &ClientIdentity,
+        kind: QuotaKind,
+        bytes: usize,
+        now: std::time::Instant,
+    ) -> Duration {
+        let Some(quotas) = &self.quotas else {
+            return Duration::ZERO;
+        };
+        let throttle = quotas.record(identity, kind, bytes as u64, now);
+        if !throttle.is_zero() {
+            let until = crate::clock::deadline_after(now, throttle);
+            let mut state = self.state();
+            state.muted_until = Some(state.muted_until.map_or(until, |muted| muted.max(until)));
+        }
+        throttle
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the connection's own state and the listener's shared parts, each passed once"
+)]
 async fn serve_connection<D: Disk>(
     connection: quinn::Connection,
     auth: Arc<std::sync::Mutex<ConnectionAuth>>,
+    quota: Arc<ConnectionQuota>,
     broker: Arc<Broker<D>>,
     in_flight: Arc<watch::Sender<usize>>,
     limits: Arc<TransportLimits>,
@@ -663,12 +765,14 @@ async fn serve_connection<D: Disk>(
         let limits = Arc::clone(&limits);
         let budget = budget.clone();
         let auth = Arc::clone(&auth);
+        let quota = Arc::clone(&quota);
         let connection = connection.clone();
         let fuel = Arc::clone(&fuel);
         tokio::spawn(async move {
             let shared = StreamShared {
                 connection: &connection,
                 auth: &auth,
+                quota: &quota,
                 fuel: &fuel,
             };
             let answered = serve_stream(send, receive, shared, &broker, &limits, &budget).await;
@@ -692,6 +796,8 @@ struct StreamShared<'a> {
     connection: &'a quinn::Connection,
     /// The connection's authentication state (`transport/sasl.rs`).
     auth: &'a std::sync::Mutex<ConnectionAuth>,
+    /// The connection's share of the client quotas.
+    quota: &'a ConnectionQuota,
     /// What the connection's fetch plug-ins may burn.
     fuel: &'a FuelAccount,
 }
@@ -709,6 +815,7 @@ async fn serve_stream<D: Disk>(
     let StreamShared {
         connection,
         auth,
+        quota,
         fuel,
     } = shared;
     let frame = match read_frame(&mut receive, limits, budget).await {
@@ -795,7 +902,24 @@ async fn serve_stream<D: Disk>(
                 respond(&mut send, reply).await;
                 return Some((send, reservation));
             }
+            if let Err(reached) = quota.admit(&identity) {
+                tracing::warn!(remote = %connection.remote_address(), %reached, "connection closed: security.connections_per_principal_max reached for this principal");
+                connection.close(CLOSE_PRINCIPAL_LIMIT.into(), reached.to_string().as_bytes());
+                return None;
+            }
             let api = request.api_key();
+            let quota_kind = match api {
+                ApiKey::Produce => Some(QuotaKind::Produce),
+                ApiKey::Fetch => Some(QuotaKind::Fetch),
+                _ => None,
+            };
+            // Throttled (an earlier answer over the quota): wait it out first.
+            if quota_kind.is_some()
+                && let Some(until) = quota.muted_until()
+            {
+                broker.clock().sleep_until(until).await;
+            }
+            let request_bytes = reservation.bytes();
             let handled = broker
                 .handle_as(&identity, &header.client_id, request, fuel)
                 .await;
@@ -825,6 +949,20 @@ async fn serve_stream<D: Disk>(
                 wire::encode_response_frame(header.correlation_id, &response).into_chunks();
             // The request's frame is gone now; the reservation covers the answer instead.
             let answer_bytes = chunks.iter().map(Bytes::len).sum();
+            if let Some(kind) = quota_kind {
+                let bytes = match kind {
+                    QuotaKind::Produce => request_bytes,
+                    QuotaKind::Fetch => answer_bytes,
+                };
+                let clock = broker.clock();
+                let throttle = quota.record(&identity, kind, bytes, clock.now());
+                if !throttle.is_zero() {
+                    // The native answers carry no throttle field: the answer itself is
+                    // held back by the throttle time.
+                    tracing::debug!(principal = %identity.principal, ?kind, throttle_ms = throttle.as_millis(), "client throttled: over its byte-rate quota");
+                    crate::clock::sleep(&*clock, throttle).await;
+                }
+            }
             match reservation.resize(answer_bytes) {
                 Ok(()) => chunks,
                 Err(error) if answer_may_be_dropped(api) => {
@@ -960,7 +1098,8 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::DescribeCluster
         | ApiKey::ListPartitionReassignments
         | ApiKey::DescribeUserScramCredentials
-        | ApiKey::DescribeAcls => true,
+        | ApiKey::DescribeAcls
+        | ApiKey::DescribeClientQuotas => true,
         ApiKey::CreateTopics
         | ApiKey::DeleteTopics
         | ApiKey::AlterConfigs
@@ -981,6 +1120,7 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::AlterUserScramCredentials
         | ApiKey::CreateAcls
         | ApiKey::DeleteAcls
+        | ApiKey::AlterClientQuotas
         | ApiKey::SaslHandshake
         | ApiKey::SaslAuthenticate => false,
     }

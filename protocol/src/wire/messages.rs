@@ -1666,3 +1666,95 @@ wire_struct! {
         pub session_lifetime_ms: u64,
     }
 }
+
+wire_struct! {
+    /// One change of a client quota key (issue 15; Kafka's AlterClientQuotas op).
+    pub struct ClientQuotaOp {
+        /// `producer_byte_rate` or `consumer_byte_rate`.
+        pub key: String,
+        /// Bytes per second (ignored when `remove`).
+        pub value: u64,
+        /// Remove the key instead of setting it.
+        pub remove: bool,
+    }
+}
+
+wire_struct! {
+    /// One user's (or the default user's) quota changes.
+    pub struct ClientQuotaAlteration {
+        /// The user name; `None`: the default user (`<default>`).
+        pub user: Option<String>,
+        /// The changes, each key at most once.
+        pub ops: Vec<ClientQuotaOp>,
+    }
+}
+
+wire_struct! {
+    /// Sets or removes client quotas (Kafka's AlterClientQuotas, user entities only).
+    pub struct AlterClientQuotasRequest {
+        /// One per entity.
+        pub entries: Vec<ClientQuotaAlteration>,
+        /// Check only; store nothing.
+        pub validate_only: bool,
+    }
+}
+
+wire_struct! {
+    /// One entity's outcome.
+    pub struct ClientQuotaResult {
+        /// The user name; `None`: the default user.
+        pub user: Option<String>,
+        /// `None` on success.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+    }
+}
+
+wire_struct! {
+    /// Each entity's outcome, in request order.
+    pub struct AlterClientQuotasResponse {
+        /// One per entry of the request.
+        pub results: Vec<ClientQuotaResult>,
+    }
+}
+
+wire_struct! {
+    /// Describes client quotas.
+    pub struct DescribeClientQuotasRequest {
+        /// The users; empty: every entity with a quota (the default user included).
+        pub users: Vec<String>,
+    }
+}
+
+wire_struct! {
+    /// One quota value.
+    pub struct ClientQuotaValue {
+        /// `producer_byte_rate` or `consumer_byte_rate`.
+        pub key: String,
+        /// Bytes per second.
+        pub value: u64,
+    }
+}
+
+wire_struct! {
+    /// One entity's quotas.
+    pub struct ClientQuotaEntry {
+        /// The user name; `None`: the default user.
+        pub user: Option<String>,
+        /// Its values.
+        pub values: Vec<ClientQuotaValue>,
+    }
+}
+
+wire_struct! {
+    /// The quotas asked for: the default user first, then users by name.
+    pub struct DescribeClientQuotasResponse {
+        /// Set when the request was refused as a whole (not authorized, no store).
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// The entities with a quota.
+        pub entries: Vec<ClientQuotaEntry>,
+    }
+}

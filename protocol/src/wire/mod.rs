@@ -145,6 +145,8 @@ apis! {
     DeleteAcls = 44, DeleteAclsRequest, DeleteAclsResponse;
     SaslHandshake = 45, SaslHandshakeRequest, SaslHandshakeResponse;
     SaslAuthenticate = 46, SaslAuthenticateRequest, SaslAuthenticateResponse;
+    AlterClientQuotas = 47, AlterClientQuotasRequest, AlterClientQuotasResponse;
+    DescribeClientQuotas = 48, DescribeClientQuotasRequest, DescribeClientQuotasResponse;
 }
 
 /// The only version of each API so far.

@@ -51,6 +51,30 @@ fn samples() -> Vec<Request> {
         Request::DeleteAcls(DeleteAclsRequest {
             filters: vec![filter],
         }),
+        Request::AlterClientQuotas(AlterClientQuotasRequest {
+            entries: vec![
+                ClientQuotaAlteration {
+                    user: Some("alice".into()),
+                    ops: vec![ClientQuotaOp {
+                        key: "producer_byte_rate".into(),
+                        value: 1_048_576,
+                        remove: false,
+                    }],
+                },
+                ClientQuotaAlteration {
+                    user: None,
+                    ops: vec![ClientQuotaOp {
+                        key: "consumer_byte_rate".into(),
+                        value: 0,
+                        remove: true,
+                    }],
+                },
+            ],
+            validate_only: true,
+        }),
+        Request::DescribeClientQuotas(DescribeClientQuotasRequest {
+            users: vec!["alice".into()],
+        }),
         Request::ApiVersions(ApiVersionsRequest {
             client_software_name: "ledge-cli".into(),
             client_software_version: "0.1".into(),

@@ -120,6 +120,56 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: AclCommand,
     },
+    /// Set, list and remove client quotas: produce and fetch bytes per second per user
+    /// (kafka-configs --entity-type users)
+    Quota {
+        #[command(subcommand)]
+        command: QuotaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QuotaCommand {
+    /// Set a user's (ledge quota set alice ...) or the default user's (--default) byte rates
+    Set(QuotaSetArgs),
+    /// List every user with a quota, the default user first
+    List(ListArgs),
+    /// Remove a user's (or the default user's) byte rates: both, or the ones named
+    Remove(QuotaRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("entity").required(true).args(["name", "default"])))]
+pub(crate) struct QuotaSetArgs {
+    /// The user (the principal User:USER; positional: the global --user is who connects)
+    #[arg(value_name = "USER")]
+    pub(crate) name: Option<String>,
+    /// The default user: every user without a quota of its own
+    #[arg(long)]
+    pub(crate) default: bool,
+    /// Produce request bytes per second (Kafka's producer_byte_rate)
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) producer_byte_rate: Option<u64>,
+    /// Fetch response bytes per second (Kafka's consumer_byte_rate)
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) consumer_byte_rate: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("entity").required(true).args(["name", "default"])))]
+pub(crate) struct QuotaRemoveArgs {
+    /// The user
+    #[arg(value_name = "USER")]
+    pub(crate) name: Option<String>,
+    /// The default user
+    #[arg(long)]
+    pub(crate) default: bool,
+    /// Remove only producer_byte_rate
+    #[arg(long)]
+    pub(crate) producer_byte_rate: bool,
+    /// Remove only consumer_byte_rate
+    #[arg(long)]
+    pub(crate) consumer_byte_rate: bool,
 }
 
 #[derive(Debug, Subcommand)]

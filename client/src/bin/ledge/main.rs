@@ -111,6 +111,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Transform { command } => transform::run(&client, command).await,
         Command::User { command } => security::run_user(&client, command).await,
         Command::Acl { command } => security::run_acl(&client, command).await,
+        Command::Quota { command } => security::run_quota(&client, command).await,
     };
     client.close().await;
     result

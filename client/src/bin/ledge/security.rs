@@ -8,7 +8,7 @@ use ledge_client::security::{AclBinding, AclFilter, codes};
 use ledge_client::{Admin, Client};
 use serde_json::json;
 
-use crate::args::{AclArgs, AclCommand, AclListArgs, Format, UserCommand};
+use crate::args::{AclArgs, AclCommand, AclListArgs, Format, QuotaCommand, UserCommand};
 use crate::output::{print, table};
 
 /// The only name of the cluster resource.
@@ -397,6 +397,98 @@ pub(crate) async fn run_acl(client: &Client, command: AclCommand) -> anyhow::Res
                 bail!("no ACL matches; nothing was removed (see ledge acl list)");
             }
             print(&format!("Removed {} ACL(s).", removed.len()))
+        }
+    }
+}
+
+/// `ledge quota set|list|remove`.
+pub(crate) async fn run_quota(client: &Client, command: QuotaCommand) -> anyhow::Result<()> {
+    use ledge_client::quotas::{CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE};
+    let admin = Admin::new(client);
+    let entity = |user: &Option<String>| match user {
+        Some(user) => format!("user {user}"),
+        None => "the default user".to_owned(),
+    };
+    match command {
+        QuotaCommand::Set(arguments) => {
+            let mut set = Vec::new();
+            if let Some(rate) = arguments.producer_byte_rate {
+                set.push((PRODUCER_BYTE_RATE, rate));
+            }
+            if let Some(rate) = arguments.consumer_byte_rate {
+                set.push((CONSUMER_BYTE_RATE, rate));
+            }
+            if set.is_empty() {
+                anyhow::bail!("give --producer-byte-rate, --consumer-byte-rate or both");
+            }
+            admin
+                .alter_quota(arguments.name.as_deref(), &set, &[])
+                .await
+                .context("cannot set quota")?;
+            let values: Vec<String> = set
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect();
+            print(&format!(
+                "Set {} for {}.",
+                values.join(", "),
+                entity(&arguments.name)
+            ))
+        }
+        QuotaCommand::List(arguments) => {
+            let quotas = admin.list_quotas().await.context("cannot list quotas")?;
+            match arguments.format {
+                Format::Json => {
+                    let quotas: Vec<_> = quotas
+                        .iter()
+                        .map(|quota| {
+                            json!({
+                                "user": quota.user,
+                                "default": quota.user.is_none(),
+                                PRODUCER_BYTE_RATE: quota.producer_byte_rate,
+                                CONSUMER_BYTE_RATE: quota.consumer_byte_rate,
+                            })
+                        })
+                        .collect();
+                    print(&serde_json::to_string(&quotas)?)
+                }
+                Format::Table if quotas.is_empty() => print(
+                    "No quotas. Set one with: ledge quota set USER --producer-byte-rate BYTES",
+                ),
+                Format::Table => {
+                    let mut output =
+                        table(&["USER", PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE], &[1, 2]);
+                    let shown = |value: Option<u64>| {
+                        value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+                    };
+                    for quota in &quotas {
+                        output.add_row(vec![
+                            quota.user.clone().unwrap_or_else(|| "<default>".to_owned()),
+                            shown(quota.producer_byte_rate),
+                            shown(quota.consumer_byte_rate),
+                        ]);
+                    }
+                    print(&output.to_string())
+                }
+            }
+        }
+        QuotaCommand::Remove(arguments) => {
+            let mut remove = Vec::new();
+            if arguments.producer_byte_rate || !arguments.consumer_byte_rate {
+                remove.push(PRODUCER_BYTE_RATE);
+            }
+            if arguments.consumer_byte_rate || !arguments.producer_byte_rate {
+                remove.push(CONSUMER_BYTE_RATE);
+            }
+            admin
+                .alter_quota(arguments.name.as_deref(), &[], &remove)
+                .await
+                .context("cannot remove quota")?;
+            print(&format!(
+                "Removed {} of {}.",
+                remove.join(", "),
+                entity(&arguments.name)
+            ))
         }
     }
 }

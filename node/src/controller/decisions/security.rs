@@ -8,9 +8,10 @@ use super::{ControllerError, ControllerLogic, Work};
 use crate::controller::image::MetadataImage;
 use crate::controller::records::MetadataRecord;
 use crate::security::acl::AclBinding;
+use crate::security::quota::{QuotaEntity, QuotaKind};
 use crate::security::records::{
     DecoySecret, SecurityLimits, SecurityRecord, UserAlteration, acl_refusal, decide_create_acls,
-    decide_decoy_secret, decide_delete_acls, decide_user_alteration,
+    decide_decoy_secret, decide_delete_acls, decide_quota_alteration, decide_user_alteration,
 };
 
 impl ControllerLogic {
@@ -51,6 +52,23 @@ impl ControllerLogic {
         bindings: &[AclBinding],
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
         push_all(image, decide_delete_acls(&image.security, bindings))
+    }
+
+    /// Records one entity's client quota changes, or refuses them as the one-node store
+    /// would.
+    pub fn alter_client_quota(
+        &self,
+        image: &MetadataImage,
+        entity: &QuotaEntity,
+        changes: &[(QuotaKind, Option<u64>)],
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let records =
+            decide_quota_alteration(&image.security, entity, changes, SecurityLimits::default())
+                .map_err(|error| ControllerError::Security {
+                    refusal: error.refusal(),
+                    message: error.to_string(),
+                })?;
+        push_all(image, records)
     }
 
     /// Sets the cluster's decoy secret unless it has one.

@@ -811,6 +811,33 @@ fn row_for(api: ApiKey) -> Option<Row> {
                     .collect()),
             )
         }
+        ApiKey::AlterClientQuotas => {
+            use kafka_protocol::messages::alter_client_quotas_request::{
+                EntityData, EntryData, OpData,
+            };
+            let mut entity = EntityData::default();
+            entity.entity_type = text("user");
+            entity.entity_name = Some(text("alice"));
+            let mut op = OpData::default();
+            op.key = text("producer_byte_rate");
+            op.value = 1_048_576.0;
+            let mut entry = EntryData::default();
+            entry.entity = vec![entity];
+            entry.ops = vec![op];
+            let mut request = kafka::AlterClientQuotasRequest::default();
+            request.entries = vec![entry];
+            row(
+                1,
+                KafkaRequest::AlterClientQuotas(request),
+                cluster_need(AlterConfigs),
+                CLUSTER_DENIED,
+                codes!(AlterClientQuotas, |r| r
+                    .entries
+                    .iter()
+                    .map(|e| e.error_code)
+                    .collect()),
+            )
+        }
         ApiKey::DescribeClientQuotas => row(
             1,
             KafkaRequest::DescribeClientQuotas(Default::default()),

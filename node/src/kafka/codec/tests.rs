@@ -75,6 +75,7 @@ pub(crate) fn default_request(api: ApiKey) -> KafkaRequest {
             KafkaRequest::DescribeUserScramCredentials(Default::default())
         }
         ApiKey::DescribeClientQuotas => KafkaRequest::DescribeClientQuotas(Default::default()),
+        ApiKey::AlterClientQuotas => KafkaRequest::AlterClientQuotas(Default::default()),
         ApiKey::AlterUserScramCredentials => {
             KafkaRequest::AlterUserScramCredentials(Default::default())
         }

@@ -106,6 +106,7 @@ fn produces_start_once_sequenced_and_everything_else_alone() {
 /// One connection served over an in-memory stream, with the disk and service behind it.
 struct Connection {
     disk: SimDisk,
+    clock: Arc<ManualClock>,
     service: Arc<KafkaService<SimDisk>>,
     client: DuplexStream,
     stop: watch::Sender<bool>,
@@ -122,6 +123,10 @@ struct Setup {
     /// The connection's share of a bytes-in-flight budget (`None`: one of its own, 64 MiB
     /// with a 16 MiB share).
     budget: Option<crate::transport::budget::ConnectionBudget>,
+    /// Who the client is (`None`: anonymous).
+    identity: Option<crate::security::identity::ClientIdentity>,
+    /// The node's client quotas, if enforced.
+    quotas: Option<Arc<crate::security::quota::ClientQuotaManager>>,
 }
 
 impl Default for Setup {
@@ -130,6 +135,8 @@ impl Default for Setup {
             stream_bytes: 1 << 20,
             filtered: false,
             budget: None,
+            identity: None,
+            quotas: None,
         }
     }
 }
@@ -140,7 +147,8 @@ async fn connect(settings: KafkaSettings) -> Connection {
 
 async fn connect_with(settings: KafkaSettings, setup: Setup) -> Connection {
     let disk = SimDisk::new(5);
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_000_000));
+    let manual = Arc::new(ManualClock::new(1_000_000));
+    let clock: Arc<dyn Clock> = Arc::clone(&manual) as Arc<dyn Clock>;
     let mut config = BrokerConfig::default();
     // The filter's calls run on tokio's blocking pool, as on the node (the default).
     assert_eq!(
@@ -170,7 +178,7 @@ async fn connect_with(settings: KafkaSettings, setup: Setup) -> Connection {
             .await
             .unwrap();
     }
-    let service = Arc::new(KafkaService::new(
+    let mut service = KafkaService::new(
         Arc::new(broker),
         Arc::new(std::sync::Mutex::new(FetchSessionCache::new(
             settings.fetch_sessions,
@@ -179,7 +187,11 @@ async fn connect_with(settings: KafkaSettings, setup: Setup) -> Connection {
         settings,
         "127.0.0.1:9092".to_owned(),
         ListenerKind::Plaintext,
-    ));
+    );
+    if let Some(quotas) = setup.quotas {
+        service = service.with_quotas(quotas);
+    }
+    let service = Arc::new(service);
     create_topic(&service, TOPIC, 1).await;
     // The first batch of a partition stores its leader-epoch checkpoint (a synced file)
     // before it is written; the tests hold syncs to see what is written meanwhile.
@@ -211,7 +223,9 @@ async fn connect_with(settings: KafkaSettings, setup: Setup) -> Connection {
     let serving = tokio::spawn(serve_connection(
         server,
         None,
-        crate::security::identity::ClientIdentity::anonymous([127, 0, 0, 1].into()),
+        setup.identity.unwrap_or_else(|| {
+            crate::security::identity::ClientIdentity::anonymous([127, 0, 0, 1].into())
+        }),
         clock,
         Arc::clone(&service),
         budget,
@@ -219,6 +233,7 @@ async fn connect_with(settings: KafkaSettings, setup: Setup) -> Connection {
     ));
     Connection {
         disk,
+        clock: manual,
         service,
         client,
         stop,
@@ -711,6 +726,7 @@ fn produces_in_flight_are_appended_when_the_client_goes_away() {
             mut client,
             serving,
             stop: _stop,
+            ..
         } = connection;
         let records = batch(RECORDS_PER_BATCH, &EncodeOptions::default());
         disk.hold_syncs();
@@ -752,6 +768,7 @@ fn a_produce_still_filtering_when_the_client_goes_away_is_appended() {
             mut client,
             serving,
             stop: _stop,
+            ..
         } = connect_with(KafkaSettings::default(), setup).await;
         let records = batch(RECORDS_PER_BATCH, &EncodeOptions::default());
         let slow = filtered_batch(true, &EncodeOptions::default());
@@ -1002,5 +1019,240 @@ fn unfinished_frames_hold_the_bytes_budget_and_no_more() {
             runs_until(|| !nothing_answered(&mut waiting.client)).await,
             "answered once the unfinished frame is gone"
         );
+    });
+}
+
+/// `User:name` as proven by a client certificate.
+fn certified(name: &str) -> crate::security::identity::ClientIdentity {
+    crate::security::identity::ClientIdentity {
+        principal: crate::security::principal::KafkaPrincipal::user(name),
+        host: [127, 0, 0, 1].into(),
+        method: crate::security::identity::AuthMethod::Certificate,
+    }
+}
+
+/// A security store in `dir` with `alice`'s producer_byte_rate set to `rate`.
+async fn store_with_produce_quota(
+    dir: &Path,
+    rate: u64,
+) -> Arc<crate::security::store::SecurityStore> {
+    use crate::security::quota::{QuotaEntity, QuotaKind};
+    let store = crate::security::store::SecurityStore::open(
+        dir,
+        crate::security::store::StoreMode::OneNode,
+        false,
+        crate::security::acl::AuthorizerConfig::default(),
+        crate::security::records::SecurityLimits::default(),
+        [7; 32],
+    )
+    .unwrap();
+    let results = store
+        .alter_quotas(
+            vec![(
+                QuotaEntity::User("alice".into()),
+                vec![(QuotaKind::Produce, Some(rate))],
+            )],
+            false,
+        )
+        .await;
+    assert!(results[0].1.is_ok());
+    Arc::new(store)
+}
+
+/// Serves one more connection of `identity` on `service`: the client end, and the task.
+fn serve_another(
+    connection: &Connection,
+    identity: crate::security::identity::ClientIdentity,
+) -> (DuplexStream, tokio::task::JoinHandle<()>) {
+    let (client, server) = tokio::io::duplex(1 << 20);
+    let serving = tokio::spawn(serve_connection(
+        server,
+        None,
+        identity,
+        Arc::clone(&connection.clock) as Arc<dyn Clock>,
+        Arc::clone(&connection.service),
+        InFlightBudget::new(64 << 20, 16 << 20).connection(),
+        connection.stop.subscribe(),
+    ));
+    (client, serving)
+}
+
+fn list_offsets_frame(correlation_id: i32) -> Bytes {
+    prefixed(
+        ApiKey::ListOffsets,
+        LIST_OFFSETS_VERSION,
+        correlation_id,
+        &list_offsets_request(TOPIC, 0, LATEST, -1),
+    )
+}
+
+/// The correlation id of the next answer, a ListOffsets; `None` if the connection closed.
+async fn list_offsets_answer(client: &mut DuplexStream) -> Option<i32> {
+    let frame = read_response(client).await?;
+    let (correlation_id, _) = split_response(ApiKey::ListOffsets, LIST_OFFSETS_VERSION, &frame);
+    Some(correlation_id)
+}
+
+#[test]
+fn a_produce_over_its_quota_is_throttled_and_mutes_the_connection() {
+    // Goal (KIP-219): alice's produce over her producer_byte_rate is answered at once with
+    // throttle_time_ms > 0, and her next request (already sent) is not started until that
+    // much of the node's clock has passed; then it is answered. A produce within a quota
+    // carries no throttle.
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_produce_quota(dir.path(), 1).await;
+        let quotas = Arc::new(crate::security::quota::ClientQuotaManager::new(
+            crate::security::quota::QuotaSettings::default(),
+            Some(store),
+            0,
+            Vec::new(),
+        ));
+        let mut connection = connect_with(
+            KafkaSettings::default(),
+            Setup {
+                identity: Some(certified("alice")),
+                quotas: Some(quotas),
+                ..Setup::default()
+            },
+        )
+        .await;
+        let records = batch(RECORDS_PER_BATCH, &EncodeOptions::default());
+        let mut frames = BytesMut::new();
+        frames.put_slice(&produce_frame(1, TOPIC, records, -1));
+        frames.put_slice(&list_offsets_frame(2));
+        connection.client.write_all(&frames).await.unwrap();
+        let frame = read_response(&mut connection.client).await.unwrap();
+        let (correlation_id, mut body) = split_response(ApiKey::Produce, PRODUCE_VERSION, &frame);
+        assert_eq!(correlation_id, 1);
+        let response = ProduceResponse::decode(&mut body, PRODUCE_VERSION).unwrap();
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        let throttle_ms = response.throttle_time_ms;
+        // A few hundred bytes against 1 B/s: the bound, all 11 windows.
+        assert_eq!(throttle_ms, 11_000);
+        // The ListOffsets is muted: many turns later nothing more is answered.
+        settle().await;
+        assert!(nothing_answered(&mut connection.client));
+        connection.clock.advance_ms(i64::from(throttle_ms) - 1);
+        settle().await;
+        assert!(nothing_answered(&mut connection.client));
+        connection.clock.advance_ms(1);
+        assert_eq!(list_offsets_answer(&mut connection.client).await, Some(2));
+        let _ = connection.stop.send(true);
+        connection.serving.await.unwrap();
+    });
+}
+
+#[test]
+fn a_produce_within_its_quota_is_not_throttled() {
+    // Goal: the same produce against a generous quota has throttle_time_ms 0 and the next
+    // request is answered without the clock moving.
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_produce_quota(dir.path(), 1 << 30).await;
+        let quotas = Arc::new(crate::security::quota::ClientQuotaManager::new(
+            crate::security::quota::QuotaSettings::default(),
+            Some(store),
+            0,
+            Vec::new(),
+        ));
+        let mut connection = connect_with(
+            KafkaSettings::default(),
+            Setup {
+                identity: Some(certified("alice")),
+                quotas: Some(quotas),
+                ..Setup::default()
+            },
+        )
+        .await;
+        let records = batch(RECORDS_PER_BATCH, &EncodeOptions::default());
+        let mut frames = BytesMut::new();
+        frames.put_slice(&produce_frame(1, TOPIC, records, -1));
+        frames.put_slice(&list_offsets_frame(2));
+        connection.client.write_all(&frames).await.unwrap();
+        let frame = read_response(&mut connection.client).await.unwrap();
+        let (_, mut body) = split_response(ApiKey::Produce, PRODUCE_VERSION, &frame);
+        let response = ProduceResponse::decode(&mut body, PRODUCE_VERSION).unwrap();
+        assert_eq!(response.throttle_time_ms, 0);
+        assert_eq!(list_offsets_answer(&mut connection.client).await, Some(2));
+        let _ = connection.stop.send(true);
+        connection.serving.await.unwrap();
+    });
+}
+
+#[test]
+fn a_principal_past_its_connection_limit_is_closed_and_super_users_are_exempt() {
+    // Goal: with security.connections_per_principal_max = 1, alice's second connection is
+    // closed before its request is served, while her first is served; once the first is
+    // gone a new one is served. The super user `admin` holds two at once; anonymous
+    // connections are not counted.
+    runtime().block_on(async {
+        let quotas = Arc::new(crate::security::quota::ClientQuotaManager::new(
+            crate::security::quota::QuotaSettings::default(),
+            None,
+            1,
+            vec!["User:admin".to_owned()],
+        ));
+        let mut first = connect_with(
+            KafkaSettings::default(),
+            Setup {
+                identity: Some(certified("alice")),
+                quotas: Some(Arc::clone(&quotas)),
+                ..Setup::default()
+            },
+        )
+        .await;
+        first
+            .client
+            .write_all(&list_offsets_frame(1))
+            .await
+            .unwrap();
+        assert_eq!(list_offsets_answer(&mut first.client).await, Some(1));
+        assert_eq!(quotas.connections_of("User:alice"), 1);
+        let (mut second, serving) = serve_another(&first, certified("alice"));
+        second.write_all(&list_offsets_frame(2)).await.unwrap();
+        assert_eq!(list_offsets_answer(&mut second).await, None);
+        serving.await.unwrap();
+        // The first is still served.
+        first
+            .client
+            .write_all(&list_offsets_frame(3))
+            .await
+            .unwrap();
+        assert_eq!(list_offsets_answer(&mut first.client).await, Some(3));
+        // Super users and anonymous clients are not counted.
+        let mut held = Vec::new();
+        for identity in [
+            certified("admin"),
+            certified("admin"),
+            crate::security::identity::ClientIdentity::anonymous([127, 0, 0, 1].into()),
+            crate::security::identity::ClientIdentity::anonymous([127, 0, 0, 1].into()),
+        ] {
+            let (mut client, _serving) = serve_another(&first, identity);
+            client.write_all(&list_offsets_frame(4)).await.unwrap();
+            assert_eq!(list_offsets_answer(&mut client).await, Some(4));
+            held.push(client);
+        }
+        // The first goes away: its slot is free again.
+        drop(first.client);
+        first.serving.await.unwrap();
+        assert!(runs_until(|| quotas.connections_of("User:alice") == 0).await);
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let mut client = client;
+        let (stop, stopped) = watch::channel(false);
+        let serving = tokio::spawn(serve_connection(
+            server,
+            None,
+            certified("alice"),
+            Arc::clone(&first.clock) as Arc<dyn Clock>,
+            Arc::clone(&first.service),
+            InFlightBudget::new(64 << 20, 16 << 20).connection(),
+            stopped,
+        ));
+        client.write_all(&list_offsets_frame(5)).await.unwrap();
+        assert_eq!(list_offsets_answer(&mut client).await, Some(5));
+        let _ = stop.send(true);
+        let _ = first.stop.send(true);
+        serving.await.unwrap();
     });
 }

@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod log_edges;
 pub mod produce;
 pub mod producers;
+pub mod quotas;
 pub mod security;
 pub mod topics;
 

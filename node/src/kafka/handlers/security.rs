@@ -22,7 +22,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, CreateAclsRequest,
     CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse, DescribeAclsRequest,
-    DescribeAclsResponse, DescribeClientQuotasResponse, DescribeUserScramCredentialsRequest,
+    DescribeAclsResponse, DescribeUserScramCredentialsRequest,
     DescribeUserScramCredentialsResponse, alter_user_scram_credentials_response,
     create_acls_response, delete_acls_response, describe_acls_response,
     describe_user_scram_credentials_response,
@@ -564,25 +564,6 @@ pub async fn delete_acls<D: Disk>(
             filter_result
         })
         .collect();
-    response
-}
-
-/// DescribeClientQuotas: Ledge has no client quotas yet, so every filter matches none (an
-/// empty list, not an error: `kafka-configs --describe --entity-type users` asks for quotas
-/// before it shows SCRAM credentials).
-///
-/// Authorization: DescribeConfigs on the cluster, else CLUSTER_AUTHORIZATION_FAILED with no
-/// entries (Kafka's `handleDescribeClientQuotasRequest`).
-pub fn describe_client_quotas(access: &Access) -> DescribeClientQuotasResponse {
-    let mut response = DescribeClientQuotasResponse::default();
-    response.error_message = None;
-    if !cluster_allows(access, AclOperation::DescribeConfigs) {
-        response.error_code = ResponseError::ClusterAuthorizationFailed.code();
-        response.error_message = message(CLUSTER_DENIED);
-        response.entries = None;
-        return response;
-    }
-    response.entries = Some(Vec::new());
     response
 }
 

@@ -109,6 +109,7 @@ fn the_user_limit_refuses_new_users_only() {
     let limits = SecurityLimits {
         users_max: 1,
         acls_max: 10,
+        ..SecurityLimits::default()
     };
     let mut data = SecurityData::default();
     let records = decide_user_alteration(&data, "a", &upsert(4096), limits).unwrap();
@@ -144,6 +145,7 @@ fn acl_creation_is_limited_and_idempotent() {
     let limits = SecurityLimits {
         users_max: 10,
         acls_max: 2,
+        ..SecurityLimits::default()
     };
     let mut data = SecurityData::default();
     let records =

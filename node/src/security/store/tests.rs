@@ -362,3 +362,69 @@ async fn a_stale_wide_temporary_file_does_not_widen_the_store() {
     drop(store);
     assert!(open(dir.path()).is_ok());
 }
+
+#[tokio::test]
+async fn client_quotas_survive_a_reopen_and_validate_only_writes_nothing() {
+    // Goal: quotas set through the store are in security.json and read back after a
+    // reopen; validate_only and refused changes store nothing; a removal sticks too.
+    use crate::security::quota::{QuotaEntity, QuotaKind};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let results = store
+        .alter_quotas(
+            vec![(
+                QuotaEntity::User("alice".into()),
+                vec![(QuotaKind::Produce, Some(1_024))],
+            )],
+            true,
+        )
+        .await;
+    assert!(results[0].1.is_ok());
+    assert!(store.quotas().is_empty());
+    let results = store
+        .alter_quotas(
+            vec![
+                (
+                    QuotaEntity::User("alice".into()),
+                    vec![(QuotaKind::Produce, Some(1_024))],
+                ),
+                (
+                    QuotaEntity::DefaultUser,
+                    vec![(QuotaKind::Fetch, Some(4_096))],
+                ),
+                (
+                    QuotaEntity::User("bob".into()),
+                    vec![(QuotaKind::Produce, Some(0))],
+                ),
+            ],
+            false,
+        )
+        .await;
+    assert!(results[0].1.is_ok() && results[1].1.is_ok());
+    assert!(matches!(
+        &results[2].1,
+        Err(SecurityWriteError::Refused {
+            refusal: SecurityRefusal::InvalidRequest,
+            ..
+        })
+    ));
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.quota_for("alice", QuotaKind::Produce), Some(1_024));
+    assert_eq!(store.quota_for("alice", QuotaKind::Fetch), Some(4_096));
+    assert_eq!(store.quota_for("bob", QuotaKind::Produce), None);
+    assert_eq!(store.quotas().len(), 2);
+    store
+        .alter_quotas(
+            vec![(
+                QuotaEntity::User("alice".into()),
+                vec![(QuotaKind::Produce, None)],
+            )],
+            false,
+        )
+        .await;
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.quota_for("alice", QuotaKind::Produce), None);
+    assert_eq!(store.quotas().len(), 1);
+}

@@ -41,16 +41,17 @@ async fn closed_node(directory: &Path) -> Node {
 
 /// [`closed_node`] on `address`, with the TLS material in `directory` (made once).
 async fn closed_node_at(directory: &Path, address: std::net::SocketAddr) -> Node {
-    closed_node_with(directory, address, None, &SecurityConfig::default()).await
+    closed_node_with(directory, address, None, &SecurityConfig::default(), None).await
 }
 
-/// [`closed_node_at`] with `audit` installed in its broker and `security`'s client
-/// certificate settings (the node's development CA is the client CA).
+/// [`closed_node_at`] with `audit` installed in its broker, `security`'s client
+/// certificate settings (the node's development CA is the client CA) and `quotas` enforced.
 async fn closed_node_with(
     directory: &Path,
     address: std::net::SocketAddr,
     audit: Option<Arc<crate::security::audit::AuditLog>>,
     security: &SecurityConfig,
+    quotas: Option<Arc<crate::security::quota::ClientQuotaManager>>,
 ) -> Node {
     let server_tls = tls::load_or_generate_dev(directory).unwrap();
     let transport = TransportLimits::default();
@@ -64,6 +65,10 @@ async fn closed_node_with(
         .unwrap()
         .with_client_auth(authenticator)
         .with_sasl(sasl_server(&SASL_MECHANISMS_ALL));
+    let server = match quotas {
+        Some(quotas) => server.with_quotas(quotas),
+        None => server,
+    };
     let address = server.local_addr().unwrap();
     let broker = Broker::open(
         SimDisk::new(1),
@@ -301,6 +306,7 @@ async fn a_wrong_password_over_quic_is_one_audit_line() {
         "127.0.0.1:0".parse().unwrap(),
         Some(Arc::new(log)),
         &SecurityConfig::default(),
+        None,
     )
     .await;
     let credentials = SaslCredentials::new("alice", "not-alices-password-7");
@@ -344,6 +350,7 @@ async fn a_refused_client_certificate_is_one_audit_line() {
         "127.0.0.1:0".parse().unwrap(),
         Some(Arc::new(log)),
         &security,
+        None,
     )
     .await;
     // The client may finish its side of the handshake before the node refuses: whether
@@ -372,5 +379,70 @@ async fn a_refused_client_certificate_is_one_audit_line() {
             .unwrap()
             .contains("no client certificate"),
         "{event}"
+    );
+}
+
+// Goal (issue 15): with security.connections_per_principal_max = 1, alice's second SDK
+// connection authenticates but is closed (CLOSE_PRINCIPAL_LIMIT) at its first request, while
+// her first connection and bob's are served; once the first is closed she may connect again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_past_its_connection_limit_is_closed_on_quic() {
+    let directory = tempfile::tempdir().unwrap();
+    let quotas = Arc::new(crate::security::quota::ClientQuotaManager::new(
+        crate::security::quota::QuotaSettings::default(),
+        None,
+        1,
+        Vec::new(),
+    ));
+    let node = closed_node_with(
+        directory.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        &SecurityConfig::default(),
+        Some(Arc::clone(&quotas)),
+    )
+    .await;
+    let alice = || Some(SaslCredentials::new("alice", "alice-secret"));
+    let first = Client::connect(config(&node, alice())).await.unwrap();
+    ledge_client::Admin::new(&first)
+        .list_topics()
+        .await
+        .unwrap();
+    assert_eq!(quotas.connections_of("User:alice"), 1);
+    let second = Client::connect(config(&node, alice())).await.unwrap();
+    let error = ledge_client::Admin::new(&second)
+        .list_topics()
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("connections_per_principal_max"),
+        "{error}"
+    );
+    ledge_client::Admin::new(&first)
+        .list_topics()
+        .await
+        .unwrap();
+    let bob = Client::connect(config(
+        &node,
+        Some(SaslCredentials::new("bob", "bob-secret")),
+    ))
+    .await
+    .unwrap();
+    ledge_client::Admin::new(&bob).list_topics().await.unwrap();
+    first.close().await;
+    second.close().await;
+    let mut served = false;
+    for _ in 0..100 {
+        let again = Client::connect(config(&node, alice())).await.unwrap();
+        if ledge_client::Admin::new(&again).list_topics().await.is_ok() {
+            served = true;
+            break;
+        }
+        again.close().await;
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        served,
+        "alice is served again once her first connection is gone"
     );
 }
