@@ -1000,3 +1000,71 @@ fn a_transform_runs_with_its_deployers_permissions() {
         );
     });
 }
+
+// Goal (audit log): through the native request path, a created topic is one
+// `admin_change` line naming the principal and the topic, a denied deletion is one
+// `authorization_denied` line (not also a change line), and a validate-only creation
+// writes none.
+#[test]
+fn administrative_changes_and_denials_reach_the_audit_log_once_each() {
+    runtime().block_on(async {
+        let (broker, store, _dir) = fixture().await;
+        let (log, queue) = crate::security::audit::AuditLog::with_queue(
+            &crate::security::audit::AuditSettings::default(),
+            Arc::new(SimClock::new(1_000_000)),
+        );
+        broker.set_audit_log(Arc::new(log));
+        set_acls(
+            &store,
+            vec![binding(
+                (AclOperation::Create, ResourceType::Topic, "audited"),
+                PatternType::Literal,
+                AclPermission::Allow,
+            )],
+        )
+        .await;
+        let create = |validate_only| {
+            Request::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreatableTopic {
+                    name: "audited".into(),
+                    partitions: 1,
+                    replication_factor: None,
+                    configs: Vec::new(),
+                }],
+                validate_only,
+            })
+        };
+        let Ok(Response::CreateTopics(checked)) = ask(&broker, ALICE, create(true)).await else {
+            panic!("wrong response");
+        };
+        assert_eq!(checked.topics[0].error, ErrorCode::None);
+        assert!(queue.drain().is_empty(), "validate-only changes nothing");
+
+        let Ok(Response::CreateTopics(created)) = ask(&broker, ALICE, create(false)).await else {
+            panic!("wrong response");
+        };
+        assert_eq!(created.topics[0].error, ErrorCode::None);
+        let lines = queue.drain();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(line["event"], "admin_change");
+        assert_eq!(line["principal"], ALICE);
+        assert_eq!(line["resource_type"], "Topic");
+        assert_eq!(line["resource_name"], "audited");
+        assert_eq!(line["outcome"], "done");
+
+        let delete = Request::DeleteTopics(DeleteTopicsRequest {
+            names: vec!["audited".into()],
+        });
+        let Ok(Response::DeleteTopics(refused)) = ask(&broker, ALICE, delete).await else {
+            panic!("wrong response");
+        };
+        assert_eq!(refused.topics[0].error, ErrorCode::TopicAuthorizationFailed);
+        let lines = queue.drain();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(line["event"], "authorization_denied");
+        assert_eq!(line["operation"], "Delete");
+        assert_eq!(line["resource_name"], "audited");
+    });
+}
