@@ -33,7 +33,7 @@ fn authorizer() -> Arc<Authorizer> {
         for topic in 0..TOPICS_PER_PRINCIPAL {
             let binding = AclBinding::new(
                 ResourceType::Topic,
-                &format!("orders-{principal}-{topic}"),
+                format!("orders-{principal}-{topic}"),
                 PatternType::Literal,
                 &name,
                 "*",
@@ -45,7 +45,7 @@ fn authorizer() -> Arc<Authorizer> {
         }
         let prefixed = AclBinding::new(
             ResourceType::Topic,
-            &format!("events-{principal}-"),
+            format!("events-{principal}-"),
             PatternType::Prefixed,
             &name,
             "*",
