@@ -52,6 +52,12 @@ fn users_are_created_listed_and_deleted() {
         &["user", "create", "bob", "--password-stdin"],
         Some("b\n"),
     );
+    // Created with the defaults, bob logs in with the CLI's defaults.
+    ok(
+        &node,
+        &["--user", "bob", "--password-stdin", "topic", "list"],
+        Some("b\n"),
+    );
     // The stored keys are those the password gives with the stored salt and iterations,
     // and the password itself is nowhere in the file.
     let file = std::fs::read_to_string(node.data_dir.join("security.json")).unwrap();

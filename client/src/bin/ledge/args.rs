@@ -187,8 +187,9 @@ pub(crate) enum UserCommand {
 pub(crate) struct UserCreateArgs {
     /// User name (the principal User:NAME)
     pub(crate) name: String,
-    /// SCRAM mechanism
-    #[arg(long, value_name = "MECHANISM", default_value = "SCRAM-SHA-256", value_parser = ["SCRAM-SHA-256", "SCRAM-SHA-512"])]
+    /// SCRAM mechanism (the default is the one `--user` logs in with, `--sasl-mechanism`'s
+    /// default)
+    #[arg(long, value_name = "MECHANISM", default_value = "SCRAM-SHA-512", value_parser = ["SCRAM-SHA-512", "SCRAM-SHA-256"])]
     pub(crate) mechanism: String,
     /// Read the password from standard input (its first line)
     #[arg(long, required = true)]
