@@ -37,6 +37,9 @@ pub struct Denied {
 #[derive(Debug, Clone)]
 pub struct Access {
     identity: ClientIdentity,
+    /// The principal as ACLs name it (`User:alice`), made once per request when checks
+    /// read ACLs (every check compares it); empty while authorization is off.
+    principal: String,
     /// `None`: authorization is off, every check allows.
     authorizer: Option<Arc<Authorizer>>,
     /// Where denials and changes are recorded; `None`: the node's log only, unlimited
@@ -49,6 +52,7 @@ impl Access {
     pub fn unrestricted(identity: ClientIdentity) -> Self {
         Self {
             identity,
+            principal: String::new(),
             authorizer: None,
             audit: None,
         }
@@ -57,6 +61,7 @@ impl Access {
     /// `identity` checked against `authorizer`'s ACLs.
     pub fn enforced(identity: ClientIdentity, authorizer: Arc<Authorizer>) -> Self {
         Self {
+            principal: identity.principal.to_string(),
             identity,
             authorizer: Some(authorizer),
             audit: None,
@@ -71,6 +76,7 @@ impl Access {
             Err(error) => {
                 tracing::error!(%error, "authorizer settings refused; denying every request");
                 Self {
+                    principal: identity.principal.to_string(),
                     identity,
                     authorizer: Some(Arc::new(Authorizer::deny_all())),
                     audit: None,
@@ -192,7 +198,7 @@ impl Access {
         resource_name: &str,
     ) -> Denied {
         Denied {
-            principal: self.principal_text(),
+            principal: self.principal_text().into_owned(),
             operation: operation.name(),
             resource_type: resource_type.name(),
             resource_name: resource_name.to_owned(),
@@ -219,8 +225,12 @@ impl Access {
         }
     }
 
-    fn principal_text(&self) -> String {
-        self.identity.principal.to_string()
+    fn principal_text(&self) -> std::borrow::Cow<'_, str> {
+        if self.principal.is_empty() {
+            std::borrow::Cow::Owned(self.identity.principal.to_string())
+        } else {
+            std::borrow::Cow::Borrowed(&self.principal)
+        }
     }
 }
 
