@@ -88,7 +88,7 @@ fn users_and_acls_are_the_controllers() {
             "delete",
             "alice",
             "--mechanism",
-            "SCRAM-SHA-512",
+            "SCRAM-SHA-256",
         ],
         None,
     );

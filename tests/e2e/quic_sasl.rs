@@ -142,7 +142,8 @@ fn the_cli_authenticates_with_sasl_where_anonymous_clients_are_refused() {
     }
 
     // An authenticated user creates another: both passwords on standard input, alice's
-    // first; bob then authenticates with his (SCRAM-SHA-256, what `user create` made).
+    // first; bob then authenticates with his (SCRAM-SHA-512, what `user create` makes and
+    // what `--user` logs in with by default).
     let (success, _, stderr) = ledge(
         &node,
         &[
@@ -159,14 +160,7 @@ fn the_cli_authenticates_with_sasl_where_anonymous_clients_are_refused() {
     assert!(success, "{stderr}");
     let (success, stdout, stderr) = ledge_with_env(
         &node,
-        &[
-            "--user",
-            "bob",
-            "--sasl-mechanism",
-            "SCRAM-SHA-256",
-            "topic",
-            "list",
-        ],
+        &["--user", "bob", "topic", "list"],
         Some("bob-secret"),
     );
     assert!(success, "{stderr}");
