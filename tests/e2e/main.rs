@@ -36,6 +36,7 @@ mod kafka_tls;
 mod node;
 mod process;
 mod produce_validation;
+mod prometheus;
 mod quic_authz;
 mod quic_sasl;
 mod repair_dump;
