@@ -124,7 +124,10 @@ fn alert_rules_load_and_fire_as_their_unit_tests_say() {
     assert!(rules.contains("ledge_partitions_offline > 0"));
     std::fs::write(
         scratch.path().join("alerts.yml"),
-        rules.replace("ledge_partitions_offline > 0", "ledge_partitions_offline > 5"),
+        rules.replace(
+            "ledge_partitions_offline > 0",
+            "ledge_partitions_offline > 5",
+        ),
     )
     .unwrap();
     std::fs::copy(
@@ -173,6 +176,9 @@ fn metric_names_are_read_from_queries() {
         metric_names(
             "histogram_quantile(0.99, sum by (le) (rate(ledge_fsync_duration_seconds_bucket[1m]))) + ledge_consumer_group_lag_sum"
         ),
-        ["ledge_fsync_duration_seconds", "ledge_consumer_group_lag_sum"]
+        [
+            "ledge_fsync_duration_seconds",
+            "ledge_consumer_group_lag_sum"
+        ]
     );
 }

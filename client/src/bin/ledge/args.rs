@@ -126,6 +126,25 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: QuotaCommand,
     },
+    /// A live view: node health, topics with produce rates, groups with lag per partition and
+    /// a lag trend, transforms with rates and dead letters (refreshed every --interval-ms)
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    /// Milliseconds between frames (at least 100)
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub(crate) interval_ms: u64,
+    /// Exit after this many frames (default: run until interrupted)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) iterations: Option<u64>,
+    /// Print one frame and exit (--iterations 1)
+    #[arg(long, conflicts_with = "iterations")]
+    pub(crate) once: bool,
+    /// Output format: tables redrawn in place on a terminal, or one JSON object per frame
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Subcommand)]

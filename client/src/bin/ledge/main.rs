@@ -13,6 +13,7 @@ mod operations;
 mod output;
 mod produce;
 mod security;
+mod top;
 mod topic;
 mod transform;
 
@@ -112,6 +113,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::User { command } => security::run_user(&client, command).await,
         Command::Acl { command } => security::run_acl(&client, command).await,
         Command::Quota { command } => security::run_quota(&client, command).await,
+        Command::Top(arguments) => top::run(&client, arguments).await,
     };
     client.close().await;
     result
@@ -226,10 +228,20 @@ fn one_line(error: &clap::Error) -> String {
     line
 }
 
-/// The CLI's one clock read (progress rates and `--timeout-ms`).
+/// The CLI's one clock read (progress rates, `--timeout-ms`, `top`'s rates).
 #[expect(clippy::disallowed_methods, reason = "the CLI's one real clock")]
 fn now() -> std::time::Instant {
     std::time::Instant::now()
+}
+
+/// The CLI's one wall-clock read: milliseconds since the Unix epoch (`top`'s frame time).
+#[expect(clippy::disallowed_methods, reason = "the CLI's one wall clock")]
+fn wall_time_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// `--ca`, `--insecure`, or the default CA file if it exists.
