@@ -33,14 +33,16 @@ pub struct AtomicHistogram {
     sum_nanos: AtomicU64,
 }
 
-/// A histogram read at one moment, cumulative as exposition wants it.
+/// A histogram read at one moment. Buckets are per bucket, not cumulative: the encoder
+/// (prometheus-client's) accumulates them into `le` buckets itself.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistogramSnapshot {
     /// Sum of the observations, in seconds.
     pub sum_seconds: f64,
     /// How many observations.
     pub count: u64,
-    /// (upper bound, observations at or below it), `+Inf` last.
+    /// (upper bound, observations above the previous bound and at or below this one),
+    /// `+Inf` last.
     pub buckets: Vec<(f64, u64)>,
 }
 
@@ -73,15 +75,16 @@ impl AtomicHistogram {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    /// The histogram now: cumulative buckets, the count being the `+Inf` bucket's (so the
-    /// two always agree even while observations land).
+    /// The histogram now, the count being the buckets' total (so the two always agree
+    /// even while observations land).
     pub fn snapshot(&self) -> HistogramSnapshot {
         let mut cumulative = 0u64;
         let mut buckets = Vec::with_capacity(self.counts.len());
         for (index, count) in self.counts.iter().enumerate() {
-            cumulative = cumulative.saturating_add(count.load(Ordering::Relaxed));
+            let count = count.load(Ordering::Relaxed);
+            cumulative = cumulative.saturating_add(count);
             let bound = self.bounds.get(index).copied().unwrap_or(f64::INFINITY);
-            buckets.push((bound, cumulative));
+            buckets.push((bound, count));
         }
         HistogramSnapshot {
             sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
@@ -114,7 +117,7 @@ mod tests {
         assert_eq!(snapshot.count, 4);
         assert_eq!(
             snapshot.buckets,
-            vec![(0.001, 2), (0.01, 3), (0.1, 3), (f64::INFINITY, 4)]
+            vec![(0.001, 2), (0.01, 1), (0.1, 0), (f64::INFINITY, 1)]
         );
         assert!((snapshot.sum_seconds - 3.0065).abs() < 1e-9);
     }
