@@ -70,6 +70,8 @@ pub struct NodeConfig {
     pub security: SecurityConfig,
     /// How client byte-rate quotas are measured (`[quota]`).
     pub quota: crate::security::quota::QuotaSettings,
+    /// The admin HTTP listener (`[admin]`).
+    pub admin: crate::admin::AdminSettings,
 }
 
 /// A `[[module]]` table: a named module read from a file at start.
@@ -132,6 +134,7 @@ impl Default for NodeConfig {
             kafka: crate::kafka::KafkaSettings::default(),
             security: SecurityConfig::default(),
             quota: crate::security::quota::QuotaSettings::default(),
+            admin: crate::admin::AdminSettings::default(),
         }
     }
 }
@@ -162,6 +165,7 @@ struct FileConfig {
     kafka: Option<crate::kafka::KafkaSection>,
     security: Option<security::SecuritySection>,
     quota: Option<quota::QuotaSection>,
+    admin: Option<crate::admin::AdminSection>,
 }
 
 #[derive(Deserialize, Default)]
@@ -456,6 +460,9 @@ impl NodeConfig {
             config.disk_backend = backend
                 .parse()
                 .map_err(|error| ConfigError(format!("{origin}: node.disk_backend: {error}")))?;
+        }
+        if let Some(section) = file.admin {
+            config.admin = section.settings(origin).map_err(ConfigError)?;
         }
         if let Some(section) = file.kafka {
             config.kafka = section.settings(origin).map_err(ConfigError)?;

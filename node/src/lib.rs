@@ -17,6 +17,7 @@
 //! into one buffer, stamps base offsets, writes it with one `write`, syncs with one
 //! `fdatasync`, advances the high watermark and acknowledges every append in the group.
 
+pub mod admin;
 pub mod assembly;
 pub mod broker;
 pub mod clock;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod controller;
 pub mod groups;
 pub mod kafka;
+pub mod metrics;
 pub mod replication;
 pub mod security;
 #[cfg(any(test, feature = "sim"))]

@@ -48,6 +48,10 @@ struct Arguments {
     /// listener on); it presents the node's QUIC certificate [default: no TLS listener].
     #[arg(long, value_name = "ADDR")]
     kafka_tls_listen: Option<SocketAddr>,
+    /// TCP address of the admin HTTP listener (/metrics, /livez, /readyz, /v1/status), or
+    /// `off` for none; overrides the config file [default: 127.0.0.1:9644].
+    #[arg(long, value_name = "ADDR|off")]
+    admin_listen: Option<ledge_node::admin::AdminListen>,
     /// TLS certificate chain, PEM (with --tls-key); default: a generated dev CA.
     #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -246,6 +250,13 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         config.kafka.enabled = true;
         config.kafka.tls_listen = Some(kafka_tls_listen);
     }
+    if let Some(admin_listen) = arguments.admin_listen {
+        config.admin.listen = admin_listen;
+    }
+    // The admin listener serves no authentication: off loopback only when allowed.
+    config
+        .admin
+        .check_exposure(config.security.allow_anonymous)?;
     // Anonymous clients (issue 15): with `[security] allow_anonymous` unset, only while every
     // listener is on loopback. Decided from the configured addresses, before anything is
     // bound or written.
@@ -370,6 +381,13 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     } else {
         None
     };
+    // So is the admin port.
+    let admin = match config.admin.listen {
+        ledge_node::admin::AdminListen::At(address) => Some(
+            ledge_node::admin::server::AdminListener::bind(address, config.admin.clone())?,
+        ),
+        ledge_node::admin::AdminListen::Off => None,
+    };
     // Metadata lists this node at the address it really listens on (port 0 is resolved),
     // unless clients must reach it through something in between (node.advertised_address).
     config.broker.advertised_address = match config.advertised_address {
@@ -382,6 +400,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // The lock comes before anything else touches the data directory, and is held until
     // this function returns (the process ends): one node per data directory.
     let lock = lock_data_dir(&config.data_dir, SystemClock.wall_time_ms())?;
+    let disk_backend_name = disk.backend_name();
     tracing::info!(backend = disk.backend_name(), data_dir = %config.data_dir.display(), read_only = lock.read_only, "data directory locked");
     if config.cluster.is_some() && !lock.read_only {
         // The controller log holds the cluster's SCRAM credentials: node user only.
@@ -636,6 +655,38 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let admin_serving = match admin {
+        Some(admin) => {
+            let admin_address = admin
+                .local_addr()
+                .context("reading the admin listener's address")?;
+            let info = ledge_node::admin::view::NodeInfo {
+                node_id: config.broker.node_id,
+                listeners: ledge_node::admin::routes::StatusListeners {
+                    quic: address.to_string(),
+                    kafka: kafka_listeners.plaintext.clone(),
+                    kafka_tls: kafka_listeners.tls.clone(),
+                    admin: Some(admin_address.to_string()),
+                },
+                data_dir: config.data_dir.clone(),
+                disk_backend: disk_backend_name.to_string(),
+            };
+            let view: Arc<dyn ledge_node::admin::NodeView> =
+                Arc::new(ledge_node::admin::view::BrokerView::new(
+                    Arc::clone(&broker),
+                    info,
+                    config.admin.metrics_label_sets_max,
+                ));
+            tracing::info!(address = %admin_address, "admin listener up (/metrics, /livez, /readyz, /v1/status)");
+            println!("ledge-node admin listening on {admin_address}");
+            Some(tokio::spawn(admin.serve(
+                view,
+                Arc::new(SystemClock),
+                stopped.clone(),
+            )))
+        }
+        None => None,
+    };
     let serving = tokio::spawn(server.serve(Arc::clone(&broker), stopped));
     // The controller quorum and this node's registration run over the endpoint that now
     // serves; forming the quorum waits for the other voters in the background.
@@ -707,6 +758,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     let _ = serving.await;
     if let Some(kafka_serving) = kafka_serving {
         let _ = kafka_serving.await;
+    }
+    if let Some(admin_serving) = admin_serving {
+        let _ = admin_serving.await;
     }
     broker.close().await;
     tracing::info!("shutdown complete");

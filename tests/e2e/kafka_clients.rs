@@ -197,6 +197,7 @@ fn kafka_busy_port_is_one_start_up_error() {
         .arg("--data-dir")
         .arg(&data_dir)
         .args(["--listen", "127.0.0.1:0", "--kafka-listen", &address])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .output()
         .expect("run ledge-node");
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -2,6 +2,7 @@
 // The whole binary is test code: an unwrap that fails is a failed test.
 #![allow(clippy::unwrap_used)]
 mod add_partitions;
+mod admin;
 mod audit;
 mod broker_metadata;
 mod cli;

@@ -278,6 +278,7 @@ fn run_node_expecting_failure(config: &str) -> String {
     let path = temporary.path().join("node.toml");
     std::fs::write(&path, config).unwrap();
     let output = std::process::Command::new(binary("ledge-node"))
+        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--config")
         .arg(&path)
         .arg("--data-dir")
@@ -352,6 +353,7 @@ fn config_reconcile_across_restarts() {
     let shrink = temporary.path().join("shrink.toml");
     std::fs::write(&shrink, config(1, 2000)).unwrap();
     let output = std::process::Command::new(binary("ledge-node"))
+        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--config")
         .arg(&shrink)
         .arg("--data-dir")
@@ -471,6 +473,7 @@ fn operator_certificates_are_used() {
         assert_eq!(header.error, ErrorCode::None);
     });
     let output = std::process::Command::new(binary("ledge-node"))
+        .args(["--admin-listen", "127.0.0.1:0"])
         .args(["--listen", "127.0.0.1:0", "--tls-cert"])
         .arg(tls.join("server.pem"))
         .arg("--tls-key")

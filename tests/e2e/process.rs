@@ -31,6 +31,10 @@ fn run_wrapped_node_to_exit(
         }
         None => Command::new(binary("ledge-node")),
     };
+    // The default admin port is one for the whole machine: parallel tests take any port.
+    if !args.contains(&"--admin-listen") {
+        command.args(["--admin-listen", "127.0.0.1:0"]);
+    }
     command
         .args(args)
         .env("RUST_LOG", "info")

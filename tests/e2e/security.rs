@@ -14,6 +14,8 @@ use ledge_e2e::{NodeOptions, NodeProcess, binary, run_cli};
 /// succeeded and its stderr.
 fn node_refusing(args: &[&str]) -> (bool, String) {
     let output = Command::new(binary("ledge-node"))
+        // The default admin port is one for the whole machine: parallel tests take any.
+        .args(["--admin-listen", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

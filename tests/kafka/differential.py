@@ -228,7 +228,7 @@ class Servers:
         log = os.path.join(self.directory, "ledge.log")
         process = subprocess.Popen(
             [self.args.ledge_node, "--data-dir", os.path.join(self.directory, "ledge-data"),
-             "--listen", f"127.0.0.1:{port}"],
+             "--listen", f"127.0.0.1:{port}", "--admin-listen", "127.0.0.1:0"],
             stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent)
         self.processes.append(process)

@@ -93,6 +93,8 @@ pub struct NodeProcess {
     pub kafka_addr: Option<SocketAddr>,
     /// The TCP address of its Kafka TLS listener, if it runs one.
     pub kafka_tls_addr: Option<SocketAddr>,
+    /// The TCP address of its admin HTTP listener, if it runs one.
+    pub admin_addr: Option<SocketAddr>,
     /// Its data directory.
     pub data_dir: PathBuf,
     /// The dev CA it generated (`<data-dir>/tls/ca.pem`).
@@ -144,6 +146,7 @@ impl NodeProcess {
                 .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
             kafka_addr: None,
             kafka_tls_addr: None,
+            admin_addr: None,
             ca_file: data_dir.join("tls").join("ca.pem"),
             log_file: data_dir.with_extension("log"),
             data_dir,
@@ -196,6 +199,11 @@ impl NodeProcess {
         if let Some((soft, hard)) = self.open_files_limit {
             limit_open_files(&mut command, soft, hard);
         }
+        // The default admin port (127.0.0.1:9644) is one for the whole machine: unless the
+        // test chose, each node takes any free port (printed, read below).
+        if !self.options.args.iter().any(|arg| arg == "--admin-listen") {
+            command.args(["--admin-listen", "127.0.0.1:0"]);
+        }
         if let Some(config) = &self.options.config {
             let path = self.data_dir.with_extension("toml");
             std::fs::write(&path, config).expect("write node config");
@@ -216,6 +224,7 @@ impl NodeProcess {
             // line.
             let mut kafka = None;
             let mut kafka_tls = None;
+            let mut admin = None;
             for line in BufReader::new(output_reader).lines() {
                 let Ok(line) = line else { break };
                 let _ = writeln!(log, "{line}");
@@ -225,17 +234,23 @@ impl NodeProcess {
                 if let Some(address) = line.strip_prefix("ledge-node kafka tls listening on ") {
                     kafka_tls = Some(address.trim().to_string());
                 }
+                if let Some(address) = line.strip_prefix("ledge-node admin listening on ") {
+                    admin = Some(address.trim().to_string());
+                }
                 if let Some(address) = line.strip_prefix("ledge-node listening on ") {
                     let _ = ready_sender.send((
                         address.trim().to_string(),
                         kafka.take(),
                         kafka_tls.take(),
+                        admin.take(),
                     ));
                 }
             }
         });
         match ready.recv_timeout(READY_TIMEOUT) {
-            Ok((address, kafka, kafka_tls)) => {
+            Ok((address, kafka, kafka_tls, admin)) => {
+                self.admin_addr =
+                    admin.map(|admin| admin.parse().expect("node prints a socket address"));
                 self.addr = address.parse().expect("node prints a socket address");
                 self.kafka_addr =
                     kafka.map(|kafka| kafka.parse().expect("node prints a socket address"));

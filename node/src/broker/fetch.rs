@@ -355,6 +355,7 @@ impl<D: Disk> DataPath<D> {
             }
             let enough = total >= (request.min_bytes as usize).max(1) || any_error;
             if enough || self.clock.now() >= deadline || watches.is_empty() {
+                self.count_fetched(&topics);
                 return FetchResponse {
                     error: ErrorCode::None,
                     message: String::new(),
@@ -368,11 +369,29 @@ impl<D: Disk> DataPath<D> {
                 .await
                 .is_err()
             {
+                self.count_fetched(&topics);
                 return FetchResponse {
                     error: ErrorCode::None,
                     message: String::new(),
                     topics,
                 };
+            }
+        }
+    }
+
+    /// Adds the bytes answered to each topic's `ledge_fetched_bytes_total` (atomics on the
+    /// topic entry; one lookup per topic with records).
+    fn count_fetched(&self, topics: &[FetchTopicResponse]) {
+        for topic in topics {
+            let bytes: usize = topic
+                .partitions
+                .iter()
+                .map(|partition| partition.records.len())
+                .sum();
+            if bytes > 0
+                && let Some(entry) = self.registry.topic(&topic.name)
+            {
+                entry.counters().fetched(bytes as u64);
             }
         }
     }

@@ -36,6 +36,7 @@ mod fetch;
 pub(crate) mod groups;
 pub mod log_edges;
 mod maintenance;
+mod observe;
 pub mod materialize;
 pub mod metadata;
 pub mod plugin_cluster;

@@ -348,16 +348,26 @@ impl<D: Disk> DataPath<D> {
                     ),
                     _ => None,
                 };
+                let input_bytes: usize = inputs.iter().map(|input| input.batch.len()).sum();
                 let queued = log
                     .enqueue_batches(inputs, durability)
                     .await
                     .map_err(|failed| self.append_error(&partition, failed.error))?;
                 // Queued in the writer: a produce started after this cannot overtake them.
                 drop(sequencing);
-                queued
+                let appended = queued
                     .outcomes()
                     .await
-                    .map_err(|failed| self.append_error(&partition, failed.error))?
+                    .map_err(|failed| self.append_error(&partition, failed.error))?;
+                // `/metrics`: atomics on the topic entry looked up above.
+                let records: i64 = appended
+                    .iter()
+                    .map(|outcome| outcome.last_offset - outcome.base_offset + 1)
+                    .sum();
+                topic_entry
+                    .counters()
+                    .produced(u64::try_from(records).unwrap_or(0), input_bytes as u64);
+                appended
             };
             if let Some(error) = refused {
                 return Err(error);

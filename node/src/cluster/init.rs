@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! DIR/node-1.toml ... node-3.toml   one config per node (QUIC on UDP 127.0.0.1:9101..9103,
-//!                                   Kafka on TCP 127.0.0.1:9101..9103)
+//!                                   Kafka on TCP 127.0.0.1:9101..9103, admin HTTP on
+//!                                   TCP 127.0.0.1:9645..9647)
 //! DIR/data/node-1 ... node-3        each node's data directory, holding only
 //!                                   `controller/bootstrap` (the marker that lets the voter's
 //!                                   first start initialize the controller quorum)
@@ -24,6 +25,8 @@ use super::identity::{GenerateError, GeneratedCa};
 use crate::storage::DiskError;
 use crate::storage::disk::durable::{create_dir_all_durable, write_file_durable};
 
+/// Node N of a local test cluster serves its admin listener on TCP `127.0.0.1:<this>+N`.
+pub const ADMIN_BASE_PORT: u16 = 9644;
 /// Default `--base-port`: node N listens on UDP `127.0.0.1:<base>+N` (9101, 9102, ...), clear
 /// of the single node's default 9092.
 pub const BASE_PORT_DEFAULT: u16 = 9100;
@@ -315,6 +318,11 @@ fn node_config_text(cluster_id: &str, node: &InitNode, nodes: &[InitNode]) -> St
     // where the other nodes' Metadata answers send Kafka clients.
     let _ = writeln!(text, "[kafka]");
     let _ = writeln!(text, "listen = {}\n", quoted(&node.address.to_string()));
+    // Each node's own admin port (/metrics, /livez, /readyz, /v1/status): node N on
+    // 127.0.0.1:<9644 + N>, beside the single node's default 9644.
+    let admin_port = u16::try_from(u32::from(ADMIN_BASE_PORT) + node.id).unwrap_or(0);
+    let _ = writeln!(text, "[admin]");
+    let _ = writeln!(text, "listen = \"127.0.0.1:{admin_port}\"\n");
     let _ = writeln!(text, "[cluster]");
     let _ = writeln!(text, "node_id = {}", node.id);
     let _ = writeln!(text, "cluster_id = {}", quoted(cluster_id));

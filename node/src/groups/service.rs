@@ -680,6 +680,21 @@ impl GroupService {
             .unwrap_or_default()
     }
 
+    /// Every committed offset held here: (group, topic, partition, offset), sorted; for
+    /// `/metrics` (lag), copied under the lock and used after it.
+    pub fn all_committed_offsets(&self) -> Vec<(String, String, u32, i64)> {
+        let store = lock(&self.offsets);
+        let mut all = Vec::new();
+        for group in store.group_ids() {
+            if let Some(offsets) = store.group(group) {
+                for ((topic, partition), committed) in offsets {
+                    all.push((group.clone(), topic.clone(), *partition, committed.offset));
+                }
+            }
+        }
+        all
+    }
+
     /// Forgets the committed offsets of a deleted topic.
     pub fn remove_topic(&self, topic: &str) {
         lock(&self.offsets).remove_topic(topic);

@@ -162,6 +162,11 @@ pub(crate) async fn serve_connection<D: Disk, S>(
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     tracing::debug!(?remote, principal = %identity.principal, method = ?identity.method, "kafka connection identified");
+    let connections = &crate::metrics::node().connections;
+    let _count = crate::metrics::ConnectionCount::open(match service.kind() {
+        ListenerKind::Plaintext => &connections.kafka,
+        ListenerKind::Tls => &connections.kafka_tls,
+    });
     let (reader, writer) = tokio::io::split(stream);
     let settings = service.settings();
     let requests_max = settings.requests_in_flight_per_connection_max.max(1);
@@ -524,7 +529,18 @@ async fn answer<D: Disk>(
                 request.body,
                 KafkaRequest::Produce(_) | KafkaRequest::Fetch(_)
             );
+            let api = request.api;
+            let started = clock.now();
             let reply = service.handle(*request, &access, sequencing).await;
+            crate::metrics::node().requests.record_kafka(
+                api,
+                if matches!(reply, Reply::Close) {
+                    crate::metrics::Outcome::Refused
+                } else {
+                    crate::metrics::Outcome::Ok
+                },
+                clock.now().saturating_duration_since(started),
+            );
             drop(reservation);
             let response = match reply {
                 Reply::Answer(response) => Some(response),

@@ -734,6 +734,7 @@ async fn serve_connection<D: Disk>(
 ) {
     // What this connection's fetch plug-ins may burn (wasm.fetch_fuel_per_connection_per_second).
     let fuel = Arc::new(broker.plugins().fetch_fuel_account());
+    let _count = crate::metrics::ConnectionCount::open(&crate::metrics::node().connections.quic);
     loop {
         let stream = tokio::select! {
             stream = connection.accept_bi() => stream,
@@ -877,6 +878,11 @@ async fn serve_stream<D: Disk>(
                 }
                 Admission::Refuse { code, message } => {
                     tracing::debug!(remote = %connection.remote_address(), ?code, api = ?request.api_key(), "request refused before authentication");
+                    crate::metrics::node().requests.record_native(
+                        request.api_key(),
+                        crate::metrics::Outcome::Refused,
+                        Duration::ZERO,
+                    );
                     let reply = vec![wire::encode_error_response(
                         header.correlation_id,
                         code,
@@ -920,9 +926,19 @@ async fn serve_stream<D: Disk>(
                 broker.clock().sleep_until(until).await;
             }
             let request_bytes = reservation.bytes();
+            let started = broker.clock().now();
             let handled = broker
                 .handle_as(&identity, &header.client_id, request, fuel)
                 .await;
+            crate::metrics::node().requests.record_native(
+                api,
+                if handled.is_ok() {
+                    crate::metrics::Outcome::Ok
+                } else {
+                    crate::metrics::Outcome::Refused
+                },
+                broker.clock().now().saturating_duration_since(started),
+            );
             let response = match handled {
                 // A whole request refused by authorization whose answer has no message
                 // field: the header carries the code and the text.

@@ -709,6 +709,9 @@ pub struct Plugin {
     idle: Mutex<Vec<(PluginInstance, IdleCharge)>>,
     /// Fuel `ledge_init` burned when the plug-in was made.
     init_fuel_used: u64,
+    /// Its `/metrics` counters, shared by every plug-in of the same module and kind
+    /// (`ledge_wasm_records_total`, `ledge_wasm_duration_seconds`).
+    metrics: Arc<crate::metrics::PluginMetrics>,
 }
 
 /// An idle instance's share of the engine's `idle_instance_bytes_max`, given back when the
@@ -772,6 +775,13 @@ impl Plugin {
         params: Vec<(String, String)>,
     ) -> Result<Self, WasmError> {
         let encoded_params = abi::encode_params(&params);
+        // The `plugin` label: kind and the module hash's first 12 hex digits (what
+        // `ledge module list` shows beside each name).
+        let label = format!(
+            "{}/{}",
+            module.kind(),
+            module.hash().get(..12).unwrap_or(module.hash())
+        );
         let plugin = Self {
             engine: engine.clone(),
             module,
@@ -779,6 +789,7 @@ impl Plugin {
             encoded_params,
             idle: Mutex::new(Vec::new()),
             init_fuel_used: 0,
+            metrics: crate::metrics::node().plugin(&label),
         };
         let (instance, init_fuel_used) = plugin.fresh_instance()?;
         plugin.release(instance);
@@ -872,8 +883,45 @@ impl Plugin {
             .map_err(|_| WasmError::Garbage("too many records".into()))?;
         let mut input = Vec::new();
         abi::encode_input(header, count, records, &mut input);
+        // Wall time of the call for `ledge_wasm_duration_seconds` only: it decides nothing.
+        let started = std::time::Instant::now();
+        let ran = self.run_counted(&input, header, record_count);
+        self.metrics.observe_call(started.elapsed());
+        use crate::metrics::PluginRecordOutcome;
+        match &ran {
+            Ok(run) => {
+                let mut counts = [0u64; PluginRecordOutcome::ALL.len()];
+                for outcome in &run.outcomes {
+                    let kind = match outcome {
+                        Outcome::Keep => PluginRecordOutcome::Keep,
+                        Outcome::Drop => PluginRecordOutcome::Drop,
+                        Outcome::Error(_) => PluginRecordOutcome::Error,
+                        Outcome::Records(_) => PluginRecordOutcome::Transformed,
+                        Outcome::Partition(_) => PluginRecordOutcome::Routed,
+                    };
+                    counts[kind as usize] += 1;
+                }
+                for (kind, count) in PluginRecordOutcome::ALL.into_iter().zip(counts) {
+                    if count > 0 {
+                        self.metrics.count(kind, count);
+                    }
+                }
+            }
+            Err(_) => self
+                .metrics
+                .count(PluginRecordOutcome::Failed, record_count as u64),
+        }
+        ran
+    }
+
+    fn run_counted(
+        &self,
+        input: &[u8],
+        header: &InputHeader,
+        record_count: usize,
+    ) -> Result<BatchRun, WasmError> {
         let (mut instance, init_fuel) = self.checkout()?;
-        let output = instance.process(&self.engine, &input, record_count)?;
+        let output = instance.process(&self.engine, input, record_count)?;
         // A call without an idle instance also paid for initialising one.
         let fuel_used = instance.fuel_used().saturating_add(init_fuel);
         let outcomes = abi::decode_output(

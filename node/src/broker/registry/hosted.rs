@@ -209,6 +209,7 @@ impl<D: Disk> TopicRegistry<D> {
                         wanted.image_index,
                     ))),
                     local_id: None,
+                    counters: Default::default(),
                 }),
             );
             self.events.emit(RegistryEvent::TopicCreated {

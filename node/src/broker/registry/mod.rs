@@ -154,6 +154,9 @@ pub struct Topic<D: Disk> {
     /// A topic this node created ([`StoredTopic::local_topic_id`]): its id (hex); `None` on
     /// a topic of the controller.
     local_id: Option<String>,
+    /// Produced and fetched records and bytes (`/metrics`), counted by the data path on
+    /// the entry it looked up anyway: atomics, no lock.
+    counters: crate::metrics::TopicCounters,
 }
 
 /// The topic map, read and changed under its lock by the registry only.
@@ -186,6 +189,11 @@ impl<D: Disk> Topic<D> {
     /// How many partitions the topic has.
     pub fn partition_count(&self) -> u32 {
         read(&self.partitions).len() as u32
+    }
+
+    /// The topic's produce and fetch counters.
+    pub fn counters(&self) -> &crate::metrics::TopicCounters {
+        &self.counters
     }
 }
 
@@ -847,6 +855,7 @@ impl<D: Disk> TopicRegistry<D> {
                     partitions: RwLock::new(partitions),
                     topic_id: RwLock::new(topic_id),
                     local_id,
+                    counters: Default::default(),
                 }),
             );
         }
@@ -1361,6 +1370,7 @@ impl<D: Disk> TopicRegistry<D> {
                 partitions: RwLock::new(opened),
                 topic_id: RwLock::new(None),
                 local_id: Some(local_id),
+                counters: Default::default(),
             }),
         );
         // Under the admin lock, so subscribers see changes in the order they were made.

@@ -994,6 +994,49 @@ impl<D: Disk> TransformRunner<D> {
         description
     }
 
+    /// The transforms running on this node for `/metrics`: (name, lag over the input
+    /// partitions they run here, records sent to the dead-letter topic here), sorted.
+    pub fn metrics_samples(&self) -> Vec<crate::metrics::snapshot::TransformSample> {
+        let running: Vec<(String, String, Arc<TransformStats>, Vec<u32>)> = self
+            .running()
+            .iter()
+            .map(|(name, running)| {
+                (
+                    name.clone(),
+                    running.version.borrow().definition.input.clone(),
+                    Arc::clone(&running.stats),
+                    running.tasks.keys().copied().collect(),
+                )
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(name, input, stats, partitions)| {
+                let positions = stats
+                    .positions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                let lag = partitions
+                    .iter()
+                    .filter_map(|partition| {
+                        let log = self.handles.registry.partition_log(&input, *partition).ok()?;
+                        let position = positions
+                            .get(partition)
+                            .copied()
+                            .unwrap_or_else(|| log.log_start_offset());
+                        u64::try_from(log.high_watermark().saturating_sub(position)).ok()
+                    })
+                    .fold(0u64, u64::saturating_add);
+                crate::metrics::snapshot::TransformSample {
+                    transform: name,
+                    lag,
+                    dead_letters: stats.records_dead.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
     /// Reconciles `[[transform]]` tables from the config file: deploys what is new or
     /// changed (module bytes, parameters, topics, policy); leaves the rest running.
     pub async fn reconcile(

@@ -34,6 +34,13 @@ fn cluster_init_writes_configs_and_certificates_that_the_node_accepts() {
             crate::kafka::PlaintextListen::At(config.listen)
         );
         kafka_listens.insert(config.kafka.listen_address(config.listen));
+        // Its own admin port (issue 16): 9644 + id.
+        assert_eq!(
+            config.admin.listen,
+            crate::admin::AdminListen::At(
+                format!("127.0.0.1:{}", 9644 + id).parse().unwrap()
+            )
+        );
         assert_eq!(cluster.peers.len(), 3);
         assert_eq!(cluster.ca_file, root.join("tls/ca.pem"));
         assert!(config.data_dir.starts_with(&root));

@@ -70,6 +70,8 @@ pub(super) struct SyncDone {
     segment_base: i64,
     size: u64,
     next_offset: i64,
+    /// When the sync started, for `ledge_fsync_duration_seconds`.
+    started: Instant,
 }
 
 /// What wakes the writer.
@@ -756,8 +758,10 @@ impl<D: Disk> Writer<D> {
                 active.base_offset,
             )
         };
+        let started = self.clock.now();
         self.sync_in_flight = Some(Box::pin(async move {
             SyncDone {
+                started,
                 result: file.sync_data().await,
                 segment_base,
                 size,
@@ -781,6 +785,9 @@ impl<D: Disk> Writer<D> {
     /// A failure fences the log.
     pub(super) fn finish_sync(&mut self, done: SyncDone) {
         let now = self.clock.now();
+        crate::metrics::node()
+            .fsync
+            .observe(now.saturating_duration_since(done.started));
         if let Err(error) = done.result {
             let reason = format!("fdatasync failed, not retried: {error}");
             self.queue.handle_sync_done(now, Err(reason.clone()));
