@@ -21,7 +21,13 @@ pub trait NodeView: Send + Sync + 'static {
     fn status(&self) -> StatusReport;
     /// The metrics as OpenMetrics text.
     fn metrics_text(&self) -> Result<String, std::fmt::Error>;
+    /// What the console page shows (`/v1/console`): topics, groups, transforms.
+    fn console(&self) -> serde_json::Value;
 }
+
+/// The console page: one self-contained file, no external assets.
+pub const CONSOLE_HTML: &str = include_str!("console.html");
+const HTML: &str = "text/html; charset=utf-8";
 
 /// `/readyz`'s verdict.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -111,7 +117,8 @@ pub struct Answer {
 }
 
 /// `Content-Type` of `/metrics`.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 
@@ -169,9 +176,15 @@ pub fn answer(request: RequestHead<'_>, view: &dyn NodeView) -> Answer {
             json(if readiness.ready { 200 } else { 503 }, &readiness)
         }
         "/v1/status" => json(200, &view.status()),
+        "/" => Answer {
+            status: 200,
+            content_type: HTML,
+            body: CONSOLE_HTML.to_string(),
+        },
+        "/v1/console" => json(200, &view.console()),
         _ => text(
             404,
-            "not found; the admin listener serves /metrics, /livez, /readyz and /v1/status\n",
+            "not found; the admin listener serves / (the console), /metrics, /livez, /readyz, /v1/status and /v1/console\n",
         ),
     }
 }
@@ -206,6 +219,9 @@ mod tests {
         fn metrics_text(&self) -> Result<String, std::fmt::Error> {
             Ok("# EOF\n".into())
         }
+        fn console(&self) -> serde_json::Value {
+            serde_json::json!({ "topics": [{ "topic": "orders" }] })
+        }
     }
 
     fn get(path: &str, view: &dyn NodeView) -> Answer {
@@ -226,6 +242,17 @@ mod tests {
         assert_eq!(metrics.status, 200);
         assert_eq!(metrics.content_type, OPENMETRICS_CONTENT_TYPE);
         assert_eq!(get("/livez", &ready).status, 200);
+        let page = get("/", &ready);
+        assert_eq!(page.status, 200);
+        assert_eq!(page.content_type, HTML);
+        // Self-contained: it fetches only the node's own JSON, no external assets.
+        assert!(page.body.contains("/v1/console"));
+        assert!(!page.body.contains("http://") || !page.body.contains("src=\"http"));
+        assert!(!page.body.contains("https://"));
+        let console = get("/v1/console", &ready);
+        assert_eq!(console.status, 200);
+        assert_eq!(console.content_type, JSON);
+        assert!(console.body.contains("orders"), "{}", console.body);
         let readyz = get("/readyz", &ready);
         assert_eq!(readyz.status, 200);
         assert_eq!(readyz.body, r#"{"ready":true,"reasons":[]}"#);

@@ -75,6 +75,17 @@ impl<D: Disk> NodeView for BrokerView<D> {
     fn metrics_text(&self) -> Result<String, std::fmt::Error> {
         crate::metrics::collector::encode_text(&self.registry)
     }
+
+    fn console(&self) -> serde_json::Value {
+        // Answers run on tokio's blocking pool (server.rs), where blocking on the runtime
+        // is allowed; describing transforms reads the registry asynchronously.
+        let view = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.block_on(self.broker.console_view()),
+            Err(_) => return serde_json::json!({ "error": "no runtime" }),
+        };
+        serde_json::to_value(view)
+            .unwrap_or_else(|error| serde_json::json!({ "error": error.to_string() }))
+    }
 }
 
 /// (size, bytes available to unprivileged users) of the filesystem holding `path`.

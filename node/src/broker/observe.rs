@@ -4,20 +4,20 @@
 use std::collections::BTreeMap;
 
 use super::Broker;
-use crate::metrics::snapshot::{
-    GroupLagSample, NodeSnapshot, PartitionSample, TopicSample,
-};
+use crate::metrics::snapshot::{GroupLagSample, NodeSnapshot, PartitionSample, TopicSample};
 use crate::storage::Disk;
 
 /// One partition this node holds, as readiness sees it.
-enum Held {
+pub(super) enum Held {
     Online,
     Offline(String),
 }
 
 impl<D: Disk> Broker<D> {
     /// Every partition this node holds (online or offline), by topic and partition.
-    fn held_partitions(&self) -> Vec<(String, u32, Held, Option<crate::storage::PartitionLog<D>>)> {
+    pub(super) fn held_partitions(
+        &self,
+    ) -> Vec<(String, u32, Held, Option<crate::storage::PartitionLog<D>>)> {
         let mut held = Vec::new();
         for name in self.registry.topic_names() {
             let Some(topic) = self.registry.topic(&name) else {
@@ -28,7 +28,9 @@ impl<D: Disk> Broker<D> {
                 match partition.online_log() {
                     Ok(log) => held.push((name.clone(), number, Held::Online, Some(log))),
                     Err(super::registry::LookupError::NotHosted { .. }) => {}
-                    Err(error) => held.push((name.clone(), number, Held::Offline(error.to_string()), None)),
+                    Err(error) => {
+                        held.push((name.clone(), number, Held::Offline(error.to_string()), None))
+                    }
                 }
             }
         }
@@ -120,7 +122,9 @@ impl<D: Disk> Broker<D> {
         let mut reasons = Vec::new();
         for (topic, partition, state, _) in self.held_partitions() {
             if let Held::Offline(reason) = state {
-                reasons.push(format!("partition {topic}-{partition} is offline: {reason}"));
+                reasons.push(format!(
+                    "partition {topic}-{partition} is offline: {reason}"
+                ));
             }
         }
         if self.cluster_source.get().is_some() {
