@@ -18,9 +18,11 @@
 #            principals (literal and prefixed) so the authorizer has bindings to look past.
 # Each round runs `ledge-bench produce --records RECORDS` (1 KiB, acks=all, idempotent) and
 # then `consume` of that topic against each node, the order alternating (open secured,
-# secured open, ...), reads the node's CPU before and after each, deletes the topic, and
-# prints node CPU seconds per million records and the secured/open ratio for the round. At
-# the end: the median ratio and its spread, per workload and for produce + consume.
+# secured open, ...), reads the node's CPU before and after each, deletes the topic and
+# restarts the node on the same data directory (a deleted topic's segment files stay open
+# in the node until it restarts, so on tmpfs they would keep holding RAM: found with this
+# script), and prints node CPU seconds per million records and the secured/open ratio for
+# the round. At the end: the median ratio and its spread, per workload and for both.
 #
 # Binaries from $LEDGE_BIN (default target/release: `cargo build --release -p ledge-node
 # -p ledge-client -p ledge-benches --bins`). Per-run JSON lines of ledge-bench (with its own
@@ -59,13 +61,20 @@ start_node() { # name, port, [config text]
     local args=(--data-dir "$dir/data" --listen "127.0.0.1:$port")
     if [ -n "$config" ]; then
         printf '%s\n' "$config" >"$dir/node.toml"
+    fi
+    if [ -f "$dir/node.toml" ]; then
         args+=(--config "$dir/node.toml")
     fi
-    "$bin/ledge-node" "${args[@]}" >"$out/$name-node.log" 2>&1 &
+    echo "$port" >"$dir/port"
+    : >"$out/$name-node.log.now"
+    "$bin/ledge-node" "${args[@]}" >"$out/$name-node.log.now" 2>&1 &
     pids+=($!)
     eval "${name}_pid=$!"
     for _ in $(seq 1 100); do
-        [ -f "$dir/data/tls/ca.pem" ] && grep -q "listening\|serving" "$out/$name-node.log" && return 0
+        if [ -f "$dir/data/tls/ca.pem" ] && grep -q "listening\|serving" "$out/$name-node.log.now"; then
+            cat "$out/$name-node.log.now" >>"$out/$name-node.log"
+            return 0
+        fi
         sleep 0.1
     done
     echo "node $name did not start; see $out/$name-node.log" >&2
@@ -139,6 +148,9 @@ for round in $(seq 1 "$rounds"); do
         printf '%s\t%s\tproduce\t%s\t%s\n' "$round" "$name" $((middle - before)) "$records" >>"$results"
         printf '%s\t%s\tconsume\t%s\t%s\n' "$round" "$name" $((after - middle)) "$records" >>"$results"
         delete_topic "$name" "$topic"
+        kill "$pid"
+        wait "$pid" 2>/dev/null || true
+        start_node "$name" "$(cat "$scratch/$name/port")"
     done
     python3 - "$results" "$round" "$ticks_per_s" <<'EOF'
 import csv, sys

@@ -32,7 +32,10 @@ use super::assignor::{Assignor, TopicPartition};
 /// The group service makes one per heartbeat from the caller's authorization (Describe on
 /// the topic), so the coordinator stays free of ACLs.
 #[derive(Clone, Default)]
-pub struct TopicFilter(Option<Arc<dyn Fn(&str) -> bool + Send + Sync>>);
+pub struct TopicFilter(Option<Arc<TopicPredicate>>);
+
+/// Whether a topic (by name) is allowed.
+type TopicPredicate = dyn Fn(&str) -> bool + Send + Sync;
 
 impl TopicFilter {
     /// A filter allowing the topics `allows` accepts.
