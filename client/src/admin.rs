@@ -623,7 +623,7 @@ impl Admin {
                 return Err(AdminError::Topic {
                     topic: topic.name,
                     code: topic.error,
-                    message: String::new(),
+                    message: topic.message,
                 });
             }
             described.push(TopicDescription {

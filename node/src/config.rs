@@ -182,7 +182,8 @@ struct WasmSection {
     idle_instance_bytes_max: Option<usize>,
     calls_concurrent_max: Option<usize>,
     fetch_fuel_per_second: Option<u64>,
-    fetch_fuel_per_connection_per_second: Option<u64>,
+    fetch_fuel_per_principal_per_second: Option<u64>,
+    fetch_fuel_principals_tracked_max: Option<usize>,
     module_params_bytes_max: Option<usize>,
     opened_batch_bytes_max: Option<usize>,
 }
@@ -825,9 +826,18 @@ impl NodeConfig {
         if let Some(value) = wasm.fetch_fuel_per_second {
             limits.fetch_fuel_per_second = fuel_rate("fetch_fuel_per_second", value)?;
         }
-        if let Some(value) = wasm.fetch_fuel_per_connection_per_second {
-            limits.fetch_fuel_per_connection_per_second =
-                fuel_rate("fetch_fuel_per_connection_per_second", value)?;
+        if let Some(value) = wasm.fetch_fuel_per_principal_per_second {
+            limits.fetch_fuel_per_principal_per_second =
+                fuel_rate("fetch_fuel_per_principal_per_second", value)?;
+        }
+        if let Some(value) = wasm.fetch_fuel_principals_tracked_max {
+            let limit = crate::wasm::fuel_budget::FETCH_FUEL_PRINCIPALS_TRACKED_MAX_LIMIT;
+            if value == 0 || value > limit {
+                return Err(ConfigError(format!(
+                    "{origin}: wasm.fetch_fuel_principals_tracked_max must be 1..={limit}, got {value}"
+                )));
+            }
+            limits.fetch_fuel_principals_tracked_max = value;
         }
         if let Some(value) = wasm.idle_instance_bytes_max {
             // 0 keeps no instance warm: every call instantiates afresh.
@@ -1175,7 +1185,8 @@ compiles_concurrent_max = 2
 calls_concurrent_max = 3
 idle_instance_bytes_max = 1048576
 fetch_fuel_per_second = 3000000000
-fetch_fuel_per_connection_per_second = 1000000000
+fetch_fuel_per_principal_per_second = 1000000000
+fetch_fuel_principals_tracked_max = 500
 
 [transforms]
 breaker_error_ratio = 0.9
@@ -1202,9 +1213,10 @@ on_error = "skip"
         assert_eq!(config.broker.wasm.idle_instance_bytes_max, 1024 * 1024);
         assert_eq!(config.broker.wasm.fetch_fuel_per_second, 3_000_000_000);
         assert_eq!(
-            config.broker.wasm.fetch_fuel_per_connection_per_second,
+            config.broker.wasm.fetch_fuel_per_principal_per_second,
             1_000_000_000
         );
+        assert_eq!(config.broker.wasm.fetch_fuel_principals_tracked_max, 500);
         assert_eq!(config.broker.transforms.breaker_error_ratio, 0.9);
         assert_eq!(config.modules[0].kind, PluginKind::Partitioner);
         assert_eq!(config.modules[0].params["null_key_partition"], "1");
@@ -1228,8 +1240,17 @@ on_error = "skip"
                 "wasm.compiles_concurrent_max must be 1..=64, got 0",
             ),
             (
-                "[wasm]\nfetch_fuel_per_connection_per_second = 0\n",
-                "wasm.fetch_fuel_per_connection_per_second must be 1..=",
+                "[wasm]\nfetch_fuel_per_principal_per_second = 0\n",
+                "wasm.fetch_fuel_per_principal_per_second must be 1..=",
+            ),
+            (
+                "[wasm]\nfetch_fuel_principals_tracked_max = 0\n",
+                "wasm.fetch_fuel_principals_tracked_max must be 1..=",
+            ),
+            // Renamed before any release: the old key is refused, not ignored.
+            (
+                "[wasm]\nfetch_fuel_per_connection_per_second = 5\n",
+                "unknown field `fetch_fuel_per_connection_per_second`",
             ),
             (
                 "[transforms]\nbreaker_error_ratio = 2.0\n",

@@ -603,7 +603,11 @@ impl Producer {
                 topic: name.to_string(),
                 partition: 0,
                 code: topic.error,
-                message: "metadata".into(),
+                message: if topic.message.is_empty() {
+                    "metadata".into()
+                } else {
+                    topic.message
+                },
             });
         }
         let partition_count = u32::try_from(topic.partitions.len()).unwrap_or(u32::MAX);

@@ -158,6 +158,19 @@ pub(crate) fn denial_code(resource_type: ResourceType) -> ErrorCode {
     }
 }
 
+/// The topics a group member's subscription pattern may match: those `access`'s caller may
+/// Describe (not logged, as the "all topics" listings), judged with the ACLs as of this
+/// request each time the pattern is resolved; every topic while authorization is off.
+pub(crate) fn describable_topics(access: &Access) -> crate::groups::coordinator::TopicFilter {
+    if !access.is_enforced() {
+        return crate::groups::coordinator::TopicFilter::default();
+    }
+    let access = access.clone();
+    crate::groups::coordinator::TopicFilter::new(move |topic| {
+        access.allows_silently(AclOperation::Describe, ResourceType::Topic, topic)
+    })
+}
+
 /// The code and message a denial is answered with.
 fn answer(denied: &Denied, resource_type: ResourceType) -> (ErrorCode, String) {
     (denial_code(resource_type), denied.to_string())
@@ -462,21 +475,25 @@ impl<D: Disk> Broker<D> {
                 } else {
                     self.data.list_offsets(request).await
                 };
-                response.topics.extend(denied.into_iter().map(|(topic, _)| {
-                    ListOffsetsTopicResponse {
-                        name: topic.name,
-                        partitions: topic
-                            .partitions
-                            .iter()
-                            .map(|partition| ListOffsetsPartitionResponse {
-                                partition: partition.partition,
-                                error: ErrorCode::TopicAuthorizationFailed,
-                                offset: None,
-                                timestamp: None,
-                            })
-                            .collect(),
-                    }
-                }));
+                response
+                    .topics
+                    .extend(denied.into_iter().map(|(topic, denial)| {
+                        let (error, message) = answer(&denial, ResourceType::Topic);
+                        ListOffsetsTopicResponse {
+                            name: topic.name,
+                            partitions: topic
+                                .partitions
+                                .iter()
+                                .map(|partition| ListOffsetsPartitionResponse {
+                                    partition: partition.partition,
+                                    error,
+                                    offset: None,
+                                    timestamp: None,
+                                    message: message.clone(),
+                                })
+                                .collect(),
+                        }
+                    }));
                 Response::ListOffsets(response)
             }
             Request::ConsumerGroupHeartbeat(request) => {
@@ -493,7 +510,8 @@ impl<D: Disk> Broker<D> {
                     });
                 match checked {
                     Ok(()) => Response::ConsumerGroupHeartbeat(
-                        self.group_heartbeat(request, client_id).await,
+                        self.group_heartbeat(request, client_id, describable_topics(access))
+                            .await,
                     ),
                     Err((error, message)) => {
                         Response::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse {
@@ -1062,10 +1080,14 @@ impl<D: Disk> Broker<D> {
                 });
                 response
                     .topics
-                    .extend(denied.into_iter().map(|(name, _)| TopicMetadata {
-                        name,
-                        error: ErrorCode::TopicAuthorizationFailed,
-                        ..TopicMetadata::default()
+                    .extend(denied.into_iter().map(|(name, denial)| {
+                        let (error, message) = answer(&denial, ResourceType::Topic);
+                        TopicMetadata {
+                            name,
+                            error,
+                            message,
+                            ..TopicMetadata::default()
+                        }
                     }));
                 response
             }

@@ -631,10 +631,9 @@ async fn ask(
     principal: &str,
     request: Request,
 ) -> Result<Response, Refusal> {
-    let fuel = broker.plugins().fetch_fuel_account();
-    broker
-        .handle_as(&identity(principal), "test", request, &fuel)
-        .await
+    let identity = identity(principal);
+    let fuel = broker.plugins().fetch_fuel_account(&identity);
+    broker.handle_as(&identity, "test", request, &fuel).await
 }
 
 // Goal: every native request kind (derived from `ApiKey::ALL`, so a new kind fails here
@@ -743,6 +742,60 @@ fn denials_name_the_permission_and_do_not_reveal_existence() {
             answers.push((partition.error, partition.base_offset));
         }
         assert_eq!(answers[0], answers[1]);
+        // Metadata and ListOffsets name the permission too (as every other denial does),
+        // existing topic or not.
+        let names = ["orders", "no-such-topic"];
+        let Ok(Response::Metadata(described)) = ask(
+            &broker,
+            ALICE,
+            Request::Metadata(MetadataRequest {
+                topics: Some(names.iter().map(|name| name.to_string()).collect()),
+            }),
+        )
+        .await
+        else {
+            panic!("wrong response");
+        };
+        let Ok(Response::ListOffsets(listed)) = ask(
+            &broker,
+            ALICE,
+            Request::ListOffsets(ListOffsetsRequest {
+                topics: names
+                    .iter()
+                    .map(|name| ListOffsetsTopic {
+                        name: name.to_string(),
+                        partitions: vec![ListOffsetsPartition {
+                            partition: 0,
+                            spec: OffsetSpec::Latest,
+                        }],
+                    })
+                    .collect(),
+            }),
+        )
+        .await
+        else {
+            panic!("wrong response");
+        };
+        for name in names {
+            let expected = format!("User:alice may not Describe Topic:{name}");
+            let topic = described
+                .topics
+                .iter()
+                .find(|topic| topic.name == name)
+                .unwrap();
+            assert_eq!(topic.error, ErrorCode::TopicAuthorizationFailed);
+            assert_eq!(topic.message, expected);
+            let topic = listed
+                .topics
+                .iter()
+                .find(|topic| topic.name == name)
+                .unwrap();
+            assert_eq!(
+                topic.partitions[0].error,
+                ErrorCode::TopicAuthorizationFailed
+            );
+            assert_eq!(topic.partitions[0].message, expected);
+        }
 
         set_acls(
             &store,
@@ -804,6 +857,69 @@ fn denials_name_the_permission_and_do_not_reveal_existence() {
         )
         .await;
         assert!(!denied(&answer), "{answer:?}");
+    });
+}
+
+// Goal (issue 15): a pattern subscription assigns only topics the member's principal may
+// Describe; once an ACL lets it describe another matching topic, its next heartbeat is
+// assigned that one too. Method: topics orders and orders.t2, both matching `orders.*`;
+// alice may Describe orders only, then orders.t2 as well.
+#[test]
+fn a_pattern_subscription_matches_only_topics_the_member_may_describe() {
+    runtime().block_on(async {
+        let (broker, store, _dir) = fixture().await;
+        let grants = |topics: &[&'static str]| {
+            let mut grants = vec![binding(
+                (AclOperation::Read, ResourceType::Group, "by-pattern"),
+                PatternType::Literal,
+                AclPermission::Allow,
+            )];
+            grants.extend(topics.iter().map(|topic| {
+                binding(
+                    (AclOperation::Describe, ResourceType::Topic, topic),
+                    PatternType::Literal,
+                    AclPermission::Allow,
+                )
+            }));
+            grants
+        };
+        let heartbeat = |member_id: String, member_epoch: i32, owned: Vec<TopicPartitions>| {
+            Request::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest {
+                group_id: "by-pattern".into(),
+                member_id,
+                member_epoch,
+                instance_id: None,
+                rebalance_timeout_ms: 30_000,
+                session_timeout_ms: 45_000,
+                subscribed_topics: Vec::new(),
+                subscribed_pattern: Some("orders.*".into()),
+                assignor: "range".into(),
+                owned_partitions: owned,
+            })
+        };
+        let beat = |request| async {
+            match ask(&broker, ALICE, request).await {
+                Ok(Response::ConsumerGroupHeartbeat(answer)) => {
+                    assert_eq!(answer.error, ErrorCode::None, "{}", answer.message);
+                    answer
+                }
+                other => panic!("wrong response: {other:?}"),
+            }
+        };
+        let topics = |assignment: &[TopicPartitions]| -> Vec<String> {
+            assignment.iter().map(|topic| topic.topic.clone()).collect()
+        };
+        set_acls(&store, grants(&["orders"])).await;
+        let joined = beat(heartbeat(String::new(), 0, Vec::new())).await;
+        assert_eq!(topics(&joined.assignment), vec!["orders"]);
+        set_acls(&store, grants(&["orders", "orders.t2"])).await;
+        let again = beat(heartbeat(
+            joined.member_id.clone(),
+            joined.member_epoch,
+            joined.assignment.clone(),
+        ))
+        .await;
+        assert_eq!(topics(&again.assignment), vec!["orders", "orders.t2"]);
     });
 }
 

@@ -506,6 +506,7 @@ impl<D: Disk> Broker<D> {
             name,
             error: ErrorCode::None,
             partitions,
+            message: String::new(),
         }
     }
 }

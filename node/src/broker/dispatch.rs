@@ -83,7 +83,7 @@ impl<D: Disk> Broker<D> {
 
     /// Answers one request from a client connection whose identity the listener
     /// established (`identity`: its principal and address), a fetch's plug-in calls drawing
-    /// on `fuel` (the connection's account from
+    /// on `fuel` (the principal's account from
     /// [`PluginHost::fetch_fuel_account`](super::plugins::PluginHost::fetch_fuel_account)).
     /// Every request is authorized here (`authorize.rs`) when `[security] authorization` is
     /// on: a denied item is answered with its authorization code, and a whole request whose
@@ -102,8 +102,8 @@ impl<D: Disk> Broker<D> {
             .await
     }
 
-    /// Answers a fetch whose plug-in calls (if it names a plug-in) draw on `fuel`, one
-    /// connection's account from [`PluginHost::fetch_fuel_account`](super::plugins::PluginHost::fetch_fuel_account)
+    /// Answers a fetch whose plug-in calls (if it names a plug-in) draw on `fuel`, a
+    /// principal's account from [`PluginHost::fetch_fuel_account`](super::plugins::PluginHost::fetch_fuel_account)
     /// (`handle` draws on the node's budget alone).
     pub async fn fetch_metered(
         &self,
@@ -227,9 +227,14 @@ impl<D: Disk> Broker<D> {
             Request::FindCoordinator(request) => {
                 Response::FindCoordinator(self.find_coordinator(request).await)
             }
-            Request::ConsumerGroupHeartbeat(request) => {
-                Response::ConsumerGroupHeartbeat(self.group_heartbeat(request, client_id).await)
-            }
+            Request::ConsumerGroupHeartbeat(request) => Response::ConsumerGroupHeartbeat(
+                self.group_heartbeat(
+                    request,
+                    client_id,
+                    crate::groups::coordinator::TopicFilter::default(),
+                )
+                .await,
+            ),
             Request::OffsetCommit(request) => {
                 Response::OffsetCommit(self.group_offset_commit(request).await)
             }
@@ -286,6 +291,7 @@ impl<D: Disk> Broker<D> {
                         partitions: Vec::new(),
                         partitioner_module: String::new(),
                         topic_id: String::new(),
+                        message: String::new(),
                     },
                     Some(topic) => TopicMetadata {
                         topic_id: topic.id().unwrap_or_default(),
@@ -293,6 +299,7 @@ impl<D: Disk> Broker<D> {
                         partitioner_module: topic.config().partitioner_module.unwrap_or_default(),
                         name,
                         error: ErrorCode::None,
+                        message: String::new(),
                         partitions: topic
                             .partitions()
                             .iter()

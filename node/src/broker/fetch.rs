@@ -176,7 +176,7 @@ impl<D: Disk> DataPath<D> {
         self.fetch_metered(request, &fuel).await
     }
 
-    /// A fetch whose plug-in calls, if it names a plug-in, draw on `fuel` (a connection's
+    /// A fetch whose plug-in calls, if it names a plug-in, draw on `fuel` (a principal's
     /// account): refused `TooManyRequests` when it is spent before the first call, and a
     /// partition whose call finds it spent is answered so.
     pub(super) async fn fetch_metered(
@@ -432,6 +432,7 @@ impl<D: Disk> DataPath<D> {
                     error: ErrorCode::None,
                     offset: None,
                     timestamp: None,
+                    message: String::new(),
                 };
                 match self.online_log(&topic.name, wanted.partition) {
                     Err(error) => response.error = dispatch::fetch_wire(&error).0,

@@ -450,6 +450,7 @@ impl<D: Disk> Broker<D> {
         &self,
         request: ConsumerGroupHeartbeatRequest,
         client_id: &str,
+        pattern_filter: crate::groups::coordinator::TopicFilter,
     ) -> ConsumerGroupHeartbeatResponse {
         if let Err(error) = self.check_coordinator(&request.group_id).await {
             return ConsumerGroupHeartbeatResponse {
@@ -459,7 +460,7 @@ impl<D: Disk> Broker<D> {
             };
         }
         self.groups
-            .heartbeat(&self.group_host(), request, client_id)
+            .heartbeat(&self.group_host(), request, client_id, pattern_filter)
     }
 
     /// OffsetCommit, on the group's coordinator only.

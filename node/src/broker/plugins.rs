@@ -20,12 +20,13 @@ use super::registry::{LookupError, RemoveModuleError, StoreModuleError, TopicReg
 use super::topic_config::TopicConfig;
 use super::topic_config::{ModuleNameError, validate_module_name};
 use crate::clock::Clock;
+use crate::security::identity::ClientIdentity;
 use crate::storage::{AppendDurability, AppendError, Disk};
 use crate::wasm::batch::{
     MeteredRunError, OpenBatchError, OpenedBatchBudget, ParamsError, apply_one_to_one, open_batch,
     params_list, params_map,
 };
-use crate::wasm::fuel_budget::{FetchFuel, FuelAccount, FuelExhausted};
+use crate::wasm::fuel_budget::{FetchFuel, FuelAccount, FuelExhausted, FuelOwner};
 use crate::wasm::{
     ModuleStore, ModuleStoreError, Outcome, Plugin, PluginKind, WasmError, WasmLimits,
 };
@@ -480,7 +481,8 @@ impl<D: Disk> PluginHost<D> {
             budget: OpenedBatchBudget::new(limits.opened_batch_bytes_max),
             fetch_fuel: FetchFuel::new(
                 limits.fetch_fuel_per_second,
-                limits.fetch_fuel_per_connection_per_second,
+                limits.fetch_fuel_per_principal_per_second,
+                limits.fetch_fuel_principals_tracked_max,
             ),
             registry,
             clock,
@@ -555,13 +557,16 @@ impl<D: Disk> PluginHost<D> {
         &self.budget
     }
 
-    /// A fetch fuel account for one connection: its own share of
-    /// `wasm.fetch_fuel_per_connection_per_second`, drawing on the node's too.
-    pub fn fetch_fuel_account(&self) -> FuelAccount {
-        self.fetch_fuel.account()
+    /// The fetch fuel account of `identity`'s fetches: its principal's bucket of
+    /// `wasm.fetch_fuel_per_principal_per_second`, shared by all the principal's connections
+    /// (a connection that did not authenticate: its address's), drawing on the node's too.
+    pub fn fetch_fuel_account(&self, identity: &ClientIdentity) -> FuelAccount {
+        self.fetch_fuel
+            .account(FuelOwner::of(identity), self.clock.now())
     }
 
-    /// The node-wide fetch fuel account alone (fetches not made over a client connection).
+    /// The node-wide fetch fuel account alone (fetches not made over a client connection,
+    /// and fetches that name no plug-in).
     pub(crate) fn node_fetch_fuel(&self) -> FuelAccount {
         self.fetch_fuel.node_only()
     }

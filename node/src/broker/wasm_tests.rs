@@ -1593,14 +1593,29 @@ async fn fetch_metered(
     broker.fetch_metered(request, fuel).await
 }
 
-// Goal: fetches naming a looping plug-in cannot burn more than their connection's share of
-// fuel a second (wasm.fetch_fuel_per_connection_per_second), nor all connections together
-// more than the node's (wasm.fetch_fuel_per_second); once spent, a fetch naming a plug-in is
-// answered TooManyRequests (retriable) naming the key, fetches without one are served, and
-// the budget comes back with time (issue 15: 8 fetches with a looping plug-in burned 6.3
-// CPU-seconds in 4.9 s). Method: each call of the looping plug-in burns exactly its fuel
-// (5M); a manual clock, so no fuel comes back until the test moves time; plug-in work runs
-// inline.
+/// A client connection's identity: `principal` proven by certificate from `host`, or
+/// anonymous (`None`).
+fn client(principal: Option<&str>, host: [u8; 4]) -> crate::security::identity::ClientIdentity {
+    use crate::security::identity::{AuthMethod, ClientIdentity};
+    match principal {
+        Some(principal) => ClientIdentity {
+            principal: principal.parse().unwrap(),
+            host: std::net::IpAddr::from(host),
+            method: AuthMethod::Certificate,
+        },
+        None => ClientIdentity::anonymous(std::net::IpAddr::from(host)),
+    }
+}
+
+// Goal: fetches naming a looping plug-in cannot burn more than their principal's share of
+// fuel a second (wasm.fetch_fuel_per_principal_per_second), however many connections it
+// opens, nor all principals together more than the node's (wasm.fetch_fuel_per_second); once
+// spent, a fetch naming a plug-in is answered TooManyRequests (retriable) naming the key,
+// fetches without one are served, and the budget comes back with time (issue 15: 8 fetches
+// with a looping plug-in burned 6.3 CPU-seconds in 4.9 s). Method: each call of the looping
+// plug-in burns exactly its fuel (5M); a manual clock, so no fuel comes back until the test
+// moves time; plug-in work runs inline. Each connection's fetches take their account as the
+// QUIC listener does (`PluginHost::fetch_fuel_account` with the connection's identity).
 #[test]
 fn fetch_plugins_spend_at_most_their_fuel_budgets() {
     runtime().block_on(async {
@@ -1608,8 +1623,8 @@ fn fetch_plugins_spend_at_most_their_fuel_budgets() {
         let mut limited = config();
         limited.plugin_executor = crate::wasm::PluginExecutor::Inline;
         limited.wasm.batch_records_max = 1;
-        limited.wasm.fetch_fuel_per_second = 12_000_000;
-        limited.wasm.fetch_fuel_per_connection_per_second = 8_000_000;
+        limited.wasm.fetch_fuel_per_second = 18_000_000;
+        limited.wasm.fetch_fuel_per_principal_per_second = 8_000_000;
         let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
         let broker = Broker::open(disk.clone(), Path::new(DATA), limited, clock.clone())
             .await
@@ -1631,8 +1646,11 @@ fn fetch_plugins_spend_at_most_their_fuel_budgets() {
             })
             .await;
         assert_eq!(uploaded.error, ErrorCode::None, "{}", uploaded.message);
-        let greedy = broker.plugins().fetch_fuel_account();
-        let other = broker.plugins().fetch_fuel_account();
+        let plugins = broker.plugins();
+        // alice's first and second connections (from two addresses), and bob's.
+        let alice_first = client(Some("User:alice"), [10, 0, 0, 1]);
+        let alice_second = client(Some("User:alice"), [10, 0, 0, 2]);
+        let bob = client(Some("User:bob"), [10, 0, 0, 1]);
         let ran_out = |response: &FetchResponse| {
             response.error == ErrorCode::None
                 && response.topics[0].partitions[0].error == ErrorCode::ModuleFailed
@@ -1640,25 +1658,37 @@ fn fetch_plugins_spend_at_most_their_fuel_budgets() {
         let refused = |response: &FetchResponse, key: &str| {
             response.error == ErrorCode::TooManyRequests && response.message.contains(key)
         };
-        // 8M for the connection: two calls of 5M start (the second goes 2M into debt).
+        // 8M for alice: two calls of 5M start on her first connection (the second goes 2M
+        // into debt); her second connection shares that budget and is refused at once.
         for _ in 0..2 {
-            let response = fetch_metered(&broker, "t", named("spin"), &greedy).await;
+            let fuel = plugins.fetch_fuel_account(&alice_first);
+            let response = fetch_metered(&broker, "t", named("spin"), &fuel).await;
             assert!(ran_out(&response), "{response:?}");
         }
-        let response = fetch_metered(&broker, "t", named("spin"), &greedy).await;
-        assert!(
-            refused(&response, "wasm.fetch_fuel_per_connection_per_second"),
-            "{response:?}"
-        );
-        // Another connection has its own share, but the node's 12M are spent after its first.
-        let response = fetch_metered(&broker, "t", named("spin"), &other).await;
-        assert!(ran_out(&response), "{response:?}");
-        let response = fetch_metered(&broker, "t", named("spin"), &other).await;
+        for identity in [&alice_first, &alice_second] {
+            let fuel = plugins.fetch_fuel_account(identity);
+            let response = fetch_metered(&broker, "t", named("spin"), &fuel).await;
+            assert!(
+                refused(&response, "wasm.fetch_fuel_per_principal_per_second")
+                    && response.message.contains("User:alice"),
+                "{response:?}"
+            );
+        }
+        // bob has his own share; the node's 18M are spent after his second call.
+        for _ in 0..2 {
+            let fuel = plugins.fetch_fuel_account(&bob);
+            let response = fetch_metered(&broker, "t", named("spin"), &fuel).await;
+            assert!(ran_out(&response), "{response:?}");
+        }
+        // Anonymous clients share per address: the node's budget refuses this one.
+        let anonymous = plugins.fetch_fuel_account(&client(None, [10, 0, 0, 9]));
+        let response = fetch_metered(&broker, "t", named("spin"), &anonymous).await;
         assert!(
             refused(&response, "wasm.fetch_fuel_per_second"),
             "{response:?}"
         );
         // A fetch without a plug-in spends no fuel and is served.
+        let greedy = plugins.fetch_fuel_account(&alice_second);
         let plain = fetch_metered(&broker, "t", None, &greedy).await;
         assert_eq!(plain.error, ErrorCode::None, "{}", plain.message);
         assert!(!plain.topics[0].partitions[0].records.is_empty());
@@ -1674,7 +1704,7 @@ fn fetch_plugins_spend_at_most_their_fuel_budgets() {
 // is charged to the fetch fuel budget too, so a client cannot burn CPU by asking for a
 // plug-in with new parameters each time. Method: a module whose init loops whenever it is
 // given parameters; each fetch names new ones and burns its whole init budget (5M) until the
-// connection's 8M are spent.
+// anonymous client's 8M (its address's share) are spent.
 #[test]
 fn instantiating_fetch_plugins_spends_the_fuel_budget() {
     runtime().block_on(async {
@@ -1682,7 +1712,7 @@ fn instantiating_fetch_plugins_spends_the_fuel_budget() {
         let mut limited = config();
         limited.plugin_executor = crate::wasm::PluginExecutor::Inline;
         limited.wasm.fetch_fuel_per_second = 1_000_000_000;
-        limited.wasm.fetch_fuel_per_connection_per_second = 8_000_000;
+        limited.wasm.fetch_fuel_per_principal_per_second = 8_000_000;
         let clock = Arc::new(crate::clock::ManualClock::new(1_000_000));
         let broker = Broker::open(disk.clone(), Path::new(DATA), limited, clock.clone())
             .await
@@ -1705,7 +1735,9 @@ fn instantiating_fetch_plugins_spends_the_fuel_budget() {
             })
             .await;
         assert_eq!(uploaded.error, ErrorCode::None, "{}", uploaded.message);
-        let account = broker.plugins().fetch_fuel_account();
+        let account = broker
+            .plugins()
+            .fetch_fuel_account(&client(None, [127, 0, 0, 1]));
         let with_params = |value: usize| {
             Some(PluginRef {
                 module: "slow-init".into(),
@@ -1725,7 +1757,7 @@ fn instantiating_fetch_plugins_spends_the_fuel_budget() {
         assert!(
             response
                 .message
-                .contains("wasm.fetch_fuel_per_connection_per_second"),
+                .contains("wasm.fetch_fuel_per_principal_per_second"),
             "{}",
             response.message
         );

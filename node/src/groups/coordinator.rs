@@ -15,13 +15,49 @@
 //! is fenced as Kafka fences it (`epoch_is_valid`), so a member that missed an answer either
 //! catches up (its previous epoch, owning nothing it should not) or rejoins at epoch 0.
 //!
+//! A pattern subscription matches only topics the member's [`TopicFilter`] allows (the
+//! topics its principal may Describe, judged with the ACLs of its latest heartbeat), so a
+//! regex never hands a member partitions of a topic it may not see (issue 15).
+//!
 //! Invariant (checked by `check_invariants` in tests after every step): no partition is in
 //! two members' `owned ∪ assigned` (what it holds, and what it was last told to hold).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::assignor::{Assignor, TopicPartition};
+
+/// Which topics a member's subscription pattern may match; the default allows every topic.
+/// The group service makes one per heartbeat from the caller's authorization (Describe on
+/// the topic), so the coordinator stays free of ACLs.
+#[derive(Clone, Default)]
+pub struct TopicFilter(Option<Arc<TopicPredicate>>);
+
+/// Whether a topic (by name) is allowed.
+type TopicPredicate = dyn Fn(&str) -> bool + Send + Sync;
+
+impl TopicFilter {
+    /// A filter allowing the topics `allows` accepts.
+    pub fn new(allows: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(allows)))
+    }
+
+    /// Whether a pattern may match `topic`.
+    pub fn allows(&self, topic: &str) -> bool {
+        self.0.as_ref().is_none_or(|allows| allows(topic))
+    }
+}
+
+impl std::fmt::Debug for TopicFilter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(if self.0.is_some() {
+            "TopicFilter(restricted)"
+        } else {
+            "TopicFilter(all)"
+        })
+    }
+}
 
 /// Limits of the coordinator (see docs/OPERATIONS.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +148,8 @@ pub struct Heartbeat {
     pub subscribed_topics: Vec<String>,
     /// Topics by pattern.
     pub subscribed_pattern: Option<String>,
+    /// Which topics the pattern may match (those the member's principal may Describe).
+    pub pattern_filter: TopicFilter,
     /// Assignor name.
     pub assignor: String,
     /// What the member owns now.
@@ -251,6 +289,8 @@ struct Member {
     client_id: String,
     subscribed_topics: BTreeSet<String>,
     pattern: Option<(String, regex::Regex)>,
+    /// Which topics `pattern` may match, as of the member's latest heartbeat.
+    pattern_filter: TopicFilter,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     last_seen: Instant,
@@ -501,6 +541,7 @@ impl GroupCoordinator {
                             client_id: heartbeat.client_id.clone(),
                             subscribed_topics: subscribed_topics.clone(),
                             pattern: pattern.clone(),
+                            pattern_filter: heartbeat.pattern_filter.clone(),
                             session_timeout: heartbeat.session_timeout,
                             rebalance_timeout: heartbeat.rebalance_timeout,
                             last_seen: now,
@@ -549,11 +590,17 @@ impl GroupCoordinator {
         let pattern_text = |pattern: &Option<(String, regex::Regex)>| {
             pattern.as_ref().map(|(text, _)| text.clone())
         };
-        if member.subscribed_topics != subscribed_topics
-            || pattern_text(&member.pattern) != pattern_text(&pattern)
-        {
+        // What the member's pattern resolves to may change with its subscription, and with
+        // its filter (ACLs changed since its last heartbeat).
+        let resolved_before = group_subscription(member, partition_counts);
+        member.pattern_filter = heartbeat.pattern_filter;
+        let subscription_changed = member.subscribed_topics != subscribed_topics
+            || pattern_text(&member.pattern) != pattern_text(&pattern);
+        if subscription_changed {
             member.subscribed_topics = subscribed_topics;
             member.pattern = pattern;
+        }
+        if subscription_changed || group_subscription(member, partition_counts) != resolved_before {
             group.group_epoch += 1;
         }
         refresh_target(group, partition_counts);
@@ -887,7 +934,11 @@ fn group_subscription(
         topics.extend(
             partition_counts
                 .keys()
-                .filter(|topic| !topic.starts_with("__") && pattern.is_match(topic))
+                .filter(|topic| {
+                    !topic.starts_with("__")
+                        && pattern.is_match(topic)
+                        && member.pattern_filter.allows(topic)
+                })
                 .cloned(),
         );
     }

@@ -30,7 +30,7 @@ use super::assignor::TopicPartition;
 use super::classic::{ClassicError, ClassicGroups, Completion, Token};
 use super::coordinator::{
     CommitEpochRule, CommitRefusal, GroupCoordinator, GroupError, GroupLimits, Heartbeat,
-    MemberProtocol,
+    MemberProtocol, TopicFilter,
 };
 use super::offsets::{OFFSETS_TOPIC, OffsetKey, OffsetStore, encode_value};
 use crate::clock::Clock;
@@ -418,6 +418,7 @@ impl GroupService {
         host: &impl GroupHost,
         request: ConsumerGroupHeartbeatRequest,
         client_id: &str,
+        pattern_filter: TopicFilter,
     ) -> ConsumerGroupHeartbeatResponse {
         // No consumer may ever join a transform's position group: its commits would move
         // the transform's positions. Refused by name, whether or not the transform exists.
@@ -461,6 +462,7 @@ impl GroupService {
             session_timeout: Duration::from_millis(u64::from(request.session_timeout_ms)),
             subscribed_topics: request.subscribed_topics,
             subscribed_pattern: request.subscribed_pattern,
+            pattern_filter,
             assignor: request.assignor,
             // The native heartbeat always carries what the member owns.
             owned,

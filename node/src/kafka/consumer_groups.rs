@@ -14,8 +14,10 @@
 //! group, then Describe on every topic subscribed to by name (any denied: the whole request
 //! is TOPIC_AUTHORIZATION_FAILED); ConsumerGroupDescribe needs Describe on each group, then
 //! Describe on every topic in its members' assignments (any denied: that group is
-//! TOPIC_AUTHORIZATION_FAILED, its description withheld). Topics a regex subscription
-//! resolves to are not filtered by the member's permissions (docs/KAFKA-COMPAT.md).
+//! TOPIC_AUTHORIZATION_FAILED, its description withheld). A regex subscription matches only
+//! the topics the member's principal may Describe (`groups/coordinator.rs`'s `TopicFilter`,
+//! judged with the ACLs of the member's latest heartbeat), as Kafka resolves regexes with
+//! the member's authorization context.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -234,7 +236,8 @@ pub async fn consumer_group_heartbeat<D: Disk>(
             )
         }),
     };
-    match service.kafka_consumer_heartbeat(&broker.group_host(), heartbeat) {
+    let pattern_filter = crate::broker::authorize::describable_topics(access);
+    match service.kafka_consumer_heartbeat(&broker.group_host(), heartbeat, pattern_filter) {
         Ok(reply) => {
             response.member_id = Some(text(reply.member_id));
             response.member_epoch = reply.member_epoch;

@@ -732,8 +732,6 @@ async fn serve_connection<D: Disk>(
     budget: ConnectionBudget,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // What this connection's fetch plug-ins may burn (wasm.fetch_fuel_per_connection_per_second).
-    let fuel = Arc::new(broker.plugins().fetch_fuel_account());
     let _count = crate::metrics::ConnectionCount::open(&crate::metrics::node().connections.quic);
     loop {
         let stream = tokio::select! {
@@ -768,13 +766,11 @@ async fn serve_connection<D: Disk>(
         let auth = Arc::clone(&auth);
         let quota = Arc::clone(&quota);
         let connection = connection.clone();
-        let fuel = Arc::clone(&fuel);
         tokio::spawn(async move {
             let shared = StreamShared {
                 connection: &connection,
                 auth: &auth,
                 quota: &quota,
-                fuel: &fuel,
             };
             let answered = serve_stream(send, receive, shared, &broker, &limits, &budget).await;
             in_flight.send_modify(|count| *count -= 1);
@@ -785,6 +781,22 @@ async fn serve_connection<D: Disk>(
                 drop(reservation);
             }
         });
+    }
+}
+
+/// The fuel account a request's plug-in calls draw on: its principal's (or anonymous
+/// address's) for a fetch naming a plug-in; no other request runs a fetch plug-in, so the
+/// others take the node's account alone without looking up the principal.
+fn fetch_fuel_account<D: Disk>(
+    broker: &Broker<D>,
+    identity: &ClientIdentity,
+    request: &Request,
+) -> FuelAccount {
+    match request {
+        Request::Fetch(fetch) if fetch.plugin.is_some() => {
+            broker.plugins().fetch_fuel_account(identity)
+        }
+        _ => broker.plugins().node_fetch_fuel(),
     }
 }
 
@@ -799,8 +811,6 @@ struct StreamShared<'a> {
     auth: &'a std::sync::Mutex<ConnectionAuth>,
     /// The connection's share of the client quotas.
     quota: &'a ConnectionQuota,
-    /// What the connection's fetch plug-ins may burn.
-    fuel: &'a FuelAccount,
 }
 
 /// Reads, answers and writes one request; returns the stream and the reservation that
@@ -817,7 +827,6 @@ async fn serve_stream<D: Disk>(
         connection,
         auth,
         quota,
-        fuel,
     } = shared;
     let frame = match read_frame(&mut receive, limits, budget).await {
         Ok(frame) => frame,
@@ -927,8 +936,12 @@ async fn serve_stream<D: Disk>(
             }
             let request_bytes = reservation.bytes();
             let started = broker.clock().now();
+            // What a fetch's plug-in calls may burn: its principal's bucket, shared by all the
+            // principal's connections (wasm.fetch_fuel_per_principal_per_second); looked up
+            // per request, as the identity may change (SASL re-authentication).
+            let fuel = fetch_fuel_account(broker, &identity, &request);
             let handled = broker
-                .handle_as(&identity, &header.client_id, request, fuel)
+                .handle_as(&identity, &header.client_id, request, &fuel)
                 .await;
             crate::metrics::node().requests.record_native(
                 api,

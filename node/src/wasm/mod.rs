@@ -3,7 +3,7 @@
 //!
 //! - [`abi`]: the byte formats between host and guest (pure).
 //! - [`batch`]: stored batches opened for a plug-in call under the node-wide budget.
-//! - [`fuel_budget`]: what fetch plug-ins may burn per second, per node and per connection.
+//! - [`fuel_budget`]: what fetch plug-ins may burn per second, per node and per principal.
 //! - [`executor`]: where compiles, instantiations and guest calls run (blocking pool, or
 //!   inline in the simulator).
 //! - [`runtime`]: the wasmtime engine, module checks, pooled instances, limits.

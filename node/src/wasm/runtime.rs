@@ -57,9 +57,12 @@ pub struct WasmLimits {
     /// Fuel fetch plug-ins may burn per second over the whole node
     /// (`wasm.fetch_fuel_per_second`, [`super::fuel_budget`]).
     pub fetch_fuel_per_second: u64,
-    /// Fuel one connection's fetch plug-ins may burn per second
-    /// (`wasm.fetch_fuel_per_connection_per_second`).
-    pub fetch_fuel_per_connection_per_second: u64,
+    /// Fuel one principal's fetch plug-ins may burn per second over all its connections
+    /// (`wasm.fetch_fuel_per_principal_per_second`; anonymous clients: per address).
+    pub fetch_fuel_per_principal_per_second: u64,
+    /// Principals (and anonymous addresses) whose fetch fuel is tracked at once
+    /// (`wasm.fetch_fuel_principals_tracked_max`).
+    pub fetch_fuel_principals_tracked_max: usize,
     /// Bytes of parameter names and values one module or transform may have; they are kept
     /// in `metadata.json`, so this bounds what an upload can add to it.
     pub module_params_bytes_max: usize,
@@ -109,8 +112,10 @@ impl Default for WasmLimits {
             idle_instance_bytes_max: IDLE_INSTANCE_BYTES_MAX_DEFAULT,
             calls_concurrent_max: CALLS_CONCURRENT_MAX_DEFAULT,
             fetch_fuel_per_second: super::fuel_budget::FETCH_FUEL_PER_SECOND_DEFAULT,
-            fetch_fuel_per_connection_per_second:
-                super::fuel_budget::FETCH_FUEL_PER_CONNECTION_PER_SECOND_DEFAULT,
+            fetch_fuel_per_principal_per_second:
+                super::fuel_budget::FETCH_FUEL_PER_PRINCIPAL_PER_SECOND_DEFAULT,
+            fetch_fuel_principals_tracked_max:
+                super::fuel_budget::FETCH_FUEL_PRINCIPALS_TRACKED_MAX_DEFAULT,
             module_params_bytes_max: 16 * 1024,
             opened_batch_bytes_max: OPENED_BATCH_BYTES_MAX_DEFAULT,
         }

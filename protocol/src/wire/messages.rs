@@ -231,6 +231,8 @@ wire_struct! {
         /// one, so a client can tell its partitions' leader epochs (restarting at 0) from
         /// stale answers about the old topic (KIP-516). Empty for an unknown topic.
         pub topic_id: String,
+        /// Why `error` (`User:alice may not Describe Topic:orders`); empty without one.
+        pub message: String,
     }
 }
 
@@ -676,6 +678,8 @@ wire_struct! {
         pub offset: Option<i64>,
         /// The record's timestamp for a timestamp lookup.
         pub timestamp: Option<i64>,
+        /// Why `error` (`User:alice may not Describe Topic:orders`); empty without one.
+        pub message: String,
     }
 }
 

@@ -267,6 +267,7 @@ fn response_samples() -> Vec<Response> {
             topics: vec![TopicMetadata {
                 partitioner_module: String::new(),
                 topic_id: "000000000000000100000000000000ab".into(),
+                message: "why".into(),
                 name: "orders".into(),
                 error: ErrorCode::None,
                 internal: false,
@@ -326,6 +327,7 @@ fn response_samples() -> Vec<Response> {
                     error: ErrorCode::None,
                     offset: Some(7),
                     timestamp: None,
+                    message: "why".into(),
                 }],
             }],
         }),

@@ -34,6 +34,7 @@ fn heartbeat(client: &Client, assignor: &str, subscribed: &[&str]) -> Heartbeat 
         session_timeout: Duration::from_secs(10),
         subscribed_topics: subscribed.iter().map(|topic| topic.to_string()).collect(),
         subscribed_pattern: None,
+        pattern_filter: TopicFilter::default(),
         assignor: assignor.into(),
         owned: client.owned.clone(),
         owned_omitted: false,

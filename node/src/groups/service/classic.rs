@@ -24,7 +24,9 @@ use crate::groups::classic::{
 use crate::groups::consumer_protocol::{
     CONSUMER_PROTOCOL_TYPE, ConsumerSubscription, decode_subscription, encode_assignment,
 };
-use crate::groups::coordinator::{CommitEpochRule, GroupError, Heartbeat, MemberProtocol};
+use crate::groups::coordinator::{
+    CommitEpochRule, GroupError, Heartbeat, MemberProtocol, TopicFilter,
+};
 
 /// A classic member of a KIP-848 group, as the service remembers it between its requests:
 /// what it asked for at its last JoinGroup and what it was given.
@@ -447,6 +449,7 @@ impl GroupService {
             session_timeout: join.session_timeout,
             subscribed_topics: topics.clone(),
             subscribed_pattern: None,
+            pattern_filter: TopicFilter::default(),
             assignor: group_assignor,
             owned,
             owned_omitted: false,
@@ -556,6 +559,7 @@ impl GroupService {
                 session_timeout: member.session_timeout,
                 subscribed_topics: member.topics.clone(),
                 subscribed_pattern: None,
+                pattern_filter: TopicFilter::default(),
                 assignor,
                 owned: member.assignment.clone(),
                 owned_omitted: false,

@@ -181,7 +181,12 @@ fn partitions(assignment: &[TopicPartitions]) -> Vec<u32> {
 async fn a_classic_member_and_a_quic_member_share_one_group() {
     let service = service();
     let host = MemoryHost::default();
-    let quic = service.heartbeat(&host, quic_heartbeat("", 0, &[]), "quic");
+    let quic = service.heartbeat(
+        &host,
+        quic_heartbeat("", 0, &[]),
+        "quic",
+        Default::default(),
+    );
     assert_eq!(quic.error, ErrorCode::None, "{}", quic.message);
     assert_eq!(partitions(&quic.assignment), vec![0, 1, 2, 3]);
     let quic_id = quic.member_id.clone();
@@ -211,6 +216,7 @@ async fn a_classic_member_and_a_quic_member_share_one_group() {
         &host,
         quic_heartbeat(&quic_id, quic.member_epoch, &[0, 1, 2, 3]),
         "quic",
+        Default::default(),
     );
     let kept = partitions(&told.assignment);
     assert_eq!(kept.len(), 2);
@@ -218,6 +224,7 @@ async fn a_classic_member_and_a_quic_member_share_one_group() {
         &host,
         quic_heartbeat(&quic_id, told.member_epoch, &kept),
         "quic",
+        Default::default(),
     );
     assert_eq!(settled.error, ErrorCode::None);
 
@@ -310,7 +317,7 @@ async fn a_classic_member_and_a_quic_member_share_one_group() {
     }
     let mut refused = quic_heartbeat("", 0, &[]);
     refused.group_id = "classic-only".into();
-    let refused = service.heartbeat(&host, refused, "quic");
+    let refused = service.heartbeat(&host, refused, "quic", Default::default());
     assert_eq!(
         refused.error,
         ErrorCode::InconsistentGroupProtocol,
@@ -335,6 +342,7 @@ async fn a_classic_member_and_a_quic_member_share_one_group() {
         &host,
         quic_heartbeat(&quic_id, settled.member_epoch, &kept),
         "quic",
+        Default::default(),
     );
     assert_eq!(partitions(&back.assignment), vec![0, 1, 2, 3]);
 }

@@ -113,6 +113,7 @@ async fn unloading_an_offsets_partition_forgets_exactly_its_groups() {
             ..ConsumerGroupHeartbeatRequest::default()
         },
         "client",
+        Default::default(),
     );
     assert_eq!(joined.error, ErrorCode::None, "{}", joined.message);
     assert_eq!(

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::{GroupHost, GroupService, GroupServiceError, lock, transform_group_refusal};
 use crate::groups::assignor::{Assignor, TopicPartition};
-use crate::groups::coordinator::{GroupDescription, Heartbeat, MemberProtocol};
+use crate::groups::coordinator::{GroupDescription, Heartbeat, MemberProtocol, TopicFilter};
 
 /// The assignor of a group whose first member names none: Kafka's default server assignor
 /// (`group.consumer.assignors` starts with `uniform`), the node's cooperative-sticky one.
@@ -77,6 +77,7 @@ impl GroupService {
         &self,
         host: &impl GroupHost,
         request: KafkaConsumerHeartbeat,
+        pattern_filter: TopicFilter,
     ) -> Result<KafkaConsumerReply, GroupServiceError> {
         // As the native heartbeat: no consumer may join a transform's position group.
         if let Some(refusal) = transform_group_refusal(&request.group_id) {
@@ -133,6 +134,7 @@ impl GroupService {
                 })
                 .unwrap_or_default(),
             subscribed_pattern,
+            pattern_filter,
             assignor,
             owned_omitted: request.owned.is_none(),
             owned: request

@@ -609,3 +609,65 @@ async fn describe_tells_consumer_groups_from_the_rest() {
         Some(&MEMBER_TYPE_CLASSIC)
     );
 }
+
+// Goal (issue 15): a KIP-848 regex subscription (SubscribedTopicRegex) is assigned only the
+// topics the member's principal may Describe. Method: topics t and t2 both match `t.*`;
+// alice may Describe t only; her join is assigned t's partitions and none of t2's.
+#[tokio::test(start_paused = true)]
+async fn a_regex_subscription_matches_only_topics_the_member_may_describe() {
+    use crate::security::acl::{
+        AclBinding, AclPermission, Authorizer, AuthorizerConfig, PatternType,
+    };
+    let broker = broker().await;
+    broker
+        .reconcile(&[DeclaredTopic {
+            name: "t2".into(),
+            partitions: 2,
+            configs: BTreeMap::new(),
+            origin: "test".into(),
+        }])
+        .await
+        .unwrap();
+    let mut authorizer = Authorizer::new(AuthorizerConfig::default()).unwrap();
+    for (resource_type, name, operation) in [
+        (ResourceType::Group, "by-regex", AclOperation::Read),
+        (ResourceType::Topic, "t", AclOperation::Describe),
+    ] {
+        let binding = AclBinding::new(
+            resource_type,
+            name,
+            PatternType::Literal,
+            "User:alice",
+            "*",
+            operation,
+            AclPermission::Allow,
+        )
+        .unwrap();
+        authorizer.add(binding).unwrap();
+    }
+    let alice = crate::security::identity::ClientIdentity {
+        principal: "User:alice".parse().unwrap(),
+        host: std::net::IpAddr::from([10, 0, 0, 7]),
+        method: crate::security::identity::AuthMethod::Certificate,
+    };
+    let access = Access::enforced(alice, Arc::new(authorizer));
+    let mut request = join("kafka-regex");
+    request.group_id = GroupId(text("by-regex"));
+    request.subscribed_topic_names = None;
+    request.subscribed_topic_regex = Some(text("t.*"));
+    let joined = consumer_group_heartbeat(&broker, &access, "java", request, 1).await;
+    assert_eq!(joined.error_code, 0, "{:?}", joined.error_message);
+    let t = t_id(&broker).await;
+    // Only t's partitions (assigned() checks every entry is t's).
+    assert_eq!(assigned(&joined, t), Some(vec![0, 1]));
+    // The same join without authorization is assigned t2 too.
+    let mut request = join("kafka-open");
+    request.group_id = GroupId(text("by-regex-open"));
+    request.subscribed_topic_names = None;
+    request.subscribed_topic_regex = Some(text("t.*"));
+    let open_join = consumer_group_heartbeat(&broker, &open(), "java", request, 1).await;
+    let topics = open_join
+        .assignment
+        .map_or(0, |assignment| assignment.topic_partitions.len());
+    assert_eq!(topics, 2);
+}
