@@ -101,9 +101,9 @@ fn filesystem_bytes(path: &Path) -> Option<(u64, u64)> {
     }
     // SAFETY: statvfs succeeded, so it filled the struct.
     let stats = unsafe { stats.assume_init() };
-    let block = stats.f_frsize as u64;
+    let block = stats.f_frsize;
     Some((
-        (stats.f_blocks as u64).saturating_mul(block),
-        (stats.f_bavail as u64).saturating_mul(block),
+        stats.f_blocks.saturating_mul(block),
+        stats.f_bavail.saturating_mul(block),
     ))
 }

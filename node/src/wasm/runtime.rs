@@ -785,7 +785,7 @@ impl Plugin {
         let label = format!(
             "{}/{}",
             module.kind(),
-            module.hash().get(..12).unwrap_or(module.hash())
+            module.hash().get(..12).unwrap_or_else(|| module.hash())
         );
         let plugin = Self {
             engine: engine.clone(),
@@ -888,10 +888,13 @@ impl Plugin {
             .map_err(|_| WasmError::Garbage("too many records".into()))?;
         let mut input = Vec::new();
         abi::encode_input(header, count, records, &mut input);
-        // Wall time of the call for `ledge_wasm_duration_seconds` only: it decides nothing.
-        let started = std::time::Instant::now();
+        // The system clock, for `ledge_wasm_duration_seconds` only: it decides nothing (a
+        // call runs on a blocking thread, where no simulated clock drives anything).
+        let clock = crate::clock::SystemClock;
+        let started = crate::clock::Clock::now(&clock);
         let ran = self.run_counted(&input, header, record_count);
-        self.metrics.observe_call(started.elapsed());
+        self.metrics
+            .observe_call(crate::clock::Clock::now(&clock).saturating_duration_since(started));
         use crate::metrics::PluginRecordOutcome;
         match &ran {
             Ok(run) => {
