@@ -25,6 +25,7 @@ pub mod config;
 pub mod controller;
 pub mod groups;
 pub mod kafka;
+pub mod logging;
 pub mod replication;
 pub mod security;
 #[cfg(any(test, feature = "sim"))]

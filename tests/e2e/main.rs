@@ -33,6 +33,7 @@ mod kafka_quotas;
 mod kafka_security;
 mod kafka_streams_connect;
 mod kafka_tls;
+mod logs;
 mod node;
 mod process;
 mod produce_validation;

@@ -350,6 +350,17 @@ impl<D: Disk> Broker<D> {
         self.registry.offline_partitions()
     }
 
+    /// How many topics the node holds and their partitions, internal ones included (the
+    /// start-up summary line).
+    pub fn topic_and_partition_counts(&self) -> (usize, u64) {
+        let names = self.registry.topic_names();
+        let partitions = names
+            .iter()
+            .map(|name| u64::from(self.registry.partition_count(name)))
+            .sum();
+        (names.len(), partitions)
+    }
+
     /// Creates declared topics that are missing, adds partitions and applies config
     /// overrides to existing ones; refuses impossible changes (fewer partitions).
     pub async fn reconcile(&self, declared: &[DeclaredTopic]) -> Result<(), BrokerError> {

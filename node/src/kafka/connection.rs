@@ -524,7 +524,13 @@ async fn answer<D: Disk>(
                 request.body,
                 KafkaRequest::Produce(_) | KafkaRequest::Fetch(_)
             );
-            let reply = service.handle(*request, &access, sequencing).await;
+            // Every log line of the request names its principal (see `crate::logging`).
+            let span = crate::logging::request_span(&access.identity().principal, &request.api);
+            let reply = tracing::Instrument::instrument(
+                service.handle(*request, &access, sequencing),
+                span,
+            )
+            .await;
             drop(reservation);
             let response = match reply {
                 Reply::Answer(response) => Some(response),
