@@ -86,6 +86,17 @@ enum Command {
     /// Client certificates signed by the node's development CA.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Copy a snapshot written by `ledge admin snapshot` into a new data directory (offline;
+    /// then start a node on it). Refused, with nothing written, when the snapshot has no
+    /// manifest or a damaged one, or DIR exists and is not empty.
+    Restore {
+        /// The snapshot directory.
+        #[arg(long, value_name = "SNAPSHOT")]
+        from: PathBuf,
+        /// The new data directory (must not exist, or be empty).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -140,6 +151,23 @@ fn main() -> std::process::ExitCode {
             }
             Err(error) => {
                 eprintln!("error: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Restore { from, data_dir }) = &arguments.command {
+        return match ledge_node::storage::snapshot::restore(from, data_dir) {
+            Ok(manifest) => {
+                println!(
+                    "restored the snapshot of node {} ({} partitions) into {}",
+                    manifest.node_id,
+                    manifest.partitions.len(),
+                    data_dir.display()
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
                 std::process::ExitCode::FAILURE
             }
         };

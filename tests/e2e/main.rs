@@ -45,4 +45,5 @@ mod replication_matrix;
 mod retention;
 mod sdk_produce_consume;
 mod security;
+mod snapshot;
 mod wasm;

@@ -226,6 +226,8 @@ impl<D: Disk> Broker<D> {
             Request::DescribeClientQuotas(request) => {
                 Response::DescribeClientQuotas(self.describe_client_quotas_request(&request))
             }
+            // Disaster recovery (`snapshot.rs`).
+            Request::Snapshot(request) => Response::Snapshot(self.snapshot_request(request).await),
             Request::CreatePartitions(request) => {
                 Response::CreatePartitions(self.create_partitions(request).await)
             }

@@ -47,6 +47,7 @@ pub mod registry;
 mod replication;
 mod security_admin;
 pub mod sequencing;
+pub mod snapshot;
 pub mod topic_config;
 pub mod transforms;
 

@@ -126,6 +126,28 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: QuotaCommand,
     },
+    /// Node administration: snapshot the node's data directory for disaster recovery
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Have the node write a consistent copy of its data directory into DIR on its own host
+    /// while it serves (restore it with ledge-node restore --from DIR --data-dir NEW)
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotArgs {
+    /// Absolute path on the node's host; must not exist, nor be inside its data directory
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Subcommand)]
