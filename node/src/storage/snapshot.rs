@@ -258,6 +258,12 @@ async fn copy_tree<D: Disk>(disk: &D, from: &Path, to: &Path) -> Result<(), Disk
             }
             Err(_) => {
                 copy_whole(disk, &from, &to).await?;
+                // The same mode (private keys stay 0600; the node refuses them otherwise).
+                // Only where the path is a real file (not on the simulated disk).
+                if let Ok(metadata) = std::fs::metadata(&from) {
+                    std::fs::set_permissions(&to, metadata.permissions())
+                        .map_err(|error| DiskError::new("chmod", &to, error))?;
+                }
                 if let Some(parent) = to.parent() {
                     disk.sync_dir(parent).await?;
                 }
