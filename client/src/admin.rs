@@ -1492,6 +1492,7 @@ async fn request_with_retry_to(
 mod operations;
 pub mod quotas;
 pub mod security;
+pub mod snapshot;
 pub use operations::{PreferredLeaderElection, ReassignmentDescription};
 mod transform_partitions;
 pub use transform_partitions::{TransformPartition, TransformPartitionStatus};

@@ -153,6 +153,7 @@ pub mod sasl;
 /// SASL users and ACLs: [`Admin::create_user`], [`Admin::create_acls`] and their kin.
 pub use admin::quotas;
 pub use admin::security;
+pub use admin::snapshot;
 pub use admin::{
     Admin, ClusterDescription, ClusterNodeDescription, ClusterPartitionDescription, ConfigValue,
     GroupDescription, GroupListing, GroupMemberDescription, GroupPartitionOffsets, ListedOffset,

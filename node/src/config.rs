@@ -72,6 +72,9 @@ pub struct NodeConfig {
     pub quota: crate::security::quota::QuotaSettings,
     /// The admin HTTP listener (`[admin]`).
     pub admin: crate::admin::AdminSettings,
+    /// The log line format (`[logging] format`); `None`: not set, text unless
+    /// `--log-format` says otherwise.
+    pub log_format: Option<crate::logging::LogFormat>,
 }
 
 /// A `[[module]]` table: a named module read from a file at start.
@@ -135,6 +138,7 @@ impl Default for NodeConfig {
             security: SecurityConfig::default(),
             quota: crate::security::quota::QuotaSettings::default(),
             admin: crate::admin::AdminSettings::default(),
+            log_format: None,
         }
     }
 }
@@ -166,6 +170,14 @@ struct FileConfig {
     security: Option<security::SecuritySection>,
     quota: Option<quota::QuotaSection>,
     admin: Option<crate::admin::AdminSection>,
+    logging: Option<LoggingSection>,
+}
+
+/// `[logging]`: the node's own log lines (`[log]` is the partition logs' section).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LoggingSection {
+    format: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -394,6 +406,13 @@ impl NodeConfig {
             toml::from_str(text).map_err(|error| ConfigError(format!("{origin}: {error}")))?;
         let mut config = Self::default();
         let node = file.node.unwrap_or_default();
+        if let Some(format) = file.logging.and_then(|logging| logging.format) {
+            config.log_format = Some(
+                format
+                    .parse()
+                    .map_err(|error| ConfigError(format!("{origin}: logging.format: {error}")))?,
+            );
+        }
         if let Some(data_dir) = node.data_dir {
             if data_dir.as_os_str().is_empty() {
                 return Err(ConfigError(format!(
@@ -1032,6 +1051,23 @@ pub fn listen_reaches(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logging_format_is_read_and_checked() {
+        let config = NodeConfig::from_toml("[logging]\nformat = \"json\"\n", "t.toml").unwrap();
+        assert_eq!(config.log_format, Some(crate::logging::LogFormat::Json));
+        let config = NodeConfig::from_toml("", "t.toml").unwrap();
+        assert_eq!(config.log_format, None);
+        let error = NodeConfig::from_toml("[logging]\nformat = \"xml\"\n", "t.toml").unwrap_err();
+        assert!(
+            error
+                .0
+                .contains("t.toml: logging.format: unknown log format \"xml\""),
+            "{error}"
+        );
+        let error = NodeConfig::from_toml("[logging]\nlevel = \"debug\"\n", "t.toml").unwrap_err();
+        assert!(error.0.contains("level"), "{error}");
+    }
 
     #[test]
     fn a_full_config_parses() {

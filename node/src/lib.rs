@@ -27,6 +27,7 @@ pub mod controller;
 pub mod groups;
 pub mod kafka;
 pub mod metrics;
+pub mod logging;
 pub mod replication;
 pub mod security;
 #[cfg(any(test, feature = "sim"))]

@@ -1,6 +1,5 @@
 //! `ledge-node`: the Ledge server.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,6 +60,10 @@ struct Arguments {
     /// Disk backend: auto (io_uring when available), io_uring or std.
     #[arg(long, value_name = "BACKEND")]
     disk_backend: Option<BackendChoice>,
+    /// Log line format on stderr: text or json, one object per line (overrides the config
+    /// file's logging.format) [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<ledge_node::logging::LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -87,6 +90,17 @@ enum Command {
     /// Client certificates signed by the node's development CA.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Copy a snapshot written by `ledge admin snapshot` into a new data directory (offline;
+    /// then start a node on it). Refused, with nothing written, when the snapshot has no
+    /// manifest or a damaged one, or DIR exists and is not empty.
+    Restore {
+        /// The snapshot directory.
+        #[arg(long, value_name = "SNAPSHOT")]
+        from: PathBuf,
+        /// The new data directory (must not exist, or be empty).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -111,18 +125,18 @@ enum CertCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    // Colour only for a person at a terminal: escape codes in a log file or the journal are
-    // noise (issue 11, bug 6). NO_COLOR (https://no-color.org) turns it off there too.
-    let colour = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .init();
     let mut arguments = Arguments::parse();
+    // The flag, else the config file's `[logging] format`, else text.
+    let log_format = arguments
+        .log_format
+        .or_else(|| {
+            arguments
+                .config
+                .as_deref()
+                .and_then(ledge_node::logging::format_in_config_file)
+        })
+        .unwrap_or_default();
+    ledge_node::logging::init(log_format);
     if let Some(Command::Cert(CertCommand::Issue {
         data_dir,
         name,
@@ -141,6 +155,23 @@ fn main() -> std::process::ExitCode {
             }
             Err(error) => {
                 eprintln!("error: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Restore { from, data_dir }) = &arguments.command {
+        return match ledge_node::storage::snapshot::restore(from, data_dir) {
+            Ok(manifest) => {
+                println!(
+                    "restored the snapshot of node {} ({} partitions) into {}",
+                    manifest.node_id,
+                    manifest.partitions.len(),
+                    data_dir.display()
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
                 std::process::ExitCode::FAILURE
             }
         };
@@ -359,6 +390,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     }
     let disk = SystemDisk::detect(config.disk_backend)?;
     let controller_disk = disk.clone();
+    let disk_backend = disk.backend_name();
     let open_files = descriptors::raise_open_file_limit();
     match open_files {
         Ok(limit) => {
@@ -573,6 +605,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         server = server.with_peers(peers);
     }
     let address = server.local_addr().context("reading the bound address")?;
+    // For the start-up summary line.
+    let mut listeners = vec![format!("quic {address}")];
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // What this node registers with the controller, so the other nodes' Metadata answers
     // send Kafka clients here (none of either: Kafka is off on this node).
@@ -642,10 +676,12 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
             if let Some(address) = address {
                 tracing::info!(%address, advertised = ?kafka.advertised(), "kafka listener up");
                 println!("ledge-node kafka listening on {address}");
+                listeners.push(format!("kafka {address}"));
             }
             if let Some(tls_address) = tls_address {
                 tracing::info!(address = %tls_address, advertised = ?kafka.advertised_tls(), "kafka TLS listener up");
                 println!("ledge-node kafka tls listening on {tls_address}");
+                listeners.push(format!("kafka-tls {tls_address}"));
             }
             Some(tokio::spawn(
                 kafka
@@ -743,8 +779,19 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let (topics, partitions) = broker.topic_and_partition_counts();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listeners = %listeners.join(", "),
+        data_dir = %config.data_dir.display(),
+        disk_backend,
+        topics,
+        partitions,
+        "ledge-node started"
+    );
     // The readiness line: printed only once the listener is up (the e2e harness waits on it).
     println!("ledge-node listening on {address}");
+    tracing::info!(address = %address, "ready: serving clients");
     wait_for_signal().await;
     if let Some(node_cluster) = &node_cluster {
         // Leaderships move to other in-sync replicas while this node still serves.

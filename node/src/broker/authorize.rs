@@ -968,6 +968,30 @@ impl<D: Disk> Broker<D> {
                     }
                 }
             }
+            // A snapshot copies every topic, the credentials and the ACLs: Alter on the
+            // cluster, as the other whole-node operations; audited whatever the outcome.
+            Request::Snapshot(request) => {
+                if let Err(denial) =
+                    access.check(AclOperation::Alter, ResourceType::Cluster, CLUSTER_NAME)
+                {
+                    let (error, message) = answer(&denial, ResourceType::Cluster);
+                    return Ok(Response::Snapshot(ledge_protocol::wire::SnapshotResponse {
+                        error,
+                        message,
+                        ..Default::default()
+                    }));
+                }
+                let action = format!("Snapshot to {}", request.out_dir);
+                let response = self.snapshot_request(request).await;
+                record(
+                    access,
+                    &action,
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                    outcome_of(response.error, &response.message),
+                );
+                Response::Snapshot(response)
+            }
             Request::CreateAcls(request) => {
                 if let Err(denial) =
                     access.check(AclOperation::Alter, ResourceType::Cluster, CLUSTER_NAME)

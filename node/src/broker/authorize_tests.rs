@@ -464,6 +464,12 @@ fn sample(api: ApiKey) -> (Request, Vec<Grant>) {
             Request::DescribeClientQuotas(DescribeClientQuotasRequest { users: Vec::new() }),
             vec![(DescribeConfigs, Cluster, cluster)],
         ),
+        ApiKey::Snapshot => (
+            Request::Snapshot(SnapshotRequest {
+                out_dir: "/nonexistent-parent/snapshot".into(),
+            }),
+            vec![(Alter, Cluster, cluster)],
+        ),
         ApiKey::CreateAcls => (
             Request::CreateAcls(CreateAclsRequest {
                 bindings: vec![carol_binding()],
@@ -565,6 +571,7 @@ fn denied(answer: &Result<Response, Refusal>) -> bool {
             answer.results.iter().map(|result| result.error).collect()
         }
         Response::DescribeClientQuotas(answer) => vec![answer.error],
+        Response::Snapshot(answer) => vec![answer.error],
         Response::ListGroups(answer) => {
             return !answer.groups.iter().any(|group| group.group_id == "g");
         }

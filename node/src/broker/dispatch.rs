@@ -98,8 +98,13 @@ impl<D: Disk> Broker<D> {
     ) -> Result<Response, Refusal> {
         tracing::trace!(principal = %identity.principal, host = %identity.host, api = ?request.api_key(), "request");
         let access = self.access(identity);
-        self.handle_authorized(&access, client_id, request, fuel)
-            .await
+        // Every log line of the request names its principal (see `crate::logging`).
+        let span = crate::logging::request_span(&identity.principal, &request.api_key());
+        tracing::Instrument::instrument(
+            self.handle_authorized(&access, client_id, request, fuel),
+            span,
+        )
+        .await
     }
 
     /// Answers a fetch whose plug-in calls (if it names a plug-in) draw on `fuel`, a
@@ -221,6 +226,8 @@ impl<D: Disk> Broker<D> {
             Request::DescribeClientQuotas(request) => {
                 Response::DescribeClientQuotas(self.describe_client_quotas_request(&request))
             }
+            // Disaster recovery (`snapshot.rs`).
+            Request::Snapshot(request) => Response::Snapshot(self.snapshot_request(request).await),
             Request::CreatePartitions(request) => {
                 Response::CreatePartitions(self.create_partitions(request).await)
             }

@@ -306,16 +306,20 @@ impl<D: Disk> DataPath<D> {
                                 && !response.records.is_empty()
                             {
                                 let partition_count = self.registry.partition_count(&topic.name);
-                                match self
-                                    .plugins
-                                    .apply_fetch_plugin(
+                                // Its log lines name the partition (`crate::logging`).
+                                let span =
+                                    crate::logging::partition_span(&topic.name, wanted.partition);
+                                match tracing::Instrument::instrument(
+                                    self.plugins.apply_fetch_plugin(
                                         plugin,
                                         std::mem::take(&mut response.records),
                                         wanted.partition,
                                         partition_count,
                                         fuel,
-                                    )
-                                    .await
+                                    ),
+                                    span,
+                                )
+                                .await
                                 {
                                     Ok(records) => response.records = records,
                                     Err(error) => {

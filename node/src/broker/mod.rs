@@ -49,6 +49,7 @@ pub mod registry;
 mod replication;
 mod security_admin;
 pub mod sequencing;
+pub mod snapshot;
 pub mod topic_config;
 pub mod transforms;
 
@@ -350,6 +351,17 @@ impl<D: Disk> Broker<D> {
     /// Partitions that could not be opened, with the reason (naming file and position).
     pub fn offline_partitions(&self) -> Vec<(String, u32, String)> {
         self.registry.offline_partitions()
+    }
+
+    /// How many topics the node holds and their partitions, internal ones included (the
+    /// start-up summary line).
+    pub fn topic_and_partition_counts(&self) -> (usize, u64) {
+        let names = self.registry.topic_names();
+        let partitions = names
+            .iter()
+            .map(|name| u64::from(self.registry.partition_count(name)))
+            .sum();
+        (names.len(), partitions)
     }
 
     /// Creates declared topics that are missing, adds partitions and applies config

@@ -179,7 +179,12 @@ impl<D: Disk> DataPath<D> {
                 let name = topic.name;
                 let partitions = join_all(topic.partitions.into_iter().zip(holds).map(
                     |(partition, hold)| {
-                        self.produce_partition(&name, partition, durability, timeout, hold)
+                        // Every log line of the partition's produce names it (`crate::logging`).
+                        let span = crate::logging::partition_span(&name, partition.partition);
+                        tracing::Instrument::instrument(
+                            self.produce_partition(&name, partition, durability, timeout, hold),
+                            span,
+                        )
                     },
                 ))
                 .await;
@@ -244,9 +249,11 @@ impl<D: Disk> DataPath<D> {
                 response.log_append_time_ms = produced.append_time.unwrap_or(-1);
                 response.log_start_offset = produced.log_start_offset;
                 response.routed = produced.routed;
+                tracing::debug!(base_offset = produced.base_offset, "produced");
             }
             Err(error) => {
                 let (code, message) = dispatch::produce_wire(&error);
+                tracing::debug!(?code, %message, "produce refused");
                 response.error = code;
                 response.message = message;
             }

@@ -531,7 +531,13 @@ async fn answer<D: Disk>(
             );
             let api = request.api;
             let started = clock.now();
-            let reply = service.handle(*request, &access, sequencing).await;
+            // Every log line of the request names its principal (see `crate::logging`).
+            let span = crate::logging::request_span(&access.identity().principal, &request.api);
+            let reply = tracing::Instrument::instrument(
+                service.handle(*request, &access, sequencing),
+                span,
+            )
+            .await;
             crate::metrics::node().requests.record_kafka(
                 api,
                 if matches!(reply, Reply::Close) {

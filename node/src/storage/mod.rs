@@ -23,6 +23,7 @@ pub mod recovery;
 pub mod repair;
 pub mod retention;
 pub mod segment;
+pub mod snapshot;
 pub mod storage_id;
 pub mod verify;
 

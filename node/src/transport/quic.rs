@@ -1150,6 +1150,7 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::CreateAcls
         | ApiKey::DeleteAcls
         | ApiKey::AlterClientQuotas
+        | ApiKey::Snapshot
         | ApiKey::SaslHandshake
         | ApiKey::SaslAuthenticate => false,
     }

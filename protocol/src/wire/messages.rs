@@ -1762,3 +1762,49 @@ wire_struct! {
         pub entries: Vec<ClientQuotaEntry>,
     }
 }
+
+wire_struct! {
+    /// Writes a snapshot of the node's data directory on the node's own host
+    /// (`ledge admin snapshot --out DIR`): every partition up to its synced end, metadata,
+    /// group offsets, security state, modules and transforms, and a manifest written last.
+    pub struct SnapshotRequest {
+        /// Where, on the node's host: an absolute path that does not exist yet, outside the
+        /// data directory.
+        pub out_dir: String,
+    }
+}
+
+wire_struct! {
+    /// One partition of a snapshot.
+    pub struct SnapshotPartition {
+        /// Topic.
+        pub topic: String,
+        /// Partition.
+        pub partition: u32,
+        /// First offset the snapshot serves.
+        pub log_start_offset: i64,
+        /// One past the last offset it holds.
+        pub end_offset: i64,
+    }
+}
+
+wire_struct! {
+    /// What the snapshot holds.
+    pub struct SnapshotResponse {
+        /// `InvalidRequest` for a refused directory, `StorageError` when writing failed
+        /// (the directory then has no manifest), `ClusterAuthorizationFailed`.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// The node that took it.
+        pub node_id: u32,
+        /// Every partition copied, by topic and partition.
+        pub partitions: Vec<SnapshotPartition>,
+        /// Partitions offline at the time, left out (listed in the manifest).
+        pub offline_partitions: u32,
+        /// Files hard-linked to the node's own (sealed segments and their indexes).
+        pub files_linked: u64,
+        /// Files copied.
+        pub files_copied: u64,
+    }
+}

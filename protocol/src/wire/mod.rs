@@ -147,6 +147,7 @@ apis! {
     SaslAuthenticate = 46, SaslAuthenticateRequest, SaslAuthenticateResponse;
     AlterClientQuotas = 47, AlterClientQuotasRequest, AlterClientQuotasResponse;
     DescribeClientQuotas = 48, DescribeClientQuotasRequest, DescribeClientQuotasResponse;
+    Snapshot = 49, SnapshotRequest, SnapshotResponse;
 }
 
 /// The only version of each API so far.

@@ -75,6 +75,9 @@ fn samples() -> Vec<Request> {
         Request::DescribeClientQuotas(DescribeClientQuotasRequest {
             users: vec!["alice".into()],
         }),
+        Request::Snapshot(SnapshotRequest {
+            out_dir: "/var/backups/ledge/2026-12-07".into(),
+        }),
         Request::ApiVersions(ApiVersionsRequest {
             client_software_name: "ledge-cli".into(),
             client_software_version: "0.1".into(),
@@ -235,6 +238,20 @@ fn upload_module_frame(kind_number: u8) -> Vec<u8> {
 
 fn response_samples() -> Vec<Response> {
     vec![
+        Response::Snapshot(SnapshotResponse {
+            error: ErrorCode::None,
+            message: String::new(),
+            node_id: 3,
+            partitions: vec![SnapshotPartition {
+                topic: "orders".into(),
+                partition: 1,
+                log_start_offset: 5,
+                end_offset: 1_000_000_000_000,
+            }],
+            offline_partitions: 1,
+            files_linked: 12,
+            files_copied: 4,
+        }),
         Response::SaslHandshake(SaslHandshakeResponse {
             error: ErrorCode::UnsupportedSaslMechanism,
             message: "not enabled".into(),

@@ -129,6 +129,11 @@ pub(crate) enum Command {
     /// A live view: node health, topics with produce rates, groups with lag per partition and
     /// a lag trend, transforms with rates and dead letters (refreshed every --interval-ms)
     Top(TopArgs),
+    /// Node administration: snapshot the node's data directory for disaster recovery
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +148,23 @@ pub(crate) struct TopArgs {
     #[arg(long, conflicts_with = "iterations")]
     pub(crate) once: bool,
     /// Output format: tables redrawn in place on a terminal, or one JSON object per frame
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Have the node write a consistent copy of its data directory into DIR on its own host
+    /// while it serves (restore it with ledge-node restore --from DIR --data-dir NEW)
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SnapshotArgs {
+    /// Absolute path on the node's host; must not exist, nor be inside its data directory
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: String,
+    /// Output format
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
 }

@@ -4,6 +4,7 @@
 //! error ends as one line on stderr (`error: ...`) and exit status 1; clap's usage errors exit
 //! with 2 (a bad flag value as one line too).
 
+mod admin;
 mod args;
 mod cluster;
 mod consume;
@@ -114,6 +115,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Acl { command } => security::run_acl(&client, command).await,
         Command::Quota { command } => security::run_quota(&client, command).await,
         Command::Top(arguments) => top::run(&client, arguments).await,
+        Command::Admin { command } => admin::run(&client, command).await,
     };
     client.close().await;
     result

@@ -896,6 +896,19 @@ impl<D: Disk> TopicRegistry<D> {
         });
     }
 
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Copies the data directory's files outside the partition logs into `target` for a
+    /// snapshot (`storage::snapshot::copy_node_files`), holding the metadata lock so no
+    /// topic, module or transform changes while they are copied.
+    pub async fn copy_node_files(&self, target: &Path) -> Result<Vec<String>, DiskError> {
+        let _metadata = self.admin.lock().await;
+        crate::storage::snapshot::copy_node_files(&self.disk, &self.data_dir, target).await
+    }
+
     /// The names of every topic, internal ones included, in order.
     pub fn topic_names(&self) -> Vec<String> {
         read(&self.topics).keys().cloned().collect()

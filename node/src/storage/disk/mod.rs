@@ -156,6 +156,19 @@ pub trait Disk: Clone + Send + Sync + 'static {
 
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> impl Future<Output = Result<(), DiskError>> + Send;
+
+    /// Makes `to` a second name of the file `from` (a hard link; not durable until the
+    /// directory is synced): `Ok(false)` when this disk or filesystem cannot (another
+    /// filesystem, no link support), and the caller copies instead. Snapshots use it for
+    /// files that never change in place.
+    fn hard_link(
+        &self,
+        from: &Path,
+        to: &Path,
+    ) -> impl Future<Output = Result<bool, DiskError>> + Send {
+        let _ = (from, to);
+        async { Ok(false) }
+    }
 }
 
 /// Creates `path` and any missing ancestors, and syncs the parent of each one created, so
@@ -340,6 +353,10 @@ impl Disk for SystemDisk {
 
     async fn sync_dir(&self, path: &Path) -> Result<(), DiskError> {
         std_fs::sync_dir(path).await
+    }
+
+    async fn hard_link(&self, from: &Path, to: &Path) -> Result<bool, DiskError> {
+        std_fs::hard_link(from, to).await
     }
 }
 

@@ -112,6 +112,28 @@ pub(super) async fn sync_dir(path: &Path) -> Result<(), DiskError> {
     .await
 }
 
+/// A hard link `to` -> `from`; `Ok(false)` where the filesystem cannot make one (another
+/// filesystem, no hard links, the link count at its maximum).
+pub(super) async fn hard_link(from: &Path, to: &Path) -> Result<bool, DiskError> {
+    let (source, target) = (from.to_path_buf(), to.to_path_buf());
+    let linked = blocking("link", to, move || {
+        match std::fs::hard_link(&source, &target) {
+            Ok(()) => Ok(true),
+            Err(error)
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc::EXDEV | libc::EPERM | libc::EMLINK | libc::EOPNOTSUPP)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    })
+    .await?;
+    Ok(linked)
+}
+
 pub(super) async fn file_len(file: &Arc<File>, path: &Path) -> Result<u64, DiskError> {
     let file = Arc::clone(file);
     blocking("stat", path, move || Ok(file.metadata()?.len())).await
@@ -207,5 +229,9 @@ impl Disk for StdDisk {
 
     async fn sync_dir(&self, path: &Path) -> Result<(), DiskError> {
         sync_dir(path).await
+    }
+
+    async fn hard_link(&self, from: &Path, to: &Path) -> Result<bool, DiskError> {
+        hard_link(from, to).await
     }
 }

@@ -54,6 +54,7 @@ mod open;
 mod read;
 mod replica_read;
 mod roll;
+mod snapshot;
 mod truncate;
 mod writer;
 
@@ -71,6 +72,8 @@ pub(in crate::storage) use open::{remove_segment_files, scan_segment, write_chec
 pub use read::ReadBatches;
 use read::known_exists;
 pub use replica_read::{BatchDamage, VerifiedRead};
+pub(in crate::storage) use snapshot::copy_whole;
+pub use snapshot::{PartitionCopy, SNAPSHOT_COPY_CHUNK_BYTES};
 #[cfg(test)]
 use writer::take_groups_drained;
 
