@@ -26,8 +26,8 @@ pub mod config;
 pub mod controller;
 pub mod groups;
 pub mod kafka;
-pub mod metrics;
 pub mod logging;
+pub mod metrics;
 pub mod replication;
 pub mod security;
 #[cfg(any(test, feature = "sim"))]

@@ -713,7 +713,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                     info,
                     config.admin.metrics_label_sets_max,
                 ));
-            tracing::info!(address = %admin_address, "admin listener up (/metrics, /livez, /readyz, /v1/status)");
+            tracing::info!(address = %admin_address, "admin listener up (console /, /metrics, /livez, /readyz, /v1/status)");
+            listeners.push(format!("admin http://{admin_address}/"));
             println!("ledge-node admin listening on {admin_address}");
             Some(tokio::spawn(admin.serve(
                 view,

@@ -182,3 +182,292 @@ fn metric_names_are_read_from_queries() {
         ]
     );
 }
+
+/// `GET path` over HTTP/1.0 (so neither side chunks the body): (status, body).
+pub(crate) fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+/// Percent-encodes a query parameter's value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// The value of the one sample of `name` whose labels include every pair of `labels`, from
+/// Prometheus text.
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            (metric == name).then_some((rest, value))
+        })
+        .find(|(rest, _)| {
+            labels.iter().all(|(key, value)| {
+                rest.split(',')
+                    .any(|pair| pair == format!("{key}=\"{value}\""))
+            })
+        })
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+/// Metric families a scrape declares (`# TYPE name kind`), with the names their samples
+/// use (`_total` for counters, `_bucket`/`_sum`/`_count` for histograms).
+fn declared_families(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
+        names.push(name.to_string());
+        if kind == "counter" && !name.ends_with("_total") {
+            names.push(format!("{name}_total"));
+        }
+    }
+    names
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Asks Prometheus `query` until `accept` takes the first result's value (60 s at most).
+fn query_until(
+    prometheus: std::net::SocketAddr,
+    query: &str,
+    accept: impl Fn(f64) -> bool,
+) -> Result<f64, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(stream) = std::net::TcpStream::connect(prometheus) {
+            drop(stream);
+            let (status, body) = http_get(
+                prometheus,
+                &format!("/api/v1/query?query={}", encode(query)),
+            );
+            if status == 200 {
+                let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let value = answer["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|value| value.parse::<f64>().ok());
+                if let Some(value) = value
+                    && accept(value)
+                {
+                    return Ok(value);
+                }
+            }
+            last = body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    Err(format!("{query}: last answer {last}"))
+}
+
+fn kafka_exporter() -> Option<std::path::PathBuf> {
+    let path = repo_root().join("target/kafka_exporter/kafka_exporter");
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var_os("LEDGE_REQUIRE_PROMETHEUS").is_some_and(|value| value == "1") {
+        panic!(
+            "target/kafka_exporter/kafka_exporter is missing and LEDGE_REQUIRE_PROMETHEUS=1 (.ci/run builds it)"
+        );
+    }
+    eprintln!("skipped: kafka_exporter not built (.ci/run builds it)");
+    None
+}
+
+// Goal (issue 16 item 3): the Debian `prometheus` scrapes a running node, and a query through
+// Prometheus's HTTP API returns the lag of a group that is 100 records behind; kafka_exporter,
+// run against the Kafka listener, reports the same lag; every metric the dashboard and the
+// alert rules read is one the node declares.
+#[test]
+fn prometheus_scrapes_the_lag_of_a_group_100_behind_and_kafka_exporter_agrees() {
+    let Some(_) = promtool() else {
+        return;
+    };
+    let Some(exporter) = kafka_exporter() else {
+        return;
+    };
+    let node = ledge_e2e::NodeProcess::start();
+    let admin = node
+        .admin_addr
+        .expect("the admin listener is on by default");
+    let kafka = node
+        .kafka_addr
+        .expect("the Kafka listener is on by default");
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let address = node.addr.to_string();
+        let ca = node.ca_file.to_string_lossy().into_owned();
+        let mut full = vec!["--server", address.as_str(), "--ca", ca.as_str()];
+        full.extend_from_slice(args);
+        let (status, stdout, stderr) = ledge_e2e::run_cli(&full, stdin);
+        assert!(status.success(), "ledge {args:?}: {stderr}");
+        stdout
+    };
+    cli(&["topic", "create", "orders", "--partitions", "1"], None);
+    let lines: String = (0..300).map(|i| format!("order {i}\n")).collect();
+    cli(&["produce", "orders"], Some(&lines));
+    cli(
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--from-beginning",
+            "--max-messages",
+            "200",
+        ],
+        None,
+    );
+
+    // The node's own scrape.
+    let (status, text) = http_get(admin, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    let billing = [
+        ("group", "billing"),
+        ("topic", "orders"),
+        ("partition", "0"),
+    ];
+    assert_eq!(
+        sample(&text, "ledge_consumer_group_lag", &billing),
+        Some(100.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "ledge_consumer_group_lag_sum",
+            &[("group", "billing")]
+        ),
+        Some(100.0),
+        "{text}"
+    );
+    let declared = declared_families(&text);
+    let rules = std::fs::read_to_string(repo_root().join("deploy/prometheus/alerts.yml")).unwrap();
+    let mut read: Vec<(String, String)> = dashboard_queries();
+    read.push(("alerts.yml".to_string(), rules));
+    for (source, expr) in &read {
+        for name in metric_names(expr) {
+            assert!(
+                declared.iter().any(|declared| declared == &name),
+                "{source} reads {name}, which the node does not declare:\n{text}"
+            );
+        }
+    }
+
+    // kafka_exporter against the Kafka listener.
+    let exporter_address: std::net::SocketAddr =
+        format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _exporter = Child(
+        std::process::Command::new(exporter)
+            .arg(format!("--kafka.server={kafka}"))
+            .arg(format!("--web.listen-address={exporter_address}"))
+            .arg("--kafka.version=3.0.0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    // Prometheus scraping both every second.
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n\
+             \x20 - job_name: ledge\n    static_configs:\n      - targets: ['{admin}']\n\
+             \x20 - job_name: kafka\n    static_configs:\n      - targets: ['{exporter_address}']\n"
+        ),
+    )
+    .unwrap();
+    let prometheus_address: std::net::SocketAddr =
+        format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let log = std::fs::File::create(scratch.path().join("prometheus.log")).unwrap();
+    let _prometheus = Child(
+        std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                scratch.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={prometheus_address}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let prometheus_log =
+        || std::fs::read_to_string(scratch.path().join("prometheus.log")).unwrap_or_default();
+    let lag = query_until(
+        prometheus_address,
+        "ledge_consumer_group_lag_sum{group=\"billing\"}",
+        |lag| lag == 100.0,
+    )
+    .unwrap_or_else(|error| panic!("{error}\n{}", prometheus_log()));
+    assert_eq!(lag, 100.0);
+    let exported = query_until(
+        prometheus_address,
+        "sum(kafka_consumergroup_lag{consumergroup=\"billing\",topic=\"orders\"})",
+        |lag| lag == 100.0,
+    )
+    .unwrap_or_else(|error| panic!("{error}\n{}", prometheus_log()));
+    assert_eq!(exported, lag, "kafka_exporter and the node disagree");
+    // Both series are Prometheus's, side by side, in one query.
+    let difference = query_until(
+        prometheus_address,
+        "sum(ledge_consumer_group_lag{group=\"billing\"}) - sum(kafka_consumergroup_lag{consumergroup=\"billing\"})",
+        |_| true,
+    )
+    .unwrap_or_else(|error| panic!("{error}\n{}", prometheus_log()));
+    assert_eq!(difference, 0.0);
+}

@@ -48,7 +48,7 @@ impl<D: Disk> NodeView for BrokerView<D> {
 
     fn status(&self) -> StatusReport {
         let (topics, partitions, partitions_offline) = self.broker.partition_counts();
-        let filesystem = filesystem_bytes(&self.info.data_dir);
+        let filesystem = crate::broker::filesystem_bytes(&self.info.data_dir);
         let full_reason = self.broker.disk_full_reason();
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -86,24 +86,4 @@ impl<D: Disk> NodeView for BrokerView<D> {
         serde_json::to_value(view)
             .unwrap_or_else(|error| serde_json::json!({ "error": error.to_string() }))
     }
-}
-
-/// (size, bytes available to unprivileged users) of the filesystem holding `path`.
-fn filesystem_bytes(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let text = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `text` is a NUL-terminated path and `stats` points at writable memory the size
-    // of a statvfs; the result is only read after statvfs reports success.
-    let result = unsafe { libc::statvfs(text.as_ptr(), stats.as_mut_ptr()) };
-    if result != 0 {
-        return None;
-    }
-    // SAFETY: statvfs succeeded, so it filled the struct.
-    let stats = unsafe { stats.assume_init() };
-    let block = stats.f_frsize;
-    Some((
-        stats.f_blocks.saturating_mul(block),
-        stats.f_bavail.saturating_mul(block),
-    ))
 }

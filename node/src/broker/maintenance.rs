@@ -249,6 +249,11 @@ impl DiskGuard {
         }
     }
 
+    /// (size, bytes available) of the data directory's filesystem, if statvfs answers.
+    pub(super) fn filesystem(&self) -> Option<(u64, u64)> {
+        filesystem_bytes(&self.data_dir)
+    }
+
     /// Why produce is refused, if it is.
     pub(super) fn tripped(&self) -> Option<DiskGuardTrip> {
         read(&self.tripped).clone()
@@ -306,4 +311,24 @@ fn filesystem_used_percent(path: &Path) -> Option<f64> {
         return None;
     }
     Some((total - stats.f_bavail as f64) / total * 100.0)
+}
+
+/// (size, bytes available to unprivileged users) of the filesystem holding `path`.
+pub fn filesystem_bytes(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let text = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `text` is a NUL-terminated path and `stats` points at writable memory the size
+    // of a statvfs; the result is only read after statvfs reports success.
+    let result = unsafe { libc::statvfs(text.as_ptr(), stats.as_mut_ptr()) };
+    if result != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled the struct.
+    let stats = unsafe { stats.assume_init() };
+    let block = stats.f_frsize;
+    Some((
+        stats.f_blocks.saturating_mul(block),
+        stats.f_bavail.saturating_mul(block),
+    ))
 }

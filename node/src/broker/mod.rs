@@ -54,7 +54,7 @@ pub mod topic_config;
 pub mod transforms;
 
 pub use fetch::FetchError;
-pub use maintenance::{VERIFY_BYTES_PER_SECOND_DEFAULT, VerifyPassReport};
+pub use maintenance::{VERIFY_BYTES_PER_SECOND_DEFAULT, VerifyPassReport, filesystem_bytes};
 pub use plugins::{
     FetchPluginError, MalformedProducedBatch, ModuleError, ModuleReferenceError, NamedPluginError,
     PartitionerError, PluginError, ProduceFilterError,

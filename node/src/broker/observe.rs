@@ -90,6 +90,10 @@ impl<D: Disk> Broker<D> {
             (&a.group, &a.topic, a.partition).cmp(&(&b.group, &b.topic, b.partition))
         });
         snapshot.disk_full = self.disk_guard.tripped().is_some();
+        if let Some((capacity, available)) = self.disk_guard.filesystem() {
+            snapshot.disk_capacity_bytes = Some(capacity);
+            snapshot.disk_available_bytes = Some(available);
+        }
         snapshot.controller_active = self.controller_id() == Some(self.config.node_id);
         if let Some(image) = self.cluster_image() {
             let own = self.config.node_id;

@@ -295,6 +295,23 @@ pub fn encode_node(
         MetricType::Gauge,
         gauge(snapshot.disk_usage_bytes),
     )?;
+    // Absent when statvfs cannot read the filesystem (a missing series, not a made-up 0).
+    if let Some(capacity) = snapshot.disk_capacity_bytes {
+        writer.single(
+            "ledge_disk_capacity_bytes",
+            "Size of the filesystem holding the data directory.",
+            MetricType::Gauge,
+            gauge(capacity),
+        )?;
+    }
+    if let Some(available) = snapshot.disk_available_bytes {
+        writer.single(
+            "ledge_disk_available_bytes",
+            "Bytes of the data directory's filesystem available to the node.",
+            MetricType::Gauge,
+            gauge(available),
+        )?;
+    }
     writer.single(
         "ledge_disk_full",
         "1 while the disk guard refuses produce (limits.disk_usage_bytes_max or disk_usage_percent_max), else 0.",

@@ -67,6 +67,10 @@ pub struct NodeSnapshot {
     pub group_lag: Vec<GroupLagSample>,
     /// Bytes of every partition log.
     pub disk_usage_bytes: u64,
+    /// Size of the data directory's filesystem, if statvfs answered.
+    pub disk_capacity_bytes: Option<u64>,
+    /// Bytes of it available to the node, if statvfs answered.
+    pub disk_available_bytes: Option<u64>,
     /// The disk guard refuses produce (`limits.disk_usage_*`).
     pub disk_full: bool,
     /// Partitions this node leads whose ISR is smaller than their replica set.
