@@ -18,6 +18,7 @@ mod cluster_security;
 mod cluster_topics;
 mod cluster_wiped;
 mod damage;
+mod deploy;
 mod fault_proxy;
 mod groups;
 mod groups_more;
