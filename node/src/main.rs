@@ -149,6 +149,26 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(Command::CheckConfig { config }) = &arguments.command {
+        return match check_config_file(config) {
+            Ok(config_read) => {
+                println!(
+                    "{}: ok (data_dir {}, listen {}, {} topic(s), {} module(s), {} transform(s))",
+                    config.display(),
+                    config_read.data_dir.display(),
+                    config_read.listen,
+                    config_read.topics.len(),
+                    config_read.modules.len(),
+                    config_read.transforms.len()
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::ClusterInit {
         nodes,
         dir,
@@ -169,26 +189,6 @@ fn main() -> std::process::ExitCode {
             }
             Err(error) => {
                 eprintln!("error: {error}");
-                std::process::ExitCode::FAILURE
-            }
-        };
-    }
-    if let Some(Command::CheckConfig { config }) = &arguments.command {
-        return match check_config_file(config) {
-            Ok(config_read) => {
-                println!(
-                    "{}: ok (data_dir {}, listen {}, {} topic(s), {} module(s), {} transform(s))",
-                    config.display(),
-                    config_read.data_dir.display(),
-                    config_read.listen,
-                    config_read.topics.len(),
-                    config_read.modules.len(),
-                    config_read.transforms.len()
-                );
-                std::process::ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("error: {error:#}");
                 std::process::ExitCode::FAILURE
             }
         };
@@ -821,7 +821,9 @@ async fn reload<D: Disk>(
         );
     }
     if read_only {
-        tracing::warn!("read-only data directory: declared topics, modules and transforms are not reconciled on reload");
+        tracing::warn!(
+            "read-only data directory: declared topics, modules and transforms are not reconciled on reload"
+        );
         return;
     }
     // The order of start-up: modules, then topics, then transforms (which read topics).
@@ -839,7 +841,9 @@ async fn reload<D: Disk>(
             "config reloaded"
         ),
         Err(error) => {
-            tracing::error!("config reload stopped at an error (declarations before it were applied): {error:#}");
+            tracing::error!(
+                "config reload stopped at an error (declarations before it were applied): {error:#}"
+            );
         }
     }
 }

@@ -285,7 +285,8 @@ mod tests {
     fn the_packaged_config_is_the_built_in_defaults_with_data_in_var_lib_ledge() {
         // The .deb's /etc/ledge/ledge.toml (deploy/deb/build.sh) must not drift from the
         // node's defaults: an operator reading it sees what the node does.
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/deb/ledge.toml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/deb/ledge.toml");
         let packaged = NodeConfig::from_file(&path).unwrap();
         let expected = NodeConfig {
             data_dir: "/var/lib/ledge".into(),

@@ -28,6 +28,33 @@ fn run(program: &str, args: &[&str], package: &str) -> Output {
         })
 }
 
+/// Runs `ledge-node check-config --config FILE` (the binary given), which must exit by itself
+/// promptly: a binary that started serving instead is killed and the test fails.
+fn check_config(node: &Path, file: &Path) -> Output {
+    let mut child = Command::new(node)
+        .args(["check-config", "--config"])
+        .arg(file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let step = Duration::from_millis(20);
+    let mut waited = Duration::ZERO;
+    while child.try_wait().unwrap().is_none() {
+        if waited > NOTIFY_TIMEOUT {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "ledge-node check-config did not exit within {NOTIFY_TIMEOUT:?}:\n{}",
+                text(&output.stderr)
+            );
+        }
+        std::thread::sleep(step);
+        waited += step;
+    }
+    child.wait_with_output().unwrap()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -73,7 +100,10 @@ fn hangup(node: &NodeProcess) {
 fn reload(node: &NodeProcess, notify: &NotifySocket) {
     hangup(node);
     let reloading = notify.next();
-    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading:?}");
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
     let ready = notify.next();
     assert!(ready.starts_with("READY=1\n"), "{ready:?}");
 }
@@ -192,7 +222,14 @@ fn the_deb_installs_binaries_config_and_an_enabled_unit_that_is_not_started() {
     let out = tempfile::tempdir().unwrap();
     let out_text = out.path().display().to_string();
     let built = Command::new(repo().join("deploy/deb/build.sh"))
-        .args(["--bin-dir", &bin_dir, "--out", &out_text, "--compress", "none"])
+        .args([
+            "--bin-dir",
+            &bin_dir,
+            "--out",
+            &out_text,
+            "--compress",
+            "none",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -254,9 +291,7 @@ fn the_deb_installs_binaries_config_and_an_enabled_unit_that_is_not_started() {
         );
     }
     assert!(
-        contents
-            .lines()
-            .all(|line| line.contains(" root/root ")),
+        contents.lines().all(|line| line.contains(" root/root ")),
         "{contents}"
     );
 
@@ -278,16 +313,34 @@ fn the_deb_installs_binaries_config_and_an_enabled_unit_that_is_not_started() {
     );
     assert!(postinst.contains("adduser --system --group --home /var/lib/ledge"));
     assert!(postinst.contains("install -d -o ledge -g ledge -m 0750 /var/lib/ledge"));
+    // On upgrade (a previous version in $2) a running node is restarted on the new binary;
+    // try-restart leaves a stopped one stopped.
+    assert!(
+        postinst.contains("if [ -n \"$2\" ]; then\n            deb-systemd-invoke try-restart 'ledge-node.service'"),
+        "{postinst}"
+    );
     // Never started by the package: only a node that was running is restarted on upgrade.
     for script in ["postinst", "prerm", "postrm"] {
         let body = std::fs::read_to_string(control.path().join(script)).unwrap();
-        assert!(
-            !body.contains(" start ") && !body.contains(" start'") && !body.contains("restart '"),
-            "{script} starts the service:\n{body}"
-        );
+        for starting in [
+            "deb-systemd-invoke start",
+            "deb-systemd-invoke restart",
+            "systemctl start",
+            "systemctl restart",
+            "--now",
+        ] {
+            assert!(
+                !body.contains(starting),
+                "{script} starts the service ({starting}):\n{body}"
+            );
+        }
         let path = control.path().join(script).display().to_string();
         let syntax = run("sh", &["-n", &path], "dash");
-        assert!(syntax.status.success(), "{script}: {}", text(&syntax.stderr));
+        assert!(
+            syntax.status.success(),
+            "{script}: {}",
+            text(&syntax.stderr)
+        );
     }
 
     // The packaged files themselves: the config parses with the packaged node and puts the
@@ -301,11 +354,7 @@ fn the_deb_installs_binaries_config_and_an_enabled_unit_that_is_not_started() {
     );
     let packaged_node = root.path().join("usr/bin/ledge-node");
     let config = root.path().join("etc/ledge/ledge.toml");
-    let checked = Command::new(&packaged_node)
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let checked = check_config(&packaged_node, &config);
     assert!(checked.status.success(), "{}", text(&checked.stderr));
     assert!(
         text(&checked.stdout).contains("ok (data_dir /var/lib/ledge, listen 127.0.0.1:9092"),
@@ -313,13 +362,20 @@ fn the_deb_installs_binaries_config_and_an_enabled_unit_that_is_not_started() {
         text(&checked.stdout)
     );
     assert_eq!(
-        std::fs::read(root.path().join("usr/lib/systemd/system/ledge-node.service")).unwrap(),
+        std::fs::read(
+            root.path()
+                .join("usr/lib/systemd/system/ledge-node.service")
+        )
+        .unwrap(),
         std::fs::read(repo().join("deploy/systemd/ledge-node.service")).unwrap()
     );
     let packaged_path = packaged_node.display().to_string();
     let sections = text(&run("readelf", &["-S", "-W", &packaged_path], "binutils").stdout);
     assert!(
-        !sections.contains(".debug_") && !sections.contains(".symtab"),
+        // (.debug_gdb_scripts is loaded with the program and stays.)
+        !sections.contains(".debug_info")
+            && !sections.contains(".debug_line")
+            && !sections.contains(".symtab"),
         "the packaged ledge-node is not stripped:\n{sections}"
     );
 }
@@ -331,11 +387,7 @@ fn check_config_refuses_a_broken_file_in_one_line() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("ledge.toml");
     std::fs::write(&path, "[node]\nlisten = \"not an address\"\n").unwrap();
-    let output = Command::new(binary("ledge-node"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = check_config(&binary("ledge-node"), &path);
     assert!(!output.status.success());
     let stderr = text(&output.stderr);
     let errors: Vec<&str> = stderr
@@ -435,7 +487,11 @@ connections_max = 100
     assert!(log.contains("config reloaded"), "{log}");
 
     // A broken file: one error line, nothing changed, still serving.
-    std::fs::write(&config_file, format!("{second}\n[[topic]\nname = \"never\"\n")).unwrap();
+    std::fs::write(
+        &config_file,
+        format!("{second}\n[[topic]\nname = \"never\"\n"),
+    )
+    .unwrap();
     let errors_before = node.log().matches("config reload failed").count();
     reload(&node, &notify);
     let log = node.log();
@@ -547,7 +603,11 @@ fn an_arm64_node_under_qemu_serves_the_host_cli() {
         "std (io_uring unavailable under qemu-user)"
     };
     eprintln!("arm64 node under qemu-aarch64: disk backend {backend}");
-    let created = ledge(&node, &["topic", "create", "edge", "--partitions", "2"], None);
+    let created = ledge(
+        &node,
+        &["topic", "create", "edge", "--partitions", "2"],
+        None,
+    );
     assert!(created.contains("Created topic edge"), "{created}");
     ledge(
         &node,
