@@ -592,12 +592,12 @@ fn an_arm64_node_under_qemu_serves_the_host_cli() {
         ],
     );
     let log = node.log();
-    let backend = if log.contains("backend=io_uring") {
+    let backend = if log.contains("backend=\"io_uring\"") {
         "io_uring"
     } else {
         assert!(
             log.contains("io_uring unavailable, using the std disk backend")
-                && log.contains("backend=std"),
+                && log.contains("backend=\"std\""),
             "{log}"
         );
         "std (io_uring unavailable under qemu-user)"
