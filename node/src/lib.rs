@@ -9,6 +9,8 @@
 //!   openraft, with its image and the controller's decisions as pure code.
 //! - [`assembly`]: how a node's services are put together once its broker is open, one
 //!   sequence for the binary and the multi-node simulator.
+//! - [`service`]: running under systemd: readiness notifications (`sd_notify`) and what a
+//!   config reload on `SIGHUP` can apply.
 //! - `sim` (tests and the `sim` feature): a simulated disk with crashes, torn writes, EIO
 //!   and ENOSPC, driven by a seed.
 //!
@@ -30,6 +32,7 @@ pub mod logging;
 pub mod metrics;
 pub mod replication;
 pub mod security;
+pub mod service;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;

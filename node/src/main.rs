@@ -101,6 +101,14 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
     },
+    /// Check a config file as the node would read it at start (and on SIGHUP): parse it,
+    /// check its sections agree and its module files can be read; print a summary, exit
+    /// non-zero with the error otherwise. Nothing is bound or written.
+    CheckConfig {
+        /// The TOML config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -176,6 +184,26 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(Command::CheckConfig { config }) = &arguments.command {
+        return match check_config_file(config) {
+            Ok(config_read) => {
+                println!(
+                    "{}: ok (data_dir {}, listen {}, {} topic(s), {} module(s), {} transform(s))",
+                    config.display(),
+                    config_read.data_dir.display(),
+                    config_read.listen,
+                    config_read.topics.len(),
+                    config_read.modules.len(),
+                    config_read.transforms.len()
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::ClusterInit {
         nodes,
         dir,
@@ -220,26 +248,21 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(arguments: Arguments) -> anyhow::Result<()> {
+    // SIGHUP reloads the config file once the node serves. The handler is installed first
+    // thing: SIGHUP's default action ends the process, and a reload asked for during start-up
+    // is carried out once the node is ready.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    // Readiness for systemd (`Type=notify`) when it started the node.
+    let notifier = ledge_node::service::Notifier::from_env()?;
     let mut config = match &arguments.config {
         Some(path) => NodeConfig::from_file(path)?,
         None => NodeConfig::default(),
     };
-    // Before the data directory is touched: a cluster's topics are the controller's, made
-    // with CreateTopics against any node, and a node reconciling its own copy at start
-    // would disagree with the others.
-    anyhow::ensure!(
-        config.cluster.is_none() || config.topics.is_empty(),
-        "[[topic]] sections cannot be used with [cluster]: a cluster's topics are the controller's; create them with `ledge topic create` against any node ({} declared)",
-        config.topics.len()
-    );
-    // Likewise modules and transforms: the controller's in a cluster (`ledge module upload`,
-    // `ledge transform deploy` against any node).
-    anyhow::ensure!(
-        config.cluster.is_none() || (config.modules.is_empty() && config.transforms.is_empty()),
-        "[[module]] and [[transform]] sections cannot be used with [cluster]: a cluster's modules and transforms are the controller's; use `ledge module upload` and `ledge transform deploy` against any node ({} module(s), {} transform(s) declared)",
-        config.modules.len(),
-        config.transforms.len()
-    );
+    check_declarations(&config)?;
+    // What the file said, before flags override it: a reload compares the re-read file
+    // with this to name what only a restart applies.
+    let file_config = config.clone();
     if let Some(data_dir) = arguments.data_dir {
         // An empty path would lock `./lock` and then fail to create the directory: refuse
         // it as the config file does.
@@ -374,20 +397,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     };
     // Module files named by the config are read after the data directory is open; a
     // missing one is reported now, before anything is written.
-    for (path, origin) in config
-        .modules
-        .iter()
-        .map(|module| (&module.path, &module.origin))
-        .chain(
-            config
-                .transforms
-                .iter()
-                .map(|transform| (&transform.path, &transform.origin)),
-        )
-    {
-        std::fs::File::open(path)
-            .with_context(|| format!("{origin}: cannot read module file {}", path.display()))?;
-    }
+    check_module_files(&config)?;
     let disk = SystemDisk::detect(config.disk_backend)?;
     let controller_disk = disk.clone();
     let disk_backend = disk.backend_name();
@@ -793,7 +803,27 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     // The readiness line: printed only once the listener is up (the e2e harness waits on it).
     println!("ledge-node listening on {address}");
     tracing::info!(address = %address, "ready: serving clients");
-    wait_for_signal().await;
+    let status = format!("serving on {address}");
+    if let Some(notifier) = &notifier {
+        notifier.ready(&status);
+    }
+    loop {
+        tokio::select! {
+            () = wait_for_signal() => break,
+            _ = hangup.recv() => {
+                if let Some(notifier) = &notifier {
+                    notifier.reloading(ledge_node::service::monotonic_us());
+                }
+                reload(arguments.config.as_deref(), &file_config, &*broker, lock.read_only).await;
+                if let Some(notifier) = &notifier {
+                    notifier.ready(&status);
+                }
+            }
+        }
+    }
+    if let Some(notifier) = &notifier {
+        notifier.stopping();
+    }
     if let Some(node_cluster) = &node_cluster {
         // Leaderships move to other in-sync replicas while this node still serves.
         node_cluster.controlled_shutdown().await;
@@ -814,6 +844,110 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     tracing::info!("shutdown complete");
     drop(lock);
     Ok(())
+}
+
+/// Sections that cannot go together, checked before anything is bound or written (at
+/// start, by `check-config` and on reload).
+fn check_declarations(config: &NodeConfig) -> anyhow::Result<()> {
+    // A cluster's topics are the controller's, made with CreateTopics against any node, and
+    // a node reconciling its own copy at start would disagree with the others.
+    anyhow::ensure!(
+        config.cluster.is_none() || config.topics.is_empty(),
+        "[[topic]] sections cannot be used with [cluster]: a cluster's topics are the controller's; create them with `ledge topic create` against any node ({} declared)",
+        config.topics.len()
+    );
+    // Likewise modules and transforms: the controller's in a cluster (`ledge module upload`,
+    // `ledge transform deploy` against any node).
+    anyhow::ensure!(
+        config.cluster.is_none() || (config.modules.is_empty() && config.transforms.is_empty()),
+        "[[module]] and [[transform]] sections cannot be used with [cluster]: a cluster's modules and transforms are the controller's; use `ledge module upload` and `ledge transform deploy` against any node ({} module(s), {} transform(s) declared)",
+        config.modules.len(),
+        config.transforms.len()
+    );
+    Ok(())
+}
+
+/// Every module file the config names can be opened (they are read when applied).
+fn check_module_files(config: &NodeConfig) -> anyhow::Result<()> {
+    for (path, origin) in config
+        .modules
+        .iter()
+        .map(|module| (&module.path, &module.origin))
+        .chain(
+            config
+                .transforms
+                .iter()
+                .map(|transform| (&transform.path, &transform.origin)),
+        )
+    {
+        std::fs::File::open(path)
+            .with_context(|| format!("{origin}: cannot read module file {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `ledge-node check-config`: what start-up checks of the file before touching anything.
+fn check_config_file(path: &std::path::Path) -> anyhow::Result<NodeConfig> {
+    let config = NodeConfig::from_file(path)?;
+    check_declarations(&config)?;
+    check_module_files(&config)?;
+    Ok(config)
+}
+
+/// `SIGHUP`: re-reads the config file and applies its declared modules, topics and
+/// transforms as at start (new topics created, partitions added, changed configs and
+/// transforms deployed); settings only a restart applies are logged as such. A file that
+/// does not parse or check is one error line and changes nothing.
+async fn reload<D: Disk>(
+    path: Option<&std::path::Path>,
+    running: &NodeConfig,
+    broker: &Broker<D>,
+    read_only: bool,
+) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: nothing to reload, the node was started without --config");
+        return;
+    };
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the config file");
+    let reloaded = match check_config_file(path) {
+        Ok(reloaded) => reloaded,
+        Err(error) => {
+            tracing::error!("config reload failed, nothing changed: {error:#}");
+            return;
+        }
+    };
+    for setting in ledge_node::service::restart_needed(running, &reloaded) {
+        tracing::warn!(
+            config = %path.display(),
+            "{setting} changed: takes effect at the next restart, not on reload"
+        );
+    }
+    if read_only {
+        tracing::warn!(
+            "read-only data directory: declared topics, modules and transforms are not reconciled on reload"
+        );
+        return;
+    }
+    // The order of start-up: modules, then topics, then transforms (which read topics).
+    let applied = async {
+        upload_declared_modules(broker, &reloaded).await?;
+        broker.reconcile(&reloaded.topics).await?;
+        deploy_declared_transforms(broker, &reloaded).await
+    }
+    .await;
+    match applied {
+        Ok(()) => tracing::info!(
+            topics = reloaded.topics.len(),
+            modules = reloaded.modules.len(),
+            transforms = reloaded.transforms.len(),
+            "config reloaded"
+        ),
+        Err(error) => {
+            tracing::error!(
+                "config reload stopped at an error (declarations before it were applied): {error:#}"
+            );
+        }
+    }
 }
 
 /// `ledge-node cert issue`.

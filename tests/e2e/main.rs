@@ -20,6 +20,7 @@ mod cluster_topics;
 mod cluster_wiped;
 mod console;
 mod damage;
+mod deploy;
 mod fault_proxy;
 mod groups;
 mod groups_more;

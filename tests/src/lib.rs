@@ -82,6 +82,8 @@ pub struct NodeOptions {
     pub listen: Option<SocketAddr>,
     /// Extra command-line arguments.
     pub args: Vec<String>,
+    /// Extra environment variables (name, value), e.g. `NOTIFY_SOCKET`.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `ledge-node` child process.
@@ -186,6 +188,7 @@ impl NodeProcess {
             .arg("--listen")
             .arg(self.addr.to_string())
             .args(&self.options.args)
+            .envs(self.options.env.iter().map(|(name, value)| (name, value)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

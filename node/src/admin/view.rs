@@ -1,6 +1,6 @@
 //! The broker as the admin listener sees it ([`NodeView`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
