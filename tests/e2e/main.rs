@@ -47,4 +47,5 @@ mod retention;
 mod sdk_produce_consume;
 mod security;
 mod top;
+mod topic_delete;
 mod wasm;
