@@ -185,9 +185,7 @@ fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
 #[test]
 fn metrics_report_offsets_lag_and_traffic() {
     let node = NodeProcess::start();
-    let admin = node
-        .admin_addr
-        .expect("the admin listener is on by default");
+    let admin = node.admin_addr.expect("the admin listener is on by default");
     let runtime = runtime();
     runtime.block_on(async {
         let client = connect(&node).await;
@@ -202,17 +200,8 @@ fn metrics_report_offsets_lag_and_traffic() {
     let ca = node.ca_file.display().to_string();
     let (status, _, stderr) = run_cli(
         &[
-            "--server",
-            &server,
-            "--ca",
-            &ca,
-            "group",
-            "reset-offsets",
-            "billing",
-            "--topic",
-            "orders",
-            "--to-offset",
-            "50",
+            "--server", &server, "--ca", &ca, "group", "reset-offsets", "billing", "--topic",
+            "orders", "--to-offset", "50",
         ],
         None,
     );
@@ -220,15 +209,9 @@ fn metrics_report_offsets_lag_and_traffic() {
 
     let metrics = scrape(admin);
     let orders = "partition=\"0\",topic=\"orders\"";
+    assert_eq!(value(&metrics, &format!("ledge_partition_end_offset{{{orders}}}")), 150.0);
     assert_eq!(
-        value(&metrics, &format!("ledge_partition_end_offset{{{orders}}}")),
-        150.0
-    );
-    assert_eq!(
-        value(
-            &metrics,
-            &format!("ledge_partition_log_start_offset{{{orders}}}")
-        ),
+        value(&metrics, &format!("ledge_partition_log_start_offset{{{orders}}}")),
         0.0
     );
     let size = value(&metrics, &format!("ledge_partition_size_bytes{{{orders}}}"));
@@ -252,21 +235,12 @@ fn metrics_report_offsets_lag_and_traffic() {
     assert!(produced > 150.0 * 100.0, "{produced}");
     // Everything produced was read at least once.
     let fetched = value(&metrics, "ledge_fetched_bytes_total{topic=\"orders\"}");
-    assert!(
-        fetched >= produced,
-        "fetched {fetched}, produced {produced}"
-    );
+    assert!(fetched >= produced, "fetched {fetched}, produced {produced}");
     // One QUIC produce request per flushed batch, each timed.
-    let produce_requests = value(
-        &metrics,
-        "ledge_requests_total{api=\"Produce\",outcome=\"ok\"}",
-    );
+    let produce_requests = value(&metrics, "ledge_requests_total{api=\"Produce\",outcome=\"ok\"}");
     assert!(produce_requests >= 150.0, "{produce_requests}");
     assert_eq!(
-        value(
-            &metrics,
-            "ledge_request_duration_seconds_count{api=\"Produce\"}"
-        ),
+        value(&metrics, "ledge_request_duration_seconds_count{api=\"Produce\"}"),
         produce_requests
     );
     assert_eq!(
@@ -276,12 +250,7 @@ fn metrics_report_offsets_lag_and_traffic() {
         ),
         produce_requests
     );
-    assert!(
-        value(
-            &metrics,
-            "ledge_requests_total{api=\"Fetch\",outcome=\"ok\"}"
-        ) >= 1.0
-    );
+    assert!(value(&metrics, "ledge_requests_total{api=\"Fetch\",outcome=\"ok\"}") >= 1.0);
     assert!(value(&metrics, "ledge_fsync_duration_seconds_count") >= 1.0);
     // This scrape's own connection.
     assert!(value(&metrics, "ledge_connections{listener=\"admin\"}") >= 1.0);
@@ -415,10 +384,8 @@ fn bad_input_on_the_admin_listener_is_bounded_and_quic_still_serves() {
     // A client that never finishes its head is cut off (admin.header_read_timeout_ms):
     // the read ends (EOF, or hyper's 408) instead of waiting forever.
     let mut slow = TcpStream::connect(admin).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: le")
-        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: le").unwrap();
     let mut rest = Vec::new();
     let read = slow.read_to_end(&mut rest);
     assert!(read.is_ok(), "the slow client was not cut off: {read:?}");

@@ -271,10 +271,7 @@ mod tests {
         for (text, key) in [
             ("[admin]\nlisten = \"nowhere\"\n", "admin.listen"),
             ("[admin]\nconnections_max = 0\n", "admin.connections_max"),
-            (
-                "[admin]\nheader_bytes_max = 100\n",
-                "admin.header_bytes_max",
-            ),
+            ("[admin]\nheader_bytes_max = 100\n", "admin.header_bytes_max"),
             (
                 "[admin]\nheader_read_timeout_ms = 0\n",
                 "admin.header_read_timeout_ms",

@@ -120,7 +120,8 @@ impl AdminListener {
                     .max_header_size(settings.header_bytes_max)
                     .header_read_timeout(settings.header_read_timeout);
                 let connection = builder.serve_connection(TokioIo::new(stream), service);
-                match crate::clock::timeout(&*clock, settings.connection_time_max, connection).await
+                match crate::clock::timeout(&*clock, settings.connection_time_max, connection)
+                    .await
                 {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => tracing::debug!(%remote, %error, "admin connection ended"),
@@ -162,8 +163,8 @@ async fn respond(request: Request<Incoming>, view: Arc<dyn NodeView>) -> Respons
         body: format!("the answer failed: {error}\n"),
     });
     let mut response = Response::new(Full::new(Bytes::from(answer.body)));
-    *response.status_mut() = hyper::StatusCode::from_u16(answer.status)
-        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(answer.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(answer.content_type),

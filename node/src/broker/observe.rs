@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::Broker;
-use crate::metrics::snapshot::{GroupLagSample, NodeSnapshot, PartitionSample, TopicSample};
+use crate::metrics::snapshot::{
+    GroupLagSample, NodeSnapshot, PartitionSample, TopicSample,
+};
 use crate::storage::Disk;
 
 /// One partition this node holds, as readiness sees it.
@@ -26,9 +28,7 @@ impl<D: Disk> Broker<D> {
                 match partition.online_log() {
                     Ok(log) => held.push((name.clone(), number, Held::Online, Some(log))),
                     Err(super::registry::LookupError::NotHosted { .. }) => {}
-                    Err(error) => {
-                        held.push((name.clone(), number, Held::Offline(error.to_string()), None))
-                    }
+                    Err(error) => held.push((name.clone(), number, Held::Offline(error.to_string()), None)),
                 }
             }
         }
@@ -120,9 +120,7 @@ impl<D: Disk> Broker<D> {
         let mut reasons = Vec::new();
         for (topic, partition, state, _) in self.held_partitions() {
             if let Held::Offline(reason) = state {
-                reasons.push(format!(
-                    "partition {topic}-{partition} is offline: {reason}"
-                ));
+                reasons.push(format!("partition {topic}-{partition} is offline: {reason}"));
             }
         }
         if self.cluster_source.get().is_some() {

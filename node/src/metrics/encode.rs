@@ -138,10 +138,7 @@ pub fn encode_node(
             .zip(&partition_numbers)
             .map(|(sample, number)| {
                 (
-                    vec![
-                        ("topic", sample.topic.as_str()),
-                        ("partition", number.as_str()),
-                    ],
+                    vec![("topic", sample.topic.as_str()), ("partition", number.as_str())],
                     sample,
                 )
             })
@@ -230,18 +227,18 @@ pub fn encode_node(
             name,
             help,
             MetricType::Counter,
-            snapshot.topics.iter().map(|sample| {
-                (
-                    vec![("topic", sample.topic.as_str())],
-                    Value::Counter(pick(sample)),
-                )
-            }),
+            snapshot
+                .topics
+                .iter()
+                .map(|sample| (vec![("topic", sample.topic.as_str())], Value::Counter(pick(sample)))),
             true,
         )?;
     }
     let apis = metrics.requests.apis();
-    let durations: Vec<HistogramSnapshot> =
-        apis.iter().map(|api| api.duration().snapshot()).collect();
+    let durations: Vec<HistogramSnapshot> = apis
+        .iter()
+        .map(|api| api.duration().snapshot())
+        .collect();
     writer.family(
         "ledge_request_duration_seconds",
         "Time from a request read to its answer made, by API (QUIC and Kafka listeners).",

@@ -410,7 +410,10 @@ mod tests {
         assert_eq!(produce.count(Outcome::Ok), 1);
         assert_eq!(produce.count(Outcome::Refused), 1);
         assert_eq!(produce.duration().snapshot().count, 2);
-        assert_eq!(metrics.api("SaslHandshake").unwrap().count(Outcome::Ok), 1);
+        assert_eq!(
+            metrics.api("SaslHandshake").unwrap().count(Outcome::Ok),
+            1
+        );
         assert_eq!(metrics.api("Fetch").unwrap().count(Outcome::Ok), 0);
         // One slot per name, names sorted and unique.
         let names: Vec<&str> = metrics.apis().iter().map(|api| api.name).collect();

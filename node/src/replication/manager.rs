@@ -434,12 +434,7 @@ impl<D: Disk> ReplicaManager<D> {
 
     /// A topic's `min.insync.replicas` as the controller applies it: the topic's own, else
     /// the cluster default capped at the replication factor (`replicas`).
-    pub fn min_insync_replicas(
-        &self,
-        image: &MetadataImage,
-        topic: &str,
-        replicas: usize,
-    ) -> usize {
+    pub fn min_insync_replicas(&self, image: &MetadataImage, topic: &str, replicas: usize) -> usize {
         topic_min_insync(image, topic)
             .unwrap_or_else(|| self.settings.min_insync_replicas_default.min(replicas))
     }

@@ -1020,11 +1020,7 @@ impl<D: Disk> TransformRunner<D> {
                 let lag = partitions
                     .iter()
                     .filter_map(|partition| {
-                        let log = self
-                            .handles
-                            .registry
-                            .partition_log(&input, *partition)
-                            .ok()?;
+                        let log = self.handles.registry.partition_log(&input, *partition).ok()?;
                         let position = positions
                             .get(partition)
                             .copied()

@@ -37,7 +37,9 @@ fn cluster_init_writes_configs_and_certificates_that_the_node_accepts() {
         // Its own admin port (issue 16): 9644 + id.
         assert_eq!(
             config.admin.listen,
-            crate::admin::AdminListen::At(format!("127.0.0.1:{}", 9644 + id).parse().unwrap())
+            crate::admin::AdminListen::At(
+                format!("127.0.0.1:{}", 9644 + id).parse().unwrap()
+            )
         );
         assert_eq!(cluster.peers.len(), 3);
         assert_eq!(cluster.ca_file, root.join("tls/ca.pem"));

@@ -147,18 +147,9 @@ fn every_named_metric_is_exported_with_its_labels_and_value() {
     let text = exposition(snapshot(), metrics, 100);
     let samples = samples(&text);
     let expect = [
-        (
-            "ledge_partition_end_offset{partition=\"0\",topic=\"orders\"}",
-            150.0,
-        ),
-        (
-            "ledge_partition_log_start_offset{partition=\"0\",topic=\"orders\"}",
-            10.0,
-        ),
-        (
-            "ledge_partition_size_bytes{partition=\"1\",topic=\"orders\"}",
-            512.0,
-        ),
+        ("ledge_partition_end_offset{partition=\"0\",topic=\"orders\"}", 150.0),
+        ("ledge_partition_log_start_offset{partition=\"0\",topic=\"orders\"}", 10.0),
+        ("ledge_partition_size_bytes{partition=\"1\",topic=\"orders\"}", 512.0),
         (
             "ledge_consumer_group_lag{group=\"billing\",partition=\"0\",topic=\"orders\"}",
             100.0,
@@ -168,23 +159,11 @@ fn every_named_metric_is_exported_with_its_labels_and_value() {
         ("ledge_produced_bytes_total{topic=\"orders\"}", 9000.0),
         ("ledge_fetched_bytes_total{topic=\"orders\"}", 300.0),
         ("ledge_requests_total{api=\"Produce\",outcome=\"ok\"}", 1.0),
-        (
-            "ledge_requests_total{api=\"Fetch\",outcome=\"refused\"}",
-            1.0,
-        ),
+        ("ledge_requests_total{api=\"Fetch\",outcome=\"refused\"}", 1.0),
         ("ledge_request_duration_seconds_count{api=\"Produce\"}", 1.0),
-        (
-            "ledge_request_duration_seconds_bucket{api=\"Produce\",le=\"0.0005\"}",
-            1.0,
-        ),
-        (
-            "ledge_request_duration_seconds_bucket{api=\"Produce\",le=\"0.00025\"}",
-            0.0,
-        ),
-        (
-            "ledge_request_duration_seconds_bucket{api=\"Fetch\",le=\"+Inf\"}",
-            1.0,
-        ),
+        ("ledge_request_duration_seconds_bucket{api=\"Produce\",le=\"0.0005\"}", 1.0),
+        ("ledge_request_duration_seconds_bucket{api=\"Produce\",le=\"0.00025\"}", 0.0),
+        ("ledge_request_duration_seconds_bucket{api=\"Fetch\",le=\"+Inf\"}", 1.0),
         ("ledge_fsync_duration_seconds_count", 1.0),
         ("ledge_fsync_duration_seconds_bucket{le=\"0.001\"}", 1.0),
         ("ledge_connections{listener=\"quic\"}", 1.0),
@@ -199,15 +178,9 @@ fn every_named_metric_is_exported_with_its_labels_and_value() {
             "ledge_wasm_records_total{outcome=\"drop\",plugin=\"filter/0123456789ab\"}",
             4.0,
         ),
-        (
-            "ledge_wasm_duration_seconds_count{plugin=\"filter/0123456789ab\"}",
-            1.0,
-        ),
+        ("ledge_wasm_duration_seconds_count{plugin=\"filter/0123456789ab\"}", 1.0),
         ("ledge_transform_lag{transform=\"mask\"}", 7.0),
-        (
-            "ledge_transform_dead_letters_total{transform=\"mask\"}",
-            3.0,
-        ),
+        ("ledge_transform_dead_letters_total{transform=\"mask\"}", 3.0),
         (
             "ledge_metrics_label_sets_dropped{metric=\"ledge_partition_end_offset\"}",
             0.0,
