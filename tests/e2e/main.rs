@@ -51,4 +51,5 @@ mod sdk_produce_consume;
 mod security;
 mod snapshot;
 mod top;
+mod topic_delete;
 mod wasm;

@@ -2411,3 +2411,62 @@ fn new_topic_ids_are_v4_and_never_start_with_a_dash() {
     assert_ne!(random, metadata::random_topic_id().unwrap());
     assert_eq!(metadata::topic_id_text(1), format!("{:032x}", 1));
 }
+
+#[test]
+fn deleting_a_topic_closes_every_file_of_it() {
+    // Goal: after a topic's sealed segments were read (which caches their descriptors
+    // node-wide) and its partition handed out, deleting the topic leaves no handle open on
+    // any of its removed files, so their space is freed now rather than at restart.
+    runtime().block_on(async {
+        let disk = SimDisk::new(29);
+        let broker = broker(&disk).await;
+        let small = [("segment.bytes", "1024"), ("max.message.bytes", "1000")];
+        assert_eq!(
+            create(&broker, "gone", 2, &small).await.error,
+            ErrorCode::None
+        );
+        for partition in 0..2 {
+            for _ in 0..30 {
+                let produced = produce(&broker, "gone", partition, batch(3, 0), Acks::All).await;
+                assert_eq!(produced.error, ErrorCode::None);
+            }
+            // Consume it all: every sealed segment is opened and cached.
+            let mut offset = 0;
+            while offset < 90 {
+                let read = fetch(&broker, "gone", partition, offset, 0).await;
+                assert_eq!(read.error, ErrorCode::None);
+                let last = BatchIter::new(&read.records)
+                    .map(|item| item.unwrap().0)
+                    .last()
+                    .unwrap();
+                offset = last.base_offset + i64::from(last.last_offset_delta) + 1;
+            }
+        }
+        assert!(
+            disk.list_dir(Path::new("/data/logs/gone-0"))
+                .await
+                .unwrap()
+                .len()
+                > 4,
+            "the partition has sealed segments"
+        );
+        // A handle someone kept (a fetch session, a task) must not keep the files either.
+        let kept = broker.registry.partition("gone", 0).unwrap();
+        let Response::DeleteTopics(deleted) = broker
+            .handle(Request::DeleteTopics(DeleteTopicsRequest {
+                names: vec!["gone".into()],
+            }))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(deleted.topics[0].error, ErrorCode::None);
+        assert!(disk.list_dir(Path::new("/data/logs/gone-0")).await.is_err());
+        assert_eq!(disk.removed_files_open(), 0, "deleted files still open");
+        assert!(
+            kept.online_log().is_err(),
+            "a kept partition is no longer online"
+        );
+        broker.close().await;
+    });
+}

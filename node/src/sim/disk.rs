@@ -225,6 +225,12 @@ impl SimDisk {
         self.state().used_bytes()
     }
 
+    /// Files removed from the namespace that a handle still holds open (Linux's
+    /// "(deleted)" descriptors): their bytes stay in use until the last handle closes.
+    pub fn removed_files_open(&self) -> usize {
+        self.state().removed_files_open()
+    }
+
     /// Simulates power loss and reboot: see the module documentation for what survives.
     pub fn crash(&self) {
         self.state().crash(false);
@@ -283,6 +289,21 @@ impl SimDisk {
 }
 
 impl SimState {
+    fn removed_files_open(&self) -> usize {
+        let named: std::collections::HashSet<u64> = self
+            .live
+            .values()
+            .filter_map(|entry| match entry {
+                Entry::File(id) => Some(*id),
+                Entry::Directory => None,
+            })
+            .collect();
+        self.inodes
+            .iter()
+            .filter(|(id, inode)| inode.handles > 0 && !named.contains(id))
+            .count()
+    }
+
     fn used_bytes(&self) -> u64 {
         let named: std::collections::HashSet<u64> = self
             .live

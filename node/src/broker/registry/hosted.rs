@@ -305,9 +305,9 @@ impl<D: Disk> TopicRegistry<D> {
             removed
         };
         for partition in removed {
-            if let Ok(log) = partition.online_log() {
-                let _ = log.close().await;
-            }
+            partition
+                .close_removed("the partition's replica moved to other nodes")
+                .await;
             let directory = self.logs_dir.join(partition.key.directory_name());
             if let Err(error) = remove_tree(&self.disk, &directory).await {
                 tracing::error!(directory = %directory.display(), %error, "removing a partition no longer hosted failed; retried at next start");

@@ -224,6 +224,21 @@ impl<D: Disk> Partition<D> {
     pub fn is_hosted(&self) -> bool {
         !matches!(&*read(&self.state), PartitionState::NotHosted)
     }
+
+    /// Takes a partition leaving this node (its topic deleted, its replica moved away) out
+    /// of service before its directory is removed: its log is closed and the registry's
+    /// handle dropped, so whoever still holds this `Partition` (a fetch waiting, a task
+    /// that looked it up) finds it offline and holds no file of it. Without this a
+    /// deleted topic's files stayed open, their space in use, until the node restarted.
+    async fn close_removed(&self, reason: &str) {
+        let state = std::mem::replace(
+            &mut *write(&self.state),
+            PartitionState::Offline(reason.to_string()),
+        );
+        if let PartitionState::Online(log) = state {
+            let _ = log.close().await;
+        }
+    }
 }
 
 /// A topic or partition that cannot be used.
@@ -891,7 +906,20 @@ impl<D: Disk> TopicRegistry<D> {
                     PartitionState::Offline(error.to_string())
                 }
             };
-            *write(&partition.state) = state;
+            // Installed only over the fenced log: a partition removed meanwhile (its topic
+            // deleted) stays offline, and the reopened log is closed again.
+            let stale = {
+                let mut slot = write(&partition.state);
+                if matches!(*slot, PartitionState::Online(_)) {
+                    *slot = state;
+                    None
+                } else {
+                    Some(state)
+                }
+            };
+            if let Some(PartitionState::Online(fresh)) = stale {
+                let _ = fresh.close().await;
+            }
             partition.reopening.store(false, Ordering::SeqCst);
         });
     }
@@ -1681,9 +1709,9 @@ impl<D: Disk> TopicRegistry<D> {
         // would open partitions in the directories being removed.
         let partitions = read(&topic.partitions).clone();
         for partition in partitions {
-            if let Ok(log) = partition.online_log() {
-                let _ = log.close().await;
-            }
+            partition
+                .close_removed(&format!("topic {name:?} was deleted"))
+                .await;
             let directory = self.logs_dir.join(partition.key.directory_name());
             if let Err(error) = remove_tree(&self.disk, &directory).await {
                 tracing::error!(directory = %directory.display(), %error, "removing a deleted partition failed; retried at next start");

@@ -37,7 +37,7 @@ use bytes::Bytes;
 use ledge_protocol::BatchHeader;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::disk::{Disk, DiskError, DiskFile, descriptors};
+use super::disk::{Disk, DiskError, DiskFile, OpenMode, descriptors};
 use super::index::SegmentIndex;
 use super::leader_epoch::LeaderEpochCache;
 use super::record_count;
@@ -118,6 +118,11 @@ pub(super) struct Shared<D: Disk> {
     /// descriptor stays valid whatever happens to the path); compaction and retention hold
     /// it exclusively from renaming or removing a sealed file until the state says so.
     sealed_files: tokio::sync::RwLock<()>,
+    /// Set by [`PartitionLog::close`] (under `sealed_files`, exclusively) once its sealed
+    /// files left the node-wide cache: a sealed file read afterwards is opened for that
+    /// read only, so a closed log (a deleted topic's, a removed replica's) never holds a
+    /// descriptor beyond the reads in flight.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// How a segment's file is reached. Only the active segment's file stays open (in
@@ -312,9 +317,34 @@ impl<D: Disk> Shared<D> {
         let Some(path) = self.sealed_segment_path(base, id) else {
             return Ok(None);
         };
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            // Not cached: the file closes when this read drops it.
+            return Ok(Some(Arc::new(self.disk.open(&path, OpenMode::Read).await?)));
+        }
         descriptors::sealed_file(&self.disk, id, &path)
             .await
             .map(Some)
+    }
+
+    /// Takes this log's sealed files out of the node-wide cache and keeps them out: after
+    /// it, only the active file (held while a handle to the log lives) and reads in flight
+    /// hold descriptors of this log.
+    pub(super) async fn release_sealed_files(&self) {
+        let _releasing = self.sealed_files.write().await;
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let ids: Vec<u64> = self
+            .read_state()
+            .segments
+            .values()
+            .filter_map(|segment| match segment.file {
+                SegmentFile::Sealed(id) => Some(id),
+                SegmentFile::Active => None,
+            })
+            .collect();
+        for id in ids {
+            descriptors::forget_sealed_file(id);
+        }
     }
 
     /// The path of sealed segment `base` if it still has file `id`.
@@ -676,13 +706,19 @@ impl<D: Disk> PartitionLog<D> {
     }
 
     /// Syncs everything written, records the recovery point and stops the writer. Other
-    /// handles fail with `Closed` afterwards.
+    /// handles fail with `Closed` afterwards. Its sealed segment files leave the node-wide
+    /// descriptor cache (a deleted topic's files would otherwise stay open, their space
+    /// in use, until evicted or the node restarts); the active segment's file closes when
+    /// the last handle is dropped.
     pub async fn close(&self) -> Result<(), DiskError> {
         let (reply, outcome) = oneshot::channel();
-        if self.commands.send(Command::Close { reply }).await.is_err() {
-            return Ok(());
-        }
-        outcome.await.unwrap_or(Ok(()))
+        let closed = if self.commands.send(Command::Close { reply }).await.is_err() {
+            Ok(())
+        } else {
+            outcome.await.unwrap_or(Ok(()))
+        };
+        self.shared.release_sealed_files().await;
+        closed
     }
 }
 

@@ -78,6 +78,7 @@ impl<D: Disk> PartitionLog<D> {
             producer_id_max_recovered: opened.producers.producer_id_max(),
             damage: std::sync::Mutex::new(None),
             sealed_files: tokio::sync::RwLock::new(()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let (commands, receiver) = mpsc::channel(config.append_queue_depth);
         let (written_end, durable_end, last_synced) = {
@@ -1072,6 +1073,7 @@ impl<D: Disk> PartitionLog<D> {
             producer_id_max_recovered: None,
             damage: std::sync::Mutex::new(None),
             sealed_files: tokio::sync::RwLock::new(()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let (commands, receiver) = mpsc::channel(config.append_queue_depth);
         tokio::spawn(refuse_writes(directory.to_path_buf(), receiver));

@@ -57,6 +57,9 @@ impl<D: Disk> PartitionLog<D> {
         if !cut {
             return Ok(self.clone());
         }
+        // The writer stopped: the old handle's cached sealed files (some the cut removed)
+        // must not stay open beside the reopened log's.
+        self.shared.release_sealed_files().await;
         let config = self.shared.config();
         Self::open(disk, &self.shared.directory, config, clock)
             .await
