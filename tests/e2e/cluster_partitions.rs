@@ -224,7 +224,7 @@ fn partitions_added_under_load_are_led_in_sync_and_run_the_transform() {
     // Each partition shown with its leader, running, and the records it read there.
     let all = cluster.ids();
     let described = poll_until(
-        "transform describe shows every partition running on its leader",
+        "transform describe shows every partition running on its leader, the new ones having read",
         CONDITION_TIMEOUT,
         || {
             let described = describe_transform(&cluster, &all)?;
@@ -238,7 +238,15 @@ fn partitions_added_under_load_are_led_in_sync_and_run_the_transform() {
                             .and_then(|state| state.leader)
                             .is_some_and(|leader| entry["node"] == leader)
                 });
-            on_leaders.then_some(described)
+            // The new partitions' tasks have read there. A leadership that moves under load
+            // restarts a task on its new leader with fresh counters, so this is waited for
+            // (within the bound), not read once.
+            let read_on_new: u64 = entries
+                .iter()
+                .filter(|entry| entry["partition"].as_u64().unwrap_or(0) >= u64::from(BEFORE))
+                .map(|entry| entry["records_in"].as_u64().unwrap_or(0))
+                .sum();
+            (on_leaders && read_on_new > 0).then_some(described)
         },
         || {
             format!(
