@@ -108,6 +108,19 @@ fn reload(node: &NodeProcess, notify: &NotifySocket) {
     assert!(ready.starts_with("READY=1\n"), "{ready:?}");
 }
 
+/// The node's log once it holds `needle` at least `times` times (or after about 10 s):
+/// lines written before a notification may reach the harness's stderr reader after it.
+fn log_with(node: &NodeProcess, needle: &str, times: usize) -> String {
+    for _ in 0..200 {
+        let log = node.log();
+        if log.matches(needle).count() >= times {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.log()
+}
+
 /// `ledge` against `node`; requires success and returns stdout.
 fn ledge(node: &NodeProcess, args: &[&str], stdin: Option<&str>) -> String {
     let address = node.addr.to_string();
@@ -414,12 +427,9 @@ fn the_node_notifies_ready_once_it_serves_and_stopping_when_it_ends() {
     ledge(&node, &["topic", "create", "after-ready"], None);
     // Without --config a reload has nothing to read, and says so.
     reload(&node, &notify);
-    assert!(
-        node.log()
-            .contains("SIGHUP: nothing to reload, the node was started without --config"),
-        "{}",
-        node.log()
-    );
+    let needle = "SIGHUP: nothing to reload, the node was started without --config";
+    let log = log_with(&node, needle, 1);
+    assert!(log.contains(needle), "{log}");
     assert!(node.terminate(Duration::from_secs(60)).is_some());
     assert_eq!(notify.next(), "STOPPING=1\nSTATUS=shutting down");
 }
@@ -479,7 +489,7 @@ connections_max = 100
     ))
     .unwrap();
     assert_eq!(described["input"], "orders", "{described}");
-    let log = node.log();
+    let log = log_with(&node, "config reloaded", 1);
     assert!(
         log.contains("[limits] (connections and QUIC) changed: takes effect at the next restart"),
         "{log}"
@@ -494,7 +504,7 @@ connections_max = 100
     .unwrap();
     let errors_before = node.log().matches("config reload failed").count();
     reload(&node, &notify);
-    let log = node.log();
+    let log = log_with(&node, "config reload failed", errors_before + 1);
     let failures: Vec<&str> = log
         .lines()
         .filter(|line| line.contains("config reload failed"))
