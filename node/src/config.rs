@@ -1048,6 +1048,25 @@ pub fn listen_reaches(
         || advertised_address == Some(own)
 }
 
+/// `value` if it is within `min..=max`, else the error every config section gives for a key
+/// out of range: `origin: section.key must be min..=max, got value`.
+pub(crate) fn in_range(
+    origin: &str,
+    section: &str,
+    key: &str,
+    value: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, String> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{origin}: {section}.{key} must be {min}..={max}, got {value}"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

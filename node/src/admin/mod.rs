@@ -140,13 +140,7 @@ impl AdminSection {
     pub fn settings(self, origin: &str) -> Result<AdminSettings, String> {
         let mut settings = AdminSettings::default();
         let range = |key: &str, value: u64, min: u64, max: u64| {
-            if value < min || value > max {
-                Err(format!(
-                    "{origin}: admin.{key} must be {min}..={max}, got {value}"
-                ))
-            } else {
-                Ok(value)
-            }
+            crate::config::in_range(origin, "admin", key, value, min, max)
         };
         if let Some(listen) = self.listen {
             settings.listen = listen

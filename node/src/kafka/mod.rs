@@ -257,13 +257,7 @@ impl KafkaSection {
     pub fn settings(self, origin: &str) -> Result<KafkaSettings, String> {
         let mut settings = KafkaSettings::default();
         let range = |key: &str, value: u64, min: u64, max: u64| {
-            if value < min || value > max {
-                Err(format!(
-                    "{origin}: kafka.{key} must be {min}..={max}, got {value}"
-                ))
-            } else {
-                Ok(value)
-            }
+            crate::config::in_range(origin, "kafka", key, value, min, max)
         };
         if let Some(enabled) = self.enabled {
             settings.enabled = enabled;
