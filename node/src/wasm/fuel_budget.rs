@@ -68,16 +68,23 @@ impl FuelBucket {
         }
     }
 
-    fn refill(&mut self, now: Instant) {
-        if let Some(updated) = self.updated {
-            let elapsed = now.saturating_duration_since(updated);
-            let added = elapsed.as_nanos() * u128::from(self.rate_per_second) / 1_000_000_000;
-            let added = i128::try_from(added).unwrap_or(i128::MAX);
-            self.level = self
-                .level
-                .saturating_add(added)
-                .min(i128::from(self.rate_per_second));
+    /// The level at `now`, refilled since `updated`, without bringing it up to date.
+    fn level_at(&self, now: Instant) -> i128 {
+        match self.updated {
+            Some(updated) => {
+                let elapsed = now.saturating_duration_since(updated);
+                let added = elapsed.as_nanos() * u128::from(self.rate_per_second) / 1_000_000_000;
+                let added = i128::try_from(added).unwrap_or(i128::MAX);
+                self.level
+                    .saturating_add(added)
+                    .min(i128::from(self.rate_per_second))
+            }
+            None => self.level,
         }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        self.level = self.level_at(now);
         self.updated = Some(now);
     }
 
@@ -106,9 +113,11 @@ impl FuelBucket {
     }
 
     /// Whether the bucket holds one second's worth at `now`: a new bucket would be the same.
-    fn is_full(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        self.level >= i128::from(self.rate_per_second)
+    /// Looking does not count as a use: `updated` stays the last admit or charge, which is
+    /// what evicting the bucket "untouched longest" orders by (refilling here made every
+    /// bucket look touched at `now`, and the tie was broken by hash order).
+    fn is_full(&self, now: Instant) -> bool {
+        self.level_at(now) >= i128::from(self.rate_per_second)
     }
 }
 
