@@ -899,6 +899,22 @@ impl Admin {
         spec: OffsetResetSpec,
         dry_run: bool,
     ) -> Result<Vec<PlannedOffset>, AdminError> {
+        self.reset_partition_offsets(group_id, topic, None, spec, dry_run)
+            .await
+    }
+
+    /// [`Admin::reset_offsets`] for some partitions of `topic` only (`None`: all of them),
+    /// as `kafka-consumer-groups --reset-offsets --topic orders:0,2`. A partition the topic
+    /// does not have fails the whole call with [`AdminError::InvalidArgument`] naming it
+    /// and the topic's partition count, before anything is committed.
+    pub async fn reset_partition_offsets(
+        &self,
+        group_id: &str,
+        topic: &str,
+        only: Option<&[u32]>,
+        spec: OffsetResetSpec,
+        dry_run: bool,
+    ) -> Result<Vec<PlannedOffset>, AdminError> {
         match self.described_group(group_id).await {
             Ok(group) if !group.members.is_empty() => {
                 return Err(AdminError::Group {
@@ -912,10 +928,23 @@ impl Admin {
             Err(error) => return Err(error),
         }
         let described = self.describe_topics(vec![topic.to_string()]).await?;
-        let partitions: Vec<PartitionDescription> = described
+        let mut partitions: Vec<PartitionDescription> = described
             .into_iter()
             .flat_map(|topic| topic.partitions)
             .collect();
+        if let Some(only) = only {
+            let count = partitions.len();
+            if let Some(missing) = only
+                .iter()
+                .find(|wanted| !partitions.iter().any(|p| p.partition == **wanted))
+            {
+                return Err(AdminError::InvalidArgument(format!(
+                    "topic {topic} has no partition {missing}: it has {count} (0..={})",
+                    count.saturating_sub(1)
+                )));
+            }
+            partitions.retain(|partition| only.contains(&partition.partition));
+        }
         let keys: Vec<TopicPartition> = partitions
             .iter()
             .map(|partition| TopicPartition::new(topic, partition.partition))

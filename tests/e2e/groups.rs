@@ -637,6 +637,65 @@ fn group_commands_round_trip() {
         ],
     );
     assert_eq!(lag_of(&node), 0, "no record is that new: reset to the end");
+    // Only some partitions, kafka-consumer-groups' `--topic orders:1`: partition 0 keeps
+    // its offset (the end), partition 1 goes back to 0.
+    let plan = json(&ok(
+        &node,
+        &[
+            "group",
+            "reset-offsets",
+            "billing",
+            "--topic",
+            "orders:1",
+            "--to-earliest",
+            "--format",
+            "json",
+        ],
+    ));
+    let planned = plan["partitions"].as_array().unwrap();
+    assert_eq!(planned.len(), 1, "{plan}");
+    assert_eq!(planned[0]["partition"], 1, "{plan}");
+    let described = json(&ok(
+        &node,
+        &["group", "describe", "billing", "--format", "json"],
+    ));
+    let lags: Vec<(i64, i64)> = described["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["partition"].as_i64().unwrap(), p["lag"].as_i64().unwrap()))
+        .collect();
+    assert!(lags.contains(&(0, 0)), "{described}");
+    assert!(
+        lags.iter().any(|(p, lag)| *p == 1 && *lag > 0),
+        "{described}"
+    );
+    let error = fails(
+        &node,
+        &[
+            "group",
+            "reset-offsets",
+            "billing",
+            "--topic",
+            "orders:0,7",
+            "--to-earliest",
+        ],
+    );
+    assert!(
+        error.contains("topic orders has no partition 7: it has 2"),
+        "{error}"
+    );
+    ok(
+        &node,
+        &[
+            "group",
+            "reset-offsets",
+            "billing",
+            "--topic",
+            "orders",
+            "--to-latest",
+        ],
+    );
 
     // A group with an active member cannot be reset or deleted.
     runtime.block_on(async {

@@ -568,9 +568,10 @@ pub(crate) struct GroupDescribeArgs {
 pub(crate) struct ResetOffsetsArgs {
     /// Group id
     pub(crate) group: String,
-    /// Topic whose partitions are reset (all of them)
-    #[arg(long, value_name = "TOPIC")]
-    pub(crate) topic: String,
+    /// Topic whose partitions are reset: all of them, or only those listed after a colon
+    /// (`orders:0,2`, as kafka-consumer-groups)
+    #[arg(long, value_name = "TOPIC[:P,...]", value_parser = parse_topic_partitions)]
+    pub(crate) topic: TopicPartitions,
     /// To the oldest record still stored
     #[arg(long)]
     pub(crate) to_earliest: bool,
@@ -909,6 +910,45 @@ pub(crate) fn parse_acks(text: &str) -> Result<Acks, String> {
     text.parse()
 }
 
+/// A topic and, optionally, some of its partitions (`orders`, `orders:0,2`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TopicPartitions {
+    /// The topic.
+    pub(crate) topic: String,
+    /// The partitions listed after the colon, ascending and without repeats; `None`: all.
+    pub(crate) partitions: Option<Vec<u32>>,
+}
+
+/// Parses `TOPIC` or `TOPIC:P,P,...` (kafka-consumer-groups' `--topic` syntax). Topic names
+/// never contain a colon (letters, digits, `.`, `_`, `-`), so the first colon splits.
+pub(crate) fn parse_topic_partitions(text: &str) -> Result<TopicPartitions, String> {
+    let Some((topic, list)) = text.split_once(':') else {
+        return Ok(TopicPartitions {
+            topic: text.to_string(),
+            partitions: None,
+        });
+    };
+    if topic.is_empty() {
+        return Err(format!(
+            "{text:?} names no topic before the colon; expected TOPIC or TOPIC:0,2"
+        ));
+    }
+    let mut partitions = Vec::new();
+    for item in list.split(',') {
+        let item = item.trim();
+        let partition: u32 = item.parse().map_err(|_| {
+            format!("{item:?} in {text:?} is not a partition number; expected TOPIC or TOPIC:0,2")
+        })?;
+        partitions.push(partition);
+    }
+    partitions.sort_unstable();
+    partitions.dedup();
+    Ok(TopicPartitions {
+        topic: topic.to_string(),
+        partitions: Some(partitions),
+    })
+}
+
 /// Parses an RFC 3339 time (`2024-05-01T12:00:00Z`, fractions allowed, UTC) into ms since
 /// the Unix epoch.
 pub(crate) fn parse_datetime(text: &str) -> Result<i64, String> {
@@ -1061,6 +1101,38 @@ mod tests {
             Cli::try_parse_from(["ledge", "consume", "t", "--group", "g", "--partition", "1"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn reset_offsets_takes_a_topic_or_some_of_its_partitions() {
+        assert_eq!(
+            parse_topic_partitions("orders"),
+            Ok(TopicPartitions {
+                topic: "orders".into(),
+                partitions: None
+            })
+        );
+        assert_eq!(
+            parse_topic_partitions("orders:2,0, 2"),
+            Ok(TopicPartitions {
+                topic: "orders".into(),
+                partitions: Some(vec![0, 2])
+            })
+        );
+        for bad in ["orders:", "orders:x", "orders:1,,2", ":1", "orders:-1"] {
+            let error = parse_topic_partitions(bad).unwrap_err();
+            assert!(error.contains("TOPIC:0,2"), "{bad}: {error}");
+        }
+        let parsed = Cli::try_parse_from([
+            "ledge",
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "orders:0",
+            "--to-earliest",
+        ]);
+        assert!(parsed.is_ok());
     }
 
     #[test]

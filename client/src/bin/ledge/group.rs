@@ -159,7 +159,13 @@ async fn reset_offsets(admin: &Admin, arguments: ResetOffsetsArgs) -> anyhow::Re
         );
     };
     let plan = admin
-        .reset_offsets(&arguments.group, &arguments.topic, spec, arguments.dry_run)
+        .reset_partition_offsets(
+            &arguments.group,
+            &arguments.topic.topic,
+            arguments.topic.partitions.as_deref(),
+            spec,
+            arguments.dry_run,
+        )
         .await
         .with_context(|| format!("cannot reset offsets of group {}", arguments.group))?;
     match arguments.format {
@@ -189,7 +195,7 @@ async fn reset_offsets(admin: &Admin, arguments: ResetOffsetsArgs) -> anyhow::Re
                 print(&format!(
                     "Reset {} partition(s) of {} for group {}.",
                     plan.len(),
-                    arguments.topic,
+                    arguments.topic.topic,
                     arguments.group
                 ))
             }
