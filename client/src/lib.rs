@@ -148,6 +148,7 @@ mod coordinator;
 mod error;
 pub mod partitioner;
 mod producer;
+mod throttle;
 pub mod sasl;
 
 /// SASL users and ACLs: [`Admin::create_user`], [`Admin::create_acls`] and their kin.
