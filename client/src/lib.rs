@@ -148,8 +148,8 @@ mod coordinator;
 mod error;
 pub mod partitioner;
 mod producer;
-mod throttle;
 pub mod sasl;
+mod throttle;
 
 /// SASL users and ACLs: [`Admin::create_user`], [`Admin::create_acls`] and their kin.
 pub use admin::quotas;

@@ -110,7 +110,10 @@ mod tests {
             Duration::from_millis(1_000)
         );
         let passed = start + Duration::from_millis(1_500);
-        assert_eq!(throttles.wait(ThrottleKind::Produce, passed), Duration::ZERO);
+        assert_eq!(
+            throttles.wait(ThrottleKind::Produce, passed),
+            Duration::ZERO
+        );
         assert_eq!(throttles, Throttles::default());
     }
 

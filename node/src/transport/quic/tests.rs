@@ -162,9 +162,7 @@ async fn one_address_holds_at_most_its_share_of_connections() {
 // mute only ever moves later. Method: the connection's quota state alone, simulated time.
 #[tokio::test]
 async fn a_throttle_mutes_the_connections_requests_of_its_kind_only() {
-    use crate::security::quota::{
-        ClientQuotaManager, QuotaEntity, QuotaKind, QuotaSettings,
-    };
+    use crate::security::quota::{ClientQuotaManager, QuotaEntity, QuotaKind, QuotaSettings};
     let dir = tempfile::tempdir().unwrap();
     let store = crate::security::store::SecurityStore::open(
         dir.path(),
