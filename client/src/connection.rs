@@ -41,6 +41,7 @@ use crate::cluster::{ClusterMetadata, Route};
 use crate::config::{ClientCertificate, ClientConfig, Trust};
 use crate::error::{ConnectError, RequestError};
 use crate::sasl::{self, SaslCredentials, SaslMechanism, ScramClient};
+use crate::throttle::{ThrottleKind, Throttles};
 
 /// Least time between two metadata refreshes that errors asked for, so a burst of
 /// `NotLeaderOrFollower` answers costs one refresh (Kafka's `retry.backoff.ms` default).
@@ -91,6 +92,10 @@ struct Inner {
 #[derive(Default)]
 struct NodeSlot {
     connection: tokio::sync::Mutex<Option<quinn::Connection>>,
+    /// Until when the node throttles this client's produces and fetches (its quotas,
+    /// `throttle.rs`). Kept across reconnections: the quota is the principal's, not the
+    /// connection's.
+    throttles: Mutex<Throttles>,
 }
 
 impl std::fmt::Debug for Client {
@@ -346,6 +351,10 @@ impl Client {
         extra_wait: Duration,
     ) -> Result<Response, RequestError> {
         let api_key = request.api_key();
+        let throttle_kind = ThrottleKind::of(api_key);
+        if let Some(kind) = throttle_kind {
+            self.wait_out_throttle(node, kind).await;
+        }
         let (correlation_id, frame) = self.encode(request)?;
         let timeout = self.inner.config.request_timeout.saturating_add(extra_wait);
         let connection = self.connection_for_request(node).await?;
@@ -379,6 +388,13 @@ impl Client {
             Some(response) => {
                 if let Response::Metadata(metadata) = &response {
                     lock(&self.inner.cluster).handle_metadata(metadata, clock::now());
+                }
+                if let Some(kind) = throttle_kind {
+                    let throttle = crate::throttle::throttle_time(&response);
+                    if !throttle.is_zero() {
+                        tracing::debug!(%node, ?kind, throttle_ms = throttle.as_millis(), "throttled by the node: over a byte-rate quota");
+                        self.throttled(node, kind, throttle);
+                    }
                 }
                 Ok(response)
             }
@@ -639,6 +655,9 @@ impl Client {
         node: SocketAddr,
         request: &Request,
     ) -> Result<(), RequestError> {
+        if let Some(kind) = ThrottleKind::of(request.api_key()) {
+            self.wait_out_throttle(node, kind).await;
+        }
         let (_, mut frame) = self.encode(request)?;
         let timeout = self.inner.config.request_timeout;
         let connection = self.connection_for_request(node).await?;
@@ -670,6 +689,36 @@ impl Client {
                 self.discard(node, &connection).await;
                 Err(RequestError::TimedOut(timeout))
             }
+        }
+    }
+
+    /// The node's slot (made on first use).
+    fn slot(&self, node: SocketAddr) -> Arc<NodeSlot> {
+        Arc::clone(lock(&self.inner.nodes).entry(node).or_default())
+    }
+
+    /// Notes that `node` throttles this client's requests of `kind` for `throttle` from now.
+    fn throttled(&self, node: SocketAddr, kind: ThrottleKind, throttle: Duration) {
+        lock(&self.slot(node).throttles).throttled(kind, throttle, clock::now());
+    }
+
+    /// How long a request of `kind` to `node` would wait now for the node's throttle to pass
+    /// (zero: none).
+    pub(crate) fn throttle_remaining(&self, node: SocketAddr, kind: ThrottleKind) -> Duration {
+        lock(&self.slot(node).throttles).wait(kind, clock::now())
+    }
+
+    /// Waits until `node` no longer throttles requests of `kind` (KIP-219: the client waits
+    /// out the throttle time its last answer carried rather than have the node hold the
+    /// request). Waits again if another answer extended the throttle meanwhile.
+    async fn wait_out_throttle(&self, node: SocketAddr, kind: ThrottleKind) {
+        loop {
+            let wait = self.throttle_remaining(node, kind);
+            if wait.is_zero() {
+                return;
+            }
+            tracing::debug!(%node, ?kind, wait_ms = wait.as_millis(), "waiting out the node's throttle");
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -713,7 +762,7 @@ impl Client {
         if self.is_closed() {
             return Err(ConnectError::Closed);
         }
-        let slot = Arc::clone(lock(&self.inner.nodes).entry(node).or_default());
+        let slot = self.slot(node);
         let mut current = slot.connection.lock().await;
         if self.is_closed() {
             return Err(ConnectError::Closed);

@@ -258,6 +258,8 @@ pub struct Consumer {
     /// The latest `commit_async`; the next commit waits for it so commits land in order.
     async_commit: Option<JoinHandle<()>>,
     last_auto_commit: Instant,
+    /// The throttle time of the last fetch answer absorbed (the longest of its nodes').
+    fetch_throttle_time: Duration,
 }
 
 /// The group side of a subscribed consumer.
@@ -339,7 +341,16 @@ impl Consumer {
             listener: None,
             async_commit: None,
             last_auto_commit: clock::now(),
+            fetch_throttle_time: Duration::ZERO,
         }
+    }
+
+    /// How long the nodes throttled this consumer for going over its principal's
+    /// `consumer_byte_rate` quota, from the last fetch answer `poll` read (the longest of
+    /// the nodes it fetched from; Kafka's `fetch-throttle-time` metric); zero within the
+    /// quota. The consumer waits this long before its next fetch from a throttling node.
+    pub fn fetch_throttle_time(&self) -> Duration {
+        self.fetch_throttle_time
     }
 
     /// Reads exactly these partitions from now on. Partitions kept from the last assignment
@@ -1149,6 +1160,7 @@ impl Consumer {
         response: FetchResponse,
         asked: &BTreeMap<TopicPartition, i64>,
     ) -> Result<(), ConsumeError> {
+        self.fetch_throttle_time = Duration::from_millis(u64::from(response.throttle_time_ms));
         if response.error != ErrorCode::None {
             return Err(ConsumeError::Plugin {
                 code: response.error,
@@ -1420,6 +1432,7 @@ async fn fetch_from_leaders(
             joined.error = answer.error;
             joined.message = answer.message;
         }
+        joined.throttle_time_ms = joined.throttle_time_ms.max(answer.throttle_time_ms);
         joined.topics.extend(answer.topics);
     }
     Ok(joined)

@@ -149,6 +149,7 @@ mod error;
 pub mod partitioner;
 mod producer;
 pub mod sasl;
+mod throttle;
 
 /// SASL users and ACLs: [`Admin::create_user`], [`Admin::create_acls`] and their kin.
 pub use admin::quotas;

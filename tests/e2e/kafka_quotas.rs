@@ -157,3 +157,102 @@ fn kafka_configs_sets_a_user_quota_and_a_kafka_python_producer_is_throttled() {
         "{described}"
     );
 }
+
+/// Runs `ledge produce native-quota --format json` with `lines` on standard input against
+/// `node`; requires success and returns (stdout, stderr).
+fn produce_with_cli(node: &NodeProcess, lines: &str) -> (String, String) {
+    let address = node.addr.to_string();
+    let ca = node.ca_file.to_string_lossy().into_owned();
+    let args = [
+        "--server",
+        address.as_str(),
+        "--ca",
+        ca.as_str(),
+        "produce",
+        "native-quota",
+        "--format",
+        "json",
+    ];
+    let (status, stdout, stderr) = ledge_e2e::run_cli(&args, Some(lines));
+    assert!(status.success(), "ledge produce failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+/// The `throttle_time_ms` of each line of `produce --format json` (0 when absent).
+fn throttle_times(stdout: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(line["offset"].is_i64(), "not written: {line}");
+            line["throttle_time_ms"].as_u64().unwrap_or(0)
+        })
+        .collect()
+}
+
+/// A fresh SDK consumer of `native-quota`/0 from its start: its fetch throttle time once it
+/// has read a record.
+async fn first_fetch_throttle(client: &ledge_client::Client) -> std::time::Duration {
+    let mut config = ledge_client::ConsumerConfig::default();
+    config.auto_offset_reset = ledge_client::OffsetReset::Earliest;
+    let mut consumer = ledge_client::Consumer::new(client, config);
+    consumer.assign(vec![ledge_client::TopicPartition::new("native-quota", 0)]);
+    loop {
+        let records = consumer
+            .poll(std::time::Duration::from_secs(10), 10)
+            .await
+            .expect("poll");
+        if !records.is_empty() {
+            return consumer.fetch_throttle_time();
+        }
+    }
+}
+
+/// Goal (issue 15, KIP-219 on the native protocol): once the default user's
+/// producer_byte_rate and consumer_byte_rate are 1 byte per second (`ledge quota set
+/// --default`), the `ledge produce` CLI reports the throttle time its produce answers
+/// carried (each record's `throttle_time_ms` in `--format json`, and the summary line), and
+/// an SDK consumer's fetch reports its own; before the quota neither is throttled. Bounds
+/// from the formula: a few hundred bytes against 1 B/s is far past its cap, so the throttle is
+/// all the windows together, 11 s with the default `[quota]`.
+#[test]
+fn native_clients_over_their_quota_are_told_their_throttle_time() {
+    let node = NodeProcess::start();
+    crate::cli::ok(&node, &["topic", "create", "native-quota"], None);
+    let (stdout, stderr) = produce_with_cli(&node, "before the quota\n");
+    assert_eq!(throttle_times(&stdout), [0], "{stdout}");
+    assert!(!stderr.contains("throttled"), "{stderr}");
+    let runtime = ledge_e2e::runtime();
+    let client = runtime.block_on(ledge_e2e::connect(&node));
+    assert_eq!(
+        runtime.block_on(first_fetch_throttle(&client)),
+        std::time::Duration::ZERO
+    );
+    runtime.block_on(client.close());
+    // The client is anonymous on loopback (User:ANONYMOUS): the default user's quota applies.
+    crate::cli::ok(
+        &node,
+        &[
+            "quota",
+            "set",
+            "--default",
+            "--producer-byte-rate",
+            "1",
+            "--consumer-byte-rate",
+            "1",
+        ],
+        None,
+    );
+    let (stdout, stderr) = produce_with_cli(&node, "over the quota\n");
+    assert_eq!(throttle_times(&stdout), [11_000], "{stdout}");
+    assert!(
+        stderr.contains("throttled by the producer_byte_rate quota (longest throttle 11000 ms)"),
+        "{stderr}"
+    );
+    let client = runtime.block_on(ledge_e2e::connect(&node));
+    assert_eq!(
+        runtime.block_on(first_fetch_throttle(&client)),
+        std::time::Duration::from_secs(11)
+    );
+    runtime.block_on(client.close());
+}

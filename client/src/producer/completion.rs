@@ -31,6 +31,8 @@ pub(crate) struct BatchAck {
     /// For a batch the node partitioned: each record's place in batch order, `None` for a
     /// record the produce filter dropped. Replaces `base_offset`.
     pub(crate) placements: Option<Arc<[Option<Placement>]>>,
+    /// How long the node throttles this client for its produce quota, as the answer said.
+    pub(crate) throttle_time: std::time::Duration,
 }
 
 /// Where the node wrote one record of a node-partitioned batch.
@@ -173,6 +175,11 @@ pub struct RecordMetadata {
     /// The record's timestamp: the one sent, or the node's append time for topics that use
     /// log-append time.
     pub timestamp: i64,
+    /// How long the node throttled this client for going over its principal's
+    /// `producer_byte_rate` quota, from the produce answer that acknowledged the record
+    /// (Kafka's `throttle_time_ms`); zero within the quota and with `acks = 0`. The client
+    /// waits this long before its next produce to that node.
+    pub throttle_time: std::time::Duration,
 }
 
 /// Resolves when the node has acknowledged the record (or the producer gave up on it).
@@ -246,6 +253,7 @@ impl DeliveryFuture {
             partition,
             offset,
             timestamp: ack.log_append_time.unwrap_or(self.timestamp),
+            throttle_time: ack.throttle_time,
         })
     }
 }

@@ -476,6 +476,7 @@ impl Sender {
                                 base_offset: None,
                                 log_append_time: None,
                                 placements: None,
+                                throttle_time: Duration::ZERO,
                             },
                         );
                     }
@@ -533,7 +534,11 @@ impl Sender {
                 }
                 Some(answer) if answer.error == ErrorCode::None => {
                     match batch_ack(answer, &batch.key, batch.record_count) {
-                        Ok(ack) => self.acknowledged(batch, ack),
+                        Ok(mut ack) => {
+                            ack.throttle_time =
+                                Duration::from_millis(u64::from(response.throttle_time_ms));
+                            self.acknowledged(batch, ack);
+                        }
                         Err(message) => {
                             let error = RequestError::MalformedResponse(message);
                             self.failed(batch, ProduceError::Request(error), now);
@@ -950,6 +955,7 @@ pub(super) fn batch_ack(
             base_offset: Some(answer.base_offset),
             log_append_time,
             placements: None,
+            throttle_time: Duration::ZERO,
         });
     }
     let Some(routing) = &answer.routed else {
@@ -964,6 +970,7 @@ pub(super) fn batch_ack(
         base_offset: None,
         log_append_time,
         placements: Some(placements.into()),
+        throttle_time: Duration::ZERO,
     })
 }
 

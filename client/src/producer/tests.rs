@@ -127,6 +127,7 @@ fn every_record_of_a_batch_resolves_with_its_own_offset() {
             base_offset: Some(40),
             log_append_time: None,
             placements: None,
+            throttle_time: Duration::ZERO,
         }),
     );
     // A second outcome is ignored.
@@ -159,6 +160,7 @@ fn a_failed_batch_fails_every_record_and_acks_zero_has_no_offset() {
             base_offset: None,
             log_append_time: Some(999),
             placements: None,
+            throttle_time: Duration::ZERO,
         }),
     );
     let mut future = DeliveryFuture::new(unacknowledged, 3, Arc::from("t"), 0, 1);
@@ -285,6 +287,7 @@ fn node_partitioned_records_resolve_where_the_node_put_them() {
             base_offset: None,
             log_append_time: None,
             placements: Some(placements.into()),
+            throttle_time: Duration::ZERO,
         }),
     );
     let mut context = Context::from_waker(Waker::noop());
@@ -353,6 +356,7 @@ fn parts_of_a_split_batch_resolve_their_own_records() {
             base_offset: Some(10),
             log_append_time: None,
             placements: None,
+            throttle_time: Duration::ZERO,
         }),
     );
     // A repeated outcome for records already resolved is ignored.

@@ -428,6 +428,7 @@ impl<D: Disk> Broker<D> {
                 {
                     let (error, message) = answer(&denial, ResourceType::Module);
                     return Ok(Response::Fetch(FetchResponse {
+                        throttle_time_ms: 0,
                         error,
                         message,
                         topics: Vec::new(),

@@ -192,6 +192,7 @@ impl<D: Disk> DataPath<D> {
             let error = FetchError::Plugin(FetchPluginError::FuelSpent(spent));
             let (error, message) = dispatch::fetch_wire(&error);
             return FetchResponse {
+                throttle_time_ms: 0,
                 error,
                 message,
                 topics: Vec::new(),
@@ -203,6 +204,7 @@ impl<D: Disk> DataPath<D> {
                 tracing::debug!(%error, "fetch plug-in refused");
                 let (error, message) = dispatch::fetch_wire(&FetchError::Plugin(error));
                 return FetchResponse {
+                    throttle_time_ms: 0,
                     error,
                     message,
                     topics: Vec::new(),
@@ -361,6 +363,7 @@ impl<D: Disk> DataPath<D> {
             if enough || self.clock.now() >= deadline || watches.is_empty() {
                 self.count_fetched(&topics);
                 return FetchResponse {
+                    throttle_time_ms: 0,
                     error: ErrorCode::None,
                     message: String::new(),
                     topics,
@@ -375,6 +378,7 @@ impl<D: Disk> DataPath<D> {
             {
                 self.count_fetched(&topics);
                 return FetchResponse {
+                    throttle_time_ms: 0,
                     error: ErrorCode::None,
                     message: String::new(),
                     topics,

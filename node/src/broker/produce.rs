@@ -194,6 +194,7 @@ impl<D: Disk> DataPath<D> {
         // Only the partitions' clones say when this produce is sequenced.
         drop(sequencing);
         ProduceResponse {
+            throttle_time_ms: 0,
             topics: topics.await,
         }
     }

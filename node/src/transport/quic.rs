@@ -195,8 +195,10 @@ impl QuicServer {
     }
 
     /// Enforces the node's client quotas (shared with the Kafka listener): a Produce's or
-    /// Fetch's answer over its principal's byte rate is held back by the throttle time, and
-    /// the connection's next Produce/Fetch waits until it has passed; a principal past
+    /// Fetch's answer over its principal's byte rate goes out at once with the throttle time
+    /// in its `throttle_time_ms` (KIP-219), and the connection's next request of that kind
+    /// waits until that time has passed (a client that ignores the field just waits); a
+    /// principal past
     /// `security.connections_per_principal_max` has the connection closed
     /// ([`CLOSE_PRINCIPAL_LIMIT`]).
     pub fn with_quotas(mut self, quotas: Arc<ClientQuotaManager>) -> Self {
@@ -643,7 +645,9 @@ fn identify(
 }
 
 /// One connection's share of the client quotas: its principal's connection slot and until
-/// when it is throttled.
+/// when its Produce and its Fetch requests are throttled (apart: a connection shared by a
+/// producer and a consumer, as the SDK's is, keeps fetching while its produce quota is
+/// spent, and the reverse).
 struct ConnectionQuota {
     quotas: Option<Arc<ClientQuotaManager>>,
     state: std::sync::Mutex<QuotaState>,
@@ -653,8 +657,19 @@ struct ConnectionQuota {
 struct QuotaState {
     /// The authenticated principal holding a slot (`None` inside: not counted).
     slot: Option<(ClientIdentity, Option<PrincipalPermit>)>,
-    /// No Produce or Fetch of the connection is served before this time of the clock's.
-    muted_until: Option<std::time::Instant>,
+    /// No Produce of the connection is served before this time of the clock's.
+    produce_muted_until: Option<std::time::Instant>,
+    /// No Fetch of the connection is served before this time of the clock's.
+    fetch_muted_until: Option<std::time::Instant>,
+}
+
+impl QuotaState {
+    fn muted_until(&mut self, kind: QuotaKind) -> &mut Option<std::time::Instant> {
+        match kind {
+            QuotaKind::Produce => &mut self.produce_muted_until,
+            QuotaKind::Fetch => &mut self.fetch_muted_until,
+        }
+    }
 }
 
 impl ConnectionQuota {
@@ -692,12 +707,13 @@ impl ConnectionQuota {
         Ok(())
     }
 
-    fn muted_until(&self) -> Option<std::time::Instant> {
-        self.state().muted_until
+    /// Until when the connection's requests of `kind` wait (`None`: never throttled).
+    fn muted_until(&self, kind: QuotaKind) -> Option<std::time::Instant> {
+        *self.state().muted_until(kind)
     }
 
     /// Records `bytes` of `kind` for `identity` and returns the throttle time, muting the
-    /// connection's Produce and Fetch requests until it has passed.
+    /// connection's requests of `kind` until it has passed.
     fn record(
         &self,
         identity: &ClientIdentity,
@@ -712,7 +728,8 @@ impl ConnectionQuota {
         if !throttle.is_zero() {
             let until = crate::clock::deadline_after(now, throttle);
             let mut state = self.state();
-            state.muted_until = Some(state.muted_until.map_or(until, |muted| muted.max(until)));
+            let muted = state.muted_until(kind);
+            *muted = Some(muted.map_or(until, |muted| muted.max(until)));
         }
         throttle
     }
@@ -928,9 +945,11 @@ async fn serve_stream<D: Disk>(
                 ApiKey::Fetch => Some(QuotaKind::Fetch),
                 _ => None,
             };
-            // Throttled (an earlier answer over the quota): wait it out first.
-            if quota_kind.is_some()
-                && let Some(until) = quota.muted_until()
+            // Throttled (an earlier answer of this kind over the quota): wait it out first,
+            // this stream alone (each stream is its own task; other streams and connections
+            // go on).
+            if let Some(kind) = quota_kind
+                && let Some(until) = quota.muted_until(kind)
             {
                 broker.clock().sleep_until(until).await;
             }
@@ -952,7 +971,7 @@ async fn serve_stream<D: Disk>(
                 },
                 broker.clock().now().saturating_duration_since(started),
             );
-            let response = match handled {
+            let mut response = match handled {
                 // A whole request refused by authorization whose answer has no message
                 // field: the header carries the code and the text.
                 Err(refusal) => {
@@ -974,7 +993,7 @@ async fn serve_stream<D: Disk>(
                 Ok(other) => other,
             };
             // Record batches go out as their own chunks, straight from the read buffers.
-            let chunks =
+            let mut chunks =
                 wire::encode_response_frame(header.correlation_id, &response).into_chunks();
             // The request's frame is gone now; the reservation covers the answer instead.
             let answer_bytes = chunks.iter().map(Bytes::len).sum();
@@ -983,13 +1002,15 @@ async fn serve_stream<D: Disk>(
                     QuotaKind::Produce => request_bytes,
                     QuotaKind::Fetch => answer_bytes,
                 };
-                let clock = broker.clock();
-                let throttle = quota.record(&identity, kind, bytes, clock.now());
-                if !throttle.is_zero() {
-                    // The native answers carry no throttle field: the answer itself is
-                    // held back by the throttle time.
+                let throttle = quota.record(&identity, kind, bytes, broker.clock().now());
+                if set_throttle_time(&mut response, throttle) {
+                    // Answered at once with the throttle time (KIP-219); the connection's
+                    // next request of this kind waits until it has passed (`muted_until`
+                    // above).
+                    // The field is fixed-width: the answer keeps the size just measured.
                     tracing::debug!(principal = %identity.principal, ?kind, throttle_ms = throttle.as_millis(), "client throttled: over its byte-rate quota");
-                    crate::clock::sleep(&*clock, throttle).await;
+                    chunks =
+                        wire::encode_response_frame(header.correlation_id, &response).into_chunks();
                 }
             }
             match reservation.resize(answer_bytes) {
@@ -1027,6 +1048,21 @@ async fn serve_stream<D: Disk>(
     };
     respond(&mut send, reply).await;
     Some((send, reservation))
+}
+
+/// Sets a Produce's or Fetch's `throttle_time_ms` to `throttle` (whole milliseconds, at most
+/// `u32::MAX`); whether the answer changed (a throttle of zero, or another API, leaves it).
+fn set_throttle_time(response: &mut Response, throttle: Duration) -> bool {
+    let millis = u32::try_from(throttle.as_millis()).unwrap_or(u32::MAX);
+    if millis == 0 {
+        return false;
+    }
+    match response {
+        Response::Produce(produce) => produce.throttle_time_ms = millis,
+        Response::Fetch(fetch) => fetch.throttle_time_ms = millis,
+        _ => return false,
+    }
+    true
 }
 
 enum ReadFrameError {

@@ -552,6 +552,12 @@ wire_struct! {
 wire_struct! {
     /// Produce outcomes.
     pub struct ProduceResponse {
+        /// How long the client is throttled for exceeding its principal's
+        /// `producer_byte_rate` quota, in milliseconds; 0 within it (Kafka's
+        /// `throttle_time_ms`, KIP-219). The answer is sent at once; the node holds the
+        /// connection's next Produce until the time has passed, and a well-behaved client
+        /// waits it out before sending one.
+        pub throttle_time_ms: u32,
         /// One per requested topic, in request order.
         pub topics: Vec<ProduceTopicResponse>,
     }
@@ -630,6 +636,11 @@ wire_struct! {
 wire_struct! {
     /// Fetch answer.
     pub struct FetchResponse {
+        /// How long the client is throttled for exceeding its principal's
+        /// `consumer_byte_rate` quota, in milliseconds; 0 within it (Kafka's
+        /// `throttle_time_ms`, KIP-219): the node holds the connection's next Fetch until
+        /// the time has passed.
+        pub throttle_time_ms: u32,
         /// Set when the whole fetch was refused (its plug-in is unknown or invalid).
         pub error: ErrorCode,
         /// Explanation when `error` is set.

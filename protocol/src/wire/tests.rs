@@ -308,6 +308,7 @@ fn response_samples() -> Vec<Response> {
             }],
         }),
         Response::Produce(ProduceResponse {
+            throttle_time_ms: 1_250,
             topics: vec![ProduceTopicResponse {
                 name: "orders".into(),
                 partitions: vec![ProducePartitionResponse {
@@ -322,6 +323,7 @@ fn response_samples() -> Vec<Response> {
             }],
         }),
         Response::Fetch(FetchResponse {
+            throttle_time_ms: 3_000,
             error: ErrorCode::None,
             message: String::new(),
             topics: vec![FetchTopicResponse {
@@ -704,12 +706,43 @@ fn metadata_without_the_cluster_fields_is_refused() {
     assert!(decode_response(ApiKey::Metadata, out.into_bytes()).is_err());
 }
 
+// Goal: the throttle time leads the Produce and Fetch bodies as a big-endian u32 (the
+// layout PROTOCOL.md gives), and a body without it (the layout before) is refused rather
+// than misread.
+#[test]
+fn produce_and_fetch_bodies_start_with_the_throttle_time() {
+    let header_bytes = encode_error_response(5, ErrorCode::None, "").len();
+    let produce = Response::Produce(ProduceResponse {
+        throttle_time_ms: 0x0102_0304,
+        topics: Vec::new(),
+    });
+    let frame = encode_response(5, &produce);
+    assert_eq!(&frame[header_bytes..header_bytes + 4], &[1, 2, 3, 4]);
+    let fetch = Response::Fetch(FetchResponse {
+        throttle_time_ms: 0x0A0B_0C0D,
+        ..FetchResponse::default()
+    });
+    let frame = encode_response(5, &fetch);
+    assert_eq!(&frame[header_bytes..header_bytes + 4], &[10, 11, 12, 13]);
+    // A Produce body as it was before the field: the topic count alone.
+    let mut out = FrameWriter::new();
+    ResponseHeader {
+        correlation_id: 5,
+        error: ErrorCode::None,
+        message: String::new(),
+    }
+    .encode(&mut out);
+    out.put_u32(0);
+    assert!(decode_response(ApiKey::Produce, out.into_bytes()).is_err());
+}
+
 // Goal: large payloads are referenced by the frame, not copied, and the chunks concatenate
 // to exactly the contiguous encoding.
 #[test]
 fn large_payloads_are_sent_as_their_own_chunks() {
     let records = Bytes::from(vec![7u8; 100_000]);
     let response = Response::Fetch(FetchResponse {
+        throttle_time_ms: 0,
         error: ErrorCode::None,
         message: String::new(),
         topics: vec![FetchTopicResponse {

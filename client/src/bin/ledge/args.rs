@@ -644,7 +644,8 @@ pub(crate) enum ProduceFormat {
     Text,
     /// Also one JSON object per input line on standard output, in input order: line, topic,
     /// partition, offset, timestamp (offset null with --acks 0; "dropped": true for a record
-    /// the topic's produce filter dropped; "error" for a record that was not written)
+    /// the topic's produce filter dropped; "error" for a record that was not written;
+    /// "throttle_time_ms" when the node throttled the client for its produce quota)
     Json,
 }
 

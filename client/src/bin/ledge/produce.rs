@@ -72,6 +72,8 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
     let mut sent = 0u64;
     let mut dropped = 0u64;
     let mut failed = 0u64;
+    // The longest throttle time an acknowledgement carried (client quotas).
+    let mut throttled = Duration::ZERO;
     let mut failure: Option<anyhow::Error> = None;
     let mut line_number = 0u64;
     while let Some(mut line) = lines
@@ -108,7 +110,7 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
             let outcome = oldest.await;
             report.record(line, &arguments.topic, &outcome);
             match outcome {
-                Ok(_) => {}
+                Ok(metadata) => throttled = throttled.max(metadata.throttle_time),
                 Err(ProduceError::Dropped { .. }) => dropped += 1,
                 Err(error) => {
                     failed += 1;
@@ -123,7 +125,7 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
         let outcome = delivery.await;
         report.record(line, &arguments.topic, &outcome);
         match outcome {
-            Ok(_) => {}
+            Ok(metadata) => throttled = throttled.max(metadata.throttle_time),
             Err(ProduceError::Dropped { .. }) => dropped += 1,
             Err(error) => {
                 failed += 1;
@@ -150,8 +152,16 @@ pub(crate) async fn run(client: &Client, arguments: ProduceArgs) -> anyhow::Resu
             count => format!("; the topic's produce filter dropped {count}"),
         };
         let records = if written == 1 { "record" } else { "records" };
+        let throttled = if throttled.is_zero() {
+            String::new()
+        } else {
+            format!(
+                "; throttled by the producer_byte_rate quota (longest throttle {} ms)",
+                throttled.as_millis()
+            )
+        };
         eprintln!(
-            "{verb} {written} {records} to {} in {elapsed:.2} s ({:.0} records/s){dropped}.",
+            "{verb} {written} {records} to {} in {elapsed:.2} s ({:.0} records/s){dropped}{throttled}.",
             arguments.topic,
             written as f64 / elapsed.max(1e-9)
         );
@@ -262,6 +272,9 @@ struct DeliveryJson<'a> {
     offset: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timestamp: Option<i64>,
+    /// How long the node throttled the client for its produce quota (absent: not at all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throttle_time_ms: Option<u128>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dropped: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -291,6 +304,7 @@ impl Report {
             partition: None,
             offset: None,
             timestamp: None,
+            throttle_time_ms: None,
             dropped: None,
             error: None,
         };
@@ -300,6 +314,8 @@ impl Report {
                     (metadata.partition != NODE_PARTITIONED).then_some(metadata.partition);
                 printed.offset = metadata.offset;
                 printed.timestamp = Some(metadata.timestamp);
+                printed.throttle_time_ms = (!metadata.throttle_time.is_zero())
+                    .then_some(metadata.throttle_time.as_millis());
             }
             Err(ProduceError::Dropped { .. }) => printed.dropped = Some(true),
             Err(error) => printed.error = Some(error.to_string()),

@@ -155,3 +155,100 @@ async fn one_address_holds_at_most_its_share_of_connections() {
     );
     let _ = node.stop.send(true);
 }
+
+// Goal (KIP-219 on QUIC): a Produce over its principal's quota mutes the connection's next
+// Produce until the throttle time (Kafka's formula, here its bound) has passed on the node's
+// clock, and leaves its Fetches alone; a Fetch over its own quota mutes Fetches alike; the
+// mute only ever moves later. Method: the connection's quota state alone, simulated time.
+#[tokio::test]
+async fn a_throttle_mutes_the_connections_requests_of_its_kind_only() {
+    use crate::security::quota::{ClientQuotaManager, QuotaEntity, QuotaKind, QuotaSettings};
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::security::store::SecurityStore::open(
+        dir.path(),
+        crate::security::store::StoreMode::OneNode,
+        false,
+        crate::security::acl::AuthorizerConfig::default(),
+        crate::security::records::SecurityLimits::default(),
+        [7; 32],
+    )
+    .unwrap();
+    let results = store
+        .alter_quotas(
+            vec![(
+                QuotaEntity::User("alice".into()),
+                vec![(QuotaKind::Produce, Some(1)), (QuotaKind::Fetch, Some(1))],
+            )],
+            false,
+        )
+        .await;
+    assert!(results[0].1.is_ok());
+    let settings = QuotaSettings::default();
+    let bound = settings.span();
+    let quotas = Arc::new(ClientQuotaManager::new(
+        settings,
+        Some(Arc::new(store)),
+        0,
+        Vec::new(),
+    ));
+    let alice = crate::security::identity::ClientIdentity {
+        principal: crate::security::principal::KafkaPrincipal::user("alice"),
+        host: [127, 0, 0, 1].into(),
+        method: crate::security::identity::AuthMethod::Certificate,
+    };
+    let quota = super::ConnectionQuota::new(Some(quotas));
+    let clock = SimClock::new(1_000_000);
+    let now = clock.now();
+    assert_eq!(quota.muted_until(QuotaKind::Produce), None);
+    let throttle = quota.record(&alice, QuotaKind::Produce, 500, now);
+    assert_eq!(throttle, bound);
+    assert_eq!(quota.muted_until(QuotaKind::Produce), Some(now + bound));
+    assert_eq!(quota.muted_until(QuotaKind::Fetch), None);
+    let later = now + Duration::from_secs(1);
+    let throttle = quota.record(&alice, QuotaKind::Fetch, 500, later);
+    assert_eq!(throttle, bound);
+    assert_eq!(quota.muted_until(QuotaKind::Fetch), Some(later + bound));
+    assert_eq!(quota.muted_until(QuotaKind::Produce), Some(now + bound));
+    // Without a quota manager nothing is recorded or muted.
+    let unlimited = super::ConnectionQuota::new(None);
+    assert_eq!(
+        unlimited.record(&alice, QuotaKind::Produce, 500, now),
+        Duration::ZERO
+    );
+    assert_eq!(unlimited.muted_until(QuotaKind::Produce), None);
+}
+
+// Goal: the throttle goes into a Produce's or Fetch's answer in whole milliseconds (at most
+// u32::MAX), and no other answer changes; a zero throttle changes nothing.
+#[test]
+fn the_throttle_time_is_set_in_produce_and_fetch_answers_only() {
+    use ledge_protocol::wire::{FetchResponse, ProduceResponse, Response};
+    let mut produce = Response::Produce(ProduceResponse::default());
+    assert!(super::set_throttle_time(
+        &mut produce,
+        Duration::from_millis(1_234)
+    ));
+    assert_eq!(
+        produce,
+        Response::Produce(ProduceResponse {
+            throttle_time_ms: 1_234,
+            topics: Vec::new(),
+        })
+    );
+    let mut fetch = Response::Fetch(FetchResponse::default());
+    assert!(!super::set_throttle_time(&mut fetch, Duration::ZERO));
+    assert_eq!(fetch, Response::Fetch(FetchResponse::default()));
+    assert!(super::set_throttle_time(
+        &mut fetch,
+        Duration::from_secs(u64::MAX / 2_000)
+    ));
+    let Response::Fetch(fetch) = fetch else {
+        unreachable!()
+    };
+    assert_eq!(fetch.throttle_time_ms, u32::MAX);
+    let mut other = Response::DeleteGroups(Default::default());
+    assert!(!super::set_throttle_time(
+        &mut other,
+        Duration::from_secs(1)
+    ));
+}
