@@ -56,6 +56,7 @@ mod output;
 mod params;
 mod record;
 mod runtime;
+mod stateful;
 pub mod testing;
 
 pub use encode::ERROR_MESSAGE_BYTES_MAX;
@@ -66,10 +67,10 @@ pub use ledge_protocol::partitioner::{murmur2, partition_for_key};
 /// (`ledge_protocol::wasm_abi`).
 pub use ledge_protocol::wasm_abi as abi;
 pub use ledge_protocol::wasm_abi::PluginKind;
-pub use ledge_wasm_sdk_macros::{filter, filter_map, flat_map, map, partitioner};
+pub use ledge_wasm_sdk_macros::{aggregate, filter, filter_map, flat_map, join, map, partitioner};
 pub use outcome::{
-    IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoMapOutcome,
-    IntoPartitionOutcome,
+    IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoFoldOutcome,
+    IntoGroupOutcome, IntoJoinOutcome, IntoMapOutcome, IntoPartitionOutcome,
 };
 pub use output::OutputRecord;
 pub use params::InitError;
@@ -82,4 +83,8 @@ pub mod __private {
     pub use crate::encode::Entries;
     pub use crate::params::{InitError, Params};
     pub use crate::runtime::{Plugin, abi_version, alloc, init, panic_message, run};
+    pub use crate::stateful::{
+        AggregatePlugin, JoinPlugin, aggregate, join, merge, state_check, state_schema,
+    };
+    pub use serde_json;
 }
