@@ -6,8 +6,8 @@
 //! range) becomes an `ERROR` entry for that record instead of output the host would reject.
 
 use crate::outcome::{
-    IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoGroupOutcome,
-    IntoJoinOutcome, IntoMapOutcome, IntoPartitionOutcome,
+    IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoGroupOutcome, IntoJoinOutcome,
+    IntoMapOutcome, IntoPartitionOutcome,
 };
 use crate::output::OutputRecord;
 use ledge_protocol::wasm_abi::{
@@ -96,7 +96,10 @@ impl<'o> Entries<'o> {
                     self.out.extend_from_slice(&len.to_le_bytes());
                     self.out.extend_from_slice(&key);
                 }
-                Err(_) => self.error(&format!("group key of {} bytes exceeds u32::MAX", key.len())),
+                Err(_) => self.error(&format!(
+                    "group key of {} bytes exceeds u32::MAX",
+                    key.len()
+                )),
             },
             Ok(None) => self.drop_record(),
             Err(message) => self.error(&message),

@@ -69,8 +69,8 @@ pub use ledge_protocol::wasm_abi as abi;
 pub use ledge_protocol::wasm_abi::PluginKind;
 pub use ledge_wasm_sdk_macros::{aggregate, filter, filter_map, flat_map, join, map, partitioner};
 pub use outcome::{
-    IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoFoldOutcome,
-    IntoGroupOutcome, IntoJoinOutcome, IntoMapOutcome, IntoPartitionOutcome,
+    IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoFoldOutcome, IntoGroupOutcome,
+    IntoJoinOutcome, IntoMapOutcome, IntoPartitionOutcome,
 };
 pub use output::OutputRecord;
 pub use params::InitError;

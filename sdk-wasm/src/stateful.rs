@@ -13,8 +13,8 @@
 //! exports and by [`crate::testing`].
 
 use ledge_protocol::wasm_abi::stateful::{
-    SlotChange, decode_aggregate_input, decode_join_input, decode_merge_input,
-    decode_states, encode_aggregate_output, encode_merge_output, encode_state_check_output,
+    SlotChange, decode_aggregate_input, decode_join_input, decode_merge_input, decode_states,
+    encode_aggregate_output, encode_merge_output, encode_state_check_output,
 };
 use ledge_protocol::wasm_abi::{InputHeader, InputRecords};
 use serde::Serialize;
@@ -174,7 +174,12 @@ pub(crate) fn aggregate_call<P: AggregatePlugin>(
     }
     let statuses: Vec<Result<(), &str>> = statuses
         .iter()
-        .map(|status| status.as_ref().map(|_| ()).map_err(|message| cut_message(message)))
+        .map(|status| {
+            status
+                .as_ref()
+                .map(|_| ())
+                .map_err(|message| cut_message(message))
+        })
         .collect();
     let changes: Vec<SlotChange<'_>> = written
         .iter()
@@ -192,7 +197,10 @@ fn parse_state<P: AggregatePlugin>(bytes: &[u8]) -> Result<P::Acc, String> {
 }
 
 /// Runs a `ledge_merge` input.
-pub(crate) fn merge_call<P: AggregatePlugin>(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+pub(crate) fn merge_call<P: AggregatePlugin>(
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     let pairs = decode_merge_input(input).map_err(|error| error.to_string())?;
     let merged: Vec<Result<Vec<u8>, String>> = pairs
         .iter()
@@ -224,7 +232,12 @@ pub(crate) fn state_check_call<P: AggregatePlugin>(
         .collect();
     let results: Vec<Result<(), &str>> = checked
         .iter()
-        .map(|status| status.as_ref().map(|_| ()).map_err(|message| cut_message(message)))
+        .map(|status| {
+            status
+                .as_ref()
+                .map(|_| ())
+                .map_err(|message| cut_message(message))
+        })
         .collect();
     encode_state_check_output(&results, out).map_err(|error| error.to_string())
 }

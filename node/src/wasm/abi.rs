@@ -11,10 +11,10 @@
 
 use bytes::Bytes;
 use ledge_protocol::Header;
-use ledge_protocol::wasm_abi::{self, OutputEntry};
-pub use ledge_protocol::wasm_abi::stateful::{Application, JoinPair, Slot, Window};
-pub use ledge_protocol::wasm_abi::{ABI_VERSION, INPUT_HEADER_BYTES, PluginKind};
 use ledge_protocol::wasm_abi::stateful;
+pub use ledge_protocol::wasm_abi::stateful::{Application, JoinPair, Slot, Window};
+use ledge_protocol::wasm_abi::{self, OutputEntry};
+pub use ledge_protocol::wasm_abi::{ABI_VERSION, INPUT_HEADER_BYTES, PluginKind};
 
 /// Output that breaks the ABI: the batch fails as if the module had trapped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

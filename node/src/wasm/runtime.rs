@@ -19,11 +19,11 @@ use super::abi::{
     self, ABI_VERSION, AbiError, AggregateOutput, Application, GroupOutcome, InputHeader, JoinPair,
     Outcome, PluginKind, Slot,
 };
+use super::executor::PluginExecutor;
 use ledge_protocol::wasm_abi::stateful as stateful_abi;
 use ledge_protocol::wasm_abi::{
     EXPORT_GROUP, EXPORT_MERGE, EXPORT_STATE_CHECK, EXPORT_STATE_SCHEMA,
 };
-use super::executor::PluginExecutor;
 
 /// Limits on modules and calls; `[wasm]` in the node config (docs/OPERATIONS.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1112,7 +1112,9 @@ impl Plugin {
     ) -> Result<CallRun<T>, WasmError> {
         let kind = self.module.kind;
         let wanted = match export {
-            StatefulExport::Aggregate | StatefulExport::Group | StatefulExport::Merge
+            StatefulExport::Aggregate
+            | StatefulExport::Group
+            | StatefulExport::Merge
             | StatefulExport::StateCheck => PluginKind::Aggregate,
             StatefulExport::Join => PluginKind::Join,
         };
@@ -1132,7 +1134,9 @@ impl Plugin {
         let Some(func) = func else {
             // The instance is fine: give it back.
             self.release(instance);
-            return Err(WasmError::WrongCall(format!("the module does not export `{name}`")));
+            return Err(WasmError::WrongCall(format!(
+                "the module does not export `{name}`"
+            )));
         };
         let output = instance.call(&self.engine, &func, input, units)?;
         let fuel_used = instance.fuel_used().saturating_add(init_fuel);
@@ -1244,6 +1248,6 @@ impl Plugin {
 }
 
 #[cfg(test)]
-pub(crate) mod tests;
-#[cfg(test)]
 mod stateful_tests;
+#[cfg(test)]
+pub(crate) mod tests;

@@ -380,10 +380,16 @@ fn error(tokens: impl quote::ToTokens, message: impl std::fmt::Display) -> syn::
 /// The checks every attributed function passes: not async, unsafe, generic or variadic.
 fn check_plain(attribute: &str, signature: &syn::Signature) -> syn::Result<()> {
     if let Some(token) = &signature.asyncness {
-        return Err(error(token, format!("a #[{attribute}] function cannot be async")));
+        return Err(error(
+            token,
+            format!("a #[{attribute}] function cannot be async"),
+        ));
     }
     if let Some(token) = &signature.unsafety {
-        return Err(error(token, format!("a #[{attribute}] function cannot be unsafe")));
+        return Err(error(
+            token,
+            format!("a #[{attribute}] function cannot be unsafe"),
+        ));
     }
     if !signature.generics.params.is_empty() || signature.generics.where_clause.is_some() {
         return Err(error(
@@ -446,11 +452,13 @@ fn parameter_code(parameters: &[Parameter]) -> ParameterCode {
 }
 
 /// The `record: &Record<'_>` parameter (any shared reference; the type checker does the rest).
-fn record_parameter(input: Option<&FnArg>, signature: &syn::Signature, hint: &str) -> syn::Result<()> {
+fn record_parameter(
+    input: Option<&FnArg>,
+    signature: &syn::Signature,
+    hint: &str,
+) -> syn::Result<()> {
     match input {
-        Some(FnArg::Typed(record))
-            if matches!(&*record.ty, Type::Reference(r) if r.mutability.is_none()) =>
-        {
+        Some(FnArg::Typed(record)) if matches!(&*record.ty, Type::Reference(r) if r.mutability.is_none()) => {
             Ok(())
         }
         Some(other) => Err(error(other, hint)),

@@ -52,17 +52,12 @@ impl Default for Fixed<'_> {
 
 impl Fixed<'_> {
     fn module(&self) -> Vec<u8> {
-        let answer = format!(
-            "(i64.const {})",
-            (256u64 << 32) | self.output.len() as u64
-        );
+        let answer = format!("(i64.const {})", (256u64 << 32) | self.output.len() as u64);
         let body = self.body.unwrap_or(&answer);
         let calls: String = self
             .exports
             .iter()
-            .map(|name| {
-                format!(r#"(func (export "{name}") (param i32 i32) (result i64) {body})"#)
-            })
+            .map(|name| format!(r#"(func (export "{name}") (param i32 i32) (result i64) {body})"#))
             .collect();
         // A join has no state schema.
         let schema_export = if self.exports.contains(&"ledge_join") {
@@ -118,21 +113,33 @@ fn aggregate_exports_are_checked_and_the_schema_is_read_at_upload() {
         "invalid module: missing export `ledge_state_check` (is it built with ledge-wasm-sdk?)"
     );
     let with_group = Fixed {
-        exports: &["ledge_aggregate", "ledge_state_check", "ledge_group", "ledge_merge"],
+        exports: &[
+            "ledge_aggregate",
+            "ledge_state_check",
+            "ledge_group",
+            "ledge_merge",
+        ],
         ..Fixed::default()
     };
     let plugin = with_group.plugin(&engine, PluginKind::Aggregate).unwrap();
     assert!(plugin.module().exports("ledge_group"));
     // The same module declared as a join: no ledge_join, and exports of an aggregate.
     let error = with_group.plugin(&engine, PluginKind::Join).unwrap_err();
-    assert!(error.to_string().contains("no `ledge_join` export"), "{error}");
+    assert!(
+        error.to_string().contains("no `ledge_join` export"),
+        "{error}"
+    );
     let join_with_group = Fixed {
         exports: &["ledge_join", "ledge_group"],
         ..Fixed::default()
     };
-    let error = join_with_group.plugin(&engine, PluginKind::Join).unwrap_err();
+    let error = join_with_group
+        .plugin(&engine, PluginKind::Join)
+        .unwrap_err();
     assert!(
-        error.to_string().contains("exports `ledge_group`, which only an aggregate has"),
+        error
+            .to_string()
+            .contains("exports `ledge_group`, which only an aggregate has"),
         "{error}"
     );
     let join = Fixed {
@@ -165,7 +172,9 @@ fn aggregate_exports_are_checked_and_the_schema_is_read_at_upload() {
     .unwrap();
     let error = engine.compile(&wrong, PluginKind::Aggregate).unwrap_err();
     assert!(
-        error.to_string().contains("`ledge_group` has the wrong signature"),
+        error
+            .to_string()
+            .contains("`ledge_group` has the wrong signature"),
         "{error}"
     );
     // Schemas must be 1..=1024 bytes of UTF-8.
@@ -196,7 +205,10 @@ fn aggregate_calls_are_bounded_and_garbage_discards_the_instance() {
     let (region, count) = records(&["a"]);
     let slots = [Slot {
         key: b"alice",
-        window: Some(Window { start: 0, end: 60_000 }),
+        window: Some(Window {
+            start: 0,
+            end: 60_000,
+        }),
         state: Some(b"6"),
     }];
     let one = [Application {
@@ -225,7 +237,10 @@ fn aggregate_calls_are_bounded_and_garbage_discards_the_instance() {
     assert_eq!(plugin.idle_instances(), 0);
     // Record by record, group (no ledge_group), join: not this module's calls.
     let error = plugin.run(&header(), &region, count).unwrap_err();
-    assert!(error.to_string().contains("not run record by record"), "{error}");
+    assert!(
+        error.to_string().contains("not run record by record"),
+        "{error}"
+    );
     let error = plugin.group(&header(), &region, count).unwrap_err();
     assert_eq!(
         error.to_string(),
@@ -378,5 +393,8 @@ fn join_answers_one_entry_per_pair() {
             &pairs[..1],
         )
         .unwrap_err();
-    assert!(error.to_string().contains("a join may not return KEEP"), "{error}");
+    assert!(
+        error.to_string().contains("a join may not return KEEP"),
+        "{error}"
+    );
 }
