@@ -134,7 +134,9 @@ pub fn check_module(module: &[u8]) -> Result<PluginKind, String> {
             && !required
             && !kind.optional_exports().contains(&name)
         {
-            return Err(format!("`{name}` is exported, but only an aggregate has it"));
+            return Err(format!(
+                "`{name}` is exported, but only an aggregate has it"
+            ));
         }
     }
     Ok(kind)

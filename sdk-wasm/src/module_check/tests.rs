@@ -140,9 +140,20 @@ fn stateful(kind_exports: &[&'static str], schema: bool) -> Vec<u8> {
 #[test]
 fn checks_the_stateful_kinds_exports() {
     let aggregate = ["ledge_aggregate", "ledge_state_check"];
-    assert_eq!(check_module(&stateful(&aggregate, true)), Ok(PluginKind::Aggregate));
-    let grouped = ["ledge_aggregate", "ledge_state_check", "ledge_group", "ledge_merge"];
-    assert_eq!(check_module(&stateful(&grouped, true)), Ok(PluginKind::Aggregate));
+    assert_eq!(
+        check_module(&stateful(&aggregate, true)),
+        Ok(PluginKind::Aggregate)
+    );
+    let grouped = [
+        "ledge_aggregate",
+        "ledge_state_check",
+        "ledge_group",
+        "ledge_merge",
+    ];
+    assert_eq!(
+        check_module(&stateful(&grouped, true)),
+        Ok(PluginKind::Aggregate)
+    );
     assert_eq!(
         check_module(&stateful(&aggregate, false)),
         Err("`ledge_state_schema` is not exported".to_owned())
