@@ -1248,6 +1248,6 @@ impl Plugin {
 }
 
 #[cfg(test)]
-mod stateful_tests;
+pub(crate) mod stateful_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -83,7 +83,7 @@ pub enum DeployTransformError {
     /// The module is of a stateful kind (aggregate, join), which a record-by-record
     /// transform cannot run.
     #[error(
-        "a {0} module keeps state; a transform runs filter, map, filter_map, flat_map and \
+        "{0} modules keep state; a transform runs filter, map, filter_map, flat_map and \
          partitioner modules (stateful transforms: docs/STREAMS.md)"
     )]
     StatefulKind(PluginKind),

@@ -32,11 +32,11 @@ fn literal(bytes: &[u8]) -> String {
 /// A module whose every call export answers `output` (at 256) and whose
 /// `ledge_state_schema` answers `schema` (at 16); `exports` are the call exports it has,
 /// `body` replaces the answer of the calls when set.
-struct Fixed<'a> {
-    exports: &'a [&'a str],
-    schema: &'a [u8],
-    output: &'a [u8],
-    body: Option<&'a str>,
+pub(crate) struct Fixed<'a> {
+    pub(crate) exports: &'a [&'a str],
+    pub(crate) schema: &'a [u8],
+    pub(crate) output: &'a [u8],
+    pub(crate) body: Option<&'a str>,
 }
 
 impl Default for Fixed<'_> {
@@ -51,7 +51,7 @@ impl Default for Fixed<'_> {
 }
 
 impl Fixed<'_> {
-    fn module(&self) -> Vec<u8> {
+    pub(crate) fn module(&self) -> Vec<u8> {
         let answer = format!("(i64.const {})", (256u64 << 32) | self.output.len() as u64);
         let body = self.body.unwrap_or(&answer);
         let calls: String = self
@@ -396,5 +396,167 @@ fn join_answers_one_entry_per_pair() {
     assert!(
         error.to_string().contains("a join may not return KEEP"),
         "{error}"
+    );
+}
+
+/// An example of `filters/`, built for wasm32 (`.ci/run` builds them before the tests).
+fn example(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../filters/target/wasm32-unknown-unknown/release")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|error| {
+        panic!(
+            "{}: {error}; build the examples with `cargo build --manifest-path filters/Cargo.toml \
+             --release --target wasm32-unknown-unknown`",
+            path.display()
+        )
+    })
+}
+
+/// `(key, value)` records with timestamps 1000.
+fn keyed(pairs: &[(&str, &str)]) -> (Bytes, usize) {
+    let records: Vec<ledge_protocol::Record> = pairs
+        .iter()
+        .map(|(key, value)| ledge_protocol::Record {
+            timestamp: 1000,
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            headers: vec![],
+        })
+        .collect();
+    let batch =
+        ledge_protocol::encode_batch(&records, &ledge_protocol::EncodeOptions::default()).unwrap();
+    (
+        batch.slice(ledge_protocol::BATCH_HEADER_BYTES..),
+        pairs.len(),
+    )
+}
+
+// Goal: the order-counts example, built with the SDK for wasm32, passes the upload checks
+// (schema `u64`, a `ledge_group`), groups orders by customer_id through the host, and counts
+// them into the host's slots: a stored count goes up, a new key starts from 0; a stored
+// state it cannot read is reported by ledge_state_check.
+#[test]
+fn the_order_counts_example_counts_orders_per_customer_through_the_host() {
+    let engine = WasmEngine::new(WasmLimits::default()).unwrap();
+    let (module, _) = engine
+        .compile(&example("order_counts"), PluginKind::Aggregate)
+        .unwrap();
+    assert_eq!(module.state_schema(), Some("u64"));
+    assert!(module.exports("ledge_group"));
+    assert!(!module.exports("ledge_merge"));
+    let plugin = Plugin::new(&engine, module, vec![]).unwrap();
+    let (region, count) = records(&[
+        r#"{"order_id": 1, "customer_id": 42, "amount": 10}"#,
+        r#"{"order_id": 2, "customer_id": "7", "amount": 5}"#,
+        r#"{"order_id": 3, "customer_id": 42, "amount": 1}"#,
+        r#"{"order_id": 4}"#,
+    ]);
+    let grouped = plugin.group(&header(), &region, count).unwrap().output;
+    assert_eq!(
+        grouped[..3],
+        [
+            GroupOutcome::Key(Bytes::from_static(b"42")),
+            GroupOutcome::Key(Bytes::from_static(b"7")),
+            GroupOutcome::Key(Bytes::from_static(b"42")),
+        ]
+    );
+    assert_eq!(
+        grouped[3],
+        GroupOutcome::Error("the order has no `customer_id`".into())
+    );
+    // The host's part: one slot per key, an application per grouped record.
+    let slots = [
+        Slot {
+            key: b"42",
+            window: None,
+            state: Some(b"5"),
+        },
+        Slot {
+            key: b"7",
+            window: None,
+            state: None,
+        },
+    ];
+    let applications = [(0, 0), (1, 1), (2, 0)].map(|(record_index, slot_index)| Application {
+        record_index,
+        slot_index,
+    });
+    let run = plugin
+        .aggregate(&slots, &header(), &region, count, &applications)
+        .unwrap();
+    assert_eq!(run.output.applications, vec![Ok(()); 3]);
+    assert_eq!(
+        run.output.slots,
+        vec![
+            SlotChange::Put(Bytes::from_static(b"7")),
+            SlotChange::Put(Bytes::from_static(b"1")),
+        ]
+    );
+    let checked = plugin.check_states(&[b"12", b"\"x\""]).unwrap().output;
+    assert_eq!(checked[0], Ok(()));
+    assert!(
+        matches!(&checked[1], Err(message) if message.contains("does not parse as u64")),
+        "{checked:?}"
+    );
+    let error = plugin.merge(&[(b"1", b"2")]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the module does not export `ledge_merge`"
+    );
+    // Declared as anything else, it is refused at upload.
+    let error = engine
+        .compile(&example("order_counts"), PluginKind::Filter)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("no `ledge_filter` export"),
+        "{error}"
+    );
+}
+
+// Goal: the enrich-orders example joins through the host: a known customer is appended, an
+// unknown one leaves the order as it was (a left join).
+#[test]
+fn the_enrich_orders_example_joins_through_the_host() {
+    let engine = WasmEngine::new(WasmLimits::default()).unwrap();
+    let (module, _) = engine
+        .compile(&example("enrich_orders"), PluginKind::Join)
+        .unwrap();
+    let plugin = Plugin::new(&engine, module, vec![]).unwrap();
+    let (orders, order_count) = keyed(&[("42", r#"{"order_id":1}"#), ("9", r#"{"order_id":2}"#)]);
+    let (customers, customer_count) = keyed(&[("42", r#"{"name":"Ada"}"#)]);
+    let pairs = [
+        JoinPair {
+            left_index: 0,
+            right_index: Some(0),
+        },
+        JoinPair {
+            left_index: 1,
+            right_index: None,
+        },
+    ];
+    let run = plugin
+        .join(
+            (&header(), &orders, order_count),
+            (&header(), &customers, customer_count),
+            &pairs,
+        )
+        .unwrap();
+    let values: Vec<Option<Bytes>> = run
+        .output
+        .iter()
+        .map(|outcome| match outcome {
+            Outcome::Records(records) if records.len() == 1 => records[0].value.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        values,
+        [
+            Some(Bytes::from_static(
+                br#"{"order_id":1,"customer":{"name":"Ada"}}"#
+            )),
+            Some(Bytes::from_static(br#"{"order_id":2}"#)),
+        ]
     );
 }
