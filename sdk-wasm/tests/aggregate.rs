@@ -51,7 +51,7 @@ fn value(value: &str) -> OutputRecord {
 }
 
 fn text(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).unwrap()
+    std::str::from_utf8(bytes).expect("UTF-8 state")
 }
 
 #[test]

@@ -389,7 +389,7 @@ pub fn decode_state_check_output(
 }
 
 /// Writes a `ledge_merge` input: `u32 n`, then per pair both states as `u32 len, bytes`.
-pub fn encode_merge_input(pairs: &[(&[u8], &[u8])], out: &mut Vec<u8>) -> Result<(), InputError> {
+pub fn encode_merge_input(pairs: &[StatePair<'_>], out: &mut Vec<u8>) -> Result<(), InputError> {
     out.clear();
     put_len(out, pairs.len(), "pair count")?;
     for (a, b) in pairs {
@@ -399,8 +399,11 @@ pub fn encode_merge_input(pairs: &[(&[u8], &[u8])], out: &mut Vec<u8>) -> Result
     Ok(())
 }
 
+/// Two states to merge, in a `ledge_merge` input.
+pub type StatePair<'a> = (&'a [u8], &'a [u8]);
+
 /// Reads a `ledge_merge` input.
-pub fn decode_merge_input(input: &[u8]) -> Result<Vec<(&[u8], &[u8])>, InputError> {
+pub fn decode_merge_input(input: &[u8]) -> Result<Vec<StatePair<'_>>, InputError> {
     let mut reader = reader(input);
     let count = reader.count("pair count", 8)?;
     let mut pairs = Vec::with_capacity(count);
