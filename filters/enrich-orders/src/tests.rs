@@ -41,7 +41,7 @@ fn orders_without_a_customer_are_kept_as_they_are() {
     let mut plugin = plugin();
     let outcomes = plugin
         .join(
-            &[order.clone()],
+            std::slice::from_ref(&order),
             &[OutputRecord::new().with_key("9")],
             &[
                 JoinPair {

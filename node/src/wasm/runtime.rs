@@ -551,7 +551,8 @@ impl WasmEngine {
             let packed = schema
                 .call(&mut instance.store, ())
                 .map_err(|error| instance.classify(self, error))?;
-            let bytes = instance.read_result(packed, stateful_abi::STATE_SCHEMA_BYTES_MAX)?;
+            // Bounded by the output cap; the schema's own bound is the decoder's.
+            let bytes = instance.read_result(packed, self.limits.output_bytes_max)?;
             let schema = stateful_abi::decode_state_schema(&bytes)
                 .map_err(|error| WasmError::InvalidModule(error.0))?;
             plugin.state_schema = Some(schema.to_string());
