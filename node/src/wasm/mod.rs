@@ -21,7 +21,7 @@ pub mod store;
 pub use abi::{InputHeader, Outcome, OutputRecord, PluginKind};
 pub use executor::PluginExecutor;
 pub use runtime::{
-    BatchRun, CallRun, OPENED_BATCH_BYTES_MAX_DEFAULT, OPENED_BATCH_BYTES_MAX_LIMIT, Plugin, PluginModule,
-    WasmEngine, WasmError, WasmLimits, content_hash,
+    BatchRun, CallRun, OPENED_BATCH_BYTES_MAX_DEFAULT, OPENED_BATCH_BYTES_MAX_LIMIT, Plugin,
+    PluginModule, WasmEngine, WasmError, WasmLimits, content_hash,
 };
 pub use store::{ModuleStore, ModuleStoreError};
