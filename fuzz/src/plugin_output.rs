@@ -4,24 +4,68 @@
 //! as untrusted as a client's bytes.
 //!
 //! The first input byte picks what is read: bit 7 set reads the rest as `ledge_init`'s result;
-//! otherwise `% 5` picks the plug-in kind, and the second byte is the topic's partition count.
-//! The rest is the output buffer; the record count the host expects is the buffer's own entry
-//! count (its first four bytes), so mutations get past the count check to the entries.
+//! bit 6 set reads an output of a stateful call (docs/STREAMS.md; `ledge_protocol::wasm_abi::
+//! stateful`): the low two bits pick `ledge_aggregate` (0 and 3), `ledge_merge` (1) or
+//! `ledge_state_check` (2), and the next two bytes are the counts the host expects
+//! (applications and slots; pairs or states and an unused byte). Otherwise `% 7` picks the
+//! plug-in kind (an aggregate's batch output is `ledge_group`'s, a join's is `ledge_join`'s),
+//! and the second byte is the topic's partition count. The rest is the output buffer; the
+//! record count the host expects is the buffer's own entry count (its first four bytes), so
+//! mutations get past the count check to the entries.
 //!
 //! Oracles besides "no panic": an accepted output writes back to exactly the input bytes (the
 //! layout is canonical: docs/WASM-ABI.md "Output"); every accepted entry is one the kind may
 //! return (the ABI's tag table, one record from a map or filter_map, a partition below the
 //! count); with the `node` feature, the node's own decoder (`ledge_node::wasm::abi`) accepts
 //! exactly the same buffers and reads the same entries. An accepted init result is `OK`, or
-//! `ERROR` with a UTF-8 message whose bytes are exactly the input's.
+//! `ERROR` with a UTF-8 message whose bytes are exactly the input's. An accepted stateful
+//! output has exactly the expected counts and writes back to the same bytes.
 
+use ledge_protocol::wasm_abi::stateful::{
+    self, decode_aggregate_output, decode_merge_output, decode_state_check_output,
+    encode_aggregate_output, encode_merge_output, encode_state_check_output,
+};
 use ledge_protocol::wasm_abi::{
-    self, INIT_ERROR, INIT_OK, OutputEntry, PluginKind, TAG_DROP, TAG_ERROR, TAG_KEEP,
+    self, INIT_ERROR, INIT_OK, OutputEntry, PluginKind, TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_KEY,
     TAG_PARTITION, TAG_RECORDS, TIMESTAMP_KEEP,
 };
 
 /// Selector bit that reads the input as an init result.
 pub const INIT_SELECTOR: u8 = 0x80;
+/// Selector bit that reads the input as a stateful call's output.
+pub const STATEFUL_SELECTOR: u8 = 0x40;
+/// With [`STATEFUL_SELECTOR`]: a `ledge_aggregate` output.
+pub const STATEFUL_AGGREGATE: u8 = 0;
+/// With [`STATEFUL_SELECTOR`]: a `ledge_merge` output.
+pub const STATEFUL_MERGE: u8 = 1;
+/// With [`STATEFUL_SELECTOR`]: a `ledge_state_check` output.
+pub const STATEFUL_STATE_CHECK: u8 = 2;
+
+/// Whether the decoder `run` picks for `data` accepts it (the seeds' check).
+pub fn accepted(data: &[u8]) -> bool {
+    match data {
+        [selector, rest @ ..] if selector & INIT_SELECTOR != 0 => {
+            wasm_abi::decode_init_result(rest).is_ok()
+        }
+        [selector, a, b, output @ ..] if selector & STATEFUL_SELECTOR != 0 => {
+            let (a, b) = (usize::from(*a), usize::from(*b));
+            match selector & 3 {
+                STATEFUL_MERGE => decode_merge_output(output, a).is_ok(),
+                STATEFUL_STATE_CHECK => decode_state_check_output(output, a).is_ok(),
+                _ => decode_aggregate_output(output, a, b).is_ok(),
+            }
+        }
+        [selector, _, ..] if selector & STATEFUL_SELECTOR != 0 => false,
+        [selector, partitions, output @ ..] => wasm_abi::decode_output(
+            PluginKind::ALL[usize::from(*selector) % PluginKind::ALL.len()],
+            output,
+            declared_count(output),
+            u32::from(*partitions),
+        )
+        .is_ok(),
+        _ => false,
+    }
+}
 
 /// Runs one input; panics when an oracle fails.
 pub fn run(data: &[u8]) {
@@ -30,6 +74,9 @@ pub fn run(data: &[u8]) {
     };
     if selector & INIT_SELECTOR != 0 {
         return run_init(rest);
+    }
+    if selector & STATEFUL_SELECTOR != 0 {
+        return run_stateful(selector & 3, rest);
     }
     let Some((&partition_count, output)) = rest.split_first() else {
         return;
@@ -73,6 +120,82 @@ fn run_init(output: &[u8]) {
     }
 }
 
+fn run_stateful(which: u8, data: &[u8]) {
+    let [a, b, output @ ..] = data else {
+        return;
+    };
+    let (a, b) = (usize::from(*a), usize::from(*b));
+    let mut written = Vec::new();
+    match which {
+        STATEFUL_MERGE => {
+            let decoded = decode_merge_output(output, a);
+            #[cfg(feature = "node")]
+            {
+                let node = ledge_node::wasm::abi::decode_merge_output(
+                    bytes::Bytes::copy_from_slice(output),
+                    a,
+                );
+                assert_eq!(
+                    decoded.is_ok(),
+                    node.is_ok(),
+                    "node and ABI decoders disagree"
+                );
+            }
+            let Ok(results) = decoded else {
+                return;
+            };
+            assert_eq!(results.len(), a);
+            encode_merge_output(&results, &mut written).unwrap();
+        }
+        STATEFUL_STATE_CHECK => {
+            let decoded = decode_state_check_output(output, a);
+            #[cfg(feature = "node")]
+            {
+                let node = ledge_node::wasm::abi::decode_state_check_output(output, a);
+                assert_eq!(
+                    decoded.is_ok(),
+                    node.is_ok(),
+                    "node and ABI decoders disagree"
+                );
+            }
+            let Ok(results) = decoded else {
+                return;
+            };
+            assert_eq!(results.len(), a);
+            encode_state_check_output(&results, &mut written).unwrap();
+        }
+        _ => {
+            let decoded = decode_aggregate_output(output, a, b);
+            #[cfg(feature = "node")]
+            {
+                let node = ledge_node::wasm::abi::decode_aggregate_output(
+                    bytes::Bytes::copy_from_slice(output),
+                    a,
+                    b,
+                );
+                assert_eq!(
+                    decoded.is_ok(),
+                    node.is_ok(),
+                    "node and ABI decoders disagree"
+                );
+            }
+            let Ok(stateful::AggregateOutput {
+                applications,
+                slots,
+            }) = decoded
+            else {
+                return;
+            };
+            assert_eq!((applications.len(), slots.len()), (a, b));
+            encode_aggregate_output(&applications, &slots, &mut written).unwrap();
+        }
+    }
+    assert_eq!(
+        written, output,
+        "an accepted output writes back to the same bytes"
+    );
+}
+
 fn check_allowed(kind: PluginKind, entry: &OutputEntry<'_>, partition_count: u32) {
     let tag = tag_of(entry);
     assert!(kind.allows_tag(tag), "a {kind} returned tag {tag}");
@@ -99,6 +222,7 @@ fn tag_of(entry: &OutputEntry<'_>) -> u8 {
         OutputEntry::Error(_) => TAG_ERROR,
         OutputEntry::Records(_) => TAG_RECORDS,
         OutputEntry::Partition(_) => TAG_PARTITION,
+        OutputEntry::Key(_) => TAG_KEY,
     }
 }
 
@@ -146,6 +270,10 @@ pub fn encode_output(entries: &[OutputEntry<'_>]) -> Vec<u8> {
                 }
             }
             OutputEntry::Partition(partition) => out.extend_from_slice(&partition.to_le_bytes()),
+            OutputEntry::Key(key) => {
+                put_len(&mut out, key.len());
+                out.extend_from_slice(key);
+            }
         }
     }
     out
@@ -161,8 +289,37 @@ fn node_agrees(
     partition_count: u32,
     decoded: &Result<Vec<OutputEntry<'_>>, wasm_abi::OutputError>,
 ) {
-    use ledge_node::wasm::abi::{self, Outcome};
+    use ledge_node::wasm::abi::{self, GroupOutcome, Outcome};
 
+    if kind == PluginKind::Aggregate {
+        // `ledge_group`'s output, read by the node's group decoder.
+        let node = abi::decode_group_output(bytes::Bytes::copy_from_slice(output), record_count);
+        match (decoded, node) {
+            (Err(_), Err(_)) => {}
+            (Ok(entries), Ok(outcomes)) => {
+                assert_eq!(entries.len(), outcomes.len());
+                for (entry, outcome) in entries.iter().zip(&outcomes) {
+                    let same = match (entry, outcome) {
+                        (OutputEntry::Keep, GroupOutcome::Keep)
+                        | (OutputEntry::Drop, GroupOutcome::Drop) => true,
+                        (OutputEntry::Error(a), GroupOutcome::Error(b)) => a == b,
+                        (OutputEntry::Key(a), GroupOutcome::Key(b)) => a == b,
+                        _ => false,
+                    };
+                    assert!(
+                        same,
+                        "node and ABI decoders disagree: {entry:?} vs {outcome:?}"
+                    );
+                }
+            }
+            (ours, node) => panic!(
+                "node and ABI decoders disagree on acceptance: {:?} vs {:?}",
+                ours.as_ref().map(Vec::len),
+                node.map(|outcomes| outcomes.len())
+            ),
+        }
+        return;
+    }
     let node = abi::decode_output(
         kind,
         bytes::Bytes::copy_from_slice(output),

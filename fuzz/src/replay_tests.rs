@@ -128,21 +128,7 @@ fn seeds_are_accepted_and_replay() {
 
 /// Whether the decoder `plugin_output` picks for `seed` accepts it.
 fn plugin_output_accepted(seed: &[u8]) -> bool {
-    use ledge_protocol::wasm_abi::{self, PluginKind};
-
-    match seed {
-        [selector, rest @ ..] if selector & crate::plugin_output::INIT_SELECTOR != 0 => {
-            wasm_abi::decode_init_result(rest).is_ok()
-        }
-        [selector, partitions, output @ ..] => wasm_abi::decode_output(
-            PluginKind::ALL[usize::from(*selector) % PluginKind::ALL.len()],
-            output,
-            crate::plugin_output::declared_count(output),
-            u32::from(*partitions),
-        )
-        .is_ok(),
-        _ => false,
-    }
+    crate::plugin_output::accepted(seed)
 }
 
 /// Whether the loader `storage_files` picks for `seed` accepts it.

@@ -242,7 +242,13 @@ pub fn native_frames() -> Vec<Vec<u8>> {
 /// Plug-in outputs of every kind a guest returns (selector byte, partition count, output),
 /// and `ledge_init` results (`INIT_SELECTOR`, then the result).
 pub fn plugin_outputs() -> Vec<Vec<u8>> {
-    use crate::plugin_output::{INIT_SELECTOR, encode_output};
+    use crate::plugin_output::{
+        INIT_SELECTOR, STATEFUL_AGGREGATE, STATEFUL_MERGE, STATEFUL_SELECTOR, STATEFUL_STATE_CHECK,
+        encode_output,
+    };
+    use ledge_protocol::wasm_abi::stateful::{
+        SlotChange, encode_aggregate_output, encode_merge_output, encode_state_check_output,
+    };
     use ledge_protocol::wasm_abi::{OutputEntry, OutputRecordView, PluginKind};
 
     let record = |timestamp, key: Option<&'static [u8]>| OutputRecordView {
@@ -251,7 +257,7 @@ pub fn plugin_outputs() -> Vec<Vec<u8>> {
         value: Some(b"{\"amount\":42}"),
         headers: vec![("trace", Some(&b"abc"[..])), ("empty", None)],
     };
-    let by_kind: [(PluginKind, Vec<OutputEntry<'static>>); 5] = [
+    let by_kind: [(PluginKind, Vec<OutputEntry<'static>>); 7] = [
         (
             PluginKind::Filter,
             vec![
@@ -291,12 +297,53 @@ pub fn plugin_outputs() -> Vec<Vec<u8>> {
                 OutputEntry::Error("no key"),
             ],
         ),
+        (
+            // `ledge_group`.
+            PluginKind::Aggregate,
+            vec![
+                OutputEntry::Key(b"42"),
+                OutputEntry::Keep,
+                OutputEntry::Drop,
+                OutputEntry::Error("no customer_id"),
+            ],
+        ),
+        (
+            // `ledge_join`.
+            PluginKind::Join,
+            vec![
+                OutputEntry::Records(vec![record(None, Some(b"42"))]),
+                OutputEntry::Drop,
+                OutputEntry::Error("not an object"),
+            ],
+        ),
     ];
     let mut seeds = Vec::new();
     for (kind, entries) in by_kind {
         seeds.push([&[kind.number(), 3][..], &encode_output(&entries)].concat());
         seeds.push([&[kind.number(), 3][..], &encode_output(&entries[..1])].concat());
     }
+    let mut output = Vec::new();
+    encode_aggregate_output(
+        &[Ok(()), Err("amount is not a number"), Ok(())],
+        &[
+            SlotChange::Put(b"{\"n\":3}"),
+            SlotChange::Unchanged,
+            SlotChange::Delete,
+        ],
+        &mut output,
+    )
+    .unwrap();
+    seeds.push([&[STATEFUL_SELECTOR | STATEFUL_AGGREGATE, 3, 3][..], &output].concat());
+    encode_merge_output(&[Ok(b"7"), Err("cannot merge")], &mut output).unwrap();
+    seeds.push([&[STATEFUL_SELECTOR | STATEFUL_MERGE, 2, 0][..], &output].concat());
+    encode_state_check_output(&[Ok(()), Err("expected u64")], &mut output).unwrap();
+    seeds.push(
+        [
+            &[STATEFUL_SELECTOR | STATEFUL_STATE_CHECK, 2, 0][..],
+            &output,
+        ]
+        .concat(),
+    );
     seeds.push(vec![INIT_SELECTOR, 0]);
     seeds.push([&[INIT_SELECTOR, 1][..], &5u32.to_le_bytes(), b"nope!"].concat());
     seeds

@@ -19,6 +19,15 @@ use std::str::FromStr;
 use crate::RecordError;
 use crate::record::{RecordView, read_record_fields};
 
+/// The export that re-keys records for an aggregate with `group_by` (optional).
+pub const EXPORT_GROUP: &str = "ledge_group";
+/// The export that merges two states of an aggregate (optional; session windows need it).
+pub const EXPORT_MERGE: &str = "ledge_merge";
+/// The export naming an aggregate's state type (`() -> i64`, a result pointer to UTF-8).
+pub const EXPORT_STATE_SCHEMA: &str = "ledge_state_schema";
+/// The export that checks whether a module can read stored states (hot swap).
+pub const EXPORT_STATE_CHECK: &str = "ledge_state_check";
+
 /// The ABI version a module's `ledge_abi_version` returns and the host requires.
 pub const ABI_VERSION: i32 = 1;
 
@@ -50,6 +59,8 @@ pub const TAG_ERROR: u8 = 2;
 pub const TAG_RECORDS: u8 = 3;
 /// Output entry tag: followed by `u32 partition`.
 pub const TAG_PARTITION: u8 = 4;
+/// Output entry tag (`ledge_group`): followed by `u32 key_len, key`; the record's group key.
+pub const TAG_KEY: u8 = 5;
 
 /// What a plug-in does with each record; a module exports the function of exactly one kind.
 ///
@@ -63,6 +74,13 @@ pub const TAG_PARTITION: u8 = 4;
 /// | 2 | `filter_map` | `ledge_filter_map` |
 /// | 3 | `flat_map` | `ledge_flat_map` |
 /// | 4 | `partitioner` | `ledge_partitioner` |
+/// | 5 | `aggregate` | `ledge_aggregate` (and [`PluginKind::required_exports`]) |
+/// | 6 | `join` | `ledge_join` |
+///
+/// `aggregate` and `join` are stateful (docs/STREAMS.md): the host keeps state for them and
+/// calls them with the layouts of [`stateful`]; places that run a module record by record
+/// (produce hooks, fetch plug-ins, stateless transforms) refuse them
+/// ([`PluginKind::is_stateful`]).
 ///
 /// In configs, on the command line and in the node's `metadata.json` a kind is its name
 /// ([`PluginKind::as_str`]; with the `serde` feature it serializes as that name, so data
@@ -87,16 +105,22 @@ pub enum PluginKind {
     FlatMap,
     /// Picks each record's partition (`ledge_partitioner`).
     Partitioner,
+    /// Folds records into per-key state (`ledge_aggregate`; stateful transforms only).
+    Aggregate,
+    /// Joins records of two inputs (`ledge_join`; stateful transforms only).
+    Join,
 }
 
 impl PluginKind {
     /// Every kind, in number order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Filter,
         Self::Map,
         Self::FilterMap,
         Self::FlatMap,
         Self::Partitioner,
+        Self::Aggregate,
+        Self::Join,
     ];
 
     /// The kind's number on the native protocol (the table above).
@@ -107,6 +131,8 @@ impl PluginKind {
             Self::FilterMap => 2,
             Self::FlatMap => 3,
             Self::Partitioner => 4,
+            Self::Aggregate => 5,
+            Self::Join => 6,
         }
     }
 
@@ -119,7 +145,7 @@ impl PluginKind {
     }
 
     /// The kind's name in configs, on the command line and in `metadata.json`: `filter`,
-    /// `map`, `filter_map`, `flat_map`, `partitioner`.
+    /// `map`, `filter_map`, `flat_map`, `partitioner`, `aggregate`, `join`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Filter => "filter",
@@ -127,6 +153,8 @@ impl PluginKind {
             Self::FilterMap => "filter_map",
             Self::FlatMap => "flat_map",
             Self::Partitioner => "partitioner",
+            Self::Aggregate => "aggregate",
+            Self::Join => "join",
         }
     }
 
@@ -138,6 +166,46 @@ impl PluginKind {
             Self::FilterMap => "ledge_filter_map",
             Self::FlatMap => "ledge_flat_map",
             Self::Partitioner => "ledge_partitioner",
+            Self::Aggregate => "ledge_aggregate",
+            Self::Join => "ledge_join",
+        }
+    }
+
+    /// Exports this kind needs besides the common ones and [`PluginKind::export_name`]:
+    /// an aggregate's `ledge_state_schema` and `ledge_state_check`.
+    pub fn required_exports(self) -> &'static [&'static str] {
+        match self {
+            Self::Aggregate => &[EXPORT_STATE_SCHEMA, EXPORT_STATE_CHECK],
+            Self::Filter
+            | Self::Map
+            | Self::FilterMap
+            | Self::FlatMap
+            | Self::Partitioner
+            | Self::Join => &[],
+        }
+    }
+
+    /// Exports this kind may have: an aggregate's `ledge_group` (re-keying by `group_by`)
+    /// and `ledge_merge` (session windows).
+    pub fn optional_exports(self) -> &'static [&'static str] {
+        match self {
+            Self::Aggregate => &[EXPORT_GROUP, EXPORT_MERGE],
+            Self::Filter
+            | Self::Map
+            | Self::FilterMap
+            | Self::FlatMap
+            | Self::Partitioner
+            | Self::Join => &[],
+        }
+    }
+
+    /// Whether the host keeps state for this kind (docs/STREAMS.md): `aggregate` and `join`
+    /// do not run record by record, so produce hooks, fetch plug-ins and stateless transforms
+    /// refuse them.
+    pub fn is_stateful(self) -> bool {
+        match self {
+            Self::Aggregate | Self::Join => true,
+            Self::Filter | Self::Map | Self::FilterMap | Self::FlatMap | Self::Partitioner => false,
         }
     }
 
@@ -151,6 +219,10 @@ impl PluginKind {
                 matches!(tag, TAG_KEEP | TAG_DROP | TAG_ERROR | TAG_RECORDS)
             }
             Self::Partitioner => matches!(tag, TAG_ERROR | TAG_PARTITION),
+            // `ledge_group`'s entries.
+            Self::Aggregate => matches!(tag, TAG_KEEP | TAG_DROP | TAG_ERROR | TAG_KEY),
+            // `ledge_join`'s entries: a flat_map's, but a pair has no one input record to keep.
+            Self::Join => matches!(tag, TAG_DROP | TAG_ERROR | TAG_RECORDS),
         }
     }
 
@@ -185,14 +257,15 @@ impl FromStr for PluginKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown plug-in kind number {0} (this build knows 0 filter, 1 map, 2 filter_map, \
-     3 flat_map, 4 partitioner)"
+     3 flat_map, 4 partitioner, 5 aggregate, 6 join)"
 )]
 pub struct UnknownPluginKind(pub u8);
 
 /// A name no [`PluginKind`] has. Use one of the names the message lists.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown plug-in kind {0:?}; expected one of filter, map, filter_map, flat_map, partitioner"
+    "unknown plug-in kind {0:?}; expected one of filter, map, filter_map, flat_map, \
+     partitioner, aggregate, join"
 )]
 pub struct ParsePluginKindError(pub String);
 
@@ -442,6 +515,8 @@ pub enum OutputEntry<'a> {
     Records(Vec<OutputRecordView<'a>>),
     /// `PARTITION`: the record goes to this partition.
     Partition(u32),
+    /// `KEY` (`ledge_group`): the record's group key.
+    Key(&'a [u8]),
 }
 
 /// A record in a `RECORDS` entry, borrowed from the output buffer.
@@ -551,6 +626,7 @@ fn check_entry(
         OutputEntry::Error(_) => "ERROR".to_string(),
         OutputEntry::Records(records) => format!("{} records", records.len()),
         OutputEntry::Partition(_) => "PARTITION".to_string(),
+        OutputEntry::Key(_) => "KEY".to_string(),
     };
     Err(format!("a {kind} may not return {what}"))
 }
@@ -643,6 +719,10 @@ impl<'a> OutputReader<'a> {
                 OutputEntry::Records(records)
             }
             TAG_PARTITION => OutputEntry::Partition(self.u32("partition")?),
+            TAG_KEY => {
+                let len = self.len("group key")?;
+                OutputEntry::Key(self.take(len, "group key")?)
+            }
             other => return Err(garbage(format!("unknown tag {other}"))),
         })
     }
@@ -675,6 +755,8 @@ impl<'a> OutputReader<'a> {
         self.bytes.len().saturating_sub(self.position)
     }
 }
+
+pub mod stateful;
 
 #[cfg(test)]
 mod tests;

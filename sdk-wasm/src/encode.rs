@@ -6,12 +6,13 @@
 //! range) becomes an `ERROR` entry for that record instead of output the host would reject.
 
 use crate::outcome::{
-    IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoMapOutcome,
-    IntoPartitionOutcome,
+    IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoGroupOutcome, IntoJoinOutcome,
+    IntoMapOutcome, IntoPartitionOutcome,
 };
 use crate::output::OutputRecord;
 use ledge_protocol::wasm_abi::{
-    INIT_ERROR, INIT_OK, TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_PARTITION, TAG_RECORDS, TIMESTAMP_KEEP,
+    INIT_ERROR, INIT_OK, TAG_DROP, TAG_ERROR, TAG_KEEP, TAG_KEY, TAG_PARTITION, TAG_RECORDS,
+    TIMESTAMP_KEEP,
 };
 
 /// Longest error message an `ERROR` entry or init result carries; longer ones are cut at a
@@ -84,6 +85,39 @@ impl<'o> Entries<'o> {
             )),
             Err(message) => self.error(&message),
         }
+    }
+
+    /// A `group_by` result (`ledge_group`): `KEY`, `DROP` for `None`, or `ERROR`.
+    pub fn group(&mut self, outcome: impl IntoGroupOutcome) {
+        match outcome.into_group_outcome() {
+            Ok(Some(key)) => match u32::try_from(key.len()) {
+                Ok(len) => {
+                    self.out.push(TAG_KEY);
+                    self.out.extend_from_slice(&len.to_le_bytes());
+                    self.out.extend_from_slice(&key);
+                }
+                Err(_) => self.error(&format!(
+                    "group key of {} bytes exceeds u32::MAX",
+                    key.len()
+                )),
+            },
+            Ok(None) => self.drop_record(),
+            Err(message) => self.error(&message),
+        }
+    }
+
+    /// A `#[join]` result for one pair: `RECORDS`, `DROP` for no records, or `ERROR`.
+    pub fn join(&mut self, outcome: impl IntoJoinOutcome) {
+        match outcome.into_join_outcome() {
+            Ok(records) if records.is_empty() => self.drop_record(),
+            Ok(records) => self.records(&records),
+            Err(message) => self.error(&message),
+        }
+    }
+
+    /// `KEEP` (`ledge_group`: group the record by its own key).
+    pub fn keep_record(&mut self) {
+        self.keep();
     }
 
     pub(crate) fn keep(&mut self) {
@@ -164,13 +198,18 @@ fn write_u32_length(out: &mut Vec<u8>, length: usize, what: &str) -> Result<(), 
     Ok(())
 }
 
-/// `u32` length and the message, cut to [`ERROR_MESSAGE_BYTES_MAX`] at a char boundary.
-fn write_message(out: &mut Vec<u8>, message: &str) {
+/// `message` cut to [`ERROR_MESSAGE_BYTES_MAX`] at a char boundary.
+pub(crate) fn cut_message(message: &str) -> &str {
     let mut end = message.len().min(ERROR_MESSAGE_BYTES_MAX);
     while !message.is_char_boundary(end) {
         end -= 1;
     }
-    let message = &message.as_bytes()[..end];
+    &message[..end]
+}
+
+/// `u32` length and the message, cut to [`ERROR_MESSAGE_BYTES_MAX`] at a char boundary.
+fn write_message(out: &mut Vec<u8>, message: &str) {
+    let message = cut_message(message).as_bytes();
     // At most ERROR_MESSAGE_BYTES_MAX, so it fits.
     out.extend_from_slice(&(message.len() as u32).to_le_bytes());
     out.extend_from_slice(message);

@@ -28,7 +28,53 @@
 //! );
 //! ```
 //!
-//! The attributes are [`filter`], [`map`], [`filter_map`], [`flat_map`] and [`partitioner`].
+//! The attributes are [`filter`], [`map`], [`filter_map`], [`flat_map`] and [`partitioner`],
+//! and the stateful [`aggregate`] and [`join`] (docs/STREAMS.md), whose state the node keeps:
+//!
+//! ```standalone_crate
+//! use std::collections::BTreeMap;
+//! use ledge_wasm_sdk::{OutputRecord, Record, aggregate};
+//! use ledge_wasm_sdk::testing::TestPlugin;
+//!
+//! /// Orders per customer; the state is a `u64`, stored as JSON.
+//! #[aggregate(group_by = customer)]
+//! fn order_counts(count: &mut u64, _order: &Record<'_>) {
+//!     *count += 1;
+//! }
+//!
+//! /// The group key: the value's text before the first `:`.
+//! fn customer(order: &Record<'_>) -> Result<String, String> {
+//!     let value = order.value_str().ok_or("value is not text")?;
+//!     let (customer, _) = value.split_once(':').ok_or("no `:` in the value")?;
+//!     Ok(customer.to_owned())
+//! }
+//!
+//! let mut plugin = TestPlugin::<order_counts>::init(&[]).unwrap();
+//! let mut table = BTreeMap::new(); // group key -> state JSON, as the node keeps it
+//! let orders = ["ada:1", "bob:2", "ada:3"].map(|value| OutputRecord::new().with_value(value));
+//! plugin.fold_into(&mut table, &orders).unwrap();
+//! assert_eq!(table[&b"ada"[..]], b"2");
+//! assert_eq!(TestPlugin::<order_counts>::state_schema(), "u64");
+//! ```
+//!
+//! ```standalone_crate
+//! use ledge_wasm_sdk::{OutputRecord, Record, join};
+//! use ledge_wasm_sdk::testing::{Outcome, TestPlugin};
+//!
+//! /// Stream-table left join: `customer` is `None` when the table has no record for the key.
+//! #[join]
+//! fn tag_orders(order: &Record<'_>, customer: Option<&Record<'_>>) -> OutputRecord {
+//!     let tier = customer.and_then(Record::value_str).unwrap_or("unknown");
+//!     OutputRecord::from(order).with_header("tier", tier)
+//! }
+//!
+//! let mut plugin = TestPlugin::<tag_orders>::init(&[]).unwrap();
+//! let order = OutputRecord::new().with_value("o1");
+//! assert_eq!(
+//!     plugin.join_one(order.clone(), None),
+//!     Outcome::Records(vec![order.with_header("tier", "unknown")]),
+//! );
+//! ```
 //! The function's first parameter is the input [`Record`], a zero-copy view into the batch the
 //! host wrote into the module's memory; a partitioner's second is `partition_count: u32`.
 //! Every further parameter is a deployment parameter (`--param threshold=1000`), bound by name
@@ -56,6 +102,7 @@ mod output;
 mod params;
 mod record;
 mod runtime;
+mod stateful;
 pub mod testing;
 
 pub use encode::ERROR_MESSAGE_BYTES_MAX;
@@ -66,10 +113,10 @@ pub use ledge_protocol::partitioner::{murmur2, partition_for_key};
 /// (`ledge_protocol::wasm_abi`).
 pub use ledge_protocol::wasm_abi as abi;
 pub use ledge_protocol::wasm_abi::PluginKind;
-pub use ledge_wasm_sdk_macros::{filter, filter_map, flat_map, map, partitioner};
+pub use ledge_wasm_sdk_macros::{aggregate, filter, filter_map, flat_map, join, map, partitioner};
 pub use outcome::{
-    IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoMapOutcome,
-    IntoPartitionOutcome,
+    IntoFilterMapOutcome, IntoFilterOutcome, IntoFlatMapOutcome, IntoFoldOutcome, IntoGroupOutcome,
+    IntoJoinOutcome, IntoMapOutcome, IntoPartitionOutcome,
 };
 pub use output::OutputRecord;
 pub use params::InitError;
@@ -82,4 +129,8 @@ pub mod __private {
     pub use crate::encode::Entries;
     pub use crate::params::{InitError, Params};
     pub use crate::runtime::{Plugin, abi_version, alloc, init, panic_message, run};
+    pub use crate::stateful::{
+        AggregatePlugin, JoinPlugin, aggregate, join, merge, state_check, state_schema,
+    };
+    pub use serde_json;
 }

@@ -2,7 +2,9 @@
 //! imports, one memory named `memory`, the four functions with their signatures, exactly one
 //! kind function. Reads only the module's type, import, function and export sections.
 
-use ledge_protocol::wasm_abi::PluginKind;
+use ledge_protocol::wasm_abi::{
+    EXPORT_GROUP, EXPORT_MERGE, EXPORT_STATE_CHECK, EXPORT_STATE_SCHEMA, PluginKind,
+};
 
 const I32: u8 = 0x7f;
 const I64: u8 = 0x7e;
@@ -103,14 +105,41 @@ pub fn check_module(module: &[u8]) -> Result<PluginKind, String> {
             kinds.push(kind);
         }
     }
-    match kinds[..] {
-        [kind] => Ok(kind),
-        [] => Err("exports no kind function (`ledge_filter`, `ledge_map`, ...)".to_owned()),
-        _ => Err(format!(
-            "exports {} kind functions; exactly one is allowed",
-            kinds.len()
-        )),
+    let kind = match kinds[..] {
+        [kind] => kind,
+        [] => {
+            return Err("exports no kind function (`ledge_filter`, `ledge_map`, ...)".to_owned());
+        }
+        _ => {
+            return Err(format!(
+                "exports {} kind functions; exactly one is allowed",
+                kinds.len()
+            ));
+        }
+    };
+    // The stateful kinds' other exports (docs/STREAMS.md), as the node checks them.
+    for name in [
+        EXPORT_GROUP,
+        EXPORT_MERGE,
+        EXPORT_STATE_SCHEMA,
+        EXPORT_STATE_CHECK,
+    ] {
+        let (parameters, results): (&[u8], &[u8]) = if name == EXPORT_STATE_SCHEMA {
+            (&[], &[I64])
+        } else {
+            (&[I32, I32], &[I64])
+        };
+        let required = kind.required_exports().contains(&name);
+        if expect(name, parameters, results, required)?
+            && !required
+            && !kind.optional_exports().contains(&name)
+        {
+            return Err(format!(
+                "`{name}` is exported, but only an aggregate has it"
+            ));
+        }
     }
+    Ok(kind)
 }
 
 /// A function type: its parameter and result value types, one byte each.

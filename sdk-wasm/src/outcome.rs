@@ -119,3 +119,110 @@ impl<E: Display> IntoPartitionOutcome for Result<u32, E> {
         self.map_err(|error| error.to_string())
     }
 }
+
+/// What a `group_by` function returns: the group key (`String`, `Vec<u8>`, `&str`, `&[u8]`),
+/// `Option` of one (`None`: the record is not aggregated), or `Result<K, E>` of one.
+#[diagnostic::on_unimplemented(
+    message = "a `group_by` function returns a key (`String`, `Vec<u8>`, `&str`, `&[u8]`), \
+               `Option<K>` or `Result<K, E>` with `E: Display`, not `{Self}`"
+)]
+pub trait IntoGroupOutcome {
+    /// `Ok(Some(key))`, `Ok(None)` to leave the record out, or the error message.
+    fn into_group_outcome(self) -> Result<Option<Vec<u8>>, String>;
+}
+
+macro_rules! group_key {
+    ($($key:ty),*) => {$(
+        impl IntoGroupOutcome for $key {
+            fn into_group_outcome(self) -> Result<Option<Vec<u8>>, String> {
+                Ok(Some(AsRef::<[u8]>::as_ref(&self).to_vec()))
+            }
+        }
+    )*};
+}
+group_key!(String, Vec<u8>, &str, &[u8]);
+
+impl<K: AsRef<[u8]>> IntoGroupOutcome for Option<K> {
+    fn into_group_outcome(self) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.map(|key| key.as_ref().to_vec()))
+    }
+}
+
+impl<K: AsRef<[u8]>, E: Display> IntoGroupOutcome for Result<K, E> {
+    fn into_group_outcome(self) -> Result<Option<Vec<u8>>, String> {
+        self.map(|key| Some(key.as_ref().to_vec()))
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// What an `#[aggregate]` fold returns: `()` or `Result<(), E>`. An `Err` fails the record
+/// (the host then re-runs the batch's other records from the old states).
+#[diagnostic::on_unimplemented(
+    message = "an `#[aggregate]` function returns `()` or `Result<(), E>` with `E: Display`, \
+               not `{Self}`"
+)]
+pub trait IntoFoldOutcome {
+    /// `Ok(())`, or the error message.
+    fn into_fold_outcome(self) -> Result<(), String>;
+}
+
+impl IntoFoldOutcome for () {
+    fn into_fold_outcome(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Display> IntoFoldOutcome for Result<(), E> {
+    fn into_fold_outcome(self) -> Result<(), String> {
+        self.map_err(|error| error.to_string())
+    }
+}
+
+/// What a `#[join]` function returns: [`OutputRecord`], `Option<OutputRecord>` (`None`
+/// drops the pair: an inner join's miss), `Vec<OutputRecord>`, or a `Result` of one.
+#[diagnostic::on_unimplemented(
+    message = "a `#[join]` function returns `OutputRecord`, `Option<OutputRecord>`, \
+               `Vec<OutputRecord>` or a `Result` of one with `E: Display`, not `{Self}`"
+)]
+pub trait IntoJoinOutcome {
+    /// The output records (none drops the pair), or the error message.
+    fn into_join_outcome(self) -> Result<Vec<OutputRecord>, String>;
+}
+
+impl IntoJoinOutcome for OutputRecord {
+    fn into_join_outcome(self) -> Result<Vec<OutputRecord>, String> {
+        Ok(vec![self])
+    }
+}
+
+impl IntoJoinOutcome for Option<OutputRecord> {
+    fn into_join_outcome(self) -> Result<Vec<OutputRecord>, String> {
+        Ok(self.into_iter().collect())
+    }
+}
+
+impl IntoJoinOutcome for Vec<OutputRecord> {
+    fn into_join_outcome(self) -> Result<Vec<OutputRecord>, String> {
+        Ok(self)
+    }
+}
+
+impl<E: Display> IntoJoinOutcome for Result<OutputRecord, E> {
+    fn into_join_outcome(self) -> Result<Vec<OutputRecord>, String> {
+        self.map(|record| vec![record])
+            .map_err(|error| error.to_string())
+    }
+}
+
+impl<E: Display> IntoJoinOutcome for Result<Option<OutputRecord>, E> {
+    fn into_join_outcome(self) -> Result<Vec<OutputRecord>, String> {
+        self.map(|record| record.into_iter().collect())
+            .map_err(|error| error.to_string())
+    }
+}
+
+impl<E: Display> IntoJoinOutcome for Result<Vec<OutputRecord>, E> {
+    fn into_join_outcome(self) -> Result<Vec<OutputRecord>, String> {
+        self.map_err(|error| error.to_string())
+    }
+}

@@ -106,6 +106,34 @@ pub fn run<P: Plugin>(ptr: i32, len: i32) -> i64 {
     })
 }
 
+/// A stateful call (`ledge_aggregate`, `ledge_join`, ...): runs `call` on the bound
+/// parameters and the input the host wrote at `ptr`, and returns a result pointer to what
+/// it wrote. Traps (panics) if `ledge_init` has not succeeded, or with `call`'s error (an
+/// input that breaks the layout).
+pub(crate) fn with_call<P: Plugin>(
+    ptr: i32,
+    len: i32,
+    call: impl FnOnce(&P::State, &[u8], &mut Vec<u8>) -> Result<(), String>,
+) -> i64 {
+    install_panic_hook();
+    INSTANCE.with_borrow_mut(|instance| {
+        let Instance {
+            input,
+            output,
+            state,
+        } = instance;
+        let state = state
+            .as_ref()
+            .and_then(|state| state.downcast_ref::<P::State>())
+            .expect("a call needs a successful ledge_init first (docs/WASM-ABI.md)");
+        let bytes = input_slice(input, ptr, len);
+        if let Err(error) = call(state, bytes, output) {
+            panic!("{error}");
+        }
+        result_pointer(output)
+    })
+}
+
 /// `ledge_panic_message`: a result pointer to the last panic's message, or `0` if none.
 pub fn panic_message() -> i64 {
     PANIC_MESSAGE.with_borrow(|message| {
@@ -264,7 +292,7 @@ fn input_slice(input: &[u8], ptr: i32, len: i32) -> &[u8] {
 }
 
 /// `(ptr << 32) | len` for `bytes` in linear memory.
-fn result_pointer(bytes: &[u8]) -> i64 {
+pub(crate) fn result_pointer(bytes: &[u8]) -> i64 {
     let len = u32::try_from(bytes.len()).expect("wasm32 buffers are shorter than 4 GiB");
     ((u64::from(address(bytes.as_ptr())) << 32) | u64::from(len)) as i64
 }

@@ -10,12 +10,21 @@
 //! The type parameter is the plug-in function's name: the attribute defines a type of that
 //! name beside the function.
 
+use std::collections::BTreeMap;
+
 use ledge_protocol::varint::{write_varint, write_varlong};
+use ledge_protocol::wasm_abi::stateful::{
+    self, encode_aggregate_input, encode_join_input, encode_merge_input, encode_states,
+};
+pub use ledge_protocol::wasm_abi::stateful::{Application, JoinPair, Slot, Window};
 use ledge_protocol::wasm_abi::{self, INPUT_HEADER_BYTES, InputHeader, OutputEntry, PluginKind};
 
 pub use crate::module_check::check_module;
 use crate::output::OutputRecord;
 use crate::runtime::{Plugin, init_plugin, process_batch};
+use crate::stateful::{
+    AggregatePlugin, JoinPlugin, aggregate_call, join_call, merge_call, state_check_call,
+};
 
 /// What the module answered for one input record: one output entry, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +39,8 @@ pub enum Outcome {
     Records(Vec<OutputRecord>),
     /// `PARTITION`: the record goes to this partition.
     Partition(u32),
+    /// `KEY` (an aggregate's `group_by`): the record's group key.
+    Key(Vec<u8>),
 }
 
 /// The batch header fields of the input batches a [`TestPlugin`] builds.
@@ -150,6 +161,221 @@ impl<P: Plugin> TestPlugin<P> {
     }
 }
 
+/// What an aggregate call did to one slot, decoded with the host's checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateChange {
+    /// The state did not change.
+    Unchanged,
+    /// The new state (JSON).
+    Put(Vec<u8>),
+    /// The state is deleted.
+    Delete,
+}
+
+/// An aggregate call's answer: per application `Ok` or the fold's error message, per slot its
+/// change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AggregateOutcome {
+    /// Per application, in order.
+    pub applications: Vec<Result<(), String>>,
+    /// Per slot, in order.
+    pub slots: Vec<StateChange>,
+}
+
+impl<P: AggregatePlugin> TestPlugin<P> {
+    /// What `ledge_state_schema` answers: the state type's name (and `;schema=` the
+    /// attribute's `schema`).
+    pub fn state_schema() -> &'static str {
+        P::SCHEMA
+    }
+
+    /// Runs `ledge_group` over a batch of `records`: per record `Key`, `Drop` or `Error`.
+    ///
+    /// # Panics
+    ///
+    /// If the aggregate has no `group_by` (it exports no `ledge_group`), or as
+    /// [`TestPlugin::run`].
+    pub fn group(&mut self, records: &[OutputRecord]) -> Vec<Outcome> {
+        assert!(
+            P::GROUPS,
+            "this aggregate has no group_by, so no ledge_group"
+        );
+        self.run(records)
+    }
+
+    /// Runs one `ledge_aggregate` call: `records` as the batch, folded into `slots` as
+    /// `applications` say; decoded with the host's decoder. `Err` is what would trap the
+    /// module or output the host refuses.
+    pub fn aggregate(
+        &mut self,
+        slots: &[Slot<'_>],
+        records: &[OutputRecord],
+        applications: &[Application],
+    ) -> Result<AggregateOutcome, String> {
+        let batch = encode_batch(&self.batch, records);
+        encode_aggregate_input(slots, &batch, applications, &mut self.input)
+            .map_err(|error| error.to_string())?;
+        aggregate_call::<P>(&self.state, &self.input, &mut self.output)?;
+        let decoded =
+            stateful::decode_aggregate_output(&self.output, applications.len(), slots.len())
+                .map_err(|error| error.to_string())?;
+        Ok(AggregateOutcome {
+            applications: decoded
+                .applications
+                .into_iter()
+                .map(|status| status.map_err(str::to_owned))
+                .collect(),
+            slots: decoded
+                .slots
+                .into_iter()
+                .map(|change| match change {
+                    stateful::SlotChange::Unchanged => StateChange::Unchanged,
+                    stateful::SlotChange::Put(state) => StateChange::Put(state.to_vec()),
+                    stateful::SlotChange::Delete => StateChange::Delete,
+                })
+                .collect(),
+        })
+    }
+
+    /// Folds `records` into `table` (group key -> state JSON) as the host would, unwindowed:
+    /// each record's key from `ledge_group` (or its own key without `group_by`; a record
+    /// without one is an error), one slot per key, one `ledge_aggregate` call. `Err` is the
+    /// first record's error (the table is then unchanged), or what would trap the module.
+    pub fn fold_into(
+        &mut self,
+        table: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+        records: &[OutputRecord],
+    ) -> Result<(), String> {
+        let keys: Vec<Option<Vec<u8>>> = if P::GROUPS {
+            let outcomes = self.run_batch(&encode_batch(&self.batch, records))?;
+            outcomes
+                .into_iter()
+                .enumerate()
+                .map(|(index, outcome)| match outcome {
+                    Outcome::Key(key) => Ok(Some(key)),
+                    Outcome::Keep => Ok(records.get(index).and_then(|r| r.key.clone())),
+                    Outcome::Drop => Ok(None),
+                    Outcome::Error(message) => Err(format!("record {index}: {message}")),
+                    other => Err(format!("record {index}: ledge_group answered {other:?}")),
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            records.iter().map(|record| record.key.clone()).collect()
+        };
+        let mut slot_keys: Vec<Vec<u8>> = Vec::new();
+        let mut applications = Vec::new();
+        for (index, key) in keys.iter().enumerate() {
+            let Some(key) = key else {
+                if P::GROUPS {
+                    continue;
+                }
+                return Err(format!("record {index} has no key to group by"));
+            };
+            let slot = match slot_keys.iter().position(|known| known == key) {
+                Some(slot) => slot,
+                None => {
+                    slot_keys.push(key.clone());
+                    slot_keys.len() - 1
+                }
+            };
+            applications.push(Application {
+                record_index: u32::try_from(index).map_err(|error| error.to_string())?,
+                slot_index: u32::try_from(slot).map_err(|error| error.to_string())?,
+            });
+        }
+        let slots: Vec<Slot<'_>> = slot_keys
+            .iter()
+            .map(|key| Slot {
+                key,
+                window: None,
+                state: table.get(key).map(Vec::as_slice),
+            })
+            .collect();
+        let outcome = self.aggregate(&slots, records, &applications)?;
+        for (application, status) in applications.iter().zip(&outcome.applications) {
+            if let Err(message) = status {
+                return Err(format!("record {}: {message}", application.record_index));
+            }
+        }
+        for (key, change) in slot_keys.into_iter().zip(outcome.slots) {
+            match change {
+                StateChange::Unchanged => {}
+                StateChange::Put(state) => {
+                    table.insert(key, state);
+                }
+                StateChange::Delete => {
+                    table.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one `ledge_merge` call: per pair the merged state, or the error message.
+    pub fn merge(
+        &mut self,
+        pairs: &[(&[u8], &[u8])],
+    ) -> Result<Vec<Result<Vec<u8>, String>>, String> {
+        encode_merge_input(pairs, &mut self.input).map_err(|error| error.to_string())?;
+        merge_call::<P>(&self.input, &mut self.output)?;
+        let decoded = stateful::decode_merge_output(&self.output, pairs.len())
+            .map_err(|error| error.to_string())?;
+        Ok(decoded
+            .into_iter()
+            .map(|result| result.map(<[u8]>::to_vec).map_err(str::to_owned))
+            .collect())
+    }
+
+    /// Runs one `ledge_state_check` call: per state `Ok`, or why the module cannot read it.
+    pub fn check_states(&mut self, states: &[&[u8]]) -> Result<Vec<Result<(), String>>, String> {
+        encode_states(states, &mut self.input).map_err(|error| error.to_string())?;
+        state_check_call::<P>(&self.input, &mut self.output)?;
+        let decoded = stateful::decode_state_check_output(&self.output, states.len())
+            .map_err(|error| error.to_string())?;
+        Ok(decoded
+            .into_iter()
+            .map(|status| status.map_err(str::to_owned))
+            .collect())
+    }
+}
+
+impl<P: JoinPlugin> TestPlugin<P> {
+    /// Runs one `ledge_join` call: `left` and `right` as the two batches, one outcome per
+    /// pair (`Records`, `Drop` or `Error`), decoded with the host's decoder.
+    pub fn join(
+        &mut self,
+        left: &[OutputRecord],
+        right: &[OutputRecord],
+        pairs: &[JoinPair],
+    ) -> Result<Vec<Outcome>, String> {
+        let left = encode_batch(&self.batch, left);
+        let right = encode_batch(&self.batch, right);
+        encode_join_input(&left, &right, pairs, &mut self.input)
+            .map_err(|error| error.to_string())?;
+        join_call::<P>(&self.state, &self.input, &mut self.output)?;
+        let count = u32::try_from(pairs.len()).map_err(|error| error.to_string())?;
+        decode_output(PluginKind::Join, &self.output, count, 0)
+    }
+
+    /// Joins one left record with one right record (or none) and returns the outcome.
+    ///
+    /// # Panics
+    ///
+    /// If the call would trap the module or its output breaks the ABI (a bug in the SDK).
+    pub fn join_one(&mut self, left: OutputRecord, right: Option<OutputRecord>) -> Outcome {
+        let pair = JoinPair {
+            left_index: 0,
+            right_index: right.as_ref().map(|_| 0),
+        };
+        let right: Vec<OutputRecord> = right.into_iter().collect();
+        let mut outcomes = self
+            .join(std::slice::from_ref(&left), &right, &[pair])
+            .unwrap_or_else(|message| panic!("the join failed: {message}"));
+        assert_eq!(outcomes.len(), 1, "one outcome per pair");
+        outcomes.remove(0)
+    }
+}
+
 /// A parameter block, as the host writes it for `ledge_init`.
 pub fn encode_params(params: &[(&str, &str)]) -> Vec<u8> {
     let mut block = Vec::new();
@@ -254,6 +480,7 @@ pub fn decode_output(
                     .collect(),
             ),
             OutputEntry::Partition(partition) => Outcome::Partition(partition),
+            OutputEntry::Key(key) => Outcome::Key(key.to_vec()),
         })
         .collect();
     Ok(outcomes)

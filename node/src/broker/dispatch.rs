@@ -1326,6 +1326,7 @@ impl From<&DeployTransformError> for ErrorCode {
             | DeployTransformError::VersionsExhausted { .. } => Self::InvalidRequest,
             DeployTransformError::UnknownInput(_) => Self::UnknownTopicOrPartition,
             DeployTransformError::InternalInput => Self::InternalTopic,
+            DeployTransformError::StatefulKind(_) => Self::InvalidModule,
             DeployTransformError::InvalidTopicName(_)
             | DeployTransformError::ForbiddenOutput(_) => Self::InvalidTopic,
             DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,

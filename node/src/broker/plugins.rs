@@ -299,8 +299,18 @@ fn kinds_of_key(key: &str) -> &'static [PluginKind] {
 /// "module "m" is a partitioner; produce.filter.module takes a filter, map, or filter_map".
 fn wrong_kind_message(name: &str, kind: PluginKind, kinds: &[PluginKind], purpose: &str) -> String {
     let allowed: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+    let article = if kind.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    let stateful = if kind.is_stateful() {
+        " (a stateful plug-in, run by stateful transforms only: docs/STREAMS.md)"
+    } else {
+        ""
+    };
     format!(
-        "module {name:?} is a {kind}; {purpose} takes a {}",
+        "module {name:?} is {article} {kind}{stateful}; {purpose} takes a {}",
         match allowed.split_last() {
             Some((last, rest)) if !rest.is_empty() => format!("{}, or {last}", rest.join(", ")),
             _ => allowed.join(""),

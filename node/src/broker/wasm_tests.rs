@@ -1122,6 +1122,76 @@ fn topic_configs_refuse_missing_and_wrong_kind_modules() {
     });
 }
 
+// Goal: the stateful kinds (aggregate, join: docs/STREAMS.md) upload, but every place that runs
+// a module record by record refuses them with a message naming the kind: produce hooks,
+// fetch plug-ins and transform deploys.
+#[test]
+fn record_by_record_places_refuse_stateful_modules() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(35);
+        let broker = open(&disk).await;
+        let aggregate = crate::wasm::runtime::stateful_tests::Fixed::default().module();
+        let uploaded = broker
+            .upload_module(UploadModuleRequest {
+                name: "counts".into(),
+                kind: crate::wasm::PluginKind::Aggregate,
+                module: Bytes::from(aggregate.clone()),
+                params: vec![],
+            })
+            .await;
+        assert_eq!(uploaded.error, ErrorCode::None, "{}", uploaded.message);
+        let refused =
+            create_result(&broker, "t", &[("produce.filter.module", "counts")], false).await;
+        assert_eq!(
+            refused.error,
+            ErrorCode::InvalidConfig,
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains(
+                "module \"counts\" is an aggregate (a stateful plug-in, run by stateful \
+                 transforms only: docs/STREAMS.md); produce.filter.module takes a filter, map, \
+                 or filter_map"
+            ),
+            "{}",
+            refused.message
+        );
+        create(&broker, "t", 1, &[]).await;
+        produce(&broker, "t", 0, values(&numbered(0, 2))).await;
+        let fetched = fetch_with(&broker, "t", 0, 0, named("counts")).await;
+        assert_eq!(
+            fetched.error,
+            ErrorCode::InvalidModule,
+            "{}",
+            fetched.message
+        );
+        assert!(
+            fetched.message.contains("is an aggregate"),
+            "{}",
+            fetched.message
+        );
+        let mut declared = transform(
+            "counting",
+            Bytes::from(aggregate),
+            "t",
+            transforms::OnError::DeadLetter,
+        );
+        declared.kind = crate::wasm::PluginKind::Aggregate;
+        let error = broker.transforms.deploy(declared).await.unwrap_err();
+        assert!(
+            matches!(error, transforms::DeployTransformError::StatefulKind(_)),
+            "{error}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "aggregate modules keep state; a transform runs filter, map, filter_map, flat_map \
+             and partitioner modules (stateful transforms: docs/STREAMS.md)"
+        );
+        broker.close().await;
+    });
+}
+
 fn metadata(broker: &Broker<SimDisk>) -> MetadataResponse {
     broker.metadata(MetadataRequest { topics: None })
 }

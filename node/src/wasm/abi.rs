@@ -11,6 +11,8 @@
 
 use bytes::Bytes;
 use ledge_protocol::Header;
+use ledge_protocol::wasm_abi::stateful;
+pub use ledge_protocol::wasm_abi::stateful::{Application, JoinPair, Slot, Window};
 use ledge_protocol::wasm_abi::{self, OutputEntry};
 pub use ledge_protocol::wasm_abi::{ABI_VERSION, INPUT_HEADER_BYTES, PluginKind};
 
@@ -143,13 +145,13 @@ pub fn decode_output(
     let entries = wasm_abi::decode_output(kind, &output, record_count, partition_count)
         .map_err(|error| AbiError(error.0))?;
     let owned = |bytes: Option<&[u8]>| bytes.map(|bytes| output.slice_ref(bytes));
-    let outcomes = entries
+    entries
         .into_iter()
         .map(|entry| match entry {
-            OutputEntry::Keep => Outcome::Keep,
-            OutputEntry::Drop => Outcome::Drop,
-            OutputEntry::Error(message) => Outcome::Error(message.to_string()),
-            OutputEntry::Records(records) => Outcome::Records(
+            OutputEntry::Keep => Ok(Outcome::Keep),
+            OutputEntry::Drop => Ok(Outcome::Drop),
+            OutputEntry::Error(message) => Ok(Outcome::Error(message.to_string())),
+            OutputEntry::Records(records) => Ok(Outcome::Records(
                 records
                     .into_iter()
                     .map(|record| OutputRecord {
@@ -166,11 +168,130 @@ pub fn decode_output(
                             .collect(),
                     })
                     .collect(),
-            ),
-            OutputEntry::Partition(partition) => Outcome::Partition(partition),
+            )),
+            OutputEntry::Partition(partition) => Ok(Outcome::Partition(partition)),
+            // Only `ledge_group` returns keys; it is read by `decode_group_output`.
+            OutputEntry::Key(_) => Err(garbage("a KEY entry outside ledge_group's output")),
         })
-        .collect();
-    Ok(outcomes)
+        .collect()
+}
+
+/// What `ledge_group` decided for one record of an aggregate's input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupOutcome {
+    /// Grouped by the record's own key.
+    Keep,
+    /// Not aggregated.
+    Drop,
+    /// This record failed, with the module's message.
+    Error(String),
+    /// Grouped by this key (a slice of the output buffer).
+    Key(Bytes),
+}
+
+/// Reads `ledge_group`'s output: one entry per input record, each `KEEP`, `DROP`, `ERROR` or
+/// `KEY` (docs/STREAMS.md), with the batch output's checks.
+pub fn decode_group_output(
+    output: Bytes,
+    record_count: usize,
+) -> Result<Vec<GroupOutcome>, AbiError> {
+    let entries = wasm_abi::decode_output(PluginKind::Aggregate, &output, record_count, 0)
+        .map_err(|error| AbiError(error.0))?;
+    entries
+        .into_iter()
+        .map(|entry| match entry {
+            OutputEntry::Keep => Ok(GroupOutcome::Keep),
+            OutputEntry::Drop => Ok(GroupOutcome::Drop),
+            OutputEntry::Error(message) => Ok(GroupOutcome::Error(message.to_string())),
+            OutputEntry::Key(key) => Ok(GroupOutcome::Key(output.slice_ref(key))),
+            // `allows_tag` already refused these for an aggregate.
+            OutputEntry::Records(_) | OutputEntry::Partition(_) => {
+                Err(garbage("ledge_group returned records or a partition"))
+            }
+        })
+        .collect()
+}
+
+/// What an aggregate call did to one slot; a new state is a slice of the output buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotChange {
+    /// Unchanged.
+    Unchanged,
+    /// The new state.
+    Put(Bytes),
+    /// Deleted.
+    Delete,
+}
+
+/// `ledge_aggregate`'s output: per application `Ok` or the module's message, per slot its
+/// change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AggregateOutput {
+    /// Per application, in input order.
+    pub applications: Vec<Result<(), String>>,
+    /// Per slot, in input order.
+    pub slots: Vec<SlotChange>,
+}
+
+/// Reads `ledge_aggregate`'s output (`ledge_protocol::wasm_abi::stateful`'s checks).
+pub fn decode_aggregate_output(
+    output: Bytes,
+    application_count: usize,
+    slot_count: usize,
+) -> Result<AggregateOutput, AbiError> {
+    let decoded = stateful::decode_aggregate_output(&output, application_count, slot_count)
+        .map_err(|error| AbiError(error.0))?;
+    Ok(AggregateOutput {
+        applications: decoded
+            .applications
+            .into_iter()
+            .map(|status| status.map_err(str::to_string))
+            .collect(),
+        slots: decoded
+            .slots
+            .into_iter()
+            .map(|change| match change {
+                stateful::SlotChange::Unchanged => SlotChange::Unchanged,
+                stateful::SlotChange::Put(state) => SlotChange::Put(output.slice_ref(state)),
+                stateful::SlotChange::Delete => SlotChange::Delete,
+            })
+            .collect(),
+    })
+}
+
+/// Reads `ledge_merge`'s output: per pair the merged state or the module's message.
+pub fn decode_merge_output(
+    output: Bytes,
+    pair_count: usize,
+) -> Result<Vec<Result<Bytes, String>>, AbiError> {
+    let decoded =
+        stateful::decode_merge_output(&output, pair_count).map_err(|error| AbiError(error.0))?;
+    Ok(decoded
+        .into_iter()
+        .map(|result| {
+            result
+                .map(|state| output.slice_ref(state))
+                .map_err(str::to_string)
+        })
+        .collect())
+}
+
+/// Reads `ledge_state_check`'s output: per state `Ok`, or why the module cannot read it.
+pub fn decode_state_check_output(
+    output: &[u8],
+    state_count: usize,
+) -> Result<Vec<Result<(), String>>, AbiError> {
+    let decoded = stateful::decode_state_check_output(output, state_count)
+        .map_err(|error| AbiError(error.0))?;
+    Ok(decoded
+        .into_iter()
+        .map(|status| status.map_err(str::to_string))
+        .collect())
+}
+
+/// Reads `ledge_join`'s output: one outcome per pair, each `DROP`, `ERROR` or `RECORDS`.
+pub fn decode_join_output(output: Bytes, pair_count: usize) -> Result<Vec<Outcome>, AbiError> {
+    decode_output(PluginKind::Join, output, pair_count, 0)
 }
 
 #[cfg(test)]

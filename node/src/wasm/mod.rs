@@ -1,5 +1,7 @@
 //! WASM plug-ins: user modules that filter, map, flat-map and partition records inside the
-//! node (docs/WASM-ABI.md for the contract, docs/ARCHITECTURE.md for where they run).
+//! node, and the stateful aggregate and join modules' calls (docs/WASM-ABI.md for the
+//! contract, docs/STREAMS.md for stateful processing, docs/ARCHITECTURE.md for where they
+//! run).
 //!
 //! - [`abi`]: the byte formats between host and guest (pure).
 //! - [`batch`]: stored batches opened for a plug-in call under the node-wide budget.
@@ -19,7 +21,7 @@ pub mod store;
 pub use abi::{InputHeader, Outcome, OutputRecord, PluginKind};
 pub use executor::PluginExecutor;
 pub use runtime::{
-    BatchRun, OPENED_BATCH_BYTES_MAX_DEFAULT, OPENED_BATCH_BYTES_MAX_LIMIT, Plugin, PluginModule,
-    WasmEngine, WasmError, WasmLimits, content_hash,
+    BatchRun, CallRun, OPENED_BATCH_BYTES_MAX_DEFAULT, OPENED_BATCH_BYTES_MAX_LIMIT, Plugin,
+    PluginModule, WasmEngine, WasmError, WasmLimits, content_hash,
 };
 pub use store::{ModuleStore, ModuleStoreError};

@@ -15,8 +15,15 @@ use wasmtime::{
     Config, Engine, Instance, Memory, Module, ResourceLimiter, Store, Trap, TypedFunc, ValType,
 };
 
-use super::abi::{self, ABI_VERSION, AbiError, InputHeader, Outcome, PluginKind};
+use super::abi::{
+    self, ABI_VERSION, AbiError, AggregateOutput, Application, GroupOutcome, InputHeader, JoinPair,
+    Outcome, PluginKind, Slot,
+};
 use super::executor::PluginExecutor;
+use ledge_protocol::wasm_abi::stateful as stateful_abi;
+use ledge_protocol::wasm_abi::{
+    EXPORT_GROUP, EXPORT_MERGE, EXPORT_STATE_CHECK, EXPORT_STATE_SCHEMA,
+};
 
 /// Limits on modules and calls; `[wasm]` in the node config (docs/OPERATIONS.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +163,10 @@ pub enum WasmError {
     /// The engine itself failed (not the module's fault).
     #[error("wasm engine error: {0}")]
     Engine(String),
+    /// The call is not one this module's kind answers (a record-by-record batch on an
+    /// aggregate, `ledge_group` on a module without `group_by`, ...).
+    #[error("{0}")]
+    WrongCall(String),
 }
 
 impl From<AbiError> for WasmError {
@@ -193,6 +204,8 @@ pub struct PluginModule {
     module: Module,
     kind: PluginKind,
     hash: String,
+    /// An aggregate's `ledge_state_schema`, read when the module was checked.
+    state_schema: Option<String>,
 }
 
 impl std::fmt::Debug for PluginModule {
@@ -213,6 +226,18 @@ impl PluginModule {
     /// SHA-256 of the module's bytes, hex.
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// An aggregate's state type identifier (`ledge_state_schema`, read at upload); `None`
+    /// for other kinds. A hot swap keeps the state when it is unchanged (docs/STREAMS.md).
+    pub fn state_schema(&self) -> Option<&str> {
+        self.state_schema.as_deref()
+    }
+
+    /// Whether the module exports `name` (an aggregate's optional `ledge_group` or
+    /// `ledge_merge`).
+    pub fn exports(&self, name: &str) -> bool {
+        self.module.exports().any(|export| export.name() == name)
     }
 }
 
@@ -366,13 +391,14 @@ impl WasmEngine {
         let compiled = module
             .serialize()
             .map_err(|error| WasmError::Engine(error.to_string()))?;
-        let plugin = Arc::new(PluginModule {
+        let mut plugin = PluginModule {
             module,
             kind,
             hash: content_hash(bytes),
-        });
-        self.check(&plugin)?;
-        Ok((plugin, compiled))
+            state_schema: None,
+        };
+        self.check(&mut plugin)?;
+        Ok((Arc::new(plugin), compiled))
     }
 
     /// Loads a module compiled by [`compile`](Self::compile) (from the on-disk cache).
@@ -390,12 +416,19 @@ impl WasmEngine {
         // SAFETY: forwarded from this function's contract.
         let module = unsafe { Module::deserialize(&self.engine, compiled) }
             .map_err(|error| WasmError::Engine(format!("cached module unusable: {error}")))?;
-        let plugin = Arc::new(PluginModule { module, kind, hash });
-        self.check(&plugin)?;
-        Ok(plugin)
+        let mut plugin = PluginModule {
+            module,
+            kind,
+            hash,
+            state_schema: None,
+        };
+        self.check(&mut plugin)?;
+        Ok(Arc::new(plugin))
     }
 
-    fn check(&self, plugin: &PluginModule) -> Result<(), WasmError> {
+    /// The checks of [`compile`](Self::compile); reads an aggregate's `ledge_state_schema`
+    /// into `plugin`.
+    fn check(&self, plugin: &mut PluginModule) -> Result<(), WasmError> {
         let module = &plugin.module;
         if let Some(import) = module.imports().next() {
             return Err(WasmError::InvalidModule(format!(
@@ -470,6 +503,31 @@ impl WasmEngine {
             )));
         }
         signature(plugin.kind.export_name(), &[I32, I32], &[I64])?;
+        // The stateful kinds' other exports: required ones present, optional ones with the
+        // right signature when present, and none on a kind that has no use for them.
+        let kind = plugin.kind;
+        for name in [
+            EXPORT_GROUP,
+            EXPORT_MERGE,
+            EXPORT_STATE_SCHEMA,
+            EXPORT_STATE_CHECK,
+        ] {
+            let (params, results): (&[ValType], &[ValType]) = if name == EXPORT_STATE_SCHEMA {
+                (&[], &[I64])
+            } else {
+                (&[I32, I32], &[I64])
+            };
+            if kind.required_exports().contains(&name) {
+                signature(name, params, results)?;
+            } else if export(name).is_some() {
+                if !kind.optional_exports().contains(&name) {
+                    return Err(WasmError::InvalidModule(format!(
+                        "exports `{name}`, which only an aggregate has, but is declared as a {kind}"
+                    )));
+                }
+                signature(name, params, results)?;
+            }
+        }
         // Instantiate once with no parameters to run `ledge_abi_version`: a module whose start
         // function traps or that speaks another ABI is refused here, not at first use.
         let mut instance = PluginInstance::new(self, plugin)?;
@@ -482,6 +540,22 @@ impl WasmEngine {
             return Err(WasmError::InvalidModule(format!(
                 "speaks plug-in ABI version {version}; this node speaks {ABI_VERSION}"
             )));
+        }
+        if kind.required_exports().contains(&EXPORT_STATE_SCHEMA) {
+            let schema = instance
+                .exported(EXPORT_STATE_SCHEMA)
+                .and_then(|func| func.typed::<(), i64>(&instance.store).ok())
+                .ok_or_else(|| {
+                    WasmError::InvalidModule(format!("no callable `{EXPORT_STATE_SCHEMA}`"))
+                })?;
+            let packed = schema
+                .call(&mut instance.store, ())
+                .map_err(|error| instance.classify(self, error))?;
+            // Bounded by the output cap; the schema's own bound is the decoder's.
+            let bytes = instance.read_result(packed, self.limits.output_bytes_max)?;
+            let schema = stateful_abi::decode_state_schema(&bytes)
+                .map_err(|error| WasmError::InvalidModule(error.0))?;
+            plugin.state_schema = Some(schema.to_string());
         }
         Ok(())
     }
@@ -525,7 +599,12 @@ struct PluginInstance {
     alloc: TypedFunc<i32, i32>,
     init: TypedFunc<(i32, i32), i64>,
     process: TypedFunc<(i32, i32), i64>,
+    /// An aggregate's `ledge_group`, `ledge_merge` and `ledge_state_check`, when exported.
+    group: Option<TypedFunc<(i32, i32), i64>>,
+    merge: Option<TypedFunc<(i32, i32), i64>>,
+    state_check: Option<TypedFunc<(i32, i32), i64>>,
     panic_message: Option<TypedFunc<(), i64>>,
+    instance: Instance,
 }
 
 impl PluginInstance {
@@ -566,6 +645,10 @@ impl PluginInstance {
         let panic_message = instance
             .get_typed_func(&mut store, "ledge_panic_message")
             .ok();
+        let mut optional = |name: &str| instance.get_typed_func(&mut store, name).ok();
+        let group = optional(EXPORT_GROUP);
+        let merge = optional(EXPORT_MERGE);
+        let state_check = optional(EXPORT_STATE_CHECK);
         Ok(Self {
             store,
             fuel_budget: engine.limits.fuel_per_batch,
@@ -574,8 +657,17 @@ impl PluginInstance {
             alloc,
             init,
             process,
+            group,
+            merge,
+            state_check,
             panic_message,
+            instance,
         })
+    }
+
+    /// The export `name`, if the module has it.
+    fn exported(&mut self, name: &str) -> Option<wasmtime::Func> {
+        self.instance.get_func(&mut self.store, name)
     }
 
     /// Names a failed call: fuel, the memory cap, or a trap with the guest's panic message.
@@ -678,6 +770,19 @@ impl PluginInstance {
         input: &[u8],
         record_count: usize,
     ) -> Result<Vec<u8>, WasmError> {
+        let process = self.process.clone();
+        self.call(engine, &process, input, record_count)
+    }
+
+    /// Calls `func` (a `(ptr, len) -> result pointer` export) on `input` with the fuel share
+    /// of `units` records, and copies its output out, bounded by `output_bytes_max`.
+    fn call(
+        &mut self,
+        engine: &WasmEngine,
+        func: &TypedFunc<(i32, i32), i64>,
+        input: &[u8],
+        record_count: usize,
+    ) -> Result<Vec<u8>, WasmError> {
         let limits = &engine.limits;
         let records_max = limits.batch_records_max.max(1) as u64;
         let share = limits
@@ -691,8 +796,7 @@ impl PluginInstance {
         let pointer = self.write_input(engine, input)?;
         let len = i32::try_from(input.len())
             .map_err(|_| WasmError::Garbage("input larger than 2 GiB".into()))?;
-        let packed = self
-            .process
+        let packed = func
             .call(&mut self.store, (pointer, len))
             .map_err(|error| self.classify(engine, error))?;
         self.read_result(packed, engine.limits.output_bytes_max)
@@ -759,6 +863,37 @@ impl std::fmt::Debug for Plugin {
             .field("module", &self.module)
             .field("params", &self.params)
             .finish_non_exhaustive()
+    }
+}
+
+/// The result of one call of a stateful plug-in ([`Plugin::aggregate`] and its siblings).
+#[derive(Debug)]
+pub struct CallRun<T> {
+    /// The decoded, bounds-checked output.
+    pub output: T,
+    /// Fuel the call burned (with `ledge_init`'s, when no idle instance was at hand).
+    pub fuel_used: u64,
+}
+
+/// The exports of the stateful kinds' calls.
+#[derive(Clone, Copy, Debug)]
+enum StatefulExport {
+    Group,
+    Aggregate,
+    Merge,
+    StateCheck,
+    Join,
+}
+
+impl StatefulExport {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Group => EXPORT_GROUP,
+            Self::Aggregate => PluginKind::Aggregate.export_name(),
+            Self::Merge => EXPORT_MERGE,
+            Self::StateCheck => EXPORT_STATE_CHECK,
+            Self::Join => PluginKind::Join.export_name(),
+        }
     }
 }
 
@@ -928,6 +1063,13 @@ impl Plugin {
         header: &InputHeader,
         record_count: usize,
     ) -> Result<BatchRun, WasmError> {
+        let kind = self.module.kind;
+        if kind.is_stateful() {
+            return Err(WasmError::WrongCall(format!(
+                "a {kind} module is not run record by record: it is a stateful plug-in \
+                 (docs/STREAMS.md)"
+            )));
+        }
         let (mut instance, init_fuel) = self.checkout()?;
         let output = instance.process(&self.engine, input, record_count)?;
         // A call without an idle instance also paid for initialising one.
@@ -958,7 +1100,155 @@ impl Plugin {
             .await
             .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
     }
+
+    /// Runs one call of `export` on `input` with the fuel share of `units` records, then
+    /// `decode` on its output. A failure of either discards the instance; success gives it
+    /// back to the pool. The fuel includes `ledge_init`'s when no idle instance was at hand.
+    fn call_stateful<T>(
+        &self,
+        export: StatefulExport,
+        input: &[u8],
+        units: usize,
+        decode: impl FnOnce(Vec<u8>) -> Result<T, AbiError>,
+    ) -> Result<CallRun<T>, WasmError> {
+        let kind = self.module.kind;
+        let wanted = match export {
+            StatefulExport::Aggregate
+            | StatefulExport::Group
+            | StatefulExport::Merge
+            | StatefulExport::StateCheck => PluginKind::Aggregate,
+            StatefulExport::Join => PluginKind::Join,
+        };
+        let name = export.name();
+        if kind != wanted {
+            return Err(WasmError::WrongCall(format!(
+                "`{name}` is a call of a {wanted} module; this one is a {kind}"
+            )));
+        }
+        let (mut instance, init_fuel) = self.checkout()?;
+        let func = match export {
+            StatefulExport::Aggregate | StatefulExport::Join => Some(instance.process.clone()),
+            StatefulExport::Group => instance.group.clone(),
+            StatefulExport::Merge => instance.merge.clone(),
+            StatefulExport::StateCheck => instance.state_check.clone(),
+        };
+        let Some(func) = func else {
+            // The instance is fine: give it back.
+            self.release(instance);
+            return Err(WasmError::WrongCall(format!(
+                "the module does not export `{name}`"
+            )));
+        };
+        let output = instance.call(&self.engine, &func, input, units)?;
+        let fuel_used = instance.fuel_used().saturating_add(init_fuel);
+        let output = decode(output)?;
+        self.release(instance);
+        Ok(CallRun { output, fuel_used })
+    }
+
+    /// An aggregate's `ledge_group` over one batch (as [`run`](Self::run) takes it): each
+    /// record's group key, or keep (its own key), drop or error. A module without `group_by`
+    /// has no `ledge_group` ([`WasmError::WrongCall`]): group by record key instead.
+    pub fn group(
+        &self,
+        header: &InputHeader,
+        records: &[u8],
+        record_count: usize,
+    ) -> Result<CallRun<Vec<GroupOutcome>>, WasmError> {
+        let count = u32::try_from(record_count)
+            .map_err(|_| WasmError::Garbage("too many records".into()))?;
+        let mut input = Vec::new();
+        abi::encode_input(header, count, records, &mut input);
+        self.call_stateful(StatefulExport::Group, &input, record_count, |output| {
+            abi::decode_group_output(Bytes::from(output), record_count)
+        })
+    }
+
+    /// An aggregate's `ledge_aggregate`: folds record `record_index` of the batch into slot
+    /// `slot_index`, for each application in order, from the slots' states (absent: the
+    /// state type's default). Returns per application `Ok` or the module's message and per
+    /// slot its change. On any `Err` application the caller drops the whole output and re-runs
+    /// from the old states (docs/STREAMS.md).
+    pub fn aggregate(
+        &self,
+        slots: &[Slot<'_>],
+        header: &InputHeader,
+        records: &[u8],
+        record_count: usize,
+        applications: &[Application],
+    ) -> Result<CallRun<AggregateOutput>, WasmError> {
+        let count = u32::try_from(record_count)
+            .map_err(|_| WasmError::Garbage("too many records".into()))?;
+        let mut batch = Vec::new();
+        abi::encode_input(header, count, records, &mut batch);
+        let mut input = Vec::new();
+        stateful_abi::encode_aggregate_input(slots, &batch, applications, &mut input)
+            .map_err(|error| WasmError::Garbage(error.to_string()))?;
+        let (application_count, slot_count) = (applications.len(), slots.len());
+        let units = application_count.max(slot_count).max(record_count);
+        self.call_stateful(StatefulExport::Aggregate, &input, units, |output| {
+            abi::decode_aggregate_output(Bytes::from(output), application_count, slot_count)
+        })
+    }
+
+    /// An aggregate's `ledge_merge`: each pair of states merged into one (session windows a
+    /// record bridges), or the module's message.
+    pub fn merge(
+        &self,
+        pairs: &[(&[u8], &[u8])],
+    ) -> Result<CallRun<Vec<Result<Bytes, String>>>, WasmError> {
+        let mut input = Vec::new();
+        stateful_abi::encode_merge_input(pairs, &mut input)
+            .map_err(|error| WasmError::Garbage(error.to_string()))?;
+        let count = pairs.len();
+        self.call_stateful(StatefulExport::Merge, &input, count, |output| {
+            abi::decode_merge_output(Bytes::from(output), count)
+        })
+    }
+
+    /// An aggregate's `ledge_state_check`: per stored state, whether this module can read it
+    /// (`Err`: why not), for a hot swap to a module with another `ledge_state_schema`.
+    pub fn check_states(
+        &self,
+        states: &[&[u8]],
+    ) -> Result<CallRun<Vec<Result<(), String>>>, WasmError> {
+        let mut input = Vec::new();
+        stateful_abi::encode_states(states, &mut input)
+            .map_err(|error| WasmError::Garbage(error.to_string()))?;
+        let count = states.len();
+        self.call_stateful(StatefulExport::StateCheck, &input, count, |output| {
+            abi::decode_state_check_output(&output, count)
+        })
+    }
+
+    /// A join's `ledge_join`: one outcome per pair (`DROP`, `ERROR` or `RECORDS`), for left
+    /// record `left_index` with right record `right_index` (`None`: no match). Each side is
+    /// a batch as [`run`](Self::run) takes it: header, records region, record count.
+    pub fn join(
+        &self,
+        left: (&InputHeader, &[u8], usize),
+        right: (&InputHeader, &[u8], usize),
+        pairs: &[JoinPair],
+    ) -> Result<CallRun<Vec<Outcome>>, WasmError> {
+        let batch = |(header, records, count): (&InputHeader, &[u8], usize)| {
+            let count =
+                u32::try_from(count).map_err(|_| WasmError::Garbage("too many records".into()))?;
+            let mut out = Vec::new();
+            abi::encode_input(header, count, records, &mut out);
+            Ok::<_, WasmError>(out)
+        };
+        let (left_batch, right_batch) = (batch(left)?, batch(right)?);
+        let mut input = Vec::new();
+        stateful_abi::encode_join_input(&left_batch, &right_batch, pairs, &mut input)
+            .map_err(|error| WasmError::Garbage(error.to_string()))?;
+        let count = pairs.len();
+        self.call_stateful(StatefulExport::Join, &input, count, |output| {
+            abi::decode_join_output(Bytes::from(output), count)
+        })
+    }
 }
 
+#[cfg(test)]
+pub(crate) mod stateful_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -16,18 +16,20 @@ fn plugin_kind_numbers_are_stable_and_round_trip() {
         (2, PluginKind::FilterMap),
         (3, PluginKind::FlatMap),
         (4, PluginKind::Partitioner),
+        (5, PluginKind::Aggregate),
+        (6, PluginKind::Join),
     ];
     assert_eq!(table.len(), PluginKind::ALL.len());
     for (number, kind) in table {
         assert_eq!(kind.number(), number, "{kind}");
         assert_eq!(PluginKind::from_number(number), Ok(kind));
     }
-    for number in 5..=u8::MAX {
+    for number in 7..=u8::MAX {
         let error = PluginKind::from_number(number).unwrap_err();
         assert_eq!(error, UnknownPluginKind(number));
         let message = error.to_string();
         assert!(message.contains(&format!("number {number}")), "{message}");
-        assert!(message.contains("4 partitioner"), "{message}");
+        assert!(message.contains("6 join"), "{message}");
     }
 }
 
@@ -44,7 +46,7 @@ fn plugin_kind_names_round_trip() {
     let error = "reducer".parse::<PluginKind>().unwrap_err().to_string();
     assert!(error.contains("\"reducer\""), "{error}");
     assert!(
-        error.contains("filter, map, filter_map, flat_map, partitioner"),
+        error.contains("filter, map, filter_map, flat_map, partitioner, aggregate, join"),
         "{error}"
     );
 }
@@ -52,28 +54,38 @@ fn plugin_kind_names_round_trip() {
 // Goal: the tag table of docs/WASM-ABI.md, row by row.
 #[test]
 fn kinds_allow_the_documented_tags() {
-    let tags = [TAG_KEEP, TAG_DROP, TAG_ERROR, TAG_RECORDS, TAG_PARTITION];
+    let tags = [
+        TAG_KEEP,
+        TAG_DROP,
+        TAG_ERROR,
+        TAG_RECORDS,
+        TAG_PARTITION,
+        TAG_KEY,
+    ];
     let allowed = |kind: PluginKind| tags.map(|tag| kind.allows_tag(tag));
-    assert_eq!(
-        allowed(PluginKind::Filter),
-        [true, true, true, false, false]
-    );
-    assert_eq!(allowed(PluginKind::Map), [true, false, true, true, false]);
-    assert_eq!(
-        allowed(PluginKind::FilterMap),
-        [true, true, true, true, false]
-    );
-    assert_eq!(
-        allowed(PluginKind::FlatMap),
-        [true, true, true, true, false]
-    );
-    assert_eq!(
-        allowed(PluginKind::Partitioner),
-        [false, false, true, false, true]
-    );
+    let (y, n) = (true, false);
+    assert_eq!(allowed(PluginKind::Filter), [y, y, y, n, n, n]);
+    assert_eq!(allowed(PluginKind::Map), [y, n, y, y, n, n]);
+    assert_eq!(allowed(PluginKind::FilterMap), [y, y, y, y, n, n]);
+    assert_eq!(allowed(PluginKind::FlatMap), [y, y, y, y, n, n]);
+    assert_eq!(allowed(PluginKind::Partitioner), [n, n, y, n, y, n]);
+    assert_eq!(allowed(PluginKind::Aggregate), [y, y, y, n, n, y]);
+    assert_eq!(allowed(PluginKind::Join), [n, y, y, y, n, n]);
     for kind in PluginKind::ALL {
-        assert!(!kind.allows_tag(5), "{kind}");
+        assert!(!kind.allows_tag(6), "{kind}");
+        assert_eq!(
+            kind.is_stateful(),
+            matches!(kind, PluginKind::Aggregate | PluginKind::Join)
+        );
     }
+    assert_eq!(
+        PluginKind::Aggregate.required_exports(),
+        ["ledge_state_schema", "ledge_state_check"]
+    );
+    assert_eq!(
+        PluginKind::Aggregate.optional_exports(),
+        ["ledge_group", "ledge_merge"]
+    );
 }
 
 // Goal: the error policies' numbers and names round-trip; unknown ones are refused.

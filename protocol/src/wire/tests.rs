@@ -554,11 +554,11 @@ fn plugin_kinds_travel_as_numbers_and_unknown_ones_are_refused() {
         };
         assert_eq!(upload.kind, kind);
     }
-    let error = decode_request(Bytes::from(upload_module_frame(5))).unwrap_err();
+    let error = decode_request(Bytes::from(upload_module_frame(7))).unwrap_err();
     assert_eq!(error.code, ErrorCode::InvalidRequest);
     assert_eq!(error.header.unwrap().correlation_id, 5);
     assert!(
-        error.message.contains("invalid value 5 for plug-in kind"),
+        error.message.contains("invalid value 7 for plug-in kind"),
         "{}",
         error.message
     );

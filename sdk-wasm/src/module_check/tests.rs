@@ -12,7 +12,13 @@ fn module(
     let mut out = b"\0asm\x01\0\0\0".to_vec();
     let mut section = |id: u8, body: Vec<u8>| {
         out.push(id);
-        out.push(u8::try_from(body.len()).unwrap());
+        // LEB128: an aggregate's export section passes 127 bytes.
+        let mut len = body.len();
+        while len >= 0x80 {
+            out.push(0x80 | (len & 0x7f) as u8);
+            len >>= 7;
+        }
+        out.push(len as u8);
         out.extend_from_slice(&body);
     };
     let mut body = vec![types.len() as u8];
@@ -113,5 +119,55 @@ fn refuses_what_the_node_refuses() {
     assert_eq!(
         check_module(b"\0asm\x0d\0\x01\0"),
         Err("not a WebAssembly core module (version 1)".to_owned())
+    );
+}
+
+/// An aggregate's exports: `ledge_state_schema` is `() -> i64` (function 4's type).
+fn stateful(kind_exports: &[&'static str], schema: bool) -> Vec<u8> {
+    let mut exports = vec![
+        ("memory", 2, 0),
+        ("ledge_abi_version", 0, 0),
+        ("ledge_alloc", 0, 1),
+        ("ledge_init", 0, 2),
+    ];
+    if schema {
+        exports.push(("ledge_state_schema", 0, 4));
+    }
+    exports.extend(kind_exports.iter().map(|name| (*name, 0, 3)));
+    module(TYPES, &[0, 1, 2, 2, 3], &exports, false)
+}
+
+#[test]
+fn checks_the_stateful_kinds_exports() {
+    let aggregate = ["ledge_aggregate", "ledge_state_check"];
+    assert_eq!(
+        check_module(&stateful(&aggregate, true)),
+        Ok(PluginKind::Aggregate)
+    );
+    let grouped = [
+        "ledge_aggregate",
+        "ledge_state_check",
+        "ledge_group",
+        "ledge_merge",
+    ];
+    assert_eq!(
+        check_module(&stateful(&grouped, true)),
+        Ok(PluginKind::Aggregate)
+    );
+    assert_eq!(
+        check_module(&stateful(&aggregate, false)),
+        Err("`ledge_state_schema` is not exported".to_owned())
+    );
+    assert_eq!(
+        check_module(&stateful(&["ledge_aggregate"], true)),
+        Err("`ledge_state_check` is not exported".to_owned())
+    );
+    assert_eq!(
+        check_module(&stateful(&["ledge_join"], false)),
+        Ok(PluginKind::Join)
+    );
+    assert_eq!(
+        check_module(&stateful(&["ledge_join", "ledge_group"], false)),
+        Err("`ledge_group` is exported, but only an aggregate has it".to_owned())
     );
 }

@@ -507,6 +507,12 @@ pub(crate) enum KindArg {
     /// Picks each record's partition (topic config partitioner.module; as a transform it
     /// repartitions: each record is copied to the output partition it picks)
     Partitioner,
+    /// Folds records into per-key state (stateful; docs/STREAMS.md; upload only until
+    /// stateful transforms are deployable)
+    Aggregate,
+    /// Joins records of two inputs (stateful; docs/STREAMS.md; upload only until stateful
+    /// transforms are deployable)
+    Join,
 }
 
 impl From<KindArg> for PluginKind {
@@ -517,6 +523,8 @@ impl From<KindArg> for PluginKind {
             KindArg::FilterMap => Self::FilterMap,
             KindArg::FlatMap => Self::FlatMap,
             KindArg::Partitioner => Self::Partitioner,
+            KindArg::Aggregate => Self::Aggregate,
+            KindArg::Join => Self::Join,
         }
     }
 }

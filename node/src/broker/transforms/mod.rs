@@ -80,6 +80,13 @@ pub enum DeployTransformError {
     /// The input is an internal topic.
     #[error("a transform cannot read an internal topic")]
     InternalInput,
+    /// The module is of a stateful kind (aggregate, join), which a record-by-record
+    /// transform cannot run.
+    #[error(
+        "{0} modules keep state; a transform runs filter, map, filter_map, flat_map and \
+         partitioner modules (stateful transforms: docs/STREAMS.md)"
+    )]
+    StatefulKind(PluginKind),
     /// An output or dead-letter topic name is not a valid name.
     #[error(transparent)]
     InvalidTopicName(TopicNameError),
@@ -520,6 +527,9 @@ impl<D: Disk> TransformRunner<D> {
     ) -> Result<u32, DeployTransformError> {
         let name = declared.name.clone();
         validate_module_name(&name).map_err(DeployTransformError::InvalidName)?;
+        if declared.kind.is_stateful() {
+            return Err(DeployTransformError::StatefulKind(declared.kind));
+        }
         let Some(input) = self.handles.registry.topic(&declared.input) else {
             return Err(DeployTransformError::UnknownInput(declared.input));
         };
