@@ -807,19 +807,21 @@ mod tests {
             SessionDecision::New(Window::new(100, 100))
         );
         let sessions = [Window::new(100, 120), Window::new(140, 150)];
+        mark.observe(120);
+        // Inside a session whose last record is at the watermark: still open.
+        assert_eq!(
+            session_decision(&sessions, 110, 10, &mark),
+            SessionDecision::Extend {
+                from: Window::new(100, 120),
+                to: Window::new(100, 120)
+            }
+        );
         mark.observe(125);
         assert_eq!(
             session_decision(&sessions, 125, 10, &mark),
             SessionDecision::Extend {
                 from: Window::new(100, 120),
                 to: Window::new(100, 125)
-            }
-        );
-        assert_eq!(
-            session_decision(&sessions, 110, 10, &mark),
-            SessionDecision::Extend {
-                from: Window::new(100, 120),
-                to: Window::new(100, 120)
             }
         );
         assert_eq!(
