@@ -309,3 +309,113 @@ proptest! {
         prop_assert_eq!(restored.pending, pending.into_iter().collect::<Vec<_>>());
     }
 }
+
+/// The real pieces for session windows: the decision, then the caller's part (a count fold,
+/// merge = sum) in the store. Returns the store's sessions and the late count.
+fn run_sessions(gap: i64, grace: i64, records: &[(u8, i64)]) -> (BTreeMap<(u8, Window), u64>, u64) {
+    use super::window::{SessionDecision, Watermark, session_decision};
+    let mut store = StateStore::new(STATE_MEMORY_BYTES_MAX_DEFAULT);
+    let mut mark = Watermark::new(grace);
+    let mut late = 0;
+    let mut txn = store.begin();
+    for (key, t) in records {
+        mark.observe(*t);
+        let sessions: Vec<Window> = txn
+            .store()
+            .windows_of(
+                STORE_AGGREGATE,
+                &[*key],
+                t.saturating_sub(gap),
+                t.saturating_add(gap),
+            )
+            .filter_map(|(k, _)| k.window)
+            .chain(
+                // Sessions starting before t - gap may still reach it: the caller widens
+                // the start range to everything before; the decision filters by end.
+                txn.store()
+                    .windows_of(
+                        STORE_AGGREGATE,
+                        &[*key],
+                        i64::MIN,
+                        t.saturating_sub(gap).saturating_sub(1),
+                    )
+                    .filter_map(|(k, _)| k.window),
+            )
+            .collect();
+        let slot = |w: Window| StateKey::windowed(STORE_AGGREGATE, vec![*key], w);
+        let (from, to) = match session_decision(&sessions, *t, gap, &mark) {
+            SessionDecision::Late(_) => {
+                late += 1;
+                continue;
+            }
+            SessionDecision::New(to) => (vec![], to),
+            SessionDecision::Extend { from, to } => (vec![from], to),
+            SessionDecision::Merge { from, to } => {
+                assert!(from.len() >= 2);
+                (from, to)
+            }
+        };
+        let mut count = 1;
+        for w in from {
+            count += count_of(txn.get(&slot(w)));
+            txn.delete(&slot(w));
+        }
+        txn.put(slot(to), Bytes::copy_from_slice(&count.to_be_bytes()))
+            .unwrap();
+    }
+    let _ = txn.commit();
+    let sessions = store
+        .iter()
+        .map(|(k, v)| ((k.key[0], k.window.unwrap()), count_of(Some(v))))
+        .collect();
+    (sessions, late)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// With no record late, the sessions are each key's timestamps clustered by gap,
+    /// whatever the arrival order; with lateness, sessions stay disjoint, more than `gap`
+    /// apart, and hold every record not counted late.
+    #[test]
+    fn session_windows_match_gap_clusters(
+        records in proptest::collection::vec((0u8..3, 0i64..300), 0..60),
+        gap in 1i64..30,
+        grace in 0i64..40,
+    ) {
+        let (sessions, late) = run_sessions(gap, 1_000, &records);
+        prop_assert_eq!(late, 0);
+        let mut expected = BTreeMap::new();
+        for key in 0u8..3 {
+            let mut times: Vec<i64> = records.iter().filter(|(k, _)| *k == key).map(|(_, t)| *t).collect();
+            times.sort_unstable();
+            let mut current: Option<(i64, i64, u64)> = None;
+            for t in times {
+                current = match current {
+                    Some((start, end, n)) if t - end <= gap => Some((start, t, n + 1)),
+                    Some((start, end, n)) => {
+                        expected.insert((key, Window::new(start, end)), n);
+                        Some((t, t, 1))
+                    }
+                    None => Some((t, t, 1)),
+                };
+            }
+            if let Some((start, end, n)) = current {
+                expected.insert((key, Window::new(start, end)), n);
+            }
+        }
+        prop_assert_eq!(sessions, expected);
+
+        let (sessions, late) = run_sessions(gap, grace, &records);
+        let applied: u64 = sessions.values().sum();
+        prop_assert_eq!(applied + late, records.len() as u64);
+        let mut previous: Option<(u8, Window)> = None;
+        for (key, window) in sessions.keys() {
+            prop_assert!(window.start_ms <= window.end_ms);
+            if let Some((k, w)) = previous && k == *key {
+                prop_assert!(window.start_ms - w.end_ms > gap, "{:?} then {:?}", w, window);
+            }
+            previous = Some((*key, *window));
+        }
+    }
+}
