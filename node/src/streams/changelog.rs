@@ -349,7 +349,10 @@ pub fn encode_state_key(key: &StateKey) -> Bytes {
     out.put_u8(ENTRY_STATE);
     out.put_u8(key.store);
     out.put_u8(u8::from(key.window.is_some()));
-    let window = key.window.unwrap_or(Window::new(0, 0));
+    let window = key.window.unwrap_or(Window {
+        start_ms: 0,
+        end_ms: 0,
+    });
     out.put_i64(window.start_ms);
     out.put_i64(window.end_ms);
     out.put_slice(&key.key);

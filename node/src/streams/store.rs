@@ -606,7 +606,7 @@ mod tests {
             ops in proptest::collection::vec((0u8..8, proptest::option::of(0u8..4)), 0..40),
             commit in any::<bool>(),
         ) {
-            let k = |i: u8| if i % 2 == 0 { key(&i.to_string()) } else { windowed("w", i64::from(i), i64::from(i) * 3) };
+            let k = |i: u8| if i.is_multiple_of(2) { key(&i.to_string()) } else { windowed("w", i64::from(i), i64::from(i) * 3) };
             let v = |j: u8| Bytes::from(vec![j; usize::from(j)]);
             let mut store = StateStore::new(ENTRY_OVERHEAD_BYTES * 6 + 20);
             for (i, val) in &base {
