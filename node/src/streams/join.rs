@@ -429,6 +429,25 @@ mod tests {
         assert!(decode_list(&[0, 0], 1).is_err());
     }
 
+    proptest::proptest! {
+        /// A damaged buffer entry fails the decode; it never panics, and a valid list
+        /// decodes to its records.
+        #[test]
+        fn buffer_entries_decode_with_bounds(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            records in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8), 0..5),
+        ) {
+            let _ = decode_list(&bytes, 0);
+            let mut list = Vec::new();
+            for r in &records {
+                list.extend((r.len() as u32).to_be_bytes());
+                list.extend(r);
+            }
+            let decoded: Vec<Vec<u8>> = decode_list(&list, 0).unwrap().into_iter().map(|b| b.to_vec()).collect();
+            proptest::prop_assert_eq!(decoded, records);
+        }
+    }
+
     #[test]
     fn negative_settings_are_refused_by_name() {
         assert!(JoinWindow::symmetric(300_000, 0).validate().is_ok());

@@ -307,6 +307,31 @@ mod tests {
         batch.finish(pos).unwrap()
     }
 
+    proptest::proptest! {
+        /// Arbitrary records (keys starting with any entry type, any values) make restore
+        /// fail or finish, never panic.
+        #[test]
+        fn arbitrary_records_never_panic(
+            records in proptest::collection::vec(
+                (
+                    0u8..5,
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+                    proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)),
+                ),
+                0..20,
+            ),
+        ) {
+            let mut restorer = Restorer::new(ENTRY_OVERHEAD_BYTES * 4, 0);
+            for (offset, (kind, mut key, value)) in records.into_iter().enumerate() {
+                key.insert(0, kind);
+                if restorer.feed(offset as i64, &key, value.as_deref()).is_err() {
+                    break;
+                }
+            }
+            let _ = restorer.finish();
+        }
+    }
+
     #[test]
     fn the_last_position_wins_and_forwarded_outbox_entries_are_not_pending() {
         let log = offsets(vec![
