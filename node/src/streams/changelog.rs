@@ -46,7 +46,8 @@ pub const ENTRY_POSITION: u8 = 0x03;
 
 const OUTBOX_VERSION: u8 = 1;
 const POSITION_VERSION: u16 = 1;
-const STATE_KEY_HEADER_BYTES: usize = 1 + 1 + 1 + 8 + 8;
+/// Bytes of a state entry's changelog key before the user key.
+pub const STATE_KEY_HEADER_BYTES: usize = 1 + 1 + 1 + 8 + 8;
 
 /// Default for `transforms.commit_batch_bytes_max`: the largest changelog batch one chunk may
 /// commit, Kafka's `max.message.bytes` default, so a commit is always an append the changelog

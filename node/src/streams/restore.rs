@@ -22,17 +22,32 @@
 //!   occur;
 //! - memory: the store's limit holds at each position (a commit point; a lowered
 //!   `transforms.state_memory_bytes_max` below the committed state fails the restore, naming
-//!   the limit), and between positions the store may exceed it by at most one commit batch
-//!   (`transforms.commit_batch_bytes_max`), since a batch lists its changes in key order,
-//!   not the order that kept the live store under its limit.
+//!   the limit), and between positions the store may exceed it by what one commit batch
+//!   (`transforms.commit_batch_bytes_max`) can add, since a batch lists its changes in key
+//!   order, not the order that kept the live store under its limit. In a compacted log the
+//!   store after any prefix is a subset of the state committed at the next position, so the
+//!   same bound holds.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::changelog::{ChangelogEntry, ChangelogError, CommitPosition, OutboxEntry};
-use super::store::{StateMemoryExceeded, StateStore};
+use super::changelog::{
+    ChangelogEntry, ChangelogError, CommitPosition, OutboxEntry, RECORD_OVERHEAD_BYTES_MAX,
+    STATE_KEY_HEADER_BYTES,
+};
+use super::store::{ENTRY_OVERHEAD_BYTES, StateMemoryExceeded, StateStore};
+
+/// How many times a commit batch's counted bytes its state puts can grow the store: a put
+/// counts `RECORD_OVERHEAD_BYTES_MAX + STATE_KEY_HEADER_BYTES` (55) plus key and value in
+/// the batch and `ENTRY_OVERHEAD_BYTES` (160) plus key and value in the store.
+pub const RESTORE_SLACK_FACTOR: u64 = 3;
+
+const _: () = assert!(
+    ENTRY_OVERHEAD_BYTES
+        <= RESTORE_SLACK_FACTOR * (RECORD_OVERHEAD_BYTES_MAX + STATE_KEY_HEADER_BYTES as u64)
+);
 
 /// A restore that cannot finish.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -101,8 +116,9 @@ pub struct Restorer {
 }
 
 impl Restorer {
-    /// A restore into a store bounded by `state_memory_bytes_max`, allowing
-    /// `commit_batch_bytes_max` of slack between positions.
+    /// A restore into a store bounded by `state_memory_bytes_max`, allowing what one batch
+    /// of `commit_batch_bytes_max` can add ([`RESTORE_SLACK_FACTOR`] times it) between
+    /// positions.
     #[must_use]
     pub fn new(state_memory_bytes_max: u64, commit_batch_bytes_max: u64) -> Self {
         Self {
@@ -112,7 +128,7 @@ impl Restorer {
             records: 0,
             last_offset: None,
             tail: None,
-            slack_bytes: commit_batch_bytes_max,
+            slack_bytes: commit_batch_bytes_max.saturating_mul(RESTORE_SLACK_FACTOR),
         }
     }
 
@@ -424,6 +440,40 @@ mod tests {
                 previous: 5
             }
         );
+    }
+
+    #[test]
+    fn a_batch_of_small_puts_may_pass_the_limit_within_the_slack() {
+        // Commit 1 holds b00..b49; commit 2 replaces them with a00..a49, which sort first:
+        // restore holds both sets until the deletes, twice the limit, within one batch.
+        let n = 50;
+        let old: Vec<_> = (0..n).map(|i| put(&format!("b{i:02}"), "1")).collect();
+        let mut second: Vec<_> = (0..n).map(|i| put(&format!("a{i:02}"), "1")).collect();
+        second.extend(old.iter().map(|c| StateChange {
+            key: c.key.clone(),
+            value: None,
+        }));
+        let first = commit(&old, &[], &[], &position(0));
+        let second = commit(&second, &[], &[], &position(1));
+        let batch_bytes: u64 = crate::streams::changelog::BATCH_HEADER_BYTES
+            + second
+                .iter()
+                .map(ChangelogRecord::counted_bytes)
+                .sum::<u64>();
+        let log = offsets(vec![first, second]);
+        let limit = n as u64 * (ENTRY_OVERHEAD_BYTES + 4);
+        let restore = |batch_max| {
+            restore_all(
+                log.iter().map(|(o, r)| (*o, &r.key, r.value.as_ref())),
+                limit,
+                batch_max,
+            )
+        };
+        assert_eq!(restore(batch_bytes).unwrap().store.memory_bytes(), limit);
+        assert!(matches!(
+            restore(batch_bytes / RESTORE_SLACK_FACTOR / 2),
+            Err(RestoreError::StateMemory { .. })
+        ));
     }
 
     #[test]
