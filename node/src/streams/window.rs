@@ -83,8 +83,9 @@ pub struct WindowSpec {
     pub kind: WindowKind,
     /// `window.grace_ms`: how long after a window's end records for it are still accepted.
     pub grace_ms: i64,
-    /// `window.retention_ms`: how long after a window closes... measured from the window's
-    /// end against the watermark: state of `w` expires once `w.end + retention <= watermark`.
+    /// `window.retention_ms`: how long windowed state is kept (for queries) after its window
+    /// closes: state of `w` expires once `w.end + retention <= watermark` (tumbling and
+    /// hopping; see [`Self::expired_end_max`] for sessions).
     pub retention_ms: i64,
 }
 
@@ -488,12 +489,9 @@ pub fn session_decision(
     if watermark.value_ms().is_some_and(|mark| to.end_ms < mark) {
         return SessionDecision::Late(to);
     }
-    match touching.len() {
-        0 => SessionDecision::New(to),
-        1 => SessionDecision::Extend {
-            from: touching[0],
-            to,
-        },
+    match touching.as_slice() {
+        [] => SessionDecision::New(to),
+        [one] => SessionDecision::Extend { from: *one, to },
         _ => SessionDecision::Merge { from: touching, to },
     }
 }
