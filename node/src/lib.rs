@@ -9,6 +9,8 @@
 //!   openraft, with its image and the controller's decisions as pure code.
 //! - [`assembly`]: how a node's services are put together once its broker is open, one
 //!   sequence for the binary and the multi-node simulator.
+//! - [`streams`]: the pure core of stateful stream processing (issue 17): state store,
+//!   changelog codec and restore, windows, joins, repartition dedup.
 //! - [`service`]: running under systemd: readiness notifications (`sd_notify`) and what a
 //!   config reload on `SIGHUP` can apply.
 //! - `sim` (tests and the `sim` feature): a simulated disk with crashes, torn writes, EIO
@@ -36,5 +38,6 @@ pub mod service;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod storage;
+pub mod streams;
 pub mod transport;
 pub mod wasm;
