@@ -22,6 +22,9 @@ pub enum AuthMethod {
     SaslPlain,
     /// A SCRAM exchange (RFC 5802) with the given hash.
     SaslScram(ScramMechanism),
+    /// HTTP Basic on the admin listener (over TLS), the password checked against the
+    /// stored SCRAM credentials as for PLAIN.
+    HttpBasic,
 }
 
 /// An authenticated (or anonymous) client connection's identity.
