@@ -715,9 +715,11 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                 let access_broker = Arc::clone(&broker);
                 admin.guard(ledge_node::admin::auth::AdminGuard::new(
                     Arc::clone(&security) as _,
-                    Arc::new(move |identity: &ledge_node::security::identity::ClientIdentity| {
-                        access_broker.access(identity)
-                    }),
+                    Arc::new(
+                        move |identity: &ledge_node::security::identity::ClientIdentity| {
+                            access_broker.access(identity)
+                        },
+                    ),
                     broker.audit_log().cloned(),
                 ));
                 admin.check()

@@ -73,10 +73,7 @@ struct BasicCredentials {
 
 fn parse_basic(header: &[u8]) -> Result<BasicCredentials, BasicError> {
     let header = std::str::from_utf8(header).map_err(|_| BasicError::Malformed)?;
-    let (scheme, encoded) = header
-        .trim()
-        .split_once(' ')
-        .ok_or(BasicError::Malformed)?;
+    let (scheme, encoded) = header.trim().split_once(' ').ok_or(BasicError::Malformed)?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(BasicError::Malformed);
     }
@@ -170,24 +167,22 @@ impl AdminGuard {
         };
         let identity = match (certificate, authorization) {
             (CertificateIdentity::Verified(identity), _) => identity.clone(),
-            (_, Some(header)) => {
-                match authenticate_basic(header, host, &*self.credentials) {
-                    Ok(identity) => identity,
-                    Err((claimed, error)) => {
-                        crate::security::audit::record(
-                            self.audit.as_deref(),
-                            &AuditEvent::authentication_failure(
-                                AuditListener::Admin,
-                                host,
-                                claimed.as_deref(),
-                                "http-basic",
-                                &error.to_string(),
-                            ),
-                        );
-                        return Err(unauthorized(&format!("{error}\n")));
-                    }
+            (_, Some(header)) => match authenticate_basic(header, host, &*self.credentials) {
+                Ok(identity) => identity,
+                Err((claimed, error)) => {
+                    crate::security::audit::record(
+                        self.audit.as_deref(),
+                        &AuditEvent::authentication_failure(
+                            AuditListener::Admin,
+                            host,
+                            claimed.as_deref(),
+                            "http-basic",
+                            &error.to_string(),
+                        ),
+                    );
+                    return Err(unauthorized(&format!("{error}\n")));
                 }
-            }
+            },
             (CertificateIdentity::Unmapped(reason), None) => {
                 crate::security::audit::record(
                     self.audit.as_deref(),

@@ -359,7 +359,11 @@ mod tests {
             assert_eq!(progress.partitions_done as usize, index);
             assert_eq!(progress.partitions_total, total);
         }
-        assert!(reports.windows(2).all(|pair| pair[0].bytes_done <= pair[1].bytes_done));
+        assert!(
+            reports
+                .windows(2)
+                .all(|pair| pair[0].bytes_done <= pair[1].bytes_done)
+        );
         let bytes: u64 = taken
             .manifest
             .partitions

@@ -222,13 +222,11 @@ impl Running {
             .nth(1)
             .and_then(|code| code.parse().ok())
             .unwrap_or_else(|| panic!("no status line in {answer:?}"));
-        let challenge = head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("www-authenticate")
-                    .then(|| value.trim().to_owned())
-            });
+        let challenge = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("www-authenticate")
+                .then(|| value.trim().to_owned())
+        });
         Reply {
             status,
             challenge,
@@ -247,7 +245,11 @@ async fn basic_over_tls_is_checked_and_probes_stay_open() {
         .get("/metrics", false, Some(("alice", "alice-secret")))
         .await;
     assert_eq!(metrics.status, 200, "{}", metrics.body);
-    assert!(metrics.body.contains("ledge_test_metric 1"), "{}", metrics.body);
+    assert!(
+        metrics.body.contains("ledge_test_metric 1"),
+        "{}",
+        metrics.body
+    );
     let wrong = running
         .get("/metrics", false, Some(("alice", "not-her-password")))
         .await;
