@@ -313,9 +313,6 @@ async fn plain_http_to_a_tls_listener_gets_no_answer() {
         .unwrap();
     let mut answer = Vec::new();
     let _ = tcp.read_to_end(&mut answer).await;
-    assert!(
-        !String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
-        "{answer:?}"
-    );
+    assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
     let _ = running.stop.send(true);
 }
