@@ -3,7 +3,8 @@
 //! replication) under the documented names, `/livez`, `/readyz` (503 while a partition is
 //! offline) and `/v1/status`; malformed HTTP, oversized headers, request bodies, a client
 //! that never finishes its headers and a scrape storm are each bounded while QUIC produce is
-//! still served; a busy admin port is one start-up error line.
+//! still served; a busy admin port is one start-up error line; with `[admin] tls = true` it
+//! listens off loopback over HTTPS and asks for HTTP Basic credentials of a SCRAM user.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -3,7 +3,8 @@
 //!
 //! The QUIC listener and the Kafka listener each make one per connection (from the client
 //! certificate, a SASL exchange, or neither) and replace it on Kafka re-authentication
-//! (KIP-368); handlers receive it with each request.
+//! (KIP-368); handlers receive it with each request. The admin HTTP listener makes one per
+//! request when it authenticates (a client certificate or HTTP Basic, `admin/auth.rs`).
 
 use std::net::IpAddr;
 
