@@ -307,7 +307,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     if let Some(admin_listen) = arguments.admin_listen {
         config.admin.listen = admin_listen;
     }
-    // The admin listener serves no authentication: off loopback only when allowed.
+    // Off loopback the admin listener must authenticate (`[admin] tls`) or be allowed to
+    // serve anonymously.
     config
         .admin
         .check_exposure(config.security.allow_anonymous)?;
@@ -474,6 +475,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         }
     };
     let client_auth = client_auth.context("client authentication was not set up")?;
+    // With `[admin] tls = true` the admin listener presents the certificate QUIC presents.
+    let admin_certificate = kafka_certificate.as_ref().map(tls::ServerTls::duplicate);
     let reset_key = quic::load_or_create_reset_key(&config.data_dir)?;
     // Refuse a partition count the open-file limit cannot hold before opening any: opens
     // failing one by one with EMFILE took partitions offline and then the node down.
@@ -702,7 +705,30 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         None => None,
     };
     let admin_serving = match admin {
-        Some(admin) => {
+        Some(mut admin) => {
+            // TLS and authentication (`[admin] tls`, `authentication`): the node's
+            // certificate and client CA, its SCRAM users and ACLs, its audit log.
+            let admin_setup = (|| {
+                if let Some(certificate) = admin_certificate {
+                    admin.present(certificate, Some(Arc::clone(&client_auth)))?;
+                }
+                let access_broker = Arc::clone(&broker);
+                admin.guard(ledge_node::admin::auth::AdminGuard::new(
+                    Arc::clone(&security) as _,
+                    Arc::new(
+                        move |identity: &ledge_node::security::identity::ClientIdentity| {
+                            access_broker.access(identity)
+                        },
+                    ),
+                    broker.audit_log().cloned(),
+                ));
+                admin.check()
+            })();
+            if let Err(error) = admin_setup {
+                let _ = stop.send(true);
+                broker.close().await;
+                return Err(error.into());
+            }
             let admin_address = admin
                 .local_addr()
                 .context("reading the admin listener's address")?;
@@ -723,8 +749,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
                     info,
                     config.admin.metrics_label_sets_max,
                 ));
-            tracing::info!(address = %admin_address, "admin listener up (console /, /metrics, /livez, /readyz, /v1/status)");
-            listeners.push(format!("admin http://{admin_address}/"));
+            let scheme = admin.scheme();
+            tracing::info!(address = %admin_address, scheme, authentication = config.admin.authentication.as_str(), "admin listener up (console /, /metrics, /livez, /readyz, /v1/status)");
+            listeners.push(format!("admin {scheme}://{admin_address}/"));
             println!("ledge-node admin listening on {admin_address}");
             Some(tokio::spawn(admin.serve(
                 view,

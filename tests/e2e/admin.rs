@@ -3,7 +3,8 @@
 //! replication) under the documented names, `/livez`, `/readyz` (503 while a partition is
 //! offline) and `/v1/status`; malformed HTTP, oversized headers, request bodies, a client
 //! that never finishes its headers and a scrape storm are each bounded while QUIC produce is
-//! still served; a busy admin port is one start-up error line.
+//! still served; a busy admin port is one start-up error line; with `[admin] tls = true` it
+//! listens off loopback over HTTPS and asks for HTTP Basic credentials of a SCRAM user.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -549,4 +550,120 @@ fn admin_listener_turns_off_and_refuses_to_serve_anonymously_off_loopback() {
     let port = allowed.admin_addr.unwrap().port();
     let loopback = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(get(loopback, "/livez").status, 200);
+}
+
+/// `GET path` over TLS to `address`, trusting `ca_file`, with `Authorization: Basic` for
+/// `basic`; `None` when the connection closed without an answer.
+fn get_tls(
+    address: SocketAddr,
+    ca_file: &std::path::Path,
+    path: &str,
+    basic: Option<(&str, &str)>,
+) -> Option<Answer> {
+    use base64::Engine as _;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connection = rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, stream);
+    let authorization = basic.map_or_else(String::new, |(user, password)| {
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    });
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut bytes = Vec::new();
+    // The node may close without close_notify: what arrived is the answer.
+    let _ = tls.read_to_end(&mut bytes);
+    if bytes.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some(Answer {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    })
+}
+
+// Goal (issue 16, admin listener off loopback): with `[admin] tls = true` a node listens
+// for admin on 0.0.0.0 without `allow_anonymous`, serves HTTPS with its own (development)
+// certificate, and asks for credentials: HTTP Basic as a SCRAM user created with `ledge
+// user create` reads /metrics, a wrong password and none are 401 with a Basic challenge,
+// the probes answer without credentials, plain HTTP gets no answer.
+#[test]
+fn an_admin_listener_with_tls_authenticates_scram_users_off_loopback() {
+    let node = NodeProcess::start_with(NodeOptions {
+        config: Some("[admin]\ntls = true\n".into()),
+        args: vec!["--admin-listen".into(), "0.0.0.0:0".into()],
+        ..NodeOptions::default()
+    });
+    let port = node.admin_addr.unwrap().port();
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    crate::cli::ok(
+        &node,
+        &["user", "create", "prometheus", "--password-stdin"],
+        Some("scrape-secret\n"),
+    );
+    let metrics = get_tls(
+        address,
+        &node.ca_file,
+        "/metrics",
+        Some(("prometheus", "scrape-secret")),
+    )
+    .unwrap();
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    assert!(
+        metrics.body.contains("ledge_connections"),
+        "{}",
+        metrics.body
+    );
+    for basic in [Some(("prometheus", "wrong")), None] {
+        let refused = get_tls(address, &node.ca_file, "/v1/status", basic).unwrap();
+        assert_eq!(refused.status, 401, "{basic:?}");
+        assert!(
+            refused
+                .headers
+                .contains("www-authenticate: basic realm=\"ledge-admin\""),
+            "{}",
+            refused.headers
+        );
+    }
+    assert_eq!(
+        get_tls(address, &node.ca_file, "/livez", None)
+            .unwrap()
+            .status,
+        200
+    );
+    // Plain HTTP gets no HTTP answer (at most a TLS alert record).
+    let mut plain = TcpStream::connect(address).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let _ = plain.write_all(b"GET /livez HTTP/1.1\r\nHost: ledge\r\n\r\n");
+    let mut bytes = Vec::new();
+    let _ = plain.read_to_end(&mut bytes);
+    assert!(!bytes.starts_with(b"HTTP/"), "{bytes:?}");
 }

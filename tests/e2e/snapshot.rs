@@ -139,7 +139,17 @@ fn a_snapshot_taken_under_load_restores_into_a_node_that_serves_it_all() {
     let out = snapshot_dir.display().to_string();
     let (success, stdout, stderr) = ledge(
         &node,
-        &["admin", "snapshot", "--out", &out, "--format", "json"],
+        &[
+            "admin",
+            "snapshot",
+            "--out",
+            &out,
+            "--format",
+            "json",
+            "--progress",
+            "--progress-interval-ms",
+            "50",
+        ],
     );
     assert!(success, "{stderr}");
     assert!(stderr.contains("partitions written"), "{stderr}");

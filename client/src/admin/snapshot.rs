@@ -10,6 +10,17 @@ use crate::error::AdminError;
 
 pub use wire::SnapshotPartition;
 
+/// How far a running snapshot is ([`Admin::snapshot_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotProgress {
+    /// Partitions copied so far.
+    pub partitions_done: u32,
+    /// Online partitions the snapshot copies.
+    pub partitions_total: u32,
+    /// Segment bytes of the partitions copied so far.
+    pub bytes_done: u64,
+}
+
 /// What a snapshot holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -55,5 +66,36 @@ impl Admin {
             files_linked: response.files_linked,
             files_copied: response.files_copied,
         })
+    }
+
+    /// How far the snapshot into `out_dir` running on the connected node is: `None` when
+    /// none runs there (not started yet, or finished). Read-only, so retried as reads are.
+    pub async fn snapshot_progress(
+        &self,
+        out_dir: &str,
+    ) -> Result<Option<SnapshotProgress>, AdminError> {
+        let request = Request::SnapshotProgress(wire::SnapshotProgressRequest {
+            out_dir: out_dir.to_owned(),
+        });
+        let response = match self
+            .client
+            .request_with_failover(RequestKind::Read, &request)
+            .await?
+        {
+            Response::SnapshotProgress(response) => response,
+            other => return Err(unexpected(ApiKey::SnapshotProgress, &other).into()),
+        };
+        if response.error != ErrorCode::None {
+            return Err(AdminError::Security {
+                subject: format!("snapshot progress of {out_dir}"),
+                code: response.error,
+                message: response.message,
+            });
+        }
+        Ok(response.running.then_some(SnapshotProgress {
+            partitions_done: response.partitions_done,
+            partitions_total: response.partitions_total,
+            bytes_done: response.bytes_done,
+        }))
     }
 }

@@ -3,15 +3,20 @@
 //! their monitoring, on its own TCP port (`127.0.0.1:9644` by default).
 //!
 //! - this file: the `[admin]` settings and their limits, and the start-up rule for a listener
-//!   off loopback (it serves no authentication, so it must be allowed explicitly);
-//! - `server.rs`: the listener (hyper's HTTP/1 server over tokio) with its bounds: header
-//!   bytes, header read time, connection time, concurrent connections, no request bodies;
+//!   off loopback (without authentication it must be allowed explicitly);
+//! - `server.rs`: the listener (hyper's HTTP/1 server over tokio, over TLS with `tls = true`)
+//!   with its bounds: header bytes, header read time, connection time, concurrent
+//!   connections, no request bodies;
+//! - `auth.rs`: with `authentication = "required"`, who the caller is (a client certificate,
+//!   or HTTP Basic checked against the SCRAM credentials) and what each path needs of the
+//!   ACLs;
 //! - `routes.rs`: what each path answers, pure over a [`NodeView`] so it is tested without
 //!   sockets; `view.rs`: the broker's [`NodeView`] (readiness and status).
 //!
 //! The metrics themselves are `crate::metrics`'s: hot-path counters are atomics, state
 //! gauges are read from the broker at scrape time.
 
+pub mod auth;
 pub mod routes;
 pub mod server;
 pub mod view;
@@ -55,6 +60,28 @@ pub const TIME_MAX_MS_LIMIT: u64 = 10 * 60 * 1000;
 pub const METRICS_LABEL_SETS_MAX_DEFAULT: usize = 10_000;
 /// Largest `[admin] metrics_label_sets_max`.
 pub const METRICS_LABEL_SETS_MAX_LIMIT: usize = 1_000_000;
+
+/// `[admin] authentication`: whether requests must prove a principal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminAuthentication {
+    /// Nobody is asked who they are and no ACL is checked: where the listener listens is
+    /// the access control (loopback, or `[security] allow_anonymous = true` off it).
+    None,
+    /// Every request but `/livez` and `/readyz` needs a verified client certificate or HTTP
+    /// Basic credentials of a SCRAM user (TLS only), and, with authorization on, the ACLs'
+    /// leave (`auth.rs`).
+    Required,
+}
+
+impl AdminAuthentication {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Required => "required",
+        }
+    }
+}
 
 /// `[admin] listen` / `--admin-listen`: where the admin listener listens, or `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +135,10 @@ pub struct AdminSettings {
     pub connection_time_max: Duration,
     /// Most label sets one metric exports.
     pub metrics_label_sets_max: usize,
+    /// Serve HTTPS with the node's certificate.
+    pub tls: bool,
+    /// Whether requests must authenticate.
+    pub authentication: AdminAuthentication,
 }
 
 impl Default for AdminSettings {
@@ -119,6 +150,8 @@ impl Default for AdminSettings {
             header_read_timeout: Duration::from_millis(HEADER_READ_TIMEOUT_MS_DEFAULT),
             connection_time_max: Duration::from_millis(CONNECTION_TIME_MAX_MS_DEFAULT),
             metrics_label_sets_max: METRICS_LABEL_SETS_MAX_DEFAULT,
+            tls: false,
+            authentication: AdminAuthentication::None,
         }
     }
 }
@@ -133,6 +166,8 @@ pub struct AdminSection {
     header_read_timeout_ms: Option<u64>,
     connection_time_max_ms: Option<u64>,
     metrics_label_sets_max: Option<usize>,
+    tls: Option<bool>,
+    authentication: Option<String>,
 }
 
 impl AdminSection {
@@ -187,31 +222,58 @@ impl AdminSection {
                 METRICS_LABEL_SETS_MAX_LIMIT as u64,
             )? as usize;
         }
+        settings.tls = self.tls.unwrap_or(false);
+        // Unset: required exactly when TLS is on (a password or a certificate then travels
+        // encrypted); over plain HTTP there is nothing safe to authenticate with.
+        settings.authentication = match self.authentication.as_deref() {
+            None if settings.tls => AdminAuthentication::Required,
+            None | Some("none") => AdminAuthentication::None,
+            Some("required") if settings.tls => AdminAuthentication::Required,
+            Some("required") => {
+                return Err(format!(
+                    "{origin}: admin.authentication: \"required\" needs admin.tls = true: HTTP Basic over plain HTTP would send passwords in clear, and client certificates need TLS"
+                ));
+            }
+            Some(other) => {
+                return Err(format!(
+                    "{origin}: admin.authentication: {other:?} is not \"none\" or \"required\""
+                ));
+            }
+        };
         Ok(settings)
     }
 }
 
-/// The node must not start: the admin listener is off loopback and anonymous admin access
-/// was not allowed.
+/// The node must not start: the admin listener is off loopback without authentication and
+/// anonymous admin access was not allowed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "refusing to start: the admin HTTP listener on {address} is not on a loopback address and it serves metrics and status without authentication, so anyone who can reach it could read them; either set [security] allow_anonymous = true to allow that explicitly, or set [admin] listen to a loopback address (127.0.0.1:9644) or \"off\""
+    "refusing to start: the admin HTTP listener on {address} is not on a loopback address and it serves metrics and status without authentication ({}), so anyone who can reach it could read them; either set [admin] tls = true (HTTPS with the node's certificate; callers then authenticate with a client certificate or HTTP Basic as a SCRAM user), or set [security] allow_anonymous = true to allow anonymous access explicitly, or set [admin] listen to a loopback address (127.0.0.1:9644) or \"off\"",
+    if *tls { "admin.authentication = \"none\"" } else { "plain HTTP" }
 )]
 pub struct AdminExposed {
     /// Where it would listen.
     pub address: SocketAddr,
+    /// Whether it would serve TLS.
+    pub tls: bool,
 }
 
 impl AdminSettings {
     /// The start-up rule for the admin listener, as the QUIC and Kafka listeners have theirs
-    /// (`config/security.rs`): it serves no authentication, so off loopback it needs
-    /// `[security] allow_anonymous = true`, whatever the other listeners require.
+    /// (`config/security.rs`): off loopback it must authenticate (`tls = true`, which makes
+    /// `authentication = "required"` the default), or `[security] allow_anonymous = true`
+    /// must allow anonymous access, whatever the other listeners require.
     pub fn check_exposure(&self, allow_anonymous: Option<bool>) -> Result<(), AdminExposed> {
         match self.listen {
             AdminListen::At(address)
-                if !address.ip().is_loopback() && allow_anonymous != Some(true) =>
+                if !address.ip().is_loopback()
+                    && self.authentication == AdminAuthentication::None
+                    && allow_anonymous != Some(true) =>
             {
-                Err(AdminExposed { address })
+                Err(AdminExposed {
+                    address,
+                    tls: self.tls,
+                })
             }
             _ => Ok(()),
         }
@@ -241,6 +303,21 @@ mod tests {
         assert_eq!(settings.header_read_timeout, Duration::from_secs(5));
         assert_eq!(settings.connection_time_max, Duration::from_secs(30));
         assert_eq!(settings.metrics_label_sets_max, 10_000);
+        assert!(!settings.tls);
+        assert_eq!(settings.authentication, AdminAuthentication::None);
+    }
+
+    #[test]
+    fn tls_makes_authentication_required_unless_turned_off() {
+        let tls = parse("[admin]\ntls = true\n").unwrap();
+        assert!(tls.tls);
+        assert_eq!(tls.authentication, AdminAuthentication::Required);
+        let open = parse("[admin]\ntls = true\nauthentication = \"none\"\n").unwrap();
+        assert_eq!(open.authentication, AdminAuthentication::None);
+        let error = parse("[admin]\nauthentication = \"required\"\n").unwrap_err();
+        assert!(error.contains("admin.authentication") && error.contains("admin.tls = true"));
+        let error = parse("[admin]\ntls = true\nauthentication = \"basic\"\n").unwrap_err();
+        assert!(error.contains("admin.authentication"), "{error}");
     }
 
     #[test]
@@ -294,10 +371,27 @@ mod tests {
             ..AdminSettings::default()
         };
         for refused in [None, Some(false)] {
-            let error = exposed.check_exposure(refused).unwrap_err();
-            assert!(error.to_string().contains("allow_anonymous = true"));
+            let error = exposed.check_exposure(refused).unwrap_err().to_string();
+            assert!(error.contains("allow_anonymous = true"), "{error}");
+            assert!(error.contains("plain HTTP"), "{error}");
+            assert!(error.contains("[admin] tls = true"), "{error}");
         }
         assert_eq!(exposed.check_exposure(Some(true)), Ok(()));
+        // TLS with authentication (the default once TLS is on) may listen anywhere.
+        let authenticated = AdminSettings {
+            tls: true,
+            authentication: AdminAuthentication::Required,
+            ..exposed.clone()
+        };
+        assert_eq!(authenticated.check_exposure(None), Ok(()));
+        assert_eq!(authenticated.check_exposure(Some(false)), Ok(()));
+        // TLS alone, authentication turned off, is still anonymous.
+        let encrypted_only = AdminSettings {
+            tls: true,
+            ..exposed.clone()
+        };
+        let error = encrypted_only.check_exposure(None).unwrap_err().to_string();
+        assert!(error.contains("admin.authentication = \"none\""), "{error}");
         let off = AdminSettings {
             listen: AdminListen::Off,
             ..AdminSettings::default()

@@ -5,7 +5,13 @@
 //! - a client that has not sent its head `header_read_timeout` after connecting is cut off;
 //! - one request per connection (no keep-alive), and a connection lives at most
 //!   `connection_time_max`, its answer written included;
-//! - a request with a body is answered 413 without reading it.
+//! - a request with a body is answered 413 without reading it;
+//! - with `tls = true`, the TLS handshake too happens within `connection_time_max`.
+//!
+//! With `tls = true` the listener presents the node's certificate (the one QUIC presents)
+//! and asks for client certificates as `[security] client_auth` says, verified against the
+//! same CA(s) as on the other listeners; with `authentication = "required"` each request
+//! passes `auth.rs`'s [`AdminGuard`] before it is answered.
 //!
 //! The answers are computed on the blocking pool (`/metrics` reads every partition), so a
 //! scrape storm takes at most `connections_max` blocking threads and never a runtime worker
@@ -20,12 +26,17 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
-use super::AdminSettings;
+use super::auth::{AdminGuard, CertificateIdentity};
 use super::routes::{self, NodeView, RequestHead};
+use super::{AdminAuthentication, AdminSettings};
 use crate::clock::Clock;
+use crate::transport::client_auth::ClientAuthenticator;
+use crate::transport::tls::ServerTls;
 
 /// Why the admin listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +52,26 @@ pub enum AdminListenError {
         /// The operating system's error.
         cause: std::io::Error,
     },
+    /// rustls refused the certificate or the client certificate verifier.
+    #[error("admin listener TLS: {0}")]
+    Certificate(String),
+    /// `tls = true` but no certificate was given to the listener (a bug in the node's start).
+    #[error("[admin] tls = true but the admin listener was given no certificate")]
+    NoCertificate,
+    /// `authentication = "required"` but the listener has nothing to check callers with.
+    #[error(
+        "[admin] authentication = \"required\" but the admin listener was given no credentials to check"
+    )]
+    NoGuard,
 }
 
 /// The admin listener, bound and not yet serving.
 pub struct AdminListener {
     listener: std::net::TcpListener,
     settings: AdminSettings,
+    tls: Option<TlsAcceptor>,
+    client_auth: Option<Arc<ClientAuthenticator>>,
+    guard: Option<Arc<AdminGuard>>,
 }
 
 impl AdminListener {
@@ -59,7 +84,72 @@ impl AdminListener {
             Ok(listener)
         };
         let listener = bind().map_err(|cause| AdminListenError::Bind { addr, cause })?;
-        Ok(Self { listener, settings })
+        Ok(Self {
+            listener,
+            settings,
+            tls: None,
+            client_auth: None,
+            guard: None,
+        })
+    }
+
+    /// Serves TLS (with `tls = true`; otherwise nothing changes) with `certificate`, asking
+    /// for client certificates as `client_auth` says and mapping them to principals with it.
+    pub fn present(
+        &mut self,
+        certificate: ServerTls,
+        client_auth: Option<Arc<ClientAuthenticator>>,
+    ) -> Result<(), AdminListenError> {
+        if !self.settings.tls {
+            return Ok(());
+        }
+        let failed = |error: rustls::Error| AdminListenError::Certificate(error.to_string());
+        let verifier = match &client_auth {
+            Some(client_auth) => client_auth
+                .verifier(None)
+                .map_err(|error| AdminListenError::Certificate(error.to_string()))?,
+            None => None,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(failed)?;
+        let builder = match verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(certificate.chain, certificate.key)
+            .map_err(failed)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        self.tls = Some(TlsAcceptor::from(Arc::new(config)));
+        self.client_auth = client_auth;
+        Ok(())
+    }
+
+    /// Checks every request but the probes with `guard` (with `authentication =
+    /// "required"`; otherwise nothing changes).
+    pub fn guard(&mut self, guard: AdminGuard) {
+        if self.settings.authentication == AdminAuthentication::Required {
+            self.guard = Some(Arc::new(guard));
+        }
+    }
+
+    /// Refuses to serve a TLS listener without a certificate or an authenticating one
+    /// without a guard: the node checks this before it announces the listener.
+    pub fn check(&self) -> Result<(), AdminListenError> {
+        if self.settings.tls && self.tls.is_none() {
+            return Err(AdminListenError::NoCertificate);
+        }
+        if self.settings.authentication == AdminAuthentication::Required && self.guard.is_none() {
+            return Err(AdminListenError::NoGuard);
+        }
+        Ok(())
+    }
+
+    /// `https` with `tls = true`, else `http`: for the start-up line.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The bound address (port 0 resolved).
@@ -82,6 +172,9 @@ impl AdminListener {
             }
         };
         let settings = Arc::new(self.settings);
+        let tls = self.tls;
+        let client_auth = self.client_auth;
+        let guard = self.guard;
         let slots = Arc::new(Semaphore::new(settings.connections_max));
         loop {
             let accepted = tokio::select! {
@@ -105,21 +198,41 @@ impl AdminListener {
             let view = Arc::clone(&view);
             let clock = Arc::clone(&clock);
             let settings = Arc::clone(&settings);
+            let tls = tls.clone();
+            let client_auth = client_auth.clone();
+            let guard = guard.clone();
             tokio::spawn(async move {
                 let _count = crate::metrics::ConnectionCount::open(
                     &crate::metrics::node().connections.admin,
                 );
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let view = Arc::clone(&view);
-                    async move { Ok::<_, Infallible>(respond(request, view).await) }
-                });
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .keep_alive(false)
-                    .max_header_size(settings.header_bytes_max)
-                    .header_read_timeout(settings.header_read_timeout);
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let caller = Caller {
+                    view,
+                    guard,
+                    host: remote.ip(),
+                    certificate: Arc::new(CertificateIdentity::None),
+                };
+                let connection = async {
+                    match tls {
+                        None => serve_http(TokioIo::new(stream), caller, &settings)
+                            .await
+                            .map_err(|error| error.to_string()),
+                        Some(acceptor) => {
+                            let stream = acceptor
+                                .accept(stream)
+                                .await
+                                .map_err(|error| format!("TLS handshake: {error}"))?;
+                            let certificate =
+                                certificate_identity(&stream, client_auth.as_deref(), remote);
+                            let caller = Caller {
+                                certificate: Arc::new(certificate),
+                                ..caller
+                            };
+                            serve_http(TokioIo::new(stream), caller, &settings)
+                                .await
+                                .map_err(|error| error.to_string())
+                        }
+                    }
+                };
                 match crate::clock::timeout(&*clock, settings.connection_time_max, connection).await
                 {
                     Ok(Ok(())) => {}
@@ -134,8 +247,56 @@ impl AdminListener {
     }
 }
 
+/// Who is asking, for every request of one connection.
+#[derive(Clone)]
+struct Caller {
+    view: Arc<dyn NodeView>,
+    guard: Option<Arc<AdminGuard>>,
+    host: std::net::IpAddr,
+    certificate: Arc<CertificateIdentity>,
+}
+
+/// The principal of the client certificate a TLS handshake verified, if any.
+fn certificate_identity(
+    stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    client_auth: Option<&ClientAuthenticator>,
+    remote: SocketAddr,
+) -> CertificateIdentity {
+    let (_, connection) = stream.get_ref();
+    let Some(client_auth) = client_auth else {
+        return CertificateIdentity::None;
+    };
+    match client_auth.identify(connection.peer_certificates(), remote.ip()) {
+        Ok(identity) if identity.is_authenticated() => CertificateIdentity::Verified(identity),
+        Ok(_) => CertificateIdentity::None,
+        Err(error) => CertificateIdentity::Unmapped(error.to_string()),
+    }
+}
+
+/// Serves one HTTP/1 connection (one request: keep-alive is off) on `io`.
+async fn serve_http<IO>(
+    io: TokioIo<IO>,
+    caller: Caller,
+    settings: &AdminSettings,
+) -> Result<(), hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let caller = caller.clone();
+        async move { Ok::<_, Infallible>(respond(request, caller).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(false)
+        .max_header_size(settings.header_bytes_max)
+        .header_read_timeout(settings.header_read_timeout);
+    builder.serve_connection(io, service).await
+}
+
 /// Answers one request on the blocking pool.
-async fn respond(request: Request<Incoming>, view: Arc<dyn NodeView>) -> Response<Full<Bytes>> {
+async fn respond(request: Request<Incoming>, caller: Caller) -> Response<Full<Bytes>> {
     let has_body = request
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -145,14 +306,29 @@ async fn respond(request: Request<Incoming>, view: Arc<dyn NodeView>) -> Respons
             .contains_key(hyper::header::TRANSFER_ENCODING);
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
+    let authorization = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|value| value.as_bytes().to_vec());
+    // The guard's PBKDF2 runs on the blocking pool too.
     let answered = tokio::task::spawn_blocking(move || {
+        if let Some(guard) = &caller.guard
+            && let Err(refused) = guard.admit(
+                &path,
+                authorization.as_deref(),
+                &caller.certificate,
+                caller.host,
+            )
+        {
+            return refused;
+        }
         routes::answer(
             RequestHead {
                 method: &method,
                 path: &path,
                 has_body,
             },
-            &*view,
+            &*caller.view,
         )
     })
     .await;
@@ -168,5 +344,14 @@ async fn respond(request: Request<Incoming>, view: Arc<dyn NodeView>) -> Respons
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(answer.content_type),
     );
+    if answer.status == 401 {
+        response.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static(super::auth::WWW_AUTHENTICATE),
+        );
+    }
     response
 }
+
+#[cfg(test)]
+mod tests;

@@ -993,6 +993,22 @@ impl<D: Disk> Broker<D> {
                 );
                 Response::Snapshot(response)
             }
+            // Progress says only how far a snapshot is: Describe on the cluster.
+            Request::SnapshotProgress(request) => {
+                if let Err(denial) =
+                    access.check(AclOperation::Describe, ResourceType::Cluster, CLUSTER_NAME)
+                {
+                    let (error, message) = answer(&denial, ResourceType::Cluster);
+                    return Ok(Response::SnapshotProgress(
+                        ledge_protocol::wire::SnapshotProgressResponse {
+                            error,
+                            message,
+                            ..Default::default()
+                        },
+                    ));
+                }
+                Response::SnapshotProgress(self.snapshot_progress_request(&request))
+            }
             Request::CreateAcls(request) => {
                 if let Err(denial) =
                     access.check(AclOperation::Alter, ResourceType::Cluster, CLUSTER_NAME)

@@ -470,6 +470,12 @@ fn sample(api: ApiKey) -> (Request, Vec<Grant>) {
             }),
             vec![(Alter, Cluster, cluster)],
         ),
+        ApiKey::SnapshotProgress => (
+            Request::SnapshotProgress(SnapshotProgressRequest {
+                out_dir: "/nonexistent-parent/snapshot".into(),
+            }),
+            vec![(Describe, Cluster, cluster)],
+        ),
         ApiKey::CreateAcls => (
             Request::CreateAcls(CreateAclsRequest {
                 bindings: vec![carol_binding()],
@@ -572,6 +578,7 @@ fn denied(answer: &Result<Response, Refusal>) -> bool {
         }
         Response::DescribeClientQuotas(answer) => vec![answer.error],
         Response::Snapshot(answer) => vec![answer.error],
+        Response::SnapshotProgress(answer) => vec![answer.error],
         Response::ListGroups(answer) => {
             return !answer.groups.iter().any(|group| group.group_id == "g");
         }

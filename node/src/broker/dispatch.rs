@@ -228,6 +228,9 @@ impl<D: Disk> Broker<D> {
             }
             // Disaster recovery (`snapshot.rs`).
             Request::Snapshot(request) => Response::Snapshot(self.snapshot_request(request).await),
+            Request::SnapshotProgress(request) => {
+                Response::SnapshotProgress(self.snapshot_progress_request(&request))
+            }
             Request::CreatePartitions(request) => {
                 Response::CreatePartitions(self.create_partitions(request).await)
             }

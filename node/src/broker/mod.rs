@@ -225,6 +225,8 @@ pub struct Broker<D: Disk> {
     /// The audit log (`security/audit.rs`), installed by the node at start; unset in tests
     /// and the simulator (audit events then go to the node's log only).
     audit: std::sync::OnceLock<Arc<crate::security::audit::AuditLog>>,
+    /// Snapshots running now, with their progress (`snapshot.rs`).
+    snapshots: snapshot::RunningSnapshots,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -319,6 +321,7 @@ impl<D: Disk> Broker<D> {
             declared_topics: std::sync::Mutex::new(BTreeMap::new()),
             policy,
             audit: std::sync::OnceLock::new(),
+            snapshots: snapshot::RunningSnapshots::default(),
         };
         if broker.topic(OFFSETS_TOPIC).is_none() {
             if read_only {

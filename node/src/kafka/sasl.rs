@@ -441,7 +441,8 @@ impl SaslSession {
             AuthMethod::SaslPlain => Some(SaslMechanism::Plain),
             AuthMethod::SaslScram(mechanism) => Some(SaslMechanism::Scram(mechanism)),
             // A certificate's principal stays; as on Kafka's SSL listener, ILLEGAL_SASL_STATE.
-            AuthMethod::Certificate => return Admission::Serve,
+            // (HTTP Basic is the admin listener's; no Kafka connection has it.)
+            AuthMethod::Certificate | AuthMethod::HttpBasic => return Admission::Serve,
         };
         if previous.is_some() {
             // Kafka re-authenticates only connections whose sessions expire, at most once a

@@ -170,6 +170,8 @@ pub enum AuditListener {
     Kafka,
     /// The Kafka TLS listener.
     KafkaTls,
+    /// The admin HTTP listener.
+    Admin,
 }
 
 impl AuditListener {
@@ -179,6 +181,7 @@ impl AuditListener {
             Self::Quic => "quic",
             Self::Kafka => "kafka",
             Self::KafkaTls => "kafka-tls",
+            Self::Admin => "admin",
         }
     }
 }
@@ -190,6 +193,7 @@ pub fn method_name(method: &AuthMethod) -> &'static str {
         AuthMethod::Certificate => "certificate",
         AuthMethod::SaslPlain => "PLAIN",
         AuthMethod::SaslScram(mechanism) => mechanism.name(),
+        AuthMethod::HttpBasic => "http-basic",
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! The QUIC listener and the Kafka listener each make one per connection (from the client
 //! certificate, a SASL exchange, or neither) and replace it on Kafka re-authentication
-//! (KIP-368); handlers receive it with each request.
+//! (KIP-368); handlers receive it with each request. The admin HTTP listener makes one per
+//! request when it authenticates (a client certificate or HTTP Basic, `admin/auth.rs`).
 
 use std::net::IpAddr;
 
@@ -22,6 +23,9 @@ pub enum AuthMethod {
     SaslPlain,
     /// A SCRAM exchange (RFC 5802) with the given hash.
     SaslScram(ScramMechanism),
+    /// HTTP Basic on the admin listener (over TLS), the password checked against the
+    /// stored SCRAM credentials as for PLAIN.
+    HttpBasic,
 }
 
 /// An authenticated (or anonymous) client connection's identity.

@@ -1164,7 +1164,8 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::ListPartitionReassignments
         | ApiKey::DescribeUserScramCredentials
         | ApiKey::DescribeAcls
-        | ApiKey::DescribeClientQuotas => true,
+        | ApiKey::DescribeClientQuotas
+        | ApiKey::SnapshotProgress => true,
         ApiKey::CreateTopics
         | ApiKey::DeleteTopics
         | ApiKey::AlterConfigs

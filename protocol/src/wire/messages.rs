@@ -1819,3 +1819,30 @@ wire_struct! {
         pub files_copied: u64,
     }
 }
+
+wire_struct! {
+    /// How far the snapshot into `out_dir` running on this node is (`ledge admin snapshot`
+    /// asks while its Snapshot request waits, to show progress).
+    pub struct SnapshotProgressRequest {
+        /// The running snapshot's directory, as its Snapshot request named it.
+        pub out_dir: String,
+    }
+}
+
+wire_struct! {
+    /// Progress of one running snapshot.
+    pub struct SnapshotProgressResponse {
+        /// `ClusterAuthorizationFailed`; otherwise none.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// A snapshot into that directory is running (false: none, or it has finished).
+        pub running: bool,
+        /// Partitions copied so far.
+        pub partitions_done: u32,
+        /// Online partitions the snapshot copies.
+        pub partitions_total: u32,
+        /// Segment bytes of the partitions copied so far.
+        pub bytes_done: u64,
+    }
+}

@@ -148,6 +148,7 @@ apis! {
     AlterClientQuotas = 47, AlterClientQuotasRequest, AlterClientQuotasResponse;
     DescribeClientQuotas = 48, DescribeClientQuotasRequest, DescribeClientQuotasResponse;
     Snapshot = 49, SnapshotRequest, SnapshotResponse;
+    SnapshotProgress = 50, SnapshotProgressRequest, SnapshotProgressResponse;
 }
 
 /// The only version of each API so far.

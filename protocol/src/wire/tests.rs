@@ -78,6 +78,9 @@ fn samples() -> Vec<Request> {
         Request::Snapshot(SnapshotRequest {
             out_dir: "/var/backups/ledge/2026-12-07".into(),
         }),
+        Request::SnapshotProgress(SnapshotProgressRequest {
+            out_dir: "/var/backups/ledge/2026-12-07".into(),
+        }),
         Request::ApiVersions(ApiVersionsRequest {
             client_software_name: "ledge-cli".into(),
             client_software_version: "0.1".into(),
@@ -251,6 +254,14 @@ fn response_samples() -> Vec<Response> {
             offline_partitions: 1,
             files_linked: 12,
             files_copied: 4,
+        }),
+        Response::SnapshotProgress(SnapshotProgressResponse {
+            error: ErrorCode::None,
+            message: String::new(),
+            running: true,
+            partitions_done: 2,
+            partitions_total: 5,
+            bytes_done: 1 << 33,
         }),
         Response::SaslHandshake(SaslHandshakeResponse {
             error: ErrorCode::UnsupportedSaslMechanism,

@@ -167,7 +167,21 @@ pub(crate) struct SnapshotArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
+    /// Show progress (partitions and bytes copied) on stderr while the node writes; the
+    /// default when stderr is a terminal
+    #[arg(long)]
+    pub(crate) progress: bool,
+    /// How often to ask the node for progress, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = SNAPSHOT_PROGRESS_INTERVAL_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(SNAPSHOT_PROGRESS_INTERVAL_MS_MIN..=SNAPSHOT_PROGRESS_INTERVAL_MS_MAX))]
+    pub(crate) progress_interval_ms: u64,
 }
+
+/// Default `ledge admin snapshot --progress-interval-ms`.
+pub(crate) const SNAPSHOT_PROGRESS_INTERVAL_MS_DEFAULT: u64 = 500;
+/// Smallest `--progress-interval-ms`.
+pub(crate) const SNAPSHOT_PROGRESS_INTERVAL_MS_MIN: u64 = 50;
+/// Largest `--progress-interval-ms`: one minute.
+pub(crate) const SNAPSHOT_PROGRESS_INTERVAL_MS_MAX: u64 = 60_000;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum QuotaCommand {
