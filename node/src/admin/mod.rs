@@ -108,6 +108,8 @@ pub struct AdminSettings {
     pub connection_time_max: Duration,
     /// Most label sets one metric exports.
     pub metrics_label_sets_max: usize,
+    /// Whether the event metrics are recorded (`crate::metrics::set_recording`).
+    pub metrics_recording: bool,
 }
 
 impl Default for AdminSettings {
@@ -119,6 +121,7 @@ impl Default for AdminSettings {
             header_read_timeout: Duration::from_millis(HEADER_READ_TIMEOUT_MS_DEFAULT),
             connection_time_max: Duration::from_millis(CONNECTION_TIME_MAX_MS_DEFAULT),
             metrics_label_sets_max: METRICS_LABEL_SETS_MAX_DEFAULT,
+            metrics_recording: true,
         }
     }
 }
@@ -133,6 +136,7 @@ pub struct AdminSection {
     header_read_timeout_ms: Option<u64>,
     connection_time_max_ms: Option<u64>,
     metrics_label_sets_max: Option<usize>,
+    metrics_recording: Option<bool>,
 }
 
 impl AdminSection {
@@ -186,6 +190,9 @@ impl AdminSection {
                 1,
                 METRICS_LABEL_SETS_MAX_LIMIT as u64,
             )? as usize;
+        }
+        if let Some(on) = self.metrics_recording {
+            settings.metrics_recording = on;
         }
         Ok(settings)
     }
@@ -241,12 +248,13 @@ mod tests {
         assert_eq!(settings.header_read_timeout, Duration::from_secs(5));
         assert_eq!(settings.connection_time_max, Duration::from_secs(30));
         assert_eq!(settings.metrics_label_sets_max, 10_000);
+        assert!(settings.metrics_recording);
     }
 
     #[test]
     fn keys_parse_and_are_range_checked() {
         let settings = parse(
-            "[admin]\nlisten = \"127.0.0.1:0\"\nconnections_max = 3\nheader_bytes_max = 2048\nheader_read_timeout_ms = 100\nconnection_time_max_ms = 200\nmetrics_label_sets_max = 7\n",
+            "[admin]\nlisten = \"127.0.0.1:0\"\nconnections_max = 3\nheader_bytes_max = 2048\nheader_read_timeout_ms = 100\nconnection_time_max_ms = 200\nmetrics_label_sets_max = 7\nmetrics_recording = false\n",
         )
         .unwrap();
         assert_eq!(
@@ -258,6 +266,7 @@ mod tests {
         assert_eq!(settings.header_read_timeout, Duration::from_millis(100));
         assert_eq!(settings.connection_time_max, Duration::from_millis(200));
         assert_eq!(settings.metrics_label_sets_max, 7);
+        assert!(!settings.metrics_recording);
         assert_eq!(
             parse("[admin]\nlisten = \"off\"\n").unwrap().listen,
             AdminListen::Off
