@@ -307,6 +307,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     if let Some(admin_listen) = arguments.admin_listen {
         config.admin.listen = admin_listen;
     }
+    // `[admin] metrics_recording = false`: no event metrics recorded (ledge_node::metrics).
+    ledge_node::metrics::set_recording(config.admin.metrics_recording);
     // Off loopback the admin listener must authenticate (`[admin] tls`) or be allowed to
     // serve anonymously.
     config

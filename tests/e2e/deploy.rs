@@ -534,8 +534,8 @@ connections_max = 100
     assert!(consumed.contains("still serving"), "{consumed}");
 }
 
-/// Set to 1 to run the arm64 smoke test (it builds ledge-node for aarch64 first: a debug
-/// cross build takes 15+ minutes cold on the 2-core CI machine, so it is not in `.ci/run`).
+/// Set to 1 to run the arm64 smoke test (it builds ledge-node for aarch64 first, or finds it
+/// built: `.ci/run` builds it as its own step before the tests and sets the variable).
 const ARM64_SMOKE_VARIABLE: &str = "LEDGE_ARM64_SMOKE";
 
 /// The arm64 target and where Debian's cross toolchain keeps its libraries (qemu's `-L`).

@@ -139,6 +139,8 @@ pub struct AdminSettings {
     pub tls: bool,
     /// Whether requests must authenticate.
     pub authentication: AdminAuthentication,
+    /// Whether the event metrics are recorded (`crate::metrics::set_recording`).
+    pub metrics_recording: bool,
 }
 
 impl Default for AdminSettings {
@@ -152,6 +154,7 @@ impl Default for AdminSettings {
             metrics_label_sets_max: METRICS_LABEL_SETS_MAX_DEFAULT,
             tls: false,
             authentication: AdminAuthentication::None,
+            metrics_recording: true,
         }
     }
 }
@@ -168,6 +171,7 @@ pub struct AdminSection {
     metrics_label_sets_max: Option<usize>,
     tls: Option<bool>,
     authentication: Option<String>,
+    metrics_recording: Option<bool>,
 }
 
 impl AdminSection {
@@ -240,6 +244,9 @@ impl AdminSection {
                 ));
             }
         };
+        if let Some(on) = self.metrics_recording {
+            settings.metrics_recording = on;
+        }
         Ok(settings)
     }
 }
@@ -305,6 +312,7 @@ mod tests {
         assert_eq!(settings.metrics_label_sets_max, 10_000);
         assert!(!settings.tls);
         assert_eq!(settings.authentication, AdminAuthentication::None);
+        assert!(settings.metrics_recording);
     }
 
     #[test]
@@ -323,7 +331,7 @@ mod tests {
     #[test]
     fn keys_parse_and_are_range_checked() {
         let settings = parse(
-            "[admin]\nlisten = \"127.0.0.1:0\"\nconnections_max = 3\nheader_bytes_max = 2048\nheader_read_timeout_ms = 100\nconnection_time_max_ms = 200\nmetrics_label_sets_max = 7\n",
+            "[admin]\nlisten = \"127.0.0.1:0\"\nconnections_max = 3\nheader_bytes_max = 2048\nheader_read_timeout_ms = 100\nconnection_time_max_ms = 200\nmetrics_label_sets_max = 7\nmetrics_recording = false\n",
         )
         .unwrap();
         assert_eq!(
@@ -335,6 +343,7 @@ mod tests {
         assert_eq!(settings.header_read_timeout, Duration::from_millis(100));
         assert_eq!(settings.connection_time_max, Duration::from_millis(200));
         assert_eq!(settings.metrics_label_sets_max, 7);
+        assert!(!settings.metrics_recording);
         assert_eq!(
             parse("[admin]\nlisten = \"off\"\n").unwrap().listen,
             AdminListen::Off

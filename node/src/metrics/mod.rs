@@ -15,6 +15,12 @@
 //! label sets; the rest are left out and `ledge_metrics_label_sets_dropped{metric}` counts
 //! them. To add a metric: a field in the snapshot (state) or in [`NodeMetrics`] (events),
 //! and its lines in `encode.rs` (with its row in docs/OPERATIONS.md).
+//!
+//! `[admin] metrics_recording = false` turns the event metrics off ([`set_recording`]):
+//! request counts and latencies, fsync latencies, produced and fetched counts per topic and
+//! plug-in counts and latencies are then not recorded at all (each stays zero); the state
+//! gauges and the open connections are still exported. What it saves is measured in
+//! benches/RESULTS.md ("Metrics on and off").
 
 pub mod collector;
 pub mod encode;
@@ -22,11 +28,26 @@ pub mod histogram;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 pub use histogram::{AtomicHistogram, HistogramSnapshot};
+
+/// Whether the event metrics are recorded (`[admin] metrics_recording`, default on).
+static RECORDING: AtomicBool = AtomicBool::new(true);
+
+/// Turns recording of the event metrics on or off for the whole process (set once at start
+/// from `[admin] metrics_recording`). Off, every counter and histogram of this module keeps
+/// its value: requests, fsyncs, per-topic produced and fetched counts, plug-in calls.
+pub fn set_recording(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
+}
+
+/// Whether the event metrics are recorded ([`set_recording`]).
+pub fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
 
 /// How a request ended, the `outcome` label of `ledge_requests_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +149,9 @@ impl RequestMetrics {
     }
 
     fn record(&self, slot: Option<usize>, outcome: Outcome, elapsed: Duration) {
+        if !recording() {
+            return;
+        }
         if let Some(api) = slot.and_then(|slot| self.apis.get(slot)) {
             api.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
             api.duration.observe(elapsed);
@@ -287,11 +311,17 @@ impl Default for PluginMetrics {
 impl PluginMetrics {
     /// Counts `count` records that ended with `outcome`.
     pub fn count(&self, outcome: PluginRecordOutcome, count: u64) {
+        if !recording() {
+            return;
+        }
         self.records[outcome as usize].fetch_add(count, Ordering::Relaxed);
     }
 
     /// Records one call's duration.
     pub fn observe_call(&self, elapsed: Duration) {
+        if !recording() {
+            return;
+        }
         self.duration.observe(elapsed);
     }
 
@@ -321,12 +351,18 @@ pub struct TopicCounters {
 impl TopicCounters {
     /// Counts a produce of `records` records in `bytes` bytes.
     pub fn produced(&self, records: u64, bytes: u64) {
+        if !recording() {
+            return;
+        }
         self.produced_records.fetch_add(records, Ordering::Relaxed);
         self.produced_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Counts `bytes` fetched.
     pub fn fetched(&self, bytes: u64) {
+        if !recording() {
+            return;
+        }
         self.fetched_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 }
@@ -354,6 +390,14 @@ impl NodeMetrics {
             connections: ConnectionGauges::default(),
             plugins: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Records one partition log fsync's duration (`ledge_fsync_duration_seconds`).
+    pub fn observe_fsync(&self, elapsed: Duration) {
+        if !recording() {
+            return;
+        }
+        self.fsync.observe(elapsed);
     }
 
     /// The counters of the plug-in labelled `label` (made on first use): plug-ins made

@@ -785,9 +785,7 @@ impl<D: Disk> Writer<D> {
     /// A failure fences the log.
     pub(super) fn finish_sync(&mut self, done: SyncDone) {
         let now = self.clock.now();
-        crate::metrics::node()
-            .fsync
-            .observe(now.saturating_duration_since(done.started));
+        crate::metrics::node().observe_fsync(now.saturating_duration_since(done.started));
         if let Err(error) = done.result {
             let reason = format!("fdatasync failed, not retried: {error}");
             self.queue.handle_sync_done(now, Err(reason.clone()));
