@@ -493,40 +493,27 @@ impl CommitPosition {
         let watermark_ms = r.optional_i64("position watermark")?;
         let next_outbox_seq = r.u64("position next outbox seq")?;
         let forwarded_seq_end = r.u64("position forwarded seq end")?;
-        let mut input_offsets = BTreeMap::new();
-        for _ in 0..r.count("position input offsets", 12)? {
-            let input = r.u32("position input index")?;
-            let offset = r.i64("position input offset")?;
-            if input_offsets.insert(input, offset).is_some() {
-                return Err(ChangelogError::Duplicate {
-                    what: "position input offsets",
-                });
-            }
-        }
-        let mut source_offsets = BTreeMap::new();
-        for _ in 0..r.count("position source offsets", 12)? {
-            let partition = r.u32("position source partition")?;
-            let offset = r.i64("position source offset")?;
-            if source_offsets.insert(partition, offset).is_some() {
-                return Err(ChangelogError::Duplicate {
-                    what: "position source offsets",
-                });
-            }
-        }
-        let mut producer_sequences = BTreeMap::new();
-        for _ in 0..r.count("position producer sequences", 12)? {
-            let output = r.u32("position output index")?;
-            let partition = r.u32("position output partition")?;
-            let sequence = r.i32("position producer sequence")?;
-            if producer_sequences
-                .insert((output, partition), sequence)
-                .is_some()
-            {
-                return Err(ChangelogError::Duplicate {
-                    what: "position producer sequences",
-                });
-            }
-        }
+        let input_offsets = read_map(&mut r, "position input offsets", 12, |r| {
+            Ok((
+                r.u32("position input index")?,
+                r.i64("position input offset")?,
+            ))
+        })?;
+        let source_offsets = read_map(&mut r, "position source offsets", 12, |r| {
+            Ok((
+                r.u32("position source partition")?,
+                r.i64("position source offset")?,
+            ))
+        })?;
+        let producer_sequences = read_map(&mut r, "position producer sequences", 12, |r| {
+            Ok((
+                (
+                    r.u32("position output index")?,
+                    r.u32("position output partition")?,
+                ),
+                r.i32("position producer sequence")?,
+            ))
+        })?;
         r.finish("position value")?;
         Ok(Self {
             producer_id,
@@ -714,6 +701,24 @@ impl CommitBatch {
         records.push(record);
         Ok(records)
     }
+}
+
+/// Reads a count-prefixed map of `entry_bytes`-byte entries, refusing a key given twice
+/// (an encoder writes each once, so a repeat is damage, not a newer value).
+fn read_map<K: Ord, V>(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    entry_bytes: usize,
+    mut entry: impl FnMut(&mut Reader<'_>) -> Result<(K, V), ChangelogError>,
+) -> Result<BTreeMap<K, V>, ChangelogError> {
+    let mut map = BTreeMap::new();
+    for _ in 0..r.count(what, entry_bytes)? {
+        let (key, value) = entry(r)?;
+        if map.insert(key, value).is_some() {
+            return Err(ChangelogError::Duplicate { what });
+        }
+    }
+    Ok(map)
 }
 
 #[cfg(test)]

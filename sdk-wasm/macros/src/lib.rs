@@ -158,27 +158,7 @@ fn generate(kind: PluginKind, function: &ItemFn) -> syn::Result<TokenStream2> {
     let (variant, method) = sdk_names(kind);
     let signature = &function.sig;
     let name = &signature.ident;
-    if let Some(token) = &signature.asyncness {
-        return Err(error(
-            token,
-            format!("a #[{attribute}] function cannot be async"),
-        ));
-    }
-    if let Some(token) = &signature.unsafety {
-        return Err(error(
-            token,
-            format!("a #[{attribute}] function cannot be unsafe"),
-        ));
-    }
-    if !signature.generics.params.is_empty() || signature.generics.where_clause.is_some() {
-        return Err(error(
-            &signature.generics,
-            format!("a #[{attribute}] function cannot be generic; write `&Record<'_>`"),
-        ));
-    }
-    if let Some(variadic) = &signature.variadic {
-        return Err(error(variadic, "variadic parameters are not supported"));
-    }
+    check_plain(attribute, signature)?;
 
     let mut inputs = signature.inputs.iter();
     let record_hint = "the first parameter is the record: `record: &Record<'_>`";
