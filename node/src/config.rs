@@ -211,6 +211,8 @@ struct TransformsSection {
     breaker_error_ratio: Option<f64>,
     breaker_records_min: Option<u64>,
     transforms_max: Option<usize>,
+    state_memory_bytes_max: Option<u64>,
+    commit_batch_bytes_max: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -913,6 +915,19 @@ impl NodeConfig {
         }
         if let Some(value) = transforms.transforms_max {
             limits.transforms_max = value;
+        }
+        if let Some(value) = transforms.state_memory_bytes_max {
+            limits.state_memory_bytes_max = positive("state_memory_bytes_max", value)?;
+        }
+        if let Some(value) = transforms.commit_batch_bytes_max {
+            // At least a position's and a few entries' worth; at most what one appended
+            // batch may be (the changelog's max.message.bytes default).
+            if !(4096..=1024 * 1024).contains(&value) {
+                return Err(ConfigError(format!(
+                    "{origin}: transforms.commit_batch_bytes_max must be within 4096..=1048576, got {value}"
+                )));
+            }
+            limits.commit_batch_bytes_max = value;
         }
         let mut names = BTreeMap::new();
         for spanned in &file.module {

@@ -1326,7 +1326,9 @@ impl From<&DeployTransformError> for ErrorCode {
             DeployTransformError::InvalidName(_)
             | DeployTransformError::Params(_)
             | DeployTransformError::TooMany(_)
-            | DeployTransformError::VersionsExhausted { .. } => Self::InvalidRequest,
+            | DeployTransformError::VersionsExhausted { .. }
+            | DeployTransformError::StatefulInCluster
+            | DeployTransformError::StateChanged { .. } => Self::InvalidRequest,
             DeployTransformError::UnknownInput(_) => Self::UnknownTopicOrPartition,
             DeployTransformError::InternalInput => Self::InternalTopic,
             DeployTransformError::StatefulKind(_) => Self::InvalidModule,

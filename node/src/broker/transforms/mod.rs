@@ -28,6 +28,7 @@
 mod bisect;
 mod link;
 mod route;
+mod stateful;
 mod task;
 
 pub use link::{LinkError, TransformLink};
@@ -80,13 +81,25 @@ pub enum DeployTransformError {
     /// The input is an internal topic.
     #[error("a transform cannot read an internal topic")]
     InternalInput,
-    /// The module is of a stateful kind (aggregate, join), which a record-by-record
-    /// transform cannot run.
+    /// The module is of a stateful kind no transform runs yet (join).
     #[error(
-        "{0} modules keep state; a transform runs filter, map, filter_map, flat_map and \
-         partitioner modules (stateful transforms: docs/STREAMS.md)"
+        "{0} transforms are not built yet; a transform runs filter, map, filter_map, \
+         flat_map, partitioner and aggregate modules (docs/STREAMS.md)"
     )]
     StatefulKind(PluginKind),
+    /// A stateful transform in a `[cluster]`: not built yet (its changelog is written on one
+    /// node; docs/STREAMS.md).
+    #[error("stateful transforms run on a single node for now (docs/STREAMS.md)")]
+    StatefulInCluster,
+    /// A stateful transform redeployed with another kind or state layout, or a stateless
+    /// one redeployed as stateful: its state would not match.
+    #[error("transform {name:?}: {reason}; remove it and deploy it again")]
+    StateChanged {
+        /// The transform.
+        name: String,
+        /// What changed.
+        reason: String,
+    },
     /// An output or dead-letter topic name is not a valid name.
     #[error(transparent)]
     InvalidTopicName(TopicNameError),
@@ -194,6 +207,11 @@ pub struct TransformLimits {
     pub breaker_records_min: u64,
     /// Most transforms on the node.
     pub transforms_max: usize,
+    /// Bytes of state per stateful transform partition (docs/STREAMS.md).
+    pub state_memory_bytes_max: u64,
+    /// Bytes of one commit's changelog batch (one input batch's state changes, change
+    /// records and position).
+    pub commit_batch_bytes_max: u64,
 }
 
 impl Default for TransformLimits {
@@ -209,6 +227,8 @@ impl Default for TransformLimits {
             breaker_error_ratio: 0.5,
             breaker_records_min: 100,
             transforms_max: 256,
+            state_memory_bytes_max: crate::streams::store::STATE_MEMORY_BYTES_MAX_DEFAULT,
+            commit_batch_bytes_max: crate::streams::changelog::COMMIT_BATCH_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -234,6 +254,10 @@ struct TransformStats {
     /// with the node running it.
     partitions: Mutex<BTreeMap<u32, PartitionCounters>>,
     breaker: Mutex<BreakerWindow>,
+    /// A stateful transform's committed input position per state partition.
+    state_positions: Mutex<BTreeMap<u32, i64>>,
+    /// A stateful transform's state bytes per state partition.
+    state_bytes: Mutex<BTreeMap<u32, u64>>,
 }
 
 /// A transform's counters for one input partition on this node.
@@ -527,8 +551,11 @@ impl<D: Disk> TransformRunner<D> {
     ) -> Result<u32, DeployTransformError> {
         let name = declared.name.clone();
         validate_module_name(&name).map_err(DeployTransformError::InvalidName)?;
-        if declared.kind.is_stateful() {
+        if declared.kind == PluginKind::Join {
             return Err(DeployTransformError::StatefulKind(declared.kind));
+        }
+        if declared.kind.is_stateful() && self.handles.link.get().is_some() {
+            return Err(DeployTransformError::StatefulInCluster);
         }
         let Some(input) = self.handles.registry.topic(&declared.input) else {
             return Err(DeployTransformError::UnknownInput(declared.input));
@@ -631,6 +658,9 @@ impl<D: Disk> TransformRunner<D> {
                 Err(error) => return Err(error.into()),
             }
         }
+        let stateful = self
+            .prepare_state(&name, &declared, &plugin, existing.as_ref(), input_partitions)
+            .await?;
         let version = match &existing {
             None => 1,
             // The version comes from metadata.json; wrapping would repeat old versions.
@@ -651,6 +681,7 @@ impl<D: Disk> TransformRunner<D> {
             // A new version starts running; an operator deploys a fix to resume.
             stopped: None,
             deployer,
+            stateful,
         };
         self.handles
             .registry
@@ -661,6 +692,98 @@ impl<D: Disk> TransformRunner<D> {
         self.launch(&name, definition, plugin);
         tracing::info!(transform = %name, version, "transform deployed");
         Ok(version)
+    }
+
+    /// A stateful transform's spec, with its internal topics created: the changelog
+    /// (compacted) and, when the module exports `ledge_group`, the repartition topic.
+    /// `None` for the record-by-record kinds. A redeploy keeps the state only when the kind,
+    /// layout and `ledge_state_schema` are unchanged.
+    async fn prepare_state(
+        &self,
+        name: &str,
+        declared: &DeclaredTransform,
+        plugin: &Plugin,
+        existing: Option<&StoredTransform>,
+        input_partitions: u32,
+    ) -> Result<Option<super::metadata::StatefulSpec>, DeployTransformError> {
+        use super::metadata::StatefulSpec;
+        if !declared.kind.is_stateful() {
+            if existing.is_some_and(|existing| existing.stateful.is_some()) {
+                return Err(DeployTransformError::StateChanged {
+                    name: name.to_string(),
+                    reason: format!("it keeps state; a {} module keeps none", declared.kind),
+                });
+            }
+            return Ok(None);
+        }
+        // Co-partitioning (docs/STREAMS.md): state partition q holds the keys murmur2
+        // places in q. Without `ledge_group` the input's keys are the group keys, so the
+        // state has the input's partitions; with it, the repartition topic is made with
+        // the same count.
+        let spec = StatefulSpec {
+            state_partitions: input_partitions.max(1),
+            repartition: plugin.module().exports(ledge_protocol::wasm_abi::EXPORT_GROUP),
+        };
+        if let Some(existing) = existing {
+            let reason = match &existing.stateful {
+                None => Some("it keeps no state; an aggregate module does".to_string()),
+                Some(old) if *old != spec => Some(format!(
+                    "its state layout changes ({} state partitions, repartition {} -> {} and {})",
+                    old.state_partitions,
+                    old.repartition,
+                    spec.state_partitions,
+                    spec.repartition
+                )),
+                Some(_) => {
+                    let old_schema = self
+                        .handles
+                        .plugins
+                        .plugin(&existing.module, existing.module.params.clone())
+                        .await
+                        .ok()
+                        .and_then(|old| old.module().state_schema().map(str::to_string));
+                    let new_schema = plugin.module().state_schema().map(str::to_string);
+                    (old_schema != new_schema).then(|| {
+                        format!(
+                            "its state schema changes ({} -> {}); ledge_state_check is not consulted yet",
+                            old_schema.unwrap_or_default(),
+                            new_schema.unwrap_or_default()
+                        )
+                    })
+                }
+            };
+            if let Some(reason) = reason {
+                return Err(DeployTransformError::StateChanged {
+                    name: name.to_string(),
+                    reason,
+                });
+            }
+        }
+        let mut topics = vec![(
+            StatefulSpec::changelog_topic(name),
+            BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        )];
+        if spec.repartition {
+            topics.push((
+                StatefulSpec::repartition_topic(name),
+                BTreeMap::from([("cleanup.policy".to_string(), "delete".to_string())]),
+            ));
+        }
+        for (topic, configs) in topics {
+            if self.handles.registry.topic(&topic).is_some() {
+                continue;
+            }
+            match self
+                .handles
+                .registry
+                .create_topic(&topic, spec.state_partitions, &configs)
+                .await
+            {
+                Ok(()) | Err(CreateTopicError::AlreadyExists { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(Some(spec))
     }
 
     /// The cluster half of [`Self::deploy`]: output topics and the definition go through
@@ -720,6 +843,7 @@ impl<D: Disk> TransformRunner<D> {
             version,
             stopped: None,
             deployer,
+            stateful: None,
         };
         link.admin(AdminRequest::PutTransform {
             name: name.to_string(),
@@ -821,8 +945,24 @@ impl<D: Disk> TransformRunner<D> {
             }
             return Ok(());
         }
+        let stateful = self
+            .stored_transform(name)
+            .await
+            .and_then(|stored| stored.stateful);
         self.handles.registry.remove_transform(name).await?;
         self.running().remove(name);
+        if stateful.is_some() {
+            // Its state goes with it: a transform deployed again under this name starts
+            // empty, as its positions do.
+            for topic in [
+                super::metadata::StatefulSpec::changelog_topic(name),
+                super::metadata::StatefulSpec::repartition_topic(name),
+            ] {
+                if let Err(error) = self.handles.registry.delete_transform_topic(&topic).await {
+                    tracing::warn!(transform = %name, %topic, %error, "removing a state topic failed");
+                }
+            }
+        }
         let handles = &self.handles;
         match handles
             .groups
