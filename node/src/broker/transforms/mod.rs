@@ -385,12 +385,15 @@ pub(crate) struct RunningTransform {
     version: watch::Sender<Arc<TransformVersion>>,
     stats: Arc<TransformStats>,
     /// By input partition: every partition on one node, the ones it leads in a cluster.
+    /// A stateful transform's stage 1 (re-keying); none when it does not re-key.
     tasks: BTreeMap<u32, tokio::task::JoinHandle<()>>,
+    /// A stateful transform's stage-2 tasks, by state partition.
+    state_tasks: BTreeMap<u32, tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for RunningTransform {
     fn drop(&mut self) {
-        for task in self.tasks.values() {
+        for task in self.tasks.values().chain(self.state_tasks.values()) {
             task.abort();
         }
     }
@@ -523,6 +526,7 @@ impl<D: Disk> TransformRunner<D> {
                 version: sender,
                 stats: Arc::new(TransformStats::default()),
                 tasks: BTreeMap::new(),
+                state_tasks: BTreeMap::new(),
             },
         );
         drop(running);
@@ -659,7 +663,13 @@ impl<D: Disk> TransformRunner<D> {
             }
         }
         let stateful = self
-            .prepare_state(&name, &declared, &plugin, existing.as_ref(), input_partitions)
+            .prepare_state(
+                &name,
+                &declared,
+                &plugin,
+                existing.as_ref(),
+                input_partitions,
+            )
             .await?;
         let version = match &existing {
             None => 1,
@@ -722,17 +732,16 @@ impl<D: Disk> TransformRunner<D> {
         // the same count.
         let spec = StatefulSpec {
             state_partitions: input_partitions.max(1),
-            repartition: plugin.module().exports(ledge_protocol::wasm_abi::EXPORT_GROUP),
+            repartition: plugin
+                .module()
+                .exports(ledge_protocol::wasm_abi::EXPORT_GROUP),
         };
         if let Some(existing) = existing {
             let reason = match &existing.stateful {
                 None => Some("it keeps no state; an aggregate module does".to_string()),
                 Some(old) if *old != spec => Some(format!(
                     "its state layout changes ({} state partitions, repartition {} -> {} and {})",
-                    old.state_partitions,
-                    old.repartition,
-                    spec.state_partitions,
-                    spec.repartition
+                    old.state_partitions, old.repartition, spec.state_partitions, spec.repartition
                 )),
                 Some(_) => {
                     let old_schema = self
@@ -1232,8 +1241,38 @@ impl<D: Disk> TransformHandles<D> {
         let link = self.link.get();
         let mut running = self.running();
         for (name, transform) in running.iter_mut() {
-            let input = transform.version.borrow().definition.input.clone();
-            let partitions = self.registry.partition_count(&input);
+            let (input, stateful) = {
+                let version = transform.version.borrow();
+                (
+                    version.definition.input.clone(),
+                    version.definition.stateful.clone(),
+                )
+            };
+            if let Some(spec) = &stateful {
+                // Stage 2: one task per state partition (stateful transforms run on one
+                // node, so all of them here).
+                for partition in 0..spec.state_partitions {
+                    if transform.state_tasks.contains_key(&partition) {
+                        continue;
+                    }
+                    let task = stateful::StateTask {
+                        handles: Arc::clone(self),
+                        name: name.clone(),
+                        partition,
+                        versions: transform.version.subscribe(),
+                        stats: Arc::clone(&transform.stats),
+                    };
+                    transform
+                        .state_tasks
+                        .insert(partition, tokio::spawn(task.run()));
+                }
+            }
+            // Stage 1 of a stateful transform re-keys each input partition; without
+            // `ledge_group` stage 2 reads the input itself.
+            let partitions = match &stateful {
+                Some(spec) if !spec.repartition => 0,
+                _ => self.registry.partition_count(&input),
+            };
             let runs_here = |partition: u32| {
                 link.is_none_or(|link| link.leader(&input, partition) == Some(link.node_id()))
             };

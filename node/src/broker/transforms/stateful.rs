@@ -100,8 +100,7 @@ pub(super) fn group_isolating<'a>(
         let middle = range.start + range.len() / 2;
         let mut outcomes = Vec::with_capacity(range.len());
         for half in [range.start..middle, middle..range.end] {
-            match group_outcomes(opened, plugin, half.clone(), partition, partition_count).await
-            {
+            match group_outcomes(opened, plugin, half.clone(), partition, partition_count).await {
                 Ok(part) => outcomes.extend(part),
                 Err(_) => outcomes.extend(
                     group_isolating(opened, plugin, half, partition, partition_count).await,
@@ -338,12 +337,13 @@ impl<D: Disk> StateTask<D> {
                     continue;
                 }
                 let batch = read.bytes.slice_ref(raw);
-                let opened = open_batch(&batch, handles.plugins.budget())
-                    .await
-                    .map_err(|error| StateTaskError::ChangelogBatch {
-                        offset: header.base_offset,
-                        message: error.to_string(),
-                    })?;
+                let opened =
+                    open_batch(&batch, handles.plugins.budget())
+                        .await
+                        .map_err(|error| StateTaskError::ChangelogBatch {
+                            offset: header.base_offset,
+                            message: error.to_string(),
+                        })?;
                 for record in opened.records.iter().filter(|record| record.offset >= next) {
                     let key = record.key.as_deref().unwrap_or_default();
                     restorer.feed(record.offset, key, record.value.as_deref())?;
@@ -464,14 +464,7 @@ impl<D: Disk> StateTask<D> {
             let outcome = match &opened {
                 Some(opened) => {
                     self.fold_batch(
-                        handles,
-                        version,
-                        &input,
-                        spec,
-                        state,
-                        opened,
-                        next,
-                        batch_end,
+                        handles, version, &input, spec, state, opened, next, batch_end,
                     )
                     .await?
                 }
@@ -624,9 +617,10 @@ impl<D: Disk> StateTask<D> {
             let Some(record) = opened.records.get(*index) else {
                 continue;
             };
-            if let Routed::Output(output) =
-                route.batch(std::slice::from_ref(record), vec![Outcome::Error(message.clone())])
-            {
+            if let Routed::Output(output) = route.batch(
+                std::slice::from_ref(record),
+                vec![Outcome::Error(message.clone())],
+            ) {
                 dead.extend(output.dead);
                 last_error = output.last_error.or(last_error);
             }
@@ -696,10 +690,8 @@ impl<D: Disk> StateTask<D> {
         let targets = outputs
             .into_iter()
             .map(|record| {
-                let partition = partition_for_key(
-                    record.key.as_deref().unwrap_or_default(),
-                    output_partitions,
-                );
+                let partition =
+                    partition_for_key(record.key.as_deref().unwrap_or_default(), output_partitions);
                 (OUTPUT_INDEX, partition, record)
             })
             .chain(dead.into_iter().map(|record| {
@@ -869,7 +861,9 @@ impl<D: Disk> StateTask<D> {
             })?;
         Ok(producers
             .into_iter()
-            .find(|(id, entry)| *id == position.producer_id && entry.epoch == position.producer_epoch)
+            .find(|(id, entry)| {
+                *id == position.producer_id && entry.epoch == position.producer_epoch
+            })
             .and_then(|(_, entry)| entry.batches.back().map(|batch| batch.last_sequence)))
     }
 
@@ -936,7 +930,8 @@ async fn fold_call(
     ) else {
         return Ok(());
     };
-    let Some((header, records, count)) = opened.call_input(first..last + 1, partition, partition_count)
+    let Some((header, records, count)) =
+        opened.call_input(first..last + 1, partition, partition_count)
     else {
         return Err("record range out of the batch".into());
     };
@@ -965,7 +960,12 @@ async fn fold_call(
         .aggregate_on_executor(slots.clone(), header, records, count, calls)
         .await
         .map_err(|error| error.to_string())?;
-    if let Some(Err(message)) = run.output.applications.iter().find(|result| result.is_err()) {
+    if let Some(Err(message)) = run
+        .output
+        .applications
+        .iter()
+        .find(|result| result.is_err())
+    {
         return Err(message.clone());
     }
     let mut applied: Vec<(Bytes, Option<Bytes>)> = Vec::new();
@@ -997,7 +997,3 @@ async fn fold_call(
     }
     Ok(())
 }
-
-#[cfg(test)]
-#[path = "stateful_tests.rs"]
-mod tests;
