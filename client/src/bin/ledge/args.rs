@@ -521,8 +521,8 @@ pub(crate) enum KindArg {
     /// Picks each record's partition (topic config partitioner.module; as a transform it
     /// repartitions: each record is copied to the output partition it picks)
     Partitioner,
-    /// Folds records into per-key state (stateful; docs/STREAMS.md; upload only until
-    /// stateful transforms are deployable)
+    /// Folds records into per-key state (stateful; docs/STREAMS.md): a transform whose
+    /// output is a topic of changes, its state kept in __transform.NAME.changelog
     Aggregate,
     /// Joins records of two inputs (stateful; docs/STREAMS.md; upload only until stateful
     /// transforms are deployable)
