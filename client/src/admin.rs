@@ -1522,6 +1522,7 @@ mod operations;
 pub mod quotas;
 pub mod security;
 pub mod snapshot;
+pub mod table;
 pub use operations::{PreferredLeaderElection, ReassignmentDescription};
 mod transform_partitions;
 pub use transform_partitions::{TransformPartition, TransformPartitionStatus};

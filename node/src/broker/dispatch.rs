@@ -231,6 +231,13 @@ impl<D: Disk> Broker<D> {
             Request::SnapshotProgress(request) => {
                 Response::SnapshotProgress(self.snapshot_progress_request(&request))
             }
+            // Stateful transforms' tables (`transforms/mod.rs`).
+            Request::TableGet(request) => {
+                Response::TableGet(self.transforms.table_get(request).await)
+            }
+            Request::TableScan(request) => {
+                Response::TableScan(self.transforms.table_scan(request).await)
+            }
             Request::CreatePartitions(request) => {
                 Response::CreatePartitions(self.create_partitions(request).await)
             }

@@ -248,6 +248,79 @@ fn an_aggregate_counts_orders_per_customer_and_resumes_exactly() {
             total / 5
         );
 
+        // The table answers from the state: each key's count, and scans in key order.
+        let expected = true_counts(total);
+        for (key, count) in &expected {
+            let answer = broker
+                .transforms
+                .table_get(TableGetRequest {
+                    name: "counts".into(),
+                    key: Bytes::from(key.clone()),
+                })
+                .await;
+            assert_eq!(answer.error, ErrorCode::None, "{}", answer.message);
+            assert!(answer.found);
+            assert_eq!(answer.value, Bytes::from(count.to_string()), "key {key}");
+        }
+        let missing = broker
+            .transforms
+            .table_get(TableGetRequest {
+                name: "counts".into(),
+                key: Bytes::from_static(b"no-such-customer"),
+            })
+            .await;
+        assert_eq!((missing.error, missing.found), (ErrorCode::None, false));
+        let scan = broker
+            .transforms
+            .table_scan(TableScanRequest {
+                name: "counts".into(),
+                prefix: Bytes::new(),
+                limit: 0,
+            })
+            .await;
+        assert_eq!(scan.error, ErrorCode::None, "{}", scan.message);
+        let scanned: BTreeMap<String, u64> = scan
+            .entries
+            .iter()
+            .map(|entry| {
+                (
+                    String::from_utf8(entry.key.to_vec()).unwrap(),
+                    std::str::from_utf8(&entry.value).unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(scanned, expected);
+        assert!(
+            scan.entries
+                .windows(2)
+                .all(|pair| pair[0].key < pair[1].key)
+        );
+        assert!(!scan.truncated);
+        let limited = broker
+            .transforms
+            .table_scan(TableScanRequest {
+                name: "counts".into(),
+                prefix: Bytes::new(),
+                limit: 2,
+            })
+            .await;
+        let first_two: Vec<&String> = expected.keys().take(2).collect();
+        let got: Vec<String> = limited
+            .entries
+            .iter()
+            .map(|entry| String::from_utf8(entry.key.to_vec()).unwrap())
+            .collect();
+        assert_eq!(got.iter().collect::<Vec<_>>(), first_two);
+        assert!(limited.truncated);
+        let unknown = broker
+            .transforms
+            .table_get(TableGetRequest {
+                name: "nothing".into(),
+                key: Bytes::new(),
+            })
+            .await;
+        assert_eq!(unknown.error, ErrorCode::ModuleNotFound);
+
         // A redeploy of the same module keeps the state (and its topics).
         assert_eq!(broker.transforms.deploy(counts("counts")).await.unwrap(), 2);
         produce(&broker, "orders", 2, orders(total, 10)).await;

@@ -1846,3 +1846,68 @@ wire_struct! {
         pub bytes_done: u64,
     }
 }
+
+wire_struct! {
+    /// One key of a stateful transform's table (`ledge table get`), answered from the
+    /// state of the node running it.
+    pub struct TableGetRequest {
+        /// The transform.
+        pub name: String,
+        /// The group key.
+        pub key: Bytes,
+    }
+}
+
+wire_struct! {
+    /// A table key's state.
+    pub struct TableGetResponse {
+        /// `ModuleNotFound` (no such transform), `InvalidRequest` (not a stateful
+        /// transform), an authorization error, or `LeaderNotAvailable` (retriable) while a
+        /// state partition restores or runs on no task here; otherwise none.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// The key has a state.
+        pub found: bool,
+        /// The state (the module's JSON) when found.
+        pub value: Bytes,
+    }
+}
+
+wire_struct! {
+    /// Keys of a stateful transform's table in key order (`ledge table scan`).
+    pub struct TableScanRequest {
+        /// The transform.
+        pub name: String,
+        /// Only keys starting with these bytes (empty: all).
+        pub prefix: Bytes,
+        /// At most this many entries (0: the node's limit).
+        pub limit: u32,
+    }
+}
+
+wire_struct! {
+    /// One entry of a table scan.
+    pub struct TableEntry {
+        /// The group key.
+        pub key: Bytes,
+        /// Its state.
+        pub value: Bytes,
+        /// The state partition holding it.
+        pub partition: u32,
+    }
+}
+
+wire_struct! {
+    /// A table scan's entries.
+    pub struct TableScanResponse {
+        /// As [`TableGetResponse::error`].
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// Entries in key order.
+        pub entries: Vec<TableEntry>,
+        /// More entries matched than were returned.
+        pub truncated: bool,
+    }
+}

@@ -129,6 +129,11 @@ pub(crate) enum Command {
     /// A live view: node health, topics with produce rates, groups with lag per partition and
     /// a lag trend, transforms with rates and dead letters (refreshed every --interval-ms)
     Top(TopArgs),
+    /// Query a stateful transform's table (its state, served by the node running it)
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+    },
     /// Node administration: snapshot the node's data directory for disaster recovery
     Admin {
         #[command(subcommand)]
@@ -446,6 +451,40 @@ pub(crate) struct ModuleSourceArgs {
 pub(crate) struct ModuleDeleteArgs {
     /// Module name
     pub(crate) name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TableCommand {
+    /// Print one key's state
+    Get(TableGetArgs),
+    /// Print the keys (with a prefix) and their states in key order
+    Scan(TableScanArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TableGetArgs {
+    /// The stateful transform
+    pub(crate) name: String,
+    /// The group key (UTF-8)
+    pub(crate) key: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TableScanArgs {
+    /// The stateful transform
+    pub(crate) name: String,
+    /// Only keys starting with this (UTF-8)
+    #[arg(long, default_value = "")]
+    pub(crate) prefix: String,
+    /// At most this many entries (0: the node's transforms.table_scan_entries_max)
+    #[arg(long, default_value_t = 0)]
+    pub(crate) limit: u32,
+    /// Output format: columns, or one JSON object per line
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Subcommand)]

@@ -212,6 +212,8 @@ pub struct TransformLimits {
     /// Bytes of one commit's changelog batch (one input batch's state changes, change
     /// records and position).
     pub commit_batch_bytes_max: u64,
+    /// Most entries one table scan answers.
+    pub table_scan_entries_max: usize,
 }
 
 impl Default for TransformLimits {
@@ -229,6 +231,7 @@ impl Default for TransformLimits {
             transforms_max: 256,
             state_memory_bytes_max: crate::streams::store::STATE_MEMORY_BYTES_MAX_DEFAULT,
             commit_batch_bytes_max: crate::streams::changelog::COMMIT_BATCH_BYTES_MAX_DEFAULT,
+            table_scan_entries_max: 10_000,
         }
     }
 }
@@ -258,6 +261,8 @@ struct TransformStats {
     state_positions: Mutex<BTreeMap<u32, i64>>,
     /// A stateful transform's state bytes per state partition.
     state_bytes: Mutex<BTreeMap<u32, u64>>,
+    /// A stateful transform's stores by state partition, once restored (table queries).
+    stores: Mutex<BTreeMap<u32, Arc<tokio::sync::Mutex<crate::streams::store::StateStore>>>>,
 }
 
 /// A transform's counters for one input partition on this node.
@@ -1151,6 +1156,153 @@ impl<D: Disk> TransformRunner<D> {
         }
         description.last_error = crate::broker::client_text::without_paths(&last_error);
         description
+    }
+
+    /// The stores of a stateful transform running here, by state partition, with its
+    /// spec; or the error answer (no such transform, not stateful).
+    async fn table_stores(
+        &self,
+        name: &str,
+    ) -> Result<
+        (
+            super::metadata::StatefulSpec,
+            BTreeMap<u32, Arc<tokio::sync::Mutex<crate::streams::store::StateStore>>>,
+        ),
+        (ErrorCode, String),
+    > {
+        let Some(definition) = self.stored_transform(name).await else {
+            return Err((
+                ErrorCode::ModuleNotFound,
+                format!("no transform named {name:?}"),
+            ));
+        };
+        let Some(spec) = definition.stateful else {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "transform {name:?} keeps no state (only aggregate transforms have a table)"
+                ),
+            ));
+        };
+        let stores = self
+            .running()
+            .get(name)
+            .map(|running| {
+                running
+                    .stats
+                    .stores
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .unwrap_or_default();
+        Ok((spec, stores))
+    }
+
+    /// One key of a stateful transform's table (`ledge table get`): the state partition
+    /// murmur2 gives the key, as last committed.
+    pub async fn table_get(
+        &self,
+        request: ledge_protocol::wire::TableGetRequest,
+    ) -> ledge_protocol::wire::TableGetResponse {
+        use ledge_protocol::wire::TableGetResponse;
+        let (spec, stores) = match self.table_stores(&request.name).await {
+            Ok(found) => found,
+            Err((error, message)) => {
+                return TableGetResponse {
+                    error,
+                    message,
+                    ..TableGetResponse::default()
+                };
+            }
+        };
+        let partition =
+            ledge_protocol::partitioner::partition_for_key(&request.key, spec.state_partitions);
+        let Some(store) = stores.get(&partition) else {
+            return TableGetResponse {
+                error: ErrorCode::LeaderNotAvailable,
+                message: format!(
+                    "state partition {partition} of transform {:?} is restoring or not running; retry",
+                    request.name
+                ),
+                ..TableGetResponse::default()
+            };
+        };
+        let key = crate::streams::store::StateKey::plain(
+            crate::streams::store::STORE_AGGREGATE,
+            request.key,
+        );
+        let value = store.lock().await.get(&key).cloned();
+        TableGetResponse {
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+            ..TableGetResponse::default()
+        }
+    }
+
+    /// The keys of a stateful transform's table starting with a prefix, in key order, at
+    /// most `limit` (and `transforms.table_scan_entries_max`).
+    pub async fn table_scan(
+        &self,
+        request: ledge_protocol::wire::TableScanRequest,
+    ) -> ledge_protocol::wire::TableScanResponse {
+        use ledge_protocol::wire::{TableEntry, TableScanResponse};
+        let (spec, stores) = match self.table_stores(&request.name).await {
+            Ok(found) => found,
+            Err((error, message)) => {
+                return TableScanResponse {
+                    error,
+                    message,
+                    ..TableScanResponse::default()
+                };
+            }
+        };
+        if let Some(missing) = (0..spec.state_partitions).find(|p| !stores.contains_key(p)) {
+            return TableScanResponse {
+                error: ErrorCode::LeaderNotAvailable,
+                message: format!(
+                    "state partition {missing} of transform {:?} is restoring or not running; retry",
+                    request.name
+                ),
+                ..TableScanResponse::default()
+            };
+        }
+        let max = self.handles.limits.table_scan_entries_max;
+        let limit = match usize::try_from(request.limit) {
+            Ok(0) | Err(_) => max,
+            Ok(limit) => limit.min(max),
+        };
+        let mut entries = Vec::new();
+        let mut truncated = false;
+        for (partition, store) in &stores {
+            let store = store.lock().await;
+            // Each partition yields keys in order: its first `limit` are enough to pick the
+            // first `limit` overall.
+            for (taken, (key, value)) in store
+                .scan_prefix(crate::streams::store::STORE_AGGREGATE, &request.prefix)
+                .enumerate()
+            {
+                if taken == limit {
+                    truncated = true;
+                    break;
+                }
+                entries.push(TableEntry {
+                    key: key.key.clone(),
+                    value: value.clone(),
+                    partition: *partition,
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        if entries.len() > limit {
+            entries.truncate(limit);
+            truncated = true;
+        }
+        TableScanResponse {
+            entries,
+            truncated,
+            ..TableScanResponse::default()
+        }
     }
 
     /// The transforms running on this node for `/metrics`: (name, lag over the input

@@ -218,7 +218,9 @@ pub(super) enum StateTaskError {
 /// A state partition's live state: what the last commit holds, plus the outbox entries
 /// forwarded since (tombstoned by the next commit).
 struct LiveState {
-    store: StateStore,
+    /// Shared with table queries (`TransformStats::stores`); locked for a whole batch's
+    /// fold and commit, so a query sees committed state only.
+    store: Arc<tokio::sync::Mutex<StateStore>>,
     position: CommitPosition,
     /// Committed outbox entries not yet forwarded, in seq order.
     pending: Vec<(u64, OutboxEntry)>,
@@ -371,30 +373,39 @@ impl<D: Disk> StateTask<D> {
                 }
             }
         };
+        let memory_bytes = restored.store.memory_bytes();
+        let store = Arc::new(tokio::sync::Mutex::new(restored.store));
+        self.stats
+            .stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(self.partition, Arc::clone(&store));
         let live = LiveState {
-            store: restored.store,
+            store,
             position,
             pending: restored.pending,
             forwarded: Vec::new(),
         };
-        self.publish(&live);
+        self.publish(&live.position, Some(memory_bytes));
         Ok(live)
     }
 
     /// Shows the position and state size in `describe`.
-    fn publish(&self, state: &LiveState) {
-        if let Some(offset) = state.position.input_offsets.get(&INPUT_INDEX) {
+    fn publish(&self, position: &CommitPosition, memory_bytes: Option<u64>) {
+        if let Some(offset) = position.input_offsets.get(&INPUT_INDEX) {
             self.stats
                 .state_positions
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(self.partition, *offset);
         }
-        self.stats
-            .state_bytes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(self.partition, state.store.memory_bytes());
+        if let Some(bytes) = memory_bytes {
+            self.stats
+                .state_bytes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(self.partition, bytes);
+        }
     }
 
     /// Reads input from the committed position and commits each batch.
@@ -537,7 +548,9 @@ impl<D: Disk> StateTask<D> {
         }
         let input_partitions = handles.registry.partition_count(input);
         let chunk = version.plugin.limits().batch_records_max.max(1);
-        let mut txn = state.store.begin();
+        let store = Arc::clone(&state.store);
+        let mut store = store.lock().await;
+        let mut txn = store.begin();
         // Ranges of `applications` still to fold, the next on top: each call is exact from
         // the states the earlier ones left, so a failed one is re-run in halves.
         let mut ranges: Vec<std::ops::Range<usize>> = (0..applications.len())
@@ -645,6 +658,8 @@ impl<D: Disk> StateTask<D> {
             handles, definition, state, changes, outputs, dead, batch_end,
         )
         .await?;
+        self.publish(&state.position, Some(store.memory_bytes()));
+        drop(store);
         self.stats
             .records_in
             .fetch_add(records_in, Ordering::Relaxed);
@@ -749,7 +764,7 @@ impl<D: Disk> StateTask<D> {
         // Committed: the live state is the log's now.
         state.position = position;
         state.forwarded.clear();
-        self.publish(state);
+        self.publish(&state.position, None);
         self.forward(handles, definition, state, new_entries, false)
             .await
     }
