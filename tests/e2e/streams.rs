@@ -10,7 +10,7 @@ use std::time::Duration;
 use ledge_client::{
     Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
-use ledge_e2e::{NodeProcess, RawClient, connect, create_topic, filter_module, runtime};
+use ledge_e2e::{NodeProcess, RawClient, connect, create_topic, filter_module, run_cli, runtime};
 use ledge_protocol::wire::*;
 use rand::{Rng, SeedableRng};
 
@@ -123,20 +123,74 @@ async fn wait_for_counts(client: &ledge_client::Client, total: u64) -> usize {
     panic!("counts never got there: {latest:?}, expected {expected:?}");
 }
 
+/// Runs `ledge` against `node`; requires success and returns stdout.
+fn ledge(node: &NodeProcess, args: &[&str]) -> String {
+    let address = node.addr.to_string();
+    let ca = node.ca_file.to_string_lossy().into_owned();
+    let mut full = vec!["--server", address.as_str(), "--ca", ca.as_str()];
+    full.extend_from_slice(args);
+    let (status, stdout, stderr) = run_cli(&full, None);
+    assert!(status.success(), "ledge {args:?} failed:\n{stderr}");
+    stdout
+}
+
 // Goal: `ledge transform deploy --kind aggregate` of filters' order_counts over JSON
 // orders makes a topic whose latest value per customer is the true count, with no change
-// record repeated.
+// record repeated; `ledge table get|scan` answer the same counts from the node's state.
 #[test]
 fn the_order_counts_aggregate_counts_orders_per_customer() {
     let node = NodeProcess::start();
+    // Built (if missing) by the harness; the CLI reads it from its path.
+    filter_module("order_counts");
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../filters/target/wasm32-unknown-unknown/release/order_counts.wasm");
+    let module = module.to_string_lossy().into_owned();
     runtime().block_on(async {
         let client = connect(&node).await;
-        let raw = RawClient::connect(&node).await;
         create_topic(&client, "orders", PARTITIONS).await;
-        deploy_counts(&raw).await;
+    });
+    ledge(
+        &node,
+        &[
+            "transform",
+            "deploy",
+            "counts",
+            "--module",
+            &module,
+            "--kind",
+            "aggregate",
+            "--input",
+            "orders",
+            "--output",
+            "order-counts",
+        ],
+    );
+    runtime().block_on(async {
+        let client = connect(&node).await;
         send_orders(&client, 0, 500).await;
         wait_for_counts(&client, 500).await;
     });
+    let expected = true_counts(500);
+    let scanned: BTreeMap<String, u64> =
+        ledge(&node, &["table", "scan", "counts", "--format", "json"])
+            .lines()
+            .map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+                (
+                    entry["key"].as_str().expect("a key").to_string(),
+                    entry["value"]
+                        .as_str()
+                        .expect("a value")
+                        .parse()
+                        .expect("a count"),
+                )
+            })
+            .collect();
+    assert_eq!(scanned, expected);
+    assert_eq!(
+        ledge(&node, &["table", "get", "counts", "3"]).trim(),
+        expected["3"].to_string()
+    );
 }
 
 // Goal: kill -9 at random points while the aggregate runs, then restart: the final counts
