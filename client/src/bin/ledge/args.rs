@@ -466,7 +466,8 @@ pub(crate) struct TableGetArgs {
     /// The stateful transform
     pub(crate) name: String,
     /// The group key (UTF-8)
-    pub(crate) key: String,
+    #[arg(value_name = "KEY")]
+    pub(crate) group_key: String,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
@@ -1407,6 +1408,32 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    // Goal: `ledge table get NAME KEY` keeps the key apart from the global `--key` (a TLS
+    // key file), and `table scan` takes a prefix, a limit and JSON.
+    #[test]
+    fn table_commands_parse() {
+        let cli = Cli::try_parse_from(["ledge", "table", "get", "counts", "3"]).unwrap();
+        let Command::Table {
+            command: TableCommand::Get(get),
+        } = cli.command
+        else {
+            panic!("not table get")
+        };
+        assert_eq!((get.name.as_str(), get.group_key.as_str()), ("counts", "3"));
+        let cli = Cli::try_parse_from([
+            "ledge", "table", "scan", "counts", "--prefix", "4", "--limit", "5", "--format", "json",
+        ])
+        .unwrap();
+        let Command::Table {
+            command: TableCommand::Scan(scan),
+        } = cli.command
+        else {
+            panic!("not table scan")
+        };
+        assert_eq!((scan.prefix.as_str(), scan.limit), ("4", 5));
+        assert_eq!(scan.format, Format::Json);
     }
 
     #[test]

@@ -16,19 +16,19 @@ pub(crate) async fn run(client: &Client, command: TableCommand) -> anyhow::Resul
     match command {
         TableCommand::Get(arguments) => {
             let value = admin
-                .table_get(&arguments.name, arguments.key.as_bytes())
+                .table_get(&arguments.name, arguments.group_key.as_bytes())
                 .await
                 .context("cannot read the table")?;
             match (arguments.format, value) {
                 (Format::Json, value) => print(&serde_json::to_string(&json!({
-                    "key": arguments.key,
+                    "key": arguments.group_key,
                     "value": value.as_deref().map(text),
                 }))?),
                 (Format::Table, Some(value)) => print(&text(&value)),
                 (Format::Table, None) => bail!(
                     "transform {:?} has no state for key {:?}",
                     arguments.name,
-                    arguments.key
+                    arguments.group_key
                 ),
             }
         }
