@@ -236,6 +236,9 @@ fn an_aggregate_counts_orders_per_customer_and_resumes_exactly() {
             .transforms
             .remove(0);
         assert_eq!(description.state, "running", "{description:?}");
+        assert_eq!(description.state_partitions, 3);
+        assert_eq!(description.state_partitions_ready, 3);
+        assert!(description.state_bytes > 0, "{description:?}");
 
         broker.close().await;
         drop(broker);
@@ -243,6 +246,15 @@ fn an_aggregate_counts_orders_per_customer_and_resumes_exactly() {
         produce(&broker, "orders", 1, orders(total, 20)).await;
         total += 20;
         wait_for_counts(&broker, total).await;
+        // The restart restored the state from the changelog.
+        let description = broker
+            .describe_transforms(DescribeTransformsRequest {
+                names: vec!["counts".into()],
+            })
+            .await
+            .transforms
+            .remove(0);
+        assert!(description.restore_records > 0, "{description:?}");
         assert_eq!(
             read_all(&broker, "counts.dead-letter", 0).await.len() as u64,
             total / 5

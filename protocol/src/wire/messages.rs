@@ -1175,6 +1175,15 @@ wire_struct! {
         /// ones it leads), with this node's figures for each. A client asks each
         /// partition's leader for its own.
         pub partitions: Vec<TransformPartitionStatus>,
+        /// A stateful transform's state partitions (0: a stateless transform).
+        pub state_partitions: u32,
+        /// Of those, restored and running on this node.
+        pub state_partitions_ready: u32,
+        /// Bytes of state on this node, over its state partitions (key + value + 160 an
+        /// entry, as `transforms.state_memory_bytes_max` counts them).
+        pub state_bytes: u64,
+        /// Changelog records read by this node's restores of the state since it started.
+        pub restore_records: u64,
     }
 }
 

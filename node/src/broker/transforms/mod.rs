@@ -261,6 +261,8 @@ struct TransformStats {
     state_positions: Mutex<BTreeMap<u32, i64>>,
     /// A stateful transform's state bytes per state partition.
     state_bytes: Mutex<BTreeMap<u32, u64>>,
+    /// Changelog records each state partition's restore has read.
+    restore_records: Mutex<BTreeMap<u32, u64>>,
     /// A stateful transform's stores by state partition, once restored (table queries).
     stores: Mutex<BTreeMap<u32, Arc<tokio::sync::Mutex<crate::streams::store::StateStore>>>>,
 }
@@ -1140,6 +1142,27 @@ impl<D: Disk> TransformRunner<D> {
                     busy_us: counters.busy_us,
                 });
             }
+        }
+        if let Some(spec) = &definition.stateful {
+            description.state_partitions = spec.state_partitions;
+        }
+        if let Some(stats) = &stats {
+            let lock = |map: &Mutex<BTreeMap<u32, u64>>| -> u64 {
+                map.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .values()
+                    .fold(0u64, |sum, value| sum.saturating_add(*value))
+            };
+            description.state_bytes = lock(&stats.state_bytes);
+            description.restore_records = lock(&stats.restore_records);
+            description.state_partitions_ready = u32::try_from(
+                stats
+                    .stores
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len(),
+            )
+            .unwrap_or(u32::MAX);
         }
         if let Some(stats) = stats {
             description.records_in = stats.records_in.load(Ordering::Relaxed);

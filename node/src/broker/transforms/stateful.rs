@@ -313,6 +313,12 @@ impl<D: Disk> StateTask<D> {
 
     /// Reads the changelog partition from its start into a new store.
     async fn restore(&self, handles: &TransformHandles<D>) -> Result<LiveState, StateTaskError> {
+        // Not ready (table queries wait) until this restore is done.
+        self.stats
+            .stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.partition);
         let changelog = StatefulSpec::changelog_topic(&self.name);
         let log = handles.registry.partition_log(&changelog, self.partition)?;
         let mut restorer = Restorer::new(
@@ -350,6 +356,11 @@ impl<D: Disk> StateTask<D> {
                     let key = record.key.as_deref().unwrap_or_default();
                     restorer.feed(record.offset, key, record.value.as_deref())?;
                 }
+                self.stats
+                    .restore_records
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(self.partition, restorer.records());
                 next = batch_end;
             }
             if next == before {
