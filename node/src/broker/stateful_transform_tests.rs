@@ -29,10 +29,14 @@ fn config() -> BrokerConfig {
 }
 
 async fn open(disk: &SimDisk) -> Arc<Broker<SimDisk>> {
+    open_with(disk, config()).await
+}
+
+async fn open_with(disk: &SimDisk, config: BrokerConfig) -> Arc<Broker<SimDisk>> {
     let broker = Broker::open(
         disk.clone(),
         Path::new(DATA),
-        config(),
+        config,
         Arc::new(SimClock::new(1_000_000)),
     )
     .await
@@ -391,6 +395,51 @@ fn power_loss_while_aggregating_neither_loses_nor_repeats_a_count() {
     rt.block_on(async {
         let broker = open(&disk).await;
         wait_for_counts(&broker, total).await;
+        broker.close().await;
+    });
+}
+
+// Goal: an input batch whose one commit would pass `transforms.commit_batch_bytes_max`
+// (here 200 orders of 200 customers against 4 KiB) is committed in smaller pieces instead of
+// stalling the partition, and still counts each order once.
+#[test]
+fn a_batch_too_large_for_one_commit_is_split() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(41);
+        let mut config = config();
+        config.transforms.commit_batch_bytes_max = 4096;
+        let broker = open_with(&disk, config).await;
+        broker
+            .registry
+            .create_topic("orders", 1, &BTreeMap::new())
+            .await
+            .unwrap();
+        broker.transforms.deploy(counts("counts")).await.unwrap();
+        let records: Vec<Record> = (0..200u64)
+            .map(|n| Record {
+                timestamp: 1000,
+                key: None,
+                value: Some(Bytes::from(format!(
+                    r#"{{"order_id": {n}, "customer_id": {n}, "amount": 1}}"#
+                ))),
+                headers: Vec::new(),
+            })
+            .collect();
+        let batch = encode_batch(&records, &EncodeOptions::default()).unwrap();
+        assert_eq!(
+            produce(&broker, "orders", 0, batch).await.error,
+            ErrorCode::None
+        );
+        let expected: BTreeMap<String, u64> = (0..200u64).map(|n| (n.to_string(), 1)).collect();
+        let mut latest = BTreeMap::new();
+        for _ in 0..6000 {
+            latest = checked_latest(&changes(&broker).await);
+            if latest == expected {
+                break;
+            }
+            crate::clock::sleep(&*broker.clock, Duration::from_millis(10)).await;
+        }
+        assert_eq!(latest, expected);
         broker.close().await;
     });
 }

@@ -1436,6 +1436,7 @@ impl<D: Disk> TransformHandles<D> {
                         partition,
                         versions: transform.version.subscribe(),
                         stats: Arc::clone(&transform.stats),
+                        records_per_commit: std::sync::atomic::AtomicUsize::new(usize::MAX),
                     };
                     transform
                         .state_tasks

@@ -244,6 +244,9 @@ pub(super) struct StateTask<D: Disk> {
     pub(super) partition: u32,
     pub(super) versions: watch::Receiver<Arc<TransformVersion>>,
     pub(super) stats: Arc<TransformStats>,
+    /// Most input records one commit covers: unbounded until a commit would pass
+    /// `transforms.commit_batch_bytes_max`, then halved each time one does.
+    pub(super) records_per_commit: std::sync::atomic::AtomicUsize,
 }
 
 impl<D: Disk> StateTask<D> {
@@ -485,10 +488,20 @@ impl<D: Disk> StateTask<D> {
             };
             let outcome = match &opened {
                 Some(opened) => {
-                    self.fold_batch(
-                        handles, version, &input, spec, state, opened, next, batch_end,
-                    )
-                    .await?
+                    // Usually one commit for the batch; more when one would not fit
+                    // `transforms.commit_batch_bytes_max` (see `records_per_commit`).
+                    let mut from = next;
+                    loop {
+                        match self
+                            .fold_batch(
+                                handles, version, &input, spec, state, opened, from, batch_end,
+                            )
+                            .await?
+                        {
+                            Folded::Committed(until) if until < batch_end => from = until,
+                            other => break other,
+                        }
+                    }
                 }
                 None => {
                     self.commit(
@@ -501,11 +514,11 @@ impl<D: Disk> StateTask<D> {
                         batch_end,
                     )
                     .await?;
-                    Folded::Committed
+                    Folded::Committed(batch_end)
                 }
             };
             match outcome {
-                Folded::Committed => next = batch_end,
+                Folded::Committed(_) => next = batch_end,
                 Folded::Stopped => return Ok(Step::Again),
             }
         }
@@ -532,10 +545,28 @@ impl<D: Disk> StateTask<D> {
         let mut applications: Vec<(usize, Bytes)> = Vec::new();
         let mut failures: Vec<(usize, String)> = Vec::new();
         let mut records_in = 0u64;
-        for (index, record) in opened.records.iter().enumerate() {
-            if record.offset < from {
+        // At most `records_per_commit` records per commit; the input position of this one
+        // is the offset of the first record left for the next.
+        let cap = self.records_per_commit.load(Ordering::Relaxed).max(1);
+        let taken: Vec<usize> = opened
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, record)| record.offset >= from)
+            .map(|(index, _)| index)
+            .take(cap.saturating_add(1))
+            .collect();
+        let until = match taken.get(cap) {
+            Some(index) => opened
+                .records
+                .get(*index)
+                .map_or(batch_end, |record| record.offset),
+            None => batch_end,
+        };
+        for index in taken.into_iter().take(cap) {
+            let Some(record) = opened.records.get(index) else {
                 continue;
-            }
+            };
             if spec.repartition {
                 let headers = record
                     .headers
@@ -665,10 +696,17 @@ impl<D: Disk> StateTask<D> {
                 timestamp_ms,
             })
             .collect();
-        self.commit(
-            handles, definition, state, changes, outputs, dead, batch_end,
-        )
-        .await?;
+        let committed = self
+            .commit(handles, definition, state, changes, outputs, dead, until)
+            .await;
+        if let Err(StateTaskError::CommitTooLarge(_)) = &committed {
+            // The store is ahead of the log now: the task restores, and retries this input
+            // in commits of half as many records.
+            let halved = (records_in as usize / 2).max(1);
+            self.records_per_commit.store(halved, Ordering::Relaxed);
+            tracing::warn!(transform = %self.name, partition = self.partition, records_per_commit = halved, "a commit would pass transforms.commit_batch_bytes_max; splitting the input");
+        }
+        committed?;
         self.publish(&state.position, Some(store.memory_bytes()));
         drop(store);
         self.stats
@@ -689,7 +727,7 @@ impl<D: Disk> StateTask<D> {
                 busy_us,
             },
         );
-        Ok(Folded::Committed)
+        Ok(Folded::Committed(until))
     }
 
     /// Appends one commit (state changes, outbox entries for `outputs`, tombstones of
@@ -933,8 +971,8 @@ impl<D: Disk> StateTask<D> {
 
 /// What a batch's fold came to.
 enum Folded {
-    /// Committed (and forwarded).
-    Committed,
+    /// Committed (and forwarded) the input up to this offset.
+    Committed(i64),
     /// The transform stopped before it (`on_error = stop`).
     Stopped,
 }
