@@ -494,6 +494,14 @@ pub struct TransformDescription {
     /// Per input partition: the node running it and its figures there. In a cluster the
     /// counters above are the sums over these (see [`TransformPartitionStatus`]).
     pub partitions: Vec<TransformPartition>,
+    /// A stateful transform's state partitions (0: stateless).
+    pub state_partitions: u32,
+    /// Of those, restored and running on the node answering.
+    pub state_partitions_ready: u32,
+    /// Bytes of state on the node answering.
+    pub state_bytes: u64,
+    /// Changelog records its restores have read since it started.
+    pub restore_records: u64,
 }
 
 /// Creates, deletes and describes topics and consumer groups; manages WASM modules and
@@ -1292,6 +1300,10 @@ fn transform_description(
             .collect(),
         // Filled from the partitions' leaders (`transform_partitions.rs`).
         partitions: Vec::new(),
+        state_partitions: transform.state_partitions,
+        state_partitions_ready: transform.state_partitions_ready,
+        state_bytes: transform.state_bytes,
+        restore_records: transform.restore_records,
     })
 }
 
@@ -1522,6 +1534,7 @@ mod operations;
 pub mod quotas;
 pub mod security;
 pub mod snapshot;
+pub mod table;
 pub use operations::{PreferredLeaderElection, ReassignmentDescription};
 mod transform_partitions;
 pub use transform_partitions::{TransformPartition, TransformPartitionStatus};

@@ -155,6 +155,7 @@ mod throttle;
 pub use admin::quotas;
 pub use admin::security;
 pub use admin::snapshot;
+pub use admin::table;
 pub use admin::{
     Admin, ClusterDescription, ClusterNodeDescription, ClusterPartitionDescription, ConfigValue,
     GroupDescription, GroupListing, GroupMemberDescription, GroupPartitionOffsets, ListedOffset,

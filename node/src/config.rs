@@ -211,6 +211,9 @@ struct TransformsSection {
     breaker_error_ratio: Option<f64>,
     breaker_records_min: Option<u64>,
     transforms_max: Option<usize>,
+    state_memory_bytes_max: Option<u64>,
+    commit_batch_bytes_max: Option<u64>,
+    table_scan_entries_max: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -914,6 +917,23 @@ impl NodeConfig {
         if let Some(value) = transforms.transforms_max {
             limits.transforms_max = value;
         }
+        if let Some(value) = transforms.state_memory_bytes_max {
+            limits.state_memory_bytes_max = positive("state_memory_bytes_max", value)?;
+        }
+        if let Some(value) = transforms.commit_batch_bytes_max {
+            // At least a position's and a few entries' worth; at most what one appended
+            // batch may be (the changelog's max.message.bytes default).
+            if !(4096..=1024 * 1024).contains(&value) {
+                return Err(ConfigError(format!(
+                    "{origin}: transforms.commit_batch_bytes_max must be within 4096..=1048576, got {value}"
+                )));
+            }
+            limits.commit_batch_bytes_max = value;
+        }
+        if let Some(value) = transforms.table_scan_entries_max {
+            limits.table_scan_entries_max =
+                positive("table_scan_entries_max", value as u64)? as usize;
+        }
         let mut names = BTreeMap::new();
         for spanned in &file.module {
             let line = line_of(text, spanned.span().start);
@@ -1245,6 +1265,9 @@ fetch_fuel_principals_tracked_max = 500
 
 [transforms]
 breaker_error_ratio = 0.9
+state_memory_bytes_max = 1048576
+commit_batch_bytes_max = 65536
+table_scan_entries_max = 50
 
 [[module]]
 name = "vip"
@@ -1273,6 +1296,9 @@ on_error = "skip"
         );
         assert_eq!(config.broker.wasm.fetch_fuel_principals_tracked_max, 500);
         assert_eq!(config.broker.transforms.breaker_error_ratio, 0.9);
+        assert_eq!(config.broker.transforms.state_memory_bytes_max, 1024 * 1024);
+        assert_eq!(config.broker.transforms.commit_batch_bytes_max, 65536);
+        assert_eq!(config.broker.transforms.table_scan_entries_max, 50);
         assert_eq!(config.modules[0].kind, PluginKind::Partitioner);
         assert_eq!(config.modules[0].params["null_key_partition"], "1");
         let transform = &config.transforms[0];
@@ -1310,6 +1336,14 @@ on_error = "skip"
             (
                 "[transforms]\nbreaker_error_ratio = 2.0\n",
                 "breaker_error_ratio must be within",
+            ),
+            (
+                "[transforms]\nstate_memory_bytes_max = 0\n",
+                "state_memory_bytes_max must be positive",
+            ),
+            (
+                "[transforms]\ncommit_batch_bytes_max = 2000000\n",
+                "transforms.commit_batch_bytes_max must be within 4096..=1048576, got 2000000",
             ),
             (
                 "[[transform]]\nname = \"t\"\nkind = \"reduce\"\nmodule = \"m.wasm\"\ninput = \"i\"\n",

@@ -50,6 +50,7 @@ mod retention;
 mod sdk_produce_consume;
 mod security;
 mod snapshot;
+mod streams;
 mod top;
 mod topic_delete;
 mod wasm;

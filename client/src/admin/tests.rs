@@ -38,6 +38,10 @@ fn described(name: &str) -> wire::TransformDescription {
             },
         ],
         partitions: Vec::new(),
+        state_partitions: 3,
+        state_partitions_ready: 2,
+        state_bytes: 640,
+        restore_records: 9,
     }
 }
 
@@ -115,6 +119,15 @@ fn transform_descriptions_become_typed() {
     assert_eq!(description.version, 2);
     assert_eq!(description.last_error, None);
     assert_eq!(description.busy, Duration::from_micros(1500));
+    assert_eq!(
+        (
+            description.state_partitions,
+            description.state_partitions_ready,
+            description.state_bytes,
+            description.restore_records
+        ),
+        (3, 2, 640, 9)
+    );
     assert_eq!(
         description.positions,
         BTreeMap::from([(0, 3), (1, 5)]),

@@ -366,6 +366,10 @@ mod tests {
                     status,
                 })
                 .collect(),
+            state_partitions: 0,
+            state_partitions_ready: 0,
+            state_bytes: 0,
+            restore_records: 0,
         }
     }
 

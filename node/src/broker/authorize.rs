@@ -993,6 +993,30 @@ impl<D: Disk> Broker<D> {
                 );
                 Response::Snapshot(response)
             }
+            // A table is the state behind a transform's output: Describe on the transform
+            // and Read on its output topic.
+            Request::TableGet(request) => {
+                if let Err((error, message)) = self.table_permits(access, &request.name).await {
+                    return Ok(Response::TableGet(ledge_protocol::wire::TableGetResponse {
+                        error,
+                        message,
+                        ..Default::default()
+                    }));
+                }
+                Response::TableGet(self.transforms.table_get(request).await)
+            }
+            Request::TableScan(request) => {
+                if let Err((error, message)) = self.table_permits(access, &request.name).await {
+                    return Ok(Response::TableScan(
+                        ledge_protocol::wire::TableScanResponse {
+                            error,
+                            message,
+                            ..Default::default()
+                        },
+                    ));
+                }
+                Response::TableScan(self.transforms.table_scan(request).await)
+            }
             // Progress says only how far a snapshot is: Describe on the cluster.
             Request::SnapshotProgress(request) => {
                 if let Err(denial) =
@@ -1338,6 +1362,24 @@ impl<D: Disk> Broker<D> {
             outcome_of(response.error, &response.message),
         );
         response
+    }
+
+    /// A table query: Describe on the transform (or the cluster), and Read on its output
+    /// topic (the table holds what that topic's change records carry).
+    async fn table_permits(&self, access: &Access, name: &str) -> Result<(), (ErrorCode, String)> {
+        cluster_or(
+            access,
+            AclOperation::Describe,
+            ResourceType::Transform,
+            name,
+        )
+        .map_err(|denial| answer(&denial, ResourceType::Transform))?;
+        if let Some(definition) = self.registry.transform(name).await {
+            access
+                .check(AclOperation::Read, ResourceType::Topic, &definition.output)
+                .map_err(|denial| answer(&denial, ResourceType::Topic))?;
+        }
+        Ok(())
     }
 
     /// DescribeTransforms: the named ones need Describe (on the transform or the cluster);

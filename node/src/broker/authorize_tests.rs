@@ -476,6 +476,21 @@ fn sample(api: ApiKey) -> (Request, Vec<Grant>) {
             }),
             vec![(Describe, Cluster, cluster)],
         ),
+        ApiKey::TableGet => (
+            Request::TableGet(TableGetRequest {
+                name: "t".into(),
+                key: Bytes::from_static(b"k"),
+            }),
+            vec![(Describe, Transform, "t"), (Read, Topic, "orders.t")],
+        ),
+        ApiKey::TableScan => (
+            Request::TableScan(TableScanRequest {
+                name: "t".into(),
+                prefix: Bytes::new(),
+                limit: 0,
+            }),
+            vec![(Describe, Transform, "t"), (Read, Topic, "orders.t")],
+        ),
         ApiKey::CreateAcls => (
             Request::CreateAcls(CreateAclsRequest {
                 bindings: vec![carol_binding()],
@@ -579,6 +594,8 @@ fn denied(answer: &Result<Response, Refusal>) -> bool {
         Response::DescribeClientQuotas(answer) => vec![answer.error],
         Response::Snapshot(answer) => vec![answer.error],
         Response::SnapshotProgress(answer) => vec![answer.error],
+        Response::TableGet(answer) => vec![answer.error],
+        Response::TableScan(answer) => vec![answer.error],
         Response::ListGroups(answer) => {
             return !answer.groups.iter().any(|group| group.group_id == "g");
         }

@@ -231,6 +231,13 @@ impl<D: Disk> Broker<D> {
             Request::SnapshotProgress(request) => {
                 Response::SnapshotProgress(self.snapshot_progress_request(&request))
             }
+            // Stateful transforms' tables (`transforms/mod.rs`).
+            Request::TableGet(request) => {
+                Response::TableGet(self.transforms.table_get(request).await)
+            }
+            Request::TableScan(request) => {
+                Response::TableScan(self.transforms.table_scan(request).await)
+            }
             Request::CreatePartitions(request) => {
                 Response::CreatePartitions(self.create_partitions(request).await)
             }
@@ -1326,7 +1333,9 @@ impl From<&DeployTransformError> for ErrorCode {
             DeployTransformError::InvalidName(_)
             | DeployTransformError::Params(_)
             | DeployTransformError::TooMany(_)
-            | DeployTransformError::VersionsExhausted { .. } => Self::InvalidRequest,
+            | DeployTransformError::VersionsExhausted { .. }
+            | DeployTransformError::StatefulInCluster
+            | DeployTransformError::StateChanged { .. } => Self::InvalidRequest,
             DeployTransformError::UnknownInput(_) => Self::UnknownTopicOrPartition,
             DeployTransformError::InternalInput => Self::InternalTopic,
             DeployTransformError::StatefulKind(_) => Self::InvalidModule,

@@ -186,6 +186,34 @@ pub struct StoredTransform {
     /// node itself, unrestricted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployer: Option<String>,
+    /// A stateful (aggregate) transform's state layout (docs/STREAMS.md); `None` for the
+    /// record-by-record kinds and for definitions stored before stateful transforms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stateful: Option<StatefulSpec>,
+}
+
+/// How a stateful transform keeps its state: its partitions and whether its input is
+/// re-keyed through `__transform.NAME.repartition` first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatefulSpec {
+    /// State partitions: the partitions of `__transform.NAME.changelog` (and of the
+    /// repartition topic), one stage-2 task each.
+    pub state_partitions: u32,
+    /// True when the module exports `ledge_group`: stage 1 re-keys the input into the
+    /// repartition topic, and stage 2 reads that instead of the input.
+    pub repartition: bool,
+}
+
+impl StatefulSpec {
+    /// The changelog topic of transform `name`.
+    pub fn changelog_topic(name: &str) -> String {
+        format!("__transform.{name}.changelog")
+    }
+
+    /// The repartition topic of transform `name`.
+    pub fn repartition_topic(name: &str) -> String {
+        format!("__transform.{name}.repartition")
+    }
 }
 
 /// What a transform does with a record its module fails: shared with the client and the

@@ -1171,13 +1171,19 @@ fn record_by_record_places_refuse_stateful_modules() {
             "{}",
             fetched.message
         );
+        // A join is not deployable as a transform yet (an aggregate is: stateful_tests).
+        let join = crate::wasm::runtime::stateful_tests::Fixed {
+            exports: &["ledge_join"],
+            ..Default::default()
+        }
+        .module();
         let mut declared = transform(
-            "counting",
-            Bytes::from(aggregate),
+            "joining",
+            Bytes::from(join),
             "t",
             transforms::OnError::DeadLetter,
         );
-        declared.kind = crate::wasm::PluginKind::Aggregate;
+        declared.kind = crate::wasm::PluginKind::Join;
         let error = broker.transforms.deploy(declared).await.unwrap_err();
         assert!(
             matches!(error, transforms::DeployTransformError::StatefulKind(_)),
@@ -1185,8 +1191,8 @@ fn record_by_record_places_refuse_stateful_modules() {
         );
         assert_eq!(
             error.to_string(),
-            "aggregate modules keep state; a transform runs filter, map, filter_map, flat_map \
-             and partitioner modules (stateful transforms: docs/STREAMS.md)"
+            "join transforms are not built yet; a transform runs filter, map, filter_map, \
+             flat_map, partitioner and aggregate modules (docs/STREAMS.md)"
         );
         broker.close().await;
     });

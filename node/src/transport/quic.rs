@@ -1165,7 +1165,9 @@ fn answer_may_be_dropped(api: ApiKey) -> bool {
         | ApiKey::DescribeUserScramCredentials
         | ApiKey::DescribeAcls
         | ApiKey::DescribeClientQuotas
-        | ApiKey::SnapshotProgress => true,
+        | ApiKey::SnapshotProgress
+        | ApiKey::TableGet
+        | ApiKey::TableScan => true,
         ApiKey::CreateTopics
         | ApiKey::DeleteTopics
         | ApiKey::AlterConfigs

@@ -175,6 +175,29 @@ impl OpenedBatch {
             .saturating_add(headers)
     }
 
+    /// One call's input for records `range` (a stateful call's batch): the header, the
+    /// records region holding exactly them, and their count; `None` for an empty or
+    /// out-of-bounds range.
+    pub(crate) fn call_input(
+        &self,
+        range: std::ops::Range<usize>,
+        partition: u32,
+        partition_count: u32,
+    ) -> Option<(InputHeader, Bytes, usize)> {
+        if range.is_empty() {
+            return None;
+        }
+        let first = self.spans.get(range.start)?;
+        let last = self.spans.get(range.end - 1)?;
+        let header = InputHeader {
+            partition,
+            partition_count,
+            base_offset: self.header.base_offset,
+            base_timestamp: self.header.base_timestamp,
+        };
+        Some((header, self.region.slice(first.0..last.1), range.len()))
+    }
+
     /// Runs `plugin` over records `range` (in calls of at most `batch_records_max`).
     pub(crate) async fn run(
         &self,

@@ -1101,6 +1101,47 @@ impl Plugin {
             .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
     }
 
+    /// [`group`](Self::group) on the node's plug-in executor.
+    pub async fn group_on_executor(
+        self: &Arc<Self>,
+        header: InputHeader,
+        records: Bytes,
+        record_count: usize,
+    ) -> Result<CallRun<Vec<GroupOutcome>>, WasmError> {
+        let plugin = Arc::clone(self);
+        self.engine
+            .run_call(move || plugin.group(&header, &records, record_count))
+            .await
+            .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
+    }
+
+    /// [`aggregate`](Self::aggregate) on the node's plug-in executor, with owned slots:
+    /// (group key, stored state) each, unwindowed.
+    pub async fn aggregate_on_executor(
+        self: &Arc<Self>,
+        slots: Vec<(Bytes, Option<Bytes>)>,
+        header: InputHeader,
+        records: Bytes,
+        record_count: usize,
+        applications: Vec<Application>,
+    ) -> Result<CallRun<AggregateOutput>, WasmError> {
+        let plugin = Arc::clone(self);
+        self.engine
+            .run_call(move || {
+                let slots: Vec<Slot<'_>> = slots
+                    .iter()
+                    .map(|(key, state)| Slot {
+                        key,
+                        window: None,
+                        state: state.as_deref(),
+                    })
+                    .collect();
+                plugin.aggregate(&slots, &header, &records, record_count, &applications)
+            })
+            .await
+            .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
+    }
+
     /// Runs one call of `export` on `input` with the fuel share of `units` records, then
     /// `decode` on its output. A failure of either discards the instance; success gives it
     /// back to the pool. The fuel includes `ledge_init`'s when no idle instance was at hand.

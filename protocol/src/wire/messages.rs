@@ -1175,6 +1175,15 @@ wire_struct! {
         /// ones it leads), with this node's figures for each. A client asks each
         /// partition's leader for its own.
         pub partitions: Vec<TransformPartitionStatus>,
+        /// A stateful transform's state partitions (0: a stateless transform).
+        pub state_partitions: u32,
+        /// Of those, restored and running on this node.
+        pub state_partitions_ready: u32,
+        /// Bytes of state on this node, over its state partitions (key + value + 160 an
+        /// entry, as `transforms.state_memory_bytes_max` counts them).
+        pub state_bytes: u64,
+        /// Changelog records read by this node's restores of the state since it started.
+        pub restore_records: u64,
     }
 }
 
@@ -1844,5 +1853,70 @@ wire_struct! {
         pub partitions_total: u32,
         /// Segment bytes of the partitions copied so far.
         pub bytes_done: u64,
+    }
+}
+
+wire_struct! {
+    /// One key of a stateful transform's table (`ledge table get`), answered from the
+    /// state of the node running it.
+    pub struct TableGetRequest {
+        /// The transform.
+        pub name: String,
+        /// The group key.
+        pub key: Bytes,
+    }
+}
+
+wire_struct! {
+    /// A table key's state.
+    pub struct TableGetResponse {
+        /// `ModuleNotFound` (no such transform), `InvalidRequest` (not a stateful
+        /// transform), an authorization error, or `LeaderNotAvailable` (retriable) while a
+        /// state partition restores or runs on no task here; otherwise none.
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// The key has a state.
+        pub found: bool,
+        /// The state (the module's JSON) when found.
+        pub value: Bytes,
+    }
+}
+
+wire_struct! {
+    /// Keys of a stateful transform's table in key order (`ledge table scan`).
+    pub struct TableScanRequest {
+        /// The transform.
+        pub name: String,
+        /// Only keys starting with these bytes (empty: all).
+        pub prefix: Bytes,
+        /// At most this many entries (0: the node's limit).
+        pub limit: u32,
+    }
+}
+
+wire_struct! {
+    /// One entry of a table scan.
+    pub struct TableEntry {
+        /// The group key.
+        pub key: Bytes,
+        /// Its state.
+        pub value: Bytes,
+        /// The state partition holding it.
+        pub partition: u32,
+    }
+}
+
+wire_struct! {
+    /// A table scan's entries.
+    pub struct TableScanResponse {
+        /// As [`TableGetResponse::error`].
+        pub error: ErrorCode,
+        /// Explanation when `error` is set.
+        pub message: String,
+        /// Entries in key order.
+        pub entries: Vec<TableEntry>,
+        /// More entries matched than were returned.
+        pub truncated: bool,
     }
 }

@@ -149,6 +149,8 @@ apis! {
     DescribeClientQuotas = 48, DescribeClientQuotasRequest, DescribeClientQuotasResponse;
     Snapshot = 49, SnapshotRequest, SnapshotResponse;
     SnapshotProgress = 50, SnapshotProgressRequest, SnapshotProgressResponse;
+    TableGet = 51, TableGetRequest, TableGetResponse;
+    TableScan = 52, TableScanRequest, TableScanResponse;
 }
 
 /// The only version of each API so far.

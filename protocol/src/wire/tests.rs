@@ -81,6 +81,15 @@ fn samples() -> Vec<Request> {
         Request::SnapshotProgress(SnapshotProgressRequest {
             out_dir: "/var/backups/ledge/2026-12-07".into(),
         }),
+        Request::TableGet(TableGetRequest {
+            name: "counts".into(),
+            key: Bytes::from_static(b"42"),
+        }),
+        Request::TableScan(TableScanRequest {
+            name: "counts".into(),
+            prefix: Bytes::from_static(b"4"),
+            limit: 10,
+        }),
         Request::ApiVersions(ApiVersionsRequest {
             client_software_name: "ledge-cli".into(),
             client_software_version: "0.1".into(),
@@ -262,6 +271,22 @@ fn response_samples() -> Vec<Response> {
             partitions_done: 2,
             partitions_total: 5,
             bytes_done: 1 << 33,
+        }),
+        Response::TableGet(TableGetResponse {
+            error: ErrorCode::None,
+            message: String::new(),
+            found: true,
+            value: Bytes::from_static(b"100"),
+        }),
+        Response::TableScan(TableScanResponse {
+            error: ErrorCode::None,
+            message: String::new(),
+            entries: vec![TableEntry {
+                key: Bytes::from_static(b"42"),
+                value: Bytes::from_static(b"3"),
+                partition: 2,
+            }],
+            truncated: true,
         }),
         Response::SaslHandshake(SaslHandshakeResponse {
             error: ErrorCode::UnsupportedSaslMechanism,

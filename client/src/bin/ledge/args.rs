@@ -129,6 +129,11 @@ pub(crate) enum Command {
     /// A live view: node health, topics with produce rates, groups with lag per partition and
     /// a lag trend, transforms with rates and dead letters (refreshed every --interval-ms)
     Top(TopArgs),
+    /// Query a stateful transform's table (its state, served by the node running it)
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+    },
     /// Node administration: snapshot the node's data directory for disaster recovery
     Admin {
         #[command(subcommand)]
@@ -449,6 +454,41 @@ pub(crate) struct ModuleDeleteArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum TableCommand {
+    /// Print one key's state
+    Get(TableGetArgs),
+    /// Print the keys (with a prefix) and their states in key order
+    Scan(TableScanArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TableGetArgs {
+    /// The stateful transform
+    pub(crate) name: String,
+    /// The group key (UTF-8)
+    #[arg(value_name = "KEY")]
+    pub(crate) group_key: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TableScanArgs {
+    /// The stateful transform
+    pub(crate) name: String,
+    /// Only keys starting with this (UTF-8)
+    #[arg(long, default_value = "")]
+    pub(crate) prefix: String,
+    /// At most this many entries (0: the node's transforms.table_scan_entries_max)
+    #[arg(long, default_value_t = 0)]
+    pub(crate) limit: u32,
+    /// Output format: columns, or one JSON object per line
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum TransformCommand {
     /// Deploy a transform, or a new version of one (keeps its input positions)
     Deploy(TransformDeployArgs),
@@ -521,8 +561,8 @@ pub(crate) enum KindArg {
     /// Picks each record's partition (topic config partitioner.module; as a transform it
     /// repartitions: each record is copied to the output partition it picks)
     Partitioner,
-    /// Folds records into per-key state (stateful; docs/STREAMS.md; upload only until
-    /// stateful transforms are deployable)
+    /// Folds records into per-key state (stateful; docs/STREAMS.md): a transform whose
+    /// output is a topic of changes, its state kept in __transform.NAME.changelog
     Aggregate,
     /// Joins records of two inputs (stateful; docs/STREAMS.md; upload only until stateful
     /// transforms are deployable)
@@ -1368,6 +1408,32 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    // Goal: `ledge table get NAME KEY` keeps the key apart from the global `--key` (a TLS
+    // key file), and `table scan` takes a prefix, a limit and JSON.
+    #[test]
+    fn table_commands_parse() {
+        let cli = Cli::try_parse_from(["ledge", "table", "get", "counts", "3"]).unwrap();
+        let Command::Table {
+            command: TableCommand::Get(get),
+        } = cli.command
+        else {
+            panic!("not table get")
+        };
+        assert_eq!((get.name.as_str(), get.group_key.as_str()), ("counts", "3"));
+        let cli = Cli::try_parse_from([
+            "ledge", "table", "scan", "counts", "--prefix", "4", "--limit", "5", "--format", "json",
+        ])
+        .unwrap();
+        let Command::Table {
+            command: TableCommand::Scan(scan),
+        } = cli.command
+        else {
+            panic!("not table scan")
+        };
+        assert_eq!((scan.prefix.as_str(), scan.limit), ("4", 5));
+        assert_eq!(scan.format, Format::Json);
     }
 
     #[test]

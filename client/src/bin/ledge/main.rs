@@ -14,6 +14,7 @@ mod operations;
 mod output;
 mod produce;
 mod security;
+mod table;
 mod top;
 mod topic;
 mod transform;
@@ -111,6 +112,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Group { command } => group::run(&client, command).await,
         Command::Module { command } => module::run(&client, command).await,
         Command::Transform { command } => transform::run(&client, command).await,
+        Command::Table { command } => table::run(&client, command).await,
         Command::User { command } => security::run_user(&client, command).await,
         Command::Acl { command } => security::run_acl(&client, command).await,
         Command::Quota { command } => security::run_quota(&client, command).await,

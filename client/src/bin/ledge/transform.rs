@@ -175,6 +175,20 @@ fn describe_text(transform: &TransformDescription) -> String {
         ("Lag", format!("{} records", transform.lag)),
         ("Busy", human_duration(transform.busy)),
         (
+            "Stored state",
+            if transform.state_partitions == 0 {
+                "-".to_string()
+            } else {
+                format!(
+                    "{} bytes, {}/{} partitions ready, {} changelog records restored",
+                    transform.state_bytes,
+                    transform.state_partitions_ready,
+                    transform.state_partitions,
+                    transform.restore_records
+                )
+            },
+        ),
+        (
             "Last error",
             transform
                 .last_error
@@ -315,6 +329,10 @@ fn describe_json(transform: &TransformDescription) -> serde_json::Value {
         "records_dead": transform.records_dead,
         "lag": transform.lag,
         "busy_us": u64::try_from(transform.busy.as_micros()).unwrap_or(u64::MAX),
+        "state_partitions": transform.state_partitions,
+        "state_partitions_ready": transform.state_partitions_ready,
+        "state_bytes": transform.state_bytes,
+        "restore_records": transform.restore_records,
         "last_error": transform.last_error,
         "positions": transform.positions.iter().map(|(partition, offset)| json!({
             "partition": partition,
@@ -384,6 +402,10 @@ mod tests {
                     ),
                 },
             ],
+            state_partitions: 2,
+            state_partitions_ready: 1,
+            state_bytes: 4096,
+            restore_records: 12,
         }
     }
 
@@ -416,6 +438,7 @@ mod tests {
             "NODE",
             "unreachable",
             "partition 1: node 3 did not answer: connection refused",
+            "4096 bytes, 1/2 partitions ready, 12 changelog records restored",
         ] {
             assert!(
                 text.contains(expected),
@@ -425,6 +448,9 @@ mod tests {
         let json = describe_json(&described());
         assert_eq!(json["state"], "paused");
         assert_eq!(json["busy_us"], 1500);
+        assert_eq!(json["state_bytes"], 4096);
+        assert_eq!(json["state_partitions_ready"], 1);
+        assert_eq!(json["restore_records"], 12);
         assert_eq!(json["positions"][1], json!({"partition": 1, "offset": 5}));
         assert_eq!(json["params"], json!({"threshold": "1000"}));
         assert_eq!(

@@ -1647,6 +1647,21 @@ impl<D: Disk> TopicRegistry<D> {
         Ok(())
     }
 
+    /// Deletes a stateful transform's internal topic (`__transform.NAME.changelog` or
+    /// `.repartition`) when the transform is removed; no such topic is not an error.
+    pub async fn delete_transform_topic(&self, name: &str) -> Result<(), DeleteTopicError> {
+        let mut store = self.admin.lock().await;
+        let Some(topic) = self.topic(name) else {
+            return Ok(());
+        };
+        self.remove_topic_locked(&mut store, name, &topic)
+            .await
+            .map_err(|source| DeleteTopicError::Record {
+                topic: name.to_string(),
+                source,
+            })
+    }
+
     /// Checks what deleting topic `name` would refuse for this node's sake (internal, or
     /// used by a transform), without deleting it: in a `[cluster]` the controller deletes,
     /// after this check on the node that forwards the request.

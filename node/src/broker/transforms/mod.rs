@@ -28,6 +28,7 @@
 mod bisect;
 mod link;
 mod route;
+mod stateful;
 mod task;
 
 pub use link::{LinkError, TransformLink};
@@ -80,13 +81,25 @@ pub enum DeployTransformError {
     /// The input is an internal topic.
     #[error("a transform cannot read an internal topic")]
     InternalInput,
-    /// The module is of a stateful kind (aggregate, join), which a record-by-record
-    /// transform cannot run.
+    /// The module is of a stateful kind no transform runs yet (join).
     #[error(
-        "{0} modules keep state; a transform runs filter, map, filter_map, flat_map and \
-         partitioner modules (stateful transforms: docs/STREAMS.md)"
+        "{0} transforms are not built yet; a transform runs filter, map, filter_map, \
+         flat_map, partitioner and aggregate modules (docs/STREAMS.md)"
     )]
     StatefulKind(PluginKind),
+    /// A stateful transform in a `[cluster]`: not built yet (its changelog is written on one
+    /// node; docs/STREAMS.md).
+    #[error("stateful transforms run on a single node for now (docs/STREAMS.md)")]
+    StatefulInCluster,
+    /// A stateful transform redeployed with another kind or state layout, or a stateless
+    /// one redeployed as stateful: its state would not match.
+    #[error("transform {name:?}: {reason}; remove it and deploy it again")]
+    StateChanged {
+        /// The transform.
+        name: String,
+        /// What changed.
+        reason: String,
+    },
     /// An output or dead-letter topic name is not a valid name.
     #[error(transparent)]
     InvalidTopicName(TopicNameError),
@@ -194,6 +207,13 @@ pub struct TransformLimits {
     pub breaker_records_min: u64,
     /// Most transforms on the node.
     pub transforms_max: usize,
+    /// Bytes of state per stateful transform partition (docs/STREAMS.md).
+    pub state_memory_bytes_max: u64,
+    /// Bytes of one commit's changelog batch (one input batch's state changes, change
+    /// records and position).
+    pub commit_batch_bytes_max: u64,
+    /// Most entries one table scan answers.
+    pub table_scan_entries_max: usize,
 }
 
 impl Default for TransformLimits {
@@ -209,6 +229,9 @@ impl Default for TransformLimits {
             breaker_error_ratio: 0.5,
             breaker_records_min: 100,
             transforms_max: 256,
+            state_memory_bytes_max: crate::streams::store::STATE_MEMORY_BYTES_MAX_DEFAULT,
+            commit_batch_bytes_max: crate::streams::changelog::COMMIT_BATCH_BYTES_MAX_DEFAULT,
+            table_scan_entries_max: 10_000,
         }
     }
 }
@@ -234,6 +257,14 @@ struct TransformStats {
     /// with the node running it.
     partitions: Mutex<BTreeMap<u32, PartitionCounters>>,
     breaker: Mutex<BreakerWindow>,
+    /// A stateful transform's committed input position per state partition.
+    state_positions: Mutex<BTreeMap<u32, i64>>,
+    /// A stateful transform's state bytes per state partition.
+    state_bytes: Mutex<BTreeMap<u32, u64>>,
+    /// Changelog records each state partition's restore has read.
+    restore_records: Mutex<BTreeMap<u32, u64>>,
+    /// A stateful transform's stores by state partition, once restored (table queries).
+    stores: Mutex<BTreeMap<u32, Arc<tokio::sync::Mutex<crate::streams::store::StateStore>>>>,
 }
 
 /// A transform's counters for one input partition on this node.
@@ -361,12 +392,15 @@ pub(crate) struct RunningTransform {
     version: watch::Sender<Arc<TransformVersion>>,
     stats: Arc<TransformStats>,
     /// By input partition: every partition on one node, the ones it leads in a cluster.
+    /// A stateful transform's stage 1 (re-keying); none when it does not re-key.
     tasks: BTreeMap<u32, tokio::task::JoinHandle<()>>,
+    /// A stateful transform's stage-2 tasks, by state partition.
+    state_tasks: BTreeMap<u32, tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for RunningTransform {
     fn drop(&mut self) {
-        for task in self.tasks.values() {
+        for task in self.tasks.values().chain(self.state_tasks.values()) {
             task.abort();
         }
     }
@@ -499,6 +533,7 @@ impl<D: Disk> TransformRunner<D> {
                 version: sender,
                 stats: Arc::new(TransformStats::default()),
                 tasks: BTreeMap::new(),
+                state_tasks: BTreeMap::new(),
             },
         );
         drop(running);
@@ -527,8 +562,11 @@ impl<D: Disk> TransformRunner<D> {
     ) -> Result<u32, DeployTransformError> {
         let name = declared.name.clone();
         validate_module_name(&name).map_err(DeployTransformError::InvalidName)?;
-        if declared.kind.is_stateful() {
+        if declared.kind == PluginKind::Join {
             return Err(DeployTransformError::StatefulKind(declared.kind));
+        }
+        if declared.kind.is_stateful() && self.handles.link.get().is_some() {
+            return Err(DeployTransformError::StatefulInCluster);
         }
         let Some(input) = self.handles.registry.topic(&declared.input) else {
             return Err(DeployTransformError::UnknownInput(declared.input));
@@ -631,6 +669,15 @@ impl<D: Disk> TransformRunner<D> {
                 Err(error) => return Err(error.into()),
             }
         }
+        let stateful = self
+            .prepare_state(
+                &name,
+                &declared,
+                &plugin,
+                existing.as_ref(),
+                input_partitions,
+            )
+            .await?;
         let version = match &existing {
             None => 1,
             // The version comes from metadata.json; wrapping would repeat old versions.
@@ -651,6 +698,7 @@ impl<D: Disk> TransformRunner<D> {
             // A new version starts running; an operator deploys a fix to resume.
             stopped: None,
             deployer,
+            stateful,
         };
         self.handles
             .registry
@@ -661,6 +709,97 @@ impl<D: Disk> TransformRunner<D> {
         self.launch(&name, definition, plugin);
         tracing::info!(transform = %name, version, "transform deployed");
         Ok(version)
+    }
+
+    /// A stateful transform's spec, with its internal topics created: the changelog
+    /// (compacted) and, when the module exports `ledge_group`, the repartition topic.
+    /// `None` for the record-by-record kinds. A redeploy keeps the state only when the kind,
+    /// layout and `ledge_state_schema` are unchanged.
+    async fn prepare_state(
+        &self,
+        name: &str,
+        declared: &DeclaredTransform,
+        plugin: &Plugin,
+        existing: Option<&StoredTransform>,
+        input_partitions: u32,
+    ) -> Result<Option<super::metadata::StatefulSpec>, DeployTransformError> {
+        use super::metadata::StatefulSpec;
+        if !declared.kind.is_stateful() {
+            if existing.is_some_and(|existing| existing.stateful.is_some()) {
+                return Err(DeployTransformError::StateChanged {
+                    name: name.to_string(),
+                    reason: format!("it keeps state; a {} module keeps none", declared.kind),
+                });
+            }
+            return Ok(None);
+        }
+        // Co-partitioning (docs/STREAMS.md): state partition q holds the keys murmur2
+        // places in q. Without `ledge_group` the input's keys are the group keys, so the
+        // state has the input's partitions; with it, the repartition topic is made with
+        // the same count.
+        let spec = StatefulSpec {
+            state_partitions: input_partitions.max(1),
+            repartition: plugin
+                .module()
+                .exports(ledge_protocol::wasm_abi::EXPORT_GROUP),
+        };
+        if let Some(existing) = existing {
+            let reason = match &existing.stateful {
+                None => Some("it keeps no state; an aggregate module does".to_string()),
+                Some(old) if *old != spec => Some(format!(
+                    "its state layout changes ({} state partitions, repartition {} -> {} and {})",
+                    old.state_partitions, old.repartition, spec.state_partitions, spec.repartition
+                )),
+                Some(_) => {
+                    let old_schema = self
+                        .handles
+                        .plugins
+                        .plugin(&existing.module, existing.module.params.clone())
+                        .await
+                        .ok()
+                        .and_then(|old| old.module().state_schema().map(str::to_string));
+                    let new_schema = plugin.module().state_schema().map(str::to_string);
+                    (old_schema != new_schema).then(|| {
+                        format!(
+                            "its state schema changes ({} -> {}); ledge_state_check is not consulted yet",
+                            old_schema.unwrap_or_default(),
+                            new_schema.unwrap_or_default()
+                        )
+                    })
+                }
+            };
+            if let Some(reason) = reason {
+                return Err(DeployTransformError::StateChanged {
+                    name: name.to_string(),
+                    reason,
+                });
+            }
+        }
+        let mut topics = vec![(
+            StatefulSpec::changelog_topic(name),
+            BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+        )];
+        if spec.repartition {
+            topics.push((
+                StatefulSpec::repartition_topic(name),
+                BTreeMap::from([("cleanup.policy".to_string(), "delete".to_string())]),
+            ));
+        }
+        for (topic, configs) in topics {
+            if self.handles.registry.topic(&topic).is_some() {
+                continue;
+            }
+            match self
+                .handles
+                .registry
+                .create_topic(&topic, spec.state_partitions, &configs)
+                .await
+            {
+                Ok(()) | Err(CreateTopicError::AlreadyExists { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(Some(spec))
     }
 
     /// The cluster half of [`Self::deploy`]: output topics and the definition go through
@@ -720,6 +859,7 @@ impl<D: Disk> TransformRunner<D> {
             version,
             stopped: None,
             deployer,
+            stateful: None,
         };
         link.admin(AdminRequest::PutTransform {
             name: name.to_string(),
@@ -821,8 +961,24 @@ impl<D: Disk> TransformRunner<D> {
             }
             return Ok(());
         }
+        let stateful = self
+            .stored_transform(name)
+            .await
+            .and_then(|stored| stored.stateful);
         self.handles.registry.remove_transform(name).await?;
         self.running().remove(name);
+        if stateful.is_some() {
+            // Its state goes with it: a transform deployed again under this name starts
+            // empty, as its positions do.
+            for topic in [
+                super::metadata::StatefulSpec::changelog_topic(name),
+                super::metadata::StatefulSpec::repartition_topic(name),
+            ] {
+                if let Err(error) = self.handles.registry.delete_transform_topic(&topic).await {
+                    tracing::warn!(transform = %name, %topic, %error, "removing a state topic failed");
+                }
+            }
+        }
         let handles = &self.handles;
         match handles
             .groups
@@ -987,6 +1143,27 @@ impl<D: Disk> TransformRunner<D> {
                 });
             }
         }
+        if let Some(spec) = &definition.stateful {
+            description.state_partitions = spec.state_partitions;
+        }
+        if let Some(stats) = &stats {
+            let lock = |map: &Mutex<BTreeMap<u32, u64>>| -> u64 {
+                map.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .values()
+                    .fold(0u64, |sum, value| sum.saturating_add(*value))
+            };
+            description.state_bytes = lock(&stats.state_bytes);
+            description.restore_records = lock(&stats.restore_records);
+            description.state_partitions_ready = u32::try_from(
+                stats
+                    .stores
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len(),
+            )
+            .unwrap_or(u32::MAX);
+        }
         if let Some(stats) = stats {
             description.records_in = stats.records_in.load(Ordering::Relaxed);
             description.records_out = stats.records_out.load(Ordering::Relaxed);
@@ -1002,6 +1179,153 @@ impl<D: Disk> TransformRunner<D> {
         }
         description.last_error = crate::broker::client_text::without_paths(&last_error);
         description
+    }
+
+    /// The stores of a stateful transform running here, by state partition, with its
+    /// spec; or the error answer (no such transform, not stateful).
+    async fn table_stores(
+        &self,
+        name: &str,
+    ) -> Result<
+        (
+            super::metadata::StatefulSpec,
+            BTreeMap<u32, Arc<tokio::sync::Mutex<crate::streams::store::StateStore>>>,
+        ),
+        (ErrorCode, String),
+    > {
+        let Some(definition) = self.stored_transform(name).await else {
+            return Err((
+                ErrorCode::ModuleNotFound,
+                format!("no transform named {name:?}"),
+            ));
+        };
+        let Some(spec) = definition.stateful else {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "transform {name:?} keeps no state (only aggregate transforms have a table)"
+                ),
+            ));
+        };
+        let stores = self
+            .running()
+            .get(name)
+            .map(|running| {
+                running
+                    .stats
+                    .stores
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .unwrap_or_default();
+        Ok((spec, stores))
+    }
+
+    /// One key of a stateful transform's table (`ledge table get`): the state partition
+    /// murmur2 gives the key, as last committed.
+    pub async fn table_get(
+        &self,
+        request: ledge_protocol::wire::TableGetRequest,
+    ) -> ledge_protocol::wire::TableGetResponse {
+        use ledge_protocol::wire::TableGetResponse;
+        let (spec, stores) = match self.table_stores(&request.name).await {
+            Ok(found) => found,
+            Err((error, message)) => {
+                return TableGetResponse {
+                    error,
+                    message,
+                    ..TableGetResponse::default()
+                };
+            }
+        };
+        let partition =
+            ledge_protocol::partitioner::partition_for_key(&request.key, spec.state_partitions);
+        let Some(store) = stores.get(&partition) else {
+            return TableGetResponse {
+                error: ErrorCode::LeaderNotAvailable,
+                message: format!(
+                    "state partition {partition} of transform {:?} is restoring or not running; retry",
+                    request.name
+                ),
+                ..TableGetResponse::default()
+            };
+        };
+        let key = crate::streams::store::StateKey::plain(
+            crate::streams::store::STORE_AGGREGATE,
+            request.key,
+        );
+        let value = store.lock().await.get(&key).cloned();
+        TableGetResponse {
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+            ..TableGetResponse::default()
+        }
+    }
+
+    /// The keys of a stateful transform's table starting with a prefix, in key order, at
+    /// most `limit` (and `transforms.table_scan_entries_max`).
+    pub async fn table_scan(
+        &self,
+        request: ledge_protocol::wire::TableScanRequest,
+    ) -> ledge_protocol::wire::TableScanResponse {
+        use ledge_protocol::wire::{TableEntry, TableScanResponse};
+        let (spec, stores) = match self.table_stores(&request.name).await {
+            Ok(found) => found,
+            Err((error, message)) => {
+                return TableScanResponse {
+                    error,
+                    message,
+                    ..TableScanResponse::default()
+                };
+            }
+        };
+        if let Some(missing) = (0..spec.state_partitions).find(|p| !stores.contains_key(p)) {
+            return TableScanResponse {
+                error: ErrorCode::LeaderNotAvailable,
+                message: format!(
+                    "state partition {missing} of transform {:?} is restoring or not running; retry",
+                    request.name
+                ),
+                ..TableScanResponse::default()
+            };
+        }
+        let max = self.handles.limits.table_scan_entries_max;
+        let limit = match usize::try_from(request.limit) {
+            Ok(0) | Err(_) => max,
+            Ok(limit) => limit.min(max),
+        };
+        let mut entries = Vec::new();
+        let mut truncated = false;
+        for (partition, store) in &stores {
+            let store = store.lock().await;
+            // Each partition yields keys in order: its first `limit` are enough to pick the
+            // first `limit` overall.
+            for (taken, (key, value)) in store
+                .scan_prefix(crate::streams::store::STORE_AGGREGATE, &request.prefix)
+                .enumerate()
+            {
+                if taken == limit {
+                    truncated = true;
+                    break;
+                }
+                entries.push(TableEntry {
+                    key: key.key.clone(),
+                    value: value.clone(),
+                    partition: *partition,
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        if entries.len() > limit {
+            entries.truncate(limit);
+            truncated = true;
+        }
+        TableScanResponse {
+            entries,
+            truncated,
+            ..TableScanResponse::default()
+        }
     }
 
     /// The transforms running on this node for `/metrics`: (name, lag over the input
@@ -1092,8 +1416,39 @@ impl<D: Disk> TransformHandles<D> {
         let link = self.link.get();
         let mut running = self.running();
         for (name, transform) in running.iter_mut() {
-            let input = transform.version.borrow().definition.input.clone();
-            let partitions = self.registry.partition_count(&input);
+            let (input, stateful) = {
+                let version = transform.version.borrow();
+                (
+                    version.definition.input.clone(),
+                    version.definition.stateful.clone(),
+                )
+            };
+            if let Some(spec) = &stateful {
+                // Stage 2: one task per state partition (stateful transforms run on one
+                // node, so all of them here).
+                for partition in 0..spec.state_partitions {
+                    if transform.state_tasks.contains_key(&partition) {
+                        continue;
+                    }
+                    let task = stateful::StateTask {
+                        handles: Arc::clone(self),
+                        name: name.clone(),
+                        partition,
+                        versions: transform.version.subscribe(),
+                        stats: Arc::clone(&transform.stats),
+                        records_per_commit: std::sync::atomic::AtomicUsize::new(usize::MAX),
+                    };
+                    transform
+                        .state_tasks
+                        .insert(partition, tokio::spawn(task.run()));
+                }
+            }
+            // Stage 1 of a stateful transform re-keys each input partition; without
+            // `ledge_group` stage 2 reads the input itself.
+            let partitions = match &stateful {
+                Some(spec) if !spec.repartition => 0,
+                _ => self.registry.partition_count(&input),
+            };
             let runs_here = |partition: u32| {
                 link.is_none_or(|link| link.leader(&input, partition) == Some(link.node_id()))
             };

@@ -347,6 +347,58 @@ impl<D: Disk> PartitionTask<D> {
             } else {
                 input_partitions
             };
+            if definition.module.kind == PluginKind::Aggregate {
+                // Stage 1 of a stateful transform: re-key into the repartition topic.
+                let state_partitions = definition
+                    .stateful
+                    .as_ref()
+                    .map_or(1, |spec| spec.state_partitions);
+                let outcomes = match super::stateful::group_outcomes(
+                    &opened,
+                    &version.plugin,
+                    range.clone(),
+                    self.partition,
+                    input_partitions,
+                )
+                .await
+                {
+                    Ok(outcomes) => outcomes,
+                    Err(error) if definition.on_error == OnError::Stop => {
+                        stop_reason = Some(format!(
+                            "partition {} batch at offset {} failed: {error}",
+                            self.partition, header.base_offset
+                        ));
+                        break;
+                    }
+                    Err(_) => {
+                        super::stateful::group_isolating(
+                            &opened,
+                            &version.plugin,
+                            range.clone(),
+                            self.partition,
+                            input_partitions,
+                        )
+                        .await
+                    }
+                };
+                let records = opened.records.get(range).unwrap_or_default();
+                let route = Route {
+                    transform: &self.name,
+                    input,
+                    partition: self.partition,
+                    output_partitions: state_partitions,
+                    on_error: definition.on_error,
+                };
+                match super::stateful::route_group(&route, records, outcomes, state_partitions) {
+                    Routed::Output(batch_output) => output.absorb(batch_output),
+                    Routed::Stop(reason) => {
+                        stop_reason = Some(reason);
+                        break;
+                    }
+                }
+                next_position = batch_end;
+                continue;
+            }
             let began = handles.clock.now();
             let outcomes = match opened
                 .run(
@@ -436,13 +488,18 @@ async fn write_chunk<D: Disk>(
         next_position,
         stop_reason,
     } = processed;
+    // A stateful transform's stage 1 writes its repartition topic.
+    let output_topic = match &definition.stateful {
+        Some(_) => crate::broker::metadata::StatefulSpec::repartition_topic(&name),
+        None => definition.output.clone(),
+    };
     let writes = output
         .outputs
         .into_iter()
-        .map(|(target, records)| handles.append_records(&definition.output, target, records));
+        .map(|(target, records)| handles.append_records(&output_topic, target, records));
     for result in futures_util::future::join_all(writes).await {
         result.map_err(|source| TaskError::Write {
-            topic: definition.output.clone(),
+            topic: output_topic.clone(),
             source,
         })?;
     }

@@ -273,6 +273,7 @@ mod tests {
             version,
             stopped: None,
             deployer: None,
+            stateful: None,
         }
     }
 

@@ -400,7 +400,7 @@ fn join_answers_one_entry_per_pair() {
 }
 
 /// An example of `filters/`, built for wasm32 (`.ci/run` builds them before the tests).
-fn example(name: &str) -> Vec<u8> {
+pub(crate) fn example(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../filters/target/wasm32-unknown-unknown/release")
         .join(format!("{name}.wasm"));

@@ -1,0 +1,229 @@
+//! Stateful stream processing through a running node (docs/STREAMS.md): the order-counts
+//! aggregate deployed as a transform counts orders per customer into a topic of change
+//! records, and `kill -9` at random points while it aggregates neither loses nor repeats a
+//! count. Rounds: `LEDGE_STREAMS_CRASH_ROUNDS` (default 5); seed: `LEDGE_E2E_SEED`.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use ledge_client::{
+    Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
+use ledge_e2e::{NodeProcess, RawClient, connect, create_topic, filter_module, run_cli, runtime};
+use ledge_protocol::wire::*;
+use rand::{Rng, SeedableRng};
+
+const CUSTOMERS: u64 = 11;
+const PARTITIONS: u32 = 3;
+
+fn seed() -> u64 {
+    let seed = std::env::var("LEDGE_E2E_SEED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| std::hash::RandomState::new().build_hasher().finish());
+    println!("LEDGE_E2E_SEED={seed}");
+    seed
+}
+
+fn crash_rounds() -> u64 {
+    std::env::var("LEDGE_STREAMS_CRASH_ROUNDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(5)
+}
+
+async fn deploy_counts(raw: &RawClient) {
+    let request = DeployTransformRequest {
+        name: "counts".into(),
+        kind: "aggregate".parse().expect("a known plug-in kind"),
+        module: filter_module("order_counts"),
+        input: "orders".into(),
+        output: "order-counts".into(),
+        ..DeployTransformRequest::default()
+    };
+    let (header, response) = raw.request(&Request::DeployTransform(request)).await;
+    let Some(Response::DeployTransform(response)) = response else {
+        panic!("deploy refused: {} {}", header.error, header.message)
+    };
+    assert_eq!(response.error, ErrorCode::None, "{}", response.message);
+}
+
+/// Sends orders `from..from + count` (order n from customer `n % CUSTOMERS`) and waits
+/// for every acknowledgement.
+async fn send_orders(client: &ledge_client::Client, from: u64, count: u64) {
+    let producer = Producer::new(client, ProducerConfig::default())
+        .await
+        .expect("producer");
+    let mut deliveries = Vec::new();
+    for n in from..from + count {
+        let value = format!(
+            r#"{{"order_id": {n}, "customer_id": {}, "amount": 10}}"#,
+            n % CUSTOMERS
+        );
+        let record = ProducerRecord::new("orders", value).key(format!("order-{n}"));
+        deliveries.push(producer.send(record).await.expect("send"));
+    }
+    for delivery in deliveries {
+        delivery.await.expect("delivered");
+    }
+    producer.close().await;
+}
+
+fn true_counts(total: u64) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for n in 0..total {
+        *counts.entry((n % CUSTOMERS).to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Reads the output until each key's latest change record is its true count (a bound on
+/// polls, not a timing claim); asserts that each key's change records strictly increase
+/// (so none is repeated) and returns how many there were.
+async fn wait_for_counts(client: &ledge_client::Client, total: u64) -> usize {
+    let expected = true_counts(total);
+    let mut config = ConsumerConfig::default();
+    config.auto_offset_reset = OffsetReset::Earliest;
+    let mut consumer = Consumer::new(client, config);
+    consumer.assign(
+        (0..PARTITIONS)
+            .map(|partition| TopicPartition::new("order-counts", partition))
+            .collect(),
+    );
+    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut latest = BTreeMap::new();
+    for _ in 0..600 {
+        for record in consumer
+            .poll(Duration::from_millis(200), 10_000)
+            .await
+            .expect("poll")
+        {
+            let key = String::from_utf8(record.key.expect("a key").to_vec()).expect("UTF-8");
+            let count: u64 = std::str::from_utf8(&record.value.expect("a value"))
+                .expect("UTF-8")
+                .parse()
+                .expect("a count");
+            by_key.entry(key).or_default().push(count);
+        }
+        for (key, counts) in &by_key {
+            assert!(
+                counts.windows(2).all(|pair| pair[0] < pair[1]),
+                "change records of customer {key} repeat or go back: {counts:?}"
+            );
+        }
+        latest = by_key
+            .iter()
+            .filter_map(|(key, counts)| Some((key.clone(), *counts.last()?)))
+            .collect();
+        if latest == expected {
+            return by_key.values().map(Vec::len).sum();
+        }
+    }
+    panic!("counts never got there: {latest:?}, expected {expected:?}");
+}
+
+/// Runs `ledge` against `node`; requires success and returns stdout.
+fn ledge(node: &NodeProcess, args: &[&str]) -> String {
+    let address = node.addr.to_string();
+    let ca = node.ca_file.to_string_lossy().into_owned();
+    let mut full = vec!["--server", address.as_str(), "--ca", ca.as_str()];
+    full.extend_from_slice(args);
+    let (status, stdout, stderr) = run_cli(&full, None);
+    assert!(status.success(), "ledge {args:?} failed:\n{stderr}");
+    stdout
+}
+
+// Goal: `ledge transform deploy --kind aggregate` of filters' order_counts over JSON
+// orders makes a topic whose latest value per customer is the true count, with no change
+// record repeated; `ledge table get|scan` answer the same counts from the node's state.
+#[test]
+fn the_order_counts_aggregate_counts_orders_per_customer() {
+    let node = NodeProcess::start();
+    // Built (if missing) by the harness; the CLI reads it from its path.
+    filter_module("order_counts");
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../filters/target/wasm32-unknown-unknown/release/order_counts.wasm");
+    let module = module.to_string_lossy().into_owned();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        create_topic(&client, "orders", PARTITIONS).await;
+    });
+    ledge(
+        &node,
+        &[
+            "transform",
+            "deploy",
+            "counts",
+            "--module",
+            &module,
+            "--kind",
+            "aggregate",
+            "--input",
+            "orders",
+            "--output",
+            "order-counts",
+        ],
+    );
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        send_orders(&client, 0, 500).await;
+        wait_for_counts(&client, 500).await;
+    });
+    let expected = true_counts(500);
+    let scanned: BTreeMap<String, u64> =
+        ledge(&node, &["table", "scan", "counts", "--format", "json"])
+            .lines()
+            .map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+                (
+                    entry["key"].as_str().expect("a key").to_string(),
+                    entry["value"]
+                        .as_str()
+                        .expect("a value")
+                        .parse()
+                        .expect("a count"),
+                )
+            })
+            .collect();
+    assert_eq!(scanned, expected);
+    assert_eq!(
+        ledge(&node, &["table", "get", "counts", "3"]).trim(),
+        expected["3"].to_string()
+    );
+}
+
+// Goal: kill -9 at random points while the aggregate runs, then restart: the final counts
+// equal the true counts, and no change record is duplicated (each key's counts strictly
+// increase in the output).
+#[test]
+fn kill_9_while_aggregating_neither_loses_nor_repeats_a_count() {
+    let mut random = rand_chacha::ChaCha8Rng::seed_from_u64(seed());
+    let mut node = NodeProcess::start();
+    let mut total = 0;
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        let raw = RawClient::connect(&node).await;
+        create_topic(&client, "orders", PARTITIONS).await;
+        deploy_counts(&raw).await;
+    });
+    for round in 0..crash_rounds() {
+        let count = random.random_range(100..600);
+        let pause_ms = random.random_range(0..150);
+        runtime().block_on(async {
+            let client = connect(&node).await;
+            send_orders(&client, total, count).await;
+            // The kill lands while the transform works through the orders (or after).
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        });
+        total += count;
+        println!("round {round}: {count} orders, kill -9 after {pause_ms} ms");
+        node.kill9();
+        node.restart();
+    }
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        let records = wait_for_counts(&client, total).await;
+        println!("{total} orders, {records} change records");
+    });
+}
