@@ -228,6 +228,7 @@ fn generate(kind: PluginKind, function: &ItemFn) -> syn::Result<TokenStream2> {
     let export = format_ident!("{export}");
     let visibility = &function.vis;
     let sdk = quote!(::ledge_wasm_sdk);
+    let common = common_exports(name);
 
     Ok(quote! {
         #function
@@ -260,29 +261,11 @@ fn generate(kind: PluginKind, function: &ItemFn) -> syn::Result<TokenStream2> {
         }
 
         const _: () = {
-            #[unsafe(no_mangle)]
-            extern "C" fn ledge_abi_version() -> i32 {
-                #sdk::__private::abi_version()
-            }
-
-            #[unsafe(no_mangle)]
-            extern "C" fn ledge_alloc(len: i32) -> i32 {
-                #sdk::__private::alloc(len)
-            }
-
-            #[unsafe(no_mangle)]
-            extern "C" fn ledge_init(ptr: i32, len: i32) -> i64 {
-                #sdk::__private::init::<#name>(ptr, len)
-            }
+            #common
 
             #[unsafe(no_mangle)]
             extern "C" fn #export(ptr: i32, len: i32) -> i64 {
                 #sdk::__private::run::<#name>(ptr, len)
-            }
-
-            #[unsafe(no_mangle)]
-            extern "C" fn ledge_panic_message() -> i64 {
-                #sdk::__private::panic_message()
             }
         };
     })
