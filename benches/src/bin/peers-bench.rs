@@ -361,10 +361,12 @@ fn redis_entries(reply: &redis::streams::StreamReadReply) -> (u64, u64, Option<S
 /// Each value of one Redis reply, with nothing else.
 fn redis_values(reply: &redis::streams::StreamReadReply) -> impl Iterator<Item = &[u8]> {
     reply.keys.iter().flat_map(|key| {
-        key.ids.iter().filter_map(|entry| match entry.map.get(REDIS_FIELD) {
-            Some(redis::Value::BulkString(value)) => Some(value.as_slice()),
-            _ => None,
-        })
+        key.ids
+            .iter()
+            .filter_map(|entry| match entry.map.get(REDIS_FIELD) {
+                Some(redis::Value::BulkString(value)) => Some(value.as_slice()),
+                _ => None,
+            })
     })
 }
 
@@ -776,9 +778,8 @@ async fn e2e(peer: &Peer, args: &E2eArgs, cpu: &CpuMeter) -> anyhow::Result<Repo
                         let Some(last_id) = last_id else {
                             continue;
                         };
-                        let values: Vec<Bytes> = redis_values(&reply)
-                            .map(Bytes::copy_from_slice)
-                            .collect();
+                        let values: Vec<Bytes> =
+                            redis_values(&reply).map(Bytes::copy_from_slice).collect();
                         return Some((
                             futures_util::stream::iter(values),
                             (connection, stream, last_id),
@@ -1443,10 +1444,7 @@ mod tests {
         assert_eq!(redis_entries(&reply), (2, 8, Some("2-0".to_string())));
         let values: Vec<&[u8]> = redis_values(&reply).collect();
         assert_eq!(values, vec![&b"abc"[..], &b"defgh"[..]]);
-        assert_eq!(
-            redis_entries(&StreamReadReply::default()),
-            (0, 0, None)
-        );
+        assert_eq!(redis_entries(&StreamReadReply::default()), (0, 0, None));
     }
 
     /// A server process on a free loopback port in a temporary directory, killed on drop.
@@ -1496,7 +1494,14 @@ mod tests {
             Backend::Redis => std::process::Command::new(
                 std::env::var_os("REDIS_SERVER").unwrap_or_else(|| "redis-server".into()),
             )
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
             .arg(dir.path())
             .stdout(std::process::Stdio::null())
@@ -1550,7 +1555,15 @@ mod tests {
             .expect("group");
         assert_eq!(grouped.records, 500);
         let e2e = run(&cli(&[
-            "--stream", "e2e", "e2e", "--rate", "500", "--duration", "1", "--warmup", "0.2",
+            "--stream",
+            "e2e",
+            "e2e",
+            "--rate",
+            "500",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
         ]))
         .await
         .expect("e2e");
