@@ -43,6 +43,7 @@ use comfy_table::{CellAlignment, Table, presets};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
+use ledge_node::clock::{Clock, SystemClock};
 use serde_json::json;
 
 /// Highest latency the histograms hold (longer ones are recorded as this): 10 minutes, in µs.
@@ -51,6 +52,8 @@ const LATENCY_MAX_US: u64 = 600_000_000;
 const STAMP_BYTES: usize = 16;
 /// `/proc/<pid>/stat` counts CPU time in ticks of `USER_HZ`, 100 for user space on Linux.
 const USER_HZ: u64 = 100;
+/// e2e sends waiting for their acknowledgement; a full queue holds the send loop back.
+const DELIVERY_QUEUE: usize = 65_536;
 /// Between setting up an open-loop run and its first due time.
 const PACED_START_DELAY: Duration = Duration::from_millis(100);
 /// The field name of each Redis stream entry's one field.
@@ -392,7 +395,7 @@ async fn produce(peer: &Peer, args: &ProduceArgs, cpu: &CpuMeter) -> anyhow::Res
     let mut outstanding = FuturesUnordered::new();
     let mut next = 0u64;
     let cpu_before = cpu.sample()?;
-    let started = Instant::now();
+    let started = now();
     loop {
         while next < args.records && outstanding.len() < args.in_flight {
             let count = (args.records - next).min(args.batch as u64);
@@ -405,16 +408,16 @@ async fn produce(peer: &Peer, args: &ProduceArgs, cpu: &CpuMeter) -> anyhow::Res
         let Some((sent_at, count, outcome)) = outstanding.next().await else {
             break;
         };
-        let micros = micros(sent_at.elapsed());
+        let micros = micros(now().saturating_duration_since(sent_at));
         latency
             .record_n(micros.min(LATENCY_MAX_US), count)
             .context("recording a latency")?;
         if let Err(error) = outcome {
             errors += count;
-            first_error.get_or_insert(format!("{error:#}"));
+            first_error.get_or_insert_with(|| format!("{error:#}"));
         }
     }
-    let elapsed = started.elapsed();
+    let elapsed = now().saturating_duration_since(started);
     let cpu_after = cpu.sample()?;
     let delivered = args.records - errors.min(args.records);
     Ok(Report {
@@ -442,7 +445,7 @@ async fn produce(peer: &Peer, args: &ProduceArgs, cpu: &CpuMeter) -> anyhow::Res
 /// Sends one micro-batch and waits for every acknowledgement: when it started, its size and
 /// the first error.
 async fn send_batch(peer: &Peer, batch: Vec<Bytes>) -> (Instant, u64, anyhow::Result<()>) {
-    let started = Instant::now();
+    let started = now();
     let count = batch.len() as u64;
     let outcome = async {
         match peer {
@@ -489,7 +492,7 @@ async fn consume(peer: &Peer, args: &ReadArgs, cpu: &CpuMeter) -> anyhow::Result
             let total = nats.stream_length().await?;
             let consumer = nats.pull_consumer(None).await?;
             cpu_before = cpu.sample()?;
-            started = Instant::now();
+            started = now();
             let mut messages = consumer
                 .stream()
                 .max_messages_per_batch(args.batch)
@@ -512,7 +515,7 @@ async fn consume(peer: &Peer, args: &ReadArgs, cpu: &CpuMeter) -> anyhow::Result
             let total = redis.stream_length().await?;
             let mut connection = redis.connection.clone();
             cpu_before = cpu.sample()?;
-            started = Instant::now();
+            started = now();
             let (mut records, mut bytes) = (0u64, 0u64);
             let mut last = "0".to_string();
             while records < total {
@@ -540,7 +543,7 @@ async fn consume(peer: &Peer, args: &ReadArgs, cpu: &CpuMeter) -> anyhow::Result
             (records, bytes)
         }
     };
-    let elapsed = started.elapsed();
+    let elapsed = now().saturating_duration_since(started);
     let cpu_after = cpu.sample()?;
     Ok(Report::reading(
         "consume",
@@ -572,7 +575,7 @@ async fn group(peer: &Peer, args: &GroupArgs, cpu: &CpuMeter) -> anyhow::Result<
                     .get_consumer_from_stream(NATS_GROUP, &nats.stream)
                     .await
                     .context("the group's consumer")?;
-                members.push(MemberSource::Nats(consumer));
+                members.push(MemberSource::Nats(Box::new(consumer)));
             }
         }
         Peer::Redis(redis) => {
@@ -604,7 +607,7 @@ async fn group(peer: &Peer, args: &GroupArgs, cpu: &CpuMeter) -> anyhow::Result<
         }
     }
     let cpu_before = cpu.sample()?;
-    let started = Instant::now();
+    let started = now();
     let tasks: Vec<_> = members
         .into_iter()
         .enumerate()
@@ -617,7 +620,7 @@ async fn group(peer: &Peer, args: &GroupArgs, cpu: &CpuMeter) -> anyhow::Result<
     for task in tasks {
         task.await.context("a member panicked")??;
     }
-    let elapsed = started.elapsed();
+    let elapsed = now().saturating_duration_since(started);
     let cpu_after = cpu.sample()?;
     Ok(Report::reading(
         "group",
@@ -633,7 +636,7 @@ async fn group(peer: &Peer, args: &GroupArgs, cpu: &CpuMeter) -> anyhow::Result<
 
 /// One `group` member's connection.
 enum MemberSource {
-    Nats(async_nats::jetstream::consumer::PullConsumer),
+    Nats(Box<async_nats::jetstream::consumer::PullConsumer>),
     Redis(redis::aio::MultiplexedConnection, String),
 }
 
@@ -648,7 +651,7 @@ impl MemberSource {
         read: Arc<AtomicU64>,
         bytes: Arc<AtomicU64>,
     ) -> anyhow::Result<()> {
-        let mut last_record = Instant::now();
+        let mut last_record = now();
         match self {
             Self::Nats(consumer) => {
                 while read.load(Ordering::Relaxed) < total {
@@ -663,9 +666,9 @@ impl MemberSource {
                         let message = message.map_err(|error| anyhow::anyhow!("{error}"))?;
                         bytes.fetch_add(message.payload.len() as u64, Ordering::Relaxed);
                         read.fetch_add(1, Ordering::Relaxed);
-                        last_record = Instant::now();
+                        last_record = now();
                     }
-                    if last_record.elapsed() > idle {
+                    if now().saturating_duration_since(last_record) > idle {
                         bail!("member {index}: no record within the idle timeout");
                     }
                 }
@@ -692,8 +695,8 @@ impl MemberSource {
                     if records > 0 {
                         read.fetch_add(records, Ordering::Relaxed);
                         bytes.fetch_add(value_bytes, Ordering::Relaxed);
-                        last_record = Instant::now();
-                    } else if last_record.elapsed() > idle {
+                        last_record = now();
+                    } else if now().saturating_duration_since(last_record) > idle {
                         bail!("member {index}: no record within the idle timeout");
                     }
                 }
@@ -713,8 +716,8 @@ async fn e2e(peer: &Peer, args: &E2eArgs, cpu: &CpuMeter) -> anyhow::Result<Repo
     let payload = payload_pool(args.seed, 1, args.record_bytes)[0].clone();
     let warmup_records = records_in(args.rate, args.warmup);
     let total = warmup_records + records_in(args.rate, args.duration);
-    let run_id = std::process::id() as u64 ^ (Instant::now().elapsed().as_nanos() as u64) ^ 0x5eed;
-    let epoch = Instant::now() + PACED_START_DELAY;
+    let run_id = (SystemClock.wall_time_ms() as u64) << 22 ^ u64::from(std::process::id());
+    let epoch = now() + PACED_START_DELAY;
     let warmup_end_ns = nanos(due_offset(warmup_records, args.rate));
 
     // The reader starts at the stream's end before the first record is due.
@@ -798,34 +801,34 @@ async fn e2e(peer: &Peer, args: &E2eArgs, cpu: &CpuMeter) -> anyhow::Result<Repo
         }
     };
 
+    let cpu_before = cpu.sample()?;
+    // The send loop runs on a thread of its own and sleeps with the kernel's timer (tokio's
+    // has a 1 ms granularity: at 5,000 records/s it would send in bursts of five), as
+    // ledge-bench's paced loops do; each record's send and acknowledgement is a task, timed
+    // where the acknowledgement arrives.
+    let (deliveries, mut incoming) = tokio::sync::mpsc::channel(DELIVERY_QUEUE);
+    let sender = PeerSender::of(peer);
+    let runtime = tokio::runtime::Handle::current();
+    let rate = args.rate;
+    let send_loop = tokio::task::spawn_blocking(move || {
+        for index in 0..total {
+            let offset = due_offset(index, rate);
+            pause_until(epoch + offset);
+            let value = stamped(run_id, nanos(offset), &payload);
+            let task = runtime.spawn(sender.clone().send(value));
+            if deliveries.blocking_send((index, task)).is_err() {
+                break;
+            }
+        }
+    });
     let mut ack_latency = new_histogram()?;
     let mut errors = 0u64;
     let mut first_error: Option<String> = None;
-    let mut pending = FuturesUnordered::new();
-    let cpu_before = cpu.sample()?;
-    for index in 0..total {
-        let due = epoch + due_offset(index, args.rate);
-        // Collect acknowledgements while waiting for the next due time.
-        loop {
-            let now = Instant::now();
-            if now >= due {
-                break;
-            }
-            tokio::select! {
-                Some((record, outcome)) = pending.next(), if !pending.is_empty() => {
-                    note_ack(record, outcome, epoch, args.rate, warmup_records,
-                        &mut ack_latency, &mut errors, &mut first_error)?;
-                }
-                () = tokio::time::sleep(due - now) => {}
-            }
-        }
-        let due_ns = nanos(due.duration_since(epoch));
-        let value = stamped(run_id, due_ns, &payload);
-        pending.push(send_one(peer, value, index));
-    }
-    while let Some((record, outcome)) = pending.next().await {
+    while let Some((record, task)) = incoming.recv().await {
+        let (acked, outcome) = task.await.context("a send task panicked")?;
         note_ack(
             record,
+            acked,
             outcome,
             epoch,
             args.rate,
@@ -835,6 +838,7 @@ async fn e2e(peer: &Peer, args: &E2eArgs, cpu: &CpuMeter) -> anyhow::Result<Repo
             &mut first_error,
         )?;
     }
+    send_loop.await.context("the send loop panicked")?;
     let drain = Duration::from_secs(args.drain_timeout_secs);
     let read = match tokio::time::timeout(drain, reader).await {
         Ok(outcome) => outcome.context("the reader panicked")??,
@@ -880,6 +884,7 @@ async fn e2e(peer: &Peer, args: &E2eArgs, cpu: &CpuMeter) -> anyhow::Result<Repo
 #[allow(clippy::too_many_arguments)]
 fn note_ack(
     record: u64,
+    acked: Instant,
     outcome: anyhow::Result<()>,
     epoch: Instant,
     rate: u64,
@@ -891,7 +896,7 @@ fn note_ack(
     match outcome {
         Ok(()) if record >= warmup_records => {
             let due = epoch + due_offset(record, rate);
-            let latency = micros(Instant::now().saturating_duration_since(due));
+            let latency = micros(acked.saturating_duration_since(due));
             histogram
                 .record(latency.clamp(1, LATENCY_MAX_US))
                 .context("recording a latency")?;
@@ -899,40 +904,63 @@ fn note_ack(
         Ok(()) => {}
         Err(error) => {
             *errors += 1;
-            first_error.get_or_insert(format!("{error:#}"));
+            first_error.get_or_insert_with(|| format!("{error:#}"));
         }
     }
     Ok(())
 }
 
-/// Sends one record and waits for its acknowledgement.
-async fn send_one(peer: &Peer, value: Bytes, record: u64) -> (u64, anyhow::Result<()>) {
-    let outcome = async {
+/// What sends one e2e record: a cheap clone of a peer's connection.
+#[derive(Clone)]
+enum PeerSender {
+    Nats(async_nats::jetstream::Context, String),
+    Redis(redis::aio::MultiplexedConnection, String),
+}
+
+impl PeerSender {
+    fn of(peer: &Peer) -> Self {
         match peer {
-            Peer::Nats(nats) => {
-                nats.jetstream
-                    .publish(nats.stream.clone(), value)
-                    .await
-                    .context("publish")?
-                    .await
-                    .context("publish ack")?;
-            }
-            Peer::Redis(redis) => {
-                let mut connection = redis.connection.clone();
-                let _: redis::Value = redis::cmd("XADD")
-                    .arg(&redis.stream)
-                    .arg("*")
-                    .arg(REDIS_FIELD)
-                    .arg(value.as_ref())
-                    .query_async(&mut connection)
-                    .await
-                    .context("XADD")?;
-            }
+            Peer::Nats(nats) => Self::Nats(nats.jetstream.clone(), nats.stream.clone()),
+            Peer::Redis(redis) => Self::Redis(redis.connection.clone(), redis.stream.clone()),
         }
-        Ok(())
     }
-    .await;
-    (record, outcome)
+
+    /// Sends one record and waits for its acknowledgement: when it came, and the outcome.
+    async fn send(self, value: Bytes) -> (Instant, anyhow::Result<()>) {
+        let outcome = async {
+            match self {
+                Self::Nats(jetstream, subject) => {
+                    jetstream
+                        .publish(subject, value)
+                        .await
+                        .context("publish")?
+                        .await
+                        .context("publish ack")?;
+                }
+                Self::Redis(mut connection, stream) => {
+                    let _: redis::Value = redis::cmd("XADD")
+                        .arg(&stream)
+                        .arg("*")
+                        .arg(REDIS_FIELD)
+                        .arg(value.as_ref())
+                        .query_async(&mut connection)
+                        .await
+                        .context("XADD")?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        (now(), outcome)
+    }
+}
+
+/// Blocks the calling thread until `due` (the paced send loop's own thread only).
+fn pause_until(due: Instant) {
+    let wait = due.saturating_duration_since(now());
+    if !wait.is_zero() {
+        std::thread::sleep(wait);
+    }
 }
 
 /// What the e2e reader saw.
@@ -968,7 +996,7 @@ async fn read_stamped(
         if id != run_id {
             continue;
         }
-        let now = Instant::now();
+        let now = now();
         read.received += 1;
         if due_ns >= warmup_end_ns {
             let due = epoch + Duration::from_nanos(due_ns);
@@ -979,6 +1007,11 @@ async fn read_stamped(
         }
     }
     Ok(read)
+}
+
+/// The time now (benches read real time through the node's clock).
+fn now() -> Instant {
+    SystemClock.now()
 }
 
 /// Records an open-loop run of `duration` at `rate` records/s sends.
@@ -995,8 +1028,8 @@ fn due_offset(index: u64, rate: u64) -> Duration {
 /// `payload` with its first [`STAMP_BYTES`] bytes replaced by the run id and the due time.
 fn stamped(run_id: u64, due_ns: u64, payload: &Bytes) -> Bytes {
     let mut value = BytesMut::with_capacity(payload.len().max(STAMP_BYTES));
-    value.put_u64(run_id);
-    value.put_u64(due_ns);
+    value.put_u64_le(run_id);
+    value.put_u64_le(due_ns);
     if payload.len() > STAMP_BYTES {
         value.extend_from_slice(&payload[STAMP_BYTES..]);
     }
@@ -1005,8 +1038,8 @@ fn stamped(run_id: u64, due_ns: u64, payload: &Bytes) -> Bytes {
 
 /// The run id and due time at the front of a value, if it is long enough to hold them.
 fn stamp_of(value: &[u8]) -> Option<(u64, u64)> {
-    let id = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
-    let due = u64::from_be_bytes(value.get(8..STAMP_BYTES)?.try_into().ok()?);
+    let id = u64::from_le_bytes(value.get(..8)?.try_into().ok()?);
+    let due = u64::from_le_bytes(value.get(8..STAMP_BYTES)?.try_into().ok()?);
     Some((id, due))
 }
 
