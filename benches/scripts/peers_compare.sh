@@ -30,6 +30,8 @@
 #            XREADGROUP NOACK from 2 connections);
 #   e2e      E2E_RATE records/s open-loop for E2E_SECONDS (after 1 s warm-up) with a concurrent
 #            reader: produce-to-consume latency from each record's due time.
+# A run that fails (a server too slow to drain e2e within its timeout, say) is reported on
+# stderr and left out of the medians; the others go on.
 # Each server's CPU time per record over the measured part comes from /proc/PID/stat
 # (utime + stime), read by the load generators (--node-pid).
 #
@@ -158,15 +160,18 @@ run() { # mode, server, round, workload, then the load generator's workload args
         local acks_args=()
         [ "$workload" = produce ] || [ "$workload" = e2e ] && acks_args=(--acks "$acks")
         "$bin/ledge-bench" --server "127.0.0.1:$ledge_port" --ca "$scratch/$mode/ledge/tls/ca.pem" \
-            --node-pid "$ledge_pid" --json --quiet "$@" "${acks_args[@]}" >"$file"
+            --node-pid "$ledge_pid" --json --quiet "$@" "${acks_args[@]}" >"$file" ||
+            echo "$server $workload ($mode, round $round) failed; its JSON, if any: $file" >&2
         ;;
     nats)
         "$bin/peers-bench" --backend nats --server "127.0.0.1:$nats_port" --node-pid "$nats_pid" \
-            --durability "$mode" --json "$@" >"$file"
+            --durability "$mode" --json "$@" >"$file" ||
+            echo "$server $workload ($mode, round $round) failed; its JSON, if any: $file" >&2
         ;;
     redis)
         "$bin/peers-bench" --backend redis --server "127.0.0.1:$redis_port" --node-pid "$redis_pid" \
-            --durability "$mode" --json "$@" >"$file"
+            --durability "$mode" --json "$@" >"$file" ||
+            echo "$server $workload ($mode, round $round) failed; its JSON, if any: $file" >&2
         ;;
     esac
 }
