@@ -23,7 +23,8 @@
 #            Redis appendonly yes, appendfsync always.
 # Workloads, in each round for each server, the servers' order rotating per round:
 #   produce  RECORDS records, closed loop (Ledge: the SDK's batching, a topic of 2
-#            partitions; peers: micro-batches of 64 records, 4 outstanding, into one stream);
+#            partitions; peers: micro-batches of 64 records, 4 outstanding, into one stream;
+#            $PEERS_BATCH and $PEERS_IN_FLIGHT change those two);
 #   consume  one reader of everything produce wrote;
 #   group    2 members of one group reading it (Ledge: a consumer group over the 2
 #            partitions; NATS: one durable pull consumer shared by 2 clients, no acks; Redis:
@@ -47,6 +48,9 @@ rounds=${1:-3}
 records=${2:-200000}
 e2e_rate=${3:-5000}
 e2e_seconds=${4:-10}
+# The peers' produce shape: records per micro-batch, micro-batches outstanding.
+peers_batch=${PEERS_BATCH:-64}
+peers_in_flight=${PEERS_IN_FLIGHT:-4}
 workspace=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${LEDGE_BIN:-$workspace/target/release}
 nats_server=${NATS_SERVER:-}
@@ -193,7 +197,8 @@ for mode in relaxed strict; do
                 run "$mode" ledge "$round" e2e e2e --topic "$topic-e2e" --rate "$e2e_rate" \
                     --duration "$e2e_seconds" --warmup 1
             else
-                run "$mode" "$server" "$round" produce --stream peers produce --records "$records"
+                run "$mode" "$server" "$round" produce --stream peers produce --records "$records" \
+                    --batch "$peers_batch" --in-flight "$peers_in_flight"
                 run "$mode" "$server" "$round" consume --stream peers consume
                 run "$mode" "$server" "$round" group --stream peers group --consumers 2
                 run "$mode" "$server" "$round" e2e --stream peers-e2e e2e --rate "$e2e_rate" \
