@@ -21,13 +21,6 @@ pub(crate) fn cluster_init(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// A UDP port nothing is bound to now (the kernel's choice), so parallel tests and other
-/// processes on the machine do not collide on fixed ports.
-fn free_udp_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap().port()
-}
-
 /// Goal: `cluster-init --nodes 3` writes a config, certificate and key per node and a cluster
 /// CA; refuses to run again over them; and `ledge-node --config DIR/node-1.toml` starts a node
 /// that the `ledge` CLI reaches with `--ca DIR/tls/ca.pem`. Method: the real binaries, with
@@ -220,21 +213,11 @@ fn a_node_with_a_foreign_certificate_refuses_to_start_with_one_line() {
     }
 }
 
-/// `count` consecutive UDP ports, `base + 1 ..= base + count`, none bound now; returns `base`
-/// (what `cluster-init --base-port` takes).
+/// `count` consecutive ports, `base + 1 ..= base + count`, free over UDP and TCP now and
+/// outside the kernel's ephemeral range (see `ledge_e2e::ports`); returns `base` (what
+/// `cluster-init --base-port` takes).
 pub(crate) fn free_udp_port_run(count: u16) -> u16 {
-    for _ in 0..100 {
-        let first = free_udp_port();
-        let all_free = (0..count).all(|offset| {
-            first
-                .checked_add(offset)
-                .is_some_and(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok())
-        });
-        if all_free {
-            return first - 1;
-        }
-    }
-    panic!("no run of {count} free UDP ports found");
+    ledge_e2e::ports::reserve_run(count) - 1
 }
 
 /// `ledge cluster describe --format json` against `address`, parsed; `None` while the node

@@ -12,6 +12,7 @@
 pub mod cluster_harness;
 pub mod fault_proxy;
 pub mod history;
+pub mod ports;
 pub mod workload;
 
 use std::io::{BufRead, BufReader, Write};
@@ -143,9 +144,12 @@ impl NodeProcess {
         };
         let mut node = Self {
             child: None,
+            // Not port 0: the node's Kafka listener takes the QUIC port's number over TCP, and
+            // a restart binds both again; a port from the kernel's ephemeral range could by
+            // then be some client connection's local port (EADDRINUSE on restart).
             addr: options
                 .listen
-                .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], ports::reserve_run(1)))),
             kafka_addr: None,
             kafka_tls_addr: None,
             admin_addr: None,
