@@ -1151,7 +1151,7 @@ impl Admin {
     }
 
     /// The named transforms, in the order asked, or every transform sorted by name when
-    /// `names` is empty. Fails with `ModuleNotFound` for a name that is not a transform.
+    /// `names` is empty. Fails with `TransformNotFound` for a name that is not a transform.
     pub async fn describe_transforms(
         &self,
         names: Vec<String>,

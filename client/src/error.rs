@@ -543,7 +543,7 @@ pub enum AdminError {
         /// The node's explanation, verbatim.
         message: String,
     },
-    /// The node refused an operation on a transform: `ModuleNotFound` (no transform by that
+    /// The node refused an operation on a transform: `TransformNotFound` (no transform by that
     /// name), `TransformAlreadyExists` (one by that name reads another input: remove it
     /// first), `InvalidModule` (as for [`AdminError::Module`]), `UnknownTopicOrPartition`
     /// (the input topic does not exist), `InvalidTopic` (an output or dead-letter topic it

@@ -156,7 +156,17 @@ fn a_node_with_a_foreign_certificate_refuses_to_start_with_one_line() {
     let temporary = tempfile::tempdir().unwrap();
     let (a, b) = (temporary.path().join("a"), temporary.path().join("b"));
     for dir in [&a, &b] {
-        let (success, _, stderr) = cluster_init(&["--nodes", "2", "--dir", &dir.to_string_lossy()]);
+        // Ports of their own: a refused start must fail on the certificate, never on a port
+        // another test's node holds.
+        let base_port = free_udp_port_run(2).to_string();
+        let (success, _, stderr) = cluster_init(&[
+            "--nodes",
+            "2",
+            "--dir",
+            &dir.to_string_lossy(),
+            "--base-port",
+            &base_port,
+        ]);
         assert!(success, "{stderr}");
     }
     let original = std::fs::read_to_string(a.join("node-1.toml")).unwrap();

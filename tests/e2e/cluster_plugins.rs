@@ -395,13 +395,13 @@ fn modules_and_transforms_follow_the_controller_and_a_transform_survives_kill_9(
         let raw_other = raw_at(&cluster, other).await;
         let mut gone = describe(&raw_other, "keep").await;
         for _ in 0..100 {
-            if gone.error == ErrorCode::ModuleNotFound {
+            if gone.error == ErrorCode::TransformNotFound {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             gone = describe(&raw_other, "keep").await;
         }
-        assert_eq!(gone.error, ErrorCode::ModuleNotFound, "{gone:#?}");
+        assert_eq!(gone.error, ErrorCode::TransformNotFound, "{gone:#?}");
     });
 }
 

@@ -395,7 +395,16 @@ fn bad_topic_creations_are_refused_in_one_line_and_change_nothing() {
 fn declared_topics_are_refused_in_a_cluster_config_in_one_line() {
     let temporary = tempfile::tempdir().unwrap();
     let dir = temporary.path().join("cluster");
-    let (success, _, stderr) = cluster_init(&["--nodes", "2", "--dir", &dir.to_string_lossy()]);
+    // Ports of its own: the start must be refused for the topic, never for a busy port.
+    let base_port = free_udp_port_run(2).to_string();
+    let (success, _, stderr) = cluster_init(&[
+        "--nodes",
+        "2",
+        "--dir",
+        &dir.to_string_lossy(),
+        "--base-port",
+        &base_port,
+    ]);
     assert!(success, "{stderr}");
     let path = dir.join("node-1.toml");
     let mut config = std::fs::read_to_string(&path).unwrap();

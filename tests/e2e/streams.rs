@@ -191,6 +191,24 @@ fn the_order_counts_aggregate_counts_orders_per_customer() {
         ledge(&node, &["table", "get", "counts", "3"]).trim(),
         expected["3"].to_string()
     );
+    // A name that is no transform is said so, in one line, with the code that says it.
+    let address = node.addr.to_string();
+    let ca = node.ca_file.to_string_lossy().into_owned();
+    for verb in [
+        &["table", "get", "cuonts", "3"][..],
+        &["table", "scan", "cuonts"],
+    ] {
+        let mut full = vec!["--server", address.as_str(), "--ca", ca.as_str()];
+        full.extend_from_slice(verb);
+        let (status, stdout, stderr) = run_cli(&full, None);
+        assert!(!status.success(), "{verb:?}: {stdout}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("no transform named \"cuonts\"")
+                && stderr.contains("TransformNotFound"),
+            "{stderr}"
+        );
+    }
 }
 
 // Goal: kill -9 at random points while the aggregate runs, then restart: the final counts

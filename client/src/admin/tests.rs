@@ -164,15 +164,15 @@ fn transform_descriptions_become_typed() {
 fn refused_and_malformed_descriptions_are_errors() {
     let unknown = wire::TransformDescription {
         name: "absent".into(),
-        error: ErrorCode::ModuleNotFound,
+        error: ErrorCode::TransformNotFound,
         last_error: "no transform named \"absent\"".into(),
         ..wire::TransformDescription::default()
     };
     let error = transform_description(unknown).unwrap_err();
-    assert_eq!(error.code(), Some(ErrorCode::ModuleNotFound));
+    assert_eq!(error.code(), Some(ErrorCode::TransformNotFound));
     assert_eq!(
         error.to_string(),
-        "transform absent: no transform named \"absent\" (ModuleNotFound)"
+        "transform absent: no transform named \"absent\" (TransformNotFound)"
     );
 
     let mut odd = described("t");

@@ -684,7 +684,7 @@ impl<D: Disk> Broker<D> {
                 Err(unknown) => TransformDescription {
                     last_error: client_text(&unknown),
                     name: unknown.name,
-                    error: ErrorCode::ModuleNotFound,
+                    error: ErrorCode::TransformNotFound,
                     ..TransformDescription::default()
                 },
             })
@@ -881,7 +881,8 @@ fn refusal_code(refusal: AdminRefusal) -> ErrorCode {
         AdminRefusal::NoReassignmentInProgress => ErrorCode::NoReassignmentInProgress,
         AdminRefusal::NodeInUse => ErrorCode::NodeInUse,
         // As on one node (`module_code`, `AlterTransformError`).
-        AdminRefusal::ModuleNotFound | AdminRefusal::TransformNotFound => ErrorCode::ModuleNotFound,
+        AdminRefusal::ModuleNotFound => ErrorCode::ModuleNotFound,
+        AdminRefusal::TransformNotFound => ErrorCode::TransformNotFound,
         AdminRefusal::ModuleInUse => ErrorCode::ModuleInUse,
         AdminRefusal::InvalidRequest => ErrorCode::InvalidRequest,
         AdminRefusal::Security(refusal) => security_refusal_code(refusal),
@@ -1357,7 +1358,7 @@ impl From<&AlterTransformError> for ErrorCode {
         match error {
             AlterTransformError::Stopped(SetTransformStoppedError::NotFound(_))
             | AlterTransformError::Remove(RemoveTransformError::NotFound(_)) => {
-                Self::ModuleNotFound
+                Self::TransformNotFound
             }
             AlterTransformError::UnknownAction(_) => Self::InvalidRequest,
             AlterTransformError::Controller(error) => admin_wire(error).0,

@@ -335,7 +335,7 @@ fn an_aggregate_counts_orders_per_customer_and_resumes_exactly() {
                 key: Bytes::new(),
             })
             .await;
-        assert_eq!(unknown.error, ErrorCode::ModuleNotFound);
+        assert_eq!(unknown.error, ErrorCode::TransformNotFound);
 
         // A redeploy of the same module keeps the state (and its topics).
         assert_eq!(broker.transforms.deploy(counts("counts")).await.unwrap(), 2);

@@ -571,7 +571,7 @@ fn a_failing_transform_trips_the_breaker_and_a_runaway_module_does_not_stall_oth
         assert_eq!(response.error, ErrorCode::None);
         assert_eq!(
             describe(&broker, "fails").await.error,
-            ErrorCode::ModuleNotFound
+            ErrorCode::TransformNotFound
         );
         broker.close().await;
     });

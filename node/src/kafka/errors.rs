@@ -26,9 +26,10 @@ pub fn kafka_code(code: ErrorCode) -> i16 {
             ResponseError::TopicAlreadyExists
         }
         ErrorCode::InvalidPartitions => ResponseError::InvalidPartitions,
-        ErrorCode::InvalidConfig | ErrorCode::InvalidModule | ErrorCode::ModuleNotFound => {
-            ResponseError::InvalidConfig
-        }
+        ErrorCode::InvalidConfig
+        | ErrorCode::InvalidModule
+        | ErrorCode::ModuleNotFound
+        | ErrorCode::TransformNotFound => ResponseError::InvalidConfig,
         ErrorCode::MessageTooLarge | ErrorCode::FrameTooLarge => ResponseError::MessageTooLarge,
         ErrorCode::OffsetOutOfRange => ResponseError::OffsetOutOfRange,
         // Kafka has no "too busy" answer for data requests; a timeout is retried the same way.

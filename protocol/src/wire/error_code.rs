@@ -123,7 +123,7 @@ error_codes! {
     /// A WASM module is invalid: not WebAssembly, wrong exports for its kind, imports,
     /// too large, or it refused its parameters.
     InvalidModule = 35, false;
-    /// No module or transform with that name.
+    /// No module with that name (a transform: `TransformNotFound`).
     ModuleNotFound = 36, false;
     /// A module failed while running (trap, out of fuel, memory limit, malformed output).
     ModuleFailed = 37, false;
@@ -239,6 +239,8 @@ error_codes! {
     /// The caller may not do this to a Ledge resource: a module or a transform (neither
     /// has a Kafka twin). The message names principal, operation and resource.
     ResourceAuthorizationFailed = 82, false;
+    /// No transform with that name (`ledge transform list` shows the deployed ones).
+    TransformNotFound = 83, false;
 }
 
 impl ErrorCode {

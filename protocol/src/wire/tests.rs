@@ -698,6 +698,9 @@ fn error_codes_are_stable_and_unknown_codes_degrade() {
         assert!(code.is_authorization_failure());
     }
     assert!(!ErrorCode::AuthenticationRequired.is_authorization_failure());
+    assert_eq!(ErrorCode::TransformNotFound as u16, 83);
+    assert_eq!(ErrorCode::from_u16(83), ErrorCode::TransformNotFound);
+    assert!(!ErrorCode::TransformNotFound.is_retriable());
     assert_eq!(ApiKey::from_u16(45), Some(ApiKey::SaslHandshake));
     assert_eq!(ApiKey::from_u16(46), Some(ApiKey::SaslAuthenticate));
 }

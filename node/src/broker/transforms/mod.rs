@@ -1195,7 +1195,7 @@ impl<D: Disk> TransformRunner<D> {
     > {
         let Some(definition) = self.stored_transform(name).await else {
             return Err((
-                ErrorCode::ModuleNotFound,
+                ErrorCode::TransformNotFound,
                 format!("no transform named {name:?}"),
             ));
         };
