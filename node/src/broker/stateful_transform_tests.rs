@@ -443,3 +443,125 @@ fn a_batch_too_large_for_one_commit_is_split() {
         broker.close().await;
     });
 }
+
+/// A module `order_counts` could be swapped for: the same layout (`ledge_group`, so a
+/// repartition topic), the state schema `schema`, and every call answering as
+/// `ledge_state_check` would: each of the `u32 n` states read (`accept`) or refused with
+/// the message `bad`. Only the check is called in these tests.
+fn swapped_module(schema: &[u8], accept: bool) -> Bytes {
+    // Output at 32768, clear of the input (written at 8192 by `ledge_alloc`).
+    let body = if accept {
+        r#"(local $n i32)
+        (local.set $n (i32.load (local.get 0)))
+        (memory.fill (i32.const 32768) (i32.const 0) (local.get $n))
+        (i64.or (i64.shl (i64.const 32768) (i64.const 32)) (i64.extend_i32_u (local.get $n)))"#
+    } else {
+        r#"(local $n i32) (local $i i32) (local $at i32)
+        (local.set $n (i32.load (local.get 0)))
+        (block $done (loop $next
+          (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+          (local.set $at (i32.add (i32.const 32768) (i32.mul (local.get $i) (i32.const 8))))
+          (i32.store8 (local.get $at) (i32.const 2))
+          (i32.store (i32.add (local.get $at) (i32.const 1)) (i32.const 3))
+          (i32.store8 (i32.add (local.get $at) (i32.const 5)) (i32.const 98))
+          (i32.store8 (i32.add (local.get $at) (i32.const 6)) (i32.const 97))
+          (i32.store8 (i32.add (local.get $at) (i32.const 7)) (i32.const 100))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $next)))
+        (i64.or (i64.shl (i64.const 32768) (i64.const 32))
+          (i64.extend_i32_u (i32.mul (local.get $n) (i32.const 8))))"#
+    };
+    Bytes::from(
+        crate::wasm::runtime::stateful_tests::Fixed {
+            exports: &["ledge_aggregate", "ledge_state_check", "ledge_group"],
+            schema,
+            output: &[],
+            body: Some(body),
+        }
+        .module(),
+    )
+}
+
+async fn version_of(broker: &Broker<SimDisk>, name: &str) -> u32 {
+    broker
+        .describe_transforms(DescribeTransformsRequest {
+            names: vec![name.into()],
+        })
+        .await
+        .transforms
+        .remove(0)
+        .version
+}
+
+// Goal (hot swap, docs/STREAMS.md): a redeploy whose module names another state schema is
+// refused, naming a key, when its `ledge_state_check` refuses a stored state (the running
+// version goes on counting), and keeps the state when the check reads every one.
+#[test]
+fn a_new_state_schema_is_taken_only_when_its_check_reads_every_stored_state() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(31);
+        let broker = open(&disk).await;
+        broker
+            .registry
+            .create_topic("orders", 3, &BTreeMap::new())
+            .await
+            .unwrap();
+        broker.transforms.deploy(counts("counts")).await.unwrap();
+        let mut total = 0;
+        for partition in 0..3 {
+            produce(&broker, "orders", partition, orders(total, 20)).await;
+            total += 20;
+        }
+        wait_for_counts(&broker, total).await;
+
+        let refused = broker
+            .transforms
+            .deploy(transforms::DeclaredTransform {
+                module: swapped_module(b"u64;schema=3", false),
+                ..counts("counts")
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("state schema changes (u64 -> u64;schema=3)")
+                && refused.contains("cannot read the state of key")
+                && refused.contains(": bad"),
+            "{refused}"
+        );
+        assert_eq!(version_of(&broker, "counts").await, 1);
+        produce(&broker, "orders", 0, orders(total, 10)).await;
+        total += 10;
+        wait_for_counts(&broker, total).await;
+
+        let version = broker
+            .transforms
+            .deploy(transforms::DeclaredTransform {
+                module: swapped_module(b"u64;schema=2", true),
+                ..counts("counts")
+            })
+            .await
+            .unwrap();
+        assert_eq!(version, 2);
+        // The new version restored the same state: every count is still there.
+        for (key, count) in true_counts(total) {
+            let mut answer = TableGetResponse::default();
+            for _ in 0..1000 {
+                answer = broker
+                    .transforms
+                    .table_get(TableGetRequest {
+                        name: "counts".into(),
+                        key: Bytes::from(key.clone()),
+                    })
+                    .await;
+                if answer.error != ErrorCode::LeaderNotAvailable {
+                    break;
+                }
+                crate::clock::sleep(&*broker.clock, Duration::from_millis(10)).await;
+            }
+            assert_eq!(answer.error, ErrorCode::None, "{}", answer.message);
+            assert_eq!(answer.value, Bytes::from(count.to_string()), "key {key}");
+        }
+        broker.close().await;
+    });
+}

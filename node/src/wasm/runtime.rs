@@ -1115,6 +1115,21 @@ impl Plugin {
             .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
     }
 
+    /// [`check_states`](Self::check_states) on the node's plug-in executor.
+    pub async fn check_states_on_executor(
+        self: &Arc<Self>,
+        states: Vec<Bytes>,
+    ) -> Result<CallRun<Vec<Result<(), String>>>, WasmError> {
+        let plugin = Arc::clone(self);
+        self.engine
+            .run_call(move || {
+                let states: Vec<&[u8]> = states.iter().map(|state| state.as_ref()).collect();
+                plugin.check_states(&states)
+            })
+            .await
+            .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
+    }
+
     /// [`aggregate`](Self::aggregate) on the node's plug-in executor, with owned slots:
     /// (group key, stored state) each, unwindowed.
     pub async fn aggregate_on_executor(

@@ -711,15 +711,71 @@ impl<D: Disk> TransformRunner<D> {
         Ok(version)
     }
 
+    /// Hot swap across a state schema change (docs/STREAMS.md, "Hot swap"): why the new
+    /// module cannot take over the running transform's state, or `None` when its
+    /// `ledge_state_check` accepts every stored state. Every state partition must be running
+    /// and restored (a state not in memory cannot be checked); states go to the module in
+    /// calls of at most `STATE_CHECK_BATCH` states, read from a snapshot of each store so
+    /// the task keeps running meanwhile (what it writes later is written by the old module,
+    /// in the schema just checked).
+    async fn unreadable_state(
+        &self,
+        name: &str,
+        plugin: &Arc<Plugin>,
+        state_partitions: u32,
+    ) -> Option<String> {
+        /// States per `ledge_state_check` call: bounds one call's input and output.
+        const STATE_CHECK_BATCH: usize = 1024;
+        let stores = match self.table_stores(name).await {
+            Ok((_, stores)) => stores,
+            Err((_, message)) => return Some(message),
+        };
+        for partition in 0..state_partitions {
+            let Some(store) = stores.get(&partition) else {
+                return Some(format!(
+                    "state partition {partition} is restoring or not running, so its states cannot be checked; retry once it runs"
+                ));
+            };
+            let entries: Vec<(Bytes, Bytes)> = store
+                .lock()
+                .await
+                .iter()
+                .filter(|(key, _)| key.store == crate::streams::store::STORE_AGGREGATE)
+                .map(|(key, value)| (key.key.clone(), value.clone()))
+                .collect();
+            for chunk in entries.chunks(STATE_CHECK_BATCH) {
+                let states = chunk.iter().map(|(_, state)| state.clone()).collect();
+                let verdicts = match plugin.check_states_on_executor(states).await {
+                    Ok(run) => run.output,
+                    Err(error) => {
+                        return Some(format!("its ledge_state_check failed: {error}"));
+                    }
+                };
+                if let Some(((key, _), Err(message))) = chunk
+                    .iter()
+                    .zip(verdicts)
+                    .find(|(_, verdict)| verdict.is_err())
+                {
+                    return Some(format!(
+                        "its ledge_state_check cannot read the state of key {} (state partition {partition}): {message}",
+                        String::from_utf8_lossy(key)
+                    ));
+                }
+            }
+        }
+        None
+    }
+
     /// A stateful transform's spec, with its internal topics created: the changelog
     /// (compacted) and, when the module exports `ledge_group`, the repartition topic.
-    /// `None` for the record-by-record kinds. A redeploy keeps the state only when the kind,
-    /// layout and `ledge_state_schema` are unchanged.
+    /// `None` for the record-by-record kinds. A redeploy keeps the state only when the kind
+    /// and layout are unchanged and the `ledge_state_schema` is too, or the new module's
+    /// `ledge_state_check` reads every stored state.
     async fn prepare_state(
         &self,
         name: &str,
         declared: &DeclaredTransform,
-        plugin: &Plugin,
+        plugin: &Arc<Plugin>,
         existing: Option<&StoredTransform>,
         input_partitions: u32,
     ) -> Result<Option<super::metadata::StatefulSpec>, DeployTransformError> {
@@ -759,13 +815,19 @@ impl<D: Disk> TransformRunner<D> {
                         .ok()
                         .and_then(|old| old.module().state_schema().map(str::to_string));
                     let new_schema = plugin.module().state_schema().map(str::to_string);
-                    (old_schema != new_schema).then(|| {
-                        format!(
-                            "its state schema changes ({} -> {}); ledge_state_check is not consulted yet",
-                            old_schema.unwrap_or_default(),
-                            new_schema.unwrap_or_default()
-                        )
-                    })
+                    if old_schema == new_schema {
+                        None
+                    } else {
+                        self.unreadable_state(name, plugin, spec.state_partitions)
+                            .await
+                            .map(|why| {
+                                format!(
+                                    "its state schema changes ({} -> {}) and {why}",
+                                    old_schema.unwrap_or_default(),
+                                    new_schema.unwrap_or_default()
+                                )
+                            })
+                    }
                 }
             };
             if let Some(reason) = reason {
