@@ -243,6 +243,23 @@ fn an_aggregate_counts_orders_per_customer_and_resumes_exactly() {
         assert_eq!(description.state_partitions, 3);
         assert_eq!(description.state_partitions_ready, 3);
         assert!(description.state_bytes > 0, "{description:?}");
+        // Counted once each: in = the orders read from the input (stage 2's reads of the
+        // repartition topic are not the transform's input), out = the change records in the
+        // output topic (stage 1's repartition writes are not its output).
+        assert_eq!(description.records_in, total, "{description:?}");
+        let change_records: usize = changes(&broker).await.values().map(Vec::len).sum();
+        assert_eq!(
+            description.records_out, change_records as u64,
+            "{description:?}"
+        );
+        assert_eq!(
+            description
+                .partitions
+                .iter()
+                .map(|partition| partition.records_in)
+                .sum::<u64>(),
+            total
+        );
 
         broker.close().await;
         drop(broker);

@@ -709,6 +709,10 @@ impl<D: Disk> StateTask<D> {
         committed?;
         self.publish(&state.position, Some(store.memory_bytes()));
         drop(store);
+        // With a repartition stage, stage 1 counted these records when it read them from
+        // the input: `describe` counts the transform's input once (stage 2 reads the
+        // transform's own internal topic).
+        let records_in = if spec.repartition { 0 } else { records_in };
         self.stats
             .records_in
             .fetch_add(records_in, Ordering::Relaxed);

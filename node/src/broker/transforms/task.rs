@@ -523,12 +523,16 @@ async fn write_chunk<D: Disk>(
         )
         .await?;
     }
+    // A stateful transform's stage 1 writes its internal repartition topic, not the output:
+    // `describe` counts as out what reaches the output topic (stage 2's change records).
+    let records_out = match &definition.stateful {
+        Some(_) => 0,
+        None => output.records_out,
+    };
     stats
         .records_in
         .fetch_add(output.records_in, Ordering::Relaxed);
-    stats
-        .records_out
-        .fetch_add(output.records_out, Ordering::Relaxed);
+    stats.records_out.fetch_add(records_out, Ordering::Relaxed);
     stats
         .records_dead
         .fetch_add(output.failed, Ordering::Relaxed);
@@ -536,7 +540,7 @@ async fn write_chunk<D: Disk>(
         partition,
         PartitionCounters {
             records_in: output.records_in,
-            records_out: output.records_out,
+            records_out,
             records_dead: output.failed,
             busy_us: 0,
         },
