@@ -214,6 +214,7 @@ struct TransformsSection {
     state_memory_bytes_max: Option<u64>,
     commit_batch_bytes_max: Option<u64>,
     table_scan_entries_max: Option<usize>,
+    repartition_purge_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -934,6 +935,10 @@ impl NodeConfig {
             limits.table_scan_entries_max =
                 positive("table_scan_entries_max", value as u64)? as usize;
         }
+        if let Some(value) = transforms.repartition_purge_interval_ms {
+            // 0: after every input read (a durable write each time).
+            limits.repartition_purge_interval = Duration::from_millis(value);
+        }
         let mut names = BTreeMap::new();
         for spanned in &file.module {
             let line = line_of(text, spanned.span().start);
@@ -1268,6 +1273,7 @@ breaker_error_ratio = 0.9
 state_memory_bytes_max = 1048576
 commit_batch_bytes_max = 65536
 table_scan_entries_max = 50
+repartition_purge_interval_ms = 5000
 
 [[module]]
 name = "vip"
@@ -1299,6 +1305,10 @@ on_error = "skip"
         assert_eq!(config.broker.transforms.state_memory_bytes_max, 1024 * 1024);
         assert_eq!(config.broker.transforms.commit_batch_bytes_max, 65536);
         assert_eq!(config.broker.transforms.table_scan_entries_max, 50);
+        assert_eq!(
+            config.broker.transforms.repartition_purge_interval,
+            Duration::from_secs(5)
+        );
         assert_eq!(config.modules[0].kind, PluginKind::Partitioner);
         assert_eq!(config.modules[0].params["null_key_partition"], "1");
         let transform = &config.transforms[0];

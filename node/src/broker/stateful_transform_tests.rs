@@ -582,3 +582,60 @@ fn a_new_state_schema_is_taken_only_when_its_check_reads_every_stored_state() {
         broker.close().await;
     });
 }
+
+// Goal: stage 2 deletes the repartition records it has committed (Kafka Streams' purge of
+// repartition topics), so the internal topic does not keep every re-keyed input record; a
+// restart after the purge restores and goes on counting exactly.
+#[test]
+fn consumed_repartition_records_are_deleted_and_counting_goes_on() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(37);
+        let mut config = config();
+        config.transforms.repartition_purge_interval = Duration::ZERO;
+        let broker = open_with(&disk, config.clone()).await;
+        broker
+            .registry
+            .create_topic("orders", 2, &BTreeMap::new())
+            .await
+            .unwrap();
+        broker.transforms.deploy(counts("counts")).await.unwrap();
+        let mut total = 0;
+        for _ in 0..2 {
+            for partition in 0..2 {
+                produce(&broker, "orders", partition, orders(total, 20)).await;
+                total += 20;
+            }
+        }
+        wait_for_counts(&broker, total).await;
+        let repartition = StatefulSpec::repartition_topic("counts");
+        for partition in 0..2 {
+            let log = broker
+                .registry
+                .partition_log(&repartition, partition)
+                .unwrap();
+            for _ in 0..1000 {
+                if log.log_start_offset() == log.high_watermark() {
+                    break;
+                }
+                crate::clock::sleep(&*broker.clock, Duration::from_millis(10)).await;
+            }
+            assert!(
+                log.high_watermark() > 0,
+                "partition {partition} got records"
+            );
+            assert_eq!(
+                log.log_start_offset(),
+                log.high_watermark(),
+                "partition {partition}: every committed record deleted"
+            );
+        }
+        broker.close().await;
+        drop(broker);
+
+        let broker = open_with(&disk, config).await;
+        produce(&broker, "orders", 1, orders(total, 20)).await;
+        total += 20;
+        wait_for_counts(&broker, total).await;
+        broker.close().await;
+    });
+}

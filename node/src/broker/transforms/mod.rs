@@ -214,6 +214,9 @@ pub struct TransformLimits {
     pub commit_batch_bytes_max: u64,
     /// Most entries one table scan answers.
     pub table_scan_entries_max: usize,
+    /// Least time between two deletions of a stateful transform's consumed repartition
+    /// records (Kafka Streams' `repartition.purge.interval.ms`).
+    pub repartition_purge_interval: Duration,
 }
 
 impl Default for TransformLimits {
@@ -232,6 +235,8 @@ impl Default for TransformLimits {
             state_memory_bytes_max: crate::streams::store::STATE_MEMORY_BYTES_MAX_DEFAULT,
             commit_batch_bytes_max: crate::streams::changelog::COMMIT_BATCH_BYTES_MAX_DEFAULT,
             table_scan_entries_max: 10_000,
+            // Kafka Streams' default.
+            repartition_purge_interval: Duration::from_secs(30),
         }
     }
 }

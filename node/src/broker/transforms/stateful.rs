@@ -226,6 +226,8 @@ struct LiveState {
     pending: Vec<(u64, OutboxEntry)>,
     /// Forwarded outbox entries whose tombstones the next commit carries.
     forwarded: Vec<u64>,
+    /// When the repartition records below the committed position were last deleted.
+    purged_at: Option<std::time::Instant>,
 }
 
 /// What one step of the loop found.
@@ -399,6 +401,7 @@ impl<D: Disk> StateTask<D> {
             position,
             pending: restored.pending,
             forwarded: Vec::new(),
+            purged_at: None,
         };
         self.publish(&live.position, Some(memory_bytes));
         Ok(live)
@@ -522,7 +525,40 @@ impl<D: Disk> StateTask<D> {
                 Folded::Stopped => return Ok(Step::Again),
             }
         }
+        if spec.repartition {
+            self.purge_repartition(handles, &log, state).await;
+        }
         Ok(Step::Again)
+    }
+
+    /// Deletes the repartition records below the committed position (Kafka Streams'
+    /// purge of repartition topics): at most once per `transforms.repartition_purge_interval`,
+    /// since moving a log start is a durable write. The position is in a synced changelog
+    /// commit, so no restore reads below it again, and stage 1 never rewrites below it
+    /// (its repeats are deduplicated by source offset, not by repartition offset). A
+    /// failure is logged and retried at the next interval: the records stay readable.
+    async fn purge_repartition(
+        &self,
+        handles: &TransformHandles<D>,
+        log: &crate::storage::PartitionLog<D>,
+        state: &mut LiveState,
+    ) {
+        let now = handles.clock.now();
+        if state.purged_at.is_some_and(|at| {
+            now.saturating_duration_since(at) < handles.limits.repartition_purge_interval
+        }) {
+            return;
+        }
+        let Some(&committed) = state.position.input_offsets.get(&INPUT_INDEX) else {
+            return;
+        };
+        state.purged_at = Some(now);
+        if committed <= log.log_start_offset() {
+            return;
+        }
+        if let Err(error) = log.delete_before(committed).await {
+            tracing::warn!(transform = %self.name, partition = self.partition, %error, "deleting consumed repartition records failed; retried at the next interval");
+        }
     }
 
     /// Folds one input batch's records from `from` into the store and commits it.
