@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ledge_client::{
-    Admin, Client, TransformDescription, TransformPartition, TransformPartitionStatus,
-    TransformSpec,
+    Admin, Client, TransformDescription, TransformJoin, TransformPartition,
+    TransformPartitionStatus, TransformSpec,
 };
 use serde_json::json;
 
-use crate::args::{Format, TransformCommand, TransformDeployArgs};
+use crate::args::{Format, JoinArgs, TransformCommand, TransformDeployArgs};
 use crate::module::{hash_prefix, params_json, params_text};
 use crate::output::{print, table};
 
@@ -90,6 +90,7 @@ async fn deploy(admin: &Admin, arguments: TransformDeployArgs) -> anyhow::Result
         params: arguments.source.params,
         on_error: arguments.on_error.into(),
         dead_letter_topic: arguments.dead_letter_topic,
+        join: join_of(arguments.join)?,
     };
     let fallback_output = spec.output_or_default();
     let input = spec.input.clone();
@@ -117,6 +118,32 @@ async fn deploy(admin: &Admin, arguments: TransformDeployArgs) -> anyhow::Result
             "Deployed transform {name} version {version}: {input} -> {output}."
         )),
     }
+}
+
+/// The join flags as the node takes them: --join-window is both --join-before and
+/// --join-after unless they are given.
+fn join_of(arguments: JoinArgs) -> anyhow::Result<Option<TransformJoin>> {
+    if let Some(table) = arguments.table {
+        return Ok(Some(TransformJoin::Table(table)));
+    }
+    let Some(topic) = arguments.join_with else {
+        return Ok(None);
+    };
+    let (Some(before), Some(after)) = (
+        arguments.join_before.or(arguments.join_window),
+        arguments.join_after.or(arguments.join_window),
+    ) else {
+        anyhow::bail!(
+            "--join-with needs --join-window (or both --join-before and --join-after): how far \
+             apart two records' timestamps may be to pair"
+        );
+    };
+    Ok(Some(TransformJoin::Stream {
+        topic,
+        before,
+        after,
+        grace: arguments.join_grace.unwrap_or_default(),
+    }))
 }
 
 fn list_table(transforms: &[TransformDescription]) -> String {
@@ -186,6 +213,19 @@ fn describe_text(transform: &TransformDescription) -> String {
                     transform.state_partitions,
                     transform.restore_records
                 )
+            },
+        ),
+        (
+            "Join",
+            match &transform.join {
+                None => "-".to_string(),
+                Some(join) => format!(
+                    "with {} {} (lag {} records), {} records late or unmatched dropped",
+                    if join.table { "table" } else { "stream" },
+                    join.input,
+                    join.lag,
+                    transform.records_late
+                ),
             },
         ),
         (
@@ -333,6 +373,16 @@ fn describe_json(transform: &TransformDescription) -> serde_json::Value {
         "state_partitions_ready": transform.state_partitions_ready,
         "state_bytes": transform.state_bytes,
         "restore_records": transform.restore_records,
+        "records_late": transform.records_late,
+        "join": transform.join.as_ref().map(|join| json!({
+            "input": join.input,
+            "table": join.table,
+            "lag": join.lag,
+            "positions": join.positions.iter().map(|(partition, offset)| json!({
+                "partition": partition,
+                "offset": offset,
+            })).collect::<Vec<_>>(),
+        })),
         "last_error": transform.last_error,
         "positions": transform.positions.iter().map(|(partition, offset)| json!({
             "partition": partition,
@@ -406,6 +456,8 @@ mod tests {
             state_partitions_ready: 1,
             state_bytes: 4096,
             restore_records: 12,
+            join: None,
+            records_late: 0,
         }
     }
 
