@@ -272,10 +272,14 @@ impl JoinSection {
             (Some(_), Some(_)) => Err("join.table and join.with are exclusive: a join has one \
                  second input"
                 .to_string()),
-            (None, None) => Err("join: name the second input with join.table or join.with".to_string()),
-            (Some(_), None) if windowed => Err("join.window_ms, join.before_ms, join.after_ms and \
+            (None, None) => {
+                Err("join: name the second input with join.table or join.with".to_string())
+            }
+            (Some(_), None) if windowed => {
+                Err("join.window_ms, join.before_ms, join.after_ms and \
                  join.grace_ms are for join.with; a join.table has no window"
-                .to_string()),
+                    .to_string())
+            }
             (Some(table), None) => Ok(JoinSpec {
                 right: table.clone(),
                 kind: JoinKind::Table,
@@ -285,9 +289,11 @@ impl JoinSection {
                     self.before_ms.or(self.window_ms),
                     self.after_ms.or(self.window_ms),
                 ) else {
-                    return Err("join.with needs join.window_ms (or both join.before_ms and \
+                    return Err(
+                        "join.with needs join.window_ms (or both join.before_ms and \
                          join.after_ms)"
-                        .to_string());
+                            .to_string(),
+                    );
                 };
                 let spec = JoinSpec {
                     right: with.clone(),

@@ -1352,9 +1352,9 @@ fn join_spec(
                 .to_string(),
         ),
         (true, true) => Ok(None),
-        (false, false) => Err(
-            "join.table and join.with are exclusive: a join has one second input".to_string(),
-        ),
+        (false, false) => {
+            Err("join.table and join.with are exclusive: a join has one second input".to_string())
+        }
         (false, true) if window_set => Err(
             "join.before_ms, join.after_ms and join.grace_ms are for join.with; a join.table \
              has no window"

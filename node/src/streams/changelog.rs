@@ -392,7 +392,10 @@ fn put_record(out: &mut BytesMut, record: &OutputRecord) {
 
 /// Reads [`put_record`]'s bytes; `names` name the timestamp, key, value, header count,
 /// header name and header value fields in errors.
-fn read_record(r: &mut Reader<'_>, names: [&'static str; 6]) -> Result<OutputRecord, ChangelogError> {
+fn read_record(
+    r: &mut Reader<'_>,
+    names: [&'static str; 6],
+) -> Result<OutputRecord, ChangelogError> {
     let [timestamp, key, value, count, header_name, header_value] = names;
     let timestamp_ms = r.i64(timestamp)?;
     let key = r.nullable_bytes(key)?;

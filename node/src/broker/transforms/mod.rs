@@ -832,7 +832,10 @@ impl<D: Disk> TransformRunner<D> {
         };
         if let Some(existing) = existing {
             let reason = match &existing.stateful {
-                None => Some(format!("it keeps no state; a {} module does", declared.kind)),
+                None => Some(format!(
+                    "it keeps no state; a {} module does",
+                    declared.kind
+                )),
                 Some(old) if old.join != spec.join => Some(format!(
                     "its join input changes ({:?} -> {:?})",
                     old.join, spec.join

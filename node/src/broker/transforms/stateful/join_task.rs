@@ -115,7 +115,9 @@ impl<D: Disk> StateTask<D> {
         let left = handles
             .registry
             .partition_log(&definition.input, self.partition)?;
-        let right = handles.registry.partition_log(&join.right, self.partition)?;
+        let right = handles
+            .registry
+            .partition_log(&join.right, self.partition)?;
         let left_watch = left.subscribe_high_watermark();
         let right_watch = right.subscribe_high_watermark();
         self.publish_join(state);
@@ -414,15 +416,17 @@ impl<D: Disk> StateTask<D> {
         for (pair, outcome) in pairs.iter().zip(outcomes) {
             match outcome {
                 Outcome::Records(records) => {
-                    outputs.extend(records.into_iter().map(|record| OutputRecord {
-                        key: record.key,
-                        value: record.value,
-                        headers: record
-                            .headers
-                            .into_iter()
-                            .map(|header| (header.key, header.value))
-                            .collect(),
-                        timestamp_ms: record.timestamp.unwrap_or(pair.timestamp_ms),
+                    outputs.extend(records.into_iter().map(|record| {
+                        OutputRecord {
+                            key: record.key,
+                            value: record.value,
+                            headers: record
+                                .headers
+                                .into_iter()
+                                .map(|header| (header.key, header.value))
+                                .collect(),
+                            timestamp_ms: record.timestamp.unwrap_or(pair.timestamp_ms),
+                        }
                     }));
                 }
                 Outcome::Drop => {}
@@ -547,7 +551,10 @@ impl<D: Disk> StateTask<D> {
             Side::Left => next_offset,
             Side::Right => {
                 // A failed commit restores the task, so the live position may run ahead.
-                state.position.input_offsets.insert(RIGHT_INDEX, next_offset);
+                state
+                    .position
+                    .input_offsets
+                    .insert(RIGHT_INDEX, next_offset);
                 state
                     .position
                     .input_offsets
