@@ -1327,6 +1327,61 @@ segment.bytes = 4194304
         }
     }
 
+    // Goal: `join.*` keys of a `[[transform]]` declare a join's second input (a table, or a
+    // stream with its window: window_ms is both before and after unless they are given,
+    // grace 0 by default); a missing, doubled or misplaced setting is refused by name.
+    #[test]
+    fn transform_join_keys_declare_the_second_input() {
+        use crate::broker::metadata::{JoinKind, JoinSpec};
+        let head = "[[transform]]\nname = \"j\"\nkind = \"join\"\nmodule = \"m.wasm\"\ninput = \"orders\"\n";
+        let parse = |keys: &str| NodeConfig::from_toml(&format!("{head}{keys}"), "t.toml");
+        let config = parse("join.table = \"customers\"\n").unwrap();
+        assert_eq!(
+            config.transforms[0].join,
+            Some(JoinSpec {
+                right: "customers".into(),
+                kind: JoinKind::Table
+            })
+        );
+        let config =
+            parse("join = { with = \"clicks\", window_ms = 300000, after_ms = 1000 }\n").unwrap();
+        assert_eq!(
+            config.transforms[0].join,
+            Some(JoinSpec {
+                right: "clicks".into(),
+                kind: JoinKind::Stream {
+                    before_ms: 300_000,
+                    after_ms: 1000,
+                    grace_ms: 0
+                }
+            })
+        );
+        assert_eq!(parse("").unwrap().transforms[0].join, None);
+        for (keys, expected) in [
+            (
+                "join.table = \"a\"\njoin.with = \"b\"\n",
+                "join.table and join.with are exclusive",
+            ),
+            ("join.with = \"b\"\n", "join.with needs join.window_ms"),
+            (
+                "join.table = \"a\"\njoin.grace_ms = 5\n",
+                "a join.table has no window",
+            ),
+            (
+                "join.with = \"b\"\njoin.window_ms = 10\njoin.grace_ms = -1\n",
+                "join.grace_ms must not be negative",
+            ),
+            ("join.size_ms = 5\n", "unknown field `size_ms`"),
+            ("join = {}\n", "join.table or join.with"),
+        ] {
+            let error = parse(keys).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
+                "expected {expected:?} in: {error}"
+            );
+        }
+    }
+
     #[test]
     fn wasm_sections_parse_and_bad_ones_name_the_table() {
         let text = r#"
