@@ -1386,7 +1386,6 @@ impl From<&DeployTransformError> for ErrorCode {
             | DeployTransformError::StateChanged { .. } => Self::InvalidRequest,
             DeployTransformError::UnknownInput(_) => Self::UnknownTopicOrPartition,
             DeployTransformError::InternalInput => Self::InternalTopic,
-            DeployTransformError::StatefulKind(_) => Self::InvalidModule,
             DeployTransformError::JoinSetting(_) | DeployTransformError::CoPartitioning { .. } => {
                 Self::InvalidRequest
             }

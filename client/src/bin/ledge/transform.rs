@@ -533,4 +533,51 @@ mod tests {
         assert!(lines[0].contains("INPUT -> OUTPUT"), "{text}");
         assert!(lines[1].contains("orders -> orders.high-value"), "{text}");
     }
+
+    /// The join flags of `ledge transform deploy NAME --module m.wasm --kind join --input
+    /// orders` plus `extra`.
+    fn join_flags(extra: &[&str]) -> Result<Option<TransformJoin>, String> {
+        use clap::Parser;
+        let mut args = vec![
+            "ledge", "transform", "deploy", "j", "--module", "m.wasm", "--kind", "join", "--input",
+            "orders",
+        ];
+        args.extend_from_slice(extra);
+        let cli = crate::args::Cli::try_parse_from(args).map_err(|error| error.to_string())?;
+        let crate::args::Command::Transform {
+            command: TransformCommand::Deploy(arguments),
+        } = cli.command
+        else {
+            panic!("not a deploy")
+        };
+        join_of(arguments.join).map_err(|error| error.to_string())
+    }
+
+    // Goal: --table names a table; --join-with needs a window, which sets both before and
+    // after unless they are given; the flags of one kind of join refuse the other's.
+    #[test]
+    fn join_flags_name_the_second_input_and_its_window() {
+        assert_eq!(join_flags(&[]), Ok(None));
+        assert_eq!(
+            join_flags(&["--table", "customers"]),
+            Ok(Some(TransformJoin::Table("customers".into())))
+        );
+        assert_eq!(
+            join_flags(&["--join-with", "clicks", "--join-window", "5m", "--join-after", "1s"]),
+            Ok(Some(TransformJoin::Stream {
+                topic: "clicks".into(),
+                before: Duration::from_secs(300),
+                after: Duration::from_secs(1),
+                grace: Duration::ZERO,
+            }))
+        );
+        assert!(
+            join_flags(&["--join-with", "clicks"])
+                .unwrap_err()
+                .contains("--join-window")
+        );
+        assert!(join_flags(&["--table", "a", "--join-with", "b", "--join-window", "1s"]).is_err());
+        assert!(join_flags(&["--table", "a", "--join-grace", "1s"]).is_err());
+        assert!(join_flags(&["--join-with", "b", "--join-window", "soon"]).is_err());
+    }
 }

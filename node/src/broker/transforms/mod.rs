@@ -81,13 +81,6 @@ pub enum DeployTransformError {
     /// The input is an internal topic.
     #[error("a transform cannot read an internal topic")]
     InternalInput,
-    /// The module is of a stateful kind no transform runs yet (none today; kept for
-    /// kinds added later).
-    #[error(
-        "{0} transforms are not built yet; a transform runs filter, map, filter_map, \
-         flat_map, partitioner, aggregate and join modules (docs/STREAMS.md)"
-    )]
-    StatefulKind(PluginKind),
     /// A join setting is missing, refused, or given to another kind; the message names the
     /// setting (`join.table`, `join.with`, `join.before_ms`, ...).
     #[error("{0}")]
