@@ -539,7 +539,15 @@ mod tests {
     fn join_flags(extra: &[&str]) -> Result<Option<TransformJoin>, String> {
         use clap::Parser;
         let mut args = vec![
-            "ledge", "transform", "deploy", "j", "--module", "m.wasm", "--kind", "join", "--input",
+            "ledge",
+            "transform",
+            "deploy",
+            "j",
+            "--module",
+            "m.wasm",
+            "--kind",
+            "join",
+            "--input",
             "orders",
         ];
         args.extend_from_slice(extra);
@@ -563,7 +571,14 @@ mod tests {
             Ok(Some(TransformJoin::Table("customers".into())))
         );
         assert_eq!(
-            join_flags(&["--join-with", "clicks", "--join-window", "5m", "--join-after", "1s"]),
+            join_flags(&[
+                "--join-with",
+                "clicks",
+                "--join-window",
+                "5m",
+                "--join-after",
+                "1s"
+            ]),
             Ok(Some(TransformJoin::Stream {
                 topic: "clicks".into(),
                 before: Duration::from_secs(300),
