@@ -488,6 +488,8 @@ pub(crate) struct TableScanArgs {
     pub(crate) format: Format,
 }
 
+// Parsed once per run: boxing the deploy arguments would save nothing that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum TransformCommand {
     /// Deploy a transform, or a new version of one (keeps its input positions)
