@@ -123,10 +123,25 @@ async fn deploy(admin: &Admin, arguments: TransformDeployArgs) -> anyhow::Result
 /// The join flags as the node takes them: --join-window is both --join-before and
 /// --join-after unless they are given.
 fn join_of(arguments: JoinArgs) -> anyhow::Result<Option<TransformJoin>> {
+    let windowed = arguments.join_window.is_some()
+        || arguments.join_before.is_some()
+        || arguments.join_after.is_some()
+        || arguments.join_grace.is_some();
     if let Some(table) = arguments.table {
+        if windowed {
+            anyhow::bail!(
+                "--join-window, --join-before, --join-after and --join-grace are for \
+                 --join-with; a --table join has no window"
+            );
+        }
         return Ok(Some(TransformJoin::Table(table)));
     }
     let Some(topic) = arguments.join_with else {
+        if windowed {
+            anyhow::bail!(
+                "--join-window, --join-before, --join-after and --join-grace need --join-with"
+            );
+        }
         return Ok(None);
     };
     let (Some(before), Some(after)) = (
@@ -592,7 +607,12 @@ mod tests {
                 .contains("--join-window")
         );
         assert!(join_flags(&["--table", "a", "--join-with", "b", "--join-window", "1s"]).is_err());
-        assert!(join_flags(&["--table", "a", "--join-grace", "1s"]).is_err());
+        assert!(
+            join_flags(&["--table", "a", "--join-grace", "1s"])
+                .unwrap_err()
+                .contains("no window")
+        );
         assert!(join_flags(&["--join-with", "b", "--join-window", "soon"]).is_err());
+        assert!(join_flags(&["--join-window", "1s"]).is_err());
     }
 }
