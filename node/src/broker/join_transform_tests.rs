@@ -311,6 +311,23 @@ fn a_stream_table_join_enriches_each_order_with_the_customer_current_when_proces
         assert_eq!(description.join_positions.len(), PARTITIONS as usize);
         assert_eq!(description.records_out, 60);
         assert!(description.state_bytes > 0, "{description:?}");
+        // The table is in use while the join exists.
+        let Response::DeleteTopics(refused) = broker
+            .handle(Request::DeleteTopics(DeleteTopicsRequest {
+                names: vec!["customers".into()],
+            }))
+            .await
+        else {
+            panic!("wrong response")
+        };
+        assert_eq!(refused.topics[0].error, ErrorCode::TopicInUse);
+        assert!(
+            refused.topics[0]
+                .message
+                .contains("the join input of transform \"enrich\""),
+            "{}",
+            refused.topics[0].message
+        );
 
         // A clean restart restores the table: new orders still see version 2.
         broker.close().await;
