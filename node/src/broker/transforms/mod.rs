@@ -441,7 +441,7 @@ fn check_join_settings(declared: &DeclaredTransform) -> Result<(), DeployTransfo
     match (&declared.join, declared.kind == PluginKind::Join) {
         (None, false) => Ok(()),
         (Some(_), false) => refused(format!(
-            "join.table and join.with are for join transforms; this module is a {}",
+            "join.table and join.with are for join transforms; this module's kind is {}",
             declared.kind
         )),
         (None, true) => refused(
@@ -826,7 +826,7 @@ impl<D: Disk> TransformRunner<D> {
         if let Some(existing) = existing {
             let reason = match &existing.stateful {
                 None => Some(format!(
-                    "it keeps no state; a {} module does",
+                    "it keeps no state; a module of kind {} does",
                     declared.kind
                 )),
                 Some(old) if old.join != spec.join => Some(format!(
