@@ -355,6 +355,9 @@ pub struct TransformSpec {
     /// Dead-letter topic; `None` means `<name>.dead-letter` (created with one partition if
     /// missing, with [`OnError::DeadLetter`]).
     pub dead_letter_topic: Option<String>,
+    /// A join's second input: required for [`PluginKind::Join`], refused for the others.
+    /// Both inputs must have the same partition count.
+    pub join: Option<TransformJoin>,
 }
 
 impl TransformSpec {
@@ -375,6 +378,7 @@ impl TransformSpec {
             params: Vec::new(),
             on_error: OnError::default(),
             dead_letter_topic: None,
+            join: None,
         }
     }
 
@@ -502,6 +506,45 @@ pub struct TransformDescription {
     pub state_bytes: u64,
     /// Changelog records its restores have read since it started.
     pub restore_records: u64,
+    /// A join's second input (`None`: not a join).
+    pub join: Option<TransformJoinStatus>,
+    /// Records dropped unprocessed: late for a join's window, or without a key a join can
+    /// match.
+    pub records_late: u64,
+}
+
+/// A join transform's second input as [`Admin::describe_transforms`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformJoinStatus {
+    /// The topic.
+    pub input: String,
+    /// True when it is read as a table (stream-table join), false for a stream.
+    pub table: bool,
+    /// Per partition, the next offset to process.
+    pub positions: BTreeMap<u32, i64>,
+    /// Records not processed yet, over all partitions.
+    pub lag: u64,
+}
+
+/// A join transform's second input (see [`TransformSpec::join`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransformJoin {
+    /// Stream-table: `topic` is read as a table (the latest record per key; a null value
+    /// deletes it), and each input record is joined with its key's current record.
+    Table(String),
+    /// Stream-stream: records of the input and `topic` with the same key pair when the
+    /// right one's timestamp is within `before` before to `after` after the left one's;
+    /// records later than `grace` behind the largest timestamp seen are dropped.
+    Stream {
+        /// The topic.
+        topic: String,
+        /// How far a right record may precede its left partner.
+        before: Duration,
+        /// How far it may follow.
+        after: Duration,
+        /// How long out-of-order records are still joined.
+        grace: Duration,
+    },
 }
 
 /// Creates, deletes and describes topics and consumer groups; manages WASM modules and
@@ -1122,6 +1165,24 @@ impl Admin {
     /// creates missing output and dead-letter topics.
     pub async fn deploy_transform(&self, spec: TransformSpec) -> Result<u32, AdminError> {
         let name = spec.name.clone();
+        let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let (join_table, join_with, join_before_ms, join_after_ms, join_grace_ms) = match spec.join
+        {
+            None => (String::new(), String::new(), 0, 0, 0),
+            Some(TransformJoin::Table(topic)) => (topic, String::new(), 0, 0, 0),
+            Some(TransformJoin::Stream {
+                topic,
+                before,
+                after,
+                grace,
+            }) => (
+                String::new(),
+                topic,
+                millis(before),
+                millis(after),
+                millis(grace),
+            ),
+        };
         let request = Request::DeployTransform(wire::DeployTransformRequest {
             name: spec.name,
             kind: spec.kind,
@@ -1131,6 +1192,11 @@ impl Admin {
             params: plugin_params(spec.params),
             on_error: spec.on_error,
             dead_letter_topic: spec.dead_letter_topic.unwrap_or_default(),
+            join_table,
+            join_with,
+            join_before_ms,
+            join_after_ms,
+            join_grace_ms,
         });
         let response = match self
             .client
@@ -1304,6 +1370,17 @@ fn transform_description(
         state_partitions_ready: transform.state_partitions_ready,
         state_bytes: transform.state_bytes,
         restore_records: transform.restore_records,
+        join: (!transform.join_input.is_empty()).then(|| TransformJoinStatus {
+            input: transform.join_input,
+            table: transform.join_table,
+            positions: transform
+                .join_positions
+                .into_iter()
+                .map(|position| (position.partition, position.offset))
+                .collect(),
+            lag: transform.join_lag,
+        }),
+        records_late: transform.records_late,
     })
 }
 

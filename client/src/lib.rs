@@ -161,8 +161,8 @@ pub use admin::{
     GroupDescription, GroupListing, GroupMemberDescription, GroupPartitionOffsets, ListedOffset,
     ModuleDescription, NewPartitions, NewTopic, OffsetResetSpec, OnError, PartitionDescription,
     PlannedOffset, PluginKind, PreferredLeaderElection, ReassignmentDescription, TopicDescription,
-    TopicListing, TransformDescription, TransformPartition, TransformPartitionStatus,
-    TransformSpec, TransformState,
+    TopicListing, TransformDescription, TransformJoin, TransformJoinStatus, TransformPartition,
+    TransformPartitionStatus, TransformSpec, TransformState,
 };
 pub use config::{
     CONNECT_TIMEOUT_DEFAULT, ClientCertificate, ClientConfig, IDLE_TIMEOUT_DEFAULT,

@@ -111,6 +111,8 @@ pub struct DeclaredTransformFile {
     pub on_error: OnError,
     /// Dead-letter topic (empty: `<name>.dead-letter`).
     pub dead_letter_topic: String,
+    /// A join's second input (`join.table` or `join.with` with its window).
+    pub join: Option<crate::broker::metadata::JoinSpec>,
     /// Where it was declared, for errors.
     pub origin: String,
 }
@@ -242,6 +244,73 @@ struct TransformSection {
     on_error: String,
     #[serde(default)]
     dead_letter_topic: String,
+    #[serde(default)]
+    join: Option<JoinSection>,
+}
+
+/// `join.*` of a `[[transform]]` (docs/STREAMS.md, "Joins").
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinSection {
+    table: Option<String>,
+    with: Option<String>,
+    window_ms: Option<i64>,
+    before_ms: Option<i64>,
+    after_ms: Option<i64>,
+    grace_ms: Option<i64>,
+}
+
+impl JoinSection {
+    /// The join these keys declare; errors name the key. `window_ms` is both `before_ms`
+    /// and `after_ms` unless they are given; `grace_ms` defaults to 0.
+    fn spec(&self) -> Result<crate::broker::metadata::JoinSpec, String> {
+        use crate::broker::metadata::{JoinKind, JoinSpec};
+        let windowed = self.window_ms.is_some()
+            || self.before_ms.is_some()
+            || self.after_ms.is_some()
+            || self.grace_ms.is_some();
+        match (&self.table, &self.with) {
+            (Some(_), Some(_)) => Err("join.table and join.with are exclusive: a join has one \
+                 second input"
+                .to_string()),
+            (None, None) => {
+                Err("join: name the second input with join.table or join.with".to_string())
+            }
+            (Some(_), None) if windowed => {
+                Err("join.window_ms, join.before_ms, join.after_ms and \
+                 join.grace_ms are for join.with; a join.table has no window"
+                    .to_string())
+            }
+            (Some(table), None) => Ok(JoinSpec {
+                right: table.clone(),
+                kind: JoinKind::Table,
+            }),
+            (None, Some(with)) => {
+                let (Some(before_ms), Some(after_ms)) = (
+                    self.before_ms.or(self.window_ms),
+                    self.after_ms.or(self.window_ms),
+                ) else {
+                    return Err(
+                        "join.with needs join.window_ms (or both join.before_ms and \
+                         join.after_ms)"
+                            .to_string(),
+                    );
+                };
+                let spec = JoinSpec {
+                    right: with.clone(),
+                    kind: JoinKind::Stream {
+                        before_ms,
+                        after_ms,
+                        grace_ms: self.grace_ms.unwrap_or(0),
+                    },
+                };
+                if let Some(window) = spec.kind.window() {
+                    window.validate().map_err(|error| error.to_string())?;
+                }
+                Ok(spec)
+            }
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -994,6 +1063,13 @@ impl NodeConfig {
             let mut params = BTreeMap::new();
             flatten(&transform.params, "", &mut params)
                 .map_err(|error| ConfigError(format!("{place}: params: {error}")))?;
+            let join = match &transform.join {
+                Some(join) => Some(
+                    join.spec()
+                        .map_err(|error| ConfigError(format!("{place}: {error}")))?,
+                ),
+                None => None,
+            };
             config.transforms.push(DeclaredTransformFile {
                 name: transform.name.clone(),
                 kind,
@@ -1003,6 +1079,7 @@ impl NodeConfig {
                 params,
                 on_error,
                 dead_letter_topic: transform.dead_letter_topic.clone(),
+                join,
                 origin: place,
             });
         }
@@ -1250,6 +1327,61 @@ segment.bytes = 4194304
                 .to_string();
             assert!(
                 error.contains(expected) && error.contains("edge.toml"),
+                "expected {expected:?} in: {error}"
+            );
+        }
+    }
+
+    // Goal: `join.*` keys of a `[[transform]]` declare a join's second input (a table, or a
+    // stream with its window: window_ms is both before and after unless they are given,
+    // grace 0 by default); a missing, doubled or misplaced setting is refused by name.
+    #[test]
+    fn transform_join_keys_declare_the_second_input() {
+        use crate::broker::metadata::{JoinKind, JoinSpec};
+        let head = "[[transform]]\nname = \"j\"\nkind = \"join\"\nmodule = \"m.wasm\"\ninput = \"orders\"\n";
+        let parse = |keys: &str| NodeConfig::from_toml(&format!("{head}{keys}"), "t.toml");
+        let config = parse("join.table = \"customers\"\n").unwrap();
+        assert_eq!(
+            config.transforms[0].join,
+            Some(JoinSpec {
+                right: "customers".into(),
+                kind: JoinKind::Table
+            })
+        );
+        let config =
+            parse("join = { with = \"clicks\", window_ms = 300000, after_ms = 1000 }\n").unwrap();
+        assert_eq!(
+            config.transforms[0].join,
+            Some(JoinSpec {
+                right: "clicks".into(),
+                kind: JoinKind::Stream {
+                    before_ms: 300_000,
+                    after_ms: 1000,
+                    grace_ms: 0
+                }
+            })
+        );
+        assert_eq!(parse("").unwrap().transforms[0].join, None);
+        for (keys, expected) in [
+            (
+                "join.table = \"a\"\njoin.with = \"b\"\n",
+                "join.table and join.with are exclusive",
+            ),
+            ("join.with = \"b\"\n", "join.with needs join.window_ms"),
+            (
+                "join.table = \"a\"\njoin.grace_ms = 5\n",
+                "a join.table has no window",
+            ),
+            (
+                "join.with = \"b\"\njoin.window_ms = 10\njoin.grace_ms = -1\n",
+                "join.grace_ms must not be negative",
+            ),
+            ("join.size_ms = 5\n", "unknown field `size_ms`"),
+            ("join = {}\n", "join.table or join.with"),
+        ] {
+            let error = parse(keys).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
                 "expected {expected:?} in: {error}"
             );
         }

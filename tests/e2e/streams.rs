@@ -245,3 +245,166 @@ fn kill_9_while_aggregating_neither_loses_nor_repeats_a_count() {
         println!("{total} orders, {records} change records");
     });
 }
+
+/// Sends `(topic, key, value)` records (keyed: the partition murmur2 gives the key) and
+/// waits for every acknowledgement, in order.
+async fn send_keyed(client: &ledge_client::Client, records: &[(&str, String, Option<String>)]) {
+    let producer = Producer::new(client, ProducerConfig::default())
+        .await
+        .expect("producer");
+    let mut deliveries = Vec::new();
+    for (topic, key, value) in records {
+        let record = match value {
+            Some(value) => ProducerRecord::new(*topic, value.clone()),
+            None => ProducerRecord {
+                topic: (*topic).to_string(),
+                ..ProducerRecord::default()
+            },
+        }
+        .key(key.clone());
+        deliveries.push(producer.send(record).await.expect("send"));
+    }
+    for delivery in deliveries {
+        delivery.await.expect("delivered");
+    }
+    producer.close().await;
+}
+
+/// Reads `count` records of `topic` from the start (a bound on polls, not a timing claim),
+/// as JSON values.
+async fn read_json(
+    client: &ledge_client::Client,
+    topic: &str,
+    count: usize,
+) -> Vec<serde_json::Value> {
+    let mut config = ConsumerConfig::default();
+    config.auto_offset_reset = OffsetReset::Earliest;
+    let mut consumer = Consumer::new(client, config);
+    consumer.assign(
+        (0..PARTITIONS)
+            .map(|partition| TopicPartition::new(topic, partition))
+            .collect(),
+    );
+    let mut values = Vec::new();
+    for _ in 0..600 {
+        for record in consumer
+            .poll(Duration::from_millis(200), 10_000)
+            .await
+            .expect("poll")
+        {
+            let value = record.value.expect("a value");
+            values.push(serde_json::from_slice(&value).expect("JSON"));
+        }
+        if values.len() >= count {
+            return values;
+        }
+    }
+    panic!(
+        "only {} of {count} records arrived: {values:?}",
+        values.len()
+    );
+}
+
+// Goal: `ledge transform deploy --kind join --table customers` of filters' enrich_orders
+// (real processes) enriches each order with the latest record of its customer: orders
+// produced after a customer update carry the update, orders of a deleted or unknown
+// customer pass un-enriched, each order once; describe shows the table input.
+#[test]
+fn the_enrich_orders_join_enriches_orders_with_the_latest_customer() {
+    let node = NodeProcess::start();
+    filter_module("enrich_orders");
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../filters/target/wasm32-unknown-unknown/release/enrich_orders.wasm");
+    let module = module.to_string_lossy().into_owned();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        create_topic(&client, "orders", PARTITIONS).await;
+        create_topic(&client, "customers", PARTITIONS).await;
+    });
+    ledge(
+        &node,
+        &[
+            "transform",
+            "deploy",
+            "enrich",
+            "--module",
+            &module,
+            "--kind",
+            "join",
+            "--input",
+            "orders",
+            "--table",
+            "customers",
+            "--output",
+            "orders.enriched",
+        ],
+    );
+    let customer = |id: u64, tier: &str| {
+        (
+            "customers",
+            id.to_string(),
+            Some(format!(r#"{{"name":"c{id}","tier":"{tier}"}}"#)),
+        )
+    };
+    let order = |n: u64| {
+        let customer_id = n % CUSTOMERS;
+        (
+            "orders",
+            customer_id.to_string(),
+            Some(format!(
+                r#"{{"order_id": {n}, "customer_id": {customer_id}, "amount": 10}}"#
+            )),
+        )
+    };
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        // Customers 0..10 (customer 10 never exists), then the first orders.
+        send_keyed(
+            &client,
+            &(0..10).map(|id| customer(id, "basic")).collect::<Vec<_>>(),
+        )
+        .await;
+        send_keyed(&client, &(0..100).map(order).collect::<Vec<_>>()).await;
+        read_json(&client, "orders.enriched", 100).await;
+        // Customer 3 upgraded, customer 4 deleted; then more orders.
+        send_keyed(
+            &client,
+            &[customer(3, "vip"), ("customers", "4".to_string(), None)],
+        )
+        .await;
+        send_keyed(&client, &(100..200).map(order).collect::<Vec<_>>()).await;
+        let values = read_json(&client, "orders.enriched", 200).await;
+        let mut by_order = BTreeMap::new();
+        for value in &values {
+            let id = value["order_id"].as_u64().expect("an order id");
+            assert!(
+                by_order
+                    .insert(id, value.get("customer").cloned())
+                    .is_none(),
+                "order {id} output twice"
+            );
+        }
+        assert_eq!(by_order.len(), 200);
+        for (id, customer) in &by_order {
+            let customer_id = id % CUSTOMERS;
+            let tier = customer
+                .as_ref()
+                .map(|c| c["tier"].as_str().expect("a tier"));
+            let expected = match (customer_id, *id >= 100) {
+                (10, _) | (4, true) => None,
+                (3, true) => Some("vip"),
+                _ => Some("basic"),
+            };
+            assert_eq!(tier, expected, "order {id}: {customer:?}");
+        }
+    });
+    let described: serde_json::Value = serde_json::from_str(&ledge(
+        &node,
+        &["transform", "describe", "enrich", "--format", "json"],
+    ))
+    .expect("JSON");
+    assert_eq!(described["kind"], "join");
+    assert_eq!(described["join"]["input"], "customers");
+    assert_eq!(described["join"]["table"], true);
+    assert_eq!(described["records_out"], 200);
+}

@@ -42,6 +42,7 @@ fn described(name: &str) -> wire::TransformDescription {
         state_partitions_ready: 2,
         state_bytes: 640,
         restore_records: 9,
+        ..wire::TransformDescription::default()
     }
 }
 

@@ -370,6 +370,8 @@ mod tests {
             state_partitions_ready: 0,
             state_bytes: 0,
             restore_records: 0,
+            join: None,
+            records_late: 0,
         }
     }
 

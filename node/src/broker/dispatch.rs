@@ -636,6 +636,16 @@ impl<D: Disk> Broker<D> {
         request: DeployTransformRequest,
         deployer: Option<String>,
     ) -> DeployTransformResponse {
+        let join = match join_spec(&request) {
+            Ok(join) => join,
+            Err(message) => {
+                return DeployTransformResponse {
+                    error: ErrorCode::InvalidRequest,
+                    message,
+                    version: 0,
+                };
+            }
+        };
         let result = match params_map(&request.params) {
             Ok(params) => {
                 self.transforms
@@ -649,6 +659,7 @@ impl<D: Disk> Broker<D> {
                             input: request.input,
                             output: request.output,
                             dead_letter_topic: request.dead_letter_topic,
+                            join,
                         },
                         deployer,
                     )
@@ -1328,6 +1339,43 @@ fn module_code(error: &ModuleError) -> ErrorCode {
 
 // The transform runner (`transforms/`).
 
+/// A deploy request's join input: `join_table` or `join_with` (not both), the window
+/// settings only with `join_with`. Errors name the setting.
+fn join_spec(
+    request: &DeployTransformRequest,
+) -> Result<Option<super::metadata::JoinSpec>, String> {
+    use super::metadata::{JoinKind, JoinSpec};
+    let window_set =
+        request.join_before_ms != 0 || request.join_after_ms != 0 || request.join_grace_ms != 0;
+    match (request.join_table.is_empty(), request.join_with.is_empty()) {
+        (true, true) if window_set => Err(
+            "join.before_ms, join.after_ms and join.grace_ms need join.with (a stream-stream join)"
+                .to_string(),
+        ),
+        (true, true) => Ok(None),
+        (false, false) => {
+            Err("join.table and join.with are exclusive: a join has one second input".to_string())
+        }
+        (false, true) if window_set => Err(
+            "join.before_ms, join.after_ms and join.grace_ms are for join.with; a join.table \
+             has no window"
+                .to_string(),
+        ),
+        (false, true) => Ok(Some(JoinSpec {
+            right: request.join_table.clone(),
+            kind: JoinKind::Table,
+        })),
+        (true, false) => Ok(Some(JoinSpec {
+            right: request.join_with.clone(),
+            kind: JoinKind::Stream {
+                before_ms: request.join_before_ms,
+                after_ms: request.join_after_ms,
+                grace_ms: request.join_grace_ms,
+            },
+        })),
+    }
+}
+
 impl From<&DeployTransformError> for ErrorCode {
     fn from(error: &DeployTransformError) -> Self {
         match error {
@@ -1339,7 +1387,10 @@ impl From<&DeployTransformError> for ErrorCode {
             | DeployTransformError::StateChanged { .. } => Self::InvalidRequest,
             DeployTransformError::UnknownInput(_) => Self::UnknownTopicOrPartition,
             DeployTransformError::InternalInput => Self::InternalTopic,
-            DeployTransformError::StatefulKind(_) => Self::InvalidModule,
+            DeployTransformError::JoinSetting(_) | DeployTransformError::CoPartitioning { .. } => {
+                Self::InvalidRequest
+            }
+            DeployTransformError::UnknownJoinInput(_) => Self::UnknownTopicOrPartition,
             DeployTransformError::InvalidTopicName(_)
             | DeployTransformError::ForbiddenOutput(_) => Self::InvalidTopic,
             DeployTransformError::InputChanged { .. } => Self::TransformAlreadyExists,

@@ -202,6 +202,58 @@ pub struct StatefulSpec {
     /// True when the module exports `ledge_group`: stage 1 re-keys the input into the
     /// repartition topic, and stage 2 reads that instead of the input.
     pub repartition: bool,
+    /// A join's second input (`None`: an aggregate). Absent in definitions written before
+    /// joins ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<JoinSpec>,
+}
+
+/// A join transform's second input (docs/STREAMS.md, "Joins"): the transform's input is the
+/// left side, this the right; both have the state's partition count (co-partitioned).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinSpec {
+    /// The right input topic.
+    pub right: String,
+    /// How the right input is read.
+    pub kind: JoinKind,
+}
+
+/// Stream-table or stream-stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinKind {
+    /// The right input is a table: the latest record per key, a null value deleting it
+    /// (`join.table`); each left record is joined with its key's current record or none.
+    Table,
+    /// The right input is a stream (`join.with`): records of both sides with the same key
+    /// pair within the window (Kafka's `JoinWindows`).
+    Stream {
+        /// `join.before_ms`.
+        before_ms: i64,
+        /// `join.after_ms`.
+        after_ms: i64,
+        /// `join.grace_ms`.
+        grace_ms: i64,
+    },
+}
+
+impl JoinKind {
+    /// The stream-stream window (`None` for a table).
+    #[must_use]
+    pub fn window(&self) -> Option<crate::streams::join::JoinWindow> {
+        match *self {
+            Self::Table => None,
+            Self::Stream {
+                before_ms,
+                after_ms,
+                grace_ms,
+            } => Some(crate::streams::join::JoinWindow {
+                before_ms,
+                after_ms,
+                grace_ms,
+            }),
+        }
+    }
 }
 
 impl StatefulSpec {

@@ -475,6 +475,8 @@ mod cluster_view_tests;
 #[cfg(test)]
 mod create_partitions_tests;
 #[cfg(test)]
+mod join_transform_tests;
+#[cfg(test)]
 mod produce_fuzz_tests;
 #[cfg(test)]
 mod read_only_tests;

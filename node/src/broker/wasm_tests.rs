@@ -212,6 +212,7 @@ fn transform(
         params: BTreeMap::new(),
         on_error,
         dead_letter_topic: String::new(),
+        ..Default::default()
     }
 }
 
@@ -1171,7 +1172,7 @@ fn record_by_record_places_refuse_stateful_modules() {
             "{}",
             fetched.message
         );
-        // A join is not deployable as a transform yet (an aggregate is: stateful_tests).
+        // A join deploys as a transform only with its second input (join_transform_tests).
         let join = crate::wasm::runtime::stateful_tests::Fixed {
             exports: &["ledge_join"],
             ..Default::default()
@@ -1186,13 +1187,12 @@ fn record_by_record_places_refuse_stateful_modules() {
         declared.kind = crate::wasm::PluginKind::Join;
         let error = broker.transforms.deploy(declared).await.unwrap_err();
         assert!(
-            matches!(error, transforms::DeployTransformError::StatefulKind(_)),
+            matches!(error, transforms::DeployTransformError::JoinSetting(_)),
             "{error}"
         );
-        assert_eq!(
-            error.to_string(),
-            "join transforms are not built yet; a transform runs filter, map, filter_map, \
-             flat_map, partitioner and aggregate modules (docs/STREAMS.md)"
+        assert!(
+            error.to_string().contains("join.table") && error.to_string().contains("join.with"),
+            "{error}"
         );
         broker.close().await;
     });

@@ -375,6 +375,80 @@ pub fn position_key() -> Bytes {
     Bytes::from_static(&[ENTRY_POSITION])
 }
 
+/// A record's bytes: `i64 timestamp`, key and value as `i32` length or -1, `u32` header
+/// count, each `u32` name length + UTF-8 and `i32` value length or -1 (an outbox value's
+/// tail, and a join buffer's record).
+fn put_record(out: &mut BytesMut, record: &OutputRecord) {
+    out.put_i64(record.timestamp_ms);
+    put_nullable(out, record.key.as_ref());
+    put_nullable(out, record.value.as_ref());
+    out.put_u32(u32::try_from(record.headers.len()).unwrap_or(u32::MAX));
+    for (name, value) in &record.headers {
+        out.put_u32(u32::try_from(name.len()).unwrap_or(u32::MAX));
+        out.put_slice(name.as_bytes());
+        put_nullable(out, value.as_ref());
+    }
+}
+
+/// Reads [`put_record`]'s bytes; `names` name the timestamp, key, value, header count,
+/// header name and header value fields in errors.
+fn read_record(
+    r: &mut Reader<'_>,
+    names: [&'static str; 6],
+) -> Result<OutputRecord, ChangelogError> {
+    let [timestamp, key, value, count, header_name, header_value] = names;
+    let timestamp_ms = r.i64(timestamp)?;
+    let key = r.nullable_bytes(key)?;
+    let value = r.nullable_bytes(value)?;
+    // A header is at least a name length and a value length.
+    let count = r.count(count, 8)?;
+    let mut headers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = r.u32(header_name)? as usize;
+        let name = std::str::from_utf8(r.take(len, header_name)?)
+            .map_err(|_| ChangelogError::InvalidUtf8 { what: header_name })?
+            .to_string();
+        headers.push((name, r.nullable_bytes(header_value)?));
+    }
+    Ok(OutputRecord {
+        key,
+        value,
+        headers,
+        timestamp_ms,
+    })
+}
+
+impl OutputRecord {
+    /// The record alone, as a join buffer or table entry keeps it.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        put_record(&mut out, self);
+        out.freeze()
+    }
+
+    /// Parses [`Self::encode`]'s bytes.
+    ///
+    /// # Errors
+    /// [`ChangelogError`] naming the field.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ChangelogError> {
+        let mut r = Reader { bytes };
+        let record = read_record(
+            &mut r,
+            [
+                "record timestamp",
+                "record key",
+                "record value",
+                "record header count",
+                "record header name",
+                "record header value",
+            ],
+        )?;
+        r.finish("record")?;
+        Ok(record)
+    }
+}
+
 impl OutboxEntry {
     /// The changelog value.
     #[must_use]
@@ -384,15 +458,7 @@ impl OutboxEntry {
         out.put_u32(self.output_index);
         out.put_u32(self.partition);
         out.put_i32(self.producer_sequence);
-        out.put_i64(self.record.timestamp_ms);
-        put_nullable(&mut out, self.record.key.as_ref());
-        put_nullable(&mut out, self.record.value.as_ref());
-        out.put_u32(u32::try_from(self.record.headers.len()).unwrap_or(u32::MAX));
-        for (name, value) in &self.record.headers {
-            out.put_u32(u32::try_from(name.len()).unwrap_or(u32::MAX));
-            out.put_slice(name.as_bytes());
-            put_nullable(&mut out, value.as_ref());
-        }
+        put_record(&mut out, &self.record);
         out.freeze()
     }
 
@@ -412,32 +478,23 @@ impl OutboxEntry {
         let output_index = r.u32("outbox output index")?;
         let partition = r.u32("outbox partition")?;
         let producer_sequence = r.i32("outbox producer sequence")?;
-        let timestamp_ms = r.i64("outbox timestamp")?;
-        let key = r.nullable_bytes("outbox record key")?;
-        let value = r.nullable_bytes("outbox record value")?;
-        // A header is at least a name length and a value length.
-        let count = r.count("outbox header count", 8)?;
-        let mut headers = Vec::with_capacity(count);
-        for _ in 0..count {
-            let len = r.u32("outbox header name")? as usize;
-            let name = std::str::from_utf8(r.take(len, "outbox header name")?)
-                .map_err(|_| ChangelogError::InvalidUtf8 {
-                    what: "outbox header name",
-                })?
-                .to_string();
-            headers.push((name, r.nullable_bytes("outbox header value")?));
-        }
+        let record = read_record(
+            &mut r,
+            [
+                "outbox timestamp",
+                "outbox record key",
+                "outbox record value",
+                "outbox header count",
+                "outbox header name",
+                "outbox header value",
+            ],
+        )?;
         r.finish("outbox value")?;
         Ok(Self {
             output_index,
             partition,
             producer_sequence,
-            record: OutputRecord {
-                key,
-                value,
-                headers,
-                timestamp_ms,
-            },
+            record,
         })
     }
 }

@@ -1130,6 +1130,27 @@ impl Plugin {
             .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
     }
 
+    /// [`Self::join`] on the plug-in executor: the left and right batches as
+    /// `(header, records region, record count)`.
+    pub async fn join_on_executor(
+        self: &Arc<Self>,
+        left: (InputHeader, Bytes, usize),
+        right: (InputHeader, Bytes, usize),
+        pairs: Vec<JoinPair>,
+    ) -> Result<CallRun<Vec<Outcome>>, WasmError> {
+        let plugin = Arc::clone(self);
+        self.engine
+            .run_call(move || {
+                plugin.join(
+                    (&left.0, &left.1, left.2),
+                    (&right.0, &right.1, right.2),
+                    &pairs,
+                )
+            })
+            .await
+            .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
+    }
+
     /// [`aggregate`](Self::aggregate) on the node's plug-in executor, with owned slots:
     /// (group key, stored state) each, unwindowed.
     pub async fn aggregate_on_executor(

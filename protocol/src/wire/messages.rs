@@ -1109,6 +1109,21 @@ wire_struct! {
         pub on_error: OnError,
         /// Dead-letter topic; empty means `<name>.dead-letter`.
         pub dead_letter_topic: String,
+        /// A join's second input as a table (`join.table`): latest value per key, a null
+        /// value deletes. Empty: none. At most one of this and `join_with`.
+        pub join_table: String,
+        /// A join's second input as a stream (`join.with`), paired within the window below.
+        /// Empty: none.
+        pub join_with: String,
+        /// Stream-stream join: how far a right record may precede its left partner, ms
+        /// (`join.before_ms`).
+        pub join_before_ms: i64,
+        /// Stream-stream join: how far a right record may follow its left partner, ms
+        /// (`join.after_ms`).
+        pub join_after_ms: i64,
+        /// Stream-stream join: how long out-of-order records are still joined, ms
+        /// (`join.grace_ms`).
+        pub join_grace_ms: i64,
     }
 }
 
@@ -1184,6 +1199,17 @@ wire_struct! {
         pub state_bytes: u64,
         /// Changelog records read by this node's restores of the state since it started.
         pub restore_records: u64,
+        /// A join's second input (empty: not a join).
+        pub join_input: String,
+        /// True when that input is read as a table (stream-table join).
+        pub join_table: bool,
+        /// Per partition of the second input: next offset to process.
+        pub join_positions: Vec<PartitionOffset>,
+        /// Records of the second input not processed yet, over all partitions.
+        pub join_lag: u64,
+        /// Records dropped unprocessed since the node started: late for a join's window,
+        /// or without a key a join can match.
+        pub records_late: u64,
     }
 }
 

@@ -228,6 +228,11 @@ fn samples() -> Vec<Request> {
             params: Vec::new(),
             on_error: OnError::Stop,
             dead_letter_topic: String::new(),
+            join_table: String::new(),
+            join_with: "customers".into(),
+            join_before_ms: 300_000,
+            join_after_ms: 60_000,
+            join_grace_ms: 1_000,
         }),
     ]
 }

@@ -488,6 +488,8 @@ pub(crate) struct TableScanArgs {
     pub(crate) format: Format,
 }
 
+// Parsed once per run: boxing the deploy arguments would save nothing that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum TransformCommand {
     /// Deploy a transform, or a new version of one (keeps its input positions)
@@ -525,9 +527,42 @@ pub(crate) struct TransformDeployArgs {
     /// [default: NAME.dead-letter]
     #[arg(long, value_name = "TOPIC")]
     pub(crate) dead_letter_topic: Option<String>,
+    #[command(flatten)]
+    pub(crate) join: JoinArgs,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
+}
+
+/// A join transform's second input (`--kind join`); both inputs need equal partition counts.
+#[derive(Debug, Args)]
+pub(crate) struct JoinArgs {
+    /// Stream-table join: read TOPIC as a table (latest record per key, a null value
+    /// deletes it) and join each input record with its key's current record
+    #[arg(long, value_name = "TOPIC", conflicts_with = "join_with")]
+    pub(crate) table: Option<String>,
+    /// Stream-stream join: pair input records with TOPIC's records of the same key within
+    /// --join-window
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) join_with: Option<String>,
+    /// How far apart two records' timestamps may be to pair, either way (5m, 30s, 500ms)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "join_with")]
+    pub(crate) join_window: Option<std::time::Duration>,
+    /// How far a --join-with record may precede its input partner [default: --join-window]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "join_with")]
+    pub(crate) join_before: Option<std::time::Duration>,
+    /// How far a --join-with record may follow its input partner [default: --join-window]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "join_with")]
+    pub(crate) join_after: Option<std::time::Duration>,
+    /// How long records behind the largest timestamp seen are still joined; later ones are
+    /// counted late and dropped [default: 0s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "join_with")]
+    pub(crate) join_grace: Option<std::time::Duration>,
+}
+
+/// `5m`, `30s`, `500ms`, `1h 30m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|error| format!("{error} (e.g. 5m, 30s, 500ms)"))
 }
 
 #[derive(Debug, Args)]

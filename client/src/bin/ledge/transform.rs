@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ledge_client::{
-    Admin, Client, TransformDescription, TransformPartition, TransformPartitionStatus,
-    TransformSpec,
+    Admin, Client, TransformDescription, TransformJoin, TransformPartition,
+    TransformPartitionStatus, TransformSpec,
 };
 use serde_json::json;
 
-use crate::args::{Format, TransformCommand, TransformDeployArgs};
+use crate::args::{Format, JoinArgs, TransformCommand, TransformDeployArgs};
 use crate::module::{hash_prefix, params_json, params_text};
 use crate::output::{print, table};
 
@@ -90,6 +90,7 @@ async fn deploy(admin: &Admin, arguments: TransformDeployArgs) -> anyhow::Result
         params: arguments.source.params,
         on_error: arguments.on_error.into(),
         dead_letter_topic: arguments.dead_letter_topic,
+        join: join_of(arguments.join)?,
     };
     let fallback_output = spec.output_or_default();
     let input = spec.input.clone();
@@ -117,6 +118,47 @@ async fn deploy(admin: &Admin, arguments: TransformDeployArgs) -> anyhow::Result
             "Deployed transform {name} version {version}: {input} -> {output}."
         )),
     }
+}
+
+/// The join flags as the node takes them: --join-window is both --join-before and
+/// --join-after unless they are given.
+fn join_of(arguments: JoinArgs) -> anyhow::Result<Option<TransformJoin>> {
+    let windowed = arguments.join_window.is_some()
+        || arguments.join_before.is_some()
+        || arguments.join_after.is_some()
+        || arguments.join_grace.is_some();
+    if let Some(table) = arguments.table {
+        if windowed {
+            anyhow::bail!(
+                "--join-window, --join-before, --join-after and --join-grace are for \
+                 --join-with; a --table join has no window"
+            );
+        }
+        return Ok(Some(TransformJoin::Table(table)));
+    }
+    let Some(topic) = arguments.join_with else {
+        if windowed {
+            anyhow::bail!(
+                "--join-window, --join-before, --join-after and --join-grace need --join-with"
+            );
+        }
+        return Ok(None);
+    };
+    let (Some(before), Some(after)) = (
+        arguments.join_before.or(arguments.join_window),
+        arguments.join_after.or(arguments.join_window),
+    ) else {
+        anyhow::bail!(
+            "--join-with needs --join-window (or both --join-before and --join-after): how far \
+             apart two records' timestamps may be to pair"
+        );
+    };
+    Ok(Some(TransformJoin::Stream {
+        topic,
+        before,
+        after,
+        grace: arguments.join_grace.unwrap_or_default(),
+    }))
 }
 
 fn list_table(transforms: &[TransformDescription]) -> String {
@@ -186,6 +228,19 @@ fn describe_text(transform: &TransformDescription) -> String {
                     transform.state_partitions,
                     transform.restore_records
                 )
+            },
+        ),
+        (
+            "Join",
+            match &transform.join {
+                None => "-".to_string(),
+                Some(join) => format!(
+                    "with {} {} (lag {} records), {} records late or unmatched dropped",
+                    if join.table { "table" } else { "stream" },
+                    join.input,
+                    join.lag,
+                    transform.records_late
+                ),
             },
         ),
         (
@@ -333,6 +388,16 @@ fn describe_json(transform: &TransformDescription) -> serde_json::Value {
         "state_partitions_ready": transform.state_partitions_ready,
         "state_bytes": transform.state_bytes,
         "restore_records": transform.restore_records,
+        "records_late": transform.records_late,
+        "join": transform.join.as_ref().map(|join| json!({
+            "input": join.input,
+            "table": join.table,
+            "lag": join.lag,
+            "positions": join.positions.iter().map(|(partition, offset)| json!({
+                "partition": partition,
+                "offset": offset,
+            })).collect::<Vec<_>>(),
+        })),
         "last_error": transform.last_error,
         "positions": transform.positions.iter().map(|(partition, offset)| json!({
             "partition": partition,
@@ -406,6 +471,8 @@ mod tests {
             state_partitions_ready: 1,
             state_bytes: 4096,
             restore_records: 12,
+            join: None,
+            records_late: 0,
         }
     }
 
@@ -480,5 +547,72 @@ mod tests {
         assert_eq!(lines.len(), 2, "{text}");
         assert!(lines[0].contains("INPUT -> OUTPUT"), "{text}");
         assert!(lines[1].contains("orders -> orders.high-value"), "{text}");
+    }
+
+    /// The join flags of `ledge transform deploy NAME --module m.wasm --kind join --input
+    /// orders` plus `extra`.
+    fn join_flags(extra: &[&str]) -> Result<Option<TransformJoin>, String> {
+        use clap::Parser;
+        let mut args = vec![
+            "ledge",
+            "transform",
+            "deploy",
+            "j",
+            "--module",
+            "m.wasm",
+            "--kind",
+            "join",
+            "--input",
+            "orders",
+        ];
+        args.extend_from_slice(extra);
+        let cli = crate::args::Cli::try_parse_from(args).map_err(|error| error.to_string())?;
+        let crate::args::Command::Transform {
+            command: TransformCommand::Deploy(arguments),
+        } = cli.command
+        else {
+            panic!("not a deploy")
+        };
+        join_of(arguments.join).map_err(|error| error.to_string())
+    }
+
+    // Goal: --table names a table; --join-with needs a window, which sets both before and
+    // after unless they are given; the flags of one kind of join refuse the other's.
+    #[test]
+    fn join_flags_name_the_second_input_and_its_window() {
+        assert_eq!(join_flags(&[]), Ok(None));
+        assert_eq!(
+            join_flags(&["--table", "customers"]),
+            Ok(Some(TransformJoin::Table("customers".into())))
+        );
+        assert_eq!(
+            join_flags(&[
+                "--join-with",
+                "clicks",
+                "--join-window",
+                "5m",
+                "--join-after",
+                "1s"
+            ]),
+            Ok(Some(TransformJoin::Stream {
+                topic: "clicks".into(),
+                before: Duration::from_secs(300),
+                after: Duration::from_secs(1),
+                grace: Duration::ZERO,
+            }))
+        );
+        assert!(
+            join_flags(&["--join-with", "clicks"])
+                .unwrap_err()
+                .contains("--join-window")
+        );
+        assert!(join_flags(&["--table", "a", "--join-with", "b", "--join-window", "1s"]).is_err());
+        assert!(
+            join_flags(&["--table", "a", "--join-grace", "1s"])
+                .unwrap_err()
+                .contains("no window")
+        );
+        assert!(join_flags(&["--join-with", "b", "--join-window", "soon"]).is_err());
+        assert!(join_flags(&["--join-window", "1s"]).is_err());
     }
 }

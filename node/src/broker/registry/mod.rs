@@ -1688,6 +1688,13 @@ impl<D: Disk> TopicRegistry<D> {
                     "output"
                 } else if stored.dead_letter_topic == name {
                     "dead-letter topic"
+                } else if stored
+                    .stateful
+                    .as_ref()
+                    .and_then(|spec| spec.join.as_ref())
+                    .is_some_and(|join| join.right == name)
+                {
+                    "join input"
                 } else {
                     return None;
                 };

@@ -81,12 +81,28 @@ pub enum DeployTransformError {
     /// The input is an internal topic.
     #[error("a transform cannot read an internal topic")]
     InternalInput,
-    /// The module is of a stateful kind no transform runs yet (join).
+    /// A join setting is missing, refused, or given to another kind; the message names the
+    /// setting (`join.table`, `join.with`, `join.before_ms`, ...).
+    #[error("{0}")]
+    JoinSetting(String),
+    /// A join's second input does not exist.
+    #[error("join input topic {0:?} does not exist")]
+    UnknownJoinInput(String),
+    /// A join's two inputs are not co-partitioned.
     #[error(
-        "{0} transforms are not built yet; a transform runs filter, map, filter_map, \
-         flat_map, partitioner and aggregate modules (docs/STREAMS.md)"
+        "a join's inputs must have equal partition counts: {left:?} has {left_partitions}, \
+         {right:?} has {right_partitions}"
     )]
-    StatefulKind(PluginKind),
+    CoPartitioning {
+        /// The left input.
+        left: String,
+        /// Its partitions.
+        left_partitions: u32,
+        /// The right input.
+        right: String,
+        /// Its partitions.
+        right_partitions: u32,
+    },
     /// A stateful transform in a `[cluster]`: not built yet (its changelog is written on one
     /// node; docs/STREAMS.md).
     #[error("stateful transforms run on a single node for now (docs/STREAMS.md)")]
@@ -270,6 +286,10 @@ struct TransformStats {
     restore_records: Mutex<BTreeMap<u32, u64>>,
     /// A stateful transform's stores by state partition, once restored (table queries).
     stores: Mutex<BTreeMap<u32, Arc<tokio::sync::Mutex<crate::streams::store::StateStore>>>>,
+    /// A join's committed position in its second input, per state partition.
+    join_positions: Mutex<BTreeMap<u32, i64>>,
+    /// Records dropped unprocessed: late for a join's window, or keyless for a join.
+    records_late: AtomicU64,
 }
 
 /// A transform's counters for one input partition on this node.
@@ -418,8 +438,46 @@ pub fn position_group(name: &str) -> String {
     format!("{POSITION_GROUP_PREFIX}{name}")
 }
 
+/// Checks a declaration's join settings against its kind: a join names exactly one second
+/// input, and a stream-stream window whose settings are not negative; no other kind names
+/// one. Errors name the setting.
+fn check_join_settings(declared: &DeclaredTransform) -> Result<(), DeployTransformError> {
+    let refused = |message: String| Err(DeployTransformError::JoinSetting(message));
+    match (&declared.join, declared.kind == PluginKind::Join) {
+        (None, false) => Ok(()),
+        (Some(_), false) => refused(format!(
+            "join.table and join.with are for join transforms; this module's kind is {}",
+            declared.kind
+        )),
+        (None, true) => refused(
+            "a join transform names its second input: join.table (a table, latest value per \
+             key) or join.with (a stream, with join.window_ms)"
+                .to_string(),
+        ),
+        (Some(join), true) => {
+            if join.right.is_empty() {
+                return refused("join.table or join.with: the topic name is empty".to_string());
+            }
+            if join.right == declared.input {
+                return refused(format!(
+                    "join.table or join.with: {:?} is the transform's input; a join reads two \
+                     topics",
+                    join.right
+                ));
+            }
+            match join.kind.window() {
+                Some(window) => window
+                    .validate()
+                    .map_err(|error| DeployTransformError::JoinSetting(error.to_string())),
+                // A table has no window.
+                None => Ok(()),
+            }
+        }
+    }
+}
+
 /// A transform declared in the config file (`[[transform]]`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeclaredTransform {
     /// Name.
     pub name: String,
@@ -437,6 +495,8 @@ pub struct DeclaredTransform {
     pub on_error: OnError,
     /// Dead-letter topic (empty: `<name>.dead-letter`).
     pub dead_letter_topic: String,
+    /// A join's second input (required for `join`, refused for the other kinds).
+    pub join: Option<super::metadata::JoinSpec>,
 }
 
 impl<D: Disk> TransformRunner<D> {
@@ -567,9 +627,7 @@ impl<D: Disk> TransformRunner<D> {
     ) -> Result<u32, DeployTransformError> {
         let name = declared.name.clone();
         validate_module_name(&name).map_err(DeployTransformError::InvalidName)?;
-        if declared.kind == PluginKind::Join {
-            return Err(DeployTransformError::StatefulKind(declared.kind));
-        }
+        check_join_settings(&declared)?;
         if declared.kind.is_stateful() && self.handles.link.get().is_some() {
             return Err(DeployTransformError::StatefulInCluster);
         }
@@ -635,6 +693,27 @@ impl<D: Disk> TransformRunner<D> {
             .await
             .map_err(ModuleError::Instantiate)?;
         let input_partitions = input.partition_count();
+        if let Some(join) = &declared.join {
+            // Co-partitioning (docs/STREAMS.md): state partition q joins left partition q
+            // with right partition q, so both must spread keys over the same count.
+            let Some(right) = self.handles.registry.topic(&join.right) else {
+                return Err(DeployTransformError::UnknownJoinInput(join.right.clone()));
+            };
+            if join.right.starts_with("__") {
+                return Err(DeployTransformError::InternalInput);
+            }
+            if [&output, &dead_letter_topic].contains(&&join.right) {
+                return Err(DeployTransformError::ForbiddenOutput(join.right.clone()));
+            }
+            if right.partition_count() != input_partitions {
+                return Err(DeployTransformError::CoPartitioning {
+                    left: declared.input.clone(),
+                    left_partitions: input_partitions,
+                    right: join.right.clone(),
+                    right_partitions: right.partition_count(),
+                });
+            }
+        }
         if let Some(link) = self.handles.link.get() {
             return self
                 .deploy_in_cluster(
@@ -803,10 +882,18 @@ impl<D: Disk> TransformRunner<D> {
             repartition: plugin
                 .module()
                 .exports(ledge_protocol::wasm_abi::EXPORT_GROUP),
+            join: declared.join.clone(),
         };
         if let Some(existing) = existing {
             let reason = match &existing.stateful {
-                None => Some("it keeps no state; an aggregate module does".to_string()),
+                None => Some(format!(
+                    "it keeps no state; a module of kind {} does",
+                    declared.kind
+                )),
+                Some(old) if old.join != spec.join => Some(format!(
+                    "its join input changes ({:?} -> {:?})",
+                    old.join, spec.join
+                )),
                 Some(old) if *old != spec => Some(format!(
                     "its state layout changes ({} state partitions, repartition {} -> {} and {})",
                     old.state_partitions, old.repartition, spec.state_partitions, spec.repartition
@@ -1161,12 +1248,21 @@ impl<D: Disk> TransformRunner<D> {
             state,
             ..TransformDescription::default()
         };
+        // Stage 2 reads the input itself when nothing re-keys it: its positions are the
+        // state tasks' committed ones.
+        let reads_input_in_stage_2 = definition
+            .stateful
+            .as_ref()
+            .is_some_and(|spec| !spec.repartition);
         let live = stats.as_ref().map(|stats| {
-            stats
-                .positions
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
+            if reads_input_in_stage_2 {
+                &stats.state_positions
+            } else {
+                &stats.positions
+            }
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
         });
         for partition in 0..self.handles.registry.partition_count(&definition.input) {
             let log = self
@@ -1212,6 +1308,9 @@ impl<D: Disk> TransformRunner<D> {
         }
         if let Some(spec) = &definition.stateful {
             description.state_partitions = spec.state_partitions;
+            if let Some(join) = &spec.join {
+                self.describe_join(join, stats.as_deref(), &mut description);
+            }
         }
         if let Some(stats) = &stats {
             let lock = |map: &Mutex<BTreeMap<u32, u64>>| -> u64 {
@@ -1236,6 +1335,7 @@ impl<D: Disk> TransformRunner<D> {
             description.records_out = stats.records_out.load(Ordering::Relaxed);
             description.records_dead = stats.records_dead.load(Ordering::Relaxed);
             description.busy_us = stats.busy_us.load(Ordering::Relaxed);
+            description.records_late = stats.records_late.load(Ordering::Relaxed);
             if last_error.is_empty() {
                 last_error = stats
                     .last_error
@@ -1246,6 +1346,42 @@ impl<D: Disk> TransformRunner<D> {
         }
         description.last_error = crate::broker::client_text::without_paths(&last_error);
         description
+    }
+
+    /// A join's second input in `describe`: its positions (the state tasks' committed ones,
+    /// else the partition's start) and lag.
+    fn describe_join(
+        &self,
+        join: &super::metadata::JoinSpec,
+        stats: Option<&TransformStats>,
+        description: &mut TransformDescription,
+    ) {
+        description.join_input = join.right.clone();
+        description.join_table = join.kind == super::metadata::JoinKind::Table;
+        let committed = stats
+            .map(|stats| {
+                stats
+                    .join_positions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .unwrap_or_default();
+        for partition in 0..self.handles.registry.partition_count(&join.right) {
+            let Ok(log) = self.handles.registry.partition_log(&join.right, partition) else {
+                continue;
+            };
+            let position = committed
+                .get(&partition)
+                .copied()
+                .unwrap_or_else(|| log.log_start_offset());
+            let lag = u64::try_from(log.high_watermark().saturating_sub(position)).unwrap_or(0);
+            description.join_lag = description.join_lag.saturating_add(lag);
+            description.join_positions.push(PartitionOffset {
+                partition,
+                offset: position,
+            });
+        }
     }
 
     /// The stores of a stateful transform running here, by state partition, with its
@@ -1456,6 +1592,11 @@ impl<D: Disk> TransformRunner<D> {
                     && existing.module.params == transform.params
                     && existing.on_error == transform.on_error
                     && (transform.output.is_empty() || existing.output == transform.output)
+                    && existing
+                        .stateful
+                        .as_ref()
+                        .and_then(|spec| spec.join.as_ref())
+                        == transform.join.as_ref()
             });
             if unchanged {
                 continue;

@@ -43,6 +43,8 @@ use crate::wasm::abi::{Application, GroupOutcome, SlotChange};
 use crate::wasm::batch::{OpenedBatch, open_batch};
 use crate::wasm::{Outcome, Plugin, WasmError};
 
+mod join_task;
+
 /// Outbox output index of the transform's output topic.
 const OUTPUT_INDEX: u32 = 0;
 /// Outbox output index of its dead-letter topic.
@@ -234,6 +236,8 @@ struct LiveState {
 enum Step {
     /// Nothing to read: wait on the high watermark.
     CaughtUp(watch::Receiver<i64>),
+    /// Nothing to read in either input of a join: wait on both high watermarks.
+    CaughtUpEither(watch::Receiver<i64>, watch::Receiver<i64>),
     /// Go on at once.
     Again,
 }
@@ -308,6 +312,15 @@ impl<D: Disk> StateTask<D> {
                     tokio::select! {
                         biased;
                         _ = high_watermark.changed() => {}
+                        () = idle => {}
+                        changed = self.versions.changed() => if changed.is_err() { return Ok(()) },
+                    }
+                }
+                Step::CaughtUpEither(mut left, mut right) => {
+                    let idle = crate::clock::sleep(&*handles.clock, handles.limits.idle_wait);
+                    tokio::select! {
+                        biased;
+                        () = join_task::either_changed(&mut left, &mut right) => {}
                         () = idle => {}
                         changed = self.versions.changed() => if changed.is_err() { return Ok(()) },
                     }
@@ -437,6 +450,9 @@ impl<D: Disk> StateTask<D> {
             // Not stateful any more (never: a redeploy that changes it is refused).
             return Ok(Step::CaughtUp(watch::channel(0).1));
         };
+        if let Some(join) = &spec.join {
+            return self.join_step(handles, version, state, join).await;
+        }
         let input = if spec.repartition {
             StatefulSpec::repartition_topic(&self.name)
         } else {
