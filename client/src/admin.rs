@@ -23,6 +23,7 @@ use ledge_protocol::wire::{
     self, AlterTopicConfigs, ApiKey, ConfigEntry, CreatableTopic, ErrorCode, OffsetSpec,
     PluginParam, Request, Response, TopicResult,
 };
+pub use ledge_protocol::wire::TransformWindow;
 pub use ledge_protocol::{OnError, PluginKind};
 
 use crate::clock;
@@ -355,6 +356,9 @@ pub struct TransformSpec {
     /// Dead-letter topic; `None` means `<name>.dead-letter` (created with one partition if
     /// missing, with [`OnError::DeadLetter`]).
     pub dead_letter_topic: Option<String>,
+    /// An aggregate's event-time window (`None`: not windowed); see
+    /// [`TransformWindow`] for the settings.
+    pub window: Option<TransformWindow>,
 }
 
 impl TransformSpec {
@@ -375,6 +379,7 @@ impl TransformSpec {
             params: Vec::new(),
             on_error: OnError::default(),
             dead_letter_topic: None,
+            window: None,
         }
     }
 
@@ -399,6 +404,12 @@ impl TransformSpec {
     /// Sets the dead-letter topic.
     pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
         self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
+    /// Windows an aggregate by event time.
+    pub fn window(mut self, window: TransformWindow) -> Self {
+        self.window = Some(window);
         self
     }
 
@@ -502,6 +513,12 @@ pub struct TransformDescription {
     pub state_bytes: u64,
     /// Changelog records its restores have read since it started.
     pub restore_records: u64,
+    /// A windowed aggregate's window as deployed (defaults filled in).
+    pub window: Option<TransformWindow>,
+    /// A windowed aggregate's windows holding state that are not closed yet.
+    pub windows_open: u64,
+    /// Records a windowed aggregate dropped as late since the node started.
+    pub records_late: u64,
 }
 
 /// Creates, deletes and describes topics and consumer groups; manages WASM modules and
@@ -1131,6 +1148,7 @@ impl Admin {
             params: plugin_params(spec.params),
             on_error: spec.on_error,
             dead_letter_topic: spec.dead_letter_topic.unwrap_or_default(),
+            window: spec.window,
         });
         let response = match self
             .client
@@ -1304,6 +1322,9 @@ fn transform_description(
         state_partitions_ready: transform.state_partitions_ready,
         state_bytes: transform.state_bytes,
         restore_records: transform.restore_records,
+        window: transform.window,
+        windows_open: transform.windows_open,
+        records_late: transform.records_late,
     })
 }
 

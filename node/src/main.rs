@@ -1112,6 +1112,7 @@ async fn deploy_declared_transforms<D: Disk>(
                 params: transform.params.clone(),
                 on_error: transform.on_error,
                 dead_letter_topic: transform.dead_letter_topic.clone(),
+                window: transform.window.clone(),
             },
             transform.origin.clone(),
         ));

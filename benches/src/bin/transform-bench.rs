@@ -131,6 +131,7 @@ async fn deploy_high_value(
             params: BTreeMap::from([("threshold".to_string(), "1000".to_string())]),
             on_error: OnError::DeadLetter,
             dead_letter_topic: String::new(),
+            window: None,
         })
         .await
         .map(|_| ())

@@ -42,6 +42,9 @@ fn described(name: &str) -> wire::TransformDescription {
         state_partitions_ready: 2,
         state_bytes: 640,
         restore_records: 9,
+        window: None,
+        windows_open: 0,
+        records_late: 0,
     }
 }
 

@@ -370,6 +370,9 @@ mod tests {
             state_partitions_ready: 0,
             state_bytes: 0,
             restore_records: 0,
+            window: None,
+            windows_open: 0,
+            records_late: 0,
         }
     }
 

@@ -169,6 +169,7 @@ fn deploy_request(name: &str, output: &str) -> DeployTransformRequest {
         params: Vec::new(),
         on_error: OnError::Skip,
         dead_letter_topic: String::new(),
+        window: None,
     }
 }
 

@@ -70,6 +70,7 @@ fn counts(name: &str) -> transforms::DeclaredTransform {
         params: BTreeMap::new(),
         on_error: transforms::OnError::DeadLetter,
         dead_letter_topic: String::new(),
+        window: None,
     }
 }
 

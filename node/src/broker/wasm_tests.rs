@@ -212,6 +212,7 @@ fn transform(
         params: BTreeMap::new(),
         on_error,
         dead_letter_topic: String::new(),
+        window: None,
     }
 }
 

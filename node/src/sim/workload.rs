@@ -665,6 +665,7 @@ impl Workload {
                             params: Vec::new(),
                             on_error: ledge_protocol::OnError::DeadLetter,
                             dead_letter_topic: String::new(),
+                            window: None,
                         }),
                         Purpose::DeployTransform { input },
                     ));

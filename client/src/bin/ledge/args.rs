@@ -525,9 +525,79 @@ pub(crate) struct TransformDeployArgs {
     /// [default: NAME.dead-letter]
     #[arg(long, value_name = "TOPIC")]
     pub(crate) dead_letter_topic: Option<String>,
+    #[command(flatten)]
+    pub(crate) window: WindowArgs,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
+}
+
+/// An aggregate's event-time window (`transform deploy`), e.g. `--window tumbling
+/// --window-size 1m --grace 10s --retention 1h --emit suppress`. Durations are
+/// milliseconds (`60000`) or with a unit (`500ms`, `10s`, `1m`, `1h`, `1d`).
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Windows (aggregate transforms)")]
+pub(crate) struct WindowArgs {
+    /// Window an aggregate by record timestamp: fixed non-overlapping windows (tumbling,
+    /// needs --window-size), overlapping ones (hopping, --window-size and
+    /// --window-advance), or per-key sessions (session, --window-gap; the module must
+    /// export ledge_merge)
+    #[arg(long = "window", value_name = "KIND", value_parser = ["tumbling", "hopping", "session"])]
+    pub(crate) kind: Option<String>,
+    /// window.size_ms: a tumbling or hopping window's length
+    #[arg(long = "window-size", value_name = "DURATION", value_parser = parse_duration_ms, requires = "kind")]
+    pub(crate) size_ms: Option<i64>,
+    /// window.advance_ms: how far apart hopping windows start
+    #[arg(long = "window-advance", value_name = "DURATION", value_parser = parse_duration_ms, requires = "kind")]
+    pub(crate) advance_ms: Option<i64>,
+    /// window.gap_ms: the inactivity that ends a session
+    #[arg(long = "window-gap", value_name = "DURATION", value_parser = parse_duration_ms, requires = "kind")]
+    pub(crate) gap_ms: Option<i64>,
+    /// window.grace_ms: how long after a window's end its late records still count
+    /// (by record time) [default: 0]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms, requires = "kind")]
+    pub(crate) grace: Option<i64>,
+    /// window.retention_ms: how long a closed window's state stays in the table
+    /// [default: 1d]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms, requires = "kind")]
+    pub(crate) retention: Option<i64>,
+    /// window.emit: a change record for every change (changes), or one final result
+    /// per window when it closes (suppress) [default: changes]
+    #[arg(long, value_name = "MODE", value_parser = ["changes", "suppress"], requires = "kind")]
+    pub(crate) emit: Option<String>,
+}
+
+impl WindowArgs {
+    /// The deploy request's window, if `--window` was given.
+    pub(crate) fn settings(&self) -> Option<ledge_client::TransformWindow> {
+        let kind = self.kind.clone()?;
+        Some(ledge_client::TransformWindow {
+            kind,
+            size_ms: self.size_ms,
+            advance_ms: self.advance_ms,
+            gap_ms: self.gap_ms,
+            grace_ms: self.grace,
+            retention_ms: self.retention,
+            emit: self.emit.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// Parses a duration into milliseconds: plain digits are milliseconds (`60000`); otherwise
+/// a number with a unit (`500ms`, `10s`, `1m`, `2h`, `1d`, or combined: `1m30s`).
+pub(crate) fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<i64>() {
+        return if ms < 0 {
+            Err(format!("{text} is negative"))
+        } else {
+            Ok(ms)
+        };
+    }
+    let duration = humantime::parse_duration(text).map_err(|error| {
+        format!("{error}: expected milliseconds (60000) or a duration such as 500ms, 10s, 1m, 1h")
+    })?;
+    i64::try_from(duration.as_millis()).map_err(|_| format!("{text} is too long"))
 }
 
 #[derive(Debug, Args)]
@@ -1065,6 +1135,19 @@ pub(crate) fn parse_separator(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Goal: window durations take milliseconds or a unit, and refuse what is neither.
+    #[test]
+    fn window_durations_take_ms_or_a_unit() {
+        assert_eq!(parse_duration_ms("60000"), Ok(60_000));
+        assert_eq!(parse_duration_ms("1m"), Ok(60_000));
+        assert_eq!(parse_duration_ms("10s"), Ok(10_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("1m30s"), Ok(90_000));
+        assert!(parse_duration_ms("-5").is_err());
+        assert!(parse_duration_ms("soon").is_err());
+    }
 
     #[test]
     fn configs_parse_as_key_value() {

@@ -90,6 +90,7 @@ async fn deploy(admin: &Admin, arguments: TransformDeployArgs) -> anyhow::Result
         params: arguments.source.params,
         on_error: arguments.on_error.into(),
         dead_letter_topic: arguments.dead_letter_topic,
+        window: arguments.window.settings(),
     };
     let fallback_output = spec.output_or_default();
     let input = spec.input.clone();
@@ -186,6 +187,18 @@ fn describe_text(transform: &TransformDescription) -> String {
                     transform.state_partitions,
                     transform.restore_records
                 )
+            },
+        ),
+        (
+            "Window",
+            match &transform.window {
+                None => "-".to_string(),
+                Some(window) => format!(
+                    "{}; {} windows open, {} late records dropped",
+                    window_text(window),
+                    transform.windows_open,
+                    transform.records_late
+                ),
             },
         ),
         (
@@ -333,6 +346,17 @@ fn describe_json(transform: &TransformDescription) -> serde_json::Value {
         "state_partitions_ready": transform.state_partitions_ready,
         "state_bytes": transform.state_bytes,
         "restore_records": transform.restore_records,
+        "window": transform.window.as_ref().map(|window| json!({
+            "kind": window.kind,
+            "size_ms": window.size_ms,
+            "advance_ms": window.advance_ms,
+            "gap_ms": window.gap_ms,
+            "grace_ms": window.grace_ms,
+            "retention_ms": window.retention_ms,
+            "emit": window.emit,
+        })),
+        "windows_open": transform.windows_open,
+        "records_late": transform.records_late,
         "last_error": transform.last_error,
         "positions": transform.positions.iter().map(|(partition, offset)| json!({
             "partition": partition,
@@ -340,6 +364,29 @@ fn describe_json(transform: &TransformDescription) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "partitions": transform.partitions.iter().map(partition_json).collect::<Vec<_>>(),
     })
+}
+
+/// A window's settings in a line: `tumbling size 1m, grace 10s, retention 1h, emit
+/// suppress`.
+fn window_text(window: &ledge_client::TransformWindow) -> String {
+    let ms = |value: i64| {
+        humantime::format_duration(Duration::from_millis(u64::try_from(value).unwrap_or(0)))
+            .to_string()
+    };
+    let mut parts = vec![window.kind.clone()];
+    for (name, value) in [
+        ("size", window.size_ms),
+        ("advance", window.advance_ms),
+        ("gap", window.gap_ms),
+        ("grace", window.grace_ms),
+        ("retention", window.retention_ms),
+    ] {
+        if let Some(value) = value {
+            parts.push(format!("{name} {}", ms(value)));
+        }
+    }
+    parts.push(format!("emit {}", window.emit));
+    parts.join(", ")
 }
 
 /// A duration in the unit that suits it: `850 µs`, `12.5 ms`, `3.20 s`.
@@ -406,6 +453,9 @@ mod tests {
             state_partitions_ready: 1,
             state_bytes: 4096,
             restore_records: 12,
+            window: None,
+            windows_open: 0,
+            records_late: 0,
         }
     }
 

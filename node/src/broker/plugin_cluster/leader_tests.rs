@@ -198,6 +198,7 @@ async fn broker_with_copy(link: &Arc<MovableLeaders>) -> Arc<Broker<SimDisk>> {
             params: BTreeMap::new(),
             on_error: OnError::Skip,
             dead_letter_topic: String::new(),
+            window: None,
         })
         .await
         .unwrap();
