@@ -1135,7 +1135,7 @@ impl Plugin {
     /// (group key, window or `None` when unwindowed, stored state) each.
     pub async fn aggregate_on_executor(
         self: &Arc<Self>,
-        slots: Vec<(Bytes, Option<Window>, Option<Bytes>)>,
+        slots: Vec<(Bytes, Option<abi::Window>, Option<Bytes>)>,
         header: InputHeader,
         records: Bytes,
         record_count: usize,
