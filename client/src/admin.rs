@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 // One plug-in kind and error policy for node, SDK, client and CLI; numbers on the wire.
+pub use ledge_protocol::wire::TransformWindow;
 use ledge_protocol::wire::{
     self, AlterTopicConfigs, ApiKey, ConfigEntry, CreatableTopic, ErrorCode, OffsetSpec,
     PluginParam, Request, Response, TopicResult,
 };
-pub use ledge_protocol::wire::TransformWindow;
 pub use ledge_protocol::{OnError, PluginKind};
 
 use crate::clock;

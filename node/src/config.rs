@@ -1020,17 +1020,19 @@ impl NodeConfig {
             let mut params = BTreeMap::new();
             flatten(&transform.params, "", &mut params)
                 .map_err(|error| ConfigError(format!("{place}: params: {error}")))?;
-            let window = transform.window.as_ref().map(|window| {
-                crate::streams::window::WindowSettings {
-                    kind: window.kind.clone(),
-                    size_ms: window.size_ms,
-                    advance_ms: window.advance_ms,
-                    gap_ms: window.gap_ms,
-                    grace_ms: window.grace_ms,
-                    retention_ms: window.retention_ms,
-                    emit: window.emit.clone(),
-                }
-            });
+            let window =
+                transform
+                    .window
+                    .as_ref()
+                    .map(|window| crate::streams::window::WindowSettings {
+                        kind: window.kind.clone(),
+                        size_ms: window.size_ms,
+                        advance_ms: window.advance_ms,
+                        gap_ms: window.gap_ms,
+                        grace_ms: window.grace_ms,
+                        retention_ms: window.retention_ms,
+                        emit: window.emit.clone(),
+                    });
             if let Some(window) = &window {
                 window
                     .resolve(config.broker.transforms.windows_per_record_max)

@@ -362,8 +362,8 @@ fn order_totals_per_minute_sums_each_customers_minute() {
                 };
                 let start = header("ledge.window.start");
                 assert_eq!(header("ledge.window.end"), start + minute);
-                let key = String::from_utf8(record.key.clone().expect("a key").to_vec())
-                    .expect("UTF-8");
+                let key =
+                    String::from_utf8(record.key.clone().expect("a key").to_vec()).expect("UTF-8");
                 let total: f64 = std::str::from_utf8(&record.value.clone().expect("a value"))
                     .expect("UTF-8")
                     .parse()

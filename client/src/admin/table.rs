@@ -114,11 +114,7 @@ impl Admin {
             return Err(refused(name, response.error, response.message));
         }
         Ok(TableScan {
-            entries: response
-                .entries
-                .into_iter()
-                .map(entry)
-                .collect(),
+            entries: response.entries.into_iter().map(entry).collect(),
             truncated: response.truncated,
         })
     }

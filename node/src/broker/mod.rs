@@ -481,8 +481,8 @@ mod read_only_tests;
 #[cfg(test)]
 mod stateful_transform_tests;
 #[cfg(test)]
-mod windowed_transform_tests;
-#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod wasm_tests;
+#[cfg(test)]
+mod windowed_transform_tests;

@@ -151,7 +151,10 @@ impl Reference {
 
     fn apply(&mut self, orders: &[Order]) {
         for order in orders {
-            self.max_ms = Some(self.max_ms.map_or(order.timestamp, |m| m.max(order.timestamp)));
+            self.max_ms = Some(
+                self.max_ms
+                    .map_or(order.timestamp, |m| m.max(order.timestamp)),
+            );
             let start = order.timestamp.div_euclid(MINUTE) * MINUTE;
             if self.watermark().is_some_and(|mark| start + MINUTE <= mark) {
                 self.late += 1;
@@ -242,8 +245,14 @@ async fn changes(broker: &Broker<SimDisk>) -> BTreeMap<(String, i64), Vec<u64>> 
             let key = String::from_utf8(record.key.clone().unwrap().to_vec()).unwrap();
             let start = header(&record, WINDOW_START_HEADER);
             assert_eq!(header(&record, WINDOW_END_HEADER), start + MINUTE);
-            let value = record.value.as_deref().expect("a window's change is not null");
-            by_window.entry((key, start)).or_default().push(total(value));
+            let value = record
+                .value
+                .as_deref()
+                .expect("a window's change is not null");
+            by_window
+                .entry((key, start))
+                .or_default()
+                .push(total(value));
         }
     }
     by_window
@@ -392,7 +401,10 @@ fn tumbling_totals_match_a_reference_with_late_records_and_expiry() {
             .keys()
             .filter(|(_, start)| start + MINUTE > mark)
             .count();
-        assert_eq!(description.windows_open, open_windows as u64, "{description:?}");
+        assert_eq!(
+            description.windows_open, open_windows as u64,
+            "{description:?}"
+        );
         let window = description.window.expect("described with its window");
         assert_eq!(
             (window.kind.as_str(), window.size_ms, window.grace_ms),
@@ -524,7 +536,10 @@ fn a_record_bridging_two_sessions_merges_them() {
         ));
         let refused = broker.transforms.deploy(counts).await.unwrap_err();
         assert!(
-            matches!(refused, transforms::DeployTransformError::SessionWithoutMerge),
+            matches!(
+                refused,
+                transforms::DeployTransformError::SessionWithoutMerge
+            ),
             "{refused}"
         );
         broker.transforms.deploy(totals(session)).await.unwrap();
@@ -533,7 +548,11 @@ fn a_record_bridging_two_sessions_merges_them() {
             amount,
             timestamp,
         };
-        produce(&broker, &[at(1, 1, 100_000), at(1, 2, 140_000), at(2, 5, 150_000)]).await;
+        produce(
+            &broker,
+            &[at(1, 1, 100_000), at(1, 2, 140_000), at(2, 5, 150_000)],
+        )
+        .await;
         produce(&broker, &[at(1, 4, 120_000)]).await;
         let expected: BTreeSet<(String, i64, i64, u64)> = [
             ("1".to_string(), 100_000, 140_000, 7),
@@ -623,6 +642,60 @@ fn power_loss_mid_stream_keeps_window_totals_exact() {
         })
         .await;
         assert_eq!(scan(&broker).await, expected);
+        broker.close().await;
+    });
+}
+
+// Goal: window settings are checked at deploy: on a transform that is not an aggregate,
+// with a refused value (named), and a redeploy that changes the window is refused.
+#[test]
+fn window_deploys_are_checked() {
+    runtime().block_on(async {
+        let disk = SimDisk::new(19);
+        let broker = open(&disk).await;
+        broker
+            .registry
+            .create_topic("orders", 1, &BTreeMap::new())
+            .await
+            .unwrap();
+        let mut filter = totals(tumbling(0, 0, "changes"));
+        filter.kind = crate::wasm::PluginKind::Filter;
+        let refused = broker.transforms.deploy(filter).await.unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                transforms::DeployTransformError::WindowNotAggregate(_)
+            ),
+            "{refused}"
+        );
+        let hopping = WindowSettings {
+            size_ms: Some(MINUTE),
+            advance_ms: Some(0),
+            ..WindowSettings::default()
+        };
+        let refused = broker.transforms.deploy(totals(hopping)).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("window.advance_ms"),
+            "{refused}"
+        );
+        broker
+            .transforms
+            .deploy(totals(tumbling(0, MINUTE, "changes")))
+            .await
+            .unwrap();
+        let mut longer = tumbling(0, MINUTE, "changes");
+        longer.size_ms = Some(2 * MINUTE);
+        let refused = broker.transforms.deploy(totals(longer)).await.unwrap_err();
+        assert!(refused.to_string().contains("window changes"), "{refused}");
+        // The same window again is a new version keeping the state.
+        assert_eq!(
+            broker
+                .transforms
+                .deploy(totals(tumbling(0, MINUTE, "changes")))
+                .await
+                .unwrap(),
+            2
+        );
         broker.close().await;
     });
 }

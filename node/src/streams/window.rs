@@ -247,7 +247,10 @@ impl WindowSettings {
     ///
     /// # Errors
     /// The first setting refused, named.
-    pub fn resolve(&self, windows_per_record_max: u32) -> Result<WindowDeploy, WindowSettingsError> {
+    pub fn resolve(
+        &self,
+        windows_per_record_max: u32,
+    ) -> Result<WindowDeploy, WindowSettingsError> {
         let kind = match self.kind.as_deref().map(str::trim) {
             Some("tumbling") => "tumbling",
             Some("hopping") => "hopping",

@@ -1123,8 +1123,10 @@ impl Plugin {
         let plugin = Arc::clone(self);
         self.engine
             .run_call(move || {
-                let pairs: Vec<(&[u8], &[u8])> =
-                    pairs.iter().map(|(a, b)| (a.as_ref(), b.as_ref())).collect();
+                let pairs: Vec<(&[u8], &[u8])> = pairs
+                    .iter()
+                    .map(|(a, b)| (a.as_ref(), b.as_ref()))
+                    .collect();
                 plugin.merge(&pairs)
             })
             .await

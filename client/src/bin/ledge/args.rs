@@ -543,34 +543,34 @@ pub(crate) struct WindowArgs {
     /// --window-advance), or per-key sessions (session, --window-gap; the module must
     /// export ledge_merge)
     #[arg(long = "window", value_name = "KIND", value_parser = ["tumbling", "hopping", "session"])]
-    pub(crate) kind: Option<String>,
+    pub(crate) window_kind: Option<String>,
     /// window.size_ms: a tumbling or hopping window's length
-    #[arg(long = "window-size", value_name = "DURATION", value_parser = parse_duration_ms, requires = "kind")]
+    #[arg(long = "window-size", value_name = "DURATION", value_parser = parse_duration_ms, requires = "window_kind")]
     pub(crate) size_ms: Option<i64>,
     /// window.advance_ms: how far apart hopping windows start
-    #[arg(long = "window-advance", value_name = "DURATION", value_parser = parse_duration_ms, requires = "kind")]
+    #[arg(long = "window-advance", value_name = "DURATION", value_parser = parse_duration_ms, requires = "window_kind")]
     pub(crate) advance_ms: Option<i64>,
     /// window.gap_ms: the inactivity that ends a session
-    #[arg(long = "window-gap", value_name = "DURATION", value_parser = parse_duration_ms, requires = "kind")]
+    #[arg(long = "window-gap", value_name = "DURATION", value_parser = parse_duration_ms, requires = "window_kind")]
     pub(crate) gap_ms: Option<i64>,
     /// window.grace_ms: how long after a window's end its late records still count
     /// (by record time) [default: 0]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms, requires = "kind")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms, requires = "window_kind")]
     pub(crate) grace: Option<i64>,
     /// window.retention_ms: how long a closed window's state stays in the table
     /// [default: 1d]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms, requires = "kind")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms, requires = "window_kind")]
     pub(crate) retention: Option<i64>,
     /// window.emit: a change record for every change (changes), or one final result
     /// per window when it closes (suppress) [default: changes]
-    #[arg(long, value_name = "MODE", value_parser = ["changes", "suppress"], requires = "kind")]
+    #[arg(long, value_name = "MODE", value_parser = ["changes", "suppress"], requires = "window_kind")]
     pub(crate) emit: Option<String>,
 }
 
 impl WindowArgs {
     /// The deploy request's window, if `--window` was given.
     pub(crate) fn settings(&self) -> Option<ledge_client::TransformWindow> {
-        let kind = self.kind.clone()?;
+        let kind = self.window_kind.clone()?;
         Some(ledge_client::TransformWindow {
             kind,
             size_ms: self.size_ms,
@@ -1402,6 +1402,79 @@ mod tests {
             panic!("not a deploy");
         };
         assert_eq!(OnError::from(deploy.on_error), OnError::DeadLetter);
+        assert_eq!(deploy.window.settings(), None);
+        let windowed = Cli::try_parse_from([
+            "ledge",
+            "transform",
+            "deploy",
+            "per-minute",
+            "--module",
+            "t.wasm",
+            "--kind",
+            "aggregate",
+            "--input",
+            "orders",
+            "--window",
+            "tumbling",
+            "--window-size",
+            "1m",
+            "--grace",
+            "10s",
+            "--retention",
+            "1h",
+            "--emit",
+            "suppress",
+        ])
+        .unwrap();
+        let Command::Transform {
+            command: TransformCommand::Deploy(deploy),
+        } = windowed.command
+        else {
+            panic!("not a deploy");
+        };
+        assert_eq!(
+            deploy.window.settings(),
+            Some(ledge_client::TransformWindow {
+                kind: "tumbling".into(),
+                size_ms: Some(60_000),
+                advance_ms: None,
+                gap_ms: None,
+                grace_ms: Some(10_000),
+                retention_ms: Some(3_600_000),
+                emit: "suppress".into(),
+            })
+        );
+        // Window settings without --window are refused, as is an unknown kind.
+        let size_alone = [
+            "ledge",
+            "transform",
+            "deploy",
+            "t",
+            "--module",
+            "f.wasm",
+            "--kind",
+            "aggregate",
+            "--input",
+            "in",
+            "--window-size",
+            "1m",
+        ];
+        assert!(Cli::try_parse_from(size_alone).is_err());
+        let sliding = [
+            "ledge",
+            "transform",
+            "deploy",
+            "t",
+            "--module",
+            "f.wasm",
+            "--kind",
+            "aggregate",
+            "--input",
+            "in",
+            "--window",
+            "sliding",
+        ];
+        assert!(Cli::try_parse_from(sliding).is_err());
         let no_input = [
             "ledge",
             "transform",

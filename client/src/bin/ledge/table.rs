@@ -130,7 +130,10 @@ mod tests {
         assert_eq!(json["value"], "12.5");
         let columns = entries_table(std::slice::from_ref(&windowed));
         assert!(columns.contains("WINDOW START"), "{columns}");
-        assert!(columns.contains("1970-01-01T00:01:00Z (60000)"), "{columns}");
+        assert!(
+            columns.contains("1970-01-01T00:01:00Z (60000)"),
+            "{columns}"
+        );
         let plain = TableEntry {
             window: None,
             ..windowed

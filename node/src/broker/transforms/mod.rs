@@ -664,6 +664,9 @@ impl<D: Disk> TransformRunner<D> {
         if declared.kind.is_stateful() && self.handles.link.get().is_some() {
             return Err(DeployTransformError::StatefulInCluster);
         }
+        if declared.window.is_some() && declared.kind != PluginKind::Aggregate {
+            return Err(DeployTransformError::WindowNotAggregate(declared.kind));
+        }
         let Some(input) = self.handles.registry.topic(&declared.input) else {
             return Err(DeployTransformError::UnknownInput(declared.input));
         };
@@ -820,11 +823,6 @@ impl<D: Disk> TransformRunner<D> {
         input_partitions: u32,
     ) -> Result<Option<super::metadata::StatefulSpec>, DeployTransformError> {
         use super::metadata::StatefulSpec;
-        if let Some(_) = &declared.window
-            && declared.kind != PluginKind::Aggregate
-        {
-            return Err(DeployTransformError::WindowNotAggregate(declared.kind));
-        }
         if !declared.kind.is_stateful() {
             if existing.is_some_and(|existing| existing.stateful.is_some()) {
                 return Err(DeployTransformError::StateChanged {

@@ -54,7 +54,6 @@ const DEAD_LETTER_INDEX: u32 = 1;
 /// Input index of the one input stage 2 reads (the repartition topic or the input).
 const INPUT_INDEX: u32 = 0;
 
-
 // ---------------------------------------------------------------------------------------
 // Stage 1: re-keying.
 
@@ -591,7 +590,10 @@ impl<D: Disk> StateTask<D> {
                 }
             }
             records_in += 1;
-            applications.push((index, StateKey::plain(STORE_AGGREGATE, record.key.clone().unwrap_or_default())));
+            applications.push((
+                index,
+                StateKey::plain(STORE_AGGREGATE, record.key.clone().unwrap_or_default()),
+            ));
         }
         let folder = Folder {
             plugin: &version.plugin,
@@ -636,7 +638,10 @@ impl<D: Disk> StateTask<D> {
                             late += 1;
                         }
                         applications.extend(assignment.open.into_iter().map(|window| {
-                            (index, StateKey::windowed(STORE_AGGREGATE, key.key.clone(), window))
+                            (
+                                index,
+                                StateKey::windowed(STORE_AGGREGATE, key.key.clone(), window),
+                            )
                         }));
                         continue;
                     };
@@ -651,13 +656,17 @@ impl<D: Disk> StateTask<D> {
                                 storage: window,
                                 bounds: window,
                             });
-                            applications.push((index, StateKey::windowed(STORE_AGGREGATE, key, window)));
+                            applications
+                                .push((index, StateKey::windowed(STORE_AGGREGATE, key, window)));
                         }
                         SessionDecision::Extend { from, to } => {
                             if let Some(entity) = entities.iter_mut().find(|e| e.bounds == from) {
                                 entity.bounds = to;
                                 let storage = entity.storage;
-                                applications.push((index, StateKey::windowed(STORE_AGGREGATE, key, storage)));
+                                applications.push((
+                                    index,
+                                    StateKey::windowed(STORE_AGGREGATE, key, storage),
+                                ));
                             }
                         }
                         SessionDecision::Merge { from, to } => {
@@ -666,7 +675,9 @@ impl<D: Disk> StateTask<D> {
                             folder
                                 .fold(&std::mem::take(&mut applications), &mut txn, &mut failures)
                                 .await;
-                            match merge_sessions(&folder, &mut txn, &mut sessions, &key, &from, to).await {
+                            match merge_sessions(&folder, &mut txn, &mut sessions, &key, &from, to)
+                                .await
+                            {
                                 Ok(storage) => applications.push((
                                     index,
                                     StateKey::windowed(STORE_AGGREGATE, key, storage),
@@ -723,7 +734,11 @@ impl<D: Disk> StateTask<D> {
         let window = spec.window.zip(committed_mark).zip(mark);
         match window {
             Some(((window, _), _)) if window.emit == Emit::Changes => {
-                outputs.extend(changes.iter().map(|change| change_record(&change.key, change.value.clone(), timestamp_ms)));
+                outputs.extend(
+                    changes.iter().map(|change| {
+                        change_record(&change.key, change.value.clone(), timestamp_ms)
+                    }),
+                );
             }
             Some(((window, before), after)) => {
                 // Suppression: each window the watermark closed, once, with its final state.
@@ -807,7 +822,8 @@ impl<D: Disk> StateTask<D> {
         committed?;
         self.publish(&state.position, Some(store.memory_bytes()));
         if let Some(((window, _), after)) = window {
-            let open = store.count_ending_after(STORE_AGGREGATE, window.spec.closed_end_max(&after));
+            let open =
+                store.count_ending_after(STORE_AGGREGATE, window.spec.closed_end_max(&after));
             self.stats
                 .windows_open
                 .lock()
@@ -1273,8 +1289,11 @@ async fn merge_sessions(
         txn.delete(&StateKey::windowed(STORE_AGGREGATE, key.clone(), *storage));
     }
     if let Some(state) = merged {
-        txn.put(StateKey::windowed(STORE_AGGREGATE, key.clone(), first), state)
-            .map_err(|error| error.to_string())?;
+        txn.put(
+            StateKey::windowed(STORE_AGGREGATE, key.clone(), first),
+            state,
+        )
+        .map_err(|error| error.to_string())?;
     }
     entities.retain(|e| !from.contains(&e.bounds) || e.storage == first);
     if let Some(entity) = entities.iter_mut().find(|e| e.storage == first) {
