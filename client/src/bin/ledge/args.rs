@@ -525,8 +525,9 @@ pub(crate) struct TransformDeployArgs {
     /// [default: NAME.dead-letter]
     #[arg(long, value_name = "TOPIC")]
     pub(crate) dead_letter_topic: Option<String>,
+    /// Boxed: the window flags would make this variant much larger than the others.
     #[command(flatten)]
-    pub(crate) window: WindowArgs,
+    pub(crate) window: Box<WindowArgs>,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
