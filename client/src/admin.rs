@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 // One plug-in kind and error policy for node, SDK, client and CLI; numbers on the wire.
+pub use ledge_protocol::wire::TransformWindow;
 use ledge_protocol::wire::{
     self, AlterTopicConfigs, ApiKey, ConfigEntry, CreatableTopic, ErrorCode, OffsetSpec,
     PluginParam, Request, Response, TopicResult,
@@ -358,6 +359,9 @@ pub struct TransformSpec {
     /// A join's second input: required for [`PluginKind::Join`], refused for the others.
     /// Both inputs must have the same partition count.
     pub join: Option<TransformJoin>,
+    /// An aggregate's event-time window (`None`: not windowed); see
+    /// [`TransformWindow`] for the settings.
+    pub window: Option<TransformWindow>,
 }
 
 impl TransformSpec {
@@ -379,6 +383,7 @@ impl TransformSpec {
             on_error: OnError::default(),
             dead_letter_topic: None,
             join: None,
+            window: None,
         }
     }
 
@@ -403,6 +408,12 @@ impl TransformSpec {
     /// Sets the dead-letter topic.
     pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
         self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
+    /// Windows an aggregate by event time.
+    pub fn window(mut self, window: TransformWindow) -> Self {
+        self.window = Some(window);
         self
     }
 
@@ -506,10 +517,15 @@ pub struct TransformDescription {
     pub state_bytes: u64,
     /// Changelog records its restores have read since it started.
     pub restore_records: u64,
+    /// A windowed aggregate's window as deployed (defaults filled in).
+    pub window: Option<TransformWindow>,
+    /// A windowed aggregate's windows holding state that are not closed yet.
+    pub windows_open: u64,
     /// A join's second input (`None`: not a join).
     pub join: Option<TransformJoinStatus>,
-    /// Records dropped unprocessed: late for a join's window, or without a key a join can
-    /// match.
+    /// Records dropped unprocessed since the node started: late (a windowed aggregate's
+    /// record whose windows are all closed, a join's record behind its window), or without a
+    /// key a join can match.
     pub records_late: u64,
 }
 
@@ -1197,6 +1213,7 @@ impl Admin {
             join_before_ms,
             join_after_ms,
             join_grace_ms,
+            window: spec.window,
         });
         let response = match self
             .client
@@ -1380,6 +1397,8 @@ fn transform_description(
                 .collect(),
             lag: transform.join_lag,
         }),
+        window: transform.window,
+        windows_open: transform.windows_open,
         records_late: transform.records_late,
     })
 }

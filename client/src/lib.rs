@@ -162,7 +162,7 @@ pub use admin::{
     ModuleDescription, NewPartitions, NewTopic, OffsetResetSpec, OnError, PartitionDescription,
     PlannedOffset, PluginKind, PreferredLeaderElection, ReassignmentDescription, TopicDescription,
     TopicListing, TransformDescription, TransformJoin, TransformJoinStatus, TransformPartition,
-    TransformPartitionStatus, TransformSpec, TransformState,
+    TransformPartitionStatus, TransformSpec, TransformState, TransformWindow,
 };
 pub use config::{
     CONNECT_TIMEOUT_DEFAULT, ClientCertificate, ClientConfig, IDLE_TIMEOUT_DEFAULT,

@@ -113,6 +113,8 @@ pub struct DeclaredTransformFile {
     pub dead_letter_topic: String,
     /// A join's second input (`join.table` or `join.with` with its window).
     pub join: Option<crate::broker::metadata::JoinSpec>,
+    /// An aggregate's `window.*` settings (checked at load; `None`: not windowed).
+    pub window: Option<crate::streams::window::WindowSettings>,
     /// Where it was declared, for errors.
     pub origin: String,
 }
@@ -217,6 +219,8 @@ struct TransformsSection {
     commit_batch_bytes_max: Option<u64>,
     table_scan_entries_max: Option<usize>,
     repartition_purge_interval_ms: Option<u64>,
+    windows_per_record_max: Option<u32>,
+    future_timestamp_ms_max: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +249,7 @@ struct TransformSection {
     #[serde(default)]
     dead_letter_topic: String,
     #[serde(default)]
+    window: Option<WindowSection>,
     join: Option<JoinSection>,
 }
 
@@ -311,6 +316,19 @@ impl JoinSection {
             }
         }
     }
+}
+
+/// `window.*` of a `[[transform]]` (docs/STREAMS.md, "Windows").
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WindowSection {
+    kind: Option<String>,
+    size_ms: Option<i64>,
+    advance_ms: Option<i64>,
+    gap_ms: Option<i64>,
+    grace_ms: Option<i64>,
+    retention_ms: Option<i64>,
+    emit: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1008,6 +1026,18 @@ impl NodeConfig {
             // 0: after every input read (a durable write each time).
             limits.repartition_purge_interval = Duration::from_millis(value);
         }
+        if let Some(value) = transforms.windows_per_record_max {
+            limits.windows_per_record_max =
+                positive("windows_per_record_max", u64::from(value))? as u32;
+        }
+        if let Some(value) = transforms.future_timestamp_ms_max {
+            if value < 0 {
+                return Err(ConfigError(format!(
+                    "{origin}: transforms.future_timestamp_ms_max must not be negative, got {value}"
+                )));
+            }
+            limits.future_timestamp_ms_max = value;
+        }
         let mut names = BTreeMap::new();
         for spanned in &file.module {
             let line = line_of(text, spanned.span().start);
@@ -1070,6 +1100,24 @@ impl NodeConfig {
                 ),
                 None => None,
             };
+            let window =
+                transform
+                    .window
+                    .as_ref()
+                    .map(|window| crate::streams::window::WindowSettings {
+                        kind: window.kind.clone(),
+                        size_ms: window.size_ms,
+                        advance_ms: window.advance_ms,
+                        gap_ms: window.gap_ms,
+                        grace_ms: window.grace_ms,
+                        retention_ms: window.retention_ms,
+                        emit: window.emit.clone(),
+                    });
+            if let Some(window) = &window {
+                window
+                    .resolve(config.broker.transforms.windows_per_record_max)
+                    .map_err(|error| ConfigError(format!("{place}: {error}")))?;
+            }
             config.transforms.push(DeclaredTransformFile {
                 name: transform.name.clone(),
                 kind,
@@ -1080,6 +1128,7 @@ impl NodeConfig {
                 on_error,
                 dead_letter_topic: transform.dead_letter_topic.clone(),
                 join,
+                window,
                 origin: place,
             });
         }
@@ -1406,6 +1455,8 @@ state_memory_bytes_max = 1048576
 commit_batch_bytes_max = 65536
 table_scan_entries_max = 50
 repartition_purge_interval_ms = 5000
+windows_per_record_max = 16
+future_timestamp_ms_max = 600000
 
 [[module]]
 name = "vip"
@@ -1420,6 +1471,15 @@ module = "mods/high.wasm"
 input = "orders"
 params = { threshold = 1000 }
 on_error = "skip"
+
+[[transform]]
+name = "per-minute"
+kind = "aggregate"
+module = "mods/totals.wasm"
+input = "orders"
+window.size_ms = 60000
+window.grace_ms = 10000
+window.emit = "suppress"
 "#;
         let config = NodeConfig::from_toml(text, "t.toml").unwrap();
         assert_eq!(config.broker.wasm.fuel_per_batch, 5000);
@@ -1441,6 +1501,14 @@ on_error = "skip"
             config.broker.transforms.repartition_purge_interval,
             Duration::from_secs(5)
         );
+        assert_eq!(config.broker.transforms.windows_per_record_max, 16);
+        assert_eq!(config.broker.transforms.future_timestamp_ms_max, 600_000);
+        assert_eq!(config.transforms[0].window, None);
+        let window = config.transforms[1].window.clone().unwrap();
+        assert_eq!(
+            (window.size_ms, window.grace_ms, window.emit.as_deref()),
+            (Some(60_000), Some(10_000), Some("suppress"))
+        );
         assert_eq!(config.modules[0].kind, PluginKind::Partitioner);
         assert_eq!(config.modules[0].params["null_key_partition"], "1");
         let transform = &config.transforms[0];
@@ -1458,6 +1526,14 @@ on_error = "skip"
                 "wasm.fuel_per_batch must be positive",
             ),
             ("[wasm]\nfuel = 1\n", "unknown field `fuel`"),
+            (
+                "[[transform]]\nname = \"t\"\nkind = \"aggregate\"\nmodule = \"m.wasm\"\ninput = \"i\"\nwindow.size_ms = 10\nwindow.advance_ms = 0\n",
+                "window.advance_ms must be greater than 0",
+            ),
+            (
+                "[transforms]\nwindows_per_record_max = 0\n",
+                "windows_per_record_max",
+            ),
             (
                 "[wasm]\ncompiles_concurrent_max = 0\n",
                 "wasm.compiles_concurrent_max must be 1..=64, got 0",

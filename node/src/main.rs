@@ -1113,6 +1113,7 @@ async fn deploy_declared_transforms<D: Disk>(
                 on_error: transform.on_error,
                 dead_letter_topic: transform.dead_letter_topic.clone(),
                 join: transform.join.clone(),
+                window: transform.window.clone(),
             },
             transform.origin.clone(),
         ));

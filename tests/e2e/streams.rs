@@ -408,3 +408,184 @@ fn the_enrich_orders_join_enriches_orders_with_the_latest_customer() {
     assert_eq!(described["join"]["table"], true);
     assert_eq!(described["records_out"], 200);
 }
+
+/// One order of the per-minute test: customer, amount, minute after the base and second.
+struct TimedOrder {
+    customer: u64,
+    amount: u64,
+    at_ms: i64,
+}
+
+// Goal: `ledge transform deploy --window tumbling --window-size 1m --grace 10s` of filters'
+// order_totals_per_minute gives, for orders with chosen timestamps (out of order, one late
+// beyond the grace), the exact total per customer and minute: in the output topic's change
+// records (each with its window's `ledge.window.start`/`end` headers), in
+// `ledge table scan --format json` (window_start, window_end), and `describe` counts the
+// late record.
+#[test]
+fn order_totals_per_minute_sums_each_customers_minute() {
+    let node = NodeProcess::start();
+    filter_module("order_totals_per_minute");
+    let module = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../filters/target/wasm32-unknown-unknown/release/order_totals_per_minute.wasm");
+    let module = module.to_string_lossy().into_owned();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        create_topic(&client, "orders", 1).await;
+    });
+    let deployed = ledge(
+        &node,
+        &[
+            "transform",
+            "deploy",
+            "per-minute",
+            "--module",
+            &module,
+            "--kind",
+            "aggregate",
+            "--input",
+            "orders",
+            "--output",
+            "totals",
+            "--window",
+            "tumbling",
+            "--window-size",
+            "1m",
+            "--grace",
+            "10s",
+            "--retention",
+            "1h",
+        ],
+    );
+    assert!(deployed.contains("per-minute"), "{deployed}");
+    // Ten minutes ago, on a minute boundary: every window is within the node's timestamp
+    // limits and none has expired.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the orders are stamped against the real node's wall clock"
+    )]
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("ms fit");
+    let base = (now_ms / 60_000 - 10) * 60_000;
+    let minute = 60_000;
+    let at = |customer, amount, at_ms| TimedOrder {
+        customer,
+        amount,
+        at_ms,
+    };
+    let orders = [
+        at(1, 10, 5_000),
+        at(2, 7, 20_000),
+        at(1, 5, minute + 1_000),
+        // Out of order, within the grace: still counts for the first minute.
+        at(1, 3, 59_000),
+        at(2, 4, minute + 30_000),
+        at(1, 20, 2 * minute + 30_000),
+        // The watermark is now 2m20s: the first minute closed, so this one is late.
+        at(2, 100, 10_000),
+        at(2, 1, 2 * minute + 1_000),
+    ];
+    let expected: BTreeMap<(String, i64), u64> = [
+        (("1".to_string(), 0), 13),
+        (("2".to_string(), 0), 7),
+        (("1".to_string(), minute), 5),
+        (("2".to_string(), minute), 4),
+        (("1".to_string(), 2 * minute), 20),
+        (("2".to_string(), 2 * minute), 1),
+    ]
+    .into_iter()
+    .map(|((customer, start), total)| ((customer, base + start), total))
+    .collect();
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        let producer = Producer::new(&client, ProducerConfig::default())
+            .await
+            .expect("producer");
+        // One at a time: the order the node sees is the order above.
+        for order in &orders {
+            let value = format!(
+                r#"{{"customer_id": {}, "amount": {}}}"#,
+                order.customer, order.amount
+            );
+            let record = ProducerRecord::new("orders", value).timestamp(base + order.at_ms);
+            producer
+                .send(record)
+                .await
+                .expect("send")
+                .await
+                .expect("delivered");
+        }
+        producer.close().await;
+
+        // The output: each window's latest change record is its total.
+        let mut config = ConsumerConfig::default();
+        config.auto_offset_reset = OffsetReset::Earliest;
+        let mut consumer = Consumer::new(&client, config);
+        consumer.assign(vec![TopicPartition::new("totals", 0)]);
+        let mut latest: BTreeMap<(String, i64), u64> = BTreeMap::new();
+        for _ in 0..300 {
+            for record in consumer
+                .poll(Duration::from_millis(200), 10_000)
+                .await
+                .expect("poll")
+            {
+                let header = |name: &str| -> i64 {
+                    let header = record
+                        .headers
+                        .iter()
+                        .find(|header| header.key == name)
+                        .unwrap_or_else(|| panic!("no {name} header"));
+                    std::str::from_utf8(header.value.as_deref().expect("a value"))
+                        .expect("UTF-8")
+                        .parse()
+                        .expect("ms")
+                };
+                let start = header("ledge.window.start");
+                assert_eq!(header("ledge.window.end"), start + minute);
+                let key =
+                    String::from_utf8(record.key.clone().expect("a key").to_vec()).expect("UTF-8");
+                let total: f64 = std::str::from_utf8(&record.value.clone().expect("a value"))
+                    .expect("UTF-8")
+                    .parse()
+                    .expect("a total");
+                latest.insert((key, start), total as u64);
+            }
+            if latest == expected {
+                break;
+            }
+        }
+        assert_eq!(latest, expected);
+    });
+    let scanned: BTreeMap<(String, i64), u64> =
+        ledge(&node, &["table", "scan", "per-minute", "--format", "json"])
+            .lines()
+            .map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+                let start = entry["window_start"].as_i64().expect("window_start");
+                assert_eq!(entry["window_end"].as_i64(), Some(start + minute));
+                let total: f64 = entry["value"]
+                    .as_str()
+                    .expect("a value")
+                    .parse()
+                    .expect("a total");
+                (
+                    (entry["key"].as_str().expect("a key").to_string(), start),
+                    total as u64,
+                )
+            })
+            .collect();
+    assert_eq!(scanned, expected);
+    let described: serde_json::Value = serde_json::from_str(&ledge(
+        &node,
+        &["transform", "describe", "per-minute", "--format", "json"],
+    ))
+    .expect("JSON");
+    assert_eq!(described["records_late"], 1, "{described}");
+    assert_eq!(described["window"]["kind"], "tumbling", "{described}");
+    assert_eq!(described["window"]["size_ms"], minute, "{described}");
+}

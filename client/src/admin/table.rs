@@ -18,6 +18,26 @@ pub struct TableEntry {
     pub value: Bytes,
     /// The state partition holding it.
     pub partition: u32,
+    /// A windowed table's window of the entry: (start, end), ms since the epoch.
+    pub window: Option<(i64, i64)>,
+}
+
+/// One key's answer ([`Admin::table_get_entries`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableGet {
+    /// An unwindowed table: the key's state, if it has one.
+    pub value: Option<Bytes>,
+    /// A windowed table: the key's windows with their states, in window order.
+    pub windows: Vec<TableEntry>,
+}
+
+fn entry(entry: wire::TableEntry) -> TableEntry {
+    TableEntry {
+        key: entry.key,
+        value: entry.value,
+        partition: entry.partition,
+        window: entry.window.map(|window| (window.start_ms, window.end_ms)),
+    }
 }
 
 /// A scan's answer.
@@ -39,8 +59,15 @@ fn refused(name: &str, code: ErrorCode, message: String) -> AdminError {
 }
 
 impl Admin {
-    /// The state of `key` in the table of stateful transform `name` (`None`: no state).
+    /// The state of `key` in the table of stateful transform `name` (`None`: no state; for
+    /// a windowed table, see [`Self::table_get_entries`]).
     pub async fn table_get(&self, name: &str, key: &[u8]) -> Result<Option<Bytes>, AdminError> {
+        Ok(self.table_get_entries(name, key).await?.value)
+    }
+
+    /// The state of `key` in the table of stateful transform `name`: its value, or for a
+    /// windowed table its windows.
+    pub async fn table_get_entries(&self, name: &str, key: &[u8]) -> Result<TableGet, AdminError> {
         let request = Request::TableGet(wire::TableGetRequest {
             name: name.to_owned(),
             key: Bytes::copy_from_slice(key),
@@ -56,7 +83,10 @@ impl Admin {
         if response.error != ErrorCode::None {
             return Err(refused(name, response.error, response.message));
         }
-        Ok(response.found.then_some(response.value))
+        Ok(TableGet {
+            value: response.found.then_some(response.value),
+            windows: response.windows.into_iter().map(entry).collect(),
+        })
     }
 
     /// The entries of the table of stateful transform `name` whose keys start with
@@ -84,15 +114,7 @@ impl Admin {
             return Err(refused(name, response.error, response.message));
         }
         Ok(TableScan {
-            entries: response
-                .entries
-                .into_iter()
-                .map(|entry| TableEntry {
-                    key: entry.key,
-                    value: entry.value,
-                    partition: entry.partition,
-                })
-                .collect(),
+            entries: response.entries.into_iter().map(entry).collect(),
             truncated: response.truncated,
         })
     }

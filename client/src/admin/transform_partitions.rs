@@ -371,6 +371,8 @@ mod tests {
             state_bytes: 0,
             restore_records: 0,
             join: None,
+            window: None,
+            windows_open: 0,
             records_late: 0,
         }
     }

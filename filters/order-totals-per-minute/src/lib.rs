@@ -1,6 +1,7 @@
 //! Aggregate: the sum of order amounts per customer. Deployed with a one-minute tumbling
-//! window (a deployment setting, not code: `--window tumbling --size 60s`), it is the
-//! tutorial's "spend per customer per minute"; without one, a running total.
+//! window (a deployment setting, not code: `--window tumbling --window-size 1m`), it is the
+//! tutorial's "spend per customer per minute"; without one, a running total. Two totals
+//! merge by adding them, so session windows (`--window session --window-gap 5m`) work too.
 //!
 //! A value must be a JSON order with a `customer_id` (an integer or a string: the group key,
 //! as text) and a numeric `amount` (`{"order_id": 1, "customer_id": 42, "amount": 12.5}`).
@@ -12,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// Adds the order's amount to its customer's total.
-#[aggregate(group_by = customer_id)]
+#[aggregate(group_by = customer_id, merge = merge_totals)]
 pub fn order_totals_per_minute(total: &mut f64, order: &Record<'_>) -> Result<(), String> {
     let order = parse(order)?;
     match order.amount {
@@ -23,6 +24,11 @@ pub fn order_totals_per_minute(total: &mut f64, order: &Record<'_>) -> Result<()
         Some(other) => Err(format!("`amount` is {other}, expected a number")),
         None => Err("the order has no `amount`".to_owned()),
     }
+}
+
+/// Two sessions' totals a record bridges: their sum.
+pub fn merge_totals(a: f64, b: f64) -> f64 {
+    a + b
 }
 
 /// The fields read; the others are skipped.

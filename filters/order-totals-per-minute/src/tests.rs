@@ -85,3 +85,9 @@ fn each_window_is_its_own_slot() {
         ]
     );
 }
+
+// Two sessions' totals merge into their sum.
+#[test]
+fn totals_merge_by_adding() {
+    assert_eq!(super::merge_totals(12.5, 3.0), 15.5);
+}

@@ -660,6 +660,7 @@ impl<D: Disk> Broker<D> {
                             output: request.output,
                             dead_letter_topic: request.dead_letter_topic,
                             join,
+                            window: request.window.map(window_settings),
                         },
                         deployer,
                     )
@@ -1384,7 +1385,10 @@ impl From<&DeployTransformError> for ErrorCode {
             | DeployTransformError::TooMany(_)
             | DeployTransformError::VersionsExhausted { .. }
             | DeployTransformError::StatefulInCluster
+            | DeployTransformError::Window(_)
+            | DeployTransformError::WindowNotAggregate(_)
             | DeployTransformError::StateChanged { .. } => Self::InvalidRequest,
+            DeployTransformError::SessionWithoutMerge => Self::InvalidModule,
             DeployTransformError::UnknownInput(_) => Self::UnknownTopicOrPartition,
             DeployTransformError::InternalInput => Self::InternalTopic,
             DeployTransformError::JoinSetting(_) | DeployTransformError::CoPartitioning { .. } => {
@@ -1430,5 +1434,21 @@ pub(crate) fn security_write_code(error: &crate::security::store::SecurityWriteE
         SecurityWriteError::Refused { refusal, .. } => security_refusal_code(*refusal),
         SecurityWriteError::ReadOnly | SecurityWriteError::Persist => ErrorCode::StorageError,
         SecurityWriteError::Controller(_) => ErrorCode::UnknownServerError,
+    }
+}
+
+/// A deploy request's window as the runner's settings (resolved and validated there).
+pub(super) fn window_settings(
+    window: ledge_protocol::wire::TransformWindow,
+) -> crate::streams::window::WindowSettings {
+    let text = |value: String| (!value.is_empty()).then_some(value);
+    crate::streams::window::WindowSettings {
+        kind: text(window.kind),
+        size_ms: window.size_ms,
+        advance_ms: window.advance_ms,
+        gap_ms: window.gap_ms,
+        grace_ms: window.grace_ms,
+        retention_ms: window.retention_ms,
+        emit: text(window.emit),
     }
 }

@@ -202,6 +202,9 @@ pub struct StatefulSpec {
     /// True when the module exports `ledge_group`: stage 1 re-keys the input into the
     /// repartition topic, and stage 2 reads that instead of the input.
     pub repartition: bool,
+    /// A windowed aggregate's windows and emit mode (`None`: one state per key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<crate::streams::window::WindowDeploy>,
     /// A join's second input (`None`: an aggregate). Absent in definitions written before
     /// joins ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -486,3 +486,5 @@ mod stateful_transform_tests;
 mod tests;
 #[cfg(test)]
 mod wasm_tests;
+#[cfg(test)]
+mod windowed_transform_tests;

@@ -132,8 +132,9 @@ pub enum AdminRequest {
     PutTransform {
         /// The name.
         name: String,
-        /// The definition.
-        transform: crate::broker::metadata::StoredTransform,
+        /// The definition (boxed: a stateful one's window and join settings make it the
+        /// largest request by far).
+        transform: Box<crate::broker::metadata::StoredTransform>,
     },
     /// Remove a transform.
     DeleteTransform {

@@ -552,7 +552,7 @@ impl MetadataImage {
                     name: name.clone(),
                 }),
             MetadataRecord::PutTransform { name, transform } => {
-                self.transforms.insert(name.clone(), transform.clone());
+                self.transforms.insert(name.clone(), (**transform).clone());
                 Ok(())
             }
             MetadataRecord::DeleteTransform { name } => self

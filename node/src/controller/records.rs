@@ -203,8 +203,9 @@ pub enum MetadataRecord {
     PutTransform {
         /// The name.
         name: String,
-        /// The definition.
-        transform: StoredTransform,
+        /// The definition (boxed: a stateful one's window and join settings make it the
+        /// largest record by far).
+        transform: Box<StoredTransform>,
     },
     /// A transform is gone.
     DeleteTransform {

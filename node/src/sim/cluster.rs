@@ -559,7 +559,7 @@ impl Cluster {
                     connection: send.connection,
                     request_id: send.request_id,
                     incarnation: 0,
-                    payload: Payload::Request(send.request),
+                    payload: Payload::Request(Box::new(send.request)),
                 },
             );
         }
@@ -732,7 +732,7 @@ impl Cluster {
                             packet.request_id
                         ),
                     );
-                    node.deliver(client, packet.connection, packet.request_id, request);
+                    node.deliver(client, packet.connection, packet.request_id, *request);
                 }
             }
             Payload::Response(response) => {

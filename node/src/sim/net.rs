@@ -35,8 +35,9 @@ pub type ConnectionId = u64;
 /// What a packet carries.
 #[derive(Clone, Debug)]
 pub enum Payload {
-    /// A request, to a node.
-    Request(Request),
+    /// A request, to a node (boxed: a transform deploy's settings make requests much
+    /// larger than responses).
+    Request(Box<Request>),
     /// A node's answer.
     Response(Response),
 }
@@ -232,7 +233,9 @@ mod tests {
             connection,
             request_id,
             incarnation: 0,
-            payload: Payload::Request(Request::ApiVersions(ApiVersionsRequest::default())),
+            payload: Payload::Request(Box::new(
+                Request::ApiVersions(ApiVersionsRequest::default()),
+            )),
         }
     }
 

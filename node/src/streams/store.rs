@@ -246,6 +246,21 @@ impl StateStore {
             .collect()
     }
 
+    /// How many windowed entries of `store` end after `end_after` (all when `None`): the
+    /// windows not closed yet at a watermark.
+    #[must_use]
+    pub fn count_ending_after(&self, store: StoreId, end_after: Option<i64>) -> usize {
+        let lower = match end_after {
+            Some(after) => Bound::Excluded((store, after, i64::MAX, Bytes::new())),
+            None => Bound::Included((store, i64::MIN, i64::MIN, Bytes::new())),
+        };
+        self.by_end
+            .range((lower, Bound::Unbounded))
+            .filter(|(_, end, _, _)| end_after.is_none_or(|after| *end > after))
+            .take_while(|(s, _, _, _)| *s == store)
+            .count()
+    }
+
     /// Starts a chunk's changes.
     pub fn begin(&mut self) -> Transaction<'_> {
         Transaction {

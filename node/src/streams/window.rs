@@ -23,6 +23,7 @@
 
 use std::cmp::Ordering;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Default bound on the windows one record may fall into (`window.size_ms /
@@ -55,7 +56,8 @@ impl Window {
 }
 
 /// The kind of window and its size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WindowKind {
     /// Fixed-size, non-overlapping windows: `[n * size, (n + 1) * size)`.
     Tumbling {
@@ -77,7 +79,7 @@ pub enum WindowKind {
 }
 
 /// A windowed deployment's settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowSpec {
     /// Tumbling, hopping or session.
     pub kind: WindowKind,
@@ -130,6 +132,228 @@ pub enum WindowSpecError {
         /// The limit.
         limit: u32,
     },
+}
+
+/// Header of a windowed aggregate's change record: its window's start, ms since the epoch,
+/// in decimal.
+pub const WINDOW_START_HEADER: &str = "ledge.window.start";
+
+/// Header of a windowed aggregate's change record: its window's end (exclusive for tumbling
+/// and hopping windows, a session's last record), ms since the epoch, in decimal.
+pub const WINDOW_END_HEADER: &str = "ledge.window.end";
+
+/// Default `window.retention_ms`: a closed window's state stays queryable for a day (Kafka
+/// Streams' default store retention).
+pub const WINDOW_RETENTION_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
+
+/// Default `window.grace_ms`: no grace, a record is late once its window's end passed the
+/// largest timestamp seen.
+pub const WINDOW_GRACE_MS_DEFAULT: i64 = 0;
+
+/// What a windowed aggregate writes to its output (`window.emit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Emit {
+    /// A change record for every commit that changed a window (default).
+    #[default]
+    Changes,
+    /// One final record per window, when the watermark closes it.
+    Suppress,
+}
+
+impl Emit {
+    /// The setting's text.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Changes => "changes",
+            Self::Suppress => "suppress",
+        }
+    }
+}
+
+/// A windowed aggregate as deployed: the windows and what it emits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowDeploy {
+    /// Kind, grace and retention.
+    pub spec: WindowSpec,
+    /// `window.emit`.
+    pub emit: Emit,
+}
+
+/// The `window.*` deploy settings as given (`[[transform]]`, the deploy request, the CLI),
+/// before defaults and validation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WindowSettings {
+    /// `window.kind`: `tumbling`, `hopping`, `session`, or `None` (from the settings given).
+    pub kind: Option<String>,
+    /// `window.size_ms`.
+    pub size_ms: Option<i64>,
+    /// `window.advance_ms`.
+    pub advance_ms: Option<i64>,
+    /// `window.gap_ms`.
+    pub gap_ms: Option<i64>,
+    /// `window.grace_ms` (default [`WINDOW_GRACE_MS_DEFAULT`]).
+    pub grace_ms: Option<i64>,
+    /// `window.retention_ms` (default [`WINDOW_RETENTION_MS_DEFAULT`]).
+    pub retention_ms: Option<i64>,
+    /// `window.emit`: `changes` (default) or `suppress`.
+    pub emit: Option<String>,
+}
+
+/// Window settings that do not make a window; each names the setting.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum WindowSettingsError {
+    /// A setting the kind needs is missing.
+    #[error("{setting} is required for a {kind} window")]
+    Missing {
+        /// The setting.
+        setting: &'static str,
+        /// The window kind.
+        kind: &'static str,
+    },
+    /// A setting the kind does not take.
+    #[error("{setting} does not apply to a {kind} window")]
+    NotApplicable {
+        /// The setting.
+        setting: &'static str,
+        /// The window kind.
+        kind: &'static str,
+    },
+    /// Neither `window.size_ms` nor `window.gap_ms`.
+    #[error(
+        "a window needs window.size_ms (tumbling; with window.advance_ms hopping) or \
+         window.gap_ms (session)"
+    )]
+    NoKind,
+    /// An unknown `window.kind` or `window.emit`.
+    #[error("{setting} must be one of {expected}, got {value:?}")]
+    Unknown {
+        /// The setting.
+        setting: &'static str,
+        /// The accepted values.
+        expected: &'static str,
+        /// The refused value.
+        value: String,
+    },
+    /// Valid names but refused values.
+    #[error(transparent)]
+    Spec(#[from] WindowSpecError),
+}
+
+impl WindowSettings {
+    /// The deployed window: the kind from `window.kind` or the settings given, defaults
+    /// filled in, then [`WindowSpec::validate`].
+    ///
+    /// # Errors
+    /// The first setting refused, named.
+    pub fn resolve(
+        &self,
+        windows_per_record_max: u32,
+    ) -> Result<WindowDeploy, WindowSettingsError> {
+        let kind = match self.kind.as_deref().map(str::trim) {
+            Some("tumbling") => "tumbling",
+            Some("hopping") => "hopping",
+            Some("session") => "session",
+            Some("") | None => match (self.size_ms, self.advance_ms, self.gap_ms) {
+                (Some(_), None, None) => "tumbling",
+                (Some(_), Some(_), None) => "hopping",
+                (None, None, Some(_)) => "session",
+                (None, Some(_), None) => {
+                    return Err(WindowSettingsError::Missing {
+                        setting: "window.size_ms",
+                        kind: "hopping",
+                    });
+                }
+                (None, None, None) => return Err(WindowSettingsError::NoKind),
+                (Some(_), _, Some(_)) | (None, Some(_), Some(_)) => {
+                    return Err(WindowSettingsError::NotApplicable {
+                        setting: "window.gap_ms",
+                        kind: "tumbling or hopping",
+                    });
+                }
+            },
+            Some(other) => {
+                return Err(WindowSettingsError::Unknown {
+                    setting: "window.kind",
+                    expected: "tumbling, hopping, session",
+                    value: other.to_string(),
+                });
+            }
+        };
+        let required = |setting: &'static str, value: Option<i64>| {
+            value.ok_or(WindowSettingsError::Missing { setting, kind })
+        };
+        let absent = |setting: &'static str, value: Option<i64>| match value {
+            Some(_) => Err(WindowSettingsError::NotApplicable { setting, kind }),
+            None => Ok(()),
+        };
+        let kind = match kind {
+            "tumbling" => {
+                absent("window.advance_ms", self.advance_ms)?;
+                absent("window.gap_ms", self.gap_ms)?;
+                WindowKind::Tumbling {
+                    size_ms: required("window.size_ms", self.size_ms)?,
+                }
+            }
+            "hopping" => {
+                absent("window.gap_ms", self.gap_ms)?;
+                WindowKind::Hopping {
+                    size_ms: required("window.size_ms", self.size_ms)?,
+                    advance_ms: required("window.advance_ms", self.advance_ms)?,
+                }
+            }
+            _ => {
+                absent("window.size_ms", self.size_ms)?;
+                absent("window.advance_ms", self.advance_ms)?;
+                WindowKind::Session {
+                    gap_ms: required("window.gap_ms", self.gap_ms)?,
+                }
+            }
+        };
+        let emit = match self.emit.as_deref().map(str::trim) {
+            Some("changes") | Some("") | None => Emit::Changes,
+            Some("suppress") => Emit::Suppress,
+            Some(other) => {
+                return Err(WindowSettingsError::Unknown {
+                    setting: "window.emit",
+                    expected: "changes, suppress",
+                    value: other.to_string(),
+                });
+            }
+        };
+        let spec = WindowSpec {
+            kind,
+            grace_ms: self.grace_ms.unwrap_or(WINDOW_GRACE_MS_DEFAULT),
+            retention_ms: self.retention_ms.unwrap_or(WINDOW_RETENTION_MS_DEFAULT),
+        };
+        spec.validate(windows_per_record_max)?;
+        Ok(WindowDeploy { spec, emit })
+    }
+}
+
+impl WindowDeploy {
+    /// The settings that deploy this window again (defaults written out).
+    #[must_use]
+    pub fn settings(&self) -> WindowSettings {
+        let (kind, size_ms, advance_ms, gap_ms) = match self.spec.kind {
+            WindowKind::Tumbling { size_ms } => ("tumbling", Some(size_ms), None, None),
+            WindowKind::Hopping {
+                size_ms,
+                advance_ms,
+            } => ("hopping", Some(size_ms), Some(advance_ms), None),
+            WindowKind::Session { gap_ms } => ("session", None, None, Some(gap_ms)),
+        };
+        WindowSettings {
+            kind: Some(kind.to_string()),
+            size_ms,
+            advance_ms,
+            gap_ms,
+            grace_ms: Some(self.spec.grace_ms),
+            retention_ms: Some(self.spec.retention_ms),
+            emit: Some(self.emit.name().to_string()),
+        }
+    }
 }
 
 impl WindowSpec {
@@ -565,6 +789,120 @@ mod tests {
         };
         assert!(!retained.is_expired(Window::new(0, i64::MAX), &mark));
         assert!(check_future_timestamp(i64::MAX, i64::MAX, i64::MAX).is_ok());
+    }
+
+    // Goal: the window.* deploy settings pick the kind from what is given (or window.kind),
+    // fill in grace and retention defaults, and name the setting they refuse.
+    #[test]
+    fn window_settings_resolve_or_name_the_refused_setting() {
+        let tumbling = WindowSettings {
+            size_ms: Some(60_000),
+            ..WindowSettings::default()
+        }
+        .resolve(WINDOWS_PER_RECORD_MAX_DEFAULT)
+        .unwrap();
+        assert_eq!(
+            tumbling,
+            WindowDeploy {
+                spec: WindowSpec {
+                    kind: WindowKind::Tumbling { size_ms: 60_000 },
+                    grace_ms: WINDOW_GRACE_MS_DEFAULT,
+                    retention_ms: WINDOW_RETENTION_MS_DEFAULT,
+                },
+                emit: Emit::Changes,
+            }
+        );
+        assert_eq!(
+            tumbling.settings().resolve(WINDOWS_PER_RECORD_MAX_DEFAULT),
+            Ok(tumbling)
+        );
+        let hopping = WindowSettings {
+            size_ms: Some(10),
+            advance_ms: Some(5),
+            grace_ms: Some(3),
+            retention_ms: Some(7),
+            emit: Some("suppress".into()),
+            ..WindowSettings::default()
+        }
+        .resolve(WINDOWS_PER_RECORD_MAX_DEFAULT)
+        .unwrap();
+        assert_eq!(
+            hopping.spec.kind,
+            WindowKind::Hopping {
+                size_ms: 10,
+                advance_ms: 5
+            }
+        );
+        assert_eq!((hopping.spec.grace_ms, hopping.spec.retention_ms), (3, 7));
+        assert_eq!(hopping.emit, Emit::Suppress);
+        let session = WindowSettings {
+            gap_ms: Some(5),
+            ..WindowSettings::default()
+        }
+        .resolve(1)
+        .unwrap();
+        assert_eq!(session.spec.kind, WindowKind::Session { gap_ms: 5 });
+        let refused = |settings: WindowSettings, setting: &str| {
+            let error = settings.resolve(4).unwrap_err().to_string();
+            assert!(error.contains(setting), "{error} should name {setting}");
+        };
+        refused(WindowSettings::default(), "window.size_ms");
+        refused(
+            WindowSettings {
+                kind: Some("sliding".into()),
+                ..WindowSettings::default()
+            },
+            "window.kind",
+        );
+        refused(
+            WindowSettings {
+                size_ms: Some(10),
+                emit: Some("final".into()),
+                ..WindowSettings::default()
+            },
+            "window.emit",
+        );
+        refused(
+            WindowSettings {
+                kind: Some("session".into()),
+                size_ms: Some(10),
+                gap_ms: Some(1),
+                ..WindowSettings::default()
+            },
+            "window.size_ms",
+        );
+        refused(
+            WindowSettings {
+                kind: Some("hopping".into()),
+                size_ms: Some(10),
+                ..WindowSettings::default()
+            },
+            "window.advance_ms",
+        );
+        refused(
+            WindowSettings {
+                size_ms: Some(10),
+                advance_ms: Some(1),
+                ..WindowSettings::default()
+            },
+            "transforms.windows_per_record_max",
+        );
+        refused(
+            WindowSettings {
+                size_ms: Some(10),
+                grace_ms: Some(-1),
+                ..WindowSettings::default()
+            },
+            "window.grace_ms",
+        );
+        refused(
+            WindowSettings {
+                gap_ms: Some(10),
+                retention_ms: Some(-1),
+                ..WindowSettings::default()
+            },
+            "window.retention_ms",
+        );
     }
 
     #[test]

@@ -1151,11 +1151,29 @@ impl Plugin {
             .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
     }
 
+    /// [`merge`](Self::merge) on the node's plug-in executor, with owned pairs.
+    pub async fn merge_on_executor(
+        self: &Arc<Self>,
+        pairs: Vec<(Bytes, Bytes)>,
+    ) -> Result<CallRun<Vec<Result<Bytes, String>>>, WasmError> {
+        let plugin = Arc::clone(self);
+        self.engine
+            .run_call(move || {
+                let pairs: Vec<(&[u8], &[u8])> = pairs
+                    .iter()
+                    .map(|(a, b)| (a.as_ref(), b.as_ref()))
+                    .collect();
+                plugin.merge(&pairs)
+            })
+            .await
+            .map_err(|error| WasmError::Engine(format!("plug-in task failed: {error}")))?
+    }
+
     /// [`aggregate`](Self::aggregate) on the node's plug-in executor, with owned slots:
-    /// (group key, stored state) each, unwindowed.
+    /// (group key, window or `None` when unwindowed, stored state) each.
     pub async fn aggregate_on_executor(
         self: &Arc<Self>,
-        slots: Vec<(Bytes, Option<Bytes>)>,
+        slots: Vec<(Bytes, Option<abi::Window>, Option<Bytes>)>,
         header: InputHeader,
         records: Bytes,
         record_count: usize,
@@ -1166,9 +1184,9 @@ impl Plugin {
             .run_call(move || {
                 let slots: Vec<Slot<'_>> = slots
                     .iter()
-                    .map(|(key, state)| Slot {
+                    .map(|(key, window, state)| Slot {
                         key,
-                        window: None,
+                        window: *window,
                         state: state.as_deref(),
                     })
                     .collect();

@@ -1124,6 +1124,31 @@ wire_struct! {
         /// Stream-stream join: how long out-of-order records are still joined, ms
         /// (`join.grace_ms`).
         pub join_grace_ms: i64,
+        /// An aggregate's event-time window (`None`: not windowed).
+        pub window: Option<TransformWindow>,
+    }
+}
+
+wire_struct! {
+    /// A windowed aggregate's deploy settings (docs/STREAMS.md, "Windows"), each named as in
+    /// `[[transform]]`'s `window.*` keys. The kind is `size_ms` alone (tumbling), `size_ms`
+    /// and `advance_ms` (hopping) or `gap_ms` (session); `kind` may say it explicitly.
+    pub struct TransformWindow {
+        /// `tumbling`, `hopping`, `session`, or empty (from the settings given).
+        pub kind: String,
+        /// `window.size_ms`: a tumbling or hopping window's length.
+        pub size_ms: Option<i64>,
+        /// `window.advance_ms`: a hopping window's step.
+        pub advance_ms: Option<i64>,
+        /// `window.gap_ms`: a session window's inactivity gap.
+        pub gap_ms: Option<i64>,
+        /// `window.grace_ms`: records this late after a window's end still count (default 0).
+        pub grace_ms: Option<i64>,
+        /// `window.retention_ms`: how long a closed window's state stays queryable.
+        pub retention_ms: Option<i64>,
+        /// `window.emit`: `changes` (default, every change) or `suppress` (one final result
+        /// per window when it closes); empty for the default.
+        pub emit: String,
     }
 }
 
@@ -1207,8 +1232,13 @@ wire_struct! {
         pub join_positions: Vec<PartitionOffset>,
         /// Records of the second input not processed yet, over all partitions.
         pub join_lag: u64,
-        /// Records dropped unprocessed since the node started: late for a join's window,
-        /// or without a key a join can match.
+        /// A windowed aggregate's window, as deployed with defaults filled in.
+        pub window: Option<TransformWindow>,
+        /// Windows holding state that are not closed yet, over this node's state partitions.
+        pub windows_open: u64,
+        /// Records dropped unprocessed since the node started: late (a windowed aggregate's
+        /// record whose windows are all closed, a join's record behind its window), or
+        /// without a key a join can match.
         pub records_late: u64,
     }
 }
@@ -1906,6 +1936,9 @@ wire_struct! {
         pub found: bool,
         /// The state (the module's JSON) when found.
         pub value: Bytes,
+        /// A windowed table: the key's windows in window order (`found` and `value` then
+        /// stay unset).
+        pub windows: Vec<TableEntry>,
     }
 }
 
@@ -1930,6 +1963,19 @@ wire_struct! {
         pub value: Bytes,
         /// The state partition holding it.
         pub partition: u32,
+        /// A windowed table's window of the entry.
+        pub window: Option<TableWindow>,
+    }
+}
+
+wire_struct! {
+    /// A window's bounds, ms since the epoch (`end` exclusive for tumbling and hopping
+    /// windows; a session's last record's timestamp).
+    pub struct TableWindow {
+        /// Start.
+        pub start_ms: i64,
+        /// End.
+        pub end_ms: i64,
     }
 }
 

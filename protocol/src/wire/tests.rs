@@ -233,6 +233,31 @@ fn samples() -> Vec<Request> {
             join_before_ms: 300_000,
             join_after_ms: 60_000,
             join_grace_ms: 1_000,
+            window: None,
+        }),
+        Request::DeployTransform(DeployTransformRequest {
+            name: "per-minute".into(),
+            kind: PluginKind::Aggregate,
+            module: Bytes::from_static(b"\0asm"),
+            input: "orders".into(),
+            output: String::new(),
+            params: Vec::new(),
+            on_error: OnError::DeadLetter,
+            dead_letter_topic: String::new(),
+            join_table: String::new(),
+            join_with: String::new(),
+            join_before_ms: 0,
+            join_after_ms: 0,
+            join_grace_ms: 0,
+            window: Some(TransformWindow {
+                kind: "hopping".into(),
+                size_ms: Some(60_000),
+                advance_ms: Some(10_000),
+                gap_ms: None,
+                grace_ms: Some(-1),
+                retention_ms: Some(3_600_000),
+                emit: "suppress".into(),
+            }),
         }),
     ]
 }
@@ -282,6 +307,22 @@ fn response_samples() -> Vec<Response> {
             message: String::new(),
             found: true,
             value: Bytes::from_static(b"100"),
+            windows: Vec::new(),
+        }),
+        Response::TableGet(TableGetResponse {
+            error: ErrorCode::None,
+            message: String::new(),
+            found: false,
+            value: Bytes::new(),
+            windows: vec![TableEntry {
+                key: Bytes::from_static(b"42"),
+                value: Bytes::from_static(b"12.5"),
+                partition: 1,
+                window: Some(TableWindow {
+                    start_ms: -60_000,
+                    end_ms: 0,
+                }),
+            }],
         }),
         Response::TableScan(TableScanResponse {
             error: ErrorCode::None,
@@ -290,6 +331,7 @@ fn response_samples() -> Vec<Response> {
                 key: Bytes::from_static(b"42"),
                 value: Bytes::from_static(b"3"),
                 partition: 2,
+                window: None,
             }],
             truncated: true,
         }),
@@ -419,6 +461,13 @@ fn response_samples() -> Vec<Response> {
                     records_dead: 1,
                     busy_us: 900,
                 }],
+                window: Some(TransformWindow {
+                    kind: "tumbling".into(),
+                    size_ms: Some(60_000),
+                    ..TransformWindow::default()
+                }),
+                windows_open: 3,
+                records_late: 1,
                 ..TransformDescription::default()
             }],
         }),

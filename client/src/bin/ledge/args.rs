@@ -529,6 +529,9 @@ pub(crate) struct TransformDeployArgs {
     pub(crate) dead_letter_topic: Option<String>,
     #[command(flatten)]
     pub(crate) join: JoinArgs,
+    /// Boxed: the window flags would make this variant much larger than the others.
+    #[command(flatten)]
+    pub(crate) window: Box<WindowArgs>,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
@@ -563,6 +566,74 @@ pub(crate) struct JoinArgs {
 /// `5m`, `30s`, `500ms`, `1h 30m`.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text).map_err(|error| format!("{error} (e.g. 5m, 30s, 500ms)"))
+}
+
+/// An aggregate's event-time window (`transform deploy`), e.g. `--window tumbling
+/// --window-size 1m --grace 10s --retention 1h --emit suppress`. Durations are
+/// milliseconds (`60000`) or with a unit (`500ms`, `10s`, `1m`, `1h`, `1d`).
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Windows (aggregate transforms)")]
+pub(crate) struct WindowArgs {
+    /// Window an aggregate by record timestamp: fixed non-overlapping windows (tumbling,
+    /// needs --window-size), overlapping ones (hopping, --window-size and
+    /// --window-advance), or per-key sessions (session, --window-gap; the module must
+    /// export ledge_merge)
+    #[arg(long = "window", value_name = "KIND", value_parser = ["tumbling", "hopping", "session"])]
+    pub(crate) window_kind: Option<String>,
+    /// window.size_ms: a tumbling or hopping window's length
+    #[arg(long = "window-size", value_name = "DURATION", value_parser = parse_duration_ms, requires = "window_kind")]
+    pub(crate) size_ms: Option<i64>,
+    /// window.advance_ms: how far apart hopping windows start
+    #[arg(long = "window-advance", value_name = "DURATION", value_parser = parse_duration_ms, requires = "window_kind")]
+    pub(crate) advance_ms: Option<i64>,
+    /// window.gap_ms: the inactivity that ends a session
+    #[arg(long = "window-gap", value_name = "DURATION", value_parser = parse_duration_ms, requires = "window_kind")]
+    pub(crate) gap_ms: Option<i64>,
+    /// window.grace_ms: how long after a window's end its late records still count
+    /// (by record time) [default: 0]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms, requires = "window_kind")]
+    pub(crate) grace: Option<i64>,
+    /// window.retention_ms: how long a closed window's state stays in the table
+    /// [default: 1d]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms, requires = "window_kind")]
+    pub(crate) retention: Option<i64>,
+    /// window.emit: a change record for every change (changes), or one final result
+    /// per window when it closes (suppress) [default: changes]
+    #[arg(long, value_name = "MODE", value_parser = ["changes", "suppress"], requires = "window_kind")]
+    pub(crate) emit: Option<String>,
+}
+
+impl WindowArgs {
+    /// The deploy request's window, if `--window` was given.
+    pub(crate) fn settings(&self) -> Option<ledge_client::TransformWindow> {
+        let kind = self.window_kind.clone()?;
+        Some(ledge_client::TransformWindow {
+            kind,
+            size_ms: self.size_ms,
+            advance_ms: self.advance_ms,
+            gap_ms: self.gap_ms,
+            grace_ms: self.grace,
+            retention_ms: self.retention,
+            emit: self.emit.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// Parses a duration into milliseconds: plain digits are milliseconds (`60000`); otherwise
+/// a number with a unit (`500ms`, `10s`, `1m`, `2h`, `1d`, or combined: `1m30s`).
+pub(crate) fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<i64>() {
+        return if ms < 0 {
+            Err(format!("{text} is negative"))
+        } else {
+            Ok(ms)
+        };
+    }
+    let duration = humantime::parse_duration(text).map_err(|error| {
+        format!("{error}: expected milliseconds (60000) or a duration such as 500ms, 10s, 1m, 1h")
+    })?;
+    i64::try_from(duration.as_millis()).map_err(|_| format!("{text} is too long"))
 }
 
 #[derive(Debug, Args)]
@@ -1101,6 +1172,19 @@ pub(crate) fn parse_separator(text: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    // Goal: window durations take milliseconds or a unit, and refuse what is neither.
+    #[test]
+    fn window_durations_take_ms_or_a_unit() {
+        assert_eq!(parse_duration_ms("60000"), Ok(60_000));
+        assert_eq!(parse_duration_ms("1m"), Ok(60_000));
+        assert_eq!(parse_duration_ms("10s"), Ok(10_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("1m30s"), Ok(90_000));
+        assert!(parse_duration_ms("-5").is_err());
+        assert!(parse_duration_ms("soon").is_err());
+    }
+
     #[test]
     fn configs_parse_as_key_value() {
         assert_eq!(
@@ -1354,6 +1438,79 @@ mod tests {
             panic!("not a deploy");
         };
         assert_eq!(OnError::from(deploy.on_error), OnError::DeadLetter);
+        assert_eq!(deploy.window.settings(), None);
+        let windowed = Cli::try_parse_from([
+            "ledge",
+            "transform",
+            "deploy",
+            "per-minute",
+            "--module",
+            "t.wasm",
+            "--kind",
+            "aggregate",
+            "--input",
+            "orders",
+            "--window",
+            "tumbling",
+            "--window-size",
+            "1m",
+            "--grace",
+            "10s",
+            "--retention",
+            "1h",
+            "--emit",
+            "suppress",
+        ])
+        .unwrap();
+        let Command::Transform {
+            command: TransformCommand::Deploy(deploy),
+        } = windowed.command
+        else {
+            panic!("not a deploy");
+        };
+        assert_eq!(
+            deploy.window.settings(),
+            Some(ledge_client::TransformWindow {
+                kind: "tumbling".into(),
+                size_ms: Some(60_000),
+                advance_ms: None,
+                gap_ms: None,
+                grace_ms: Some(10_000),
+                retention_ms: Some(3_600_000),
+                emit: "suppress".into(),
+            })
+        );
+        // Window settings without --window are refused, as is an unknown kind.
+        let size_alone = [
+            "ledge",
+            "transform",
+            "deploy",
+            "t",
+            "--module",
+            "f.wasm",
+            "--kind",
+            "aggregate",
+            "--input",
+            "in",
+            "--window-size",
+            "1m",
+        ];
+        assert!(Cli::try_parse_from(size_alone).is_err());
+        let sliding = [
+            "ledge",
+            "transform",
+            "deploy",
+            "t",
+            "--module",
+            "f.wasm",
+            "--kind",
+            "aggregate",
+            "--input",
+            "in",
+            "--window",
+            "sliding",
+        ];
+        assert!(Cli::try_parse_from(sliding).is_err());
         let no_input = [
             "ledge",
             "transform",

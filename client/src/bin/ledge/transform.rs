@@ -91,6 +91,7 @@ async fn deploy(admin: &Admin, arguments: TransformDeployArgs) -> anyhow::Result
         on_error: arguments.on_error.into(),
         dead_letter_topic: arguments.dead_letter_topic,
         join: join_of(arguments.join)?,
+        window: arguments.window.settings(),
     };
     let fallback_output = spec.output_or_default();
     let input = spec.input.clone();
@@ -239,6 +240,18 @@ fn describe_text(transform: &TransformDescription) -> String {
                     if join.table { "table" } else { "stream" },
                     join.input,
                     join.lag,
+                    transform.records_late
+                ),
+            },
+        ),
+        (
+            "Window",
+            match &transform.window {
+                None => "-".to_string(),
+                Some(window) => format!(
+                    "{}; {} windows open, {} late records dropped",
+                    window_text(window),
+                    transform.windows_open,
                     transform.records_late
                 ),
             },
@@ -398,6 +411,16 @@ fn describe_json(transform: &TransformDescription) -> serde_json::Value {
                 "offset": offset,
             })).collect::<Vec<_>>(),
         })),
+        "window": transform.window.as_ref().map(|window| json!({
+            "kind": window.kind,
+            "size_ms": window.size_ms,
+            "advance_ms": window.advance_ms,
+            "gap_ms": window.gap_ms,
+            "grace_ms": window.grace_ms,
+            "retention_ms": window.retention_ms,
+            "emit": window.emit,
+        })),
+        "windows_open": transform.windows_open,
         "last_error": transform.last_error,
         "positions": transform.positions.iter().map(|(partition, offset)| json!({
             "partition": partition,
@@ -405,6 +428,29 @@ fn describe_json(transform: &TransformDescription) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "partitions": transform.partitions.iter().map(partition_json).collect::<Vec<_>>(),
     })
+}
+
+/// A window's settings in a line: `tumbling size 1m, grace 10s, retention 1h, emit
+/// suppress`.
+fn window_text(window: &ledge_client::TransformWindow) -> String {
+    let ms = |value: i64| {
+        humantime::format_duration(Duration::from_millis(u64::try_from(value).unwrap_or(0)))
+            .to_string()
+    };
+    let mut parts = vec![window.kind.clone()];
+    for (name, value) in [
+        ("size", window.size_ms),
+        ("advance", window.advance_ms),
+        ("gap", window.gap_ms),
+        ("grace", window.grace_ms),
+        ("retention", window.retention_ms),
+    ] {
+        if let Some(value) = value {
+            parts.push(format!("{name} {}", ms(value)));
+        }
+    }
+    parts.push(format!("emit {}", window.emit));
+    parts.join(", ")
 }
 
 /// A duration in the unit that suits it: `850 µs`, `12.5 ms`, `3.20 s`.
@@ -472,6 +518,8 @@ mod tests {
             state_bytes: 4096,
             restore_records: 12,
             join: None,
+            window: None,
+            windows_open: 0,
             records_late: 0,
         }
     }

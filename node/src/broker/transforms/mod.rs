@@ -103,6 +103,18 @@ pub enum DeployTransformError {
         /// Its partitions.
         right_partitions: u32,
     },
+    /// The `window.*` settings do not make a window (the setting is named).
+    #[error("{0}")]
+    Window(#[from] crate::streams::window::WindowSettingsError),
+    /// A window on a transform that is not an aggregate.
+    #[error("window settings apply to aggregate transforms only, not {0}")]
+    WindowNotAggregate(PluginKind),
+    /// Session windows with a module that cannot merge two states.
+    #[error(
+        "session windows (window.gap_ms) need the module's ledge_merge export to merge \
+         sessions a record bridges; this module has none"
+    )]
+    SessionWithoutMerge,
     /// A stateful transform in a `[cluster]`: not built yet (its changelog is written on one
     /// node; docs/STREAMS.md).
     #[error("stateful transforms run on a single node for now (docs/STREAMS.md)")]
@@ -233,6 +245,10 @@ pub struct TransformLimits {
     /// Least time between two deletions of a stateful transform's consumed repartition
     /// records (Kafka Streams' `repartition.purge.interval.ms`).
     pub repartition_purge_interval: Duration,
+    /// Most windows one record may fall into (a hopping window's `size / advance`).
+    pub windows_per_record_max: u32,
+    /// How far ahead of the node's clock a windowed aggregate's record timestamp may be, ms.
+    pub future_timestamp_ms_max: i64,
 }
 
 impl Default for TransformLimits {
@@ -253,6 +269,8 @@ impl Default for TransformLimits {
             table_scan_entries_max: 10_000,
             // Kafka Streams' default.
             repartition_purge_interval: Duration::from_secs(30),
+            windows_per_record_max: crate::streams::window::WINDOWS_PER_RECORD_MAX_DEFAULT,
+            future_timestamp_ms_max: crate::streams::window::FUTURE_TIMESTAMP_MS_MAX_DEFAULT,
         }
     }
 }
@@ -288,7 +306,12 @@ struct TransformStats {
     stores: Mutex<BTreeMap<u32, Arc<tokio::sync::Mutex<crate::streams::store::StateStore>>>>,
     /// A join's committed position in its second input, per state partition.
     join_positions: Mutex<BTreeMap<u32, i64>>,
-    /// Records dropped unprocessed: late for a join's window, or keyless for a join.
+    /// A windowed aggregate's windows holding state and not closed yet, per state partition
+    /// (as of its last commit).
+    windows_open: Mutex<BTreeMap<u32, u64>>,
+    /// Records dropped unprocessed since the node started: late (a windowed aggregate's
+    /// record whose windows are all closed, a join's record behind its window), or keyless
+    /// for a join.
     records_late: AtomicU64,
 }
 
@@ -476,6 +499,77 @@ fn check_join_settings(declared: &DeclaredTransform) -> Result<(), DeployTransfo
     }
 }
 
+/// A store entry as a table query answers it.
+fn table_entry(
+    key: &crate::streams::store::StateKey,
+    value: &Bytes,
+    partition: u32,
+) -> ledge_protocol::wire::TableEntry {
+    ledge_protocol::wire::TableEntry {
+        key: key.key.clone(),
+        value: value.clone(),
+        partition,
+        window: key.window.map(|window| ledge_protocol::wire::TableWindow {
+            start_ms: window.start_ms,
+            end_ms: window.end_ms,
+        }),
+    }
+}
+
+/// A deployed window as the wire's settings (describe).
+fn wire_window(
+    window: &crate::streams::window::WindowDeploy,
+) -> ledge_protocol::wire::TransformWindow {
+    let settings = window.settings();
+    ledge_protocol::wire::TransformWindow {
+        kind: settings.kind.unwrap_or_default(),
+        size_ms: settings.size_ms,
+        advance_ms: settings.advance_ms,
+        gap_ms: settings.gap_ms,
+        grace_ms: settings.grace_ms,
+        retention_ms: settings.retention_ms,
+        emit: settings.emit.unwrap_or_default(),
+    }
+}
+
+/// A window as `describe` and refusals print it.
+fn window_text(window: Option<&crate::streams::window::WindowDeploy>) -> String {
+    let Some(window) = window else {
+        return "none".into();
+    };
+    let settings = window.settings();
+    let mut parts = vec![settings.kind.unwrap_or_default()];
+    for (name, value) in [
+        ("size_ms", settings.size_ms),
+        ("advance_ms", settings.advance_ms),
+        ("gap_ms", settings.gap_ms),
+        ("grace_ms", settings.grace_ms),
+        ("retention_ms", settings.retention_ms),
+    ] {
+        if let Some(value) = value {
+            parts.push(format!("{name}={value}"));
+        }
+    }
+    parts.push(format!("emit={}", window.emit.name()));
+    parts.join(" ")
+}
+
+/// `retention.ms` of a windowed changelog: a window's state lives until its end plus grace
+/// plus `window.retention_ms` passes the largest timestamp seen; its records are kept a
+/// window length beyond that (at least a day), so time-based deletion never removes state a
+/// restore still needs. Saturates at `i64::MAX`.
+fn changelog_retention_ms(spec: &crate::streams::window::WindowSpec) -> i64 {
+    use crate::streams::window::WindowKind;
+    let length = match spec.kind {
+        WindowKind::Tumbling { size_ms } | WindowKind::Hopping { size_ms, .. } => size_ms,
+        WindowKind::Session { gap_ms } => gap_ms,
+    };
+    spec.retention_ms
+        .saturating_add(spec.grace_ms)
+        .saturating_add(length.saturating_mul(2))
+        .saturating_add(24 * 60 * 60 * 1000)
+}
+
 /// A transform declared in the config file (`[[transform]]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeclaredTransform {
@@ -497,6 +591,8 @@ pub struct DeclaredTransform {
     pub dead_letter_topic: String,
     /// A join's second input (required for `join`, refused for the other kinds).
     pub join: Option<super::metadata::JoinSpec>,
+    /// An aggregate's `window.*` settings (`None`: not windowed).
+    pub window: Option<crate::streams::window::WindowSettings>,
 }
 
 impl<D: Disk> TransformRunner<D> {
@@ -630,6 +726,9 @@ impl<D: Disk> TransformRunner<D> {
         check_join_settings(&declared)?;
         if declared.kind.is_stateful() && self.handles.link.get().is_some() {
             return Err(DeployTransformError::StatefulInCluster);
+        }
+        if declared.window.is_some() && declared.kind != PluginKind::Aggregate {
+            return Err(DeployTransformError::WindowNotAggregate(declared.kind));
         }
         let Some(input) = self.handles.registry.topic(&declared.input) else {
             return Err(DeployTransformError::UnknownInput(declared.input));
@@ -877,12 +976,29 @@ impl<D: Disk> TransformRunner<D> {
         // places in q. Without `ledge_group` the input's keys are the group keys, so the
         // state has the input's partitions; with it, the repartition topic is made with
         // the same count.
+        let window = declared
+            .window
+            .as_ref()
+            .map(|settings| settings.resolve(self.handles.limits.windows_per_record_max))
+            .transpose()?;
+        if let Some(window) = &window
+            && matches!(
+                window.spec.kind,
+                crate::streams::window::WindowKind::Session { .. }
+            )
+            && !plugin
+                .module()
+                .exports(ledge_protocol::wasm_abi::EXPORT_MERGE)
+        {
+            return Err(DeployTransformError::SessionWithoutMerge);
+        }
         let spec = StatefulSpec {
             state_partitions: input_partitions.max(1),
             repartition: plugin
                 .module()
                 .exports(ledge_protocol::wasm_abi::EXPORT_GROUP),
             join: declared.join.clone(),
+            window,
         };
         if let Some(existing) = existing {
             let reason = match &existing.stateful {
@@ -893,6 +1009,11 @@ impl<D: Disk> TransformRunner<D> {
                 Some(old) if old.join != spec.join => Some(format!(
                     "its join input changes ({:?} -> {:?})",
                     old.join, spec.join
+                )),
+                Some(old) if old.window != spec.window => Some(format!(
+                    "its window changes ({} -> {}); changing windows is not built yet",
+                    window_text(old.window.as_ref()),
+                    window_text(spec.window.as_ref())
                 )),
                 Some(old) if *old != spec => Some(format!(
                     "its state layout changes ({} state partitions, repartition {} -> {} and {})",
@@ -929,10 +1050,20 @@ impl<D: Disk> TransformRunner<D> {
                 });
             }
         }
-        let mut topics = vec![(
-            StatefulSpec::changelog_topic(name),
-            BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
-        )];
+        // A windowed changelog also deletes by time: expired windows are tombstoned, and
+        // `compact,delete` drops their records (and tombstones) once past the retention.
+        // The commit position is rewritten by every commit, so it is always recent.
+        let changelog_configs = match &spec.window {
+            None => BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+            Some(window) => BTreeMap::from([
+                ("cleanup.policy".to_string(), "compact,delete".to_string()),
+                (
+                    "retention.ms".to_string(),
+                    changelog_retention_ms(&window.spec).to_string(),
+                ),
+            ]),
+        };
+        let mut topics = vec![(StatefulSpec::changelog_topic(name), changelog_configs)];
         if spec.repartition {
             topics.push((
                 StatefulSpec::repartition_topic(name),
@@ -1017,7 +1148,7 @@ impl<D: Disk> TransformRunner<D> {
         };
         link.admin(AdminRequest::PutTransform {
             name: name.to_string(),
-            transform: definition,
+            transform: Box::new(definition),
         })
         .await
         .map_err(DeployTransformError::Controller)?;
@@ -1311,6 +1442,7 @@ impl<D: Disk> TransformRunner<D> {
             if let Some(join) = &spec.join {
                 self.describe_join(join, stats.as_deref(), &mut description);
             }
+            description.window = spec.window.as_ref().map(wire_window);
         }
         if let Some(stats) = &stats {
             let lock = |map: &Mutex<BTreeMap<u32, u64>>| -> u64 {
@@ -1321,6 +1453,8 @@ impl<D: Disk> TransformRunner<D> {
             };
             description.state_bytes = lock(&stats.state_bytes);
             description.restore_records = lock(&stats.restore_records);
+            description.windows_open = lock(&stats.windows_open);
+            description.records_late = stats.records_late.load(Ordering::Relaxed);
             description.state_partitions_ready = u32::try_from(
                 stats
                     .stores
@@ -1454,6 +1588,23 @@ impl<D: Disk> TransformRunner<D> {
                 ..TableGetResponse::default()
             };
         };
+        if spec.window.is_some() {
+            // A windowed table: every window of the key, in window order.
+            let store = store.lock().await;
+            let windows = store
+                .windows_of(
+                    crate::streams::store::STORE_AGGREGATE,
+                    &request.key,
+                    i64::MIN,
+                    i64::MAX,
+                )
+                .map(|(key, value)| table_entry(key, value, partition))
+                .collect();
+            return TableGetResponse {
+                windows,
+                ..TableGetResponse::default()
+            };
+        }
         let key = crate::streams::store::StateKey::plain(
             crate::streams::store::STORE_AGGREGATE,
             request.key,
@@ -1512,14 +1663,13 @@ impl<D: Disk> TransformRunner<D> {
                     truncated = true;
                     break;
                 }
-                entries.push(TableEntry {
-                    key: key.key.clone(),
-                    value: value.clone(),
-                    partition: *partition,
-                });
+                entries.push(table_entry(key, value, *partition));
             }
         }
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        entries.sort_by(|a, b| {
+            let window = |entry: &TableEntry| entry.window.as_ref().map(|w| (w.start_ms, w.end_ms));
+            a.key.cmp(&b.key).then_with(|| window(a).cmp(&window(b)))
+        });
         if entries.len() > limit {
             entries.truncate(limit);
             truncated = true;
@@ -1708,7 +1858,7 @@ impl<D: Disk> TransformHandles<D> {
             return link
                 .admin(crate::controller::admin::AdminRequest::PutTransform {
                     name: name.to_string(),
-                    transform: definition,
+                    transform: Box::new(definition),
                 })
                 .await
                 .map_err(AlterTransformError::Controller);

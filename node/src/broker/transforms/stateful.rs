@@ -39,6 +39,10 @@ use crate::streams::changelog::{
 use crate::streams::dedup::{Dedup, SOURCE_HEADER, SourceOffset, decide};
 use crate::streams::restore::{RestoreError, Restorer};
 use crate::streams::store::{STORE_AGGREGATE, StateKey, StateStore};
+use crate::streams::window::{
+    Emit, SessionDecision, WINDOW_END_HEADER, WINDOW_START_HEADER, Watermark, Window, WindowKind,
+    assign, check_future_timestamp, session_decision,
+};
 use crate::wasm::abi::{Application, GroupOutcome, SlotChange};
 use crate::wasm::batch::{OpenedBatch, open_batch};
 use crate::wasm::{Outcome, Plugin, WasmError};
@@ -594,7 +598,7 @@ impl<D: Disk> StateTask<D> {
         let began = handles.clock.now();
         // Which records apply, and to which key; a repeat from stage 1 is skipped.
         let mut sources = state.position.source_offsets.clone();
-        let mut applications: Vec<(usize, Bytes)> = Vec::new();
+        let mut applications: Vec<(usize, StateKey)> = Vec::new();
         let mut failures: Vec<(usize, String)> = Vec::new();
         let mut records_in = 0u64;
         // At most `records_per_commit` records per commit; the input position of this one
@@ -638,50 +642,115 @@ impl<D: Disk> StateTask<D> {
                 }
             }
             records_in += 1;
-            applications.push((index, record.key.clone().unwrap_or_default()));
+            applications.push((
+                index,
+                StateKey::plain(STORE_AGGREGATE, record.key.clone().unwrap_or_default()),
+            ));
         }
-        let input_partitions = handles.registry.partition_count(input);
-        let chunk = version.plugin.limits().batch_records_max.max(1);
+        let folder = Folder {
+            plugin: &version.plugin,
+            opened,
+            partition: self.partition,
+            partition_count: handles.registry.partition_count(input),
+            chunk: version.plugin.limits().batch_records_max.max(1),
+        };
         let store = Arc::clone(&state.store);
         let mut store = store.lock().await;
         let mut txn = store.begin();
-        // Ranges of `applications` still to fold, the next on top: each call is exact from
-        // the states the earlier ones left, so a failed one is re-run in halves.
-        let mut ranges: Vec<std::ops::Range<usize>> = (0..applications.len())
-            .step_by(chunk)
-            .map(|start| start..(start + chunk).min(applications.len()))
-            .rev()
-            .collect();
-        while let Some(range) = ranges.pop() {
-            let Some(slice) = applications.get(range.clone()) else {
-                continue;
-            };
-            if slice.is_empty() {
-                continue;
-            }
-            match fold_call(
-                &version.plugin,
-                opened,
-                slice,
-                &mut txn,
-                self.partition,
-                input_partitions,
+        // A windowed aggregate: the records' windows from the committed watermark on.
+        let committed_mark = spec.window.map(|window| {
+            Watermark::restored(
+                state.position.max_timestamp_ms,
+                state.position.watermark_ms,
+                window.spec.grace_ms,
             )
-            .await
-            {
-                Ok(()) => {}
-                Err(message) if range.len() == 1 => {
-                    if let Some((index, _)) = slice.first() {
-                        failures.push((*index, message));
+        });
+        let mut late = 0u64;
+        let mark = match (&spec.window, committed_mark) {
+            (Some(window), Some(mut mark)) => {
+                let unwindowed = std::mem::take(&mut applications);
+                let now_ms = handles.clock.wall_time_ms();
+                let mut sessions = Sessions::default();
+                for (index, key) in unwindowed {
+                    let Some(record) = opened.records.get(index) else {
+                        continue;
+                    };
+                    let timestamp = record.timestamp;
+                    if let Err(error) = check_future_timestamp(
+                        timestamp,
+                        now_ms,
+                        handles.limits.future_timestamp_ms_max,
+                    ) {
+                        failures.push((index, error.to_string()));
+                        continue;
+                    }
+                    let WindowKind::Session { gap_ms } = window.spec.kind else {
+                        let assignment = assign(&window.spec, &mut mark, timestamp);
+                        if assignment.is_late() {
+                            late += 1;
+                        }
+                        applications.extend(assignment.open.into_iter().map(|window| {
+                            (
+                                index,
+                                StateKey::windowed(STORE_AGGREGATE, key.key.clone(), window),
+                            )
+                        }));
+                        continue;
+                    };
+                    mark.observe(timestamp);
+                    let key = key.key;
+                    let entities = sessions.of(&txn, &key);
+                    let bounds: Vec<Window> = entities.iter().map(|e| e.bounds).collect();
+                    match session_decision(&bounds, timestamp, gap_ms, &mark) {
+                        SessionDecision::Late(_) => late += 1,
+                        SessionDecision::New(window) => {
+                            entities.push(SessionEntity {
+                                storage: window,
+                                bounds: window,
+                            });
+                            applications
+                                .push((index, StateKey::windowed(STORE_AGGREGATE, key, window)));
+                        }
+                        SessionDecision::Extend { from, to } => {
+                            if let Some(entity) = entities.iter_mut().find(|e| e.bounds == from) {
+                                entity.bounds = to;
+                                let storage = entity.storage;
+                                applications.push((
+                                    index,
+                                    StateKey::windowed(STORE_AGGREGATE, key, storage),
+                                ));
+                            }
+                        }
+                        SessionDecision::Merge { from, to } => {
+                            // The merged states must be the folded ones: fold what is
+                            // pending first.
+                            folder
+                                .fold(&std::mem::take(&mut applications), &mut txn, &mut failures)
+                                .await;
+                            match merge_sessions(&folder, &mut txn, &mut sessions, &key, &from, to)
+                                .await
+                            {
+                                Ok(storage) => applications.push((
+                                    index,
+                                    StateKey::windowed(STORE_AGGREGATE, key, storage),
+                                )),
+                                Err(message) => failures.push((index, message)),
+                            }
+                        }
                     }
                 }
-                Err(_) => {
-                    let middle = range.start + range.len() / 2;
-                    ranges.push(middle..range.end);
-                    ranges.push(range.start..middle);
+                folder.fold(&applications, &mut txn, &mut failures).await;
+                // Sessions folded under their first bounds move to their final ones.
+                if let Err(message) = sessions.move_to_bounds(&mut txn) {
+                    self.stats.set_error(message);
                 }
+                Some(mark)
             }
-        }
+            _ => {
+                folder.fold(&applications, &mut txn, &mut failures).await;
+                None
+            }
+        };
         let busy_us = u64::try_from(
             handles
                 .clock
@@ -692,6 +761,8 @@ impl<D: Disk> StateTask<D> {
         .unwrap_or(u64::MAX);
         self.stats.busy_us.fetch_add(busy_us, Ordering::Relaxed);
         failures.sort_by_key(|(index, _)| *index);
+        // A hopping record fails once, however many of its windows failed.
+        failures.dedup_by_key(|(index, _)| *index);
         if !failures.is_empty() && definition.on_error == OnError::Stop {
             // Nothing of the batch is committed: the transform resumes at it.
             drop(txn);
@@ -708,8 +779,61 @@ impl<D: Disk> StateTask<D> {
             self.stop(handles, reason).await;
             return Ok(Folded::Stopped);
         }
-        let changes = txn.commit();
+        let mut changes = txn.commit();
         state.position.source_offsets = sources;
+        let timestamp_ms = opened.header.max_timestamp;
+        let mut outputs: Vec<OutputRecord> = Vec::new();
+        let window = spec.window.zip(committed_mark).zip(mark);
+        match window {
+            Some(((window, _), _)) if window.emit == Emit::Changes => {
+                outputs.extend(
+                    changes.iter().map(|change| {
+                        change_record(&change.key, change.value.clone(), timestamp_ms)
+                    }),
+                );
+            }
+            Some(((window, before), after)) => {
+                // Suppression: each window the watermark closed, once, with its final state.
+                if let Some(end_max) = window.spec.closed_end_max(&after) {
+                    let end_after = window.spec.closed_end_max(&before);
+                    for key in store.ending_between(STORE_AGGREGATE, end_after, end_max) {
+                        if let Some(value) = store.get(&key) {
+                            outputs.push(change_record(&key, Some(value.clone()), timestamp_ms));
+                        }
+                    }
+                }
+            }
+            None => outputs.extend(
+                changes
+                    .iter()
+                    .filter(|change| change.key.store == STORE_AGGREGATE)
+                    .map(|change| change_record(&change.key, change.value.clone(), timestamp_ms)),
+            ),
+        }
+        if let Some(((window, _), after)) = window {
+            // Expiry: windowed state past its retention is tombstoned (no change record),
+            // at most a quarter of a commit's bytes of tombstones per commit; the rest goes
+            // with the next ones.
+            if let Some(end_max) = window.spec.expired_end_max(&after) {
+                let budget = handles.limits.commit_batch_bytes_max / 4;
+                let mut bytes = 0u64;
+                let mut expire = store.begin();
+                for key in expire.store().ending_at_or_before(STORE_AGGREGATE, end_max) {
+                    bytes = bytes.saturating_add(key.key.len() as u64 + 17 + 36);
+                    if bytes > budget {
+                        break;
+                    }
+                    expire.delete(&key);
+                }
+                let expired = expire.commit();
+                let expired_keys: std::collections::BTreeSet<&StateKey> =
+                    expired.iter().map(|change| &change.key).collect();
+                changes.retain(|change| !expired_keys.contains(&change.key));
+                changes.extend(expired);
+            }
+            state.position.max_timestamp_ms = after.max_timestamp_ms();
+            state.position.watermark_ms = after.value_ms();
+        }
         // Dead letters go through the outbox too: written once, like the change records.
         let route = Route {
             transform: &self.name,
@@ -735,19 +859,8 @@ impl<D: Disk> StateTask<D> {
         if let Some(message) = last_error {
             self.stats.set_error(message);
         }
-        let timestamp_ms = opened.header.max_timestamp;
-        let records_out = changes.len() as u64;
+        let records_out = outputs.len() as u64;
         let dead_count = failures.len() as u64;
-        let outputs: Vec<OutputRecord> = changes
-            .iter()
-            .filter(|change| change.key.store == STORE_AGGREGATE)
-            .map(|change| OutputRecord {
-                key: Some(change.key.key.clone()),
-                value: change.value.clone(),
-                headers: Vec::new(),
-                timestamp_ms,
-            })
-            .collect();
         let committed = self
             .commit(handles, definition, state, changes, outputs, dead, until)
             .await;
@@ -760,6 +873,16 @@ impl<D: Disk> StateTask<D> {
         }
         committed?;
         self.publish(&state.position, Some(store.memory_bytes()));
+        if let Some(((window, _), after)) = window {
+            let open =
+                store.count_ending_after(STORE_AGGREGATE, window.spec.closed_end_max(&after));
+            self.stats
+                .windows_open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(self.partition, open as u64);
+            self.stats.records_late.fetch_add(late, Ordering::Relaxed);
+        }
         drop(store);
         // With a repartition stage, stage 1 counted these records when it read them from
         // the input: `describe` counts the transform's input once (stage 2 reads the
@@ -1033,13 +1156,215 @@ enum Folded {
     Stopped,
 }
 
-/// One `ledge_aggregate` call over `applications` (record index in `opened`, group key),
+/// Folds applications through `ledge_aggregate` for one input batch: calls of at most
+/// `chunk` applications, a failing call re-run in halves down to the failing record.
+struct Folder<'a> {
+    plugin: &'a Arc<Plugin>,
+    opened: &'a OpenedBatch,
+    partition: u32,
+    partition_count: u32,
+    chunk: usize,
+}
+
+impl Folder<'_> {
+    /// Folds `applications` in order into `txn`; a record that fails is pushed to
+    /// `failures` (its changes undone).
+    async fn fold(
+        &self,
+        applications: &[(usize, StateKey)],
+        txn: &mut crate::streams::store::Transaction<'_>,
+        failures: &mut Vec<(usize, String)>,
+    ) {
+        // Ranges of `applications` still to fold, the next on top: each call is exact from
+        // the states the earlier ones left, so a failed one is re-run in halves.
+        let mut ranges: Vec<std::ops::Range<usize>> = (0..applications.len())
+            .step_by(self.chunk)
+            .map(|start| start..(start + self.chunk).min(applications.len()))
+            .rev()
+            .collect();
+        while let Some(range) = ranges.pop() {
+            let Some(slice) = applications.get(range.clone()) else {
+                continue;
+            };
+            if slice.is_empty() {
+                continue;
+            }
+            match fold_call(
+                self.plugin,
+                self.opened,
+                slice,
+                txn,
+                self.partition,
+                self.partition_count,
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(message) if range.len() == 1 => {
+                    if let Some((index, _)) = slice.first() {
+                        failures.push((*index, message));
+                    }
+                }
+                Err(_) => {
+                    let middle = range.start + range.len() / 2;
+                    ranges.push(middle..range.end);
+                    ranges.push(range.start..middle);
+                }
+            }
+        }
+    }
+}
+
+/// A change record of the output: key = group key, value = the state (null: deleted), and
+/// a windowed entry's bounds as headers `ledge.window.start` and `ledge.window.end`.
+fn change_record(key: &StateKey, value: Option<Bytes>, timestamp_ms: i64) -> OutputRecord {
+    let headers = key
+        .window
+        .map(|window| {
+            vec![
+                (
+                    WINDOW_START_HEADER.to_string(),
+                    Some(Bytes::from(window.start_ms.to_string())),
+                ),
+                (
+                    WINDOW_END_HEADER.to_string(),
+                    Some(Bytes::from(window.end_ms.to_string())),
+                ),
+            ]
+        })
+        .unwrap_or_default();
+    OutputRecord {
+        key: Some(key.key.clone()),
+        value,
+        headers,
+        timestamp_ms,
+    }
+}
+
+/// One session of a key while a batch folds: its records are folded into the entry at
+/// `storage` (its bounds when the batch began, or when it was created or merged), and it
+/// moves to `bounds` once the batch is folded.
+struct SessionEntity {
+    storage: Window,
+    bounds: Window,
+}
+
+/// The sessions of the keys a batch touches.
+#[derive(Default)]
+struct Sessions {
+    by_key: BTreeMap<Bytes, Vec<SessionEntity>>,
+}
+
+impl Sessions {
+    /// The key's sessions, read from the store at first use.
+    fn of(
+        &mut self,
+        txn: &crate::streams::store::Transaction<'_>,
+        key: &Bytes,
+    ) -> &mut Vec<SessionEntity> {
+        self.by_key.entry(key.clone()).or_insert_with(|| {
+            txn.store()
+                .windows_of(STORE_AGGREGATE, key, i64::MIN, i64::MAX)
+                .filter_map(|(state_key, _)| state_key.window)
+                .map(|window| SessionEntity {
+                    storage: window,
+                    bounds: window,
+                })
+                .collect()
+        })
+    }
+
+    /// Moves each session's state from where it was folded to its final bounds.
+    fn move_to_bounds(
+        &mut self,
+        txn: &mut crate::streams::store::Transaction<'_>,
+    ) -> Result<(), String> {
+        let mut moves = Vec::new();
+        for (key, entities) in &self.by_key {
+            for entity in entities.iter().filter(|e| e.storage != e.bounds) {
+                let from = StateKey::windowed(STORE_AGGREGATE, key.clone(), entity.storage);
+                if let Some(value) = txn.get(&from).cloned() {
+                    txn.delete(&from);
+                    moves.push((
+                        StateKey::windowed(STORE_AGGREGATE, key.clone(), entity.bounds),
+                        value,
+                    ));
+                }
+            }
+        }
+        self.by_key.clear();
+        for (key, value) in moves {
+            // Same bytes as the entry just deleted: it fits unless the limit was lowered.
+            txn.put(key, value).map_err(|error| error.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Merges the sessions `from` (start order) of `key` into one with bounds `to` through the
+/// module's `ledge_merge`, left to right; returns where its state is stored now.
+async fn merge_sessions(
+    folder: &Folder<'_>,
+    txn: &mut crate::streams::store::Transaction<'_>,
+    sessions: &mut Sessions,
+    key: &Bytes,
+    from: &[Window],
+    to: Window,
+) -> Result<Window, String> {
+    let entities = sessions.of(txn, key);
+    let merging: Vec<Window> = entities
+        .iter()
+        .filter(|e| from.contains(&e.bounds))
+        .map(|e| e.storage)
+        .collect();
+    let Some(first) = merging.first().copied() else {
+        return Err("no session to merge".into());
+    };
+    let mut merged: Option<Bytes> = None;
+    for storage in &merging {
+        let state = txn
+            .get(&StateKey::windowed(STORE_AGGREGATE, key.clone(), *storage))
+            .cloned();
+        merged = match (merged, state) {
+            (Some(left), Some(right)) => {
+                let run = folder
+                    .plugin
+                    .merge_on_executor(vec![(left, right)])
+                    .await
+                    .map_err(|error| error.to_string())?;
+                match run.output.into_iter().next() {
+                    Some(Ok(state)) => Some(state),
+                    Some(Err(message)) => return Err(message),
+                    None => return Err("ledge_merge answered no state".into()),
+                }
+            }
+            (left, right) => left.or(right),
+        };
+    }
+    for storage in merging.iter().skip(1) {
+        txn.delete(&StateKey::windowed(STORE_AGGREGATE, key.clone(), *storage));
+    }
+    if let Some(state) = merged {
+        txn.put(
+            StateKey::windowed(STORE_AGGREGATE, key.clone(), first),
+            state,
+        )
+        .map_err(|error| error.to_string())?;
+    }
+    entities.retain(|e| !from.contains(&e.bounds) || e.storage == first);
+    if let Some(entity) = entities.iter_mut().find(|e| e.storage == first) {
+        entity.bounds = to;
+    }
+    Ok(first)
+}
+
+/// One `ledge_aggregate` call over `applications` (record index in `opened`, state key),
 /// from the states in `txn`; applies its slot changes, or changes nothing and says why it
 /// failed (a record's error, the call's failure, or the state memory limit).
 async fn fold_call(
     plugin: &Arc<Plugin>,
     opened: &OpenedBatch,
-    applications: &[(usize, Bytes)],
+    applications: &[(usize, StateKey)],
     txn: &mut crate::streams::store::Transaction<'_>,
     partition: u32,
     partition_count: u32,
@@ -1055,19 +1380,16 @@ async fn fold_call(
     else {
         return Err("record range out of the batch".into());
     };
-    let mut slot_of: BTreeMap<Bytes, u32> = BTreeMap::new();
-    let mut slots: Vec<(Bytes, Option<Bytes>)> = Vec::new();
+    let mut slot_of: BTreeMap<&StateKey, u32> = BTreeMap::new();
+    let mut slots: Vec<(StateKey, Option<Bytes>)> = Vec::new();
     let mut calls = Vec::with_capacity(applications.len());
     for (index, key) in applications {
         let slot = match slot_of.get(key) {
             Some(slot) => *slot,
             None => {
                 let slot = u32::try_from(slots.len()).map_err(|_| "too many slots".to_string())?;
-                let state = txn
-                    .get(&StateKey::plain(STORE_AGGREGATE, key.clone()))
-                    .cloned();
-                slots.push((key.clone(), state));
-                slot_of.insert(key.clone(), slot);
+                slots.push((key.clone(), txn.get(key).cloned()));
+                slot_of.insert(key, slot);
                 slot
             }
         };
@@ -1076,8 +1398,18 @@ async fn fold_call(
             slot_index: slot,
         });
     }
+    let guest_slots = slots
+        .iter()
+        .map(|(key, state)| {
+            let window = key.window.map(|window| crate::wasm::abi::Window {
+                start: window.start_ms,
+                end: window.end_ms,
+            });
+            (key.key.clone(), window, state.clone())
+        })
+        .collect();
     let run = plugin
-        .aggregate_on_executor(slots.clone(), header, records, count, calls)
+        .aggregate_on_executor(guest_slots, header, records, count, calls)
         .await
         .map_err(|error| error.to_string())?;
     if let Some(Err(message)) = run
@@ -1088,20 +1420,18 @@ async fn fold_call(
     {
         return Err(message.clone());
     }
-    let mut applied: Vec<(Bytes, Option<Bytes>)> = Vec::new();
-    for ((key, old), change) in slots.into_iter().zip(run.output.slots) {
-        let state_key = StateKey::plain(STORE_AGGREGATE, key.clone());
+    let mut applied: Vec<(StateKey, Option<Bytes>)> = Vec::new();
+    for ((state_key, old), change) in slots.into_iter().zip(run.output.slots) {
         match change {
             SlotChange::Unchanged => {}
             SlotChange::Delete => {
                 txn.delete(&state_key);
-                applied.push((key, old));
+                applied.push((state_key, old));
             }
             SlotChange::Put(value) => {
-                if let Err(error) = txn.put(state_key, value) {
+                if let Err(error) = txn.put(state_key.clone(), value) {
                     // Undo this call's changes: the halves re-run from the old states.
-                    for (key, old) in applied.into_iter().rev() {
-                        let state_key = StateKey::plain(STORE_AGGREGATE, key);
+                    for (state_key, old) in applied.into_iter().rev() {
                         match old {
                             Some(old) => {
                                 let _ = txn.put(state_key, old);
@@ -1111,7 +1441,7 @@ async fn fold_call(
                     }
                     return Err(error.to_string());
                 }
-                applied.push((key, old));
+                applied.push((state_key, old));
             }
         }
     }

@@ -168,7 +168,7 @@ impl ControllerLogic {
         let mut work = Work::new(image);
         work.push(MetadataRecord::PutTransform {
             name: name.to_owned(),
-            transform: transform.clone(),
+            transform: Box::new(transform.clone()),
         })?;
         Ok(work.records)
     }
