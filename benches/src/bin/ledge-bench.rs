@@ -2489,8 +2489,7 @@ async fn transform(
                 description.last_error.unwrap_or_default()
             );
         }
-        if first_progress.is_none() && (description.records_in > 0 || description.lag < expected)
-        {
+        if first_progress.is_none() && (description.records_in > 0 || description.lag < expected) {
             first_progress = Some(started.elapsed());
         }
         let read_all = description.lag == 0 && description.records_in >= expected;
@@ -2545,7 +2544,10 @@ async fn transform(
         spent,
     );
     report.results = vec![
-        ("deploy_ms", json!(round(deployed.as_secs_f64() * 1000.0, 1))),
+        (
+            "deploy_ms",
+            json!(round(deployed.as_secs_f64() * 1000.0, 1)),
+        ),
         (
             "first_progress_ms",
             json!(first_progress.map(|first| round(first.as_secs_f64() * 1000.0, 1))),
@@ -2602,7 +2604,11 @@ async fn restore(
             }
         }
         if now() > deadline {
-            bail!("transform {} not restored after {} s", args.name, args.timeout_secs);
+            bail!(
+                "transform {} not restored after {} s",
+                args.name,
+                args.timeout_secs
+            );
         }
         tokio::time::sleep(poll).await;
     };

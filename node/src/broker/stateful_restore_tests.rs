@@ -142,8 +142,7 @@ fn a_state_of_many_keys_is_restored_whole_at_start() {
         let mut from = 0;
         while from < keys {
             let to = (from + ORDERS_PER_BATCH).min(keys);
-            let response =
-                tests::produce(&broker, "orders", 0, orders(from..to), Acks::All).await;
+            let response = tests::produce(&broker, "orders", 0, orders(from..to), Acks::All).await;
             assert_eq!(response.error, ErrorCode::None, "{}", response.message);
             from = to;
         }
@@ -158,7 +157,11 @@ fn a_state_of_many_keys_is_restored_whole_at_start() {
             );
             crate::clock::sleep(&*broker.clock, Duration::from_millis(10)).await;
         }
-        assert_eq!(output_records(&broker), expected, "one change record per key");
+        assert_eq!(
+            output_records(&broker),
+            expected,
+            "one change record per key"
+        );
         broker.close().await;
     });
 
