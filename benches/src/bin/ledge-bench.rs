@@ -2393,7 +2393,6 @@ async fn collect_answers(
 // ---------------------------------------------------------------------------------------------
 // shared pieces
 
-/// Monotonic time, from the one real clock (the workspace reads time only through it).
 // ---------------------------------------------------------------------------------------------
 // transform and restore (issue 17)
 
@@ -2666,6 +2665,7 @@ async fn restore(
     Ok(report)
 }
 
+/// Monotonic time, from the one real clock (the workspace reads time only through it).
 fn now() -> Instant {
     SystemClock.now()
 }
