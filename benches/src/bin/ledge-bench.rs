@@ -40,6 +40,20 @@
 //!   acknowledgement before the kill and that first one after it, the leaders and epochs
 //!   before and after, whether the killed node was also the active controller, and the
 //!   latency (due → ack) of the records acknowledged before the kill and of all of them.
+//! - `transform`: deploys a transform (`--kind`, `--module`, `--param`) over `--input`, a
+//!   topic already written, and asks the node every `--poll-ms` until the transform has read
+//!   the input up to the end offsets captured at the start (`--until lag`: position at the
+//!   end, outputs written) and, for a counting aggregate with `--until table-sum`, until its
+//!   table's counts add up to the input's record count (every record folded and committed).
+//!   Reports input records/s from the deploy request and from the first progress seen
+//!   (`records_per_s_after_first`, which leaves the module's compilation and the task's start
+//!   out), and the state bytes the node accounts. `benches/scripts/streams_compare.py` runs it
+//!   for the aggregate and the filter beside Kafka Streams.
+//! - `restore`: after a node start, asks every `--poll-ms` until stateful transform `--name`
+//!   has every state partition restored, then looks up `--sample` keys (`0`, `keys/n`, ...) in
+//!   its table, each expected to hold `--expect-value`. Reports the restore time from
+//!   `--started-at-ms` (when the node was started), `--keys` over it as keys/s, the changelog
+//!   records the restore read and the state bytes.
 //!
 //! `--server` takes one node or a cluster's bootstrap list (`a:9101,b:9102,c:9103`); a topic
 //! a run creates gets `--replication-factor` and `--min-insync-replicas` when given.
@@ -205,6 +219,102 @@ enum Workload {
     /// each carry `--batches-per-request` batches for one partition (what a client that packs
     /// several batches per partition entry sends; the SDK sends one batch per entry).
     BrokerProduce(BrokerProduceArgs),
+    /// Deploy a transform over a topic already written and time it until it has processed
+    /// every record there (issue 17: aggregate against filter, benches/scripts/streams_compare.py).
+    Transform(TransformArgs),
+    /// Wait for a stateful transform's state to be restored after a node start, then check
+    /// a sample of its table (issue 17: restore rate).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+struct TransformArgs {
+    /// Transform name (also its module's name).
+    #[arg(long)]
+    name: String,
+    /// The `.wasm` module.
+    #[arg(long)]
+    module: PathBuf,
+    /// Module kind: filter, map, filter-map, flat-map or aggregate.
+    #[arg(long, value_enum)]
+    kind: TransformKindArg,
+    /// Input topic, already written: its records between its start and end offsets at the
+    /// start of the run are the records the transform is timed over.
+    #[arg(long)]
+    input: String,
+    /// Output topic (the node's default `<input>.<name>` without it).
+    #[arg(long)]
+    output: Option<String>,
+    /// A module parameter `NAME=VALUE` (repeatable).
+    #[arg(long = "param")]
+    params: Vec<String>,
+    /// When the run is done: `lag` (the transform's input position is at the input's end:
+    /// its outputs are written) or `table-sum` (also, for a counting aggregate, its table's
+    /// values add up to the input's record count: every record is folded and committed).
+    #[arg(long, value_enum, default_value_t = DoneWhen::Lag)]
+    until: DoneWhen,
+    /// How often the node is asked, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    poll_ms: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+    /// Remove the transform once done.
+    #[arg(long)]
+    remove: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TransformKindArg {
+    Filter,
+    Map,
+    FilterMap,
+    FlatMap,
+    Aggregate,
+}
+
+impl From<TransformKindArg> for ledge_client::PluginKind {
+    fn from(kind: TransformKindArg) -> Self {
+        match kind {
+            TransformKindArg::Filter => Self::Filter,
+            TransformKindArg::Map => Self::Map,
+            TransformKindArg::FilterMap => Self::FilterMap,
+            TransformKindArg::FlatMap => Self::FlatMap,
+            TransformKindArg::Aggregate => Self::Aggregate,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DoneWhen {
+    Lag,
+    TableSum,
+}
+
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    /// The stateful transform.
+    #[arg(long)]
+    name: String,
+    /// Keys its table should hold: the restore rate is this over the restore time.
+    #[arg(long)]
+    keys: u64,
+    /// Wall-clock time (Unix ms) the node was started, which the restore time runs from
+    /// (the time this program started without it).
+    #[arg(long)]
+    started_at_ms: Option<u64>,
+    /// Keys to look up once restored: `0`, `keys/n`, `2·keys/n`, ... as decimal text.
+    #[arg(long, default_value_t = 1000)]
+    sample: u64,
+    /// The value each sampled key must hold (the check is skipped without it).
+    #[arg(long)]
+    expect_value: Option<String>,
+    /// How often the node is asked, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    poll_ms: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -553,6 +663,8 @@ async fn main() -> anyhow::Result<()> {
         Workload::Failover(args) => failover(&config, args, &topic_settings, &output).await?,
         Workload::Group(args) => group(&config, args, &output, &cpu).await?,
         Workload::BrokerProduce(args) => broker_produce(args, &output, &cpu).await?,
+        Workload::Transform(args) => transform(&config, args, &cpu).await?,
+        Workload::Restore(args) => restore(&config, args, &cpu).await?,
     };
     report.add_cpu();
     output.print(&report);
@@ -2280,6 +2392,278 @@ async fn collect_answers(
 
 // ---------------------------------------------------------------------------------------------
 // shared pieces
+
+// ---------------------------------------------------------------------------------------------
+// transform and restore (issue 17)
+
+/// The transform `name` as the node describes it.
+async fn describe_transform(
+    admin: &Admin,
+    name: &str,
+) -> anyhow::Result<ledge_client::TransformDescription> {
+    admin
+        .describe_transforms(vec![name.to_string()])
+        .await
+        .with_context(|| format!("describing transform {name}"))?
+        .into_iter()
+        .next()
+        .with_context(|| format!("transform {name} not described"))
+}
+
+/// The values of a counting aggregate's table added up (`None` while its state is not
+/// ready). An error if one scan cannot answer the whole table or a value is not a count.
+async fn table_sum(admin: &Admin, name: &str) -> anyhow::Result<Option<u64>> {
+    let Ok(scan) = admin.table_scan(name, b"", 0).await else {
+        return Ok(None);
+    };
+    if scan.truncated {
+        bail!(
+            "table {name} has more keys than one scan answers (transforms.table_scan_entries_max): \
+             use fewer distinct keys"
+        );
+    }
+    let mut sum = 0u64;
+    for entry in &scan.entries {
+        let count: u64 = std::str::from_utf8(&entry.value)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .with_context(|| {
+                format!(
+                    "table {name}: the value of {:?} is not a count",
+                    String::from_utf8_lossy(&entry.key)
+                )
+            })?;
+        sum = sum.saturating_add(count);
+    }
+    Ok(Some(sum))
+}
+
+async fn transform(
+    config: &ClientConfig,
+    args: &TransformArgs,
+    cpu: &CpuMeter,
+) -> anyhow::Result<Report> {
+    let module = std::fs::read(&args.module)
+        .with_context(|| format!("reading {}", args.module.display()))?;
+    let mut params = Vec::new();
+    for param in &args.params {
+        let Some((name, value)) = param.split_once('=') else {
+            bail!("--param {param:?} is not NAME=VALUE");
+        };
+        params.push((name.to_string(), value.to_string()));
+    }
+    let ranges = topic_ranges(config, &args.input).await?;
+    let expected = records_between(ranges.values());
+    if expected == 0 {
+        bail!("topic {} is empty: write the input first", args.input);
+    }
+    let client = connect(config).await?;
+    let admin = Admin::new(&client);
+    let mut spec = ledge_client::TransformSpec::new(
+        args.name.clone(),
+        args.kind.into(),
+        Bytes::from(module),
+        args.input.clone(),
+    );
+    spec.output = args.output.clone();
+    spec.params = params;
+    let poll = Duration::from_millis(args.poll_ms.max(1));
+    let cpu_before = cpu.sample()?;
+    let started = now();
+    let deadline = started + Duration::from_secs(args.timeout_secs);
+    admin
+        .deploy_transform(spec)
+        .await
+        .with_context(|| format!("deploying transform {}", args.name))?;
+    let deployed = started.elapsed();
+    let mut first_progress: Option<Duration> = None;
+    let mut polls = 0u64;
+    let description = loop {
+        polls += 1;
+        let description = describe_transform(&admin, &args.name).await?;
+        if description.state == ledge_client::TransformState::Failed {
+            bail!(
+                "transform {} failed: {}",
+                args.name,
+                description.last_error.unwrap_or_default()
+            );
+        }
+        if first_progress.is_none() && (description.records_in > 0 || description.lag < expected) {
+            first_progress = Some(started.elapsed());
+        }
+        let read_all = description.lag == 0 && description.records_in >= expected;
+        let done = match args.until {
+            DoneWhen::Lag => read_all,
+            DoneWhen::TableSum => {
+                read_all && table_sum(&admin, &args.name).await? == Some(expected)
+            }
+        };
+        if done {
+            break description;
+        }
+        if now() > deadline {
+            bail!(
+                "transform {} not done after {} s: lag {}, records in {} of {expected}, last error {:?}",
+                args.name,
+                args.timeout_secs,
+                description.lag,
+                description.records_in,
+                description.last_error
+            );
+        }
+        tokio::time::sleep(poll).await;
+    };
+    let elapsed = started.elapsed();
+    let spent = CpuSpent::between(cpu_before, cpu.sample()?);
+    let after_first = first_progress.map_or(elapsed, |first| elapsed.saturating_sub(first));
+    if args.remove {
+        admin
+            .remove_transform(&args.name)
+            .await
+            .with_context(|| format!("removing transform {}", args.name))?;
+    }
+    client.close().await;
+    let kind = ledge_client::PluginKind::from(args.kind);
+    let mut report = Report::reading(
+        "transform",
+        vec![
+            ("name", json!(args.name)),
+            ("kind", json!(format!("{kind:?}").to_lowercase())),
+            ("input", json!(args.input)),
+            (
+                "until",
+                json!(match args.until {
+                    DoneWhen::Lag => "lag",
+                    DoneWhen::TableSum => "table-sum",
+                }),
+            ),
+        ],
+        (expected, 0),
+        elapsed,
+        spent,
+    );
+    report.results = vec![
+        (
+            "deploy_ms",
+            json!(round(deployed.as_secs_f64() * 1000.0, 1)),
+        ),
+        (
+            "first_progress_ms",
+            json!(first_progress.map(|first| round(first.as_secs_f64() * 1000.0, 1))),
+        ),
+        (
+            "records_per_s_after_first",
+            json!(round(expected as f64 / after_first.as_secs_f64(), 0)),
+        ),
+        ("records_out", json!(description.records_out)),
+        ("records_dead", json!(description.records_dead)),
+        ("state_bytes", json!(description.state_bytes)),
+        ("polls", json!(polls)),
+    ];
+    Ok(report)
+}
+
+async fn restore(
+    config: &ClientConfig,
+    args: &RestoreArgs,
+    cpu: &CpuMeter,
+) -> anyhow::Result<Report> {
+    let wall_ms = || u64::try_from(SystemClock.wall_time_ms()).unwrap_or(0);
+    let started_at_ms = args.started_at_ms.unwrap_or_else(wall_ms);
+    let poll = Duration::from_millis(args.poll_ms.max(1));
+    let deadline = now() + Duration::from_secs(args.timeout_secs);
+    // The node may still be starting: connect until it answers.
+    let client = loop {
+        match Client::connect(config.clone()).await {
+            Ok(client) => break client,
+            Err(error) if now() > deadline => {
+                return Err(error).with_context(|| format!("connecting to {}", config.server));
+            }
+            Err(_) => tokio::time::sleep(poll).await,
+        }
+    };
+    let admin = Admin::new(&client);
+    let cpu_before = cpu.sample()?;
+    let mut polls = 0u64;
+    let description = loop {
+        polls += 1;
+        // A node still opening its logs may not know the transform yet.
+        if let Ok(description) = describe_transform(&admin, &args.name).await {
+            if description.state == ledge_client::TransformState::Failed {
+                bail!(
+                    "transform {} failed: {}",
+                    args.name,
+                    description.last_error.unwrap_or_default()
+                );
+            }
+            if description.state_partitions > 0
+                && description.state_partitions_ready == description.state_partitions
+            {
+                break description;
+            }
+        }
+        if now() > deadline {
+            bail!(
+                "transform {} not restored after {} s",
+                args.name,
+                args.timeout_secs
+            );
+        }
+        tokio::time::sleep(poll).await;
+    };
+    let ready_at_ms = wall_ms();
+    let spent = CpuSpent::between(cpu_before, cpu.sample()?);
+    let restore_time = Duration::from_millis(ready_at_ms.saturating_sub(started_at_ms));
+    let sample = args.sample.min(args.keys);
+    let step = (args.keys / sample.max(1)).max(1);
+    let (mut missing, mut wrong) = (0u64, 0u64);
+    let mut first_error = None;
+    for index in 0..sample {
+        let key = (index * step).to_string();
+        match admin.table_get(&args.name, key.as_bytes()).await? {
+            None => {
+                missing += 1;
+                first_error.get_or_insert_with(|| format!("key {key} is missing"));
+            }
+            Some(value) => {
+                if let Some(expected) = &args.expect_value
+                    && value.as_ref() != expected.as_bytes()
+                {
+                    wrong += 1;
+                    first_error.get_or_insert_with(|| {
+                        format!(
+                            "key {key} holds {:?}, expected {expected:?}",
+                            String::from_utf8_lossy(&value)
+                        )
+                    });
+                }
+            }
+        }
+    }
+    client.close().await;
+    let mut report = Report::reading(
+        "restore",
+        vec![("name", json!(args.name))],
+        (args.keys, 0),
+        restore_time,
+        spent,
+    );
+    let seconds = restore_time.as_secs_f64().max(f64::MIN_POSITIVE);
+    report.results = vec![
+        ("restore_records", json!(description.restore_records)),
+        (
+            "restore_records_per_s",
+            json!(round(description.restore_records as f64 / seconds, 0)),
+        ),
+        ("state_bytes", json!(description.state_bytes)),
+        ("state_partitions", json!(description.state_partitions)),
+        ("sampled", json!(sample)),
+        ("polls", json!(polls)),
+    ];
+    report.errors = missing + wrong;
+    report.first_error = first_error;
+    Ok(report)
+}
 
 /// Monotonic time, from the one real clock (the workspace reads time only through it).
 fn now() -> Instant {

@@ -481,6 +481,8 @@ mod produce_fuzz_tests;
 #[cfg(test)]
 mod read_only_tests;
 #[cfg(test)]
+mod stateful_restore_tests;
+#[cfg(test)]
 mod stateful_transform_tests;
 #[cfg(test)]
 mod tests;
