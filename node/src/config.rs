@@ -1190,7 +1190,7 @@ segment.bytes = 4194304
             Some("4194304")
         );
         assert!(
-            config.topics[1].origin.contains("line 31"),
+            config.topics[1].origin.contains("line 32"),
             "{}",
             config.topics[1].origin
         );
