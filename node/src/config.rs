@@ -378,6 +378,7 @@ struct LimitsSection {
 struct LogSection {
     flush_interval_ms: Option<u64>,
     sync_for_readers: Option<bool>,
+    visible_at_write: Option<bool>,
     recovery_checkpoint_interval_ms: Option<u64>,
     commit_bytes_max: Option<u64>,
     append_queue_depth: Option<usize>,
@@ -712,6 +713,9 @@ impl NodeConfig {
         }
         if let Some(value) = log.sync_for_readers {
             broker.log.sync_for_readers = value;
+        }
+        if let Some(value) = log.visible_at_write {
+            broker.log.visible_at_write = value;
         }
         if let Some(value) = log.recovery_checkpoint_interval_ms {
             broker.log.recovery_checkpoint_interval =
@@ -1261,6 +1265,7 @@ quic_send_window_bytes = 2097152
 [log]
 flush_interval_ms = 200
 sync_for_readers = false
+visible_at_write = true
 
 [topic_defaults]
 retention.ms = 3600000
@@ -1295,6 +1300,7 @@ segment.bytes = 4194304
         assert_eq!(config.transport.quic_send_window_bytes, 2 << 20);
         assert_eq!(config.broker.log.flush_interval, Duration::from_millis(200));
         assert!(!config.broker.log.sync_for_readers);
+        assert!(config.broker.log.visible_at_write);
         assert_eq!(
             config.broker.topic_defaults.retention,
             Some(Duration::from_millis(3_600_000))
@@ -1315,7 +1321,7 @@ segment.bytes = 4194304
             Some("4194304")
         );
         assert!(
-            config.topics[1].origin.contains("line 31"),
+            config.topics[1].origin.contains("line 32"),
             "{}",
             config.topics[1].origin
         );

@@ -1,6 +1,7 @@
 //! Fetch and list offsets: reads below each partition's high watermark.
 //!
-//! On a single node the high watermark is the log's synced end. In a cluster, a partition
+//! On a single node the high watermark is the log's synced end, or its written end with
+//! `log.visible_at_write` (`PartitionLog::visible_end`). In a cluster, a partition
 //! the replication driver manages is read on its leader only (a follower answers
 //! `NotLeaderOrFollower`), below the *replicated* high watermark: a consumer never sees a
 //! record that a failover could still lose, and ListOffsets' latest is that watermark too.
@@ -267,13 +268,12 @@ impl<D: Disk> DataPath<D> {
                     let replicated = bound.as_ref().map(|(_, watch)| *watch.borrow());
                     match bound {
                         Some((_, watch)) => watches.push(watch),
-                        None => watches.push(log.subscribe_high_watermark()),
+                        None => watches.push(log.subscribe_visible_end()),
                     }
                     let budget =
                         (wanted.partition_max_bytes as usize).min(max_bytes.saturating_sub(total));
                     if budget == 0 && total > 0 {
-                        response.high_watermark =
-                            replicated.unwrap_or_else(|| log.high_watermark());
+                        response.high_watermark = replicated.unwrap_or_else(|| log.visible_end());
                         response.log_start_offset = log.log_start_offset();
                         partitions.push(response);
                         continue;
@@ -290,7 +290,7 @@ impl<D: Disk> DataPath<D> {
                             .await
                         }
                         None => log
-                            .read(wanted.fetch_offset, budget.max(1))
+                            .read_visible(wanted.fetch_offset, budget.max(1))
                             .await
                             .map_err(FetchError::Read),
                     };
@@ -415,7 +415,7 @@ impl<D: Disk> DataPath<D> {
         log: &PartitionLog<D>,
     ) -> Result<(i64, Option<FetchError>), FetchError> {
         let Some((_, bound)) = self.replicated_bound(topic, partition)? else {
-            return Ok((log.high_watermark(), None));
+            return Ok((log.visible_end(), None));
         };
         let high_watermark = *bound.borrow();
         let lagging = self

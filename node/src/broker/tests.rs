@@ -400,6 +400,93 @@ fn a_waiting_fetch_gets_acks_1_records_without_the_flush_interval() {
     });
 }
 
+// Goal: with `log.visible_at_write` a waiting consumer reads acks=1 records as soon as they
+// are written, with no fdatasync (syncs are held here, so none can finish), and the answer's
+// high watermark is the written end while the log's synced end stays where it was; without
+// it the same fetch sees nothing until a sync. After a power loss that drops unsynced
+// writes, the record that consumer read is gone: the mode's documented consequence.
+#[test]
+fn visible_at_write_serves_written_records_before_they_are_synced() {
+    for visible_at_write in [true, false] {
+        let disk = SimDisk::new(7);
+        let mut config = BrokerConfig::default();
+        config.log.flush_interval = Duration::from_secs(3600);
+        config.log.visible_at_write = visible_at_write;
+        let rt = runtime();
+        let broker = rt.block_on(async {
+            let broker = Arc::new(
+                Broker::open(
+                    disk.clone(),
+                    Path::new(DATA),
+                    config.clone(),
+                    Arc::new(SimClock::new(1_000_000)),
+                )
+                .await
+                .unwrap(),
+            );
+            create(&broker, "t", 1, &[]).await;
+            // The first batch of a leader epoch stores the epoch file (a sync): before
+            // syncs are held.
+            let first = produce(&broker, "t", 0, batch(2, 0), Acks::All).await;
+            assert_eq!(first.error, ErrorCode::None);
+            disk.hold_syncs();
+            let max_wait_ms = if visible_at_write { 20_000 } else { 300 };
+            let waiting = {
+                let broker = Arc::clone(&broker);
+                tokio::spawn(async move { fetch(&broker, "t", 0, 2, max_wait_ms).await })
+            };
+            tokio::task::yield_now().await;
+            let produced = produce(&broker, "t", 0, batch(2, 0), Acks::Leader).await;
+            assert_eq!(produced.error, ErrorCode::None);
+            let answer = crate::clock::timeout(&*broker.clock(), Duration::from_secs(10), waiting)
+                .await
+                .unwrap()
+                .unwrap();
+            let expected = if visible_at_write { (1, 4) } else { (0, 2) };
+            assert_eq!(
+                (
+                    BatchIter::new(&answer.records).count(),
+                    answer.high_watermark
+                ),
+                expected,
+                "visible_at_write {visible_at_write}"
+            );
+            let log = broker.registry.partition_log("t", 0).unwrap();
+            assert_eq!(
+                log.high_watermark(),
+                2,
+                "the second batch is not synced yet"
+            );
+            broker
+        });
+        if !visible_at_write {
+            disk.release_syncs();
+            continue;
+        }
+        // A power loss now takes back the record the consumer has read.
+        disk.crash_dropping_unsynced();
+        drop(broker);
+        rt.shutdown_background();
+        disk.release_syncs();
+        runtime().block_on(async {
+            let reopened = Broker::open(
+                disk.clone(),
+                Path::new(DATA),
+                config,
+                Arc::new(SimClock::new(2_000_000)),
+            )
+            .await
+            .unwrap();
+            let after = fetch(&reopened, "t", 0, 0, 0).await;
+            assert_eq!(
+                (BatchIter::new(&after.records).count(), after.high_watermark),
+                (1, 2),
+                "only the synced first batch is left"
+            );
+        });
+    }
+}
+
 // Goal: config changes apply to live partitions, are described with their source, and
 // unknown keys are refused.
 #[test]

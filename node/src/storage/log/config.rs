@@ -28,6 +28,13 @@ pub struct LogConfig {
     /// with later writes) instead of within `flush_interval`, so a tailing consumer sees
     /// acks=1 records after about one `fdatasync` rather than up to `flush_interval`.
     pub sync_for_readers: bool,
+    /// Readers (fetches) see appended data once it is written to the page cache, before the
+    /// `fdatasync` that makes it durable (`log.visible_at_write`, default false). A power
+    /// loss or kernel crash can then take back records a consumer has already read; a crash
+    /// of the node's process alone cannot (the kernel keeps the written pages). Off, readers
+    /// see only synced data. Replicated partitions ignore it: their consumers read below the
+    /// replicated high watermark.
+    pub visible_at_write: bool,
     /// How often the recovery point is advanced after syncs.
     pub recovery_checkpoint_interval: Duration,
     /// Bytes read per step when recovery scans a segment.
@@ -82,6 +89,7 @@ impl Default for LogConfig {
             append_queue_depth: 1024,
             flush_interval: Duration::from_millis(100),
             sync_for_readers: true,
+            visible_at_write: false,
             recovery_checkpoint_interval: Duration::from_secs(5),
             recovery_read_bytes: 4 * 1024 * 1024,
             producers_max: crate::storage::producers::PRODUCERS_MAX_DEFAULT,

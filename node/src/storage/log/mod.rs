@@ -98,6 +98,10 @@ pub(super) struct Shared<D: Disk> {
     config: RwLock<LogConfig>,
     state: RwLock<LogState<D::File>>,
     high_watermark: watch::Sender<i64>,
+    /// One past the last offset written (not necessarily synced): what readers may see with
+    /// `LogConfig::visible_at_write`. Starts at the high watermark when the log opens and is
+    /// moved only by the writer, after a write succeeded, so it never covers a torn tail.
+    written_end: watch::Sender<i64>,
     /// Signalled when a reader subscribes to the high watermark (it may wait for data that
     /// is written but not yet synced).
     reader_arrived: tokio::sync::Notify,
@@ -411,6 +415,29 @@ impl<D: Disk> PartitionLog<D> {
     /// Why the log is fenced, if it is.
     pub fn fenced_reason(&self) -> Option<String> {
         self.shared.read_state().fenced.clone()
+    }
+
+    /// The end a consumer may read to: the written end with `LogConfig::visible_at_write`,
+    /// else the high watermark (the synced end). Never below the high watermark.
+    pub fn visible_end(&self) -> i64 {
+        let high_watermark = self.high_watermark();
+        if self.shared.config().visible_at_write {
+            high_watermark.max(*self.shared.written_end.borrow())
+        } else {
+            high_watermark
+        }
+    }
+
+    /// Watches [`visible_end`](Self::visible_end) (for long-poll fetches): the written end
+    /// with `LogConfig::visible_at_write` (no sync is started for the reader: it sees the
+    /// data once written), else the high watermark as
+    /// [`subscribe_high_watermark`](Self::subscribe_high_watermark).
+    pub fn subscribe_visible_end(&self) -> watch::Receiver<i64> {
+        if self.shared.config().visible_at_write {
+            self.shared.written_end.subscribe()
+        } else {
+            self.subscribe_high_watermark()
+        }
     }
 
     /// Watches the high watermark (for long-poll fetches).

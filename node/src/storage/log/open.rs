@@ -59,6 +59,7 @@ impl<D: Disk> PartitionLog<D> {
             opened => opened?,
         };
         let (high_watermark, _) = watch::channel(opened.state.high_watermark);
+        let (written_end, _) = watch::channel(opened.state.high_watermark);
         tracing::debug!(
             directory = %directory.display(),
             backend = disk.backend_name(),
@@ -71,6 +72,7 @@ impl<D: Disk> PartitionLog<D> {
             config: RwLock::new(config.clone()),
             state: RwLock::new(opened.state),
             high_watermark,
+            written_end,
             reader_arrived: tokio::sync::Notify::new(),
             disk: disk.clone(),
             compaction: tokio::sync::Mutex::new(()),
@@ -1060,11 +1062,14 @@ impl<D: Disk> PartitionLog<D> {
         config.validate().map_err(OpenError::Config)?;
         let state = open_files_read_only(&disk, directory, &config).await?;
         let (high_watermark, _) = watch::channel(state.high_watermark);
+        // Nothing is written while read-only: readers see the synced end in either mode.
+        let (written_end, _) = watch::channel(state.high_watermark);
         let shared = Arc::new(Shared {
             directory: directory.to_path_buf(),
             config: RwLock::new(config.clone()),
             state: RwLock::new(state),
             high_watermark,
+            written_end,
             reader_arrived: tokio::sync::Notify::new(),
             disk,
             compaction: tokio::sync::Mutex::new(()),

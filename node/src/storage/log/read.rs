@@ -13,6 +13,15 @@ use crate::storage::disk::{Disk, DiskFile};
 use crate::storage::segment::SEGMENT_HEADER_BYTES;
 use crate::storage::verify::SegmentDamage;
 
+/// How far a read may go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadBound {
+    /// Synced bytes only, below the high watermark.
+    Synced,
+    /// Written bytes too, below the written end (`LogConfig::visible_at_write`).
+    Written,
+}
+
 /// Whole batches read from the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadBatches {
@@ -29,6 +38,32 @@ impl<D: Disk> PartitionLog<D> {
     /// `max_bytes` (at least one whole batch if any is available, as Kafka does, so a
     /// consumer always progresses). Reads stay within one segment.
     pub async fn read(&self, from_offset: i64, max_bytes: usize) -> Result<ReadBatches, ReadError> {
+        self.read_below(from_offset, max_bytes, ReadBound::Synced)
+            .await
+    }
+
+    /// As [`read`](Self::read), up to [`visible_end`](Self::visible_end): with
+    /// `LogConfig::visible_at_write` written batches are read before they are synced, and
+    /// the answer's `high_watermark` is the written end. What a consumer's fetch reads.
+    pub async fn read_visible(
+        &self,
+        from_offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadBatches, ReadError> {
+        let bound = if self.shared.config().visible_at_write {
+            ReadBound::Written
+        } else {
+            ReadBound::Synced
+        };
+        self.read_below(from_offset, max_bytes, bound).await
+    }
+
+    async fn read_below(
+        &self,
+        from_offset: i64,
+        max_bytes: usize,
+        bound: ReadBound,
+    ) -> Result<ReadBatches, ReadError> {
         let mut from_offset = from_offset;
         loop {
             let (
@@ -42,19 +77,29 @@ impl<D: Disk> PartitionLog<D> {
                 segment_base,
             ) = {
                 let state = self.shared.read_state();
-                if from_offset < state.log_start_offset || from_offset > state.high_watermark {
+                // The written end moves only after a successful write, so every byte of
+                // the segments below it is in the file; read under the state lock, it
+                // agrees with the segments' sizes taken here.
+                let visible_end = match bound {
+                    ReadBound::Synced => state.high_watermark,
+                    ReadBound::Written => {
+                        state.high_watermark.max(*self.shared.written_end.borrow())
+                    }
+                };
+                let unsynced_visible = visible_end > state.high_watermark;
+                if from_offset < state.log_start_offset || from_offset > visible_end {
                     return Err(ReadError::OffsetOutOfRange {
                         requested: from_offset,
                         log_start_offset: state.log_start_offset,
-                        high_watermark: state.high_watermark,
+                        high_watermark: visible_end,
                     });
                 }
                 let empty = ReadBatches {
                     bytes: Bytes::new(),
-                    high_watermark: state.high_watermark,
+                    high_watermark: visible_end,
                     log_start_offset: state.log_start_offset,
                 };
-                if from_offset == state.high_watermark {
+                if from_offset == visible_end {
                     return Ok(empty);
                 }
                 let Some((_, segment)) = state.segments.range(..=from_offset).next_back() else {
@@ -74,9 +119,13 @@ impl<D: Disk> PartitionLog<D> {
                     state.read_file(segment),
                     segment.path.clone(),
                     position,
-                    segment.synced_bytes,
+                    if unsynced_visible {
+                        segment.size_bytes
+                    } else {
+                        segment.synced_bytes
+                    },
                     segment.next_offset,
-                    state.high_watermark,
+                    visible_end,
                     state.log_start_offset,
                     segment.base_offset,
                 )

@@ -738,6 +738,12 @@ impl<D: Disk> Writer<D> {
         }
         self.queue
             .handle_written(self.clock.now(), next_offset, written > 0);
+        // Readers with `visible_at_write` may read it now (it is in the page cache).
+        self.shared.written_end.send_if_modified(|end| {
+            let moved = next_offset > *end;
+            *end = (*end).max(next_offset);
+            moved
+        });
         for batch in staged {
             // A duplicate of a batch synced earlier is answered at once.
             let (last_offset, durability) = (batch.outcome.last_offset, batch.durability);
