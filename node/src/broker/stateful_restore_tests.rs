@@ -136,6 +136,7 @@ fn a_state_of_many_keys_is_restored_whole_at_start() {
                 params: BTreeMap::new(),
                 on_error: transforms::OnError::Stop,
                 dead_letter_topic: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap();
