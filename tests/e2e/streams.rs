@@ -10,7 +10,9 @@ use std::time::Duration;
 use ledge_client::{
     Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
-use ledge_e2e::{NodeProcess, RawClient, connect, create_topic, filter_module, run_cli, runtime};
+use ledge_e2e::{
+    NodeOptions, NodeProcess, RawClient, connect, create_topic, filter_module, run_cli, runtime,
+};
 use ledge_protocol::wire::*;
 use rand::{Rng, SeedableRng};
 
@@ -588,4 +590,131 @@ fn order_totals_per_minute_sums_each_customers_minute() {
     assert_eq!(described["records_late"], 1, "{described}");
     assert_eq!(described["window"]["kind"], "tumbling", "{described}");
     assert_eq!(described["window"]["size_ms"], minute, "{described}");
+}
+
+/// `ledge table scan NAME --format json` as (key, value) lines; waits (a bound on tries, not
+/// a timing claim) until `done` holds for them.
+fn scan_until(
+    node: &NodeProcess,
+    name: &str,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
+    let mut entries = Vec::new();
+    for _ in 0..300 {
+        entries = ledge(node, &["table", "scan", name, "--format", "json"])
+            .lines()
+            .map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+                (
+                    entry["key"].as_str().expect("a key").to_string(),
+                    entry["value"].as_str().expect("a value").to_string(),
+                )
+            })
+            .collect();
+        if done(&entries) {
+            return entries;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("table {name} never got there: {entries:?}");
+}
+
+// Goal (issue 17): `configs/stream-app.toml`, as shipped, runs the tutorial's whole app in one
+// node: the high-value filter, the count per customer, the spend per customer and minute, and
+// the enrichment join, each checked against what was produced. Method: the node started on
+// the file itself (its modules resolve beside it), customers then orders produced keyed by
+// the customer id, as the tutorial's producers do.
+#[test]
+fn the_stream_app_config_runs_the_tutorials_whole_app() {
+    for module in [
+        "high_value_orders",
+        "order_counts",
+        "order_totals_per_minute",
+        "enrich_orders",
+        "vip_partitioner",
+        "pii_redactor",
+    ] {
+        filter_module(module);
+    }
+    let config =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/stream-app.toml");
+    let node = NodeProcess::start_with(NodeOptions {
+        args: vec!["--config".into(), config.to_string_lossy().into_owned()],
+        // Six modules compiled at start by a debug build on a busy CI machine.
+        ready_timeout: Some(Duration::from_secs(300)),
+        ..NodeOptions::default()
+    });
+    const ORDERS: u64 = 30;
+    let customer_of = |n: u64| n % 3 + 1;
+    let amount_of = |n: u64| if n % 5 == 0 { 1500 } else { 100 + n };
+    runtime().block_on(async {
+        let client = connect(&node).await;
+        let customers: Vec<(&str, String, Option<String>)> = (1..=3)
+            .map(|id| {
+                (
+                    "customers",
+                    id.to_string(),
+                    Some(format!(r#"{{"name":"c{id}"}}"#)),
+                )
+            })
+            .collect();
+        send_keyed(&client, &customers).await;
+        let orders: Vec<(&str, String, Option<String>)> = (0..ORDERS)
+            .map(|n| {
+                (
+                    "orders",
+                    customer_of(n).to_string(),
+                    Some(format!(
+                        r#"{{"order_id":{n},"customer_id":{},"amount":{}}}"#,
+                        customer_of(n),
+                        amount_of(n)
+                    )),
+                )
+            })
+            .collect();
+        send_keyed(&client, &orders).await;
+
+        let high_value = (0..ORDERS).filter(|n| amount_of(*n) > 1000).count();
+        let kept = read_json(&client, "orders.high-value", high_value).await;
+        assert_eq!(kept.len(), high_value, "{kept:?}");
+        assert!(kept.iter().all(|order| order["amount"] == 1500), "{kept:?}");
+
+        let enriched = read_json(&client, "orders.enriched", ORDERS as usize).await;
+        assert_eq!(enriched.len(), ORDERS as usize);
+        for order in &enriched {
+            let customer = order["customer_id"].as_u64().expect("customer_id");
+            assert_eq!(order["customer"]["name"], format!("c{customer}"), "{order}");
+        }
+    });
+
+    let mut true_counts = BTreeMap::new();
+    let mut true_totals = BTreeMap::new();
+    for n in 0..ORDERS {
+        *true_counts
+            .entry(customer_of(n).to_string())
+            .or_insert(0u64) += 1;
+        *true_totals
+            .entry(customer_of(n).to_string())
+            .or_insert(0u64) += amount_of(n);
+    }
+    let counts = |entries: &[(String, String)]| -> BTreeMap<String, u64> {
+        entries
+            .iter()
+            .map(|(key, value)| (key.clone(), value.parse().expect("a count")))
+            .collect()
+    };
+    scan_until(&node, "counts", |entries| counts(entries) == true_counts);
+    // Per minute: the windows of a customer add up to its spend (the orders may straddle a
+    // minute boundary).
+    let totals = |entries: &[(String, String)]| -> BTreeMap<String, u64> {
+        let mut totals = BTreeMap::new();
+        for (key, value) in entries {
+            let value: f64 = value.parse().expect("a total");
+            *totals.entry(key.clone()).or_insert(0u64) += value as u64;
+        }
+        totals
+    };
+    scan_until(&node, "per-minute", |entries| {
+        totals(entries) == true_totals
+    });
 }

@@ -85,6 +85,9 @@ pub struct NodeOptions {
     pub args: Vec<String>,
     /// Extra environment variables (name, value), e.g. `NOTIFY_SOCKET`.
     pub env: Vec<(String, String)>,
+    /// How long to wait for the ready line; `READY_TIMEOUT` if `None` (a config that
+    /// compiles several WASM modules at start takes longer in a debug build).
+    pub ready_timeout: Option<Duration>,
 }
 
 /// A running `ledge-node` child process.
@@ -254,7 +257,8 @@ impl NodeProcess {
                 }
             }
         });
-        match ready.recv_timeout(READY_TIMEOUT) {
+        let ready_timeout = self.options.ready_timeout.unwrap_or(READY_TIMEOUT);
+        match ready.recv_timeout(ready_timeout) {
             Ok((address, kafka, kafka_tls, admin)) => {
                 self.admin_addr =
                     admin.map(|admin| admin.parse().expect("node prints a socket address"));
@@ -268,7 +272,7 @@ impl NodeProcess {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "ledge-node did not become ready within {READY_TIMEOUT:?}; log:\n{}",
+                    "ledge-node did not become ready within {ready_timeout:?}; log:\n{}",
                     std::fs::read_to_string(&self.log_file).unwrap_or_default()
                 );
             }
