@@ -646,7 +646,7 @@ fn the_stream_app_config_runs_the_tutorials_whole_app() {
     });
     const ORDERS: u64 = 30;
     let customer_of = |n: u64| n % 3 + 1;
-    let amount_of = |n: u64| if n % 5 == 0 { 1500 } else { 100 + n };
+    let amount_of = |n: u64| if n.is_multiple_of(5) { 1500 } else { 100 + n };
     runtime().block_on(async {
         let client = connect(&node).await;
         let customers: Vec<(&str, String, Option<String>)> = (1..=3)
