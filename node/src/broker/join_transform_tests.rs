@@ -3,6 +3,7 @@
 //! order is processed), the stream-stream join against an O(n^2) reference, late records,
 //! exactly-once outputs across simulated power loss, and the deploy checks.
 
+use super::stateful_transform_tests::{read_all, runtime};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ledge_protocol::partitioner::partition_for_key;
 use ledge_protocol::wire::*;
-use ledge_protocol::{BatchIter, DecodedRecord, EncodeOptions, Record, decode_batch, encode_batch};
+use ledge_protocol::{EncodeOptions, Record, encode_batch};
 use rand::{Rng, SeedableRng};
 
 use super::metadata::{JoinKind, JoinSpec, StatefulSpec};
@@ -42,14 +43,6 @@ async fn open(disk: &SimDisk) -> Arc<Broker<SimDisk>> {
     let broker = Arc::new(broker);
     broker.transforms().start().await;
     broker
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
 }
 
 fn enrich_orders() -> Bytes {
@@ -108,43 +101,6 @@ async fn produce_keyed(
         let batch = encode_batch(&records, &EncodeOptions::default()).unwrap();
         let response = tests::produce(broker, topic, partition, batch, Acks::All).await;
         assert_eq!(response.error, ErrorCode::None, "{}", response.message);
-    }
-}
-
-async fn read_all(broker: &Broker<SimDisk>, topic: &str, partition: u32) -> Vec<DecodedRecord> {
-    let mut records = Vec::new();
-    let mut offset = 0;
-    loop {
-        let request = FetchRequest {
-            max_wait_ms: 0,
-            min_bytes: 1,
-            max_bytes: 1 << 20,
-            topics: vec![FetchTopic {
-                name: topic.into(),
-                partitions: vec![FetchPartition {
-                    current_leader_epoch: None,
-                    partition,
-                    fetch_offset: offset,
-                    partition_max_bytes: 1 << 20,
-                }],
-            }],
-            plugin: None,
-        };
-        let Response::Fetch(response) = broker.handle(Request::Fetch(request)).await else {
-            panic!("wrong response")
-        };
-        let answer = &response.topics[0].partitions[0];
-        assert_eq!(answer.error, ErrorCode::None, "{}", answer.message);
-        if answer.records.is_empty() {
-            return records;
-        }
-        for item in BatchIter::new(&answer.records) {
-            let (header, raw) = item.unwrap();
-            offset = header.last_offset() + 1;
-            let decoded =
-                decode_batch(&answer.records.slice_ref(raw), &Default::default()).unwrap();
-            records.extend(decoded.records);
-        }
     }
 }
 

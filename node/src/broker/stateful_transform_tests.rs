@@ -46,7 +46,8 @@ async fn open_with(disk: &SimDisk, config: BrokerConfig) -> Arc<Broker<SimDisk>>
     broker
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A paused current-thread runtime (the other transform test modules use it too).
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -113,7 +114,13 @@ async fn produce(
     tests::produce(broker, topic, partition, records, Acks::All).await
 }
 
-async fn read_all(broker: &Broker<SimDisk>, topic: &str, partition: u32) -> Vec<DecodedRecord> {
+/// Every record of `topic`'s `partition`, from offset 0 (the other transform test modules
+/// use it too).
+pub(super) async fn read_all(
+    broker: &Broker<SimDisk>,
+    topic: &str,
+    partition: u32,
+) -> Vec<DecodedRecord> {
     let mut records = Vec::new();
     let mut offset = 0;
     loop {

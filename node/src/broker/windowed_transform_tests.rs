@@ -3,6 +3,7 @@
 //! grace, a record too far in the future), suppression emitting one final result per
 //! window, expiry of windowed state, session merges, and power loss mid-stream.
 
+use super::stateful_transform_tests::{read_all, runtime};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ledge_protocol::wire::*;
-use ledge_protocol::{BatchIter, DecodedRecord, EncodeOptions, Record, decode_batch, encode_batch};
+use ledge_protocol::{DecodedRecord, EncodeOptions, Record, encode_batch};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -51,14 +52,6 @@ async fn open(disk: &SimDisk) -> Arc<Broker<SimDisk>> {
     let broker = Arc::new(broker);
     broker.transforms().start().await;
     broker
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
 }
 
 /// order-totals-per-minute deployed with `window`.
@@ -182,43 +175,6 @@ impl Reference {
 async fn produce(broker: &Broker<SimDisk>, orders: &[Order]) {
     let response = tests::produce(broker, "orders", 0, encode(orders), Acks::All).await;
     assert_eq!(response.error, ErrorCode::None, "{}", response.message);
-}
-
-async fn read_all(broker: &Broker<SimDisk>, topic: &str, partition: u32) -> Vec<DecodedRecord> {
-    let mut records = Vec::new();
-    let mut offset = 0;
-    loop {
-        let request = FetchRequest {
-            max_wait_ms: 0,
-            min_bytes: 1,
-            max_bytes: 1 << 20,
-            topics: vec![FetchTopic {
-                name: topic.into(),
-                partitions: vec![FetchPartition {
-                    current_leader_epoch: None,
-                    partition,
-                    fetch_offset: offset,
-                    partition_max_bytes: 1 << 20,
-                }],
-            }],
-            plugin: None,
-        };
-        let Response::Fetch(response) = broker.handle(Request::Fetch(request)).await else {
-            panic!("wrong response")
-        };
-        let answer = &response.topics[0].partitions[0];
-        assert_eq!(answer.error, ErrorCode::None, "{}", answer.message);
-        if answer.records.is_empty() {
-            return records;
-        }
-        for item in BatchIter::new(&answer.records) {
-            let (header, raw) = item.unwrap();
-            offset = header.last_offset() + 1;
-            let decoded =
-                decode_batch(&answer.records.slice_ref(raw), &Default::default()).unwrap();
-            records.extend(decoded.records);
-        }
-    }
 }
 
 fn header(record: &DecodedRecord, name: &str) -> i64 {
