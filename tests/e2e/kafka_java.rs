@@ -590,8 +590,12 @@ fn kafka_java_console_groups_and_perf_test() {
             .map(|line| line.split_whitespace().collect())
             .filter(|fields: &Vec<&str>| !fields.is_empty())
             .collect();
-        assert_eq!(rows.len(), 1, "one producer:\n{described}");
-        let row = &rows[0];
+        // The perf tool's sticky partitioner may put all 2,000 records in one partition:
+        // then the other has no producer (the sum below still counts every record).
+        assert!(rows.len() <= 1, "at most one producer:\n{described}");
+        let Some(row) = rows.first() else {
+            continue;
+        };
         assert_eq!(row.len(), 6, "{described}");
         assert_eq!((row[1], row[2], row[5]), ("0", "-1", "None"), "{described}");
         assert!(
