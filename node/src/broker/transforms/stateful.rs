@@ -551,6 +551,46 @@ impl<D: Disk> StateTask<D> {
         Ok(Step::Again)
     }
 
+    /// After a batch's calls: adds the busy time since `began` to the stats, keeps one
+    /// failure per record (its first) in offset order, and, under `on_error = stop` with a
+    /// failure, gives the reason to stop, naming the first failing record (after `input`,
+    /// which names the input when there are two). Returns the busy microseconds too.
+    pub(super) fn settle_failures(
+        &self,
+        handles: &TransformHandles<D>,
+        began: std::time::Instant,
+        failures: &mut Vec<(usize, String)>,
+        opened: &OpenedBatch,
+        on_error: OnError,
+        input: &str,
+    ) -> (u64, Option<String>) {
+        let busy_us = u64::try_from(
+            handles
+                .clock
+                .now()
+                .saturating_duration_since(began)
+                .as_micros(),
+        )
+        .unwrap_or(u64::MAX);
+        self.stats.busy_us.fetch_add(busy_us, Ordering::Relaxed);
+        failures.sort_by_key(|(index, _)| *index);
+        failures.dedup_by_key(|(index, _)| *index);
+        if failures.is_empty() || on_error != OnError::Stop {
+            return (busy_us, None);
+        }
+        let reason = failures
+            .first()
+            .and_then(|(index, message)| {
+                let record = opened.records.get(*index)?;
+                Some(format!(
+                    "{input}partition {} offset {} failed: {message}",
+                    self.partition, record.offset
+                ))
+            })
+            .unwrap_or_default();
+        (busy_us, Some(reason))
+    }
+
     /// Deletes the repartition records below the committed position (Kafka Streams'
     /// purge of repartition topics): at most once per `transforms.repartition_purge_interval`,
     /// since moving a log start is a durable write. The position is in a synced changelog
@@ -751,31 +791,18 @@ impl<D: Disk> StateTask<D> {
                 None
             }
         };
-        let busy_us = u64::try_from(
-            handles
-                .clock
-                .now()
-                .saturating_duration_since(began)
-                .as_micros(),
-        )
-        .unwrap_or(u64::MAX);
-        self.stats.busy_us.fetch_add(busy_us, Ordering::Relaxed);
-        failures.sort_by_key(|(index, _)| *index);
         // A hopping record fails once, however many of its windows failed.
-        failures.dedup_by_key(|(index, _)| *index);
-        if !failures.is_empty() && definition.on_error == OnError::Stop {
+        let (busy_us, stop) = self.settle_failures(
+            handles,
+            began,
+            &mut failures,
+            opened,
+            definition.on_error,
+            "",
+        );
+        if let Some(reason) = stop {
             // Nothing of the batch is committed: the transform resumes at it.
             drop(txn);
-            let reason = failures
-                .first()
-                .and_then(|(index, message)| {
-                    let record = opened.records.get(*index)?;
-                    Some(format!(
-                        "partition {} offset {} failed: {message}",
-                        self.partition, record.offset
-                    ))
-                })
-                .unwrap_or_default();
             self.stop(handles, reason).await;
             return Ok(Folded::Stopped);
         }

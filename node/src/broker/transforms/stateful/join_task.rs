@@ -437,31 +437,17 @@ impl<D: Disk> StateTask<D> {
                 )),
             }
         }
-        let busy_us = u64::try_from(
-            handles
-                .clock
-                .now()
-                .saturating_duration_since(began)
-                .as_micros(),
-        )
-        .unwrap_or(u64::MAX);
-        self.stats.busy_us.fetch_add(busy_us, Ordering::Relaxed);
-        // One failure per record (its first), in offset order.
-        failures.sort_by_key(|(index, _)| *index);
-        failures.dedup_by_key(|(index, _)| *index);
-        if !failures.is_empty() && definition.on_error == OnError::Stop {
+        let (busy_us, stop) = self.settle_failures(
+            handles,
+            began,
+            &mut failures,
+            opened,
+            definition.on_error,
+            &format!("{topic:?} "),
+        );
+        if let Some(reason) = stop {
             // Nothing of the batch is committed: the transform resumes at it.
             drop(txn);
-            let reason = failures
-                .first()
-                .and_then(|(index, message)| {
-                    let record = opened.records.get(*index)?;
-                    Some(format!(
-                        "{topic:?} partition {} offset {} failed: {message}",
-                        self.partition, record.offset
-                    ))
-                })
-                .unwrap_or_default();
             self.stop(handles, reason).await;
             return Ok(Folded::Stopped);
         }
